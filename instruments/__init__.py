@@ -1,0 +1,1 @@
+"""Instrument contracts, serial transports, drivers, CV analysis and the driver registry."""

@@ -1,0 +1,1 @@
+"""Campaign configuration, loop runner, journal store, scheduler and the `labloop` command line."""

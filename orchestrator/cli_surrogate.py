@@ -1,0 +1,284 @@
+"""`labloop surrogate ...`: train, evaluate, predict, sweep and screen with the IE/EA surrogate.
+
+Outputs are written to a temporary file and renamed into place, so an interrupted command never leaves
+a half-written CSV or model under the requested name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import pandas as pd
+from labloop.orchestrator import console
+from labloop.surrogate.dataset import csv_line, read_table
+from labloop.surrogate.errors import InvalidInput
+from labloop.surrogate.featurize import InvalidSmiles
+from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
+from labloop.surrogate.metrics import Z95, regression_metrics
+from labloop.surrogate.presets import PRESETS, get_preset
+from labloop.surrogate.screening import (
+    ROLE_TARGET,
+    SOLVENT_WINDOWS,
+    potential_vs_reference,
+    screen,
+    usable_window,
+)
+from rich.table import Table
+
+log = logging.getLogger(__name__)
+
+
+
+@click.group(help="Train, evaluate and use the IE/EA surrogate model.")
+def app() -> None:
+    pass
+
+
+FILE = click.Path(path_type=Path, dir_okay=False)
+DIR = click.Path(path_type=Path, file_okay=False)
+no_cache_option = click.option("--no-cache", is_flag=True, help="Do not read or write the fingerprint cache.")
+smiles_option = click.option("--smiles-column", default="smiles", show_default=True, help="SMILES column.")
+
+
+def _with_epochs(preset_name: str, epochs: int | None):
+    """The named preset, with its epochs overridden when asked (quick runs, the thesis recipe)."""
+    chosen = get_preset(preset_name)
+    if epochs is None:
+        return chosen
+    return replace(chosen, model=chosen.model.model_copy(update={"epochs": epochs}))
+
+
+def _cache(disabled: bool) -> FingerprintCache | None:
+    return None if disabled else FingerprintCache(default_cache_dir() / "fingerprints")
+
+
+def _report_invalid(invalid: list[InvalidSmiles], path: Path) -> None:
+    """Invalid SMILES are skipped, never fatal: say how many and where (CSV line numbers)."""
+    if not invalid:
+        return
+    shown = ", ".join(f"line {csv_line(i.row)} {i.smiles!r}" for i in invalid[:5])
+    more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
+    console.err.print(f"warning: skipped {len(invalid)} invalid SMILES in {path}: {shown}{more}",
+                      markup=False, highlight=False, soft_wrap=True)
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False, float_format="%.6g")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
+    for col in ("target", "n", "MAE", "R^2", "error std", "95% coverage"):
+        table.add_column(col, justify="right" if col != "target" else "left")
+    for target, m in metrics.items():
+        cov = f"{m['coverage95']:.3f}" if "coverage95" in m else "-"
+        table.add_row(target, str(m["n"]), f"{m['mae']:.4f}", f"{m['r2']:.4f}", f"{m['error_std']:.4f}", cov)
+    return table
+
+
+def _load_model(model_dir: Path):
+    from labloop.surrogate.persistence import load_ensemble  # TensorFlow loads only when a model is needed
+
+    return load_ensemble(model_dir)
+
+
+def _predict_table(model_dir: Path, data: Path, smiles_column: str, targets: list[str], no_cache: bool):
+    """Load the model, read the table, featurise + predict with a progress bar."""
+    ens = _load_model(model_dir)
+    table = read_table(data, targets or [], smiles_column)
+    with console.progress() as bar:
+        task = bar.add_task("featurise + predict", total=len(table.smiles))
+        pred = ens.predict(table.smiles, cache=_cache(no_cache), progress=lambda k: bar.advance(task, k))
+    _report_invalid(pred.invalid, data)
+    return ens, table, pred
+
+
+@app.command()
+@click.argument("data", type=FILE)
+@click.option("--target", "-t", "targets", multiple=True, required=True, help="Target column; repeat for multi-task.")
+@click.option("--output", "-o", type=DIR, required=True, help="Model directory to write.")
+@click.option("--folds", "-k", type=click.IntRange(2, 20), default=5, show_default=True, help="Ensemble members.")
+@click.option("--preset", default="fast", show_default=True, help=f"Recipe: {', '.join(PRESETS)}.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
+@click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
+              help="Share of rows kept aside and scored after training.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@smiles_option
+@no_cache_option
+def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset: str, epochs: int | None,
+          holdout: float, seed: int, smiles_column: str, no_cache: bool) -> None:
+    """Train a calibrated k-fold ECFP -> FCNN ensemble and save it to a model directory."""
+    from labloop.surrogate.persistence import save_ensemble
+    from labloop.surrogate.training import train_from_table
+
+    chosen = _with_epochs(preset, epochs)
+    table = read_table(data, list(targets), smiles_column)
+    if output.exists() and not output.is_dir():
+        raise InvalidInput(f"--output {output} exists and is not a directory")
+    with console.progress() as bar:
+        feat_task = bar.add_task("featurise", total=len(table.smiles))
+        fit_task = bar.add_task("train", total=folds * chosen.model.epochs)
+        done = dict.fromkeys(range(folds), 0)
+
+        def on_epoch(member: int, epoch: int, loss: float, val: float) -> None:
+            done[member] = epoch + 1
+            bar.update(fit_task, completed=sum(done.values()),
+                       description=f"train member {member + 1}/{folds} (val loss {val:.4f})")
+
+        run = train_from_table(table, chosen, folds=folds, seed=seed, holdout=holdout, cache=_cache(no_cache),
+                               on_featurized=lambda k: bar.advance(feat_task, k), on_epoch=on_epoch)
+    _report_invalid(run.invalid, data)
+    save_ensemble(run.ensemble, output)
+    metrics = run.ensemble.info["metrics"]
+    console.out.print(_metrics_table("out-of-fold (single members)", metrics["out_of_fold"]))
+    if run.holdout_metrics:
+        console.out.print(_metrics_table(f"held-out {holdout:.0%} (ensemble)", run.holdout_metrics))
+    cal = ", ".join(f"{t} x{f:.2f}" for t, f in run.ensemble.calibration.items())
+    console.out.print(f"saved {folds}-member '{chosen.name}' ensemble to {output} (sigma calibration: {cal})")
+
+
+@app.command()
+@click.argument("model_dir", type=DIR)
+@click.argument("data", type=FILE)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@smiles_option
+@no_cache_option
+def evaluate(model_dir: Path, data: Path, as_json: bool, smiles_column: str, no_cache: bool) -> None:
+    """MAE, R^2, error std and 95% interval coverage of a model on labelled data."""
+    from labloop.surrogate.persistence import read_manifest
+
+    targets = list(read_manifest(model_dir)["targets"])
+    ens, table, pred = _predict_table(model_dir, data, smiles_column, targets, no_cache)
+    Y = table.Y[pred.rows]
+    metrics = {t: regression_metrics(Y[:, j], pred.mean[:, j], pred.std[:, j]) for j, t in enumerate(ens.targets)}
+    if as_json:
+        click.echo(json.dumps({"model": str(model_dir), "data": str(data), "invalid_smiles": len(pred.invalid),
+                               "metrics": metrics}, indent=2))
+    else:
+        console.out.print(_metrics_table(f"{model_dir} on {data}", metrics))
+
+
+@app.command()
+@click.argument("model_dir", type=DIR)
+@click.argument("library", type=FILE)
+@click.option("--output", "-o", type=FILE, required=True, help="CSV to write.")
+@smiles_option
+@no_cache_option
+def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no_cache: bool) -> None:
+    """Predict mean and calibrated std of every target: columns smiles, <target>_mean, <target>_std."""
+    ens, table, pred = _predict_table(model_dir, library, smiles_column, [], no_cache)
+    df = pd.DataFrame({"smiles": [table.smiles[i] for i in pred.rows]})
+    for j, t in enumerate(ens.targets):
+        df[f"{t}_mean"] = pred.mean[:, j]
+        df[f"{t}_std"] = pred.std[:, j]
+    _write_csv(df, output)
+    console.out.print(f"wrote {len(df)} predictions to {output}")
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidInput(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise InvalidInput(f"{name} is empty")
+    return values
+
+
+@app.command()
+@click.argument("data", type=FILE)
+@click.option("--target", "-t", "targets", multiple=True, required=True, help="Target column; repeatable.")
+@click.option("--preset", default="thesis", show_default=True, help="Network and recipe for every cell.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
+@click.option("--radii", default="1,2,3,4,5", show_default=True, help="Comma-separated fingerprint radii.")
+@click.option("--bits", default="256,512,1024,2048,4096", show_default=True, help="Comma-separated lengths.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@smiles_option
+def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None, radii: str, bits: str, seed: int,
+          as_json: bool, smiles_column: str) -> None:
+    """The thesis's 25-architecture table (radius x bits), 2-fold CV, ranked by validation MAE."""
+    from labloop.surrogate.sweep import run_sweep
+
+    chosen = _with_epochs(preset, epochs)
+    r_list, b_list = _int_list(radii, "--radii"), _int_list(bits, "--bits")
+    for r in r_list:  # validate the whole grid before hours of training
+        for b in b_list:
+            replace(chosen.fingerprint, radius=r, n_bits=b)
+    table = read_table(data, list(targets), smiles_column)
+    with console.progress() as bar:
+        task = bar.add_task("sweep", total=len(r_list) * len(b_list))
+        result = run_sweep(table, chosen, radii=r_list, bits=b_list, seed=seed,
+                           on_done=lambda row: bar.advance(task))
+    if as_json:
+        click.echo(result.to_json(orient="records", indent=2))
+        return
+    out = Table(title=f"radius x bits sweep, 2-fold CV ({chosen.name} network), ranked by validation MAE")
+    for col in result.columns:
+        out.add_column(col, justify="right")
+    for _, row in result.iterrows():
+        out.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.out.print(out)
+
+
+@app.command("screen")
+@click.argument("model_dir", type=DIR)
+@click.argument("library", type=FILE)
+@click.option("--solvent", default="acn", show_default=True, help=f"One of: {', '.join(SOLVENT_WINDOWS)}.")
+@click.option("--collector", default="al", show_default=True, help="Current collector: al, cu or none.")
+@click.option("--role", type=click.Choice(sorted(ROLE_TARGET)), default="cathode", show_default=True,
+              help="cathode: oxidation potential from IE; anode: reduction potential from EA.")
+@click.option("--output", "-o", type=FILE, required=True, help="CSV of the screened molecules.")
+@click.option("--z", type=click.FloatRange(min=0.0), default=Z95, show_default=True,
+              help="Interval half-width in sigmas (1.96 = 95%).")
+@click.option("--global-sigma", is_flag=True, help="One sigma for all (the model's error std), as the thesis did.")
+@click.option("--window", type=(float, float), default=None, help="Own window LOW HIGH in V vs Li+/Li.")
+@click.option("--reference", default="li", show_default=True, help="Also report potentials vs li, she or fc.")
+@click.option("--all", "include_all", is_flag=True, help="Write failing molecules too (after the hits).")
+@smiles_option
+@no_cache_option
+def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, role: str, output: Path, z: float,
+               global_sigma: bool, window: tuple[float, float] | None, reference: str, include_all: bool,
+               smiles_column: str, no_cache: bool) -> None:
+    """Screen a library for potentials inside the solvent/collector window (thesis rule IE-1.40, EA-1.40)."""
+    win = usable_window(solvent, collector, window)
+    potential_vs_reference([0.0], reference)  # an unknown --reference fails before the model loads
+    ens, table, pred = _predict_table(model_dir, library, smiles_column, [], no_cache)
+    quantity = ROLE_TARGET[role]
+    if quantity not in ens.targets:
+        raise InvalidInput(f"--role {role} needs a model predicting {quantity!r}; {model_dir} predicts "
+                           f"{', '.join(ens.targets)}")
+    j = ens.targets.index(quantity)
+    sigma = None
+    if global_sigma:
+        sigma = ens.info.get("metrics", {}).get("calibration_slice", {}).get(quantity, {}).get("error_std")
+        if sigma is None:
+            raise InvalidInput(f"{model_dir} records no error std for {quantity}; retrain it")
+    result = screen([table.smiles[i] for i in pred.rows], pred.mean[:, j], pred.std[:, j], win, role=role,
+                    z=z, global_sigma=sigma, reference=reference)
+    hits = result[result["passes"]]
+    _write_csv(result if include_all else hits, output)
+    console.out.print(f"{len(hits)} of {len(result)} molecules pass: {role}, window {win.low_v:.2f}-"
+                      f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}")
+    if len(hits):
+        top = Table(title="best hits")
+        for col in ("smiles", "potential_v", "sigma_v", "margin_v"):
+            top.add_column(col, justify="left" if col == "smiles" else "right")
+        for _, row in hits.head(10).iterrows():
+            top.add_row(row["smiles"], f"{row['potential_v']:.3f}", f"{row['sigma_v']:.3f}",
+                        f"{row['margin_v']:.3f}")
+        console.out.print(top)

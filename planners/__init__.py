@@ -1,0 +1,1 @@
+"""Planners: choose the next molecules and measurement conditions (contract, Bayesian planners, baselines)."""

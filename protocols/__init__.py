@@ -1,0 +1,1 @@
+"""Experiment protocols (YAML step lists) and their executor."""

@@ -1,0 +1,1 @@
+"""The surrogate: ECFP fingerprints -> fully connected network, trained as a calibrated k-fold ensemble."""

@@ -1,0 +1,213 @@
+"""Morgan (ECFP) fingerprints of SMILES, as dense numpy matrices the network can eat.
+
+Why its own module: featurisation is the only place the surrogate touches RDKit, it is the hot path of
+screening large libraries (100k SMILES), and it is where bad input (unparsable SMILES) first shows up.
+Invalid SMILES are never fatal: they are skipped and reported with their row numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from labloop.surrogate.errors import InvalidInput
+from rdkit import Chem, RDLogger
+from rdkit.Chem import rdFingerprintGenerator
+
+if TYPE_CHECKING:
+    from labloop.surrogate.fingerprint_cache import FingerprintCache
+
+log = logging.getLogger(__name__)
+
+#: Below this many molecules a process pool costs more than it saves.
+PARALLEL_THRESHOLD = 4000
+CHUNK_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class FingerprintSettings:
+    """How a molecule becomes a vector; stored in every model manifest so predictions featurise alike.
+
+    ``counts=True`` gives ECFP count vectors (how often each hashed environment occurs, clipped to 255),
+    which carry more information than bits for molecules with repeated units.
+    """
+
+    radius: int = 2
+    n_bits: int = 2048
+    counts: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.radius <= 6:
+            raise InvalidInput(f"fingerprint radius must be 0..6, got {self.radius}")
+        if not 16 <= self.n_bits <= 65536:
+            raise InvalidInput(f"fingerprint length must be 16..65536 bits, got {self.n_bits}")
+
+    def key(self) -> str:
+        """Stable text key (cache file names, manifests)."""
+        kind = "count" if self.counts else "bit"
+        return f"morgan-r{self.radius}-n{self.n_bits}-{kind}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FingerprintSettings:
+        return cls(radius=int(data["radius"]), n_bits=int(data["n_bits"]), counts=bool(data["counts"]))
+
+
+@dataclass(frozen=True)
+class InvalidSmiles:
+    """One input that RDKit could not parse; ``row`` is its 0-based position in the input sequence."""
+
+    row: int
+    smiles: str
+
+
+@dataclass
+class Features:
+    """Fingerprints of the valid inputs, and where they came from.
+
+    ``rows[i]`` is the input position of ``X[i]``; ``invalid`` lists the skipped inputs.
+    """
+
+    X: np.ndarray
+    rows: np.ndarray
+    invalid: list[InvalidSmiles] = field(default_factory=list)
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.X.shape[0])
+
+
+def _generator(settings: FingerprintSettings):
+    return rdFingerprintGenerator.GetMorganGenerator(radius=settings.radius, fpSize=settings.n_bits)
+
+
+def _parse(smiles: object) -> Chem.Mol | None:
+    """RDKit molecule, or None for anything that is not a non-empty parsable SMILES string."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        return None
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    return mol
+
+
+def _featurize_chunk(
+    args: tuple[Sequence[str], FingerprintSettings, bool],
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Fingerprint one chunk: (matrix of all rows, validity mask, canonical SMILES or None).
+
+    Runs in worker processes, so it only takes picklable arguments and touches no shared state.
+    """
+    smiles, settings, want_canonical = args
+    RDLogger.DisableLog("rdApp.*")  # invalid SMILES are reported by us, once, not by RDKit per row
+    gen = _generator(settings)
+    fingerprint = gen.GetCountFingerprintAsNumPy if settings.counts else gen.GetFingerprintAsNumPy
+    out = np.zeros((len(smiles), settings.n_bits), dtype=np.uint8)
+    valid = np.zeros(len(smiles), dtype=bool)
+    canonical: list[str] | None = [""] * len(smiles) if want_canonical else None
+    for i, smi in enumerate(smiles):
+        mol = _parse(smi)
+        if mol is None:
+            continue
+        np.minimum(fingerprint(mol), 255, out=out[i], casting="unsafe")
+        valid[i] = True
+        if canonical is not None:
+            canonical[i] = Chem.MolToSmiles(mol)
+    return out, valid, canonical
+
+
+def default_jobs() -> int:
+    """Worker processes to use: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _compute(
+    smiles: Sequence[str],
+    settings: FingerprintSettings,
+    n_jobs: int,
+    want_canonical: bool,
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    chunks = [smiles[i : i + CHUNK_SIZE] for i in range(0, len(smiles), CHUNK_SIZE)]
+    tasks = [(chunk, settings, want_canonical) for chunk in chunks]
+    if n_jobs > 1 and len(smiles) >= PARALLEL_THRESHOLD:
+        # fork: workers start in milliseconds and only run RDKit/numpy, never TensorFlow.
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with ctx.Pool(min(n_jobs, len(chunks))) as pool:
+            results = []
+            for res in pool.imap(_featurize_chunk, tasks):
+                results.append(res)
+                if progress:
+                    progress(len(res[1]))
+    else:
+        results = []
+        for task in tasks:
+            results.append(_featurize_chunk(task))
+            if progress:
+                progress(len(task[0]))
+    if not results:
+        empty = np.zeros((0, settings.n_bits), dtype=np.uint8)
+        return empty, np.zeros(0, dtype=bool), [] if want_canonical else None
+    X = np.concatenate([r[0] for r in results])
+    valid = np.concatenate([r[1] for r in results])
+    canonical = [s for r in results for s in r[2]] if want_canonical else None  # type: ignore[union-attr]
+    return X, valid, canonical
+
+
+def featurize(
+    smiles: Sequence[str],
+    settings: FingerprintSettings | None = None,
+    *,
+    n_jobs: int | None = None,
+    cache: FingerprintCache | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Features:
+    """Fingerprints of ``smiles`` (uint8 matrix, one row per valid input), skipping invalid SMILES.
+
+    With a ``cache``, inputs already seen (by their SMILES text, which for canonical input is the
+    canonical SMILES) are not parsed again; new ones are computed and stored under their canonical
+    SMILES. ``progress`` is called with the number of molecules finished since the last call.
+    """
+    settings = settings or FingerprintSettings()
+    smiles = list(smiles)
+    n_jobs = default_jobs() if n_jobs is None else max(1, n_jobs)
+    X = np.zeros((len(smiles), settings.n_bits), dtype=np.uint8)
+    valid = np.zeros(len(smiles), dtype=bool)
+    todo = list(range(len(smiles)))
+    if cache is not None:
+        found = cache.get_many(smiles, settings)
+        todo = []
+        for i, smi in enumerate(smiles):
+            row = found.get(smi) if isinstance(smi, str) else None
+            if row is None:
+                todo.append(i)
+            else:
+                X[i], valid[i] = row, True
+        if progress and len(smiles) - len(todo):
+            progress(len(smiles) - len(todo))
+        log.debug("fingerprint cache: %d hits, %d misses", len(smiles) - len(todo), len(todo))
+    if todo:
+        sub = [smiles[i] for i in todo]
+        X_new, valid_new, canonical = _compute(sub, settings, n_jobs, cache is not None, progress)
+        idx = np.asarray(todo)
+        X[idx], valid[idx] = X_new, valid_new
+        if cache is not None and canonical is not None:
+            ok = np.flatnonzero(valid_new)
+            cache.put_many([canonical[i] for i in ok], X_new[ok], settings)
+    invalid = [InvalidSmiles(int(i), str(smiles[i])) for i in np.flatnonzero(~valid)]
+    if invalid:
+        log.info("skipped %d invalid SMILES (first at row %d: %r)", len(invalid), invalid[0].row,
+                    invalid[0].smiles)
+    rows = np.flatnonzero(valid)
+    return Features(X=X[rows] if len(rows) < len(smiles) else X, rows=rows, invalid=invalid)
+

@@ -1,0 +1,81 @@
+"""On-disk fingerprint cache, keyed by canonical SMILES and featuriser settings.
+
+Why: a campaign re-scores the same library after every measurement and every retrain; parsing SMILES is
+most of the featurisation cost. One SQLite file per featuriser setting keeps entries of different
+settings apart and survives crashes (a half-written batch is rolled back, never read back half-done).
+Fingerprints are stored sparsely (uint16 bit indices + uint8 counts), about 100 bytes per molecule.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from labloop.surrogate.featurize import FingerprintSettings
+
+log = logging.getLogger(__name__)
+
+_BATCH = 500  # SQLite's parameter limit is 999 on old builds
+
+
+def default_cache_dir() -> Path:
+    """``$LABLOOP_CACHE_DIR``, else ``$XDG_CACHE_HOME/labloop``, else ``~/.cache/labloop``."""
+    if os.environ.get("LABLOOP_CACHE_DIR"):
+        return Path(os.environ["LABLOOP_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "labloop"
+
+
+class FingerprintCache:
+    """Fingerprints already computed, one SQLite file per :class:`FingerprintSettings` in ``directory``."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def _connect(self, settings: FingerprintSettings) -> sqlite3.Connection:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{settings.key()}.sqlite"
+        try:
+            con = sqlite3.connect(path, timeout=30)
+            con.execute("CREATE TABLE IF NOT EXISTS fp (smiles TEXT PRIMARY KEY, idx BLOB, cnt BLOB)")
+        except sqlite3.DatabaseError as exc:  # a damaged cache is only a cache: start it again
+            log.warning("fingerprint cache %s is unreadable (%s); rebuilding it", path, exc)
+            path.unlink(missing_ok=True)
+            con = sqlite3.connect(path, timeout=30)
+            con.execute("CREATE TABLE fp (smiles TEXT PRIMARY KEY, idx BLOB, cnt BLOB)")
+        return con
+
+    def get_many(self, smiles: Sequence[str], settings: FingerprintSettings) -> dict[str, np.ndarray]:
+        """Dense uint8 rows of the SMILES that are cached; missing ones are simply absent."""
+        keys = sorted({s for s in smiles if isinstance(s, str)})
+        found: dict[str, np.ndarray] = {}
+        con = self._connect(settings)
+        try:
+            for start in range(0, len(keys), _BATCH):
+                batch = keys[start : start + _BATCH]
+                marks = ",".join("?" * len(batch))
+                for smi, idx, cnt in con.execute(f"SELECT smiles, idx, cnt FROM fp WHERE smiles IN ({marks})",
+                                                 batch):
+                    row = np.zeros(settings.n_bits, dtype=np.uint8)
+                    row[np.frombuffer(idx, dtype=np.uint16)] = np.frombuffer(cnt, dtype=np.uint8)
+                    found[smi] = row
+        finally:
+            con.close()
+        return found
+
+    def put_many(self, smiles: Sequence[str], X: np.ndarray, settings: FingerprintSettings) -> None:
+        """Store rows of ``X`` under the (canonical) SMILES; existing entries are kept as they are."""
+        rows = []
+        for smi, x in zip(smiles, X, strict=True):
+            nz = np.flatnonzero(x)
+            rows.append((smi, nz.astype(np.uint16).tobytes(), x[nz].astype(np.uint8).tobytes()))
+        con = self._connect(settings)
+        try:
+            with con:
+                con.executemany("INSERT OR IGNORE INTO fp VALUES (?, ?, ?)", rows)
+        finally:
+            con.close()

@@ -1,0 +1,133 @@
+"""Model directories: member weights plus a JSON manifest that says how to rebuild and use them.
+
+Layout of a model directory::
+
+    manifest.json           format version, featuriser, config, targets, label scaling, calibration,
+                            metrics, training-data hash, package versions
+    member_0.weights.h5 ... one Keras weights file per fold
+
+A directory is written to a temporary sibling and renamed into place, so a crash never leaves a
+half-written model under the requested name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from labloop.surrogate.config import ModelConfig
+from labloop.surrogate.ensemble import Ensemble
+from labloop.surrogate.errors import ModelLoadError
+from labloop.surrogate.featurize import FingerprintSettings
+from labloop.surrogate.model import LabelScaler, build_model
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "labloop-surrogate"
+FORMAT_VERSION = 1
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("labloop", "tensorflow", "keras", "rdkit", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def save_ensemble(ens: Ensemble, directory: str | Path, extra: dict | None = None) -> Path:
+    """Write ``ens`` to ``directory`` atomically (replacing an existing model directory there)."""
+    target = Path(directory)
+    if target.exists() and not (target / MANIFEST).is_file() and any(target.iterdir()):
+        raise ModelLoadError(f"{target} exists and is not a labloop model directory; refusing to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        files = []
+        for k, member in enumerate(ens.members):
+            name = f"member_{k}.weights.h5"
+            member.save_weights(tmp / name)
+            files.append(name)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "preset": ens.preset,
+            "targets": ens.targets,
+            "fingerprint": ens.fingerprint.to_dict(),
+            "model": ens.config.model_dump(mode="json"),
+            "label_scaling": ens.scaler.to_dict(),
+            "folds": len(ens.members),
+            "members": files,
+            "calibration": ens.calibration,
+            "versions": _versions(),
+            **ens.info,
+            **(extra or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=True))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("saved %d-member ensemble to %s", len(ens.members), target)
+    return target
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """The manifest of a model directory, checked for format and version."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: no such model directory")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: no {MANIFEST}; not a labloop model directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path / MANIFEST}: damaged manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelLoadError(f"{path / MANIFEST}: not a labloop surrogate manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(f"{path}: model format version {manifest.get('format_version')} is not supported "
+                             f"by this labloop (reads version {FORMAT_VERSION}); retrain the model")
+    return manifest
+
+
+def load_ensemble(directory: str | Path) -> Ensemble:
+    """Rebuild the ensemble saved in ``directory``; any damage gives a :class:`ModelLoadError`."""
+    path = Path(directory)
+    manifest = read_manifest(path)
+    try:
+        fingerprint = FingerprintSettings.from_dict(manifest["fingerprint"])
+        config = ModelConfig.model_validate(manifest["model"])
+        targets = list(manifest["targets"])
+        scaler = LabelScaler.from_dict(manifest["label_scaling"])
+        calibration = {t: float(manifest["calibration"][t]) for t in targets}
+        files = list(manifest["members"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path / MANIFEST}: incomplete or invalid manifest ({exc})") from None
+    members = []
+    for k, name in enumerate(files):
+        model = build_model(config, fingerprint.n_bits, len(targets), seed=k)
+        try:
+            model.load_weights(path / name)
+        except FileNotFoundError:
+            raise ModelLoadError(f"{path}: weights file {name} is missing") from None
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path / name}: damaged or incompatible weights ({exc})") from None
+        members.append(model)
+    info = {k: v for k, v in manifest.items() if k not in {
+        "format", "format_version", "preset", "targets", "fingerprint", "model", "label_scaling", "folds",
+        "members", "calibration"}}
+    return Ensemble(members, fingerprint, config, targets, scaler, calibration, manifest.get("preset", "custom"),
+                    info)

@@ -1,0 +1,50 @@
+"""Named surrogate recipes: featuriser settings plus network config.
+
+``thesis`` is the seed recipe of the thesis this project grows from, reproduced exactly (it needs hours
+per fold at its full 5000 epochs). ``fast`` is labloop's default: the most accurate recipe found that
+trains a 5-fold ensemble on the bundled data within 10 minutes on 2 cores (see bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from labloop.surrogate.config import ModelConfig
+from labloop.surrogate.errors import InvalidInput
+from labloop.surrogate.featurize import FingerprintSettings
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A complete recipe: how to featurise and how to train."""
+
+    name: str
+    fingerprint: FingerprintSettings
+    model: ModelConfig
+
+
+PRESETS: dict[str, Preset] = {
+    "thesis": Preset(
+        "thesis",
+        FingerprintSettings(radius=1, n_bits=2048, counts=False),
+        ModelConfig(hidden=(1024, 512, 256), activation="relu", dropout=0.2, l2=0.003,
+                    initializer="random_normal", learning_rate=0.003, lr_schedule="thesis",
+                    lr_hold_epochs=500, batch_size=30000, epochs=5000, early_stopping_patience=None,
+                    label_scaling="minmax", input_transform="none"),
+    ),
+    "fast": Preset(
+        "fast",
+        FingerprintSettings(radius=2, n_bits=2048, counts=True),
+        ModelConfig(hidden=(1024, 512), activation="relu", dropout=0.1, l2=0.0, initializer="he_normal",
+                    learning_rate=1e-3, lr_schedule="cosine", batch_size=128, epochs=30,
+                    early_stopping_patience=None, label_scaling="standard", input_transform="log1p"),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; an unknown name lists the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InvalidInput(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None

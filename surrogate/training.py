@@ -1,0 +1,78 @@
+"""From a labelled table to a trained, calibrated and evaluated ensemble (what `surrogate train` runs).
+
+Why apart from the ensemble: this is where user data meets the model — invalid SMILES are dropped and
+reported, rows without any label are dropped, an optional held-out share is kept aside and scored — and
+the same steps serve the CLI, the benchmark and (later) the campaign runner's retraining.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from labloop.surrogate.dataset import MoleculeTable
+from labloop.surrogate.ensemble import Ensemble, EpochHook, train_ensemble
+from labloop.surrogate.errors import InvalidInput
+from labloop.surrogate.featurize import InvalidSmiles, featurize
+from labloop.surrogate.fingerprint_cache import FingerprintCache
+from labloop.surrogate.metrics import regression_metrics
+from labloop.surrogate.presets import Preset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingRun:
+    """The trained ensemble and what happened on the way."""
+
+    ensemble: Ensemble
+    invalid: list[InvalidSmiles]
+    n_unlabelled: int
+    holdout_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) row indices: a seeded random ``fraction`` of the rows is held out."""
+    if not 0.0 <= fraction < 1.0:
+        raise InvalidInput(f"holdout must be in [0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_out = round(fraction * n)
+    return np.sort(order[n_out:]), np.sort(order[:n_out])
+
+
+def train_from_table(
+    table: MoleculeTable,
+    preset: Preset,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    holdout: float = 0.0,
+    cache: FingerprintCache | None = None,
+    on_featurized: Callable[[int], None] | None = None,
+    on_epoch: EpochHook | None = None,
+) -> TrainingRun:
+    """Featurise ``table``, train a ``folds``-member ensemble, score it on the held-out share."""
+    if not table.targets:
+        raise InvalidInput("at least one --target column is needed to train")
+    feats = featurize(table.smiles, preset.fingerprint, cache=cache, progress=on_featurized)
+    Y = table.Y[feats.rows]
+    labelled = ~np.isnan(Y).all(axis=1)
+    X, Y = feats.X[labelled], Y[labelled]
+    n_unlabelled = int((~labelled).sum())
+    if n_unlabelled:
+        log.warning("dropped %d rows without any target value", n_unlabelled)
+    train_rows, held_rows = split_holdout(len(X), holdout, seed)
+    ens = train_ensemble(X[train_rows], Y[train_rows], table.targets, preset.fingerprint, preset.model,
+                         folds=folds, seed=seed, preset=preset.name, on_epoch=on_epoch)
+    ens.info["training_data"] = {"file": str(table.path), "sha256": table.sha256(), "rows": len(table.smiles),
+                                 "invalid_smiles": len(feats.invalid), "unlabelled": n_unlabelled,
+                                 "holdout": holdout, "seed": seed}
+    run = TrainingRun(ens, feats.invalid, n_unlabelled)
+    if len(held_rows):
+        mean, std = ens.predict_features(X[held_rows])
+        run.holdout_metrics = {t: regression_metrics(Y[held_rows, j], mean[:, j], std[:, j])
+                               for j, t in enumerate(table.targets)}
+        ens.info["metrics"]["holdout"] = run.holdout_metrics
+    return run
