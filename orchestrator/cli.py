@@ -10,6 +10,7 @@ import logging
 import sys
 
 import click
+
 from labloop.orchestrator import console
 from labloop.orchestrator.cli_surrogate import app as surrogate_app
 from labloop.surrogate.errors import SurrogateError

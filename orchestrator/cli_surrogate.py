@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 import pandas as pd
+from rich.table import Table
+
 from labloop.orchestrator import console
 from labloop.surrogate.dataset import csv_line, read_table
 from labloop.surrogate.errors import InvalidInput
@@ -29,7 +31,6 @@ from labloop.surrogate.screening import (
     screen,
     usable_window,
 )
-from rich.table import Table
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from labloop.surrogate.errors import InvalidInput
 
 log = logging.getLogger(__name__)

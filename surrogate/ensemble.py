@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from labloop.surrogate.config import ModelConfig
 from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.featurize import FingerprintSettings, InvalidSmiles, featurize

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from labloop.surrogate.errors import InvalidInput
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
+
+from labloop.surrogate.errors import InvalidInput
 
 if TYPE_CHECKING:
     from labloop.surrogate.fingerprint_cache import FingerprintCache

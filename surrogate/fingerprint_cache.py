@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from labloop.surrogate.featurize import FingerprintSettings
 
 log = logging.getLogger(__name__)

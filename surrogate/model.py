@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
+
 from labloop.surrogate.config import ModelConfig
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+
 from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.metrics import Z95
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+
 from labloop.surrogate.dataset import MoleculeTable
 from labloop.surrogate.ensemble import train_ensemble
 from labloop.surrogate.featurize import featurize

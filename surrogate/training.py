@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from labloop.surrogate.dataset import MoleculeTable
 from labloop.surrogate.ensemble import Ensemble, EpochHook, train_ensemble
 from labloop.surrogate.errors import InvalidInput

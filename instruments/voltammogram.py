@@ -1,0 +1,241 @@
+"""Cyclic-voltammetry value types: the scan parameters asked for and the voltammogram measured.
+
+Why: the planner, the protocol executor, the potentiostat drivers, the simulator, the analysis and the
+journal all pass CVs around. One frozen, validated definition (with one waveform generator and one
+JSON form) keeps them from disagreeing about what "vertex 1" means, which way the current points, or
+how a stored voltammogram looks.
+
+Conventions (PROTOCOLS.md):
+- a scan runs ``e_begin -> e_vertex1 -> e_vertex2 -> e_begin`` like MethodSCRIPT's ``meas_loop_cv``,
+  repeated ``n_scans`` times;
+- potentials are in volts against the electrode named by ``Voltammogram.reference``;
+- current follows IUPAC: anodic (oxidation) current positive, cathodic current negative.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class InvalidParameter(ValueError):
+    """A CV or cell parameter that cannot be used; the message names the field in one line."""
+
+
+def require_finite(name: str, value: float) -> None:
+    """Raise ``InvalidParameter`` unless ``value`` is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InvalidParameter(f"{name}: must be a finite number, got {value!r}")
+
+
+def require_positive(name: str, value: float) -> None:
+    """Raise ``InvalidParameter`` unless ``value`` is finite and > 0."""
+    require_finite(name, value)
+    if value <= 0:
+        raise InvalidParameter(f"{name}: must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CVParams:
+    """One cyclic-voltammetry request, the same numbers MethodSCRIPT's ``meas_loop_cv`` takes.
+
+    ``e_begin_v`` must lie between the two vertices (inclusive), since the scan returns to it.
+    ``current_range_a`` is the fixed current range (None = autoranging): currents beyond it overload.
+    """
+
+    e_begin_v: float
+    e_vertex1_v: float
+    e_vertex2_v: float
+    scan_rate_v_s: float
+    e_step_v: float = 0.001
+    n_scans: int = 1
+    current_range_a: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("e_begin_v", "e_vertex1_v", "e_vertex2_v"):
+            require_finite(name, getattr(self, name))
+        require_positive("e_step_v", self.e_step_v)
+        require_positive("scan_rate_v_s", self.scan_rate_v_s)
+        if self.e_vertex1_v == self.e_vertex2_v:
+            raise InvalidParameter(f"e_vertex2_v: must differ from e_vertex1_v ({self.e_vertex1_v!r} V)")
+        low, high = sorted((self.e_vertex1_v, self.e_vertex2_v))
+        if not low <= self.e_begin_v <= high:
+            raise InvalidParameter(f"e_begin_v: must lie between the vertices [{low}, {high}] V, "
+                                   f"got {self.e_begin_v!r}")
+        if self.e_step_v > high - low:
+            raise InvalidParameter(f"e_step_v: {self.e_step_v!r} V is larger than the scan window "
+                                   f"{high - low:g} V")
+        integral = isinstance(self.n_scans, numbers.Integral) and not isinstance(self.n_scans, bool)
+        if not integral or self.n_scans < 1:
+            raise InvalidParameter(f"n_scans: must be an integer >= 1, got {self.n_scans!r}")
+        if self.current_range_a is not None:
+            require_positive("current_range_a", self.current_range_a)
+        for name in ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "scan_rate_v_s", "e_step_v",
+                     "current_range_a"):
+            if getattr(self, name) is not None:  # plain floats keep to_dict JSON-safe for numpy inputs
+                object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "n_scans", int(self.n_scans))
+
+    @property
+    def time_step_s(self) -> float:
+        """Time between two points: one potential step at the scan rate."""
+        return self.e_step_v / self.scan_rate_v_s
+
+    @property
+    def path_length_v(self) -> float:
+        """Total potential travelled over all scans (V)."""
+        one = (abs(self.e_vertex1_v - self.e_begin_v) + abs(self.e_vertex2_v - self.e_vertex1_v)
+               + abs(self.e_begin_v - self.e_vertex2_v))
+        return one * self.n_scans
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the whole measurement (s)."""
+        return self.path_length_v / self.scan_rate_v_s
+
+    @property
+    def n_points(self) -> int:
+        """Number of points the waveform has: one per step, plus the starting point."""
+        return math.floor(self.path_length_v / self.e_step_v + 1e-9) + 1
+
+    def waveform(self) -> tuple[np.ndarray, np.ndarray]:
+        """Time (s) and applied potential (V) of every point: a triangle wave sampled every step.
+
+        Points are evenly spaced in time (one ``e_step_v`` of travel apart), so the vertices are hit
+        exactly when the legs are whole multiples of the step and are cut between two points otherwise.
+        """
+        legs = np.array([self.e_begin_v, self.e_vertex1_v, self.e_vertex2_v, self.e_begin_v])
+        starts = np.tile(legs[:-1], self.n_scans)
+        ends = np.tile(legs[1:], self.n_scans)
+        lengths = np.abs(ends - starts)
+        cumulative = np.concatenate(([0.0], np.cumsum(lengths)))
+        travel = np.minimum(np.arange(self.n_points) * self.e_step_v, cumulative[-1])
+        leg = np.clip(np.searchsorted(cumulative, travel, side="right") - 1, 0, len(lengths) - 1)
+        potential = starts[leg] + np.sign(ends[leg] - starts[leg]) * (travel - cumulative[leg])
+        return travel / self.scan_rate_v_s, potential
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (plain floats and ints)."""
+        return {
+            "e_begin_v": self.e_begin_v, "e_vertex1_v": self.e_vertex1_v, "e_vertex2_v": self.e_vertex2_v,
+            "scan_rate_v_s": self.scan_rate_v_s, "e_step_v": self.e_step_v, "n_scans": self.n_scans,
+            "current_range_a": self.current_range_a,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CVParams:
+        """Inverse of ``to_dict``; unknown keys are an error, so typos do not pass silently."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidParameter(f"{sorted(unknown)[0]}: unknown CV parameter")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One monotone sweep of a voltammogram: points ``start..stop`` inclusive.
+
+    A vertex point belongs to the sweep arriving at it: its current was sampled on that sweep.
+    """
+
+    start: int
+    stop: int
+    direction: int  # +1 anodic-going (potential rising), -1 cathodic-going
+
+    @property
+    def index(self) -> slice:
+        return slice(self.start, self.stop + 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Voltammogram:
+    """A measured (or simulated) CV: point-by-point potential, current, time, plus how it was taken.
+
+    Arrays are stored as read-only float64 copies. ``overload`` marks points where the current hit
+    the current range (their value is the clipped reading, not the true current).
+    """
+
+    potential_v: np.ndarray
+    current_a: np.ndarray
+    time_s: np.ndarray
+    params: CVParams
+    reference: str
+    overload: np.ndarray = field(default=None)  # type: ignore[assignment]  # None -> no point overloaded
+
+    def __post_init__(self) -> None:
+        n = None
+        for name in ("potential_v", "current_a", "time_s"):
+            arr = np.array(getattr(self, name), dtype=np.float64)
+            if arr.ndim != 1:
+                raise InvalidParameter(f"{name}: must be one-dimensional, got shape {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise InvalidParameter(f"{name}: contains NaN or infinite values")
+            if n is not None and len(arr) != n:
+                raise InvalidParameter(f"{name}: has {len(arr)} points, potential_v has {n}")
+            n = len(arr)
+            arr.flags.writeable = False
+            object.__setattr__(self, name, arr)
+        if n is not None and n < 2:
+            raise InvalidParameter(f"potential_v: needs at least 2 points, got {n}")
+        if np.any(np.diff(self.time_s) < 0):
+            raise InvalidParameter("time_s: must not decrease")
+        if not isinstance(self.reference, str) or not self.reference.strip():
+            raise InvalidParameter(f"reference: must name the reference electrode, got {self.reference!r}")
+        mask = np.zeros(n, dtype=bool) if self.overload is None else np.array(self.overload, dtype=bool)
+        if mask.shape != (n,):
+            raise InvalidParameter(f"overload: must be a boolean mask of {n} points, got shape {mask.shape}")
+        mask.flags.writeable = False
+        object.__setattr__(self, "overload", mask)
+
+    def __len__(self) -> int:
+        return len(self.potential_v)
+
+    @property
+    def any_overload(self) -> bool:
+        return bool(self.overload.any())
+
+    def segments(self) -> list[Segment]:
+        """Split at the vertices into monotone sweeps, in time order (flat steps join the sweep before)."""
+        step = np.sign(np.diff(self.potential_v))
+        moving = np.flatnonzero(step)
+        if len(moving) == 0:
+            return []
+        direction = step[moving]
+        turns = moving[1:][direction[1:] != direction[:-1]]  # step leaving each vertex
+        starts = np.concatenate(([0], turns + 1))
+        stops = np.concatenate((turns, [len(self) - 1]))
+        dirs = np.concatenate(([direction[0]], step[turns]))
+        return [Segment(int(a), int(b), int(d)) for a, b, d in zip(starts, stops, dirs, strict=True)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form: lists of floats, the parameters, and the indices of overloaded points."""
+        return {
+            "potential_v": self.potential_v.tolist(),
+            "current_a": self.current_a.tolist(),
+            "time_s": self.time_s.tolist(),
+            "params": self.params.to_dict(),
+            "reference": self.reference,
+            "overload_index": np.flatnonzero(self.overload).tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Voltammogram:
+        """Inverse of ``to_dict`` (floats round-trip exactly through JSON)."""
+        try:
+            n = len(data["potential_v"])
+            mask = np.zeros(n, dtype=bool)
+            mask[np.asarray(data.get("overload_index", []), dtype=int)] = True
+            return cls(potential_v=data["potential_v"], current_a=data["current_a"], time_s=data["time_s"],
+                       params=CVParams.from_dict(data["params"]), reference=data["reference"],
+                       overload=mask)
+        except KeyError as exc:
+            raise InvalidParameter(f"{exc.args[0]}: missing from stored voltammogram") from None
+        except IndexError:
+            raise InvalidParameter("overload_index: index outside the voltammogram") from None

@@ -1,0 +1,150 @@
+"""Training really learns, the ensemble's uncertainty is calibrated by construction, and model
+directories round-trip exactly or fail with a clear error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from labloop.surrogate.errors import InvalidInput, ModelLoadError
+from labloop.surrogate.featurize import featurize
+from labloop.surrogate.metrics import Z95, calibration_factor, regression_metrics
+
+
+@pytest.fixture(scope="module")
+def data(ocelot, tiny_preset):
+    rows = ocelot.iloc[400:2400]
+    feats = featurize(rows.smiles.tolist(), tiny_preset().fingerprint, n_jobs=1)
+    return feats.X, rows[["ie_ev", "ea_ev"]].to_numpy()
+
+
+def test_tiny_training_lowers_loss_and_beats_the_mean(data, tiny_preset):
+    from labloop.surrogate.ensemble import train_ensemble
+
+    X, Y = data
+    train, test = slice(0, 1600), slice(1600, 2000)
+    preset = tiny_preset(epochs=8)
+    ens = train_ensemble(X[train], Y[train], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=2, seed=3)
+    for curve in ens.info["learning_curves"]:
+        assert curve["loss"][-1] < 0.8 * curve["loss"][0]
+    mean, std = ens.predict_features(X[test])
+    assert mean.shape == std.shape == (400, 2) and (std > 0).all()
+    for j in range(2):
+        model_mae = np.abs(mean[:, j] - Y[test, j]).mean()
+        baseline_mae = np.abs(Y[train, j].mean() - Y[test, j]).mean()
+        assert model_mae < 0.8 * baseline_mae
+
+
+def test_missing_labels_are_masked_not_learned(data, tiny_preset):
+    from labloop.surrogate.ensemble import train_ensemble
+
+    X, Y = data
+    Y = Y[:600].copy()
+    Y[::2, 1] = np.nan  # EA measured for every other molecule only
+    preset = tiny_preset(epochs=3)
+    ens = train_ensemble(X[:600], Y, ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=2, seed=0)
+    for curve in ens.info["learning_curves"]:
+        assert np.isfinite(curve["loss"]).all()
+    assert ens.info["metrics"]["out_of_fold"]["ea_ev"]["n"] < ens.info["metrics"]["out_of_fold"]["ie_ev"]["n"]
+
+
+def test_too_little_data_or_folds_is_refused(data, tiny_preset):
+    from labloop.surrogate.ensemble import train_ensemble
+
+    X, Y = data
+    preset = tiny_preset()
+    with pytest.raises(InvalidInput, match="folds"):
+        train_ensemble(X[:100], Y[:100], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=1)
+    with pytest.raises(InvalidInput, match="too few"):
+        train_ensemble(X[:12], Y[:12], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=5)
+
+
+def test_calibration_factor_hand_computed():
+    y = np.zeros(100)
+    mean = np.arange(1, 101) / 100.0  # |errors| 0.01 .. 1.00
+    std = np.full(100, 0.5)
+    # |e|/std = 0.02, 0.04, ..., 2.00; its 95% quantile sits at position 0.95 * 99 = 94.05 between the
+    # 95th and 96th values (1.90, 1.92): 1.90 + 0.05 * 0.02 = 1.901; divided by 1.96
+    assert calibration_factor(y, mean, std) == pytest.approx(1.901 / Z95, rel=1e-9)
+    scaled = std * calibration_factor(y, mean, std)
+    assert regression_metrics(y, mean, scaled)["coverage95"] == pytest.approx(0.95, abs=0.01)
+
+
+def test_regression_metrics_hand_computed():
+    m = regression_metrics(np.array([1.0, 2.0, 3.0, np.nan]), np.array([1.5, 2.0, 2.0, 9.0]),
+                           np.array([0.1, 0.1, 1.0, 1.0]))
+    assert m["n"] == 3
+    assert m["mae"] == pytest.approx(0.5)
+    assert m["r2"] == pytest.approx(1 - 1.25 / 2.0)
+    assert m["coverage95"] == pytest.approx(2 / 3)
+
+
+def test_save_load_gives_identical_predictions(tiny_model_dir, small_csv):
+    from labloop.surrogate.dataset import read_table
+    from labloop.surrogate.persistence import load_ensemble, read_manifest
+
+    table = read_table(small_csv)
+    a = load_ensemble(tiny_model_dir).predict(table.smiles[:50], n_jobs=1)
+    b = load_ensemble(tiny_model_dir).predict(table.smiles[:50], n_jobs=1)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.std, b.std)
+    manifest = read_manifest(tiny_model_dir)
+    for key in ("fingerprint", "targets", "label_scaling", "folds", "calibration", "metrics", "training_data",
+                "versions"):
+        assert key in manifest
+    assert manifest["folds"] == 3 and len(manifest["training_data"]["sha256"]) == 64
+
+
+def test_saved_model_predicts_like_the_trained_one(data, tiny_preset, tmp_path):
+    from labloop.surrogate.ensemble import train_ensemble
+    from labloop.surrogate.persistence import load_ensemble, save_ensemble
+
+    X, Y = data
+    preset = tiny_preset(epochs=2)
+    ens = train_ensemble(X[:300], Y[:300], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=2)
+    save_ensemble(ens, tmp_path / "m")
+    before, after = ens.predict_features(X[300:400]), load_ensemble(tmp_path / "m").predict_features(X[300:400])
+    np.testing.assert_allclose(before[0], after[0], rtol=1e-6)
+    np.testing.assert_allclose(before[1], after[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["no_manifest", "bad_json", "wrong_format", "future_version", "no_weights",
+                                    "truncated_weights", "missing_key"])
+def test_damaged_model_directory_gives_clear_error(tiny_model_dir, tmp_path, damage):
+    from labloop.surrogate.persistence import MANIFEST, load_ensemble
+
+    d = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, d)
+    manifest = json.loads((d / MANIFEST).read_text())
+    if damage == "no_manifest":
+        (d / MANIFEST).unlink()
+    elif damage == "bad_json":
+        (d / MANIFEST).write_text("{ not json")
+    elif damage == "wrong_format":
+        (d / MANIFEST).write_text(json.dumps({**manifest, "format": "something-else"}))
+    elif damage == "future_version":
+        (d / MANIFEST).write_text(json.dumps({**manifest, "format_version": 99}))
+    elif damage == "no_weights":
+        (d / "member_1.weights.h5").unlink()
+    elif damage == "truncated_weights":
+        (d / "member_0.weights.h5").write_bytes((d / "member_0.weights.h5").read_bytes()[:200])
+    elif damage == "missing_key":
+        del manifest["label_scaling"]
+        (d / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError) as err:
+        load_ensemble(d)
+    assert "\n" not in str(err.value) and str(d) in str(err.value)
+
+
+def test_save_refuses_to_overwrite_a_foreign_directory(tiny_model_dir, tmp_path):
+    from labloop.surrogate.persistence import load_ensemble, save_ensemble
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(ModelLoadError):
+        save_ensemble(load_ensemble(tiny_model_dir), foreign)
+    assert (foreign / "thesis.tex").read_text() == "precious"

@@ -1,0 +1,72 @@
+"""Featurisation: identical to RDKit's own fingerprints, invalid SMILES skipped and reported, parallel and
+cached paths give the same matrix as the plain serial one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import rdFingerprintGenerator
+
+from labloop.surrogate.errors import InvalidInput
+from labloop.surrogate.featurize import FingerprintSettings, featurize
+from labloop.surrogate.fingerprint_cache import FingerprintCache
+
+
+@pytest.mark.parametrize("settings", [FingerprintSettings(2, 2048, True), FingerprintSettings(1, 1024, False),
+                                      FingerprintSettings(3, 512, True)])
+def test_fingerprints_equal_rdkit(ocelot, settings):
+    smiles = ocelot.smiles.head(60).tolist()
+    feats = featurize(smiles, settings, n_jobs=1)
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=settings.radius, fpSize=settings.n_bits)
+    for row, smi in zip(feats.X, smiles, strict=True):
+        mol = Chem.MolFromSmiles(smi)
+        ref = gen.GetCountFingerprintAsNumPy(mol) if settings.counts else gen.GetFingerprintAsNumPy(mol)
+        np.testing.assert_array_equal(row, np.minimum(ref, 255))
+    assert feats.X.dtype == np.uint8 and feats.X.shape == (60, settings.n_bits)
+
+
+def test_invalid_smiles_are_skipped_and_reported_with_rows():
+    smiles = ["CCO", "C1CC", "", "c1ccccc1", "not a smiles", "N#N"]
+    feats = featurize(smiles, n_jobs=1)
+    assert [(i.row, i.smiles) for i in feats.invalid] == [(1, "C1CC"), (2, ""), (4, "not a smiles")]
+    assert feats.rows.tolist() == [0, 3, 5]
+    assert feats.X.shape[0] == 3
+    np.testing.assert_array_equal(feats.X[1], featurize(["c1ccccc1"], n_jobs=1).X[0])
+
+
+def test_parallel_equals_serial(ocelot):
+    smiles = [*ocelot.smiles.head(5000).tolist(), "C(((("]
+    serial = featurize(smiles, n_jobs=1)
+    parallel = featurize(smiles, n_jobs=2)
+    np.testing.assert_array_equal(serial.X, parallel.X)
+    assert [i.row for i in parallel.invalid] == [5000]
+
+
+def test_cache_returns_same_features_and_stores_canonical_smiles(tmp_path, ocelot):
+    cache = FingerprintCache(tmp_path)
+    settings = FingerprintSettings()
+    smiles = [*ocelot.smiles.head(200).tolist(), "OCC", "bad(("]  # "OCC" is not canonical (ethanol: CCO)
+    first = featurize(smiles, settings, cache=cache, n_jobs=1)
+    stored = cache.get_many(["CCO", "OCC"], settings)
+    assert set(stored) == {"CCO"}  # stored under the canonical SMILES only
+    second = featurize(smiles, settings, cache=cache, n_jobs=1)
+    np.testing.assert_array_equal(first.X, second.X)
+    assert [i.row for i in second.invalid] == [201]
+    assert len(cache.get_many(smiles, settings)) == 200  # every canonical input is a cache hit now
+
+
+def test_cache_keeps_settings_apart_and_survives_damage(tmp_path):
+    cache = FingerprintCache(tmp_path)
+    a, b = FingerprintSettings(2, 2048, True), FingerprintSettings(1, 1024, False)
+    featurize(["c1ccccc1O"], a, cache=cache)
+    assert cache.get_many(["Oc1ccccc1"], b) == {}
+    (tmp_path / f"{b.key()}.sqlite").write_bytes(b"this is not a database" * 100)
+    feats = featurize(["Oc1ccccc1"], b, cache=cache)
+    assert feats.n_valid == 1 and set(cache.get_many(["Oc1ccccc1"], b)) == {"Oc1ccccc1"}
+
+
+@pytest.mark.parametrize("kwargs", [{"radius": 9}, {"n_bits": 8}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(InvalidInput):
+        FingerprintSettings(**kwargs)
