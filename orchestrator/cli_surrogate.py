@@ -123,13 +123,12 @@ def _predict_table(model_dir: Path, data: Path, smiles_column: str, targets: lis
 def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset: str, epochs: int | None,
           holdout: float, seed: int, smiles_column: str, no_cache: bool) -> None:
     """Train a calibrated k-fold ECFP -> FCNN ensemble and save it to a model directory."""
-    from labloop.surrogate.persistence import save_ensemble
-    from labloop.surrogate.training import train_from_table
-
     chosen = _with_epochs(preset, epochs)
     table = read_table(data, list(targets), smiles_column)
     if output.exists() and not output.is_dir():
         raise InvalidInput(f"--output {output} exists and is not a directory")
+    from labloop.surrogate.persistence import save_ensemble  # TensorFlow loads once the input is known good
+    from labloop.surrogate.training import train_from_table
     with console.progress() as bar:
         feat_task = bar.add_task("featurise", total=len(table.smiles))
         fit_task = bar.add_task("train", total=folds * chosen.model.epochs)

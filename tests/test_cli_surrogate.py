@@ -1,0 +1,160 @@
+"""`labloop surrogate ...` end to end: the happy paths write what they promise, every error path exits 2
+with one line and writes nothing. One test goes through the real console entry point in a subprocess;
+the rest call the same `main()` in-process, which keeps TensorFlow's start-up to once per session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+
+@pytest.fixture
+def labloop(capsys):
+    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output."""
+    from labloop.orchestrator.cli import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+def test_console_entry_point_exits_2_on_bad_input(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli", "surrogate", "train",
+                           str(tmp_path / "nope.csv"), "-t", "ie_ev", "-o", str(tmp_path / "m")],
+                          capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc, "nope.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_train_writes_a_model_and_reports_holdout(labloop, small_csv, tmp_path):
+    out = tmp_path / "model"
+    proc = labloop("surrogate", "train", small_csv, "-t", "ie_ev", "-t", "ea_ev", "-o", out, "--folds", "2",
+                   "--epochs", "2", "--holdout", "0.2", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["targets"] == ["ie_ev", "ea_ev"] and manifest["folds"] == 2
+    assert manifest["metrics"]["holdout"]["ie_ev"]["n"] == 80
+    assert "held-out 20%" in proc.stdout
+
+
+def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):
+    lib = tmp_path / "lib.csv"
+    pd.DataFrame({"smiles": ["c1ccccc1", "C1CC", "CCOC(=O)c1ccccc1", "not-a-smiles"]}).to_csv(lib, index=False)
+    out = tmp_path / "pred.csv"
+    proc = labloop("surrogate", "predict", tiny_model_dir, lib, "-o", out, "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["smiles", "ie_ev_mean", "ie_ev_std", "ea_ev_mean", "ea_ev_std"]
+    assert pred.smiles.tolist() == ["c1ccccc1", "CCOC(=O)c1ccccc1"]
+    assert (pred.ie_ev_std > 0).all()
+    assert "skipped 2 invalid SMILES" in proc.stderr and "line 3 'C1CC'" in proc.stderr
+
+    proc = labloop("surrogate", "evaluate", tiny_model_dir, small_csv, "--json", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for target in ("ie_ev", "ea_ev"):
+        assert set(report["metrics"][target]) >= {"mae", "r2", "error_std", "coverage95"}
+        assert report["metrics"][target]["n"] == 400
+
+    hits = tmp_path / "hits.csv"
+    proc = labloop("surrogate", "screen", tiny_model_dir, small_csv, "--solvent", "acn", "--collector", "al",
+                   "--role", "cathode", "-o", hits, "--all", "--window", "0.44", "9.0", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(hits)
+    assert len(table) == 400 and {"potential_v", "sigma_v", "margin_v", "passes"} <= set(table.columns)
+    passing = table[table.passes]
+    assert (passing.margin_v >= 0).all() and (table[~table.passes].margin_v < 0).all()
+    assert passing.potential_v.is_monotonic_decreasing
+
+
+def test_sweep_runs_a_reduced_grid(labloop, small_csv):
+    proc = labloop("surrogate", "sweep", small_csv, "--target", "ie_ev", "--preset", "fast", "--epochs", "1",
+                   "--radii", "1,2", "--bits", "256", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["radius"], r["bits"]) for r in rows] in ([(1, 256), (2, 256)], [(2, 256), (1, 256)])
+    assert rows[0]["mean_mae"] <= rows[1]["mean_mae"]
+
+
+@pytest.fixture(scope="module")
+def garbage_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bad") / "garbage.csv"
+    path.write_bytes(bytes(range(256)) * 20)
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_in_numbers(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bad") / "text.csv"
+    path.write_text("smiles,ie_ev\nCCO,7.1\nc1ccccc1,high\n")
+    return path
+
+
+def error_cases(small_csv, tiny_model_dir, garbage_csv, text_in_numbers, tmp_path):
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "manifest.json").write_text("{")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    out = tmp_path / "out.csv"
+    return {
+        "missing data file": (["surrogate", "train", tmp_path / "nope.csv", "-t", "ie_ev", "-o", tmp_path / "m"],
+                              ["nope.csv"]),
+        "missing target column": (["surrogate", "train", small_csv, "-t", "homo", "-o", tmp_path / "m"], ["homo"]),
+        "text in a number column": (["surrogate", "train", text_in_numbers, "-t", "ie_ev", "-o", tmp_path / "m"],
+                                    ["line 3", "ie_ev", "high"]),
+        "not a csv": (["surrogate", "train", garbage_csv, "-t", "ie_ev", "-o", tmp_path / "m"], ["garbage.csv"]),
+        "unknown preset": (["surrogate", "train", small_csv, "-t", "ie_ev", "-o", tmp_path / "m", "--preset", "x"],
+                           ["preset", "fast"]),
+        "one fold": (["surrogate", "train", small_csv, "-t", "ie_ev", "-o", tmp_path / "m", "--folds", "1"],
+                     ["--folds"]),
+        "no target": (["surrogate", "train", small_csv, "-o", tmp_path / "m"], ["--target"]),
+        "output is a file": (["surrogate", "train", small_csv, "-t", "ie_ev", "-o", a_file], ["a_file"]),
+        "missing model": (["surrogate", "predict", tmp_path / "nomodel", small_csv, "-o", out], ["nomodel"]),
+        "damaged model": (["surrogate", "evaluate", damaged, small_csv], ["damaged"]),
+        "unknown solvent": (["surrogate", "screen", tiny_model_dir, small_csv, "--solvent", "water", "-o", out],
+                            ["water", "acn"]),
+        "unknown role": (["surrogate", "screen", tiny_model_dir, small_csv, "--role", "catalyst", "-o", out],
+                         ["--role"]),
+        "unknown reference": (["surrogate", "screen", tiny_model_dir, small_csv, "--reference", "sce", "-o", out],
+                              ["sce"]),
+        "window outside collector": (["surrogate", "screen", tiny_model_dir, small_csv, "--window", "5", "6",
+                                      "-o", out], ["overlap"]),
+        "bad radii": (["surrogate", "sweep", small_csv, "-t", "ie_ev", "--radii", "a,b"], ["--radii"]),
+        "radius out of range": (["surrogate", "sweep", small_csv, "-t", "ie_ev", "--radii", "9"], ["radius"]),
+        "unknown command": (["surrogate", "fly"], ["fly"]),
+        "unknown option": (["surrogate", "predict", "--colour"], ["--colour"]),
+    }
+
+
+CASES = ["missing data file", "missing target column", "text in a number column", "not a csv", "unknown preset",
+         "one fold", "no target", "output is a file", "missing model", "damaged model", "unknown solvent",
+         "unknown role", "unknown reference", "window outside collector", "bad radii", "radius out of range",
+         "unknown command", "unknown option"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_error_paths_exit_2_with_one_line_and_write_nothing(labloop, case, small_csv, tiny_model_dir, garbage_csv,
+                                                            text_in_numbers, tmp_path):
+    args, needles = error_cases(small_csv, tiny_model_dir, garbage_csv, text_in_numbers, tmp_path)[case]
+    before = {p.name for p in tmp_path.iterdir()}
+    proc = labloop(*args)
+    assert_one_line_error(proc, *needles)
+    assert {p.name for p in tmp_path.iterdir()} == before  # no model dir, no CSV, no temp file left

@@ -1,0 +1,38 @@
+"""The built wheel, not only the editable install, holds every labloop package and the bundled data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ["orchestrator", "surrogate", "planners", "instruments", "protocols", "sim", "data"]
+
+
+def test_wheel_installs_and_runs(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+                   check=True, capture_output=True, timeout=600)
+    wheel = next(wheels.glob("labloop-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for pkg in PACKAGES:
+        assert f"labloop/{pkg}/__init__.py" in names
+    assert "labloop/data/ocelot_chromophore_v1_ie_ea.csv" in names and "labloop/data/SOURCES.md" in names
+    assert not any(n.startswith(("sim/", "instruments/", "tests/", "labloop/tests/")) for n in names)
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    probe = (
+        "import labloop.surrogate.featurize as f, labloop.data as d, labloop.orchestrator.cli as cli\n"
+        f"assert f.__file__.startswith({str(site)!r}), f.__file__\n"
+        "assert d.bundled_path().is_file()\n"
+        "assert f.featurize(['c1ccccc1']).n_valid == 1\n"
+        "raise SystemExit(cli.main(['surrogate', '--help']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "screen" in proc.stdout and "train" in proc.stdout
