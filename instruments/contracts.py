@@ -1,0 +1,189 @@
+"""What the rest of labloop may assume about an instrument, and the safety limits every driver enforces.
+
+Protocols and the runner never import a driver class: they talk to anything that has the right methods,
+as bluesky's ``protocols.py`` does for devices. The contracts are therefore small ``typing.Protocol``s,
+``runtime_checkable`` so that the driver registry can check a plug-in with ``isinstance`` when it loads
+it. Every method of every contract is safe to call twice, has a deadline, and raises only
+:mod:`labloop.instruments.errors` for instrument trouble.
+
+:class:`SafetyLimits` is a frozen value so that one object, validated once, can be handed to every driver
+of a rig; drivers check it *before* the first byte of a request leaves the computer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
+
+if TYPE_CHECKING:  # written concurrently by the CV owner; only the names are needed here
+    from labloop.instruments.voltammogram import CVParams, Voltammogram
+
+
+class RateUnit(StrEnum):
+    """Flow-rate units a pump can be asked for; the value is what a person would write."""
+
+    UL_MIN = "uL/min"
+    ML_MIN = "mL/min"
+    UL_H = "uL/h"
+    ML_H = "mL/h"
+
+    @property
+    def ml_min(self) -> float:
+        """How many mL/min one of this unit is."""
+        return {"uL/min": 1e-3, "mL/min": 1.0, "uL/h": 1e-3 / 60.0, "mL/h": 1.0 / 60.0}[self.value]
+
+
+class PumpState(StrEnum):
+    """What a syringe pump is doing, independent of how its protocol spells it."""
+
+    INFUSING = "infusing"
+    WITHDRAWING = "withdrawing"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    TIMED_PAUSE = "timed_pause"
+    WAITING_TRIGGER = "waiting_trigger"
+    PURGING = "purging"
+
+
+@dataclass(frozen=True)
+class PumpStatus:
+    """One status read: the state and the pump's own dispensed counters (mL)."""
+
+    state: PumpState
+    infused_ml: float
+    withdrawn_ml: float
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Hard limits of one rig, checked by drivers before they send anything.
+
+    ``max_dispense_ml`` caps a single dispense (a typo of 10 mL instead of 0.1 mL floods the cell);
+    ``syringe_ml`` is what a syringe or reservoir holds, so a driver that tracks the content never drives
+    the plunger into its end stop; ``potential_window_v`` (low, high) bounds every potential a
+    potentiostat applies, in volts against the cell's reference electrode.
+    """
+
+    max_dispense_ml: float
+    syringe_ml: float
+    potential_window_v: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        low, high = self.potential_window_v
+        numbers = (self.max_dispense_ml, self.syringe_ml, low, high)
+        if not all(math.isfinite(x) for x in numbers):
+            raise ConfigError("SafetyLimits", f"limits must be finite numbers, got {self}")
+        if not 0 < self.max_dispense_ml <= self.syringe_ml:
+            raise ConfigError(
+                "SafetyLimits",
+                f"need 0 < max_dispense_ml <= syringe_ml, got {self.max_dispense_ml} and {self.syringe_ml}",
+            )
+        if not low < high:
+            raise ConfigError("SafetyLimits", f"potential window must be (low, high), got {(low, high)}")
+
+    def check_dispense(self, volume_ml: float, *, content_ml: float, where: str) -> None:
+        """Refuse a dispense larger than the per-dispense cap or than what the syringe still holds."""
+        _check_volume_argument(volume_ml, where)
+        if volume_ml > self.max_dispense_ml:
+            raise SafetyLimitExceeded(
+                where, f"dispense of {volume_ml:g} mL exceeds the limit of {self.max_dispense_ml:g} mL"
+            )
+        if volume_ml > content_ml:
+            raise SafetyLimitExceeded(
+                where, f"dispense of {volume_ml:g} mL exceeds the {content_ml:g} mL left in the syringe"
+            )
+
+    def check_withdraw(self, volume_ml: float, *, content_ml: float, where: str) -> None:
+        """Refuse a withdrawal that would overfill the syringe."""
+        _check_volume_argument(volume_ml, where)
+        if content_ml + volume_ml > self.syringe_ml:
+            raise SafetyLimitExceeded(
+                where,
+                f"withdrawing {volume_ml:g} mL onto {content_ml:g} mL overfills the "
+                f"{self.syringe_ml:g} mL syringe",
+            )
+
+    def check_potentials(self, *potentials_v: float, where: str) -> None:
+        """Refuse any potential outside the window (e.g. the vertices of a CV)."""
+        low, high = self.potential_window_v
+        for e in potentials_v:
+            if not (math.isfinite(e) and low <= e <= high):
+                raise SafetyLimitExceeded(
+                    where, f"potential {e:g} V is outside the window {low:g}..{high:g} V"
+                )
+
+
+def _check_volume_argument(volume_ml: float, where: str) -> None:
+    if not (math.isfinite(volume_ml) and volume_ml > 0):
+        raise ConfigError(where, f"volume must be a positive number of mL, got {volume_ml!r}")
+
+
+@runtime_checkable
+class Pump(Protocol):
+    """A syringe pump: volumes in mL, rates in mL/min unless a unit is given."""
+
+    def set_diameter(self, mm: float) -> None:
+        """Set the syringe inner diameter (mm); the pump derives volumes from it."""
+        ...
+
+    def set_rate(self, value: float, unit: RateUnit) -> None:
+        """Set the pumping rate."""
+        ...
+
+    def dispense(self, volume_ml: float, rate_ml_min: float) -> float:
+        """Infuse ``volume_ml`` at ``rate_ml_min``, wait until done, return the volume the pump reports."""
+        ...
+
+    def withdraw(self, volume_ml: float, rate_ml_min: float) -> float:
+        """Withdraw ``volume_ml`` (refill the syringe), wait until done, return the reported volume."""
+        ...
+
+    def stop(self) -> None:
+        """Bring the pump to a full stop; stopping a stopped pump is not an error."""
+        ...
+
+    def status(self) -> PumpStatus:
+        """Read the state and the dispensed counters."""
+        ...
+
+    def close(self) -> None:
+        """Release the port (or the pump's share of it); closing twice is not an error."""
+        ...
+
+
+@runtime_checkable
+class Potentiostat(Protocol):
+    """A potentiostat that can run a cyclic voltammogram."""
+
+    def run_cv(self, params: CVParams) -> Voltammogram:
+        """Run one CV and return it; raises :class:`Overload` if the current left the range."""
+        ...
+
+    def abort(self) -> None:
+        """Abort a running measurement and switch the cell off; aborting when idle is not an error."""
+        ...
+
+    def close(self) -> None:
+        """Release the port; closing twice is not an error."""
+        ...
+
+
+@runtime_checkable
+class SampleChanger(Protocol):
+    """Whatever puts a sample's stock solution in line with the sample pump."""
+
+    def load(self, sample_id: str) -> None:
+        """Load ``sample_id``; loading the already loaded sample is not an error."""
+        ...
+
+    def unload(self) -> None:
+        """Unload the current sample, if any."""
+        ...
+
+    def close(self) -> None:
+        """Release the device; closing twice is not an error."""
+        ...

@@ -1,0 +1,358 @@
+"""The one place that owns instrument byte streams: serial ports, their framing, captures and replays.
+
+Drivers never touch pyserial. They get a :class:`Transport` and ask it for whole frames with a deadline,
+so that every driver inherits the same guarantees (as PyLabRobot keeps all of its io in one package):
+
+- nothing can hang: every read has a deadline and raises :class:`InstrumentTimeout` past it;
+- a vanished port (pyserial ``SerialException``, ``OSError``, termios errors) becomes
+  :class:`Disconnected`, never a pyserial type;
+- every byte exchanged is logged (``DEBUG``, ``repr``) and can be written to a JSON-lines wire capture;
+- a capture can be served back by :class:`ReplayTransport`, which checks that the driver writes exactly the
+  captured bytes and returns the captured reads, so protocol tests run without any emulator.
+
+:class:`SerialTransport` opens anything ``serial.serial_for_url`` opens: ``/dev/tty*``, ``COM3``,
+``socket://host:port``, ``loop://`` and the ``/dev/pts/N`` of the emulators in :mod:`labloop.sim`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol, Self, TypeVar
+
+import serial
+
+from labloop.instruments.errors import (
+    ConfigError,
+    Disconnected,
+    InstrumentError,
+    InstrumentTimeout,
+    ProtocolError,
+    ReplayMismatch,
+)
+
+try:  # termios raises its own error type (not OSError) when a pty's far end is gone
+    import termios
+
+    _WIRE_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, termios.error)
+except ImportError:  # Windows
+    _WIRE_ERRORS = (serial.SerialException, OSError)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SHOW = 64  # bytes of a partial frame shown in an error message
+
+
+class Transport(Protocol):
+    """What a driver needs from a byte stream."""
+
+    name: str
+
+    def write(self, data: bytes) -> None: ...
+
+    def read_until(self, terminator: bytes, deadline_s: float) -> bytes: ...
+
+    def read_frame(self, start: bytes, end: bytes, deadline_s: float) -> bytes: ...
+
+    def reset_input(self) -> None: ...
+
+    def drain(self, quiet_s: float) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CaptureRecord:
+    """One chunk on the wire: ``tx`` (written by the driver) or ``rx`` (read by it), at ``t`` s after open."""
+
+    direction: str
+    t: float
+    data: bytes
+
+
+class WireCapture:
+    """Appends every chunk exchanged to a JSON-lines file: ``{"t", "dir", "hex", "repr"}`` per line.
+
+    The first line (``"dir": "open"``) names the port and link settings; it is informative only.
+    """
+
+    def __init__(self, path: str | Path, header: dict[str, object]) -> None:
+        self.path = Path(path)
+        self._file: IO[str] = self.path.open("w", encoding="utf-8")
+        self._t0 = time.monotonic()
+        self._write({"t": 0.0, "dir": "open", **header})
+
+    def record(self, direction: str, data: bytes) -> None:
+        t = round(time.monotonic() - self._t0, 6)
+        self._write({"t": t, "dir": direction, "hex": data.hex(), "repr": repr(data)})
+
+    def _write(self, obj: dict[str, object]) -> None:
+        self._file.write(json.dumps(obj) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def load_capture(path: str | Path) -> list[CaptureRecord]:
+    """The ``tx``/``rx`` records of a capture file, in order."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        obj = json.loads(line)
+        if obj["dir"] in ("tx", "rx"):
+            records.append(CaptureRecord(obj["dir"], float(obj["t"]), bytes.fromhex(obj["hex"])))
+    return records
+
+
+class _FramedStream:
+    """Framing with deadlines over a chunk source; subclasses supply the chunks and the writes."""
+
+    def __init__(self, name: str, capture: WireCapture | None) -> None:
+        self.name = name
+        self._capture = capture
+        self._pending = bytearray()  # read from the wire, not yet handed to the driver
+
+    # -- supplied by subclasses -------------------------------------------------------------------------
+    def _read_chunk(self, wait_s: float) -> bytes | None:
+        """Bytes that arrived within ``wait_s`` (maybe none); None when the source knows none will come."""
+        raise NotImplementedError
+
+    def _write_raw(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _flush_input(self) -> None:
+        raise NotImplementedError
+
+    # -- the public stream ------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        logger.debug("%s > %r", self.name, data)
+        self._write_raw(data)
+        if self._capture is not None:
+            self._capture.record("tx", data)
+
+    def read_until(self, terminator: bytes, deadline_s: float) -> bytes:
+        """Everything up to and including ``terminator``; InstrumentTimeout after ``deadline_s`` seconds."""
+        deadline = time.monotonic() + deadline_s
+        while (i := self._pending.find(terminator)) < 0:
+            self._fill(deadline, f"{terminator!r}")
+        return self._take(i + len(terminator))
+
+    def read_frame(self, start: bytes, end: bytes, deadline_s: float) -> bytes:
+        """The next ``start ... end`` frame, delimiters included; bytes outside a frame are discarded.
+
+        A second ``start`` before ``end`` abandons the first (truncated) frame, so a reply that lost its
+        end marker cannot swallow the next one.
+        """
+        deadline = time.monotonic() + deadline_s
+        while True:
+            s = self._pending.find(start)
+            if s != 0:
+                self._discard(len(self._pending) if s < 0 else s)
+            else:
+                e = self._pending.find(end, len(start))
+                restart = self._pending.find(start, len(start))
+                if restart >= 0 and (e < 0 or restart < e):
+                    self._discard(restart)
+                    continue
+                if e >= 0:
+                    return self._take(e + len(end))
+            self._fill(deadline, f"frame {start!r}...{end!r}")
+
+    def reset_input(self) -> None:
+        """Forget everything received and not yet read (stale replies, line noise)."""
+        self._discard(len(self._pending))
+        self._flush_input()
+
+    def drain(self, quiet_s: float) -> bytes:
+        """Read and discard until the line has been quiet for ``quiet_s``; returns what was discarded."""
+        dropped = bytes(self._pending)
+        self._pending.clear()
+        quiet_until = time.monotonic() + quiet_s
+        while (now := time.monotonic()) < quiet_until:
+            chunk = self._read_chunk(quiet_until - now)
+            if chunk is None:
+                break
+            if chunk:
+                dropped += chunk
+                quiet_until = time.monotonic() + quiet_s
+        if dropped:
+            logger.debug("%s drained %r", self.name, dropped)
+        return dropped
+
+    def _fill(self, deadline: float, waiting_for: str) -> None:
+        remaining = deadline - time.monotonic()
+        chunk = self._read_chunk(remaining) if remaining > 0 else b""
+        if chunk:
+            self._pending += chunk
+            return
+        if chunk is None or time.monotonic() >= deadline:
+            got = bytes(self._pending[:_SHOW])
+            raise InstrumentTimeout(self.name, f"no {waiting_for} before the deadline (received {got!r})")
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self._pending[:n])
+        del self._pending[:n]
+        return out
+
+    def _discard(self, n: int) -> None:
+        if n:
+            logger.debug("%s discarded %r", self.name, bytes(self._pending[:n]))
+            del self._pending[:n]
+
+
+class SerialTransport(_FramedStream):
+    """A pyserial port opened with ``serial_for_url``; the default link is 19200 8N1.
+
+    ``poll_s`` is the longest a single low-level read blocks, i.e. how far past a deadline a read can
+    return; it does not limit how long a frame may take (that is each read's ``deadline_s``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 19200,
+        bytesize: int = 8,
+        parity: str = "N",
+        stopbits: float = 1,
+        capture: str | Path | None = None,
+        poll_s: float = 0.01,
+    ) -> None:
+        try:
+            self._serial = serial.serial_for_url(
+                url, baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits, timeout=poll_s
+            )
+        except ValueError as exc:
+            raise ConfigError(url, f"bad link settings: {exc}") from exc
+        except _WIRE_ERRORS as exc:
+            raise Disconnected(url, f"cannot open port: {exc}") from exc
+        header = {"port": url, "baudrate": baudrate, "format": f"{bytesize}{parity}{stopbits:g}"}
+        super().__init__(url, WireCapture(capture, header) if capture is not None else None)
+        logger.info("%s opened (%s baud %s)", url, baudrate, header["format"])
+
+    @contextmanager
+    def _wire(self, doing: str) -> Iterator[None]:
+        if not self._serial.is_open:
+            raise Disconnected(self.name, f"port is closed ({doing})")
+        try:
+            yield
+        except _WIRE_ERRORS as exc:
+            raise Disconnected(self.name, f"port vanished while {doing}: {exc}") from exc
+
+    def _read_chunk(self, wait_s: float) -> bytes:
+        with self._wire("reading"):
+            chunk = self._serial.read(max(1, self._serial.in_waiting))
+        if chunk:
+            logger.debug("%s < %r", self.name, chunk)
+            if self._capture is not None:
+                self._capture.record("rx", chunk)
+        return chunk
+
+    def _write_raw(self, data: bytes) -> None:
+        with self._wire("writing"):
+            self._serial.write(data)
+            self._serial.flush()
+
+    def _flush_input(self) -> None:
+        with self._wire("flushing input"):
+            self._serial.reset_input_buffer()
+
+    def close(self) -> None:
+        """Close the port and the capture; closing twice is not an error."""
+        if self._serial.is_open:
+            try:
+                self._serial.close()
+            except _WIRE_ERRORS as exc:  # the far end is already gone: nothing left to release
+                logger.debug("%s close: %s", self.name, exc)
+            logger.info("%s closed", self.name)
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ReplayTransport(_FramedStream):
+    """Serves a wire capture back to a driver, with no device and no waiting.
+
+    Each ``write`` must equal the next captured ``tx`` chunk (else :class:`ReplayMismatch`); reads return
+    the captured ``rx`` chunks in their original chunking; where the capture has no more ``rx`` before the
+    next ``tx``, a read times out at once, as it did when the capture was made.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(f"replay:{Path(path).name}", None)
+        self._records = load_capture(path)
+        self._next = 0
+
+    def _peek(self) -> CaptureRecord | None:
+        return self._records[self._next] if self._next < len(self._records) else None
+
+    def _read_chunk(self, wait_s: float) -> bytes | None:
+        record = self._peek()
+        if record is None or record.direction != "rx":
+            return None
+        self._next += 1
+        logger.debug("%s < %r", self.name, record.data)
+        return record.data
+
+    def _write_raw(self, data: bytes) -> None:
+        record = self._peek()
+        if record is None or record.direction != "tx" or record.data != data:
+            expected = "end of capture" if record is None else f"{record.direction} {record.data!r}"
+            raise ReplayMismatch(
+                self.name, f"driver wrote {data!r} at record {self._next}; capture has {expected}"
+            )
+        self._next += 1
+
+    def _flush_input(self) -> None:
+        """Nothing to flush: unread bytes of the original session were never captured."""
+
+    def finish(self) -> None:
+        """Raise :class:`ReplayMismatch` unless the driver consumed the whole capture."""
+        if self._next != len(self._records):
+            left = len(self._records) - self._next
+            raise ReplayMismatch(
+                self.name, f"{left} captured records were never replayed, next {self._peek()}"
+            )
+
+    def close(self) -> None:
+        """Nothing to release; present so a replay can stand in for a :class:`SerialTransport`."""
+
+
+def retry(
+    call: Callable[[], T],
+    *,
+    attempts: int,
+    retry_on: tuple[type[InstrumentError], ...] = (InstrumentTimeout, ProtocolError),
+    before_retry: Callable[[InstrumentError], None] | None = None,
+) -> T:
+    """Call ``call`` up to ``attempts`` times while it raises one of ``retry_on``; re-raise the last.
+
+    Only for commands that are safe to repeat (queries, parameter sets): the caller decides that.
+    ``before_retry`` runs between attempts (e.g. to drain a late reply).
+    """
+    if attempts < 1:
+        raise ConfigError("retry", f"attempts must be >= 1, got {attempts}")
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except retry_on as exc:
+            if attempt >= attempts:
+                raise
+            logger.info("%s (attempt %d of %d); retrying", exc, attempt, attempts)
+            attempt += 1
+            if before_retry is not None:
+                before_retry(exc)

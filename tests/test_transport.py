@@ -1,0 +1,240 @@
+"""Transport and pty-device tests, over real pseudo-terminals opened by pyserial."""
+
+import json
+import logging
+import os
+import threading
+import time
+import tty
+from collections.abc import Iterator
+
+import pytest
+
+from labloop.instruments.errors import (
+    ConfigError,
+    DeviceError,
+    Disconnected,
+    InstrumentTimeout,
+    ProtocolError,
+    ReplayMismatch,
+)
+from labloop.instruments.transport import ReplayTransport, SerialTransport, load_capture, retry
+from labloop.sim.faults import FaultInjector, FaultPlan
+from labloop.sim.pty_device import Link, PtyDevice, TerminatorFramer
+
+
+@pytest.fixture
+def pty_pair() -> Iterator[tuple[int, str]]:
+    """A raw pty: the test writes the device side (master) by hand; the transport opens the port."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    yield master, os.ttyname(slave)
+    for fd in (master, slave):
+        os.close(fd)
+
+
+class Shout:
+    """A line-based test device: answers every line upper-cased; ``boom`` raises inside the emulator."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def new_framer(self) -> TerminatorFramer:
+        return TerminatorFramer(b"\n")
+
+    def handle(self, frame: bytes, link: Link) -> None:
+        if frame == b"boom":
+            raise RuntimeError("emulator bug")
+        link.reply(frame.upper() + b"\n")
+
+    def tick(self, link: Link) -> None:
+        self.ticks += 1
+
+
+def test_read_frame_skips_noise_and_keeps_what_follows(pty_pair: tuple[int, str]) -> None:
+    master, port = pty_pair
+    with SerialTransport(port) as t:
+        os.write(master, b"noise\x0200S\x03\x0201I\x03tail")
+        assert t.read_frame(b"\x02", b"\x03", 1.0) == b"\x0200S\x03"
+        assert t.read_frame(b"\x02", b"\x03", 1.0) == b"\x0201I\x03"
+        with pytest.raises(InstrumentTimeout, match="tail"):
+            t.read_until(b"\n", 0.05)
+
+
+def test_a_frame_that_lost_its_end_is_abandoned_at_the_next_start(pty_pair: tuple[int, str]) -> None:
+    master, port = pty_pair
+    with SerialTransport(port) as t:
+        os.write(master, b"\x0200S\x0201I\x03")
+        assert t.read_frame(b"\x02", b"\x03", 1.0) == b"\x0201I\x03"
+
+
+def test_frame_split_across_writes_is_reassembled(pty_pair: tuple[int, str]) -> None:
+    master, port = pty_pair
+    with SerialTransport(port) as t:
+        os.write(master, b"\x0200SNE10")
+        threading.Timer(0.05, os.write, (master, b"00V3.928\x03")).start()
+        assert t.read_frame(b"\x02", b"\x03", 2.0) == b"\x0200SNE1000V3.928\x03"
+
+
+def test_read_until_returns_lines_one_at_a_time(pty_pair: tuple[int, str]) -> None:
+    master, port = pty_pair
+    with SerialTransport(port) as t:
+        os.write(master, b"e\nM0000\n")
+        assert t.read_until(b"\n", 1.0) == b"e\n"
+        assert t.read_until(b"\n", 1.0) == b"M0000\n"
+
+
+def test_every_read_has_a_deadline(pty_pair: tuple[int, str]) -> None:
+    _, port = pty_pair
+    with SerialTransport(port) as t:
+        for read in (lambda: t.read_frame(b"\x02", b"\x03", 0.1), lambda: t.read_until(b"\n", 0.1)):
+            start = time.monotonic()
+            with pytest.raises(InstrumentTimeout, match=port):
+                read()
+            assert 0.1 <= time.monotonic() - start < 0.5
+
+
+def test_write_reaches_the_far_end_and_reset_input_drops_stale_bytes(pty_pair: tuple[int, str]) -> None:
+    master, port = pty_pair
+    with SerialTransport(port) as t:
+        t.write(b"0VER\r")
+        assert os.read(master, 100) == b"0VER\r"
+        os.write(master, b"\x02stale\x03")
+        time.sleep(0.05)
+        t.reset_input()
+        os.write(master, b"\x02fresh\x03")
+        assert t.read_frame(b"\x02", b"\x03", 1.0) == b"\x02fresh\x03"
+
+
+def test_drain_waits_for_a_quiet_line(pty_pair: tuple[int, str]) -> None:
+    master, port = pty_pair
+    with SerialTransport(port) as t:
+        os.write(master, b"late")
+        threading.Timer(0.03, os.write, (master, b" later")).start()
+        assert t.drain(0.1) == b"late later"
+        os.write(master, b"\x02next\x03")
+        assert t.read_frame(b"\x02", b"\x03", 1.0) == b"\x02next\x03"
+
+
+def test_every_byte_is_logged(pty_pair: tuple[int, str], caplog: pytest.LogCaptureFixture) -> None:
+    master, port = pty_pair
+    with caplog.at_level(logging.DEBUG, logger="labloop.instruments.transport"), SerialTransport(port) as t:
+        t.write(b"0DIS\r")
+        os.write(master, b"\x0200SI0.100W0.000ML\x03")
+        t.read_frame(b"\x02", b"\x03", 1.0)
+    assert f"{port} > b'0DIS\\r'" in caplog.text
+    assert "I0.100W0.000ML" in caplog.text
+
+
+def test_url_schemes_of_serial_for_url_work() -> None:
+    with SerialTransport("loop://") as t:
+        t.write(b"junk\x02looped\x03")
+        assert t.read_frame(b"\x02", b"\x03", 1.0) == b"\x02looped\x03"
+
+
+def test_missing_port_and_bad_settings_are_typed() -> None:
+    with pytest.raises(Disconnected, match="/dev/does-not-exist"):
+        SerialTransport("/dev/does-not-exist")
+    with pytest.raises(ConfigError, match="bad link settings"):
+        SerialTransport("loop://", baudrate=-5)
+
+
+def test_a_vanished_port_raises_disconnected_on_read_and_write() -> None:
+    with PtyDevice(Shout()) as dev, SerialTransport(dev.port) as t:
+        t.write(b"hi\n")
+        assert t.read_until(b"\n", 1.0) == b"HI\n"
+        dev.hang_up()
+        assert not dev.connected
+        with pytest.raises(Disconnected, match="vanished"):
+            t.read_until(b"\n", 1.0)
+        with pytest.raises(Disconnected, match="vanished"):
+            t.write(b"hi\n")
+
+
+def test_replug_serves_the_same_emulator_on_a_fresh_pty() -> None:
+    emulator = Shout()
+    with PtyDevice(emulator) as dev:
+        dev.hang_up()
+        port = dev.replug()
+        assert dev.connected and port == dev.port
+        with SerialTransport(port) as t:
+            t.write(b"again\n")
+            assert t.read_until(b"\n", 1.0) == b"AGAIN\n"
+        assert dev.received == b"again\n"
+        assert emulator.ticks > 0  # time passes for the emulator whether or not bytes arrive
+
+
+def test_an_emulator_bug_is_recorded_and_the_device_keeps_serving() -> None:
+    with PtyDevice(Shout()) as dev, SerialTransport(dev.port) as t:
+        t.write(b"boom\nok\n")
+        assert t.read_until(b"\n", 1.0) == b"OK\n"
+        assert [str(e) for e in dev.errors] == ["emulator bug"]
+    dev.stop()  # stopping twice is fine
+
+
+def test_reply_faults_are_applied_by_the_link() -> None:
+    faults = FaultInjector(FaultPlan(no_reply=1.0))
+    with PtyDevice(Shout(), faults=faults) as dev, SerialTransport(dev.port) as t:
+        t.write(b"anyone\n")
+        with pytest.raises(InstrumentTimeout):
+            t.read_until(b"\n", 0.1)
+    assert faults.counts["no_reply"] == 1
+
+
+def test_capture_then_replay_without_any_device(tmp_path) -> None:
+    wire = tmp_path / "wire.jsonl"
+    with PtyDevice(Shout()) as dev, SerialTransport(dev.port, capture=wire) as t:
+        t.write(b"hello\n")
+        assert t.read_until(b"\n", 1.0) == b"HELLO\n"
+        with pytest.raises(InstrumentTimeout):
+            t.read_until(b"\n", 0.05)
+    lines = [json.loads(line) for line in wire.read_text().splitlines()]
+    assert lines[0]["dir"] == "open" and lines[0]["port"] == dev.port
+    assert [r["dir"] for r in lines[1:3]] == ["tx", "rx"]
+    assert bytes.fromhex(lines[1]["hex"]) == b"hello\n"
+    assert b"".join(bytes.fromhex(r["hex"]) for r in lines if r["dir"] == "rx") == b"HELLO\n"  # any chunking
+    assert all(r["t"] >= 0 for r in lines)
+    assert b"".join(r.data for r in load_capture(wire) if r.direction == "rx") == b"HELLO\n"
+
+    replay = ReplayTransport(wire)
+    replay.write(b"hello\n")
+    assert replay.read_until(b"\n", 1.0) == b"HELLO\n"
+    start = time.monotonic()
+    with pytest.raises(InstrumentTimeout):
+        replay.read_until(b"\n", 5.0)  # the capture has nothing more: time out now, not in 5 s
+    assert time.monotonic() - start < 0.5
+    replay.finish()
+
+    other = ReplayTransport(wire)
+    with pytest.raises(ReplayMismatch, match="b'bye\\\\n'"):
+        other.write(b"bye\n")
+    with pytest.raises(ReplayMismatch, match="never replayed"):
+        ReplayTransport(wire).finish()
+
+
+def test_retry_repeats_only_the_listed_errors() -> None:
+    calls: list[int] = []
+    seen: list[str] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise InstrumentTimeout("dev", "no reply")
+        return "ok"
+
+    assert retry(flaky, attempts=3, before_retry=lambda e: seen.append(type(e).__name__)) == "ok"
+    assert len(calls) == 3 and seen == ["InstrumentTimeout", "InstrumentTimeout"]
+
+    calls.clear()
+    with pytest.raises(InstrumentTimeout):
+        retry(flaky, attempts=2)
+    assert len(calls) == 2
+
+    def refused() -> None:
+        calls.append(1)
+        raise DeviceError("dev", "?OOR", "out of range")
+
+    calls.clear()
+    with pytest.raises(DeviceError):
+        retry(refused, attempts=5, retry_on=(InstrumentTimeout, ProtocolError))
+    assert len(calls) == 1
