@@ -147,9 +147,13 @@ def train_ensemble(
     ens.calibration = {t: calibration_factor(Y[cal, j], cal_mean[:, j], cal_std[:, j])
                        for j, t in enumerate(targets)}
     scale = np.array([ens.calibration[t] for t in targets])
+    _, fit_std = ens._raw(X[fit])
     ens.info = {
         "n_train": len(fit),
         "n_calibration": len(cal),
+        # what an out-of-fold calibration would have said (kept to show why the slice is used instead)
+        "oof_calibration_factor": {t: calibration_factor(Y[fit, j], oof[:, j], fit_std[:, j])
+                                   for j, t in enumerate(targets)},
         "learning_curves": curves,
         "metrics": {
             "out_of_fold": {t: regression_metrics(Y[fit, j], oof[:, j]) for j, t in enumerate(targets)},

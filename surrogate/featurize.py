@@ -34,31 +34,59 @@ CHUNK_SIZE = 2000
 class FingerprintSettings:
     """How a molecule becomes a vector; stored in every model manifest so predictions featurise alike.
 
-    ``counts=True`` gives ECFP count vectors (how often each hashed environment occurs, clipped to 255),
-    which carry more information than bits for molecules with repeated units.
+    The vector is the Morgan (ECFP) fingerprint of ``radius`` and ``n_bits``, optionally followed by a
+    hashed atom-pair fingerprint (``atom_pair_bits``) and a topological-torsion fingerprint
+    (``torsion_bits``), all from RDKit's fingerprint generators; 0 bits leaves a block out. Atom pairs
+    add what ECFP's local environments miss and IE/EA depend on: how far apart atom types sit, i.e. the
+    size and shape of the conjugated system. ``counts=True`` stores how often each hashed feature
+    occurs (clipped to 255) instead of a bit, which matters for molecules with repeated units.
     """
 
     radius: int = 2
     n_bits: int = 2048
     counts: bool = True
+    atom_pair_bits: int = 0
+    torsion_bits: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.radius <= 6:
             raise InvalidInput(f"fingerprint radius must be 0..6, got {self.radius}")
-        if not 16 <= self.n_bits <= 65536:
-            raise InvalidInput(f"fingerprint length must be 16..65536 bits, got {self.n_bits}")
+        for name in ("n_bits", "atom_pair_bits", "torsion_bits"):
+            bits = getattr(self, name)
+            if not (16 <= bits <= 65536 or (bits == 0 and name != "n_bits")):
+                raise InvalidInput(f"fingerprint {name} must be 16..65536{' or 0' if name != 'n_bits' else ''}, "
+                                   f"got {bits}")
+
+    @property
+    def width(self) -> int:
+        """Length of the whole feature vector."""
+        return self.n_bits + self.atom_pair_bits + self.torsion_bits
 
     def key(self) -> str:
         """Stable text key (cache file names, manifests)."""
         kind = "count" if self.counts else "bit"
-        return f"morgan-r{self.radius}-n{self.n_bits}-{kind}"
+        extra = (f"-ap{self.atom_pair_bits}" if self.atom_pair_bits else "") + (
+            f"-tt{self.torsion_bits}" if self.torsion_bits else "")
+        return f"morgan-r{self.radius}-n{self.n_bits}{extra}-{kind}"
+
+    def generators(self) -> list[tuple[object, int]]:
+        """(RDKit generator, bits) of each block, in vector order."""
+        gens = [(rdFingerprintGenerator.GetMorganGenerator(radius=self.radius, fpSize=self.n_bits), self.n_bits)]
+        if self.atom_pair_bits:
+            gens.append((rdFingerprintGenerator.GetAtomPairGenerator(fpSize=self.atom_pair_bits),
+                         self.atom_pair_bits))
+        if self.torsion_bits:
+            gens.append((rdFingerprintGenerator.GetTopologicalTorsionGenerator(fpSize=self.torsion_bits),
+                         self.torsion_bits))
+        return gens
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> FingerprintSettings:
-        return cls(radius=int(data["radius"]), n_bits=int(data["n_bits"]), counts=bool(data["counts"]))
+        return cls(radius=int(data["radius"]), n_bits=int(data["n_bits"]), counts=bool(data["counts"]),
+                   atom_pair_bits=int(data.get("atom_pair_bits", 0)), torsion_bits=int(data.get("torsion_bits", 0)))
 
 
 @dataclass(frozen=True)
@@ -85,10 +113,6 @@ class Features:
         return int(self.X.shape[0])
 
 
-def _generator(settings: FingerprintSettings):
-    return rdFingerprintGenerator.GetMorganGenerator(radius=settings.radius, fpSize=settings.n_bits)
-
-
 def _parse(smiles: object) -> Chem.Mol | None:
     """RDKit molecule, or None for anything that is not a non-empty parsable SMILES string."""
     if not isinstance(smiles, str) or not smiles.strip():
@@ -108,16 +132,22 @@ def _featurize_chunk(
     """
     smiles, settings, want_canonical = args
     RDLogger.DisableLog("rdApp.*")  # invalid SMILES are reported by us, once, not by RDKit per row
-    gen = _generator(settings)
-    fingerprint = gen.GetCountFingerprintAsNumPy if settings.counts else gen.GetFingerprintAsNumPy
-    out = np.zeros((len(smiles), settings.n_bits), dtype=np.uint8)
+    blocks = []  # (fingerprint function, first column, end column) per generator
+    start = 0
+    for gen, bits in settings.generators():
+        blocks.append((gen.GetCountFingerprintAsNumPy if settings.counts else gen.GetFingerprintAsNumPy,
+                       start, start + bits))
+        start += bits
+    out = np.zeros((len(smiles), settings.width), dtype=np.uint8)
     valid = np.zeros(len(smiles), dtype=bool)
     canonical: list[str] | None = [""] * len(smiles) if want_canonical else None
     for i, smi in enumerate(smiles):
         mol = _parse(smi)
         if mol is None:
             continue
-        np.minimum(fingerprint(mol), 255, out=out[i], casting="unsafe")
+        row = out[i]
+        for fn, lo, hi in blocks:
+            np.minimum(fn(mol), 255, out=row[lo:hi], casting="unsafe")
         valid[i] = True
         if canonical is not None:
             canonical[i] = Chem.MolToSmiles(mol)
@@ -157,7 +187,7 @@ def _compute(
             if progress:
                 progress(len(task[0]))
     if not results:
-        empty = np.zeros((0, settings.n_bits), dtype=np.uint8)
+        empty = np.zeros((0, settings.width), dtype=np.uint8)
         return empty, np.zeros(0, dtype=bool), [] if want_canonical else None
     X = np.concatenate([r[0] for r in results])
     valid = np.concatenate([r[1] for r in results])
@@ -182,7 +212,7 @@ def featurize(
     settings = settings or FingerprintSettings()
     smiles = list(smiles)
     n_jobs = default_jobs() if n_jobs is None else max(1, n_jobs)
-    X = np.zeros((len(smiles), settings.n_bits), dtype=np.uint8)
+    X = np.zeros((len(smiles), settings.width), dtype=np.uint8)
     valid = np.zeros(len(smiles), dtype=bool)
     todo = list(range(len(smiles)))
     if cache is not None:

@@ -61,7 +61,7 @@ class FingerprintCache:
                 marks = ",".join("?" * len(batch))
                 for smi, idx, cnt in con.execute(f"SELECT smiles, idx, cnt FROM fp WHERE smiles IN ({marks})",
                                                  batch):
-                    row = np.zeros(settings.n_bits, dtype=np.uint8)
+                    row = np.zeros(settings.width, dtype=np.uint8)
                     row[np.frombuffer(idx, dtype=np.uint16)] = np.frombuffer(cnt, dtype=np.uint8)
                     found[smi] = row
         finally:

@@ -118,7 +118,7 @@ def load_ensemble(directory: str | Path) -> Ensemble:
         raise ModelLoadError(f"{path / MANIFEST}: incomplete or invalid manifest ({exc})") from None
     members = []
     for k, name in enumerate(files):
-        model = build_model(config, fingerprint.n_bits, len(targets), seed=k)
+        model = build_model(config, fingerprint.width, len(targets), seed=k)
         try:
             model.load_weights(path / name)
         except FileNotFoundError:

@@ -14,16 +14,22 @@ from labloop.surrogate.fingerprint_cache import FingerprintCache
 
 
 @pytest.mark.parametrize("settings", [FingerprintSettings(2, 2048, True), FingerprintSettings(1, 1024, False),
-                                      FingerprintSettings(3, 512, True)])
+                                      FingerprintSettings(3, 512, True, atom_pair_bits=256, torsion_bits=128)])
 def test_fingerprints_equal_rdkit(ocelot, settings):
     smiles = ocelot.smiles.head(60).tolist()
     feats = featurize(smiles, settings, n_jobs=1)
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=settings.radius, fpSize=settings.n_bits)
+    gens = [rdFingerprintGenerator.GetMorganGenerator(radius=settings.radius, fpSize=settings.n_bits)]
+    if settings.atom_pair_bits:
+        gens.append(rdFingerprintGenerator.GetAtomPairGenerator(fpSize=settings.atom_pair_bits))
+    if settings.torsion_bits:
+        gens.append(rdFingerprintGenerator.GetTopologicalTorsionGenerator(fpSize=settings.torsion_bits))
     for row, smi in zip(feats.X, smiles, strict=True):
         mol = Chem.MolFromSmiles(smi)
-        ref = gen.GetCountFingerprintAsNumPy(mol) if settings.counts else gen.GetFingerprintAsNumPy(mol)
+        ref = np.concatenate([g.GetCountFingerprintAsNumPy(mol) if settings.counts else g.GetFingerprintAsNumPy(mol)
+                              for g in gens])
         np.testing.assert_array_equal(row, np.minimum(ref, 255))
-    assert feats.X.dtype == np.uint8 and feats.X.shape == (60, settings.n_bits)
+    assert feats.X.dtype == np.uint8 and feats.X.shape == (60, settings.n_bits + settings.atom_pair_bits +
+                                                           settings.torsion_bits)
 
 
 def test_invalid_smiles_are_skipped_and_reported_with_rows():
