@@ -11,7 +11,10 @@ import sys
 
 import click
 
+from labloop.instruments.errors import ConfigError
 from labloop.orchestrator import console
+from labloop.orchestrator.cli_instruments import drivers as drivers_app
+from labloop.orchestrator.cli_instruments import sim as sim_app
 from labloop.orchestrator.cli_surrogate import app as surrogate_app
 from labloop.surrogate.errors import SurrogateError
 
@@ -28,9 +31,11 @@ def app(verbose: int) -> None:
 
 
 app.add_command(surrogate_app, name="surrogate")
+app.add_command(drivers_app, name="drivers")
+app.add_command(sim_app, name="sim")
 
 #: exceptions that mean "the user's input is wrong" rather than "labloop has a bug"
-BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError,)
+BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError)
 
 
 def main(argv: list[str] | None = None) -> int:

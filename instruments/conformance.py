@@ -1,0 +1,257 @@
+"""Conformance kit: does a driver keep labloop's instrument contracts? For plug-in authors and CI.
+
+Why: the runner trusts every driver to satisfy its contract (:mod:`labloop.instruments.contracts`): the
+right methods, idempotent stops and aborts, refusals *before* any byte is sent, and only typed errors
+(:mod:`labloop.instruments.errors`). A plug-in author runs::
+
+    from labloop.instruments.conformance import check_driver
+    report = check_driver("rodeostat")          # against the driver's own emulator
+    assert report.passed, "\\n".join(report.lines())
+
+or ``labloop drivers check NAME [--port PORT]`` against real hardware. The kit opens the driver, runs a
+safe round of commands, a short CV (potentiostats), a small dispense (pumps) or a load (sample changers),
+aborts/stops, asks for unsafe things it must refuse, closes twice and checks that a closed driver raises a
+typed error. Against an emulator it also checks that refusals sent no byte and that the emulator itself
+raised nothing. Each check is reported with its time; an exception that is not an
+:class:`InstrumentError` fails its check as "untyped".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from labloop.instruments.contracts import Potentiostat, Pump, PumpStatus, SafetyLimits, SampleChanger
+from labloop.instruments.errors import ConfigError, InstrumentError, SafetyLimitExceeded
+from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
+from labloop.instruments.voltammogram import CVParams, Voltammogram
+
+log = logging.getLogger(__name__)
+
+KIT_LIMITS = SafetyLimits(max_dispense_ml=0.5, syringe_ml=10.0, potential_window_v=(-1.0, 1.0))
+#: 1 V of travel at 0.5 V/s: 2 s on hardware, 101 points
+KIT_CV = CVParams(e_begin_v=-0.2, e_vertex1_v=0.3, e_vertex2_v=-0.2, scan_rate_v_s=0.5, e_step_v=0.01)
+KIT_DISPENSE_ML = 0.01
+KIT_RATE_ML_MIN = 1.0
+KIT_SAMPLE = "kit-sample"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ConformanceReport:
+    """The result of :func:`check_driver`: one :class:`CheckResult` per check, in order."""
+
+    driver: str
+    port: str
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def lines(self) -> list[str]:
+        """One line per check, then a verdict."""
+        out = [f"{'PASS' if c.passed else 'FAIL'}  {c.name:<36} {1e3 * c.seconds:7.0f} ms  {c.detail}"
+               for c in self.checks]
+        failed = sum(not c.passed for c in self.checks)
+        verdict = "conforms" if self.passed else f"does NOT conform ({failed} of {len(self.checks)} checks failed)"
+        return [*out, f"{self.driver} on {self.port}: {verdict}"]
+
+
+class _Failed(Exception):
+    """A check's expectation was not met (the driver behaved, but wrongly)."""
+
+
+def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
+                 options: Mapping[str, Any] | None = None, emulator_options: Mapping[str, Any] | None = None,
+                 limits: SafetyLimits = KIT_LIMITS) -> ConformanceReport:
+    """Run the kit on ``driver`` (a registered name or a descriptor).
+
+    Without ``port`` the driver's emulator is started (zero latency, a cell holding 1 mM of a fast couple)
+    and the driver opened on it; with ``port`` the driver talks to whatever is there, in real time.
+    ``options`` go to the driver's ``open``, ``emulator_options`` to its emulator factory.
+    """
+    descriptor = resolve(driver)
+    emulation = None
+    open_options: dict[str, Any] = {}
+    if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
+        open_options.update(limits=limits, time_scale=1.0)
+    if port is None:
+        from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
+        from labloop.sim.pty_device import TimeScale
+
+        context = EmulatorContext.standalone(DEFAULT_COUPLE, time_scale=TimeScale.zero_latency())
+        emulation = descriptor.start_emulator(context, **(emulator_options or {}))
+        port = emulation.port
+        open_options.update(emulation.options)
+        if "time_scale" in open_options:
+            open_options["time_scale"] = math.inf
+    open_options.update(options or {})
+    kit = _Kit(descriptor, port, open_options, limits,
+               received=(lambda: emulation.device.received) if emulation and emulation.device else None)
+    try:
+        kit.run()
+    finally:
+        if emulation is not None:
+            emulation.stop()
+    if emulation is not None and emulation.device is not None:
+        errors = emulation.device.errors
+        kit.results.append(CheckResult("emulator raised nothing", not errors, "; ".join(map(repr, errors)), 0.0))
+    return ConformanceReport(descriptor.name, port, tuple(kit.results))
+
+
+class _Kit:
+    def __init__(self, descriptor: DriverDescriptor, port: str, options: dict[str, Any], limits: SafetyLimits,
+                 received: Callable[[], bytes] | None) -> None:
+        self.descriptor = descriptor
+        self.port = port
+        self.options = options
+        self.limits = limits
+        self.received = received
+        self.driver: Any = None
+        self.results: list[CheckResult] = []
+
+    def run(self) -> None:
+        steps = {
+            DriverKind.PUMP: self._pump_steps,
+            DriverKind.POTENTIOSTAT: self._potentiostat_steps,
+            DriverKind.SAMPLE_CHANGER: self._sample_changer_steps,
+        }[self.descriptor.kind]()
+        try:
+            for name, call in steps:
+                if not self._step(name, call) and name == "open":
+                    return
+        finally:
+            if self.driver is not None:
+                with contextlib.suppress(InstrumentError):
+                    self.driver.close()
+
+    def _step(self, name: str, call: Callable[[], str | None]) -> bool:
+        start = time.monotonic()
+        try:
+            detail, passed = call() or "", True
+        except _Failed as exc:
+            detail, passed = str(exc), False
+        except InstrumentError as exc:
+            detail, passed = f"{type(exc).__name__}: {exc}", False
+        except Exception as exc:
+            detail, passed = f"untyped exception {type(exc).__name__}: {exc}", False
+        self.results.append(CheckResult(name, passed, detail, time.monotonic() - start))
+        log.info("%s %s: %s", name, "passed" if passed else "FAILED", detail)
+        return passed
+
+    # -- shared steps ---------------------------------------------------------------------------------------
+    def _open(self, contract: type) -> Callable[[], str]:
+        def step() -> str:
+            self.driver = self.descriptor.open(self.port, **self.options)
+            if not isinstance(self.driver, contract):
+                raise _Failed(f"{type(self.driver).__name__} does not satisfy {contract.__name__}")
+            return f"{type(self.driver).__name__} {getattr(self.driver, 'firmware', '')}".strip()
+
+        return step
+
+    def _refuses(self, expected: type[InstrumentError], call: Callable[[], object], what: str) -> None:
+        before = self.received() if self.received else b""
+        try:
+            call()
+        except expected:
+            pass
+        except InstrumentError as exc:
+            raise _Failed(f"{what}: raised {type(exc).__name__} where {expected.__name__} was due") from exc
+        else:
+            raise _Failed(f"{what}: accepted")
+        if self.received is not None:
+            time.sleep(0.05)  # anything written would have arrived by now
+            if self.received() != before:
+                raise _Failed(f"{what}: bytes were sent before the refusal")
+
+    def _closing(self, call: Callable[[], object]) -> Callable[[], str]:
+        def step() -> str:
+            self.driver.close()
+            self.driver.close()
+            try:
+                call()
+            except InstrumentError as exc:
+                return f"then {type(exc).__name__}"
+            raise _Failed("a closed driver still answered")
+
+        return step
+
+    # -- per kind -------------------------------------------------------------------------------------------
+    def _pump_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
+        def status() -> str:
+            status = self.driver.status()
+            if not isinstance(status, PumpStatus):
+                raise _Failed(f"status() returned {status!r}")
+            return f"{status.state}, infused {status.infused_ml:g} mL"
+
+        def dispense() -> str:
+            done = self.driver.dispense(KIT_DISPENSE_ML, KIT_RATE_ML_MIN)
+            if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
+                raise _Failed(f"dispensed {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
+            return f"{done:g} mL"
+
+        def refusals() -> None:
+            self._refuses(SafetyLimitExceeded, lambda: self.driver.dispense(2 * self.limits.max_dispense_ml, 1.0),
+                          "a dispense over the limit")
+            self._refuses(ConfigError, lambda: self.driver.dispense(-1.0, 1.0), "a negative volume")
+            self._refuses(ConfigError, lambda: self.driver.dispense(KIT_DISPENSE_ML, math.nan), "a NaN rate")
+
+        return [("open", self._open(Pump)), ("status", status),
+                ("stop twice", self._call("stop", times=2)),
+                ("small dispense", dispense), ("stop after the dispense", self._call("stop")),
+                ("refuses unsafe input, sends nothing", refusals),
+                ("close twice, then typed errors", self._closing(lambda: self.driver.status()))]
+
+    def _potentiostat_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
+        def cv() -> str:
+            voltammogram = self.driver.run_cv(KIT_CV)
+            if not isinstance(voltammogram, Voltammogram):
+                raise _Failed(f"run_cv returned {type(voltammogram).__name__}")
+            low, high = min(voltammogram.potential_v), max(voltammogram.potential_v)
+            if abs(low - KIT_CV.e_begin_v) > KIT_CV.e_step_v or abs(high - KIT_CV.e_vertex1_v) > KIT_CV.e_step_v:
+                raise _Failed(f"the CV spans {low:.3f}..{high:.3f} V instead of -0.2..0.3 V")
+            current = voltammogram.current_a
+            return f"{len(voltammogram)} points, {1e6 * min(current):.3g}..{1e6 * max(current):.3g} uA"
+
+        def refusals() -> None:
+            beyond = CVParams(e_begin_v=0.0, e_vertex1_v=self.limits.potential_window_v[1] + 0.5, e_vertex2_v=0.0,
+                              scan_rate_v_s=0.1)
+            self._refuses(SafetyLimitExceeded, lambda: self.driver.run_cv(beyond), "a vertex beyond the window")
+
+        return [("open", self._open(Potentiostat)),
+                ("abort when idle, twice", self._call("abort", times=2)),
+                ("short CV", cv), ("abort after the CV", self._call("abort")),
+                ("refuses unsafe input, sends nothing", refusals),
+                ("close twice, then typed errors", self._closing(lambda: self.driver.run_cv(KIT_CV)))]
+
+    def _sample_changer_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
+        def refusals() -> None:
+            self._refuses(ConfigError, lambda: self.driver.load(""), "an empty sample id")
+
+        return [("open", self._open(SampleChanger)),
+                ("load twice", self._call("load", KIT_SAMPLE, times=2)),
+                ("unload twice", self._call("unload", times=2)),
+                ("refuses unsafe input, sends nothing", refusals),
+                ("close twice, then typed errors", self._closing(lambda: self.driver.load(KIT_SAMPLE)))]
+
+    def _call(self, method: str, *args: object, times: int = 1) -> Callable[[], None]:
+        """A step that calls ``method(*args)`` of the (by then open) driver ``times`` times."""
+
+        def step() -> None:
+            for _ in range(times):
+                getattr(self.driver, method)(*args)
+
+        return step

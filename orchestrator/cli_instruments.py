@@ -1,0 +1,118 @@
+"""`labloop drivers ...` and `labloop sim ...`: the driver registry and the emulators, from the shell.
+
+``drivers list`` shows every driver registered under the ``labloop.drivers`` entry-point group (built-in
+and plug-ins alike); ``drivers check`` runs the conformance kit against a driver's emulator or a port;
+``sim serve`` keeps one emulator on a pty for any serial client, printing the port on the first line of
+stdout so that scripts can read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+from dataclasses import replace
+
+import click
+from rich.table import Table
+
+from labloop.instruments.conformance import check_driver
+from labloop.instruments.errors import ConfigError
+from labloop.instruments.registry import driver_names, load_driver
+from labloop.instruments.voltammogram import InvalidParameter
+from labloop.orchestrator import console
+
+log = logging.getLogger(__name__)
+
+EXIT_CHECK_FAILED = 1
+
+
+@click.group(help="Instrument drivers registered under the `labloop.drivers` entry-point group.")
+def drivers() -> None:
+    pass
+
+
+@drivers.command("list", help="List every registered driver (built-in and plug-ins).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per driver, for scripts.")
+def list_drivers(as_json: bool) -> None:
+    rows = []
+    for name in driver_names():
+        try:
+            registered = load_driver(name)
+        except ConfigError as exc:  # a broken plug-in is listed as broken, not fatal to the listing
+            rows.append({"name": name, "kind": "?", "baudrate": None, "package": "?", "emulator": False,
+                         "summary": f"cannot be loaded: {exc.what}"})
+            continue
+        d = registered.descriptor
+        rows.append({"name": d.name, "kind": str(d.kind), "baudrate": d.default_baudrate,
+                     "package": registered.distribution, "emulator": d.emulator is not None, "summary": d.summary})
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    table = Table("driver", "kind", "baud", "package", "emulator", "summary", title="labloop drivers")
+    for row in rows:
+        table.add_row(row["name"], row["kind"], str(row["baudrate"] or "-"), row["package"],
+                      "yes" if row["emulator"] else "no", row["summary"])
+    console.out.print(table)
+
+
+@drivers.command("check", help="Run the conformance kit on DRIVER, against its emulator or --port.")
+@click.argument("driver")
+@click.option("--port", default=None, help="Serial port (or pyserial URL) of a real device; default: the emulator.")
+def check(driver: str, port: str | None) -> int:
+    report = check_driver(driver, port)
+    for line in report.lines():
+        console.out.print(line, markup=False, highlight=False, soft_wrap=True)
+    return 0 if report.passed else EXIT_CHECK_FAILED
+
+
+@click.group(help="The simulated world: serve an emulator on a pseudo-terminal.")
+def sim() -> None:
+    pass
+
+
+@sim.command("serve", help="Serve DRIVER's emulator on a pty: prints the port (first line), runs until Ctrl-C.")
+@click.argument("driver")
+@click.option("--e0", type=float, default=0.0, show_default=True, help="Formal potential of the couple (V).")
+@click.option("--k0", type=float, default=1.0, show_default=True, help="Standard rate constant (cm/s).")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Transfer coefficient.")
+@click.option("--conc-mm", type=float, default=1.0, show_default=True, help="Analyte concentration (mM).")
+@click.option("--diffusion", type=float, default=1e-5, show_default=True, help="Diffusion coefficient (cm^2/s).")
+@click.option("--area-cm2", type=float, default=0.0707, show_default=True, help="Electrode area (cm^2).")
+@click.option("--noise", type=float, default=0.002, show_default=True, help="Noise, fraction of the current.")
+@click.option("--time-scale", type=float, default=1.0, show_default=True,
+              help="Device seconds per wall second: 1 real time, >1 accelerated, inf zero latency.")
+def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffusion: float, area_cm2: float,
+          noise: float, time_scale: float) -> None:
+    from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
+    from labloop.sim.pty_device import TimeScale
+
+    descriptor = load_driver(driver).descriptor
+    values = {"e0_v": e0, "k0_cm_s": k0, "alpha": alpha, "conc_mm": conc_mm, "diffusion_cm2_s": diffusion,
+              "area_cm2": area_cm2, "noise_fraction": noise}
+    try:
+        couple = replace(DEFAULT_COUPLE, **values)
+        scale = TimeScale(time_scale)
+    except (InvalidParameter, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    emulation = descriptor.start_emulator(EmulatorContext.standalone(couple, time_scale=scale))
+    if emulation.device is None:
+        emulation.stop()
+        raise ConfigError(f"driver {driver!r}", "has no serial line to serve")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        click.echo(emulation.port)
+        sys.stdout.flush()
+        speed = "zero latency" if math.isinf(time_scale) else f"time x{time_scale:g}"
+        console.err.print(f"serving {driver} on {emulation.port} ({speed}); Ctrl-C to stop", markup=False)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulation.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,90 @@
+"""`labloop drivers ...` and `labloop sim serve`: in-process for the quick paths, a real subprocess and a plain
+pyserial client for the served emulator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import serial
+
+from labloop.instruments.methodscript import cv_script, parse_package
+from labloop.instruments.voltammogram import CVParams
+
+
+@pytest.fixture
+def labloop(capsys):
+    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output."""
+    from labloop.orchestrator.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_drivers_list_shows_the_built_in_drivers(labloop) -> None:
+    proc = labloop("drivers", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["name"]: row for row in map(json.loads, proc.stdout.splitlines())}
+    assert {"ne1000", "emstat", "sim-sampler"} <= set(rows)
+    assert rows["emstat"]["kind"] == "potentiostat" and rows["emstat"]["baudrate"] == 230400
+    assert rows["ne1000"]["emulator"] is True
+    table = labloop("drivers", "list").stdout
+    assert all(name in table for name in ("ne1000", "emstat", "sim-sampler"))
+
+
+def test_unknown_drivers_exit_2_with_one_line(labloop) -> None:
+    for args in [("drivers", "check", "picostat"), ("sim", "serve", "picostat")]:
+        line = one_line_error(labloop(*args))
+        assert "unknown driver 'picostat'" in line and "emstat, ne1000" in line
+    assert "no serial line to serve" in one_line_error(labloop("sim", "serve", "sim-sampler"))
+    assert "alpha" in one_line_error(labloop("sim", "serve", "emstat", "--alpha", "1.5"))
+
+
+def test_drivers_check_runs_the_kit(labloop) -> None:
+    proc = labloop("drivers", "check", "emstat")
+    assert proc.returncode == 0, proc.stdout
+    assert "PASS  short CV" in proc.stdout and proc.stdout.strip().endswith("conforms")
+    failed = labloop("drivers", "check", "emstat", "--port", "/dev/labloop-no-such-port")
+    assert failed.returncode == 1
+    assert "FAIL  open" in failed.stdout and "does NOT conform" in failed.stdout
+
+
+def test_a_plain_serial_client_talks_to_sim_serve() -> None:
+    command = [sys.executable, "-m", "labloop.orchestrator.cli", "sim", "serve", "emstat", "--e0", "0.1",
+               "--time-scale", "inf"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = server.stdout.readline().strip()  # the first line, flushed before serving
+        assert port.startswith("/dev/pts/"), (port, server.stderr.read() if server.poll() is not None else "")
+        params = CVParams(e_begin_v=-0.2, e_vertex1_v=0.4, e_vertex2_v=-0.2, scan_rate_v_s=0.1, e_step_v=0.01)
+        with serial.Serial(port, 230400, timeout=1.0) as client:
+            client.write(b"t\n")
+            assert client.readline() == b"tespico1207#Oct 10 2023 10:00:00\n"
+            assert client.readline() == b"R*\n"
+            client.write(("\n".join(cv_script(params)) + "\n").encode())
+            lines = [client.readline() for _ in range(params.n_points + 4)]
+        assert lines[:2] == [b"e\n", b"M0005\n"] and lines[-2:] == [b"*\n", b"\n"]
+        currents = [parse_package(line.decode().strip())[1].value for line in lines[2:-2]]
+        peak = max(currents)
+        assert 15e-6 < peak < 25e-6  # ~19 uA for 1 mM at a 3 mm disk and 0.1 V/s (Randles-Sevcik)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = server.wait(timeout=10)
+    assert code == 0 and time.monotonic() - start < 5

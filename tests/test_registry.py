@@ -1,0 +1,180 @@
+"""Driver registry (entry points), conformance kit, and the simulated rig pieces it starts."""
+
+from __future__ import annotations
+
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from labloop.instruments.conformance import KIT_LIMITS, check_driver
+from labloop.instruments.contracts import SampleChanger
+from labloop.instruments.errors import ConfigError, Disconnected
+from labloop.instruments.registry import GROUP, DriverDescriptor, DriverKind, driver_names, load_driver
+from labloop.sim.cell import Cell, Fluid
+from labloop.sim.cv_physics import CellParams
+from labloop.sim.emulation import DEFAULT_BLANK, EmulatorContext
+from labloop.sim.ne1000_emulator import NE1000Emulator
+from labloop.sim.pty_device import PtyDevice, TimeScale
+from labloop.sim.sample_changer import SimSampleChanger
+
+BUILT_IN = {"ne1000": DriverKind.PUMP, "emstat": DriverKind.POTENTIOSTAT, "sim-sampler": DriverKind.SAMPLE_CHANGER}
+
+
+def install_plugin(root: Path, module: str, source: str, entry_points: dict[str, str]) -> None:
+    """A minimal installed distribution in ``root``: a module and a dist-info with its entry points."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    dist_info = root / f"{module.replace('_', '-')}-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (dist_info / "entry_points.txt").write_text(f"[{GROUP}]\n{lines}")
+
+
+def test_built_in_drivers_are_registered_through_entry_points() -> None:
+    assert set(BUILT_IN) <= set(driver_names())
+    for name, kind in BUILT_IN.items():
+        registered = load_driver(name)
+        assert registered.descriptor.name == name and registered.descriptor.kind is kind
+        attribute = name.upper().replace("-", "_")
+        assert registered.entry_point == f"labloop.instruments.builtin_drivers:{attribute}"
+    assert load_driver("emstat").descriptor.default_baudrate == 230400
+    assert load_driver("ne1000").descriptor.default_baudrate == 19200
+
+
+def test_an_unknown_driver_is_one_line_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as unknown:
+        load_driver("picostat")
+    message = str(unknown.value)
+    assert "\n" not in message and "unknown driver 'picostat'" in message
+    assert "emstat, ne1000" in message and "sim-sampler" in message
+
+
+def test_a_plugin_registers_like_a_built_in_and_broken_ones_are_typed(tmp_path, monkeypatch) -> None:
+    install_plugin(tmp_path, "toy_drivers", """
+        from labloop.instruments.registry import DriverDescriptor
+        from labloop.sim.sample_changer import SimSampleChanger
+        TOY = DriverDescriptor(name="toy", kind="sample_changer", open=SimSampleChanger.open, summary="a toy")
+        MISNAMED = DriverDescriptor(name="other", kind="pump", open=print)
+        NOT_A_DESCRIPTOR = object()
+        """, {"toy": "toy_drivers:TOY", "misnamed": "toy_drivers:MISNAMED", "wrong": "toy_drivers:NOT_A_DESCRIPTOR",
+              "missing": "no_such_module:X"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert {"toy", "misnamed", "wrong", "missing"} <= set(driver_names())
+    toy = load_driver("toy")
+    assert toy.distribution == "toy-drivers" and toy.descriptor.kind is DriverKind.SAMPLE_CHANGER
+    changer = toy.descriptor.open("bench", cell=Cell())
+    assert isinstance(changer, SampleChanger)
+    for name, needle in [("misnamed", "describes a driver named 'other'"), ("wrong", "is not a DriverDescriptor"),
+                         ("missing", "cannot be loaded")]:
+        with pytest.raises(ConfigError, match=needle):
+            load_driver(name)
+    sys.modules.pop("toy_drivers", None)
+
+
+def test_descriptors_validate_themselves() -> None:
+    with pytest.raises(ConfigError, match="lower case"):
+        DriverDescriptor(name="My Driver", kind="pump", open=print)
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        DriverDescriptor(name="x", kind="thermostat", open=print)
+    with pytest.raises(ConfigError, match="callables"):
+        DriverDescriptor(name="x", kind="pump", open="not callable")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="has no emulator"):
+        DriverDescriptor(name="x", kind="pump", open=print).start_emulator(EmulatorContext())
+
+
+# -- conformance kit -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_every_built_in_driver_passes_the_kit_against_its_emulator(name: str) -> None:
+    report = check_driver(name)
+    assert report.passed, "\n".join(report.lines())
+    names = [c.name for c in report.checks]
+    assert names[0] == "open" and "refuses unsafe input, sends nothing" in names
+    assert {"potentiostat": "short CV", "pump": "small dispense", "sample_changer": "load twice"}[
+        BUILT_IN[name]] in names
+    assert report.lines()[-1].endswith("conforms")
+
+
+def test_the_kit_also_checks_a_device_on_a_given_port() -> None:
+    with PtyDevice(NE1000Emulator(time_scale=TimeScale.zero_latency()), name="bench-pump") as device:
+        report = check_driver("ne1000", device.port, options={"time_scale": math.inf})
+        assert report.passed, "\n".join(report.lines())
+        assert report.port == device.port and b"0RUN\r" in device.received
+
+
+class _SloppyChanger(SimSampleChanger):
+    """Breaks the contract twice: an untyped error for a bad id, and it keeps working after close()."""
+
+    def load(self, sample_id: str) -> None:
+        if not sample_id:
+            raise ValueError("empty")
+        self.cell.load_sample(sample_id, 1.0)
+
+
+def test_the_kit_fails_a_driver_that_breaks_the_contract() -> None:
+    sloppy = DriverDescriptor(name="sloppy", kind="sample_changer", open=_SloppyChanger.open,
+                              emulator=load_driver("sim-sampler").descriptor.emulator)
+    report = check_driver(sloppy)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert set(failed) == {"refuses unsafe input, sends nothing", "close twice, then typed errors"}
+    assert "untyped exception ValueError" in failed["refuses unsafe input, sends nothing"]
+    assert failed["close twice, then typed errors"] == "a closed driver still answered"
+    assert not report.passed and "does NOT conform (2 of 5" in report.lines()[-1]
+
+
+# -- the simulated rig ---------------------------------------------------------------------------------------
+
+
+def test_the_sample_changer_loads_into_the_shared_cell() -> None:
+    cell = Cell()
+    changer = SimSampleChanger(cell, stocks_mM={"TEMPO": 20.0, "Fc": 5.0})
+    changer.load("TEMPO")
+    changer.load("TEMPO")
+    assert cell.state().sample_id == "TEMPO" == changer.loaded and cell.state().stock_mM == 20.0
+    with pytest.raises(ConfigError, match="no sample 'DMFc'"):
+        changer.load("DMFc")
+    changer.unload()
+    changer.unload()
+    assert changer.loaded is None
+    changer.close()
+    changer.close()
+    with pytest.raises(Disconnected):
+        changer.load("Fc")
+    with pytest.raises(ConfigError):
+        SimSampleChanger(cell, default_stock_mM=-1.0)
+
+
+def test_the_context_describes_what_the_cell_holds() -> None:
+    couples = {"A": CellParams(e0_v=0.3), "B": CellParams(e0_v=-0.2, k0_cm_s=0.01)}
+    context = EmulatorContext(couple_of=couples.__getitem__, time_scale=TimeScale.zero_latency())
+    assert context.contents() == [DEFAULT_BLANK]  # empty cell: the electrode in electrolyte
+    changer = SimSampleChanger(context.cell, stocks_mM={"A": 10.0, "B": 4.0})
+    context.cell.add("electrolyte", 0.9, Fluid.ELECTROLYTE)
+    changer.load("A")
+    context.cell.add("sample pump", 0.1, Fluid.SAMPLE)
+    changer.load("B")
+    context.cell.add("sample pump", 0.1, Fluid.SAMPLE)
+    a, b = context.contents()
+    assert (a.e0_v, b.e0_v, b.k0_cm_s) == (0.3, -0.2, 0.01)
+    assert a.conc_mm == pytest.approx(10.0 * 0.1 / 1.1) and b.conc_mm == pytest.approx(4.0 * 0.1 / 1.1)
+    assert context.injector("emstat") is None
+
+
+def test_a_pump_emulator_started_by_name_pours_the_loaded_sample() -> None:
+    context = EmulatorContext(time_scale=TimeScale.zero_latency())
+    SimSampleChanger(context.cell, default_stock_mM=10.0).load("S1")
+    ne1000 = load_driver("ne1000").descriptor
+    emulation = ne1000.start_emulator(context, holds="sample")
+    try:
+        pump = ne1000.open(emulation.port, limits=KIT_LIMITS, time_scale=math.inf)
+        assert pump.dispense(0.2, 2.0) == pytest.approx(0.2)
+        pump.close()
+    finally:
+        emulation.stop()
+    assert emulation.device is not None and emulation.device.errors == []
+    (couple,) = context.contents()
+    assert couple.conc_mm == pytest.approx(10.0)  # only sample stock in the cell
