@@ -1,0 +1,508 @@
+"""The campaign file: one validated description of a whole campaign (library, prior data, objective,
+surrogate, planner, conditions, instruments, protocol, budget, schedule, safety, simulated world).
+
+Why validate here, eagerly and completely: a campaign runs unattended overnight, so a typo must not
+surface at 3 a.m. after ten experiments. Every section is a frozen pydantic model that forbids unknown
+keys; files are opened and their columns checked; choices are checked against what labloop really has
+(surrogate presets, solvents, registered drivers). :func:`load_campaign` reports *all* problems, each as
+``file:line: field: why`` (see :mod:`labloop.orchestrator.yaml_source`), before anything is created.
+
+Relative paths resolve against the campaign file's folder, so a campaign and its files move together.
+The validated model dumps to JSON (``model_dump(mode="json", by_alias=True)``) with absolute paths and the
+protocol's steps inline; that dump validates again, which is how a journal keeps the campaign as run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from labloop.instruments.contracts import SafetyLimits
+from labloop.instruments.errors import ConfigError
+from labloop.orchestrator.yaml_source import (
+    CampaignError,
+    Problem,
+    Problems,
+    YamlDocument,
+    error_lines,
+    not_one_of,
+    read_yaml,
+)
+from labloop.surrogate.dataset import read_table
+from labloop.surrogate.errors import InvalidInput
+from labloop.surrogate.presets import PRESETS
+from labloop.surrogate.screening import SOLVENT_WINDOWS
+
+__all__ = ["Campaign", "CampaignError", "known_drivers", "load_campaign"]
+
+log = logging.getLogger(__name__)
+
+#: the step names a protocol may use; their parameters are the protocol engine's to check
+PROTOCOL_STEPS: tuple[str, ...] = ("load_sample", "dispense", "wait", "cv", "rinse", "analyze")
+
+Quantity = Literal["oxidation_potential", "reduction_potential"]
+SECTION = ConfigDict(frozen=True, extra="forbid")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def known_drivers() -> list[str] | None:
+    """Driver names the registry lists, or None when it cannot tell (no registry module, or no driver
+    registered: then the names are checked when the runner loads the drivers)."""
+    try:
+        from labloop.instruments.registry import driver_names
+    except ImportError:
+        return None
+    return driver_names() or None
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths count from the campaign file's folder (``context={"base_dir": ...}``), else the cwd."""
+    base = Path((info.context or {}).get("base_dir") or Path.cwd())
+    return Path(os.path.normpath(base / value.expanduser()))
+
+
+FilePath = Annotated[Path, AfterValidator(_resolve)]
+
+
+def _ordered_pair(strict: bool) -> AfterValidator:
+    def check(value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"must be two finite numbers [low, high], got {list(value)}")
+        if low > high or (strict and low == high):
+            raise ValueError(f"low must be {'below' if strict else 'at most'} high, got {list(value)}")
+        return value
+    return AfterValidator(check)
+
+
+def _number_to_pair(value: Any) -> Any:
+    return (value, value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+#: [low, high] with low < high: potential windows
+Interval = Annotated[tuple[float, float], _ordered_pair(strict=True)]
+#: [low, high] with 0 < low <= high, or one number for a fixed value: ranges of measurement conditions
+Range = Annotated[tuple[PositiveFloat, PositiveFloat], BeforeValidator(_number_to_pair), _ordered_pair(strict=False)]
+
+
+def _table_problem(loc: tuple[str, ...], path: Path, columns: tuple[str, ...], smiles_column: str) -> None:
+    """Raise a Problem at ``loc`` unless ``path`` is a readable CSV with a SMILES column and ``columns``."""
+    try:
+        table = read_table(path, columns, smiles_column=smiles_column)
+    except InvalidInput as exc:
+        raise Problems(Problem(loc, str(exc))) from None
+    if not table.smiles:
+        raise Problems(Problem(loc, f"{path}: has no rows"))
+
+
+class Library(BaseModel):
+    """The molecules the planner may choose from."""
+
+    model_config = SECTION
+    file: FilePath
+    smiles_column: str = "smiles"
+
+    @model_validator(mode="after")
+    def _readable(self) -> Library:
+        _table_problem(("file",), self.file, (), self.smiles_column)
+        return self
+
+
+class Prior(BaseModel):
+    """Data the surrogate is trained on before the first measurement (e.g. DFT IE/EA)."""
+
+    model_config = SECTION
+    file: FilePath
+    smiles_column: str = "smiles"
+    targets: tuple[str, ...] = Field(("ie_ev", "ea_ev"), min_length=1)
+
+    @model_validator(mode="after")
+    def _readable(self) -> Prior:
+        _table_problem(("file",), self.file, self.targets, self.smiles_column)
+        return self
+
+
+class Objective(BaseModel):
+    """What a good molecule is: a redox potential (V vs Li/Li+) to maximise, minimise, or land in a window.
+
+    ``threshold_v`` defines a hit for maximise/minimise goals (at or beyond it); for the window goal a hit
+    is a potential inside ``window_v``.
+    """
+
+    model_config = SECTION
+    quantity: Quantity
+    goal: Literal["maximize", "minimize", "window"]
+    window_v: Interval | None = None
+    threshold_v: float | None = None
+
+    @model_validator(mode="after")
+    def _goal_fields(self) -> Objective:
+        if self.goal == "window" and self.window_v is None:
+            raise Problems(Problem(("window_v",), "required when goal is 'window', e.g. [4.5, 4.6]"))
+        if self.goal != "window" and self.window_v is not None:
+            raise Problems(Problem(("window_v",), f"only used with goal 'window' (goal is {self.goal!r})"))
+        if self.goal == "window" and self.threshold_v is not None:
+            raise Problems(Problem(("threshold_v",), "not used with goal 'window' (window_v defines a hit)"))
+        return self
+
+    @property
+    def defines_hits(self) -> bool:
+        return self.goal == "window" or self.threshold_v is not None
+
+    def score(self, potential_v: float) -> float:
+        """Higher is better: the potential itself, its negative, or minus the distance to the window."""
+        if self.goal == "maximize":
+            return potential_v
+        if self.goal == "minimize":
+            return -potential_v
+        low, high = self.window_v  # set for goal "window" (validated)
+        return -max(low - potential_v, potential_v - high, 0.0)
+
+    def is_hit(self, potential_v: float) -> bool:
+        """Whether a measured potential counts as a hit (False when the objective defines none)."""
+        if self.goal == "window":
+            return self.score(potential_v) == 0.0
+        if self.threshold_v is None:
+            return False
+        return potential_v >= self.threshold_v if self.goal == "maximize" else potential_v <= self.threshold_v
+
+
+class Surrogate(BaseModel):
+    """Which surrogate recipe to train and how often to retrain it on the measurements."""
+
+    model_config = SECTION
+    preset: str = "fast"
+    folds: int = Field(5, ge=2, le=20)
+    retrain_every: PositiveInt = 10
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(not_one_of(value, sorted(PRESETS)))
+        return value
+
+
+class Planner(BaseModel):
+    """How the next experiments are chosen; ``acquisition`` is for ``bayes`` (default chosen by the goal)."""
+
+    model_config = SECTION
+    kind: Literal["random", "bayes", "greedy", "screening"] = "random"
+    acquisition: Literal["ei", "pi", "lcb", "window_probability"] | None = None
+    batch_size: int = Field(1, ge=1, le=96)
+
+    @model_validator(mode="after")
+    def _acquisition_for_bayes(self) -> Planner:
+        if self.acquisition is not None and self.kind != "bayes":
+            raise Problems(Problem(("acquisition",), f"only used by kind 'bayes' (kind is {self.kind!r})"))
+        return self
+
+
+class Conditions(BaseModel):
+    """Measurement conditions the planner may vary: a range, or one number to keep fixed."""
+
+    model_config = SECTION
+    scan_rate_v_s: Annotated[Range, Field(description="V/s; [low, high] or one value")] = (0.1, 0.1)
+
+    @field_validator("scan_rate_v_s")
+    @classmethod
+    def _plausible_scan_rate(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[1] > 100:
+            raise ValueError(f"scan rates above 100 V/s are not cyclic voltammetry a cell can do, got {list(value)}")
+        return value
+
+
+class Instrument(BaseModel):
+    """One instrument of the rig: a registered driver, its port, and driver options."""
+
+    model_config = SECTION
+    driver: str
+    port: str | None = None
+    options: dict[str, Any] = {}
+
+    @field_validator("driver")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        names = known_drivers()
+        if names is not None and value not in names:
+            raise ValueError(not_one_of(value, names))
+        return value
+
+
+def _check_steps(steps: Any) -> tuple[Any, ...]:
+    """A protocol is a non-empty list of steps, each ``name`` or ``{name: {parameters}}``."""
+    if not isinstance(steps, list | tuple) or not steps:
+        raise Problems(Problem((), "must be a non-empty list of steps, e.g. [load_sample, cv, rinse]"))
+    problems = []
+    for index, step in enumerate(steps):
+        name, params = (step, {}) if isinstance(step, str) else (None, None)
+        if isinstance(step, dict) and len(step) == 1:
+            ((name, params),) = step.items()
+        if name is None:
+            problems.append(Problem((index,), f"a step is a name or {{name: {{parameters}}}}, got {step!r}"))
+        elif name not in PROTOCOL_STEPS:
+            problems.append(Problem((index,), not_one_of(name, PROTOCOL_STEPS)))
+        elif params is not None and not isinstance(params, dict):
+            problems.append(Problem((index, name), f"parameters must be a mapping, got {params!r}"))
+    if problems:
+        raise Problems(*problems)
+    return tuple(steps)
+
+
+class ProtocolSpec(BaseModel):
+    """The steps of one experiment, read from ``file`` (or written inline as ``steps``)."""
+
+    model_config = SECTION
+    file: Path | None = None
+    steps: Annotated[tuple[Any, ...], AfterValidator(_check_steps)]
+
+    @property
+    def step_names(self) -> list[str]:
+        return [step if isinstance(step, str) else next(iter(step)) for step in self.steps]
+
+
+def _load_protocol(value: Any, info: ValidationInfo) -> Any:
+    """``protocol: path/to/steps.yaml`` -> ``{file, steps}``; problems point into that file's lines."""
+    if not isinstance(value, str | Path):
+        return value
+    path = _resolve(Path(value), info)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    doc = read_yaml(path)
+    try:
+        _check_steps(doc.data)
+    except Problems as exc:
+        raise Problems(*(Problem(p.loc, p.message, where=doc.where(p.loc)) for p in exc.problems)) from None
+    return {"file": path, "steps": doc.data}
+
+
+class Budget(BaseModel):
+    """When to stop: after ``max_experiments`` done, ``max_hours``, or ``stop_after_hits`` hits; and after
+    ``max_consecutive_faults`` failed experiments in a row (exit 1)."""
+
+    model_config = SECTION
+    max_experiments: PositiveInt = 30
+    max_hours: PositiveFloat | None = None
+    stop_after_hits: PositiveInt | None = None
+    max_consecutive_faults: PositiveInt = 3
+
+
+def parse_active_hours(text: str) -> tuple[int, int]:
+    """``"19:00-07:00"`` -> minutes of the day (1140, 420); an end before the start crosses midnight,
+    ``24:00`` ends at midnight. Start and end must differ (use ``"00:00-24:00"`` for always)."""
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
+    if match is None:
+        raise ValueError(f"must look like 'HH:MM-HH:MM', e.g. '19:00-07:00', got {text!r}")
+    h1, m1, h2, m2 = map(int, match.groups())
+    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
+        raise ValueError(f"hours are 00-23 (24:00 only as an end) and minutes 00-59, got {text!r}")
+    start, end = 60 * h1 + m1, 60 * h2 + m2
+    if start == end:
+        raise ValueError(f"start and end are the same time in {text!r}; use '00:00-24:00' for always")
+    return start, end
+
+
+class Schedule(BaseModel):
+    """When experiments may run (local time) and how often instruments are health-checked."""
+
+    model_config = SECTION
+    active_hours: str = "00:00-24:00"
+    health_check_minutes: PositiveFloat = 10.0
+
+    @field_validator("active_hours")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        parse_active_hours(value)
+        return value
+
+
+class Safety(BaseModel):
+    """The rig's hard limits (:class:`SafetyLimits`), handed to every driver; potentials are against the
+    cell's reference electrode."""
+
+    model_config = SECTION
+    max_dispense_ml: PositiveFloat = 5.0
+    syringe_ml: PositiveFloat = 10.0
+    potential_limits_v: Interval = (-3.0, 3.0)
+
+    def limits(self) -> SafetyLimits:
+        return SafetyLimits(self.max_dispense_ml, self.syringe_ml, self.potential_limits_v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Safety:
+        try:
+            self.limits()
+        except ConfigError as exc:
+            raise Problems(Problem(("max_dispense_ml",), exc.what)) from None
+        return self
+
+
+class Truth(BaseModel):
+    """Where the simulated world's true potentials come from: IE/EA (``from: ie_ea``, with the Born
+    solvation term of ``solvent``) or a column of potentials vs Li/Li+ (``from: column``). ``file``
+    defaults to the library file. Only the world reads these columns."""
+
+    model_config = SECTION
+    source: Literal["ie_ea", "column"] = Field(alias="from")
+    file: FilePath | None = None
+    solvent: str = "acn"
+    column: str | None = None
+    quantity: Quantity | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "from" not in data:
+            return {**data, "from": "column" if "column" in data else "ie_ea"}
+        return data
+
+    @field_validator("solvent")
+    @classmethod
+    def _known_solvent(cls, value: str) -> str:
+        if value not in SOLVENT_WINDOWS:
+            raise ValueError(not_one_of(value, list(SOLVENT_WINDOWS)))
+        return value
+
+    @model_validator(mode="after")
+    def _fields_for_source(self) -> Truth:
+        if self.source == "column" and self.column is None:
+            raise Problems(Problem(("column",), "required with from: column (the CSV column of potentials)"))
+        if self.source == "ie_ea" and self.column is not None:
+            raise Problems(Problem(("column",), "only used with from: column (from is 'ie_ea')"))
+        return self
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("ie_ev", "ea_ev") if self.source == "ie_ea" else (self.column,)
+
+
+class World(BaseModel):
+    """The simulated world of ``--dry-run``: ground truth, measurement noise (V), time scale (device
+    seconds per wall second; 0 means zero latency)."""
+
+    model_config = SECTION
+    truth: Truth = Truth.model_validate({})
+    noise_v: NonNegativeFloat = 0.01
+    time_scale: NonNegativeFloat = 0.0
+
+
+class Campaign(BaseModel):
+    """A whole campaign, validated; see ``examples/campaign.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="labloop campaign")
+    name: str = Field(max_length=80, json_schema_extra={"pattern": NAME_PATTERN.pattern},
+                      description="letters, digits, '.', '_' and '-': it names files")
+    seed: int = Field(0, ge=0)
+    store: FilePath = Field(None, validate_default=True,  # type: ignore[assignment]  # filled in from name
+                            description="the journal file; default runs/<name>.db beside the campaign file")
+    library: Library
+    prior: Prior | None = None
+    objective: Objective
+    surrogate: Surrogate = Surrogate()
+    planner: Planner = Planner()
+    conditions: Conditions = Conditions()
+    instruments: dict[str, Instrument] = Field(min_length=1)
+    protocol: Annotated[ProtocolSpec, BeforeValidator(_load_protocol),
+                        WithJsonSchema({"type": "string", "description": "a YAML file listing the steps"})]
+    budget: Budget = Budget()
+    schedule: Schedule = Schedule()
+    safety: Safety = Safety()
+    world: World | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _usable_as_file_name(cls, value: str) -> str:
+        if NAME_PATTERN.fullmatch(value) is None:
+            raise ValueError(f"use letters, digits, '.', '_' and '-' (it names files), got {value!r}")
+        return value
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _default_store(cls, value: Any, info: ValidationInfo) -> Any:
+        return f"runs/{info.data.get('name', 'campaign')}.db" if value is None else value
+
+    @field_validator("store")
+    @classmethod
+    def _store_is_a_file(cls, value: Path) -> Path:
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory; give the journal's file name, e.g. runs/name.db")
+        return value
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Campaign:
+        problems = [*self._planner_problems(), *self._world_problems()]
+        if self.budget.stop_after_hits is not None and not self.objective.defines_hits:
+            problems.append(Problem(("budget", "stop_after_hits"),
+                                    "needs a hit definition: objective.window_v or objective.threshold_v"))
+        if problems:
+            raise Problems(*problems)
+        return self
+
+    def _planner_problems(self) -> list[Problem]:
+        problems = []
+        if self.planner.kind != "random" and self.prior is None:
+            problems.append(Problem(("planner", "kind"), f"{self.planner.kind!r} needs a surrogate: add a "
+                                                         "prior section (or use kind 'random')"))
+        window_goal = self.objective.goal == "window"
+        if self.planner.acquisition is not None and (self.planner.acquisition == "window_probability") != window_goal:
+            valid = ["window_probability"] if window_goal else ["ei", "pi", "lcb"]
+            problems.append(Problem(("planner", "acquisition"), f"{not_one_of(self.planner.acquisition, valid)} "
+                                                                f"(for goal {self.objective.goal!r})"))
+        return problems
+
+    def _world_problems(self) -> list[Problem]:
+        if self.world is None:
+            return []
+        truth = self.world.truth
+        if truth.quantity is not None and truth.quantity != self.objective.quantity:
+            return [Problem(("world", "truth", "quantity"), f"{truth.quantity!r} is not what the objective "
+                                                             f"measures ({self.objective.quantity!r})")]
+        loc = ("world", "truth", "file" if truth.file is not None else "from")
+        try:
+            _table_problem(loc, truth.file or self.library.file, truth.columns, self.library.smiles_column)
+        except Problems as exc:
+            return list(exc.problems)
+        return []
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign file; :class:`CampaignError` lists every problem, one line each."""
+    path = Path(path)
+    try:
+        doc = read_yaml(path, name=str(path))
+    except Problems as exc:
+        raise CampaignError.from_problems(exc) from None
+    return validate_document(doc, base_dir=path.absolute().parent)
+
+
+def validate_document(doc: YamlDocument, base_dir: Path) -> Campaign:
+    """Validate parsed campaign YAML (relative paths count from ``base_dir``)."""
+    if not isinstance(doc.data, dict):
+        raise CampaignError([f"{doc.where(())}: campaign: must be a mapping of sections "
+                             f"({', '.join(Campaign.model_fields)}), got {type(doc.data).__name__}"])
+    try:
+        campaign = Campaign.model_validate(doc.data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise CampaignError(error_lines(exc, doc, Campaign)) from None
+    log.info("campaign %s (%s) is valid", campaign.name, doc.name)
+    return campaign
