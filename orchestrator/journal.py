@@ -1,0 +1,619 @@
+"""The journal: one SQLite file per campaign that records everything, so a campaign can be inspected,
+reported and resumed after a crash (DESIGN.md "Journal").
+
+Why SQLite, and why this shape:
+
+- **Crash safety.** Every method that changes something runs in its own ``BEGIN IMMEDIATE ... COMMIT``
+  with ``synchronous=FULL`` and returns only after the commit, so a ``kill -9`` (or a power cut) at any
+  moment leaves either the whole change or none of it. The runner commits each state change before the
+  next instrument action; a resumed run therefore knows exactly where it stopped.
+- **Live reading.** WAL mode lets ``labloop log --follow`` read (through a read-only connection) while
+  ``labloop run`` writes; readers never block the writer.
+- **Answerable questions.** A proposal keeps the planner's mu, sigma, acquisition value and model version
+  ("why was this measured?"); an experiment moves ``proposed -> running -> done | failed | interrupted``
+  (an interrupted one may run again, as the next *attempt*); actions, raw voltammograms and measurements
+  belong to one attempt, so a half-finished attempt never mixes with the re-run. Illegal transitions raise
+  :class:`IllegalTransition`; the schema's foreign keys and CHECKs catch what slips past.
+- **Identity.** ``PRAGMA application_id`` marks a labloop journal and ``PRAGMA user_version`` its schema
+  version, so a foreign file or a journal from a newer labloop is refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from labloop.instruments.cv_analysis import CVResult
+from labloop.instruments.voltammogram import Voltammogram
+
+if TYPE_CHECKING:  # the journal stores a campaign's dump; it never validates one
+    from labloop.orchestrator.campaign import Campaign
+
+log = logging.getLogger(__name__)
+
+#: "LLJ1" — marks a SQLite file as a labloop journal
+APPLICATION_ID = 0x4C4C4A31
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE campaign (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    name TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    code_version TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    source_yaml TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE model_versions (
+    version INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    n_train INTEGER NOT NULL CHECK (n_train >= 0),
+    metrics_json TEXT NOT NULL,
+    weights_path TEXT
+);
+CREATE TABLE experiments (
+    id INTEGER PRIMARY KEY,
+    smiles TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('proposed', 'running', 'done', 'failed', 'interrupted')),
+    cause TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE TABLE proposals (
+    experiment_id INTEGER PRIMARY KEY REFERENCES experiments(id),
+    step INTEGER NOT NULL,
+    smiles TEXT NOT NULL,
+    conditions_json TEXT NOT NULL,
+    mu REAL,
+    sigma REAL,
+    acquisition REAL,
+    model_version INTEGER REFERENCES model_versions(version),
+    planner TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE actions (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    attempt INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    instrument TEXT NOT NULL,
+    command TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome TEXT
+);
+CREATE INDEX actions_by_experiment ON actions (experiment_id, attempt);
+CREATE TABLE raw_data (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    attempt INTEGER NOT NULL,
+    voltammogram_json TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX raw_data_by_experiment ON raw_data (experiment_id, attempt);
+CREATE TABLE measurements (
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    attempt INTEGER NOT NULL,
+    potential_v REAL,
+    e_half_v REAL,
+    dep_v REAL,
+    reference TEXT NOT NULL,
+    flags_json TEXT NOT NULL,
+    result_json TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, attempt)
+);
+CREATE TABLE planner_state (
+    step INTEGER PRIMARY KEY,
+    state_json TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    experiment_id INTEGER REFERENCES experiments(id),
+    data_json TEXT
+);
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"""
+
+
+class JournalError(ValueError):
+    """A store that cannot be used: missing, not a labloop journal, too new, or another campaign's."""
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the experiment's state does not allow (a runner bug, never user input)."""
+
+
+class State(StrEnum):
+    PROPOSED = "proposed"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+#: which states each transition may leave from
+_FROM: dict[State, tuple[State, ...]] = {
+    State.RUNNING: (State.PROPOSED, State.INTERRUPTED),
+    State.DONE: (State.RUNNING,),
+    State.FAILED: (State.RUNNING,),
+    State.INTERRUPTED: (State.RUNNING,),
+}
+
+
+class ProposalLike(Protocol):
+    """What the journal needs of a planner's proposal (mu, sigma: the objective quantity, V vs Li/Li+)."""
+
+    @property
+    def smiles(self) -> str: ...
+    @property
+    def conditions(self) -> Mapping[str, Any]: ...
+    @property
+    def mu(self) -> float | None: ...
+    @property
+    def sigma(self) -> float | None: ...
+    @property
+    def acquisition(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    name: str
+    seed: int
+    code_version: str
+    created_at: str
+    config: dict[str, Any]
+    source_yaml: str | None
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    """An experiment with its proposal and the measurement of its current attempt (None until measured)."""
+
+    id: int
+    smiles: str
+    status: str
+    cause: str | None
+    attempt: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    step: int | None
+    planner: str | None
+    conditions: dict[str, Any]
+    mu: float | None
+    sigma: float | None
+    acquisition: float | None
+    model_version: int | None
+    potential_v: float | None
+    e_half_v: float | None
+    dep_v: float | None
+    reference: str | None
+    flags: list[str]
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    id: int
+    experiment_id: int
+    attempt: int
+    step: int
+    instrument: str
+    command: str
+    params: dict[str, Any]
+    started_at: str
+    finished_at: str | None
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: int
+    created_at: str
+    n_train: int
+    metrics: dict[str, Any]
+    weights_path: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    time: str
+    kind: str
+    message: str
+    experiment_id: int | None
+    data: Any
+
+
+def now() -> str:
+    """UTC timestamp as stored in every table (ISO 8601, milliseconds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def code_version() -> str:
+    """The installed labloop version, plus the git revision when running from a checkout."""
+    try:
+        version = metadata.version("labloop")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        git = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return version
+    return f"{version} (git {git.stdout.strip()})" if git.returncode == 0 else version
+
+
+def _json(value: Any) -> str:
+    """Strict JSON (non-finite floats become null, so every reader can parse it)."""
+    return json.dumps(_finite(value), sort_keys=True, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    mode = "ro" if readonly else "rw"
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, isolation_level=None,
+                           check_same_thread=False, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Journal:
+    """One campaign's journal. Make one with :meth:`create` or :meth:`open`; close it (or use ``with``)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
+        self._conn = conn
+        self.path = path
+        self.readonly = readonly
+        self._lock = threading.RLock()  # the runner's background retraining records model versions too
+
+    # -- opening ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, campaign: Campaign, *, source_yaml: str | None = None) -> Journal:
+        """A new journal for ``campaign`` at ``path``; an existing journal of the *same* campaign (identical
+        config) is opened instead, any other existing file is refused with :class:`JournalError`.
+
+        The file is built under a temporary name and linked into place, so no reader ever sees a half-made
+        journal and a crash during creation leaves nothing under ``path``.
+        """
+        path = Path(path)
+        config_json = _json(campaign.model_dump(mode="json", by_alias=True))
+        if path.exists():
+            journal = cls.open(path)
+            info = journal.campaign_info()
+            if _json(info.config) != config_json:
+                journal.close()
+                raise JournalError(f"{path}: holds another campaign ({info.name!r}, created {info.created_at}); "
+                                   "choose another store, or continue that one with `labloop resume`")
+            return journal
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            cls._build(tmp, campaign, config_json, source_yaml)
+            os.link(tmp, path)  # fails if someone created `path` meanwhile, unlike a rename
+        except FileExistsError:
+            raise JournalError(f"{path}: was created by another process just now") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("created journal %s for campaign %s", path, campaign.name)
+        return cls.open(path)
+
+    @staticmethod
+    def _build(tmp: Path, campaign: Campaign, config_json: str, source_yaml: str | None) -> None:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.executescript(SCHEMA)
+            created = now()
+            conn.execute("INSERT INTO campaign VALUES (1, ?, ?, ?, ?, ?, ?)",
+                         (campaign.name, campaign.seed, code_version(), config_json, source_yaml, created))
+            conn.execute("INSERT INTO events (time, kind, message) VALUES (?, 'created', ?)",
+                         (created, f"campaign {campaign.name} created"))
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            conn.close()
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> Journal:
+        """Open an existing journal (``readonly`` for inspection while a run writes)."""
+        path = Path(path)
+        if path.is_dir():
+            raise JournalError(f"{path}: is a directory, not a journal file")
+        if not path.exists():
+            raise JournalError(f"{path}: no such journal")
+        try:
+            conn = _connect(path, readonly)
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{path}: not a labloop journal ({exc})") from None
+        if app_id != APPLICATION_ID:
+            conn.close()
+            raise JournalError(f"{path}: not a labloop journal")
+        if version != SCHEMA_VERSION:
+            conn.close()
+            newer = "a newer labloop; upgrade labloop to read it" if version > SCHEMA_VERSION else "an unknown labloop"
+            raise JournalError(f"{path}: journal schema version {version} is from {newer} "
+                               f"(this one reads version {SCHEMA_VERSION})")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if not readonly:
+            conn.execute("PRAGMA synchronous = FULL")
+        return cls(conn, path, readonly)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed before the caller gets control back."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -- experiments ------------------------------------------------------------------------------------
+
+    def record_proposals(self, proposals: Sequence[ProposalLike], *, step: int, planner: str,
+                         model_version: int | None = None) -> list[int]:
+        """Record one planner step's proposals, each as a new ``proposed`` experiment; returns their ids."""
+        ids = []
+        with self._write() as db:
+            created = now()
+            for p in proposals:
+                cur = db.execute("INSERT INTO experiments (smiles, state, created_at) VALUES (?, 'proposed', ?)",
+                                 (p.smiles, created))
+                ids.append(cur.lastrowid)
+                db.execute("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (cur.lastrowid, step, p.smiles, _json(dict(p.conditions)), p.mu, p.sigma,
+                            p.acquisition, model_version, planner, created))
+            self._event(db, "proposed", f"step {step}: {planner} proposed {len(ids)} experiment(s)",
+                        data={"experiments": ids, "model_version": model_version})
+        return ids
+
+    def start_experiment(self, experiment_id: int) -> int:
+        """``proposed`` or ``interrupted`` -> ``running``, as a new attempt; returns the attempt number."""
+        with self._write() as db:
+            self._transition(db, experiment_id, State.RUNNING)
+            attempt = db.execute("UPDATE experiments SET state = 'running', attempt = attempt + 1, "
+                                 "started_at = ?, finished_at = NULL, cause = NULL WHERE id = ? RETURNING attempt",
+                                 (now(), experiment_id)).fetchone()[0]
+            self._event(db, "started", f"experiment {experiment_id} started (attempt {attempt})", experiment_id)
+        return attempt
+
+    def start_action(self, experiment_id: int, step: int, instrument: str, command: str,
+                     params: Mapping[str, Any]) -> int:
+        """Note that an instrument action begins (before it does); returns the action's id."""
+        with self._write() as db:
+            attempt = self._running_attempt(db, experiment_id, "an action")
+            cur = db.execute("INSERT INTO actions (experiment_id, attempt, step, instrument, command, params_json, "
+                             "started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (experiment_id, attempt, step, instrument, command, _json(dict(params)), now()))
+        return cur.lastrowid  # type: ignore[return-value]  # an INSERT always sets it
+
+    def finish_action(self, action_id: int, outcome: str = "ok") -> None:
+        """Note how an action ended: ``"ok"`` or what went wrong (one line)."""
+        with self._write() as db:
+            row = db.execute("SELECT finished_at FROM actions WHERE id = ?", (action_id,)).fetchone()
+            if row is None:
+                raise IllegalTransition(f"no action {action_id}")
+            if row["finished_at"] is not None:
+                raise IllegalTransition(f"action {action_id} has already finished")
+            db.execute("UPDATE actions SET finished_at = ?, outcome = ? WHERE id = ?", (now(), outcome, action_id))
+
+    def record_raw(self, experiment_id: int, voltammogram: Voltammogram) -> int:
+        """Store a measured voltammogram of the running attempt; returns its row id."""
+        with self._write() as db:
+            attempt = self._running_attempt(db, experiment_id, "raw data")
+            cur = db.execute("INSERT INTO raw_data (experiment_id, attempt, voltammogram_json, created_at) "
+                             "VALUES (?, ?, ?, ?)", (experiment_id, attempt, _json(voltammogram.to_dict()), now()))
+        return cur.lastrowid  # type: ignore[return-value]
+
+    def record_measurement(self, experiment_id: int, result: CVResult, potential_v: float | None) -> None:
+        """Store the analysis of the running attempt; ``potential_v`` is the objective quantity vs Li/Li+
+        (None when the CV gave no usable potential)."""
+        with self._write() as db:
+            attempt = self._running_attempt(db, experiment_id, "a measurement")
+            db.execute("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (experiment_id, attempt, potential_v, result.e_half_v, result.dep_v, result.reference,
+                        _json(sorted(result.flags)), _json(result.to_dict()), now()))
+
+    def finish_experiment(self, experiment_id: int) -> None:
+        """``running`` -> ``done``; the attempt must have its raw voltammogram and its measurement."""
+        with self._write() as db:
+            attempt = self._running_attempt(db, experiment_id, "finishing")
+            for table in ("raw_data", "measurements"):
+                if db.execute(f"SELECT 1 FROM {table} WHERE experiment_id = ? AND attempt = ?",
+                              (experiment_id, attempt)).fetchone() is None:
+                    raise IllegalTransition(f"experiment {experiment_id} cannot be done without {table} "
+                                            f"for attempt {attempt}")
+            db.execute("UPDATE experiments SET state = 'done', finished_at = ? WHERE id = ?", (now(), experiment_id))
+            potential = db.execute("SELECT potential_v FROM measurements WHERE experiment_id = ? AND attempt = ?",
+                                   (experiment_id, attempt)).fetchone()[0]
+            self._event(db, "done", f"experiment {experiment_id} done: "
+                                    f"{'no potential' if potential is None else f'{potential:.3f} V vs Li/Li+'}",
+                        experiment_id)
+
+    def fail_experiment(self, experiment_id: int, cause: str) -> None:
+        """``running`` -> ``failed`` with its cause (a typed instrument error, a failed analysis)."""
+        with self._write() as db:
+            self._transition(db, experiment_id, State.FAILED)
+            db.execute("UPDATE experiments SET state = 'failed', cause = ?, finished_at = ? WHERE id = ?",
+                       (cause, now(), experiment_id))
+            self._event(db, "failed", f"experiment {experiment_id} failed: {cause}", experiment_id)
+
+    def mark_interrupted_on_resume(self) -> list[int]:
+        """After a crash: every ``running`` experiment -> ``interrupted`` and its unfinished actions closed
+        with outcome ``interrupted``. Returns the experiments' ids (to be run again)."""
+        with self._write() as db:
+            ids = [row[0] for row in db.execute("SELECT id FROM experiments WHERE state = 'running' ORDER BY id")]
+            stamp = now()
+            for experiment_id in ids:
+                db.execute("UPDATE actions SET finished_at = ?, outcome = 'interrupted' "
+                           "WHERE experiment_id = ? AND finished_at IS NULL", (stamp, experiment_id))
+                db.execute("UPDATE experiments SET state = 'interrupted', finished_at = ?, "
+                           "cause = 'the run stopped during attempt ' || attempt WHERE id = ?", (stamp, experiment_id))
+                self._event(db, "interrupted", f"experiment {experiment_id} was running when the run stopped",
+                            experiment_id)
+        return ids
+
+    # -- campaign-level records ------------------------------------------------------------------------
+
+    def add_event(self, kind: str, message: str, data: Any = None, experiment_id: int | None = None) -> int:
+        """Append an event (the log's "recent events"); returns its id."""
+        with self._write() as db:
+            return self._event(db, kind, message, experiment_id, data)
+
+    def add_model_version(self, n_train: int, metrics: Mapping[str, Any], weights_path: str | Path | None = None
+                          ) -> int:
+        """Record a trained surrogate; returns its version number (1, 2, ...)."""
+        path = None if weights_path is None else str(weights_path)
+        with self._write() as db:
+            cur = db.execute("INSERT INTO model_versions (created_at, n_train, metrics_json, weights_path) "
+                             "VALUES (?, ?, ?, ?)", (now(), n_train, _json(dict(metrics)), path))
+            self._event(db, "model", f"model version {cur.lastrowid} trained on {n_train} molecules",
+                        data={"version": cur.lastrowid})
+        return cur.lastrowid  # type: ignore[return-value]
+
+    def save_planner_state(self, step: int, state: Mapping[str, Any]) -> None:
+        """Keep the planner's state after ``step`` (a resumed run reloads the latest)."""
+        with self._write() as db:
+            db.execute("INSERT INTO planner_state VALUES (?, ?, ?)", (step, _json(dict(state)), now()))
+
+    # -- helpers inside a transaction -----------------------------------------------------------------
+
+    def _state(self, db: sqlite3.Connection, experiment_id: int) -> sqlite3.Row:
+        row = db.execute("SELECT state, attempt FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+        if row is None:
+            raise IllegalTransition(f"no experiment {experiment_id}")
+        return row
+
+    def _transition(self, db: sqlite3.Connection, experiment_id: int, to: State) -> None:
+        state = self._state(db, experiment_id)["state"]
+        if state not in _FROM[to]:
+            raise IllegalTransition(f"experiment {experiment_id} is {state}; it cannot become {to}")
+
+    def _running_attempt(self, db: sqlite3.Connection, experiment_id: int, what: str) -> int:
+        row = self._state(db, experiment_id)
+        if row["state"] != State.RUNNING:
+            raise IllegalTransition(f"experiment {experiment_id} is {row['state']}; {what} needs it running")
+        return row["attempt"]
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, kind: str, message: str, experiment_id: int | None = None,
+               data: Any = None) -> int:
+        cur = db.execute("INSERT INTO events (time, kind, message, experiment_id, data_json) VALUES (?, ?, ?, ?, ?)",
+                         (now(), kind, message, experiment_id, None if data is None else _json(data)))
+        return cur.lastrowid  # type: ignore[return-value]
+
+    # -- readers ---------------------------------------------------------------------------------------
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (cheap polling for ``log --follow``)."""
+        return self._read("PRAGMA data_version")[0][0]
+
+    def campaign_info(self) -> CampaignInfo:
+        row = self._read("SELECT * FROM campaign WHERE id = 1")[0]
+        return CampaignInfo(row["name"], row["seed"], row["code_version"], row["created_at"],
+                            json.loads(row["config_json"]), row["source_yaml"])
+
+    def experiments(self, states: Sequence[str] | None = None) -> list[ExperimentRow]:
+        """Experiments in id order (optionally only those in ``states``), with proposal and measurement."""
+        where = f"WHERE e.state IN ({', '.join('?' * len(states))})" if states else ""
+        rows = self._read(
+            "SELECT e.*, p.step, p.planner, p.conditions_json, p.mu, p.sigma, p.acquisition, p.model_version, "
+            "m.potential_v, m.e_half_v, m.dep_v, m.reference, m.flags_json FROM experiments e "
+            "LEFT JOIN proposals p ON p.experiment_id = e.id "
+            f"LEFT JOIN measurements m ON m.experiment_id = e.id AND m.attempt = e.attempt {where} ORDER BY e.id",
+            list(states or ()))
+        return [ExperimentRow(
+            id=r["id"], smiles=r["smiles"], status=r["state"], cause=r["cause"], attempt=r["attempt"],
+            created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"], step=r["step"],
+            planner=r["planner"], conditions=json.loads(r["conditions_json"] or "{}"), mu=r["mu"], sigma=r["sigma"],
+            acquisition=r["acquisition"], model_version=r["model_version"], potential_v=r["potential_v"],
+            e_half_v=r["e_half_v"], dep_v=r["dep_v"], reference=r["reference"],
+            flags=json.loads(r["flags_json"] or "[]"),
+        ) for r in rows]
+
+    def actions(self, experiment_id: int) -> list[ActionRow]:
+        """Every action of every attempt of one experiment, in order."""
+        return [ActionRow(r["id"], r["experiment_id"], r["attempt"], r["step"], r["instrument"], r["command"],
+                          json.loads(r["params_json"]), r["started_at"], r["finished_at"], r["outcome"])
+                for r in self._read("SELECT * FROM actions WHERE experiment_id = ? ORDER BY id", (experiment_id,))]
+
+    def voltammograms(self, experiment_id: int) -> list[Voltammogram]:
+        """The raw voltammograms of the experiment's current attempt, in order."""
+        rows = self._read("SELECT r.voltammogram_json FROM raw_data r JOIN experiments e ON e.id = r.experiment_id "
+                          "AND e.attempt = r.attempt WHERE r.experiment_id = ? ORDER BY r.id", (experiment_id,))
+        return [Voltammogram.from_dict(json.loads(r[0])) for r in rows]
+
+    def analysis(self, experiment_id: int) -> CVResult | None:
+        """The full CV analysis of the experiment's current attempt, if measured."""
+        rows = self._read("SELECT m.result_json FROM measurements m JOIN experiments e ON e.id = m.experiment_id "
+                          "AND e.attempt = m.attempt WHERE m.experiment_id = ?", (experiment_id,))
+        return CVResult.from_dict(json.loads(rows[0][0])) if rows else None
+
+    def model_versions(self) -> list[ModelVersion]:
+        return [ModelVersion(r["version"], r["created_at"], r["n_train"], json.loads(r["metrics_json"]),
+                             r["weights_path"])
+                for r in self._read("SELECT * FROM model_versions ORDER BY version")]
+
+    def latest_planner_state(self) -> tuple[int, dict[str, Any]] | None:
+        """(step, state) saved last, or None before the first planner step."""
+        rows = self._read("SELECT step, state_json FROM planner_state ORDER BY step DESC LIMIT 1")
+        return (rows[0]["step"], json.loads(rows[0]["state_json"])) if rows else None
+
+    def events(self, last: int | None = None) -> list[Event]:
+        """Events in order; only the ``last`` ones when given."""
+        sql = "SELECT * FROM events ORDER BY id DESC" + (" LIMIT ?" if last is not None else "")
+        rows = self._read(sql, (last,) if last is not None else ())
+        return [Event(r["id"], r["time"], r["kind"], r["message"], r["experiment_id"],
+                      None if r["data_json"] is None else json.loads(r["data_json"])) for r in reversed(rows)]
