@@ -13,9 +13,12 @@ import click
 
 from labloop.instruments.errors import ConfigError
 from labloop.orchestrator import console
+from labloop.orchestrator.cli_campaign import log_command, schema, validate
 from labloop.orchestrator.cli_instruments import drivers as drivers_app
 from labloop.orchestrator.cli_instruments import sim as sim_app
 from labloop.orchestrator.cli_surrogate import app as surrogate_app
+from labloop.orchestrator.journal import JournalError
+from labloop.orchestrator.yaml_source import CampaignError
 from labloop.surrogate.errors import SurrogateError
 
 log = logging.getLogger(__name__)
@@ -31,11 +34,14 @@ def app(verbose: int) -> None:
 
 
 app.add_command(surrogate_app, name="surrogate")
+app.add_command(validate)
+app.add_command(schema)
+app.add_command(log_command, name="log")
 app.add_command(drivers_app, name="drivers")
 app.add_command(sim_app, name="sim")
 
 #: exceptions that mean "the user's input is wrong" rather than "labloop has a bug"
-BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError)
+BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError, CampaignError, JournalError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,114 @@
+"""`labloop validate | schema | log`: check a campaign file, print its JSON Schema, inspect a journal.
+
+Why these need nothing else: ``validate`` must be safe to run anywhere (it opens no port and creates no
+file), ``schema`` feeds editors, and ``log`` reads a journal through a read-only connection so it can
+watch a live run (``--follow``) without ever getting in the writer's way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import click
+from rich.live import Live
+from rich.table import Table
+
+from labloop.orchestrator import console
+from labloop.orchestrator.campaign import Campaign, known_drivers, load_campaign
+from labloop.orchestrator.journal import Journal
+from labloop.orchestrator.journal_view import describe_objective, render, snapshot
+from labloop.orchestrator.yaml_source import display_name
+from labloop.surrogate.dataset import read_table
+
+log = logging.getLogger(__name__)
+
+FOLLOW_INTERVAL_S = 1.0
+
+
+@click.command(help="Check a campaign file (every section, file and choice) without touching instruments "
+                    "or creating anything.")
+@click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
+def validate(campaign_file: Path) -> None:
+    campaign = load_campaign(campaign_file)
+    console.out.print(_summary(campaign_file, campaign))
+
+
+def _summary(path: Path, campaign: Campaign) -> Table:
+    n_molecules = len(read_table(campaign.library.file, (), campaign.library.smiles_column).smiles)
+    drivers = "checked against the driver registry" if known_drivers() is not None else \
+        "not checked (no driver is registered yet; checked when the run loads them)"
+    instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
+                            for name, spec in campaign.instruments.items())
+    budget = campaign.budget
+    stops = [f"{budget.max_experiments} experiments"]
+    if budget.max_hours is not None:
+        stops.append(f"{budget.max_hours:g} h")
+    if budget.stop_after_hits is not None:
+        stops.append(f"{budget.stop_after_hits} hits")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("valid", f"{path}: campaign {campaign.name!r}, seed {campaign.seed}")
+    table.add_row("library", f"{display_name(campaign.library.file)} ({n_molecules} molecules)")
+    table.add_row("prior", "none" if campaign.prior is None else
+                  f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})")
+    table.add_row("objective", describe_objective(campaign.objective.model_dump()))
+    table.add_row("planner", f"{campaign.planner.kind}, batch {campaign.planner.batch_size}; surrogate preset "
+                             f"{campaign.surrogate.preset}")
+    table.add_row("instruments", f"{instruments}; drivers {drivers}")
+    table.add_row("protocol", ", ".join(campaign.protocol.step_names))
+    table.add_row("budget", "stop after " + " or ".join(stops))
+    table.add_row("schedule", f"active {campaign.schedule.active_hours}")
+    table.add_row("store", f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}")
+    return table
+
+
+@click.command(help="Print the JSON Schema of campaign files (for editor completion and checking).")
+def schema() -> None:
+    click.echo(json.dumps(Campaign.model_json_schema(), indent=2))
+
+
+@click.command(help="Show a campaign's journal: experiments, measurements, best so far, recent events.")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--follow", "-f", is_flag=True, help="Keep showing the journal as a run writes it (Ctrl-C stops).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--last", default=20, show_default=True, type=click.IntRange(min=1),
+              help="How many of the latest experiments the tables show.")
+def log_command(store: Path, follow: bool, as_json: bool, last: int) -> None:
+    if follow and as_json:
+        raise click.UsageError("--follow and --json do not go together; poll `labloop log --json` instead")
+    with Journal.open(store, readonly=True) as journal:
+        if as_json:
+            click.echo(json.dumps(snapshot(journal)))
+        elif follow:
+            _follow(journal, last)
+        else:
+            console.out.print(render(snapshot(journal), last))
+
+
+def _follow(journal: Journal, last: int) -> None:
+    """Redraw whenever another process has committed; on a terminal in place, elsewhere appended."""
+    live = Live(console=console.out, auto_refresh=False) if console.out.is_terminal else None
+    seen = None
+    try:
+        if live is not None:
+            live.start()
+        while True:
+            version = journal.data_version()
+            if version != seen:
+                seen = version
+                view = render(snapshot(journal), last)
+                if live is not None:
+                    live.update(view, refresh=True)
+                else:
+                    console.out.print(view)
+                    console.out.file.flush()
+            time.sleep(FOLLOW_INTERVAL_S)
+    except KeyboardInterrupt:
+        log.info("stopped following %s", journal.path)
+    finally:
+        if live is not None:
+            live.stop()

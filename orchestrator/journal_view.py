@@ -1,0 +1,143 @@
+"""What a journal says, summarised once: the JSON that ``labloop log --json`` prints and the rich tables of
+``labloop log``.
+
+Why one snapshot for both: the tables and the JSON must never disagree about what is "best so far" or
+how many hits there are, so both are built from the same plain dict (scripts read exactly what people
+see). "Best" follows the campaign's own objective (:meth:`Objective.score`), read from the config as run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from labloop.orchestrator.campaign import Objective
+from labloop.orchestrator.journal import Journal, State
+
+log = logging.getLogger(__name__)
+
+BEST_SHOWN = 5
+
+
+def snapshot(journal: Journal) -> dict[str, Any]:
+    """Everything ``log`` shows, as JSON-safe data; potentials are V vs Li/Li+ (None until measured)."""
+    info = journal.campaign_info()
+    config = info.config
+    objective = Objective.model_validate(config["objective"])
+    experiments = journal.experiments()
+    measured = [(e.potential_v, e) for e in experiments if e.status == State.DONE and e.potential_v is not None]
+    ranked = [e for _, e in sorted(measured, key=lambda pe: objective.score(pe[0]), reverse=True)]
+    hits = sum(objective.is_hit(p) for p, _ in measured) if objective.defines_hits else None
+    return {
+        "campaign": {
+            "name": info.name, "seed": info.seed, "store": str(journal.path), "created_at": info.created_at,
+            "code_version": info.code_version, "objective": config["objective"], "planner": config["planner"],
+            "budget": config["budget"],
+        },
+        "progress": {
+            "counts": {state.value: sum(e.status == state for e in experiments) for state in State},
+            "max_experiments": config["budget"]["max_experiments"],
+            "hits": hits,
+        },
+        "best": [asdict(e) for e in ranked[:BEST_SHOWN]],
+        "experiments": [asdict(e) for e in experiments],
+        "models": [asdict(m) for m in journal.model_versions()],
+        "events": [asdict(e) for e in journal.events()],
+    }
+
+
+def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
+    """The tables of ``labloop log``: a header, the ``last`` experiments, their measurements, the best so
+    far, and the most recent ``events``."""
+    experiments = snap["experiments"][-last:]
+    return Group(
+        _header(snap),
+        _experiments_table(experiments),
+        _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]]),
+        _best_table(snap["best"]),
+        _events_table(snap["events"][-events:]),
+    )
+
+
+def describe_objective(objective: dict[str, Any]) -> str:
+    """``oxidation potential in [4.50, 4.60] V vs Li/Li+``, ``maximize reduction potential``, ..."""
+    quantity = objective["quantity"].replace("_", " ")
+    if objective["goal"] == "window":
+        low, high = objective["window_v"]
+        return f"{quantity} in [{low:.2f}, {high:.2f}] V vs Li/Li+"
+    threshold = objective.get("threshold_v")
+    relation = ">=" if objective["goal"] == "maximize" else "<="
+    hit = f" (hit {relation} {threshold:.2f} V)" if threshold is not None else ""
+    return f"{objective['goal']} {quantity} vs Li/Li+{hit}"
+
+
+def _header(snap: dict[str, Any]) -> Text:
+    campaign, progress = snap["campaign"], snap["progress"]
+    counts = progress["counts"]
+    text = Text()
+    text.append(campaign["name"], style="bold")
+    text.append(f"  seed {campaign['seed']}  planner {campaign['planner']['kind']}  "
+                f"objective: {describe_objective(campaign['objective'])}\n")
+    text.append(f"done {counts['done']}/{progress['max_experiments']}")
+    for state in ("running", "proposed", "interrupted", "failed"):
+        text.append(f"  {state} {counts[state]}")
+    if progress["hits"] is not None:
+        text.append(f"  hits {progress['hits']}", style="green" if progress["hits"] else None)
+    if snap["models"]:
+        text.append(f"  model v{snap['models'][-1]['version']}")
+    return text
+
+
+def _time(stamp: str | None) -> str:
+    return "" if stamp is None else datetime.fromisoformat(stamp).astimezone().strftime("%m-%d %H:%M:%S")
+
+
+def _volts(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _experiments_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="experiments", title_justify="left")
+    for name in ("id", "smiles", "status", "try", "started", "finished", "cause"):
+        table.add_column(name, overflow="fold", justify="right" if name in ("id", "try") else "left")
+    style = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    for e in rows:
+        table.add_row(str(e["id"]), e["smiles"], Text(e["status"], style=style.get(e["status"], "")),
+                      str(e["attempt"]), _time(e["started_at"]), _time(e["finished_at"]), e["cause"] or "")
+    return table
+
+
+def _measurements_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="measurements (V vs Li/Li+; E1/2 vs the cell's reference)", title_justify="left")
+    for name in ("id", "smiles", "potential", "predicted", "E1/2", "dEp mV", "flags"):
+        table.add_column(name, overflow="fold", justify="left" if name in ("smiles", "flags") else "right")
+    for e in rows:
+        predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
+        dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
+        table.add_row(str(e["id"]), e["smiles"], _volts(e["potential_v"]), predicted, _volts(e["e_half_v"]), dep,
+                      ", ".join(e["flags"]))
+    return table
+
+
+def _best_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="best so far", title_justify="left")
+    for name in ("rank", "id", "smiles", "potential"):
+        table.add_column(name, overflow="fold", justify="left" if name == "smiles" else "right")
+    for rank, e in enumerate(rows, start=1):
+        table.add_row(str(rank), str(e["id"]), e["smiles"], _volts(e["potential_v"]))
+    return table
+
+
+def _events_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="recent events", title_justify="left")
+    for name in ("time", "kind", "message"):
+        table.add_column(name, overflow="fold")
+    for event in rows:
+        table.add_row(_time(event["time"]), event["kind"], event["message"])
+    return table
