@@ -38,8 +38,8 @@ Choices where the sources are silent ([infer], documented because the emulator m
   and with ``set_autoranging ba LOW HIGH`` every range from the one holding LOW to the one holding HIGH.
   Each point uses the smallest allowed range that holds it; a current beyond the largest allowed range
   is sent clipped to it with the overload bit (status 2). A cell that is off gives zero current.
-- Several samples in the cell: their couples' currents are added (exact without uncompensated
-  resistance); the first one brings the charging current and the noise.
+- Several samples in the cell: their couples' currents are added
+  (:func:`labloop.sim.emulation.cell_current`).
 - ``Z`` while a script runs: ``Z`` is answered at once, the rest of the scan is dropped, ``*`` closes
   the measurement loop, ``on_finished:`` runs (``cell_off``) and the blank line follows.
 - Faults: the reply-path faults (no reply, garble, drop, slow, disconnect) are decided once per reply
@@ -56,13 +56,14 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from labloop.instruments.methodscript import PICO_CURRENT_RANGES, encode_variable, parse_script_number
 from labloop.instruments.voltammogram import CVParams, InvalidParameter
-from labloop.sim.cv_physics import CellParams, simulate_cv
+from labloop.sim.cv_physics import CellParams
+from labloop.sim.emulation import cell_current
 from labloop.sim.faults import FaultInjector, FaultKind
 from labloop.sim.pty_device import Link, TerminatorFramer, TimeScale
 
@@ -402,7 +403,7 @@ class EmStatEmulator:
                      faults: FaultInjector | None) -> float:
         params = cv.params
         _, potential = params.waveform()
-        current = self._currents(params) if settings["cell"] else np.zeros(params.n_points)
+        current = cell_current(self.contents(), params, self._rng) if settings["cell"] else np.zeros(params.n_points)
         ranges = _allowed_ranges(settings)
         if faults is not None and faults.decide(FaultKind.OVERLOAD):
             first = int(faults.fraction() * len(current))
@@ -421,15 +422,6 @@ class EmStatEmulator:
         events.append((t, "line", b"*\n"))
         events.append((t, "loop", False))
         return t
-
-    def _currents(self, params: CVParams) -> np.ndarray:
-        """The cell's current for ``params``: the couples' currents added (see the module docstring)."""
-        couples = list(self.contents())
-        total = simulate_cv(couples[0], params, self._rng).current_a.copy()
-        for couple in couples[1:]:
-            quiet = replace(couple, cdl_f_cm2=0.0, noise_fraction=0.0)
-            total += simulate_cv(quiet, params, self._rng).current_a
-        return total
 
     def _abort(self, link: Link) -> None:
         """``Z`` during a script: acknowledge, close the loop, run ``on_finished:``, end; all due now."""

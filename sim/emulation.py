@@ -10,19 +10,22 @@ it, and any options the driver needs to reach it).
 The potentiostat emulators compute voltammograms of :meth:`EmulatorContext.contents`: one
 :class:`CellParams` per sample present in the cell, at its concentration there (``couple_of(sample_id)``
 says what the sample's redox couple is), or the ``blank`` electrode (charging current only) for an empty
-cell.
+cell; :func:`cell_current` turns that list into the current a scan measures.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+import numpy as np
+
+from labloop.instruments.voltammogram import CVParams
 from labloop.sim.cell import Cell, Fluid
-from labloop.sim.cv_physics import CellParams
+from labloop.sim.cv_physics import CellParams, simulate_cv
 from labloop.sim.faults import FaultInjector, FaultPlan
 from labloop.sim.pty_device import PtyDevice, TimeScale
 
@@ -92,3 +95,15 @@ class Emulation:
     def on_pty(cls, device: PtyDevice) -> Emulation:
         """The emulation of a started :class:`PtyDevice`."""
         return cls(port=device.port, stop=device.stop, device=device)
+
+
+def cell_current(couples: Sequence[CellParams], params: CVParams, rng: np.random.Generator) -> np.ndarray:
+    """The current (A) a scan measures in a cell holding ``couples``: their currents added.
+
+    Adding is exact without uncompensated resistance (each couple diffuses on its own); the first couple
+    brings the double-layer charging current and the noise, the others only their faradaic current.
+    """
+    total = simulate_cv(couples[0], params, rng).current_a.copy()
+    for couple in couples[1:]:
+        total += simulate_cv(replace(couple, cdl_f_cm2=0.0, noise_fraction=0.0), params, rng).current_a
+    return total

@@ -1,0 +1,123 @@
+"""The example third-party package (examples/labloop-rodeostat), installed with pip as a user would, is found
+through the entry-point group, passes the conformance kit and measures a CV."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labloop.instruments.conformance import KIT_LIMITS, check_driver
+from labloop.instruments.cv_analysis import analyze_cv
+from labloop.instruments.errors import ConfigError, DeviceError, InstrumentError
+from labloop.instruments.registry import load_driver
+from labloop.instruments.voltammogram import CVParams
+from labloop.sim.cv_physics import CellParams
+from labloop.sim.emulation import EmulatorContext
+from labloop.sim.pty_device import TimeScale
+
+PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "labloop-rodeostat"
+COUPLE = CellParams(e0_v=0.15, conc_mm=2.0, cdl_f_cm2=2e-5, noise_fraction=0.002)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[Path]:
+    """The plug-in pip-installed into a fresh directory, put on sys.path for this module's tests.
+
+    Built offline from the running environment's setuptools and wheel when both are there, else with pip's
+    usual isolated build. The source is copied first so the build leaves nothing in the repository.
+    """
+    root = tmp_path_factory.mktemp("plugin")
+    shutil.copytree(PLUGIN, root / "src", ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(root / "site"),
+               str(root / "src")]
+    if all(importlib.util.find_spec(name) for name in ("setuptools", "wheel")):
+        command.append("--no-build-isolation")
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    sys.path.insert(0, str(root / "site"))
+    yield root / "site"
+    sys.path.remove(str(root / "site"))
+    for name in [m for m in sys.modules if m.startswith("labloop_rodeostat")]:
+        del sys.modules[name]
+
+
+def test_the_installed_plugin_is_listed_by_the_cli(site: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli", "drivers", "list", "--json"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["name"]: row for row in map(json.loads, proc.stdout.splitlines())}
+    assert rows["rodeostat"] == {"name": "rodeostat", "kind": "potentiostat", "baudrate": 115200,
+                                 "package": "labloop-rodeostat", "emulator": True,
+                                 "summary": "IO Rodeo Rodeostat, JSON lines over USB serial (example plug-in)"}
+    assert {"ne1000", "emstat", "sim-sampler"} <= set(rows)  # next to the built-ins
+
+
+def test_the_plugin_passes_the_conformance_kit(site: Path) -> None:
+    registered = load_driver("rodeostat")
+    assert registered.distribution == "labloop-rodeostat"
+    assert sys.modules["labloop_rodeostat"].__file__.startswith(str(site))  # the installed copy, not the source
+    report = check_driver("rodeostat")
+    assert report.passed, "\n".join(report.lines())
+
+
+def test_a_cv_through_the_plugin_finds_the_couple(site: Path) -> None:
+    descriptor = load_driver("rodeostat").descriptor
+    emulation = descriptor.start_emulator(EmulatorContext.standalone(COUPLE, time_scale=TimeScale.zero_latency()))
+    try:
+        driver = descriptor.open(emulation.port, limits=KIT_LIMITS, time_scale=math.inf)
+        params = CVParams(e_begin_v=-0.3, e_vertex1_v=0.6, e_vertex2_v=-0.3, scan_rate_v_s=0.1, e_step_v=0.001)
+        voltammogram = driver.run_cv(params)
+        assert len(voltammogram) == params.n_points
+        assert voltammogram.time_s[-1] == pytest.approx(params.duration_s)
+        result = analyze_cv(voltammogram)
+        assert result.e_half_v == pytest.approx(COUPLE.e0_v, abs=0.005) and not result.flags
+        assert result.ipa_a == pytest.approx(2 * 19.0e-6, rel=0.1)  # Randles-Sevcik, 2 mM
+        with pytest.raises(ConfigError, match="whole number of milliseconds"):
+            driver.run_cv(CVParams(e_begin_v=0.0, e_vertex1_v=0.3, e_vertex2_v=0.0, scan_rate_v_s=0.3))
+        with pytest.raises(DeviceError, match="unknown command") as unknown:
+            driver._request({"command": "selfDestruct"})
+        assert unknown.value.code == "selfDestruct"
+        driver.close()
+    finally:
+        emulation.stop()
+    assert emulation.device.errors == []
+
+
+def test_abort_stops_a_running_rodeostat_test(site: Path) -> None:
+    descriptor = load_driver("rodeostat").descriptor
+    context = EmulatorContext.standalone(COUPLE, time_scale=TimeScale.accelerated(10.0))
+    emulation = descriptor.start_emulator(context)
+    try:
+        driver = descriptor.open(emulation.port, limits=KIT_LIMITS, time_scale=10.0, timeout_s=0.5)
+        slow = CVParams(e_begin_v=-0.3, e_vertex1_v=0.6, e_vertex2_v=-0.3, scan_rate_v_s=0.1, e_step_v=0.002)
+        outcome: list[object] = []
+
+        def run() -> None:
+            try:
+                outcome.append(driver.run_cv(slow))
+            except InstrumentError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run)
+        start = time.monotonic()
+        worker.start()
+        time.sleep(0.3)
+        driver.abort()
+        worker.join(timeout=5)
+        assert time.monotonic() - start < 1.0  # the scan takes 1.8 s at this pace
+        (error,) = outcome
+        assert isinstance(error, DeviceError) and error.code == "stopTest"
+        driver.close()
+    finally:
+        emulation.stop()
