@@ -270,7 +270,7 @@ def _check_steps(steps: Any) -> tuple[Any, ...]:
 
 
 class ProtocolSpec(BaseModel):
-    """The steps of one experiment, read from ``file`` (or written inline as ``steps``)."""
+    """The steps of one experiment, read from ``file`` or written inline in the campaign."""
 
     model_config = SECTION
     file: Path | None = None
@@ -282,7 +282,11 @@ class ProtocolSpec(BaseModel):
 
 
 def _load_protocol(value: Any, info: ValidationInfo) -> Any:
-    """``protocol: path/to/steps.yaml`` -> ``{file, steps}``; problems point into that file's lines."""
+    """``protocol: steps.yaml`` (problems point into that file) or an inline list of steps -> ``{file, steps}``;
+    the dumped form ``{file, steps}`` passes as it is."""
+    if isinstance(value, list):
+        _check_steps(value)
+        return {"steps": value}
     if not isinstance(value, str | Path):
         return value
     path = _resolve(Path(value), info)

@@ -1,0 +1,252 @@
+"""The campaign file: the example validates; malformed files each fail through `labloop validate` with exit 2
+and ONE line naming the file's line number and the field, and nothing is created; paths, defaults and the
+JSON dump behave as the runner and the journal rely on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labloop.orchestrator.campaign import Campaign, Objective, known_drivers, load_campaign, parse_active_hours
+from labloop.orchestrator.yaml_source import CampaignError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "campaign.yaml"
+
+
+@pytest.fixture
+def labloop(capsys):
+    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output."""
+    from labloop.orchestrator.cli import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """A copy of the example campaign, library and protocol beside a link to the bundled data, as in the repo."""
+    examples = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples" / "protocols", examples / "protocols")
+    for name in ("campaign.yaml", "library.csv"):
+        shutil.copy(ROOT / "examples" / name, examples / name)
+    (tmp_path / "data").mkdir()
+    data = "ocelot_chromophore_v1_ie_ea.csv"
+    (tmp_path / "data" / data).symlink_to(ROOT / "data" / data)
+    return examples
+
+
+def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the campaign's folder: relative paths must not depend on the cwd
+    campaign = load_campaign(workdir / "campaign.yaml")
+    assert campaign.library.file == workdir / "library.csv"
+    assert campaign.prior is not None and campaign.prior.file == tmp_path / "data" / "ocelot_chromophore_v1_ie_ea.csv"
+    assert campaign.store == workdir / "runs" / "cathode-screen.db"
+    assert campaign.protocol.file == workdir / "protocols" / "cv_screen.yaml"
+    assert campaign.protocol.step_names == ["load_sample", "dispense", "dispense", "cv", "rinse"]
+    assert campaign.objective.window_v == (4.5, 4.6) and campaign.safety.limits().max_dispense_ml == 5.0
+    assert campaign.world is not None and campaign.world.truth.source == "ie_ea"
+
+    proc = labloop("validate", workdir / "campaign.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "200 molecules" in proc.stdout and "cathode-screen" in proc.stdout
+    assert not (workdir / "runs").exists()
+
+
+def test_the_repository_example_validates():
+    assert load_campaign(EXAMPLE).name == "cathode-screen"
+
+
+def test_the_json_dump_validates_back_to_the_same_campaign(workdir):
+    campaign = load_campaign(workdir / "campaign.yaml")
+    dumped = json.loads(json.dumps(campaign.model_dump(mode="json", by_alias=True)))
+    assert Campaign.model_validate(dumped) == campaign
+
+
+def test_defaults_fill_what_is_left_out(workdir):
+    (workdir / "mini.yaml").write_text(
+        "name: mini\nlibrary: {file: library.csv}\nobjective: {quantity: reduction_potential, goal: minimize}\n"
+        "instruments: {potentiostat: {driver: emstat, port: /dev/ttyACM0}}\n"
+        "protocol: [load_sample, {cv: {e_vertex1_v: 1.0}}, rinse]\n")
+    campaign = load_campaign(workdir / "mini.yaml")
+    assert campaign.store == workdir / "runs" / "mini.db"
+    assert (campaign.planner.kind, campaign.budget.max_experiments, campaign.surrogate.preset) == ("random", 30, "fast")
+    assert campaign.conditions.scan_rate_v_s == (0.1, 0.1) and campaign.world is None and campaign.prior is None
+    assert campaign.protocol.file is None and campaign.protocol.step_names == ["load_sample", "cv", "rinse"]
+
+
+def edit(*old_new: str):
+    """Replace ``old`` by ``new`` for each pair (each ``old`` must be in the example)."""
+    def apply(text: str) -> str:
+        for old, new in zip(old_new[::2], old_new[1::2], strict=True):
+            assert old in text, old
+            text = text.replace(old, new, 1)
+        return text
+    return apply
+
+
+#: (case, edit of the example, text on the line the error must name, field, words the message must contain)
+MALFORMED = [
+    ("unknown planner kind", edit("kind: random", "kind: bayesian"), "planner:", "planner.kind",
+     "'bayesian' is not one of random, bayes, greedy, screening"),
+    ("window low above high", edit("[4.5, 4.6]", "[4.6, 4.5]"), "objective:", "objective.window_v",
+     "low must be below high"),
+    ("negative volume", edit("max_dispense_ml: 5", "max_dispense_ml: -5"), "safety:", "safety.max_dispense_ml",
+     "greater than 0"),
+    ("dispense above the syringe", edit("syringe_ml: 10", "syringe_ml: 2"), "safety:", "safety.max_dispense_ml",
+     "max_dispense_ml <= syringe_ml"),
+    ("missing library file", edit("file: library.csv", "file: nowhere.csv"), "library:", "library.file",
+     "nowhere.csv: no such file"),
+    ("library without the SMILES column", edit("smiles_column: smiles", "smiles_column: SMILES"), "library:",
+     "library.file", "no column 'SMILES'"),
+    ("prior target not in the file", edit("targets: [ie_ev, ea_ev]", "targets: [ie_ev, homo]"), "prior:",
+     "prior.file", "no target column 'homo'"),
+    ("bad active_hours", edit('"00:00-24:00"', '"7pm-7am"'), "schedule:", "schedule.active_hours", "HH:MM-HH:MM"),
+    ("hour out of range", edit('"00:00-24:00"', '"25:00-07:00"'), "schedule:", "schedule.active_hours",
+     "hours are 00-23"),
+    ("budget 0", edit("max_experiments: 30", "max_experiments: 0"), "budget:", "budget.max_experiments",
+     "greater than 0"),
+    ("unknown top-level key", edit("seed: 7\n", "seed: 7\ncolour: blue\n"), "colour:", "colour",
+     "unknown field; valid fields: name, seed, store, library"),
+    ("YAML syntax error", edit("seed: 7\n", "seed: 7\n  oops: [1, 2\n"), "oops", "", "YAML syntax error"),
+    ("wrong type", edit("seed: 7", "seed: lucky"), "seed:", "seed", "valid integer"),
+    ("unknown surrogate preset", edit("preset: fast", "preset: huge"), "surrogate:", "surrogate.preset",
+     "'huge' is not one of fast, thesis"),
+    ("scan-rate range reversed", edit("[0.02, 0.5]", "[0.5, 0.02]"), "conditions:", "conditions.scan_rate_v_s",
+     "low must be at most high"),
+    ("negative scan rate", edit("[0.02, 0.5]", "[-0.02, 0.5]"), "conditions:", "conditions.scan_rate_v_s[0]",
+     "greater than 0"),
+    ("unknown objective quantity", edit("quantity: oxidation_potential", "quantity: potential"), "objective:",
+     "objective.quantity", "not one of oxidation_potential, reduction_potential"),
+    ("window goal without a window", edit(", window_v: [4.5, 4.6]", ""), "objective:", "objective.window_v",
+     "required when goal is 'window'"),
+    ("unknown solvent", edit("solvent: acn", "solvent: water"), "world:", "world.truth.solvent",
+     "'water' is not one of acn, pc"),
+    ("missing protocol file", edit("protocols/cv_screen.yaml", "protocols/none.yaml"), "protocol:", "protocol",
+     "none.yaml: no such file"),
+    ("instrument is not a mapping", edit("potentiostat: {driver: emstat, port: /dev/ttyACM0}", "potentiostat: emstat"),
+     "potentiostat:", "instruments.potentiostat", "must be a mapping"),
+    ("misspelt instrument field", edit("{driver: emstat, port:", "{driver: emstat, prot:"), "potentiostat:",
+     "instruments.potentiostat.prot", "valid fields: driver, port, options"),
+    ("key given twice", edit("seed: 7\n", "seed: 7\nseed: 8\n"), "seed: 8", "seed", "given twice"),
+    ("acquisition of another goal", edit("kind: random, batch_size: 4", "kind: bayes, acquisition: ei, batch_size: 4"),
+     "planner:", "planner.acquisition", "not one of window_probability"),
+    ("name that cannot name a file", edit("name: cathode-screen", "name: cathode screen/1"), "name:", "name",
+     "letters, digits"),
+    ("hits without a hit definition", edit("goal: window, window_v: [4.5, 4.6]", "goal: maximize",
+                                           "budget: {max_experiments: 30}", "budget: {stop_after_hits: 3}"),
+     "budget:", "budget.stop_after_hits", "needs a hit definition"),
+]
+
+
+@pytest.mark.parametrize(("change", "line_text", "field", "needle"), [case[1:] for case in MALFORMED],
+                         ids=[case[0] for case in MALFORMED])
+def test_malformed_campaign_exits_2_with_one_line_naming_line_and_field(labloop, workdir, change, line_text, field,
+                                                                        needle):
+    text = change((workdir / "campaign.yaml").read_text())
+    path = workdir / "campaign.yaml"
+    path.write_text(text)
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if line_text in content)
+
+    proc = labloop("validate", path)
+
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {path}:{line}: {field}"), lines[0]
+    assert needle in lines[0]
+    assert not (workdir / "runs").exists()
+
+
+def test_unknown_driver_is_named_with_the_registered_ones(labloop, workdir, tmp_path, monkeypatch):
+    """A distribution on sys.path registers a driver under labloop.drivers, as a plug-in package would."""
+    dist = tmp_path / "site" / "fake_rig-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-rig\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[labloop.drivers]\nfake-pump = fake_rig:PUMP\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert "fake-pump" in (known_drivers() or [])
+
+    path = workdir / "campaign.yaml"
+    text = path.read_text()
+    for driver in ("sim-sampler", "ne1000", "emstat"):
+        text = text.replace(f"driver: {driver}", "driver: fake-pump")
+    path.write_text(text)
+    assert labloop("validate", path).returncode == 0  # every driver registered
+
+    path.write_text(text.replace("potentiostat: {driver: fake-pump", "potentiostat: {driver: warp-drive"))
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if "potentiostat:" in content)
+    proc = labloop("validate", path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"error: {path}:{line}: instruments.potentiostat.driver: "
+                                          "'warp-drive' is not one of ")
+    assert "fake-pump" in proc.stderr and "more)" not in proc.stderr
+
+
+def test_unknown_protocol_step_names_the_protocol_file_line(labloop, workdir):
+    protocol = workdir / "protocols" / "cv_screen.yaml"
+    protocol.write_text(protocol.read_text().replace("- rinse", "- rinse\n- shake: {seconds: 3}"))
+    line = protocol.read_text().splitlines().index("- shake: {seconds: 3}") + 1
+    proc = labloop("validate", workdir / "campaign.yaml")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith(f"cv_screen.yaml:{line}: protocol[5]: 'shake' is not one of load_sample, "
+                                        "dispense, wait, cv, rinse, analyze")
+
+
+def test_all_problems_are_collected_and_the_cli_shows_the_first_plus_a_count(labloop, workdir):
+    path = workdir / "campaign.yaml"
+    path.write_text(path.read_text().replace("seed: 7", "seed: -1").replace("kind: random", "kind: magic")
+                    .replace("max_experiments: 30", "max_experiments: 0"))
+    with pytest.raises(CampaignError) as info:
+        load_campaign(path)
+    fields = [message.split(": ")[1] for message in info.value.messages]
+    assert fields == ["seed", "planner.kind", "budget.max_experiments"]  # in file order
+    proc = labloop("validate", path)
+    assert proc.stderr.strip() == f"error: {info.value.messages[0]} (and 2 more)"
+
+
+def test_validate_through_the_console_script_exits_2(workdir):
+    (workdir / "campaign.yaml").write_text("name: x\nlibrary: {file: library.csv\n")
+    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli", "validate", "campaign.yaml"],
+                          cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: campaign.yaml:3: YAML syntax error")
+    assert not (workdir / "runs").exists()
+
+
+def test_schema_is_json_schema_of_every_section(labloop):
+    proc = labloop("schema")
+    schema = json.loads(proc.stdout)
+    assert set(schema["properties"]) == {"name", "seed", "store", "library", "prior", "objective", "surrogate",
+                                         "planner", "conditions", "instruments", "protocol", "budget", "schedule",
+                                         "safety", "world"}
+    assert schema["additionalProperties"] is False
+    assert schema["$defs"]["Planner"]["properties"]["kind"]["enum"] == ["random", "bayes", "greedy", "screening"]
+    assert "from" in schema["$defs"]["Truth"]["properties"]
+
+
+def test_active_hours_cross_midnight_and_reject_empty_windows():
+    assert parse_active_hours("19:00-07:00") == (1140, 420)
+    assert parse_active_hours("00:00-24:00") == (0, 1440)
+    for bad in ("07:00-07:00", "24:00-07:00", "7-9", "12:60-13:00"):
+        with pytest.raises(ValueError):
+            parse_active_hours(bad)
+
+
+def test_objective_scores_and_hits():
+    window = Objective(quantity="oxidation_potential", goal="window", window_v=(4.5, 4.6))
+    assert window.score(4.55) == 0.0 and window.score(4.3) == pytest.approx(-0.2) and window.score(4.7) < 0
+    assert window.is_hit(4.5) and not window.is_hit(4.61)
+    low = Objective(quantity="reduction_potential", goal="minimize", threshold_v=1.0)
+    assert low.score(0.5) > low.score(1.5) and low.is_hit(0.9) and not low.is_hit(1.1)
+    assert not Objective(quantity="oxidation_potential", goal="maximize").defines_hits

@@ -1,0 +1,294 @@
+"""The journal: every table round-trips, the experiment state machine refuses what it must, a read-only
+reader follows a writer (WAL), and a writer killed with SIGKILL at a random moment leaves a consistent file
+that resumes. Voltammograms come from the CV simulator and go through the real analysis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labloop.instruments.cv_analysis import analyze_cv
+from labloop.orchestrator.campaign import Campaign, load_campaign
+from labloop.orchestrator.journal import (
+    SCHEMA_VERSION,
+    IllegalTransition,
+    Journal,
+    JournalError,
+)
+from labloop.sim.cv_physics import random_couple, simulate_cv
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "campaign.yaml"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    smiles: str
+    conditions: dict = field(default_factory=dict)
+    mu: float | None = None
+    sigma: float | None = None
+    acquisition: float | None = None
+
+
+@pytest.fixture(scope="module")
+def campaign() -> Campaign:
+    return load_campaign(EXAMPLE)
+
+
+@pytest.fixture
+def journal(tmp_path, campaign):
+    with Journal.create(tmp_path / "runs" / "j.db", campaign, source_yaml=EXAMPLE.read_text()) as j:
+        yield j
+
+
+def simulated_cv(seed: int):
+    rng = np.random.default_rng(seed)
+    cell, params = random_couple(rng)
+    v = simulate_cv(cell, params, rng)
+    return v, analyze_cv(v)
+
+
+def run_to_done(journal: Journal, experiment_id: int, seed: int = 0, potential_v: float = 4.55) -> None:
+    journal.start_experiment(experiment_id)
+    v, result = simulated_cv(seed)
+    journal.record_raw(experiment_id, v)
+    journal.record_measurement(experiment_id, result, potential_v)
+    journal.finish_experiment(experiment_id)
+
+
+def test_every_table_round_trips(journal, campaign, tmp_path):
+    version = journal.add_model_version(400, {"ie_ev": {"mae": 0.21, "r2": float("nan")}}, tmp_path / "m1")
+    ids = journal.record_proposals(
+        [Proposal("COc1ccc(OC)cc1", {"scan_rate_v_s": 0.2}, 4.52, 0.11, 0.37), Proposal("c1ccccc1")],
+        step=3, planner="bayes", model_version=version)
+    journal.save_planner_state(3, {"rng": [1, 2, 3], "pending": ids})
+    attempt = journal.start_experiment(ids[0])
+    action = journal.start_action(ids[0], 1, "analyte_pump", "dispense", {"volume_ml": 0.5, "rate_ml_min": 2.0})
+    journal.finish_action(action, "ok")
+    v, result = simulated_cv(1)
+    journal.record_raw(ids[0], v)
+    journal.record_measurement(ids[0], result, 4.48)
+    journal.finish_experiment(ids[0])
+    journal.add_event("note", "operator refilled the electrolyte", data={"ml": 50})
+    journal.close()
+
+    with Journal.open(journal.path, readonly=True) as j:
+        info = j.campaign_info()
+        assert (info.name, info.seed) == ("cathode-screen", 7)
+        assert Campaign.model_validate(info.config) == campaign  # the campaign as run validates back
+        assert info.source_yaml == EXAMPLE.read_text() and info.code_version
+
+        first, second = j.experiments()
+        assert (first.id, first.smiles, first.status, first.attempt) == (ids[0], "COc1ccc(OC)cc1", "done", attempt)
+        assert (first.step, first.planner, first.model_version) == (3, "bayes", version)
+        assert first.conditions == {"scan_rate_v_s": 0.2}
+        assert (first.mu, first.sigma, first.acquisition) == (4.52, 0.11, 0.37)
+        assert first.potential_v == 4.48 and first.e_half_v == result.e_half_v and first.dep_v == result.dep_v
+        assert first.reference == result.reference and first.flags == sorted(result.flags)
+        assert first.started_at and first.finished_at >= first.started_at
+        assert (second.status, second.potential_v, second.mu, second.started_at) == ("proposed", None, None, None)
+
+        (act,) = j.actions(ids[0])
+        assert (act.step, act.instrument, act.command, act.outcome) == (1, "analyte_pump", "dispense", "ok")
+        assert act.params == {"volume_ml": 0.5, "rate_ml_min": 2.0} and act.finished_at is not None
+
+        (stored,) = j.voltammograms(ids[0])
+        assert np.array_equal(stored.current_a, v.current_a) and stored.params == v.params
+        assert j.analysis(ids[0]) == result and j.analysis(ids[1]) is None
+
+        (model,) = j.model_versions()
+        assert (model.version, model.n_train, model.weights_path) == (version, 400, str(tmp_path / "m1"))
+        assert model.metrics == {"ie_ev": {"mae": 0.21, "r2": None}}  # NaN stored as null: strict JSON
+
+        assert j.latest_planner_state() == (3, {"rng": [1, 2, 3], "pending": ids})
+        kinds = [e.kind for e in j.events()]
+        assert kinds == ["created", "model", "proposed", "started", "done", "note"]
+        assert j.events(last=1)[0].data == {"ml": 50}
+
+
+def test_illegal_transitions_raise_and_change_nothing(journal):
+    (eid,) = journal.record_proposals([Proposal("CCO")], step=0, planner="random")
+    v, result = simulated_cv(2)
+    with pytest.raises(IllegalTransition, match="is proposed"):
+        journal.finish_experiment(eid)
+    with pytest.raises(IllegalTransition, match="needs it running"):
+        journal.record_raw(eid, v)
+    with pytest.raises(IllegalTransition, match="is proposed"):
+        journal.fail_experiment(eid, "x")
+    with pytest.raises(IllegalTransition, match="no experiment 99"):
+        journal.start_experiment(99)
+
+    journal.start_experiment(eid)
+    with pytest.raises(IllegalTransition, match="is running"):
+        journal.start_experiment(eid)
+    journal.record_raw(eid, v)
+    with pytest.raises(IllegalTransition, match="without measurements"):
+        journal.finish_experiment(eid)
+    assert journal.experiments()[0].status == "running"
+    action = journal.start_action(eid, 0, "sampler", "load", {})
+    journal.finish_action(action)
+    with pytest.raises(IllegalTransition, match="already finished"):
+        journal.finish_action(action)
+
+    journal.fail_experiment(eid, "PumpStalled: analyte_pump")
+    (row,) = journal.experiments()
+    assert (row.status, row.cause) == ("failed", "PumpStalled: analyte_pump")
+    for change in (lambda: journal.start_experiment(eid), lambda: journal.record_measurement(eid, result, 1.0),
+                   lambda: journal.start_action(eid, 1, "x", "y", {})):
+        with pytest.raises(IllegalTransition):
+            change()
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        journal._conn.execute("DELETE FROM events")
+
+
+def test_mark_interrupted_on_resume_then_rerun_as_a_new_attempt(journal):
+    ids = journal.record_proposals([Proposal("CCO"), Proposal("CCN"), Proposal("CCC")], step=0, planner="random")
+    run_to_done(journal, ids[0])
+    journal.start_experiment(ids[1])
+    journal.start_action(ids[1], 0, "analyte_pump", "dispense", {"volume_ml": 0.5})
+    journal.record_raw(ids[1], simulated_cv(3)[0])  # half an attempt: raw data but no measurement
+    journal.close()
+
+    with Journal.open(journal.path) as j:
+        assert j.mark_interrupted_on_resume() == [ids[1]]
+        assert j.mark_interrupted_on_resume() == []
+        states = {e.id: e.status for e in j.experiments()}
+        assert states == {ids[0]: "done", ids[1]: "interrupted", ids[2]: "proposed"}
+        assert [a.outcome for a in j.actions(ids[1])] == ["interrupted"]
+        assert "attempt 1" in j.experiments(["interrupted"])[0].cause
+
+        run_to_done(j, ids[1], seed=4, potential_v=3.3)
+        again = j.experiments(["done"])[1]
+        assert (again.id, again.attempt, again.potential_v, again.cause) == (ids[1], 2, 3.3, None)
+        assert len(j.voltammograms(ids[1])) == 1  # only the finished attempt's, not the interrupted one's
+
+
+def test_create_refuses_another_campaign_and_reopens_the_same(journal, campaign):
+    path = journal.path
+    journal.close()
+    with pytest.raises(JournalError, match="holds another campaign"):
+        Journal.create(path, campaign.model_copy(update={"seed": 8}))
+    with Journal.create(path, campaign) as again:
+        assert again.campaign_info().seed == 7
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("j.db")) == []  # no temp files
+
+
+def test_foreign_or_newer_files_are_refused_in_one_line(tmp_path, campaign):
+    text = tmp_path / "notes.db"
+    text.write_text("not a database at all, just some text that is long enough " * 20)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    newer = tmp_path / "newer.db"
+    Journal.create(newer, campaign).close()
+    conn = sqlite3.connect(newer)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    cases = {text: "not a labloop journal", other: "not a labloop journal", newer: "newer labloop",
+             tmp_path / "missing.db": "no such journal", tmp_path: "is a directory"}
+    for path, needle in cases.items():
+        for readonly in (False, True):
+            with pytest.raises(JournalError, match=needle) as info:
+                Journal.open(path, readonly=readonly)
+            assert "\n" not in str(info.value)
+
+
+def test_read_only_reader_sees_each_commit_of_a_writer(journal):
+    with Journal.open(journal.path, readonly=True) as reader:
+        before = reader.data_version()
+        assert reader.experiments() == []
+        (eid,) = journal.record_proposals([Proposal("CCO")], step=0, planner="random")
+        assert [e.status for e in reader.experiments()] == ["proposed"]
+        assert reader.data_version() != before
+        journal.start_experiment(eid)
+        assert [e.status for e in reader.experiments()] == ["running"]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.add_event("x", "a reader cannot write")
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from labloop.instruments.cv_analysis import analyze_cv
+    from labloop.orchestrator.journal import Journal
+    from labloop.sim.cv_physics import random_couple, simulate_cv
+
+    class P:
+        def __init__(self, i):
+            self.smiles, self.conditions, self.mu, self.sigma, self.acquisition = f"C{'C' * i}O", {"i": i}, 4.0, 0.1, i
+    rng = np.random.default_rng(0)
+    cell, params = random_couple(rng)
+    v = simulate_cv(cell, params, rng)
+    result = analyze_cv(v)
+    j = Journal.open(sys.argv[1])
+    i = 0
+    while True:
+        (eid,) = j.record_proposals([P(i)], step=i, planner="random")
+        j.start_experiment(eid)
+        a = j.start_action(eid, 0, "analyte_pump", "dispense", {"volume_ml": 0.5})
+        j.finish_action(a)
+        j.record_raw(eid, v)
+        j.record_measurement(eid, result, 4.0 + i / 1000)
+        j.save_planner_state(i, {"i": i})
+        if i % 7 == 3:
+            j.fail_experiment(eid, "simulated fault")
+        else:
+            j.finish_experiment(eid)
+        i += 1
+""")
+
+
+def test_sigkill_mid_write_leaves_a_consistent_journal_that_resumes(journal):
+    path = journal.path
+    journal.close()
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stderr=subprocess.PIPE)
+    try:
+        with Journal.open(path, readonly=True) as watcher:
+            deadline = time.monotonic() + 60
+            while len(watcher.experiments(["done"])) < 15:
+                assert child.poll() is None, child.stderr.read().decode()
+                assert time.monotonic() < deadline, "the writer did not get going"
+                time.sleep(0.05)
+        time.sleep(np.random.default_rng().uniform(0, 0.05))  # land anywhere inside an iteration
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    # no half rows: every experiment has its proposal, every done one its raw data and measurement
+    assert conn.execute("SELECT count(*) FROM experiments e LEFT JOIN proposals p ON p.experiment_id = e.id "
+                        "WHERE p.experiment_id IS NULL").fetchone() == (0,)
+    for table in ("raw_data", "measurements"):
+        assert conn.execute(f"SELECT count(*) FROM experiments e WHERE state = 'done' AND NOT EXISTS "
+                            f"(SELECT 1 FROM {table} t WHERE t.experiment_id = e.id AND t.attempt = e.attempt)"
+                            ).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM actions a JOIN experiments e ON e.id = a.experiment_id "
+                        "WHERE a.finished_at IS NULL AND e.state != 'running'").fetchone() == (0,)
+    conn.close()
+
+    with Journal.open(path) as j:
+        running = [e.id for e in j.experiments(["running"])]
+        assert j.mark_interrupted_on_resume() == running
+        rows = j.experiments()
+        assert not any(e.status == "running" for e in rows)
+        assert all(a.finished_at is not None for e in rows for a in j.actions(e.id))
+        states = {e.id: e.status for e in rows}
+        for eid, state in states.items():  # the writer's own rule: every 7th (from the 4th) fails
+            if state in ("done", "failed"):
+                assert state == ("failed" if (eid - 1) % 7 == 3 else "done"), eid
+        to_redo = j.experiments(["interrupted", "proposed"])
+        for e in to_redo:
+            run_to_done(j, e.id)
+        assert len(j.experiments(["done", "failed"])) == len(rows)
