@@ -75,7 +75,7 @@ def train_and_score(preset, train: pd.DataFrame, test: pd.DataFrame, folds: int)
 
     t0 = time.perf_counter()
     feats = featurize(train.smiles.tolist(), preset.fingerprint)
-    ens = train_ensemble(feats.X, train[TARGETS].to_numpy()[feats.rows], TARGETS, preset.fingerprint, preset.model,
+    ens = train_ensemble(feats, train[TARGETS].to_numpy()[feats.rows], TARGETS, preset.fingerprint, preset.model,
                          folds=folds, seed=0, preset=preset.name,
                          on_epoch=lambda k, e, loss, val: log.info("member %d epoch %d val %.4f", k, e + 1, val))
     train_s = time.perf_counter() - t0
@@ -94,7 +94,7 @@ def train_and_score(preset, train: pd.DataFrame, test: pd.DataFrame, folds: int)
 def oof_calibration_check(ens, test: pd.DataFrame) -> dict:
     """Held-out coverage if sigma had been calibrated on out-of-fold rows (seen by K-1 members) instead."""
     feats = featurize(test.smiles.tolist(), ens.fingerprint)
-    mean, raw_std = ens._raw(feats.X)
+    mean, raw_std = ens._raw(feats)
     Y = test[TARGETS].to_numpy()[feats.rows]
     out = {}
     for j, t in enumerate(TARGETS):

@@ -19,7 +19,7 @@ import numpy as np
 
 from labloop.surrogate.config import ModelConfig
 from labloop.surrogate.errors import InvalidInput
-from labloop.surrogate.featurize import FingerprintSettings, InvalidSmiles, featurize
+from labloop.surrogate.featurize import Features, FingerprintSettings, InvalidSmiles, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
 from labloop.surrogate.metrics import calibration_factor, regression_metrics
 from labloop.surrogate.model import (
@@ -56,20 +56,21 @@ class Ensemble:
     targets: list[str]
     scaler: LabelScaler
     calibration: dict[str, float]
+    descriptor_scaler: LabelScaler | None = None  # standardises descriptor columns (None: no descriptors)
     preset: str = "custom"
     info: dict = field(default_factory=dict)  # metrics, data hash, learning curves: see persistence
 
-    def _raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _raw(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
         """Uncalibrated ensemble mean and spread (std across members) in label units."""
-        Xt = transform_inputs(X, self.config)
-        preds = np.stack([self.scaler.inverse(predict_scaled(m, Xt)) for m in self.members])
+        inputs = network_inputs(feats, self.config, self.descriptor_scaler)
+        preds = np.stack([self.scaler.inverse(predict_scaled(m, inputs)) for m in self.members])
         return preds.mean(axis=0), preds.std(axis=0)
 
-    def predict_features(self, X: np.ndarray, batch: int = 20000) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and calibrated std for a fingerprint matrix, in batches to bound memory."""
+    def predict_features(self, feats: Features, batch: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and calibrated std for featurised molecules, in batches to bound memory."""
         means, stds = [], []
-        for i in range(0, len(X), batch):
-            m, s = self._raw(X[i : i + batch])
+        for i in range(0, len(feats), batch):
+            m, s = self._raw(feats.subset(slice(i, i + batch)))
             means.append(m)
             stds.append(s * np.array([self.calibration[t] for t in self.targets]))
         if not means:
@@ -82,7 +83,7 @@ class Ensemble:
                 progress: Callable[[int], None] | None = None) -> Prediction:
         """Featurise and predict; invalid SMILES are skipped and listed in the result."""
         feats = featurize(smiles, self.fingerprint, n_jobs=n_jobs, cache=cache, progress=progress)
-        mean, std = self.predict_features(feats.X)
+        mean, std = self.predict_features(feats)
         return Prediction(self.targets, feats.rows, mean, std, feats.invalid)
 
 
@@ -97,8 +98,16 @@ def calibration_size(n: int, fraction: float) -> int:
     return max(round(fraction * n), min(100, n // 5))
 
 
+def network_inputs(feats: Features, config: ModelConfig, descriptor_scaler: LabelScaler | None) -> np.ndarray:
+    """float32 network input: transformed fingerprints, then standardised descriptors (if any)."""
+    Xt = transform_inputs(feats.X, config)
+    if descriptor_scaler is None or not feats.D.shape[1]:
+        return Xt
+    return np.concatenate([Xt, descriptor_scaler.transform(feats.D)], axis=1)
+
+
 def train_ensemble(
-    X: np.ndarray,
+    feats: Features,
     Y: np.ndarray,
     targets: Sequence[str],
     fingerprint: FingerprintSettings,
@@ -112,14 +121,14 @@ def train_ensemble(
 ) -> Ensemble:
     """Train K members on K folds of (X, Y) minus a calibration slice, then calibrate on that slice.
 
-    ``X`` is a fingerprint matrix (uint8), ``Y`` labels with NaN for missing values.
+    ``Y`` holds the labels of ``feats``' molecules, one column per target, NaN where missing.
     """
     targets = list(targets)
     if folds < 2:
         raise InvalidInput(f"folds must be at least 2, got {folds}")
-    if Y.ndim != 2 or Y.shape[1] != len(targets) or len(Y) != len(X):
+    if Y.ndim != 2 or Y.shape[1] != len(targets) or len(Y) != len(feats):
         raise InvalidInput("labels must be one column per target and one row per molecule")
-    n = len(X)
+    n = len(feats)
     if n < 5 * folds:
         raise InvalidInput(f"{n} molecules are too few to train {folds} folds (need at least {5 * folds})")
     rng = np.random.default_rng(seed)
@@ -127,7 +136,8 @@ def train_ensemble(
     n_cal = calibration_size(n, calibration_fraction)
     cal, fit = np.sort(order[:n_cal]), np.sort(order[n_cal:])
     scaler = LabelScaler.fit(config.label_scaling, Y[fit])
-    Xt, Z = transform_inputs(X, config), scaler.transform(Y)
+    desc_scaler = LabelScaler.fit("standard", feats.D[fit]) if feats.D.shape[1] else None
+    Xt, Z = network_inputs(feats, config, desc_scaler), scaler.transform(Y)
 
     members, curves, oof = [], [], np.full((len(fit), len(targets)), np.nan)
     parts = fold_indices(len(fit), folds, seed)
@@ -142,12 +152,12 @@ def train_ensemble(
         oof[val_pos] = scaler.inverse(predict_scaled(member.model, Xt[va]))
         log.info("member %d/%d: best epoch %d", k + 1, folds, member.best_epoch + 1)
 
-    ens = Ensemble(members, fingerprint, config, targets, scaler, {t: 1.0 for t in targets}, preset)
-    cal_mean, cal_std = ens._raw(X[cal])
+    ens = Ensemble(members, fingerprint, config, targets, scaler, dict.fromkeys(targets, 1.0), desc_scaler, preset)
+    cal_mean, cal_std = ens._raw(feats.subset(cal))
     ens.calibration = {t: calibration_factor(Y[cal, j], cal_mean[:, j], cal_std[:, j])
                        for j, t in enumerate(targets)}
     scale = np.array([ens.calibration[t] for t in targets])
-    _, fit_std = ens._raw(X[fit])
+    _, fit_std = ens._raw(feats.subset(fit))
     ens.info = {
         "n_train": len(fit),
         "n_calibration": len(cal),

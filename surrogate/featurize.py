@@ -18,6 +18,8 @@ import numpy as np
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 
+from labloop.surrogate.descriptors import NAMES as DESCRIPTOR_NAMES
+from labloop.surrogate.descriptors import descriptors
 from labloop.surrogate.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ class FingerprintSettings:
     add what ECFP's local environments miss and IE/EA depend on: how far apart atom types sit, i.e. the
     size and shape of the conjugated system. ``counts=True`` stores how often each hashed feature
     occurs (clipped to 255) instead of a bit, which matters for molecules with repeated units.
+    ``descriptors=True`` adds the float columns of :mod:`labloop.surrogate.descriptors` (Hückel pi
+    orbital energies, size, rings), kept apart from the uint8 fingerprint matrix.
     """
 
     radius: int = 2
@@ -47,6 +51,7 @@ class FingerprintSettings:
     counts: bool = True
     atom_pair_bits: int = 0
     torsion_bits: int = 0
+    descriptors: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.radius <= 6:
@@ -59,14 +64,19 @@ class FingerprintSettings:
 
     @property
     def width(self) -> int:
-        """Length of the whole feature vector."""
+        """Length of the fingerprint vector (uint8 columns)."""
         return self.n_bits + self.atom_pair_bits + self.torsion_bits
+
+    @property
+    def n_descriptors(self) -> int:
+        """Number of float descriptor columns."""
+        return len(DESCRIPTOR_NAMES) if self.descriptors else 0
 
     def key(self) -> str:
         """Stable text key (cache file names, manifests)."""
         kind = "count" if self.counts else "bit"
         extra = (f"-ap{self.atom_pair_bits}" if self.atom_pair_bits else "") + (
-            f"-tt{self.torsion_bits}" if self.torsion_bits else "")
+            f"-tt{self.torsion_bits}" if self.torsion_bits else "") + ("-desc" if self.descriptors else "")
         return f"morgan-r{self.radius}-n{self.n_bits}{extra}-{kind}"
 
     def generators(self) -> list[tuple[object, int]]:
@@ -86,7 +96,8 @@ class FingerprintSettings:
     @classmethod
     def from_dict(cls, data: dict) -> FingerprintSettings:
         return cls(radius=int(data["radius"]), n_bits=int(data["n_bits"]), counts=bool(data["counts"]),
-                   atom_pair_bits=int(data.get("atom_pair_bits", 0)), torsion_bits=int(data.get("torsion_bits", 0)))
+                   atom_pair_bits=int(data.get("atom_pair_bits", 0)), torsion_bits=int(data.get("torsion_bits", 0)),
+                   descriptors=bool(data.get("descriptors", False)))
 
 
 @dataclass(frozen=True)
@@ -99,18 +110,27 @@ class InvalidSmiles:
 
 @dataclass
 class Features:
-    """Fingerprints of the valid inputs, and where they came from.
+    """Features of the valid inputs, and where they came from.
 
+    ``X`` holds the fingerprints (uint8), ``D`` the descriptors (float32, zero columns when off);
     ``rows[i]`` is the input position of ``X[i]``; ``invalid`` lists the skipped inputs.
     """
 
     X: np.ndarray
+    D: np.ndarray
     rows: np.ndarray
     invalid: list[InvalidSmiles] = field(default_factory=list)
 
     @property
     def n_valid(self) -> int:
         return int(self.X.shape[0])
+
+    def __len__(self) -> int:
+        return self.n_valid
+
+    def subset(self, index: np.ndarray | slice) -> Features:
+        """The molecules at ``index`` (positions in this object, not input rows)."""
+        return Features(self.X[index], self.D[index], self.rows[index])
 
 
 def _parse(smiles: object) -> Chem.Mol | None:
@@ -123,10 +143,11 @@ def _parse(smiles: object) -> Chem.Mol | None:
     return mol
 
 
-def _featurize_chunk(
-    args: tuple[Sequence[str], FingerprintSettings, bool],
-) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """Fingerprint one chunk: (matrix of all rows, validity mask, canonical SMILES or None).
+Chunk = tuple[np.ndarray, np.ndarray, np.ndarray, list[str] | None]
+
+
+def _featurize_chunk(args: tuple[Sequence[str], FingerprintSettings, bool]) -> Chunk:
+    """Featurise one chunk: (fingerprints, descriptors, validity mask, canonical SMILES or None).
 
     Runs in worker processes, so it only takes picklable arguments and touches no shared state.
     """
@@ -139,6 +160,7 @@ def _featurize_chunk(
                        start, start + bits))
         start += bits
     out = np.zeros((len(smiles), settings.width), dtype=np.uint8)
+    desc = np.zeros((len(smiles), settings.n_descriptors), dtype=np.float32)
     valid = np.zeros(len(smiles), dtype=bool)
     canonical: list[str] | None = [""] * len(smiles) if want_canonical else None
     for i, smi in enumerate(smiles):
@@ -148,10 +170,12 @@ def _featurize_chunk(
         row = out[i]
         for fn, lo, hi in blocks:
             np.minimum(fn(mol), 255, out=row[lo:hi], casting="unsafe")
+        if settings.descriptors:
+            desc[i] = descriptors(mol)
         valid[i] = True
         if canonical is not None:
             canonical[i] = Chem.MolToSmiles(mol)
-    return out, valid, canonical
+    return out, desc, valid, canonical
 
 
 def default_jobs() -> int:
@@ -168,7 +192,7 @@ def _compute(
     n_jobs: int,
     want_canonical: bool,
     progress: Callable[[int], None] | None,
-) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+) -> Chunk:
     chunks = [smiles[i : i + CHUNK_SIZE] for i in range(0, len(smiles), CHUNK_SIZE)]
     tasks = [(chunk, settings, want_canonical) for chunk in chunks]
     if n_jobs > 1 and len(smiles) >= PARALLEL_THRESHOLD:
@@ -179,7 +203,7 @@ def _compute(
             for res in pool.imap(_featurize_chunk, tasks):
                 results.append(res)
                 if progress:
-                    progress(len(res[1]))
+                    progress(len(res[2]))
     else:
         results = []
         for task in tasks:
@@ -187,12 +211,13 @@ def _compute(
             if progress:
                 progress(len(task[0]))
     if not results:
-        empty = np.zeros((0, settings.width), dtype=np.uint8)
-        return empty, np.zeros(0, dtype=bool), [] if want_canonical else None
+        return (np.zeros((0, settings.width), dtype=np.uint8), np.zeros((0, settings.n_descriptors), np.float32),
+                np.zeros(0, dtype=bool), [] if want_canonical else None)
     X = np.concatenate([r[0] for r in results])
-    valid = np.concatenate([r[1] for r in results])
-    canonical = [s for r in results for s in r[2]] if want_canonical else None  # type: ignore[union-attr]
-    return X, valid, canonical
+    D = np.concatenate([r[1] for r in results])
+    valid = np.concatenate([r[2] for r in results])
+    canonical = [s for r in results for s in r[3]] if want_canonical else None  # type: ignore[union-attr]
+    return X, D, valid, canonical
 
 
 def featurize(
@@ -213,32 +238,35 @@ def featurize(
     smiles = list(smiles)
     n_jobs = default_jobs() if n_jobs is None else max(1, n_jobs)
     X = np.zeros((len(smiles), settings.width), dtype=np.uint8)
+    D = np.zeros((len(smiles), settings.n_descriptors), dtype=np.float32)
     valid = np.zeros(len(smiles), dtype=bool)
     todo = list(range(len(smiles)))
     if cache is not None:
         found = cache.get_many(smiles, settings)
         todo = []
         for i, smi in enumerate(smiles):
-            row = found.get(smi) if isinstance(smi, str) else None
-            if row is None:
+            hit = found.get(smi) if isinstance(smi, str) else None
+            if hit is None:
                 todo.append(i)
             else:
-                X[i], valid[i] = row, True
+                X[i], D[i], valid[i] = hit[0], hit[1], True
         if progress and len(smiles) - len(todo):
             progress(len(smiles) - len(todo))
         log.debug("fingerprint cache: %d hits, %d misses", len(smiles) - len(todo), len(todo))
     if todo:
         sub = [smiles[i] for i in todo]
-        X_new, valid_new, canonical = _compute(sub, settings, n_jobs, cache is not None, progress)
+        X_new, D_new, valid_new, canonical = _compute(sub, settings, n_jobs, cache is not None, progress)
         idx = np.asarray(todo)
-        X[idx], valid[idx] = X_new, valid_new
+        X[idx], D[idx], valid[idx] = X_new, D_new, valid_new
         if cache is not None and canonical is not None:
             ok = np.flatnonzero(valid_new)
-            cache.put_many([canonical[i] for i in ok], X_new[ok], settings)
+            cache.put_many([canonical[i] for i in ok], X_new[ok], D_new[ok], settings)
     invalid = [InvalidSmiles(int(i), str(smiles[i])) for i in np.flatnonzero(~valid)]
     if invalid:
         log.info("skipped %d invalid SMILES (first at row %d: %r)", len(invalid), invalid[0].row,
                     invalid[0].smiles)
     rows = np.flatnonzero(valid)
-    return Features(X=X[rows] if len(rows) < len(smiles) else X, rows=rows, invalid=invalid)
+    if len(rows) < len(smiles):
+        X, D = X[rows], D[rows]
+    return Features(X=X, D=D, rows=rows, invalid=invalid)
 

@@ -3,7 +3,8 @@
 Why: a campaign re-scores the same library after every measurement and every retrain; parsing SMILES is
 most of the featurisation cost. One SQLite file per featuriser setting keeps entries of different
 settings apart and survives crashes (a half-written batch is rolled back, never read back half-done).
-Fingerprints are stored sparsely (uint16 bit indices + uint8 counts), about 100 bytes per molecule.
+Fingerprints are stored sparsely (uint16 bit indices + uint8 counts), about 100 bytes per molecule,
+descriptors (when the settings ask for them) as float32 bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from labloop.surrogate.featurize import FingerprintSettings
 
 log = logging.getLogger(__name__)
 
+#: (fingerprint uint8 row, descriptor float32 row) of one cached molecule
+Cached = tuple[np.ndarray, np.ndarray]
+
 _BATCH = 500  # SQLite's parameter limit is 999 on old builds
+_SCHEMA = "CREATE TABLE IF NOT EXISTS fp (smiles TEXT PRIMARY KEY, idx BLOB, cnt BLOB, desc BLOB)"
 
 
 def default_cache_dir() -> Path:
@@ -37,46 +42,56 @@ class FingerprintCache:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
 
+    def _path(self, settings: FingerprintSettings) -> Path:
+        return self.directory / f"{settings.key()}.sqlite"
+
     def _connect(self, settings: FingerprintSettings) -> sqlite3.Connection:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{settings.key()}.sqlite"
-        try:
-            con = sqlite3.connect(path, timeout=30)
-            con.execute("CREATE TABLE IF NOT EXISTS fp (smiles TEXT PRIMARY KEY, idx BLOB, cnt BLOB)")
-        except sqlite3.DatabaseError as exc:  # a damaged cache is only a cache: start it again
-            log.warning("fingerprint cache %s is unreadable (%s); rebuilding it", path, exc)
-            path.unlink(missing_ok=True)
-            con = sqlite3.connect(path, timeout=30)
-            con.execute("CREATE TABLE fp (smiles TEXT PRIMARY KEY, idx BLOB, cnt BLOB)")
+        con = sqlite3.connect(self._path(settings), timeout=30)
+        con.execute(_SCHEMA)
         return con
 
-    def get_many(self, smiles: Sequence[str], settings: FingerprintSettings) -> dict[str, np.ndarray]:
-        """Dense uint8 rows of the SMILES that are cached; missing ones are simply absent."""
+    def _rebuild(self, settings: FingerprintSettings, exc: Exception) -> None:
+        """A damaged cache is only a cache: warn and start it again."""
+        log.warning("fingerprint cache %s is unreadable (%s); rebuilding it", self._path(settings), exc)
+        self._path(settings).unlink(missing_ok=True)
+
+    def get_many(self, smiles: Sequence[str], settings: FingerprintSettings) -> dict[str, Cached]:
+        """(fingerprint uint8 row, descriptor float32 row) of the cached SMILES; missing ones are absent."""
         keys = sorted({s for s in smiles if isinstance(s, str)})
-        found: dict[str, np.ndarray] = {}
-        con = self._connect(settings)
+        found: dict[str, Cached] = {}
         try:
-            for start in range(0, len(keys), _BATCH):
-                batch = keys[start : start + _BATCH]
-                marks = ",".join("?" * len(batch))
-                for smi, idx, cnt in con.execute(f"SELECT smiles, idx, cnt FROM fp WHERE smiles IN ({marks})",
-                                                 batch):
-                    row = np.zeros(settings.width, dtype=np.uint8)
-                    row[np.frombuffer(idx, dtype=np.uint16)] = np.frombuffer(cnt, dtype=np.uint8)
-                    found[smi] = row
-        finally:
-            con.close()
+            con = self._connect(settings)
+            try:
+                for start in range(0, len(keys), _BATCH):
+                    batch = keys[start : start + _BATCH]
+                    marks = ",".join("?" * len(batch))
+                    query = f"SELECT smiles, idx, cnt, desc FROM fp WHERE smiles IN ({marks})"
+                    for smi, idx, cnt, desc in con.execute(query, batch):
+                        row = np.zeros(settings.width, dtype=np.uint8)
+                        row[np.frombuffer(idx, dtype=np.uint16)] = np.frombuffer(cnt, dtype=np.uint8)
+                        found[smi] = (row, np.frombuffer(desc, dtype=np.float32))
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            self._rebuild(settings, exc)
+            return {}
         return found
 
-    def put_many(self, smiles: Sequence[str], X: np.ndarray, settings: FingerprintSettings) -> None:
-        """Store rows of ``X`` under the (canonical) SMILES; existing entries are kept as they are."""
+    def put_many(self, smiles: Sequence[str], X: np.ndarray, D: np.ndarray, settings: FingerprintSettings) -> None:
+        """Store rows of ``X``/``D`` under the (canonical) SMILES; existing entries are kept as they are."""
         rows = []
-        for smi, x in zip(smiles, X, strict=True):
+        for smi, x, d in zip(smiles, X, D, strict=True):
             nz = np.flatnonzero(x)
-            rows.append((smi, nz.astype(np.uint16).tobytes(), x[nz].astype(np.uint8).tobytes()))
-        con = self._connect(settings)
+            rows.append((smi, nz.astype(np.uint16).tobytes(), x[nz].astype(np.uint8).tobytes(),
+                         np.asarray(d, dtype=np.float32).tobytes()))
+        try:
+            con = self._connect(settings)
+        except sqlite3.DatabaseError as exc:
+            self._rebuild(settings, exc)
+            con = self._connect(settings)
         try:
             with con:
-                con.executemany("INSERT OR IGNORE INTO fp VALUES (?, ?, ?)", rows)
+                con.executemany("INSERT OR IGNORE INTO fp VALUES (?, ?, ?, ?)", rows)
         finally:
             con.close()

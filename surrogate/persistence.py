@@ -66,6 +66,7 @@ def save_ensemble(ens: Ensemble, directory: str | Path, extra: dict | None = Non
             "fingerprint": ens.fingerprint.to_dict(),
             "model": ens.config.model_dump(mode="json"),
             "label_scaling": ens.scaler.to_dict(),
+            "descriptor_scaling": ens.descriptor_scaler.to_dict() if ens.descriptor_scaler else None,
             "folds": len(ens.members),
             "members": files,
             "calibration": ens.calibration,
@@ -112,13 +113,17 @@ def load_ensemble(directory: str | Path) -> Ensemble:
         config = ModelConfig.model_validate(manifest["model"])
         targets = list(manifest["targets"])
         scaler = LabelScaler.from_dict(manifest["label_scaling"])
+        desc = manifest.get("descriptor_scaling")
+        desc_scaler = LabelScaler.from_dict(desc) if desc else None
+        if fingerprint.descriptors and desc_scaler is None:
+            raise KeyError("descriptor_scaling")
         calibration = {t: float(manifest["calibration"][t]) for t in targets}
         files = list(manifest["members"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path / MANIFEST}: incomplete or invalid manifest ({exc})") from None
     members = []
     for k, name in enumerate(files):
-        model = build_model(config, fingerprint.width, len(targets), seed=k)
+        model = build_model(config, fingerprint.width + fingerprint.n_descriptors, len(targets), seed=k)
         try:
             model.load_weights(path / name)
         except FileNotFoundError:
@@ -127,7 +132,7 @@ def load_ensemble(directory: str | Path) -> Ensemble:
             raise ModelLoadError(f"{path / name}: damaged or incompatible weights ({exc})") from None
         members.append(model)
     info = {k: v for k, v in manifest.items() if k not in {
-        "format", "format_version", "preset", "targets", "fingerprint", "model", "label_scaling", "folds",
-        "members", "calibration"}}
-    return Ensemble(members, fingerprint, config, targets, scaler, calibration, manifest.get("preset", "custom"),
-                    info)
+        "format", "format_version", "preset", "targets", "fingerprint", "model", "label_scaling",
+        "descriptor_scaling", "folds", "members", "calibration"}}
+    return Ensemble(members, fingerprint, config, targets, scaler, calibration, desc_scaler,
+                    manifest.get("preset", "custom"), info)

@@ -43,7 +43,7 @@ def run_sweep(
             feats = featurize(table.smiles, fp)
             Y = table.Y[feats.rows]
             keep = ~np.isnan(Y).all(axis=1)
-            ens = train_ensemble(feats.X[keep], Y[keep], table.targets, fp, preset.model, folds=folds,
+            ens = train_ensemble(feats.subset(keep), Y[keep], table.targets, fp, preset.model, folds=folds,
                                  seed=seed, preset=preset.name)
             row: dict = {"radius": radius, "bits": n_bits}
             oof = ens.info["metrics"]["out_of_fold"]

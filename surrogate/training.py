@@ -60,19 +60,19 @@ def train_from_table(
     feats = featurize(table.smiles, preset.fingerprint, cache=cache, progress=on_featurized)
     Y = table.Y[feats.rows]
     labelled = ~np.isnan(Y).all(axis=1)
-    X, Y = feats.X[labelled], Y[labelled]
+    data, Y = feats.subset(labelled), Y[labelled]
     n_unlabelled = int((~labelled).sum())
     if n_unlabelled:
         log.warning("dropped %d rows without any target value", n_unlabelled)
-    train_rows, held_rows = split_holdout(len(X), holdout, seed)
-    ens = train_ensemble(X[train_rows], Y[train_rows], table.targets, preset.fingerprint, preset.model,
+    train_rows, held_rows = split_holdout(len(data), holdout, seed)
+    ens = train_ensemble(data.subset(train_rows), Y[train_rows], table.targets, preset.fingerprint, preset.model,
                          folds=folds, seed=seed, preset=preset.name, on_epoch=on_epoch)
     ens.info["training_data"] = {"file": str(table.path), "sha256": table.sha256(), "rows": len(table.smiles),
                                  "invalid_smiles": len(feats.invalid), "unlabelled": n_unlabelled,
                                  "holdout": holdout, "seed": seed}
     run = TrainingRun(ens, feats.invalid, n_unlabelled)
     if len(held_rows):
-        mean, std = ens.predict_features(X[held_rows])
+        mean, std = ens.predict_features(data.subset(held_rows))
         run.holdout_metrics = {t: regression_metrics(Y[held_rows, j], mean[:, j], std[:, j])
                                for j, t in enumerate(table.targets)}
         ens.info["metrics"]["holdout"] = run.holdout_metrics

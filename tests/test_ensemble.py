@@ -13,24 +13,26 @@ from labloop.surrogate.errors import InvalidInput, ModelLoadError
 from labloop.surrogate.featurize import featurize
 from labloop.surrogate.metrics import Z95, calibration_factor, regression_metrics
 
+TARGETS = ["ie_ev", "ea_ev"]
+
 
 @pytest.fixture(scope="module")
 def data(ocelot, tiny_preset):
     rows = ocelot.iloc[400:2400]
     feats = featurize(rows.smiles.tolist(), tiny_preset().fingerprint, n_jobs=1)
-    return feats.X, rows[["ie_ev", "ea_ev"]].to_numpy()
+    return feats, rows[["ie_ev", "ea_ev"]].to_numpy()
 
 
 def test_tiny_training_lowers_loss_and_beats_the_mean(data, tiny_preset):
     from labloop.surrogate.ensemble import train_ensemble
 
-    X, Y = data
+    F, Y = data
     train, test = slice(0, 1600), slice(1600, 2000)
     preset = tiny_preset(epochs=8)
-    ens = train_ensemble(X[train], Y[train], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=2, seed=3)
+    ens = train_ensemble(F.subset(train), Y[train], TARGETS, preset.fingerprint, preset.model, folds=2, seed=3)
     for curve in ens.info["learning_curves"]:
         assert curve["loss"][-1] < 0.8 * curve["loss"][0]
-    mean, std = ens.predict_features(X[test])
+    mean, std = ens.predict_features(F.subset(test))
     assert mean.shape == std.shape == (400, 2) and (std > 0).all()
     for j in range(2):
         model_mae = np.abs(mean[:, j] - Y[test, j]).mean()
@@ -41,11 +43,11 @@ def test_tiny_training_lowers_loss_and_beats_the_mean(data, tiny_preset):
 def test_missing_labels_are_masked_not_learned(data, tiny_preset):
     from labloop.surrogate.ensemble import train_ensemble
 
-    X, Y = data
+    F, Y = data
     Y = Y[:600].copy()
     Y[::2, 1] = np.nan  # EA measured for every other molecule only
     preset = tiny_preset(epochs=3)
-    ens = train_ensemble(X[:600], Y, ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=2, seed=0)
+    ens = train_ensemble(F.subset(slice(0, 600)), Y, TARGETS, preset.fingerprint, preset.model, folds=2, seed=0)
     for curve in ens.info["learning_curves"]:
         assert np.isfinite(curve["loss"]).all()
     assert ens.info["metrics"]["out_of_fold"]["ea_ev"]["n"] < ens.info["metrics"]["out_of_fold"]["ie_ev"]["n"]
@@ -54,12 +56,12 @@ def test_missing_labels_are_masked_not_learned(data, tiny_preset):
 def test_too_little_data_or_folds_is_refused(data, tiny_preset):
     from labloop.surrogate.ensemble import train_ensemble
 
-    X, Y = data
+    F, Y = data
     preset = tiny_preset()
     with pytest.raises(InvalidInput, match="folds"):
-        train_ensemble(X[:100], Y[:100], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=1)
+        train_ensemble(F.subset(slice(0, 100)), Y[:100], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=1)
     with pytest.raises(InvalidInput, match="too few"):
-        train_ensemble(X[:12], Y[:12], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=5)
+        train_ensemble(F.subset(slice(0, 12)), Y[:12], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=5)
 
 
 def test_calibration_factor_hand_computed():
@@ -102,11 +104,12 @@ def test_saved_model_predicts_like_the_trained_one(data, tiny_preset, tmp_path):
     from labloop.surrogate.ensemble import train_ensemble
     from labloop.surrogate.persistence import load_ensemble, save_ensemble
 
-    X, Y = data
+    F, Y = data
     preset = tiny_preset(epochs=2)
-    ens = train_ensemble(X[:300], Y[:300], ["ie_ev", "ea_ev"], preset.fingerprint, preset.model, folds=2)
+    ens = train_ensemble(F.subset(slice(0, 300)), Y[:300], TARGETS, preset.fingerprint, preset.model, folds=2)
     save_ensemble(ens, tmp_path / "m")
-    before, after = ens.predict_features(X[300:400]), load_ensemble(tmp_path / "m").predict_features(X[300:400])
+    probe = F.subset(slice(300, 400))
+    before, after = ens.predict_features(probe), load_ensemble(tmp_path / "m").predict_features(probe)
     np.testing.assert_allclose(before[0], after[0], rtol=1e-6)
     np.testing.assert_allclose(before[1], after[1], rtol=1e-6)
 
