@@ -105,7 +105,8 @@ def _volts(value: float | None, digits: int = 3) -> str:
 def _experiments_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="experiments", title_justify="left")
     for name in ("id", "smiles", "status", "try", "started", "finished", "cause"):
-        table.add_column(name, overflow="fold", justify="right" if name in ("id", "try") else "left")
+        table.add_column(name, overflow="fold", no_wrap=name not in ("smiles", "cause"),
+                         justify="right" if name in ("id", "try") else "left")
     style = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
     for e in rows:
         table.add_row(str(e["id"]), e["smiles"], Text(e["status"], style=style.get(e["status"], "")),
@@ -137,7 +138,7 @@ def _best_table(rows: list[dict[str, Any]]) -> Table:
 def _events_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="recent events", title_justify="left")
     for name in ("time", "kind", "message"):
-        table.add_column(name, overflow="fold")
+        table.add_column(name, overflow="fold", no_wrap=name != "message")
     for event in rows:
         table.add_row(_time(event["time"]), event["kind"], event["message"])
     return table

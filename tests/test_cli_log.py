@@ -1,0 +1,156 @@
+"""`labloop log STORE`: the --json object scripts rely on, the tables people read, --follow on a live
+journal, and one-line exit-2 errors for stores that are not journals. Journals are filled through the
+Journal API with simulated, analysed voltammograms."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labloop.instruments.cv_analysis import analyze_cv
+from labloop.orchestrator.campaign import load_campaign
+from labloop.orchestrator.journal import Journal
+from labloop.sim.cv_physics import random_couple, simulate_cv
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "campaign.yaml"
+BEST = "COc1ccc(OC)cc1"  # measured inside the 4.5-4.6 V window: the hit
+NEAR = "Cc1ccccc1N"  # measured at 4.40 V: second best
+FAR = "c1ccc2ccccc2c1"  # measured at 3.20 V
+
+
+@dataclass(frozen=True)
+class Proposal:
+    smiles: str
+    conditions: dict = field(default_factory=lambda: {"scan_rate_v_s": 0.1})
+    mu: float | None = 4.5
+    sigma: float | None = 0.2
+    acquisition: float | None = 0.3
+
+
+@pytest.fixture
+def labloop(capsys):
+    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output."""
+    from labloop.orchestrator.cli import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+def measure(journal: Journal, experiment_id: int, potential_v: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cell, params = random_couple(rng)
+    v = simulate_cv(cell, params, rng)
+    journal.start_experiment(experiment_id)
+    journal.record_raw(experiment_id, v)
+    journal.record_measurement(experiment_id, analyze_cv(v), potential_v)
+    journal.finish_experiment(experiment_id)
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    """A journal mid-campaign: three done (one hit), one failed, one running, one proposed; one model."""
+    path = tmp_path / "runs" / "cathode-screen.db"
+    with Journal.create(path, load_campaign(EXAMPLE)) as journal:
+        version = journal.add_model_version(21000, {"ie_ev": {"mae": 0.2}})
+        ids = journal.record_proposals([Proposal(s) for s in (FAR, BEST, NEAR, "CCO", "CCN", "CCC")], step=0,
+                                       planner="random", model_version=version)
+        for eid, potential, seed in zip(ids, (3.2, 4.55, 4.4), (1, 2, 3), strict=False):
+            measure(journal, eid, potential, seed)
+        journal.start_experiment(ids[3])
+        journal.fail_experiment(ids[3], "PumpStalled: analyte_pump: motor stall")
+        journal.start_experiment(ids[4])
+    return path
+
+
+def test_json_is_one_object_with_campaign_experiments_models_events(labloop, store):
+    proc = labloop("log", store, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == 1
+    data = json.loads(proc.stdout)
+
+    assert data["campaign"]["name"] == "cathode-screen" and data["campaign"]["budget"]["max_experiments"] == 30
+    rows = data["experiments"]
+    assert [r["smiles"] for r in rows] == [FAR, BEST, NEAR, "CCO", "CCN", "CCC"]
+    assert [r["status"] for r in rows] == ["done", "done", "done", "failed", "running", "proposed"]
+    assert [r["potential_v"] for r in rows] == [3.2, 4.55, 4.4, None, None, None]
+    assert rows[0]["started_at"] <= rows[0]["finished_at"]
+    assert rows[4]["finished_at"] is None and rows[5]["started_at"] is None
+    assert rows[3]["cause"].startswith("PumpStalled")
+    assert (rows[1]["mu"], rows[1]["sigma"], rows[1]["model_version"]) == (4.5, 0.2, 1)
+    assert [m["version"] for m in data["models"]] == [1] and data["models"][0]["n_train"] == 21000
+    assert {"created", "proposed", "started", "done", "failed"} <= {e["kind"] for e in data["events"]}
+    assert [b["smiles"] for b in data["best"]] == [BEST, NEAR, FAR]
+    assert data["progress"]["hits"] == 1 and data["progress"]["counts"]["done"] == 3
+
+
+def test_tables_show_the_best_molecule_first(labloop, store):
+    proc = labloop("log", store)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "cathode-screen" in out and "done 3/30" in out and "hits 1" in out
+    best_section = out[out.index("best so far"):out.index("recent events")]
+    first_row = next(line for line in best_section.splitlines() if re.match(r"│\s+1\s+│", line))
+    assert BEST in first_row and "4.550" in first_row
+    assert "motor stall" in out  # the failed experiment's cause
+
+
+def test_bad_stores_exit_2_with_one_line(labloop, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello " * 200)
+    for store, needle in ((tmp_path / "missing.db", "no such journal"), (text, "not a labloop journal"),
+                          (tmp_path, "is a directory")):
+        proc = labloop("log", store)
+        assert proc.returncode == 2 and proc.stdout == ""
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing created
+
+
+def test_follow_and_json_do_not_combine(labloop, store):
+    proc = labloop("log", store, "--follow", "--json")
+    assert proc.returncode == 2 and "--follow" in proc.stderr
+
+
+def test_follow_shows_what_a_writer_commits_and_stops_on_ctrl_c(store):
+    child = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli", "log", store, "--follow"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()
+
+    def wait_for(needle: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if needle in lines.get(timeout=0.5):
+                    return
+            except queue.Empty:
+                assert child.poll() is None, child.stderr.read()
+        pytest.fail(f"{needle!r} never shown")
+
+    try:
+        wait_for(BEST)
+        with Journal.open(store) as journal:
+            (eid,) = journal.record_proposals([Proposal("OCCO")], step=1, planner="random")
+            measure(journal, eid, 4.58, seed=5)
+        wait_for("OCCO")
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=30) == 0
+    finally:
+        child.kill()
+        child.wait()
