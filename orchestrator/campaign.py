@@ -27,9 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
+    Strict,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -53,14 +51,18 @@ from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.presets import PRESETS
 from labloop.surrogate.screening import SOLVENT_WINDOWS
 
-__all__ = ["Campaign", "CampaignError", "known_drivers", "load_campaign"]
-
 log = logging.getLogger(__name__)
 
 #: the step names a protocol may use; their parameters are the protocol engine's to check
 PROTOCOL_STEPS: tuple[str, ...] = ("load_sample", "dispense", "wait", "cv", "rinse", "analyze")
 
 Quantity = Literal["oxidation_potential", "reduction_potential"]
+#: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+PositiveNumber = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeNumber = Annotated[float, Strict(), Field(ge=0)]
 SECTION = ConfigDict(frozen=True, extra="forbid")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -100,12 +102,13 @@ def _number_to_pair(value: Any) -> Any:
 
 
 #: [low, high] with low < high: potential windows
-Interval = Annotated[tuple[float, float], _ordered_pair(strict=True)]
+Interval = Annotated[tuple[Number, Number], _ordered_pair(strict=True)]
 #: [low, high] with 0 < low <= high, or one number for a fixed value: ranges of measurement conditions
-Range = Annotated[tuple[PositiveFloat, PositiveFloat], BeforeValidator(_number_to_pair), _ordered_pair(strict=False)]
+Range = Annotated[tuple[PositiveNumber, PositiveNumber], BeforeValidator(_number_to_pair),
+                  _ordered_pair(strict=False)]
 
 
-def _table_problem(loc: tuple[str, ...], path: Path, columns: tuple[str, ...], smiles_column: str) -> None:
+def _check_table(loc: tuple[str, ...], path: Path, columns: tuple[str, ...], smiles_column: str) -> None:
     """Raise a Problem at ``loc`` unless ``path`` is a readable CSV with a SMILES column and ``columns``."""
     try:
         table = read_table(path, columns, smiles_column=smiles_column)
@@ -124,7 +127,7 @@ class Library(BaseModel):
 
     @model_validator(mode="after")
     def _readable(self) -> Library:
-        _table_problem(("file",), self.file, (), self.smiles_column)
+        _check_table(("file",), self.file, (), self.smiles_column)
         return self
 
 
@@ -138,7 +141,7 @@ class Prior(BaseModel):
 
     @model_validator(mode="after")
     def _readable(self) -> Prior:
-        _table_problem(("file",), self.file, self.targets, self.smiles_column)
+        _check_table(("file",), self.file, self.targets, self.smiles_column)
         return self
 
 
@@ -153,7 +156,7 @@ class Objective(BaseModel):
     quantity: Quantity
     goal: Literal["maximize", "minimize", "window"]
     window_v: Interval | None = None
-    threshold_v: float | None = None
+    threshold_v: Number | None = None
 
     @model_validator(mode="after")
     def _goal_fields(self) -> Objective:
@@ -192,7 +195,7 @@ class Surrogate(BaseModel):
 
     model_config = SECTION
     preset: str = "fast"
-    folds: int = Field(5, ge=2, le=20)
+    folds: Int = Field(5, ge=2, le=20)
     retrain_every: PositiveInt = 10
 
     @field_validator("preset")
@@ -209,7 +212,7 @@ class Planner(BaseModel):
     model_config = SECTION
     kind: Literal["random", "bayes", "greedy", "screening"] = "random"
     acquisition: Literal["ei", "pi", "lcb", "window_probability"] | None = None
-    batch_size: int = Field(1, ge=1, le=96)
+    batch_size: Int = Field(1, ge=1, le=96)
 
     @model_validator(mode="after")
     def _acquisition_for_bayes(self) -> Planner:
@@ -306,7 +309,7 @@ class Budget(BaseModel):
 
     model_config = SECTION
     max_experiments: PositiveInt = 30
-    max_hours: PositiveFloat | None = None
+    max_hours: PositiveNumber | None = None
     stop_after_hits: PositiveInt | None = None
     max_consecutive_faults: PositiveInt = 3
 
@@ -331,7 +334,7 @@ class Schedule(BaseModel):
 
     model_config = SECTION
     active_hours: str = "00:00-24:00"
-    health_check_minutes: PositiveFloat = 10.0
+    health_check_minutes: PositiveNumber = 10.0
 
     @field_validator("active_hours")
     @classmethod
@@ -345,8 +348,8 @@ class Safety(BaseModel):
     cell's reference electrode."""
 
     model_config = SECTION
-    max_dispense_ml: PositiveFloat = 5.0
-    syringe_ml: PositiveFloat = 10.0
+    max_dispense_ml: PositiveNumber = 5.0
+    syringe_ml: PositiveNumber = 10.0
     potential_limits_v: Interval = (-3.0, 3.0)
 
     def limits(self) -> SafetyLimits:
@@ -406,8 +409,8 @@ class World(BaseModel):
 
     model_config = SECTION
     truth: Truth = Truth.model_validate({})
-    noise_v: NonNegativeFloat = 0.01
-    time_scale: NonNegativeFloat = 0.0
+    noise_v: NonNegativeNumber = 0.01
+    time_scale: NonNegativeNumber = 0.0
 
 
 class Campaign(BaseModel):
@@ -416,7 +419,7 @@ class Campaign(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", title="labloop campaign")
     name: str = Field(max_length=80, json_schema_extra={"pattern": NAME_PATTERN.pattern},
                       description="letters, digits, '.', '_' and '-': it names files")
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0)
     store: FilePath = Field(None, validate_default=True,  # type: ignore[assignment]  # filled in from name
                             description="the journal file; default runs/<name>.db beside the campaign file")
     library: Library
@@ -483,7 +486,7 @@ class Campaign(BaseModel):
                                                              f"measures ({self.objective.quantity!r})")]
         loc = ("world", "truth", "file" if truth.file is not None else "from")
         try:
-            _table_problem(loc, truth.file or self.library.file, truth.columns, self.library.smiles_column)
+            _check_table(loc, truth.file or self.library.file, truth.columns, self.library.smiles_column)
         except Problems as exc:
             return list(exc.problems)
         return []

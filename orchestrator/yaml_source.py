@@ -169,7 +169,7 @@ def _message(error: Any, model: type[BaseModel]) -> str:
         return f"must be a mapping of fields, got {_type_name(value)}"
     if kind == "value_error":  # our own validators' messages say what they got
         return error["msg"].removeprefix("Value error, ")
-    message = error["msg"].replace("Input should be", "must be")
+    message = re.sub(r"^(Input|Dictionary|List|Tuple|String) should", "must", error["msg"])
     return message if isinstance(value, dict | list) else f"{message} (got {value!r})"
 
 
