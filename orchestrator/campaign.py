@@ -15,7 +15,6 @@ protocol's steps inline; that dump validates again, which is how a journal keeps
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 from pathlib import Path
@@ -57,12 +56,13 @@ log = logging.getLogger(__name__)
 PROTOCOL_STEPS: tuple[str, ...] = ("load_sample", "dispense", "wait", "cv", "rinse", "analyze")
 
 Quantity = Literal["oxidation_potential", "reduction_potential"]
-#: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values
+#: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values;
+#: ``.inf`` and ``.nan`` are no limits either
 Int = Annotated[int, Strict()]
-Number = Annotated[float, Strict()]
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-PositiveNumber = Annotated[float, Strict(), Field(gt=0)]
-NonNegativeNumber = Annotated[float, Strict(), Field(ge=0)]
+PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+NonNegativeNumber = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 SECTION = ConfigDict(frozen=True, extra="forbid")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -86,13 +86,11 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
 FilePath = Annotated[Path, AfterValidator(_resolve)]
 
 
-def _ordered_pair(strict: bool) -> AfterValidator:
+def _ordered_pair(allow_equal: bool) -> AfterValidator:
     def check(value: tuple[float, float]) -> tuple[float, float]:
         low, high = value
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError(f"must be two finite numbers [low, high], got {list(value)}")
-        if low > high or (strict and low == high):
-            raise ValueError(f"low must be {'below' if strict else 'at most'} high, got {list(value)}")
+        if low > high or (low == high and not allow_equal):
+            raise ValueError(f"low must be {'at most' if allow_equal else 'below'} high, got {list(value)}")
         return value
     return AfterValidator(check)
 
@@ -102,10 +100,10 @@ def _number_to_pair(value: Any) -> Any:
 
 
 #: [low, high] with low < high: potential windows
-Interval = Annotated[tuple[Number, Number], _ordered_pair(strict=True)]
+Interval = Annotated[tuple[Number, Number], _ordered_pair(allow_equal=False)]
 #: [low, high] with 0 < low <= high, or one number for a fixed value: ranges of measurement conditions
 Range = Annotated[tuple[PositiveNumber, PositiveNumber], BeforeValidator(_number_to_pair),
-                  _ordered_pair(strict=False)]
+                  _ordered_pair(allow_equal=True)]
 
 
 def _check_table(loc: tuple[str, ...], path: Path, columns: tuple[str, ...], smiles_column: str) -> None:
@@ -231,7 +229,7 @@ class Conditions(BaseModel):
     @classmethod
     def _plausible_scan_rate(cls, value: tuple[float, float]) -> tuple[float, float]:
         if value[1] > 100:
-            raise ValueError(f"scan rates above 100 V/s are not cyclic voltammetry a cell can do, got {list(value)}")
+            raise ValueError(f"must be at most 100 V/s (beyond any potentiostat's CV), got {list(value)}")
         return value
 
 
