@@ -124,7 +124,7 @@ MALFORMED = [
     ("count given as text", edit("max_experiments: 30", "max_experiments: '30'"), "budget:", "budget.max_experiments",
      "valid integer (got '30')"),
     ("unknown surrogate preset", edit("preset: fast", "preset: huge"), "surrogate:", "surrogate.preset",
-     "'huge' is not one of fast, thesis"),
+     "'huge' is not one of "),
     ("scan-rate range reversed", edit("[0.02, 0.5]", "[0.5, 0.02]"), "conditions:", "conditions.scan_rate_v_s",
      "low must be at most high"),
     ("negative scan rate", edit("[0.02, 0.5]", "[-0.02, 0.5]"), "conditions:", "conditions.scan_rate_v_s[0]",
