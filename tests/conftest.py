@@ -6,6 +6,7 @@ molecules, a few epochs) serves every test that only needs *a* trained model.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,3 +54,21 @@ def tiny_model_dir(tmp_path_factory, small_csv) -> Path:
     table = read_table(small_csv, ["ie_ev", "ea_ev"])
     run = train_from_table(table, _tiny_preset(), folds=3, seed=1)
     return save_ensemble(run.ensemble, tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def labloop(capsys):
+    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output.
+
+    In-process keeps TensorFlow's start-up to once per session; the entry point itself is covered by
+    the few tests that run ``python -m labloop.orchestrator.cli`` in a subprocess.
+    """
+    from labloop.orchestrator.cli import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run

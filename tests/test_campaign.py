@@ -20,20 +20,6 @@ EXAMPLE = ROOT / "examples" / "campaign.yaml"
 
 
 @pytest.fixture
-def labloop(capsys):
-    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output."""
-    from labloop.orchestrator.cli import main
-
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
-
-
-@pytest.fixture
 def workdir(tmp_path) -> Path:
     """A copy of the example campaign, library and protocol beside a link to the bundled data, as in the repo."""
     examples = tmp_path / "examples"

@@ -9,25 +9,10 @@ import subprocess
 import sys
 import time
 
-import pytest
 import serial
 
 from labloop.instruments.methodscript import cv_script, parse_package
 from labloop.instruments.voltammogram import CVParams
-
-
-@pytest.fixture
-def labloop(capsys):
-    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output."""
-    from labloop.orchestrator.cli import main
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

@@ -38,20 +38,6 @@ class Proposal:
     acquisition: float | None = 0.3
 
 
-@pytest.fixture
-def labloop(capsys):
-    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output."""
-    from labloop.orchestrator.cli import main
-
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
-
-
 def measure(journal: Journal, experiment_id: int, potential_v: float, seed: int) -> None:
     rng = np.random.default_rng(seed)
     cell, params = random_couple(rng)

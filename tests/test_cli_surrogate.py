@@ -13,20 +13,6 @@ import pandas as pd
 import pytest
 
 
-@pytest.fixture
-def labloop(capsys):
-    """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output."""
-    from labloop.orchestrator.cli import main
-
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
-
-
 def test_console_entry_point_exits_2_on_bad_input(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli", "surrogate", "train",
                            str(tmp_path / "nope.csv"), "-t", "ie_ev", "-o", str(tmp_path / "m")],
