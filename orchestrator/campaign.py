@@ -48,7 +48,6 @@ from labloop.orchestrator.yaml_source import (
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.presets import PRESETS
-from labloop.surrogate.screening import SOLVENT_WINDOWS
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +135,7 @@ class Prior(BaseModel):
     file: FilePath
     smiles_column: str = "smiles"
     targets: tuple[str, ...] = Field(("ie_ev", "ea_ev"), min_length=1)
+    rows: PositiveInt | None = Field(None, description="train on a seeded random slice of this many rows")
 
     @model_validator(mode="after")
     def _readable(self) -> Prior:
@@ -195,6 +195,7 @@ class Surrogate(BaseModel):
     preset: str = "fast"
     folds: Int = Field(5, ge=2, le=20)
     retrain_every: PositiveInt = 10
+    epochs: PositiveInt | None = Field(None, description="training epochs (default: the preset's)")
 
     @field_validator("preset")
     @classmethod
@@ -384,8 +385,10 @@ class Truth(BaseModel):
     @field_validator("solvent")
     @classmethod
     def _known_solvent(cls, value: str) -> str:
-        if value not in SOLVENT_WINDOWS:
-            raise ValueError(not_one_of(value, list(SOLVENT_WINDOWS)))
+        from labloop.sim.world import DIELECTRIC_CONSTANTS  # the world owns its solvents
+
+        if value not in DIELECTRIC_CONSTANTS:
+            raise ValueError(not_one_of(value, list(DIELECTRIC_CONSTANTS)))
         return value
 
     @model_validator(mode="after")
@@ -401,14 +404,25 @@ class Truth(BaseModel):
         return ("ie_ev", "ea_ev") if self.source == "ie_ea" else (self.column,)
 
 
+class Cell(BaseModel):
+    """The electrochemical cell: where its reference electrode sits, in V vs Li/Li+, so that measured
+    potentials can be reported vs Li/Li+. The default, 3.2 V, is Ag/Ag+ (10 mM AgNO3 in acetonitrile)
+    or Fc+/Fc, to about +/-0.3 V across solvents (PROTOCOLS.md "Potential scales"): calibrate yours."""
+
+    model_config = SECTION
+    reference_offset_v: Number = 3.2
+
+
 class World(BaseModel):
     """The simulated world of ``--dry-run``: ground truth, measurement noise (V), time scale (device
-    seconds per wall second; 0 means zero latency)."""
+    seconds per wall second; 0 means zero latency), and where the emulated reference electrode truly sits
+    (V vs Li/Li+; default: where ``cell.reference_offset_v`` says, i.e. a perfectly calibrated one)."""
 
     model_config = SECTION
     truth: Truth = Truth.model_validate({})
     noise_v: NonNegativeNumber = 0.01
     time_scale: NonNegativeNumber = 0.0
+    reference_offset_v: Number | None = None
 
 
 class Campaign(BaseModel):
@@ -432,6 +446,7 @@ class Campaign(BaseModel):
     budget: Budget = Budget()
     schedule: Schedule = Schedule()
     safety: Safety = Safety()
+    cell: Cell = Cell()
     world: World | None = None
 
     @field_validator("name")

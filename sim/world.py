@@ -1,0 +1,199 @@
+"""The simulated world's ground truth: what every molecule's redox potential really is, and the couple the
+emulated potentiostat sees when that molecule is in the cell.
+
+Why a world apart from the surrogate: a dry run must behave like a lab in which the model is *wrong* in
+a way only measurements reveal (DESIGN.md "The simulated world"). The thesis's gas-phase rule
+``E = IE - 1.40`` (or ``EA - 1.40``) ignores solvation; the world adds a Born term that grows as the
+molecule shrinks, plus a small per-molecule residual, so closing the loop pays. Only this module reads
+the truth columns (``ie_ev``/``ea_ev`` or a potential column); the surrogate and the planners never do.
+
+Truth, in V vs Li/Li+ (``world.truth`` of the campaign):
+
+- ``from: ie_ea``: ``E_ox = IE - 1.40 - G_solv`` and ``E_red = EA + G_solv - 1.40`` with the Born
+  solvation energy ``G_solv = 7.2 eV*A * (1 - 1/eps) / a`` of a sphere of radius ``a = 1.5 A *
+  n_heavy^(1/3)`` in the solvent's dielectric (:data:`DIELECTRIC_CONSTANTS`), plus a residual drawn from
+  N(0, :data:`RESIDUAL_SD_V`) seeded by the canonical SMILES (the same in every process and run);
+- ``column``: the potentials of a CSV column, as they are.
+
+The couple (:meth:`World.couple_of`) puts that potential on the emulated reference electrode's scale
+(``E0 = E_Li - reference_offset_v``), with k0 and D spread per molecule (log-uniform in
+:data:`K0_RANGE_CM_S` and :data:`DIFFUSION_RANGE_CM2_S`, seeded like the residual): enough to make
+voltammograms differ in shape, never enough to move E1/2 (equal D for both forms, alpha 0.5). Each call
+also shifts E0 by N(0, ``noise_v``) from the world's seeded generator: the reference electrode's
+drift from one measurement to the next, which is what the campaign's measurement noise models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from rdkit import Chem
+
+from labloop.sim.cv_physics import CellParams
+from labloop.sim.emulation import DEFAULT_COUPLE
+from labloop.surrogate.dataset import read_table
+from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
+
+if TYPE_CHECKING:
+    from labloop.orchestrator.campaign import Campaign
+
+log = logging.getLogger(__name__)
+
+Quantity = Literal["oxidation_potential", "reduction_potential"]
+
+#: relative permittivities at 25 C (CRC Handbook). ``ec_dmc`` is EC:DMC 1:1 by volume, mixed linearly
+#: from EC (89.8, liquid at 40 C) and DMC (3.1): an estimate; the Born term changes by < 2 % between it and
+#: the lower measured values of such blends (~30-40), since it only enters as 1 - 1/eps.
+DIELECTRIC_CONSTANTS: dict[str, float] = {
+    "acn": 35.9,
+    "pc": 64.9,
+    "dmc": 3.1,
+    "ec_dmc": (89.8 + 3.1) / 2,
+    "dmso": 46.7,
+}
+#: e^2 / (8 pi eps0) in eV*A: the Born energy of a unit charge on a sphere is this over the radius
+BORN_EV_A = 7.2
+#: radius of a molecule with n heavy atoms: 1.5 A * n^(1/3)
+RADIUS_PER_HEAVY_ATOM_A = 1.5
+#: standard deviation of the per-molecule residual the Born model leaves (V)
+RESIDUAL_SD_V = 0.05
+K0_RANGE_CM_S = (0.02, 1.0)
+DIFFUSION_RANGE_CM2_S = (0.7e-5, 1.5e-5)
+LI_ABSOLUTE_V = REFERENCE_ABSOLUTE_V["li"]
+
+
+def born_solvation_ev(n_heavy: int, solvent: str) -> float:
+    """``G_solv = 7.2 eV*A * (1 - 1/eps) / (1.5 A * n_heavy^(1/3))`` for a molecule of ``n_heavy`` atoms."""
+    eps = DIELECTRIC_CONSTANTS[solvent]
+    radius_a = RADIUS_PER_HEAVY_ATOM_A * n_heavy ** (1 / 3)
+    return BORN_EV_A * (1 - 1 / eps) / radius_a
+
+
+def _molecule(smiles: str) -> Chem.Mol:
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise KeyError(f"not a valid SMILES: {smiles!r}")
+    return mol
+
+
+def _rng_of(canonical: str, purpose: str) -> np.random.Generator:
+    """A generator seeded by the molecule (sha256, so the same in every process) and what it is for."""
+    digest = hashlib.sha256(f"{purpose}:{canonical}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+@dataclass(frozen=True)
+class TruthTable:
+    """Rows of the truth file keyed by SMILES as written; a lookup by another spelling of the same molecule
+    goes through canonical SMILES (built on the first miss, since canonicalising a big file takes time)."""
+
+    values: Mapping[str, tuple[float, ...]]
+
+    def row(self, smiles: str) -> tuple[float, ...]:
+        if smiles in self.values:
+            return self.values[smiles]
+        key = Chem.MolToSmiles(_molecule(smiles))
+        if key not in self._by_canonical:
+            raise KeyError(f"{smiles!r} is not in the simulated world's truth file")
+        return self._by_canonical[key]
+
+    @cached_property
+    def _by_canonical(self) -> dict[str, tuple[float, ...]]:
+        by_canonical: dict[str, tuple[float, ...]] = {}
+        for smiles, row in self.values.items():
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is not None:
+                by_canonical.setdefault(Chem.MolToSmiles(mol), row)
+        return by_canonical
+
+    @classmethod
+    def read(cls, path: Path, columns: tuple[str, ...], smiles_column: str) -> TruthTable:
+        table = read_table(path, columns, smiles_column=smiles_column)
+        values: dict[str, tuple[float, ...]] = {}
+        for smiles, row in zip(table.smiles, table.Y, strict=True):
+            if np.isfinite(row).all():
+                values.setdefault(smiles, tuple(float(x) for x in row))
+        return cls(values)
+
+
+class World:
+    """Ground truth of one simulated campaign (see the module docstring).
+
+    ``source`` is "ie_ea" (``table`` rows are (IE, EA) in eV) or "column" (rows are (potential,) in V vs
+    Li/Li+). ``reference_offset_v`` is where the emulated reference electrode sits vs Li/Li+.
+    """
+
+    def __init__(self, table: TruthTable, *, source: Literal["ie_ea", "column"], quantity: Quantity,
+                 solvent: str = "acn", noise_v: float = 0.0, reference_offset_v: float = 0.0,
+                 seed: int = 0) -> None:
+        if solvent not in DIELECTRIC_CONSTANTS:
+            raise ValueError(f"unknown solvent {solvent!r}; known: {', '.join(DIELECTRIC_CONSTANTS)}")
+        if not (math.isfinite(noise_v) and noise_v >= 0):
+            raise ValueError(f"noise_v must be >= 0 V, got {noise_v!r}")
+        self.table = table
+        self.source = source
+        self.quantity = quantity
+        self.solvent = solvent
+        self.noise_v = noise_v
+        self.reference_offset_v = reference_offset_v
+        self._noise = np.random.default_rng(seed)
+        self._lock = threading.Lock()  # couple_of runs on the emulator thread, note_sample on the runner's
+        self._smiles_of: dict[str, str] = {}
+
+    @classmethod
+    def from_campaign(cls, campaign: Campaign) -> World:
+        """The world of ``campaign.world`` (a campaign without one gets the default: IE/EA of the library
+        in acetonitrile, 10 mV noise)."""
+        from labloop.orchestrator.campaign import World as WorldSpec
+
+        spec = campaign.world or WorldSpec()
+        truth = spec.truth
+        table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
+        offset = campaign.cell.reference_offset_v if spec.reference_offset_v is None else spec.reference_offset_v
+        log.info("world: %d molecules, truth from %s, %s", len(table.values), truth.source, campaign.objective.quantity)
+        return cls(table, source=truth.source, quantity=campaign.objective.quantity, solvent=truth.solvent,
+                   noise_v=spec.noise_v, reference_offset_v=offset, seed=campaign.seed)
+
+    def truth_v(self, smiles: str) -> float:
+        """The true potential (V vs Li/Li+) of the campaign's objective quantity; KeyError if unknown."""
+        row = self.table.row(smiles)
+        if self.source == "column":
+            return row[0]
+        ie, ea = row
+        mol = _molecule(smiles)
+        g_solv = born_solvation_ev(mol.GetNumHeavyAtoms(), self.solvent)
+        residual = float(_rng_of(Chem.MolToSmiles(mol), "residual").normal(0.0, RESIDUAL_SD_V))
+        if self.quantity == "oxidation_potential":
+            return ie - LI_ABSOLUTE_V - g_solv + residual
+        return ea + g_solv - LI_ABSOLUTE_V + residual
+
+    def note_sample(self, sample_id: str, smiles: str) -> None:
+        """Say which molecule ``sample_id`` holds (a sample id that is itself a SMILES needs no note)."""
+        with self._lock:
+            self._smiles_of[sample_id] = smiles
+
+    def couple_of(self, sample_id: str) -> CellParams:
+        """The couple the emulated potentiostat measures for ``sample_id`` (E0 vs the emulated reference,
+        drifted by this measurement's noise); KeyError for a sample the world does not know."""
+        with self._lock:
+            smiles = self._smiles_of.get(sample_id, sample_id)
+            drift = float(self._noise.normal(0.0, self.noise_v)) if self.noise_v > 0 else 0.0
+        rng = _rng_of(Chem.MolToSmiles(_molecule(smiles)), "kinetics")
+        return replace(DEFAULT_COUPLE, e0_v=self.truth_v(smiles) - self.reference_offset_v + drift,
+                       k0_cm_s=_log_uniform(rng, K0_RANGE_CM_S),
+                       diffusion_cm2_s=_log_uniform(rng, DIFFUSION_RANGE_CM2_S),
+                       species="reduced" if self.quantity == "oxidation_potential" else "oxidized")

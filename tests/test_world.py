@@ -1,0 +1,90 @@
+"""The simulated world: Born-corrected truth from IE/EA (hand-computed values), potentials from a column,
+determinism across instances, and the couple the emulators get."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from labloop.orchestrator.campaign import load_campaign
+from labloop.sim.world import RESIDUAL_SD_V, World, born_solvation_ev
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+BENZENE, NAPHTHALENE = "c1ccccc1", "c1ccc2ccccc2c1"
+
+
+def write_campaign(folder: Path, world: str, quantity: str = "oxidation_potential", extra: str = "") -> Path:
+    (folder / "library.csv").write_text(f"smiles,ie_ev,ea_ev,ered_v_vs_li\n{BENZENE},9.24,-1.12,0.5\n"
+                                        f"{NAPHTHALENE},8.14,-0.19,1.25\n")
+    path = folder / "campaign.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: world-test
+        seed: 3
+        library: {{file: library.csv}}
+        objective: {{quantity: {quantity}, goal: maximize}}
+        instruments: {{sampler: {{driver: sim-sampler}}}}
+        protocol: [load_sample]
+        {extra}
+        world: {world}
+        """))
+    return path
+
+
+def test_born_term_by_hand():
+    # benzene: 6 heavy atoms, a = 1.5 * 6^(1/3) = 2.7257 A; acetonitrile: 1 - 1/35.9 = 0.97214
+    assert born_solvation_ev(6, "acn") == pytest.approx(7.2 * 0.97214 / 2.72568, rel=1e-4)
+    assert born_solvation_ev(6, "acn") == pytest.approx(2.5678, abs=1e-3)
+    # naphthalene in DMC: a = 1.5 * 10^(1/3) = 3.2317 A; 1 - 1/3.1 = 0.67742 -> 1.5092 eV
+    assert born_solvation_ev(10, "dmc") == pytest.approx(1.5092, abs=1e-3)
+    assert born_solvation_ev(10, "pc") > born_solvation_ev(10, "acn") > born_solvation_ev(10, "dmc")
+
+
+def test_ie_ea_truth_is_the_born_corrected_rule_plus_a_small_residual(tmp_path):
+    world = World.from_campaign(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea, solvent: acn}}")))
+    expected = 9.24 - 1.40 - 2.5678  # IE - 1.40 - G_solv
+    assert world.truth_v(BENZENE) == pytest.approx(expected, abs=4 * RESIDUAL_SD_V)
+    assert world.truth_v(BENZENE) != pytest.approx(expected, abs=1e-6)  # the residual is there
+    assert world.truth_v("C1=CC=CC=C1") == world.truth_v(BENZENE)  # another spelling, the same molecule
+    reduction = World.from_campaign(load_campaign(write_campaign(
+        tmp_path, "{truth: {from: ie_ea, solvent: dmc}}", quantity="reduction_potential")))
+    assert reduction.truth_v(NAPHTHALENE) == pytest.approx(-0.19 + 1.5092 - 1.40, abs=4 * RESIDUAL_SD_V)
+    with pytest.raises(KeyError):
+        world.truth_v("CCO")
+
+
+def test_truth_is_deterministic_across_worlds_and_seeds(tmp_path):
+    a = World.from_campaign(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}}")))
+    b = World.from_campaign(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, noise_v: 0.0}")))
+    assert a.truth_v(NAPHTHALENE) == b.truth_v(NAPHTHALENE)
+    assert b.couple_of(NAPHTHALENE) == b.couple_of(NAPHTHALENE)  # no noise: the same couple every time
+
+
+def test_column_truth_is_taken_as_it_is(tmp_path):
+    world = World.from_campaign(load_campaign(write_campaign(
+        tmp_path, "{truth: {file: library.csv, column: ered_v_vs_li, quantity: reduction_potential}, noise_v: 0}",
+        quantity="reduction_potential", extra="cell: {reference_offset_v: 3.0}")))
+    assert world.truth_v(NAPHTHALENE) == 1.25
+    couple = world.couple_of(NAPHTHALENE)
+    assert couple.e0_v == pytest.approx(1.25 - 3.0)  # on the reference electrode's scale
+    assert couple.species == "oxidized"  # reduction: the oxidised form is in the bulk
+
+
+def test_couple_spreads_kinetics_and_drifts_by_the_noise(tmp_path):
+    world = World.from_campaign(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, noise_v: 0.01}")))
+    world.note_sample("vial-7", BENZENE)
+    draws = [world.couple_of("vial-7") for _ in range(200)]
+    offsets = [c.e0_v - (world.truth_v(BENZENE) - world.reference_offset_v) for c in draws]
+    assert 0.007 < math.sqrt(sum(x * x for x in offsets) / len(offsets)) < 0.013
+    assert len({(c.k0_cm_s, c.diffusion_cm2_s) for c in draws}) == 1  # kinetics belong to the molecule
+    assert world.couple_of(NAPHTHALENE).k0_cm_s != draws[0].k0_cm_s
+    assert draws[0].species == "reduced"
+
+
+def test_example_campaign_world_knows_every_library_molecule():
+    campaign = load_campaign(EXAMPLES / "campaign.yaml")
+    world = World.from_campaign(campaign)
+    truths = [world.truth_v(smiles) for smiles in world.table.values]
+    assert len(truths) == 200 and min(truths) > 2.5 and max(truths) < 7.0
