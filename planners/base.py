@@ -1,0 +1,92 @@
+"""The planner contract: what every planner (random, bayes, greedy, screening) takes and gives back.
+
+Why planners are pure functions of a JSON state: a campaign must resume after ``kill -9`` and propose
+exactly what the uninterrupted run would have. So a planner never keeps hidden state and never touches an
+instrument; everything it decides from (the step number, the seed, what is measured, pending or failed, and
+its own ``memory``) is in :class:`PlannerState`, which the runner saves in the journal before it records
+the proposals. The surrogate's view of the library comes in as a :class:`ModelView` (a trained model is
+not JSON, but its version number is, and the journal keeps the weights).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One experiment a planner asks for: the molecule, its measurement conditions, and why it was chosen
+    (``mu``/``sigma``: the predicted objective quantity in V vs Li/Li+; None without a model)."""
+
+    smiles: str
+    conditions: Mapping[str, Any]
+    mu: float | None
+    sigma: float | None
+    acquisition: float | None
+    model_version: int | None
+    planner: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A finished experiment as a planner sees it: a potential (V vs Li/Li+) or None when it failed."""
+
+    smiles: str
+    conditions: Mapping[str, Any]
+    potential_v: float | None
+
+
+@dataclass(frozen=True)
+class PlannerState:
+    """Everything a planner decides from, JSON round-trippable (:meth:`to_dict` / :meth:`from_dict`).
+
+    ``step`` counts planner calls from 0; ``pending`` are proposed or interrupted experiments not yet
+    measured; ``memory`` is the planner's own (JSON) state, e.g. an optimiser's history.
+    """
+
+    planner: str
+    seed: int
+    step: int
+    observations: tuple[Observation, ...] = ()
+    pending: tuple[str, ...] = ()
+    memory: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["observations"] = [asdict(o) for o in self.observations]
+        return json.loads(json.dumps(data))  # proves it is JSON, and gives plain lists/dicts
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlannerState:
+        return cls(planner=data["planner"], seed=int(data["seed"]), step=int(data["step"]),
+                   observations=tuple(Observation(**o) for o in data.get("observations", ())),
+                   pending=tuple(data.get("pending", ())), memory=dict(data.get("memory", {})))
+
+    @property
+    def tried(self) -> frozenset[str]:
+        """Molecules measured, failed or pending: a pool planner does not propose them again."""
+        return frozenset(o.smiles for o in self.observations) | frozenset(self.pending)
+
+
+@runtime_checkable
+class ModelView(Protocol):
+    """A trained surrogate as a planner may use it: predicted objective quantity (V vs Li/Li+) per SMILES."""
+
+    @property
+    def version(self) -> int: ...
+
+    def predict(self, smiles: Sequence[str]) -> tuple[Sequence[float], Sequence[float]]:
+        """(mu, sigma) per molecule, NaN for molecules the model cannot read."""
+        ...
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """``propose(state, n)`` -> at most ``n`` proposals; pure: same state and model, same proposals."""
+
+    name: str
+
+    def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]: ...

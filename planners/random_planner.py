@@ -1,0 +1,42 @@
+"""The ``random`` planner: the baseline every smarter planner must beat, and what a dry run uses before
+the Bayesian planners exist.
+
+Why seeded per step rather than one running generator: its random stream is rebuilt from ``(seed, step)``,
+so it needs no hidden state and a resumed campaign draws exactly what the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+
+from labloop.planners.base import ModelView, PlannerState, Proposal
+
+
+class RandomPlanner:
+    """Untried library molecules in random order; each condition drawn log-uniformly from its range."""
+
+    name = "random"
+
+    def __init__(self, library: Sequence[str], conditions: Mapping[str, tuple[float, float]]) -> None:
+        self.library = list(dict.fromkeys(library))  # one entry per molecule, library order kept
+        self.conditions = dict(conditions)
+
+    def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:
+        rng = random.Random(f"{state.seed}:{state.step}")
+        tried = state.tried
+        pool = [s for s in self.library if s not in tried]
+        chosen = rng.sample(pool, min(n, len(pool)))
+        mu, sigma = model.predict(chosen) if model is not None and chosen else ([None] * len(chosen),) * 2
+        return [Proposal(smiles=s, conditions=self._draw(rng), mu=_number(m), sigma=_number(sd), acquisition=None,
+                         model_version=None if model is None else model.version, planner=self.name)
+                for s, m, sd in zip(chosen, mu, sigma, strict=True)]
+
+    def _draw(self, rng: random.Random) -> dict[str, float]:
+        return {name: low if low == high else math.exp(rng.uniform(math.log(low), math.log(high)))
+                for name, (low, high) in self.conditions.items()}
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)

@@ -1,0 +1,32 @@
+"""The planner contract and the random planner: pure, seeded per step, JSON state, no repeats."""
+
+from __future__ import annotations
+
+import json
+
+from labloop.planners import Observation, PlannerState, RandomPlanner
+
+LIBRARY = [f"C{'C' * k}O" for k in range(20)]
+
+
+def test_same_state_same_proposals_and_state_round_trips_through_json():
+    planner = RandomPlanner(LIBRARY, {"scan_rate_v_s": (0.02, 0.5)})
+    state = PlannerState("random", seed=3, step=2, observations=(Observation(LIBRARY[0], {}, 4.1),),
+                         pending=(LIBRARY[1],))
+    again = PlannerState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state
+    first, second = planner.propose(state, 4), planner.propose(again, 4)
+    assert first == second
+    assert len({p.smiles for p in first}) == 4
+    assert not {p.smiles for p in first} & {LIBRARY[0], LIBRARY[1]}
+    assert all(0.02 <= p.conditions["scan_rate_v_s"] <= 0.5 for p in first)
+    assert planner.propose(PlannerState("random", seed=3, step=3), 4) != first
+
+
+def test_stops_when_the_library_is_used_up():
+    planner = RandomPlanner(LIBRARY[:3], {"scan_rate_v_s": (0.1, 0.1)})
+    state = PlannerState("random", seed=0, step=0, pending=tuple(LIBRARY[:2]))
+    proposals = planner.propose(state, 5)
+    assert [p.smiles for p in proposals] == [LIBRARY[2]]
+    assert proposals[0].conditions == {"scan_rate_v_s": 0.1}
+    assert proposals[0].mu is None and proposals[0].model_version is None
