@@ -45,14 +45,12 @@ from labloop.orchestrator.yaml_source import (
     not_one_of,
     read_yaml,
 )
+from labloop.protocols.steps import parse_steps
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.presets import PRESETS
 
 log = logging.getLogger(__name__)
-
-#: the step names a protocol may use; their parameters are the protocol engine's to check
-PROTOCOL_STEPS: tuple[str, ...] = ("load_sample", "dispense", "wait", "cv", "rinse", "analyze")
 
 Quantity = Literal["oxidation_potential", "reduction_potential"]
 #: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values;
@@ -252,22 +250,9 @@ class Instrument(BaseModel):
 
 
 def _check_steps(steps: Any) -> tuple[Any, ...]:
-    """A protocol is a non-empty list of steps, each ``name`` or ``{name: {parameters}}``."""
-    if not isinstance(steps, list | tuple) or not steps:
-        raise Problems(Problem((), "must be a non-empty list of steps, e.g. [load_sample, cv, rinse]"))
-    problems = []
-    for index, step in enumerate(steps):
-        name, params = (step, {}) if isinstance(step, str) else (None, None)
-        if isinstance(step, dict) and len(step) == 1:
-            ((name, params),) = step.items()
-        if name is None:
-            problems.append(Problem((index,), f"a step is a name or {{name: {{parameters}}}}, got {step!r}"))
-        elif name not in PROTOCOL_STEPS:
-            problems.append(Problem((index,), not_one_of(name, PROTOCOL_STEPS)))
-        elif params is not None and not isinstance(params, dict):
-            problems.append(Problem((index, name), f"parameters must be a mapping, got {params!r}"))
-    if problems:
-        raise Problems(*problems)
+    """A protocol is a non-empty list of valid steps (:func:`labloop.protocols.steps.parse_steps`); the raw
+    list is kept, so the campaign dumps it as written."""
+    parse_steps(steps)
     return tuple(steps)
 
 

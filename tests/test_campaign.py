@@ -63,7 +63,7 @@ def test_defaults_fill_what_is_left_out(workdir):
     (workdir / "mini.yaml").write_text(
         "name: mini\nlibrary: {file: library.csv}\nobjective: {quantity: reduction_potential, goal: minimize}\n"
         "instruments: {potentiostat: {driver: emstat, port: /dev/ttyACM0}}\n"
-        "protocol: [load_sample, {cv: {e_vertex1_v: 1.0}}, rinse]\n")
+        "protocol: [load_sample, {cv: {e_begin_v: 0.0, e_vertex1_v: 1.0, e_vertex2_v: -1.0}}, rinse]\n")
     campaign = load_campaign(workdir / "mini.yaml")
     assert campaign.store == workdir / "runs" / "mini.db"
     assert (campaign.planner.kind, campaign.budget.max_experiments, campaign.surrogate.preset) == ("random", 30, "fast")

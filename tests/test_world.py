@@ -26,7 +26,7 @@ def write_campaign(folder: Path, world: str, quantity: str = "oxidation_potentia
         library: {{file: library.csv}}
         objective: {{quantity: {quantity}, goal: maximize}}
         instruments: {{sampler: {{driver: sim-sampler}}}}
-        protocol: [load_sample]
+        protocol: [load_sample, cv]
         {extra}
         world: {world}
         """))
