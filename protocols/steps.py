@@ -115,13 +115,15 @@ class CV(Step):
         return self.half_width_v is not None
 
     def params(self, centre_v: float | None = None, *, anodic_first: bool = True) -> CVParams:
-        """The scan: the written window, or ``centre_v`` +/- ``half_width_v`` (V vs the reference)."""
+        """The scan: the written window, or ``centre_v`` +/- ``half_width_v`` (V vs the reference), the centre
+        rounded to a whole number of potential steps so that instruments' number formats write it exactly."""
         if self.half_width_v is None:
             begin, vertex1, vertex2 = self.e_begin_v, self.e_vertex1_v, self.e_vertex2_v
         else:
             if centre_v is None:
                 raise InvalidParameter("half_width_v: a window around the candidate needs its predicted potential")
             sign = 1.0 if anodic_first else -1.0
+            centre_v = round(centre_v / self.e_step_v) * self.e_step_v  # on the step grid: written exactly
             begin = vertex2 = centre_v - sign * self.half_width_v
             vertex1 = centre_v + sign * self.half_width_v
         return CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2, scan_rate_v_s=self.scan_rate_v_s,

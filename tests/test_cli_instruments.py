@@ -36,7 +36,7 @@ def test_drivers_list_shows_the_built_in_drivers(labloop) -> None:
 def test_unknown_drivers_exit_2_with_one_line(labloop) -> None:
     for args in [("drivers", "check", "picostat"), ("sim", "serve", "picostat")]:
         line = one_line_error(labloop(*args))
-        assert "unknown driver 'picostat'" in line and "emstat, ne1000" in line
+        assert "unknown driver 'picostat'" in line and "emstat, manual, ne1000" in line
     assert "no serial line to serve" in one_line_error(labloop("sim", "serve", "sim-sampler"))
     assert "alpha" in one_line_error(labloop("sim", "serve", "emstat", "--alpha", "1.5"))
 

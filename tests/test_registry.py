@@ -49,7 +49,7 @@ def test_an_unknown_driver_is_one_line_naming_the_known_ones() -> None:
         load_driver("picostat")
     message = str(unknown.value)
     assert "\n" not in message and "unknown driver 'picostat'" in message
-    assert "emstat, ne1000" in message and "sim-sampler" in message
+    assert "emstat, manual, ne1000" in message and "sim-sampler" in message
 
 
 def test_a_plugin_registers_like_a_built_in_and_broken_ones_are_typed(tmp_path, monkeypatch) -> None:

@@ -1,0 +1,147 @@
+"""Protocol steps and their executor: parameter problems named by step and YAML line, checks before any byte
+is sent, and the example protocol measuring a library molecule on the emulators of a dry-run rig."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
+from labloop.orchestrator.campaign import Campaign, load_campaign
+from labloop.orchestrator.rig import Rig, build_rig
+from labloop.orchestrator.yaml_source import CampaignError, Problems
+from labloop.protocols.executor import ProtocolExecutor
+from labloop.protocols.steps import CV, Dispense, parse_steps, pumps_holding_sample
+from labloop.sim.world import World
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def problems(raw) -> list[tuple[tuple, str]]:
+    with pytest.raises(Problems) as info:
+        parse_steps(raw)
+    return [(p.loc, p.message) for p in info.value.problems]
+
+
+def test_example_protocol_parses_into_step_values():
+    campaign = load_campaign(EXAMPLES / "campaign.yaml")
+    steps = parse_steps(list(campaign.protocol.steps))
+    assert [s.name for s in steps] == ["load_sample", "dispense", "dispense", "cv", "rinse"]
+    assert pumps_holding_sample(steps) == {"analyte_pump"}
+    assert isinstance(steps[1], Dispense) and steps[1].refill
+    assert isinstance(steps[3], CV) and not steps[3].around_candidate
+
+
+def test_step_problems_name_the_step_and_the_field():
+    found = problems(["load_sample", {"dispense": {"pump": "p", "volume_ml": -1, "rate_ml_min": 1, "fluid": "sample"}},
+                      {"cv": {"half_width_v": 0.3, "colour": "red"}}, {"stir": {}}])
+    assert found[0][0] == (1, "dispense", "volume_ml") and "greater than 0" in found[0][1]
+    assert found[1][0] == (2, "cv", "colour") and "unknown field" in found[1][1]
+    assert found[2] == ((3,), "'stir' is not one of load_sample, dispense, wait, cv, rinse, analyze")
+    begin_outside = {"cv": {"e_begin_v": 2.0, "e_vertex1_v": 1.0, "e_vertex2_v": 0.0}}
+    assert problems([begin_outside])[0][0] == (0, "cv", "e_begin_v")
+    assert problems([{"cv": {"e_vertex1_v": 1.0}}])[0][0] == (0, "cv", "e_begin_v")
+    assert problems([{"analyze": {"min_peak_snr": -1}}, "cv"]) == [
+        ((0, "analyze", "min_peak_snr"), "must be > 0, got -1")]
+
+
+def test_structure_one_cv_and_sample_only_after_loading():
+    assert "exactly one cv, this one has 0" in problems(["load_sample", "rinse"])[0][1]
+    assert problems(["cv", "cv"])[0][0] == (1, "cv")
+    early = {"dispense": {"pump": "p", "volume_ml": 1.0, "rate_ml_min": 1.0, "fluid": "sample"}}
+    assert problems([early, "load_sample", "cv"]) == [
+        ((0, "dispense", "fluid"), "dispenses the sample before load_sample")]
+    assert problems(["analyze", "cv"])[0][0] == (0, "analyze")
+
+
+def test_campaign_points_at_the_line_of_a_bad_step_parameter(tmp_path):
+    (tmp_path / "library.csv").write_text("smiles\nc1ccccc1\n")
+    (tmp_path / "p.yaml").write_text("- load_sample\n- cv\n- wait: {seconds: soon}\n")
+    (tmp_path / "c.yaml").write_text(textwrap.dedent("""\
+        name: bad
+        library: {file: library.csv}
+        objective: {quantity: oxidation_potential, goal: maximize}
+        instruments: {sampler: {driver: sim-sampler}}
+        protocol: p.yaml
+        """))
+    with pytest.raises(CampaignError) as info:
+        load_campaign(tmp_path / "c.yaml")
+    assert "p.yaml:3: protocol[2].wait.seconds: " in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def campaign() -> Campaign:
+    example = load_campaign(EXAMPLES / "campaign.yaml")
+    assert example.world is not None
+    return example.model_copy(update={"world": example.world.model_copy(update={"noise_v": 0.0})})
+
+
+@pytest.fixture(scope="module")
+def world(campaign) -> World:
+    return World.from_campaign(campaign)
+
+
+@pytest.fixture(scope="module")
+def rig(campaign, world) -> Rig:
+    with build_rig(campaign, dry_run=True, world=world) as rig:
+        yield rig
+
+
+def test_example_protocol_measures_the_world_truth_on_the_emulators(campaign, world, rig):
+    executor = ProtocolExecutor.from_campaign(campaign, rig)
+    actions = []
+    smiles = next(s for s in world.table.values if 3.5 < world.truth_v(s) < 4.8)
+    outcome = executor.run("vial-1", smiles, {"scan_rate_v_s": 0.2}, None, lambda *a: actions.append(a))
+    assert outcome.quality_ok and outcome.analysis.reference == "Ag/Ag+"
+    assert outcome.potential_v_vs_li == pytest.approx(world.truth_v(smiles), abs=0.02)
+    assert outcome.voltammogram.params.scan_rate_v_s == 0.2  # the condition replaced the step's default
+    assert [(a[0], a[1], a[2], a[-1]) for a in actions] == [
+        (0, "load_sample", "sampler", "ok"), (1, "dispense", "analyte_pump", "ok"),
+        (2, "dispense", "electrolyte_pump", "ok"), (3, "cv", "potentiostat", "ok"), (4, "rinse", "cell", "ok")]
+    assert actions[1][3]["dispensed_ml"] == pytest.approx(0.5) and actions[1][3]["refilled_ml"] == pytest.approx(0.5)
+    assert actions[3][3]["e_vertex1_v"] == 1.95 and actions[0][4] <= actions[0][5]
+    states = rig.emulator_states()
+    assert states["cell"]["volume_ml"] == 0.0 and states["potentiostat"]["cell_on"] is False  # rinsed, off
+
+
+def test_window_around_the_candidate_is_on_the_reference_scale(campaign, world, rig):
+    executor = ProtocolExecutor(["load_sample", *campaign.protocol.steps[1:3], {"cv": {"half_width_v": 0.4}}, "rinse"],
+                                rig, campaign.safety.limits(), campaign.cell.reference_offset_v)
+    smiles = next(s for s in world.table.values if 3.5 < world.truth_v(s) < 4.8)
+    outcome = executor.run("vial-2", smiles, {}, world.truth_v(smiles) + 0.1, lambda *a: None)
+    params = outcome.voltammogram.params
+    centre = world.truth_v(smiles) + 0.1 - 3.2
+    assert (params.e_begin_v, params.e_vertex1_v) == pytest.approx((centre - 0.4, centre + 0.4), abs=0.001)
+    assert outcome.potential_v_vs_li == pytest.approx(world.truth_v(smiles), abs=0.02)
+    with pytest.raises(ConfigError, match="needs its predicted potential"):
+        executor.run("vial-2", smiles, {}, None, lambda *a: None)
+
+
+def test_check_refuses_before_any_byte_is_sent(campaign, rig):
+    limits, offset = campaign.safety.limits(), campaign.cell.reference_offset_v
+    before = rig.emulator_states()
+    flood = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 6.0, "rate_ml_min": 0.5,
+                                          "fluid": "sample"}}, "cv"]
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): dispense of 6 mL exceeds"):
+        ProtocolExecutor(flood, rig, limits, offset).check()
+    beyond = ["load_sample", {"cv": {"e_begin_v": 0.0, "e_vertex1_v": 3.5, "e_vertex2_v": -0.5}}]
+    actions = []
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(cv\): potential 3.5 V is outside"):
+        ProtocolExecutor(beyond, rig, limits, offset).run("vial-3", "c1ccccc1", {}, None, lambda *a: actions.append(a))
+    with pytest.raises(ConfigError, match=r"protocol step 2 \(dispense\): no instrument 'syringe'"):
+        ProtocolExecutor(["load_sample", {"dispense": {"pump": "syringe", "volume_ml": 1.0, "rate_ml_min": 1.0,
+                                                       "fluid": "sample"}}, "cv"], rig, limits, offset).check()
+    with pytest.raises(ConfigError, match="'sampler' is not a potentiostat"):
+        ProtocolExecutor([{"cv": {"potentiostat": "sampler"}}], rig, limits, offset).check()
+    # around the candidate, the limits are checked once the window is known, still before the CV is sent
+    wide = ProtocolExecutor(["load_sample", {"cv": {"half_width_v": 0.5}}], rig, limits, offset)
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(cv\)"):
+        wide.run("vial-3", "c1ccccc1", {}, 6.0, lambda *a: actions.append(a))
+    assert [a[-1] for a in actions] == ["ok", "SafetyLimitExceeded: protocol step 2 (cv): potential 3.3 V is outside "
+                                              "the window -3..3 V"]
+    with pytest.raises(ConfigError, match="condition 'conc_mm' is a parameter of no step"):
+        wide.run("vial-3", "c1ccccc1", {"conc_mm": 2.0}, 4.0, lambda *a: None)
+    after = rig.emulator_states()
+    assert all(after[name]["received_bytes"] == before[name]["received_bytes"] for name in before if name != "cell")
