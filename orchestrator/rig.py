@@ -117,7 +117,7 @@ class Rig:
     def emulator_states(self) -> dict[str, dict[str, Any]]:
         """For tests of a dry-run rig, read on the emulators themselves: bytes each pty emulator received,
         each pump's firmware status (``S`` stopped, ``I`` infusing, ...), each potentiostat's cell switch;
-        and the cell (``volume_ml``, ``sample_id``)."""
+        and the cell (``volume_ml``, ``sample_id``, ``analytes_mM``)."""
         if self._simulation is None:
             raise RuntimeError("emulator_states() needs a dry-run rig")
         states: dict[str, dict[str, Any]] = {}
@@ -132,7 +132,8 @@ class Rig:
                 state["cell_on"] = emulator.cell_on
             states[name] = state
         cell = self._simulation.context.cell.state()
-        states["cell"] = {"volume_ml": cell.volume_ml, "sample_id": cell.sample_id}
+        states["cell"] = {"volume_ml": cell.volume_ml, "sample_id": cell.sample_id,
+                          "analytes_mM": dict(cell.analytes_mM)}
         return states
 
     def close(self) -> None:
