@@ -455,13 +455,24 @@ class Campaign(BaseModel):
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Campaign:
-        problems = [*self._planner_problems(), *self._world_problems()]
+        problems = [*self._planner_problems(), *self._world_problems(), *self._protocol_problems()]
         if self.budget.stop_after_hits is not None and not self.objective.defines_hits:
             problems.append(Problem(("budget", "stop_after_hits"),
                                     "needs a hit definition: objective.window_v or objective.threshold_v"))
         if problems:
             raise Problems(*problems)
         return self
+
+    def _protocol_problems(self) -> list[Problem]:
+        """Instruments the protocol names must be the campaign's (whether they fit is the executor's check)."""
+        problems = []
+        for index, step in enumerate(parse_steps(list(self.protocol.steps))):
+            for field in ("changer", "pump", "potentiostat"):
+                name = getattr(step, field, None)
+                if name is not None and name not in self.instruments:
+                    problems.append(Problem(("protocol", index, step.name, field),
+                                            f"{not_one_of(name, list(self.instruments))} (the instruments)"))
+        return problems
 
     def _planner_problems(self) -> list[Problem]:
         problems = []

@@ -145,3 +145,21 @@ def test_check_refuses_before_any_byte_is_sent(campaign, rig):
         wide.run("vial-3", "c1ccccc1", {"conc_mm": 2.0}, 4.0, lambda *a: None)
     after = rig.emulator_states()
     assert all(after[name]["received_bytes"] == before[name]["received_bytes"] for name in before if name != "cell")
+
+
+def test_campaign_refuses_a_protocol_naming_an_instrument_it_lacks(tmp_path):
+    (tmp_path / "library.csv").write_text("smiles\nc1ccccc1\n")
+    (tmp_path / "c.yaml").write_text(textwrap.dedent("""\
+        name: bad
+        library: {file: library.csv}
+        objective: {quantity: oxidation_potential, goal: maximize}
+        instruments: {sampler: {driver: sim-sampler}, stat: {driver: emstat, port: /dev/null}}
+        protocol:
+          - load_sample
+          - dispense: {pump: analyte_pump, volume_ml: 0.5, rate_ml_min: 0.5, fluid: sample}
+          - cv: {potentiostat: stat}
+        """))
+    with pytest.raises(CampaignError) as info:
+        load_campaign(tmp_path / "c.yaml")
+    assert str(info.value).endswith("c.yaml:7: protocol[1].dispense.pump: 'analyte_pump' is not one of sampler, stat "
+                                    "(the instruments)")
