@@ -4,8 +4,9 @@ Why one interpreter (bluesky's engine): steps never touch hardware themselves, s
 against the rig and the safety limits *before the first step runs* (:meth:`ProtocolExecutor.check`): an
 unknown instrument, a dispense beyond ``safety.max_dispense_ml`` or a CV vertex outside the potential limits
 stops the experiment before any byte reaches an instrument, with a typed error naming the step. Each step
-that ran is reported through ``on_action`` so the runner can journal it; instrument errors propagate as the
-drivers' typed errors (:mod:`labloop.instruments.errors`), after ``on_action`` reported them.
+is reported through ``on_action`` as it starts and when it ended, so the runner can journal it; instrument
+errors propagate as the drivers' typed errors (:mod:`labloop.instruments.errors`), after ``on_action``
+reported them.
 
 Potentials: the CV runs against the cell's reference electrode, which sits at ``reference_offset_v`` V vs
 Li/Li+; a window around the candidate converts the predicted potential (vs Li/Li+) to that scale, and the
@@ -36,9 +37,11 @@ from labloop.protocols.steps import CV, Analyze, Dispense, LoadSample, Rinse, St
 
 log = logging.getLogger(__name__)
 
-#: ``on_action(step_index, step_name, instrument, params, started_at, finished_at, outcome)``; times are ISO
-#: 8601 UTC as the journal stores them, outcome ``"ok"`` or the error in one line
-OnAction = Callable[[int, str, str, dict[str, Any], str, str, str], None]
+#: ``on_action(step_index, step_name, instrument, params, started_at, finished_at, outcome)``, called twice per
+#: step: as it starts (``finished_at`` and ``outcome`` None, so a journal holds the action before the
+#: instrument moves) and when it ended (``outcome`` ``"ok"`` or the error in one line). Times are ISO 8601 UTC
+#: as the journal stores them.
+OnAction = Callable[[int, str, str, dict[str, Any], str, str | None, str | None], None]
 
 
 class RigLike(Protocol):
@@ -135,6 +138,7 @@ class ProtocolExecutor:
         for index, step in enumerate(steps):
             started = now()
             instrument, params = self._describe(index, step, sample_id)
+            on_action(index, step.name, instrument, dict(params), started, None, None)
             try:
                 if isinstance(step, LoadSample):
                     self.rig.instruments[instrument].load(sample_id)  # type: ignore[attr-defined]

@@ -97,6 +97,9 @@ def test_example_protocol_measures_the_world_truth_on_the_emulators(campaign, wo
     assert outcome.quality_ok and outcome.analysis.reference == "Ag/Ag+"
     assert outcome.potential_v_vs_li == pytest.approx(world.truth_v(smiles), abs=0.02)
     assert outcome.voltammogram.params.scan_rate_v_s == 0.2  # the condition replaced the step's default
+    assert [a[-1] for a in actions[::2]] == [None] * 5  # every step is announced before it runs
+    assert [a[0] for a in actions] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    actions = actions[1::2]
     assert [(a[0], a[1], a[2], a[-1]) for a in actions] == [
         (0, "load_sample", "sampler", "ok"), (1, "dispense", "analyte_pump", "ok"),
         (2, "dispense", "electrolyte_pump", "ok"), (3, "cv", "potentiostat", "ok"), (4, "rinse", "cell", "ok")]
@@ -139,8 +142,8 @@ def test_check_refuses_before_any_byte_is_sent(campaign, rig):
     wide = ProtocolExecutor(["load_sample", {"cv": {"half_width_v": 0.5}}], rig, limits, offset)
     with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(cv\)"):
         wide.run("vial-3", "c1ccccc1", {}, 6.0, lambda *a: actions.append(a))
-    assert [a[-1] for a in actions] == ["ok", "SafetyLimitExceeded: protocol step 2 (cv): potential 3.3 V is outside "
-                                              "the window -3..3 V"]
+    assert [a[-1] for a in actions] == [None, "ok", None, "SafetyLimitExceeded: protocol step 2 (cv): potential "
+                                                        "3.3 V is outside the window -3..3 V"]
     with pytest.raises(ConfigError, match="condition 'conc_mm' is a parameter of no step"):
         wide.run("vial-3", "c1ccccc1", {"conc_mm": 2.0}, 4.0, lambda *a: None)
     after = rig.emulator_states()
