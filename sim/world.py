@@ -44,11 +44,9 @@ from labloop.surrogate.dataset import read_table
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 
 if TYPE_CHECKING:
-    from labloop.orchestrator.campaign import Campaign
+    from labloop.orchestrator.campaign import Campaign, Quantity
 
 log = logging.getLogger(__name__)
-
-Quantity = Literal["oxidation_potential", "reduction_potential"]
 
 #: relative permittivities at 25 C (CRC Handbook). ``ec_dmc`` is EC:DMC 1:1 by volume, mixed linearly
 #: from EC (89.8, liquid at 40 C) and DMC (3.1): an estimate; the Born term changes by < 2 % between it and
