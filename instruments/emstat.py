@@ -54,6 +54,7 @@ from labloop.instruments.methodscript import (
     DEVICE_FAMILIES,
     LineKind,
     Status,
+    as_written,
     classify,
     cv_script,
     parse_error,
@@ -221,6 +222,7 @@ class EmStatPotentiostat:
     # -- cyclic voltammetry ---------------------------------------------------------------------------------
     def run_cv(self, params: CVParams) -> Voltammogram:
         """Run one CV and return it (see the module docstring for overloads, retries and aborts)."""
+        params = as_written(params, self.where)  # what the instrument will run, to the last rounded digit
         self.limits.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where=self.where)
         script = "\n".join(cv_script(params, where=self.where)) + "\n"
         time_s, expected = params.waveform()

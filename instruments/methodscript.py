@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntFlag, StrEnum
 
 from labloop.instruments.errors import ConfigError
@@ -194,6 +194,20 @@ def parse_error(line: str) -> DeviceErrorLine | None:
     if m is None:
         return None
     return DeviceErrorLine(m[1], int(m[2], 16), m[3] or "")
+
+
+def as_written(params: CVParams, where: str = "MethodSCRIPT") -> CVParams:
+    """``params`` as the instrument reads them back from the script, every number rounded as written.
+
+    Why: the instrument counts its points from the numbers it received; a driver that counted from the
+    unrounded ones could expect one point more or less (e.g. a vertex at 0.1234567 V on a 1 mV grid).
+    """
+    def rounded(value: float) -> float:
+        return parse_script_number(script_number(value, where))  # type: ignore[return-value]
+
+    return replace(params, e_begin_v=rounded(params.e_begin_v), e_vertex1_v=rounded(params.e_vertex1_v),
+                   e_vertex2_v=rounded(params.e_vertex2_v), e_step_v=rounded(params.e_step_v),
+                   scan_rate_v_s=rounded(params.scan_rate_v_s))
 
 
 def cv_script(params: CVParams, *, max_current_a: float = 5e-3, where: str = "MethodSCRIPT") -> list[str]:

@@ -26,6 +26,7 @@ from labloop.instruments.errors import (
 from labloop.instruments.methodscript import (
     LineKind,
     Status,
+    as_written,
     classify,
     cv_script,
     encode_variable,
@@ -212,6 +213,16 @@ def test_every_command_round_trips_through_driver_and_emulator(make_rig: Callabl
     driver.close()
     with pytest.raises(Disconnected):
         driver.run_cv(SHORT)
+
+
+def test_a_cv_with_unround_potentials_counts_points_as_the_instrument_does(make_rig: Callable[..., Rig]) -> None:
+    # 0.2999999999 V is written as 300m: counted from the unrounded value the driver would expect 500 points
+    # to the vertex instead of the 501 the instrument runs, and fail the scan
+    params = CVParams(e_begin_v=-0.2, e_vertex1_v=0.2999999999, e_vertex2_v=-0.2, e_step_v=0.001, scan_rate_v_s=1.0)
+    assert params.n_points != as_written(params).n_points
+    voltammogram = make_rig().driver().run_cv(params)
+    assert len(voltammogram) == as_written(params).n_points
+    assert voltammogram.params.e_vertex1_v == pytest.approx(0.3, abs=1e-12)
 
 
 def test_an_empty_cell_gives_only_charging_current(make_rig: Callable[..., Rig]) -> None:
