@@ -39,7 +39,7 @@ PRESETS: dict[str, Preset] = {
         "fast",
         FingerprintSettings(radius=2, n_bits=2048, counts=True, atom_pair_bits=1024, torsion_bits=1024,
                             descriptors=True),
-        ModelConfig(hidden=(512, 256), activation="relu", dropout=0.1, l2=0.0, initializer="he_normal",
+        ModelConfig(hidden=(512, 256), activation="relu", dropout=0.05, l2=0.0, initializer="he_normal",
                     learning_rate=1e-3, lr_schedule="cosine", batch_size=128, epochs=40,
                     early_stopping_patience=None, label_scaling="standard", input_transform="log1p"),
     ),
