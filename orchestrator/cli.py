@@ -11,14 +11,16 @@ import sys
 
 import click
 
-from labloop.instruments.errors import ConfigError
+from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
 from labloop.orchestrator import console
 from labloop.orchestrator.cli_campaign import log_command, schema, validate
 from labloop.orchestrator.cli_instruments import drivers as drivers_app
 from labloop.orchestrator.cli_instruments import sim as sim_app
+from labloop.orchestrator.cli_run import report, resume, run
 from labloop.orchestrator.cli_surrogate import app as surrogate_app
 from labloop.orchestrator.journal import JournalError
 from labloop.orchestrator.yaml_source import CampaignError
+from labloop.planners import PlannerUnavailable
 from labloop.surrogate.errors import SurrogateError
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,13 @@ app.add_command(schema)
 app.add_command(log_command, name="log")
 app.add_command(drivers_app, name="drivers")
 app.add_command(sim_app, name="sim")
+app.add_command(run)
+app.add_command(resume)
+app.add_command(report)
 
 #: exceptions that mean "the user's input is wrong" rather than "labloop has a bug"
-BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError, CampaignError, JournalError)
+BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError, CampaignError, JournalError,
+                                                 SafetyLimitExceeded, PlannerUnavailable)
 
 
 def main(argv: list[str] | None = None) -> int:

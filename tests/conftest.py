@@ -1,4 +1,5 @@
-"""Shared fixtures: small slices of the bundled data and one tiny trained model per test session.
+"""Shared fixtures: small slices of the bundled data, one tiny trained model per test session, and tiny
+dry-run campaign files (the example's rig and protocol, a 6-experiment budget, zero-latency emulators).
 
 Why session-scoped models: training is the slow part of the suite; one small ensemble (a few hundred
 molecules, a few epochs) serves every test that only needs *a* trained model.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from labloop.data import bundled_path
 
@@ -72,3 +74,42 @@ def labloop(capsys):
         return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
     return run
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DATA = Path(__file__).resolve().parents[1] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
+RIG = {
+    "sampler": {"driver": "sim-sampler"},
+    "analyte_pump": {"driver": "ne1000", "port": "/dev/ttyUSB0", "options": {"address": 0, "diameter_mm": 4.61}},
+    "electrolyte_pump": {"driver": "ne1000", "port": "/dev/ttyUSB0", "options": {"address": 1, "diameter_mm": 14.57}},
+    "potentiostat": {"driver": "emstat", "port": "/dev/ttyACM0"},
+}
+
+
+def _write_campaign(folder: Path, *, prior: bool = False, name: str = "tiny", **sections: object) -> Path:
+    """``folder/name.yaml``; ``prior`` adds a 200-molecule prior and a 2-fold, 2-epoch surrogate;
+    ``sections`` replace whole sections (e.g. ``budget={...}``)."""
+    campaign: dict[str, object] = {
+        "name": name, "seed": 5, "store": f"{name}.db",
+        "library": {"file": str(EXAMPLES / "library.csv")},
+        "objective": {"quantity": "oxidation_potential", "goal": "window", "window_v": [4.5, 4.6]},
+        "planner": {"kind": "random", "batch_size": 2},
+        "conditions": {"scan_rate_v_s": [0.05, 0.5]},
+        "instruments": RIG,
+        "protocol": str(EXAMPLES / "protocols" / "cv_screen.yaml"),
+        "budget": {"max_experiments": 6},
+        "world": {"truth": {"from": "ie_ea", "solvent": "acn"}, "noise_v": 0.01},
+    }
+    if prior:
+        campaign["prior"] = {"file": str(DATA), "targets": ["ie_ev", "ea_ev"], "rows": 200}
+        campaign["surrogate"] = {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2}
+    campaign.update(sections)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(campaign, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_campaign():
+    """Factory of tiny dry-run campaign files: ``write_campaign(folder, prior=False, name="tiny", **sections)``."""
+    return _write_campaign

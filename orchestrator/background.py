@@ -1,0 +1,107 @@
+"""Work that runs beside the experiments, on APScheduler's BackgroundScheduler: surrogate retraining and
+the clock of the instrument health check.
+
+Why retraining runs here: a full retrain takes minutes, and the instruments must not wait for it; the
+runner keeps measuring with the model it has and picks up the new one (:meth:`Background.take_model`)
+at its next proposal. Why the health check only *ticks* here: instruments are driven from the runner's
+thread alone (serial lines are not shared between threads), so the job only says a check is due and the
+runner performs it between experiments.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from labloop.orchestrator import models
+from labloop.orchestrator.campaign import Campaign
+from labloop.orchestrator.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class Background:
+    """One campaign's background jobs; a context manager (leaving it cancels a retrain in progress)."""
+
+    def __init__(self, campaign: Campaign, journal: Journal) -> None:
+        self.campaign = campaign
+        self.journal = journal
+        self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, daemon=True)
+        self._health_due = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._newest: models.LoadedModel | None = None
+        self.failure: BaseException | None = None
+
+    def __enter__(self) -> Background:
+        self._health_due.set()  # one check before the first experiment
+        self._scheduler.add_job(self._health_due.set, "interval", id="health",
+                                minutes=self.campaign.schedule.health_check_minutes)
+        self._scheduler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cancel.set()
+        self._scheduler.shutdown(wait=True)  # a running retrain stops at its next epoch
+
+    # -- health check clock ---------------------------------------------------------------------------
+
+    def health_check_due(self) -> bool:
+        """True once per interval (and at the start); the caller then checks the instruments."""
+        due = self._health_due.is_set()
+        self._health_due.clear()
+        return due
+
+    # -- retraining -----------------------------------------------------------------------------------
+
+    @property
+    def training(self) -> bool:
+        return not self._idle.is_set()
+
+    def retrain(self, measured: Sequence[tuple[str, float]], round_: int,
+                on_done: Callable[[models.LoadedModel], None] | None = None) -> None:
+        """Start retraining round ``round_`` on ``measured`` in the background (one at a time)."""
+        if self.training:
+            raise RuntimeError("a retrain is already running")
+        self._idle.clear()
+        self.journal.add_event("retrain", f"retraining round {round_} on {len(measured)} measurements started",
+                               data={"round": round_, "n_measurements": len(measured)})
+        self._scheduler.add_job(self._train, args=(list(measured), round_, on_done), id=f"retrain-{round_}")
+
+    def _train(self, measured: list[tuple[str, float]], round_: int,
+               on_done: Callable[[models.LoadedModel], None] | None) -> None:
+        def progress(_member: int, _epoch: int) -> None:
+            if self._cancel.is_set():
+                raise models.TrainingCancelled
+
+        try:
+            loaded = models.retrain(self.campaign, self.journal, measured, round_, progress)
+        except models.TrainingCancelled:
+            log.info("retraining round %d cancelled", round_)
+        except Exception as exc:  # a failed retrain must not stop the campaign: keep the model we have
+            log.exception("retraining round %d failed", round_)
+            self.failure = exc
+            self.journal.add_event("retrain_failed", f"retraining round {round_} failed: {exc}")
+        else:
+            with self._lock:
+                self._newest = loaded
+            if on_done is not None:
+                on_done(loaded)
+        finally:
+            self._idle.set()
+
+    def take_model(self) -> models.LoadedModel | None:
+        """The model a retrain finished since the last call, if any."""
+        with self._lock:
+            newest, self._newest = self._newest, None
+        return newest
+
+    def wait(self) -> None:
+        """Until the retrain in progress (if any) has finished."""
+        self._idle.wait()

@@ -1,0 +1,67 @@
+"""Ctrl-C and ``kill`` (SIGINT/SIGTERM) as one exception the runner handles in one place.
+
+Why a guard instead of the default KeyboardInterrupt: an interrupt must stop an instrument action at once
+(the runner then puts the rig in a safe state), but it must never land in the middle of a journal
+write, where it would only roll the transaction back after the instrument already acted. Inside
+:meth:`Interrupts.deferred` the signal is noted and raised when the block ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was asked to stop by ``signum``."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+class Interrupts:
+    """While entered (in the main thread), SIGINT and SIGTERM raise :class:`Interrupted`."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        if self._depth:
+            self._pending = signum
+            return
+        raise Interrupted(signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A block a signal must not split (a journal write); the signal is raised after it."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if not self._depth and self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise Interrupted(signum)

@@ -1,0 +1,206 @@
+"""The campaign's surrogate models: the prior model trained once, retrained models on the measurements, and
+the view of a model that planners use (the objective quantity in V vs Li/Li+).
+
+Why here and not in ``surrogate/``: this is where a campaign meets the surrogate — which data a model is
+trained on (the prior slice plus the measured potentials), where its weights live (``<store>.models/``
+beside the journal, so a store and its models move together), which version the journal gives it, and
+how a model's IE/EA become the potential the objective is about (``E_ox = IE - 1.40``,
+``E_red = EA - 1.40``, V vs Li/Li+, the thesis's rule; the measurements teach the model the rest).
+
+The prior model is cached in the store's folder (``prior-models/<key>``), keyed by the prior file's hash
+and the training recipe, so a second campaign on the same prior (or a re-run after deleting the journal)
+does not train it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from labloop.orchestrator.campaign import Campaign
+from labloop.orchestrator.journal import Journal, ModelVersion
+from labloop.surrogate.dataset import MoleculeTable, read_table
+from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
+from labloop.surrogate.presets import Preset, get_preset
+from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
+
+if TYPE_CHECKING:  # TensorFlow loads only when a model is trained or read
+    from labloop.surrogate.ensemble import Ensemble
+
+log = logging.getLogger(__name__)
+
+#: which prior target each objective quantity comes from
+TARGET_OF = {"oxidation_potential": "ie_ev", "reduction_potential": "ea_ev"}
+
+#: ``on_epoch(member, epoch)``: training progress; raising in it cancels the training
+Progress = Callable[[int, int], None]
+
+
+def models_dir(store: Path) -> Path:
+    """Where a store's retrained models live: ``runs/x.db`` -> ``runs/x.models/``."""
+    return store.with_name(f"{store.stem}.models")
+
+
+def prior_dir(store: Path, key: str) -> Path:
+    """Where prior models are cached, shared by the stores of one folder: ``runs/prior-models/<key>/``."""
+    return store.parent / "prior-models" / key
+
+
+def campaign_preset(campaign: Campaign) -> Preset:
+    """The campaign's surrogate recipe, with its epochs when the campaign sets them."""
+    preset = get_preset(campaign.surrogate.preset)
+    if campaign.surrogate.epochs is None:
+        return preset
+    return replace(preset, model=preset.model.model_copy(update={"epochs": campaign.surrogate.epochs}))
+
+
+def prior_table(campaign: Campaign) -> MoleculeTable:
+    """The prior data the campaign trains on: the whole file, or its seeded slice of ``prior.rows`` rows."""
+    prior = campaign.prior
+    assert prior is not None, "only campaigns with a prior have a surrogate"
+    table = read_table(prior.file, prior.targets, smiles_column=prior.smiles_column)
+    if prior.rows is None or prior.rows >= len(table.smiles):
+        return table
+    rows = np.sort(np.random.default_rng(campaign.seed).permutation(len(table.smiles))[: prior.rows])
+    return MoleculeTable(table.path, [table.smiles[i] for i in rows], table.targets, table.Y[rows])
+
+
+def with_measurements(table: MoleculeTable, quantity: str, measured: Sequence[tuple[str, float]]) -> MoleculeTable:
+    """The prior plus one row per measured potential, turned back into the target it predicts
+    (``IE = E_ox + 1.40``); the other targets of those rows are missing (NaN)."""
+    if not measured:
+        return table
+    extra = np.full((len(measured), len(table.targets)), np.nan)
+    extra[:, table.targets.index(TARGET_OF[quantity])] = [p + REFERENCE_ABSOLUTE_V["li"] for _, p in measured]
+    return MoleculeTable(table.path, table.smiles + [s for s, _ in measured], table.targets,
+                         np.vstack([table.Y, extra]))
+
+
+class TrainingCancelled(Exception):
+    """Raised from a progress hook to stop a training (the run is stopping)."""
+
+
+def train(campaign: Campaign, table: MoleculeTable, directory: Path, progress: Progress | None = None) -> Ensemble:
+    """Train the campaign's recipe on ``table`` and save it to ``directory``."""
+    from labloop.surrogate.persistence import save_ensemble
+    from labloop.surrogate.training import train_from_table
+
+    hook = None if progress is None else (lambda member, epoch, _loss, _val: progress(member, epoch))
+    run = train_from_table(table, campaign_preset(campaign), folds=campaign.surrogate.folds, seed=campaign.seed,
+                           cache=FingerprintCache(default_cache_dir() / "fingerprints"), on_epoch=hook)
+    save_ensemble(run.ensemble, directory)
+    return run.ensemble
+
+
+def prior_key(campaign: Campaign) -> str:
+    """Names the prior model by what determines it: the prior file's bytes and the training recipe."""
+    prior = campaign.prior
+    assert prior is not None
+    digest = hashlib.sha256(prior.file.read_bytes())
+    recipe = {"preset": campaign.surrogate.preset, "epochs": campaign.surrogate.epochs, "rows": prior.rows,
+              "folds": campaign.surrogate.folds, "seed": campaign.seed, "targets": prior.targets,
+              "smiles_column": prior.smiles_column}
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def metrics_of(ensemble: Ensemble, **extra: Any) -> dict[str, Any]:
+    """What the journal keeps of a model: its training metrics plus the campaign's own numbers."""
+    return {**ensemble.info.get("metrics", {}), **extra}
+
+
+class ObjectiveModel:
+    """A model version as planners see it (:class:`labloop.planners.ModelView`): mean and sigma of the
+    objective quantity, V vs Li/Li+, with predictions cached per molecule."""
+
+    def __init__(self, ensemble: Ensemble, version: int, quantity: str) -> None:
+        self.ensemble = ensemble
+        self.version = version
+        self._target = ensemble.targets.index(TARGET_OF[quantity])
+        self._cache: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def predict(self, smiles: Sequence[str]) -> tuple[list[float], list[float]]:
+        with self._lock:
+            new = [s for s in dict.fromkeys(smiles) if s not in self._cache]
+            if new:
+                pred = self.ensemble.predict(new)
+                self._cache.update(dict.fromkeys(new, (float("nan"), float("nan"))))
+                for row, mean, std in zip(pred.rows, pred.mean[:, self._target], pred.std[:, self._target],
+                                          strict=True):
+                    self._cache[new[row]] = (float(mean) - REFERENCE_ABSOLUTE_V["li"], float(std))
+            return [self._cache[s][0] for s in smiles], [self._cache[s][1] for s in smiles]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The newest journalled model version and the measurements it was trained on."""
+
+    model: ObjectiveModel
+    row: ModelVersion
+
+    @property
+    def n_measurements(self) -> int:
+        return int(self.row.metrics.get("n_measurements", 0))
+
+
+def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None = None) -> LoadedModel:
+    """Version 1: the prior model, loaded from its cache folder or trained there, and journalled once."""
+    from labloop.surrogate.errors import ModelLoadError
+    from labloop.surrogate.persistence import load_ensemble
+
+    directory = prior_dir(journal.path, prior_key(campaign))
+    try:
+        ensemble = load_ensemble(directory)
+        log.info("prior model loaded from %s", directory)
+    except ModelLoadError:
+        log.info("training the prior model into %s", directory)
+        try:
+            ensemble = train(campaign, prior_table(campaign), directory, progress)
+        except OSError as exc:  # another campaign of this folder saved the same model just now: use it
+            log.info("prior model saved by another run meanwhile (%s)", exc)
+            ensemble = load_ensemble(directory)
+    version = journal.add_model_version(ensemble.info.get("n_train", 0), metrics_of(ensemble, n_measurements=0),
+                                        directory)
+    return LoadedModel(ObjectiveModel(ensemble, version, campaign.objective.quantity),
+                       journal.model_versions()[-1])
+
+
+def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
+    """The newest journalled model whose weights are readable (a resumed run continues with it)."""
+    from labloop.surrogate.errors import ModelLoadError
+    from labloop.surrogate.persistence import load_ensemble
+
+    for row in reversed(journal.model_versions()):
+        try:
+            ensemble = load_ensemble(row.weights_path or "")
+        except ModelLoadError as exc:
+            log.warning("model version %d is unreadable (%s); trying the one before", row.version, exc)
+            continue
+        return LoadedModel(ObjectiveModel(ensemble, row.version, campaign.objective.quantity), row)
+    return None
+
+
+def retrain(campaign: Campaign, journal: Journal, measured: Sequence[tuple[str, float]], round_: int,
+            progress: Progress | None = None) -> LoadedModel:
+    """Train on the prior plus ``measured`` (smiles, potential V vs Li/Li+), save, journal the new version
+    with its error on those measurements; ``round_`` numbers the retraining (its folder ``round-N``)."""
+    directory = models_dir(journal.path) / f"round-{round_}"
+    ensemble = train(campaign, with_measurements(prior_table(campaign), campaign.objective.quantity, measured),
+                     directory, progress)
+    model = ObjectiveModel(ensemble, 0, campaign.objective.quantity)
+    mu, _ = model.predict([s for s, _ in measured])
+    errors = np.abs(np.array(mu) - np.array([p for _, p in measured]))
+    metrics = metrics_of(ensemble, n_measurements=len(measured), round=round_,
+                         measured_mae_v=float(np.nanmean(errors)) if len(errors) else None)
+    version = journal.add_model_version(ensemble.info.get("n_train", 0), metrics, directory)
+    model.version = version
+    return LoadedModel(model, journal.model_versions()[-1])

@@ -1,0 +1,148 @@
+"""`labloop report`: one folder that shows a campaign to someone who was not there — an HTML page with
+PNG plots (best so far vs experiment number, measured vs predicted, recent voltammograms, acquisition
+values) and CSV exports of the experiments and measurements.
+
+Why files and not a server: a report is mailed, archived with the journal, and opened years later. It is
+built from the same snapshot as ``labloop log`` (:func:`labloop.orchestrator.journal_view.snapshot`), so the
+page, the tables and ``--json`` agree about what is best and how many hits there are.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from labloop.orchestrator.campaign import Objective
+from labloop.orchestrator.journal import Journal
+from labloop.orchestrator.journal_view import describe_objective, snapshot
+
+log = logging.getLogger(__name__)
+
+RECENT_VOLTAMMOGRAMS = 6
+PLOTS = ("best_so_far.png", "measured_vs_predicted.png", "voltammograms.png", "acquisition.png")
+EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", "conditions", "mu", "sigma",
+                      "acquisition", "model_version", "created_at", "started_at", "finished_at")
+MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "e_half_v", "dep_v", "reference", "flags", "mu", "sigma")
+
+
+def write_report(journal: Journal, directory: Path) -> Path:
+    """Write the report of ``journal`` into ``directory``; returns the HTML page's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    snap = snapshot(journal)
+    objective = Objective.model_validate(snap["campaign"]["objective"])
+    done = [e for e in snap["experiments"] if e["status"] == "done" and e["potential_v"] is not None]
+    _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"])
+    _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
+         [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]])
+    _best_so_far(directory / PLOTS[0], done, objective)
+    _parity(directory / PLOTS[1], done)
+    _voltammograms(directory / PLOTS[2], journal, done[-RECENT_VOLTAMMOGRAMS:])
+    _acquisition(directory / PLOTS[3], snap["experiments"])
+    page = directory / "index.html"
+    page.write_text(_html(snap))
+    log.info("report written to %s", directory)
+    return page
+
+
+def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["; ".join(row[c]) if c == "flags" else
+                             ";".join(f"{k}={v}" for k, v in row[c].items()) if c == "conditions" else row[c]
+                             for c in columns])
+
+
+def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return fig, ax
+
+
+def _save(fig: Any, ax: Any, path: Path, empty: str | None = None) -> None:
+    if empty is not None:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="grey")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective) -> None:
+    fig, ax = _figure("best so far", "experiment number (done)", "potential (V vs Li/Li+)")
+    if objective.window_v is not None:
+        ax.axhspan(*objective.window_v, color="tab:green", alpha=0.2, label="target window")
+    best: list[float] = []
+    for e in done:
+        p = e["potential_v"]
+        best.append(p if not best or objective.score(p) > objective.score(best[-1]) else best[-1])
+    numbers = range(1, len(done) + 1)
+    ax.plot(numbers, [e["potential_v"] for e in done], "o", color="tab:grey", ms=3, label="measured")
+    ax.step(numbers, best, where="post", color="tab:blue", label="best so far")
+    if done:
+        ax.legend(loc="best", fontsize=8)
+    _save(fig, ax, path, None if done else "no measurement yet")
+
+
+def _parity(path: Path, done: list[dict[str, Any]]) -> None:
+    fig, ax = _figure("measured vs predicted", "predicted (V vs Li/Li+)", "measured (V vs Li/Li+)")
+    pairs = [e for e in done if e["mu"] is not None]
+    if pairs:
+        ax.errorbar([e["mu"] for e in pairs], [e["potential_v"] for e in pairs],
+                    xerr=[e["sigma"] or 0 for e in pairs], fmt="o", ms=3, alpha=0.7)
+        values = [e["mu"] for e in pairs] + [e["potential_v"] for e in pairs]
+        ax.plot([min(values), max(values)], [min(values), max(values)], "k--", lw=1)
+    _save(fig, ax, path, None if pairs else "no prediction (campaign without a surrogate)")
+
+
+def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]]) -> None:
+    fig, ax = _figure("recent voltammograms", "E (V vs cell reference)", "i (uA)")
+    for e in recent:
+        for v in journal.voltammograms(e["id"]):
+            ax.plot(v.potential_v, 1e6 * v.current_a, lw=1, label=f"#{e['id']}")
+    if recent:
+        ax.legend(loc="best", fontsize=7)
+    _save(fig, ax, path, None if recent else "no voltammogram yet")
+
+
+def _acquisition(path: Path, experiments: list[dict[str, Any]]) -> None:
+    fig, ax = _figure("acquisition value of each proposal", "experiment id", "acquisition")
+    scored = [e for e in experiments if e["acquisition"] is not None]
+    ax.plot([e["id"] for e in scored], [e["acquisition"] for e in scored], "o-", ms=3)
+    planner = experiments[0]["planner"] if experiments else None
+    _save(fig, ax, path, None if scored else f"no acquisition values (planner {planner or 'none'} has none)")
+
+
+def _html(snap: dict[str, Any]) -> str:
+    campaign, progress = snap["campaign"], snap["progress"]
+    counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
+    esc = html.escape
+    best = "".join(f"<tr><td>{e['id']}</td><td><code>{esc(e['smiles'])}</code></td><td>{e['potential_v']:.3f}</td></tr>"
+                   for e in snap["best"])
+    models = "".join(f"<tr><td>{m['version']}</td><td>{esc(m['created_at'])}</td><td>{m['n_train']}</td>"
+                     f"<td>{m['metrics'].get('n_measurements', '')}</td></tr>" for m in snap["models"])
+    plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in PLOTS)
+    hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>
+<style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}} figure{{display:inline-block;margin:0}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
+<h1>{esc(campaign['name'])}</h1>
+<p>objective: {esc(describe_objective(campaign['objective']))}; planner {esc(campaign['planner']['kind'])};
+seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
+<p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
+{plots}
+<h2>best so far</h2><table><tr><th>id</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
+<h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th></tr>{models}
+</table>
+<h2>data</h2><p><a href="experiments.csv">experiments.csv</a> · <a href="measurements.csv">measurements.csv</a></p>
+</body></html>
+"""

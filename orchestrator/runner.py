@@ -1,0 +1,274 @@
+"""The campaign loop: propose -> record -> run the protocol -> record -> learn -> check the stop rules.
+
+Why it is written around the journal: the journal is the only memory of a campaign. Every state change is
+committed before the next instrument action, and everything the loop decides — what is pending, which
+planner step comes next, how many experiments are done, which model is newest — it reads back from the
+journal. So a run killed at any moment (even ``kill -9``) and resumed continues exactly where the journal
+says it stopped, and ends at the same budget as an uninterrupted run (DESIGN.md "Journal").
+
+One proposal, followed from planner to journal (:meth:`Runner._propose`, :meth:`Runner._run_experiment`):
+the planner state is built from the journal and saved; the planner proposes; the proposals are recorded as
+``proposed`` experiments; each is started (``running``, a new attempt), its protocol runs with every
+action journalled as it happens, its voltammogram and measurement are recorded, and it ends ``done`` —
+or ``failed`` with its cause (a typed instrument error, an unusable voltammogram), after which the rig is
+put in a safe state and the campaign goes on until ``budget.max_consecutive_faults`` failures in a row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from labloop.instruments.errors import InstrumentError
+from labloop.orchestrator import console, models
+from labloop.orchestrator.active_hours import ActiveHours
+from labloop.orchestrator.background import Background
+from labloop.orchestrator.campaign import Campaign
+from labloop.orchestrator.interrupts import Interrupted, Interrupts
+from labloop.orchestrator.journal import ExperimentRow, Journal, State
+from labloop.planners import Observation, PlannerState, make_planner
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAULTS = 1
+EXIT_INTERRUPTED = 130
+WAIT_POLL_S = 1.0
+
+
+def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Action parameters as JSON (values the journal cannot store as they are become text)."""
+    return json.loads(json.dumps(dict(params), default=str))
+
+
+class Runner:
+    """Runs one campaign on one rig to its budget, recording everything in ``journal``.
+
+    ``executor`` is the campaign's :class:`ProtocolExecutor` on ``rig``; ``library`` the molecules the
+    planner may choose; ``model`` the newest surrogate (None without a prior).
+    """
+
+    def __init__(self, campaign: Campaign, journal: Journal, rig: Any, executor: Any, library: Sequence[str],
+                 model: models.LoadedModel | None, interrupts: Interrupts) -> None:
+        self.campaign = campaign
+        self.journal = journal
+        self.rig = rig
+        self.executor = executor
+        self.planner = make_planner(campaign, library)
+        self.sample_ids = {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
+        self.model = model
+        self.interrupts = interrupts
+        self.hours = ActiveHours(campaign.schedule.active_hours)
+        self.started = datetime.fromisoformat(journal.campaign_info().created_at)
+        self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
+        self._open_actions: dict[int, int] = {}
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults, 130 interrupted)."""
+        budget = self.campaign.budget
+        with Background(self.campaign, self.journal) as background, console.progress() as bar:
+            task = bar.add_task("experiments", total=budget.max_experiments)
+            try:
+                return self._loop(background, lambda text: bar.update(task, completed=self._done_count(),
+                                                                       description=text))
+            except Interrupted as exc:
+                return self._stop_interrupted(exc)
+
+    def _loop(self, background: Background, show: Any) -> int:
+        failures = 0
+        while True:
+            self._take_new_model(background)
+            if background.health_check_due():
+                self._health_check()
+            reason = self._stop_reason()
+            if reason is not None:
+                if background.training:
+                    show("finishing the last retrain")
+                    background.wait()
+                with self.interrupts.deferred():
+                    self.journal.add_event("finished", f"campaign finished: {reason}")
+                return EXIT_OK
+            queue = self.journal.experiments(states=(State.PROPOSED, State.INTERRUPTED))
+            if not queue:
+                show("proposing")
+                if not self._propose():
+                    with self.interrupts.deferred():
+                        self.journal.add_event("finished", "campaign finished: every library molecule was tried")
+                    return EXIT_OK
+                continue
+            self._wait_for_active_hours(show)
+            experiment = queue[0]
+            show(f"experiment {experiment.id}")
+            if self._run_experiment(experiment):
+                failures = 0
+                self._maybe_retrain(background)
+            else:
+                failures += 1
+                if failures >= self.campaign.budget.max_consecutive_faults:
+                    with self.interrupts.deferred():
+                        self.journal.add_event("stopped", f"{failures} experiments failed in a row; campaign "
+                                                          "stopped (budget.max_consecutive_faults)")
+                    return EXIT_FAULTS
+            show(f"{self._done_count()} done")
+
+    def _stop_interrupted(self, exc: Interrupted) -> int:
+        """Safe rig, consistent journal: the running experiment becomes ``interrupted`` (re-run on resume)."""
+        try:
+            self.rig.safe_state()
+        except InstrumentError as error:
+            log.error("could not put every instrument in a safe state: %s", error)
+        with self.interrupts.deferred():
+            ids = self.journal.mark_interrupted_on_resume()
+            self.journal.add_event("interrupted", f"run stopped by {exc}; instruments in a safe state",
+                                   data={"experiments": ids})
+        return EXIT_INTERRUPTED
+
+    # -- proposing ------------------------------------------------------------------------------------
+
+    def _planner_state(self, step: int) -> PlannerState:
+        """The state the planner proposes ``step`` from: reloaded when the journal saved it (a run killed
+        between saving it and recording the proposals), else built from the journal and saved."""
+        saved = self.journal.latest_planner_state()
+        if saved is not None and saved[0] == step:
+            return PlannerState.from_dict(saved[1])
+        experiments = self.journal.experiments()
+        state = PlannerState(
+            planner=self.planner.name, seed=self.campaign.seed, step=step,
+            observations=tuple(Observation(e.smiles, e.conditions, e.potential_v if e.status == State.DONE else None)
+                               for e in experiments if e.status in (State.DONE, State.FAILED)),
+            pending=tuple(e.smiles for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED,
+                                                                         State.RUNNING)),
+            memory={} if saved is None else saved[1].get("memory", {}))
+        with self.interrupts.deferred():
+            self.journal.save_planner_state(step, state.to_dict())
+        return state
+
+    def _propose(self) -> bool:
+        """Record the planner's next batch; False when it has nothing left to propose."""
+        experiments = self.journal.experiments()
+        step = 1 + max((e.step for e in experiments if e.step is not None), default=-1)
+        n = min(self.campaign.planner.batch_size, self.campaign.budget.max_experiments - self._done_count())
+        state = self._planner_state(step)
+        model = None if self.model is None else self.model.model
+        proposals = self.planner.propose(state, n, model)
+        if proposals:
+            with self.interrupts.deferred():
+                self.journal.record_proposals(proposals, step=step, planner=self.planner.name,
+                                              model_version=None if model is None else model.version)
+        return bool(proposals)
+
+    # -- one experiment -------------------------------------------------------------------------------
+
+    def _run_experiment(self, experiment: ExperimentRow) -> bool:
+        """Run one proposed (or interrupted) experiment to ``done`` (True) or ``failed`` (False)."""
+        with self.interrupts.deferred():
+            self.journal.start_experiment(experiment.id)
+        self._open_actions = {}
+        try:
+            outcome = self.executor.run(self.sample_ids.get(experiment.smiles, experiment.smiles), experiment.smiles,
+                                        experiment.conditions, experiment.mu,
+                                        lambda *args: self._on_action(experiment.id, *args))
+        except InstrumentError as exc:
+            self._fail(experiment.id, f"{type(exc).__name__}: {exc}")
+            return False
+        with self.interrupts.deferred():
+            self.journal.record_raw(experiment.id, outcome.voltammogram)
+            self.journal.record_measurement(experiment.id, outcome.analysis, outcome.potential_v_vs_li)
+            if outcome.quality_ok and outcome.potential_v_vs_li is not None:
+                self.journal.finish_experiment(experiment.id)
+                return True
+        flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
+        self._fail(experiment.id, f"analysis: {flags}", safe_state=False)
+        return False
+
+    def _on_action(self, experiment_id: int, step: int, name: str, instrument: str, params: Mapping[str, Any],
+                   started_at: Any, finished_at: Any, outcome: str | None) -> None:
+        """The executor's hook: an action starts (``finished_at`` None) or ends; committed before it returns."""
+        with self.interrupts.deferred():
+            action = self._open_actions.pop(step, None)
+            if action is None:
+                action = self.journal.start_action(experiment_id, step, instrument, name, _plain(params))
+            if finished_at is None:
+                self._open_actions[step] = action
+            else:
+                self.journal.finish_action(action, outcome or "ok")
+
+    def _fail(self, experiment_id: int, cause: str, *, safe_state: bool = True) -> None:
+        with self.interrupts.deferred():
+            for action in self._open_actions.values():
+                self.journal.finish_action(action, cause)
+            self._open_actions = {}
+            self.journal.fail_experiment(experiment_id, cause)
+        if safe_state:
+            try:
+                self.rig.safe_state()
+            except InstrumentError as exc:
+                log.error("safe state after a failed experiment: %s", exc)
+                with self.interrupts.deferred():
+                    self.journal.add_event("safe_state_failed", str(exc), experiment_id=experiment_id)
+
+    # -- learning, checking, waiting ------------------------------------------------------------------
+
+    def _measured(self) -> list[tuple[str, float]]:
+        return [(e.smiles, e.potential_v) for e in self.journal.experiments(states=(State.DONE,))
+                if e.potential_v is not None]
+
+    def _maybe_retrain(self, background: Background) -> None:
+        """Every ``surrogate.retrain_every`` done experiments (not after the last one), in the background."""
+        if self.model is None or background.training:
+            return
+        done = self._done_count()
+        due = done // self.campaign.surrogate.retrain_every
+        if due > self.rounds and done < self.campaign.budget.max_experiments:
+            self.rounds = due
+            background.retrain(self._measured(), due)
+
+    def _take_new_model(self, background: Background) -> None:
+        newest = background.take_model()
+        if newest is not None:
+            self.model = newest
+            log.info("now proposing with model version %d", newest.model.version)
+
+    def _health_check(self) -> None:
+        report = self.rig.health_check()
+        bad = {name: state for name, state in report.items() if not state.startswith("ok")}
+        message = "all instruments ok" if not bad else "; ".join(f"{n}: {s}" for n, s in bad.items())
+        with self.interrupts.deferred():
+            self.journal.add_event("health", message, data=report)
+
+    def _done_count(self) -> int:
+        return len(self.journal.experiments(states=(State.DONE,)))
+
+    def _stop_reason(self) -> str | None:
+        budget, objective = self.campaign.budget, self.campaign.objective
+        done = self.journal.experiments(states=(State.DONE,))
+        if len(done) >= budget.max_experiments:
+            return f"{len(done)} experiments done (budget.max_experiments)"
+        if budget.max_hours is not None:
+            hours = (datetime.now(self.started.tzinfo) - self.started).total_seconds() / 3600
+            if hours >= budget.max_hours:
+                return f"{hours:.2f} h since the campaign started (budget.max_hours)"
+        if budget.stop_after_hits is not None:
+            hits = sum(objective.is_hit(e.potential_v) for e in done if e.potential_v is not None)
+            if hits >= budget.stop_after_hits:
+                return f"{hits} hits (budget.stop_after_hits)"
+        return None
+
+    def _wait_for_active_hours(self, show: Any) -> None:
+        """Outside ``schedule.active_hours``: wait, saying so on the status line (Ctrl-C still stops)."""
+        if self.hours.contains(datetime.now()):
+            return
+        opens = self.hours.next_start(datetime.now())
+        with self.interrupts.deferred():
+            self.journal.add_event("waiting", f"outside active hours {self.hours.text}; next experiment at "
+                                              f"{opens:%H:%M}")
+        while not self.hours.contains(datetime.now()):
+            show(f"outside active hours {self.hours.text}: waiting until {opens:%H:%M}")
+            time.sleep(WAIT_POLL_S)
+

@@ -1,0 +1,69 @@
+"""`labloop run | resume` from the command line: bad input exits 2 and writes nothing, overrides land in the
+journal, a finished campaign is not run again, and Ctrl-C exits 130 with the resume command."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from labloop.orchestrator.journal import Journal, State
+
+
+def _nothing_written(folder) -> bool:
+    return sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, labloop, write_campaign):
+    cases = {
+        "missing library": {"library": {"file": str(tmp_path / "nope.csv")}},
+        "planner kind not available yet": {"planner": {"kind": "greedy"}},
+        "dispense beyond the safety limit": {"safety": {"max_dispense_ml": 1.0}},
+    }
+    for why, sections in cases.items():
+        folder = tmp_path / why.replace(" ", "_")
+        folder.mkdir()
+        result = labloop("run", write_campaign(folder, prior=True, **sections), "--dry-run")
+        assert result.returncode == 2, (why, result.stderr)
+        assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, why
+        assert _nothing_written(folder), why
+    assert labloop("resume", tmp_path / "missing.db").returncode == 2
+
+
+def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, labloop, write_campaign):
+    store = tmp_path / "elsewhere" / "x.db"
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    assert labloop("run", campaign_file, "--dry-run", "--store", store, "--seed", 11).returncode == 0
+    assert not (tmp_path / "tiny.db").exists()
+    for again in (("resume", store), ("run", campaign_file, "--dry-run", "--store", store, "--seed", 11)):
+        assert labloop(*again).returncode == 0
+    with Journal.open(store, readonly=True) as journal:
+        assert journal.campaign_info().seed == 11
+        assert len(journal.experiments()) == 2
+        assert [e.data["dry_run"] for e in journal.events() if e.kind == "run"] == [True, True, True]
+
+
+def test_ctrl_c_exits_130_and_resume_finishes(tmp_path, write_campaign):
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 6})
+    cli = [sys.executable, "-m", "labloop.orchestrator.cli"]
+    process = subprocess.Popen([*cli, "run", campaign_file, "--dry-run"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    store = tmp_path / "tiny.db"
+    deadline = time.monotonic() + 60
+    while not (store.exists() and _done(store) >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert f"labloop resume {store}" in err
+    assert _done(store) < 6
+    resumed = subprocess.run([*cli, "resume", store], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _done(store) == 6
+
+
+def _done(store) -> int:
+    with Journal.open(store, readonly=True) as journal:
+        return len(journal.experiments(states=(State.DONE,)))

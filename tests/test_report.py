@@ -1,0 +1,40 @@
+"""`labloop report`: an HTML page, the four PNG plots and the CSV exports of a campaign's journal."""
+
+from __future__ import annotations
+
+import csv
+
+from labloop.orchestrator.report import PLOTS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 4})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    result = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "tiny" in page and "4/4 done" in page
+    for name in PLOTS:
+        assert f'src="{name}"' in page
+        assert (tmp_path / "report" / name).read_bytes().startswith(PNG_MAGIC)
+    with (tmp_path / "report" / "experiments.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) >= 4 and {r["status"] for r in rows} <= {"done", "failed"}
+    with (tmp_path / "report" / "measurements.csv").open() as handle:
+        measured = [r for r in csv.DictReader(handle) if r["potential_v"]]
+    assert len(measured) >= 4 and all(float(r["potential_v"]) > 0 for r in measured)
+
+
+def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_campaign):
+    from labloop.orchestrator.campaign import load_campaign
+    from labloop.orchestrator.journal import Journal
+
+    campaign = load_campaign(write_campaign(tmp_path))
+    Journal.create(campaign.store, campaign).close()
+    result = labloop("report", campaign.store)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tiny.report" / "index.html").is_file()
+    assert all((tmp_path / "tiny.report" / name).is_file() for name in PLOTS)
+    assert labloop("report", tmp_path / "missing.db").returncode == 2

@@ -1,0 +1,92 @@
+"""The campaign runner on emulators: a dry run completes its budget with everything journalled, SIGINT leaves
+the pumps stopped and the cell off, and repeated instrument faults stop the campaign with exit 1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from labloop.orchestrator.campaign import load_campaign
+from labloop.orchestrator.interrupts import Interrupts
+from labloop.orchestrator.journal import Journal, State
+from labloop.orchestrator.rig import build_rig
+from labloop.orchestrator.runner import EXIT_INTERRUPTED, Runner
+from labloop.protocols.executor import ProtocolExecutor
+from labloop.surrogate.dataset import read_table
+
+
+def test_dry_run_completes_its_budget_with_every_record(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, prior=True)
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        done = journal.experiments(states=(State.DONE,))
+        assert len(done) == 6
+        assert not journal.experiments(states=(State.RUNNING, State.PROPOSED, State.INTERRUPTED))
+        assert len({e.smiles for e in journal.experiments()}) == len(journal.experiments())
+        for e in done:
+            assert e.step is not None and e.planner == "random" and e.model_version is not None
+            assert e.mu is not None and e.sigma is not None and "scan_rate_v_s" in e.conditions
+            assert len(journal.voltammograms(e.id)) == 1
+            assert journal.analysis(e.id) is not None and e.potential_v is not None
+            actions = [a for a in journal.actions(e.id) if a.attempt == e.attempt]
+            assert [a.command for a in actions] == ["load_sample", "dispense", "dispense", "cv", "rinse"]
+            assert all(a.outcome == "ok" and a.finished_at for a in actions)
+        models = journal.model_versions()
+        assert models[0].metrics["n_measurements"] == 0 and len(models) >= 2  # prior + retrain every 2
+        assert all((tmp_path / "tiny.models").glob("*/manifest.json"))
+        kinds = {e.kind for e in journal.events()}
+        assert {"run", "health", "retrain", "model", "finished"} <= kinds
+
+
+def test_sigint_leaves_pumps_stopped_and_cell_off(tmp_path, write_campaign):
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 50}))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True) as rig, Journal.create(campaign.store, campaign) as journal, \
+            Interrupts() as interrupts:
+        runner = Runner(campaign, journal, rig, ProtocolExecutor.from_campaign(campaign, rig), library, None,
+                        interrupts)
+        watcher = threading.Thread(target=_interrupt_during_dispense, args=(campaign.store,), daemon=True)
+        watcher.start()
+        assert runner.run() == EXIT_INTERRUPTED
+        states = rig.emulator_states()
+        assert states["analyte_pump"]["status"] == "S" and states["electrolyte_pump"]["status"] == "S"
+        assert states["potentiostat"]["cell_on"] is False
+        assert not journal.experiments(states=(State.RUNNING,))
+        assert journal.experiments(states=(State.INTERRUPTED,)), "the experiment in progress is interrupted"
+        assert all(a.finished_at for e in journal.experiments() for a in journal.actions(e.id))
+        assert journal.events()[-1].kind == "interrupted"
+
+
+def _interrupt_during_dispense(store):
+    """SIGINT this process once the third experiment's dispense has been journalled."""
+    deadline = time.monotonic() + 60
+    with Journal.open(store, readonly=True) as journal:
+        while time.monotonic() < deadline:
+            running = journal.experiments(states=(State.RUNNING,))
+            if running and running[0].id >= 3 and any(a.command == "dispense" for a in journal.actions(running[0].id)):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.001)
+
+
+def test_consecutive_faults_stop_the_campaign_with_exit_1(tmp_path, labloop, write_campaign):
+    # the electrolyte syringe is not refilled: after two experiments it holds too little, so every further
+    # dispense is refused by the pump driver (a typed SafetyLimitExceeded) and the experiment fails
+    protocol = ["load_sample",
+                {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
+                              "refill": True}},
+                {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
+                              "fluid": "electrolyte"}},
+                {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
+    campaign_file = write_campaign(tmp_path, protocol=protocol, safety={"max_dispense_ml": 5, "syringe_ml": 10})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "failed in a row" in result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        failed = journal.experiments(states=(State.FAILED,))
+        assert len(failed) == 3 and all("SafetyLimitExceeded" in e.cause for e in failed)
+        assert len(journal.experiments(states=(State.DONE,))) == 2
+        assert journal.events()[-1].kind == "stopped"
