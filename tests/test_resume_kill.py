@@ -1,0 +1,125 @@
+"""Crash-safe resume: ``labloop run --dry-run`` is killed with SIGKILL at 10 random moments (one per run,
+across proposal, dispense, CV and retraining) and each is resumed with ``labloop resume``.
+
+Each final journal must hold exactly the budgeted number of done experiments, the same proposals (molecule
+and conditions, step by step) as an uninterrupted run with the same seed — so no candidate is measured
+twice — and no orphan row: every experiment has its proposal, every action ended, raw data and
+measurements belong to attempts that happened, and nothing is left running or pending.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from labloop.orchestrator.journal import Journal, State
+
+#: where each of the 10 runs is killed; retraining needs a surrogate (a tiny one, trained in seconds)
+SCENARIOS = {"no-surrogate": ["proposal", "dispense", "cv"] * 2 + ["dispense", "cv"],
+             "surrogate": ["retraining", "retraining"]}
+BUDGET = 6
+CLI = [sys.executable, "-m", "labloop.orchestrator.cli"]
+
+
+def _reached(journal: Journal, phase: str, target: int) -> bool:
+    """Whether the run is in ``phase`` at (or after) experiment ``target``."""
+    if phase == "retraining":
+        events = journal.events()
+        started = sum(e.kind == "retrain" for e in events)
+        return started > 0 and started > sum(e.kind == "model" for e in events) - 1  # v1 is the prior
+    experiments = journal.experiments()
+    if phase == "proposal":  # the planner state of the step proposing `target` is saved: proposals follow
+        saved = journal.latest_planner_state()
+        return saved is not None and saved[0] >= target // 2
+    running = [e for e in experiments if e.status == State.RUNNING and e.id >= target]
+    if not running:
+        return False
+    actions = journal.actions(running[0].id)
+    return bool(actions) and actions[-1].command == phase and actions[-1].finished_at is None
+
+
+def _kill_at(campaign_file: Path, store: Path, phase: str, rng: random.Random) -> str:
+    """Start a run, SIGKILL it once ``phase`` is reached (plus a random delay); returns what was seen."""
+    target = rng.randint(1, BUDGET - 1)
+    process = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    try:
+        while not store.exists():
+            assert process.poll() is None, process.stderr.read().decode()
+            time.sleep(0.01)
+        with Journal.open(store, readonly=True) as journal:
+            while not _reached(journal, phase, target):
+                assert process.poll() is None, f"the run ended before {phase} at {target}"
+                assert time.monotonic() < deadline
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0, 0.5 if phase == "retraining" else 0.003))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            counts = {s: len(journal.experiments(states=(s,))) for s in State}
+        return f"{phase} at {target}: {counts}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+def _proposals(store: Path) -> list[tuple[int, str, str]]:
+    with sqlite3.connect(store) as db:
+        return db.execute("SELECT step, smiles, conditions_json FROM proposals ORDER BY experiment_id").fetchall()
+
+
+def _assert_consistent(store: Path) -> None:
+    with Journal.open(store, readonly=True) as journal:
+        experiments = journal.experiments()
+        done = [e for e in experiments if e.status == State.DONE]
+        assert len(done) == BUDGET
+        assert not [e for e in experiments if e.status in (State.RUNNING, State.PROPOSED, State.INTERRUPTED)]
+        assert len({e.smiles for e in experiments}) == len(experiments), "a candidate was measured twice"
+        for e in done:
+            assert journal.voltammograms(e.id) and journal.analysis(e.id) is not None
+        for row in journal.model_versions():
+            assert Path(row.weights_path, "manifest.json").is_file()
+    with sqlite3.connect(store) as db:
+        def count(sql: str) -> int:
+            return db.execute(sql).fetchone()[0]
+        assert count("SELECT COUNT(*) FROM experiments e LEFT JOIN proposals p ON p.experiment_id = e.id "
+                     "WHERE p.experiment_id IS NULL") == 0
+        assert count("SELECT COUNT(*) FROM actions WHERE finished_at IS NULL") == 0
+        for table in ("actions", "raw_data", "measurements"):
+            assert count(f"SELECT COUNT(*) FROM {table} t JOIN experiments e ON e.id = t.experiment_id "
+                         "WHERE t.attempt < 1 OR t.attempt > e.attempt") == 0, table
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.parametrize("kind", list(SCENARIOS))
+def test_kill_anywhere_then_resume_finishes_the_same_campaign(tmp_path, write_campaign, labloop, kind):
+    # one folder for all: the runs share the prior model the reference run trains (prior-models/<key>)
+    prior, phases = kind == "surrogate", SCENARIOS[kind]
+    reference = write_campaign(tmp_path, prior=prior, name="reference")
+    assert labloop("run", reference, "--dry-run").returncode == 0
+    expected = _proposals(reference.with_suffix(".db"))
+
+    def one(k: int) -> str:
+        campaign_file = write_campaign(tmp_path, prior=prior, name=f"run{k}")
+        store = campaign_file.with_suffix(".db")
+        seen = _kill_at(campaign_file, store, phases[k], random.Random(k))
+        resumed = subprocess.run([*CLI, "resume", str(store)], capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, f"{seen}\n{resumed.stderr}"
+        _assert_consistent(store)
+        assert _proposals(store) == expected, seen
+        return seen
+
+    with ThreadPoolExecutor(2) as pool:
+        seen = list(pool.map(one, range(len(phases))))
+    print("\n".join(seen))
