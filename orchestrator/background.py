@@ -3,9 +3,10 @@ the clock of the instrument health check.
 
 Why retraining runs here: a full retrain takes minutes, and the instruments must not wait for it; the
 runner keeps measuring with the model it has and picks up the new one (:meth:`Background.take_model`)
-at its next proposal. Why the health check only *ticks* here: instruments are driven from the runner's
-thread alone (serial lines are not shared between threads), so the job only says a check is due and the
-runner performs it between experiments.
+at its next proposal, with its predictions for the whole library already made here. Why the health
+check only *ticks* here: instruments are driven from the runner's thread alone (serial lines are not
+shared between threads), so the job only says a check is due and the runner performs it between
+experiments.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ log = logging.getLogger(__name__)
 class Background:
     """One campaign's background jobs; a context manager (leaving it cancels a retrain in progress)."""
 
-    def __init__(self, campaign: Campaign, journal: Journal) -> None:
+    def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str]) -> None:
         self.campaign = campaign
         self.journal = journal
+        self.library = library
         self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, daemon=True)
         self._health_due = threading.Event()
         self._idle = threading.Event()
@@ -82,6 +84,7 @@ class Background:
 
         try:
             loaded = models.retrain(self.campaign, self.journal, measured, round_, progress)
+            loaded.model.predict(self.library)  # here, not at the next proposal: the rig must not wait for it
         except models.TrainingCancelled:
             log.info("retraining round %d cancelled", round_)
         except Exception as exc:  # a failed retrain must not stop the campaign: keep the model we have

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +23,10 @@ from labloop.orchestrator.journal import Journal, State
 from labloop.orchestrator.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
 from labloop.planners import make_planner
 from labloop.surrogate.dataset import read_table
+
+if TYPE_CHECKING:
+    from labloop.orchestrator.rig import Rig
+    from labloop.protocols.executor import ProtocolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +97,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     return code
 
 
-def _with_journal(campaign: Campaign, journal: Journal, rig: object, executor: object, library: list[str],
+def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],
                   dry_run: bool, interrupts: Interrupts) -> int:
     with interrupts.deferred():
         again = journal.mark_interrupted_on_resume()
@@ -100,6 +105,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: object, executor: o
                                  + (f"; experiment(s) {again} will run again" if again else ""),
                           data={"dry_run": dry_run})
     model = _model(campaign, journal)
+    if model is not None:
+        model.model.predict(library)  # once per model version, before the rig starts
     code = Runner(campaign, journal, rig, executor, library, model, interrupts).run()
     done = len(journal.experiments(states=(State.DONE,)))
     failed = len(journal.experiments(states=(State.FAILED,)))

@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labloop.instruments.errors import InstrumentError
 from labloop.orchestrator import console, models
@@ -31,6 +31,10 @@ from labloop.orchestrator.campaign import Campaign
 from labloop.orchestrator.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.journal import ExperimentRow, Journal, State
 from labloop.planners import Observation, PlannerState, make_planner
+
+if TYPE_CHECKING:
+    from labloop.orchestrator.rig import Rig
+    from labloop.protocols.executor import ProtocolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +56,14 @@ class Runner:
     planner may choose; ``model`` the newest surrogate (None without a prior).
     """
 
-    def __init__(self, campaign: Campaign, journal: Journal, rig: Any, executor: Any, library: Sequence[str],
-                 model: models.LoadedModel | None, interrupts: Interrupts) -> None:
+    def __init__(self, campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor,
+                 library: Sequence[str], model: models.LoadedModel | None, interrupts: Interrupts) -> None:
         self.campaign = campaign
         self.journal = journal
         self.rig = rig
         self.executor = executor
         self.planner = make_planner(campaign, library)
+        self.library = list(library)
         self.sample_ids = {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
         self.model = model
         self.interrupts = interrupts
@@ -72,7 +77,7 @@ class Runner:
     def run(self) -> int:
         """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults, 130 interrupted)."""
         budget = self.campaign.budget
-        with Background(self.campaign, self.journal) as background, console.progress() as bar:
+        with Background(self.campaign, self.journal, self.library) as background, console.progress() as bar:
             task = bar.add_task("experiments", total=budget.max_experiments)
             try:
                 return self._loop(background, lambda text: bar.update(task, completed=self._done_count(),
@@ -80,7 +85,7 @@ class Runner:
             except Interrupted as exc:
                 return self._stop_interrupted(exc)
 
-    def _loop(self, background: Background, show: Any) -> int:
+    def _loop(self, background: Background, show: Callable[[str], None]) -> int:
         failures = 0
         while True:
             self._take_new_model(background)
@@ -260,7 +265,7 @@ class Runner:
                 return f"{hits} hits (budget.stop_after_hits)"
         return None
 
-    def _wait_for_active_hours(self, show: Any) -> None:
+    def _wait_for_active_hours(self, show: Callable[[str], None]) -> None:
         """Outside ``schedule.active_hours``: wait, saying so on the status line (Ctrl-C still stops)."""
         if self.hours.contains(datetime.now()):
             return

@@ -90,3 +90,17 @@ def test_consecutive_faults_stop_the_campaign_with_exit_1(tmp_path, labloop, wri
         assert len(failed) == 3 and all("SafetyLimitExceeded" in e.cause for e in failed)
         assert len(journal.experiments(states=(State.DONE,))) == 2
         assert journal.events()[-1].kind == "stopped"
+
+
+def test_active_hours_cross_midnight():
+    from datetime import datetime
+
+    from labloop.orchestrator.active_hours import ActiveHours
+
+    night = ActiveHours("19:00-07:00")
+    assert night.contains(datetime(2026, 1, 1, 23, 30)) and night.contains(datetime(2026, 1, 2, 6, 59))
+    assert not night.contains(datetime(2026, 1, 2, 7, 0)) and not night.contains(datetime(2026, 1, 2, 12, 0))
+    assert night.next_start(datetime(2026, 1, 2, 12, 0)) == datetime(2026, 1, 2, 19, 0)
+    assert ActiveHours("00:00-24:00").contains(datetime(2026, 1, 1, 23, 59))
+    day = ActiveHours("08:00-18:00")
+    assert day.next_start(datetime(2026, 1, 1, 20, 0)) == datetime(2026, 1, 2, 8, 0)
