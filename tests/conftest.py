@@ -102,7 +102,7 @@ def _write_campaign(folder: Path, *, prior: bool = False, name: str = "tiny", **
     }
     if prior:
         campaign["prior"] = {"file": str(DATA), "targets": ["ie_ev", "ea_ev"], "rows": 200}
-        campaign["surrogate"] = {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2}
+        campaign["surrogate"] = {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 3}
     campaign.update(sections)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(campaign, sort_keys=False))

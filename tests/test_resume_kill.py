@@ -18,13 +18,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from labloop.orchestrator.journal import Journal, State
 
-#: where each of the 10 runs is killed; retraining needs a surrogate (a tiny one, trained in seconds)
-SCENARIOS = {"no-surrogate": ["proposal", "dispense", "cv"] * 2 + ["dispense", "cv"],
-             "surrogate": ["retraining", "retraining"]}
+#: where each of the 10 runs is killed, and whether its campaign has a (tiny) surrogate: retraining needs one
+SCENARIOS = [("retraining", True), ("retraining", True)] + [(p, False) for p in ("proposal", "dispense", "cv") * 2] \
+    + [("dispense", False), ("cv", False)]
 BUDGET = 6
 CLI = [sys.executable, "-m", "labloop.orchestrator.cli"]
 
@@ -102,24 +100,25 @@ def _assert_consistent(store: Path) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-@pytest.mark.parametrize("kind", list(SCENARIOS))
-def test_kill_anywhere_then_resume_finishes_the_same_campaign(tmp_path, write_campaign, labloop, kind):
+def test_kill_anywhere_then_resume_finishes_the_same_campaign(tmp_path, write_campaign, labloop):
     # one folder for all: the runs share the prior model the reference run trains (prior-models/<key>)
-    prior, phases = kind == "surrogate", SCENARIOS[kind]
-    reference = write_campaign(tmp_path, prior=prior, name="reference")
-    assert labloop("run", reference, "--dry-run").returncode == 0
-    expected = _proposals(reference.with_suffix(".db"))
+    expected = {}
+    for prior in (False, True):
+        reference = write_campaign(tmp_path, prior=prior, name=f"reference{int(prior)}")
+        assert labloop("run", reference, "--dry-run").returncode == 0
+        expected[prior] = _proposals(reference.with_suffix(".db"))
 
-    def one(k: int) -> str:
+    def kill(k: int) -> tuple[Path, str]:
+        phase, prior = SCENARIOS[k]
         campaign_file = write_campaign(tmp_path, prior=prior, name=f"run{k}")
         store = campaign_file.with_suffix(".db")
-        seen = _kill_at(campaign_file, store, phases[k], random.Random(k))
-        resumed = subprocess.run([*CLI, "resume", str(store)], capture_output=True, text=True, timeout=120)
+        return store, _kill_at(campaign_file, store, phase, random.Random(k))
+
+    with ThreadPoolExecutor(2) as pool:  # the kills run as separate processes, two at a time
+        killed = list(pool.map(kill, range(len(SCENARIOS))))
+    for (store, seen), (_, prior) in zip(killed, SCENARIOS, strict=True):
+        resumed = labloop("resume", store)
         assert resumed.returncode == 0, f"{seen}\n{resumed.stderr}"
         _assert_consistent(store)
-        assert _proposals(store) == expected, seen
-        return seen
-
-    with ThreadPoolExecutor(2) as pool:
-        seen = list(pool.map(one, range(len(phases))))
-    print("\n".join(seen))
+        assert _proposals(store) == expected[prior], seen
+    print("\n".join(seen for _, seen in killed))
