@@ -232,7 +232,8 @@ class Runner:
         due = done // self.campaign.surrogate.retrain_every
         if due > self.rounds and done < self.campaign.budget.max_experiments:
             self.rounds = due
-            background.retrain(self._measured(), due)
+            with self.interrupts.deferred():  # it journals that the retrain started
+                background.retrain(self._measured(), due)
 
     def _take_new_model(self, background: Background) -> None:
         newest = background.take_model()
@@ -270,9 +271,10 @@ class Runner:
         if self.hours.contains(datetime.now()):
             return
         opens = self.hours.next_start(datetime.now())
+        message = f"outside active hours {self.hours.text}; next experiment at {opens:%H:%M}"
+        console.err.print(message, markup=False, highlight=False)
         with self.interrupts.deferred():
-            self.journal.add_event("waiting", f"outside active hours {self.hours.text}; next experiment at "
-                                              f"{opens:%H:%M}")
+            self.journal.add_event("waiting", message)
         while not self.hours.contains(datetime.now()):
             show(f"outside active hours {self.hours.text}: waiting until {opens:%H:%M}")
             time.sleep(WAIT_POLL_S)
