@@ -142,14 +142,18 @@ class ObjectiveModel:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """The newest journalled model version and the measurements it was trained on."""
+    """A journalled model version: the model planners use and its journal row (metrics, weights path)."""
 
     model: ObjectiveModel
     row: ModelVersion
 
-    @property
-    def n_measurements(self) -> int:
-        return int(self.row.metrics.get("n_measurements", 0))
+
+def _journalled(campaign: Campaign, journal: Journal, ensemble: Ensemble, directory: Path,
+                metrics: dict[str, Any]) -> LoadedModel:
+    """Record a saved model as the next version; returns it with its journal row."""
+    version = journal.add_model_version(ensemble.info.get("n_train", 0), metrics, directory)
+    row = next(r for r in journal.model_versions() if r.version == version)
+    return LoadedModel(ObjectiveModel(ensemble, version, campaign.objective.quantity), row)
 
 
 def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None = None) -> LoadedModel:
@@ -168,10 +172,7 @@ def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None 
         except OSError as exc:  # another campaign of this folder saved the same model just now: use it
             log.info("prior model saved by another run meanwhile (%s)", exc)
             ensemble = load_ensemble(directory)
-    version = journal.add_model_version(ensemble.info.get("n_train", 0), metrics_of(ensemble, n_measurements=0),
-                                        directory)
-    return LoadedModel(ObjectiveModel(ensemble, version, campaign.objective.quantity),
-                       journal.model_versions()[-1])
+    return _journalled(campaign, journal, ensemble, directory, metrics_of(ensemble, n_measurements=0))
 
 
 def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
@@ -191,16 +192,14 @@ def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
 
 def retrain(campaign: Campaign, journal: Journal, measured: Sequence[tuple[str, float]], round_: int,
             progress: Progress | None = None) -> LoadedModel:
-    """Train on the prior plus ``measured`` (smiles, potential V vs Li/Li+), save, journal the new version
-    with its error on those measurements; ``round_`` numbers the retraining (its folder ``round-N``)."""
+    """Train on the prior plus ``measured`` (smiles, potential V vs Li/Li+), save, and journal the new
+    version with how closely it fits those measurements (``measured_fit_mae_v``, in-sample);
+    ``round_`` numbers the retraining (its folder ``round-N``)."""
     directory = models_dir(journal.path) / f"round-{round_}"
     ensemble = train(campaign, with_measurements(prior_table(campaign), campaign.objective.quantity, measured),
                      directory, progress)
-    model = ObjectiveModel(ensemble, 0, campaign.objective.quantity)
-    mu, _ = model.predict([s for s, _ in measured])
+    mu, _ = ObjectiveModel(ensemble, 0, campaign.objective.quantity).predict([s for s, _ in measured])
     errors = np.abs(np.array(mu) - np.array([p for _, p in measured]))
     metrics = metrics_of(ensemble, n_measurements=len(measured), round=round_,
-                         measured_mae_v=float(np.nanmean(errors)) if len(errors) else None)
-    version = journal.add_model_version(ensemble.info.get("n_train", 0), metrics, directory)
-    model.version = version
-    return LoadedModel(model, journal.model_versions()[-1])
+                         measured_fit_mae_v=float(np.nanmean(errors)) if len(errors) else None)
+    return _journalled(campaign, journal, ensemble, directory, metrics)

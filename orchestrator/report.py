@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 
 from labloop.orchestrator.campaign import Objective
 from labloop.orchestrator.journal import Journal
-from labloop.orchestrator.journal_view import describe_objective, snapshot
+from labloop.orchestrator.journal_view import _volts, describe_objective, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ def _html(snap: dict[str, Any]) -> str:
     best = "".join(f"<tr><td>{e['id']}</td><td><code>{esc(e['smiles'])}</code></td><td>{e['potential_v']:.3f}</td></tr>"
                    for e in snap["best"])
     models = "".join(f"<tr><td>{m['version']}</td><td>{esc(m['created_at'])}</td><td>{m['n_train']}</td>"
-                     f"<td>{m['metrics'].get('n_measurements', '')}</td></tr>" for m in snap["models"])
+                     f"<td>{m['metrics'].get('n_measurements', '')}</td>"
+                     f"<td>{_volts(m['metrics'].get('measured_fit_mae_v'))}</td></tr>" for m in snap["models"])
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in PLOTS)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
     return f"""<!doctype html>
@@ -141,7 +142,8 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
 {plots}
 <h2>best so far</h2><table><tr><th>id</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
-<h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th></tr>{models}
+<h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
+<th>fit MAE on measurements (V)</th></tr>{models}
 </table>
 <h2>data</h2><p><a href="experiments.csv">experiments.csv</a> · <a href="measurements.csv">measurements.csv</a></p>
 </body></html>
