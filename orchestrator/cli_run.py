@@ -9,8 +9,11 @@ the rig are all checked before the journal is created.
 
 from __future__ import annotations
 
+import fcntl
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,7 @@ import click
 from labloop.orchestrator import console, models
 from labloop.orchestrator.campaign import Campaign, load_campaign
 from labloop.orchestrator.interrupts import Interrupted, Interrupts
-from labloop.orchestrator.journal import Journal, State
+from labloop.orchestrator.journal import Journal, JournalError, State
 from labloop.orchestrator.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
 from labloop.planners import make_planner
 from labloop.surrogate.dataset import read_table
@@ -82,7 +85,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
             with build_rig(campaign, dry_run=dry_run, world=world) as rig:
                 executor = ProtocolExecutor.from_campaign(campaign, rig)
                 executor.check()
-                with open_journal() as journal:
+                with open_journal() as journal, _sole_runner(journal.path):
                     code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts)
         except Interrupted:
             code = EXIT_INTERRUPTED
@@ -95,6 +98,21 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                           f"`labloop log {store}`, fix the rig, then `labloop resume {store}`", markup=False,
                           highlight=False, soft_wrap=True)
     return code
+
+
+@contextmanager
+def _sole_runner(store: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the store while a run writes it, so a second ``run`` or ``resume`` of the
+    same campaign is refused instead of interleaving experiments (the lock dies with the process)."""
+    fd = os.open(store, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalError(f"{store}: another labloop process is running this campaign") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],

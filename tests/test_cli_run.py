@@ -1,8 +1,11 @@
 """`labloop run | resume` from the command line: bad input exits 2 and writes nothing, overrides land in the
-journal, a finished campaign is not run again, and Ctrl-C exits 130 with the resume command."""
+journal, a finished campaign is not run again, a campaign being run is not run twice, and Ctrl-C exits 130 with
+the resume command."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -67,3 +70,16 @@ def test_ctrl_c_exits_130_and_resume_finishes(tmp_path, write_campaign):
 def _done(store) -> int:
     with Journal.open(store, readonly=True) as journal:
         return len(journal.experiments(states=(State.DONE,)))
+
+
+def test_a_campaign_being_run_is_not_run_twice(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    fd = os.open(tmp_path / "tiny.db", os.O_RDONLY)  # as a live run holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        result = labloop("resume", tmp_path / "tiny.db")
+    finally:
+        os.close(fd)
+    assert result.returncode == 2 and "another labloop process" in result.stderr
+    assert labloop("resume", tmp_path / "tiny.db").returncode == 0
