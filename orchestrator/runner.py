@@ -124,10 +124,7 @@ class Runner:
 
     def _stop_interrupted(self, exc: Interrupted) -> int:
         """Safe rig, consistent journal: the running experiment becomes ``interrupted`` (re-run on resume)."""
-        try:
-            self.rig.safe_state()
-        except InstrumentError as error:
-            log.error("could not put every instrument in a safe state: %s", error)
+        self.rig.safe_state()  # never raises: an instrument it cannot make safe is logged
         with self.interrupts.deferred():
             ids = self.journal.mark_interrupted_on_resume()
             self.journal.add_event("interrupted", f"run stopped by {exc}; instruments in a safe state",
@@ -211,12 +208,7 @@ class Runner:
             self._open_actions = {}
             self.journal.fail_experiment(experiment_id, cause)
         if safe_state:
-            try:
-                self.rig.safe_state()
-            except InstrumentError as exc:
-                log.error("safe state after a failed experiment: %s", exc)
-                with self.interrupts.deferred():
-                    self.journal.add_event("safe_state_failed", str(exc), experiment_id=experiment_id)
+            self.rig.safe_state()
 
     # -- learning, checking, waiting ------------------------------------------------------------------
 
