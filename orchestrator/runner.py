@@ -71,6 +71,7 @@ class Runner:
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)
         self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
         self._open_actions: dict[int, int] = {}
+        self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -80,7 +81,7 @@ class Runner:
         with Background(self.campaign, self.journal, self.library) as background, console.progress() as bar:
             task = bar.add_task("experiments", total=budget.max_experiments)
             try:
-                return self._loop(background, lambda text: bar.update(task, completed=self._done_count(),
+                return self._loop(background, lambda text: bar.update(task, completed=self.done,
                                                                        description=text))
             except Interrupted as exc:
                 return self._stop_interrupted(exc)
@@ -91,7 +92,9 @@ class Runner:
             self._take_new_model(background)
             if background.health_check_due():
                 self._health_check()
-            reason = self._stop_reason()
+            experiments = self.journal.experiments()  # the one source of truth, read once per turn
+            self.done = sum(e.status == State.DONE for e in experiments)
+            reason = self._stop_reason(experiments)
             if reason is not None:
                 if background.training:
                     show("finishing the last retrain")
@@ -99,10 +102,10 @@ class Runner:
                 with self.interrupts.deferred():
                     self.journal.add_event("finished", f"campaign finished: {reason}")
                 return EXIT_OK
-            queue = self.journal.experiments(states=(State.PROPOSED, State.INTERRUPTED))
+            queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED)]
             if not queue:
                 show("proposing")
-                if not self._propose():
+                if not self._propose(experiments):
                     with self.interrupts.deferred():
                         self.journal.add_event("finished", "campaign finished: every library molecule was tried")
                     return EXIT_OK
@@ -112,6 +115,7 @@ class Runner:
             show(f"experiment {experiment.id}")
             if self._run_experiment(experiment):
                 failures = 0
+                self.done += 1
                 self._maybe_retrain(background)
             else:
                 failures += 1
@@ -120,7 +124,7 @@ class Runner:
                         self.journal.add_event("stopped", f"{failures} experiments failed in a row; campaign "
                                                           "stopped (budget.max_consecutive_faults)")
                     return EXIT_FAULTS
-            show(f"{self._done_count()} done")
+            show(f"{self.done} done")
 
     def _stop_interrupted(self, exc: Interrupted) -> int:
         """Safe rig, consistent journal: the running experiment becomes ``interrupted`` (re-run on resume)."""
@@ -133,13 +137,12 @@ class Runner:
 
     # -- proposing ------------------------------------------------------------------------------------
 
-    def _planner_state(self, step: int) -> PlannerState:
+    def _planner_state(self, step: int, experiments: Sequence[ExperimentRow]) -> PlannerState:
         """The state the planner proposes ``step`` from: reloaded when the journal saved it (a run killed
         between saving it and recording the proposals), else built from the journal and saved."""
         saved = self.journal.latest_planner_state()
         if saved is not None and saved[0] == step:
             return PlannerState.from_dict(saved[1])
-        experiments = self.journal.experiments()
         state = PlannerState(
             planner=self.planner.name, seed=self.campaign.seed, step=step,
             observations=tuple(Observation(e.smiles, e.conditions, e.potential_v if e.status == State.DONE else None)
@@ -151,12 +154,11 @@ class Runner:
             self.journal.save_planner_state(step, state.to_dict())
         return state
 
-    def _propose(self) -> bool:
+    def _propose(self, experiments: Sequence[ExperimentRow]) -> bool:
         """Record the planner's next batch; False when it has nothing left to propose."""
-        experiments = self.journal.experiments()
         step = 1 + max((e.step for e in experiments if e.step is not None), default=-1)
-        n = min(self.campaign.planner.batch_size, self.campaign.budget.max_experiments - self._done_count())
-        state = self._planner_state(step)
+        n = min(self.campaign.planner.batch_size, self.campaign.budget.max_experiments - self.done)
+        state = self._planner_state(step, experiments)
         model = None if self.model is None else self.model.model
         proposals = self.planner.propose(state, n, model)
         if proposals:
@@ -220,9 +222,8 @@ class Runner:
         """Every ``surrogate.retrain_every`` done experiments (not after the last one), in the background."""
         if self.model is None or background.training:
             return
-        done = self._done_count()
-        due = done // self.campaign.surrogate.retrain_every
-        if due > self.rounds and done < self.campaign.budget.max_experiments:
+        due = self.done // self.campaign.surrogate.retrain_every
+        if due > self.rounds and self.done < self.campaign.budget.max_experiments:
             self.rounds = due
             with self.interrupts.deferred():  # it journals that the retrain started
                 background.retrain(self._measured(), due)
@@ -240,12 +241,9 @@ class Runner:
         with self.interrupts.deferred():
             self.journal.add_event("health", message, data=report)
 
-    def _done_count(self) -> int:
-        return len(self.journal.experiments(states=(State.DONE,)))
-
-    def _stop_reason(self) -> str | None:
+    def _stop_reason(self, experiments: Sequence[ExperimentRow]) -> str | None:
         budget, objective = self.campaign.budget, self.campaign.objective
-        done = self.journal.experiments(states=(State.DONE,))
+        done = [e for e in experiments if e.status == State.DONE]
         if len(done) >= budget.max_experiments:
             return f"{len(done)} experiments done (budget.max_experiments)"
         if budget.max_hours is not None:
