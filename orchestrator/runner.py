@@ -148,8 +148,7 @@ class Runner:
             observations=tuple(Observation(e.smiles, e.conditions, e.potential_v if e.status == State.DONE else None)
                                for e in experiments if e.status in (State.DONE, State.FAILED)),
             pending=tuple(e.smiles for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED,
-                                                                         State.RUNNING)),
-            memory={} if saved is None else saved[1].get("memory", {}))
+                                                                         State.RUNNING)))
         with self.interrupts.deferred():
             self.journal.save_planner_state(step, state.to_dict())
         return state

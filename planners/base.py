@@ -2,17 +2,18 @@
 
 Why planners are pure functions of a JSON state: a campaign must resume after ``kill -9`` and propose
 exactly what the uninterrupted run would have. So a planner never keeps hidden state and never touches an
-instrument; everything it decides from (the step number, the seed, what is measured, pending or failed, and
-its own ``memory``) is in :class:`PlannerState`, which the runner saves in the journal before it records
-the proposals. The surrogate's view of the library comes in as a :class:`ModelView` (a trained model is
-not JSON, but its version number is, and the journal keeps the weights).
+instrument; everything it decides from (the step number, the seed, what is measured, failed or pending) is
+in :class:`PlannerState`, which the runner saves in the journal before it records the proposals. A planner
+with an optimiser (scikit-optimize's ask/tell) rebuilds it from the observations each step. The
+surrogate's view of the library comes in as a :class:`ModelView` (a trained model is not JSON, but its
+version number is, and the journal keeps the weights).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -44,7 +45,7 @@ class PlannerState:
     """Everything a planner decides from, JSON round-trippable (:meth:`to_dict` / :meth:`from_dict`).
 
     ``step`` counts planner calls from 0; ``pending`` are proposed or interrupted experiments not yet
-    measured; ``memory`` is the planner's own (JSON) state, e.g. an optimiser's history.
+    measured.
     """
 
     planner: str
@@ -52,7 +53,6 @@ class PlannerState:
     step: int
     observations: tuple[Observation, ...] = ()
     pending: tuple[str, ...] = ()
-    memory: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -63,7 +63,7 @@ class PlannerState:
     def from_dict(cls, data: Mapping[str, Any]) -> PlannerState:
         return cls(planner=data["planner"], seed=int(data["seed"]), step=int(data["step"]),
                    observations=tuple(Observation(**o) for o in data.get("observations", ())),
-                   pending=tuple(data.get("pending", ())), memory=dict(data.get("memory", {})))
+                   pending=tuple(data.get("pending", ())))
 
     @property
     def tried(self) -> frozenset[str]:
