@@ -1,6 +1,6 @@
 """`labloop run | resume` from the command line: bad input exits 2 and writes nothing, overrides land in the
-journal, a finished campaign is not run again, a campaign being run is not run twice, and Ctrl-C exits 130 with
-the resume command."""
+journal, a finished campaign is not run again, a campaign being run is not run twice, and Ctrl-C (or a plain
+``kill``) exits 130 with the resume command."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from labloop.orchestrator.journal import Journal, State
 
@@ -47,7 +49,8 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
         assert [e.data["dry_run"] for e in journal.events() if e.kind == "run"] == [True, True, True]
 
 
-def test_ctrl_c_exits_130_and_resume_finishes(tmp_path, write_campaign):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, signum):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 6})
     cli = [sys.executable, "-m", "labloop.orchestrator.cli"]
     process = subprocess.Popen([*cli, "run", campaign_file, "--dry-run"], stdout=subprocess.PIPE,
@@ -57,7 +60,7 @@ def test_ctrl_c_exits_130_and_resume_finishes(tmp_path, write_campaign):
     while not (store.exists() and _done(store) >= 1):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert f"labloop resume {store}" in err
