@@ -40,35 +40,41 @@ _LONE_PAIR = {7: (1.5, 2), 8: (2.0, 2), 16: (0.8, 2), 34: (0.6, 2), 15: (0.8, 2)
               35: (1.5, 2), 53: (1.2, 2), 52: (0.5, 2), 5: (-1.0, 0), 14: (-0.5, 0), 33: (0.6, 2)}
 
 
-def _centre(atom: Chem.Atom) -> tuple[float, int]:
-    """(h_X, pi electrons) of one pi centre."""
+def _centre(atom: Chem.Atom, has_double_bond: bool) -> tuple[float, int]:
+    """(h_X, pi electrons) of one pi centre that is not carbon."""
     z = atom.GetAtomicNum()
-    if z == 6:
-        return 0.0, 1
-    double = any(b.GetBondType() == Chem.BondType.DOUBLE for b in atom.GetBonds())
-    pyridine_like = atom.GetIsAromatic() and z == 7 and atom.GetDegree() == 2 and atom.GetTotalNumHs() == 0
-    if (double or pyridine_like) and z in _WITH_DOUBLE_BOND:
+    pyridine_like = z == 7 and atom.GetIsAromatic() and atom.GetDegree() == 2 and atom.GetTotalNumHs() == 0
+    if (has_double_bond or pyridine_like) and z in _WITH_DOUBLE_BOND:
         return _WITH_DOUBLE_BOND[z]
     return _LONE_PAIR.get(z, (0.0, 1))
 
 
 def huckel(mol: Chem.Mol) -> np.ndarray:
     """[HOMO, LUMO, gap, HOMO-1, LUMO+1, pi energy per centre, pi electrons, electrons/centre, centres]."""
-    bonds = [b for b in mol.GetBonds() if b.GetIsConjugated() or b.GetIsAromatic()]
-    centres = sorted({i for b in bonds for i in (b.GetBeginAtomIdx(), b.GetEndAtomIdx())})
+    pairs, in_double = [], set()
+    for b in mol.GetBonds():  # one pass over the bonds: this function runs for every molecule screened
+        if b.GetIsConjugated() or b.GetIsAromatic():
+            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+            pairs.append((i, j))
+            if b.GetBondType() == Chem.BondType.DOUBLE:
+                in_double.update((i, j))
+    centres = sorted({i for pair in pairs for i in pair})
     n = len(centres)
     if n < 2:  # no pi system: no orbital energies to report
         return np.zeros(9)
-    pos = {a: i for i, a in enumerate(centres)}
+    pos = {a: k for k, a in enumerate(centres)}
     H = np.zeros((n, n))
     electrons = 0
     for a in centres:
-        h, e = _centre(mol.GetAtomWithIdx(a))
+        atom = mol.GetAtomWithIdx(a)
+        if atom.GetAtomicNum() == 6:
+            electrons += 1
+            continue
+        h, e = _centre(atom, a in in_double)
         H[pos[a], pos[a]] = h
         electrons += e
-    for b in bonds:
-        i, j = pos[b.GetBeginAtomIdx()], pos[b.GetEndAtomIdx()]
-        H[i, j] = H[j, i] = 1.0
+    ij = np.array([(pos[i], pos[j]) for i, j in pairs])
+    H[ij[:, 0], ij[:, 1]] = H[ij[:, 1], ij[:, 0]] = 1.0
     x = np.linalg.eigvalsh(H)[::-1]  # most bonding first
     occ = min(max(electrons // 2, 1), n - 1)
     homo, lumo = x[occ - 1], x[occ]
