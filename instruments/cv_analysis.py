@@ -280,3 +280,25 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None) -> C
     )
     log.debug("CV analysis: %s", result)
     return result
+
+
+#: peak separation of a reversible one-electron couple at 25 C (V): the best a CV can show
+IDEAL_DEP_V = 0.059
+#: signal to noise at which the quality's noise term is one half
+HALF_QUALITY_SNR = 20.0
+
+
+def measurement_quality(result: CVResult) -> float:
+    """How clean a voltammogram is, 0 (no usable peak pair) to 1 (reversible and noise-free): what condition
+    planning maximises (planners/conditions.py).
+
+    The product of three terms in [0, 1]: the peak current ratio's closeness to one (``min(r, 1/r)``), the
+    peak separation's closeness to the reversible 59 mV (``0.059 / max(dEp, 0.059)``), and the signal to
+    noise (``snr / (snr + 20)``). Why a product: a voltammogram is only as good as its worst aspect.
+    """
+    if result.e_half_v is None or result.dep_v is None or not result.ratio:
+        return 0.0
+    ratio = min(result.ratio, 1 / result.ratio)
+    separation = IDEAL_DEP_V / max(result.dep_v, IDEAL_DEP_V)
+    noise = 1.0 if math.isinf(result.snr) else result.snr / (result.snr + HALF_QUALITY_SNR)
+    return ratio * separation * noise

@@ -25,8 +25,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     Strict,
+    Tag,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -210,6 +212,8 @@ class Planner(BaseModel):
     kind: Literal["random", "bayes", "greedy", "screening"] = "random"
     acquisition: Literal["ei", "pi", "lcb", "window_probability"] | None = None
     batch_size: Int = Field(1, ge=1, le=96)
+    diversity: Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        0.7, description="bayes/greedy: highest Tanimoto similarity of two molecules in one batch (1: no limit)")
 
     @model_validator(mode="after")
     def _acquisition_for_bayes(self) -> Planner:
@@ -217,11 +221,35 @@ class Planner(BaseModel):
             raise Problems(Problem(("acquisition",), f"only used by kind 'bayes' (kind is {self.kind!r})"))
         return self
 
+    def acquisition_for(self, goal: str) -> str:
+        """The acquisition ``bayes`` uses: the one named, else window probability for a window goal and
+        expected improvement otherwise."""
+        return self.acquisition or ("window_probability" if goal == "window" else "ei")
 
-class Conditions(BaseModel):
-    """Measurement conditions the planner may vary: a range, or one number to keep fixed."""
+
+class Choices(BaseModel):
+    """A categorical condition: one of these values per experiment."""
 
     model_config = SECTION
+    choices: tuple[Number | str, ...] = Field(min_length=1)
+
+
+def _condition_kind(value: Any) -> str:
+    return "<choices>" if isinstance(value, dict | Choices) else "<range>"
+
+
+#: a condition: a range (or one number), or ``{choices: [...]}`` — told apart by their shape, so an error
+#: speaks of the form the user wrote
+ConditionValue = Annotated[Annotated[Range, Tag("<range>")] | Annotated[Choices, Tag("<choices>")],
+                           Discriminator(_condition_kind)]
+
+
+class Conditions(BaseModel):
+    """Measurement conditions the planner may vary, each named like the protocol step parameter it sets:
+    a range ``[low, high]`` (searched log-uniformly), one number to keep fixed, or ``{choices: [...]}``."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    __pydantic_extra__: dict[str, ConditionValue]
     scan_rate_v_s: Annotated[Range, Field(description="V/s; [low, high] or one value")] = (0.1, 0.1)
 
     @field_validator("scan_rate_v_s")
@@ -230,6 +258,12 @@ class Conditions(BaseModel):
         if value[1] > 100:
             raise ValueError(f"must be at most 100 V/s (beyond any potentiostat's CV), got {list(value)}")
         return value
+
+    def space(self) -> dict[str, tuple[float, float] | dict[str, tuple[Any, ...]]]:
+        """Every condition: ``(low, high)`` or ``{"choices": (...)}`` (the planners' form)."""
+        extra = {name: value.model_dump() if isinstance(value, Choices) else value
+                 for name, value in (self.__pydantic_extra__ or {}).items()}
+        return {"scan_rate_v_s": self.scan_rate_v_s, **extra}
 
 
 class Instrument(BaseModel):
@@ -464,9 +498,16 @@ class Campaign(BaseModel):
         return self
 
     def _protocol_problems(self) -> list[Problem]:
-        """Instruments the protocol names must be the campaign's (whether they fit is the executor's check)."""
+        """Instruments the protocol names must be the campaign's (whether they fit is the executor's check),
+        and every condition must set a parameter of some step."""
         problems = []
-        for index, step in enumerate(parse_steps(list(self.protocol.steps))):
+        steps = parse_steps(list(self.protocol.steps))
+        parameters = {name for step in steps for name in type(step).model_fields}
+        for name in self.conditions.space():
+            if name not in parameters:
+                problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
+                                                              f"(step parameters: {', '.join(sorted(parameters))})"))
+        for index, step in enumerate(steps):
             for field in ("changer", "pump", "potentiostat"):
                 name = getattr(step, field, None)
                 if name is not None and name not in self.instruments:

@@ -20,7 +20,6 @@ from labloop.orchestrator.cli_run import report, resume, run
 from labloop.orchestrator.cli_surrogate import app as surrogate_app
 from labloop.orchestrator.journal import JournalError
 from labloop.orchestrator.yaml_source import CampaignError
-from labloop.planners import PlannerUnavailable
 from labloop.surrogate.errors import SurrogateError
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ app.add_command(report)
 
 #: exceptions that mean "the user's input is wrong" rather than "labloop has a bug"
 BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError, CampaignError, JournalError,
-                                                 SafetyLimitExceeded, PlannerUnavailable)
+                                                 SafetyLimitExceeded)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,9 @@ Why here and not in ``surrogate/``: this is where a campaign meets the surrogate
 trained on (the prior slice plus the measured potentials), where its weights live (``<store>.models/``
 beside the journal, so a store and its models move together), which version the journal gives it, and
 how a model's IE/EA become the potential the objective is about (``E_ox = IE - 1.40``,
-``E_red = EA - 1.40``, V vs Li/Li+, the thesis's rule; the measurements teach the model the rest).
+``E_red = EA - 1.40``, V vs Li/Li+, the thesis's rule; the measurements teach the rest: the calibration of
+:mod:`labloop.planners.feedback` after every measurement, and retraining with the measured potentials as
+an additional target).
 
 The prior model is cached in the store's folder (``prior-models/<key>``), keyed by the prior file's hash
 and the training recipe, so a second campaign on the same prior (or a re-run after deleting the journal)
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: which prior target each objective quantity comes from
 TARGET_OF = {"oxidation_potential": "ie_ev", "reduction_potential": "ea_ev"}
+#: the target column a retrained model learns the measured potentials (V vs Li/Li+) in
+MEASURED_TARGET = "measured_potential_v"
 
 #: ``on_epoch(member, epoch)``: training progress; raising in it cancels the training
 Progress = Callable[[int, int], None]
@@ -73,15 +77,17 @@ def prior_table(campaign: Campaign) -> MoleculeTable:
     return MoleculeTable(table.path, [table.smiles[i] for i in rows], table.targets, table.Y[rows])
 
 
-def with_measurements(table: MoleculeTable, quantity: str, measured: Sequence[tuple[str, float]]) -> MoleculeTable:
-    """The prior plus one row per measured potential, turned back into the target it predicts
-    (``IE = E_ox + 1.40``); the other targets of those rows are missing (NaN)."""
+def with_measurements(table: MoleculeTable, measured: Sequence[tuple[str, float]]) -> MoleculeTable:
+    """The prior plus one row per measured potential, in an additional target column
+    (:data:`MEASURED_TARGET`, NaN for the prior's rows; the prior's targets are NaN for the new rows): the
+    network learns the measurements beside the DFT data without mistaking one for the other."""
     if not measured:
         return table
-    extra = np.full((len(measured), len(table.targets)), np.nan)
-    extra[:, table.targets.index(TARGET_OF[quantity])] = [p + REFERENCE_ABSOLUTE_V["li"] for _, p in measured]
-    return MoleculeTable(table.path, table.smiles + [s for s, _ in measured], table.targets,
-                         np.vstack([table.Y, extra]))
+    targets = [*table.targets, MEASURED_TARGET]
+    prior_rows = np.hstack([table.Y, np.full((len(table.smiles), 1), np.nan)])
+    extra = np.full((len(measured), len(targets)), np.nan)
+    extra[:, -1] = [p for _, p in measured]
+    return MoleculeTable(table.path, table.smiles + [s for s, _ in measured], targets, np.vstack([prior_rows, extra]))
 
 
 class TrainingCancelled(Exception):
@@ -192,14 +198,25 @@ def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
 
 def retrain(campaign: Campaign, journal: Journal, measured: Sequence[tuple[str, float]], round_: int,
             progress: Progress | None = None) -> LoadedModel:
-    """Train on the prior plus ``measured`` (smiles, potential V vs Li/Li+), save, and journal the new
-    version with how closely it fits those measurements (``measured_fit_mae_v``, in-sample);
+    """Train on the prior plus ``measured`` (smiles, potential V vs Li/Li+) as an additional target, save,
+    and journal the new version with its training data size and its error on those measurements: of the
+    objective prediction once calibrated on them (``measured_fit_mae_v``, what planners use) and of the
+    network's own measured-potential output (``measured_head_fit_mae_v``), both in-sample;
     ``round_`` numbers the retraining (its folder ``round-N``)."""
+    from labloop.planners import Observation
+    from labloop.planners.feedback import CalibratedModel, DescriptorTable
+
     directory = models_dir(journal.path) / f"round-{round_}"
-    ensemble = train(campaign, with_measurements(prior_table(campaign), campaign.objective.quantity, measured),
-                     directory, progress)
-    mu, _ = ObjectiveModel(ensemble, 0, campaign.objective.quantity).predict([s for s, _ in measured])
-    errors = np.abs(np.array(mu) - np.array([p for _, p in measured]))
+    ensemble = train(campaign, with_measurements(prior_table(campaign), measured), directory, progress)
+    observations = [Observation(s, {}, p) for s, p in measured]
+    calibrated = CalibratedModel(ObjectiveModel(ensemble, 0, campaign.objective.quantity), observations,
+                                 DescriptorTable())
+    head = ensemble.predict([s for s, _ in measured])
+    column = ensemble.targets.index(MEASURED_TARGET) if MEASURED_TARGET in ensemble.targets else None
+    head_mae = None
+    if column is not None and len(head.rows):
+        truth = np.array([measured[row][1] for row in head.rows])
+        head_mae = float(np.mean(np.abs(head.mean[:, column] - truth)))
     metrics = metrics_of(ensemble, n_measurements=len(measured), round=round_,
-                         measured_fit_mae_v=float(np.nanmean(errors)) if len(errors) else None)
+                         measured_fit_mae_v=calibrated.calibration.fit_mae_v, measured_head_fit_mae_v=head_mae)
     return _journalled(campaign, journal, ensemble, directory, metrics)

@@ -1,6 +1,7 @@
 """`labloop report`: one folder that shows a campaign to someone who was not there — an HTML page with
-PNG plots (best so far vs experiment number, measured vs predicted, recent voltammograms, acquisition
-values) and CSV exports of the experiments and measurements.
+PNG plots (best so far vs experiment number, measured vs predicted, prediction error vs experiment number,
+recent voltammograms, acquisition values), the model versions and the calibrations with their errors on
+the measurements, and CSV exports of the experiments and measurements.
 
 Why files and not a server: a report is mailed, archived with the journal, and opened years later. It is
 built from the same snapshot as ``labloop log`` (:func:`labloop.orchestrator.journal_view.snapshot`), so the
@@ -27,7 +28,10 @@ from labloop.orchestrator.journal_view import _volts, describe_objective, snapsh
 log = logging.getLogger(__name__)
 
 RECENT_VOLTAMMOGRAMS = 6
-PLOTS = ("best_so_far.png", "measured_vs_predicted.png", "voltammograms.png", "acquisition.png")
+PLOTS = ("best_so_far.png", "measured_vs_predicted.png", "prediction_error.png", "voltammograms.png",
+         "acquisition.png")
+#: the prediction-error plot's running mean spans this many experiments
+ERROR_WINDOW = 8
 EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", "conditions", "mu", "sigma",
                       "acquisition", "model_version", "created_at", "started_at", "finished_at")
 MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "e_half_v", "dep_v", "reference", "flags", "mu", "sigma")
@@ -44,10 +48,12 @@ def write_report(journal: Journal, directory: Path) -> Path:
          [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]])
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
-    _voltammograms(directory / PLOTS[2], journal, done[-RECENT_VOLTAMMOGRAMS:])
-    _acquisition(directory / PLOTS[3], snap["experiments"])
+    _prediction_error(directory / PLOTS[2], done)
+    _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:])
+    _acquisition(directory / PLOTS[4], snap["experiments"])
+    calibrations = [e.data for e in journal.events() if e.kind == "calibration" and isinstance(e.data, dict)]
     page = directory / "index.html"
-    page.write_text(_html(snap))
+    page.write_text(_html(snap, calibrations))
     log.info("report written to %s", directory)
     return page
 
@@ -103,6 +109,22 @@ def _parity(path: Path, done: list[dict[str, Any]]) -> None:
     _save(fig, ax, path, None if pairs else "no prediction (campaign without a surrogate)")
 
 
+def _prediction_error(path: Path, done: list[dict[str, Any]]) -> None:
+    """How far each proposal's prediction was from its measurement, in the order measured: with feedback
+    the error falls as measurements accumulate; an open-loop screen's stays where the prior put it."""
+    fig, ax = _figure("prediction error at proposal time", "experiment number (done)",
+                      "|measured - predicted| (V)")
+    errors = [abs(e["potential_v"] - e["mu"]) for e in done if e["mu"] is not None]
+    if errors:
+        numbers = range(1, len(errors) + 1)
+        ax.plot(numbers, errors, "o", color="tab:grey", ms=3, label="each experiment")
+        running = [sum(errors[max(0, k - ERROR_WINDOW + 1):k + 1]) / len(errors[max(0, k - ERROR_WINDOW + 1):k + 1])
+                   for k in range(len(errors))]
+        ax.plot(numbers, running, color="tab:red", label=f"mean of the last {ERROR_WINDOW}")
+        ax.legend(loc="best", fontsize=8)
+    _save(fig, ax, path, None if errors else "no prediction to compare yet")
+
+
 def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]]) -> None:
     fig, ax = _figure("recent voltammograms", "E (V vs cell reference)", "i (uA)")
     for e in recent:
@@ -121,7 +143,11 @@ def _acquisition(path: Path, experiments: list[dict[str, Any]]) -> None:
     _save(fig, ax, path, None if scored else f"no acquisition values (planner {planner or 'none'} has none)")
 
 
-def _html(snap: dict[str, Any]) -> str:
+def _coefficients(coefficients: dict[str, float] | None) -> str:
+    return "" if not coefficients else ", ".join(f"{name} {value:+.3f}" for name, value in coefficients.items())
+
+
+def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]]) -> str:
     campaign, progress = snap["campaign"], snap["progress"]
     counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
     esc = html.escape
@@ -130,6 +156,11 @@ def _html(snap: dict[str, Any]) -> str:
     models = "".join(f"<tr><td>{m['version']}</td><td>{esc(m['created_at'])}</td><td>{m['n_train']}</td>"
                      f"<td>{m['metrics'].get('n_measurements', '')}</td>"
                      f"<td>{_volts(m['metrics'].get('measured_fit_mae_v'))}</td></tr>" for m in snap["models"])
+    calibration = "".join(
+        f"<tr><td>{c.get('model_version', '')}</td><td>{c['n_measurements']}</td>"
+        f"<td>{_volts(c.get('recent_prediction_mae_v'))}</td><td>{_volts(c.get('fit_mae_v'))}</td>"
+        f"<td>{_volts(c.get('intercept_v'))}</td><td>{esc(_coefficients(c.get('coefficients_v')))}</td></tr>"
+        for c in calibrations)
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in PLOTS)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
     return f"""<!doctype html>
@@ -145,6 +176,9 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th></tr>{models}
 </table>
+<h2>calibration to the measurements (refitted before every proposal)</h2>
+<table><tr><th>model</th><th>measurements</th><th>MAE of the last predictions (V)</th><th>fit MAE (V)</th>
+<th>offset (V)</th><th>slopes (V per unit)</th></tr>{calibration}</table>
 <h2>data</h2><p><a href="experiments.csv">experiments.csv</a> · <a href="measurements.csv">measurements.csv</a></p>
 </body></html>
 """

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from labloop.instruments.cv_analysis import measurement_quality
 from labloop.instruments.errors import InstrumentError
 from labloop.orchestrator import console, models
 from labloop.orchestrator.active_hours import ActiveHours
@@ -30,7 +31,8 @@ from labloop.orchestrator.background import Background
 from labloop.orchestrator.campaign import Campaign
 from labloop.orchestrator.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.journal import ExperimentRow, Journal, State
-from labloop.planners import Observation, PlannerState, make_planner
+from labloop.planners import ModelView, Observation, PlannerState, make_planner
+from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
 if TYPE_CHECKING:
     from labloop.orchestrator.rig import Rig
@@ -42,6 +44,10 @@ EXIT_OK = 0
 EXIT_FAULTS = 1
 EXIT_INTERRUPTED = 130
 WAIT_POLL_S = 1.0
+#: how a failure of the analysis (an unusable voltammogram: the molecule's fault) starts its cause
+ANALYSIS_FAILURE = "analysis: "
+#: the calibration event reports the error of this many latest predictions
+RECENT_ERRORS = 8
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,6 +72,7 @@ class Runner:
         self.library = list(library)
         self.sample_ids = {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
         self.model = model
+        self.descriptors = DescriptorTable()
         self.interrupts = interrupts
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)
@@ -145,20 +152,49 @@ class Runner:
             return PlannerState.from_dict(saved[1])
         state = PlannerState(
             planner=self.planner.name, seed=self.campaign.seed, step=step,
-            observations=tuple(Observation(e.smiles, e.conditions, e.potential_v if e.status == State.DONE else None)
-                               for e in experiments if e.status in (State.DONE, State.FAILED)),
+            observations=tuple(self._observation(e) for e in experiments if e.status in (State.DONE, State.FAILED)),
             pending=tuple(e.smiles for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED,
                                                                          State.RUNNING)))
         with self.interrupts.deferred():
             self.journal.save_planner_state(step, state.to_dict())
         return state
 
+    def _observation(self, experiment: ExperimentRow) -> Observation:
+        """A done or failed experiment as the planner sees it (failures by the analysis are the molecule's)."""
+        analysis = self.journal.analysis(experiment.id)
+        failure = None
+        if experiment.status == State.FAILED:
+            failure = "analysis" if (experiment.cause or "").startswith(ANALYSIS_FAILURE) else "instrument"
+        return Observation(experiment.smiles, experiment.conditions,
+                           experiment.potential_v if experiment.status == State.DONE else None,
+                           quality=None if analysis is None else measurement_quality(analysis), failure=failure)
+
+    def _model_view(self, state: PlannerState, experiments: Sequence[ExperimentRow]) -> ModelView | None:
+        """The model the planner proposes with: calibrated on the measurements for a planner that learns
+        (the calibration is journalled with how well the recent proposals predicted their measurements)."""
+        if self.model is None:
+            return None
+        if not self.planner.learns:
+            return self.model.model
+        view = CalibratedModel(self.model.model, state.observations, self.descriptors)
+        if view.calibration.n:
+            measured = [e for e in experiments if e.status == State.DONE and e.potential_v is not None
+                        and e.mu is not None][-RECENT_ERRORS:]
+            recent = (sum(abs(e.potential_v - e.mu) for e in measured) / len(measured)) if measured else None
+            summary = {**view.calibration.summary(), "model_version": view.version,
+                       "recent_prediction_mae_v": recent, "recent_n": len(measured)}
+            message = (f"calibration on {view.calibration.n} measurements (model version {view.version})"
+                       + ("" if recent is None else f"; last {len(measured)} predictions off by {recent:.3f} V"))
+            with self.interrupts.deferred():
+                self.journal.add_event("calibration", message, data=summary)
+        return view
+
     def _propose(self, experiments: Sequence[ExperimentRow]) -> bool:
         """Record the planner's next batch; False when it has nothing left to propose."""
         step = 1 + max((e.step for e in experiments if e.step is not None), default=-1)
         n = min(self.campaign.planner.batch_size, self.campaign.budget.max_experiments - self.done)
         state = self._planner_state(step, experiments)
-        model = None if self.model is None else self.model.model
+        model = self._model_view(state, experiments)
         proposals = self.planner.propose(state, n, model)
         if proposals:
             with self.interrupts.deferred():
@@ -187,7 +223,7 @@ class Runner:
                 self.journal.finish_experiment(experiment.id)
                 return True
         flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
-        self._fail(experiment.id, f"analysis: {flags}", safe_state=False)
+        self._fail(experiment.id, f"{ANALYSIS_FAILURE}{flags}", safe_state=False)
         return False
 
     def _on_action(self, experiment_id: int, step: int, name: str, instrument: str, params: Mapping[str, Any],
@@ -219,7 +255,7 @@ class Runner:
 
     def _maybe_retrain(self, background: Background) -> None:
         """Every ``surrogate.retrain_every`` done experiments (not after the last one), in the background."""
-        if self.model is None or background.training:
+        if self.model is None or background.training or not self.planner.learns:
             return
         due = self.done // self.campaign.surrogate.retrain_every
         if due > self.rounds and self.done < self.campaign.budget.max_experiments:

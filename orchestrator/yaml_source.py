@@ -141,11 +141,17 @@ def not_one_of(value: Any, choices: Sequence[str]) -> str:
     return f"{value!r} is not one of {', '.join(choices)}"
 
 
+def is_union_tag(part: Any) -> bool:
+    """Whether a part of an error location names the member of a tagged union (``Tag("<range>")``) rather than
+    a field: it is not in the YAML, so an error must not name it."""
+    return isinstance(part, str) and part.startswith("<") and part.endswith(">")
+
+
 def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel]) -> list[str]:
     """Every error of ``exc`` as ``file:line: field: message``, in the order of the lines in the file."""
     found: list[tuple[int, str]] = []
     for error in exc.errors(include_url=False):
-        loc: Loc = tuple(error["loc"])
+        loc: Loc = tuple(part for part in error["loc"] if not is_union_tag(part))
         cause = (error.get("ctx") or {}).get("error")
         problems = cause.problems if isinstance(cause, Problems) else (Problem((), _message(error, model)),)
         for problem in problems:

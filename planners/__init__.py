@@ -10,29 +10,39 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from labloop.planners.base import ModelView, Observation, Planner, PlannerState, Proposal
+from labloop.planners.conditions import ConditionSpace
+from labloop.planners.pool import PoolPlanner
 from labloop.planners.random_planner import RandomPlanner
+from labloop.planners.screening_planner import ScreeningPlanner
 
 if TYPE_CHECKING:
     from labloop.orchestrator.campaign import Campaign
 
-__all__ = ["PLANNERS", "ModelView", "Observation", "Planner", "PlannerState", "PlannerUnavailable", "Proposal",
-           "RandomPlanner", "make_planner"]
+__all__ = ["PLANNERS", "ConditionSpace", "ModelView", "Observation", "Planner", "PlannerState",
+           "PoolPlanner", "Proposal", "RandomPlanner", "ScreeningPlanner", "make_planner"]
 
-#: ``kind -> factory(campaign, library)``; the Bayesian kinds register here when they exist
+
+def _pool(kind: str) -> Callable[[Campaign, Sequence[str]], Planner]:
+    def make(campaign: Campaign, library: Sequence[str]) -> Planner:
+        objective = campaign.objective
+        acquisition = campaign.planner.acquisition_for(objective.goal) if kind == "bayes" else "mean"
+        return PoolPlanner(kind, library, ConditionSpace(campaign.conditions.space()), goal=objective.goal,
+                           acquisition=acquisition, window_v=objective.window_v,  # type: ignore[arg-type]
+                           diversity=campaign.planner.diversity)
+    return make
+
+
+#: ``kind -> factory(campaign, library)``
 PLANNERS: dict[str, Callable[[Campaign, Sequence[str]], Planner]] = {
-    "random": lambda campaign, library: RandomPlanner(library, campaign.conditions.model_dump()),
+    "random": lambda campaign, library: RandomPlanner(library, campaign.conditions.space()),
+    "bayes": _pool("bayes"),
+    "greedy": _pool("greedy"),
+    "screening": lambda campaign, library: ScreeningPlanner(
+        library, ConditionSpace(campaign.conditions.space()), goal=campaign.objective.goal,
+        window_v=campaign.objective.window_v),
 }
 
 
-class PlannerUnavailable(ValueError):
-    """The campaign asks for a planner kind this labloop does not have yet (bad input: nothing is run)."""
-
-
 def make_planner(campaign: Campaign, library: Sequence[str]) -> Planner:
-    """The planner ``campaign.planner.kind`` names, over the molecules of ``library``."""
-    try:
-        factory = PLANNERS[campaign.planner.kind]
-    except KeyError:
-        raise PlannerUnavailable(f"planner kind {campaign.planner.kind!r} is not available yet "
-                                  f"(available: {', '.join(sorted(PLANNERS))})") from None
-    return factory(campaign, library)
+    """The planner ``campaign.planner.kind`` names (validated against :data:`PLANNERS`), over ``library``."""
+    return PLANNERS[campaign.planner.kind](campaign, library)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,18 @@ class Proposal:
 
 @dataclass(frozen=True)
 class Observation:
-    """A finished experiment as a planner sees it: a potential (V vs Li/Li+) or None when it failed."""
+    """A finished experiment as a planner sees it: a potential (V vs Li/Li+) or None when it failed.
+
+    ``quality`` is the voltammogram's quality (0-1, :func:`labloop.instruments.cv_analysis.measurement_quality`;
+    None when no voltammogram was analysed); ``failure`` says why a failed experiment failed: "analysis" (no
+    usable voltammogram: the molecule's fault, a planner learns from it) or "instrument" (the rig's fault).
+    """
 
     smiles: str
     conditions: Mapping[str, Any]
     potential_v: float | None
+    quality: float | None = None
+    failure: Literal["analysis", "instrument"] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,16 @@ class PlannerState:
         """Molecules measured, failed or pending: a pool planner does not propose them again."""
         return frozenset(o.smiles for o in self.observations) | frozenset(self.pending)
 
+    @property
+    def measured(self) -> list[Observation]:
+        """Observations with a measured potential, in journal order."""
+        return [o for o in self.observations if o.potential_v is not None]
+
+    @property
+    def failed_analyses(self) -> list[str]:
+        """Molecules whose experiment gave no usable voltammogram."""
+        return [o.smiles for o in self.observations if o.failure == "analysis"]
+
 
 @runtime_checkable
 class ModelView(Protocol):
@@ -85,8 +102,14 @@ class ModelView(Protocol):
 
 @runtime_checkable
 class Planner(Protocol):
-    """``propose(state, n)`` -> at most ``n`` proposals; pure: same state and model, same proposals."""
+    """``propose(state, n)`` -> at most ``n`` proposals; pure: same state and model, same proposals.
+
+    ``learns``: whether the planner uses what is measured. The runner gives a learning planner the model
+    calibrated on the measurements (:mod:`labloop.planners.feedback`) and retrains the surrogate for it; a
+    planner that does not learn (``screening``) gets the prior model as it is, and no retraining.
+    """
 
     name: str
+    learns: bool
 
     def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]: ...

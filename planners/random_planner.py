@@ -10,16 +10,20 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from labloop.planners.base import ModelView, PlannerState, Proposal
+from labloop.planners.conditions import ConditionSpec
 
 
 class RandomPlanner:
-    """Untried library molecules in random order; each condition drawn log-uniformly from its range."""
+    """Untried library molecules in random order; each condition drawn log-uniformly from its range (or
+    uniformly from its choices)."""
 
     name = "random"
+    learns = True  # it chooses blindly, but records the calibrated prediction of what it chose
 
-    def __init__(self, library: Sequence[str], conditions: Mapping[str, tuple[float, float]]) -> None:
+    def __init__(self, library: Sequence[str], conditions: Mapping[str, ConditionSpec]) -> None:
         self.library = list(dict.fromkeys(library))  # one entry per molecule, library order kept
         self.conditions = dict(conditions)
 
@@ -33,9 +37,16 @@ class RandomPlanner:
                          model_version=None if model is None else model.version, planner=self.name)
                 for s, m, sd in zip(chosen, mu, sigma, strict=True)]
 
-    def _draw(self, rng: random.Random) -> dict[str, float]:
-        return {name: low if low == high else math.exp(rng.uniform(math.log(low), math.log(high)))
-                for name, (low, high) in self.conditions.items()}
+    def _draw(self, rng: random.Random) -> dict[str, Any]:
+        return {name: _draw_one(rng, spec) for name, spec in self.conditions.items()}
+
+
+def _draw_one(rng: random.Random, spec: ConditionSpec) -> Any:
+    """A value of one condition: log-uniform in a range, uniform among choices."""
+    if isinstance(spec, Mapping):
+        return rng.choice(list(spec["choices"]))
+    low, high = spec
+    return low if low == high else math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
 def _number(value: float | None) -> float | None:

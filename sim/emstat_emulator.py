@@ -50,11 +50,12 @@ Choices where the sources are silent ([infer], documented because the emulator m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -329,9 +330,20 @@ class EmStatEmulator:
         self.time_scale = time_scale or TimeScale.real_time()
         self.cell_on = False
         self.scripts: list[list[str]] = []
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
+        self._runs: Counter[str] = Counter()  # scans of each (cell contents, scan) in this process
         self._receiving: list[str] | None = None
         self._run: _Run | None = None
+
+    def _noise_rng(self, contents: Sequence[CellParams], params: CVParams) -> np.random.Generator:
+        """The noise of one scan, seeded by the emulator's seed, what is measured and how often this process
+        measured it before: the same scan of the same cell gets the same noise after a restart, so a
+        resumed dry run measures what the uninterrupted one did."""
+        key = repr((tuple(contents), params))
+        draw = self._runs[key]
+        self._runs[key] += 1
+        digest = hashlib.sha256(f"{self.seed}:{draw}:{key}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
     # -- PtyEmulator ----------------------------------------------------------------------------------------
     def new_framer(self) -> TerminatorFramer:
@@ -403,7 +415,8 @@ class EmStatEmulator:
                      faults: FaultInjector | None) -> float:
         params = cv.params
         _, potential = params.waveform()
-        current = cell_current(self.contents(), params, self._rng) if settings["cell"] else np.zeros(params.n_points)
+        current = cell_current(contents := self.contents(), params, self._noise_rng(contents, params)) \
+            if settings["cell"] else np.zeros(params.n_points)
         ranges = _allowed_ranges(settings)
         if faults is not None and faults.decide(FaultKind.OVERLOAD):
             first = int(faults.fraction() * len(current))

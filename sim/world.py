@@ -19,8 +19,12 @@ The couple (:meth:`World.couple_of`) puts that potential on the emulated referen
 (``E0 = E_Li - reference_offset_v``), with k0 and D spread per molecule (log-uniform in
 :data:`K0_RANGE_CM_S` and :data:`DIFFUSION_RANGE_CM2_S`, seeded like the residual): enough to make
 voltammograms differ in shape, never enough to move E1/2 (equal D for both forms, alpha 0.5). Each call
-also shifts E0 by N(0, ``noise_v``) from the world's seeded generator: the reference electrode's
-drift from one measurement to the next, which is what the campaign's measurement noise models.
+also shifts E0 by N(0, ``noise_v``): the reference electrode's drift from one measurement to the next,
+which is what the campaign's measurement noise models. The drift is drawn from a generator seeded by the
+campaign's seed, the molecule and how often this process measured it before — not from one running
+stream — so a campaign killed and resumed measures each experiment with the drift the uninterrupted run
+had, and proposes exactly what it would have (a resumed process re-runs the interrupted experiment as its
+first measurement of that molecule).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import hashlib
 import logging
 import math
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -148,7 +153,8 @@ class World:
         self.solvent = solvent
         self.noise_v = noise_v
         self.reference_offset_v = reference_offset_v
-        self._noise = np.random.default_rng(seed)
+        self.seed = seed
+        self._draws: Counter[str] = Counter()  # measurements of each molecule in this process
         self._lock = threading.Lock()  # couple_of runs on the emulator thread, note_sample on the runner's
         self._smiles_of: dict[str, str] = {}
 
@@ -189,8 +195,12 @@ class World:
         drifted by this measurement's noise); KeyError for a sample the world does not know."""
         with self._lock:
             smiles = self._smiles_of.get(sample_id, sample_id)
-            drift = float(self._noise.normal(0.0, self.noise_v)) if self.noise_v > 0 else 0.0
-        rng = _rng_of(Chem.MolToSmiles(_molecule(smiles)), "kinetics")
+        canonical = Chem.MolToSmiles(_molecule(smiles))
+        with self._lock:
+            draw = self._draws[canonical]
+            self._draws[canonical] += 1
+        drift = _rng_of(canonical, f"drift:{self.seed}:{draw}").normal(0.0, self.noise_v) if self.noise_v > 0 else 0.0
+        rng = _rng_of(canonical, "kinetics")
         return replace(DEFAULT_COUPLE, e0_v=self.truth_v(smiles) - self.reference_offset_v + drift,
                        k0_cm_s=_log_uniform(rng, K0_RANGE_CM_S),
                        diffusion_cm2_s=_log_uniform(rng, DIFFUSION_RANGE_CM2_S),

@@ -23,13 +23,14 @@ def _nothing_written(folder) -> bool:
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, labloop, write_campaign):
     cases = {
         "missing library": {"library": {"file": str(tmp_path / "nope.csv")}},
-        "planner kind not available yet": {"planner": {"kind": "greedy"}},
+        "bayes without a surrogate": {"planner": {"kind": "bayes"}},
         "dispense beyond the safety limit": {"safety": {"max_dispense_ml": 1.0}},
     }
     for why, sections in cases.items():
         folder = tmp_path / why.replace(" ", "_")
         folder.mkdir()
-        result = labloop("run", write_campaign(folder, prior=True, **sections), "--dry-run")
+        prior = why != "bayes without a surrogate"
+        result = labloop("run", write_campaign(folder, prior=prior, **sections), "--dry-run")
         assert result.returncode == 2, (why, result.stderr)
         assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, why
         assert _nothing_written(folder), why

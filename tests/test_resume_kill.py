@@ -122,3 +122,27 @@ def test_kill_anywhere_then_resume_finishes_the_same_campaign(tmp_path, write_ca
         _assert_consistent(store)
         assert _proposals(store) == expected[prior], seen
     print("\n".join(seen for _, seen in killed))
+
+
+def test_bayes_resumed_after_kill_proposes_what_the_uninterrupted_run_did(tmp_path, write_campaign, labloop):
+    # no retraining: which model a proposal uses must not depend on how fast a background retrain ran
+    sections = {"prior": True, "planner": {"kind": "bayes", "batch_size": 2},
+                "surrogate": {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 100},
+                "conditions": {"scan_rate_v_s": [0.02, 0.5]}}
+    reference = write_campaign(tmp_path, name="reference", **sections)
+    assert labloop("run", reference, "--dry-run").returncode == 0
+    expected = _proposals(reference.with_suffix(".db"))
+    assert len(expected) == BUDGET
+
+    def kill(k: int) -> tuple[Path, str]:
+        campaign_file = write_campaign(tmp_path, name=f"bayes{k}", **sections)
+        store = campaign_file.with_suffix(".db")
+        return store, _kill_at(campaign_file, store, ("proposal", "cv")[k], random.Random(100 + k))
+
+    with ThreadPoolExecutor(2) as pool:
+        killed = list(pool.map(kill, range(2)))
+    for store, seen in killed:
+        resumed = labloop("resume", store)
+        assert resumed.returncode == 0, f"{seen}\n{resumed.stderr}"
+        _assert_consistent(store)
+        assert _proposals(store) == expected, seen

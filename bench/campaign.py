@@ -1,0 +1,282 @@
+"""Closed-loop benchmark: how many molecules in the window each planner finds in 100 experiments; prints JSON.
+
+The world is the bundled data with the Born/ACN truth (``sim/world.py``): the bundled molecules are split
+once (seed :data:`SPLIT_SEED`) into a library of 5,000 molecules whose potentials only the world knows and
+a prior of the rest, on which the `fast` surrogate is trained once (IE/EA, 5 folds) and cached. The
+objective is the oxidation potential in [4.5, 4.6] V vs Li/Li+. Each planner (`bayes`, `greedy`,
+`screening`, `random`) runs 5 seeds of 100 experiments in batches of 4, with the planners and the feedback
+calibration exactly as a campaign uses them (``planners/``); each experiment is a cyclic voltammogram
+simulated by ``sim/cv_physics.py`` for the world's couple at the proposed scan rate, over the example
+protocol's fixed window, and analysed by ``instruments/cv_analysis.py`` — so failures (no peak inside the
+window) and measurement quality come from the same physics as a dry run. What it leaves out, to keep 20
+campaigns within minutes: the serial emulators (their bytes are tested elsewhere) and the periodic FCNN
+retraining (minutes per round; the per-measurement calibration is what learns here).
+
+Reported: hits (measured E1/2 inside the window) per planner, mean/std/min/max over seeds, mean hits after
+every 10 experiments, the proposal latency, and the latency of one `bayes` proposal over a 100,000-molecule
+library with the model's predictions cached. ``--plot FILE`` draws hits against experiment number.
+
+Usage: python bench/campaign.py [--seeds 5] [--experiments 100] [--batch 4] [--planners bayes,greedy,...]
+       [--model-dir DIR] [--plot bench/campaign_hits.png] [--big 100000]
+Never asserts a result; bench/RESULTS.md records the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from labloop.data import bundled_path
+from labloop.surrogate.dataset import MoleculeTable, read_table
+
+log = logging.getLogger("bench.campaign")
+
+SPLIT_SEED = 20261123
+LIBRARY_SIZE = 5000
+PRIOR_SEED = 7
+TARGETS = ("ie_ev", "ea_ev")
+WINDOW_V = (4.5, 4.6)
+
+
+def split_world() -> tuple[MoleculeTable, MoleculeTable]:
+    """(prior, library): the bundled data split once; the library's labels are for the world only."""
+    table = read_table(bundled_path(), TARGETS)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(table.smiles))
+    lib, pri = np.sort(order[:LIBRARY_SIZE]), np.sort(order[LIBRARY_SIZE:])
+    def take(rows: np.ndarray) -> MoleculeTable:
+        return MoleculeTable(table.path, [table.smiles[i] for i in rows], list(table.targets), table.Y[rows])
+    return take(pri), take(lib)
+
+
+def prior_ensemble(model_dir: Path, prior: MoleculeTable):
+    """The `fast` 5-fold surrogate trained on the prior, loaded from ``model_dir`` or trained into it."""
+    from labloop.surrogate.errors import ModelLoadError
+    from labloop.surrogate.persistence import load_ensemble, save_ensemble
+    from labloop.surrogate.presets import get_preset
+    from labloop.surrogate.training import train_from_table
+
+    try:
+        return load_ensemble(model_dir), None
+    except ModelLoadError:
+        pass
+    t0 = time.perf_counter()
+    run = train_from_table(prior, get_preset("fast"), folds=5, seed=PRIOR_SEED)
+    save_ensemble(run.ensemble, model_dir)
+    return run.ensemble, time.perf_counter() - t0
+
+
+def world_of(prior: MoleculeTable, library: MoleculeTable, seed: int):
+    """The simulated world of one run: Born/ACN truth from IE/EA, 10 mV reference drift per measurement."""
+    from labloop.sim.world import TruthTable, World
+
+    values = {s: (float(ie), float(ea)) for t in (prior, library) for s, (ie, ea) in zip(t.smiles, t.Y, strict=True)}
+    return World(TruthTable(values), source="ie_ea", quantity="oxidation_potential", solvent="acn", noise_v=0.01,
+                 reference_offset_v=REFERENCE_OFFSET_V, seed=seed)
+
+
+#: the example protocol's cell and scan: reference at 3.2 V vs Li/Li+, -0.8..1.95 V vs the reference
+REFERENCE_OFFSET_V = 3.2
+SCAN_V = (-0.8, 1.95, -0.8)
+E_STEP_V = 0.002
+
+
+def measure(world, smiles: str, conditions: dict, rng: np.random.Generator):
+    """One simulated experiment as the runner judges it: an Observation with the measured E1/2 (V vs Li/Li+),
+    or a failure of the analysis (no peak in the window, flags) — and its quality."""
+    from labloop.instruments.cv_analysis import analyze_cv, measurement_quality, to_li_scale
+    from labloop.instruments.voltammogram import CVParams
+    from labloop.planners import Observation
+    from labloop.sim.cv_physics import simulate_cv
+
+    begin, vertex1, vertex2 = SCAN_V
+    params = CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2,
+                      scan_rate_v_s=float(conditions["scan_rate_v_s"]), e_step_v=E_STEP_V)
+    result = analyze_cv(simulate_cv(world.couple_of(smiles), params, rng))
+    ok = result.e_half_v is not None and not result.flags
+    potential = to_li_scale(result.e_half_v, REFERENCE_OFFSET_V) if ok else None
+    return Observation(smiles, conditions, potential, quality=measurement_quality(result),
+                       failure=None if ok else "analysis")
+
+
+def make_planners(library: list[str]) -> dict:
+    from labloop.planners import ConditionSpace, PoolPlanner, RandomPlanner, ScreeningPlanner
+    from labloop.planners.similarity import SimilarityIndex
+
+    conditions = {"scan_rate_v_s": (0.02, 0.5)}
+    similarity = SimilarityIndex()  # one fingerprint table for every planner and run
+    def pool(kind: str, acquisition: str) -> PoolPlanner:
+        return PoolPlanner(kind, library, ConditionSpace(conditions), goal="window", acquisition=acquisition,
+                           window_v=WINDOW_V, similarity=similarity)
+    return {"bayes": pool("bayes", "window_probability"), "greedy": pool("greedy", "mean"),
+            "screening": ScreeningPlanner(library, ConditionSpace(conditions), goal="window", window_v=WINDOW_V),
+            "random": RandomPlanner(library, conditions)}
+
+
+def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: int, descriptors) -> dict:
+    """One campaign: hits after each experiment, failures, proposal latencies, calibration errors."""
+    from labloop.planners import PlannerState
+    from labloop.planners.feedback import CalibratedModel
+
+    rng = np.random.default_rng(seed)
+    observations: list = []
+    hits, latencies, errors = [], [], []
+    step = 0
+    while len(observations) < experiments:
+        state = PlannerState(planner.name, seed, step, observations=tuple(observations))
+        t0 = time.perf_counter()
+        view = CalibratedModel(model, observations, descriptors) if planner.learns else model
+        proposals = planner.propose(state, min(batch, experiments - len(observations)), view)
+        latencies.append(time.perf_counter() - t0)
+        for p in proposals:
+            obs = measure(world, p.smiles, dict(p.conditions), rng)
+            observations.append(obs)
+            if obs.potential_v is not None and p.mu is not None:
+                errors.append(abs(obs.potential_v - p.mu))
+            hits.append(sum(o.potential_v is not None and WINDOW_V[0] <= o.potential_v <= WINDOW_V[1]
+                            for o in observations))
+        step += 1
+    return {"hits": hits[-1], "hits_curve": hits, "failed": sum(o.failure is not None for o in observations),
+            "latency_s": latencies, "prediction_errors_v": errors,
+            "mean_quality": float(np.mean([o.quality for o in observations if o.quality is not None]))}
+
+
+def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
+    """One `bayes` proposal over an ``n``-molecule library (distinct random SMILES spellings of the bundled
+    molecules), after the model's predictions are cached; with 96 observations, 12 of them failures."""
+    from rdkit import Chem
+
+    from labloop.orchestrator.models import ObjectiveModel
+    from labloop.planners import ConditionSpace, Observation, PlannerState, PoolPlanner
+    from labloop.planners.feedback import CalibratedModel, DescriptorTable
+
+    rng = np.random.default_rng(0)
+    spellings: set[str] = set()
+    mols = [Chem.MolFromSmiles(s) for s in smiles]
+    while len(spellings) < n:
+        mol = mols[int(rng.integers(len(mols)))]
+        spellings.add(Chem.MolToSmiles(mol, doRandom=True))
+    library = sorted(spellings)
+    model = ObjectiveModel(ensemble, 1, "oxidation_potential")
+    t0 = time.perf_counter()
+    model.predict(library)
+    predict_s = time.perf_counter() - t0
+    planner = PoolPlanner("bayes", library, ConditionSpace({"scan_rate_v_s": (0.02, 0.5)}), goal="window",
+                          acquisition="window_probability", window_v=WINDOW_V)
+    measured = library[:96]
+    observations = tuple(Observation(s, {"scan_rate_v_s": 0.1}, None if k % 8 == 0 else 4.0 + 0.01 * k,
+                                     quality=0.0 if k % 8 == 0 else 0.8, failure="analysis" if k % 8 == 0 else None)
+                         for k, s in enumerate(measured))
+    descriptors = DescriptorTable()
+    times = []
+    for step in range(3):  # the first also fingerprints and describes the library (once per campaign)
+        t0 = time.perf_counter()
+        view = CalibratedModel(model, observations, descriptors)
+        planner.propose(PlannerState("bayes", 0, step, observations=observations), 4, view)
+        times.append(time.perf_counter() - t0)
+    return {"library": n, "featurize_and_predict_s": round(predict_s, 1), "first_proposal_s": round(times[0], 2),
+            "proposal_s": round(min(times[1:]), 3), "proposal_s_all": [round(t, 3) for t in times]}
+
+
+def summarise(runs: dict[str, list[dict]], experiments: int) -> dict:
+    out = {}
+    for name, results in runs.items():
+        hits = [r["hits"] for r in results]
+        curve = np.mean([r["hits_curve"] for r in results], axis=0)
+        latencies = [t for r in results for t in r["latency_s"]]
+        errors = [r["prediction_errors_v"] for r in results]
+        out[name] = {
+            "hits_mean": round(statistics.mean(hits), 1), "hits_std": round(statistics.pstdev(hits), 1),
+            "hits_min": min(hits), "hits_max": max(hits), "hits_per_seed": hits,
+            "hits_after": {str(k): round(float(curve[k - 1]), 1) for k in range(10, experiments + 1, 10)},
+            "failed_mean": round(statistics.mean(r["failed"] for r in results), 1),
+            "mean_quality": round(statistics.mean(r["mean_quality"] for r in results), 3),
+            "proposal_latency_s": {"median": round(statistics.median(latencies), 3), "max": round(max(latencies), 3)},
+            "prediction_mae_v_by_decile": [round(float(np.mean([np.mean(e[k * len(e) // 10:(k + 1) * len(e) // 10])
+                                                                for e in errors if len(e) >= 10])), 3)
+                                           for k in range(10)],
+        }
+    return out
+
+
+def plot(runs: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, results in runs.items():
+        curves = np.array([r["hits_curve"] for r in results])
+        x = np.arange(1, curves.shape[1] + 1)
+        ax.plot(x, curves.mean(axis=0), label=f"{name} ({curves[:, -1].mean():.1f})")
+        ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), alpha=0.15)
+    ax.set_xlabel("experiment")
+    ax.set_ylabel("hits found (E_ox in 4.5-4.6 V vs Li/Li+)")
+    ax.set_title("closed loop, 5,000-molecule library, batch 4")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--experiments", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--planners", default="bayes,greedy,screening,random")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="where the prior model is kept (default: the labloop cache folder)")
+    ap.add_argument("--plot", type=Path, default=None, help="draw hits vs experiment number into this PNG")
+    ap.add_argument("--big", type=int, default=100_000, help="library size of the latency check (0: skip)")
+    ap.add_argument("-v", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO if args.v else logging.WARNING, stream=sys.stderr)
+
+    from labloop.orchestrator.models import ObjectiveModel
+    from labloop.planners.feedback import DescriptorTable
+    from labloop.surrogate.fingerprint_cache import default_cache_dir
+
+    prior, library = split_world()
+    model_dir = args.model_dir or default_cache_dir() / "bench" / f"campaign-prior-{SPLIT_SEED}"
+    ensemble, train_s = prior_ensemble(model_dir, prior)
+    model = ObjectiveModel(ensemble, 1, "oxidation_potential")
+    model.predict(library.smiles)  # cached once, as the runner does for each model version
+    truth = world_of(prior, library, 0)
+    in_window = sum(WINDOW_V[0] <= truth.truth_v(s) <= WINDOW_V[1] for s in library.smiles)
+    descriptors = DescriptorTable()
+    planners = make_planners(library.smiles)
+    runs: dict[str, list[dict]] = {}
+    for name in args.planners.split(","):
+        runs[name] = []
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            result = run_campaign(planners[name], model, world_of(prior, library, seed), seed=seed,
+                                  experiments=args.experiments, batch=args.batch, descriptors=descriptors)
+            runs[name].append(result)
+            log.warning("%s seed %d: %d hits, %d failed (%.0f s)", name, seed, result["hits"], result["failed"],
+                        time.perf_counter() - t0)
+    out = {"library": len(library.smiles), "prior": len(prior.smiles), "window_v": list(WINDOW_V),
+           "library_in_window": in_window, "experiments": args.experiments, "batch": args.batch,
+           "seeds": args.seeds, "prior_training_s": None if train_s is None else round(train_s),
+           "planners": summarise(runs, args.experiments)}
+    if "bayes" in runs and "random" in runs and "screening" in runs:
+        bayes = out["planners"]["bayes"]["hits_mean"]
+        out["bayes_vs_random"] = round(bayes / max(out["planners"]["random"]["hits_mean"], 1e-9), 2)
+        out["bayes_vs_screening"] = round(bayes / max(out["planners"]["screening"]["hits_mean"], 1e-9), 2)
+    if args.plot:
+        plot(runs, args.plot)
+        out["plot"] = str(args.plot)
+    if args.big:
+        out["big_library"] = big_library_latency(ensemble, prior.smiles + library.smiles, args.big)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Condition planning: which measurement conditions (scan rate, step, concentration...) give clean
+voltammograms, learnt with scikit-optimize's ``Optimizer`` (ask/tell).
+
+Why a Bayesian optimiser apart from the molecule planner: conditions are a small continuous/categorical
+space shared by all molecules, and what the loop observes about them is a quality score of each
+voltammogram (:func:`labloop.instruments.cv_analysis.measurement_quality`: peak reversibility and signal to
+noise), not the potential. skopt's ``Optimizer`` is the standard ask/tell interface for exactly this.
+
+Why it is rebuilt at every proposal: the planner contract is a pure function of the journal's state. The
+optimiser is told every observed (conditions, quality) pair in journal order and asked for the batch with a
+generator seeded by ``(seed, step)``, so a resumed campaign asks for exactly the same conditions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from skopt import Optimizer
+from skopt.space import Categorical, Real, Space
+from skopt.utils import cook_estimator
+
+from labloop.planners.base import Observation
+
+log = logging.getLogger(__name__)
+
+#: random points the optimiser asks for before its Gaussian process takes over
+N_INITIAL_POINTS = 5
+#: candidate settings the acquisition is evaluated on; the Gaussian process is fitted without restarts of
+#: its hyperparameter search: a condition space has a handful of dimensions, and a proposal over a
+#: 100,000-molecule library must stay within 2 s (bench/campaign.py)
+ACQ_SAMPLES = 2000
+
+#: a condition: ``(low, high)`` range (fixed when equal) or ``{"choices": [...]}``
+ConditionSpec = tuple[float, float] | Mapping[str, Sequence[Any]]
+
+
+def step_seed(seed: int, step: int, purpose: str) -> int:
+    """A 32-bit seed for one planner step: the same in every process and every resumed run."""
+    digest = hashlib.sha256(f"{purpose}:{seed}:{step}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class ConditionSpace:
+    """The campaign's ``conditions``: ranges are searched log-uniformly (scan rates and concentrations span
+    decades), choices as categories; fixed values are passed through."""
+
+    def __init__(self, spec: Mapping[str, ConditionSpec]) -> None:
+        self.fixed: dict[str, Any] = {}
+        self.dimensions: list[Real | Categorical] = []
+        for name, value in spec.items():
+            if isinstance(value, Mapping):
+                choices = list(value["choices"])
+                if len(choices) == 1:
+                    self.fixed[name] = choices[0]
+                else:
+                    self.dimensions.append(Categorical(choices, name=name))
+            else:
+                low, high = value
+                if low == high:
+                    self.fixed[name] = low
+                else:
+                    self.dimensions.append(Real(low, high, prior="log-uniform", name=name))
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+    def middle(self) -> dict[str, Any]:
+        """One fixed setting: the geometric middle of each range, the first of each choice list (what an
+        open-loop screen measures every molecule at)."""
+        chosen = {d.name: (math.sqrt(d.low * d.high) if isinstance(d, Real) else d.categories[0])
+                  for d in self.dimensions}
+        return {**self.fixed, **chosen}
+
+    def propose(self, observations: Sequence[Observation], n: int, *, seed: int, step: int) -> list[dict[str, Any]]:
+        """``n`` condition settings, the optimiser told every observation with a quality (instrument
+        failures say nothing about the conditions and are left out)."""
+        if not self.dimensions:
+            return [dict(self.fixed) for _ in range(n)]
+        random_state = step_seed(seed, step, "conditions")
+        gp = cook_estimator("GP", space=Space(self.dimensions), random_state=random_state, n_restarts_optimizer=0)
+        optimizer = Optimizer(self.dimensions, base_estimator=gp, acq_func="EI", acq_optimizer="sampling",
+                              acq_optimizer_kwargs={"n_points": ACQ_SAMPLES}, n_initial_points=N_INITIAL_POINTS,
+                              random_state=random_state)
+        told = [(self._point(o.conditions), -o.quality) for o in observations if o.quality is not None]
+        told = [(x, y) for x, y in told if x is not None]
+        if told:
+            optimizer.tell([x for x, _ in told], [y for _, y in told])
+        if optimizer.models:  # the batch's constant-liar refits keep the kernel just fitted: 1 search, not n
+            optimizer.base_estimator_.set_params(kernel=optimizer.models[-1].kernel_, optimizer=None)
+        points = optimizer.ask(n_points=n) if n > 1 else [optimizer.ask()]
+        return [{**self.fixed, **{name: _plain(v) for name, v in zip(self.names, point, strict=True)}}
+                for point in points]
+
+    def _point(self, conditions: Mapping[str, Any]) -> list[Any] | None:
+        """An observed setting as a point of the space; None if it lies outside (the campaign's ranges
+        were changed since it was measured)."""
+        point = []
+        for d in self.dimensions:
+            value = conditions.get(d.name)
+            if value is None or value not in d:
+                return None
+            point.append(value)
+        return point
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers (proposals are stored as JSON)."""
+    return value.item() if hasattr(value, "item") else value

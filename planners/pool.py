@@ -1,0 +1,107 @@
+"""The ``bayes`` and ``greedy`` pool planners: score every untried library molecule with the (calibrated)
+surrogate and propose the best, a diverse batch at a time.
+
+``bayes`` scores with an acquisition function of the predicted mean *and* sigma (:mod:`.acquisition`):
+expected improvement, probability of improvement or the confidence bound for maximise/minimise goals, the
+probability of landing in the window for window goals. ``greedy`` is the same planner scoring the mean
+alone, so that a comparison of the two measures exactly what the uncertainty is worth.
+
+Two corrections to the acquisition, both pure functions of the journal's state:
+
+- **failures teach**: an experiment whose voltammogram was unusable (no peak, irreversible) is a failure
+  of the molecule, and molecules like it probably fail too. A candidate's score is pulled towards the
+  pool's lowest by its excess similarity to the nearest failed molecule:
+  ``p = 1 - max(0, (T - T0) / (1 - T0))`` with T its highest Tanimoto similarity to a failure and
+  :data:`FAILURE_BACKGROUND` T0 the similarity unrelated molecules share; ``score = p acq`` for the
+  non-negative acquisitions (EI, PI, window probability), ``low + p (acq - low)`` with ``low`` the pool's
+  lowest for the signed ones (confidence bound, greedy mean).
+- **batch diversity**: a batch is filled in score order, skipping a candidate whose Tanimoto similarity to
+  a molecule already in the batch or pending exceeds ``diversity``, so a batch does not spend four
+  experiments on four near-copies of one guess.
+
+Conditions for each proposal come from the condition planner (:mod:`.conditions`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from labloop.planners.acquisition import Acquisition, Goal, acquire
+from labloop.planners.base import ModelView, PlannerState, Proposal
+from labloop.planners.conditions import ConditionSpace
+from labloop.planners.similarity import SimilarityIndex
+
+log = logging.getLogger(__name__)
+
+#: Tanimoto similarity (ECFP4) that unrelated molecules share; only similarity beyond it counts
+FAILURE_BACKGROUND = 0.35
+#: default ceiling of the similarity between two molecules of one batch
+DEFAULT_DIVERSITY = 0.7
+
+
+class PoolPlanner:
+    """Scores the untried molecules of ``library`` by ``acquisition`` and proposes diverse batches."""
+
+    learns = True
+
+    def __init__(self, name: str, library: Sequence[str], conditions: ConditionSpace, *, goal: Goal,
+                 acquisition: Acquisition, window_v: tuple[float, float] | None = None,
+                 diversity: float = DEFAULT_DIVERSITY, similarity: SimilarityIndex | None = None) -> None:
+        self.name = name
+        self.library = list(dict.fromkeys(library))
+        self.conditions = conditions
+        self.goal = goal
+        self.acquisition = acquisition
+        self.window_v = window_v
+        self.diversity = diversity
+        self.similarity = similarity or SimilarityIndex()
+
+    def scores(self, state: PlannerState, model: ModelView) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """(untried molecules, mu, sigma, score) — the score after the failure correction; NaN for
+        molecules the model cannot read."""
+        tried = state.tried
+        pool = [s for s in self.library if s not in tried]
+        mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(pool))
+        score = acquire(self.acquisition, mu, sigma, self.goal, window_v=self.window_v, best_v=self._best(state))
+        failed = state.failed_analyses
+        if failed and np.isfinite(score).any():
+            similar = self.similarity.max_similarity(pool, failed)
+            keep = 1 - np.clip((similar - FAILURE_BACKGROUND) / (1 - FAILURE_BACKGROUND), 0.0, 1.0)
+            low = min(0.0, float(np.nanmin(score)))  # 0 for the non-negative EI, PI and window probability
+            score = low + keep * (score - low)
+        return pool, mu, sigma, score
+
+    def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:
+        if model is None:
+            raise ValueError(f"the {self.name} planner needs a surrogate model")
+        pool, mu, sigma, score = self.scores(state, model)
+        chosen = self._diverse_top(pool, score, n, state.pending)
+        settings = self.conditions.propose(state.observations, len(chosen), seed=state.seed, step=state.step)
+        return [Proposal(smiles=pool[i], conditions=c, mu=float(mu[i]), sigma=float(sigma[i]),
+                         acquisition=float(score[i]), model_version=model.version, planner=self.name)
+                for i, c in zip(chosen, settings, strict=True)]
+
+    def _best(self, state: PlannerState) -> float | None:
+        """The best measured potential for the goal (EI/PI improve on it); None before any."""
+        measured = [o.potential_v for o in state.measured]
+        if not measured or self.goal == "window":
+            return None
+        return max(measured) if self.goal == "maximize" else min(measured)
+
+    def _diverse_top(self, pool: Sequence[str], score: np.ndarray, n: int, pending: Sequence[str]) -> list[int]:
+        """Indices of up to ``n`` molecules in score order, none too similar to another chosen or pending."""
+        order = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
+        order = order[np.isfinite(score[order])]
+        chosen: list[int] = []
+        taken = list(pending)
+        for i in order:
+            if len(chosen) == n:
+                break
+            if self.diversity < 1 and taken and self.similarity.max_similarity([pool[i]], taken)[0] > self.diversity:
+                continue
+            chosen.append(int(i))
+            taken.append(pool[i])
+        return chosen

@@ -1,0 +1,60 @@
+"""The planners inside a campaign, on emulators with a (tiny) trained surrogate: `bayes` proposes with the
+calibration refitted on every measurement, journals it, and its predictions get closer to what is measured;
+the retrained model learns the measured potentials as an additional target; `screening` measures in the
+prior model's order and never retrains; `labloop report` shows the prediction error and the calibrations."""
+
+from __future__ import annotations
+
+from labloop.orchestrator.journal import Journal, State
+from labloop.orchestrator.models import MEASURED_TARGET
+from labloop.surrogate.persistence import load_ensemble
+
+
+def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, prior=True, planner={"kind": "bayes", "batch_size": 2},
+                                   budget={"max_experiments": 8},
+                                   surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 4})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        experiments = journal.experiments()
+        done = [e for e in experiments if e.status == State.DONE]
+        assert len(done) == 8
+        assert all(e.planner == "bayes" and e.acquisition is not None and 0 <= e.acquisition <= 1
+                   for e in experiments)
+        assert all(e.mu is not None and e.sigma is not None and e.sigma > 0 for e in experiments)
+        calibrations = [e.data for e in journal.events() if e.kind == "calibration"]
+        measured = [c["n_measurements"] for c in calibrations]
+        assert measured == sorted(measured) and measured[0] >= 1 and measured[-1] >= 6
+        # the first batch is predicted by the prior model alone (E = IE - 1.40, no solvation): far off;
+        # once calibrated on the measurements, the predictions land much closer
+        errors = [abs(e.potential_v - e.mu) for e in sorted(done, key=lambda e: e.id)]
+        assert sum(errors[:2]) / 2 > 2 * sum(errors[-4:]) / 4, errors
+        versions = journal.model_versions()
+        assert len(versions) == 2
+        retrained = versions[1]
+        assert retrained.metrics["n_measurements"] == 4
+        assert retrained.metrics["measured_fit_mae_v"] is not None
+        assert retrained.metrics["measured_head_fit_mae_v"] is not None
+        assert MEASURED_TARGET in load_ensemble(retrained.weights_path).targets
+    report = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "prediction_error.png" in page and "calibration to the measurements" in page
+    assert page.count("<tr><td>1</td><td>") >= 2  # calibration rows of model version 1
+
+
+def test_screening_campaign_measures_in_prior_order_and_never_retrains(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, prior=True, planner={"kind": "screening", "batch_size": 2},
+                                   budget={"max_experiments": 6},
+                                   surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        experiments = sorted(journal.experiments(), key=lambda e: e.id)
+        distance = [abs(e.mu - 4.55) for e in experiments]
+        assert distance == sorted(distance)
+        assert len(journal.model_versions()) == 1
+        kinds = {e.kind for e in journal.events()}
+        assert "retrain" not in kinds and "calibration" not in kinds
+        assert len({tuple(sorted(e.conditions.items())) for e in experiments}) == 1  # one fixed setting

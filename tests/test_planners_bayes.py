@@ -1,0 +1,252 @@
+"""Bayesian planning: acquisition functions against hand-computed values, the window probability, batch
+diversity, pending molecules, failures that teach, the screening baseline's fixed order, condition
+planning and the feedback calibration.
+
+The planners get their predictions through :class:`TableModel`, a model view over fixed numbers: the
+planners' input is the (mu, sigma) a surrogate gives, and fixing it is what lets each expected value be
+computed by hand. The surrogate itself, and the planners with it inside a campaign, are tested in
+test_runner.py and test_resume_kill.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from labloop.planners import ConditionSpace, Observation, PlannerState, PoolPlanner, ScreeningPlanner
+from labloop.planners.acquisition import acquire, window_probability
+from labloop.planners.feedback import CalibratedModel, DescriptorTable, cheap_descriptors, fit_calibration
+from labloop.planners.similarity import SimilarityIndex
+
+
+def phi(z: float) -> float:
+    return math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+
+def Phi(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+class TableModel:
+    """A model view over fixed predictions (mu, sigma) per SMILES."""
+
+    def __init__(self, table: dict[str, tuple[float, float]], version: int = 1) -> None:
+        self.table, self.version = table, version
+
+    def predict(self, smiles):
+        return ([self.table[s][0] for s in smiles], [self.table[s][1] for s in smiles])
+
+
+# -- acquisition functions --------------------------------------------------------------------------
+
+def test_expected_improvement_matches_the_closed_form_for_both_goals():
+    mu, sigma, best, xi = 4.0, 0.2, 4.1, 0.01
+    z = (mu - best - xi) / sigma  # maximise: improvement is mu above best + xi
+    expected_max = (mu - best - xi) * Phi(z) + sigma * phi(z)
+    got = acquire("ei", np.array([mu]), np.array([sigma]), "maximize", best_v=best)
+    assert got[0] == pytest.approx(expected_max, rel=1e-9)
+    z = (best - xi - mu) / sigma  # minimise: improvement is mu below best - xi
+    expected_min = (best - xi - mu) * Phi(z) + sigma * phi(z)
+    got = acquire("ei", np.array([mu]), np.array([sigma]), "minimize", best_v=best)
+    assert got[0] == pytest.approx(expected_min, rel=1e-9)
+    assert expected_min > expected_max  # below the best already: minimising gains more
+
+
+def test_probability_of_improvement_and_confidence_bound_match_hand_values():
+    mu, sigma = np.array([3.0, 3.5]), np.array([0.1, 0.4])
+    pi = acquire("pi", mu, sigma, "maximize", best_v=3.2)
+    assert pi == pytest.approx([Phi((3.0 - 3.2 - 0.01) / 0.1), Phi((3.5 - 3.2 - 0.01) / 0.4)], rel=1e-9)
+    lcb = acquire("lcb", mu, sigma, "maximize")
+    assert lcb == pytest.approx([3.0 + 1.96 * 0.1, 3.5 + 1.96 * 0.4])
+    lcb_min = acquire("lcb", mu, sigma, "minimize")
+    assert lcb_min == pytest.approx([-(3.0 - 1.96 * 0.1), -(3.5 - 1.96 * 0.4)])
+
+
+def test_window_probability_is_the_gaussian_mass_inside_the_window():
+    p = window_probability(np.array([4.55, 4.55, 3.0, 4.5]), np.array([0.05, 0.5, 0.1, 1e-9]), (4.5, 4.6))
+    assert p[0] == pytest.approx(Phi(1) - Phi(-1), rel=1e-9)  # 0.6827: one sigma either side
+    assert p[1] == pytest.approx(Phi(0.1) - Phi(-0.1), rel=1e-9)
+    assert p[2] == pytest.approx(0.0, abs=1e-12)
+    assert p[3] == pytest.approx(0.5)  # on the edge, no spread: half in
+
+
+def test_unreadable_molecules_get_no_score():
+    got = acquire("window_probability", np.array([4.55, np.nan]), np.array([0.1, np.nan]), "window",
+                  window_v=(4.5, 4.6))
+    assert np.isfinite(got[0]) and np.isnan(got[1])
+
+
+# -- the pool planner --------------------------------------------------------------------------------
+
+#: homologues that ECFP4 cannot tell apart (Tanimoto 1): near-copies
+ALKYL_NAPHTHALENES = [f"{'C' * n}c1ccc2ccccc2c1" for n in range(10, 14)]
+OTHERS = ["O=C1C=CC(=O)C=C1", "c1ccc2ccccc2c1", "CN(C)c1ccc(N(C)C)cc1", "c1ccsc1", "N#Cc1ccc(C#N)cc1"]
+
+
+def _window_planner(library, diversity=0.7) -> PoolPlanner:
+    return PoolPlanner("bayes", library, ConditionSpace({"scan_rate_v_s": (0.1, 0.1)}), goal="window",
+                       acquisition="window_probability", window_v=(4.5, 4.6), diversity=diversity)
+
+
+def test_batch_is_diverse_and_skips_pending_molecules():
+    library = ALKYL_NAPHTHALENES + OTHERS
+    # the near-copies are predicted best: without a diversity limit they would fill the batch
+    table = {s: (4.55, 0.05) for s in ALKYL_NAPHTHALENES} | {s: (4.4, 0.1) for s in OTHERS}
+    model = TableModel(table)
+    sim = SimilarityIndex()
+    assert sim.tanimoto(ALKYL_NAPHTHALENES[0], ALKYL_NAPHTHALENES[1]) > 0.7
+    undiverse = _window_planner(library, diversity=1.0).propose(PlannerState("bayes", 1, 0), 3, model)
+    assert {p.smiles for p in undiverse} <= set(ALKYL_NAPHTHALENES)
+    batch = _window_planner(library).propose(PlannerState("bayes", 1, 0), 3, model)
+    chosen = [p.smiles for p in batch]
+    assert chosen[0] == ALKYL_NAPHTHALENES[0] and len(chosen) == 3
+    assert all(sim.tanimoto(a, b) <= 0.7 for i, a in enumerate(chosen) for b in chosen[i + 1:])
+    pending = _window_planner(library).propose(PlannerState("bayes", 1, 0, pending=(ALKYL_NAPHTHALENES[0],)), 3, model)
+    assert ALKYL_NAPHTHALENES[0] not in {p.smiles for p in pending}
+    assert not set(ALKYL_NAPHTHALENES) & {p.smiles for p in pending}  # near-copies of a pending one neither
+    for p in batch:
+        assert p.acquisition == pytest.approx(float(window_probability(np.array([table[p.smiles][0]]),
+                                                                       np.array([table[p.smiles][1]]),
+                                                                       (4.5, 4.6))[0]))
+        assert p.model_version == 1 and p.planner == "bayes" and p.conditions == {"scan_rate_v_s": 0.1}
+
+
+def test_a_failed_analysis_lowers_the_score_of_similar_molecules_only():
+    library = ALKYL_NAPHTHALENES + OTHERS
+    model = TableModel({s: (4.52, 0.1) for s in library})
+    planner = _window_planner(library)
+    before = PlannerState("bayes", 1, 3)
+    after = PlannerState("bayes", 1, 3, observations=(
+        Observation(ALKYL_NAPHTHALENES[0], {}, None, quality=0.0, failure="analysis"),))
+    pool0, _, _, score0 = planner.scores(before, model)
+    pool1, _, _, score1 = planner.scores(after, model)
+    s0, s1 = dict(zip(pool0, score0, strict=True)), dict(zip(pool1, score1, strict=True))
+    for similar in ALKYL_NAPHTHALENES[1:]:
+        assert s1[similar] < s0[similar] - 1e-3
+    for other in OTHERS:
+        assert s1[other] == pytest.approx(s0[other])
+    # an instrument fault says nothing about the molecule
+    rig_fault = PlannerState("bayes", 1, 3, observations=(
+        Observation(ALKYL_NAPHTHALENES[0], {}, None, failure="instrument"),))
+    _, _, _, score2 = planner.scores(rig_fault, model)
+    assert np.allclose(score2, score0[1:])
+
+
+def test_greedy_uses_the_mean_only():
+    library = OTHERS
+    table = {OTHERS[0]: (4.55, 0.5), OTHERS[1]: (4.52, 0.01), OTHERS[2]: (3.0, 2.0), OTHERS[3]: (4.9, 0.1),
+             OTHERS[4]: (4.0, 0.1)}
+    greedy = PoolPlanner("greedy", library, ConditionSpace({}), goal="window", acquisition="mean",
+                         window_v=(4.5, 4.6))
+    order = [p.smiles for p in greedy.propose(PlannerState("greedy", 0, 0), 5, TableModel(table))]
+    assert order == [OTHERS[0], OTHERS[1], OTHERS[3], OTHERS[4], OTHERS[2]]  # by |mu - 4.55| alone
+    bayes = _window_planner(library, diversity=1.0)
+    assert bayes.propose(PlannerState("bayes", 0, 0), 1, TableModel(table))[0].smiles == OTHERS[1]  # sure bet
+
+
+def test_state_with_quality_and_failure_round_trips_and_gives_the_same_proposals():
+    library = ALKYL_NAPHTHALENES + OTHERS
+    model = TableModel({s: (4.4 + 0.03 * k, 0.1) for k, s in enumerate(library)})
+    planner = PoolPlanner("bayes", library, ConditionSpace({"scan_rate_v_s": (0.02, 0.5)}), goal="window",
+                          acquisition="window_probability", window_v=(4.5, 4.6))
+    state = PlannerState("bayes", 9, 4, observations=(
+        Observation(OTHERS[0], {"scan_rate_v_s": 0.1}, 4.51, quality=0.8),
+        Observation(OTHERS[1], {"scan_rate_v_s": 0.3}, None, quality=0.0, failure="analysis")),
+        pending=(OTHERS[2],))
+    again = PlannerState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state
+    assert planner.propose(state, 3, model) == planner.propose(again, 3, model)
+
+
+# -- screening ---------------------------------------------------------------------------------------
+
+def test_screening_measures_in_the_prior_order_whatever_is_measured():
+    library = ALKYL_NAPHTHALENES + OTHERS
+    model = TableModel({s: (4.0 + 0.1 * k, 0.1) for k, s in enumerate(library)})
+    planner = ScreeningPlanner(library, ConditionSpace({"scan_rate_v_s": (0.02, 0.5)}), goal="window",
+                               window_v=(4.5, 4.6))
+    ranking = planner.ranking(model)
+    assert ranking[:3] == [library[5], library[6], library[4]]  # mu 4.5, 4.6, 4.4: closest to 4.55 first
+    observations: list[Observation] = []
+    proposed = []
+    for step in range(5):
+        batch = planner.propose(PlannerState("screening", 0, step, observations=tuple(observations)), 2, model)
+        proposed += [p.smiles for p in batch]
+        # whatever comes back — hits, misses, failures — changes nothing
+        observations += [Observation(p.smiles, p.conditions, None if k else 9.9, failure="analysis" if k else None)
+                         for k, p in enumerate(batch)]
+        assert all(p.conditions == {"scan_rate_v_s": pytest.approx(0.1)} for p in batch)  # sqrt(0.02 * 0.5)
+    assert proposed == ranking[:9]
+    assert planner.learns is False
+
+
+# -- condition planning ------------------------------------------------------------------------------
+
+def test_condition_planner_is_seeded_per_step_and_moves_towards_clean_voltammograms():
+    space = ConditionSpace({"scan_rate_v_s": (0.01, 1.0), "e_step_v": {"choices": [0.001, 0.002]},
+                            "n_scans": (1.0, 1.0)})
+
+    def quality(c):  # clean voltammograms near 0.1 V/s with the fine step
+        return math.exp(-math.log(c["scan_rate_v_s"] / 0.1) ** 2) * (1.0 if c["e_step_v"] == 0.001 else 0.5)
+
+    first = space.propose([], 4, seed=3, step=0)
+    assert first == space.propose([], 4, seed=3, step=0)
+    assert first != space.propose([], 4, seed=3, step=1)
+    assert all(c["n_scans"] == 1.0 and 0.01 <= c["scan_rate_v_s"] <= 1.0 for c in first)
+    observations = []
+    batches = []
+    for step in range(8):
+        batch = space.propose(observations, 4, seed=3, step=step)
+        batches.append([quality(c) for c in batch])
+        observations += [Observation("C", c, 4.0, quality=quality(c)) for c in batch]
+    assert np.mean(batches[-3:]) > np.mean(batches[:2]) + 0.1  # it learns (while still exploring)
+    assert max(batches[-1]) > 0.95  # and it has found the clean setting
+
+
+# -- feedback calibration ----------------------------------------------------------------------------
+
+def test_cheap_descriptors():
+    n_over, hetero = cheap_descriptors("c1ccncc1")
+    assert n_over == pytest.approx(6 ** (-1 / 3)) and hetero == pytest.approx(1 / 6)
+    assert all(math.isnan(x) for x in cheap_descriptors("not a smiles"))
+
+
+def _born_world(smiles: list[str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(surrogate mu, sigma, measured): measured = mu - Born(n) + noise, as in the simulated world."""
+    z = np.array([cheap_descriptors(s)[0] for s in smiles])
+    mu = rng.normal(4.5, 0.6, len(smiles))
+    measured = mu - 4.67 * z + rng.normal(0, 0.05, len(smiles))
+    return mu, np.full(len(smiles), 0.05), measured
+
+
+def test_calibration_learns_the_solvation_shift_and_its_error_falls_with_measurements(ocelot):
+    smiles = list(ocelot.smiles[:400])
+    rng = np.random.default_rng(0)
+    mu, sigma, measured = _born_world(smiles, rng)
+    descriptors = DescriptorTable()(smiles)
+    test = slice(200, 400)
+    errors = {}
+    for n in (1, 5, 50, 200):
+        calibration = fit_calibration(mu[:n], sigma[:n], descriptors[:n], measured[:n])
+        m, s = calibration.apply(mu[test], sigma[test], descriptors[test])
+        errors[n] = float(np.mean(np.abs(m - measured[test])))
+        coverage = float(np.mean(np.abs(m - measured[test]) <= 1.96 * s))
+        assert coverage > 0.8, (n, coverage)
+    raw = float(np.mean(np.abs(mu[test] - measured[test])))
+    assert errors[1] < raw / 3  # one measurement already pins the offset
+    assert errors[1] > errors[5] > errors[50] >= errors[200] - 0.005
+    assert errors[200] < 0.06  # down to the world's own noise
+
+
+def test_calibrated_model_is_the_model_before_any_measurement():
+    table = {s: (4.0, 0.1) for s in OTHERS}
+    view = CalibratedModel(TableModel(table, version=3), [], DescriptorTable())
+    assert view.version == 3 and view.calibration.n == 0
+    mu, sigma = view.predict(OTHERS)
+    assert list(mu) == [4.0] * 5 and list(sigma) == [0.1] * 5
+    after = CalibratedModel(TableModel(table), [Observation(OTHERS[0], {}, 3.0)], DescriptorTable())
+    mu, sigma = after.predict(OTHERS)
+    assert after.calibration.n == 1 and mu[0] == pytest.approx(3.0, abs=0.05) and sigma[0] > 0.1
