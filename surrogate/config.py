@@ -33,3 +33,7 @@ class ModelConfig(BaseModel):
     label_scaling: Literal["minmax", "standard"] = "standard"
     #: ``log1p`` compresses fingerprint counts so that one ring repeated 12 times does not dominate
     input_transform: Literal["none", "log1p"] = "log1p"
+    #: standardised descriptor columns are multiplied by this before entering the network: with Adam,
+    #: an input's scale acts as a learning rate for its weights, and 14 descriptors at unit scale sit
+    #: next to ~110 non-zero fingerprint counts per molecule
+    descriptor_weight: float = Field(1.0, gt=0.0)

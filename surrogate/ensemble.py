@@ -2,16 +2,25 @@
 
 Why an ensemble: the planner needs a mean *and* an honest sigma for every molecule. K members, each
 trained on K-1 folds and checkpointed at its best validation epoch, disagree most where data is thin.
-Their raw spread is not calibrated, so one factor per target rescales it. The factor is fitted on a
-small calibration slice that no member trained on: there the spread and the error of the ensemble mean
-are exactly as they will be on new molecules. (Out-of-fold rows are not used for this, because K-1 of
-the K members have seen each of them, which shrinks their spread in a way new molecules never show;
-bench/RESULTS.md measures how far off that would be.)
+Their raw spread is not calibrated: it is rescaled per target to sigma = factor * sqrt(spread^2 +
+floor^2). Both numbers are fitted on a calibration slice that no member trained on: there the spread and
+the error of the ensemble mean are exactly as they will be on new molecules. (Out-of-fold rows are not
+used for this, because K-1 of the K members have seen each of them, which shrinks their spread in a way
+new molecules never show; bench/RESULTS.md measures how far off that would be.)
+
+Why a floor: members can agree on a molecule and still all be wrong by the error every model of this
+kind makes (label noise, what the fingerprint cannot see); a spread-proportional sigma is then far too
+small there, and a single factor has to compensate by widening every other interval. The floor is the
+maximum-likelihood fit of error ~ N(0, a * (spread^2 + floor^2)) on the slice. Why the factor is a
+conformal quantile (the ceil((n+1) * 0.95)-th smallest |error| / sqrt(spread^2 + floor^2), divided by
+1.96): whatever the error distribution, 95% coverage on new molecules is then guaranteed on average
+over slices, instead of resting on a Gaussian assumption.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,7 +30,7 @@ from labloop.surrogate.config import ModelConfig
 from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.featurize import Features, FingerprintSettings, InvalidSmiles, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
-from labloop.surrogate.metrics import calibration_factor, regression_metrics
+from labloop.surrogate.metrics import Z95, calibration_factor, regression_metrics
 from labloop.surrogate.model import (
     LabelScaler,
     predict_scaled,
@@ -55,10 +64,17 @@ class Ensemble:
     config: ModelConfig
     targets: list[str]
     scaler: LabelScaler
-    calibration: dict[str, float]
+    calibration: dict[str, float]  # the factor per target
     descriptor_scaler: LabelScaler | None = None  # standardises descriptor columns (None: no descriptors)
     preset: str = "custom"
     info: dict = field(default_factory=dict)  # metrics, data hash, learning curves: see persistence
+    calibration_floor: dict[str, float] = field(default_factory=dict)  # per target, label units (absent: 0)
+
+    def sigma(self, spread: np.ndarray) -> np.ndarray:
+        """Calibrated std from the members' raw spread (one column per target)."""
+        factor = np.array([self.calibration[t] for t in self.targets])
+        floor = np.array([self.calibration_floor.get(t, 0.0) for t in self.targets])
+        return factor * np.sqrt(spread**2 + floor**2)
 
     def _raw(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
         """Uncalibrated ensemble mean and spread (std across members) in label units."""
@@ -72,7 +88,7 @@ class Ensemble:
         for i in range(0, len(feats), batch):
             m, s = self._raw(feats.subset(slice(i, i + batch)))
             means.append(m)
-            stds.append(s * np.array([self.calibration[t] for t in self.targets]))
+            stds.append(self.sigma(s))
         if not means:
             empty = np.zeros((0, len(self.targets)))
             return empty, empty.copy()
@@ -93,17 +109,45 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(order, folds)]
 
 
+def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """(factor, floor) with sigma = factor * sqrt(spread^2 + floor^2) covering ``level`` of new errors.
+
+    The floor maximises the Gaussian likelihood of the errors under variance a * (spread^2 + floor^2)
+    (a profiled out; a grid over log floor from 1e-4 to 10x the error RMS). The factor is then the
+    finite-sample conformal quantile of |error| / sqrt(spread^2 + floor^2) over 1.96: the
+    ceil((n + 1) * level)-th smallest ratio, which covers at least ``level`` of exchangeable new
+    molecules on average. NaN labels are ignored; no labels at all give (1, 0).
+    """
+    y, mean, spread = (np.asarray(a, dtype=float) for a in (y, mean, spread))
+    ok = ~np.isnan(y)
+    err, spread = mean[ok] - y[ok], np.maximum(spread[ok], 1e-12)
+    if not len(err):
+        return 1.0, 0.0
+    rms = float(np.sqrt(np.mean(err**2))) or 1e-6
+    floors = np.concatenate([[0.0], np.geomspace(1e-4, 10 * rms, 200)])
+    var = spread[None, :] ** 2 + floors[:, None] ** 2
+    a = np.mean(err[None, :] ** 2 / var, axis=1)
+    nll = np.log(np.maximum(a, 1e-300)) + np.mean(np.log(var), axis=1)
+    floor = float(floors[int(np.argmin(nll))])
+    ratio = np.sort(np.abs(err) / np.sqrt(spread**2 + floor**2))
+    k = min(len(ratio), math.ceil((len(ratio) + 1) * level))
+    return float(ratio[k - 1] / Z95), floor
+
+
 def calibration_size(n: int, fraction: float) -> int:
     """Rows kept aside for calibration: ``fraction`` of n, at least 100 (or a fifth of tiny data)."""
     return max(round(fraction * n), min(100, n // 5))
 
 
 def network_inputs(feats: Features, config: ModelConfig, descriptor_scaler: LabelScaler | None) -> np.ndarray:
-    """float32 network input: transformed fingerprints, then standardised descriptors (if any)."""
+    """float32 network input: transformed fingerprints, then standardised, weighted descriptors (if any)."""
     Xt = transform_inputs(feats.X, config)
     if descriptor_scaler is None or not feats.D.shape[1]:
         return Xt
-    return np.concatenate([Xt, descriptor_scaler.transform(feats.D)], axis=1)
+    D = descriptor_scaler.transform(feats.D)
+    if config.descriptor_weight != 1.0:
+        D *= np.float32(config.descriptor_weight)
+    return np.concatenate([Xt, D], axis=1)
 
 
 def train_ensemble(
@@ -154,9 +198,10 @@ def train_ensemble(
 
     ens = Ensemble(members, fingerprint, config, targets, scaler, dict.fromkeys(targets, 1.0), desc_scaler, preset)
     cal_mean, cal_std = ens._raw(feats.subset(cal))
-    ens.calibration = {t: calibration_factor(Y[cal, j], cal_mean[:, j], cal_std[:, j])
-                       for j, t in enumerate(targets)}
-    scale = np.array([ens.calibration[t] for t in targets])
+    fitted = [fit_calibration(Y[cal, j], cal_mean[:, j], cal_std[:, j]) for j in range(len(targets))]
+    ens.calibration = {t: f for t, (f, _) in zip(targets, fitted, strict=True)}
+    ens.calibration_floor = {t: b for t, (_, b) in zip(targets, fitted, strict=True)}
+    cal_sigma = ens.sigma(cal_std)
     _, fit_std = ens._raw(feats.subset(fit))
     ens.info = {
         "n_train": len(fit),
@@ -167,7 +212,7 @@ def train_ensemble(
         "learning_curves": curves,
         "metrics": {
             "out_of_fold": {t: regression_metrics(Y[fit, j], oof[:, j]) for j, t in enumerate(targets)},
-            "calibration_slice": {t: regression_metrics(Y[cal, j], cal_mean[:, j], cal_std[:, j] * scale[j])
+            "calibration_slice": {t: regression_metrics(Y[cal, j], cal_mean[:, j], cal_sigma[:, j])
                                   for j, t in enumerate(targets)},
         },
     }

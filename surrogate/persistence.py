@@ -2,7 +2,8 @@
 
 Layout of a model directory::
 
-    manifest.json           format version, featuriser, config, targets, label scaling, calibration,
+    manifest.json           format version, featuriser, config, targets, label scaling, calibration
+                            (factor and floor per target),
                             metrics, training-data hash, package versions
     member_0.weights.h5 ... one Keras weights file per fold
 
@@ -70,6 +71,8 @@ def save_ensemble(ens: Ensemble, directory: str | Path, extra: dict | None = Non
             "folds": len(ens.members),
             "members": files,
             "calibration": ens.calibration,
+            # sigma = calibration * sqrt(spread^2 + calibration_floor^2); manifests before the floor lack it (0)
+            "calibration_floor": ens.calibration_floor,
             "versions": _versions(),
             **ens.info,
             **(extra or {}),
@@ -118,6 +121,8 @@ def load_ensemble(directory: str | Path) -> Ensemble:
         if fingerprint.descriptors and desc_scaler is None:
             raise KeyError("descriptor_scaling")
         calibration = {t: float(manifest["calibration"][t]) for t in targets}
+        floors = manifest.get("calibration_floor") or {}
+        calibration_floor = {t: float(floors.get(t, 0.0)) for t in targets}
         files = list(manifest["members"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path / MANIFEST}: incomplete or invalid manifest ({exc})") from None
@@ -133,6 +138,6 @@ def load_ensemble(directory: str | Path) -> Ensemble:
         members.append(model)
     info = {k: v for k, v in manifest.items() if k not in {
         "format", "format_version", "preset", "targets", "fingerprint", "model", "label_scaling",
-        "descriptor_scaling", "folds", "members", "calibration"}}
+        "descriptor_scaling", "folds", "members", "calibration", "calibration_floor"}}
     return Ensemble(members, fingerprint, config, targets, scaler, calibration, desc_scaler,
-                    manifest.get("preset", "custom"), info)
+                    manifest.get("preset", "custom"), info, calibration_floor)

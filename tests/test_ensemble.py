@@ -75,6 +75,54 @@ def test_calibration_factor_hand_computed():
     assert regression_metrics(y, mean, scaled)["coverage95"] == pytest.approx(0.95, abs=0.01)
 
 
+def test_descriptor_weight_scales_only_the_descriptor_columns(data, tiny_preset):
+    from labloop.surrogate.ensemble import network_inputs
+    from labloop.surrogate.model import LabelScaler
+
+    F, _ = data
+    feats, config = F.subset(slice(0, 50)), tiny_preset().model
+    scaler = LabelScaler.fit("standard", feats.D)
+    one = network_inputs(feats, config.model_copy(update={"descriptor_weight": 1.0}), scaler)
+    three = network_inputs(feats, config.model_copy(update={"descriptor_weight": 3.0}), scaler)
+    width = feats.X.shape[1]
+    assert feats.D.shape[1] and one.dtype == three.dtype == np.float32
+    np.testing.assert_array_equal(one[:, :width], three[:, :width])
+    np.testing.assert_allclose(three[:, width:], 3.0 * one[:, width:], rtol=1e-6)
+
+
+def test_fit_calibration_hand_computed_for_constant_spread():
+    from labloop.surrogate.ensemble import fit_calibration
+
+    # constant spread: the floor only rescales, so sigma = factor * sqrt(0.5^2 + floor^2) must be the
+    # conformal |error| quantile over 1.96: the ceil(101 * 0.95) = 96th smallest of 0.01 .. 1.00
+    y, mean, spread = np.zeros(100), np.arange(1, 101) / 100.0, np.full(100, 0.5)
+    factor, floor = fit_calibration(y, mean, spread)
+    assert factor * np.hypot(0.5, floor) == pytest.approx(0.96 / Z95, rel=1e-9)
+    assert fit_calibration(np.full(3, np.nan), np.zeros(3), np.ones(3)) == (1.0, 0.0)
+
+
+def test_fit_calibration_recovers_a_floor_and_covers_every_spread():
+    from labloop.surrogate.ensemble import fit_calibration
+
+    rng = np.random.default_rng(5)
+
+    def sample(n):
+        spread = rng.uniform(0.01, 0.3, n)
+        return spread, rng.normal(0.0, 2.0 * np.hypot(spread, 0.1))  # true sigma: 2 * sqrt(spread^2 + 0.1^2)
+
+    spread, err = sample(20000)
+    factor, floor = fit_calibration(np.zeros_like(err), err, spread)
+    assert floor == pytest.approx(0.1, rel=0.15) and factor == pytest.approx(2.0, rel=0.05)
+    spread, err = sample(20000)
+    inside = np.abs(err) <= Z95 * factor * np.hypot(spread, floor)
+    assert inside.mean() == pytest.approx(0.95, abs=0.01)
+    low, high = spread < np.quantile(spread, 0.2), spread > np.quantile(spread, 0.8)
+    assert inside[low].mean() > 0.93 and inside[high].mean() < 0.97  # the factor alone would miss both
+    # errors proportional to the spread: (almost) no floor
+    _, floor0 = fit_calibration(np.zeros(5000), 3.0 * spread[:5000] * rng.normal(size=5000), spread[:5000])
+    assert floor0 < 0.01
+
+
 def test_regression_metrics_hand_computed():
     m = regression_metrics(np.array([1.0, 2.0, 3.0, np.nan]), np.array([1.5, 2.0, 2.0, 9.0]),
                            np.array([0.1, 0.1, 1.0, 1.0]))
@@ -112,6 +160,37 @@ def test_saved_model_predicts_like_the_trained_one(data, tiny_preset, tmp_path):
     before, after = ens.predict_features(probe), load_ensemble(tmp_path / "m").predict_features(probe)
     np.testing.assert_allclose(before[0], after[0], rtol=1e-6)
     np.testing.assert_allclose(before[1], after[1], rtol=1e-6)
+
+
+def test_manifest_without_floor_loads_as_factor_times_spread(tiny_model_dir, small_csv, tmp_path):
+    """Models saved before the calibration floor existed keep predicting exactly as they did."""
+    from labloop.surrogate.dataset import read_table
+    from labloop.surrogate.featurize import featurize
+    from labloop.surrogate.persistence import MANIFEST, load_ensemble
+
+    d = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, d)
+    manifest = json.loads((d / MANIFEST).read_text())
+    del manifest["calibration_floor"]
+    (d / MANIFEST).write_text(json.dumps(manifest))
+    ens = load_ensemble(d)
+    assert ens.calibration_floor == {"ie_ev": 0.0, "ea_ev": 0.0}
+    feats = featurize(read_table(small_csv).smiles[:20], ens.fingerprint, n_jobs=1)
+    _, spread = ens._raw(feats)
+    _, std = ens.predict_features(feats)
+    np.testing.assert_allclose(std, spread * np.array([ens.calibration[t] for t in ens.targets]), rtol=1e-12)
+
+
+def test_trained_ensemble_covers_its_calibration_slice(data, tiny_preset):
+    from labloop.surrogate.ensemble import train_ensemble
+
+    F, Y = data
+    ens = train_ensemble(F.subset(slice(0, 600)), Y[:600], TARGETS, tiny_preset(epochs=2).fingerprint,
+                         tiny_preset(epochs=2).model, folds=2, seed=1)
+    for t in TARGETS:
+        assert ens.calibration[t] > 0 and ens.calibration_floor[t] >= 0
+        # conformal: at least ceil(101 * 0.95) = 96 of the 100 slice molecules are inside by construction
+        assert ens.info["metrics"]["calibration_slice"][t]["coverage95"] >= 0.95
 
 
 @pytest.mark.parametrize("damage", ["no_manifest", "bad_json", "wrong_format", "future_version", "no_weights",
