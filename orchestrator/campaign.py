@@ -322,14 +322,17 @@ def _load_protocol(value: Any, info: ValidationInfo) -> Any:
 
 
 class Budget(BaseModel):
-    """When to stop: after ``max_experiments`` done, ``max_hours``, or ``stop_after_hits`` hits; and after
-    ``max_consecutive_faults`` failed experiments in a row (exit 1)."""
+    """When to stop: after ``max_experiments`` done, ``max_hours``, or ``stop_after_hits`` hits; and (exit 1)
+    after ``max_consecutive_faults`` instrument faults in a row, or ``max_consecutive_failed_analyses``
+    unusable voltammograms in a row (molecules beyond the scan window fail now and then; ten in a row
+    rather mean a dead electrode or a wrong window)."""
 
     model_config = SECTION
     max_experiments: PositiveInt = 30
     max_hours: PositiveNumber | None = None
     stop_after_hits: PositiveInt | None = None
     max_consecutive_faults: PositiveInt = 3
+    max_consecutive_failed_analyses: PositiveInt = 10
 
 
 def parse_active_hours(text: str) -> tuple[int, int]:

@@ -94,9 +94,10 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
         console.err.print(f"interrupted: instruments are in a safe state and the journal is consistent.\n"
                           f"continue with: labloop resume {store}", markup=False, highlight=False, soft_wrap=True)
     elif code == EXIT_FAULTS:
-        console.err.print(f"stopped: {campaign.budget.max_consecutive_faults} experiments failed in a row; see "
-                          f"`labloop log {store}`, fix the rig, then `labloop resume {store}`", markup=False,
-                          highlight=False, soft_wrap=True)
+        with Journal.open(store, readonly=True) as journal:
+            stopped = next((e.message for e in reversed(journal.events()) if e.kind == "stopped"), "failures in a row")
+        console.err.print(f"stopped: {stopped}; see `labloop log {store}`, fix the rig, then `labloop resume {store}`",
+                          markup=False, highlight=False, soft_wrap=True)
     return code
 
 

@@ -11,7 +11,9 @@ the planner state is built from the journal and saved; the planner proposes; the
 ``proposed`` experiments; each is started (``running``, a new attempt), its protocol runs with every
 action journalled as it happens, its voltammogram and measurement are recorded, and it ends ``done`` —
 or ``failed`` with its cause (a typed instrument error, an unusable voltammogram), after which the rig is
-put in a safe state and the campaign goes on until ``budget.max_consecutive_faults`` failures in a row.
+put in a safe state and the campaign goes on — until ``budget.max_consecutive_faults`` instrument faults in
+a row (the rig needs a person) or ``budget.max_consecutive_failed_analyses`` unusable voltammograms in a row
+(a dead electrode or a wrong window looks like that; a few molecules beyond the window do not).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ EXIT_INTERRUPTED = 130
 WAIT_POLL_S = 1.0
 #: how a failure of the analysis (an unusable voltammogram: the molecule's fault) starts its cause
 ANALYSIS_FAILURE = "analysis: "
+#: the two ways an experiment fails: the rig raised a typed error, or the voltammogram was unusable
+INSTRUMENT_FAULT = "instrument"
+ANALYSIS_FAULT = "analysis"
 #: the calibration event reports the error of this many latest predictions
 RECENT_ERRORS = 8
 
@@ -79,6 +84,11 @@ class Runner:
         self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
         self._open_actions: dict[int, int] = {}
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
+        budget = campaign.budget
+        self._fault_limits = {INSTRUMENT_FAULT: budget.max_consecutive_faults,
+                              ANALYSIS_FAULT: budget.max_consecutive_failed_analyses}
+        self._limit_names = {INSTRUMENT_FAULT: "max_consecutive_faults",
+                             ANALYSIS_FAULT: "max_consecutive_failed_analyses"}
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -94,7 +104,7 @@ class Runner:
                 return self._stop_interrupted(exc)
 
     def _loop(self, background: Background, show: Callable[[str], None]) -> int:
-        failures = 0
+        in_a_row = dict.fromkeys(self._fault_limits, 0)  # failed experiments of each kind in a row
         while True:
             self._take_new_model(background)
             if background.health_check_due():
@@ -120,16 +130,17 @@ class Runner:
             self._wait_for_active_hours(show)
             experiment = queue[0]
             show(f"experiment {experiment.id}")
-            if self._run_experiment(experiment):
-                failures = 0
+            result = self._run_experiment(experiment)
+            if result == State.DONE:
                 self.done += 1
                 self._maybe_retrain(background)
-            else:
-                failures += 1
-                if failures >= self.campaign.budget.max_consecutive_faults:
+            in_a_row = {kind: in_a_row[kind] + 1 if result == kind else 0 for kind in in_a_row}
+            for kind, limit in self._fault_limits.items():
+                if in_a_row[kind] >= limit:
+                    what = "instrument faults" if kind == INSTRUMENT_FAULT else "unusable voltammograms"
                     with self.interrupts.deferred():
-                        self.journal.add_event("stopped", f"{failures} experiments failed in a row; campaign "
-                                                          "stopped (budget.max_consecutive_faults)")
+                        self.journal.add_event("stopped", f"{in_a_row[kind]} {what} in a row; campaign stopped "
+                                                          f"(budget.{self._limit_names[kind]})")
                     return EXIT_FAULTS
             show(f"{self.done} done")
 
@@ -204,8 +215,9 @@ class Runner:
 
     # -- one experiment -------------------------------------------------------------------------------
 
-    def _run_experiment(self, experiment: ExperimentRow) -> bool:
-        """Run one proposed (or interrupted) experiment to ``done`` (True) or ``failed`` (False)."""
+    def _run_experiment(self, experiment: ExperimentRow) -> str:
+        """Run one proposed (or interrupted) experiment to ``done``, or ``failed`` because of the rig
+        (:data:`INSTRUMENT_FAULT`) or of the voltammogram (:data:`ANALYSIS_FAULT`); returns which."""
         with self.interrupts.deferred():
             self.journal.start_experiment(experiment.id)
         self._open_actions = {}
@@ -215,16 +227,16 @@ class Runner:
                                         lambda *args: self._on_action(experiment.id, *args))
         except InstrumentError as exc:
             self._fail(experiment.id, f"{type(exc).__name__}: {exc}")
-            return False
+            return INSTRUMENT_FAULT
         with self.interrupts.deferred():
             self.journal.record_raw(experiment.id, outcome.voltammogram)
             self.journal.record_measurement(experiment.id, outcome.analysis, outcome.potential_v_vs_li)
             if outcome.quality_ok and outcome.potential_v_vs_li is not None:
                 self.journal.finish_experiment(experiment.id)
-                return True
+                return State.DONE
         flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
         self._fail(experiment.id, f"{ANALYSIS_FAILURE}{flags}", safe_state=False)
-        return False
+        return ANALYSIS_FAULT
 
     def _on_action(self, experiment_id: int, step: int, name: str, instrument: str, params: Mapping[str, Any],
                    started_at: Any, finished_at: Any, outcome: str | None) -> None:

@@ -83,7 +83,7 @@ def edit(*old_new: str):
 
 #: (case, edit of the example, text on the line the error must name, field, words the message must contain)
 MALFORMED = [
-    ("unknown planner kind", edit("kind: random", "kind: bayesian"), "planner:", "planner.kind",
+    ("unknown planner kind", edit("kind: bayes,", "kind: bayesian,"), "planner:", "planner.kind",
      "'bayesian' is not one of random, bayes, greedy, screening"),
     ("window low above high", edit("[4.5, 4.6]", "[4.6, 4.5]"), "objective:", "objective.window_v",
      "low must be below high"),
@@ -124,7 +124,7 @@ MALFORMED = [
     ("condition range as text", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                      "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: fine}"),
      "conditions:", "conditions.e_step_v", "valid tuple (got 'fine')"),
-    ("batch diversity above 1", edit("batch_size: 4}", "batch_size: 4, diversity: 1.5}"), "planner:",
+    ("batch diversity above 1", edit("diversity: 0.7", "diversity: 1.5"), "planner:",
      "planner.diversity", "less than or equal to 1"),
     ("unknown objective quantity", edit("quantity: oxidation_potential", "quantity: potential"), "objective:",
      "objective.quantity", "not one of oxidation_potential, reduction_potential"),
@@ -139,12 +139,13 @@ MALFORMED = [
     ("misspelt instrument field", edit("{driver: emstat, port:", "{driver: emstat, prot:"), "potentiostat:",
      "instruments.potentiostat.prot", "valid fields: driver, port, options"),
     ("key given twice", edit("seed: 7\n", "seed: 7\nseed: 8\n"), "seed: 8", "seed", "given twice"),
-    ("acquisition of another goal", edit("kind: random, batch_size: 4", "kind: bayes, acquisition: ei, batch_size: 4"),
+    ("acquisition of another goal", edit("acquisition: window_probability", "acquisition: ei"),
      "planner:", "planner.acquisition", "not one of window_probability"),
     ("name that cannot name a file", edit("name: cathode-screen", "name: cathode screen/1"), "name:", "name",
      "letters, digits"),
     ("hits without a hit definition", edit("goal: window, window_v: [4.5, 4.6]", "goal: maximize",
-                                           "budget: {max_experiments: 30}", "budget: {stop_after_hits: 3}"),
+                                           "budget: {max_experiments: 30}", "budget: {stop_after_hits: 3}",
+                                           "acquisition: window_probability, ", ""),
      "budget:", "budget.stop_after_hits", "needs a hit definition"),
 ]
 
@@ -205,7 +206,7 @@ def test_unknown_protocol_step_names_the_protocol_file_line(labloop, workdir):
 
 def test_all_problems_are_collected_and_the_cli_shows_the_first_plus_a_count(labloop, workdir):
     path = workdir / "campaign.yaml"
-    path.write_text(path.read_text().replace("seed: 7", "seed: -1").replace("kind: random", "kind: magic")
+    path.write_text(path.read_text().replace("seed: 7", "seed: -1").replace("kind: bayes", "kind: magic")
                     .replace("max_experiments: 30", "max_experiments: 0"))
     with pytest.raises(CampaignError) as info:
         load_campaign(path)

@@ -202,8 +202,8 @@ def test_condition_planner_is_seeded_per_step_and_moves_towards_clean_voltammogr
         batch = space.propose(observations, 4, seed=3, step=step)
         batches.append([quality(c) for c in batch])
         observations += [Observation("C", c, 4.0, quality=quality(c)) for c in batch]
-    assert np.mean(batches[-3:]) > np.mean(batches[:2]) + 0.1  # it learns (while still exploring)
-    assert max(batches[-1]) > 0.95  # and it has found the clean setting
+    assert np.mean(batches[-3:]) > np.mean(batches[:2]) + 0.3  # it learns
+    assert min(min(b) for b in batches[-3:]) > 0.9  # and stays at the clean setting
 
 
 # -- feedback calibration ----------------------------------------------------------------------------

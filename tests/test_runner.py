@@ -84,12 +84,32 @@ def test_consecutive_faults_stop_the_campaign_with_exit_1(tmp_path, labloop, wri
     campaign_file = write_campaign(tmp_path, protocol=protocol, safety={"max_dispense_ml": 5, "syringe_ml": 10})
     result = labloop("run", campaign_file, "--dry-run")
     assert result.returncode == 1, result.stderr
-    assert "failed in a row" in result.stderr
+    assert "stopped: 3 instrument faults in a row" in result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         failed = journal.experiments(states=(State.FAILED,))
         assert len(failed) == 3 and all("SafetyLimitExceeded" in e.cause for e in failed)
         assert len(journal.experiments(states=(State.DONE,))) == 2
         assert journal.events()[-1].kind == "stopped"
+
+
+def test_unusable_voltammograms_in_a_row_stop_only_at_their_own_limit(tmp_path, labloop, write_campaign):
+    # a scan window no molecule's couple lies in: every voltammogram is flat, every analysis fails (the
+    # rig works); three of them do not stop a campaign (the instrument-fault limit is 3), five do
+    protocol = ["load_sample",
+                {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
+                              "refill": True}},
+                {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
+                              "fluid": "electrolyte", "refill": True}},
+                {"cv": {"e_begin_v": -1.6, "e_vertex1_v": -1.2, "e_vertex2_v": -1.6}}, "rinse"]
+    campaign_file = write_campaign(tmp_path, protocol=protocol,
+                                   budget={"max_experiments": 6, "max_consecutive_failed_analyses": 5})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "stopped: 5 unusable voltammograms in a row" in result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        failed = journal.experiments(states=(State.FAILED,))
+        assert len(failed) == 5 and all(e.cause.startswith("analysis: ") for e in failed)
+        assert "max_consecutive_failed_analyses" in journal.events()[-1].message
 
 
 def test_active_hours_cross_midnight():
