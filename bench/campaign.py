@@ -121,6 +121,9 @@ def make_planners(library: list[str]) -> dict:
 
 def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: int, descriptors) -> dict:
     """One campaign: hits after each experiment, failures, proposal latencies, calibration errors."""
+    from threadpoolctl import threadpool_limits
+
+    from labloop.orchestrator.runner import PLANNER_BLAS_THREADS
     from labloop.planners import PlannerState
     from labloop.planners.feedback import CalibratedModel
 
@@ -131,8 +134,9 @@ def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: i
     while len(observations) < experiments:
         state = PlannerState(planner.name, seed, step, observations=tuple(observations))
         t0 = time.perf_counter()
-        view = CalibratedModel(model, observations, descriptors) if planner.learns else model
-        proposals = planner.propose(state, min(batch, experiments - len(observations)), view)
+        with threadpool_limits(PLANNER_BLAS_THREADS):  # as the runner proposes
+            view = CalibratedModel(model, observations, descriptors) if planner.learns else model
+            proposals = planner.propose(state, min(batch, experiments - len(observations)), view)
         latencies.append(time.perf_counter() - t0)
         for p in proposals:
             obs = measure(world, p.smiles, dict(p.conditions), rng)
@@ -151,8 +155,10 @@ def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
     """One `bayes` proposal over an ``n``-molecule library (distinct random SMILES spellings of the bundled
     molecules), after the model's predictions are cached; with 96 observations, 12 of them failures."""
     from rdkit import Chem
+    from threadpoolctl import threadpool_limits
 
     from labloop.orchestrator.models import ObjectiveModel
+    from labloop.orchestrator.runner import PLANNER_BLAS_THREADS
     from labloop.planners import ConditionSpace, Observation, PlannerState, PoolPlanner
     from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
@@ -177,8 +183,9 @@ def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
     times = []
     for step in range(3):  # the first also fingerprints and describes the library (once per campaign)
         t0 = time.perf_counter()
-        view = CalibratedModel(model, observations, descriptors)
-        planner.propose(PlannerState("bayes", 0, step, observations=observations), 4, view)
+        with threadpool_limits(PLANNER_BLAS_THREADS):
+            view = CalibratedModel(model, observations, descriptors)
+            planner.propose(PlannerState("bayes", 0, step, observations=observations), 4, view)
         times.append(time.perf_counter() - t0)
     return {"library": n, "featurize_and_predict_s": round(predict_s, 1), "first_proposal_s": round(times[0], 2),
             "proposal_s": round(min(times[1:]), 3), "proposal_s_all": [round(t, 3) for t in times]}

@@ -88,9 +88,9 @@ class ConditionSpace:
             return [dict(self.fixed) for _ in range(n)]
         random_state = step_seed(seed, step, "conditions")
         gp = cook_estimator("GP", space=Space(self.dimensions), random_state=random_state, n_restarts_optimizer=0)
-        optimizer = Optimizer(self.dimensions, base_estimator=gp, acq_func="LCB", acq_func_kwargs={"kappa": KAPPA}, acq_optimizer="sampling",
-                              acq_optimizer_kwargs={"n_points": ACQ_SAMPLES}, n_initial_points=N_INITIAL_POINTS,
-                              random_state=random_state)
+        optimizer = Optimizer(self.dimensions, base_estimator=gp, acq_func="LCB", acq_func_kwargs={"kappa": KAPPA},
+                              acq_optimizer="sampling", acq_optimizer_kwargs={"n_points": ACQ_SAMPLES},
+                              n_initial_points=N_INITIAL_POINTS, random_state=random_state)
         told = [(self._point(o.conditions), -o.quality) for o in observations if o.quality is not None]
         told = [(x, y) for x, y in told if x is not None]
         if told:
