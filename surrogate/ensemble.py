@@ -103,6 +103,12 @@ class Ensemble:
         return Prediction(self.targets, feats.rows, mean, std, feats.invalid)
 
 
+def member_seed(seed: int, k: int) -> int:
+    """Member k's seed: ``seed * 1000 + k`` folded below 2^31 - 1000, since Keras and numpy's legacy seeding
+    take 32-bit seeds (the layers add up to ~100 to it) while a campaign's seed may be any number."""
+    return (seed * 1000 + k) % (2**31 - 1000)
+
+
 def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     """Shuffled, near-equal folds of range(n)."""
     order = np.random.default_rng(seed).permutation(n)
@@ -189,7 +195,7 @@ def train_ensemble(
         train_pos = np.setdiff1d(np.arange(len(fit)), val_pos, assume_unique=True)
         tr, va = fit[train_pos], fit[val_pos]
         hook = (lambda epoch, loss, val, k=k: on_epoch(k, epoch, loss, val)) if on_epoch else None
-        member = train_member(config, Xt[tr], Z[tr], Xt[va], Z[va], seed=seed * 1000 + k, on_epoch=hook)
+        member = train_member(config, Xt[tr], Z[tr], Xt[va], Z[va], seed=member_seed(seed, k), on_epoch=hook)
         members.append(member.model)
         curves.append({"loss": [h[0] for h in member.history], "val_loss": [h[1] for h in member.history],
                        "best_epoch": member.best_epoch})

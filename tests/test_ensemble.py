@@ -53,6 +53,18 @@ def test_missing_labels_are_masked_not_learned(data, tiny_preset):
     assert ens.info["metrics"]["out_of_fold"]["ea_ev"]["n"] < ens.info["metrics"]["out_of_fold"]["ie_ev"]["n"]
 
 
+def test_any_seed_trains(data, tiny_preset):
+    # a campaign seed may be a date or any large number; Keras seeds are 32-bit
+    from labloop.surrogate.ensemble import member_seed, train_ensemble
+
+    F, Y = data
+    preset = tiny_preset(epochs=1)
+    ens = train_ensemble(F.subset(slice(0, 300)), Y[:300], TARGETS, preset.fingerprint, preset.model, folds=2,
+                         seed=20261122)
+    assert len(ens.members) == 2
+    assert member_seed(3, 1) == 3001 and 0 <= member_seed(2**40, 4) < 2**31
+
+
 def test_too_little_data_or_folds_is_refused(data, tiny_preset):
     from labloop.surrogate.ensemble import train_ensemble
 
