@@ -19,7 +19,7 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 
 from labloop.surrogate.descriptors import NAMES as DESCRIPTOR_NAMES
-from labloop.surrogate.descriptors import descriptors
+from labloop.surrogate.descriptors import descriptor_matrix
 from labloop.surrogate.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -153,28 +153,26 @@ def _featurize_chunk(args: tuple[Sequence[str], FingerprintSettings, bool]) -> C
     """
     smiles, settings, want_canonical = args
     RDLogger.DisableLog("rdApp.*")  # invalid SMILES are reported by us, once, not by RDKit per row
-    blocks = []  # (fingerprint function, first column, end column) per generator
-    start = 0
-    for gen, bits in settings.generators():
-        blocks.append((gen.GetCountFingerprintAsNumPy if settings.counts else gen.GetFingerprintAsNumPy,
-                       start, start + bits))
-        start += bits
+    blocks = [gen.GetCountFingerprintAsNumPy if settings.counts else gen.GetFingerprintAsNumPy
+              for gen, _ in settings.generators()]  # one function per generator, in vector order
     out = np.zeros((len(smiles), settings.width), dtype=np.uint8)
     desc = np.zeros((len(smiles), settings.n_descriptors), dtype=np.float32)
     valid = np.zeros(len(smiles), dtype=bool)
     canonical: list[str] | None = [""] * len(smiles) if want_canonical else None
+    mols: list[Chem.Mol] = []  # the valid molecules, whose descriptors are computed together (batched)
     for i, smi in enumerate(smiles):
         mol = _parse(smi)
         if mol is None:
             continue
-        row = out[i]
-        for fn, lo, hi in blocks:
-            np.minimum(fn(mol), 255, out=row[lo:hi], casting="unsafe")
+        # the blocks are clipped in one call: per call, numpy's overhead costs more than the copying
+        np.minimum(np.concatenate([fn(mol) for fn in blocks]), 255, out=out[i], casting="unsafe")
         if settings.descriptors:
-            desc[i] = descriptors(mol)
+            mols.append(mol)
         valid[i] = True
         if canonical is not None:
             canonical[i] = Chem.MolToSmiles(mol)
+    if mols:
+        desc[valid] = descriptor_matrix(mols)
     return out, desc, valid, canonical
 
 
