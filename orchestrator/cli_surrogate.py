@@ -147,7 +147,8 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
     console.out.print(_metrics_table("out-of-fold (single members)", metrics["out_of_fold"]))
     if run.holdout_metrics:
         console.out.print(_metrics_table(f"held-out {holdout:.0%} (ensemble)", run.holdout_metrics))
-    cal = ", ".join(f"{t} x{f:.2f}" for t, f in run.ensemble.calibration.items())
+    floors = run.ensemble.calibration_floor
+    cal = ", ".join(f"{t} x{f:.2f} floor {floors.get(t, 0.0):.3f}" for t, f in run.ensemble.calibration.items())
     console.out.print(f"saved {folds}-member '{chosen.name}' ensemble to {output} (sigma calibration: {cal})")
 
 
