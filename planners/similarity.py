@@ -36,11 +36,6 @@ class SimilarityIndex:
             fps[smiles] = None if mol is None else self._generator.GetFingerprint(mol)
         return fps[smiles]
 
-    def prepare(self, smiles: Iterable[str]) -> None:
-        """Compute the fingerprints of ``smiles`` now (a library, before the first proposal)."""
-        for s in smiles:
-            self.fingerprint(s)
-
     def tanimoto(self, a: str, b: str) -> float:
         fa, fb = self.fingerprint(a), self.fingerprint(b)
         return 0.0 if fa is None or fb is None else float(DataStructs.TanimotoSimilarity(fa, fb))
