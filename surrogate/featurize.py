@@ -8,6 +8,7 @@ Invalid SMILES are never fatal: they are skipped and reported with their row num
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -184,6 +185,13 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _chunk_size(n: int, jobs: int) -> int:
+    """At most :data:`CHUNK_SIZE` molecules per chunk, and as many equal chunks per worker: with a fixed size
+    the last round leaves workers idle (21,411 molecules in 2,000s: 6 chunks for one worker, 5 for the other)."""
+    per_worker = max(1, math.ceil(n / jobs))
+    return math.ceil(per_worker / math.ceil(per_worker / CHUNK_SIZE))
+
+
 def _compute(
     smiles: Sequence[str],
     settings: FingerprintSettings,
@@ -191,9 +199,11 @@ def _compute(
     want_canonical: bool,
     progress: Callable[[int], None] | None,
 ) -> Chunk:
-    chunks = [smiles[i : i + CHUNK_SIZE] for i in range(0, len(smiles), CHUNK_SIZE)]
+    parallel = n_jobs > 1 and len(smiles) >= PARALLEL_THRESHOLD
+    size = _chunk_size(len(smiles), n_jobs if parallel else 1)
+    chunks = [smiles[i : i + size] for i in range(0, len(smiles), size)]
     tasks = [(chunk, settings, want_canonical) for chunk in chunks]
-    if n_jobs > 1 and len(smiles) >= PARALLEL_THRESHOLD:
+    if parallel:
         # fork: workers start in milliseconds and only run RDKit/numpy, never TensorFlow.
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
         with ctx.Pool(min(n_jobs, len(chunks))) as pool:
