@@ -76,3 +76,14 @@ def test_cache_keeps_settings_apart_and_survives_damage(tmp_path):
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(InvalidInput):
         FingerprintSettings(**kwargs)
+
+
+def test_chunks_are_equal_and_shared_evenly_between_workers():
+    from labloop.surrogate.featurize import CHUNK_SIZE, _chunk_size
+
+    for n, jobs in [(21411, 2), (100_000, 2), (4000, 2), (21411, 1), (7, 1)]:
+        size = _chunk_size(n, jobs)
+        chunks = -(-n // size)
+        assert size <= CHUNK_SIZE
+        assert chunks % jobs == 0, (n, jobs, size)  # every worker gets the same number of chunks
+    assert _chunk_size(21411, 2) == 1785  # 12 chunks; fixed 2,000s gave 11 (6 for one worker, 5 for the other)
