@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import html
 import logging
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,7 @@ def _prediction_error(path: Path, done: list[dict[str, Any]]) -> None:
     if errors:
         numbers = range(1, len(errors) + 1)
         ax.plot(numbers, errors, "o", color="tab:grey", ms=3, label="each experiment")
-        running = [sum(errors[max(0, k - ERROR_WINDOW + 1):k + 1]) / len(errors[max(0, k - ERROR_WINDOW + 1):k + 1])
-                   for k in range(len(errors))]
+        running = [statistics.fmean(errors[max(0, k + 1 - ERROR_WINDOW):k + 1]) for k in range(len(errors))]
         ax.plot(numbers, running, color="tab:red", label=f"mean of the last {ERROR_WINDOW}")
         ax.legend(loc="best", fontsize=8)
     _save(fig, ax, path, None if errors else "no prediction to compare yet")

@@ -53,6 +53,9 @@ ANALYSIS_FAILURE = "analysis: "
 #: the two ways an experiment fails: the rig raised a typed error, or the voltammogram was unusable
 INSTRUMENT_FAULT = "instrument"
 ANALYSIS_FAULT = "analysis"
+#: per way of failing: the budget field that limits how many in a row, and what the stop message calls them
+FAULT_LIMITS = {INSTRUMENT_FAULT: ("max_consecutive_faults", "instrument faults"),
+                ANALYSIS_FAULT: ("max_consecutive_failed_analyses", "unusable voltammograms")}
 #: planners fit small models (the calibration, the conditions' Gaussian process: matrices of at most a few
 #: hundred rows) on one BLAS thread: a multi-threaded BLAS spends more time synchronising than computing on
 #: them, most of all while a retrain occupies the other core (a bayes proposal with 120 observations: 0.11 s
@@ -91,11 +94,6 @@ class Runner:
         self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
         self._open_actions: dict[int, int] = {}
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
-        budget = campaign.budget
-        self._fault_limits = {INSTRUMENT_FAULT: budget.max_consecutive_faults,
-                              ANALYSIS_FAULT: budget.max_consecutive_failed_analyses}
-        self._limit_names = {INSTRUMENT_FAULT: "max_consecutive_faults",
-                             ANALYSIS_FAULT: "max_consecutive_failed_analyses"}
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -111,7 +109,7 @@ class Runner:
                 return self._stop_interrupted(exc)
 
     def _loop(self, background: Background, show: Callable[[str], None]) -> int:
-        in_a_row = dict.fromkeys(self._fault_limits, 0)  # failed experiments of each kind in a row
+        in_a_row = dict.fromkeys(FAULT_LIMITS, 0)  # failed experiments of each kind in a row
         while True:
             self._take_new_model(background)
             if background.health_check_due():
@@ -142,12 +140,11 @@ class Runner:
                 self.done += 1
                 self._maybe_retrain(background)
             in_a_row = {kind: in_a_row[kind] + 1 if result == kind else 0 for kind in in_a_row}
-            for kind, limit in self._fault_limits.items():
-                if in_a_row[kind] >= limit:
-                    what = "instrument faults" if kind == INSTRUMENT_FAULT else "unusable voltammograms"
+            for kind, (field, what) in FAULT_LIMITS.items():
+                if in_a_row[kind] >= getattr(self.campaign.budget, field):
                     with self.interrupts.deferred():
                         self.journal.add_event("stopped", f"{in_a_row[kind]} {what} in a row; campaign stopped "
-                                                          f"(budget.{self._limit_names[kind]})")
+                                                          f"(budget.{field})")
                     return EXIT_FAULTS
             show(f"{self.done} done")
 
@@ -182,7 +179,7 @@ class Runner:
         analysis = self.journal.analysis(experiment.id)
         failure = None
         if experiment.status == State.FAILED:
-            failure = "analysis" if (experiment.cause or "").startswith(ANALYSIS_FAILURE) else "instrument"
+            failure = ANALYSIS_FAULT if (experiment.cause or "").startswith(ANALYSIS_FAILURE) else INSTRUMENT_FAULT
         return Observation(experiment.smiles, experiment.conditions,
                            experiment.potential_v if experiment.status == State.DONE else None,
                            quality=None if analysis is None else measurement_quality(analysis), failure=failure)
