@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 from rdkit import Chem
-from rdkit.Chem import rdMolDescriptors, rdqueries
+from rdkit.Chem import rdMolDescriptors
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ _LONE_PAIR = {7: (1.5, 2), 8: (2.0, 2), 16: (0.8, 2), 34: (0.6, 2), 15: (0.8, 2)
 # bond orders as RDKit's adjacency matrix reports them
 _AROMATIC_ORDER = 1.5
 _DOUBLE_ORDER = 2.0
-_NOT_CARBON = rdqueries.AtomNumEqualsQueryAtom(6, negate=True)
+_NOT_CARBON = Chem.MolFromSmarts("[!#6]")
 
 
 def _centre(atom: Chem.Atom, has_double_bond: bool) -> tuple[float, int]:
@@ -89,16 +89,13 @@ def _pi_bonds(mol: Chem.Mol) -> tuple[list[tuple[int, int]], set[int]]:
     order 0 (zero, ionic, unspecified) are missing from that matrix: then every bond is asked.
     """
     adjacency = Chem.GetAdjacencyMatrix(mol, useBO=True)
-    first, second = np.nonzero(np.triu(adjacency))
-    if len(first) != mol.GetNumBonds():
+    first, second = np.nonzero(adjacency)  # both (i, j) and (j, i) of every bond
+    if len(first) != 2 * mol.GetNumBonds():
         return _pi_bonds_per_bond(mol)
     pairs, in_double = [], set()
+    bond = mol.GetBondBetweenAtoms
     for i, j, order in zip(first.tolist(), second.tolist(), adjacency[first, second].tolist(), strict=True):
-        if order == _AROMATIC_ORDER:
-            pairs.append((i, j))
-            continue
-        bond = mol.GetBondBetweenAtoms(i, j)
-        if bond.GetIsConjugated() or bond.GetIsAromatic():
+        if i < j and (order == _AROMATIC_ORDER or bond(i, j).GetIsConjugated() or bond(i, j).GetIsAromatic()):
             pairs.append((i, j))
             if order == _DOUBLE_ORDER:
                 in_double.update((i, j))
@@ -118,11 +115,12 @@ def _pi_system(mol: Chem.Mol) -> _PiSystem | None:
     pos = {a: k for k, a in enumerate(centres)}
     diag, shifts = [], []
     electrons = n  # one per carbon centre; heteroatom centres are corrected below
-    for atom in mol.GetAtomsMatchingQuery(_NOT_CARBON):  # wrappers for the few heteroatoms only
-        k = pos.get(atom.GetIdx())
+    # atom indices from one C++ substructure search; Python atom wrappers only for heteroatom centres
+    for (a,) in mol.GetSubstructMatches(_NOT_CARBON, uniquify=False, maxMatches=mol.GetNumAtoms() + 1):
+        k = pos.get(a)
         if k is None:
             continue
-        h, e = _centre(atom, centres[k] in in_double)
+        h, e = _centre(mol.GetAtomWithIdx(a), a in in_double)
         if h:
             diag.append(k)
             shifts.append(h)
@@ -179,9 +177,12 @@ def descriptor_matrix(mols: Sequence[Chem.Mol]) -> np.ndarray:
 
     Featurisation calls this once per chunk, so the Hückel diagonalisations are batched.
     """
-    rest = np.array([(mol.GetNumHeavyAtoms(), rdMolDescriptors.CalcNumAromaticRings(mol),
-                      rdMolDescriptors.CalcNumRings(mol), rdMolDescriptors.CalcFractionCSP3(mol),
-                      rdMolDescriptors.CalcTPSA(mol)) for mol in mols], dtype=np.float64).reshape(len(mols), 5)
+    # one pass over the molecules per RDKit function: its code then stays in the CPU's caches
+    rest = np.array([[mol.GetNumHeavyAtoms() for mol in mols],
+                     [rdMolDescriptors.CalcNumAromaticRings(mol) for mol in mols],
+                     [rdMolDescriptors.CalcNumRings(mol) for mol in mols],
+                     [rdMolDescriptors.CalcFractionCSP3(mol) for mol in mols],
+                     [rdMolDescriptors.CalcTPSA(mol) for mol in mols]], dtype=np.float64).reshape(5, len(mols)).T
     return np.hstack([_huckel_many([_pi_system(mol) for mol in mols]), rest]).astype(np.float32)
 
 
