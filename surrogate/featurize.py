@@ -147,21 +147,21 @@ def _parse(smiles: object) -> Chem.Mol | None:
 Chunk = tuple[np.ndarray, np.ndarray, np.ndarray, list[str] | None]
 
 
-def _featurize_chunk(args: tuple[Sequence[str], FingerprintSettings, bool]) -> Chunk:
-    """Featurise one chunk: (fingerprints, descriptors, validity mask, canonical SMILES or None).
+def _fill_chunk(smiles: Sequence[str], settings: FingerprintSettings, want_canonical: bool, out: np.ndarray,
+                desc: np.ndarray, valid: np.ndarray) -> list[str] | None:
+    """Featurise one chunk into ``out`` (fingerprints), ``desc`` (descriptors) and ``valid`` (all zeros on entry,
+    one row per SMILES); returns the canonical SMILES ("" for invalid input) if ``want_canonical``.
 
-    Runs in worker processes, so it only takes picklable arguments and touches no shared state.
+    Why it writes into given arrays: on one core the chunks fill the final matrix directly; concatenating
+    per-chunk matrices (88 MB for 21,411 molecules with the default settings) cost ~10 us per molecule.
     """
-    smiles, settings, want_canonical = args
     RDLogger.DisableLog("rdApp.*")  # invalid SMILES are reported by us, once, not by RDKit per row
     # One pass over the chunk per step (parse, each fingerprint, descriptors) rather than all steps per
     # molecule: each step's RDKit code then stays in the CPU's caches, which made the chunk ~8% faster.
     parsed = [_parse(smi) for smi in smiles]
     rows = [i for i, mol in enumerate(parsed) if mol is not None]
     mols = [parsed[i] for i in rows]
-    valid = np.zeros(len(smiles), dtype=bool)
     valid[rows] = True
-    out = np.zeros((len(smiles), settings.width), dtype=np.uint8)
     end = 0
     for gen, bits in settings.generators():
         fingerprint = gen.GetCountFingerprintAsNumPy if settings.counts else gen.GetFingerprintAsNumPy
@@ -169,15 +169,26 @@ def _featurize_chunk(args: tuple[Sequence[str], FingerprintSettings, bool]) -> C
         block = out[:, start:end]
         for i, mol in zip(rows, mols, strict=True):
             np.minimum(fingerprint(mol), 255, out=block[i], casting="unsafe")
-    desc = np.zeros((len(smiles), settings.n_descriptors), dtype=np.float32)
     if settings.descriptors and mols:
         desc[valid] = descriptor_matrix(mols)  # batched: same-size Hückel matrices are diagonalised together
-    canonical: list[str] | None = None
-    if want_canonical:
-        canonical = [""] * len(smiles)
-        for i, mol in zip(rows, mols, strict=True):
-            canonical[i] = Chem.MolToSmiles(mol)
-    return out, desc, valid, canonical
+    if not want_canonical:
+        return None
+    canonical = [""] * len(smiles)
+    for i, mol in zip(rows, mols, strict=True):
+        canonical[i] = Chem.MolToSmiles(mol)
+    return canonical
+
+
+def _featurize_chunk(args: tuple[Sequence[str], FingerprintSettings, bool]) -> Chunk:
+    """Featurise one chunk: (fingerprints, descriptors, validity mask, canonical SMILES or None).
+
+    Runs in worker processes, so it only takes picklable arguments and touches no shared state.
+    """
+    smiles, settings, want_canonical = args
+    out = np.zeros((len(smiles), settings.width), dtype=np.uint8)
+    desc = np.zeros((len(smiles), settings.n_descriptors), dtype=np.float32)
+    valid = np.zeros(len(smiles), dtype=bool)
+    return out, desc, valid, _fill_chunk(smiles, settings, want_canonical, out, desc, valid)
 
 
 def default_jobs() -> int:
@@ -204,30 +215,30 @@ def _compute(
 ) -> Chunk:
     parallel = n_jobs > 1 and len(smiles) >= PARALLEL_THRESHOLD
     size = _chunk_size(len(smiles), n_jobs if parallel else 1)
-    chunks = [smiles[i : i + size] for i in range(0, len(smiles), size)]
-    tasks = [(chunk, settings, want_canonical) for chunk in chunks]
+    bounds = [(i, min(i + size, len(smiles))) for i in range(0, len(smiles), size)]
+    X = np.zeros((len(smiles), settings.width), dtype=np.uint8)
+    D = np.zeros((len(smiles), settings.n_descriptors), dtype=np.float32)
+    valid = np.zeros(len(smiles), dtype=bool)
+    canonical: list[str] | None = [] if want_canonical else None
     if parallel:
+        tasks = [(smiles[start:stop], settings, want_canonical) for start, stop in bounds]
         # fork: workers start in milliseconds and only run RDKit/numpy, never TensorFlow.
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with ctx.Pool(min(n_jobs, len(chunks))) as pool:
-            results = []
-            for res in pool.imap(_featurize_chunk, tasks):
-                results.append(res)
+        with ctx.Pool(min(n_jobs, len(tasks))) as pool:
+            for (start, stop), res in zip(bounds, pool.imap(_featurize_chunk, tasks), strict=True):
+                X[start:stop], D[start:stop], valid[start:stop] = res[:3]
+                if canonical is not None:
+                    canonical += res[3]  # type: ignore[arg-type]
                 if progress:
-                    progress(len(res[2]))
+                    progress(stop - start)
     else:
-        results = []
-        for task in tasks:
-            results.append(_featurize_chunk(task))
+        for start, stop in bounds:
+            chunk_canonical = _fill_chunk(smiles[start:stop], settings, want_canonical, X[start:stop],
+                                          D[start:stop], valid[start:stop])
+            if canonical is not None:
+                canonical += chunk_canonical  # type: ignore[arg-type]
             if progress:
-                progress(len(task[0]))
-    if not results:
-        return (np.zeros((0, settings.width), dtype=np.uint8), np.zeros((0, settings.n_descriptors), np.float32),
-                np.zeros(0, dtype=bool), [] if want_canonical else None)
-    X = np.concatenate([r[0] for r in results])
-    D = np.concatenate([r[1] for r in results])
-    valid = np.concatenate([r[2] for r in results])
-    canonical = [s for r in results for s in r[3]] if want_canonical else None  # type: ignore[union-attr]
+                progress(stop - start)
     return X, D, valid, canonical
 
 
@@ -267,8 +278,11 @@ def featurize(
     if todo:
         sub = [smiles[i] for i in todo]
         X_new, D_new, valid_new, canonical = _compute(sub, settings, n_jobs, cache is not None, progress)
-        idx = np.asarray(todo)
-        X[idx], D[idx], valid[idx] = X_new, D_new, valid_new
+        if len(todo) == len(smiles):  # nothing from the cache: no copy (88 MB for 21,411 default rows)
+            X, D, valid = X_new, D_new, valid_new
+        else:
+            idx = np.asarray(todo)
+            X[idx], D[idx], valid[idx] = X_new, D_new, valid_new
         if cache is not None and canonical is not None:
             ok = np.flatnonzero(valid_new)
             cache.put_many([canonical[i] for i in ok], X_new[ok], D_new[ok], settings)
