@@ -56,19 +56,8 @@ def _centre(atom: Chem.Atom, has_double_bond: bool) -> tuple[float, int]:
     return _LONE_PAIR.get(z, (0.0, 1))
 
 
-class _PiSystem(NamedTuple):
-    """Hückel matrix of one molecule in sparse form: positions are indices into the sorted pi centres."""
-
-    n: int
-    rows: list[int]  # one end of each pi bond
-    cols: list[int]  # the other end
-    diag: list[int]  # heteroatom centres
-    shifts: list[float]  # their h_X
-    electrons: int
-
-
 def _pi_bonds_per_bond(mol: Chem.Mol) -> tuple[list[tuple[int, int]], set[int]]:
-    """Pi bonds and double-bonded pi atoms by asking every bond; the reference :func:`_pi_bonds` follows."""
+    """Pi bonds and double-bonded pi atoms by asking every bond; :func:`_pi_bonds` does it faster."""
     pairs, in_double = [], set()
     for b in mol.GetBonds():
         if b.GetIsConjugated() or b.GetIsAromatic():
@@ -79,83 +68,108 @@ def _pi_bonds_per_bond(mol: Chem.Mol) -> tuple[list[tuple[int, int]], set[int]]:
     return pairs, in_double
 
 
-def _pi_bonds(mol: Chem.Mol) -> tuple[list[tuple[int, int]], set[int]]:
-    """Atom pairs of the conjugated or aromatic bonds, and the atoms in such a bond that is double.
+class _PiBonds(NamedTuple):
+    """The conjugated or aromatic bonds of many molecules, one entry per bond."""
+
+    mol: np.ndarray  # which molecule
+    first: np.ndarray  # atom index of one end
+    second: np.ndarray  # atom index of the other end
+    in_double: set[tuple[int, int]]  # (molecule, atom) of the atoms in such a bond that is double
+
+
+def _pi_bonds(mols: Sequence[Chem.Mol]) -> _PiBonds:
+    """The conjugated or aromatic bonds of ``mols`` (sanitised).
 
     Why not simply loop over ``mol.GetBonds()``: every Python bond wrapper costs about 1.5 us, which made
     this the slowest step of featurisation. The bond-order adjacency matrix lists every bond in one C++
     call; aromatic bonds (order 1.5; in a sanitised molecule always aromatic, hence pi bonds) need
-    nothing more, and only the few other bonds are looked up for their conjugation flag. Bonds of
-    order 0 (zero, ionic, unspecified) are missing from that matrix: then every bond is asked.
+    nothing more, and only the few other bonds are looked up for their conjugation flag. The matrices of
+    all molecules are searched together, so numpy's per-call overhead is paid once, not per molecule.
+    Bonds of order 0 (zero, ionic, unspecified) are missing from that matrix: then every bond of that
+    molecule is asked.
     """
-    adjacency = Chem.GetAdjacencyMatrix(mol, useBO=True)
-    first, second = np.nonzero(adjacency)  # both (i, j) and (j, i) of every bond
-    if len(first) != 2 * mol.GetNumBonds():
-        return _pi_bonds_per_bond(mol)
-    pairs, in_double = [], set()
-    bond = mol.GetBondBetweenAtoms
-    for i, j, order in zip(first.tolist(), second.tolist(), adjacency[first, second].tolist(), strict=True):
-        if i < j and (order == _AROMATIC_ORDER or bond(i, j).GetIsConjugated() or bond(i, j).GetIsAromatic()):
-            pairs.append((i, j))
-            if order == _DOUBLE_ORDER:
-                in_double.update((i, j))
-    return pairs, in_double
+    matrices = [Chem.GetAdjacencyMatrix(mol, useBO=True) for mol in mols]
+    size = np.array([len(a) for a in matrices], dtype=np.int64)
+    start = np.cumsum(size * size) - size * size  # where each molecule's matrix begins in `flat`
+    flat = np.concatenate([a.ravel() for a in matrices])
+    entry = np.flatnonzero(flat)  # both (i, j) and (j, i) of every bond
+    mol = np.searchsorted(start, entry, side="right") - 1
+    first, second = np.divmod(entry - start[mol], size[mol])
+    order = flat[entry]
+    every_bond = np.bincount(mol, minlength=len(mols)) != 2 * np.array([m.GetNumBonds() for m in mols])
+    keep = (first < second) & ~every_bond[mol]
+    mol, first, second, order = mol[keep], first[keep], second[keep], order[keep]
+    is_pi = order == _AROMATIC_ORDER
+    ask = np.flatnonzero(~is_pi)
+    in_double: set[tuple[int, int]] = set()
+    answers = []
+    for m, i, j, bond_order in zip(mol[ask].tolist(), first[ask].tolist(), second[ask].tolist(),
+                                   order[ask].tolist(), strict=True):
+        bond = mols[m].GetBondBetweenAtoms(i, j)
+        answers.append(bond.GetIsConjugated() or bond.GetIsAromatic())
+        if answers[-1] and bond_order == _DOUBLE_ORDER:
+            in_double.update(((m, i), (m, j)))
+    is_pi[ask] = answers
+    parts = [(mol[is_pi], first[is_pi], second[is_pi])]
+    for m in np.flatnonzero(every_bond).tolist():
+        pairs, double = _pi_bonds_per_bond(mols[m])
+        parts.append((np.full(len(pairs), m), *np.array(pairs, dtype=np.int64).reshape(-1, 2).T))
+        in_double.update((m, a) for a in double)
+    return _PiBonds(*(np.concatenate(column) for column in zip(*parts, strict=True)), in_double)
 
 
-def _pi_system(mol: Chem.Mol) -> _PiSystem | None:
-    """The Hückel matrix of ``mol`` (sanitised), or None when it has no pi system (fewer than 2 centres).
+def _huckel_many(mols: Sequence[Chem.Mol]) -> np.ndarray:
+    """The 9 Hückel columns of :func:`huckel` for many (sanitised) molecules, float64; zeros for a molecule
+    without a pi system (fewer than 2 centres).
 
-    Every atom in a conjugated or aromatic bond is a centre; centres are ordered by atom index.
+    Every atom in a conjugated or aromatic bond is a centre; centres are ordered by atom index. Why
+    batched: numpy's overhead per call cost more than the work per molecule. Pi systems of equal size are
+    stacked and diagonalised together (the same LAPACK routine runs on each matrix).
     """
-    pairs, in_double = _pi_bonds(mol)
-    centres = sorted({i for pair in pairs for i in pair})
-    n = len(centres)
-    if n < 2:
-        return None
-    pos = {a: k for k, a in enumerate(centres)}
-    diag, shifts = [], []
-    electrons = n  # one per carbon centre; heteroatom centres are corrected below
-    # atom indices from one C++ substructure search; Python atom wrappers only for heteroatom centres
-    for (a,) in mol.GetSubstructMatches(_NOT_CARBON, uniquify=False, maxMatches=mol.GetNumAtoms() + 1):
-        k = pos.get(a)
-        if k is None:
-            continue
-        h, e = _centre(mol.GetAtomWithIdx(a), a in in_double)
-        if h:
-            diag.append(k)
-            shifts.append(h)
-        electrons += e - 1
-    return _PiSystem(n, [pos[i] for i, _ in pairs], [pos[j] for _, j in pairs], diag, shifts, electrons)
-
-
-def _huckel_many(systems: Sequence[_PiSystem | None]) -> np.ndarray:
-    """The 9 Hückel columns of :func:`huckel` for many pi systems (zeros for None), float64.
-
-    Why batched: one ``eigvalsh`` call per molecule cost more in numpy overhead than in LAPACK. Systems
-    of equal size are stacked and diagonalised together (the same LAPACK routine runs on each matrix).
-    """
-    out = np.zeros((len(systems), 9))
-    by_size: dict[int, list[int]] = {}
-    for m, system in enumerate(systems):
-        if system is not None:
-            by_size.setdefault(system.n, []).append(m)
-    for n, members in by_size.items():
+    out = np.zeros((len(mols), 9))
+    if not mols:
+        return out
+    bonds = _pi_bonds(mols)
+    n_atoms = np.array([mol.GetNumAtoms() for mol in mols], dtype=np.int64)
+    atom_start = np.cumsum(n_atoms) - n_atoms
+    is_centre = np.zeros(int(n_atoms.sum()), dtype=bool)
+    ends = (atom_start[bonds.mol] + bonds.first, atom_start[bonds.mol] + bonds.second)
+    is_centre[ends[0]] = is_centre[ends[1]] = True
+    position = np.cumsum(is_centre) - 1  # among the centres of all molecules
+    n_centres = np.bincount(np.repeat(np.arange(len(mols)), n_atoms)[is_centre], minlength=len(mols))
+    centre_start = np.cumsum(n_centres) - n_centres
+    rows = position[ends[0]] - centre_start[bonds.mol]  # positions among the molecule's own centres
+    cols = position[ends[1]] - centre_start[bonds.mol]
+    electrons = n_centres.copy()  # one per carbon centre; heteroatom centres are corrected below
+    diag_mol, diag, shifts = [], [], []
+    centre_list, position_list, start_list = is_centre.tolist(), position.tolist(), atom_start.tolist()
+    for m in np.flatnonzero(n_centres >= 2).tolist():
+        mol, base = mols[m], start_list[m]
+        # atom indices from one C++ substructure search; Python atom wrappers only for heteroatom centres
+        for (a,) in mol.GetSubstructMatches(_NOT_CARBON, uniquify=False, maxMatches=mol.GetNumAtoms() + 1):
+            if not centre_list[base + a]:
+                continue
+            h, e = _centre(mol.GetAtomWithIdx(a), (m, a) in bonds.in_double)
+            if h:
+                diag_mol.append(m)
+                diag.append(position_list[base + a])
+                shifts.append(h)
+            electrons[m] += e - 1
+    diag_mol_arr = np.array(diag_mol, dtype=np.int64)
+    diag_arr = np.array(diag, dtype=np.int64) - centre_start[diag_mol_arr]
+    shift_arr = np.array(shifts, dtype=np.float64)
+    slot = np.empty(len(mols), dtype=np.int64)
+    for n in np.unique(n_centres[n_centres >= 2]).tolist():
+        members = np.flatnonzero(n_centres == n)
         k = len(members)
+        slot[members] = np.arange(k)
+        b = n_centres[bonds.mol] == n
+        d = n_centres[diag_mol_arr] == n
         H = np.zeros((k, n, n))
-        mol_of_bond, rows, cols, mol_of_diag, diag, shifts, electrons = [], [], [], [], [], [], []
-        for slot, m in enumerate(members):
-            system = systems[m]
-            mol_of_bond += [slot] * len(system.rows)
-            rows += system.rows
-            cols += system.cols
-            mol_of_diag += [slot] * len(system.diag)
-            diag += system.diag
-            shifts += system.shifts
-            electrons.append(system.electrons)
-        H[mol_of_bond, rows, cols] = H[mol_of_bond, cols, rows] = 1.0
-        H[mol_of_diag, diag, diag] = shifts
+        H[slot[bonds.mol[b]], rows[b], cols[b]] = H[slot[bonds.mol[b]], cols[b], rows[b]] = 1.0
+        H[slot[diag_mol_arr[d]], diag_arr[d], diag_arr[d]] = shift_arr[d]
         x = np.linalg.eigvalsh(H)[:, ::-1]  # most bonding first
-        e = np.array(electrons)
+        e = electrons[members]
         occ = np.minimum(np.maximum(e // 2, 1), n - 1)
         r = np.arange(k)
         homo, lumo = x[r, occ - 1], x[r, occ]
@@ -169,7 +183,7 @@ def _huckel_many(systems: Sequence[_PiSystem | None]) -> np.ndarray:
 
 def huckel(mol: Chem.Mol) -> np.ndarray:
     """[HOMO, LUMO, gap, HOMO-1, LUMO+1, pi energy per centre, pi electrons, electrons/centre, centres]."""
-    return _huckel_many([_pi_system(mol)])[0]
+    return _huckel_many([mol])[0]
 
 
 def descriptor_matrix(mols: Sequence[Chem.Mol]) -> np.ndarray:
@@ -183,7 +197,7 @@ def descriptor_matrix(mols: Sequence[Chem.Mol]) -> np.ndarray:
                      [rdMolDescriptors.CalcNumRings(mol) for mol in mols],
                      [rdMolDescriptors.CalcFractionCSP3(mol) for mol in mols],
                      [rdMolDescriptors.CalcTPSA(mol) for mol in mols]], dtype=np.float64).reshape(5, len(mols)).T
-    return np.hstack([_huckel_many([_pi_system(mol) for mol in mols]), rest]).astype(np.float32)
+    return np.hstack([_huckel_many(mols), rest]).astype(np.float32)
 
 
 def descriptors(mol: Chem.Mol) -> np.ndarray:

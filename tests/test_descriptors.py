@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-from labloop.surrogate.descriptors import NAMES, descriptor_matrix, descriptors, huckel
+from labloop.surrogate.descriptors import NAMES, _pi_bonds, _pi_bonds_per_bond, descriptor_matrix, descriptors, huckel
 
 HOMO, LUMO, GAP, HOMO_1, LUMO_1, PI_ENERGY, ELECTRONS, PER_CENTRE, CENTRES = range(9)
 
@@ -82,3 +82,20 @@ def test_bond_of_order_zero_falls_back_to_every_bond():
     mol.AddBond(3, 4, Chem.BondType.ZERO)
     Chem.SanitizeMol(mol)
     assert huckel(mol) == pytest.approx(huckel(Chem.MolFromSmiles("C=CC=C")))
+
+
+def test_fast_pi_bonds_equal_asking_every_bond(ocelot):
+    # the adjacency-matrix path (all molecules at once) must find exactly the bonds RDKit flags, in any batch,
+    # including a molecule whose zero-order bond sends it down the per-bond path
+    odd = Chem.RWMol(Chem.MolFromSmiles("C=CC=C.[Fe]"))
+    odd.AddBond(3, 4, Chem.BondType.ZERO)
+    Chem.SanitizeMol(odd)
+    mols = [Chem.MolFromSmiles(s) for s in ocelot.smiles.head(40)] + [odd.GetMol(), Chem.MolFromSmiles("CCCC")]
+    fast = _pi_bonds(mols)
+    for m, mol in enumerate(mols):
+        pairs, in_double = _pi_bonds_per_bond(mol)
+        mine = fast.mol == m
+        found = zip(fast.first[mine].tolist(), fast.second[mine].tolist(), strict=True)
+        assert sorted((min(i, j), max(i, j)) for i, j in found) == sorted((min(i, j), max(i, j)) for i, j in pairs)
+        assert {a for k, a in fast.in_double if k == m} == in_double
+    assert np.array_equal(descriptor_matrix(mols), np.array([descriptors(mol) for mol in mols]))
