@@ -105,7 +105,7 @@ def measure(world, smiles: str, conditions: dict, rng: np.random.Generator):
                        failure=None if ok else "analysis")
 
 
-def make_planners(library: list[str]) -> dict:
+def make_planners(library: list[str], descriptors) -> dict:
     from labloop.planners import ConditionSpace, PoolPlanner, RandomPlanner, ScreeningPlanner
     from labloop.planners.similarity import SimilarityIndex
 
@@ -113,7 +113,7 @@ def make_planners(library: list[str]) -> dict:
     similarity = SimilarityIndex()  # one fingerprint table for every planner and run
     def pool(kind: str, acquisition: str) -> PoolPlanner:
         return PoolPlanner(kind, library, ConditionSpace(conditions), goal="window", acquisition=acquisition,
-                           window_v=WINDOW_V, similarity=similarity)
+                           window_v=WINDOW_V, similarity=similarity, descriptors=descriptors)
     return {"bayes": pool("bayes", "window_probability"), "greedy": pool("greedy", "mean"),
             "screening": ScreeningPlanner(library, ConditionSpace(conditions), goal="window", window_v=WINDOW_V),
             "random": RandomPlanner(library, conditions)}
@@ -173,13 +173,13 @@ def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
     t0 = time.perf_counter()
     model.predict(library)
     predict_s = time.perf_counter() - t0
+    descriptors = DescriptorTable()
     planner = PoolPlanner("bayes", library, ConditionSpace({"scan_rate_v_s": (0.02, 0.5)}), goal="window",
-                          acquisition="window_probability", window_v=WINDOW_V)
+                          acquisition="window_probability", window_v=WINDOW_V, descriptors=descriptors)
     measured = library[:96]
     observations = tuple(Observation(s, {"scan_rate_v_s": 0.1}, None if k % 8 == 0 else 4.0 + 0.01 * k,
                                      quality=0.0 if k % 8 == 0 else 0.8, failure="analysis" if k % 8 == 0 else None)
                          for k, s in enumerate(measured))
-    descriptors = DescriptorTable()
     times = []
     for step in range(3):  # the first also fingerprints and describes the library (once per campaign)
         t0 = time.perf_counter()
@@ -259,7 +259,7 @@ def main() -> None:
     truth = world_of(prior, library, 0)
     in_window = sum(WINDOW_V[0] <= truth.truth_v(s) <= WINDOW_V[1] for s in library.smiles)
     descriptors = DescriptorTable()
-    planners = make_planners(library.smiles)
+    planners = make_planners(library.smiles, descriptors)
     runs: dict[str, list[dict]] = {}
     parts = args.parts.split(",")
     for name in args.planners.split(",") if "campaigns" in parts else []:

@@ -214,6 +214,9 @@ class Planner(BaseModel):
     batch_size: Int = Field(1, ge=1, le=96)
     diversity: Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)] = Field(
         0.7, description="bayes/greedy: highest Tanimoto similarity of two molecules in one batch (1: no limit)")
+    first_batch: Literal["design", "acquisition"] = Field(
+        "design", description="bayes/greedy: before any measurement, spread the batch over molecule size to "
+        "pin the calibration ('design'), or choose it by the acquisition like every other batch")
 
     @model_validator(mode="after")
     def _acquisition_for_bayes(self) -> Planner:

@@ -83,11 +83,11 @@ class Runner:
         self.journal = journal
         self.rig = rig
         self.executor = executor
-        self.planner = make_planner(campaign, library)
+        self.descriptors = DescriptorTable()
+        self.planner = make_planner(campaign, library, self.descriptors)
         self.library = list(library)
         self.sample_ids = {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
         self.model = model
-        self.descriptors = DescriptorTable()
         self.interrupts = interrupts
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from labloop.planners.base import ModelView, Observation, Planner, PlannerState, Proposal
 from labloop.planners.conditions import ConditionSpace
+from labloop.planners.feedback import DescriptorTable
 from labloop.planners.pool import PoolPlanner
 from labloop.planners.random_planner import RandomPlanner
 from labloop.planners.screening_planner import ScreeningPlanner
@@ -18,31 +19,37 @@ from labloop.planners.screening_planner import ScreeningPlanner
 if TYPE_CHECKING:
     from labloop.orchestrator.campaign import Campaign
 
+#: builds a planner from the campaign, the library and the runner's descriptor table
+Factory = Callable[["Campaign", Sequence[str], DescriptorTable | None], Planner]
+
 __all__ = ["PLANNERS", "ConditionSpace", "ModelView", "Observation", "Planner", "PlannerState",
            "PoolPlanner", "Proposal", "RandomPlanner", "ScreeningPlanner", "make_planner"]
 
 
-def _pool(kind: str) -> Callable[[Campaign, Sequence[str]], Planner]:
-    def make(campaign: Campaign, library: Sequence[str]) -> Planner:
+def _pool(kind: str) -> Factory:
+    def make(campaign: Campaign, library: Sequence[str], descriptors: DescriptorTable | None) -> Planner:
         objective = campaign.objective
         acquisition = campaign.planner.acquisition_for(objective.goal) if kind == "bayes" else "mean"
         return PoolPlanner(kind, library, ConditionSpace(campaign.conditions.space()), goal=objective.goal,
                            acquisition=acquisition, window_v=objective.window_v,  # type: ignore[arg-type]
-                           diversity=campaign.planner.diversity)
+                           diversity=campaign.planner.diversity, first_batch=campaign.planner.first_batch,
+                           descriptors=descriptors)
     return make
 
 
-#: ``kind -> factory(campaign, library)``
-PLANNERS: dict[str, Callable[[Campaign, Sequence[str]], Planner]] = {
-    "random": lambda campaign, library: RandomPlanner(library, campaign.conditions.space()),
+#: ``kind -> factory(campaign, library, descriptors)``
+PLANNERS: dict[str, Factory] = {
+    "random": lambda campaign, library, _: RandomPlanner(library, campaign.conditions.space()),
     "bayes": _pool("bayes"),
     "greedy": _pool("greedy"),
-    "screening": lambda campaign, library: ScreeningPlanner(
+    "screening": lambda campaign, library, _: ScreeningPlanner(
         library, ConditionSpace(campaign.conditions.space()), goal=campaign.objective.goal,
         window_v=campaign.objective.window_v),
 }
 
 
-def make_planner(campaign: Campaign, library: Sequence[str]) -> Planner:
-    """The planner ``campaign.planner.kind`` names (validated against :data:`PLANNERS`), over ``library``."""
-    return PLANNERS[campaign.planner.kind](campaign, library)
+def make_planner(campaign: Campaign, library: Sequence[str], descriptors: DescriptorTable | None = None
+                 ) -> Planner:
+    """The planner ``campaign.planner.kind`` names (validated against :data:`PLANNERS`), over ``library``;
+    ``descriptors``: the runner's table of cheap descriptors, shared so the library is described once."""
+    return PLANNERS[campaign.planner.kind](campaign, library, descriptors)

@@ -39,6 +39,8 @@ DESCRIPTORS: dict[str, float] = {
     "inverse_cube_root_heavy_atoms": 0.05,  # Born radius term: 1/n^(1/3) spans ~0.25-0.45
     "heteroatom_fraction": 0.15,  # N, O, S, halogens... among heavy atoms: polar molecules solvate more
 }
+#: the descriptor that measures size (the first batch is spread over it: :mod:`.design`)
+SIZE_DESCRIPTOR = "inverse_cube_root_heavy_atoms"
 #: prior scale (V) of the residual noise and of the coefficients per unit of a scaled descriptor
 PRIOR_SCALE_V = 0.2
 #: how many pseudo-observations that prior is worth

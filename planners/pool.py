@@ -19,6 +19,11 @@ Two corrections to the acquisition, both pure functions of the journal's state:
   a molecule already in the batch or pending exceeds ``diversity``, so a batch does not spend four
   experiments on four near-copies of one guess.
 
+Before any measurement (nothing measured, nothing pending) the batch is a design for the calibration
+instead (:mod:`.design`, ``first_batch="design"``, the default): molecules spread over size, since the
+uncalibrated model's acquisition would only bet on a window it cannot yet aim at. Any places the design
+leaves (a pool smaller than the batch) are filled by the acquisition.
+
 Conditions for each proposal come from the condition planner (:mod:`.conditions`).
 """
 
@@ -26,12 +31,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
 from labloop.planners.acquisition import Acquisition, Goal, acquire
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.conditions import ConditionSpace
+from labloop.planners.design import calibration_design
+from labloop.planners.feedback import DESCRIPTORS, SIZE_DESCRIPTOR, DescriptorTable
 from labloop.planners.similarity import SimilarityIndex
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 FAILURE_BACKGROUND = 0.35
 #: default ceiling of the similarity between two molecules of one batch
 DEFAULT_DIVERSITY = 0.7
+#: how the first batch is chosen: a calibration design (:mod:`.design`) or the acquisition like every other
+FirstBatch = Literal["design", "acquisition"]
 
 
 class PoolPlanner:
@@ -49,7 +59,8 @@ class PoolPlanner:
 
     def __init__(self, name: str, library: Sequence[str], conditions: ConditionSpace, *, goal: Goal,
                  acquisition: Acquisition, window_v: tuple[float, float] | None = None,
-                 diversity: float = DEFAULT_DIVERSITY, similarity: SimilarityIndex | None = None) -> None:
+                 diversity: float = DEFAULT_DIVERSITY, first_batch: FirstBatch = "design",
+                 similarity: SimilarityIndex | None = None, descriptors: DescriptorTable | None = None) -> None:
         self.name = name
         self.library = list(dict.fromkeys(library))
         self.conditions = conditions
@@ -57,7 +68,9 @@ class PoolPlanner:
         self.acquisition = acquisition
         self.window_v = window_v
         self.diversity = diversity
+        self.first_batch = first_batch
         self.similarity = similarity or SimilarityIndex()
+        self.descriptors = descriptors or DescriptorTable()
 
     def scores(self, state: PlannerState, model: ModelView) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(untried molecules, mu, sigma, score) — the score after the failure correction; NaN for
@@ -78,7 +91,12 @@ class PoolPlanner:
         if model is None:
             raise ValueError(f"the {self.name} planner needs a surrogate model")
         pool, mu, sigma, score = self.scores(state, model)
-        chosen = self._diverse_top(pool, score, n, state.pending)
+        chosen = []
+        if self.first_batch == "design" and not state.measured and not state.pending:
+            size = self.descriptors(pool)[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
+            chosen = calibration_design(size, np.where(np.isfinite(mu), sigma, np.nan), n)
+        chosen += self._diverse_top(pool, score, n - len(chosen), [*state.pending, *(pool[i] for i in chosen)],
+                                    skip=chosen)
         settings = self.conditions.propose(state.observations, len(chosen), seed=state.seed, step=state.step)
         return [Proposal(smiles=pool[i], conditions=c, mu=float(mu[i]), sigma=float(sigma[i]),
                          acquisition=float(score[i]), model_version=model.version, planner=self.name)
@@ -91,14 +109,16 @@ class PoolPlanner:
             return None
         return max(measured) if self.goal == "maximize" else min(measured)
 
-    def _diverse_top(self, pool: Sequence[str], score: np.ndarray, n: int, pending: Sequence[str]) -> list[int]:
-        """Indices of up to ``n`` molecules in score order, none too similar to another chosen or pending."""
+    def _diverse_top(self, pool: Sequence[str], score: np.ndarray, n: int, pending: Sequence[str],
+                     skip: Sequence[int] = ()) -> list[int]:
+        """Indices of up to ``n`` molecules in score order, none too similar to another chosen or pending,
+        none of ``skip``."""
         order = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
-        order = order[np.isfinite(score[order])]
+        order = order[np.isfinite(score[order]) & ~np.isin(order, skip)]
         chosen: list[int] = []
         taken = list(pending)
         for i in order:
-            if len(chosen) == n:
+            if len(chosen) >= n:
                 break
             if self.diversity < 1 and taken and self.similarity.max_similarity([pool[i]], taken)[0] > self.diversity:
                 continue

@@ -126,6 +126,8 @@ MALFORMED = [
      "conditions:", "conditions.e_step_v", "valid tuple (got 'fine')"),
     ("batch diversity above 1", edit("diversity: 0.7", "diversity: 1.5"), "planner:",
      "planner.diversity", "less than or equal to 1"),
+    ("unknown first batch", edit("first_batch: design}", "first_batch: best}"), "planner:",
+     "planner.first_batch", "'best' is not one of design, acquisition"),
     ("unknown objective quantity", edit("quantity: oxidation_potential", "quantity: potential"), "objective:",
      "objective.quantity", "not one of oxidation_potential, reduction_potential"),
     ("window goal without a window", edit(", window_v: [4.5, 4.6]", ""), "objective:", "objective.window_v",

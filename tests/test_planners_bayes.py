@@ -18,6 +18,7 @@ import pytest
 
 from labloop.planners import ConditionSpace, Observation, PlannerState, PoolPlanner, ScreeningPlanner
 from labloop.planners.acquisition import acquire, window_probability
+from labloop.planners.design import calibration_design
 from labloop.planners.feedback import CalibratedModel, DescriptorTable, cheap_descriptors, fit_calibration
 from labloop.planners.similarity import SimilarityIndex
 
@@ -86,9 +87,10 @@ ALKYL_NAPHTHALENES = [f"{'C' * n}c1ccc2ccccc2c1" for n in range(10, 14)]
 OTHERS = ["O=C1C=CC(=O)C=C1", "c1ccc2ccccc2c1", "CN(C)c1ccc(N(C)C)cc1", "c1ccsc1", "N#Cc1ccc(C#N)cc1"]
 
 
-def _window_planner(library, diversity=0.7) -> PoolPlanner:
+def _window_planner(library, diversity=0.7, first_batch="acquisition") -> PoolPlanner:
     return PoolPlanner("bayes", library, ConditionSpace({"scan_rate_v_s": (0.1, 0.1)}), goal="window",
-                       acquisition="window_probability", window_v=(4.5, 4.6), diversity=diversity)
+                       acquisition="window_probability", window_v=(4.5, 4.6), diversity=diversity,
+                       first_batch=first_batch)
 
 
 def test_batch_is_diverse_and_skips_pending_molecules():
@@ -140,7 +142,7 @@ def test_greedy_uses_the_mean_only():
     table = {OTHERS[0]: (4.55, 0.5), OTHERS[1]: (4.52, 0.01), OTHERS[2]: (3.0, 2.0), OTHERS[3]: (4.9, 0.1),
              OTHERS[4]: (4.0, 0.1)}
     greedy = PoolPlanner("greedy", library, ConditionSpace({}), goal="window", acquisition="mean",
-                         window_v=(4.5, 4.6))
+                         window_v=(4.5, 4.6), first_batch="acquisition")
     order = [p.smiles for p in greedy.propose(PlannerState("greedy", 0, 0), 5, TableModel(table))]
     assert order == [OTHERS[0], OTHERS[1], OTHERS[3], OTHERS[4], OTHERS[2]]  # by |mu - 4.55| alone
     bayes = _window_planner(library, diversity=1.0)
@@ -159,6 +161,49 @@ def test_state_with_quality_and_failure_round_trips_and_gives_the_same_proposals
     again = PlannerState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
     assert planner.propose(state, 3, model) == planner.propose(again, 3, model)
+
+
+#: alkylbenzenes of 6 to 45 heavy atoms, biggest first: ALKYLBENZENES[i] has 45 - i heavy atoms
+ALKYLBENZENES = ["C" * k + "c1ccccc1" for k in range(39, -1, -1)]
+
+
+def test_calibration_design_takes_the_surest_molecule_of_each_size_stratum():
+    size_term = np.array([(6 + k) ** (-1 / 3) for k in range(40)])  # heavy atoms 6..45
+    sigma = np.full(40, 0.2)
+    sigma[[0, 39]] = 0.01  # the smallest and the biggest: outside the 2.5-97.5% ranks, never chosen
+    sigma[[3, 15, 25, 35]] = 0.1  # the surest of each quarter of the rest
+    sigma[20] = np.nan  # unreadable
+    assert calibration_design(size_term, sigma, 4) == [35, 25, 15, 3]  # smallest size term (biggest) first
+    assert calibration_design(size_term, sigma, 1) == [3]  # one stratum: the surest inside the range
+    assert calibration_design(size_term[:1], sigma[:1], 4) == []  # nothing inside the range
+    assert calibration_design(size_term, sigma, 0) == []
+
+
+def test_first_batch_is_a_size_design_then_the_acquisition_takes_over():
+    library = ALKYLBENZENES
+    heavy = {s: 45 - i for i, s in enumerate(library)}
+    surest = {heavy_atoms: 0.1 for heavy_atoms in (10, 20, 30, 42)}
+    # the acquisition prefers the molecules sure to be in the window; the design ignores the window
+    table = {s: (3.0, surest[heavy[s]]) if heavy[s] in surest else (4.55, 0.05 if heavy[s] in (6, 45) else 0.2)
+             for s in library}
+    model = TableModel(table)
+    planner = _window_planner(library, diversity=1.0, first_batch="design")
+    first = planner.propose(PlannerState("bayes", 1, 0), 4, model)
+    assert [heavy[p.smiles] for p in first] == [42, 30, 20, 10]
+    assert all(p.acquisition == pytest.approx(0.0, abs=1e-12) for p in first)  # mu 3.0: the design's choice
+    by_acquisition = [p.smiles for p in _window_planner(library, diversity=1.0).propose(
+        PlannerState("bayes", 1, 0), 4, model)]
+    assert {heavy[s] for s in by_acquisition[:2]} == {6, 45}
+    # once a potential is measured, or while experiments are pending, the acquisition chooses
+    measured = PlannerState("bayes", 1, 1, observations=(Observation(first[0].smiles, {}, 3.1),))
+    assert [p.smiles for p in planner.propose(measured, 4, model)] == by_acquisition
+    pending = PlannerState("bayes", 1, 1, pending=(first[0].smiles,))
+    assert {heavy[p.smiles] for p in planner.propose(pending, 2, model)} == {6, 45}
+    # a first batch that failed teaches nothing about the calibration: the next is a design again
+    failed = PlannerState("bayes", 1, 1, observations=tuple(
+        Observation(p.smiles, {}, None, quality=0.0, failure="analysis") for p in first))
+    # (36 left, all sigma 0.2 inside the range: ranks 1-9, 10-17, 18-25, 26-34 of 0-35, first of each)
+    assert [heavy[p.smiles] for p in planner.propose(failed, 4, model)] == [44, 34, 25, 16]
 
 
 # -- screening ---------------------------------------------------------------------------------------
