@@ -85,8 +85,9 @@ def _pi_bonds(mols: Sequence[Chem.Mol]) -> _PiBonds:
     call; aromatic bonds (order 1.5; in a sanitised molecule always aromatic, hence pi bonds) need
     nothing more, and only the few other bonds are looked up for their conjugation flag. The matrices of
     all molecules are searched together, so numpy's per-call overhead is paid once, not per molecule.
-    Bonds of order 0 (zero, ionic, unspecified) are missing from that matrix: then every bond of that
-    molecule is asked.
+    Only bonds next to an atom with a multiple or aromatic bond can be conjugated (RDKit's rule), so single
+    bonds between two saturated atoms are not asked either. Bonds of order 0 (zero, ionic, unspecified) are
+    missing from that matrix: then every bond of that molecule is asked.
     """
     matrices = [Chem.GetAdjacencyMatrix(mol, useBO=True) for mol in mols]
     size = np.array([len(a) for a in matrices], dtype=np.int64)
@@ -97,10 +98,15 @@ def _pi_bonds(mols: Sequence[Chem.Mol]) -> _PiBonds:
     first, second = np.divmod(entry - start[mol], size[mol])
     order = flat[entry]
     every_bond = np.bincount(mol, minlength=len(mols)) != 2 * np.array([m.GetNumBonds() for m in mols])
+    # RDKit marks a non-aromatic bond conjugated only next to an atom with a multiple or aromatic bond
+    # (MolOps::setConjugation); a bond with neither end at such an atom need not be asked
+    atom_start = np.cumsum(size) - size
+    unsaturated = np.zeros(int(size.sum()), dtype=bool)
+    unsaturated[atom_start[mol[order >= _AROMATIC_ORDER]] + first[order >= _AROMATIC_ORDER]] = True
     keep = (first < second) & ~every_bond[mol]
     mol, first, second, order = mol[keep], first[keep], second[keep], order[keep]
     is_pi = order == _AROMATIC_ORDER
-    ask = np.flatnonzero(~is_pi)
+    ask = np.flatnonzero(~is_pi & (unsaturated[atom_start[mol] + first] | unsaturated[atom_start[mol] + second]))
     in_double: set[tuple[int, int]] = set()
     answers = []
     for m, i, j, bond_order in zip(mol[ask].tolist(), first[ask].tolist(), second[ask].tolist(),

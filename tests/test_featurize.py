@@ -16,7 +16,10 @@ from labloop.surrogate.fingerprint_cache import FingerprintCache
 @pytest.mark.parametrize("settings", [FingerprintSettings(2, 2048, True), FingerprintSettings(1, 1024, False),
                                       FingerprintSettings(3, 512, True, atom_pair_bits=256, torsion_bits=128)])
 def test_fingerprints_equal_rdkit(ocelot, settings):
-    smiles = ocelot.smiles.head(60).tolist()
+    # the featuriser parses without MolFromSmiles's stereo perception: molecules with explicit or isotopic
+    # hydrogens, stereo marks, charges and several fragments must still come out as MolFromSmiles makes them
+    smiles = [*ocelot.smiles.head(60).tolist(), "[H]C([H])([H])c1ccccc1", "[2H]c1ccccc1", "C[C@H](N)C(=O)O",
+              "F/C=C/c1ccccc1", "C/C=C\\1/CC1", "[Na+].[O-]c1ccccc1", "C[N+](C)(C)C", "[H][H]", "*c1ccccc1"]
     feats = featurize(smiles, settings, n_jobs=1)
     gens = [rdFingerprintGenerator.GetMorganGenerator(radius=settings.radius, fpSize=settings.n_bits)]
     if settings.atom_pair_bits:
@@ -28,14 +31,15 @@ def test_fingerprints_equal_rdkit(ocelot, settings):
         ref = np.concatenate([g.GetCountFingerprintAsNumPy(mol) if settings.counts else g.GetFingerprintAsNumPy(mol)
                               for g in gens])
         np.testing.assert_array_equal(row, np.minimum(ref, 255))
-    assert feats.X.dtype == np.uint8 and feats.X.shape == (60, settings.n_bits + settings.atom_pair_bits +
+    assert feats.X.dtype == np.uint8 and feats.X.shape == (len(smiles), settings.n_bits + settings.atom_pair_bits +
                                                            settings.torsion_bits)
 
 
 def test_invalid_smiles_are_skipped_and_reported_with_rows():
-    smiles = ["CCO", "C1CC", "", "c1ccccc1", "not a smiles", "N#N"]
+    smiles = ["CCO", "C1CC", "", "c1ccccc1", "not a smiles", "N#N", "c1cccc1", "FC(F)(F)(F)F"]
     feats = featurize(smiles, n_jobs=1)
-    assert [(i.row, i.smiles) for i in feats.invalid] == [(1, "C1CC"), (2, ""), (4, "not a smiles")]
+    assert [(i.row, i.smiles) for i in feats.invalid] == [(1, "C1CC"), (2, ""), (4, "not a smiles"),
+                                                         (6, "c1cccc1"), (7, "FC(F)(F)(F)F")]
     assert feats.rows.tolist() == [0, 3, 5]
     assert feats.X.shape[0] == 3
     np.testing.assert_array_equal(feats.X[1], featurize(["c1ccccc1"], n_jobs=1).X[0])
