@@ -7,8 +7,8 @@ scoring with the uncalibrated model therefore picks molecules that are almost ne
 tends to pick them all of one size: their residuals pin the calibration's intercept but leave its slope on
 size to later batches, which are chosen by a model still tilted the wrong way. Spending the first batch
 on molecules spread over size pins intercept and slope at once, so the second batch is already aimed with
-a calibrated model. In ``bench/campaign.py`` this raised ``bayes`` from 23.4 to 25.3 hits per 100
-experiments (20 seeds, bench/RESULTS.md).
+a calibrated model. In ``bench/campaign.py`` this raised ``bayes`` from 24.2 to 26.6 hits per 100
+experiments (5 seeds, same prior model; bench/RESULTS.md).
 
 The design: rank the untried molecules by the Born term, keep the ranks inside :data:`RANK_RANGE` (the
 extremes are few and odd molecules), cut them into ``n`` strata of equal count and take from each the

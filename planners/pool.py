@@ -91,7 +91,7 @@ class PoolPlanner:
         if model is None:
             raise ValueError(f"the {self.name} planner needs a surrogate model")
         pool, mu, sigma, score = self.scores(state, model)
-        chosen = []
+        chosen: list[int] = []
         if self.first_batch == "design" and not state.measured and not state.pending:
             size = self.descriptors(pool)[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
             chosen = calibration_design(size, np.where(np.isfinite(mu), sigma, np.nan), n)
