@@ -102,7 +102,8 @@ def _pi_bonds(mols: Sequence[Chem.Mol]) -> _PiBonds:
     # (MolOps::setConjugation); a bond with neither end at such an atom need not be asked
     atom_start = np.cumsum(size) - size
     unsaturated = np.zeros(int(size.sum()), dtype=bool)
-    unsaturated[atom_start[mol[order >= _AROMATIC_ORDER]] + first[order >= _AROMATIC_ORDER]] = True
+    multiple = order >= _AROMATIC_ORDER
+    unsaturated[atom_start[mol[multiple]] + first[multiple]] = True
     keep = (first < second) & ~every_bond[mol]
     mol, first, second, order = mol[keep], first[keep], second[keep], order[keep]
     is_pi = order == _AROMATIC_ORDER
