@@ -57,7 +57,7 @@ def split_world() -> tuple[MoleculeTable, MoleculeTable]:
 
 def prior_ensemble(model_dir: Path, prior: MoleculeTable):
     """The `fast` 5-fold surrogate trained on the prior, loaded from ``model_dir`` or trained into it."""
-    from labloop.surrogate.errors import ModelLoadError
+    from labloop.core.errors import ModelLoadError
     from labloop.surrogate.persistence import load_ensemble, save_ensemble
     from labloop.surrogate.presets import get_preset
     from labloop.surrogate.training import train_from_table
@@ -123,7 +123,7 @@ def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: i
     """One campaign: hits after each experiment, failures, proposal latencies, calibration errors."""
     from threadpoolctl import threadpool_limits
 
-    from labloop.orchestrator.runner import PLANNER_BLAS_THREADS
+    from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS
     from labloop.planners import PlannerState
     from labloop.planners.feedback import CalibratedModel
 
@@ -157,8 +157,8 @@ def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
     from rdkit import Chem
     from threadpoolctl import threadpool_limits
 
-    from labloop.orchestrator.models import ObjectiveModel
-    from labloop.orchestrator.runner import PLANNER_BLAS_THREADS
+    from labloop.orchestrator.learning.models import ObjectiveModel
+    from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS
     from labloop.planners import ConditionSpace, Observation, PlannerState, PoolPlanner
     from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
@@ -247,7 +247,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.v else logging.WARNING, stream=sys.stderr)
 
-    from labloop.orchestrator.models import ObjectiveModel
+    from labloop.orchestrator.learning.models import ObjectiveModel
     from labloop.planners.feedback import DescriptorTable
     from labloop.surrogate.fingerprint_cache import default_cache_dir
 

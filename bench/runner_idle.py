@@ -63,10 +63,10 @@ from pathlib import Path
 
 import yaml
 
-from labloop.orchestrator.background import Background
-from labloop.orchestrator.cli import main as labloop
-from labloop.orchestrator.journal import Journal, State
-from labloop.orchestrator.runner import Runner
+from labloop.orchestrator.cli.main import main as labloop
+from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.learning.retraining import Background
+from labloop.orchestrator.loop.runner import Runner
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Protocols and the runner never import a driver class: they talk to anything that
 as bluesky's ``protocols.py`` does for devices. The contracts are therefore small ``typing.Protocol``s,
 ``runtime_checkable`` so that the driver registry can check a plug-in with ``isinstance`` when it loads
 it. Every method of every contract is safe to call twice, has a deadline, and raises only
-:mod:`labloop.instruments.errors` for instrument trouble.
+:mod:`labloop.core.errors` for instrument trouble.
 
 :class:`SafetyLimits` is a frozen value so that one object, validated once, can be handed to every driver
 of a rig; drivers check it *before* the first byte of a request leaves the computer.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
+from labloop.core.errors import ConfigError, SafetyLimitExceeded
 
 if TYPE_CHECKING:  # written concurrently by the CV owner; only the names are needed here
     from labloop.instruments.voltammogram import CVParams, Voltammogram

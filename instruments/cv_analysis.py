@@ -27,14 +27,13 @@ from typing import Any, Literal
 import numpy as np
 from scipy.signal import find_peaks, savgol_filter
 
-from labloop.instruments.voltammogram import (
-    InvalidParameter,
-    Segment,
-    Voltammogram,
-    require_positive,
-)
+from labloop.core.errors import InvalidParameter
+from labloop.instruments.voltammogram import Segment, Voltammogram, require_positive
 
 log = logging.getLogger(__name__)
+
+#: which redox potential a campaign is after: the oxidation (anodic scan first) or the reduction
+Quantity = Literal["oxidation_potential", "reduction_potential"]
 
 Reversibility = Literal["reversible", "quasi-reversible", "irreversible"]
 

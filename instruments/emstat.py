@@ -41,15 +41,8 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
+from labloop.core.errors import ConfigError, DeviceError, InstrumentError, InstrumentTimeout, Overload, ProtocolError
 from labloop.instruments.contracts import SafetyLimits
-from labloop.instruments.errors import (
-    ConfigError,
-    DeviceError,
-    InstrumentError,
-    InstrumentTimeout,
-    Overload,
-    ProtocolError,
-)
 from labloop.instruments.methodscript import (
     DEVICE_FAMILIES,
     LineKind,

@@ -6,21 +6,17 @@ like any driver. It remembers nothing across processes, so a resumed campaign as
 experiment it re-runs (the operator may have removed it meanwhile). Loading the vial already placed in this
 process does not ask twice.
 
-Its emulator is a simulated operator who answers at once and places the vial in the simulated cell
-(:func:`manual_emulation`), so ``--dry-run`` exercises this driver's own code path.
+Its emulator (registered by the simulated world) is a simulated operator who answers at once and places
+the vial in the simulated cell, so ``--dry-run`` exercises this driver's own code path.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from labloop.instruments.errors import ConfigError, Disconnected
+from labloop.core.errors import ConfigError, Disconnected
 from labloop.instruments.registry import DriverDescriptor, DriverKind
-
-if TYPE_CHECKING:
-    from labloop.sim.emulation import Emulation, EmulatorContext
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +75,7 @@ class ManualSampleChanger:
             raise Disconnected(self.where, "the sample changer is closed")
 
 
-def manual_emulation(context: EmulatorContext) -> Emulation:
-    """A simulated operator: answers every question at once and places the vial in the context's cell."""
-    from labloop.sim.emulation import Emulation
-    from labloop.sim.sample_changer import SimSampleChanger
-
-    changer = SimSampleChanger(context.cell)
-    return Emulation(port="sim-operator", stop=lambda: None,
-                     options={"ask": lambda _question: "", "placed": changer.load})
-
-
 MANUAL = DriverDescriptor(
-    name="manual", kind=DriverKind.SAMPLE_CHANGER, open=ManualSampleChanger.open, emulator=manual_emulation,
+    name="manual", kind=DriverKind.SAMPLE_CHANGER, open=ManualSampleChanger.open,
     summary="a person: asks on the console to place each vial and waits for Enter",
 )

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, replace
 from enum import IntFlag, StrEnum
 
-from labloop.instruments.errors import ConfigError
+from labloop.core.errors import ConfigError
 from labloop.instruments.voltammogram import CVParams
 
 OFFSET = 2**27

@@ -36,8 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
-from labloop.instruments.contracts import PumpState, PumpStatus, RateUnit, SafetyLimits
-from labloop.instruments.errors import (
+from labloop.core.errors import (
     ConfigError,
     DeviceError,
     DispenseMismatch,
@@ -46,6 +45,7 @@ from labloop.instruments.errors import (
     ProtocolError,
     PumpStalled,
 )
+from labloop.instruments.contracts import PumpState, PumpStatus, RateUnit, SafetyLimits
 from labloop.instruments.transport import SerialTransport, Transport, retry
 
 logger = logging.getLogger(__name__)

@@ -1,41 +1,39 @@
 """The driver registry: every driver, built-in or third-party, is found through one entry-point group.
 
 Why entry points: a lab adds an instrument by installing a package, without touching labloop
-(DESIGN.md "Contracts"). A distribution lists its drivers under ``[project.entry-points."labloop.drivers"]``;
+(docs/drivers.md). A distribution lists its drivers under ``[project.entry-points."labloop.drivers"]``;
 each entry point names a :class:`DriverDescriptor`. labloop registers its own drivers the same way (in its
 ``pyproject.toml``), so there is one source of truth: what ``importlib.metadata`` reports for the group.
 
-A descriptor says what kind of instrument the driver serves, how to open it on a port, and how to start
-its emulator (for ``labloop run --dry-run``, ``labloop sim serve`` and the conformance kit in
-:mod:`labloop.instruments.conformance`).
+A descriptor says what kind of instrument the driver serves and how to open it on a port. Its options are
+the keyword parameters of ``open`` (:meth:`DriverDescriptor.option_names`): a campaign naming any other
+option is refused by ``labloop validate`` with the valid names. Emulators are not part of a descriptor:
+the simulated world registers them apart (``labloop.emulators``), since this layer never imports it.
 
-The factories' conventions:
-
-- ``open(port, **options)`` returns a driver satisfying the contract of its kind
-  (:mod:`labloop.instruments.contracts`). Pumps and potentiostats take ``limits`` (SafetyLimits) and
-  ``time_scale`` (device seconds per wall second; ``math.inf`` for a zero-latency emulator).
-- ``emulator(context, **options)`` takes a :class:`labloop.sim.emulation.EmulatorContext` and returns a
-  started :class:`labloop.sim.emulation.Emulation`; its ``port`` and ``options`` are what ``open`` needs.
+``open(port, **options)`` returns a driver satisfying the contract of its kind
+(:mod:`labloop.instruments.contracts`). Pumps and potentiostats also take ``limits`` (SafetyLimits) and
+``time_scale`` (device seconds per wall second; ``math.inf`` for a zero-latency emulator), which the rig
+supplies.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from labloop.instruments.errors import ConfigError
-
-if TYPE_CHECKING:  # the registry itself never imports the simulated world
-    from labloop.sim.emulation import Emulation, EmulatorContext
+from labloop.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 GROUP = "labloop.drivers"
+#: options of ``open`` that the rig supplies, never the campaign
+RIG_OPTIONS = frozenset({"limits", "time_scale"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
@@ -51,15 +49,18 @@ class DriverKind(StrEnum):
 class DriverDescriptor:
     """What an entry point of the ``labloop.drivers`` group resolves to (see the module docstring).
 
-    ``default_baudrate`` is None for a device without a serial line.
+    ``default_baudrate`` is None for a device without a serial line; ``simulated_only`` marks a driver that
+    exists only in the simulated world (its ``open`` needs what only a dry run provides). ``options`` declares
+    the options a campaign may give ``open``; left out, they are ``open``'s keyword parameters.
     """
 
     name: str
     kind: DriverKind
     open: Callable[..., Any]
-    emulator: Callable[..., Emulation] | None = None
     default_baudrate: int | None = None
     summary: str = ""
+    simulated_only: bool = False
+    options: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         where = f"driver {self.name!r}"
@@ -70,14 +71,21 @@ class DriverDescriptor:
         except ValueError:
             kinds = [k.value for k in DriverKind]
             raise ConfigError(where, f"kind must be one of {kinds}, got {self.kind!r}") from None
-        if not callable(self.open) or (self.emulator is not None and not callable(self.emulator)):
-            raise ConfigError(where, "open and emulator must be callables")
+        if not callable(self.open):
+            raise ConfigError(where, "open must be a callable")
 
-    def start_emulator(self, context: EmulatorContext, **options: Any) -> Emulation:
-        """Start this driver's emulator; ConfigError if it has none."""
-        if self.emulator is None:
-            raise ConfigError(f"driver {self.name!r}", "has no emulator")
-        return self.emulator(context, **options)
+    def option_names(self) -> list[str] | None:
+        """The options a campaign may give this driver: those it declares, else ``open``'s keyword
+        parameters less those the rig supplies (``limits``, ``time_scale``); None when it declares none and
+        ``open`` takes ``**options`` (then anything goes)."""
+        if self.options is not None:
+            return sorted(self.options)
+        parameters = list(inspect.signature(self.open).parameters.values())[1:]  # the first is the port
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return None
+        return sorted(p.name for p in parameters if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                                inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                      and p.name not in RIG_OPTIONS)
 
 
 @dataclass(frozen=True)

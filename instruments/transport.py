@@ -27,7 +27,7 @@ from typing import IO, Protocol, Self, TypeVar
 
 import serial
 
-from labloop.instruments.errors import (
+from labloop.core.errors import (
     ConfigError,
     Disconnected,
     InstrumentError,

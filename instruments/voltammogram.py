@@ -22,11 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from labloop.core.errors import InvalidParameter
+
 log = logging.getLogger(__name__)
-
-
-class InvalidParameter(ValueError):
-    """A CV or cell parameter that cannot be used; the message names the field in one line."""
 
 
 def require_finite(name: str, value: float) -> None:

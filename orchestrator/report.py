@@ -4,7 +4,7 @@ recent voltammograms, acquisition values), the model versions and the calibratio
 the measurements, and CSV exports of the experiments and measurements.
 
 Why files and not a server: a report is mailed, archived with the journal, and opened years later. It is
-built from the same snapshot as ``labloop log`` (:func:`labloop.orchestrator.journal_view.snapshot`), so the
+built from the same snapshot as ``labloop log`` (:func:`labloop.orchestrator.journal.view.snapshot`), so the
 page, the tables and ``--json`` agree about what is best and how many hits there are.
 """
 
@@ -22,9 +22,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from labloop.orchestrator.campaign import Objective
-from labloop.orchestrator.journal import Journal
-from labloop.orchestrator.journal_view import _volts, describe_objective, snapshot
+from labloop.orchestrator.config.campaign import Objective
+from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
 
 log = logging.getLogger(__name__)
 

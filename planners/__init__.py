@@ -6,8 +6,9 @@ runner never names a planner class and a new kind plugs in here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from labloop.planners.base import ModelView, Observation, Planner, PlannerState, Proposal
 from labloop.planners.conditions import ConditionSpace
@@ -16,40 +17,53 @@ from labloop.planners.pool import PoolPlanner
 from labloop.planners.random_planner import RandomPlanner
 from labloop.planners.screening_planner import ScreeningPlanner
 
-if TYPE_CHECKING:
-    from labloop.orchestrator.campaign import Campaign
 
-#: builds a planner from the campaign, the library and the runner's descriptor table
-Factory = Callable[["Campaign", Sequence[str], DescriptorTable | None], Planner]
+@dataclass(frozen=True)
+class PlannerSettings:
+    """The planner's part of a campaign, and nothing else (planners never see the campaign itself).
 
-__all__ = ["PLANNERS", "ConditionSpace", "ModelView", "Observation", "Planner", "PlannerState",
+    ``conditions`` is the condition space in the planners' form: ``{name: (low, high) | {"choices": (...)}}``;
+    ``acquisition`` is what ``bayes`` uses (greedy always ranks by the mean).
+    """
+
+    kind: str
+    goal: str
+    window_v: tuple[float, float] | None
+    acquisition: str
+    diversity: float
+    first_batch: str
+    conditions: Mapping[str, Any]
+
+
+#: builds a planner from its settings, the library and the runner's descriptor table
+Factory = Callable[[PlannerSettings, Sequence[str], DescriptorTable | None], Planner]
+
+__all__ = ["PLANNERS", "ConditionSpace", "ModelView", "Observation", "Planner", "PlannerSettings", "PlannerState",
            "PoolPlanner", "Proposal", "RandomPlanner", "ScreeningPlanner", "make_planner"]
 
 
 def _pool(kind: str) -> Factory:
-    def make(campaign: Campaign, library: Sequence[str], descriptors: DescriptorTable | None) -> Planner:
-        objective = campaign.objective
-        acquisition = campaign.planner.acquisition_for(objective.goal) if kind == "bayes" else "mean"
-        return PoolPlanner(kind, library, ConditionSpace(campaign.conditions.space()), goal=objective.goal,
-                           acquisition=acquisition, window_v=objective.window_v,  # type: ignore[arg-type]
-                           diversity=campaign.planner.diversity, first_batch=campaign.planner.first_batch,
+    def make(settings: PlannerSettings, library: Sequence[str], descriptors: DescriptorTable | None) -> Planner:
+        acquisition = settings.acquisition if kind == "bayes" else "mean"
+        return PoolPlanner(kind, library, ConditionSpace(dict(settings.conditions)), goal=settings.goal,
+                           acquisition=acquisition, window_v=settings.window_v,  # type: ignore[arg-type]
+                           diversity=settings.diversity, first_batch=settings.first_batch,
                            descriptors=descriptors)
     return make
 
 
-#: ``kind -> factory(campaign, library, descriptors)``
+#: ``kind -> factory(settings, library, descriptors)``
 PLANNERS: dict[str, Factory] = {
-    "random": lambda campaign, library, _: RandomPlanner(library, campaign.conditions.space()),
+    "random": lambda settings, library, _: RandomPlanner(library, dict(settings.conditions)),
     "bayes": _pool("bayes"),
     "greedy": _pool("greedy"),
-    "screening": lambda campaign, library, _: ScreeningPlanner(
-        library, ConditionSpace(campaign.conditions.space()), goal=campaign.objective.goal,
-        window_v=campaign.objective.window_v),
+    "screening": lambda settings, library, _: ScreeningPlanner(
+        library, ConditionSpace(dict(settings.conditions)), goal=settings.goal, window_v=settings.window_v),
 }
 
 
-def make_planner(campaign: Campaign, library: Sequence[str], descriptors: DescriptorTable | None = None
+def make_planner(settings: PlannerSettings, library: Sequence[str], descriptors: DescriptorTable | None = None
                  ) -> Planner:
-    """The planner ``campaign.planner.kind`` names (validated against :data:`PLANNERS`), over ``library``;
+    """The planner ``settings.kind`` names (validated against :data:`PLANNERS`), over ``library``;
     ``descriptors``: the runner's table of cheap descriptors, shared so the library is described once."""
-    return PLANNERS[campaign.planner.kind](campaign, library, descriptors)
+    return PLANNERS[settings.kind](settings, library, descriptors)

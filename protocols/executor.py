@@ -5,7 +5,7 @@ against the rig and the safety limits *before the first step runs* (:meth:`Proto
 unknown instrument, a dispense beyond ``safety.max_dispense_ml`` or a CV vertex outside the potential limits
 stops the experiment before any byte reaches an instrument, with a typed error naming the step. Each step
 is reported through ``on_action`` as it starts and when it ended, so the runner can journal it; instrument
-errors propagate as the drivers' typed errors (:mod:`labloop.instruments.errors`), after ``on_action``
+errors propagate as the drivers' typed errors (:mod:`labloop.core.errors`), after ``on_action``
 reported them.
 
 Potentials: the CV runs against the cell's reference electrode, which sits at ``reference_offset_v`` V vs
@@ -26,13 +26,11 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from labloop.core.errors import ConfigError, InvalidParameter, Problems, SafetyLimitExceeded
+from labloop.core.timestamps import now
 from labloop.instruments.contracts import Potentiostat, Pump, SafetyLimits, SampleChanger
-from labloop.instruments.cv_analysis import CVResult, analyze_cv, to_li_scale
-from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
-from labloop.instruments.voltammogram import CVParams, InvalidParameter, Voltammogram
-from labloop.orchestrator.campaign import Campaign, Quantity
-from labloop.orchestrator.journal import now
-from labloop.orchestrator.yaml_source import Problems
+from labloop.instruments.cv_analysis import CVResult, Quantity, analyze_cv, to_li_scale
+from labloop.instruments.voltammogram import CVParams, Voltammogram
 from labloop.protocols.steps import CV, Analyze, Dispense, LoadSample, Rinse, Step, Wait, parse_steps
 
 log = logging.getLogger(__name__)
@@ -45,11 +43,9 @@ OnAction = Callable[[int, str, str, dict[str, Any], str, str | None, str | None]
 
 
 class RigLike(Protocol):
-    """What the executor needs of a rig (:class:`labloop.orchestrator.rig.Rig`)."""
+    """What the executor needs of a rig (:class:`labloop.orchestrator.loop.rig.Rig`)."""
 
     instruments: dict[str, object]
-
-    def note_sample(self, sample_id: str, smiles: str) -> None: ...
 
     def rinse_cell(self) -> None: ...
 
@@ -71,22 +67,25 @@ class ProtocolExecutor:
     """Runs ``steps`` (parsed, or raw as in the campaign) on ``rig`` within ``safety``.
 
     ``quantity`` decides which way a window around the candidate is scanned first (anodic for an oxidation).
+    ``rig`` may be None for a check before any instrument is opened: ``kinds`` then says what kind of
+    instrument each name is (``"pump"``, ``"potentiostat"``, ``"sample_changer"``), as the drivers declare.
     """
 
-    def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike, safety: SafetyLimits,
-                 reference_offset_v: float, *, quantity: Quantity = "oxidation_potential") -> None:
+    def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
+                 reference_offset_v: float, *, quantity: Quantity = "oxidation_potential",
+                 kinds: Mapping[str, str] | None = None) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
         self.reference_offset_v = reference_offset_v
         self.quantity = quantity
+        self._kinds = dict(kinds) if kinds is not None else None
 
-    @classmethod
-    def from_campaign(cls, campaign: Campaign, rig: RigLike) -> ProtocolExecutor:
-        """The executor of ``campaign``'s protocol on ``rig``, with its safety limits, reference electrode
-        and objective quantity."""
-        return cls(campaign.protocol.steps, rig, campaign.safety.limits(), campaign.cell.reference_offset_v,
-                   quantity=campaign.objective.quantity)
+    def _instrument_kinds(self) -> dict[str, str]:
+        if self._kinds is not None:
+            return self._kinds
+        assert self.rig is not None  # one of the two is given (see the class docstring)
+        return {name: _kind_of(driver) for name, driver in self.rig.instruments.items()}
 
     # -- checks -------------------------------------------------------------------------------------------
     def check(self) -> None:
@@ -113,15 +112,16 @@ class ProtocolExecutor:
 
     def _instrument(self, where: str, name: str | None, contract: type, kind: str) -> Any:
         """The instrument ``name`` (or the rig's only one of that kind), satisfying ``contract``."""
+        kinds = self._instrument_kinds()
+        wanted = _KINDS[contract]
         if name is None:
-            found = [n for n, driver in self.rig.instruments.items() if isinstance(driver, contract)]
+            found = [n for n, k in kinds.items() if k == wanted]
             if len(found) != 1:
                 raise ConfigError(where, f"name the {kind}: the rig has {len(found)} ({', '.join(found) or 'none'})")
             name = found[0]
-        if name not in self.rig.instruments:
-            raise ConfigError(where, f"no instrument {name!r} in the rig (it has {', '.join(self.rig.instruments)})")
-        driver = self.rig.instruments[name]
-        if not isinstance(driver, contract):
+        if name not in kinds:
+            raise ConfigError(where, f"no instrument {name!r} in the rig (it has {', '.join(kinds)})")
+        if kinds[name] != wanted:
             raise ConfigError(where, f"{name!r} is not a {kind}")
         return name
 
@@ -132,7 +132,10 @@ class ProtocolExecutor:
         around the candidate."""
         steps = self._with_conditions(conditions)
         self._check(steps)
-        self.rig.note_sample(sample_id, smiles)
+        # every scan of this candidate is known and checked against the limits before the first action: a
+        # proposal the limits refuse is refused before anything moves
+        scans = {index: self._cv_params(index, step, predicted_v) for index, step in enumerate(steps)
+                 if isinstance(step, CV)}
         voltammogram: Voltammogram | None = None
         analysis: CVResult | None = None
         for index, step in enumerate(steps):
@@ -147,7 +150,7 @@ class ProtocolExecutor:
                 elif isinstance(step, Wait):
                     self.rig.sleep(step.seconds)
                 elif isinstance(step, CV):
-                    cv = self._cv_params(index, step, predicted_v)
+                    cv = scans[index]
                     params.update(cv.to_dict())
                     voltammogram = self.rig.instruments[instrument].run_cv(cv)  # type: ignore[attr-defined]
                 elif isinstance(step, Rinse):
@@ -214,6 +217,15 @@ class ProtocolExecutor:
             raise ConfigError(where, str(exc)) from None
         self.safety.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where=where)
         return params
+
+
+#: the contract of each kind of instrument, by the name drivers declare (``DriverDescriptor.kind``)
+_KINDS: dict[type, str] = {Pump: "pump", Potentiostat: "potentiostat", SampleChanger: "sample_changer"}
+
+
+def _kind_of(driver: object) -> str:
+    """Which contract an opened driver satisfies (its kind's name), or "other"."""
+    return next((kind for contract, kind in _KINDS.items() if isinstance(driver, contract)), "other")
 
 
 def _where(index: int, step: Step) -> str:

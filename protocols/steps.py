@@ -4,7 +4,7 @@ Why a language of its own: a protocol is written by hand in YAML (``examples/pro
 run unattended; a mistyped parameter must be named with its line when the campaign is validated, not when
 the tenth experiment reaches the step. Each step is a frozen pydantic model that forbids unknown keys;
 :func:`parse_steps` reports *every* problem as a :class:`Problem` located at ``(index, step, field)``,
-which :mod:`labloop.orchestrator.campaign` turns into ``file:line: field: why``.
+which :mod:`labloop.orchestrator.config.campaign` turns into ``file:line: field: why``.
 
 A protocol is a list of ``name`` or ``{name: {parameters}}``:
 
@@ -34,9 +34,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
+from labloop.core.errors import InvalidParameter, Problem, Problems, not_one_of
 from labloop.instruments.cv_analysis import CVAnalysisSettings
-from labloop.instruments.voltammogram import CVParams, InvalidParameter
-from labloop.orchestrator.yaml_source import Problem, Problems, not_one_of
+from labloop.instruments.voltammogram import CVParams
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]

@@ -30,13 +30,8 @@ from typing import Literal
 import numpy as np
 from scipy.linalg import solve_banded
 
-from labloop.instruments.voltammogram import (
-    CVParams,
-    InvalidParameter,
-    Voltammogram,
-    require_finite,
-    require_positive,
-)
+from labloop.core.errors import InvalidParameter
+from labloop.instruments.voltammogram import CVParams, Voltammogram, require_finite, require_positive
 
 log = logging.getLogger(__name__)
 

@@ -61,8 +61,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labloop.core.errors import InvalidParameter
 from labloop.instruments.methodscript import PICO_CURRENT_RANGES, encode_variable, parse_script_number
-from labloop.instruments.voltammogram import CVParams, InvalidParameter
+from labloop.instruments.voltammogram import CVParams
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import cell_current
 from labloop.sim.faults import FaultInjector, FaultKind

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Mapping
 
-from labloop.instruments.errors import ConfigError, Disconnected
+from labloop.core.errors import ConfigError, Disconnected
 from labloop.sim.cell import Cell
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from labloop.surrogate.dataset import read_table
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 
 if TYPE_CHECKING:
-    from labloop.orchestrator.campaign import Campaign, Quantity
+    from labloop.instruments.cv_analysis import Quantity
 
 log = logging.getLogger(__name__)
 
@@ -157,20 +157,6 @@ class World:
         self._draws: Counter[str] = Counter()  # measurements of each molecule in this process
         self._lock = threading.Lock()  # couple_of runs on the emulator thread, note_sample on the runner's
         self._smiles_of: dict[str, str] = {}
-
-    @classmethod
-    def from_campaign(cls, campaign: Campaign) -> World:
-        """The world of ``campaign.world`` (a campaign without one gets the default: IE/EA of the library
-        in acetonitrile, 10 mV noise)."""
-        from labloop.orchestrator.campaign import World as WorldSpec
-
-        spec = campaign.world or WorldSpec()
-        truth = spec.truth
-        table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
-        offset = campaign.cell.reference_offset_v if spec.reference_offset_v is None else spec.reference_offset_v
-        log.info("world: %d molecules, truth from %s, %s", len(table.values), truth.source, campaign.objective.quantity)
-        return cls(table, source=truth.source, quantity=campaign.objective.quantity, solvent=truth.solvent,
-                   noise_v=spec.noise_v, reference_offset_v=offset, seed=campaign.seed)
 
     def truth_v(self, smiles: str) -> float:
         """The true potential (V vs Li/Li+) of the campaign's objective quantity; KeyError if unknown."""

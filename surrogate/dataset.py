@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labloop.surrogate.errors import InvalidInput
+from labloop.core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 

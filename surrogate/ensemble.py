@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labloop.core.errors import InvalidInput
 from labloop.surrogate.config import ModelConfig
-from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.featurize import Features, FingerprintSettings, InvalidSmiles, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
 from labloop.surrogate.metrics import Z95, calibration_factor, regression_metrics

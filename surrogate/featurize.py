@@ -19,9 +19,9 @@ import numpy as np
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 
+from labloop.core.errors import InvalidInput
 from labloop.surrogate.descriptors import NAMES as DESCRIPTOR_NAMES
 from labloop.surrogate.descriptors import descriptor_matrix
-from labloop.surrogate.errors import InvalidInput
 
 if TYPE_CHECKING:
     from labloop.surrogate.fingerprint_cache import FingerprintCache

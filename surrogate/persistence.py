@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from labloop.core.errors import ModelLoadError
 from labloop.surrogate.config import ModelConfig
 from labloop.surrogate.ensemble import Ensemble
-from labloop.surrogate.errors import ModelLoadError
 from labloop.surrogate.featurize import FingerprintSettings
 from labloop.surrogate.model import LabelScaler, build_model
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labloop.core.errors import InvalidInput
 from labloop.surrogate.config import ModelConfig
-from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.featurize import FingerprintSettings
 
 

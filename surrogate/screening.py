@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from labloop.surrogate.errors import InvalidInput
+from labloop.core.errors import InvalidInput
 from labloop.surrogate.metrics import Z95
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labloop.core.errors import InvalidInput
 from labloop.surrogate.dataset import MoleculeTable
 from labloop.surrogate.ensemble import Ensemble, EpochHook, train_ensemble
-from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.featurize import InvalidSmiles, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
 from labloop.surrogate.metrics import regression_metrics

@@ -63,9 +63,9 @@ def labloop(capsys):
     """Run the CLI in-process: ``labloop(*args) -> CompletedProcess`` with exit code and captured output.
 
     In-process keeps TensorFlow's start-up to once per session; the entry point itself is covered by
-    the few tests that run ``python -m labloop.orchestrator.cli`` in a subprocess.
+    the few tests that run ``python -m labloop.orchestrator.cli.main`` in a subprocess.
     """
-    from labloop.orchestrator.cli import main
+    from labloop.orchestrator.cli.main import main
 
     def run(*args) -> subprocess.CompletedProcess:
         capsys.readouterr()

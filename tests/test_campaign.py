@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from labloop.orchestrator.campaign import Campaign, Objective, known_drivers, load_campaign, parse_active_hours
-from labloop.orchestrator.yaml_source import CampaignError
+from labloop.core.errors import CampaignError
+from labloop.orchestrator.config.campaign import Campaign, Objective, known_drivers, load_campaign, parse_active_hours
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "campaign.yaml"
@@ -43,10 +43,14 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     assert campaign.objective.window_v == (4.5, 4.6) and campaign.safety.limits().max_dispense_ml == 5.0
     assert campaign.world is not None and campaign.world.truth.source == "ie_ea"
 
-    proc = labloop("validate", workdir / "campaign.yaml")
+    proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "200 molecules" in proc.stdout and "cathode-screen" in proc.stdout
     assert not (workdir / "runs").exists()
+    # for real instruments, validate checks what run would: the simulated sample changer cannot be real
+    real = labloop("validate", workdir / "campaign.yaml")
+    assert real.returncode == 2 and "instruments.sampler: driver 'sim-sampler' exists only in the simulated" \
+        in real.stderr
 
 
 def test_the_repository_example_validates():
@@ -177,6 +181,9 @@ def test_unknown_driver_is_named_with_the_registered_ones(labloop, workdir, tmp_
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-rig\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[labloop.drivers]\nfake-pump = fake_rig:PUMP\n")
+    (tmp_path / "site" / "fake_rig.py").write_text(
+        "from labloop.instruments.registry import DriverDescriptor\n"
+        "PUMP = DriverDescriptor(name='fake-pump', kind='pump', open=lambda port, **options: None)\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     assert "fake-pump" in (known_drivers() or [])
 
@@ -185,7 +192,8 @@ def test_unknown_driver_is_named_with_the_registered_ones(labloop, workdir, tmp_
     for driver in ("sim-sampler", "ne1000", "emstat"):
         text = text.replace(f"driver: {driver}", "driver: fake-pump")
     path.write_text(text)
-    assert labloop("validate", path).returncode == 0  # every driver registered
+    registered = labloop("validate", path, "--dry-run")  # every driver registered: the rest is checked
+    assert registered.returncode == 2 and "name the sample changer: the rig has 0" in registered.stderr
 
     path.write_text(text.replace("potentiostat: {driver: fake-pump", "potentiostat: {driver: warp-drive"))
     line = next(n for n, content in enumerate(text.splitlines(), start=1) if "potentiostat:" in content)
@@ -220,7 +228,7 @@ def test_all_problems_are_collected_and_the_cli_shows_the_first_plus_a_count(lab
 
 def test_validate_through_the_console_script_exits_2(workdir):
     (workdir / "campaign.yaml").write_text("name: x\nlibrary: {file: library.csv\n")
-    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli", "validate", "campaign.yaml"],
+    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "validate", "campaign.yaml"],
                           cwd=workdir, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: campaign.yaml:3: YAML syntax error")

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from labloop.instruments.cv_analysis import analyze_cv
-from labloop.orchestrator.campaign import load_campaign
-from labloop.orchestrator.journal import Journal
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.journal.store import Journal
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "campaign.yaml"
@@ -114,7 +114,7 @@ def test_follow_and_json_do_not_combine(labloop, store):
 
 
 def test_follow_shows_what_a_writer_commits_and_stops_on_ctrl_c(store):
-    child = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli", "log", store, "--follow"],
+    child = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store, "--follow"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()

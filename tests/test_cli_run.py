@@ -13,11 +13,12 @@ import time
 
 import pytest
 
-from labloop.orchestrator.journal import Journal, State
+from labloop.orchestrator.journal.store import Journal, State
 
 
 def _nothing_written(folder) -> bool:
     return sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]
+
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, labloop, write_campaign):
@@ -53,7 +54,7 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, signum):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 6})
-    cli = [sys.executable, "-m", "labloop.orchestrator.cli"]
+    cli = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
     process = subprocess.Popen([*cli, "run", campaign_file, "--dry-run"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     store = tmp_path / "tiny.db"
@@ -79,11 +80,14 @@ def _done(store) -> int:
 def test_a_campaign_being_run_is_not_run_twice(tmp_path, labloop, write_campaign):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
-    fd = os.open(tmp_path / "tiny.db", os.O_RDONLY)  # as a live run holds it
+    fd = os.open(tmp_path / "tiny.db.lock", os.O_RDONLY)  # as a live run holds it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        result = labloop("resume", tmp_path / "tiny.db")
+        results = [labloop("-v", "resume", tmp_path / "tiny.db"), labloop("-v", "run", campaign_file, "--dry-run")]
     finally:
         os.close(fd)
-    assert result.returncode == 2 and "another labloop process" in result.stderr
+    for result in results:
+        assert result.returncode == 2 and "another labloop process" in result.stderr
+        # refused before the rig: no instrument was opened (the rig logs each one it opens at -v)
+        assert "rig: " not in result.stderr, result.stderr
     assert labloop("resume", tmp_path / "tiny.db").returncode == 0

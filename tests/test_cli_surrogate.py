@@ -14,7 +14,7 @@ import pytest
 
 
 def test_console_entry_point_exits_2_on_bad_input(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli", "surrogate", "train",
+    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "train",
                            str(tmp_path / "nope.csv"), "-t", "ie_ev", "-o", str(tmp_path / "m")],
                           capture_output=True, text=True, timeout=120)
     assert_one_line_error(proc, "nope.csv")

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from labloop.core.errors import InvalidParameter
 from labloop.instruments.cv_analysis import (
     CVAnalysisSettings,
     CVFlag,
@@ -19,7 +20,7 @@ from labloop.instruments.cv_analysis import (
     analyze_cv,
     to_li_scale,
 )
-from labloop.instruments.voltammogram import CVParams, InvalidParameter, Voltammogram
+from labloop.instruments.voltammogram import CVParams, Voltammogram
 from labloop.sim.cv_physics import CellParams, random_couple, simulate_cv
 
 WIDE = CVParams(e_begin_v=-0.5, e_vertex1_v=0.5, e_vertex2_v=-0.5, scan_rate_v_s=0.1)

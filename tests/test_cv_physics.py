@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from labloop.instruments.voltammogram import CVParams, InvalidParameter, Voltammogram
+from labloop.core.errors import InvalidParameter
+from labloop.instruments.voltammogram import CVParams, Voltammogram
 from labloop.sim.cv_physics import FARADAY, GAS_CONSTANT, CellParams, simulate_cv
 
 AREA = 0.0707  # cm^2, 3 mm disk

@@ -12,17 +12,10 @@ from dataclasses import dataclass
 import pytest
 import serial
 
+from labloop.core.errors import ConfigError, DeviceError, Disconnected, InstrumentError, Overload, SafetyLimitExceeded
 from labloop.instruments.contracts import Potentiostat, SafetyLimits
 from labloop.instruments.cv_analysis import CVFlag, analyze_cv
 from labloop.instruments.emstat import EmStatPotentiostat
-from labloop.instruments.errors import (
-    ConfigError,
-    DeviceError,
-    Disconnected,
-    InstrumentError,
-    Overload,
-    SafetyLimitExceeded,
-)
 from labloop.instruments.methodscript import (
     LineKind,
     Status,

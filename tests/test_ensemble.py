@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from labloop.surrogate.errors import InvalidInput, ModelLoadError
+from labloop.core.errors import InvalidInput, ModelLoadError
 from labloop.surrogate.featurize import featurize
 from labloop.surrogate.metrics import Z95, calibration_factor, regression_metrics
 

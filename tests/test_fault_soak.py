@@ -12,14 +12,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from labloop.core.errors import Disconnected, InstrumentError
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.emstat import EmStatPotentiostat
-from labloop.instruments.errors import Disconnected, InstrumentError
 from labloop.instruments.ne1000 import NE1000Bus, NE1000Pump
-from labloop.instruments.registry import load_driver
 from labloop.instruments.voltammogram import CVParams
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import EmulatorContext, cell_current
+from labloop.sim.emulators import start_emulator
 from labloop.sim.faults import FaultKind, FaultPlan
 from labloop.sim.pty_device import TimeScale
 from labloop.sim.sample_changer import SimSampleChanger
@@ -50,8 +50,8 @@ def test_two_hundred_dispense_and_cv_cycles_at_ten_percent_of_every_fault() -> N
                               time_scale=TimeScale.zero_latency(),
                               faults=FaultPlan.uniform(0.1, seed=2025, slow_s=TIMEOUT_S / 2))
     SimSampleChanger(context.cell, default_stock_mM=10.0).load("S1")
-    pump_emulation = load_driver("ne1000").descriptor.start_emulator(context, holds="sample")
-    stat_emulation = load_driver("emstat").descriptor.start_emulator(context)
+    pump_emulation = start_emulator("ne1000", context, {"holds": "sample"})
+    stat_emulation = start_emulator("emstat", context)
     devices = {"pump": pump_emulation.device, "potentiostat": stat_emulation.device}
     assert all(device is not None and device.faults is not None for device in devices.values())
     drivers: dict[str, NE1000Pump | EmStatPotentiostat | None] = {"pump": None, "potentiostat": None}

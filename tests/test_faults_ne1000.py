@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
+from labloop.core.errors import Disconnected, InstrumentError, InstrumentTimeout
 from labloop.instruments.contracts import SafetyLimits
-from labloop.instruments.errors import Disconnected, InstrumentError, InstrumentTimeout
 from labloop.instruments.ne1000 import NE1000Bus, NE1000Pump
 from labloop.sim.faults import FaultInjector, FaultKind, FaultPlan
 from labloop.sim.ne1000_emulator import NE1000Emulator

@@ -8,7 +8,7 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 
-from labloop.surrogate.errors import InvalidInput
+from labloop.core.errors import InvalidInput
 from labloop.surrogate.featurize import FingerprintSettings, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
 

@@ -5,8 +5,8 @@ prior model's order and never retrains; `labloop report` shows the prediction er
 
 from __future__ import annotations
 
-from labloop.orchestrator.journal import Journal, State
-from labloop.orchestrator.models import MEASURED_TARGET
+from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.learning.models import MEASURED_TARGET
 from labloop.surrogate.persistence import load_ensemble
 
 

@@ -17,14 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labloop.core.errors import JournalError
 from labloop.instruments.cv_analysis import analyze_cv
-from labloop.orchestrator.campaign import Campaign, load_campaign
-from labloop.orchestrator.journal import (
-    SCHEMA_VERSION,
-    IllegalTransition,
-    Journal,
-    JournalError,
-)
+from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.journal.store import SCHEMA_VERSION, IllegalTransition, Journal
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "campaign.yaml"
@@ -218,7 +214,7 @@ WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     from labloop.instruments.cv_analysis import analyze_cv
-    from labloop.orchestrator.journal import Journal
+    from labloop.orchestrator.journal.store import Journal
     from labloop.sim.cv_physics import random_couple, simulate_cv
 
     class P:

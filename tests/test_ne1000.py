@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from labloop.instruments.contracts import Pump, PumpState, PumpStatus, RateUnit, SafetyLimits
-from labloop.instruments.errors import (
+from labloop.core.errors import (
     ConfigError,
     DeviceError,
     Disconnected,
@@ -22,6 +21,7 @@ from labloop.instruments.errors import (
     ReplayMismatch,
     SafetyLimitExceeded,
 )
+from labloop.instruments.contracts import Pump, PumpState, PumpStatus, RateUnit, SafetyLimits
 from labloop.instruments.ne1000 import Direction, NE1000Bus, NE1000Pump, encode_quantity, number_text
 from labloop.instruments.transport import ReplayTransport
 from labloop.sim.cell import Cell, Fluid

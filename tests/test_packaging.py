@@ -26,7 +26,7 @@ def test_wheel_installs_and_runs(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=600)
     probe = (
-        "import labloop.surrogate.featurize as f, labloop.data as d, labloop.orchestrator.cli as cli\n"
+        "import labloop.surrogate.featurize as f, labloop.data as d, labloop.orchestrator.cli.main as cli\n"
         f"assert f.__file__.startswith({str(site)!r}), f.__file__\n"
         "assert d.bundled_path().is_file()\n"
         "assert f.featurize(['c1ccccc1']).n_valid == 1\n"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
-from labloop.orchestrator.campaign import Campaign, load_campaign
-from labloop.orchestrator.rig import Rig, build_rig
-from labloop.orchestrator.yaml_source import CampaignError, Problems
+from labloop.core.errors import CampaignError, ConfigError, Problems, SafetyLimitExceeded
+from labloop.orchestrator.compose import build_executor, build_rig, build_world
+from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.loop.rig import Rig
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import CV, Dispense, parse_steps, pumps_holding_sample
 from labloop.sim.world import World
@@ -80,7 +80,7 @@ def campaign() -> Campaign:
 
 @pytest.fixture(scope="module")
 def world(campaign) -> World:
-    return World.from_campaign(campaign)
+    return build_world(campaign)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +90,10 @@ def rig(campaign, world) -> Rig:
 
 
 def test_example_protocol_measures_the_world_truth_on_the_emulators(campaign, world, rig):
-    executor = ProtocolExecutor.from_campaign(campaign, rig)
+    executor = build_executor(campaign, rig)
     actions = []
     smiles = next(s for s in world.table.values if 3.5 < world.truth_v(s) < 4.8)
+    world.note_sample("vial-1", smiles)  # the composition module names every library vial
     outcome = executor.run("vial-1", smiles, {"scan_rate_v_s": 0.2}, None, lambda *a: actions.append(a))
     assert outcome.quality_ok and outcome.analysis.reference == "Ag/Ag+"
     assert outcome.potential_v_vs_li == pytest.approx(world.truth_v(smiles), abs=0.02)
@@ -105,7 +106,7 @@ def test_example_protocol_measures_the_world_truth_on_the_emulators(campaign, wo
         (2, "dispense", "electrolyte_pump", "ok"), (3, "cv", "potentiostat", "ok"), (4, "rinse", "cell", "ok")]
     assert actions[1][3]["dispensed_ml"] == pytest.approx(0.5) and actions[1][3]["refilled_ml"] == pytest.approx(0.5)
     assert actions[3][3]["e_vertex1_v"] == 1.95 and actions[0][4] <= actions[0][5]
-    states = rig.emulator_states()
+    states = rig.simulation.emulator_states()
     assert states["cell"]["volume_ml"] == 0.0 and states["potentiostat"]["cell_on"] is False  # rinsed, off
 
 
@@ -113,6 +114,7 @@ def test_window_around_the_candidate_is_on_the_reference_scale(campaign, world, 
     executor = ProtocolExecutor(["load_sample", *campaign.protocol.steps[1:3], {"cv": {"half_width_v": 0.4}}, "rinse"],
                                 rig, campaign.safety.limits(), campaign.cell.reference_offset_v)
     smiles = next(s for s in world.table.values if 3.5 < world.truth_v(s) < 4.8)
+    world.note_sample("vial-2", smiles)  # the composition module names every library vial
     outcome = executor.run("vial-2", smiles, {}, world.truth_v(smiles) + 0.1, lambda *a: None)
     params = outcome.voltammogram.params
     centre = world.truth_v(smiles) + 0.1 - 3.2
@@ -124,7 +126,7 @@ def test_window_around_the_candidate_is_on_the_reference_scale(campaign, world, 
 
 def test_check_refuses_before_any_byte_is_sent(campaign, rig):
     limits, offset = campaign.safety.limits(), campaign.cell.reference_offset_v
-    before = rig.emulator_states()
+    before = rig.simulation.emulator_states()
     flood = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 6.0, "rate_ml_min": 0.5,
                                           "fluid": "sample"}}, "cv"]
     with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): dispense of 6 mL exceeds"):
@@ -146,7 +148,7 @@ def test_check_refuses_before_any_byte_is_sent(campaign, rig):
                                                         "3.3 V is outside the window -3..3 V"]
     with pytest.raises(ConfigError, match="condition 'conc_mm' is a parameter of no step"):
         wide.run("vial-3", "c1ccccc1", {"conc_mm": 2.0}, 4.0, lambda *a: None)
-    after = rig.emulator_states()
+    after = rig.simulation.emulator_states()
     assert all(after[name]["received_bytes"] == before[name]["received_bytes"] for name in before if name != "cell")
 
 

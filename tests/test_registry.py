@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from labloop.instruments.conformance import KIT_LIMITS, check_driver
+from labloop.core.errors import ConfigError, Disconnected
 from labloop.instruments.contracts import SampleChanger
-from labloop.instruments.errors import ConfigError, Disconnected
 from labloop.instruments.registry import GROUP, DriverDescriptor, DriverKind, driver_names, load_driver
 from labloop.sim.cell import Cell, Fluid
+from labloop.sim.conformance import KIT_LIMITS, check_driver
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import DEFAULT_BLANK, EmulatorContext
+from labloop.sim.emulators import load_emulator, start_emulator
 from labloop.sim.ne1000_emulator import NE1000Emulator
 from labloop.sim.pty_device import PtyDevice, TimeScale
 from labloop.sim.sample_changer import SimSampleChanger
@@ -39,7 +40,10 @@ def test_built_in_drivers_are_registered_through_entry_points() -> None:
         registered = load_driver(name)
         assert registered.descriptor.name == name and registered.descriptor.kind is kind
         attribute = name.upper().replace("-", "_")
-        assert registered.entry_point == f"labloop.instruments.builtin_drivers:{attribute}"
+        # hardware drivers live in the instrument layer; the simulated-only changer in the simulated world
+        home = "labloop.sim.builtin_emulators" if name == "sim-sampler" else "labloop.instruments.builtin_drivers"
+        assert registered.entry_point == f"{home}:{attribute}"
+        assert registered.descriptor.simulated_only is (name == "sim-sampler")
     assert load_driver("emstat").descriptor.default_baudrate == 230400
     assert load_driver("ne1000").descriptor.default_baudrate == 19200
 
@@ -79,10 +83,10 @@ def test_descriptors_validate_themselves() -> None:
         DriverDescriptor(name="My Driver", kind="pump", open=print)
     with pytest.raises(ConfigError, match="kind must be one of"):
         DriverDescriptor(name="x", kind="thermostat", open=print)
-    with pytest.raises(ConfigError, match="callables"):
+    with pytest.raises(ConfigError, match="callable"):
         DriverDescriptor(name="x", kind="pump", open="not callable")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="has no emulator"):
-        DriverDescriptor(name="x", kind="pump", open=print).start_emulator(EmulatorContext())
+        start_emulator("no-such-driver", EmulatorContext())
 
 
 # -- conformance kit -----------------------------------------------------------------------------------------
@@ -116,9 +120,8 @@ class _SloppyChanger(SimSampleChanger):
 
 
 def test_the_kit_fails_a_driver_that_breaks_the_contract() -> None:
-    sloppy = DriverDescriptor(name="sloppy", kind="sample_changer", open=_SloppyChanger.open,
-                              emulator=load_driver("sim-sampler").descriptor.emulator)
-    report = check_driver(sloppy)
+    sloppy = DriverDescriptor(name="sloppy", kind="sample_changer", open=_SloppyChanger.open)
+    report = check_driver(sloppy, emulator=load_emulator("sim-sampler"))
     failed = {c.name: c.detail for c in report.checks if not c.passed}
     assert set(failed) == {"refuses unsafe input, sends nothing", "close twice, then typed errors"}
     assert "untyped exception ValueError" in failed["refuses unsafe input, sends nothing"]
@@ -168,7 +171,7 @@ def test_a_pump_emulator_started_by_name_pours_the_loaded_sample() -> None:
     context = EmulatorContext(time_scale=TimeScale.zero_latency())
     SimSampleChanger(context.cell, default_stock_mM=10.0).load("S1")
     ne1000 = load_driver("ne1000").descriptor
-    emulation = ne1000.start_emulator(context, holds="sample")
+    emulation = start_emulator("ne1000", context, {"holds": "sample"})
     try:
         pump = ne1000.open(emulation.port, limits=KIT_LIMITS, time_scale=math.inf)
         assert pump.dispense(0.2, 2.0) == pytest.approx(0.2)

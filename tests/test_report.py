@@ -28,8 +28,8 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
 
 
 def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_campaign):
-    from labloop.orchestrator.campaign import load_campaign
-    from labloop.orchestrator.journal import Journal
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.journal.store import Journal
 
     campaign = load_campaign(write_campaign(tmp_path))
     Journal.create(campaign.store, campaign).close()

@@ -18,13 +18,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labloop.orchestrator.journal import Journal, State
+from labloop.orchestrator.journal.store import Journal, State
 
 #: where each of the 10 runs is killed, and whether its campaign has a (tiny) surrogate: retraining needs one
 SCENARIOS = [("retraining", True), ("retraining", True)] + [(p, False) for p in ("proposal", "dispense", "cv") * 2] \
     + [("dispense", False), ("cv", False)]
 BUDGET = 6
-CLI = [sys.executable, "-m", "labloop.orchestrator.cli"]
+CLI = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
 
 
 def _reached(journal: Journal, phase: str, target: int) -> bool:

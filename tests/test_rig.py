@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from labloop.core.errors import ConfigError, Disconnected
 from labloop.instruments.contracts import Potentiostat, Pump, SampleChanger
-from labloop.instruments.errors import ConfigError, Disconnected
 from labloop.instruments.manual_sampler import ManualSampleChanger
 from labloop.instruments.voltammogram import CVParams
-from labloop.orchestrator.campaign import Campaign, Instrument, load_campaign
-from labloop.orchestrator.rig import build_rig
+from labloop.orchestrator.compose import build_rig
+from labloop.orchestrator.config.campaign import Campaign, Instrument, load_campaign
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -47,10 +47,10 @@ def test_dry_run_rig_opens_every_instrument_on_its_emulator(campaign):
         rig.instruments["sampler"].load("vial-1")
         rig.instruments["analyte_pump"].dispense(0.5, 0.5)  # the sample pump pours the loaded stock
         rig.instruments["electrolyte_pump"].dispense(4.5, 5.0)
-        cell = rig.emulator_states()["cell"]
+        cell = rig.simulation.emulator_states()["cell"]
         assert cell["volume_ml"] == pytest.approx(5.0) and cell["analytes_mM"]["vial-1"] == pytest.approx(1.0)
         rig.rinse_cell()
-        assert rig.emulator_states()["cell"]["volume_ml"] == 0.0
+        assert rig.simulation.emulator_states()["cell"]["volume_ml"] == 0.0
 
 
 def test_safe_state_stops_a_running_pump_and_switches_the_cell_off(campaign):
@@ -69,10 +69,10 @@ def test_safe_state_stops_a_running_pump_and_switches_the_cell_off(campaign):
                threading.Thread(target=attempt, args=(lambda: rig.instruments["potentiostat"].run_cv(cv),))]
     for worker in workers:
         worker.start()
-    wait_for(lambda: rig.emulator_states()["analyte_pump"]["status"] == "I"
-             and rig.emulator_states()["potentiostat"]["cell_on"])
+    wait_for(lambda: rig.simulation.emulator_states()["analyte_pump"]["status"] == "I"
+             and rig.simulation.emulator_states()["potentiostat"]["cell_on"])
     rig.safe_state()
-    states = rig.emulator_states()
+    states = rig.simulation.emulator_states()
     assert states["analyte_pump"]["status"] == "S" and states["potentiostat"]["cell_on"] is False
     for worker in workers:
         worker.join(timeout=10)
@@ -119,5 +119,5 @@ def test_manual_changer_in_a_rig_asks_the_operator_or_its_simulation(campaign):
                          "Rinse the cell, then press Enter: "]
     with build_rig(only_manual, dry_run=True, ask=questions.append) as rig:
         rig.instruments["sampler"].load("4")  # the simulated operator places it in the simulated cell at once
-        assert rig.emulator_states()["cell"]["sample_id"] == "4"
+        assert rig.simulation.emulator_states()["cell"]["sample_id"] == "4"
     assert len(questions) == 2

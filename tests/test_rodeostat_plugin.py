@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from labloop.instruments.conformance import KIT_LIMITS, check_driver
+from labloop.core.errors import ConfigError, DeviceError, InstrumentError
 from labloop.instruments.cv_analysis import analyze_cv
-from labloop.instruments.errors import ConfigError, DeviceError, InstrumentError
 from labloop.instruments.registry import load_driver
 from labloop.instruments.voltammogram import CVParams
+from labloop.sim.conformance import KIT_LIMITS, check_driver
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import EmulatorContext
+from labloop.sim.emulators import start_emulator
 from labloop.sim.pty_device import TimeScale
 
 PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "labloop-rodeostat"
@@ -53,7 +54,7 @@ def site(tmp_path_factory) -> Iterator[Path]:
 
 def test_the_installed_plugin_is_listed_by_the_cli(site: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli", "drivers", "list", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "drivers", "list", "--json"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     rows = {row["name"]: row for row in map(json.loads, proc.stdout.splitlines())}
@@ -73,7 +74,7 @@ def test_the_plugin_passes_the_conformance_kit(site: Path) -> None:
 
 def test_a_cv_through_the_plugin_finds_the_couple(site: Path) -> None:
     descriptor = load_driver("rodeostat").descriptor
-    emulation = descriptor.start_emulator(EmulatorContext.standalone(COUPLE, time_scale=TimeScale.zero_latency()))
+    emulation = start_emulator("rodeostat", EmulatorContext.standalone(COUPLE, time_scale=TimeScale.zero_latency()))
     try:
         driver = descriptor.open(emulation.port, limits=KIT_LIMITS, time_scale=math.inf)
         params = CVParams(e_begin_v=-0.3, e_vertex1_v=0.6, e_vertex2_v=-0.3, scan_rate_v_s=0.1, e_step_v=0.001)
@@ -97,7 +98,7 @@ def test_a_cv_through_the_plugin_finds_the_couple(site: Path) -> None:
 def test_abort_stops_a_running_rodeostat_test(site: Path) -> None:
     descriptor = load_driver("rodeostat").descriptor
     context = EmulatorContext.standalone(COUPLE, time_scale=TimeScale.accelerated(10.0))
-    emulation = descriptor.start_emulator(context)
+    emulation = start_emulator("rodeostat", context)
     try:
         driver = descriptor.open(emulation.port, limits=KIT_LIMITS, time_scale=10.0, timeout_s=0.5)
         slow = CVParams(e_begin_v=-0.3, e_vertex1_v=0.6, e_vertex2_v=-0.3, scan_rate_v_s=0.1, e_step_v=0.002)

@@ -8,12 +8,11 @@ import signal
 import threading
 import time
 
-from labloop.orchestrator.campaign import load_campaign
-from labloop.orchestrator.interrupts import Interrupts
-from labloop.orchestrator.journal import Journal, State
-from labloop.orchestrator.rig import build_rig
-from labloop.orchestrator.runner import EXIT_INTERRUPTED, Runner
-from labloop.protocols.executor import ProtocolExecutor
+from labloop.orchestrator.compose import build_executor, build_rig
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.loop.interrupts import Interrupts
+from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED, Runner
 from labloop.surrogate.dataset import read_table
 
 
@@ -46,12 +45,12 @@ def test_sigint_leaves_pumps_stopped_and_cell_off(tmp_path, write_campaign):
     library = read_table(campaign.library.file).smiles
     with build_rig(campaign, dry_run=True) as rig, Journal.create(campaign.store, campaign) as journal, \
             Interrupts() as interrupts:
-        runner = Runner(campaign, journal, rig, ProtocolExecutor.from_campaign(campaign, rig), library, None,
+        runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None,
                         interrupts)
         watcher = threading.Thread(target=_interrupt_during_dispense, args=(campaign.store,), daemon=True)
         watcher.start()
         assert runner.run() == EXIT_INTERRUPTED
-        states = rig.emulator_states()
+        states = rig.simulation.emulator_states()
         assert states["analyte_pump"]["status"] == "S" and states["electrolyte_pump"]["status"] == "S"
         assert states["potentiostat"]["cell_on"] is False
         assert not journal.experiments(states=(State.RUNNING,))
@@ -115,7 +114,7 @@ def test_unusable_voltammograms_in_a_row_stop_only_at_their_own_limit(tmp_path, 
 def test_active_hours_cross_midnight():
     from datetime import datetime
 
-    from labloop.orchestrator.active_hours import ActiveHours
+    from labloop.orchestrator.loop.active_hours import ActiveHours
 
     night = ActiveHours("19:00-07:00")
     assert night.contains(datetime(2026, 1, 1, 23, 30)) and night.contains(datetime(2026, 1, 2, 6, 59))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labloop.surrogate.errors import InvalidInput
+from labloop.core.errors import InvalidInput
 from labloop.surrogate.screening import Window, potential_vs_reference, screen, usable_window
 
 ACN_AL = usable_window("acn", "al")

@@ -10,14 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from labloop.instruments.errors import (
-    ConfigError,
-    DeviceError,
-    Disconnected,
-    InstrumentTimeout,
-    ProtocolError,
-    ReplayMismatch,
-)
+from labloop.core.errors import ConfigError, DeviceError, Disconnected, InstrumentTimeout, ProtocolError, ReplayMismatch
 from labloop.instruments.transport import ReplayTransport, SerialTransport, load_capture, retry
 from labloop.sim.faults import FaultInjector, FaultPlan
 from labloop.sim.pty_device import Link, PtyDevice, TerminatorFramer

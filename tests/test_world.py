@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from labloop.orchestrator.campaign import load_campaign
-from labloop.sim.world import RESIDUAL_SD_V, World, born_solvation_ev
+from labloop.orchestrator.compose import build_world
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.sim.world import RESIDUAL_SD_V, born_solvation_ev
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BENZENE, NAPHTHALENE = "c1ccccc1", "c1ccc2ccccc2c1"
@@ -43,12 +44,12 @@ def test_born_term_by_hand():
 
 
 def test_ie_ea_truth_is_the_born_corrected_rule_plus_a_small_residual(tmp_path):
-    world = World.from_campaign(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea, solvent: acn}}")))
+    world = build_world(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea, solvent: acn}}")))
     expected = 9.24 - 1.40 - 2.5678  # IE - 1.40 - G_solv
     assert world.truth_v(BENZENE) == pytest.approx(expected, abs=4 * RESIDUAL_SD_V)
     assert world.truth_v(BENZENE) != pytest.approx(expected, abs=1e-6)  # the residual is there
     assert world.truth_v("C1=CC=CC=C1") == world.truth_v(BENZENE)  # another spelling, the same molecule
-    reduction = World.from_campaign(load_campaign(write_campaign(
+    reduction = build_world(load_campaign(write_campaign(
         tmp_path, "{truth: {from: ie_ea, solvent: dmc}}", quantity="reduction_potential")))
     assert reduction.truth_v(NAPHTHALENE) == pytest.approx(-0.19 + 1.5092 - 1.40, abs=4 * RESIDUAL_SD_V)
     with pytest.raises(KeyError):
@@ -56,14 +57,14 @@ def test_ie_ea_truth_is_the_born_corrected_rule_plus_a_small_residual(tmp_path):
 
 
 def test_truth_is_deterministic_across_worlds_and_seeds(tmp_path):
-    a = World.from_campaign(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}}")))
-    b = World.from_campaign(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, noise_v: 0.0}")))
+    a = build_world(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}}")))
+    b = build_world(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, noise_v: 0.0}")))
     assert a.truth_v(NAPHTHALENE) == b.truth_v(NAPHTHALENE)
     assert b.couple_of(NAPHTHALENE) == b.couple_of(NAPHTHALENE)  # no noise: the same couple every time
 
 
 def test_column_truth_is_taken_as_it_is(tmp_path):
-    world = World.from_campaign(load_campaign(write_campaign(
+    world = build_world(load_campaign(write_campaign(
         tmp_path, "{truth: {file: library.csv, column: ered_v_vs_li, quantity: reduction_potential}, noise_v: 0}",
         quantity="reduction_potential", extra="cell: {reference_offset_v: 3.0}")))
     assert world.truth_v(NAPHTHALENE) == 1.25
@@ -73,7 +74,7 @@ def test_column_truth_is_taken_as_it_is(tmp_path):
 
 
 def test_couple_spreads_kinetics_and_drifts_by_the_noise(tmp_path):
-    world = World.from_campaign(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, noise_v: 0.01}")))
+    world = build_world(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, noise_v: 0.01}")))
     world.note_sample("vial-7", BENZENE)
     draws = [world.couple_of("vial-7") for _ in range(200)]
     offsets = [c.e0_v - (world.truth_v(BENZENE) - world.reference_offset_v) for c in draws]
@@ -85,6 +86,6 @@ def test_couple_spreads_kinetics_and_drifts_by_the_noise(tmp_path):
 
 def test_example_campaign_world_knows_every_library_molecule():
     campaign = load_campaign(EXAMPLES / "campaign.yaml")
-    world = World.from_campaign(campaign)
+    world = build_world(campaign)
     truths = [world.truth_v(smiles) for smiles in world.table.values]
     assert len(truths) == 200 and min(truths) > 2.5 and max(truths) < 7.0

@@ -1,39 +1,26 @@
 """labloop plug-in for the IO Rodeo Rodeostat potentiostat: driver, emulator, and their registration.
 
-labloop finds this package through the entry point in its ``pyproject.toml``::
+labloop finds this package through two entry points in its ``pyproject.toml``::
 
     [project.entry-points."labloop.drivers"]
     rodeostat = "labloop_rodeostat:RODEOSTAT"
 
-which names the :class:`DriverDescriptor` below. The emulator is imported only when it is started.
+    [project.entry-points."labloop.emulators"]
+    rodeostat = "labloop_rodeostat.emulator:start_emulator"
+
+the first names the :class:`DriverDescriptor` below, the second the emulator factory that labloop's
+simulated world starts for a dry run (it is imported only then).
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from labloop.instruments.registry import DriverDescriptor, DriverKind
 
 from labloop_rodeostat.driver import DEFAULT_BAUDRATE, RodeostatPotentiostat
 
-if TYPE_CHECKING:
-    from labloop.sim.emulation import Emulation, EmulatorContext
-
-__all__ = ["RODEOSTAT", "RodeostatPotentiostat", "start_emulator"]
-
-
-def start_emulator(context: EmulatorContext, *, seed: int = 0) -> Emulation:
-    """A Rodeostat emulator on its own pty, measuring the context's cell."""
-    from labloop.sim.emulation import Emulation
-    from labloop.sim.pty_device import PtyDevice
-
-    from labloop_rodeostat.emulator import RodeostatEmulator
-
-    emulator = RodeostatEmulator(context.contents, time_scale=context.time_scale, seed=seed)
-    return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("rodeostat"), name="rodeostat").start())
-
+__all__ = ["RODEOSTAT", "RodeostatPotentiostat"]
 
 RODEOSTAT = DriverDescriptor(
-    name="rodeostat", kind=DriverKind.POTENTIOSTAT, open=RodeostatPotentiostat.open, emulator=start_emulator,
+    name="rodeostat", kind=DriverKind.POTENTIOSTAT, open=RodeostatPotentiostat.open,
     default_baudrate=DEFAULT_BAUDRATE, summary="IO Rodeo Rodeostat, JSON lines over USB serial (example plug-in)",
 )

@@ -14,7 +14,7 @@ point is one ``e_step_v`` of travel; times are whole milliseconds.
 
 from __future__ import annotations
 
-from labloop.instruments.errors import ConfigError
+from labloop.core.errors import ConfigError
 from labloop.instruments.voltammogram import CVParams
 
 VOLT_RANGES_V = {"1V": 1.0, "2V": 2.0, "5V": 5.0, "10V": 10.0}

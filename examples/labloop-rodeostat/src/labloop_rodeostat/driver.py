@@ -35,15 +35,8 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import numpy as np
+from labloop.core.errors import ConfigError, DeviceError, InstrumentError, InstrumentTimeout, Overload, ProtocolError
 from labloop.instruments.contracts import SafetyLimits
-from labloop.instruments.errors import (
-    ConfigError,
-    DeviceError,
-    InstrumentError,
-    InstrumentTimeout,
-    Overload,
-    ProtocolError,
-)
 from labloop.instruments.transport import SerialTransport, Transport, retry
 from labloop.instruments.voltammogram import CVParams, Voltammogram
 

@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from labloop.instruments.voltammogram import InvalidParameter
+from labloop.core.errors import InvalidParameter
 from labloop.sim.cv_physics import CellParams
-from labloop.sim.emulation import cell_current
-from labloop.sim.pty_device import Link, TerminatorFramer, TimeScale
+from labloop.sim.emulation import Emulation, EmulatorContext, cell_current
+from labloop.sim.pty_device import Link, PtyDevice, TerminatorFramer, TimeScale
 
 from labloop_rodeostat.cyclic import CURRENT_RANGES_UA, VOLT_RANGES_V, from_cyclic
 
@@ -202,3 +202,10 @@ def _choice(request: dict[str, Any], key: str, allowed: dict[str, float]) -> str
     if value not in allowed:
         raise _Refused(f"{key} must be one of {', '.join(allowed)}")
     return value
+
+
+def start_emulator(context: EmulatorContext, *, seed: int = 0) -> Emulation:
+    """A Rodeostat emulator on its own pty, measuring the context's cell (registered under
+    ``labloop.emulators`` as ``rodeostat``)."""
+    emulator = RodeostatEmulator(context.contents, time_scale=context.time_scale, seed=seed)
+    return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("rodeostat"), name="rodeostat").start())

@@ -30,17 +30,18 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from labloop.core.errors import JournalError
+from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
 
 if TYPE_CHECKING:  # the journal stores a campaign's dump; it never validates one
-    from labloop.orchestrator.campaign import Campaign
+    from labloop.orchestrator.config.campaign import Campaign
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,6 @@ CREATE TABLE events (
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 """
-
-
-class JournalError(ValueError):
-    """A store that cannot be used: missing, not a labloop journal, too new, or another campaign's."""
 
 
 class IllegalTransition(RuntimeError):
@@ -245,11 +242,6 @@ class Event:
     message: str
     experiment_id: int | None
     data: Any
-
-
-def now() -> str:
-    """UTC timestamp as stored in every table (ISO 8601, milliseconds)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def code_version() -> str:

@@ -4,7 +4,7 @@ Why it is written around the journal: the journal is the only memory of a campai
 committed before the next instrument action, and everything the loop decides — what is pending, which
 planner step comes next, how many experiments are done, which model is newest — it reads back from the
 journal. So a run killed at any moment (even ``kill -9``) and resumed continues exactly where the journal
-says it stopped, and ends at the same budget as an uninterrupted run (DESIGN.md "Journal").
+says it stopped, and ends at the same budget as an uninterrupted run (docs/architecture.md).
 
 One proposal, followed from planner to journal (:meth:`Runner._propose`, :meth:`Runner._run_experiment`):
 the planner state is built from the journal and saved; the planner proposes; the proposals are recorded as
@@ -27,19 +27,20 @@ from typing import TYPE_CHECKING, Any
 
 from threadpoolctl import threadpool_limits
 
+from labloop.core.errors import InputError, InstrumentError
 from labloop.instruments.cv_analysis import measurement_quality
-from labloop.instruments.errors import InstrumentError
-from labloop.orchestrator import console, models
-from labloop.orchestrator.active_hours import ActiveHours
-from labloop.orchestrator.background import Background
-from labloop.orchestrator.campaign import Campaign
-from labloop.orchestrator.interrupts import Interrupted, Interrupts
-from labloop.orchestrator.journal import ExperimentRow, Journal, State
-from labloop.planners import ModelView, Observation, PlannerState, make_planner
-from labloop.planners.feedback import CalibratedModel, DescriptorTable
+from labloop.orchestrator import console
+from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
+from labloop.orchestrator.learning import models
+from labloop.orchestrator.learning.learner import Learning
+from labloop.orchestrator.loop.active_hours import ActiveHours
+from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
+from labloop.planners import Observation, PlannerState, make_planner
+from labloop.planners.feedback import DescriptorTable
 
 if TYPE_CHECKING:
-    from labloop.orchestrator.rig import Rig
+    from labloop.orchestrator.loop.rig import Rig
     from labloop.protocols.executor import ProtocolExecutor
 
 log = logging.getLogger(__name__)
@@ -50,19 +51,44 @@ EXIT_INTERRUPTED = 130
 WAIT_POLL_S = 1.0
 #: how a failure of the analysis (an unusable voltammogram: the molecule's fault) starts its cause
 ANALYSIS_FAILURE = "analysis: "
-#: the two ways an experiment fails: the rig raised a typed error, or the voltammogram was unusable
+#: how a refusal starts its cause: the proposal could not be run as asked (a safety limit, a bad parameter)
+REFUSED_FAILURE = "refused: "
+#: the ways an experiment fails: the rig raised an error, the voltammogram was unusable, or the proposal was
+#: refused before anything moved (its window or volume breaks a limit: the candidate's fault, not the rig's)
 INSTRUMENT_FAULT = "instrument"
 ANALYSIS_FAULT = "analysis"
+REFUSED_FAULT = "refused"
 #: per way of failing: the budget field that limits how many in a row, and what the stop message calls them
 FAULT_LIMITS = {INSTRUMENT_FAULT: ("max_consecutive_faults", "instrument faults"),
-                ANALYSIS_FAULT: ("max_consecutive_failed_analyses", "unusable voltammograms")}
+                ANALYSIS_FAULT: ("max_consecutive_failed_analyses", "unusable voltammograms"),
+                REFUSED_FAULT: ("max_consecutive_failed_analyses", "proposals refused by the safety limits")}
 #: planners fit small models (the calibration, the conditions' Gaussian process: matrices of at most a few
 #: hundred rows) on one BLAS thread: a multi-threaded BLAS spends more time synchronising than computing on
 #: them, most of all while a retrain occupies the other core (a bayes proposal with 120 observations: 0.11 s
 #: on one thread, 0.64-0.96 s on two)
 PLANNER_BLAS_THREADS = 1
-#: the calibration event reports the error of this many latest predictions
-RECENT_ERRORS = 8
+
+
+class HealthClock:
+    """Says when the instruments' health check is due: before the first experiment, then every ``minutes``.
+    Instruments are driven from the runner's thread alone (serial lines are not shared between threads),
+    so the check runs between experiments when this says it is due."""
+
+    def __init__(self, minutes: float) -> None:
+        self.interval_s = 60.0 * minutes
+        self._next = time.monotonic()
+
+    def due(self) -> bool:
+        """True once per interval (and at the start); the caller then checks the instruments."""
+        if time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + self.interval_s
+        return True
+
+
+def sample_ids(library: Sequence[str]) -> dict[str, str]:
+    """The sample id of each library molecule (``S0001``...: its first row), as vials are labelled."""
+    return {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,16 +109,18 @@ class Runner:
         self.journal = journal
         self.rig = rig
         self.executor = executor
-        self.descriptors = DescriptorTable()
-        self.planner = make_planner(campaign, library, self.descriptors)
+        descriptors = DescriptorTable()
+        self.planner = make_planner(campaign.planner_settings(), library, descriptors)
         self.library = list(library)
-        self.sample_ids = {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
-        self.model = model
+        self.sample_ids = sample_ids(library)
+        self.learning = Learning(campaign, journal, library, model, learns=self.planner.learns,
+                                 descriptors=descriptors, deferred=interrupts.deferred)
         self.interrupts = interrupts
+        self.health = HealthClock(campaign.schedule.health_check_minutes)
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)
-        self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
         self._open_actions: dict[int, int] = {}
+        self._actions = 0  #: actions the current experiment started
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -100,27 +128,26 @@ class Runner:
     def run(self) -> int:
         """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults, 130 interrupted)."""
         budget = self.campaign.budget
-        with Background(self.campaign, self.journal, self.library) as background, console.progress() as bar:
+        with self.learning, console.progress() as bar:
             task = bar.add_task("experiments", total=budget.max_experiments)
             try:
-                return self._loop(background, lambda text: bar.update(task, completed=self.done,
-                                                                       description=text))
+                return self._loop(lambda text: bar.update(task, completed=self.done, description=text))
             except Interrupted as exc:
                 return self._stop_interrupted(exc)
 
-    def _loop(self, background: Background, show: Callable[[str], None]) -> int:
+    def _loop(self, show: Callable[[str], None]) -> int:
         in_a_row = dict.fromkeys(FAULT_LIMITS, 0)  # failed experiments of each kind in a row
         while True:
-            self._take_new_model(background)
-            if background.health_check_due():
+            self.learning.refresh()
+            if self.health.due():
                 self._health_check()
             experiments = self.journal.experiments()  # the one source of truth, read once per turn
             self.done = sum(e.status == State.DONE for e in experiments)
             reason = self._stop_reason(experiments)
             if reason is not None:
-                if background.training:
+                if self.learning.training:
                     show("finishing the last retrain")
-                    background.wait()
+                    self.learning.wait()
                 with self.interrupts.deferred():
                     self.journal.add_event("finished", f"campaign finished: {reason}")
                 return EXIT_OK
@@ -138,7 +165,7 @@ class Runner:
             result = self._run_experiment(experiment)
             if result == State.DONE:
                 self.done += 1
-                self._maybe_retrain(background)
+                self.learning.after_done(self.done)
             in_a_row = {kind: in_a_row[kind] + 1 if result == kind else 0 for kind in in_a_row}
             for kind, (field, what) in FAULT_LIMITS.items():
                 if in_a_row[kind] >= getattr(self.campaign.budget, field):
@@ -149,12 +176,15 @@ class Runner:
             show(f"{self.done} done")
 
     def _stop_interrupted(self, exc: Interrupted) -> int:
-        """Safe rig, consistent journal: the running experiment becomes ``interrupted`` (re-run on resume)."""
-        self.rig.safe_state()  # never raises: an instrument it cannot make safe is logged
+        """Safe rig, consistent journal: the running experiment becomes ``interrupted`` (re-run on resume).
+        The event and the console say which instruments could not be made safe, if any."""
+        unsafe = self.rig.safe_state()  # never raises; reports what it could not do
+        rig = "instruments in a safe state" if not unsafe else f"NOT made safe: {'; '.join(unsafe)}"
         with self.interrupts.deferred():
             ids = self.journal.mark_interrupted_on_resume()
-            self.journal.add_event("interrupted", f"run stopped by {exc}; instruments in a safe state",
-                                   data={"experiments": ids})
+            self.journal.add_event("interrupted", f"run stopped by {exc}; {rig}",
+                                   data={"experiments": ids, "unsafe": unsafe})
+        console.err.print(rig if not unsafe else f"WARNING: {rig}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
 
     # -- proposing ------------------------------------------------------------------------------------
@@ -179,30 +209,12 @@ class Runner:
         analysis = self.journal.analysis(experiment.id)
         failure = None
         if experiment.status == State.FAILED:
-            failure = ANALYSIS_FAULT if (experiment.cause or "").startswith(ANALYSIS_FAILURE) else INSTRUMENT_FAULT
+            cause = experiment.cause or ""
+            # a refused proposal is the molecule's failure for the planner, like an unusable voltammogram
+            failure = ANALYSIS_FAULT if cause.startswith((ANALYSIS_FAILURE, REFUSED_FAILURE)) else INSTRUMENT_FAULT
         return Observation(experiment.smiles, experiment.conditions,
                            experiment.potential_v if experiment.status == State.DONE else None,
                            quality=None if analysis is None else measurement_quality(analysis), failure=failure)
-
-    def _model_view(self, state: PlannerState, experiments: Sequence[ExperimentRow]) -> ModelView | None:
-        """The model the planner proposes with: calibrated on the measurements for a planner that learns
-        (the calibration is journalled with how well the recent proposals predicted their measurements)."""
-        if self.model is None:
-            return None
-        if not self.planner.learns:
-            return self.model.model
-        view = CalibratedModel(self.model.model, state.observations, self.descriptors)
-        if view.calibration.n:
-            measured = [e for e in experiments if e.status == State.DONE and e.potential_v is not None
-                        and e.mu is not None][-RECENT_ERRORS:]
-            recent = (sum(abs(e.potential_v - e.mu) for e in measured) / len(measured)) if measured else None
-            summary = {**view.calibration.summary(), "model_version": view.version,
-                       "recent_prediction_mae_v": recent, "recent_n": len(measured)}
-            message = (f"calibration on {view.calibration.n} measurements (model version {view.version})"
-                       + ("" if recent is None else f"; last {len(measured)} predictions off by {recent:.3f} V"))
-            with self.interrupts.deferred():
-                self.journal.add_event("calibration", message, data=summary)
-        return view
 
     def _propose(self, experiments: Sequence[ExperimentRow]) -> bool:
         """Record the planner's next batch; False when it has nothing left to propose."""
@@ -210,7 +222,7 @@ class Runner:
         n = min(self.campaign.planner.batch_size, self.campaign.budget.max_experiments - self.done)
         state = self._planner_state(step, experiments)
         with threadpool_limits(PLANNER_BLAS_THREADS):
-            model = self._model_view(state, experiments)
+            model = self.learning.model_view(state, experiments)
             proposals = self.planner.propose(state, n, model)
         if proposals:
             with self.interrupts.deferred():
@@ -226,12 +238,23 @@ class Runner:
         with self.interrupts.deferred():
             self.journal.start_experiment(experiment.id)
         self._open_actions = {}
+        self._actions = 0
         try:
             outcome = self.executor.run(self.sample_ids.get(experiment.smiles, experiment.smiles), experiment.smiles,
                                         experiment.conditions, experiment.mu,
                                         lambda *args: self._on_action(experiment.id, *args))
-        except InstrumentError as exc:
+        except InputError as exc:
+            if not self._actions:  # refused before anything moved: this proposal (its window) breaks a limit
+                self._fail(experiment.id, f"{REFUSED_FAILURE}{type(exc).__name__}: {exc}")
+                return REFUSED_FAULT
+            # refused mid-protocol by a driver (an empty syringe): the rig's state needs a person
             self._fail(experiment.id, f"{type(exc).__name__}: {exc}")
+            return INSTRUMENT_FAULT
+        except Exception as exc:  # the rig, a driver or a plug-in failed: journalled, counted, rig made safe
+            if not isinstance(exc, InstrumentError):
+                log.error("experiment %d: unexpected %s from the rig", experiment.id, type(exc).__name__,
+                          exc_info=exc)
+            self._fail(experiment.id, f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}")
             return INSTRUMENT_FAULT
         with self.interrupts.deferred():
             self.journal.record_raw(experiment.id, outcome.voltammogram)
@@ -250,6 +273,7 @@ class Runner:
             action = self._open_actions.pop(step, None)
             if action is None:
                 action = self.journal.start_action(experiment_id, step, instrument, name, _plain(params))
+                self._actions += 1
             if finished_at is None:
                 self._open_actions[step] = action
             else:
@@ -265,26 +289,6 @@ class Runner:
             self.rig.safe_state()
 
     # -- learning, checking, waiting ------------------------------------------------------------------
-
-    def _measured(self) -> list[tuple[str, float]]:
-        return [(e.smiles, e.potential_v) for e in self.journal.experiments(states=(State.DONE,))
-                if e.potential_v is not None]
-
-    def _maybe_retrain(self, background: Background) -> None:
-        """Every ``surrogate.retrain_every`` done experiments (not after the last one), in the background."""
-        if self.model is None or background.training or not self.planner.learns:
-            return
-        due = self.done // self.campaign.surrogate.retrain_every
-        if due > self.rounds and self.done < self.campaign.budget.max_experiments:
-            self.rounds = due
-            with self.interrupts.deferred():  # it journals that the retrain started
-                background.retrain(self._measured(), due)
-
-    def _take_new_model(self, background: Background) -> None:
-        newest = background.take_model()
-        if newest is not None:
-            self.model = newest
-            log.info("now proposing with model version %d", newest.model.version)
 
     def _health_check(self) -> None:
         report = self.rig.health_check()

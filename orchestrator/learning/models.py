@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from labloop.orchestrator.campaign import Campaign
-from labloop.orchestrator.journal import Journal, ModelVersion
+from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.journal.store import Journal, ModelVersion
 from labloop.surrogate.dataset import MoleculeTable, read_table
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.presets import Preset, get_preset
@@ -164,7 +164,7 @@ def _journalled(campaign: Campaign, journal: Journal, ensemble: Ensemble, direct
 
 def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None = None) -> LoadedModel:
     """Version 1: the prior model, loaded from its cache folder or trained there, and journalled once."""
-    from labloop.surrogate.errors import ModelLoadError
+    from labloop.core.errors import ModelLoadError
     from labloop.surrogate.persistence import load_ensemble
 
     directory = prior_dir(journal.path, prior_key(campaign))
@@ -183,7 +183,7 @@ def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None 
 
 def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
     """The newest journalled model whose weights are readable (a resumed run continues with it)."""
-    from labloop.surrogate.errors import ModelLoadError
+    from labloop.core.errors import ModelLoadError
     from labloop.surrogate.persistence import load_ensemble
 
     for row in reversed(journal.model_versions()):

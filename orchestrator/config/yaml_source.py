@@ -16,7 +16,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,47 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong: ``loc`` is relative to the validator that found it; ``where`` ("file:line") is set
-    when the problem sits in another file than the one being validated."""
-
-    loc: Loc
-    message: str
-    where: str | None = None
-
-
-    def line(self, where: str) -> str:
-        """``where: field: message`` (the field left out when the problem is with the whole file)."""
-        return f"{where}: {dotted(self.loc)}: {self.message}" if self.loc else f"{where}: {self.message}"
-
-
-class Problems(ValueError):
-    """Raised by validators that can find several problems at once (pydantic keeps it in the error's ctx)."""
-
-    def __init__(self, *problems: Problem) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{dotted(p.loc) or 'value'}: {p.message}" for p in problems))
-
-
-class CampaignError(ValueError):
-    """A campaign (or protocol) file that cannot be used; carries every error, one line each.
-
-    ``str()`` is one line: the first error, plus how many more there are.
-    """
-
-    def __init__(self, messages: Sequence[str]) -> None:
-        self.messages = list(messages)
-        more = f" (and {len(self.messages) - 1} more)" if len(self.messages) > 1 else ""
-        super().__init__(f"{self.messages[0]}{more}")
-
-    @classmethod
-    def from_problems(cls, problems: Problems) -> CampaignError:
-        """For problems that each know their ``where`` (file errors)."""
-        return cls([p.line(p.where or "?") for p in problems.problems])
+from labloop.core.errors import Loc, Problem, Problems, not_one_of
 
 
 @dataclass(frozen=True)
@@ -126,19 +86,6 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
     if duplicates:
         raise Problems(*duplicates)
     return YamlDocument(name, data, root)
-
-
-def dotted(loc: Loc) -> str:
-    """``('planner', 'kind')`` -> ``planner.kind``; ``('protocol', 2)`` -> ``protocol[2]``."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def not_one_of(value: Any, choices: Sequence[str]) -> str:
-    """The one wording of "not a valid choice" every check uses."""
-    return f"{value!r} is not one of {', '.join(choices)}"
 
 
 def is_union_tag(part: Any) -> bool:

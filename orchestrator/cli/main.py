@@ -1,7 +1,9 @@
 """The `labloop` command line: one entry point, sub-commands per area, one error policy.
 
-Error policy (DESIGN.md "CLI"): bad input — a wrong option, a missing file, a damaged model, an unknown
-driver — prints one line ``error: ...`` on stderr and exits 2 with nothing written; 0 is success.
+Error policy: bad input (:class:`InputError` — a wrong option, a missing file, a damaged model, an unknown
+driver, a port that cannot be opened) prints one line ``error: ...`` on stderr and exits 2 with nothing
+written; the rig failing (:class:`InstrumentError`) prints one line and exits 1; anything else is a bug and
+still prints one line (the traceback goes to the log at ``-vv``) and exits 1. 0 is success.
 """
 
 from __future__ import annotations
@@ -11,16 +13,13 @@ import sys
 
 import click
 
-from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
+from labloop.core.errors import InputError, LabloopError
 from labloop.orchestrator import console
-from labloop.orchestrator.cli_campaign import log_command, schema, validate
-from labloop.orchestrator.cli_instruments import drivers as drivers_app
-from labloop.orchestrator.cli_instruments import sim as sim_app
-from labloop.orchestrator.cli_run import report, resume, run
-from labloop.orchestrator.cli_surrogate import app as surrogate_app
-from labloop.orchestrator.journal import JournalError
-from labloop.orchestrator.yaml_source import CampaignError
-from labloop.surrogate.errors import SurrogateError
+from labloop.orchestrator.cli.campaign import log_command, schema, validate
+from labloop.orchestrator.cli.instruments import drivers as drivers_app
+from labloop.orchestrator.cli.instruments import sim as sim_app
+from labloop.orchestrator.cli.run import report, resume, run
+from labloop.orchestrator.cli.surrogate import app as surrogate_app
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +43,7 @@ app.add_command(run)
 app.add_command(resume)
 app.add_command(report)
 
-#: exceptions that mean "the user's input is wrong" rather than "labloop has a bug"
-BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError, CampaignError, JournalError,
-                                                 SafetyLimitExceeded)
+EXIT_FAILED = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,9 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     except click.Abort:
         console.err.print("aborted", markup=False)
         return 130
-    except BAD_INPUT_ERRORS as exc:
+    except InputError as exc:
         console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
+    except LabloopError as exc:  # the rig (or an analysis) failed outside a campaign's loop
+        console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_FAILED
+    except OSError as exc:  # the disk is full, a folder is read-only: the machine's trouble, said in one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        console.err.print(f"error: {exc.strerror or exc}{where}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: one line for the user, the traceback in the log (-vv)
+        log.debug("unexpected error", exc_info=exc)
+        console.err.print(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} (a labloop bug; "
+                          "run with -vv to see where)", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_FAILED
     return result if isinstance(result, int) else 0
 
 

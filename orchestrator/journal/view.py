@@ -17,8 +17,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from labloop.orchestrator.campaign import Objective
-from labloop.orchestrator.journal import Journal, State
+from labloop.orchestrator.config.campaign import Objective
+from labloop.orchestrator.journal.store import Journal, State
 
 log = logging.getLogger(__name__)
 

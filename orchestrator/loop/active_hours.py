@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from labloop.orchestrator.campaign import parse_active_hours
+from labloop.orchestrator.config.campaign import parse_active_hours
 
 
 class ActiveHours:

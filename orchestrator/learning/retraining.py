@@ -1,12 +1,8 @@
-"""Work that runs beside the experiments, on APScheduler's BackgroundScheduler: surrogate retraining and
-the clock of the instrument health check.
+"""Surrogate retraining on APScheduler's BackgroundScheduler, beside the experiments.
 
-Why retraining runs here: a full retrain takes minutes, and the instruments must not wait for it; the
-runner keeps measuring with the model it has and picks up the new one (:meth:`Background.take_model`)
-at its next proposal, with its predictions for the whole library already made here. Why the health
-check only *ticks* here: instruments are driven from the runner's thread alone (serial lines are not
-shared between threads), so the job only says a check is due and the runner performs it between
-experiments.
+Why in the background: a full retrain takes minutes, and the instruments must not wait for it; the loop
+keeps measuring with the model it has and picks up the new one (:meth:`Retrainer.take_model`) at its next
+proposal, with its predictions for the whole library already made here.
 """
 
 from __future__ import annotations
@@ -18,22 +14,21 @@ from collections.abc import Callable, Sequence
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from labloop.orchestrator import models
-from labloop.orchestrator.campaign import Campaign
-from labloop.orchestrator.journal import Journal
+from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.learning import models
 
 log = logging.getLogger(__name__)
 
 
-class Background:
-    """One campaign's background jobs; a context manager (leaving it cancels a retrain in progress)."""
+class Retrainer:
+    """One campaign's retraining job; a context manager (leaving it cancels a retrain in progress)."""
 
     def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str]) -> None:
         self.campaign = campaign
         self.journal = journal
         self.library = library
         self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, daemon=True)
-        self._health_due = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
         self._cancel = threading.Event()
@@ -41,26 +36,13 @@ class Background:
         self._newest: models.LoadedModel | None = None
         self.failure: BaseException | None = None
 
-    def __enter__(self) -> Background:
-        self._health_due.set()  # one check before the first experiment
-        self._scheduler.add_job(self._health_due.set, "interval", id="health",
-                                minutes=self.campaign.schedule.health_check_minutes)
+    def __enter__(self) -> Retrainer:
         self._scheduler.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._cancel.set()
         self._scheduler.shutdown(wait=True)  # a running retrain stops at its next epoch
-
-    # -- health check clock ---------------------------------------------------------------------------
-
-    def health_check_due(self) -> bool:
-        """True once per interval (and at the start); the caller then checks the instruments."""
-        due = self._health_due.is_set()
-        self._health_due.clear()
-        return due
-
-    # -- retraining -----------------------------------------------------------------------------------
 
     @property
     def training(self) -> bool:

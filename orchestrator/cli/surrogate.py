@@ -17,9 +17,9 @@ import click
 import pandas as pd
 from rich.table import Table
 
+from labloop.core.errors import InvalidInput
 from labloop.orchestrator import console
 from labloop.surrogate.dataset import csv_line, read_table
-from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics

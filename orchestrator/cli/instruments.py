@@ -19,11 +19,11 @@ from dataclasses import replace
 import click
 from rich.table import Table
 
-from labloop.instruments.conformance import check_driver
-from labloop.instruments.errors import ConfigError
+from labloop.core.errors import ConfigError, InvalidParameter
 from labloop.instruments.registry import driver_names, load_driver
-from labloop.instruments.voltammogram import InvalidParameter
 from labloop.orchestrator import console
+from labloop.sim.conformance import check_driver
+from labloop.sim.emulators import emulator_names, start_emulator
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def drivers() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per driver, for scripts.")
 def list_drivers(as_json: bool) -> None:
     rows = []
+    emulators = set(emulator_names())
     for name in driver_names():
         try:
             registered = load_driver(name)
@@ -48,7 +49,7 @@ def list_drivers(as_json: bool) -> None:
             continue
         d = registered.descriptor
         rows.append({"name": d.name, "kind": str(d.kind), "baudrate": d.default_baudrate,
-                     "package": registered.distribution, "emulator": d.emulator is not None, "summary": d.summary})
+                     "package": registered.distribution, "emulator": d.name in emulators, "summary": d.summary})
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
@@ -91,7 +92,7 @@ def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffu
     from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
     from labloop.sim.pty_device import TimeScale
 
-    descriptor = load_driver(driver).descriptor
+    load_driver(driver)  # an unknown driver is named as such, not as "no emulator"
     values = {"e0_v": e0, "k0_cm_s": k0, "alpha": alpha, "conc_mm": conc_mm, "diffusion_cm2_s": diffusion,
               "area_cm2": area_cm2, "noise_fraction": noise}
     try:
@@ -99,7 +100,7 @@ def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffu
         scale = TimeScale(time_scale)
     except (InvalidParameter, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
-    emulation = descriptor.start_emulator(EmulatorContext.standalone(couple, time_scale=scale))
+    emulation = start_emulator(driver, EmulatorContext.standalone(couple, time_scale=scale))
     if emulation.device is None:
         emulation.stop()
         raise ConfigError(f"driver {driver!r}", "has no serial line to serve")

@@ -16,11 +16,11 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from labloop.orchestrator import console
-from labloop.orchestrator.campaign import Campaign, known_drivers, load_campaign
-from labloop.orchestrator.journal import Journal
-from labloop.orchestrator.journal_view import describe_objective, render, snapshot
-from labloop.orchestrator.yaml_source import display_name
+from labloop.orchestrator import compose, console
+from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_campaign
+from labloop.orchestrator.config.yaml_source import display_name
+from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.journal.view import describe_objective, render, snapshot
 from labloop.surrogate.dataset import read_table
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,14 @@ log = logging.getLogger(__name__)
 FOLLOW_INTERVAL_S = 1.0
 
 
-@click.command(help="Check a campaign file (every section, file and choice) without touching instruments "
-                    "or creating anything.")
+@click.command(help="Check a campaign file as `run` would before its first byte (every section, file, choice, "
+                    "driver option, serial port and safety limit), without touching instruments or creating "
+                    "anything. --dry-run: as `run --dry-run` would (emulators: no ports needed).")
 @click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
-def validate(campaign_file: Path) -> None:
+@click.option("--dry-run", is_flag=True, help="Check for a dry run: ports need not exist, simulated drivers are ok.")
+def validate(campaign_file: Path, dry_run: bool) -> None:
     campaign = load_campaign(campaign_file)
+    compose.check_campaign(campaign, dry_run=dry_run)
     console.out.print(_summary(campaign_file, campaign))
 
 

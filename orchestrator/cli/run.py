@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from pydantic import ValidationError
 
-from labloop.orchestrator import console, models
-from labloop.orchestrator.campaign import Campaign, load_campaign
-from labloop.orchestrator.interrupts import Interrupted, Interrupts
-from labloop.orchestrator.journal import Journal, JournalError, State
-from labloop.orchestrator.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
-from labloop.planners import make_planner
-from labloop.surrogate.dataset import read_table
+from labloop.core.errors import JournalError
+from labloop.orchestrator import compose, console
+from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.learning import models
+from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
 
 if TYPE_CHECKING:
-    from labloop.orchestrator.rig import Rig
+    from labloop.orchestrator.loop.rig import Rig
     from labloop.protocols.executor import ProtocolExecutor
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,15 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
 @click.argument("store", type=click.Path(path_type=Path))
 def resume(store: Path) -> int:
     with Journal.open(store) as journal:
-        campaign = Campaign.model_validate(journal.campaign_info().config)
+        config = journal.campaign_info().config
         runs = [e for e in journal.events() if e.kind == "run"]
+    try:
+        campaign = Campaign.model_validate(config)
+    except ValidationError as exc:  # e.g. the library file moved since the run started
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "campaign"
+        raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']} "
+                           "(moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
     return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run,
                          lambda: Journal.open(store))
@@ -73,26 +81,23 @@ def report(store: Path, output: Path | None) -> None:
 
 
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal]) -> int:
-    from labloop.orchestrator.rig import build_rig
-    from labloop.protocols.executor import ProtocolExecutor
-    from labloop.sim.world import World
-
-    library = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
-    make_planner(campaign, library)  # an unavailable planner kind is bad input: fail before anything runs
-    world = World.from_campaign(campaign) if dry_run else None
-    with Interrupts() as interrupts:
+    """Check everything, take the store's lock, and only then open the rig and the journal: a second
+    ``run``/``resume`` of a running campaign is refused before it touches any instrument."""
+    library = compose.check_campaign(campaign, dry_run=dry_run)
+    world = compose.build_world(campaign, library) if dry_run else None
+    with Interrupts() as interrupts, _sole_runner(campaign.store):
         try:
-            with build_rig(campaign, dry_run=dry_run, world=world) as rig:
-                executor = ProtocolExecutor.from_campaign(campaign, rig)
+            with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library) as rig:
+                executor = compose.build_executor(campaign, rig)
                 executor.check()
-                with open_journal() as journal, _sole_runner(journal.path):
+                with open_journal() as journal:
                     code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts)
         except Interrupted:
             code = EXIT_INTERRUPTED
     store = campaign.store
     if code == EXIT_INTERRUPTED:
-        console.err.print(f"interrupted: instruments are in a safe state and the journal is consistent.\n"
-                          f"continue with: labloop resume {store}", markup=False, highlight=False, soft_wrap=True)
+        console.err.print(f"interrupted: the journal is consistent.\ncontinue with: labloop resume {store}",
+                          markup=False, highlight=False, soft_wrap=True)
     elif code == EXIT_FAULTS:
         with Journal.open(store, readonly=True) as journal:
             stopped = next((e.message for e in reversed(journal.events()) if e.kind == "stopped"), "failures in a row")
@@ -103,9 +108,14 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
 
 @contextmanager
 def _sole_runner(store: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the store while a run writes it, so a second ``run`` or ``resume`` of the
-    same campaign is refused instead of interleaving experiments (the lock dies with the process)."""
-    fd = os.open(store, os.O_RDONLY)
+    """Hold an exclusive lock beside the store (``<store>.lock``) while a run uses it, so a second ``run`` or
+    ``resume`` of the same campaign is refused before it opens any port (the lock dies with the process)."""
+    store.parent.mkdir(parents=True, exist_ok=True)
+    lock = store.with_name(store.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise JournalError(f"{store}: cannot use this store: {exc.strerror} ({lock})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

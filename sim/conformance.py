@@ -2,9 +2,9 @@
 
 Why: the runner trusts every driver to satisfy its contract (:mod:`labloop.instruments.contracts`): the
 right methods, idempotent stops and aborts, refusals *before* any byte is sent, and only typed errors
-(:mod:`labloop.instruments.errors`). A plug-in author runs::
+(:mod:`labloop.core.errors`). A plug-in author runs::
 
-    from labloop.instruments.conformance import check_driver
+    from labloop.sim.conformance import check_driver
     report = check_driver("rodeostat")          # against the driver's own emulator
     assert report.passed, "\\n".join(report.lines())
 
@@ -26,10 +26,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from labloop.instruments.contracts import Potentiostat, Pump, PumpStatus, SafetyLimits, SampleChanger
-from labloop.instruments.errors import ConfigError, InstrumentError, SafetyLimitExceeded
+from labloop.core.errors import ConfigError, Disconnected, InstrumentError, LabloopError, SafetyLimitExceeded
+from labloop.instruments.contracts import Potentiostat, Pump, PumpStatus, RateUnit, SafetyLimits, SampleChanger
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.voltammogram import CVParams, Voltammogram
+from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
+from labloop.sim.emulators import EmulatorFactory, accepted, load_emulator
+from labloop.sim.pty_device import TimeScale
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ KIT_LIMITS = SafetyLimits(max_dispense_ml=0.5, syringe_ml=10.0, potential_window
 KIT_CV = CVParams(e_begin_v=-0.2, e_vertex1_v=0.3, e_vertex2_v=-0.2, scan_rate_v_s=0.5, e_step_v=0.01)
 KIT_DISPENSE_ML = 0.01
 KIT_RATE_ML_MIN = 1.0
+KIT_DIAMETER_MM = 14.57  # a 10 mL syringe, as the example campaign's electrolyte pump
 KIT_SAMPLE = "kit-sample"
 
 
@@ -76,36 +80,41 @@ class _Failed(Exception):
 
 def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
                  options: Mapping[str, Any] | None = None, emulator_options: Mapping[str, Any] | None = None,
-                 limits: SafetyLimits = KIT_LIMITS) -> ConformanceReport:
+                 limits: SafetyLimits = KIT_LIMITS, emulator: EmulatorFactory | None = None) -> ConformanceReport:
     """Run the kit on ``driver`` (a registered name or a descriptor).
 
-    Without ``port`` the driver's emulator is started (zero latency, a cell holding 1 mM of a fast couple)
-    and the driver opened on it; with ``port`` the driver talks to whatever is there, in real time.
-    ``options`` go to the driver's ``open``, ``emulator_options`` to its emulator factory.
+    Without ``port`` the driver's emulator (``emulator``, else the one registered under the driver's name)
+    is started (zero latency, a cell holding 1 mM of a fast couple) and the driver opened on it; with
+    ``port`` the driver talks to whatever is there, in real time. ``options`` go to the driver's ``open``,
+    ``emulator_options`` to its emulator factory. A ``port`` that cannot be opened is a ConfigError naming
+    it (the port is wrong, not the driver).
     """
     descriptor = resolve(driver)
     emulation = None
+    cell = None
     open_options: dict[str, Any] = {}
     if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
         open_options.update(limits=limits, time_scale=1.0)
     if port is None:
-        from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
-        from labloop.sim.pty_device import TimeScale
-
         context = EmulatorContext.standalone(DEFAULT_COUPLE, time_scale=TimeScale.zero_latency())
-        emulation = descriptor.start_emulator(context, **(emulator_options or {}))
+        factory = emulator or load_emulator(descriptor.name)
+        emulation = factory(context, **accepted(factory, {"holds": "sample", **(emulator_options or {})}))
+        cell = context.cell
         port = emulation.port
         open_options.update(emulation.options)
         if "time_scale" in open_options:
             open_options["time_scale"] = math.inf
     open_options.update(options or {})
     kit = _Kit(descriptor, port, open_options, limits,
-               received=(lambda: emulation.device.received) if emulation and emulation.device else None)
+               received=(lambda: emulation.device.received) if emulation and emulation.device else None,
+               cell_volume_ml=(lambda: cell.state().volume_ml) if cell is not None else None)
     try:
         kit.run()
     finally:
         if emulation is not None:
             emulation.stop()
+    if emulation is None and kit.open_failure is not None:
+        raise ConfigError(f"port {port}", f"cannot open it for driver {descriptor.name!r}: {kit.open_failure}")
     if emulation is not None and emulation.device is not None:
         errors = emulation.device.errors
         kit.results.append(CheckResult("emulator raised nothing", not errors, "; ".join(map(repr, errors)), 0.0))
@@ -114,8 +123,10 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
 
 class _Kit:
     def __init__(self, descriptor: DriverDescriptor, port: str, options: dict[str, Any], limits: SafetyLimits,
-                 received: Callable[[], bytes] | None) -> None:
+                 received: Callable[[], bytes] | None, cell_volume_ml: Callable[[], float] | None) -> None:
         self.descriptor = descriptor
+        self.cell_volume_ml = cell_volume_ml
+        self.open_failure: Disconnected | None = None
         self.port = port
         self.options = options
         self.limits = limits
@@ -133,6 +144,8 @@ class _Kit:
             for name, call in steps:
                 if not self._step(name, call) and name == "open":
                     return
+                if name == "open" and self.driver is None:
+                    return
         finally:
             if self.driver is not None:
                 with contextlib.suppress(InstrumentError):
@@ -144,7 +157,11 @@ class _Kit:
             detail, passed = call() or "", True
         except _Failed as exc:
             detail, passed = str(exc), False
-        except InstrumentError as exc:
+        except Disconnected as exc:
+            if name == "open":
+                self.open_failure = exc
+            detail, passed = f"{type(exc).__name__}: {exc}", False
+        except LabloopError as exc:
             detail, passed = f"{type(exc).__name__}: {exc}", False
         except Exception as exc:
             detail, passed = f"untyped exception {type(exc).__name__}: {exc}", False
@@ -162,13 +179,13 @@ class _Kit:
 
         return step
 
-    def _refuses(self, expected: type[InstrumentError], call: Callable[[], object], what: str) -> None:
+    def _refuses(self, expected: type[LabloopError], call: Callable[[], object], what: str) -> None:
         before = self.received() if self.received else b""
         try:
             call()
         except expected:
             pass
-        except InstrumentError as exc:
+        except LabloopError as exc:
             raise _Failed(f"{what}: raised {type(exc).__name__} where {expected.__name__} was due") from exc
         else:
             raise _Failed(f"{what}: accepted")
@@ -183,7 +200,7 @@ class _Kit:
             self.driver.close()
             try:
                 call()
-            except InstrumentError as exc:
+            except LabloopError as exc:
                 return f"then {type(exc).__name__}"
             raise _Failed("a closed driver still answered")
 
@@ -198,9 +215,22 @@ class _Kit:
             return f"{status.state}, infused {status.infused_ml:g} mL"
 
         def dispense() -> str:
+            before = self.cell_volume_ml() if self.cell_volume_ml else None
             done = self.driver.dispense(KIT_DISPENSE_ML, KIT_RATE_ML_MIN)
             if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
                 raise _Failed(f"dispensed {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
+            if before is not None and self.cell_volume_ml is not None:
+                added = self.cell_volume_ml() - before
+                if not math.isclose(added, KIT_DISPENSE_ML, rel_tol=1e-3):
+                    raise _Failed(f"the emulator put {added:g} mL into the simulated cell where {KIT_DISPENSE_ML} "
+                                  "mL was dispensed (an emulator must pour what its pump dispenses: docs/drivers.md)")
+                return f"{done:g} mL, and the emulated cell got it"
+            return f"{done:g} mL"
+
+        def withdraw() -> str:
+            done = self.driver.withdraw(KIT_DISPENSE_ML, KIT_RATE_ML_MIN)
+            if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
+                raise _Failed(f"withdrew {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
             return f"{done:g} mL"
 
         def refusals() -> None:
@@ -211,7 +241,10 @@ class _Kit:
 
         return [("open", self._open(Pump)), ("status", status),
                 ("stop twice", self._call("stop", times=2)),
-                ("small dispense", dispense), ("stop after the dispense", self._call("stop")),
+                ("set diameter", self._call("set_diameter", KIT_DIAMETER_MM)),
+                ("set rate", self._call("set_rate", KIT_RATE_ML_MIN, RateUnit.ML_MIN)),
+                ("small dispense", dispense), ("small withdrawal", withdraw),
+                ("stop after the dispense", self._call("stop")),
                 ("refuses unsafe input, sends nothing", refusals),
                 ("close twice, then typed errors", self._closing(lambda: self.driver.status()))]
 

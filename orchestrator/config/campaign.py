@@ -5,7 +5,7 @@ Why validate here, eagerly and completely: a campaign runs unattended overnight,
 surface at 3 a.m. after ten experiments. Every section is a frozen pydantic model that forbids unknown
 keys; files are opened and their columns checked; choices are checked against what labloop really has
 (surrogate presets, solvents, registered drivers). :func:`load_campaign` reports *all* problems, each as
-``file:line: field: why`` (see :mod:`labloop.orchestrator.yaml_source`), before anything is created.
+``file:line: field: why`` (see :mod:`labloop.orchestrator.config.yaml_source`), before anything is created.
 
 Relative paths resolve against the campaign file's folder, so a campaign and its files move together.
 The validated model dumps to JSON (``model_dump(mode="json", by_alias=True)``) with absolute paths and the
@@ -36,25 +36,18 @@ from pydantic import (
     model_validator,
 )
 
+from labloop.core.errors import CampaignError, ConfigError, InvalidInput, Problem, Problems, not_one_of
 from labloop.instruments.contracts import SafetyLimits
-from labloop.instruments.errors import ConfigError
-from labloop.orchestrator.yaml_source import (
-    CampaignError,
-    Problem,
-    Problems,
-    YamlDocument,
-    error_lines,
-    not_one_of,
-    read_yaml,
-)
+from labloop.instruments.cv_analysis import Quantity
+from labloop.instruments.registry import driver_names, load_driver
+from labloop.orchestrator.config.yaml_source import YamlDocument, error_lines, read_yaml
+from labloop.planners import PlannerSettings
 from labloop.protocols.steps import parse_steps
 from labloop.surrogate.dataset import read_table
-from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.presets import PRESETS
 
 log = logging.getLogger(__name__)
 
-Quantity = Literal["oxidation_potential", "reduction_potential"]
 #: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values;
 #: ``.inf`` and ``.nan`` are no limits either
 Int = Annotated[int, Strict()]
@@ -67,12 +60,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def known_drivers() -> list[str] | None:
-    """Driver names the registry lists, or None when it cannot tell (no registry module, or no driver
-    registered: then the names are checked when the runner loads the drivers)."""
-    try:
-        from labloop.instruments.registry import driver_names
-    except ImportError:
-        return None
+    """Driver names the registry lists, or None when it cannot tell (no driver registered: labloop is not
+    installed, e.g. run from a source tree; then the names are checked when the runner loads the drivers)."""
     return driver_names() or None
 
 
@@ -284,6 +273,24 @@ class Instrument(BaseModel):
         if names is not None and value not in names:
             raise ValueError(not_one_of(value, names))
         return value
+
+    @model_validator(mode="after")
+    def _known_options(self) -> Instrument:
+        """Every option is one the driver takes (its ``open``'s keywords): a typo such as ``adress`` is
+        refused here, with the line, instead of as a TypeError when the run opens the port."""
+        if known_drivers() is None:
+            return self
+        try:
+            known = load_driver(self.driver).descriptor.option_names()
+        except ConfigError as exc:
+            raise Problems(Problem(("driver",), exc.what)) from None
+        if known is None:
+            return self
+        unknown = [key for key in self.options if key not in known]
+        if unknown:
+            raise Problems(*(Problem(("options", key), f"not an option of driver {self.driver!r} (its options: "
+                                                       f"{', '.join(known) or 'none'})") for key in unknown))
+        return self
 
 
 def _check_steps(steps: Any) -> tuple[Any, ...]:
@@ -520,6 +527,13 @@ class Campaign(BaseModel):
                     problems.append(Problem(("protocol", index, step.name, field),
                                             f"{not_one_of(name, list(self.instruments))} (the instruments)"))
         return problems
+
+    def planner_settings(self) -> PlannerSettings:
+        """The planner's part of the campaign (planners never receive the campaign itself)."""
+        return PlannerSettings(kind=self.planner.kind, goal=self.objective.goal, window_v=self.objective.window_v,
+                               acquisition=self.planner.acquisition_for(self.objective.goal),
+                               diversity=self.planner.diversity, first_batch=self.planner.first_batch,
+                               conditions=self.conditions.space())
 
     def _planner_problems(self) -> list[Problem]:
         problems = []

@@ -1,0 +1,175 @@
+"""Every error labloop raises on purpose, under one root, so the CLI and the runner decide by kind alone.
+
+Why one module (BayBE keeps one exceptions module too): the three kinds need three different answers, and
+a class in the wrong branch does real harm — a candidate whose CV window breaks a safety limit used to
+count as an instrument fault, so three such molecules in a row stopped a campaign with "fix the rig".
+
+- :class:`InputError` — the user's input is wrong (campaign file, protocol, option, safety limit, library,
+  journal, model file). The CLI prints its one line and exits 2; it is raised before anything is written.
+  Met during an experiment (a proposal whose window breaks a limit), it fails that experiment only.
+- :class:`InstrumentError` — the rig misbehaved (timeout, garbage reply, stall, unplugged cable). Counted
+  toward ``budget.max_consecutive_faults``: several in a row mean a person must look at the rig.
+- :class:`AnalysisError` — the measurement cannot be used (the molecule's fault, not the rig's).
+
+Each error prints as one line, so the journal and the CLI can show it as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Loc = tuple[str | int, ...]
+
+
+class LabloopError(Exception):
+    """Root of every error labloop raises on purpose."""
+
+
+class InputError(LabloopError):
+    """Bad input: a one-line message for the user, exit code 2, nothing written."""
+
+
+class InstrumentError(LabloopError):
+    """Root of every instrument failure: ``where`` names the device/port, ``what`` says what happened."""
+
+    def __init__(self, where: str, what: str) -> None:
+        self.where = where
+        self.what = " ".join(what.split())  # one line, whatever the caller built
+        super().__init__(f"{where}: {self.what}")
+
+
+class AnalysisError(LabloopError):
+    """A measurement that cannot be used: the molecule's fault, never counted against the rig."""
+
+
+# -- input errors ---------------------------------------------------------------------------------------
+
+
+class LocatedInputError(InputError):
+    """An input error found at a named place (``where``: an instrument, a port, a protocol step)."""
+
+    def __init__(self, where: str, what: str) -> None:
+        self.where = where
+        self.what = " ".join(what.split())  # one line, whatever the caller built
+        super().__init__(f"{where}: {self.what}")
+
+
+class ConfigError(LocatedInputError, ValueError):
+    """A driver option or argument value the device cannot take (bad address, unrepresentable number)."""
+
+
+class SafetyLimitExceeded(LocatedInputError):
+    """A request exceeds the configured safety limits; raised before any byte reaches the device."""
+
+
+class InvalidParameter(InputError, ValueError):
+    """A measurement parameter (CV vertex, scan rate, step) that is not physical or not representable."""
+
+
+class SurrogateError(InputError):
+    """Bad input to the surrogate: a data file, column, option or value that cannot be used."""
+
+
+class InvalidInput(SurrogateError):
+    """A data file, column, option or value that cannot be used (names the offending field)."""
+
+
+class ModelLoadError(SurrogateError):
+    """A model directory that is missing, damaged, or written by an incompatible labloop version."""
+
+
+class JournalError(InputError, ValueError):
+    """A file that is not a labloop journal, or one that cannot be read or written as asked."""
+
+
+def dotted(loc: Loc) -> str:
+    """A field path as a person writes it: ``instruments.pump.options[0]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def not_one_of(value: Any, choices: Sequence[str]) -> str:
+    """The one wording of "not a valid choice" every check uses."""
+    return f"{value!r} is not one of {', '.join(choices)}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong: ``loc`` is relative to the validator that found it; ``where`` ("file:line") is set
+    when the problem sits in another file than the one being validated."""
+
+    loc: Loc
+    message: str
+    where: str | None = None
+
+    def line(self, where: str) -> str:
+        """``where: field: message`` (the field left out when the problem is with the whole file)."""
+        return f"{where}: {dotted(self.loc)}: {self.message}" if self.loc else f"{where}: {self.message}"
+
+
+class Problems(InputError, ValueError):
+    """Raised by validators that can find several problems at once (pydantic keeps it in the error's ctx)."""
+
+    def __init__(self, *problems: Problem) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{dotted(p.loc) or 'value'}: {p.message}" for p in problems))
+
+
+class CampaignError(InputError, ValueError):
+    """A campaign (or protocol) file that cannot be used; carries every error, one line each.
+
+    ``str()`` is one line: the first error, plus how many more there are.
+    """
+
+    def __init__(self, messages: Sequence[str]) -> None:
+        self.messages = list(messages)
+        more = f" (and {len(self.messages) - 1} more)" if len(self.messages) > 1 else ""
+        super().__init__(f"{self.messages[0]}{more}")
+
+    @classmethod
+    def from_problems(cls, problems: Problems) -> CampaignError:
+        """For problems that each know their ``where`` (file errors)."""
+        return cls([p.line(p.where or "?") for p in problems.problems])
+
+
+# -- instrument errors ----------------------------------------------------------------------------------
+
+
+class InstrumentTimeout(InstrumentError):
+    """No (complete) reply before the deadline; safe commands may be retried by the driver."""
+
+
+class ProtocolError(InstrumentError):
+    """A reply arrived but it is garbage, garbled, or not the reply this command expects."""
+
+
+class DeviceError(InstrumentError):
+    """The device answered with an error code (e.g. `?OOR`); `code` holds it verbatim."""
+
+    def __init__(self, where: str, code: str, what: str) -> None:
+        self.code = code
+        super().__init__(where, f"device error {code}: {what}")
+
+
+class PumpStalled(InstrumentError):
+    """The pump reported a motor stall: the dispensed volume is unknown, a person should look."""
+
+
+class Overload(InstrumentError):
+    """The potentiostat reported a current overload: the measurement is not valid."""
+
+
+class Disconnected(InstrumentError):
+    """The port vanished or could not be opened (cable pulled, USB adapter reset, emulator stopped)."""
+
+
+class DispenseMismatch(InstrumentError):
+    """The pump's own dispensed-volume counter disagrees with what was requested."""
+
+
+class ReplayMismatch(InstrumentError):
+    """A driver replayed against a wire capture wrote bytes the capture does not have at that point."""

@@ -1,0 +1,14 @@
+"""The one timestamp format of labloop: the journal stores it, and the protocol executor stamps actions with it.
+
+Why here, at the bottom: protocols stamp their actions as they happen and the journal stores those stamps,
+so both need the same format without the protocols layer importing the journal.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def now() -> str:
+    """UTC timestamp as stored in every table (ISO 8601, milliseconds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

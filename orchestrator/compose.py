@@ -1,0 +1,161 @@
+"""The composition module: the one place that builds a campaign's objects from its validated config.
+
+Why one place (ophyd-async keeps the simulator out of its core the same way): the layers below never see
+the whole campaign and never choose between hardware and emulators. Here each gets only its own section —
+the planner its :class:`PlannerSettings`, the protocol executor its steps, safety limits and reference
+electrode, the drivers their options — and only here are emulators started for a dry run
+(docs/architecture.md).
+
+Dry run: every instrument's emulator (registered under the driver's name, :mod:`labloop.sim.emulators`) is
+started in ONE :class:`SimulatedLab`: the pumps pour into its cell, the potentiostat measures it, and the
+couple of a sample comes from the :class:`World`. An emulator gets the instrument's options it accepts
+(the NE-1000's ``address`` and ``diameter_mm``), what its syringe holds (``holds``, from the protocol's
+``fluid``) and the campaign's ``seed``. The time scale is ``world.time_scale`` (0, the default: zero
+latency).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+from labloop.core.errors import ConfigError, Disconnected, InputError
+from labloop.instruments.registry import DriverKind, resolve
+from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.config.campaign import World as WorldSpec
+from labloop.orchestrator.loop.rig import Ask, Rig
+from labloop.orchestrator.loop.runner import sample_ids
+from labloop.planners import make_planner
+from labloop.protocols.executor import ProtocolExecutor
+from labloop.protocols.steps import parse_steps, pumps_holding_sample
+from labloop.sim.lab import SimulatedLab
+from labloop.sim.world import TruthTable, World
+from labloop.surrogate.dataset import read_table
+
+log = logging.getLogger(__name__)
+
+
+def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> World:
+    """The simulated world of ``campaign.world`` (a campaign without one gets the default: IE/EA of the
+    library in acetonitrile, 10 mV noise); it knows which molecule each library sample id holds."""
+    spec = campaign.world or WorldSpec()
+    truth = spec.truth
+    table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
+    offset = campaign.cell.reference_offset_v if spec.reference_offset_v is None else spec.reference_offset_v
+    log.info("world: %d molecules, truth from %s, %s", len(table.values), truth.source, campaign.objective.quantity)
+    world = World(table, source=truth.source, quantity=campaign.objective.quantity, solvent=truth.solvent,
+                  noise_v=spec.noise_v, reference_offset_v=offset, seed=campaign.seed)
+    for smiles, sample_id in sample_ids(library or []).items():
+        world.note_sample(sample_id, smiles)
+    return world
+
+
+def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
+    """The executor of ``campaign``'s protocol on ``rig``, with its safety limits, reference electrode and
+    objective quantity."""
+    return ProtocolExecutor(campaign.protocol.steps, rig, campaign.safety.limits(), campaign.cell.reference_offset_v,
+                            quantity=campaign.objective.quantity)
+
+
+def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
+    """What can be known about the instruments before a port is opened, beyond the schema (which checks
+    that every driver exists and takes the options given): a simulated-only driver is not asked for real
+    hardware, and every serial port exists (real runs). Raises an InputError naming the instrument."""
+    for name, entry in campaign.instruments.items():
+        where = f"instruments.{name}"
+        try:
+            descriptor = resolve(entry.driver)
+        except ConfigError as exc:
+            raise ConfigError(where, exc.what) from None
+        if dry_run:
+            continue
+        if descriptor.simulated_only:
+            raise ConfigError(where, f"driver {entry.driver!r} exists only in the simulated world: run with "
+                                     "--dry-run, or give the instrument a real driver")
+        if descriptor.default_baudrate is not None:  # a serial device: its port must be there
+            port = entry.port or name
+            if "://" not in port and not _is_device(port):
+                raise ConfigError(where, f"port {port} does not exist (is the device plugged in? list ports with "
+                                         "`python -m serial.tools.list_ports`)")
+
+
+def check_campaign(campaign: Campaign, *, dry_run: bool) -> list[str]:
+    """Everything ``run`` checks before it opens anything (``validate`` runs exactly this): the library, the
+    planner, the instruments and the protocol against them. Returns the library's molecules."""
+    library = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
+    make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
+    check_instruments(campaign, dry_run=dry_run)
+    check_protocol(campaign)
+    return library
+
+
+def check_protocol(campaign: Campaign) -> None:
+    """The protocol against the instruments' declared kinds and the safety limits, before any port is open."""
+    kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
+    ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(), campaign.cell.reference_offset_v,
+                     quantity=campaign.objective.quantity, kinds=kinds).check()
+
+
+def _is_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, ask: Ask = input,
+              library: Sequence[str] | None = None) -> Rig:
+    """Open every instrument of ``campaign`` (nothing stays open when one fails). ``dry_run`` puts each on its
+    emulator, the world being ``world`` or the campaign's. ``ask`` is how the rig asks the operator.
+
+    A port that cannot be opened is an input error naming the instrument and the port: nothing has run yet,
+    so the fix is the campaign file or the cable, not the rig's state."""
+    check_instruments(campaign, dry_run=dry_run)
+    limits = campaign.safety.limits()
+    with ExitStack() as stack:
+        lab = None
+        if dry_run:
+            spec = campaign.world or WorldSpec()
+            lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale)
+            sample_pumps = pumps_holding_sample(parse_steps(list(campaign.protocol.steps)))
+        instruments: dict[str, object] = {}
+        for name, entry in campaign.instruments.items():
+            descriptor = resolve(entry.driver)
+            options: dict[str, Any] = dict(entry.options)
+            port = entry.port or name
+            if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
+                options["limits"] = limits
+            if lab is not None:
+                emulation = lab.start(name, descriptor.name, {
+                    **entry.options, "holds": "sample" if name in sample_pumps else "electrolyte",
+                    "seed": campaign.seed}, stack)
+                port = emulation.port
+                options.update(emulation.options)
+                if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
+                    options["time_scale"] = lab.time_factor
+            elif descriptor.kind is DriverKind.SAMPLE_CHANGER and "ask" in (descriptor.option_names() or ["ask"]):
+                options["ask"] = ask
+            driver = _open(descriptor.open, name, port, options)
+            stack.callback(driver.close)
+            instruments[name] = driver
+            log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")
+        if lab is not None:
+            return Rig(instruments, closer=stack.pop_all(), ask=ask, rinse=lab.rinse, sleep=lab.sleep,
+                       simulation=lab)
+        return Rig(instruments, closer=stack.pop_all(), ask=ask)
+
+
+def _open(factory: Callable[..., Any], name: str, port: str, options: dict[str, Any]) -> Any:
+    """``factory(port, **options)``; a port that cannot be opened names the instrument and the port."""
+    try:
+        return factory(port, **options)
+    except Disconnected as exc:
+        raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {exc.what}") from None
+    except InputError:
+        raise
+    except TypeError as exc:  # a driver whose open() signature does not match its declared options
+        raise ConfigError(f"instruments.{name}", f"driver cannot be opened with these options: {exc}") from None

@@ -1,0 +1,111 @@
+"""Learning in one place: which model version the loop proposes with, its calibration on the measurements,
+and retraining on them — behind one interface the runner calls (:class:`Learning`).
+
+Why one place: what a campaign learns from its measurements decides what it proposes next, and those
+decisions must be journalled and reproducible. Here the newest model version is kept, calibrated on every
+measurement before each proposal (the calibration event says how far the recent predictions were off), and
+retrained every ``surrogate.retrain_every`` done experiments in the background (:mod:`.retraining`); the
+runner only asks for the model to propose with (:meth:`Learning.model_view`) and says when an experiment is
+done (:meth:`Learning.after_done`). Everything here is a function of the journal, so a resumed run
+proposes exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Self
+
+from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
+from labloop.orchestrator.learning import models
+from labloop.orchestrator.learning.retraining import Retrainer
+from labloop.planners import ModelView, PlannerState
+from labloop.planners.feedback import CalibratedModel, DescriptorTable
+
+log = logging.getLogger(__name__)
+
+#: the calibration event reports the error of this many latest predictions
+RECENT_ERRORS = 8
+
+#: ``deferred()``: a context in which journal writes are not torn by Ctrl-C (the runner's interrupt guard)
+Deferred = Callable[[], AbstractContextManager[object]]
+
+
+class Learning:
+    """The models of one campaign run; a context manager (leaving it cancels a retrain in progress).
+
+    ``model`` is the newest journalled model (None: a campaign without a prior); ``learns`` whether the
+    planner uses measurements at all (the screening and random baselines do not); ``descriptors`` the table
+    of cheap descriptors shared with the planner.
+    """
+
+    def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str], model: models.LoadedModel | None,
+                 *, learns: bool, descriptors: DescriptorTable, deferred: Deferred) -> None:
+        self.campaign = campaign
+        self.journal = journal
+        self.model = model
+        self.learns = learns
+        self.descriptors = descriptors
+        self._deferred = deferred
+        self._retrainer = Retrainer(campaign, journal, library)
+        self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
+
+    def __enter__(self) -> Self:
+        self._retrainer.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._retrainer.__exit__(*exc)
+
+    @property
+    def training(self) -> bool:
+        """A retrain is running."""
+        return self._retrainer.training
+
+    def wait(self) -> None:
+        """Until the retrain in progress (if any) has finished."""
+        self._retrainer.wait()
+
+    def refresh(self) -> None:
+        """Take the model a finished retrain produced, if any (called before each proposal)."""
+        newest = self._retrainer.take_model()
+        if newest is not None:
+            self.model = newest
+            log.info("now proposing with model version %d", newest.model.version)
+
+    def model_view(self, state: PlannerState, experiments: Sequence[ExperimentRow]) -> ModelView | None:
+        """The model the planner proposes with: calibrated on the measurements for a planner that learns
+        (the calibration is journalled with how well the recent proposals predicted their measurements)."""
+        if self.model is None:
+            return None
+        if not self.learns:
+            return self.model.model
+        view = CalibratedModel(self.model.model, state.observations, self.descriptors)
+        if view.calibration.n:
+            measured = [e for e in experiments if e.status == State.DONE and e.potential_v is not None
+                        and e.mu is not None][-RECENT_ERRORS:]
+            recent = (sum(abs(e.potential_v - e.mu) for e in measured) / len(measured)) if measured else None
+            summary = {**view.calibration.summary(), "model_version": view.version,
+                       "recent_prediction_mae_v": recent, "recent_n": len(measured)}
+            message = (f"calibration on {view.calibration.n} measurements (model version {view.version})"
+                       + ("" if recent is None else f"; last {len(measured)} predictions off by {recent:.3f} V"))
+            with self._deferred():
+                self.journal.add_event("calibration", message, data=summary)
+        return view
+
+    def after_done(self, done: int) -> None:
+        """An experiment is done (``done`` in all): every ``surrogate.retrain_every`` of them, and not after
+        the last one, retrain on the measurements in the background."""
+        if self.model is None or self.training or not self.learns:
+            return
+        due = done // self.campaign.surrogate.retrain_every
+        if due > self.rounds and done < self.campaign.budget.max_experiments:
+            self.rounds = due
+            with self._deferred():  # it journals that the retrain started
+                self._retrainer.retrain(self._measured(), due)
+
+    def _measured(self) -> list[tuple[str, float]]:
+        return [(e.smiles, e.potential_v) for e in self.journal.experiments(states=(State.DONE,))
+                if e.potential_v is not None]

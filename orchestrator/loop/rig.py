@@ -1,0 +1,124 @@
+"""The rig: the campaign's instruments by name, one way to make them all safe, and one way to release them.
+
+Why one object: the runner and the protocol executor need the instruments by the names the campaign gives
+them, one way to put them all in a safe state (Ctrl-C, a fault, the end of a run), and one way to release
+them, whatever drivers they are. The rig never knows whether its instruments are real: the composition
+module (:mod:`labloop.orchestrator.compose`) opens them on hardware or on emulators and hands the rig the
+two things that differ — how the cell is rinsed (the operator, or the simulated cell) and how device time
+passes (the wall clock, or a faster one).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from typing import Any, Self
+
+from labloop.core.errors import Disconnected
+from labloop.instruments.contracts import Potentiostat, Pump
+
+log = logging.getLogger(__name__)
+
+Ask = Callable[[str], str]
+#: how long one instrument's stop/abort may take before the rig reports it could not make it safe
+SAFE_STATE_DEADLINE_S = 10.0
+
+
+def _within(action: Callable[[], object], deadline_s: float) -> str | None:
+    """Run ``action`` on a daemon thread; None if it returned in time, else what went wrong."""
+    outcome: list[str | None] = []
+
+    def call() -> None:
+        try:
+            action()
+            outcome.append(None)
+        except Exception as exc:  # any failure to stop is reported, never raised
+            outcome.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=call, name="safe-state", daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    return outcome[0] if outcome else f"no answer within {deadline_s:g} s"
+
+
+class Rig:
+    """Opened instruments by name (``instruments``); a context manager that closes them."""
+
+    def __init__(self, instruments: Mapping[str, object], *, closer: ExitStack, ask: Ask = input,
+                 rinse: Callable[[], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 simulation: Any = None) -> None:
+        self.instruments: dict[str, object] = dict(instruments)
+        self._closer = closer
+        self._ask = ask
+        self._rinse = rinse
+        self._sleep = sleep
+        #: the simulated lab behind a dry-run rig (its emulators, for tests and diagnostics); None on hardware
+        self.simulation = simulation
+
+    @property
+    def dry_run(self) -> bool:
+        return self.simulation is not None
+
+    def rinse_cell(self) -> None:
+        """Empty and rinse the cell: as the composition module said (an emulated cell), else the operator."""
+        if self._rinse is not None:
+            self._rinse()
+            return
+        try:
+            self._ask("Rinse the cell, then press Enter: ")
+        except EOFError:
+            raise Disconnected("cell", "no operator to rinse the cell: the console's input is closed") from None
+
+    def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass."""
+        self._sleep(seconds)
+
+    def safe_state(self, *, deadline_s: float = SAFE_STATE_DEADLINE_S) -> list[str]:
+        """Stop every pump and abort the potentiostats (cell off). Never raises; safe to call twice.
+
+        Returns what could not be made safe, one ``"name: why"`` each (empty when all is safe), so nobody
+        is told "safe" when a pump did not answer. Each stop or abort gets ``deadline_s``: a plug-in whose
+        ``abort()`` never returns is reported, not waited for."""
+        failed = []
+        for name, driver in self.instruments.items():
+            action = driver.stop if isinstance(driver, Pump) else driver.abort if isinstance(
+                driver, Potentiostat) else None
+            if action is None:
+                continue
+            problem = _within(action, deadline_s)
+            if problem is not None:
+                log.error("safe state: %s could not be made safe: %s", name, problem)
+                failed.append(f"{name}: {problem}")
+        return failed
+
+    def health_check(self) -> dict[str, str]:
+        """``{name: "ok: ..." | "error: ..."}``: pumps report their status, drivers with ``identify()``
+        their firmware; others are ok while they are open."""
+        report = {}
+        for name, driver in self.instruments.items():
+            try:
+                if isinstance(driver, Pump):
+                    report[name] = f"ok: {driver.status().state}"
+                elif callable(identify := getattr(driver, "identify", None)):
+                    report[name] = f"ok: {identify()}"
+                else:
+                    report[name] = "ok"
+            except Exception as exc:
+                report[name] = f"error: {exc}"
+        return report
+
+    def close(self) -> None:
+        """Safe state, then close every driver and stop every emulator; closing twice is not an error."""
+        if self.instruments:
+            self.safe_state()
+        self.instruments.clear()
+        self._closer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

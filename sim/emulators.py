@@ -1,0 +1,64 @@
+"""The emulator registry: a driver's emulator is found by the driver's name in the ``labloop.emulators``
+entry-point group, the way the driver itself is found in ``labloop.drivers``.
+
+Why a group of its own: the instrument layer never imports the simulator (docs/architecture.md), so a driver
+descriptor cannot point at its emulator. A plug-in that wants ``--dry-run``, ``labloop sim serve`` and the
+conformance kit registers an emulator factory under the same name as its driver (docs/drivers.md).
+
+A factory is ``emulator(context, **options) -> Emulation``: it takes the shared
+:class:`labloop.sim.emulation.EmulatorContext` and the keyword options it declares, and returns a started
+:class:`labloop.sim.emulation.Emulation` whose ``port`` and ``options`` are what the driver's ``open`` needs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from labloop.core.errors import ConfigError
+from labloop.sim.emulation import Emulation, EmulatorContext
+
+log = logging.getLogger(__name__)
+
+GROUP = "labloop.emulators"
+
+EmulatorFactory = Callable[..., Emulation]
+
+
+def emulator_names() -> list[str]:
+    """Names of the drivers that have a registered emulator, sorted."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
+def load_emulator(driver: str) -> EmulatorFactory:
+    """The emulator factory registered for ``driver``; ConfigError (one line) if none or broken."""
+    found = {ep.value: ep for ep in entry_points(group=GROUP) if ep.name == driver}
+    if not found:
+        raise ConfigError(f"driver {driver!r}", f"has no emulator (none registered under {GROUP!r})")
+    if len(found) > 1:
+        raise ConfigError(GROUP, f"emulator {driver!r} is registered more than once: {', '.join(sorted(found))}")
+    (ep,) = found.values()
+    try:
+        factory = ep.load()
+    except Exception as exc:  # a plug-in's import error must be one line, not a traceback
+        raise ConfigError(GROUP, f"emulator {driver!r} ({ep.value}) cannot be loaded: {exc!r}") from exc
+    if not callable(factory):
+        raise ConfigError(GROUP, f"emulator {driver!r} ({ep.value}) is not callable")
+    return factory
+
+
+def accepted(factory: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``factory`` takes as keywords (all of them if it takes ``**kwargs``)."""
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(options)
+    return {key: value for key, value in options.items() if key in parameters}
+
+
+def start_emulator(driver: str, context: EmulatorContext, options: Mapping[str, Any] | None = None) -> Emulation:
+    """Start ``driver``'s emulator on ``context`` with those of ``options`` its factory accepts."""
+    factory = load_emulator(driver)
+    return factory(context, **accepted(factory, options or {}))

@@ -1,0 +1,78 @@
+"""A simulated lab: the emulators of one dry-run rig around one shared cell, in one simulated world.
+
+Why one object: every emulator of a dry run acts on the same :class:`EmulatorContext` — the pumps pour into
+its cell, the potentiostat measures it, and what a sample is made of comes from the :class:`World`. The
+composition module (:mod:`labloop.orchestrator.compose`) starts one emulator per instrument here and opens
+the real drivers on their ports; tests and diagnostics read the emulators' own state through
+:meth:`SimulatedLab.emulator_states`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from contextlib import ExitStack
+from typing import Any
+
+from labloop.sim.emulation import Emulation, EmulatorContext
+from labloop.sim.emulators import start_emulator
+from labloop.sim.pty_device import TimeScale
+from labloop.sim.world import World
+
+log = logging.getLogger(__name__)
+
+
+class SimulatedLab:
+    """The emulators of one dry run; ``time_scale`` 0 means zero latency (device seconds per wall second
+    otherwise)."""
+
+    def __init__(self, world: World, time_scale: float) -> None:
+        self.world = world
+        scale = TimeScale.zero_latency() if time_scale == 0 else TimeScale(time_scale)
+        self.context = EmulatorContext(couple_of=world.couple_of, time_scale=scale)
+        self.emulations: dict[str, Emulation] = {}
+        self._addresses: dict[str, int] = {}
+
+    def start(self, instrument: str, driver: str, options: Mapping[str, Any], stack: ExitStack) -> Emulation:
+        """Start ``driver``'s emulator for ``instrument`` (stopped when ``stack`` closes)."""
+        emulation = start_emulator(driver, self.context, options)
+        stack.callback(emulation.stop)
+        self.emulations[instrument] = emulation
+        self._addresses[instrument] = int(options.get("address", 0))
+        return emulation
+
+    @property
+    def time_factor(self) -> float:
+        """Device seconds per wall second (``math.inf`` at zero latency), for the drivers' deadlines."""
+        return self.context.time_scale.factor
+
+    def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass (none at zero latency)."""
+        if not math.isinf(self.time_factor):
+            time.sleep(seconds / self.time_factor)
+
+    def rinse(self) -> None:
+        """Empty and rinse the simulated cell at once."""
+        self.context.cell.rinse()
+
+    def emulator_states(self) -> dict[str, dict[str, Any]]:
+        """Read on the emulators themselves: bytes each pty emulator received, each pump's firmware status
+        (``S`` stopped, ``I`` infusing, ...), each potentiostat's cell switch; and the cell (``volume_ml``,
+        ``sample_id``, ``analytes_mM``)."""
+        states: dict[str, dict[str, Any]] = {}
+        for name, emulation in self.emulations.items():
+            if emulation.device is None:
+                continue
+            emulator = emulation.device.emulator
+            state: dict[str, Any] = {"received_bytes": len(emulation.device.received)}
+            if hasattr(emulator, "snapshot"):
+                state["status"] = emulator.snapshot(self._addresses[name]).status
+            if hasattr(emulator, "cell_on"):
+                state["cell_on"] = emulator.cell_on
+            states[name] = state
+        cell = self.context.cell.state()
+        states["cell"] = {"volume_ml": cell.volume_ml, "sample_id": cell.sample_id,
+                          "analytes_mM": dict(cell.analytes_mM)}
+        return states

@@ -1,0 +1,127 @@
+"""The layers import in one direction only (docs/architecture.md): every import of every module of labloop,
+type-only ones and those inside functions included, is checked against the table below.
+
+Why a test: an upward import compiles and runs; it only shows months later, when the simulator is on the
+production path or a planner needs the whole campaign. This test fails on the first one.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "instruments", "surrogate", "planners", "protocols", "sim", "orchestrator")
+
+#: which labloop packages each layer may import (its own always allowed)
+ALLOWED: dict[str, set[str]] = {
+    "core": set(),
+    "instruments": {"core"},
+    "surrogate": {"core"},
+    "planners": {"core", "surrogate"},
+    "protocols": {"core", "instruments"},
+    "sim": {"core", "instruments", "surrogate"},
+    "orchestrator": {"core", "instruments", "surrogate", "planners", "protocols", "sim"},
+}
+#: inside orchestrator/, the sub-layers from the bottom up: each may import those listed
+ORCHESTRATOR: dict[str, set[str]] = {
+    "console": set(),
+    "config": set(),
+    "journal": {"config"},
+    "report": {"config", "journal"},
+    "learning": {"config", "journal"},
+    "loop": {"console", "config", "journal", "learning"},
+    "compose": {"config", "loop"},
+    "cli": {"console", "config", "journal", "report", "learning", "loop", "compose"},
+}
+#: the only orchestrator modules that may import the simulated world: the composition module (it starts the
+#: emulators of a dry run), the `labloop sim` / `drivers check` commands (they serve emulators), and the
+#: campaign schema (it validates world.truth.solvent against the world's own table of solvents)
+SIM_IMPORTERS = {"orchestrator.compose", "orchestrator.cli.instruments", "orchestrator.config.campaign"}
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[int, list[str]]]:
+    """Every import statement of ``path`` that reaches into labloop: its line and what it names (without
+    the ``labloop.`` prefix; ``from labloop.orchestrator import console`` names ``orchestrator.console``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        targets = [name.removeprefix("labloop.") for name in names if name.startswith("labloop.")]
+        if targets:
+            found.append((node.lineno, targets))
+    return found
+
+
+def violations(root: Path) -> list[str]:
+    """Every forbidden import under ``root`` (a checkout), one ``file:line: a imports b`` each."""
+    problems = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            module = _module_name(path, root)
+            for line, targets in _imports(path):
+                bad = [target for target in targets if not _allowed(module, target)]
+                if bad:
+                    problems.append(f"{path.relative_to(root)}:{line}: {module} imports labloop.{bad[0]}")
+    return problems
+
+
+def _allowed(module: str, target: str) -> bool:
+    layer, other = module.split(".")[0], target.split(".")[0]
+    if other not in PACKAGES:
+        return True  # labloop.data and the like: package data, no code
+    if other != layer and other not in ALLOWED[layer]:
+        return False
+    if layer == "orchestrator" and other == "sim":
+        return any(module == name or module.startswith(name + ".") for name in SIM_IMPORTERS)
+    if layer == other == "orchestrator":
+        mine, theirs = _sublayer(module), _sublayer(target)
+        if theirs is None or mine is None:
+            return True  # ``import labloop.orchestrator`` itself, or the package's own __init__
+        return theirs == mine or theirs in ORCHESTRATOR[mine]
+    return True
+
+
+def _sublayer(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ORCHESTRATOR else None
+
+
+def test_every_layer_imports_only_downwards() -> None:
+    assert violations(ROOT) == []
+
+
+def test_every_orchestrator_module_has_a_sublayer() -> None:
+    """A new module of orchestrator/ must be placed in the table, or the rules above would not see it."""
+    unplaced = [path.relative_to(ROOT).as_posix() for path in (ROOT / "orchestrator").rglob("*.py")
+                if path != ROOT / "orchestrator" / "__init__.py" and _sublayer(_module_name(path, ROOT)) is None]
+    assert unplaced == []
+
+
+@pytest.mark.parametrize(("module", "line"), [
+    ("instruments/bad.py", "from labloop.sim.world import World"),
+    ("instruments/bad.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from labloop.sim import cell"),
+    ("planners/bad.py", "def f():\n    from labloop.orchestrator.config.campaign import Campaign"),
+    ("protocols/bad.py", "import labloop.orchestrator.journal.store"),
+    ("surrogate/bad.py", "from labloop.planners import PlannerSettings"),
+    ("orchestrator/loop/bad.py", "from labloop.sim.lab import SimulatedLab"),
+    ("orchestrator/journal/bad.py", "from labloop.orchestrator.loop.runner import Runner"),
+    ("core/bad.py", "from labloop.instruments.registry import resolve"),
+])
+def test_the_rules_catch_an_upward_import(tmp_path: Path, module: str, line: str) -> None:
+    """The checker itself: one forbidden import, plain, type-only or inside a function, is found."""
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+    (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / module).write_text(line + "\n")
+    assert len(violations(tmp_path)) == 1
