@@ -4,7 +4,7 @@ Why: a closed loop runs unattended, so the analysis must both measure and say wh
 measurement. A noisy, overloaded, empty or irreversible CV must arrive in the journal flagged, not as
 a confident E1/2 that would mislead the surrogate.
 
-Method (PROTOCOLS.md, "Extracting E1/2 from a noisy CV"):
+Method (docs/protocols.md, "Extracting E1/2 from a noisy CV"):
 1. split the CV at its vertices into monotone sweeps;
 2. smooth each sweep with a Savitzky-Golay filter whose window spans a fixed potential (21 points at
    1 mV), so the smoothing means the same at any step size;
@@ -125,9 +125,9 @@ def to_li_scale(e_v: float, reference_offset_v: float) -> float:
     """Potential vs Li/Li+ from a potential measured against a reference that sits at
     ``reference_offset_v`` V vs Li/Li+: ``E_Li = E + offset``.
 
-    Example: ferrocene in carbonate electrolytes is about 3.2 V vs Li/Li+ (PROTOCOLS.md), so a couple at
-    +0.30 V vs Fc/Fc+ is at 3.50 V vs Li/Li+. Offsets depend on solvent and electrode (+/-0.3 V across
-    solvents), which is why the caller supplies them instead of a built-in table.
+    Example: ferrocene in carbonate electrolytes is about 3.2 V vs Li/Li+ (docs/protocols.md, "Potential
+    scales"), so a couple at +0.30 V vs Fc/Fc+ is at 3.50 V vs Li/Li+. Offsets depend on solvent and
+    electrode (+/-0.3 V across solvents), which is why the caller supplies them instead of a built-in table.
     """
     return e_v + reference_offset_v
 

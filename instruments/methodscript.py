@@ -5,7 +5,7 @@ and the firmware emulator (:mod:`labloop.sim.emstat_emulator`) reads scripts and
 the functions here, so the two sides cannot drift apart on what ``-500m`` or ``ba4BA99F0p`` means.
 Everything here is pure: no I/O, no state.
 
-Facts (PROTOCOLS.md, "PalmSens EmStat"):
+Facts (docs/protocols.md, "PalmSens EmStat (MethodSCRIPT)"):
 
 - Script numbers are an integer with an optional SI prefix: ``500m``, ``-500m``, ``10m``, ``0``; MethodSCRIPT
   takes no decimal point.

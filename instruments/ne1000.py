@@ -1,7 +1,7 @@
 """Driver for New Era NE-1000-family syringe pumps (also sold as WPI Aladdin, Landgraf LA), basic RS-232 mode.
 
-Protocol (PROTOCOLS.md): ``[address]COMMAND [args]\\r`` out; ``STX`` + two-digit address + status
-(``I W S P T U X``) + data or ``?error`` + ``ETX`` back; alarms ``A?R|S|T|E|O`` in place of the status.
+Protocol (docs/protocols.md, "NE-1000 syringe pumps"): ``[address]COMMAND [args]\\r`` out; ``STX`` + two-digit
+address + status (``I W S P T U X``) + data or ``?error`` + ``ETX`` back; alarms ``A?R|S|T|E|O`` in place of the status.
 Up to 100 pumps share one line by address, so the line is an :class:`NE1000Bus` (the transport plus a lock
 that keeps each command and its reply together) and every :class:`NE1000Pump` talks through one.
 

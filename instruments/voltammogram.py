@@ -5,7 +5,7 @@ journal all pass CVs around. One frozen, validated definition (with one waveform
 JSON form) keeps them from disagreeing about what "vertex 1" means, which way the current points, or
 how a stored voltammogram looks.
 
-Conventions (PROTOCOLS.md):
+Conventions (docs/protocols.md, "Conventions"):
 - a scan runs ``e_begin -> e_vertex1 -> e_vertex2 -> e_begin`` like MethodSCRIPT's ``meas_loop_cv``,
   repeated ``n_scans`` times;
 - potentials are in volts against the electrode named by ``Voltammogram.reference``;

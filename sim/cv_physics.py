@@ -261,7 +261,7 @@ def simulate_cv(cell: CellParams, params: CVParams, rng: np.random.Generator | N
 
 
 def random_couple(rng: np.random.Generator, noise_fraction: float = 0.01) -> tuple[CellParams, CVParams]:
-    """A plausible reversible couple and a 1 V-wide CV around it (PROTOCOLS.md "Typical values").
+    """A plausible reversible couple and a 1 V-wide CV around it (docs/protocols.md "Typical values").
 
     e0 within +/-0.2 V, k0 0.1-1 cm/s, D 0.5-2.5e-5 cm^2/s, 1-5 mM, Cdl 10-40 uF/cm^2, 0.02-0.5 V/s,
     either species in bulk (the sweep starts toward the reaction it can undergo). Shared by the tests

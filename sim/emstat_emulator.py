@@ -6,7 +6,7 @@ to it. A CV streams one data package per point at the pace of the scan (scaled b
 :class:`TimeScale`), with currents computed by :func:`labloop.sim.cv_physics.simulate_cv` for whatever the
 shared cell holds when the script starts (:meth:`labloop.sim.emulation.EmulatorContext.contents`).
 
-What it accepts, as the device does (PROTOCOLS.md, [src]): lines ending ``\\n``; ``t`` (two lines, the
+What it accepts, as the device does (docs/protocols.md): lines ending ``\\n``; ``t`` (two lines, the
 second ending ``*``), ``Z`` (``Z`` while a script runs, else ``Z!0006``), ``e`` + script + blank line.
 Script numbers are integers with an SI prefix. Replies: ``e``, ``M....``, ``P`` packages, ``*``, blank
 line at the script end; wire format in :mod:`labloop.instruments.methodscript`.

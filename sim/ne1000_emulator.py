@@ -5,7 +5,7 @@ bytes a real pump takes and gives: run it on a :class:`labloop.sim.pty_device.Pt
 client can talk to it. Pumping happens in (scaled) time and pours into the shared
 :class:`labloop.sim.cell.Cell`, so a wrong dispense shows up as a wrong concentration downstream.
 
-What it accepts, as the device does (PROTOCOLS.md, [src]): ``[address]COMMAND [args]\\r``; spaces and
+What it accepts, as the device does (docs/protocols.md): ``[address]COMMAND [args]\\r``; spaces and
 control characters are ignored and letters upper-cased; an empty command is a status query; numbers have
 at most 4 digits and at most 3 decimals. Replies are ``STX`` + two-digit address + status character
 (``I W S P X``) + data or ``?error`` + ``ETX``; alarms replace the status with ``A?`` + R/S; the first reply

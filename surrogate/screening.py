@@ -23,7 +23,7 @@ from labloop.surrogate.metrics import Z95
 log = logging.getLogger(__name__)
 
 #: Absolute potential (V, vacuum scale) of reference electrodes. Li+/Li: -3.04 V vs SHE; SHE: 4.44 V
-#: (IUPAC); Fc+/Fc: about +0.63 V vs aqueous SHE (PROTOCOLS.md "Potential scales"; good to ~0.1 V).
+#: (IUPAC); Fc+/Fc: about +0.63 V vs aqueous SHE (docs/protocols.md "Potential scales"; good to ~0.1 V).
 REFERENCE_ABSOLUTE_V: dict[str, float] = {"li": 1.40, "she": 4.44, "fc": 5.07}
 
 

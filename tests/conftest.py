@@ -7,7 +7,10 @@ molecules, a few epochs) serves every test that only needs *a* trained model.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +19,18 @@ import pytest
 import yaml
 
 from labloop.data import bundled_path
+
+_CACHE = tempfile.mkdtemp(prefix="labloop-test-cache-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test writes to the user's real cache: every process of the session (subprocesses inherit the
+    environment) caches fingerprints in a folder of its own, removed at the end."""
+    os.environ["LABLOOP_CACHE_DIR"] = _CACHE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

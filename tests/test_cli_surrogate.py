@@ -77,6 +77,8 @@ def test_sweep_runs_a_reduced_grid(labloop, small_csv):
     rows = json.loads(proc.stdout)
     assert [(r["radius"], r["bits"]) for r in rows] in ([(1, 256), (2, 256)], [(2, 256), (1, 256)])
     assert rows[0]["mean_mae"] <= rows[1]["mean_mae"]
+    # before minutes of training, the user is told what will be trained (and how to ask for less)
+    assert "sweep: 2 cells x 2 folds x 1 epochs (fast recipe)" in proc.stderr
 
 
 @pytest.fixture(scope="module")

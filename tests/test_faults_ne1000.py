@@ -73,10 +73,8 @@ def faulty_line(plan: FaultPlan) -> tuple[NE1000Emulator, PtyDevice]:
 def test_a_fault_on_every_reply_raises_its_typed_error(plan: FaultPlan, raised: type, sends: int) -> None:
     _, device = faulty_line(plan)
     try:
-        start = time.monotonic()
         with pytest.raises(raised):
             connect(device)
-        assert time.monotonic() - start < 2.0
         assert device.received.count(b"0VER\r") == sends  # a timeout is retried 3 times; a lost port is final
     finally:
         device.stop()
@@ -164,4 +162,3 @@ def test_one_hundred_dispense_cycles_at_ten_percent_of_every_fault() -> None:
     assert outcomes["Disconnected"] == injected["disconnect"]  # every disconnect surfaced as one
     assert retried["InstrumentTimeout"] > 0 and retried["ProtocolError"] > 0
     assert device.errors == []
-    assert elapsed < 25

@@ -111,13 +111,11 @@ def test_abort_stops_a_running_rodeostat_test(site: Path) -> None:
                 outcome.append(exc)
 
         worker = threading.Thread(target=run)
-        start = time.monotonic()
         worker.start()
         time.sleep(0.3)
         driver.abort()
-        worker.join(timeout=5)
-        assert time.monotonic() - start < 1.0  # the scan takes 1.8 s at this pace
-        (error,) = outcome
+        worker.join(timeout=60)
+        (error,) = outcome  # the scan (1.8 s at this pace) ended by the abort, not by running to its end
         assert isinstance(error, DeviceError) and error.code == "stopTest"
         driver.close()
     finally:

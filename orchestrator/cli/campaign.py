@@ -19,6 +19,7 @@ from rich.table import Table
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
+from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import describe_objective, render, snapshot
 from labloop.surrogate.dataset import read_table
@@ -76,7 +77,8 @@ def schema() -> None:
 
 @click.command(help="Show a campaign's journal: experiments, measurements, best so far, recent events.")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--follow", "-f", is_flag=True, help="Keep showing the journal as a run writes it (Ctrl-C stops).")
+@click.option("--follow", "-f", is_flag=True, help="Keep showing the journal while a run writes it; stops when no "
+                                                  "run does (or Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--last", default=20, show_default=True, type=click.IntRange(min=1),
               help="How many of the latest experiments the tables show.")
@@ -100,6 +102,7 @@ def _follow(journal: Journal, last: int) -> None:
         if live is not None:
             live.start()
         while True:
+            running = being_run(journal.path)  # read before the journal: its last state is then on screen
             version = journal.data_version()
             if version != seen:
                 seen = version
@@ -109,6 +112,10 @@ def _follow(journal: Journal, last: int) -> None:
                 else:
                     console.out.print(view)
                     console.out.file.flush()
+            if not running:
+                console.err.print("no run is writing this journal (finished or stopped): stopped following",
+                                  markup=False, highlight=False)
+                return
             time.sleep(FOLLOW_INTERVAL_S)
     except KeyboardInterrupt:
         log.info("stopped following %s", journal.path)

@@ -9,11 +9,8 @@ the rig are all checked before the journal is created.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +20,7 @@ from pydantic import ValidationError
 from labloop.core.errors import JournalError
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
@@ -85,7 +83,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     ``run``/``resume`` of a running campaign is refused before it touches any instrument."""
     library = compose.check_campaign(campaign, dry_run=dry_run)
     world = compose.build_world(campaign, library) if dry_run else None
-    with Interrupts() as interrupts, _sole_runner(campaign.store):
+    with Interrupts() as interrupts, sole_runner(campaign.store):
         try:
             with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library) as rig:
                 executor = compose.build_executor(campaign, rig)
@@ -104,26 +102,6 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
         console.err.print(f"stopped: {stopped}; see `labloop log {store}`, fix the rig, then `labloop resume {store}`",
                           markup=False, highlight=False, soft_wrap=True)
     return code
-
-
-@contextmanager
-def _sole_runner(store: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside the store (``<store>.lock``) while a run uses it, so a second ``run`` or
-    ``resume`` of the same campaign is refused before it opens any port (the lock dies with the process)."""
-    store.parent.mkdir(parents=True, exist_ok=True)
-    lock = store.with_name(store.name + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise JournalError(f"{store}: cannot use this store: {exc.strerror} ({lock})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise JournalError(f"{store}: another labloop process is running this campaign") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],

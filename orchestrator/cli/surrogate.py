@@ -200,6 +200,10 @@ def _int_list(text: str, name: str) -> list[int]:
     return values
 
 
+#: folds of every cell of `surrogate sweep` (the thesis's 2-fold cross-validation)
+SWEEP_FOLDS = 2
+
+
 @app.command()
 @click.argument("data", type=FILE)
 @click.option("--target", "-t", "targets", multiple=True, required=True, help="Target column; repeatable.")
@@ -221,10 +225,22 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
         for b in b_list:
             replace(chosen.fingerprint, radius=r, n_bits=b)
     table = read_table(data, list(targets), smiles_column)
+    cells, epochs_per_cell = len(r_list) * len(b_list), SWEEP_FOLDS * chosen.model.epochs
+    console.err.print(f"sweep: {cells} cells x {SWEEP_FOLDS} folds x {chosen.model.epochs} epochs ({chosen.name} "
+                      f"recipe) on {len(table.smiles)} molecules; --preset fast --epochs 20 for a quick look",
+                      markup=False, highlight=False, soft_wrap=True)
     with console.progress() as bar:
-        task = bar.add_task("sweep", total=len(r_list) * len(b_list))
-        result = run_sweep(table, chosen, radii=r_list, bits=b_list, seed=seed,
-                           on_done=lambda row: bar.advance(task))
+        task = bar.add_task("sweep (epochs)", total=cells * epochs_per_cell)
+        done_cells = [0]
+
+        def on_done(_row: dict) -> None:
+            done_cells[0] += 1
+            bar.update(task, completed=done_cells[0] * epochs_per_cell)
+
+        result = run_sweep(table, chosen, radii=r_list, bits=b_list, seed=seed, folds=SWEEP_FOLDS, on_done=on_done,
+                           on_epoch=lambda member, epoch, *_: bar.update(
+                               task, completed=done_cells[0] * epochs_per_cell + member * chosen.model.epochs
+                               + epoch + 1))
     if as_json:
         click.echo(result.to_json(orient="records", indent=2))
         return

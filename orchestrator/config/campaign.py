@@ -439,7 +439,7 @@ class Truth(BaseModel):
 class Cell(BaseModel):
     """The electrochemical cell: where its reference electrode sits, in V vs Li/Li+, so that measured
     potentials can be reported vs Li/Li+. The default, 3.2 V, is Ag/Ag+ (10 mM AgNO3 in acetonitrile)
-    or Fc+/Fc, to about +/-0.3 V across solvents (PROTOCOLS.md "Potential scales"): calibrate yours."""
+    or Fc+/Fc, to about +/-0.3 V across solvents (docs/protocols.md "Potential scales"): calibrate yours."""
 
     model_config = SECTION
     reference_offset_v: Number = 3.2

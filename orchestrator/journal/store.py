@@ -1,5 +1,5 @@
 """The journal: one SQLite file per campaign that records everything, so a campaign can be inspected,
-reported and resumed after a crash (DESIGN.md "Journal").
+reported and resumed after a crash (docs/architecture.md, "Journal states").
 
 Why SQLite, and why this shape:
 

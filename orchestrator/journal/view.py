@@ -56,9 +56,14 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
     """The tables of ``labloop log``: a header, the ``last`` experiments, their measurements, the best so
     far, and the most recent ``events``."""
     experiments = snap["experiments"][-last:]
+    hidden = len(snap["experiments"]) - len(experiments)
+    table = _experiments_table(experiments)
+    if hidden:
+        table.caption = f"{hidden} earlier experiment(s) not shown: --last {len(snap['experiments'])} shows all"
+        table.caption_justify = "left"
     return Group(
         _header(snap),
-        _experiments_table(experiments),
+        table,
         _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]]),
         _best_table(snap["best"]),
         _events_table(snap["events"][-events:]),

@@ -5,7 +5,7 @@ Written as a third party writes a labloop driver: it uses only labloop's public 
 :class:`SafetyLimits`, :class:`CVParams`/:class:`Voltammogram`, and satisfies the
 :class:`labloop.instruments.contracts.Potentiostat` contract.
 
-Protocol (labloop's PROTOCOLS.md, "IO Rodeo Rodeostat"): one JSON object per line each way. A request is
+Protocol (labloop's docs/protocols.md, "IO Rodeo Rodeostat"): one JSON object per line each way. A request is
 ``{"command": ..., ["test": ...,] ...}``; the reply ``{"success": true, "message": ..., "response":
 {"command": ..., ["test": ...,] ...}}`` must echo the command (and test). ``runTest`` streams
 ``{"t": ms, "v": V, "i": uA}`` samples and ends with ``{}``; ``stopTest`` ends a running test.

@@ -5,7 +5,7 @@ A plug-in's emulator is what makes its driver testable without the instrument an
 ``handle``, ``tick``), takes its time from a :class:`TimeScale`, and computes currents for whatever the
 simulated cell holds (:func:`labloop.sim.emulation.cell_current`).
 
-What it accepts (labloop's PROTOCOLS.md, [src]): JSON objects, one per line: ``getVariant``,
+What it accepts (labloop's docs/protocols.md, "IO Rodeo Rodeostat"): JSON objects, one per line: ``getVariant``,
 ``getVersion``, ``getDeviceId``, ``getTestNames``, ``get/setVoltRange`` (1V 2V 5V 10V),
 ``get/setCurrRange`` (1uA 10uA 100uA 1000uA), ``get/setSamplePeriod`` (ms), ``getVolt``/``setVolt``,
 ``getCurr``, ``get/setParam`` and ``runTest`` for the ``cyclic`` test, ``stopTest``. Replies
