@@ -27,7 +27,7 @@ from labloop.sim.emulation import EmulatorContext
 from labloop.sim.emulators import start_emulator
 from labloop.sim.pty_device import TimeScale
 
-PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "labloop-rodeostat"
+PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "labloop-rodeostat"
 COUPLE = CellParams(e0_v=0.15, conc_mm=2.0, cdl_f_cm2=2e-5, noise_fraction=0.002)
 
 

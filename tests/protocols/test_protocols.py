@@ -16,7 +16,7 @@ from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import CV, Dispense, parse_steps, pumps_holding_sample
 from labloop.sim.world import World
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def problems(raw) -> list[tuple[tuple, str]]:

@@ -13,7 +13,7 @@ from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.sim.world import RESIDUAL_SD_V, born_solvation_ev
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BENZENE, NAPHTHALENE = "c1ccccc1", "c1ccc2ccccc2c1"
 
 

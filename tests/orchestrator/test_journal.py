@@ -23,7 +23,7 @@ from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.store import SCHEMA_VERSION, IllegalTransition, Journal
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "campaign.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "campaign.yaml"
 
 
 @dataclass(frozen=True)

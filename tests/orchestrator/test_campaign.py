@@ -15,7 +15,7 @@ import pytest
 from labloop.core.errors import CampaignError
 from labloop.orchestrator.config.campaign import Campaign, Objective, known_drivers, load_campaign, parse_active_hours
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "campaign.yaml"
 
 

@@ -17,7 +17,7 @@ from labloop.instruments.voltammogram import CVParams
 from labloop.orchestrator.compose import build_rig
 from labloop.orchestrator.config.campaign import Campaign, Instrument, load_campaign
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")

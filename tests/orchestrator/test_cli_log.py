@@ -23,7 +23,7 @@ from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "campaign.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "campaign.yaml"
 BEST = "COc1ccc(OC)cc1"  # measured inside the 4.5-4.6 V window: the hit
 NEAR = "Cc1ccccc1N"  # measured at 4.40 V: second best
 FAR = "c1ccc2ccccc2c1"  # measured at 3.20 V
