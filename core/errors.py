@@ -84,6 +84,11 @@ class JournalError(InputError, ValueError):
     """A file that is not a labloop journal, or one that cannot be read or written as asked."""
 
 
+class JournalWriteError(LabloopError):
+    """The journal could not record a change during a run (a full disk, a vanished folder): the run stops
+    with the rig made safe and exit 1; what was committed before is intact, so ``resume`` continues."""
+
+
 def dotted(loc: Loc) -> str:
     """A field path as a person writes it: ``instruments.pump.options[0]``."""
     text = ""

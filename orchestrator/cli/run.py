@@ -10,6 +10,7 @@ the rig are all checked before the journal is created.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,8 +74,18 @@ def resume(store: Path) -> int:
 def report(store: Path, output: Path | None) -> None:
     from labloop.orchestrator.report import write_report  # matplotlib loads only here
 
+    folder = output or store.with_name(f"{store.stem}.report")
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(f"{folder} is a file, not a folder for the report", param_hint="--output")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"{folder}: cannot create the report folder ({exc.strerror})",
+                                 param_hint="--output") from None
+    if not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"{folder}: cannot write into this folder", param_hint="--output")
     with Journal.open(store, readonly=True) as journal:
-        page = write_report(journal, output or store.with_name(f"{store.stem}.report"))
+        page = write_report(journal, folder)
     console.out.print(f"report: {page}")
 
 

@@ -35,7 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from labloop.core.errors import JournalError
+from labloop.core.errors import JournalError, JournalWriteError
 from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
@@ -273,6 +273,23 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    """What an SQLite error means for the user, in one line naming the journal: the one place where the
+    journal's low-level errors become labloop's."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        why = "it is read-only (medium, mount or permissions); copy it somewhere writable"
+    elif "unable to open" in text:
+        why = "it cannot be opened (permissions, or a folder that is gone?)"
+    elif "disk is full" in text or "disk I/O" in text:
+        why = f"the disk failed ({text}); free space, then `labloop resume`"
+    elif "malformed" in text or "not a database" in text or "corrupt" in text:
+        why = f"not a labloop journal, or a damaged one ({text})"
+    else:
+        why = text
+    return JournalError(f"{path}: {why}")
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     mode = "ro" if readonly else "rw"
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, isolation_level=None,
@@ -347,12 +364,16 @@ class Journal:
             raise JournalError(f"{path}: is a directory, not a journal file")
         if not path.exists():
             raise JournalError(f"{path}: no such journal")
+        if not os.access(path, os.R_OK) or not (readonly or os.access(path, os.W_OK)):
+            need = "read" if readonly else "read and write"
+            raise JournalError(f"{path}: permission denied: this user cannot {need} the journal (owner, mode, "
+                               "or a read-only medium?)")
         try:
             conn = _connect(path, readonly)
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise JournalError(f"{path}: not a labloop journal ({exc})") from None
+            raise journal_error(path, exc) from None
         if app_id != APPLICATION_ID:
             conn.close()
             raise JournalError(f"{path}: not a labloop journal")
@@ -361,6 +382,16 @@ class Journal:
             newer = "a newer labloop; upgrade labloop to read it" if version > SCHEMA_VERSION else "an unknown labloop"
             raise JournalError(f"{path}: journal schema version {version} is from {newer} "
                                f"(this one reads version {SCHEMA_VERSION})")
+        try:
+            damage = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise journal_error(path, exc) from None
+        if damage != ["ok"]:
+            conn.close()
+            found = " ".join("; ".join(damage).split())[:300]
+            raise JournalError(f"{path}: the journal is damaged ({found}); restore it from a backup "
+                               "(`labloop log` cannot trust what it would show)")
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
             conn.execute("PRAGMA synchronous = FULL")
@@ -380,13 +411,16 @@ class Journal:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One transaction, committed before the caller gets control back."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:  # a full disk, a vanished folder: the run cannot go on
+                raise JournalWriteError(str(journal_error(self.path, exc))) from None
 
     # -- experiments ------------------------------------------------------------------------------------
 
@@ -546,16 +580,24 @@ class Journal:
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise journal_error(self.path, exc) from None
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (cheap polling for ``log --follow``)."""
         return self._read("PRAGMA data_version")[0][0]
 
     def campaign_info(self) -> CampaignInfo:
-        row = self._read("SELECT * FROM campaign WHERE id = 1")[0]
-        return CampaignInfo(row["name"], row["seed"], row["code_version"], row["created_at"],
-                            json.loads(row["config_json"]), row["source_yaml"])
+        rows = self._read("SELECT * FROM campaign WHERE id = 1")
+        try:
+            row = rows[0]
+            config = json.loads(row["config_json"])
+        except (IndexError, TypeError, ValueError):
+            raise JournalError(f"{self.path}: the journal's campaign record is damaged (no readable config)") from None
+        return CampaignInfo(row["name"], row["seed"], row["code_version"], row["created_at"], config,
+                            row["source_yaml"])
 
     def experiments(self, states: Sequence[str] | None = None) -> list[ExperimentRow]:
         """Experiments in id order (optionally only those in ``states``), with proposal and measurement."""

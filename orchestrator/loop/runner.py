@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadpoolctl import threadpool_limits
 
-from labloop.core.errors import InputError, InstrumentError
+from labloop.core.errors import InputError, InstrumentError, JournalWriteError
 from labloop.instruments.cv_analysis import measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
@@ -243,6 +243,8 @@ class Runner:
             outcome = self.executor.run(self.sample_ids.get(experiment.smiles, experiment.smiles), experiment.smiles,
                                         experiment.conditions, experiment.mu,
                                         lambda *args: self._on_action(experiment.id, *args))
+        except JournalWriteError:
+            raise  # nothing more can be recorded: the run stops (the rig is made safe as it closes)
         except InputError as exc:
             if not self._actions:  # refused before anything moved: this proposal (its window) breaks a limit
                 self._fail(experiment.id, f"{REFUSED_FAILURE}{type(exc).__name__}: {exc}")

@@ -1,0 +1,181 @@
+"""What a run does when something other than a typed instrument error goes wrong (issue 17, causes 3, 4,
+8-11, 13): a plug-in's untyped exception is journalled as the experiment's failure and the run goes on; a
+proposal refused by the safety limits fails only that molecule; a safe state that fails is reported, not
+claimed; a damaged or moved-from journal is one line; validate refuses what run would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+
+import yaml
+
+from labloop.orchestrator.compose import build_executor, build_rig
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.loop.interrupts import Interrupts
+from labloop.orchestrator.loop.rig import Rig
+from labloop.orchestrator.loop.runner import EXIT_OK, Runner
+from labloop.surrogate.dataset import read_table
+
+
+class _BuggyPotentiostat:
+    """A plug-in potentiostat with a bug: its second CV raises RuntimeError (nothing real raises that on
+    purpose, so this is the one fault a test must inject)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def run_cv(self, params):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("plug-in bug: list index out of range")
+        return self.inner.run_cv(params)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(tmp_path, write_campaign):
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 4}))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        rig.instruments["potentiostat"] = _BuggyPotentiostat(rig.instruments["potentiostat"])
+        runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
+        assert runner.run() == EXIT_OK
+        failed = [e for e in journal.experiments(states=(State.FAILED,)) if not e.cause.startswith("analysis:")]
+        assert [e.cause for e in failed] == ["RuntimeError: plug-in bug: list index out of range"]
+        assert len(journal.experiments(states=(State.DONE,))) == 4  # the run went on to its budget
+        assert not journal.experiments(states=(State.RUNNING,))
+        cv = [a for a in journal.actions(failed[0].id) if a.command == "cv"]
+        assert cv[0].outcome.startswith("RuntimeError") and cv[0].finished_at  # the action is closed too
+
+
+def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_fault(tmp_path, write_campaign,
+                                                                                  labloop):
+    # every candidate-centred window reaches beyond +/-0.1 V: refused before anything moves, every time
+    protocol = ["load_sample",
+                {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}},
+                {"cv": {"half_width_v": 0.5}}, "rinse"]
+    campaign_file = write_campaign(tmp_path, prior=True, protocol=protocol, planner={"kind": "greedy"},
+                                   safety={"potential_limits_v": [-0.1, 0.1]},
+                                   budget={"max_experiments": 6, "max_consecutive_faults": 2,
+                                           "max_consecutive_failed_analyses": 3})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 1
+    assert "3 proposals refused by the safety limits in a row" in result.stderr  # not "instrument faults"
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        failed = journal.experiments(states=(State.FAILED,))
+        assert len(failed) == 3 and all(e.cause.startswith("refused: SafetyLimitExceeded") for e in failed)
+        assert all(journal.actions(e.id) == [] for e in failed)  # nothing moved
+
+
+class _StuckPotentiostat(_BuggyPotentiostat):
+    def abort(self) -> None:
+        time.sleep(3600)  # a plug-in whose abort never returns
+
+
+def test_safe_state_reports_what_it_could_not_make_safe(tmp_path, write_campaign):
+    campaign = load_campaign(write_campaign(tmp_path))
+    with build_rig(campaign, dry_run=True) as rig:
+        assert rig.safe_state() == []
+        stuck = _StuckPotentiostat(rig.instruments["potentiostat"])
+        broken = Rig({"potentiostat": stuck, "analyte_pump": rig.instruments["analyte_pump"]},
+                     closer=rig._closer)
+        problems = broken.safe_state(deadline_s=0.2)
+        assert problems == ["potentiostat: no answer within 0.2 s"]
+
+
+def test_damaged_journals_are_one_line_everywhere(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+
+    zeroed = tmp_path / "zeroed.db"  # the last page zeroed: log used to show it without a word
+    shutil.copy(store, zeroed)
+    with zeroed.open("r+b") as handle:
+        handle.seek(-4096, 2)
+        handle.write(bytes(4096))
+    bad_config = tmp_path / "bad-config.db"
+    shutil.copy(store, bad_config)
+    with sqlite3.connect(bad_config) as db:
+        db.execute("UPDATE campaign SET config_json = '{not json'")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 64)
+
+    for damaged, commands in ((zeroed, ("log", "report", "resume")), (garbage, ("log", "report", "resume")),
+                              (bad_config, ("log", "resume"))):
+        for command in commands:
+            result = labloop(command, damaged)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
+                (damaged.name, command, result.stderr)
+            assert str(damaged) in lines[0]
+
+
+def test_resume_after_the_library_moved_is_one_line(tmp_path, labloop, write_campaign):
+    library = tmp_path / "library.csv"
+    shutil.copy(load_campaign(write_campaign(tmp_path)).library.file, library)
+    campaign_file = write_campaign(tmp_path, library={"file": str(library)}, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    library.rename(tmp_path / "moved.csv")
+    result = labloop("resume", tmp_path / "tiny.db")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "library.csv" in result.stderr and "moved or changed" in result.stderr
+
+
+def test_report_onto_a_file_is_one_line(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    for target in (tmp_path / "tiny.yaml", "/dev/null"):
+        result = labloop("report", tmp_path / "tiny.db", "-o", target)
+        assert result.returncode == 2 and "is a file, not a folder" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_validate_refuses_what_run_would(tmp_path, labloop, write_campaign):
+    """A typo in a driver option, a simulated-only driver on real hardware, and a missing serial port."""
+    typo = yaml.safe_load(write_campaign(tmp_path).read_text())
+    typo["instruments"]["analyte_pump"]["options"]["adress"] = 0
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(typo, sort_keys=False))
+    for command in (("validate", tmp_path / "typo.yaml", "--dry-run"), ("run", tmp_path / "typo.yaml", "--dry-run")):
+        result = labloop(*command)
+        assert result.returncode == 2
+        assert "instruments.analyte_pump.options.adress: not an option of driver 'ne1000'" in result.stderr
+        assert "address" in result.stderr  # the valid names are listed
+
+    real = yaml.safe_load(write_campaign(tmp_path).read_text())
+    for command in (("validate", tmp_path / "tiny.yaml"), ("run", tmp_path / "tiny.yaml")):
+        result = labloop(*command)
+        assert result.returncode == 2 and "'sim-sampler' exists only in the simulated world" in result.stderr
+    real["instruments"]["sampler"] = {"driver": "manual"}
+    real["instruments"]["potentiostat"]["port"] = str(tmp_path / "ttyACM-nope")
+    (tmp_path / "real.yaml").write_text(json.dumps(real))
+    for command in (("validate", tmp_path / "real.yaml"), ("run", tmp_path / "real.yaml")):
+        result = labloop(*command)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert "port" in result.stderr and "does not exist" in result.stderr
+    assert not (tmp_path / "tiny.db").exists()
+
+
+def test_an_unplugged_instrument_at_start_up_names_it(tmp_path, labloop, write_campaign):
+    """A serial port that exists but has no device behind it any more: one line naming the instrument."""
+    real = yaml.safe_load(write_campaign(tmp_path).read_text())
+    real["instruments"] = {"sampler": {"driver": "manual"},
+                           "analyte_pump": {"driver": "ne1000", "port": "/dev/null", "options": {"timeout_s": 0.05}},
+                           "electrolyte_pump": {"driver": "ne1000", "port": "/dev/null",
+                                                "options": {"address": 1, "timeout_s": 0.05}},
+                           "potentiostat": {"driver": "emstat", "port": "/dev/null"}}
+    (tmp_path / "unplugged.yaml").write_text(yaml.safe_dump(real, sort_keys=False))
+    result = labloop("run", tmp_path / "unplugged.yaml")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode in (1, 2) and len(lines) == 1 and lines[0].startswith("error: ")
+    assert "analyte_pump" in lines[0] or "NE-1000" in lines[0]
+    assert not (tmp_path / "tiny.db").exists()
