@@ -15,7 +15,7 @@ from labloop.instruments.registry import GROUP, DriverDescriptor, DriverKind, dr
 from labloop.sim.cell import Cell, Fluid
 from labloop.sim.conformance import KIT_LIMITS, check_driver
 from labloop.sim.cv_physics import CellParams
-from labloop.sim.emulation import DEFAULT_BLANK, EmulatorContext
+from labloop.sim.emulation import DEFAULT_BLANK, Emulation, EmulatorContext
 from labloop.sim.emulators import load_emulator, start_emulator
 from labloop.sim.ne1000_emulator import NE1000Emulator
 from labloop.sim.pty_device import PtyDevice, TimeScale
@@ -108,6 +108,22 @@ def test_the_kit_also_checks_a_device_on_a_given_port() -> None:
         report = check_driver("ne1000", device.port, options={"time_scale": math.inf})
         assert report.passed, "\n".join(report.lines())
         assert report.port == device.port and b"0RUN\r" in device.received
+
+
+def _dry_pump_emulator(context: EmulatorContext, **_options: object) -> Emulation:
+    """An NE-1000 emulator that pours into a cell of its own, never into the rig's: what a plug-in author
+    gets wrong when nothing tells them an emulator must fill the simulated cell."""
+    emulator = NE1000Emulator(cell=Cell(), time_scale=context.time_scale)
+    return Emulation.on_pty(PtyDevice(emulator, name="dry-pump").start())
+
+
+def test_the_kit_fails_a_pump_emulator_that_never_fills_the_cell() -> None:
+    report = check_driver(load_driver("ne1000").descriptor, emulator=_dry_pump_emulator)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert list(failed) == ["small dispense"] and not report.passed
+    assert "put 0 mL into the simulated cell" in failed["small dispense"]
+    # the kit also drives what a campaign never would on its own: diameter, rate and a withdrawal
+    assert {"set diameter", "set rate", "small withdrawal"} <= {c.name for c in report.checks if c.passed}
 
 
 class _SloppyChanger(SimSampleChanger):

@@ -47,10 +47,14 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     assert proc.returncode == 0, proc.stderr
     assert "200 molecules" in proc.stdout and "cathode-screen" in proc.stdout
     assert not (workdir / "runs").exists()
-    # for real instruments, validate checks what run would: the simulated sample changer cannot be real
-    real = labloop("validate", workdir / "campaign.yaml")
-    assert real.returncode == 2 and "instruments.sampler: driver 'sim-sampler' exists only in the simulated" \
-        in real.stderr
+    # for real instruments, validate checks what run would: the simulated sample changer cannot be real --
+    # and the user who forgets --dry-run gets that one line from run too, with nothing written
+    for command in ("validate", "run"):
+        real = labloop(command, workdir / "campaign.yaml")
+        assert real.returncode == 2 and real.stderr.strip() == (
+            "error: instruments.sampler: driver 'sim-sampler' exists only in the simulated world: run with "
+            "--dry-run, or give the instrument a real driver")
+    assert not (workdir / "runs").exists()
 
 
 def test_the_repository_example_validates():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import queue
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import pytest
 
 from labloop.instruments.cv_analysis import analyze_cv
 from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
@@ -113,30 +113,50 @@ def test_follow_and_json_do_not_combine(labloop, store):
     assert proc.returncode == 2 and "--follow" in proc.stderr
 
 
-def test_follow_shows_what_a_writer_commits_and_stops_on_ctrl_c(store):
-    child = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store, "--follow"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()
+def test_follow_shows_what_a_run_commits_and_stops_when_the_run_ends(store):
+    """While a runner holds the store's lock, --follow shows each commit; once no run writes the journal it
+    says so and exits by itself (it used to follow a finished campaign forever)."""
+    with sole_runner(store):  # as `labloop run` holds it
+        child = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store, "--follow"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()
 
-    def wait_for(needle: str) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if needle in lines.get(timeout=0.5):
-                    return
-            except queue.Empty:
-                assert child.poll() is None, child.stderr.read()
-        pytest.fail(f"{needle!r} never shown")
+        def wait_for(needle: str) -> None:
+            deadline = time.monotonic() + 60  # liveness only
+            while time.monotonic() < deadline:
+                try:
+                    if needle in lines.get(timeout=0.5):
+                        return
+                except queue.Empty:
+                    assert child.poll() is None, child.stderr.read()
+            pytest.fail(f"{needle!r} never shown")
 
+        try:
+            wait_for(BEST)
+            with Journal.open(store) as journal:
+                (eid,) = journal.record_proposals([Proposal("OCCO")], step=1, planner="random")
+                measure(journal, eid, 4.58, seed=5)
+            wait_for("OCCO")
+            assert child.poll() is None  # still following while the run holds the store
+        except BaseException:
+            child.kill()
+            raise
     try:
-        wait_for(BEST)
-        with Journal.open(store) as journal:
-            (eid,) = journal.record_proposals([Proposal("OCCO")], step=1, planner="random")
-            measure(journal, eid, 4.58, seed=5)
-        wait_for("OCCO")
-        child.send_signal(signal.SIGINT)
-        assert child.wait(timeout=30) == 0
+        assert child.wait(timeout=60) == 0
+        assert "no run is writing this journal" in child.stderr.read()
     finally:
         child.kill()
         child.wait()
+
+
+def test_follow_on_a_finished_campaign_shows_it_once_and_exits(labloop, store):
+    proc = labloop("log", store, "--follow")
+    assert proc.returncode == 0 and BEST in proc.stdout
+    assert "stopped following" in proc.stderr
+
+
+def test_log_says_when_it_hides_older_experiments(labloop, store):
+    proc = labloop("log", store, "--last", "2")
+    assert proc.returncode == 0 and "4 earlier experiment(s) not shown: --last 6 shows all" in proc.stdout
+    assert "not shown" not in labloop("log", store).stdout
