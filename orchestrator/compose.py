@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 
+from rdkit import Chem
+
 from labloop.core.errors import ConfigError, Disconnected, InputError
 from labloop.instruments.registry import DriverKind, resolve
 from labloop.orchestrator.config.campaign import Campaign
@@ -49,9 +51,29 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
     log.info("world: %d molecules, truth from %s, %s", len(table.values), truth.source, campaign.objective.quantity)
     world = World(table, source=truth.source, quantity=campaign.objective.quantity, solvent=truth.solvent,
                   noise_v=spec.noise_v, reference_offset_v=offset, seed=campaign.seed)
+    unknown = [smiles for smiles in library or [] if not _has_truth(world, smiles)]
+    if unknown:  # the emulator could not measure them: say so now, not as a potentiostat timeout later
+        where = "world.truth.file" if truth.file else "world.truth"
+        raise ConfigError(where, f"{len(unknown)} library molecule(s) have no finite true value in "
+                                 f"{table_name(truth.file or campaign.library.file)} (first: {unknown[0][:80]}); "
+                                 "a dry run cannot measure them")
     for smiles, sample_id in sample_ids(library or []).items():
         world.note_sample(sample_id, smiles)
     return world
+
+
+def _has_truth(world: World, smiles: str) -> bool:
+    """Whether the world can measure ``smiles``; an invalid SMILES is the planner's to skip, not missing."""
+    try:
+        world.table.row(smiles)
+    except KeyError:
+        return Chem.MolFromSmiles(smiles) is None
+    return True
+
+
+def table_name(path: Any) -> str:
+    """A data file as a message names it: its file name."""
+    return getattr(path, "name", str(path))
 
 
 def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
@@ -90,14 +112,24 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> list[str]:
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign)
+    if dry_run:
+        build_world(campaign, library)  # every library molecule must be measurable in the simulated world
     return library
 
 
 def check_protocol(campaign: Campaign) -> None:
     """The protocol against the instruments' declared kinds and the safety limits, before any port is open."""
     kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
-    ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(), campaign.cell.reference_offset_v,
-                     quantity=campaign.objective.quantity, kinds=kinds).check()
+    executor = ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(),
+                                campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds)
+    executor.check()
+    for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
+        values = space["choices"] if isinstance(space, dict) else space
+        for value in values:
+            try:
+                executor.check({name: value})
+            except InputError as exc:
+                raise ConfigError(f"conditions.{name}", f"{value!r} would be refused: {exc}") from None
 
 
 def _is_device(path: str) -> bool:

@@ -88,10 +88,11 @@ class ProtocolExecutor:
         return {name: _kind_of(driver) for name, driver in self.rig.instruments.items()}
 
     # -- checks -------------------------------------------------------------------------------------------
-    def check(self) -> None:
-        """Check every step against the rig's instruments and the safety limits; the first problem raises
-        (ConfigError for instruments, SafetyLimitExceeded for limits), naming the step."""
-        self._check(self.steps)
+    def check(self, conditions: Mapping[str, Any] | None = None) -> None:
+        """Check every step (with ``conditions`` applied, e.g. a planner's extreme values) against the rig's
+        instruments and the safety limits; the first problem raises (ConfigError for instruments,
+        SafetyLimitExceeded for limits), naming the step."""
+        self._check(self._with_conditions(conditions) if conditions else self.steps)
 
     def _check(self, steps: Sequence[Step]) -> None:
         for index, step in enumerate(steps):

@@ -463,7 +463,7 @@ class Campaign(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", title="labloop campaign")
     name: str = Field(max_length=80, json_schema_extra={"pattern": NAME_PATTERN.pattern},
                       description="letters, digits, '.', '_' and '-': it names files")
-    seed: Int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=2**32 - 1, description="0 to 4294967295 (numpy and TensorFlow seeds)")
     store: FilePath = Field(None, validate_default=True,  # type: ignore[assignment]  # filled in from name
                             description="the journal file; default runs/<name>.db beside the campaign file")
     library: Library
@@ -521,6 +521,10 @@ class Campaign(BaseModel):
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
         for index, step in enumerate(steps):
+            if getattr(step, "around_candidate", False) and self.prior is None:
+                problems.append(Problem(("protocol", index, step.name, "half_width_v"),
+                                        "a window around the candidate needs its predicted potential: add a prior "
+                                        "section, or give the scan's e_begin_v/e_vertex1_v/e_vertex2_v"))
             for field in ("changer", "pump", "potentiostat"):
                 name = getattr(step, field, None)
                 if name is not None and name not in self.instruments:

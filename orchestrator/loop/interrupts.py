@@ -36,6 +36,7 @@ class Interrupts:
         self._depth = 0
         self._pending: int | None = None
         self._previous: dict[int, Any] = {}
+        self._stopping = False
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
@@ -49,10 +50,19 @@ class Interrupts:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)
+        if self._stopping:  # a second Ctrl-C must not cut short the safe state and the journal's last word
+            log.warning("already stopping: making the rig safe and closing the journal (kill -9 to force)")
+            return
         if self._depth:
             self._pending = signum
             return
         raise Interrupted(signum)
+
+    def stop(self) -> None:
+        """From now on signals are only logged: the run is stopping (safe state, last journal entries), and a
+        second Ctrl-C must not leave an experiment ``running`` without its ``interrupted`` event."""
+        self._stopping = True
+        self._pending = None
 
     @contextmanager
     def deferred(self) -> Iterator[None]:

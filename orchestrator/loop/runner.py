@@ -178,6 +178,7 @@ class Runner:
     def _stop_interrupted(self, exc: Interrupted) -> int:
         """Safe rig, consistent journal: the running experiment becomes ``interrupted`` (re-run on resume).
         The event and the console say which instruments could not be made safe, if any."""
+        self.interrupts.stop()
         unsafe = self.rig.safe_state()  # never raises; reports what it could not do
         rig = "instruments in a safe state" if not unsafe else f"NOT made safe: {'; '.join(unsafe)}"
         with self.interrupts.deferred():

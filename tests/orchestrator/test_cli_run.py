@@ -51,8 +51,9 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
         assert [e.data["dry_run"] for e in journal.events() if e.kind == "run"] == [True, True, True]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, signum):
+@pytest.mark.parametrize(("signum", "times"), [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
+                         ids=["SIGINT", "SIGTERM", "two quick SIGINTs"])
+def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, signum, times):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 6})
     cli = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
     process = subprocess.Popen([*cli, "run", campaign_file, "--dry-run"], stdout=subprocess.PIPE,
@@ -62,11 +63,16 @@ def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, 
     while not (store.exists() and _done(store) >= 1):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.005)
-    process.send_signal(signum)
+    for _ in range(times):  # a second Ctrl-C while the first is handled must not cut the handling short
+        process.send_signal(signum)
+        time.sleep(0.01)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
-    assert f"labloop resume {store}" in err
+    assert f"labloop resume {store}" in err and "instruments in a safe state" in err
     assert _done(store) < 6
+    with Journal.open(store, readonly=True) as journal:
+        assert not journal.experiments(states=(State.RUNNING,))
+        assert [e.kind for e in journal.events()][-1] == "interrupted"
     resumed = subprocess.run([*cli, "resume", store], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert _done(store) == 6

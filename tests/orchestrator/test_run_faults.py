@@ -9,6 +9,7 @@ import json
 import shutil
 import sqlite3
 import time
+from pathlib import Path
 
 import yaml
 
@@ -179,3 +180,36 @@ def test_an_unplugged_instrument_at_start_up_names_it(tmp_path, labloop, write_c
     assert result.returncode in (1, 2) and len(lines) == 1 and lines[0].startswith("error: ")
     assert "analyte_pump" in lines[0] or "NE-1000" in lines[0]
     assert not (tmp_path / "tiny.db").exists()
+
+
+def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write_campaign):
+    """Issue 17 cause 11: each of these passed validate and then failed in run."""
+    library = yaml.safe_load(write_campaign(tmp_path).read_text())["library"]["file"]
+    rows = Path(library).read_text().splitlines()
+    header = rows[0].split(",")
+    broken = rows[:]
+    cells = broken[3].split(",")
+    cells[header.index("ie_ev")] = "inf"  # a molecule whose true value is not finite
+    broken[3] = ",".join(cells)
+    (tmp_path / "inf.csv").write_text("\n".join(broken) + "\n")
+    around = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
+                                           "fluid": "sample"}}, {"cv": {"half_width_v": 0.5}}, "rinse"]
+    cases = {
+        "seed": ({"seed": 10**30}, "seed: must be less than or equal to 4294967295"),
+        "window around a candidate without a prior": ({"protocol": around}, "needs its predicted potential"),
+        "a condition beyond the safety limits": (
+            {"conditions": {"scan_rate_v_s": [0.05, 0.5], "volume_ml": [0.1, 8.0]},
+             "safety": {"max_dispense_ml": 5, "syringe_ml": 10}},
+            "conditions.volume_ml: 8.0 would be refused: protocol step 2 (dispense): dispense of 8 mL exceeds"),
+        "a truth that is not finite": ({"library": {"file": str(tmp_path / "inf.csv")}},
+                                       "1 library molecule(s) have no finite true value"),
+    }
+    for why, (sections, needle) in cases.items():
+        folder = tmp_path / why.replace(" ", "_")
+        folder.mkdir()
+        campaign_file = write_campaign(folder, **sections)
+        for command in ("validate", "run"):
+            result = labloop(command, campaign_file, "--dry-run")
+            assert result.returncode == 2 and needle in result.stderr, (why, command, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1
+        assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"], why  # nothing written
