@@ -24,8 +24,9 @@ from contextlib import ExitStack
 from typing import Any
 
 from rdkit import Chem
+from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, Disconnected, InputError
+from labloop.core.errors import ConfigError, Disconnected, InputError, InvalidInput
 from labloop.instruments.registry import DriverKind, resolve
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
@@ -67,7 +68,8 @@ def _has_truth(world: World, smiles: str) -> bool:
     try:
         world.table.row(smiles)
     except KeyError:
-        return Chem.MolFromSmiles(smiles) is None
+        with BlockLogs():
+            return Chem.MolFromSmiles(smiles) is None
     return True
 
 
@@ -109,6 +111,11 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> list[str]:
     """Everything ``run`` checks before it opens anything (``validate`` runs exactly this): the library, the
     planner, the instruments and the protocol against them. Returns the library's molecules."""
     library = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
+    with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
+        valid = any(Chem.MolFromSmiles(smiles) is not None for smiles in library)  # stops at the first valid one
+    if not valid:
+        raise InvalidInput(f"library.file: {table_name(campaign.library.file)} has no valid SMILES among its "
+                           f"{len(library)} rows: nothing to propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign)

@@ -203,7 +203,10 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
             "conditions.volume_ml: 8.0 would be refused: protocol step 2 (dispense): dispense of 8 mL exceeds"),
         "a truth that is not finite": ({"library": {"file": str(tmp_path / "inf.csv")}},
                                        "1 library molecule(s) have no finite true value"),
+        "a library of only invalid SMILES": ({"library": {"file": str(tmp_path / "invalid.csv")}},
+                                             "invalid.csv has no valid SMILES among its 3 rows"),
     }
+    (tmp_path / "invalid.csv").write_text("smiles,ie_ev,ea_ev\nC1CC,7.0,1.0\nXYZ,7.1,1.1\nc1ccc,7.2,1.2\n")
     for why, (sections, needle) in cases.items():
         folder = tmp_path / why.replace(" ", "_")
         folder.mkdir()
