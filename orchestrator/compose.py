@@ -194,7 +194,5 @@ def _open(factory: Callable[..., Any], name: str, port: str, options: dict[str, 
         return factory(port, **options)
     except Disconnected as exc:
         raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {exc.what}") from None
-    except InputError:
-        raise
-    except TypeError as exc:  # a driver whose open() signature does not match its declared options
-        raise ConfigError(f"instruments.{name}", f"driver cannot be opened with these options: {exc}") from None
+    except (InputError, TypeError) as exc:  # an option value the driver refuses, or of the wrong type
+        raise ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}") from None
