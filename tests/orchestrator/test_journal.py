@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labloop.core.errors import JournalError
+from labloop.core.errors import JournalError, JournalWriteError
 from labloop.instruments.cv_analysis import analyze_cv
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.store import SCHEMA_VERSION, IllegalTransition, Journal
@@ -206,7 +206,7 @@ def test_read_only_reader_sees_each_commit_of_a_writer(journal):
         assert reader.data_version() != before
         journal.start_experiment(eid)
         assert [e.status for e in reader.experiments()] == ["running"]
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        with pytest.raises(JournalWriteError, match="read-only"):  # one line for the user, not sqlite's
             reader.add_event("x", "a reader cannot write")
 
 
