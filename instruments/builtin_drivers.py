@@ -38,7 +38,8 @@ def emstat_emulator(context: EmulatorContext, *, seed: int = 0) -> Emulation:
     from labloop.sim.emulation import Emulation
     from labloop.sim.pty_device import PtyDevice
 
-    emulator = EmStatEmulator(context.contents, time_scale=context.time_scale, seed=seed)
+    emulator = EmStatEmulator(context.contents, time_scale=context.time_scale, seed=seed,
+                              reference_drift=context.reference_drift)
     return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("emstat"), name="emstat").start())
 
 

@@ -61,9 +61,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labloop.instruments.impedance import PICO_FREQUENCY_RANGE_HZ, eis_point_seconds
 from labloop.instruments.methodscript import PICO_CURRENT_RANGES, encode_variable, parse_script_number
 from labloop.instruments.voltammogram import CVParams, InvalidParameter
-from labloop.sim.cv_physics import CellParams
+from labloop.sim.cv_physics import CellParams, cell_impedance
 from labloop.sim.emulation import cell_current
 from labloop.sim.faults import FaultInjector, FaultKind
 from labloop.sim.pty_device import Link, TerminatorFramer, TimeScale
@@ -76,6 +77,9 @@ MSCRIPT_VERSION = b"v0108\n"
 POTENTIAL_LIMITS_V = (-1.7, 2.0)
 DEFAULT_RANGE_A = 100e-6
 CV_TECHNIQUE = 0x0005
+EIS_TECHNIQUE = 0x000D
+#: largest resistance set_ir_comp takes (ohm) [infer]
+MAX_IR_COMP_OHM = 1e6
 ERR_NOT_RECOGNISED, ERR_NOT_NOW = 0x0003, 0x0006
 ERR_STATEMENT, ERR_ARGUMENT, ERR_VARIABLE, ERR_VALUE, ERR_PLACEMENT = 0x4001, 0x4002, 0x4003, 0x4004, 0x4005
 OVERLOAD_BURST = 0.05  # share of a scan's points an overload fault hits
@@ -100,7 +104,24 @@ class _CV:
     package: tuple[str, ...]
 
 
-Action = tuple[str, object]  # ("mode", 2), ("range", 1e-4), ("autorange", (lo, hi)), ("cell", True), ("cv", _CV)
+@dataclass(frozen=True)
+class _EIS:
+    """One impedance loop: ``points`` log-spaced frequencies from ``f_start`` to ``f_end`` (either way), the
+    AC amplitude and DC potential, and the package's variable types in ``pck_add`` order."""
+
+    f_start_hz: float
+    f_end_hz: float
+    points: int
+    amplitude_v: float
+    e_dc_v: float
+    package: tuple[str, ...]
+
+    def frequencies(self) -> np.ndarray:
+        return np.geomspace(self.f_start_hz, self.f_end_hz, self.points)
+
+
+Action = tuple[str, object]  # ("mode", 2), ("range", 1e-4), ("autorange", (lo, hi)), ("cell", True),
+#                              ("ir_comp", 850.0), ("cv", _CV), ("eis", _EIS)
 
 
 @dataclass
@@ -112,8 +133,9 @@ class _Plan:
 class _Compiler:
     """Checks a script and turns it into a plan; the first problem raises :class:`_ScriptError`."""
 
-    def __init__(self, lines: Sequence[str]) -> None:
+    def __init__(self, lines: Sequence[str], *, ir_compensation: bool = True) -> None:
         self.lines = lines
+        self.ir_compensation = ir_compensation
         self.variables: dict[str, float | None] = {}
         self.plan = _Plan()
         self.target = self.plan.body
@@ -129,7 +151,7 @@ class _Compiler:
             if words:
                 self._statement(words[0], words[1:])
         if self.loop is not None:
-            raise self._error(ERR_PLACEMENT, "meas_loop_cv without endloop", "")
+            raise self._error(ERR_PLACEMENT, "measurement loop without endloop", "")
         return self.plan
 
     def _error(self, code: int, detail: str, token: str) -> _ScriptError:
@@ -177,6 +199,8 @@ class _Compiler:
             handler = self._on_finished
         else:
             handler = getattr(self, f"_do_{command}", None) if command.isidentifier() else None
+        if command == "set_ir_comp" and not self.ir_compensation:
+            handler = None
         if handler is None:
             raise self._error(ERR_STATEMENT, f"unknown statement {command!r}", command)
         handler(command, args)
@@ -236,6 +260,28 @@ class _Compiler:
             raise self._error(ERR_VALUE, "the lower autorange limit is above the upper one", args[1])
         self.target.append(("autorange", (low, high)))
 
+    def _do_set_ir_comp(self, command: str, args: list[str]) -> None:
+        self._args(args, 1, command)
+        value = self._value(args[0])
+        if not 0 <= value <= MAX_IR_COMP_OHM:
+            raise self._error(ERR_VALUE, f"iR compensation must be 0..{MAX_IR_COMP_OHM:g} ohm", args[0])
+        self.target.append(("ir_comp", value))
+
+    def _do_meas_loop_eis(self, command: str, args: list[str]) -> None:
+        self._args(args, 8, command)
+        f_var, r_var, j_var = (self._declared(t) for t in args[:3])
+        amplitude, f_start, f_end, points = (self._value(t) for t in args[3:7])
+        e_dc = self._potential(args[7])
+        if not 0 < amplitude <= 0.25:
+            raise self._error(ERR_VALUE, "the AC amplitude must be in (0, 250m] V", args[3])
+        for token, f in ((args[4], f_start), (args[5], f_end)):
+            if not PICO_FREQUENCY_RANGE_HZ[0] <= f <= PICO_FREQUENCY_RANGE_HZ[1]:
+                raise self._error(ERR_VALUE, f"{f:g} Hz is outside {PICO_FREQUENCY_RANGE_HZ}", token)
+        if points != round(points) or not 1 <= points <= 1000:
+            raise self._error(ERR_VALUE, "the number of frequencies must be an integer 1..1000", args[6])
+        self.loop = {"kind": "eis", "eis": (f_start, f_end, int(points), amplitude, e_dc),
+                     "types": {f_var: "dc", r_var: "cc", j_var: "cd"}, "package": []}
+
     def _do_set_e(self, command: str, args: list[str]) -> None:
         self._args(args, 1, command)
         self._potential(args[0])
@@ -270,7 +316,7 @@ class _Compiler:
                               scan_rate_v_s=rate, n_scans=scans)
         except InvalidParameter as exc:
             raise self._error(ERR_VALUE, str(exc), args[2]) from None
-        self.loop = {"params": params, "types": {e_var: "da", i_var: "ba"}, "package": []}
+        self.loop = {"kind": "cv", "params": params, "types": {e_var: "da", i_var: "ba"}, "package": []}
 
     def _do_pck_start(self, command: str, args: list[str]) -> None:
         self._args(args, 0, command)
@@ -298,7 +344,11 @@ class _Compiler:
         self._args(args, 0, command)
         if self.loop is None or self.in_package:
             raise self._error(ERR_PLACEMENT, "endloop without an open measurement loop", command)
-        self.target.append(("cv", _CV(self.loop["params"], tuple(self.loop["package"]))))  # type: ignore[arg-type]
+        package = tuple(self.loop["package"])  # type: ignore[arg-type]
+        if self.loop["kind"] == "eis":
+            self.target.append(("eis", _EIS(*self.loop["eis"], package=package)))  # type: ignore[misc]
+        else:
+            self.target.append(("cv", _CV(self.loop["params"], package)))  # type: ignore[arg-type]
         self.loop = None
 
 
@@ -320,13 +370,19 @@ class _Run:
 class EmStatEmulator:
     """An EmStat Pico running MethodSCRIPT; a :class:`labloop.sim.pty_device.PtyEmulator`.
 
-    ``contents()`` says what the cell holds when a script starts (one :class:`CellParams` per couple).
-    ``cell_on`` and ``scripts`` (every accepted script, as lines) are there for tests.
+    ``contents()`` says what the cell holds when a script starts (one :class:`CellParams` per couple; the
+    first one's electrode holds Ru and Cdl for the cell); ``reference_drift()`` how far the reference
+    electrode has drifted (V), which shifts every couple. ``ir_compensation`` False makes ``set_ir_comp``
+    an unknown statement, as on firmware without it. ``cell_on`` and ``scripts`` (every accepted script,
+    as lines) are there for tests.
     """
 
     def __init__(self, contents: Callable[[], Sequence[CellParams]], *, time_scale: TimeScale | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, reference_drift: Callable[[], float] | None = None,
+                 ir_compensation: bool = True) -> None:
         self.contents = contents
+        self.reference_drift = reference_drift or (lambda: 0.0)
+        self.ir_compensation = ir_compensation
         self.time_scale = time_scale or TimeScale.real_time()
         self.cell_on = False
         self.scripts: list[list[str]] = []
@@ -335,7 +391,7 @@ class EmStatEmulator:
         self._receiving: list[str] | None = None
         self._run: _Run | None = None
 
-    def _noise_rng(self, contents: Sequence[CellParams], params: CVParams) -> np.random.Generator:
+    def _noise_rng(self, contents: Sequence[CellParams], params: object) -> np.random.Generator:
         """The noise of one scan, seeded by the emulator's seed, what is measured and how often this process
         measured it before: the same scan of the same cell gets the same noise after a restart, so a
         resumed dry run measures what the uninterrupted one did."""
@@ -382,7 +438,7 @@ class EmStatEmulator:
     # -- scripts --------------------------------------------------------------------------------------------
     def _start(self, lines: list[str], link: Link) -> None:
         try:
-            plan = _Compiler(lines).compile()
+            plan = _Compiler(lines, ir_compensation=self.ir_compensation).compile()
         except _ScriptError as exc:
             log.info("EmStat: script refused at line %d: %s", exc.line, exc)
             link.reply(exc.reply)
@@ -399,12 +455,17 @@ class EmStatEmulator:
 
     def _schedule(self, actions: list[Action], events: deque[Event], faults: FaultInjector | None) -> float:
         """Queue the output of ``actions``; return the device time at which they end."""
-        settings: dict[str, object] = {"mode": 2, "range": DEFAULT_RANGE_A, "autorange": None, "cell": self.cell_on}
+        settings: dict[str, object] = {"mode": 2, "range": DEFAULT_RANGE_A, "autorange": None, "cell": self.cell_on,
+                                       "ir_comp": 0.0}
         t = 0.0
         for kind, value in actions:
             if kind == "cv":
                 assert isinstance(value, _CV)
                 t = self._schedule_cv(value, settings, events, t, faults)
+                continue
+            if kind == "eis":
+                assert isinstance(value, _EIS)
+                t = self._schedule_eis(value, settings, events, t)
                 continue
             settings[kind] = value
             if kind == "cell":
@@ -415,8 +476,13 @@ class EmStatEmulator:
                      faults: FaultInjector | None) -> float:
         params = cv.params
         _, potential = params.waveform()
-        current = cell_current(contents := self.contents(), params, self._noise_rng(contents, params)) \
-            if settings["cell"] else np.zeros(params.n_points)
+        if settings["cell"]:
+            contents, drift = self.contents(), self.reference_drift()
+            current = cell_current(contents, params, self._noise_rng((*contents, drift), (params, settings["ir_comp"])),
+                                   compensated_ohm=float(settings["ir_comp"]),  # type: ignore[arg-type]
+                                   reference_drift_v=drift)
+        else:
+            current = np.zeros(params.n_points)
         ranges = _allowed_ranges(settings)
         if faults is not None and faults.decide(FaultKind.OVERLOAD):
             first = int(faults.fraction() * len(current))
@@ -432,6 +498,34 @@ class EmStatEmulator:
             if params.n_scans > 1 and k in scan_ends:
                 events.append((t, "line", b"-\n"))
         t = t0 + params.n_points * params.time_step_s
+        events.append((t, "line", b"*\n"))
+        events.append((t, "loop", False))
+        return t
+
+    def _schedule_eis(self, eis: _EIS, settings: dict[str, object], events: deque[Event], t0: float) -> float:
+        """Queue one impedance sweep: the cell's Randles impedance with relative noise of the electrode's
+        ``noise_fraction`` of |Z| on each part; a point whose AC current exceeds the largest allowed range
+        carries the overload bit."""
+        frequencies = eis.frequencies()
+        contents = self.contents()
+        if settings["cell"]:
+            z = cell_impedance(contents, frequencies, eis.e_dc_v, reference_drift_v=self.reference_drift())
+            rng = self._noise_rng(contents, eis)
+            noise = contents[0].noise_fraction * np.abs(z)
+            z = z + noise * (rng.normal(size=z.shape) + 1j * rng.normal(size=z.shape))
+        else:
+            z = np.full(frequencies.shape, complex(math.nan, math.nan))
+        largest = _allowed_ranges(settings)[-1][1]
+        events.append((t0, "line", f"M{EIS_TECHNIQUE:04X}\n".encode()))
+        events.append((t0, "loop", True))
+        t = t0
+        for f, zk in zip(frequencies.tolist(), z.tolist(), strict=True):
+            t += eis_point_seconds(f)
+            status = 2 if abs(zk) > 0 and eis.amplitude_v * math.sqrt(2) / abs(zk) > largest else 0
+            texts = {"dc": encode_variable("dc", f),
+                     "cc": encode_variable("cc", zk.real, f",1{status:X}"),
+                     "cd": encode_variable("cd", zk.imag, f",1{status:X}")}
+            events.append((t, "line", ("P" + ";".join(texts[v] for v in eis.package) + "\n").encode("ascii")))
         events.append((t, "line", b"*\n"))
         events.append((t, "loop", False))
         return t
