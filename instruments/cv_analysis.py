@@ -522,8 +522,9 @@ class BlankResult:
 
 def analyze_blank(v: Voltammogram, limit_a: float, settings: CVAnalysisSettings | None = None) -> BlankResult:
     """Judge a blank: ``contaminated`` when something oxidises (an anodic peak; with an O2 wave, a lone
-    anodic peak weaker than it is its product's re-oxidation and excused) or, in a blank without O2, |current| exceeds ``limit_a``; ``oxygen`` when a lone reduction
-    wave is there (purge, then judge the blank again).
+    anodic peak weaker than it is its product's re-oxidation and excused) or, in a blank without O2,
+    |current| exceeds ``limit_a``; ``oxygen`` when a lone reduction wave is there (purge, then judge the
+    blank again).
 
     Why these two: leftover analyte or a fouled electrode shows up as waves or excess current in plain
     electrolyte and spoils every later E1/2, so the protocol stops or cleans; dissolved O2 reduces in a
