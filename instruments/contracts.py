@@ -187,3 +187,29 @@ class SampleChanger(Protocol):
     def close(self) -> None:
         """Release the device; closing twice is not an error."""
         ...
+
+
+@runtime_checkable
+class GasValve(Protocol):
+    """What lets a gas into the cell (argon to purge dissolved O2): one gas flows at a time."""
+
+    @property
+    def gases(self) -> tuple[str, ...]:
+        """The gases this valve can let in (e.g. ``("argon",)``)."""
+        ...
+
+    def flow(self, gas: str) -> None:
+        """Let ``gas`` flow (closing any other); flowing the gas that already flows is not an error."""
+        ...
+
+    def stop(self) -> None:
+        """Close every valve; stopping a stopped valve is not an error."""
+        ...
+
+    def flowing(self) -> str | None:
+        """The gas flowing now, read back from the device (None: all closed)."""
+        ...
+
+    def close(self) -> None:
+        """Close the valves and release the port; closing twice is not an error."""
+        ...
