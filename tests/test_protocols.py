@@ -39,7 +39,8 @@ def test_step_problems_name_the_step_and_the_field():
                       {"cv": {"half_width_v": 0.3, "colour": "red"}}, {"stir": {}}])
     assert found[0][0] == (1, "dispense", "volume_ml") and "greater than 0" in found[0][1]
     assert found[1][0] == (2, "cv", "colour") and "unknown field" in found[1][1]
-    assert found[2] == ((3,), "'stir' is not one of load_sample, dispense, wait, cv, rinse, analyze")
+    assert found[2] == ((3,), "'stir' is not one of load_sample, dispense, wait, cv, rinse, analyze, purge, blank, "
+                                "eis, add_standard, clean, polish")
     begin_outside = {"cv": {"e_begin_v": 2.0, "e_vertex1_v": 1.0, "e_vertex2_v": 0.0}}
     assert problems([begin_outside])[0][0] == (0, "cv", "e_begin_v")
     assert problems([{"cv": {"e_vertex1_v": 1.0}}])[0][0] == (0, "cv", "e_begin_v")
