@@ -47,7 +47,7 @@ from labloop.orchestrator.yaml_source import (
     not_one_of,
     read_yaml,
 )
-from labloop.protocols.steps import parse_steps
+from labloop.protocols.steps import limit_problems, parse_steps
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.presets import PRESETS
@@ -513,10 +513,11 @@ class Campaign(BaseModel):
             if name not in parameters:
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
+        problems.extend(Problem(("protocol", *p.loc), p.message) for p in limit_problems(steps, self.safety.limits()))
         for index, step in enumerate(steps):
-            for field in ("changer", "pump", "potentiostat"):
+            for field in ("changer", "pump", "potentiostat", "valve"):
                 name = getattr(step, field, None)
-                if name is not None and name not in self.instruments:
+                if name is not None and name != "manual" and name not in self.instruments:
                     problems.append(Problem(("protocol", index, step.name, field),
                                             f"{not_one_of(name, list(self.instruments))} (the instruments)"))
         return problems
