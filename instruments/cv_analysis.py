@@ -469,12 +469,15 @@ class DiffusionEstimate:
 
 
 def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult], *, area_cm2: float,
-                             conc_mm: float, n_electrons: int = 1) -> DiffusionEstimate:
+                             conc_mm: float, n_electrons: int = 1,
+                             forward: Literal["anodic", "cathodic"] | None = None) -> DiffusionEstimate:
     """Diffusion coefficient from the peak currents of CVs at several scan rates.
 
     The slope ``s`` of |ip| against sqrt(v), fitted through the origin, gives
-    ``D = (s / (2.69e5 n^1.5 A C))^2`` (PROTOCOLS facts for the simulator: Randles-Sevcik at 25 C, a
-    reversible couple). Valid for reversible couples; a quasi-reversible one reads low.
+    ``D = (s / (2.69e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, a reversible couple; a quasi-reversible one
+    reads low). ``forward`` names the first sweep's peak: its baseline is the flat current before the
+    wave, while the return peak sits on the forward wave's decaying tail, which a straight baseline only
+    approximates; with ``forward`` given, D is the forward peak's, otherwise the mean of both.
     """
     require_positive("area_cm2", area_cm2)
     require_positive("conc_mm", conc_mm)
@@ -494,11 +497,13 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
 
     anodic, r2a = fit([r.ipa_a for r in results])
     cathodic, r2c = fit([r.ipc_a for r in results])
-    found = [d for d in (anodic, cathodic) if d is not None]
+    chosen = {"anodic": [(anodic, r2a)], "cathodic": [(cathodic, r2c)]}.get(forward or "",
+                                                                          [(anodic, r2a), (cathodic, r2c)])
+    found = [(d, r) for d, r in chosen if d is not None]
     if not found:
-        raise InvalidParameter("results: no scan rate has both a peak current for every rate")
-    r2 = min(r for d, r in ((anodic, r2a), (cathodic, r2c)) if d is not None)
-    return DiffusionEstimate(float(np.mean(found)), anodic, cathodic, r2, tuple(float(x) for x in scan_rates_v_s))
+        raise InvalidParameter(f"results: no {forward or 'anodic or cathodic'} peak current at every scan rate")
+    return DiffusionEstimate(float(np.mean([d for d, _ in found])), anodic, cathodic, min(r for _, r in found),
+                             tuple(float(x) for x in scan_rates_v_s))
 
 
 # -- the blank ---------------------------------------------------------------------------------------------

@@ -374,8 +374,10 @@ class ProtocolExecutor:
             lab.scans.append((voltammogram, analyze_cv(voltammogram, ru_ohm=lab.ru_ohm)))
         if len(step.rates) > 1 and step.analyte_mm is not None:
             try:
+                forward = "anodic" if cv.e_vertex1_v > cv.e_begin_v else "cathodic"
                 lab.diffusion = randles_sevcik_diffusion(list(step.rates), [a for _, a in lab.scans],
-                                                         area_cm2=step.electrode_area_cm2, conc_mm=step.analyte_mm)
+                                                         area_cm2=step.electrode_area_cm2, conc_mm=step.analyte_mm,
+                                                         forward=forward)
             except InvalidParameter as exc:
                 log.warning("no diffusion coefficient: %s", exc)
         return lab.scans[0][0]
