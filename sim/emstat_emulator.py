@@ -3,8 +3,11 @@
 It exists so that the EmStat driver, the protocols and ``labloop run --dry-run`` exercise exactly the bytes
 a real EmStat takes and gives: on a :class:`labloop.sim.pty_device.PtyDevice` any serial client can talk
 to it. A CV streams one data package per point at the pace of the scan (scaled by the
-:class:`TimeScale`), with currents computed by :func:`labloop.sim.cv_physics.simulate_cv` for whatever the
-shared cell holds when the script starts (:meth:`labloop.sim.emulation.EmulatorContext.contents`).
+:class:`TimeScale`), with currents computed by :func:`labloop.sim.cv_physics.simulate_cell` for whatever the
+shared cell holds when the script starts (:meth:`labloop.sim.emulation.EmulatorContext.contents`: analyte,
+ferrocene standard, dissolved O2), with the cell's remaining ohmic drop and the reference electrode's drift
+at that moment. An impedance sweep streams the cell's Randles impedance
+(:func:`labloop.sim.cv_physics.cell_impedance`).
 
 What it accepts, as the device does (PROTOCOLS.md, [src]): lines ending ``\\n``; ``t`` (two lines, the
 second ending ``*``), ``Z`` (``Z`` while a script runs, else ``Z!0006``), ``e`` + script + blank line.
@@ -20,16 +23,28 @@ Choices where the sources are silent ([infer], documented because the emulator m
 - The script subset understood: ``var``, ``store_var NAME VALUE TYPE``, ``set_pgstat_chan 0``,
   ``set_pgstat_mode 2|3`` (low speed / high speed current ranges), ``set_max_bandwidth``,
   ``set_range ba|da|ab X``, ``set_range_minmax da A B``, ``set_autoranging ba LOW HIGH``, ``set_e``,
-  ``cell_on``, ``cell_off``, ``meas_loop_cv E I E_begin E_vtx1 E_vtx2 E_step scan_rate [nscans(n)]`` with
-  ``pck_start``/``pck_add``/``pck_end`` and ``endloop``, ``on_finished:``; ``#`` comments; leading
-  whitespace. Arguments are literals or ``store_var`` variables.
+  ``cell_on``, ``cell_off``, ``meas_loop_cv E I E_begin E_vtx1 E_vtx2 E_step scan_rate [nscans(n)]`` and
+  ``meas_loop_eis F R J ac f_start f_end n dc`` with ``pck_start``/``pck_add``/``pck_end`` and ``endloop``,
+  ``set_ir_comp R``, ``on_finished:``; ``#`` comments; leading whitespace. Arguments are literals or
+  ``store_var`` variables.
+- ``set_ir_comp R`` (0..1 Mohm) compensates R ohm of the cell's Ru by positive feedback in the CV loops
+  that follow (the electrode sees ``E - i (Ru - R)``; beyond Ru it is clamped, where a real potentiostat
+  would ring). With ``ir_compensation=False`` the statement is unknown (``e!4001``), as on firmware
+  without it.
+- An impedance loop starts with ``M000D`` [infer]; point k (frequencies log-spaced from ``f_start`` to
+  ``f_end``, either way) is sent after :func:`labloop.instruments.impedance.eis_point_seconds` of its
+  frequency as ``dc`` (Hz), ``cc`` (Z', ohm) and ``cd`` (Z'', ohm) in ``pck_add`` order, the impedances
+  with ``,1X`` status (overload when the AC current ``ac * sqrt(2) / |Z|`` exceeds the largest allowed
+  range), e.g. ``PdcDF5E100m;cc82DC6C0m,10;cd7F0BDC0u,10`` (100 kHz, 3000 ohm, -1 ohm); noise is the
+  electrode's ``noise_fraction`` of |Z| on each part.
 - A script is checked when its blank line arrives; the first problem answers
   ``e!XXXX: Line L, Col C`` (line 1 is the first line after ``e``) and nothing runs. Codes: ``4001``
   unknown statement, ``4002`` wrong number or form of arguments (``0.5``: no decimal point), ``4003``
   undeclared variable, ``4004`` value out of range (potentials beyond the Pico's -1.7..+2.0 V, a
   non-positive step or rate, a begin potential outside the vertices, a current beyond 5 mA),
   ``4005`` misplaced statement (``endloop`` without a loop, an unclosed loop, ``pck_add`` outside
-  ``pck_start``/``pck_end``, a nested loop).
+  ``pck_start``/``pck_end``, a nested loop). Impedance: amplitude beyond 250 mV, a frequency outside the
+  Pico's 0.016 Hz..200 kHz or a point count that is not an integer 1..1000 are ``4004``.
 - A measurement loop starts with ``M0005`` (the CV technique number); with ``nscans(n > 1)`` every scan
   ends with ``-``. Package ``k`` is sent at the end of its potential step. The applied potential goes
   out as ``da``, the current as ``ba`` with ``,1X`` status and ``,2XX`` current range, e.g.
