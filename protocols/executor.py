@@ -459,7 +459,7 @@ class ProtocolExecutor:
         dispensed = pump.dispense(step.volume_ml, step.rate_ml_min)
         first, analysis = lab.scans[0]
         fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
-        params = _widened(first.params, fc_expected - STANDARD_MARGIN_V, fc_expected + STANDARD_MARGIN_V)
+        params = widened(first.params, fc_expected - STANDARD_MARGIN_V, fc_expected + STANDARD_MARGIN_V)
         self.safety.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where=where)
         voltammogram = self.rig.instruments[instrument].run_cv(params)  # type: ignore[attr-defined]
         lab.standard_scan = voltammogram
@@ -471,7 +471,7 @@ class ProtocolExecutor:
         return {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v}
 
 
-def _widened(params: CVParams, low: float, high: float) -> CVParams:
+def widened(params: CVParams, low: float, high: float) -> CVParams:
     """``params`` with its window stretched to include ``low..high`` (on its step grid), same direction."""
     step = params.e_step_v
     lo = min(min(params.e_vertex1_v, params.e_vertex2_v), round(low / step) * step)
