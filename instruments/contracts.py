@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
 
 if TYPE_CHECKING:  # written concurrently by the CV owner; only the names are needed here
+    from labloop.instruments.impedance import EISParams, ImpedanceSpectrum
     from labloop.instruments.voltammogram import CVParams, Voltammogram
 
 
@@ -169,6 +170,16 @@ class Potentiostat(Protocol):
 
     def close(self) -> None:
         """Release the port; closing twice is not an error."""
+        ...
+
+
+@runtime_checkable
+class ImpedanceMeter(Protocol):
+    """A potentiostat that can also sweep impedance (what an ``eis`` step needs)."""
+
+    def run_eis(self, params: EISParams) -> ImpedanceSpectrum:
+        """Run one impedance sweep and return the spectrum; raises :class:`Overload` if the current left the
+        range."""
         ...
 
 

@@ -1,8 +1,11 @@
 """Driver for PalmSens EmStat Pico / EmStat4 potentiostats running MethodSCRIPT over a serial line.
 
 A CV is one MethodSCRIPT (:func:`labloop.instruments.methodscript.cv_script`): ``e``, the script, a blank
-line; the device answers ``e``, ``M....``, one ``P`` package per point, ``*`` and a blank line. The wire
-format lives in :mod:`labloop.instruments.methodscript`; this module owns the conversation.
+line; the device answers ``e``, ``M....``, one ``P`` package per point, ``*`` and a blank line. An impedance
+sweep (:meth:`EmStatPotentiostat.run_eis`, :func:`labloop.instruments.methodscript.eis_script`) is the same
+conversation with one ``dc;cc;cd`` package (frequency, Z', Z'') per frequency, each checked against the
+requested log grid. The wire format lives in :mod:`labloop.instruments.methodscript`; this module owns the
+conversation. A CV may ask for on-device iR compensation (``CVParams.ir_comp_ohm``, see :meth:`run_cv`).
 
 How the driver stays safe and honest on an unattended night:
 

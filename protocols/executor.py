@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from labloop.instruments.contracts import GasValve, Potentiostat, Pump, SafetyLimits, SampleChanger
+from labloop.instruments.contracts import GasValve, ImpedanceMeter, Potentiostat, Pump, SafetyLimits, SampleChanger
 from labloop.instruments.cv_analysis import (
     FERROCENE_VS_LI_V,
     BlankResult,
@@ -216,7 +216,7 @@ class ProtocolExecutor:
                     raise ConfigError(where, f"gas {step.gas!r}: valve {name!r} has {', '.join(gases)}")
         elif isinstance(step, Blank | EIS | AddStandard):
             name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
-            if isinstance(step, EIS) and not hasattr(self.rig.instruments[name], "run_eis"):
+            if isinstance(step, EIS) and not isinstance(self.rig.instruments[name], ImpedanceMeter):
                 raise ConfigError(where, f"{name!r} cannot measure impedance (no run_eis)")
             if isinstance(step, Blank):
                 p = step.params()
