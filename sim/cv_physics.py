@@ -173,36 +173,32 @@ def _run_without_ru(cell: CellParams, prop: _Propagator, e_app: np.ndarray, c_bu
     return np.array(rate)
 
 
-def _solve_interface(cells: Sequence[CellParams], ru: float, states: Sequence[tuple[float, float, float]],
-                     e_app: float, e_prev: float, guess: float,
-                     charge: float) -> tuple[float, list[tuple[float, float]]]:
-    """Interfacial potential E with E + Ru * (sum_k i_k(E) + charge * (E - e_prev)) = e_app, and (k_f, k_b) of
-    every couple there.
+def _solve_interface(kinetics: Sequence[tuple[float, float, float, float]], ru: float,
+                     states: Sequence[tuple[float, float, float]], e_app: float, e_prev: float, guess: float,
+                     charge: float) -> float:
+    """Interfacial potential E with E + Ru * (sum_k i_k(E) + charge * (E - e_prev)) = e_app.
 
-    ``states`` holds per couple (b0, a0, scale) with ``scale`` = F A C* turning its rate into current;
-    ``charge`` is Cdl A / dt. Each i_k is increasing and lies in scale_k * [-a0_k, b0_k - a0_k], so the sum
-    brackets the root; a Newton step leaving the bracket is replaced by bisection. Scalar math on purpose:
-    this runs once per time step.
+    ``kinetics`` holds per couple (E0, f, alpha, k0); ``states`` per couple (b0, a0, scale) with ``scale`` =
+    F A C* turning its rate into current; ``charge`` is Cdl A / dt. Each i_k is increasing and lies in
+    scale_k * [-a0_k, b0_k - a0_k], so the sum brackets the root; a Newton step leaving the bracket is
+    replaced by bisection. Scalar math on purpose: this runs once per time step.
     """
     slope = 1.0 + ru * charge
     offset = e_app + ru * charge * e_prev
     lo = (offset - ru * sum(scale * (b0 - a0) for b0, a0, scale in states)) / slope
     hi = (offset + ru * sum(scale * a0 for _, a0, scale in states)) / slope
     e = min(max(guess, lo), hi)
-    rates: list[tuple[float, float]] = []
+    pairs = list(zip(kinetics, states, strict=True))
     for _ in range(100):
         current = d_current = 0.0
-        rates = []
-        for cell, (b0, a0, scale) in zip(cells, states, strict=True):
-            f, alpha = cell.f, cell.alpha
-            x = max(-MAX_EXPONENT, min(MAX_EXPONENT, f * (e - cell.e0_v)))
-            k_f, k_b = cell.k0_cm_s * math.exp(-alpha * x), cell.k0_cm_s * math.exp((1 - alpha) * x)
-            rates.append((k_f, k_b))
+        for (e0, f, alpha, k0), (b0, a0, scale) in pairs:
+            x = max(-MAX_EXPONENT, min(MAX_EXPONENT, f * (e - e0)))
+            k_f, k_b = k0 * math.exp(-alpha * x), k0 * math.exp((1 - alpha) * x)
             num, den = k_b * (b0 - a0) - k_f * a0, b0 + k_b + k_f
             d_num = f * ((1 - alpha) * k_b * (b0 - a0) + alpha * k_f * a0)
             d_den = f * ((1 - alpha) * k_b - alpha * k_f)
             current += scale * num / den
-            d_current += scale * (d_num * den - num * d_den) / den**2
+            d_current += scale * (d_num * den - num * d_den) / (den * den)
         residual = slope * e + ru * current - offset
         if abs(residual) < 1e-10:
             break
@@ -212,7 +208,7 @@ def _solve_interface(cells: Sequence[CellParams], ru: float, states: Sequence[tu
             lo = e
         e_new = e - residual / (slope + ru * d_current)
         e = e_new if lo < e_new < hi else 0.5 * (lo + hi)
-    return e, rates
+    return e
 
 
 def _run_with_ru(cells: Sequence[CellParams], props: Sequence[_Propagator], e_app: np.ndarray,
@@ -220,23 +216,30 @@ def _run_with_ru(cells: Sequence[CellParams], props: Sequence[_Propagator], e_ap
                  charge: float) -> tuple[np.ndarray, np.ndarray]:
     """Total faradaic current (A) and interfacial potential at every internal step, the ohmic drop of all
     couples' current (and the charging current) solved together: they share one electrode."""
+    kinetics = [(c.e0_v, c.f, c.alpha, c.k0_cm_s) for c in cells]
     concs = [np.full(len(prop.q), c_bulk) for prop, c_bulk in zip(props, c_bulks, strict=True)]
     surface = list(c_bulks)
+    couples = range(len(cells))
     applied = e_app.tolist()
     e_int = [applied[0]]
     current = []
+    steps = [(prop.P, prop.q, prop.g, prop.b0, prop.a_c0, prop.a_p1) for prop in props]
     for n in range(1, len(applied)):
-        ps = [prop.P @ c + prop.q for prop, c in zip(props, concs, strict=True)]
-        a0s = [prop.a_c0 * c0 + prop.a_p1 * float(p[0]) for prop, c0, p in zip(props, surface, ps, strict=True)]
-        states = [(prop.b0, a0, scale) for prop, a0, scale in zip(props, a0s, scales, strict=True)]
-        guess = e_int[-1] + applied[n] - applied[n - 1]
-        e, rates = _solve_interface(cells, ru, states, applied[n], e_int[-1], guess, charge)
+        ps = [P @ c + q for (P, q, *_), c in zip(steps, concs, strict=True)]
+        states = [(b0, a_c0 * c0 + a_p1 * float(p[0]), scale) for (_, _, _, b0, a_c0, a_p1), c0, p, scale
+                  in zip(steps, surface, ps, scales, strict=True)]
+        e = _solve_interface(kinetics, ru, states, applied[n], e_int[-1], e_int[-1] + applied[n] - applied[n - 1],
+                             charge)
         total = 0.0
-        for k, ((k_f, k_b), prop, a0, scale) in enumerate(zip(rates, props, a0s, scales, strict=True)):
-            denominator = prop.b0 + k_b + k_f
+        for k in couples:
+            e0, f, alpha, k0 = kinetics[k]
+            b0, a0, scale = states[k]
+            x = max(-MAX_EXPONENT, min(MAX_EXPONENT, f * (e - e0)))
+            k_f, k_b = k0 * math.exp(-alpha * x), k0 * math.exp((1 - alpha) * x)
+            denominator = b0 + k_b + k_f
             surface[k] = (a0 + k_b) / denominator
-            total += scale * (k_b * (prop.b0 - a0) - k_f * a0) / denominator
-            concs[k] = ps[k] + prop.g * surface[k]
+            total += scale * (k_b * (b0 - a0) - k_f * a0) / denominator
+            concs[k] = ps[k] + steps[k][2] * surface[k]
         current.append(total)
         e_int.append(e)
     return np.array(current), np.array(e_int)
