@@ -38,8 +38,9 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -61,7 +62,7 @@ from labloop.instruments.methodscript import (
     Status,
     as_written,
     classify,
-    cv_script,
+    cv_series_script,
     eis_as_written,
     eis_script,
     parse_error,
@@ -86,12 +87,17 @@ ERROR_MEANINGS = {
 }
 
 
+#: checks package ``k`` of a loop (its line) and returns its values in ``pck_add`` order and the overload bit
+PointReader = Callable[[str, int], tuple[tuple[float, ...], bool]]
+
+
 @dataclass(frozen=True)
 class _Run:
-    """What one script measured: the values of every package (in ``pck_add`` order), overloads, aborted."""
+    """What one script measured, per measurement loop: the values of every package (in ``pck_add`` order),
+    overloads; and whether it was aborted."""
 
-    values: list[tuple[float, ...]]
-    overload: list[bool]
+    values: list[list[tuple[float, ...]]]
+    overload: list[list[bool]]
     aborted: bool
 
 
@@ -243,36 +249,52 @@ class EmStatPotentiostat:
         uncompensated: the returned voltammogram's ``params.ir_comp_ohm`` is then 0, so the analysis
         corrects the whole ohmic drop.
         """
-        params = as_written(params, self.where)  # what the instrument will run, to the last rounded digit
-        self.limits.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where=self.where)
-        if params.ir_comp_ohm > 0 and not self.ir_compensation_supported:
-            params = replace(params, ir_comp_ohm=0.0)
-        time_s, expected = params.waveform()
+        return self.run_cv_series([params])[0]
+
+    def run_cv_series(self, series: Sequence[CVParams]) -> list[Voltammogram]:
+        """Run several CVs (e.g. one per scan rate) in one script, the cell on throughout, and return them
+        in order; all of them are checked against the limits before the script is sent. They must share
+        the current range and the iR compensation. Retries re-run the whole series; iR compensation,
+        aborts and overloads are handled as in :meth:`run_cv`."""
+        series = [as_written(params, self.where) for params in series]  # what the instrument will run
+        for params in series:
+            self.limits.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v,
+                                         where=self.where)
+        if not self.ir_compensation_supported:
+            series = [replace(params, ir_comp_ohm=0.0) for params in series]
+        script = cv_series_script(series, where=self.where)  # refuses a mixed series before anything is sent
+        waveforms = [params.waveform() for params in series]
         with self._state:
             self._abort_requested = False
-        log.info("%s: CV %g -> %g -> %g V at %g V/s, %d points, iR compensation %g ohm", self.where,
-                 params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, params.scan_rate_v_s, params.n_points,
-                 params.ir_comp_ohm)
+        for params in series:
+            log.info("%s: CV %g -> %g -> %g V at %g V/s, %d points, iR compensation %g ohm", self.where,
+                     params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, params.scan_rate_v_s,
+                     params.n_points, params.ir_comp_ohm)
+        loops = [(len(expected), partial(self._point, params=params, expected=expected))
+                 for params, (_, expected) in zip(series, waveforms, strict=True)]
         try:
-            run = self._run_script(cv_script(params, where=self.where), "CV", params.duration_s,
-                                   params.time_step_s, len(expected),
-                                   lambda line, k: self._point(line, k, params, expected))
+            run = self._run_script(script, "CV", sum(p.duration_s for p in series),
+                                   max(p.time_step_s for p in series), loops)
         except DeviceError as exc:
-            if not (params.ir_comp_ohm > 0 and exc.code == f"!{IR_COMP_UNKNOWN:04X}"):
+            if not (series[0].ir_comp_ohm > 0 and exc.code == f"!{IR_COMP_UNKNOWN:04X}"):
                 raise
             log.warning("%s: the firmware has no iR compensation; the CV runs uncompensated", self.where)
             self.ir_compensation_supported = False
-            return self.run_cv(replace(params, ir_comp_ohm=0.0))
+            return self.run_cv_series(series)
         if run.aborted:
-            raise DeviceError(self.where, "Z", f"CV aborted after {len(run.values)} of {len(expected)} points")
-        voltammogram = Voltammogram(potential_v=[v[0] for v in run.values], current_a=[v[1] for v in run.values],
-                                    time_s=time_s, params=params, reference=self.reference, overload=run.overload)
-        if voltammogram.any_overload:
-            n = int(voltammogram.overload.sum())
-            if self.on_overload == "raise":
-                raise Overload(self.where, f"current overload at {n} of {len(voltammogram)} points")
-            log.warning("%s: current overload at %d of %d points (marked)", self.where, n, len(voltammogram))
-        return voltammogram
+            done = sum(len(values) for values in run.values)
+            raise DeviceError(self.where, "Z", f"CV aborted after {done} of {sum(n for n, _ in loops)} points")
+        voltammograms = []
+        for params, (time_s, _), values, overload in zip(series, waveforms, run.values, run.overload, strict=True):
+            voltammogram = Voltammogram(potential_v=[v[0] for v in values], current_a=[v[1] for v in values],
+                                        time_s=time_s, params=params, reference=self.reference, overload=overload)
+            if voltammogram.any_overload:
+                n = int(voltammogram.overload.sum())
+                if self.on_overload == "raise":
+                    raise Overload(self.where, f"current overload at {n} of {len(voltammogram)} points")
+                log.warning("%s: current overload at %d of %d points (marked)", self.where, n, len(voltammogram))
+            voltammograms.append(voltammogram)
+        return voltammograms
 
     # -- impedance ------------------------------------------------------------------------------------------
     def run_eis(self, params: EISParams) -> ImpedanceSpectrum:
@@ -288,12 +310,13 @@ class EmStatPotentiostat:
                  params.f_low_hz, params.points, params.amplitude_v, params.e_dc_v)
         duration = sum(eis_point_seconds(f) for f in expected)
         run = self._run_script(eis_script(params, where=self.where), "EIS", duration,
-                               eis_point_seconds(params.f_low_hz), len(expected),
-                               lambda line, k: self._eis_point(line, k, expected))
+                               eis_point_seconds(params.f_low_hz),
+                               [(len(expected), partial(self._eis_point, expected=expected))])
+        values = run.values[0] if run.values else []
         if run.aborted:
-            raise DeviceError(self.where, "Z", f"EIS aborted after {len(run.values)} of {len(expected)} points")
-        spectrum = ImpedanceSpectrum(frequency_hz=[v[0] for v in run.values], z_real_ohm=[v[1] for v in run.values],
-                                     z_imag_ohm=[v[2] for v in run.values], params=params, overload=run.overload)
+            raise DeviceError(self.where, "Z", f"EIS aborted after {len(values)} of {len(expected)} points")
+        spectrum = ImpedanceSpectrum(frequency_hz=[v[0] for v in values], z_real_ohm=[v[1] for v in values],
+                                     z_imag_ohm=[v[2] for v in values], params=params, overload=run.overload[0])
         if spectrum.overload.any():
             n = int(spectrum.overload.sum())
             if self.on_overload == "raise":
@@ -317,12 +340,13 @@ class EmStatPotentiostat:
         return (f.value, z_real.value, z_imag.value), overloaded
 
     # -- one script -----------------------------------------------------------------------------------------
-    def _run_script(self, lines: list[str], what: str, duration_s: float, interval_s: float, n_points: int,
-                    point: Callable[[str, int], tuple[tuple[float, ...], bool]]) -> _Run:
-        """Send a script with one measurement loop and collect its ``n_points`` packages through ``point``,
-        re-running it after a timeout or protocol error (see the module docstring)."""
+    def _run_script(self, lines: list[str], what: str, duration_s: float, interval_s: float,
+                    loops: list[tuple[int, PointReader]]) -> _Run:
+        """Send a script with one measurement loop per entry of ``loops`` and collect each loop's
+        ``n_points`` packages through its reader, re-running the script after a timeout or protocol error
+        (see the module docstring)."""
         script = "\n".join(lines) + "\n"
-        return retry(lambda: self._run_once(script, what, duration_s, interval_s, n_points, point),
+        return retry(lambda: self._run_once(script, what, duration_s, interval_s, loops),
                      attempts=self.retries + 1, before_retry=self._recover)
 
     def _recover(self, exc: InstrumentError) -> None:
@@ -336,8 +360,8 @@ class EmStatPotentiostat:
                 log.info("%s: %s while recovering", self.where, sync_exc.what)
                 self.transport.drain(self.settle_s)
 
-    def _run_once(self, script: str, what: str, duration_s: float, interval_s: float, n_points: int,
-                  point: Callable[[str, int], tuple[tuple[float, ...], bool]]) -> _Run:
+    def _run_once(self, script: str, what: str, duration_s: float, interval_s: float,
+                  loops: list[tuple[int, PointReader]]) -> _Run:
         with self._io:
             with self._state:
                 if self._abort_requested:
@@ -346,7 +370,7 @@ class EmStatPotentiostat:
             try:
                 self.transport.reset_input()
                 self.transport.write(script.encode("ascii"))
-                run = self._read_run(what, duration_s, interval_s, n_points, point)
+                run = self._read_run(what, duration_s, interval_s, loops)
             finally:
                 with self._state:
                     self._running = False
@@ -355,8 +379,8 @@ class EmStatPotentiostat:
                 self.transport.drain(self.settle_s)
             return run
 
-    def _read_run(self, what: str, duration_s: float, interval_s: float, n_points: int,
-                  point: Callable[[str, int], tuple[tuple[float, ...], bool]]) -> _Run:
+    def _read_run(self, what: str, duration_s: float, interval_s: float,
+                  loops: list[tuple[int, PointReader]]) -> _Run:
         interval_s /= self.time_scale
         deadline = time.monotonic() + 2 * self.timeout_s + 1.25 * duration_s / self.time_scale
         first = self._line(self.timeout_s)
@@ -364,34 +388,41 @@ class EmStatPotentiostat:
             raise self._device_error(first, f"loading the {what} script")
         if classify(first) is not LineKind.ACCEPTED:
             raise ProtocolError(self.where, f"expected 'e' for the {what} script, got {first!r}")
-        values: list[tuple[float, ...]] = []
-        overload: list[bool] = []
-        loops, loop_ended, aborted = 0, False, False
+        values: list[list[tuple[float, ...]]] = []  # one list per measurement loop started
+        overload: list[list[bool]] = []
+        in_loop, aborted = False, False
         while True:
+            done = sum(len(v) for v in values)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise InstrumentTimeout(self.where, f"{what} not finished after {len(values)} points")
+                raise InstrumentTimeout(self.where, f"{what} not finished after {done} points")
             line = self._line(min(self.timeout_s + interval_s, remaining))
             kind = classify(line)
             if kind is LineKind.END:
                 break
-            if kind is LineKind.PACKAGE and loops == 1 and not loop_ended:
-                value, over = point(line, len(values))
-                values.append(value)
-                overload.append(over)
-            elif kind is LineKind.LOOP_START and loops == 0:
-                loops = 1
-            elif kind is LineKind.LOOP_END and loops == 1:
-                loop_ended = True
+            if kind is LineKind.PACKAGE and in_loop:
+                value, over = loops[len(values) - 1][1](line, len(values[-1]))
+                values[-1].append(value)
+                overload[-1].append(over)
+            elif kind is LineKind.LOOP_START and not in_loop and len(values) < len(loops):
+                in_loop = True
+                values.append([])
+                overload.append([])
+            elif kind is LineKind.LOOP_END and in_loop:
+                in_loop = False
+                n_expected = loops[len(values) - 1][0]
+                if not aborted and len(values[-1]) != n_expected:
+                    raise ProtocolError(self.where, f"{what} loop {len(values)} ended with {len(values[-1])} of "
+                                                    f"{n_expected} points")
             elif kind is LineKind.ABORTED:
                 aborted = True
             elif kind is LineKind.ERROR:
                 self.transport.drain(self.settle_s)
-                raise self._device_error(line, f"running the {what} (after {len(values)} points)")
+                raise self._device_error(line, f"running the {what} (after {done} points)")
             elif kind not in (LineKind.SCAN_START, LineKind.SCAN_END):
-                raise ProtocolError(self.where, f"unexpected line {line!r} after {len(values)} points")
-        if not aborted and (len(values) != n_points or not loop_ended):
-            raise ProtocolError(self.where, f"{what} ended with {len(values)} of {n_points} points")
+                raise ProtocolError(self.where, f"unexpected line {line!r} after {done} points")
+        if not aborted and (in_loop or len(values) != len(loops)):
+            raise ProtocolError(self.where, f"{what} ended after {len(values)} of {len(loops)} measurement loops")
         return _Run(values, overload, aborted)
 
     def _point(self, line: str, k: int, params: CVParams, expected: np.ndarray) -> tuple[tuple[float, ...], bool]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import IntFlag, StrEnum
 
@@ -235,33 +236,49 @@ def cv_script(params: CVParams, *, max_current_a: float = 5e-3, where: str = "Me
     ``set_ir_comp R`` (positive-feedback iR compensation of R ohm for the following measurement loops;
     the statement's form is an [infer], see the module docstring).
     """
+    return cv_series_script([params], max_current_a=max_current_a, where=where)
+
+
+def cv_series_script(series: Sequence[CVParams], *, max_current_a: float = 5e-3,
+                     where: str = "MethodSCRIPT") -> list[str]:
+    """One script running the CVs of ``series`` one after the other (e.g. one per scan rate), the cell on
+    throughout: one ``meas_loop_cv`` per CV, each preceded by its own bandwidth; they must share the current
+    range and the iR compensation (a ConfigError otherwise). See :func:`cv_script` for the rest."""
+    if not series:
+        raise ConfigError(where, "a CV series needs at least one CV")
+    first = series[0]
+    if any(p.current_range_a != first.current_range_a or p.ir_comp_ohm != first.ir_comp_ohm for p in series):
+        raise ConfigError(where, "the CVs of one script must share current_range_a and ir_comp_ohm")
+
     def n(value: float) -> str:
         return script_number(value, where)
 
-    start = params.current_range_a if params.current_range_a is not None else 100e-6
-    low, high = (start, start) if params.current_range_a is not None else (1e-9, max_current_a)
-    bandwidth = max(1, round(4 * params.scan_rate_v_s / params.e_step_v))
-    scans = f" nscans({params.n_scans})" if params.n_scans > 1 else ""
-    ir_comp = [f"set_ir_comp {n(params.ir_comp_ohm)}"] if params.ir_comp_ohm > 0 else []
+    def bandwidth(params: CVParams) -> int:
+        return max(1, round(4 * params.scan_rate_v_s / params.e_step_v))
+
+    def loop(params: CVParams) -> list[str]:
+        scans = f" nscans({params.n_scans})" if params.n_scans > 1 else ""
+        return [f"meas_loop_cv p c {n(params.e_begin_v)} {n(params.e_vertex1_v)} {n(params.e_vertex2_v)} "
+                f"{n(params.e_step_v)} {n(params.scan_rate_v_s)}{scans}",
+                "  pck_start", "  pck_add p", "  pck_add c", "  pck_add c", "  pck_end", "endloop"]
+
+    start = first.current_range_a if first.current_range_a is not None else 100e-6
+    low, high = (start, start) if first.current_range_a is not None else (1e-9, max_current_a)
+    ir_comp = [f"set_ir_comp {n(first.ir_comp_ohm)}"] if first.ir_comp_ohm > 0 else []
+    later = [line for params in series[1:] for line in (f"set_max_bandwidth {bandwidth(params)}", *loop(params))]
     return [
         "e",
         "var c",
         "var p",
         "set_pgstat_mode 2",
-        f"set_max_bandwidth {bandwidth}",
+        f"set_max_bandwidth {bandwidth(first)}",
         f"set_range ba {n(start)}",
         f"set_autoranging ba {n(low)} {n(high)}",
         *ir_comp,
-        f"set_e {n(params.e_begin_v)}",
+        f"set_e {n(first.e_begin_v)}",
         "cell_on",
-        f"meas_loop_cv p c {n(params.e_begin_v)} {n(params.e_vertex1_v)} {n(params.e_vertex2_v)} "
-        f"{n(params.e_step_v)} {n(params.scan_rate_v_s)}{scans}",
-        "  pck_start",
-        "  pck_add p",
-        "  pck_add c",
-        "  pck_add c",
-        "  pck_end",
-        "endloop",
+        *loop(first),
+        *later,
         "on_finished:",
         "  cell_off",
         "",

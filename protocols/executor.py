@@ -364,14 +364,15 @@ class ProtocolExecutor:
 
     # -- lab-grade steps ----------------------------------------------------------------------------------------
     def _cv(self, step: CV, cv: CVParams, potentiostat: Potentiostat, lab: LabRecord) -> Voltammogram:
-        """Run the cv step: at each of its scan rates, with ``ir_compensation`` of the Ru measured by the eis
-        step; every scan is analysed (ohmic drop corrected) into ``lab.scans``; the first rate's is returned."""
+        """Run the cv step: at each of its scan rates (in one script when the driver has ``run_cv_series``),
+        with ``ir_compensation`` of the Ru measured by the eis step; every scan is analysed (ohmic drop
+        corrected) into ``lab.scans``; the first rate's is returned."""
         comp = step.ir_compensation.fraction * lab.ru_ohm if step.ir_compensation is not None else 0.0
-        lab.scans.clear()
-        for rate in step.rates:
-            params = replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp)
-            voltammogram = potentiostat.run_cv(params)
-            lab.scans.append((voltammogram, analyze_cv(voltammogram, ru_ohm=lab.ru_ohm)))
+        series = [replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp) for rate in step.rates]
+        run_series = getattr(potentiostat, "run_cv_series", None)  # one script for all rates, where offered
+        voltammograms = run_series(series) if run_series is not None and len(series) > 1 else \
+            [potentiostat.run_cv(params) for params in series]
+        lab.scans[:] = [(v, analyze_cv(v, ru_ohm=lab.ru_ohm)) for v in voltammograms]
         if len(step.rates) > 1 and step.analyte_mm is not None:
             try:
                 forward = "anodic" if cv.e_vertex1_v > cv.e_begin_v else "cathodic"

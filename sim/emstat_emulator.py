@@ -46,7 +46,7 @@ Choices where the sources are silent ([infer], documented because the emulator m
   ``pck_start``/``pck_end``, a nested loop). Impedance: amplitude beyond 250 mV, a frequency outside the
   Pico's 0.016 Hz..200 kHz or a point count that is not an integer 1..1000 are ``4004``.
 - A measurement loop starts with ``M0005`` (the CV technique number); with ``nscans(n > 1)`` every scan
-  ends with ``-``. Package ``k`` is sent at the end of its potential step. The applied potential goes
+  ends with ``-``. Several loops in one script run one after the other (e.g. one CV per scan rate). Package ``k`` is sent at the end of its potential step. The applied potential goes
   out as ``da``, the current as ``ba`` with ``,1X`` status and ``,2XX`` current range, e.g.
   ``Pda7F85F3Fu;ba4BA99F0p,10,288``.
 - Current ranges: the range set by ``set_range ba`` (default 100 uA; the smallest range that holds it),
@@ -367,7 +367,8 @@ class _Compiler:
         self.loop = None
 
 
-Event = tuple[float, str, object]  # (device time from the script start, "line" | "cell" | "loop", payload)
+Event = tuple[float, str, object]  # (device time from the script start, "line" | "cell" | "loop" | "compute",
+#                                     payload; a compute event's is (lines it will produce, function making them))
 
 
 @dataclass
@@ -464,7 +465,8 @@ class EmStatEmulator:
         events.extend((end, "cell", value) for kind, value in plan.on_finished if kind == "cell")
         events.append((end, "line", b"\n"))
         faults = link.faults
-        n_lines = sum(kind == "line" for _, kind, _ in events)
+        n_lines = sum(1 if kind == "line" else payload[0] if kind == "compute" else 0  # type: ignore[index]
+                      for _, kind, payload in events)
         fault_line = min(n_lines - 1, int(faults.fraction() * n_lines)) if faults is not None else None
         self._run = _Run(time.monotonic(), events, fault_line, plan.on_finished)
 
@@ -489,33 +491,41 @@ class EmStatEmulator:
 
     def _schedule_cv(self, cv: _CV, settings: dict[str, object], events: deque[Event], t0: float,
                      faults: FaultInjector | None) -> float:
+        """Queue one CV loop: what the cell holds, the drift, the noise and an overload burst are fixed now
+        (when the script starts); the currents are computed when the loop is due (a ``compute`` event), so
+        ``e`` goes out at once and a script of several CVs answers as fast as a device would."""
         params = cv.params
-        _, potential = params.waveform()
-        if settings["cell"]:
-            contents, drift = self.contents(), self.reference_drift()
-            current = cell_current(contents, params, self._noise_rng((*contents, drift), (params, settings["ir_comp"])),
-                                   compensated_ohm=float(settings["ir_comp"]),  # type: ignore[arg-type]
-                                   reference_drift_v=drift)
-        else:
-            current = np.zeros(params.n_points)
+        contents: Sequence[CellParams] = self.contents() if settings["cell"] else ()
+        drift = self.reference_drift() if contents else 0.0
+        compensated = float(settings["ir_comp"])  # type: ignore[arg-type]
+        rng = self._noise_rng((*contents, drift), (params, compensated)) if contents else None
         ranges = _allowed_ranges(settings)
+        burst = None
         if faults is not None and faults.decide(FaultKind.OVERLOAD):
-            first = int(faults.fraction() * len(current))
-            burst = slice(first, first + max(1, int(OVERLOAD_BURST * len(current))))
-            current[burst] = 1.5 * ranges[-1][1] * np.where(current[burst] < 0, -1.0, 1.0)
+            first = int(faults.fraction() * params.n_points)
+            burst = slice(first, first + max(1, int(OVERLOAD_BURST * params.n_points)))
         one_scan = params.path_length_v / params.n_scans / params.e_step_v
-        scan_ends = {math.floor(k * one_scan + 1e-9) for k in range(1, params.n_scans + 1)}
-        events.append((t0, "line", f"M{CV_TECHNIQUE:04X}\n".encode()))
-        events.append((t0, "loop", True))
-        for k, (e, i) in enumerate(zip(potential.tolist(), current.tolist(), strict=True)):
-            t = t0 + (k + 1) * params.time_step_s
-            events.append((t, "line", _package(cv.package, e, i, ranges)))
-            if params.n_scans > 1 and k in scan_ends:
-                events.append((t, "line", b"-\n"))
-        t = t0 + params.n_points * params.time_step_s
-        events.append((t, "line", b"*\n"))
-        events.append((t, "loop", False))
-        return t
+        scan_ends = {math.floor(k * one_scan + 1e-9) for k in range(1, params.n_scans + 1)} \
+            if params.n_scans > 1 else set()
+        scan_ends = {k for k in scan_ends if k < params.n_points}
+
+        def generate() -> list[Event]:
+            _, potential = params.waveform()
+            current = cell_current(contents, params, rng, compensated_ohm=compensated,  # type: ignore[arg-type]
+                                   reference_drift_v=drift) if contents else np.zeros(params.n_points)
+            if burst is not None:
+                current[burst] = 1.5 * ranges[-1][1] * np.where(current[burst] < 0, -1.0, 1.0)
+            out: list[Event] = [(t0, "line", f"M{CV_TECHNIQUE:04X}\n".encode()), (t0, "loop", True)]
+            for k, (e, i) in enumerate(zip(potential.tolist(), current.tolist(), strict=True)):
+                t = t0 + (k + 1) * params.time_step_s
+                out.append((t, "line", _package(cv.package, e, i, ranges)))
+                if k in scan_ends:
+                    out.append((t, "line", b"-\n"))
+            end = t0 + params.n_points * params.time_step_s
+            return [*out, (end, "line", b"*\n"), (end, "loop", False)]
+
+        events.append((t0, "compute", (2 + params.n_points + len(scan_ends), generate)))
+        return t0 + params.n_points * params.time_step_s
 
     def _schedule_eis(self, eis: _EIS, settings: dict[str, object], events: deque[Event], t0: float) -> float:
         """Queue one impedance sweep: the cell's Randles impedance with relative noise of the electrode's
@@ -568,7 +578,9 @@ class EmStatEmulator:
         elapsed = math.inf if self.time_scale.is_zero_latency else self.time_scale.device_seconds(wall)
         while run.events and run.events[0][0] <= elapsed and link.connected:
             _, kind, payload = run.events.popleft()
-            if kind == "cell":
+            if kind == "compute":  # a CV loop is due: its lines replace this event, in time order
+                run.events.extendleft(reversed(payload[1]()))  # type: ignore[index]
+            elif kind == "cell":
                 self.cell_on = bool(payload)
             elif kind == "loop":
                 run.in_loop = bool(payload)

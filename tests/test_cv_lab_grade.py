@@ -141,6 +141,9 @@ def test_the_full_protocol_measures_ru_compensates_and_references_to_ferrocene(l
         assert analysis.e_half_v == pytest.approx(ANALYTE.e0_v, abs=0.005)
     sent = bytes(rig.devices[0].device.received).decode()
     assert f"set_ir_comp {round(0.85 * record.ru.ru_ohm * 1000)}m" in sent
+    scripts = [script for script in sent.split("e\n") if "meas_loop_cv" in script]
+    assert scripts[0].count("meas_loop_cv") == 1  # the blank
+    assert scripts[1].count("meas_loop_cv") == 4 and "set_max_bandwidth 4000\nmeas_loop_cv" in scripts[1]
     assert record.diffusion is not None and record.diffusion.diffusion_cm2_s == pytest.approx(1e-5, rel=0.10)
     assert record.referenced is not None
     assert record.referenced.e_vs_fc_v == pytest.approx(ANALYTE.e0_v - FC_ON_REFERENCE, abs=0.005)
