@@ -1,6 +1,7 @@
 """The descriptors of labloop's own drivers, registered under ``labloop.drivers`` like any plug-in's.
 
-labloop's ``pyproject.toml`` points its entry points here (``ne1000``, ``emstat``, ``sim-sampler``); the
+labloop's ``pyproject.toml`` points its entry points here (``ne1000``, ``emstat``, ``relay-valve``,
+``sim-sampler``); the
 registry (:mod:`labloop.instruments.registry`) knows them only through those entry points. The emulator
 factories import the simulated world when called, so loading a descriptor never does.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from labloop.instruments import emstat, ne1000
+from labloop.instruments import emstat, gas_valve, ne1000
 from labloop.instruments.registry import DriverDescriptor, DriverKind
 
 if TYPE_CHECKING:
@@ -43,6 +44,19 @@ def emstat_emulator(context: EmulatorContext, *, seed: int = 0) -> Emulation:
     return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("emstat"), name="emstat").start())
 
 
+def relay_valve_emulator(context: EmulatorContext, *,
+                         channels: Mapping[str, int] = gas_valve.DEFAULT_CHANNELS) -> Emulation:
+    """A relay-module gas valve on its own pty (``channels``: gas -> relay), flowing into the context's
+    atmosphere (a context without one gets its own, O2-free, which no potentiostat sees)."""
+    from labloop.sim.emulation import Emulation
+    from labloop.sim.gas_valve_emulator import Atmosphere, RelayValveEmulator
+    from labloop.sim.pty_device import PtyDevice
+
+    atmosphere = context.atmosphere or Atmosphere(0.0, time_scale=context.time_scale)
+    emulator = RelayValveEmulator(atmosphere, {relay: gas for gas, relay in channels.items()})
+    return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("relay-valve"), name="relay-valve").start())
+
+
 def open_sim_sampler(port: str, *, cell: Cell, stocks_mM: Mapping[str, float] | None = None,
                      default_stock_mM: float = 10.0) -> SimSampleChanger:
     """The simulated sample changer on ``cell`` (``port`` only names it)."""
@@ -65,6 +79,10 @@ NE1000 = DriverDescriptor(
 EMSTAT = DriverDescriptor(
     name="emstat", kind=DriverKind.POTENTIOSTAT, open=emstat.EmStatPotentiostat.open, emulator=emstat_emulator,
     default_baudrate=emstat.DEFAULT_BAUDRATE, summary="PalmSens EmStat Pico / EmStat4, MethodSCRIPT",
+)
+RELAY_VALVE = DriverDescriptor(
+    name="relay-valve", kind=DriverKind.GAS_VALVE, open=gas_valve.RelayGasValve.open, emulator=relay_valve_emulator,
+    default_baudrate=gas_valve.DEFAULT_BAUDRATE, summary="purge-gas solenoid valves on a Numato-style USB relay module",
 )
 SIM_SAMPLER = DriverDescriptor(
     name="sim-sampler", kind=DriverKind.SAMPLE_CHANGER, open=open_sim_sampler, emulator=sim_sampler_emulation,

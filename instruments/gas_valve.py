@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Self
 
 from labloop.instruments.errors import ConfigError, DeviceError, InstrumentTimeout, ProtocolError
@@ -30,12 +31,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BAUDRATE = 19200
 PROMPT = b">"
+#: gas -> relay when a campaign names none: argon on relay 0
+DEFAULT_CHANNELS: Mapping[str, int] = MappingProxyType({"argon": 0})
 
 
 class RelayGasValve:
     """Gas valves on the relays of one Numato-style USB relay module; ``channels`` maps gas -> relay number."""
 
-    def __init__(self, transport: Transport, *, channels: Mapping[str, int], timeout_s: float = 1.0,
+    def __init__(self, transport: Transport, *, channels: Mapping[str, int] = DEFAULT_CHANNELS, timeout_s: float = 1.0,
                  retries: int = 2, owns_transport: bool = False) -> None:
         self.transport = transport
         if not channels or len(set(channels.values())) != len(channels):
@@ -50,11 +53,11 @@ class RelayGasValve:
         self._owns_transport = owns_transport
         self._io = threading.Lock()
         self._closed = False
-        self.version = self._exchange("ver", answer=True)
-        log.info("%s: relay module version %s", self.where, self.version)
+        self.firmware = self._exchange("ver", answer=True)
+        log.info("%s: relay module version %s", self.where, self.firmware)
 
     @classmethod
-    def open(cls, url: str, *, channels: Mapping[str, int], baudrate: int = DEFAULT_BAUDRATE,
+    def open(cls, url: str, *, channels: Mapping[str, int] = DEFAULT_CHANNELS, baudrate: int = DEFAULT_BAUDRATE,
              **options: Any) -> RelayGasValve:
         """Open ``url`` (8N1 at ``baudrate``); :meth:`close` closes the valves and the port."""
         transport = SerialTransport(url, baudrate=baudrate)
@@ -125,6 +128,8 @@ class RelayGasValve:
 
     def flowing(self) -> str | None:
         """The gas whose relay reads ``on`` (the first, if several do), None if none."""
+        if self._closed:
+            raise ConfigError(self.where, "the valve is closed")
         for gas, relay in self.channels.items():
             if self._exchange(f"relay read {relay}", answer=True) == "on":
                 return gas
