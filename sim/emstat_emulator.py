@@ -46,8 +46,9 @@ Choices where the sources are silent ([infer], documented because the emulator m
   ``pck_start``/``pck_end``, a nested loop). Impedance: amplitude beyond 250 mV, a frequency outside the
   Pico's 0.016 Hz..200 kHz or a point count that is not an integer 1..1000 are ``4004``.
 - A measurement loop starts with ``M0005`` (the CV technique number); with ``nscans(n > 1)`` every scan
-  ends with ``-``. Several loops in one script run one after the other (e.g. one CV per scan rate). Package ``k`` is sent at the end of its potential step. The applied potential goes
-  out as ``da``, the current as ``ba`` with ``,1X`` status and ``,2XX`` current range, e.g.
+  ends with ``-``. Several loops in one script run one after the other (e.g. one CV per scan rate).
+  Package ``k`` is sent at the end of its potential step. The applied potential goes out as ``da``, the
+  current as ``ba`` with ``,1X`` status and ``,2XX`` current range, e.g.
   ``Pda7F85F3Fu;ba4BA99F0p,10,288``.
 - Current ranges: the range set by ``set_range ba`` (default 100 uA; the smallest range that holds it),
   and with ``set_autoranging ba LOW HIGH`` every range from the one holding LOW to the one holding HIGH.
