@@ -23,6 +23,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
 from labloop.instruments.voltammogram import CVParams
 from labloop.sim.cell import STANDARD_ID, Cell, Fluid
 from labloop.sim.cv_physics import CellParams, simulate_cell
@@ -39,14 +40,15 @@ DEFAULT_BLANK = replace(DEFAULT_COUPLE, conc_mm=0.0)
 #: where ``labloop sim serve``'s reference electrode sits (V vs Li/Li+): an Ag-wire quasi-reference about
 #: 0.35 V below ferrocene, so the standard's wave and a couple at 0 V are resolved [infer]
 STANDALONE_REFERENCE_VS_LI_V = 2.85
-#: the ferrocene internal standard (fast, reversible; D of ferrocene in organic electrolytes ~1-2.5e-5
-#: cm^2/s), its E0 on the standalone reference scale (Fc/Fc+ at 3.20 V vs Li/Li+,
-#: :data:`labloop.instruments.cv_analysis.FERROCENE_VS_LI_V`); its conc_mm is replaced by the cell's
-DEFAULT_FERROCENE = CellParams(e0_v=round(3.20 - STANDALONE_REFERENCE_VS_LI_V, 6), k0_cm_s=1.0,
-                               diffusion_cm2_s=1.5e-5, conc_mm=0.0)
 #: dissolved O2 + e- -> O2.- : irreversible in Li+ electrolytes (the superoxide precipitates as LiO2/Li2O2,
 #: re-oxidised only far anodic), about 2.45 V vs Li/Li+ [infer], i.e. 0.75 V below ferrocene
-DEFAULT_OXYGEN = CellParams(e0_v=round(2.45 - STANDALONE_REFERENCE_VS_LI_V, 6), k0_cm_s=1e-4, alpha=0.5,
+OXYGEN_VS_LI_V = 2.45
+#: the ferrocene internal standard (fast, reversible; D of ferrocene in organic electrolytes ~1-2.5e-5
+#: cm^2/s), its E0 on the standalone reference scale (Fc/Fc+ at :data:`FERROCENE_VS_LI_V`); its conc_mm is
+#: replaced by the cell's
+DEFAULT_FERROCENE = CellParams(e0_v=round(FERROCENE_VS_LI_V - STANDALONE_REFERENCE_VS_LI_V, 6), k0_cm_s=1.0,
+                               diffusion_cm2_s=1.5e-5, conc_mm=0.0)
+DEFAULT_OXYGEN = CellParams(e0_v=round(OXYGEN_VS_LI_V - STANDALONE_REFERENCE_VS_LI_V, 6), k0_cm_s=1e-4, alpha=0.5,
                             diffusion_cm2_s=2e-5, conc_mm=0.0, species="oxidized")
 
 
@@ -95,6 +97,13 @@ class EmulatorContext:
                    time_scale=scale, faults=faults, atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
                    standard=replace(DEFAULT_FERROCENE, area_cm2=couple.area_cm2),
                    oxygen=replace(DEFAULT_OXYGEN, area_cm2=couple.area_cm2))
+
+    def on_reference(self, reference_vs_li_v: float) -> EmulatorContext:
+        """The same context with ferrocene and O2 placed on the scale of a reference electrode sitting at
+        ``reference_vs_li_v`` V vs Li/Li+ (what a simulated campaign's ``reference_offset_v`` says), so a
+        dry run's standard and oxygen waves appear where that campaign's analysis looks for them."""
+        return replace(self, standard=replace(self.standard, e0_v=FERROCENE_VS_LI_V - reference_vs_li_v),
+                       oxygen=replace(self.oxygen, e0_v=OXYGEN_VS_LI_V - reference_vs_li_v))
 
     def contents(self) -> list[CellParams]:
         """One CellParams per sample present in the cell (at its concentration there), or the blank, then

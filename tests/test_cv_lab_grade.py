@@ -228,6 +228,15 @@ def test_randles_sevcik_diffusion_within_ten_percent():
         assert estimate.diffusion_cm2_s == pytest.approx(d, rel=0.10) and estimate.r_squared > 0.99
 
 
+def test_a_campaign_context_puts_ferrocene_and_oxygen_on_its_reference_scale():
+    cell = Cell()
+    cell.add_standard("fc", 0.1, 10.0)
+    context = EmulatorContext(cell=cell, atmosphere=Atmosphere(2.0)).on_reference(3.5)
+    couples = context.contents()
+    assert [c.e0_v for c in couples[1:]] == pytest.approx([3.20 - 3.5, 2.45 - 3.5])
+    assert [c.conc_mm for c in couples[1:]] == pytest.approx([10.0, 2.0])  # 0.1 mL of 10 mM, alone in the cell
+
+
 def test_two_couples_are_paired_and_the_standard_found_by_position():
     rng = np.random.default_rng(5)
     fc = replace(DEFAULT_FERROCENE, conc_mm=1.0)
