@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from labloop.core.errors import ConfigError, SafetyLimitExceeded
 
 if TYPE_CHECKING:  # written concurrently by the CV owner; only the names are needed here
+    from labloop.instruments.impedance import EISParams, ImpedanceSpectrum
     from labloop.instruments.voltammogram import CVParams, Voltammogram
 
 
@@ -173,6 +174,16 @@ class Potentiostat(Protocol):
 
 
 @runtime_checkable
+class ImpedanceMeter(Protocol):
+    """A potentiostat that can also sweep impedance (what an ``eis`` step needs)."""
+
+    def run_eis(self, params: EISParams) -> ImpedanceSpectrum:
+        """Run one impedance sweep and return the spectrum; raises :class:`Overload` if the current left the
+        range."""
+        ...
+
+
+@runtime_checkable
 class SampleChanger(Protocol):
     """Whatever puts a sample's stock solution in line with the sample pump."""
 
@@ -186,4 +197,30 @@ class SampleChanger(Protocol):
 
     def close(self) -> None:
         """Release the device; closing twice is not an error."""
+        ...
+
+
+@runtime_checkable
+class GasValve(Protocol):
+    """What lets a gas into the cell (argon to purge dissolved O2): one gas flows at a time."""
+
+    @property
+    def gases(self) -> tuple[str, ...]:
+        """The gases this valve can let in (e.g. ``("argon",)``)."""
+        ...
+
+    def flow(self, gas: str) -> None:
+        """Let ``gas`` flow (closing any other); flowing the gas that already flows is not an error."""
+        ...
+
+    def stop(self) -> None:
+        """Close every valve; stopping a stopped valve is not an error."""
+        ...
+
+    def flowing(self) -> str | None:
+        """The gas flowing now, read back from the device (None: all closed)."""
+        ...
+
+    def close(self) -> None:
+        """Close the valves and release the port; closing twice is not an error."""
         ...

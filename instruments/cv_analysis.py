@@ -28,7 +28,7 @@ import numpy as np
 from scipy.signal import find_peaks, savgol_filter
 
 from labloop.core.errors import InvalidParameter
-from labloop.instruments.voltammogram import Segment, Voltammogram, require_positive
+from labloop.instruments.voltammogram import Segment, Voltammogram, require_finite, require_positive
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class CVFlag(StrEnum):
     IRREVERSIBLE = "irreversible"
     NOISY = "noisy"
     OVERLOAD = "overload"
+    OXYGEN = "oxygen"  # an unpaired reduction wave: dissolved O2 (the cell was not purged)
+    CONTAMINATED = "contaminated"  # a blank shows an oxidation wave or too much current: dirty electrode/cell
+    NO_STANDARD = "no_standard"  # the internal standard's couple was not found where it should be
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,22 +128,25 @@ def to_li_scale(e_v: float, reference_offset_v: float) -> float:
     """Potential vs Li/Li+ from a potential measured against a reference that sits at
     ``reference_offset_v`` V vs Li/Li+: ``E_Li = E + offset``.
 
-    Example: ferrocene in carbonate electrolytes is about 3.2 V vs Li/Li+ (docs/protocols.md, "Potential
-    scales"), so a couple at +0.30 V vs Fc/Fc+ is at 3.50 V vs Li/Li+. Offsets depend on solvent and
-    electrode (+/-0.3 V across solvents), which is why the caller supplies them instead of a built-in table.
+    Example: ferrocene in carbonate electrolytes is about 3.2 V vs Li/Li+ (:data:`FERROCENE_VS_LI_V`), so a
+    couple at +0.30 V vs Fc/Fc+ is at 3.50 V vs Li/Li+. Offsets depend on solvent and electrode (+/-0.3 V across
+    solvents), which is why the caller supplies them instead of a built-in table.
     """
     return e_v + reference_offset_v
 
 
 @dataclass(frozen=True)
 class _Peak:
-    """A detected peak: direction (+1 anodic, -1 cathodic), where and how strong."""
+    """A detected peak: direction (+1 anodic, -1 cathodic), where and how strong. ``potential_v`` is the
+    applied potential minus the remaining ohmic drop ``current_a * R`` (``current_a``: the total current
+    there, charging included, which is what flows through the solution)."""
 
     direction: int
     segment: int  # position in the list of sweeps
     potential_v: float
     height_a: float  # signed current above the baseline
     prominence_a: float
+    current_a: float = 0.0
 
 
 def _window(step_v: float, n_points: int, settings: CVAnalysisSettings) -> int:
@@ -203,8 +209,13 @@ def _baseline_at(e: np.ndarray, i: np.ndarray, k: int, direction: int, settings:
 
 
 def _find_peaks(v: Voltammogram, segments: list[Segment], sigma: float,
-                settings: CVAnalysisSettings) -> list[_Peak]:
-    """Every peak that clears the prominence threshold, on sweeps running its way."""
+                settings: CVAnalysisSettings, r_ohm: float = 0.0) -> list[_Peak]:
+    """Every peak that clears the prominence threshold, on sweeps running its way; potentials corrected for
+    ``r_ohm`` of uncompensated resistance.
+
+    Why correcting the peak alone is exact: the peak is the largest current of the sweep, and it stays the
+    largest when the potential axis is replaced by ``E - i R``; only its potential moves, by ``i_peak R``.
+    """
     windows = [_window(_step(v, s), s.stop - s.start + 1, settings) for s in segments]
     smoothed = [_smooth(v.current_a[s.index], w, settings) for s, w in zip(segments, windows, strict=True)]
     span = max(float(np.ptp(c)) for c in smoothed)
@@ -219,7 +230,9 @@ def _find_peaks(v: Voltammogram, segments: list[Segment], sigma: float,
                 continue
             potential = _refine_potential(e, raw, int(k), segment.direction, settings.peak_fit_half_width_v)
             height = smooth[k] - _baseline_at(e, smooth, int(k), segment.direction, settings)
-            peaks.append(_Peak(segment.direction, n, potential, float(height), float(prominence)))
+            total = float(smooth[k])
+            peaks.append(_Peak(segment.direction, n, potential - total * r_ohm, float(height), float(prominence),
+                               total))
     return peaks
 
 
@@ -246,13 +259,33 @@ def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettin
     return "reversible" if 0 < dep <= settings.reversible_max_dep_v and ratio_ok else "quasi-reversible"
 
 
-def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None) -> CVResult:
-    """Measure E1/2, dEp, peak currents and reversibility of ``v`` and flag what makes it doubtful."""
+def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, ru_ohm: float = 0.0) -> CVResult:
+    """Measure E1/2, dEp, peak currents and reversibility of ``v`` and flag what makes it doubtful.
+
+    ``ru_ohm`` is the cell's uncompensated resistance (e.g. :func:`labloop.instruments.impedance.fit_ru`);
+    what the potentiostat did not compensate during the scan (``ru_ohm - v.params.ir_comp_ohm``) is
+    corrected here (:func:`remaining_resistance`).
+    """
     settings = settings or CVAnalysisSettings()
     segments = [s for s in v.segments() if s.stop - s.start >= 2]
     flags: set[CVFlag] = {CVFlag.OVERLOAD} if v.any_overload else set()
     sigma = _noise_sigma(v, segments)
-    anodic, cathodic = _pair(_find_peaks(v, segments, sigma, settings)) if segments else (None, None)
+    peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm)) if segments else []
+    anodic, cathodic = _pair(peaks)
+    return _result(v, anodic, cathodic, sigma, flags, settings)
+
+
+def remaining_resistance(v: Voltammogram, ru_ohm: float) -> float:
+    """The resistance whose drop is still in ``v``: the cell's ``ru_ohm`` minus what the potentiostat
+    compensated (``v.params.ir_comp_ohm``); negative (overcompensated) is returned as it is, so the
+    correction undoes it."""
+    require_finite("ru_ohm", ru_ohm)
+    return ru_ohm - v.params.ir_comp_ohm if ru_ohm > 0 else 0.0
+
+
+def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma: float, flags: set[CVFlag],
+            settings: CVAnalysisSettings) -> CVResult:
+    """The CVResult of one pair of peaks (either may be missing)."""
     ipa = anodic.height_a if anodic else None
     ipc = cathodic.height_a if cathodic else None
     both = anodic is not None and cathodic is not None
@@ -301,3 +334,216 @@ def measurement_quality(result: CVResult) -> float:
     separation = IDEAL_DEP_V / max(result.dep_v, IDEAL_DEP_V)
     noise = 1.0 if math.isinf(result.snr) else result.snr / (result.snr + HALF_QUALITY_SNR)
     return ratio * separation * noise
+
+
+# -- several couples, the internal standard ----------------------------------------------------------------
+#: E1/2 of ferrocene/ferrocenium vs Li/Li+ in lithium-ion carbonate electrolytes (V). Source: C. O. Laoire,
+#: E. Plichta, M. Hendrickson, S. Mukerjee, K. M. Abraham, "Electrochemical studies of ferrocene in a lithium
+#: ion conducting organic carbonate electrolyte", Electrochim. Acta 54 (2009) 6560-6564 (1 M LiPF6 in
+#: EC:EMC 1:1, Fc/Fc+ reversible at about 3.2 V vs Li/Li+). It holds for that electrolyte family only: the
+#: Li/Li+ potential itself moves with the solvent (E. J. Calvo, N. Mozhzhukhina, J. Electrochem. Soc. 164
+#: (2017) A2295), so another solvent needs its own measured value (``ferrocene_vs_li_v`` arguments).
+FERROCENE_VS_LI_V = 3.20
+#: two couples whose E1/2 are closer than this (V) cannot be told apart reliably in one CV
+MIN_COUPLE_SEPARATION_V = 0.12
+
+
+def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None, *,
+                    ru_ohm: float = 0.0) -> list[CVResult]:
+    """One CVResult per redox couple seen in ``v`` (e.g. the analyte and the ferrocene standard), by
+    falling E1/2; ohmic drop corrected as in :func:`analyze_cv`.
+
+    Pairing: peaks are taken by falling prominence; each is paired with the most prominent unused
+    opposite peak on a neighbouring sweep within ``irreversible_min_dep_v`` of it. A peak left without a
+    partner is a couple of its own (an irreversible wave, e.g. dissolved O2). Noise and overload flags
+    apply to every couple.
+    """
+    settings = settings or CVAnalysisSettings()
+    segments = [s for s in v.segments() if s.stop - s.start >= 2]
+    sigma = _noise_sigma(v, segments)
+    peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm)) if segments else []
+    used: set[int] = set()
+    results = []
+    for i in sorted(range(len(peaks)), key=lambda n: -peaks[n].prominence_a):
+        if i in used:
+            continue
+        used.add(i)
+        main = peaks[i]
+        partners = [n for n, p in enumerate(peaks) if n not in used and p.direction != main.direction
+                    and abs(p.segment - main.segment) == 1
+                    and abs(p.potential_v - main.potential_v) < settings.irreversible_min_dep_v]
+        partner = max(partners, key=lambda n: peaks[n].prominence_a) if partners else None
+        if partner is not None:
+            used.add(partner)
+        pair = (main, peaks[partner] if partner is not None else None)
+        anodic, cathodic = pair if main.direction > 0 else pair[::-1]
+        flags: set[CVFlag] = {CVFlag.OVERLOAD} if v.any_overload else set()
+        results.append(_result(v, anodic, cathodic, sigma, flags, settings))
+    if not results:
+        results.append(_result(v, None, None, sigma, {CVFlag.OVERLOAD} if v.any_overload else set(), settings))
+    return sorted(results, key=lambda r: -_position(r))
+
+
+def _position(result: CVResult) -> float:
+    """Where a couple sits: its E1/2, or its lone peak's potential (-inf without any peak)."""
+    for value in (result.e_half_v, result.epa_v, result.epc_v):
+        if value is not None:
+            return value
+    return -math.inf
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferencedResult:
+    """The analyte measured against the ferrocene standard in the same scan.
+
+    ``e_vs_fc_v`` = E1/2(analyte) - E1/2(Fc), both on the reference electrode's scale of that scan, so a
+    drift of the reference electrode cancels; ``e_vs_li_v`` adds :data:`FERROCENE_VS_LI_V` (or the value
+    given). None where the analyte or the standard has no E1/2; ``flags`` carries ``no_standard`` then.
+    """
+
+    analyte: CVResult
+    standard: CVResult | None
+    e_vs_fc_v: float | None
+    e_vs_li_v: float | None
+    ferrocene_vs_li_v: float
+    flags: frozenset[CVFlag]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"analyte": self.analyte.to_dict(), "standard": self.standard.to_dict() if self.standard else None,
+                "e_vs_fc_v": self.e_vs_fc_v, "e_vs_li_v": self.e_vs_li_v,
+                "ferrocene_vs_li_v": self.ferrocene_vs_li_v, "flags": sorted(self.flags)}
+
+
+def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float, standard_hint_v: float, *,
+                           ferrocene_vs_li_v: float = FERROCENE_VS_LI_V) -> ReferencedResult:
+    """Pick the analyte and the ferrocene couple among ``couples`` (from :func:`analyze_couples`) and put
+    the analyte on the Fc/Fc+ and Li/Li+ scales.
+
+    ``analyte_hint_v`` is where the analyte was seen before the standard went in (its CV alone), and
+    ``standard_hint_v`` where ferrocene is expected on this reference scale; each is the reversible couple
+    closest to its hint, and they must differ by at least :data:`MIN_COUPLE_SEPARATION_V`. Why hints and
+    not "the other peak": a cell can hold a third couple (an impurity, O2), and the analyte's position
+    before the standard is the least ambiguous way to tell which wave is new.
+    """
+    paired = [c for c in couples if c.e_half_v is not None]
+    analyte = min(paired, key=lambda c: abs(c.e_half_v - analyte_hint_v), default=None)  # type: ignore[operator]
+    others = [c for c in paired if c is not analyte]
+    standard = min(others, key=lambda c: abs(c.e_half_v - standard_hint_v), default=None)  # type: ignore[operator]
+    flags = set(analyte.flags) if analyte is not None else {CVFlag.NO_PEAK}
+    if analyte is None or standard is None or abs(analyte.e_half_v - standard.e_half_v) < MIN_COUPLE_SEPARATION_V:
+        flags.add(CVFlag.NO_STANDARD)
+        fallback = analyte or (couples[0] if couples else None)
+        assert fallback is not None  # analyze_couples returns at least one result
+        return ReferencedResult(analyte=fallback, standard=standard, e_vs_fc_v=None, e_vs_li_v=None,
+                                ferrocene_vs_li_v=ferrocene_vs_li_v, flags=frozenset(flags))
+    e_vs_fc = analyte.e_half_v - standard.e_half_v  # type: ignore[operator]
+    return ReferencedResult(analyte=analyte, standard=standard, e_vs_fc_v=e_vs_fc,
+                            e_vs_li_v=e_vs_fc + ferrocene_vs_li_v, ferrocene_vs_li_v=ferrocene_vs_li_v,
+                            flags=frozenset(flags))
+
+
+# -- several scan rates ------------------------------------------------------------------------------------
+#: Randles-Sevcik constant at 25 C: ip = 2.69e5 n^1.5 A C sqrt(D v) (A, cm^2, mol/cm^3, cm^2/s, V/s)
+RANDLES_SEVCIK = 2.69e5
+
+
+@dataclass(frozen=True)
+class DiffusionEstimate:
+    """D from the Randles-Sevcik slope of ip against sqrt(v): per peak direction, and their mean.
+
+    ``r_squared`` says how straight the line is (diffusion control gives a line through the origin; an
+    adsorbed species would give ip proportional to v instead)."""
+
+    diffusion_cm2_s: float
+    anodic_cm2_s: float | None
+    cathodic_cm2_s: float | None
+    r_squared: float
+    scan_rates_v_s: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"diffusion_cm2_s": self.diffusion_cm2_s, "anodic_cm2_s": self.anodic_cm2_s,
+                "cathodic_cm2_s": self.cathodic_cm2_s, "r_squared": self.r_squared,
+                "scan_rates_v_s": list(self.scan_rates_v_s)}
+
+
+def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult], *, area_cm2: float,
+                             conc_mm: float, n_electrons: int = 1,
+                             forward: Literal["anodic", "cathodic"] | None = None) -> DiffusionEstimate:
+    """Diffusion coefficient from the peak currents of CVs at several scan rates.
+
+    The slope ``s`` of |ip| against sqrt(v), fitted through the origin, gives
+    ``D = (s / (2.69e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, a reversible couple; a quasi-reversible one
+    reads low). ``forward`` names the first sweep's peak: its baseline is the flat current before the
+    wave, while the return peak sits on the forward wave's decaying tail, which a straight baseline only
+    approximates; with ``forward`` given, D is the forward peak's, otherwise the mean of both.
+    """
+    require_positive("area_cm2", area_cm2)
+    require_positive("conc_mm", conc_mm)
+    if len(scan_rates_v_s) != len(results) or len(results) < 2:
+        raise InvalidParameter("scan_rates_v_s: need at least two scan rates, one result each")
+    root = np.sqrt(np.asarray(scan_rates_v_s, dtype=float))
+    factor = RANDLES_SEVCIK * n_electrons**1.5 * area_cm2 * conc_mm * 1e-6
+
+    def fit(currents: list[float | None]) -> tuple[float | None, float]:
+        if any(c is None for c in currents):
+            return None, 0.0
+        y = np.abs(np.asarray(currents, dtype=float))
+        slope = float(root @ y / (root @ root))
+        residual = float(np.sum((y - slope * root) ** 2))
+        total = float(np.sum((y - y.mean()) ** 2)) or 1e-300
+        return (slope / factor) ** 2, 1 - residual / total
+
+    anodic, r2a = fit([r.ipa_a for r in results])
+    cathodic, r2c = fit([r.ipc_a for r in results])
+    chosen = {"anodic": [(anodic, r2a)], "cathodic": [(cathodic, r2c)]}.get(forward or "",
+                                                                          [(anodic, r2a), (cathodic, r2c)])
+    found = [(d, r) for d, r in chosen if d is not None]
+    if not found:
+        raise InvalidParameter(f"results: no {forward or 'anodic or cathodic'} peak current at every scan rate")
+    return DiffusionEstimate(float(np.mean([d for d, _ in found])), anodic, cathodic, min(r for _, r in found),
+                             tuple(float(x) for x in scan_rates_v_s))
+
+
+# -- the blank ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BlankResult:
+    """What a CV of the electrolyte alone says about the cell: its largest current, and ``oxygen`` (an
+    unpaired reduction wave) or ``contaminated`` (an oxidation wave, or more current than ``limit_a``
+    outside the oxygen wave)."""
+
+    max_current_a: float
+    limit_a: float
+    flags: frozenset[CVFlag]
+
+    @property
+    def clean(self) -> bool:
+        return CVFlag.CONTAMINATED not in self.flags
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_current_a": self.max_current_a, "limit_a": self.limit_a, "flags": sorted(self.flags)}
+
+
+def analyze_blank(v: Voltammogram, limit_a: float, settings: CVAnalysisSettings | None = None) -> BlankResult:
+    """Judge a blank: ``contaminated`` when something oxidises (an anodic peak; with an O2 wave, a lone
+    anodic peak weaker than it is its product's re-oxidation and excused) or, in a blank without O2,
+    |current| exceeds ``limit_a``; ``oxygen`` when a lone reduction wave is there (purge, then judge the
+    blank again).
+
+    Why these two: leftover analyte or a fouled electrode shows up as waves or excess current in plain
+    electrolyte and spoils every later E1/2, so the protocol stops or cleans; dissolved O2 reduces in a
+    wave of its own without a return peak (its product precipitates with Li+) and is cured by a purge.
+    """
+    require_positive("limit_a", limit_a)
+    couples = analyze_couples(v, settings)
+    flags: set[CVFlag] = set()
+    oxygen = [c for c in couples if c.epc_v is not None and c.epa_v is None]
+    if oxygen:
+        flags.add(CVFlag.OXYGEN)
+    # an anodic wave is contamination, except the weaker lone re-oxidation of what O2's wave produced
+    o2_current = max((abs(c.ipc_a) for c in oxygen if c.ipc_a is not None), default=0.0)
+    if any(c.epa_v is not None and (c.epc_v is not None or abs(c.ipa_a or 0.0) >= o2_current) for c in couples):
+        flags.add(CVFlag.CONTAMINATED)
+    # the current criterion needs an O2-free blank: O2's wave and its product's return swamp any limit
+    if not oxygen and float(np.abs(v.current_a).max()) > limit_a:
+        flags.add(CVFlag.CONTAMINATED)
+    return BlankResult(float(np.abs(v.current_a).max()), limit_a, frozenset(flags))

@@ -1,8 +1,11 @@
 """Driver for PalmSens EmStat Pico / EmStat4 potentiostats running MethodSCRIPT over a serial line.
 
 A CV is one MethodSCRIPT (:func:`labloop.instruments.methodscript.cv_script`): ``e``, the script, a blank
-line; the device answers ``e``, ``M....``, one ``P`` package per point, ``*`` and a blank line. The wire
-format lives in :mod:`labloop.instruments.methodscript`; this module owns the conversation.
+line; the device answers ``e``, ``M....``, one ``P`` package per point, ``*`` and a blank line. An impedance
+sweep (:meth:`EmStatPotentiostat.run_eis`, :func:`labloop.instruments.methodscript.eis_script`) is the same
+conversation with one ``dc;cc;cd`` package (frequency, Z', Z'') per frequency, each checked against the
+requested log grid. The wire format lives in :mod:`labloop.instruments.methodscript`; this module owns the
+conversation. A CV may ask for on-device iR compensation (``CVParams.ir_comp_ohm``, see :meth:`run_cv`).
 
 How the driver stays safe and honest on an unattended night:
 
@@ -35,7 +38,9 @@ import math
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -43,13 +48,16 @@ import numpy as np
 
 from labloop.core.errors import ConfigError, DeviceError, InstrumentError, InstrumentTimeout, Overload, ProtocolError
 from labloop.instruments.contracts import SafetyLimits
+from labloop.instruments.impedance import EISParams, ImpedanceSpectrum, eis_point_seconds
 from labloop.instruments.methodscript import (
     DEVICE_FAMILIES,
     LineKind,
     Status,
     as_written,
     classify,
-    cv_script,
+    cv_series_script,
+    eis_as_written,
+    eis_script,
     parse_error,
     parse_package,
 )
@@ -61,17 +69,28 @@ log = logging.getLogger(__name__)
 DEFAULT_BAUDRATE = 230400
 #: a reading may exceed its current range's full scale by this factor before it is implausible [infer]
 RANGE_TOLERANCE = 4.0
+#: a package's frequency may differ from the requested log grid by this fraction (the synthesiser's
+#: resolution) [infer]
+EIS_FREQUENCY_TOLERANCE = 0.01
+#: the error code of a statement the firmware does not know (here: ``set_ir_comp``)
+IR_COMP_UNKNOWN = 0x4001
 ERROR_MEANINGS = {
     0x0003: "command not recognised",
     0x0006: "not allowed now (e.g. abort with no script running)",
 }
 
 
+#: checks package ``k`` of a loop (its line) and returns its values in ``pck_add`` order and the overload bit
+PointReader = Callable[[str, int], tuple[tuple[float, ...], bool]]
+
+
 @dataclass(frozen=True)
 class _Run:
-    potential: list[float]
-    current: list[float]
-    overload: list[bool]
+    """What one script measured, per measurement loop: the values of every package (in ``pck_add`` order),
+    overloads; and whether it was aborted."""
+
+    values: list[list[tuple[float, ...]]]
+    overload: list[list[bool]]
     aborted: bool
 
 
@@ -121,6 +140,8 @@ class EmStatPotentiostat:
         self._abort_sent = False
         self._abort_requested = False
         self.current_ranges: dict[int, float] = {}
+        #: False once the firmware refused ``set_ir_comp``; CVs then run uncompensated
+        self.ir_compensation_supported = True
         self.firmware = self._connect()
 
     @classmethod
@@ -214,32 +235,117 @@ class EmStatPotentiostat:
 
     # -- cyclic voltammetry ---------------------------------------------------------------------------------
     def run_cv(self, params: CVParams) -> Voltammogram:
-        """Run one CV and return it (see the module docstring for overloads, retries and aborts)."""
-        params = as_written(params, self.where)  # what the instrument will run, to the last rounded digit
-        self.limits.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where=self.where)
-        script = "\n".join(cv_script(params, where=self.where)) + "\n"
-        time_s, expected = params.waveform()
+        """Run one CV and return it (see the module docstring for overloads, retries and aborts).
+
+        ``params.ir_comp_ohm > 0`` asks for on-device iR compensation; a firmware that does not know the
+        statement (``!4001`` at that line) is remembered (:attr:`ir_compensation_supported`) and the CV runs
+        uncompensated: the returned voltammogram's ``params.ir_comp_ohm`` is then 0, so the analysis
+        corrects the whole ohmic drop.
+        """
+        return self.run_cv_series([params])[0]
+
+    def run_cv_series(self, series: Sequence[CVParams]) -> list[Voltammogram]:
+        """Run several CVs (e.g. one per scan rate) in one script, the cell on throughout, and return them
+        in order; all of them are checked against the limits before the script is sent. They must share
+        the current range and the iR compensation. Retries re-run the whole series; iR compensation,
+        aborts and overloads are handled as in :meth:`run_cv`."""
+        series = [as_written(params, self.where) for params in series]  # what the instrument will run
+        for params in series:
+            self.limits.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v,
+                                         where=self.where)
+        if not self.ir_compensation_supported:
+            series = [replace(params, ir_comp_ohm=0.0) for params in series]
+        script = cv_series_script(series, where=self.where)  # refuses a mixed series before anything is sent
+        waveforms = [params.waveform() for params in series]
         with self._state:
             self._abort_requested = False
-        log.info("%s: CV %g -> %g -> %g V at %g V/s, %d points", self.where, params.e_begin_v,
-                 params.e_vertex1_v, params.e_vertex2_v, params.scan_rate_v_s, params.n_points)
-        run = retry(lambda: self._run_once(params, script, expected), attempts=self.retries + 1,
-                    before_retry=self._recover)
+        for params in series:
+            log.info("%s: CV %g -> %g -> %g V at %g V/s, %d points, iR compensation %g ohm", self.where,
+                     params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, params.scan_rate_v_s,
+                     params.n_points, params.ir_comp_ohm)
+        loops = [(len(expected), partial(self._point, params=params, expected=expected))
+                 for params, (_, expected) in zip(series, waveforms, strict=True)]
+        try:
+            run = self._run_script(script, "CV", sum(p.duration_s for p in series),
+                                   max(p.time_step_s for p in series), loops)
+        except DeviceError as exc:
+            if not (series[0].ir_comp_ohm > 0 and exc.code == f"!{IR_COMP_UNKNOWN:04X}"):
+                raise
+            log.warning("%s: the firmware has no iR compensation; the CV runs uncompensated", self.where)
+            self.ir_compensation_supported = False
+            return self.run_cv_series(series)
         if run.aborted:
-            raise DeviceError(self.where, "Z", f"CV aborted after {len(run.potential)} of {len(expected)} points")
-        voltammogram = Voltammogram(potential_v=run.potential, current_a=run.current, time_s=time_s,
-                                    params=params, reference=self.reference, overload=run.overload)
-        if voltammogram.any_overload:
-            n = int(voltammogram.overload.sum())
+            done = sum(len(values) for values in run.values)
+            raise DeviceError(self.where, "Z", f"CV aborted after {done} of {sum(n for n, _ in loops)} points")
+        voltammograms = []
+        for params, (time_s, _), values, overload in zip(series, waveforms, run.values, run.overload, strict=True):
+            voltammogram = Voltammogram(potential_v=[v[0] for v in values], current_a=[v[1] for v in values],
+                                        time_s=time_s, params=params, reference=self.reference, overload=overload)
+            if voltammogram.any_overload:
+                n = int(voltammogram.overload.sum())
+                if self.on_overload == "raise":
+                    raise Overload(self.where, f"current overload at {n} of {len(voltammogram)} points")
+                log.warning("%s: current overload at %d of %d points (marked)", self.where, n, len(voltammogram))
+            voltammograms.append(voltammogram)
+        return voltammograms
+
+    # -- impedance ------------------------------------------------------------------------------------------
+    def run_eis(self, params: EISParams) -> ImpedanceSpectrum:
+        """Run one impedance sweep (``meas_loop_eis``) and return the spectrum; the DC potential is checked
+        against the safety window first. Retries, aborts and overload handling are those of :meth:`run_cv`."""
+        params = eis_as_written(params, self.where)
+        self.limits.check_potentials(params.e_dc_v - params.amplitude_v, params.e_dc_v + params.amplitude_v,
+                                     where=self.where)
+        expected = params.frequencies()
+        with self._state:
+            self._abort_requested = False
+        log.info("%s: EIS %g -> %g Hz, %d points, %g V AC at %g V DC", self.where, params.f_high_hz,
+                 params.f_low_hz, params.points, params.amplitude_v, params.e_dc_v)
+        duration = sum(eis_point_seconds(f) for f in expected)
+        run = self._run_script(eis_script(params, where=self.where), "EIS", duration,
+                               eis_point_seconds(params.f_low_hz),
+                               [(len(expected), partial(self._eis_point, expected=expected))])
+        values = run.values[0] if run.values else []
+        if run.aborted:
+            raise DeviceError(self.where, "Z", f"EIS aborted after {len(values)} of {len(expected)} points")
+        spectrum = ImpedanceSpectrum(frequency_hz=[v[0] for v in values], z_real_ohm=[v[1] for v in values],
+                                     z_imag_ohm=[v[2] for v in values], params=params, overload=run.overload[0])
+        if spectrum.overload.any():
+            n = int(spectrum.overload.sum())
             if self.on_overload == "raise":
-                raise Overload(self.where, f"current overload at {n} of {len(voltammogram)} points")
-            log.warning("%s: current overload at %d of %d points (marked)", self.where, n, len(voltammogram))
-        return voltammogram
+                raise Overload(self.where, f"overload at {n} of {len(spectrum)} frequencies")
+            log.warning("%s: overload at %d of %d frequencies (marked)", self.where, n, len(spectrum))
+        return spectrum
+
+    def _eis_point(self, line: str, k: int, expected: np.ndarray) -> tuple[tuple[float, ...], bool]:
+        """Check one impedance package (frequency, Z', Z''): ((f, Z', Z''), overloaded)."""
+        variables = parse_package(line)
+        if variables is None or [v.type for v in variables] != ["dc", "cc", "cd"]:
+            raise ProtocolError(self.where, f"malformed impedance package {line!r}")
+        if k >= len(expected):
+            raise ProtocolError(self.where, f"more than the sweep's {len(expected)} frequencies")
+        f, z_real, z_imag = variables
+        if not abs(f.value / expected[k] - 1) <= EIS_FREQUENCY_TOLERANCE:
+            raise ProtocolError(self.where, f"point {k} at {f.value!r} Hz, where the sweep is at {expected[k]:.6g} Hz")
+        if not (math.isfinite(z_real.value) and math.isfinite(z_imag.value)):
+            raise ProtocolError(self.where, f"impedance of point {k} is not a number in {line!r}")
+        overloaded = any(Status.OVERLOAD in v.status for v in variables)
+        return (f.value, z_real.value, z_imag.value), overloaded
+
+    # -- one script -----------------------------------------------------------------------------------------
+    def _run_script(self, lines: list[str], what: str, duration_s: float, interval_s: float,
+                    loops: list[tuple[int, PointReader]]) -> _Run:
+        """Send a script with one measurement loop per entry of ``loops`` and collect each loop's
+        ``n_points`` packages through its reader, re-running the script after a timeout or protocol error
+        (see the module docstring)."""
+        script = "\n".join(lines) + "\n"
+        return retry(lambda: self._run_once(script, what, duration_s, interval_s, loops),
+                     attempts=self.retries + 1, before_retry=self._recover)
 
     def _recover(self, exc: InstrumentError) -> None:
-        """Before re-running a failed CV: count it, and bring the device back to idle if possible."""
+        """Before re-running a failed script: count it, and bring the device back to idle if possible."""
         self.retried[type(exc).__name__] += 1
-        log.info("%s: CV failed (%s); bringing the device to idle before the retry", self.where, exc.what)
+        log.info("%s: measurement failed (%s); bringing the device to idle before the retry", self.where, exc.what)
         with self._io:
             try:
                 self._sync()
@@ -247,16 +353,17 @@ class EmStatPotentiostat:
                 log.info("%s: %s while recovering", self.where, sync_exc.what)
                 self.transport.drain(self.settle_s)
 
-    def _run_once(self, params: CVParams, script: str, expected: np.ndarray) -> _Run:
+    def _run_once(self, script: str, what: str, duration_s: float, interval_s: float,
+                  loops: list[tuple[int, PointReader]]) -> _Run:
         with self._io:
             with self._state:
                 if self._abort_requested:
-                    return _Run([], [], [], aborted=True)
+                    return _Run([], [], aborted=True)
                 self._running, self._abort_sent = True, False
             try:
                 self.transport.reset_input()
                 self.transport.write(script.encode("ascii"))
-                run = self._read_run(params, expected)
+                run = self._read_run(what, duration_s, interval_s, loops)
             finally:
                 with self._state:
                     self._running = False
@@ -265,47 +372,53 @@ class EmStatPotentiostat:
                 self.transport.drain(self.settle_s)
             return run
 
-    def _read_run(self, params: CVParams, expected: np.ndarray) -> _Run:
-        interval_s = params.time_step_s / self.time_scale
-        deadline = time.monotonic() + 2 * self.timeout_s + 1.25 * params.duration_s / self.time_scale
+    def _read_run(self, what: str, duration_s: float, interval_s: float,
+                  loops: list[tuple[int, PointReader]]) -> _Run:
+        interval_s /= self.time_scale
+        deadline = time.monotonic() + 2 * self.timeout_s + 1.25 * duration_s / self.time_scale
         first = self._line(self.timeout_s)
         if classify(first) is LineKind.ERROR:
-            raise self._device_error(first, "loading the CV script")
+            raise self._device_error(first, f"loading the {what} script")
         if classify(first) is not LineKind.ACCEPTED:
-            raise ProtocolError(self.where, f"expected 'e' for the CV script, got {first!r}")
-        potential: list[float] = []
-        current: list[float] = []
-        overload: list[bool] = []
-        loops, loop_ended, aborted = 0, False, False
+            raise ProtocolError(self.where, f"expected 'e' for the {what} script, got {first!r}")
+        values: list[list[tuple[float, ...]]] = []  # one list per measurement loop started
+        overload: list[list[bool]] = []
+        in_loop, aborted = False, False
         while True:
+            done = sum(len(v) for v in values)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise InstrumentTimeout(self.where, f"CV not finished after {len(potential)} points")
+                raise InstrumentTimeout(self.where, f"{what} not finished after {done} points")
             line = self._line(min(self.timeout_s + interval_s, remaining))
             kind = classify(line)
             if kind is LineKind.END:
                 break
-            if kind is LineKind.PACKAGE and loops == 1 and not loop_ended:
-                e, i, over = self._point(line, len(potential), params, expected)
-                potential.append(e)
-                current.append(i)
-                overload.append(over)
-            elif kind is LineKind.LOOP_START and loops == 0:
-                loops = 1
-            elif kind is LineKind.LOOP_END and loops == 1:
-                loop_ended = True
+            if kind is LineKind.PACKAGE and in_loop:
+                value, over = loops[len(values) - 1][1](line, len(values[-1]))
+                values[-1].append(value)
+                overload[-1].append(over)
+            elif kind is LineKind.LOOP_START and not in_loop and len(values) < len(loops):
+                in_loop = True
+                values.append([])
+                overload.append([])
+            elif kind is LineKind.LOOP_END and in_loop:
+                in_loop = False
+                n_expected = loops[len(values) - 1][0]
+                if not aborted and len(values[-1]) != n_expected:
+                    raise ProtocolError(self.where, f"{what} loop {len(values)} ended with {len(values[-1])} of "
+                                                    f"{n_expected} points")
             elif kind is LineKind.ABORTED:
                 aborted = True
             elif kind is LineKind.ERROR:
                 self.transport.drain(self.settle_s)
-                raise self._device_error(line, f"running the CV (after {len(potential)} points)")
+                raise self._device_error(line, f"running the {what} (after {done} points)")
             elif kind not in (LineKind.SCAN_START, LineKind.SCAN_END):
-                raise ProtocolError(self.where, f"unexpected line {line!r} after {len(potential)} points")
-        if not aborted and (len(potential) != len(expected) or not loop_ended):
-            raise ProtocolError(self.where, f"CV ended with {len(potential)} of {len(expected)} points")
-        return _Run(potential, current, overload, aborted)
+                raise ProtocolError(self.where, f"unexpected line {line!r} after {done} points")
+        if not aborted and (in_loop or len(values) != len(loops)):
+            raise ProtocolError(self.where, f"{what} ended after {len(values)} of {len(loops)} measurement loops")
+        return _Run(values, overload, aborted)
 
-    def _point(self, line: str, k: int, params: CVParams, expected: np.ndarray) -> tuple[float, float, bool]:
+    def _point(self, line: str, k: int, params: CVParams, expected: np.ndarray) -> tuple[tuple[float, ...], bool]:
         """Check one package against the scan: (potential, current, overloaded)."""
         variables = parse_package(line)
         if variables is None or [v.type for v in variables] != ["da", "ba", "ba"]:
@@ -324,7 +437,7 @@ class EmStatPotentiostat:
             raise ProtocolError(self.where, f"current {i.value!r} A of point {k} does not fit its range")
         if Status.TIMING_ERROR in i.status:
             log.warning("%s: timing error reported at point %d", self.where, k)
-        return e.value, i.value, Status.OVERLOAD in i.status
+        return (e.value, i.value), Status.OVERLOAD in i.status
 
     # -- abort, close ---------------------------------------------------------------------------------------
     def abort(self) -> None:

@@ -19,19 +19,26 @@ Facts (docs/protocols.md, "PalmSens EmStat (MethodSCRIPT)"):
   start/end with ``nscans``), ``Z`` (abort acknowledged), an empty line at the end of a script, and errors
   ``!XXXX`` (4 hex digits, optionally preceded by the echoed command letter and followed by ``:detail``).
 
+Impedance (PalmSens' MethodSCRIPT examples, ``palmsens/mscript.py``): variable types ``dc`` applied
+frequency (Hz), ``cc`` Z real and ``cd`` Z imaginary (ohm).
+
 Choices where the sources are silent ([infer]): script integers are kept below 2**27 in magnitude, the
 range data packages can carry; a value no prefix represents exactly is rounded at the finest prefix
-that keeps it in that range (1/3 V -> ``333333u``).
+that keeps it in that range (1/3 V -> ``333333u``); iR compensation is the statement ``set_ir_comp R``
+(R in ohm, a script number; 0 switches it off), valid for the measurement loops that follow, and a
+firmware without it answers ``!4001`` (unknown statement) at that line.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import IntFlag, StrEnum
 
 from labloop.core.errors import ConfigError
+from labloop.instruments.impedance import EISParams
 from labloop.instruments.voltammogram import CVParams
 
 OFFSET = 2**27
@@ -207,7 +214,16 @@ def as_written(params: CVParams, where: str = "MethodSCRIPT") -> CVParams:
 
     return replace(params, e_begin_v=rounded(params.e_begin_v), e_vertex1_v=rounded(params.e_vertex1_v),
                    e_vertex2_v=rounded(params.e_vertex2_v), e_step_v=rounded(params.e_step_v),
-                   scan_rate_v_s=rounded(params.scan_rate_v_s))
+                   scan_rate_v_s=rounded(params.scan_rate_v_s), ir_comp_ohm=rounded(params.ir_comp_ohm))
+
+
+def eis_as_written(params: EISParams, where: str = "MethodSCRIPT") -> EISParams:
+    """``params`` with every number rounded as :func:`eis_script` writes it (see :func:`as_written`)."""
+    def rounded(value: float) -> float:
+        return parse_script_number(script_number(value, where))  # type: ignore[return-value]
+
+    return replace(params, f_high_hz=rounded(params.f_high_hz), f_low_hz=rounded(params.f_low_hz),
+                   amplitude_v=rounded(params.amplitude_v), e_dc_v=rounded(params.e_dc_v))
 
 
 def cv_script(params: CVParams, *, max_current_a: float = 5e-3, where: str = "MethodSCRIPT") -> list[str]:
@@ -216,31 +232,89 @@ def cv_script(params: CVParams, *, max_current_a: float = 5e-3, where: str = "Me
     A fixed ``params.current_range_a`` pins autoranging to that range; None autoranges from 1 nA up to
     ``max_current_a``. The bandwidth is four times the point rate (as PalmSens' examples do), at least 1 Hz.
     Each package carries the potential and then the current twice: MethodSCRIPT has no checksum, and the
-    second copy lets the reader catch a current corrupted on the line.
+    second copy lets the reader catch a current corrupted on the line. ``params.ir_comp_ohm > 0`` adds
+    ``set_ir_comp R`` (positive-feedback iR compensation of R ohm for the following measurement loops;
+    the statement's form is an [infer], see the module docstring).
     """
+    return cv_series_script([params], max_current_a=max_current_a, where=where)
+
+
+def cv_series_script(series: Sequence[CVParams], *, max_current_a: float = 5e-3,
+                     where: str = "MethodSCRIPT") -> list[str]:
+    """One script running the CVs of ``series`` one after the other (e.g. one per scan rate), the cell on
+    throughout: one ``meas_loop_cv`` per CV, each preceded by its own bandwidth; they must share the current
+    range and the iR compensation (a ConfigError otherwise). See :func:`cv_script` for the rest."""
+    if not series:
+        raise ConfigError(where, "a CV series needs at least one CV")
+    first = series[0]
+    if any(p.current_range_a != first.current_range_a or p.ir_comp_ohm != first.ir_comp_ohm for p in series):
+        raise ConfigError(where, "the CVs of one script must share current_range_a and ir_comp_ohm")
+
     def n(value: float) -> str:
         return script_number(value, where)
 
-    start = params.current_range_a if params.current_range_a is not None else 100e-6
-    low, high = (start, start) if params.current_range_a is not None else (1e-9, max_current_a)
-    bandwidth = max(1, round(4 * params.scan_rate_v_s / params.e_step_v))
-    scans = f" nscans({params.n_scans})" if params.n_scans > 1 else ""
+    def bandwidth(params: CVParams) -> int:
+        return max(1, round(4 * params.scan_rate_v_s / params.e_step_v))
+
+    def loop(params: CVParams) -> list[str]:
+        scans = f" nscans({params.n_scans})" if params.n_scans > 1 else ""
+        return [f"meas_loop_cv p c {n(params.e_begin_v)} {n(params.e_vertex1_v)} {n(params.e_vertex2_v)} "
+                f"{n(params.e_step_v)} {n(params.scan_rate_v_s)}{scans}",
+                "  pck_start", "  pck_add p", "  pck_add c", "  pck_add c", "  pck_end", "endloop"]
+
+    start = first.current_range_a if first.current_range_a is not None else 100e-6
+    low, high = (start, start) if first.current_range_a is not None else (1e-9, max_current_a)
+    ir_comp = [f"set_ir_comp {n(first.ir_comp_ohm)}"] if first.ir_comp_ohm > 0 else []
+    later = [line for params in series[1:] for line in (f"set_max_bandwidth {bandwidth(params)}", *loop(params))]
     return [
         "e",
         "var c",
         "var p",
         "set_pgstat_mode 2",
-        f"set_max_bandwidth {bandwidth}",
+        f"set_max_bandwidth {bandwidth(first)}",
         f"set_range ba {n(start)}",
         f"set_autoranging ba {n(low)} {n(high)}",
-        f"set_e {n(params.e_begin_v)}",
+        *ir_comp,
+        f"set_e {n(first.e_begin_v)}",
         "cell_on",
-        f"meas_loop_cv p c {n(params.e_begin_v)} {n(params.e_vertex1_v)} {n(params.e_vertex2_v)} "
-        f"{n(params.e_step_v)} {n(params.scan_rate_v_s)}{scans}",
+        *loop(first),
+        *later,
+        "on_finished:",
+        "  cell_off",
+        "",
+    ]
+
+
+def eis_script(params: EISParams, *, max_current_a: float = 5e-3, where: str = "MethodSCRIPT") -> list[str]:
+    """The lines (without newlines) of one impedance sweep: ``e``, the script, and the blank line.
+
+    Shape of PalmSens' EIS example (``MSLoopExample012-EIS.mscr``): high-speed mode, the DC potential pinned
+    with ``set_range_minmax da``, autoranging current, and ``meas_loop_eis f r j <ac> <f_start> <f_end>
+    <n> <dc>`` whose package holds the applied frequency (``dc``), Z' (``cc``) and Z'' (``cd``) in the
+    order the ``pck_add`` lines name them. The point count is written as an integer (``31i``).
+    """
+    def n(value: float) -> str:
+        return script_number(value, where)
+
+    return [
+        "e",
+        "var f",
+        "var r",
+        "var j",
+        "set_pgstat_chan 0",
+        "set_pgstat_mode 3",
+        f"set_max_bandwidth {n(2 * params.f_high_hz)}",
+        f"set_range_minmax da {n(params.e_dc_v)} {n(params.e_dc_v)}",
+        f"set_range ba {n(max_current_a)}",
+        f"set_autoranging ba {n(1e-6)} {n(max_current_a)}",
+        f"set_e {n(params.e_dc_v)}",
+        "cell_on",
+        f"meas_loop_eis f r j {n(params.amplitude_v)} {n(params.f_high_hz)} {n(params.f_low_hz)} "
+        f"{params.points}i {n(params.e_dc_v)}",
         "  pck_start",
-        "  pck_add p",
-        "  pck_add c",
-        "  pck_add c",
+        "  pck_add f",
+        "  pck_add r",
+        "  pck_add j",
         "  pck_end",
         "endloop",
         "on_finished:",

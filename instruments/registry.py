@@ -43,6 +43,7 @@ class DriverKind(StrEnum):
     PUMP = "pump"
     POTENTIOSTAT = "potentiostat"
     SAMPLE_CHANGER = "sample_changer"
+    GAS_VALVE = "gas_valve"
 
 
 @dataclass(frozen=True)

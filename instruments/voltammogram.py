@@ -46,6 +46,8 @@ class CVParams:
 
     ``e_begin_v`` must lie between the two vertices (inclusive), since the scan returns to it.
     ``current_range_a`` is the fixed current range (None = autoranging): currents beyond it overload.
+    ``ir_comp_ohm`` is the resistance the potentiostat compensates by positive feedback during the scan
+    (0: none); the analysis corrects only what remains (:func:`labloop.instruments.cv_analysis.correct_ohmic_drop`).
     """
 
     e_begin_v: float
@@ -55,6 +57,7 @@ class CVParams:
     e_step_v: float = 0.001
     n_scans: int = 1
     current_range_a: float | None = None
+    ir_comp_ohm: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("e_begin_v", "e_vertex1_v", "e_vertex2_v"):
@@ -75,8 +78,11 @@ class CVParams:
             raise InvalidParameter(f"n_scans: must be an integer >= 1, got {self.n_scans!r}")
         if self.current_range_a is not None:
             require_positive("current_range_a", self.current_range_a)
+        require_finite("ir_comp_ohm", self.ir_comp_ohm)
+        if self.ir_comp_ohm < 0:
+            raise InvalidParameter(f"ir_comp_ohm: must be >= 0, got {self.ir_comp_ohm!r}")
         for name in ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "scan_rate_v_s", "e_step_v",
-                     "current_range_a"):
+                     "current_range_a", "ir_comp_ohm"):
             if getattr(self, name) is not None:  # plain floats keep to_dict JSON-safe for numpy inputs
                 object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "n_scans", int(self.n_scans))
@@ -124,7 +130,7 @@ class CVParams:
         return {
             "e_begin_v": self.e_begin_v, "e_vertex1_v": self.e_vertex1_v, "e_vertex2_v": self.e_vertex2_v,
             "scan_rate_v_s": self.scan_rate_v_s, "e_step_v": self.e_step_v, "n_scans": self.n_scans,
-            "current_range_a": self.current_range_a,
+            "current_range_a": self.current_range_a, "ir_comp_ohm": self.ir_comp_ohm,
         }
 
     @classmethod

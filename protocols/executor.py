@@ -15,23 +15,64 @@ as measured.
 
 Conditions of a proposal (e.g. ``scan_rate_v_s``) replace the step parameters of the same name; a
 condition no step has is an error, so a planner's variable never silently does nothing.
+
+Lab-grade steps (``purge``, ``blank``, ``eis``, ``add_standard``, ``clean``, ``polish``, and a ``cv`` with
+``ir_compensation`` or ``scan_rates_v_s``) collect what they measure in a :class:`LabRecord`: the impedance
+spectrum and Ru, the blank and its verdict, one voltammogram and analysis per scan rate, the diffusion
+coefficient, and the CV with the ferrocene standard. With a standard, the reported potential is the
+analyte's E1/2 against Fc/Fc+ of the same scan converted with
+:data:`labloop.instruments.cv_analysis.FERROCENE_VS_LI_V`, so the reference electrode's drift cancels;
+without one it is ``E1/2 + reference_offset_v``. Quality flags of the blank (``oxygen``, ``contaminated``)
+and of the standard (``no_standard``) join the CV's, so an unpurged cell's measurement is not learned from.
+Manual steps (``purge: {valve: manual}``, ``clean`` without a pump, ``polish``) ask the operator through the
+rig's ``ask_operator(message)``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from labloop.core.errors import ConfigError, InvalidParameter, Problems, SafetyLimitExceeded
+from labloop.core.errors import ConfigError, InstrumentError, InvalidParameter, Problems, SafetyLimitExceeded
 from labloop.core.timestamps import now
-from labloop.instruments.contracts import Potentiostat, Pump, SafetyLimits, SampleChanger
-from labloop.instruments.cv_analysis import CVResult, Quantity, analyze_cv, to_li_scale
+from labloop.instruments.contracts import GasValve, ImpedanceMeter, Potentiostat, Pump, SafetyLimits, SampleChanger
+from labloop.instruments.cv_analysis import (
+    FERROCENE_VS_LI_V,
+    BlankResult,
+    CVFlag,
+    CVResult,
+    DiffusionEstimate,
+    Quantity,
+    ReferencedResult,
+    analyze_blank,
+    analyze_couples,
+    analyze_cv,
+    randles_sevcik_diffusion,
+    reference_to_ferrocene,
+    to_li_scale,
+)
+from labloop.instruments.impedance import ImpedanceSpectrum, RuEstimate, fit_ru
 from labloop.instruments.voltammogram import CVParams, Voltammogram
-from labloop.protocols.steps import CV, Analyze, Dispense, LoadSample, Rinse, Step, Wait, parse_steps
+from labloop.protocols.steps import (
+    CV,
+    EIS,
+    AddStandard,
+    Analyze,
+    Blank,
+    Clean,
+    Dispense,
+    LoadSample,
+    Polish,
+    Purge,
+    Rinse,
+    Step,
+    Wait,
+    parse_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +93,66 @@ class RigLike(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
+#: how far beyond the ferrocene E1/2 the CV after add_standard reaches on each side (V)
+STANDARD_MARGIN_V = 0.35
+LAB_STEPS = (Purge, Blank, EIS, AddStandard, Clean, Polish)
+
+
+class BlankFailed(InstrumentError):
+    """The blank showed a dirty electrode or cell (and cleaning, if allowed, did not help): a person must look."""
+
+
+@dataclass
+class LabRecord:
+    """What the lab-grade steps of one experiment measured (raw data included, for the journal)."""
+
+    spectrum: ImpedanceSpectrum | None = None
+    ru: RuEstimate | None = None
+    blanks: list[tuple[Voltammogram, BlankResult]] = field(default_factory=list)
+    scans: list[tuple[Voltammogram, CVResult]] = field(default_factory=list)  # one per scan rate
+    diffusion: DiffusionEstimate | None = None
+    standard_scan: Voltammogram | None = None
+    referenced: ReferencedResult | None = None
+    purged_minutes: float = 0.0
+
+    @property
+    def ru_ohm(self) -> float:
+        return self.ru.ru_ohm if self.ru is not None else 0.0
+
+    @property
+    def flags(self) -> frozenset[CVFlag]:
+        """Quality flags of the blank (its last judgement) and of the standard."""
+        flags: set[CVFlag] = set(self.blanks[-1][1].flags) if self.blanks else set()
+        if self.referenced is not None:
+            flags |= self.referenced.flags & {CVFlag.NO_STANDARD}
+        return frozenset(flags)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form: everything measured, raw data included."""
+        return {
+            "eis": self.spectrum.to_dict() if self.spectrum else None,
+            "ru": self.ru.to_dict() if self.ru else None,
+            "blanks": [{"voltammogram": v.to_dict(), "result": r.to_dict()} for v, r in self.blanks],
+            "scans": [{"scan_rate_v_s": v.params.scan_rate_v_s, "voltammogram": v.to_dict(), "analysis": a.to_dict()}
+                      for v, a in self.scans],
+            "diffusion": self.diffusion.to_dict() if self.diffusion else None,
+            "standard_scan": self.standard_scan.to_dict() if self.standard_scan else None,
+            "referenced": self.referenced.to_dict() if self.referenced else None,
+            "purged_minutes": self.purged_minutes,
+        }
+
+
 @dataclass(frozen=True)
 class ExperimentOutcome:
     """What one run of a protocol measured: the voltammogram, its analysis (reference scale), the potential
-    vs Li/Li+ (None without a reversible pair of peaks) and whether the CV is clean enough to learn from."""
+    vs Li/Li+ (None without a reversible pair of peaks) and whether the CV is clean enough to learn from.
+    ``lab`` holds what the lab-grade steps measured (see the module docstring)."""
 
     voltammogram: Voltammogram
     analysis: CVResult
     potential_v_vs_li: float | None
     quality_ok: bool
+    lab: LabRecord = field(default_factory=LabRecord)
 
 
 class ProtocolExecutor:
@@ -110,6 +202,44 @@ class ProtocolExecutor:
                     params = step.params()
                     self.safety.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v,
                                                  where=where)
+            elif isinstance(step, LAB_STEPS):
+                self._check_lab(where, step)
+
+    def _check_lab(self, where: str, step: Step) -> None:
+        """The checks of a lab-grade step: its instrument, its potentials and volumes, an operator if manual."""
+        if isinstance(step, Purge):
+            if step.valve == "manual":
+                self._operator(where)
+            else:
+                name = self._instrument(where, step.valve, GasValve, "gas valve")
+                gases = self.rig.instruments[name].gases  # type: ignore[attr-defined]
+                if step.gas not in gases:
+                    raise ConfigError(where, f"gas {step.gas!r}: valve {name!r} has {', '.join(gases)}")
+        elif isinstance(step, Blank | EIS | AddStandard):
+            name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
+            if isinstance(step, EIS) and not isinstance(self.rig.instruments[name], ImpedanceMeter):
+                raise ConfigError(where, f"{name!r} cannot measure impedance (no run_eis)")
+            if isinstance(step, Blank):
+                p = step.params()
+                self.safety.check_potentials(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v, where=where)
+            elif isinstance(step, EIS):
+                self.safety.check_potentials(step.e_dc_v - step.amplitude_v, step.e_dc_v + step.amplitude_v,
+                                             where=where)
+        if isinstance(step, AddStandard | Clean) and step.pump is not None:
+            self._instrument(where, step.pump, Pump, "pump")
+            if step.volume_ml > min(self.safety.max_dispense_ml, self.safety.syringe_ml):
+                raise SafetyLimitExceeded(where, f"dispense of {step.volume_ml:g} mL exceeds the limit of "
+                                                 f"{self.safety.max_dispense_ml:g} mL or the "
+                                                 f"{self.safety.syringe_ml:g} mL syringe")
+        if isinstance(step, Polish) or (isinstance(step, Clean) and step.pump is None):
+            self._operator(where)
+
+    def _operator(self, where: str) -> Callable[[str], object]:
+        """The rig's way to ask the operator (``ask_operator``); a manual step without one is refused."""
+        ask = getattr(self.rig, "ask_operator", None)
+        if ask is None:
+            raise ConfigError(where, "a manual step needs an operator, and this rig cannot ask one")
+        return ask  # type: ignore[no-any-return]
 
     def _instrument(self, where: str, name: str | None, contract: type, kind: str) -> Any:
         """The instrument ``name`` (or the rig's only one of that kind), satisfying ``contract``."""
@@ -139,6 +269,7 @@ class ProtocolExecutor:
                  if isinstance(step, CV)}
         voltammogram: Voltammogram | None = None
         analysis: CVResult | None = None
+        lab = LabRecord()
         for index, step in enumerate(steps):
             started = now()
             instrument, params = self._describe(index, step, sample_id)
@@ -153,23 +284,30 @@ class ProtocolExecutor:
                 elif isinstance(step, CV):
                     cv = scans[index]
                     params.update(cv.to_dict())
-                    voltammogram = self.rig.instruments[instrument].run_cv(cv)  # type: ignore[attr-defined]
+                    voltammogram = self._cv(step, cv, self.rig.instruments[instrument], lab)  # type: ignore[arg-type]
+                    params.update(self._lab_summary(step, lab))
                 elif isinstance(step, Rinse):
                     self.rig.rinse_cell()
                 elif isinstance(step, Analyze):
-                    analysis = analyze_cv(voltammogram, step.settings)  # type: ignore[arg-type]  # cv ran before
+                    analysis = analyze_cv(voltammogram, step.settings, ru_ohm=lab.ru_ohm)  # type: ignore[arg-type]
+                elif isinstance(step, LAB_STEPS):
+                    params.update(self._lab_step(index, step, instrument, lab, steps))
             except Exception as exc:
                 on_action(index, step.name, instrument, params, started, now(), f"{type(exc).__name__}: {exc}")
                 raise
             on_action(index, step.name, instrument, params, started, now(), "ok")
         assert voltammogram is not None  # a protocol has exactly one cv (parse_steps)
-        analysis = analysis or analyze_cv(voltammogram)
-        potential = (to_li_scale(analysis.e_half_v, self.reference_offset_v)
-                     if analysis.e_half_v is not None else None)
+        analysis = analysis or analyze_cv(voltammogram, ru_ohm=lab.ru_ohm)
+        analysis = replace(analysis, flags=analysis.flags | lab.flags)
+        if lab.referenced is not None and lab.referenced.e_vs_li_v is not None:
+            potential: float | None = lab.referenced.e_vs_li_v
+        else:
+            potential = (to_li_scale(analysis.e_half_v, self.reference_offset_v)
+                         if analysis.e_half_v is not None else None)
         quality_ok = potential is not None and not analysis.flags
         log.info("%s (%s): E1/2 %s V vs Li/Li+, flags %s", sample_id, smiles,
                  "none" if potential is None else f"{potential:.3f}", sorted(analysis.flags) or "none")
-        return ExperimentOutcome(voltammogram, analysis, potential, quality_ok)
+        return ExperimentOutcome(voltammogram, analysis, potential, quality_ok, lab)
 
     def _with_conditions(self, conditions: Mapping[str, Any]) -> tuple[Step, ...]:
         """The steps with every parameter named like a condition set to the condition's value."""
@@ -199,6 +337,15 @@ class ProtocolExecutor:
             return "cell", {}
         if isinstance(step, Analyze):
             return "", asdict(step.settings)
+        if isinstance(step, Purge):
+            valve = "operator" if step.valve == "manual" else self._instrument(where, step.valve, GasValve, "gas valve")
+            return valve, step.model_dump()
+        if isinstance(step, Blank | EIS | AddStandard):
+            return self._instrument(where, step.potentiostat, Potentiostat, "potentiostat"), step.model_dump()
+        if isinstance(step, Clean):
+            return step.pump or "operator", step.model_dump()
+        if isinstance(step, Polish):
+            return "operator", {}
         return "", step.model_dump()
 
     def _dispense(self, step: Dispense, pump: Pump) -> dict[str, float]:
@@ -220,8 +367,129 @@ class ProtocolExecutor:
         return params
 
 
+    # -- lab-grade steps ----------------------------------------------------------------------------------------
+    def _cv(self, step: CV, cv: CVParams, potentiostat: Potentiostat, lab: LabRecord) -> Voltammogram:
+        """Run the cv step: at each of its scan rates (in one script when the driver has ``run_cv_series``),
+        with ``ir_compensation`` of the Ru measured by the eis step; every scan is analysed (ohmic drop
+        corrected) into ``lab.scans``; the first rate's is returned."""
+        comp = step.ir_compensation.fraction * lab.ru_ohm if step.ir_compensation is not None else 0.0
+        series = [replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp) for rate in step.rates]
+        run_series = getattr(potentiostat, "run_cv_series", None)  # one script for all rates, where offered
+        voltammograms = run_series(series) if run_series is not None and len(series) > 1 else \
+            [potentiostat.run_cv(params) for params in series]
+        lab.scans[:] = [(v, analyze_cv(v, ru_ohm=lab.ru_ohm)) for v in voltammograms]
+        if len(step.rates) > 1 and step.analyte_mm is not None:
+            try:
+                forward = "anodic" if cv.e_vertex1_v > cv.e_begin_v else "cathodic"
+                lab.diffusion = randles_sevcik_diffusion(list(step.rates), [a for _, a in lab.scans],
+                                                         area_cm2=step.electrode_area_cm2, conc_mm=step.analyte_mm,
+                                                         forward=forward)
+            except InvalidParameter as exc:
+                log.warning("no diffusion coefficient: %s", exc)
+        return lab.scans[0][0]
+
+    def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:
+        """What the action record of a cv step adds: the rates run, the compensation, D."""
+        summary: dict[str, Any] = {"scan_rates_v_s": list(step.rates), "ru_ohm": lab.ru_ohm or None}
+        if lab.diffusion is not None:
+            summary["diffusion_cm2_s"] = lab.diffusion.diffusion_cm2_s
+        return summary
+
+    def _lab_step(self, index: int, step: Step, instrument: str, lab: LabRecord,
+                  steps: Sequence[Step]) -> dict[str, Any]:
+        """Run one lab-grade step; returns what its action record adds."""
+        where = _where(index, step)
+        if isinstance(step, Purge):
+            return self._purge(where, step, instrument, lab)
+        if isinstance(step, EIS):
+            lab.spectrum = self.rig.instruments[instrument].run_eis(step.params())  # type: ignore[attr-defined]
+            lab.ru = fit_ru(lab.spectrum)
+            log.info("%s: Ru %.4g ohm", where, lab.ru.ru_ohm)
+            return {"ru_ohm": lab.ru.ru_ohm, "fit_rms": lab.ru.rms_residual}
+        if isinstance(step, Blank):
+            return self._blank(where, step, instrument, lab, steps)
+        if isinstance(step, AddStandard):
+            return self._add_standard(where, step, instrument, lab)
+        if isinstance(step, Clean):
+            self._clean(where, step)
+            return {}
+        self._operator(where)("Polish the working electrode (alumina slurry), rinse it, put it back, press Enter: ")
+        return {}
+
+    def _purge(self, where: str, step: Purge, instrument: str, lab: LabRecord) -> dict[str, Any]:
+        if step.valve == "manual":
+            self._operator(where)(f"Purge the cell with {step.gas} for {step.minutes:g} min, then press Enter: ")
+        else:
+            valve: GasValve = self.rig.instruments[instrument]  # type: ignore[assignment]
+            valve.flow(step.gas)
+            try:
+                self.rig.sleep(60 * step.minutes)
+            finally:
+                valve.stop()
+        lab.purged_minutes += step.minutes
+        return {"purged_minutes": step.minutes}
+
+    def _clean(self, where: str, step: Clean) -> None:
+        self.rig.rinse_cell()
+        if step.pump is None:
+            self._operator(where)("Clean the cell and the electrodes, refill with electrolyte, press Enter: ")
+            return
+        self.rig.instruments[step.pump].dispense(step.volume_ml, step.rate_ml_min)  # type: ignore[attr-defined]
+
+    def _blank(self, where: str, step: Blank, instrument: str, lab: LabRecord,
+               steps: Sequence[Step]) -> dict[str, Any]:
+        """Run and judge the blank; ``on_fail: clean`` cleans (the protocol's clean step, or a rinse) and
+        judges a second blank; still contaminated (or ``on_fail: stop``) raises :class:`BlankFailed`."""
+        potentiostat: Potentiostat = self.rig.instruments[instrument]  # type: ignore[assignment]
+        for attempt in (1, 2):
+            voltammogram = potentiostat.run_cv(step.params())
+            result = analyze_blank(voltammogram, step.max_current_a)
+            lab.blanks.append((voltammogram, result))
+            log.info("%s: blank %d: max %.3g A, flags %s", where, attempt, result.max_current_a,
+                     sorted(result.flags) or "none")
+            if result.clean:
+                return {"blank": result.to_dict(), "attempts": attempt}
+            if step.on_fail == "stop" or attempt == 2:
+                break
+            clean = next((s for s in steps if isinstance(s, Clean)), Clean())
+            self._clean(where, clean)
+        raise BlankFailed(where, f"the blank is contaminated (largest current {result.max_current_a:.3g} A, limit "
+                                 f"{step.max_current_a:.3g} A, flags {', '.join(sorted(result.flags))})")
+
+    def _add_standard(self, where: str, step: AddStandard, instrument: str, lab: LabRecord) -> dict[str, Any]:
+        """Dispense the ferrocene stock, then one CV wide enough for the analyte and ferrocene; the analyte is
+        put on the Fc/Fc+ scale of that scan."""
+        if not lab.scans:
+            raise ConfigError(where, "add_standard needs the cv before it")
+        pump: Pump = self.rig.instruments[step.pump]  # type: ignore[assignment]
+        dispensed = pump.dispense(step.volume_ml, step.rate_ml_min)
+        first, analysis = lab.scans[0]
+        fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
+        params = widened(first.params, fc_expected - STANDARD_MARGIN_V, fc_expected + STANDARD_MARGIN_V)
+        self.safety.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where=where)
+        voltammogram = self.rig.instruments[instrument].run_cv(params)  # type: ignore[attr-defined]
+        lab.standard_scan = voltammogram
+        couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)
+        hint = analysis.e_half_v if analysis.e_half_v is not None else (first.params.e_vertex1_v
+                                                                        + first.params.e_vertex2_v) / 2
+        lab.referenced = reference_to_ferrocene(couples, hint, fc_expected)
+        log.info("%s: E vs Fc/Fc+ %s", where, lab.referenced.e_vs_fc_v)
+        return {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v}
+
+
+def widened(params: CVParams, low: float, high: float) -> CVParams:
+    """``params`` with its window stretched to include ``low..high`` (on its step grid), same direction."""
+    step = params.e_step_v
+    lo = min(min(params.e_vertex1_v, params.e_vertex2_v), round(low / step) * step)
+    hi = max(max(params.e_vertex1_v, params.e_vertex2_v), round(high / step) * step)
+    anodic_first = params.e_vertex1_v > params.e_begin_v
+    begin = lo if anodic_first else hi
+    return replace(params, e_begin_v=begin, e_vertex1_v=hi if anodic_first else lo, e_vertex2_v=begin)
+
+
 #: the contract of each kind of instrument, by the name drivers declare (``DriverDescriptor.kind``)
-_KINDS: dict[type, str] = {Pump: "pump", Potentiostat: "potentiostat", SampleChanger: "sample_changer"}
+_KINDS: dict[type, str] = {Pump: "pump", Potentiostat: "potentiostat", SampleChanger: "sample_changer",
+                           GasValve: "gas_valve"}
 
 
 def _kind_of(driver: object) -> str:

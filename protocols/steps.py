@@ -22,9 +22,29 @@ A protocol is a list of ``name`` or ``{name: {parameters}}``:
 - ``analyze: {...}``: the CV analysis with other settings (:class:`CVAnalysisSettings` fields); without
   this step the voltammogram is analysed with the defaults after the last step.
 
+Lab-grade steps (what an electrochemist expects around a CV):
+
+- ``purge: {minutes, gas, valve}``: bubble ``gas`` (argon) through the cell to drive out dissolved O2,
+  through a gas-valve instrument, or ``valve: manual`` to ask the operator;
+- ``blank: {window, scan_rate_v_s, max_current_a, on_fail}``: a CV of the electrolyte alone before the
+  sample goes in; a wave or more than ``max_current_a`` means a dirty electrode or cell: ``on_fail: stop``
+  ends the experiment, ``clean`` runs the ``clean`` step once and judges a second blank;
+- ``eis: {f_high_hz, f_low_hz, points, amplitude_v, e_dc_v}``: an impedance sweep measuring the solution
+  resistance Ru (high-frequency intercept);
+- ``cv`` takes ``ir_compensation: {fraction}`` (that share of the measured Ru compensated on the
+  potentiostat, the rest corrected in the analysis; needs an ``eis`` step before) and ``scan_rates_v_s``
+  (the CV repeated at each rate; the diffusion coefficient follows from the Randles-Sevcik slope);
+- ``add_standard: {pump, volume_ml, rate_ml_min, stock_mm}``: after the cv, dispense ferrocene stock and run
+  one more CV wide enough for both couples; the analyte's E1/2 is then reported against Fc/Fc+ of the same
+  scan, which cancels the reference electrode's drift;
+- ``clean: {pump, volume_ml, rate_ml_min}``: rinse the cell and flush it with electrolyte from ``pump``
+  (without a pump: ask the operator); ``polish``: ask the operator to polish the working electrode.
+
 Structure checked here, independent of any rig: exactly one ``cv``; ``analyze`` at most once and after it;
-a ``fluid: sample`` dispense only after ``load_sample``. What needs the rig (instrument names, safety
-limits) is :meth:`labloop.protocols.executor.ProtocolExecutor.check`'s.
+a ``fluid: sample`` dispense only after ``load_sample``; ``blank`` before the sample goes in; ``eis``
+before a cv with ``ir_compensation``; ``add_standard`` after the cv. :func:`limit_problems` checks
+explicit potentials and volumes against a campaign's safety limits with the same located problems. What
+needs the rig (instrument names) is :meth:`labloop.protocols.executor.ProtocolExecutor.check`'s.
 """
 
 from __future__ import annotations
@@ -35,7 +55,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from labloop.core.errors import InvalidParameter, Problem, Problems, not_one_of
+from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
+from labloop.instruments.impedance import EISParams
 from labloop.instruments.voltammogram import CVParams
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -71,6 +93,18 @@ class Wait(Step):
     seconds: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 
 
+class IRCompensation(BaseModel):
+    """Share of the measured Ru the potentiostat compensates by positive feedback (85% is usual: more
+    risks oscillation); the rest is corrected in the analysis."""
+
+    model_config = STEP
+    fraction: Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)] = 0.85
+
+
+#: the fastest scan rate a cv step may ask for (V/s): beyond it the Pico's point rate (1 mV steps) is exceeded
+MAX_SCAN_RATE_V_S = 10.0
+
+
 class CV(Step):
     name: ClassVar[str] = "cv"
     potentiostat: str | None = None
@@ -82,6 +116,12 @@ class CV(Step):
     e_step_v: PositiveNumber = 0.002
     n_scans: Annotated[int, Strict(), Field(ge=1)] = 1
     current_range_a: PositiveNumber | None = None
+    ir_compensation: IRCompensation | None = None
+    electrode_area_cm2: PositiveNumber = 0.0707  # for D from the scan rates (a 3 mm disk)
+    analyte_mm: PositiveNumber | None = None  # analyte in the cell; without it D is not computed
+    scan_rates_v_s: Annotated[list[Annotated[float, Strict(), Field(gt=0, le=MAX_SCAN_RATE_V_S,
+                                                                     allow_inf_nan=False)]],
+                              Field(min_length=2, max_length=8)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +154,11 @@ class CV(Step):
     def around_candidate(self) -> bool:
         return self.half_width_v is not None
 
+    @property
+    def rates(self) -> tuple[float, ...]:
+        """The scan rates this step runs, in order (``scan_rates_v_s``, or the one ``scan_rate_v_s``)."""
+        return tuple(self.scan_rates_v_s) if self.scan_rates_v_s else (self.scan_rate_v_s,)
+
     def params(self, centre_v: float | None = None, *, anodic_first: bool = True) -> CVParams:
         """The scan: the written window, or ``centre_v`` +/- ``half_width_v`` (V vs the reference), the centre
         rounded to a whole number of potential steps so that instruments' number formats write it exactly."""
@@ -132,6 +177,93 @@ class CV(Step):
 
 class Rinse(Step):
     name: ClassVar[str] = "rinse"
+
+
+class Purge(Step):
+    """Bubble ``gas`` through the cell for ``minutes`` (at most two hours) to drive out dissolved O2."""
+
+    name: ClassVar[str] = "purge"
+    minutes: Annotated[float, Strict(), Field(gt=0, le=120, allow_inf_nan=False)]
+    gas: str = "argon"
+    valve: str | None = None  # a gas-valve instrument, "manual" to ask the operator, None: the rig's only valve
+
+
+class Blank(Step):
+    """A CV of the electrolyte alone, judged by :func:`labloop.instruments.cv_analysis.analyze_blank`."""
+
+    name: ClassVar[str] = "blank"
+    potentiostat: str | None = None
+    e_begin_v: Number = 0.0
+    e_vertex1_v: Number = -1.0
+    e_vertex2_v: Number = 1.0
+    scan_rate_v_s: Annotated[float, Strict(), Field(gt=0, le=MAX_SCAN_RATE_V_S, allow_inf_nan=False)] = 0.1
+    e_step_v: PositiveNumber = 0.005
+    max_current_a: PositiveNumber = 2e-6
+    on_fail: Literal["stop", "clean"] = "stop"
+
+    @model_validator(mode="after")
+    def _window(self) -> Blank:
+        try:
+            self.params()
+        except InvalidParameter as exc:
+            field, _, why = str(exc).partition(": ")
+            raise Problems(Problem((field,), why)) from None
+        return self
+
+    def params(self) -> CVParams:
+        return CVParams(e_begin_v=self.e_begin_v, e_vertex1_v=self.e_vertex1_v, e_vertex2_v=self.e_vertex2_v,
+                        scan_rate_v_s=self.scan_rate_v_s, e_step_v=self.e_step_v)
+
+
+class EIS(Step):
+    """An impedance sweep measuring Ru (:class:`labloop.instruments.impedance.EISParams`)."""
+
+    name: ClassVar[str] = "eis"
+    potentiostat: str | None = None
+    f_high_hz: PositiveNumber = 100e3
+    f_low_hz: PositiveNumber = 10.0
+    points: Annotated[int, Strict(), Field(ge=2, le=1000)] = 31
+    amplitude_v: PositiveNumber = 0.01
+    e_dc_v: Number = 0.0
+
+    @model_validator(mode="after")
+    def _sweep(self) -> EIS:
+        try:
+            self.params()
+        except InvalidParameter as exc:
+            field, _, why = str(exc).partition(": ")
+            raise Problems(Problem((field,), why)) from None
+        return self
+
+    def params(self) -> EISParams:
+        return EISParams(f_high_hz=self.f_high_hz, f_low_hz=self.f_low_hz, points=self.points,
+                         amplitude_v=self.amplitude_v, e_dc_v=self.e_dc_v)
+
+
+class AddStandard(Step):
+    """Dispense ferrocene stock (``stock_mm``) from ``pump`` and measure both couples in one more CV."""
+
+    name: ClassVar[str] = "add_standard"
+    pump: str
+    volume_ml: PositiveNumber
+    rate_ml_min: PositiveNumber = 1.0
+    stock_mm: PositiveNumber = 10.0
+    potentiostat: str | None = None
+
+
+class Clean(Step):
+    """Rinse the cell and flush it with ``volume_ml`` of electrolyte from ``pump``; no pump: ask the operator."""
+
+    name: ClassVar[str] = "clean"
+    pump: str | None = None
+    volume_ml: PositiveNumber = 1.0
+    rate_ml_min: PositiveNumber = 5.0
+
+
+class Polish(Step):
+    """Ask the operator to polish the working electrode (alumina slurry), rinse it and put it back."""
+
+    name: ClassVar[str] = "polish"
 
 
 class Analyze(Step):
@@ -159,7 +291,8 @@ class Analyze(Step):
             raise Problems(Problem((), str(exc))) from None
 
 
-STEPS: dict[str, type[Step]] = {step.name: step for step in (LoadSample, Dispense, Wait, CV, Rinse, Analyze)}
+STEPS: dict[str, type[Step]] = {step.name: step for step in (LoadSample, Dispense, Wait, CV, Rinse, Analyze, Purge,
+                                                              Blank, EIS, AddStandard, Clean, Polish)}
 #: the step names a protocol may use
 PROTOCOL_STEPS: tuple[str, ...] = tuple(STEPS)
 
@@ -235,14 +368,53 @@ def _structure(steps: Sequence[Step]) -> list[Problem]:
         problems.append(Problem(where, f"a protocol records exactly one cv, this one has {len(cvs)}"))
     if len(analyses) > 1 or (analyses and cvs and analyses[0] < cvs[0]):
         problems.append(Problem((analyses[-1], "analyze"), "analyze comes once, after the cv"))
-    loaded = False
+    loaded = sampled = False
     for index, step in enumerate(steps):
         loaded = loaded or isinstance(step, LoadSample)
         if isinstance(step, Dispense) and step.fluid == "sample" and not loaded:
             problems.append(Problem((index, "dispense", "fluid"), "dispenses the sample before load_sample"))
+        sampled = sampled or (isinstance(step, Dispense) and step.fluid == "sample")
+        if isinstance(step, Blank) and sampled:
+            problems.append(Problem((index, "blank"), "the blank measures the electrolyte alone: put it before the "
+                                                      "sample is dispensed"))
+    first_eis = next((i for i, s in enumerate(steps) if isinstance(s, EIS)), None)
+    for index in cvs:
+        cv = steps[index]
+        assert isinstance(cv, CV)
+        if cv.ir_compensation is not None and (first_eis is None or first_eis > index):
+            problems.append(Problem((index, "cv", "ir_compensation"), "needs an eis step before the cv (it "
+                                                                      "compensates the Ru measured there)"))
+    for index, step in enumerate(steps):
+        if isinstance(step, AddStandard) and (not cvs or index < cvs[0]):
+            problems.append(Problem((index, "add_standard"), "comes after the cv: the analyte is located alone "
+                                                             "first, then against the standard"))
+    return problems
+
+
+def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]:
+    """Explicit potentials and volumes of ``steps`` beyond the safety limits, located like parse problems
+    (``(index, step, field)``), so a campaign refuses them with the line before anything runs."""
+    low, high = limits.potential_window_v
+    problems = []
+    for index, step in enumerate(steps):
+        for field in ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "e_dc_v"):
+            value = getattr(step, field, None)
+            if value is not None and not low <= value <= high:
+                problems.append(Problem((index, step.name, field), f"{value:g} V is outside the safety window "
+                                                                   f"{low:g}..{high:g} V"))
+        volume = getattr(step, "volume_ml", None)
+        if volume is not None and volume > min(limits.max_dispense_ml, limits.syringe_ml):
+            problems.append(Problem((index, step.name, "volume_ml"),
+                                    f"{volume:g} mL exceeds the {limits.max_dispense_ml:g} mL dispense limit or the "
+                                    f"{limits.syringe_ml:g} mL syringe"))
     return problems
 
 
 def pumps_holding_sample(steps: Iterable[Step]) -> frozenset[str]:
     """Names of the pumps whose syringes hold the loaded sample's stock (what the emulators must pour)."""
     return frozenset(s.pump for s in steps if isinstance(s, Dispense) and s.fluid == "sample")
+
+
+def pumps_holding_standard(steps: Iterable[Step]) -> frozenset[str]:
+    """Names of the pumps whose syringes hold the internal standard (ferrocene) stock."""
+    return frozenset(s.pump for s in steps if isinstance(s, AddStandard))

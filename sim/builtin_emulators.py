@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from labloop.core.errors import ConfigError
+from labloop.instruments import gas_valve
 from labloop.instruments.registry import DriverDescriptor, DriverKind
 from labloop.sim.cell import Cell, Fluid
 from labloop.sim.emstat_emulator import EmStatEmulator
 from labloop.sim.emulation import Emulation, EmulatorContext
+from labloop.sim.gas_valve_emulator import Atmosphere, RelayValveEmulator
 from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
 from labloop.sim.pty_device import PtyDevice
 from labloop.sim.sample_changer import SimSampleChanger
@@ -30,8 +32,18 @@ def ne1000_emulator(context: EmulatorContext, *, address: int = 0, holds: str = 
 
 def emstat_emulator(context: EmulatorContext, *, seed: int = 0) -> Emulation:
     """An EmStat Pico on its own pty, measuring the context's cell."""
-    emulator = EmStatEmulator(context.contents, time_scale=context.time_scale, seed=seed)
+    emulator = EmStatEmulator(context.contents, time_scale=context.time_scale, seed=seed,
+                              reference_drift=context.reference_drift)
     return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("emstat"), name="emstat").start())
+
+
+def relay_valve_emulator(context: EmulatorContext, *,
+                         channels: Mapping[str, int] = gas_valve.DEFAULT_CHANNELS) -> Emulation:
+    """A relay-module gas valve on its own pty (``channels``: gas -> relay), flowing into the context's
+    atmosphere (a context without one gets its own, O2-free, which no potentiostat sees)."""
+    atmosphere = context.atmosphere or Atmosphere(0.0, time_scale=context.time_scale)
+    emulator = RelayValveEmulator(atmosphere, {relay: gas for gas, relay in channels.items()})
+    return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("relay-valve"), name="relay-valve").start())
 
 
 def manual_emulator(context: EmulatorContext) -> Emulation:

@@ -27,6 +27,13 @@ class Fluid(StrEnum):
 
     SAMPLE = "sample"  # the stock solution of the currently loaded sample
     ELECTROLYTE = "electrolyte"  # solvent with supporting electrolyte, no analyte
+    STANDARD = "standard"  # the internal-standard stock (ferrocene), at Cell.standard_stock_mM
+
+
+#: the key under which the internal standard's amount is kept (never a sample id: not a SMILES)
+STANDARD_ID = "@standard"
+#: ferrocene stock a STANDARD pump holds unless told otherwise (mM)
+DEFAULT_STANDARD_STOCK_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Cell:
         self._volume_ml = 0.0
         self._umol: dict[str, float] = {}
         self._dispensed: dict[str, float] = {}
+        self.standard_stock_mM = DEFAULT_STANDARD_STOCK_MM
 
     def load_sample(self, sample_id: str, stock_mM: float) -> None:
         """Put ``sample_id`` (stock at ``stock_mM``) in line with the sample pumps."""
@@ -75,12 +83,23 @@ class Cell:
         with self._lock:
             self._volume_ml += volume_ml
             self._dispensed[source] = self._dispensed.get(source, 0.0) + volume_ml
-            if fluid is Fluid.SAMPLE:
+            if fluid is Fluid.STANDARD:
+                self._umol[STANDARD_ID] = self._umol.get(STANDARD_ID, 0.0) + volume_ml * self.standard_stock_mM
+            elif fluid is Fluid.SAMPLE:
                 if self._sample_id is None:
                     logger.warning("cell: %s dispensed sample stock with no sample loaded", source)
                 else:
                     umol = self._umol.get(self._sample_id, 0.0) + volume_ml * self._stock_mM
                     self._umol[self._sample_id] = umol
+
+    def add_standard(self, source: str, volume_ml: float, stock_mM: float) -> None:
+        """Add ``volume_ml`` of an internal-standard stock at ``stock_mM`` (a pump's own stock)."""
+        if volume_ml < 0 or stock_mM < 0:
+            raise ValueError(f"cannot add {volume_ml} mL of a {stock_mM} mM standard")
+        with self._lock:
+            self._volume_ml += volume_ml
+            self._dispensed[source] = self._dispensed.get(source, 0.0) + volume_ml
+            self._umol[STANDARD_ID] = self._umol.get(STANDARD_ID, 0.0) + volume_ml * stock_mM
 
     def rinse(self) -> None:
         """Empty and rinse the cell; the loaded sample stays loaded."""

@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from labloop.core.errors import ConfigError, Disconnected, InstrumentError, LabloopError, SafetyLimitExceeded
-from labloop.instruments.contracts import Potentiostat, Pump, PumpStatus, RateUnit, SafetyLimits, SampleChanger
+from labloop.instruments.contracts import (
+    GasValve,
+    Potentiostat,
+    Pump,
+    PumpStatus,
+    RateUnit,
+    SafetyLimits,
+    SampleChanger,
+)
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.voltammogram import CVParams, Voltammogram
 from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
@@ -139,6 +147,7 @@ class _Kit:
             DriverKind.PUMP: self._pump_steps,
             DriverKind.POTENTIOSTAT: self._potentiostat_steps,
             DriverKind.SAMPLE_CHANGER: self._sample_changer_steps,
+            DriverKind.GAS_VALVE: self._gas_valve_steps,
         }[self.descriptor.kind]()
         try:
             for name, call in steps:
@@ -279,6 +288,24 @@ class _Kit:
                 ("unload twice", self._call("unload", times=2)),
                 ("refuses unsafe input, sends nothing", refusals),
                 ("close twice, then typed errors", self._closing(lambda: self.driver.load(KIT_SAMPLE)))]
+
+    def _gas_valve_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
+        def flow() -> str:
+            gas = self.driver.gases[0]
+            self.driver.flow(gas)
+            if self.driver.flowing() != gas:
+                raise _Failed(f"flowing() reads {self.driver.flowing()!r} after flow({gas!r})")
+            self.driver.stop()
+            if self.driver.flowing() is not None:
+                raise _Failed(f"flowing() reads {self.driver.flowing()!r} after stop()")
+            return f"{gas} on and off"
+
+        def refusals() -> None:
+            self._refuses(ConfigError, lambda: self.driver.flow("laughing gas"), "a gas it has no valve for")
+
+        return [("open", self._open(GasValve)), ("stop twice", self._call("stop", times=2)),
+                ("flow, read back, stop", flow), ("refuses unsafe input, sends nothing", refusals),
+                ("close twice, then typed errors", self._closing(lambda: self.driver.flowing()))]
 
     def _call(self, method: str, *args: object, times: int = 1) -> Callable[[], None]:
         """A step that calls ``method(*args)`` of the (by then open) driver ``times`` times."""

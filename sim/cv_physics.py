@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -167,59 +168,76 @@ def _run_without_ru(cell: CellParams, prop: _Propagator, e_app: np.ndarray, c_bu
     return np.array(rate)
 
 
-def _solve_interface(cell: CellParams, b0: float, a0: float, e_app: float, e_prev: float, guess: float,
-                     scale: float, charge: float) -> tuple[float, float, float]:
-    """Interfacial potential E with E + Ru * (i_f(E) + charge * (E - e_prev)) = e_app, and k_f, k_b there.
+def _solve_interface(kinetics: Sequence[tuple[float, float, float, float]], ru: float,
+                     states: Sequence[tuple[float, float, float]], e_app: float, e_prev: float, guess: float,
+                     charge: float) -> float:
+    """Interfacial potential E with E + Ru * (sum_k i_k(E) + charge * (E - e_prev)) = e_app.
 
-    ``scale`` turns the rate into current (F A C*); ``charge`` is Cdl A / dt. i_f is increasing and lies
-    in scale * [-a0, b0 - a0], which brackets the root; a Newton step leaving the bracket is replaced by
-    bisection. Scalar math on purpose: this runs once per time step.
+    ``kinetics`` holds per couple (E0, f, alpha, k0); ``states`` per couple (b0, a0, scale) with ``scale`` =
+    F A C* turning its rate into current; ``charge`` is Cdl A / dt. Each i_k is increasing and lies in
+    scale_k * [-a0_k, b0_k - a0_k], so the sum brackets the root; a Newton step leaving the bracket is
+    replaced by bisection. Scalar math on purpose: this runs once per time step.
     """
-    ru, f, alpha, k0, e0 = cell.ru_ohm, cell.f, cell.alpha, cell.k0_cm_s, cell.e0_v
     slope = 1.0 + ru * charge
     offset = e_app + ru * charge * e_prev
-    lo = (offset - ru * scale * (b0 - a0)) / slope
-    hi = (offset + ru * scale * a0) / slope
+    lo = (offset - ru * sum(scale * (b0 - a0) for b0, a0, scale in states)) / slope
+    hi = (offset + ru * sum(scale * a0 for _, a0, scale in states)) / slope
     e = min(max(guess, lo), hi)
+    pairs = list(zip(kinetics, states, strict=True))
     for _ in range(100):
-        x = max(-MAX_EXPONENT, min(MAX_EXPONENT, f * (e - e0)))
-        k_f, k_b = k0 * math.exp(-alpha * x), k0 * math.exp((1 - alpha) * x)
-        num, den = k_b * (b0 - a0) - k_f * a0, b0 + k_b + k_f
-        residual = slope * e + ru * scale * num / den - offset
+        current = d_current = 0.0
+        for (e0, f, alpha, k0), (b0, a0, scale) in pairs:
+            x = max(-MAX_EXPONENT, min(MAX_EXPONENT, f * (e - e0)))
+            k_f, k_b = k0 * math.exp(-alpha * x), k0 * math.exp((1 - alpha) * x)
+            num, den = k_b * (b0 - a0) - k_f * a0, b0 + k_b + k_f
+            d_num = f * ((1 - alpha) * k_b * (b0 - a0) + alpha * k_f * a0)
+            d_den = f * ((1 - alpha) * k_b - alpha * k_f)
+            current += scale * num / den
+            d_current += scale * (d_num * den - num * d_den) / (den * den)
+        residual = slope * e + ru * current - offset
         if abs(residual) < 1e-10:
             break
         if residual > 0:
             hi = e
         else:
             lo = e
-        d_num = f * ((1 - alpha) * k_b * (b0 - a0) + alpha * k_f * a0)
-        d_den = f * ((1 - alpha) * k_b - alpha * k_f)
-        e_new = e - residual / (slope + ru * scale * (d_num * den - num * d_den) / den**2)
+        e_new = e - residual / (slope + ru * d_current)
         e = e_new if lo < e_new < hi else 0.5 * (lo + hi)
-    return e, k_f, k_b
+    return e
 
 
-def _run_with_ru(cell: CellParams, prop: _Propagator, e_app: np.ndarray, c_bulk: float, dt: float,
-                 scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Faradaic rate and interfacial potential at every internal step, with the ohmic drop solved."""
-    charge = cell.cdl_f_cm2 * cell.area_cm2 / dt
-    P, g, q, b0 = prop.P, prop.g, prop.q, prop.b0
-    c = np.full(len(q), c_bulk)
-    c0 = c_bulk
+def _run_with_ru(cells: Sequence[CellParams], props: Sequence[_Propagator], e_app: np.ndarray,
+                 c_bulks: Sequence[float], scales: Sequence[float], ru: float,
+                 charge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Total faradaic current (A) and interfacial potential at every internal step, the ohmic drop of all
+    couples' current (and the charging current) solved together: they share one electrode."""
+    kinetics = [(c.e0_v, c.f, c.alpha, c.k0_cm_s) for c in cells]
+    concs = [np.full(len(prop.q), c_bulk) for prop, c_bulk in zip(props, c_bulks, strict=True)]
+    surface = list(c_bulks)
+    couples = range(len(cells))
     applied = e_app.tolist()
     e_int = [applied[0]]
-    rate = []
+    current = []
+    steps = [(prop.P, prop.q, prop.g, prop.b0, prop.a_c0, prop.a_p1) for prop in props]
     for n in range(1, len(applied)):
-        p = P @ c + q
-        a0 = prop.a_c0 * c0 + prop.a_p1 * float(p[0])
-        guess = e_int[-1] + applied[n] - applied[n - 1]
-        e, k_f, k_b = _solve_interface(cell, b0, a0, applied[n], e_int[-1], guess, scale, charge)
-        denominator = b0 + k_b + k_f
-        c0 = (a0 + k_b) / denominator
-        rate.append((k_b * (b0 - a0) - k_f * a0) / denominator)
+        ps = [P @ c + q for (P, q, *_), c in zip(steps, concs, strict=True)]
+        states = [(b0, a_c0 * c0 + a_p1 * float(p[0]), scale) for (_, _, _, b0, a_c0, a_p1), c0, p, scale
+                  in zip(steps, surface, ps, scales, strict=True)]
+        e = _solve_interface(kinetics, ru, states, applied[n], e_int[-1], e_int[-1] + applied[n] - applied[n - 1],
+                             charge)
+        total = 0.0
+        for k in couples:
+            e0, f, alpha, k0 = kinetics[k]
+            b0, a0, scale = states[k]
+            x = max(-MAX_EXPONENT, min(MAX_EXPONENT, f * (e - e0)))
+            k_f, k_b = k0 * math.exp(-alpha * x), k0 * math.exp((1 - alpha) * x)
+            denominator = b0 + k_b + k_f
+            surface[k] = (a0 + k_b) / denominator
+            total += scale * (k_b * (b0 - a0) - k_f * a0) / denominator
+            concs[k] = ps[k] + steps[k][2] * surface[k]
+        current.append(total)
         e_int.append(e)
-        c = p + g * c0
-    return np.array(rate), np.array(e_int)
+    return np.array(current), np.array(e_int)
 
 
 def _add_noise_and_range(current: np.ndarray, noise_fraction: float, current_range: float | None,
@@ -242,20 +260,53 @@ def simulate_cv(cell: CellParams, params: CVParams, rng: np.random.Generator | N
     ``rng`` draws the noise; None takes a fresh unseeded generator (only used when noise_fraction > 0).
     Current is IUPAC-signed (anodic positive) and sampled at the end of each potential step.
     """
+    return simulate_cell([cell], params, rng, reference=reference)
+
+
+def simulate_cell(couples: Sequence[CellParams], params: CVParams, rng: np.random.Generator | None = None, *,
+                  reference: str = "Ag/Ag+", compensated_ohm: float = 0.0,
+                  reference_drift_v: float = 0.0) -> Voltammogram:
+    """Voltammogram of a cell holding several couples (analyte, internal standard, dissolved oxygen).
+
+    The electrode is the first couple's: its ``ru_ohm``, ``cdl_f_cm2``, ``area_cm2``, ``noise_fraction``
+    and temperature hold for the whole cell; the other couples bring only their chemistry (and their own
+    area must match). All couples share one ohmic drop, so with resistance their currents are solved
+    together, not added. ``compensated_ohm`` is the potentiostat's positive-feedback compensation: the
+    electrode sees ``E - i (Ru - compensated)``; overcompensation (more than Ru) would make a real
+    potentiostat oscillate and is clamped to full compensation here (a warning is logged).
+    ``reference_drift_v`` is how far the reference electrode's own potential has moved: every couple then
+    appears that much lower on the measured scale.
+    """
+    if not couples:
+        raise InvalidParameter("couples: a cell needs at least one couple (the electrode in electrolyte)")
+    require_finite("compensated_ohm", compensated_ohm)
+    require_finite("reference_drift_v", reference_drift_v)
+    electrode = couples[0]
+    ru = electrode.ru_ohm - compensated_ohm
+    if ru < 0:
+        log.warning("iR compensation of %g ohm exceeds Ru %g ohm: clamped to full compensation",
+                    compensated_ohm, electrode.ru_ohm)
+        ru = 0.0
+    shifted = [replace(c, e0_v=c.e0_v - reference_drift_v) for c in couples]
+    active = [c for c in shifted if c.conc_mm > 0] or shifted[:1]
     time_s, e_points = params.waveform()
     e_app, substeps = _internal_potentials(params)
     dt = params.time_step_s / substeps
-    c_bulk = 1.0 if cell.species == "oxidized" else 0.0
-    prop = _propagator(cell.diffusion_cm2_s, dt, params.duration_s + params.time_step_s, c_bulk)
-    scale = FARADAY * cell.area_cm2 * cell.conc_mm * 1e-6  # rate (cm/s) -> current (A); C* in mol/cm^3
-    if cell.ru_ohm > 0:
-        rate, e_int = _run_with_ru(cell, prop, e_app, c_bulk, dt, scale)
+    t_total = params.duration_s + params.time_step_s
+    c_bulks = [1.0 if c.species == "oxidized" else 0.0 for c in active]
+    props = [_propagator(c.diffusion_cm2_s, dt, t_total, cb) for c, cb in zip(active, c_bulks, strict=True)]
+    scales = [FARADAY * electrode.area_cm2 * c.conc_mm * 1e-6 for c in active]  # rate (cm/s) -> A; C* mol/cm^3
+    charge = electrode.cdl_f_cm2 * electrode.area_cm2 / dt
+    if ru > 0:
+        faradaic, e_int = _run_with_ru(active, props, e_app, c_bulks, scales, ru, charge)
     else:
-        rate, e_int = _run_without_ru(cell, prop, e_app, c_bulk), e_app
-    current = scale * rate + cell.cdl_f_cm2 * cell.area_cm2 * np.diff(e_int) / dt
+        faradaic = sum(scale * _run_without_ru(c, prop, e_app, cb)
+                       for c, prop, cb, scale in zip(active, props, c_bulks, scales, strict=True))
+        e_int = e_app
+    current = faradaic + charge * np.diff(e_int)
     current = current[substeps - 1::substeps]
-    current, overload = _add_noise_and_range(current, cell.noise_fraction, params.current_range_a, rng)
-    log.debug("simulated CV: %d points, %d substeps, %d grid nodes", len(current), substeps, len(prop.q) + 2)
+    current, overload = _add_noise_and_range(current, electrode.noise_fraction, params.current_range_a, rng)
+    log.debug("simulated CV: %d points, %d couples, %d substeps", len(current), len(active), substeps)
     return Voltammogram(potential_v=e_points, current_a=current, time_s=time_s, params=params,
                         reference=reference, overload=overload)
 
@@ -277,3 +328,37 @@ def random_couple(rng: np.random.Generator, noise_fraction: float = 0.01) -> tup
     params = CVParams(e_begin_v=start, e_vertex1_v=-start, e_vertex2_v=start,
                       scan_rate_v_s=float(10 ** rng.uniform(math.log10(0.02), math.log10(0.5))))
     return cell, params
+
+
+def cell_impedance(couples: Sequence[CellParams], frequencies_hz: np.ndarray, e_dc_v: float, *,
+                   reference_drift_v: float = 0.0) -> np.ndarray:
+    """Complex impedance (ohm) of the cell at ``frequencies_hz``, held at ``e_dc_v``: a Randles circuit.
+
+    ``Z = Ru + 1 / (j w Cdl A + sum_k 1 / (Rct_k + Zw_k))`` with the electrode (Ru, Cdl, area) of the first
+    couple. Each couple with an analyte contributes a faradaic branch linearised around the surface
+    concentrations a reversible couple has at ``e_dc_v`` (Nernst: ``c_O / c_R = exp(f (E - E0))``, the
+    couple's bulk concentration split accordingly):
+    ``Rct = RT / (F^2 A k0 c_O^(1-alpha) c_R^alpha)`` and the semi-infinite Warburg element
+    ``Zw = sigma (1 - j) / sqrt(w)``, ``sigma = RT / (F^2 A sqrt(2)) (1 / (c_O sqrt(D)) + 1 / (c_R sqrt(D)))``
+    (Bard & Faulkner ch. 10). Why this simplification: EIS here serves to measure Ru, which the
+    high-frequency end decides; the low-frequency shape only has to be plausible.
+    """
+    electrode = couples[0]
+    omega = 2 * np.pi * np.asarray(frequencies_hz, dtype=float)
+    admittance = 1j * omega * electrode.cdl_f_cm2 * electrode.area_cm2
+    for couple in couples:
+        if couple.conc_mm <= 0:
+            continue
+        f = couple.f
+        x = np.clip(f * (e_dc_v - (couple.e0_v - reference_drift_v)), -MAX_EXPONENT, MAX_EXPONENT)
+        c_total = couple.conc_mm * 1e-6  # mol/cm^3
+        c_o = c_total / (1 + math.exp(-x))
+        c_r = c_total - c_o
+        if min(c_o, c_r) <= c_total * 1e-12:  # one form only: the branch blocks (no exchange current)
+            continue
+        rt_f2a = GAS_CONSTANT * couple.temperature_k / (FARADAY**2 * electrode.area_cm2)
+        r_ct = rt_f2a / (couple.k0_cm_s * c_o ** (1 - couple.alpha) * c_r**couple.alpha)
+        sigma = rt_f2a / math.sqrt(2) * (1 / (c_o * math.sqrt(couple.diffusion_cm2_s))
+                                         + 1 / (c_r * math.sqrt(couple.diffusion_cm2_s)))
+        admittance = admittance + 1 / (r_ct + sigma * (1 - 1j) / np.sqrt(omega))
+    return electrode.ru_ohm + 1 / admittance

@@ -3,8 +3,11 @@
 It exists so that the EmStat driver, the protocols and ``labloop run --dry-run`` exercise exactly the bytes
 a real EmStat takes and gives: on a :class:`labloop.sim.pty_device.PtyDevice` any serial client can talk
 to it. A CV streams one data package per point at the pace of the scan (scaled by the
-:class:`TimeScale`), with currents computed by :func:`labloop.sim.cv_physics.simulate_cv` for whatever the
-shared cell holds when the script starts (:meth:`labloop.sim.emulation.EmulatorContext.contents`).
+:class:`TimeScale`), with currents computed by :func:`labloop.sim.cv_physics.simulate_cell` for whatever the
+shared cell holds when the script starts (:meth:`labloop.sim.emulation.EmulatorContext.contents`: analyte,
+ferrocene standard, dissolved O2), with the cell's remaining ohmic drop and the reference electrode's drift
+at that moment. An impedance sweep streams the cell's Randles impedance
+(:func:`labloop.sim.cv_physics.cell_impedance`).
 
 What it accepts, as the device does (docs/protocols.md): lines ending ``\\n``; ``t`` (two lines, the
 second ending ``*``), ``Z`` (``Z`` while a script runs, else ``Z!0006``), ``e`` + script + blank line.
@@ -20,19 +23,32 @@ Choices where the sources are silent ([infer], documented because the emulator m
 - The script subset understood: ``var``, ``store_var NAME VALUE TYPE``, ``set_pgstat_chan 0``,
   ``set_pgstat_mode 2|3`` (low speed / high speed current ranges), ``set_max_bandwidth``,
   ``set_range ba|da|ab X``, ``set_range_minmax da A B``, ``set_autoranging ba LOW HIGH``, ``set_e``,
-  ``cell_on``, ``cell_off``, ``meas_loop_cv E I E_begin E_vtx1 E_vtx2 E_step scan_rate [nscans(n)]`` with
-  ``pck_start``/``pck_add``/``pck_end`` and ``endloop``, ``on_finished:``; ``#`` comments; leading
-  whitespace. Arguments are literals or ``store_var`` variables.
+  ``cell_on``, ``cell_off``, ``meas_loop_cv E I E_begin E_vtx1 E_vtx2 E_step scan_rate [nscans(n)]`` and
+  ``meas_loop_eis F R J ac f_start f_end n dc`` with ``pck_start``/``pck_add``/``pck_end`` and ``endloop``,
+  ``set_ir_comp R``, ``on_finished:``; ``#`` comments; leading whitespace. Arguments are literals or
+  ``store_var`` variables.
+- ``set_ir_comp R`` (0..1 Mohm) compensates R ohm of the cell's Ru by positive feedback in the CV loops
+  that follow (the electrode sees ``E - i (Ru - R)``; beyond Ru it is clamped, where a real potentiostat
+  would ring). With ``ir_compensation=False`` the statement is unknown (``e!4001``), as on firmware
+  without it.
+- An impedance loop starts with ``M000D`` [infer]; point k (frequencies log-spaced from ``f_start`` to
+  ``f_end``, either way) is sent after :func:`labloop.instruments.impedance.eis_point_seconds` of its
+  frequency as ``dc`` (Hz), ``cc`` (Z', ohm) and ``cd`` (Z'', ohm) in ``pck_add`` order, the impedances
+  with ``,1X`` status (overload when the AC current ``ac * sqrt(2) / |Z|`` exceeds the largest allowed
+  range), e.g. ``PdcDF5E100m;cc82DC6C0m,10;cd7F0BDC0u,10`` (100 kHz, 3000 ohm, -1 ohm); noise is the
+  electrode's ``noise_fraction`` of |Z| on each part.
 - A script is checked when its blank line arrives; the first problem answers
   ``e!XXXX: Line L, Col C`` (line 1 is the first line after ``e``) and nothing runs. Codes: ``4001``
   unknown statement, ``4002`` wrong number or form of arguments (``0.5``: no decimal point), ``4003``
   undeclared variable, ``4004`` value out of range (potentials beyond the Pico's -1.7..+2.0 V, a
   non-positive step or rate, a begin potential outside the vertices, a current beyond 5 mA),
   ``4005`` misplaced statement (``endloop`` without a loop, an unclosed loop, ``pck_add`` outside
-  ``pck_start``/``pck_end``, a nested loop).
+  ``pck_start``/``pck_end``, a nested loop). Impedance: amplitude beyond 250 mV, a frequency outside the
+  Pico's 0.016 Hz..200 kHz or a point count that is not an integer 1..1000 are ``4004``.
 - A measurement loop starts with ``M0005`` (the CV technique number); with ``nscans(n > 1)`` every scan
-  ends with ``-``. Package ``k`` is sent at the end of its potential step. The applied potential goes
-  out as ``da``, the current as ``ba`` with ``,1X`` status and ``,2XX`` current range, e.g.
+  ends with ``-``. Several loops in one script run one after the other (e.g. one CV per scan rate).
+  Package ``k`` is sent at the end of its potential step. The applied potential goes out as ``da``, the
+  current as ``ba`` with ``,1X`` status and ``,2XX`` current range, e.g.
   ``Pda7F85F3Fu;ba4BA99F0p,10,288``.
 - Current ranges: the range set by ``set_range ba`` (default 100 uA; the smallest range that holds it),
   and with ``set_autoranging ba LOW HIGH`` every range from the one holding LOW to the one holding HIGH.
@@ -62,9 +78,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labloop.core.errors import InvalidParameter
+from labloop.instruments.impedance import PICO_FREQUENCY_RANGE_HZ, eis_point_seconds
 from labloop.instruments.methodscript import PICO_CURRENT_RANGES, encode_variable, parse_script_number
 from labloop.instruments.voltammogram import CVParams
-from labloop.sim.cv_physics import CellParams
+from labloop.sim.cv_physics import CellParams, cell_impedance
 from labloop.sim.emulation import cell_current
 from labloop.sim.faults import FaultInjector, FaultKind
 from labloop.sim.pty_device import Link, TerminatorFramer, TimeScale
@@ -77,6 +94,9 @@ MSCRIPT_VERSION = b"v0108\n"
 POTENTIAL_LIMITS_V = (-1.7, 2.0)
 DEFAULT_RANGE_A = 100e-6
 CV_TECHNIQUE = 0x0005
+EIS_TECHNIQUE = 0x000D
+#: largest resistance set_ir_comp takes (ohm) [infer]
+MAX_IR_COMP_OHM = 1e6
 ERR_NOT_RECOGNISED, ERR_NOT_NOW = 0x0003, 0x0006
 ERR_STATEMENT, ERR_ARGUMENT, ERR_VARIABLE, ERR_VALUE, ERR_PLACEMENT = 0x4001, 0x4002, 0x4003, 0x4004, 0x4005
 OVERLOAD_BURST = 0.05  # share of a scan's points an overload fault hits
@@ -101,7 +121,24 @@ class _CV:
     package: tuple[str, ...]
 
 
-Action = tuple[str, object]  # ("mode", 2), ("range", 1e-4), ("autorange", (lo, hi)), ("cell", True), ("cv", _CV)
+@dataclass(frozen=True)
+class _EIS:
+    """One impedance loop: ``points`` log-spaced frequencies from ``f_start`` to ``f_end`` (either way), the
+    AC amplitude and DC potential, and the package's variable types in ``pck_add`` order."""
+
+    f_start_hz: float
+    f_end_hz: float
+    points: int
+    amplitude_v: float
+    e_dc_v: float
+    package: tuple[str, ...]
+
+    def frequencies(self) -> np.ndarray:
+        return np.geomspace(self.f_start_hz, self.f_end_hz, self.points)
+
+
+Action = tuple[str, object]  # ("mode", 2), ("range", 1e-4), ("autorange", (lo, hi)), ("cell", True),
+#                              ("ir_comp", 850.0), ("cv", _CV), ("eis", _EIS)
 
 
 @dataclass
@@ -113,8 +150,9 @@ class _Plan:
 class _Compiler:
     """Checks a script and turns it into a plan; the first problem raises :class:`_ScriptError`."""
 
-    def __init__(self, lines: Sequence[str]) -> None:
+    def __init__(self, lines: Sequence[str], *, ir_compensation: bool = True) -> None:
         self.lines = lines
+        self.ir_compensation = ir_compensation
         self.variables: dict[str, float | None] = {}
         self.plan = _Plan()
         self.target = self.plan.body
@@ -130,7 +168,7 @@ class _Compiler:
             if words:
                 self._statement(words[0], words[1:])
         if self.loop is not None:
-            raise self._error(ERR_PLACEMENT, "meas_loop_cv without endloop", "")
+            raise self._error(ERR_PLACEMENT, "measurement loop without endloop", "")
         return self.plan
 
     def _error(self, code: int, detail: str, token: str) -> _ScriptError:
@@ -178,6 +216,8 @@ class _Compiler:
             handler = self._on_finished
         else:
             handler = getattr(self, f"_do_{command}", None) if command.isidentifier() else None
+        if command == "set_ir_comp" and not self.ir_compensation:
+            handler = None
         if handler is None:
             raise self._error(ERR_STATEMENT, f"unknown statement {command!r}", command)
         handler(command, args)
@@ -237,6 +277,28 @@ class _Compiler:
             raise self._error(ERR_VALUE, "the lower autorange limit is above the upper one", args[1])
         self.target.append(("autorange", (low, high)))
 
+    def _do_set_ir_comp(self, command: str, args: list[str]) -> None:
+        self._args(args, 1, command)
+        value = self._value(args[0])
+        if not 0 <= value <= MAX_IR_COMP_OHM:
+            raise self._error(ERR_VALUE, f"iR compensation must be 0..{MAX_IR_COMP_OHM:g} ohm", args[0])
+        self.target.append(("ir_comp", value))
+
+    def _do_meas_loop_eis(self, command: str, args: list[str]) -> None:
+        self._args(args, 8, command)
+        f_var, r_var, j_var = (self._declared(t) for t in args[:3])
+        amplitude, f_start, f_end, points = (self._value(t) for t in args[3:7])
+        e_dc = self._potential(args[7])
+        if not 0 < amplitude <= 0.25:
+            raise self._error(ERR_VALUE, "the AC amplitude must be in (0, 250m] V", args[3])
+        for token, f in ((args[4], f_start), (args[5], f_end)):
+            if not PICO_FREQUENCY_RANGE_HZ[0] <= f <= PICO_FREQUENCY_RANGE_HZ[1]:
+                raise self._error(ERR_VALUE, f"{f:g} Hz is outside {PICO_FREQUENCY_RANGE_HZ}", token)
+        if points != round(points) or not 1 <= points <= 1000:
+            raise self._error(ERR_VALUE, "the number of frequencies must be an integer 1..1000", args[6])
+        self.loop = {"kind": "eis", "eis": (f_start, f_end, int(points), amplitude, e_dc),
+                     "types": {f_var: "dc", r_var: "cc", j_var: "cd"}, "package": []}
+
     def _do_set_e(self, command: str, args: list[str]) -> None:
         self._args(args, 1, command)
         self._potential(args[0])
@@ -271,7 +333,7 @@ class _Compiler:
                               scan_rate_v_s=rate, n_scans=scans)
         except InvalidParameter as exc:
             raise self._error(ERR_VALUE, str(exc), args[2]) from None
-        self.loop = {"params": params, "types": {e_var: "da", i_var: "ba"}, "package": []}
+        self.loop = {"kind": "cv", "params": params, "types": {e_var: "da", i_var: "ba"}, "package": []}
 
     def _do_pck_start(self, command: str, args: list[str]) -> None:
         self._args(args, 0, command)
@@ -299,11 +361,16 @@ class _Compiler:
         self._args(args, 0, command)
         if self.loop is None or self.in_package:
             raise self._error(ERR_PLACEMENT, "endloop without an open measurement loop", command)
-        self.target.append(("cv", _CV(self.loop["params"], tuple(self.loop["package"]))))  # type: ignore[arg-type]
+        package = tuple(self.loop["package"])  # type: ignore[arg-type]
+        if self.loop["kind"] == "eis":
+            self.target.append(("eis", _EIS(*self.loop["eis"], package=package)))  # type: ignore[misc]
+        else:
+            self.target.append(("cv", _CV(self.loop["params"], package)))  # type: ignore[arg-type]
         self.loop = None
 
 
-Event = tuple[float, str, object]  # (device time from the script start, "line" | "cell" | "loop", payload)
+Event = tuple[float, str, object]  # (device time from the script start, "line" | "cell" | "loop" | "compute",
+#                                     payload; a compute event's is (lines it will produce, function making them))
 
 
 @dataclass
@@ -321,13 +388,19 @@ class _Run:
 class EmStatEmulator:
     """An EmStat Pico running MethodSCRIPT; a :class:`labloop.sim.pty_device.PtyEmulator`.
 
-    ``contents()`` says what the cell holds when a script starts (one :class:`CellParams` per couple).
-    ``cell_on`` and ``scripts`` (every accepted script, as lines) are there for tests.
+    ``contents()`` says what the cell holds when a script starts (one :class:`CellParams` per couple; the
+    first one's electrode holds Ru and Cdl for the cell); ``reference_drift()`` how far the reference
+    electrode has drifted (V), which shifts every couple. ``ir_compensation`` False makes ``set_ir_comp``
+    an unknown statement, as on firmware without it. ``cell_on`` and ``scripts`` (every accepted script,
+    as lines) are there for tests.
     """
 
     def __init__(self, contents: Callable[[], Sequence[CellParams]], *, time_scale: TimeScale | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, reference_drift: Callable[[], float] | None = None,
+                 ir_compensation: bool = True) -> None:
         self.contents = contents
+        self.reference_drift = reference_drift or (lambda: 0.0)
+        self.ir_compensation = ir_compensation
         self.time_scale = time_scale or TimeScale.real_time()
         self.cell_on = False
         self.scripts: list[list[str]] = []
@@ -336,7 +409,7 @@ class EmStatEmulator:
         self._receiving: list[str] | None = None
         self._run: _Run | None = None
 
-    def _noise_rng(self, contents: Sequence[CellParams], params: CVParams) -> np.random.Generator:
+    def _noise_rng(self, contents: Sequence[CellParams], params: object) -> np.random.Generator:
         """The noise of one scan, seeded by the emulator's seed, what is measured and how often this process
         measured it before: the same scan of the same cell gets the same noise after a restart, so a
         resumed dry run measures what the uninterrupted one did."""
@@ -383,7 +456,7 @@ class EmStatEmulator:
     # -- scripts --------------------------------------------------------------------------------------------
     def _start(self, lines: list[str], link: Link) -> None:
         try:
-            plan = _Compiler(lines).compile()
+            plan = _Compiler(lines, ir_compensation=self.ir_compensation).compile()
         except _ScriptError as exc:
             log.info("EmStat: script refused at line %d: %s", exc.line, exc)
             link.reply(exc.reply)
@@ -394,18 +467,24 @@ class EmStatEmulator:
         events.extend((end, "cell", value) for kind, value in plan.on_finished if kind == "cell")
         events.append((end, "line", b"\n"))
         faults = link.faults
-        n_lines = sum(kind == "line" for _, kind, _ in events)
+        n_lines = sum(1 if kind == "line" else payload[0] if kind == "compute" else 0  # type: ignore[index]
+                      for _, kind, payload in events)
         fault_line = min(n_lines - 1, int(faults.fraction() * n_lines)) if faults is not None else None
         self._run = _Run(time.monotonic(), events, fault_line, plan.on_finished)
 
     def _schedule(self, actions: list[Action], events: deque[Event], faults: FaultInjector | None) -> float:
         """Queue the output of ``actions``; return the device time at which they end."""
-        settings: dict[str, object] = {"mode": 2, "range": DEFAULT_RANGE_A, "autorange": None, "cell": self.cell_on}
+        settings: dict[str, object] = {"mode": 2, "range": DEFAULT_RANGE_A, "autorange": None, "cell": self.cell_on,
+                                       "ir_comp": 0.0}
         t = 0.0
         for kind, value in actions:
             if kind == "cv":
                 assert isinstance(value, _CV)
                 t = self._schedule_cv(value, settings, events, t, faults)
+                continue
+            if kind == "eis":
+                assert isinstance(value, _EIS)
+                t = self._schedule_eis(value, settings, events, t)
                 continue
             settings[kind] = value
             if kind == "cell":
@@ -414,25 +493,66 @@ class EmStatEmulator:
 
     def _schedule_cv(self, cv: _CV, settings: dict[str, object], events: deque[Event], t0: float,
                      faults: FaultInjector | None) -> float:
+        """Queue one CV loop: what the cell holds, the drift, the noise and an overload burst are fixed now
+        (when the script starts); the currents are computed when the loop is due (a ``compute`` event), so
+        ``e`` goes out at once and a script of several CVs answers as fast as a device would."""
         params = cv.params
-        _, potential = params.waveform()
-        current = cell_current(contents := self.contents(), params, self._noise_rng(contents, params)) \
-            if settings["cell"] else np.zeros(params.n_points)
+        contents: Sequence[CellParams] = self.contents() if settings["cell"] else ()
+        drift = self.reference_drift() if contents else 0.0
+        compensated = float(settings["ir_comp"])  # type: ignore[arg-type]
+        rng = self._noise_rng((*contents, drift), (params, compensated)) if contents else None
         ranges = _allowed_ranges(settings)
+        burst = None
         if faults is not None and faults.decide(FaultKind.OVERLOAD):
-            first = int(faults.fraction() * len(current))
-            burst = slice(first, first + max(1, int(OVERLOAD_BURST * len(current))))
-            current[burst] = 1.5 * ranges[-1][1] * np.where(current[burst] < 0, -1.0, 1.0)
+            first = int(faults.fraction() * params.n_points)
+            burst = slice(first, first + max(1, int(OVERLOAD_BURST * params.n_points)))
         one_scan = params.path_length_v / params.n_scans / params.e_step_v
-        scan_ends = {math.floor(k * one_scan + 1e-9) for k in range(1, params.n_scans + 1)}
-        events.append((t0, "line", f"M{CV_TECHNIQUE:04X}\n".encode()))
+        scan_ends = {math.floor(k * one_scan + 1e-9) for k in range(1, params.n_scans + 1)} \
+            if params.n_scans > 1 else set()
+        scan_ends = {k for k in scan_ends if k < params.n_points}
+
+        def generate() -> list[Event]:
+            _, potential = params.waveform()
+            current = cell_current(contents, params, rng, compensated_ohm=compensated,  # type: ignore[arg-type]
+                                   reference_drift_v=drift) if contents else np.zeros(params.n_points)
+            if burst is not None:
+                current[burst] = 1.5 * ranges[-1][1] * np.where(current[burst] < 0, -1.0, 1.0)
+            out: list[Event] = [(t0, "line", f"M{CV_TECHNIQUE:04X}\n".encode()), (t0, "loop", True)]
+            for k, (e, i) in enumerate(zip(potential.tolist(), current.tolist(), strict=True)):
+                t = t0 + (k + 1) * params.time_step_s
+                out.append((t, "line", _package(cv.package, e, i, ranges)))
+                if k in scan_ends:
+                    out.append((t, "line", b"-\n"))
+            end = t0 + params.n_points * params.time_step_s
+            return [*out, (end, "line", b"*\n"), (end, "loop", False)]
+
+        events.append((t0, "compute", (2 + params.n_points + len(scan_ends), generate)))
+        return t0 + params.n_points * params.time_step_s
+
+    def _schedule_eis(self, eis: _EIS, settings: dict[str, object], events: deque[Event], t0: float) -> float:
+        """Queue one impedance sweep: the cell's Randles impedance with relative noise of the electrode's
+        ``noise_fraction`` of |Z| on each part; a point whose AC current exceeds the largest allowed range
+        carries the overload bit."""
+        frequencies = eis.frequencies()
+        contents = self.contents()
+        if settings["cell"]:
+            z = cell_impedance(contents, frequencies, eis.e_dc_v, reference_drift_v=self.reference_drift())
+            rng = self._noise_rng(contents, eis)
+            noise = contents[0].noise_fraction * np.abs(z)
+            z = z + noise * (rng.normal(size=z.shape) + 1j * rng.normal(size=z.shape))
+        else:
+            z = np.full(frequencies.shape, complex(math.nan, math.nan))
+        largest = _allowed_ranges(settings)[-1][1]
+        events.append((t0, "line", f"M{EIS_TECHNIQUE:04X}\n".encode()))
         events.append((t0, "loop", True))
-        for k, (e, i) in enumerate(zip(potential.tolist(), current.tolist(), strict=True)):
-            t = t0 + (k + 1) * params.time_step_s
-            events.append((t, "line", _package(cv.package, e, i, ranges)))
-            if params.n_scans > 1 and k in scan_ends:
-                events.append((t, "line", b"-\n"))
-        t = t0 + params.n_points * params.time_step_s
+        t = t0
+        for f, zk in zip(frequencies.tolist(), z.tolist(), strict=True):
+            t += eis_point_seconds(f)
+            status = 2 if abs(zk) > 0 and eis.amplitude_v * math.sqrt(2) / abs(zk) > largest else 0
+            texts = {"dc": encode_variable("dc", f),
+                     "cc": encode_variable("cc", zk.real, f",1{status:X}"),
+                     "cd": encode_variable("cd", zk.imag, f",1{status:X}")}
+            events.append((t, "line", ("P" + ";".join(texts[v] for v in eis.package) + "\n").encode("ascii")))
         events.append((t, "line", b"*\n"))
         events.append((t, "loop", False))
         return t
@@ -460,7 +580,9 @@ class EmStatEmulator:
         elapsed = math.inf if self.time_scale.is_zero_latency else self.time_scale.device_seconds(wall)
         while run.events and run.events[0][0] <= elapsed and link.connected:
             _, kind, payload = run.events.popleft()
-            if kind == "cell":
+            if kind == "compute":  # a CV loop is due: its lines replace this event, in time order
+                run.events.extendleft(reversed(payload[1]()))  # type: ignore[index]
+            elif kind == "cell":
                 self.cell_on = bool(payload)
             elif kind == "loop":
                 run.in_loop = bool(payload)

@@ -85,22 +85,33 @@ def sim() -> None:
 @click.option("--diffusion", type=float, default=1e-5, show_default=True, help="Diffusion coefficient (cm^2/s).")
 @click.option("--area-cm2", type=float, default=0.0707, show_default=True, help="Electrode area (cm^2).")
 @click.option("--noise", type=float, default=0.002, show_default=True, help="Noise, fraction of the current.")
+@click.option("--ru-ohm", type=float, default=0.0, show_default=True, help="Uncompensated resistance (ohm).")
+@click.option("--cdl-uf", type=float, default=20.0, show_default=True,
+              help="Double-layer capacitance (uF/cm^2).")
+@click.option("--fc-mm", type=float, default=0.0, show_default=True,
+              help="Ferrocene standard in the cell (mM), E0 0.35 V on this reference.")
+@click.option("--oxygen-mm", type=float, default=0.0, show_default=True,
+              help="Dissolved O2 (mM), reduced near -0.4 V on this reference.")
 @click.option("--time-scale", type=float, default=1.0, show_default=True,
               help="Device seconds per wall second: 1 real time, >1 accelerated, inf zero latency.")
 def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffusion: float, area_cm2: float,
-          noise: float, time_scale: float) -> None:
+          noise: float, ru_ohm: float, cdl_uf: float, fc_mm: float, oxygen_mm: float, time_scale: float) -> None:
     from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
     from labloop.sim.pty_device import TimeScale
 
     load_driver(driver)  # an unknown driver is named as such, not as "no emulator"
     values = {"e0_v": e0, "k0_cm_s": k0, "alpha": alpha, "conc_mm": conc_mm, "diffusion_cm2_s": diffusion,
-              "area_cm2": area_cm2, "noise_fraction": noise}
+              "area_cm2": area_cm2, "noise_fraction": noise, "ru_ohm": ru_ohm, "cdl_f_cm2": cdl_uf * 1e-6}
     try:
         couple = replace(DEFAULT_COUPLE, **values)
         scale = TimeScale(time_scale)
+        for name, value in (("--fc-mm", fc_mm), ("--oxygen-mm", oxygen_mm)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}: must be >= 0 mM, got {value!r}")
+        context = EmulatorContext.standalone(couple, time_scale=scale, fc_mm=fc_mm, oxygen_mm=oxygen_mm)
     except (InvalidParameter, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
-    emulation = start_emulator(driver, EmulatorContext.standalone(couple, time_scale=scale))
+    emulation = start_emulator(driver, context)
     if emulation.device is None:
         emulation.stop()
         raise ConfigError(f"driver {driver!r}", "has no serial line to serve")

@@ -42,7 +42,7 @@ from labloop.instruments.cv_analysis import Quantity
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.orchestrator.config.yaml_source import YamlDocument, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.steps import parse_steps
+from labloop.protocols.steps import limit_problems, parse_steps
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.presets import PRESETS
 
@@ -520,14 +520,15 @@ class Campaign(BaseModel):
             if name not in parameters:
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
+        problems.extend(Problem(("protocol", *p.loc), p.message) for p in limit_problems(steps, self.safety.limits()))
         for index, step in enumerate(steps):
             if getattr(step, "around_candidate", False) and self.prior is None:
                 problems.append(Problem(("protocol", index, step.name, "half_width_v"),
                                         "a window around the candidate needs its predicted potential: add a prior "
                                         "section, or give the scan's e_begin_v/e_vertex1_v/e_vertex2_v"))
-            for field in ("changer", "pump", "potentiostat"):
+            for field in ("changer", "pump", "potentiostat", "valve"):
                 name = getattr(step, field, None)
-                if name is not None and name not in self.instruments:
+                if name is not None and name != "manual" and name not in self.instruments:
                     problems.append(Problem(("protocol", index, step.name, field),
                                             f"{not_one_of(name, list(self.instruments))} (the instruments)"))
         return problems

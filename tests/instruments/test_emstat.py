@@ -149,6 +149,14 @@ GRAMMAR: list[tuple[bytes, bytes]] = [
     (b"e\nendloop\n\n", b"e!4005: Line 1, Col 1\n"),
     (b"e\nvar p\nvar c\nmeas_loop_cv p c 0 1 -1 10m 100m\npck_add p\nendloop\n\n", b"e!4005: Line 4, Col 1\n"),
     (b"e\ncell_on\n# a comment\n\tcell_off # inline comment\n\n", b"e\n\n"),  # no loop: only e and the end
+    (b"e\nset_ir_comp -5\n\n", b"e!4004: Line 1, Col 13\n"),  # iR compensation: 0..1 Mohm
+    (b"e\nset_ir_comp\n\n", b"e!4002: Line 1, Col 1\n"),
+    (b"e\nset_ir_comp 850\ncell_on\ncell_off\n\n", b"e\n\n"),
+    (b"e\nvar f\nvar r\nvar j\nmeas_loop_eis f r j 10m 1000000 10 11i 0\nendloop\n\n",
+     b"e!4004: Line 4, Col 25\n"),  # beyond the Pico's 200 kHz
+    (b"e\nvar f\nvar r\nvar j\nmeas_loop_eis f r j 10m 100000 10 0i 0\nendloop\n\n", b"e!4004: Line 4, Col 35\n"),
+    (b"e\nvar f\nvar r\nmeas_loop_eis f r j 10m 100000 10 11i 0\nendloop\n\n", b"e!4003: Line 3, Col 19\n"),
+    (b"e\nvar f\nvar r\nvar j\nmeas_loop_eis f r j 10m 100000 10 11i\n\n", b"e!4002: Line 4, Col 1\n"),
 ]
 
 

@@ -21,7 +21,8 @@ from labloop.sim.ne1000_emulator import NE1000Emulator
 from labloop.sim.pty_device import PtyDevice, TimeScale
 from labloop.sim.sample_changer import SimSampleChanger
 
-BUILT_IN = {"ne1000": DriverKind.PUMP, "emstat": DriverKind.POTENTIOSTAT, "sim-sampler": DriverKind.SAMPLE_CHANGER}
+BUILT_IN = {"ne1000": DriverKind.PUMP, "emstat": DriverKind.POTENTIOSTAT, "sim-sampler": DriverKind.SAMPLE_CHANGER,
+            "relay-valve": DriverKind.GAS_VALVE}
 
 
 def install_plugin(root: Path, module: str, source: str, entry_points: dict[str, str]) -> None:
@@ -98,8 +99,8 @@ def test_every_built_in_driver_passes_the_kit_against_its_emulator(name: str) ->
     assert report.passed, "\n".join(report.lines())
     names = [c.name for c in report.checks]
     assert names[0] == "open" and "refuses unsafe input, sends nothing" in names
-    assert {"potentiostat": "short CV", "pump": "small dispense", "sample_changer": "load twice"}[
-        BUILT_IN[name]] in names
+    assert {"potentiostat": "short CV", "pump": "small dispense", "sample_changer": "load twice",
+            "gas_valve": "flow, read back, stop"}[BUILT_IN[name]] in names
     assert report.lines()[-1].endswith("conforms")
 
 

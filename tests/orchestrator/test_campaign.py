@@ -125,7 +125,8 @@ MALFORMED = [
      "greater than 0"),
     ("condition no protocol step has", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                             "conditions: {scan_rate_v_s: [0.02, 0.5], stir_rpm: [100, 500]}"),
-     "conditions:", "conditions.stir_rpm", "sets no parameter of the protocol's steps (step parameters: changer"),
+     "conditions:", "conditions.stir_rpm",
+     "sets no parameter of the protocol's steps (step parameters: analyte_mm, changer"),
     ("condition with no choices", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                        "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: {choices: []}}"),
      "conditions:", "conditions.e_step_v.choices", "at least 1 item"),
@@ -215,7 +216,8 @@ def test_unknown_protocol_step_names_the_protocol_file_line(labloop, workdir):
     proc = labloop("validate", workdir / "campaign.yaml")
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith(f"cv_screen.yaml:{line}: protocol[5]: 'shake' is not one of load_sample, "
-                                        "dispense, wait, cv, rinse, analyze")
+                                        "dispense, wait, cv, rinse, analyze, purge, blank, eis, add_standard, "
+                                        "clean, polish")
 
 
 def test_all_problems_are_collected_and_the_cli_shows_the_first_plus_a_count(labloop, workdir):

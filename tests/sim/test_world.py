@@ -27,7 +27,7 @@ def write_campaign(folder: Path, world: str, quantity: str = "oxidation_potentia
         library: {{file: library.csv}}
         objective: {{quantity: {quantity}, goal: maximize}}
         instruments: {{sampler: {{driver: sim-sampler}}}}
-        protocol: [load_sample, cv]
+        protocol: [load_sample, {{cv: {{e_begin_v: -0.5, e_vertex1_v: 1.5, e_vertex2_v: -0.5}}}}]
         {extra}
         world: {world}
         """))

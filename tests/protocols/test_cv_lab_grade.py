@@ -1,0 +1,306 @@
+"""Lab-grade CV: purge, blank, EIS, iR compensation, several scan rates and the ferrocene standard, run by the
+protocol executor on real drivers talking to the emulators over ptys (EmStat, NE-1000 pumps, relay gas valve)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pytest
+
+from labloop.core.errors import Problems, SafetyLimitExceeded
+from labloop.instruments.contracts import SafetyLimits
+from labloop.instruments.cv_analysis import (
+    CVFlag,
+    analyze_couples,
+    analyze_cv,
+    randles_sevcik_diffusion,
+    reference_to_ferrocene,
+)
+from labloop.instruments.emstat import EmStatPotentiostat
+from labloop.instruments.gas_valve import RelayGasValve
+from labloop.instruments.ne1000 import NE1000Pump
+from labloop.instruments.voltammogram import CVParams
+from labloop.orchestrator.config.campaign import CampaignError, load_campaign
+from labloop.protocols.executor import BlankFailed, ProtocolExecutor
+from labloop.protocols.steps import limit_problems, parse_steps
+from labloop.sim.builtin_emulators import emstat_emulator, ne1000_emulator, open_sim_sampler
+from labloop.sim.cell import Cell, Fluid
+from labloop.sim.cv_physics import CellParams, simulate_cell
+from labloop.sim.emstat_emulator import EmStatEmulator
+from labloop.sim.emulation import DEFAULT_FERROCENE, STANDALONE_REFERENCE_VS_LI_V, EmulatorContext
+from labloop.sim.gas_valve_emulator import Atmosphere, RelayValveEmulator
+from labloop.sim.pty_device import PtyDevice, TimeScale
+
+LIMITS = SafetyLimits(max_dispense_ml=2.0, syringe_ml=10.0, potential_window_v=(-1.2, 1.2))
+OFFSET = STANDALONE_REFERENCE_VS_LI_V  # the reference sits here vs Li/Li+: ferrocene at +0.35 V on its scale
+ANALYTE = CellParams(e0_v=0.0, conc_mm=1.0, cdl_f_cm2=2e-5, noise_fraction=0.002, ru_ohm=1000.0)
+FC_ON_REFERENCE = DEFAULT_FERROCENE.e0_v
+
+
+@dataclass
+class LabRig:
+    """A RigLike of real drivers on emulators sharing one cell; ``drift`` moves the reference electrode."""
+
+    cell: Cell
+    atmosphere: Atmosphere
+    instruments: dict[str, object]
+    devices: list[object]
+    drift: list[float]
+    asked: list[str] = field(default_factory=list)
+
+    def rinse_cell(self) -> None:
+        self.cell.rinse()
+
+    def sleep(self, seconds: float) -> None:
+        pass  # zero latency: device time passes at once
+
+    def ask_operator(self, message: str) -> str:
+        self.asked.append(message)
+        return ""
+
+
+@pytest.fixture
+def lab():
+    made: list[LabRig] = []
+
+    def make(*, oxygen_mm: float = 2.0, ir_compensation: bool = True) -> LabRig:
+        scale = TimeScale.zero_latency()
+        cell, atmosphere, drift = Cell(), Atmosphere(oxygen_mm, time_scale=scale), [0.0]
+        context = EmulatorContext(cell=cell, couple_of=lambda _sid: ANALYTE, blank=replace(ANALYTE, conc_mm=0.0),
+                                  time_scale=scale, atmosphere=atmosphere, reference_drift=lambda: drift[0])
+        devices, instruments = [], {}
+        if ir_compensation:
+            emstat = emstat_emulator(context)
+            devices.append(emstat)
+            port = emstat.port
+        else:
+            device = PtyDevice(EmStatEmulator(context.contents, time_scale=scale, ir_compensation=False,
+                                              reference_drift=context.reference_drift), name="emstat").start()
+            devices.append(device)
+            port = device.port
+        instruments["stat"] = EmStatPotentiostat.open(port, limits=LIMITS, time_scale=float("inf"), timeout_s=1.0,
+                                                      error_pause_s=0.0)
+        for name, holds in (("electrolyte_pump", "electrolyte"), ("analyte_pump", "sample"),
+                            ("fc_pump", "standard")):
+            emulation = ne1000_emulator(context, holds=holds)
+            devices.append(emulation)
+            instruments[name] = NE1000Pump.open(emulation.port, limits=LIMITS, time_scale=float("inf"),
+                                                diameter_mm=26.59)
+        valve_device = PtyDevice(RelayValveEmulator(atmosphere, {0: "argon"}), name="valve").start()
+        devices.append(valve_device)
+        instruments["valve"] = RelayGasValve.open(valve_device.port, channels={"argon": 0})
+        instruments["sampler"] = open_sim_sampler("sim", cell=cell, default_stock_mM=10.0)
+        rig = LabRig(cell, atmosphere, instruments, devices, drift)
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        for driver in rig.instruments.values():
+            driver.close()  # type: ignore[attr-defined]
+        for device in rig.devices:
+            device.stop()  # type: ignore[attr-defined]
+
+
+CONC_MM = 10.0 * 0.1 / 1.1  # 0.1 mL of the 10 mM stock in 1 mL of electrolyte
+FULL = [
+    {"dispense": {"pump": "electrolyte_pump", "volume_ml": 1.0, "rate_ml_min": 5.0, "fluid": "electrolyte"}},
+    {"purge": {"minutes": 10, "valve": "valve"}},
+    {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -0.9, "e_vertex2_v": 0.8}},
+    {"eis": {"f_high_hz": 100000, "f_low_hz": 10, "points": 21}},
+    "load_sample",
+    {"dispense": {"pump": "analyte_pump", "volume_ml": 0.1, "rate_ml_min": 1.0, "fluid": "sample"}},
+    {"cv": {"e_begin_v": -0.35, "e_vertex1_v": 0.25, "e_vertex2_v": -0.35, "ir_compensation": {"fraction": 0.85},
+            "scan_rates_v_s": [0.1, 0.2, 0.5, 1.0], "analyte_mm": CONC_MM, "e_step_v": 0.001}},
+    {"add_standard": {"pump": "fc_pump", "volume_ml": 0.1}},
+]
+
+
+def run(rig: LabRig, steps: list) -> tuple:
+    actions: list[tuple] = []
+    executor = ProtocolExecutor(steps, rig, LIMITS, OFFSET)
+    return executor.run("vial-1", "c1ccccc1", {}, None, lambda *a: actions.append(a)), actions
+
+
+def test_the_full_protocol_measures_ru_compensates_and_references_to_ferrocene(lab):
+    rig = lab()
+    outcome, actions = run(rig, FULL)
+    record = outcome.lab
+    assert record.ru is not None and record.ru.ru_ohm == pytest.approx(1000.0, rel=0.05)
+    assert [v.params.scan_rate_v_s for v, _ in record.scans] == [0.1, 0.2, 0.5, 1.0]
+    for voltammogram, analysis in record.scans:  # 85% on the device, the rest in the analysis
+        assert voltammogram.params.ir_comp_ohm == pytest.approx(0.85 * record.ru.ru_ohm, abs=1e-3)
+        assert analysis.e_half_v == pytest.approx(ANALYTE.e0_v, abs=0.005)
+    sent = bytes(rig.devices[0].device.received).decode()
+    assert f"set_ir_comp {round(0.85 * record.ru.ru_ohm * 1000)}m" in sent
+    scripts = [script for script in sent.split("e\n") if "meas_loop_cv" in script]
+    assert scripts[0].count("meas_loop_cv") == 1  # the blank
+    assert scripts[1].count("meas_loop_cv") == 4 and "set_max_bandwidth 4000\nmeas_loop_cv" in scripts[1]
+    assert record.diffusion is not None and record.diffusion.diffusion_cm2_s == pytest.approx(1e-5, rel=0.10)
+    assert record.referenced is not None
+    assert record.referenced.e_vs_fc_v == pytest.approx(ANALYTE.e0_v - FC_ON_REFERENCE, abs=0.005)
+    assert outcome.potential_v_vs_li == pytest.approx(OFFSET + ANALYTE.e0_v, abs=0.005)
+    assert record.blanks and record.blanks[-1][1].flags == frozenset()  # purged: no O2 wave
+    assert CVFlag.OXYGEN not in outcome.analysis.flags and rig.atmosphere.oxygen_mm() < 1e-3
+    assert rig.instruments["valve"].flowing() is None  # the purge closed the valve again
+    finished = [a for a in actions if a[-1] is not None]
+    assert [a[1] for a in finished] == ["dispense", "purge", "blank", "eis", "load_sample", "dispense", "cv",
+                                        "add_standard"]
+    assert all(a[-1] == "ok" for a in finished)
+    assert finished[6][3]["diffusion_cm2_s"] == pytest.approx(1e-5, rel=0.10)
+
+
+def test_without_purge_the_oxygen_wave_is_flagged_and_not_learned_from(lab):
+    rig = lab()
+    steps = [s for s in FULL if not (isinstance(s, dict) and "purge" in s)]
+    outcome, _ = run(rig, steps)
+    assert CVFlag.OXYGEN in outcome.lab.blanks[-1][1].flags
+    assert CVFlag.OXYGEN in outcome.analysis.flags and not outcome.quality_ok
+
+
+def test_ferrocene_cancels_a_drifting_reference(lab):
+    """The reference drifts by up to +/-50 mV between experiments: E vs Fc stays within 5 mV, E vs the
+    reference is off by the drift."""
+    rig = lab(oxygen_mm=0.0)
+    steps = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 1.0, "rate_ml_min": 5.0, "fluid": "electrolyte"}},
+             "load_sample",
+             {"dispense": {"pump": "analyte_pump", "volume_ml": 0.1, "rate_ml_min": 1.0, "fluid": "sample"}},
+             {"cv": {"e_begin_v": -0.35, "e_vertex1_v": 0.25, "e_vertex2_v": -0.35}},
+             {"add_standard": {"pump": "fc_pump", "volume_ml": 0.1}}, "rinse"]
+    truth = OFFSET + ANALYTE.e0_v
+    for drift in (-0.05, -0.02, 0.03, 0.05):
+        rig.drift[0] = drift
+        outcome, _ = run(rig, steps)
+        assert outcome.potential_v_vs_li == pytest.approx(truth, abs=0.005)
+        assert outcome.analysis.e_half_v + OFFSET == pytest.approx(truth - drift, abs=0.005)
+
+
+def test_a_dirty_blank_stops_or_is_cleaned(lab):
+    rig = lab(oxygen_mm=0.0)
+    rig.cell.load_sample("leftover", 10.0)
+    rig.cell.add("previous", 0.05, Fluid.SAMPLE)  # the last experiment's analyte, not rinsed out
+    rig.cell.add("previous", 1.0, Fluid.ELECTROLYTE)
+    blank = {"blank": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3, "on_fail": "stop"}}
+    with pytest.raises(BlankFailed, match=r"protocol step 1 \(blank\): the blank is contaminated"):
+        run(rig, [blank, {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}}])
+    cleaning = [{"blank": {**blank["blank"], "on_fail": "clean"}},
+                {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}},
+                {"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0}}]
+    outcome, _ = run(rig, cleaning)
+    assert [r.clean for _, r in outcome.lab.blanks] == [False, True]
+    assert CVFlag.CONTAMINATED in outcome.lab.blanks[0][1].flags
+    run(rig, [{"clean": {}}, "polish", {"purge": {"minutes": 1, "valve": "manual"}},
+              {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}}])
+    assert len(rig.asked) == 3 and "Polish" in rig.asked[1] and "argon for 1 min" in rig.asked[2]
+
+
+def test_firmware_without_ir_compensation_leaves_the_whole_drop_to_the_analysis(lab):
+    rig = lab(oxygen_mm=0.0, ir_compensation=False)
+    stat = rig.instruments["stat"]
+    rig.cell.load_sample("vial", 10.0)
+    rig.cell.add("stock", 0.1, Fluid.SAMPLE)
+    rig.cell.add("electrolyte", 1.0, Fluid.ELECTROLYTE)
+    params = CVParams(e_begin_v=-0.35, e_vertex1_v=0.25, e_vertex2_v=-0.35, scan_rate_v_s=0.5, ir_comp_ohm=850.0)
+    voltammogram = stat.run_cv(params)
+    assert voltammogram.params.ir_comp_ohm == 0.0 and stat.ir_compensation_supported is False
+    corrected, raw = analyze_cv(voltammogram, ru_ohm=1000.0), analyze_cv(voltammogram)
+    assert corrected.e_half_v == pytest.approx(0.0, abs=0.005)
+    assert corrected.dep_v < raw.dep_v - 0.02  # the uncorrected peaks are pushed apart by i*Ru
+
+
+def test_randles_sevcik_diffusion_within_ten_percent():
+    rng = np.random.default_rng(3)
+    for d in (0.6e-5, 1.2e-5, 2.0e-5):
+        cell = CellParams(e0_v=0.0, conc_mm=2.0, diffusion_cm2_s=d, cdl_f_cm2=2e-5, noise_fraction=0.005)
+        rates = [0.05, 0.1, 0.2, 0.5]
+        results = [analyze_cv(simulate_cell([cell], CVParams(e_begin_v=-0.4, e_vertex1_v=0.4, e_vertex2_v=-0.4,
+                                                             scan_rate_v_s=r), rng)) for r in rates]
+        estimate = randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm,
+                                            forward="anodic")
+        assert estimate.diffusion_cm2_s == pytest.approx(d, rel=0.10) and estimate.r_squared > 0.99
+
+
+def test_a_campaign_context_puts_ferrocene_and_oxygen_on_its_reference_scale():
+    cell = Cell()
+    cell.add_standard("fc", 0.1, 10.0)
+    context = EmulatorContext(cell=cell, atmosphere=Atmosphere(2.0)).on_reference(3.5)
+    couples = context.contents()
+    assert [c.e0_v for c in couples[1:]] == pytest.approx([3.20 - 3.5, 2.45 - 3.5])
+    assert [c.conc_mm for c in couples[1:]] == pytest.approx([10.0, 2.0])  # 0.1 mL of 10 mM, alone in the cell
+
+
+def test_two_couples_are_paired_and_the_standard_found_by_position():
+    rng = np.random.default_rng(5)
+    fc = replace(DEFAULT_FERROCENE, conc_mm=1.0)
+    params = CVParams(e_begin_v=-0.5, e_vertex1_v=0.8, e_vertex2_v=-0.5, scan_rate_v_s=0.1)
+    couples = analyze_couples(simulate_cell([replace(ANALYTE, ru_ohm=0.0), fc], params, rng))
+    assert [c.e_half_v for c in couples] == pytest.approx([fc.e0_v, 0.0], abs=0.004)
+    referenced = reference_to_ferrocene(couples, analyte_hint_v=0.02, standard_hint_v=0.3)
+    assert referenced.e_vs_fc_v == pytest.approx(-fc.e0_v, abs=0.005) and not referenced.flags
+    alone = reference_to_ferrocene(couples[1:], analyte_hint_v=0.0, standard_hint_v=0.3)
+    assert alone.e_vs_li_v is None and CVFlag.NO_STANDARD in alone.flags
+
+
+def located(raw: list) -> list[tuple[tuple, str]]:
+    with pytest.raises(Problems) as info:
+        parse_steps(raw)
+    return [(p.loc, p.message) for p in info.value.problems]
+
+
+def test_new_steps_refuse_out_of_range_parameters_with_their_location():
+    found = located([{"eis": {"f_high_hz": 1e6}}, {"purge": {"minutes": 0}},
+                     {"cv": {"half_width_v": 0.3, "ir_compensation": {"fraction": 1.5}, "scan_rates_v_s": [0.1, 50]}},
+                     {"blank": {"e_vertex1_v": 1.0}}, {"add_standard": {"pump": "p", "volume_ml": -1}}])
+    locs = [loc for loc, _ in found]
+    assert (0, "eis", "f_high_hz") in locs and (1, "purge", "minutes") in locs
+    assert (2, "cv", "ir_compensation", "fraction") in locs and (2, "cv", "scan_rates_v_s", 1) in locs
+    assert (3, "blank", "e_vertex2_v") in locs
+    assert (4, "add_standard", "volume_ml") in locs
+    structure = located([{"blank": {}}, "load_sample",
+                         {"dispense": {"pump": "p", "volume_ml": 0.1, "rate_ml_min": 1, "fluid": "sample"}},
+                         {"blank": {}}, {"add_standard": {"pump": "f", "volume_ml": 0.1}},
+                         {"cv": {"half_width_v": 0.3, "ir_compensation": {}}}])
+    assert [loc for loc, _ in structure] == [(3, "blank"), (5, "cv", "ir_compensation"), (4, "add_standard")]
+    steps = parse_steps([{"eis": {"e_dc_v": 1.5}}, {"cv": {"half_width_v": 0.3}},
+                         {"add_standard": {"pump": "f", "volume_ml": 12.0}}])
+    assert [p.loc for p in limit_problems(steps, LIMITS)] == [(0, "eis", "e_dc_v"), (2, "add_standard", "volume_ml")]
+
+
+def test_executor_check_refuses_before_a_byte_is_sent(lab):
+    rig = lab(oxygen_mm=0.0)
+    stat_device = rig.devices[0].device
+    before = len(stat_device.received)
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 1 \(eis\)"):
+        ProtocolExecutor([{"eis": {"e_dc_v": 1.19, "amplitude_v": 0.02}}, {"cv": {"half_width_v": 0.3}}], rig,
+                         LIMITS, OFFSET).check()
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(add_standard\): dispense of 5 mL"):
+        ProtocolExecutor([{"cv": {"half_width_v": 0.3}}, {"add_standard": {"pump": "fc_pump", "volume_ml": 5.0}}],
+                         rig, LIMITS, OFFSET).check()
+    assert len(stat_device.received) == before
+
+
+def test_a_campaign_names_the_line_of_a_bad_lab_step(tmp_path):
+    (tmp_path / "library.csv").write_text("smiles\nc1ccccc1\n")
+    (tmp_path / "c.yaml").write_text(textwrap.dedent("""\
+        name: bad
+        library: {file: library.csv}
+        objective: {quantity: oxidation_potential, goal: maximize}
+        planner: {kind: random}
+        instruments: {sampler: {driver: sim-sampler}, stat: {driver: emstat, port: /dev/null}}
+        safety: {max_dispense_ml: 1, syringe_ml: 5, potential_limits_v: [-1.5, 1.5]}
+        protocol:
+          - load_sample
+          - eis: {potentiostat: stat, e_dc_v: 2.0}
+          - cv: {potentiostat: stat}
+        """))
+    with pytest.raises(CampaignError) as info:
+        load_campaign(tmp_path / "c.yaml")
+    assert "c.yaml:9: protocol[1].eis.e_dc_v: 2 V is outside the safety window -1.5..1.5 V" in str(info.value)
+    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "validate", str(tmp_path / "c.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "c.yaml:9: protocol[1].eis.e_dc_v" in proc.stderr
+    assert "Traceback" not in proc.stderr
