@@ -46,7 +46,7 @@ from labloop.instruments.errors import (
     ProtocolError,
     PumpStalled,
 )
-from labloop.instruments.transport import SerialTransport, Transport, retry
+from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +169,7 @@ class NE1000Bus:
     def __init__(
         self, transport: Transport, *, timeout_s: float = 0.5, retries: int = 3, settle_s: float = 0.05
     ) -> None:
-        if not (timeout_s > 0 and retries >= 0 and settle_s >= 0):
-            raise ConfigError(transport.name, f"bad bus options {timeout_s=} {retries=} {settle_s=}")
+        check_link_options(transport.name, timeout_s=timeout_s, retries=retries, settle_s=settle_s)
         self.transport = transport
         self.timeout_s = timeout_s
         self.retries = retries
@@ -236,7 +235,10 @@ class NE1000Bus:
     def _before_retry(self, exc: InstrumentError) -> None:
         self.retried[type(exc).__name__] += 1
         if isinstance(exc, InstrumentTimeout):
-            self.transport.drain(self.settle_s)
+            try:
+                self.transport.drain(self.settle_s, self.timeout_s)
+            except InstrumentTimeout as noise:  # the line never went quiet: retrying would meet the same noise
+                raise InstrumentTimeout(exc.where, f"{exc.what}; {noise.what}") from noise
 
     def close(self) -> None:
         """Close the line; closing twice is not an error."""

@@ -38,6 +38,7 @@ from pydantic import (
 
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.errors import ConfigError
+from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.yaml_source import (
     CampaignError,
     Problem,
@@ -283,6 +284,16 @@ class Instrument(BaseModel):
         names = known_drivers()
         if names is not None and value not in names:
             raise ValueError(not_one_of(value, names))
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _link_options_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Every driver's reply deadline and retries are finite (a silent device must not hang the run)."""
+        problems = [Problem((name,), problem) for name, option in value.items()
+                    if (problem := link_option_problem(name, option)) is not None]
+        if problems:
+            raise Problems(*problems)
         return value
 
 

@@ -151,7 +151,7 @@ class RodeostatPotentiostat:
 
     def _count_retry(self, exc: InstrumentError) -> None:
         self.retried[type(exc).__name__] += 1
-        self.transport.drain(self.settle_s)
+        self.transport.drain(self.settle_s, self.timeout_s)
 
     # -- cyclic voltammetry -------------------------------------------------------------------------------
     def run_cv(self, params: CVParams) -> Voltammogram:
@@ -190,7 +190,7 @@ class RodeostatPotentiostat:
         try:
             self._request({"command": "stopTest"})
         except (InstrumentTimeout, ProtocolError):
-            self.transport.drain(self.settle_s)
+            self.transport.drain(self.settle_s, self.timeout_s)
 
     def _run_once(self, params: CVParams, sample_ms: int, expected: np.ndarray) -> _Run:
         request = {"command": "runTest", "test": "cyclic"}
