@@ -4,8 +4,9 @@ endless (``timeout_s: .inf``, ``retries: 1000000000``) are refused as configurat
 ``labloop validate``.
 
 The waits run on a daemon thread joined with a generous guard: the guard turns a hang (today's failure:
-the drain before a retry waited for 50 ms of silence that never came) into a test failure; it is not a
-timing assertion.
+the drain before a retry waited for a quiet line that never came) into a test failure; it is not a timing
+assertion. The drivers ask for 200 ms of quiet (``settle_s``), ten noise intervals, so that a loaded machine
+pausing the noise thread now and then cannot end the old drain by chance.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from labloop.sim.pty_device import Link, PtyDevice, TerminatorFramer
 
 LIMITS = SafetyLimits(max_dispense_ml=2.0, syringe_ml=10.0, potential_window_v=(-1.0, 1.0))
 NOISE_INTERVAL_S = 0.02
+SETTLE_S = 0.2
 HANG_GUARD_S = 60.0
 
 
@@ -101,7 +103,7 @@ def test_drain_of_a_line_that_never_goes_quiet_ends_in_a_timeout() -> None:
     writer.start()
     try:
         with SerialTransport(os.ttyname(slave)) as transport:
-            error = outcome(lambda: transport.drain(0.05, 0.3))
+            error = outcome(lambda: transport.drain(SETTLE_S, 0.3))
     finally:
         stop.set()
         writer.join()
@@ -113,15 +115,20 @@ def test_drain_of_a_line_that_never_goes_quiet_ends_in_a_timeout() -> None:
 
 def test_ne1000_on_a_silent_babbling_line_raises_a_timeout(babbler: Callable[..., PtyDevice]) -> None:
     device = babbler()
-    error = outcome(lambda: NE1000Pump.open(device.port, limits=LIMITS, timeout_s=0.2, retries=2))
+    bus = NE1000Bus.open(device.port, timeout_s=0.2, retries=2, settle_s=SETTLE_S)
+    try:
+        error = outcome(lambda: NE1000Pump(bus, limits=LIMITS))
+    finally:
+        bus.close()
     assert isinstance(error, InstrumentTimeout), error
+    assert "NE-1000 #00" in str(error) and "not quiet" in str(error)
 
 
 def test_ne1000_answers_through_noise_and_times_out_once_the_pump_goes_silent(
         babbler: Callable[..., PtyDevice]) -> None:
     device = babbler(NE1000Emulator())
-    pump = outcome(lambda: NE1000Pump.open(device.port, limits=LIMITS, timeout_s=0.2, retries=2,
-                                           time_scale=math.inf, poll_s=0.0))
+    bus = NE1000Bus.open(device.port, timeout_s=0.2, retries=2, settle_s=SETTLE_S)
+    pump = outcome(lambda: NE1000Pump(bus, limits=LIMITS, time_scale=math.inf, poll_s=0.0, owns_bus=True))
     assert isinstance(pump, NE1000Pump), pump  # noise between replies is discarded, not fatal
     try:
         assert outcome(pump.diameter) is not None
@@ -135,9 +142,10 @@ def test_ne1000_answers_through_noise_and_times_out_once_the_pump_goes_silent(
 
 def test_emstat_on_a_silent_babbling_line_raises_a_timeout(babbler: Callable[..., PtyDevice]) -> None:
     device = babbler()
-    error = outcome(lambda: EmStatPotentiostat.open(device.port, limits=LIMITS, timeout_s=0.2, retries=1))
+    error = outcome(lambda: EmStatPotentiostat.open(device.port, limits=LIMITS, timeout_s=0.2, retries=1,
+                                                    settle_s=SETTLE_S))
     assert isinstance(error, InstrumentTimeout), error
-    assert "EmStat" in str(error) or "not quiet" in str(error)
+    assert "EmStat" in str(error) and "not quiet" in str(error)
 
 
 @pytest.mark.parametrize(("option", "value"), [("timeout_s", math.inf), ("timeout_s", math.nan), ("timeout_s", 0),
