@@ -44,7 +44,7 @@ from labloop.instruments.errors import (
     Overload,
     ProtocolError,
 )
-from labloop.instruments.transport import SerialTransport, Transport, retry
+from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
 from labloop.instruments.voltammogram import CVParams, Voltammogram
 
 from labloop_rodeostat.cyclic import CURRENT_RANGES_UA, VOLT_RANGES_V, smallest_range, to_cyclic
@@ -75,8 +75,9 @@ class RodeostatPotentiostat:
                  on_overload: Literal["raise", "mark"] = "raise", reference: str = "Ag/AgCl",
                  owns_transport: bool = False) -> None:
         self.transport = transport
-        if not (time_scale > 0 and timeout_s > 0 and retries >= 0 and settle_s >= 0):
-            raise ConfigError(self.where, f"bad options {time_scale=} {timeout_s=} {retries=} {settle_s=}")
+        check_link_options(self.where, timeout_s=timeout_s, retries=retries, settle_s=settle_s)  # finite waits
+        if not time_scale > 0:
+            raise ConfigError(self.where, f"time_scale must be > 0, got {time_scale!r}")
         if on_overload not in ("raise", "mark"):
             raise ConfigError(self.where, f"on_overload must be 'raise' or 'mark', got {on_overload!r}")
         self.limits = limits
