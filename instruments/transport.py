@@ -51,7 +51,8 @@ _SHOW = 64  # bytes of a partial frame shown in an error message
 #: the range of each option every driver's link takes: a reply deadline (s), how often a safe command is
 #: repeated, and how long the line must be quiet before a retry (s). Finite, so that a silent or babbling
 #: device ends in :class:`InstrumentTimeout` in bounded time however the options were written (``.inf``,
-#: ``1e9`` retries): a command takes at most about ``(retries + 1) x timeout_s`` plus one drain.
+#: ``1e9`` retries): a command takes at most ``retries + 1`` reply deadlines plus a drain before each retry,
+#: and a drain of a line that never goes quiet ends the command at once.
 LINK_OPTION_RANGES: dict[str, tuple[float, float]] = {"timeout_s": (0.001, 60.0), "retries": (0, 10),
                                                       "settle_s": (0.0, 5.0)}
 #: how long :meth:`Transport.drain` waits for a quiet line when its caller names no deadline (s)
@@ -193,7 +194,8 @@ class _FramedStream:
         quiet_until = start + quiet_s
         while (now := time.monotonic()) < quiet_until:
             if now >= give_up:
-                raise InstrumentTimeout(self.name, f"line not quiet for {quiet_s:g} s within {deadline_s:g} s "
+                raise InstrumentTimeout(self.name, f"line not quiet for {quiet_s:g} s within "
+                                                   f"{max(deadline_s, quiet_s):g} s "
                                                    f"({len(dropped)} bytes of noise, last {bytes(dropped[-_SHOW:])!r})")
             chunk = self._read_chunk(min(quiet_until, give_up) - now)
             if chunk is None:
