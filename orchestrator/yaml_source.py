@@ -106,12 +106,19 @@ def display_name(path: Path) -> str:
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_YAML_DEPTH` while it composes (its
-    composer recurses once per level, so 10,000 levels would exhaust Python's stack)."""
+    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_YAML_DEPTH` while it scans and composes:
+    its composer recurses once per level (10,000 levels would exhaust Python's stack), and its scanner reads a
+    whole nest of ``[`` ahead before the first token, in time growing with the square of the depth."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                            self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
         if self._depth >= MAX_YAML_DEPTH:
