@@ -114,6 +114,15 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value PyYAML resolves but cannot build (an integer of 5,000 digits, the date 2001-13-45) is an
+        error at its line, not a ``ValueError`` from ``int()`` or ``datetime``."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read the value ({exc})",
+                                                    node.start_mark) from exc
+
     def fetch_flow_collection_start(self, TokenClass: type) -> None:
         if self.flow_level >= MAX_YAML_DEPTH:
             raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",

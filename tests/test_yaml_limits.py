@@ -99,3 +99,13 @@ def test_aliases_within_the_limits_still_work(tmp_path) -> None:
     path.write_text("base: &base {port: /dev/ttyUSB0, options: {timeout_s: 0.5}}\nuse: *base\nmerged: {<<: *base}\n")
     data = read_yaml(path).data
     assert data["use"] == data["base"] == data["merged"]
+
+
+@pytest.mark.parametrize(("value", "why"), [("1" * 5000, "4300 digits"), ("2001-13-45", "month must be in 1..12")])
+def test_a_value_yaml_cannot_build_gives_its_line(tmp_path, labloop, write_campaign, value: str, why: str) -> None:
+    """PyYAML resolves these as an integer and a date, then ``int()``/``datetime`` raise ValueError."""
+    path = write_campaign(tmp_path)
+    lines = path.read_text().splitlines(keepends=True)
+    lines.insert(2, f"x-note: {value}\n")
+    path.write_text("".join(lines))
+    one_line_refusal(labloop, path, "tiny.yaml:3:", why)
