@@ -25,8 +25,15 @@ from labloop.instruments.emstat import EmStatPotentiostat
 from labloop.instruments.errors import ConfigError, InstrumentTimeout
 from labloop.instruments.ne1000 import NE1000Bus, NE1000Pump
 from labloop.instruments.transport import SerialTransport, check_link_options
+from labloop.orchestrator.campaign import load_campaign
+from labloop.orchestrator.interrupts import Interrupts
+from labloop.orchestrator.journal import Journal, State
+from labloop.orchestrator.rig import build_rig
+from labloop.orchestrator.runner import EXIT_FAULTS, Runner
+from labloop.protocols.executor import ProtocolExecutor
 from labloop.sim.ne1000_emulator import NE1000Emulator
-from labloop.sim.pty_device import Link, PtyDevice, TerminatorFramer
+from labloop.sim.pty_device import Framer, Link, PtyDevice, PtyEmulator, TerminatorFramer
+from labloop.surrogate.dataset import read_table
 
 LIMITS = SafetyLimits(max_dispense_ml=2.0, syringe_ml=10.0, potential_window_v=(-1.0, 1.0))
 NOISE_INTERVAL_S = 0.02
@@ -38,12 +45,12 @@ class Babbler:
     """Line noise on a pty: a byte every 20 ms; frames go to ``inner`` (a real emulator) unless ``muted``,
     so a device can answer, then go silent while the noise goes on."""
 
-    def __init__(self, inner: NE1000Emulator | None = None) -> None:
+    def __init__(self, inner: PtyEmulator | None = None) -> None:
         self.inner = inner
         self.muted = inner is None
         self._next = 0.0
 
-    def new_framer(self) -> TerminatorFramer:
+    def new_framer(self) -> Framer:
         return self.inner.new_framer() if self.inner is not None else TerminatorFramer(b"\n")
 
     def handle(self, frame: bytes, link: Link) -> None:
@@ -178,3 +185,31 @@ def test_validate_refuses_endless_link_options_in_one_line(tmp_path, labloop, wr
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert f"instruments.potentiostat.options.{option}: must be" in result.stderr
+
+
+def test_a_campaign_whose_potentiostat_falls_silent_on_a_noisy_line_stops_on_typed_faults(
+        tmp_path, write_campaign) -> None:
+    """The whole loop on a dry-run rig whose EmStat stops answering while its line carries a byte every 20 ms
+    (noise between whole replies is harmless: the driver flushes it before each command): each CV ends in an
+    ``InstrumentTimeout`` (the line is never quiet for the drain before the retry), the experiments fail with
+    that cause, the campaign stops after ``max_consecutive_faults`` with exit 1, and the pumps are left
+    stopped. Before: the first CV's retry drained forever."""
+    path = write_campaign(tmp_path, budget={"max_experiments": 10})
+    quiet = f"driver: emstat\n    options: {{settle_s: {SETTLE_S}}}"
+    path.write_text(path.read_text().replace("driver: emstat", quiet))
+    campaign = load_campaign(path)
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True) as rig, Journal.create(campaign.store, campaign) as journal, \
+            Interrupts() as interrupts:
+        device = rig._simulation.emulations["potentiostat"].device  # the emulator behind the pty
+        device.emulator = Babbler(device.emulator)
+        device.emulator.muted = True
+        runner = Runner(campaign, journal, rig, ProtocolExecutor.from_campaign(campaign, rig), library, None,
+                        interrupts)
+        code = outcome(runner.run)
+        states = rig.emulator_states()
+        failed = journal.experiments(states=(State.FAILED,))
+        assert code == EXIT_FAULTS
+        assert len(failed) == 3 and all("InstrumentTimeout" in e.cause and "not quiet" in e.cause for e in failed)
+        assert not journal.experiments(states=(State.DONE, State.RUNNING))
+        assert states["analyte_pump"]["status"] == "S" and states["electrolyte_pump"]["status"] == "S"
