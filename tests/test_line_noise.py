@@ -195,7 +195,7 @@ def test_a_campaign_whose_potentiostat_falls_silent_on_a_noisy_line_stops_on_typ
     that cause, the campaign stops after ``max_consecutive_faults`` with exit 1, and the pumps are left
     stopped. Before: the first CV's retry drained forever."""
     path = write_campaign(tmp_path, budget={"max_experiments": 10})
-    quiet = f"driver: emstat\n    options: {{settle_s: {SETTLE_S}}}"
+    quiet = f"driver: emstat\n    options: {{settle_s: {SETTLE_S}, timeout_s: 0.3}}"
     path.write_text(path.read_text().replace("driver: emstat", quiet))
     campaign = load_campaign(path)
     library = read_table(campaign.library.file).smiles
