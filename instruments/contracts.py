@@ -19,6 +19,12 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from labloop.core.errors import ConfigError, SafetyLimitExceeded
 
+#: default flow-rate cap (mL/min): ten times the example protocol's fastest dispense; a typed 5000 for 5.0
+#: must not reach a pump
+DEFAULT_MAX_RATE_ML_MIN = 50.0
+#: default cell volume (mL): what one experiment may dispense into the cell before it is rinsed
+DEFAULT_CELL_VOLUME_ML = 20.0
+
 if TYPE_CHECKING:  # written concurrently by the CV owner; only the names are needed here
     from labloop.instruments.impedance import EISParams, ImpedanceSpectrum
     from labloop.instruments.voltammogram import CVParams, Voltammogram
@@ -66,18 +72,25 @@ class SafetyLimits:
     ``max_dispense_ml`` caps a single dispense (a typo of 10 mL instead of 0.1 mL floods the cell);
     ``syringe_ml`` is what a syringe or reservoir holds, so a driver that tracks the content never drives
     the plunger into its end stop; ``potential_window_v`` (low, high) bounds every potential a
-    potentiostat applies, in volts against the cell's reference electrode.
+    potentiostat applies, in volts against the cell's reference electrode. ``max_rate_ml_min`` caps every
+    flow rate a pump is asked for (a fast flow sprays the cell or bursts a line); ``cell_volume_ml`` is what
+    the cell holds, so the dispenses of one experiment (until a rinse) never overflow it.
     """
 
     max_dispense_ml: float
     syringe_ml: float
     potential_window_v: tuple[float, float]
+    max_rate_ml_min: float = DEFAULT_MAX_RATE_ML_MIN
+    cell_volume_ml: float = DEFAULT_CELL_VOLUME_ML
 
     def __post_init__(self) -> None:
         low, high = self.potential_window_v
-        numbers = (self.max_dispense_ml, self.syringe_ml, low, high)
+        numbers = (self.max_dispense_ml, self.syringe_ml, low, high, self.max_rate_ml_min, self.cell_volume_ml)
         if not all(math.isfinite(x) for x in numbers):
             raise ConfigError("SafetyLimits", f"limits must be finite numbers, got {self}")
+        if not (self.max_rate_ml_min > 0 and self.cell_volume_ml > 0):
+            raise ConfigError("SafetyLimits", f"max_rate_ml_min and cell_volume_ml must be > 0, got "
+                                              f"{self.max_rate_ml_min} and {self.cell_volume_ml}")
         if not 0 < self.max_dispense_ml <= self.syringe_ml:
             raise ConfigError(
                 "SafetyLimits",
@@ -106,6 +119,22 @@ class SafetyLimits:
                 where,
                 f"withdrawing {volume_ml:g} mL onto {content_ml:g} mL overfills the "
                 f"{self.syringe_ml:g} mL syringe",
+            )
+
+    def check_rate(self, rate_ml_min: float, *, where: str) -> None:
+        """Refuse a flow rate that is not a positive number (ConfigError) or exceeds the cap."""
+        if not (math.isfinite(rate_ml_min) and rate_ml_min > 0):
+            raise ConfigError(where, f"rate must be a positive number of mL/min, got {rate_ml_min!r}")
+        if rate_ml_min > self.max_rate_ml_min:
+            raise SafetyLimitExceeded(
+                where, f"rate of {rate_ml_min:g} mL/min exceeds the limit of {self.max_rate_ml_min:g} mL/min"
+            )
+
+    def check_cell(self, in_cell_ml: float, *, where: str) -> None:
+        """Refuse a dispense after which the cell would hold ``in_cell_ml``, more than its volume."""
+        if in_cell_ml > self.cell_volume_ml:
+            raise SafetyLimitExceeded(
+                where, f"the cell would hold {in_cell_ml:g} mL, more than its {self.cell_volume_ml:g} mL"
             )
 
     def check_potentials(self, *potentials_v: float, where: str) -> None:

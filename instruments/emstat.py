@@ -61,7 +61,7 @@ from labloop.instruments.methodscript import (
     parse_error,
     parse_package,
 )
-from labloop.instruments.transport import SerialTransport, Transport, retry
+from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
 from labloop.instruments.voltammogram import CVParams, Voltammogram
 
 log = logging.getLogger(__name__)
@@ -119,9 +119,9 @@ class EmStatPotentiostat:
         owns_transport: bool = False,
     ) -> None:
         self.transport = transport
-        if not (time_scale > 0 and timeout_s > 0 and retries >= 0 and settle_s >= 0 and error_pause_s >= 0):
-            raise ConfigError(self.where, f"bad options {time_scale=} {timeout_s=} {retries=} {settle_s=} "
-                                          f"{error_pause_s=}")
+        check_link_options(self.where, timeout_s=timeout_s, retries=retries, settle_s=settle_s)
+        if not (time_scale > 0 and error_pause_s >= 0):
+            raise ConfigError(self.where, f"bad options {time_scale=} {error_pause_s=}")
         if on_overload not in ("raise", "mark"):
             raise ConfigError(self.where, f"on_overload must be 'raise' or 'mark', got {on_overload!r}")
         self.limits = limits
@@ -186,9 +186,17 @@ class EmStatPotentiostat:
         detail = f" ({error.detail})" if error.detail else ""
         return DeviceError(self.where, error.text, f"{meaning}{detail} while {doing}")
 
+    def _drain(self) -> None:
+        """Wait for a quiet line (late replies, the rest of an aborted script); a line that never goes quiet
+        within the reply deadline is this device's timeout."""
+        try:
+            self.transport.drain(self.settle_s, self.timeout_s)
+        except InstrumentTimeout as exc:
+            raise InstrumentTimeout(self.where, exc.what) from exc
+
     def _count_retry(self, exc: InstrumentError) -> None:
         self.retried[type(exc).__name__] += 1
-        self.transport.drain(self.settle_s)
+        self._drain()
 
     # -- idle, identification -------------------------------------------------------------------------------
     def _connect(self) -> str:
@@ -351,7 +359,7 @@ class EmStatPotentiostat:
                 self._sync()
             except (InstrumentTimeout, ProtocolError) as sync_exc:
                 log.info("%s: %s while recovering", self.where, sync_exc.what)
-                self.transport.drain(self.settle_s)
+                self._drain()
 
     def _run_once(self, script: str, what: str, duration_s: float, interval_s: float,
                   loops: list[tuple[int, PointReader]]) -> _Run:
@@ -369,7 +377,7 @@ class EmStatPotentiostat:
                     self._running = False
                     abort_sent = self._abort_sent
             if abort_sent and not run.aborted:  # the script ended before Z arrived: eat the Z!0006
-                self.transport.drain(self.settle_s)
+                self._drain()
             return run
 
     def _read_run(self, what: str, duration_s: float, interval_s: float,
@@ -410,7 +418,7 @@ class EmStatPotentiostat:
             elif kind is LineKind.ABORTED:
                 aborted = True
             elif kind is LineKind.ERROR:
-                self.transport.drain(self.settle_s)
+                self._drain()
                 raise self._device_error(line, f"running the {what} (after {done} points)")
             elif kind not in (LineKind.SCAN_START, LineKind.SCAN_END):
                 raise ProtocolError(self.where, f"unexpected line {line!r} after {done} points")

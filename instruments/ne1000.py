@@ -7,7 +7,8 @@ that keeps each command and its reply together) and every :class:`NE1000Pump` ta
 
 How the driver stays safe on an unattended night:
 
-- Limits first: :meth:`NE1000Pump.dispense` checks :class:`SafetyLimits` and that every number can be
+- Limits first: :meth:`NE1000Pump.dispense` checks :class:`SafetyLimits` (volume, syringe content, flow
+  rate; :meth:`NE1000Pump.set_rate` checks the rate too) and that every number can be
   written in the pump's 4-digit/3-decimal format *before* the first byte is sent.
 - Only what is safe to repeat is retried (status and parameter queries, parameter sets, ``CLD``). ``RUN``
   is never blindly re-sent: after a lost or garbled ``RUN`` reply the driver asks the pump whether it is
@@ -46,7 +47,7 @@ from labloop.core.errors import (
     PumpStalled,
 )
 from labloop.instruments.contracts import PumpState, PumpStatus, RateUnit, SafetyLimits
-from labloop.instruments.transport import SerialTransport, Transport, retry
+from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +170,7 @@ class NE1000Bus:
     def __init__(
         self, transport: Transport, *, timeout_s: float = 0.5, retries: int = 3, settle_s: float = 0.05
     ) -> None:
-        if not (timeout_s > 0 and retries >= 0 and settle_s >= 0):
-            raise ConfigError(transport.name, f"bad bus options {timeout_s=} {retries=} {settle_s=}")
+        check_link_options(transport.name, timeout_s=timeout_s, retries=retries, settle_s=settle_s)
         self.transport = transport
         self.timeout_s = timeout_s
         self.retries = retries
@@ -236,7 +236,10 @@ class NE1000Bus:
     def _before_retry(self, exc: InstrumentError) -> None:
         self.retried[type(exc).__name__] += 1
         if isinstance(exc, InstrumentTimeout):
-            self.transport.drain(self.settle_s)
+            try:
+                self.transport.drain(self.settle_s, self.timeout_s)
+            except InstrumentTimeout as noise:  # the line never went quiet: retrying would meet the same noise
+                raise InstrumentTimeout(exc.where, f"{exc.what}; {noise.what}") from noise
 
     def close(self) -> None:
         """Close the line; closing twice is not an error."""
@@ -412,6 +415,7 @@ class NE1000Pump:
 
     def set_rate(self, value: float, unit: RateUnit | str) -> None:
         unit = RateUnit(unit)
+        self.limits.check_rate(value * unit.ml_min, where=self.where)
         code = RATE_CODES[unit]
         text, _, _ = encode_quantity(value, {code: 1.0}, self.where, f"rate ({unit})")
         self._set(f"RAT {text} {code}")
@@ -479,8 +483,7 @@ class NE1000Pump:
             self.limits.check_dispense(volume_ml, content_ml=self.content_ml, where=self.where)
         else:
             self.limits.check_withdraw(volume_ml, content_ml=self.content_ml, where=self.where)
-        if not (math.isfinite(rate_ml_min) and rate_ml_min > 0):
-            raise ConfigError(self.where, f"rate must be a positive number of mL/min, got {rate_ml_min!r}")
+        self.limits.check_rate(rate_ml_min, where=self.where)
         vol_text, vol_code, vol_ml = encode_quantity(volume_ml, VOLUME_CODE_ML, self.where, "volume (mL)")
         rate_text, rate_code, rate_sent = encode_quantity(
             rate_ml_min, RATE_CODE_ML_MIN, self.where, "rate (mL/min)"

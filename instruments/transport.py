@@ -48,6 +48,15 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SHOW = 64  # bytes of a partial frame shown in an error message
+#: the range of each option every driver's link takes: a reply deadline (s), how often a safe command is
+#: repeated, and how long the line must be quiet before a retry (s). Finite, so that a silent or babbling
+#: device ends in :class:`InstrumentTimeout` in bounded time however the options were written (``.inf``,
+#: ``1e9`` retries): a command takes at most ``retries + 1`` reply deadlines plus a drain before each retry,
+#: and a drain of a line that never goes quiet ends the command at once.
+LINK_OPTION_RANGES: dict[str, tuple[float, float]] = {"timeout_s": (0.001, 60.0), "retries": (0, 10),
+                                                      "settle_s": (0.0, 5.0)}
+#: how long :meth:`Transport.drain` waits for a quiet line when its caller names no deadline (s)
+DRAIN_DEADLINE_S = 1.0
 
 
 class Transport(Protocol):
@@ -63,7 +72,7 @@ class Transport(Protocol):
 
     def reset_input(self) -> None: ...
 
-    def drain(self, quiet_s: float) -> bytes: ...
+    def drain(self, quiet_s: float, deadline_s: float = ...) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -170,21 +179,33 @@ class _FramedStream:
         self._discard(len(self._pending))
         self._flush_input()
 
-    def drain(self, quiet_s: float) -> bytes:
-        """Read and discard until the line has been quiet for ``quiet_s``; returns what was discarded."""
-        dropped = bytes(self._pending)
+    def drain(self, quiet_s: float, deadline_s: float = DRAIN_DEADLINE_S) -> bytes:
+        """Read and discard until the line has been quiet for ``quiet_s``; returns what was discarded.
+
+        A line that keeps talking (noise, a device streaming) never goes quiet, so the wait has a
+        deadline too: :class:`InstrumentTimeout` when the line is still not quiet ``max(deadline_s,
+        quiet_s)`` seconds after the call (a quiet line always passes). Drivers pass their reply deadline;
+        the default keeps a plug-in written before the deadline existed from hanging.
+        """
+        dropped = bytearray(self._pending)
         self._pending.clear()
-        quiet_until = time.monotonic() + quiet_s
+        start = time.monotonic()
+        give_up = start + max(deadline_s, quiet_s)
+        quiet_until = start + quiet_s
         while (now := time.monotonic()) < quiet_until:
-            chunk = self._read_chunk(quiet_until - now)
+            if now >= give_up:
+                raise InstrumentTimeout(self.name, f"line not quiet for {quiet_s:g} s within "
+                                                   f"{max(deadline_s, quiet_s):g} s "
+                                                   f"({len(dropped)} bytes of noise, last {bytes(dropped[-_SHOW:])!r})")
+            chunk = self._read_chunk(min(quiet_until, give_up) - now)
             if chunk is None:
                 break
             if chunk:
                 dropped += chunk
                 quiet_until = time.monotonic() + quiet_s
         if dropped:
-            logger.debug("%s drained %r", self.name, dropped)
-        return dropped
+            logger.debug("%s drained %r", self.name, bytes(dropped))
+        return bytes(dropped)
 
     def _fill(self, deadline: float, waiting_for: str) -> None:
         remaining = deadline - time.monotonic()
@@ -329,6 +350,27 @@ class ReplayTransport(_FramedStream):
 
     def close(self) -> None:
         """Nothing to release; present so a replay can stand in for a :class:`SerialTransport`."""
+
+
+def link_option_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be link option ``name`` (:data:`LINK_OPTION_RANGES`), or None if it can (or if
+    ``name`` is not a link option); one phrase, e.g. ``must be a number of seconds in 0.001..60, got inf``."""
+    if name not in LINK_OPTION_RANGES:
+        return None
+    low, high = LINK_OPTION_RANGES[name]
+    if name == "retries":
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        return None if ok else f"must be a whole number in {low:g}..{high:g}, got {value!r}"
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high  # NaN fails
+    return None if ok else f"must be a number of seconds in {low:g}..{high:g}, got {value!r}"
+
+
+def check_link_options(where: str, **options: object) -> None:
+    """Raise :class:`ConfigError` naming the first of ``options`` outside :data:`LINK_OPTION_RANGES`."""
+    for name, value in options.items():
+        problem = link_option_problem(name, value)
+        if problem is not None:
+            raise ConfigError(where, f"{name} {problem}")
 
 
 def retry(

@@ -59,13 +59,23 @@ def write_report(journal: Journal, directory: Path) -> Path:
     return page
 
 
+#: a spreadsheet takes a cell starting with one of these as a formula (``=HYPERLINK(...)`` in a SMILES or a
+#: device's reply would run when a chemist opens the CSV); such text cells get a leading ``'`` (OWASP's advice)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: journal text that a spreadsheet would read as a formula is quoted; numbers stay numbers."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(["; ".join(row[c]) if c == "flags" else
-                             ";".join(f"{k}={v}" for k, v in row[c].items()) if c == "conditions" else row[c]
+            writer.writerow([_cell("; ".join(row[c]) if c == "flags" else
+                                   ";".join(f"{k}={v}" for k, v in row[c].items()) if c == "conditions" else row[c])
                              for c in columns])
 
 

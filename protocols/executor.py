@@ -2,11 +2,12 @@
 
 Why one interpreter (bluesky's engine): steps never touch hardware themselves, so every step is checked
 against the rig and the safety limits *before the first step runs* (:meth:`ProtocolExecutor.check`): an
-unknown instrument, a dispense beyond ``safety.max_dispense_ml`` or a CV vertex outside the potential limits
-stops the experiment before any byte reaches an instrument, with a typed error naming the step. Each step
-is reported through ``on_action`` as it starts and when it ended, so the runner can journal it; instrument
-errors propagate as the drivers' typed errors (:mod:`labloop.core.errors`), after ``on_action``
-reported them.
+unknown instrument, a dispense beyond ``safety.max_dispense_ml``, a rate beyond ``safety.max_rate_ml_min``,
+dispenses that would overfill the cell (``safety.cell_volume_ml``, counted from the last rinse) or a CV vertex
+outside the potential limits stops the experiment before any byte reaches an instrument, with a typed error
+naming the step. Each step is reported through ``on_action`` as it starts and when it ended, so the runner
+can journal it; instrument errors propagate as the drivers' typed errors (:mod:`labloop.core.errors`),
+after ``on_action`` reported them.
 
 Potentials: the CV runs against the cell's reference electrode, which sits at ``reference_offset_v`` V vs
 Li/Li+; a window around the candidate converts the predicted potential (vs Li/Li+) to that scale, and the
@@ -187,15 +188,21 @@ class ProtocolExecutor:
         self._check(self._with_conditions(conditions) if conditions else self.steps)
 
     def _check(self, steps: Sequence[Step]) -> None:
+        in_cell_ml = 0.0  # what the steps have dispensed into the cell since it was last rinsed
         for index, step in enumerate(steps):
             where = _where(index, step)
             if isinstance(step, LoadSample):
                 self._instrument(where, step.changer, SampleChanger, "sample changer")
+            elif isinstance(step, Rinse):
+                in_cell_ml = 0.0
             elif isinstance(step, Dispense):
                 self._instrument(where, step.pump, Pump, "pump")
                 if step.volume_ml > self.safety.max_dispense_ml:
                     raise SafetyLimitExceeded(where, f"dispense of {step.volume_ml:g} mL exceeds the limit of "
                                                      f"{self.safety.max_dispense_ml:g} mL")
+                self.safety.check_rate(step.rate_ml_min, where=where)
+                in_cell_ml += step.volume_ml
+                self.safety.check_cell(in_cell_ml, where=where)
             elif isinstance(step, CV):
                 self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
                 if not step.around_candidate:

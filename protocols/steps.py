@@ -65,6 +65,10 @@ PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 STEP = ConfigDict(frozen=True, extra="forbid")
 #: a cv step without a window scans the candidate's predicted potential +/- this (V)
 DEFAULT_HALF_WIDTH_V = 0.5
+#: scan rates a CV may use (V/s): 0.1 mV/s to 10 V/s, what potentiostats run and a night can hold
+SCAN_RATE_RANGE_V_S = (1e-4, 10.0)
+#: longest wait step: a day (longer is a typo, not a protocol)
+MAX_WAIT_S = 86_400.0
 
 
 class Step(BaseModel):
@@ -90,7 +94,7 @@ class Dispense(Step):
 
 class Wait(Step):
     name: ClassVar[str] = "wait"
-    seconds: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+    seconds: Annotated[float, Strict(), Field(ge=0, le=MAX_WAIT_S, allow_inf_nan=False)]
 
 
 class IRCompensation(BaseModel):
@@ -112,9 +116,10 @@ class CV(Step):
     e_vertex1_v: Number | None = None
     e_vertex2_v: Number | None = None
     half_width_v: PositiveNumber | None = None
-    scan_rate_v_s: PositiveNumber = 0.1
-    e_step_v: PositiveNumber = 0.002
-    n_scans: Annotated[int, Strict(), Field(ge=1)] = 1
+    scan_rate_v_s: Annotated[float, Strict(), Field(ge=SCAN_RATE_RANGE_V_S[0], le=SCAN_RATE_RANGE_V_S[1],
+                                                    allow_inf_nan=False)] = 0.1
+    e_step_v: Annotated[float, Strict(), Field(ge=1e-4, le=0.1, allow_inf_nan=False)] = 0.002
+    n_scans: Annotated[int, Strict(), Field(ge=1, le=100)] = 1
     current_range_a: PositiveNumber | None = None
     ir_compensation: IRCompensation | None = None
     electrode_area_cm2: PositiveNumber = 0.0707  # for D from the scan rates (a 3 mm disk)

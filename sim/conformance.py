@@ -245,6 +245,9 @@ class _Kit:
         def refusals() -> None:
             self._refuses(SafetyLimitExceeded, lambda: self.driver.dispense(2 * self.limits.max_dispense_ml, 1.0),
                           "a dispense over the limit")
+            self._refuses(SafetyLimitExceeded, lambda: self.driver.dispense(KIT_DISPENSE_ML,
+                                                                            2 * self.limits.max_rate_ml_min),
+                          "a rate over the limit")
             self._refuses(ConfigError, lambda: self.driver.dispense(-1.0, 1.0), "a negative volume")
             self._refuses(ConfigError, lambda: self.driver.dispense(KIT_DISPENSE_ML, math.nan), "a NaN rate")
 

@@ -45,7 +45,7 @@ from rdkit import Chem
 
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import DEFAULT_COUPLE
-from labloop.surrogate.dataset import read_table
+from labloop.surrogate.dataset import read_table, too_long
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 
 if TYPE_CHECKING:
@@ -82,6 +82,8 @@ def born_solvation_ev(n_heavy: int, solvent: str) -> float:
 
 
 def _molecule(smiles: str) -> Chem.Mol:
+    if too_long(smiles):  # never parsed: RDKit would take hours over a 1,000,000-character SMILES
+        raise KeyError(f"not a usable SMILES ({too_long(smiles)})")
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise KeyError(f"not a valid SMILES: {smiles!r}")

@@ -2,7 +2,9 @@
 
 Why its own module: featurisation is the only place the surrogate touches RDKit, it is the hot path of
 screening large libraries (100k SMILES), and it is where bad input (unparsable SMILES) first shows up.
-Invalid SMILES are never fatal: they are skipped and reported with their row numbers.
+Invalid SMILES are never fatal: they are skipped and reported with their row numbers. So are SMILES longer
+than ``labloop.surrogate.dataset.MAX_SMILES_LENGTH``, unparsed: RDKit's parse time grows faster than the
+length, and one 1,000,000-character SMILES once held a featurisation for more than 15 minutes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 
 from labloop.core.errors import InvalidInput
+from labloop.surrogate.dataset import shown, too_long
 from labloop.surrogate.descriptors import NAMES as DESCRIPTOR_NAMES
 from labloop.surrogate.descriptors import descriptor_matrix
 
@@ -103,10 +106,16 @@ class FingerprintSettings:
 
 @dataclass(frozen=True)
 class InvalidSmiles:
-    """One input that RDKit could not parse; ``row`` is its 0-based position in the input sequence."""
+    """One input that was skipped; ``row`` is its 0-based position in the input sequence, ``reason`` why."""
 
     row: int
     smiles: str
+    reason: str = "not a valid SMILES"
+
+    @property
+    def shown(self) -> str:
+        """The SMILES for a message (shortened when long) and, unless it just did not parse, why it was skipped."""
+        return shown(self.smiles) + ("" if self.reason == InvalidSmiles.reason else f" ({self.reason})")
 
 
 @dataclass
@@ -143,7 +152,7 @@ def _parse(smiles: object) -> Chem.Mol | None:
     unsanitised, then sanitising and removing explicit hydrogens as ``MolFromSmiles`` does, gives the same
     molecules and bit-identical features on all bundled molecules (bench/RESULTS.md).
     """
-    if not isinstance(smiles, str) or not smiles.strip():
+    if not isinstance(smiles, str) or not smiles.strip() or too_long(smiles):
         return None
     mol = Chem.MolFromSmiles(smiles, sanitize=False)
     if mol is None or mol.GetNumAtoms() == 0:
@@ -305,10 +314,10 @@ def featurize(
         if cache is not None and canonical is not None:
             ok = np.flatnonzero(valid_new)
             cache.put_many([canonical[i] for i in ok], X_new[ok], D_new[ok], settings)
-    invalid = [InvalidSmiles(int(i), str(smiles[i])) for i in np.flatnonzero(~valid)]
+    invalid = [InvalidSmiles(int(i), str(smiles[i]), too_long(smiles[i]) or InvalidSmiles.reason)
+               for i in np.flatnonzero(~valid)]
     if invalid:
-        log.info("skipped %d invalid SMILES (first at row %d: %r)", len(invalid), invalid[0].row,
-                    invalid[0].smiles)
+        log.info("skipped %d invalid SMILES (first at row %d: %s)", len(invalid), invalid[0].row, invalid[0].shown)
     rows = np.flatnonzero(valid)
     if len(rows) < len(smiles):
         X, D = X[rows], D[rows]

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_campaign
@@ -52,21 +53,25 @@ def _summary(path: Path, campaign: Campaign) -> Table:
         stops.append(f"{budget.max_hours:g} h")
     if budget.stop_after_hits is not None:
         stops.append(f"{budget.stop_after_hits} hits")
+    rows = {
+        "valid": f"{path}: campaign {campaign.name!r}, seed {campaign.seed}",
+        "library": f"{display_name(campaign.library.file)} ({n_molecules} molecules)",
+        "prior": "none" if campaign.prior is None else
+                 f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})",
+        "objective": describe_objective(campaign.objective.model_dump()),
+        "planner": f"{campaign.planner.kind}, batch {campaign.planner.batch_size}; surrogate preset "
+                   f"{campaign.surrogate.preset}",
+        "instruments": f"{instruments}; drivers {drivers}",
+        "protocol": ", ".join(campaign.protocol.step_names),
+        "budget": "stop after " + " or ".join(stops),
+        "schedule": f"active {campaign.schedule.active_hours}",
+        "store": f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}",
+    }
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("valid", f"{path}: campaign {campaign.name!r}, seed {campaign.seed}")
-    table.add_row("library", f"{display_name(campaign.library.file)} ({n_molecules} molecules)")
-    table.add_row("prior", "none" if campaign.prior is None else
-                  f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})")
-    table.add_row("objective", describe_objective(campaign.objective.model_dump()))
-    table.add_row("planner", f"{campaign.planner.kind}, batch {campaign.planner.batch_size}; surrogate preset "
-                             f"{campaign.surrogate.preset}")
-    table.add_row("instruments", f"{instruments}; drivers {drivers}")
-    table.add_row("protocol", ", ".join(campaign.protocol.step_names))
-    table.add_row("budget", "stop after " + " or ".join(stops))
-    table.add_row("schedule", f"active {campaign.schedule.active_hours}")
-    table.add_row("store", f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}")
+    for label, value in rows.items():
+        table.add_row(label, Text(value))  # paths and ports as written: text, not rich markup
     return table
 
 

@@ -63,7 +63,7 @@ def _report_invalid(invalid: list[InvalidSmiles], path: Path) -> None:
     """Invalid SMILES are skipped, never fatal: say how many and where (CSV line numbers)."""
     if not invalid:
         return
-    shown = ", ".join(f"line {csv_line(i.row)} {i.smiles!r}" for i in invalid[:5])
+    shown = ", ".join(f"line {csv_line(i.row)} {i.shown}" for i in invalid[:5])
     more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
     console.err.print(f"warning: skipped {len(invalid)} invalid SMILES in {path}: {shown}{more}",
                       markup=False, highlight=False, soft_wrap=True)

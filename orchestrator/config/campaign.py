@@ -37,12 +37,13 @@ from pydantic import (
 )
 
 from labloop.core.errors import CampaignError, ConfigError, InvalidInput, Problem, Problems, not_one_of
-from labloop.instruments.contracts import SafetyLimits
+from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import Quantity
 from labloop.instruments.registry import driver_names, load_driver
+from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.yaml_source import YamlDocument, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.steps import limit_problems, parse_steps
+from labloop.protocols.steps import SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.presets import PRESETS
 
@@ -57,6 +58,8 @@ PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 NonNegativeNumber = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 SECTION = ConfigDict(frozen=True, extra="forbid")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: slowest simulated world (device seconds per wall second) other than 0, zero latency
+MIN_TIME_SCALE = 1e-3
 
 
 def known_drivers() -> list[str] | None:
@@ -247,8 +250,10 @@ class Conditions(BaseModel):
     @field_validator("scan_rate_v_s")
     @classmethod
     def _plausible_scan_rate(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[1] > 100:
-            raise ValueError(f"must be at most 100 V/s (beyond any potentiostat's CV), got {list(value)}")
+        low, high = SCAN_RATE_RANGE_V_S
+        if not (low <= value[0] and value[1] <= high):
+            raise ValueError(f"must lie within {low:g}..{high:g} V/s (a CV a potentiostat can run in a sensible "
+                             f"time), got {list(value)}")
         return value
 
     def space(self) -> dict[str, tuple[float, float] | dict[str, tuple[Any, ...]]]:
@@ -272,6 +277,16 @@ class Instrument(BaseModel):
         names = known_drivers()
         if names is not None and value not in names:
             raise ValueError(not_one_of(value, names))
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _link_options_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Every driver's reply deadline and retries are finite (a silent device must not hang the run)."""
+        problems = [Problem((name,), problem) for name, option in value.items()
+                    if (problem := link_option_problem(name, option)) is not None]
+        if problems:
+            raise Problems(*problems)
         return value
 
     @model_validator(mode="after")
@@ -382,9 +397,13 @@ class Safety(BaseModel):
     max_dispense_ml: PositiveNumber = 5.0
     syringe_ml: PositiveNumber = 10.0
     potential_limits_v: Interval = (-3.0, 3.0)
+    max_rate_ml_min: PositiveNumber = Field(DEFAULT_MAX_RATE_ML_MIN, description="fastest flow a pump is asked for")
+    cell_volume_ml: PositiveNumber = Field(DEFAULT_CELL_VOLUME_ML, description="what one experiment may dispense "
+                                           "into the cell (until a rinse step)")
 
     def limits(self) -> SafetyLimits:
-        return SafetyLimits(self.max_dispense_ml, self.syringe_ml, self.potential_limits_v)
+        return SafetyLimits(self.max_dispense_ml, self.syringe_ml, self.potential_limits_v, self.max_rate_ml_min,
+                            self.cell_volume_ml)
 
     @model_validator(mode="after")
     def _consistent(self) -> Safety:
@@ -455,6 +474,14 @@ class World(BaseModel):
     noise_v: NonNegativeNumber = 0.01
     time_scale: NonNegativeNumber = 0.0
     reference_offset_v: Number | None = None
+
+    @field_validator("time_scale")
+    @classmethod
+    def _zero_or_not_too_slow(cls, value: float) -> float:
+        """Below 1e-3 (a device second per 17 wall minutes) a dry run would never end: deadlines scale with it."""
+        if 0 < value < MIN_TIME_SCALE:
+            raise ValueError(f"must be 0 (zero latency) or at least {MIN_TIME_SCALE:g}, got {value!r}")
+        return value
 
 
 class Campaign(BaseModel):

@@ -26,6 +26,16 @@ from pydantic import BaseModel, ValidationError
 
 from labloop.core.errors import Loc, Problem, Problems, not_one_of
 
+#: a campaign or protocol file is a few KiB written by hand; PyYAML's pure-Python loader costs about 10 us
+#: and 400 bytes of memory per byte of input, so anything larger is refused before it is parsed
+MAX_YAML_BYTES = 128 * 1024
+#: deepest nesting of mappings and lists, aliases expanded (a campaign needs 6)
+MAX_YAML_DEPTH = 64
+#: most values a document may hold with every alias expanded (the example campaign has about 150)
+MAX_YAML_NODES = 100_000
+
+
+
 
 @dataclass(frozen=True)
 class YamlDocument:
@@ -57,31 +67,126 @@ def display_name(path: Path) -> str:
     return path.as_posix() if relative.startswith("..") else relative
 
 
-def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
-    """Read and parse one YAML document; a missing file, a syntax error or a duplicate key raises
-    :class:`Problems` whose ``where`` names the file and line."""
-    name = name or display_name(path)
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_YAML_DEPTH` while it scans and composes:
+    its composer recurses once per level (10,000 levels would exhaust Python's stack), and its scanner reads a
+    whole nest of ``[`` ahead before the first token, in time growing with the square of the depth."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value PyYAML resolves but cannot build (an integer of 5,000 digits, the date 2001-13-45) is an
+        error at its line, not a ``ValueError`` from ``int()`` or ``datetime``."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read the value ({exc})",
+                                                    node.start_mark) from exc
+
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                            self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                              self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def _read_text(path: Path, name: str) -> str:
+    """The file's text, refused when larger than :data:`MAX_YAML_BYTES` (read no further than that)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise Problems(Problem((), f"larger than {MAX_YAML_BYTES // 1024} KiB; a campaign or protocol file "
+                                       "is a few KiB of hand-written YAML", where=name))
+        return raw.decode("utf-8")
     except FileNotFoundError:
         raise Problems(Problem((), "no such file", where=name)) from None
     except IsADirectoryError:
         raise Problems(Problem((), "is a directory, not a YAML file", where=name)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise Problems(Problem((), f"cannot be read ({exc})", where=name)) from None
-    loader = yaml.SafeLoader(text)
+
+
+def _check_expansion(root: yaml.Node, name: str) -> None:
+    """Refuse a node tree that, with its aliases expanded, holds more than :data:`MAX_YAML_NODES` nodes, nests
+    deeper than :data:`MAX_YAML_DEPTH`, or contains itself.
+
+    Why: an alias is one node in the file but a full copy for everything downstream (the constructor's
+    merge keys, validation, the journal's JSON copy of the campaign), so a 1 KB file of nested aliases
+    can stand for billions of values. Each node is measured once (aliases share the node object), in
+    document order, so an anchor is measured before any alias to it and the work is linear in the file.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth) with aliases expanded
+    open_nodes: set[int] = set()
+
+    def measure(node: yaml.Node) -> tuple[int, int]:
+        key = id(node)
+        if key in measured:
+            return measured[key]
+        if key in open_nodes:
+            raise Problems(Problem((), "an alias refers to a node that contains it", where=_at(name, node)))
+        open_nodes.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        sizes = [measure(child) for child in children]
+        size, depth = 1 + sum(n for n, _ in sizes), 1 + max((d for _, d in sizes), default=0)
+        if size > MAX_YAML_NODES or depth > MAX_YAML_DEPTH:
+            raise Problems(Problem((), f"aliases expand this to more than {MAX_YAML_NODES} values or "
+                                       f"{MAX_YAML_DEPTH} levels; write the values out", where=_at(name, node)))
+        open_nodes.discard(key)
+        measured[key] = (size, depth)
+        return size, depth
+
+    measure(root)
+
+
+def _at(name: str, node: yaml.Node) -> str:
+    return f"{name}:{node.start_mark.line + 1}"
+
+
+def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
+    """Read and parse one YAML document; a missing, huge or unreadable file, a syntax error, nesting or
+    alias expansion beyond the limits, or a duplicate key raises :class:`Problems` whose ``where`` names
+    the file and line."""
+    name = name or display_name(path)
+    text = _read_text(path, name)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # checks for unprintable characters (a NUL byte) already
         root = loader.get_single_node()
+        if root is not None:
+            _check_expansion(root, name)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         what = " ".join(str(exc.problem or exc.context or "cannot parse").split())
         raise Problems(Problem((), f"YAML syntax error: {what}", where=f"{name}{line}")) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(0, exc.position)) + 1
+        what = f"unacceptable character #x{exc.character:04x}: {exc.reason}" if isinstance(exc.character, int) \
+            else exc.reason
+        raise Problems(Problem((), f"YAML syntax error: {what}", where=f"{name}:{line}")) from None
     except yaml.YAMLError as exc:
         raise Problems(Problem((), f"YAML syntax error: {' '.join(str(exc).split())}", where=name)) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     duplicates = [Problem(loc, "given twice", where=f"{name}:{line}") for line, loc in _duplicate_keys(root, ())]
     if duplicates:
         raise Problems(*duplicates)

@@ -1,6 +1,9 @@
 """What a journal says, summarised once: the JSON that ``labloop log --json`` prints and the rich tables of
 ``labloop log``.
 
+Journal text (SMILES, causes, flags, event messages, some of which quote a device's reply) is shown as
+text, never as rich markup: ``[nH]`` in a SMILES must survive and ``[/]`` must not crash the view.
+
 Why one snapshot for both: the tables and the JSON must never disagree about what is "best so far" or
 how many hits there are, so both are built from the same plain dict (scripts read exactly what people
 see). "Best" follows the campaign's own objective (:meth:`Objective.score`), read from the config as run.
@@ -114,8 +117,8 @@ def _experiments_table(rows: list[dict[str, Any]]) -> Table:
                          justify="right" if name in ("id", "try") else "left")
     style = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
     for e in rows:
-        table.add_row(str(e["id"]), e["smiles"], Text(e["status"], style=style.get(e["status"], "")),
-                      str(e["attempt"]), _time(e["started_at"]), _time(e["finished_at"]), e["cause"] or "")
+        table.add_row(str(e["id"]), Text(e["smiles"]), Text(e["status"], style=style.get(e["status"], "")),
+                      str(e["attempt"]), _time(e["started_at"]), _time(e["finished_at"]), Text(e["cause"] or ""))
     return table
 
 
@@ -126,8 +129,8 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
     for e in rows:
         predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
-        table.add_row(str(e["id"]), e["smiles"], _volts(e["potential_v"]), predicted, _volts(e["e_half_v"]), dep,
-                      ", ".join(e["flags"]))
+        table.add_row(str(e["id"]), Text(e["smiles"]), _volts(e["potential_v"]), predicted, _volts(e["e_half_v"]),
+                      dep, Text(", ".join(e["flags"])))
     return table
 
 
@@ -136,7 +139,7 @@ def _best_table(rows: list[dict[str, Any]]) -> Table:
     for name in ("rank", "id", "smiles", "potential"):
         table.add_column(name, overflow="fold", justify="left" if name == "smiles" else "right")
     for rank, e in enumerate(rows, start=1):
-        table.add_row(str(rank), str(e["id"]), e["smiles"], _volts(e["potential_v"]))
+        table.add_row(str(rank), str(e["id"]), Text(e["smiles"]), _volts(e["potential_v"]))
     return table
 
 
@@ -145,5 +148,5 @@ def _events_table(rows: list[dict[str, Any]]) -> Table:
     for name in ("time", "kind", "message"):
         table.add_column(name, overflow="fold", no_wrap=name != "message")
     for event in rows:
-        table.add_row(_time(event["time"]), event["kind"], event["message"])
+        table.add_row(_time(event["time"]), Text(event["kind"]), Text(event["message"]))
     return table

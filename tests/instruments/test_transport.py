@@ -104,7 +104,7 @@ def test_drain_waits_for_a_quiet_line(pty_pair: tuple[int, str]) -> None:
     with SerialTransport(port) as t:
         os.write(master, b"late")
         threading.Timer(0.03, os.write, (master, b" later")).start()
-        assert t.drain(0.1) == b"late later"
+        assert t.drain(0.1, 1.0) == b"late later"
         os.write(master, b"\x02next\x03")
         assert t.read_frame(b"\x02", b"\x03", 1.0) == b"\x02next\x03"
 

@@ -37,7 +37,7 @@ from typing import Any, Literal, Self
 import numpy as np
 from labloop.core.errors import ConfigError, DeviceError, InstrumentError, InstrumentTimeout, Overload, ProtocolError
 from labloop.instruments.contracts import SafetyLimits
-from labloop.instruments.transport import SerialTransport, Transport, retry
+from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
 from labloop.instruments.voltammogram import CVParams, Voltammogram
 
 from labloop_rodeostat.cyclic import CURRENT_RANGES_UA, VOLT_RANGES_V, smallest_range, to_cyclic
@@ -68,8 +68,9 @@ class RodeostatPotentiostat:
                  on_overload: Literal["raise", "mark"] = "raise", reference: str = "Ag/AgCl",
                  owns_transport: bool = False) -> None:
         self.transport = transport
-        if not (time_scale > 0 and timeout_s > 0 and retries >= 0 and settle_s >= 0):
-            raise ConfigError(self.where, f"bad options {time_scale=} {timeout_s=} {retries=} {settle_s=}")
+        check_link_options(self.where, timeout_s=timeout_s, retries=retries, settle_s=settle_s)  # finite waits
+        if not time_scale > 0:
+            raise ConfigError(self.where, f"time_scale must be > 0, got {time_scale!r}")
         if on_overload not in ("raise", "mark"):
             raise ConfigError(self.where, f"on_overload must be 'raise' or 'mark', got {on_overload!r}")
         self.limits = limits
@@ -144,7 +145,7 @@ class RodeostatPotentiostat:
 
     def _count_retry(self, exc: InstrumentError) -> None:
         self.retried[type(exc).__name__] += 1
-        self.transport.drain(self.settle_s)
+        self.transport.drain(self.settle_s, self.timeout_s)
 
     # -- cyclic voltammetry -------------------------------------------------------------------------------
     def run_cv(self, params: CVParams) -> Voltammogram:
@@ -183,7 +184,7 @@ class RodeostatPotentiostat:
         try:
             self._request({"command": "stopTest"})
         except (InstrumentTimeout, ProtocolError):
-            self.transport.drain(self.settle_s)
+            self.transport.drain(self.settle_s, self.timeout_s)
 
     def _run_once(self, params: CVParams, sample_ms: int, expected: np.ndarray) -> _Run:
         request = {"command": "runTest", "test": "cyclic"}

@@ -1,0 +1,80 @@
+"""Journal text is shown as text (issue 17, cause 5): ``labloop log`` on a real SQLite journal keeps ``[nH]`` in
+SMILES, prints ``[bold red]`` literally, and does not crash on ``[/]`` in a cause or event (text that can come
+end to end from a device's reply); ``labloop validate`` shows paths with brackets as written; and ``labloop
+report`` writes journal text into its CSVs so that no spreadsheet runs it as a formula (cause 15)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labloop.orchestrator import console
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.journal.store import Journal
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PYRROLE = "c1cc[nH]c1"
+MARKUP = "[bold red]ALARM[/bold red]"
+CLOSING = "device replied '[/]'"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    smiles: str
+    conditions: dict = field(default_factory=lambda: {"scan_rate_v_s": 0.1})
+    mu: float | None = 4.5
+    sigma: float | None = 0.2
+    acquisition: float | None = 0.3
+
+
+def test_log_shows_journal_text_as_text(tmp_path, labloop, monkeypatch) -> None:
+    monkeypatch.setattr(console.out, "width", 400)  # wide enough that no cell folds
+    store = tmp_path / "runs" / "markup.db"
+    with Journal.create(store, load_campaign(EXAMPLES / "campaign.yaml")) as journal:
+        ids = journal.record_proposals([Proposal(PYRROLE), Proposal("CC[N+](C)(C)C")], step=0, planner="random",
+                                       model_version=None)
+        journal.start_experiment(ids[0])
+        journal.fail_experiment(ids[0], f"DeviceError: {CLOSING} {MARKUP}")
+        journal.add_event("fault", f"pump said {MARKUP} and {CLOSING}")
+
+    result = labloop("log", store, "--last", "5")
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout
+    assert PYRROLE in shown
+    assert "CC[N+](C)(C)C" in shown
+    assert MARKUP in shown
+    assert CLOSING in shown
+
+
+def test_validate_shows_a_bracketed_path_as_written(tmp_path, labloop, monkeypatch) -> None:
+    monkeypatch.setattr(console.out, "width", 400)
+    folder = tmp_path / "screen[bold]v2[/]"
+    shutil.copytree(EXAMPLES / "protocols", folder / "protocols")
+    shutil.copy(EXAMPLES / "library.csv", folder / "library.csv")
+    text = (EXAMPLES / "campaign.yaml").read_text()
+    prior = (EXAMPLES.parent / "data" / "ocelot_chromophore_v1_ie_ea.csv").as_posix()
+    (folder / "campaign.yaml").write_text(text.replace("../data/ocelot_chromophore_v1_ie_ea.csv", prior))
+    result = labloop("validate", folder / "campaign.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "screen[bold]v2[/]" in result.stdout
+
+
+def test_report_csv_quotes_cells_a_spreadsheet_would_run_as_formulas(tmp_path, labloop) -> None:
+    """Issue 17, cause 15: ``experiments.csv`` wrote ``=HYPERLINK(...)`` as it was (formula injection)."""
+    store = tmp_path / "runs" / "formula.db"
+    injected = ['=HYPERLINK("http://example.invalid","x")', "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
+    with Journal.create(store, load_campaign(EXAMPLES / "campaign.yaml")) as journal:
+        ids = journal.record_proposals([Proposal(text) for text in injected], step=0, planner="random",
+                                       model_version=None)
+        journal.start_experiment(ids[0])
+        journal.fail_experiment(ids[0], "=cmd|' /C calc'!A0")
+    result = labloop("report", store, "-o", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    with (tmp_path / "report" / "experiments.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["smiles"] for row in rows] == [f"'{text}" for text in injected]
+    assert rows[0]["cause"] == "'=cmd|' /C calc'!A0"
+    for row in rows:
+        assert not any(str(value).startswith(("=", "+", "-", "@", "\t", "\r")) for value in row.values())

@@ -1,0 +1,112 @@
+"""Parsing a campaign or protocol file is bounded (issue 17, causes 6 and 12): an alias bomb, a 4 MB file,
+deep nesting, a self-referencing alias and a NUL byte each give ONE line naming the file (and line) and exit
+2 through the real CLI, and nothing is created. Before: the bomb took 140 s of CPU, the 4 MB file 40 s and
+1.5 GB, and the NUL byte and the 10,000 levels ended in tracebacks (``ReaderError``, ``RecursionError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labloop.core.errors import Problems
+from labloop.orchestrator.config.yaml_source import MAX_YAML_BYTES, MAX_YAML_NODES, read_yaml
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A ``billion laughs``: each anchor is a list of nine aliases to the previous one (9**9 values, < 1 KB)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def campaign_with(path: Path, tail: str, head: str = "") -> Path:
+    """The tiny campaign file with ``head`` before it and ``tail`` appended under the potentiostat's options."""
+    text = path.read_text().replace("driver: emstat", f"driver: emstat\n    options: {{bomb: {tail}}}")
+    path.write_text(head + text)
+    return path
+
+
+def one_line_refusal(labloop, path: Path, *expected: str) -> str:
+    result = labloop("validate", path)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in result.stderr
+    assert not (path.parent / "tiny.db").exists()
+    return result.stderr
+
+
+def test_an_alias_bomb_is_refused_in_one_line(tmp_path, labloop, write_campaign) -> None:
+    path = write_campaign(tmp_path)
+    bomb = alias_bomb()
+    assert len(bomb) < 1024
+    text = path.read_text().replace("driver: emstat", "driver: emstat\n    options: {bomb: *l8}")
+    path.write_text("x-anchors:\n" + "".join(f"  {line}\n" for line in bomb.splitlines()) + text)
+    one_line_refusal(labloop, path, "tiny.yaml:", f"more than {MAX_YAML_NODES} values")
+
+
+def test_a_merge_key_bomb_is_refused_before_construction(tmp_path) -> None:
+    """Merge keys (``<<``) copy the merged mapping's entries when constructed: refused before that."""
+    lines = ["m0: &m0 {a: 1, b: 2}"] + [f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: 1}}" for i in range(1, 40)]
+    path = tmp_path / "merge.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(Problems, match=f"more than {MAX_YAML_NODES} values"):
+        read_yaml(path)
+
+
+def test_a_4_mb_file_is_refused_unread(tmp_path, labloop, write_campaign) -> None:
+    path = write_campaign(tmp_path)
+    path.write_text(path.read_text() + "# padding\n" * (4 * 1024 * 1024 // 10))
+    assert path.stat().st_size > 4_000_000 > MAX_YAML_BYTES
+    one_line_refusal(labloop, path, "tiny.yaml:", "larger than 128 KiB")
+
+
+def test_a_nul_byte_gives_the_line_not_a_reader_traceback(tmp_path, labloop, write_campaign) -> None:
+    path = write_campaign(tmp_path)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].rstrip("\n") + "\x00\n"
+    path.write_text("".join(lines))
+    one_line_refusal(labloop, path, "tiny.yaml:3:", "#x0000")
+
+
+@pytest.mark.parametrize("style", ["flow", "block"])
+def test_deep_nesting_gives_one_line_not_a_recursion_error(tmp_path, labloop, write_campaign, style: str) -> None:
+    path = write_campaign(tmp_path)
+    deep = "[" * 10_000 + "]" * 10_000 if style == "flow" else \
+        "\n" + "".join("  " * (level + 3) + f"k{level}:\n" for level in range(200))
+    text = path.read_text().replace("driver: emstat", f"driver: emstat\n    options:\n      deep: {deep}")
+    path.write_text(text)
+    one_line_refusal(labloop, path, "tiny.yaml:", "nested deeper than 64 levels")
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path, labloop, write_campaign) -> None:
+    path = campaign_with(write_campaign(tmp_path), "&loop [1, *loop]")
+    one_line_refusal(labloop, path, "tiny.yaml:", "refers to a node that contains it")
+
+
+def test_a_protocol_file_is_bounded_too(tmp_path, labloop, write_campaign) -> None:
+    protocol = tmp_path / "steps.yaml"
+    protocol.write_text(alias_bomb() + "steps: *l8\n")
+    path = write_campaign(tmp_path, protocol=str(protocol))
+    one_line_refusal(labloop, path, "steps.yaml:", f"more than {MAX_YAML_NODES} values")
+
+
+def test_aliases_within_the_limits_still_work(tmp_path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text("base: &base {port: /dev/ttyUSB0, options: {timeout_s: 0.5}}\nuse: *base\nmerged: {<<: *base}\n")
+    data = read_yaml(path).data
+    assert data["use"] == data["base"] == data["merged"]
+
+
+@pytest.mark.parametrize(("value", "why"), [("1" * 5000, "4300 digits"), ("2001-13-45", "month must be in 1..12")])
+def test_a_value_yaml_cannot_build_gives_its_line(tmp_path, labloop, write_campaign, value: str, why: str) -> None:
+    """PyYAML resolves these as an integer and a date, then ``int()``/``datetime`` raise ValueError."""
+    path = write_campaign(tmp_path)
+    lines = path.read_text().splitlines(keepends=True)
+    lines.insert(2, f"x-note: {value}\n")
+    path.write_text("".join(lines))
+    one_line_refusal(labloop, path, "tiny.yaml:3:", why)

@@ -1,0 +1,104 @@
+"""Safety gaps (issue 17, cause 14): a flow-rate cap and a cell volume (``safety.max_rate_ml_min``,
+``safety.cell_volume_ml``) checked before anything is dispatched, by the protocol executor on a dry-run rig
+and by the NE-1000 driver on its emulator; and option ranges that ``labloop validate`` refuses in one line
+(a scan rate of 1e-9 or 1e-300 V/s, a wait of 1e300 s, a world time scale of 1e-300, ten million scans).
+Before: 5,000 and 9,884 mL/min reached the driver and 50.5 mL per experiment was accepted."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from labloop.core.errors import SafetyLimitExceeded
+from labloop.instruments.contracts import RateUnit, SafetyLimits
+from labloop.instruments.ne1000 import NE1000Pump
+from labloop.orchestrator.compose import build_rig, build_world
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.loop.rig import Rig
+from labloop.protocols.executor import ProtocolExecutor
+from labloop.sim.ne1000_emulator import NE1000Emulator
+from labloop.sim.pty_device import PtyDevice
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ELECTROLYTE = {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte"}}
+
+
+@pytest.fixture(scope="module")
+def rig() -> Rig:
+    campaign = load_campaign(EXAMPLES / "campaign.yaml")
+    with build_rig(campaign, dry_run=True, world=build_world(campaign)) as rig:
+        yield rig
+
+
+def wire(rig: Rig) -> dict[str, int]:
+    return {name: state["received_bytes"] for name, state in rig.simulation.emulator_states().items() if name != "cell"}
+
+
+def test_the_executor_refuses_a_rate_over_the_limit_before_any_byte(rig: Rig) -> None:
+    before = wire(rig)
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), max_rate_ml_min=20.0)
+    fast = ["load_sample", {"dispense": {**ELECTROLYTE["dispense"], "rate_ml_min": 9884.0}}, "cv"]
+    actions: list[tuple] = []
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): rate of 9884 mL/min exceeds "
+                                                  r"the limit of 20 mL/min"):
+        ProtocolExecutor(fast, rig, limits, 3.2).run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
+    assert actions == [] and wire(rig) == before
+
+
+def test_the_executor_refuses_dispenses_that_overfill_the_cell(rig: Rig) -> None:
+    before = wire(rig)
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=10.0)
+    flood = ["load_sample", ELECTROLYTE, ELECTROLYTE, ELECTROLYTE, "cv", "rinse"]
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 4 \(dispense\): the cell would hold 13.5 mL, "
+                                                  r"more than its 10 mL"):
+        ProtocolExecutor(flood, rig, limits, 3.2).check()
+    rinsed = ["load_sample", ELECTROLYTE, ELECTROLYTE, "rinse", ELECTROLYTE, "cv", "rinse"]
+    ProtocolExecutor(rinsed, rig, limits, 3.2).check()  # a rinse empties the cell
+    assert wire(rig) == before
+
+
+def test_the_ne1000_driver_refuses_a_rate_over_the_limit_before_sending() -> None:
+    limits = SafetyLimits(2.0, 10.0, (-1.0, 1.0), max_rate_ml_min=10.0)
+    with PtyDevice(NE1000Emulator()) as device:
+        pump = NE1000Pump.open(device.port, limits=limits, time_scale=math.inf, poll_s=0.0)
+        try:
+            sent = len(device.received)
+            with pytest.raises(SafetyLimitExceeded, match="rate of 5000 mL/min exceeds the limit of 10 mL/min"):
+                pump.dispense(0.1, 5000.0)
+            with pytest.raises(SafetyLimitExceeded, match="rate of 9884 mL/min"):
+                pump.set_rate(9884, RateUnit.ML_MIN)
+            with pytest.raises(SafetyLimitExceeded, match="rate of 600 mL/min"):
+                pump.set_rate(600_000, RateUnit.UL_MIN)
+            assert len(device.received) == sent
+            assert pump.dispense(0.1, 10.0) == pytest.approx(0.1)  # at the limit is allowed
+        finally:
+            pump.close()
+
+
+@pytest.mark.parametrize(("sections", "field"), [
+    ({"conditions": {"scan_rate_v_s": [1e-9, 0.5]}}, "conditions.scan_rate_v_s: must lie within 0.0001..10 V/s"),
+    ({"conditions": {"scan_rate_v_s": 50.0}}, "conditions.scan_rate_v_s: must lie within"),
+    ({"protocol": ["load_sample", {"cv": {"scan_rate_v_s": 1e-300}}], "conditions": {}},
+     "protocol[1].cv.scan_rate_v_s:"),
+    ({"protocol": ["load_sample", {"wait": {"seconds": 1e300}}, "cv"]}, "protocol[1].wait.seconds:"),
+    ({"protocol": ["load_sample", {"cv": {"n_scans": 10_000_000}}]}, "protocol[1].cv.n_scans:"),
+    ({"protocol": ["load_sample", {"cv": {"e_step_v": 1e-12}}]}, "protocol[1].cv.e_step_v:"),
+    ({"world": {"time_scale": 1e-300}}, "world.time_scale: must be 0 (zero latency) or at least 0.001"),
+    ({"safety": {"max_rate_ml_min": -5.0}}, "safety.max_rate_ml_min:"),
+    ({"safety": {"cell_volume_ml": 0.0}}, "safety.cell_volume_ml:"),
+])
+def test_validate_refuses_options_out_of_range_in_one_line(tmp_path, labloop, write_campaign, sections: dict,
+                                                           field: str) -> None:
+    result = labloop("validate", write_campaign(tmp_path, **sections), "--dry-run")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert field in result.stderr
+
+
+def test_validate_accepts_the_new_limits_and_the_runner_gets_them(tmp_path, write_campaign) -> None:
+    campaign = load_campaign(write_campaign(tmp_path, safety={"max_rate_ml_min": 12.5, "cell_volume_ml": 8.0},
+                                            world={"time_scale": 0.5}))
+    limits = campaign.safety.limits()
+    assert (limits.max_rate_ml_min, limits.cell_volume_ml) == (12.5, 8.0)
