@@ -66,6 +66,12 @@ SECTION = ConfigDict(frozen=True, extra="forbid")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+def _alert_url(url: str) -> str:
+    from labloop.orchestrator.alerts import check_url  # apprise loads only for campaigns with alerts
+
+    return check_url(url)
+
+
 def known_drivers() -> list[str] | None:
     """Driver names the registry lists, or None when it cannot tell (no registry module, or no driver
     registered: then the names are checked when the runner loads the drivers)."""
@@ -217,6 +223,8 @@ class Planner(BaseModel):
     first_batch: Literal["design", "acquisition"] = Field(
         "design", description="bayes/greedy: before any measurement, spread the batch over molecule size to "
         "pin the calibration ('design'), or choose it by the acquisition like every other batch")
+    approve: bool = Field(False, description="hold each proposed batch as 'awaiting_approval' until a person "
+                                             "approves or vetoes it (labloop approve, or the dashboard)")
 
     @model_validator(mode="after")
     def _acquisition_for_bayes(self) -> Planner:
@@ -473,6 +481,9 @@ class Campaign(BaseModel):
     safety: Safety = Safety()
     cell: Cell = Cell()
     world: World | None = None
+    alerts: list[Annotated[str, AfterValidator(_alert_url)]] = Field(
+        default_factory=list, description="apprise URLs alerted when the campaign stops or waits for a person "
+        "(secrets: never shown; ${VAR} is read from the environment)")
 
     @field_validator("name")
     @classmethod

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from labloop.orchestrator import console, models
+from labloop.orchestrator.alerts import Alerter
 from labloop.orchestrator.campaign import Campaign, load_campaign
 from labloop.orchestrator.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.journal import Journal, JournalError, State
@@ -126,7 +127,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     model = _model(campaign, journal)
     if model is not None:
         model.model.predict(library)  # once per model version, before the rig starts
-    code = Runner(campaign, journal, rig, executor, library, model, interrupts).run()
+    with Alerter(campaign.alerts, journal, campaign.name):
+        code = Runner(campaign, journal, rig, executor, library, model, interrupts).run()
     done = len(journal.experiments(states=(State.DONE,)))
     failed = len(journal.experiments(states=(State.FAILED,)))
     console.err.print(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done, {failed} failed; "
