@@ -14,7 +14,7 @@ import click
 from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
 from labloop.orchestrator import console
 from labloop.orchestrator.cli_campaign import log_command, schema, validate
-from labloop.orchestrator.cli_dashboard import dashboard
+from labloop.orchestrator.cli_dashboard import approve, dashboard
 from labloop.orchestrator.cli_instruments import drivers as drivers_app
 from labloop.orchestrator.cli_instruments import sim as sim_app
 from labloop.orchestrator.cli_run import report, resume, run
@@ -45,6 +45,7 @@ app.add_command(run)
 app.add_command(resume)
 app.add_command(report)
 app.add_command(dashboard)
+app.add_command(approve)
 
 #: exceptions that mean "the user's input is wrong" rather than "labloop has a bug"
 BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError, CampaignError, JournalError,

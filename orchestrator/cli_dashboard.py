@@ -1,4 +1,5 @@
-"""`labloop dashboard STORE`: serve a live page over a campaign's journal (``orchestrator/dashboard``).
+"""`labloop dashboard STORE`: serve a live page over a campaign's journal (``orchestrator/dashboard``); and
+`labloop approve STORE [--veto ID ...]`: decide a batch held by ``planner.approve`` from a terminal.
 
 Why the socket is bound here and not by uvicorn: a port already in use, or a host that is not this
 machine's, is bad input and must end in one ``error:`` line with exit 2 (uvicorn would log and exit 1),
@@ -72,3 +73,14 @@ def _bind(host: str, port: int) -> socket.socket:
                                  param_hint="--port") from None
     sock.listen(128)
     return sock
+
+
+@click.command(help="Approve the batch a campaign with planner.approve holds (the runner then measures it); "
+                    "--veto ID fails that experiment instead (the planner counts it against the molecule).")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--veto", multiple=True, type=int, metavar="ID", help="An experiment id to veto (repeatable).")
+def approve(store: Path, veto: tuple[int, ...]) -> None:
+    with Journal.open(store) as journal:
+        approved, vetoed = journal.approve(veto, by="labloop approve")
+    listed = [", ".join(map(str, ids)) or "none" for ids in (approved, vetoed)]
+    console.out.print(f"approved {listed[0]}; vetoed {listed[1]}", markup=False, highlight=False)

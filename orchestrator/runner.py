@@ -34,7 +34,7 @@ from labloop.orchestrator.active_hours import ActiveHours
 from labloop.orchestrator.background import Background
 from labloop.orchestrator.campaign import Campaign
 from labloop.orchestrator.interrupts import Interrupted, Interrupts
-from labloop.orchestrator.journal import ExperimentRow, Journal, State
+from labloop.orchestrator.journal import VETOED, ExperimentRow, Journal, State
 from labloop.planners import ModelView, Observation, PlannerState, make_planner
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
@@ -48,6 +48,8 @@ EXIT_OK = 0
 EXIT_FAULTS = 1
 EXIT_INTERRUPTED = 130
 WAIT_POLL_S = 1.0
+#: how often a batch awaiting approval is checked (a person's click should start the rig promptly)
+APPROVAL_POLL_S = 0.2
 #: how a failure of the analysis (an unusable voltammogram: the molecule's fault) starts its cause
 ANALYSIS_FAILURE = "analysis: "
 #: the two ways an experiment fails: the rig raised a typed error, or the voltammogram was unusable
@@ -124,6 +126,9 @@ class Runner:
                 with self.interrupts.deferred():
                     self.journal.add_event("finished", f"campaign finished: {reason}")
                 return EXIT_OK
+            if any(e.status == State.AWAITING_APPROVAL for e in experiments):
+                self._wait_for_approval(show)
+                continue
             queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED)]
             if not queue:
                 show("proposing")
@@ -169,7 +174,7 @@ class Runner:
             planner=self.planner.name, seed=self.campaign.seed, step=step,
             observations=tuple(self._observation(e) for e in experiments if e.status in (State.DONE, State.FAILED)),
             pending=tuple(e.smiles for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED,
-                                                                         State.RUNNING)))
+                                                                         State.RUNNING, State.AWAITING_APPROVAL)))
         with self.interrupts.deferred():
             self.journal.save_planner_state(step, state.to_dict())
         return state
@@ -179,7 +184,9 @@ class Runner:
         analysis = self.journal.analysis(experiment.id)
         failure = None
         if experiment.status == State.FAILED:
-            failure = ANALYSIS_FAULT if (experiment.cause or "").startswith(ANALYSIS_FAILURE) else INSTRUMENT_FAULT
+            # a veto is a person's judgement of the molecule: it counts against it like an unusable voltammogram
+            molecule = (experiment.cause or "").startswith((ANALYSIS_FAILURE, VETOED))
+            failure = ANALYSIS_FAULT if molecule else INSTRUMENT_FAULT
         return Observation(experiment.smiles, experiment.conditions,
                            experiment.potential_v if experiment.status == State.DONE else None,
                            quality=None if analysis is None else measurement_quality(analysis), failure=failure)
@@ -215,7 +222,8 @@ class Runner:
         if proposals:
             with self.interrupts.deferred():
                 self.journal.record_proposals(proposals, step=step, planner=self.planner.name,
-                                              model_version=None if model is None else model.version)
+                                              model_version=None if model is None else model.version,
+                                              awaiting_approval=self.campaign.planner.approve)
         return bool(proposals)
 
     # -- one experiment -------------------------------------------------------------------------------
@@ -307,6 +315,19 @@ class Runner:
             if hits >= budget.stop_after_hits:
                 return f"{hits} hits (budget.stop_after_hits)"
         return None
+
+    def _wait_for_approval(self, show: Callable[[str], None]) -> None:
+        """``planner.approve``: wait until a person has approved or vetoed the waiting batch (journalled once per
+        wait, which alerts; Ctrl-C still stops, and a resumed run waits again)."""
+        waiting = [e.id for e in self.journal.experiments(states=(State.AWAITING_APPROVAL,))]
+        message = (f"experiment(s) {', '.join(map(str, waiting))} await approval: "
+                   f"labloop approve {self.journal.path.name} [--veto ID ...], or the dashboard")
+        console.err.print(message, markup=False, highlight=False)
+        with self.interrupts.deferred():
+            self.journal.add_event("awaiting_approval", message, data={"experiments": waiting})
+        while self.journal.experiments(states=(State.AWAITING_APPROVAL,)):
+            show(f"awaiting approval of experiment(s) {', '.join(map(str, waiting))}")
+            time.sleep(APPROVAL_POLL_S)
 
     def _wait_for_active_hours(self, show: Callable[[str], None]) -> None:
         """Outside ``schedule.active_hours``: wait, saying so on the status line (Ctrl-C still stops)."""

@@ -43,7 +43,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from labloop.orchestrator.journal import IllegalTransition, Journal
+from labloop.orchestrator.journal import Journal, NotAwaitingApproval
 from labloop.orchestrator.journal_view import snapshot
 from labloop.orchestrator.plot_data import plot_series
 
@@ -178,7 +178,7 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
             return JSONResponse({"error": 'body must be JSON like {"veto": [3, 5]}'}, status_code=400)
         try:
             approved, vetoed = await run_in_threadpool(_decide, store, veto)
-        except IllegalTransition as exc:
+        except NotAwaitingApproval as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
         log.info("dashboard: approved %s, vetoed %s", approved, vetoed)
         return JSONResponse({"approved": approved, "vetoed": vetoed})
