@@ -165,7 +165,7 @@ function drawError(plots) {
 
 function drawVoltammogram(detail) {
   const v = detail && detail.voltammograms.length ? detail.voltammograms[detail.voltammograms.length - 1] : null;
-  $("cv-caption").textContent = v ? `#${detail.experiment.id} ${detail.experiment.smiles} · ${v.scan_rate_v_s} V/s` : "";
+  $("cv-caption").textContent = v ? `#${detail.experiment.id} ${detail.experiment.smiles} · ${Number(v.scan_rate_v_s).toPrecision(3)} V/s` : "";
   const ys = v ? v.current_a.map((i) => i * 1e6) : [];
   plot($("plot-cv"), {
     xlabel: `E (V vs ${v ? v.reference : "reference"})`, ylabel: "i (µA)", empty: "no voltammogram yet",
@@ -212,7 +212,8 @@ function render(snap, plots) {
   $("hits").textContent = p.hits === null ? "–" : String(p.hits);
   $("model-version").textContent = snap.models.length ? `v${snap.models[snap.models.length - 1].version}` : "none";
   const counts = $("state-counts");
-  counts.replaceChildren(...Object.entries(p.counts).map(([k, n]) => el("li", `${k} ${n}`, `status-${k}`)));
+  counts.replaceChildren(...Object.entries(p.counts).map(([k, n]) => el("li", `${k.replace("_", " ")} ${n}`,
+                                                                         n ? `status-${k}` : "")));
 
   fillBody($("best-table"), snap.best, (e) => {
     const row = el("tr");
