@@ -20,7 +20,7 @@ from labloop.orchestrator.journal import Journal
 
 log = logging.getLogger(__name__)
 
-#: uvicorn gives open event streams this long to end when the server stops (Ctrl-C)
+#: uvicorn gives open requests this long to end when the server stops (Ctrl-C; event streams end at once)
 SHUTDOWN_GRACE_S = 1
 
 
@@ -50,9 +50,12 @@ def dashboard(store: Path, host: str, port: int, token: str | None) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.err.print(f"warning: listening on {host}: anyone who can reach this machine can read the page",
                           markup=False, highlight=False)
-    config = uvicorn.Config(create_app(store, token, host=host), log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    app = create_app(store, token, host=host)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    app.state.should_exit = lambda: server.should_exit
+    server.run(sockets=[sock])
 
 
 def _bind(host: str, port: int) -> socket.socket:

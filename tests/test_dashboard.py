@@ -124,11 +124,12 @@ def _text(driver, css: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, css).text
 
 
-def _screenshot(driver, tmp_path: Path, name: str) -> Path:
+def _screenshot(driver, tmp_path: Path, name: str, *, for_docs: bool = False) -> Path:
+    """A test artifact in ``tmp_path``; the README's picture too when asked (LABLOOP_DOCS_SCREENSHOT)."""
     path = tmp_path / name
     assert driver.save_screenshot(str(path))
     docs = os.environ.get("LABLOOP_DOCS_SCREENSHOT")
-    if docs:
+    if docs and for_docs:
         shutil.copyfile(path, docs)
     return path
 
@@ -156,7 +157,7 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#plot-cv polyline"), "the latest voltammogram")
     assert f"#{measured[-1]['id']} " in _text(browser, "#cv-caption")
     assert "/" not in _text(browser, "#campaign-summary").split("store ", 1)[1]  # no folders shown
-    _screenshot(browser, tmp_path, "dashboard-finished.png")
+    _screenshot(browser, tmp_path, "dashboard-finished.png", for_docs=True)
 
     browser.execute_script("window.__loaded = 'once'")
     with Journal.open(finished_store) as writer:  # the runner's part: record a new proposal

@@ -211,6 +211,9 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
     app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
                     lifespan=lifespan, max_body_size=MAX_BODY)
     app.state.source = source
+    #: event streams end when this says so (the server sets it to its own shutdown flag), so Ctrl-C never
+    #: waits for, or cancels, a browser's open stream
+    app.state.should_exit = lambda: False
     return app
 
 
@@ -221,10 +224,12 @@ def _decide(store: Path, veto: list[int]) -> tuple[list[int], list[int]]:
 
 
 async def _events(request: Request, source: CampaignSource) -> AsyncIterator[bytes]:
-    """The event stream: the whole campaign document and its plot series whenever the journal changes."""
+    """The event stream: the whole campaign document and its plot series whenever the journal changes, until
+    the client leaves or the server stops."""
     shown: int | None = None
     quiet = 0.0
-    while not await request.is_disconnected():
+    stopping = request.app.state.should_exit
+    while not stopping() and not await request.is_disconnected():
         version, _, _, message = source.current
         if version != shown:
             shown, quiet = version, 0.0
