@@ -21,7 +21,14 @@ Measured:
   experiment (``done`` without a measured potential or finish time, state counts that do not add up, or a
   done count that went backwards);
 - how fresh the live page is: for each experiment, the time from its ``finished_at`` (journal clock) to the
-  first stream message that shows it done (this machine's clock; the same machine, so comparable).
+  first stream message that shows it done (this machine's clock; the same machine, so comparable);
+- CPU time (user + system) of the runner process, of the dashboard process and of this process (the 20
+  readers and the stream client). On a machine shared with other work the wall-time growth mostly measures
+  how the kernel shares the cores among more busy processes; the runner's own CPU time, and the CPU the
+  dashboard takes, do not depend on that.
+
+Wrap runs in ``flock /tmp/labloop-cpu.lock`` on shared machines; the 1-minute load average before each trial
+is printed.
 
 Usage: python bench/dashboard.py [--budget 40] [--readers 20] [--interval-ms 100] [--repeats 3] [--seed 3]
 """
@@ -33,6 +40,7 @@ import http.client
 import json
 import logging
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -146,6 +154,11 @@ class StreamClient(threading.Thread):
             return  # the server stopped
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _campaign_wall(store: Path) -> tuple[float, int]:
     with Journal.open(store, readonly=True) as journal:
         events = journal.events()
@@ -186,18 +199,24 @@ def trial(args: argparse.Namespace, with_dashboard: bool) -> dict:
             for reader in readers:
                 reader.start()
         load = os.getloadavg()[0]
+        children, own = _children_cpu(), time.process_time()
         run = subprocess.run([*CLI, "run", str(campaign_file), "--dry-run"], capture_output=True, text=True,
                              check=False)
+        runner_cpu = _children_cpu() - children  # the only child waited for meanwhile is the run
         stop.set()
         for reader in readers:
             reader.join()
+        readers_cpu = time.process_time() - own
         if server is not None:
             time.sleep(1.0)  # let the stream show the last experiment
+            children = _children_cpu()
             server.send_signal(signal.SIGINT)
             server.wait()
+            dashboard_cpu = _children_cpu() - children
         wall, done = _campaign_wall(campaign.store)
         result = {"dashboard": with_dashboard, "exit_code": run.returncode, "done": done,
-                  "campaign_wall_s": round(wall, 2), "loadavg_1min_before": round(load, 2)}
+                  "campaign_wall_s": round(wall, 2), "runner_cpu_s": round(runner_cpu, 2),
+                  "loadavg_1min_before": round(load, 2)}
         if with_dashboard:
             latencies = [t for r in readers for t in r.latencies]
             with Journal.open(campaign.store, readonly=True) as journal:
@@ -205,6 +224,7 @@ def trial(args: argparse.Namespace, with_dashboard: bool) -> dict:
                             for e in journal.experiments(states=("done",))}
             delays = [stream.first_done[i] - t for i, t in finished.items() if i in stream.first_done]
             result.update({
+                "dashboard_cpu_s": round(dashboard_cpu, 2), "readers_cpu_s": round(readers_cpu, 2),
                 "requests": len(latencies), "request_errors": sum(r.errors for r in readers),
                 "requests_per_s": round(len(latencies) / (max(r.span[1] for r in readers)
                                                           - min(r.span[0] for r in readers)), 1),
@@ -228,6 +248,7 @@ def main() -> None:
     args = parser.parse_args()
     trials = [trial(args, with_dashboard) for _ in range(args.repeats) for with_dashboard in (False, True)]
     walls = {arm: [t["campaign_wall_s"] for t in trials if t["dashboard"] == arm] for arm in (False, True)}
+    cpus = {arm: [t["runner_cpu_s"] for t in trials if t["dashboard"] == arm] for arm in (False, True)}
 
     def stats(values: list[float]) -> dict:
         return {"mean": round(statistics.fmean(values), 2),
@@ -239,6 +260,10 @@ def main() -> None:
         "baseline_wall_s": stats(walls[False]),
         "with_dashboard_wall_s": stats(walls[True]),
         "wall_time_growth": round(statistics.fmean(walls[True]) / statistics.fmean(walls[False]) - 1, 3),
+        "baseline_runner_cpu_s": stats(cpus[False]),
+        "with_dashboard_runner_cpu_s": stats(cpus[True]),
+        "runner_cpu_growth": round(statistics.fmean(cpus[True]) / statistics.fmean(cpus[False]) - 1, 3),
+        "dashboard_cpu_s": stats([t["dashboard_cpu_s"] for t in trials if t["dashboard"]]),
         "half_written_seen": sum(t.get("half_written_seen", 0) for t in trials),
         "trials": trials,
     }

@@ -26,7 +26,8 @@ from labloop.orchestrator.journal_view import snapshot
 
 CLI = [sys.executable, "-m", "labloop.orchestrator.cli"]
 TOKEN = "test-token-0123456789"
-XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+#: a molecule named like markup; its "/" (double-bond geometry in SMILES) must survive the path scrubbing
+XSS = 'C(/C=C/Cl)<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 pytestmark = pytest.mark.skipif(shutil.which("chromedriver") is None or shutil.which("chromium") is None,
                                 reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")

@@ -75,7 +75,8 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 def without_paths(value: Any) -> Any:
     """``value`` with the folders of every absolute path cut (``/home/lab/runs/a.db`` -> ``a.db``): the page
-    is for people who may not see the lab computer's file layout."""
+    is for people who may not see the lab computer's file layout. Only for free text (messages, causes,
+    action parameters): SMILES use ``/`` for double-bond geometry and are never passed here."""
     if isinstance(value, str):
         return _FOLDERS.sub("", value)
     if isinstance(value, dict):
@@ -86,12 +87,16 @@ def without_paths(value: Any) -> Any:
 
 
 def public_snapshot(snap: dict[str, Any]) -> dict[str, Any]:
-    """The ``labloop log --json`` document as the dashboard serves it: the same keys and values, except the
-    store is named by its file name, model weights paths are dropped and paths in texts are cut."""
-    snap = without_paths(snap)
+    """The ``labloop log --json`` document as the dashboard serves it (``snap`` is changed in place): the same
+    keys and values, except the store is named by its file name, model weights paths are dropped and paths
+    in event messages, event data and failure causes are cut."""
     snap["campaign"]["store"] = Path(snap["campaign"]["store"]).name
     for model in snap["models"]:
         model["weights_path"] = None
+    for event in snap["events"]:
+        event["message"], event["data"] = without_paths(event["message"]), without_paths(event["data"])
+    for row in snap["experiments"] + snap["best"]:
+        row["cause"] = without_paths(row["cause"])
     return snap
 
 
@@ -142,14 +147,14 @@ class CampaignSource:
         if row is None:
             return None
         analysis = self.journal.analysis(experiment_id)
-        return without_paths({
+        return {
             "experiment": row,
-            "actions": [asdict(a) for a in self.journal.actions(experiment_id)],
+            "actions": without_paths([asdict(a) for a in self.journal.actions(experiment_id)]),
             "voltammograms": [{"potential_v": v.potential_v.tolist(), "current_a": v.current_a.tolist(),
                                "reference": v.reference, "scan_rate_v_s": v.params.scan_rate_v_s}
                               for v in self.journal.voltammograms(experiment_id)],
             "analysis": None if analysis is None else analysis.to_dict(),
-        })
+        }
 
 
 def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette:
