@@ -1,12 +1,14 @@
-"""Alerts: tell a person when the campaign needs one — it stopped (budget, faults, interrupt) or a batch waits
-for approval — through apprise (email, Slack, Teams, ntfy, webhooks: any URL apprise knows).
+"""Alerts: tell a person when the campaign needs one — it stopped (budget, faults, interrupt), a batch waits
+for approval, or an instrument that is a person (the ``manual`` sample changer) waits for its operator —
+through apprise (email, Slack, Teams, ntfy, webhooks: any URL apprise knows).
 
 Why it works this way:
 
 - **Driven by the journal, not by the runner.** The alerter watches the journal's events from a background
   thread and alerts on the kinds in :data:`ALERT_KINDS`, so whatever writes those events (the runner's stop
   rules, its interrupt handler, the approval gate) alerts without knowing about alerts, and each event
-  alerts exactly once.
+  alerts exactly once. An operator prompt is seen the same way: an action of a person-instrument that has
+  started and not finished is journalled once as an ``operator_waiting`` event, which then alerts.
 - **Never in the run's way.** Sending happens only in that thread, with a bounded number of attempts per
   destination and a pause between them; a network that is down costs the run nothing, and at the end the
   run waits at most :meth:`Alerter.drain_limit_s` for the last alert before it exits anyway.
@@ -24,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from labloop.orchestrator.journal import Journal
@@ -32,7 +34,7 @@ from labloop.orchestrator.journal import Journal
 log = logging.getLogger(__name__)
 
 #: event kinds that need a person
-ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "awaiting_approval"})
+ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "awaiting_approval", "operator_waiting"})
 ATTEMPTS = 3
 #: pause before the 2nd attempt; doubles after each further failure
 BACKOFF_S = 0.5
@@ -71,14 +73,17 @@ def _silence_apprise() -> None:
 class Alerter:
     """Watches ``journal`` for events that need a person and sends each to every URL, from a background thread.
 
+    ``operators`` names the instruments that are people (their open actions are operator prompts).
     Use as a context manager around a run: events journalled before it starts are not alerted (a resumed
     campaign does not repeat the previous run's stop); on exit the last events are sent, waiting at most
     :meth:`drain_limit_s`.
     """
 
-    def __init__(self, urls: Sequence[str], journal: Journal, campaign: str, *, attempts: int = ATTEMPTS,
-                 backoff_s: float = BACKOFF_S) -> None:
+    def __init__(self, urls: Sequence[str], journal: Journal, campaign: str, *, operators: Collection[str] = (),
+                 attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
         self.urls = list(urls)
+        self.operators = frozenset(operators)  #: instrument names whose actions wait for a person
+        self._prompted: set[int] = set()
         self.journal = journal
         self.campaign = campaign
         self.attempts = attempts
@@ -112,6 +117,7 @@ class Alerter:
         while True:
             stopping = self._stop.wait(POLL_S)
             try:
+                self._note_operator_prompts()
                 for event in self.journal.events(last=EVENTS_PER_POLL):
                     if event.id > self._seen:
                         self._seen = event.id
@@ -122,6 +128,18 @@ class Alerter:
                 return
             if stopping:
                 return
+
+    def _note_operator_prompts(self) -> None:
+        """Journal each open action of a person-instrument once, as ``operator_waiting`` (which alerts)."""
+        if not self.operators:
+            return
+        for experiment in self.journal.experiments(states=("running",)):
+            for action in self.journal.actions(experiment.id):
+                if action.finished_at is None and action.instrument in self.operators \
+                        and action.id not in self._prompted:
+                    self._prompted.add(action.id)
+                    self.journal.add_event("operator_waiting", f"experiment {experiment.id}: {action.instrument} "
+                                           f"waits for a person ({action.command})", experiment_id=experiment.id)
 
     def _send(self, kind: str, message: str, event_id: int) -> None:
         """One alert to every destination, each retried on its own (a delivered one is never sent twice)."""

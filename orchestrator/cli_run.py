@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import console, models
 from labloop.orchestrator.alerts import Alerter
 from labloop.orchestrator.campaign import Campaign, load_campaign
@@ -127,7 +128,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     model = _model(campaign, journal)
     if model is not None:
         model.model.predict(library)  # once per model version, before the rig starts
-    with Alerter(campaign.alerts, journal, campaign.name):
+    people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
+    with Alerter(campaign.alerts, journal, campaign.name, operators=people):
         code = Runner(campaign, journal, rig, executor, library, model, interrupts).run()
     done = len(journal.experiments(states=(State.DONE,)))
     failed = len(journal.experiments(states=(State.FAILED,)))

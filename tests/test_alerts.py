@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -109,3 +110,38 @@ def test_bad_alert_urls_are_refused_in_one_line_without_echoing_them(tmp_path, l
     assert "\n" not in line and "alerts" in line and expected in line
     assert "secret-path" not in line
     assert not (tmp_path / "tiny.db").exists()
+
+
+def test_an_operator_prompt_alerts_once(tmp_path, write_campaign, receiver):
+    from labloop.orchestrator.alerts import Alerter
+    from labloop.orchestrator.campaign import load_campaign
+
+    rig = {"sampler": {"driver": "manual"},
+           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "emstat"}}
+    campaign = load_campaign(write_campaign(tmp_path, instruments=rig))
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([_Proposal("CCO")], step=0, planner="random")
+        journal.start_experiment(ids[0])
+        with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name, operators=["sampler"]):
+            journal.start_action(ids[0], 0, "potentiostat", "cv", {})  # a machine: nobody to call
+            journal.start_action(ids[0], 1, "sampler", "load_sample", {"sample_id": "S0001"})
+            _wait_until(lambda: any(e.kind == "alert" for e in journal.events()))
+        kinds = [e.kind for e in journal.events()]
+    assert kinds.count("operator_waiting") == 1 and kinds.count("alert") == 1
+    assert len(receiver.messages) == 1
+    title, body = receiver.messages[0][1]["title"], receiver.messages[0][1]["message"]
+    assert "operator waiting" in title and "sampler waits for a person" in body
+
+
+class _Proposal:
+    def __init__(self, smiles: str) -> None:
+        self.smiles, self.conditions, self.mu, self.sigma, self.acquisition = smiles, {}, None, None, None
+
+
+def _wait_until(predicate) -> None:
+    deadline = time.monotonic() + 120
+    while not predicate():
+        assert time.monotonic() < deadline, "nothing happened in 120 s"
+        time.sleep(0.05)
