@@ -279,3 +279,31 @@ def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served):
     assert busy.returncode == 2 and "--port" in busy.stderr and busy.stderr.count("\n") == 1
     short = labloop("dashboard", served.process.args[-5], "--token", "abc")
     assert short.returncode == 2 and "--token" in short.stderr
+
+
+def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_campaign, browser):
+    from selenium.webdriver.common.by import By
+
+    from labloop.orchestrator.campaign import load_campaign
+
+    campaign = load_campaign(write_campaign(tmp_path, name="second"))
+    with Journal.create(campaign.store, campaign) as journal:
+        journal.add_event("note", "weights kept in /home/lab/private/models/v3.keras", data={"dir": "/srv/lab/x/"})
+    second = Dashboard(campaign.store, token="another-token-456")
+    try:
+        browser.get(served.url)
+        _wait(browser, lambda d: _text(d, "#campaign-name") == "tiny", "the first campaign")
+        first_tab = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(second.url)
+        _wait(browser, lambda d: _text(d, "#campaign-name") == "second", "the second campaign")
+        _wait(browser, lambda d: "v3.keras" in _text(d, "#events-table"), "the event")
+        events = _text(browser, "#events-table")
+        assert "weights kept in v3.keras" in events and "/home/lab" not in events
+        assert browser.find_element(By.ID, "done-count").text == "0/6" and browser.title.startswith("second")
+        browser.switch_to.window(first_tab)
+        assert _text(browser, "#campaign-name") == "tiny" and browser.title.startswith("tiny")
+        status, body = second.get("/api/campaign")
+        assert status == 200 and b"/home/lab" not in body and b"/srv/lab" not in body and b"v3.keras" in body
+    finally:
+        second.close()
