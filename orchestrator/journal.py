@@ -297,6 +297,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _same_campaign(campaign: Campaign, stored: dict[str, Any], config_json: str) -> bool:
+    """Whether a journal's stored config is ``campaign`` as an older labloop wrote it: the stored config,
+    validated by today's model (sections added since get their defaults), dumps the same."""
+    try:
+        return _json(type(campaign).model_validate(stored).model_dump(mode="json", by_alias=True)) == config_json
+    except ValueError:  # pydantic's ValidationError, or the campaign's own problems: not the same campaign
+        return False
+
+
 def _upgrade(conn: sqlite3.Connection, version: int) -> None:
     """Bring a version-1 journal to the current schema in one transaction: the experiments table is rebuilt
     with the wider state CHECK (SQLite cannot alter a CHECK; this is its documented table-rebuild recipe)."""
@@ -349,7 +358,7 @@ class Journal:
         if path.exists():
             journal = cls.open(path)
             info = journal.campaign_info()
-            if _json(info.config) != config_json:
+            if _json(info.config) != config_json and not _same_campaign(campaign, info.config, config_json):
                 journal.close()
                 raise JournalError(f"{path}: holds another campaign ({info.name!r}, created {info.created_at}); "
                                    "choose another store, or continue that one with `labloop resume`")

@@ -5,6 +5,7 @@ SIGKILL while it waits resumes waiting; a version-1 journal is upgraded in place
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from labloop.orchestrator.journal import (
     SCHEMA_VERSION,
     IllegalTransition,
     Journal,
+    JournalError,
     NotAwaitingApproval,
     State,
 )
@@ -163,3 +165,17 @@ def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
     assert resumed.returncode == 0, err.decode()
     with Journal.open(store, readonly=True) as journal:
         assert [e.id for e in journal.experiments(states=(State.DONE,))] == waiting
+
+
+def test_a_journal_written_before_alerts_and_approval_existed_is_the_same_campaign(tmp_path, write_campaign):
+    campaign = load_campaign(write_campaign(tmp_path))
+    Journal.create(campaign.store, campaign).close()
+    conn = sqlite3.connect(campaign.store, isolation_level=None)
+    config = json.loads(conn.execute("SELECT config_json FROM campaign").fetchone()[0])
+    del config["alerts"], config["planner"]["approve"]  # what an older labloop stored
+    conn.execute("UPDATE campaign SET config_json = ?", (json.dumps(config),))
+    conn.close()
+    with Journal.create(campaign.store, campaign) as journal:  # `labloop run` on the same file continues it
+        assert journal.campaign_info().config == config
+    with pytest.raises(JournalError, match="holds another campaign"):
+        Journal.create(campaign.store, campaign.model_copy(update={"seed": 99}))
