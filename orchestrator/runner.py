@@ -96,6 +96,7 @@ class Runner:
         self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
         self._open_actions: dict[int, int] = {}
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
+        self._held: list[int] = []  #: the batch awaiting approval that this run has announced
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -126,8 +127,9 @@ class Runner:
                 with self.interrupts.deferred():
                     self.journal.add_event("finished", f"campaign finished: {reason}")
                 return EXIT_OK
-            if any(e.status == State.AWAITING_APPROVAL for e in experiments):
-                self._wait_for_approval(show)
+            waiting = [e.id for e in experiments if e.status == State.AWAITING_APPROVAL]
+            if waiting:  # one short wait per turn, so health checks, new models and max_hours go on meanwhile
+                self._hold(waiting, show)
                 continue
             queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED)]
             if not queue:
@@ -316,18 +318,20 @@ class Runner:
                 return f"{hits} hits (budget.stop_after_hits)"
         return None
 
-    def _wait_for_approval(self, show: Callable[[str], None]) -> None:
-        """``planner.approve``: wait until a person has approved or vetoed the waiting batch (journalled once per
-        wait, which alerts; Ctrl-C still stops, and a resumed run waits again)."""
-        waiting = [e.id for e in self.journal.experiments(states=(State.AWAITING_APPROVAL,))]
-        message = (f"experiment(s) {', '.join(map(str, waiting))} await approval: "
-                   f"labloop approve {self.journal.path.name} [--veto ID ...], or the dashboard")
-        console.err.print(message, markup=False, highlight=False)
-        with self.interrupts.deferred():
-            self.journal.add_event("awaiting_approval", message, data={"experiments": waiting})
-        while self.journal.experiments(states=(State.AWAITING_APPROVAL,)):
-            show(f"awaiting approval of experiment(s) {', '.join(map(str, waiting))}")
-            time.sleep(APPROVAL_POLL_S)
+    def _hold(self, waiting: list[int], show: Callable[[str], None]) -> None:
+        """``planner.approve``: one turn of waiting for a person to approve or veto the ``waiting`` batch. Each
+        batch is journalled once per run as ``awaiting_approval`` (which alerts), so a resumed run says it
+        again; Ctrl-C still stops."""
+        ids = ", ".join(map(str, waiting))
+        if waiting != self._held:
+            self._held = waiting
+            message = (f"experiment(s) {ids} await approval: labloop approve {self.journal.path.name} "
+                       "[--veto ID ...], or the dashboard")
+            console.err.print(message, markup=False, highlight=False)
+            with self.interrupts.deferred():
+                self.journal.add_event("awaiting_approval", message, data={"experiments": waiting})
+        show(f"awaiting approval of experiment(s) {ids}")
+        time.sleep(APPROVAL_POLL_S)
 
     def _wait_for_active_hours(self, show: Callable[[str], None]) -> None:
         """Outside ``schedule.active_hours``: wait, saying so on the status line (Ctrl-C still stops)."""
