@@ -14,8 +14,8 @@ Why SQLite, and why this shape:
   (an interrupted one may run again, as the next *attempt*); with an approval gate it starts as
   ``awaiting_approval`` and a person moves it to ``proposed`` (approved) or ``failed`` (vetoed); actions,
   raw voltammograms and measurements belong to one attempt, so a half-finished attempt never mixes with the
-  re-run. Illegal transitions raise
-  :class:`IllegalTransition`; the schema's foreign keys and CHECKs catch what slips past.
+  re-run. Illegal transitions raise :class:`IllegalTransition`; the schema's foreign keys and CHECKs catch
+  what slips past.
 - **Identity.** ``PRAGMA application_id`` marks a labloop journal and ``PRAGMA user_version`` its schema
   version, so a foreign file or a journal from a newer labloop is refused in one line.
 """
