@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 
 def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> World:
     """The simulated world of ``campaign.world`` (a campaign without one gets the default: IE/EA of the
-    library in acetonitrile, 10 mV noise); it knows which molecule each library sample id holds."""
+    library in acetonitrile, 10 mV noise); it knows which molecule each library sample id holds (``library``:
+    the campaign's library, read from its file when not given)."""
+    if library is None:
+        library = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
     spec = campaign.world or WorldSpec()
     truth = spec.truth
     table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
@@ -52,13 +55,13 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
     log.info("world: %d molecules, truth from %s, %s", len(table.values), truth.source, campaign.objective.quantity)
     world = World(table, source=truth.source, quantity=campaign.objective.quantity, solvent=truth.solvent,
                   noise_v=spec.noise_v, reference_offset_v=offset, seed=campaign.seed)
-    unknown = [smiles for smiles in library or [] if not _has_truth(world, smiles)]
+    unknown = [smiles for smiles in library if not _has_truth(world, smiles)]
     if unknown:  # the emulator could not measure them: say so now, not as a potentiostat timeout later
         where = "world.truth.file" if truth.file else "world.truth"
         raise ConfigError(where, f"{len(unknown)} library molecule(s) have no finite true value in "
                                  f"{table_name(truth.file or campaign.library.file)} (first: {unknown[0][:80]}); "
                                  "a dry run cannot measure them")
-    for smiles, sample_id in sample_ids(library or []).items():
+    for smiles, sample_id in sample_ids(library).items():
         world.note_sample(sample_id, smiles)
     return world
 

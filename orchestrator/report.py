@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import html
 import logging
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from labloop.orchestrator.config.campaign import Objective
+from labloop.orchestrator.journal.plot_data import (
+    ERROR_WINDOW,
+    acquisition,
+    best_so_far,
+    measured,
+    parity,
+    prediction_errors,
+)
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
 
@@ -31,8 +38,6 @@ log = logging.getLogger(__name__)
 RECENT_VOLTAMMOGRAMS = 6
 PLOTS = ("best_so_far.png", "measured_vs_predicted.png", "prediction_error.png", "voltammograms.png",
          "acquisition.png")
-#: the prediction-error plot's running mean spans this many experiments
-ERROR_WINDOW = 8
 EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", "conditions", "mu", "sigma",
                       "acquisition", "model_version", "created_at", "started_at", "finished_at")
 MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "e_half_v", "dep_v", "reference", "flags", "mu", "sigma")
@@ -43,7 +48,7 @@ def write_report(journal: Journal, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     snap = snapshot(journal)
     objective = Objective.model_validate(snap["campaign"]["objective"])
-    done = [e for e in snap["experiments"] if e["status"] == "done" and e["potential_v"] is not None]
+    done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"])
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
          [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]])
@@ -97,13 +102,9 @@ def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective) -
     fig, ax = _figure("best so far", "experiment number (done)", "potential (V vs Li/Li+)")
     if objective.window_v is not None:
         ax.axhspan(*objective.window_v, color="tab:green", alpha=0.2, label="target window")
-    best: list[float] = []
-    for e in done:
-        p = e["potential_v"]
-        best.append(p if not best or objective.score(p) > objective.score(best[-1]) else best[-1])
     numbers = range(1, len(done) + 1)
     ax.plot(numbers, [e["potential_v"] for e in done], "o", color="tab:grey", ms=3, label="measured")
-    ax.step(numbers, best, where="post", color="tab:blue", label="best so far")
+    ax.step(numbers, best_so_far(done, objective), where="post", color="tab:blue", label="best so far")
     if done:
         ax.legend(loc="best", fontsize=8)
     _save(fig, ax, path, None if done else "no measurement yet")
@@ -111,11 +112,11 @@ def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective) -
 
 def _parity(path: Path, done: list[dict[str, Any]]) -> None:
     fig, ax = _figure("measured vs predicted", "predicted (V vs Li/Li+)", "measured (V vs Li/Li+)")
-    pairs = [e for e in done if e["mu"] is not None]
+    pairs = parity(done)
     if pairs:
-        ax.errorbar([e["mu"] for e in pairs], [e["potential_v"] for e in pairs],
-                    xerr=[e["sigma"] or 0 for e in pairs], fmt="o", ms=3, alpha=0.7)
-        values = [e["mu"] for e in pairs] + [e["potential_v"] for e in pairs]
+        ax.errorbar([p["mu"] for p in pairs], [p["measured"] for p in pairs],
+                    xerr=[p["sigma"] for p in pairs], fmt="o", ms=3, alpha=0.7)
+        values = [p["mu"] for p in pairs] + [p["measured"] for p in pairs]
         ax.plot([min(values), max(values)], [min(values), max(values)], "k--", lw=1)
     _save(fig, ax, path, None if pairs else "no prediction (campaign without a surrogate)")
 
@@ -125,11 +126,10 @@ def _prediction_error(path: Path, done: list[dict[str, Any]]) -> None:
     the error falls as measurements accumulate; an open-loop screen's stays where the prior put it."""
     fig, ax = _figure("prediction error at proposal time", "experiment number (done)",
                       "|measured - predicted| (V)")
-    errors = [abs(e["potential_v"] - e["mu"]) for e in done if e["mu"] is not None]
+    errors, running = prediction_errors(done)
     if errors:
         numbers = range(1, len(errors) + 1)
         ax.plot(numbers, errors, "o", color="tab:grey", ms=3, label="each experiment")
-        running = [statistics.fmean(errors[max(0, k + 1 - ERROR_WINDOW):k + 1]) for k in range(len(errors))]
         ax.plot(numbers, running, color="tab:red", label=f"mean of the last {ERROR_WINDOW}")
         ax.legend(loc="best", fontsize=8)
     _save(fig, ax, path, None if errors else "no prediction to compare yet")
@@ -147,8 +147,8 @@ def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]]) -
 
 def _acquisition(path: Path, experiments: list[dict[str, Any]]) -> None:
     fig, ax = _figure("acquisition value of each proposal", "experiment id", "acquisition")
-    scored = [e for e in experiments if e["acquisition"] is not None]
-    ax.plot([e["id"] for e in scored], [e["acquisition"] for e in scored], "o-", ms=3)
+    scored = acquisition(experiments)
+    ax.plot([a["id"] for a in scored], [a["acquisition"] for a in scored], "o-", ms=3)
     planner = experiments[0]["planner"] if experiments else None
     _save(fig, ax, path, None if scored else f"no acquisition values (planner {planner or 'none'} has none)")
 

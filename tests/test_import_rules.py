@@ -34,7 +34,8 @@ ORCHESTRATOR: dict[str, set[str]] = {
     "learning": {"config", "journal"},
     "loop": {"console", "config", "journal", "learning"},
     "compose": {"config", "loop"},
-    "cli": {"console", "config", "journal", "report", "learning", "loop", "compose"},
+    "dashboard": {"config", "journal"},
+    "cli": {"console", "config", "journal", "report", "learning", "loop", "compose", "dashboard"},
 }
 #: the only orchestrator modules that may import the simulated world: the composition module (it starts the
 #: emulators of a dry run), the `labloop sim` / `drivers check` commands (they serve emulators), and the

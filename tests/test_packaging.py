@@ -23,6 +23,8 @@ def test_wheel_installs_and_runs(tmp_path):
     for pkg in PACKAGES:
         assert f"labloop/{pkg}/__init__.py" in names
     assert "labloop/data/ocelot_chromophore_v1_ie_ea.csv" in names and "labloop/data/SOURCES.md" in names
+    assert {f"labloop/orchestrator/dashboard/static/{n}" for n in ("index.html", "dashboard.js", "dashboard.css")} \
+        <= set(names)  # the dashboard's page ships inside the package: nothing is fetched at run time
     assert not any(n.startswith(("sim/", "instruments/", "tests/", "labloop/tests/")) for n in names)
 
     site = tmp_path / "site"

@@ -19,11 +19,13 @@ import click
 from pydantic import ValidationError
 
 from labloop.core.errors import JournalError
+from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.learning import models
+from labloop.orchestrator.loop.alerts import Alerter
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
 
@@ -125,7 +127,9 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     model = _model(campaign, journal)
     if model is not None:
         model.model.predict(library)  # once per model version, before the rig starts
-    code = Runner(campaign, journal, rig, executor, library, model, interrupts).run()
+    people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
+    with Alerter(campaign.alerts, journal, campaign.name, operators=people):
+        code = Runner(campaign, journal, rig, executor, library, model, interrupts).run()
     done = len(journal.experiments(states=(State.DONE,)))
     failed = len(journal.experiments(states=(State.FAILED,)))
     console.err.print(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done, {failed} failed; "

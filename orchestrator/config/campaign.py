@@ -41,6 +41,7 @@ from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RA
 from labloop.instruments.cv_analysis import Quantity
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem
+from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, error_lines, read_yaml
 from labloop.planners import PlannerSettings
 from labloop.protocols.steps import SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
@@ -209,6 +210,8 @@ class Planner(BaseModel):
     first_batch: Literal["design", "acquisition"] = Field(
         "design", description="bayes/greedy: before any measurement, spread the batch over molecule size to "
         "pin the calibration ('design'), or choose it by the acquisition like every other batch")
+    approve: bool = Field(False, description="hold each proposed batch as 'awaiting_approval' until a person "
+                                             "approves or vetoes it (labloop approve, or the dashboard)")
 
     @model_validator(mode="after")
     def _acquisition_for_bayes(self) -> Planner:
@@ -507,6 +510,9 @@ class Campaign(BaseModel):
     safety: Safety = Safety()
     cell: Cell = Cell()
     world: World | None = None
+    alerts: list[Annotated[str, AfterValidator(check_url)]] = Field(
+        default_factory=list, description="apprise URLs alerted when the campaign stops or waits for a person "
+        "(secrets: never shown; ${VAR} is read from the environment)")
 
     @field_validator("name")
     @classmethod

@@ -11,9 +11,11 @@ Why SQLite, and why this shape:
   ``labloop run`` writes; readers never block the writer.
 - **Answerable questions.** A proposal keeps the planner's mu, sigma, acquisition value and model version
   ("why was this measured?"); an experiment moves ``proposed -> running -> done | failed | interrupted``
-  (an interrupted one may run again, as the next *attempt*); actions, raw voltammograms and measurements
-  belong to one attempt, so a half-finished attempt never mixes with the re-run. Illegal transitions raise
-  :class:`IllegalTransition`; the schema's foreign keys and CHECKs catch what slips past.
+  (an interrupted one may run again, as the next *attempt*); with an approval gate it starts as
+  ``awaiting_approval`` and a person moves it to ``proposed`` (approved) or ``failed`` (vetoed); actions,
+  raw voltammograms and measurements belong to one attempt, so a half-finished attempt never mixes with the
+  re-run. Illegal transitions raise :class:`IllegalTransition`; the schema's foreign keys and CHECKs catch
+  what slips past.
 - **Identity.** ``PRAGMA application_id`` marks a labloop journal and ``PRAGMA user_version`` its schema
   version, so a foreign file or a journal from a newer labloop is refused in one line.
 """
@@ -47,7 +49,24 @@ log = logging.getLogger(__name__)
 
 #: "LLJ1" — marks a SQLite file as a labloop journal
 APPLICATION_ID = 0x4C4C4A31
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: schema versions this labloop reads; older ones are upgraded when opened for writing (:func:`_upgrade`)
+READABLE_VERSIONS = (1, 2)
+#: the experiments table; version 2 added the state 'awaiting_approval'
+EXPERIMENTS_TABLE = """
+CREATE TABLE experiments (
+    id INTEGER PRIMARY KEY,
+    smiles TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('awaiting_approval', 'proposed', 'running', 'done', 'failed',
+                                         'interrupted')),
+    cause TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);"""
+#: how a vetoed experiment's cause starts (the planner counts a veto as a failure of the molecule)
+VETOED = "vetoed"
 
 SCHEMA = """
 CREATE TABLE campaign (
@@ -66,16 +85,7 @@ CREATE TABLE model_versions (
     metrics_json TEXT NOT NULL,
     weights_path TEXT
 );
-CREATE TABLE experiments (
-    id INTEGER PRIMARY KEY,
-    smiles TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('proposed', 'running', 'done', 'failed', 'interrupted')),
-    cause TEXT,
-    attempt INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT
-);
+{experiments}
 CREATE TABLE proposals (
     experiment_id INTEGER PRIMARY KEY REFERENCES experiments(id),
     step INTEGER NOT NULL,
@@ -136,14 +146,19 @@ CREATE TABLE events (
 );
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-"""
+""".replace("{experiments}", EXPERIMENTS_TABLE)
 
 
 class IllegalTransition(RuntimeError):
     """A state change the experiment's state does not allow (a runner bug, never user input)."""
 
 
+class NotAwaitingApproval(JournalError):
+    """An approval the journal cannot take: no batch is waiting, or a vetoed id is not in it (user input)."""
+
+
 class State(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"
     PROPOSED = "proposed"
     RUNNING = "running"
     DONE = "done"
@@ -153,9 +168,10 @@ class State(StrEnum):
 
 #: which states each transition may leave from
 _FROM: dict[State, tuple[State, ...]] = {
+    State.PROPOSED: (State.AWAITING_APPROVAL,),
     State.RUNNING: (State.PROPOSED, State.INTERRUPTED),
     State.DONE: (State.RUNNING,),
-    State.FAILED: (State.RUNNING,),
+    State.FAILED: (State.RUNNING, State.AWAITING_APPROVAL),
     State.INTERRUPTED: (State.RUNNING,),
 }
 
@@ -290,6 +306,35 @@ def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
     return JournalError(f"{path}: {why}")
 
 
+def _same_campaign(campaign: Campaign, stored: dict[str, Any], config_json: str) -> bool:
+    """Whether a journal's stored config is ``campaign`` as an older labloop wrote it: the stored config,
+    validated by today's model (sections added since get their defaults), dumps the same."""
+    try:
+        return _json(type(campaign).model_validate(stored).model_dump(mode="json", by_alias=True)) == config_json
+    except ValueError:  # pydantic's ValidationError, or the campaign's own problems: not the same campaign
+        return False
+
+
+def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a version-1 journal to the current schema in one transaction: the experiments table is rebuilt
+    with the wider state CHECK (SQLite cannot alter a CHECK; this is its documented table-rebuild recipe)."""
+    conn.execute("PRAGMA foreign_keys = OFF")  # takes effect only outside a transaction
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == version:  # another process may have upgraded
+            conn.execute(EXPERIMENTS_TABLE.replace("CREATE TABLE experiments", "CREATE TABLE experiments_new"))
+            conn.execute("INSERT INTO experiments_new SELECT * FROM experiments")
+            conn.execute("DROP TABLE experiments")
+            conn.execute("ALTER TABLE experiments_new RENAME TO experiments")
+            if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise sqlite3.IntegrityError("foreign keys broken by the upgrade")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     mode = "ro" if readonly else "rw"
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, isolation_level=None,
@@ -322,7 +367,7 @@ class Journal:
         if path.exists():
             journal = cls.open(path)
             info = journal.campaign_info()
-            if _json(info.config) != config_json:
+            if _json(info.config) != config_json and not _same_campaign(campaign, info.config, config_json):
                 journal.close()
                 raise JournalError(f"{path}: holds another campaign ({info.name!r}, created {info.created_at}); "
                                    "choose another store, or continue that one with `labloop resume`")
@@ -377,7 +422,7 @@ class Journal:
         if app_id != APPLICATION_ID:
             conn.close()
             raise JournalError(f"{path}: not a labloop journal")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             conn.close()
             newer = "a newer labloop; upgrade labloop to read it" if version > SCHEMA_VERSION else "an unknown labloop"
             raise JournalError(f"{path}: journal schema version {version} is from {newer} "
@@ -392,6 +437,9 @@ class Journal:
             found = " ".join("; ".join(damage).split())[:300]
             raise JournalError(f"{path}: the journal is damaged ({found}); restore it from a backup "
                                "(`labloop log` cannot trust what it would show)")
+        if version < SCHEMA_VERSION and not readonly:
+            _upgrade(conn, version)
+            log.info("%s: journal schema upgraded from version %d to %d", path, version, SCHEMA_VERSION)
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
             conn.execute("PRAGMA synchronous = FULL")
@@ -425,21 +473,52 @@ class Journal:
     # -- experiments ------------------------------------------------------------------------------------
 
     def record_proposals(self, proposals: Sequence[ProposalLike], *, step: int, planner: str,
-                         model_version: int | None = None) -> list[int]:
-        """Record one planner step's proposals, each as a new ``proposed`` experiment; returns their ids."""
+                         model_version: int | None = None, awaiting_approval: bool = False) -> list[int]:
+        """Record one planner step's proposals, each as a new ``proposed`` experiment (``awaiting_approval``
+        when a person must approve the batch first); returns their ids."""
         ids = []
+        state = State.AWAITING_APPROVAL if awaiting_approval else State.PROPOSED
         with self._write() as db:
             created = now()
             for p in proposals:
-                cur = db.execute("INSERT INTO experiments (smiles, state, created_at) VALUES (?, 'proposed', ?)",
-                                 (p.smiles, created))
+                cur = db.execute("INSERT INTO experiments (smiles, state, created_at) VALUES (?, ?, ?)",
+                                 (p.smiles, state.value, created))
                 ids.append(cur.lastrowid)
                 db.execute("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (cur.lastrowid, step, p.smiles, _json(dict(p.conditions)), p.mu, p.sigma,
                             p.acquisition, model_version, planner, created))
-            self._event(db, "proposed", f"step {step}: {planner} proposed {len(ids)} experiment(s)",
+            self._event(db, "proposed", f"step {step}: {planner} proposed {len(ids)} experiment(s)"
+                                        + (" (awaiting approval)" if awaiting_approval else ""),
                         data={"experiments": ids, "model_version": model_version})
         return ids
+
+    def approve(self, veto: Sequence[int] = (), *, by: str) -> tuple[list[int], list[int]]:
+        """Decide the waiting batch: every ``awaiting_approval`` experiment becomes ``proposed``, except those in
+        ``veto``, which become ``failed`` (cause ``vetoed ...``). ``by`` says who decided (journalled).
+        Returns (approved ids, vetoed ids); :class:`NotAwaitingApproval` if nothing waits or a veto is not
+        in the waiting batch (then nothing changes)."""
+        with self._write() as db:
+            waiting = [r[0] for r in db.execute("SELECT id FROM experiments WHERE state = ? ORDER BY id",
+                                                (State.AWAITING_APPROVAL.value,))]
+            if not waiting:
+                raise NotAwaitingApproval(f"{self.path.name}: no experiment is awaiting approval")
+            stray = sorted(set(veto) - set(waiting))
+            if stray:
+                raise NotAwaitingApproval(f"{self.path.name}: experiment {stray[0]} is not awaiting approval "
+                                          f"(waiting: {', '.join(map(str, waiting))})")
+            vetoed = [i for i in waiting if i in set(veto)]
+            approved = [i for i in waiting if i not in set(veto)]
+            stamp = now()
+            for experiment_id in approved:
+                self._transition(db, experiment_id, State.PROPOSED)
+                db.execute("UPDATE experiments SET state = 'proposed' WHERE id = ?", (experiment_id,))
+            for experiment_id in vetoed:
+                self._transition(db, experiment_id, State.FAILED)
+                db.execute("UPDATE experiments SET state = 'failed', cause = ?, finished_at = ? WHERE id = ?",
+                           (f"{VETOED} by a person ({by})", stamp, experiment_id))
+            self._event(db, "approved", f"batch decided by {by}: approved {approved or 'none'}, "
+                                        f"vetoed {vetoed or 'none'}", data={"approved": approved, "vetoed": vetoed})
+        return approved, vetoed
 
     def start_experiment(self, experiment_id: int) -> int:
         """``proposed`` or ``interrupted`` -> ``running``, as a new attempt; returns the attempt number."""

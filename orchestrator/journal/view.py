@@ -95,6 +95,8 @@ def _header(snap: dict[str, Any]) -> Text:
     text.append(f"done {counts['done']}/{progress['max_experiments']}")
     for state in ("running", "proposed", "interrupted", "failed"):
         text.append(f"  {state} {counts[state]}")
+    if counts.get("awaiting_approval"):
+        text.append(f"  awaiting approval {counts['awaiting_approval']}", style="bold magenta")
     if progress["hits"] is not None:
         text.append(f"  hits {progress['hits']}", style="green" if progress["hits"] else None)
     if snap["models"]:

@@ -31,7 +31,7 @@ from labloop.core.errors import InputError, InstrumentError, JournalWriteError
 from labloop.instruments.cv_analysis import measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
-from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
+from labloop.orchestrator.journal.store import VETOED, ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.learner import Learning
 from labloop.orchestrator.loop.active_hours import ActiveHours
@@ -49,6 +49,8 @@ EXIT_OK = 0
 EXIT_FAULTS = 1
 EXIT_INTERRUPTED = 130
 WAIT_POLL_S = 1.0
+#: how often a batch awaiting approval is checked (a person's click should start the rig promptly)
+APPROVAL_POLL_S = 0.2
 #: how a failure of the analysis (an unusable voltammogram: the molecule's fault) starts its cause
 ANALYSIS_FAILURE = "analysis: "
 #: how a refusal starts its cause: the proposal could not be run as asked (a safety limit, a bad parameter)
@@ -122,6 +124,7 @@ class Runner:
         self._open_actions: dict[int, int] = {}
         self._actions = 0  #: actions the current experiment started
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
+        self._held: list[int] = []  #: the batch awaiting approval that this run has announced
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -151,6 +154,10 @@ class Runner:
                 with self.interrupts.deferred():
                     self.journal.add_event("finished", f"campaign finished: {reason}")
                 return EXIT_OK
+            waiting = [e.id for e in experiments if e.status == State.AWAITING_APPROVAL]
+            if waiting:  # one short wait per turn, so health checks, new models and max_hours go on meanwhile
+                self._hold(waiting, show)
+                continue
             queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED)]
             if not queue:
                 show("proposing")
@@ -200,7 +207,7 @@ class Runner:
             planner=self.planner.name, seed=self.campaign.seed, step=step,
             observations=tuple(self._observation(e) for e in experiments if e.status in (State.DONE, State.FAILED)),
             pending=tuple(e.smiles for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED,
-                                                                         State.RUNNING)))
+                                                                         State.RUNNING, State.AWAITING_APPROVAL)))
         with self.interrupts.deferred():
             self.journal.save_planner_state(step, state.to_dict())
         return state
@@ -211,8 +218,10 @@ class Runner:
         failure = None
         if experiment.status == State.FAILED:
             cause = experiment.cause or ""
-            # a refused proposal is the molecule's failure for the planner, like an unusable voltammogram
-            failure = ANALYSIS_FAULT if cause.startswith((ANALYSIS_FAILURE, REFUSED_FAILURE)) else INSTRUMENT_FAULT
+            # a refused proposal or a veto (a person's judgement) is the molecule's failure for the planner,
+            # like an unusable voltammogram
+            molecule = cause.startswith((ANALYSIS_FAILURE, REFUSED_FAILURE, VETOED))
+            failure = ANALYSIS_FAULT if molecule else INSTRUMENT_FAULT
         return Observation(experiment.smiles, experiment.conditions,
                            experiment.potential_v if experiment.status == State.DONE else None,
                            quality=None if analysis is None else measurement_quality(analysis), failure=failure)
@@ -228,7 +237,8 @@ class Runner:
         if proposals:
             with self.interrupts.deferred():
                 self.journal.record_proposals(proposals, step=step, planner=self.planner.name,
-                                              model_version=None if model is None else model.version)
+                                              model_version=None if model is None else model.version,
+                                              awaiting_approval=self.campaign.planner.approve)
         return bool(proposals)
 
     # -- one experiment -------------------------------------------------------------------------------
@@ -314,6 +324,21 @@ class Runner:
             if hits >= budget.stop_after_hits:
                 return f"{hits} hits (budget.stop_after_hits)"
         return None
+
+    def _hold(self, waiting: list[int], show: Callable[[str], None]) -> None:
+        """``planner.approve``: one turn of waiting for a person to approve or veto the ``waiting`` batch. Each
+        batch is journalled once per run as ``awaiting_approval`` (which alerts), so a resumed run says it
+        again; Ctrl-C still stops."""
+        ids = ", ".join(map(str, waiting))
+        if waiting != self._held:
+            self._held = waiting
+            message = (f"experiment(s) {ids} await approval: labloop approve {self.journal.path.name} "
+                       "[--veto ID ...], or the dashboard")
+            console.err.print(message, markup=False, highlight=False)
+            with self.interrupts.deferred():
+                self.journal.add_event("awaiting_approval", message, data={"experiments": waiting})
+        show(f"awaiting approval of experiment(s) {ids}")
+        time.sleep(APPROVAL_POLL_S)
 
     def _wait_for_active_hours(self, show: Callable[[str], None]) -> None:
         """Outside ``schedule.active_hours``: wait, saying so on the status line (Ctrl-C still stops)."""

@@ -1,0 +1,89 @@
+"""`labloop dashboard STORE`: serve a live page over a campaign's journal (``orchestrator/dashboard``); and
+`labloop approve STORE [--veto ID ...]`: decide a batch held by ``planner.approve`` from a terminal.
+
+Why the socket is bound here and not by uvicorn: a port already in use, or a host that is not this
+machine's, is bad input and must end in one ``error:`` line with exit 2 (uvicorn would log and exit 1),
+and ``--port 0`` lets the kernel choose a free port whose URL is printed first (scripts and tests read it).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from pathlib import Path
+
+import click
+
+from labloop.orchestrator import console
+from labloop.orchestrator.journal.store import Journal
+
+log = logging.getLogger(__name__)
+
+#: uvicorn gives open requests this long to end when the server stops (Ctrl-C; event streams end at once)
+SHUTDOWN_GRACE_S = 1
+
+
+@click.command(help="Serve a live dashboard of a campaign's journal (read-only, except approve/veto with the token).")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but 127.0.0.1 exposes the page to the network.")
+@click.option("--port", default=8050, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0: any free port; the URL is printed).")
+@click.option("--token", help="The write token for approve/veto (default: a random one, printed).")
+def dashboard(store: Path, host: str, port: int, token: str | None) -> None:
+    import uvicorn
+
+    from labloop.orchestrator.dashboard import create_app
+
+    Journal.open(store, readonly=True).close()  # a store that is not a journal: one line, exit 2
+    if token is not None and len(token) < 8:
+        raise click.BadParameter("must be at least 8 characters", param_hint="--token")
+    token = token or secrets.token_urlsafe(18)
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{bound_port}/"
+    console.out.print(f"dashboard: {url}#token={token}", markup=False, highlight=False, soft_wrap=True)
+    console.out.print(f"write token (approve/veto): {token}", markup=False, highlight=False, soft_wrap=True)
+    console.out.file.flush()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.err.print(f"warning: listening on {host}: anyone who can reach this machine can read the page",
+                          markup=False, highlight=False)
+    app = create_app(store, token, host=host)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    app.state.should_exit = lambda: server.should_exit
+    server.run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or :class:`click.BadParameter` naming the option."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"{host!r} is not an address of this machine ({exc.strerror})",
+                                 param_hint="--host") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise click.BadParameter(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port",
+                                 param_hint="--port") from None
+    sock.listen(128)
+    return sock
+
+
+@click.command(help="Approve the batch a campaign with planner.approve holds (the runner then measures it); "
+                    "--veto ID fails that experiment instead (the planner counts it against the molecule).")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--veto", multiple=True, type=int, metavar="ID", help="An experiment id to veto (repeatable).")
+def approve(store: Path, veto: tuple[int, ...]) -> None:
+    with Journal.open(store) as journal:
+        approved, vetoed = journal.approve(veto, by="labloop approve")
+    listed = [", ".join(map(str, ids)) or "none" for ids in (approved, vetoed)]
+    console.out.print(f"approved {listed[0]}; vetoed {listed[1]}", markup=False, highlight=False)

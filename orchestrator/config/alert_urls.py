@@ -1,0 +1,41 @@
+"""The ``alerts:`` section's URLs: how a campaign names where alerts go, checked when the campaign is read.
+
+Why apart from the alerter (:mod:`labloop.orchestrator.loop.alerts`): the campaign file is validated before
+anything runs, and validation belongs to the config layer, which the loop builds on. URLs hold credentials,
+so nothing here ever puts a URL into an error message; ``${VAR}`` is read from the environment only when
+needed, so the secret can stay out of the campaign file and the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+log = logging.getLogger(__name__)
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand(url: str) -> str:
+    """``url`` with every ``${VAR}`` replaced from the environment; ValueError names a variable that is unset."""
+    missing = [name for name in _VARIABLE.findall(url) if name not in os.environ]
+    if missing:
+        raise ValueError(f"environment variable {missing[0]} is not set")
+    return _VARIABLE.sub(lambda m: os.environ[m.group(1)], url)
+
+
+def silence_apprise() -> None:
+    """apprise logs URLs (with their credentials) when it debugs: its logger stays off."""
+    logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
+
+
+def check_url(url: str) -> str:
+    """A campaign's ``alerts:`` entry, checked: a URL apprise can send to (the error never repeats the URL)."""
+    import apprise  # loads only for campaigns with alerts
+
+    silence_apprise()
+    if apprise.Apprise.instantiate(expand(url)) is None:
+        raise ValueError("not a notification URL that apprise knows (e.g. json://host:port/path, "
+                         "mailto://user:pass@host, ntfy://topic); the URL is not repeated: it may hold a secret")
+    return url

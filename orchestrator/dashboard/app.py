@@ -1,0 +1,246 @@
+"""The dashboard's web app: one page, a JSON API and a server-sent-events stream over one campaign's journal.
+
+Why it is built this way:
+
+- **Reads never get in the runner's way.** One thread reads the journal through one read-only connection
+  (SQLite WAL: readers never block the writer), every :data:`REFRESH_S`, and rebuilds the campaign document
+  only when the journal's ``data_version`` says another connection committed. Requests and event streams
+  are served the encoded bytes from memory, so twenty browsers polling ten times a second cost the journal
+  nothing and the cores little (bench/dashboard.py); a document is at most :data:`REFRESH_S` older than the
+  journal.
+- **Consistent rows.** An experiment, its proposal and its measurement come from one SQL query
+  (:meth:`Journal.experiments`), and the runner commits each state change in one transaction, so no reader
+  ever sees an experiment ``done`` without its measurement.
+- **The page draws, the server computes.** Plot series come from :mod:`labloop.orchestrator.journal.plot_data`, the
+  same functions ``labloop report`` plots, and the browser only draws them (``static/dashboard.js``, plain
+  SVG; no code is fetched from the network).
+- **Safe by default.** Read endpoints show no file paths (the journal's store and model paths, device
+  paths in events are cut to their last component) and no campaign secrets (the snapshot holds only the
+  objective, planner and budget sections, never ``alerts``). Writes (approve/veto) need the token, compared
+  in constant time. The page sets a Content-Security-Policy that allows only its own scripts, and the script
+  renders every journal text with ``textContent``. Host headers other than the bound host are refused
+  (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from labloop.orchestrator.journal.plot_data import plot_series
+from labloop.orchestrator.journal.store import Journal, NotAwaitingApproval
+from labloop.orchestrator.journal.view import snapshot
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+#: how often the journal is checked for commits
+REFRESH_S = 0.1
+#: how often an event stream checks for a new document (the page updates within both plus a draw)
+STREAM_POLL_S = 0.1
+#: a comment line this often keeps proxies and the browser from closing an idle stream
+KEEPALIVE_S = 15.0
+TOKEN_HEADER = "x-labloop-token"
+#: the largest request body accepted (a veto list of a batch is a few hundred bytes)
+MAX_BODY = 64 * 1024
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+#: the folders of an absolute POSIX path (``/home/lab/runs/`` in ``/home/lab/runs/a.db``)
+_FOLDERS = re.compile(r"(?<![\w.~-])/(?:[^/\s'\"]+/)+")
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def without_paths(value: Any) -> Any:
+    """``value`` with the folders of every absolute path cut (``/home/lab/runs/a.db`` -> ``a.db``): the page
+    is for people who may not see the lab computer's file layout. Only for free text (messages, causes,
+    action parameters): SMILES use ``/`` for double-bond geometry and are never passed here."""
+    if isinstance(value, str):
+        return _FOLDERS.sub("", value)
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    return value
+
+
+def public_snapshot(snap: dict[str, Any]) -> dict[str, Any]:
+    """The ``labloop log --json`` document as the dashboard serves it (``snap`` is changed in place): the same
+    keys and values, except the store is named by its file name, model weights paths are dropped and paths
+    in event messages, event data and failure causes are cut."""
+    snap["campaign"]["store"] = Path(snap["campaign"]["store"]).name
+    for model in snap["models"]:
+        model["weights_path"] = None
+    for event in snap["events"]:
+        event["message"], event["data"] = without_paths(event["message"]), without_paths(event["data"])
+    for row in snap["experiments"] + snap["best"]:
+        row["cause"] = without_paths(row["cause"])
+    return snap
+
+
+class CampaignSource:
+    """The journal as the dashboard reads it: one read-only connection, the documents cached per commit."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.journal = Journal.open(store, readonly=True)
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        #: (version, snapshot, /api/campaign bytes, stream message bytes), replaced whole (readers need no lock)
+        self.current: tuple[int, dict[str, Any], bytes, bytes] = (-1, {}, b"", b"")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="dashboard-journal", daemon=True)
+        self.refresh()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.journal.close()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            try:
+                self.refresh()
+            except Exception:  # a disk error must not end the page's updates for good
+                log.exception("dashboard: reading the journal failed; trying again")
+
+    def refresh(self) -> None:
+        """Rebuild the documents if the journal changed since the last call."""
+        with self._lock:
+            version = self.journal.data_version()
+            if version != self._version:
+                snap = public_snapshot(snapshot(self.journal))
+                stream = json.dumps({"campaign": snap, "plots": plot_series(snap)}, allow_nan=False).encode()
+                self.current = (version, snap, json.dumps(snap, allow_nan=False).encode(), stream)
+                self._version = version
+
+    def experiment(self, experiment_id: int) -> dict[str, Any] | None:
+        """One experiment with its actions, raw voltammograms (current attempt) and analysis; None if unknown."""
+        self.refresh()
+        row = next((e for e in self.current[1]["experiments"] if e["id"] == experiment_id), None)
+        if row is None:
+            return None
+        analysis = self.journal.analysis(experiment_id)
+        return {
+            "experiment": row,
+            "actions": without_paths([asdict(a) for a in self.journal.actions(experiment_id)]),
+            "voltammograms": [{"potential_v": v.potential_v.tolist(), "current_a": v.current_a.tolist(),
+                               "reference": v.reference, "scan_rate_v_s": v.params.scan_rate_v_s}
+                              for v in self.journal.voltammograms(experiment_id)],
+            "analysis": None if analysis is None else analysis.to_dict(),
+        }
+
+
+def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette:
+    """The dashboard of the journal at ``store``; approve/veto need ``token``. ``host`` is the bound address
+    (requests naming another host are refused unless it is a wildcard address)."""
+    source = CampaignSource(store)
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    async def campaign(request: Request) -> Response:
+        return Response(source.current[2], media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    async def experiment(request: Request) -> Response:
+        found = await run_in_threadpool(source.experiment, request.path_params["experiment_id"])
+        if found is None:
+            return JSONResponse({"error": "no such experiment"}, status_code=404)
+        return JSONResponse(found, headers={"Cache-Control": "no-store"})
+
+    async def stream(request: Request) -> Response:
+        return StreamingResponse(_events(request, source), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def approve(request: Request) -> Response:
+        if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
+            return JSONResponse({"error": "a valid token is needed to approve or veto (printed at start)"},
+                                status_code=403)
+        try:
+            body = await request.json()
+            veto = body.get("veto", [])
+            if not isinstance(veto, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in veto):
+                raise ValueError
+        except (ValueError, AttributeError):
+            return JSONResponse({"error": 'body must be JSON like {"veto": [3, 5]}'}, status_code=400)
+        try:
+            approved, vetoed = await run_in_threadpool(_decide, store, veto)
+        except NotAwaitingApproval as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        log.info("dashboard: approved %s, vetoed %s", approved, vetoed)
+        return JSONResponse({"approved": approved, "vetoed": vetoed})
+
+    routes = [
+        Route("/", page),
+        Route("/api/campaign", campaign),
+        Route("/api/experiments/{experiment_id:int}", experiment),
+        Route("/api/stream", stream),
+        Route("/api/approve", approve, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    wildcard = host in ("0.0.0.0", "::", "")
+    hosts = ["*"] if wildcard else sorted({host, *_LOCAL_HOSTS} if host in _LOCAL_HOSTS else {host})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        source.start()
+        yield
+        await run_in_threadpool(source.close)
+
+    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+                    lifespan=lifespan, max_body_size=MAX_BODY)
+    app.state.source = source
+    #: event streams end when this says so (the server sets it to its own shutdown flag), so Ctrl-C never
+    #: waits for, or cancels, a browser's open stream
+    app.state.should_exit = lambda: False
+    return app
+
+
+def _decide(store: Path, veto: list[int]) -> tuple[list[int], list[int]]:
+    """Approve the waiting batch except ``veto``, through a short-lived writable connection."""
+    with Journal.open(store) as journal:
+        return journal.approve(veto=veto, by="dashboard")
+
+
+async def _events(request: Request, source: CampaignSource) -> AsyncIterator[bytes]:
+    """The event stream: the whole campaign document and its plot series whenever the journal changes, until
+    the client leaves or the server stops."""
+    shown: int | None = None
+    quiet = 0.0
+    stopping = request.app.state.should_exit
+    while not stopping() and not await request.is_disconnected():
+        version, _, _, message = source.current
+        if version != shown:
+            shown, quiet = version, 0.0
+            yield b"event: campaign\ndata: " + message + b"\n\n"
+        elif quiet >= KEEPALIVE_S:
+            quiet = 0.0
+            yield b": keepalive\n\n"
+        await asyncio.sleep(STREAM_POLL_S)
+        quiet += STREAM_POLL_S

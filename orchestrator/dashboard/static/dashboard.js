@@ -1,0 +1,318 @@
+// labloop dashboard: draws the campaign document pushed by /api/stream (server-sent events) as tables and SVG
+// plots. Every text that comes from the journal is set with textContent (never innerHTML), so a molecule
+// named "<script>" shows as text. The write token lives in sessionStorage of this tab only.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const TOKEN_KEY = "labloop-token";
+const state = { snap: null, plots: null, cvId: null, pinnedCv: false };
+
+function $(id) { return document.getElementById(id); }
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+
+function num(value, digits) {
+  return value === null || value === undefined ? "" : Number(value).toFixed(digits);
+}
+
+function cell(row, text, cls) { row.appendChild(el("td", text, cls)); }
+
+function fillBody(table, rows, build) {
+  const body = table.tBodies[0];
+  const fresh = document.createElement("tbody");
+  rows.forEach((item) => fresh.appendChild(build(item)));
+  table.replaceChild(fresh, body);
+}
+
+function localTime(stamp) {
+  if (!stamp) return "";
+  const d = new Date(stamp);
+  return Number.isNaN(d.getTime()) ? stamp : d.toLocaleString();
+}
+
+// -- plots --------------------------------------------------------------------------------------------
+
+function svgEl(tag, attrs, cls) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (cls) node.setAttribute("class", cls);
+  return node;
+}
+
+function ticks(lo, hi, n) {
+  const span = hi - lo || 1;
+  const step0 = span / n;
+  const mag = Math.pow(10, Math.floor(Math.log10(step0)));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0);
+  const out = [];
+  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push(Number(t.toPrecision(12)));
+  return out;
+}
+
+function extent(values, pad) {
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (!Number.isFinite(lo)) { lo = 0; hi = 1; }
+  if (lo === hi) { lo -= 0.5; hi += 0.5; }
+  const p = (hi - lo) * (pad === undefined ? 0.05 : pad);
+  return [lo - p, hi + p];
+}
+
+// Draw into `svg`: spec = {xlabel, ylabel, xs: [...all x], ys: [...all y], empty, draw(g, sx, sy)}
+function plot(svg, spec) {
+  const W = 480, H = 300, L = 58, R = 12, T = 12, B = 42;
+  while (svg.firstChild) svg.removeChild(svg.firstChild);
+  if (!spec.xs.length) {
+    const t = svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "empty");
+    t.textContent = spec.empty;
+    svg.appendChild(t);
+    return;
+  }
+  const [x0, x1] = spec.xrange || extent(spec.xs);
+  const [y0, y1] = spec.yrange || extent(spec.ys);
+  const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - R);
+  const sy = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
+  for (const t of ticks(y0, y1, 5)) {
+    svg.appendChild(svgEl("line", { x1: L, x2: W - R, y1: sy(t), y2: sy(t) }, "grid-line"));
+    const label = svgEl("text", { x: L - 6, y: sy(t) + 4, "text-anchor": "end" });
+    label.textContent = String(t);
+    svg.appendChild(label);
+  }
+  for (const t of ticks(x0, x1, 6)) {
+    const label = svgEl("text", { x: sx(t), y: H - B + 15, "text-anchor": "middle" });
+    label.textContent = String(t);
+    svg.appendChild(label);
+  }
+  svg.appendChild(svgEl("line", { x1: L, x2: W - R, y1: H - B, y2: H - B }, "axis"));
+  svg.appendChild(svgEl("line", { x1: L, x2: L, y1: T, y2: H - B }, "axis"));
+  const xl = svgEl("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" });
+  xl.textContent = spec.xlabel;
+  svg.appendChild(xl);
+  const yl = svgEl("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle",
+                             transform: `rotate(-90 12 ${(T + H - B) / 2})` });
+  yl.textContent = spec.ylabel;
+  svg.appendChild(yl);
+  const g = svgEl("g");
+  svg.appendChild(g);
+  spec.draw(g, sx, sy, [x0, x1], [y0, y1]);
+}
+
+function points(g, xs, ys, sx, sy, cls, r) {
+  xs.forEach((x, i) => g.appendChild(svgEl("circle", { cx: sx(x), cy: sy(ys[i]), r: r || 3 }, cls)));
+}
+
+function polyline(g, xs, ys, sx, sy, cls) {
+  g.appendChild(svgEl("polyline", { points: xs.map((x, i) => `${sx(x)},${sy(ys[i])}`).join(" ") }, cls));
+}
+
+function drawBest(plots) {
+  const xs = plots.measured.map((_, i) => i + 1);
+  const ys = plots.measured.map((m) => m.potential_v);
+  const band = plots.window_v;
+  plot($("plot-best"), {
+    xlabel: "experiment number (done)", ylabel: "potential (V vs Li/Li+)", empty: "no measurement yet",
+    xs, ys: band ? ys.concat(band) : ys,
+    draw(g, sx, sy, xr) {
+      if (band) {
+        g.appendChild(svgEl("rect", { x: sx(xr[0]), width: sx(xr[1]) - sx(xr[0]), y: sy(band[1]),
+                                      height: sy(band[0]) - sy(band[1]) }, "band"));
+      }
+      points(g, xs, ys, sx, sy, "points");
+      const stepX = [], stepY = [];
+      plots.best_so_far.forEach((b, i) => {
+        if (i > 0) { stepX.push(i + 1); stepY.push(plots.best_so_far[i - 1]); }
+        stepX.push(i + 1); stepY.push(b);
+      });
+      polyline(g, stepX, stepY, sx, sy, "best");
+    },
+  });
+}
+
+function drawParity(plots) {
+  const pairs = plots.parity;
+  const lo = pairs.map((p) => p.mu - p.sigma), hi = pairs.map((p) => p.mu + p.sigma);
+  const all = lo.concat(hi, pairs.map((p) => p.measured));
+  const range = extent(all);
+  plot($("plot-parity"), {
+    xlabel: "predicted at proposal (V vs Li/Li+)", ylabel: "measured (V vs Li/Li+)",
+    empty: "no prediction to compare yet", xs: pairs.map((p) => p.mu), ys: all, xrange: range, yrange: range,
+    draw(g, sx, sy) {
+      g.appendChild(svgEl("line", { x1: sx(range[0]), y1: sy(range[0]), x2: sx(range[1]), y2: sy(range[1]) },
+                          "diag"));
+      pairs.forEach((p) => g.appendChild(svgEl("line", { x1: sx(p.mu - p.sigma), x2: sx(p.mu + p.sigma),
+                                                          y1: sy(p.measured), y2: sy(p.measured) }, "errbar")));
+      points(g, pairs.map((p) => p.mu), pairs.map((p) => p.measured), sx, sy, "parity");
+    },
+  });
+}
+
+function drawError(plots) {
+  const e = plots.prediction_error;
+  const xs = e.errors.map((_, i) => i + 1);
+  plot($("plot-error"), {
+    xlabel: "experiment number (done)", ylabel: "|measured − predicted| (V)", empty: "no prediction to compare yet",
+    xs, ys: e.errors.concat([0]),
+    draw(g, sx, sy) {
+      points(g, xs, e.errors, sx, sy, "points");
+      polyline(g, xs, e.running_mean, sx, sy, "running");
+    },
+  });
+}
+
+function drawVoltammogram(detail) {
+  const v = detail && detail.voltammograms.length ? detail.voltammograms[detail.voltammograms.length - 1] : null;
+  $("cv-caption").textContent = v ? `#${detail.experiment.id} ${detail.experiment.smiles} · ${Number(v.scan_rate_v_s).toPrecision(3)} V/s` : "";
+  const ys = v ? v.current_a.map((i) => i * 1e6) : [];
+  plot($("plot-cv"), {
+    xlabel: `E (V vs ${v ? v.reference : "reference"})`, ylabel: "i (µA)", empty: "no voltammogram yet",
+    xs: v ? v.potential_v : [], ys,
+    draw(g, sx, sy) { polyline(g, v.potential_v, ys, sx, sy, "cv"); },
+  });
+}
+
+async function showVoltammogram(id) {
+  if (id === null || id === undefined) { drawVoltammogram(null); return; }
+  const response = await fetch(`/api/experiments/${encodeURIComponent(id)}`, { cache: "no-store" });
+  if (!response.ok) return;
+  state.cvId = id;
+  drawVoltammogram(await response.json());
+  for (const row of $("experiments-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.id === String(id));
+}
+
+// -- tables and text ----------------------------------------------------------------------------------
+
+function describeObjective(o) {
+  const quantity = o.quantity.replace("_", " ");
+  if (o.goal === "window") return `${quantity} in [${num(o.window_v[0], 2)}, ${num(o.window_v[1], 2)}] V vs Li/Li+`;
+  return `${o.goal} ${quantity} vs Li/Li+`;
+}
+
+function isHit(o, p) {
+  if (p === null || p === undefined) return false;
+  if (o.goal === "window") return p >= o.window_v[0] && p <= o.window_v[1];
+  if (o.threshold_v === null || o.threshold_v === undefined) return false;
+  return o.goal === "maximize" ? p >= o.threshold_v : p <= o.threshold_v;
+}
+
+function render(snap, plots) {
+  state.snap = snap;
+  state.plots = plots;
+  const c = snap.campaign, p = snap.progress;
+  document.title = `${c.name} · labloop`;
+  $("campaign-name").textContent = c.name;
+  $("campaign-summary").textContent =
+    `objective: ${describeObjective(c.objective)} · planner ${c.planner.kind} · seed ${c.seed} · store ${c.store}`;
+  const done = p.counts.done;
+  $("done-count").textContent = `${done}/${p.max_experiments}`;
+  $("progress-bar").style.width = `${Math.min(100, 100 * done / p.max_experiments)}%`;
+  $("hits").textContent = p.hits === null ? "–" : String(p.hits);
+  $("model-version").textContent = snap.models.length ? `v${snap.models[snap.models.length - 1].version}` : "none";
+  const counts = $("state-counts");
+  counts.replaceChildren(...Object.entries(p.counts).map(([k, n]) => el("li", `${k.replace("_", " ")} ${n}`,
+                                                                         n ? `status-${k}` : "")));
+
+  fillBody($("best-table"), snap.best, (e) => {
+    const row = el("tr");
+    cell(row, snap.best.indexOf(e) + 1, "num"); cell(row, e.id, "num"); cell(row, e.smiles, "smiles");
+    cell(row, num(e.potential_v, 3), isHit(c.objective, e.potential_v) ? "num hit" : "num");
+    return row;
+  });
+  fillBody($("models-table"), snap.models, (m) => {
+    const row = el("tr");
+    cell(row, m.version, "num"); cell(row, localTime(m.created_at)); cell(row, m.n_train, "num");
+    cell(row, m.metrics.n_measurements ?? "", "num"); cell(row, num(m.metrics.measured_fit_mae_v, 3), "num");
+    return row;
+  });
+  fillBody($("experiments-table"), snap.experiments.slice().reverse(), (e) => {
+    const row = el("tr");
+    row.dataset.id = String(e.id);
+    if (e.id === state.cvId) row.classList.add("selected");
+    cell(row, e.id, "num"); cell(row, e.smiles, "smiles"); cell(row, e.status, `status-${e.status}`);
+    cell(row, e.attempt, "num"); cell(row, e.step ?? "", "num"); cell(row, num(e.mu, 3), "num");
+    cell(row, num(e.sigma, 3), "num"); cell(row, num(e.acquisition, 3), "num"); cell(row, e.model_version ?? "", "num");
+    cell(row, num(e.potential_v, 3), isHit(c.objective, e.potential_v) ? "num hit" : "num");
+    cell(row, [e.flags.join(", "), e.cause || ""].filter(Boolean).join("; "));
+    row.addEventListener("click", () => { state.pinnedCv = true; showVoltammogram(e.id); });
+    return row;
+  });
+  fillBody($("events-table"), snap.events.slice(-50).reverse(), (ev) => {
+    const row = el("tr");
+    cell(row, localTime(ev.time)); cell(row, ev.kind); cell(row, ev.message);
+    return row;
+  });
+  renderApproval(snap);
+  drawBest(plots); drawParity(plots); drawError(plots);
+  const measured = snap.experiments.filter((e) => e.status === "done");
+  const latest = measured.length ? measured[measured.length - 1].id : null;
+  if (!state.pinnedCv && latest !== state.cvId) showVoltammogram(latest);
+}
+
+// -- approval -----------------------------------------------------------------------------------------
+
+function renderApproval(snap) {
+  const waiting = snap.experiments.filter((e) => e.status === "awaiting_approval");
+  $("approval-panel").hidden = waiting.length === 0;
+  const ticked = new Set([...document.querySelectorAll("#approval-table input:checked")].map((b) => b.value));
+  fillBody($("approval-table"), waiting, (e) => {
+    const row = el("tr");
+    const box = el("input");
+    box.type = "checkbox"; box.value = String(e.id); box.checked = ticked.has(String(e.id));
+    box.setAttribute("aria-label", `veto experiment ${e.id}`);
+    const td = el("td"); td.appendChild(box); row.appendChild(td);
+    cell(row, e.id, "num"); cell(row, e.smiles, "smiles"); cell(row, num(e.mu, 3), "num");
+    cell(row, num(e.sigma, 3), "num"); cell(row, num(e.acquisition, 3), "num"); cell(row, e.model_version ?? "", "num");
+    return row;
+  });
+}
+
+async function decide(vetoAll) {
+  const boxes = [...document.querySelectorAll("#approval-table input[type=checkbox]")];
+  const veto = boxes.filter((b) => vetoAll || b.checked).map((b) => Number(b.value));
+  const token = $("token").value.trim();
+  sessionStorage.setItem(TOKEN_KEY, token);
+  const message = $("approval-message");
+  const response = await fetch("/api/approve", {
+    method: "POST", headers: { "Content-Type": "application/json", "X-Labloop-Token": token },
+    body: JSON.stringify({ veto }),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (response.ok) {
+    message.className = "";
+    message.textContent = `approved ${body.approved.length}, vetoed ${body.vetoed.length}`;
+  } else {
+    message.className = "error";
+    message.textContent = `refused (${response.status}): ${body.error || response.statusText}`;
+  }
+}
+
+// -- live updates -------------------------------------------------------------------------------------
+
+function connect() {
+  const status = $("connection");
+  const source = new EventSource("/api/stream");
+  source.addEventListener("campaign", (event) => {
+    const message = JSON.parse(event.data);
+    render(message.campaign, message.plots);
+    status.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
+    status.className = "connection live";
+  });
+  source.onerror = () => { status.textContent = "connection lost · retrying"; status.className = "connection lost"; };
+}
+
+function init() {
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    history.replaceState(null, "", location.pathname);  // keep the token out of the address bar
+  }
+  $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+  $("approve-button").addEventListener("click", () => decide(false));
+  $("veto-all-button").addEventListener("click", () => decide(true));
+  connect();
+}
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,69 @@
+"""The numbers behind every campaign plot, computed in one place for ``labloop report`` (matplotlib PNGs) and
+``labloop dashboard`` (drawn in the browser from JSON).
+
+Why one module: the report and the live page must never disagree about what the best molecule so far was
+or how far the predictions were off; both take a :func:`labloop.orchestrator.journal_view.snapshot` and
+call these functions, and only the drawing differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import Any
+
+from labloop.orchestrator.config.campaign import Objective
+
+log = logging.getLogger(__name__)
+
+#: the prediction-error running mean spans this many experiments
+ERROR_WINDOW = 8
+
+
+def measured(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Done experiments with a measured potential, in the order they were proposed."""
+    return [e for e in experiments if e["status"] == "done" and e["potential_v"] is not None]
+
+
+def best_so_far(done: list[dict[str, Any]], objective: Objective) -> list[float]:
+    """After each done experiment, the best potential measured so far (by the campaign's objective)."""
+    best: list[float] = []
+    for e in done:
+        p = e["potential_v"]
+        best.append(p if not best or objective.score(p) > objective.score(best[-1]) else best[-1])
+    return best
+
+
+def parity(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Measured vs predicted (mu, sigma at proposal time) for every done experiment that had a prediction."""
+    return [{"id": e["id"], "mu": e["mu"], "sigma": e["sigma"] or 0.0, "measured": e["potential_v"]}
+            for e in done if e["mu"] is not None]
+
+
+def prediction_errors(done: list[dict[str, Any]], window: int = ERROR_WINDOW) -> tuple[list[float], list[float]]:
+    """``|measured - predicted|`` per done experiment with a prediction, and its running mean over ``window``:
+    with feedback the error falls as measurements accumulate; an open-loop screen's stays where the prior
+    put it."""
+    errors = [abs(e["potential_v"] - e["mu"]) for e in done if e["mu"] is not None]
+    running = [statistics.fmean(errors[max(0, k + 1 - window):k + 1]) for k in range(len(errors))]
+    return errors, running
+
+
+def acquisition(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The acquisition value of every proposal that had one (planners without acquisition have none)."""
+    return [{"id": e["id"], "acquisition": e["acquisition"]} for e in experiments if e["acquisition"] is not None]
+
+
+def plot_series(snap: dict[str, Any]) -> dict[str, Any]:
+    """Every plot's data for one snapshot, as JSON-safe lists (what the dashboard draws)."""
+    objective = Objective.model_validate(snap["campaign"]["objective"])
+    done = measured(snap["experiments"])
+    errors, running = prediction_errors(done)
+    return {
+        "window_v": None if objective.window_v is None else list(objective.window_v),
+        "measured": [{"id": e["id"], "potential_v": e["potential_v"]} for e in done],
+        "best_so_far": best_so_far(done, objective),
+        "parity": parity(done),
+        "prediction_error": {"errors": errors, "running_mean": running, "window": ERROR_WINDOW},
+        "acquisition": acquisition(snap["experiments"]),
+    }

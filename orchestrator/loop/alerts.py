@@ -1,0 +1,158 @@
+"""Alerts: tell a person when the campaign needs one — it stopped (budget, faults, interrupt), a batch waits
+for approval, or an instrument that is a person (the ``manual`` sample changer) waits for its operator —
+through apprise (email, Slack, Teams, ntfy, webhooks: any URL apprise knows).
+
+Why it works this way:
+
+- **Driven by the journal, not by the runner.** The alerter watches the journal's events from a background
+  thread and alerts on the kinds in :data:`ALERT_KINDS`, so whatever writes those events (the runner's stop
+  rules, its interrupt handler, the approval gate) alerts without knowing about alerts, and each event
+  alerts exactly once. An operator prompt is seen the same way: an action of a person-instrument that has
+  started and not finished is journalled once as an ``operator_waiting`` event, which then alerts.
+- **Never in the run's way.** Sending happens only in that thread, with a bounded number of attempts per
+  destination and a pause between them; a network that is down costs the run nothing, and at the end the
+  run waits at most :meth:`Alerter.drain_limit_s` for the last alert before it exits anyway.
+- **Journalled.** Every alert becomes one event, ``alert`` (delivered) or ``alert_failed`` (which
+  destinations failed after how many attempts), naming destinations by service only.
+- **URLs are secrets.** Webhook URLs carry their credentials, so they are never logged, shown or journalled
+  (apprise's own logger is silenced, it prints URLs when debugging). ``${VAR}`` in a URL is read from the
+  environment when the alert is sent, so the secret can stay out of the campaign file and the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from labloop.orchestrator.config.alert_urls import expand, silence_apprise
+from labloop.orchestrator.journal.store import Journal
+
+log = logging.getLogger(__name__)
+
+#: event kinds that need a person
+ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "awaiting_approval", "operator_waiting"})
+ATTEMPTS = 3
+#: pause before the 2nd attempt; doubles after each further failure
+BACKOFF_S = 0.5
+#: how often the journal is checked for new events
+POLL_S = 0.5
+#: apprise's per-request connect/read timeout, so one attempt cannot hang
+REQUEST_TIMEOUT_S = 4.0
+#: events read per poll (far more than a run writes in POLL_S)
+EVENTS_PER_POLL = 200
+class Alerter:
+    """Watches ``journal`` for events that need a person and sends each to every URL, from a background thread.
+
+    ``operators`` names the instruments that are people (their open actions are operator prompts).
+    Use as a context manager around a run: events journalled before it starts are not alerted (a resumed
+    campaign does not repeat the previous run's stop); on exit the last events are sent, waiting at most
+    :meth:`drain_limit_s`.
+    """
+
+    def __init__(self, urls: Sequence[str], journal: Journal, campaign: str, *, operators: Collection[str] = (),
+                 attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
+        self.urls = list(urls)
+        self.operators = frozenset(operators)  #: instrument names whose actions wait for a person
+        self._prompted: set[int] = set()
+        self.journal = journal
+        self.campaign = campaign
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="labloop-alerts", daemon=True)
+        self._seen = 0
+
+    def drain_limit_s(self) -> float:
+        """The longest the last alert can take: every attempt timing out, plus the pauses between them."""
+        pauses = sum(self.backoff_s * 2 ** k for k in range(self.attempts - 1))
+        return POLL_S + len(self.urls) * (self.attempts * 2 * REQUEST_TIMEOUT_S + pauses)
+
+    def __enter__(self) -> Alerter:
+        events = self.journal.events(last=1)
+        self._seen = events[-1].id if events else 0
+        if self.urls:
+            silence_apprise()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.urls:
+            return
+        self._stop.set()
+        self._thread.join(self.drain_limit_s())
+        if self._thread.is_alive():
+            log.warning("alerts: the last alert was still being sent when the run ended")
+
+    def _watch(self) -> None:
+        while True:
+            stopping = self._stop.wait(POLL_S)
+            try:
+                self._note_operator_prompts()
+                for event in self.journal.events(last=EVENTS_PER_POLL):
+                    if event.id > self._seen:
+                        self._seen = event.id
+                        if event.kind in ALERT_KINDS:
+                            self._send(event.kind, event.message, event.id)
+            except Exception:  # a journal closed under us, a disk error: alerts must never take the run down
+                log.exception("alerts: watching the journal failed; no further alerts this run")
+                return
+            if stopping:
+                return
+
+    def _note_operator_prompts(self) -> None:
+        """Journal each open action of a person-instrument once, as ``operator_waiting`` (which alerts)."""
+        if not self.operators:
+            return
+        for experiment in self.journal.experiments(states=("running",)):
+            for action in self.journal.actions(experiment.id):
+                if action.finished_at is None and action.instrument in self.operators \
+                        and action.id not in self._prompted:
+                    self._prompted.add(action.id)
+                    self.journal.add_event("operator_waiting", f"experiment {experiment.id}: {action.instrument} "
+                                           f"waits for a person ({action.command})", experiment_id=experiment.id)
+
+    def _send(self, kind: str, message: str, event_id: int) -> None:
+        """One alert to every destination, each retried on its own (a delivered one is never sent twice)."""
+        import apprise
+
+        title = f"labloop {self.campaign}: {kind.replace('_', ' ')}"
+        failed: dict[str, str] = {}
+        for index, url in enumerate(self.urls):
+            service = f"#{index + 1}"
+            delivered = False
+            for attempt in range(self.attempts):
+                if attempt:
+                    time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                try:
+                    plugin: Any = apprise.Apprise.instantiate(expand(url))
+                    if plugin is None:
+                        break
+                    service = f"#{index + 1} ({plugin.service_name})"
+                    _set_timeouts(plugin)
+                    delivered = bool(plugin.notify(body=message, title=title))
+                except Exception as exc:  # apprise plugins may raise on odd network failures
+                    log.debug("alerts: destination %s raised %s", service, type(exc).__name__)
+                if delivered:
+                    break
+            if not delivered:
+                failed[service] = f"not delivered after {self.attempts} attempts"
+        summary = {"alert_for": event_id, "kind": kind, "destinations": len(self.urls),
+                   "delivered": len(self.urls) - len(failed), "failed": failed}
+        if failed:
+            text = f"alert '{title}' failed for {', '.join(failed)} after {self.attempts} attempts each"
+            log.warning("%s", text)
+            self.journal.add_event("alert_failed", text, data=summary)
+        else:
+            log.info("alert sent: %s", title)
+            self.journal.add_event("alert", f"alert '{title}' sent to {len(self.urls)} destination(s)",
+                                   data=summary)
+
+
+def _set_timeouts(plugin: Any) -> None:
+    """Bound one attempt: apprise's HTTP plugins read these (connect, read) timeouts."""
+    for name in ("socket_connect_timeout", "socket_read_timeout"):
+        if hasattr(plugin, name):
+            setattr(plugin, name, REQUEST_TIMEOUT_S)

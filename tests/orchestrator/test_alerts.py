@@ -1,0 +1,147 @@
+"""Alerts (`alerts:` in campaign.yaml): a real local HTTP receiver gets exactly one apprise JSON message per
+stop; with nobody listening the campaign still ends normally and the failed alert is journalled; alert URLs
+(secrets) never appear in output, logs or the journal's public views; bad URLs are refused in one line."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from labloop.orchestrator.journal.store import Journal
+
+
+class Receiver:
+    """A webhook on 127.0.0.1 that records every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        received = self.messages = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _free_port() -> int:
+    """A port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_each_stop_sends_exactly_one_message(tmp_path, labloop, write_campaign, receiver, monkeypatch):
+    monkeypatch.setenv("LABLOOP_TEST_HOOK", "hook-secret-a1b2")
+    url = f"json://127.0.0.1:{receiver.port}/${{LABLOOP_TEST_HOOK}}"
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2}, alerts=[url])
+    first = labloop("run", campaign_file, "--dry-run")
+    assert first.returncode == 0, first.stderr
+    assert len(receiver.messages) == 1
+    path, message = receiver.messages[0]
+    assert path == "/hook-secret-a1b2"  # the ${VAR} was read from the environment at send time
+    assert "finished" in message["title"] and "2 experiments done" in message["message"]
+
+    again = labloop("resume", tmp_path / "tiny.db")  # already at its budget: stops at once, a second stop
+    assert again.returncode == 0, again.stderr
+    assert len(receiver.messages) == 2
+
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        alerts = [e for e in journal.events() if e.kind.startswith("alert")]
+        assert [e.kind for e in alerts] == ["alert", "alert"]
+        assert all(e.data["delivered"] == 1 for e in alerts)
+        assert journal.campaign_info().config["alerts"] == [url]  # the journal keeps the template, not the secret
+    public = labloop("log", tmp_path / "tiny.db", "--json").stdout
+    for text in (first.stdout + first.stderr, public):
+        assert "hook-secret" not in text and str(receiver.port) not in text
+
+
+def test_receiver_down_the_campaign_finishes_and_the_failure_is_journalled(tmp_path, labloop, write_campaign):
+    port = _free_port()
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2},
+                                   alerts=[f"json://127.0.0.1:{port}/private-token-zz9"])
+    result = labloop("-v", "run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        events = journal.events()
+        assert len(journal.experiments(states=("done",))) == 2
+    kinds = [e.kind for e in events]
+    assert kinds.count("alert_failed") == 1 and "alert" not in kinds
+    assert kinds.index("finished") < kinds.index("alert_failed")
+    failed = events[kinds.index("alert_failed")]
+    assert failed.data["failed"] and failed.data["delivered"] == 0
+    assert "private-token" not in failed.message + json.dumps(failed.data)
+    assert "private-token" not in result.stdout + result.stderr  # not even at -v
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("nonsense://abc/secret-path-77", "not a notification URL that apprise knows"),
+    ("json://127.0.0.1/${LABLOOP_SURELY_UNSET_VAR}", "environment variable LABLOOP_SURELY_UNSET_VAR is not set"),
+])
+def test_bad_alert_urls_are_refused_in_one_line_without_echoing_them(tmp_path, labloop, write_campaign, url,
+                                                                     expected):
+    campaign_file = write_campaign(tmp_path, alerts=[url])
+    result = labloop("validate", campaign_file)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and "alerts" in line and expected in line
+    assert "secret-path" not in line
+    assert not (tmp_path / "tiny.db").exists()
+
+
+def test_an_operator_prompt_alerts_once(tmp_path, write_campaign, receiver):
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.loop.alerts import Alerter
+
+    rig = {"sampler": {"driver": "manual"},
+           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "emstat"}}
+    campaign = load_campaign(write_campaign(tmp_path, instruments=rig))
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([_Proposal("CCO")], step=0, planner="random")
+        journal.start_experiment(ids[0])
+        with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name, operators=["sampler"]):
+            journal.start_action(ids[0], 0, "potentiostat", "cv", {})  # a machine: nobody to call
+            journal.start_action(ids[0], 1, "sampler", "load_sample", {"sample_id": "S0001"})
+            _wait_until(lambda: any(e.kind == "alert" for e in journal.events()))
+        kinds = [e.kind for e in journal.events()]
+    assert kinds.count("operator_waiting") == 1 and kinds.count("alert") == 1
+    assert len(receiver.messages) == 1
+    title, body = receiver.messages[0][1]["title"], receiver.messages[0][1]["message"]
+    assert "operator waiting" in title and "sampler waits for a person" in body
+
+
+class _Proposal:
+    def __init__(self, smiles: str) -> None:
+        self.smiles, self.conditions, self.mu, self.sigma, self.acquisition = smiles, {}, None, None, None
+
+
+def _wait_until(predicate) -> None:
+    deadline = time.monotonic() + 120
+    while not predicate():
+        assert time.monotonic() < deadline, "nothing happened in 120 s"
+        time.sleep(0.05)

@@ -1,0 +1,180 @@
+"""The approval gate (`planner.approve: true`): each proposed batch waits as `awaiting_approval` until a
+person approves it or vetoes molecules (`labloop approve STORE [--veto ID]`); a veto fails the experiment and
+counts against the molecule for the planner; the state machine refuses what it must; a run killed with
+SIGKILL while it waits resumes waiting; a version-1 journal is upgraded in place."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from labloop.core.errors import JournalError
+from labloop.orchestrator.compose import build_executor, build_rig
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.journal.store import (
+    APPLICATION_ID,
+    EXPERIMENTS_TABLE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    IllegalTransition,
+    Journal,
+    NotAwaitingApproval,
+    State,
+)
+from labloop.orchestrator.loop.interrupts import Interrupts
+from labloop.orchestrator.loop.runner import Runner
+from labloop.planners import PlannerState
+from labloop.surrogate.dataset import read_table
+
+CLI = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    smiles: str
+    conditions: dict = field(default_factory=lambda: {"scan_rate_v_s": 0.1})
+    mu: float | None = None
+    sigma: float | None = None
+    acquisition: float | None = None
+
+
+def _wait_for(predicate, what: str, process: subprocess.Popen | None = None) -> None:
+    """Poll until ``predicate()``; fails (instead of hanging) if ``process`` died or 300 s pass."""
+    deadline = time.monotonic() + 300
+    while not predicate():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the run ended before {what}: {process.stderr.read().decode()[-2000:]}")
+        assert time.monotonic() < deadline, f"no {what} after 300 s"
+        time.sleep(0.05)
+
+
+def _waiting(store) -> list[int]:
+    if not store.exists():
+        return []
+    with Journal.open(store, readonly=True) as journal:
+        return [e.id for e in journal.experiments(states=(State.AWAITING_APPROVAL,))]
+
+
+def test_state_machine_of_the_gate(tmp_path, write_campaign):
+    campaign = load_campaign(write_campaign(tmp_path))
+    with Journal.create(campaign.store, campaign) as journal:
+        with pytest.raises(NotAwaitingApproval, match="no experiment is awaiting approval"):
+            journal.approve(by="test")
+        ids = journal.record_proposals([Proposal("CCO"), Proposal("CCN"), Proposal("CCC")], step=0,
+                                       planner="random", awaiting_approval=True)
+        assert [e.status for e in journal.experiments()] == ["awaiting_approval"] * 3
+        with pytest.raises(IllegalTransition, match="awaiting_approval; it cannot become running"):
+            journal.start_experiment(ids[0])
+        with pytest.raises(NotAwaitingApproval, match="experiment 99 is not awaiting approval"):
+            journal.approve([ids[1], 99], by="test")
+        assert [e.status for e in journal.experiments()] == ["awaiting_approval"] * 3  # nothing changed
+        assert journal.approve([ids[1]], by="test") == ([ids[0], ids[2]], [ids[1]])
+        rows = {e.id: e for e in journal.experiments()}
+        assert rows[ids[0]].status == rows[ids[2]].status == "proposed"
+        assert rows[ids[1]].status == "failed" and rows[ids[1]].cause.startswith("vetoed")
+        assert journal.start_experiment(ids[0]) == 1  # approved experiments run as usual
+        assert journal.events()[-2].kind == "approved"
+
+
+def test_a_version_1_journal_is_upgraded_when_opened_for_writing(tmp_path):
+    old_table = EXPERIMENTS_TABLE.replace("'awaiting_approval', ", "")
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(SCHEMA.replace(EXPERIMENTS_TABLE, old_table))
+    conn.execute("INSERT INTO campaign VALUES (1, 'old', 1, 'x', '{}', NULL, '2025-01-01T00:00:00')")
+    conn.execute("INSERT INTO experiments (smiles, state, created_at) VALUES ('CCO', 'done', '2025-01-01')")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    with Journal.open(path, readonly=True) as reader:  # reading does not change the file
+        assert [e.smiles for e in reader.experiments()] == ["CCO"]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+    with Journal.open(path) as journal:
+        ids = journal.record_proposals([Proposal("CCN")], step=0, planner="random", awaiting_approval=True)
+        assert [e.status for e in journal.experiments()] == ["done", "awaiting_approval"] and ids == [2]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_path, write_campaign, labloop):
+    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True},
+                                            budget={"max_experiments": 3}))
+    library = read_table(campaign.library.file).smiles
+    decisions: list[tuple[list[int], list[int]]] = []
+
+    def person() -> None:
+        for veto_first in (True, False):  # batch of 2 with one veto: 1 done; then 2 more: the budget of 3
+            _wait_for(lambda: _waiting(campaign.store), "batch awaiting approval")
+            waiting = _waiting(campaign.store)
+            args = ["--veto", waiting[0]] if veto_first else []
+            result = labloop("approve", campaign.store, *args)
+            decisions.append((waiting, result.stdout))
+
+    with build_rig(campaign, dry_run=True) as rig, Journal.create(campaign.store, campaign) as journal, \
+            Interrupts() as interrupts:
+        runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None,
+                        interrupts)
+        helper = threading.Thread(target=person, daemon=True)
+        helper.start()
+        assert runner.run() == 0
+        helper.join(timeout=60)
+        experiments = {e.id: e for e in journal.experiments()}
+        vetoed = decisions[0][0][0]
+        assert experiments[vetoed].status == "failed" and experiments[vetoed].cause.startswith("vetoed")
+        assert experiments[vetoed].attempt == 0 and not journal.actions(vetoed)  # never touched the rig
+        assert sum(e.status == "done" for e in experiments.values()) == 3
+        assert len({e.smiles for e in experiments.values()}) == len(experiments)  # a vetoed molecule never returns
+        assert not journal.experiments(states=(State.AWAITING_APPROVAL, State.PROPOSED))
+        kinds = [e.kind for e in journal.events()]
+        assert kinds.count("awaiting_approval") == kinds.count("approved") == 2
+        _, state = journal.latest_planner_state()
+        failures = {o.smiles: o.failure for o in PlannerState.from_dict(state).observations}
+        assert failures[experiments[vetoed].smiles] == "analysis"  # counts against the molecule
+    assert decisions[0][1].startswith("approved") and f"vetoed {vetoed}" in decisions[0][1]
+    assert labloop("approve", campaign.store).returncode == 2  # nothing waits any more: one line, exit 2
+
+
+def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
+    campaign_file = write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True},
+                                   budget={"max_experiments": 2})
+    store = tmp_path / "tiny.db"
+    run = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    _wait_for(lambda: _waiting(store), "batch awaiting approval", run)
+    waiting = _waiting(store)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert _waiting(store) == waiting  # the held batch survives the crash as it was
+
+    resumed = subprocess.Popen([*CLI, "resume", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with Journal.open(store, readonly=True) as journal:
+        _wait_for(lambda: [e.kind for e in journal.events()].count("awaiting_approval") == 2,
+                  "the resumed run waiting", resumed)
+    approve = subprocess.run([*CLI, "approve", str(store)], capture_output=True, text=True, check=False)
+    assert approve.returncode == 0, approve.stderr
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    with Journal.open(store, readonly=True) as journal:
+        assert [e.id for e in journal.experiments(states=(State.DONE,))] == waiting
+
+
+def test_a_journal_written_before_alerts_and_approval_existed_is_the_same_campaign(tmp_path, write_campaign):
+    campaign = load_campaign(write_campaign(tmp_path))
+    Journal.create(campaign.store, campaign).close()
+    conn = sqlite3.connect(campaign.store, isolation_level=None)
+    config = json.loads(conn.execute("SELECT config_json FROM campaign").fetchone()[0])
+    del config["alerts"], config["planner"]["approve"]  # what an older labloop stored
+    conn.execute("UPDATE campaign SET config_json = ?", (json.dumps(config),))
+    conn.close()
+    with Journal.create(campaign.store, campaign) as journal:  # `labloop run` on the same file continues it
+        assert journal.campaign_info().config == config
+    with pytest.raises(JournalError, match="holds another campaign"):
+        Journal.create(campaign.store, campaign.model_copy(update={"seed": 99}))

@@ -1,0 +1,309 @@
+"""`labloop dashboard`, driven in a real headless Chromium (Selenium with Debian's chromium-driver): the page
+shows what the journal of a dry run holds, updates live (no reload) when an experiment is recorded, escapes a
+molecule named like a script, and its approve/veto buttons move a real waiting runner only with the token.
+Over plain HTTP: path traversal, bad tokens, foreign Host headers and stores that are not journals are refused.
+
+Set LABLOOP_DOCS_SCREENSHOT=docs/dashboard.png to also write the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.view import snapshot
+
+CLI = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
+TOKEN = "test-token-0123456789"
+#: a molecule named like markup; its "/" (double-bond geometry in SMILES) must survive the path scrubbing
+XSS = 'C(/C=C/Cl)<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+
+pytestmark = pytest.mark.skipif(shutil.which("chromedriver") is None or shutil.which("chromium") is None,
+                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+
+
+class Dashboard:
+    """``labloop dashboard STORE --port 0`` in a subprocess; ``url`` is read from its first line."""
+
+    def __init__(self, store: Path, token: str = TOKEN) -> None:
+        self.process = subprocess.Popen([*CLI, "dashboard", str(store), "--port", "0", "--token", token],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = self.process.stdout.readline()
+        assert first.startswith("dashboard: http://127.0.0.1:"), first + self.process.stderr.read()
+        self.url_with_token = first.split(" ", 1)[1].strip()
+        self.url = self.url_with_token.split("#", 1)[0]
+        self.port = urlsplit(self.url).port
+        deadline = time.monotonic() + 60
+        while self.get("/api/campaign")[0] != 200:  # serving starts just after the line is printed
+            assert time.monotonic() < deadline and self.process.poll() is None, self.process.stderr.read()
+            time.sleep(0.05)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """A raw request: ``path`` goes on the wire exactly as given (no ``..`` folding by a client)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        except ConnectionRefusedError:
+            return 0, b""
+        finally:
+            conn.close()
+
+    def get(self, path: str, **headers: str) -> tuple[int, bytes]:
+        return self.request("GET", path, headers=headers)
+
+    def close(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def finished_store(tmp_path_factory, write_campaign) -> Path:
+    """The journal of a finished 6-experiment dry run with a (tiny) surrogate and a retrain."""
+    from labloop.orchestrator.cli.main import main
+
+    folder = tmp_path_factory.mktemp("finished")
+    assert main(["run", str(write_campaign(folder, prior=True)), "--dry-run"]) == 0
+    return folder / "tiny.db"
+
+
+@pytest.fixture(scope="module")
+def served(finished_store):
+    dashboard = Dashboard(finished_store)
+    yield dashboard
+    dashboard.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,2200", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    service = Service(executable_path=shutil.which("chromedriver"),
+                      env={**os.environ, "HOME": str(tmp_path)})  # nothing is written to the real home
+    driver = webdriver.Chrome(options=options, service=service)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, what: str, timeout: float = 120):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # a live page replaces its rows when the journal changes: an element read mid-update is simply read again
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message=what)
+
+
+def _text(driver, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def _screenshot(driver, tmp_path: Path, name: str, *, for_docs: bool = False) -> Path:
+    """A test artifact in ``tmp_path``; the README's picture too when asked (LABLOOP_DOCS_SCREENSHOT)."""
+    path = tmp_path / name
+    assert driver.save_screenshot(str(path))
+    docs = os.environ.get("LABLOOP_DOCS_SCREENSHOT")
+    if docs and for_docs:
+        shutil.copyfile(path, docs)
+    return path
+
+
+def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finished_store, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with Journal.open(finished_store, readonly=True) as journal:
+        snap = snapshot(journal)
+    browser.get(served.url_with_token)
+    done, total = snap["progress"]["counts"]["done"], snap["progress"]["max_experiments"]
+    _wait(browser, lambda d: _text(d, "#done-count") == f"{done}/{total}", "the progress")
+    assert browser.current_url == served.url  # the token left the address bar (kept in this tab only)
+    assert _text(browser, "#campaign-name") == snap["campaign"]["name"]
+    assert _text(browser, "#hits") == str(snap["progress"]["hits"])
+    assert _text(browser, "#model-version") == f"v{snap['models'][-1]['version']}"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#experiments-table tbody tr")
+    assert [int(r.get_attribute("data-id")) for r in rows] == [e["id"] for e in reversed(snap["experiments"])]
+    best = browser.find_elements(By.CSS_SELECTOR, "#best-table tbody tr td.smiles")
+    assert [b.text for b in best] == [e["smiles"] for e in snap["best"]]
+    measured = [e for e in snap["experiments"] if e["status"] == "done"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-best circle")) == len(measured)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-parity circle")) == len(measured)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-error circle")) == len(measured)
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#plot-cv polyline"), "the latest voltammogram")
+    assert f"#{measured[-1]['id']} " in _text(browser, "#cv-caption")
+    assert "/" not in _text(browser, "#campaign-summary").split("store ", 1)[1]  # no folders shown
+    _screenshot(browser, tmp_path, "dashboard-finished.png", for_docs=True)
+
+    browser.execute_script("window.__loaded = 'once'")
+    with Journal.open(finished_store) as writer:  # the runner's part: record a new proposal
+        writer.record_proposals([_Proposal(XSS)], step=99, planner="random")
+        committed = time.monotonic()
+    cell = _wait(browser, lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "#experiments-table td.smiles")
+                                          if c.text == XSS), None), "the new experiment on the page")
+    latency = time.monotonic() - committed
+    print(f"page updated {latency:.2f} s after the commit")
+    assert browser.execute_script("return window.__loaded") == "once"  # no reload: the stream pushed it
+    assert browser.execute_script("return window.__xss") is None  # the molecule is text, never markup
+    assert not browser.find_elements(By.CSS_SELECTOR, "#experiments-table img, #experiments-table script")
+    assert cell.get_attribute("textContent") == XSS
+    _screenshot(browser, tmp_path, "dashboard-live.png")
+
+
+class _Proposal:
+    def __init__(self, smiles: str) -> None:
+        self.smiles, self.conditions, self.mu, self.sigma, self.acquisition = smiles, {}, None, None, None
+
+
+def test_approve_and_veto_buttons_need_the_token_and_move_the_runner(tmp_path, write_campaign, browser):
+    from selenium.webdriver.common.by import By
+
+    campaign_file = write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True},
+                                   budget={"max_experiments": 2})
+    store = tmp_path / "tiny.db"
+    run = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not store.exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+        time.sleep(0.05)
+    dashboard = Dashboard(store)
+    try:
+        browser.get(dashboard.url)  # no token in the URL: the person has not typed it yet
+        _wait(browser, lambda d: d.find_element(By.ID, "approval-panel").is_displayed(), "the approval panel")
+        boxes = browser.find_elements(By.CSS_SELECTOR, "#approval-table input[type=checkbox]")
+        waiting = [int(b.get_attribute("value")) for b in boxes]
+        assert len(waiting) == 2
+
+        for token in ("", "wrong-token-123"):
+            field = browser.find_element(By.ID, "token")
+            field.clear()
+            field.send_keys(token)
+            browser.find_element(By.ID, "approve-button").click()
+            _wait(browser, lambda d: "refused (403)" in _text(d, "#approval-message"), "the refusal")
+            browser.execute_script("document.getElementById('approval-message').textContent = ''")
+        with Journal.open(store, readonly=True) as journal:
+            assert [e.id for e in journal.experiments(states=(State.AWAITING_APPROVAL,))] == waiting
+
+        field = browser.find_element(By.ID, "token")
+        field.clear()
+        field.send_keys(TOKEN)
+        boxes[0].click()  # veto the first
+        browser.find_element(By.ID, "approve-button").click()
+        _wait(browser, lambda d: _text(d, "#approval-message") == "approved 1, vetoed 1", "the decision")
+        # the runner measures the approved one, proposes one more (the budget is 2) and waits again
+        _wait(browser, lambda d: _text(d, "#done-count") == "1/2", "the approved experiment done")
+        _wait(browser, lambda d: d.find_element(By.ID, "approval-panel").is_displayed()
+              and len(d.find_elements(By.CSS_SELECTOR, "#approval-table input")) == 1, "the second batch")
+        _screenshot(browser, tmp_path, "dashboard-approval.png")
+        browser.find_element(By.ID, "approve-button").click()  # the token stays in this tab
+        _wait(browser, lambda d: _text(d, "#done-count") == "2/2", "the campaign done")
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err.decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        dashboard.close()
+    with Journal.open(store, readonly=True) as journal:
+        experiments = {e.id: e for e in journal.experiments()}
+    assert experiments[waiting[0]].status == "failed" and experiments[waiting[0]].cause.startswith("vetoed")
+    assert experiments[waiting[1]].status == "done"
+
+
+def test_refusals_over_http(served, finished_store):
+    for path in ("/api/experiments/../../etc/passwd", "/api/experiments/%2e%2e/%2e%2e/etc/passwd",
+                 "/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                 "/api/experiments/abc", "/api/experiments/99999"):
+        status, body = served.get(path)
+        assert status in (400, 404), path
+        assert b"root:" not in body
+    status, body = served.get("/api/experiments/1")
+    detail = json.loads(body)
+    assert status == 200 and detail["experiment"]["id"] == 1
+    assert len(detail["voltammograms"][0]["potential_v"]) == len(detail["voltammograms"][0]["current_a"]) > 10
+
+    status, body = served.get("/api/campaign")
+    with Journal.open(finished_store, readonly=True) as journal:
+        expected = snapshot(journal)
+    document = json.loads(body)
+    assert document.keys() == expected.keys() and document["experiments"] == json.loads(json.dumps(
+        expected["experiments"]))
+    assert str(finished_store.parent) not in body.decode()  # no folders of the lab computer
+
+    decision = json.dumps({"veto": []}).encode()
+    for headers in ({}, {"X-Labloop-Token": "nope"}, {"X-Labloop-Token": TOKEN[:-1]}):
+        status, body = served.request("POST", "/api/approve", decision, headers)
+        assert status == 403 and b"token" in body
+    status, body = served.request("POST", "/api/approve", decision, {"X-Labloop-Token": TOKEN})
+    assert status == 409 and b"no experiment is awaiting approval" in body
+    status, _ = served.request("POST", "/api/approve", b"{not json", {"X-Labloop-Token": TOKEN})
+    assert status == 400
+    assert served.get("/api/campaign", Host="evil.example:80")[0] == 400  # DNS rebinding
+    status, _ = served.request("GET", "/api/approve")
+    assert status == 405
+
+
+def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served):
+    notes = tmp_path / "notes.db"
+    notes.write_text("just text, not a journal " * 50)
+    for store, needle in ((notes, "not a labloop journal"), (tmp_path / "missing.db", "no such journal")):
+        result = labloop("dashboard", store)
+        assert result.returncode == 2 and needle in result.stderr and result.stderr.count("\n") == 1
+    busy = labloop("dashboard", served.process.args[-5], "--port", served.port)
+    assert busy.returncode == 2 and "--port" in busy.stderr and busy.stderr.count("\n") == 1
+    short = labloop("dashboard", served.process.args[-5], "--token", "abc")
+    assert short.returncode == 2 and "--token" in short.stderr
+
+
+def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_campaign, browser):
+    from selenium.webdriver.common.by import By
+
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    campaign = load_campaign(write_campaign(tmp_path, name="second"))
+    with Journal.create(campaign.store, campaign) as journal:
+        journal.add_event("note", "weights kept in /home/lab/private/models/v3.keras", data={"dir": "/srv/lab/x/"})
+    second = Dashboard(campaign.store, token="another-token-456")
+    try:
+        browser.get(served.url)
+        _wait(browser, lambda d: _text(d, "#campaign-name") == "tiny", "the first campaign")
+        first_tab = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(second.url)
+        _wait(browser, lambda d: _text(d, "#campaign-name") == "second", "the second campaign")
+        _wait(browser, lambda d: "v3.keras" in _text(d, "#events-table"), "the event")
+        events = _text(browser, "#events-table")
+        assert "weights kept in v3.keras" in events and "/home/lab" not in events
+        assert browser.find_element(By.ID, "done-count").text == "0/6" and browser.title.startswith("second")
+        browser.switch_to.window(first_tab)
+        assert _text(browser, "#campaign-name") == "tiny" and browser.title.startswith("tiny")
+        status, body = second.get("/api/campaign")
+        assert status == 200 and b"/home/lab" not in body and b"/srv/lab" not in body and b"v3.keras" in body
+    finally:
+        second.close()

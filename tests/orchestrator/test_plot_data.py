@@ -1,0 +1,39 @@
+"""The plot data `labloop report` and the dashboard share (orchestrator/plot_data.py): best so far follows
+the campaign's objective, parity pairs predictions with measurements, the prediction error's running mean
+spans the last ERROR_WINDOW experiments."""
+
+from __future__ import annotations
+
+import pytest
+
+from labloop.orchestrator.config.campaign import Objective
+from labloop.orchestrator.journal.plot_data import ERROR_WINDOW, best_so_far, measured, parity, prediction_errors
+
+
+def _row(i: int, status: str, potential: float | None, mu: float | None = None) -> dict:
+    return {"id": i, "status": status, "potential_v": potential, "mu": mu, "sigma": None if mu is None else 0.1,
+            "acquisition": None}
+
+
+def test_best_so_far_follows_the_objective():
+    rows = [_row(1, "done", 3.0), _row(2, "failed", None), _row(3, "done", 4.55), _row(4, "done", 4.0),
+            _row(5, "done", 5.0)]
+    done = measured(rows)
+    assert [r["id"] for r in done] == [1, 3, 4, 5]
+    window = Objective(quantity="oxidation_potential", goal="window", window_v=(4.5, 4.6))
+    assert best_so_far(done, window) == [3.0, 4.55, 4.55, 4.55]
+    highest = Objective(quantity="oxidation_potential", goal="maximize")
+    assert best_so_far(done, highest) == [3.0, 4.55, 4.55, 5.0]
+    lowest = Objective(quantity="oxidation_potential", goal="minimize")
+    assert best_so_far(done, lowest) == [3.0, 3.0, 3.0, 3.0]
+
+
+def test_parity_and_prediction_error_use_only_predicted_experiments():
+    done = [_row(i, "done", 4.0 + 0.1 * i, None if i == 2 else 4.0) for i in range(1, 12)]
+    pairs = parity(done)
+    assert [p["id"] for p in pairs] == [i for i in range(1, 12) if i != 2]
+    assert all(p["measured"] == pytest.approx(4.0 + 0.1 * p["id"]) for p in pairs)
+    errors, running = prediction_errors(done)
+    assert errors == pytest.approx([0.1 * p["id"] for p in pairs])
+    assert running[0] == pytest.approx(errors[0])
+    assert running[-1] == pytest.approx(sum(errors[-ERROR_WINDOW:]) / ERROR_WINDOW)
