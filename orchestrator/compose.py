@@ -34,7 +34,7 @@ from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
-from labloop.protocols.steps import parse_steps, pumps_holding_sample
+from labloop.protocols.steps import parse_steps, pumps_holding_sample, pumps_holding_standard
 from labloop.sim.lab import SimulatedLab
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate.dataset import read_table
@@ -162,8 +162,11 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
         lab = None
         if dry_run:
             spec = campaign.world or WorldSpec()
-            lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale)
-            sample_pumps = pumps_holding_sample(parse_steps(list(campaign.protocol.steps)))
+            lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
+                               ru_ohm=spec.ru_ohm)
+            steps = parse_steps(list(campaign.protocol.steps))
+            holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
+                     **dict.fromkeys(pumps_holding_standard(steps), "standard")}
         instruments: dict[str, object] = {}
         for name, entry in campaign.instruments.items():
             descriptor = resolve(entry.driver)
@@ -173,7 +176,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                 options["limits"] = limits
             if lab is not None:
                 emulation = lab.start(name, descriptor.name, {
-                    **entry.options, "holds": "sample" if name in sample_pumps else "electrolyte",
+                    **entry.options, "holds": holds.get(name, "electrolyte"),
                     "seed": campaign.seed}, stack)
                 port = emulation.port
                 options.update(emulation.options)
@@ -187,7 +190,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")
         if lab is not None:
             return Rig(instruments, closer=stack.pop_all(), ask=ask, rinse=lab.rinse, sleep=lab.sleep,
-                       simulation=lab)
+                       operator=lab.ask_operator, simulation=lab)
         return Rig(instruments, closer=stack.pop_all(), ask=ask)
 
 

@@ -121,6 +121,28 @@ class LabRecord:
         return self.ru.ru_ohm if self.ru is not None else 0.0
 
     @property
+    def measured(self) -> bool:
+        """Whether any lab-grade step ran (a plain cv protocol has nothing more to journal)."""
+        return bool(self.spectrum or self.blanks or len(self.scans) > 1 or self.standard_scan or self.purged_minutes)
+
+    def summary(self) -> str:
+        """One line for the journal's event log: what was measured, in a chemist's numbers."""
+        parts = []
+        if self.purged_minutes:
+            parts.append(f"purged {self.purged_minutes:g} min")
+        if self.blanks:
+            parts.append(f"blank {'clean' if self.blanks[-1][1].clean else 'NOT clean'}")
+        if self.ru is not None:
+            parts.append(f"Ru {self.ru.ru_ohm:.0f} ohm")
+        if len(self.scans) > 1:
+            parts.append(f"{len(self.scans)} scan rates")
+        if self.diffusion is not None:
+            parts.append(f"D {self.diffusion.diffusion_cm2_s:.2e} cm2/s")
+        if self.referenced is not None and self.referenced.e_vs_fc_v is not None:
+            parts.append(f"E1/2 {self.referenced.e_vs_fc_v:+.3f} V vs Fc/Fc+")
+        return "lab-grade CV: " + (", ".join(parts) or "nothing measured")
+
+    @property
     def flags(self) -> frozenset[CVFlag]:
         """Quality flags of the blank (its last judgement) and of the standard."""
         flags: set[CVFlag] = set(self.blanks[-1][1].flags) if self.blanks else set()
@@ -213,18 +235,22 @@ class ProtocolExecutor:
                 self._check_lab(where, step)
 
     def _check_lab(self, where: str, step: Step) -> None:
-        """The checks of a lab-grade step: its instrument, its potentials and volumes, an operator if manual."""
+        """The checks of a lab-grade step: its instrument, its potentials and volumes, an operator if manual.
+        Before the rig is open (``rig`` None) what only an opened driver can say (its gases, whether it
+        measures impedance, an operator to ask) waits for the check after opening."""
+        opened = self.rig is not None
         if isinstance(step, Purge):
             if step.valve == "manual":
-                self._operator(where)
+                if opened:
+                    self._operator(where)
             else:
                 name = self._instrument(where, step.valve, GasValve, "gas valve")
-                gases = self.rig.instruments[name].gases  # type: ignore[attr-defined]
+                gases = self.rig.instruments[name].gases if opened else (step.gas,)  # type: ignore[union-attr]
                 if step.gas not in gases:
                     raise ConfigError(where, f"gas {step.gas!r}: valve {name!r} has {', '.join(gases)}")
         elif isinstance(step, Blank | EIS | AddStandard):
             name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
-            if isinstance(step, EIS) and not isinstance(self.rig.instruments[name], ImpedanceMeter):
+            if isinstance(step, EIS) and opened and not isinstance(self.rig.instruments[name], ImpedanceMeter):
                 raise ConfigError(where, f"{name!r} cannot measure impedance (no run_eis)")
             if isinstance(step, Blank):
                 p = step.params()
@@ -238,7 +264,7 @@ class ProtocolExecutor:
                 raise SafetyLimitExceeded(where, f"dispense of {step.volume_ml:g} mL exceeds the limit of "
                                                  f"{self.safety.max_dispense_ml:g} mL or the "
                                                  f"{self.safety.syringe_ml:g} mL syringe")
-        if isinstance(step, Polish) or (isinstance(step, Clean) and step.pump is None):
+        if opened and (isinstance(step, Polish) or (isinstance(step, Clean) and step.pump is None)):
             self._operator(where)
 
     def _operator(self, where: str) -> Callable[[str], object]:

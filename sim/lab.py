@@ -14,10 +14,12 @@ import math
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
-from labloop.sim.emulation import Emulation, EmulatorContext
+from labloop.sim.emulation import DEFAULT_BLANK, Emulation, EmulatorContext
 from labloop.sim.emulators import start_emulator
+from labloop.sim.gas_valve_emulator import Atmosphere
 from labloop.sim.pty_device import TimeScale
 from labloop.sim.world import World
 
@@ -28,10 +30,16 @@ class SimulatedLab:
     """The emulators of one dry run; ``time_scale`` 0 means zero latency (device seconds per wall second
     otherwise)."""
 
-    def __init__(self, world: World, time_scale: float) -> None:
+    def __init__(self, world: World, time_scale: float, *, oxygen_mm: float = 0.0, ru_ohm: float = 0.0) -> None:
         self.world = world
         scale = TimeScale.zero_latency() if time_scale == 0 else TimeScale(time_scale)
-        self.context = EmulatorContext(couple_of=world.couple_of, time_scale=scale)
+        # ferrocene and O2 sit where the world's reference electrode puts them; a purge takes the O2 away; the
+        # electrolyte's resistance (ru_ohm) is the same whatever the cell holds
+        self.context = EmulatorContext(couple_of=lambda sample_id: replace(world.couple_of(sample_id), ru_ohm=ru_ohm),
+                                       blank=replace(DEFAULT_BLANK, ru_ohm=ru_ohm), time_scale=scale,
+                                       atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
+                                       reference_drift=world.reference_drift_v
+                                       ).on_reference(world.reference_offset_v)
         self.emulations: dict[str, Emulation] = {}
         self._addresses: dict[str, int] = {}
 
@@ -52,6 +60,11 @@ class SimulatedLab:
         """Let ``seconds`` of device time pass (none at zero latency)."""
         if not math.isinf(self.time_factor):
             time.sleep(seconds / self.time_factor)
+
+    def ask_operator(self, message: str) -> str:
+        """A simulated operator: does at once what a manual step asks (polish, purge by hand) and says so."""
+        log.info("simulated operator: %s", message)
+        return ""
 
     def rinse(self) -> None:
         """Empty and rinse the simulated cell at once."""

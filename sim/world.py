@@ -178,6 +178,11 @@ class World:
         with self._lock:
             self._smiles_of[sample_id] = smiles
 
+    def reference_drift_v(self) -> float:
+        """How far the emulated reference electrode has moved from ``reference_offset_v`` now (V): it shifts
+        every couple in the cell alike, the analyte and a ferrocene standard. This world's stays put."""
+        return 0.0
+
     def couple_of(self, sample_id: str) -> CellParams:
         """The couple the emulated potentiostat measures for ``sample_id`` (E0 vs the emulated reference,
         drifted by this measurement's noise); KeyError for a sample the world does not know."""

@@ -469,14 +469,20 @@ class Cell(BaseModel):
 
 class World(BaseModel):
     """The simulated world of ``--dry-run``: ground truth, measurement noise (V), time scale (device
-    seconds per wall second; 0 means zero latency), and where the emulated reference electrode truly sits
-    (V vs Li/Li+; default: where ``cell.reference_offset_v`` says, i.e. a perfectly calibrated one)."""
+    seconds per wall second; 0 means zero latency), where the emulated reference electrode truly sits
+    (V vs Li/Li+; default: where ``cell.reference_offset_v`` says, i.e. a perfectly calibrated one), and the
+    O2 dissolved in the electrolyte before any purge (mM; air-saturated acetonitrile holds about 2: its
+    reduction wave is what a ``blank`` catches and a ``purge`` removes; default 0, an O2-free cell), and the
+    uncompensated solution resistance between reference and working electrode (ohm; 0.1 M electrolyte in
+    acetonitrile at a 3 mm disk: a few hundred; default 0, an ideal cell)."""
 
     model_config = SECTION
     truth: Truth = Truth.model_validate({})
     noise_v: NonNegativeNumber = 0.01
     time_scale: NonNegativeNumber = 0.0
     reference_offset_v: Number | None = None
+    oxygen_mm: NonNegativeNumber = Field(0.0, le=20.0)
+    ru_ohm: NonNegativeNumber = Field(0.0, le=1e6)
 
     @field_validator("time_scale")
     @classmethod
@@ -555,6 +561,11 @@ class Campaign(BaseModel):
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
         problems.extend(Problem(("protocol", *p.loc), p.message) for p in limit_problems(steps, self.safety.limits()))
         for index, step in enumerate(steps):
+            low, high = self.conditions.scan_rate_v_s
+            if getattr(step, "scan_rates_v_s", None) and low != high:
+                problems.append(Problem(("conditions", "scan_rate_v_s"),
+                                        f"the protocol's cv step (step {index + 1}) runs a fixed list of scan rates, so "
+                                        "a planned scan rate would be ignored: give one value or drop it"))
             if getattr(step, "around_candidate", False) and self.prior is None:
                 problems.append(Problem(("protocol", index, step.name, "half_width_v"),
                                         "a window around the candidate needs its predicted potential: add a prior "

@@ -613,6 +613,24 @@ class Journal:
         with self._write() as db:
             return self._event(db, kind, message, experiment_id, data)
 
+    def record_lab(self, experiment_id: int, record: Mapping[str, Any], summary: str) -> int:
+        """Journal what the lab-grade steps of the experiment's current attempt measured (impedance spectrum,
+        blanks, every scan rate's voltammogram and analysis, the ferrocene-referenced result), raw data
+        included, as a ``lab`` event of that experiment; returns the event id."""
+        attempt = self._read("SELECT attempt FROM experiments WHERE id = ?", (experiment_id,))[0][0]
+        return self.add_event("lab", summary, {"attempt": attempt, **record}, experiment_id)
+
+    def lab_record(self, experiment_id: int) -> dict[str, Any] | None:
+        """The lab-grade measurements of the experiment's current attempt (:meth:`record_lab`), or None."""
+        rows = self._read("SELECT e.data_json FROM events e JOIN experiments x ON x.id = e.experiment_id "
+                          "WHERE e.kind = 'lab' AND e.experiment_id = ? ORDER BY e.id DESC", (experiment_id,))
+        attempt = self._read("SELECT attempt FROM experiments WHERE id = ?", (experiment_id,))
+        for row in rows:
+            data = json.loads(row[0])
+            if attempt and data.get("attempt") == attempt[0][0]:
+                return data
+        return None
+
     def add_model_version(self, n_train: int, metrics: Mapping[str, Any], weights_path: str | Path | None = None
                           ) -> int:
         """Record a trained surrogate; returns its version number (1, 2, ...)."""

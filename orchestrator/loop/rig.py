@@ -49,10 +49,11 @@ class Rig:
 
     def __init__(self, instruments: Mapping[str, object], *, closer: ExitStack, ask: Ask = input,
                  rinse: Callable[[], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 simulation: Any = None) -> None:
+                 operator: Ask | None = None, simulation: Any = None) -> None:
         self.instruments: dict[str, object] = dict(instruments)
         self._closer = closer
         self._ask = ask
+        self._operator = operator
         self._rinse = rinse
         self._sleep = sleep
         #: the simulated lab behind a dry-run rig (its emulators, for tests and diagnostics); None on hardware
@@ -71,6 +72,16 @@ class Rig:
             self._ask("Rinse the cell, then press Enter: ")
         except EOFError:
             raise Disconnected("cell", "no operator to rinse the cell: the console's input is closed") from None
+
+    def ask_operator(self, message: str) -> str:
+        """Ask a person to do what a manual step says (polish the electrode, purge by hand) and wait: the
+        composition module's stand-in in a dry run, else the console."""
+        if self._operator is not None:
+            return self._operator(message)
+        try:
+            return self._ask(message)
+        except EOFError:
+            raise Disconnected("operator", "no operator to ask: the console's input is closed") from None
 
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` of device time pass."""

@@ -272,6 +272,8 @@ class Runner:
         with self.interrupts.deferred():
             self.journal.record_raw(experiment.id, outcome.voltammogram)
             self.journal.record_measurement(experiment.id, outcome.analysis, outcome.potential_v_vs_li)
+            if outcome.lab.measured:
+                self.journal.record_lab(experiment.id, outcome.lab.to_dict(), outcome.lab.summary())
             if outcome.quality_ok and outcome.potential_v_vs_li is not None:
                 self.journal.finish_experiment(experiment.id)
                 return State.DONE
