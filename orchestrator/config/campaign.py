@@ -564,8 +564,8 @@ class Campaign(BaseModel):
             low, high = self.conditions.scan_rate_v_s
             if getattr(step, "scan_rates_v_s", None) and low != high:
                 problems.append(Problem(("conditions", "scan_rate_v_s"),
-                                        f"the protocol's cv step (step {index + 1}) runs a fixed list of scan rates, so "
-                                        "a planned scan rate would be ignored: give one value or drop it"))
+                                        f"the protocol's cv step (step {index + 1}) runs a fixed list of scan rates, "
+                                        "so a planned scan rate would be ignored: give one value or drop it"))
             if getattr(step, "around_candidate", False) and self.prior is None:
                 problems.append(Problem(("protocol", index, step.name, "half_width_v"),
                                         "a window around the candidate needs its predicted potential: add a prior "
