@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 RECENT_VOLTAMMOGRAMS = 6
 PLOTS = ("best_so_far.png", "measured_vs_predicted.png", "prediction_error.png", "voltammograms.png",
          "acquisition.png")
+#: drawn when the protocol has lab-grade steps (eis, several scan rates, a ferrocene standard)
+LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png")
 EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", "conditions", "mu", "sigma",
                       "acquisition", "model_version", "created_at", "started_at", "finished_at")
 MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "e_half_v", "dep_v", "reference", "flags", "mu", "sigma")
@@ -57,9 +59,15 @@ def write_report(journal: Journal, directory: Path) -> Path:
     _prediction_error(directory / PLOTS[2], done)
     _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:])
     _acquisition(directory / PLOTS[4], snap["experiments"])
+    labs = [(e, record) for e in done if (record := journal.lab_record(e["id"])) is not None]
+    if labs:
+        _nyquist(directory / LAB_PLOTS[0], labs[-1])
+        _scan_rates(directory / LAB_PLOTS[1], labs[-1])
+        config = journal.campaign_info().config
+        _versus_ferrocene(directory / LAB_PLOTS[2], labs, config.get("cell", {}).get("reference_offset_v", 3.2))
     calibrations = [e.data for e in journal.events() if e.kind == "calibration" and isinstance(e.data, dict)]
     page = directory / "index.html"
-    page.write_text(_html(snap, calibrations))
+    page.write_text(_html(snap, calibrations, directory))
     log.info("report written to %s", directory)
     return page
 
@@ -145,6 +153,51 @@ def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]]) -
     _save(fig, ax, path, None if recent else "no voltammogram yet")
 
 
+def _nyquist(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """The latest impedance spectrum: -Z'' against Z'; Ru is where the high-frequency arc meets the axis."""
+    experiment, record = lab
+    fig, ax = _figure(f"impedance, experiment {experiment['id']}", "Z' (ohm)", "-Z'' (ohm)")
+    eis = record.get("eis")
+    if eis:
+        ax.plot(eis["z_real_ohm"], [-z for z in eis["z_imag_ohm"]], "o-", ms=3)
+        if record.get("ru"):
+            ax.axvline(record["ru"]["ru_ohm"], color="tab:red", ls="--", label=f"Ru {record['ru']['ru_ohm']:.0f} ohm")
+            ax.legend()
+        ax.set_aspect("equal", adjustable="datalim")
+    _save(fig, ax, path, None if eis else "no impedance measured")
+
+
+def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """The latest experiment's CVs, one per scan rate, overlaid (iR-compensated on the device)."""
+    experiment, record = lab
+    fig, ax = _figure(f"CV per scan rate, experiment {experiment['id']}", "E (V vs cell reference)", "i (uA)")
+    for scan in record.get("scans", []):
+        v = scan["voltammogram"]
+        ax.plot(v["potential_v"], [1e6 * i for i in v["current_a"]], lw=0.8, label=f"{scan['scan_rate_v_s']:g} V/s")
+    if record.get("scans"):
+        ax.legend(fontsize=8)
+    _save(fig, ax, path, None if record.get("scans") else "one scan rate only")
+
+
+def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]], offset_v: float) -> None:
+    """E1/2 against the ferrocene standard in the same scan, and against the cell's reference electrode taken
+    at its nominal offset (``cell.reference_offset_v``): a reference that drifted moves the second, never the
+    first — the difference between the two series is the drift."""
+    fig, ax = _figure("E1/2 vs Fc/Fc+ and vs the cell reference", "experiment number (done)", "E1/2 (V vs Li/Li+)")
+    rows = []
+    for index, (_experiment, record) in enumerate(labs, start=1):
+        referenced = record.get("referenced") or {}
+        scans = record.get("scans") or [{}]
+        analyte = (scans[0].get("analysis") or {}).get("e_half_v")
+        if referenced.get("e_vs_li_v") is not None and analyte is not None:
+            rows.append((index, referenced["e_vs_li_v"], analyte + offset_v))
+    if rows:
+        ax.plot([r[0] for r in rows], [r[1] for r in rows], "o", ms=4, label="vs Fc/Fc+ (then Li/Li+)")
+        ax.plot([r[0] for r in rows], [r[2] for r in rows], "x", ms=4, label="vs the cell reference (nominal)")
+        ax.legend()
+    _save(fig, ax, path, None if rows else "no ferrocene standard measured")
+
+
 def _acquisition(path: Path, experiments: list[dict[str, Any]]) -> None:
     fig, ax = _figure("acquisition value of each proposal", "experiment id", "acquisition")
     scored = acquisition(experiments)
@@ -157,7 +210,7 @@ def _coefficients(coefficients: dict[str, float] | None) -> str:
     return "" if not coefficients else ", ".join(f"{name} {value:+.3f}" for name, value in coefficients.items())
 
 
-def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]]) -> str:
+def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path) -> str:
     campaign, progress = snap["campaign"], snap["progress"]
     counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
     esc = html.escape
@@ -171,7 +224,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]]) -> str:
         f"<td>{_volts(c.get('recent_prediction_mae_v'))}</td><td>{_volts(c.get('fit_mae_v'))}</td>"
         f"<td>{_volts(c.get('intercept_v'))}</td><td>{esc(_coefficients(c.get('coefficients_v')))}</td></tr>"
         for c in calibrations)
-    plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in PLOTS)
+    shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
+    plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>

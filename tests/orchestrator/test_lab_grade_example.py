@@ -46,3 +46,8 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
             # vs ferrocene, the potential is the truth to within the world's 10 mV noise, though the
             # reference electrode sits 30 mV away from where the campaign believes it is
             assert abs(experiment.potential_v - world.truth_v(experiment.smiles)) < 0.025
+    report = labloop("report", tmp_path / "runs" / "cathode-screen-lab-grade.db", "-o", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
