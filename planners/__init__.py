@@ -33,7 +33,7 @@ def _pool(kind: str) -> Factory:
         return PoolPlanner(kind, library, ConditionSpace(campaign.conditions.space()), goal=objective.goal,
                            acquisition=acquisition, window_v=objective.window_v,  # type: ignore[arg-type]
                            diversity=campaign.planner.diversity, first_batch=campaign.planner.first_batch,
-                           descriptors=descriptors)
+                           descriptors=descriptors, batch="thompson" if kind == "bayes" else "independent")
     return make
 
 
