@@ -13,6 +13,7 @@ import click
 
 from labloop.instruments.errors import ConfigError, SafetyLimitExceeded
 from labloop.orchestrator import console
+from labloop.orchestrator.cli_backtest import backtest
 from labloop.orchestrator.cli_campaign import log_command, schema, validate
 from labloop.orchestrator.cli_instruments import drivers as drivers_app
 from labloop.orchestrator.cli_instruments import sim as sim_app
@@ -43,6 +44,7 @@ app.add_command(sim_app, name="sim")
 app.add_command(run)
 app.add_command(resume)
 app.add_command(report)
+app.add_command(backtest)
 
 #: exceptions that mean "the user's input is wrong" rather than "labloop has a bug"
 BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (SurrogateError, ConfigError, CampaignError, JournalError,
