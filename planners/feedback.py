@@ -38,9 +38,10 @@ from labloop.planners.residual_gp import (
     ResidualFit,
     TanimotoRows,
     cheap_descriptors,
+    environments,
+    features,
     fit_hyper,
     hyper_prefix,
-    scaled,
     select,
 )
 from labloop.planners.similarity import SimilarityIndex
@@ -63,6 +64,7 @@ class DescriptorTable:
 
     similarity: SimilarityIndex = field(default_factory=SimilarityIndex)
     _rows: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    _environments: dict[str, np.ndarray] = field(default_factory=dict)
     _tanimoto: TanimotoRows | None = None
     #: the hyperparameters of the latest fit, keyed by the measurements they were fitted on (memoised:
     #: :func:`labloop.planners.residual_gp.hyper_prefix`)
@@ -74,6 +76,14 @@ class DescriptorTable:
             if s not in rows:
                 rows[s] = cheap_descriptors(s)
         return np.array([rows[s] for s in smiles], dtype=float).reshape(len(smiles), len(DESCRIPTORS))
+
+    def features(self, smiles: Sequence[str]) -> np.ndarray:
+        """The residual learners' input per molecule (:func:`labloop.planners.residual_gp.features`)."""
+        packed = self._environments
+        for s in smiles:
+            if s not in packed:
+                packed[s] = environments(s)
+        return features(self(smiles), np.array([packed[s] for s in smiles], dtype=np.uint8))
 
     def tanimoto(self, queries: Sequence[str], references: Sequence[str]) -> np.ndarray:
         if self._tanimoto is None:
@@ -100,7 +110,7 @@ class Calibration:
             part = smiles[start:start + CHUNK]
             cross = (table.tanimoto(part, self.fit.smiles) if self.fit.hyper.amplitude > 0
                      else np.zeros((len(part), self.n)))
-            mean[start:start + len(part)], var[start:start + len(part)] = self.fit.predict(scaled(table(part)), cross)
+            mean[start:start + len(part)], var[start:start + len(part)] = self.fit.predict(table.features(part), cross)
         return mean, var
 
     def apply(self, mu: np.ndarray, sigma: np.ndarray, smiles: Sequence[str], table: DescriptorTable
@@ -131,7 +141,7 @@ def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, me
     if not ok.any():
         return Calibration(0)
     kept = [s for s, keep in zip(smiles, ok, strict=True) if keep]
-    r, d, s = measured[ok] - mu[ok], scaled(descriptors[ok]), sigma[ok]
+    r, d, s = measured[ok] - mu[ok], table.features(kept), sigma[ok]
     tanimoto = table.tanimoto(kept, kept)
     h = hyper_prefix(len(kept))
     key = (tuple(kept[:h]), r[:h].tobytes(), s[:h].tobytes())
@@ -176,7 +186,7 @@ class CalibratedModel:
         if fit is None:
             return mu, np.zeros((len(smiles), len(smiles))), sigma**2
         table = self.descriptors
-        d = scaled(table(smiles))
+        d = table.features(smiles)
         gp = fit.hyper.amplitude > 0
         cross = table.tanimoto(smiles, fit.smiles) if gp else np.zeros((len(smiles), len(fit.smiles)))
         among = table.tanimoto(smiles, smiles) if gp else np.zeros((len(smiles), len(smiles)))

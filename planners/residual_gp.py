@@ -11,6 +11,9 @@ is modelled as
 - ``b`` ~ N(0, :data:`OFFSET_PRIOR_V`^2): an offset common to all molecules (the reference, the method);
 - ``w . d(x)``: a linear mean on a few cheap, generic descriptors ``d`` (:data:`DESCRIPTORS`: heavy atoms,
   rings, heteroatom counts, each scaled to about unit size), ``w`` ~ N(0, ``weight_sd``^2 I);
+- ``u . e(x)``: group additivity, the chemist's generic model of a property: one contribution per atom
+  environment the molecule has (``e``: the bits of a Morgan radius-1 fingerprint, 1,024 bits), ``u`` ~
+  N(0, ``group_sd``^2 I);
 - ``g`` ~ GP(0, ``amplitude``^2 exp((T(x, y) - 1) / ``length``)), ``T`` the Tanimoto similarity of ECFP4
   fingerprints (:mod:`.similarity`): similar molecules have similar errors, whatever the cause (the
   kernel is positive definite because ``T`` is and the exponential of a kernel is one);
@@ -18,18 +21,19 @@ is modelled as
   calibrated uncertainty, of which the data decide the share that behaves as independent noise) and the
   measurement's.
 
-``b`` and ``w`` are integrated out, so the whole model is one Gaussian process whose covariance is the
-sum of the three kernels. The hyperparameters (``weight_sd``, ``amplitude``, ``length``,
+``b``, ``w`` and ``u`` are integrated out, so the whole model is one Gaussian process whose covariance is
+the sum of the kernels. The hyperparameters (``weight_sd``, ``group_sd``, ``amplitude``, ``length``,
 ``surrogate_share``, ``noise``) are set by maximising the marginal likelihood times weak log-normal priors
 (:data:`HYPER_PRIORS`, chosen before any benchmark: they keep a fit on four measurements sane), from one
 fixed start with L-BFGS-B, so a fit is a pure function of the observations — a resumed campaign refits
 exactly what the uninterrupted one had.
 
 Several learners are fitted each time (:data:`LEARNERS`: the offset alone, i.e. the network as it is;
-the linear mean; linear mean + GP) and the one with the highest leave-one-out predictive log-likelihood
-on the measurements wins. LOO for a Gaussian process needs no refits: with ``A = (K + N)^-1`` the
-held-out predictive of ``r_i`` has mean ``r_i - [A r]_i / A_ii`` and variance ``1 / A_ii`` (Rasmussen &
-Williams, *Gaussian Processes for Machine Learning*, eq. 5.12), with the hyperparameters of the fit on all.
+the linear mean; linear mean + group additivity; all of it + the Tanimoto GP) and the one with the
+highest leave-one-out predictive log-likelihood on the measurements wins. LOO for a Gaussian process
+needs no refits: with ``A = (K + N)^-1`` the held-out predictive of ``r_i`` has mean
+``r_i - [A r]_i / A_ii`` and variance ``1 / A_ii`` (Rasmussen & Williams, *Gaussian Processes for
+Machine Learning*, eq. 5.12), with the hyperparameters of the fit on all.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 
 import numpy as np
 from rdkit import Chem, DataStructs
+from rdkit.Chem import rdFingerprintGenerator
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import minimize
 
@@ -60,25 +65,30 @@ DESCRIPTORS: dict[str, float] = {
     "halogens": 2.0,
 }
 _HALOGENS = frozenset({9, 17, 35, 53})
+#: the atom environments of group additivity: Morgan radius 1, folded to this many bits
+ENVIRONMENT_RADIUS = 1
+ENVIRONMENT_BITS = 1024
 #: prior sd (V) of the offset common to all molecules: the gas-phase rule can be off by volts
 OFFSET_PRIOR_V = 2.0
 #: log-normal priors of the hyperparameters: (median, sd of the log); bounds of the search
 HYPER_PRIORS: dict[str, tuple[float, float]] = {
     "weight_sd": (0.05, 1.0),  # V per unit of a scaled descriptor
+    "group_sd": (0.05, 1.0),  # V per atom environment
     "amplitude": (0.1, 1.0),  # V
     "length": (0.5, 1.0),  # in units of (1 - Tanimoto)
     "surrogate_share": (0.5, 1.0),  # of the surrogate's sigma^2
     "noise": (0.1, 1.0),  # V: what the model leaves unexplained, measurement noise included
 }
 BOUNDS: dict[str, tuple[float, float]] = {
-    "weight_sd": (1e-4, 1.0), "amplitude": (1e-4, 2.0), "length": (0.02, 10.0),
+    "weight_sd": (1e-4, 1.0), "group_sd": (1e-4, 1.0), "amplitude": (1e-4, 2.0), "length": (0.02, 10.0),
     "surrogate_share": (1e-3, 2.0), "noise": (1e-3, 1.0),
 }
 #: learner name -> the hyperparameters it fits (the others are absent: zero)
 LEARNERS: dict[str, tuple[str, ...]] = {
     "offset": ("surrogate_share", "noise"),
     "linear": ("weight_sd", "surrogate_share", "noise"),
-    "gp": ("weight_sd", "amplitude", "length", "surrogate_share", "noise"),
+    "additive": ("weight_sd", "group_sd", "surrogate_share", "noise"),
+    "gp": ("weight_sd", "group_sd", "amplitude", "length", "surrogate_share", "noise"),
 }
 #: hyperparameters are refitted on every measurement up to this many, then less often (:func:`hyper_prefix`)
 HYPER_EVERY_FROM = 24
@@ -101,9 +111,24 @@ def cheap_descriptors(smiles: str) -> tuple[float, ...]:
             float(heavy.count(16)), float(sum(z in _HALOGENS for z in heavy)))
 
 
-def scaled(descriptors: np.ndarray) -> np.ndarray:
-    """Descriptors divided by their :data:`DESCRIPTORS` spreads (NaN -> 0: an unreadable molecule)."""
-    return np.nan_to_num(np.asarray(descriptors, dtype=float) / np.array(list(DESCRIPTORS.values())))
+def environments(smiles: str) -> np.ndarray:
+    """The molecule's atom environments (Morgan radius-1 bits), packed (``np.packbits``); zeros when RDKit
+    cannot read it."""
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return np.zeros(ENVIRONMENT_BITS // 8, dtype=np.uint8)
+    return np.packbits(_ENVIRONMENT_GENERATOR.GetFingerprintAsNumPy(mol).astype(bool))
+
+
+_ENVIRONMENT_GENERATOR = rdFingerprintGenerator.GetMorganGenerator(radius=ENVIRONMENT_RADIUS, fpSize=ENVIRONMENT_BITS)
+
+
+def features(descriptors: np.ndarray, packed_environments: np.ndarray) -> np.ndarray:
+    """The learners' per-molecule input: descriptors divided by their :data:`DESCRIPTORS` spreads (NaN -> 0:
+    an unreadable molecule), then the environment bits (0/1)."""
+    scaled = np.nan_to_num(np.asarray(descriptors, dtype=float) / np.array(list(DESCRIPTORS.values())))
+    bits = np.unpackbits(np.asarray(packed_environments, dtype=np.uint8).reshape(len(scaled), -1), axis=1)
+    return np.hstack([scaled, bits.astype(float)])
 
 
 class TanimotoRows:
@@ -164,23 +189,44 @@ class Hyper:
     """Hyperparameters of the residual model (absent kernels have zero weight or amplitude)."""
 
     weight_sd: float = 0.0
+    group_sd: float = 0.0
     amplitude: float = 0.0
     length: float = 1.0
     surrogate_share: float = 1.0
     noise: float = 0.03
 
 
-def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> np.ndarray:
-    """Covariance of the latent residual (offset + linear + GP) between two sets of molecules."""
-    k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * (da @ db.T)
+Grams = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> Grams:
+    """The kernels' building blocks between two sets of molecules (``da``, ``db``: :func:`features`):
+    descriptor dot products, shared environments, Tanimoto similarity."""
+    n = len(DESCRIPTORS)
+    return da[:, :n] @ db[:, :n].T, da[:, n:] @ db[:, n:].T, tanimoto
+
+
+def _combine(h: Hyper, grams: Grams) -> np.ndarray:
+    """Covariance of the latent residual (offset + linear + groups + GP) from its building blocks."""
+    linear, shared, tanimoto = grams
+    k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * linear
+    if h.group_sd > 0:
+        k = k + h.group_sd**2 * shared
     if h.amplitude > 0:
         k = k + h.amplitude**2 * np.exp((tanimoto - 1.0) / h.length)
     return k
 
 
+def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> np.ndarray:
+    """Covariance of the latent residual between two sets of molecules."""
+    return _combine(h, _grams(da, db, tanimoto))
+
+
 def _diag_kernel(h: Hyper, d: np.ndarray) -> np.ndarray:
     """The latent prior variance of each molecule (its Tanimoto with itself is 1)."""
-    return OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d * d, axis=1) + h.amplitude**2
+    n = len(DESCRIPTORS)
+    return (OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1)
+            + h.group_sd**2 * np.sum(d[:, n:] ** 2, axis=1) + h.amplitude**2)
 
 
 def _noise(h: Hyper, sigma: np.ndarray) -> np.ndarray:
@@ -190,8 +236,11 @@ def _noise(h: Hyper, sigma: np.ndarray) -> np.ndarray:
 def log_marginal_likelihood(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
                             ) -> float:
     """log p(r | hyperparameters) of the Gaussian process (no hyperprior)."""
-    cov = _kernel(h, d, d, tanimoto) + np.diag(_noise(h, sigma) + JITTER)
-    factor = cho_factor(cov, lower=True)
+    return _log_marginal_likelihood(h, r, _grams(d, d, tanimoto), sigma)
+
+
+def _log_marginal_likelihood(h: Hyper, r: np.ndarray, grams: Grams, sigma: np.ndarray) -> float:
+    factor = cho_factor(_combine(h, grams) + np.diag(_noise(h, sigma) + JITTER), lower=True)
     alpha = cho_solve(factor, r)
     return float(-0.5 * r @ alpha - np.sum(np.log(np.diag(factor[0]))) - 0.5 * len(r) * math.log(2 * math.pi))
 
@@ -226,10 +275,12 @@ def fit_hyper(names: Sequence[str], r: np.ndarray, d: np.ndarray, tanimoto: np.n
     def build(x: np.ndarray) -> Hyper:
         return Hyper(**{**base.__dict__, **{name: float(math.exp(v)) for name, v in zip(names, x, strict=True)}})
 
+    grams = _grams(d, d, tanimoto)  # computed once: only the weights change during the search
+
     def objective(x: np.ndarray) -> float:
         h = build(x)
         try:
-            return -(log_marginal_likelihood(h, r, d, tanimoto, sigma) + _log_prior(h, names))
+            return -(_log_marginal_likelihood(h, r, grams, sigma) + _log_prior(h, names))
         except np.linalg.LinAlgError:
             return 1e12
 
@@ -280,7 +331,7 @@ class ResidualFit:
         """The offset and slopes it learnt (posterior means) and its hyperparameters, for the journal."""
         h = self.hyper
         offset = OFFSET_PRIOR_V**2 * float(np.sum(self.alpha))
-        slopes = h.weight_sd**2 * (self.d.T @ self.alpha) / np.array(list(DESCRIPTORS.values()))
+        slopes = h.weight_sd**2 * (self.d[:, :len(DESCRIPTORS)].T @ self.alpha) / np.array(list(DESCRIPTORS.values()))
         hyper = {name: getattr(h, name) for name in LEARNERS[self.learner]}
         return {"intercept_v": offset, "coefficients_v": dict(zip(DESCRIPTORS, map(float, slopes), strict=True)),
                 "hyperparameters": hyper}

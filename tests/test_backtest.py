@@ -46,7 +46,7 @@ def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign,
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     bayes = report["planners"]["bayes"]
-    assert set(bayes["learners"]) <= {"offset", "linear", "gp"} and sum(bayes["learners"].values()) == 2
+    assert set(bayes["learners"]) <= {"offset", "linear", "additive", "gp"} and sum(bayes["learners"].values()) == 2
     assert bayes["latency_s"]["median"] > 0
 
 

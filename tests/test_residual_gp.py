@@ -17,6 +17,7 @@ from labloop.planners import ConditionSpace, Observation, PlannerState, PoolPlan
 from labloop.planners.batch import thompson_batch
 from labloop.planners.feedback import CalibratedModel, DescriptorTable, fit_calibration
 from labloop.planners.residual_gp import (
+    DESCRIPTORS,
     OFFSET_PRIOR_V,
     Hyper,
     TanimotoRows,
@@ -24,12 +25,11 @@ from labloop.planners.residual_gp import (
     hyper_prefix,
     log_marginal_likelihood,
     loo,
-    scaled,
 )
 
 MOLECULES = ["c1ccccc1", "Cc1ccccc1", "CCc1ccccc1", "c1ccncc1", "Oc1ccccc1", "CC(=O)c1ccccc1", "c1ccc2ccccc2c1",
              "Clc1ccccc1", "c1ccsc1", "CCN(CC)CC"]
-HYPER = Hyper(weight_sd=0.07, amplitude=0.3, length=0.4, surrogate_share=0.8, noise=0.05)
+HYPER = Hyper(weight_sd=0.07, group_sd=0.04, amplitude=0.3, length=0.4, surrogate_share=0.8, noise=0.05)
 
 
 def rdkit_tanimoto(a: list[str], b: list[str]) -> np.ndarray:
@@ -40,11 +40,14 @@ def rdkit_tanimoto(a: list[str], b: list[str]) -> np.ndarray:
 
 
 def kernel_by_hand(h: Hyper, da: np.ndarray, db: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """offset + weight_sd^2 (descriptors . descriptors) + group_sd^2 (shared environments) + Tanimoto part."""
+    n = len(DESCRIPTORS)
     out = np.empty((len(da), len(db)))
     for i in range(len(da)):
         for j in range(len(db)):
-            out[i, j] = (OFFSET_PRIOR_V**2 + h.weight_sd**2 * float(np.dot(da[i], db[j]))
-                         + h.amplitude**2 * math.exp((t[i, j] - 1) / h.length))
+            shared = int(np.sum(np.logical_and(da[i, n:], db[j, n:])))
+            out[i, j] = (OFFSET_PRIOR_V**2 + h.weight_sd**2 * float(np.dot(da[i, :n], db[j, :n]))
+                         + h.group_sd**2 * shared + h.amplitude**2 * math.exp((t[i, j] - 1) / h.length))
     return out
 
 
@@ -52,7 +55,7 @@ def problem(n: int = 8, seed: int = 0):
     table = DescriptorTable()
     smiles = MOLECULES[:n]
     rng = np.random.default_rng(seed)
-    return table, smiles, scaled(table(smiles)), rng.normal(-1.0, 0.3, n), rng.uniform(0.05, 0.2, n)
+    return table, smiles, table.features(smiles), rng.normal(-1.0, 0.3, n), rng.uniform(0.05, 0.2, n)
 
 
 def test_tanimoto_rows_match_rdkit_and_survive_a_growing_universe():
@@ -71,7 +74,7 @@ def test_one_measurement_offset_posterior_by_hand():
     h = Hyper(surrogate_share=0.5, noise=0.1)
     fit = fit_learner("offset", r, d, np.ones((1, 1)), sigma, smiles, h)
     v = 0.5 * sigma[0] ** 2 + 0.1**2
-    mean, var = fit.predict(scaled(table(["CCCC"])), np.zeros((1, 1)))
+    mean, var = fit.predict(table.features(["CCCC"]), np.zeros((1, 1)))
     assert mean[0] == pytest.approx(OFFSET_PRIOR_V**2 / (OFFSET_PRIOR_V**2 + v) * r[0], rel=1e-6)
     assert var[0] == pytest.approx(OFFSET_PRIOR_V**2 * v / (OFFSET_PRIOR_V**2 + v), rel=1e-4)
 
@@ -81,7 +84,7 @@ def test_gp_posterior_matches_the_closed_form_with_a_hand_built_kernel():
     t = rdkit_tanimoto(smiles, smiles)
     fit = fit_learner("gp", r, d, t, sigma, smiles, HYPER)
     queries = MOLECULES[8:] + smiles[:1]
-    dq, tq = scaled(table(queries)), rdkit_tanimoto(queries, smiles)
+    dq, tq = table.features(queries), rdkit_tanimoto(queries, smiles)
     K = kernel_by_hand(HYPER, d, d, t) + np.diag(HYPER.surrogate_share * sigma**2 + HYPER.noise**2)
     Ks = kernel_by_hand(HYPER, dq, d, tq)
     Kss = kernel_by_hand(HYPER, dq, dq, rdkit_tanimoto(queries, queries))
@@ -127,7 +130,7 @@ def _observations(ocelot, n: int) -> tuple[list[str], Table, list[Observation]]:
     smiles = list(ocelot.smiles[:n + 40])
     rng = np.random.default_rng(3)
     model = Table({s: (float(rng.normal(4.5, 0.4)), 0.1) for s in smiles})
-    shift = scaled(DescriptorTable()(smiles))[:, 0] * 0.2  # a size trend the linear mean can see
+    shift = DescriptorTable()(smiles)[:, 0] * 0.02  # a size trend the linear mean can see
     obs = [Observation(s, {}, model.table[s][0] - 1.2 + shift[k] + float(rng.normal(0, 0.05)))
            for k, s in enumerate(smiles[:n])]
     return smiles, model, obs
@@ -145,7 +148,7 @@ def test_the_learner_is_a_pure_function_of_the_observations(ocelot):
     assert warm.calibration.summary() == cold.calibration.summary()
     assert np.array_equal(np.array(warm.predict(smiles)), np.array(cold.predict(smiles)))
     summary = cold.calibration.summary()
-    assert set(summary["loo_log_likelihood"]) == {"offset", "linear", "gp"}
+    assert set(summary["loo_log_likelihood"]) == {"offset", "linear", "additive", "gp"}
     assert summary["learner"] == max(summary["loo_log_likelihood"], key=summary["loo_log_likelihood"].get)
     assert summary["loo_rmse_v"] > 0 and -1.4 < summary["intercept_v"] < -1.0
 
