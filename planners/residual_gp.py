@@ -38,6 +38,7 @@ Machine Learning*, eq. 5.12), with the hyperparameters of the fit on all.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections.abc import Sequence
@@ -49,6 +50,7 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import minimize
+from scipy.sparse import csr_matrix
 
 from labloop.planners.similarity import SimilarityIndex
 
@@ -166,7 +168,7 @@ class TanimotoRows:
         if len(row) < size:
             more = np.zeros(size - len(row), dtype=np.float32)
             ref_fp = self.similarity.fingerprint(reference)
-            todo = self._readable[int(np.searchsorted(self._readable, len(row))):]
+            todo = self._readable[bisect.bisect_left(self._readable, len(row)):]
             if ref_fp is not None and todo:
                 sims = DataStructs.BulkTanimotoSimilarity(ref_fp, [self._fps[p] for p in todo])
                 more[np.array(todo) - len(row)] = sims
@@ -196,14 +198,19 @@ class Hyper:
     noise: float = 0.03
 
 
-Grams = tuple[np.ndarray, np.ndarray, np.ndarray]
+Grams = tuple[np.ndarray, np.ndarray | None, np.ndarray]
 
 
-def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> Grams:
+def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, environments: bool = True) -> Grams:
     """The kernels' building blocks between two sets of molecules (``da``, ``db``: :func:`features`):
-    descriptor dot products, shared environments, Tanimoto similarity."""
+    descriptor dot products, shared environments (None unless ``environments``), Tanimoto similarity.
+    The environment bits are sparse (a few dozen of 1,024 per molecule), so ``da``'s go through a sparse
+    product: a 100,000-molecule library against 200 measurements in a fraction of a second."""
     n = len(DESCRIPTORS)
-    return da[:, :n] @ db[:, :n].T, da[:, n:] @ db[:, n:].T, tanimoto
+    shared = None
+    if environments:
+        shared = np.asarray(csr_matrix(da[:, n:]) @ db[:, n:].T)
+    return da[:, :n] @ db[:, :n].T, shared, tanimoto
 
 
 def _combine(h: Hyper, grams: Grams) -> np.ndarray:
@@ -211,6 +218,7 @@ def _combine(h: Hyper, grams: Grams) -> np.ndarray:
     linear, shared, tanimoto = grams
     k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * linear
     if h.group_sd > 0:
+        assert shared is not None
         k = k + h.group_sd**2 * shared
     if h.amplitude > 0:
         k = k + h.amplitude**2 * np.exp((tanimoto - 1.0) / h.length)
@@ -219,7 +227,7 @@ def _combine(h: Hyper, grams: Grams) -> np.ndarray:
 
 def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> np.ndarray:
     """Covariance of the latent residual between two sets of molecules."""
-    return _combine(h, _grams(da, db, tanimoto))
+    return _combine(h, _grams(da, db, tanimoto, environments=h.group_sd > 0))
 
 
 def _diag_kernel(h: Hyper, d: np.ndarray) -> np.ndarray:
