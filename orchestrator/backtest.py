@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from labloop.orchestrator.runner import PLANNER_BLAS_THREADS  # as the runner proposes
 from labloop.planners import ModelView, Observation, Planner, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 from labloop.surrogate.dataset import read_table
@@ -38,8 +39,6 @@ from labloop.surrogate.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-#: planners fit small matrices: one BLAS thread, as the runner proposes
-PLANNER_BLAS_THREADS = 1
 #: the simulated instruments' cell and scan: reference at 3.2 V vs Li/Li+, -0.8..1.95 V vs the reference
 REFERENCE_OFFSET_V = 3.2
 SCAN_V = (-0.8, 1.95, -0.8)
