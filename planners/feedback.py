@@ -90,6 +90,12 @@ class DescriptorTable:
             self._tanimoto = TanimotoRows(self.similarity)
         return self._tanimoto.matrix(queries, references)
 
+    def tanimoto_among(self, smiles: Sequence[str]) -> np.ndarray:
+        """Tanimoto similarities among a few molecules (a batch's shortlist)."""
+        if self._tanimoto is None:
+            self._tanimoto = TanimotoRows(self.similarity)
+        return self._tanimoto.among(smiles)
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -189,7 +195,7 @@ class CalibratedModel:
         d = table.features(smiles)
         gp = fit.hyper.amplitude > 0
         cross = table.tanimoto(smiles, fit.smiles) if gp else np.zeros((len(smiles), len(fit.smiles)))
-        among = table.tanimoto(smiles, smiles) if gp else np.zeros((len(smiles), len(smiles)))
+        among = table.tanimoto_among(smiles) if gp else np.zeros((len(smiles), len(smiles)))
         shift, cov = fit.joint(d, cross, among)
         return mu + shift, cov, fit.noise_var(sigma)
 

@@ -176,6 +176,16 @@ class TanimotoRows:
             self._rows[reference] = row
         return row
 
+    def among(self, smiles: Sequence[str]) -> np.ndarray:
+        """Tanimoto similarities among a few molecules, computed directly (no rows over the library are
+        kept for them: they are a shortlist, not measurements)."""
+        fps = [self.similarity.fingerprint(s) for s in smiles]
+        readable = [k for k, fp in enumerate(fps) if fp is not None]
+        out = np.zeros((len(smiles), len(smiles)))
+        for k in readable:
+            out[k, readable] = DataStructs.BulkTanimotoSimilarity(fps[k], [fps[j] for j in readable])
+        return out
+
     def matrix(self, queries: Sequence[str], references: Sequence[str]) -> np.ndarray:
         """``T[i, j]`` = Tanimoto(queries[i], references[j]) (0 where either is unreadable), float64."""
         positions = self._positions(queries)

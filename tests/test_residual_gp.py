@@ -66,6 +66,7 @@ def test_tanimoto_rows_match_rdkit_and_survive_a_growing_universe():
     grown = rows.matrix(queries, MOLECULES[1:5])  # new queries after the rows were cached
     assert grown[:-1] == pytest.approx(rdkit_tanimoto(MOLECULES, MOLECULES[1:5]), abs=1e-6)
     assert (grown[-1] == 0).all()  # unreadable: similar to nothing
+    assert rows.among(queries)[:-1, :-1] == pytest.approx(rdkit_tanimoto(MOLECULES, MOLECULES), abs=1e-6)
 
 
 def test_one_measurement_offset_posterior_by_hand():
