@@ -86,6 +86,12 @@ class PoolPlanner:
     def scores(self, state: PlannerState, model: ModelView) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(untried molecules, mu, sigma, score) — the score after the failure correction; NaN for
         molecules the model cannot read."""
+        return self._scored(state, model)[:4]
+
+    def _scored(self, state: PlannerState, model: ModelView
+                ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`scores` plus the failure correction's factor per molecule (computed once per proposal:
+        with many failures over a big library it is a large part of a proposal's time)."""
         tried = state.tried
         pool = [s for s in self.library if s not in tried]
         mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(pool))
@@ -94,7 +100,7 @@ class PoolPlanner:
         if (keep < 1).any() and np.isfinite(score).any():
             low = min(0.0, float(np.nanmin(score)))  # 0 for the non-negative EI, PI and window probability
             score = low + keep * (score - low)
-        return pool, mu, sigma, score
+        return pool, mu, sigma, score, keep
 
     def _keep(self, state: PlannerState, pool: Sequence[str]) -> np.ndarray:
         """The failure correction's factor per molecule (module docstring): 1 without a similar failure."""
@@ -107,7 +113,7 @@ class PoolPlanner:
     def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:
         if model is None:
             raise ValueError(f"the {self.name} planner needs a surrogate model")
-        pool, mu, sigma, score = self.scores(state, model)
+        pool, mu, sigma, score, keep = self._scored(state, model)
         chosen: list[int] = []
         if self.first_batch == "design" and not state.measured and not state.pending:
             size = self.descriptors(pool)[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
@@ -123,7 +129,7 @@ class PoolPlanner:
                 return True
 
             chosen += thompson_batch(model, pool, score, n - len(chosen), goal=self.goal, window_v=self.window_v,
-                                     keep=self._keep(state, pool), seed=state.seed, step=state.step,
+                                     keep=keep, seed=state.seed, step=state.step,
                                      admissible=admissible)
         else:
             chosen += self._diverse_top(pool, score, n - len(chosen), [*state.pending, *(pool[i] for i in chosen)],

@@ -243,8 +243,10 @@ def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> n
 def _diag_kernel(h: Hyper, d: np.ndarray) -> np.ndarray:
     """The latent prior variance of each molecule (its Tanimoto with itself is 1)."""
     n = len(DESCRIPTORS)
-    return (OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1)
-            + h.group_sd**2 * np.sum(d[:, n:] ** 2, axis=1) + h.amplitude**2)
+    var = OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1) + h.amplitude**2
+    if h.group_sd > 0:  # the environment bits are 0/1: their squares sum to their count
+        var = var + h.group_sd**2 * np.count_nonzero(d[:, n:], axis=1)
+    return var
 
 
 def _noise(h: Hyper, sigma: np.ndarray) -> np.ndarray:
