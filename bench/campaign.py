@@ -1,6 +1,14 @@
 """Closed-loop benchmark: how many molecules in the window each planner finds in 100 experiments; prints JSON.
 
-The world is the bundled data with the Born/ACN truth (``sim/world.py``): the bundled molecules are split
+The worlds (``--worlds``, ``sim/world.py``; settings fixed here before the reported runs): ``born`` (the
+Born/ACN truth), ``groups`` (Born plus the default SMARTS shifts of ``sim/truth.py``), ``smooth`` (Born plus
+a Gaussian-process draw of amplitude :data:`SMOOTH_AMPLITUDE_V`, length :data:`SMOOTH_LENGTH`, a new draw
+per seed) and ``drift`` (``groups`` plus a reference walk of :data:`WALK_STEP_V` per measurement). Besides
+the campaign planners: ``oracle`` (``bayes``'s window probability with the surrogate's prediction plus the
+world's systematic part, exactly, and the surrogate's own sigma: what a planner that knew the world's form
+would find) and ``legacy`` (``bayes`` with the calibration labloop had before issue 13: a Bayesian ridge of
+the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below). Seeds: ``--seed-start``
+(tune on 1000+, report 0-19). The bundled molecules are split
 once (seed :data:`SPLIT_SEED`) into a library of 5,000 molecules whose potentials only the world knows and
 a prior of the rest, on which the `fast` surrogate is trained once (IE/EA, 5 folds) and cached. The
 objective is the oxidation potential in [4.5, 4.6] V vs Li/Li+. Each planner (`bayes`, `greedy`,
@@ -16,8 +24,9 @@ Reported: hits (measured E1/2 inside the window) per planner, mean/std/min/max o
 every 10 experiments, the proposal latency, and the latency of one `bayes` proposal over a 100,000-molecule
 library with the model's predictions cached. ``--plot FILE`` draws hits against experiment number.
 
-Usage: python bench/campaign.py [--seeds 5] [--experiments 100] [--batch 4] [--planners bayes,greedy,...]
-       [--model-dir DIR] [--plot bench/campaign_hits.png] [--big 100000] [--parts campaigns,big]
+Usage: python bench/campaign.py [--seeds 5] [--seed-start 0] [--experiments 100] [--batch 4]
+       [--planners bayes,greedy,...] [--worlds born,groups,smooth,drift] [--model-dir DIR]
+       [--plot bench/campaign_hits.png] [--big 100000] [--parts campaigns,big]
 Never asserts a result; bench/RESULTS.md records the numbers.
 """
 
@@ -72,13 +81,79 @@ def prior_ensemble(model_dir: Path, prior: MoleculeTable):
     return run.ensemble, time.perf_counter() - t0
 
 
-def world_of(prior: MoleculeTable, library: MoleculeTable, seed: int):
-    """The simulated world of one run: Born/ACN truth from IE/EA, 10 mV reference drift per measurement."""
+#: settings of the simulated worlds (fixed before the reported runs)
+SMOOTH_AMPLITUDE_V = 0.2
+SMOOTH_LENGTH = 0.5
+WALK_STEP_V = 0.005
+WORLDS = ("born", "groups", "smooth", "drift")
+
+
+def world_of(prior: MoleculeTable, library: MoleculeTable, seed: int, kind: str = "born"):
+    """The simulated world of one run: truth ``kind`` from IE/EA in acetonitrile, 10 mV noise per measurement."""
+    from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
     from labloop.sim.world import TruthTable, World
 
     values = {s: (float(ie), float(ea)) for t in (prior, library) for s, (ie, ea) in zip(t.smiles, t.Y, strict=True)}
     return World(TruthTable(values), source="ie_ea", quantity="oxidation_potential", solvent="acn", noise_v=0.01,
-                 reference_offset_v=REFERENCE_OFFSET_V, seed=seed)
+                 reference_offset_v=REFERENCE_OFFSET_V, seed=seed,
+                 groups=GroupShifts() if kind in ("groups", "drift") else None,
+                 smooth=SmoothField(seed, SMOOTH_AMPLITUDE_V, SMOOTH_LENGTH) if kind == "smooth" else None,
+                 walk=ReferenceWalk(seed, WALK_STEP_V) if kind == "drift" else None)
+
+
+class OracleModel:
+    """The surrogate's prediction plus the world's systematic part, exactly; the surrogate's own sigma."""
+
+    def __init__(self, model, world) -> None:
+        self.model, self.world, self.version = model, world, model.version
+
+    def predict(self, smiles):
+        mu, sigma = self.model.predict(smiles)
+        return [m + self.world.systematic_v(s) for m, s in zip(mu, smiles, strict=True)], sigma
+
+
+class LegacyCalibratedModel:
+    """The calibration before issue 13 (planners/feedback.py at 712eb97), verbatim in substance: a
+    BayesianRidge of measured - mu on (n_heavy^-1/3 / 0.05, heteroatom fraction / 0.15), Gamma priors
+    worth 4 pseudo-observations of scale 0.2 V; sigma^2 = sigma^2 + extra^2 + parameter variance."""
+
+    def __init__(self, model, observations, table: dict) -> None:
+        from sklearn.linear_model import BayesianRidge
+
+        self.model, self.version, self.table = model, model.version, table
+        measured = [o for o in observations if o.potential_v is not None]
+        self.regression, self.extra_var = None, 0.0
+        if not measured:
+            return
+        smiles = [o.smiles for o in measured]
+        mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(smiles))
+        X, r = self._x(smiles), np.array([o.potential_v for o in measured]) - mu
+        ok = np.isfinite(mu) & np.isfinite(X).all(axis=1)
+        if not ok.any():
+            return
+        shape, rate = 2.0, 4.0 * 0.2**2 / 2
+        self.regression = BayesianRidge(alpha_1=shape, alpha_2=rate, lambda_1=shape, lambda_2=rate)
+        self.regression.fit(X[ok], r[ok])
+        self.extra_var = max(1 / self.regression.alpha_ - float(np.mean(sigma[ok] ** 2)), 0.0)
+
+    def _x(self, smiles) -> np.ndarray:
+        from rdkit import Chem
+
+        for s in smiles:
+            if s not in self.table:
+                mol = Chem.MolFromSmiles(s, sanitize=False)
+                heavy = [a.GetAtomicNum() for a in mol.GetAtoms() if a.GetAtomicNum() > 1] if mol else []
+                self.table[s] = ((len(heavy) ** (-1 / 3) / 0.05, sum(z != 6 for z in heavy) / len(heavy) / 0.15)
+                                 if heavy else (np.nan, np.nan))
+        return np.array([self.table[s] for s in smiles], dtype=float)
+
+    def predict(self, smiles):
+        mu, sigma = (np.asarray(a, dtype=float) for a in self.model.predict(smiles))
+        if self.regression is None:
+            return mu, sigma
+        shift, std = self.regression.predict(np.nan_to_num(self._x(smiles)), return_std=True)
+        param_var = np.maximum(std**2 - 1 / self.regression.alpha_, 0.0)
+        return mu + shift, np.sqrt(sigma**2 + self.extra_var + param_var)
 
 
 #: the example protocol's cell and scan: reference at 3.2 V vs Li/Li+, -0.8..1.95 V vs the reference
@@ -107,20 +182,24 @@ def measure(world, smiles: str, conditions: dict, rng: np.random.Generator):
 
 def make_planners(library: list[str], descriptors) -> dict:
     from labloop.planners import ConditionSpace, PoolPlanner, RandomPlanner, ScreeningPlanner
-    from labloop.planners.similarity import SimilarityIndex
 
     conditions = {"scan_rate_v_s": (0.02, 0.5)}
-    similarity = SimilarityIndex()  # one fingerprint table for every planner and run
-    def pool(kind: str, acquisition: str) -> PoolPlanner:
+    similarity = descriptors.similarity  # one fingerprint table for every planner and run
+    def pool(kind: str, acquisition: str, **options) -> PoolPlanner:
         return PoolPlanner(kind, library, ConditionSpace(conditions), goal="window", acquisition=acquisition,
-                           window_v=WINDOW_V, similarity=similarity, descriptors=descriptors)
-    return {"bayes": pool("bayes", "window_probability"), "greedy": pool("greedy", "mean"),
+                           window_v=WINDOW_V, similarity=similarity, descriptors=descriptors, **options)
+    return {"bayes": pool("bayes", "window_probability", batch="thompson"), "greedy": pool("greedy", "mean"),
+            "bayes-independent": pool("bayes", "window_probability"),
+            "oracle": pool("oracle", "window_probability", first_batch="acquisition"),
+            "legacy": pool("legacy", "window_probability"),
             "screening": ScreeningPlanner(library, ConditionSpace(conditions), goal="window", window_v=WINDOW_V),
             "random": RandomPlanner(library, conditions)}
 
 
-def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: int, descriptors) -> dict:
-    """One campaign: hits after each experiment, failures, proposal latencies, calibration errors."""
+def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: int, descriptors,
+                 legacy_table: dict | None = None) -> dict:
+    """One campaign: hits after each experiment, failures, proposal latencies, calibration errors and the
+    learners the calibrations chose."""
     from threadpoolctl import threadpool_limits
 
     from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS
@@ -129,13 +208,21 @@ def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: i
 
     rng = np.random.default_rng(seed)
     observations: list = []
-    hits, latencies, errors = [], [], []
+    hits, latencies, errors, learners = [], [], [], []
     step = 0
     while len(observations) < experiments:
         state = PlannerState(planner.name, seed, step, observations=tuple(observations))
         t0 = time.perf_counter()
         with threadpool_limits(PLANNER_BLAS_THREADS):  # as the runner proposes
-            view = CalibratedModel(model, observations, descriptors) if planner.learns else model
+            if planner.name == "oracle":
+                view = OracleModel(model, world)
+            elif planner.name == "legacy":
+                view = LegacyCalibratedModel(model, observations, legacy_table if legacy_table is not None else {})
+            elif planner.learns:
+                view = CalibratedModel(model, observations, descriptors)
+                learners.append(view.calibration.summary().get("learner"))
+            else:
+                view = model
             proposals = planner.propose(state, min(batch, experiments - len(observations)), view)
         latencies.append(time.perf_counter() - t0)
         for p in proposals:
@@ -147,13 +234,13 @@ def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: i
                             for o in observations))
         step += 1
     return {"hits": hits[-1], "hits_curve": hits, "failed": sum(o.failure is not None for o in observations),
-            "latency_s": latencies, "prediction_errors_v": errors,
+            "latency_s": latencies, "prediction_errors_v": errors, "learners": learners,
             "mean_quality": float(np.mean([o.quality for o in observations if o.quality is not None]))}
 
 
 def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
     """One `bayes` proposal over an ``n``-molecule library (distinct random SMILES spellings of the bundled
-    molecules), after the model's predictions are cached; with 96 observations, 12 of them failures."""
+    molecules), after the model's predictions are cached; with 225 observations: 200 measured, 25 failures."""
     from rdkit import Chem
     from threadpoolctl import threadpool_limits
 
@@ -175,10 +262,11 @@ def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
     predict_s = time.perf_counter() - t0
     descriptors = DescriptorTable()
     planner = PoolPlanner("bayes", library, ConditionSpace({"scan_rate_v_s": (0.02, 0.5)}), goal="window",
-                          acquisition="window_probability", window_v=WINDOW_V, descriptors=descriptors)
-    measured = library[:96]
-    observations = tuple(Observation(s, {"scan_rate_v_s": 0.1}, None if k % 8 == 0 else 4.0 + 0.01 * k,
-                                     quality=0.0 if k % 8 == 0 else 0.8, failure="analysis" if k % 8 == 0 else None)
+                          acquisition="window_probability", window_v=WINDOW_V, descriptors=descriptors,
+                          batch="thompson")
+    measured = library[:225]
+    observations = tuple(Observation(s, {"scan_rate_v_s": 0.1}, None if k % 9 == 0 else 4.0 + 0.005 * k,
+                                     quality=0.0 if k % 9 == 0 else 0.8, failure="analysis" if k % 9 == 0 else None)
                          for k, s in enumerate(measured))
     times = []
     for step in range(3):  # the first also fingerprints and describes the library (once per campaign)
@@ -201,10 +289,13 @@ def summarise(runs: dict[str, list[dict]], experiments: int) -> dict:
         out[name] = {
             "hits_mean": round(statistics.mean(hits), 1), "hits_std": round(statistics.pstdev(hits), 1),
             "hits_min": min(hits), "hits_max": max(hits), "hits_per_seed": hits,
+            "hits_se": round(statistics.stdev(hits) / len(hits) ** 0.5, 2) if len(hits) > 1 else None,
             "hits_after": {str(k): round(float(curve[k - 1]), 1) for k in range(10, experiments + 1, 10)},
             "failed_mean": round(statistics.mean(r["failed"] for r in results), 1),
             "mean_quality": round(statistics.mean(r["mean_quality"] for r in results), 3),
             "proposal_latency_s": {"median": round(statistics.median(latencies), 3), "max": round(max(latencies), 3)},
+            "learners_chosen": {k: sum(v == k for r in results for v in r["learners"])
+                                for k in sorted({v for r in results for v in r["learners"] if v})},
             "prediction_mae_v_by_decile": [round(float(np.mean([np.mean(e[k * len(e) // 10:(k + 1) * len(e) // 10])
                                                                 for e in errors if len(e) >= 10])), 3)
                                            for k in range(10)],
@@ -235,6 +326,8 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (tune on 1000+, report 0-19)")
+    ap.add_argument("--worlds", default="born", help=f"comma-separated world kinds: {', '.join(WORLDS)}")
     ap.add_argument("--experiments", type=int, default=100)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--planners", default="bayes,greedy,screening,random")
@@ -256,31 +349,43 @@ def main() -> None:
     ensemble, train_s = prior_ensemble(model_dir, prior)
     model = ObjectiveModel(ensemble, 1, "oxidation_potential")
     model.predict(library.smiles)  # cached once, as the runner does for each model version
-    truth = world_of(prior, library, 0)
-    in_window = sum(WINDOW_V[0] <= truth.truth_v(s) <= WINDOW_V[1] for s in library.smiles)
     descriptors = DescriptorTable()
     planners = make_planners(library.smiles, descriptors)
-    runs: dict[str, list[dict]] = {}
     parts = args.parts.split(",")
-    for name in args.planners.split(",") if "campaigns" in parts else []:
-        runs[name] = []
-        for seed in range(args.seeds):
-            t0 = time.perf_counter()
-            result = run_campaign(planners[name], model, world_of(prior, library, seed), seed=seed,
-                                  experiments=args.experiments, batch=args.batch, descriptors=descriptors)
-            runs[name].append(result)
-            log.warning("%s seed %d: %d hits, %d failed (%.0f s)", name, seed, result["hits"], result["failed"],
-                        time.perf_counter() - t0)
-    out = {"library": len(library.smiles), "prior": len(prior.smiles), "window_v": list(WINDOW_V),
-           "library_in_window": in_window, "experiments": args.experiments, "batch": args.batch,
-           "seeds": args.seeds, "prior_training_s": None if train_s is None else round(train_s),
-           "planners": summarise(runs, args.experiments)}
-    for baseline in ("random", "screening", "greedy"):
-        if "bayes" in runs and baseline in runs:  # null when the baseline found nothing (no finite ratio)
-            hits = out["planners"][baseline]["hits_mean"]
-            out[f"bayes_vs_{baseline}"] = round(out["planners"]["bayes"]["hits_mean"] / hits, 2) if hits else None
-    if args.plot and runs:
-        plot(runs, args.plot)
+    seeds = range(args.seed_start, args.seed_start + args.seeds)
+    out: dict = {"library": len(library.smiles), "prior": len(prior.smiles), "window_v": list(WINDOW_V),
+                 "experiments": args.experiments, "batch": args.batch, "seeds": [seeds.start, seeds.stop - 1],
+                 "prior_training_s": None if train_s is None else round(train_s), "worlds": {}}
+    legacy_table: dict = {}
+    for kind in args.worlds.split(",") if "campaigns" in parts else []:
+        truth = world_of(prior, library, seeds.start, kind)
+        runs: dict[str, list[dict]] = {}
+        for name in args.planners.split(","):
+            runs[name] = []
+            for seed in seeds:
+                t0 = time.perf_counter()
+                result = run_campaign(planners[name], model, world_of(prior, library, seed, kind), seed=seed,
+                                      experiments=args.experiments, batch=args.batch, descriptors=descriptors,
+                                      legacy_table=legacy_table)
+                runs[name].append(result)
+                log.warning("%s %s seed %d: %d hits, %d failed (%.0f s)", kind, name, seed, result["hits"],
+                            result["failed"], time.perf_counter() - t0)
+        world = {"library_in_window_first_seed": sum(WINDOW_V[0] <= truth.truth_v(s) <= WINDOW_V[1]
+                                                     for s in library.smiles),
+                 "planners": summarise(runs, args.experiments)}
+        for baseline in ("random", "screening", "greedy", "oracle", "legacy"):
+            if "bayes" in runs and baseline in runs:  # null when the baseline found nothing (no finite ratio)
+                hits, ours = world["planners"][baseline]["hits_mean"], world["planners"]["bayes"]["hits_mean"]
+                world[f"bayes_vs_{baseline}"] = round(ours / hits, 2) if hits else None
+        if "bayes" in runs and "greedy" in runs:  # paired by seed
+            diff = [b["hits"] - g["hits"] for b, g in zip(runs["bayes"], runs["greedy"], strict=True)]
+            world["bayes_minus_greedy"] = {"mean": round(statistics.mean(diff), 2),
+                                           "se": round(statistics.stdev(diff) / len(diff) ** 0.5, 2)
+                                           if len(diff) > 1 else None, "per_seed": diff}
+        out["worlds"][kind] = world
+        print(json.dumps({kind: world}), file=sys.stderr, flush=True)  # partial results as they come
+    if args.plot and "campaigns" in parts:
+        plot(runs, args.plot)  # the last world
         out["plot"] = str(args.plot)
     if "big" in parts:
         out["big_library"] = big_library_latency(ensemble, prior.smiles + library.smiles, args.big)

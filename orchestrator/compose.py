@@ -36,6 +36,7 @@ from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import parse_steps, pumps_holding_sample, pumps_holding_standard
 from labloop.sim.lab import SimulatedLab
+from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate.dataset import read_table
 
@@ -52,9 +53,15 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
     truth = spec.truth
     table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
     offset = campaign.cell.reference_offset_v if spec.reference_offset_v is None else spec.reference_offset_v
-    log.info("world: %d molecules, truth from %s, %s", len(table.values), truth.source, campaign.objective.quantity)
+    parts = truth.parts
+    log.info("world: %d molecules, truth %s (%s), %s", len(table.values), truth.kind, ", ".join(parts) or "-",
+             campaign.objective.quantity)
+    seed = campaign.seed
     world = World(table, source=truth.source, quantity=campaign.objective.quantity, solvent=truth.solvent,
-                  noise_v=spec.noise_v, reference_offset_v=offset, seed=campaign.seed)
+                  noise_v=spec.noise_v, reference_offset_v=offset, seed=seed,
+                  groups=GroupShifts(truth.shifts) if "groups" in parts else None,
+                  smooth=SmoothField(seed, truth.amplitude_v, truth.length) if "smooth" in parts else None,
+                  walk=ReferenceWalk(seed, truth.walk_step_v) if "drift" in parts else None)
     unknown = [smiles for smiles in library if not _has_truth(world, smiles)]
     if unknown:  # the emulator could not measure them: say so now, not as a potentiostat timeout later
         where = "world.truth.file" if truth.file else "world.truth"

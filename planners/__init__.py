@@ -48,7 +48,7 @@ def _pool(kind: str) -> Factory:
         return PoolPlanner(kind, library, ConditionSpace(dict(settings.conditions)), goal=settings.goal,
                            acquisition=acquisition, window_v=settings.window_v,  # type: ignore[arg-type]
                            diversity=settings.diversity, first_batch=settings.first_batch,
-                           descriptors=descriptors)
+                           descriptors=descriptors, batch="thompson" if kind == "bayes" else "independent")
     return make
 
 

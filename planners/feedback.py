@@ -1,69 +1,74 @@
-"""Feedback from the measurements: a calibration model from the surrogate's prediction to the measured
-potential, refitted after every measurement so the next proposal already uses it.
+"""Feedback from the measurements: the surrogate's predictions corrected by what the measured potentials
+show it gets wrong, refitted before every proposal so the next one already uses it.
 
 Why: the surrogate predicts ``E = IE - 1.40`` from DFT data, and real potentials differ from that
-systematically — solvation, which grows as the molecule shrinks (Born: ~1/radius ~ n_heavy^(-1/3)), the
-reference electrode, the method's own bias. A handful of measurements pins that difference down long before
-a retrained network could. The calibration is a Bayesian linear model (scikit-learn's ``BayesianRidge``) of
-the residual ``measured - mu`` on a few cheap descriptors (:data:`DESCRIPTORS`), with weakly informative
-priors (noise and coefficient scale about :data:`PRIOR_SCALE_V`) so that it behaves from the first
-measurement on: one measurement shifts the predictions by its residual, more of them fit the slope.
+systematically, in a form nobody knows in advance (solvation, functional groups, the reference electrode,
+the method's bias). The correction is a residual model of ``measured - mu`` that assumes no form
+(:mod:`.residual_gp`: an offset, a linear mean on generic descriptors and a Gaussian process over Tanimoto
+similarity, hyperparameters by marginal likelihood), chosen among simpler learners by leave-one-out
+predictive log-likelihood at every calibration. The surrogate it corrects is whichever model version is
+newest: the prior, or a network retrained on the measurements (:mod:`labloop.orchestrator.learning.models`), whose
+own learning then shows as a smaller residual and the offset-only learner winning.
 
-Uncertainty of a calibrated prediction (V): ``sigma_cal^2 = sigma^2 + extra^2 + param^2`` where ``sigma``
-is the surrogate's own (calibrated) sigma for that molecule, ``param`` the calibration's parameter
-uncertainty at that molecule, and ``extra`` the scatter of the residuals the surrogate's sigma does not
-explain (their fitted noise variance minus the mean sigma^2 of the measured molecules, floored at zero).
+Uncertainty of a calibrated prediction (V): ``sigma_cal^2 = var_residual(x) + share * sigma(x)^2 +
+noise^2``: the residual model's posterior variance at the molecule, the part of the surrogate's own
+(calibrated) sigma the measurements say behaves as independent error, and the measurement noise.
 
-The calibrated model is a pure function of the model version and the observations, so a resumed campaign
-rebuilds exactly the calibration the uninterrupted one had.
+The calibrated model is a pure function of the model version and the observations (in journal order), so a
+resumed campaign rebuilds exactly the calibration the uninterrupted one had. Interface for the runner:
+``CalibratedModel(model, observations, descriptors)`` is the :class:`ModelView` to propose with, and
+``.calibration.summary()`` what to journal (which learner won, every learner's leave-one-out score, the
+winner's leave-one-out error).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from rdkit import Chem
-from sklearn.linear_model import BayesianRidge
 
 from labloop.planners.base import ModelView, Observation
+from labloop.planners.residual_gp import (
+    DESCRIPTORS,
+    LEARNERS,
+    Hyper,
+    ResidualFit,
+    TanimotoRows,
+    cheap_descriptors,
+    environments,
+    features,
+    fit_hyper,
+    hyper_prefix,
+    select,
+)
+from labloop.planners.similarity import SimilarityIndex
 
 log = logging.getLogger(__name__)
 
-#: the cheap descriptors the calibration may use, with the spread that scales each to about unit size
-DESCRIPTORS: dict[str, float] = {
-    "inverse_cube_root_heavy_atoms": 0.05,  # Born radius term: 1/n^(1/3) spans ~0.25-0.45
-    "heteroatom_fraction": 0.15,  # N, O, S, halogens... among heavy atoms: polar molecules solvate more
-}
+#: molecules predicted at a time (the kernel block of a chunk with 200 measurements: 13 MB)
+CHUNK = 8192
 #: the descriptor that measures size (the first batch is spread over it: :mod:`.design`)
-SIZE_DESCRIPTOR = "inverse_cube_root_heavy_atoms"
-#: prior scale (V) of the residual noise and of the coefficients per unit of a scaled descriptor
-PRIOR_SCALE_V = 0.2
-#: how many pseudo-observations that prior is worth
-PRIOR_WEIGHT = 4.0
+SIZE_DESCRIPTOR = "heavy_atoms"
 
-
-def cheap_descriptors(smiles: str) -> tuple[float, float]:
-    """:data:`DESCRIPTORS` of one molecule; NaN for SMILES RDKit cannot read (parsed without
-    sanitising: heavy atoms and elements need no aromaticity perception, and this runs on whole libraries)."""
-    mol = Chem.MolFromSmiles(smiles, sanitize=False)
-    if mol is None or mol.GetNumAtoms() == 0:
-        return math.nan, math.nan
-    heavy = [a.GetAtomicNum() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
-    if not heavy:
-        return math.nan, math.nan
-    return len(heavy) ** (-1 / 3), sum(z != 6 for z in heavy) / len(heavy)
+__all__ = ["DESCRIPTORS", "SIZE_DESCRIPTOR", "CalibratedModel", "Calibration", "DescriptorTable",
+           "cheap_descriptors", "describe", "fit_calibration"]
 
 
 @dataclass
 class DescriptorTable:
-    """Cheap descriptors per SMILES, computed once (a library's are reused by every proposal)."""
+    """What the feedback knows about each molecule, computed once per campaign: cheap descriptors per
+    SMILES, and Tanimoto similarities of measured molecules to the library (:class:`TanimotoRows`)."""
 
-    _rows: dict[str, tuple[float, float]] = field(default_factory=dict)
+    similarity: SimilarityIndex = field(default_factory=SimilarityIndex)
+    _rows: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    _environments: dict[str, np.ndarray] = field(default_factory=dict)
+    _tanimoto: TanimotoRows | None = None
+    #: the hyperparameters of the latest fit, keyed by the measurements they were fitted on (memoised:
+    #: :func:`labloop.planners.residual_gp.hyper_prefix`)
+    hypers: dict[tuple[Any, ...], dict[str, Hyper]] = field(default_factory=dict)
 
     def __call__(self, smiles: Sequence[str]) -> np.ndarray:
         rows = self._rows
@@ -72,56 +77,88 @@ class DescriptorTable:
                 rows[s] = cheap_descriptors(s)
         return np.array([rows[s] for s in smiles], dtype=float).reshape(len(smiles), len(DESCRIPTORS))
 
+    def features(self, smiles: Sequence[str]) -> np.ndarray:
+        """The residual learners' input per molecule (:func:`labloop.planners.residual_gp.features`)."""
+        packed = self._environments
+        for s in smiles:
+            if s not in packed:
+                packed[s] = environments(s)
+        return features(self(smiles), np.array([packed[s] for s in smiles], dtype=np.uint8))
 
-def _scaled(descriptors: np.ndarray) -> np.ndarray:
-    return descriptors / np.array(list(DESCRIPTORS.values()))
+    def tanimoto(self, queries: Sequence[str], references: Sequence[str]) -> np.ndarray:
+        if self._tanimoto is None:
+            self._tanimoto = TanimotoRows(self.similarity)
+        return self._tanimoto.matrix(queries, references)
+
+    def tanimoto_among(self, smiles: Sequence[str]) -> np.ndarray:
+        """Tanimoto similarities among a few molecules (a batch's shortlist)."""
+        if self._tanimoto is None:
+            self._tanimoto = TanimotoRows(self.similarity)
+        return self._tanimoto.among(smiles)
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """A fitted calibration (see the module docstring); ``n`` measurements, None model before the first."""
+    """A fitted calibration on ``n`` measurements (``fit`` None before the first): the winning learner,
+    every learner's leave-one-out log-likelihood, and the in-sample error of the winner."""
 
     n: int
-    regression: BayesianRidge | None = None
-    extra_var: float = 0.0
+    fit: ResidualFit | None = None
+    scores: dict[str, float] = field(default_factory=dict)
     fit_mae_v: float | None = None
 
-    def apply(self, mu: np.ndarray, sigma: np.ndarray, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated (mean, sigma) for molecules with surrogate ``mu``/``sigma`` and ``descriptors``."""
+    def residual(self, smiles: Sequence[str], table: DescriptorTable) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior (mean, latent variance) of the residual at ``smiles``; zeros before any measurement."""
+        if self.fit is None:
+            return np.zeros(len(smiles)), np.zeros(len(smiles))
+        mean, var = np.empty(len(smiles)), np.empty(len(smiles))
+        for start in range(0, len(smiles), CHUNK):  # bounded memory over a big library
+            part = smiles[start:start + CHUNK]
+            cross = (table.tanimoto(part, self.fit.smiles) if self.fit.hyper.amplitude > 0
+                     else np.zeros((len(part), self.n)))
+            mean[start:start + len(part)], var[start:start + len(part)] = self.fit.predict(table.features(part), cross)
+        return mean, var
+
+    def apply(self, mu: np.ndarray, sigma: np.ndarray, smiles: Sequence[str], table: DescriptorTable
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated (mean, sigma) for molecules with surrogate ``mu``/``sigma``."""
         mu, sigma = np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float)
-        if self.regression is None:
+        if self.fit is None:
             return mu, sigma
-        X = np.nan_to_num(_scaled(descriptors))  # an unparsable molecule has NaN mu anyway
-        shift, std = self.regression.predict(X, return_std=True)
-        param_var = np.maximum(std**2 - 1 / self.regression.alpha_, 0.0)
-        return mu + shift, np.sqrt(sigma**2 + self.extra_var + param_var)
+        shift, var = self.residual(smiles, table)
+        return mu + shift, np.sqrt(var + self.fit.noise_var(sigma))
 
     def summary(self) -> dict[str, Any]:
-        """What the journal keeps of it."""
-        if self.regression is None:
+        """What the journal keeps of it: which learner won, every learner's leave-one-out log-likelihood,
+        the winner's leave-one-out RMSE and in-sample MAE, its offset, slopes and hyperparameters."""
+        if self.fit is None:
             return {"n_measurements": 0}
-        reg = self.regression
-        return {"n_measurements": self.n, "fit_mae_v": self.fit_mae_v, "intercept_v": float(reg.intercept_),
-                "coefficients_v": dict(zip(DESCRIPTORS, (float(c) for c in reg.coef_), strict=True)),
-                "noise_sd_v": float(reg.alpha_**-0.5), "extra_sd_v": math.sqrt(self.extra_var)}
+        return {"n_measurements": self.n, "learner": self.fit.learner, "loo_log_likelihood": self.scores,
+                "loo_rmse_v": self.fit.loo_rmse_v, "fit_mae_v": self.fit_mae_v, **self.fit.summary()}
 
 
-def fit_calibration(mu: np.ndarray, sigma: np.ndarray, descriptors: np.ndarray, measured: np.ndarray
-                    ) -> Calibration:
+def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, measured: np.ndarray,
+                    table: DescriptorTable) -> Calibration:
     """Fit the residual model on molecules with surrogate ``mu``/``sigma`` and ``measured`` potentials;
     rows with a NaN anywhere (unreadable molecules) are left out."""
     mu, sigma, measured = (np.asarray(a, dtype=float) for a in (mu, sigma, measured))
+    descriptors = table(smiles)
     ok = np.isfinite(mu) & np.isfinite(sigma) & np.isfinite(measured) & np.isfinite(descriptors).all(axis=1)
     if not ok.any():
         return Calibration(0)
-    residual = measured[ok] - mu[ok]
-    shape, rate = PRIOR_WEIGHT / 2, PRIOR_WEIGHT * PRIOR_SCALE_V**2 / 2  # Gamma prior on the precisions
-    regression = BayesianRidge(alpha_1=shape, alpha_2=rate, lambda_1=shape, lambda_2=rate)
-    X = _scaled(descriptors[ok])
-    regression.fit(X, residual)
-    extra_var = max(1 / regression.alpha_ - float(np.mean(sigma[ok] ** 2)), 0.0)
-    fit_mae = float(np.mean(np.abs(residual - regression.predict(X))))
-    return Calibration(int(ok.sum()), regression, extra_var, fit_mae)
+    kept = [s for s, keep in zip(smiles, ok, strict=True) if keep]
+    r, d, s = measured[ok] - mu[ok], table.features(kept), sigma[ok]
+    tanimoto = table.tanimoto(kept, kept)
+    h = hyper_prefix(len(kept))
+    key = (tuple(kept[:h]), r[:h].tobytes(), s[:h].tobytes())
+    hypers = table.hypers.get(key)
+    if hypers is None:
+        hypers = {name: fit_hyper(names, r[:h], d[:h], tanimoto[:h, :h], s[:h]) for name, names in LEARNERS.items()}
+        table.hypers = {key: hypers}  # only the latest: a campaign's next calibration extends it
+    best, scores = select(r, d, tanimoto, s, kept, hypers)
+    calibration = Calibration(len(kept), best, scores)
+    shift, _ = calibration.residual(kept, table)
+    return Calibration(len(kept), best, scores, float(np.mean(np.abs(r - shift))))
 
 
 class CalibratedModel:
@@ -135,12 +172,36 @@ class CalibratedModel:
         measured = [o for o in observations if o.potential_v is not None]
         smiles = [o.smiles for o in measured]
         mu, sigma = model.predict(smiles) if smiles else ([], [])
-        self.calibration = fit_calibration(np.array(mu), np.array(sigma),
-                                           descriptors(smiles), np.array([o.potential_v for o in measured]))
+        self.calibration = fit_calibration(smiles, np.array(mu), np.array(sigma),
+                                           np.array([o.potential_v for o in measured]), descriptors)
         if self.calibration.n:
-            log.info("calibration on %d measurements: %s", self.calibration.n, self.calibration.summary())
+            log.info("calibration on %d measurements: %s; leave-one-out log-likelihoods %s", self.calibration.n,
+                     describe(self.calibration), self.calibration.scores)
 
     def predict(self, smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         mu, sigma = self.model.predict(smiles)
-        return self.calibration.apply(np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float),
-                                      self.descriptors(smiles))
+        return self.calibration.apply(np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float), smiles,
+                                      self.descriptors)
+
+    def posterior(self, smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Joint posterior over a few molecules, for batch acquisition: (mean, latent covariance, the
+        variance a measurement adds to each) of the potential; a diagonal covariance before any
+        measurement (the surrogate's errors are taken as independent)."""
+        mu, sigma = (np.asarray(a, dtype=float) for a in self.model.predict(smiles))
+        fit = self.calibration.fit
+        if fit is None:
+            return mu, np.zeros((len(smiles), len(smiles))), sigma**2
+        table = self.descriptors
+        d = table.features(smiles)
+        gp = fit.hyper.amplitude > 0
+        cross = table.tanimoto(smiles, fit.smiles) if gp else np.zeros((len(smiles), len(fit.smiles)))
+        among = table.tanimoto_among(smiles) if gp else np.zeros((len(smiles), len(smiles)))
+        shift, cov = fit.joint(d, cross, among)
+        return mu + shift, cov, fit.noise_var(sigma)
+
+
+def describe(calibration: Calibration) -> str:
+    """One line for logs and the journal's message: which learner won and its leave-one-out error."""
+    if calibration.fit is None:
+        return "no measurement yet"
+    return f"{calibration.fit.learner} won by leave-one-out (LOO RMSE {calibration.fit.loo_rmse_v:.3f} V)"

@@ -24,6 +24,11 @@ instead (:mod:`.design`, ``first_batch="design"``, the default): molecules sprea
 uncalibrated model's acquisition would only bet on a window it cannot yet aim at. Any places the design
 leaves (a pool smaller than the batch) are filled by the acquisition.
 
+After the first batch, ``bayes`` fills its batches by Thompson sampling of the calibrated model's joint
+posterior (:mod:`.batch`, ``batch="thompson"``), so the places of a batch bet on different explanations of
+what is measured; the failure correction and the diversity limit apply to each draw as above. ``greedy``
+(and ``batch="independent"``) takes the top of the list.
+
 Conditions for each proposal come from the condition planner (:mod:`.conditions`).
 """
 
@@ -37,6 +42,7 @@ import numpy as np
 
 from labloop.planners.acquisition import Acquisition, Goal, acquire
 from labloop.planners.base import ModelView, PlannerState, Proposal
+from labloop.planners.batch import JointModel, thompson_batch
 from labloop.planners.conditions import ConditionSpace
 from labloop.planners.design import calibration_design
 from labloop.planners.feedback import DESCRIPTORS, SIZE_DESCRIPTOR, DescriptorTable
@@ -50,6 +56,9 @@ FAILURE_BACKGROUND = 0.35
 DEFAULT_DIVERSITY = 0.7
 #: how the first batch is chosen: a calibration design (:mod:`.design`) or the acquisition like every other
 FirstBatch = Literal["design", "acquisition"]
+#: how the places of a batch after the first are filled: Thompson draws of the joint posterior, or the top
+#: of the acquisition's list
+Batch = Literal["thompson", "independent"]
 
 
 class PoolPlanner:
@@ -60,7 +69,8 @@ class PoolPlanner:
     def __init__(self, name: str, library: Sequence[str], conditions: ConditionSpace, *, goal: Goal,
                  acquisition: Acquisition, window_v: tuple[float, float] | None = None,
                  diversity: float = DEFAULT_DIVERSITY, first_batch: FirstBatch = "design",
-                 similarity: SimilarityIndex | None = None, descriptors: DescriptorTable | None = None) -> None:
+                 similarity: SimilarityIndex | None = None, descriptors: DescriptorTable | None = None,
+                 batch: Batch = "independent") -> None:
         self.name = name
         self.library = list(dict.fromkeys(library))
         self.conditions = conditions
@@ -69,34 +79,61 @@ class PoolPlanner:
         self.window_v = window_v
         self.diversity = diversity
         self.first_batch = first_batch
-        self.similarity = similarity or SimilarityIndex()
-        self.descriptors = descriptors or DescriptorTable()
+        self.descriptors = descriptors or DescriptorTable(similarity or SimilarityIndex())
+        self.similarity = similarity or self.descriptors.similarity  # one fingerprint table
+        self.batch = batch
 
     def scores(self, state: PlannerState, model: ModelView) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(untried molecules, mu, sigma, score) — the score after the failure correction; NaN for
         molecules the model cannot read."""
+        return self._scored(state, model)[:4]
+
+    def _scored(self, state: PlannerState, model: ModelView
+                ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`scores` plus the failure correction's factor per molecule (computed once per proposal:
+        with many failures over a big library it is a large part of a proposal's time)."""
         tried = state.tried
         pool = [s for s in self.library if s not in tried]
         mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(pool))
         score = acquire(self.acquisition, mu, sigma, self.goal, window_v=self.window_v, best_v=self._best(state))
-        failed = state.failed_analyses
-        if failed and np.isfinite(score).any():
-            similar = self.similarity.max_similarity(pool, failed)
-            keep = 1 - np.clip((similar - FAILURE_BACKGROUND) / (1 - FAILURE_BACKGROUND), 0.0, 1.0)
+        keep = self._keep(state, pool)
+        if (keep < 1).any() and np.isfinite(score).any():
             low = min(0.0, float(np.nanmin(score)))  # 0 for the non-negative EI, PI and window probability
             score = low + keep * (score - low)
-        return pool, mu, sigma, score
+        return pool, mu, sigma, score, keep
+
+    def _keep(self, state: PlannerState, pool: Sequence[str]) -> np.ndarray:
+        """The failure correction's factor per molecule (module docstring): 1 without a similar failure."""
+        failed = state.failed_analyses
+        if not failed:
+            return np.ones(len(pool))
+        similar = self.similarity.max_similarity(pool, failed)
+        return 1 - np.clip((similar - FAILURE_BACKGROUND) / (1 - FAILURE_BACKGROUND), 0.0, 1.0)
 
     def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:
         if model is None:
             raise ValueError(f"the {self.name} planner needs a surrogate model")
-        pool, mu, sigma, score = self.scores(state, model)
+        pool, mu, sigma, score, keep = self._scored(state, model)
         chosen: list[int] = []
         if self.first_batch == "design" and not state.measured and not state.pending:
             size = self.descriptors(pool)[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
             chosen = calibration_design(size, np.where(np.isfinite(mu), sigma, np.nan), n)
-        chosen += self._diverse_top(pool, score, n - len(chosen), [*state.pending, *(pool[i] for i in chosen)],
-                                    skip=chosen)
+        if self.batch == "thompson" and isinstance(model, JointModel) and len(chosen) < n:
+            taken = [*state.pending, *(pool[i] for i in chosen)]
+
+            def admissible(i: int) -> bool:
+                if i in chosen or (self.diversity < 1 and taken
+                                   and self.similarity.max_similarity([pool[i]], taken)[0] > self.diversity):
+                    return False
+                taken.append(pool[i])
+                return True
+
+            chosen += thompson_batch(model, pool, score, n - len(chosen), goal=self.goal, window_v=self.window_v,
+                                     keep=keep, seed=state.seed, step=state.step,
+                                     admissible=admissible)
+        else:
+            chosen += self._diverse_top(pool, score, n - len(chosen), [*state.pending, *(pool[i] for i in chosen)],
+                                        skip=chosen)
         settings = self.conditions.propose(state.observations, len(chosen), seed=state.seed, step=state.step)
         return [Proposal(smiles=pool[i], conditions=c, mu=float(mu[i]), sigma=float(sigma[i]),
                          acquisition=float(score[i]), model_version=model.version, planner=self.name)

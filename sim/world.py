@@ -7,13 +7,20 @@ a way only measurements reveal (docs/architecture.md, "The simulated world"). Th
 molecule shrinks, plus a small per-molecule residual, so closing the loop pays. Only this module reads
 the truth columns (``ie_ev``/``ea_ev`` or a potential column); the surrogate and the planners never do.
 
-Truth, in V vs Li/Li+ (``world.truth`` of the campaign):
+Truth, in V vs Li/Li+ (``world.truth`` of the campaign; ``kind``):
 
-- ``from: ie_ea``: ``E_ox = IE - 1.40 - G_solv`` and ``E_red = EA + G_solv - 1.40`` with the Born
+- ``born``: ``E_ox = IE - 1.40 - G_solv`` and ``E_red = EA + G_solv - 1.40`` with the Born
   solvation energy ``G_solv = 7.2 eV*A * (1 - 1/eps) / a`` of a sphere of radius ``a = 1.5 A *
   n_heavy^(1/3)`` in the solvent's dielectric (:data:`DIELECTRIC_CONSTANTS`), plus a residual drawn from
   N(0, :data:`RESIDUAL_SD_V`) seeded by the canonical SMILES (the same in every process and run);
-- ``column``: the potentials of a CSV column, as they are.
+- ``column``: the potentials of a CSV column, as they are;
+- ``groups``: ``born`` plus a shift per functional group (SMARTS) the molecule has
+  (:class:`labloop.sim.truth.GroupShifts`);
+- ``smooth``: ``born`` plus one draw, seeded by the campaign's seed, of a Gaussian process over the
+  molecules (Tanimoto kernel of fingerprints; :class:`labloop.sim.truth.SmoothField`);
+- ``drift``: any of the above (``base``) plus a random walk of the reference electrode over the
+  campaign's measurements (:class:`labloop.sim.truth.ReferenceWalk`); it moves what is *measured*, not the
+  molecule's true potential (:meth:`World.truth_v` leaves it out).
 
 The couple (:meth:`World.couple_of`) puts that potential on the emulated reference electrode's scale
 (``E0 = E_Li - reference_offset_v``), with k0 and D spread per molecule (log-uniform in
@@ -24,7 +31,8 @@ which is what the campaign's measurement noise models. The drift is drawn from a
 campaign's seed, the molecule and how often this process measured it before — not from one running
 stream — so a campaign killed and resumed measures each experiment with the drift the uninterrupted run
 had, and proposes exactly what it would have (a resumed process re-runs the interrupted experiment as its
-first measurement of that molecule).
+first measurement of that molecule). The ``drift`` kind's walk is indexed by this process's count of
+measurements; a resumed process continues it from :meth:`World.resume_at`.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from rdkit import Chem
 
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import DEFAULT_COUPLE
+from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.surrogate.dataset import read_table, too_long
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 
@@ -139,12 +148,14 @@ class World:
     """Ground truth of one simulated campaign (see the module docstring).
 
     ``source`` is "ie_ea" (``table`` rows are (IE, EA) in eV) or "column" (rows are (potential,) in V vs
-    Li/Li+). ``reference_offset_v`` is where the emulated reference electrode sits vs Li/Li+.
+    Li/Li+); ``groups``, ``smooth`` and ``walk`` are the optional parts of the ``groups``, ``smooth`` and
+    ``drift`` kinds. ``reference_offset_v`` is where the emulated reference electrode sits vs Li/Li+.
     """
 
     def __init__(self, table: TruthTable, *, source: Literal["ie_ea", "column"], quantity: Quantity,
                  solvent: str = "acn", noise_v: float = 0.0, reference_offset_v: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, groups: GroupShifts | None = None, smooth: SmoothField | None = None,
+                 walk: ReferenceWalk | None = None) -> None:
         if solvent not in DIELECTRIC_CONSTANTS:
             raise ValueError(f"unknown solvent {solvent!r}; known: {', '.join(DIELECTRIC_CONSTANTS)}")
         if not (math.isfinite(noise_v) and noise_v >= 0):
@@ -156,22 +167,48 @@ class World:
         self.noise_v = noise_v
         self.reference_offset_v = reference_offset_v
         self.seed = seed
+        self.groups, self.smooth, self.walk = groups, smooth, walk
+        self.measurements = 0  # couple_of calls: the walk's clock
         self._draws: Counter[str] = Counter()  # measurements of each molecule in this process
         self._lock = threading.Lock()  # couple_of runs on the emulator thread, note_sample on the runner's
         self._smiles_of: dict[str, str] = {}
+        self._systematic: dict[str, float] = {}
 
     def truth_v(self, smiles: str) -> float:
         """The true potential (V vs Li/Li+) of the campaign's objective quantity; KeyError if unknown."""
         row = self.table.row(smiles)
+        mol = _molecule(smiles) if self.source == "ie_ea" or self.groups or self.smooth else None
         if self.source == "column":
-            return row[0]
+            return row[0] + (0.0 if mol is None else self._added_v(smiles, mol))
+        assert mol is not None
         ie, ea = row
-        mol = _molecule(smiles)
-        g_solv = born_solvation_ev(mol.GetNumHeavyAtoms(), self.solvent)
         residual = float(_rng_of(Chem.MolToSmiles(mol), "residual").normal(0.0, RESIDUAL_SD_V))
-        if self.quantity == "oxidation_potential":
-            return ie - LI_ABSOLUTE_V - g_solv + residual
-        return ea + g_solv - LI_ABSOLUTE_V + residual
+        gas_phase = ie - LI_ABSOLUTE_V if self.quantity == "oxidation_potential" else ea - LI_ABSOLUTE_V
+        return gas_phase + self.systematic_v(smiles) + residual
+
+    def systematic_v(self, smiles: str) -> float:
+        """What the world adds to the gas-phase rule ``IE - 1.40`` (``EA - 1.40``) for this molecule, its
+        small random residual left out: the Born term and the groups' and smooth field's parts (an oracle
+        planner's knowledge). Only for ``ie_ea`` worlds: a column has no gas-phase rule to add to."""
+        if self.source != "ie_ea":
+            raise ValueError("a world whose truth is a column has no systematic part to tell")
+        if smiles not in self._systematic:
+            mol = _molecule(smiles)
+            g_solv = born_solvation_ev(mol.GetNumHeavyAtoms(), self.solvent)
+            born = -g_solv if self.quantity == "oxidation_potential" else g_solv
+            self._systematic[smiles] = born + self._added_v(smiles, mol)
+        return self._systematic[smiles]
+
+    def _added_v(self, smiles: str, mol: Chem.Mol) -> float:
+        """The groups' and the smooth field's parts."""
+        return ((0.0 if self.groups is None else self.groups.shift_v(mol))
+                + (0.0 if self.smooth is None else self.smooth.value_v(mol)))
+
+    def resume_at(self, measurements: int) -> None:
+        """Continue the reference walk after ``measurements`` measurements (a resumed campaign: the number
+        of voltammograms its journal holds), so it measures with the offset the uninterrupted run had."""
+        with self._lock:
+            self.measurements = measurements
 
     def note_sample(self, sample_id: str, smiles: str) -> None:
         """Say which molecule ``sample_id`` holds (a sample id that is itself a SMILES needs no note)."""
@@ -179,22 +216,27 @@ class World:
             self._smiles_of[sample_id] = smiles
 
     def reference_drift_v(self) -> float:
-        """How far the emulated reference electrode has moved from ``reference_offset_v`` now (V): it shifts
-        every couple in the cell alike, the analyte and a ferrocene standard. This world's stays put."""
-        return 0.0
+        """How far the emulated reference electrode has moved from ``reference_offset_v`` now (V): the
+        ``drift`` kind's random walk, clocked by the measurements so far (0 for the other kinds). The emulated
+        potentiostat applies it to every couple in the cell alike — the analyte and a ferrocene standard —
+        which is why a standard in the same scan cancels it."""
+        return 0.0 if self.walk is None else self.walk.at(self.measurements)
 
     def couple_of(self, sample_id: str) -> CellParams:
-        """The couple the emulated potentiostat measures for ``sample_id`` (E0 vs the emulated reference,
-        drifted by this measurement's noise); KeyError for a sample the world does not know."""
+        """The couple the emulated potentiostat measures for ``sample_id`` (E0 vs the emulated reference at
+        its nominal place, drifted by this measurement's noise; the reference walk is applied by the emulator,
+        :meth:`reference_drift_v`); KeyError for a sample the world does not know."""
         with self._lock:
             smiles = self._smiles_of.get(sample_id, sample_id)
         canonical = Chem.MolToSmiles(_molecule(smiles))
+        truth = self.truth_v(smiles)
         with self._lock:
             draw = self._draws[canonical]
             self._draws[canonical] += 1
-        drift = _rng_of(canonical, f"drift:{self.seed}:{draw}").normal(0.0, self.noise_v) if self.noise_v > 0 else 0.0
+            self.measurements += 1
+        noise = _rng_of(canonical, f"drift:{self.seed}:{draw}").normal(0.0, self.noise_v) if self.noise_v > 0 else 0.0
         rng = _rng_of(canonical, "kinetics")
-        return replace(DEFAULT_COUPLE, e0_v=self.truth_v(smiles) - self.reference_offset_v + drift,
+        return replace(DEFAULT_COUPLE, e0_v=truth - self.reference_offset_v + noise,
                        k0_cm_s=_log_uniform(rng, K0_RANGE_CM_S),
                        diffusion_cm2_s=_log_uniform(rng, DIFFUSION_RANGE_CM2_S),
                        species="reduced" if self.quantity == "oxidation_potential" else "oxidized")

@@ -34,13 +34,16 @@ ORCHESTRATOR: dict[str, set[str]] = {
     "learning": {"config", "journal"},
     "loop": {"console", "config", "journal", "learning"},
     "compose": {"config", "loop"},
+    "backtest": {"console", "config", "journal", "learning", "loop"},
     "dashboard": {"config", "journal"},
-    "cli": {"console", "config", "journal", "report", "learning", "loop", "compose", "dashboard"},
+    "cli": {"console", "config", "journal", "report", "learning", "loop", "compose", "dashboard", "backtest"},
 }
 #: the only orchestrator modules that may import the simulated world: the composition module (it starts the
-#: emulators of a dry run), the `labloop sim` / `drivers check` commands (they serve emulators), and the
-#: campaign schema (it validates world.truth.solvent against the world's own table of solvents)
-SIM_IMPORTERS = {"orchestrator.compose", "orchestrator.cli.instruments", "orchestrator.config.campaign"}
+#: emulators of a dry run), the backtest engine and command (simulated campaigns against a table of truths),
+#: the `labloop sim` / `drivers check` commands (they serve emulators), and the campaign schema (it validates
+#: world.truth against the world's own tables of solvents and groups)
+SIM_IMPORTERS = {"orchestrator.compose", "orchestrator.backtest", "orchestrator.cli.backtest",
+                 "orchestrator.cli.instruments", "orchestrator.config.campaign"}
 
 
 def _module_name(path: Path, root: Path) -> str:

@@ -15,6 +15,7 @@ import click
 
 from labloop.core.errors import InputError, LabloopError
 from labloop.orchestrator import console
+from labloop.orchestrator.cli.backtest import backtest
 from labloop.orchestrator.cli.campaign import log_command, schema, validate
 from labloop.orchestrator.cli.dashboard import approve, dashboard
 from labloop.orchestrator.cli.instruments import drivers as drivers_app
@@ -43,6 +44,7 @@ app.add_command(sim_app, name="sim")
 app.add_command(run)
 app.add_command(resume)
 app.add_command(report)
+app.add_command(backtest)
 app.add_command(dashboard)
 app.add_command(approve)
 

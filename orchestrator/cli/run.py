@@ -102,6 +102,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                 executor = compose.build_executor(campaign, rig)
                 executor.check()
                 with open_journal() as journal:
+                    if world is not None:
+                        world.resume_at(journal.raw_count())  # a drifting reference continues where it was
                     code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts)
         except Interrupted:
             code = EXIT_INTERRUPTED

@@ -417,23 +417,46 @@ class Safety(BaseModel):
         return self
 
 
+TruthKind = Literal["born", "column", "groups", "smooth", "drift"]
+#: the old spelling ``from: ie_ea | column`` of a truth's kind
+_KIND_OF_SOURCE = {"ie_ea": "born", "column": "column"}
+
+
 class Truth(BaseModel):
-    """Where the simulated world's true potentials come from: IE/EA (``from: ie_ea``, with the Born
-    solvation term of ``solvent``) or a column of potentials vs Li/Li+ (``from: column``). ``file``
-    defaults to the library file. Only the world reads these columns."""
+    """The simulated world's true potentials (``kind``; formulas in ``sim/world.py``): IE/EA with the Born
+    solvation term of ``solvent`` (``born``), a column of potentials vs Li/Li+ (``column``), Born plus
+    functional-group ``shifts`` (``groups``: SMARTS -> V, default set in ``sim/truth.py``), Born plus a
+    smooth random function of the molecule (``smooth``: a Gaussian-process draw of ``amplitude_v`` and
+    ``length``), or any of these (``base``) plus a random walk of the reference electrode (``drift``: steps
+    of ``walk_step_v`` per measurement). ``file`` defaults to the library file. Only the world reads these
+    columns. ``from: ie_ea | column`` is the old spelling of ``kind: born | column``."""
 
     model_config = SECTION
-    source: Literal["ie_ea", "column"] = Field(alias="from")
+    kind: TruthKind
     file: FilePath | None = None
     solvent: str = "acn"
     column: str | None = None
     quantity: Quantity | None = None
+    shifts: dict[str, Number] | None = None
+    amplitude_v: NonNegativeNumber = 0.2
+    length: PositiveNumber = 0.5
+    base: Literal["born", "column", "groups", "smooth"] | None = None
+    walk_step_v: NonNegativeNumber = 0.005
 
     @model_validator(mode="before")
     @classmethod
-    def _infer_source(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "from" not in data:
-            return {**data, "from": "column" if "column" in data else "ie_ea"}
+    def _infer_kind(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        source = data.pop("from", None)
+        if source is not None:
+            if "kind" in data:
+                raise Problems(Problem(("from",), "give kind only (from is its old spelling)"))
+            if source not in _KIND_OF_SOURCE:
+                raise Problems(Problem(("from",), not_one_of(str(source), list(_KIND_OF_SOURCE))))
+            data["kind"] = _KIND_OF_SOURCE[source]
+        data.setdefault("kind", "column" if "column" in data else "born")
         return data
 
     @field_validator("solvent")
@@ -445,17 +468,45 @@ class Truth(BaseModel):
             raise ValueError(not_one_of(value, list(DIELECTRIC_CONSTANTS)))
         return value
 
+    @field_validator("shifts")
+    @classmethod
+    def _valid_smarts(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        from labloop.sim.truth import compile_shifts
+
+        if value is not None:
+            compile_shifts(value)  # ValueError names the pattern
+        return value
+
     @model_validator(mode="after")
-    def _fields_for_source(self) -> Truth:
+    def _fields_for_kind(self) -> Truth:
         if self.source == "column" and self.column is None:
-            raise Problems(Problem(("column",), "required with from: column (the CSV column of potentials)"))
+            raise Problems(Problem(("column",), f"required with kind {self.kind!r} on a column (the CSV column "
+                                                "of potentials)"))
         if self.source == "ie_ea" and self.column is not None:
-            raise Problems(Problem(("column",), "only used with from: column (from is 'ie_ea')"))
+            raise Problems(Problem(("column",), f"only used when the truth is a column (kind is {self.kind!r})"))
+        if self.kind == "drift" and self.base is None:
+            raise Problems(Problem(("base",), "required with kind 'drift': the truth the walk is added to "
+                                              "(born, column, groups or smooth)"))
+        if self.kind != "drift" and self.base is not None:
+            raise Problems(Problem(("base",), f"only used with kind 'drift' (kind is {self.kind!r})"))
+        if self.shifts is not None and "groups" not in self.parts:
+            raise Problems(Problem(("shifts",), f"only used with kind 'groups' (kind is {self.kind!r})"))
         return self
 
     @property
+    def parts(self) -> frozenset[str]:
+        """What the world adds beyond its base truth: some of "groups", "smooth", "drift"."""
+        own = {self.kind, self.base} & {"groups", "smooth", "drift"}
+        return frozenset(own)
+
+    @property
+    def source(self) -> Literal["ie_ea", "column"]:
+        """Where the base values come from: IE/EA columns (with the Born term) or a column of potentials."""
+        return "column" if self.kind == "column" or self.base == "column" else "ie_ea"
+
+    @property
     def columns(self) -> tuple[str, ...]:
-        return ("ie_ev", "ea_ev") if self.source == "ie_ea" else (self.column,)
+        return ("ie_ev", "ea_ev") if self.source == "ie_ea" else (self.column,)  # type: ignore[return-value]
 
 
 class Cell(BaseModel):
@@ -603,7 +654,7 @@ class Campaign(BaseModel):
         if truth.quantity is not None and truth.quantity != self.objective.quantity:
             return [Problem(("world", "truth", "quantity"), f"{truth.quantity!r} is not what the objective "
                                                              f"measures ({self.objective.quantity!r})")]
-        loc = ("world", "truth", "file" if truth.file is not None else "from")
+        loc = ("world", "truth", "file" if truth.file is not None else "kind")
         try:
             _check_table(loc, truth.file or self.library.file, truth.columns, self.library.smiles_column)
         except Problems as exc:

@@ -620,6 +620,11 @@ class Journal:
         attempt = self._read("SELECT attempt FROM experiments WHERE id = ?", (experiment_id,))[0][0]
         return self.add_event("lab", summary, {"attempt": attempt, **record}, experiment_id)
 
+    def raw_count(self) -> int:
+        """How many voltammograms the journal holds, every attempt counted (a resumed dry run's simulated
+        reference electrode continues its walk from there)."""
+        return int(self._read("SELECT COUNT(*) FROM raw_data")[0][0])
+
     def lab_record(self, experiment_id: int) -> dict[str, Any] | None:
         """The lab-grade measurements of the experiment's current attempt (:meth:`record_lab`), or None."""
         rows = self._read("SELECT e.data_json FROM events e JOIN experiments x ON x.id = e.experiment_id "

@@ -249,7 +249,7 @@ def test_schema_is_json_schema_of_every_section(labloop):
                                          "safety", "cell", "world", "alerts"}
     assert schema["additionalProperties"] is False
     assert schema["$defs"]["Planner"]["properties"]["kind"]["enum"] == ["random", "bayes", "greedy", "screening"]
-    assert "from" in schema["$defs"]["Truth"]["properties"]
+    assert "kind" in schema["$defs"]["Truth"]["properties"]
 
 
 def test_active_hours_cross_midnight_and_reject_empty_windows():

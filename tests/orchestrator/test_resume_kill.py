@@ -132,7 +132,7 @@ def test_bayes_resumed_after_kill_proposes_what_the_uninterrupted_run_did(tmp_pa
     reference = write_campaign(tmp_path, name="reference", **sections)
     assert labloop("run", reference, "--dry-run").returncode == 0
     expected = _proposals(reference.with_suffix(".db"))
-    assert len(expected) == BUDGET
+    assert len(expected) >= BUDGET  # one per done experiment, plus one per unusable voltammogram
 
     def kill(k: int) -> tuple[Path, str]:
         campaign_file = write_campaign(tmp_path, name=f"bayes{k}", **sections)

@@ -189,7 +189,7 @@ def test_first_batch_is_a_size_design_then_the_acquisition_takes_over():
     model = TableModel(table)
     planner = _window_planner(library, diversity=1.0, first_batch="design")
     first = planner.propose(PlannerState("bayes", 1, 0), 4, model)
-    assert [heavy[p.smiles] for p in first] == [42, 30, 20, 10]
+    assert [heavy[p.smiles] for p in first] == [10, 20, 30, 42]  # smallest first
     assert all(p.acquisition == pytest.approx(0.0, abs=1e-12) for p in first)  # mu 3.0: the design's choice
     by_acquisition = [p.smiles for p in _window_planner(library, diversity=1.0).propose(
         PlannerState("bayes", 1, 0), 4, model)]
@@ -203,7 +203,7 @@ def test_first_batch_is_a_size_design_then_the_acquisition_takes_over():
     failed = PlannerState("bayes", 1, 1, observations=tuple(
         Observation(p.smiles, {}, None, quality=0.0, failure="analysis") for p in first))
     # (36 left, all sigma 0.2 inside the range: ranks 1-9, 10-17, 18-25, 26-34 of 0-35, first of each)
-    assert [heavy[p.smiles] for p in planner.propose(failed, 4, model)] == [44, 34, 25, 16]
+    assert [heavy[p.smiles] for p in planner.propose(failed, 4, model)] == [16, 25, 34, 44]
 
 
 # -- screening ---------------------------------------------------------------------------------------
@@ -254,36 +254,45 @@ def test_condition_planner_is_seeded_per_step_and_moves_towards_clean_voltammogr
 # -- feedback calibration ----------------------------------------------------------------------------
 
 def test_cheap_descriptors():
-    n_over, hetero = cheap_descriptors("c1ccncc1")
-    assert n_over == pytest.approx(6 ** (-1 / 3)) and hetero == pytest.approx(1 / 6)
+    assert cheap_descriptors("c1ccncc1") == (6, 1, 1, 0, 0, 0)  # heavy atoms, rings, N, O, S, halogens
+    assert cheap_descriptors("OC1CCC(Cl)C1c1ccsc1") == (12, 2, 0, 1, 1, 1)
     assert all(math.isnan(x) for x in cheap_descriptors("not a smiles"))
 
 
-def _born_world(smiles: list[str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(surrogate mu, sigma, measured): measured = mu - Born(n) + noise, as in the simulated world."""
-    z = np.array([cheap_descriptors(s)[0] for s in smiles])
+def _group_world(smiles: list[str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(surrogate mu, sigma, measured): measured = mu - 1.5 V + a shift per functional group + noise, a form
+    no descriptor of the calibration names."""
+    from rdkit import Chem
+
+    from labloop.sim.truth import GroupShifts
+
+    groups = GroupShifts()
+    shift = np.array([groups.shift_v(Chem.MolFromSmiles(s)) for s in smiles])
     mu = rng.normal(4.5, 0.6, len(smiles))
-    measured = mu - 4.67 * z + rng.normal(0, 0.05, len(smiles))
+    measured = mu - 1.5 + shift + rng.normal(0, 0.05, len(smiles))
     return mu, np.full(len(smiles), 0.05), measured
 
 
-def test_calibration_learns_the_solvation_shift_and_its_error_falls_with_measurements(ocelot):
+def test_calibration_learns_an_error_of_unknown_form_and_its_error_falls_with_measurements(ocelot):
     smiles = list(ocelot.smiles[:400])
     rng = np.random.default_rng(0)
-    mu, sigma, measured = _born_world(smiles, rng)
-    descriptors = DescriptorTable()(smiles)
+    mu, sigma, measured = _group_world(smiles, rng)
+    table = DescriptorTable()
     test = slice(200, 400)
-    errors = {}
+    errors, learners = {}, {}
     for n in (1, 5, 50, 200):
-        calibration = fit_calibration(mu[:n], sigma[:n], descriptors[:n], measured[:n])
-        m, s = calibration.apply(mu[test], sigma[test], descriptors[test])
+        calibration = fit_calibration(smiles[:n], mu[:n], sigma[:n], measured[:n], table)
+        m, s = calibration.apply(mu[test], sigma[test], smiles[test], table)
         errors[n] = float(np.mean(np.abs(m - measured[test])))
+        learners[n] = calibration.fit.learner
         coverage = float(np.mean(np.abs(m - measured[test]) <= 1.96 * s))
-        assert coverage > 0.8, (n, coverage)
+        assert coverage > (0.8 if n >= 50 else 0.6), (n, coverage)  # few points: the noise fit is rough
     raw = float(np.mean(np.abs(mu[test] - measured[test])))
     assert errors[1] < raw / 3  # one measurement already pins the offset
-    assert errors[1] > errors[5] > errors[50] >= errors[200] - 0.005
-    assert errors[200] < 0.06  # down to the world's own noise
+    assert errors[1] > errors[50] > errors[200]
+    assert learners[200] == "gp"  # the shifts follow substructures: the Tanimoto kernel sees them
+    offset_only = fit_calibration(smiles[:200], mu[:200], sigma[:200], measured[:200], table)
+    assert offset_only.scores["gp"] > offset_only.scores["offset"]
 
 
 def test_calibrated_model_is_the_model_before_any_measurement():

@@ -1,0 +1,166 @@
+"""Backtesting: run a campaign's planners against a table of true values, without touching an instrument.
+
+Why: a lab must choose a planner before it spends its instruments' time, and the honest way to choose is to
+replay its own past measurements (or a simulated world) as the truth and count what each planner would
+have found with the same budget. The planners, the surrogate and the feedback are the campaign's own
+(``planners/``), called exactly as the runner calls them (a :class:`PlannerState` built from the
+observations, :class:`CalibratedModel` for learning planners); only the measurement is replaced:
+
+- no instruments (``instruments=False``): the measured potential is the true value plus N(0, ``noise_v``),
+  drawn from a generator seeded by (seed, molecule), so every planner sees the same noise for a molecule;
+- simulated instruments: a cyclic voltammogram of the molecule's couple is simulated at the proposed
+  scan rate (``sim/cv_physics.py``, zero latency, no serial emulators) over a fixed window and analysed
+  like a dry run's, so peaks outside the window fail and measurement quality counts.
+
+Each (planner, seed) campaign returns its hits after every experiment (or the best objective score for
+goals without a hit definition) and its proposal latencies; :func:`summarise` turns them into means, sds,
+hits at 25/50/100% of the budget and latency percentiles. Nothing here reads how the truth was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from labloop.core.errors import InvalidInput
+from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
+from labloop.planners import ModelView, Observation, Planner, PlannerState
+from labloop.planners.feedback import CalibratedModel, DescriptorTable
+from labloop.surrogate.dataset import read_table
+
+log = logging.getLogger(__name__)
+
+#: the simulated instruments' cell and scan: reference at 3.2 V vs Li/Li+, -0.8..1.95 V vs the reference
+REFERENCE_OFFSET_V = 3.2
+SCAN_V = (-0.8, 1.95, -0.8)
+E_STEP_V = 0.002
+
+#: ``measure(smiles, conditions, seed, k)`` -> the observation of the ``k``-th experiment of a campaign
+Measure = Callable[[str, Mapping[str, Any], int, int], Observation]
+
+
+def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> dict[str, float]:
+    """``{smiles: true value}`` from a CSV; :class:`InvalidInput` (one line) for a missing column or a
+    table with no valid SMILES and value."""
+    table = read_table(path, (column,), smiles_column=smiles_column)
+    truth = {s: float(v) for s, v in zip(table.smiles, table.Y[:, 0], strict=True) if np.isfinite(v)}
+    if not truth:
+        raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}")
+    return truth
+
+
+def _noise_rng(seed: int, smiles: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"backtest:{seed}:{smiles}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def table_measure(truth: Mapping[str, float], noise_v: float) -> Measure:
+    """No instruments: the truth plus seeded N(0, noise_v)."""
+    def measure(smiles: str, conditions: Mapping[str, Any], seed: int, k: int) -> Observation:
+        noise = _noise_rng(seed, smiles).normal(0.0, noise_v) if noise_v > 0 else 0.0
+        return Observation(smiles, dict(conditions), truth[smiles] + noise, quality=1.0)
+    return measure
+
+
+def cv_measure(world_of_seed: Callable[[int], Any]) -> Measure:
+    """Simulated instruments: a CV of the world's couple (``world_of_seed(seed)``: a
+    :class:`labloop.sim.world.World`, one per campaign), analysed as the runner judges it."""
+    from labloop.instruments.cv_analysis import analyze_cv, measurement_quality, to_li_scale
+    from labloop.instruments.voltammogram import CVParams
+    from labloop.sim.cv_physics import simulate_cv
+
+    worlds: dict[int, Any] = {}
+
+    def measure(smiles: str, conditions: Mapping[str, Any], seed: int, k: int) -> Observation:
+        if k == 0 or seed not in worlds:  # a new campaign: a new world (its walk starts again)
+            worlds[seed] = world_of_seed(seed)
+        begin, vertex1, vertex2 = SCAN_V
+        params = CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2,
+                          scan_rate_v_s=float(conditions.get("scan_rate_v_s", 0.1)), e_step_v=E_STEP_V)
+        rng = _noise_rng(seed, f"cv:{k}:{smiles}")
+        result = analyze_cv(simulate_cv(worlds[seed].couple_of(smiles), params, rng))
+        ok = result.e_half_v is not None and not result.flags
+        potential = to_li_scale(result.e_half_v, REFERENCE_OFFSET_V) if ok else None
+        return Observation(smiles, dict(conditions), potential, quality=measurement_quality(result),
+                           failure=None if ok else "analysis")
+    return measure
+
+
+@dataclass
+class CampaignRun:
+    """One (planner, seed) campaign: hits (or best score) after each experiment, failures, latencies."""
+
+    planner: str
+    seed: int
+    curve: list[float] = field(default_factory=list)
+    failed: int = 0
+    latency_s: list[float] = field(default_factory=list)
+    learners: list[str] = field(default_factory=list)
+
+
+def run_campaign(planner: Planner, model: ModelView | None, measure: Measure, *, seed: int, budget: int,
+                 batch: int, descriptors: DescriptorTable, score: Callable[[list[Observation]], float],
+                 view_of: Callable[[Sequence[Observation]], ModelView] | None = None,
+                 on_experiment: Callable[[], None] | None = None) -> CampaignRun:
+    """Propose, measure, learn until ``budget`` experiments; ``score(observations)`` is the curve's value
+    (hits so far, or the best objective score). ``view_of(observations)`` replaces the calibrated model
+    (an oracle)."""
+    run = CampaignRun(planner.name, seed)
+    observations: list[Observation] = []
+    step = 0
+    while len(observations) < budget:
+        state = PlannerState(planner.name, seed, step, observations=tuple(observations))
+        t0 = time.perf_counter()
+        with threadpool_limits(PLANNER_BLAS_THREADS):
+            view = model
+            if view_of is not None:
+                view = view_of(observations)
+            elif model is not None and planner.learns:
+                calibrated = CalibratedModel(model, observations, descriptors)
+                learner = calibrated.calibration.summary().get("learner")
+                if learner:
+                    run.learners.append(learner)
+                view = calibrated
+            proposals = planner.propose(state, min(batch, budget - len(observations)), view)
+        run.latency_s.append(time.perf_counter() - t0)
+        if not proposals:
+            break
+        for p in proposals:
+            obs = measure(p.smiles, p.conditions, seed, len(observations))
+            observations.append(obs)
+            run.failed += obs.failure is not None
+            run.curve.append(score(observations))
+            if on_experiment is not None:
+                on_experiment()
+        step += 1
+    return run
+
+
+def summarise(runs: Sequence[CampaignRun], budget: int) -> dict[str, Any]:
+    """Mean, sd and standard error of the final score, the per-seed values, the mean at 25/50/100% of the
+    budget, failures, the learners chosen and proposal latencies."""
+    finals = [r.curve[-1] if r.curve else 0.0 for r in runs]
+    at = {}
+    for fraction in (0.25, 0.5, 1.0):
+        k = max(round(fraction * budget), 1)
+        at[f"{int(fraction * 100)}%"] = round(statistics.mean(r.curve[min(k, len(r.curve)) - 1] if r.curve else 0.0
+                                                             for r in runs), 2)
+    latencies = [t for r in runs for t in r.latency_s]
+    learners = [name for r in runs for name in r.learners]
+    return {"mean": round(statistics.mean(finals), 2),
+            "sd": round(statistics.stdev(finals), 2) if len(finals) > 1 else 0.0,
+            "se": round(statistics.stdev(finals) / len(finals) ** 0.5, 2) if len(finals) > 1 else None,
+            "per_seed": finals, "after": at, "failed_mean": round(statistics.mean(r.failed for r in runs), 2),
+            "learners": {name: learners.count(name) for name in sorted(set(learners))},
+            "latency_s": {"median": round(statistics.median(latencies), 4) if latencies else None,
+                          "p95": round(float(np.percentile(latencies, 95)), 4) if latencies else None,
+                          "max": round(max(latencies), 4) if latencies else None}}

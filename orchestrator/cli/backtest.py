@@ -1,0 +1,147 @@
+"""`labloop backtest`: replay a table of true values (a lab's past measurements, or a simulated world) through
+the campaign's planners and compare what each would have found; the engine is
+:mod:`labloop.orchestrator.backtest`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from labloop.core.errors import InvalidInput
+from labloop.orchestrator import console
+from labloop.orchestrator.config.campaign import Campaign, load_campaign
+
+log = logging.getLogger(__name__)
+
+
+def _library(campaign: Campaign, truth: dict[str, float]) -> tuple[list[str], dict[str, float]]:
+    """The campaign's library molecules the truth table knows (by SMILES as written, else canonical)."""
+    from labloop.sim.world import TruthTable
+    from labloop.surrogate.dataset import read_table
+
+    table = TruthTable({s: (v,) for s, v in truth.items()})
+    smiles = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
+    known: dict[str, float] = {}
+    for s in smiles:
+        try:
+            known.setdefault(s, table.row(s)[0])
+        except KeyError:
+            continue
+    if not known:
+        raise InvalidInput(f"{campaign.library.file}: none of the library's molecules is in the truth table")
+    return list(known), known
+
+
+def _prior(campaign: Campaign) -> Any:
+    """The campaign's prior model (its cache beside the store, trained there if absent), as planners see it."""
+    from labloop.core.errors import ModelLoadError
+    from labloop.orchestrator.learning import models
+    from labloop.surrogate.persistence import load_ensemble
+
+    directory = models.prior_dir(campaign.store, models.prior_key(campaign))
+    try:
+        ensemble = load_ensemble(directory)
+    except ModelLoadError:
+        with console.progress() as bar:
+            epochs = models.campaign_preset(campaign).model.epochs
+            task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs)
+            ensemble = models.train(campaign, models.prior_table(campaign), directory,
+                                    lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1))
+    return models.ObjectiveModel(ensemble, 1, campaign.objective.quantity)
+
+
+@click.command(help="Run the campaign's planners against a table of true values (a lab's past measurements or a "
+                    "simulated world) and compare what each finds with the same budget.")
+@click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
+@click.option("--truth", "truth_file", required=True, type=click.Path(path_type=Path),
+              help="CSV of true values (V vs Li/Li+) with the library's SMILES column.")
+@click.option("--column", required=True, help="The truth file's column of true values.")
+@click.option("--planners", default="bayes,greedy,random", show_default=True, help="Comma-separated planner kinds.")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--budget", type=click.IntRange(min=1), default=None,
+              help="Experiments per campaign (default: the campaign's budget.max_experiments).")
+@click.option("--no-instruments", is_flag=True, help="The truth plus --noise-v is the measurement (no CV simulated).")
+@click.option("--noise-v", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="Measurement noise (V): added to the truth, or the simulated reference drift.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, seeds: int, budget: int | None,
+             no_instruments: bool, noise_v: float, as_json: bool) -> None:
+    from labloop.orchestrator import backtest as engine
+    from labloop.planners import PLANNERS, make_planner
+    from labloop.planners.feedback import DescriptorTable
+
+    campaign = load_campaign(campaign_file)
+    kinds = [k.strip() for k in planners.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in PLANNERS]
+    if not kinds or unknown:
+        raise click.BadParameter(f"unknown planner {', '.join(unknown) or '(none)'}; known: {', '.join(PLANNERS)}",
+                                 param_hint="--planners")
+    if campaign.prior is None and any(k != "random" for k in kinds):
+        raise click.BadParameter("planners other than random need the campaign's prior section",
+                                 param_hint="--planners")
+    truth = engine.read_truth(truth_file, column, campaign.library.smiles_column)
+    library, known = _library(campaign, truth)
+    budget = min(budget or campaign.budget.max_experiments, len(library))
+    objective = campaign.objective
+    model = _prior(campaign) if any(k != "random" for k in kinds) else None
+    if model is not None:
+        model.predict(library)  # cached once for every planner and seed
+    if no_instruments:
+        measure = engine.table_measure(known, noise_v)
+    else:
+        from labloop.sim.world import TruthTable, World
+
+        table = TruthTable({s: (v,) for s, v in known.items()})
+        measure = engine.cv_measure(lambda seed: World(table, source="column", quantity=objective.quantity,
+                                                       noise_v=noise_v, reference_offset_v=engine.REFERENCE_OFFSET_V,
+                                                       seed=seed))
+
+    def score(observations: list) -> float:
+        values = [o.potential_v for o in observations if o.potential_v is not None]
+        if objective.defines_hits:
+            return float(sum(objective.is_hit(v) for v in values))
+        return max((objective.score(v) for v in values), default=float("nan"))
+
+    descriptors = DescriptorTable()
+    results: dict[str, Any] = {}
+    with console.progress() as bar:
+        task = bar.add_task("backtest", total=len(kinds) * seeds * budget)
+        for kind in kinds:
+            planner = make_planner(campaign.model_copy(update={"planner": campaign.planner.model_copy(
+                update={"kind": kind})}).planner_settings(), library, descriptors)
+            runs = []
+            for seed in range(campaign.seed, campaign.seed + seeds):
+                bar.update(task, description=f"{kind} seed {seed}")
+                runs.append(engine.run_campaign(planner, model, measure, seed=seed, budget=budget,
+                                                batch=campaign.planner.batch_size, descriptors=descriptors,
+                                                score=score, on_experiment=lambda: bar.advance(task)))
+            results[kind] = engine.summarise(runs, budget)
+    report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
+              "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
+              "seeds": [campaign.seed, campaign.seed + seeds - 1],
+              "instruments": "none" if no_instruments else "simulated CV", "noise_v": noise_v, "planners": results}
+    if as_json:
+        console.out.print_json(json.dumps(report))
+        return
+    _print_table(report)
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    what = report["measure"]
+    table = Table(title=f"{report['campaign']}: {what} in {report['budget']} experiments, {report['library']} "
+                        f"molecules, seeds {report['seeds'][0]}-{report['seeds'][1]}, {report['instruments']}")
+    for heading in ("planner", f"{what} mean +/- sd", "per seed", "at 25% / 50% / 100%", "failed",
+                    "proposal median / p95 (s)"):
+        table.add_column(heading)
+    for name, r in report["planners"].items():
+        after = " / ".join(f"{v:g}" for v in r["after"].values())
+        per_seed = " ".join(f"{v:g}" for v in r["per_seed"])
+        table.add_row(name, f"{r['mean']:g} +/- {r['sd']:g}", per_seed, after, f"{r['failed_mean']:g}",
+                      f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
+    console.out.print(table)

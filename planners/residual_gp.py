@@ -1,0 +1,399 @@
+"""Residual models: what the measurements say the surrogate gets wrong, learnt without assuming its form.
+
+Why a Gaussian process on the residual: the surrogate predicts ``E = IE - 1.40`` from DFT data, and a lab's
+potentials differ from that by an error of unknown form — solvation, functional groups the method gets
+wrong, ion pairing, the reference electrode. A fixed regression on descriptors chosen for one form learns
+that form and nothing else. Here the residual ``r = measured - mu`` (``mu``: the surrogate's prediction)
+is modelled as
+
+    r(x) = b + w . d(x) + g(x) + e,
+
+- ``b`` ~ N(0, :data:`OFFSET_PRIOR_V`^2): an offset common to all molecules (the reference, the method);
+- ``w . d(x)``: a linear mean on a few cheap, generic descriptors ``d`` (:data:`DESCRIPTORS`: heavy atoms,
+  rings, heteroatom counts, each scaled to about unit size), ``w`` ~ N(0, ``weight_sd``^2 I);
+- ``u . e(x)``: group additivity, the chemist's generic model of a property: one contribution per atom
+  environment the molecule has (``e``: the bits of a Morgan radius-1 fingerprint, 1,024 bits), ``u`` ~
+  N(0, ``group_sd``^2 I);
+- ``g`` ~ GP(0, ``amplitude``^2 exp((T(x, y) - 1) / ``length``)), ``T`` the Tanimoto similarity of ECFP4
+  fingerprints (:mod:`.similarity`): similar molecules have similar errors, whatever the cause (the
+  kernel is positive definite because ``T`` is and the exponential of a kernel is one);
+- ``e`` ~ N(0, ``surrogate_share`` sigma(x)^2 + ``noise``^2): the surrogate's own error (sigma: its
+  calibrated uncertainty, of which the data decide the share that behaves as independent noise) and the
+  measurement's.
+
+``b``, ``w`` and ``u`` are integrated out, so the whole model is one Gaussian process whose covariance is
+the sum of the kernels. The hyperparameters (``weight_sd``, ``group_sd``, ``amplitude``, ``length``,
+``surrogate_share``, ``noise``) are set by maximising the marginal likelihood times weak log-normal priors
+(:data:`HYPER_PRIORS`, chosen before any benchmark: they keep a fit on four measurements sane), from one
+fixed start with L-BFGS-B, so a fit is a pure function of the observations — a resumed campaign refits
+exactly what the uninterrupted one had.
+
+Several learners are fitted each time (:data:`LEARNERS`: the offset alone, i.e. the network as it is;
+the linear mean; linear mean + group additivity; all of it + the Tanimoto GP) and the one with the
+highest leave-one-out predictive log-likelihood on the measurements wins. LOO for a Gaussian process
+needs no refits: with ``A = (K + N)^-1`` the held-out predictive of ``r_i`` has mean
+``r_i - [A r]_i / A_ii`` and variance ``1 / A_ii`` (Rasmussen & Williams, *Gaussian Processes for
+Machine Learning*, eq. 5.12), with the hyperparameters of the fit on all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rdkit import Chem, DataStructs
+from rdkit.Chem import rdFingerprintGenerator
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.optimize import minimize
+from scipy.sparse import csr_matrix
+
+from labloop.planners.similarity import SimilarityIndex
+
+log = logging.getLogger(__name__)
+
+#: cheap, generic descriptors of the linear mean, with the spread that scales each to about unit size
+#: (chosen as "size, rings, which heteroatoms", before any benchmark)
+DESCRIPTORS: dict[str, float] = {
+    "heavy_atoms": 10.0,
+    "rings": 2.0,
+    "nitrogens": 2.0,
+    "oxygens": 2.0,
+    "sulfurs": 1.0,
+    "halogens": 2.0,
+}
+_HALOGENS = frozenset({9, 17, 35, 53})
+#: the atom environments of group additivity: Morgan radius 1, folded to this many bits
+ENVIRONMENT_RADIUS = 1
+ENVIRONMENT_BITS = 1024
+#: prior sd (V) of the offset common to all molecules: the gas-phase rule can be off by volts
+OFFSET_PRIOR_V = 2.0
+#: log-normal priors of the hyperparameters: (median, sd of the log); bounds of the search
+HYPER_PRIORS: dict[str, tuple[float, float]] = {
+    "weight_sd": (0.05, 1.0),  # V per unit of a scaled descriptor
+    "group_sd": (0.05, 1.0),  # V per atom environment
+    "amplitude": (0.1, 1.0),  # V
+    "length": (0.5, 1.0),  # in units of (1 - Tanimoto)
+    "surrogate_share": (0.5, 1.0),  # of the surrogate's sigma^2
+    "noise": (0.1, 1.0),  # V: what the model leaves unexplained, measurement noise included
+}
+BOUNDS: dict[str, tuple[float, float]] = {
+    "weight_sd": (1e-4, 1.0), "group_sd": (1e-4, 1.0), "amplitude": (1e-4, 2.0), "length": (0.02, 10.0),
+    "surrogate_share": (1e-3, 2.0), "noise": (1e-3, 1.0),
+}
+#: learner name -> the hyperparameters it fits (the others are absent: zero)
+LEARNERS: dict[str, tuple[str, ...]] = {
+    "offset": ("surrogate_share", "noise"),
+    "linear": ("weight_sd", "surrogate_share", "noise"),
+    "additive": ("weight_sd", "group_sd", "surrogate_share", "noise"),
+    "gp": ("weight_sd", "group_sd", "amplitude", "length", "surrogate_share", "noise"),
+}
+#: hyperparameters are refitted on every measurement up to this many, then less often (:func:`hyper_prefix`)
+HYPER_EVERY_FROM = 24
+#: jitter (V^2) added to the covariance's diagonal: numerical safety only
+JITTER = 1e-8
+
+
+def cheap_descriptors(smiles: str) -> tuple[float, ...]:
+    """:data:`DESCRIPTORS` of one molecule (NaN for SMILES RDKit cannot read). Parsed without sanitising,
+    rings found by RDKit's fast ring finder: this runs on whole libraries."""
+    mol = Chem.MolFromSmiles(smiles, sanitize=False)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return (math.nan,) * len(DESCRIPTORS)
+    heavy = [a.GetAtomicNum() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+    if not heavy:
+        return (math.nan,) * len(DESCRIPTORS)
+    mol.UpdatePropertyCache(strict=False)
+    Chem.FastFindRings(mol)
+    return (float(len(heavy)), float(mol.GetRingInfo().NumRings()), float(heavy.count(7)), float(heavy.count(8)),
+            float(heavy.count(16)), float(sum(z in _HALOGENS for z in heavy)))
+
+
+def environments(smiles: str) -> np.ndarray:
+    """The molecule's atom environments (Morgan radius-1 bits), packed (``np.packbits``); zeros when RDKit
+    cannot read it."""
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return np.zeros(ENVIRONMENT_BITS // 8, dtype=np.uint8)
+    return np.packbits(_ENVIRONMENT_GENERATOR.GetFingerprintAsNumPy(mol).astype(bool))
+
+
+_ENVIRONMENT_GENERATOR = rdFingerprintGenerator.GetMorganGenerator(radius=ENVIRONMENT_RADIUS, fpSize=ENVIRONMENT_BITS)
+
+
+def features(descriptors: np.ndarray, packed_environments: np.ndarray) -> np.ndarray:
+    """The learners' per-molecule input: descriptors divided by their :data:`DESCRIPTORS` spreads (NaN -> 0:
+    an unreadable molecule), then the environment bits (0/1)."""
+    scaled = np.nan_to_num(np.asarray(descriptors, dtype=float) / np.array(list(DESCRIPTORS.values())))
+    bits = np.unpackbits(np.asarray(packed_environments, dtype=np.uint8).reshape(len(scaled), -1), axis=1)
+    return np.hstack([scaled, bits.astype(float)])
+
+
+class TanimotoRows:
+    """Tanimoto similarities of measured molecules to every molecule asked about, kept between fits.
+
+    Why: a proposal over a library of ``m`` molecules with ``n`` measurements needs the ``m x n`` kernel
+    block; each measured molecule's row over the library is computed once (RDKit's bulk Tanimoto) and
+    reused by every later proposal, so a proposal costs ``n`` lookups, not ``n`` bulk comparisons.
+    """
+
+    def __init__(self, similarity: SimilarityIndex | None = None) -> None:
+        self.similarity = similarity or SimilarityIndex()
+        self._index: dict[str, int] = {}
+        self._fps: list[Any] = []
+        self._readable: list[int] = []  # universe positions with a fingerprint
+        self._rows: dict[str, np.ndarray] = {}  # reference -> similarity to the first len(row) of the universe
+
+    def _positions(self, smiles: Sequence[str]) -> np.ndarray:
+        index = self._index
+        out = np.empty(len(smiles), dtype=np.int64)
+        for k, s in enumerate(smiles):
+            position = index.get(s)
+            if position is None:
+                position = index[s] = len(self._fps)
+                fp = self.similarity.fingerprint(s)
+                self._fps.append(fp)
+                if fp is not None:
+                    self._readable.append(position)
+            out[k] = position
+        return out
+
+    def _row(self, reference: str) -> np.ndarray:
+        row = self._rows.get(reference, np.zeros(0, dtype=np.float32))
+        size = len(self._fps)
+        if len(row) < size:
+            more = np.zeros(size - len(row), dtype=np.float32)
+            ref_fp = self.similarity.fingerprint(reference)
+            todo = self._readable[bisect.bisect_left(self._readable, len(row)):]
+            if ref_fp is not None and todo:
+                sims = DataStructs.BulkTanimotoSimilarity(ref_fp, [self._fps[p] for p in todo])
+                more[np.array(todo) - len(row)] = sims
+            row = np.concatenate([row, more])
+            self._rows[reference] = row
+        return row
+
+    def among(self, smiles: Sequence[str]) -> np.ndarray:
+        """Tanimoto similarities among a few molecules, computed directly (no rows over the library are
+        kept for them: they are a shortlist, not measurements)."""
+        fps = [self.similarity.fingerprint(s) for s in smiles]
+        readable = [k for k, fp in enumerate(fps) if fp is not None]
+        out = np.zeros((len(smiles), len(smiles)))
+        for k in readable:
+            out[k, readable] = DataStructs.BulkTanimotoSimilarity(fps[k], [fps[j] for j in readable])
+        return out
+
+    def matrix(self, queries: Sequence[str], references: Sequence[str]) -> np.ndarray:
+        """``T[i, j]`` = Tanimoto(queries[i], references[j]) (0 where either is unreadable), float64."""
+        positions = self._positions(queries)
+        self._positions(references)
+        out = np.empty((len(queries), len(references)))
+        for j, reference in enumerate(references):
+            out[:, j] = self._row(reference)[positions]
+        return out
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Hyperparameters of the residual model (absent kernels have zero weight or amplitude)."""
+
+    weight_sd: float = 0.0
+    group_sd: float = 0.0
+    amplitude: float = 0.0
+    length: float = 1.0
+    surrogate_share: float = 1.0
+    noise: float = 0.03
+
+
+Grams = tuple[np.ndarray, np.ndarray | None, np.ndarray]
+
+
+def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, environments: bool = True) -> Grams:
+    """The kernels' building blocks between two sets of molecules (``da``, ``db``: :func:`features`):
+    descriptor dot products, shared environments (None unless ``environments``), Tanimoto similarity.
+    The environment bits are sparse (a few dozen of 1,024 per molecule), so ``da``'s go through a sparse
+    product: a 100,000-molecule library against 200 measurements in a fraction of a second."""
+    n = len(DESCRIPTORS)
+    shared = None
+    if environments:
+        shared = np.asarray(csr_matrix(da[:, n:]) @ db[:, n:].T)
+    return da[:, :n] @ db[:, :n].T, shared, tanimoto
+
+
+def _combine(h: Hyper, grams: Grams) -> np.ndarray:
+    """Covariance of the latent residual (offset + linear + groups + GP) from its building blocks."""
+    linear, shared, tanimoto = grams
+    k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * linear
+    if h.group_sd > 0:
+        assert shared is not None
+        k = k + h.group_sd**2 * shared
+    if h.amplitude > 0:
+        k = k + h.amplitude**2 * np.exp((tanimoto - 1.0) / h.length)
+    return k
+
+
+def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> np.ndarray:
+    """Covariance of the latent residual between two sets of molecules."""
+    return _combine(h, _grams(da, db, tanimoto, environments=h.group_sd > 0))
+
+
+def _diag_kernel(h: Hyper, d: np.ndarray) -> np.ndarray:
+    """The latent prior variance of each molecule (its Tanimoto with itself is 1)."""
+    n = len(DESCRIPTORS)
+    var = OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1) + h.amplitude**2
+    if h.group_sd > 0:  # the environment bits are 0/1: their squares sum to their count
+        var = var + h.group_sd**2 * np.count_nonzero(d[:, n:], axis=1)
+    return var
+
+
+def _noise(h: Hyper, sigma: np.ndarray) -> np.ndarray:
+    return h.surrogate_share * sigma**2 + h.noise**2
+
+
+def log_marginal_likelihood(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
+                            ) -> float:
+    """log p(r | hyperparameters) of the Gaussian process (no hyperprior)."""
+    return _log_marginal_likelihood(h, r, _grams(d, d, tanimoto), sigma)
+
+
+def _log_marginal_likelihood(h: Hyper, r: np.ndarray, grams: Grams, sigma: np.ndarray) -> float:
+    factor = cho_factor(_combine(h, grams) + np.diag(_noise(h, sigma) + JITTER), lower=True)
+    alpha = cho_solve(factor, r)
+    return float(-0.5 * r @ alpha - np.sum(np.log(np.diag(factor[0]))) - 0.5 * len(r) * math.log(2 * math.pi))
+
+
+def _log_prior(h: Hyper, names: Sequence[str]) -> float:
+    total = 0.0
+    for name in names:
+        median, sd = HYPER_PRIORS[name]
+        total += -0.5 * ((math.log(getattr(h, name)) - math.log(median)) / sd) ** 2
+    return total
+
+
+def loo(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out predictive (mean, variance) of each residual, closed form (module docstring)."""
+    cov = _kernel(h, d, d, tanimoto) + np.diag(_noise(h, sigma) + JITTER)
+    inverse = cho_solve(cho_factor(cov, lower=True), np.eye(len(r)))
+    diag = np.diag(inverse)
+    return r - (inverse @ r) / diag, 1.0 / diag
+
+
+def loo_log_likelihood(mean: np.ndarray, var: np.ndarray, r: np.ndarray) -> float:
+    """Sum of the log densities of each residual under its leave-one-out predictive."""
+    return float(np.sum(-0.5 * np.log(2 * math.pi * var) - (r - mean) ** 2 / (2 * var)))
+
+
+def fit_hyper(names: Sequence[str], r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
+              ) -> Hyper:
+    """The maximum a posteriori hyperparameters ``names`` (the others: absent), from the priors' medians."""
+    base = Hyper(**{name: HYPER_PRIORS[name][0] for name in names})
+
+    def build(x: np.ndarray) -> Hyper:
+        return Hyper(**{**base.__dict__, **{name: float(math.exp(v)) for name, v in zip(names, x, strict=True)}})
+
+    grams = _grams(d, d, tanimoto)  # computed once: only the weights change during the search
+
+    def objective(x: np.ndarray) -> float:
+        h = build(x)
+        try:
+            return -(_log_marginal_likelihood(h, r, grams, sigma) + _log_prior(h, names))
+        except np.linalg.LinAlgError:
+            return 1e12
+
+    start = np.log([getattr(base, name) for name in names])
+    bounds = [tuple(math.log(b) for b in BOUNDS[name]) for name in names]
+    result = minimize(objective, start, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200})
+    return build(result.x)
+
+
+@dataclass(frozen=True)
+class ResidualFit:
+    """One learner fitted on the residuals ``r`` of the molecules ``smiles``: its hyperparameters, the
+    Cholesky factor of the training covariance and ``alpha = (K + N)^-1 r``, and its leave-one-out score."""
+
+    learner: str
+    hyper: Hyper
+    smiles: list[str]
+    d: np.ndarray
+    r: np.ndarray
+    factor: np.ndarray  # lower Cholesky factor of K + N
+    alpha: np.ndarray
+    loo_log_likelihood: float
+    loo_rmse_v: float
+
+    def predict(self, d: np.ndarray, cross_tanimoto: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior (mean, latent variance) of the residual at molecules with descriptors ``d`` and Tanimoto
+        ``cross_tanimoto`` (queries x training molecules)."""
+        cross = _kernel(self.hyper, d, self.d, cross_tanimoto)
+        mean = cross @ self.alpha
+        v = solve_triangular(self.factor, cross.T, lower=True, check_finite=False)
+        var = np.maximum(_diag_kernel(self.hyper, d) - np.einsum("ij,ij->j", v, v), 0.0)
+        return mean, var
+
+    def joint(self, d: np.ndarray, cross_tanimoto: np.ndarray, tanimoto: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior (mean, latent covariance) of the residual over a few molecules (``tanimoto``: among
+        them)."""
+        cross = _kernel(self.hyper, d, self.d, cross_tanimoto)
+        v = solve_triangular(self.factor, cross.T, lower=True, check_finite=False)
+        cov = _kernel(self.hyper, d, d, tanimoto) - v.T @ v
+        return cross @ self.alpha, cov
+
+    def noise_var(self, sigma: np.ndarray) -> np.ndarray:
+        """Variance a measurement adds to the latent residual: surrogate share and measurement noise."""
+        return _noise(self.hyper, np.asarray(sigma, dtype=float))
+
+    def summary(self) -> dict[str, Any]:
+        """The offset and slopes it learnt (posterior means) and its hyperparameters, for the journal."""
+        h = self.hyper
+        offset = OFFSET_PRIOR_V**2 * float(np.sum(self.alpha))
+        slopes = h.weight_sd**2 * (self.d[:, :len(DESCRIPTORS)].T @ self.alpha) / np.array(list(DESCRIPTORS.values()))
+        hyper = {name: getattr(h, name) for name in LEARNERS[self.learner]}
+        return {"intercept_v": offset, "coefficients_v": dict(zip(DESCRIPTORS, map(float, slopes), strict=True)),
+                "hyperparameters": hyper}
+
+
+def fit_learner(learner: str, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
+                smiles: Sequence[str], hyper: Hyper | None = None) -> ResidualFit:
+    """Fit one of :data:`LEARNERS` (with ``hyper``, or its hyperparameters fitted here) and score it by
+    leave-one-out."""
+    hyper = hyper or fit_hyper(LEARNERS[learner], r, d, tanimoto, sigma)
+    mean, var = loo(hyper, r, d, tanimoto, sigma)
+    factor = cho_factor(_kernel(hyper, d, d, tanimoto) + np.diag(_noise(hyper, sigma) + JITTER), lower=True)
+    return ResidualFit(learner, hyper, list(smiles), d, r, np.tril(factor[0]), cho_solve(factor, r),
+                       loo_log_likelihood(mean, var, r), float(np.sqrt(np.mean((r - mean) ** 2))))
+
+
+def hyper_prefix(n: int) -> int:
+    """How many of ``n`` measurements (the first ones) the hyperparameters are fitted on: all up to
+    :data:`HYPER_EVERY_FROM`, then the largest of a sequence growing by a quarter each time. Why: fitting
+    them is the costly part (an optimisation of a few hundred Cholesky factorisations) and they change
+    slowly; a prefix keeps the fit a pure function of the observations and lets it be reused between
+    proposals (the posterior and the leave-one-out scores always use all measurements)."""
+    if n <= HYPER_EVERY_FROM:
+        return n
+    size = HYPER_EVERY_FROM
+    while int(size * 1.25) <= n:
+        size = int(size * 1.25)
+    return size
+
+
+def select(r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray, smiles: Sequence[str],
+           hypers: dict[str, Hyper] | None = None, learners: Sequence[str] = tuple(LEARNERS)
+           ) -> tuple[ResidualFit, dict[str, float]]:
+    """Fit every learner (with its ``hypers`` when given); the one with the highest leave-one-out
+    log-likelihood (ties: the simpler, i.e. earlier in ``learners``) and every learner's score. With one
+    measurement there is nothing to leave out: the simplest learner is taken."""
+    scores: dict[str, float] = {}
+    best: ResidualFit | None = None
+    for name in learners if len(r) >= 2 else learners[:1]:
+        fit = fit_learner(name, r, d, tanimoto, sigma, smiles, (hypers or {}).get(name))
+        scores[name] = fit.loo_log_likelihood
+        if best is None or fit.loo_log_likelihood > best.loo_log_likelihood:
+            best = fit
+    assert best is not None
+    return best, scores

@@ -1,0 +1,80 @@
+"""`labloop backtest`: planners against a table of true values, with no instruments or simulated CVs; bad tables
+and options exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from labloop.orchestrator.backtest import CampaignRun, summarise
+
+EXAMPLES_LIBRARY = "examples/library.csv"
+
+
+@pytest.fixture
+def truth_csv(tmp_path):
+    """The example library with a made-up truth: IE - 4.44 + 1.5 V, so ~10 of 200 sit in 4.5-4.6 V."""
+    from pathlib import Path
+
+    library = pd.read_csv(Path(__file__).resolve().parents[2] / EXAMPLES_LIBRARY)
+    library["e_v"] = library.ie_ev - 4.44 + 1.5
+    path = tmp_path / "truth.csv"
+    library[["smiles", "e_v"]].to_csv(path, index=False)
+    return path, int(((library.e_v >= 4.5) & (library.e_v <= 4.6)).sum())
+
+
+def test_random_backtest_without_instruments_counts_true_hits(tmp_path, labloop, write_campaign, truth_csv):
+    path, in_window = truth_csv
+    campaign = write_campaign(tmp_path)
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds", "2",
+                     "--budget", "200", "--no-instruments", "--noise-v", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    random = report["planners"]["random"]
+    assert report["library"] == 200 and report["budget"] == 200
+    assert random["per_seed"] == [in_window, in_window]  # the whole library measured: every true hit found
+    assert random["after"]["100%"] == in_window and random["failed_mean"] == 0
+
+
+def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign, truth_csv):
+    path, _ = truth_csv
+    campaign = write_campaign(tmp_path, prior=True, planner={"kind": "bayes", "batch_size": 4})
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes,greedy",
+                     "--seeds", "1", "--budget", "12", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    bayes = report["planners"]["bayes"]
+    assert set(bayes["learners"]) <= {"offset", "linear", "additive", "gp"} and sum(bayes["learners"].values()) == 2
+    assert bayes["latency_s"]["median"] > 0
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--column", "nope", "--planners", "random"], "no target column 'nope'"),
+    (["--column", "e_v", "--planners", "random,oracle"], "unknown planner oracle"),
+    (["--column", "e_v", "--planners", "bayes"], "need the campaign's prior section"),
+    (["--column", "e_v", "--seeds", "0"], "--seeds"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, labloop, write_campaign, truth_csv, args, says):
+    path, _ = truth_csv
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", path, *args)
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_table_with_no_valid_smiles_is_bad_input(tmp_path, labloop, write_campaign):
+    (tmp_path / "bad.csv").write_text("smiles,e_v\nnot-a-smiles,4.5\nC1CC,4.0\n")
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "bad.csv", "--column", "e_v",
+                     "--planners", "random")
+    assert result.returncode == 2 and "error:" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_summarise_by_hand():
+    runs = [CampaignRun("x", 0, curve=[0, 1, 1, 2], failed=1, latency_s=[0.1, 0.3]),
+            CampaignRun("x", 1, curve=[1, 1, 3, 4], failed=0, latency_s=[0.2, 0.2])]
+    s = summarise(runs, 4)
+    assert s["mean"] == 3.0 and s["per_seed"] == [2, 4] and s["sd"] == pytest.approx(1.41, abs=0.01)
+    assert s["after"] == {"25%": 0.5, "50%": 1.0, "100%": 3.0} and s["failed_mean"] == 0.5
+    assert s["latency_s"]["median"] == 0.2
