@@ -182,12 +182,16 @@ class Objective(BaseModel):
 
 
 class Surrogate(BaseModel):
-    """Which surrogate recipe to train and how often to retrain it on the measurements."""
+    """Which surrogate recipe to train, how often to retrain it on the measurements, and whether a proposal
+    waits for a retrain in progress (``wait_for_retrain``: the retrained model then reaches the very next
+    proposal, at the cost of the instruments idling while it trains; without it they keep measuring with the
+    model they have, which is what a lab wants when an experiment takes longer than a retrain)."""
 
     model_config = SECTION
     preset: str = "fast"
     folds: Int = Field(5, ge=2, le=20)
     retrain_every: PositiveInt = 10
+    wait_for_retrain: bool = False
     epochs: PositiveInt | None = Field(None, description="training epochs (default: the preset's)")
 
     @field_validator("preset")

@@ -80,6 +80,12 @@ class Learning:
         (the calibration is journalled with how well the recent proposals predicted their measurements)."""
         if self.model is None:
             return None
+        if self.training and self.campaign.surrogate.wait_for_retrain:
+            with self._deferred():
+                self.journal.add_event("waiting", "proposal waits for the retrain in progress "
+                                                  "(surrogate.wait_for_retrain)")
+            self.wait()
+            self.refresh()
         if not self.learns:
             return self.model.model
         view = CalibratedModel(self.model.model, state.observations, self.descriptors)

@@ -138,7 +138,7 @@ GRAMMAR: list[tuple[bytes, bytes]] = [
 def test_a_plain_pyserial_client_gets_byte_exact_replies(make_line: Callable[..., Line]) -> None:
     line = make_line([PumpSpec(0), PumpSpec(1, diameter_mm=4.699)], time_scale=TimeScale.real_time())
     line.bus.close()  # this test is a bare serial terminal, no driver
-    with serial.Serial(line.device.port, 19200, timeout=0.3) as client:
+    with serial.Serial(line.device.port, 19200, timeout=10) as client:
         for command, expected in GRAMMAR:
             client.write(command)
             assert client.read_until(b"\x03") == expected, command

@@ -123,3 +123,22 @@ def test_active_hours_cross_midnight():
     assert ActiveHours("00:00-24:00").contains(datetime(2026, 1, 1, 23, 59))
     day = ActiveHours("08:00-18:00")
     assert day.next_start(datetime(2026, 1, 1, 20, 0)) == datetime(2026, 1, 2, 8, 0)
+
+
+def test_wait_for_retrain_brings_each_retrained_model_to_the_next_proposal(tmp_path, labloop, write_campaign):
+    """At zero latency a retrain outlasts the experiments after it; with surrogate.wait_for_retrain every
+    proposal after a retrain started uses the model it produced (issue 13: retraining reaches the proposals)."""
+    campaign_file = write_campaign(tmp_path, prior=True, planner={"kind": "greedy", "batch_size": 2},
+                                   surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2,
+                                              "wait_for_retrain": True},
+                                   budget={"max_experiments": 6})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        experiments = journal.experiments()
+        first_retrain = min(e.id for e in journal.events() if e.kind == "retrain")
+        retrain_event = next(e for e in journal.events() if e.id == first_retrain)
+        later = [e for e in experiments if e.step is not None and e.step >= 1]
+        assert later and all(e.model_version >= 2 for e in later), [(e.step, e.model_version) for e in experiments]
+        assert any(e.kind == "waiting" and "retrain" in e.message for e in journal.events())
+        assert retrain_event.data["round"] == 1
