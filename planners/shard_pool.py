@@ -206,7 +206,7 @@ class ShardPoolPlanner:
         """Up to ``n`` candidates in corrected score order, none too similar to one chosen or pending, none
         in ``skip``, exactly as over the whole pool (the shortlist grows until it is so); and the pool's
         lowest score, which the failure correction pulls towards."""
-        k = max(self.shortlist, n)
+        k = max(1, self.shortlist)
         while True:
             tops: list[ShardTop] = self._map(score_shard, paths, spec, k)
             parts = [t.top for t in tops if len(t.top)]
