@@ -61,6 +61,8 @@ scheduler_option = click.option(
     help=f"Where the library is featurised and predicted: 'local' starts a Dask LocalCluster (one worker per "
          f"core), 'none' runs here, tcp://HOST:PORT uses that Dask scheduler's cluster; 'auto' is 'local' from "
          f"{AUTO_CLUSTER_ROWS:,} rows on.")
+chunk_option = click.option("--chunk-size", type=click.IntRange(min=1), default=None,
+                            help="Molecules per task (default 5000); peak memory grows with it, not with the library.")
 
 
 def _with_epochs(preset_name: str, epochs: int | None):
@@ -126,14 +128,14 @@ def _predict_table(model_dir: Path, data: Path, smiles_column: str, targets: lis
 
 @contextmanager
 def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_cache: bool,
-                         scheduler: str) -> Iterator[ShardSet]:
+                         scheduler: str, chunk_size: int | None) -> Iterator[ShardSet]:
     """Predict ``library`` with the chunked pipeline (:mod:`labloop.surrogate.library_pipeline`) into shards
     in the cache folder (a temporary one with ``--no-cache``), on the cluster ``--scheduler`` names.
 
     Everything the user typed is checked before a cluster starts; a cluster lost mid-run exits 1 with one
     line (finished shards are kept, so running the command again continues)."""
     from labloop.surrogate.compute import dask_client, normalise_address
-    from labloop.surrogate.library_pipeline import count_rows, predict_library
+    from labloop.surrogate.library_pipeline import DEFAULT_CHUNK_SIZE, count_rows, predict_library
     from labloop.surrogate.persistence import read_manifest
 
     read_manifest(model_dir)
@@ -153,6 +155,7 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
             with console.progress() as bar:
                 task = bar.add_task("featurise + predict", total=rows)
                 shards = predict_library(library, model_dir, root, client=client, smiles_column=smiles_column,
+                                         chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
                                          progress=lambda k: bar.advance(task, k))
         except ClusterLostError as exc:
             console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
@@ -233,11 +236,13 @@ def evaluate(model_dir: Path, data: Path, as_json: bool, smiles_column: str, no_
 @smiles_option
 @no_cache_option
 @scheduler_option
-def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no_cache: bool, scheduler: str) -> None:
+@chunk_option
+def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no_cache: bool, scheduler: str,
+            chunk_size: int | None) -> None:
     """Predict mean and calibrated std of every target: columns smiles, <target>_mean, <target>_std.
 
     LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read and predicted a chunk at a time."""
-    with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler) as shards:
+    with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
         columns = ["smiles", *(f"{t}_{kind}" for t in shards.targets for kind in ("mean", "std"))]
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
@@ -318,9 +323,10 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
 @smiles_option
 @no_cache_option
 @scheduler_option
+@chunk_option
 def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, role: str, output: Path, z: float,
                global_sigma: bool, window: tuple[float, float] | None, reference: str, include_all: bool,
-               smiles_column: str, no_cache: bool, scheduler: str) -> None:
+               smiles_column: str, no_cache: bool, scheduler: str, chunk_size: int | None) -> None:
     """Screen a library for potentials inside the solvent/collector window (thesis rule IE-1.40, EA-1.40).
 
     LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read, predicted and screened a chunk at a time."""
@@ -339,7 +345,7 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
         if sigma is None:
             raise InvalidInput(f"{model_dir} records no error std for {quantity}; retrain it")
     parts, total = [], 0
-    with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler) as shards:
+    with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
         for frame in shards.frames(["smiles", "valid", f"{quantity}_mean", f"{quantity}_std"]):
             frame = frame[frame["valid"]]
             part = screen(frame["smiles"].tolist(), frame[f"{quantity}_mean"].to_numpy(),

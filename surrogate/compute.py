@@ -79,6 +79,25 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None,
                 announce: Callable[[str], None] | None = None) -> Iterator[object]:
     """A client for the duration of a ``with`` block: on the scheduler at ``scheduler``, else on a
     :func:`local_cluster` started here and closed on exit. ``announce`` is told where the Dask dashboard is."""
+    _quiet_distributed()
+    yield from _client(scheduler, n_workers, announce)
+
+
+def _quiet_distributed() -> None:
+    """Keep distributed's own log (reconnection attempts with tracebacks, worker restarts) off the user's
+    terminal unless they asked for detail (``-v``): labloop says what went wrong in one line. For the rest of
+    the process, since distributed also logs from its finalisers at exit, after any ``with`` block is over."""
+    import distributed  # noqa: F401  # its import sets its loggers' levels: quiet them after, not before
+
+    if logging.getLogger().getEffectiveLevel() < logging.WARNING:
+        return
+    # distributed gives some of its loggers levels of their own, so the parent's level alone does not hold them
+    for name in ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[str], None] | None
+            ) -> Iterator[object]:
     if scheduler:
         client = connect(scheduler)
         try:
