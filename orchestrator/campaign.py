@@ -48,6 +48,7 @@ from labloop.orchestrator.yaml_source import (
     read_yaml,
 )
 from labloop.protocols.steps import parse_steps
+from labloop.surrogate.compute import SchedulerAddressError, normalise_address
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.errors import InvalidInput
 from labloop.surrogate.presets import PRESETS
@@ -203,6 +204,25 @@ class Surrogate(BaseModel):
         if value not in PRESETS:
             raise ValueError(not_one_of(value, sorted(PRESETS)))
         return value
+
+
+class Compute(BaseModel):
+    """Where library-scale work (featurise + predict the library, score it) runs
+    (:mod:`labloop.surrogate.compute`): a Dask scheduler's cluster, or by default a LocalCluster here."""
+
+    model_config = SECTION
+    scheduler: str | None = Field(None, description="tcp://HOST:PORT of a running Dask scheduler (default: a "
+                                                    "LocalCluster on this machine, one worker per core)")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalise_address(value)
+        except SchedulerAddressError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class Planner(BaseModel):
@@ -463,6 +483,7 @@ class Campaign(BaseModel):
     prior: Prior | None = None
     objective: Objective
     surrogate: Surrogate = Surrogate()
+    compute: Compute = Compute()
     planner: Planner = Planner()
     conditions: Conditions = Conditions()
     instruments: dict[str, Instrument] = Field(min_length=1)

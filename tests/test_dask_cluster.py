@@ -213,3 +213,15 @@ def test_cluster_lost_is_not_bad_input():
     from labloop.surrogate.errors import SurrogateError
 
     assert not issubclass(ClusterLostError, SurrogateError) and issubclass(SchedulerAddressError, SurrogateError)
+
+
+def test_the_campaign_names_its_scheduler(write_campaign, tmp_path):
+    from labloop.orchestrator.campaign import load_campaign
+    from labloop.orchestrator.yaml_source import CampaignError
+
+    assert load_campaign(write_campaign(tmp_path, name="default")).compute.scheduler is None
+    chosen = load_campaign(write_campaign(tmp_path, name="remote", compute={"scheduler": "10.0.0.5:8786"}))
+    assert chosen.compute.scheduler == "tcp://10.0.0.5:8786"
+    with pytest.raises(CampaignError) as info:
+        load_campaign(write_campaign(tmp_path, name="bad", compute={"scheduler": "http://lab"}))
+    assert "compute" in str(info.value) and "scheduler" in str(info.value) and "tcp://HOST:PORT" in str(info.value)
