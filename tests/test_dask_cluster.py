@@ -122,7 +122,7 @@ def cluster(tmp_path) -> Iterator[tuple[str, subprocess.Popen, list[subprocess.P
                 proc.terminate()
         for proc in (*workers, scheduler):
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
