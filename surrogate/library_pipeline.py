@@ -155,6 +155,7 @@ class ModelPayload:
     """A model directory as bytes: what travels to the workers, once per version."""
 
     version: str
+    targets: tuple[str, ...]
     files: tuple[tuple[str, bytes], ...]
 
     @classmethod
@@ -163,12 +164,12 @@ class ModelPayload:
         from labloop.surrogate.persistence import read_manifest
 
         directory = Path(directory)
-        read_manifest(directory)
+        targets = tuple(read_manifest(directory)["targets"])
         files = tuple((p.name, p.read_bytes()) for p in sorted(directory.iterdir()) if p.is_file())
         digest = hashlib.sha256()
         for name, data in files:
             digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-        return cls(digest.hexdigest()[:16], files)
+        return cls(digest.hexdigest()[:16], targets, files)
 
     def ensemble(self) -> Ensemble:
         """The ensemble, built once per process and version (a worker keeps only the newest version)."""
@@ -281,9 +282,6 @@ def predict_library(
     :class:`ClusterLostError`; the shards finished before stay, and a re-run predicts only the rest.
     """
     payload = ModelPayload.from_directory(model_dir)
-    from labloop.surrogate.persistence import read_manifest
-
-    targets = tuple(read_manifest(model_dir)["targets"])
     directory = Path(out_dir) / f"model-{payload.version}"
     chunks = read_chunks(library, smiles_column, chunk_size)
     paths: list[Path] = []
@@ -313,7 +311,7 @@ def predict_library(
         _run_on_cluster(client, payload, todo(), describe, done)
     log.info("library %s: %d rows, %d predicted now, shards in %s", library, counts["rows"], counts["predicted"],
              directory)
-    return ShardSet(directory, payload.version, targets, tuple(paths), counts["rows"], counts["predicted"])
+    return ShardSet(directory, payload.version, payload.targets, tuple(paths), counts["rows"], counts["predicted"])
 
 
 def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]],
