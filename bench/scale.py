@@ -10,7 +10,8 @@ Prints one JSON object. Steps:
   predict   per size: a LocalCluster with one worker per core (started and closed, time reported apart),
             the pipeline cold (no shards) with the planner's descriptor columns, then warm (every shard
             present); wall seconds, molecules/s, and peak memory summed over this process and every
-            process it started (RSS sampled every 0.25 s: an upper bound, shared pages count twice)
+            process it started, sampled every 0.5 s: PSS (shared pages split between their processes) and
+            RSS (shared pages counted in each process: an upper bound)
   propose   in a fresh process (so its memory is the proposal's alone): a `bayes` proposal of 4 over the
             largest library's shards, window goal, 20 measured molecules and 2 failed ones, --repeats times,
             scoring the shards in that process, then on a LocalCluster; mean and sd, and the process's peak RSS
@@ -120,23 +121,30 @@ def model_dir(work: Path, epochs: int) -> Path:
 
 
 class PeakMemory:
-    """Peak of the RSS summed over this process and all its descendants, sampled in a thread."""
+    """Peak memory summed over this process and all its descendants, sampled in a thread: PSS (each shared
+    page counted once, split between the processes sharing it: what the processes really occupy together),
+    and RSS (shared pages, e.g. TensorFlow's libraries in every worker, counted in each: an upper bound)."""
 
-    def __init__(self, every_s: float = 0.25) -> None:
-        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s, self._stop = every_s, threading.Event()
+        self.peak_pss, self.peak_rss, self.at_peak_mb = 0, 0, []
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _total(self) -> int:
+    def _sample(self) -> None:
         me = psutil.Process()
-        total = 0
+        pss, rss, each = 0, 0, []
         for proc in [me, *me.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
-                total += proc.memory_info().rss
-        return total
+                info = proc.memory_full_info()
+                pss, rss = pss + info.pss, rss + info.rss
+                each.append(round(info.pss / 1e6))
+        if pss > self.peak_pss:
+            self.peak_pss, self.at_peak_mb = pss, each
+        self.peak_rss = max(self.peak_rss, rss)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
+            self._sample()
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> PeakMemory:
@@ -166,7 +174,9 @@ def bench_predict(library: Path, model: Path, shards: Path) -> dict:
                 out[run] = {"seconds": round(seconds, 1), "predicted": result.n_predicted, "rows": result.n_rows,
                             "molecules_per_s": round(result.n_rows / seconds)}
         out["total_with_cluster_s"] = round(time.perf_counter() - t0, 1)
-    out["peak_rss_all_processes_gb"] = round(memory.peak / 1e9, 2)
+    out["peak_pss_all_processes_gb"] = round(memory.peak_pss / 1e9, 2)
+    out["pss_per_process_at_peak_mb"] = memory.at_peak_mb  # this process first, then the cluster's
+    out["peak_rss_all_processes_gb"] = round(memory.peak_rss / 1e9, 2)
     return out
 
 
