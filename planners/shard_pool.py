@@ -190,6 +190,8 @@ class ShardPoolPlanner:
         pool = pd.concat(parts, ignore_index=True)
         pool = pool.iloc[np.sort(np.unique(pool["hash"].to_numpy(), return_index=True)[1])]
         rows = pool["row"].to_numpy()[calibration_design(pool["size"].to_numpy(), pool["sigma"].to_numpy(), n)]
+        if not len(rows):
+            return _EMPTY
         picked = self._rows(paths, spec, rows)
         return picked.set_index("row").loc[rows].reset_index()  # the design's order
 
