@@ -323,3 +323,15 @@ def featurize(
         X, D = X[rows], D[rows]
     return Features(X=X, D=D, rows=rows, invalid=invalid)
 
+
+
+def featurize_canonical(smiles: Sequence[str], settings: FingerprintSettings) -> tuple[Features, list[str]]:
+    """Features of one chunk in this process, plus the canonical SMILES of every input ("" where invalid).
+
+    Why apart from :func:`featurize`: a library pipeline task (:mod:`labloop.surrogate.library_pipeline`) is
+    already one chunk on one core and keys its results by canonical SMILES, which the parse gives for free.
+    """
+    X, D, valid, canonical = _featurize_chunk((list(smiles), settings, True))
+    rows = np.flatnonzero(valid)
+    invalid = [InvalidSmiles(int(i), str(smiles[i])) for i in np.flatnonzero(~valid)]
+    return Features(X=X[rows], D=D[rows], rows=rows, invalid=invalid), canonical or []

@@ -21,12 +21,14 @@ import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labloop.core.errors import ModelLoadError
 from labloop.surrogate.config import ModelConfig
-from labloop.surrogate.ensemble import Ensemble
 from labloop.surrogate.featurize import FingerprintSettings
-from labloop.surrogate.model import LabelScaler, build_model
+
+if TYPE_CHECKING:  # TensorFlow loads only to build a model: read_manifest and ModelPayload stay light
+    from labloop.surrogate.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,9 @@ def read_manifest(directory: str | Path) -> dict:
 
 def load_ensemble(directory: str | Path) -> Ensemble:
     """Rebuild the ensemble saved in ``directory``; any damage gives a :class:`ModelLoadError`."""
+    from labloop.surrogate.ensemble import Ensemble
+    from labloop.surrogate.model import LabelScaler, build_model
+
     path = Path(directory)
     manifest = read_manifest(path)
     try:

@@ -10,15 +10,20 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
 from labloop.core.errors import InvalidInput
 from labloop.orchestrator import console
+from labloop.surrogate.compute import ClusterLostError
 from labloop.surrogate.dataset import csv_line, read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
@@ -31,6 +36,9 @@ from labloop.surrogate.screening import (
     screen,
     usable_window,
 )
+
+if TYPE_CHECKING:
+    from labloop.surrogate.library_pipeline import ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,16 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 DIR = click.Path(path_type=Path, file_okay=False)
 no_cache_option = click.option("--no-cache", is_flag=True, help="Do not read or write the fingerprint cache.")
 smiles_option = click.option("--smiles-column", default="smiles", show_default=True, help="SMILES column.")
+#: below this many library rows ``--scheduler auto`` predicts in this process: a cluster's start-up (workers
+#: importing TensorFlow, the model sent to each) costs more than it saves
+AUTO_CLUSTER_ROWS = 20_000
+scheduler_option = click.option(
+    "--scheduler", default="auto", show_default=True, metavar="auto|local|none|tcp://HOST:PORT",
+    help=f"Where the library is featurised and predicted: 'local' starts a Dask LocalCluster (one worker per "
+         f"core), 'none' runs here, tcp://HOST:PORT uses that Dask scheduler's cluster; 'auto' is 'local' from "
+         f"{AUTO_CLUSTER_ROWS:,} rows on.")
+chunk_option = click.option("--chunk-size", type=click.IntRange(min=1), default=None,
+                            help="Molecules per task (default 5000); peak memory grows with it, not with the library.")
 
 
 def _with_epochs(preset_name: str, epochs: int | None):
@@ -106,6 +124,44 @@ def _predict_table(model_dir: Path, data: Path, smiles_column: str, targets: lis
         pred = ens.predict(table.smiles, cache=_cache(no_cache), progress=lambda k: bar.advance(task, k))
     _report_invalid(pred.invalid, data)
     return ens, table, pred
+
+
+@contextmanager
+def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_cache: bool,
+                         scheduler: str, chunk_size: int | None) -> Iterator[ShardSet]:
+    """Predict ``library`` with the chunked pipeline (:mod:`labloop.surrogate.library_pipeline`) into shards
+    in the cache folder (a temporary one with ``--no-cache``), on the cluster ``--scheduler`` names.
+
+    Everything the user typed is checked before a cluster starts; a cluster lost mid-run exits 1 with one
+    line (finished shards are kept, so running the command again continues)."""
+    from labloop.surrogate.compute import dask_client, normalise_address
+    from labloop.surrogate.library_pipeline import DEFAULT_CHUNK_SIZE, count_rows, predict_library
+    from labloop.surrogate.persistence import read_manifest
+
+    read_manifest(model_dir)
+    if scheduler not in ("auto", "local", "none"):
+        normalise_address(scheduler)
+    rows = count_rows(library, smiles_column)
+    use_cluster = scheduler not in ("auto", "none") or rows >= AUTO_CLUSTER_ROWS
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="labloop-predictions-"))) if no_cache \
+            else default_cache_dir() / "predictions"
+        client = None
+        if use_cluster:
+            address = None if scheduler in ("auto", "local") else scheduler
+            client = stack.enter_context(dask_client(address, announce=lambda text: console.err.print(
+                text, markup=False, highlight=False, soft_wrap=True)))
+        try:
+            with console.progress() as bar:
+                task = bar.add_task("featurise + predict", total=rows)
+                shards = predict_library(library, model_dir, root, client=client, smiles_column=smiles_column,
+                                         chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+                                         progress=lambda k: bar.advance(task, k))
+        except ClusterLostError as exc:
+            console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise click.exceptions.Exit(1) from None
+        _report_invalid([InvalidSmiles(row, smiles) for row, smiles in shards.invalid()], library)
+        yield shards
 
 
 @app.command()
@@ -179,15 +235,29 @@ def evaluate(model_dir: Path, data: Path, as_json: bool, smiles_column: str, no_
 @click.option("--output", "-o", type=FILE, required=True, help="CSV to write.")
 @smiles_option
 @no_cache_option
-def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no_cache: bool) -> None:
-    """Predict mean and calibrated std of every target: columns smiles, <target>_mean, <target>_std."""
-    ens, table, pred = _predict_table(model_dir, library, smiles_column, [], no_cache)
-    df = pd.DataFrame({"smiles": [table.smiles[i] for i in pred.rows]})
-    for j, t in enumerate(ens.targets):
-        df[f"{t}_mean"] = pred.mean[:, j]
-        df[f"{t}_std"] = pred.std[:, j]
-    _write_csv(df, output)
-    console.out.print(f"wrote {len(df)} predictions to {output}")
+@scheduler_option
+@chunk_option
+def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no_cache: bool, scheduler: str,
+            chunk_size: int | None) -> None:
+    """Predict mean and calibrated std of every target: columns smiles, <target>_mean, <target>_std.
+
+    LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read and predicted a chunk at a time."""
+    with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
+        columns = ["smiles", *(f"{t}_{kind}" for t in shards.targets for kind in ("mean", "std"))]
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+        written = 0
+        try:
+            with os.fdopen(fd, "w", newline="") as fh:
+                for number, frame in enumerate(shards.frames([*columns, "valid"])):
+                    valid = frame[frame["valid"]][columns]
+                    valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
+                    written += len(valid)
+            os.replace(tmp, output)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    console.out.print(f"wrote {written} predictions to {output}")
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -268,28 +338,43 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
 @click.option("--all", "include_all", is_flag=True, help="Write failing molecules too (after the hits).")
 @smiles_option
 @no_cache_option
+@scheduler_option
+@chunk_option
 def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, role: str, output: Path, z: float,
                global_sigma: bool, window: tuple[float, float] | None, reference: str, include_all: bool,
-               smiles_column: str, no_cache: bool) -> None:
-    """Screen a library for potentials inside the solvent/collector window (thesis rule IE-1.40, EA-1.40)."""
+               smiles_column: str, no_cache: bool, scheduler: str, chunk_size: int | None) -> None:
+    """Screen a library for potentials inside the solvent/collector window (thesis rule IE-1.40, EA-1.40).
+
+    LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read, predicted and screened a chunk at a time."""
+    from labloop.surrogate.persistence import read_manifest
+
     win = usable_window(solvent, collector, window)
     potential_vs_reference([0.0], reference)  # an unknown --reference fails before the model loads
-    ens, table, pred = _predict_table(model_dir, library, smiles_column, [], no_cache)
+    manifest = read_manifest(model_dir)
     quantity = ROLE_TARGET[role]
-    if quantity not in ens.targets:
+    if quantity not in manifest["targets"]:
         raise InvalidInput(f"--role {role} needs a model predicting {quantity!r}; {model_dir} predicts "
-                           f"{', '.join(ens.targets)}")
-    j = ens.targets.index(quantity)
+                           f"{', '.join(manifest['targets'])}")
     sigma = None
     if global_sigma:
-        sigma = ens.info.get("metrics", {}).get("calibration_slice", {}).get(quantity, {}).get("error_std")
+        sigma = manifest.get("metrics", {}).get("calibration_slice", {}).get(quantity, {}).get("error_std")
         if sigma is None:
             raise InvalidInput(f"{model_dir} records no error std for {quantity}; retrain it")
-    result = screen([table.smiles[i] for i in pred.rows], pred.mean[:, j], pred.std[:, j], win, role=role,
-                    z=z, global_sigma=sigma, reference=reference)
+    parts, total = [], 0
+    with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
+        for frame in shards.frames(["smiles", "valid", f"{quantity}_mean", f"{quantity}_std"]):
+            frame = frame[frame["valid"]]
+            part = screen(frame["smiles"].tolist(), frame[f"{quantity}_mean"].to_numpy(),
+                          frame[f"{quantity}_std"].to_numpy(), win, role=role, z=z, global_sigma=sigma,
+                          reference=reference)
+            total += len(part)
+            parts.append(part if include_all else part[part["passes"]])
+    # the same order as one screen() of the whole library: a stable sort of chunks kept in library order
+    result = pd.concat(parts, ignore_index=True) if parts else screen([], np.zeros(0), np.zeros(0), win)
+    result = result.sort_values(["passes", "potential_v"], ascending=[False, role == "anode"], kind="stable")
     hits = result[result["passes"]]
     _write_csv(result if include_all else hits, output)
-    console.out.print(f"{len(hits)} of {len(result)} molecules pass: {role}, window {win.low_v:.2f}-"
+    console.out.print(f"{len(hits)} of {total} molecules pass: {role}, window {win.low_v:.2f}-"
                       f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}")
     if len(hits):
         top = Table(title="best hits")

@@ -45,6 +45,7 @@ from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, error_lines, read_yaml
 from labloop.planners import PlannerSettings
 from labloop.protocols.steps import SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
+from labloop.surrogate.compute import SchedulerAddressError, normalise_address
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.presets import PRESETS
 
@@ -200,6 +201,25 @@ class Surrogate(BaseModel):
         if value not in PRESETS:
             raise ValueError(not_one_of(value, sorted(PRESETS)))
         return value
+
+
+class Compute(BaseModel):
+    """Where library-scale work (featurise + predict the library, score it) runs
+    (:mod:`labloop.surrogate.compute`): a Dask scheduler's cluster, or by default a LocalCluster here."""
+
+    model_config = SECTION
+    scheduler: str | None = Field(None, description="tcp://HOST:PORT of a running Dask scheduler (default: a "
+                                                    "LocalCluster on this machine, one worker per core)")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalise_address(value)
+        except SchedulerAddressError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class Planner(BaseModel):
@@ -561,6 +581,7 @@ class Campaign(BaseModel):
     prior: Prior | None = None
     objective: Objective
     surrogate: Surrogate = Surrogate()
+    compute: Compute = Compute()
     planner: Planner = Planner()
     conditions: Conditions = Conditions()
     instruments: dict[str, Instrument] = Field(min_length=1)

@@ -1,0 +1,128 @@
+"""Where library-scale work runs: a Dask ``LocalCluster`` labloop starts and stops, or an existing cluster.
+
+Why Dask distributed: it is the PyData stack's engine (pandas, numpy are already ours), runs as a
+``LocalCluster`` on a laptop with nothing to set up, and as ``dask scheduler`` + ``dask worker`` processes
+(or a cloud/HPC deployment) anywhere else, so a lab that outgrows one machine adds machines instead of
+learning a new tool.
+
+Default (no address): one single-threaded worker process per core on 127.0.0.1, closed when the work is
+done; each worker's TensorFlow and BLAS are held to one thread so workers do not fight over cores. With an
+address (``tcp://HOST:PORT``) labloop connects to that scheduler and leaves the cluster running afterwards.
+A malformed or unreachable address is :class:`SchedulerAddressError` (bad input: one line, exit 2, before
+anything is written); a scheduler that goes away during a run is :class:`ClusterLostError` (exit 1; what was
+finished is kept, a re-run continues).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from labloop.core.errors import SurrogateError
+
+log = logging.getLogger(__name__)
+
+#: seconds to wait for a scheduler named by address before calling it unreachable
+CONNECT_TIMEOUT_S = 10
+#: ``tcp://host:port`` (or ``tls://``); a bare ``host:port`` means tcp
+_ADDRESS = re.compile(r"^(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+#: one thread per worker process for TensorFlow and the BLAS: the cluster already runs one worker per core
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+class SchedulerAddressError(SurrogateError):
+    """A scheduler address that is malformed or where no Dask scheduler answers (bad input, exit 2)."""
+
+
+class ClusterLostError(RuntimeError):
+    """The Dask cluster went away (or kept killing workers) during a run; finished shards are kept."""
+
+
+def normalise_address(address: str) -> str:
+    """``tcp://HOST:PORT`` from what a user typed, or :class:`SchedulerAddressError` naming the problem."""
+    text = address.strip()
+    match = _ADDRESS.match(text)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise SchedulerAddressError(f"scheduler address {address!r} is not tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
+    return f"{match['scheme'] or 'tcp'}://{match['host']}:{int(match['port'])}"
+
+
+def connect(address: str):
+    """A ``distributed.Client`` on the scheduler at ``address``; unreachable -> :class:`SchedulerAddressError`."""
+    from distributed import Client
+
+    url = normalise_address(address)
+    try:
+        return Client(url, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SchedulerAddressError(f"no Dask scheduler answers at {url} within {CONNECT_TIMEOUT_S} s ({first}); "
+                                    f"is `dask scheduler` running there?") from None
+
+
+def local_cluster(n_workers: int | None = None):
+    """A ``LocalCluster`` on 127.0.0.1: ``n_workers`` single-threaded processes (default: one per core)."""
+    from distributed import LocalCluster
+
+    from labloop.surrogate.featurize import default_jobs
+
+    return LocalCluster(n_workers=n_workers or default_jobs(), threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                        env=dict(_WORKER_ENV))
+
+
+@contextmanager
+def dask_client(scheduler: str | None = None, *, n_workers: int | None = None,
+                announce: Callable[[str], None] | None = None) -> Iterator[object]:
+    """A client for the duration of a ``with`` block: on the scheduler at ``scheduler``, else on a
+    :func:`local_cluster` started here and closed on exit. ``announce`` is told where the Dask dashboard is."""
+    _quiet_distributed()
+    yield from _client(scheduler, n_workers, announce)
+
+
+def _quiet_distributed() -> None:
+    """Keep distributed's own log (reconnection attempts with tracebacks, worker restarts) off the user's
+    terminal unless they asked for detail (``-v``): labloop says what went wrong in one line. For the rest of
+    the process, since distributed also logs from its finalisers at exit, after any ``with`` block is over."""
+    import distributed  # noqa: F401  # its import sets its loggers' levels: quiet them after, not before
+
+    if logging.getLogger().getEffectiveLevel() < logging.WARNING:
+        return
+    # distributed gives some of its loggers levels of their own, so the parent's level alone does not hold them
+    for name in ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[str], None] | None
+            ) -> Iterator[object]:
+    if scheduler:
+        client = connect(scheduler)
+        try:
+            _announce(client, announce, f"Dask cluster {client.scheduler.address}")
+            yield client
+        finally:
+            client.close()
+        return
+    from distributed import Client
+
+    cluster = local_cluster(n_workers)
+    try:
+        client = Client(cluster, set_as_default=False)
+        try:
+            _announce(client, announce, f"Dask LocalCluster, {len(cluster.workers)} workers")
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+def _announce(client, announce: Callable[[str], None] | None, what: str) -> None:
+    link = getattr(client, "dashboard_link", None)
+    message = f"{what}; dashboard {link}" if link else what
+    log.info("%s", message)
+    if announce is not None:
+        announce(message)

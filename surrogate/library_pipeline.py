@@ -1,0 +1,370 @@
+"""Predictions for a whole library, a chunk at a time, as Dask tasks, kept in Parquet shards.
+
+Why: a candidate library can hold millions of molecules; reading, featurising and predicting it in one
+process needs memory in proportion to the library. Here the library is read in chunks (CSV, CSV.gz,
+Parquet, .smi), each chunk is featurised and predicted by one task on a Dask worker
+(:mod:`labloop.surrogate.compute`), and its results go into one Parquet shard, so peak memory is set by
+the chunk size and the number of chunks in flight, never by the library size.
+
+What travels over the network: the model once per version (its directory's bytes, scattered to every
+worker; each worker rebuilds the ensemble once and keeps it), each chunk's SMILES to a worker, and each
+chunk's results (canonical SMILES, mean and calibrated std per target, and any ``describe`` columns) back.
+Shards are written by the process that runs the pipeline, so workers need no shared filesystem.
+
+Shards: ``<out_dir>/model-<version>/<first row>-<key>.parquet``, one per chunk, one row per input row
+(invalid SMILES kept with ``valid`` false and NaN predictions, so their line numbers can be reported).
+``version`` is a hash of the model directory's bytes, so a retrained model predicts everything again and
+nothing else does; ``key`` hashes the chunk's first row, its SMILES and the describe columns asked for, so
+a re-run (or a resumed campaign) skips every chunk already predicted. Each row carries the molecule's
+canonical SMILES, the key to join predictions of the same molecule written in different ways. A shard is
+written to a temporary file and renamed into place: a killed run never leaves a half-written shard.
+
+A worker lost mid-run has its chunks re-run elsewhere by the scheduler; the pipeline writes one shard per
+chunk whatever ran it, so every molecule is predicted once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from labloop.core.errors import InvalidInput
+from labloop.surrogate.compute import ClusterLostError
+
+if TYPE_CHECKING:
+    from labloop.surrogate.ensemble import Ensemble
+
+log = logging.getLogger(__name__)
+
+#: molecules per chunk: one task's features (uint8 + float32 network input) stay around 100 MB
+DEFAULT_CHUNK_SIZE = 5000
+#: chunks in flight per worker thread: one running, one queued, so a worker never waits for the next
+IN_FLIGHT_PER_THREAD = 2
+#: extra per-molecule columns a pipeline can be asked for (e.g. the planner's descriptors): SMILES -> columns
+Describe = Callable[[Sequence[str]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class LibraryChunk:
+    """``smiles`` of input rows ``start`` .. ``start + len(smiles) - 1`` (0-based data rows)."""
+
+    index: int
+    start: int
+    smiles: list[str]
+
+
+def library_format(path: Path) -> str:
+    """``csv``, ``parquet`` or ``smi`` by the file name (``.csv.gz``, ``.smi.gz`` count as their kind)."""
+    name = path.name.lower()
+    name = name.removesuffix(".gz")
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".smi", ".smiles")):
+        return "smi"
+    raise InvalidInput(f"{path}: unknown library format; use .csv, .csv.gz, .parquet or .smi")
+
+
+def read_chunks(path: str | Path, smiles_column: str = "smiles",
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[LibraryChunk]:
+    """The library's SMILES, ``chunk_size`` rows at a time; a missing file or SMILES column is named in one
+    line before the first chunk. In a ``.smi`` file each line is ``SMILES [name ...]``; a first line whose
+    first word is ``smiles_column`` (any case) is a header."""
+    path = Path(path)
+    if chunk_size < 1:
+        raise InvalidInput(f"chunk size must be at least 1, got {chunk_size}")
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    kind = library_format(path)
+    reader = {"csv": _csv_chunks, "parquet": _parquet_chunks, "smi": _smi_chunks}[kind]
+    start = 0
+    for index, smiles in enumerate(reader(path, smiles_column, chunk_size)):
+        yield LibraryChunk(index, start, smiles)
+        start += len(smiles)
+
+
+def _csv_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
+    try:
+        header = list(pd.read_csv(path, nrows=0).columns)
+        if column not in header:
+            raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(map(str, header))})")
+        frames = pd.read_csv(path, usecols=[column], dtype={column: str}, keep_default_na=False, chunksize=size)
+        for frame in frames:
+            yield frame[column].tolist()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise InvalidInput(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
+
+
+def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
+    try:
+        for batch in _open_parquet(path, column).iter_batches(batch_size=size, columns=[column]):
+            yield ["" if s is None else str(s) for s in batch.column(0).to_pylist()]
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInput(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def _open_parquet(path: Path, column: str) -> pq.ParquetFile:
+    parquet = pq.ParquetFile(path)
+    names = parquet.schema_arrow.names
+    if column not in names:
+        raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(names)})")
+    return parquet
+
+
+def _smi_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            chunk: list[str] = []
+            for number, line in enumerate(fh):
+                words = line.split()
+                if number == 0 and words and words[0].lower() == column.lower():
+                    continue
+                chunk.append(words[0] if words else "")
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path}: not a readable SMILES file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A model directory as bytes: what travels to the workers, once per version."""
+
+    version: str
+    targets: tuple[str, ...]
+    files: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> ModelPayload:
+        """Read a saved model (checked by :func:`labloop.surrogate.persistence.read_manifest` first)."""
+        from labloop.surrogate.persistence import read_manifest
+
+        directory = Path(directory)
+        targets = tuple(read_manifest(directory)["targets"])
+        files = tuple((p.name, p.read_bytes()) for p in sorted(directory.iterdir()) if p.is_file())
+        digest = hashlib.sha256()
+        for name, data in files:
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        return cls(digest.hexdigest()[:16], targets, files)
+
+    def ensemble(self) -> Ensemble:
+        """The ensemble, built once per process and version (a worker keeps only the newest version)."""
+        with _ENSEMBLE_LOCK:
+            if self.version not in _ENSEMBLES:
+                from labloop.surrogate.persistence import load_ensemble
+
+                tmp = Path(tempfile.mkdtemp(prefix=f"labloop-model-{self.version}-"))
+                try:
+                    for name, data in self.files:
+                        (tmp / name).write_bytes(data)
+                    ensemble = load_ensemble(tmp)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                _ENSEMBLES.clear()
+                _ENSEMBLES[self.version] = ensemble
+                log.info("model %s loaded in process %d", self.version, os.getpid())
+            return _ENSEMBLES[self.version]
+
+
+_ENSEMBLES: dict[str, Ensemble] = {}
+_ENSEMBLE_LOCK = threading.Lock()
+
+
+def predict_chunk(payload: ModelPayload, smiles: list[str], start: int, describe: Describe | None = None
+                  ) -> pd.DataFrame:
+    """One task: featurise and predict ``smiles`` (input rows from ``start``); one result row per input row."""
+    from labloop.surrogate.featurize import featurize_canonical
+
+    ensemble = payload.ensemble()
+    feats, canonical = featurize_canonical(smiles, ensemble.fingerprint)
+    mean, std = ensemble.predict_features(feats)
+    frame = pd.DataFrame({"row": np.arange(start, start + len(smiles), dtype=np.int64), "smiles": smiles,
+                          "canonical": canonical, "valid": np.zeros(len(smiles), dtype=bool)})
+    frame.loc[feats.rows, "valid"] = True
+    for j, target in enumerate(ensemble.targets):
+        for name, values in ((f"{target}_mean", mean[:, j]), (f"{target}_std", std[:, j])):
+            column = np.full(len(smiles), np.nan)
+            column[feats.rows] = values
+            frame[name] = column
+    if describe is not None:
+        for name, values in describe(smiles).items():
+            frame[name] = np.asarray(values)
+    return frame
+
+
+def write_shard(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` through a temporary sibling and a rename: all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """The shards of one library under one model version, in library order."""
+
+    directory: Path
+    version: str
+    targets: tuple[str, ...]
+    paths: tuple[Path, ...]
+    n_rows: int
+    n_predicted: int  # rows computed by this run (the rest came from existing shards)
+
+    def frames(self, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+        """Each shard as a DataFrame (only ``columns`` if given), in library order."""
+        for path in self.paths:
+            yield pq.read_table(path, columns=list(columns) if columns else None).to_pandas()
+
+    def invalid(self) -> list[tuple[int, str]]:
+        """(0-based data row, SMILES as given) of every input RDKit could not read."""
+        out: list[tuple[int, str]] = []
+        for frame in self.frames(["row", "smiles", "valid"]):
+            bad = frame[~frame["valid"]]
+            out += zip(bad["row"].tolist(), bad["smiles"].tolist(), strict=True)
+        return out
+
+
+def shard_key(chunk: LibraryChunk, describe: Describe | None) -> str:
+    """Names a chunk's shard by what determines its content besides the model version."""
+    digest = hashlib.sha256(f"{chunk.start}\n".encode())
+    if describe is not None:
+        digest.update(f"{describe.__module__}.{describe.__qualname__}\n".encode())
+    digest.update("\n".join(chunk.smiles).encode())
+    return f"{chunk.start:012d}-{digest.hexdigest()[:16]}"
+
+
+def predict_library(
+    library: str | Path,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    client=None,
+    smiles_column: str = "smiles",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    describe: Describe | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ShardSet:
+    """Predict every molecule of ``library`` with the model in ``model_dir`` into shards under ``out_dir``.
+
+    ``client``: a ``distributed.Client`` (:func:`labloop.surrogate.compute.dask_client`) to run the chunks on;
+    None runs them here, one after another. ``progress`` is called with the molecules of each finished
+    chunk (also for chunks found already predicted). A cluster that goes away raises
+    :class:`ClusterLostError`; the shards finished before stay, and a re-run predicts only the rest.
+    """
+    payload = ModelPayload.from_directory(model_dir)
+    directory = Path(out_dir) / f"model-{payload.version}"
+    chunks = read_chunks(library, smiles_column, chunk_size)
+    paths: list[Path] = []
+    counts = {"rows": 0, "predicted": 0}
+
+    def done(chunk: LibraryChunk, frame: pd.DataFrame | None, path: Path) -> None:
+        if frame is not None:
+            write_shard(frame, path)
+            counts["predicted"] += len(chunk.smiles)
+        counts["rows"] += len(chunk.smiles)
+        if progress:
+            progress(len(chunk.smiles))
+
+    def todo() -> Iterator[tuple[LibraryChunk, Path]]:
+        for chunk in chunks:
+            path = directory / f"{shard_key(chunk, describe)}.parquet"
+            paths.append(path)
+            if path.is_file():
+                done(chunk, None, path)
+            else:
+                yield chunk, path
+
+    if client is None:
+        for chunk, path in todo():
+            done(chunk, predict_chunk(payload, chunk.smiles, chunk.start, describe), path)
+    else:
+        _run_on_cluster(client, payload, todo(), describe, done)
+    log.info("library %s: %d rows, %d predicted now, shards in %s", library, counts["rows"], counts["predicted"],
+             directory)
+    return ShardSet(directory, payload.version, payload.targets, tuple(paths), counts["rows"], counts["predicted"])
+
+
+def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]],
+                    describe: Describe | None,
+                    done: Callable[[LibraryChunk, pd.DataFrame | None, Path], None]) -> None:
+    """Submit chunks with at most :data:`IN_FLIGHT_PER_THREAD` per worker thread in flight (memory stays
+    bounded), and hand each result to ``done`` as it arrives."""
+    from concurrent.futures import CancelledError
+
+    from distributed import as_completed
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    try:
+        model = client.scatter(payload, broadcast=True, hash=False)
+        limit = max(2, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
+        pending: dict[object, tuple[LibraryChunk, Path]] = {}
+        queue = as_completed(loop=client.loop)
+
+        def submit() -> bool:
+            item = next(work, None)
+            if item is None:
+                return False
+            chunk, path = item
+            future = client.submit(predict_chunk, model, chunk.smiles, chunk.start, describe,
+                                   key=f"predict-{payload.version}-{path.stem}", pure=False)
+            pending[future] = item
+            queue.add(future)
+            return True
+
+        while len(pending) < limit and submit():
+            pass
+        for future in queue:
+            chunk, path = pending.pop(future)
+            frame = future.result()
+            future.release()
+            done(chunk, frame, path)
+            submit()
+    except KilledWorker as exc:
+        raise ClusterLostError(f"a chunk killed {exc.args[0] if exc.args else 'several'} workers in a row "
+                               f"(out of memory?); finished chunks are kept, run again to continue") from None
+    except (CancelledError, CommClosedError, OSError, TimeoutError) as exc:
+        raise ClusterLostError(f"the Dask cluster went away ({_first_line(exc)}); finished chunks are kept, "
+                               f"run again to continue") from None
+
+
+def count_rows(path: str | Path, smiles_column: str = "smiles") -> int:
+    """Rows of a library, checking on the way what :func:`read_chunks` checks (file, format, column); cheap
+    next to predicting them: a Parquet file says from its metadata, a text file is read once, one column."""
+    path = Path(path)
+    if path.is_file() and library_format(path) == "parquet":
+        try:
+            return _open_parquet(path, smiles_column).metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInput(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    return sum(len(chunk.smiles) for chunk in read_chunks(path, smiles_column, chunk_size=100_000))

@@ -1,0 +1,227 @@
+"""The pipeline on real Dask clusters: a ``LocalCluster`` labloop starts, and a ``dask scheduler`` with two
+``dask worker`` processes on 127.0.0.1 started here, one of them killed mid-run; bad addresses and a
+scheduler that dies mid-run end in one clear line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from labloop.planners.base import Observation, PlannerState
+from labloop.planners.conditions import ConditionSpace
+from labloop.planners.feedback import Calibration
+from labloop.planners.shard_pool import ShardPoolPlanner, describe
+from labloop.surrogate import compute
+from labloop.surrogate.compute import ClusterLostError, SchedulerAddressError, dask_client, normalise_address
+from labloop.surrogate.library_pipeline import predict_library
+
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+              "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.fixture(scope="module")
+def library(ocelot, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("lib") / "library.csv"
+    smiles = ocelot["smiles"].iloc[1000:1150].tolist()
+    smiles[7] = "not-a-smiles"
+    pd.DataFrame({"smiles": smiles}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, library, tmp_path_factory) -> pd.DataFrame:
+    """The in-process pipeline's predictions, which every cluster must reproduce."""
+    shards = predict_library(library, tiny_model_dir, tmp_path_factory.mktemp("ref"), chunk_size=15)
+    return pd.concat(shards.frames(), ignore_index=True)
+
+
+def assert_same_predictions(frame: pd.DataFrame, reference: pd.DataFrame) -> None:
+    """Every row once, in library order, with the in-process predictions (float32 rounding at most)."""
+    assert frame["row"].tolist() == list(range(len(reference)))
+    assert frame[["smiles", "canonical", "valid"]].equals(reference[["smiles", "canonical", "valid"]])
+    numbers = [c for c in reference.columns if c.endswith(("_mean", "_std"))]
+    np.testing.assert_allclose(frame[numbers].to_numpy(), reference[numbers].to_numpy(), rtol=1e-6)
+
+
+def test_local_cluster_predicts_what_the_process_does_and_scores_shards(tiny_model_dir, library, reference,
+                                                                         tmp_path):
+    announced: list[str] = []
+    with dask_client(n_workers=2, announce=announced.append) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        shards = predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15,
+                                 describe=describe)
+        assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
+        assert predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15,
+                               describe=describe).n_predicted == 0
+        # the planner scores the shards on the workers and proposes what it proposes here
+        state = PlannerState("bayes", seed=1, step=1, observations=(
+            Observation(reference["smiles"][0], {}, 3.2, quality=0.9),))
+        planners = [ShardPoolPlanner("bayes", lambda version: shards, "ie_ev", ConditionSpace({}), goal="maximize",
+                                     acquisition="ei", shortlist=2, client=c) for c in (client, None)]
+        on_workers, here = (p.propose(state, 3, _FixedModel()) for p in planners)
+        assert [p.smiles for p in on_workers] == [p.smiles for p in here] and len(here) == 3
+    assert len(announced) == 1 and "LocalCluster, 2 workers" in announced[0]
+    assert "dashboard http://127.0.0.1:" in announced[0]
+
+
+class _FixedModel:
+    """The planner's view of model version 1 with no measurement calibration yet."""
+
+    version = 1
+    calibration = Calibration(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _dask(*args: str, log: Path) -> subprocess.Popen:
+    """A real ``dask`` command-line process (the one installed beside this Python)."""
+    command = Path(sys.executable).with_name("dask")
+    return subprocess.Popen([str(command if command.exists() else shutil.which("dask")), *args],
+                            env={**os.environ, **WORKER_ENV}, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _wait(condition, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[tuple[str, subprocess.Popen, list[subprocess.Popen]]]:
+    """``dask scheduler`` and two single-threaded ``dask worker`` processes (no nanny: a killed worker stays
+    dead) on 127.0.0.1: (address, scheduler, workers)."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                      log=tmp_path / "scheduler.log")
+    workers = [_dask("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+                     "--name", f"w{k}", log=tmp_path / f"worker{k}.log") for k in range(2)]
+    try:
+        yield address, scheduler, workers
+    finally:
+        for proc in (*workers, scheduler):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in (*workers, scheduler):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_scheduler_and_two_workers_one_killed_mid_run(cluster, tiny_model_dir, library, reference, tmp_path):
+    address, _, workers = cluster
+    client = compute.connect(address)
+    try:
+        client.wait_for_workers(2, timeout=180)
+        names = {info["name"]: addr for addr, info in client.scheduler_info()["workers"].items()}
+        killed: dict[str, int] = {}
+
+        def kill_w0_once(_: int) -> None:
+            if not killed:
+                killed["tasks"] = len(client.processing()[names["w0"]])
+                workers[0].send_signal(signal.SIGKILL)
+                workers[0].wait()
+
+        shards = predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15,
+                                 progress=kill_w0_once)
+        assert killed["tasks"] >= 1, "w0 was idle when killed: the test proved nothing"
+        assert list(client.scheduler_info()["workers"]) == [names["w1"]]
+    finally:
+        client.close()
+    assert shards.n_predicted == shards.n_rows == len(reference)
+    assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
+
+
+def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continues(
+        cluster, tiny_model_dir, library, reference, tmp_path, labloop):
+    address, scheduler, _ = cluster
+    cache, out = tmp_path / "cache", tmp_path / "pred.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "predict",
+                             str(tiny_model_dir), str(library), "-o", str(out), "--scheduler", address,
+                             "--chunk-size", "10"], env={**os.environ, "LABLOOP_CACHE_DIR": str(cache)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: any(cache.rglob("*.parquet")) or proc.poll() is not None, "the first shard")
+        scheduler.send_signal(signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("Dask cluster tcp://")]
+    assert proc.returncode == 1, stderr
+    assert len(lines) == 1 and lines[0].startswith("error: the Dask cluster went away"), stderr
+    assert not out.exists()
+    shards = sorted(cache.rglob("*.parquet"))
+    assert 0 < len(shards) < 30 and not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".parquet"]
+    assert all(len(pq.read_table(p)) == 10 for p in shards)
+    os.environ["LABLOOP_CACHE_DIR"] = str(cache)  # the in-process CLI below reads it
+    try:
+        again = labloop("surrogate", "predict", tiny_model_dir, library, "-o", out, "--scheduler", "none",
+                        "--chunk-size", "10")
+    finally:
+        del os.environ["LABLOOP_CACHE_DIR"]
+    assert again.returncode == 0, again.stderr
+    valid = reference[reference["valid"]]
+    assert pd.read_csv(out)["smiles"].tolist() == valid["smiles"].tolist()
+
+
+@pytest.mark.parametrize(("address", "needle"), [("not an address", "is not tcp://HOST:PORT"),
+                                                 ("tcp://127.0.0.1:99999", "is not tcp://HOST:PORT"),
+                                                 ("closed", "no Dask scheduler answers at tcp://127.0.0.1:")])
+def test_a_bad_scheduler_address_is_one_line_exit_2_and_nothing_written(address, needle, labloop, tiny_model_dir,
+                                                                         library, tmp_path, monkeypatch):
+    monkeypatch.setattr(compute, "CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setenv("LABLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    if address == "closed":
+        address = f"tcp://127.0.0.1:{_free_port()}"
+    out = tmp_path / "out.csv"
+    proc = labloop("surrogate", "screen", tiny_model_dir, library, "-o", out, "--scheduler", address)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_addresses_are_normalised():
+    assert normalise_address(" tcp://10.0.0.5:8786 ") == "tcp://10.0.0.5:8786"
+    assert normalise_address("scheduler.lab:8786") == "tcp://scheduler.lab:8786"
+    assert normalise_address("tls://[::1]:8786") == "tls://[::1]:8786"
+    with pytest.raises(SchedulerAddressError, match="udp://x:1"):
+        normalise_address("udp://x:1")
+
+
+def test_cluster_lost_is_not_bad_input():
+    from labloop.core.errors import SurrogateError
+
+    assert not issubclass(ClusterLostError, SurrogateError) and issubclass(SchedulerAddressError, SurrogateError)
+
+
+def test_the_campaign_names_its_scheduler(write_campaign, tmp_path):
+    from labloop.core.errors import CampaignError
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    assert load_campaign(write_campaign(tmp_path, name="default")).compute.scheduler is None
+    chosen = load_campaign(write_campaign(tmp_path, name="remote", compute={"scheduler": "10.0.0.5:8786"}))
+    assert chosen.compute.scheduler == "tcp://10.0.0.5:8786"
+    with pytest.raises(CampaignError) as info:
+        load_campaign(write_campaign(tmp_path, name="bad", compute={"scheduler": "http://lab"}))
+    assert "compute" in str(info.value) and "scheduler" in str(info.value) and "tcp://HOST:PORT" in str(info.value)
