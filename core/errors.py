@@ -90,10 +90,16 @@ class JournalWriteError(LabloopError):
 
 
 def dotted(loc: Loc) -> str:
-    """A field path as a person writes it: ``instruments.pump.options[0]``."""
+    """A field path as a person writes it: ``instruments.pump.options[0]``; a key that is empty or holds
+    spaces or control characters is quoted (``budget['']``), so a message stays one readable line."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not part or not str(part).isprintable() or any(c.isspace() for c in str(part)):
+            text += f"[{str(part)!r}]"
+        else:
+            text += f".{part}" if text else str(part)
     return text
 
 

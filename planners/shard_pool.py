@@ -33,7 +33,7 @@ from labloop.planners.acquisition import Acquisition, Goal, acquire
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.conditions import ConditionSpace
 from labloop.planners.design import calibration_design
-from labloop.planners.feedback import DESCRIPTORS, SIZE_DESCRIPTOR, Calibration, cheap_descriptors
+from labloop.planners.feedback import DESCRIPTORS, SIZE_DESCRIPTOR, Calibration, DescriptorTable, cheap_descriptors
 from labloop.planners.pool import DEFAULT_DIVERSITY, FAILURE_BACKGROUND, FirstBatch
 from labloop.planners.similarity import SimilarityIndex
 from labloop.surrogate.library_pipeline import ShardSet
@@ -76,7 +76,8 @@ class ScoreSpec:
         frame = frame[frame["valid"].to_numpy() & ~frame["smiles"].isin(self.tried).to_numpy()]
         mu = frame[f"{self.target}_mean"].to_numpy(dtype=float) - self.offset_v
         sigma = frame[f"{self.target}_std"].to_numpy(dtype=float)
-        mu, sigma = self.calibration.apply(mu, sigma, frame[DESCRIPTOR_COLUMNS].to_numpy(dtype=float))
+        # the residual learners need each molecule's fingerprints: a table of this shard's rows (on the worker)
+        mu, sigma = self.calibration.apply(mu, sigma, list(frame["smiles"]), DescriptorTable())
         score = acquire(self.acquisition, mu, sigma, self.goal, window_v=self.window_v, best_v=self.best_v)
         out = pd.DataFrame({"row": frame["row"].to_numpy(), "smiles": frame["smiles"].to_numpy(), "mu": mu,
                             "sigma": sigma, "score": score,
