@@ -30,6 +30,7 @@ from labloop.core.errors import ConfigError, Disconnected, InputError, InvalidIn
 from labloop.instruments.registry import DriverKind, resolve
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
@@ -66,7 +67,7 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
     if unknown:  # the emulator could not measure them: say so now, not as a potentiostat timeout later
         where = "world.truth.file" if truth.file else "world.truth"
         raise ConfigError(where, f"{len(unknown)} library molecule(s) have no finite true value in "
-                                 f"{table_name(truth.file or campaign.library.file)} (first: {unknown[0][:80]}); "
+                                 f"{display_name(truth.file or campaign.library.file)} (first: {unknown[0][:80]}); "
                                  "a dry run cannot measure them")
     for smiles, sample_id in sample_ids(library).items():
         world.note_sample(sample_id, smiles)
@@ -81,11 +82,6 @@ def _has_truth(world: World, smiles: str) -> bool:
         with BlockLogs():
             return Chem.MolFromSmiles(smiles) is None
     return True
-
-
-def table_name(path: Any) -> str:
-    """A data file as a message names it: its file name."""
-    return getattr(path, "name", str(path))
 
 
 def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
@@ -117,21 +113,22 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
                                          "`python -m serial.tools.list_ports`)")
 
 
-def check_campaign(campaign: Campaign, *, dry_run: bool) -> list[str]:
+def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], World | None]:
     """Everything ``run`` checks before it opens anything (``validate`` runs exactly this): the library, the
-    planner, the instruments and the protocol against them. Returns the library's molecules."""
+    planner, the instruments and the protocol against them, and for a dry run the simulated world. Returns
+    the library's molecules and that world (built once: reading the truth table is the slow part)."""
     library = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
     with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
         valid = any(Chem.MolFromSmiles(smiles) is not None for smiles in library)  # stops at the first valid one
     if not valid:
-        raise InvalidInput(f"library.file: {table_name(campaign.library.file)} has no valid SMILES among its "
+        raise InvalidInput(f"library.file: {display_name(campaign.library.file)} has no valid SMILES among its "
                            f"{len(library)} rows: nothing to propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign)
-    if dry_run:
-        build_world(campaign, library)  # every library molecule must be measurable in the simulated world
-    return library
+    # every library molecule must be measurable in the simulated world
+    world = build_world(campaign, library) if dry_run else None
+    return library, world
 
 
 def check_protocol(campaign: Campaign) -> None:

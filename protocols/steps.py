@@ -71,6 +71,12 @@ SCAN_RATE_RANGE_V_S = (1e-4, 10.0)
 MAX_WAIT_S = 86_400.0
 
 
+
+def _parameter_problem(exc: InvalidParameter) -> Problems:
+    """A parameter error (``field: why``) as the located problem campaign validation reports."""
+    field, _, why = str(exc).partition(": ")
+    return Problems(Problem((field,), why))
+
 class Step(BaseModel):
     """One step of a protocol; ``name`` is how YAML spells it."""
 
@@ -151,8 +157,7 @@ class CV(Step):
             try:
                 self.params()
             except InvalidParameter as exc:
-                field, _, why = str(exc).partition(": ")
-                raise Problems(Problem((field,), why)) from None
+                raise _parameter_problem(exc) from None
         return self
 
     @property
@@ -211,8 +216,7 @@ class Blank(Step):
         try:
             self.params()
         except InvalidParameter as exc:
-            field, _, why = str(exc).partition(": ")
-            raise Problems(Problem((field,), why)) from None
+            raise _parameter_problem(exc) from None
         return self
 
     def params(self) -> CVParams:
@@ -236,8 +240,7 @@ class EIS(Step):
         try:
             self.params()
         except InvalidParameter as exc:
-            field, _, why = str(exc).partition(": ")
-            raise Problems(Problem((field,), why)) from None
+            raise _parameter_problem(exc) from None
         return self
 
     def params(self) -> EISParams:
@@ -290,8 +293,7 @@ class Analyze(Step):
         try:
             return {"settings": CVAnalysisSettings(**data)}
         except InvalidParameter as exc:
-            field, _, why = str(exc).partition(": ")
-            raise Problems(Problem((field,), why)) from None
+            raise _parameter_problem(exc) from None
         except TypeError as exc:
             raise Problems(Problem((), str(exc))) from None
 

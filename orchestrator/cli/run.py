@@ -94,8 +94,7 @@ def report(store: Path, output: Path | None) -> None:
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal]) -> int:
     """Check everything, take the store's lock, and only then open the rig and the journal: a second
     ``run``/``resume`` of a running campaign is refused before it touches any instrument."""
-    library = compose.check_campaign(campaign, dry_run=dry_run)
-    world = compose.build_world(campaign, library) if dry_run else None
+    library, world = compose.check_campaign(campaign, dry_run=dry_run)
     with Interrupts() as interrupts, sole_runner(campaign.store):
         try:
             with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library) as rig:

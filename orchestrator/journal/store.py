@@ -627,14 +627,10 @@ class Journal:
 
     def lab_record(self, experiment_id: int) -> dict[str, Any] | None:
         """The lab-grade measurements of the experiment's current attempt (:meth:`record_lab`), or None."""
-        rows = self._read("SELECT e.data_json FROM events e JOIN experiments x ON x.id = e.experiment_id "
+        rows = self._read("SELECT e.data_json, x.attempt FROM events e JOIN experiments x ON x.id = e.experiment_id "
                           "WHERE e.kind = 'lab' AND e.experiment_id = ? ORDER BY e.id DESC", (experiment_id,))
-        attempt = self._read("SELECT attempt FROM experiments WHERE id = ?", (experiment_id,))
-        for row in rows:
-            data = json.loads(row[0])
-            if attempt and data.get("attempt") == attempt[0][0]:
-                return data
-        return None
+        return next((data for data, attempt in ((json.loads(row[0]), row[1]) for row in rows)
+                     if data.get("attempt") == attempt), None)
 
     def add_model_version(self, n_train: int, metrics: Mapping[str, Any], weights_path: str | Path | None = None
                           ) -> int:
