@@ -142,13 +142,21 @@ def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_
     assert labloop("approve", campaign.store).returncode == 2  # nothing waits any more: one line, exit 2
 
 
+def _event_kinds(store) -> list[str]:
+    if not store.exists():
+        return []
+    with Journal.open(store, readonly=True) as journal:
+        return [e.kind for e in journal.events()]
+
+
 def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
     campaign_file = write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True},
                                    budget={"max_experiments": 2})
     store = tmp_path / "tiny.db"
     run = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
-    _wait_for(lambda: _waiting(store), "batch awaiting approval", run)
+    # kill only once the runner has said it waits (the batch is recorded a moment before the event is)
+    _wait_for(lambda: _waiting(store) and "awaiting_approval" in _event_kinds(store), "batch awaiting approval", run)
     waiting = _waiting(store)
     run.send_signal(signal.SIGKILL)
     run.wait()
