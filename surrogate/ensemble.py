@@ -19,6 +19,7 @@ over slices, instead of resting on a Gaussian assumption.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from labloop.core.errors import InvalidInput
 from labloop.surrogate.config import ModelConfig
 from labloop.surrogate.featurize import Features, FingerprintSettings, InvalidSmiles, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
+from labloop.surrogate.forward import Forward
 from labloop.surrogate.metrics import Z95, calibration_factor, regression_metrics
 from labloop.surrogate.model import (
     LabelScaler,
@@ -76,10 +78,18 @@ class Ensemble:
         floor = np.array([self.calibration_floor.get(t, 0.0) for t in self.targets])
         return factor * np.sqrt(spread**2 + floor**2)
 
+    @functools.cached_property
+    def forward(self) -> Forward | None:
+        """The members' forward pass in numpy (:mod:`labloop.surrogate.forward`), read once from their weights."""
+        return Forward.of(self.members)
+
     def _raw(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
         """Uncalibrated ensemble mean and spread (std across members) in label units."""
         inputs = network_inputs(feats, self.config, self.descriptor_scaler)
-        preds = np.stack([self.scaler.inverse(predict_scaled(m, inputs)) for m in self.members])
+        if self.forward is not None:
+            preds = np.stack([self.scaler.inverse(out) for out in self.forward(inputs)])
+        else:  # a network built otherwise than surrogate/model.py builds it: Keras predicts
+            preds = np.stack([self.scaler.inverse(predict_scaled(m, inputs)) for m in self.members])
         return preds.mean(axis=0), preds.std(axis=0)
 
     def predict_features(self, feats: Features, batch: int = 20000) -> tuple[np.ndarray, np.ndarray]:
