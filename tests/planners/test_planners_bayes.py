@@ -256,6 +256,8 @@ def test_condition_planner_is_seeded_per_step_and_moves_towards_clean_voltammogr
 def test_cheap_descriptors():
     assert cheap_descriptors("c1ccncc1") == (6, 1, 1, 0, 0, 0)  # heavy atoms, rings, N, O, S, halogens
     assert cheap_descriptors("OC1CCC(Cl)C1c1ccsc1") == (12, 2, 0, 1, 1, 1)
+    assert cheap_descriptors("[2H]C([2H])([2H])I") == (2, 0, 0, 0, 0, 1)  # deuterium is no heavy atom
+    assert cheap_descriptors("[Na+].[Cl-].O=S(=O)(N)c1ccccc1") == (12, 1, 1, 2, 1, 1)
     assert all(math.isnan(x) for x in cheap_descriptors("not a smiles"))
 
 
