@@ -15,6 +15,11 @@ observations, :class:`CalibratedModel` for learning planners); only the measurem
 Each (planner, seed) campaign returns its hits after every experiment (or the best objective score for
 goals without a hit definition) and its proposal latencies; :func:`summarise` turns them into means, sds,
 hits at 25/50/100% of the budget and latency percentiles. Nothing here reads how the truth was made.
+
+The yardstick (:func:`oracle_view`): the ``bayes`` planner with the prior calibrated once, before the
+campaign, on :data:`ORACLE_ROWS` of the table's true values (noise-free) and never again — what the
+feedback could know after that many perfect measurements spread over the library. A planner's hits as a
+fraction of this oracle's say how much of the table's learnable error it found within its budget.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ REFERENCE_OFFSET_V = 3.2
 SCAN_V = (-0.8, 1.95, -0.8)
 E_STEP_V = 0.002
 
+#: true values the oracle's calibration is fitted on (a seeded sample of the library when the table has more)
+ORACLE_ROWS = 400
+
 #: ``measure(smiles, conditions, seed, k)`` -> the observation of the ``k``-th experiment of a campaign
 Measure = Callable[[str, Mapping[str, Any], int, int], Observation]
 
@@ -61,6 +69,15 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> dict[s
 def _noise_rng(seed: int, smiles: str) -> np.random.Generator:
     digest = hashlib.sha256(f"backtest:{seed}:{smiles}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def oracle_view(model: ModelView, truth: Mapping[str, float], library: Sequence[str], descriptors: DescriptorTable,
+                *, seed: int, rows: int = ORACLE_ROWS) -> CalibratedModel:
+    """The oracle's model (module docstring): ``model`` calibrated on the true values of up to ``rows``
+    library molecules drawn with ``seed``."""
+    known = [s for s in library if s in truth]
+    picked = np.sort(np.random.default_rng(seed).choice(len(known), size=min(rows, len(known)), replace=False))
+    return CalibratedModel(model, [Observation(known[i], {}, truth[known[i]]) for i in picked], descriptors)
 
 
 def table_measure(truth: Mapping[str, float], noise_v: float) -> Measure:
@@ -145,9 +162,10 @@ def run_campaign(planner: Planner, model: ModelView | None, measure: Measure, *,
     return run
 
 
-def summarise(runs: Sequence[CampaignRun], budget: int) -> dict[str, Any]:
+def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | None = None) -> dict[str, Any]:
     """Mean, sd and standard error of the final score, the per-seed values, the mean at 25/50/100% of the
-    budget, failures, the learners chosen and proposal latencies."""
+    budget, failures, the learners chosen and proposal latencies; with ``oracle_mean`` (the oracle's mean
+    hits), the mean as a fraction of it (None when the oracle found nothing)."""
     finals = [r.curve[-1] if r.curve else 0.0 for r in runs]
     at = {}
     for fraction in (0.25, 0.5, 1.0):
@@ -156,7 +174,10 @@ def summarise(runs: Sequence[CampaignRun], budget: int) -> dict[str, Any]:
                                                              for r in runs), 2)
     latencies = [t for r in runs for t in r.latency_s]
     learners = [name for r in runs for name in r.learners]
-    return {"mean": round(statistics.mean(finals), 2),
+    fraction = None
+    if oracle_mean:
+        fraction = round(statistics.mean(finals) / oracle_mean, 3)
+    return {"mean": round(statistics.mean(finals), 2), "of_oracle": fraction,
             "sd": round(statistics.stdev(finals), 2) if len(finals) > 1 else 0.0,
             "se": round(statistics.stdev(finals) / len(finals) ** 0.5, 2) if len(finals) > 1 else None,
             "per_seed": finals, "after": at, "failed_mean": round(statistics.mean(r.failed for r in runs), 2),

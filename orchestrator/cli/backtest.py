@@ -13,6 +13,7 @@ import click
 
 from labloop.core.errors import InvalidInput
 from labloop.orchestrator import console
+from labloop.orchestrator.backtest import ORACLE_ROWS
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,12 @@ def _prior(campaign: Campaign) -> Any:
 @click.option("--no-instruments", is_flag=True, help="The truth plus --noise-v is the measurement (no CV simulated).")
 @click.option("--noise-v", type=click.FloatRange(min=0), default=0.01, show_default=True,
               help="Measurement noise (V): added to the truth, or the simulated reference drift.")
+@click.option("--oracle/--no-oracle", default=True, show_default=True,
+              help="Also run the yardstick: bayes with the prior calibrated on the table's true values of "
+                   f"{ORACLE_ROWS} library molecules before the campaign (needs a prior and a hit window).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, seeds: int, budget: int | None,
-             no_instruments: bool, noise_v: float, as_json: bool) -> None:
+             no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
     from labloop.orchestrator import backtest as engine
     from labloop.planners import PLANNERS, make_planner
     from labloop.planners.feedback import DescriptorTable
@@ -107,19 +111,32 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
         return max((objective.score(v) for v in values), default=float("nan"))
 
     descriptors = DescriptorTable()
+    oracle = oracle and model is not None and objective.defines_hits
     results: dict[str, Any] = {}
     with console.progress() as bar:
-        task = bar.add_task("backtest", total=len(kinds) * seeds * budget)
-        for kind in kinds:
+        task = bar.add_task("backtest", total=(len(kinds) + oracle) * seeds * budget)
+
+        def runs_of(kind: str, name: str, view_of: Any = None) -> list:
             planner = make_planner(campaign.model_copy(update={"planner": campaign.planner.model_copy(
                 update={"kind": kind})}).planner_settings(), library, descriptors)
             runs = []
             for seed in range(campaign.seed, campaign.seed + seeds):
-                bar.update(task, description=f"{kind} seed {seed}")
+                bar.update(task, description=f"{name} seed {seed}")
                 runs.append(engine.run_campaign(planner, model, measure, seed=seed, budget=budget,
                                                 batch=campaign.planner.batch_size, descriptors=descriptors,
-                                                score=score, on_experiment=lambda: bar.advance(task)))
-            results[kind] = engine.summarise(runs, budget)
+                                                score=score, view_of=view_of, on_experiment=lambda: bar.advance(task)))
+            return runs
+
+        oracle_mean = None
+        if oracle:
+            bar.update(task, description="oracle calibration")
+            view = engine.oracle_view(model, known, library, descriptors, seed=campaign.seed)
+            oracle_summary = engine.summarise(runs_of("bayes", "oracle", lambda observations: view), budget)
+            oracle_mean = oracle_summary["mean"]
+        for kind in kinds:
+            results[kind] = engine.summarise(runs_of(kind, kind), budget, oracle_mean)
+        if oracle:
+            results["oracle"] = oracle_summary
     report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
               "seeds": [campaign.seed, campaign.seed + seeds - 1],
@@ -136,12 +153,13 @@ def _print_table(report: dict[str, Any]) -> None:
     what = report["measure"]
     table = Table(title=f"{report['campaign']}: {what} in {report['budget']} experiments, {report['library']} "
                         f"molecules, seeds {report['seeds'][0]}-{report['seeds'][1]}, {report['instruments']}")
-    for heading in ("planner", f"{what} mean +/- sd", "per seed", "at 25% / 50% / 100%", "failed",
+    for heading in ("planner", f"{what} mean +/- sd", "of oracle", "per seed", "at 25% / 50% / 100%", "failed",
                     "proposal median / p95 (s)"):
         table.add_column(heading)
     for name, r in report["planners"].items():
         after = " / ".join(f"{v:g}" for v in r["after"].values())
         per_seed = " ".join(f"{v:g}" for v in r["per_seed"])
-        table.add_row(name, f"{r['mean']:g} +/- {r['sd']:g}", per_seed, after, f"{r['failed_mean']:g}",
+        of_oracle = "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}"
+        table.add_row(name, f"{r['mean']:g} +/- {r['sd']:g}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
                       f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
     console.out.print(table)

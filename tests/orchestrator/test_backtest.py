@@ -45,9 +45,36 @@ def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign,
                      "--seeds", "1", "--budget", "12", "--no-instruments", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    bayes = report["planners"]["bayes"]
+    bayes, oracle = report["planners"]["bayes"], report["planners"]["oracle"]
     assert set(bayes["learners"]) <= {"offset", "linear", "additive", "gp"} and sum(bayes["learners"].values()) == 2
     assert bayes["latency_s"]["median"] > 0
+    assert oracle["learners"] == {}  # calibrated once before the campaign, never during it
+    for name in ("bayes", "greedy"):
+        r = report["planners"][name]
+        assert r["of_oracle"] == (round(r["mean"] / oracle["mean"], 3) if oracle["mean"] else None)
+
+
+def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
+    """Calibrated on the table's true values, the prior's error on the library shrinks (here the truth is
+    the prior's IE shifted by 1.54 V: a systematic error the oracle must have removed)."""
+    import numpy as np
+
+    from labloop.orchestrator.backtest import oracle_view, read_truth
+    from labloop.orchestrator.cli.backtest import _prior
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.planners.feedback import DescriptorTable
+
+    path, _ = truth_csv
+    campaign = load_campaign(write_campaign(tmp_path, prior=True, planner={"kind": "bayes", "batch_size": 4}))
+    truth = read_truth(path, "e_v")
+    library = list(truth)
+    model = _prior(campaign)
+    view = oracle_view(model, truth, library, DescriptorTable(), seed=0, rows=50)
+    assert view.calibration.n == 50
+    true = np.array([truth[s] for s in library])
+    prior_error = np.mean(np.abs(np.array(model.predict(library)[0]) - true))
+    oracle_error = np.mean(np.abs(view.predict(library)[0] - true))
+    assert prior_error > 1.0 and oracle_error < 0.5 * prior_error
 
 
 @pytest.mark.parametrize(("args", "says"), [
