@@ -9,8 +9,11 @@ world's systematic part, exactly, and the surrogate's own sigma: what a planner 
 would find) and ``legacy`` (``bayes`` with the calibration labloop had before issue 13: a Bayesian ridge of
 the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below). Seeds: ``--seed-start``
 (tune on 1000+, report 0-19). The bundled molecules are split
-once (seed :data:`SPLIT_SEED`) into a library of 5,000 molecules whose potentials only the world knows and
-a prior of the rest, on which the `fast` surrogate is trained once (IE/EA, 5 folds) and cached. The
+once (seed :data:`SPLIT_SEED`) into library slices of 5,000 molecules whose potentials only the world knows
+(``--library a``, or ``b``: other molecules) and a prior of the rest, on which the `fast` surrogate is
+trained once per slice (IE/EA, 5 folds) and cached. Every campaign runs through the engine of `labloop
+backtest` (``orchestrator/backtest.py``: the runner's planners and calibration, simulated CVs, its
+summary with each planner's fraction of ``oracle``). The
 objective is the oxidation potential in [4.5, 4.6] V vs Li/Li+. Each planner (`bayes`, `greedy`,
 `screening`, `random`) runs 5 seeds of 100 experiments in batches of 4, with the planners and the feedback
 calibration exactly as a campaign uses them (``planners/``); each experiment is a cyclic voltammogram
@@ -24,7 +27,7 @@ Reported: hits (measured E1/2 inside the window) per planner, mean/std/min/max o
 every 10 experiments, the proposal latency, and the latency of one `bayes` proposal over a 100,000-molecule
 library with the model's predictions cached. ``--plot FILE`` draws hits against experiment number.
 
-Usage: python bench/campaign.py [--seeds 5] [--seed-start 0] [--experiments 100] [--batch 4]
+Usage: python bench/campaign.py [--library a|b] [--seeds 5] [--seed-start 0] [--experiments 100] [--batch 4]
        [--planners bayes,greedy,...] [--worlds born,groups,smooth,drift] [--model-dir DIR]
        [--plot bench/campaign_hits.png] [--big 100000] [--parts campaigns,big]
 Never asserts a result; bench/RESULTS.md records the numbers.
@@ -54,11 +57,15 @@ TARGETS = ("ie_ev", "ea_ev")
 WINDOW_V = (4.5, 4.6)
 
 
-def split_world() -> tuple[MoleculeTable, MoleculeTable]:
-    """(prior, library): the bundled data split once; the library's labels are for the world only."""
+def split_world(which: str = "a") -> tuple[MoleculeTable, MoleculeTable]:
+    """(prior, library): the bundled data split once (seed :data:`SPLIT_SEED`); library ``a`` is the first
+    :data:`LIBRARY_SIZE` molecules of the permutation, ``b`` the next ones (other molecules), and the prior is
+    every molecule but the library's, whose labels are for the world only."""
     table = read_table(bundled_path(), TARGETS)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(table.smiles))
-    lib, pri = np.sort(order[:LIBRARY_SIZE]), np.sort(order[LIBRARY_SIZE:])
+    first = {"a": 0, "b": LIBRARY_SIZE}[which]
+    chosen = order[first:first + LIBRARY_SIZE]
+    lib, pri = np.sort(chosen), np.sort(np.setdiff1d(order, chosen))
     def take(rows: np.ndarray) -> MoleculeTable:
         return MoleculeTable(table.path, [table.smiles[i] for i in rows], list(table.targets), table.Y[rows])
     return take(pri), take(lib)
@@ -90,6 +97,7 @@ WORLDS = ("born", "groups", "smooth", "drift")
 
 def world_of(prior: MoleculeTable, library: MoleculeTable, seed: int, kind: str = "born"):
     """The simulated world of one run: truth ``kind`` from IE/EA in acetonitrile, 10 mV noise per measurement."""
+    from labloop.orchestrator.backtest import REFERENCE_OFFSET_V  # the example protocol's cell
     from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
     from labloop.sim.world import TruthTable, World
 
@@ -156,30 +164,6 @@ class LegacyCalibratedModel:
         return mu + shift, np.sqrt(sigma**2 + self.extra_var + param_var)
 
 
-#: the example protocol's cell and scan: reference at 3.2 V vs Li/Li+, -0.8..1.95 V vs the reference
-REFERENCE_OFFSET_V = 3.2
-SCAN_V = (-0.8, 1.95, -0.8)
-E_STEP_V = 0.002
-
-
-def measure(world, smiles: str, conditions: dict, rng: np.random.Generator):
-    """One simulated experiment as the runner judges it: an Observation with the measured E1/2 (V vs Li/Li+),
-    or a failure of the analysis (no peak in the window, flags) — and its quality."""
-    from labloop.instruments.cv_analysis import analyze_cv, measurement_quality, to_li_scale
-    from labloop.instruments.voltammogram import CVParams
-    from labloop.planners import Observation
-    from labloop.sim.cv_physics import simulate_cv
-
-    begin, vertex1, vertex2 = SCAN_V
-    params = CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2,
-                      scan_rate_v_s=float(conditions["scan_rate_v_s"]), e_step_v=E_STEP_V)
-    result = analyze_cv(simulate_cv(world.couple_of(smiles), params, rng))
-    ok = result.e_half_v is not None and not result.flags
-    potential = to_li_scale(result.e_half_v, REFERENCE_OFFSET_V) if ok else None
-    return Observation(smiles, conditions, potential, quality=measurement_quality(result),
-                       failure=None if ok else "analysis")
-
-
 def make_planners(library: list[str], descriptors) -> dict:
     from labloop.planners import ConditionSpace, PoolPlanner, RandomPlanner, ScreeningPlanner
 
@@ -196,46 +180,25 @@ def make_planners(library: list[str], descriptors) -> dict:
             "random": RandomPlanner(library, conditions)}
 
 
-def run_campaign(planner, model, world, *, seed: int, experiments: int, batch: int, descriptors,
-                 legacy_table: dict | None = None) -> dict:
-    """One campaign: hits after each experiment, failures, proposal latencies, calibration errors and the
-    learners the calibrations chose."""
-    from threadpoolctl import threadpool_limits
+def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experiments: int, batch: int, descriptors,
+                 legacy_table: dict):
+    """One campaign through the backtest engine (``orchestrator/backtest.py``): CVs simulated for the world of
+    ``seed``, scored by hits in the window; ``oracle`` and ``legacy`` replace the calibrated model."""
+    from labloop.orchestrator import backtest as engine
 
-    from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS
-    from labloop.planners import PlannerState
-    from labloop.planners.feedback import CalibratedModel
+    view_of = None
+    if name == "oracle":
+        oracle = OracleModel(model, world_of_seed(seed))
+        view_of = lambda observations: oracle  # noqa: E731
+    elif name == "legacy":
+        view_of = lambda observations: LegacyCalibratedModel(model, observations, legacy_table)  # noqa: E731
 
-    rng = np.random.default_rng(seed)
-    observations: list = []
-    hits, latencies, errors, learners = [], [], [], []
-    step = 0
-    while len(observations) < experiments:
-        state = PlannerState(planner.name, seed, step, observations=tuple(observations))
-        t0 = time.perf_counter()
-        with threadpool_limits(PLANNER_BLAS_THREADS):  # as the runner proposes
-            if planner.name == "oracle":
-                view = OracleModel(model, world)
-            elif planner.name == "legacy":
-                view = LegacyCalibratedModel(model, observations, legacy_table if legacy_table is not None else {})
-            elif planner.learns:
-                view = CalibratedModel(model, observations, descriptors)
-                learners.append(view.calibration.summary().get("learner"))
-            else:
-                view = model
-            proposals = planner.propose(state, min(batch, experiments - len(observations)), view)
-        latencies.append(time.perf_counter() - t0)
-        for p in proposals:
-            obs = measure(world, p.smiles, dict(p.conditions), rng)
-            observations.append(obs)
-            if obs.potential_v is not None and p.mu is not None:
-                errors.append(abs(obs.potential_v - p.mu))
-            hits.append(sum(o.potential_v is not None and WINDOW_V[0] <= o.potential_v <= WINDOW_V[1]
-                            for o in observations))
-        step += 1
-    return {"hits": hits[-1], "hits_curve": hits, "failed": sum(o.failure is not None for o in observations),
-            "latency_s": latencies, "prediction_errors_v": errors, "learners": learners,
-            "mean_quality": float(np.mean([o.quality for o in observations if o.quality is not None]))}
+    def hits(observations) -> float:
+        return float(sum(o.potential_v is not None and WINDOW_V[0] <= o.potential_v <= WINDOW_V[1]
+                         for o in observations))
+
+    return engine.run_campaign(planner, model, engine.cv_measure(world_of_seed), seed=seed, budget=experiments,
+                               batch=batch, descriptors=descriptors, score=hits, view_of=view_of)
 
 
 def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
@@ -279,27 +242,18 @@ def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
             "proposal_s": round(min(times[1:]), 3), "proposal_s_all": [round(t, 3) for t in times]}
 
 
-def summarise(runs: dict[str, list[dict]], experiments: int) -> dict:
+def summarise(runs: dict, experiments: int) -> dict:
+    """The backtest engine's summary per planner (``orchestrator/backtest.py``: mean, sd, se, per seed, at
+    25/50/100%, failures, learners, latency; fraction of ``oracle`` when it ran) and the mean hits after
+    every 10 experiments."""
+    from labloop.orchestrator import backtest as engine
+
+    oracle = engine.summarise(runs["oracle"], experiments)["mean"] if "oracle" in runs else None
     out = {}
     for name, results in runs.items():
-        hits = [r["hits"] for r in results]
-        curve = np.mean([r["hits_curve"] for r in results], axis=0)
-        latencies = [t for r in results for t in r["latency_s"]]
-        errors = [r["prediction_errors_v"] for r in results]
-        out[name] = {
-            "hits_mean": round(statistics.mean(hits), 1), "hits_std": round(statistics.pstdev(hits), 1),
-            "hits_min": min(hits), "hits_max": max(hits), "hits_per_seed": hits,
-            "hits_se": round(statistics.stdev(hits) / len(hits) ** 0.5, 2) if len(hits) > 1 else None,
-            "hits_after": {str(k): round(float(curve[k - 1]), 1) for k in range(10, experiments + 1, 10)},
-            "failed_mean": round(statistics.mean(r["failed"] for r in results), 1),
-            "mean_quality": round(statistics.mean(r["mean_quality"] for r in results), 3),
-            "proposal_latency_s": {"median": round(statistics.median(latencies), 3), "max": round(max(latencies), 3)},
-            "learners_chosen": {k: sum(v == k for r in results for v in r["learners"])
-                                for k in sorted({v for r in results for v in r["learners"] if v})},
-            "prediction_mae_v_by_decile": [round(float(np.mean([np.mean(e[k * len(e) // 10:(k + 1) * len(e) // 10])
-                                                                for e in errors if len(e) >= 10])), 3)
-                                           for k in range(10)],
-        }
+        curve = np.mean([r.curve for r in results], axis=0)
+        out[name] = {**engine.summarise(results, experiments, None if name == "oracle" else oracle),
+                     "hits_after": {str(k): round(float(curve[k - 1]), 1) for k in range(10, experiments + 1, 10)}}
     return out
 
 
@@ -311,7 +265,7 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, results in runs.items():
-        curves = np.array([r["hits_curve"] for r in results])
+        curves = np.array([r.curve for r in results])
         x = np.arange(1, curves.shape[1] + 1)
         ax.plot(x, curves.mean(axis=0), label=f"{name} ({curves[:, -1].mean():.1f})")
         ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), alpha=0.15)
@@ -328,6 +282,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--seed-start", type=int, default=0, help="first seed (tune on 1000+, report 0-19)")
     ap.add_argument("--worlds", default="born", help=f"comma-separated world kinds: {', '.join(WORLDS)}")
+    ap.add_argument("--library", choices=("a", "b"), default="a",
+                    help="which 5,000-molecule slice of the bundled data is the library (the prior is the rest)")
     ap.add_argument("--experiments", type=int, default=100)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--planners", default="bayes,greedy,screening,random")
@@ -344,8 +300,9 @@ def main() -> None:
     from labloop.planners.feedback import DescriptorTable
     from labloop.surrogate.fingerprint_cache import default_cache_dir
 
-    prior, library = split_world()
-    model_dir = args.model_dir or default_cache_dir() / "bench" / f"campaign-prior-{SPLIT_SEED}"
+    prior, library = split_world(args.library)
+    suffix = "" if args.library == "a" else f"-{args.library}"  # library a's prior keeps its cached name
+    model_dir = args.model_dir or default_cache_dir() / "bench" / f"campaign-prior-{SPLIT_SEED}{suffix}"
     ensemble, train_s = prior_ensemble(model_dir, prior)
     model = ObjectiveModel(ensemble, 1, "oxidation_potential")
     model.predict(library.smiles)  # cached once, as the runner does for each model version
@@ -353,32 +310,37 @@ def main() -> None:
     planners = make_planners(library.smiles, descriptors)
     parts = args.parts.split(",")
     seeds = range(args.seed_start, args.seed_start + args.seeds)
-    out: dict = {"library": len(library.smiles), "prior": len(prior.smiles), "window_v": list(WINDOW_V),
+    out: dict = {"library": len(library.smiles), "library_slice": args.library, "prior": len(prior.smiles),
+                 "window_v": list(WINDOW_V),
                  "experiments": args.experiments, "batch": args.batch, "seeds": [seeds.start, seeds.stop - 1],
                  "prior_training_s": None if train_s is None else round(train_s), "worlds": {}}
     legacy_table: dict = {}
     for kind in args.worlds.split(",") if "campaigns" in parts else []:
         truth = world_of(prior, library, seeds.start, kind)
-        runs: dict[str, list[dict]] = {}
+        runs: dict[str, list] = {}
+
+        def world_of_seed(s: int, kind: str = kind):
+            return world_of(prior, library, s, kind)
+
         for name in args.planners.split(","):
             runs[name] = []
             for seed in seeds:
                 t0 = time.perf_counter()
-                result = run_campaign(planners[name], model, world_of(prior, library, seed, kind), seed=seed,
+                result = run_campaign(name, planners[name], model, world_of_seed, seed=seed,
                                       experiments=args.experiments, batch=args.batch, descriptors=descriptors,
                                       legacy_table=legacy_table)
                 runs[name].append(result)
-                log.warning("%s %s seed %d: %d hits, %d failed (%.0f s)", kind, name, seed, result["hits"],
-                            result["failed"], time.perf_counter() - t0)
+                log.warning("%s %s seed %d: %d hits, %d failed (%.0f s)", kind, name, seed, result.curve[-1],
+                            result.failed, time.perf_counter() - t0)
         world = {"library_in_window_first_seed": sum(WINDOW_V[0] <= truth.truth_v(s) <= WINDOW_V[1]
                                                      for s in library.smiles),
                  "planners": summarise(runs, args.experiments)}
         for baseline in ("random", "screening", "greedy", "oracle", "legacy"):
             if "bayes" in runs and baseline in runs:  # null when the baseline found nothing (no finite ratio)
-                hits, ours = world["planners"][baseline]["hits_mean"], world["planners"]["bayes"]["hits_mean"]
+                hits, ours = world["planners"][baseline]["mean"], world["planners"]["bayes"]["mean"]
                 world[f"bayes_vs_{baseline}"] = round(ours / hits, 2) if hits else None
         if "bayes" in runs and "greedy" in runs:  # paired by seed
-            diff = [b["hits"] - g["hits"] for b, g in zip(runs["bayes"], runs["greedy"], strict=True)]
+            diff = [b.curve[-1] - g.curve[-1] for b, g in zip(runs["bayes"], runs["greedy"], strict=True)]
             world["bayes_minus_greedy"] = {"mean": round(statistics.mean(diff), 2),
                                            "se": round(statistics.stdev(diff) / len(diff) ** 0.5, 2)
                                            if len(diff) > 1 else None, "per_seed": diff}
