@@ -270,8 +270,8 @@ class Runner:
             try:
                 proposals = self.planner.propose(state, n, model)
             except self._lost_cluster as exc:
-                raise ClusterLostError(f"the Dask cluster went away while scoring the library ({type(exc).__name__}"
-                                       f"{f': {exc}' if str(exc) else ''}); finished shards are kept") from None
+                raise ClusterLostError(f"the Dask cluster went away while the library's shards were scored "
+                                       f"({type(exc).__name__}); finished shards are kept") from None
         if proposals:
             with self.interrupts.deferred():
                 self.journal.record_proposals(proposals, step=step, planner=self.planner.name,
