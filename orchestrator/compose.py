@@ -161,11 +161,7 @@ def compute_placement(campaign: Campaign, scheduler: str | None, rows: int) -> t
     small campaigns and the baselines stay in this process, as they always ran."""
     if campaign.planner.kind not in SHARD_PLANNERS:
         return False, None
-    try:
-        return compute.placement(scheduler or campaign.compute.scheduler, rows)
-    except compute.SchedulerAddressError as exc:
-        where = "--scheduler" if scheduler else "compute.scheduler"
-        raise compute.SchedulerAddressError(f"{where}: {exc}") from None
+    return compute.placement(scheduler or campaign.compute.scheduler, rows)  # both checked when they were read
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from typing import Self
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
-from labloop.orchestrator.learning.retraining import Retrainer
+from labloop.orchestrator.learning.retraining import Prepare, Retrainer
 from labloop.planners import ModelView, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
@@ -38,13 +38,13 @@ class Learning:
 
     ``model`` is the newest journalled model (None: a campaign without a prior); ``learns`` whether the
     planner uses measurements at all (the screening and random baselines do not); ``descriptors`` the table
-    of cheap descriptors shared with the planner; ``prepare(model)`` predicts the library with a retrained
+    of cheap descriptors shared with the planner; ``prepare(model, check)`` predicts the library with a retrained
     model before it is taken (:class:`.retraining.Retrainer`).
     """
 
     def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str], model: models.LoadedModel | None,
                  *, learns: bool, descriptors: DescriptorTable, deferred: Deferred,
-                 prepare: Callable[[models.LoadedModel], object] | None = None) -> None:
+                 prepare: Prepare | None = None) -> None:
         self.campaign = campaign
         self.journal = journal
         self.model = model

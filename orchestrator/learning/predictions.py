@@ -56,16 +56,17 @@ class LibraryPredictions:
         #: set by the runner to show a progress bar per version predicted
         self.progress: ProgressFactory | None = None
         self._sets: dict[int, ShardSet] = {}
-        self._lock = threading.Lock()  # the runner's thread and the retrainer's may both ask
+        self._lock = threading.Lock()  # guards ``_sets``: the runner's thread and the retrainer's both ask
 
     def stored(self) -> StoredPredictions:
         """What a planner needs of them (planners never see the journal)."""
         return StoredPredictions(self.shards, self.target, self.client)
 
-    def prepare(self, loaded: models.LoadedModel) -> ShardSet:
+    def prepare(self, loaded: models.LoadedModel, check: Callable[[], None] | None = None) -> ShardSet:
         """The shards of ``loaded``'s version, predicted now where missing (a cluster that goes away:
-        :class:`labloop.surrogate.compute.ClusterLostError`; the shards finished stay)."""
-        return self._predict(loaded.row.version, loaded.row.weights_path)
+        :class:`labloop.surrogate.compute.ClusterLostError`; the shards finished stay). ``check()`` is called
+        after every chunk and may raise to stop (a retrain cancelled as the run stops)."""
+        return self._predict(loaded.row.version, loaded.row.weights_path, check)
 
     def shards(self, version: int) -> ShardSet:
         """The shards of model ``version`` (a journalled version), predicted first if they are not yet."""
@@ -77,15 +78,25 @@ class LibraryPredictions:
             raise KeyError(f"model version {version} is not in the journal")
         return self._predict(version, row.weights_path)
 
-    def _predict(self, version: int, weights: str | None) -> ShardSet:
+    def _predict(self, version: int, weights: str | None, check: Callable[[], None] | None = None) -> ShardSet:
+        # not under the lock: the runner proposes from its version's shards while the retrainer predicts the
+        # next version's (two threads predicting one version would write the same whole shards)
         with self._lock:
             if version in self._sets:
                 return self._sets[version]
-            advance = None if self.progress is None else self.progress(f"library, model v{version}", self.rows)
-            shards = predict_library(self.library, weights or "", self.directory, client=self.client,
-                                     smiles_column=self.smiles_column, chunk_size=self.chunk_size,
-                                     describe=describe, progress=advance)
-            log.info("model version %d: %d library rows in %s (%d predicted now)", version, shards.n_rows,
-                     shards.directory, shards.n_predicted)
+        bar = None if self.progress is None else self.progress(f"library, model v{version}", self.rows)
+
+        def advance(molecules: int) -> None:
+            if check is not None:
+                check()
+            if bar is not None:
+                bar(molecules)
+
+        shards = predict_library(self.library, weights or "", self.directory, client=self.client,
+                                 smiles_column=self.smiles_column, chunk_size=self.chunk_size, describe=describe,
+                                 progress=advance)
+        log.info("model version %d: %d library rows in %s (%d predicted now)", version, shards.n_rows,
+                 shards.directory, shards.n_predicted)
+        with self._lock:
             self._sets[version] = shards
-            return shards
+        return shards

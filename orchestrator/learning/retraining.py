@@ -22,18 +22,21 @@ from labloop.surrogate.compute import ClusterLostError
 
 log = logging.getLogger(__name__)
 
+#: ``prepare(model, check)``: predict the library with a new model; ``check()`` raises when cancelled
+Prepare = Callable[[models.LoadedModel, Callable[[], None]], object]
+
 
 class Retrainer:
     """One campaign's retraining job; a context manager (leaving it cancels a retrain in progress).
-    ``prepare(model)`` predicts the library with a new model before the runner may take it (default: the
-    model's own cache, in this process)."""
+    ``prepare(model, check)`` predicts the library with a new model before the runner may take it (default:
+    into the model's own cache, in this process), calling ``check()`` now and then to stop when cancelled."""
 
     def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str],
-                 prepare: Callable[[models.LoadedModel], object] | None = None) -> None:
+                 prepare: Prepare | None = None) -> None:
         self.campaign = campaign
         self.journal = journal
         self.library = library
-        self.prepare = prepare or (lambda loaded: loaded.model.predict(library))
+        self.prepare = prepare or (lambda loaded, _check: loaded.model.predict(library))
         self._lost: ClusterLostError | None = None
         self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, daemon=True)
         self._idle = threading.Event()
@@ -67,13 +70,16 @@ class Retrainer:
 
     def _train(self, measured: list[tuple[str, float]], round_: int,
                on_done: Callable[[models.LoadedModel], None] | None) -> None:
-        def progress(_member: int, _epoch: int) -> None:
+        def check() -> None:
             if self._cancel.is_set():
                 raise models.TrainingCancelled
 
+        def progress(_member: int, _epoch: int) -> None:
+            check()
+
         try:
             loaded = models.retrain(self.campaign, self.journal, measured, round_, progress)
-            self.prepare(loaded)  # here, not at the next proposal: the rig must not wait for it
+            self.prepare(loaded, check)  # here, not at the next proposal: the rig must not wait for it
         except models.TrainingCancelled:
             log.info("retraining round %d cancelled", round_)
         except ClusterLostError as exc:  # not the retrain's fault: the run stops at its next proposal

@@ -5,10 +5,10 @@ scheduler finishes with the uninterrupted run's proposals; a scheduler that does
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -69,35 +69,11 @@ def test_a_campaign_on_a_local_cluster_proposes_from_shards_what_memory_does(fol
     assert shown.returncode == 0 and "Dask LocalCluster" in shown.stdout, shown.stderr
 
 
-def _dask(*args: str, log: Path) -> subprocess.Popen:
-    """A real ``dask`` command-line process, its TensorFlow on one thread."""
-    return subprocess.Popen([str(Path(sys.executable).with_name("dask")), *args], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1",
-                                                           "TF_NUM_INTRAOP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
-
-
-def _cluster(port: int, log: Path) -> list[subprocess.Popen]:
-    """``dask scheduler`` on 127.0.0.1:``port`` and one single-threaded ``dask worker`` (no nanny)."""
-    scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                      log=log.with_suffix(".scheduler.log"))
-    worker = _dask("worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                   "--host", "127.0.0.1", log=log.with_suffix(".worker.log"))
-    return [scheduler, worker]
-
-
 def _stop(processes: list[subprocess.Popen]) -> None:
     for proc in processes:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _done(store: Path) -> int:
@@ -107,18 +83,23 @@ def _done(store: Path) -> int:
         return len(journal.experiments(states=(State.DONE,)))
 
 
-def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterrupted(folder, reference,
-                                                                                       write_campaign, labloop):
-    import time
+def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterrupted(
+        folder, reference, write_campaign, labloop, free_port, dask_command):
+    def cluster(log: Path) -> list[subprocess.Popen]:
+        """``dask scheduler`` at ``address`` and one single-threaded ``dask worker`` (no nanny)."""
+        return [dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                             log=log.with_suffix(".scheduler.log")),
+                dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host",
+                             "127.0.0.1", log=log.with_suffix(".worker.log"))]
 
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     campaign_file = write_campaign(folder, prior=True, name="remote", compute={"scheduler": address}, **SECTIONS)
     store = folder / "remote.db"
-    first = _cluster(port, folder / "first")
+    first = cluster(folder / "first")
+    run = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign_file),
+                            "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        run = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign_file),
-                                "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
         while _done(store) < 1:  # the first batch came from the cluster's shards; the next one needs it
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
@@ -140,7 +121,7 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
     assert 1 <= done_before < 6
     assert not [p for p in predictions_dir(store).rglob("*") if p.is_file() and p.suffix != ".parquet"]
 
-    second = _cluster(port, folder / "second")  # the scheduler again, at the same address
+    second = cluster(folder / "second")  # the scheduler again, at the same address
     try:
         resumed = labloop("resume", store)
     finally:
@@ -151,9 +132,9 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
 
 @pytest.mark.parametrize("where", ["campaign", "option"])
 def test_a_scheduler_that_does_not_answer_is_exit_2_in_validate_and_run_with_nothing_written(
-        where, tmp_path, write_campaign, labloop, monkeypatch):
+        where, tmp_path, write_campaign, labloop, monkeypatch, free_port):
     monkeypatch.setattr(compute, "CONNECT_TIMEOUT_S", 2)
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     extra = {"compute": {"scheduler": address}} if where == "campaign" else {}
     campaign_file = write_campaign(tmp_path, prior=True, **SECTIONS, **extra)
     option = ["--scheduler", address] if where == "option" else []
