@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from rdkit import Chem
@@ -39,7 +39,7 @@ from labloop.protocols.steps import parse_steps, pumps_holding_sample, pumps_hol
 from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
-from labloop.surrogate.dataset import read_table
+from labloop.surrogate import compute
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
     library in acetonitrile, 10 mV noise); it knows which molecule each library sample id holds (``library``:
     the campaign's library, read from its file when not given)."""
     if library is None:
-        library = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
+        library = campaign.library.smiles()
     spec = campaign.world or WorldSpec()
     truth = spec.truth
     table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
@@ -117,7 +117,7 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
     """Everything ``run`` checks before it opens anything (``validate`` runs exactly this): the library, the
     planner, the instruments and the protocol against them, and for a dry run the simulated world. Returns
     the library's molecules and that world (built once: reading the truth table is the slow part)."""
-    library = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
+    library = campaign.library.smiles()
     with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
         valid = any(Chem.MolFromSmiles(smiles) is not None for smiles in library)  # stops at the first valid one
     if not valid:
@@ -144,6 +144,47 @@ def check_protocol(campaign: Campaign) -> None:
                 executor.check({name: value})
             except InputError as exc:
                 raise ConfigError(f"conditions.{name}", f"{value!r} would be refused: {exc}") from None
+
+
+#: the planners that propose from the library's predictions, and so can take them from stored shards
+SHARD_PLANNERS = ("bayes", "greedy")
+
+
+def compute_placement(campaign: Campaign, scheduler: str | None, rows: int) -> tuple[bool, str | None]:
+    """Whether a campaign predicts its library with the chunked pipeline on a Dask cluster (into shards
+    beside its store, proposals from :class:`labloop.planners.shard_pool.ShardPoolPlanner`), and where:
+    (used, scheduler address or None for a LocalCluster). The one place that decides it.
+
+    ``scheduler`` (the ``--scheduler`` option) overrides ``compute.scheduler``; both follow
+    :func:`labloop.surrogate.compute.placement` (``auto``: from 20,000 library rows on). Only the ``bayes`` and
+    ``greedy`` planners use it (``random`` needs no predictions, ``screening`` ranks the library once), so
+    small campaigns and the baselines stay in this process, as they always ran."""
+    if campaign.planner.kind not in SHARD_PLANNERS:
+        return False, None
+    return compute.placement(scheduler or campaign.compute.scheduler, rows)  # both checked when they were read
+
+
+@contextmanager
+def compute_client(campaign: Campaign, scheduler: str | None, rows: int,
+                   announce: Callable[[str], None] | None = None) -> Iterator[object | None]:
+    """The Dask client a campaign run uses (:func:`compute_placement`), open for the ``with`` block; None when
+    it uses none. An address where no scheduler answers is :class:`SchedulerAddressError` (bad input, exit
+    2), raised before anything is written; ``announce`` is told the cluster and its dashboard's address."""
+    used, address = compute_placement(campaign, scheduler, rows)
+    if not used:
+        yield None
+        return
+    with compute.dask_client(address, announce=announce) as client:
+        yield client
+
+
+def check_compute(campaign: Campaign, scheduler: str | None, rows: int) -> None:
+    """``validate``: the cluster a run would use answers (a scheduler address is connected to and left); a
+    LocalCluster is not started, there is nothing to check before a run starts it."""
+    used, address = compute_placement(campaign, scheduler, rows)
+    if used and address is not None:
+        with compute.dask_client(address):
+            pass
 
 
 def _is_device(path: str) -> bool:

@@ -16,6 +16,8 @@ from labloop.planners.feedback import DescriptorTable
 from labloop.planners.pool import PoolPlanner
 from labloop.planners.random_planner import RandomPlanner
 from labloop.planners.screening_planner import ScreeningPlanner
+from labloop.planners.shard_pool import ShardPoolPlanner
+from labloop.surrogate.library_pipeline import ShardSet
 
 
 @dataclass(frozen=True)
@@ -35,35 +37,57 @@ class PlannerSettings:
     conditions: Mapping[str, Any]
 
 
-#: builds a planner from its settings, the library and the runner's descriptor table
-Factory = Callable[[PlannerSettings, Sequence[str], DescriptorTable | None], Planner]
+@dataclass(frozen=True)
+class StoredPredictions:
+    """The library's predictions kept in Parquet shards (:mod:`labloop.surrogate.library_pipeline`), for a
+    library too big to predict in one process: ``shards(model_version)`` gives them (predicted first when
+    they are not yet), ``target`` is the model's column the objective comes from (``ie_ev``, ``ea_ev``),
+    ``client`` a ``distributed.Client`` the shards are scored on (None: in this process)."""
+
+    shards: Callable[[int], ShardSet]
+    target: str
+    client: object | None = None
+
+
+#: builds a planner from its settings, the library, the runner's descriptor table and the stored predictions
+Factory = Callable[[PlannerSettings, Sequence[str], DescriptorTable | None, StoredPredictions | None], Planner]
 
 __all__ = ["PLANNERS", "ConditionSpace", "ModelView", "Observation", "Planner", "PlannerSettings", "PlannerState",
-           "PoolPlanner", "Proposal", "RandomPlanner", "ScreeningPlanner", "make_planner"]
+           "PoolPlanner", "Proposal", "RandomPlanner", "ScreeningPlanner", "StoredPredictions", "make_planner"]
 
 
 def _pool(kind: str) -> Factory:
-    def make(settings: PlannerSettings, library: Sequence[str], descriptors: DescriptorTable | None) -> Planner:
+    def make(settings: PlannerSettings, library: Sequence[str], descriptors: DescriptorTable | None,
+             stored: StoredPredictions | None) -> Planner:
         acquisition = settings.acquisition if kind == "bayes" else "mean"
-        return PoolPlanner(kind, library, ConditionSpace(dict(settings.conditions)), goal=settings.goal,
+        conditions = ConditionSpace(dict(settings.conditions))
+        if stored is not None:  # the same proposals, from the stored predictions, scored shard by shard
+            similarity = {} if descriptors is None else {"similarity": descriptors.similarity}
+            return ShardPoolPlanner(kind, stored.shards, stored.target, conditions, goal=settings.goal,  # type: ignore[arg-type]
+                                    acquisition=acquisition, window_v=settings.window_v,  # type: ignore[arg-type]
+                                    diversity=settings.diversity, first_batch=settings.first_batch,  # type: ignore[arg-type]
+                                    client=stored.client, **similarity)
+        return PoolPlanner(kind, library, conditions, goal=settings.goal,
                            acquisition=acquisition, window_v=settings.window_v,  # type: ignore[arg-type]
                            diversity=settings.diversity, first_batch=settings.first_batch,
                            descriptors=descriptors, batch="thompson" if kind == "bayes" else "independent")
     return make
 
 
-#: ``kind -> factory(settings, library, descriptors)``
+#: ``kind -> factory(settings, library, descriptors, stored)``
 PLANNERS: dict[str, Factory] = {
-    "random": lambda settings, library, _: RandomPlanner(library, dict(settings.conditions)),
+    "random": lambda settings, library, _, __: RandomPlanner(library, dict(settings.conditions)),
     "bayes": _pool("bayes"),
     "greedy": _pool("greedy"),
-    "screening": lambda settings, library, _: ScreeningPlanner(
+    "screening": lambda settings, library, _, __: ScreeningPlanner(
         library, ConditionSpace(dict(settings.conditions)), goal=settings.goal, window_v=settings.window_v),
 }
 
 
-def make_planner(settings: PlannerSettings, library: Sequence[str], descriptors: DescriptorTable | None = None
-                 ) -> Planner:
+def make_planner(settings: PlannerSettings, library: Sequence[str], descriptors: DescriptorTable | None = None,
+                 stored: StoredPredictions | None = None) -> Planner:
     """The planner ``settings.kind`` names (validated against :data:`PLANNERS`), over ``library``;
-    ``descriptors``: the runner's table of cheap descriptors, shared so the library is described once."""
-    return PLANNERS[settings.kind](settings, library, descriptors)
+    ``descriptors``: the runner's table of cheap descriptors, shared so the library is described once;
+    ``stored``: the library's predictions in shards, which ``bayes`` and ``greedy`` then propose from
+    (:class:`ShardPoolPlanner`) instead of asking the model for every molecule."""
+    return PLANNERS[settings.kind](settings, library, descriptors, stored)

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 #: seconds to wait for a scheduler named by address before calling it unreachable
 CONNECT_TIMEOUT_S = 10
+#: below this many library rows ``auto`` works in this process: a cluster's start-up (workers importing
+#: TensorFlow, the model sent to each) costs more than it saves
+AUTO_CLUSTER_ROWS = 20_000
+#: what a scheduler setting may say besides an address: decide by the library's size, a LocalCluster, no cluster
+SCHEDULER_CHOICES = ("auto", "local", "none")
 #: ``tcp://host:port`` (or ``tls://``); a bare ``host:port`` means tcp
 _ADDRESS = re.compile(r"^(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
 #: one thread per worker process for TensorFlow and the BLAS: the cluster already runs one worker per core
@@ -48,6 +53,34 @@ def normalise_address(address: str) -> str:
     if match is None or not 0 < int(match["port"]) < 65536:
         raise SchedulerAddressError(f"scheduler address {address!r} is not tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
     return f"{match['scheme'] or 'tcp'}://{match['host']}:{int(match['port'])}"
+
+
+def placement(scheduler: str | None, rows: int) -> tuple[bool, str | None]:
+    """Where library-scale work runs, the one rule for ``labloop surrogate`` and for campaigns: (whether a
+    cluster is used, the scheduler's address or None for a LocalCluster started here). ``scheduler`` is
+    ``auto`` (None: the same), ``local``, ``none`` or an address (malformed: :class:`SchedulerAddressError`);
+    ``auto`` uses a LocalCluster from :data:`AUTO_CLUSTER_ROWS` library rows on."""
+    choice = scheduler or "auto"
+    if choice not in SCHEDULER_CHOICES:
+        return True, normalise_address(choice)
+    return choice == "local" or (choice == "auto" and rows >= AUTO_CLUSTER_ROWS), None
+
+
+def check_setting(scheduler: str) -> str:
+    """``scheduler`` as a setting (one of :data:`SCHEDULER_CHOICES` or a normalised address), or
+    :class:`SchedulerAddressError`."""
+    return scheduler if scheduler in SCHEDULER_CHOICES else normalise_address(scheduler)
+
+
+def lost_cluster_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions with which distributed says a client's cluster went away (its scheduler died, or
+    kept killing workers): a caller turns them into :class:`ClusterLostError`."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return CancelledError, CommClosedError, KilledWorker, TimeoutError
 
 
 def connect(address: str):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -128,3 +130,33 @@ def _write_campaign(folder: Path, *, prior: bool = False, name: str = "tiny", **
 def write_campaign():
     """Factory of tiny dry-run campaign files: ``write_campaign(folder, prior=False, name="tiny", **sections)``."""
     return _write_campaign
+
+
+#: a ``dask worker``'s TensorFlow and BLAS on one thread: the tests' clusters run on 2 shared cores
+DASK_ENV = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _dask(*args: str, log: Path) -> subprocess.Popen:
+    """A real ``dask`` command-line process (the one installed beside this Python), its output in ``log``."""
+    command = Path(sys.executable).with_name("dask")
+    return subprocess.Popen([str(command if command.exists() else shutil.which("dask")), *args],
+                            env={**os.environ, **DASK_ENV}, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``free_port()``: a TCP port on 127.0.0.1 that nothing listens on (now)."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def dask_command():
+    """``dask_command(*args, log=PATH)``: start ``dask scheduler`` / ``dask worker`` as a real process."""
+    return _dask

@@ -18,12 +18,12 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.orchestrator import compose, console
+from labloop.orchestrator.cli.run import scheduler_option
 from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import describe_objective, render, snapshot
-from labloop.surrogate.dataset import read_table
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,16 @@ FOLLOW_INTERVAL_S = 1.0
                     "anything. --dry-run: as `run --dry-run` would (emulators: no ports needed).")
 @click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check for a dry run: ports need not exist, simulated drivers are ok.")
-def validate(campaign_file: Path, dry_run: bool) -> None:
+@scheduler_option
+def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
     campaign = load_campaign(campaign_file)
-    compose.check_campaign(campaign, dry_run=dry_run)
-    console.out.print(_summary(campaign_file, campaign))
+    library, _ = compose.check_campaign(campaign, dry_run=dry_run)
+    compose.check_compute(campaign, scheduler, len(library))
+    console.out.print(_summary(campaign_file, campaign, len(library), scheduler))
 
 
-def _summary(path: Path, campaign: Campaign) -> Table:
-    n_molecules = len(read_table(campaign.library.file, (), campaign.library.smiles_column).smiles)
+def _summary(path: Path, campaign: Campaign, n_molecules: int, scheduler: str | None) -> Table:
+    used, address = compose.compute_placement(campaign, scheduler, n_molecules)
     drivers = "checked against the driver registry" if known_drivers() is not None else \
         "not checked (no driver is registered yet; checked when the run loads them)"
     instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
@@ -61,6 +63,9 @@ def _summary(path: Path, campaign: Campaign) -> Table:
         "objective": describe_objective(campaign.objective.model_dump()),
         "planner": f"{campaign.planner.kind}, batch {campaign.planner.batch_size}; surrogate preset "
                    f"{campaign.surrogate.preset}",
+        "compute": "library predictions in this process" if not used else
+                   f"library predictions in shards on the Dask cluster at {address}" if address else
+                   "library predictions in shards on a Dask LocalCluster started by the run",
         "instruments": f"{instruments}; drivers {drivers}",
         "protocol": ", ".join(campaign.protocol.step_names),
         "budget": "stop after " + " or ".join(stops),

@@ -18,16 +18,18 @@ from typing import TYPE_CHECKING
 import click
 from pydantic import ValidationError
 
-from labloop.core.errors import JournalError
+from labloop.core.errors import InputError, JournalError
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.learning import models
+from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
+from labloop.surrogate.compute import AUTO_CLUSTER_ROWS, SCHEDULER_CHOICES, check_setting
 
 if TYPE_CHECKING:
     from labloop.orchestrator.loop.rig import Rig
@@ -36,25 +38,45 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _scheduler(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A malformed address is a usage error naming the option (one line, exit 2)."""
+    if value is None:
+        return None
+    try:
+        return check_setting(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+scheduler_option = click.option(
+    "--scheduler", default=None, callback=_scheduler, metavar="|".join((*SCHEDULER_CHOICES, "tcp://HOST:PORT")),
+    help="Where bayes/greedy predict the library and score it (overrides compute.scheduler): 'local' starts a "
+         "Dask LocalCluster, 'none' works in this process, tcp://HOST:PORT uses that scheduler's cluster; 'auto' "
+         f"(the default) is 'local' from {AUTO_CLUSTER_ROWS:,} library rows on.")
+
+
 @click.command(help="Run a campaign: propose, measure, learn, until its budget is reached. --dry-run puts every "
                     "instrument on its emulator in the campaign's simulated world.")
 @click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Every instrument on its emulator (nothing real is touched).")
 @click.option("--store", type=click.Path(path_type=Path), help="The journal file (default: the campaign's store).")
 @click.option("--seed", type=click.IntRange(min=0), help="Override the campaign's seed.")
-def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None) -> int:
+@scheduler_option
+def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None, scheduler: str | None) -> int:
     campaign = load_campaign(campaign_file)
     updates = {key: value for key, value in (("store", store and store.absolute()), ("seed", seed))
                if value is not None}
     campaign = campaign.model_copy(update=updates)
     source = campaign_file.read_text()
-    return _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source))
+    return _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source),
+                         scheduler)
 
 
 @click.command(help="Continue a stopped campaign (Ctrl-C, a crash, kill -9) to the same budget: done experiments "
                     "are kept, an interrupted one runs again.")
 @click.argument("store", type=click.Path(path_type=Path))
-def resume(store: Path) -> int:
+@scheduler_option
+def resume(store: Path, scheduler: str | None) -> int:
     with Journal.open(store) as journal:
         config = journal.campaign_info().config
         runs = [e for e in journal.events() if e.kind == "run"]
@@ -67,7 +89,7 @@ def resume(store: Path) -> int:
                            "(moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
     return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run,
-                         lambda: Journal.open(store))
+                         lambda: Journal.open(store), scheduler)
 
 
 @click.command(help="Write a campaign's report: an HTML page with PNG plots and CSV exports.")
@@ -91,11 +113,15 @@ def report(store: Path, output: Path | None) -> None:
     console.out.print(f"report: {page}")
 
 
-def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal]) -> int:
+def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
+                  scheduler: str | None = None) -> int:
     """Check everything, take the store's lock, and only then open the rig and the journal: a second
-    ``run``/``resume`` of a running campaign is refused before it touches any instrument."""
+    ``run``/``resume`` of a running campaign is refused before it touches any instrument. The Dask cluster a
+    campaign uses (:func:`compose.compute_placement`) is connected to (or started) first, so a scheduler that
+    does not answer is bad input with nothing written."""
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
-    with Interrupts() as interrupts, sole_runner(campaign.store):
+    with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
+            Interrupts() as interrupts, sole_runner(campaign.store):
         try:
             with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library) as rig:
                 executor = compose.build_executor(campaign, rig)
@@ -103,7 +129,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                 with open_journal() as journal:
                     if world is not None:
                         world.resume_at(journal.raw_count())  # a drifting reference continues where it was
-                    code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts)
+                    code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts, client)
         except Interrupted:
             code = EXIT_INTERRUPTED
     store = campaign.store
@@ -112,30 +138,42 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                           markup=False, highlight=False, soft_wrap=True)
     elif code == EXIT_FAULTS:
         with Journal.open(store, readonly=True) as journal:
-            stopped = next((e.message for e in reversed(journal.events()) if e.kind == "stopped"), "failures in a row")
-        console.err.print(f"stopped: {stopped}; see `labloop log {store}`, fix the rig, then `labloop resume {store}`",
-                          markup=False, highlight=False, soft_wrap=True)
+            last = next((e for e in reversed(journal.events()) if e.kind in ("stopped", "cluster_lost")), None)
+        if last is not None and last.kind == "cluster_lost":
+            _say(f"{last.message}; start the cluster again (or give another --scheduler), then "
+                 f"`labloop resume {store}`")
+        else:
+            stopped = last.message if last is not None else "failures in a row"
+            _say(f"stopped: {stopped}; see `labloop log {store}`, fix the rig, then `labloop resume {store}`")
     return code
 
 
+def _say(text: str) -> None:
+    """One line on stderr, as written (paths and addresses are not rich markup)."""
+    console.err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],
-                  dry_run: bool, interrupts: Interrupts) -> int:
+                  dry_run: bool, interrupts: Interrupts, client: object | None) -> int:
     with interrupts.deferred():
         again = journal.mark_interrupted_on_resume()
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                  + (f"; experiment(s) {again} will run again" if again else ""),
                           data={"dry_run": dry_run})
     model = _model(campaign, journal)
-    if model is not None:
+    predictions = None
+    if client is not None:  # the runner predicts the library into shards on the cluster, per model version
+        predictions = LibraryPredictions(campaign.library.file, campaign.library.smiles_column, journal,
+                                         campaign.objective.quantity, client, len(library))
+    elif model is not None:
         model.model.predict(library)  # once per model version, before the rig starts
     people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
     with Alerter(campaign.alerts, journal, campaign.name, operators=people):
-        code = Runner(campaign, journal, rig, executor, library, model, interrupts).run()
+        code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()
     done = len(journal.experiments(states=(State.DONE,)))
     failed = len(journal.experiments(states=(State.FAILED,)))
-    console.err.print(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done, {failed} failed; "
-                      f"journal {journal.path} (`labloop log`, `labloop report`)", markup=False, highlight=False,
-                      soft_wrap=True)
+    _say(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done, {failed} failed; "
+         f"journal {journal.path} (`labloop log`, `labloop report`)")
     return code
 
 

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from labloop.core.errors import InvalidInput
 from labloop.orchestrator import console
-from labloop.surrogate.compute import ClusterLostError
+from labloop.surrogate.compute import AUTO_CLUSTER_ROWS, ClusterLostError
 from labloop.surrogate.dataset import csv_line, read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
@@ -53,9 +53,6 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 DIR = click.Path(path_type=Path, file_okay=False)
 no_cache_option = click.option("--no-cache", is_flag=True, help="Do not read or write the fingerprint cache.")
 smiles_option = click.option("--smiles-column", default="smiles", show_default=True, help="SMILES column.")
-#: below this many library rows ``--scheduler auto`` predicts in this process: a cluster's start-up (workers
-#: importing TensorFlow, the model sent to each) costs more than it saves
-AUTO_CLUSTER_ROWS = 20_000
 scheduler_option = click.option(
     "--scheduler", default="auto", show_default=True, metavar="auto|local|none|tcp://HOST:PORT",
     help=f"Where the library is featurised and predicted: 'local' starts a Dask LocalCluster (one worker per "
@@ -134,21 +131,19 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
 
     Everything the user typed is checked before a cluster starts; a cluster lost mid-run exits 1 with one
     line (finished shards are kept, so running the command again continues)."""
-    from labloop.surrogate.compute import dask_client, normalise_address
+    from labloop.surrogate.compute import dask_client, placement
     from labloop.surrogate.library_pipeline import DEFAULT_CHUNK_SIZE, count_rows, predict_library
     from labloop.surrogate.persistence import read_manifest
 
     read_manifest(model_dir)
-    if scheduler not in ("auto", "local", "none"):
-        normalise_address(scheduler)
+    placement(scheduler, 0)  # a malformed address: before the library is read
     rows = count_rows(library, smiles_column)
-    use_cluster = scheduler not in ("auto", "none") or rows >= AUTO_CLUSTER_ROWS
+    use_cluster, address = placement(scheduler, rows)
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="labloop-predictions-"))) if no_cache \
             else default_cache_dir() / "predictions"
         client = None
         if use_cluster:
-            address = None if scheduler in ("auto", "local") else scheduler
             client = stack.enter_context(dask_client(address, announce=lambda text: console.err.print(
                 text, markup=False, highlight=False, soft_wrap=True)))
         try:

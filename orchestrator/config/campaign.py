@@ -45,8 +45,9 @@ from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, error_lines, read_yaml
 from labloop.planners import PlannerSettings
 from labloop.protocols.steps import SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
-from labloop.surrogate.compute import SchedulerAddressError, normalise_address
+from labloop.surrogate.compute import SchedulerAddressError, check_setting
 from labloop.surrogate.dataset import read_table
+from labloop.surrogate.library_pipeline import count_rows, library_format, read_chunks
 from labloop.surrogate.presets import PRESETS
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ def _check_table(loc: tuple[str, ...], path: Path, columns: tuple[str, ...], smi
 
 
 class Library(BaseModel):
-    """The molecules the planner may choose from."""
+    """The molecules the planner may choose from: a CSV (or CSV.gz) file, or a Parquet or ``.smi`` file (the
+    formats of :mod:`labloop.surrogate.library_pipeline`, whose reader checks them)."""
 
     model_config = SECTION
     file: FilePath
@@ -118,8 +120,29 @@ class Library(BaseModel):
 
     @model_validator(mode="after")
     def _readable(self) -> Library:
-        _check_table(("file",), self.file, (), self.smiles_column)
+        if self._is_csv():
+            _check_table(("file",), self.file, (), self.smiles_column)
+            return self
+        try:
+            rows = count_rows(self.file, self.smiles_column)
+        except InvalidInput as exc:
+            raise Problems(Problem(("file",), str(exc))) from None
+        if not rows:
+            raise Problems(Problem(("file",), f"{self.file}: has no rows"))
         return self
+
+    def _is_csv(self) -> bool:
+        """Parquet and .smi by their names; anything else is read as CSV (as it always was)."""
+        try:
+            return library_format(self.file) == "csv"
+        except InvalidInput:
+            return True
+
+    def smiles(self) -> list[str]:
+        """Every row's SMILES in file order; a file that cannot be read all through is :class:`InvalidInput`."""
+        if self._is_csv():
+            return read_table(self.file, (), self.smiles_column).smiles
+        return [s for chunk in read_chunks(self.file, self.smiles_column) for s in chunk.smiles]
 
 
 class Prior(BaseModel):
@@ -205,11 +228,13 @@ class Surrogate(BaseModel):
 
 class Compute(BaseModel):
     """Where library-scale work (featurise + predict the library, score it) runs
-    (:mod:`labloop.surrogate.compute`): a Dask scheduler's cluster, or by default a LocalCluster here."""
+    (:mod:`labloop.surrogate.compute`): ``auto`` (the default; None means the same) uses a LocalCluster from
+    20,000 library rows on, ``local`` always, ``none`` never, and ``tcp://HOST:PORT`` that Dask scheduler's
+    cluster. Which campaigns use it is decided in :func:`labloop.orchestrator.compose.compute_placement`."""
 
     model_config = SECTION
-    scheduler: str | None = Field(None, description="tcp://HOST:PORT of a running Dask scheduler (default: a "
-                                                    "LocalCluster on this machine, one worker per core)")
+    scheduler: str | None = Field(None, description="auto (default), local, none, or tcp://HOST:PORT of a running "
+                                                    "Dask scheduler")
 
     @field_validator("scheduler")
     @classmethod
@@ -217,7 +242,7 @@ class Compute(BaseModel):
         if value is None:
             return None
         try:
-            return normalise_address(value)
+            return check_setting(value)
         except SchedulerAddressError as exc:
             raise ValueError(str(exc)) from None
 

@@ -20,7 +20,7 @@ from typing import Self
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
-from labloop.orchestrator.learning.retraining import Retrainer
+from labloop.orchestrator.learning.retraining import Prepare, Retrainer
 from labloop.planners import ModelView, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
@@ -38,18 +38,20 @@ class Learning:
 
     ``model`` is the newest journalled model (None: a campaign without a prior); ``learns`` whether the
     planner uses measurements at all (the screening and random baselines do not); ``descriptors`` the table
-    of cheap descriptors shared with the planner.
+    of cheap descriptors shared with the planner; ``prepare(model, check)`` predicts the library with a retrained
+    model before it is taken (:class:`.retraining.Retrainer`).
     """
 
     def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str], model: models.LoadedModel | None,
-                 *, learns: bool, descriptors: DescriptorTable, deferred: Deferred) -> None:
+                 *, learns: bool, descriptors: DescriptorTable, deferred: Deferred,
+                 prepare: Prepare | None = None) -> None:
         self.campaign = campaign
         self.journal = journal
         self.model = model
         self.learns = learns
         self.descriptors = descriptors
         self._deferred = deferred
-        self._retrainer = Retrainer(campaign, journal, library)
+        self._retrainer = Retrainer(campaign, journal, library, prepare)
         self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
 
     def __enter__(self) -> Self:

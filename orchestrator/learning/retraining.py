@@ -2,7 +2,8 @@
 
 Why in the background: a full retrain takes minutes, and the instruments must not wait for it; the loop
 keeps measuring with the model it has and picks up the new one (:meth:`Retrainer.take_model`) at its next
-proposal, with its predictions for the whole library already made here.
+proposal, with its predictions for the whole library already made here (in this process, or into shards on
+a Dask cluster: ``prepare``). A cluster lost meanwhile stops the run at that next proposal.
 """
 
 from __future__ import annotations
@@ -17,17 +18,26 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.learning import models
+from labloop.surrogate.compute import ClusterLostError
 
 log = logging.getLogger(__name__)
 
+#: ``prepare(model, check)``: predict the library with a new model; ``check()`` raises when cancelled
+Prepare = Callable[[models.LoadedModel, Callable[[], None]], object]
+
 
 class Retrainer:
-    """One campaign's retraining job; a context manager (leaving it cancels a retrain in progress)."""
+    """One campaign's retraining job; a context manager (leaving it cancels a retrain in progress).
+    ``prepare(model, check)`` predicts the library with a new model before the runner may take it (default:
+    into the model's own cache, in this process), calling ``check()`` now and then to stop when cancelled."""
 
-    def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str]) -> None:
+    def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str],
+                 prepare: Prepare | None = None) -> None:
         self.campaign = campaign
         self.journal = journal
         self.library = library
+        self.prepare = prepare or (lambda loaded, _check: loaded.model.predict(library))
+        self._lost: ClusterLostError | None = None
         self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, daemon=True)
         self._idle = threading.Event()
         self._idle.set()
@@ -60,15 +70,21 @@ class Retrainer:
 
     def _train(self, measured: list[tuple[str, float]], round_: int,
                on_done: Callable[[models.LoadedModel], None] | None) -> None:
-        def progress(_member: int, _epoch: int) -> None:
+        def check() -> None:
             if self._cancel.is_set():
                 raise models.TrainingCancelled
 
+        def progress(_member: int, _epoch: int) -> None:
+            check()
+
         try:
             loaded = models.retrain(self.campaign, self.journal, measured, round_, progress)
-            loaded.model.predict(self.library)  # here, not at the next proposal: the rig must not wait for it
+            self.prepare(loaded, check)  # here, not at the next proposal: the rig must not wait for it
         except models.TrainingCancelled:
             log.info("retraining round %d cancelled", round_)
+        except ClusterLostError as exc:  # not the retrain's fault: the run stops at its next proposal
+            log.info("retraining round %d: %s", round_, exc)
+            self._lost = exc
         except Exception as exc:  # a failed retrain must not stop the campaign: keep the model we have
             log.exception("retraining round %d failed", round_)
             self.failure = exc
@@ -82,7 +98,10 @@ class Retrainer:
             self._idle.set()
 
     def take_model(self) -> models.LoadedModel | None:
-        """The model a retrain finished since the last call, if any."""
+        """The model a retrain finished since the last call, if any; :class:`ClusterLostError` when the
+        cluster its library predictions ran on went away."""
+        if self._lost is not None:
+            raise self._lost
         with self._lock:
             newest, self._newest = self._newest, None
         return newest

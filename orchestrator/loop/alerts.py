@@ -1,6 +1,6 @@
-"""Alerts: tell a person when the campaign needs one — it stopped (budget, faults, interrupt), a batch waits
-for approval, or an instrument that is a person (the ``manual`` sample changer) waits for its operator —
-through apprise (email, Slack, Teams, ntfy, webhooks: any URL apprise knows).
+"""Alerts: tell a person when the campaign needs one — it stopped (budget, faults, interrupt, its Dask cluster
+lost), a batch waits for approval, or an instrument that is a person (the ``manual`` sample changer) waits for
+its operator — through apprise (email, Slack, Teams, ntfy, webhooks: any URL apprise knows).
 
 Why it works this way:
 
@@ -33,7 +33,7 @@ from labloop.orchestrator.journal.store import Journal
 log = logging.getLogger(__name__)
 
 #: event kinds that need a person
-ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "awaiting_approval", "operator_waiting"})
+ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "cluster_lost", "awaiting_approval", "operator_waiting"})
 ATTEMPTS = 3
 #: pause before the 2nd attempt; doubles after each further failure
 BACKOFF_S = 0.5

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from threadpoolctl import threadpool_limits
@@ -34,12 +35,16 @@ from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import VETOED, ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.learner import Learning
+from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.active_hours import ActiveHours
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.planners import Observation, PlannerState, make_planner
 from labloop.planners.feedback import DescriptorTable
+from labloop.surrogate.compute import ClusterLostError, lost_cluster_errors
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from labloop.orchestrator.loop.rig import Rig
     from labloop.protocols.executor import ProtocolExecutor
 
@@ -93,6 +98,12 @@ def sample_ids(library: Sequence[str]) -> dict[str, str]:
     return {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
 
 
+def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:
+    """A new task on ``bar`` and the callback that advances it."""
+    task = bar.add_task(what, total=total)
+    return lambda k: bar.advance(task, k)
+
+
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
     """Action parameters as JSON (values the journal cannot store as they are become text)."""
     return json.loads(json.dumps(dict(params), default=str))
@@ -102,21 +113,29 @@ class Runner:
     """Runs one campaign on one rig to its budget, recording everything in ``journal``.
 
     ``executor`` is the campaign's :class:`ProtocolExecutor` on ``rig``; ``library`` the molecules the
-    planner may choose; ``model`` the newest surrogate (None without a prior).
+    planner may choose; ``model`` the newest surrogate (None without a prior); ``predictions`` the library's
+    predictions on a Dask cluster when the campaign uses one (:mod:`labloop.orchestrator.learning.predictions`:
+    the planner then proposes from their shards, each model version's predicted before it proposes).
     """
 
     def __init__(self, campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor,
-                 library: Sequence[str], model: models.LoadedModel | None, interrupts: Interrupts) -> None:
+                 library: Sequence[str], model: models.LoadedModel | None, interrupts: Interrupts,
+                 predictions: LibraryPredictions | None = None) -> None:
         self.campaign = campaign
         self.journal = journal
         self.rig = rig
         self.executor = executor
+        self.predictions = predictions
+        #: with a cluster the planner scores the shards there: distributed's errors that say it went away
+        self._lost_cluster: tuple[type[BaseException], ...] = () if predictions is None else lost_cluster_errors()
         descriptors = DescriptorTable()
-        self.planner = make_planner(campaign.planner_settings(), library, descriptors)
+        self.planner = make_planner(campaign.planner_settings(), library, descriptors,
+                                    None if predictions is None else predictions.stored())
         self.library = list(library)
         self.sample_ids = sample_ids(library)
         self.learning = Learning(campaign, journal, library, model, learns=self.planner.learns,
-                                 descriptors=descriptors, deferred=interrupts.deferred)
+                                 descriptors=descriptors, deferred=interrupts.deferred,
+                                 prepare=None if predictions is None else predictions.prepare)
         self.interrupts = interrupts
         self.health = HealthClock(campaign.schedule.health_check_minutes)
         self.hours = ActiveHours(campaign.schedule.active_hours)
@@ -129,14 +148,21 @@ class Runner:
     # -- the loop -------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults, 130 interrupted)."""
+        """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults or the Dask cluster
+        lost, 130 interrupted)."""
         budget = self.campaign.budget
         with self.learning, console.progress() as bar:
+            if self.predictions is not None:  # a bar per model version whose library predictions are made
+                self.predictions.progress = partial(_progress_task, bar)
             task = bar.add_task("experiments", total=budget.max_experiments)
             try:
+                if self.predictions is not None and self.learning.model is not None:
+                    self.predictions.prepare(self.learning.model)  # before the first proposal, and the rig
                 return self._loop(lambda text: bar.update(task, completed=self.done, description=text))
             except Interrupted as exc:
                 return self._stop_interrupted(exc)
+            except ClusterLostError as exc:
+                return self._stop_cluster_lost(exc)
 
     def _loop(self, show: Callable[[str], None]) -> int:
         in_a_row = dict.fromkeys(FAULT_LIMITS, 0)  # failed experiments of each kind in a row
@@ -195,6 +221,14 @@ class Runner:
         console.err.print(rig if not unsafe else f"WARNING: {rig}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
 
+    def _stop_cluster_lost(self, exc: ClusterLostError) -> int:
+        """The Dask cluster went away: journalled, and the run stops (exit 1). Nothing is half-written: the
+        planner's state is saved before it proposes and the proposals are recorded after, shards are whole
+        or absent; so ``labloop resume`` with a cluster proposes what this run would have."""
+        with self.interrupts.deferred():
+            self.journal.add_event("cluster_lost", f"campaign stopped: {exc}")
+        return EXIT_FAULTS
+
     # -- proposing ------------------------------------------------------------------------------------
 
     def _planner_state(self, step: int, experiments: Sequence[ExperimentRow]) -> PlannerState:
@@ -233,7 +267,11 @@ class Runner:
         state = self._planner_state(step, experiments)
         with threadpool_limits(PLANNER_BLAS_THREADS):
             model = self.learning.model_view(state, experiments)
-            proposals = self.planner.propose(state, n, model)
+            try:
+                proposals = self.planner.propose(state, n, model)
+            except self._lost_cluster as exc:
+                raise ClusterLostError(f"the Dask cluster went away while the library's shards were scored "
+                                       f"({type(exc).__name__}); finished shards are kept") from None
         if proposals:
             with self.interrupts.deferred():
                 self.journal.record_proposals(proposals, step=step, planner=self.planner.name,

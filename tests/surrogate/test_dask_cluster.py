@@ -5,9 +5,7 @@ scheduler that dies mid-run end in one clear line."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,9 +24,6 @@ from labloop.planners.shard_pool import ShardPoolPlanner, describe
 from labloop.surrogate import compute
 from labloop.surrogate.compute import ClusterLostError, SchedulerAddressError, dask_client, normalise_address
 from labloop.surrogate.library_pipeline import predict_library
-
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
-              "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +78,6 @@ class _FixedModel:
     calibration = Calibration(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _dask(*args: str, log: Path) -> subprocess.Popen:
-    """A real ``dask`` command-line process (the one installed beside this Python)."""
-    command = Path(sys.executable).with_name("dask")
-    return subprocess.Popen([str(command if command.exists() else shutil.which("dask")), *args],
-                            env={**os.environ, **WORKER_ENV}, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
 def _wait(condition, what: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -105,14 +87,14 @@ def _wait(condition, what: str, timeout: float = 180) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path) -> Iterator[tuple[str, subprocess.Popen, list[subprocess.Popen]]]:
+def cluster(tmp_path, free_port, dask_command) -> Iterator[tuple[str, subprocess.Popen, list[subprocess.Popen]]]:
     """``dask scheduler`` and two single-threaded ``dask worker`` processes (no nanny: a killed worker stays
     dead) on 127.0.0.1: (address, scheduler, workers)."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+    scheduler = dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
                       log=tmp_path / "scheduler.log")
-    workers = [_dask("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+    workers = [dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
                      "--name", f"w{k}", log=tmp_path / f"worker{k}.log") for k in range(2)]
     try:
         yield address, scheduler, workers
@@ -192,11 +174,11 @@ def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continu
                                                  ("tcp://127.0.0.1:99999", "is not tcp://HOST:PORT"),
                                                  ("closed", "no Dask scheduler answers at tcp://127.0.0.1:")])
 def test_a_bad_scheduler_address_is_one_line_exit_2_and_nothing_written(address, needle, labloop, tiny_model_dir,
-                                                                         library, tmp_path, monkeypatch):
+                                                                         library, tmp_path, monkeypatch, free_port):
     monkeypatch.setattr(compute, "CONNECT_TIMEOUT_S", 2)
     monkeypatch.setenv("LABLOOP_CACHE_DIR", str(tmp_path / "cache"))
     if address == "closed":
-        address = f"tcp://127.0.0.1:{_free_port()}"
+        address = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "out.csv"
     proc = labloop("surrogate", "screen", tiny_model_dir, library, "-o", out, "--scheduler", address)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

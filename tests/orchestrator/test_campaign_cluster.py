@@ -1,0 +1,167 @@
+"""Campaigns on a Dask cluster (issue 15): ``greedy`` over the library's shards on a real LocalCluster proposes
+what the in-memory planner proposes, with each model version's shards beside the store; a real ``dask
+scheduler`` killed mid-run stops the run (exit 1, one line, journal intact) and a resume on a restarted
+scheduler finishes with the uninterrupted run's proposals; a scheduler that does not answer is bad input."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from labloop.orchestrator.cli.main import main
+from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.learning.predictions import predictions_dir
+from labloop.surrogate import compute
+from labloop.surrogate.library_pipeline import ModelPayload
+
+#: greedy, 6 experiments in batches of 2, one retrain after 3 that the next proposal waits for
+SECTIONS = {"planner": {"kind": "greedy", "batch_size": 2}, "budget": {"max_experiments": 6},
+            "surrogate": {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 3, "wait_for_retrain": True}}
+
+
+def proposals(store: Path) -> list[tuple[int, str, int]]:
+    """(step, molecule, model version) of every experiment, in the order they were proposed."""
+    with Journal.open(store, readonly=True) as journal:
+        return [(e.step, e.smiles, e.model_version) for e in journal.experiments()]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """One folder for every store of this module: the prior model is trained once, cached beside them."""
+    return tmp_path_factory.mktemp("cluster-campaigns")
+
+
+@pytest.fixture(scope="module")
+def reference(folder, write_campaign) -> list[tuple[int, str, int]]:
+    """The uninterrupted campaign's proposals, in this process (the library's 200 rows: no cluster)."""
+    campaign_file = write_campaign(folder, prior=True, name="memory", **SECTIONS)
+    assert main(["run", str(campaign_file), "--dry-run"]) == 0
+    assert not predictions_dir(folder / "memory.db").exists()
+    found = proposals(folder / "memory.db")
+    assert len(found) == 6 and {v for _, _, v in found} == {1, 2}, found
+    return found
+
+
+def test_a_campaign_on_a_local_cluster_proposes_from_shards_what_memory_does(folder, reference, write_campaign,
+                                                                              labloop):
+    campaign_file = write_campaign(folder, prior=True, name="local", **SECTIONS)
+    result = labloop("run", campaign_file, "--dry-run", "--scheduler", "local")
+    assert result.returncode == 0, result.stderr
+    assert "Dask LocalCluster" in result.stderr and "dashboard http://127.0.0.1:" in result.stderr
+    assert proposals(folder / "local.db") == reference
+    with Journal.open(folder / "local.db", readonly=True) as journal:
+        versions = journal.model_versions()
+    assert [v.version for v in versions] == [1, 2]
+    for version in versions:  # every version proposed from its own shards, the whole library in them
+        shards = sorted((predictions_dir(folder / "local.db")
+                         / f"model-{ModelPayload.from_directory(version.weights_path).version}").glob("*.parquet"))
+        frame = pd.concat([pq.read_table(p).to_pandas() for p in shards], ignore_index=True)
+        assert frame["row"].tolist() == list(range(200)) and "descriptor_heavy_atoms" in frame
+    # validate says where the predictions would run
+    shown = labloop("validate", campaign_file, "--dry-run", "--scheduler", "local")
+    assert shown.returncode == 0 and "Dask LocalCluster" in shown.stdout, shown.stderr
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _done(store: Path) -> int:
+    if not store.exists():
+        return 0
+    with Journal.open(store, readonly=True) as journal:
+        return len(journal.experiments(states=(State.DONE,)))
+
+
+def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterrupted(
+        folder, reference, write_campaign, labloop, free_port, dask_command):
+    def cluster(log: Path) -> list[subprocess.Popen]:
+        """``dask scheduler`` at ``address`` and one single-threaded ``dask worker`` (no nanny)."""
+        return [dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                             log=log.with_suffix(".scheduler.log")),
+                dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host",
+                             "127.0.0.1", log=log.with_suffix(".worker.log"))]
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    campaign_file = write_campaign(folder, prior=True, name="remote", compute={"scheduler": address}, **SECTIONS)
+    store = folder / "remote.db"
+    first = cluster(folder / "first")
+    run = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign_file),
+                            "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _done(store) < 1:  # the first batch came from the cluster's shards; the next one needs it
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        first[0].send_signal(signal.SIGKILL)
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        _stop(first)
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, stderr
+    lost = [line for line in stderr.splitlines() if "Dask cluster went away" in line]
+    assert len(lost) == 1 and f"labloop resume {store}" in lost[0], stderr
+    assert "Traceback" not in stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert journal.events()[-1].kind == "cluster_lost"
+        assert not journal.experiments(states=(State.RUNNING, State.INTERRUPTED))
+    done_before = _done(store)
+    assert 1 <= done_before < 6
+    assert not [p for p in predictions_dir(store).rglob("*") if p.is_file() and p.suffix != ".parquet"]
+
+    second = cluster(folder / "second")  # the scheduler again, at the same address
+    try:
+        resumed = labloop("resume", store)
+    finally:
+        _stop(second)
+    assert resumed.returncode == 0, resumed.stderr
+    assert proposals(store) == reference
+
+
+@pytest.mark.parametrize("where", ["campaign", "option"])
+def test_a_scheduler_that_does_not_answer_is_exit_2_in_validate_and_run_with_nothing_written(
+        where, tmp_path, write_campaign, labloop, monkeypatch, free_port):
+    monkeypatch.setattr(compute, "CONNECT_TIMEOUT_S", 2)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    extra = {"compute": {"scheduler": address}} if where == "campaign" else {}
+    campaign_file = write_campaign(tmp_path, prior=True, **SECTIONS, **extra)
+    option = ["--scheduler", address] if where == "option" else []
+    for command in ("validate", "run"):
+        result = labloop(command, campaign_file, "--dry-run", *option)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"error: no Dask scheduler answers at {address}"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    bad = labloop("run", campaign_file, "--dry-run", "--scheduler", "tcp://nowhere")
+    assert bad.returncode == 2 and "--scheduler" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_parquet_and_smi_libraries_are_checked_before_the_first_byte(tmp_path, write_campaign, labloop):
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    smiles = pd.read_csv(examples / "library.csv")["smiles"]
+    truth = {"truth": {"from": "ie_ea", "solvent": "acn", "file": str(examples / "library.csv")}}
+    (tmp_path / "library.smi").write_text("".join(f"{s} mol{i}\n" for i, s in enumerate(smiles)))
+    pd.DataFrame({"smiles": smiles}).to_parquet(tmp_path / "library.parquet")
+    for name in ("library.smi", "library.parquet"):
+        good = labloop("validate", write_campaign(tmp_path, library={"file": str(tmp_path / name)}, world=truth),
+                       "--dry-run")
+        assert good.returncode == 0 and "(200 molecules)" in " ".join(good.stdout.split()), good.stderr
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really parquet")
+    pd.DataFrame({"smi": smiles}).to_parquet(tmp_path / "other.parquet")
+    for name, needle in (("broken.parquet", "not a readable Parquet file"), ("other.parquet", "no column 'smiles'")):
+        bad = labloop("validate", write_campaign(tmp_path, library={"file": str(tmp_path / name)}, world=truth),
+                      "--dry-run")
+        assert bad.returncode == 2 and needle in bad.stderr and "library.file" in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
