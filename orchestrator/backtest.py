@@ -29,7 +29,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,11 @@ def cv_measure(world_of_seed: Callable[[int], Any]) -> Measure:
         params = CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2,
                           scan_rate_v_s=float(conditions.get("scan_rate_v_s", 0.1)), e_step_v=E_STEP_V)
         rng = _noise_rng(seed, f"cv:{k}:{smiles}")
-        result = analyze_cv(simulate_cv(worlds[seed].couple_of(smiles), params, rng))
+        world = worlds[seed]
+        couple = world.couple_of(smiles)  # also advances the world's measurement clock
+        # the reference electrode's walk (a ``drift`` world) moves the couple, as the emulator applies it
+        couple = replace(couple, e0_v=couple.e0_v - world.reference_drift_v())
+        result = analyze_cv(simulate_cv(couple, params, rng))
         ok = result.e_half_v is not None and not result.flags
         potential = to_li_scale(result.e_half_v, REFERENCE_OFFSET_V) if ok else None
         return Observation(smiles, dict(conditions), potential, quality=measurement_quality(result),

@@ -105,3 +105,26 @@ def test_summarise_by_hand():
     assert s["mean"] == 3.0 and s["per_seed"] == [2, 4] and s["sd"] == pytest.approx(1.41, abs=0.01)
     assert s["after"] == {"25%": 0.5, "50%": 1.0, "100%": 3.0} and s["failed_mean"] == 0.5
     assert s["latency_s"]["median"] == 0.2
+
+
+def test_simulated_cvs_follow_a_drifting_reference():
+    """In a ``drift`` world every measurement is offset by the reference electrode's walk at that moment,
+    exactly as the emulated potentiostat applies it (the same CV noise otherwise)."""
+    from labloop.orchestrator.backtest import REFERENCE_OFFSET_V, cv_measure
+    from labloop.sim.truth import ReferenceWalk
+    from labloop.sim.world import TruthTable, World
+
+    table = TruthTable({"c1ccc2ccccc2c1": (4.2,)})
+
+    def world(seed: int, walk: bool) -> World:
+        return World(table, source="column", quantity="oxidation_potential", noise_v=0.0,
+                     reference_offset_v=REFERENCE_OFFSET_V, seed=seed,
+                     walk=ReferenceWalk(seed, 0.05) if walk else None)
+
+    steady, drifting = cv_measure(lambda seed: world(seed, False)), cv_measure(lambda seed: world(seed, True))
+    walk = ReferenceWalk(3, 0.05)
+    for k in range(6):
+        a = steady("c1ccc2ccccc2c1", {"scan_rate_v_s": 0.1}, 3, k).potential_v
+        b = drifting("c1ccc2ccccc2c1", {"scan_rate_v_s": 0.1}, 3, k).potential_v
+        assert a is not None and b is not None
+        assert b - a == pytest.approx(-walk.at(k + 1), abs=0.003)  # peaks sit on the 2 mV potential grid
