@@ -197,7 +197,7 @@ class DescriptorCalibration:
             return mu, sigma
         descriptors = np.asarray(descriptors, dtype=float)
         phi = np.hstack([np.ones((len(mu), 1)), scaled_descriptors(descriptors)])
-        var = np.maximum(np.einsum("ij,jk,ik->i", phi, self.cov, phi), 0.0) + self.gp_var
+        var = np.maximum(np.sum((phi @ self.cov) * phi, axis=1), 0.0) + self.gp_var
         if self.group_var_per_heavy_atom:
             size = descriptors[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
             var += self.group_var_per_heavy_atom * np.nan_to_num(size)

@@ -185,9 +185,17 @@ class ScoreSpec:
 
 
 @dataclass(frozen=True)
-class ShardTop:
-    """A shard's best ``k`` rows by stage-1 score (best first, ties by row), whether that is all of its
-    candidates, and its lowest score (NaN when it had none)."""
+class Group:
+    """Shards scored by one task, and the worker it goes to (None: any, or here)."""
+
+    paths: tuple[Path, ...]
+    worker: str | None
+
+
+@dataclass(frozen=True)
+class GroupTop:
+    """A group of shards' best ``k`` rows by stage-1 score (best first, ties by row), whether that is all of
+    their candidates, and their lowest score (NaN when they had none)."""
 
     rows: np.ndarray
     scores: np.ndarray
@@ -195,40 +203,68 @@ class ShardTop:
     lowest: float
 
 
-def shard_top(path: Path, spec: ScoreSpec, k: int) -> ShardTop:
-    """One stage-1 task: score a shard and keep its ``k`` best."""
-    columns = _CACHE.get(path, spec.target)
-    at, _, _, score = spec.scored(columns)
-    finite = np.isfinite(score)
-    at, score = at[finite], score[finite]
-    order = np.lexsort((columns.row[at], -score))[:k]
+def best_rows(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best ``scores``, best first, ties by ``rows``: a partition finds the k-th score,
+    and only what is at least as good gets sorted (a million scores in milliseconds)."""
+    if len(scores) > k:
+        kth = np.partition(-scores, k - 1)[k - 1]
+        candidates = np.flatnonzero(-scores <= kth)
+        return candidates[np.lexsort((rows[candidates], -scores[candidates]))][:k]
+    return np.lexsort((rows, -scores))
+
+
+def group_top(paths: Sequence[Path], spec: ScoreSpec, k: int) -> GroupTop:
+    """One stage-1 task: score a group of shards and keep their ``k`` best."""
+    rows, scores = [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
+    for path in paths:
+        columns = _CACHE.get(path, spec.target)
+        at, _, _, score = spec.scored(columns)
+        finite = np.isfinite(score)
+        rows.append(columns.row[at[finite]])
+        scores.append(score[finite])
+    row, score = np.concatenate(rows), np.concatenate(scores)
+    best = best_rows(row, score, k)
     lowest = float(score.min()) if len(score) else float("nan")
-    return ShardTop(columns.row[at[order]], score[order], len(score) <= k, lowest)
+    return GroupTop(row[best], score[best], len(score) <= k, lowest)
 
 
-def shard_rows(path: Path, target: str, rows: np.ndarray) -> pd.DataFrame:
-    """One stage-2 fetch: library rows ``rows`` of a shard: SMILES, the target's mean and std, size."""
-    columns = _CACHE.get(path, target)
-    at = np.searchsorted(columns.row, rows)
-    return pd.DataFrame({"row": columns.row[at], "smiles": columns.smiles.take(pa.array(at)).to_pylist(),
-                         "mean": columns.mean[at], "std": columns.std[at],
-                         "size": columns.descriptors[at, _SIZE].astype(float)})
+def group_rows(paths: Sequence[Path], target: str, rows: dict[Path, np.ndarray]) -> pd.DataFrame:
+    """One stage-2 task: the library rows ``rows[path]`` (sorted) of each shard of a group: SMILES, the
+    target's mean and std, size."""
+    frames = [_EMPTY_ROWS]
+    for path in paths:
+        columns = _CACHE.get(path, target)
+        at = np.searchsorted(columns.row, rows[path])
+        frames.append(pd.DataFrame({"row": columns.row[at], "smiles": columns.smiles.take(pa.array(at)).to_pylist(),
+                                    "mean": columns.mean[at], "std": columns.std[at],
+                                    "size": columns.descriptors[at, _SIZE].astype(float)}))
+    return pd.concat(frames, ignore_index=True)
 
 
-def design_columns(path: Path, spec: ScoreSpec) -> pd.DataFrame:
-    """One task: what the first batch's design needs of a shard (row, size term, sigma, a SMILES hash)."""
-    columns = _CACHE.get(path, spec.target)
-    at, _, sigma, _ = spec.scored(columns)
-    smiles = columns.smiles.take(pa.array(at)).to_numpy(zero_copy_only=False)
-    return pd.DataFrame({"row": columns.row[at], "size": columns.descriptors[at, _SIZE].astype(float),
-                         "sigma": sigma, "hash": pd.util.hash_array(smiles.astype(object))})
+def design_columns(paths: Sequence[Path], spec: ScoreSpec) -> pd.DataFrame:
+    """One task: what the first batch's design needs of a group of shards (row, size term, sigma, a SMILES
+    hash)."""
+    frames = []
+    for path in paths:
+        columns = _CACHE.get(path, spec.target)
+        at, _, sigma, _ = spec.scored(columns)
+        smiles = columns.smiles.take(pa.array(at)).to_numpy(zero_copy_only=False)
+        frames.append(pd.DataFrame({"row": columns.row[at], "size": columns.descriptors[at, _SIZE].astype(float),
+                                    "sigma": sigma, "hash": pd.util.hash_array(smiles.astype(object))}))
+    return pd.concat(frames, ignore_index=True)
 
 
-def predicted_extreme(path: Path, spec: ScoreSpec) -> tuple[float, float]:
-    """One task: (lowest, highest) stage-1 mean of a shard's untried molecules (NaN when none); exact when
+def predicted_extreme(paths: Sequence[Path], spec: ScoreSpec) -> tuple[float, float]:
+    """One task: (lowest, highest) stage-1 mean of a group's untried molecules (NaN when none); exact when
     it is asked for (EI and PI before any measurement: no calibration yet)."""
-    _, mu, _, _ = spec.scored(_CACHE.get(path, spec.target))
+    mu = np.concatenate([np.zeros(0), *(spec.scored(_CACHE.get(path, spec.target))[1] for path in paths)])
     return (float(mu.min()), float(mu.max())) if len(mu) else (float("nan"), float("nan"))
+
+
+#: a stage-2 fetch that found nothing
+_EMPTY_ROWS = pd.DataFrame({"row": pd.Series(dtype=np.int64), "smiles": pd.Series(dtype=object),
+                            "mean": pd.Series(dtype=float), "std": pd.Series(dtype=float),
+                            "size": pd.Series(dtype=float)})
 
 
 class _Shortlisted:
@@ -285,20 +321,22 @@ class ShardPoolPlanner:
         spec = ScoreSpec(self.target, self.acquisition, self.goal, calibration.by_descriptors(), state.tried,
                          self.window_v, best_measured(state, self.goal))
         if spec.acquisition in ("ei", "pi") and spec.best_v is None:
-            spec = self._with_predicted_best(paths, spec)
+            spec = self._with_predicted_best(self._groups(paths), spec)
         design = np.zeros(0, dtype=np.int64)
         if self.first_batch == "design" and not state.measured and not state.pending:
-            design = self._design(paths, spec, n)
+            design = self._design(self._groups(paths), spec, n)
         k = max(1, self.shortlist)
+        groups = self._groups(paths)
         while True:
-            tops: list[ShardTop] = self._map(shard_top, paths, spec, k)
+            tops: list[GroupTop] = self._map(group_top, groups, spec, k)
             scores = np.concatenate([np.zeros(0), *(t.scores for t in tops)])
             rows = np.concatenate([np.zeros(0, dtype=np.int64), *(t.rows for t in tops)])
             complete = all(t.complete for t in tops) and len(rows) <= k
-            rows = np.union1d(rows[np.lexsort((rows, -scores))[:k]], design)
+            rows = np.union1d(rows[best_rows(rows, scores, k)], design)
             low = min([0.0, *(t.lowest for t in tops if np.isfinite(t.lowest))])
-            picks = self._exact(paths, spec, state, n, calibration, rows, design, None if complete else low, model)
-            if len(picks[0]) >= n or complete:
+            frame = self._rows(paths, groups, rows).drop_duplicates("smiles", keep="first")  # in row order
+            picks = self._exact(frame, spec, state, n, calibration, design, None if complete else low, model)
+            if len(picks[1]) >= n or complete:
                 break
             k *= 4
             log.info("a shortlist of %d did not fill the batch; scoring again with %d", k // 4, k)
@@ -308,13 +346,12 @@ class ShardPoolPlanner:
                          acquisition=float(score[i]), model_version=model.version, planner=self.name)
                 for i, c in zip(chosen, settings, strict=True)]
 
-    def _exact(self, paths: Sequence[Path], spec: ScoreSpec, state: PlannerState, n: int, calibration: Calibration,
-               rows: np.ndarray, design: np.ndarray, low: float | None, model: ModelView
+    def _exact(self, frame: pd.DataFrame, spec: ScoreSpec, state: PlannerState, n: int, calibration: Calibration,
+               design: np.ndarray, low: float | None, model: ModelView
                ) -> tuple[list[str], list[int], np.ndarray, np.ndarray, np.ndarray]:
-        """Stage 2 on library rows ``rows`` (module docstring): (their SMILES, the batch as indices into
-        them, calibrated mean, sigma, corrected score). ``low``: the pool's lowest score when ``rows`` is
+        """Stage 2 on the shortlist ``frame`` (module docstring): (its SMILES, the batch as indices into
+        them, calibrated mean, sigma, corrected score). ``low``: the pool's lowest score when ``frame`` is
         not the whole pool."""
-        frame = self._rows(paths, rows).drop_duplicates("smiles", keep="first")  # in row order
         smiles = frame["smiles"].tolist()
         table = self.descriptors
         assert table is not None
@@ -331,25 +368,37 @@ class ShardPoolPlanner:
                  if self.batch == "thompson" and isinstance(model, JointModel) else None)
         return smiles, fill_batch(self, state, smiles, score, keep, n, chosen, joint), mu, sigma, score
 
-    def _map(self, function: Callable, paths: Sequence[Path], *args: object) -> list:
-        """``function(path, *args)`` for every shard, on the workers or here (one shard at a time)."""
+    def _groups(self, paths: Sequence[Path]) -> list[Group]:
+        """The shards split into one group per worker thread (in library order), each with the worker it is
+        sent to, so a worker scores the same shards at every proposal and finds them in its cache; here,
+        one group of all."""
         if self.client is None:
-            return [function(path, *args) for path in paths]
-        futures = self.client.map(function, paths, *([a] * len(paths) for a in args), pure=False)
+            return [Group(tuple(paths), None)]
+        threads = [w for w, n in sorted(self.client.nthreads().items()) for _ in range(n)] or [None]
+        bounds = np.linspace(0, len(paths), len(threads) + 1).round().astype(int)
+        return [Group(tuple(paths[a:b]), w) for a, b, w in zip(bounds[:-1], bounds[1:], threads, strict=True)]
+
+    def _map(self, function: Callable, groups: Sequence[Group], *args: object) -> list:
+        """``function(group.paths, *args)`` for every group, each on its worker (any other if that one is
+        gone), or here."""
+        if self.client is None:
+            return [function(group.paths, *args) for group in groups]
+        futures = [self.client.submit(function, group.paths, *args, workers=group.worker, allow_other_workers=True,
+                                      pure=False) for group in groups]
         return self.client.gather(futures)
 
-    def _with_predicted_best(self, paths: Sequence[Path], spec: ScoreSpec) -> ScoreSpec:
+    def _with_predicted_best(self, groups: Sequence[Group], spec: ScoreSpec) -> ScoreSpec:
         """EI and PI before any measurement improve on the best *predicted* potential of the pool."""
-        extremes = np.array(self._map(predicted_extreme, paths, spec), dtype=float).reshape(-1, 2)
+        extremes = np.array(self._map(predicted_extreme, groups, spec), dtype=float).reshape(-1, 2)
         if not np.isfinite(extremes).any():
             return spec
         best = np.nanmax(extremes[:, 1]) if self.goal == "maximize" else np.nanmin(extremes[:, 0])
         return replace(spec, best_v=float(best))
 
-    def _design(self, paths: Sequence[Path], spec: ScoreSpec, n: int) -> np.ndarray:
+    def _design(self, groups: Sequence[Group], spec: ScoreSpec, n: int) -> np.ndarray:
         """Library rows of the first batch's calibration design over every untried molecule (the first
         occurrence of each), in the design's order."""
-        parts = [p for p in self._map(design_columns, paths, spec) if len(p)]
+        parts = [p for p in self._map(design_columns, groups, spec) if len(p)]
         if not parts:
             return np.zeros(0, dtype=np.int64)
         pool = pd.concat(parts, ignore_index=True)
@@ -357,21 +406,15 @@ class ShardPoolPlanner:
         chosen = calibration_design(pool["size"].to_numpy(), pool["sigma"].to_numpy(), n)
         return pool["row"].to_numpy()[chosen].astype(np.int64)
 
-    def _rows(self, paths: Sequence[Path], rows: np.ndarray) -> pd.DataFrame:
+    def _rows(self, paths: Sequence[Path], groups: Sequence[Group], rows: np.ndarray) -> pd.DataFrame:
         """Library rows ``rows`` (sorted), fetched from the shards that hold them (a shard's name starts with
-        its first row), on the workers or here."""
+        its first row), each by the group that holds it."""
         firsts = [int(path.name.split("-", 1)[0]) for path in paths]
-        holding: dict[int, list[int]] = {}
+        holding: dict[Path, list[int]] = {}
         for r in rows.tolist():
-            holding.setdefault(bisect.bisect_right(firsts, r) - 1, []).append(r)
-        held = [paths[i] for i in holding]
-        wanted = [np.array(r, dtype=np.int64) for r in holding.values()]
-        if self.client is None:
-            frames = [shard_rows(p, self.target, r) for p, r in zip(held, wanted, strict=True)]
-        else:
-            frames = self.client.gather(self.client.map(shard_rows, held, [self.target] * len(held), wanted,
-                                                        pure=False))
-        if not frames:
-            return pd.DataFrame({"row": pd.Series(dtype=np.int64), "smiles": pd.Series(dtype=object),
-                                 "mean": pd.Series(dtype=float), "std": pd.Series(dtype=float)})
-        return pd.concat(frames, ignore_index=True)
+            holding.setdefault(paths[bisect.bisect_right(firsts, r) - 1], []).append(r)
+        wanted = [Group(tuple(p for p in g.paths if p in holding), g.worker) for g in groups]
+        wanted = [g for g in wanted if g.paths]
+        frames = self._map(group_rows, wanted, self.target,
+                           {p: np.array(r, dtype=np.int64) for p, r in holding.items()})
+        return pd.concat([_EMPTY_ROWS, *frames], ignore_index=True)
