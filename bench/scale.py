@@ -294,6 +294,17 @@ def bench_propose(library: Path, model: Path, shards: Path, repeats: int, exact:
 
     for kind in ("bayes", "greedy"):
         out[f"{kind}_in_process"] = timed(planner(kind, None))
+    # a campaign's proposals: the calibration refitted on two more measurements each time (not timed), so
+    # the shortlist changes and its new molecules' fingerprints are computed
+    going = planner("bayes", None)
+    campaign = []
+    for measured in range(190, 201, 2):
+        model_view = CalibratedModel(stored, state(measured).observations, DescriptorTable())
+        t2 = time.perf_counter()
+        with threadpool_limits(1):
+            going.propose(state(measured, measured // 4), 4, model_view)
+        campaign.append(round(time.perf_counter() - t2, 3))
+    out["bayes_in_process_measured_190_to_200_by_2_s"] = campaign
     out["peak_rss_gb_in_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3)
     with dask_client() as client:
         for kind in ("bayes", "greedy"):

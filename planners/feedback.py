@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from rdkit import Chem, RDLogger
 
 from labloop.planners.base import ModelView, Observation
 from labloop.planners.residual_gp import (
@@ -42,6 +43,7 @@ from labloop.planners.residual_gp import (
     features,
     fit_hyper,
     hyper_prefix,
+    mol_environments,
     scaled_descriptors,
     select,
 )
@@ -89,6 +91,18 @@ class DescriptorTable:
             if s not in packed:
                 packed[s] = environments(s)
         return features(self(smiles), np.array([packed[s] for s in smiles], dtype=np.uint8))
+
+    def add(self, smiles: Sequence[str], descriptors: np.ndarray) -> None:
+        """Molecules about to be asked about, with their cheap descriptors known already (as stored beside
+        their predictions, :func:`labloop.planners.shard_pool.describe`): each new one is parsed once for
+        both its atom environments and its similarity fingerprint."""
+        RDLogger.DisableLog("rdApp.*")
+        for s, row in zip(smiles, np.asarray(descriptors, dtype=float).tolist(), strict=True):
+            self._rows.setdefault(s, tuple(row))
+            if s not in self._environments:
+                mol = Chem.MolFromSmiles(s)
+                self._environments[s] = mol_environments(mol)
+                self.similarity.add(s, mol)
 
     def tanimoto(self, queries: Sequence[str], references: Sequence[str]) -> np.ndarray:
         if self._tanimoto is None:

@@ -116,7 +116,11 @@ def cheap_descriptors(smiles: str) -> tuple[float, ...]:
 def environments(smiles: str) -> np.ndarray:
     """The molecule's atom environments (Morgan radius-1 bits), packed (``np.packbits``); zeros when RDKit
     cannot read it."""
-    mol = Chem.MolFromSmiles(smiles)
+    return mol_environments(Chem.MolFromSmiles(smiles))
+
+
+def mol_environments(mol: Chem.Mol | None) -> np.ndarray:
+    """:func:`environments` of a parsed molecule (None: unreadable)."""
     if mol is None:
         return np.zeros(ENVIRONMENT_BITS // 8, dtype=np.uint8)
     return np.packbits(_ENVIRONMENT_GENERATOR.GetFingerprintAsNumPy(mol).astype(bool))

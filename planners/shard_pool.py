@@ -230,14 +230,15 @@ def group_top(paths: Sequence[Path], spec: ScoreSpec, k: int) -> GroupTop:
 
 def group_rows(paths: Sequence[Path], target: str, rows: dict[Path, np.ndarray]) -> pd.DataFrame:
     """One stage-2 task: the library rows ``rows[path]`` (sorted) of each shard of a group: SMILES, the
-    target's mean and std, size."""
+    target's mean and std, the descriptors."""
     frames = [_EMPTY_ROWS]
     for path in paths:
         columns = _CACHE.get(path, target)
         at = np.searchsorted(columns.row, rows[path])
         frames.append(pd.DataFrame({"row": columns.row[at], "smiles": columns.smiles.take(pa.array(at)).to_pylist(),
                                     "mean": columns.mean[at], "std": columns.std[at],
-                                    "size": columns.descriptors[at, _SIZE].astype(float)}))
+                                    **dict(zip(DESCRIPTOR_COLUMNS, columns.descriptors[at].astype(float).T,
+                                               strict=True))}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -264,7 +265,7 @@ def predicted_extreme(paths: Sequence[Path], spec: ScoreSpec) -> tuple[float, fl
 #: a stage-2 fetch that found nothing
 _EMPTY_ROWS = pd.DataFrame({"row": pd.Series(dtype=np.int64), "smiles": pd.Series(dtype=object),
                             "mean": pd.Series(dtype=float), "std": pd.Series(dtype=float),
-                            "size": pd.Series(dtype=float)})
+                            **{c: pd.Series(dtype=float) for c in DESCRIPTOR_COLUMNS}})
 
 
 class _Shortlisted:
@@ -355,6 +356,7 @@ class ShardPoolPlanner:
         smiles = frame["smiles"].tolist()
         table = self.descriptors
         assert table is not None
+        table.add(smiles, frame[DESCRIPTOR_COLUMNS].to_numpy())
         mu, sigma = calibration.apply(frame["mean"].to_numpy() - spec.offset_v, frame["std"].to_numpy(), smiles,
                                       table)
         score = acquire(self.acquisition, mu, sigma, self.goal, window_v=self.window_v, best_v=spec.best_v)
