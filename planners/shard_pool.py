@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from labloop.core.errors import InvalidInput
 from labloop.planners.acquisition import Acquisition, Goal, acquire
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.batch import JointModel
@@ -114,8 +115,12 @@ class ShardColumns:
 
     @classmethod
     def read(cls, path: Path, target: str) -> ShardColumns:
-        table = pq.read_table(path, columns=["row", "smiles", "valid", f"{target}_mean", f"{target}_std",
-                                             *DESCRIPTOR_COLUMNS])
+        wanted = ["row", "smiles", "valid", f"{target}_mean", f"{target}_std", *DESCRIPTOR_COLUMNS]
+        missing = [c for c in wanted if c not in pq.read_schema(path).names]
+        if missing:
+            raise InvalidInput(f"{path}: no column {missing[0]!r}; predict the library with "
+                               f"describe=labloop.planners.shard_pool.describe")
+        table = pq.read_table(path, columns=wanted)
         valid = table.column("valid").to_numpy()
         mean, std = (np.where(valid, table.column(f"{target}_{k}").to_numpy(), np.nan) for k in ("mean", "std"))
         descriptors = np.column_stack([table.column(c).to_numpy() for c in DESCRIPTOR_COLUMNS]).astype(np.float32)

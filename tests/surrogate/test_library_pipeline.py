@@ -260,3 +260,21 @@ def test_a_resumed_campaign_gets_the_same_proposal(objective_model, planner_shar
     assert len(first) == 4 and [(p.smiles, p.conditions, p.mu) for p in resumed] == [
         (p.smiles, p.conditions, p.mu) for p in first]
     assert not {p.smiles for p in first} & state.tried
+
+
+def test_shards_without_the_planners_columns_are_named_in_one_line(tiny_model_dir, library, tmp_path, smiles):
+    shards = predict_library(library, tiny_model_dir, tmp_path, chunk_size=100)  # no describe: no descriptors
+    planner = ShardPoolPlanner("bayes", lambda version: shards, "ie_ev", ConditionSpace(SPACE), **WINDOW)
+    state = PlannerState("bayes", seed=0, step=1, observations=(Observation(smiles[0], {}, 3.0, quality=0.9),))
+    with pytest.raises(InvalidInput, match=r"no column 'descriptor_heavy_atoms'.*describe=") as info:
+        planner.propose(state, 2, CalibratedModel(_NoModel(), (), DescriptorTable()))
+    assert str(shards.paths[0]) in str(info.value) and "\n" not in str(info.value)
+
+
+class _NoModel:
+    """A model view that is never asked: the shards hold the predictions."""
+
+    version = 1
+
+    def predict(self, smiles):
+        raise AssertionError("the shard planner asked the model")
