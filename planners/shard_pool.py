@@ -7,17 +7,19 @@ fine at 100,000 molecules, minutes at a million. Here the predictions already si
 carries the cheap descriptors of :data:`labloop.planners.feedback.DESCRIPTORS`), and a proposal has two
 stages:
 
-1. **Shortlist, per shard** (on the Dask workers when a client is given, else here): every untried
-   molecule is scored from its shard's columns alone, with the part of the calibration the descriptors
-   carry (:class:`labloop.planners.feedback.DescriptorCalibration`: the offset and descriptor weights'
-   posterior, plus the prior variance of the group and GP terms, so a molecule those terms could still
-   move keeps the uncertainty they allow). Each shard gives back its best ``shortlist`` (row, score); the
-   merge keeps the best ``shortlist`` of all, and only those rows' SMILES and predictions are fetched.
+1. **Shortlist, on the shards** (on the Dask workers when a client is given: one task per worker thread,
+   each with a fixed share of the shards, so a worker finds its shards in its cache at every proposal;
+   else here): every untried molecule is scored from its shard's columns alone, with the part of the
+   calibration the descriptors carry (:class:`labloop.planners.feedback.DescriptorCalibration`: the
+   offset and descriptor weights' posterior, plus the prior variance of the group and GP terms, so a
+   molecule those terms could still move keeps the uncertainty they allow). Each task gives back its best
+   ``shortlist`` (row, score); the merge keeps the best ``shortlist`` of all (ties by row), and only those
+   rows' SMILES, predictions and descriptors are fetched.
 2. **Exact, on the shortlist** (here): the full calibration (every learner, with a
-   :class:`DescriptorTable` the planner keeps, so a shortlisted molecule's fingerprints are computed
-   once per campaign), the failure correction, the first batch's design and the batch itself (Thompson
-   draws for ``batch="thompson"``, else the diverse top) by the very functions :class:`PoolPlanner` uses
-   (:func:`labloop.planners.pool.fill_batch`).
+   :class:`DescriptorTable` the planner keeps, so a shortlisted molecule is parsed once per planner for
+   its fingerprints; its cheap descriptors come from the shard), the failure correction, the first
+   batch's design and the batch itself (Thompson draws for ``batch="thompson"``, else the diverse top) by
+   the very functions :class:`PoolPlanner` uses (:func:`labloop.planners.pool.fill_batch`).
 
 What is exact and what is not: with a shortlist at least as long as the untried pool, stage 2 sees every
 molecule and the proposal is :class:`PoolPlanner`'s (tests/surrogate/test_library_pipeline.py). With a
@@ -25,17 +27,20 @@ shorter one, it is exact when the ``offset`` or ``linear`` learner won (stage 1 
 only the failure correction, which only lowers scores, and the diversity limit act after it, and a batch
 the shortlist cannot fill makes it grow fourfold), and otherwise it is the exact proposal over the
 molecules stage 1 ranks highest: a molecule the group or GP term moves from far outside the shortlist into
-the batch is missed. The default shortlist (:data:`DEFAULT_SHORTLIST`) is 20 times the Thompson draw's own
-(:data:`labloop.planners.batch.SHORTLIST`), which is where the batch comes from. The pool's lowest score
-(towards which the failure correction pulls the signed acquisitions) is stage 1's when the shortlist is
-short.
+the batch is missed. The default shortlist (:data:`DEFAULT_SHORTLIST`) is 20 times the Thompson draw's
+own (:data:`labloop.planners.batch.SHORTLIST`), which is where the batch comes from; in ``bench/scale.py``
+(100,000 molecules, 100-200 measurements, the ``additive`` and ``gp`` learners winning) it gave the whole
+library's batch every time (bench/RESULTS.md). Its cost is stage 2's: about 0.25 ms per new shortlisted molecule
+(parsing it), so a planner's first proposal takes seconds and later ones only pay for the molecules that
+enter the shortlist. The pool's lowest score (towards which the failure correction pulls the signed
+acquisitions) is stage 1's when the shortlist is short.
 
-Why the descriptors and not fingerprints in the shards: stage 1 then reads ten numeric columns and the
-SMILES per shard (packed Morgan bits would add 128-256 bytes per molecule to the shards and to the
-pipeline's work, for a term stage 2 computes exactly on a few thousand molecules). Each process keeps the
-columns it read (:class:`ShardCache`, up to :data:`CACHE_BYTES`, only the newest model version): shards
-never change once written, so the cache changes no result, and the second proposal on a version reads
-nothing.
+Why the descriptors and not fingerprints in the shards: stage 1 then reads ten numeric columns and the SMILES
+per shard (the six descriptor columns are 48 bytes per molecule; packed Morgan bits would add 128-256 bytes
+per molecule to the shards and to the pipeline's work, for a term stage 2 computes exactly on a few thousand
+molecules). Each process keeps the columns it read (:class:`ShardCache`, up to :data:`CACHE_BYTES`, only the
+newest model version): shards never change once written, so the cache changes no result, and the second
+proposal on a version reads nothing.
 
 Still a pure function of the journal's state and the stored predictions: candidates are ordered by score,
 ties by library row, a SMILES listed twice counts at its first row, and the Thompson draws are seeded by
