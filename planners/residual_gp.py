@@ -368,10 +368,9 @@ class ResidualFit:
 
     def summary(self) -> dict[str, Any]:
         """The offset and slopes it learnt (posterior means) and its hyperparameters, for the journal."""
-        h = self.hyper
-        offset = OFFSET_PRIOR_V**2 * float(np.sum(self.alpha))
-        slopes = h.weight_sd**2 * (self.d[:, :len(DESCRIPTORS)].T @ self.alpha) / np.array(list(DESCRIPTORS.values()))
-        hyper = {name: getattr(h, name) for name in LEARNERS[self.learner]}
+        mean, _ = self.linear_posterior()
+        offset, slopes = float(mean[0]), mean[1:] / np.array(list(DESCRIPTORS.values()))
+        hyper = {name: getattr(self.hyper, name) for name in LEARNERS[self.learner]}
         return {"intercept_v": offset, "coefficients_v": dict(zip(DESCRIPTORS, map(float, slopes), strict=True)),
                 "hyperparameters": hyper}
 
