@@ -12,9 +12,12 @@ Prints one JSON object. Steps:
             present); wall seconds, molecules/s, and peak memory summed over this process and every
             process it started, sampled every 0.5 s: PSS (shared pages split between their processes) and
             RSS (shared pages counted in each process: an upper bound)
-  propose   in a fresh process (so its memory is the proposal's alone): a `bayes` proposal of 4 over the
-            largest library's shards, window goal, 20 measured molecules and 2 failed ones, --repeats times,
-            scoring the shards in that process, then on a LocalCluster; mean and sd, and the process's peak RSS
+  propose   in a fresh process (so its memory is the proposal's alone, and it never imports TensorFlow):
+            `bayes` (Thompson batch of 4) and `greedy` proposals over the largest library's shards, window
+            goal, 200 measured molecules and 2 failed ones (``campaign_state``), the first and then
+            --repeats more, scoring the shards in that process, then on a LocalCluster; mean and sd, the
+            process's peak RSS, the workers' RSS. For the smallest size also: the default shortlist's batch
+            against the whole library's (the in-memory pool planner's) at 100, 150 and 200 measurements
 
 Usage: python bench/scale.py [--sizes 100000,1000000] [--work DIR] [--epochs 2] [--repeats 5]
 Never asserts a time; bench/RESULTS.md records the numbers.
@@ -180,58 +183,153 @@ def bench_predict(library: Path, model: Path, shards: Path) -> dict:
     return out
 
 
-def bench_propose(library: Path, model: Path, shards: Path, repeats: int) -> dict:
-    """Runs in its own process (``--propose-only``): proposals over stored predictions, without TensorFlow."""
-    from labloop.planners.base import Observation, PlannerState
+class StoredModel:
+    """The surrogate as the shards hold it (a :class:`labloop.planners.base.ModelView` without TensorFlow):
+    mean - 1.40 V and std of ``ie_ev`` for the molecules it was given."""
+
+    version = 1
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.table = dict(zip(frame["smiles"], zip(frame["ie_ev_mean"] - 1.40, frame["ie_ev_std"], strict=True),
+                              strict=True))
+
+    def predict(self, smiles: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        mu, sigma = zip(*(self.table[s] for s in smiles), strict=True) if smiles else ((), ())
+        return np.array(mu, dtype=float), np.array(sigma, dtype=float)
+
+
+def campaign_state(paths: list[Path], measured: int, failed: int) -> tuple[list, pd.DataFrame]:
+    """``measured`` + ``failed`` molecules spread evenly over the library (one every ~len/N rows), their
+    measured potentials from a fixed rule the descriptors only partly explain (size, nitrogens, and
+    substituents: CF3, nitrile, nitro), so the calibration's group or GP learner has something to find."""
+    import pyarrow.parquet as pq
+
+    from labloop.planners.base import Observation
+
+    picks = []
+    total = measured + failed
+    for j in range(total):
+        path = paths[j * len(paths) // total]
+        frame = pq.read_table(path, columns=["smiles", "valid", "ie_ev_mean", "ie_ev_std"]).to_pandas()
+        frame = frame[frame["valid"]]
+        picks.append(frame.iloc[(j * 997) % len(frame)])
+    chosen = pd.DataFrame(picks).reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    failing = {(i + 1) * total // (failed + 1) for i in range(failed)}
+    observations = []
+    for k, row in chosen.iterrows():
+        smiles = row["smiles"]
+        if k in failing:
+            observations.append(Observation(smiles, {"scan_rate_v_s": 0.1}, None, failure="analysis"))
+            continue
+        mol = Chem.MolFromSmiles(smiles)
+        heavy = mol.GetNumHeavyAtoms()
+        shift = (1.9 - 0.02 * heavy + 0.05 * smiles.count("N") + 0.25 * smiles.count("C(F)(F)F")
+                 - 0.2 * smiles.count("C#N") + 0.15 * smiles.count("[N+](=O)[O-]"))
+        potential = row["ie_ev_mean"] - 1.40 + shift + rng.normal(0, 0.05)
+        observations.append(Observation(smiles, {"scan_rate_v_s": float(rng.choice([0.05, 0.1, 0.2]))},
+                                        float(potential), quality=float(rng.uniform(0.5, 1.0))))
+    return observations, chosen
+
+
+def bench_propose(library: Path, model: Path, shards: Path, repeats: int, exact: bool = False) -> dict:
+    """Runs in its own process (``--propose-only``): proposals over stored predictions, without TensorFlow.
+
+    ``bayes`` (window probability, Thompson batch of 4) and ``greedy``, with 200 measured molecules and 2
+    failed ones, ``repeats`` times each, in this process and on a LocalCluster; the first proposal of each
+    planner apart (it reads the shards and computes the shortlist's fingerprints; later ones find both
+    kept). With ``exact``: the same ``bayes`` proposals with a shortlist as long as the library (what the
+    in-memory pool planner proposes, tests/surrogate/test_library_pipeline.py) at three measurement counts,
+    to count how often the default shortlist gives the same batch."""
+    from threadpoolctl import threadpool_limits
+
+    from labloop.planners.base import PlannerState
     from labloop.planners.conditions import ConditionSpace
-    from labloop.planners.feedback import fit_calibration
-    from labloop.planners.shard_pool import DESCRIPTOR_COLUMNS, ShardPoolPlanner, describe
+    from labloop.planners.feedback import CalibratedModel, DescriptorTable, describe
+    from labloop.planners.shard_pool import ShardPoolPlanner
+    from labloop.planners.shard_pool import describe as shard_describe
     from labloop.surrogate.compute import dask_client
     from labloop.surrogate.library_pipeline import predict_library
 
     t0 = time.perf_counter()
-    result = predict_library(library, model, shards, describe=describe)  # every shard exists: only reads
+    result = predict_library(library, model, shards, describe=shard_describe)  # every shard exists: only reads
     assert result.n_predicted == 0, "run the predict step first"
     lookup_s = time.perf_counter() - t0
-    first = next(result.frames())
-    first = first[first["valid"]].head(22)
-    rng = np.random.default_rng(0)
-    potentials = first["ie_ev_mean"].to_numpy()[:20] - 1.40 + 1.5 + rng.normal(0, 0.1, 20)
-    observations = tuple(Observation(s, {"scan_rate_v_s": 0.1}, float(p), quality=0.8)
-                         for s, p in zip(first["smiles"][:20], potentials, strict=True))
-    observations += tuple(Observation(s, {"scan_rate_v_s": 0.1}, None, failure="analysis")
-                          for s in first["smiles"][20:22])
-    measured = first.head(20)
-    calibration = fit_calibration(measured["ie_ev_mean"].to_numpy() - 1.40, measured["ie_ev_std"].to_numpy(),
-                                  measured[DESCRIPTOR_COLUMNS].to_numpy(), potentials)
+    observations, chosen = campaign_state(list(result.paths), 200, 2)
+    stored = StoredModel(chosen)
+    space = ConditionSpace({"scan_rate_v_s": (0.05, 0.5)})
 
-    class Model:
-        version = 1
+    def state(measured: int = 200, step: int = 60) -> PlannerState:
+        kept = [o for o in observations if o.failure] + [o for o in observations if not o.failure][:measured]
+        return PlannerState("bayes", seed=0, step=step, observations=tuple(kept))
 
-    model_view = Model()
-    model_view.calibration = calibration  # type: ignore[attr-defined]
-    state = PlannerState("bayes", seed=0, step=5, observations=observations)
-    out: dict = {"shards": len(result.paths), "rows": result.n_rows, "shard_lookup_s": round(lookup_s, 2)}
+    t1 = time.perf_counter()
+    calibrated = CalibratedModel(stored, state().observations, DescriptorTable())
+    out: dict = {"shards": len(result.paths), "rows": result.n_rows, "shard_lookup_s": round(lookup_s, 2),
+                 "measured": 200, "failed": 2, "calibration_fit_s": round(time.perf_counter() - t1, 2),
+                 "calibration": describe(calibrated.calibration)}
+    t1 = time.perf_counter()
+    with threadpool_limits(1):
+        space.propose(state().observations, 4, seed=0, step=60)
+    out["conditions_planner_s"] = round(time.perf_counter() - t1, 3)  # part of every proposal below
+
+    def planner(kind: str, client: object | None, **extra: object) -> ShardPoolPlanner:
+        settings = ({"acquisition": "window_probability", "batch": "thompson"} if kind == "bayes"
+                    else {"acquisition": "mean", "batch": "independent"})
+        return ShardPoolPlanner(kind, lambda version: result, "ie_ev", space, goal="window", window_v=(4.5, 4.6),
+                                client=client, **settings, **extra)  # type: ignore[arg-type]
 
     def timed(planner: ShardPoolPlanner) -> dict:
-        times, picks = [], None
-        for _ in range(repeats):
-            t1 = time.perf_counter()
-            picks = [p.smiles for p in planner.propose(state, 4, model_view)]
-            times.append(time.perf_counter() - t1)
-        return {"seconds": [round(t, 3) for t in times], "mean_s": round(float(np.mean(times)), 3),
-                "sd_s": round(float(np.std(times, ddof=1)) if len(times) > 1 else 0.0, 3), "batch": picks}
+        times, cpu, batches = [], [], []
+        for _ in range(repeats + 1):
+            t2, c2 = time.perf_counter(), time.process_time()
+            with threadpool_limits(1):  # as the campaign runner proposes (orchestrator/loop/runner.py)
+                batches.append([p.smiles for p in planner.propose(state(), 4, calibrated)])
+            times.append(time.perf_counter() - t2)
+            cpu.append(time.process_time() - c2)
+        warm = times[1:]
+        return {"first_s": round(times[0], 3), "warm_s": [round(t, 3) for t in warm],
+                "this_process_cpu_s": [round(t, 3) for t in cpu],  # a busy machine inflates wall time, not this
+                "warm_mean_s": round(float(np.mean(warm)), 3),
+                "warm_sd_s": round(float(np.std(warm, ddof=1)) if len(warm) > 1 else 0.0, 3),
+                "same_batch_every_time": all(b == batches[0] for b in batches), "batch": batches[0]}
 
-    def planner(client: object | None) -> ShardPoolPlanner:
-        space = ConditionSpace({"scan_rate_v_s": (0.05, 0.5)})
-        return ShardPoolPlanner("bayes", lambda version: result, "ie_ev", space, goal="window",
-                                acquisition="window_probability", window_v=(4.5, 4.6), client=client)
-
-    out["in_process"] = timed(planner(None))
-    out["in_process"]["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2)
+    for kind in ("bayes", "greedy"):
+        out[f"{kind}_in_process"] = timed(planner(kind, None))
+    # a campaign's proposals: the calibration refitted on two more measurements each time (not timed), so
+    # the shortlist changes and its new molecules' fingerprints are computed
+    going = planner("bayes", None)
+    campaign = []
+    for measured in range(190, 201, 2):
+        model_view = CalibratedModel(stored, state(measured).observations, DescriptorTable())
+        t2 = time.perf_counter()
+        with threadpool_limits(1):
+            going.propose(state(measured, measured // 4), 4, model_view)
+        campaign.append(round(time.perf_counter() - t2, 3))
+    out["bayes_in_process_measured_190_to_200_by_2_s"] = campaign
+    out["peak_rss_gb_in_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3)
     with dask_client() as client:
-        out["on_local_cluster"] = timed(planner(client))
-    out["same_batch"] = out["in_process"]["batch"] == out["on_local_cluster"]["batch"]
+        for kind in ("bayes", "greedy"):
+            out[f"{kind}_on_local_cluster"] = timed(planner(kind, client))
+            out[f"{kind}_same_batch_as_in_process"] = (out[f"{kind}_on_local_cluster"]["batch"]
+                                                       == out[f"{kind}_in_process"]["batch"])
+        out["worker_rss_gb"] = [round(v / 1e9, 3) for v in client.run(lambda: psutil.Process().memory_info().rss
+                                                                      ).values()]
+    out["peak_rss_gb_runner"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3)
+    if exact:
+        checks = []
+        short, full = planner("bayes", None), planner("bayes", None, shortlist=result.n_rows)
+        for measured, step in ((100, 31), (150, 45), (200, 60)):
+            model_view = CalibratedModel(stored, state(measured).observations, DescriptorTable())
+            with threadpool_limits(1):
+                t2 = time.perf_counter()
+                shortlisted = [p.smiles for p in short.propose(state(measured, step), 4, model_view)]
+                t3 = time.perf_counter()
+                whole = [p.smiles for p in full.propose(state(measured, step), 4, model_view)]
+            checks.append({"measured": measured, "learner": describe(model_view.calibration),
+                           "same_batch": shortlisted == whole, "common": len(set(shortlisted) & set(whole)),
+                           "shortlist_s": round(t3 - t2, 2), "whole_library_s": round(time.perf_counter() - t3, 1)})
+        out["default_shortlist_vs_whole_library"] = checks
     return out
 
 
@@ -242,6 +340,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--propose-only", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--exact", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--libraries-only", action="store_true", help="only enumerate the library files")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -250,7 +349,8 @@ def main() -> None:
     if args.propose_only:
         model = model_dir(args.work, args.epochs)
         n = args.propose_only
-        print(json.dumps(bench_propose(args.work / f"library-{n}.csv", model, args.work / f"shards-{n}", args.repeats)))
+        print(json.dumps(bench_propose(args.work / f"library-{n}.csv", model, args.work / f"shards-{n}", args.repeats,
+                                       args.exact)))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.libraries_only:
@@ -270,9 +370,12 @@ def main() -> None:
     if len(sizes) > 1:
         small, large = (report["predict"][n]["cold"]["seconds"] for n in (sizes[0], sizes[-1]))
         report["time_ratio_largest_to_smallest"] = round(large / small, 2)
-    proc = subprocess.run([sys.executable, __file__, "--propose-only", str(sizes[-1]), "--work", str(args.work),
-                           "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
-    report["propose"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    report["propose"] = {}
+    for n in dict.fromkeys([sizes[-1], sizes[0]]):  # the largest; the smallest also against the whole library
+        command = [sys.executable, __file__, "--propose-only", str(n), "--work", str(args.work), "--repeats",
+                   str(args.repeats), *(["--exact"] if n == sizes[0] else [])]
+        proc = subprocess.run(command, capture_output=True, text=True, check=True)
+        report["propose"][n] = json.loads(proc.stdout.strip().splitlines()[-1])
     report["load_avg_at_end"] = os.getloadavg()
     print(json.dumps(report, indent=1))
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -95,20 +95,10 @@ class PoolPlanner:
         tried = state.tried
         pool = [s for s in self.library if s not in tried]
         mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(pool))
-        score = acquire(self.acquisition, mu, sigma, self.goal, window_v=self.window_v, best_v=self._best(state))
-        keep = self._keep(state, pool)
-        if (keep < 1).any() and np.isfinite(score).any():
-            low = min(0.0, float(np.nanmin(score)))  # 0 for the non-negative EI, PI and window probability
-            score = low + keep * (score - low)
-        return pool, mu, sigma, score, keep
-
-    def _keep(self, state: PlannerState, pool: Sequence[str]) -> np.ndarray:
-        """The failure correction's factor per molecule (module docstring): 1 without a similar failure."""
-        failed = state.failed_analyses
-        if not failed:
-            return np.ones(len(pool))
-        similar = self.similarity.max_similarity(pool, failed)
-        return 1 - np.clip((similar - FAILURE_BACKGROUND) / (1 - FAILURE_BACKGROUND), 0.0, 1.0)
+        score = acquire(self.acquisition, mu, sigma, self.goal, window_v=self.window_v, best_v=best_measured(
+            state, self.goal))
+        keep = failure_keep(self.similarity, pool, state.failed_analyses)
+        return pool, mu, sigma, corrected(score, keep), keep
 
     def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:
         if model is None:
@@ -118,47 +108,86 @@ class PoolPlanner:
         if self.first_batch == "design" and not state.measured and not state.pending:
             size = self.descriptors(pool)[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
             chosen = calibration_design(size, np.where(np.isfinite(mu), sigma, np.nan), n)
-        if self.batch == "thompson" and isinstance(model, JointModel) and len(chosen) < n:
-            taken = [*state.pending, *(pool[i] for i in chosen)]
-
-            def admissible(i: int) -> bool:
-                if i in chosen or (self.diversity < 1 and taken
-                                   and self.similarity.max_similarity([pool[i]], taken)[0] > self.diversity):
-                    return False
-                taken.append(pool[i])
-                return True
-
-            chosen += thompson_batch(model, pool, score, n - len(chosen), goal=self.goal, window_v=self.window_v,
-                                     keep=keep, seed=state.seed, step=state.step,
-                                     admissible=admissible)
-        else:
-            chosen += self._diverse_top(pool, score, n - len(chosen), [*state.pending, *(pool[i] for i in chosen)],
-                                        skip=chosen)
+        joint = model if self.batch == "thompson" and isinstance(model, JointModel) else None
+        chosen = fill_batch(self, state, pool, score, keep, n, chosen, joint)
         settings = self.conditions.propose(state.observations, len(chosen), seed=state.seed, step=state.step)
         return [Proposal(smiles=pool[i], conditions=c, mu=float(mu[i]), sigma=float(sigma[i]),
                          acquisition=float(score[i]), model_version=model.version, planner=self.name)
                 for i, c in zip(chosen, settings, strict=True)]
 
-    def _best(self, state: PlannerState) -> float | None:
-        """The best measured potential for the goal (EI/PI improve on it); None before any."""
-        measured = [o.potential_v for o in state.measured]
-        if not measured or self.goal == "window":
-            return None
-        return max(measured) if self.goal == "maximize" else min(measured)
 
-    def _diverse_top(self, pool: Sequence[str], score: np.ndarray, n: int, pending: Sequence[str],
-                     skip: Sequence[int] = ()) -> list[int]:
-        """Indices of up to ``n`` molecules in score order, none too similar to another chosen or pending,
-        none of ``skip``."""
-        order = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
-        order = order[np.isfinite(score[order]) & ~np.isin(order, skip)]
-        chosen: list[int] = []
-        taken = list(pending)
-        for i in order:
-            if len(chosen) >= n:
-                break
-            if self.diversity < 1 and taken and self.similarity.max_similarity([pool[i]], taken)[0] > self.diversity:
-                continue
-            chosen.append(int(i))
-            taken.append(pool[i])
+class BatchRule(Protocol):
+    """What :func:`fill_batch` needs of a planner: its goal and its diversity limit."""
+
+    goal: Goal
+    window_v: tuple[float, float] | None
+    diversity: float
+    similarity: SimilarityIndex
+
+
+def best_measured(state: PlannerState, goal: Goal) -> float | None:
+    """The best measured potential for the goal (EI/PI improve on it); None before any or for a window."""
+    measured = [o.potential_v for o in state.measured]
+    if not measured or goal == "window":
+        return None
+    return max(measured) if goal == "maximize" else min(measured)
+
+
+def failure_keep(similarity: SimilarityIndex, pool: Sequence[str], failed: Sequence[str]) -> np.ndarray:
+    """The failure correction's factor per molecule (module docstring): 1 without a similar failure."""
+    if not failed:
+        return np.ones(len(pool))
+    similar = similarity.max_similarity(pool, failed)
+    return 1 - np.clip((similar - FAILURE_BACKGROUND) / (1 - FAILURE_BACKGROUND), 0.0, 1.0)
+
+
+def corrected(score: np.ndarray, keep: np.ndarray, low: float | None = None) -> np.ndarray:
+    """Scores pulled towards ``low`` by the failure correction's ``keep``; ``low`` is the pool's lowest
+    score or 0, whichever is lower (0 for the non-negative EI, PI and window probability): by default the
+    lowest of ``score``, which is the pool's when ``score`` covers the whole pool."""
+    if not (keep < 1).any() or not np.isfinite(score).any():
+        return score
+    if low is None:
+        low = min(0.0, float(np.nanmin(score)))
+    return low + keep * (score - low)
+
+
+def fill_batch(rule: BatchRule, state: PlannerState, pool: Sequence[str], score: np.ndarray, keep: np.ndarray,
+               n: int, chosen: Sequence[int], joint: JointModel | None) -> list[int]:
+    """``chosen`` (the first batch's design, or nothing) filled up to ``n`` molecules of ``pool``: by
+    Thompson draws of ``joint``'s posterior when given, else in ``score`` order; never one too similar to
+    another of the batch or to a pending molecule (``rule.diversity``)."""
+    chosen = list(chosen)
+    if len(chosen) >= n:
         return chosen
+    taken = [*state.pending, *(pool[i] for i in chosen)]
+    if joint is not None:
+
+        def admissible(i: int) -> bool:
+            if i in chosen or (rule.diversity < 1 and taken
+                               and rule.similarity.max_similarity([pool[i]], taken)[0] > rule.diversity):
+                return False
+            taken.append(pool[i])
+            return True
+
+        return chosen + thompson_batch(joint, pool, score, n - len(chosen), goal=rule.goal, window_v=rule.window_v,
+                                       keep=keep, seed=state.seed, step=state.step, admissible=admissible)
+    return chosen + diverse_top(rule, pool, score, n - len(chosen), taken, skip=chosen)
+
+
+def diverse_top(rule: BatchRule, pool: Sequence[str], score: np.ndarray, n: int, pending: Sequence[str],
+                skip: Sequence[int] = ()) -> list[int]:
+    """Indices of up to ``n`` molecules in score order (ties: pool order), none too similar to another
+    chosen or pending, none of ``skip``."""
+    order = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
+    order = order[np.isfinite(score[order]) & ~np.isin(order, skip)]
+    chosen: list[int] = []
+    taken = list(pending)
+    for i in order:
+        if len(chosen) >= n:
+            break
+        if rule.diversity < 1 and taken and rule.similarity.max_similarity([pool[i]], taken)[0] > rule.diversity:
+            continue
+        chosen.append(int(i))
+        taken.append(pool[i])
+    return chosen

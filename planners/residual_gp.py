@@ -118,7 +118,11 @@ def cheap_descriptors(smiles: str) -> tuple[float, ...]:
 def environments(smiles: str) -> np.ndarray:
     """The molecule's atom environments (Morgan radius-1 bits), packed (``np.packbits``); zeros when RDKit
     cannot read it."""
-    mol = Chem.MolFromSmiles(smiles)
+    return mol_environments(Chem.MolFromSmiles(smiles))
+
+
+def mol_environments(mol: Chem.Mol | None) -> np.ndarray:
+    """:func:`environments` of a parsed molecule (None: unreadable)."""
     if mol is None:
         return np.zeros(ENVIRONMENT_BITS // 8, dtype=np.uint8)
     return np.packbits(_ENVIRONMENT_GENERATOR.GetFingerprintAsNumPy(mol).astype(bool))
@@ -127,10 +131,14 @@ def environments(smiles: str) -> np.ndarray:
 _ENVIRONMENT_GENERATOR = rdFingerprintGenerator.GetMorganGenerator(radius=ENVIRONMENT_RADIUS, fpSize=ENVIRONMENT_BITS)
 
 
+def scaled_descriptors(descriptors: np.ndarray) -> np.ndarray:
+    """Descriptors divided by their :data:`DESCRIPTORS` spreads (NaN -> 0: an unreadable molecule)."""
+    return np.nan_to_num(np.asarray(descriptors, dtype=float) / np.array(list(DESCRIPTORS.values())))
+
+
 def features(descriptors: np.ndarray, packed_environments: np.ndarray) -> np.ndarray:
-    """The learners' per-molecule input: descriptors divided by their :data:`DESCRIPTORS` spreads (NaN -> 0:
-    an unreadable molecule), then the environment bits (0/1)."""
-    scaled = np.nan_to_num(np.asarray(descriptors, dtype=float) / np.array(list(DESCRIPTORS.values())))
+    """The learners' per-molecule input: :func:`scaled_descriptors`, then the environment bits (0/1)."""
+    scaled = scaled_descriptors(descriptors)
     bits = np.unpackbits(np.asarray(packed_environments, dtype=np.uint8).reshape(len(scaled), -1), axis=1)
     return np.hstack([scaled, bits.astype(float)])
 
@@ -345,16 +353,26 @@ class ResidualFit:
         cov = _kernel(self.hyper, d, d, tanimoto) - v.T @ v
         return cross @ self.alpha, cov
 
+    def linear_posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior (mean, covariance) of the offset and the descriptor weights ``(b, w)``, with the group
+        and GP terms integrated out: the residual's mean at ``x`` is ``[1, d(x)] . mean`` plus the group and
+        GP terms' means, its latent variance ``[1, d] cov [1, d]^T`` plus theirs (and their covariance
+        with it). For the ``offset`` and ``linear`` learners that is all of it."""
+        h, n = self.hyper, len(DESCRIPTORS)
+        phi = np.hstack([np.ones((len(self.r), 1)), self.d[:, :n]])
+        prior = np.diag([OFFSET_PRIOR_V**2, *([h.weight_sd**2] * n)])
+        v = solve_triangular(self.factor, phi @ prior, lower=True, check_finite=False)
+        return prior @ phi.T @ self.alpha, prior - v.T @ v
+
     def noise_var(self, sigma: np.ndarray) -> np.ndarray:
         """Variance a measurement adds to the latent residual: surrogate share and measurement noise."""
         return _noise(self.hyper, np.asarray(sigma, dtype=float))
 
     def summary(self) -> dict[str, Any]:
         """The offset and slopes it learnt (posterior means) and its hyperparameters, for the journal."""
-        h = self.hyper
-        offset = OFFSET_PRIOR_V**2 * float(np.sum(self.alpha))
-        slopes = h.weight_sd**2 * (self.d[:, :len(DESCRIPTORS)].T @ self.alpha) / np.array(list(DESCRIPTORS.values()))
-        hyper = {name: getattr(h, name) for name in LEARNERS[self.learner]}
+        mean, _ = self.linear_posterior()
+        offset, slopes = float(mean[0]), mean[1:] / np.array(list(DESCRIPTORS.values()))
+        hyper = {name: getattr(self.hyper, name) for name in LEARNERS[self.learner]}
         return {"intercept_v": offset, "coefficients_v": dict(zip(DESCRIPTORS, map(float, slopes), strict=True)),
                 "hyperparameters": hyper}
 

@@ -32,9 +32,14 @@ class SimilarityIndex:
         fps = self._fps
         if smiles not in fps:
             RDLogger.DisableLog("rdApp.*")
-            mol = Chem.MolFromSmiles(smiles)
-            fps[smiles] = None if mol is None else self._generator.GetFingerprint(mol)
+            self.add(smiles, Chem.MolFromSmiles(smiles))
         return fps[smiles]
+
+    def add(self, smiles: str, mol: Chem.Mol | None) -> None:
+        """Keep the fingerprint of ``smiles`` from its molecule parsed elsewhere (None: unreadable), so a
+        caller that needs other fingerprints of it too parses it once (parsing is most of the cost)."""
+        if smiles not in self._fps:
+            self._fps[smiles] = None if mol is None else self._generator.GetFingerprint(mol)
 
     def tanimoto(self, a: str, b: str) -> float:
         fa, fb = self.fingerprint(a), self.fingerprint(b)

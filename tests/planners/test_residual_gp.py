@@ -205,3 +205,34 @@ def test_bayes_planner_uses_thompson_draws_and_is_reproducible(ocelot):
     b = planner.propose(state, 4, CalibratedModel(model, obs, DescriptorTable()))
     assert [p.smiles for p in a] == [p.smiles for p in b] and len(a) == 4
     assert not {p.smiles for p in a} & {o.smiles for o in obs}
+
+
+
+@pytest.mark.parametrize("learner", ["offset", "linear", "additive", "gp"])
+def test_the_descriptor_part_of_a_calibration(learner):
+    """The shard planner's stage 1 (:class:`DescriptorCalibration`): for the offset and linear learners it is
+    the calibration itself; for the others its mean is the full posterior's offset + linear part (the same
+    fit with the group and GP kernels taken out of the queries' covariances), and its variance that part's
+    posterior variance plus the group and GP terms' prior variance."""
+    from dataclasses import replace
+
+    from labloop.planners.feedback import ENVIRONMENTS_PER_HEAVY_ATOM, Calibration
+
+    table, smiles, d, r, sigma = problem(10, seed=2)
+    fit = fit_learner(learner, r, d, table.tanimoto(smiles, smiles), sigma, smiles,
+                      HYPER if learner == "gp" else None)
+    calibration = Calibration(len(r), fit)
+    queries = ["CCCc1ccccc1", "Brc1ccccc1", "c1ccc(-c2ccccc2)cc1", "NCCO"]
+    mu, s = np.array([3.1, 3.4, 2.9, 4.0]), np.array([0.1, 0.2, 0.15, 0.3])
+    mean, sd = calibration.by_descriptors().apply(mu, s, table(queries))
+    if learner in ("offset", "linear"):
+        np.testing.assert_allclose((mean, sd), calibration.apply(mu, s, queries, table), rtol=1e-9, atol=1e-12)
+        return
+    h = fit.hyper
+    assert h.group_sd > 0
+    linear_part = replace(fit, hyper=replace(h, group_sd=0.0, amplitude=0.0))  # same training factor and alpha
+    shift, var = linear_part.predict(table.features(queries), np.zeros((len(queries), len(smiles))))
+    heavy = table(queries)[:, list(DESCRIPTORS).index("heavy_atoms")]
+    np.testing.assert_allclose(mean, mu + shift, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sd**2, var + h.group_sd**2 * ENVIRONMENTS_PER_HEAVY_ATOM * heavy + h.amplitude**2
+                               + fit.noise_var(s), rtol=1e-9)

@@ -19,7 +19,7 @@ import pytest
 
 from labloop.planners.base import Observation, PlannerState
 from labloop.planners.conditions import ConditionSpace
-from labloop.planners.feedback import Calibration
+from labloop.planners.feedback import CalibratedModel, Calibration, DescriptorTable
 from labloop.planners.shard_pool import ShardPoolPlanner, describe
 from labloop.surrogate import compute
 from labloop.surrogate.compute import ClusterLostError, SchedulerAddressError, dask_client, normalise_address
@@ -52,6 +52,9 @@ def assert_same_predictions(frame: pd.DataFrame, reference: pd.DataFrame) -> Non
 
 def test_local_cluster_predicts_what_the_process_does_and_scores_shards(tiny_model_dir, library, reference,
                                                                          tmp_path):
+    from labloop.orchestrator.learning.models import ObjectiveModel
+    from labloop.surrogate.persistence import load_ensemble
+
     announced: list[str] = []
     with dask_client(n_workers=2, announce=announced.append) as client:
         assert len(client.scheduler_info()["workers"]) == 2
@@ -67,8 +70,26 @@ def test_local_cluster_predicts_what_the_process_does_and_scores_shards(tiny_mod
                                      acquisition="ei", shortlist=2, client=c) for c in (client, None)]
         on_workers, here = (p.propose(state, 3, _FixedModel()) for p in planners)
         assert [p.smiles for p in on_workers] == [p.smiles for p in here] and len(here) == 3
+        # calibrated on measurements (with a failure), Thompson batches: the same on the workers too
+        model = CalibratedModel(ObjectiveModel(load_ensemble(tiny_model_dir), 1, "oxidation_potential"),
+                                measured := _measured(reference), DescriptorTable())
+        state = PlannerState("bayes", seed=2, step=3, observations=measured)
+        planners = [ShardPoolPlanner("bayes", lambda version: shards, "ie_ev", ConditionSpace({}), goal="window",
+                                     acquisition="window_probability", window_v=(4.0, 4.2), shortlist=20,
+                                     batch="thompson", client=c) for c in (client, None)]
+        on_workers, here = (p.propose(state, 4, model) for p in planners)
+        assert [(p.smiles, p.mu) for p in on_workers] == [(p.smiles, p.mu) for p in here] and len(here) == 4
     assert len(announced) == 1 and "LocalCluster, 2 workers" in announced[0]
     assert "dashboard http://127.0.0.1:" in announced[0]
+
+
+def _measured(reference: pd.DataFrame) -> tuple[Observation, ...]:
+    """Ten measured molecules (potential: the surrogate's IE - 1.40 + 1.5 V + a size term) and a failed one."""
+    rows = reference[reference["valid"]].iloc[20:31]
+    potentials = rows["ie_ev_mean"] - 1.40 + 1.5 + 0.01 * rows["smiles"].str.len()
+    return (*(Observation(s, {}, float(v), quality=0.9) for s, v in zip(rows["smiles"][:10], potentials[:10],
+                                                                      strict=True)),
+            Observation(rows["smiles"].iloc[10], {}, None, failure="analysis"))
 
 
 class _FixedModel:

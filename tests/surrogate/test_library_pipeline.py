@@ -153,16 +153,20 @@ def test_a_failed_shard_write_leaves_no_file(tmp_path):
 
 
 SPACE = {"scan_rate_v_s": (0.05, 0.5)}
+WINDOW = dict(goal="window", acquisition="window_probability", window_v=(4.5, 4.6))
+#: (planner settings, the measurements: none, "few" (6 + a failure) or "groups" (20 molecules whose residual
+#: depends on their nitrogens and halogens, + 2 failures: a learner beyond the linear one wins))
 SCENARIOS = {
-    "window, measured and failed": dict(goal="window", acquisition="window_probability", window_v=(4.5, 4.6),
-                                        observed=True),
-    "window, first batch design": dict(goal="window", acquisition="window_probability", window_v=(4.5, 4.6),
-                                       observed=False),
-    "maximise ei, measured": dict(goal="maximize", acquisition="ei", observed=True),
-    "minimise pi, no measurement": dict(goal="minimize", acquisition="pi", observed=False,
+    "window, measured and failed": dict(**WINDOW, observed="few"),
+    "window, first batch design": dict(**WINDOW, observed=None),
+    "window, thompson, group learner, failures": dict(**WINDOW, observed="groups", batch="thompson"),
+    "window, thompson, design then thompson": dict(**WINDOW, observed=None, batch="thompson"),
+    "maximise ei, measured": dict(goal="maximize", acquisition="ei", observed="few"),
+    "minimise pi, no measurement": dict(goal="minimize", acquisition="pi", observed=None,
                                         first_batch="acquisition"),
-    "greedy mean, measured": dict(goal="window", acquisition="mean", window_v=(4.5, 4.6), observed=True),
-    "lcb, strict diversity": dict(goal="maximize", acquisition="lcb", observed=True, diversity=0.3),
+    "greedy mean, measured": dict(goal="window", acquisition="mean", window_v=(4.5, 4.6), observed="few"),
+    "greedy mean, group learner": dict(goal="window", acquisition="mean", window_v=(4.5, 4.6), observed="groups"),
+    "lcb, strict diversity": dict(goal="maximize", acquisition="lcb", observed="few", diversity=0.3),
 }
 
 
@@ -172,29 +176,105 @@ def planner_shards(tiny_model_dir, library, tmp_path_factory):
                            describe=describe)
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
-def test_the_shard_planner_proposes_what_the_pool_planner_proposes(name, tiny_model_dir, planner_shards, smiles):
+@pytest.fixture(scope="module")
+def objective_model(tiny_model_dir):
     from labloop.orchestrator.learning.models import ObjectiveModel
     from labloop.surrogate.persistence import load_ensemble
 
-    scenario = dict(SCENARIOS[name])
-    observed = scenario.pop("observed")
-    observations: tuple[Observation, ...] = ()
-    if observed:
+    return ObjectiveModel(load_ensemble(tiny_model_dir), 1, "oxidation_potential")
+
+
+def _observations(kind: str | None, smiles: list[str], model) -> tuple[Observation, ...]:
+    if kind is None:
+        return ()
+    if kind == "few":
         measured = [Observation(s, {"scan_rate_v_s": 0.1}, 3.0 + 0.1 * k, quality=0.8)
                     for k, s in enumerate(smiles[0:6])]
-        observations = (*measured, Observation(smiles[30], {"scan_rate_v_s": 0.2}, None, failure="analysis"))
+        return (*measured, Observation(smiles[30], {"scan_rate_v_s": 0.2}, None, failure="analysis"))
+    chosen = [s for s in smiles[100:200] if Chem.MolFromSmiles(s) is not None][:20]
+    mu, _ = model.predict(chosen)
+    measured = []
+    for s, m in zip(chosen, mu, strict=True):
+        mol = Chem.MolFromSmiles(s)
+        shift = 1.3 + sum({7: 0.25, 9: -0.2, 17: -0.2, 8: 0.1}.get(a.GetAtomicNum(), 0.0) for a in mol.GetAtoms())
+        measured.append(Observation(s, {"scan_rate_v_s": 0.1}, float(m) + shift, quality=0.8))
+    failed = [Observation(s, {"scan_rate_v_s": 0.2}, None, failure="analysis") for s in (smiles[31], smiles[60])]
+    return (*measured, *failed)
+
+
+def _case(name: str, smiles: list[str], objective_model) -> tuple[dict, PlannerState, CalibratedModel]:
+    scenario = dict(SCENARIOS[name])
+    observations = _observations(scenario.pop("observed"), smiles, objective_model)
     state = PlannerState("bayes", seed=3, step=len(observations), observations=observations,
-                         pending=(smiles[40],) if observed else ())
-    model = CalibratedModel(ObjectiveModel(load_ensemble(tiny_model_dir), 1, "oxidation_potential"), observations,
-                            DescriptorTable())
+                         pending=(smiles[40],) if observations else ())
+    return scenario, state, CalibratedModel(objective_model, observations, DescriptorTable())
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_the_shard_planner_proposes_what_the_pool_planner_proposes(name, objective_model, planner_shards, smiles):
+    """With a shortlist as long as the library, stage 2 sees every molecule: the very same proposals."""
+    scenario, state, model = _case(name, smiles, objective_model)
+    if name.endswith("group learner") or "group learner," in name:
+        assert model.calibration.fit.learner in ("additive", "gp")  # the residual learners are exercised
     pool = PoolPlanner("bayes", smiles, ConditionSpace(SPACE), **scenario)
-    # a shortlist of 1 per shard forces the merge to prove itself exact (and grow when it cannot)
-    shard = ShardPoolPlanner("bayes", lambda version: planner_shards, "ie_ev", ConditionSpace(SPACE), shortlist=1,
-                             **scenario)
+    shard = ShardPoolPlanner("bayes", lambda version: planner_shards, "ie_ev", ConditionSpace(SPACE),
+                             shortlist=len(smiles), **scenario)
     expected, got = pool.propose(state, 4, model), shard.propose(state, 4, model)
     assert len(expected) == 4
     assert [(p.smiles, p.conditions) for p in got] == [(p.smiles, p.conditions) for p in expected]
     for a, b in zip(got, expected, strict=True):
         assert (a.mu, a.sigma, a.acquisition) == pytest.approx((b.mu, b.sigma, b.acquisition), rel=1e-5, abs=1e-9)
         assert a.model_version == b.model_version == 1
+
+
+@pytest.mark.parametrize("name", ["window, measured and failed", "maximise ei, measured", "lcb, strict diversity",
+                                  "window, first batch design"])
+def test_a_short_shortlist_is_exact_when_the_descriptors_carry_the_calibration(name, objective_model,
+                                                                               planner_shards, smiles):
+    """Offset or linear learner: stage 1 is the calibration, so a shortlist of 1 (grown until the batch is
+    filled) proposes what the whole pool does."""
+    scenario, state, model = _case(name, smiles, objective_model)
+    assert model.calibration.fit is None or model.calibration.fit.learner in ("offset", "linear")
+    expected = PoolPlanner("bayes", smiles, ConditionSpace(SPACE), **scenario).propose(state, 4, model)
+    got = ShardPoolPlanner("bayes", lambda version: planner_shards, "ie_ev", ConditionSpace(SPACE), shortlist=1,
+                           **scenario).propose(state, 4, model)
+    assert [p.smiles for p in got] == [p.smiles for p in expected]
+
+
+def test_a_resumed_campaign_gets_the_same_proposal(objective_model, planner_shards, smiles):
+    """Same observations, same proposal: from a planner that has proposed before (its fingerprints and
+    cached shard columns warm) and from a new one with a model rebuilt from the journal's observations."""
+    scenario, state, model = _case("window, thompson, group learner, failures", smiles, objective_model)
+
+    def planner() -> ShardPoolPlanner:
+        return ShardPoolPlanner("bayes", lambda version: planner_shards, "ie_ev", ConditionSpace(SPACE),
+                                shortlist=40, **scenario)
+
+    running = planner()
+    earlier = PlannerState("bayes", seed=3, step=state.step - 1, observations=state.observations[:-3])
+    running.propose(earlier, 4, CalibratedModel(objective_model, earlier.observations, DescriptorTable()))
+    first = running.propose(state, 4, model)
+    restored = PlannerState.from_dict(state.to_dict())
+    resumed = planner().propose(restored, 4, CalibratedModel(objective_model, restored.observations,
+                                                              DescriptorTable()))
+    assert len(first) == 4 and [(p.smiles, p.conditions, p.mu) for p in resumed] == [
+        (p.smiles, p.conditions, p.mu) for p in first]
+    assert not {p.smiles for p in first} & state.tried
+
+
+def test_shards_without_the_planners_columns_are_named_in_one_line(tiny_model_dir, library, tmp_path, smiles):
+    shards = predict_library(library, tiny_model_dir, tmp_path, chunk_size=100)  # no describe: no descriptors
+    planner = ShardPoolPlanner("bayes", lambda version: shards, "ie_ev", ConditionSpace(SPACE), **WINDOW)
+    state = PlannerState("bayes", seed=0, step=1, observations=(Observation(smiles[0], {}, 3.0, quality=0.9),))
+    with pytest.raises(InvalidInput, match=r"no column 'descriptor_heavy_atoms'.*describe=") as info:
+        planner.propose(state, 2, CalibratedModel(_NoModel(), (), DescriptorTable()))
+    assert str(shards.paths[0]) in str(info.value) and "\n" not in str(info.value)
+
+
+class _NoModel:
+    """A model view that is never asked: the shards hold the predictions."""
+
+    version = 1
+
+    def predict(self, smiles):
+        raise AssertionError("the shard planner asked the model")
