@@ -61,16 +61,17 @@ def _pool(kind: str) -> Factory:
              stored: StoredPredictions | None) -> Planner:
         acquisition = settings.acquisition if kind == "bayes" else "mean"
         conditions = ConditionSpace(dict(settings.conditions))
+        batch = "thompson" if kind == "bayes" else "independent"
         if stored is not None:  # the same proposals, from the stored predictions, scored shard by shard
             similarity = {} if descriptors is None else {"similarity": descriptors.similarity}
             return ShardPoolPlanner(kind, stored.shards, stored.target, conditions, goal=settings.goal,  # type: ignore[arg-type]
                                     acquisition=acquisition, window_v=settings.window_v,  # type: ignore[arg-type]
                                     diversity=settings.diversity, first_batch=settings.first_batch,  # type: ignore[arg-type]
-                                    client=stored.client, **similarity)
+                                    client=stored.client, batch=batch, descriptors=descriptors, **similarity)
         return PoolPlanner(kind, library, conditions, goal=settings.goal,
                            acquisition=acquisition, window_v=settings.window_v,  # type: ignore[arg-type]
                            diversity=settings.diversity, first_batch=settings.first_batch,
-                           descriptors=descriptors, batch="thompson" if kind == "bayes" else "independent")
+                           descriptors=descriptors, batch=batch)
     return make
 
 

@@ -262,6 +262,9 @@ def design_columns(paths: Sequence[Path], spec: ScoreSpec) -> pd.DataFrame:
         smiles = columns.smiles.take(pa.array(at)).to_numpy(zero_copy_only=False)
         frames.append(pd.DataFrame({"row": columns.row[at], "size": columns.descriptors[at, _SIZE].astype(float),
                                     "sigma": sigma, "hash": pd.util.hash_array(smiles.astype(object))}))
+    if not frames:  # a worker's group can be empty when there are fewer shards than worker threads
+        return pd.DataFrame({"row": pd.Series(dtype=np.int64), "size": pd.Series(dtype=float),
+                             "sigma": pd.Series(dtype=float), "hash": pd.Series(dtype=np.uint64)})
     return pd.concat(frames, ignore_index=True)
 
 
