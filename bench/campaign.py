@@ -172,8 +172,8 @@ def make_planners(library: list[str], descriptors) -> dict:
     def pool(kind: str, acquisition: str, **options) -> PoolPlanner:
         return PoolPlanner(kind, library, ConditionSpace(conditions), goal="window", acquisition=acquisition,
                            window_v=WINDOW_V, similarity=similarity, descriptors=descriptors, **options)
-    return {"bayes": pool("bayes", "window_probability", batch="thompson"), "greedy": pool("greedy", "mean"),
-            "bayes-independent": pool("bayes", "window_probability"),
+    return {"bayes": pool("bayes", "window_probability"), "greedy": pool("greedy", "mean"),
+            "bayes-thompson": pool("bayes", "window_probability", batch="thompson"),
             "oracle": pool("oracle", "window_probability", first_batch="acquisition"),
             "legacy": pool("legacy", "window_probability"),
             "screening": ScreeningPlanner(library, ConditionSpace(conditions), goal="window", window_v=WINDOW_V),
@@ -225,8 +225,7 @@ def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
     predict_s = time.perf_counter() - t0
     descriptors = DescriptorTable()
     planner = PoolPlanner("bayes", library, ConditionSpace({"scan_rate_v_s": (0.02, 0.5)}), goal="window",
-                          acquisition="window_probability", window_v=WINDOW_V, descriptors=descriptors,
-                          batch="thompson")
+                          acquisition="window_probability", window_v=WINDOW_V, descriptors=descriptors)
     measured = library[:225]
     observations = tuple(Observation(s, {"scan_rate_v_s": 0.1}, None if k % 9 == 0 else 4.0 + 0.005 * k,
                                      quality=0.0 if k % 9 == 0 else 0.8, failure="analysis" if k % 9 == 0 else None)

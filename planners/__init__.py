@@ -25,7 +25,8 @@ class PlannerSettings:
     """The planner's part of a campaign, and nothing else (planners never see the campaign itself).
 
     ``conditions`` is the condition space in the planners' form: ``{name: (low, high) | {"choices": (...)}}``;
-    ``acquisition`` is what ``bayes`` uses (greedy always ranks by the mean).
+    ``acquisition`` is what ``bayes`` uses (greedy always ranks by the mean); ``batch`` how ``bayes`` fills
+    a batch after the first (greedy always takes the diverse top).
     """
 
     kind: str
@@ -35,6 +36,7 @@ class PlannerSettings:
     diversity: float
     first_batch: str
     conditions: Mapping[str, Any]
+    batch: str = "diverse"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def _pool(kind: str) -> Factory:
              stored: StoredPredictions | None) -> Planner:
         acquisition = settings.acquisition if kind == "bayes" else "mean"
         conditions = ConditionSpace(dict(settings.conditions))
-        batch = "thompson" if kind == "bayes" else "independent"
+        batch = "thompson" if kind == "bayes" and settings.batch == "thompson" else "independent"
         if stored is not None:  # the same proposals, from the stored predictions, scored shard by shard
             similarity = {} if descriptors is None else {"similarity": descriptors.similarity}
             return ShardPoolPlanner(kind, stored.shards, stored.target, conditions, goal=settings.goal,  # type: ignore[arg-type]

@@ -259,6 +259,9 @@ class Planner(BaseModel):
     first_batch: Literal["design", "acquisition"] = Field(
         "design", description="bayes/greedy: before any measurement, spread the batch over molecule size to "
         "pin the calibration ('design'), or choose it by the acquisition like every other batch")
+    batch: Literal["diverse", "thompson"] = Field(
+        "diverse", description="bayes: fill a batch from the top of the acquisition, no two molecules more similar "
+        "than diversity ('diverse'), or by Thompson draws from the residual model's joint posterior ('thompson')")
     approve: bool = Field(False, description="hold each proposed batch as 'awaiting_approval' until a person "
                                              "approves or vetoes it (labloop approve, or the dashboard)")
 
@@ -266,6 +269,8 @@ class Planner(BaseModel):
     def _acquisition_for_bayes(self) -> Planner:
         if self.acquisition is not None and self.kind != "bayes":
             raise Problems(Problem(("acquisition",), f"only used by kind 'bayes' (kind is {self.kind!r})"))
+        if self.batch != "diverse" and self.kind != "bayes":
+            raise Problems(Problem(("batch",), f"only used by kind 'bayes' (kind is {self.kind!r})"))
         return self
 
     def acquisition_for(self, goal: str) -> str:
@@ -683,7 +688,7 @@ class Campaign(BaseModel):
         return PlannerSettings(kind=self.planner.kind, goal=self.objective.goal, window_v=self.objective.window_v,
                                acquisition=self.planner.acquisition_for(self.objective.goal),
                                diversity=self.planner.diversity, first_batch=self.planner.first_batch,
-                               conditions=self.conditions.space())
+                               batch=self.planner.batch, conditions=self.conditions.space())
 
     def _planner_problems(self) -> list[Problem]:
         problems = []

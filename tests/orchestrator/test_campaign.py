@@ -135,8 +135,10 @@ MALFORMED = [
      "conditions:", "conditions.e_step_v", "valid tuple (got 'fine')"),
     ("batch diversity above 1", edit("diversity: 0.7", "diversity: 1.5"), "planner:",
      "planner.diversity", "less than or equal to 1"),
-    ("unknown first batch", edit("first_batch: design}", "first_batch: best}"), "planner:",
+    ("unknown first batch", edit("first_batch: design,", "first_batch: best,"), "planner:",
      "planner.first_batch", "'best' is not one of design, acquisition"),
+    ("unknown batch rule", edit("batch: diverse}", "batch: random}"), "batch: random", "planner.batch",
+     "'random' is not one of diverse, thompson"),
     ("unknown objective quantity", edit("quantity: oxidation_potential", "quantity: potential"), "objective:",
      "objective.quantity", "not one of oxidation_potential, reduction_potential"),
     ("window goal without a window", edit(", window_v: [4.5, 4.6]", ""), "objective:", "objective.window_v",
@@ -267,3 +269,21 @@ def test_objective_scores_and_hits():
     low = Objective(quantity="reduction_potential", goal="minimize", threshold_v=1.0)
     assert low.score(0.5) > low.score(1.5) and low.is_hit(0.9) and not low.is_hit(1.1)
     assert not Objective(quantity="oxidation_potential", goal="maximize").defines_hits
+
+
+def test_the_batch_rule_is_for_bayes_only_and_reaches_the_planner():
+    from pydantic import ValidationError
+
+    from labloop.orchestrator.config.campaign import Planner
+    from labloop.planners import PlannerSettings, make_planner
+
+    with pytest.raises(ValidationError, match="batch: only used by kind 'bayes'"):
+        Planner(kind="greedy", batch="thompson")
+    library = ["c1ccccc1", "c1ccncc1"]
+    for rule, expected in (("diverse", "independent"), ("thompson", "thompson")):
+        settings = PlannerSettings(kind="bayes", goal="window", window_v=(4.5, 4.6), acquisition="window_probability",
+                                   diversity=0.7, first_batch="design", conditions={}, batch=rule)
+        assert make_planner(settings, library).batch == expected
+    greedy = PlannerSettings(kind="greedy", goal="window", window_v=(4.5, 4.6), acquisition="mean", diversity=0.7,
+                             first_batch="design", conditions={})
+    assert make_planner(greedy, library).batch == "independent"
