@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, issparse
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +73,19 @@ class Forward:
         return cls(np.concatenate([w for w, _, _ in firsts], axis=1), np.concatenate([b for _, b, _ in firsts]),
                    ACTIVATIONS[activations.pop()], shapes.pop()[1], rest)
 
-    def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        """Outputs of every member for float32 ``inputs`` (rows x inputs): members x rows x outputs."""
-        outputs = [self._batch(inputs[i:i + BATCH]) for i in range(0, len(inputs), BATCH)]
+    def __call__(self, inputs: np.ndarray | csr_matrix) -> np.ndarray:
+        """Outputs of every member for float32 ``inputs`` (rows x inputs, dense or a CSR matrix): members x
+        rows x outputs."""
+        outputs = [self._batch(inputs[i:i + BATCH]) for i in range(0, inputs.shape[0], BATCH)]
         if not outputs:
             n_out = self.rest[0][-1][0].shape[1] if self.rest[0] else self.width
             return np.zeros((len(self.rest), 0, n_out), dtype=np.float32)
         return np.concatenate(outputs, axis=1)
 
-    def _batch(self, inputs: np.ndarray) -> np.ndarray:
-        if np.count_nonzero(inputs) < SPARSE_BELOW * inputs.size:
+    def _batch(self, inputs: np.ndarray | csr_matrix) -> np.ndarray:
+        if issparse(inputs):
+            hidden = np.asarray(inputs @ self.first_weights)
+        elif np.count_nonzero(inputs) < SPARSE_BELOW * inputs.size:
             hidden = np.asarray(csr_matrix(inputs) @ self.first_weights)
         else:
             hidden = inputs @ self.first_weights

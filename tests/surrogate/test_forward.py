@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labloop.surrogate.ensemble import network_inputs
+from labloop.surrogate.ensemble import network_inputs, sparse_network_inputs
 from labloop.surrogate.featurize import featurize
 from labloop.surrogate.forward import SPARSE_BELOW, Forward
 from labloop.surrogate.model import build_model, predict_scaled
@@ -18,9 +18,19 @@ def ensemble(tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def inputs(ensemble, ocelot):
-    feats = featurize(ocelot["smiles"].iloc[400:700].tolist(), ensemble.fingerprint, n_jobs=1)
+def feats(ensemble, ocelot):
+    return featurize(ocelot["smiles"].iloc[400:700].tolist(), ensemble.fingerprint, n_jobs=1)
+
+
+@pytest.fixture(scope="module")
+def inputs(ensemble, feats):
     return network_inputs(feats, ensemble.config, ensemble.descriptor_scaler)
+
+
+def test_sparse_inputs_are_the_dense_ones_and_predict_the_same(ensemble, feats, inputs):
+    sparse = sparse_network_inputs(feats, ensemble.config, ensemble.descriptor_scaler)
+    np.testing.assert_array_equal(sparse.toarray(), inputs)
+    np.testing.assert_array_equal(ensemble.forward(sparse), ensemble.forward(inputs))
 
 
 def test_sparse_forward_equals_keras_within_float32_rounding(ensemble, inputs):
