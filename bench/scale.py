@@ -10,7 +10,7 @@ Prints one JSON object. Steps:
   predict   per size: a LocalCluster with one worker per core (started and closed, time reported apart),
             the pipeline cold (no shards) with the planner's descriptor columns, then warm (every shard
             present); wall seconds, molecules/s, and peak memory summed over this process and every
-            process it started, sampled every 0.5 s: PSS (shared pages split between their processes) and
+            process it started: PSS (shared pages split between their processes; every 5 s) and
             RSS (shared pages counted in each process: an upper bound)
   propose   in a fresh process (so its memory is the proposal's alone, and it never imports TensorFlow):
             `bayes` (Thompson batch of 4) and `greedy` proposals over the largest library's shards, window
@@ -124,30 +124,39 @@ def model_dir(work: Path, epochs: int) -> Path:
 
 
 class PeakMemory:
-    """Peak memory summed over this process and all its descendants, sampled in a thread: PSS (each shared
-    page counted once, split between the processes sharing it: what the processes really occupy together),
-    and RSS (shared pages, e.g. TensorFlow's libraries in every worker, counted in each: an upper bound)."""
+    """Peak memory summed over this process and all its descendants, sampled in a thread: RSS (shared pages,
+    e.g. TensorFlow's libraries in every worker, counted in each: an upper bound) every ``every_s``, and PSS
+    (each shared page counted once, split between the processes sharing it: what the processes really
+    occupy together) every ``pss_every_s``. Why PSS less often: reading it walks a process's page tables
+    (23 ms for a worker holding TensorFlow, which it stalls meanwhile), so sampling it every 0.5 s took ~5%
+    of the two cores from the pipeline it measures; RSS costs microseconds."""
 
-    def __init__(self, every_s: float = 0.5) -> None:
-        self.every_s, self._stop = every_s, threading.Event()
+    def __init__(self, every_s: float = 0.5, pss_every_s: float = 5.0) -> None:
+        self.every_s, self.pss_every, self._stop = every_s, max(1, round(pss_every_s / every_s)), threading.Event()
         self.peak_pss, self.peak_rss, self.at_peak_mb = 0, 0, []
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> None:
+    def _sample(self, with_pss: bool) -> None:
         me = psutil.Process()
         pss, rss, each = 0, 0, []
         for proc in [me, *me.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
-                info = proc.memory_full_info()
-                pss, rss = pss + info.pss, rss + info.rss
-                each.append(round(info.pss / 1e6))
+                if with_pss:
+                    info = proc.memory_full_info()
+                    pss += info.pss
+                    each.append(round(info.pss / 1e6))
+                else:
+                    info = proc.memory_info()
+                rss += info.rss
         if pss > self.peak_pss:
             self.peak_pss, self.at_peak_mb = pss, each
         self.peak_rss = max(self.peak_rss, rss)
 
     def _run(self) -> None:
+        count = 0
         while not self._stop.is_set():
-            self._sample()
+            self._sample(with_pss=count % self.pss_every == 0)
+            count += 1
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> PeakMemory:
@@ -341,6 +350,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--propose-only", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--exact", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-propose", action="store_true", help="only the pipeline (predict) part")
     parser.add_argument("--libraries-only", action="store_true", help="only enumerate the library files")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -371,7 +381,8 @@ def main() -> None:
         small, large = (report["predict"][n]["cold"]["seconds"] for n in (sizes[0], sizes[-1]))
         report["time_ratio_largest_to_smallest"] = round(large / small, 2)
     report["propose"] = {}
-    for n in dict.fromkeys([sizes[-1], sizes[0]]):  # the largest; the smallest also against the whole library
+    # the largest; the smallest also against the whole library
+    for n in dict.fromkeys([sizes[-1], sizes[0]]) if not args.no_propose else ():
         command = [sys.executable, __file__, "--propose-only", str(n), "--work", str(args.work), "--repeats",
                    str(args.repeats), *(["--exact"] if n == sizes[0] else [])]
         proc = subprocess.run(command, capture_output=True, text=True, check=True)
