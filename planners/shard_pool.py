@@ -262,9 +262,6 @@ def design_columns(paths: Sequence[Path], spec: ScoreSpec) -> pd.DataFrame:
         smiles = columns.smiles.take(pa.array(at)).to_numpy(zero_copy_only=False)
         frames.append(pd.DataFrame({"row": columns.row[at], "size": columns.descriptors[at, _SIZE].astype(float),
                                     "sigma": sigma, "hash": pd.util.hash_array(smiles.astype(object))}))
-    if not frames:  # a worker's group can be empty when there are fewer shards than worker threads
-        return pd.DataFrame({"row": pd.Series(dtype=np.int64), "size": pd.Series(dtype=float),
-                             "sigma": pd.Series(dtype=float), "hash": pd.Series(dtype=np.uint64)})
     return pd.concat(frames, ignore_index=True)
 
 
@@ -386,12 +383,13 @@ class ShardPoolPlanner:
     def _groups(self, paths: Sequence[Path]) -> list[Group]:
         """The shards split into one group per worker thread (in library order), each with the worker it is
         sent to, so a worker scores the same shards at every proposal and finds them in its cache; here,
-        one group of all."""
+        one group of all. With fewer shards than threads, some threads get no group (no empty task)."""
         if self.client is None:
             return [Group(tuple(paths), None)]
         threads = [w for w, n in sorted(self.client.nthreads().items()) for _ in range(n)] or [None]
         bounds = np.linspace(0, len(paths), len(threads) + 1).round().astype(int)
-        return [Group(tuple(paths[a:b]), w) for a, b, w in zip(bounds[:-1], bounds[1:], threads, strict=True)]
+        return [Group(tuple(paths[a:b]), w) for a, b, w in zip(bounds[:-1], bounds[1:], threads, strict=True)
+                if b > a]
 
     def _map(self, function: Callable, groups: Sequence[Group], *args: object) -> list:
         """``function(group.paths, *args)`` for every group, each on its worker (any other if that one is
