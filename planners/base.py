@@ -101,6 +101,18 @@ class ModelView(Protocol):
 
 
 @runtime_checkable
+class OutOfSampleView(ModelView, Protocol):
+    """A model that can also say what it predicted for molecules it was trained on *before* it saw them
+    (a retrained network: the members that held each measurement out). The calibration fits and scores its
+    residuals on those (:class:`labloop.planners.feedback.CalibratedModel`), so a network that memorised
+    the measurements does not look better than it will be on the next molecule."""
+
+    def out_of_sample(self, smiles: Sequence[str]) -> tuple[Sequence[float], Sequence[float]]:
+        """(mu, sigma) per molecule, out of sample where the model trained on it."""
+        ...
+
+
+@runtime_checkable
 class Planner(Protocol):
     """``propose(state, n)`` -> at most ``n`` proposals; pure: same state and model, same proposals.
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from rdkit import Chem, RDLogger
 
-from labloop.planners.base import ModelView, Observation
+from labloop.planners.base import ModelView, Observation, OutOfSampleView
 from labloop.planners.residual_gp import (
     DESCRIPTORS,
     LEARNERS,
@@ -51,6 +51,9 @@ from labloop.planners.similarity import SimilarityIndex
 
 log = logging.getLogger(__name__)
 
+#: hyperparameter fits kept between calibrations (:attr:`DescriptorTable.hypers`): the latest of each of the
+#: model outputs a campaign calibrates (orchestrator/learning/learner.py: up to two), with room to spare
+HYPER_MEMO = 4
 #: molecules predicted at a time (the kernel block of a chunk with 200 measurements: 13 MB)
 CHUNK = 8192
 #: the descriptor that measures size (the first batch is spread over it: :mod:`.design`)
@@ -235,7 +238,8 @@ def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, me
     hypers = table.hypers.get(key)
     if hypers is None:
         hypers = {name: fit_hyper(names, r[:h], d[:h], tanimoto[:h, :h], s[:h]) for name, names in LEARNERS.items()}
-        table.hypers = {key: hypers}  # only the latest: a campaign's next calibration extends it
+        # only the latest few: a campaign's next calibration extends them (one per model output it scores)
+        table.hypers = {**dict(list(table.hypers.items())[1 - HYPER_MEMO:]), key: hypers}
     best, scores = select(r, d, tanimoto, s, kept, hypers)
     calibration = Calibration(len(kept), best, scores)
     shift, _ = calibration.residual(kept, table)
@@ -243,16 +247,21 @@ def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, me
 
 
 class CalibratedModel:
-    """A :class:`ModelView` whose predictions pass through the calibration fitted on ``observations``."""
+    """A :class:`ModelView` whose predictions pass through the calibration fitted on ``observations``
+    (on the model's out-of-sample predictions of them when it has those: :class:`OutOfSampleView`).
+    ``column`` and ``offset_v`` are the model's (which stored prediction it reads), None when it has none."""
 
     def __init__(self, model: ModelView, observations: Sequence[Observation], descriptors: DescriptorTable
                  ) -> None:
         self.model = model
         self.version = model.version
         self.descriptors = descriptors
+        self.column: str | None = getattr(model, "column", None)
+        self.offset_v: float | None = getattr(model, "offset_v", None)
         measured = [o for o in observations if o.potential_v is not None]
         smiles = [o.smiles for o in measured]
-        mu, sigma = model.predict(smiles) if smiles else ([], [])
+        fitted_on = model.out_of_sample if isinstance(model, OutOfSampleView) else model.predict
+        mu, sigma = fitted_on(smiles) if smiles else ([], [])
         self.calibration = fit_calibration(smiles, np.array(mu), np.array(sigma),
                                            np.array([o.potential_v for o in measured]), descriptors)
         if self.calibration.n:

@@ -298,9 +298,11 @@ class ShardPoolPlanner:
     """:class:`labloop.planners.pool.PoolPlanner` over stored predictions (see the module docstring).
 
     ``shards(version)`` gives the library's shards predicted by that model version; ``target`` is the
-    model's column the objective comes from (``ie_ev`` for oxidation, ``ea_ev`` for reduction);
-    ``client``: a ``distributed.Client`` to score the shards on, None to score them here; ``batch`` as
-    for :class:`PoolPlanner` (``thompson`` for ``bayes`` campaigns); ``descriptors``: the fingerprints and
+    model's column the objective comes from (``ie_ev`` for oxidation, ``ea_ev`` for reduction) unless the
+    model view names another (its ``column`` and ``offset_v``: a retrained network's measured-potential
+    output, :class:`labloop.orchestrator.learning.models.ObjectiveModel`); ``client``: a
+    ``distributed.Client`` to score the shards on, None to score them here; ``batch`` as for
+    :class:`PoolPlanner` (``thompson`` for ``bayes`` campaigns); ``descriptors``: the fingerprints and
     descriptors of shortlisted molecules, kept between proposals.
     """
 
@@ -329,8 +331,10 @@ class ShardPoolPlanner:
             raise ValueError(f"the {self.name} planner needs a surrogate model")
         paths = list(self.shards(model.version).paths)
         calibration: Calibration = getattr(model, "calibration", Calibration(0))
-        spec = ScoreSpec(self.target, self.acquisition, self.goal, calibration.by_descriptors(), state.tried,
-                         self.window_v, best_measured(state, self.goal))
+        spec = ScoreSpec(getattr(model, "column", None) or self.target, self.acquisition, self.goal,
+                         calibration.by_descriptors(), state.tried, self.window_v, best_measured(state, self.goal))
+        if (offset := getattr(model, "offset_v", None)) is not None:
+            spec = replace(spec, offset_v=offset)
         if spec.acquisition in ("ei", "pi") and spec.best_v is None:
             spec = self._with_predicted_best(self._groups(paths), spec)
         design = np.zeros(0, dtype=np.int64)
@@ -345,7 +349,8 @@ class ShardPoolPlanner:
             complete = all(t.complete for t in tops) and len(rows) <= k
             rows = np.union1d(rows[best_rows(rows, scores, k)], design)
             low = min([0.0, *(t.lowest for t in tops if np.isfinite(t.lowest))])
-            frame = self._rows(paths, groups, rows).drop_duplicates("smiles", keep="first")  # in row order
+            frame = self._rows(paths, groups, rows, spec.target)
+            frame = frame.drop_duplicates("smiles", keep="first")  # in row order
             picks = self._exact(frame, spec, state, n, calibration, design, None if complete else low, model)
             if len(picks[1]) >= n or complete:
                 break
@@ -419,15 +424,15 @@ class ShardPoolPlanner:
         chosen = calibration_design(pool["size"].to_numpy(), pool["sigma"].to_numpy(), n)
         return pool["row"].to_numpy()[chosen].astype(np.int64)
 
-    def _rows(self, paths: Sequence[Path], groups: Sequence[Group], rows: np.ndarray) -> pd.DataFrame:
-        """Library rows ``rows`` (sorted), fetched from the shards that hold them (a shard's name starts with
-        its first row), each by the group that holds it."""
+    def _rows(self, paths: Sequence[Path], groups: Sequence[Group], rows: np.ndarray, target: str) -> pd.DataFrame:
+        """Library rows ``rows`` (sorted) with ``target``'s columns, fetched from the shards that hold them (a
+        shard's name starts with its first row), each by the group that holds it."""
         firsts = [int(path.name.split("-", 1)[0]) for path in paths]
         holding: dict[Path, list[int]] = {}
         for r in rows.tolist():
             holding.setdefault(paths[bisect.bisect_right(firsts, r) - 1], []).append(r)
         wanted = [Group(tuple(p for p in g.paths if p in holding), g.worker) for g in groups]
         wanted = [g for g in wanted if g.paths]
-        frames = self._map(group_rows, wanted, self.target,
+        frames = self._map(group_rows, wanted, target,
                            {p: np.array(r, dtype=np.int64) for p, r in holding.items()})
         return pd.concat([_EMPTY_ROWS, *frames], ignore_index=True)

@@ -197,10 +197,17 @@ def train_ensemble(
     calibration_fraction: float = 0.05,
     preset: str = "custom",
     on_epoch: EpochHook | None = None,
+    out_of_sample: np.ndarray | None = None,
 ) -> Ensemble:
     """Train K members on K folds of (X, Y) minus a calibration slice, then calibrate on that slice.
 
     ``Y`` holds the labels of ``feats``' molecules, one column per target, NaN where missing.
+    ``out_of_sample``: positions in ``feats`` whose out-of-sample predictions are kept in
+    ``info["out_of_sample"]`` (``positions``, and ``mean``/``sigma`` one row per position, one column per
+    target): each by a model that never trained on it — the member whose validation fold held the row, or
+    the whole ensemble for a row of the calibration slice — with the ensemble's calibrated sigma there. Why:
+    an error measured on rows a network trained on says nothing about its error on new molecules
+    (orchestrator/learning/models.py scores a retrained network on the measurements this way).
     """
     targets = list(targets)
     if folds < 2:
@@ -238,6 +245,13 @@ def train_ensemble(
     ens.calibration_floor = {t: b for t, (_, b) in zip(targets, fitted, strict=True)}
     cal_sigma = ens.sigma(cal_std)
     _, fit_std = ens._raw(feats.subset(fit))
+    if out_of_sample is not None:
+        mean = np.full((n, len(targets)), np.nan)
+        sigma = np.full((n, len(targets)), np.nan)
+        mean[fit], sigma[fit] = oof, ens.sigma(fit_std)
+        mean[cal], sigma[cal] = cal_mean, cal_sigma
+        wanted = np.asarray(out_of_sample, dtype=np.int64)
+        out = {"positions": wanted.tolist(), "mean": mean[wanted].tolist(), "sigma": sigma[wanted].tolist()}
     ens.info = {
         "n_train": len(fit),
         "n_calibration": len(cal),
@@ -251,4 +265,6 @@ def train_ensemble(
                                   for j, t in enumerate(targets)},
         },
     }
+    if out_of_sample is not None:
+        ens.info["out_of_sample"] = out
     return ens

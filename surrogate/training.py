@@ -53,8 +53,13 @@ def train_from_table(
     cache: FingerprintCache | None = None,
     on_featurized: Callable[[int], None] | None = None,
     on_epoch: EpochHook | None = None,
+    out_of_sample_of: str | None = None,
 ) -> TrainingRun:
-    """Featurise ``table``, train a ``folds``-member ensemble, score it on the held-out share."""
+    """Featurise ``table``, train a ``folds``-member ensemble, score it on the held-out share.
+
+    ``out_of_sample_of``: a target whose labelled rows get their out-of-sample predictions kept in the
+    ensemble's ``info["out_of_sample"]``, by SMILES (``smiles``, ``mean``, ``sigma``: see
+    :func:`labloop.surrogate.ensemble.train_ensemble`)."""
     if not table.targets:
         raise InvalidInput("at least one --target column is needed to train")
     feats = featurize(table.smiles, preset.fingerprint, cache=cache, progress=on_featurized)
@@ -65,8 +70,16 @@ def train_from_table(
     if n_unlabelled:
         log.warning("dropped %d rows without any target value", n_unlabelled)
     train_rows, held_rows = split_holdout(len(data), holdout, seed)
+    wanted = None
+    if out_of_sample_of is not None:
+        wanted = np.flatnonzero(np.isfinite(Y[train_rows, table.targets.index(out_of_sample_of)]))
     ens = train_ensemble(data.subset(train_rows), Y[train_rows], table.targets, preset.fingerprint, preset.model,
-                         folds=folds, seed=seed, preset=preset.name, on_epoch=on_epoch)
+                         folds=folds, seed=seed, preset=preset.name, on_epoch=on_epoch, out_of_sample=wanted)
+    if wanted is not None:
+        kept = ens.info.pop("out_of_sample")
+        rows = data.rows[train_rows[np.asarray(kept["positions"], dtype=np.int64)]]
+        ens.info["out_of_sample"] = {"smiles": [table.smiles[r] for r in rows], "mean": kept["mean"],
+                                     "sigma": kept["sigma"]}
     ens.info["training_data"] = {"file": str(table.path), "sha256": table.sha256(), "rows": len(table.smiles),
                                  "invalid_smiles": len(feats.invalid), "unlabelled": n_unlabelled,
                                  "holdout": holdout, "seed": seed}

@@ -21,7 +21,7 @@ from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.retraining import Prepare, Retrainer
-from labloop.planners import ModelView, PlannerState
+from labloop.planners import ModelView, Observation, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
 log = logging.getLogger(__name__)
@@ -90,14 +90,17 @@ class Learning:
             self.refresh()
         if not self.learns:
             return self.model.model
-        view = CalibratedModel(self.model.model, state.observations, self.descriptors)
+        view, scores = best_head(self.model.model, state.observations, self.descriptors)
         if view.calibration.n:
             measured = [e for e in experiments if e.status == State.DONE and e.potential_v is not None
                         and e.mu is not None][-RECENT_ERRORS:]
             recent = (sum(abs(e.potential_v - e.mu) for e in measured) / len(measured)) if measured else None
-            summary = {**view.calibration.summary(), "model_version": view.version,
-                       "recent_prediction_mae_v": recent, "recent_n": len(measured)}
-            message = (f"calibration on {view.calibration.n} measurements (model version {view.version})"
+            head = getattr(view.model, "head", "prior")
+            summary = {**view.calibration.summary(), "model_version": view.version, "head": head,
+                       "head_loo_log_likelihood": scores, "recent_prediction_mae_v": recent,
+                       "recent_n": len(measured)}
+            message = (f"calibration on {view.calibration.n} measurements (model version {view.version}"
+                       + (", its measured-potential output" if head == "measured" else "") + ")"
                        + ("" if recent is None else f"; last {len(measured)} predictions off by {recent:.3f} V"))
             with self._deferred():
                 self.journal.add_event("calibration", message, data=summary)
@@ -117,3 +120,26 @@ class Learning:
     def _measured(self) -> list[tuple[str, float]]:
         return [(e.smiles, e.potential_v) for e in self.journal.experiments(states=(State.DONE,))
                 if e.potential_v is not None]
+
+
+def best_head(model: models.ObjectiveModel, observations: Sequence[Observation], descriptors: DescriptorTable
+              ) -> tuple[CalibratedModel, dict[str, float]]:
+    """The calibrated view to propose with, and each head's score: every output of ``model``'s version that
+    can give the potential (:func:`labloop.orchestrator.learning.models.heads`: the prior target, and a
+    retrained network's measured-potential output) calibrated on ``observations``, the one whose winning
+    residual learner has the highest leave-one-out log-likelihood winning (ties: the prior target). Why: a
+    network retrained on the measurements is one more learner of what they show, and it earns the
+    proposals the way the residual learners do — by predicting held-out measurements (its residuals are
+    taken on out-of-sample predictions: :meth:`~labloop.orchestrator.learning.models.ObjectiveModel.out_of_sample`)."""
+    best: tuple[float, CalibratedModel] | None = None
+    scores: dict[str, float] = {}
+    for head in models.heads(model):
+        view = CalibratedModel(head, observations, descriptors)
+        fit = view.calibration.fit
+        if fit is None:  # nothing measured yet: nothing to score the heads on
+            return view, scores
+        scores[head.head] = fit.loo_log_likelihood
+        if best is None or fit.loo_log_likelihood > best[0]:
+            best = (fit.loo_log_likelihood, view)
+    assert best is not None
+    return best[1], scores

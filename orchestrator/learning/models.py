@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 TARGET_OF = {"oxidation_potential": "ie_ev", "reduction_potential": "ea_ev"}
 #: the target column a retrained model learns the measured potentials (V vs Li/Li+) in
 MEASURED_TARGET = "measured_potential_v"
+
+#: which network output an :class:`ObjectiveModel` reads: the prior target, or the measured potentials
+Head = Literal["prior", "measured"]
 
 #: ``on_epoch(member, epoch)``: training progress; raising in it cancels the training
 Progress = Callable[[int, int], None]
@@ -95,13 +98,15 @@ class TrainingCancelled(Exception):
 
 
 def train(campaign: Campaign, table: MoleculeTable, directory: Path, progress: Progress | None = None) -> Ensemble:
-    """Train the campaign's recipe on ``table`` and save it to ``directory``."""
+    """Train the campaign's recipe on ``table`` and save it to ``directory``; with measured potentials in it,
+    their out-of-sample predictions are kept with the model (:meth:`ObjectiveModel.out_of_sample`)."""
     from labloop.surrogate.persistence import save_ensemble
     from labloop.surrogate.training import train_from_table
 
     hook = None if progress is None else (lambda member, epoch, _loss, _val: progress(member, epoch))
     run = train_from_table(table, campaign_preset(campaign), folds=campaign.surrogate.folds, seed=campaign.seed,
-                           cache=FingerprintCache(default_cache_dir() / "fingerprints"), on_epoch=hook)
+                           cache=FingerprintCache(default_cache_dir() / "fingerprints"), on_epoch=hook,
+                           out_of_sample_of=MEASURED_TARGET if MEASURED_TARGET in table.targets else None)
     save_ensemble(run.ensemble, directory)
     return run.ensemble
 
@@ -125,14 +130,23 @@ def metrics_of(ensemble: Ensemble, **extra: Any) -> dict[str, Any]:
 
 class ObjectiveModel:
     """A model version as planners see it (:class:`labloop.planners.ModelView`): mean and sigma of the
-    objective quantity, V vs Li/Li+, with predictions cached per molecule."""
+    objective quantity, V vs Li/Li+, with predictions cached per molecule.
 
-    def __init__(self, ensemble: Ensemble, version: int, quantity: str) -> None:
+    ``head``: which of the network's outputs gives the potential — ``"prior"``, the prior target (IE or EA)
+    minus the gas-phase rule's 1.40 V, or ``"measured"``, a retrained network's own output for the
+    measured potentials (:data:`MEASURED_TARGET`, already V vs Li/Li+; :func:`heads` says which a version
+    has). ``column`` and ``offset_v`` say the same for predictions stored per target in shards."""
+
+    def __init__(self, ensemble: Ensemble, version: int, quantity: str, head: Head = "prior") -> None:
         self.ensemble = ensemble
         self.version = version
-        self._target = ensemble.targets.index(TARGET_OF[quantity])
+        self.head = head
+        self.column = TARGET_OF[quantity] if head == "prior" else MEASURED_TARGET
+        self.offset_v = REFERENCE_ABSOLUTE_V["li"] if head == "prior" else 0.0
+        self._target = ensemble.targets.index(self.column)
         self._cache: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self._out_of_sample = _out_of_sample(ensemble, self._target, self.offset_v)
 
     def predict(self, smiles: Sequence[str]) -> tuple[list[float], list[float]]:
         with self._lock:
@@ -142,8 +156,35 @@ class ObjectiveModel:
                 self._cache.update(dict.fromkeys(new, (float("nan"), float("nan"))))
                 for row, mean, std in zip(pred.rows, pred.mean[:, self._target], pred.std[:, self._target],
                                           strict=True):
-                    self._cache[new[row]] = (float(mean) - REFERENCE_ABSOLUTE_V["li"], float(std))
+                    self._cache[new[row]] = (float(mean) - self.offset_v, float(std))
             return [self._cache[s][0] for s in smiles], [self._cache[s][1] for s in smiles]
+
+    def out_of_sample(self, smiles: Sequence[str]) -> tuple[list[float], list[float]]:
+        """Predictions of measured molecules by members that did not train on them (kept when the version
+        was trained: :func:`train`), and :meth:`predict`'s for any other molecule. Why: a retrained network
+        has learnt the measurements it was trained on, so its error there — what the calibration fits and
+        scores — would look smaller than its error on the next molecule."""
+        mu, sigma = self.predict(smiles)
+        known = self._out_of_sample
+        return ([known[s][0] if s in known else m for s, m in zip(smiles, mu, strict=True)],
+                [known[s][1] if s in known else v for s, v in zip(smiles, sigma, strict=True)])
+
+
+def _out_of_sample(ensemble: Ensemble, target: int, offset_v: float) -> dict[str, tuple[float, float]]:
+    """``{smiles: (mean - offset_v, sigma)}`` of the out-of-sample predictions kept with ``ensemble``."""
+    kept = ensemble.info.get("out_of_sample") or {}
+    return {s: (float(mean[target]) - offset_v, float(sigma[target]))
+            for s, mean, sigma in zip(kept.get("smiles", []), kept.get("mean", []), kept.get("sigma", []),
+                                      strict=True)}
+
+
+def heads(model: ObjectiveModel) -> list[ObjectiveModel]:
+    """The views of ``model``'s version the loop chooses between: the prior target, and a retrained
+    network's measured-potential output when it has one (:class:`labloop.orchestrator.learning.learner.Learning`)."""
+    if model.head == "prior" and MEASURED_TARGET in model.ensemble.targets:
+        quantity = next(q for q, t in TARGET_OF.items() if t == model.column)
+        return [model, ObjectiveModel(model.ensemble, model.version, quantity, head="measured")]
+    return [model]
 
 
 @dataclass(frozen=True)
@@ -199,24 +240,24 @@ def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
 def retrain(campaign: Campaign, journal: Journal, measured: Sequence[tuple[str, float]], round_: int,
             progress: Progress | None = None) -> LoadedModel:
     """Train on the prior plus ``measured`` (smiles, potential V vs Li/Li+) as an additional target, save,
-    and journal the new version with its training data size and its error on those measurements: of the
-    objective prediction once calibrated on them (``measured_fit_mae_v``, what planners use) and of the
-    network's own measured-potential output (``measured_head_fit_mae_v``), both in-sample;
-    ``round_`` numbers the retraining (its folder ``round-N``)."""
+    and journal the new version with its training data size and its errors on those measurements: of the
+    objective prediction once calibrated on them (``measured_fit_mae_v``, in-sample), and of each output
+    before calibration, out of sample (``out_of_sample_mae_v``: ``prior``, the prior target's rule, and
+    ``measured``, the network's own measured-potential output; each measurement predicted by the members
+    that did not train on it); ``round_`` numbers the retraining (its folder ``round-N``)."""
     from labloop.planners import Observation
     from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
     directory = models_dir(journal.path) / f"round-{round_}"
     ensemble = train(campaign, with_measurements(prior_table(campaign), measured), directory, progress)
     observations = [Observation(s, {}, p) for s, p in measured]
-    calibrated = CalibratedModel(ObjectiveModel(ensemble, 0, campaign.objective.quantity), observations,
-                                 DescriptorTable())
-    head = ensemble.predict([s for s, _ in measured])
-    column = ensemble.targets.index(MEASURED_TARGET) if MEASURED_TARGET in ensemble.targets else None
-    head_mae = None
-    if column is not None and len(head.rows):
-        truth = np.array([measured[row][1] for row in head.rows])
-        head_mae = float(np.mean(np.abs(head.mean[:, column] - truth)))
+    model = ObjectiveModel(ensemble, 0, campaign.objective.quantity)
+    calibrated = CalibratedModel(model, observations, DescriptorTable())
+    smiles, truth = [s for s, _ in measured], np.array([p for _, p in measured], dtype=float)
+    out_of_sample = {}
+    for head in heads(model):
+        error = np.abs(np.array(head.out_of_sample(smiles)[0], dtype=float) - truth)
+        out_of_sample[head.head] = float(np.nanmean(error)) if np.isfinite(error).any() else None
     metrics = metrics_of(ensemble, n_measurements=len(measured), round=round_,
-                         measured_fit_mae_v=calibrated.calibration.fit_mae_v, measured_head_fit_mae_v=head_mae)
+                         measured_fit_mae_v=calibrated.calibration.fit_mae_v, out_of_sample_mae_v=out_of_sample)
     return _journalled(campaign, journal, ensemble, directory, metrics)

@@ -35,7 +35,9 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
         retrained = versions[1]
         assert retrained.metrics["n_measurements"] == 4
         assert retrained.metrics["measured_fit_mae_v"] is not None
-        assert retrained.metrics["measured_head_fit_mae_v"] is not None
+        errors = retrained.metrics["out_of_sample_mae_v"]  # each output's, on measurements held out
+        assert set(errors) == {"prior", "measured"} and all(v is not None and v >= 0 for v in errors.values())
+        assert all(c["head"] in ("prior", "measured") for c in calibrations)
         assert MEASURED_TARGET in load_ensemble(retrained.weights_path).targets
     report = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
