@@ -7,7 +7,10 @@ per seed) and ``drift`` (``groups`` plus a reference walk of :data:`WALK_STEP_V`
 the campaign planners: ``oracle`` (``bayes``'s window probability with the surrogate's prediction plus the
 world's systematic part, exactly, and the surrogate's own sigma: what a planner that knew the world's form
 would find) and ``legacy`` (``bayes`` with the calibration labloop had before issue 13: a Bayesian ridge of
-the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below). Seeds: ``--seed-start``
+the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below); and, for the
+``smooth`` world only, ``smooth-bound`` (:class:`SmoothBound`: the best a learner of that world could do,
+told its Born term and its field's exact prior; a diagnostic built on the simulator's formula, never a
+labloop learner). Seeds: ``--seed-start``
 (tune on 1000+, report 0-19). The bundled molecules are split
 once (seed :data:`SPLIT_SEED`) into library slices of 5,000 molecules whose potentials only the world knows
 (``--library a``, or ``b``: other molecules) and a prior of the rest, on which the `fast` surrogate is
@@ -120,6 +123,55 @@ class OracleModel:
         return [m + self.world.systematic_v(s) for m, s in zip(mu, smiles, strict=True)], sigma
 
 
+class SmoothBound:
+    """A diagnostic for ``smooth`` worlds, never a labloop learner (it is built on the simulator's formula): the
+    surrogate's prediction plus the world's Born term exactly, plus the exact Gaussian-process posterior of
+    the world's smooth field from the measurements — the field's own kernel (Jaccard of unfolded Morgan
+    environment sets, ``sim/truth.py``), amplitude and length — with the surrogate's sigma as independent
+    error. What the best possible learner of that world could know after the same measurements: the bound a
+    planner that must learn is held to, where the oracle is told every molecule's draw. One per campaign;
+    :meth:`view` is the model to propose with after ``observations``."""
+
+    def __init__(self, model, world, library: list[str]) -> None:
+        from rdkit import Chem
+        from rdkit.Chem import rdFingerprintGenerator
+
+        from labloop.sim.truth import SMOOTH_RADIUS
+        from labloop.sim.world import born_solvation_ev
+
+        self.world, self.version = world, model.version
+        self.index = {s: i for i, s in enumerate(library)}
+        mols = [Chem.MolFromSmiles(s) for s in library]
+        generator = rdFingerprintGenerator.GetMorganGenerator(radius=SMOOTH_RADIUS)
+        self.fps = [generator.GetSparseFingerprint(m) for m in mols]
+        mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(library))
+        self.prior_mean = mu + np.array([-born_solvation_ev(m.GetNumHeavyAtoms(), world.solvent) for m in mols])
+        self.sigma = sigma
+        self.mean, self.sd = self.prior_mean, np.sqrt(world.smooth.amplitude_v**2 + sigma**2)
+
+    def view(self, observations) -> SmoothBound:
+        from rdkit import DataStructs
+
+        amplitude, length = self.world.smooth.amplitude_v, self.world.smooth.length
+        measured = [o for o in observations if o.potential_v is not None]
+        if not measured:
+            return self
+        at = np.array([self.index[o.smiles] for o in measured])
+        similarity = np.array([DataStructs.BulkTanimotoSimilarity(self.fps[i], self.fps) for i in at])
+        cross = amplitude**2 * np.exp((similarity - 1) / length)  # measured x library
+        factor = np.linalg.cholesky(cross[:, at] + np.diag(self.sigma[at] ** 2 + self.world.noise_v**2))
+        residual = np.array([o.potential_v for o in measured]) - self.prior_mean[at]
+        alpha = np.linalg.solve(factor.T, np.linalg.solve(factor, residual))
+        v = np.linalg.solve(factor, cross)
+        self.mean = self.prior_mean + cross.T @ alpha
+        self.sd = np.sqrt(np.maximum(amplitude**2 - np.sum(v * v, axis=0), 0) + self.sigma**2)
+        return self
+
+    def predict(self, smiles):
+        at = [self.index[s] for s in smiles]
+        return self.mean[at], self.sd[at]
+
+
 class LegacyCalibratedModel:
     """The calibration before issue 13 (planners/feedback.py at 712eb97), verbatim in substance: a
     BayesianRidge of measured - mu on (n_heavy^-1/3 / 0.05, heteroatom fraction / 0.15), Gamma priors
@@ -176,14 +228,16 @@ def make_planners(library: list[str], descriptors) -> dict:
             "bayes-thompson": pool("bayes", "window_probability", batch="thompson"),
             "oracle": pool("oracle", "window_probability", first_batch="acquisition"),
             "legacy": pool("legacy", "window_probability"),
+            "smooth-bound": pool("smooth-bound", "window_probability"),
             "screening": ScreeningPlanner(library, ConditionSpace(conditions), goal="window", window_v=WINDOW_V),
             "random": RandomPlanner(library, conditions)}
 
 
 def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experiments: int, batch: int, descriptors,
-                 legacy_table: dict):
+                 legacy_table: dict, library: list[str]):
     """One campaign through the backtest engine (``orchestrator/backtest.py``): CVs simulated for the world of
-    ``seed``, scored by hits in the window; ``oracle`` and ``legacy`` replace the calibrated model."""
+    ``seed``, scored by hits in the window; ``oracle``, ``legacy`` and ``smooth-bound`` replace the calibrated
+    model."""
     from labloop.orchestrator import backtest as engine
 
     view_of = None
@@ -192,6 +246,11 @@ def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experim
         view_of = lambda observations: oracle  # noqa: E731
     elif name == "legacy":
         view_of = lambda observations: LegacyCalibratedModel(model, observations, legacy_table)  # noqa: E731
+    elif name == "smooth-bound":
+        world = world_of_seed(seed)
+        if world.smooth is None:
+            raise SystemExit("the smooth-bound planner is for the smooth world only")
+        view_of = SmoothBound(model, world, library).view
 
     def hits(observations) -> float:
         return float(sum(o.potential_v is not None and WINDOW_V[0] <= o.potential_v <= WINDOW_V[1]
@@ -327,7 +386,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 result = run_campaign(name, planners[name], model, world_of_seed, seed=seed,
                                       experiments=args.experiments, batch=args.batch, descriptors=descriptors,
-                                      legacy_table=legacy_table)
+                                      legacy_table=legacy_table, library=library.smiles)
                 runs[name].append(result)
                 log.warning("%s %s seed %d: %d hits, %d failed (%.0f s)", kind, name, seed, result.curve[-1],
                             result.failed, time.perf_counter() - t0)

@@ -44,6 +44,8 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
     page = (tmp_path / "report" / "index.html").read_text()
     assert "prediction_error.png" in page and "calibration to the measurements" in page
     assert page.count("<tr><td>1</td><td>") >= 2  # calibration rows of model version 1
+    assert "<tr><td>1</td><td>prior</td>" in page  # which output proposed, and by which learner
+    assert "prior " in page.split("out-of-sample MAE per output")[1]  # the retrained version's errors
 
 
 def test_screening_campaign_measures_in_prior_order_and_never_retrains(tmp_path, labloop, write_campaign):
