@@ -140,6 +140,7 @@ class ObjectiveModel:
     def __init__(self, ensemble: Ensemble, version: int, quantity: str, head: Head = "prior") -> None:
         self.ensemble = ensemble
         self.version = version
+        self.quantity = quantity
         self.head = head
         self.column = TARGET_OF[quantity] if head == "prior" else MEASURED_TARGET
         self.offset_v = REFERENCE_ABSOLUTE_V["li"] if head == "prior" else 0.0
@@ -182,8 +183,7 @@ def heads(model: ObjectiveModel) -> list[ObjectiveModel]:
     """The views of ``model``'s version the loop chooses between: the prior target, and a retrained
     network's measured-potential output when it has one (:class:`labloop.orchestrator.learning.learner.Learning`)."""
     if model.head == "prior" and MEASURED_TARGET in model.ensemble.targets:
-        quantity = next(q for q, t in TARGET_OF.items() if t == model.column)
-        return [model, ObjectiveModel(model.ensemble, model.version, quantity, head="measured")]
+        return [model, ObjectiveModel(model.ensemble, model.version, model.quantity, head="measured")]
     return [model]
 
 
