@@ -24,10 +24,11 @@ instead (:mod:`.design`, ``first_batch="design"``, the default): molecules sprea
 uncalibrated model's acquisition would only bet on a window it cannot yet aim at. Any places the design
 leaves (a pool smaller than the batch) are filled by the acquisition.
 
-After the first batch, ``bayes`` fills its batches by Thompson sampling of the calibrated model's joint
-posterior (:mod:`.batch`, ``batch="thompson"``), so the places of a batch bet on different explanations of
-what is measured; the failure correction and the diversity limit apply to each draw as above. ``greedy``
-(and ``batch="independent"``) takes the top of the list.
+After the first batch, a batch is the diverse top of the list (``batch="independent"``, what a campaign's
+``planner.batch: diverse`` gives, the default) or, with ``batch="thompson"`` (``planner.batch: thompson``,
+``bayes`` only), filled by Thompson sampling of the calibrated model's joint posterior (:mod:`.batch`), so
+the places of a batch bet on different explanations of what is measured; the failure correction and the
+diversity limit apply to each draw as above. ``greedy`` always takes the diverse top.
 
 Conditions for each proposal come from the condition planner (:mod:`.conditions`).
 """
