@@ -210,11 +210,11 @@ def _coefficients(coefficients: dict[str, float] | None) -> str:
     return "" if not coefficients else ", ".join(f"{name} {value:+.3f}" for name, value in coefficients.items())
 
 
-def _per_output(errors: object) -> str:
-    """A retrained version's out-of-sample error per output (``prior 0.081, measured 0.064``), or ''."""
-    if not isinstance(errors, dict):
+def _per_output(values: object, form: str | None = None) -> str:
+    """A number per model output (``measured 0.064, prior 1.717``: volts, or ``form``), or '' without any."""
+    if not isinstance(values, dict):
         return ""
-    return ", ".join(f"{name} {_volts(value)}" for name, value in errors.items())
+    return ", ".join(f"{name} {_volts(v) if form is None else form.format(v)}" for name, v in values.items())
 
 
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path) -> str:
@@ -230,6 +230,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
                      for m in snap["models"])
     calibration = "".join(
         f"<tr><td>{c.get('model_version', '')}</td><td>{esc(str(c.get('head', 'prior')))}</td>"
+        f"<td>{esc(_per_output(c.get('head_loo_log_likelihood'), '{:.2f}'))}</td>"
         f"<td>{esc(str(c.get('learner', '')))}</td><td>{c['n_measurements']}</td>"
         f"<td>{_volts(c.get('recent_prediction_mae_v'))}</td><td>{_volts(c.get('fit_mae_v'))}</td>"
         f"<td>{_volts(c.get('intercept_v'))}</td><td>{esc(_coefficients(c.get('coefficients_v')))}</td></tr>"
@@ -248,10 +249,11 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 {plots}
 <h2>best so far</h2><table><tr><th>id</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
-<th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output (V)</th></tr>{models}
+<th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}
 </table>
 <h2>calibration to the measurements (refitted before every proposal)</h2>
-<table><tr><th>model</th><th>output</th><th>learner</th><th>measurements</th>
+<table><tr><th>model</th><th>output</th><th>leave-one-out log-likelihood per output (higher proposes)</th>
+<th>learner</th><th>measurements</th>
 <th>MAE of the last predictions (V)</th><th>fit MAE (V)</th><th>offset (V)</th><th>slopes (V per unit)</th></tr>
 {calibration}</table>
 <h2>data</h2><p><a href="experiments.csv">experiments.csv</a> · <a href="measurements.csv">measurements.csv</a></p>

@@ -24,6 +24,7 @@ from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.view import snapshot
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
@@ -170,10 +171,11 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
     with Alerter(campaign.alerts, journal, campaign.name, operators=people):
         code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()
-    done = len(journal.experiments(states=(State.DONE,)))
-    failed = len(journal.experiments(states=(State.FAILED,)))
-    _say(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done, {failed} failed; "
-         f"journal {journal.path} (`labloop log`, `labloop report`)")
+    progress = snapshot(journal)["progress"]
+    done, failed, hits = progress["counts"][State.DONE.value], progress["counts"][State.FAILED.value], progress["hits"]
+    _say(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done"
+         + (f" (+ {failed} failed, which the budget does not count)" if failed else "")
+         + ("" if hits is None else f", {hits} hits") + f"; journal {journal.path} (`labloop log`, `labloop report`)")
     return code
 
 

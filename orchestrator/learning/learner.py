@@ -99,8 +99,9 @@ class Learning:
             summary = {**view.calibration.summary(), "model_version": view.version, "head": head,
                        "head_loo_log_likelihood": scores, "recent_prediction_mae_v": recent,
                        "recent_n": len(measured)}
-            message = (f"calibration on {view.calibration.n} measurements (model version {view.version}"
-                       + (", its measured-potential output" if head == "measured" else "") + ")"
+            message = (f"calibration on {view.calibration.n} measurements (model version {view.version}, "
+                       + ("its measured-potential output" if head == "measured" else "prior output IE/EA - 1.40")
+                       + ")"
                        + ("" if recent is None else f"; last {len(measured)} predictions off by {recent:.3f} V"))
             with self._deferred():
                 self.journal.add_event("calibration", message, data=summary)

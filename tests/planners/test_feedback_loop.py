@@ -20,6 +20,10 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
         experiments = journal.experiments()
         done = [e for e in experiments if e.status == State.DONE]
         assert len(done) == 8
+        hits = sum(4.5 <= e.potential_v <= 4.6 for e in done)
+        failed = sum(e.status == State.FAILED for e in experiments)
+        assert f"tiny: 8/8 experiments done{f' (+ {failed} failed' if failed else ''}" in result.stderr
+        assert f", {hits} hits; journal" in result.stderr
         assert all(e.planner == "bayes" and e.acquisition is not None and 0 <= e.acquisition <= 1
                    for e in experiments)
         assert all(e.mu is not None and e.sigma is not None and e.sigma > 0 for e in experiments)
@@ -38,6 +42,8 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
         errors = retrained.metrics["out_of_sample_mae_v"]  # each output's, on measurements held out
         assert set(errors) == {"prior", "measured"} and all(v is not None and v >= 0 for v in errors.values())
         assert all(c["head"] in ("prior", "measured") for c in calibrations)
+        messages = [e.message for e in journal.events() if e.kind == "calibration"]
+        assert all(("prior output" in m) != ("measured-potential output" in m) for m in messages), messages
         assert MEASURED_TARGET in load_ensemble(retrained.weights_path).targets
     report = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
