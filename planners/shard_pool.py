@@ -302,8 +302,8 @@ class ShardPoolPlanner:
     model view names another (its ``column`` and ``offset_v``: a retrained network's measured-potential
     output, :class:`labloop.orchestrator.learning.models.ObjectiveModel`); ``client``: a
     ``distributed.Client`` to score the shards on, None to score them here; ``batch`` as for
-    :class:`PoolPlanner` (``thompson`` for ``bayes`` campaigns); ``descriptors``: the fingerprints and
-    descriptors of shortlisted molecules, kept between proposals.
+    :class:`PoolPlanner` (``thompson`` for ``bayes`` campaigns with ``planner.batch: thompson``);
+    ``descriptors``: the fingerprints and descriptors of shortlisted molecules, kept between proposals.
     """
 
     name: str

@@ -245,13 +245,6 @@ def train_ensemble(
     ens.calibration_floor = {t: b for t, (_, b) in zip(targets, fitted, strict=True)}
     cal_sigma = ens.sigma(cal_std)
     _, fit_std = ens._raw(feats.subset(fit))
-    if out_of_sample is not None:
-        mean = np.full((n, len(targets)), np.nan)
-        sigma = np.full((n, len(targets)), np.nan)
-        mean[fit], sigma[fit] = oof, ens.sigma(fit_std)
-        mean[cal], sigma[cal] = cal_mean, cal_sigma
-        wanted = np.asarray(out_of_sample, dtype=np.int64)
-        out = {"positions": wanted.tolist(), "mean": mean[wanted].tolist(), "sigma": sigma[wanted].tolist()}
     ens.info = {
         "n_train": len(fit),
         "n_calibration": len(cal),
@@ -266,5 +259,11 @@ def train_ensemble(
         },
     }
     if out_of_sample is not None:
-        ens.info["out_of_sample"] = out
+        mean = np.full((n, len(targets)), np.nan)
+        sigma = np.full((n, len(targets)), np.nan)
+        mean[fit], sigma[fit] = oof, ens.sigma(fit_std)
+        mean[cal], sigma[cal] = cal_mean, cal_sigma
+        wanted = np.asarray(out_of_sample, dtype=np.int64)
+        ens.info["out_of_sample"] = {"positions": wanted.tolist(), "mean": mean[wanted].tolist(),
+                                     "sigma": sigma[wanted].tolist()}
     return ens

@@ -90,12 +90,11 @@ class Learning:
             self.refresh()
         if not self.learns:
             return self.model.model
-        view, scores = best_head(self.model.model, state.observations, self.descriptors)
+        head, view, scores = best_head(self.model.model, state.observations, self.descriptors)
         if view.calibration.n:
             measured = [e for e in experiments if e.status == State.DONE and e.potential_v is not None
                         and e.mu is not None][-RECENT_ERRORS:]
             recent = (sum(abs(e.potential_v - e.mu) for e in measured) / len(measured)) if measured else None
-            head = getattr(view.model, "head", "prior")
             summary = {**view.calibration.summary(), "model_version": view.version, "head": head,
                        "head_loo_log_likelihood": scores, "recent_prediction_mae_v": recent,
                        "recent_n": len(measured)}
@@ -124,23 +123,23 @@ class Learning:
 
 
 def best_head(model: models.ObjectiveModel, observations: Sequence[Observation], descriptors: DescriptorTable
-              ) -> tuple[CalibratedModel, dict[str, float]]:
-    """The calibrated view to propose with, and each head's score: every output of ``model``'s version that
-    can give the potential (:func:`labloop.orchestrator.learning.models.heads`: the prior target, and a
+              ) -> tuple[models.Head, CalibratedModel, dict[str, float]]:
+    """The output to propose with, its calibrated view, and each output's score: every output of ``model``'s
+    version that can give the potential (:func:`labloop.orchestrator.learning.models.heads`: the prior target, and a
     retrained network's measured-potential output) calibrated on ``observations``, the one whose winning
     residual learner has the highest leave-one-out log-likelihood winning (ties: the prior target). Why: a
     network retrained on the measurements is one more learner of what they show, and it earns the
     proposals the way the residual learners do — by predicting held-out measurements (its residuals are
     taken on out-of-sample predictions: :meth:`~labloop.orchestrator.learning.models.ObjectiveModel.out_of_sample`)."""
-    best: tuple[float, CalibratedModel] | None = None
+    best: tuple[float, models.Head, CalibratedModel] | None = None
     scores: dict[str, float] = {}
     for head in models.heads(model):
         view = CalibratedModel(head, observations, descriptors)
         fit = view.calibration.fit
         if fit is None:  # nothing measured yet: nothing to score the heads on
-            return view, scores
+            return head.head, view, scores
         scores[head.head] = fit.loo_log_likelihood
         if best is None or fit.loo_log_likelihood > best[0]:
-            best = (fit.loo_log_likelihood, view)
+            best = (fit.loo_log_likelihood, head.head, view)
     assert best is not None
-    return best[1], scores
+    return best[1], best[2], scores

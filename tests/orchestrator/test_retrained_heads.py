@@ -92,13 +92,13 @@ def test_the_output_that_predicts_held_out_measurements_proposes(truth, retraine
     mu, _ = source.out_of_sample(smiles)
     noise = np.random.default_rng(0).normal(0, 0.005, len(smiles))
     observations = [Observation(s, {}, float(m + e)) for s, m, e in zip(smiles, mu, noise, strict=True)]
-    view, scores = best_head(model, observations, DescriptorTable())
-    assert view.model.head == truth and view.column == source.column
+    head, view, scores = best_head(model, observations, DescriptorTable())
+    assert head == view.model.head == truth and view.column == source.column
     assert set(scores) == {"prior", "measured"}
     assert scores[truth] == max(scores.values()) and scores[truth] > min(scores.values())
     assert view.calibration.summary()["loo_rmse_v"] < 0.05
-    first, none = best_head(model, [], DescriptorTable())
-    assert first.model.head == "prior" and none == {}
+    head, first, none = best_head(model, [], DescriptorTable())
+    assert head == first.model.head == "prior" and none == {}
 
 
 def test_a_shard_campaign_reads_the_winning_outputs_column(retrained_dir, retrained, ocelot, tmp_path):
