@@ -9,8 +9,9 @@ world's systematic part, exactly, and the surrogate's own sigma: what a planner 
 would find) and ``legacy`` (``bayes`` with the calibration labloop had before issue 13: a Bayesian ridge of
 the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below); and, for the
 ``smooth`` world only, ``smooth-bound`` (:class:`SmoothBound`: the best a learner of that world could do,
-told its Born term and its field's exact prior; a diagnostic built on the simulator's formula, never a
-labloop learner). Seeds: ``--seed-start``
+told its Born term and its field's exact prior), and for ``groups`` only, ``groups-bound``
+(:class:`GroupsBound`: told the Born term and which SMARTS patterns shift, learning only by how much);
+diagnostics built on the simulator's formula, never labloop learners. Seeds: ``--seed-start``
 (tune on 1000+, report 0-19). The bundled molecules are split
 once (seed :data:`SPLIT_SEED`) into library slices of 5,000 molecules whose potentials only the world knows
 (``--library a``, or ``b``: other molecules) and a prior of the rest, on which the `fast` surrogate is
@@ -95,6 +96,8 @@ def prior_ensemble(model_dir: Path, prior: MoleculeTable):
 SMOOTH_AMPLITUDE_V = 0.2
 SMOOTH_LENGTH = 0.5
 WALK_STEP_V = 0.005
+#: prior sd (V) of each shift the ``groups-bound`` diagnostic learns (the default shifts are 0.15-0.3 V)
+GROUP_SHIFT_PRIOR_V = 0.3
 WORLDS = ("born", "groups", "smooth", "drift")
 
 
@@ -172,6 +175,47 @@ class SmoothBound:
         return self.mean[at], self.sd[at]
 
 
+class GroupsBound:
+    """A diagnostic for ``groups`` worlds, never a labloop learner (it is built on the simulator's formula): the
+    surrogate's prediction plus the world's Born term exactly, plus the shifts of the world's own SMARTS
+    patterns (``sim/truth.py``), whose sizes it learns from the measurements by conjugate Bayesian linear
+    regression (each shift ~ N(0, :data:`GROUP_SHIFT_PRIOR_V`^2), per measurement the surrogate's sigma^2 plus
+    the world's residual and noise variances as independent error). The most a learner told the world's
+    form, not its numbers, knows after the same measurements; the oracle is told the numbers too."""
+
+    def __init__(self, model, world, library: list[str]) -> None:
+        from rdkit import Chem
+
+        from labloop.sim.world import RESIDUAL_SD_V, born_solvation_ev
+
+        self.version = model.version
+        self.index = {s: i for i, s in enumerate(library)}
+        mols = [Chem.MolFromSmiles(s) for s in library]
+        patterns = [Chem.MolFromSmarts(p) for p in world.groups.shifts]
+        self.x = np.array([[m.HasSubstructMatch(p) for p in patterns] for m in mols], dtype=float)
+        mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(library))
+        self.prior_mean = mu + np.array([-born_solvation_ev(m.GetNumHeavyAtoms(), world.solvent) for m in mols])
+        self.error_var = sigma**2 + RESIDUAL_SD_V**2
+        self.noise_var = world.noise_v**2
+        self.view([])
+
+    def view(self, observations) -> GroupsBound:
+        measured = [o for o in observations if o.potential_v is not None]
+        at = np.array([self.index[o.smiles] for o in measured], dtype=int)
+        x, weight = self.x[at], 1 / (self.error_var[at] + self.noise_var)
+        residual = np.array([o.potential_v for o in measured]) - self.prior_mean[at]
+        precision = np.eye(self.x.shape[1]) / GROUP_SHIFT_PRIOR_V**2 + (x * weight[:, None]).T @ x
+        cov = np.linalg.inv(precision)
+        shifts = cov @ (x.T @ (weight * residual))
+        self.mean = self.prior_mean + self.x @ shifts
+        self.sd = np.sqrt(self.error_var + np.sum((self.x @ cov) * self.x, axis=1))
+        return self
+
+    def predict(self, smiles):
+        at = [self.index[s] for s in smiles]
+        return self.mean[at], self.sd[at]
+
+
 class LegacyCalibratedModel:
     """The calibration before issue 13 (planners/feedback.py at 712eb97), verbatim in substance: a
     BayesianRidge of measured - mu on (n_heavy^-1/3 / 0.05, heteroatom fraction / 0.15), Gamma priors
@@ -229,6 +273,7 @@ def make_planners(library: list[str], descriptors) -> dict:
             "oracle": pool("oracle", "window_probability", first_batch="acquisition"),
             "legacy": pool("legacy", "window_probability"),
             "smooth-bound": pool("smooth-bound", "window_probability"),
+            "groups-bound": pool("groups-bound", "window_probability"),
             "screening": ScreeningPlanner(library, ConditionSpace(conditions), goal="window", window_v=WINDOW_V),
             "random": RandomPlanner(library, conditions)}
 
@@ -236,7 +281,7 @@ def make_planners(library: list[str], descriptors) -> dict:
 def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experiments: int, batch: int, descriptors,
                  legacy_table: dict, library: list[str]):
     """One campaign through the backtest engine (``orchestrator/backtest.py``): CVs simulated for the world of
-    ``seed``, scored by hits in the window; ``oracle``, ``legacy`` and ``smooth-bound`` replace the calibrated
+    ``seed``, scored by hits in the window; ``oracle``, ``legacy`` and the bounds replace the calibrated
     model."""
     from labloop.orchestrator import backtest as engine
 
@@ -251,6 +296,11 @@ def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experim
         if world.smooth is None:
             raise SystemExit("the smooth-bound planner is for the smooth world only")
         view_of = SmoothBound(model, world, library).view
+    elif name == "groups-bound":
+        world = world_of_seed(seed)
+        if world.groups is None or world.walk is not None:
+            raise SystemExit("the groups-bound planner is for the groups world only")
+        view_of = GroupsBound(model, world, library).view
 
     def hits(observations) -> float:
         return float(sum(o.potential_v is not None and WINDOW_V[0] <= o.potential_v <= WINDOW_V[1]
