@@ -10,9 +10,9 @@ predictive log-likelihood at every calibration. The surrogate it corrects is whi
 newest: the prior, or a network retrained on the measurements (:mod:`labloop.orchestrator.learning.models`), whose
 own learning then shows as a smaller residual and the offset-only learner winning.
 
-Uncertainty of a calibrated prediction (V): ``sigma_cal^2 = var_residual(x) + sigma(x)^2 + noise^2``: the
-residual model's posterior variance at the molecule, the surrogate's own calibrated sigma, and what else
-the model leaves (the measurement noise included).
+Uncertainty of a calibrated prediction (V): ``sigma_cal^2 = var_residual(x) + share * sigma(x)^2 +
+noise^2``: the residual model's posterior variance at the molecule, the part of the surrogate's own
+(calibrated) sigma the measurements say behaves as independent error, and the measurement noise.
 
 The calibrated model is a pure function of the model version and the observations (in journal order), so a
 resumed campaign rebuilds exactly the calibration the uninterrupted one had. Interface for the runner:
@@ -35,7 +35,6 @@ from labloop.planners.base import ModelView, Observation, OutOfSampleView
 from labloop.planners.residual_gp import (
     DESCRIPTORS,
     LEARNERS,
-    SIZE_DESCRIPTOR,
     Hyper,
     ResidualFit,
     TanimotoRows,
@@ -57,6 +56,8 @@ log = logging.getLogger(__name__)
 HYPER_MEMO = 4
 #: molecules predicted at a time (the kernel block of a chunk with 200 measurements: 13 MB)
 CHUNK = 8192
+#: the descriptor that measures size (the first batch is spread over it: :mod:`.design`)
+SIZE_DESCRIPTOR = "heavy_atoms"
 #: atom environments (radius-1 Morgan bits) per heavy atom, for the group term's prior variance when only the
 #: descriptors are at hand (:class:`DescriptorCalibration`): 0.89 on average over 2,000 molecules of the
 #: scale benchmark's library, 1.44 at the 99th percentile; 1 errs towards the larger variance
@@ -173,7 +174,7 @@ class Calibration:
         h = self.fit.hyper
         mean, cov = self.fit.linear_posterior()
         return DescriptorCalibration(mean, cov, h.group_sd**2 * ENVIRONMENTS_PER_HEAVY_ATOM, h.amplitude**2,
-                                     h.noise**2)
+                                     h.surrogate_share, h.noise**2)
 
     def summary(self) -> dict[str, Any]:
         """What the journal keeps of it: which learner won, every learner's leave-one-out log-likelihood,
@@ -193,7 +194,7 @@ class DescriptorCalibration:
     left out (they need each molecule's fingerprints). The variance is the offset and weights' posterior
     variance, plus the *prior* variance of the group and GP terms (``group_sd^2`` per atom environment,
     estimated from the heavy atoms by :data:`ENVIRONMENTS_PER_HEAVY_ATOM`, and ``amplitude^2``), plus the
-    surrogate's sigma and the noise as in :meth:`Calibration.apply`. So where the learner is ``offset`` or
+    surrogate's share and the noise as in :meth:`Calibration.apply`. So where the learner is ``offset`` or
     ``linear`` it equals :meth:`Calibration.apply` (to rounding), and where the group or GP term could move
     a molecule it is as uncertain as they allow before any measurement.
     """
@@ -202,6 +203,7 @@ class DescriptorCalibration:
     cov: np.ndarray  # their posterior covariance
     group_var_per_heavy_atom: float = 0.0
     gp_var: float = 0.0
+    surrogate_share: float = 1.0
     noise_var: float = 0.0
     fitted: bool = True  # False before the first measurement: the surrogate's predictions as they are
 
@@ -216,7 +218,7 @@ class DescriptorCalibration:
         if self.group_var_per_heavy_atom:
             size = descriptors[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
             var += self.group_var_per_heavy_atom * np.nan_to_num(size)
-        return mu + phi @ self.weights, np.sqrt(var + sigma**2 + self.noise_var)
+        return mu + phi @ self.weights, np.sqrt(var + self.surrogate_share * sigma**2 + self.noise_var)
 
 
 def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, measured: np.ndarray,

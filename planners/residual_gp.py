@@ -10,25 +10,20 @@ is modelled as
 
 - ``b`` ~ N(0, :data:`OFFSET_PRIOR_V`^2): an offset common to all molecules (the reference, the method);
 - ``w . d(x)``: a linear mean on a few cheap, generic descriptors ``d`` (:data:`DESCRIPTORS`: heavy atoms,
-  rings, heteroatom counts, each scaled to about unit size), the size's weight ~ N(0, ``size_sd``^2) and the
-  others' ~ N(0, ``weight_sd``^2 I): size moves a potential far more than one more heteroatom does
-  (solvation, delocalisation), and with one scale for both a strong size trend lends the counts a scale
-  they then spend on fitting noise;
+  rings, heteroatom counts, each scaled to about unit size), ``w`` ~ N(0, ``weight_sd``^2 I);
 - ``u . e(x)``: group additivity, the chemist's generic model of a property: one contribution per atom
   environment the molecule has (``e``: the bits of a Morgan radius-1 fingerprint, 1,024 bits), ``u`` ~
   N(0, ``group_sd``^2 I);
 - ``g`` ~ GP(0, ``amplitude``^2 exp((T(x, y) - 1) / ``length``)), ``T`` the Tanimoto similarity of ECFP4
   fingerprints (:mod:`.similarity`): similar molecules have similar errors, whatever the cause (the
   kernel is positive definite because ``T`` is and the exponential of a kernel is one);
-- ``e`` ~ N(0, sigma(x)^2 + ``noise``^2): the surrogate's own error (sigma: its uncertainty, calibrated on
-  molecules it never saw, taken whole) and what else the model leaves, the measurement's noise included.
-  Sigma is not rescaled by the measurements: they are a selected sample (molecules proposed for being
-  near the objective), on which a fitted share of sigma^2 came out near half and left the posterior
-  overconfident on the rest of the library (bench/RESULTS.md, "Checks on tuning seeds").
+- ``e`` ~ N(0, ``surrogate_share`` sigma(x)^2 + ``noise``^2): the surrogate's own error (sigma: its
+  calibrated uncertainty, of which the data decide the share that behaves as independent noise) and the
+  measurement's.
 
 ``b``, ``w`` and ``u`` are integrated out, so the whole model is one Gaussian process whose covariance is
-the sum of the kernels. The hyperparameters (``size_sd``, ``weight_sd``, ``group_sd``, ``amplitude``,
-``length``, ``noise``) are set by maximising the marginal likelihood times weak log-normal priors
+the sum of the kernels. The hyperparameters (``weight_sd``, ``group_sd``, ``amplitude``, ``length``,
+``surrogate_share``, ``noise``) are set by maximising the marginal likelihood times weak log-normal priors
 (:data:`HYPER_PRIORS`, chosen before any benchmark: they keep a fit on four measurements sane), from one
 fixed start with L-BFGS-B, so a fit is a pure function of the observations — a resumed campaign refits
 exactly what the uninterrupted one had.
@@ -62,8 +57,7 @@ from labloop.planners.similarity import SimilarityIndex
 log = logging.getLogger(__name__)
 
 #: cheap, generic descriptors of the linear mean, with the spread that scales each to about unit size
-#: (chosen as "size, rings, which heteroatoms", before any benchmark); the first is the size, whose weight
-#: has its own prior scale (``size_sd``: :data:`HYPER_PRIORS`)
+#: (chosen as "size, rings, which heteroatoms", before any benchmark)
 DESCRIPTORS: dict[str, float] = {
     "heavy_atoms": 10.0,
     "rings": 2.0,
@@ -72,9 +66,6 @@ DESCRIPTORS: dict[str, float] = {
     "sulfurs": 1.0,
     "halogens": 2.0,
 }
-#: the descriptor that measures size (its weight has its own prior scale; the first batch is spread over
-#: it: :mod:`.design`)
-SIZE_DESCRIPTOR = next(iter(DESCRIPTORS))
 #: the element counts among :data:`DESCRIPTORS`, as queries: nitrogens, oxygens, sulfurs, halogens
 _ELEMENTS = [Chem.MolFromSmarts(q) for q in ("[#7]", "[#8]", "[#16]", "[#9,#17,#35,#53]")]
 #: the atom environments of group additivity: Morgan radius 1, folded to this many bits
@@ -84,24 +75,23 @@ ENVIRONMENT_BITS = 1024
 OFFSET_PRIOR_V = 2.0
 #: log-normal priors of the hyperparameters: (median, sd of the log); bounds of the search
 HYPER_PRIORS: dict[str, tuple[float, float]] = {
-    "size_sd": (0.05, 1.0),  # V per unit of the scaled size
-    "weight_sd": (0.05, 1.0),  # V per unit of each other scaled descriptor
+    "weight_sd": (0.05, 1.0),  # V per unit of a scaled descriptor
     "group_sd": (0.05, 1.0),  # V per atom environment
     "amplitude": (0.1, 1.0),  # V
     "length": (0.5, 1.0),  # in units of (1 - Tanimoto)
+    "surrogate_share": (0.5, 1.0),  # of the surrogate's sigma^2
     "noise": (0.1, 1.0),  # V: what the model leaves unexplained, measurement noise included
 }
 BOUNDS: dict[str, tuple[float, float]] = {
-    "size_sd": (1e-4, 1.0), "weight_sd": (1e-4, 1.0), "group_sd": (1e-4, 1.0), "amplitude": (1e-4, 2.0),
-    "length": (0.02, 10.0),
-    "noise": (1e-3, 1.0),
+    "weight_sd": (1e-4, 1.0), "group_sd": (1e-4, 1.0), "amplitude": (1e-4, 2.0), "length": (0.02, 10.0),
+    "surrogate_share": (1e-3, 2.0), "noise": (1e-3, 1.0),
 }
 #: learner name -> the hyperparameters it fits (the others are absent: zero)
 LEARNERS: dict[str, tuple[str, ...]] = {
-    "offset": ("noise",),
-    "linear": ("size_sd", "weight_sd", "noise"),
-    "additive": ("size_sd", "weight_sd", "group_sd", "noise"),
-    "gp": ("size_sd", "weight_sd", "group_sd", "amplitude", "length", "noise"),
+    "offset": ("surrogate_share", "noise"),
+    "linear": ("weight_sd", "surrogate_share", "noise"),
+    "additive": ("weight_sd", "group_sd", "surrogate_share", "noise"),
+    "gp": ("weight_sd", "group_sd", "amplitude", "length", "surrogate_share", "noise"),
 }
 #: hyperparameters are refitted on every measurement up to this many, then less often (:func:`hyper_prefix`)
 HYPER_EVERY_FROM = 24
@@ -220,15 +210,15 @@ class TanimotoRows:
 class Hyper:
     """Hyperparameters of the residual model (absent kernels have zero weight or amplitude)."""
 
-    size_sd: float = 0.0
     weight_sd: float = 0.0
     group_sd: float = 0.0
     amplitude: float = 0.0
     length: float = 1.0
+    surrogate_share: float = 1.0
     noise: float = 0.03
 
 
-Grams = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
+Grams = tuple[np.ndarray, np.ndarray | None, np.ndarray]
 
 
 def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, environments: bool = True) -> Grams:
@@ -240,13 +230,13 @@ def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, environments: b
     shared = None
     if environments:
         shared = np.asarray(csr_matrix(da[:, n:]) @ db[:, n:].T)
-    return da[:, :1] @ db[:, :1].T, da[:, 1:n] @ db[:, 1:n].T, shared, tanimoto
+    return da[:, :n] @ db[:, :n].T, shared, tanimoto
 
 
 def _combine(h: Hyper, grams: Grams) -> np.ndarray:
     """Covariance of the latent residual (offset + linear + groups + GP) from its building blocks."""
-    size, linear, shared, tanimoto = grams
-    k = OFFSET_PRIOR_V**2 + h.size_sd**2 * size + h.weight_sd**2 * linear
+    linear, shared, tanimoto = grams
+    k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * linear
     if h.group_sd > 0:
         assert shared is not None
         k = k + h.group_sd**2 * shared
@@ -263,15 +253,14 @@ def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> n
 def _diag_kernel(h: Hyper, d: np.ndarray) -> np.ndarray:
     """The latent prior variance of each molecule (its Tanimoto with itself is 1)."""
     n = len(DESCRIPTORS)
-    var = OFFSET_PRIOR_V**2 + h.size_sd**2 * d[:, 0] ** 2 + h.weight_sd**2 * np.sum(d[:, 1:n] ** 2, axis=1)
-    var = var + h.amplitude**2
+    var = OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1) + h.amplitude**2
     if h.group_sd > 0:  # the environment bits are 0/1: their squares sum to their count
         var = var + h.group_sd**2 * np.count_nonzero(d[:, n:], axis=1)
     return var
 
 
 def _noise(h: Hyper, sigma: np.ndarray) -> np.ndarray:
-    return sigma**2 + h.noise**2
+    return h.surrogate_share * sigma**2 + h.noise**2
 
 
 def log_marginal_likelihood(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
@@ -371,12 +360,12 @@ class ResidualFit:
         with it). For the ``offset`` and ``linear`` learners that is all of it."""
         h, n = self.hyper, len(DESCRIPTORS)
         phi = np.hstack([np.ones((len(self.r), 1)), self.d[:, :n]])
-        prior = np.diag([OFFSET_PRIOR_V**2, h.size_sd**2, *([h.weight_sd**2] * (n - 1))])
+        prior = np.diag([OFFSET_PRIOR_V**2, *([h.weight_sd**2] * n)])
         v = solve_triangular(self.factor, phi @ prior, lower=True, check_finite=False)
         return prior @ phi.T @ self.alpha, prior - v.T @ v
 
     def noise_var(self, sigma: np.ndarray) -> np.ndarray:
-        """Variance a measurement adds to the latent residual: the surrogate's own and the noise."""
+        """Variance a measurement adds to the latent residual: surrogate share and measurement noise."""
         return _noise(self.hyper, np.asarray(sigma, dtype=float))
 
     def summary(self) -> dict[str, Any]:

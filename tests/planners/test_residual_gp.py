@@ -29,7 +29,7 @@ from labloop.planners.residual_gp import (
 
 MOLECULES = ["c1ccccc1", "Cc1ccccc1", "CCc1ccccc1", "c1ccncc1", "Oc1ccccc1", "CC(=O)c1ccccc1", "c1ccc2ccccc2c1",
              "Clc1ccccc1", "c1ccsc1", "CCN(CC)CC"]
-HYPER = Hyper(size_sd=0.12, weight_sd=0.07, group_sd=0.04, amplitude=0.3, length=0.4, noise=0.05)
+HYPER = Hyper(weight_sd=0.07, group_sd=0.04, amplitude=0.3, length=0.4, surrogate_share=0.8, noise=0.05)
 
 
 def rdkit_tanimoto(a: list[str], b: list[str]) -> np.ndarray:
@@ -40,15 +40,13 @@ def rdkit_tanimoto(a: list[str], b: list[str]) -> np.ndarray:
 
 
 def kernel_by_hand(h: Hyper, da: np.ndarray, db: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """offset + size_sd^2 (size . size) + weight_sd^2 (other descriptors . other descriptors) + group_sd^2
-    (shared environments) + Tanimoto part."""
+    """offset + weight_sd^2 (descriptors . descriptors) + group_sd^2 (shared environments) + Tanimoto part."""
     n = len(DESCRIPTORS)
     out = np.empty((len(da), len(db)))
     for i in range(len(da)):
         for j in range(len(db)):
             shared = int(np.sum(np.logical_and(da[i, n:], db[j, n:])))
-            out[i, j] = (OFFSET_PRIOR_V**2 + h.size_sd**2 * da[i, 0] * db[j, 0]
-                         + h.weight_sd**2 * float(np.dot(da[i, 1:n], db[j, 1:n]))
+            out[i, j] = (OFFSET_PRIOR_V**2 + h.weight_sd**2 * float(np.dot(da[i, :n], db[j, :n]))
                          + h.group_sd**2 * shared + h.amplitude**2 * math.exp((t[i, j] - 1) / h.length))
     return out
 
@@ -74,9 +72,9 @@ def test_tanimoto_rows_match_rdkit_and_survive_a_growing_universe():
 def test_one_measurement_offset_posterior_by_hand():
     """One residual r, offset learner: mean = s_b^2 / (s_b^2 + v) r, variance = s_b^2 v / (s_b^2 + v)."""
     table, smiles, d, r, sigma = problem(1)
-    h = Hyper(noise=0.1)
+    h = Hyper(surrogate_share=0.5, noise=0.1)
     fit = fit_learner("offset", r, d, np.ones((1, 1)), sigma, smiles, h)
-    v = sigma[0] ** 2 + 0.1**2
+    v = 0.5 * sigma[0] ** 2 + 0.1**2
     mean, var = fit.predict(table.features(["CCCC"]), np.zeros((1, 1)))
     assert mean[0] == pytest.approx(OFFSET_PRIOR_V**2 / (OFFSET_PRIOR_V**2 + v) * r[0], rel=1e-6)
     assert var[0] == pytest.approx(OFFSET_PRIOR_V**2 * v / (OFFSET_PRIOR_V**2 + v), rel=1e-4)
@@ -88,7 +86,7 @@ def test_gp_posterior_matches_the_closed_form_with_a_hand_built_kernel():
     fit = fit_learner("gp", r, d, t, sigma, smiles, HYPER)
     queries = MOLECULES[8:] + smiles[:1]
     dq, tq = table.features(queries), rdkit_tanimoto(queries, smiles)
-    K = kernel_by_hand(HYPER, d, d, t) + np.diag(sigma**2 + HYPER.noise**2)
+    K = kernel_by_hand(HYPER, d, d, t) + np.diag(HYPER.surrogate_share * sigma**2 + HYPER.noise**2)
     Ks = kernel_by_hand(HYPER, dq, d, tq)
     Kss = kernel_by_hand(HYPER, dq, dq, rdkit_tanimoto(queries, queries))
     mean, var = fit.predict(dq, tq)
@@ -110,7 +108,7 @@ def test_leave_one_out_equals_brute_force_refits():
                           HYPER)
         m, v = fit.predict(d[i:i + 1], t[i:i + 1, rest])
         assert mean[i] == pytest.approx(m[0], abs=1e-7)
-        assert var[i] == pytest.approx(v[0] + sigma[i] ** 2 + HYPER.noise**2, abs=1e-7)
+        assert var[i] == pytest.approx(v[0] + HYPER.surrogate_share * sigma[i] ** 2 + HYPER.noise**2, abs=1e-7)
     full = fit_learner("gp", r, d, t, sigma, smiles, HYPER)
     by_hand = sum(-0.5 * math.log(2 * math.pi * var[i]) - (r[i] - mean[i]) ** 2 / (2 * var[i]) for i in range(len(r)))
     assert full.loo_log_likelihood == pytest.approx(by_hand, rel=1e-9)
