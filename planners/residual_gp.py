@@ -6,7 +6,7 @@ wrong, ion pairing, the reference electrode. A fixed regression on descriptors c
 that form and nothing else. Here the residual ``r = measured - mu`` (``mu``: the surrogate's prediction)
 is modelled as
 
-    r(x) = b + w . d(x) + g(x) + e,
+    r(x) = b + w . d(x) + u . e(x) + g(x) + eps,
 
 - ``b`` ~ N(0, :data:`OFFSET_PRIOR_V`^2): an offset common to all molecules (the reference, the method);
 - ``w . d(x)``: a linear mean on a few cheap, generic descriptors ``d`` (:data:`DESCRIPTORS`: heavy atoms,
@@ -17,15 +17,15 @@ is modelled as
 - ``g`` ~ GP(0, ``amplitude``^2 exp((T(x, y) - 1) / ``length``)), ``T`` the Tanimoto similarity of ECFP4
   fingerprints (:mod:`.similarity`): similar molecules have similar errors, whatever the cause (the
   kernel is positive definite because ``T`` is and the exponential of a kernel is one);
-- ``e`` ~ N(0, ``surrogate_share`` sigma(x)^2 + ``noise``^2): the surrogate's own error (sigma: its
+- ``eps`` ~ N(0, ``surrogate_share`` sigma(x)^2 + ``noise``^2): the surrogate's own error (sigma: its
   calibrated uncertainty, of which the data decide the share that behaves as independent noise) and the
   measurement's.
 
 ``b``, ``w`` and ``u`` are integrated out, so the whole model is one Gaussian process whose covariance is
 the sum of the kernels. The hyperparameters (``weight_sd``, ``group_sd``, ``amplitude``, ``length``,
 ``surrogate_share``, ``noise``) are set by maximising the marginal likelihood times weak log-normal priors
-(:data:`HYPER_PRIORS`, chosen before any benchmark but the share's, re-centred on tuning seeds: they keep a
-fit on four measurements sane), from one
+(:data:`HYPER_PRIORS`, chosen before any benchmark but the share's, re-centred and narrowed on tuning
+seeds: they keep a fit on four measurements sane), from one
 fixed start with L-BFGS-B, so a fit is a pure function of the observations — a resumed campaign refits
 exactly what the uninterrupted one had.
 
