@@ -126,7 +126,29 @@ class OracleModel:
         return [m + self.world.systematic_v(s) for m, s in zip(mu, smiles, strict=True)], sigma
 
 
-class SmoothBound:
+class _BornKnown:
+    """What the diagnostic bounds share: the surrogate's prediction plus the world's Born term exactly, per
+    library molecule (``prior_mean``), the surrogate's sigma, and :meth:`predict` from the ``mean``/``sd``
+    a subclass's ``view`` sets after each set of observations."""
+
+    def __init__(self, model, world, library: list[str]) -> None:
+        from rdkit import Chem
+
+        from labloop.sim.world import born_solvation_ev
+
+        self.world, self.version = world, model.version
+        self.index = {s: i for i, s in enumerate(library)}
+        self.mols = [Chem.MolFromSmiles(s) for s in library]
+        mu, self.sigma = (np.asarray(a, dtype=float) for a in model.predict(library))
+        self.prior_mean = mu - np.array([born_solvation_ev(m.GetNumHeavyAtoms(), world.solvent) for m in self.mols])
+        self.mean, self.sd = self.prior_mean, self.sigma
+
+    def predict(self, smiles):
+        at = [self.index[s] for s in smiles]
+        return self.mean[at], self.sd[at]
+
+
+class SmoothBound(_BornKnown):
     """A diagnostic for ``smooth`` worlds, never a labloop learner (it is built on the simulator's formula): the
     surrogate's prediction plus the world's Born term exactly, plus the exact Gaussian-process posterior of
     the world's smooth field from the measurements — the field's own kernel (Jaccard of unfolded Morgan
@@ -136,21 +158,14 @@ class SmoothBound:
     :meth:`view` is the model to propose with after ``observations``."""
 
     def __init__(self, model, world, library: list[str]) -> None:
-        from rdkit import Chem
         from rdkit.Chem import rdFingerprintGenerator
 
         from labloop.sim.truth import SMOOTH_RADIUS
-        from labloop.sim.world import born_solvation_ev
 
-        self.world, self.version = world, model.version
-        self.index = {s: i for i, s in enumerate(library)}
-        mols = [Chem.MolFromSmiles(s) for s in library]
+        super().__init__(model, world, library)
         generator = rdFingerprintGenerator.GetMorganGenerator(radius=SMOOTH_RADIUS)
-        self.fps = [generator.GetSparseFingerprint(m) for m in mols]
-        mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(library))
-        self.prior_mean = mu + np.array([-born_solvation_ev(m.GetNumHeavyAtoms(), world.solvent) for m in mols])
-        self.sigma = sigma
-        self.mean, self.sd = self.prior_mean, np.sqrt(world.smooth.amplitude_v**2 + sigma**2)
+        self.fps = [generator.GetSparseFingerprint(m) for m in self.mols]
+        self.sd = np.sqrt(world.smooth.amplitude_v**2 + self.sigma**2)
 
     def view(self, observations) -> SmoothBound:
         from rdkit import DataStructs
@@ -170,12 +185,8 @@ class SmoothBound:
         self.sd = np.sqrt(np.maximum(amplitude**2 - np.sum(v * v, axis=0), 0) + self.sigma**2)
         return self
 
-    def predict(self, smiles):
-        at = [self.index[s] for s in smiles]
-        return self.mean[at], self.sd[at]
 
-
-class GroupsBound:
+class GroupsBound(_BornKnown):
     """A diagnostic for ``groups`` worlds, never a labloop learner (it is built on the simulator's formula): the
     surrogate's prediction plus the world's Born term exactly, plus the shifts of the world's own SMARTS
     patterns (``sim/truth.py``), whose sizes it learns from the measurements by conjugate Bayesian linear
@@ -186,16 +197,12 @@ class GroupsBound:
     def __init__(self, model, world, library: list[str]) -> None:
         from rdkit import Chem
 
-        from labloop.sim.world import RESIDUAL_SD_V, born_solvation_ev
+        from labloop.sim.world import RESIDUAL_SD_V
 
-        self.version = model.version
-        self.index = {s: i for i, s in enumerate(library)}
-        mols = [Chem.MolFromSmiles(s) for s in library]
+        super().__init__(model, world, library)
         patterns = [Chem.MolFromSmarts(p) for p in world.groups.shifts]
-        self.x = np.array([[m.HasSubstructMatch(p) for p in patterns] for m in mols], dtype=float)
-        mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(library))
-        self.prior_mean = mu + np.array([-born_solvation_ev(m.GetNumHeavyAtoms(), world.solvent) for m in mols])
-        self.error_var = sigma**2 + RESIDUAL_SD_V**2
+        self.x = np.array([[m.HasSubstructMatch(p) for p in patterns] for m in self.mols], dtype=float)
+        self.error_var = self.sigma**2 + RESIDUAL_SD_V**2
         self.noise_var = world.noise_v**2
         self.view([])
 
@@ -210,10 +217,6 @@ class GroupsBound:
         self.mean = self.prior_mean + self.x @ shifts
         self.sd = np.sqrt(self.error_var + np.sum((self.x @ cov) * self.x, axis=1))
         return self
-
-    def predict(self, smiles):
-        at = [self.index[s] for s in smiles]
-        return self.mean[at], self.sd[at]
 
 
 class LegacyCalibratedModel:
