@@ -27,8 +27,13 @@ _CACHE = tempfile.mkdtemp(prefix="labloop-test-cache-")
 
 def pytest_configure(config: pytest.Config) -> None:
     """No test writes to the user's real cache: every process of the session (subprocesses inherit the
-    environment) caches fingerprints in a folder of its own, removed at the end."""
+    environment) caches fingerprints in a folder of its own, removed at the end. The processes tests start
+    keep their temporary files there too: those a test kills with SIGKILL (the crash tests) cannot remove
+    theirs, and a copy of a model left in the system's temporary folder per run adds up."""
     os.environ["LABLOOP_CACHE_DIR"] = _CACHE
+    temporary = Path(_CACHE) / "tmp"
+    temporary.mkdir()
+    os.environ["TMPDIR"] = str(temporary)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
