@@ -9,8 +9,9 @@ world's systematic part, exactly, and the surrogate's own sigma: what a planner 
 would find) and ``legacy`` (``bayes`` with the calibration labloop had before issue 13: a Bayesian ridge of
 the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below); and, for the
 ``smooth`` world only, ``smooth-bound`` (:class:`SmoothBound`: the best a learner of that world could do,
-told its Born term and its field's exact prior), and for ``groups`` only, ``groups-bound``
-(:class:`GroupsBound`: told the Born term and which SMARTS patterns shift, learning only by how much);
+told its Born term and its field's exact prior), and for ``groups`` and ``drift`` only, ``groups-bound``
+(:class:`GroupsBound`: told the Born term and which SMARTS patterns shift, learning only by how much; in
+``drift`` it is not told the walk);
 diagnostics built on the simulator's formula, never labloop learners. Seeds: ``--seed-start``
 (tune on 1000+, report 0-19). The bundled molecules are split
 once (seed :data:`SPLIT_SEED`) into library slices of 5,000 molecules whose potentials only the world knows
@@ -187,12 +188,13 @@ class SmoothBound(_BornKnown):
 
 
 class GroupsBound(_BornKnown):
-    """A diagnostic for ``groups`` worlds, never a labloop learner (it is built on the simulator's formula): the
-    surrogate's prediction plus the world's Born term exactly, plus the shifts of the world's own SMARTS
-    patterns (``sim/truth.py``), whose sizes it learns from the measurements by conjugate Bayesian linear
-    regression (each shift ~ N(0, :data:`GROUP_SHIFT_PRIOR_V`^2), per measurement the surrogate's sigma^2 plus
-    the world's residual and noise variances as independent error). The most a learner told the world's
-    form, not its numbers, knows after the same measurements; the oracle is told the numbers too."""
+    """A diagnostic for ``groups`` and ``drift`` worlds, never a labloop learner (it is built on the
+    simulator's formula): the surrogate's prediction plus the world's Born term exactly, plus the shifts of
+    the world's own SMARTS patterns (``sim/truth.py``), whose sizes it learns from the measurements by
+    conjugate Bayesian linear regression (each shift ~ N(0, :data:`GROUP_SHIFT_PRIOR_V`^2), per measurement
+    the surrogate's sigma^2 plus the world's residual and noise variances as independent error). The most a
+    learner told the world's form, not its numbers, knows after the same measurements; the oracle is told
+    the numbers too. In ``drift`` it is not told the reference's walk (nor is the oracle)."""
 
     def __init__(self, model, world, library: list[str]) -> None:
         from rdkit import Chem
@@ -301,8 +303,8 @@ def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experim
         view_of = SmoothBound(model, world, library).view
     elif name == "groups-bound":
         world = world_of_seed(seed)
-        if world.groups is None or world.walk is not None:
-            raise SystemExit("the groups-bound planner is for the groups world only")
+        if world.groups is None:
+            raise SystemExit("the groups-bound planner is for the groups and drift worlds only")
         view_of = GroupsBound(model, world, library).view
 
     def hits(observations) -> float:
