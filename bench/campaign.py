@@ -8,8 +8,8 @@ the campaign planners: ``oracle`` (``bayes``'s window probability with the surro
 world's systematic part, exactly, and the surrogate's own sigma: what a planner that knew the world's form
 would find) and ``legacy`` (``bayes`` with the calibration labloop had before issue 13: a Bayesian ridge of
 the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below); and, for the
-``smooth`` world only, ``smooth-bound`` (:class:`SmoothBound`: the best a learner of that world could do,
-told its Born term and its field's exact prior), and for ``groups`` and ``drift`` only, ``groups-bound``
+``smooth`` world only, ``smooth-bound`` (:class:`SmoothBound`: what a learner of that world told its Born
+term and its field's exact prior knows), and for ``groups`` and ``drift`` only, ``groups-bound``
 (:class:`GroupsBound`: told the Born term and which SMARTS patterns shift, learning only by how much; in
 ``drift`` it is not told the walk);
 diagnostics built on the simulator's formula, never labloop learners. Seeds: ``--seed-start``
@@ -129,20 +129,24 @@ class OracleModel:
 
 class _BornKnown:
     """What the diagnostic bounds share: the surrogate's prediction plus the world's Born term exactly, per
-    library molecule (``prior_mean``), the surrogate's sigma, and :meth:`predict` from the ``mean``/``sd``
-    a subclass's ``view`` sets after each set of observations."""
+    library molecule (``prior_mean``); the error they take as independent of everything they learn, per
+    molecule (``error_var``: the surrogate's sigma^2 plus the world's per-molecule residual variance) and per
+    measurement (``noise_var``); and :meth:`predict` from the ``mean``/``sd`` a subclass's ``view`` sets
+    after each set of observations."""
 
     def __init__(self, model, world, library: list[str]) -> None:
         from rdkit import Chem
 
-        from labloop.sim.world import born_solvation_ev
+        from labloop.sim.world import RESIDUAL_SD_V, born_solvation_ev
 
         self.world, self.version = world, model.version
         self.index = {s: i for i, s in enumerate(library)}
         self.mols = [Chem.MolFromSmiles(s) for s in library]
         mu, self.sigma = (np.asarray(a, dtype=float) for a in model.predict(library))
         self.prior_mean = mu - np.array([born_solvation_ev(m.GetNumHeavyAtoms(), world.solvent) for m in self.mols])
-        self.mean, self.sd = self.prior_mean, self.sigma
+        self.error_var = self.sigma**2 + RESIDUAL_SD_V**2
+        self.noise_var = world.noise_v**2
+        self.mean, self.sd = self.prior_mean, np.sqrt(self.error_var)
 
     def predict(self, smiles):
         at = [self.index[s] for s in smiles]
@@ -153,9 +157,10 @@ class SmoothBound(_BornKnown):
     """A diagnostic for ``smooth`` worlds, never a labloop learner (it is built on the simulator's formula): the
     surrogate's prediction plus the world's Born term exactly, plus the exact Gaussian-process posterior of
     the world's smooth field from the measurements — the field's own kernel (Jaccard of unfolded Morgan
-    environment sets, ``sim/truth.py``), amplitude and length — with the surrogate's sigma as independent
-    error. What the best possible learner of that world could know after the same measurements: the bound a
-    planner that must learn is held to, where the oracle is told every molecule's draw. One per campaign;
+    environment sets, ``sim/truth.py``), amplitude and length — with the surrogate's error and the world's
+    per-molecule residual as independent error. What a learner told that world's form and the field's prior
+    knows after the same measurements (not a ceiling: it takes the network's own error as independent, and
+    a learner can correct part of it), where the oracle is told every molecule's draw. One per campaign;
     :meth:`view` is the model to propose with after ``observations``."""
 
     def __init__(self, model, world, library: list[str]) -> None:
@@ -166,7 +171,7 @@ class SmoothBound(_BornKnown):
         super().__init__(model, world, library)
         generator = rdFingerprintGenerator.GetMorganGenerator(radius=SMOOTH_RADIUS)
         self.fps = [generator.GetSparseFingerprint(m) for m in self.mols]
-        self.sd = np.sqrt(world.smooth.amplitude_v**2 + self.sigma**2)
+        self.sd = np.sqrt(world.smooth.amplitude_v**2 + self.error_var)
 
     def view(self, observations) -> SmoothBound:
         from rdkit import DataStructs
@@ -178,12 +183,12 @@ class SmoothBound(_BornKnown):
         at = np.array([self.index[o.smiles] for o in measured])
         similarity = np.array([DataStructs.BulkTanimotoSimilarity(self.fps[i], self.fps) for i in at])
         cross = amplitude**2 * np.exp((similarity - 1) / length)  # measured x library
-        factor = np.linalg.cholesky(cross[:, at] + np.diag(self.sigma[at] ** 2 + self.world.noise_v**2))
+        factor = np.linalg.cholesky(cross[:, at] + np.diag(self.error_var[at] + self.noise_var))
         residual = np.array([o.potential_v for o in measured]) - self.prior_mean[at]
         alpha = np.linalg.solve(factor.T, np.linalg.solve(factor, residual))
         v = np.linalg.solve(factor, cross)
         self.mean = self.prior_mean + cross.T @ alpha
-        self.sd = np.sqrt(np.maximum(amplitude**2 - np.sum(v * v, axis=0), 0) + self.sigma**2)
+        self.sd = np.sqrt(np.maximum(amplitude**2 - np.sum(v * v, axis=0), 0) + self.error_var)
         return self
 
 
@@ -192,20 +197,17 @@ class GroupsBound(_BornKnown):
     simulator's formula): the surrogate's prediction plus the world's Born term exactly, plus the shifts of
     the world's own SMARTS patterns (``sim/truth.py``), whose sizes it learns from the measurements by
     conjugate Bayesian linear regression (each shift ~ N(0, :data:`GROUP_SHIFT_PRIOR_V`^2), per measurement
-    the surrogate's sigma^2 plus the world's residual and noise variances as independent error). The most a
-    learner told the world's form, not its numbers, knows after the same measurements; the oracle is told
-    the numbers too. In ``drift`` it is not told the reference's walk (nor is the oracle)."""
+    the surrogate's sigma^2 plus the world's residual and noise variances as independent error). What a
+    learner told the world's form, not the shifts' sizes, knows after the same measurements (not a ceiling,
+    as :class:`SmoothBound`); the oracle is told the sizes too. In ``drift`` it is told neither the random
+    walk of the reference electrode nor its variance (nor is the oracle told the walk)."""
 
     def __init__(self, model, world, library: list[str]) -> None:
         from rdkit import Chem
 
-        from labloop.sim.world import RESIDUAL_SD_V
-
         super().__init__(model, world, library)
         patterns = [Chem.MolFromSmarts(p) for p in world.groups.shifts]
         self.x = np.array([[m.HasSubstructMatch(p) for p in patterns] for m in self.mols], dtype=float)
-        self.error_var = self.sigma**2 + RESIDUAL_SD_V**2
-        self.noise_var = world.noise_v**2
         self.view([])
 
     def view(self, observations) -> GroupsBound:
