@@ -31,6 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     keep their temporary files there too: those a test kills with SIGKILL (the crash tests) cannot remove
     theirs, and a copy of a model left in the system's temporary folder per run adds up."""
     os.environ["LABLOOP_CACHE_DIR"] = _CACHE
+    tempfile.tempdir = tempfile.gettempdir()  # this process (pytest's tmp_path) keeps the system's folder
     temporary = Path(_CACHE) / "tmp"
     temporary.mkdir()
     os.environ["TMPDIR"] = str(temporary)
