@@ -102,9 +102,11 @@ def test_in_process_predictions_equal_the_ensembles(tiny_model_dir, library, smi
     pred = load_ensemble(tiny_model_dir).predict(smiles)
     valid = frame[frame["valid"]]
     assert valid["row"].tolist() == pred.rows.tolist()
+    # the network computes in float32 and a 64-row chunk may take another matmul kernel than the whole batch:
+    # predictions near 0 eV then differ in the 8th decimal, so a micro-eV of absolute slack besides the relative
     for j, target in enumerate(pred.targets):
-        np.testing.assert_allclose(valid[f"{target}_mean"], pred.mean[:, j], rtol=1e-6)
-        np.testing.assert_allclose(valid[f"{target}_std"], pred.std[:, j], rtol=1e-6)
+        np.testing.assert_allclose(valid[f"{target}_mean"], pred.mean[:, j], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(valid[f"{target}_std"], pred.std[:, j], rtol=1e-6, atol=1e-6)
     assert valid["canonical"].tolist() == [Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in valid["smiles"]]
     assert frame.loc[~frame["valid"], "ie_ev_mean"].isna().all()
 
