@@ -4,9 +4,8 @@ show it gets wrong, refitted before every proposal so the next one already uses 
 Why: the surrogate predicts ``E = IE - 1.40`` from DFT data, and real potentials differ from that
 systematically, in a form nobody knows in advance (solvation, functional groups, the reference electrode,
 the method's bias). The correction is a residual model of ``measured - mu`` that assumes no form
-(:mod:`.residual_gp`: an offset, a linear mean on generic descriptors, group additivity, a Gaussian process
-over Tanimoto similarity and a slow walk of the reference electrode over the experiments, hyperparameters by
-marginal likelihood), chosen among simpler learners by leave-one-out
+(:mod:`.residual_gp`: an offset, a linear mean on generic descriptors and a Gaussian process over Tanimoto
+similarity, hyperparameters by marginal likelihood), chosen among simpler learners by leave-one-out
 predictive log-likelihood at every calibration. The surrogate it corrects is whichever model version is
 newest: the prior, or a network retrained on the measurements (:mod:`labloop.orchestrator.learning.models`), whose
 own learning then shows as a smaller residual and the offset-only learner winning.
@@ -223,30 +222,25 @@ class DescriptorCalibration:
 
 
 def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, measured: np.ndarray,
-                    table: DescriptorTable, times: Sequence[float] | None = None, now: float | None = None
-                    ) -> Calibration:
-    """Fit the residual model on molecules with surrogate ``mu``/``sigma`` and ``measured`` potentials,
-    measured at experiments ``times`` (default: one after the other from 0), to predict experiment ``now``
-    (default: the one after the last); rows with a NaN anywhere (unreadable molecules) are left out."""
+                    table: DescriptorTable) -> Calibration:
+    """Fit the residual model on molecules with surrogate ``mu``/``sigma`` and ``measured`` potentials;
+    rows with a NaN anywhere (unreadable molecules) are left out."""
     mu, sigma, measured = (np.asarray(a, dtype=float) for a in (mu, sigma, measured))
-    times = np.arange(len(smiles), dtype=float) if times is None else np.asarray(times, dtype=float)
-    now = float(times[-1] + 1 if len(times) else 0) if now is None else float(now)
     descriptors = table(smiles)
     ok = np.isfinite(mu) & np.isfinite(sigma) & np.isfinite(measured) & np.isfinite(descriptors).all(axis=1)
     if not ok.any():
         return Calibration(0)
     kept = [s for s, keep in zip(smiles, ok, strict=True) if keep]
-    r, d, s, t = measured[ok] - mu[ok], table.features(kept), sigma[ok], times[ok]
+    r, d, s = measured[ok] - mu[ok], table.features(kept), sigma[ok]
     tanimoto = table.tanimoto(kept, kept)
     h = hyper_prefix(len(kept))
-    key = (tuple(kept[:h]), r[:h].tobytes(), s[:h].tobytes(), t[:h].tobytes())
+    key = (tuple(kept[:h]), r[:h].tobytes(), s[:h].tobytes())
     hypers = table.hypers.get(key)
     if hypers is None:
-        hypers = {name: fit_hyper(names, r[:h], d[:h], tanimoto[:h, :h], s[:h], t[:h])
-                  for name, names in LEARNERS.items()}
+        hypers = {name: fit_hyper(names, r[:h], d[:h], tanimoto[:h, :h], s[:h]) for name, names in LEARNERS.items()}
         # only the latest few: a campaign's next calibration extends them (one per model output it scores)
         table.hypers = {**dict(list(table.hypers.items())[1 - HYPER_MEMO:]), key: hypers}
-    best, scores = select(r, d, tanimoto, s, kept, t, now, hypers)
+    best, scores = select(r, d, tanimoto, s, kept, hypers)
     calibration = Calibration(len(kept), best, scores)
     shift, _ = calibration.residual(kept, table)
     return Calibration(len(kept), best, scores, float(np.mean(np.abs(r - shift))))
@@ -264,15 +258,12 @@ class CalibratedModel:
         self.descriptors = descriptors
         self.column: str | None = getattr(model, "column", None)
         self.offset_v: float | None = getattr(model, "offset_v", None)
-        # the reference walk's clock: each measurement's place among all experiments (failed ones count)
-        times = [k for k, o in enumerate(observations) if o.potential_v is not None]
-        measured = [observations[k] for k in times]
+        measured = [o for o in observations if o.potential_v is not None]
         smiles = [o.smiles for o in measured]
         fitted_on = model.out_of_sample if isinstance(model, OutOfSampleView) else model.predict
         mu, sigma = fitted_on(smiles) if smiles else ([], [])
         self.calibration = fit_calibration(smiles, np.array(mu), np.array(sigma),
-                                           np.array([o.potential_v for o in measured]), descriptors,
-                                           times, len(observations))
+                                           np.array([o.potential_v for o in measured]), descriptors)
         if self.calibration.n:
             log.info("calibration on %d measurements: %s; leave-one-out log-likelihoods %s", self.calibration.n,
                      describe(self.calibration), self.calibration.scores)

@@ -6,7 +6,7 @@ wrong, ion pairing, the reference electrode. A fixed regression on descriptors c
 that form and nothing else. Here the residual ``r = measured - mu`` (``mu``: the surrogate's prediction)
 is modelled as
 
-    r(x, t) = b + w . d(x) + u . e(x) + g(x) + z(t) + eps,
+    r(x) = b + w . d(x) + u . e(x) + g(x) + eps,
 
 - ``b`` ~ N(0, :data:`OFFSET_PRIOR_V`^2): an offset common to all molecules (the reference, the method);
 - ``w . d(x)``: a linear mean on a few cheap, generic descriptors ``d`` (:data:`DESCRIPTORS`: heavy atoms,
@@ -17,20 +17,13 @@ is modelled as
 - ``g`` ~ GP(0, ``amplitude``^2 exp((T(x, y) - 1) / ``length``)), ``T`` the Tanimoto similarity of ECFP4
   fingerprints (:mod:`.similarity`): similar molecules have similar errors, whatever the cause (the
   kernel is positive definite because ``T`` is and the exponential of a kernel is one);
-- ``z`` a random walk over the campaign's experiments (Brownian motion in the experiment number ``t``,
-  ``Cov(z(s), z(t)) = drift^2 min(s, t) / DRIFT_EXPERIMENTS``, so ``drift`` is the walk's sd after
-  :data:`DRIFT_EXPERIMENTS` experiments): the reference electrode's drift, which moves every molecule's
-  measured potential alike and slowly, whatever its cause (a quasi-reference's junction, temperature,
-  an ageing electrolyte). The clock is the experiment's place in the journal (failed experiments count),
-  not wall time, so a backtest at zero latency and a resumed campaign see the same clock; a prediction is
-  for the next experiment's ``t``;
 - ``eps`` ~ N(0, ``surrogate_share`` sigma(x)^2 + ``noise``^2): the surrogate's own error (sigma: its
   calibrated uncertainty, of which the data decide the share that behaves as independent noise) and the
   measurement's.
 
-``b``, ``w``, ``u`` and ``z`` are integrated out, so the whole model is one Gaussian process whose covariance is
+``b``, ``w`` and ``u`` are integrated out, so the whole model is one Gaussian process whose covariance is
 the sum of the kernels. The hyperparameters (``weight_sd``, ``group_sd``, ``amplitude``, ``length``,
-``drift``, ``surrogate_share``, ``noise``) are set by maximising the marginal likelihood times weak log-normal priors
+``surrogate_share``, ``noise``) are set by maximising the marginal likelihood times weak log-normal priors
 (:data:`HYPER_PRIORS`, chosen before any benchmark: they keep a fit on four measurements sane; the
 variants tried since on tuning seeds, and why none was kept: bench/RESULTS.md, "Tuning the residual
 model's priors"), from one
@@ -88,23 +81,20 @@ HYPER_PRIORS: dict[str, tuple[float, float]] = {
     "group_sd": (0.05, 1.0),  # V per atom environment
     "amplitude": (0.1, 1.0),  # V
     "length": (0.5, 1.0),  # in units of (1 - Tanimoto)
-    "drift": (0.03, 1.0),  # V after DRIFT_EXPERIMENTS experiments (a non-aqueous reference over a day's work)
     "surrogate_share": (0.5, 1.0),  # of the surrogate's sigma^2
     "noise": (0.1, 1.0),  # V: what the model leaves unexplained, measurement noise included
 }
 BOUNDS: dict[str, tuple[float, float]] = {
     "weight_sd": (1e-4, 1.0), "group_sd": (1e-4, 1.0), "amplitude": (1e-4, 2.0), "length": (0.02, 10.0),
-    "drift": (1e-4, 1.0), "surrogate_share": (1e-3, 2.0), "noise": (1e-3, 1.0),
+    "surrogate_share": (1e-3, 2.0), "noise": (1e-3, 1.0),
 }
 #: learner name -> the hyperparameters it fits (the others are absent: zero)
 LEARNERS: dict[str, tuple[str, ...]] = {
-    "offset": ("drift", "surrogate_share", "noise"),
-    "linear": ("weight_sd", "drift", "surrogate_share", "noise"),
-    "additive": ("weight_sd", "group_sd", "drift", "surrogate_share", "noise"),
-    "gp": ("weight_sd", "group_sd", "amplitude", "length", "drift", "surrogate_share", "noise"),
+    "offset": ("surrogate_share", "noise"),
+    "linear": ("weight_sd", "surrogate_share", "noise"),
+    "additive": ("weight_sd", "group_sd", "surrogate_share", "noise"),
+    "gp": ("weight_sd", "group_sd", "amplitude", "length", "surrogate_share", "noise"),
 }
-#: the experiments over which the reference walk's sd is ``drift`` (:class:`Hyper`)
-DRIFT_EXPERIMENTS = 100
 #: hyperparameters are refitted on every measurement up to this many, then less often (:func:`hyper_prefix`)
 HYPER_EVERY_FROM = 24
 #: jitter (V^2) added to the covariance's diagonal: numerical safety only
@@ -226,34 +216,29 @@ class Hyper:
     group_sd: float = 0.0
     amplitude: float = 0.0
     length: float = 1.0
-    drift: float = 0.0
     surrogate_share: float = 1.0
     noise: float = 0.03
 
 
-Grams = tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]
+Grams = tuple[np.ndarray, np.ndarray | None, np.ndarray]
 
 
-def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, ta: np.ndarray, tb: np.ndarray,
-           environments: bool = True) -> Grams:
-    """The kernels' building blocks between two sets of molecules (``da``, ``db``: :func:`features`; ``ta``,
-    ``tb``: their experiment numbers): descriptor dot products, shared environments (None unless
-    ``environments``), Tanimoto similarity, the walk's shared time (``min(s, t)`` in
-    :data:`DRIFT_EXPERIMENTS`). The environment bits are sparse (a few dozen of 1,024 per molecule), so
-    ``da``'s go through a sparse product: a 100,000-molecule library against 200 measurements in a fraction
-    of a second."""
+def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, environments: bool = True) -> Grams:
+    """The kernels' building blocks between two sets of molecules (``da``, ``db``: :func:`features`):
+    descriptor dot products, shared environments (None unless ``environments``), Tanimoto similarity.
+    The environment bits are sparse (a few dozen of 1,024 per molecule), so ``da``'s go through a sparse
+    product: a 100,000-molecule library against 200 measurements in a fraction of a second."""
     n = len(DESCRIPTORS)
     shared = None
     if environments:
         shared = np.asarray(csr_matrix(da[:, n:]) @ db[:, n:].T)
-    clock = np.minimum.outer(np.asarray(ta, dtype=float), np.asarray(tb, dtype=float)) / DRIFT_EXPERIMENTS
-    return da[:, :n] @ db[:, :n].T, shared, tanimoto, clock
+    return da[:, :n] @ db[:, :n].T, shared, tanimoto
 
 
 def _combine(h: Hyper, grams: Grams) -> np.ndarray:
-    """Covariance of the latent residual (offset + linear + groups + GP + walk) from its building blocks."""
-    linear, shared, tanimoto, clock = grams
-    k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * linear + h.drift**2 * clock
+    """Covariance of the latent residual (offset + linear + groups + GP) from its building blocks."""
+    linear, shared, tanimoto = grams
+    k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * linear
     if h.group_sd > 0:
         assert shared is not None
         k = k + h.group_sd**2 * shared
@@ -262,17 +247,15 @@ def _combine(h: Hyper, grams: Grams) -> np.ndarray:
     return k
 
 
-def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, ta: np.ndarray, tb: np.ndarray
-            ) -> np.ndarray:
-    """Covariance of the latent residual between two sets of (molecule, experiment number)."""
-    return _combine(h, _grams(da, db, tanimoto, ta, tb, environments=h.group_sd > 0))
+def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> np.ndarray:
+    """Covariance of the latent residual between two sets of molecules."""
+    return _combine(h, _grams(da, db, tanimoto, environments=h.group_sd > 0))
 
 
-def _diag_kernel(h: Hyper, d: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The latent prior variance of each molecule at experiment ``t`` (its Tanimoto with itself is 1)."""
+def _diag_kernel(h: Hyper, d: np.ndarray) -> np.ndarray:
+    """The latent prior variance of each molecule (its Tanimoto with itself is 1)."""
     n = len(DESCRIPTORS)
-    var = (OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1) + h.amplitude**2
-           + h.drift**2 * np.asarray(t, dtype=float) / DRIFT_EXPERIMENTS)
+    var = OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1) + h.amplitude**2
     if h.group_sd > 0:  # the environment bits are 0/1: their squares sum to their count
         var = var + h.group_sd**2 * np.count_nonzero(d[:, n:], axis=1)
     return var
@@ -282,10 +265,10 @@ def _noise(h: Hyper, sigma: np.ndarray) -> np.ndarray:
     return h.surrogate_share * sigma**2 + h.noise**2
 
 
-def log_marginal_likelihood(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
-                            t: np.ndarray) -> float:
-    """log p(r | hyperparameters) of the Gaussian process (no hyperprior); ``t``: the experiment numbers."""
-    return _log_marginal_likelihood(h, r, _grams(d, d, tanimoto, t, t), sigma)
+def log_marginal_likelihood(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
+                            ) -> float:
+    """log p(r | hyperparameters) of the Gaussian process (no hyperprior)."""
+    return _log_marginal_likelihood(h, r, _grams(d, d, tanimoto), sigma)
 
 
 def _log_marginal_likelihood(h: Hyper, r: np.ndarray, grams: Grams, sigma: np.ndarray) -> float:
@@ -302,10 +285,10 @@ def _log_prior(h: Hyper, names: Sequence[str]) -> float:
     return total
 
 
-def loo(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray, t: np.ndarray
+def loo(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
         ) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-out predictive (mean, variance) of each residual, closed form (module docstring)."""
-    cov = _kernel(h, d, d, tanimoto, t, t) + np.diag(_noise(h, sigma) + JITTER)
+    cov = _kernel(h, d, d, tanimoto) + np.diag(_noise(h, sigma) + JITTER)
     inverse = cho_solve(cho_factor(cov, lower=True), np.eye(len(r)))
     diag = np.diag(inverse)
     return r - (inverse @ r) / diag, 1.0 / diag
@@ -316,15 +299,15 @@ def loo_log_likelihood(mean: np.ndarray, var: np.ndarray, r: np.ndarray) -> floa
     return float(np.sum(-0.5 * np.log(2 * math.pi * var) - (r - mean) ** 2 / (2 * var)))
 
 
-def fit_hyper(names: Sequence[str], r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
-              t: np.ndarray) -> Hyper:
+def fit_hyper(names: Sequence[str], r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
+              ) -> Hyper:
     """The maximum a posteriori hyperparameters ``names`` (the others: absent), from the priors' medians."""
     base = Hyper(**{name: HYPER_PRIORS[name][0] for name in names})
 
     def build(x: np.ndarray) -> Hyper:
         return Hyper(**{**base.__dict__, **{name: float(math.exp(v)) for name, v in zip(names, x, strict=True)}})
 
-    grams = _grams(d, d, tanimoto, t, t)  # computed once: only the weights change during the search
+    grams = _grams(d, d, tanimoto)  # computed once: only the weights change during the search
 
     def objective(x: np.ndarray) -> float:
         h = build(x)
@@ -341,17 +324,14 @@ def fit_hyper(names: Sequence[str], r: np.ndarray, d: np.ndarray, tanimoto: np.n
 
 @dataclass(frozen=True)
 class ResidualFit:
-    """One learner fitted on the residuals ``r`` of the molecules ``smiles`` measured at experiments ``t``:
-    its hyperparameters, the Cholesky factor of the training covariance and ``alpha = (K + N)^-1 r``, and
-    its leave-one-out score. Its predictions are for experiment ``now`` (the next one)."""
+    """One learner fitted on the residuals ``r`` of the molecules ``smiles``: its hyperparameters, the
+    Cholesky factor of the training covariance and ``alpha = (K + N)^-1 r``, and its leave-one-out score."""
 
     learner: str
     hyper: Hyper
     smiles: list[str]
     d: np.ndarray
     r: np.ndarray
-    t: np.ndarray
-    now: float
     factor: np.ndarray  # lower Cholesky factor of K + N
     alpha: np.ndarray
     loo_log_likelihood: float
@@ -360,41 +340,31 @@ class ResidualFit:
     def predict(self, d: np.ndarray, cross_tanimoto: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior (mean, latent variance) of the residual at molecules with descriptors ``d`` and Tanimoto
         ``cross_tanimoto`` (queries x training molecules)."""
-        now = np.full(len(d), self.now)
-        cross = _kernel(self.hyper, d, self.d, cross_tanimoto, now, self.t)
+        cross = _kernel(self.hyper, d, self.d, cross_tanimoto)
         mean = cross @ self.alpha
         v = solve_triangular(self.factor, cross.T, lower=True, check_finite=False)
-        var = np.maximum(_diag_kernel(self.hyper, d, now) - np.einsum("ij,ij->j", v, v), 0.0)
+        var = np.maximum(_diag_kernel(self.hyper, d) - np.einsum("ij,ij->j", v, v), 0.0)
         return mean, var
 
     def joint(self, d: np.ndarray, cross_tanimoto: np.ndarray, tanimoto: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior (mean, latent covariance) of the residual over a few molecules (``tanimoto``: among
         them)."""
-        now = np.full(len(d), self.now)
-        cross = _kernel(self.hyper, d, self.d, cross_tanimoto, now, self.t)
+        cross = _kernel(self.hyper, d, self.d, cross_tanimoto)
         v = solve_triangular(self.factor, cross.T, lower=True, check_finite=False)
-        cov = _kernel(self.hyper, d, d, tanimoto, now, now) - v.T @ v
+        cov = _kernel(self.hyper, d, d, tanimoto) - v.T @ v
         return cross @ self.alpha, cov
 
     def linear_posterior(self) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior (mean, covariance) of ``(c, w)``: ``c = b + z(now)``, the offset plus the reference walk
-        where the next experiment measures, and the descriptor weights, with the group and GP terms
-        integrated out. The residual's mean at ``x`` is ``[1, d(x)] . mean`` plus the group and GP terms'
-        means, its latent variance ``[1, d] cov [1, d]^T`` plus theirs (and their covariance with it). For
-        the ``offset`` and ``linear`` learners that is all of it."""
+        """Posterior (mean, covariance) of the offset and the descriptor weights ``(b, w)``, with the group
+        and GP terms integrated out: the residual's mean at ``x`` is ``[1, d(x)] . mean`` plus the group and
+        GP terms' means, its latent variance ``[1, d] cov [1, d]^T`` plus theirs (and their covariance
+        with it). For the ``offset`` and ``linear`` learners that is all of it."""
         h, n = self.hyper, len(DESCRIPTORS)
-        walk = h.drift**2 / DRIFT_EXPERIMENTS
-        # covariance of each training residual with c (offset + the walk up to its experiment) and with w
-        cross = np.hstack([(OFFSET_PRIOR_V**2 + walk * self.t)[:, None], h.weight_sd**2 * self.d[:, :n]])
-        prior = np.diag([OFFSET_PRIOR_V**2 + walk * self.now, *([h.weight_sd**2] * n)])
-        v = solve_triangular(self.factor, cross, lower=True, check_finite=False)
-        return cross.T @ self.alpha, prior - v.T @ v
-
-    def drift_v(self) -> float:
-        """Posterior mean (V) of the reference walk at the next experiment, ``z(now)``, measured from where
-        it stood at the first."""
-        return float((self.hyper.drift**2 / DRIFT_EXPERIMENTS * self.t) @ self.alpha)
+        phi = np.hstack([np.ones((len(self.r), 1)), self.d[:, :n]])
+        prior = np.diag([OFFSET_PRIOR_V**2, *([h.weight_sd**2] * n)])
+        v = solve_triangular(self.factor, phi @ prior, lower=True, check_finite=False)
+        return prior @ phi.T @ self.alpha, prior - v.T @ v
 
     def noise_var(self, sigma: np.ndarray) -> np.ndarray:
         """Variance a measurement adds to the latent residual: surrogate share and measurement noise."""
@@ -406,18 +376,17 @@ class ResidualFit:
         offset, slopes = float(mean[0]), mean[1:] / np.array(list(DESCRIPTORS.values()))
         hyper = {name: getattr(self.hyper, name) for name in LEARNERS[self.learner]}
         return {"intercept_v": offset, "coefficients_v": dict(zip(DESCRIPTORS, map(float, slopes), strict=True)),
-                "drift_v": self.drift_v(), "hyperparameters": hyper}
+                "hyperparameters": hyper}
 
 
 def fit_learner(learner: str, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
-                smiles: Sequence[str], t: np.ndarray, now: float, hyper: Hyper | None = None) -> ResidualFit:
-    """Fit one of :data:`LEARNERS` on residuals measured at experiments ``t`` (with ``hyper``, or its
-    hyperparameters fitted here), to predict experiment ``now``, and score it by leave-one-out."""
-    t = np.asarray(t, dtype=float)
-    hyper = hyper or fit_hyper(LEARNERS[learner], r, d, tanimoto, sigma, t)
-    mean, var = loo(hyper, r, d, tanimoto, sigma, t)
-    factor = cho_factor(_kernel(hyper, d, d, tanimoto, t, t) + np.diag(_noise(hyper, sigma) + JITTER), lower=True)
-    return ResidualFit(learner, hyper, list(smiles), d, r, t, float(now), np.tril(factor[0]), cho_solve(factor, r),
+                smiles: Sequence[str], hyper: Hyper | None = None) -> ResidualFit:
+    """Fit one of :data:`LEARNERS` (with ``hyper``, or its hyperparameters fitted here) and score it by
+    leave-one-out."""
+    hyper = hyper or fit_hyper(LEARNERS[learner], r, d, tanimoto, sigma)
+    mean, var = loo(hyper, r, d, tanimoto, sigma)
+    factor = cho_factor(_kernel(hyper, d, d, tanimoto) + np.diag(_noise(hyper, sigma) + JITTER), lower=True)
+    return ResidualFit(learner, hyper, list(smiles), d, r, np.tril(factor[0]), cho_solve(factor, r),
                        loo_log_likelihood(mean, var, r), float(np.sqrt(np.mean((r - mean) ** 2))))
 
 
@@ -436,16 +405,15 @@ def hyper_prefix(n: int) -> int:
 
 
 def select(r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray, smiles: Sequence[str],
-           t: np.ndarray, now: float, hypers: dict[str, Hyper] | None = None,
-           learners: Sequence[str] = tuple(LEARNERS)) -> tuple[ResidualFit, dict[str, float]]:
-    """Fit every learner (with its ``hypers`` when given) on residuals measured at experiments ``t``, to
-    predict experiment ``now``; the one with the highest leave-one-out
+           hypers: dict[str, Hyper] | None = None, learners: Sequence[str] = tuple(LEARNERS)
+           ) -> tuple[ResidualFit, dict[str, float]]:
+    """Fit every learner (with its ``hypers`` when given); the one with the highest leave-one-out
     log-likelihood (ties: the simpler, i.e. earlier in ``learners``) and every learner's score. With one
     measurement there is nothing to leave out: the simplest learner is taken."""
     scores: dict[str, float] = {}
     best: ResidualFit | None = None
     for name in learners if len(r) >= 2 else learners[:1]:
-        fit = fit_learner(name, r, d, tanimoto, sigma, smiles, t, now, (hypers or {}).get(name))
+        fit = fit_learner(name, r, d, tanimoto, sigma, smiles, (hypers or {}).get(name))
         scores[name] = fit.loo_log_likelihood
         if best is None or fit.loo_log_likelihood > best.loo_log_likelihood:
             best = fit

@@ -18,7 +18,6 @@ from labloop.planners.batch import thompson_batch
 from labloop.planners.feedback import CalibratedModel, DescriptorTable, fit_calibration
 from labloop.planners.residual_gp import (
     DESCRIPTORS,
-    DRIFT_EXPERIMENTS,
     OFFSET_PRIOR_V,
     Hyper,
     TanimotoRows,
@@ -30,7 +29,7 @@ from labloop.planners.residual_gp import (
 
 MOLECULES = ["c1ccccc1", "Cc1ccccc1", "CCc1ccccc1", "c1ccncc1", "Oc1ccccc1", "CC(=O)c1ccccc1", "c1ccc2ccccc2c1",
              "Clc1ccccc1", "c1ccsc1", "CCN(CC)CC"]
-HYPER = Hyper(weight_sd=0.07, group_sd=0.04, amplitude=0.3, length=0.4, drift=0.2, surrogate_share=0.8, noise=0.05)
+HYPER = Hyper(weight_sd=0.07, group_sd=0.04, amplitude=0.3, length=0.4, surrogate_share=0.8, noise=0.05)
 
 
 def rdkit_tanimoto(a: list[str], b: list[str]) -> np.ndarray:
@@ -40,29 +39,23 @@ def rdkit_tanimoto(a: list[str], b: list[str]) -> np.ndarray:
     return np.array([[DataStructs.TanimotoSimilarity(x, y) for y in fb] for x in fa])
 
 
-def kernel_by_hand(h: Hyper, da: np.ndarray, db: np.ndarray, t: np.ndarray, when_a: np.ndarray, when_b: np.ndarray
-                   ) -> np.ndarray:
-    """offset + weight_sd^2 (descriptors . descriptors) + group_sd^2 (shared environments) + Tanimoto part +
-    the walk (drift^2 min(s, t) / DRIFT_EXPERIMENTS: Brownian motion in the experiment number)."""
+def kernel_by_hand(h: Hyper, da: np.ndarray, db: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """offset + weight_sd^2 (descriptors . descriptors) + group_sd^2 (shared environments) + Tanimoto part."""
     n = len(DESCRIPTORS)
     out = np.empty((len(da), len(db)))
     for i in range(len(da)):
         for j in range(len(db)):
             shared = int(np.sum(np.logical_and(da[i, n:], db[j, n:])))
             out[i, j] = (OFFSET_PRIOR_V**2 + h.weight_sd**2 * float(np.dot(da[i, :n], db[j, :n]))
-                         + h.group_sd**2 * shared + h.amplitude**2 * math.exp((t[i, j] - 1) / h.length)
-                         + h.drift**2 * min(when_a[i], when_b[j]) / DRIFT_EXPERIMENTS)
+                         + h.group_sd**2 * shared + h.amplitude**2 * math.exp((t[i, j] - 1) / h.length))
     return out
 
 
 def problem(n: int = 8, seed: int = 0):
-    """Descriptor table, molecules, features, residuals, sigmas and experiment numbers (with gaps, as failed
-    experiments leave)."""
     table = DescriptorTable()
     smiles = MOLECULES[:n]
     rng = np.random.default_rng(seed)
-    when = np.cumsum(rng.integers(1, 4, n)).astype(float)
-    return table, smiles, table.features(smiles), rng.normal(-1.0, 0.3, n), rng.uniform(0.05, 0.2, n), when
+    return table, smiles, table.features(smiles), rng.normal(-1.0, 0.3, n), rng.uniform(0.05, 0.2, n)
 
 
 def test_tanimoto_rows_match_rdkit_and_survive_a_growing_universe():
@@ -77,72 +70,48 @@ def test_tanimoto_rows_match_rdkit_and_survive_a_growing_universe():
 
 
 def test_one_measurement_offset_posterior_by_hand():
-    """One residual r at experiment s, offset learner, asked about experiment t: with ``c(s) = s_b^2 + w s``
-    (``w = drift^2 / DRIFT_EXPERIMENTS``) the mean is c(s) / (c(s) + v) r and the variance
-    c(t) - c(s)^2 / (c(s) + v); without a walk, s_b^2 / (s_b^2 + v) r and s_b^2 v / (s_b^2 + v)."""
-    table, smiles, d, r, sigma, _ = problem(1)
+    """One residual r, offset learner: mean = s_b^2 / (s_b^2 + v) r, variance = s_b^2 v / (s_b^2 + v)."""
+    table, smiles, d, r, sigma = problem(1)
+    h = Hyper(surrogate_share=0.5, noise=0.1)
+    fit = fit_learner("offset", r, d, np.ones((1, 1)), sigma, smiles, h)
     v = 0.5 * sigma[0] ** 2 + 0.1**2
-    for drift in (0.0, 0.3):
-        h = Hyper(drift=drift, surrogate_share=0.5, noise=0.1)
-        fit = fit_learner("offset", r, d, np.ones((1, 1)), sigma, smiles, [7.0], 40.0, h)
-        mean, var = fit.predict(table.features(["CCCC"]), np.zeros((1, 1)))
-        w = drift**2 / DRIFT_EXPERIMENTS
-        c_s, c_t = OFFSET_PRIOR_V**2 + 7 * w, OFFSET_PRIOR_V**2 + 40 * w
-        assert mean[0] == pytest.approx(c_s / (c_s + v) * r[0], rel=1e-6)
-        assert var[0] == pytest.approx(c_t - c_s**2 / (c_s + v), rel=1e-4)
-        assert fit.drift_v() == pytest.approx(7 * w / (c_s + v) * r[0], rel=1e-6, abs=1e-15)
+    mean, var = fit.predict(table.features(["CCCC"]), np.zeros((1, 1)))
+    assert mean[0] == pytest.approx(OFFSET_PRIOR_V**2 / (OFFSET_PRIOR_V**2 + v) * r[0], rel=1e-6)
+    assert var[0] == pytest.approx(OFFSET_PRIOR_V**2 * v / (OFFSET_PRIOR_V**2 + v), rel=1e-4)
 
 
 def test_gp_posterior_matches_the_closed_form_with_a_hand_built_kernel():
-    table, smiles, d, r, sigma, when = problem()
+    table, smiles, d, r, sigma = problem()
     t = rdkit_tanimoto(smiles, smiles)
-    now = when[-1] + 2
-    fit = fit_learner("gp", r, d, t, sigma, smiles, when, now, HYPER)
+    fit = fit_learner("gp", r, d, t, sigma, smiles, HYPER)
     queries = MOLECULES[8:] + smiles[:1]
     dq, tq = table.features(queries), rdkit_tanimoto(queries, smiles)
-    at_now = np.full(len(queries), now)
-    K = kernel_by_hand(HYPER, d, d, t, when, when) + np.diag(HYPER.surrogate_share * sigma**2 + HYPER.noise**2)
-    Ks = kernel_by_hand(HYPER, dq, d, tq, at_now, when)
-    Kss = kernel_by_hand(HYPER, dq, dq, rdkit_tanimoto(queries, queries), at_now, at_now)
+    K = kernel_by_hand(HYPER, d, d, t) + np.diag(HYPER.surrogate_share * sigma**2 + HYPER.noise**2)
+    Ks = kernel_by_hand(HYPER, dq, d, tq)
+    Kss = kernel_by_hand(HYPER, dq, dq, rdkit_tanimoto(queries, queries))
     mean, var = fit.predict(dq, tq)
-    assert mean == pytest.approx(Ks @ np.linalg.solve(K, r), rel=1e-7)  # the 1e-8 V^2 jitter aside
+    assert mean == pytest.approx(Ks @ np.linalg.solve(K, r), abs=1e-8)
     assert var == pytest.approx(np.diag(Kss - Ks @ np.linalg.solve(K, Ks.T)), abs=1e-8)
     joint_mean, joint_cov = fit.joint(dq, tq, rdkit_tanimoto(queries, queries))
     assert joint_mean == pytest.approx(mean, abs=1e-10) and np.diag(joint_cov) == pytest.approx(var, abs=1e-8)
-    assert log_marginal_likelihood(HYPER, r, d, t, sigma, when) == pytest.approx(
+    assert log_marginal_likelihood(HYPER, r, d, t, sigma) == pytest.approx(
         multivariate_normal(np.zeros(len(r)), K).logpdf(r), abs=1e-6)
 
 
 def test_leave_one_out_equals_brute_force_refits():
-    _table, smiles, d, r, sigma, when = problem()
+    _table, smiles, d, r, sigma = problem()
     t = rdkit_tanimoto(smiles, smiles)
-    mean, var = loo(HYPER, r, d, t, sigma, when)
+    mean, var = loo(HYPER, r, d, t, sigma)
     for i in range(len(r)):
         rest = [j for j in range(len(r)) if j != i]
-        # the refit predicts the held-out measurement's own experiment
         fit = fit_learner("gp", r[rest], d[rest], t[np.ix_(rest, rest)], sigma[rest], [smiles[j] for j in rest],
-                          when[rest], when[i], HYPER)
+                          HYPER)
         m, v = fit.predict(d[i:i + 1], t[i:i + 1, rest])
         assert mean[i] == pytest.approx(m[0], abs=1e-7)
         assert var[i] == pytest.approx(v[0] + HYPER.surrogate_share * sigma[i] ** 2 + HYPER.noise**2, abs=1e-7)
-    full = fit_learner("gp", r, d, t, sigma, smiles, when, when[-1] + 1, HYPER)
+    full = fit_learner("gp", r, d, t, sigma, smiles, HYPER)
     by_hand = sum(-0.5 * math.log(2 * math.pi * var[i]) - (r[i] - mean[i]) ** 2 / (2 * var[i]) for i in range(len(r)))
     assert full.loo_log_likelihood == pytest.approx(by_hand, rel=1e-9)
-
-
-def test_a_calibration_follows_a_drifting_reference():
-    """Residuals that are one common offset plus a walk over the experiments (the reference electrode drifting)
-    and 10 mV of noise: the calibration's offset for the next experiment is where the walk has gone, not the
-    campaign's average, and the learner reports the walk it saw (``drift_v``)."""
-    rng = np.random.default_rng(5)
-    smiles = [MOLECULES[k % len(MOLECULES)] for k in range(60)]
-    walk = np.cumsum(np.full(60, 0.004))  # 0.24 V over the campaign: far more than the noise
-    measured = 4.0 - 0.3 + walk + rng.normal(0.0, 0.01, 60)
-    calibration = fit_calibration(smiles, np.full(60, 4.0), np.full(60, 0.02), measured, DescriptorTable())
-    assert calibration.fit is not None
-    mean, _ = calibration.apply(np.array([4.0]), np.array([0.02]), ["CCCC"], DescriptorTable())
-    assert abs(mean[0] - (3.7 + walk[-1])) < 0.03 < abs(mean[0] - (3.7 + walk.mean()))
-    assert calibration.summary()["drift_v"] > 0.15
 
 
 def test_hyper_prefix():
@@ -249,8 +218,8 @@ def test_the_descriptor_part_of_a_calibration(learner):
 
     from labloop.planners.feedback import ENVIRONMENTS_PER_HEAVY_ATOM, Calibration
 
-    table, smiles, d, r, sigma, when = problem(10, seed=2)
-    fit = fit_learner(learner, r, d, table.tanimoto(smiles, smiles), sigma, smiles, when, when[-1] + 3,
+    table, smiles, d, r, sigma = problem(10, seed=2)
+    fit = fit_learner(learner, r, d, table.tanimoto(smiles, smiles), sigma, smiles,
                       HYPER if learner == "gp" else None)
     calibration = Calibration(len(r), fit)
     queries = ["CCCc1ccccc1", "Brc1ccccc1", "c1ccc(-c2ccccc2)cc1", "NCCO"]
