@@ -46,7 +46,6 @@ from labloop.planners.residual_gp import (
     mol_environments,
     scaled_descriptors,
     select,
-    size_covariance,
 )
 from labloop.planners.similarity import SimilarityIndex
 
@@ -175,7 +174,7 @@ class Calibration:
         h = self.fit.hyper
         mean, cov = self.fit.linear_posterior()
         return DescriptorCalibration(mean, cov, h.group_sd**2 * ENVIRONMENTS_PER_HEAVY_ATOM, h.amplitude**2,
-                                     h.surrogate_share, h.noise**2, h, self.fit.d[:, 0].copy(), self.fit.alpha.copy())
+                                     h.surrogate_share, h.noise**2)
 
     def summary(self) -> dict[str, Any]:
         """What the journal keeps of it: which learner won, every learner's leave-one-out log-likelihood,
@@ -191,15 +190,13 @@ class DescriptorCalibration:
     """A :class:`Calibration` as far as the cheap descriptors carry it: a few numbers, sent to every shard.
 
     The residual's mean is the posterior mean of the offset and descriptor weights
-    (:meth:`ResidualFit.linear_posterior`) applied to the descriptors, plus the size function's posterior
-    mean (:meth:`ResidualFit.size_term`: the size is a descriptor, so it is exact); the group and GP terms'
-    means are left out (they need each molecule's fingerprints). The variance is the offset and weights'
-    posterior variance, plus the *prior* variance of the size function, the group and the GP terms
-    (``size_amplitude^2``; ``group_sd^2`` per atom environment, estimated from the heavy atoms by
-    :data:`ENVIRONMENTS_PER_HEAVY_ATOM`; ``amplitude^2``), plus the surrogate's share and the noise as in
-    :meth:`Calibration.apply`. So where the learner is ``offset`` or ``linear`` it equals
-    :meth:`Calibration.apply` (to rounding), where it is ``size`` its mean does, and where a term could move
-    a molecule it is as uncertain as that term allows before any measurement.
+    (:meth:`ResidualFit.linear_posterior`) applied to the descriptors; the group and GP terms' means are
+    left out (they need each molecule's fingerprints). The variance is the offset and weights' posterior
+    variance, plus the *prior* variance of the group and GP terms (``group_sd^2`` per atom environment,
+    estimated from the heavy atoms by :data:`ENVIRONMENTS_PER_HEAVY_ATOM`, and ``amplitude^2``), plus the
+    surrogate's share and the noise as in :meth:`Calibration.apply`. So where the learner is ``offset`` or
+    ``linear`` it equals :meth:`Calibration.apply` (to rounding), and where the group or GP term could move
+    a molecule it is as uncertain as they allow before any measurement.
     """
 
     weights: np.ndarray  # posterior mean of (offset, weights of the scaled descriptors)
@@ -208,10 +205,6 @@ class DescriptorCalibration:
     gp_var: float = 0.0
     surrogate_share: float = 1.0
     noise_var: float = 0.0
-    #: the size function's hyperparameters: its posterior mean is (covariance with the training sizes) @ alpha
-    hyper: Hyper | None = None
-    training_sizes: np.ndarray | None = None  # scaled sizes of the measured molecules
-    alpha: np.ndarray | None = None
     fitted: bool = True  # False before the first measurement: the surrogate's predictions as they are
 
     def apply(self, mu: np.ndarray, sigma: np.ndarray, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,17 +215,10 @@ class DescriptorCalibration:
         descriptors = np.asarray(descriptors, dtype=float)
         phi = np.hstack([np.ones((len(mu), 1)), scaled_descriptors(descriptors)])
         var = np.maximum(np.sum((phi @ self.cov) * phi, axis=1), 0.0) + self.gp_var
-        size = descriptors[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
         if self.group_var_per_heavy_atom:
+            size = descriptors[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
             var += self.group_var_per_heavy_atom * np.nan_to_num(size)
-        shift = phi @ self.weights
-        h = self.hyper
-        if h is not None and h.size_amplitude > 0:
-            assert self.training_sizes is not None and self.alpha is not None
-            scaled = phi[:, 1]  # the scaled size (NaN -> 0, as the learners see it)
-            shift = shift + size_covariance(h, np.subtract.outer(scaled, self.training_sizes) ** 2) @ self.alpha
-            var += h.size_amplitude**2
-        return mu + shift, np.sqrt(var + self.surrogate_share * sigma**2 + self.noise_var)
+        return mu + phi @ self.weights, np.sqrt(var + self.surrogate_share * sigma**2 + self.noise_var)
 
 
 def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, measured: np.ndarray,
