@@ -35,6 +35,7 @@ from labloop.planners.base import ModelView, Observation, OutOfSampleView
 from labloop.planners.residual_gp import (
     DESCRIPTORS,
     LEARNERS,
+    SIZE_GRID,
     Hyper,
     ResidualFit,
     TanimotoRows,
@@ -168,11 +169,11 @@ class Calibration:
 
     def by_descriptors(self) -> DescriptorCalibration:
         """The part of this calibration the cheap descriptors alone can apply (:class:`DescriptorCalibration`)."""
-        n = len(DESCRIPTORS)
+        size = 1 + len(DESCRIPTORS) + SIZE_GRID
         if self.fit is None:
-            return DescriptorCalibration(np.zeros(n + 1), np.zeros((n + 1, n + 1)), fitted=False)
+            return DescriptorCalibration(np.zeros(size), np.zeros((size, size)), fitted=False)
         h = self.fit.hyper
-        mean, cov = self.fit.linear_posterior()
+        mean, cov = self.fit.descriptor_posterior()
         return DescriptorCalibration(mean, cov, h.group_sd**2 * ENVIRONMENTS_PER_HEAVY_ATOM, h.amplitude**2,
                                      h.surrogate_share, h.noise**2)
 
@@ -187,19 +188,21 @@ class Calibration:
 
 @dataclass(frozen=True)
 class DescriptorCalibration:
-    """A :class:`Calibration` as far as the cheap descriptors carry it: a few numbers, sent to every shard.
+    """A :class:`Calibration` as far as the cheap descriptors carry it: a few hundred numbers, sent to every
+    shard.
 
-    The residual's mean is the posterior mean of the offset and descriptor weights
-    (:meth:`ResidualFit.linear_posterior`) applied to the descriptors; the group and GP terms' means are
-    left out (they need each molecule's fingerprints). The variance is the offset and weights' posterior
-    variance, plus the *prior* variance of the group and GP terms (``group_sd^2`` per atom environment,
-    estimated from the heavy atoms by :data:`ENVIRONMENTS_PER_HEAVY_ATOM`, and ``amplitude^2``), plus the
-    surrogate's share and the noise as in :meth:`Calibration.apply`. So where the learner is ``offset`` or
-    ``linear`` it equals :meth:`Calibration.apply` (to rounding), and where the group or GP term could move
-    a molecule it is as uncertain as they allow before any measurement.
+    The residual's mean is the posterior mean of the offset, the descriptor weights and the size function
+    tabulated by heavy atoms (:meth:`ResidualFit.descriptor_posterior`) applied to the descriptors; the
+    group and GP terms' means are left out (they need each molecule's fingerprints). The variance is that
+    posterior's variance, plus the *prior* variance of the group and GP terms (``group_sd^2`` per atom
+    environment, estimated from the heavy atoms by :data:`ENVIRONMENTS_PER_HEAVY_ATOM`, and
+    ``amplitude^2``), plus the surrogate's share and the noise as in :meth:`Calibration.apply`. So where the
+    learner is ``offset`` or ``linear`` it equals :meth:`Calibration.apply` (to rounding), and where the
+    group or GP term could move a molecule it is as uncertain as they allow before any measurement.
     """
 
-    weights: np.ndarray  # posterior mean of (offset, weights of the scaled descriptors)
+    #: posterior mean of (offset, weights of the scaled descriptors, size function at 0..SIZE_GRID-1 heavy atoms)
+    weights: np.ndarray
     cov: np.ndarray  # their posterior covariance
     group_var_per_heavy_atom: float = 0.0
     gp_var: float = 0.0
@@ -213,12 +216,15 @@ class DescriptorCalibration:
         if not self.fitted:
             return mu, sigma
         descriptors = np.asarray(descriptors, dtype=float)
+        n = 1 + len(DESCRIPTORS)
         phi = np.hstack([np.ones((len(mu), 1)), scaled_descriptors(descriptors)])
-        var = np.maximum(np.sum((phi @ self.cov) * phi, axis=1), 0.0) + self.gp_var
-        if self.group_var_per_heavy_atom:
-            size = descriptors[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
-            var += self.group_var_per_heavy_atom * np.nan_to_num(size)
-        return mu + phi @ self.weights, np.sqrt(var + self.surrogate_share * sigma**2 + self.noise_var)
+        size = np.nan_to_num(descriptors[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)])  # unreadable: 0, as learnt
+        k = n + np.clip(np.rint(size).astype(int), 0, SIZE_GRID - 1)  # each molecule's column of the size table
+        linear, cov = self.cov[:n, :n], self.cov
+        var = (np.sum((phi @ linear) * phi, axis=1) + 2 * np.sum(phi * cov[:n][:, k].T, axis=1) + cov[k, k])
+        var = np.maximum(var, 0.0) + self.gp_var + self.group_var_per_heavy_atom * size
+        shift = phi @ self.weights[:n] + self.weights[k]
+        return mu + shift, np.sqrt(var + self.surrogate_share * sigma**2 + self.noise_var)
 
 
 def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, measured: np.ndarray,

@@ -6,11 +6,14 @@ wrong, ion pairing, the reference electrode. A fixed regression on descriptors c
 that form and nothing else. Here the residual ``r = measured - mu`` (``mu``: the surrogate's prediction)
 is modelled as
 
-    r(x) = b + w . d(x) + u . e(x) + g(x) + eps,
+    r(x) = b + w . d(x) + f(n(x)) + u . e(x) + g(x) + eps,
 
 - ``b`` ~ N(0, :data:`OFFSET_PRIOR_V`^2): an offset common to all molecules (the reference, the method);
 - ``w . d(x)``: a linear mean on a few cheap, generic descriptors ``d`` (:data:`DESCRIPTORS`: heavy atoms,
   rings, heteroatom counts, each scaled to about unit size), ``w`` ~ N(0, ``weight_sd``^2 I);
+- ``f`` ~ GP(0, ``size_amplitude``^2 exp(-(n - n')^2 / (2 ``size_length``^2))) over the molecule's size
+  ``n`` (heavy atoms / 10, the scaled first descriptor): an error that changes smoothly but not linearly
+  with size, as solvation and ion pairing do, without assuming which curve;
 - ``u . e(x)``: group additivity, the chemist's generic model of a property: one contribution per atom
   environment the molecule has (``e``: the bits of a Morgan radius-1 fingerprint, 1,024 bits), ``u`` ~
   N(0, ``group_sd``^2 I);
@@ -21,9 +24,10 @@ is modelled as
   calibrated uncertainty, of which the data decide the share that behaves as independent noise) and the
   measurement's.
 
-``b``, ``w`` and ``u`` are integrated out, so the whole model is one Gaussian process whose covariance is
-the sum of the kernels. The hyperparameters (``weight_sd``, ``group_sd``, ``amplitude``, ``length``,
-``surrogate_share``, ``noise``) are set by maximising the marginal likelihood times weak log-normal priors
+``b``, ``w``, ``f`` and ``u`` are integrated out, so the whole model is one Gaussian process whose covariance
+is the sum of the kernels. The hyperparameters (``weight_sd``, ``size_amplitude``, ``size_length``,
+``group_sd``, ``amplitude``, ``length``, ``surrogate_share``, ``noise``) are set by maximising the marginal
+likelihood times weak log-normal priors
 (:data:`HYPER_PRIORS`, chosen before any benchmark: they keep a fit on four measurements sane; the
 variants tried since on tuning seeds, and why none was kept: bench/RESULTS.md, "Tuning the residual
 model's priors"), from one
@@ -31,7 +35,7 @@ fixed start with L-BFGS-B, so a fit is a pure function of the observations — a
 exactly what the uninterrupted one had.
 
 Several learners are fitted each time (:data:`LEARNERS`: the offset alone, i.e. the network as it is;
-the linear mean; linear mean + group additivity; all of it + the Tanimoto GP) and the one with the
+the linear mean with the size function; that + group additivity; that + the Tanimoto GP) and the one with the
 highest leave-one-out predictive log-likelihood on the measurements wins. LOO for a Gaussian process
 needs no refits: with ``A = (K + N)^-1`` the held-out predictive of ``r_i`` has mean
 ``r_i - [A r]_i / A_ii`` and variance ``1 / A_ii`` (Rasmussen & Williams, *Gaussian Processes for
@@ -78,6 +82,8 @@ OFFSET_PRIOR_V = 2.0
 #: log-normal priors of the hyperparameters: (median, sd of the log); bounds of the search
 HYPER_PRIORS: dict[str, tuple[float, float]] = {
     "weight_sd": (0.05, 1.0),  # V per unit of a scaled descriptor
+    "size_amplitude": (0.1, 1.0),  # V
+    "size_length": (1.0, 0.5),  # in units of the scaled size (10 heavy atoms)
     "group_sd": (0.05, 1.0),  # V per atom environment
     "amplitude": (0.1, 1.0),  # V
     "length": (0.5, 1.0),  # in units of (1 - Tanimoto)
@@ -85,16 +91,22 @@ HYPER_PRIORS: dict[str, tuple[float, float]] = {
     "noise": (0.1, 1.0),  # V: what the model leaves unexplained, measurement noise included
 }
 BOUNDS: dict[str, tuple[float, float]] = {
-    "weight_sd": (1e-4, 1.0), "group_sd": (1e-4, 1.0), "amplitude": (1e-4, 2.0), "length": (0.02, 10.0),
+    "weight_sd": (1e-4, 1.0), "size_amplitude": (1e-4, 2.0), "size_length": (0.1, 10.0),
+    "group_sd": (1e-4, 1.0), "amplitude": (1e-4, 2.0), "length": (0.02, 10.0),
     "surrogate_share": (1e-3, 2.0), "noise": (1e-3, 1.0),
 }
 #: learner name -> the hyperparameters it fits (the others are absent: zero)
 LEARNERS: dict[str, tuple[str, ...]] = {
     "offset": ("surrogate_share", "noise"),
-    "linear": ("weight_sd", "surrogate_share", "noise"),
-    "additive": ("weight_sd", "group_sd", "surrogate_share", "noise"),
-    "gp": ("weight_sd", "group_sd", "amplitude", "length", "surrogate_share", "noise"),
+    "linear": ("weight_sd", "size_amplitude", "size_length", "surrogate_share", "noise"),
+    "additive": ("weight_sd", "size_amplitude", "size_length", "group_sd", "surrogate_share", "noise"),
+    "gp": ("weight_sd", "size_amplitude", "size_length", "group_sd", "amplitude", "length", "surrogate_share",
+           "noise"),
 }
+#: heavy-atom counts the size function is tabulated at for the descriptor-only calibration
+#: (:meth:`ResidualFit.descriptor_posterior`); larger molecules are taken as this count minus one, far past the
+#: bundled data's largest (66)
+SIZE_GRID = 201
 #: hyperparameters are refitted on every measurement up to this many, then less often (:func:`hyper_prefix`)
 HYPER_EVERY_FROM = 24
 #: jitter (V^2) added to the covariance's diagonal: numerical safety only
@@ -213,6 +225,8 @@ class Hyper:
     """Hyperparameters of the residual model (absent kernels have zero weight or amplitude)."""
 
     weight_sd: float = 0.0
+    size_amplitude: float = 0.0
+    size_length: float = 1.0
     group_sd: float = 0.0
     amplitude: float = 0.0
     length: float = 1.0
@@ -220,31 +234,40 @@ class Hyper:
     noise: float = 0.03
 
 
-Grams = tuple[np.ndarray, np.ndarray | None, np.ndarray]
+Grams = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
 
 
 def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, environments: bool = True) -> Grams:
     """The kernels' building blocks between two sets of molecules (``da``, ``db``: :func:`features`):
-    descriptor dot products, shared environments (None unless ``environments``), Tanimoto similarity.
+    descriptor dot products, squared size differences, shared environments (None unless ``environments``),
+    Tanimoto similarity.
     The environment bits are sparse (a few dozen of 1,024 per molecule), so ``da``'s go through a sparse
     product: a 100,000-molecule library against 200 measurements in a fraction of a second."""
     n = len(DESCRIPTORS)
     shared = None
     if environments:
         shared = np.asarray(csr_matrix(da[:, n:]) @ db[:, n:].T)
-    return da[:, :n] @ db[:, :n].T, shared, tanimoto
+    size = np.subtract.outer(da[:, 0], db[:, 0]) ** 2  # the first descriptor is the scaled size
+    return da[:, :n] @ db[:, :n].T, size, shared, tanimoto
 
 
 def _combine(h: Hyper, grams: Grams) -> np.ndarray:
-    """Covariance of the latent residual (offset + linear + groups + GP) from its building blocks."""
-    linear, shared, tanimoto = grams
+    """Covariance of the latent residual (offset + linear + size + groups + GP) from its building blocks."""
+    linear, size, shared, tanimoto = grams
     k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * linear
+    if h.size_amplitude > 0:
+        k = k + size_covariance(h, size)
     if h.group_sd > 0:
         assert shared is not None
         k = k + h.group_sd**2 * shared
     if h.amplitude > 0:
         k = k + h.amplitude**2 * np.exp((tanimoto - 1.0) / h.length)
     return k
+
+
+def size_covariance(h: Hyper, squared_difference: np.ndarray) -> np.ndarray:
+    """The size function's covariance for squared differences of the scaled size."""
+    return h.size_amplitude**2 * np.exp(-0.5 * squared_difference / h.size_length**2)
 
 
 def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> np.ndarray:
@@ -255,7 +278,7 @@ def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> n
 def _diag_kernel(h: Hyper, d: np.ndarray) -> np.ndarray:
     """The latent prior variance of each molecule (its Tanimoto with itself is 1)."""
     n = len(DESCRIPTORS)
-    var = OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1) + h.amplitude**2
+    var = OFFSET_PRIOR_V**2 + h.weight_sd**2 * np.sum(d[:, :n] ** 2, axis=1) + h.amplitude**2 + h.size_amplitude**2
     if h.group_sd > 0:  # the environment bits are 0/1: their squares sum to their count
         var = var + h.group_sd**2 * np.count_nonzero(d[:, n:], axis=1)
     return var
@@ -355,16 +378,24 @@ class ResidualFit:
         cov = _kernel(self.hyper, d, d, tanimoto) - v.T @ v
         return cross @ self.alpha, cov
 
-    def linear_posterior(self) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior (mean, covariance) of the offset and the descriptor weights ``(b, w)``, with the group
-        and GP terms integrated out: the residual's mean at ``x`` is ``[1, d(x)] . mean`` plus the group and
-        GP terms' means, its latent variance ``[1, d] cov [1, d]^T`` plus theirs (and their covariance
-        with it). For the ``offset`` and ``linear`` learners that is all of it."""
+    def descriptor_posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior (mean, covariance) of everything the cheap descriptors carry, with the group and GP terms
+        integrated out: the offset, the descriptor weights and the size function at every heavy-atom count
+        of :data:`SIZE_GRID`, ``(b, w, f(0), ..., f(SIZE_GRID - 1))``. The residual's mean at ``x`` is then
+        ``phi(x) . mean`` with ``phi(x) = [1, d(x), one-hot(heavy atoms)]`` plus the group and GP terms'
+        means, its latent variance ``phi cov phi^T`` plus theirs (and their covariance with it); for the
+        ``offset`` and ``linear`` learners that is all of it. Why a table over heavy atoms: the size is a
+        count, so the table is exact, and a shard needs only the descriptors to use it."""
         h, n = self.hyper, len(DESCRIPTORS)
-        phi = np.hstack([np.ones((len(self.r), 1)), self.d[:, :n]])
-        prior = np.diag([OFFSET_PRIOR_V**2, *([h.weight_sd**2] * n)])
-        v = solve_triangular(self.factor, phi @ prior, lower=True, check_finite=False)
-        return prior @ phi.T @ self.alpha, prior - v.T @ v
+        grid = np.arange(SIZE_GRID) / DESCRIPTORS["heavy_atoms"]  # scaled, as the learners see the size
+        # covariance of each training residual with (b, w, f(grid)), and the prior covariance of those
+        cross = np.hstack([np.full((len(self.r), 1), OFFSET_PRIOR_V**2), h.weight_sd**2 * self.d[:, :n],
+                           size_covariance(h, np.subtract.outer(self.d[:, 0], grid) ** 2)])
+        prior = np.zeros((1 + n + SIZE_GRID, 1 + n + SIZE_GRID))
+        prior[:1 + n, :1 + n] = np.diag([OFFSET_PRIOR_V**2, *([h.weight_sd**2] * n)])
+        prior[1 + n:, 1 + n:] = size_covariance(h, np.subtract.outer(grid, grid) ** 2)
+        v = solve_triangular(self.factor, cross, lower=True, check_finite=False)
+        return cross.T @ self.alpha, prior - v.T @ v
 
     def noise_var(self, sigma: np.ndarray) -> np.ndarray:
         """Variance a measurement adds to the latent residual: surrogate share and measurement noise."""
@@ -372,11 +403,15 @@ class ResidualFit:
 
     def summary(self) -> dict[str, Any]:
         """The offset and slopes it learnt (posterior means) and its hyperparameters, for the journal."""
-        mean, _ = self.linear_posterior()
-        offset, slopes = float(mean[0]), mean[1:] / np.array(list(DESCRIPTORS.values()))
+        n = len(DESCRIPTORS)
+        mean, _ = self.descriptor_posterior()
+        offset, slopes = float(mean[0]), mean[1:1 + n] / np.array(list(DESCRIPTORS.values()))
         hyper = {name: getattr(self.hyper, name) for name in LEARNERS[self.learner]}
-        return {"intercept_v": offset, "coefficients_v": dict(zip(DESCRIPTORS, map(float, slopes), strict=True)),
-                "hyperparameters": hyper}
+        summary = {"intercept_v": offset, "coefficients_v": dict(zip(DESCRIPTORS, map(float, slopes), strict=True)),
+                   "hyperparameters": hyper}
+        if self.hyper.size_amplitude > 0:  # the curve it learnt, at a few heavy-atom counts
+            summary["size_term_v"] = {str(k): float(mean[1 + n + k]) for k in (10, 20, 30, 40)}
+        return summary
 
 
 def fit_learner(learner: str, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
