@@ -27,16 +27,15 @@ is modelled as
 ``b``, ``w``, ``f`` and ``u`` are integrated out, so the whole model is one Gaussian process whose covariance
 is the sum of the kernels. The hyperparameters (``weight_sd``, ``size_amplitude``, ``size_length``,
 ``group_sd``, ``amplitude``, ``length``, ``surrogate_share``, ``noise``) are set by maximising the marginal
-likelihood times weak log-normal priors
-(:data:`HYPER_PRIORS`, chosen before any benchmark: they keep a fit on four measurements sane; the
-variants tried since on tuning seeds, and why none was kept: bench/RESULTS.md, "Tuning the residual
-model's priors"), from one
-fixed start with L-BFGS-B, so a fit is a pure function of the observations — a resumed campaign refits
+likelihood times weak log-normal priors (:data:`HYPER_PRIORS`, chosen before any benchmark but the size
+function's, which came later, on tuning seeds: they keep a fit on four measurements sane; the variants
+tried on tuning seeds: bench/RESULTS.md, "Tuning the residual model's priors" and the sections after it),
+from one fixed start with L-BFGS-B, so a fit is a pure function of the observations — a resumed campaign refits
 exactly what the uninterrupted one had.
 
 Several learners are fitted each time (:data:`LEARNERS`: the offset alone, i.e. the network as it is;
-the linear mean with the size function; that + group additivity; that + the Tanimoto GP) and the one with the
-highest leave-one-out predictive log-likelihood on the measurements wins. LOO for a Gaussian process
+the linear mean with the size function; that + group additivity; that + the Tanimoto GP) and the one with
+the highest leave-one-out predictive log-likelihood on the measurements wins. LOO for a Gaussian process
 needs no refits: with ``A = (K + N)^-1`` the held-out predictive of ``r_i`` has mean
 ``r_i - [A r]_i / A_ii`` and variance ``1 / A_ii`` (Rasmussen & Williams, *Gaussian Processes for
 Machine Learning*, eq. 5.12), with the hyperparameters of the fit on all.
@@ -82,6 +81,8 @@ OFFSET_PRIOR_V = 2.0
 #: log-normal priors of the hyperparameters: (median, sd of the log); bounds of the search
 HYPER_PRIORS: dict[str, tuple[float, float]] = {
     "weight_sd": (0.05, 1.0),  # V per unit of a scaled descriptor
+    # the size function's two: chosen on tuning seeds, the length after a median of 5 heavy atoms lost the
+    # `drift` world on every seed (bench/RESULTS.md, "A kernel in the size")
     "size_amplitude": (0.1, 1.0),  # V
     "size_length": (1.0, 0.5),  # in units of the scaled size (10 heavy atoms)
     "group_sd": (0.05, 1.0),  # V per atom environment
