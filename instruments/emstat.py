@@ -46,11 +46,20 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
-from labloop.core.errors import ConfigError, DeviceError, InstrumentError, InstrumentTimeout, Overload, ProtocolError
+from labloop.core.errors import (
+    ConfigError,
+    DeviceError,
+    InstrumentError,
+    InstrumentTimeout,
+    Overload,
+    ProtocolError,
+    SafetyLimitExceeded,
+)
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.impedance import EISParams, ImpedanceSpectrum, eis_point_seconds
 from labloop.instruments.methodscript import (
     DEVICE_FAMILIES,
+    DEVICE_POTENTIAL_RANGES_V,
     LineKind,
     Status,
     as_written,
@@ -140,6 +149,8 @@ class EmStatPotentiostat:
         self._abort_sent = False
         self._abort_requested = False
         self.current_ranges: dict[int, float] = {}
+        #: what the connected model can apply (V vs its reference), None where unknown
+        self.potential_range_v: tuple[float, float] | None = None
         #: False once the firmware refused ``set_ir_comp``; CVs then run uncompensated
         self.ir_compensation_supported = True
         self.firmware = self._connect()
@@ -234,6 +245,8 @@ class EmStatPotentiostat:
         if family is None:
             raise ProtocolError(self.where, f"firmware {firmware!r} is not an EmStat Pico or EmStat4")
         self.current_ranges = family
+        self.potential_range_v = next((limits for prefix, limits in DEVICE_POTENTIAL_RANGES_V.items()
+                                       if firmware.startswith(prefix)), None)
         return firmware
 
     def identify(self) -> str:
@@ -259,8 +272,7 @@ class EmStatPotentiostat:
         aborts and overloads are handled as in :meth:`run_cv`."""
         series = [as_written(params, self.where) for params in series]  # what the instrument will run
         for params in series:
-            self.limits.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v,
-                                         where=self.where)
+            self._check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
         if not self.ir_compensation_supported:
             series = [replace(params, ir_comp_ohm=0.0) for params in series]
         script = cv_series_script(series, where=self.where)  # refuses a mixed series before anything is sent
@@ -297,13 +309,24 @@ class EmStatPotentiostat:
             voltammograms.append(voltammogram)
         return voltammograms
 
+    def _check_potentials(self, *potentials_v: float) -> None:
+        """Refuse, before anything is sent, a potential outside the safety window or outside what the
+        connected model can apply: the firmware would only answer with a bare MethodSCRIPT error code."""
+        self.limits.check_potentials(*potentials_v, where=self.where)
+        if self.potential_range_v is not None:
+            low, high = self.potential_range_v
+            for e in potentials_v:
+                if not low <= e <= high:
+                    raise SafetyLimitExceeded(self.where, f"potential {e:g} V is outside the range this model can "
+                                                          f"apply, {low:g}..{high:g} V vs its reference (firmware "
+                                                          f"{self.firmware.split()[0]})")
+
     # -- impedance ------------------------------------------------------------------------------------------
     def run_eis(self, params: EISParams) -> ImpedanceSpectrum:
         """Run one impedance sweep (``meas_loop_eis``) and return the spectrum; the DC potential is checked
         against the safety window first. Retries, aborts and overload handling are those of :meth:`run_cv`."""
         params = eis_as_written(params, self.where)
-        self.limits.check_potentials(params.e_dc_v - params.amplitude_v, params.e_dc_v + params.amplitude_v,
-                                     where=self.where)
+        self._check_potentials(params.e_dc_v - params.amplitude_v, params.e_dc_v + params.amplitude_v)
         expected = params.frequencies()
         with self._state:
             self._abort_requested = False

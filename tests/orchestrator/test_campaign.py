@@ -57,6 +57,16 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     assert not (workdir / "runs").exists()
 
 
+def test_the_examples_limits_are_the_potentiostats_range(labloop, workdir):
+    """The simulated EmStat is a Pico (-1.7..+2.0 V vs its reference): a vertex beyond it, inside a wider safety
+    window, used to pass validate and fail every CV with a bare firmware error code."""
+    protocol = workdir / "protocols" / "cv_screen.yaml"
+    protocol.write_text(protocol.read_text().replace("e_vertex1_v: 1.95", "e_vertex1_v: 2.5"))
+    proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "protocol[3].cv.e_vertex1_v: 2.5 V is outside the safety window -1.7..2 V")
+
+
 def test_the_repository_example_validates():
     assert load_campaign(EXAMPLE).name == "cathode-screen"
 
