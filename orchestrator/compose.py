@@ -40,6 +40,8 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
+from labloop.surrogate.dataset import too_long
+from labloop.surrogate.featurize import InvalidSmiles
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,21 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
     # every library molecule must be measurable in the simulated world
     world = build_world(campaign, library) if dry_run else None
     return library, world
+
+
+#: libraries up to this many rows have every SMILES parsed by :func:`unreadable_smiles` (about 2 s)
+CHECK_SMILES_ROWS = 20_000
+
+
+def unreadable_smiles(library: Sequence[str]) -> list[InvalidSmiles]:
+    """The library's rows RDKit cannot read, which no planner ever proposes: ``validate`` and ``run`` name
+    them. Only for libraries of up to :data:`CHECK_SMILES_ROWS` rows; a bigger one is parsed by its
+    prediction pipeline, which skips them the same way (``labloop surrogate predict`` lists them)."""
+    if len(library) > CHECK_SMILES_ROWS:
+        return []
+    with BlockLogs():
+        return [InvalidSmiles(row, smiles, too_long(smiles) or InvalidSmiles.reason)
+                for row, smiles in enumerate(library) if too_long(smiles) or Chem.MolFromSmiles(smiles) is None]
 
 
 def check_protocol(campaign: Campaign) -> None:

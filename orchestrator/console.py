@@ -7,6 +7,8 @@ warnings and errors go to stderr; each command only says what to show.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -18,6 +20,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from labloop.surrogate.dataset import csv_line
+from labloop.surrogate.featurize import InvalidSmiles
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +41,15 @@ def progress() -> Progress:
     """A progress bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
+
+
+def report_invalid(invalid: Sequence[InvalidSmiles], path: Path | str,
+                   what: str = "skipped {n} invalid SMILES in {path}") -> None:
+    """Invalid SMILES are skipped, never fatal: say how many and where (CSV line numbers); ``what`` is the
+    message's start, with ``{n}`` and ``{path}``."""
+    if not invalid:
+        return
+    shown = ", ".join(f"line {csv_line(i.row)} {i.shown}" for i in invalid[:5])
+    more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
+    err.print(f"warning: {what.format(n=len(invalid), path=path)}: {shown}{more}",
+              markup=False, highlight=False, soft_wrap=True)

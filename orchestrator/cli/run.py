@@ -22,6 +22,7 @@ from labloop.core.errors import InputError, JournalError
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.journal.view import snapshot
@@ -121,6 +122,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     campaign uses (:func:`compose.compute_placement`) is connected to (or started) first, so a scheduler that
     does not answer is bad input with nothing written."""
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
+    console.report_invalid(compose.unreadable_smiles(library), display_name(campaign.library.file),
+                           "{n} invalid SMILES in {path} will never be proposed")
     with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
             Interrupts() as interrupts, sole_runner(campaign.store):
         try:

@@ -24,7 +24,7 @@ from rich.table import Table
 from labloop.core.errors import InvalidInput
 from labloop.orchestrator import console
 from labloop.surrogate.compute import AUTO_CLUSTER_ROWS, ClusterLostError
-from labloop.surrogate.dataset import csv_line, read_table
+from labloop.surrogate.dataset import read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
@@ -74,16 +74,6 @@ def _cache(disabled: bool) -> FingerprintCache | None:
     return None if disabled else FingerprintCache(default_cache_dir() / "fingerprints")
 
 
-def _report_invalid(invalid: list[InvalidSmiles], path: Path) -> None:
-    """Invalid SMILES are skipped, never fatal: say how many and where (CSV line numbers)."""
-    if not invalid:
-        return
-    shown = ", ".join(f"line {csv_line(i.row)} {i.shown}" for i in invalid[:5])
-    more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
-    console.err.print(f"warning: skipped {len(invalid)} invalid SMILES in {path}: {shown}{more}",
-                      markup=False, highlight=False, soft_wrap=True)
-
-
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -119,7 +109,7 @@ def _predict_table(model_dir: Path, data: Path, smiles_column: str, targets: lis
     with console.progress() as bar:
         task = bar.add_task("featurise + predict", total=len(table.smiles))
         pred = ens.predict(table.smiles, cache=_cache(no_cache), progress=lambda k: bar.advance(task, k))
-    _report_invalid(pred.invalid, data)
+    console.report_invalid(pred.invalid, data)
     return ens, table, pred
 
 
@@ -155,7 +145,7 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
         except ClusterLostError as exc:
             console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise click.exceptions.Exit(1) from None
-        _report_invalid([InvalidSmiles(row, smiles) for row, smiles in shards.invalid()], library)
+        console.report_invalid([InvalidSmiles(row, smiles) for row, smiles in shards.invalid()], library)
         yield shards
 
 
@@ -192,7 +182,7 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
 
         run = train_from_table(table, chosen, folds=folds, seed=seed, holdout=holdout, cache=_cache(no_cache),
                                on_featurized=lambda k: bar.advance(feat_task, k), on_epoch=on_epoch)
-    _report_invalid(run.invalid, data)
+    console.report_invalid(run.invalid, data)
     save_ensemble(run.ensemble, output)
     metrics = run.ensemble.info["metrics"]
     console.out.print(_metrics_table("out-of-fold (single members)", metrics["out_of_fold"]))
