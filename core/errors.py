@@ -108,6 +108,10 @@ def not_one_of(value: Any, choices: Sequence[str]) -> str:
     return f"{value!r} is not one of {', '.join(choices)}"
 
 
+#: the message of a required field that is absent (a misspelt key is also an unknown one: that one is shown first)
+MISSING = "required, but missing"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong: ``loc`` is relative to the validator that found it; ``where`` ("file:line") is set

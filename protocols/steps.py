@@ -54,7 +54,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
-from labloop.core.errors import InvalidParameter, Problem, Problems, not_one_of
+from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, not_one_of
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
 from labloop.instruments.impedance import EISParams
@@ -322,7 +322,7 @@ def _problems(error: ValidationError, loc: tuple[str | int, ...]) -> list[Proble
         if isinstance(cause, Problems):
             found.extend(Problem(where + p.loc, p.message) for p in cause.problems)
         elif item["type"] == "missing":
-            found.append(Problem(where, "required, but missing"))
+            found.append(Problem(where, MISSING))
         elif item["type"] == "extra_forbidden":
             found.append(Problem(where, f"unknown field; valid fields: {', '.join(_fields(loc))}"))
         else:

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from labloop.core.errors import Loc, Problem, Problems, not_one_of
+from labloop.core.errors import MISSING, Loc, Problem, Problems, not_one_of
 
 #: a campaign or protocol file is a few KiB written by hand; PyYAML's pure-Python loader costs about 10 us
 #: and 400 bytes of memory per byte of input, so anything larger is refused before it is parsed
@@ -200,17 +200,20 @@ def is_union_tag(part: Any) -> bool:
 
 
 def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel]) -> list[str]:
-    """Every error of ``exc`` as ``file:line: field: message``, in the order of the lines in the file."""
-    found: list[tuple[int, str]] = []
+    """Every error of ``exc`` as ``file:line: field: message``, in the order of the lines in the file, but
+    missing fields last: a misspelt key is both an unknown field and a missing one, and the unknown one (with
+    the valid names) is what the user needs to read first (the one line a :class:`CampaignError` shows)."""
+    found: list[tuple[bool, int, str]] = []
     for error in exc.errors(include_url=False):
         loc: Loc = tuple(part for part in error["loc"] if not is_union_tag(part))
         cause = (error.get("ctx") or {}).get("error")
         problems = cause.problems if isinstance(cause, Problems) else (Problem((), _message(error, model)),)
         for problem in problems:
             full = Problem(loc + problem.loc, problem.message)
-            found.append((doc.line_of(full.loc), full.line(problem.where or doc.where(full.loc))))
-    found.sort(key=lambda item: item[0])
-    return [text for _, text in found]
+            found.append((problem.message == MISSING, doc.line_of(full.loc),
+                          full.line(problem.where or doc.where(full.loc))))
+    found.sort(key=lambda item: item[:2])
+    return [text for _, _, text in found]
 
 
 def _message(error: Any, model: type[BaseModel]) -> str:
@@ -222,7 +225,7 @@ def _message(error: Any, model: type[BaseModel]) -> str:
         valid = _fields_at(model, loc[:-1])
         return f"unknown field; valid fields: {', '.join(valid)}" if valid else "unknown field"
     if kind == "missing":
-        return "required, but missing"
+        return MISSING
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"must be a mapping of fields, got {_type_name(value)}"
     if kind == "value_error":  # our own validators' messages say what they got

@@ -131,6 +131,9 @@ MALFORMED = [
      "hours are 00-23"),
     ("budget 0", edit("max_experiments: 30", "max_experiments: 0"), "budget:", "budget.max_experiments",
      "greater than 0"),
+    # a misspelt key is an unknown field and a missing one: the one line names the misspelling and the valid names
+    ("misspelt required key", edit("goal: window", "gaol: window"), "objective:", "objective.gaol",
+     "unknown field; valid fields: quantity, goal, window_v"),
     ("unknown top-level key", edit("seed: 7\n", "seed: 7\ncolour: blue\n"), "colour:", "colour",
      "unknown field; valid fields: name, seed, store, library"),
     ("YAML syntax error", edit("seed: 7\n", "seed: 7\n  oops: [1, 2\n"), "oops", "", "YAML syntax error"),
