@@ -15,6 +15,7 @@ from labloop.core.errors import InvalidInput
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.journal.view import describe_objective
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     library, known = _library(campaign, truth)
     budget = min(budget or campaign.budget.max_experiments, len(library))
     objective = campaign.objective
+    if objective.defines_hits and not any(objective.is_hit(v) for v in known.values()):
+        # e.g. an energy in eV given for a potential: every planner would find 0 hits and look alike
+        console.err.print(f"warning: no value of column {column!r} in {truth_file} is a hit "
+                          f"({describe_objective(objective.model_dump())}): is it {objective.quantity} in "
+                          f"V vs Li/Li+?", markup=False, highlight=False, soft_wrap=True)
     model = _prior(campaign) if any(k != "random" for k in kinds) else None
     if model is not None:
         model.predict(library)  # cached once for every planner and seed

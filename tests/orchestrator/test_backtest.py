@@ -36,6 +36,20 @@ def test_random_backtest_without_instruments_counts_true_hits(tmp_path, labloop,
     assert report["library"] == 200 and report["budget"] == 200
     assert random["per_seed"] == [in_window, in_window]  # the whole library measured: every true hit found
     assert random["after"]["100%"] == in_window and random["failed_mean"] == 0
+    assert "warning" not in result.stderr
+
+
+def test_a_column_with_no_hit_is_named(tmp_path, labloop, write_campaign):
+    """The example library's ionisation energies (eV, about 7) given as the potential: every planner would find 0
+    hits and look alike, so the run says what may be wrong."""
+    from pathlib import Path
+
+    library = Path(__file__).resolve().parents[2] / EXAMPLES_LIBRARY
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", library, "--column", "ie_ev", "--planners",
+                     "random", "--seeds", "1", "--budget", "4", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "warning: no value of column 'ie_ev'" in result.stderr and "is it oxidation_potential in V vs Li/Li+?" \
+        in result.stderr
 
 
 def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign, truth_csv):
