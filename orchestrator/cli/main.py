@@ -30,6 +30,7 @@ EXIT_BAD_INPUT = 2
 
 
 @click.group(help="labloop: a self-driving lab for redox-active organic molecules.")
+@click.version_option(package_name="labloop", message="%(prog)s %(version)s")
 @click.option("--verbose", "-v", count=True, help="-v: progress notes, -vv: debug (every serial byte).")
 def app(verbose: int) -> None:
     console.setup_logging(verbose)

@@ -96,7 +96,8 @@ def resume(store: Path, scheduler: str | None) -> int:
 
 @click.command(help="Write a campaign's report: an HTML page with PNG plots and CSV exports.")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Folder (default: <store>.report/).")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Folder (default: beside the store, its name with .report instead of .db).")
 def report(store: Path, output: Path | None) -> None:
     from labloop.orchestrator.report import write_report  # matplotlib loads only here
 

@@ -78,6 +78,13 @@ def test_validate_names_the_library_rows_that_are_never_proposed(labloop, workdi
         "'C1CC(=O', line 5 'c1ccccc1XX'" in proc.stderr
 
 
+def test_the_version_is_the_installed_packages(labloop):
+    from importlib.metadata import version
+
+    proc = labloop("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"labloop {version('labloop')}"
+
+
 def test_the_repository_example_validates():
     assert load_campaign(EXAMPLE).name == "cathode-screen"
 
