@@ -319,7 +319,7 @@ class EmStatPotentiostat:
                 if not low <= e <= high:
                     raise SafetyLimitExceeded(self.where, f"potential {e:g} V is outside the range this model can "
                                                           f"apply, {low:g}..{high:g} V vs its reference (firmware "
-                                                          f"{self.firmware.split()[0]})")
+                                                          f"{self.firmware.split('#')[0]})")
 
     # -- impedance ------------------------------------------------------------------------------------------
     def run_eis(self, params: EISParams) -> ImpedanceSpectrum:

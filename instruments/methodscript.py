@@ -84,8 +84,8 @@ DEVICE_FAMILIES: dict[str, dict[int, float]] = {
     "mes4": EMSTAT4_CURRENT_RANGES,
 }
 #: firmware-name prefix -> the potentials (V vs its reference) the device can apply, where one range holds for
-#: the family (PalmSens' EmStat Pico specification; EmStat4 models differ, LR and HR, and are left to the
-#: campaign's ``safety.potential_limits_v``)
+#: the family (the EmStat Pico's; EmStat4 models differ, LR and HR, and are left to the campaign's
+#: ``safety.potential_limits_v``)
 DEVICE_POTENTIAL_RANGES_V: dict[str, tuple[float, float]] = {"espico": (-1.7, 2.0)}
 
 

@@ -40,8 +40,7 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
-from labloop.surrogate.dataset import too_long
-from labloop.surrogate.featurize import InvalidSmiles
+from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +136,16 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
 CHECK_SMILES_ROWS = 20_000
 
 
-def unreadable_smiles(library: Sequence[str]) -> list[InvalidSmiles]:
-    """The library's rows RDKit cannot read, which no planner ever proposes: ``validate`` and ``run`` name
-    them. Only for libraries of up to :data:`CHECK_SMILES_ROWS` rows; a bigger one is parsed by its
-    prediction pipeline, which skips them the same way (``labloop surrogate predict`` lists them)."""
-    if len(library) > CHECK_SMILES_ROWS:
+def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[InvalidSmiles]:
+    """The library's rows the surrogate cannot read (:func:`labloop.surrogate.featurize.parse_smiles`: empty,
+    too long or not a molecule), which no planner ever proposes: ``validate`` and ``run`` name them by CSV
+    line. Only for CSV libraries of up to :data:`CHECK_SMILES_ROWS` rows; a bigger one, or a Parquet or .smi
+    file, is parsed by its prediction pipeline, which skips them the same way (``labloop surrogate predict``
+    lists them)."""
+    if len(library) > CHECK_SMILES_ROWS or not campaign.library.is_csv():
         return []
     with BlockLogs():
-        return [InvalidSmiles(row, smiles, too_long(smiles) or InvalidSmiles.reason)
-                for row, smiles in enumerate(library) if too_long(smiles) or Chem.MolFromSmiles(smiles) is None]
+        return [InvalidSmiles(row, smiles) for row, smiles in enumerate(library) if parse_smiles(smiles) is None]
 
 
 def check_protocol(campaign: Campaign) -> None:

@@ -233,7 +233,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
         f"<td>{esc(_per_output(c.get('head_loo_log_likelihood'), '{:.2f}'))}</td>"
         f"<td>{esc(str(c.get('learner', '')))}</td><td>{c['n_measurements']}</td>"
         f"<td>{_volts(c.get('recent_prediction_mae_v'))}</td><td>{_volts(c.get('fit_mae_v'))}</td>"
-        f"<td>{_volts(c.get('intercept_v'))}</td><td>{esc(_coefficients(c.get('coefficients_v')))}</td></tr>"
+        f"<td>{_volts(c.get('intercept_v'))}</td><td>{esc(_coefficients(c.get('coefficients_v')))}</td>"
+        f"<td>{esc(_per_output(c.get('size_term_v')))}</td></tr>"
         for c in calibrations)
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
@@ -254,7 +255,8 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <h2>calibration to the measurements (refitted before every proposal)</h2>
 <table><tr><th>model</th><th>output</th><th>leave-one-out log-likelihood per output (higher proposes)</th>
 <th>learner</th><th>measurements</th>
-<th>MAE of the last predictions (V)</th><th>fit MAE (V)</th><th>offset (V)</th><th>slopes (V per unit)</th></tr>
+<th>MAE of the last predictions (V)</th><th>fit MAE (V)</th><th>offset (V)</th><th>slopes (V per unit)</th>
+<th>size function (V at N heavy atoms)</th></tr>
 {calibration}</table>
 <h2>data</h2><p><a href="experiments.csv">experiments.csv</a> · <a href="measurements.csv">measurements.csv</a></p>
 </body></html>

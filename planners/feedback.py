@@ -4,11 +4,12 @@ show it gets wrong, refitted before every proposal so the next one already uses 
 Why: the surrogate predicts ``E = IE - 1.40`` from DFT data, and real potentials differ from that
 systematically, in a form nobody knows in advance (solvation, functional groups, the reference electrode,
 the method's bias). The correction is a residual model of ``measured - mu`` that assumes no form
-(:mod:`.residual_gp`: an offset, a linear mean on generic descriptors and a Gaussian process over Tanimoto
-similarity, hyperparameters by marginal likelihood), chosen among simpler learners by leave-one-out
-predictive log-likelihood at every calibration. The surrogate it corrects is whichever model version is
-newest: the prior, or a network retrained on the measurements (:mod:`labloop.orchestrator.learning.models`), whose
-own learning then shows as a smaller residual and the offset-only learner winning.
+(:mod:`.residual_gp`: an offset, a linear mean on generic descriptors, a smooth function of the size, group
+additivity and a Gaussian process over Tanimoto similarity, hyperparameters by marginal likelihood), chosen
+among simpler learners by leave-one-out predictive log-likelihood at every calibration. The surrogate it
+corrects is whichever model version is newest: the prior, or a network retrained on the measurements
+(:mod:`labloop.orchestrator.learning.models`), whose own learning then shows as a smaller residual and the
+offset-only learner winning.
 
 Uncertainty of a calibrated prediction (V): ``sigma_cal^2 = var_residual(x) + share * sigma(x)^2 +
 noise^2``: the residual model's posterior variance at the molecule, the part of the surrogate's own
@@ -188,8 +189,8 @@ class Calibration:
 
 @dataclass(frozen=True)
 class DescriptorCalibration:
-    """A :class:`Calibration` as far as the cheap descriptors carry it: a few hundred numbers, sent to every
-    shard.
+    """A :class:`Calibration` as far as the cheap descriptors carry it: a vector of 208 numbers and their
+    covariance (350 kB), sent to every shard.
 
     The residual's mean is the posterior mean of the offset, the descriptor weights and the size function
     tabulated by heavy atoms (:meth:`ResidualFit.descriptor_posterior`) applied to the descriptors; the
@@ -220,8 +221,8 @@ class DescriptorCalibration:
         phi = np.hstack([np.ones((len(mu), 1)), scaled_descriptors(descriptors)])
         size = np.nan_to_num(descriptors[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)])  # unreadable: 0, as learnt
         k = n + np.clip(np.rint(size).astype(int), 0, SIZE_GRID - 1)  # each molecule's column of the size table
-        linear, cov = self.cov[:n, :n], self.cov
-        var = (np.sum((phi @ linear) * phi, axis=1) + 2 * np.sum(phi * cov[:n][:, k].T, axis=1) + cov[k, k])
+        cov = self.cov
+        var = np.sum((phi @ cov[:n, :n]) * phi, axis=1) + 2 * np.sum(phi * cov[:n][:, k].T, axis=1) + cov[k, k]
         var = np.maximum(var, 0.0) + self.gp_var + self.group_var_per_heavy_atom * size
         shift = phi @ self.weights[:n] + self.weights[k]
         return mu + shift, np.sqrt(var + self.surrogate_share * sigma**2 + self.noise_var)

@@ -11,10 +11,10 @@ stages:
    each with a fixed share of the shards, so a worker finds its shards in its cache at every proposal;
    else here): every untried molecule is scored from its shard's columns alone, with the part of the
    calibration the descriptors carry (:class:`labloop.planners.feedback.DescriptorCalibration`: the
-   offset and descriptor weights' posterior, plus the prior variance of the group and GP terms, so a
-   molecule those terms could still move keeps the uncertainty they allow). Each task gives back its best
-   ``shortlist`` (row, score); the merge keeps the best ``shortlist`` of all (ties by row), and only those
-   rows' SMILES, predictions and descriptors are fetched.
+   posterior of the offset, the descriptor weights and the size function, plus the prior variance of the
+   group and GP terms, so a molecule those terms could still move keeps the uncertainty they allow). Each
+   task gives back its best ``shortlist`` (row, score); the merge keeps the best ``shortlist`` of all (ties
+   by row), and only those rows' SMILES, predictions and descriptors are fetched.
 2. **Exact, on the shortlist** (here): the full calibration (every learner, with a
    :class:`DescriptorTable` the planner keeps, so a shortlisted molecule is parsed once per planner for
    its fingerprints; its cheap descriptors come from the shard), the failure correction, the first

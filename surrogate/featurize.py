@@ -143,7 +143,7 @@ class Features:
         return Features(self.X[index], self.D[index], self.rows[index])
 
 
-def _parse(smiles: object) -> Chem.Mol | None:
+def parse_smiles(smiles: object) -> Chem.Mol | None:
     """RDKit molecule, or None for anything that is not a non-empty parsable SMILES string.
 
     Why not plain ``Chem.MolFromSmiles``: after sanitising it also perceives stereochemistry, a fifth of the
@@ -180,7 +180,7 @@ def _fill_chunk(smiles: Sequence[str], settings: FingerprintSettings, want_canon
     RDLogger.DisableLog("rdApp.*")  # invalid SMILES are reported by us, once, not by RDKit per row
     # One pass over the chunk per step (parse, each fingerprint, descriptors) rather than all steps per
     # molecule: each step's RDKit code then stays in the CPU's caches, which made the chunk ~8% faster.
-    parsed = [_parse(smi) for smi in smiles]
+    parsed = [parse_smiles(smi) for smi in smiles]
     rows = [i for i, mol in enumerate(parsed) if mol is not None]
     mols = [parsed[i] for i in rows]
     valid[rows] = True

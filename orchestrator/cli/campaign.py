@@ -40,7 +40,7 @@ def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
     campaign = load_campaign(campaign_file)
     library, _ = compose.check_campaign(campaign, dry_run=dry_run)
     compose.check_compute(campaign, scheduler, len(library))
-    console.report_invalid(compose.unreadable_smiles(library), display_name(campaign.library.file),
+    console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed")
     console.out.print(_summary(campaign_file, campaign, len(library), scheduler))
 

@@ -123,7 +123,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     campaign uses (:func:`compose.compute_placement`) is connected to (or started) first, so a scheduler that
     does not answer is bad input with nothing written."""
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
-    console.report_invalid(compose.unreadable_smiles(library), display_name(campaign.library.file),
+    console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed")
     with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
             Interrupts() as interrupts, sole_runner(campaign.store):

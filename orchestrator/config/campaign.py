@@ -120,7 +120,7 @@ class Library(BaseModel):
 
     @model_validator(mode="after")
     def _readable(self) -> Library:
-        if self._is_csv():
+        if self.is_csv():
             _check_table(("file",), self.file, (), self.smiles_column)
             return self
         try:
@@ -131,7 +131,7 @@ class Library(BaseModel):
             raise Problems(Problem(("file",), f"{self.file}: has no rows"))
         return self
 
-    def _is_csv(self) -> bool:
+    def is_csv(self) -> bool:
         """Parquet and .smi by their names; anything else is read as CSV (as it always was)."""
         try:
             return library_format(self.file) == "csv"
@@ -140,7 +140,7 @@ class Library(BaseModel):
 
     def smiles(self) -> list[str]:
         """Every row's SMILES in file order; a file that cannot be read all through is :class:`InvalidInput`."""
-        if self._is_csv():
+        if self.is_csv():
             return read_table(self.file, (), self.smiles_column).smiles
         return [s for chunk in read_chunks(self.file, self.smiles_column) for s in chunk.smiles]
 

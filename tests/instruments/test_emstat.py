@@ -240,7 +240,7 @@ def test_device_errors_and_overloads_are_typed(make_rig: Callable[..., Rig]) -> 
     driver = EmStatPotentiostat.open(rig.device.port, limits=wide, time_scale=math.inf, error_pause_s=0.0)
     beyond = CVParams(e_begin_v=0.0, e_vertex1_v=2.5, e_vertex2_v=0.0, scan_rate_v_s=0.1, e_step_v=0.01)
     with pytest.raises(SafetyLimitExceeded, match=r"potential 2.5 V is outside the range this model can apply, "
-                                                  r"-1.7..2 V vs its reference \(firmware espico"):
+                                                  r"-1.7..2 V vs its reference \(firmware espico\d+\)"):
         driver.run_cv(beyond)  # within the rig's limits, beyond the Pico's +2 V: refused before it is sent
     assert rig.device.received.count(b"meas_loop_cv") == 0
     driver.potential_range_v = None  # a model whose range the driver does not know: the firmware answers

@@ -70,12 +70,12 @@ def test_the_examples_limits_are_the_potentiostats_range(labloop, workdir):
 def test_validate_names_the_library_rows_that_are_never_proposed(labloop, workdir):
     library = workdir / "library.csv"
     lines = library.read_text().splitlines()
-    lines[2], lines[4] = "C1CC(=O,6.5,0.5", "c1ccccc1XX,6.5,0.5"  # CSV lines 3 and 5
+    lines[2], lines[4], lines[6] = "C1CC(=O,6.5,0.5", "c1ccccc1XX,6.5,0.5", ",6.5,0.5"  # CSV lines 3, 5, 7
     library.write_text("\n".join(lines) + "\n")
     proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert "warning: 2 invalid SMILES in" in proc.stderr and "library.csv will never be proposed: line 3 " \
-        "'C1CC(=O', line 5 'c1ccccc1XX'" in proc.stderr
+    assert "warning: 3 invalid SMILES in" in proc.stderr and "library.csv will never be proposed: line 3 " \
+        "'C1CC(=O', line 5 'c1ccccc1XX', line 7 ''" in proc.stderr
 
 
 def test_the_version_is_the_installed_packages(labloop):

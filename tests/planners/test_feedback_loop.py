@@ -42,6 +42,9 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
         errors = retrained.metrics["out_of_sample_mae_v"]  # each output's, on measurements held out
         assert set(errors) == {"prior", "measured"} and all(v is not None and v >= 0 for v in errors.values())
         assert all(c["head"] in ("prior", "measured") for c in calibrations)
+        # every learner but the offset alone has the size function, journalled at 10-40 heavy atoms
+        assert all(set(c["size_term_v"]) == {"10", "20", "30", "40"} for c in calibrations
+                   if c.get("learner", "offset") != "offset")
         messages = [e.message for e in journal.events() if e.kind == "calibration"]
         assert all(("prior output" in m) != ("measured-potential output" in m) for m in messages), messages
         assert MEASURED_TARGET in load_ensemble(retrained.weights_path).targets
@@ -51,6 +54,7 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
     assert "prediction_error.png" in page and "calibration to the measurements" in page
     assert page.count("<tr><td>1</td><td>") >= 2  # calibration rows of model version 1
     assert "<tr><td>1</td><td>prior</td>" in page  # which output proposed, and by which learner
+    assert "size function (V at N heavy atoms)" in page
     assert "prior " in page.split("out-of-sample MAE per output")[1]  # the retrained version's errors
 
 
