@@ -196,6 +196,15 @@ class Objective(BaseModel):
         low, high = self.window_v  # set for goal "window" (validated)
         return -max(low - potential_v, potential_v - high, 0.0)
 
+    def rank(self, potential_v: float) -> tuple[float, float]:
+        """Sort key of "best so far" (higher first): :meth:`score`, then, inside a window, nearness to its
+        centre — every potential in the window scores the same, and the one at the centre has the most room
+        for what the measurement and the cell conditions move."""
+        if self.goal != "window":
+            return self.score(potential_v), 0.0
+        low, high = self.window_v
+        return self.score(potential_v), -abs(potential_v - (low + high) / 2)
+
     def is_hit(self, potential_v: float) -> bool:
         """Whether a measured potential counts as a hit (False when the objective defines none)."""
         if self.goal == "window":

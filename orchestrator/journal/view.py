@@ -35,7 +35,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     objective = Objective.model_validate(config["objective"])
     experiments = journal.experiments()
     measured = [(e.potential_v, e) for e in experiments if e.status == State.DONE and e.potential_v is not None]
-    ranked = [e for _, e in sorted(measured, key=lambda pe: objective.score(pe[0]), reverse=True)]
+    ranked = [e for _, e in sorted(measured, key=lambda pe: objective.rank(pe[0]), reverse=True)]
     hits = sum(objective.is_hit(p) for p, _ in measured) if objective.defines_hits else None
     return {
         "campaign": {

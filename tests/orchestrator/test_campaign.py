@@ -85,6 +85,16 @@ def test_the_version_is_the_installed_packages(labloop):
     assert proc.returncode == 0 and proc.stdout.strip() == f"labloop {version('labloop')}"
 
 
+def test_best_so_far_ranks_a_window_by_nearness_to_its_centre():
+    from labloop.orchestrator.config.campaign import Objective
+
+    window = Objective(quantity="oxidation_potential", goal="window", window_v=(4.5, 4.6))
+    measured = [4.576, 4.7, 4.52, 4.549, 4.45]
+    assert sorted(measured, key=window.rank, reverse=True) == [4.549, 4.576, 4.52, 4.45, 4.7]
+    highest = Objective(quantity="oxidation_potential", goal="maximize", threshold_v=4.5)
+    assert sorted(measured, key=highest.rank, reverse=True) == sorted(measured, reverse=True)
+
+
 def test_the_repository_example_validates():
     assert load_campaign(EXAMPLE).name == "cathode-screen"
 
