@@ -418,7 +418,7 @@ class ProtocolExecutor:
                                                          area_cm2=step.electrode_area_cm2, conc_mm=step.analyte_mm,
                                                          forward=forward)
             except InvalidParameter as exc:
-                log.warning("no diffusion coefficient: %s", exc)
+                log.warning("no diffusion coefficient from these scans: %s", exc)
         return lab.scans[0][0]
 
     def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:

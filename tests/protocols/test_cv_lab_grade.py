@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
-from labloop.core.errors import Problems, SafetyLimitExceeded
+from labloop.core.errors import InvalidParameter, Problems, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import (
     CVFlag,
@@ -222,6 +222,9 @@ def test_randles_sevcik_diffusion_within_ten_percent():
         estimate = randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm,
                                             forward="anodic")
         assert estimate.diffusion_cm2_s == pytest.approx(d, rel=0.10) and estimate.r_squared > 0.99
+    results[2] = replace(results[2], ipa_a=None)  # one scan without an anodic peak: no fit, and it says why
+    with pytest.raises(InvalidParameter, match="the anodic peak current is missing at one or more scan rates"):
+        randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm, forward="anodic")
 
 
 def test_a_campaign_context_puts_ferrocene_and_oxygen_on_its_reference_scale():
