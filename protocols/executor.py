@@ -72,6 +72,7 @@ from labloop.protocols.steps import (
     Rinse,
     Step,
     Wait,
+    cell_fill,
     parse_steps,
 )
 
@@ -210,21 +211,18 @@ class ProtocolExecutor:
         self._check(self._with_conditions(conditions) if conditions else self.steps)
 
     def _check(self, steps: Sequence[Step]) -> None:
-        in_cell_ml = 0.0  # what the steps have dispensed into the cell since it was last rinsed
+        fill = cell_fill(steps)  # what the cell holds after each dispense
         for index, step in enumerate(steps):
             where = _where(index, step)
             if isinstance(step, LoadSample):
                 self._instrument(where, step.changer, SampleChanger, "sample changer")
-            elif isinstance(step, Rinse):
-                in_cell_ml = 0.0
             elif isinstance(step, Dispense):
                 self._instrument(where, step.pump, Pump, "pump")
                 if step.volume_ml > self.safety.max_dispense_ml:
                     raise SafetyLimitExceeded(where, f"dispense of {step.volume_ml:g} mL exceeds the limit of "
                                                      f"{self.safety.max_dispense_ml:g} mL")
                 self.safety.check_rate(step.rate_ml_min, where=where)
-                in_cell_ml += step.volume_ml
-                self.safety.check_cell(in_cell_ml, where=where)
+                self.safety.check_cell(fill[index], where=where)
             elif isinstance(step, CV):
                 self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
                 if not step.around_candidate:

@@ -50,11 +50,12 @@ needs the rig (instrument names) is :meth:`labloop.protocols.executor.ProtocolEx
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
-from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, not_one_of
+from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, SafetyLimitExceeded, not_one_of
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
 from labloop.instruments.impedance import EISParams
@@ -414,7 +415,30 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]
             problems.append(Problem((index, step.name, "volume_ml"),
                                     f"{volume:g} mL exceeds the {limits.max_dispense_ml:g} mL dispense limit or the "
                                     f"{limits.syringe_ml:g} mL syringe"))
+    fill = cell_fill(steps)
+    for index, step in enumerate(steps):  # the limits' own checks, so the messages are the executor's
+        if not isinstance(step, Dispense):
+            continue
+        for field, check in (("rate_ml_min", partial(limits.check_rate, step.rate_ml_min, where="")),
+                             ("volume_ml", partial(limits.check_cell, fill[index], where=""))):
+            try:
+                check()
+            except SafetyLimitExceeded as exc:
+                problems.append(Problem((index, step.name, field), exc.what))
     return problems
+
+
+def cell_fill(steps: Sequence[Step]) -> dict[int, float]:
+    """What the cell holds (mL) after each dispense step (by index): the dispenses since the last rinse.
+    The executor checks it at run time and :func:`limit_problems` before it (with the line)."""
+    fill, in_cell_ml = {}, 0.0
+    for index, step in enumerate(steps):
+        if isinstance(step, Rinse):
+            in_cell_ml = 0.0
+        elif isinstance(step, Dispense):
+            in_cell_ml += step.volume_ml
+            fill[index] = in_cell_ml
+    return fill
 
 
 def pumps_holding_sample(steps: Iterable[Step]) -> frozenset[str]:

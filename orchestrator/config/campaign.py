@@ -669,12 +669,15 @@ class Campaign(BaseModel):
         and every condition must set a parameter of some step."""
         problems = []
         steps = parse_steps(list(self.protocol.steps))
+        # a protocol in its own file: its problems name that file's line, as its parse problems do
+        where = read_yaml(self.protocol.file).where if self.protocol.file is not None else lambda loc: None
         parameters = {name for step in steps for name in type(step).model_fields}
         for name in self.conditions.space():
             if name not in parameters:
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
-        problems.extend(Problem(("protocol", *p.loc), p.message) for p in limit_problems(steps, self.safety.limits()))
+        problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
+                        for p in limit_problems(steps, self.safety.limits()))
         for index, step in enumerate(steps):
             low, high = self.conditions.scan_rate_v_s
             if getattr(step, "scan_rates_v_s", None) and low != high:
@@ -684,12 +687,14 @@ class Campaign(BaseModel):
             if getattr(step, "around_candidate", False) and self.prior is None:
                 problems.append(Problem(("protocol", index, step.name, "half_width_v"),
                                         "a window around the candidate needs its predicted potential: add a prior "
-                                        "section, or give the scan's e_begin_v/e_vertex1_v/e_vertex2_v"))
+                                        "section, or give the scan's e_begin_v/e_vertex1_v/e_vertex2_v",
+                                        where=where((index, step.name, "half_width_v"))))
             for field in ("changer", "pump", "potentiostat", "valve"):
                 name = getattr(step, field, None)
                 if name is not None and name != "manual" and name not in self.instruments:
                     problems.append(Problem(("protocol", index, step.name, field),
-                                            f"{not_one_of(name, list(self.instruments))} (the instruments)"))
+                                            f"{not_one_of(name, list(self.instruments))} (the instruments)",
+                                            where=where((index, step.name, field))))
         return problems
 
     def planner_settings(self) -> PlannerSettings:

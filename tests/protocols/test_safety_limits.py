@@ -88,6 +88,14 @@ def test_the_ne1000_driver_refuses_a_rate_over_the_limit_before_sending() -> Non
     ({"world": {"time_scale": 1e-300}}, "world.time_scale: must be 0 (zero latency) or at least 0.001"),
     ({"safety": {"max_rate_ml_min": -5.0}}, "safety.max_rate_ml_min:"),
     ({"safety": {"cell_volume_ml": 0.0}}, "safety.cell_volume_ml:"),
+    # the limits the executor checks at run time, refused by validate with the field (and the line) named
+    ({"protocol": ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 60.0,
+                                                "fluid": "sample"}}, "cv"], "safety": {"max_rate_ml_min": 20.0}},
+     "protocol[1].dispense.rate_ml_min: rate of 60 mL/min exceeds the limit of 20 mL/min"),
+    ({"protocol": ["load_sample", *[{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.0, "rate_ml_min": 5.0,
+                                                  "fluid": "electrolyte"}}] * 3, "cv"],
+      "safety": {"cell_volume_ml": 10.0}},
+     "protocol[3].dispense.volume_ml: the cell would hold 12 mL, more than its 10 mL"),
 ])
 def test_validate_refuses_options_out_of_range_in_one_line(tmp_path, labloop, write_campaign, sections: dict,
                                                            field: str) -> None:
