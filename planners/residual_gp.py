@@ -235,20 +235,21 @@ class Hyper:
     noise: float = 0.03
 
 
-Grams = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
+Grams = tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]
 
 
-def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, environments: bool = True) -> Grams:
+def _grams(da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray, environments: bool = True, sizes: bool = True
+           ) -> Grams:
     """The kernels' building blocks between two sets of molecules (``da``, ``db``: :func:`features`):
-    descriptor dot products, squared size differences, shared environments (None unless ``environments``),
-    Tanimoto similarity.
+    descriptor dot products, squared size differences (None unless ``sizes``), shared environments (None
+    unless ``environments``), Tanimoto similarity.
     The environment bits are sparse (a few dozen of 1,024 per molecule), so ``da``'s go through a sparse
     product: a 100,000-molecule library against 200 measurements in a fraction of a second."""
     n = len(DESCRIPTORS)
     shared = None
     if environments:
         shared = np.asarray(csr_matrix(da[:, n:]) @ db[:, n:].T)
-    size = np.subtract.outer(da[:, 0], db[:, 0]) ** 2  # the first descriptor is the scaled size
+    size = np.subtract.outer(da[:, 0], db[:, 0]) ** 2 if sizes else None  # the first descriptor: the scaled size
     return da[:, :n] @ db[:, :n].T, size, shared, tanimoto
 
 
@@ -257,6 +258,7 @@ def _combine(h: Hyper, grams: Grams) -> np.ndarray:
     linear, size, shared, tanimoto = grams
     k = OFFSET_PRIOR_V**2 + h.weight_sd**2 * linear
     if h.size_amplitude > 0:
+        assert size is not None
         k = k + size_covariance(h, size)
     if h.group_sd > 0:
         assert shared is not None
@@ -273,7 +275,7 @@ def size_covariance(h: Hyper, squared_difference: np.ndarray) -> np.ndarray:
 
 def _kernel(h: Hyper, da: np.ndarray, db: np.ndarray, tanimoto: np.ndarray) -> np.ndarray:
     """Covariance of the latent residual between two sets of molecules."""
-    return _combine(h, _grams(da, db, tanimoto, environments=h.group_sd > 0))
+    return _combine(h, _grams(da, db, tanimoto, environments=h.group_sd > 0, sizes=h.size_amplitude > 0))
 
 
 def _diag_kernel(h: Hyper, d: np.ndarray) -> np.ndarray:

@@ -404,6 +404,7 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]
     (``(index, step, field)``), so a campaign refuses them with the line before anything runs."""
     low, high = limits.potential_window_v
     problems = []
+    fill = cell_fill(steps)
     for index, step in enumerate(steps):
         for field in ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "e_dc_v"):
             value = getattr(step, field, None)
@@ -415,16 +416,13 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]
             problems.append(Problem((index, step.name, "volume_ml"),
                                     f"{volume:g} mL exceeds the {limits.max_dispense_ml:g} mL dispense limit or the "
                                     f"{limits.syringe_ml:g} mL syringe"))
-    fill = cell_fill(steps)
-    for index, step in enumerate(steps):  # the limits' own checks, so the messages are the executor's
-        if not isinstance(step, Dispense):
-            continue
-        for field, check in (("rate_ml_min", partial(limits.check_rate, step.rate_ml_min, where="")),
-                             ("volume_ml", partial(limits.check_cell, fill[index], where=""))):
-            try:
-                check()
-            except SafetyLimitExceeded as exc:
-                problems.append(Problem((index, step.name, field), exc.what))
+        if isinstance(step, Dispense):  # the limits' own checks, so the messages are the executor's
+            for field, check in (("rate_ml_min", partial(limits.check_rate, step.rate_ml_min, where="")),
+                                 ("volume_ml", partial(limits.check_cell, fill[index], where=""))):
+                try:
+                    check()
+                except SafetyLimitExceeded as exc:
+                    problems.append(Problem((index, step.name, field), exc.what))
     return problems
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.orchestrator import compose, console
-from labloop.orchestrator.cli.run import scheduler_option
+from labloop.orchestrator.cli.run import scheduler_option, warn_unreadable
 from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
@@ -40,8 +40,7 @@ def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
     campaign = load_campaign(campaign_file)
     library, _ = compose.check_campaign(campaign, dry_run=dry_run)
     compose.check_compute(campaign, scheduler, len(library))
-    console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
-                           "{n} invalid SMILES in {path} will never be proposed")
+    warn_unreadable(campaign, library)
     console.out.print(_summary(campaign_file, campaign, len(library), scheduler))
 
 

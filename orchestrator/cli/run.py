@@ -116,6 +116,12 @@ def report(store: Path, output: Path | None) -> None:
     console.out.print(f"report: {page}")
 
 
+def warn_unreadable(campaign: Campaign, library: list[str]) -> None:
+    """The library rows no planner will ever propose, named before a run or by ``validate``."""
+    console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
+                           "{n} invalid SMILES in {path} will never be proposed")
+
+
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
                   scheduler: str | None = None) -> int:
     """Check everything, take the store's lock, and only then open the rig and the journal: a second
@@ -123,8 +129,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     campaign uses (:func:`compose.compute_placement`) is connected to (or started) first, so a scheduler that
     does not answer is bad input with nothing written."""
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
-    console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
-                           "{n} invalid SMILES in {path} will never be proposed")
+    warn_unreadable(campaign, library)
     with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
             Interrupts() as interrupts, sole_runner(campaign.store):
         try:
