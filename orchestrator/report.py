@@ -65,7 +65,8 @@ def write_report(journal: Journal, directory: Path) -> Path:
         _scan_rates(directory / LAB_PLOTS[1], labs[-1])
         config = journal.campaign_info().config
         _versus_ferrocene(directory / LAB_PLOTS[2], labs, config.get("cell", {}).get("reference_offset_v", 3.2))
-    calibrations = [e.data for e in journal.events() if e.kind == "calibration" and isinstance(e.data, dict)]
+    calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
+                    if e.kind == "calibration" and isinstance(e.data, dict)]
     page = directory / "index.html"
     page.write_text(_html(snap, calibrations, directory))
     log.info("report written to %s", directory)
@@ -234,7 +235,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
         f"<td>{esc(str(c.get('learner', '')))}</td><td>{c['n_measurements']}</td>"
         f"<td>{_volts(c.get('recent_prediction_mae_v'))}</td><td>{_volts(c.get('fit_mae_v'))}</td>"
         f"<td>{_volts(c.get('intercept_v'))}</td><td>{esc(_coefficients(c.get('coefficients_v')))}</td>"
-        f"<td>{esc(_per_output(c.get('size_term_v')))}</td></tr>"
+        f"<td>{esc(_per_output(c.get('size_term_v')))}</td><td>{esc(c['journalled_at'])}</td></tr>"
         for c in calibrations)
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
@@ -253,10 +254,13 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}
 </table>
 <h2>calibration to the measurements (refitted before every proposal)</h2>
+<p>One row per proposal. A proposal after a batch whose experiments all failed, or the same proposal
+made again after a resume, is calibrated on as many measurements as the one before, so two rows can
+share a count.</p>
 <table><tr><th>model</th><th>output</th><th>leave-one-out log-likelihood per output (higher proposes)</th>
 <th>learner</th><th>measurements</th>
 <th>MAE of the last predictions (V)</th><th>fit MAE (V)</th><th>offset (V)</th><th>slopes (V per unit)</th>
-<th>size function (V at N heavy atoms)</th></tr>
+<th>size function (V at N heavy atoms)</th><th>journalled at</th></tr>
 {calibration}</table>
 <h2>data</h2><p><a href="experiments.csv">experiments.csv</a> · <a href="measurements.csv">measurements.csv</a></p>
 </body></html>

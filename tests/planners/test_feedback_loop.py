@@ -28,6 +28,7 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
                    for e in experiments)
         assert all(e.mu is not None and e.sigma is not None and e.sigma > 0 for e in experiments)
         calibrations = [e.data for e in journal.events() if e.kind == "calibration"]
+        calibrated_at = [e.time for e in journal.events() if e.kind == "calibration"]
         measured = [c["n_measurements"] for c in calibrations]
         assert measured == sorted(measured) and measured[0] >= 1 and measured[-1] >= 6
         # the first batch is predicted by the prior model alone (E = IE - 1.40, no solvation): far off;
@@ -55,6 +56,7 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
     assert page.count("<tr><td>1</td><td>") >= 2  # calibration rows of model version 1
     assert "<tr><td>1</td><td>prior</td>" in page  # which output proposed, and by which learner
     assert "size function (V at N heavy atoms)" in page
+    assert all(f"<td>{time}</td></tr>" in page for time in calibrated_at)  # each row says when it was fitted
     assert "prior " in page.split("out-of-sample MAE per output")[1]  # the retrained version's errors
 
 
