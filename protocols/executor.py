@@ -224,11 +224,10 @@ class ProtocolExecutor:
                 self.safety.check_rate(step.rate_ml_min, where=where)
                 self.safety.check_cell(fill[index], where=where)
             elif isinstance(step, CV):
-                self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
+                name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
                 if not step.around_candidate:
                     params = step.params()
-                    self.safety.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v,
-                                                 where=where)
+                    self._check_potentials(where, name, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
             elif isinstance(step, LAB_STEPS):
                 self._check_lab(where, step)
 
@@ -252,10 +251,9 @@ class ProtocolExecutor:
                 raise ConfigError(where, f"{name!r} cannot measure impedance (no run_eis)")
             if isinstance(step, Blank):
                 p = step.params()
-                self.safety.check_potentials(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v, where=where)
+                self._check_potentials(where, name, p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v)
             elif isinstance(step, EIS):
-                self.safety.check_potentials(step.e_dc_v - step.amplitude_v, step.e_dc_v + step.amplitude_v,
-                                             where=where)
+                self._check_potentials(where, name, step.e_dc_v - step.amplitude_v, step.e_dc_v + step.amplitude_v)
         if isinstance(step, AddStandard | Clean) and step.pump is not None:
             self._instrument(where, step.pump, Pump, "pump")
             if step.volume_ml > min(self.safety.max_dispense_ml, self.safety.syringe_ml):
@@ -264,6 +262,21 @@ class ProtocolExecutor:
                                                  f"{self.safety.syringe_ml:g} mL syringe")
         if opened and (isinstance(step, Polish) or (isinstance(step, Clean) and step.pump is None)):
             self._operator(where)
+
+    def _check_potentials(self, where: str, potentiostat: str, *potentials_v: float) -> None:
+        """Refuse potentials outside the campaign's window or, once the rig is open, outside what the
+        potentiostat can apply (its driver's ``potential_range_v``, known once it has identified the connected
+        model; docs/drivers.md): before anything of the experiment moves, so no sample is spent on a scan
+        the device would refuse."""
+        self.safety.check_potentials(*potentials_v, where=where)
+        span = None if self.rig is None else getattr(self.rig.instruments[potentiostat], "potential_range_v", None)
+        if span is None:
+            return
+        low, high = span
+        for e in potentials_v:
+            if not low <= e <= high:
+                raise SafetyLimitExceeded(where, f"potential {e:g} V is outside what {potentiostat!r} can apply, "
+                                                 f"{low:g}..{high:g} V vs its reference")
 
     def _operator(self, where: str) -> Callable[[str], object]:
         """The rig's way to ask the operator (``ask_operator``); a manual step without one is refused."""
@@ -298,6 +311,12 @@ class ProtocolExecutor:
         # proposal the limits refuse is refused before anything moves
         scans = {index: self._cv_params(index, step, predicted_v) for index, step in enumerate(steps)
                  if isinstance(step, CV)}
+        for index, step in enumerate(steps):
+            if isinstance(step, AddStandard):  # its wider scan too (the cv before it: parse_steps)
+                where = _where(index, step)
+                standard = self._standard_scan(next(iter(scans.values())))
+                self._check_potentials(where, self._instrument(where, step.potentiostat, Potentiostat, "potentiostat"),
+                                       standard.e_begin_v, standard.e_vertex1_v, standard.e_vertex2_v)
         voltammogram: Voltammogram | None = None
         analysis: CVResult | None = None
         lab = LabRecord()
@@ -394,7 +413,8 @@ class ProtocolExecutor:
             params = step.params(centre, anodic_first=self.quantity == "oxidation_potential")
         except InvalidParameter as exc:
             raise ConfigError(where, str(exc)) from None
-        self.safety.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where=where)
+        self._check_potentials(where, self._instrument(where, step.potentiostat, Potentiostat, "potentiostat"),
+                               params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
         return params
 
 
@@ -487,6 +507,11 @@ class ProtocolExecutor:
         raise BlankFailed(where, f"the blank is contaminated (largest current {result.max_current_a:.3g} A, limit "
                                  f"{step.max_current_a:.3g} A, flags {', '.join(sorted(result.flags))})")
 
+    def _standard_scan(self, cv: CVParams) -> CVParams:
+        """The add_standard step's scan: the cv's window widened to take in ferrocene's couple."""
+        fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
+        return widened(cv, fc_expected - STANDARD_MARGIN_V, fc_expected + STANDARD_MARGIN_V)
+
     def _add_standard(self, where: str, step: AddStandard, instrument: str, lab: LabRecord) -> dict[str, Any]:
         """Dispense the ferrocene stock, then one CV wide enough for the analyte and ferrocene; the analyte is
         put on the Fc/Fc+ scale of that scan."""
@@ -496,8 +521,8 @@ class ProtocolExecutor:
         dispensed = pump.dispense(step.volume_ml, step.rate_ml_min)
         first, analysis = lab.scans[0]
         fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
-        params = widened(first.params, fc_expected - STANDARD_MARGIN_V, fc_expected + STANDARD_MARGIN_V)
-        self.safety.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where=where)
+        params = self._standard_scan(first.params)
+        self._check_potentials(where, instrument, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
         voltammogram = self.rig.instruments[instrument].run_cv(params)  # type: ignore[attr-defined]
         lab.standard_scan = voltammogram
         couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)

@@ -59,6 +59,26 @@ def test_the_executor_refuses_dispenses_that_overfill_the_cell(rig: Rig) -> None
     assert wire(rig) == before
 
 
+def test_the_executor_refuses_a_scan_the_connected_potentiostat_cannot_apply_before_any_byte(rig: Rig) -> None:
+    # the safety window allows 2.5 V, the emulated EmStat Pico applies -1.7..2.0 V: every sample would be
+    # loaded and dispensed for a CV the firmware then refuses (a newcomer's trial); refused before that
+    before = wire(rig)
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0))
+    fixed = ["load_sample", ELECTROLYTE, {"cv": {"e_begin_v": 0.0, "e_vertex1_v": 2.5, "e_vertex2_v": -0.5}}]
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 3 \(cv\): potential 2.5 V is outside what "
+                                                  r"'potentiostat' can apply, -1.7..2 V vs its reference"):
+        ProtocolExecutor(fixed, rig, limits, 3.2).check()
+    around = ["load_sample", ELECTROLYTE, {"cv": {"half_width_v": 0.4}}]
+    executor = ProtocolExecutor(around, rig, limits, 3.2)
+    executor.check()  # the window moves with the candidate: checked per experiment
+    actions: list[tuple] = []
+    with pytest.raises(SafetyLimitExceeded, match=r"potential 2.6 V is outside what 'potentiostat' can apply"):
+        executor.run("S0001", "c1ccccc1", {}, 3.2 + 2.2, lambda *a: actions.append(a))
+    assert actions == [] and wire(rig) == before
+    executor.run("S0001", "c1ccccc1", {}, 3.2 + 1.0, lambda *a: actions.append(a))  # within range: it runs
+    assert actions and wire(rig) != before
+
+
 def test_the_ne1000_driver_refuses_a_rate_over_the_limit_before_sending() -> None:
     limits = SafetyLimits(2.0, 10.0, (-1.0, 1.0), max_rate_ml_min=10.0)
     with PtyDevice(NE1000Emulator()) as device:
