@@ -117,8 +117,35 @@ class Learning:
             with self._deferred():  # it journals that the retrain started
                 self._retrainer.retrain(self._measured(), due)
 
+    def resume(self) -> None:
+        """Continue the retraining where the journal left it (called once, before the first proposal): a
+        retrain that started but left neither a model nor a failure (the run was killed while it trained)
+        starts again on the measurements it had, the first ones done, and one that was due but had not
+        started (killed in between) starts now. With ``surrogate.wait_for_retrain`` the next proposal then
+        waits for the model the uninterrupted run would have proposed with (README.md, "Reproducible")."""
+        if self.model is None or not self.learns:
+            return
+        events = self.journal.events()
+        started = [e for e in events if e.kind == "retrain" and isinstance(e.data, dict)]
+        failed = {e.data.get("round") for e in events if e.kind == "retrain_failed" and isinstance(e.data, dict)}
+        last = int(started[-1].data["round"]) if started else 0
+        if last > self.rounds and last not in failed:
+            done = sorted(self.journal.experiments(states=(State.DONE,)), key=lambda e: (e.finished_at or "", e.id))
+            first = {e.id for e in done[:int(started[-1].data["n_measurements"])]}
+            self.rounds = last
+            log.info("retraining round %d again: the run stopped while it trained", last)
+            with self._deferred():
+                self._retrainer.retrain([m for e, m in self._measured_rows() if e in first], last)
+            return
+        self.rounds = max(self.rounds, last)
+        self.after_done(len(self.journal.experiments(states=(State.DONE,))))
+
     def _measured(self) -> list[tuple[str, float]]:
-        return [(e.smiles, e.potential_v) for e in self.journal.experiments(states=(State.DONE,))
+        return [m for _, m in self._measured_rows()]
+
+    def _measured_rows(self) -> list[tuple[int, tuple[str, float]]]:
+        """(experiment id, (SMILES, potential)) of every done experiment, in journal order."""
+        return [(e.id, (e.smiles, e.potential_v)) for e in self.journal.experiments(states=(State.DONE,))
                 if e.potential_v is not None]
 
 

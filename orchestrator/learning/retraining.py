@@ -88,7 +88,7 @@ class Retrainer:
         except Exception as exc:  # a failed retrain must not stop the campaign: keep the model we have
             log.exception("retraining round %d failed", round_)
             self.failure = exc
-            self.journal.add_event("retrain_failed", f"retraining round {round_} failed: {exc}")
+            self.journal.add_event("retrain_failed", f"retraining round {round_} failed: {exc}", data={"round": round_})
         else:
             with self._lock:
                 self._newest = loaded

@@ -158,6 +158,7 @@ class Runner:
             try:
                 if self.predictions is not None and self.learning.model is not None:
                     self.predictions.prepare(self.learning.model)  # before the first proposal, and the rig
+                self.learning.resume()  # a retrain a killed run left unfinished
                 return self._loop(lambda text: bar.update(task, completed=self.done, description=text))
             except Interrupted as exc:
                 return self._stop_interrupted(exc)

@@ -146,3 +146,27 @@ def test_bayes_resumed_after_kill_proposes_what_the_uninterrupted_run_did(tmp_pa
         assert resumed.returncode == 0, f"{seen}\n{resumed.stderr}"
         _assert_consistent(store)
         assert _proposals(store) == expected, seen
+
+
+def test_bayes_killed_while_it_waits_for_a_retrain_resumes_with_the_same_models(tmp_path, write_campaign, labloop):
+    # the proposal after every 2nd experiment waits for the retrain (wait_for_retrain); a run killed during
+    # that wait must train the same round again on resume, not propose with the model before it
+    sections = {"prior": True, "planner": {"kind": "bayes", "batch_size": 2},
+                "surrogate": {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2,
+                              "wait_for_retrain": True},
+                "conditions": {"scan_rate_v_s": [0.02, 0.5]}}
+    reference = write_campaign(tmp_path, name="reference", **sections)
+    assert labloop("run", reference, "--dry-run").returncode == 0
+    campaign_file = write_campaign(tmp_path, name="killed", **sections)
+    store = campaign_file.with_suffix(".db")
+    seen = _kill_at(campaign_file, store, "retraining", random.Random(3))
+    resumed = labloop("resume", store)
+    assert resumed.returncode == 0, f"{seen}\n{resumed.stderr}"
+    _assert_consistent(store)
+    with Journal.open(store, readonly=True) as journal:
+        rounds = [e.data["round"] for e in journal.events() if e.kind == "retrain"]
+    assert len(rounds) > len(set(rounds)), f"no retrain was interrupted and started again: {seen}, {rounds}"
+    assert _proposals(store) == _proposals(reference.with_suffix(".db")), seen
+    models = "SELECT experiment_id, model_version FROM proposals ORDER BY experiment_id"
+    with sqlite3.connect(store) as db, sqlite3.connect(reference.with_suffix(".db")) as ref:
+        assert db.execute(models).fetchall() == ref.execute(models).fetchall()
