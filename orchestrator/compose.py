@@ -107,11 +107,15 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
         if descriptor.simulated_only:
             raise ConfigError(where, f"driver {entry.driver!r} exists only in the simulated world: run with "
                                      "--dry-run, or give the instrument a real driver")
-        if descriptor.default_baudrate is not None:  # a serial device: its port must be there
-            port = entry.port or name
-            if "://" not in port and not _is_device(port):
-                raise ConfigError(where, f"port {port} does not exist (is the device plugged in? list ports with "
-                                         "`python -m serial.tools.list_ports`)")
+        if descriptor.default_baudrate is not None:  # a serial device: its port must be given and be there
+            if not entry.port:
+                raise ConfigError(campaign.located("instruments", name), "a real run needs the device's serial port: "
+                                  "add port: (e.g. /dev/ttyUSB0 or COM3; list ports with "
+                                  "`python -m serial.tools.list_ports`)")
+            if "://" not in entry.port and not _is_device(entry.port):
+                raise ConfigError(campaign.located("instruments", name, "port"),
+                                  f"{entry.port} does not exist (is the device plugged in? list ports with "
+                                  "`python -m serial.tools.list_ports`)")
 
 
 def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], World | None]:

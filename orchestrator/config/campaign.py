@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Strict,
     Tag,
     ValidationError,
@@ -611,6 +612,8 @@ class Campaign(BaseModel):
     """A whole campaign, validated; see ``examples/campaign.yaml``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", title="labloop campaign")
+    #: the file it was read from (None: built in code), so checks after loading can name the line
+    _source: YamlDocument | None = PrivateAttr(None)
     name: str = Field(max_length=80, json_schema_extra={"pattern": NAME_PATTERN.pattern},
                       description="letters, digits, '.', '_' and '-': it names files")
     seed: Int = Field(0, ge=0, le=2**32 - 1, description="0 to 4294967295 (numpy and TensorFlow seeds)")
@@ -697,6 +700,12 @@ class Campaign(BaseModel):
                                             where=where((index, step.name, field))))
         return problems
 
+    def located(self, *loc: str | int) -> str:
+        """``file:line: a.b`` of a place in the campaign file (``a.b`` when it was not read from a file), for
+        the problems found after loading (orchestrator/compose.py: the instruments' ports)."""
+        field = ".".join(map(str, loc))
+        return field if self._source is None else f"{self._source.where(loc)}: {field}"
+
     def planner_settings(self) -> PlannerSettings:
         """The planner's part of the campaign (planners never receive the campaign itself)."""
         return PlannerSettings(kind=self.planner.kind, goal=self.objective.goal, window_v=self.objective.window_v,
@@ -750,5 +759,6 @@ def validate_document(doc: YamlDocument, base_dir: Path) -> Campaign:
         campaign = Campaign.model_validate(doc.data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise CampaignError(error_lines(exc, doc, Campaign)) from None
+    campaign._source = doc
     log.info("campaign %s (%s) is valid", campaign.name, doc.name)
     return campaign

@@ -6,6 +6,7 @@ claimed; a damaged or moved-from journal is one line; validate refuses what run 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import time
@@ -162,7 +163,15 @@ def test_validate_refuses_what_run_would(tmp_path, labloop, write_campaign):
     for command in (("validate", tmp_path / "real.yaml"), ("run", tmp_path / "real.yaml")):
         result = labloop(*command)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-        assert "port" in result.stderr and "does not exist" in result.stderr
+        assert re.search(r"real\.yaml:\d+: instruments\.analyte_pump\.port: /dev/ttyUSB0 does not exist",
+                         result.stderr), result.stderr
+    del real["instruments"]["analyte_pump"]["port"]  # forgotten: not taken for the instrument's name
+    (tmp_path / "real.yaml").write_text(json.dumps(real))
+    for command in (("validate", tmp_path / "real.yaml"), ("run", tmp_path / "real.yaml")):
+        result = labloop(*command)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert re.search(r"real\.yaml:\d+: instruments\.analyte_pump: a real run needs the device's serial port",
+                         result.stderr), result.stderr
     assert not (tmp_path / "tiny.db").exists()
 
 
