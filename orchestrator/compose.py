@@ -53,7 +53,13 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
         library = campaign.library.smiles()
     spec = campaign.world or WorldSpec()
     truth = spec.truth
-    table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
+    try:
+        table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
+    except InvalidInput as exc:
+        if campaign.world is None:
+            raise ConfigError(campaign.located("world"), f"a dry run simulates the library's {'/'.join(truth.columns)} "
+                                                         f"when the campaign has no world section: {exc}") from None
+        raise ConfigError(campaign.located("world", "truth", "file" if truth.file else "kind"), str(exc)) from None
     offset = campaign.cell.reference_offset_v if spec.reference_offset_v is None else spec.reference_offset_v
     parts = truth.parts
     log.info("world: %d molecules, truth %s (%s), %s", len(table.values), truth.kind, ", ".join(parts) or "-",
@@ -66,7 +72,7 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
                   walk=ReferenceWalk(seed, truth.walk_step_v) if "drift" in parts else None)
     unknown = [smiles for smiles in library if not _has_truth(world, smiles)]
     if unknown:  # the emulator could not measure them: say so now, not as a potentiostat timeout later
-        where = "world.truth.file" if truth.file else "world.truth"
+        where = campaign.located("world", "truth", *(("file",) if truth.file else ()))
         raise ConfigError(where, f"{len(unknown)} library molecule(s) have no finite true value in "
                                  f"{display_name(truth.file or campaign.library.file)} (first: {unknown[0][:80]}); "
                                  "a dry run cannot measure them")
@@ -97,7 +103,7 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
     that every driver exists and takes the options given): a simulated-only driver is not asked for real
     hardware, and every serial port exists (real runs). Raises an InputError naming the instrument."""
     for name, entry in campaign.instruments.items():
-        where = f"instruments.{name}"
+        where = campaign.located("instruments", name)
         try:
             descriptor = resolve(entry.driver)
         except ConfigError as exc:
@@ -109,7 +115,7 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
                                      "--dry-run, or give the instrument a real driver")
         if descriptor.default_baudrate is not None:  # a serial device: its port must be given and be there
             if not entry.port:
-                raise ConfigError(campaign.located("instruments", name), "a real run needs the device's serial port: "
+                raise ConfigError(where, "a real run needs the device's serial port: "
                                   "add port: (e.g. /dev/ttyUSB0 or COM3; list ports with "
                                   "`python -m serial.tools.list_ports`)")
             if "://" not in entry.port and not _is_device(entry.port):

@@ -52,7 +52,8 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     for command in ("validate", "run"):
         real = labloop(command, workdir / "campaign.yaml")
         assert real.returncode == 2 and real.stderr.strip() == (
-            "error: instruments.sampler: driver 'sim-sampler' exists only in the simulated world: run with "
+            f"error: {workdir / 'campaign.yaml'}:27: instruments.sampler: driver 'sim-sampler' exists only in the "
+            "simulated world: run with "
             "--dry-run, or give the instrument a real driver")
     assert not (workdir / "runs").exists()
 
