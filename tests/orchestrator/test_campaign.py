@@ -5,6 +5,7 @@ JSON dump behave as the runner and the journal rely on."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -329,3 +330,20 @@ def test_the_batch_rule_is_for_bayes_only_and_reaches_the_planner():
     greedy = PlannerSettings(kind="greedy", goal="window", window_v=(4.5, 4.6), acquisition="mean", diversity=0.7,
                              first_batch="design", conditions={})
     assert make_planner(greedy, library).batch == "independent"
+
+
+def test_a_library_without_true_values_is_refused_by_dry_runs_only(labloop, workdir):
+    # a real lab's library has no ie_ev/ea_ev: the campaign keeps its world section for dry runs, and only a
+    # dry run needs the table (a newcomer's trial: validate refused the real campaign for the world's column)
+    (workdir / "real.csv").write_text("smiles\n" + "\n".join(load_campaign(workdir / "campaign.yaml").library.smiles()))
+    text = (workdir / "campaign.yaml").read_text().replace("file: library.csv", "file: real.csv")
+    (workdir / "real.yaml").write_text(text)
+    assert load_campaign(workdir / "real.yaml").world is not None  # loads: no column is read yet
+    dry = labloop("validate", workdir / "real.yaml", "--dry-run")
+    assert dry.returncode == 2 and re.fullmatch(r"error: .*real\.yaml:\d+: world\.truth\.kind: .*real\.csv: no target "
+                                                r"column 'ie_ev' \(columns: smiles\)", dry.stderr.strip()), dry.stderr
+    (workdir / "bare.yaml").write_text("\n".join(line for line in text.splitlines() if not line.startswith("world:")))
+    bare = labloop("validate", workdir / "bare.yaml", "--dry-run")
+    assert bare.returncode == 2 and "world: a dry run simulates the library's ie_ev/ea_ev" in bare.stderr
+    real = labloop("validate", workdir / "real.yaml")  # the real run gets as far as the instruments
+    assert real.returncode == 2 and "instruments.sampler" in real.stderr and "ie_ev" not in real.stderr
