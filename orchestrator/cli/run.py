@@ -104,14 +104,14 @@ def report(store: Path, output: Path | None) -> None:
     folder = output or store.with_name(f"{store.stem}.report")
     if folder.exists() and not folder.is_dir():
         raise click.BadParameter(f"{folder} is a file, not a folder for the report", param_hint="--output")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.BadParameter(f"{folder}: cannot create the report folder ({exc.strerror})",
-                                 param_hint="--output") from None
-    if not os.access(folder, os.W_OK):
-        raise click.BadParameter(f"{folder}: cannot write into this folder", param_hint="--output")
-    with Journal.open(store, readonly=True) as journal:
+    with Journal.open(store, readonly=True) as journal:  # not a journal: refused before a folder is made
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"{folder}: cannot create the report folder ({exc.strerror})",
+                                     param_hint="--output") from None
+        if not os.access(folder, os.W_OK):
+            raise click.BadParameter(f"{folder}: cannot write into this folder", param_hint="--output")
         page = write_report(journal, folder)
     console.out.print(f"report: {page}")
 

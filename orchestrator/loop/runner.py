@@ -373,7 +373,7 @@ class Runner:
         ids = ", ".join(map(str, waiting))
         if waiting != self._held:
             self._held = waiting
-            message = (f"experiment(s) {ids} await approval: labloop approve {self.journal.path.name} "
+            message = (f"experiment(s) {ids} await approval: labloop approve {self.journal.path.absolute()} "
                        "[--veto ID ...], or the dashboard")
             console.err.print(message, markup=False, highlight=False)
             with self.interrupts.deferred():

@@ -158,6 +158,9 @@ def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
     # kill only once the runner has said it waits (the batch is recorded a moment before the event is)
     _wait_for(lambda: _waiting(store) and "awaiting_approval" in _event_kinds(store), "batch awaiting approval", run)
     waiting = _waiting(store)
+    with Journal.open(store, readonly=True) as journal:
+        message = next(e.message for e in journal.events() if e.kind == "awaiting_approval")
+    assert f"labloop approve {store.absolute()} [--veto ID ...]" in message  # works from any folder
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert _waiting(store) == waiting  # the held batch survives the crash as it was

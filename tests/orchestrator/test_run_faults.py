@@ -140,6 +140,11 @@ def test_report_onto_a_file_is_one_line(tmp_path, labloop, write_campaign):
         result = labloop("report", tmp_path / "tiny.db", "-o", target)
         assert result.returncode == 2 and "is a file, not a folder" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+    for store in (tmp_path / "nope.db", tmp_path / "tiny.yaml"):  # not a journal: no folder is left behind
+        result = labloop("report", store, "-o", tmp_path / "new" / "report")
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not (tmp_path / "new").exists()
+    assert labloop("report", tmp_path / "nope.db").returncode == 2 and not (tmp_path / "nope.report").exists()
 
 
 def test_validate_refuses_what_run_would(tmp_path, labloop, write_campaign):
