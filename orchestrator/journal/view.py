@@ -51,8 +51,29 @@ def snapshot(journal: Journal) -> dict[str, Any]:
         "best": [asdict(e) for e in ranked[:BEST_SHOWN]],
         "experiments": [asdict(e) for e in experiments],
         "models": [asdict(m) for m in journal.model_versions()],
-        "events": [asdict(e) for e in journal.events()],
+        "events": [_without_raw(asdict(e)) for e in journal.events()],
     }
+
+
+#: the keys of a ``lab`` event's data that hold raw voltammograms (thousands of points each)
+RAW_KEYS = frozenset({"voltammogram", "standard_scan"})
+
+
+def _without_raw(event: dict[str, Any]) -> dict[str, Any]:
+    """A ``lab`` event with its results but not its raw voltammograms, which made the document megabytes per
+    lab-grade experiment (the dashboard sends it on every change); the journal keeps them, and
+    ``labloop report`` draws them (:meth:`Journal.lab_record`)."""
+    if event["kind"] != "lab" or not isinstance(event["data"], dict):
+        return event
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in RAW_KEYS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return {**event, "data": strip(event["data"])}
 
 
 def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:

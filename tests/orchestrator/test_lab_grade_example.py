@@ -5,6 +5,7 @@ from its nominal value (world.reference_offset_v) does not reach them."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -43,9 +44,16 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
             assert [s["scan_rate_v_s"] for s in lab["scans"]] == [0.1, 0.2, 0.5, 1.0]
             assert all(b["result"]["flags"] == [] for b in lab["blanks"][-1:])  # purged: a clean blank
             assert lab["referenced"]["e_vs_fc_v"] is not None
+            assert lab["scans"][0]["voltammogram"] and lab["standard_scan"]  # the journal keeps the raw data
             # vs ferrocene, the potential is the truth to within the world's 10 mV noise, though the
             # reference electrode sits 30 mV away from where the campaign believes it is
             assert abs(experiment.potential_v - world.truth_v(experiment.smiles)) < 0.025
+    # `log --json` (and the dashboard, which sends it on every change) carries the results, not the raw scans
+    logged = labloop("log", tmp_path / "runs" / "cathode-screen-lab-grade.db", "--json")
+    labs = [e["data"] for e in json.loads(logged.stdout)["events"] if e["kind"] == "lab"]
+    assert len(labs) >= 2 and all(lab["referenced"]["e_vs_fc_v"] is not None for lab in labs)
+    assert all("standard_scan" not in lab and all(set(scan) == {"scan_rate_v_s", "analysis"} for scan in lab["scans"])
+               for lab in labs)
     report = labloop("report", tmp_path / "runs" / "cathode-screen-lab-grade.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "report" / "index.html").read_text()
