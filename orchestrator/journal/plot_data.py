@@ -26,11 +26,12 @@ def measured(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def best_so_far(done: list[dict[str, Any]], objective: Objective) -> list[float]:
-    """After each done experiment, the best potential measured so far (by the campaign's objective)."""
+    """After each done experiment, the best potential measured so far, ranked as the "best so far" table ranks
+    (:meth:`Objective.rank`: inside a window, nearest its centre)."""
     best: list[float] = []
     for e in done:
         p = e["potential_v"]
-        best.append(p if not best or objective.score(p) > objective.score(best[-1]) else best[-1])
+        best.append(p if not best or objective.rank(p) > objective.rank(best[-1]) else best[-1])
     return best
 
 

@@ -22,6 +22,9 @@ def test_best_so_far_follows_the_objective():
     assert [r["id"] for r in done] == [1, 3, 4, 5]
     window = Objective(quantity="oxidation_potential", goal="window", window_v=(4.5, 4.6))
     assert best_so_far(done, window) == [3.0, 4.55, 4.55, 4.55]
+    # inside the window, nearer its centre is better, as the "best so far" table ranks (it used to stay put)
+    inside = measured([_row(1, "done", 4.59), _row(2, "done", 4.52), _row(3, "done", 4.56), _row(4, "done", 4.58)])
+    assert best_so_far(inside, window) == [4.59, 4.52, 4.56, 4.56]
     highest = Objective(quantity="oxidation_potential", goal="maximize")
     assert best_so_far(done, highest) == [3.0, 4.55, 4.55, 5.0]
     lowest = Objective(quantity="oxidation_potential", goal="minimize")
