@@ -15,26 +15,32 @@ from labloop.core.errors import InvalidInput
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
 
 log = logging.getLogger(__name__)
 
 
-def _library(campaign: Campaign, truth: dict[str, float]) -> tuple[list[str], dict[str, float]]:
+def _library(campaign: Campaign, truth: dict[str, float], truth_file: Path) -> tuple[list[str], dict[str, float]]:
     """The campaign's library molecules the truth table knows (by SMILES as written, else canonical)."""
+    from rdkit.rdBase import BlockLogs
+
     from labloop.sim.world import TruthTable
     from labloop.surrogate.dataset import read_table
 
     table = TruthTable({s: (v,) for s, v in truth.items()})
     smiles = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
     known: dict[str, float] = {}
-    for s in smiles:
-        try:
-            known.setdefault(s, table.row(s)[0])
-        except KeyError:
-            continue
+    with BlockLogs():  # an unreadable SMILES is judged here, in the one line below, not by RDKit per row
+        for s in smiles:
+            try:
+                known.setdefault(s, table.row(s)[0])
+            except KeyError:
+                continue
     if not known:
-        raise InvalidInput(f"{campaign.library.file}: none of the library's molecules is in the truth table")
+        raise InvalidInput(f"{truth_file}: none of its {len(truth)} molecules is one of the {len(smiles)} of the "
+                           f"library {display_name(campaign.library.file)} (compared as written, then as canonical "
+                           "SMILES)")
     return list(known), known
 
 
@@ -89,7 +95,7 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
         raise click.BadParameter("planners other than random need the campaign's prior section",
                                  param_hint="--planners")
     truth = engine.read_truth(truth_file, column, campaign.library.smiles_column)
-    library, known = _library(campaign, truth)
+    library, known = _library(campaign, truth, truth_file)
     budget = min(budget or campaign.budget.max_experiments, len(library))
     objective = campaign.objective
     if objective.defines_hits and not any(objective.is_hit(v) for v in known.values()):
@@ -158,7 +164,8 @@ def _print_table(report: dict[str, Any]) -> None:
 
     what = report["measure"]
     table = Table(title=f"{report['campaign']}: {what} in {report['budget']} experiments, {report['library']} "
-                        f"molecules, seeds {report['seeds'][0]}-{report['seeds'][1]}, {report['instruments']}")
+                        f"molecules, seeds {report['seeds'][0]}-{report['seeds'][1]}, "
+                        f"instruments: {report['instruments']}")
     for heading in ("planner", f"{what} mean +/- sd", "of oracle", "per seed", "at 25% / 50% / 100%", "failed",
                     "proposal median / p95 (s)"):
         table.add_column(heading)

@@ -111,6 +111,7 @@ def test_a_table_with_no_valid_smiles_is_bad_input(tmp_path, labloop, write_camp
                      "--planners", "random")
     assert result.returncode == 2 and "error:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert "bad.csv: none of its 2 molecules is one of the 200 of the library" in result.stderr  # the truth's fault
 
 
 def test_summarise_by_hand():
