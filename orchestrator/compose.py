@@ -35,7 +35,7 @@ from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
-from labloop.protocols.steps import parse_steps, pumps_holding_sample, pumps_holding_standard
+from labloop.protocols.steps import CV, parse_steps, pumps_holding_sample, pumps_holding_standard
 from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
@@ -156,6 +156,30 @@ def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[Invali
         return []
     with BlockLogs():
         return [InvalidSmiles(row, smiles) for row, smiles in enumerate(library) if parse_smiles(smiles) is None]
+
+
+def objective_out_of_reach(campaign: Campaign) -> str | None:
+    """Why no measurement can meet the objective, or None: its window (or threshold) lies beyond every
+    potential the protocol's cv scans, its fixed window on the Li/Li+ scale (``cell.reference_offset_v``).
+    A window around the candidate moves with it and is not judged."""
+    cv = next(step for step in parse_steps(list(campaign.protocol.steps)) if isinstance(step, CV))
+    if cv.around_candidate:
+        return None
+    p, offset = cv.params(), campaign.cell.reference_offset_v
+    low = min(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
+    high = max(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
+    objective = campaign.objective
+    scans = (f"the protocol's cv scans {low:.2f}-{high:.2f} V vs Li/Li+ (its window + cell.reference_offset_v "
+             f"{offset:g} V)")
+    if objective.goal == "window":
+        w_low, w_high = objective.window_v  # type: ignore[misc]  # set for a window goal (validated)
+        if w_high < low or w_low > high:
+            return f"objective.window_v {w_low:g}-{w_high:g} V vs Li/Li+ is out of reach: {scans}"
+    elif objective.threshold_v is not None:
+        t = objective.threshold_v
+        if (objective.goal == "maximize" and t > high) or (objective.goal == "minimize" and t < low):
+            return f"objective.threshold_v {t:g} V vs Li/Li+ is out of reach: {scans}"
+    return None
 
 
 def check_protocol(campaign: Campaign) -> None:

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.orchestrator import compose, console
-from labloop.orchestrator.cli.run import scheduler_option, warn_unreadable
+from labloop.orchestrator.cli.run import scheduler_option, warn_before_run
 from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
@@ -40,7 +40,7 @@ def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
     campaign = load_campaign(campaign_file)
     library, _ = compose.check_campaign(campaign, dry_run=dry_run)
     compose.check_compute(campaign, scheduler, len(library))
-    warn_unreadable(campaign, library)
+    warn_before_run(campaign, library)
     console.out.print(_summary(campaign_file, campaign, len(library), scheduler))
 
 

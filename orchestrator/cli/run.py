@@ -116,10 +116,14 @@ def report(store: Path, output: Path | None) -> None:
     console.out.print(f"report: {page}")
 
 
-def warn_unreadable(campaign: Campaign, library: list[str]) -> None:
-    """The library rows no planner will ever propose, named before a run or by ``validate``."""
+def warn_before_run(campaign: Campaign, library: list[str]) -> None:
+    """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
+    planner will ever propose, and an objective no measurement can meet."""
     console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed")
+    if (why := compose.objective_out_of_reach(campaign)) is not None:
+        console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
@@ -129,7 +133,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     campaign uses (:func:`compose.compute_placement`) is connected to (or started) first, so a scheduler that
     does not answer is bad input with nothing written."""
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
-    warn_unreadable(campaign, library)
+    warn_before_run(campaign, library)
     with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
             Interrupts() as interrupts, sole_runner(campaign.store):
         try:

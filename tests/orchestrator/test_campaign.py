@@ -347,3 +347,14 @@ def test_a_library_without_true_values_is_refused_by_dry_runs_only(labloop, work
     assert bare.returncode == 2 and "world: a dry run simulates the library's ie_ev/ea_ev" in bare.stderr
     real = labloop("validate", workdir / "real.yaml")  # the real run gets as far as the instruments
     assert real.returncode == 2 and "instruments.sampler" in real.stderr and "ie_ev" not in real.stderr
+
+
+def test_an_objective_the_scan_cannot_reach_is_warned_about(labloop, workdir):
+    # the example's cv scans -0.8..1.95 V vs a reference at 3.2 V vs Li/Li+: 2.40-5.15 V vs Li/Li+
+    assert "out of reach" not in labloop("validate", workdir / "campaign.yaml", "--dry-run").stderr
+    text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", "window_v: [5.5, 5.6]")
+    (workdir / "far.yaml").write_text(text)
+    far = labloop("validate", workdir / "far.yaml", "--dry-run")
+    assert far.returncode == 0 and far.stderr.strip() == (
+        "warning: objective.window_v 5.5-5.6 V vs Li/Li+ is out of reach: the protocol's cv scans 2.40-5.15 V vs "
+        "Li/Li+ (its window + cell.reference_offset_v 3.2 V): no measurement can be a hit")
