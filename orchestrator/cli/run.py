@@ -77,11 +77,19 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
 @click.command(help="Continue a stopped campaign (Ctrl-C, a crash, kill -9) to the same budget: done experiments "
                     "are kept, an interrupted one runs again.")
 @click.argument("store", type=click.Path(path_type=Path))
+@click.option("--max-experiments", type=click.IntRange(min=1),
+              help="A new budget.max_experiments, e.g. more experiments for a finished campaign (journalled).")
 @scheduler_option
-def resume(store: Path, scheduler: str | None) -> int:
+def resume(store: Path, max_experiments: int | None, scheduler: str | None) -> int:
     with Journal.open(store) as journal:
         config = journal.campaign_info().config
         runs = [e for e in journal.events() if e.kind == "run"]
+        done = len(journal.experiments(states=(State.DONE,)))
+    if max_experiments is not None:
+        if max_experiments < done:
+            raise click.BadParameter(f"{max_experiments} is fewer than the {done} experiments already done",
+                                     param_hint="--max-experiments")
+        config = {**config, "budget": {**config["budget"], "max_experiments": max_experiments}}
     try:
         campaign = Campaign.model_validate(config)
     except ValidationError as exc:  # e.g. the library file moved since the run started
@@ -90,8 +98,15 @@ def resume(store: Path, scheduler: str | None) -> int:
         raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']} "
                            "(moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
-    return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run,
-                         lambda: Journal.open(store), scheduler)
+
+    def open_journal() -> Journal:  # after every check: a refused resume changes nothing
+        journal = Journal.open(store)
+        if max_experiments is not None and max_experiments != journal.campaign_info().config["budget"][
+                "max_experiments"]:
+            journal.extend_budget(max_experiments)
+        return journal
+
+    return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler)
 
 
 @click.command(help="Write a campaign's report: an HTML page with PNG plots and CSV exports.")

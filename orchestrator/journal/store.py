@@ -306,13 +306,28 @@ def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
     return JournalError(f"{path}: {why}")
 
 
-def _same_campaign(campaign: Campaign, stored: dict[str, Any], config_json: str) -> bool:
-    """Whether a journal's stored config is ``campaign`` as an older labloop wrote it: the stored config,
-    validated by today's model (sections added since get their defaults), dumps the same."""
+def first_difference(stored: Any, given: Any, at: str = "") -> str:
+    """The first setting in which two campaign configs differ, as ``field: A in the journal, B here``."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        for key in [*stored, *(k for k in given if k not in stored)]:
+            if stored.get(key) != given.get(key):
+                return first_difference(stored.get(key), given.get(key), f"{at}.{key}" if at else str(key))
+    shown = [json.dumps(value)[:60] for value in (stored, given)]
+    return f"{at or 'campaign'}: {shown[0]} in the journal, {shown[1]} here"
+
+
+def _as_today(campaign: Campaign, stored: dict[str, Any]) -> dict[str, Any]:
+    """A journal's stored config as today's labloop writes it (sections added since get their defaults); as
+    stored when today's model refuses it."""
     try:
-        return _json(type(campaign).model_validate(stored).model_dump(mode="json", by_alias=True)) == config_json
-    except ValueError:  # pydantic's ValidationError, or the campaign's own problems: not the same campaign
-        return False
+        return type(campaign).model_validate(stored).model_dump(mode="json", by_alias=True)
+    except ValueError:  # pydantic's ValidationError, or the campaign's own problems
+        return stored
+
+
+def _same_campaign(campaign: Campaign, stored: dict[str, Any], config_json: str) -> bool:
+    """Whether a journal's stored config is ``campaign`` as an older labloop wrote it (:func:`_as_today`)."""
+    return _json(_as_today(campaign, stored)) == config_json
 
 
 def _upgrade(conn: sqlite3.Connection, version: int) -> None:
@@ -369,8 +384,12 @@ class Journal:
             info = journal.campaign_info()
             if _json(info.config) != config_json and not _same_campaign(campaign, info.config, config_json):
                 journal.close()
-                raise JournalError(f"{path}: holds another campaign ({info.name!r}, created {info.created_at}); "
-                                   "choose another store, or continue that one with `labloop resume`")
+                changed = first_difference(_as_today(campaign, info.config), json.loads(config_json))
+                more = (f" (for more experiments: `labloop resume {path} --max-experiments N`)"
+                        if changed.startswith("budget.max_experiments:") else "")
+                raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other "
+                                   f"settings, {changed}; choose another store, or continue that campaign as it "
+                                   f"was with `labloop resume`{more}")
             return journal
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -686,6 +705,18 @@ class Journal:
     def data_version(self) -> int:
         """Changes whenever another connection commits (cheap polling for ``log --follow``)."""
         return self._read("PRAGMA data_version")[0][0]
+
+    def extend_budget(self, max_experiments: int) -> None:
+        """Set the campaign's ``budget.max_experiments`` (``labloop resume --max-experiments``): the stored
+        config changes with an event saying from what to what, in one transaction, so a later resume and
+        ``labloop log`` see the new budget."""
+        with self._write() as db:
+            config = json.loads(db.execute("SELECT config_json FROM campaign WHERE id = 1").fetchone()[0])
+            before = config["budget"]["max_experiments"]
+            config["budget"]["max_experiments"] = max_experiments
+            db.execute("UPDATE campaign SET config_json = ? WHERE id = 1", (_json(config),))
+            self._event(db, "budget", f"budget.max_experiments {before} -> {max_experiments} (labloop resume "
+                                      "--max-experiments)", None, {"before": before, "after": max_experiments})
 
     def campaign_info(self) -> CampaignInfo:
         rows = self._read("SELECT * FROM campaign WHERE id = 1")

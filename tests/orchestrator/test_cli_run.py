@@ -51,6 +51,26 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
         assert [e.data["dry_run"] for e in journal.events() if e.kind == "run"] == [True, True, True]
 
 
+def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+    # the same campaign with a bigger budget in its file: the one line says what differs and what to do
+    bigger = write_campaign(tmp_path, budget={"max_experiments": 3})
+    refused = labloop("run", bigger, "--dry-run")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "budget.max_experiments: 2 in the journal, 3 here" in refused.stderr
+    assert f"labloop resume {store} --max-experiments N" in refused.stderr
+    fewer = labloop("resume", store, "--max-experiments", 1)
+    assert fewer.returncode == 2 and "fewer than the 2 experiments already done" in fewer.stderr
+    assert labloop("resume", store, "--max-experiments", 4).returncode == 0
+    assert labloop("resume", store).returncode == 0  # the journal keeps the new budget: nothing more to do
+    with Journal.open(store, readonly=True) as journal:
+        assert len(journal.experiments(states=(State.DONE,))) == 4
+        assert journal.campaign_info().config["budget"]["max_experiments"] == 4
+        assert [e.data for e in journal.events() if e.kind == "budget"] == [{"before": 2, "after": 4}]
+
+
 @pytest.mark.parametrize(("signum", "times"), [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
                          ids=["SIGINT", "SIGTERM", "two quick SIGINTs"])
 def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, signum, times):

@@ -171,7 +171,7 @@ def test_mark_interrupted_on_resume_then_rerun_as_a_new_attempt(journal):
 def test_create_refuses_another_campaign_and_reopens_the_same(journal, campaign):
     path = journal.path
     journal.close()
-    with pytest.raises(JournalError, match="holds another campaign"):
+    with pytest.raises(JournalError, match=r"with other settings, seed: 7 in the journal, 8 here"):
         Journal.create(path, campaign.model_copy(update={"seed": 8}))
     with Journal.create(path, campaign) as again:
         assert again.campaign_info().seed == 7
