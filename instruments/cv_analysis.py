@@ -499,7 +499,7 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
                                                                           [(anodic, r2a), (cathodic, r2c)])
     found = [(d, r) for d, r in chosen if d is not None]
     if not found:
-        raise InvalidParameter(f"results: the {forward or 'anodic or cathodic'} peak current is missing at one or "
+        raise InvalidParameter(f"the {forward or 'anodic or cathodic'} peak current is missing at one or "
                                f"more scan rates, and the Randles-Sevcik fit needs it at every rate")
     return DiffusionEstimate(float(np.mean([d for d, _ in found])), anodic, cathodic, min(r for _, r in found),
                              tuple(float(x) for x in scan_rates_v_s))

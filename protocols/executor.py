@@ -334,7 +334,8 @@ class ProtocolExecutor:
                 elif isinstance(step, CV):
                     cv = scans[index]
                     params.update(cv.to_dict())
-                    voltammogram = self._cv(step, cv, self.rig.instruments[instrument], lab)  # type: ignore[arg-type]
+                    voltammogram = self._cv(step, cv, self.rig.instruments[instrument], lab,  # type: ignore[arg-type]
+                                            sample_id)
                     params.update(self._lab_summary(step, lab))
                 elif isinstance(step, Rinse):
                     self.rig.rinse_cell()
@@ -419,7 +420,8 @@ class ProtocolExecutor:
 
 
     # -- lab-grade steps ----------------------------------------------------------------------------------------
-    def _cv(self, step: CV, cv: CVParams, potentiostat: Potentiostat, lab: LabRecord) -> Voltammogram:
+    def _cv(self, step: CV, cv: CVParams, potentiostat: Potentiostat, lab: LabRecord, sample_id: str
+            ) -> Voltammogram:
         """Run the cv step: at each of its scan rates (in one script when the driver has ``run_cv_series``),
         with ``ir_compensation`` of the Ru measured by the eis step; every scan is analysed (ohmic drop
         corrected) into ``lab.scans``; the first rate's is returned."""
@@ -436,7 +438,7 @@ class ProtocolExecutor:
                                                          area_cm2=step.electrode_area_cm2, conc_mm=step.analyte_mm,
                                                          forward=forward)
             except InvalidParameter as exc:
-                log.warning("no diffusion coefficient from these scans: %s", exc)
+                log.warning("%s: no diffusion coefficient from its scans: %s", sample_id, exc)
         return lab.scans[0][0]
 
     def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:
