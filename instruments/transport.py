@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -228,6 +229,15 @@ class _FramedStream:
             del self._pending[:n]
 
 
+#: how :class:`SerialTransport` says a port would not open, before the operating system's reason
+OPEN_FAILED = "cannot open port: "
+
+
+def open_failure_reason(exc: Disconnected) -> str:
+    """Why a port would not open, without the words the caller's own message already has."""
+    return exc.what.removeprefix(OPEN_FAILED)
+
+
 class SerialTransport(_FramedStream):
     """A pyserial port opened with ``serial_for_url``; the default link is 19200 8N1.
 
@@ -252,8 +262,9 @@ class SerialTransport(_FramedStream):
             )
         except ValueError as exc:
             raise ConfigError(url, f"bad link settings: {exc}") from exc
-        except _WIRE_ERRORS as exc:
-            raise Disconnected(url, f"cannot open port: {exc}") from exc
+        except _WIRE_ERRORS as exc:  # pyserial's text names the port twice; the operating system's reason
+            reason = os.strerror(exc.errno) if isinstance(getattr(exc, "errno", None), int) else str(exc)
+            raise Disconnected(url, f"{OPEN_FAILED}{reason}") from exc
         header = {"port": url, "baudrate": baudrate, "format": f"{bytesize}{parity}{stopbits:g}"}
         super().__init__(url, WireCapture(capture, header) if capture is not None else None)
         logger.info("%s opened (%s baud %s)", url, baudrate, header["format"])

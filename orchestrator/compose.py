@@ -28,6 +28,7 @@ from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import ConfigError, Disconnected, InputError, InvalidInput
 from labloop.instruments.registry import DriverKind, resolve
+from labloop.instruments.transport import open_failure_reason
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
@@ -295,6 +296,6 @@ def _open(factory: Callable[..., Any], name: str, port: str, options: dict[str, 
     try:
         return factory(port, **options)
     except Disconnected as exc:
-        raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {exc.what}") from None
+        raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {open_failure_reason(exc)}") from None
     except (InputError, TypeError) as exc:  # an option value the driver refuses, or of the wrong type
         raise ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}") from None

@@ -37,6 +37,7 @@ from labloop.instruments.contracts import (
     SampleChanger,
 )
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
+from labloop.instruments.transport import open_failure_reason
 from labloop.instruments.voltammogram import CVParams, Voltammogram
 from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
 from labloop.sim.emulators import EmulatorFactory, accepted, load_emulator
@@ -122,7 +123,8 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
         if emulation is not None:
             emulation.stop()
     if emulation is None and kit.open_failure is not None:
-        raise ConfigError(f"port {port}", f"cannot open it for driver {descriptor.name!r}: {kit.open_failure}")
+        raise ConfigError(f"port {port}", f"cannot open it for driver {descriptor.name!r}: "
+                                          f"{open_failure_reason(kit.open_failure)}")
     if emulation is not None and emulation.device is not None:
         errors = emulation.device.errors
         kit.results.append(CheckResult("emulator raised nothing", not errors, "; ".join(map(repr, errors)), 0.0))
