@@ -30,6 +30,12 @@ out = Console()
 err = Console(stderr=True)
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character (ESC, BEL, a newline, ...) written as its escape: a path or a
+    device's reply shown in a message can neither drive the terminal nor split the one line into two."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def setup_logging(verbose: int) -> None:
     """WARNING by default, INFO with -v, DEBUG (every byte on every serial line) with -vv."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG

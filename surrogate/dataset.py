@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         raise InvalidInput(f"{path}: no such file")
     try:
         df = pd.read_csv(path, dtype={smiles_column: str}, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
+            zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInput(f"{path}: not a readable CSV file ({first})") from None
     columns = list(df.columns)

@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,8 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
         frames = pd.read_csv(path, usecols=[column], dtype={column: str}, keep_default_na=False, chunksize=size)
         for frame in frames:
             yield frame[column].tolist()
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
+            zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
         raise InvalidInput(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
 
 
@@ -141,7 +143,7 @@ def _smi_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
                     chunk = []
             if chunk:
                 yield chunk
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise InvalidInput(f"{path}: not a readable SMILES file ({_first_line(exc)})") from None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,18 @@ from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
 
 log = logging.getLogger(__name__)
+
+
+#: the most campaigns per planner one backtest runs, and the largest measurement noise it simulates (V)
+MAX_SEEDS = 1000
+MAX_NOISE_V = 1.0
+
+
+def _finite(value: float) -> float:
+    """click's ranges let NaN through (it compares false with both ends)."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a number of volts, got {value}")
+    return value
 
 
 def _library(campaign: Campaign, truth: dict[str, float], truth_file: Path) -> tuple[list[str], dict[str, float]]:
@@ -69,11 +82,12 @@ def _prior(campaign: Campaign) -> Any:
               help="CSV of true values (V vs Li/Li+) with the library's SMILES column.")
 @click.option("--column", required=True, help="The truth file's column of true values.")
 @click.option("--planners", default="bayes,greedy,random", show_default=True, help="Comma-separated planner kinds.")
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=5, show_default=True)
 @click.option("--budget", type=click.IntRange(min=1), default=None,
               help="Experiments per campaign (default: the campaign's budget.max_experiments).")
 @click.option("--no-instruments", is_flag=True, help="The truth plus --noise-v is the measurement (no CV simulated).")
-@click.option("--noise-v", type=click.FloatRange(min=0), default=0.01, show_default=True,
+@click.option("--noise-v", type=click.FloatRange(min=0, max=MAX_NOISE_V), default=0.01, show_default=True,
+              callback=lambda _ctx, _param, value: _finite(value),
               help="Measurement noise (V): added to the truth, or the simulated reference drift.")
 @click.option("--oracle/--no-oracle", default=True, show_default=True,
               help="Also run the yardstick: bayes with the prior calibrated on the table's true values of "

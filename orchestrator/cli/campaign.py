@@ -77,7 +77,7 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, scheduler: str | 
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for label, value in rows.items():
-        table.add_row(label, Text(value))  # paths and ports as written: text, not rich markup
+        table.add_row(label, Text(console.printable(value)))  # paths and ports as written: text, not markup
     return table
 
 

@@ -60,25 +60,28 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.UsageError as exc:
         ctx = f"{exc.ctx.command_path}: " if exc.ctx else ""
-        console.err.print(f"error: {ctx}{exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        console.err.print(f"error: {ctx}{console.printable(exc.format_message())}", markup=False, highlight=False,
+                          soft_wrap=True)
         return EXIT_BAD_INPUT
     except click.Abort:
         console.err.print("aborted", markup=False)
         return 130
     except InputError as exc:
-        console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        console.err.print(f"error: {console.printable(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except LabloopError as exc:  # the rig (or an analysis) failed outside a campaign's loop
-        console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        console.err.print(f"error: {console.printable(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except OSError as exc:  # the disk is full, a folder is read-only: the machine's trouble, said in one line
         where = f" ({exc.filename})" if exc.filename else ""
-        console.err.print(f"error: {exc.strerror or exc}{where}", markup=False, highlight=False, soft_wrap=True)
+        console.err.print(console.printable(f"error: {exc.strerror or exc}{where}"), markup=False, highlight=False,
+                          soft_wrap=True)
         return EXIT_FAILED
     except Exception as exc:  # a bug: one line for the user, the traceback in the log (-vv)
         log.debug("unexpected error", exc_info=exc)
-        console.err.print(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} (a labloop bug; "
-                          "run with -vv to see where)", markup=False, highlight=False, soft_wrap=True)
+        console.err.print(console.printable(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
+                                            "(a labloop bug; run with -vv to see where)"),
+                          markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
     return result if isinstance(result, int) else 0
 

@@ -62,7 +62,7 @@ scheduler_option = click.option(
 @click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Every instrument on its emulator (nothing real is touched).")
 @click.option("--store", type=click.Path(path_type=Path), help="The journal file (default: the campaign's store).")
-@click.option("--seed", type=click.IntRange(min=0), help="Override the campaign's seed.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), help="Override the campaign's seed.")
 @scheduler_option
 def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None, scheduler: str | None) -> int:
     campaign = load_campaign(campaign_file)
