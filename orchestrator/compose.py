@@ -32,6 +32,7 @@ from labloop.instruments.transport import open_failure_reason
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
+from labloop.orchestrator.learning.models import prior_table
 from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
@@ -41,6 +42,7 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
+from labloop.surrogate.ensemble import MIN_ROWS_PER_FOLD
 from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
 
 log = logging.getLogger(__name__)
@@ -136,11 +138,26 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
         raise InvalidInput(f"library.file: {display_name(campaign.library.file)} has no valid SMILES among its "
                            f"{len(library)} rows: nothing to propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
+    check_prior(campaign)
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign)
     # every library molecule must be measurable in the simulated world
     world = build_world(campaign, library) if dry_run else None
     return library, world
+
+
+def check_prior(campaign: Campaign) -> None:
+    """The prior must hold enough molecules the surrogate can read to train its folds (five per fold), or
+    ``run`` would create the journal and then fail to train the first model."""
+    if campaign.prior is None:
+        return
+    with BlockLogs():
+        readable = sum(parse_smiles(smiles) is not None for smiles in prior_table(campaign).smiles)
+    folds = campaign.surrogate.folds
+    if readable < MIN_ROWS_PER_FOLD * folds:
+        rows = "" if campaign.prior.rows is None else f" (prior.rows {campaign.prior.rows})"
+        raise ConfigError(campaign.located("prior"), f"{readable} readable molecules{rows} are too few to train "
+                                                     f"surrogate.folds {folds}: at least {MIN_ROWS_PER_FOLD * folds}")
 
 
 #: libraries up to this many rows have every SMILES parsed by :func:`unreadable_smiles` (about 2 s)

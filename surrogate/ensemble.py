@@ -43,6 +43,9 @@ from labloop.surrogate.model import (
 
 log = logging.getLogger(__name__)
 
+#: the fewest molecules per fold an ensemble trains on (each member validates on one fold)
+MIN_ROWS_PER_FOLD = 5
+
 #: ``on_epoch(member, epoch, loss, val_loss)``: progress of training, for bars and logs
 EpochHook = Callable[[int, int, float, float], None]
 
@@ -215,8 +218,9 @@ def train_ensemble(
     if Y.ndim != 2 or Y.shape[1] != len(targets) or len(Y) != len(feats):
         raise InvalidInput("labels must be one column per target and one row per molecule")
     n = len(feats)
-    if n < 5 * folds:
-        raise InvalidInput(f"{n} molecules are too few to train {folds} folds (need at least {5 * folds})")
+    if n < MIN_ROWS_PER_FOLD * folds:
+        raise InvalidInput(f"{n} molecules are too few to train {folds} folds (need at least "
+                           f"{MIN_ROWS_PER_FOLD * folds})")
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     n_cal = calibration_size(n, calibration_fraction)

@@ -111,6 +111,10 @@ def _check_table(loc: tuple[str, ...], path: Path, columns: tuple[str, ...], smi
         raise Problems(Problem(loc, f"{path}: has no rows"))
 
 
+#: which prior target each objective quantity is predicted from (orchestrator/learning/models.py)
+TARGET_OF = {"oxidation_potential": "ie_ev", "reduction_potential": "ea_ev"}
+
+
 class Library(BaseModel):
     """The molecules the planner may choose from: a CSV (or CSV.gz) file, or a Parquet or ``.smi`` file (the
     formats of :mod:`labloop.surrogate.library_pipeline`, whose reader checks them)."""
@@ -660,6 +664,11 @@ class Campaign(BaseModel):
     @model_validator(mode="after")
     def _sections_agree(self) -> Campaign:
         problems = [*self._planner_problems(), *self._world_problems(), *self._protocol_problems()]
+        needed = TARGET_OF[self.objective.quantity]
+        if self.prior is not None and needed not in self.prior.targets:
+            problems.append(Problem(("prior", "targets"), f"must include {needed!r}: the objective's "
+                                                           f"{self.objective.quantity.replace('_', ' ')} is "
+                                                           "predicted from it"))
         if self.budget.stop_after_hits is not None and not self.objective.defines_hits:
             problems.append(Problem(("budget", "stop_after_hits"),
                                     "needs a hit definition: objective.window_v or objective.threshold_v"))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.journal.store import Journal, ModelVersion
 from labloop.surrogate.dataset import MoleculeTable, read_table
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
@@ -39,8 +39,6 @@ if TYPE_CHECKING:  # TensorFlow loads only when a model is trained or read
 
 log = logging.getLogger(__name__)
 
-#: which prior target each objective quantity comes from
-TARGET_OF = {"oxidation_potential": "ie_ev", "reduction_potential": "ea_ev"}
 #: the target column a retrained model learns the measured potentials (V vs Li/Li+) in
 MEASURED_TARGET = "measured_potential_v"
 

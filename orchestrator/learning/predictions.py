@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from labloop.orchestrator.config.campaign import TARGET_OF
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.learning import models
 from labloop.planners import StoredPredictions
@@ -51,7 +52,7 @@ class LibraryPredictions:
         self.client = client
         self.rows = rows
         self.chunk_size = chunk_size
-        self.target = models.TARGET_OF[quantity]
+        self.target = TARGET_OF[quantity]
         self.directory = predictions_dir(journal.path)
         #: set by the runner to show a progress bar per version predicted
         self.progress: ProgressFactory | None = None
