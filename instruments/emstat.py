@@ -133,6 +133,8 @@ class EmStatPotentiostat:
             raise ConfigError(self.where, f"bad options {time_scale=} {error_pause_s=}")
         if on_overload not in ("raise", "mark"):
             raise ConfigError(self.where, f"on_overload must be 'raise' or 'mark', got {on_overload!r}")
+        if not (isinstance(reference, str) and reference.strip()):
+            raise ConfigError(self.where, f"reference must name the reference electrode, got {reference!r}")
         self.limits = limits
         self.time_scale = time_scale
         self.timeout_s = timeout_s

@@ -41,6 +41,8 @@ class RelayGasValve:
     def __init__(self, transport: Transport, *, channels: Mapping[str, int] = DEFAULT_CHANNELS, timeout_s: float = 1.0,
                  retries: int = 2, owns_transport: bool = False) -> None:
         self.transport = transport
+        if not isinstance(channels, Mapping) or not all(isinstance(gas, str) for gas in channels):
+            raise ConfigError(self.where, f"channels must map gas names to relay numbers, got {channels!r}")
         if not channels or len(set(channels.values())) != len(channels):
             raise ConfigError(self.where, f"channels must map each gas to its own relay, got {dict(channels)}")
         if not all(isinstance(n, int) and 0 <= n < 32 for n in channels.values()):

@@ -26,7 +26,7 @@ from typing import Any
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, Disconnected, InputError, InvalidInput
+from labloop.core.errors import ConfigError, Disconnected, InputError, InstrumentError, InvalidInput
 from labloop.instruments.registry import DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason
 from labloop.orchestrator.config.campaign import Campaign
@@ -105,8 +105,14 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
     """What can be known about the instruments before a port is opened, beyond the schema (which checks
     that every driver exists and takes the options given): a simulated-only driver is not asked for real
     hardware, and every serial port exists (real runs). Raises an InputError naming the instrument."""
+    on_port: dict[tuple[str, object], str] = {}  # (port, address) -> the instrument there
     for name, entry in campaign.instruments.items():
         where = campaign.located("instruments", name)
+        if entry.port:  # instruments may share a serial line only as different addresses of one chain
+            other = on_port.setdefault((entry.port, entry.options.get("address")), name)
+            if other != name:
+                raise ConfigError(where, f"shares port {entry.port} with {other!r} at the same address "
+                                         f"({entry.options.get('address', 'none')}): both would command one device")
         try:
             descriptor = resolve(entry.driver)
         except ConfigError as exc:
@@ -289,16 +295,19 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
                 options["limits"] = limits
             if lab is not None:
-                emulation = lab.start(name, descriptor.name, {
-                    **entry.options, "holds": holds.get(name, "electrolyte"),
-                    "seed": campaign.seed}, stack)
+                try:
+                    emulation = lab.start(name, descriptor.name, {
+                        **entry.options, "holds": holds.get(name, "electrolyte"),
+                        "seed": campaign.seed}, stack)
+                except (TypeError, ValueError) as exc:  # an option value its emulator cannot take
+                    raise ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}") from None
                 port = emulation.port
                 options.update(emulation.options)
                 if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
                     options["time_scale"] = lab.time_factor
             elif descriptor.kind is DriverKind.SAMPLE_CHANGER and "ask" in (descriptor.option_names() or ["ask"]):
                 options["ask"] = ask
-            driver = _open(descriptor.open, name, port, options)
+            driver = _open(descriptor.open, name, descriptor.name, port, options)
             stack.callback(driver.close)
             instruments[name] = driver
             log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")
@@ -308,11 +317,23 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
         return Rig(instruments, closer=stack.pop_all(), ask=ask)
 
 
-def _open(factory: Callable[..., Any], name: str, port: str, options: dict[str, Any]) -> Any:
-    """``factory(port, **options)``; a port that cannot be opened names the instrument and the port."""
+def check_simulated_rig(campaign: Campaign, world: World, library: Sequence[str]) -> None:
+    """What ``run --dry-run`` checks once its rig is open, for ``validate --dry-run``: every driver opened
+    on its emulator with the campaign's options (a value the driver refuses), then the protocol against the
+    opened instruments (their gases, the potentiostat's range). Touches no real instrument, writes no file."""
+    with build_rig(campaign, dry_run=True, world=world, library=library) as rig:
+        build_executor(campaign, rig).check()
+
+
+def _open(factory: Callable[..., Any], name: str, driver: str, port: str, options: dict[str, Any]) -> Any:
+    """``factory(port, **options)``; a port that cannot be opened, an option the driver refuses and a device
+    that does not answer as ``driver`` expects are bad input naming the instrument (exit 2, nothing written)."""
     try:
         return factory(port, **options)
     except Disconnected as exc:
         raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {open_failure_reason(exc)}") from None
-    except (InputError, TypeError) as exc:  # an option value the driver refuses, or of the wrong type
+    except (InputError, TypeError, ValueError) as exc:  # an option value the driver refuses, or of the wrong type
         raise ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}") from None
+    except InstrumentError as exc:  # the port opened, but what answers is not the device this driver speaks to
+        raise ConfigError(f"instruments.{name}", f"the device on {port} does not answer as driver {driver!r} "
+                                                 f"expects: {exc.what}") from None

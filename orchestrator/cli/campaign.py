@@ -38,7 +38,9 @@ FOLLOW_INTERVAL_S = 1.0
 @scheduler_option
 def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
     campaign = load_campaign(campaign_file)
-    library, _ = compose.check_campaign(campaign, dry_run=dry_run)
+    library, world = compose.check_campaign(campaign, dry_run=dry_run)
+    if world is not None:
+        compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))
     warn_before_run(campaign, library)
     console.out.print(_summary(campaign_file, campaign, len(library), scheduler))

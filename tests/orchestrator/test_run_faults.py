@@ -5,10 +5,14 @@ claimed; a damaged or moved-from journal is one line; validate refuses what run 
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import re
+import select
 import shutil
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +25,8 @@ from labloop.orchestrator.loop.interrupts import Interrupts
 from labloop.orchestrator.loop.rig import Rig
 from labloop.orchestrator.loop.runner import EXIT_OK, Runner
 from labloop.surrogate.dataset import read_table
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
 
 
 class _BuggyPotentiostat:
@@ -230,3 +236,86 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
             assert result.returncode == 2 and needle in result.stderr, (why, command, result.stderr)
             assert len(result.stderr.strip().splitlines()) == 1
         assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"], why  # nothing written
+
+
+def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, labloop, write_campaign):
+    """Each of these passed validate and then failed in run (or ran into a bug); now both refuse it in one
+    line, exit 2, before a journal is written."""
+    rig = yaml.safe_load(write_campaign(tmp_path).read_text())["instruments"]
+    library = Path(yaml.safe_load(write_campaign(tmp_path).read_text())["library"]["file"])
+    (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(library.read_bytes())[:2000])
+
+    def instrument(name: str, **options) -> dict:
+        return {"instruments": {**rig, name: {**rig[name], "options": {**rig[name].get("options", {}), **options}}}}
+
+    cases = {
+        "a truncated .gz library": ({"library": {"file": str(tmp_path / "cut.csv.gz")}},
+                                    "cut.csv.gz: not a readable CSV file"),
+        "a prior without the objective's target": (
+            {"prior": {"file": str(DATA), "targets": ["ea_ev"], "rows": 200}},
+            "prior.targets: must include 'ie_ev'"),
+        "a prior too small for its folds": ({"prior": {"file": str(DATA), "rows": 5}},
+                                            "5 readable molecules (prior.rows 5) are too few to train"),
+        "a syringe of no diameter": (instrument("analyte_pump", diameter_mm=0), "syringe diameter must be"),
+        "an address that is text": (instrument("analyte_pump", address="zero"),
+                                    "instruments.analyte_pump: the driver refused its options"),
+        "a reference that is a list": (instrument("potentiostat", reference=[1, 2]),
+                                       "reference must name the reference electrode"),
+        "two pumps at one address": (instrument("electrolyte_pump", address=0),
+                                     "shares port /dev/ttyUSB0 with 'analyte_pump' at the same address (0)"),
+        "control characters in a path": ({"library": {"file": str(tmp_path / "lib\x1b[2J\nFAKE OK")}},
+                                         "lib\\x1b[2J\\nFAKE OK: no such file"),
+    }
+    for why, (sections, needle) in cases.items():
+        folder = tmp_path / why.replace(" ", "_")
+        folder.mkdir()
+        prior = why.startswith("a prior")
+        campaign_file = write_campaign(folder, prior=prior, **{k: v for k, v in sections.items() if k != "prior"})
+        if prior:
+            text = yaml.safe_load(campaign_file.read_text())
+            text["prior"] = {**text["prior"], **sections["prior"]}
+            campaign_file.write_text(yaml.safe_dump(text, sort_keys=False))
+        for command in ("validate", "run"):
+            result = labloop(command, campaign_file, "--dry-run")
+            assert result.returncode == 2 and needle in result.stderr, (why, command, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1 and "\x1b" not in result.stderr, (why, command)
+        assert not (folder / "tiny.db").exists(), why
+
+
+def test_a_device_answering_garbage_at_start_up_is_one_line_naming_it(tmp_path, labloop, write_campaign):
+    """Real ptys whose far end answers every command with bytes no driver speaks: the run stops before the
+    journal, exit 2, naming the instrument."""
+    ends = [os.openpty() for _ in range(3)]
+    stop = threading.Event()
+
+    def answer(master: int) -> None:
+        while not stop.is_set():
+            if select.select([master], [], [], 0.05)[0]:
+                os.read(master, 1024)
+                os.write(master, b"\xff\xfe garbage \x00\x01 !!!\n")
+
+    threads = [threading.Thread(target=answer, args=(master,), daemon=True) for master, _ in ends]
+    for thread in threads:
+        thread.start()
+    ports = [os.ttyname(slave) for _, slave in ends]
+    real = yaml.safe_load(write_campaign(tmp_path).read_text())
+    real["instruments"] = {"sampler": {"driver": "manual"},
+                           "analyte_pump": {"driver": "ne1000", "port": ports[0], "options": {"timeout_s": 0.2}},
+                           "electrolyte_pump": {"driver": "ne1000", "port": ports[1],
+                                                "options": {"address": 1, "timeout_s": 0.2}},
+                           "potentiostat": {"driver": "emstat", "port": ports[2], "options": {"timeout_s": 0.2}}}
+    (tmp_path / "garbage.yaml").write_text(yaml.safe_dump(real, sort_keys=False))
+    try:
+        assert labloop("validate", tmp_path / "garbage.yaml").returncode == 0  # the ports exist
+        result = labloop("run", tmp_path / "garbage.yaml")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for master, slave in ends:
+            os.close(master)
+            os.close(slave)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: instruments.analyte_pump: the device on ") and "expects" in lines[0]
+    assert not (tmp_path / "tiny.db").exists()
