@@ -230,6 +230,12 @@ class ProtocolExecutor:
                     self._check_potentials(where, name, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
             elif isinstance(step, LAB_STEPS):
                 self._check_lab(where, step)
+                cv = next(s for s in steps if isinstance(s, CV))  # before it (parse_steps)
+                if isinstance(step, AddStandard) and not cv.around_candidate:  # its wider scan, known now
+                    standard = self._standard_scan(cv.params())
+                    name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
+                    self._check_potentials(where, name, standard.e_begin_v, standard.e_vertex1_v,
+                                           standard.e_vertex2_v)
 
     def _check_lab(self, where: str, step: Step) -> None:
         """The checks of a lab-grade step: its instrument, its potentials and volumes, an operator if manual.

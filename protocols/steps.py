@@ -63,6 +63,12 @@ from labloop.instruments.voltammogram import CVParams
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+#: the smallest volume (mL) and flow rate (mL/min) a step may pump: a microlitre, and 60 uL/h, below which a
+#: syringe pump's number format or its slowest rate refuses the command after the sample is loaded
+MIN_VOLUME_ML = 1e-3
+MIN_RATE_ML_MIN = 1e-3
+Volume = Annotated[float, Strict(), Field(ge=MIN_VOLUME_ML, allow_inf_nan=False)]
+FlowRate = Annotated[float, Strict(), Field(ge=MIN_RATE_ML_MIN, allow_inf_nan=False)]
 STEP = ConfigDict(frozen=True, extra="forbid")
 #: a cv step without a window scans the candidate's predicted potential +/- this (V)
 DEFAULT_HALF_WIDTH_V = 0.5
@@ -93,8 +99,8 @@ class LoadSample(Step):
 class Dispense(Step):
     name: ClassVar[str] = "dispense"
     pump: str
-    volume_ml: PositiveNumber
-    rate_ml_min: PositiveNumber
+    volume_ml: Volume
+    rate_ml_min: FlowRate
     fluid: Literal["sample", "electrolyte"]
     refill: Annotated[bool, Strict()] = False
 
@@ -254,8 +260,8 @@ class AddStandard(Step):
 
     name: ClassVar[str] = "add_standard"
     pump: str
-    volume_ml: PositiveNumber
-    rate_ml_min: PositiveNumber = 1.0
+    volume_ml: Volume
+    rate_ml_min: FlowRate = 1.0
     stock_mm: PositiveNumber = 10.0
     potentiostat: str | None = None
 
@@ -265,8 +271,8 @@ class Clean(Step):
 
     name: ClassVar[str] = "clean"
     pump: str | None = None
-    volume_ml: PositiveNumber = 1.0
-    rate_ml_min: PositiveNumber = 5.0
+    volume_ml: Volume = 1.0
+    rate_ml_min: FlowRate = 5.0
 
 
 class Polish(Step):
@@ -411,6 +417,10 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]
             if value is not None and not low <= value <= high:
                 problems.append(Problem((index, step.name, field), f"{value:g} V is outside the safety window "
                                                                    f"{low:g}..{high:g} V"))
+        width = getattr(step, "half_width_v", None)
+        if width is not None and 2 * width > high - low:
+            problems.append(Problem((index, step.name, "half_width_v"), f"a window {2 * width:g} V wide cannot fit in "
+                                                                          f"the safety window {low:g}..{high:g} V"))
         volume = getattr(step, "volume_ml", None)
         if volume is not None and volume > min(limits.max_dispense_ml, limits.syringe_ml):
             problems.append(Problem((index, step.name, "volume_ml"),

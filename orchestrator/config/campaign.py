@@ -583,7 +583,8 @@ class Cell(BaseModel):
     or Fc+/Fc, to about +/-0.3 V across solvents (docs/protocols.md "Potential scales"): calibrate yours."""
 
     model_config = SECTION
-    reference_offset_v: Number = 3.2
+    #: every common reference electrode sits between Li/Li+ itself (0) and about 3.5 V vs Li/Li+
+    reference_offset_v: Number = Field(3.2, ge=-1.0, le=6.0)
 
 
 class World(BaseModel):

@@ -265,6 +265,15 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
                                      "shares port /dev/ttyUSB0 with 'analyte_pump' at the same address (0)"),
         "control characters in a path": ({"library": {"file": str(tmp_path / "lib\x1b[2J\nFAKE OK")}},
                                          "lib\\x1b[2J\\nFAKE OK: no such file"),
+        "a reference electrode 3000 V away": ({"cell": {"reference_offset_v": 3000.0}},
+                                              "cell.reference_offset_v: must be less than or equal to 6"),
+        "a window around the candidate wider than the safety window": (
+            {"protocol": ["load_sample", {"cv": {"half_width_v": 50}}, "rinse"]},
+            "half_width_v: a window 100 V wide cannot fit in the safety window"),
+        "a dispense of 1e-10 mL": (
+            {"protocol": ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 1e-10,
+                                                       "rate_ml_min": 0.5, "fluid": "sample"}}, "cv", "rinse"]},
+            "volume_ml: Input should be greater than or equal to 0.001"),
     }
     for why, (sections, needle) in cases.items():
         folder = tmp_path / why.replace(" ", "_")

@@ -37,7 +37,7 @@ def test_example_protocol_parses_into_step_values():
 def test_step_problems_name_the_step_and_the_field():
     found = problems(["load_sample", {"dispense": {"pump": "p", "volume_ml": -1, "rate_ml_min": 1, "fluid": "sample"}},
                       {"cv": {"half_width_v": 0.3, "colour": "red"}}, {"stir": {}}])
-    assert found[0][0] == (1, "dispense", "volume_ml") and "greater than 0" in found[0][1]
+    assert found[0][0] == (1, "dispense", "volume_ml") and "greater than or equal to 0.001" in found[0][1]
     assert found[1][0] == (2, "cv", "colour") and "unknown field" in found[1][1]
     assert found[2] == ((3,), "'stir' is not one of load_sample, dispense, wait, cv, rinse, analyze, purge, blank, "
                                 "eis, add_standard, clean, polish")
