@@ -9,6 +9,7 @@ the rig are all checked before the journal is created.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import click
 from pydantic import ValidationError
 
-from labloop.core.errors import InputError, JournalError
+from labloop.core.errors import InputError, InvalidInput, JournalError
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
@@ -101,6 +102,11 @@ def resume(store: Path, max_experiments: int | None, scheduler: str | None) -> i
 
     def open_journal() -> Journal:  # after every check: a refused resume changes nothing
         journal = Journal.open(store)
+        try:
+            unchanged_library(campaign, journal)
+        except InputError:
+            journal.close()
+            raise
         if max_experiments is not None and max_experiments != journal.campaign_info().config["budget"][
                 "max_experiments"]:
             journal.extend_budget(max_experiments)
@@ -184,11 +190,12 @@ def _say(text: str) -> None:
 
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],
                   dry_run: bool, interrupts: Interrupts, client: object | None) -> int:
+    digest = unchanged_library(campaign, journal)
     with interrupts.deferred():
         again = journal.mark_interrupted_on_resume()
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                  + (f"; experiment(s) {again} will run again" if again else ""),
-                          data={"dry_run": dry_run})
+                          data={"dry_run": dry_run, "library_sha256": digest})
     model = _model(campaign, journal)
     predictions = None
     if client is not None:  # the runner predicts the library into shards on the cluster, per model version
@@ -205,6 +212,20 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
          + (f" (+ {failed} failed, which the budget does not count)" if failed else "")
          + ("" if hits is None else f", {hits} hits") + f"; journal {journal.path} (`labloop log`, `labloop report`)")
     return code
+
+
+def unchanged_library(campaign: Campaign, journal: Journal) -> str:
+    """The library file's SHA-256, journalled with every run: a campaign continued (``run`` again, ``resume``)
+    with another library is refused before its journal changes, since its experiments and planner state speak
+    of the library as it was."""
+    digest = hashlib.sha256(campaign.library.file.read_bytes()).hexdigest()
+    first = next((e for e in journal.events() if e.kind == "run" and isinstance(e.data, dict)
+                  and "library_sha256" in e.data), None)
+    if first is not None and first.data["library_sha256"] != digest:
+        raise InvalidInput(f"library.file: {display_name(campaign.library.file)} changed since this campaign's "
+                           f"first run ({first.time}), and its journal speaks of the library as it was: put the "
+                           "file back, or run the new library with another store")
+    return digest
 
 
 def _model(campaign: Campaign, journal: Journal) -> models.LoadedModel | None:

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from labloop.orchestrator.journal.store import Journal, State
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _nothing_written(folder) -> bool:
@@ -117,3 +121,20 @@ def test_a_campaign_being_run_is_not_run_twice(tmp_path, labloop, write_campaign
         # refused before the rig: no instrument was opened (the rig logs each one it opens at -v)
         assert "rig: " not in result.stderr, result.stderr
     assert labloop("resume", tmp_path / "tiny.db").returncode == 0
+
+
+def test_resume_refuses_a_library_changed_since_the_first_run(tmp_path, labloop, write_campaign):
+    # the journal's experiments and planner state speak of the library as it was (a hostile-input trial
+    # replaced it, and resume crashed in the planner after changing the journal)
+    library = tmp_path / "library.csv"
+    shutil.copy(EXAMPLES / "library.csv", library)
+    campaign_file = write_campaign(tmp_path, library={"file": str(library)}, budget={"max_experiments": 2})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+    library.write_text("\n".join(library.read_text().splitlines()[:-1]) + "\n")  # one molecule fewer
+    before = store.read_bytes()
+    for command in (("resume", store, "--max-experiments", 3), ("run", campaign_file, "--dry-run")):
+        result = labloop(*command)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "library.csv changed since this campaign's first run" in result.stderr
+    assert store.read_bytes() == before
