@@ -32,6 +32,7 @@ from labloop.instruments.transport import open_failure_reason
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
+from labloop.orchestrator.journal.store import Journal, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
 from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
@@ -150,6 +151,23 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
     # every library molecule must be measurable in the simulated world
     world = build_world(campaign, library) if dry_run else None
     return library, world
+
+
+def check_store(campaign: Campaign) -> None:
+    """What ``run`` would find at the campaign's store, for ``validate``: a folder that cannot hold it, a file
+    that is not a journal, or a journal of other settings (``run`` continues only the same campaign)."""
+    store, where = campaign.store, campaign.located("store")
+    folder = next(p for p in (store.parent, *store.parent.parents) if p.exists())
+    if not folder.is_dir():
+        raise ConfigError(where, f"{folder} is a file, so {store} cannot be made")
+    if not store.exists():
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(where, f"{folder}: cannot create the store there (no write permission)")
+        return
+    if not store.is_file():
+        raise ConfigError(where, f"{store} is not a file a journal can be kept in")
+    with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
+        refuse_other_settings(store, campaign, journal.campaign_info())
 
 
 def check_prior(campaign: Campaign) -> None:

@@ -39,6 +39,7 @@ FOLLOW_INTERVAL_S = 1.0
 def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
     campaign = load_campaign(campaign_file)
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
+    compose.check_store(campaign)
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))

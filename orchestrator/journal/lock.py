@@ -28,9 +28,9 @@ def lock_path(store: Path) -> Path:
 @contextmanager
 def sole_runner(store: Path) -> Iterator[None]:
     """Hold the store's lock while a run uses it; a second ``run``/``resume`` is refused (JournalError)."""
-    store.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(store)
     try:
+        store.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise JournalError(f"{store}: cannot use this store: {exc.strerror} ({path})") from None

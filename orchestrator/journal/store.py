@@ -306,6 +306,20 @@ def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
     return JournalError(f"{path}: {why}")
 
 
+def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) -> None:
+    """:class:`JournalError` naming the first setting that differs, unless the journal at ``path`` (its
+    campaign ``info``) is ``campaign``'s: ``run`` continues only the same campaign in a store."""
+    config_json = _json(campaign.model_dump(mode="json", by_alias=True))
+    if _json(info.config) == config_json or _same_campaign(campaign, info.config, config_json):
+        return
+    changed = first_difference(_as_today(campaign, info.config), json.loads(config_json))
+    more = (f" (for more experiments: `labloop resume {path} --max-experiments N`)"
+            if changed.startswith("budget.max_experiments:") else "")
+    raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other settings, "
+                       f"{changed}; choose another store, or continue that campaign as it was with `labloop resume`"
+                       f"{more}")
+
+
 def first_difference(stored: Any, given: Any, at: str = "") -> str:
     """The first setting in which two campaign configs differ, as ``field: A in the journal, B here``."""
     if isinstance(stored, dict) and isinstance(given, dict):
@@ -382,14 +396,11 @@ class Journal:
         if path.exists():
             journal = cls.open(path)
             info = journal.campaign_info()
-            if _json(info.config) != config_json and not _same_campaign(campaign, info.config, config_json):
+            try:
+                refuse_other_settings(path, campaign, info)
+            except JournalError:
                 journal.close()
-                changed = first_difference(_as_today(campaign, info.config), json.loads(config_json))
-                more = (f" (for more experiments: `labloop resume {path} --max-experiments N`)"
-                        if changed.startswith("budget.max_experiments:") else "")
-                raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other "
-                                   f"settings, {changed}; choose another store, or continue that campaign as it "
-                                   f"was with `labloop resume`{more}")
+                raise
             return journal
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

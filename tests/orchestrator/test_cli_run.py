@@ -138,3 +138,22 @@ def test_resume_refuses_a_library_changed_since_the_first_run(tmp_path, labloop,
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "library.csv changed since this campaign's first run" in result.stderr
     assert store.read_bytes() == before
+
+
+def test_validate_says_what_run_would_find_at_the_store(tmp_path, labloop, write_campaign):
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    cases = {
+        "a journal of other settings": ({"objective": {"quantity": "oxidation_potential", "goal": "window",
+                                                      "window_v": [4.4, 4.6]}, "store": str(tmp_path / "tiny.db")},
+                                        "with other settings, objective.window_v"),
+        "a file that is not a journal": ({"store": str(campaign_file)}, "not a labloop journal"),
+        "a folder that is a file": ({"store": str(campaign_file / "x.db")}, "tiny.yaml is a file, so"),
+    }
+    for why, (sections, needle) in cases.items():
+        folder = tmp_path / why.replace(" ", "_")
+        folder.mkdir()
+        for command in ("validate", "run"):
+            result = labloop(command, write_campaign(folder, budget={"max_experiments": 1}, **sections), "--dry-run")
+            assert result.returncode == 2 and needle in result.stderr, (why, command, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1

@@ -68,12 +68,14 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
 
 def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_fault(tmp_path, write_campaign,
                                                                                   labloop):
-    # every candidate-centred window reaches beyond +/-0.1 V: refused before anything moves, every time
+    # every candidate-centred window (1 V wide, which fits in the 1.2 V safety window) reaches beyond +/-0.6 V:
+    # the candidates' predicted potentials are all more than 0.1 V from the reference's; refused before
+    # anything moves, every time
     protocol = ["load_sample",
                 {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}},
                 {"cv": {"half_width_v": 0.5}}, "rinse"]
     campaign_file = write_campaign(tmp_path, prior=True, protocol=protocol, planner={"kind": "greedy"},
-                                   safety={"potential_limits_v": [-0.1, 0.1]},
+                                   safety={"potential_limits_v": [-0.6, 0.6]},
                                    budget={"max_experiments": 6, "max_consecutive_faults": 2,
                                            "max_consecutive_failed_analyses": 3})
     result = labloop("run", campaign_file, "--dry-run")
