@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import html
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,19 @@ MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "e_half_v", "dep_v", "refe
 
 
 def write_report(journal: Journal, directory: Path) -> Path:
-    """Write the report of ``journal`` into ``directory``; returns the HTML page's path."""
+    """Write the report of ``journal`` into ``directory``; returns the HTML page's path. All or nothing: the
+    files are made in a temporary folder beside it and moved in once every one is written, so a journal that
+    cannot be read to its end leaves no half report (nor half replaces an older one)."""
     directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as folder:
+        _write(journal, Path(folder))
+        for path in Path(folder).iterdir():
+            os.replace(path, directory / path.name)
+    log.info("report written to %s", directory)
+    return directory / "index.html"
+
+
+def _write(journal: Journal, directory: Path) -> None:
     snap = snapshot(journal)
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
@@ -67,10 +80,7 @@ def write_report(journal: Journal, directory: Path) -> Path:
         _versus_ferrocene(directory / LAB_PLOTS[2], labs, config.get("cell", {}).get("reference_offset_v", 3.2))
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
-    page = directory / "index.html"
-    page.write_text(_html(snap, calibrations, directory))
-    log.info("report written to %s", directory)
-    return page
+    (directory / "index.html").write_text(_html(snap, calibrations, directory))
 
 
 #: a spreadsheet takes a cell starting with one of these as a formula (``=HYPERLINK(...)`` in a SMILES or a

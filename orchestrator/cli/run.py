@@ -127,6 +127,7 @@ def report(store: Path, output: Path | None) -> None:
     if folder.exists() and not folder.is_dir():
         raise click.BadParameter(f"{folder} is a file, not a folder for the report", param_hint="--output")
     with Journal.open(store, readonly=True) as journal:  # not a journal: refused before a folder is made
+        made = not folder.exists()
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -134,7 +135,12 @@ def report(store: Path, output: Path | None) -> None:
                                      param_hint="--output") from None
         if not os.access(folder, os.W_OK):
             raise click.BadParameter(f"{folder}: cannot write into this folder", param_hint="--output")
-        page = write_report(journal, folder)
+        try:
+            page = write_report(journal, folder)
+        except BaseException:
+            if made:  # a journal damaged past its first rows: no empty folder either
+                folder.rmdir()
+            raise
     console.out.print(f"report: {page}")
 
 

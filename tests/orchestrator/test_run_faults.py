@@ -128,6 +128,19 @@ def test_damaged_journals_are_one_line_everywhere(tmp_path, labloop, write_campa
             assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
                 (damaged.name, command, result.stderr)
             assert str(damaged) in lines[0]
+    assert not list(tmp_path.glob("*.report")) and not list(tmp_path.glob(".*"))  # no half report, no temp folder
+    voltammograms = tmp_path / "voltammograms.db"  # readable up to the raw data: the report fails half-way
+    shutil.copy(store, voltammograms)
+    with sqlite3.connect(voltammograms) as db:
+        db.execute("UPDATE raw_data SET voltammogram_json = CAST(x'ff00ff' AS TEXT)")
+    old = tmp_path / "old.report"
+    old.mkdir()
+    (old / "index.html").write_text("the report before")
+    for output in (tmp_path / "new.report", old):
+        result = labloop("report", voltammograms, "-o", output)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "new.report").exists() and [p.name for p in old.iterdir()] == ["index.html"]
+    assert (old / "index.html").read_text() == "the report before"
 
 
 def test_resume_after_the_library_moved_is_one_line(tmp_path, labloop, write_campaign):
