@@ -377,7 +377,10 @@ class ProtocolExecutor:
                 data = {**steps[i].model_dump(exclude_unset=True), key: value}
                 try:
                     steps[i] = type(steps[i]).model_validate(data)
-                except (ValidationError, Problems) as exc:
+                except ValidationError as exc:  # its first complaint, without pydantic's headers and links
+                    first = exc.errors(include_url=False)[0]
+                    raise ConfigError(_where(i, steps[i]), f"condition {key}={value!r}: {first['msg']}") from None
+                except Problems as exc:
                     raise ConfigError(_where(i, steps[i]), f"condition {key}={value!r}: {exc}") from None
         return tuple(steps)
 

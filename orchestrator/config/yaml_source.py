@@ -231,7 +231,19 @@ def _message(error: Any, model: type[BaseModel]) -> str:
     if kind == "value_error":  # our own validators' messages say what they got
         return error["msg"].removeprefix("Value error, ")
     message = re.sub(r"^(Input|Dictionary|List|Tuple|String) should", "must", error["msg"])
-    return message if isinstance(value, dict | list) else f"{message} (got {value!r})"
+    if isinstance(value, dict | list):
+        return message
+    return f"{message} (got {value!r}{_yaml_hint(kind, value)})"
+
+
+def _yaml_hint(kind: str, value: Any) -> str:
+    """What YAML made of what the user most likely meant, where its reading surprises: ``1e9`` without a dot
+    is text to YAML 1.1, and an unquoted ``19:00`` a number in base 60."""
+    if kind.startswith("float") and isinstance(value, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value):
+        return f": YAML reads an exponent without a dot as text, write {value.lower().replace('e', '.0e', 1)}"
+    if kind.startswith("string") and isinstance(value, int) and not isinstance(value, bool) and 0 < value < 24 * 60:
+        return f": YAML read an unquoted {value // 60}:{value % 60:02d} as a number, put it in quotes"
+    return ""
 
 
 def _type_name(value: Any) -> str:

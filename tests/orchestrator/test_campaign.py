@@ -358,3 +358,15 @@ def test_an_objective_the_scan_cannot_reach_is_warned_about(labloop, workdir):
     assert far.returncode == 0 and far.stderr.strip() == (
         "warning: objective.window_v 5.5-5.6 V vs Li/Li+ is out of reach: the protocol's cv scans 2.40-5.15 V vs "
         "Li/Li+ (its window + cell.reference_offset_v 3.2 V): no measurement can be a hit")
+
+
+def test_yaml_readings_that_surprise_are_explained(labloop, workdir):
+    text = (workdir / "campaign.yaml").read_text()
+    cases = {"max_dispense_ml: 5,": ("max_dispense_ml: 5e0,", "(got '5e0': YAML reads an exponent without a dot "
+                                                              "as text, write 5.0e0)"),
+             'active_hours: "00:00-24:00"': ("active_hours: 19:00", "(got 1140: YAML read an unquoted 19:00 as a "
+                                                                     "number, put it in quotes)")}
+    for old, (new, says) in cases.items():
+        (workdir / "surprise.yaml").write_text(text.replace(old, new))
+        result = labloop("validate", workdir / "surprise.yaml", "--dry-run")
+        assert result.returncode == 2 and says in result.stderr, result.stderr
