@@ -230,7 +230,7 @@ class Surrogate(BaseModel):
     folds: Int = Field(5, ge=2, le=20)
     retrain_every: PositiveInt = 10
     wait_for_retrain: bool = False
-    epochs: PositiveInt | None = Field(None, description="training epochs (default: the preset's)")
+    epochs: PositiveInt | None = Field(None, le=100_000, description="training epochs (default: the preset's)")
 
     @field_validator("preset")
     @classmethod
@@ -424,7 +424,7 @@ class Budget(BaseModel):
     rather mean a dead electrode or a wrong window)."""
 
     model_config = SECTION
-    max_experiments: PositiveInt = 30
+    max_experiments: PositiveInt = Field(30, le=1_000_000)
     max_hours: PositiveNumber | None = None
     stop_after_hits: PositiveInt | None = None
     max_consecutive_faults: PositiveInt = 3
@@ -598,7 +598,7 @@ class World(BaseModel):
 
     model_config = SECTION
     truth: Truth = Truth.model_validate({})
-    noise_v: NonNegativeNumber = 0.01
+    noise_v: NonNegativeNumber = Field(0.01, le=1.0)
     time_scale: NonNegativeNumber = 0.0
     reference_offset_v: Number | None = None
     oxygen_mm: NonNegativeNumber = Field(0.0, le=20.0)
