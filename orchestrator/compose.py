@@ -32,8 +32,6 @@ from labloop.instruments.transport import open_failure_reason
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
-from labloop.orchestrator.journal.store import Journal, refuse_other_settings
-from labloop.orchestrator.learning.models import prior_table
 from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
@@ -43,7 +41,6 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
-from labloop.surrogate.ensemble import MIN_ROWS_PER_FOLD
 from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
 
 log = logging.getLogger(__name__)
@@ -145,43 +142,11 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
         raise InvalidInput(f"library.file: {display_name(campaign.library.file)} has no valid SMILES among its "
                            f"{len(library)} rows: nothing to propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
-    check_prior(campaign)
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign)
     # every library molecule must be measurable in the simulated world
     world = build_world(campaign, library) if dry_run else None
     return library, world
-
-
-def check_store(campaign: Campaign) -> None:
-    """What ``run`` would find at the campaign's store, for ``validate``: a folder that cannot hold it, a file
-    that is not a journal, or a journal of other settings (``run`` continues only the same campaign)."""
-    store, where = campaign.store, campaign.located("store")
-    folder = next(p for p in (store.parent, *store.parent.parents) if p.exists())
-    if not folder.is_dir():
-        raise ConfigError(where, f"{folder} is a file, so {store} cannot be made")
-    if not store.exists():
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(where, f"{folder}: cannot create the store there (no write permission)")
-        return
-    if not store.is_file():
-        raise ConfigError(where, f"{store} is not a file a journal can be kept in")
-    with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
-        refuse_other_settings(store, campaign, journal.campaign_info())
-
-
-def check_prior(campaign: Campaign) -> None:
-    """The prior must hold enough molecules the surrogate can read to train its folds (five per fold), or
-    ``run`` would create the journal and then fail to train the first model."""
-    if campaign.prior is None:
-        return
-    with BlockLogs():
-        readable = sum(parse_smiles(smiles) is not None for smiles in prior_table(campaign).smiles)
-    folds = campaign.surrogate.folds
-    if readable < MIN_ROWS_PER_FOLD * folds:
-        rows = "" if campaign.prior.rows is None else f" (prior.rows {campaign.prior.rows})"
-        raise ConfigError(campaign.located("prior"), f"{readable} readable molecules{rows} are too few to train "
-                                                     f"surrogate.folds {folds}: at least {MIN_ROWS_PER_FOLD * folds}")
 
 
 #: libraries up to this many rows have every SMILES parsed by :func:`unreadable_smiles` (about 2 s)

@@ -18,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.orchestrator import compose, console
-from labloop.orchestrator.cli.run import scheduler_option, warn_before_run
+from labloop.orchestrator.cli import preflight
+from labloop.orchestrator.cli.run import scheduler_option
 from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
@@ -39,11 +40,12 @@ FOLLOW_INTERVAL_S = 1.0
 def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
     campaign = load_campaign(campaign_file)
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
-    compose.check_store(campaign)
+    preflight.check_prior(campaign)
+    preflight.check_store(campaign)
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))
-    warn_before_run(campaign, library)
+    preflight.warn_before_run(campaign, library)
     console.out.print(_summary(campaign_file, campaign, len(library), scheduler))
 
 

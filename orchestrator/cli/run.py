@@ -9,7 +9,6 @@ the rig are all checked before the journal is created.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -19,11 +18,11 @@ from typing import TYPE_CHECKING
 import click
 from pydantic import ValidationError
 
-from labloop.core.errors import InputError, InvalidInput, JournalError
+from labloop.core.errors import InputError, JournalError
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
+from labloop.orchestrator.cli import preflight
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
-from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.journal.view import snapshot
@@ -70,7 +69,7 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
     updates = {key: value for key, value in (("store", store and store.absolute()), ("seed", seed))
                if value is not None}
     campaign = campaign.model_copy(update=updates)
-    compose.check_store(campaign)  # as validate does: a folder that cannot hold it, a journal of other settings
+    preflight.check_store(campaign)  # as validate does: a folder that cannot hold it, a journal of other settings
     source = campaign_file.read_text()
     return _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source),
                          scheduler)
@@ -104,7 +103,7 @@ def resume(store: Path, max_experiments: int | None, scheduler: str | None) -> i
     def open_journal() -> Journal:  # after every check: a refused resume changes nothing
         journal = Journal.open(store)
         try:
-            unchanged_library(campaign, journal)
+            preflight.unchanged_library(campaign, journal)
         except InputError:
             journal.close()
             raise
@@ -144,16 +143,6 @@ def report(store: Path, output: Path | None) -> None:
     console.out.print(f"report: {page}")
 
 
-def warn_before_run(campaign: Campaign, library: list[str]) -> None:
-    """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
-    planner will ever propose, and an objective no measurement can meet."""
-    console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
-                           "{n} invalid SMILES in {path} will never be proposed")
-    if (why := compose.objective_out_of_reach(campaign)) is not None:
-        console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
-                          soft_wrap=True)
-
-
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
                   scheduler: str | None = None) -> int:
     """Check everything, take the store's lock, and only then open the rig and the journal: a second
@@ -161,7 +150,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     campaign uses (:func:`compose.compute_placement`) is connected to (or started) first, so a scheduler that
     does not answer is bad input with nothing written."""
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
-    warn_before_run(campaign, library)
+    preflight.check_prior(campaign)
+    preflight.warn_before_run(campaign, library)
     with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
             Interrupts() as interrupts, sole_runner(campaign.store):
         try:
@@ -197,7 +187,7 @@ def _say(text: str) -> None:
 
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],
                   dry_run: bool, interrupts: Interrupts, client: object | None) -> int:
-    digest = unchanged_library(campaign, journal)
+    digest = preflight.unchanged_library(campaign, journal)
     with interrupts.deferred():
         again = journal.mark_interrupted_on_resume()
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
@@ -219,20 +209,6 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
          + (f" (+ {failed} failed, which the budget does not count)" if failed else "")
          + ("" if hits is None else f", {hits} hits") + f"; journal {journal.path} (`labloop log`, `labloop report`)")
     return code
-
-
-def unchanged_library(campaign: Campaign, journal: Journal) -> str:
-    """The library file's SHA-256, journalled with every run: a campaign continued (``run`` again, ``resume``)
-    with another library is refused before its journal changes, since its experiments and planner state speak
-    of the library as it was."""
-    digest = hashlib.sha256(campaign.library.file.read_bytes()).hexdigest()
-    first = next((e for e in journal.events() if e.kind == "run" and isinstance(e.data, dict)
-                  and "library_sha256" in e.data), None)
-    if first is not None and first.data["library_sha256"] != digest:
-        raise InvalidInput(f"library.file: {display_name(campaign.library.file)} changed since this campaign's "
-                           f"first run ({first.time}), and its journal speaks of the library as it was: put the "
-                           "file back, or run the new library with another store")
-    return digest
 
 
 def _model(campaign: Campaign, journal: Journal) -> models.LoadedModel | None:

@@ -1,0 +1,78 @@
+"""What ``validate`` and ``run`` check beyond :func:`labloop.orchestrator.compose.check_campaign`, where the
+answer needs the journal or the surrogate's data (layers compose may not import): the store, the prior's
+size, a library changed under a running campaign, and the warnings about what is allowed but most likely a
+mistake."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+from rdkit.rdBase import BlockLogs
+
+from labloop.core.errors import ConfigError, InvalidInput
+from labloop.orchestrator import compose, console
+from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.config.yaml_source import display_name
+from labloop.orchestrator.journal.store import Journal, refuse_other_settings
+from labloop.orchestrator.learning.models import prior_table
+from labloop.surrogate.ensemble import MIN_ROWS_PER_FOLD
+from labloop.surrogate.featurize import parse_smiles
+
+log = logging.getLogger(__name__)
+
+
+def check_store(campaign: Campaign) -> None:
+    """What ``run`` would find at the campaign's store, for ``validate``: a folder that cannot hold it, a file
+    that is not a journal, or a journal of other settings (``run`` continues only the same campaign)."""
+    store, where = campaign.store, campaign.located("store")
+    folder = next(p for p in (store.parent, *store.parent.parents) if p.exists())
+    if not folder.is_dir():
+        raise ConfigError(where, f"{folder} is a file, so {store} cannot be made")
+    if not store.exists():
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(where, f"{folder}: cannot create the store there (no write permission)")
+        return
+    if not store.is_file():
+        raise ConfigError(where, f"{store} is not a file a journal can be kept in")
+    with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
+        refuse_other_settings(store, campaign, journal.campaign_info())
+
+
+def check_prior(campaign: Campaign) -> None:
+    """The prior must hold enough molecules the surrogate can read to train its folds (five per fold), or
+    ``run`` would create the journal and then fail to train the first model."""
+    if campaign.prior is None:
+        return
+    with BlockLogs():
+        readable = sum(parse_smiles(smiles) is not None for smiles in prior_table(campaign).smiles)
+    folds = campaign.surrogate.folds
+    if readable < MIN_ROWS_PER_FOLD * folds:
+        rows = "" if campaign.prior.rows is None else f" (prior.rows {campaign.prior.rows})"
+        raise ConfigError(campaign.located("prior"), f"{readable} readable molecules{rows} are too few to train "
+                                                     f"surrogate.folds {folds}: at least {MIN_ROWS_PER_FOLD * folds}")
+
+
+def warn_before_run(campaign: Campaign, library: list[str]) -> None:
+    """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
+    planner will ever propose, and an objective no measurement can meet."""
+    console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
+                           "{n} invalid SMILES in {path} will never be proposed")
+    if (why := compose.objective_out_of_reach(campaign)) is not None:
+        console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
+                          soft_wrap=True)
+
+
+def unchanged_library(campaign: Campaign, journal: Journal) -> str:
+    """The library file's SHA-256, journalled with every run: a campaign continued (``run`` again, ``resume``)
+    with another library is refused before its journal changes, since its experiments and planner state speak
+    of the library as it was."""
+    digest = hashlib.sha256(campaign.library.file.read_bytes()).hexdigest()
+    first = next((e for e in journal.events() if e.kind == "run" and isinstance(e.data, dict)
+                  and "library_sha256" in e.data), None)
+    if first is not None and first.data["library_sha256"] != digest:
+        raise InvalidInput(f"library.file: {display_name(campaign.library.file)} changed since this campaign's "
+                           f"first run ({first.time}), and its journal speaks of the library as it was: put the "
+                           "file back, or run the new library with another store")
+    return digest
