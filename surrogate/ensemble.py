@@ -29,7 +29,7 @@ import numpy as np
 from scipy.sparse import csr_matrix, hstack
 
 from labloop.core.errors import InvalidInput
-from labloop.surrogate.config import ModelConfig
+from labloop.surrogate.config import MIN_ROWS_PER_FOLD, ModelConfig
 from labloop.surrogate.featurize import Features, FingerprintSettings, InvalidSmiles, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
 from labloop.surrogate.forward import Forward
@@ -42,9 +42,6 @@ from labloop.surrogate.model import (
 )
 
 log = logging.getLogger(__name__)
-
-#: the fewest molecules per fold an ensemble trains on (each member validates on one fold)
-MIN_ROWS_PER_FOLD = 5
 
 #: ``on_epoch(member, epoch, loss, val_loss)``: progress of training, for bars and logs
 EpochHook = Callable[[int, int, float, float], None]

@@ -8,6 +8,8 @@ production path or a planner needs the whole campaign. This test fails on the fi
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,13 @@ def test_the_rules_catch_an_upward_import(tmp_path: Path, module: str, line: str
     (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / module).write_text(line + "\n")
     assert len(violations(tmp_path)) == 1
+
+
+def test_the_command_line_starts_without_tensorflow():
+    # TensorFlow takes seconds to import; every `labloop` command paid them once a campaign check imported
+    # the ensemble module for one constant (the CLI tests' subprocesses doubled in time). It loads only where
+    # a model is trained or predicts.
+    code = ("import sys, labloop.orchestrator.cli.main; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

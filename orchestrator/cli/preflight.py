@@ -17,7 +17,7 @@ from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
-from labloop.surrogate.ensemble import MIN_ROWS_PER_FOLD
+from labloop.surrogate.config import MIN_ROWS_PER_FOLD
 from labloop.surrogate.featurize import parse_smiles
 
 log = logging.getLogger(__name__)
