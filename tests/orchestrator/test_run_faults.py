@@ -185,19 +185,15 @@ def test_validate_refuses_what_run_would(tmp_path, labloop, write_campaign):
         assert result.returncode == 2 and "'sim-sampler' exists only in the simulated world" in result.stderr
     real["instruments"]["sampler"] = {"driver": "manual"}
     real["instruments"]["potentiostat"]["port"] = str(tmp_path / "ttyACM-nope")
-    (tmp_path / "real.yaml").write_text(json.dumps(real))
-    for command in (("validate", tmp_path / "real.yaml"), ("run", tmp_path / "real.yaml")):
-        result = labloop(*command)
-        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-        assert re.search(r"real\.yaml:\d+: instruments\.analyte_pump\.port: /dev/ttyUSB0 does not exist",
-                         result.stderr), result.stderr
-    del real["instruments"]["analyte_pump"]["port"]  # forgotten: not taken for the instrument's name
-    (tmp_path / "real.yaml").write_text(json.dumps(real))
-    for command in (("validate", tmp_path / "real.yaml"), ("run", tmp_path / "real.yaml")):
-        result = labloop(*command)
-        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-        assert re.search(r"real\.yaml:\d+: instruments\.analyte_pump: a real run needs the device's serial port",
-                         result.stderr), result.stderr
+    forgotten = json.loads(json.dumps(real))
+    del forgotten["instruments"]["analyte_pump"]["port"]  # not taken for the instrument's name any more
+    for config, says in ((real, r"instruments\.analyte_pump\.port: /dev/ttyUSB0 does not exist"),
+                         (forgotten, r"instruments\.analyte_pump: a real run needs the device's serial port")):
+        (tmp_path / "real.yaml").write_text(json.dumps(config))
+        for command in ("validate", "run"):
+            result = labloop(command, tmp_path / "real.yaml")
+            assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+            assert re.search(rf"real\.yaml:\d+: {says}", result.stderr), result.stderr
     assert not (tmp_path / "tiny.db").exists()
 
 
