@@ -75,8 +75,8 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
                          scheduler)
 
 
-@click.command(help="Continue a stopped campaign (Ctrl-C, a crash, kill -9) to the same budget: done experiments "
-                    "are kept, an interrupted one runs again.")
+@click.command(help="Continue a stopped campaign (Ctrl-C, a crash, kill -9) to its budget, or to a new one with "
+                    "--max-experiments: done experiments are kept, an interrupted one runs again.")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--max-experiments", type=click.IntRange(min=1, max=1_000_000),
               help="A new budget.max_experiments, e.g. more experiments for a finished campaign (journalled).")
