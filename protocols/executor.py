@@ -230,8 +230,8 @@ class ProtocolExecutor:
                     self._check_potentials(where, name, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
             elif isinstance(step, LAB_STEPS):
                 self._check_lab(where, step)
-                cv = next(s for s in steps if isinstance(s, CV))  # before it (parse_steps)
-                if isinstance(step, AddStandard) and not cv.around_candidate:  # its wider scan, known now
+                cv = next(s for s in steps if isinstance(s, CV)) if isinstance(step, AddStandard) else None
+                if cv is not None and not cv.around_candidate:  # add_standard's wider scan, known now
                     standard = self._standard_scan(cv.params())
                     name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
                     self._check_potentials(where, name, standard.e_begin_v, standard.e_vertex1_v,

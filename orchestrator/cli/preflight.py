@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from itertools import islice
 
 from rdkit.rdBase import BlockLogs
 
@@ -45,9 +46,10 @@ def check_prior(campaign: Campaign) -> None:
     ``run`` would create the journal and then fail to train the first model."""
     if campaign.prior is None:
         return
-    with BlockLogs():
-        readable = sum(parse_smiles(smiles) is not None for smiles in prior_table(campaign).smiles)
     folds = campaign.surrogate.folds
+    with BlockLogs():  # parsed only until there are enough: a 21,000-row prior costs a few parses, not seconds
+        parsed = (smiles for smiles in prior_table(campaign).smiles if parse_smiles(smiles) is not None)
+        readable = sum(1 for _ in islice(parsed, MIN_ROWS_PER_FOLD * folds))
     if readable < MIN_ROWS_PER_FOLD * folds:
         rows = "" if campaign.prior.rows is None else f" (prior.rows {campaign.prior.rows})"
         raise ConfigError(campaign.located("prior"), f"{readable} readable molecules{rows} are too few to train "
