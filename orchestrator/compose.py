@@ -96,7 +96,7 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
     """The executor of ``campaign``'s protocol on ``rig``, with its safety limits, reference electrode and
     objective quantity."""
     return ProtocolExecutor(campaign.protocol.steps, rig, campaign.safety.limits(), campaign.cell.reference_offset_v,
-                            quantity=campaign.objective.quantity)
+                            quantity=campaign.objective.quantity, locate=campaign.step_locator())
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
@@ -193,7 +193,8 @@ def check_protocol(campaign: Campaign) -> None:
     """The protocol against the instruments' declared kinds and the safety limits, before any port is open."""
     kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
     executor = ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(),
-                                campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds)
+                                campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
+                                locate=campaign.step_locator())
     executor.check()
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         values = space["choices"] if isinstance(space, dict) else space
@@ -201,7 +202,7 @@ def check_protocol(campaign: Campaign) -> None:
             try:
                 executor.check({name: value})
             except InputError as exc:
-                raise ConfigError(f"conditions.{name}", f"{value!r} would be refused: {exc}") from None
+                raise ConfigError(campaign.located("conditions", name), f"{value!r} would be refused: {exc}") from None
 
 
 #: the planners that propose from the library's predictions, and so can take them from stored shards

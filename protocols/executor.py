@@ -185,23 +185,30 @@ class ProtocolExecutor:
     ``quantity`` decides which way a window around the candidate is scanned first (anodic for an oxidation).
     ``rig`` may be None for a check before any instrument is opened: ``kinds`` then says what kind of
     instrument each name is (``"pump"``, ``"potentiostat"``, ``"sample_changer"``), as the drivers declare.
+    ``locate`` gives the ``file:line`` of a step by its index, so a problem found here names the line of the
+    protocol (or campaign) file that wrote the step, as the campaign's own checks do.
     """
 
     def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
                  reference_offset_v: float, *, quantity: Quantity = "oxidation_potential",
-                 kinds: Mapping[str, str] | None = None) -> None:
+                 kinds: Mapping[str, str] | None = None, locate: Callable[[int], str] | None = None) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
         self.reference_offset_v = reference_offset_v
         self.quantity = quantity
         self._kinds = dict(kinds) if kinds is not None else None
+        self._locate = locate
 
     def _instrument_kinds(self) -> dict[str, str]:
         if self._kinds is not None:
             return self._kinds
         assert self.rig is not None  # one of the two is given (see the class docstring)
         return {name: _kind_of(driver) for name, driver in self.rig.instruments.items()}
+
+    def _where(self, index: int, step: Step) -> str:
+        where = f"protocol step {index + 1} ({step.name})"
+        return where if self._locate is None else f"{self._locate(index)}: {where}"
 
     # -- checks -------------------------------------------------------------------------------------------
     def check(self, conditions: Mapping[str, Any] | None = None) -> None:
@@ -213,7 +220,7 @@ class ProtocolExecutor:
     def _check(self, steps: Sequence[Step]) -> None:
         fill = cell_fill(steps)  # what the cell holds after each dispense
         for index, step in enumerate(steps):
-            where = _where(index, step)
+            where = self._where(index, step)
             if isinstance(step, LoadSample):
                 self._instrument(where, step.changer, SampleChanger, "sample changer")
             elif isinstance(step, Dispense):
@@ -319,7 +326,7 @@ class ProtocolExecutor:
                  if isinstance(step, CV)}
         for index, step in enumerate(steps):
             if isinstance(step, AddStandard):  # its wider scan too (the cv before it: parse_steps)
-                where = _where(index, step)
+                where = self._where(index, step)
                 standard = self._standard_scan(next(iter(scans.values())))
                 self._check_potentials(where, self._instrument(where, step.potentiostat, Potentiostat, "potentiostat"),
                                        standard.e_begin_v, standard.e_vertex1_v, standard.e_vertex2_v)
@@ -379,14 +386,14 @@ class ProtocolExecutor:
                     steps[i] = type(steps[i]).model_validate(data)
                 except ValidationError as exc:  # its first complaint, without pydantic's headers and links
                     first = exc.errors(include_url=False)[0]
-                    raise ConfigError(_where(i, steps[i]), f"condition {key}={value!r}: {first['msg']}") from None
+                    raise ConfigError(self._where(i, steps[i]), f"condition {key}={value!r}: {first['msg']}") from None
                 except Problems as exc:
-                    raise ConfigError(_where(i, steps[i]), f"condition {key}={value!r}: {exc}") from None
+                    raise ConfigError(self._where(i, steps[i]), f"condition {key}={value!r}: {exc}") from None
         return tuple(steps)
 
     def _describe(self, index: int, step: Step, sample_id: str) -> tuple[str, dict[str, Any]]:
         """(instrument name, parameters as journaled) of a step."""
-        where = _where(index, step)
+        where = self._where(index, step)
         if isinstance(step, LoadSample):
             return self._instrument(where, step.changer, SampleChanger, "sample changer"), {"sample_id": sample_id}
         if isinstance(step, Dispense):
@@ -417,7 +424,7 @@ class ProtocolExecutor:
     def _cv_params(self, index: int, step: CV, predicted_v: float | None) -> CVParams:
         """The scan of ``step`` (its window, or around the prediction on the reference scale), checked
         against the potential limits before anything is sent."""
-        where = _where(index, step)
+        where = self._where(index, step)
         centre = None if predicted_v is None else predicted_v - self.reference_offset_v
         try:
             params = step.params(centre, anodic_first=self.quantity == "oxidation_potential")
@@ -460,7 +467,7 @@ class ProtocolExecutor:
     def _lab_step(self, index: int, step: Step, instrument: str, lab: LabRecord,
                   steps: Sequence[Step]) -> dict[str, Any]:
         """Run one lab-grade step; returns what its action record adds."""
-        where = _where(index, step)
+        where = self._where(index, step)
         if isinstance(step, Purge):
             return self._purge(where, step, instrument, lab)
         if isinstance(step, EIS):
@@ -564,5 +571,3 @@ def _kind_of(driver: object) -> str:
     return next((kind for contract, kind in _KINDS.items() if isinstance(driver, contract)), "other")
 
 
-def _where(index: int, step: Step) -> str:
-    return f"protocol step {index + 1} ({step.name})"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -724,6 +726,16 @@ class Campaign(BaseModel):
         field = ".".join(map(str, loc))
         return field if self._source is None else f"{self._source.where(loc)}: {field}"
 
+    def step_locator(self) -> Callable[[int], str] | None:
+        """``file:line`` of the protocol's step by index (in the protocol's own file, or in the campaign
+        file for inline steps), for the problems the executor finds with the instruments; None when neither
+        was read from a file."""
+        if self.protocol.file is not None:
+            return partial(_step_line, read_yaml(self.protocol.file))
+        if self._source is not None:
+            return partial(_step_line, self._source, prefix=("protocol",))
+        return None
+
     def planner_settings(self) -> PlannerSettings:
         """The planner's part of the campaign (planners never receive the campaign itself)."""
         return PlannerSettings(kind=self.planner.kind, goal=self.objective.goal, window_v=self.objective.window_v,
@@ -777,3 +789,7 @@ def validate_document(doc: YamlDocument, base_dir: Path) -> Campaign:
     campaign._source = doc
     log.info("campaign %s (%s) is valid", campaign.name, doc.name)
     return campaign
+
+
+def _step_line(document: YamlDocument, index: int, prefix: tuple[str, ...] = ()) -> str:
+    return document.where((*prefix, index))

@@ -119,6 +119,17 @@ def test_defaults_fill_what_is_left_out(workdir):
     assert campaign.protocol.file is None and campaign.protocol.step_names == ["load_sample", "cv", "rinse"]
 
 
+def test_a_step_the_rig_cannot_run_names_its_line_in_an_inline_protocol(labloop, workdir):
+    (workdir / "mini.yaml").write_text(
+        "name: mini\nlibrary: {file: library.csv}\nobjective: {quantity: reduction_potential, goal: minimize}\n"
+        "instruments: {potentiostat: {driver: emstat, port: /dev/ttyACM0}}\n"
+        "protocol:\n- {cv: {e_begin_v: 0.0, e_vertex1_v: 1.0, e_vertex2_v: -1.0}}\n- load_sample\n- rinse\n")
+    proc = labloop("validate", workdir / "mini.yaml", "--dry-run")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: {workdir / 'mini.yaml'}:7: protocol step 2 (load_sample): name the sample changer: "
+                                   "the rig has 0 (none)")
+
+
 def edit(*old_new: str):
     """Replace ``old`` by ``new`` for each pair (each ``old`` must be in the example)."""
     def apply(text: str) -> str:
@@ -243,7 +254,10 @@ def test_unknown_driver_is_named_with_the_registered_ones(labloop, workdir, tmp_
         text = text.replace(f"driver: {driver}", "driver: fake-pump")
     path.write_text(text)
     registered = labloop("validate", path, "--dry-run")  # every driver registered: the rest is checked
-    assert registered.returncode == 2 and "name the sample changer: the rig has 0" in registered.stderr
+    step = (workdir / "protocols" / "cv_screen.yaml").read_text().splitlines().index("- load_sample") + 1
+    assert registered.returncode == 2  # the step's line in the protocol file, as the campaign's own checks give
+    assert (f"cv_screen.yaml:{step}: protocol step 1 (load_sample): name the sample changer: the rig has 0"
+            in registered.stderr)
 
     path.write_text(text.replace("potentiostat: {driver: fake-pump", "potentiostat: {driver: warp-drive"))
     line = next(n for n, content in enumerate(text.splitlines(), start=1) if "potentiostat:" in content)
