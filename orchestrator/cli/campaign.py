@@ -24,7 +24,7 @@ from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_c
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal
-from labloop.orchestrator.journal.view import describe_objective, render, snapshot
+from labloop.orchestrator.journal.view import describe_objective, event_line, progress_line, render, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,9 @@ def schema() -> None:
 
 @click.command(help="Show a campaign's journal: experiments, measurements, best so far, recent events.")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--follow", "-f", is_flag=True, help="Keep showing the journal while a run writes it; stops when no "
-                                                  "run does (or Ctrl-C).")
+@click.option("--follow", "-f", is_flag=True, help="Keep showing the journal while a run writes it (redrawn in place "
+                                                  "on a terminal; piped, each new event appends a line); stops when "
+                                                  "no run does (or Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--last", default=20, show_default=True, type=click.IntRange(min=1),
               help="How many of the latest experiments the tables show.")
@@ -111,9 +112,11 @@ def log_command(store: Path, follow: bool, as_json: bool, last: int) -> None:
 
 
 def _follow(journal: Journal, last: int) -> None:
-    """Redraw whenever another process has committed; on a terminal in place, elsewhere appended."""
+    """Redraw whenever another process has committed, on a terminal in place; elsewhere (a pipe, a file) the
+    tables once, then a line per new event and per change of the counts, as ``tail -f`` would (reprinting
+    every table on each commit made a log file grow by the whole view every second)."""
     live = Live(console=console.out, auto_refresh=False) if console.out.is_terminal else None
-    seen = None
+    seen, events_shown, progress = None, None, None
     try:
         if live is not None:
             live.start()
@@ -122,12 +125,18 @@ def _follow(journal: Journal, last: int) -> None:
             version = journal.data_version()
             if version != seen:
                 seen = version
-                view = render(snapshot(journal), last)
+                snap = snapshot(journal)
                 if live is not None:
-                    live.update(view, refresh=True)
+                    live.update(render(snap, last), refresh=True)
+                elif events_shown is None:
+                    console.out.print(render(snap, last))
                 else:
-                    console.out.print(view)
-                    console.out.file.flush()
+                    for event in snap["events"][events_shown:]:
+                        console.out.print(event_line(event), markup=False, highlight=False)
+                    if progress_line(snap) != progress:
+                        console.out.print(progress_line(snap), markup=False, highlight=False)
+                events_shown, progress = len(snap["events"]), progress_line(snap)
+                console.out.file.flush()
             if not running:
                 console.err.print("no run is writing this journal (finished or stopped): stopped following",
                                   markup=False, highlight=False)

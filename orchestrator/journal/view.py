@@ -94,6 +94,16 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
     )
 
 
+def progress_line(snap: dict[str, Any]) -> str:
+    """The header's counts as one plain line (``done 12/30  running 1 ... hits 3``), for a follow that appends."""
+    return _header(snap).plain.splitlines()[-1]
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One event as ``time  kind  message``, the events table's row as one plain line."""
+    return f"{_time(event['time'])}  {event['kind']}  {event['message']}"
+
+
 def describe_objective(objective: dict[str, Any]) -> str:
     """``oxidation potential in [4.50, 4.60] V vs Li/Li+``, ``maximize reduction potential``, ..."""
     quantity = objective["quantity"].replace("_", " ")

@@ -126,8 +126,8 @@ def test_a_step_the_rig_cannot_run_names_its_line_in_an_inline_protocol(labloop,
         "protocol:\n- {cv: {e_begin_v: 0.0, e_vertex1_v: 1.0, e_vertex2_v: -1.0}}\n- load_sample\n- rinse\n")
     proc = labloop("validate", workdir / "mini.yaml", "--dry-run")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: {workdir / 'mini.yaml'}:7: protocol step 2 (load_sample): name the sample changer: "
-                                   "the rig has 0 (none)")
+    assert proc.stderr.strip() == (f"error: {workdir / 'mini.yaml'}:7: protocol step 2 (load_sample): "
+                                   "name the sample changer: the rig has 0 (none)")
 
 
 def edit(*old_new: str):

@@ -122,23 +122,28 @@ def test_follow_shows_what_a_run_commits_and_stops_when_the_run_ends(store):
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()
 
+        shown: list[str] = []
+
         def wait_for(needle: str) -> None:
             deadline = time.monotonic() + 60  # liveness only
-            while time.monotonic() < deadline:
+            while not any(needle in line for line in shown) and time.monotonic() < deadline:
                 try:
-                    if needle in lines.get(timeout=0.5):
-                        return
+                    shown.append(lines.get(timeout=0.5))
                 except queue.Empty:
                     assert child.poll() is None, child.stderr.read()
-            pytest.fail(f"{needle!r} never shown")
+            if not any(needle in line for line in shown):
+                pytest.fail(f"{needle!r} never shown")
 
         try:
             wait_for(BEST)
             with Journal.open(store) as journal:
                 (eid,) = journal.record_proposals([Proposal("OCCO")], step=1, planner="random")
                 measure(journal, eid, 4.58, seed=5)
-            wait_for("OCCO")
+                journal.add_event("note", "OCCO measured at 4.58 V")
+            wait_for("done 4/30")  # the counts as one line, then each new event as a line
+            wait_for("note  OCCO measured at 4.58 V")
             assert child.poll() is None  # still following while the run holds the store
+            assert sum("recent events" in line for line in shown + list(lines.queue)) == 1  # not the tables again
         except BaseException:
             child.kill()
             raise
