@@ -99,13 +99,18 @@ class SafetyLimits:
         if not low < high:
             raise ConfigError("SafetyLimits", f"potential window must be (low, high), got {(low, high)}")
 
-    def check_dispense(self, volume_ml: float, *, content_ml: float, where: str) -> None:
-        """Refuse a dispense larger than the per-dispense cap or than what the syringe still holds."""
+    def check_volume(self, volume_ml: float, *, where: str) -> None:
+        """Refuse a dispense that is not a positive number (ConfigError) or exceeds the per-dispense cap (which
+        is never more than the syringe: ``__post_init__``)."""
         _check_volume_argument(volume_ml, where)
         if volume_ml > self.max_dispense_ml:
             raise SafetyLimitExceeded(
                 where, f"dispense of {volume_ml:g} mL exceeds the limit of {self.max_dispense_ml:g} mL"
             )
+
+    def check_dispense(self, volume_ml: float, *, content_ml: float, where: str) -> None:
+        """Refuse a dispense larger than the per-dispense cap or than what the syringe still holds."""
+        self.check_volume(volume_ml, where=where)
         if volume_ml > content_ml:
             raise SafetyLimitExceeded(
                 where, f"dispense of {volume_ml:g} mL exceeds the {content_ml:g} mL left in the syringe"

@@ -2,8 +2,9 @@
 
 Why one interpreter (bluesky's engine): steps never touch hardware themselves, so every step is checked
 against the rig and the safety limits *before the first step runs* (:meth:`ProtocolExecutor.check`): an
-unknown instrument, a dispense beyond ``safety.max_dispense_ml``, a rate beyond ``safety.max_rate_ml_min``,
-dispenses that would overfill the cell (``safety.cell_volume_ml``, counted from the last rinse) or a CV vertex
+unknown instrument, a pumping step (dispense, add_standard, clean) beyond ``safety.max_dispense_ml`` or
+``safety.max_rate_ml_min``, pumping that would overfill the cell (``safety.cell_volume_ml``, counted from
+the last rinse or clean) or a CV vertex
 outside the potential limits stops the experiment before any byte reaches an instrument, with a typed error
 naming the step. Each step is reported through ``on_action`` as it starts and when it ended, so the runner
 can journal it; instrument errors propagate as the drivers' typed errors (:mod:`labloop.core.errors`),
@@ -72,8 +73,9 @@ from labloop.protocols.steps import (
     Rinse,
     Step,
     Wait,
-    cell_fill,
     parse_steps,
+    pumping_problems,
+    pumps,
 )
 
 log = logging.getLogger(__name__)
@@ -218,18 +220,15 @@ class ProtocolExecutor:
         self._check(self._with_conditions(conditions) if conditions else self.steps)
 
     def _check(self, steps: Sequence[Step]) -> None:
-        fill = cell_fill(steps)  # what the cell holds after each dispense
+        refused = {index: exc for index, _field, exc in reversed(pumping_problems(steps, self.safety))}
         for index, step in enumerate(steps):
             where = self._where(index, step)
+            if pumps(step):
+                self._instrument(where, step.pump, Pump, "pump")  # type: ignore[attr-defined]
+                if index in refused:  # its volume, rate or the cell's fill after it (the first of them)
+                    raise SafetyLimitExceeded(where, refused[index].what)
             if isinstance(step, LoadSample):
                 self._instrument(where, step.changer, SampleChanger, "sample changer")
-            elif isinstance(step, Dispense):
-                self._instrument(where, step.pump, Pump, "pump")
-                if step.volume_ml > self.safety.max_dispense_ml:
-                    raise SafetyLimitExceeded(where, f"dispense of {step.volume_ml:g} mL exceeds the limit of "
-                                                     f"{self.safety.max_dispense_ml:g} mL")
-                self.safety.check_rate(step.rate_ml_min, where=where)
-                self.safety.check_cell(fill[index], where=where)
             elif isinstance(step, CV):
                 name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
                 if not step.around_candidate:
@@ -267,12 +266,6 @@ class ProtocolExecutor:
                 self._check_potentials(where, name, p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v)
             elif isinstance(step, EIS):
                 self._check_potentials(where, name, step.e_dc_v - step.amplitude_v, step.e_dc_v + step.amplitude_v)
-        if isinstance(step, AddStandard | Clean) and step.pump is not None:
-            self._instrument(where, step.pump, Pump, "pump")
-            if step.volume_ml > min(self.safety.max_dispense_ml, self.safety.syringe_ml):
-                raise SafetyLimitExceeded(where, f"dispense of {step.volume_ml:g} mL exceeds the limit of "
-                                                 f"{self.safety.max_dispense_ml:g} mL or the "
-                                                 f"{self.safety.syringe_ml:g} mL syringe")
         if opened and (isinstance(step, Polish) or (isinstance(step, Clean) and step.pump is None)):
             self._operator(where)
 

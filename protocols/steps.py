@@ -410,7 +410,6 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]
     (``(index, step, field)``), so a campaign refuses them with the line before anything runs."""
     low, high = limits.potential_window_v
     problems = []
-    fill = cell_fill(steps)
     for index, step in enumerate(steps):
         for field in ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "e_dc_v"):
             value = getattr(step, field, None)
@@ -421,30 +420,44 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]
         if width is not None and 2 * width > high - low:
             problems.append(Problem((index, step.name, "half_width_v"), f"a window {2 * width:g} V wide cannot fit in "
                                                                           f"the safety window {low:g}..{high:g} V"))
-        volume = getattr(step, "volume_ml", None)
-        if volume is not None and volume > min(limits.max_dispense_ml, limits.syringe_ml):
-            problems.append(Problem((index, step.name, "volume_ml"),
-                                    f"{volume:g} mL exceeds the {limits.max_dispense_ml:g} mL dispense limit or the "
-                                    f"{limits.syringe_ml:g} mL syringe"))
-        if isinstance(step, Dispense):  # the limits' own checks, so the messages are the executor's
-            for field, check in (("rate_ml_min", partial(limits.check_rate, step.rate_ml_min, where="")),
-                                 ("volume_ml", partial(limits.check_cell, fill[index], where=""))):
-                try:
-                    check()
-                except SafetyLimitExceeded as exc:
-                    problems.append(Problem((index, step.name, field), exc.what))
+    for index, field, exc in pumping_problems(steps, limits):
+        problems.append(Problem((index, steps[index].name, field), exc.what))
     return problems
 
 
+def pumps(step: Step) -> bool:
+    """Whether ``step`` pumps liquid into the cell: a dispense, an internal standard, a clean with a pump."""
+    return isinstance(step, Dispense | AddStandard) or (isinstance(step, Clean) and step.pump is not None)
+
+
+def pumping_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[tuple[int, str, SafetyLimitExceeded]]:
+    """(index, field, refusal) of every pumping step beyond the limits: its volume, its rate, and what the
+    cell would hold after it. The one check of a pumping step, for the campaign (with the line) and the
+    executor (before the first step runs), so no kind of step is left out of one of them."""
+    fill = cell_fill(steps)
+    found = []
+    for index, step in enumerate(steps):
+        if not pumps(step):
+            continue
+        for field, check in (("volume_ml", partial(limits.check_volume, step.volume_ml)),  # type: ignore[attr-defined]
+                             ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min)),  # type: ignore[attr-defined]
+                             ("volume_ml", partial(limits.check_cell, fill[index]))):
+            try:
+                check(where="")
+            except SafetyLimitExceeded as exc:
+                found.append((index, field, exc))
+    return found
+
+
 def cell_fill(steps: Sequence[Step]) -> dict[int, float]:
-    """What the cell holds (mL) after each dispense step (by index): the dispenses since the last rinse.
-    The executor checks it at run time and :func:`limit_problems` before it (with the line)."""
+    """What the cell holds (mL) after each pumping step (by index): what was pumped in since the cell was last
+    emptied (a rinse, or a clean, which then fills it with its own volume)."""
     fill, in_cell_ml = {}, 0.0
     for index, step in enumerate(steps):
-        if isinstance(step, Rinse):
+        if isinstance(step, Rinse | Clean):
             in_cell_ml = 0.0
-        elif isinstance(step, Dispense):
-            in_cell_ml += step.volume_ml
+        if pumps(step):
+            in_cell_ml += step.volume_ml  # type: ignore[attr-defined]
             fill[index] = in_cell_ml
     return fill
 
