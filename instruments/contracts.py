@@ -74,7 +74,7 @@ class SafetyLimits:
     the plunger into its end stop; ``potential_window_v`` (low, high) bounds every potential a
     potentiostat applies, in volts against the cell's reference electrode. ``max_rate_ml_min`` caps every
     flow rate a pump is asked for (a fast flow sprays the cell or bursts a line); ``cell_volume_ml`` is what
-    the cell holds, so the dispenses of one experiment (until a rinse) never overflow it.
+    the cell holds, so the pumping steps of one experiment (until a rinse or clean) never overflow it.
     """
 
     max_dispense_ml: float
