@@ -1,6 +1,6 @@
 """Every error labloop raises on purpose, under one root, so the CLI and the runner decide by kind alone.
 
-Why one module (BayBE keeps one exceptions module too): the three kinds need three different answers, and
+Why one module (BayBE keeps one exceptions module too): the two kinds need two different answers, and
 a class in the wrong branch does real harm — a candidate whose CV window breaks a safety limit used to
 count as an instrument fault, so three such molecules in a row stopped a campaign with "fix the rig".
 
@@ -9,7 +9,12 @@ count as an instrument fault, so three such molecules in a row stopped a campaig
   Met during an experiment (a proposal whose window breaks a limit), it fails that experiment only.
 - :class:`InstrumentError` — the rig misbehaved (timeout, garbage reply, stall, unplugged cable). Counted
   toward ``budget.max_consecutive_faults``: several in a row mean a person must look at the rig.
-- :class:`AnalysisError` — the measurement cannot be used (the molecule's fault, not the rig's).
+
+:class:`ClusterLostError` (the Dask cluster went away mid-run) is neither: exit 1, what finished is kept.
+
+A measurement that cannot be used (no reversible couple, a flagged voltammogram) is not an error: the
+protocol executor returns it with ``quality_ok`` false, and the runner fails that experiment as
+``analysis: ...``, the molecule's fault, never counted against the rig (orchestrator/loop/runner.py).
 
 Each error prints as one line, so the journal and the CLI can show it as it is.
 """
@@ -40,10 +45,6 @@ class InstrumentError(LabloopError):
         super().__init__(f"{where}: {self.what}")
 
 
-class AnalysisError(LabloopError):
-    """A measurement that cannot be used: the molecule's fault, never counted against the rig."""
-
-
 # -- input errors ---------------------------------------------------------------------------------------
 
 
@@ -72,6 +73,10 @@ class SurrogateError(InputError):
     """Bad input to the surrogate: a data file, column, option or value that cannot be used."""
 
 
+class SchedulerAddressError(SurrogateError):
+    """A scheduler address that is malformed or where no Dask scheduler answers (bad input, exit 2)."""
+
+
 class InvalidInput(SurrogateError):
     """A data file, column, option or value that cannot be used (names the offending field)."""
 
@@ -82,6 +87,10 @@ class ModelLoadError(SurrogateError):
 
 class JournalError(InputError, ValueError):
     """A file that is not a labloop journal, or one that cannot be read or written as asked."""
+
+
+class NotAwaitingApproval(JournalError):
+    """An approval the journal cannot take: no batch is waiting, or a vetoed id is not in it (user input)."""
 
 
 class JournalWriteError(LabloopError):
@@ -188,3 +197,20 @@ class DispenseMismatch(InstrumentError):
 
 class ReplayMismatch(InstrumentError):
     """A driver replayed against a wire capture wrote bytes the capture does not have at that point."""
+
+
+class BlankFailed(InstrumentError):
+    """The blank showed a dirty electrode or cell (and cleaning, if allowed, did not help): a person must look."""
+
+
+# -- neither input nor instrument ----------------------------------------------------------------------------
+
+
+class ClusterLostError(LabloopError):
+    """The Dask cluster went away (or kept killing workers) during a run: exit 1, the finished shards are
+    kept (surrogate/compute.py)."""
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the experiment's state does not allow: a runner bug, never user input, so it stays
+    outside :class:`LabloopError` and the CLI reports it as a bug."""

@@ -39,7 +39,13 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from labloop.core.errors import ConfigError, InstrumentError, InvalidParameter, Problems, SafetyLimitExceeded
+from labloop.core.errors import (
+    BlankFailed,
+    ConfigError,
+    InvalidParameter,
+    Problems,
+    SafetyLimitExceeded,
+)
 from labloop.core.timestamps import now
 from labloop.instruments.contracts import GasValve, ImpedanceMeter, Potentiostat, Pump, SafetyLimits, SampleChanger
 from labloop.instruments.cv_analysis import (
@@ -100,10 +106,6 @@ class RigLike(Protocol):
 #: how far beyond the ferrocene E1/2 the CV after add_standard reaches on each side (V)
 STANDARD_MARGIN_V = 0.35
 LAB_STEPS = (Purge, Blank, EIS, AddStandard, Clean, Polish)
-
-
-class BlankFailed(InstrumentError):
-    """The blank showed a dirty electrode or cell (and cleaning, if allowed, did not help): a person must look."""
 
 
 @dataclass

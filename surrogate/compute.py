@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from labloop.core.errors import SurrogateError
+from labloop.core.errors import SchedulerAddressError
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,6 @@ _ADDRESS = re.compile(r"^(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|
 #: one thread per worker process for TensorFlow and the BLAS: the cluster already runs one worker per core
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-class SchedulerAddressError(SurrogateError):
-    """A scheduler address that is malformed or where no Dask scheduler answers (bad input, exit 2)."""
-
-
-class ClusterLostError(RuntimeError):
-    """The Dask cluster went away (or kept killing workers) during a run; finished shards are kept."""
 
 
 def normalise_address(address: str) -> str:

@@ -43,8 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labloop.core.errors import InvalidInput
-from labloop.surrogate.compute import ClusterLostError
+from labloop.core.errors import ClusterLostError, InvalidInput
 
 if TYPE_CHECKING:
     from labloop.surrogate.ensemble import Ensemble

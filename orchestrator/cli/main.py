@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         console.err.print(f"error: {console.printable(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
-    except LabloopError as exc:  # the rig (or an analysis) failed outside a campaign's loop
+    except LabloopError as exc:  # the rig or the cluster failed outside a campaign's loop
         console.err.print(f"error: {console.printable(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except OSError as exc:  # the disk is full, a folder is read-only: the machine's trouble, said in one line

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from labloop.core.errors import InvalidInput
+from labloop.core.errors import ClusterLostError, InvalidInput
 from labloop.orchestrator import console
-from labloop.surrogate.compute import AUTO_CLUSTER_ROWS, ClusterLostError
+from labloop.surrogate.compute import AUTO_CLUSTER_ROWS
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir

@@ -39,7 +39,15 @@ from pydantic import (
     model_validator,
 )
 
-from labloop.core.errors import CampaignError, ConfigError, InvalidInput, Problem, Problems, not_one_of
+from labloop.core.errors import (
+    CampaignError,
+    ConfigError,
+    InvalidInput,
+    Problem,
+    Problems,
+    SchedulerAddressError,
+    not_one_of,
+)
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import Quantity
 from labloop.instruments.registry import driver_names, load_driver
@@ -48,7 +56,7 @@ from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, error_lines, read_yaml
 from labloop.planners import PlannerSettings
 from labloop.protocols.steps import SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
-from labloop.surrogate.compute import SchedulerAddressError, check_setting
+from labloop.surrogate.compute import check_setting
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.library_pipeline import count_rows, library_format, read_chunks
 from labloop.surrogate.presets import PRESETS

@@ -45,8 +45,9 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from labloop.core.errors import NotAwaitingApproval
 from labloop.orchestrator.journal.plot_data import plot_series
-from labloop.orchestrator.journal.store import Journal, NotAwaitingApproval
+from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import snapshot
 
 log = logging.getLogger(__name__)

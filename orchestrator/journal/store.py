@@ -37,7 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from labloop.core.errors import JournalError, JournalWriteError
+from labloop.core.errors import IllegalTransition, JournalError, JournalWriteError, NotAwaitingApproval
 from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
@@ -147,14 +147,6 @@ CREATE TABLE events (
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 """.replace("{experiments}", EXPERIMENTS_TABLE)
-
-
-class IllegalTransition(RuntimeError):
-    """A state change the experiment's state does not allow (a runner bug, never user input)."""
-
-
-class NotAwaitingApproval(JournalError):
-    """An approval the journal cannot take: no batch is waiting, or a vetoed id is not in it (user input)."""
 
 
 class State(StrEnum):

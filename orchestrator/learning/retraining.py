@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from labloop.core.errors import ClusterLostError
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.learning import models
-from labloop.surrogate.compute import ClusterLostError
 
 log = logging.getLogger(__name__)
 

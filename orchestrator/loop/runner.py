@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadpoolctl import threadpool_limits
 
-from labloop.core.errors import InputError, InstrumentError, JournalWriteError
+from labloop.core.errors import ClusterLostError, InputError, InstrumentError, JournalWriteError
 from labloop.instruments.cv_analysis import measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
@@ -40,7 +40,7 @@ from labloop.orchestrator.loop.active_hours import ActiveHours
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.planners import Observation, PlannerState, make_planner
 from labloop.planners.feedback import DescriptorTable
-from labloop.surrogate.compute import ClusterLostError, lost_cluster_errors
+from labloop.surrogate.compute import lost_cluster_errors
 
 if TYPE_CHECKING:
     from rich.progress import Progress

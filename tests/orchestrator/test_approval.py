@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from labloop.core.errors import JournalError
+from labloop.core.errors import IllegalTransition, JournalError, NotAwaitingApproval
 from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import (
@@ -24,9 +24,7 @@ from labloop.orchestrator.journal.store import (
     EXPERIMENTS_TABLE,
     SCHEMA,
     SCHEMA_VERSION,
-    IllegalTransition,
     Journal,
-    NotAwaitingApproval,
     State,
 )
 from labloop.orchestrator.loop.interrupts import Interrupts

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labloop.core.errors import JournalError, JournalWriteError
+from labloop.core.errors import IllegalTransition, JournalError, JournalWriteError
 from labloop.instruments.cv_analysis import analyze_cv
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
-from labloop.orchestrator.journal.store import SCHEMA_VERSION, IllegalTransition, Journal
+from labloop.orchestrator.journal.store import SCHEMA_VERSION, Journal
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "campaign.yaml"

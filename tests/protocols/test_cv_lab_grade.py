@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
-from labloop.core.errors import InvalidParameter, Problems, SafetyLimitExceeded
+from labloop.core.errors import BlankFailed, InvalidParameter, Problems, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import (
     CVFlag,
@@ -25,7 +25,7 @@ from labloop.instruments.gas_valve import RelayGasValve
 from labloop.instruments.ne1000 import NE1000Pump
 from labloop.instruments.voltammogram import CVParams
 from labloop.orchestrator.config.campaign import CampaignError, load_campaign
-from labloop.protocols.executor import BlankFailed, ProtocolExecutor
+from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import limit_problems, parse_steps
 from labloop.sim.builtin_emulators import emstat_emulator, ne1000_emulator, open_sim_sampler
 from labloop.sim.cell import Cell, Fluid

@@ -17,12 +17,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from labloop.core.errors import ClusterLostError, SchedulerAddressError
 from labloop.planners.base import Observation, PlannerState
 from labloop.planners.conditions import ConditionSpace
 from labloop.planners.feedback import CalibratedModel, Calibration, DescriptorTable
 from labloop.planners.shard_pool import ShardPoolPlanner, describe
 from labloop.surrogate import compute
-from labloop.surrogate.compute import ClusterLostError, SchedulerAddressError, dask_client, normalise_address
+from labloop.surrogate.compute import dask_client, normalise_address
 from labloop.surrogate.library_pipeline import predict_library
 
 
