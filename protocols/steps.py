@@ -34,7 +34,7 @@ Lab-grade steps (what an electrochemist expects around a CV):
 - ``cv`` takes ``ir_compensation: {fraction}`` (that share of the measured Ru compensated on the
   potentiostat, the rest corrected in the analysis; needs an ``eis`` step before) and ``scan_rates_v_s``
   (the CV repeated at each rate; the diffusion coefficient follows from the Randles-Sevcik slope);
-- ``add_standard: {pump, volume_ml, rate_ml_min, stock_mm}``: after the cv, dispense ferrocene stock and run
+- ``add_standard: {pump, volume_ml, rate_ml_min}``: after the cv, dispense ferrocene stock and run
   one more CV wide enough for both couples; the analyte's E1/2 is then reported against Fc/Fc+ of the same
   scan, which cancels the reference electrode's drift;
 - ``clean: {pump, volume_ml, rate_ml_min}``: rinse the cell and flush it with electrolyte from ``pump``
@@ -256,13 +256,13 @@ class EIS(Step):
 
 
 class AddStandard(Step):
-    """Dispense ferrocene stock (``stock_mm``) from ``pump`` and measure both couples in one more CV."""
+    """Dispense ferrocene stock from ``pump`` and measure both couples in one more CV (only the standard's
+    position matters, not its concentration, so none is asked for)."""
 
     name: ClassVar[str] = "add_standard"
     pump: str
     volume_ml: Volume
     rate_ml_min: FlowRate = 1.0
-    stock_mm: PositiveNumber = 10.0
     potentiostat: str | None = None
 
 

@@ -506,8 +506,9 @@ class Truth(BaseModel):
     functional-group ``shifts`` (``groups``: SMARTS -> V, default set in ``sim/truth.py``), Born plus a
     smooth random function of the molecule (``smooth``: a Gaussian-process draw of ``amplitude_v`` and
     ``length``), or any of these (``base``) plus a random walk of the reference electrode (``drift``: steps
-    of ``walk_step_v`` per measurement). ``file`` defaults to the library file. Only the world reads these
-    columns. ``from: ie_ea | column`` is the old spelling of ``kind: born | column``."""
+    of ``walk_step_v`` per measurement). ``file`` defaults to the library file. ``quantity`` may say what a
+    column holds, so a column of reduction potentials is refused for an oxidation objective. Only the world
+    reads these columns. ``from: ie_ea | column`` is the old spelling of ``kind: born | column``."""
 
     model_config = SECTION
     kind: TruthKind

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from labloop.core.errors import CampaignError
 from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.sim.world import RESIDUAL_SD_V, born_solvation_ev
@@ -71,6 +72,13 @@ def test_column_truth_is_taken_as_it_is(tmp_path):
     couple = world.couple_of(NAPHTHALENE)
     assert couple.e0_v == pytest.approx(1.25 - 3.0)  # on the reference electrode's scale
     assert couple.species == "oxidized"  # reduction: the oxidised form is in the bulk
+
+
+def test_a_column_of_the_other_quantity_is_refused(tmp_path):
+    with pytest.raises(CampaignError, match=r"world\.truth\.quantity: 'reduction_potential' is not what the "
+                                            r"objective measures \('oxidation_potential'\)"):
+        load_campaign(write_campaign(
+            tmp_path, "{truth: {file: library.csv, column: ered_v_vs_li, quantity: reduction_potential}}"))
 
 
 def test_couple_spreads_kinetics_and_drifts_by_the_noise(tmp_path):
