@@ -24,10 +24,11 @@ from labloop.surrogate.featurize import parse_smiles
 log = logging.getLogger(__name__)
 
 
-def check_store(campaign: Campaign) -> None:
+def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     """What ``run`` would find at the campaign's store, for ``validate``: a folder that cannot hold it, a file
-    that is not a journal, or a journal of other settings (``run`` continues only the same campaign)."""
-    store, where = campaign.store, campaign.located("store")
+    that is not a journal, or a journal of other settings (``run`` continues only the same campaign).
+    ``given_as`` names where the store came from when not the campaign file (``--store``)."""
+    store, where = campaign.store, given_as or campaign.located("store")
     folder = next(p for p in (store.parent, *store.parent.parents) if p.exists())
     if not folder.is_dir():
         raise ConfigError(where, f"{folder} is a file, so {store} cannot be made")

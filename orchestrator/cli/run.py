@@ -69,7 +69,8 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
     updates = {key: value for key, value in (("store", store and store.absolute()), ("seed", seed))
                if value is not None}
     campaign = campaign.model_copy(update=updates)
-    preflight.check_store(campaign)  # as validate does: a folder that cannot hold it, a journal of other settings
+    # as validate does: a folder that cannot hold it, a journal of other settings
+    preflight.check_store(campaign, "--store" if store is not None else None)
     source = campaign_file.read_text()
     return _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source),
                          scheduler)

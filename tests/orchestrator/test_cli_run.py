@@ -157,3 +157,5 @@ def test_validate_says_what_run_would_find_at_the_store(tmp_path, labloop, write
             result = labloop(command, write_campaign(folder, budget={"max_experiments": 1}, **sections), "--dry-run")
             assert result.returncode == 2 and needle in result.stderr, (why, command, result.stderr)
             assert len(result.stderr.strip().splitlines()) == 1
+    given = labloop("run", campaign_file, "--dry-run", "--store", campaign_file / "x.db")  # blamed on the flag
+    assert given.returncode == 2 and given.stderr.startswith("error: --store: ") and "is a file, so" in given.stderr
