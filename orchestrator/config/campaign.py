@@ -43,6 +43,7 @@ from labloop.core.errors import (
     CampaignError,
     ConfigError,
     InvalidInput,
+    Loc,
     Problem,
     Problems,
     SchedulerAddressError,
@@ -693,8 +694,10 @@ class Campaign(BaseModel):
         and every condition must set a parameter of some step."""
         problems = []
         steps = parse_steps(list(self.protocol.steps))
-        # a protocol in its own file: its problems name that file's line, as its parse problems do
-        where = read_yaml(self.protocol.file).where if self.protocol.file is not None else lambda loc: None
+        # a protocol in its own file: its problems name that file's line, as its parse problems do (read again
+        # only if there is a problem to locate)
+        file = self.protocol.file
+        where: Callable[[Loc], str | None] = (lambda loc: None) if file is None else partial(_line_in, file)
         parameters = {name for step in steps for name in type(step).model_fields}
         for name in self.conditions.space():
             if name not in parameters:
@@ -740,9 +743,9 @@ class Campaign(BaseModel):
         file for inline steps), for the problems the executor finds with the instruments; None when neither
         was read from a file."""
         if self.protocol.file is not None:
-            return partial(_step_line, read_yaml(self.protocol.file))
+            return lambda index: _line_in(self.protocol.file, (index,))  # type: ignore[arg-type]
         if self._source is not None:
-            return partial(_step_line, self._source, prefix=("protocol",))
+            return lambda index: self._source.where(("protocol", index))  # type: ignore[union-attr]
         return None
 
     def planner_settings(self) -> PlannerSettings:
@@ -800,5 +803,6 @@ def validate_document(doc: YamlDocument, base_dir: Path) -> Campaign:
     return campaign
 
 
-def _step_line(document: YamlDocument, index: int, prefix: tuple[str, ...] = ()) -> str:
-    return document.where((*prefix, index))
+def _line_in(path: Path, loc: Loc) -> str:
+    """``file:line`` of ``loc`` in the YAML file ``path`` (read when a problem there is to be shown)."""
+    return read_yaml(path).where(loc)
