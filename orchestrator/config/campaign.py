@@ -77,12 +77,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MIN_TIME_SCALE = 1e-3
 
 
-def known_drivers() -> list[str] | None:
-    """Driver names the registry lists, or None when it cannot tell (no driver registered: labloop is not
-    installed, e.g. run from a source tree; then the names are checked when the runner loads the drivers)."""
-    return driver_names() or None
-
-
 def _resolve(value: Path, info: ValidationInfo) -> Path:
     """Relative paths count from the campaign file's folder (``context={"base_dir": ...}``), else the cwd."""
     base = Path((info.context or {}).get("base_dir") or Path.cwd())
@@ -356,8 +350,8 @@ class Instrument(BaseModel):
     @field_validator("driver")
     @classmethod
     def _registered(cls, value: str) -> str:
-        names = known_drivers()
-        if names is not None and value not in names:
+        names = driver_names()  # labloop's own always among them (pyproject.toml's labloop.drivers)
+        if value not in names:
             raise ValueError(not_one_of(value, names))
         return value
 
@@ -375,8 +369,6 @@ class Instrument(BaseModel):
     def _known_options(self) -> Instrument:
         """Every option is one the driver takes (its ``open``'s keywords): a typo such as ``adress`` is
         refused here, with the line, instead of as a TypeError when the run opens the port."""
-        if known_drivers() is None:
-            return self
         try:
             known = load_driver(self.driver).descriptor.option_names()
         except ConfigError as exc:

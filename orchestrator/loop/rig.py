@@ -59,10 +59,6 @@ class Rig:
         #: the simulated lab behind a dry-run rig (its emulators, for tests and diagnostics); None on hardware
         self.simulation = simulation
 
-    @property
-    def dry_run(self) -> bool:
-        return self.simulation is not None
-
     def rinse_cell(self) -> None:
         """Empty and rinse the cell: as the composition module said (an emulated cell), else the operator."""
         if self._rinse is not None:
