@@ -37,10 +37,17 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     measured = [(e.potential_v, e) for e in experiments if e.status == State.DONE and e.potential_v is not None]
     ranked = [e for _, e in sorted(measured, key=lambda pe: objective.rank(pe[0]), reverse=True)]
     hits = sum(objective.is_hit(p) for p, _ in measured) if objective.defines_hits else None
+
+    def row(experiment: Any) -> dict[str, Any]:  # with whether it hit, so no reader re-implements the rule
+        potential = experiment.potential_v
+        return {**asdict(experiment), "hit": potential is not None and objective.defines_hits
+                and objective.is_hit(potential)}
+
     return {
         "campaign": {
             "name": info.name, "seed": info.seed, "store": str(journal.path), "created_at": info.created_at,
-            "code_version": info.code_version, "objective": config["objective"], "planner": config["planner"],
+            "code_version": info.code_version, "objective": config["objective"],
+            "objective_text": describe_objective(config["objective"]), "planner": config["planner"],
             "budget": config["budget"],
         },
         "progress": {
@@ -48,8 +55,8 @@ def snapshot(journal: Journal) -> dict[str, Any]:
             "max_experiments": config["budget"]["max_experiments"],
             "hits": hits,
         },
-        "best": [asdict(e) for e in ranked[:BEST_SHOWN]],
-        "experiments": [asdict(e) for e in experiments],
+        "best": [row(e) for e in ranked[:BEST_SHOWN]],
+        "experiments": [row(e) for e in experiments],
         "models": [asdict(m) for m in journal.model_versions()],
         "events": [_without_raw(asdict(e)) for e in journal.events()],
     }

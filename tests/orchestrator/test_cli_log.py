@@ -75,6 +75,8 @@ def test_json_is_one_object_with_campaign_experiments_models_events(labloop, sto
     assert [r["smiles"] for r in rows] == [FAR, BEST, NEAR, "CCO", "CCN", "CCC"]
     assert [r["status"] for r in rows] == ["done", "done", "done", "failed", "running", "proposed"]
     assert [r["potential_v"] for r in rows] == [3.2, 4.55, 4.4, None, None, None]
+    assert [r["hit"] for r in rows] == [False, True, False, False, False, False]  # 4.5-4.6 V: only BEST
+    assert data["campaign"]["objective_text"] == "oxidation potential in [4.50, 4.60] V vs Li/Li+"
     assert rows[0]["started_at"] <= rows[0]["finished_at"]
     assert rows[4]["finished_at"] is None and rows[5]["started_at"] is None
     assert rows[3]["cause"].startswith("PumpStalled")

@@ -149,6 +149,10 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     assert _text(browser, "#model-version") == f"v{snap['models'][-1]['version']}"
     rows = browser.find_elements(By.CSS_SELECTOR, "#experiments-table tbody tr")
     assert [int(r.get_attribute("data-id")) for r in rows] == [e["id"] for e in reversed(snap["experiments"])]
+    hits = browser.find_elements(By.CSS_SELECTOR, "#experiments-table tbody td.hit")  # the server's hit flags
+    assert len(hits) == sum(e["hit"] for e in snap["experiments"] if e["id"] in {int(r.get_attribute("data-id"))
+                                                                                  for r in rows})
+    assert snap["campaign"]["objective_text"] in _text(browser, "#campaign-summary")
     best = browser.find_elements(By.CSS_SELECTOR, "#best-table tbody tr td.smiles")
     assert [b.text for b in best] == [e["smiles"] for e in snap["best"]]
     measured = [e for e in snap["experiments"] if e["status"] == "done"]

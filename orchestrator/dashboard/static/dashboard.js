@@ -185,19 +185,6 @@ async function showVoltammogram(id) {
 
 // -- tables and text ----------------------------------------------------------------------------------
 
-function describeObjective(o) {
-  const quantity = o.quantity.replace("_", " ");
-  if (o.goal === "window") return `${quantity} in [${num(o.window_v[0], 2)}, ${num(o.window_v[1], 2)}] V vs Li/Li+`;
-  return `${o.goal} ${quantity} vs Li/Li+`;
-}
-
-function isHit(o, p) {
-  if (p === null || p === undefined) return false;
-  if (o.goal === "window") return p >= o.window_v[0] && p <= o.window_v[1];
-  if (o.threshold_v === null || o.threshold_v === undefined) return false;
-  return o.goal === "maximize" ? p >= o.threshold_v : p <= o.threshold_v;
-}
-
 function render(snap, plots) {
   state.snap = snap;
   state.plots = plots;
@@ -205,7 +192,7 @@ function render(snap, plots) {
   document.title = `${c.name} · labloop`;
   $("campaign-name").textContent = c.name;
   $("campaign-summary").textContent =
-    `objective: ${describeObjective(c.objective)} · planner ${c.planner.kind} · seed ${c.seed} · store ${c.store}`;
+    `objective: ${c.objective_text} · planner ${c.planner.kind} · seed ${c.seed} · store ${c.store}`;
   const done = p.counts.done;
   $("done-count").textContent = `${done}/${p.max_experiments}`;
   $("progress-bar").style.width = `${Math.min(100, 100 * done / p.max_experiments)}%`;
@@ -218,7 +205,7 @@ function render(snap, plots) {
   fillBody($("best-table"), snap.best, (e) => {
     const row = el("tr");
     cell(row, snap.best.indexOf(e) + 1, "num"); cell(row, e.id, "num"); cell(row, e.smiles, "smiles");
-    cell(row, num(e.potential_v, 3), isHit(c.objective, e.potential_v) ? "num hit" : "num");
+    cell(row, num(e.potential_v, 3), e.hit ? "num hit" : "num");
     return row;
   });
   fillBody($("models-table"), snap.models, (m) => {
@@ -234,7 +221,7 @@ function render(snap, plots) {
     cell(row, e.id, "num"); cell(row, e.smiles, "smiles"); cell(row, e.status, `status-${e.status}`);
     cell(row, e.attempt, "num"); cell(row, e.step ?? "", "num"); cell(row, num(e.mu, 3), "num");
     cell(row, num(e.sigma, 3), "num"); cell(row, num(e.acquisition, 3), "num"); cell(row, e.model_version ?? "", "num");
-    cell(row, num(e.potential_v, 3), isHit(c.objective, e.potential_v) ? "num hit" : "num");
+    cell(row, num(e.potential_v, 3), e.hit ? "num hit" : "num");
     cell(row, [e.flags.join(", "), e.cause || ""].filter(Boolean).join("; "));
     row.addEventListener("click", () => { state.pinnedCv = true; showVoltammogram(e.id); });
     return row;
