@@ -108,9 +108,18 @@ class SafetyLimits:
                 where, f"dispense of {volume_ml:g} mL exceeds the limit of {self.max_dispense_ml:g} mL"
             )
 
+    def check_content(self, content_ml: float, *, where: str) -> None:
+        """Refuse to move a syringe whose tracked content is not within 0..``syringe_ml``: the driver's count
+        has gone wrong (a pump's counter that over-reports), and a move computed from it could overfill or
+        drive the plunger into its end stop."""
+        if not 0 <= content_ml <= self.syringe_ml * (1 + 1e-9):
+            raise SafetyLimitExceeded(where, f"the syringe's tracked content {content_ml:g} mL is outside "
+                                             f"0..{self.syringe_ml:g} mL: its count is wrong, check the pump")
+
     def check_dispense(self, volume_ml: float, *, content_ml: float, where: str) -> None:
         """Refuse a dispense larger than the per-dispense cap or than what the syringe still holds."""
         self.check_volume(volume_ml, where=where)
+        self.check_content(content_ml, where=where)
         if volume_ml > content_ml:
             raise SafetyLimitExceeded(
                 where, f"dispense of {volume_ml:g} mL exceeds the {content_ml:g} mL left in the syringe"
@@ -119,6 +128,7 @@ class SafetyLimits:
     def check_withdraw(self, volume_ml: float, *, content_ml: float, where: str) -> None:
         """Refuse a withdrawal that would overfill the syringe."""
         _check_volume_argument(volume_ml, where)
+        self.check_content(content_ml, where=where)
         if content_ml + volume_ml > self.syringe_ml:
             raise SafetyLimitExceeded(
                 where,

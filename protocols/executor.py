@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from labloop.core.errors import (
     BlankFailed,
     ConfigError,
+    DispenseMismatch,
     InvalidParameter,
     Problems,
     SafetyLimitExceeded,
@@ -411,9 +412,17 @@ class ProtocolExecutor:
         return "", step.model_dump()
 
     def _dispense(self, step: Dispense, pump: Pump) -> dict[str, float]:
-        done = {"dispensed_ml": pump.dispense(step.volume_ml, step.rate_ml_min)}
+        """Dispense, then refill what was asked for. A pump that reports another volume than asked (a plug-in
+        driver need not check its counter as ``ne1000`` does) is a fault before the refill, which would
+        otherwise withdraw the reported volume: a counter reading 3x too much drove a withdrawal beyond the
+        syringe."""
+        dispensed = pump.dispense(step.volume_ml, step.rate_ml_min)
+        if not abs(dispensed - step.volume_ml) <= DISPENSE_TOLERANCE * step.volume_ml:  # NaN too
+            raise DispenseMismatch(step.pump, f"the pump reports {dispensed!r} mL dispensed where "
+                                              f"{step.volume_ml:g} mL was asked")
+        done = {"dispensed_ml": dispensed}
         if step.refill:
-            done["refilled_ml"] = pump.withdraw(done["dispensed_ml"], step.rate_ml_min)
+            done["refilled_ml"] = pump.withdraw(step.volume_ml, step.rate_ml_min)
         return done
 
     def _cv_params(self, index: int, step: CV, predicted_v: float | None) -> CVParams:
@@ -555,6 +564,9 @@ def widened(params: CVParams, low: float, high: float) -> CVParams:
     begin = lo if anodic_first else hi
     return replace(params, e_begin_v=begin, e_vertex1_v=hi if anodic_first else lo, e_vertex2_v=begin)
 
+
+#: how far a pump's reported volume may be from the one asked for, as a share of it (ne1000 checks to 0.1%)
+DISPENSE_TOLERANCE = 0.02
 
 #: the contract of each kind of instrument, by the name drivers declare (``DriverDescriptor.kind``)
 _KINDS: dict[type, str] = {Pump: "pump", Potentiostat: "potentiostat", SampleChanger: "sample_changer",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labloop.core.errors import SafetyLimitExceeded
+from labloop.core.errors import DispenseMismatch, SafetyLimitExceeded
 from labloop.instruments.contracts import RateUnit, SafetyLimits
 from labloop.instruments.ne1000 import NE1000Pump
 from labloop.orchestrator.compose import build_rig, build_world
@@ -77,6 +77,43 @@ def test_the_executor_refuses_a_scan_the_connected_potentiostat_cannot_apply_bef
     assert actions == [] and wire(rig) == before
     executor.run("S0001", "c1ccccc1", {}, 3.2 + 1.0, lambda *a: actions.append(a))  # within range: it runs
     assert actions and wire(rig) != before
+
+
+class OverReporting:
+    """A pump whose counter reports three times what it dispensed (a plug-in that trusts a faulty counter)."""
+
+    def __init__(self, pump: object) -> None:
+        self.pump, self.withdrawn = pump, []
+
+    def dispense(self, volume_ml: float, rate_ml_min: float) -> float:
+        return 3 * self.pump.dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined]
+
+    def withdraw(self, volume_ml: float, rate_ml_min: float) -> float:
+        self.withdrawn.append(volume_ml)
+        return self.pump.withdraw(volume_ml, rate_ml_min)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.pump, name)
+
+
+def test_a_pump_reporting_another_volume_is_a_fault_before_its_refill(rig: Rig) -> None:
+    """The refill withdrew what the pump *reported*: a counter reading 3x drove WDR 13.5 into a 10 mL syringe."""
+    real = rig.instruments["electrolyte_pump"]
+    liar = rig.instruments["electrolyte_pump"] = OverReporting(real)
+    try:
+        steps = ["load_sample", {"dispense": {**ELECTROLYTE["dispense"], "refill": True}}, "cv", "rinse"]
+        with pytest.raises(DispenseMismatch, match=r"electrolyte_pump: the pump reports 13.5 mL dispensed where "
+                                                   r"4.5 mL was asked"):
+            ProtocolExecutor(steps, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0)), 3.2).run(
+                "S0001", "c1ccccc1", {}, 4.5, lambda *a: None)
+        assert liar.withdrawn == []  # no refill of the reported volume
+    finally:
+        rig.instruments["electrolyte_pump"] = real
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0))
+    with pytest.raises(SafetyLimitExceeded, match=r"tracked content -3.5 mL is outside 0..10 mL"):
+        limits.check_withdraw(1.0, content_ml=-3.5, where="pump")  # it used to pass: -3.5 + 1 <= 10
+    with pytest.raises(SafetyLimitExceeded, match=r"tracked content 23.5 mL"):
+        limits.check_dispense(1.0, content_ml=23.5, where="pump")
 
 
 def test_the_ne1000_driver_refuses_a_rate_over_the_limit_before_sending() -> None:
