@@ -154,12 +154,13 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     preflight.check_prior(campaign)
     preflight.warn_before_run(campaign, library)
     with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
-            Interrupts() as interrupts, sole_runner(campaign.store):
+            Interrupts() as interrupts, sole_runner(campaign.store) as lock:
         try:
             with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library) as rig:
                 executor = compose.build_executor(campaign, rig)
                 executor.check()
                 with open_journal() as journal:
+                    lock.hold_journal()  # a journal just created
                     if world is not None:
                         world.resume_at(journal.raw_count())  # a drifting reference continues where it was
                     code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts, client)

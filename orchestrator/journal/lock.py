@@ -3,7 +3,8 @@
 Why a file beside the store (``<store>.lock``) and not the store itself: ``run`` must refuse a second
 runner *before* it opens any instrument — and before the journal exists, for a new campaign — so the lock
 cannot wait for the journal. The kernel drops the lock when its process dies (even by ``kill -9``), so a
-crashed run never leaves a campaign locked.
+crashed run never leaves a campaign locked. A runner also locks the journal file once it exists, since the
+lock file can be deleted under a running campaign (two runners once wrote one journal that way).
 """
 
 from __future__ import annotations
@@ -25,22 +26,58 @@ def lock_path(store: Path) -> Path:
     return store.with_name(store.name + ".lock")
 
 
+class RunnerLock:
+    """What :func:`sole_runner` holds: the lock file, and once the journal exists the journal file too."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self._journal_fd: int | None = None
+
+    def hold_journal(self) -> None:
+        """Lock the journal file itself (a no-op once held, or while it does not exist yet): the lock file may
+        be deleted under a running campaign (it stays beside the store when nothing runs), and a second
+        runner would then take a new one; the journal file cannot be replaced without losing the campaign.
+        flock, not SQLite's own fcntl locks, so the two never interfere; the descriptor stays open until the
+        runner ends, after the journal is closed."""
+        if self._journal_fd is not None or not self.store.exists():
+            return
+        try:
+            fd = os.open(self.store, os.O_RDONLY)
+        except OSError as exc:
+            raise JournalError(f"{self.store}: cannot use this store: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalError(f"{self.store}: another labloop process is running this campaign") from None
+        self._journal_fd = fd
+
+    def release(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
+
 @contextmanager
-def sole_runner(store: Path) -> Iterator[None]:
-    """Hold the store's lock while a run uses it; a second ``run``/``resume`` is refused (JournalError)."""
+def sole_runner(store: Path) -> Iterator[RunnerLock]:
+    """Hold the store's lock while a run uses it; a second ``run``/``resume`` is refused (JournalError). The
+    caller calls :meth:`RunnerLock.hold_journal` once it has created a new journal."""
     path = lock_path(store)
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise JournalError(f"{store}: cannot use this store: {exc.strerror} ({path})") from None
+    lock = RunnerLock(store)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise JournalError(f"{store}: another labloop process is running this campaign") from None
-        yield
+        lock.hold_journal()  # an existing journal: refused here if a runner holds it, before any instrument
+        yield lock
     finally:
+        lock.release()
         os.close(fd)
 
 

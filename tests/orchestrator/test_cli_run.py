@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -121,6 +122,23 @@ def test_a_campaign_being_run_is_not_run_twice(tmp_path, labloop, write_campaign
         # refused before the rig: no instrument was opened (the rig logs each one it opens at -v)
         assert "rig: " not in result.stderr, result.stderr
     assert labloop("resume", tmp_path / "tiny.db").returncode == 0
+
+
+def test_a_deleted_lock_file_does_not_let_a_second_runner_in(tmp_path, labloop, write_campaign):
+    """The lock file stays beside the store and may be deleted while a run holds it; the runner holds the
+    journal file too (an adversarial trial had two resumes writing one journal: duplicated proposals, one
+    model folder for two versions)."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    with sole_runner(tmp_path / "tiny.db"):  # as a live resume holds it
+        (tmp_path / "tiny.db.lock").unlink()
+        before = (tmp_path / "tiny.db").read_bytes()
+        for result in (labloop("resume", tmp_path / "tiny.db", "--max-experiments", 2),
+                       labloop("run", campaign_file, "--dry-run")):
+            assert result.returncode == 2 and "another labloop process" in result.stderr, result.stderr
+        assert (tmp_path / "tiny.db").read_bytes() == before
+    assert labloop("resume", tmp_path / "tiny.db", "--max-experiments", 2).returncode == 0
+    assert _done(tmp_path / "tiny.db") == 2
 
 
 def test_resume_refuses_a_library_changed_since_the_first_run(tmp_path, labloop, write_campaign):
