@@ -12,8 +12,8 @@ or ``labloop drivers check NAME [--port PORT]`` against real hardware. The kit o
 safe round of commands, a short CV (potentiostats), a small dispense (pumps) or a load (sample changers),
 aborts/stops, asks for unsafe things it must refuse, closes twice and checks that a closed driver raises a
 typed error. Against an emulator it also checks that refusals sent no byte and that the emulator itself
-raised nothing. Each check is reported with its time; an exception that is not an
-:class:`InstrumentError` fails its check as "untyped".
+raised nothing. Each check is reported with its time; an exception that is not a :class:`LabloopError`
+(labloop's error root: :class:`InstrumentError`, :class:`ConfigError`, ...) fails its check as "untyped".
 """
 
 from __future__ import annotations
