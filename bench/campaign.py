@@ -6,8 +6,8 @@ a Gaussian-process draw of amplitude :data:`SMOOTH_AMPLITUDE_V`, length :data:`S
 per seed) and ``drift`` (``groups`` plus a reference walk of :data:`WALK_STEP_V` per measurement). Besides
 the campaign planners: ``oracle`` (``bayes``'s window probability with the surrogate's prediction plus the
 world's systematic part, exactly, and the surrogate's own sigma: what a planner that knew the world's form
-would find) and ``legacy`` (``bayes`` with the calibration labloop had before issue 13: a Bayesian ridge of
-the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below); and, for the
+would find) and ``legacy`` (``bayes`` with the calibration labloop had before its residual learners, 9a22409: a
+Bayesian ridge of the residual on the Born term n_heavy^-1/3 and the heteroatom fraction, copied below); and, for the
 ``smooth`` world only, ``smooth-bound`` (:class:`SmoothBound`: what a learner of that world told its Born
 term and its field's exact prior knows), and for ``groups`` and ``drift`` only, ``groups-bound``
 (:class:`GroupsBound`: told the Born term and which SMARTS patterns shift, learning only by how much; in
@@ -224,7 +224,7 @@ class GroupsBound(_BornKnown):
 
 
 class LegacyCalibratedModel:
-    """The calibration before issue 13 (planners/feedback.py at 712eb97), verbatim in substance: a
+    """The calibration before the residual learners (planners/feedback.py at 712eb97), verbatim in substance: a
     BayesianRidge of measured - mu on (n_heavy^-1/3 / 0.05, heteroatom fraction / 0.15), Gamma priors
     worth 4 pseudo-observations of scale 0.2 V; sigma^2 = sigma^2 + extra^2 + parameter variance."""
 

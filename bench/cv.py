@@ -11,7 +11,7 @@ in the analysis; E vs ferrocene over a campaign whose reference electrode drifts
 E vs the drifting reference; D from the Randles-Sevcik slope over 4 scan rates; the blank's O2 flag with and
 without a purge. The CV parts call the emulator's physics (:func:`labloop.sim.cv_physics.simulate_cell`)
 and the executor's analysis functions directly, which is what the emulator and the executor run
-(tests/test_cv_lab_grade.py runs the same chain over the ptys).
+(tests/protocols/test_cv_lab_grade.py runs the same chain over the ptys).
 
 Usage: python bench/cv.py [--runs N] [--couples N] [--seed S] [--lab-repeats N] [--drift-experiments N]
 """

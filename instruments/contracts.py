@@ -25,7 +25,7 @@ DEFAULT_MAX_RATE_ML_MIN = 50.0
 #: default cell volume (mL): what one experiment may dispense into the cell before it is rinsed
 DEFAULT_CELL_VOLUME_ML = 20.0
 
-if TYPE_CHECKING:  # written concurrently by the CV owner; only the names are needed here
+if TYPE_CHECKING:  # only the names are needed here, in annotations (left unevaluated)
     from labloop.instruments.impedance import EISParams, ImpedanceSpectrum
     from labloop.instruments.voltammogram import CVParams, Voltammogram
 

@@ -3,7 +3,8 @@
 Why: the uncompensated (solution) resistance Ru shifts every peak of a CV by ``i * Ru``; at 1000 ohm and
 60 uA that is 60 mV, as much as the effects a campaign tries to resolve. Automated CV platforms therefore
 measure Ru by impedance before the CV, compensate most of it on the potentiostat and correct the rest in
-the analysis (:func:`labloop.instruments.cv_analysis.correct_ohmic_drop`). This module holds the value
+the analysis (:func:`labloop.instruments.cv_analysis.analyze_cv` with ``ru_ohm``: it corrects the
+:func:`~labloop.instruments.cv_analysis.remaining_resistance`). This module holds the value
 types the driver (:meth:`labloop.instruments.emstat.EmStatPotentiostat.run_eis`), the emulator and the
 journal share, and :func:`fit_ru`.
 

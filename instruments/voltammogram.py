@@ -47,7 +47,8 @@ class CVParams:
     ``e_begin_v`` must lie between the two vertices (inclusive), since the scan returns to it.
     ``current_range_a`` is the fixed current range (None = autoranging): currents beyond it overload.
     ``ir_comp_ohm`` is the resistance the potentiostat compensates by positive feedback during the scan
-    (0: none); the analysis corrects only what remains (:func:`labloop.instruments.cv_analysis.correct_ohmic_drop`).
+    (0: none); the analysis corrects only what remains (:func:`labloop.instruments.cv_analysis.remaining_resistance`,
+    applied by ``analyze_cv(..., ru_ohm=)``).
     """
 
     e_begin_v: float

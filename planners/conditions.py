@@ -36,7 +36,7 @@ N_INITIAL_POINTS = 5
 ACQ_SAMPLES = 500
 #: the confidence bound's weight on uncertainty: small, because every exploratory setting costs an
 #: experiment its voltammogram; with it the loop settles within ~4 batches where expected improvement kept
-#: probing the edges of the space (tests/test_planners_bayes.py)
+#: probing the edges of the space (tests/planners/test_planners_bayes.py)
 KAPPA = 1.0
 
 #: a condition: ``(low, high)`` range (fixed when equal) or ``{"choices": [...]}``

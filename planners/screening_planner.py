@@ -1,4 +1,4 @@
-"""The ``screening`` planner: the thesis's open loop, as a baseline.
+"""The ``screening`` planner: the open loop of the thesis (data/SOURCES.md), as a baseline.
 
 Rank the library once by the prior model's prediction (``E = IE - 1.40`` or ``EA - 1.40``, V vs Li/Li+; the
 mean only, closest to the goal first) and measure in that order, at one fixed setting of the conditions,

@@ -24,7 +24,8 @@ from labloop.sim.sample_changer import SimSampleChanger
 
 def ne1000_emulator(context: EmulatorContext, *, address: int = 0, holds: str = "electrolyte",
                     diameter_mm: float = 26.59) -> Emulation:
-    """One NE-1000 on its own pty, pouring ``holds`` ("sample" or "electrolyte") into the context's cell."""
+    """One NE-1000 on its own pty, pouring ``holds`` ("sample", "electrolyte" or "standard") into the context's
+    cell."""
     emulator = NE1000Emulator([PumpSpec(address, Fluid(holds), diameter_mm)], cell=context.cell,
                               time_scale=context.time_scale)
     return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("ne1000"), name="ne1000").start())

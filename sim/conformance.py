@@ -9,11 +9,12 @@ right methods, idempotent stops and aborts, refusals *before* any byte is sent, 
     assert report.passed, "\\n".join(report.lines())
 
 or ``labloop drivers check NAME [--port PORT]`` against real hardware. The kit opens the driver, runs a
-safe round of commands, a short CV (potentiostats), a small dispense (pumps) or a load (sample changers),
-aborts/stops, asks for unsafe things it must refuse, closes twice and checks that a closed driver raises a
-typed error. Against an emulator it also checks that refusals sent no byte and that the emulator itself
-raised nothing. Each check is reported with its time; an exception that is not an
-:class:`InstrumentError` fails its check as "untyped".
+safe round of commands, a short CV (potentiostats), a small dispense (pumps), a load (sample changers) or a
+flow read back (gas valves), aborts/stops, asks for unsafe things it must refuse, closes twice and checks
+that a closed driver raises a typed error. Against an emulator it also checks that refusals sent no byte
+and that the emulator itself raised nothing. Each check is reported with its time; an exception that is
+not a :class:`LabloopError` (labloop's error root: :class:`InstrumentError`, :class:`ConfigError`, ...)
+fails its check as "untyped".
 """
 
 from __future__ import annotations

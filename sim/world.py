@@ -2,8 +2,8 @@
 emulated potentiostat sees when that molecule is in the cell.
 
 Why a world apart from the surrogate: a dry run must behave like a lab in which the model is *wrong* in
-a way only measurements reveal (docs/architecture.md, "The simulated world"). The thesis's gas-phase rule
-``E = IE - 1.40`` (or ``EA - 1.40``) ignores solvation; the world adds a Born term that grows as the
+a way only measurements reveal (docs/architecture.md, "The simulated world"). The gas-phase rule of the thesis
+``E = IE - 1.40`` (or ``EA - 1.40``; data/SOURCES.md) ignores solvation; the world adds a Born term that grows as the
 molecule shrinks, plus a small per-molecule residual, so closing the loop pays. Only this module reads
 the truth columns (``ie_ev``/``ea_ev`` or a potential column); the surrogate and the planners never do.
 

@@ -1,7 +1,7 @@
 """Named surrogate recipes: featuriser settings plus network config.
 
-``thesis`` is the seed recipe of the thesis this project grows from, reproduced exactly (it needs hours
-per fold at its full 5000 epochs). ``fast`` is labloop's default: the most accurate recipe found that
+``thesis`` is the seed recipe of the thesis (data/SOURCES.md) this project grows from, reproduced exactly (it
+needs hours per fold at its full 5000 epochs). ``fast`` is labloop's default: the most accurate recipe found that
 trains a 5-fold ensemble on the bundled data within 10 minutes on 2 cores (see bench/RESULTS.md for the
 numbers, and for what did not help: a wider network, radius 3, dropout 0.25, Huber loss, auxiliary
 vertical IE/EA and HOMO/LUMO targets, bfloat16, weight averaging of the last epochs). What did help, on

@@ -1,4 +1,4 @@
-"""Open-loop screening as the thesis did it: predicted IE/EA -> redox potentials -> inside the window?
+"""Open-loop screening as the thesis (data/SOURCES.md) did it: predicted IE/EA -> redox potentials -> inside the window?
 
 Why: it is the baseline the closed loop must beat, and a quick way to shortlist a library. A molecule
 passes when its predicted potential +/- z*sigma lies inside the usable window: the intersection of the

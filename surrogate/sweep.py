@@ -1,4 +1,5 @@
-"""The thesis's architecture sweep: fingerprint radius x bit length, 25 combinations, 2-fold CV each.
+"""The thesis's architecture sweep (the thesis: data/SOURCES.md): fingerprint radius x bit length, 25 combinations,
+2-fold CV each.
 
 Why keep it: it shows how much the featurisation choice matters on a user's own data, with the same
 table the thesis reported. The grid is radius 1-5 x 256-4096 bits; every other setting comes from the

@@ -2,7 +2,7 @@
 ``labloop dashboard`` (drawn in the browser from JSON).
 
 Why one module: the report and the live page must never disagree about what the best molecule so far was
-or how far the predictions were off; both take a :func:`labloop.orchestrator.journal_view.snapshot` and
+or how far the predictions were off; both take a :func:`labloop.orchestrator.journal.view.snapshot` and
 call these functions, and only the drawing differs.
 """
 

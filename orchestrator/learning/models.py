@@ -5,9 +5,9 @@ Why here and not in ``surrogate/``: this is where a campaign meets the surrogate
 trained on (the prior slice plus the measured potentials), where its weights live (``<store>.models/``
 beside the journal, so a store and its models move together), which version the journal gives it, and
 how a model's IE/EA become the potential the objective is about (``E_ox = IE - 1.40``,
-``E_red = EA - 1.40``, V vs Li/Li+, the thesis's rule; the measurements teach the rest: the calibration of
-:mod:`labloop.planners.feedback` after every measurement, and retraining with the measured potentials as
-an additional target).
+``E_red = EA - 1.40``, V vs Li/Li+, the rule of the thesis (data/SOURCES.md); the measurements teach the
+rest: the calibration of :mod:`labloop.planners.feedback` after every measurement, and retraining with the
+measured potentials as an additional target).
 
 The prior model is cached in the store's folder (``prior-models/<key>``), keyed by the prior file's hash
 and the training recipe, so a second campaign on the same prior (or a re-run after deleting the journal)

@@ -1,4 +1,4 @@
-"""The plot data `labloop report` and the dashboard share (orchestrator/plot_data.py): best so far follows
+"""The plot data `labloop report` and the dashboard share (orchestrator/journal/plot_data.py): best so far follows
 the campaign's objective, parity pairs predictions with measurements, the prediction error's running mean
 spans the last ERROR_WINDOW experiments."""
 
