@@ -427,9 +427,17 @@ class EmStatPotentiostat:
             if kind is LineKind.END:
                 break
             if kind is LineKind.PACKAGE and in_loop:
-                value, over = loops[len(values) - 1][1](line, len(values[-1]))
+                n_expected, read_point = loops[len(values) - 1]
+                if len(values[-1]) >= n_expected:
+                    raise ProtocolError(self.where, f"{what} loop {len(values)} sent more than its {n_expected} "
+                                                    "points")
+                value, over = read_point(line, len(values[-1]))
                 values[-1].append(value)
                 overload[-1].append(over)
+                # a device that keeps sending its points is working, however long this side takes to read
+                # them (at -vv every byte is logged, slower than a zero-latency emulator sends): the deadline
+                # moves with each point, and the point count bounds the whole run
+                deadline = max(deadline, time.monotonic() + self.timeout_s + interval_s)
             elif kind is LineKind.LOOP_START and not in_loop and len(values) < len(loops):
                 in_loop = True
                 values.append([])

@@ -26,8 +26,10 @@ def expand(url: str) -> str:
 
 
 def silence_apprise() -> None:
-    """apprise logs URLs (with their credentials) when it debugs: its logger stays off."""
-    logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
+    """apprise logs URLs (with their credentials) when it debugs, and so do the HTTP libraries under it
+    (urllib3 logs each request's path, where a webhook keeps its secret): their loggers stay off."""
+    for name in ("apprise", "urllib3", "requests"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def check_url(url: str) -> str:

@@ -58,7 +58,9 @@ def test_each_stop_sends_exactly_one_message(tmp_path, labloop, write_campaign, 
     monkeypatch.setenv("LABLOOP_TEST_HOOK", "hook-secret-a1b2")
     url = f"json://127.0.0.1:{receiver.port}/${{LABLOOP_TEST_HOOK}}"
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2}, alerts=[url])
-    first = labloop("run", campaign_file, "--dry-run")
+    # every logger at DEBUG: urllib3 logged the path; and a -vv dry run used to fail every CV (the driver timed
+    # out reading the emulator's points while logging each byte)
+    first = labloop("-vv", "run", campaign_file, "--dry-run")
     assert first.returncode == 0, first.stderr
     assert len(receiver.messages) == 1
     path, message = receiver.messages[0]
