@@ -48,6 +48,9 @@ class CVFlag(StrEnum):
     OXYGEN = "oxygen"  # an unpaired reduction wave: dissolved O2 (the cell was not purged)
     CONTAMINATED = "contaminated"  # a blank shows an oxidation wave or too much current: dirty electrode/cell
     NO_STANDARD = "no_standard"  # the internal standard's couple was not found where it should be
+    #: no peak of that direction, and the current still climbs into the scan's vertex: the wave lies beyond
+    #: the scanned window (a result about the molecule, not an irreversible couple)
+    BEYOND_WINDOW = "beyond_window"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +275,33 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, r
     sigma = _noise_sigma(v, segments)
     peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm)) if segments else []
     anodic, cathodic = _pair(peaks)
+    rising = _rising_into_vertex(v, segments, sigma, settings) if segments else set()
+    if (anodic is None and 1 in rising) or (cathodic is None and -1 in rising):
+        flags.add(CVFlag.BEYOND_WINDOW)
     return _result(v, anodic, cathodic, sigma, flags, settings)
+
+
+#: how far before a vertex the current's climb into it is measured (V)
+VERTEX_RISE_SPAN_V = 0.1
+
+
+def _rising_into_vertex(v: Voltammogram, segments: list[Segment], sigma: float,
+                        settings: CVAnalysisSettings) -> set[int]:
+    """Directions (+1 anodic, -1 cathodic) of the sweeps whose current still climbs, by more than a peak's
+    prominence threshold, over the last :data:`VERTEX_RISE_SPAN_V` before they turn: the wave's peak lies
+    beyond the vertex, so a missing peak there is not an irreversible couple."""
+    smoothed = [_smooth(v.current_a[s.index], _window(_step(v, s), s.stop - s.start + 1, settings), settings)
+                for s in segments]
+    threshold = max(settings.min_peak_snr * sigma, settings.min_peak_share * max(float(np.ptp(c)) for c in smoothed))
+    rising = set()
+    for segment, smooth in zip(segments[:-1], smoothed, strict=False):  # the last sweep ends the scan, not at a vertex
+        e = v.potential_v[segment.index]
+        window = _window(_step(v, segment), len(e), settings)
+        end = len(e) - 1 - window  # clear of the smoothing's edge
+        start = int(np.searchsorted(segment.direction * e, segment.direction * e[end] - VERTEX_RISE_SPAN_V))
+        if 0 <= start < end and segment.direction * (smooth[end] - smooth[start]) > threshold:
+            rising.add(segment.direction)
+    return rising
 
 
 def remaining_resistance(v: Voltammogram, ru_ohm: float) -> float:
@@ -298,7 +327,7 @@ def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma
     else:
         reversibility = _classify(dep, ratio, settings)
         signal = max(abs(p.height_a) for p in (anodic, cathodic) if p is not None)
-    if reversibility == "irreversible":
+    if reversibility == "irreversible" and CVFlag.BEYOND_WINDOW not in flags:
         flags.add(CVFlag.IRREVERSIBLE)
     snr = signal / sigma if sigma > 0 else math.inf
     if snr < settings.noisy_snr:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from threadpoolctl import threadpool_limits
 
 from labloop.core.errors import ClusterLostError, InputError, InstrumentError, JournalWriteError
-from labloop.instruments.cv_analysis import measurement_quality
+from labloop.instruments.cv_analysis import CVFlag, measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import VETOED, ExperimentRow, Journal, State
@@ -317,6 +317,8 @@ class Runner:
                 self.journal.finish_experiment(experiment.id)
                 return State.DONE
         flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
+        if CVFlag.BEYOND_WINDOW in outcome.analysis.flags:  # a result about the molecule: say it plainly
+            flags += " (the current still rises at the scan's vertex: the potential lies beyond the window scanned)"
         self._fail(experiment.id, f"{ANALYSIS_FAILURE}{flags}", safe_state=False)
         return ANALYSIS_FAULT
 

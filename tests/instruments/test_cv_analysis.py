@@ -82,6 +82,23 @@ def test_missing_return_peak_is_irreversible() -> None:
     assert result.reversibility == "irreversible" and CVFlag.IRREVERSIBLE in result.flags
 
 
+@pytest.mark.parametrize(("e0_v", "species"), [(0.55, "reduced"), (-0.55, "oxidized")])
+def test_a_wave_beyond_the_vertex_is_not_called_irreversible(e0_v: float, species: str) -> None:
+    """The scan turns before the forward peak, so only the return wave (of what the forward sweep made near
+    the vertex) is seen: the couple's potential lies beyond the window, which an irreversible flag hid
+    (a newcomer's trial: screens of hard-to-oxidise molecules failed as 'irreversible')."""
+    start = -0.5 if species == "reduced" else 0.5
+    params = CVParams(e_begin_v=start, e_vertex1_v=-start, e_vertex2_v=start, scan_rate_v_s=0.1)
+    result = analyze_cv(simulate_cv(CellParams(e0_v=e0_v, noise_fraction=0.01, species=species), params,
+                                    np.random.default_rng(8)))
+    forward = result.epa_v if species == "reduced" else result.epc_v
+    assert forward is None and result.e_half_v is None
+    assert CVFlag.BEYOND_WINDOW in result.flags and CVFlag.IRREVERSIBLE not in result.flags
+    inside = analyze_cv(simulate_cv(CellParams(e0_v=e0_v / 2, noise_fraction=0.01, species=species), params,
+                                    np.random.default_rng(8)))
+    assert CVFlag.BEYOND_WINDOW not in inside.flags and inside.reversibility == "reversible"
+
+
 def test_slow_but_not_irreversible_couple_is_quasi_reversible() -> None:
     result = analyze_cv(simulate_cv(CellParams(e0_v=0.0, k0_cm_s=0.003, noise_fraction=0.01), WIDE,
                                     np.random.default_rng(6)))
