@@ -8,6 +8,7 @@ and ``--port 0`` lets the kernel choose a free port whose URL is printed first (
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 import socket
@@ -30,7 +31,9 @@ SHUTDOWN_GRACE_S = 1
               help="Address to listen on; anything but 127.0.0.1 exposes the page to the network.")
 @click.option("--port", default=8050, show_default=True, type=click.IntRange(0, 65535),
               help="Port (0: any free port; the URL is printed).")
-@click.option("--token", help="The write token for approve/veto (default: a random one, printed).")
+@click.option("--token", envvar="LABLOOP_DASHBOARD_TOKEN", show_envvar=True,
+              help="The write token for approve/veto (default: a random one, printed); from the environment "
+                   "variable, other users of the machine cannot read it in the process list.")
 def dashboard(store: Path, host: str, port: int, token: str | None) -> None:
     import uvicorn
 
@@ -72,6 +75,9 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRNOTAVAIL:  # the host is not one of this machine's addresses
+            raise click.BadParameter(f"cannot listen on {host} ({exc.strerror}): not an address of this machine",
+                                     param_hint="--host") from None
         raise click.BadParameter(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port",
                                  param_hint="--port") from None
     sock.listen(128)

@@ -45,7 +45,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from labloop.core.errors import NotAwaitingApproval
+from labloop.core.errors import JournalError, NotAwaitingApproval
 from labloop.orchestrator.journal.plot_data import plot_series
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import snapshot
@@ -185,15 +185,18 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
                                 status_code=403)
         try:
             body = await request.json()
-            veto = body.get("veto", [])
-            if not isinstance(veto, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in veto):
+            veto, batch = body.get("veto", []), body.get("batch")
+            if not _ids(veto) or not (batch is None or _ids(batch)):
                 raise ValueError
-        except (ValueError, AttributeError):
-            return JSONResponse({"error": 'body must be JSON like {"veto": [3, 5]}'}, status_code=400)
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested thousands deep
+            return JSONResponse({"error": 'body must be JSON like {"veto": [3, 5], "batch": [3, 4, 5, 6]}'},
+                                status_code=400)
         try:
-            approved, vetoed = await run_in_threadpool(_decide, store, veto)
+            approved, vetoed = await run_in_threadpool(_decide, store, veto, batch)
         except NotAwaitingApproval as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
+        except JournalError as exc:  # a store this account may read but not write
+            return JSONResponse({"error": f"the journal cannot be written here: {exc}"}, status_code=403)
         log.info("dashboard: approved %s, vetoed %s", approved, vetoed)
         return JSONResponse({"approved": approved, "vetoed": vetoed})
 
@@ -223,10 +226,16 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
     return app
 
 
-def _decide(store: Path, veto: list[int]) -> tuple[list[int], list[int]]:
-    """Approve the waiting batch except ``veto``, through a short-lived writable connection."""
+def _ids(value: object) -> bool:
+    """Whether ``value`` is a list of experiment ids (integers, not booleans)."""
+    return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+
+def _decide(store: Path, veto: list[int], batch: list[int] | None) -> tuple[list[int], list[int]]:
+    """Approve the waiting batch except ``veto``, through a short-lived writable connection; ``batch`` (the
+    ids the page showed) must be the batch waiting, so a late click never decides a batch nobody saw."""
     with Journal.open(store) as journal:
-        return journal.approve(veto=veto, by="dashboard")
+        return journal.approve(veto=veto, by="dashboard", batch=batch)
 
 
 async def _events(request: Request, source: CampaignSource) -> AsyncIterator[bytes]:

@@ -514,16 +514,22 @@ class Journal:
                         data={"experiments": ids, "model_version": model_version})
         return ids
 
-    def approve(self, veto: Sequence[int] = (), *, by: str) -> tuple[list[int], list[int]]:
+    def approve(self, veto: Sequence[int] = (), *, by: str, batch: Sequence[int] | None = None
+                ) -> tuple[list[int], list[int]]:
         """Decide the waiting batch: every ``awaiting_approval`` experiment becomes ``proposed``, except those in
         ``veto``, which become ``failed`` (cause ``vetoed ...``). ``by`` says who decided (journalled).
-        Returns (approved ids, vetoed ids); :class:`NotAwaitingApproval` if nothing waits or a veto is not
-        in the waiting batch (then nothing changes)."""
+        ``batch``, when given, is the batch the person looked at, and must be the one waiting.
+        Returns (approved ids, vetoed ids); :class:`NotAwaitingApproval` if nothing waits, another batch
+        waits, or a veto is not in the waiting batch (then nothing changes)."""
         with self._write() as db:
             waiting = [r[0] for r in db.execute("SELECT id FROM experiments WHERE state = ? ORDER BY id",
                                                 (State.AWAITING_APPROVAL.value,))]
             if not waiting:
                 raise NotAwaitingApproval(f"{self.path.name}: no experiment is awaiting approval")
+            if batch is not None and sorted(batch) != waiting:
+                raise NotAwaitingApproval(f"{self.path.name}: the batch waiting is {', '.join(map(str, waiting))}, "
+                                          f"not the {', '.join(map(str, sorted(batch))) or 'empty'} decided on: "
+                                          "look at it again")
             stray = sorted(set(veto) - set(waiting))
             if stray:
                 raise NotAwaitingApproval(f"{self.path.name}: experiment {stray[0]} is not awaiting approval "

@@ -74,7 +74,11 @@ def test_state_machine_of_the_gate(tmp_path, write_campaign):
         with pytest.raises(NotAwaitingApproval, match="experiment 99 is not awaiting approval"):
             journal.approve([ids[1], 99], by="test")
         assert [e.status for e in journal.experiments()] == ["awaiting_approval"] * 3  # nothing changed
-        assert journal.approve([ids[1]], by="test") == ([ids[0], ids[2]], [ids[1]])
+        with pytest.raises(NotAwaitingApproval, match=f"the batch waiting is {ids[0]}, {ids[1]}, {ids[2]}, not the "
+                                                      f"{ids[0]}, {ids[1]} decided on"):
+            journal.approve(by="test", batch=ids[:2])  # a page showing another batch (an older one)
+        assert [e.status for e in journal.experiments()] == ["awaiting_approval"] * 3
+        assert journal.approve([ids[1]], by="test", batch=ids[::-1]) == ([ids[0], ids[2]], [ids[1]])
         rows = {e.id: e for e in journal.experiments()}
         assert rows[ids[0]].status == rows[ids[2]].status == "proposed"
         assert rows[ids[1]].status == "failed" and rows[ids[1]].cause.startswith("vetoed")

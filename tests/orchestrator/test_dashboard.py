@@ -268,12 +268,15 @@ def test_refusals_over_http(served, finished_store):
     assert status == 409 and b"no experiment is awaiting approval" in body
     status, _ = served.request("POST", "/api/approve", b"{not json", {"X-Labloop-Token": TOKEN})
     assert status == 400
+    deep = b'{"veto": ' + b"[" * 30000 + b"]" * 30000 + b"}"  # 60 kB, under the size cap: was a 500
+    status, _ = served.request("POST", "/api/approve", deep, {"X-Labloop-Token": TOKEN})
+    assert status == 400
     assert served.get("/api/campaign", Host="evil.example:80")[0] == 400  # DNS rebinding
     status, _ = served.request("GET", "/api/approve")
     assert status == 405
 
 
-def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served):
+def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served, monkeypatch):
     notes = tmp_path / "notes.db"
     notes.write_text("just text, not a journal " * 50)
     for store, needle in ((notes, "not a labloop journal"), (tmp_path / "missing.db", "no such journal")):
@@ -283,6 +286,12 @@ def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served):
     assert busy.returncode == 2 and "--port" in busy.stderr and busy.stderr.count("\n") == 1
     short = labloop("dashboard", served.process.args[-5], "--token", "abc")
     assert short.returncode == 2 and "--token" in short.stderr
+    monkeypatch.setenv("LABLOOP_DASHBOARD_TOKEN", "abc")  # the token can come from the environment, out of `ps`
+    short = labloop("dashboard", served.process.args[-5])
+    assert short.returncode == 2 and "--token" in short.stderr
+    monkeypatch.delenv("LABLOOP_DASHBOARD_TOKEN")
+    foreign = labloop("dashboard", served.process.args[-5], "--host", "192.0.2.1", "--port", 0)  # TEST-NET-1
+    assert foreign.returncode == 2 and "--host" in foreign.stderr and "not an address of this machine" in foreign.stderr
 
 
 def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_campaign, browser):

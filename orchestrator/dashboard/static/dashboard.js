@@ -264,7 +264,7 @@ async function decide(vetoAll) {
   const message = $("approval-message");
   const response = await fetch("/api/approve", {
     method: "POST", headers: { "Content-Type": "application/json", "X-Labloop-Token": token },
-    body: JSON.stringify({ veto }),
+    body: JSON.stringify({ veto, batch: boxes.map((b) => Number(b.value)) }),  // the batch shown, as decided
   });
   const body = await response.json().catch(() => ({}));
   if (response.ok) {
