@@ -21,19 +21,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from labloop.core.text import printable
 from labloop.surrogate.dataset import csv_line
 from labloop.surrogate.featurize import InvalidSmiles
 
 log = logging.getLogger(__name__)
 
+__all__ = ["err", "out", "printable", "progress", "report_invalid", "setup_logging"]
+
 out = Console()
 err = Console(stderr=True)
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character (ESC, BEL, a newline, ...) written as its escape: a path or a
-    device's reply shown in a message can neither drive the terminal nor split the one line into two."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def setup_logging(verbose: int) -> None:

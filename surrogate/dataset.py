@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,22 @@ def too_long(smiles: object) -> str | None:
     """Why ``smiles`` is skipped unparsed (``too long: 1000000 characters, at most 1000``), or None."""
     if isinstance(smiles, str) and len(smiles) > MAX_SMILES_LENGTH:
         return f"too long: {len(smiles)} characters, at most {MAX_SMILES_LENGTH}"
+    return None
+
+
+#: what no SMILES holds: a space (RDKit reads what follows as the molecule's name, so ``CCO`` and ``CCO x``
+#: would be two molecules), a control character (an ESC sequence would drive the terminal that shows it)
+_NOT_IN_SMILES = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def unusable(smiles: object) -> str | None:
+    """Why ``smiles`` is skipped unparsed (too long, or holding what no SMILES holds), or None."""
+    if not isinstance(smiles, str):
+        return None
+    if (reason := too_long(smiles)) is not None:
+        return reason
+    if not smiles.isascii() or _NOT_IN_SMILES.search(smiles.strip()):
+        return "holds a space, a control or a non-ASCII character, which no SMILES has"
     return None
 
 

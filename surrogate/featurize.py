@@ -22,7 +22,7 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 
 from labloop.core.errors import InvalidInput
-from labloop.surrogate.dataset import shown, too_long
+from labloop.surrogate.dataset import shown, unusable
 from labloop.surrogate.descriptors import NAMES as DESCRIPTOR_NAMES
 from labloop.surrogate.descriptors import descriptor_matrix
 
@@ -152,7 +152,7 @@ def parse_smiles(smiles: object) -> Chem.Mol | None:
     unsanitised, then sanitising and removing explicit hydrogens as ``MolFromSmiles`` does, gives the same
     molecules and bit-identical features on all bundled molecules (bench/RESULTS.md).
     """
-    if not isinstance(smiles, str) or not smiles.strip() or too_long(smiles):
+    if not isinstance(smiles, str) or not smiles.strip() or unusable(smiles):
         return None
     mol = Chem.MolFromSmiles(smiles, sanitize=False)
     if mol is None or mol.GetNumAtoms() == 0:
@@ -314,7 +314,7 @@ def featurize(
         if cache is not None and canonical is not None:
             ok = np.flatnonzero(valid_new)
             cache.put_many([canonical[i] for i in ok], X_new[ok], D_new[ok], settings)
-    invalid = [InvalidSmiles(int(i), str(smiles[i]), too_long(smiles[i]) or InvalidSmiles.reason)
+    invalid = [InvalidSmiles(int(i), str(smiles[i]), unusable(smiles[i]) or InvalidSmiles.reason)
                for i in np.flatnonzero(~valid)]
     if invalid:
         log.info("skipped %d invalid SMILES (first at row %d: %s)", len(invalid), invalid[0].row, invalid[0].shown)

@@ -20,6 +20,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from labloop.core.text import printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.store import Journal, State
 
@@ -108,7 +109,7 @@ def progress_line(snap: dict[str, Any]) -> str:
 
 def event_line(event: dict[str, Any]) -> str:
     """One event as ``time  kind  message``, the events table's row as one plain line."""
-    return f"{_time(event['time'])}  {event['kind']}  {event['message']}"
+    return printable(f"{_time(event['time'])}  {event['kind']}  {event['message']}")
 
 
 def describe_objective(objective: dict[str, Any]) -> str:
@@ -127,7 +128,7 @@ def _header(snap: dict[str, Any]) -> Text:
     campaign, progress = snap["campaign"], snap["progress"]
     counts = progress["counts"]
     text = Text()
-    text.append(campaign["name"], style="bold")
+    text.append(printable(campaign["name"]), style="bold")
     text.append(f"  seed {campaign['seed']}  planner {campaign['planner']['kind']}  "
                 f"objective: {describe_objective(campaign['objective'])}\n")
     text.append(f"done {counts['done']}/{progress['max_experiments']}")
@@ -140,6 +141,12 @@ def _header(snap: dict[str, Any]) -> Text:
     if snap["models"]:
         text.append(f"  model v{snap['models'][-1]['version']}")
     return text
+
+
+def _text(value: str) -> Text:
+    """Journal text as rich text, never markup, with control characters escaped (a SMILES or a device's reply
+    may hold ESC sequences that would drive the terminal)."""
+    return Text(printable(value))
 
 
 def _time(stamp: str | None) -> str:
@@ -157,8 +164,8 @@ def _experiments_table(rows: list[dict[str, Any]]) -> Table:
                          justify="right" if name in ("id", "try") else "left")
     style = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
     for e in rows:
-        table.add_row(str(e["id"]), Text(e["smiles"]), Text(e["status"], style=style.get(e["status"], "")),
-                      str(e["attempt"]), _time(e["started_at"]), _time(e["finished_at"]), Text(e["cause"] or ""))
+        table.add_row(str(e["id"]), _text(e["smiles"]), Text(e["status"], style=style.get(e["status"], "")),
+                      str(e["attempt"]), _time(e["started_at"]), _time(e["finished_at"]), _text(e["cause"] or ""))
     return table
 
 
@@ -169,8 +176,8 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
     for e in rows:
         predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
-        table.add_row(str(e["id"]), Text(e["smiles"]), _volts(e["potential_v"]), predicted, _volts(e["e_half_v"]),
-                      dep, Text(", ".join(e["flags"])))
+        table.add_row(str(e["id"]), _text(e["smiles"]), _volts(e["potential_v"]), predicted, _volts(e["e_half_v"]),
+                      dep, _text(", ".join(e["flags"])))
     return table
 
 
@@ -179,7 +186,7 @@ def _best_table(rows: list[dict[str, Any]]) -> Table:
     for name in ("rank", "id", "smiles", "potential"):
         table.add_column(name, overflow="fold", justify="left" if name == "smiles" else "right")
     for rank, e in enumerate(rows, start=1):
-        table.add_row(str(rank), str(e["id"]), Text(e["smiles"]), _volts(e["potential_v"]))
+        table.add_row(str(rank), str(e["id"]), _text(e["smiles"]), _volts(e["potential_v"]))
     return table
 
 
@@ -188,5 +195,5 @@ def _events_table(rows: list[dict[str, Any]]) -> Table:
     for name in ("time", "kind", "message"):
         table.add_column(name, overflow="fold", no_wrap=name != "message")
     for event in rows:
-        table.add_row(_time(event["time"]), Text(event["kind"]), Text(event["message"]))
+        table.add_row(_time(event["time"]), _text(event["kind"]), _text(event["message"]))
     return table

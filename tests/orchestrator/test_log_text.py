@@ -38,6 +38,7 @@ def test_log_shows_journal_text_as_text(tmp_path, labloop, monkeypatch) -> None:
         journal.start_experiment(ids[0])
         journal.fail_experiment(ids[0], f"DeviceError: {CLOSING} {MARKUP}")
         journal.add_event("fault", f"pump said {MARKUP} and {CLOSING}")
+        journal.add_event("fault", "pump said \x1b]0;PWNED\x07\x1b[31mRED")  # a device's reply with ESC sequences
 
     result = labloop("log", store, "--last", "5")
     assert result.returncode == 0, result.stderr
@@ -46,6 +47,8 @@ def test_log_shows_journal_text_as_text(tmp_path, labloop, monkeypatch) -> None:
     assert "CC[N+](C)(C)C" in shown
     assert MARKUP in shown
     assert CLOSING in shown
+    assert "\x1b" not in shown and "\x07" not in shown  # escaped, so the terminal is not driven
+    assert "\\x1b]0;PWNED\\x07\\x1b[31mRED" in shown
 
 
 def test_validate_shows_a_bracketed_path_as_written(tmp_path, labloop, monkeypatch) -> None:

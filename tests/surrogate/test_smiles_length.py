@@ -23,6 +23,16 @@ def test_featurize_skips_a_huge_smiles_as_too_long() -> None:
     assert "1000000 characters" in skipped.shown and len(skipped.shown) < 200
 
 
+def test_featurize_skips_a_smiles_with_a_name_or_an_escape_sequence() -> None:
+    """RDKit reads what follows a space as the molecule's name: ``CCO x`` parsed as ethanol, a second key for
+    one molecule, and an ESC sequence after the space reached the terminal through ``labloop log``."""
+    hostile = ["CCO x", "c1ccccc1 \x1b]0;PWNED\x07\x1b[31mRED", "CC\tO", "CCO"]
+    feats = featurize(hostile, FingerprintSettings(n_bits=64), n_jobs=1)
+    assert list(feats.rows) == [3]
+    assert [s.row for s in feats.invalid] == [0, 1, 2]
+    assert all("holds a space, a control" in s.reason for s in feats.invalid)
+
+
 def test_read_table_blanks_too_long_smiles_with_one_line_and_keeps_rows_aligned(tmp_path, caplog) -> None:
     path = tmp_path / "library.csv"
     path.write_text(f"smiles,ie_ev\nCCO,7.1\n{HUGE},6.0\n{HUGE[:2000]},6.5\nc1ccccc1,8.0\n")
