@@ -104,9 +104,15 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
     that every driver exists and takes the options given): a simulated-only driver is not asked for real
     hardware, and every serial port exists (real runs). Raises an InputError naming the instrument."""
     on_port: dict[tuple[str, object], str] = {}  # (port, address) -> the instrument there
+    driver_on: dict[str, str] = {}  # port -> the first instrument on it
     for name, entry in campaign.instruments.items():
         where = campaign.located("instruments", name)
         if entry.port:  # instruments may share a serial line only as different addresses of one chain
+            first = campaign.instruments[driver_on.setdefault(entry.port, name)]
+            if first.driver != entry.driver:  # one line, one protocol and baud rate
+                raise ConfigError(where, f"shares port {entry.port} with {driver_on[entry.port]!r}, whose driver "
+                                         f"is {first.driver!r}, not {entry.driver!r}: a serial line speaks to one "
+                                         "kind of device")
             other = on_port.setdefault((entry.port, entry.options.get("address")), name)
             if other != name:
                 raise ConfigError(where, f"shares port {entry.port} with {other!r} at the same address "

@@ -280,6 +280,9 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
                                        "reference must name the reference electrode"),
         "two pumps at one address": (instrument("electrolyte_pump", address=0),
                                      "shares port /dev/ttyUSB0 with 'analyte_pump' at the same address (0)"),
+        "a potentiostat on the pumps' line": (  # a newcomer's wiring mistake, which validate passed
+            {"instruments": {**rig, "potentiostat": {**rig["potentiostat"], "port": rig["analyte_pump"]["port"]}}},
+            f"shares port {rig['analyte_pump']['port']} with 'analyte_pump', whose driver is 'ne1000', not 'emstat'"),
         "control characters in a path": ({"library": {"file": str(tmp_path / "lib\x1b[2J\nFAKE OK")}},
                                          "lib\\x1b[2J\\nFAKE OK: no such file"),
         "a reference electrode 3000 V away": ({"cell": {"reference_offset_v": 3000.0}},
