@@ -38,7 +38,7 @@ FOLLOW_INTERVAL_S = 1.0
 @click.option("--dry-run", is_flag=True, help="Check for a dry run: ports need not exist, simulated drivers are ok.")
 @scheduler_option
 def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
-    campaign = load_campaign(campaign_file)
+    campaign = preflight.with_extended_budget(load_campaign(campaign_file))
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
     preflight.check_prior(campaign)
     preflight.check_store(campaign)

@@ -12,7 +12,7 @@ from itertools import islice
 
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, InvalidInput
+from labloop.core.errors import ConfigError, InvalidInput, JournalError
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.yaml_source import display_name
@@ -40,6 +40,32 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
         raise ConfigError(where, f"{store} is not a file a journal can be kept in")
     with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
         refuse_other_settings(store, campaign, journal.campaign_info())
+
+
+def with_extended_budget(campaign: Campaign) -> Campaign:
+    """``campaign`` with its journal's ``budget.max_experiments`` when ``labloop resume --max-experiments``
+    raised it and that is the only difference: running the unchanged file again continues the campaign to
+    the budget it has now (it was refused as a campaign of other settings). Unchanged otherwise."""
+    store = campaign.store
+    if not store.is_file():
+        return campaign
+    try:
+        with Journal.open(store, readonly=True) as journal:
+            stored = journal.campaign_info().config
+    except JournalError:
+        return campaign  # not a journal: check_store says so
+    budget = stored.get("budget") if isinstance(stored, dict) else None
+    extended = budget.get("max_experiments") if isinstance(budget, dict) else None
+    if not isinstance(extended, int) or extended <= campaign.budget.max_experiments:
+        return campaign
+    candidate = campaign.model_copy(update={
+        "budget": campaign.budget.model_copy(update={"max_experiments": extended})})
+    if candidate.model_dump(mode="json", by_alias=True) != stored:
+        return campaign
+    console.err.print(f"{display_name(store)}: continuing to budget.max_experiments {extended}, set by labloop "
+                      f"resume --max-experiments (the file says {campaign.budget.max_experiments})",
+                      markup=False, highlight=False, soft_wrap=True)
+    return candidate
 
 
 def check_prior(campaign: Campaign) -> None:

@@ -68,7 +68,7 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
     campaign = load_campaign(campaign_file)
     updates = {key: value for key, value in (("store", store and store.absolute()), ("seed", seed))
                if value is not None}
-    campaign = campaign.model_copy(update=updates)
+    campaign = preflight.with_extended_budget(campaign.model_copy(update=updates))
     # as validate does: a folder that cannot hold it, a journal of other settings
     preflight.check_store(campaign, "--store" if store is not None else None)
     source = campaign_file.read_text()

@@ -74,6 +74,14 @@ def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, 
         assert len(journal.experiments(states=(State.DONE,))) == 4
         assert journal.campaign_info().config["budget"]["max_experiments"] == 4
         assert [e.data for e in journal.events() if e.kind == "budget"] == [{"before": 2, "after": 4}]
+    # the unchanged file (budget 2) is still this campaign: it continues to the budget resume gave it
+    original = write_campaign(tmp_path, budget={"max_experiments": 2})
+    for command in ("validate", "run"):
+        again = labloop(command, original, "--dry-run")
+        assert again.returncode == 0, again.stderr
+        assert "continuing to budget.max_experiments 4, set by labloop resume --max-experiments" in again.stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert len(journal.experiments(states=(State.DONE,))) == 4
 
 
 @pytest.mark.parametrize(("signum", "times"), [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
