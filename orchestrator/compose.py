@@ -182,16 +182,17 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
     low = min(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
     high = max(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
     objective = campaign.objective
-    scans = (f"the protocol's cv scans {low:.2f}-{high:.2f} V vs Li/Li+ (its window + cell.reference_offset_v "
-             f"{offset:g} V)")
+    scans = (f"the protocol's cv scans {low:.2f} to {high:.2f} V vs Li/Li+ (its window + "
+             f"cell.reference_offset_v {offset:g} V)")
     if objective.goal == "window":
         w_low, w_high = objective.window_v  # type: ignore[misc]  # set for a window goal (validated)
         if w_high < low or w_low > high:
-            return f"objective.window_v {w_low:g}-{w_high:g} V vs Li/Li+ is out of reach: {scans}"
+            return (f"{campaign.located('objective', 'window_v')}: {w_low:g} to {w_high:g} V vs Li/Li+ is out of "
+                    f"reach: {scans}")
     elif objective.threshold_v is not None:
         t = objective.threshold_v
         if (objective.goal == "maximize" and t > high) or (objective.goal == "minimize" and t < low):
-            return f"objective.threshold_v {t:g} V vs Li/Li+ is out of reach: {scans}"
+            return f"{campaign.located('objective', 'threshold_v')}: {t:g} V vs Li/Li+ is out of reach: {scans}"
     return None
 
 

@@ -59,6 +59,7 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, scheduler: str | 
         stops.append(f"{budget.max_hours:g} h")
     if budget.stop_after_hits is not None:
         stops.append(f"{budget.stop_after_hits} hits")
+    default = "" if "reference_offset_v" in campaign.cell.model_fields_set else ", the default: calibrate yours"
     rows = {
         "valid": f"{path}: campaign {campaign.name!r}, seed {campaign.seed}",
         "library": f"{display_name(campaign.library.file)} ({n_molecules} molecules)",
@@ -72,6 +73,7 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, scheduler: str | 
                    "library predictions in shards on a Dask LocalCluster started by the run",
         "instruments": f"{instruments}; drivers checked against the driver registry",
         "protocol": ", ".join(campaign.protocol.step_names),
+        "reference": f"{campaign.cell.reference_offset_v:g} V vs Li/Li+ (cell.reference_offset_v{default})",
         "budget": "stop after " + " or ".join(stops),
         "schedule": f"active {campaign.schedule.active_hours}",
         "store": f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}",

@@ -15,6 +15,7 @@ import pytest
 
 from labloop.core.errors import CampaignError
 from labloop.instruments.registry import driver_names
+from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign, parse_active_hours
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,12 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "200 molecules" in proc.stdout and "cathode-screen" in proc.stdout
+    assert "3.2 V vs Li/Li+ (cell.reference_offset_v)" in proc.stdout  # where the reference sits, said
+    (workdir / "no-cell.yaml").write_text((workdir / "campaign.yaml").read_text().replace(
+        "cell: {reference_offset_v: 3.2}", ""))
+    monkeypatch.setattr(console.out, "width", 400)  # no folding
+    assumed = labloop("validate", workdir / "no-cell.yaml", "--dry-run")
+    assert "(cell.reference_offset_v, the default: calibrate yours)" in assumed.stdout
     assert not (workdir / "runs").exists()
     # for real instruments, validate checks what run would: the simulated sample changer cannot be real --
     # and the user who forgets --dry-run gets that one line from run too, with nothing written
@@ -369,10 +376,12 @@ def test_an_objective_the_scan_cannot_reach_is_warned_about(labloop, workdir):
     assert "out of reach" not in labloop("validate", workdir / "campaign.yaml", "--dry-run").stderr
     text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", "window_v: [5.5, 5.6]")
     (workdir / "far.yaml").write_text(text)
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if "window_v: [5.5, 5.6]" in content)
     far = labloop("validate", workdir / "far.yaml", "--dry-run")
     assert far.returncode == 0 and far.stderr.strip() == (
-        "warning: objective.window_v 5.5-5.6 V vs Li/Li+ is out of reach: the protocol's cv scans 2.40-5.15 V vs "
-        "Li/Li+ (its window + cell.reference_offset_v 3.2 V): no measurement can be a hit")
+        f"warning: {workdir / 'far.yaml'}:{line}: objective.window_v: 5.5 to 5.6 V vs Li/Li+ is out of reach: the "
+        "protocol's cv scans 2.40 to 5.15 V vs Li/Li+ (its window + cell.reference_offset_v 3.2 V): no measurement "
+        "can be a hit")
 
 
 def test_yaml_readings_that_surprise_are_explained(labloop, workdir):
