@@ -22,6 +22,7 @@ from rich.text import Text
 
 from labloop.core.text import printable
 from labloop.orchestrator.config.campaign import Objective
+from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal, State
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
             "budget": config["budget"],
         },
         "progress": {
+            "run_active": being_run(journal.path),  # a process holds the runner lock right now
             "counts": {state.value: sum(e.status == state for e in experiments) for state in State},
             "max_experiments": config["budget"]["max_experiments"],
             "hits": hits,
@@ -138,6 +140,9 @@ def _header(snap: dict[str, Any]) -> Text:
         text.append(f"  awaiting approval {counts['awaiting_approval']}", style="bold magenta")
     if progress["hits"] is not None:
         text.append(f"  hits {progress['hits']}", style="green" if progress["hits"] else None)
+    if counts["running"] and not progress["run_active"]:  # after a crash or kill -9
+        text.append("  (no run holds this journal: the running experiment was interrupted, and `labloop resume` "
+                    "runs it again)", style="yellow")
     if snap["models"]:
         text.append(f"  model v{snap['models'][-1]['version']}")
     return text

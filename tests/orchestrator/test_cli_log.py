@@ -96,6 +96,10 @@ def test_tables_show_the_best_molecule_first(labloop, store):
     first_row = next(line for line in best_section.splitlines() if re.match(r"│\s+1\s+│", line))
     assert BEST in first_row and "4.550" in first_row
     assert "motor stall" in out  # the failed experiment's cause
+    # one experiment is 'running' but no process holds the store (a crash, kill -9): said, with what to do
+    assert "no run holds this journal" in " ".join(out.split())
+    with sole_runner(store):
+        assert "no run holds this journal" not in labloop("log", store).stdout
 
 
 def test_bad_stores_exit_2_with_one_line(labloop, tmp_path):
