@@ -96,7 +96,8 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
     """The executor of ``campaign``'s protocol on ``rig``, with its safety limits, reference electrode and
     objective quantity."""
     return ProtocolExecutor(campaign.protocol.steps, rig, campaign.safety.limits(), campaign.cell.reference_offset_v,
-                            quantity=campaign.objective.quantity, locate=campaign.step_locator())
+                            quantity=campaign.objective.quantity, locate=campaign.step_locator(),
+                            pump_limits=campaign.safety.pump_limits())
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
@@ -121,6 +122,9 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
             descriptor = resolve(entry.driver)
         except ConfigError as exc:
             raise ConfigError(where, exc.what) from None
+        if name in campaign.safety.syringes_ml and descriptor.kind is not DriverKind.PUMP:
+            raise ConfigError(campaign.located("safety", "syringes_ml", name),
+                              f"{name!r} is not a pump (driver {entry.driver!r}): only pumps have syringes")
         if dry_run:
             continue
         if descriptor.simulated_only:
@@ -201,7 +205,7 @@ def check_protocol(campaign: Campaign) -> None:
     kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
     executor = ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(),
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
-                                locate=campaign.step_locator())
+                                locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits())
     executor.check()
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         values = space["choices"] if isinstance(space, dict) else space
@@ -268,7 +272,6 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
     A port that cannot be opened is an input error naming the instrument and the port: nothing has run yet,
     so the fix is the campaign file or the cable, not the rig's state."""
     check_instruments(campaign, dry_run=dry_run)
-    limits = campaign.safety.limits()
     with ExitStack() as stack:
         lab = None
         if dry_run:
@@ -284,7 +287,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             options: dict[str, Any] = dict(entry.options)
             port = entry.port or name
             if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
-                options["limits"] = limits
+                options["limits"] = campaign.safety.limits(name)  # a pump's own syringe, if it has one
             if lab is not None:
                 try:
                     emulation = lab.start(name, descriptor.name, {

@@ -190,13 +190,15 @@ class ProtocolExecutor:
     ``quantity`` decides which way a window around the candidate is scanned first (anodic for an oxidation).
     ``rig`` may be None for a check before any instrument is opened: ``kinds`` then says what kind of
     instrument each name is (``"pump"``, ``"potentiostat"``, ``"sample_changer"``), as the drivers declare.
-    ``locate`` gives the ``file:line`` of a step by its index, so a problem found here names the line of the
+    ``pump_limits`` holds the limits of pumps with their own syringe, by name. ``locate`` gives the
+    ``file:line`` of a step by its index, so a problem found here names the line of the
     protocol (or campaign) file that wrote the step, as the campaign's own checks do.
     """
 
     def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
                  reference_offset_v: float, *, quantity: Quantity = "oxidation_potential",
-                 kinds: Mapping[str, str] | None = None, locate: Callable[[int], str] | None = None) -> None:
+                 kinds: Mapping[str, str] | None = None, locate: Callable[[int], str] | None = None,
+                 pump_limits: Mapping[str, SafetyLimits] | None = None) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
@@ -204,6 +206,7 @@ class ProtocolExecutor:
         self.quantity = quantity
         self._kinds = dict(kinds) if kinds is not None else None
         self._locate = locate
+        self.pump_limits = dict(pump_limits or {})
 
     def _instrument_kinds(self) -> dict[str, str]:
         if self._kinds is not None:
@@ -223,7 +226,8 @@ class ProtocolExecutor:
         self._check(self._with_conditions(conditions) if conditions else self.steps)
 
     def _check(self, steps: Sequence[Step]) -> None:
-        refused = {index: exc for index, _field, exc in reversed(pumping_problems(steps, self.safety))}
+        refused = {index: exc for index, _field, exc in reversed(pumping_problems(steps, self.safety,
+                                                                                   self.pump_limits))}
         for index, step in enumerate(steps):
             where = self._where(index, step)
             if pumps(step):

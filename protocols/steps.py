@@ -49,7 +49,7 @@ needs the rig (instrument names) is :meth:`labloop.protocols.executor.ProtocolEx
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -405,9 +405,11 @@ def _structure(steps: Sequence[Step]) -> list[Problem]:
     return problems
 
 
-def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]:
-    """Explicit potentials and volumes of ``steps`` beyond the safety limits, located like parse problems
-    (``(index, step, field)``), so a campaign refuses them with the line before anything runs."""
+def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
+                   pump_limits: Mapping[str, SafetyLimits] | None = None) -> list[Problem]:
+    """Explicit potentials and volumes of ``steps`` beyond the safety limits (``pump_limits``: a pump's own,
+    by name), located like parse problems (``(index, step, field)``), so a campaign refuses them with the
+    line before anything runs."""
     low, high = limits.potential_window_v
     problems = []
     for index, step in enumerate(steps):
@@ -420,7 +422,7 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[Problem]
         if width is not None and 2 * width > high - low:
             problems.append(Problem((index, step.name, "half_width_v"), f"a window {2 * width:g} V wide cannot fit in "
                                                                           f"the safety window {low:g}..{high:g} V"))
-    for index, field, exc in pumping_problems(steps, limits):
+    for index, field, exc in pumping_problems(steps, limits, pump_limits):
         problems.append(Problem((index, steps[index].name, field), exc.what))
     return problems
 
@@ -430,16 +432,19 @@ def pumps(step: Step) -> bool:
     return isinstance(step, Dispense | AddStandard) or (isinstance(step, Clean) and step.pump is not None)
 
 
-def pumping_problems(steps: Sequence[Step], limits: SafetyLimits) -> list[tuple[int, str, SafetyLimitExceeded]]:
-    """(index, field, refusal) of every pumping step beyond the limits: its volume, its rate, and what the
-    cell would hold after it. The one check of a pumping step, for the campaign (with the line) and the
-    executor (before the first step runs), so no kind of step is left out of one of them."""
+def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: Mapping[str, SafetyLimits] | None = None
+                     ) -> list[tuple[int, str, SafetyLimitExceeded]]:
+    """(index, field, refusal) of every pumping step beyond the limits: its volume (against its pump's own
+    syringe, ``pump_limits``, if it has one), its rate, and what the cell would hold after it. The one check
+    of a pumping step, for the campaign (with the line) and the executor (before the first step runs), so no
+    kind of step is left out of one of them."""
     fill = cell_fill(steps)
     found = []
     for index, step in enumerate(steps):
         if not pumps(step):
             continue
-        for field, check in (("volume_ml", partial(limits.check_volume, step.volume_ml)),  # type: ignore[attr-defined]
+        own = (pump_limits or {}).get(step.pump, limits)  # type: ignore[attr-defined]
+        for field, check in (("volume_ml", partial(own.check_volume, step.volume_ml)),  # type: ignore[attr-defined]
                              ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min)),  # type: ignore[attr-defined]
                              ("volume_ml", partial(limits.check_cell, fill[index]))):
             try:

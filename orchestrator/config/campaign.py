@@ -474,10 +474,18 @@ class Safety(BaseModel):
     max_rate_ml_min: PositiveNumber = Field(DEFAULT_MAX_RATE_ML_MIN, description="fastest flow a pump is asked for")
     cell_volume_ml: PositiveNumber = Field(DEFAULT_CELL_VOLUME_ML, description="what one experiment may dispense "
                                            "into the cell (until a rinse step)")
+    syringes_ml: dict[str, PositiveNumber] = Field(default_factory=dict, description="a pump's own syringe (mL) "
+                                                   "where it is not syringe_ml, e.g. {analyte_pump: 1.0}")
 
-    def limits(self) -> SafetyLimits:
-        return SafetyLimits(self.max_dispense_ml, self.syringe_ml, self.potential_limits_v, self.max_rate_ml_min,
-                            self.cell_volume_ml)
+    def limits(self, pump: str | None = None) -> SafetyLimits:
+        """The rig's limits, or one pump's: its syringe (``syringes_ml``), and no dispense beyond it."""
+        syringe = self.syringes_ml.get(pump, self.syringe_ml) if pump is not None else self.syringe_ml
+        return SafetyLimits(min(self.max_dispense_ml, syringe), syringe, self.potential_limits_v,
+                            self.max_rate_ml_min, self.cell_volume_ml)
+
+    def pump_limits(self) -> dict[str, SafetyLimits]:
+        """The limits of every pump with its own syringe, by instrument name."""
+        return {name: self.limits(name) for name in self.syringes_ml}
 
     @model_validator(mode="after")
     def _consistent(self) -> Safety:
@@ -696,7 +704,10 @@ class Campaign(BaseModel):
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
-                        for p in limit_problems(steps, self.safety.limits()))
+                        for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits()))
+        problems.extend(Problem(("safety", "syringes_ml", name), f"{not_one_of(name, list(self.instruments))} "
+                                                                 "(the instruments)")
+                        for name in self.safety.syringes_ml if name not in self.instruments)
         for index, step in enumerate(steps):
             low, high = self.conditions.scan_rate_v_s
             if getattr(step, "scan_rates_v_s", None) and low != high:

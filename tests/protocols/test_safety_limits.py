@@ -167,3 +167,29 @@ def test_validate_accepts_the_new_limits_and_the_runner_gets_them(tmp_path, writ
                                             world={"time_scale": 0.5}))
     limits = campaign.safety.limits()
     assert (limits.max_rate_ml_min, limits.cell_volume_ml) == (12.5, 8.0)
+
+
+def test_a_pump_with_its_own_syringe_is_held_to_it(tmp_path, labloop, write_campaign) -> None:
+    """One safety.syringe_ml for every pump let a 3 mL dispense through the 1 mL analyte syringe (a newcomer's
+    trial); safety.syringes_ml gives a pump its own, checked by validate with the line and by its driver."""
+    three = [{"dispense": {"pump": "analyte_pump", "volume_ml": 3.0, "rate_ml_min": 0.5, "fluid": "sample"}}]
+    protocol = ["load_sample", *three, {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
+    own = {"max_dispense_ml": 5.0, "syringe_ml": 10.0, "syringes_ml": {"analyte_pump": 1.0}}
+    refused = labloop("validate", write_campaign(tmp_path, protocol=protocol, safety=own), "--dry-run")
+    assert refused.returncode == 2
+    assert "protocol[1].dispense.volume_ml: dispense of 3 mL exceeds the limit of 1 mL" in refused.stderr
+    shared = labloop("validate", write_campaign(tmp_path, protocol=protocol, safety={"syringe_ml": 10.0}), "--dry-run")
+    assert shared.returncode == 0, shared.stderr  # as before: one syringe for all
+    for syringes, says in (({"potentiostat": 1.0}, "'potentiostat' is not a pump"),
+                           ({"analyte_pmp": 1.0}, "safety.syringes_ml.analyte_pmp: 'analyte_pmp' is not one of")):
+        wrong = labloop("validate", write_campaign(tmp_path, safety={"syringes_ml": syringes}), "--dry-run")
+        assert wrong.returncode == 2 and says in wrong.stderr, wrong.stderr
+    campaign = load_campaign(write_campaign(tmp_path, safety=own))
+    with build_rig(campaign, dry_run=True, world=build_world(campaign)) as rig:
+        pump = rig.instruments["analyte_pump"]
+        assert (pump.limits.syringe_ml, pump.limits.max_dispense_ml) == (1.0, 1.0)  # the driver's own check too
+        assert rig.instruments["electrolyte_pump"].limits.syringe_ml == 10.0
+        before = wire(rig)
+        with pytest.raises(SafetyLimitExceeded, match="dispense of 3 mL exceeds the limit of 1 mL"):
+            pump.dispense(3.0, 0.5)
+        assert wire(rig) == before
