@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         console.err.print(f"error: {ctx}{console.printable(exc.format_message())}", markup=False, highlight=False,
                           soft_wrap=True)
         return EXIT_BAD_INPUT
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):  # Ctrl-C outside a campaign's loop (which says more itself)
         console.err.print("aborted", markup=False)
         return 130
     except InputError as exc:
@@ -86,10 +86,5 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    run()
+    sys.exit(main())
