@@ -195,7 +195,11 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                  + (f"; experiment(s) {again} will run again" if again else ""),
                           data={"dry_run": dry_run, "library_sha256": digest})
-    model = _model(campaign, journal)
+    try:
+        model = _model(campaign, journal)
+    except Interrupted as exc:  # before the runner, which journals its own stops: the journal says it too
+        journal.add_event("interrupted", f"run stopped by {exc} while the prior model trained")
+        raise
     predictions = None
     if client is not None:  # the runner predicts the library into shards on the cluster, per model version
         predictions = LibraryPredictions(campaign.library.file, campaign.library.smiles_column, journal,

@@ -84,6 +84,30 @@ def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, 
         assert len(journal.experiments(states=(State.DONE,))) == 4
 
 
+def test_ctrl_c_while_the_prior_trains_is_journalled(tmp_path, write_campaign):
+    """A stop before the runner started left only 'run started' in the journal (a newcomer's trial)."""
+    campaign_file = write_campaign(tmp_path, prior=True, budget={"max_experiments": 2},
+                                   surrogate={"preset": "fast", "folds": 2, "epochs": 400, "retrain_every": 3})
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", campaign_file,
+                                "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = tmp_path / "tiny.db"
+    deadline = time.monotonic() + 120  # liveness only
+    while not (store.exists() and _events(store, "run")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    time.sleep(0.5)  # into the 400 epochs
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    (stopped,) = _events(store, "interrupted")
+    assert stopped.message == "run stopped by SIGINT while the prior model trained"
+
+
+def _events(store, kind: str) -> list:
+    with Journal.open(store, readonly=True) as journal:
+        return [e for e in journal.events() if e.kind == kind]
+
+
 @pytest.mark.parametrize(("signum", "times"), [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
                          ids=["SIGINT", "SIGTERM", "two quick SIGINTs"])
 def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, signum, times):
