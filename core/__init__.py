@@ -1,1 +1,1 @@
-"""The bottom layer every other one may import: the error hierarchy and the timestamp format."""
+"""The bottom layer every other one may import: the error hierarchy, the timestamp format and stable seeds."""
