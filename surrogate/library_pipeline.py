@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labloop.core.errors import InvalidInput
+from labloop.core.files import atomic_write
 from labloop.surrogate.compute import ClusterLostError
 
 if TYPE_CHECKING:
@@ -220,15 +221,8 @@ def predict_chunk(payload: ModelPayload, smiles: list[str], start: int, describe
 
 def write_shard(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` through a temporary sibling and a rename: all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

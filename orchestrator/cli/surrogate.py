@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,6 +21,7 @@ import pandas as pd
 from rich.table import Table
 
 from labloop.core.errors import InvalidInput
+from labloop.core.files import atomic_write
 from labloop.orchestrator import console
 from labloop.surrogate.compute import AUTO_CLUSTER_ROWS, ClusterLostError
 from labloop.surrogate.dataset import read_table
@@ -75,15 +75,8 @@ def _cache(disabled: bool) -> FingerprintCache | None:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
+        df.to_csv(fh, index=False, float_format="%.6g")
 
 
 def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
@@ -229,19 +222,12 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
     LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read and predicted a chunk at a time."""
     with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
         columns = ["smiles", *(f"{t}_{kind}" for t in shards.targets for kind in ("mean", "std"))]
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
         written = 0
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                for number, frame in enumerate(shards.frames([*columns, "valid"])):
-                    valid = frame[frame["valid"]][columns]
-                    valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
-                    written += len(valid)
-            os.replace(tmp, output)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(output) as tmp, open(tmp, "w", newline="") as fh:
+            for number, frame in enumerate(shards.frames([*columns, "valid"])):
+                valid = frame[frame["valid"]][columns]
+                valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
+                written += len(valid)
     console.out.print(f"wrote {written} predictions to {output}")
 
 
