@@ -62,14 +62,6 @@ chunk_option = click.option("--chunk-size", type=click.IntRange(min=1), default=
                             help="Molecules per task (default 5000); peak memory grows with it, not with the library.")
 
 
-def _with_epochs(preset_name: str, epochs: int | None):
-    """The named preset, with its epochs overridden when asked (quick runs, the thesis recipe)."""
-    chosen = get_preset(preset_name)
-    if epochs is None:
-        return chosen
-    return replace(chosen, model=chosen.model.model_copy(update={"epochs": epochs}))
-
-
 def _cache(disabled: bool) -> FingerprintCache | None:
     return None if disabled else FingerprintCache(default_cache_dir() / "fingerprints")
 
@@ -157,7 +149,7 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
 def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset: str, epochs: int | None,
           holdout: float, seed: int, smiles_column: str, no_cache: bool) -> None:
     """Train a calibrated k-fold ECFP -> FCNN ensemble and save it to a model directory."""
-    chosen = _with_epochs(preset, epochs)
+    chosen = get_preset(preset, epochs=epochs)
     table = read_table(data, list(targets), smiles_column)
     if output.exists() and not output.is_dir():
         raise InvalidInput(f"--output {output} exists and is not a directory")
@@ -260,7 +252,7 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
     """The thesis's 25-architecture table (radius x bits), 2-fold CV, ranked by validation MAE."""
     from labloop.surrogate.sweep import run_sweep
 
-    chosen = _with_epochs(preset, epochs)
+    chosen = get_preset(preset, epochs=epochs)
     r_list, b_list = _int_list(radii, "--radii"), _int_list(bits, "--bits")
     for r in r_list:  # validate the whole grid before hours of training
         for b in b_list:
