@@ -130,8 +130,10 @@ class _FramedStream:
         self._pending = bytearray()  # read from the wire, not yet handed to the driver
 
     # -- supplied by subclasses -------------------------------------------------------------------------
-    def _read_chunk(self, wait_s: float) -> bytes | None:
-        """Bytes that arrived within ``wait_s`` (maybe none); None when the source knows none will come."""
+    def _read_chunk(self) -> bytes | None:
+        """The bytes that have arrived (maybe none), after at most one short wait of the source's own (a
+        serial port's ``poll_s``); None when the source knows none will come. Callers loop until their own
+        deadline, so the source is never told it."""
         raise NotImplementedError
 
     def _write_raw(self, data: bytes) -> None:
@@ -198,7 +200,7 @@ class _FramedStream:
                 raise InstrumentTimeout(self.name, f"line not quiet for {quiet_s:g} s within "
                                                    f"{max(deadline_s, quiet_s):g} s "
                                                    f"({len(dropped)} bytes of noise, last {bytes(dropped[-_SHOW:])!r})")
-            chunk = self._read_chunk(min(quiet_until, give_up) - now)
+            chunk = self._read_chunk()
             if chunk is None:
                 break
             if chunk:
@@ -209,8 +211,7 @@ class _FramedStream:
         return bytes(dropped)
 
     def _fill(self, deadline: float, waiting_for: str) -> None:
-        remaining = deadline - time.monotonic()
-        chunk = self._read_chunk(remaining) if remaining > 0 else b""
+        chunk = self._read_chunk() if time.monotonic() < deadline else b""
         if chunk:
             self._pending += chunk
             return
@@ -278,7 +279,7 @@ class SerialTransport(_FramedStream):
         except _WIRE_ERRORS as exc:
             raise Disconnected(self.name, f"port vanished while {doing}: {exc}") from exc
 
-    def _read_chunk(self, wait_s: float) -> bytes:
+    def _read_chunk(self) -> bytes:
         with self._wire("reading"):
             chunk = self._serial.read(max(1, self._serial.in_waiting))
         if chunk:
@@ -331,7 +332,7 @@ class ReplayTransport(_FramedStream):
     def _peek(self) -> CaptureRecord | None:
         return self._records[self._next] if self._next < len(self._records) else None
 
-    def _read_chunk(self, wait_s: float) -> bytes | None:
+    def _read_chunk(self) -> bytes | None:
         record = self._peek()
         if record is None or record.direction != "rx":
             return None
