@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from labloop.core.errors import SurrogateError
+from labloop.core.errors import SurrogateError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,8 @@ def connect(address: str):
     try:
         return Client(url, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SchedulerAddressError(f"no Dask scheduler answers at {url} within {CONNECT_TIMEOUT_S} s ({first}); "
-                                    f"is `dask scheduler` running there?") from None
+        raise SchedulerAddressError(f"no Dask scheduler answers at {url} within {CONNECT_TIMEOUT_S} s "
+                                    f"({first_line(exc)}); is `dask scheduler` running there?") from None
 
 
 def local_cluster(n_workers: int | None = None):

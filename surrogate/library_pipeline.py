@@ -43,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labloop.core.errors import InvalidInput
+from labloop.core.errors import InvalidInput, first_line
 from labloop.core.files import atomic_write
 from labloop.surrogate.compute import ClusterLostError
 
@@ -110,7 +110,7 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
             yield frame[column].tolist()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
-        raise InvalidInput(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
+        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)})") from None
 
 
 def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
@@ -118,7 +118,7 @@ def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
         for batch in _open_parquet(path, column).iter_batches(batch_size=size, columns=[column]):
             yield ["" if s is None else str(s) for s in batch.column(0).to_pylist()]
     except (pa.ArrowException, OSError) as exc:
-        raise InvalidInput(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        raise InvalidInput(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
 
 
 def _open_parquet(path: Path, column: str) -> pq.ParquetFile:
@@ -145,12 +145,7 @@ def _smi_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
             if chunk:
                 yield chunk
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
-        raise InvalidInput(f"{path}: not a readable SMILES file ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise InvalidInput(f"{path}: not a readable SMILES file ({first_line(exc)})") from None
 
 
 @dataclass(frozen=True)
@@ -350,7 +345,7 @@ def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryC
         raise ClusterLostError(f"a chunk killed {exc.args[0] if exc.args else 'several'} workers in a row "
                                f"(out of memory?); finished chunks are kept, run again to continue") from None
     except (CancelledError, CommClosedError, OSError, TimeoutError) as exc:
-        raise ClusterLostError(f"the Dask cluster went away ({_first_line(exc)}); finished chunks are kept, "
+        raise ClusterLostError(f"the Dask cluster went away ({first_line(exc)}); finished chunks are kept, "
                                f"run again to continue") from None
 
 
@@ -362,5 +357,5 @@ def count_rows(path: str | Path, smiles_column: str = "smiles") -> int:
         try:
             return _open_parquet(path, smiles_column).metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
-            raise InvalidInput(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+            raise InvalidInput(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
     return sum(len(chunk.smiles) for chunk in read_chunks(path, smiles_column, chunk_size=100_000))
