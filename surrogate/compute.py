@@ -19,8 +19,12 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from labloop.core.errors import SurrogateError, first_line
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ def lost_cluster_errors() -> tuple[type[BaseException], ...]:
     return CancelledError, CommClosedError, KilledWorker, TimeoutError
 
 
-def connect(address: str):
+def connect(address: str) -> Client:
     """A ``distributed.Client`` on the scheduler at ``address``; unreachable -> :class:`SchedulerAddressError`."""
     from distributed import Client
 
@@ -95,7 +99,7 @@ def connect(address: str):
                                     f"({first_line(exc)}); is `dask scheduler` running there?") from None
 
 
-def local_cluster(n_workers: int | None = None):
+def local_cluster(n_workers: int | None = None) -> LocalCluster:
     """A ``LocalCluster`` on 127.0.0.1: ``n_workers`` single-threaded processes (default: one per core)."""
     from distributed import LocalCluster
 
@@ -108,7 +112,7 @@ def local_cluster(n_workers: int | None = None):
 
 @contextmanager
 def dask_client(scheduler: str | None = None, *, n_workers: int | None = None,
-                announce: Callable[[str], None] | None = None) -> Iterator[object]:
+                announce: Callable[[str], None] | None = None) -> Iterator[Client]:
     """A client for the duration of a ``with`` block: on the scheduler at ``scheduler``, else on a
     :func:`local_cluster` started here and closed on exit. ``announce`` is told where the Dask dashboard is."""
     _quiet_distributed()
@@ -129,7 +133,7 @@ def _quiet_distributed() -> None:
 
 
 def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[str], None] | None
-            ) -> Iterator[object]:
+            ) -> Iterator[Client]:
     if scheduler:
         client = connect(scheduler)
         try:
@@ -152,7 +156,7 @@ def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[st
         cluster.close()
 
 
-def _announce(client, announce: Callable[[str], None] | None, what: str) -> None:
+def _announce(client: Client, announce: Callable[[str], None] | None, what: str) -> None:
     link = getattr(client, "dashboard_link", None)
     message = f"{what}; dashboard {link}" if link else what
     log.info("%s", message)

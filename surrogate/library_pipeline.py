@@ -48,6 +48,8 @@ from labloop.core.files import atomic_write
 from labloop.surrogate.compute import ClusterLostError
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from labloop.surrogate.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
@@ -259,7 +261,7 @@ def predict_library(
     model_dir: str | Path,
     out_dir: str | Path,
     *,
-    client=None,
+    client: Client | None = None,
     smiles_column: str = "smiles",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     describe: Describe | None = None,
