@@ -46,11 +46,6 @@ class CellState:
     analytes_mM: Mapping[str, float]  # concentration in the cell of every sample dispensed since a rinse
     dispensed_ml: Mapping[str, float]  # volume dispensed since a rinse, per source (e.g. "ne1000:00")
 
-    @property
-    def analyte_mM(self) -> float:
-        """Concentration in the cell of the loaded sample's analyte (0 if none is loaded or dispensed)."""
-        return self.analytes_mM.get(self.sample_id, 0.0) if self.sample_id is not None else 0.0
-
 
 class Cell:
     """The cell: a loaded sample, volumes added per source, and ``rinse()``."""
