@@ -1,1 +1,2 @@
-"""The bottom layer every other one may import: the error hierarchy, the timestamp format and stable seeds."""
+"""The bottom layer every other one may import: the error hierarchy, the timestamp format, stable seeds and
+atomic file writes."""
