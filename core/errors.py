@@ -112,6 +112,13 @@ def dotted(loc: Loc) -> str:
     return text
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of what ``exc`` says (its type's name when it says nothing), to quote a library's
+    error inside a one-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def not_one_of(value: Any, choices: Sequence[str]) -> str:
     """The one wording of "not a valid choice" every check uses."""
     return f"{value!r} is not one of {', '.join(choices)}"

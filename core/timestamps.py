@@ -1,4 +1,5 @@
-"""The one timestamp format of labloop: the journal stores it, and the protocol executor stamps actions with it.
+"""The one timestamp format of labloop: the journal stores it, the protocol executor stamps actions with it,
+and a saved model's manifest says when it was written.
 
 Why here, at the bottom: protocols stamp their actions as they happen and the journal stores those stamps,
 so both need the same format without the protocols layer importing the journal.

@@ -49,7 +49,7 @@ from labloop.core.errors import (
 from labloop.instruments.contracts import PumpState, PumpStatus, RateUnit, SafetyLimits
 from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 STX, ETX = b"\x02", b"\x03"
 DEFAULT_BAUDRATE = 19200
@@ -370,9 +370,9 @@ class NE1000Pump:
         except DeviceError as exc:
             if exc.code != "A?R":
                 raise
-            logger.info("%s: power-up alarm A?R acknowledged", self.where)
+            log.info("%s: power-up alarm A?R acknowledged", self.where)
             version = self._query("VER", _VERSION)[0]
-        logger.info("%s: connected, firmware %s", self.where, version)
+        log.info("%s: connected, firmware %s", self.where, version)
         return version
 
     # -- queries ------------------------------------------------------------------------------------------
@@ -442,9 +442,9 @@ class NE1000Pump:
         try:
             self.bus.command(self.address, text, retry_safe=False, expect=_no_data, reply_from=new_address)
         except (InstrumentTimeout, ProtocolError) as exc:  # the reply was lost: did the move happen?
-            logger.info("%s: %s; checking the new address", self.where, exc)
+            log.info("%s: %s; checking the new address", self.where, exc)
             self.bus.command(new_address, "*ADR", expect=_matching(f"{new_address:02d}"))
-        logger.info("%s: moved to address %02d", self.where, new_address)
+        log.info("%s: moved to address %02d", self.where, new_address)
         self.address = new_address
 
     # -- motion -------------------------------------------------------------------------------------------
@@ -461,12 +461,12 @@ class NE1000Pump:
                     return
                 self.bus.command(self.address, "STP", retry_safe=False, expect=_status_in("PS"))
             except PumpStalled as exc:  # a stall stops the pump; reporting it acknowledged the alarm
-                logger.warning("%s while stopping", exc)
+                log.warning("%s while stopping", exc)
             except DeviceError as exc:
                 if exc.code != "?NA":  # ?NA: it was already stopped by the time STP arrived
                     raise
             except (InstrumentTimeout, ProtocolError) as exc:
-                logger.info("%s while stopping; checking status", exc)
+                log.info("%s while stopping; checking status", exc)
         raise InstrumentTimeout(self.where, "pump did not reach the stopped state")
 
     def dispense(self, volume_ml: float, rate_ml_min: float) -> float:
@@ -490,7 +490,7 @@ class NE1000Pump:
         )
         deadline_s = 1.25 * vol_ml / rate_sent * 60.0 / self.time_scale + self.run_margin_s
         sign = -1.0 if direction is Direction.INFUSE else 1.0
-        logger.info("%s: %s %.4g mL at %.4g mL/min", self.where, direction.name.lower(), vol_ml, rate_sent)
+        log.info("%s: %s %.4g mL at %.4g mL/min", self.where, direction.name.lower(), vol_ml, rate_sent)
 
         self.stop()
         settings = (f"VOL {vol_code}", f"VOL {vol_text}", f"RAT {rate_text} {rate_code}", f"DIR {direction}")
@@ -530,7 +530,7 @@ class NE1000Pump:
         except (InstrumentTimeout, ProtocolError) as exc:
             lost: InstrumentError = exc
         for _ in range(self.bus.retries):  # the RUN reply was lost or garbled: did the pump start?
-            logger.info("%s after RUN; checking whether the pump started", lost)
+            log.info("%s after RUN; checking whether the pump started", lost)
             state = self.state()
             if state is STATES[running]:
                 return

@@ -95,7 +95,6 @@ class RegisteredDriver:
 
     descriptor: DriverDescriptor
     distribution: str
-    entry_point: str  # "module:attribute"
 
 
 def _entry_points() -> dict[str, list[EntryPoint]]:
@@ -129,7 +128,7 @@ def load_driver(name: str) -> RegisteredDriver:
     if descriptor.name != name:
         raise ConfigError(GROUP, f"entry point {name!r} ({ep.value}) describes a driver named {descriptor.name!r}")
     distribution = ep.dist.name if ep.dist is not None else "?"
-    return RegisteredDriver(descriptor, distribution, ep.value)
+    return RegisteredDriver(descriptor, distribution)
 
 
 def resolve(driver: str | DriverDescriptor) -> DriverDescriptor:

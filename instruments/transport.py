@@ -44,7 +44,7 @@ try:  # termios raises its own error type (not OSError) when a pty's far end is 
 except ImportError:  # Windows
     _WIRE_ERRORS = (serial.SerialException, OSError)
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -130,8 +130,10 @@ class _FramedStream:
         self._pending = bytearray()  # read from the wire, not yet handed to the driver
 
     # -- supplied by subclasses -------------------------------------------------------------------------
-    def _read_chunk(self, wait_s: float) -> bytes | None:
-        """Bytes that arrived within ``wait_s`` (maybe none); None when the source knows none will come."""
+    def _read_chunk(self) -> bytes | None:
+        """The bytes that have arrived (maybe none), after at most one short wait of the source's own (a
+        serial port's ``poll_s``); None when the source knows none will come. Callers loop until their own
+        deadline, so the source is never told it."""
         raise NotImplementedError
 
     def _write_raw(self, data: bytes) -> None:
@@ -142,7 +144,7 @@ class _FramedStream:
 
     # -- the public stream ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        logger.debug("%s > %r", self.name, data)
+        log.debug("%s > %r", self.name, data)
         self._write_raw(data)
         if self._capture is not None:
             self._capture.record("tx", data)
@@ -198,19 +200,18 @@ class _FramedStream:
                 raise InstrumentTimeout(self.name, f"line not quiet for {quiet_s:g} s within "
                                                    f"{max(deadline_s, quiet_s):g} s "
                                                    f"({len(dropped)} bytes of noise, last {bytes(dropped[-_SHOW:])!r})")
-            chunk = self._read_chunk(min(quiet_until, give_up) - now)
+            chunk = self._read_chunk()
             if chunk is None:
                 break
             if chunk:
                 dropped += chunk
                 quiet_until = time.monotonic() + quiet_s
         if dropped:
-            logger.debug("%s drained %r", self.name, bytes(dropped))
+            log.debug("%s drained %r", self.name, bytes(dropped))
         return bytes(dropped)
 
     def _fill(self, deadline: float, waiting_for: str) -> None:
-        remaining = deadline - time.monotonic()
-        chunk = self._read_chunk(remaining) if remaining > 0 else b""
+        chunk = self._read_chunk() if time.monotonic() < deadline else b""
         if chunk:
             self._pending += chunk
             return
@@ -225,7 +226,7 @@ class _FramedStream:
 
     def _discard(self, n: int) -> None:
         if n:
-            logger.debug("%s discarded %r", self.name, bytes(self._pending[:n]))
+            log.debug("%s discarded %r", self.name, bytes(self._pending[:n]))
             del self._pending[:n]
 
 
@@ -267,7 +268,7 @@ class SerialTransport(_FramedStream):
             raise Disconnected(url, f"{OPEN_FAILED}{reason}") from exc
         header = {"port": url, "baudrate": baudrate, "format": f"{bytesize}{parity}{stopbits:g}"}
         super().__init__(url, WireCapture(capture, header) if capture is not None else None)
-        logger.info("%s opened (%s baud %s)", url, baudrate, header["format"])
+        log.info("%s opened (%s baud %s)", url, baudrate, header["format"])
 
     @contextmanager
     def _wire(self, doing: str) -> Iterator[None]:
@@ -278,11 +279,11 @@ class SerialTransport(_FramedStream):
         except _WIRE_ERRORS as exc:
             raise Disconnected(self.name, f"port vanished while {doing}: {exc}") from exc
 
-    def _read_chunk(self, wait_s: float) -> bytes:
+    def _read_chunk(self) -> bytes:
         with self._wire("reading"):
             chunk = self._serial.read(max(1, self._serial.in_waiting))
         if chunk:
-            logger.debug("%s < %r", self.name, chunk)
+            log.debug("%s < %r", self.name, chunk)
             if self._capture is not None:
                 self._capture.record("rx", chunk)
         return chunk
@@ -302,8 +303,8 @@ class SerialTransport(_FramedStream):
             try:
                 self._serial.close()
             except _WIRE_ERRORS as exc:  # the far end is already gone: nothing left to release
-                logger.debug("%s close: %s", self.name, exc)
-            logger.info("%s closed", self.name)
+                log.debug("%s close: %s", self.name, exc)
+            log.info("%s closed", self.name)
         if self._capture is not None:
             self._capture.close()
             self._capture = None
@@ -331,12 +332,12 @@ class ReplayTransport(_FramedStream):
     def _peek(self) -> CaptureRecord | None:
         return self._records[self._next] if self._next < len(self._records) else None
 
-    def _read_chunk(self, wait_s: float) -> bytes | None:
+    def _read_chunk(self) -> bytes | None:
         record = self._peek()
         if record is None or record.direction != "rx":
             return None
         self._next += 1
-        logger.debug("%s < %r", self.name, record.data)
+        log.debug("%s < %r", self.name, record.data)
         return record.data
 
     def _write_raw(self, data: bytes) -> None:
@@ -405,7 +406,7 @@ def retry(
         except retry_on as exc:
             if attempt >= attempts:
                 raise
-            logger.info("%s (attempt %d of %d); retrying", exc, attempt, attempts)
+            log.info("%s (attempt %d of %d); retrying", exc, attempt, attempts)
             attempt += 1
             if before_retry is not None:
                 before_retry(exc)

@@ -24,7 +24,6 @@ fraction of this oracle's say how much of the table's learnable error it found w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import statistics
 import time
@@ -37,6 +36,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from labloop.core.errors import InvalidInput
+from labloop.core.seeds import stable_rng
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
 from labloop.planners import ModelView, Observation, Planner, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
@@ -66,11 +66,6 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> dict[s
     return truth
 
 
-def _noise_rng(seed: int, smiles: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"backtest:{seed}:{smiles}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
 def oracle_view(model: ModelView, truth: Mapping[str, float], library: Sequence[str], descriptors: DescriptorTable,
                 *, seed: int, rows: int = ORACLE_ROWS) -> CalibratedModel:
     """The oracle's model (module docstring): ``model`` calibrated on the true values of up to ``rows``
@@ -83,7 +78,7 @@ def oracle_view(model: ModelView, truth: Mapping[str, float], library: Sequence[
 def table_measure(truth: Mapping[str, float], noise_v: float) -> Measure:
     """No instruments: the truth plus seeded N(0, noise_v)."""
     def measure(smiles: str, conditions: Mapping[str, Any], seed: int, k: int) -> Observation:
-        noise = _noise_rng(seed, smiles).normal(0.0, noise_v) if noise_v > 0 else 0.0
+        noise = stable_rng("backtest", seed, smiles).normal(0.0, noise_v) if noise_v > 0 else 0.0
         return Observation(smiles, dict(conditions), truth[smiles] + noise, quality=1.0)
     return measure
 
@@ -103,7 +98,7 @@ def cv_measure(world_of_seed: Callable[[int], Any]) -> Measure:
         begin, vertex1, vertex2 = SCAN_V
         params = CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2,
                           scan_rate_v_s=float(conditions.get("scan_rate_v_s", 0.1)), e_step_v=E_STEP_V)
-        rng = _noise_rng(seed, f"cv:{k}:{smiles}")
+        rng = stable_rng("backtest", seed, "cv", k, smiles)
         world = worlds[seed]
         couple = world.couple_of(smiles)  # also advances the world's measurement clock
         # the reference electrode's walk (a ``drift`` world) moves the couple, as the emulator applies it

@@ -18,7 +18,6 @@ pure function of the journal's state.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -26,6 +25,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from scipy.stats import norm
 
+from labloop.core.seeds import stable_seed
 from labloop.planners.acquisition import MIN_SIGMA_V, Goal
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class JointModel(Protocol):
 
 def draw_seed(seed: int, step: int, place: int) -> int:
     """The seed of one place's draw: the same in every process and every resumed run."""
-    return int.from_bytes(hashlib.sha256(f"thompson:{seed}:{step}:{place}".encode()).digest()[:8], "little")
+    return stable_seed("thompson", seed, step, place)
 
 
 def reward(draw: np.ndarray, noise_var: np.ndarray, goal: Goal, window_v: tuple[float, float] | None

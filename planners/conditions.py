@@ -13,7 +13,6 @@ generator seeded by ``(seed, step)``, so a resumed campaign asks for exactly the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -24,6 +23,7 @@ from skopt import Optimizer
 from skopt.space import Categorical, Real, Space
 from skopt.utils import cook_estimator
 
+from labloop.core.seeds import stable_seed
 from labloop.planners.base import Observation
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ ConditionSpec = tuple[float, float] | Mapping[str, Sequence[Any]]
 
 def step_seed(seed: int, step: int, purpose: str) -> int:
     """A 32-bit seed for one planner step: the same in every process and every resumed run."""
-    digest = hashlib.sha256(f"{purpose}:{seed}:{step}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+    return stable_seed(purpose, seed, step, bits=32)
 
 
 class ConditionSpace:

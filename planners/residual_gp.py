@@ -291,13 +291,8 @@ def _noise(h: Hyper, sigma: np.ndarray) -> np.ndarray:
     return h.surrogate_share * sigma**2 + h.noise**2
 
 
-def log_marginal_likelihood(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
-                            ) -> float:
-    """log p(r | hyperparameters) of the Gaussian process (no hyperprior)."""
-    return _log_marginal_likelihood(h, r, _grams(d, d, tanimoto), sigma)
-
-
 def _log_marginal_likelihood(h: Hyper, r: np.ndarray, grams: Grams, sigma: np.ndarray) -> float:
+    """log p(r | hyperparameters) of the Gaussian process (no hyperprior), on the kernel's precomputed parts."""
     factor = cho_factor(_combine(h, grams) + np.diag(_noise(h, sigma) + JITTER), lower=True)
     alpha = cho_solve(factor, r)
     return float(-0.5 * r @ alpha - np.sum(np.log(np.diag(factor[0]))) - 0.5 * len(r) * math.log(2 * math.pi))

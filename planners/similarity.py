@@ -41,10 +41,6 @@ class SimilarityIndex:
         if smiles not in self._fps:
             self._fps[smiles] = None if mol is None else self._generator.GetFingerprint(mol)
 
-    def tanimoto(self, a: str, b: str) -> float:
-        fa, fb = self.fingerprint(a), self.fingerprint(b)
-        return 0.0 if fa is None or fb is None else float(DataStructs.TanimotoSimilarity(fa, fb))
-
     def max_similarity(self, candidates: Sequence[str], references: Iterable[str]) -> np.ndarray:
         """For each candidate, its highest Tanimoto similarity to any reference (0 without references;
         unreadable molecules are similar to nothing)."""

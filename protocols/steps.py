@@ -72,7 +72,8 @@ FlowRate = Annotated[float, Strict(), Field(ge=MIN_RATE_ML_MIN, allow_inf_nan=Fa
 STEP = ConfigDict(frozen=True, extra="forbid")
 #: a cv step without a window scans the candidate's predicted potential +/- this (V)
 DEFAULT_HALF_WIDTH_V = 0.5
-#: scan rates a CV may use (V/s): 0.1 mV/s to 10 V/s, what potentiostats run and a night can hold
+#: scan rates a CV may use (V/s): 0.1 mV/s to 10 V/s, what potentiostats run and a night can hold; beyond
+#: 10 V/s the Pico's point rate (1 mV steps) is exceeded
 SCAN_RATE_RANGE_V_S = (1e-4, 10.0)
 #: longest wait step: a day (longer is a typo, not a protocol)
 MAX_WAIT_S = 86_400.0
@@ -118,10 +119,6 @@ class IRCompensation(BaseModel):
     fraction: Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)] = 0.85
 
 
-#: the fastest scan rate a cv step may ask for (V/s): beyond it the Pico's point rate (1 mV steps) is exceeded
-MAX_SCAN_RATE_V_S = 10.0
-
-
 class CV(Step):
     name: ClassVar[str] = "cv"
     potentiostat: str | None = None
@@ -137,7 +134,7 @@ class CV(Step):
     ir_compensation: IRCompensation | None = None
     electrode_area_cm2: PositiveNumber = 0.0707  # for D from the scan rates (a 3 mm disk)
     analyte_mm: PositiveNumber | None = None  # analyte in the cell; without it D is not computed
-    scan_rates_v_s: Annotated[list[Annotated[float, Strict(), Field(gt=0, le=MAX_SCAN_RATE_V_S,
+    scan_rates_v_s: Annotated[list[Annotated[float, Strict(), Field(gt=0, le=SCAN_RATE_RANGE_V_S[1],
                                                                      allow_inf_nan=False)]],
                               Field(min_length=2, max_length=8)] | None = None
 
@@ -213,7 +210,7 @@ class Blank(Step):
     e_begin_v: Number = 0.0
     e_vertex1_v: Number = -1.0
     e_vertex2_v: Number = 1.0
-    scan_rate_v_s: Annotated[float, Strict(), Field(gt=0, le=MAX_SCAN_RATE_V_S, allow_inf_nan=False)] = 0.1
+    scan_rate_v_s: Annotated[float, Strict(), Field(gt=0, le=SCAN_RATE_RANGE_V_S[1], allow_inf_nan=False)] = 0.1
     e_step_v: PositiveNumber = 0.005
     max_current_a: PositiveNumber = 2e-6
     on_fail: Literal["stop", "clean"] = "stop"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class Fluid(StrEnum):
@@ -46,11 +46,6 @@ class CellState:
     analytes_mM: Mapping[str, float]  # concentration in the cell of every sample dispensed since a rinse
     dispensed_ml: Mapping[str, float]  # volume dispensed since a rinse, per source (e.g. "ne1000:00")
 
-    @property
-    def analyte_mM(self) -> float:
-        """Concentration in the cell of the loaded sample's analyte (0 if none is loaded or dispensed)."""
-        return self.analytes_mM.get(self.sample_id, 0.0) if self.sample_id is not None else 0.0
-
 
 class Cell:
     """The cell: a loaded sample, volumes added per source, and ``rinse()``."""
@@ -70,7 +65,7 @@ class Cell:
             raise ValueError(f"stock concentration must be >= 0 mM, got {stock_mM}")
         with self._lock:
             self._sample_id, self._stock_mM = sample_id, stock_mM
-        logger.info("cell: loaded sample %s (%g mM stock)", sample_id, stock_mM)
+        log.info("cell: loaded sample %s (%g mM stock)", sample_id, stock_mM)
 
     def unload_sample(self) -> None:
         with self._lock:
@@ -87,7 +82,7 @@ class Cell:
                 self._umol[STANDARD_ID] = self._umol.get(STANDARD_ID, 0.0) + volume_ml * self.standard_stock_mM
             elif fluid is Fluid.SAMPLE:
                 if self._sample_id is None:
-                    logger.warning("cell: %s dispensed sample stock with no sample loaded", source)
+                    log.warning("cell: %s dispensed sample stock with no sample loaded", source)
                 else:
                     umol = self._umol.get(self._sample_id, 0.0) + volume_ml * self._stock_mM
                     self._umol[self._sample_id] = umol
@@ -107,7 +102,7 @@ class Cell:
             self._volume_ml = 0.0
             self._umol.clear()
             self._dispensed.clear()
-        logger.info("cell: rinsed")
+        log.info("cell: rinsed")
 
     def state(self) -> CellState:
         with self._lock:

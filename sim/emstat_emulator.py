@@ -66,7 +66,6 @@ Choices where the sources are silent ([infer], documented because the emulator m
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -78,6 +77,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labloop.core.errors import InvalidParameter
+from labloop.core.seeds import stable_rng
 from labloop.instruments.impedance import PICO_FREQUENCY_RANGE_HZ, eis_point_seconds
 from labloop.instruments.methodscript import PICO_CURRENT_RANGES, encode_variable, parse_script_number
 from labloop.instruments.voltammogram import CVParams
@@ -416,8 +416,7 @@ class EmStatEmulator:
         key = repr((tuple(contents), params))
         draw = self._runs[key]
         self._runs[key] += 1
-        digest = hashlib.sha256(f"{self.seed}:{draw}:{key}".encode()).digest()
-        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        return stable_rng(self.seed, draw, key)
 
     # -- PtyEmulator ----------------------------------------------------------------------------------------
     def new_framer(self) -> TerminatorFramer:

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class FaultKind(StrEnum):
@@ -83,7 +83,7 @@ class FaultInjector:
             if hit:
                 self._counts[kind] += 1
         if hit:
-            logger.debug("injecting fault %s", kind)
+            log.debug("injecting fault %s", kind)
         return hit
 
     @property

@@ -68,7 +68,7 @@ from labloop.sim.cell import Cell, Fluid
 from labloop.sim.faults import FaultInjector, FaultKind
 from labloop.sim.pty_device import Link, TerminatorFramer, TimeScale
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 STX, ETX = b"\x02", b"\x03"
 VERSION = "NE1000V3.928"
@@ -245,7 +245,7 @@ class NE1000Emulator:
             self._advance_all()
             pump = self._pumps.get(address)
             if pump is None:
-                logger.debug("NE-1000 line: no pump at address %d for %r", address, command)
+                log.debug("NE-1000 line: no pump at address %d for %r", address, command)
                 return None
             if pump.alarm is not None:
                 alarm, pump.alarm = pump.alarm, None
@@ -455,7 +455,7 @@ class NE1000Emulator:
         else:
             p.withdrawn_ml += amount
         if stalled:
-            logger.info("NE-1000 %02d: motor stalled after %.4g mL", p.address, p.phase_done_ml)
+            log.info("NE-1000 %02d: motor stalled after %.4g mL", p.address, p.phase_done_ml)
             p.status, p.alarm, p.phase_target_ml, p.stall_at_ml = "S", "S", None, None
         elif p.phase_target_ml is not None and p.phase_done_ml >= p.phase_target_ml:
             p.status, p.phase_target_ml = "S", None

@@ -43,7 +43,7 @@ from typing import Protocol, Self
 
 from labloop.sim.faults import FaultInjector, FaultKind
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class TerminatorFramer:
         self._buffer += data
         *frames, rest = bytes(self._buffer).split(self.terminator)
         if len(rest) > self.max_len:
-            logger.debug("framer dropped %d bytes of an unterminated command", len(rest) - self.max_len)
+            log.debug("framer dropped %d bytes of an unterminated command", len(rest) - self.max_len)
             rest = rest[-self.max_len :]
         self._buffer = bytearray(rest)
         return frames
@@ -123,7 +123,7 @@ class Link:
         """Write ``data`` as is (no faults); nothing happens while unplugged."""
         if self._fd is None or not data:
             return
-        logger.debug("%s > %r", self._device.name, data)
+        log.debug("%s > %r", self._device.name, data)
         view = memoryview(data)
         while view and self._fd is not None:
             try:
@@ -134,7 +134,7 @@ class Link:
                 select.select([], [self._fd], [], 0.05)
                 continue
             except OSError as exc:
-                logger.info("%s: write failed (%s); hanging up", self._device.name, exc)
+                log.info("%s: write failed (%s); hanging up", self._device.name, exc)
                 self.hang_up()
                 return
             view = view[n:]
@@ -235,7 +235,7 @@ class PtyDevice:
             self._open_session()
             self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
             self._thread.start()
-            logger.info("%s serving on %s", self.name, self._port)
+            log.info("%s serving on %s", self.name, self._port)
         return self
 
     def stop(self) -> None:
@@ -263,7 +263,7 @@ class PtyDevice:
 
         port = self._call(reopen)
         assert isinstance(port, str)
-        logger.info("%s replugged on %s", self.name, port)
+        log.info("%s replugged on %s", self.name, port)
         return port
 
     def sleep(self, seconds: float) -> None:
@@ -301,7 +301,7 @@ class PtyDevice:
             if fd is not None:
                 os.close(fd)
         if self._master is not None:
-            logger.info("%s hung up %s", self.name, self._port)
+            log.info("%s hung up %s", self.name, self._port)
         self._master = self._slave = None
         self._link = Link(self, None)
 
@@ -333,10 +333,10 @@ class PtyDevice:
         except BlockingIOError:
             return
         except OSError as exc:
-            logger.info("%s: read failed (%s); hanging up", self.name, exc)
+            log.info("%s: read failed (%s); hanging up", self.name, exc)
             self._link.hang_up()
             return
-        logger.debug("%s < %r", self.name, data)
+        log.debug("%s < %r", self.name, data)
         with self._lock:
             self._received += data
         for frame in self._framer.feed(data):
@@ -347,5 +347,5 @@ class PtyDevice:
         try:
             fn(*args)
         except Exception as exc:
-            logger.exception("%s: emulator raised", self.name)
+            log.exception("%s: emulator raised", self.name)
             self.errors.append(exc)

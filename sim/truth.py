@@ -28,7 +28,6 @@ same world.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Mapping
@@ -37,6 +36,8 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 from scipy.special import ndtri
+
+from labloop.core.seeds import stable_rng
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,6 @@ SMOOTH_FEATURES = 2048
 SMOOTH_RADIUS = 3
 #: the reference walk is drawn this many steps at a time
 WALK_BLOCK = 256
-
-
-def _seed64(*parts: object) -> int:
-    """A 64-bit seed from ``parts`` (sha256: the same in every process)."""
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -100,7 +96,7 @@ class SmoothField:
             raise ValueError(f"need amplitude_v >= 0, length > 0, n_features > 0; got {amplitude_v}, {length}, "
                              f"{n_features}")
         self.amplitude_v, self.length = amplitude_v, length
-        rng = np.random.default_rng(_seed64("smooth-field", seed))
+        rng = stable_rng("smooth-field", seed)
         self.n_hashes = rng.poisson(1 / length, size=n_features)  # min-hashes per feature
         total = int(self.n_hashes.sum())
         # min-hash functions h_j(id) = (a_j * id + b_j) mod 2^64 (a_j odd), then mixed
@@ -138,7 +134,7 @@ class ReferenceWalk:
         if not (math.isfinite(step_v) and step_v >= 0):
             raise ValueError(f"step_v must be >= 0 V, got {step_v!r}")
         self.step_v = step_v
-        self._rng = np.random.default_rng(_seed64("reference-walk", seed))
+        self._rng = stable_rng("reference-walk", seed)
         self._path = np.zeros(1)
 
     def at(self, k: int) -> float:

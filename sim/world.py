@@ -37,7 +37,6 @@ measurements; a resumed process continues it from :meth:`World.resume_at`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from rdkit import Chem
 
+from labloop.core.seeds import stable_rng
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import DEFAULT_COUPLE
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
@@ -97,12 +97,6 @@ def _molecule(smiles: str) -> Chem.Mol:
     if mol is None or mol.GetNumAtoms() == 0:
         raise KeyError(f"not a valid SMILES: {smiles!r}")
     return mol
-
-
-def _rng_of(canonical: str, purpose: str) -> np.random.Generator:
-    """A generator seeded by the molecule (sha256, so the same in every process) and what it is for."""
-    digest = hashlib.sha256(f"{purpose}:{canonical}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -182,7 +176,7 @@ class World:
             return row[0] + (0.0 if mol is None else self._added_v(smiles, mol))
         assert mol is not None
         ie, ea = row
-        residual = float(_rng_of(Chem.MolToSmiles(mol), "residual").normal(0.0, RESIDUAL_SD_V))
+        residual = float(stable_rng("residual", Chem.MolToSmiles(mol)).normal(0.0, RESIDUAL_SD_V))
         gas_phase = ie - LI_ABSOLUTE_V if self.quantity == "oxidation_potential" else ea - LI_ABSOLUTE_V
         return gas_phase + self.systematic_v(smiles) + residual
 
@@ -234,8 +228,8 @@ class World:
             draw = self._draws[canonical]
             self._draws[canonical] += 1
             self.measurements += 1
-        noise = _rng_of(canonical, f"drift:{self.seed}:{draw}").normal(0.0, self.noise_v) if self.noise_v > 0 else 0.0
-        rng = _rng_of(canonical, "kinetics")
+        noise = stable_rng("drift", self.seed, draw, canonical).normal(0.0, self.noise_v) if self.noise_v > 0 else 0.0
+        rng = stable_rng("kinetics", canonical)
         return replace(DEFAULT_COUPLE, e0_v=truth - self.reference_offset_v + noise,
                        k0_cm_s=_log_uniform(rng, K0_RANGE_CM_S),
                        diffusion_cm2_s=_log_uniform(rng, DIFFUSION_RANGE_CM2_S),

@@ -19,8 +19,12 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from labloop.core.errors import SchedulerAddressError
+from labloop.core.errors import SchedulerAddressError, first_line
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,7 @@ def lost_cluster_errors() -> tuple[type[BaseException], ...]:
     return CancelledError, CommClosedError, KilledWorker, TimeoutError
 
 
-def connect(address: str):
+def connect(address: str) -> Client:
     """A ``distributed.Client`` on the scheduler at ``address``; unreachable -> :class:`SchedulerAddressError`."""
     from distributed import Client
 
@@ -83,12 +87,11 @@ def connect(address: str):
     try:
         return Client(url, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SchedulerAddressError(f"no Dask scheduler answers at {url} within {CONNECT_TIMEOUT_S} s ({first}); "
-                                    f"is `dask scheduler` running there?") from None
+        raise SchedulerAddressError(f"no Dask scheduler answers at {url} within {CONNECT_TIMEOUT_S} s "
+                                    f"({first_line(exc)}); is `dask scheduler` running there?") from None
 
 
-def local_cluster(n_workers: int | None = None):
+def local_cluster(n_workers: int | None = None) -> LocalCluster:
     """A ``LocalCluster`` on 127.0.0.1: ``n_workers`` single-threaded processes (default: one per core)."""
     from distributed import LocalCluster
 
@@ -101,7 +104,7 @@ def local_cluster(n_workers: int | None = None):
 
 @contextmanager
 def dask_client(scheduler: str | None = None, *, n_workers: int | None = None,
-                announce: Callable[[str], None] | None = None) -> Iterator[object]:
+                announce: Callable[[str], None] | None = None) -> Iterator[Client]:
     """A client for the duration of a ``with`` block: on the scheduler at ``scheduler``, else on a
     :func:`local_cluster` started here and closed on exit. ``announce`` is told where the Dask dashboard is."""
     _quiet_distributed()
@@ -122,7 +125,7 @@ def _quiet_distributed() -> None:
 
 
 def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[str], None] | None
-            ) -> Iterator[object]:
+            ) -> Iterator[Client]:
     if scheduler:
         client = connect(scheduler)
         try:
@@ -145,7 +148,7 @@ def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[st
         cluster.close()
 
 
-def _announce(client, announce: Callable[[str], None] | None, what: str) -> None:
+def _announce(client: Client, announce: Callable[[str], None] | None, what: str) -> None:
     link = getattr(client, "dashboard_link", None)
     message = f"{what}; dashboard {link}" if link else what
     log.info("%s", message)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labloop.core.errors import InvalidInput
+from labloop.core.errors import InvalidInput, first_line
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         df = pd.read_csv(path, dtype={smiles_column: str}, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"{path}: not a readable CSV file ({first})") from None
+        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)})") from None
     columns = list(df.columns)
     if smiles_column not in columns:
         raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))})")

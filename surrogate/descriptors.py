@@ -126,7 +126,8 @@ def _pi_bonds(mols: Sequence[Chem.Mol]) -> _PiBonds:
 
 
 def _huckel_many(mols: Sequence[Chem.Mol]) -> np.ndarray:
-    """The 9 Hückel columns of :func:`huckel` for many (sanitised) molecules, float64; zeros for a molecule
+    """The 9 Hückel columns of :data:`NAMES` for many (sanitised) molecules, float64: [HOMO, LUMO, gap,
+    HOMO-1, LUMO+1, pi energy per centre, pi electrons, electrons/centre, centres]; zeros for a molecule
     without a pi system (fewer than 2 centres).
 
     Every atom in a conjugated or aromatic bond is a centre; centres are ordered by atom index. Why
@@ -188,11 +189,6 @@ def _huckel_many(mols: Sequence[Chem.Mol]) -> np.ndarray:
     return out
 
 
-def huckel(mol: Chem.Mol) -> np.ndarray:
-    """[HOMO, LUMO, gap, HOMO-1, LUMO+1, pi energy per centre, pi electrons, electrons/centre, centres]."""
-    return _huckel_many([mol])[0]
-
-
 def descriptor_matrix(mols: Sequence[Chem.Mol]) -> np.ndarray:
     """All descriptor columns of :data:`NAMES` for many (sanitised) molecules, float32, one row each.
 
@@ -205,8 +201,3 @@ def descriptor_matrix(mols: Sequence[Chem.Mol]) -> np.ndarray:
                      [rdMolDescriptors.CalcFractionCSP3(mol) for mol in mols],
                      [rdMolDescriptors.CalcTPSA(mol) for mol in mols]], dtype=np.float64).reshape(5, len(mols)).T
     return np.hstack([_huckel_many(mols), rest]).astype(np.float32)
-
-
-def descriptors(mol: Chem.Mol) -> np.ndarray:
-    """All descriptor columns of :data:`NAMES` for one molecule, float32."""
-    return descriptor_matrix([mol])[0]

@@ -43,9 +43,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labloop.core.errors import ClusterLostError, InvalidInput
+from labloop.core.errors import ClusterLostError, InvalidInput, first_line
+from labloop.core.files import atomic_write
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from labloop.surrogate.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
@@ -108,7 +111,7 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
             yield frame[column].tolist()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
-        raise InvalidInput(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
+        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)})") from None
 
 
 def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
@@ -116,7 +119,7 @@ def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
         for batch in _open_parquet(path, column).iter_batches(batch_size=size, columns=[column]):
             yield ["" if s is None else str(s) for s in batch.column(0).to_pylist()]
     except (pa.ArrowException, OSError) as exc:
-        raise InvalidInput(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        raise InvalidInput(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
 
 
 def _open_parquet(path: Path, column: str) -> pq.ParquetFile:
@@ -143,12 +146,7 @@ def _smi_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
             if chunk:
                 yield chunk
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
-        raise InvalidInput(f"{path}: not a readable SMILES file ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise InvalidInput(f"{path}: not a readable SMILES file ({first_line(exc)})") from None
 
 
 @dataclass(frozen=True)
@@ -219,15 +217,8 @@ def predict_chunk(payload: ModelPayload, smiles: list[str], start: int, describe
 
 def write_shard(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` through a temporary sibling and a rename: all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -269,7 +260,7 @@ def predict_library(
     model_dir: str | Path,
     out_dir: str | Path,
     *,
-    client=None,
+    client: Client | None = None,
     smiles_column: str = "smiles",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     describe: Describe | None = None,
@@ -355,7 +346,7 @@ def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryC
         raise ClusterLostError(f"a chunk killed {exc.args[0] if exc.args else 'several'} workers in a row "
                                f"(out of memory?); finished chunks are kept, run again to continue") from None
     except (CancelledError, CommClosedError, OSError, TimeoutError) as exc:
-        raise ClusterLostError(f"the Dask cluster went away ({_first_line(exc)}); finished chunks are kept, "
+        raise ClusterLostError(f"the Dask cluster went away ({first_line(exc)}); finished chunks are kept, "
                                f"run again to continue") from None
 
 
@@ -367,5 +358,5 @@ def count_rows(path: str | Path, smiles_column: str = "smiles") -> int:
         try:
             return _open_parquet(path, smiles_column).metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
-            raise InvalidInput(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+            raise InvalidInput(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
     return sum(len(chunk.smiles) for chunk in read_chunks(path, smiles_column, chunk_size=100_000))

@@ -86,7 +86,7 @@ def transform_inputs(X: np.ndarray, config: ModelConfig) -> np.ndarray:
     return np.log1p(Xf, out=Xf) if config.input_transform == "log1p" else Xf
 
 
-def masked_mse(y_true, y_pred):
+def masked_mse(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     """Mean squared error over the labels that are present (NaN = not measured for that target)."""
     present = keras.ops.logical_not(keras.ops.isnan(y_true))
     diff = keras.ops.where(present, y_pred - keras.ops.where(present, y_true, 0.0), 0.0)

@@ -18,12 +18,12 @@ import logging
 import platform
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labloop.core.errors import ModelLoadError
+from labloop.core.timestamps import now
 from labloop.surrogate.config import ModelConfig
 from labloop.surrogate.featurize import FingerprintSettings
 
@@ -63,7 +63,7 @@ def save_ensemble(ens: Ensemble, directory: str | Path, extra: dict | None = Non
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "created_at": now(),  # for people: nothing reads it back
             "preset": ens.preset,
             "targets": ens.targets,
             "fingerprint": ens.fingerprint.to_dict(),

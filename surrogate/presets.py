@@ -12,7 +12,7 @@ both targets; 3x gave -2.5% / -3.6%).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from labloop.core.errors import InvalidInput
 from labloop.surrogate.config import ModelConfig
@@ -49,9 +49,13 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str) -> Preset:
-    """The preset called ``name``; an unknown name lists the valid ones."""
+def get_preset(name: str, *, epochs: int | None = None) -> Preset:
+    """The preset called ``name``, with its epochs overridden when ``epochs`` is given (quick runs, a
+    campaign's ``surrogate.epochs``); an unknown name lists the valid ones."""
     try:
-        return PRESETS[name]
+        preset = PRESETS[name]
     except KeyError:
         raise InvalidInput(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None
+    if epochs is None:
+        return preset
+    return replace(preset, model=preset.model.model_copy(update={"epochs": epochs}))

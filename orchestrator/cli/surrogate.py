@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,6 +21,7 @@ import pandas as pd
 from rich.table import Table
 
 from labloop.core.errors import ClusterLostError, InvalidInput
+from labloop.core.files import atomic_write
 from labloop.orchestrator import console
 from labloop.surrogate.compute import AUTO_CLUSTER_ROWS
 from labloop.surrogate.dataset import read_table
@@ -62,28 +62,13 @@ chunk_option = click.option("--chunk-size", type=click.IntRange(min=1), default=
                             help="Molecules per task (default 5000); peak memory grows with it, not with the library.")
 
 
-def _with_epochs(preset_name: str, epochs: int | None):
-    """The named preset, with its epochs overridden when asked (quick runs, the thesis recipe)."""
-    chosen = get_preset(preset_name)
-    if epochs is None:
-        return chosen
-    return replace(chosen, model=chosen.model.model_copy(update={"epochs": epochs}))
-
-
 def _cache(disabled: bool) -> FingerprintCache | None:
     return None if disabled else FingerprintCache(default_cache_dir() / "fingerprints")
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
+        df.to_csv(fh, index=False, float_format="%.6g")
 
 
 def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
@@ -164,7 +149,7 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
 def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset: str, epochs: int | None,
           holdout: float, seed: int, smiles_column: str, no_cache: bool) -> None:
     """Train a calibrated k-fold ECFP -> FCNN ensemble and save it to a model directory."""
-    chosen = _with_epochs(preset, epochs)
+    chosen = get_preset(preset, epochs=epochs)
     table = read_table(data, list(targets), smiles_column)
     if output.exists() and not output.is_dir():
         raise InvalidInput(f"--output {output} exists and is not a directory")
@@ -229,19 +214,12 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
     LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read and predicted a chunk at a time."""
     with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
         columns = ["smiles", *(f"{t}_{kind}" for t in shards.targets for kind in ("mean", "std"))]
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
         written = 0
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                for number, frame in enumerate(shards.frames([*columns, "valid"])):
-                    valid = frame[frame["valid"]][columns]
-                    valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
-                    written += len(valid)
-            os.replace(tmp, output)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(output) as tmp, open(tmp, "w", newline="") as fh:
+            for number, frame in enumerate(shards.frames([*columns, "valid"])):
+                valid = frame[frame["valid"]][columns]
+                valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
+                written += len(valid)
     console.out.print(f"wrote {written} predictions to {output}")
 
 
@@ -274,7 +252,7 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
     """The thesis's 25-architecture table (radius x bits), 2-fold CV, ranked by validation MAE."""
     from labloop.surrogate.sweep import run_sweep
 
-    chosen = _with_epochs(preset, epochs)
+    chosen = get_preset(preset, epochs=epochs)
     r_list, b_list = _int_list(radii, "--radii"), _int_list(bits, "--bits")
     for r in r_list:  # validate the whole grid before hours of training
         for b in b_list:

@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,10 +61,7 @@ def prior_dir(store: Path, key: str) -> Path:
 
 def campaign_preset(campaign: Campaign) -> Preset:
     """The campaign's surrogate recipe, with its epochs when the campaign sets them."""
-    preset = get_preset(campaign.surrogate.preset)
-    if campaign.surrogate.epochs is None:
-        return preset
-    return replace(preset, model=preset.model.model_copy(update={"epochs": campaign.surrogate.epochs}))
+    return get_preset(campaign.surrogate.preset, epochs=campaign.surrogate.epochs)
 
 
 def prior_table(campaign: Campaign) -> MoleculeTable:

@@ -24,10 +24,16 @@ from labloop.core.errors import (
 from labloop.instruments.contracts import Pump, PumpState, PumpStatus, RateUnit, SafetyLimits
 from labloop.instruments.ne1000 import Direction, NE1000Bus, NE1000Pump, encode_quantity, number_text
 from labloop.instruments.transport import ReplayTransport
-from labloop.sim.cell import Cell, Fluid
+from labloop.sim.cell import Cell, CellState, Fluid
 from labloop.sim.faults import FaultInjector, FaultPlan
 from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
 from labloop.sim.pty_device import PtyDevice, TimeScale
+
+
+def analyte_mM(state: CellState) -> float:
+    """Concentration in the cell of the loaded sample's analyte (0 if none is loaded or dispensed)."""
+    return state.analytes_mM.get(state.sample_id, 0.0) if state.sample_id is not None else 0.0
+
 
 LIMITS = SafetyLimits(max_dispense_ml=2.0, syringe_ml=10.0, potential_window_v=(-1.0, 1.0))
 OK = b"\x0200S\x03"
@@ -190,7 +196,7 @@ def test_dispense_and_withdraw_report_pump_counters_and_fill_the_cell(make_line:
     assert sample.dispense(0.1, 1.0) == pytest.approx(0.1)
     state = line.cell.state()
     assert state.volume_ml == pytest.approx(1.0)
-    assert state.analyte_mM == pytest.approx(1.0)  # 0.1 mL of 10 mM in 1 mL
+    assert analyte_mM(state) == pytest.approx(1.0)  # 0.1 mL of 10 mM in 1 mL
     assert dict(state.dispensed_ml) == pytest.approx({"ne1000:00": 0.9, "ne1000:01": 0.1})
     assert electrolyte.content_ml == pytest.approx(LIMITS.syringe_ml - 0.9)
 
@@ -199,10 +205,10 @@ def test_dispense_and_withdraw_report_pump_counters_and_fill_the_cell(make_line:
     assert line.cell.state().volume_ml == pytest.approx(1.0)
     assert electrolyte.content_ml == pytest.approx(LIMITS.syringe_ml - 0.4)
     line.cell.rinse()
-    assert line.cell.state().volume_ml == 0 and line.cell.state().analyte_mM == 0
+    assert line.cell.state().volume_ml == 0 and analyte_mM(line.cell.state()) == 0
     sample.dispense(0.1, 1.0)
     line.cell.unload_sample()
-    assert line.cell.state().sample_id is None and line.cell.state().analyte_mM == 0
+    assert line.cell.state().sample_id is None and analyte_mM(line.cell.state()) == 0
     assert line.cell.state().analytes_mM == {"TEMPO": pytest.approx(10.0)}  # still in the cell
 
 

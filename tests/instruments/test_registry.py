@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,14 @@ def install_plugin(root: Path, module: str, source: str, entry_points: dict[str,
 
 def test_built_in_drivers_are_registered_through_entry_points() -> None:
     assert set(BUILT_IN) <= set(driver_names())
+    targets = {ep.name: ep.value for ep in metadata.entry_points(group=GROUP)}  # "module:attribute"
     for name, kind in BUILT_IN.items():
         registered = load_driver(name)
         assert registered.descriptor.name == name and registered.descriptor.kind is kind
         attribute = name.upper().replace("-", "_")
         # hardware drivers live in the instrument layer; the simulated-only changer in the simulated world
         home = "labloop.sim.builtin_emulators" if name == "sim-sampler" else "labloop.instruments.builtin_drivers"
-        assert registered.entry_point == f"{home}:{attribute}"
+        assert targets[name] == f"{home}:{attribute}"
         assert registered.descriptor.simulated_only is (name == "sim-sampler")
     assert load_driver("emstat").descriptor.default_baudrate == 230400
     assert load_driver("ne1000").descriptor.default_baudrate == 19200

@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-from labloop.surrogate.descriptors import NAMES, _pi_bonds, _pi_bonds_per_bond, descriptor_matrix, descriptors, huckel
+from labloop.surrogate.descriptors import NAMES, _huckel_many, _pi_bonds, _pi_bonds_per_bond, descriptor_matrix
 
 HOMO, LUMO, GAP, HOMO_1, LUMO_1, PI_ENERGY, ELECTRONS, PER_CENTRE, CENTRES = range(9)
+
+
+def huckel(mol: Chem.Mol) -> np.ndarray:
+    """The 9 Hückel columns of one molecule, float64 (featurisation computes them a chunk at a time)."""
+    return _huckel_many([mol])[0]
+
+
+def descriptors(mol: Chem.Mol) -> np.ndarray:
+    """Every descriptor column of :data:`NAMES` for one molecule, float32."""
+    return descriptor_matrix([mol])[0]
 
 
 def test_benzene():
