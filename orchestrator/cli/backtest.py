@@ -91,7 +91,8 @@ def _prior(campaign: Campaign) -> Any:
               help="Measurement noise (V): added to the truth, or the simulated reference drift.")
 @click.option("--oracle/--no-oracle", default=True, show_default=True,
               help="Also run the yardstick: bayes with the prior calibrated on the table's true values of "
-                   f"{ORACLE_ROWS} library molecules before the campaign (needs a prior and a hit window).")
+                   f"up to {ORACLE_ROWS} library molecules (all of a smaller library) before the campaign "
+                   "(needs a prior and a hit window).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, seeds: int, budget: int | None,
              no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
