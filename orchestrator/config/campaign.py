@@ -719,11 +719,13 @@ class Campaign(BaseModel):
                                         "a window around the candidate needs its predicted potential: add a prior "
                                         "section, or give the scan's e_begin_v/e_vertex1_v/e_vertex2_v",
                                         where=where((index, step.name, "half_width_v"))))
-            for field in ("changer", "pump", "potentiostat", "valve"):
+            for field, kind in STEP_INSTRUMENT_KINDS.items():
                 name = getattr(step, field, None)
                 if name is not None and name != "manual" and name not in self.instruments:
+                    fitting = [n for n, i in self.instruments.items() if _driver_kind(i.driver) == kind]
                     problems.append(Problem(("protocol", index, step.name, field),
-                                            f"{not_one_of(name, list(self.instruments))} (the instruments)",
+                                            f"{not_one_of(name, fitting)} (the rig's {kind.replace('_', ' ')}s)"
+                                            if fitting else f"{name!r}: the rig has no {kind.replace('_', ' ')}",
                                             where=where((index, step.name, field))))
         return problems
 
@@ -804,6 +806,19 @@ def validate_document(doc: YamlDocument, base_dir: Path) -> Campaign:
     campaign._source = doc
     log.info("campaign %s (%s) is valid", campaign.name, doc.name)
     return campaign
+
+
+#: the instrument a step's field names, and the kind of driver it must have
+STEP_INSTRUMENT_KINDS = {"changer": "sample_changer", "pump": "pump", "potentiostat": "potentiostat",
+                         "valve": "gas_valve"}
+
+
+def _driver_kind(driver: str) -> str | None:
+    """The kind a registered driver declares, None if it cannot be loaded (its own check says why)."""
+    try:
+        return str(load_driver(driver).descriptor.kind)
+    except ConfigError:
+        return None
 
 
 def _line_in(path: Path, loc: Loc) -> str:

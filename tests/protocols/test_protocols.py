@@ -167,5 +167,12 @@ def test_campaign_refuses_a_protocol_naming_an_instrument_it_lacks(tmp_path):
         """))
     with pytest.raises(CampaignError) as info:
         load_campaign(tmp_path / "c.yaml")
-    assert info.value.messages[0].endswith("c.yaml:7: protocol[1].dispense.pump: 'analyte_pump' is not one of "
-                                           "sampler, stat (the instruments)")
+    # the rig has no pump at all: said so, not a list of instruments that are not pumps (a newcomer was offered
+    # the sample changer and the potentiostat)
+    assert info.value.messages[0].endswith("c.yaml:7: protocol[1].dispense.pump: 'analyte_pump': the rig has no pump")
+    (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text().replace(
+        "port: /dev/null}}", "port: /dev/null}, pump_a: {driver: ne1000}}"))
+    with pytest.raises(CampaignError) as info:
+        load_campaign(tmp_path / "c.yaml")
+    assert info.value.messages[0].endswith("protocol[1].dispense.pump: 'analyte_pump' is not one of pump_a (the "
+                                           "rig's pumps)")
