@@ -17,7 +17,7 @@ import json
 import logging
 import platform
 import shutil
-import tempfile
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +53,10 @@ def save_ensemble(ens: Ensemble, directory: str | Path, extra: dict | None = Non
     if target.exists() and not (target / MANIFEST).is_file() and any(target.iterdir()):
         raise ModelLoadError(f"{target} exists and is not a labloop model directory; refusing to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    # mkdir, not mkdtemp: the folder gets the user's umask like any other (mkdtemp's 0700 kept the lab's other
+    # accounts from reading a campaign's models)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}"
+    tmp.mkdir()
     try:
         files = []
         for k, member in enumerate(ens.members):

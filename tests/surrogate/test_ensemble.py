@@ -168,6 +168,9 @@ def test_saved_model_predicts_like_the_trained_one(data, tiny_preset, tmp_path):
     preset = tiny_preset(epochs=2)
     ens = train_ensemble(F.subset(slice(0, 300)), Y[:300], TARGETS, preset.fingerprint, preset.model, folds=2)
     save_ensemble(ens, tmp_path / "m")
+    (tmp_path / "plain").mkdir()  # the folder gets the umask's mode, as any other does (mkdtemp gave 0700)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
     probe = F.subset(slice(300, 400))
     before, after = ens.predict_features(probe), load_ensemble(tmp_path / "m").predict_features(probe)
     np.testing.assert_allclose(before[0], after[0], rtol=1e-6)
