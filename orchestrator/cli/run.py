@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from labloop.core.errors import InputError, JournalError
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
-from labloop.orchestrator.cli import preflight
+from labloop.orchestrator.cli import options, preflight
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
@@ -31,7 +31,6 @@ from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
-from labloop.surrogate.compute import AUTO_CLUSTER_ROWS, SCHEDULER_CHOICES, check_setting
 
 if TYPE_CHECKING:
     from labloop.orchestrator.loop.rig import Rig
@@ -40,21 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _scheduler(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A malformed address is a usage error naming the option (one line, exit 2)."""
-    if value is None:
-        return None
-    try:
-        return check_setting(value)
-    except InputError as exc:
-        raise click.BadParameter(str(exc), param=param) from None
-
-
-scheduler_option = click.option(
-    "--scheduler", default=None, callback=_scheduler, metavar="|".join((*SCHEDULER_CHOICES, "tcp://HOST:PORT")),
-    help="Where bayes/greedy predict the library and score it (overrides compute.scheduler): 'local' starts a "
-         "Dask LocalCluster, 'none' works in this process, tcp://HOST:PORT uses that scheduler's cluster; 'auto' "
-         f"(the default) is 'local' from {AUTO_CLUSTER_ROWS:,} library rows on.")
+scheduler_option = options.scheduler_option(
+    default=None, what="bayes/greedy predict the library and score it (overrides compute.scheduler; "
+                       "default: compute.scheduler, itself 'auto')")
 
 
 @click.command(help="Run a campaign: propose, measure, learn, until its budget is reached. --dry-run puts every "

@@ -23,7 +23,7 @@ from rich.table import Table
 from labloop.core.errors import ClusterLostError, InvalidInput
 from labloop.core.files import atomic_write
 from labloop.orchestrator import console
-from labloop.surrogate.compute import AUTO_CLUSTER_ROWS
+from labloop.orchestrator.cli import options
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
@@ -53,11 +53,7 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 DIR = click.Path(path_type=Path, file_okay=False)
 no_cache_option = click.option("--no-cache", is_flag=True, help="Do not read or write the fingerprint cache.")
 smiles_option = click.option("--smiles-column", default="smiles", show_default=True, help="SMILES column.")
-scheduler_option = click.option(
-    "--scheduler", default="auto", show_default=True, metavar="auto|local|none|tcp://HOST:PORT",
-    help=f"Where the library is featurised and predicted: 'local' starts a Dask LocalCluster (one worker per "
-         f"core), 'none' runs here, tcp://HOST:PORT uses that Dask scheduler's cluster; 'auto' is 'local' from "
-         f"{AUTO_CLUSTER_ROWS:,} rows on.")
+scheduler_option = options.scheduler_option(default="auto", what="the library is featurised and predicted")
 chunk_option = click.option("--chunk-size", type=click.IntRange(min=1), default=None,
                             help="Molecules per task (default 5000); peak memory grows with it, not with the library.")
 
@@ -111,7 +107,6 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
     from labloop.surrogate.persistence import read_manifest
 
     read_manifest(model_dir)
-    placement(scheduler, 0)  # a malformed address: before the library is read
     rows = count_rows(library, smiles_column)
     use_cluster, address = placement(scheduler, rows)
     with ExitStack() as stack:
