@@ -30,13 +30,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from labloop.core.errors import InvalidInput
 from labloop.core.seeds import stable_rng
+from labloop.instruments.cv_analysis import Quantity
+from labloop.orchestrator.config.campaign import Campaign, Objective
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
 from labloop.planners import ModelView, Observation, Planner, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
@@ -64,6 +67,28 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> dict[s
     if not truth:
         raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}")
     return truth
+
+
+def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path) -> tuple[list[str], dict[str, float]]:
+    """The campaign's library molecules the truth table knows (by SMILES as written, else canonical)."""
+    from rdkit.rdBase import BlockLogs
+
+    from labloop.sim.world import TruthTable
+
+    table = TruthTable({s: (v,) for s, v in truth.items()})
+    smiles = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
+    known: dict[str, float] = {}
+    with BlockLogs():  # an unreadable SMILES is judged here, in the one line below, not by RDKit per row
+        for s in smiles:
+            try:
+                known.setdefault(s, table.row(s)[0])
+            except KeyError:
+                continue
+    if not known:
+        raise InvalidInput(f"{truth_file}: none of its {len(truth)} molecules is one of the {len(smiles)} of the "
+                           f"library {display_name(campaign.library.file)} (compared as written, then as canonical "
+                           "SMILES)")
+    return list(known), known
 
 
 def oracle_view(model: ModelView, truth: Mapping[str, float], library: Sequence[str], descriptors: DescriptorTable,
@@ -109,6 +134,68 @@ def cv_measure(world_of_seed: Callable[[int], Any]) -> Measure:
         return Observation(smiles, dict(conditions), potential, quality=measurement_quality(result),
                            failure=None if ok else "analysis")
     return measure
+
+
+def table_world_measure(truth: Mapping[str, float], quantity: Quantity, noise_v: float) -> Measure:
+    """Simulated instruments on a table's true values: :func:`cv_measure` of a world whose truth is the
+    table (a new world per campaign seed, its noise ``noise_v``)."""
+    from labloop.sim.world import TruthTable, World
+
+    table = TruthTable({s: (v,) for s, v in truth.items()})
+    return cv_measure(lambda seed: World(table, source="column", quantity=quantity, noise_v=noise_v,
+                                         reference_offset_v=REFERENCE_OFFSET_V, seed=seed))
+
+
+def objective_score(objective: Objective) -> Callable[[list[Observation]], float]:
+    """What a campaign's curve counts: hits so far, or (a goal without a hit definition) the best score."""
+    def score(observations: list[Observation]) -> float:
+        values = [o.potential_v for o in observations if o.potential_v is not None]
+        if objective.defines_hits:
+            return float(sum(objective.is_hit(v) for v in values))
+        return max((objective.score(v) for v in values), default=float("nan"))
+    return score
+
+
+class Progress(Protocol):
+    """What :func:`compare` says as it goes: the campaign it starts, and each experiment done."""
+
+    def start(self, name: str, seed: int) -> None: ...
+    def advance(self) -> None: ...
+
+
+def compare(campaign: Campaign, kinds: Sequence[str], library: Sequence[str], model: ModelView | None,
+            measure: Measure, *, seeds: int, budget: int, oracle_truth: Mapping[str, float] | None,
+            progress: Progress) -> dict[str, dict[str, Any]]:
+    """Every planner of ``kinds`` over ``seeds`` campaigns (seeds from the campaign's) of ``budget``
+    experiments, summarised (:func:`summarise`); with ``oracle_truth``, the oracle too (:func:`oracle_view`),
+    run first so each planner's hits are also a fraction of its."""
+    from labloop.planners import make_planner
+
+    descriptors = DescriptorTable()
+    score = objective_score(campaign.objective)
+
+    def runs_of(kind: str, name: str, view_of: Callable[[Sequence[Observation]], ModelView] | None = None
+                ) -> list[CampaignRun]:
+        settings = campaign.model_copy(update={"planner": campaign.planner.model_copy(update={"kind": kind})})
+        planner = make_planner(settings.planner_settings(), library, descriptors)
+        runs = []
+        for seed in range(campaign.seed, campaign.seed + seeds):
+            progress.start(name, seed)
+            runs.append(run_campaign(planner, model, measure, seed=seed, budget=budget,
+                                     batch=campaign.planner.batch_size, descriptors=descriptors, score=score,
+                                     view_of=view_of, on_experiment=progress.advance))
+        return runs
+
+    results: dict[str, dict[str, Any]] = {}
+    oracle = None
+    if oracle_truth is not None and model is not None:
+        view = oracle_view(model, oracle_truth, library, descriptors, seed=campaign.seed)
+        oracle = summarise(runs_of("bayes", "oracle", lambda _observations: view), budget)
+    for kind in kinds:
+        results[kind] = summarise(runs_of(kind, kind), budget, None if oracle is None else oracle["mean"])
+    if oracle is not None:
+        results["oracle"] = oracle
+    return results
 
 
 @dataclass

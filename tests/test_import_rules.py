@@ -44,7 +44,7 @@ ORCHESTRATOR: dict[str, set[str]] = {
 #: emulators of a dry run), the backtest engine and command (simulated campaigns against a table of truths),
 #: the `labloop sim` / `drivers check` commands (they serve emulators), and the campaign schema (it validates
 #: world.truth against the world's own tables of solvents and groups)
-SIM_IMPORTERS = {"orchestrator.compose", "orchestrator.backtest", "orchestrator.cli.backtest",
+SIM_IMPORTERS = {"orchestrator.compose", "orchestrator.backtest",
                  "orchestrator.cli.instruments", "orchestrator.config.campaign"}
 
 

@@ -12,11 +12,9 @@ from typing import Any
 
 import click
 
-from labloop.core.errors import InvalidInput
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
-from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
 
 log = logging.getLogger(__name__)
@@ -32,29 +30,6 @@ def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise click.BadParameter(f"must be a number of volts, got {value}")
     return value
-
-
-def _library(campaign: Campaign, truth: dict[str, float], truth_file: Path) -> tuple[list[str], dict[str, float]]:
-    """The campaign's library molecules the truth table knows (by SMILES as written, else canonical)."""
-    from rdkit.rdBase import BlockLogs
-
-    from labloop.sim.world import TruthTable
-    from labloop.surrogate.dataset import read_table
-
-    table = TruthTable({s: (v,) for s, v in truth.items()})
-    smiles = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
-    known: dict[str, float] = {}
-    with BlockLogs():  # an unreadable SMILES is judged here, in the one line below, not by RDKit per row
-        for s in smiles:
-            try:
-                known.setdefault(s, table.row(s)[0])
-            except KeyError:
-                continue
-    if not known:
-        raise InvalidInput(f"{truth_file}: none of its {len(truth)} molecules is one of the {len(smiles)} of the "
-                           f"library {display_name(campaign.library.file)} (compared as written, then as canonical "
-                           "SMILES)")
-    return list(known), known
 
 
 def _prior(campaign: Campaign) -> Any:
@@ -97,8 +72,7 @@ def _prior(campaign: Campaign) -> Any:
 def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, seeds: int, budget: int | None,
              no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
     from labloop.orchestrator import backtest as engine
-    from labloop.planners import PLANNERS, make_planner
-    from labloop.planners.feedback import DescriptorTable
+    from labloop.planners import PLANNERS
 
     campaign = load_campaign(campaign_file)
     kinds = [k.strip() for k in planners.split(",") if k.strip()]
@@ -110,7 +84,7 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
         raise click.BadParameter("planners other than random need the campaign's prior section",
                                  param_hint="--planners")
     truth = engine.read_truth(truth_file, column, campaign.library.smiles_column)
-    library, known = _library(campaign, truth, truth_file)
+    library, known = engine.library_truth(campaign, truth, truth_file)
     budget = min(budget or campaign.budget.max_experiments, len(library))
     objective = campaign.objective
     if objective.defines_hits and not any(objective.is_hit(v) for v in known.values()):
@@ -121,49 +95,23 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     model = _prior(campaign) if any(k != "random" for k in kinds) else None
     if model is not None:
         model.predict(library)  # cached once for every planner and seed
-    if no_instruments:
-        measure = engine.table_measure(known, noise_v)
-    else:
-        from labloop.sim.world import TruthTable, World
-
-        table = TruthTable({s: (v,) for s, v in known.items()})
-        measure = engine.cv_measure(lambda seed: World(table, source="column", quantity=objective.quantity,
-                                                       noise_v=noise_v, reference_offset_v=engine.REFERENCE_OFFSET_V,
-                                                       seed=seed))
-
-    def score(observations: list) -> float:
-        values = [o.potential_v for o in observations if o.potential_v is not None]
-        if objective.defines_hits:
-            return float(sum(objective.is_hit(v) for v in values))
-        return max((objective.score(v) for v in values), default=float("nan"))
-
-    descriptors = DescriptorTable()
+    measure = (engine.table_measure(known, noise_v) if no_instruments
+               else engine.table_world_measure(known, objective.quantity, noise_v))
     oracle = oracle and model is not None and objective.defines_hits
-    results: dict[str, Any] = {}
     with console.progress() as bar:
         task = bar.add_task("backtest", total=(len(kinds) + oracle) * seeds * budget)
 
-        def runs_of(kind: str, name: str, view_of: Any = None) -> list:
-            planner = make_planner(campaign.model_copy(update={"planner": campaign.planner.model_copy(
-                update={"kind": kind})}).planner_settings(), library, descriptors)
-            runs = []
-            for seed in range(campaign.seed, campaign.seed + seeds):
-                bar.update(task, description=f"{name} seed {seed}")
-                runs.append(engine.run_campaign(planner, model, measure, seed=seed, budget=budget,
-                                                batch=campaign.planner.batch_size, descriptors=descriptors,
-                                                score=score, view_of=view_of, on_experiment=lambda: bar.advance(task)))
-            return runs
+        class Shown:
+            """The progress bar, told each campaign and experiment."""
 
-        oracle_mean = None
-        if oracle:
-            bar.update(task, description="oracle calibration")
-            view = engine.oracle_view(model, known, library, descriptors, seed=campaign.seed)
-            oracle_summary = engine.summarise(runs_of("bayes", "oracle", lambda observations: view), budget)
-            oracle_mean = oracle_summary["mean"]
-        for kind in kinds:
-            results[kind] = engine.summarise(runs_of(kind, kind), budget, oracle_mean)
-        if oracle:
-            results["oracle"] = oracle_summary
+            def start(self, name: str, seed: int) -> None:
+                bar.update(task, description=f"{name} seed {seed}")
+
+            def advance(self) -> None:
+                bar.advance(task)
+
+        results = engine.compare(campaign, kinds, library, model, measure, seeds=seeds, budget=budget,
+                                 oracle_truth=known if oracle else None, progress=Shown())
     report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
               "seeds": [campaign.seed, campaign.seed + seeds - 1],
