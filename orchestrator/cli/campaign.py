@@ -1,14 +1,16 @@
-"""`labloop validate | schema | log`: check a campaign file, print its JSON Schema, inspect a journal.
+"""`labloop validate | schema | log | report`: check a campaign file, print its JSON Schema, inspect a journal,
+write its report.
 
 Why these need nothing else: ``validate`` must be safe to run anywhere (it opens no port and creates no
-file), ``schema`` feeds editors, and ``log`` reads a journal through a read-only connection so it can
-watch a live run (``--follow``) without ever getting in the writer's way.
+file), ``schema`` feeds editors, and ``log`` and ``report`` read a journal through a read-only connection,
+so they can watch a live run (``log --follow``) without ever getting in the writer's way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -147,3 +149,31 @@ def _follow(journal: Journal, last: int) -> None:
     finally:
         if live is not None:
             live.stop()
+
+
+@click.command(help="Write a campaign's report: an HTML page with PNG plots and CSV exports.")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Folder (default: beside the store, its name with .report instead of .db).")
+def report(store: Path, output: Path | None) -> None:
+    from labloop.orchestrator.report import write_report  # matplotlib loads only here
+
+    folder = output or store.with_name(f"{store.stem}.report")
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(f"{folder} is a file, not a folder for the report", param_hint="--output")
+    with Journal.open(store, readonly=True) as journal:  # not a journal: refused before a folder is made
+        made = not folder.exists()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"{folder}: cannot create the report folder ({exc.strerror})",
+                                     param_hint="--output") from None
+        if not os.access(folder, os.W_OK):
+            raise click.BadParameter(f"{folder}: cannot write into this folder", param_hint="--output")
+        try:
+            page = write_report(journal, folder)
+        except BaseException:
+            if made:  # a journal damaged past its first rows: no empty folder either
+                folder.rmdir()
+            raise
+    console.out.print(f"report: {page}")

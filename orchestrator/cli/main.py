@@ -16,11 +16,11 @@ import click
 from labloop.core.errors import InputError, LabloopError
 from labloop.orchestrator import console
 from labloop.orchestrator.cli.backtest import backtest
-from labloop.orchestrator.cli.campaign import log_command, schema, validate
+from labloop.orchestrator.cli.campaign import log_command, report, schema, validate
 from labloop.orchestrator.cli.dashboard import approve, dashboard
 from labloop.orchestrator.cli.instruments import drivers as drivers_app
 from labloop.orchestrator.cli.instruments import sim as sim_app
-from labloop.orchestrator.cli.run import report, resume, run
+from labloop.orchestrator.cli.run import resume, run
 from labloop.orchestrator.cli.surrogate import app as surrogate_app
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""`labloop run | resume | report`: run a campaign, continue a stopped one, and write its report.
+"""`labloop run | resume`: run a campaign, and continue a stopped one.
 
 Why run and resume share one path (:func:`_run_campaign`): a resumed campaign must behave exactly like
 one that never stopped, so both build the same world, rig, protocol executor, model and runner; they
@@ -10,7 +10,6 @@ the rig are all checked before the journal is created.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,34 +100,6 @@ def resume(store: Path, max_experiments: int | None, scheduler: str | None) -> i
         return journal
 
     return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler)
-
-
-@click.command(help="Write a campaign's report: an HTML page with PNG plots and CSV exports.")
-@click.argument("store", type=click.Path(path_type=Path))
-@click.option("--output", "-o", type=click.Path(path_type=Path),
-              help="Folder (default: beside the store, its name with .report instead of .db).")
-def report(store: Path, output: Path | None) -> None:
-    from labloop.orchestrator.report import write_report  # matplotlib loads only here
-
-    folder = output or store.with_name(f"{store.stem}.report")
-    if folder.exists() and not folder.is_dir():
-        raise click.BadParameter(f"{folder} is a file, not a folder for the report", param_hint="--output")
-    with Journal.open(store, readonly=True) as journal:  # not a journal: refused before a folder is made
-        made = not folder.exists()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise click.BadParameter(f"{folder}: cannot create the report folder ({exc.strerror})",
-                                     param_hint="--output") from None
-        if not os.access(folder, os.W_OK):
-            raise click.BadParameter(f"{folder}: cannot write into this folder", param_hint="--output")
-        try:
-            page = write_report(journal, folder)
-        except BaseException:
-            if made:  # a journal damaged past its first rows: no empty folder either
-                folder.rmdir()
-            raise
-    console.out.print(f"report: {page}")
 
 
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
