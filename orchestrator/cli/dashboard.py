@@ -88,8 +88,10 @@ def _bind(host: str, port: int) -> socket.socket:
                     "--veto ID fails that experiment instead (the planner counts it against the molecule).")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--veto", multiple=True, type=int, metavar="ID", help="An experiment id to veto (repeatable).")
-def approve(store: Path, veto: tuple[int, ...]) -> None:
+@click.option("--batch", multiple=True, type=int, metavar="ID",
+              help="An id of the batch you looked at (repeatable): refused if another batch is waiting by now.")
+def approve(store: Path, veto: tuple[int, ...], batch: tuple[int, ...]) -> None:
     with Journal.open(store) as journal:
-        approved, vetoed = journal.approve(veto, by="labloop approve")
+        approved, vetoed = journal.approve(veto, by="labloop approve", batch=batch or None)
     listed = [", ".join(map(str, ids)) or "none" for ids in (approved, vetoed)]
     console.out.print(f"approved {listed[0]}; vetoed {listed[1]}", markup=False, highlight=False)

@@ -117,6 +117,10 @@ def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_
             _wait_for(lambda: _waiting(campaign.store), "batch awaiting approval")
             waiting = _waiting(campaign.store)
             args = ["--veto", waiting[0]] if veto_first else []
+            if not veto_first:  # the batch looked at: an older one is refused, this one decided
+                stale = labloop("approve", campaign.store, "--batch", waiting[0] - 1)
+                assert stale.returncode == 2 and "the batch waiting is" in stale.stderr, stale.stderr
+                args = [arg for i in waiting for arg in ("--batch", i)]
             result = labloop("approve", campaign.store, *args)
             decisions.append((waiting, result.stdout))
 
