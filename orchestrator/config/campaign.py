@@ -479,7 +479,10 @@ class Safety(BaseModel):
 
     def limits(self, pump: str | None = None) -> SafetyLimits:
         """The rig's limits, or one pump's: its syringe (``syringes_ml``), and no dispense beyond it."""
-        syringe = self.syringes_ml.get(pump, self.syringe_ml) if pump is not None else self.syringe_ml
+        if pump is None or pump not in self.syringes_ml:  # max_dispense_ml above syringe_ml is refused here
+            return SafetyLimits(self.max_dispense_ml, self.syringe_ml, self.potential_limits_v,
+                                self.max_rate_ml_min, self.cell_volume_ml)
+        syringe = self.syringes_ml[pump]
         return SafetyLimits(min(self.max_dispense_ml, syringe), syringe, self.potential_limits_v,
                             self.max_rate_ml_min, self.cell_volume_ml)
 
