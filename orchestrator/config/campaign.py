@@ -73,6 +73,8 @@ PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 NonNegativeNumber = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 SECTION = ConfigDict(frozen=True, extra="forbid")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: the potentials vs Li/Li+ an objective may name: beyond any solvent's window by a wide margin either way
+POTENTIAL_RANGE_V = (-3.0, 10.0)
 #: slowest simulated world (device seconds per wall second) other than 0, zero latency
 MIN_TIME_SCALE = 1e-3
 
@@ -191,6 +193,12 @@ class Objective(BaseModel):
             raise Problems(Problem(("window_v",), f"only used with goal 'window' (goal is {self.goal!r})"))
         if self.goal == "window" and self.threshold_v is not None:
             raise Problems(Problem(("threshold_v",), "not used with goal 'window' (window_v defines a hit)"))
+        low, high = POTENTIAL_RANGE_V
+        for field, values in (("window_v", self.window_v or ()), ("threshold_v", (self.threshold_v,))):
+            far = [v for v in values if v is not None and not low <= v <= high]
+            if far:
+                raise Problems(Problem((field,), f"{far[0]:g} V vs Li/Li+ is no potential a cell reaches "
+                                                 f"({low:g}..{high:g} V): millivolts written as volts?"))
         return self
 
     @property

@@ -158,6 +158,8 @@ MALFORMED = [
      "greater than 0"),
     ("dispense above the syringe", edit("syringe_ml: 10", "syringe_ml: 2"), "safety:", "safety.max_dispense_ml",
      "max_dispense_ml <= syringe_ml"),
+    ("window in millivolts", edit("window_v: [4.5, 4.6]", "window_v: [4500, 4600]"), "objective:",
+     "objective.window_v", "4500 V vs Li/Li+ is no potential a cell reaches (-3..10 V): millivolts written as volts?"),
     ("missing library file", edit("file: library.csv", "file: nowhere.csv"), "library:", "library.file",
      "nowhere.csv: no such file"),
     ("library without the SMILES column", edit("smiles_column: smiles", "smiles_column: SMILES"), "library:",
