@@ -54,7 +54,7 @@ from labloop.instruments.cv_analysis import Quantity
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
-from labloop.orchestrator.config.yaml_source import YamlDocument, error_lines, read_yaml
+from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
 from labloop.protocols.steps import SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
 from labloop.surrogate.compute import check_setting
@@ -833,5 +833,9 @@ def _driver_kind(driver: str) -> str | None:
 
 
 def _line_in(path: Path, loc: Loc) -> str:
-    """``file:line`` of ``loc`` in the YAML file ``path`` (read when a problem there is to be shown)."""
-    return read_yaml(path).where(loc)
+    """``file:line`` of ``loc`` in the YAML file ``path`` (read when a problem there is to be shown); just the
+    file when it can no longer be read (a resumed campaign's protocol file, moved or edited since)."""
+    try:
+        return read_yaml(path).where(loc)
+    except (Problems, OSError):
+        return display_name(path)
