@@ -73,6 +73,8 @@ PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 NonNegativeNumber = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 SECTION = ConfigDict(frozen=True, extra="forbid")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: the largest potential vs its reference a safety limit may allow (potentiostats apply a few volts)
+MAX_APPLIED_V = 10.0
 #: the potentials vs Li/Li+ an objective may name: beyond any solvent's window by a wide margin either way
 POTENTIAL_RANGE_V = (-3.0, 10.0)
 #: slowest simulated world (device seconds per wall second) other than 0, zero latency
@@ -484,6 +486,16 @@ class Safety(BaseModel):
                                            "into the cell (until a rinse step)")
     syringes_ml: dict[str, PositiveNumber] = Field(default_factory=dict, description="a pump's own syringe (mL) "
                                                    "where it is not syringe_ml, e.g. {analyte_pump: 1.0}")
+
+    @field_validator("potential_limits_v")
+    @classmethod
+    def _volts(cls, value: tuple[float, float]) -> tuple[float, float]:
+        """No potentiostat applies more than 10 V against its reference: limits beyond are not a limit at all."""
+        far = [v for v in value if abs(v) > MAX_APPLIED_V]
+        if far:
+            raise ValueError(f"{far[0]:g} V against the reference is more than any potentiostat applies "
+                             f"(+/-{MAX_APPLIED_V:g} V): millivolts written as volts?")
+        return value
 
     def limits(self, pump: str | None = None) -> SafetyLimits:
         """The rig's limits, or one pump's: its syringe (``syringes_ml``), and no dispense beyond it."""

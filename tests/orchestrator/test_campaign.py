@@ -158,6 +158,8 @@ MALFORMED = [
      "greater than 0"),
     ("dispense above the syringe", edit("syringe_ml: 10", "syringe_ml: 2"), "safety:", "safety.max_dispense_ml",
      "max_dispense_ml <= syringe_ml"),
+    ("safety limits in millivolts", edit("potential_limits_v: [-1.7, 2.0]", "potential_limits_v: [-1700, 2000]"),
+     "safety:", "safety.potential_limits_v", "-1700 V against the reference is more than any potentiostat applies"),
     ("window in millivolts", edit("window_v: [4.5, 4.6]", "window_v: [4500, 4600]"), "objective:",
      "objective.window_v", "4500 V vs Li/Li+ is no potential a cell reaches (-3..10 V): millivolts written as volts?"),
     ("missing library file", edit("file: library.csv", "file: nowhere.csv"), "library:", "library.file",
