@@ -399,7 +399,28 @@ def _structure(steps: Sequence[Step]) -> list[Problem]:
         if isinstance(step, AddStandard) and (not cvs or index < cvs[0]):
             problems.append(Problem((index, "add_standard"), "comes after the cv: the analyte is located alone "
                                                              "first, then against the standard"))
+    holds: dict[str, tuple[str, int]] = {}  # pump -> (the liquid its syringe holds, the step that said so)
+    for index, step in enumerate(steps):
+        fluid = _fluid_of(step)
+        if fluid is None:
+            continue
+        held, first = holds.setdefault(step.pump, (fluid, index))  # type: ignore[attr-defined]
+        if held != fluid:
+            problems.append(Problem((index, step.name, "pump"),
+                                    f"{step.pump!r} holds the {held} (step {first + 1}), not the {fluid}: a syringe "  # type: ignore[attr-defined]
+                                    "holds one liquid, so give this step another pump"))
     return problems
+
+
+def _fluid_of(step: Step) -> str | None:
+    """The liquid a pumping step takes from its pump's syringe: the sample, the electrolyte, the standard."""
+    if isinstance(step, Dispense):
+        return step.fluid
+    if isinstance(step, AddStandard):
+        return "standard"
+    if isinstance(step, Clean) and step.pump is not None:
+        return "electrolyte"
+    return None
 
 
 def limit_problems(steps: Sequence[Step], limits: SafetyLimits,

@@ -268,6 +268,13 @@ def test_new_steps_refuse_out_of_range_parameters_with_their_location():
                          {"blank": {}}, {"add_standard": {"pump": "f", "volume_ml": 0.1}},
                          {"cv": {"half_width_v": 0.3, "ir_compensation": {}}}])
     assert [loc for loc, _ in structure] == [(3, "blank"), (5, "cv", "ir_compensation"), (4, "add_standard")]
+    # one syringe, one liquid: an add_standard from the pump that holds the sample read the standard as the
+    # sample in a newcomer's dry run, and failed every experiment as no_standard
+    shared = located(["load_sample", {"dispense": {"pump": "p", "volume_ml": 0.1, "rate_ml_min": 1, "fluid": "sample"}},
+                      {"cv": {"half_width_v": 0.3}}, {"add_standard": {"pump": "p", "volume_ml": 0.1}},
+                      {"clean": {"pump": "f"}}])
+    assert shared == [((3, "add_standard", "pump"), "'p' holds the sample (step 2), not the standard: a syringe "
+                                                    "holds one liquid, so give this step another pump")]
     steps = parse_steps([{"eis": {"e_dc_v": 1.5}}, {"cv": {"half_width_v": 0.3}},
                          {"add_standard": {"pump": "f", "volume_ml": 12.0}}])
     assert [p.loc for p in limit_problems(steps, LIMITS)] == [(0, "eis", "e_dc_v"), (2, "add_standard", "volume_ml")]
