@@ -54,6 +54,15 @@ log = logging.getLogger(__name__)
 STX, ETX = b"\x02", b"\x03"
 DEFAULT_BAUDRATE = 19200
 DIAMETER_RANGE_MM = (0.1, 80.0)
+#: how slow and how fast the pump drives a plunger (cm/min; the NE-1000 manual's rate table divided by the
+#: syringe's cross-section): the flow rates a syringe allows follow from its diameter
+PLUNGER_SPEED_CM_MIN = (7.0e-5, 5.1)
+
+
+def rate_limits_ml_min(diameter_mm: float) -> tuple[float, float]:
+    """The slowest and fastest flow (mL/min) the pump drives a syringe of ``diameter_mm`` at."""
+    area_cm2 = math.pi * (diameter_mm / 20.0) ** 2
+    return PLUNGER_SPEED_CM_MIN[0] * area_cm2, PLUNGER_SPEED_CM_MIN[1] * area_cm2
 REL_TOL = 1e-3  # the pump keeps 4 significant digits (<= 0.05%); refuse values that would lose more
 
 STATES = {
@@ -325,6 +334,7 @@ class NE1000Pump:
         self.run_margin_s = run_margin_s
         self.content_ml = content
         self._owns_bus = owns_bus
+        self._diameter_mm: float | None = None  # as last set or read: the rates it allows
         self.firmware = self._connect()
         if diameter_mm is not None:
             self.set_diameter(diameter_mm)
@@ -391,7 +401,14 @@ class NE1000Pump:
         return PumpStatus(self.state(), infused, withdrawn)
 
     def diameter(self) -> float:
-        return float(self._query("DIA", _NUM)[1])
+        self._diameter_mm = float(self._query("DIA", _NUM)[1])
+        return self._diameter_mm
+
+    @property
+    def rate_range_ml_min(self) -> tuple[float, float]:
+        """The flow rates this pump can drive its syringe at (mL/min): the protocol executor checks every
+        pumping step against it before anything moves (a rate the pump answers ``?OOR`` to failed mid-run)."""
+        return rate_limits_ml_min(self._diameter_mm if self._diameter_mm is not None else self.diameter())
 
     def rate(self) -> tuple[float, RateUnit]:
         m = self._query("RAT", rf"{_NUM}(UM|MM|UH|MH)")
@@ -412,6 +429,7 @@ class NE1000Pump:
             raise ConfigError(self.where, f"syringe diameter must be {low}..{high} mm, got {mm!r}")
         text, _, _ = encode_quantity(mm, {"": 1.0}, self.where, "diameter (mm)")
         self._set(f"DIA {text}")
+        self._diameter_mm = float(text)
 
     def set_rate(self, value: float, unit: RateUnit | str) -> None:
         unit = RateUnit(unit)

@@ -234,6 +234,7 @@ class ProtocolExecutor:
                 self._instrument(where, step.pump, Pump, "pump")  # type: ignore[attr-defined]
                 if index in refused:  # its volume, rate or the cell's fill after it (the first of them)
                     raise SafetyLimitExceeded(where, refused[index].what)
+                self._check_rate(where, step.pump, step.rate_ml_min)  # type: ignore[attr-defined]
             if isinstance(step, LoadSample):
                 self._instrument(where, step.changer, SampleChanger, "sample changer")
             elif isinstance(step, CV):
@@ -290,6 +291,17 @@ class ProtocolExecutor:
             if not low <= e <= high:
                 raise SafetyLimitExceeded(where, f"potential {e:g} V is outside what {potentiostat!r} can apply, "
                                                  f"{low:g}..{high:g} V vs its reference")
+
+    def _check_rate(self, where: str, pump: str, rate_ml_min: float) -> None:
+        """Once the rig is open, refuse a rate the pump cannot drive its syringe at (its driver's
+        ``rate_range_ml_min``, known from the syringe's diameter; docs/drivers.md), before anything moves."""
+        span = None if self.rig is None else getattr(self.rig.instruments[pump], "rate_range_ml_min", None)
+        if span is None:
+            return
+        low, high = span
+        if not low <= rate_ml_min <= high:
+            raise ConfigError(where, f"rate {rate_ml_min:g} mL/min is beyond what {pump!r} can drive its syringe at, "
+                                     f"{low:.3g}..{high:.3g} mL/min")
 
     def _operator(self, where: str) -> Callable[[str], object]:
         """The rig's way to ask the operator (``ask_operator``); a manual step without one is refused."""

@@ -57,13 +57,13 @@ Choices where the sources are silent ([infer], documented here because the emula
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from labloop.instruments.ne1000 import DIAMETER_RANGE_MM, rate_limits_ml_min
 from labloop.sim.cell import Cell, Fluid
 from labloop.sim.faults import FaultInjector, FaultKind
 from labloop.sim.pty_device import Link, TerminatorFramer, TimeScale
@@ -73,8 +73,6 @@ log = logging.getLogger(__name__)
 STX, ETX = b"\x02", b"\x03"
 VERSION = "NE1000V3.928"
 BAUD_RATES = (300, 1200, 2400, 9600, 19200)
-DIAMETER_RANGE_MM = (0.1, 80.0)
-PLUNGER_SPEED_CM_MIN = (7.0e-5, 5.1)
 RATE_UNITS_ML_MIN = {"UM": 1e-3, "MM": 1.0, "UH": 1e-3 / 60.0, "MH": 1.0 / 60.0}
 VOLUME_UNITS_ML = {"UL": 1e-3, "ML": 1.0}
 RUNNING = frozenset("IWX")
@@ -142,15 +140,6 @@ class _Pump:
     @property
     def volume_ml(self) -> float:
         return self.volume * VOLUME_UNITS_ML[self.volume_unit]
-
-
-def _area_cm2(diameter_mm: float) -> float:
-    return math.pi * (diameter_mm / 20.0) ** 2
-
-
-def _rate_limits_ml_min(diameter_mm: float) -> tuple[float, float]:
-    area = _area_cm2(diameter_mm)
-    return PLUNGER_SPEED_CM_MIN[0] * area, PLUNGER_SPEED_CM_MIN[1] * area
 
 
 def _number(text: str) -> float:
@@ -308,7 +297,7 @@ class NE1000Emulator:
         value = _number(m[1]) if m[1] else p.rate
         if unit != p.rate_unit and p.status in RUNNING:
             raise _Reject("?NA")
-        low, high = _rate_limits_ml_min(p.diameter_mm)
+        low, high = rate_limits_ml_min(p.diameter_mm)
         if not low <= value * RATE_UNITS_ML_MIN[unit] <= high:
             raise _Reject("?OOR")
         p.rate, p.rate_unit = value, unit
@@ -347,7 +336,7 @@ class NE1000Emulator:
             p.last_update = time.monotonic()
             return ""
         self._not_running(p)
-        low, high = _rate_limits_ml_min(p.diameter_mm)
+        low, high = rate_limits_ml_min(p.diameter_mm)
         if not low <= p.rate_ml_min <= high:
             raise _Reject("?OOR")
         p.phase_target_ml = p.volume_ml if p.volume > 0 else None
@@ -432,7 +421,7 @@ class NE1000Emulator:
                 self._advance(p, now)
 
     def _advance(self, p: _Pump, now: float) -> None:
-        rate = _rate_limits_ml_min(p.diameter_mm)[1] if p.status == "X" else p.rate_ml_min
+        rate = rate_limits_ml_min(p.diameter_mm)[1] if p.status == "X" else p.rate_ml_min
         wall = now - p.last_update
         p.last_update = now
         if not self.time_scale.is_zero_latency:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labloop.core.errors import DispenseMismatch, SafetyLimitExceeded
+from labloop.core.errors import ConfigError, DispenseMismatch, SafetyLimitExceeded
 from labloop.instruments.contracts import RateUnit, SafetyLimits
 from labloop.instruments.ne1000 import NE1000Pump
 from labloop.orchestrator.compose import build_rig, build_world
@@ -193,3 +193,18 @@ def test_a_pump_with_its_own_syringe_is_held_to_it(tmp_path, labloop, write_camp
         with pytest.raises(SafetyLimitExceeded, match="dispense of 3 mL exceeds the limit of 1 mL"):
             pump.dispense(3.0, 0.5)
         assert wire(rig) == before
+
+
+def test_a_rate_the_syringe_cannot_reach_is_refused_before_anything_moves(rig: Rig) -> None:
+    """1 mL/min is under max_rate_ml_min but faster than the pump drives the example's 4.61 mm syringe: the
+    pump answered ?OOR mid-experiment, three times, and the run stopped with exit 1 (a newcomer's trial)."""
+    pump = rig.instruments["analyte_pump"]
+    low, high = pump.rate_range_ml_min
+    assert 0 < low < 0.5 < high < 1.0  # 0.851 mL/min for 4.61 mm
+    before = wire(rig)
+    fast = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 1.0,
+                                         "fluid": "sample"}}, {"cv": {"half_width_v": 0.3}}]
+    with pytest.raises(ConfigError, match=r"protocol step 2 \(dispense\): rate 1 mL/min is beyond what "
+                                          r"'analyte_pump' can drive its syringe at, 1.17e-05..0.851 mL/min"):
+        ProtocolExecutor(fast, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0)), 3.2).check()
+    assert wire(rig) == before
