@@ -462,13 +462,14 @@ def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: M
         if not pumps(step):
             continue
         own = (pump_limits or {}).get(step.pump, limits)  # type: ignore[attr-defined]
-        for field, check in (("volume_ml", partial(own.check_volume, step.volume_ml)),  # type: ignore[attr-defined]
-                             ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min)),  # type: ignore[attr-defined]
-                             ("volume_ml", partial(limits.check_cell, fill[index]))):
+        whose = "" if own is limits else f" ({step.pump}'s syringe, safety.syringes_ml)"  # type: ignore[attr-defined]
+        for field, check, says in (("volume_ml", partial(own.check_volume, step.volume_ml), whose),  # type: ignore[attr-defined]
+                                   ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min), ""),  # type: ignore[attr-defined]
+                                   ("volume_ml", partial(limits.check_cell, fill[index]), "")):
             try:
-                check(where="")
+                check(where="")  # where="": the message alone, located by the caller
             except SafetyLimitExceeded as exc:
-                found.append((index, field, exc))
+                found.append((index, field, SafetyLimitExceeded("", exc.what + says) if says else exc))
     return found
 
 

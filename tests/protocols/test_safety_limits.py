@@ -177,7 +177,8 @@ def test_a_pump_with_its_own_syringe_is_held_to_it(tmp_path, labloop, write_camp
     own = {"max_dispense_ml": 5.0, "syringe_ml": 10.0, "syringes_ml": {"analyte_pump": 1.0}}
     refused = labloop("validate", write_campaign(tmp_path, protocol=protocol, safety=own), "--dry-run")
     assert refused.returncode == 2
-    assert "protocol[1].dispense.volume_ml: dispense of 3 mL exceeds the limit of 1 mL" in refused.stderr
+    assert ("protocol[1].dispense.volume_ml: dispense of 3 mL exceeds the limit of 1 mL (analyte_pump's syringe, "
+            "safety.syringes_ml)") in refused.stderr
     shared = labloop("validate", write_campaign(tmp_path, protocol=protocol, safety={"syringe_ml": 10.0}), "--dry-run")
     assert shared.returncode == 0, shared.stderr  # as before: one syringe for all
     for syringes, says in (({"potentiostat": 1.0}, "'potentiostat' is not a pump"),
