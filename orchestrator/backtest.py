@@ -30,20 +30,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from labloop.core.errors import InvalidInput
 from labloop.core.seeds import stable_rng
-from labloop.instruments.cv_analysis import Quantity
 from labloop.orchestrator.config.campaign import Campaign, Objective
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
 from labloop.planners import ModelView, Observation, Planner, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 from labloop.surrogate.dataset import read_table
+
+if TYPE_CHECKING:
+    from labloop.instruments.cv_analysis import Quantity
 
 log = logging.getLogger(__name__)
 
