@@ -662,8 +662,9 @@ class Journal:
 
     def add_model_version(self, n_train: int, metrics: Mapping[str, Any], weights_path: str | Path | None = None
                           ) -> int:
-        """Record a trained surrogate; returns its version number (1, 2, ...)."""
-        path = None if weights_path is None else str(weights_path)
+        """Record a trained surrogate; returns its version number (1, 2, ...). The weights' folder is kept as
+        an absolute path: a resume started from another working directory must find it."""
+        path = None if weights_path is None else str(Path(weights_path).absolute())
         with self._write() as db:
             cur = db.execute("INSERT INTO model_versions (created_at, n_train, metrics_json, weights_path) "
                              "VALUES (?, ?, ?, ?)", (now(), n_train, _json(dict(metrics)), path))

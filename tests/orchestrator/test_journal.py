@@ -111,6 +111,15 @@ def test_every_table_round_trips(journal, campaign, tmp_path):
         assert j.events(last=1)[0].data == {"ml": 50}
 
 
+def test_a_model_folder_given_relative_is_journalled_absolute(journal, tmp_path, monkeypatch):
+    """A resume started from another working directory must still find the weights (a version journalled as
+    'runs/x.models/round-2' was 'unreadable' from the folder above, and its round was trained again)."""
+    monkeypatch.chdir(tmp_path)
+    version = journal.add_model_version(10, {}, Path("runs") / "x.models" / "round-2")
+    (model,) = [m for m in journal.model_versions() if m.version == version]
+    assert model.weights_path == str(tmp_path / "runs" / "x.models" / "round-2")
+
+
 def test_illegal_transitions_raise_and_change_nothing(journal):
     (eid,) = journal.record_proposals([Proposal("CCO")], step=0, planner="random")
     v, result = simulated_cv(2)
