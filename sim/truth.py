@@ -35,6 +35,7 @@ from collections.abc import Mapping
 import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
+from rdkit.rdBase import BlockLogs
 from scipy.special import ndtri
 
 from labloop.core.seeds import stable_rng
@@ -70,7 +71,8 @@ def compile_shifts(shifts: Mapping[str, float]) -> list[tuple[Chem.Mol, float]]:
     """SMARTS patterns as RDKit queries; ValueError naming the first that does not parse."""
     compiled = []
     for smarts, shift in shifts.items():
-        pattern = Chem.MolFromSmarts(smarts)
+        with BlockLogs():  # the caller's one line names the pattern; RDKit would print five more
+            pattern = Chem.MolFromSmarts(smarts)
         if pattern is None:
             raise ValueError(f"not a valid SMARTS pattern: {smarts!r}")
         compiled.append((pattern, float(shift)))

@@ -524,6 +524,16 @@ TruthKind = Literal["born", "column", "groups", "smooth", "drift"]
 _KIND_OF_SOURCE = {"ie_ea": "born", "column": "column"}
 
 
+#: the largest systematic part (group shift, smooth field amplitude) a simulated world may add (V): beyond it
+#: every potential leaves any window, which is a units slip (millivolts), not a world
+MAX_WORLD_PART_V = 3.0
+#: the smooth field's shortest length: its draw costs 1/length min-hashes per random feature (at 1e-4 a
+#: molecule took gigabytes), and below it neighbours share almost nothing anyway
+MIN_SMOOTH_LENGTH = 0.05
+#: the reference walk's largest step per measurement (V)
+MAX_WALK_STEP_V = 0.5
+
+
 class Truth(BaseModel):
     """The simulated world's true potentials (``kind``; formulas in ``sim/world.py``): IE/EA with the Born
     solvation term of ``solvent`` (``born``), a column of potentials vs Li/Li+ (``column``), Born plus
@@ -541,10 +551,10 @@ class Truth(BaseModel):
     column: str | None = None
     quantity: Quantity | None = None
     shifts: dict[str, Number] | None = None
-    amplitude_v: NonNegativeNumber = 0.2
-    length: PositiveNumber = 0.5
+    amplitude_v: NonNegativeNumber = Field(0.2, le=MAX_WORLD_PART_V)
+    length: PositiveNumber = Field(0.5, ge=MIN_SMOOTH_LENGTH)
     base: Literal["born", "column", "groups", "smooth"] | None = None
-    walk_step_v: NonNegativeNumber = 0.005
+    walk_step_v: NonNegativeNumber = Field(0.005, le=MAX_WALK_STEP_V)
 
     @model_validator(mode="before")
     @classmethod
@@ -578,6 +588,10 @@ class Truth(BaseModel):
 
         if value is not None:
             compile_shifts(value)  # ValueError names the pattern
+            for smarts, shift in value.items():
+                if abs(shift) > MAX_WORLD_PART_V:
+                    raise ValueError(f"the shift of {smarts!r} must lie within +/-{MAX_WORLD_PART_V:g} V, "
+                                     f"got {shift!r}")
         return value
 
     @model_validator(mode="after")
@@ -594,6 +608,14 @@ class Truth(BaseModel):
             raise Problems(Problem(("base",), f"only used with kind 'drift' (kind is {self.kind!r})"))
         if self.shifts is not None and "groups" not in self.parts:
             raise Problems(Problem(("shifts",), f"only used with kind 'groups' (kind is {self.kind!r})"))
+        # a field of another kind would be ignored: a world the user believes combined, but is not
+        used_by = {"amplitude_v": ("smooth", "smooth" in self.parts), "length": ("smooth", "smooth" in self.parts),
+                   "walk_step_v": ("drift", "drift" in self.parts),
+                   "solvent": ("born, groups or smooth (IE/EA with the Born term)", self.source == "ie_ea")}
+        for name, (kinds, used) in used_by.items():
+            if not used and getattr(self, name) != Truth.model_fields[name].default:
+                raise Problems(Problem((name,), f"only used with kind {kinds} (kind is {self.kind!r}"
+                                                f"{f', base {self.base!r}' if self.base else ''})"))
         return self
 
     @property
@@ -635,7 +657,7 @@ class World(BaseModel):
     truth: Truth = Truth.model_validate({})
     noise_v: NonNegativeNumber = Field(0.01, le=1.0)
     time_scale: NonNegativeNumber = 0.0
-    reference_offset_v: Number | None = None
+    reference_offset_v: Number | None = Field(None, ge=-1.0, le=6.0)  # as cell.reference_offset_v
     oxygen_mm: NonNegativeNumber = Field(0.0, le=20.0)
     ru_ohm: NonNegativeNumber = Field(0.0, le=1e6)
 

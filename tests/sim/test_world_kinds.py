@@ -135,7 +135,17 @@ def test_column_world_with_drift(tmp_path):
     ("{kind: drift}", "world.truth.base", "required"),
     ("{kind: born, base: groups}", "world.truth.base", "only used with kind 'drift'"),
     ("{kind: smooth, shifts: {c: 0.1}}", "world.truth.shifts", "only used with kind 'groups'"),
-    ("{kind: smooth, length: 0}", "world.truth.length", "greater than 0"),
+    ("{kind: smooth, length: 0}", "world.truth.length", "greater than"),
+    ("{kind: smooth, length: 0.0001}", "world.truth.length", "greater than or equal to 0.05"),  # gigabytes
+    ("{kind: smooth, amplitude_v: 1000.0}", "world.truth.amplitude_v", "less than or equal to 3"),
+    ("{kind: groups, shifts: {c: 200.0}}", "world.truth.shifts", "+/-3 V"),
+    ("{kind: drift, base: born, walk_step_v: 5.0}", "world.truth.walk_step_v", "less than or equal to 0.5"),
+    # a field of another kind would be ignored without a word: the user believes the kinds combined
+    ("{kind: groups, amplitude_v: 0.5}", "world.truth.amplitude_v", "only used with kind smooth"),
+    ("{kind: drift, base: groups, length: 0.2}", "world.truth.length", "base 'groups'"),
+    ("{kind: smooth, walk_step_v: 0.02}", "world.truth.walk_step_v", "only used with kind drift"),
+    ("{kind: column, column: e_v, solvent: dmso}", "world.truth.solvent", "only used with kind born"),
+    ("{kind: born}, reference_offset_v: -1000.0", "world.reference_offset_v", "greater than or equal to -1"),
     ("{kind: weather}", "world.truth.kind", "weather"),
     ("{from: ie_ea, kind: born}", "world.truth.from", "old spelling"),
 ])
@@ -144,6 +154,17 @@ def test_bad_truth_fields_are_named(tmp_path, truth, field, says):
         world_of(tmp_path, truth)
     text = str(info.value)
     assert field in text and says in text, text
+
+
+def test_a_bad_smarts_is_one_line_without_rdkit_noise(tmp_path, capfd):
+    with pytest.raises(CampaignError, match="SMARTS"):
+        world_of(tmp_path, '{kind: groups, shifts: {"[#7;a": 0.1}}')
+    assert "SMARTS Parse Error" not in capfd.readouterr().err
+
+
+def test_fields_of_the_kinds_in_use_are_taken(tmp_path):
+    world = world_of(tmp_path, "{kind: drift, base: smooth, amplitude_v: 0.3, length: 0.2, walk_step_v: 0.02}")
+    assert world.walk.step_v == 0.02
 
 
 def test_old_spelling_still_reads(tmp_path):
