@@ -102,6 +102,14 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+# YAML 1.1 reads ``1e3``, ``1.0e3`` and ``1e-3`` as text (its floats need a dot and a signed exponent);
+# YAML 1.2 and every scientist read them as numbers, and so does labloop
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def _read_text(path: Path, name: str) -> str:
     """The file's text, refused when larger than :data:`MAX_YAML_BYTES` (read no further than that)."""
     try:
@@ -237,10 +245,8 @@ def _message(error: Any, model: type[BaseModel]) -> str:
 
 
 def _yaml_hint(kind: str, value: Any) -> str:
-    """What YAML made of what the user most likely meant, where its reading surprises: ``1e9`` without a dot
-    is text to YAML 1.1, and an unquoted ``19:00`` a number in base 60."""
-    if kind.startswith("float") and isinstance(value, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value):
-        return f": YAML reads an exponent without a dot as text, write {value.lower().replace('e', '.0e', 1)}"
+    """What YAML made of what the user most likely meant, where its reading surprises: an unquoted ``19:00``
+    is a number in base 60 to YAML 1.1."""
     if kind.startswith("string") and isinstance(value, int) and not isinstance(value, bool) and 0 < value < 24 * 60:
         return f": YAML read an unquoted {value // 60}:{value % 60:02d} as a number, put it in quotes"
     return ""
