@@ -104,13 +104,13 @@ WORLDS = ("born", "groups", "smooth", "drift")
 
 def world_of(prior: MoleculeTable, library: MoleculeTable, seed: int, kind: str = "born"):
     """The simulated world of one run: truth ``kind`` from IE/EA in acetonitrile, 10 mV noise per measurement."""
-    from labloop.orchestrator.backtest import REFERENCE_OFFSET_V  # the example protocol's cell
+    from labloop.orchestrator.backtest import EXAMPLE_SCAN  # the example protocol's cell
     from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
     from labloop.sim.world import TruthTable, World
 
     values = {s: (float(ie), float(ea)) for t in (prior, library) for s, (ie, ea) in zip(t.smiles, t.Y, strict=True)}
     return World(TruthTable(values), source="ie_ea", quantity="oxidation_potential", solvent="acn", noise_v=0.01,
-                 reference_offset_v=REFERENCE_OFFSET_V, seed=seed,
+                 reference_offset_v=EXAMPLE_SCAN.reference_offset_v, seed=seed,
                  groups=GroupShifts() if kind in ("groups", "drift") else None,
                  smooth=SmoothField(seed, SMOOTH_AMPLITUDE_V, SMOOTH_LENGTH) if kind == "smooth" else None,
                  walk=ReferenceWalk(seed, WALK_STEP_V) if kind == "drift" else None)

@@ -25,6 +25,7 @@ fraction of this oracle's say how much of the table's learnable error it found w
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from labloop.core.errors import InvalidInput
 from labloop.core.seeds import stable_rng
-from labloop.orchestrator.config.campaign import Campaign, Objective
+from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign, Objective
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
 from labloop.planners import ModelView, Observation, Planner, PlannerState
@@ -49,10 +50,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: the simulated instruments' cell and scan: reference at 3.2 V vs Li/Li+, -0.8..1.95 V vs the reference
-REFERENCE_OFFSET_V = 3.2
-SCAN_V = (-0.8, 1.95, -0.8)
-E_STEP_V = 0.002
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What the simulated instruments scan: the cv window (begin, vertex 1, vertex 2; V vs the reference),
+    its step, and where the reference sits (V vs Li/Li+)."""
+
+    window_v: tuple[float, float, float] = (-0.8, 1.95, -0.8)
+    e_step_v: float = 0.002
+    reference_offset_v: float = 3.2
+
+
+#: the example protocol's scan and cell (``examples/protocols/cv_screen.yaml``): 2.4-5.15 V vs Li/Li+
+EXAMPLE_SCAN = Scan()
 
 #: true values the oracle's calibration is fitted on (a seeded sample of the library when the table has more)
 ORACLE_ROWS = 400
@@ -61,24 +72,47 @@ ORACLE_ROWS = 400
 Measure = Callable[[str, Mapping[str, Any], int, int], Observation]
 
 
-def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> dict[str, float]:
-    """``{smiles: true value}`` from a CSV; :class:`InvalidInput` (one line) for a missing column or a
-    table with no valid SMILES and value."""
+def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[dict[str, float], list[str]]:
+    """``{smiles: true value}`` from a CSV and notes on the rows not taken as they are (empty or infinite
+    values, repeated SMILES); :class:`InvalidInput` (one line) for a missing column, a value beyond
+    :data:`POTENTIAL_RANGE_V` (an energy in meV, a current) or a table with no valid SMILES and value.
+    A SMILES given twice keeps its first value, as the dry run's world (:class:`labloop.sim.world.TruthTable`)
+    does."""
     table = read_table(path, (column,), smiles_column=smiles_column)
-    truth = {s: float(v) for s, v in zip(table.smiles, table.Y[:, 0], strict=True) if np.isfinite(v)}
+    low, high = POTENTIAL_RANGE_V
+    truth: dict[str, float] = {}
+    empty, conflicts, first_conflict = 0, 0, 0
+    for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0], strict=True)):
+        if not np.isfinite(value):
+            empty += 1
+            continue
+        if not low <= value <= high:
+            raise InvalidInput(f"{path}: line {row + 2}, column {column!r}: {value:g} lies beyond "
+                               f"{low:g}..{high:g} V vs Li/Li+: not a potential (an energy in eV? millivolts?)")
+        if smiles in truth and truth[smiles] != value:
+            conflicts += 1
+            first_conflict = first_conflict or row + 2
+        truth.setdefault(smiles, float(value))
     if not truth:
         raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}")
-    return truth
+    notes = []
+    if empty:
+        notes.append(f"{empty} rows of {path} have no finite value in column {column!r} and are left out")
+    if conflicts:
+        notes.append(f"{conflicts} rows of {path} repeat a SMILES with another value (first at line "
+                     f"{first_conflict}): the first value is used, as the dry run's world does")
+    return truth, notes
 
 
 def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path) -> tuple[list[str], dict[str, float]]:
-    """The campaign's library molecules the truth table knows (by SMILES as written, else canonical)."""
+    """The campaign's library molecules the truth table knows (by SMILES as written, else canonical); the
+    library is read as the campaign reads it (CSV, Parquet or .smi)."""
     from rdkit.rdBase import BlockLogs
 
     from labloop.sim.world import TruthTable
 
     table = TruthTable({s: (v,) for s, v in truth.items()})
-    smiles = read_table(campaign.library.file, (), campaign.library.smiles_column).smiles
+    smiles = campaign.library.smiles()
     known: dict[str, float] = {}
     with BlockLogs():  # an unreadable SMILES is judged here, in the one line below, not by RDKit per row
         for s in smiles:
@@ -110,9 +144,24 @@ def table_measure(truth: Mapping[str, float], noise_v: float) -> Measure:
     return measure
 
 
-def cv_measure(world_of_seed: Callable[[int], Any]) -> Measure:
+def campaign_scan(campaign: Campaign) -> Scan:
+    """The campaign's own scan: its protocol's first cv step and ``cell.reference_offset_v``;
+    :class:`InvalidInput` when the protocol has no cv step with a written window (a window around each
+    prediction is not simulated here)."""
+    cv = campaign.cv_step()
+    if cv is None or cv.around_candidate:
+        what = "no cv step" if cv is None else "a cv window around each prediction (half_width_v)"
+        raise InvalidInput(f"{display_name(campaign.protocol.file or Path('the campaign'))}: the protocol has {what}, "
+                           "which the backtest's simulated instruments cannot scan: give the cv step e_begin_v, "
+                           "e_vertex1_v and e_vertex2_v, or backtest with --no-instruments")
+    p = cv.params()
+    return Scan((p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v), p.e_step_v, campaign.cell.reference_offset_v)
+
+
+def cv_measure(world_of_seed: Callable[[int], Any], scan: Scan = EXAMPLE_SCAN) -> Measure:
     """Simulated instruments: a CV of the world's couple (``world_of_seed(seed)``: a
-    :class:`labloop.sim.world.World`, one per campaign), analysed as the runner judges it."""
+    :class:`labloop.sim.world.World` whose reference sits at ``scan.reference_offset_v``, one per
+    campaign) over ``scan``, analysed as the runner judges it."""
     from labloop.instruments.cv_analysis import analyze_cv, measurement_quality, to_li_scale
     from labloop.instruments.voltammogram import CVParams
     from labloop.sim.cv_physics import simulate_cv
@@ -122,9 +171,9 @@ def cv_measure(world_of_seed: Callable[[int], Any]) -> Measure:
     def measure(smiles: str, conditions: Mapping[str, Any], seed: int, k: int) -> Observation:
         if k == 0 or seed not in worlds:  # a new campaign: a new world (its walk starts again)
             worlds[seed] = world_of_seed(seed)
-        begin, vertex1, vertex2 = SCAN_V
+        begin, vertex1, vertex2 = scan.window_v
         params = CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2,
-                          scan_rate_v_s=float(conditions.get("scan_rate_v_s", 0.1)), e_step_v=E_STEP_V)
+                          scan_rate_v_s=float(conditions.get("scan_rate_v_s", 0.1)), e_step_v=scan.e_step_v)
         rng = stable_rng("backtest", seed, "cv", k, smiles)
         world = worlds[seed]
         couple = world.couple_of(smiles)  # also advances the world's measurement clock
@@ -132,20 +181,20 @@ def cv_measure(world_of_seed: Callable[[int], Any]) -> Measure:
         couple = replace(couple, e0_v=couple.e0_v - world.reference_drift_v())
         result = analyze_cv(simulate_cv(couple, params, rng))
         ok = result.e_half_v is not None and not result.flags
-        potential = to_li_scale(result.e_half_v, REFERENCE_OFFSET_V) if ok else None
+        potential = to_li_scale(result.e_half_v, scan.reference_offset_v) if ok else None
         return Observation(smiles, dict(conditions), potential, quality=measurement_quality(result),
                            failure=None if ok else "analysis")
     return measure
 
 
-def table_world_measure(truth: Mapping[str, float], quantity: Quantity, noise_v: float) -> Measure:
-    """Simulated instruments on a table's true values: :func:`cv_measure` of a world whose truth is the
-    table (a new world per campaign seed, its noise ``noise_v``)."""
+def table_world_measure(truth: Mapping[str, float], quantity: Quantity, noise_v: float, scan: Scan) -> Measure:
+    """Simulated instruments on a table's true values: :func:`cv_measure` over ``scan`` of a world whose
+    truth is the table (a new world per campaign seed, its noise ``noise_v``)."""
     from labloop.sim.world import TruthTable, World
 
     table = TruthTable({s: (v,) for s, v in truth.items()})
     return cv_measure(lambda seed: World(table, source="column", quantity=quantity, noise_v=noise_v,
-                                         reference_offset_v=REFERENCE_OFFSET_V, seed=seed))
+                                         reference_offset_v=scan.reference_offset_v, seed=seed), scan)
 
 
 def objective_score(objective: Objective) -> Callable[[list[Observation]], float]:
@@ -250,25 +299,35 @@ def run_campaign(planner: Planner, model: ModelView | None, measure: Measure, *,
     return run
 
 
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    """Mean over the values there are: a best-score curve has none until a first measurement succeeds."""
+    finite = _finite(values)
+    return round(statistics.mean(finite), 2) if finite else None
+
+
 def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | None = None) -> dict[str, Any]:
     """Mean, sd and standard error of the final score, the per-seed values, the mean at 25/50/100% of the
     budget, failures, the learners chosen and proposal latencies; with ``oracle_mean`` (the oracle's mean
-    hits), the mean as a fraction of it (None when the oracle found nothing)."""
+    hits), the mean as a fraction of it (None when the oracle found nothing). A best score no measurement
+    gave yet is None (JSON null), and means are over the seeds that have one."""
     finals = [r.curve[-1] if r.curve else 0.0 for r in runs]
     at = {}
     for fraction in (0.25, 0.5, 1.0):
         k = max(round(fraction * budget), 1)
-        at[f"{int(fraction * 100)}%"] = round(statistics.mean(r.curve[min(k, len(r.curve)) - 1] if r.curve else 0.0
-                                                             for r in runs), 2)
+        at[f"{int(fraction * 100)}%"] = _mean([r.curve[min(k, len(r.curve)) - 1] if r.curve else 0.0 for r in runs])
     latencies = [t for r in runs for t in r.latency_s]
     learners = [name for r in runs for name in r.learners]
-    fraction = None
-    if oracle_mean:
-        fraction = round(statistics.mean(finals) / oracle_mean, 3)
-    return {"mean": round(statistics.mean(finals), 2), "of_oracle": fraction,
-            "sd": round(statistics.stdev(finals), 2) if len(finals) > 1 else 0.0,
-            "se": round(statistics.stdev(finals) / len(finals) ** 0.5, 2) if len(finals) > 1 else None,
-            "per_seed": finals, "after": at, "failed_mean": round(statistics.mean(r.failed for r in runs), 2),
+    mean, finite = _mean(finals), _finite(finals)
+    spread = statistics.stdev(finite) if len(finite) > 1 else None
+    return {"mean": mean, "of_oracle": round(mean / oracle_mean, 3) if oracle_mean and mean is not None else None,
+            "sd": 0.0 if spread is None else round(spread, 2),
+            "se": None if spread is None else round(spread / len(finite) ** 0.5, 2),
+            "per_seed": [v if math.isfinite(v) else None for v in finals], "after": at,
+            "failed_mean": round(statistics.mean(r.failed for r in runs), 2),
             "learners": {name: learners.count(name) for name in sorted(set(learners))},
             "latency_s": {"median": round(statistics.median(latencies), 4) if latencies else None,
                           "p95": round(float(np.percentile(latencies, 95)), 4) if latencies else None,

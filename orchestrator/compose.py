@@ -36,7 +36,7 @@ from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
-from labloop.protocols.steps import CV, parse_steps, pumps_holding_sample, pumps_holding_standard
+from labloop.protocols.steps import parse_steps, pumps_holding_sample, pumps_holding_standard
 from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
@@ -179,8 +179,8 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
     """Why no measurement can meet the objective, or None: its window (or threshold) lies beyond every
     potential the protocol's cv scans, its fixed window on the Li/Li+ scale (``cell.reference_offset_v``).
     A window around the candidate moves with it and is not judged."""
-    cv = next(step for step in parse_steps(list(campaign.protocol.steps)) if isinstance(step, CV))
-    if cv.around_candidate:
+    cv = campaign.cv_step()
+    if cv is None or cv.around_candidate:
         return None
     p, offset = cv.params(), campaign.cell.reference_offset_v
     low = min(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset

@@ -12,8 +12,10 @@ from typing import Any
 
 import click
 
+from labloop.core.text import printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS
+from labloop.orchestrator.cli.preflight import check_store_folder
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.view import describe_objective
 
@@ -83,20 +85,24 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     if campaign.prior is None and any(k != "random" for k in kinds):
         raise click.BadParameter("planners other than random need the campaign's prior section",
                                  param_hint="--planners")
-    truth = engine.read_truth(truth_file, column, campaign.library.smiles_column)
+    if any(k != "random" for k in kinds):  # the prior model is cached beside the store: fail before training
+        check_store_folder(campaign, campaign.located("store"))
+    scan = None if no_instruments else engine.campaign_scan(campaign)
+    truth, notes = engine.read_truth(truth_file, column, campaign.library.smiles_column)
     library, known = engine.library_truth(campaign, truth, truth_file)
     budget = min(budget or campaign.budget.max_experiments, len(library))
     objective = campaign.objective
     if objective.defines_hits and not any(objective.is_hit(v) for v in known.values()):
         # e.g. an energy in eV given for a potential: every planner would find 0 hits and look alike
-        console.err.print(f"warning: no value of column {column!r} in {truth_file} is a hit "
-                          f"({describe_objective(objective.model_dump())}): is it {objective.quantity} in "
-                          f"V vs Li/Li+?", markup=False, highlight=False, soft_wrap=True)
+        notes.append(f"no value of column {column!r} in {truth_file} is a hit "
+                     f"({describe_objective(objective.model_dump())}): is it {objective.quantity} in V vs Li/Li+?")
+    for note in notes:
+        console.err.print(f"warning: {printable(note)}", markup=False, highlight=False, soft_wrap=True)
     model = _prior(campaign) if any(k != "random" for k in kinds) else None
     if model is not None:
         model.predict(library)  # cached once for every planner and seed
-    measure = (engine.table_measure(known, noise_v) if no_instruments
-               else engine.table_world_measure(known, objective.quantity, noise_v))
+    measure = (engine.table_measure(known, noise_v) if scan is None
+               else engine.table_world_measure(known, objective.quantity, noise_v, scan))
     oracle = oracle and model is not None and objective.defines_hits
     with console.progress() as bar:
         task = bar.add_task("backtest", total=(len(kinds) + oracle) * seeds * budget)
@@ -115,11 +121,22 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
               "seeds": [campaign.seed, campaign.seed + seeds - 1],
-              "instruments": "none" if no_instruments else "simulated CV", "noise_v": noise_v, "planners": results}
+              "instruments": "none" if scan is None else _scanned(scan), "noise_v": noise_v, "planners": results}
     if as_json:
-        console.out.print_json(json.dumps(report))
+        console.out.print_json(json.dumps(report, allow_nan=False))  # strict JSON: a missing value is null
         return
     _print_table(report)
+
+
+def _scanned(scan: Any) -> str:
+    """``simulated CV, 2.40-5.15 V vs Li/Li+``: what the simulated instruments scan."""
+    low, high = min(scan.window_v), max(scan.window_v)
+    return (f"simulated CV, {low + scan.reference_offset_v:.2f}-{high + scan.reference_offset_v:.2f} V vs "
+            "Li/Li+")
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def _print_table(report: dict[str, Any]) -> None:
@@ -133,9 +150,9 @@ def _print_table(report: dict[str, Any]) -> None:
                     "proposal median / p95 (s)"):
         table.add_column(heading)
     for name, r in report["planners"].items():
-        after = " / ".join(f"{v:g}" for v in r["after"].values())
-        per_seed = " ".join(f"{v:g}" for v in r["per_seed"])
+        after = " / ".join(_g(v) for v in r["after"].values())
+        per_seed = " ".join(_g(v) for v in r["per_seed"])
         of_oracle = "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}"
-        table.add_row(name, f"{r['mean']:g} +/- {r['sd']:g}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
+        table.add_row(name, f"{_g(r['mean'])} +/- {r['sd']:g}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
                       f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
     console.out.print(table)

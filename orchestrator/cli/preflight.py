@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 from itertools import islice
+from pathlib import Path
 
 from rdkit.rdBase import BlockLogs
 
@@ -29,9 +30,7 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     that is not a journal, or a journal of other settings (``run`` continues only the same campaign).
     ``given_as`` names where the store came from when not the campaign file (``--store``)."""
     store, where = campaign.store, given_as or campaign.located("store")
-    folder = next(p for p in (store.parent, *store.parent.parents) if p.exists())
-    if not folder.is_dir():
-        raise ConfigError(where, f"{folder} is a file, so {store} cannot be made")
+    folder = check_store_folder(campaign, where)
     if not store.exists():
         if not os.access(folder, os.W_OK | os.X_OK):
             raise ConfigError(where, f"{folder}: cannot create the store there (no write permission)")
@@ -40,6 +39,16 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
         raise ConfigError(where, f"{store} is not a file a journal can be kept in")
     with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
         refuse_other_settings(store, campaign, journal.campaign_info())
+
+
+def check_store_folder(campaign: Campaign, where: str) -> Path:
+    """The nearest existing folder of the campaign's store (where its prior models are cached too);
+    :class:`ConfigError` at ``where`` when that is a file."""
+    store = campaign.store
+    folder = next(p for p in (store.parent, *store.parent.parents) if p.exists())
+    if not folder.is_dir():
+        raise ConfigError(where, f"{folder} is a file, so {store} cannot be made")
+    return folder
 
 
 def with_extended_budget(campaign: Campaign) -> Campaign:

@@ -56,7 +56,7 @@ from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.steps import SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
+from labloop.protocols.steps import CV, SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
 from labloop.surrogate.compute import check_setting
 from labloop.surrogate.dataset import read_table
 from labloop.surrogate.library_pipeline import count_rows, library_format, read_chunks
@@ -787,6 +787,10 @@ class Campaign(BaseModel):
         the problems found after loading (orchestrator/compose.py: the instruments' ports)."""
         field = ".".join(map(str, loc))
         return field if self._source is None else f"{self._source.where(loc)}: {field}"
+
+    def cv_step(self) -> CV | None:
+        """The protocol's first cv step (what a sample's measurement scans), or None."""
+        return next((step for step in parse_steps(list(self.protocol.steps)) if isinstance(step, CV)), None)
 
     def step_locator(self) -> Callable[[int], str] | None:
         """``file:line`` of the protocol's step by index (in the protocol's own file, or in the campaign

@@ -39,17 +39,27 @@ def test_random_backtest_without_instruments_counts_true_hits(tmp_path, labloop,
     assert "warning" not in result.stderr
 
 
-def test_a_column_with_no_hit_is_named(tmp_path, labloop, write_campaign):
-    """The example library's ionisation energies (eV, about 7) given as the potential: every planner would find 0
+def test_a_column_with_no_hit_is_named(tmp_path, labloop, write_campaign, truth_csv):
+    """A column none of whose values is a hit (here every potential 3.0 V): every planner would find 0
     hits and look alike, so the run says what may be wrong."""
+    path, _ = truth_csv
+    pd.read_csv(path).assign(e_v=3.0).to_csv(tmp_path / "high.csv", index=False)
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "high.csv", "--column", "e_v",
+                     "--planners", "random", "--seeds", "1", "--budget", "4", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "warning: no value of column 'e_v'" in result.stderr and "is it oxidation_potential in V vs Li/Li+?" \
+        in result.stderr
+
+
+def test_energies_are_not_potentials(tmp_path, labloop, write_campaign):
+    """The example library's ionisation energies (eV, up to 10.1) given as the potential are refused with a line."""
     from pathlib import Path
 
     library = Path(__file__).resolve().parents[2] / EXAMPLES_LIBRARY
     result = labloop("backtest", write_campaign(tmp_path), "--truth", library, "--column", "ie_ev", "--planners",
-                     "random", "--seeds", "1", "--budget", "4", "--no-instruments", "--json")
-    assert result.returncode == 0, result.stderr
-    assert "warning: no value of column 'ie_ev'" in result.stderr and "is it oxidation_potential in V vs Li/Li+?" \
-        in result.stderr
+                     "random", "--no-instruments")
+    assert result.returncode == 2 and "column 'ie_ev'" in result.stderr and "an energy in eV?" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign, truth_csv):
@@ -81,7 +91,7 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
 
     path, _ = truth_csv
     campaign = load_campaign(write_campaign(tmp_path, prior=True, planner={"kind": "bayes", "batch_size": 4}))
-    truth = read_truth(path, "e_v")
+    truth, _ = read_truth(path, "e_v")
     library = list(truth)
     model = _prior(campaign)
     view = oracle_view(model, truth, library, DescriptorTable(), seed=0, rows=50)
@@ -126,7 +136,7 @@ def test_summarise_by_hand():
 def test_simulated_cvs_follow_a_drifting_reference():
     """In a ``drift`` world every measurement is offset by the reference electrode's walk at that moment,
     exactly as the emulated potentiostat applies it (the same CV noise otherwise)."""
-    from labloop.orchestrator.backtest import REFERENCE_OFFSET_V, cv_measure
+    from labloop.orchestrator.backtest import EXAMPLE_SCAN, cv_measure
     from labloop.sim.truth import ReferenceWalk
     from labloop.sim.world import TruthTable, World
 
@@ -134,7 +144,7 @@ def test_simulated_cvs_follow_a_drifting_reference():
 
     def world(seed: int, walk: bool) -> World:
         return World(table, source="column", quantity="oxidation_potential", noise_v=0.0,
-                     reference_offset_v=REFERENCE_OFFSET_V, seed=seed,
+                     reference_offset_v=EXAMPLE_SCAN.reference_offset_v, seed=seed,
                      walk=ReferenceWalk(seed, 0.05) if walk else None)
 
     steady, drifting = cv_measure(lambda seed: world(seed, False)), cv_measure(lambda seed: world(seed, True))
@@ -144,3 +154,104 @@ def test_simulated_cvs_follow_a_drifting_reference():
         b = drifting("c1ccc2ccccc2c1", {"scan_rate_v_s": 0.1}, 3, k).potential_v
         assert a is not None and b is not None
         assert b - a == pytest.approx(-walk.at(k + 1), abs=0.003)  # peaks sit on the 2 mV potential grid
+
+
+def _protocol_with_cv(cv: dict) -> list:
+    """The example screen with another cv step."""
+    from pathlib import Path
+
+    import yaml
+
+    steps = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples/protocols/cv_screen.yaml").read_text())
+    return [{"cv": cv} if isinstance(s, dict) and "cv" in s else s for s in steps]
+
+
+def test_simulated_instruments_scan_the_campaigns_window(tmp_path, labloop, write_campaign, truth_csv):
+    """An anode-like campaign (potentials near 1.3 V, a Li reference, a scan of 0.5-2.2 V) is measured in
+    its own window: with the example's 2.4-5.15 V every experiment failed and every planner tied at 0."""
+    path, _ = truth_csv
+    low = pd.read_csv(path).assign(e_v=lambda t: t.e_v - 3.2)
+    low.to_csv(tmp_path / "low.csv", index=False)
+    campaign = write_campaign(tmp_path, objective={"quantity": "oxidation_potential", "goal": "window",
+                                                   "window_v": [1.3, 1.4]},
+                              cell={"reference_offset_v": 0.0},
+                              protocol=_protocol_with_cv({"e_begin_v": 0.5, "e_vertex1_v": 2.2, "e_vertex2_v": 0.5}))
+    result = labloop("backtest", campaign, "--truth", tmp_path / "low.csv", "--column", "e_v", "--planners",
+                     "random", "--seeds", "1", "--budget", "30", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["instruments"] == "simulated CV, 0.50-2.20 V vs Li/Li+"
+    assert report["planners"]["random"]["failed_mean"] < 10  # the couples lie inside the scan
+
+
+def test_a_window_around_each_prediction_cannot_be_simulated(tmp_path, labloop, write_campaign, truth_csv):
+    path, _ = truth_csv
+    campaign = write_campaign(tmp_path, prior=True, protocol=_protocol_with_cv({"half_width_v": 0.6}))
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random")
+    assert result.returncode == 2 and "half_width_v" in result.stderr and "--no-instruments" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_smi_library_is_read_as_the_campaign_reads_it(tmp_path, labloop, write_campaign, truth_csv):
+    path, in_window = truth_csv
+    smiles = pd.read_csv(path).smiles
+    (tmp_path / "library.smi").write_text("".join(f"{s} m{i}\n" for i, s in enumerate(smiles)))
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "library.smi")})
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds",
+                     "1", "--budget", "200", "--no-instruments", "--noise-v", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["planners"]["random"]["per_seed"] == [in_window]
+
+
+def test_a_repeated_smiles_keeps_its_first_value_and_is_said(tmp_path, labloop, write_campaign, truth_csv):
+    """As the dry run's world does; the backtest kept the last value, without a word."""
+    path, in_window = truth_csv
+    table = pd.read_csv(path)
+    repeated = pd.concat([table, table.assign(e_v=9.9), table.head(3).assign(e_v=float("nan"))])
+    repeated.to_csv(tmp_path / "repeated.csv", index=False)
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "repeated.csv", "--column", "e_v",
+                     "--planners", "random", "--seeds", "1", "--budget", "200", "--no-instruments", "--noise-v", "0",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["planners"]["random"]["per_seed"] == [in_window]
+    assert "200 rows of" in result.stderr and "repeat a SMILES with another value (first at line 202)" in result.stderr
+    assert "3 rows of" in result.stderr and "no finite value" in result.stderr
+
+
+def test_a_value_no_potential_has_is_refused_with_its_line(tmp_path, labloop, write_campaign, truth_csv):
+    path, _ = truth_csv
+    table = pd.read_csv(path)
+    table.loc[4, "e_v"] = 1e160
+    table.to_csv(tmp_path / "huge.csv", index=False)
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "huge.csv", "--column", "e_v",
+                     "--planners", "random", "--no-instruments")
+    assert result.returncode == 2 and "line 6, column 'e_v': 1e+160 lies beyond -3..10 V" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_json_has_null_where_no_measurement_gave_a_score(tmp_path, labloop, write_campaign, truth_csv):
+    """A goal without hits scores the best value measured; before any measurement succeeds there is none, and
+    strict JSON has no NaN."""
+    path, _ = truth_csv
+    low = pd.read_csv(path).assign(e_v=1.0)  # below the example scan (2.4-5.15 V): every analysis fails
+    low.to_csv(tmp_path / "low.csv", index=False)
+    campaign = write_campaign(tmp_path, objective={"quantity": "oxidation_potential", "goal": "maximize"})
+    result = labloop("backtest", campaign, "--truth", tmp_path / "low.csv", "--column", "e_v", "--planners",
+                     "random", "--seeds", "2", "--budget", "2", "--json")
+    assert result.returncode == 0, result.stderr
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    random = json.loads(result.stdout, parse_constant=refuse)["planners"]["random"]
+    assert random["mean"] is None and random["per_seed"] == [None, None] and random["failed_mean"] == 2
+
+
+def test_a_store_that_cannot_be_made_is_refused_before_training(tmp_path, labloop, write_campaign, truth_csv):
+    path, _ = truth_csv
+    (tmp_path / "a-file").write_text("")
+    campaign = write_campaign(tmp_path, prior=True, store=str(tmp_path / "a-file" / "tiny.db"))
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "greedy",
+                     "--no-instruments")
+    assert result.returncode == 2 and "a-file is a file" in result.stderr, result.stderr
+    assert not (tmp_path / "prior-models").exists()
