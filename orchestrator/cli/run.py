@@ -156,7 +156,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     try:
         model = _model(campaign, journal)
     except Interrupted as exc:  # before the runner, which journals its own stops: the journal says it too
-        journal.add_event("interrupted", f"run stopped by {exc} while the prior model trained")
+        journal.add_event("interrupted", f"run stopped by {exc} while the prior model loaded or trained")
         raise
     predictions = None
     if client is not None:  # the runner predicts the library into shards on the cluster, per model version

@@ -100,7 +100,7 @@ def test_ctrl_c_while_the_prior_trains_is_journalled(tmp_path, write_campaign):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     (stopped,) = _events(store, "interrupted")
-    assert stopped.message == "run stopped by SIGINT while the prior model trained"
+    assert stopped.message == "run stopped by SIGINT while the prior model loaded or trained"
 
 
 def _events(store, kind: str) -> list:

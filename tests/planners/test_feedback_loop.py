@@ -48,6 +48,9 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
                    if c.get("learner", "offset") != "offset")
         messages = [e.message for e in journal.events() if e.kind == "calibration"]
         assert all(("prior output" in m) != ("measured-potential output" in m) for m in messages), messages
+        # the log's line names the learner that won, as its data does
+        events = [e for e in journal.events() if e.kind == "calibration"]
+        assert all(f"learner {e.data['learner']}, leave-one-out RMSE" in e.message for e in events), messages
         assert MEASURED_TARGET in load_ensemble(retrained.weights_path).targets
     report = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
