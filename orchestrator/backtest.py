@@ -51,19 +51,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Scan:
     """What the simulated instruments scan: the cv window (begin, vertex 1, vertex 2; V vs the reference),
     its step, and where the reference sits (V vs Li/Li+)."""
 
-    window_v: tuple[float, float, float] = (-0.8, 1.95, -0.8)
-    e_step_v: float = 0.002
-    reference_offset_v: float = 3.2
+    window_v: tuple[float, float, float]
+    e_step_v: float
+    reference_offset_v: float
 
 
 #: the example protocol's scan and cell (``examples/protocols/cv_screen.yaml``): 2.4-5.15 V vs Li/Li+
-EXAMPLE_SCAN = Scan()
+EXAMPLE_SCAN = Scan((-0.8, 1.95, -0.8), 0.002, 3.2)
 
 #: true values the oracle's calibration is fitted on (a seeded sample of the library when the table has more)
 ORACLE_ROWS = 400
@@ -151,9 +150,9 @@ def campaign_scan(campaign: Campaign) -> Scan:
     cv = campaign.cv_step()
     if cv is None or cv.around_candidate:
         what = "no cv step" if cv is None else "a cv window around each prediction (half_width_v)"
-        raise InvalidInput(f"{display_name(campaign.protocol.file or Path('the campaign'))}: the protocol has {what}, "
-                           "which the backtest's simulated instruments cannot scan: give the cv step e_begin_v, "
-                           "e_vertex1_v and e_vertex2_v, or backtest with --no-instruments")
+        raise InvalidInput(f"{campaign.located('protocol')}: has {what}, which the backtest's simulated "
+                           "instruments cannot scan: give the cv step e_begin_v, e_vertex1_v and e_vertex2_v, or "
+                           "backtest with --no-instruments")
     p = cv.params()
     return Scan((p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v), p.e_step_v, campaign.cell.reference_offset_v)
 

@@ -100,7 +100,7 @@ class Learning:
                        "recent_n": len(measured)}
             message = (f"calibration on {view.calibration.n} measurements (model version {view.version}, "
                        + ("its measured-potential output" if head == "measured" else "prior output IE/EA - 1.40")
-                       + f"; learner {summary.get('learner')}, leave-one-out RMSE {summary.get('loo_rmse_v'):.3f} V)"
+                       + f"; learner {summary['learner']}, leave-one-out RMSE {summary['loo_rmse_v']:.3f} V)"
                        + ("" if recent is None else f"; last {len(measured)} predictions off by {recent:.3f} V"))
             with self._deferred():
                 self.journal.add_event("calibration", message, data=summary)
