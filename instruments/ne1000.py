@@ -564,8 +564,24 @@ class NE1000Pump:
         raise lost
 
     def _wait_until_stopped(self, direction: Direction, deadline: float, deadline_s: float) -> None:
-        allowed = direction.running_status + "S"
-        while self.bus.command(self.address, "", expect=_status_in(allowed)).status != "S":
+        """Poll until the run ends; a pause from outside the run ends it too.
+
+        A pump is paused (``P``) by a ``STP`` this run did not send: the front panel's stop key, or a safe
+        stop from another thread (orchestrator/loop/rig.py), which needs a second ``STP`` to reach
+        stopped. The run is then over: the pump is brought to a full stop (``RUN`` would resume a paused
+        pump where it left off) and the counter decides what was delivered. A pause is believed when two
+        readings agree, as a counter is (:meth:`_agreed_counter`).
+        """
+        allowed = direction.running_status + "PS"
+
+        def status() -> str:
+            return self.bus.command(self.address, "", expect=_status_in(allowed)).status
+
+        while (now := status()) != "S":
+            if now == "P" and status() == "P":  # read twice: basic mode has no checksum against line noise
+                log.warning("%s: paused during the run (stopped from outside it); stopping", self.where)
+                self.stop()
+                return
             if time.monotonic() > deadline:
                 overdue = InstrumentTimeout(self.where, f"run did not finish within {deadline_s:.3g} s")
                 try:

@@ -372,6 +372,32 @@ def test_time_scale_accelerated_and_the_run_deadline(make_line: Callable[..., Li
     assert snap.status == "S" and 0 < snap.infused_ml < 0.05  # and the pump was stopped
 
 
+def test_a_pump_paused_from_outside_the_run_ends_it_stopped_and_short(make_line: Callable[..., Line]) -> None:
+    """A STP the run did not send (front panel, a safe stop from another thread) pauses the pump: the
+    run ends there, the pump is brought to a full stop (RUN would resume it) and the counter says short."""
+    line = make_line(time_scale=TimeScale.real_time())
+    pump = line.pump(poll_s=0.01)
+    errors: list[BaseException] = []
+
+    def dispense() -> None:
+        try:
+            pump.dispense(0.5, 1.0)  # 30 s in real time
+        except DispenseMismatch as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=dispense)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while line.emulator.snapshot(0).status != "I" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert line.bus.command(0, "STP", retry_safe=False).status == "P"  # paused, as one STP leaves it
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert len(errors) == 1 and "where 0.5 mL was asked" in str(errors[0])
+    snap = line.emulator.snapshot(0)
+    assert snap.status == "S" and 0 < snap.infused_ml < 0.5
+
+
 # -- replays: exact wire sequences, and faults the emulator cannot make ----------------------------------
 
 
