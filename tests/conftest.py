@@ -22,23 +22,43 @@ import yaml
 
 from labloop.data import bundled_path
 
-_CACHE = tempfile.mkdtemp(prefix="labloop-test-cache-")
+_CACHE: Path | None = None  # this process's folder, made by pytest_configure
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """No test writes to the user's real cache: every process of the session (subprocesses inherit the
     environment) caches fingerprints in a folder of its own, removed at the end. The processes tests start
     keep their temporary files there too: those a test kills with SIGKILL (the crash tests) cannot remove
-    theirs, and a copy of a model left in the system's temporary folder per run adds up."""
-    os.environ["LABLOOP_CACHE_DIR"] = _CACHE
-    tempfile.tempdir = tempfile.gettempdir()  # this process (pytest's tmp_path) keeps the system's folder
-    temporary = Path(_CACHE) / "tmp"
+    theirs, and a copy of a model left in the system's temporary folder per run adds up.
+
+    The suite runs in two worker processes (``-n 2``, pyproject.toml). A worker inherits its controller's
+    environment, so its folder is a short subfolder of the controller's: nesting a second temporary folder
+    inside the first made Chromium's socket path too long for the dashboard's browser tests.
+    """
+    global _CACHE
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker is None:
+        _CACHE = Path(tempfile.mkdtemp(prefix="labloop-test-cache-"))
+        tempfile.tempdir = tempfile.gettempdir()  # this process (pytest's tmp_path) keeps the system's folder
+    else:
+        _CACHE = Path(os.environ["LABLOOP_CACHE_DIR"], worker)
+        _CACHE.mkdir()
+    os.environ["LABLOOP_CACHE_DIR"] = str(_CACHE)
+    temporary = _CACHE / "tmp"
     temporary.mkdir()
     os.environ["TMPDIR"] = str(temporary)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (real processes killed and resumed, clusters, campaigns with training) run
+    first: the two workers take tests one at a time (``--maxschedchunk 1``, pyproject.toml), so the long
+    ones spread over both and the short ones fill the gaps, rather than one long test starting last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(_CACHE, ignore_errors=True)
+    if _CACHE is not None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

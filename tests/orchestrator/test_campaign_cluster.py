@@ -49,6 +49,7 @@ def reference(folder, write_campaign) -> list[tuple[int, str, int]]:
     return found
 
 
+@pytest.mark.slow
 def test_a_campaign_on_a_local_cluster_proposes_from_shards_what_memory_does(folder, reference, write_campaign,
                                                                               labloop):
     campaign_file = write_campaign(folder, prior=True, name="local", **SECTIONS)
@@ -83,6 +84,7 @@ def _done(store: Path) -> int:
         return len(journal.experiments(states=(State.DONE,)))
 
 
+@pytest.mark.slow
 def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterrupted(
         folder, reference, write_campaign, labloop, free_port, dask_command):
     def cluster(log: Path) -> list[subprocess.Popen]:

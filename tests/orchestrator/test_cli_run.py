@@ -108,6 +108,7 @@ def _events(store, kind: str) -> list:
         return [e for e in journal.events() if e.kind == kind]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "times"), [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
                          ids=["SIGINT", "SIGTERM", "two quick SIGINTs"])
 def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, signum, times):

@@ -18,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from labloop.orchestrator.journal.store import Journal, State
 
 #: where each of the 10 runs is killed, and whether its campaign has a (tiny) surrogate: retraining needs one
@@ -100,6 +102,7 @@ def _assert_consistent(store: Path) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow
 def test_kill_anywhere_then_resume_finishes_the_same_campaign(tmp_path, write_campaign, labloop):
     # one folder for all: the runs share the prior model the reference run trains (prior-models/<key>)
     expected = {}
@@ -124,6 +127,7 @@ def test_kill_anywhere_then_resume_finishes_the_same_campaign(tmp_path, write_ca
     print("\n".join(seen for _, seen in killed))
 
 
+@pytest.mark.slow
 def test_bayes_resumed_after_kill_proposes_what_the_uninterrupted_run_did(tmp_path, write_campaign, labloop):
     # no retraining: which model a proposal uses must not depend on how fast a background retrain ran
     sections = {"prior": True, "planner": {"kind": "bayes", "batch_size": 2},
@@ -148,6 +152,7 @@ def test_bayes_resumed_after_kill_proposes_what_the_uninterrupted_run_did(tmp_pa
         assert _proposals(store) == expected, seen
 
 
+@pytest.mark.slow
 def test_bayes_killed_while_it_waits_for_a_retrain_resumes_with_the_same_models(tmp_path, write_campaign, labloop):
     # the proposal after every 2nd experiment waits for the retrain (wait_for_retrain); a run killed during
     # that wait must train the same round again on resume, not propose with the model before it

@@ -8,6 +8,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
@@ -16,6 +18,7 @@ from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED, Runner
 from labloop.surrogate.dataset import read_table
 
 
+@pytest.mark.slow
 def test_dry_run_completes_its_budget_with_every_record(tmp_path, labloop, write_campaign):
     campaign_file = write_campaign(tmp_path, prior=True)
     result = labloop("run", campaign_file, "--dry-run")
@@ -125,6 +128,7 @@ def test_active_hours_cross_midnight():
     assert day.next_start(datetime(2026, 1, 1, 20, 0)) == datetime(2026, 1, 2, 8, 0)
 
 
+@pytest.mark.slow
 def test_wait_for_retrain_brings_each_retrained_model_to_the_next_proposal(tmp_path, labloop, write_campaign):
     """At zero latency a retrain outlasts the experiments after it; with surrogate.wait_for_retrain every
     proposal after a retrain started uses the model it produced (issue 13: retraining reaches the proposals)."""

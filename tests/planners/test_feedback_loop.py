@@ -5,11 +5,14 @@ prior model's order and never retrains; `labloop report` shows the prediction er
 
 from __future__ import annotations
 
+import pytest
+
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.learning.models import MEASURED_TARGET
 from labloop.surrogate.persistence import load_ensemble
 
 
+@pytest.mark.slow
 def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_path, labloop, write_campaign):
     campaign_file = write_campaign(tmp_path, prior=True, planner={"kind": "bayes", "batch_size": 2},
                                    budget={"max_experiments": 8},

@@ -45,6 +45,7 @@ def open_potentiostat(port: str) -> EmStatPotentiostat:
                                    retries=3, settle_s=0.01, error_pause_s=0.0)
 
 
+@pytest.mark.slow
 def test_two_hundred_dispense_and_cv_cycles_at_ten_percent_of_every_fault() -> None:
     context = EmulatorContext(couple_of=lambda _sample: QUIET, blank=replace(QUIET, conc_mm=0.0),
                               time_scale=TimeScale.zero_latency(),

@@ -51,6 +51,7 @@ def assert_same_predictions(frame: pd.DataFrame, reference: pd.DataFrame) -> Non
     np.testing.assert_allclose(frame[numbers].to_numpy(), reference[numbers].to_numpy(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_local_cluster_predicts_what_the_process_does_and_scores_shards(tiny_model_dir, library, reference,
                                                                          tmp_path):
     from labloop.orchestrator.learning.models import ObjectiveModel
@@ -132,6 +133,7 @@ def cluster(tmp_path, free_port, dask_command) -> Iterator[tuple[str, subprocess
                 proc.wait()
 
 
+@pytest.mark.slow
 def test_scheduler_and_two_workers_one_killed_mid_run(cluster, tiny_model_dir, library, reference, tmp_path):
     address, _, workers = cluster
     client = compute.connect(address)
@@ -159,6 +161,7 @@ def test_scheduler_and_two_workers_one_killed_mid_run(cluster, tiny_model_dir, l
     assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
 
 
+@pytest.mark.slow
 def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continues(
         cluster, tiny_model_dir, library, reference, tmp_path, labloop):
     address, scheduler, _ = cluster
