@@ -19,8 +19,9 @@ How the driver stays safe on an unattended night:
 - Alarms and error codes become typed errors (``A?S`` -> :class:`PumpStalled`, ``?OOR`` ->
   :class:`DeviceError` with ``code == "?OOR"``); ``?COM`` (the pump saw a bad packet) is line noise and
   retried like a garbled reply.
-- A run is polled until the pump stops, with a deadline derived from volume / rate and the time scale
-  of the world it runs in (1 for hardware); the pump's own counter must then match the request.
+- A run is polled until two readings say the pump stopped, with a deadline derived from volume / rate
+  and the time scale of the world it runs in (1 for hardware); the pump's own counter must then match
+  the request. A pause from outside the run (front panel, a safe stop from another thread) ends it.
 """
 
 from __future__ import annotations
@@ -550,7 +551,7 @@ class NE1000Pump:
         for _ in range(self.bus.retries):  # the RUN reply was lost or garbled: did the pump start?
             log.info("%s after RUN; checking whether the pump started", lost)
             state = self.state()
-            if state is STATES[running]:
+            if state in (STATES[running], PumpState.PAUSED):  # a pause: the wait confirms it and stops
                 return
             if state is not PumpState.STOPPED:
                 raise ProtocolError(self.where, f"pump is {state} after RUN")
@@ -569,16 +570,22 @@ class NE1000Pump:
         A pump is paused (``P``) by a ``STP`` this run did not send: the front panel's stop key, or a safe
         stop from another thread (orchestrator/loop/rig.py), which needs a second ``STP`` to reach
         stopped. The run is then over: the pump is brought to a full stop (``RUN`` would resume a paused
-        pump where it left off) and the counter decides what was delivered. A pause is believed when two
-        readings agree, as a counter is (:meth:`_agreed_counter`).
+        pump where it left off) and the counter decides what was delivered.
+
+        Basic mode has no checksum, and one flipped bit turns ``W`` into ``S``: a reading that ends the
+        run, stopped or paused, is only believed when the next one agrees, as a counter is
+        (:meth:`_agreed_counter`); otherwise the counter would be read, and judged short, mid-run.
         """
         allowed = direction.running_status + "PS"
 
         def status() -> str:
             return self.bus.command(self.address, "", expect=_status_in(allowed)).status
 
-        while (now := status()) != "S":
-            if now == "P" and status() == "P":  # read twice: basic mode has no checksum against line noise
+        while True:
+            now = status()
+            if now == "S" and status() == "S":
+                return
+            if now == "P" and status() == "P":
                 log.warning("%s: paused during the run (stopped from outside it); stopping", self.where)
                 self.stop()
                 return

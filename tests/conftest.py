@@ -49,10 +49,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TMPDIR"] = str(temporary)
 
 
+@pytest.fixture(autouse=True)
+def _cache_stays_the_sessions():
+    """A test that points the cache elsewhere must put it back (``monkeypatch.setenv``): one that deleted
+    the variable sent every later test in its process, and their subprocesses, to the user's real cache."""
+    yield
+    assert os.environ.get("LABLOOP_CACHE_DIR") == str(_CACHE), "the test left LABLOOP_CACHE_DIR changed"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` (real processes killed and resumed, clusters, campaigns with training) run
-    first: the two workers take tests one at a time (``--maxschedchunk 1``, pyproject.toml), so the long
-    ones spread over both and the short ones fill the gaps, rather than one long test starting last."""
+    first: the two workers are handed tests in the smallest batches (``--maxschedchunk 1``, pyproject.toml),
+    so the long ones spread over both and the short ones fill the gaps, rather than one long test starting
+    last."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
 
 

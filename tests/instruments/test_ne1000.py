@@ -375,7 +375,7 @@ def test_time_scale_accelerated_and_the_run_deadline(make_line: Callable[..., Li
 def test_a_pump_paused_from_outside_the_run_ends_it_stopped_and_short(make_line: Callable[..., Line]) -> None:
     """A STP the run did not send (front panel, a safe stop from another thread) pauses the pump: the
     run ends there, the pump is brought to a full stop (RUN would resume it) and the counter says short."""
-    line = make_line(time_scale=TimeScale.real_time())
+    line = make_line(time_scale=TimeScale.real_time(), timeout_s=2.0)  # STP is sent once: a busy machine may be slow
     pump = line.pump(poll_s=0.01)
     errors: list[BaseException] = []
 
@@ -441,17 +441,37 @@ def replayed_pump(
 
 
 def test_the_exact_bytes_of_a_dispense(tmp_path: Path) -> None:
-    run = [(b"0RUN\r", b"\x0200I\x03"), (b"0\r", b"\x0200I\x03"), (b"0\r", OK), DIS_100_UL]
+    run = [(b"0RUN\r", b"\x0200I\x03"), (b"0\r", b"\x0200I\x03"), (b"0\r", OK), (b"0\r", OK), DIS_100_UL]
     pump, replay = replayed_pump(tmp_path, CONNECT + SETUP_0_1_ML + run)
+    assert pump.dispense(0.1, 5.0) == pytest.approx(0.1)  # the end of the run is read twice
+    replay.finish()
+
+
+def test_a_run_ends_only_when_two_readings_agree(tmp_path: Path) -> None:
+    """One noisy ``S`` mid-run is not the end (the counter read then would be judged short), and a pause
+    after a lost RUN reply is confirmed, then the pump is stopped and the counter decides."""
+    noisy = [(b"0RUN\r", b"\x0200I\x03"), (b"0\r", OK), (b"0\r", b"\x0200I\x03"), (b"0\r", OK), (b"0\r", OK),
+             DIS_100_UL]
+    pump, replay = replayed_pump(tmp_path, CONNECT + SETUP_0_1_ML + noisy)
     assert pump.dispense(0.1, 5.0) == pytest.approx(0.1)
+    replay.finish()
+
+    paused, half = (b"0\r", b"\x0200P\x03"), (b"0DIS\r", b"\x0200SI50.00W0.000UL\x03")
+    lost_then_paused = [(b"0RUN\r", None), paused,  # RUN's reply lost; the pump was paused right after it
+                        paused, paused,  # the wait confirms the pause
+                        paused, (b"0STP\r", OK), (b"0\r", OK),  # and stops the pump fully
+                        half, half]
+    pump, replay = replayed_pump(tmp_path, CONNECT + SETUP_0_1_ML + lost_then_paused)
+    with pytest.raises(DispenseMismatch, match=r"0\.05 mL where 0\.1 mL"):
+        pump.dispense(0.1, 5.0)
     replay.finish()
 
 
 def test_a_lost_run_reply_is_checked_not_blindly_resent(tmp_path: Path) -> None:
     lost_run = [(b"0RUN\r", None), (b"0\r", OK)]
     zero = (b"0DIS\r", b"\x0200SI0.000W0.000UL\x03")
-    started = [DIS_100_UL, DIS_100_UL, (b"0\r", OK), DIS_100_UL]
-    never_started = [zero, zero, (b"0RUN\r", b"\x0200I\x03"), (b"0\r", OK), DIS_100_UL]
+    started = [DIS_100_UL, DIS_100_UL, (b"0\r", OK), (b"0\r", OK), DIS_100_UL]
+    never_started = [zero, zero, (b"0RUN\r", b"\x0200I\x03"), (b"0\r", OK), (b"0\r", OK), DIS_100_UL]
     corrupted_zero = [(b"0DIS\r", b"\x0200SI00.0W0.000UL\x03"), *started]  # "I100.0" lost its 1
     for after_run in (started, never_started, corrupted_zero):
         pump, replay = replayed_pump(tmp_path, CONNECT + SETUP_0_1_ML + lost_run + after_run)
@@ -460,7 +480,7 @@ def test_a_lost_run_reply_is_checked_not_blindly_resent(tmp_path: Path) -> None:
 
 
 def test_a_short_dispense_is_a_mismatch_and_a_flipped_digit_is_reread(tmp_path: Path) -> None:
-    run = [(b"0RUN\r", b"\x0200I\x03"), (b"0\r", OK)]
+    run = [(b"0RUN\r", b"\x0200I\x03"), (b"0\r", OK), (b"0\r", OK)]
     short = (b"0DIS\r", b"\x0200SI90.00W0.000UL\x03")
     pump, replay = replayed_pump(tmp_path, CONNECT + SETUP_0_1_ML + run + [short, short])
     with pytest.raises(DispenseMismatch, match=r"0\.09 mL where 0\.1 mL"):

@@ -84,7 +84,7 @@ def test_every_read_has_a_deadline(pty_pair: tuple[int, str]) -> None:
             start = time.monotonic()
             with pytest.raises(InstrumentTimeout, match=port):
                 read()
-            assert 0.1 <= time.monotonic() - start < 0.5
+            assert 0.1 <= time.monotonic() - start < 5.0  # a read without a deadline would wait forever
 
 
 def test_write_reaches_the_far_end_and_reset_input_drops_stale_bytes(pty_pair: tuple[int, str]) -> None:
@@ -194,8 +194,8 @@ def test_capture_then_replay_without_any_device(tmp_path) -> None:
     assert replay.read_until(b"\n", 1.0) == b"HELLO\n"
     start = time.monotonic()
     with pytest.raises(InstrumentTimeout):
-        replay.read_until(b"\n", 5.0)  # the capture has nothing more: time out now, not in 5 s
-    assert time.monotonic() - start < 0.5
+        replay.read_until(b"\n", 60.0)  # the capture has nothing more: time out now, not in 60 s
+    assert time.monotonic() - start < 30.0
     replay.finish()
 
     other = ReplayTransport(wire)

@@ -163,7 +163,7 @@ def test_scheduler_and_two_workers_one_killed_mid_run(cluster, tiny_model_dir, l
 
 @pytest.mark.slow
 def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continues(
-        cluster, tiny_model_dir, library, reference, tmp_path, labloop):
+        cluster, tiny_model_dir, library, reference, tmp_path, labloop, monkeypatch):
     address, scheduler, _ = cluster
     cache, out = tmp_path / "cache", tmp_path / "pred.csv"
     proc = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "predict",
@@ -184,12 +184,9 @@ def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continu
     shards = sorted(cache.rglob("*.parquet"))
     assert 0 < len(shards) < 30 and not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".parquet"]
     assert all(len(pq.read_table(p)) == 10 for p in shards)
-    os.environ["LABLOOP_CACHE_DIR"] = str(cache)  # the in-process CLI below reads it
-    try:
-        again = labloop("surrogate", "predict", tiny_model_dir, library, "-o", out, "--scheduler", "none",
-                        "--chunk-size", "10")
-    finally:
-        del os.environ["LABLOOP_CACHE_DIR"]
+    monkeypatch.setenv("LABLOOP_CACHE_DIR", str(cache))  # the in-process CLI below reads it
+    again = labloop("surrogate", "predict", tiny_model_dir, library, "-o", out, "--scheduler", "none",
+                    "--chunk-size", "10")
     assert again.returncode == 0, again.stderr
     valid = reference[reference["valid"]]
     assert pd.read_csv(out)["smiles"].tolist() == valid["smiles"].tolist()
