@@ -14,7 +14,7 @@ import click
 
 from labloop.core.text import printable
 from labloop.orchestrator import console
-from labloop.orchestrator.backtest import ORACLE_ROWS
+from labloop.orchestrator.backtest import ORACLE_ROWS, Scan
 from labloop.orchestrator.cli.preflight import check_store_folder
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.view import describe_objective
@@ -128,7 +128,7 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     _print_table(report)
 
 
-def _scanned(scan: Any) -> str:
+def _scanned(scan: Scan) -> str:
     """``simulated CV, 2.40-5.15 V vs Li/Li+``: what the simulated instruments scan."""
     low, high = min(scan.window_v), max(scan.window_v)
     return (f"simulated CV, {low + scan.reference_offset_v:.2f}-{high + scan.reference_offset_v:.2f} V vs "

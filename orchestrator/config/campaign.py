@@ -77,6 +77,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_APPLIED_V = 10.0
 #: the potentials vs Li/Li+ an objective may name: beyond any solvent's window by a wide margin either way
 POTENTIAL_RANGE_V = (-3.0, 10.0)
+#: where a reference electrode may sit (V vs Li/Li+), the cell's and the simulated world's: every common
+#: one lies between Li/Li+ itself (0) and about 3.5 V vs Li/Li+
+REFERENCE_OFFSET_RANGE_V = (-1.0, 6.0)
 #: slowest simulated world (device seconds per wall second) other than 0, zero latency
 MIN_TIME_SCALE = 1e-3
 
@@ -640,8 +643,7 @@ class Cell(BaseModel):
     or Fc+/Fc, to about +/-0.3 V across solvents (docs/protocols.md "Potential scales"): calibrate yours."""
 
     model_config = SECTION
-    #: every common reference electrode sits between Li/Li+ itself (0) and about 3.5 V vs Li/Li+
-    reference_offset_v: Number = Field(3.2, ge=-1.0, le=6.0)
+    reference_offset_v: Number = Field(3.2, ge=REFERENCE_OFFSET_RANGE_V[0], le=REFERENCE_OFFSET_RANGE_V[1])
 
 
 class World(BaseModel):
@@ -657,7 +659,7 @@ class World(BaseModel):
     truth: Truth = Truth.model_validate({})
     noise_v: NonNegativeNumber = Field(0.01, le=1.0)
     time_scale: NonNegativeNumber = 0.0
-    reference_offset_v: Number | None = Field(None, ge=-1.0, le=6.0)  # as cell.reference_offset_v
+    reference_offset_v: Number | None = Field(None, ge=REFERENCE_OFFSET_RANGE_V[0], le=REFERENCE_OFFSET_RANGE_V[1])
     oxygen_mm: NonNegativeNumber = Field(0.0, le=20.0)
     ru_ohm: NonNegativeNumber = Field(0.0, le=1e6)
 
