@@ -52,6 +52,8 @@ APPLICATION_ID = 0x4C4C4A31
 SCHEMA_VERSION = 2
 #: schema versions this labloop reads; older ones are upgraded when opened for writing (:func:`_upgrade`)
 READABLE_VERSIONS = (1, 2)
+#: campaign settings whose values an error message never repeats (:func:`first_difference`)
+SECRET_SETTINGS = frozenset({"alerts"})
 #: the experiments table; version 2 added the state 'awaiting_approval'
 EXPERIMENTS_TABLE = """
 CREATE TABLE experiments (
@@ -313,11 +315,14 @@ def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) ->
 
 
 def first_difference(stored: Any, given: Any, at: str = "") -> str:
-    """The first setting in which two campaign configs differ, as ``field: A in the journal, B here``."""
+    """The first setting in which two campaign configs differ, as ``field: A in the journal, B here``; the
+    values of :data:`SECRET_SETTINGS` are never shown (an alert URL may hold a token or a password)."""
     if isinstance(stored, dict) and isinstance(given, dict):
         for key in [*stored, *(k for k in given if k not in stored)]:
             if stored.get(key) != given.get(key):
                 return first_difference(stored.get(key), given.get(key), f"{at}.{key}" if at else str(key))
+    if at.split(".")[0] in SECRET_SETTINGS:
+        return f"{at}: changed since the journal was written (not shown: it may hold a secret)"
     shown = [json.dumps(value)[:60] for value in (stored, given)]
     return f"{at or 'campaign'}: {shown[0]} in the journal, {shown[1]} here"
 

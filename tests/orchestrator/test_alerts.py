@@ -114,6 +114,21 @@ def test_bad_alert_urls_are_refused_in_one_line_without_echoing_them(tmp_path, l
     assert not (tmp_path / "tiny.db").exists()
 
 
+def test_a_changed_alert_url_is_refused_without_showing_either_url(tmp_path, labloop, write_campaign, free_port):
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    port = free_port()
+    before = [f"json://127.0.0.1:{port}/hook?token=old-token-q7", f"json://user:old-pass-k2@127.0.0.1:{port}/x"]
+    campaign = load_campaign(write_campaign(tmp_path, alerts=before))
+    Journal.create(campaign.store, campaign).close()
+    after = [before[0], f"json://user:new-pass-k3@127.0.0.1:{port}/x"]  # the second differs past 60 characters
+    result = labloop("validate", write_campaign(tmp_path, alerts=after), "--dry-run")
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and "alerts" in line and "changed" in line
+    assert not any(secret in line for secret in ("old-token", "old-pass", "new-pass", str(port)))
+
+
 def test_an_operator_prompt_alerts_once(tmp_path, write_campaign, receiver):
     from labloop.orchestrator.config.campaign import load_campaign
     from labloop.orchestrator.loop.alerts import Alerter
