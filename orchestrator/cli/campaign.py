@@ -133,10 +133,10 @@ def _follow(journal: Journal, last: int) -> None:
                 elif events_shown is None:
                     console.out.print(render(snap, last))
                 else:
-                    for event in snap["events"][events_shown:]:
-                        console.out.print(event_line(event), markup=False, highlight=False)
+                    for event in snap["events"][events_shown:]:  # one line each, however long: for grep
+                        console.out.print(event_line(event), markup=False, highlight=False, soft_wrap=True)
                     if progress_line(snap) != progress:
-                        console.out.print(progress_line(snap), markup=False, highlight=False)
+                        console.out.print(progress_line(snap), markup=False, highlight=False, soft_wrap=True)
                 events_shown, progress = len(snap["events"]), progress_line(snap)
                 console.out.file.flush()
             if not running:

@@ -5,6 +5,7 @@ Journal API with simulated, analysed voltammograms."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import subprocess
@@ -119,12 +120,17 @@ def test_follow_and_json_do_not_combine(labloop, store):
     assert proc.returncode == 2 and "--follow" in proc.stderr
 
 
+#: an event message longer than a pipe's 80 columns: grep needs it on one line
+LONG_NOTE = "the second scan's peak current is within 3% of the first, so the couple is taken as reversible"
+
+
 def test_follow_shows_what_a_run_commits_and_stops_when_the_run_ends(store):
     """While a runner holds the store's lock, --follow shows each commit; once no run writes the journal it
     says so and exits by itself (it used to follow a finished campaign forever)."""
     with sole_runner(store):  # as `labloop run` holds it
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # a pipe's default width, 80
         child = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store, "--follow"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()
 
@@ -145,9 +151,9 @@ def test_follow_shows_what_a_run_commits_and_stops_when_the_run_ends(store):
             with Journal.open(store) as journal:
                 (eid,) = journal.record_proposals([Proposal("OCCO")], step=1, planner="random")
                 measure(journal, eid, 4.58, seed=5)
-                journal.add_event("note", "OCCO measured at 4.58 V")
-            wait_for("done 4/30")  # the counts as one line, then each new event as a line
-            wait_for("note  OCCO measured at 4.58 V")
+                journal.add_event("note", f"OCCO measured at 4.58 V; {LONG_NOTE}")
+            wait_for("done 4/30")  # the counts as one line, then each new event as one line, however long
+            wait_for(f"note  OCCO measured at 4.58 V; {LONG_NOTE}")
             assert child.poll() is None  # still following while the run holds the store
             assert sum("recent events" in line for line in shown + list(lines.queue)) == 1  # not the tables again
         except BaseException:
