@@ -37,6 +37,7 @@ from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import parse_steps, pumps_holding_sample, pumps_holding_standard
+from labloop.sim.faults import FaultPlan
 from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
@@ -276,8 +277,9 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
         lab = None
         if dry_run:
             spec = campaign.world or WorldSpec()
+            faults = FaultPlan.uniform(spec.fault_rate, seed=campaign.seed) if spec.fault_rate > 0 else None
             lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
-                               ru_ohm=spec.ru_ohm)
+                               ru_ohm=spec.ru_ohm, faults=faults)
             steps = parse_steps(list(campaign.protocol.steps))
             holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
                      **dict.fromkeys(pumps_holding_standard(steps), "standard")}

@@ -19,6 +19,7 @@ from typing import Any
 
 from labloop.sim.emulation import DEFAULT_BLANK, Emulation, EmulatorContext
 from labloop.sim.emulators import start_emulator
+from labloop.sim.faults import FaultPlan
 from labloop.sim.gas_valve_emulator import Atmosphere
 from labloop.sim.pty_device import TimeScale
 from labloop.sim.world import World
@@ -28,15 +29,16 @@ log = logging.getLogger(__name__)
 
 class SimulatedLab:
     """The emulators of one dry run; ``time_scale`` 0 means zero latency (device seconds per wall second
-    otherwise)."""
+    otherwise); ``faults``: what every emulator injects (None: nothing)."""
 
-    def __init__(self, world: World, time_scale: float, *, oxygen_mm: float = 0.0, ru_ohm: float = 0.0) -> None:
+    def __init__(self, world: World, time_scale: float, *, oxygen_mm: float = 0.0, ru_ohm: float = 0.0,
+                 faults: FaultPlan | None = None) -> None:
         self.world = world
         scale = TimeScale.zero_latency() if time_scale == 0 else TimeScale(time_scale)
         # ferrocene and O2 sit where the world's reference electrode puts them; a purge takes the O2 away; the
         # electrolyte's resistance (ru_ohm) is the same whatever the cell holds
         self.context = EmulatorContext(couple_of=lambda sample_id: replace(world.couple_of(sample_id), ru_ohm=ru_ohm),
-                                       blank=replace(DEFAULT_BLANK, ru_ohm=ru_ohm), time_scale=scale,
+                                       blank=replace(DEFAULT_BLANK, ru_ohm=ru_ohm), time_scale=scale, faults=faults,
                                        atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
                                        reference_drift=world.reference_drift_v
                                        ).on_reference(world.reference_offset_v)

@@ -653,7 +653,10 @@ class World(BaseModel):
     O2 dissolved in the electrolyte before any purge (mM; air-saturated acetonitrile holds about 2: its
     reduction wave is what a ``blank`` catches and a ``purge`` removes; default 0, an O2-free cell), and the
     uncompensated solution resistance between reference and working electrode (ohm; 0.1 M electrolyte in
-    acetonitrile at a 3 mm disk: a few hundred; default 0, an ideal cell)."""
+    acetonitrile at a 3 mm disk: a few hundred; default 0, an ideal cell), and how often the emulated devices
+    misbehave: ``fault_rate`` is the chance of each fault kind (no reply, garbled or dropped bytes, a stalled
+    pump, an overload, a disconnect, a slow reply) at each of a device's decisions, drawn from the campaign's
+    seed (default 0: devices that never fail), to rehearse what the runner does when a rig misbehaves."""
 
     model_config = SECTION
     truth: Truth = Truth.model_validate({})
@@ -662,6 +665,7 @@ class World(BaseModel):
     reference_offset_v: Number | None = Field(None, ge=REFERENCE_OFFSET_RANGE_V[0], le=REFERENCE_OFFSET_RANGE_V[1])
     oxygen_mm: NonNegativeNumber = Field(0.0, le=20.0)
     ru_ohm: NonNegativeNumber = Field(0.0, le=1e6)
+    fault_rate: NonNegativeNumber = Field(0.0, le=0.2)
 
     @field_validator("time_scale")
     @classmethod

@@ -210,3 +210,19 @@ def test_validate_says_what_run_would_find_at_the_store(tmp_path, labloop, write
             assert len(result.stderr.strip().splitlines()) == 1
     given = labloop("run", campaign_file, "--dry-run", "--store", campaign_file / "x.db")  # blamed on the flag
     assert given.returncode == 2 and given.stderr.startswith("error: --store: ") and "is a file, so" in given.stderr
+
+
+def test_a_dry_run_with_faulty_devices_stops_after_the_faults_in_a_row(tmp_path, labloop, write_campaign):
+    """``world.fault_rate`` makes the emulators misbehave, so a lab can rehearse what the runner does then:
+    here it stops after ``budget.max_consecutive_faults`` instrument faults, says how to resume, and journals
+    each fault as the failure of its experiment."""
+    world = {"truth": {"from": "ie_ea", "solvent": "acn"}, "noise_v": 0.01, "fault_rate": 0.05}
+    campaign_file = write_campaign(tmp_path, world=world, budget={"max_experiments": 4, "max_consecutive_faults": 2})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "2 instrument faults in a row" in result.stderr and "labloop resume" in result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        failed = journal.experiments(states=(State.FAILED,))
+        assert len(failed) >= 2 and len(journal.experiments(states=(State.DONE,))) < 4
+    assert all(e.cause.split(":")[0] in ("Disconnected", "InstrumentTimeout", "ProtocolError", "DeviceError",
+                                         "PumpStalled", "Overload") for e in failed[-2:]), [e.cause for e in failed]
