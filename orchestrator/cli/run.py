@@ -86,6 +86,9 @@ def resume(store: Path, max_experiments: int | None, scheduler: str | None) -> i
         raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']} "
                            "(moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
+    if max_experiments is None and done >= campaign.budget.max_experiments:
+        _say(f"{store}: the campaign is at its budget ({done} experiments done); to go on, give a new one: "
+             f"labloop resume {store} --max-experiments {done + campaign.budget.max_experiments}")
 
     def open_journal() -> Journal:  # after every check: a refused resume changes nothing
         journal = Journal.open(store)
@@ -171,7 +174,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     done, failed, hits = progress["counts"][State.DONE.value], progress["counts"][State.FAILED.value], progress["hits"]
     _say(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done"
          + (f" (+ {failed} failed, which the budget does not count)" if failed else "")
-         + ("" if hits is None else f", {hits} hits") + f"; journal {journal.path} (`labloop log`, `labloop report`)")
+         + ("" if hits is None else f", {hits} hit{'' if hits == 1 else 's'}")
+         + f"; journal {journal.path} (`labloop log`, `labloop report`)")
     return code
 
 

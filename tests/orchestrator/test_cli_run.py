@@ -69,7 +69,8 @@ def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, 
     fewer = labloop("resume", store, "--max-experiments", 1)
     assert fewer.returncode == 2 and "fewer than the 2 experiments already done" in fewer.stderr
     assert labloop("resume", store, "--max-experiments", 4).returncode == 0
-    assert labloop("resume", store).returncode == 0  # the journal keeps the new budget: nothing more to do
+    at_budget = labloop("resume", store)  # the journal keeps the new budget: nothing more to do, and it says how
+    assert at_budget.returncode == 0 and f"labloop resume {store} --max-experiments 8" in at_budget.stderr
     with Journal.open(store, readonly=True) as journal:
         assert len(journal.experiments(states=(State.DONE,))) == 4
         assert journal.campaign_info().config["budget"]["max_experiments"] == 4

@@ -26,7 +26,7 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
         hits = sum(4.5 <= e.potential_v <= 4.6 for e in done)
         failed = sum(e.status == State.FAILED for e in experiments)
         assert f"tiny: 8/8 experiments done{f' (+ {failed} failed' if failed else ''}" in result.stderr
-        assert f", {hits} hits; journal" in result.stderr
+        assert f", {hits} hit{'' if hits == 1 else 's'}; journal" in result.stderr
         assert all(e.planner == "bayes" and e.acquisition is not None and 0 <= e.acquisition <= 1
                    for e in experiments)
         assert all(e.mu is not None and e.sigma is not None and e.sigma > 0 for e in experiments)
