@@ -118,6 +118,7 @@ class LabRecord:
     blanks: list[tuple[Voltammogram, BlankResult]] = field(default_factory=list)
     scans: list[tuple[Voltammogram, CVResult]] = field(default_factory=list)  # one per scan rate
     diffusion: DiffusionEstimate | None = None
+    diffusion_problem: str | None = None  # why the scans gave no D (journalled: a chemist reads it in the log)
     standard_scan: Voltammogram | None = None
     referenced: ReferencedResult | None = None
     purged_minutes: float = 0.0
@@ -144,6 +145,8 @@ class LabRecord:
             parts.append(f"{len(self.scans)} scan rates")
         if self.diffusion is not None:
             parts.append(f"D {self.diffusion.diffusion_cm2_s:.2e} cm2/s")
+        elif self.diffusion_problem is not None:
+            parts.append(f"no D ({self.diffusion_problem})")
         if self.referenced is not None and self.referenced.e_vs_fc_v is not None:
             parts.append(f"E1/2 {self.referenced.e_vs_fc_v:+.3f} V vs Fc/Fc+")
         return "lab-grade CV: " + (", ".join(parts) or "nothing measured")
@@ -165,6 +168,7 @@ class LabRecord:
             "scans": [{"scan_rate_v_s": v.params.scan_rate_v_s, "voltammogram": v.to_dict(), "analysis": a.to_dict()}
                       for v, a in self.scans],
             "diffusion": self.diffusion.to_dict() if self.diffusion else None,
+            "diffusion_problem": self.diffusion_problem,
             "standard_scan": self.standard_scan.to_dict() if self.standard_scan else None,
             "referenced": self.referenced.to_dict() if self.referenced else None,
             "purged_minutes": self.purged_minutes,
@@ -474,7 +478,8 @@ class ProtocolExecutor:
                                                          area_cm2=step.electrode_area_cm2, conc_mm=step.analyte_mm,
                                                          forward=forward)
             except InvalidParameter as exc:
-                log.warning("%s: no diffusion coefficient from its scans: %s", sample_id, exc)
+                lab.diffusion_problem = str(exc)
+                log.warning("sample %s: no diffusion coefficient from its scans: %s", sample_id, exc)
         return lab.scans[0][0]
 
     def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:

@@ -154,6 +154,19 @@ def test_the_full_protocol_measures_ru_compensates_and_references_to_ferrocene(l
     assert finished[6][3]["diffusion_cm2_s"] == pytest.approx(1e-5, rel=0.10)
 
 
+def test_scans_without_the_wave_give_no_d_and_say_why_in_the_journal_record(lab):
+    """A window short of the couple: no peak at any rate, so no Randles-Sevcik D; the reason goes into the
+    record the journal keeps and into its one-line summary, not only into a warning on the console."""
+    rig = lab()
+    short = {"cv": {**FULL[6]["cv"], "e_begin_v": -0.6, "e_vertex1_v": -0.3, "e_vertex2_v": -0.6,
+                    "ir_compensation": None}}
+    outcome, _ = run(rig, [FULL[0], "load_sample", FULL[5], short])
+    record = outcome.lab
+    assert record.diffusion is None and "peak current is missing" in record.diffusion_problem
+    assert record.to_dict()["diffusion_problem"] == record.diffusion_problem
+    assert f"no D ({record.diffusion_problem})" in record.summary()
+
+
 def test_without_purge_the_oxygen_wave_is_flagged_and_not_learned_from(lab):
     rig = lab()
     steps = [s for s in FULL if not (isinstance(s, dict) and "purge" in s)]
