@@ -29,7 +29,7 @@ from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
-from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner
 
 if TYPE_CHECKING:
     from labloop.orchestrator.loop.rig import Rig
@@ -170,8 +170,12 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
     with Alerter(campaign.alerts, journal, campaign.name, operators=people):
         code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()
-    progress = snapshot(journal)["progress"]
+    snap = snapshot(journal)
+    progress = snap["progress"]
     done, failed, hits = progress["counts"][State.DONE.value], progress["counts"][State.FAILED.value], progress["hits"]
+    finished = [e["message"] for e in snap["events"] if e["kind"] == "finished"]
+    if code == EXIT_OK and done < campaign.budget.max_experiments and finished:  # why short of the budget
+        _say(finished[-1])
     _say(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done"
          + (f" (+ {failed} failed, which the budget does not count)" if failed else "")
          + ("" if hits is None else f", {hits} hit{'' if hits == 1 else 's'}")

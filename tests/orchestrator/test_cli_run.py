@@ -227,3 +227,11 @@ def test_a_dry_run_with_faulty_devices_stops_after_the_faults_in_a_row(tmp_path,
         assert len(failed) >= 2 and len(journal.experiments(states=(State.DONE,))) < 4
     assert all(e.cause.split(":")[0] in ("Disconnected", "InstrumentTimeout", "ProtocolError", "DeviceError",
                                          "PumpStalled", "Overload") for e in failed[-2:]), [e.cause for e in failed]
+
+
+def test_a_campaign_that_runs_out_of_molecules_says_so(tmp_path, labloop, write_campaign):
+    rows = (EXAMPLES / "library.csv").read_text().splitlines()[:4]  # the header and 3 molecules
+    (tmp_path / "three.csv").write_text("\n".join(rows) + "\n")
+    result = labloop("run", write_campaign(tmp_path, library={"file": str(tmp_path / "three.csv")}), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "every library molecule was tried" in result.stderr and "/6 experiments done" in result.stderr
