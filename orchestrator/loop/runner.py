@@ -137,6 +137,10 @@ class Runner:
                                  descriptors=descriptors, deferred=interrupts.deferred,
                                  prepare=None if predictions is None else predictions.prepare)
         self.interrupts = interrupts
+        # what the cell and the syringes hold after earlier runs of this journal (a resume): counted before
+        # this run pumps anything, in the order the actions started
+        actions = sorted((a for e in journal.experiments() for a in journal.actions(e.id)), key=lambda a: a.id)
+        executor.replay((a.command, a.params, a.outcome) for a in actions)
         self.health = HealthClock(campaign.schedule.health_check_minutes)
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)
