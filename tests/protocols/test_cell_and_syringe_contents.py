@@ -134,29 +134,38 @@ def test_a_failed_experiment_leaves_its_liquid_counted(example_rig: Rig) -> None
     assert in_cell(rig) == pytest.approx(5.5)
 
 
-def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tmp_path, write_campaign) -> None:
-    """Run 1 fails its experiment before the rinse (5 mL stay in the 9 mL cell) and stops; run 2 (a resume,
-    a new executor and rig) must count those 5 mL from the journal's actions and refuse to add 5 more."""
+def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tmp_path, write_campaign,
+                                                                              labloop) -> None:
+    """Run 1 fails its experiment before the rinse (5 mL stay in the 9 mL cell) and stops; ``resume`` (a new
+    process's executor and rig) must count those 5 mL from the journal's actions and refuse to add 5 more,
+    until the operator says the cell was emptied by hand (``--cell-emptied``)."""
     campaign = load_campaign(write_campaign(tmp_path, protocol=RINSED, safety={"cell_volume_ml": 9.0},
                                             budget={"max_experiments": 2, "max_consecutive_faults": 1}))
     library = read_table(campaign.library.file).smiles
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
         rig.instruments["potentiostat"] = _BrokenPotentiostat(rig.instruments["potentiostat"])
         assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
             == EXIT_FAULTS
         first = journal.experiments(states=(State.FAILED,))
         assert [e.cause for e in first] == ["RuntimeError: plug-in bug: the scan never started"]
-    with build_rig(campaign, dry_run=True, library=library) as rig, \
-            Journal.open(campaign.store) as journal, Interrupts() as interrupts:
-        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
-            == EXIT_FAULTS
+
+    resumed = labloop("resume", campaign.store)
+    assert resumed.returncode == 1, resumed.stderr
+    with Journal.open(campaign.store, readonly=True) as journal:
         failed = journal.experiments(states=(State.FAILED,))
         assert len(failed) == 2 and not journal.experiments(states=(State.DONE,))
-        assert "electrolyte_pump: the cell would hold 10 mL, more than its 9 mL" in failed[1].cause
+        assert ("protocol step 3 (dispense): electrolyte_pump: the cell would hold 10 mL, more than its 9 mL"
+                in failed[1].cause)  # the executor's refusal: the driver was never asked
         assert [(a.command, a.outcome.split(":")[0]) for a in journal.actions(failed[1].id)] == [
             ("load_sample", "ok"), ("dispense", "ok"), ("dispense", "SafetyLimitExceeded")]
-        assert in_cell(rig) == pytest.approx(0.5)  # this run's (fresh) simulated cell got the sample only
+
+    emptied = labloop("resume", campaign.store, "--cell-emptied")
+    assert emptied.returncode == 0, emptied.stderr
+    with Journal.open(campaign.store, readonly=True) as journal:
+        assert len(journal.experiments(states=(State.DONE,))) == 2 and len(journal.experiments()) == 4
+        assert [e.kind for e in journal.events()].count("cell_emptied") == 1
 
 
 # -- defect 2: a plug-in pump's syringe -----------------------------------------------------------------------
