@@ -43,7 +43,9 @@ Lab-grade steps (what an electrochemist expects around a CV):
 Structure checked here, independent of any rig: exactly one ``cv``; ``analyze`` at most once and after it;
 a ``fluid: sample`` dispense only after ``load_sample``; ``blank`` before the sample goes in; ``eis``
 before a cv with ``ir_compensation``; ``add_standard`` after the cv. :func:`limit_problems` checks
-explicit potentials and volumes against a campaign's safety limits with the same located problems. What
+explicit potentials and volumes against a campaign's safety limits with the same located problems, the
+protocol repeated over the budget included (:func:`repeat_problem`, on a :class:`Contents`: the one count of
+what the cell and the syringes hold, which the executor also keeps from one experiment to the next). What
 needs the rig (instrument names) is :meth:`labloop.protocols.executor.ProtocolExecutor.check`'s.
 """
 
