@@ -22,8 +22,10 @@ from labloop.core.errors import ConfigError, SafetyLimitExceeded
 #: default flow-rate cap (mL/min): ten times the example protocol's fastest dispense; a typed 5000 for 5.0
 #: must not reach a pump
 DEFAULT_MAX_RATE_ML_MIN = 50.0
-#: default cell volume (mL): what one experiment may dispense into the cell before it is rinsed
+#: default cell volume (mL): what the cell holds, counted across experiments until a rinse or clean empties it
 DEFAULT_CELL_VOLUME_ML = 20.0
+#: relative slack of the volume comparisons: sums of decimal volumes (0.1 + 0.2) must not refuse an exact fill
+VOLUME_SLACK = 1e-9
 
 if TYPE_CHECKING:  # only the names are needed here, in annotations (left unevaluated)
     from labloop.instruments.impedance import EISParams, ImpedanceSpectrum
@@ -74,7 +76,8 @@ class SafetyLimits:
     the plunger into its end stop; ``potential_window_v`` (low, high) bounds every potential a
     potentiostat applies, in volts against the cell's reference electrode. ``max_rate_ml_min`` caps every
     flow rate a pump is asked for (a fast flow sprays the cell or bursts a line); ``cell_volume_ml`` is what
-    the cell holds, so the pumping steps of one experiment (until a rinse or clean) never overflow it.
+    the cell holds, so what is pumped into it, in one experiment or over several, never overflows it until a
+    rinse or clean empties it.
     """
 
     max_dispense_ml: float
@@ -112,24 +115,27 @@ class SafetyLimits:
         """Refuse to move a syringe whose tracked content is not within 0..``syringe_ml``: the driver's count
         has gone wrong (a pump's counter that over-reports), and a move computed from it could overfill or
         drive the plunger into its end stop."""
-        if not 0 <= content_ml <= self.syringe_ml * (1 + 1e-9):
+        if not 0 <= content_ml <= self.syringe_ml * (1 + VOLUME_SLACK):
             raise SafetyLimitExceeded(where, f"the syringe's tracked content {content_ml:g} mL is outside "
                                              f"0..{self.syringe_ml:g} mL: its count is wrong, check the pump")
 
     def check_dispense(self, volume_ml: float, *, content_ml: float, where: str) -> None:
-        """Refuse a dispense larger than the per-dispense cap or than what the syringe still holds."""
+        """Refuse a dispense larger than the per-dispense cap or than what the syringe still holds (the one
+        check of a syringe's content, for drivers that count it and for the protocol executor, which counts
+        it for every pump whatever its driver checks)."""
         self.check_volume(volume_ml, where=where)
         self.check_content(content_ml, where=where)
-        if volume_ml > content_ml:
+        if volume_ml > content_ml * (1 + VOLUME_SLACK):
             raise SafetyLimitExceeded(
-                where, f"dispense of {volume_ml:g} mL exceeds the {content_ml:g} mL left in the syringe"
+                where, f"dispense of {volume_ml:g} mL exceeds the {content_ml:g} mL left in the "
+                       f"{self.syringe_ml:g} mL syringe"
             )
 
     def check_withdraw(self, volume_ml: float, *, content_ml: float, where: str) -> None:
         """Refuse a withdrawal that would overfill the syringe."""
         _check_volume_argument(volume_ml, where)
         self.check_content(content_ml, where=where)
-        if content_ml + volume_ml > self.syringe_ml:
+        if content_ml + volume_ml > self.syringe_ml * (1 + VOLUME_SLACK):
             raise SafetyLimitExceeded(
                 where,
                 f"withdrawing {volume_ml:g} mL onto {content_ml:g} mL overfills the "
@@ -145,11 +151,14 @@ class SafetyLimits:
                 where, f"rate of {rate_ml_min:g} mL/min exceeds the limit of {self.max_rate_ml_min:g} mL/min"
             )
 
-    def check_cell(self, in_cell_ml: float, *, where: str) -> None:
-        """Refuse a dispense after which the cell would hold ``in_cell_ml``, more than its volume."""
-        if in_cell_ml > self.cell_volume_ml:
+    def check_cell(self, held_ml: float, volume_ml: float, *, where: str) -> None:
+        """Refuse pumping ``volume_ml`` into a cell that holds ``held_ml`` (counted since it was last emptied,
+        in this experiment or earlier ones) when it would then hold more than its volume."""
+        if held_ml + volume_ml > self.cell_volume_ml * (1 + VOLUME_SLACK):
             raise SafetyLimitExceeded(
-                where, f"the cell would hold {in_cell_ml:g} mL, more than its {self.cell_volume_ml:g} mL"
+                where, f"the cell would hold {held_ml + volume_ml:g} mL, more than its {self.cell_volume_ml:g} mL "
+                       f"(safety.cell_volume_ml): {volume_ml:g} mL onto the {held_ml:g} mL it holds since it was "
+                       "last emptied"
             )
 
     def check_potentials(self, *potentials_v: float, where: str) -> None:

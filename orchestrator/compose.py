@@ -94,11 +94,11 @@ def _has_truth(world: World, smiles: str) -> bool:
 
 
 def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
-    """The executor of ``campaign``'s protocol on ``rig``, with its safety limits, reference electrode and
-    objective quantity."""
+    """The executor of ``campaign``'s protocol on ``rig``, with its safety limits, reference electrode,
+    objective quantity and budget (how often the protocol runs)."""
     return ProtocolExecutor(campaign.protocol.steps, rig, campaign.safety.limits(), campaign.cell.reference_offset_v,
                             quantity=campaign.objective.quantity, locate=campaign.step_locator(),
-                            pump_limits=campaign.safety.pump_limits())
+                            pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments)
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
@@ -206,7 +206,8 @@ def check_protocol(campaign: Campaign) -> None:
     kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
     executor = ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(),
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
-                                locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits())
+                                locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits(),
+                                experiments=campaign.budget.max_experiments)
     executor.check()
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         values = space["choices"] if isinstance(space, dict) else space

@@ -4,11 +4,19 @@ Why one interpreter (bluesky's engine): steps never touch hardware themselves, s
 against the rig and the safety limits *before the first step runs* (:meth:`ProtocolExecutor.check`): an
 unknown instrument, a pumping step (dispense, add_standard, clean) beyond ``safety.max_dispense_ml`` or
 ``safety.max_rate_ml_min``, pumping that would overfill the cell (``safety.cell_volume_ml``, counted from
-the last rinse or clean) or a CV vertex
-outside the potential limits stops the experiment before any byte reaches an instrument, with a typed error
-naming the step. Each step is reported through ``on_action`` as it starts and when it ended, so the runner
-can journal it; instrument errors propagate as the drivers' typed errors (:mod:`labloop.core.errors`),
-after ``on_action`` reported them.
+the last rinse or clean) or run a syringe dry, the protocol repeated ``experiments`` times (the budget), or
+a CV vertex outside the potential limits stops the experiment before any byte reaches an instrument, with a
+typed error naming the step. Each step is reported through ``on_action`` as it starts and when it ended, so
+the runner can journal it; instrument errors propagate as the drivers' typed errors
+(:mod:`labloop.core.errors`), after ``on_action`` reported them.
+
+What the cell and the syringes hold is counted here, for every pump whatever its driver checks itself (a
+plug-in may check nothing): :attr:`ProtocolExecutor.contents` (:class:`labloop.protocols.steps.Contents`)
+lives as long as the executor, so it is carried from one experiment to the next, a failed one included,
+and :meth:`ProtocolExecutor.replay` rebuilds it from a journal's actions when a campaign is resumed. Every
+pumping command (a dispense, its refill, an add_standard, a clean's flush, a blank's clean) is checked
+against it just before it is sent: one that would overfill the cell or take more than its syringe holds is
+refused, naming the pump, the volume and the limit, and nothing is sent.
 
 Potentials: the CV runs against the cell's reference electrode, which sits at ``reference_offset_v`` V vs
 Li/Li+; a window around the candidate converts the predicted potential (vs Li/Li+) to that scale, and the
@@ -33,7 +41,7 @@ rig's ``ask_operator(message)``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -73,6 +81,7 @@ from labloop.protocols.steps import (
     Analyze,
     Blank,
     Clean,
+    Contents,
     Dispense,
     LoadSample,
     Polish,
@@ -196,13 +205,15 @@ class ProtocolExecutor:
     instrument each name is (``"pump"``, ``"potentiostat"``, ``"sample_changer"``), as the drivers declare.
     ``pump_limits`` holds the limits of pumps with their own syringe, by name. ``locate`` gives the
     ``file:line`` of a step by its index, so a problem found here names the line of the
-    protocol (or campaign) file that wrote the step, as the campaign's own checks do.
+    protocol (or campaign) file that wrote the step, as the campaign's own checks do. ``experiments`` is how
+    many times the protocol runs (the budget): the check refuses a protocol whose repetition would overfill
+    the cell or run a syringe dry (:func:`labloop.protocols.steps.repeat_problem`).
     """
 
     def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
                  reference_offset_v: float, *, quantity: Quantity = "oxidation_potential",
                  kinds: Mapping[str, str] | None = None, locate: Callable[[int], str] | None = None,
-                 pump_limits: Mapping[str, SafetyLimits] | None = None) -> None:
+                 pump_limits: Mapping[str, SafetyLimits] | None = None, experiments: int = 1) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
@@ -211,6 +222,9 @@ class ProtocolExecutor:
         self._kinds = dict(kinds) if kinds is not None else None
         self._locate = locate
         self.pump_limits = dict(pump_limits or {})
+        self.experiments = experiments
+        #: what the cell and each syringe hold, counted across this executor's experiments
+        self.contents = Contents(safety, self.pump_limits)
 
     def _instrument_kinds(self) -> dict[str, str]:
         if self._kinds is not None:
@@ -230,13 +244,13 @@ class ProtocolExecutor:
         self._check(self._with_conditions(conditions) if conditions else self.steps)
 
     def _check(self, steps: Sequence[Step]) -> None:
-        refused = {index: exc for index, _field, exc in reversed(pumping_problems(steps, self.safety,
-                                                                                   self.pump_limits))}
+        refused = {index: exc for index, _field, exc in reversed(pumping_problems(
+            steps, self.safety, self.pump_limits, experiments=self.experiments))}
         for index, step in enumerate(steps):
             where = self._where(index, step)
             if pumps(step):
                 self._instrument(where, step.pump, Pump, "pump")  # type: ignore[attr-defined]
-                if index in refused:  # its volume, rate or the cell's fill after it (the first of them)
+                if index in refused:  # its volume, rate, or the cell's or syringe's content (the first of them)
                     raise SafetyLimitExceeded(where, refused[index].what)
                 self._check_rate(where, step.pump, step.rate_ml_min)  # type: ignore[attr-defined]
             if isinstance(step, LoadSample):
@@ -357,7 +371,7 @@ class ProtocolExecutor:
                 if isinstance(step, LoadSample):
                     self.rig.instruments[instrument].load(sample_id)  # type: ignore[attr-defined]
                 elif isinstance(step, Dispense):
-                    params.update(self._dispense(step, self.rig.instruments[instrument]))  # type: ignore[arg-type]
+                    params.update(self._dispense(index, step))
                 elif isinstance(step, Wait):
                     self.rig.sleep(step.seconds)
                 elif isinstance(step, CV):
@@ -368,6 +382,7 @@ class ProtocolExecutor:
                     params.update(self._lab_summary(step, lab))
                 elif isinstance(step, Rinse):
                     self.rig.rinse_cell()
+                    self.contents.emptied()
                 elif isinstance(step, Analyze):
                     analysis = analyze_cv(voltammogram, step.settings, ru_ohm=lab.ru_ohm)  # type: ignore[arg-type]
                 elif isinstance(step, LAB_STEPS):
@@ -431,19 +446,55 @@ class ProtocolExecutor:
             return "operator", {}
         return "", step.model_dump()
 
-    def _dispense(self, step: Dispense, pump: Pump) -> dict[str, float]:
+    def _dispense(self, index: int, step: Dispense) -> dict[str, float]:
         """Dispense, then refill what was asked for. A pump that reports another volume than asked (a plug-in
         driver need not check its counter as ``ne1000`` does) is a fault before the refill, which would
         otherwise withdraw the reported volume: a counter reading 3x too much drove a withdrawal beyond the
         syringe."""
-        dispensed = pump.dispense(step.volume_ml, step.rate_ml_min)
+        where = self._where(index, step)
+        dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
         if not abs(dispensed - step.volume_ml) <= DISPENSE_TOLERANCE * step.volume_ml:  # NaN too
             raise DispenseMismatch(step.pump, f"the pump reports {dispensed!r} mL dispensed where "
                                               f"{step.volume_ml:g} mL was asked")
         done = {"dispensed_ml": dispensed}
         if step.refill:
+            self.contents.check_refill(step.pump, step.volume_ml, where=where)
+            pump: Pump = self.rig.instruments[step.pump]  # type: ignore[assignment]
             done["refilled_ml"] = pump.withdraw(step.volume_ml, step.rate_ml_min)
+            self.contents.refilled(step.pump, step.volume_ml)
         return done
+
+    def _pump(self, where: str, pump: str, volume_ml: float, rate_ml_min: float) -> float:
+        """Pump ``volume_ml`` from ``pump`` into the cell, checked against what the cell and the syringe hold
+        before the command is sent, and counted in full before it is (a dispense cut short may have delivered
+        all of it); returns the volume the pump reports."""
+        self.contents.check_pump(pump, volume_ml, where=where)
+        self.contents.pumped(pump, volume_ml)
+        return self.rig.instruments[pump].dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined, no-any-return]
+
+    def replay(self, actions: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> None:
+        """Count into :attr:`contents` what the journal's actions of earlier runs left in the cell and the
+        syringes: ``(command, params, outcome)`` of each action, in the order they started.
+
+        A resumed campaign cannot ask the cell what it holds, so the count is conservative, as it is while a
+        run goes on: every pumping action that started counts in full, whatever its outcome (an interrupted
+        one may have delivered all of it; even a refused one counts, since its outcome cannot say which part
+        was refused), a refill only once its dispense ended ``ok``, and the cell is empty again only after a
+        rinse or clean that ended ``ok``. A blank that could clean counts its clean's flush but not its
+        rinse. The cell then holds what was dispensed since its last completed emptying."""
+        clean = next((s for s in self.steps if isinstance(s, Clean)), Clean())  # the one a blank would run
+        for command, params, outcome in actions:
+            ok = outcome == "ok"
+            if command in ("rinse", "clean") and ok:
+                self.contents.emptied()
+            if command in ("dispense", "add_standard", "clean") and params.get("pump") is not None:
+                self.contents.pumped(params["pump"], params["volume_ml"])
+                if command == "dispense" and params.get("refill") and ok:
+                    self.contents.refilled(params["pump"], params["volume_ml"])
+            elif command == "blank" and params.get("on_fail") == "clean" and clean.pump is not None:
+                self.contents.pumped(clean.pump, clean.volume_ml)
+        log.info("the cell holds %g mL by the journal's count; syringes: %s", self.contents.cell_ml,
+                 ", ".join(f"{pump} {held:g} mL" for pump, held in sorted(self.contents.syringes.items())) or "full")
 
     def _cv_params(self, index: int, step: CV, predicted_v: float | None) -> CVParams:
         """The scan of ``step`` (its window, or around the prediction on the reference scale), checked
@@ -525,10 +576,11 @@ class ProtocolExecutor:
 
     def _clean(self, where: str, step: Clean) -> None:
         self.rig.rinse_cell()
+        self.contents.emptied()
         if step.pump is None:
             self._operator(where)("Clean the cell and the electrodes, refill with electrolyte, press Enter: ")
             return
-        self.rig.instruments[step.pump].dispense(step.volume_ml, step.rate_ml_min)  # type: ignore[attr-defined]
+        self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
 
     def _blank(self, where: str, step: Blank, instrument: str, lab: LabRecord,
                steps: Sequence[Step]) -> dict[str, Any]:
@@ -560,8 +612,7 @@ class ProtocolExecutor:
         put on the Fc/Fc+ scale of that scan."""
         if not lab.scans:
             raise ConfigError(where, "add_standard needs the cv before it")
-        pump: Pump = self.rig.instruments[step.pump]  # type: ignore[assignment]
-        dispensed = pump.dispense(step.volume_ml, step.rate_ml_min)
+        dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
         first, analysis = lab.scans[0]
         fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
         params = self._standard_scan(first.params)

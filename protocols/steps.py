@@ -43,12 +43,15 @@ Lab-grade steps (what an electrochemist expects around a CV):
 Structure checked here, independent of any rig: exactly one ``cv``; ``analyze`` at most once and after it;
 a ``fluid: sample`` dispense only after ``load_sample``; ``blank`` before the sample goes in; ``eis``
 before a cv with ``ir_compensation``; ``add_standard`` after the cv. :func:`limit_problems` checks
-explicit potentials and volumes against a campaign's safety limits with the same located problems. What
+explicit potentials and volumes against a campaign's safety limits with the same located problems, the
+protocol repeated over the budget included (:func:`repeat_problem`, on a :class:`Contents`: the one count of
+what the cell and the syringes hold, which the executor also keeps from one experiment to the next). What
 needs the rig (instrument names) is :meth:`labloop.protocols.executor.ProtocolExecutor.check`'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
@@ -424,10 +427,10 @@ def _fluid_of(step: Step) -> str | None:
 
 
 def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
-                   pump_limits: Mapping[str, SafetyLimits] | None = None) -> list[Problem]:
+                   pump_limits: Mapping[str, SafetyLimits] | None = None, *, experiments: int = 1) -> list[Problem]:
     """Explicit potentials and volumes of ``steps`` beyond the safety limits (``pump_limits``: a pump's own,
-    by name), located like parse problems (``(index, step, field)``), so a campaign refuses them with the
-    line before anything runs."""
+    by name), the protocol run ``experiments`` times (the budget: :func:`repeat_problem`), located like parse
+    problems (``(index, step, field)``), so a campaign refuses them with the line before anything runs."""
     low, high = limits.potential_window_v
     problems = []
     for index, step in enumerate(steps):
@@ -440,7 +443,7 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
         if width is not None and 2 * width > high - low:
             problems.append(Problem((index, step.name, "half_width_v"), f"a window {2 * width:g} V wide cannot fit in "
                                                                           f"the safety window {low:g}..{high:g} V"))
-    for index, field, exc in pumping_problems(steps, limits, pump_limits):
+    for index, field, exc in pumping_problems(steps, limits, pump_limits, experiments=experiments):
         problems.append(Problem((index, steps[index].name, field), exc.what))
     return problems
 
@@ -450,13 +453,13 @@ def pumps(step: Step) -> bool:
     return isinstance(step, Dispense | AddStandard) or (isinstance(step, Clean) and step.pump is not None)
 
 
-def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: Mapping[str, SafetyLimits] | None = None
-                     ) -> list[tuple[int, str, SafetyLimitExceeded]]:
+def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: Mapping[str, SafetyLimits] | None = None,
+                     *, experiments: int = 1) -> list[tuple[int, str, SafetyLimitExceeded]]:
     """(index, field, refusal) of every pumping step beyond the limits: its volume (against its pump's own
-    syringe, ``pump_limits``, if it has one), its rate, and what the cell would hold after it. The one check
-    of a pumping step, for the campaign (with the line) and the executor (before the first step runs), so no
-    kind of step is left out of one of them."""
-    fill = cell_fill(steps)
+    syringe, ``pump_limits``, if it has one), its rate, and — the protocol run ``experiments`` times in a row
+    (the budget), from an empty cell and full syringes — what the cell and its syringe would hold then
+    (:func:`repeat_problem`). The one check of a pumping step, for the campaign (with the line) and the
+    executor (before the first step runs), so no kind of step is left out of one of them."""
     found = []
     for index, step in enumerate(steps):
         if not pumps(step):
@@ -464,26 +467,169 @@ def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: M
         own = (pump_limits or {}).get(step.pump, limits)  # type: ignore[attr-defined]
         whose = "" if own is limits else f" ({step.pump}'s syringe, safety.syringes_ml)"  # type: ignore[attr-defined]
         for field, check, says in (("volume_ml", partial(own.check_volume, step.volume_ml), whose),  # type: ignore[attr-defined]
-                                   ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min), ""),  # type: ignore[attr-defined]
-                                   ("volume_ml", partial(limits.check_cell, fill[index]), "")):
+                                   ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min), "")):  # type: ignore[attr-defined]
             try:
                 check(where="")  # where="": the message alone, located by the caller
             except SafetyLimitExceeded as exc:
                 found.append((index, field, SafetyLimitExceeded("", exc.what + says) if says else exc))
+    if not found:  # each volume fits its syringe and its rate the cap: what repetition leaves in cell and syringes
+        repeated = repeat_problem(steps, Contents(limits, pump_limits or {}), experiments)
+        found.extend([] if repeated is None else [repeated])
     return found
 
 
-def cell_fill(steps: Sequence[Step]) -> dict[int, float]:
-    """What the cell holds (mL) after each pumping step (by index): what was pumped in since the cell was last
-    emptied (a rinse, or a clean, which then fills it with its own volume)."""
-    fill, in_cell_ml = {}, 0.0
-    for index, step in enumerate(steps):
-        if isinstance(step, Rinse | Clean):
-            in_cell_ml = 0.0
+def empties(step: Step) -> bool:
+    """Whether ``step`` empties the cell: a rinse, or a clean (which then fills it with its own volume)."""
+    return isinstance(step, Rinse | Clean)
+
+
+@dataclasses.dataclass
+class Contents:
+    """What the cell and each pump's syringe hold (mL), as labloop counts them: the one account every pumping
+    step is checked against before its command is sent, whatever the pump's driver checks itself (a plug-in
+    may check nothing), and which is carried from one experiment to the next, failed ones included.
+
+    Why a count and not a reading: neither the cell nor a syringe can be asked what it holds. So the count
+    errs on the full side for the cell and on the empty side for a syringe: a pumping step counts in full as
+    soon as it is about to be sent (a dispense cut short may have delivered all of it), and an emptying or a
+    refill only once it has ended. The cell starts empty; a syringe not counted yet is full (``syringe_ml``,
+    its pump's own in ``pump_limits``), as the rig is set up before a campaign.
+    """
+
+    limits: SafetyLimits
+    pump_limits: Mapping[str, SafetyLimits] = dataclasses.field(default_factory=dict)
+    cell_ml: float = 0.0
+    syringes: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def limits_of(self, pump: str) -> SafetyLimits:
+        """The limits of ``pump``: its own syringe's, or the rig's."""
+        return self.pump_limits.get(pump, self.limits)
+
+    def held(self, pump: str) -> float:
+        """What ``pump``'s syringe holds (mL)."""
+        return self.syringes.get(pump, self.limits_of(pump).syringe_ml)
+
+    def refusal(self, pump: str, volume_ml: float, *, where: str) -> tuple[str, SafetyLimitExceeded] | None:
+        """Why pumping ``volume_ml`` from ``pump`` into the cell is refused — ``("cell", refusal)``: more than
+        the cell has room for; ``("syringe", refusal)``: more than the syringe holds (or than a dispense may
+        be) — or None. The refusal's place is ``where`` and the pump, its message the volume and the limit."""
+        place = f"{where}: {pump}" if where else pump
+        for what, check in (("cell", partial(self.limits.check_cell, self.cell_ml, volume_ml)),
+                            ("syringe", partial(self.limits_of(pump).check_dispense, volume_ml,
+                                                content_ml=self.held(pump)))):
+            try:
+                check(where=place)
+            except SafetyLimitExceeded as exc:
+                return what, exc
+        return None
+
+    def check_pump(self, pump: str, volume_ml: float, *, where: str) -> None:
+        """Raise the :meth:`refusal` of pumping ``volume_ml`` from ``pump`` into the cell, if any."""
+        refused = self.refusal(pump, volume_ml, where=where)
+        if refused is not None:
+            raise refused[1]
+
+    def check_refill(self, pump: str, volume_ml: float, *, where: str) -> None:
+        """Refuse a refill of ``volume_ml`` that would overfill ``pump``'s syringe."""
+        self.limits_of(pump).check_withdraw(volume_ml, content_ml=self.held(pump), where=f"{where}: {pump}")
+
+    def pumped(self, pump: str, volume_ml: float) -> None:
+        """Count ``volume_ml`` from ``pump``'s syringe into the cell."""
+        self.syringes[pump] = _rounded(self.held(pump) - volume_ml)
+        self.cell_ml = _rounded(self.cell_ml + volume_ml)
+
+    def refilled(self, pump: str, volume_ml: float) -> None:
+        """Count a refill of ``pump``'s syringe from its reservoir."""
+        self.syringes[pump] = _rounded(self.held(pump) + volume_ml)
+
+    def emptied(self) -> None:
+        """Count the cell as empty (a rinse or a clean has ended)."""
+        self.cell_ml = 0.0
+
+    def state(self) -> tuple[float, dict[str, float]]:
+        """(what the cell holds, what each counted syringe holds), a copy."""
+        return self.cell_ml, dict(self.syringes)
+
+
+def _rounded(volume_ml: float) -> float:
+    """``volume_ml`` to the picolitre: sums of decimal volumes keep no rounding residue (1.0 - 0.3 + 0.3 is
+    1.0 again, a syringe emptied by ten thousand 1 uL dispenses holds 0), far below any pump's resolution."""
+    return round(volume_ml, 9)
+
+
+def repeat_problem(steps: Sequence[Step], contents: Contents, experiments: int
+                   ) -> tuple[int, str, SafetyLimitExceeded] | None:
+    """The first pumping step that would overfill the cell or take more than its syringe holds when
+    ``steps`` run ``experiments`` times in a row from ``contents`` (each run a success: a failed one can
+    only leave more in the cell, which the executor counts as it happens), as (index, field, refusal).
+
+    The rule ``validate`` applies: the budget's experiments, one after the other, with each step's refill as
+    written, must never overfill the cell (a protocol that never empties it fills it a little more each
+    time) nor empty a syringe (one that is never refilled runs dry). The field named is ``volume_ml``, or
+    ``refill`` for a dispense without one whose syringe runs dry. A budget of up to a million experiments is
+    judged in a few of them: from the second experiment on the contents repeat (a protocol that empties the
+    cell leaves it the same each time, a refill restores its syringe) or change by the same amounts each
+    time, so the experiments that cannot reach a limit are skipped (:func:`_skippable`).
+    """
+    experiment = 1
+    gross = _gross(steps)
+    while experiment <= experiments:
+        before = contents.state()
+        for index, step in enumerate(steps):
+            if empties(step):
+                contents.emptied()
+            if not pumps(step):
+                continue
+            pump, volume_ml = step.pump, step.volume_ml  # type: ignore[attr-defined]
+            refused = contents.refusal(pump, volume_ml, where="")
+            if refused is not None:
+                what, exc = refused
+                dry = what == "syringe" and isinstance(step, Dispense) and not step.refill
+                when = "" if experiment == 1 else (f"in experiment {experiment} of {experiments} "
+                                                   "(budget.max_experiments), ")
+                never = ", and it is never refilled (refill: true refills it after the dispense)" if dry else ""
+                return index, "refill" if dry else "volume_ml", SafetyLimitExceeded("", f"{when}{exc}{never}")
+            contents.pumped(pump, volume_ml)
+            if getattr(step, "refill", False):
+                contents.refilled(pump, volume_ml)
+        after = contents.state()
+        if after == before:  # every later experiment repeats this one
+            return None
+        if experiment >= 2:
+            experiment += _skippable(before, after, contents, gross, experiments - experiment)
+        experiment += 1
+    return None
+
+
+def _gross(steps: Sequence[Step]) -> dict[str | None, float]:
+    """What one run of ``steps`` pumps in all, into the cell (key None) and out of each pump's syringe."""
+    gross: dict[str | None, float] = {None: 0.0}
+    for step in steps:
         if pumps(step):
-            in_cell_ml += step.volume_ml  # type: ignore[attr-defined]
-            fill[index] = in_cell_ml
-    return fill
+            gross[None] += step.volume_ml  # type: ignore[attr-defined]
+            gross[step.pump] = gross.get(step.pump, 0.0) + step.volume_ml  # type: ignore[attr-defined]
+    return gross
+
+
+def _skippable(before: tuple[float, dict[str, float]], after: tuple[float, dict[str, float]], contents: Contents,
+               gross: Mapping[str | None, float], left: int) -> int:
+    """How many of the ``left`` experiments after this one cannot reach a limit; moves ``contents`` past them.
+    From the second experiment on each one changes the contents by the same amounts (``after - before``: the
+    cell fills, a syringe empties); one that starts further from a limit than all it pumps (``gross``) and
+    one more experiment's change cannot reach it."""
+    (cell_before, held_before), (cell_after, held_after) = before, after
+    moves: dict[str | None, tuple[float, float]] = {None: (cell_after - cell_before,
+                                                           contents.limits.cell_volume_ml - cell_after)}
+    moves.update({pump: (held_before.get(pump, held) - held, held) for pump, held in held_after.items()})
+    # a real change is a sum of volumes of at least MIN_VOLUME_ML; less is rounding (1.0 - 0.3 + 0.3)
+    counts = [int((room - gross.get(key, 0.0)) // change) - 1 for key, (change, room) in moves.items()
+              if change > MIN_VOLUME_ML / 2]
+    skip = max(0, min([left, *counts]))
+    contents.cell_ml = _rounded(contents.cell_ml + skip * moves[None][0])
+    for pump, (change, _room) in moves.items():
+        if pump is not None:
+            contents.syringes[pump] = _rounded(contents.syringes[pump] - skip * change)
+    return skip
 
 
 def pumps_holding_sample(steps: Iterable[Step]) -> frozenset[str]:

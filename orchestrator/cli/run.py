@@ -29,7 +29,7 @@ from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
-from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner
+from labloop.orchestrator.loop.runner import CELL_EMPTIED, EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner
 
 if TYPE_CHECKING:
     from labloop.orchestrator.loop.rig import Rig
@@ -67,8 +67,12 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--max-experiments", type=click.IntRange(min=1, max=1_000_000),
               help="A new budget.max_experiments, e.g. more experiments for a finished campaign (journalled).")
+@click.option("--cell-emptied", is_flag=True,
+              help="The cell was emptied by hand since the run stopped: the count of what it holds restarts at 0 "
+                   "(journalled). Without it the cell holds, by the journal's count, what was pumped into it since "
+                   "its last completed rinse or clean.")
 @scheduler_option
-def resume(store: Path, max_experiments: int | None, scheduler: str | None) -> int:
+def resume(store: Path, max_experiments: int | None, cell_emptied: bool, scheduler: str | None) -> int:
     with Journal.open(store) as journal:
         config = journal.campaign_info().config
         runs = [e for e in journal.events() if e.kind == "run"]
@@ -100,6 +104,9 @@ def resume(store: Path, max_experiments: int | None, scheduler: str | None) -> i
         if max_experiments is not None and max_experiments != journal.campaign_info().config["budget"][
                 "max_experiments"]:
             journal.extend_budget(max_experiments)
+        if cell_emptied:
+            journal.add_event(CELL_EMPTIED, "the operator emptied the cell by hand (resume --cell-emptied): the count "
+                                            "of what it holds restarts at 0")
         return journal
 
     return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler)

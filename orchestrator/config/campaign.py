@@ -485,8 +485,9 @@ class Safety(BaseModel):
     syringe_ml: PositiveNumber = 10.0
     potential_limits_v: Interval = (-3.0, 3.0)
     max_rate_ml_min: PositiveNumber = Field(DEFAULT_MAX_RATE_ML_MIN, description="fastest flow a pump is asked for")
-    cell_volume_ml: PositiveNumber = Field(DEFAULT_CELL_VOLUME_ML, description="what one experiment may dispense "
-                                           "into the cell (until a rinse step)")
+    cell_volume_ml: PositiveNumber = Field(DEFAULT_CELL_VOLUME_ML, description="what the cell holds: what is "
+                                           "pumped into it, over one experiment or several, until a rinse or "
+                                           "clean empties it")
     syringes_ml: dict[str, PositiveNumber] = Field(default_factory=dict, description="a pump's own syringe (mL) "
                                                    "where it is not syringe_ml, e.g. {analyte_pump: 1.0}")
 
@@ -755,7 +756,8 @@ class Campaign(BaseModel):
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
-                        for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits()))
+                        for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits(),
+                                                experiments=self.budget.max_experiments))
         problems.extend(Problem(("safety", "syringes_ml", name), f"{not_one_of(name, list(self.instruments))} "
                                                                  "(the instruments)")
                         for name in self.safety.syringes_ml if name not in self.instruments)

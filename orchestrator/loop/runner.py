@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,9 @@ WAIT_POLL_S = 1.0
 APPROVAL_POLL_S = 0.2
 #: how a failure of the analysis (an unusable voltammogram: the molecule's fault) starts its cause
 ANALYSIS_FAILURE = "analysis: "
+#: the event an operator's word that the cell was emptied by hand is journalled as (``resume --cell-emptied``):
+#: the count of what the cell holds restarts there, as after a rinse
+CELL_EMPTIED = "cell_emptied"
 #: how a refusal starts its cause: the proposal could not be run as asked (a safety limit, a bad parameter)
 REFUSED_FAILURE = "refused: "
 #: the ways an experiment fails: the rig raised an error, the voltammogram was unusable, or the proposal was
@@ -96,6 +99,20 @@ class HealthClock:
 def sample_ids(library: Sequence[str]) -> dict[str, str]:
     """The sample id of each library molecule (``S0001``...: its first row), as vials are labelled."""
     return {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
+
+
+def _history(journal: Journal) -> Iterator[tuple[str, Mapping[str, Any], str | None]]:
+    """Every action of the journal as ``(command, params, outcome)``, in the order they started, with a
+    completed rinse where an operator said the cell was emptied by hand (:data:`CELL_EMPTIED`): what
+    :meth:`ProtocolExecutor.replay` counts the cell's and the syringes' contents from on a resume."""
+    emptied = [e.time for e in journal.events() if e.kind == CELL_EMPTIED]
+    by_hand: tuple[str, Mapping[str, Any], str | None] = ("rinse", {}, "ok")
+    for action in sorted((a for e in journal.experiments() for a in journal.actions(e.id)), key=lambda a: a.id):
+        while emptied and emptied[0] < action.started_at:
+            emptied.pop(0)
+            yield by_hand
+        yield action.command, action.params, action.outcome
+    yield from (by_hand for _ in emptied)
 
 
 def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:
@@ -137,6 +154,7 @@ class Runner:
                                  descriptors=descriptors, deferred=interrupts.deferred,
                                  prepare=None if predictions is None else predictions.prepare)
         self.interrupts = interrupts
+        executor.replay(_history(journal))  # what earlier runs of this journal left in the cell and syringes
         self.health = HealthClock(campaign.schedule.health_check_minutes)
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)

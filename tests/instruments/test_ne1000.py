@@ -291,7 +291,7 @@ def test_safety_limits_and_bad_values_are_refused_before_any_byte(make_line: Cal
     sent = line.device.received
     with pytest.raises(SafetyLimitExceeded, match=r"NE-1000 #00 .*limit of 2 mL"):
         pump.dispense(2.5, 1.0)
-    with pytest.raises(SafetyLimitExceeded, match="left in the syringe"):
+    with pytest.raises(SafetyLimitExceeded, match="exceeds the 1 mL left in the 10 mL syringe"):
         pump.dispense(1.5, 1.0)
     with pytest.raises(SafetyLimitExceeded, match="overfills"):
         pump.withdraw(9.5, 1.0)

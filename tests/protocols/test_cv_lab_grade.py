@@ -311,16 +311,18 @@ def test_every_pumping_step_is_held_to_the_rate_and_the_cell_volume(lab):
     dispense's are (they were not: an over-fast standard ran, 10.1 mL went into a 10 mL cell)."""
     limits = SafetyLimits(max_dispense_ml=8.0, syringe_ml=10.0, potential_window_v=(-1.2, 1.2),
                           max_rate_ml_min=20.0, cell_volume_ml=10.0)
-    fill = {"dispense": {"pump": "electrolyte_pump", "volume_ml": 5.0, "rate_ml_min": 5.0, "fluid": "electrolyte"}}
+    fill = {"dispense": {"pump": "electrolyte_pump", "volume_ml": 5.0, "rate_ml_min": 5.0, "fluid": "electrolyte",
+                         "refill": True}}
     cases = [
         ([{"cv": {"half_width_v": 0.3}}, {"add_standard": {"pump": "fc_pump", "volume_ml": 0.1, "rate_ml_min": 40}}],
          r"protocol step 2 \(add_standard\): rate of 40 mL/min exceeds the limit of 20 mL/min"),
         ([{"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0, "rate_ml_min": 45}}, {"cv": {"half_width_v": 0.3}}],
          r"protocol step 1 \(clean\): rate of 45 mL/min exceeds the limit of 20 mL/min"),
         ([fill, fill, {"cv": {"half_width_v": 0.3}}, {"add_standard": {"pump": "fc_pump", "volume_ml": 0.1}}],
-         r"protocol step 4 \(add_standard\): the cell would hold 10.1 mL, more than its 10 mL"),
+         r"protocol step 4 \(add_standard\): fc_pump: the cell would hold 10.1 mL, more than its 10 mL"),
         ([fill, {"clean": {"pump": "electrolyte_pump", "volume_ml": 6.0}}, fill, {"cv": {"half_width_v": 0.3}}],
-         r"protocol step 3 \(dispense\): the cell would hold 11 mL"),  # a clean empties the cell, then fills it
+         # a clean empties the cell, then fills it
+         r"protocol step 3 \(dispense\): electrolyte_pump: the cell would hold 11 mL"),
     ]
     rig = lab(oxygen_mm=0.0)
     emulated = [d.device for d in rig.devices[:4]]  # the potentiostat and the three pumps

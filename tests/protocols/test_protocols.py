@@ -162,7 +162,7 @@ def test_campaign_refuses_a_protocol_naming_an_instrument_it_lacks(tmp_path):
         instruments: {sampler: {driver: sim-sampler}, stat: {driver: emstat, port: /dev/null}}
         protocol:
           - load_sample
-          - dispense: {pump: analyte_pump, volume_ml: 0.5, rate_ml_min: 0.5, fluid: sample}
+          - dispense: {pump: analyte_pump, volume_ml: 0.5, rate_ml_min: 0.5, fluid: sample, refill: true}
           - cv: {potentiostat: stat}
         """))
     with pytest.raises(CampaignError) as info:

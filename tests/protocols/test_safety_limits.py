@@ -50,11 +50,12 @@ def test_the_executor_refuses_a_rate_over_the_limit_before_any_byte(rig: Rig) ->
 def test_the_executor_refuses_dispenses_that_overfill_the_cell(rig: Rig) -> None:
     before = wire(rig)
     limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=10.0)
-    flood = ["load_sample", ELECTROLYTE, ELECTROLYTE, ELECTROLYTE, "cv", "rinse"]
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 4 \(dispense\): the cell would hold 13.5 mL, "
-                                                  r"more than its 10 mL"):
+    refilled = {"dispense": {**ELECTROLYTE["dispense"], "refill": True}}  # its syringe never runs dry
+    flood = ["load_sample", refilled, refilled, refilled, "cv", "rinse"]
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 4 \(dispense\): electrolyte_pump: the cell would "
+                                                  r"hold 13.5 mL, more than its 10 mL"):
         ProtocolExecutor(flood, rig, limits, 3.2).check()
-    rinsed = ["load_sample", ELECTROLYTE, ELECTROLYTE, "rinse", ELECTROLYTE, "cv", "rinse"]
+    rinsed = ["load_sample", refilled, refilled, "rinse", refilled, "cv", "rinse"]
     ProtocolExecutor(rinsed, rig, limits, 3.2).check()  # a rinse empties the cell
     assert wire(rig) == before
 
@@ -152,7 +153,7 @@ def test_the_ne1000_driver_refuses_a_rate_over_the_limit_before_sending() -> Non
     ({"protocol": ["load_sample", *[{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.0, "rate_ml_min": 5.0,
                                                   "fluid": "electrolyte"}}] * 3, "cv"],
       "safety": {"cell_volume_ml": 10.0}},
-     "protocol[3].dispense.volume_ml: the cell would hold 12 mL, more than its 10 mL"),
+     "protocol[3].dispense.volume_ml: electrolyte_pump: the cell would hold 12 mL, more than its 10 mL"),
 ])
 def test_validate_refuses_options_out_of_range_in_one_line(tmp_path, labloop, write_campaign, sections: dict,
                                                            field: str) -> None:
@@ -172,7 +173,8 @@ def test_validate_accepts_the_new_limits_and_the_runner_gets_them(tmp_path, writ
 def test_a_pump_with_its_own_syringe_is_held_to_it(tmp_path, labloop, write_campaign) -> None:
     """One safety.syringe_ml for every pump let a 3 mL dispense through the 1 mL analyte syringe (a newcomer's
     trial); safety.syringes_ml gives a pump its own, checked by validate with the line and by its driver."""
-    three = [{"dispense": {"pump": "analyte_pump", "volume_ml": 3.0, "rate_ml_min": 0.5, "fluid": "sample"}}]
+    three = [{"dispense": {"pump": "analyte_pump", "volume_ml": 3.0, "rate_ml_min": 0.5, "fluid": "sample",
+                           "refill": True}}]
     protocol = ["load_sample", *three, {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
     own = {"max_dispense_ml": 5.0, "syringe_ml": 10.0, "syringes_ml": {"analyte_pump": 1.0}}
     refused = labloop("validate", write_campaign(tmp_path, protocol=protocol, safety=own), "--dry-run")

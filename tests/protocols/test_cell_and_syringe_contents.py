@@ -1,0 +1,274 @@
+"""What the cell and the syringes hold is a limit across experiments, for every pump (an adversarial tester's
+two findings). Before: the cell's count restarted at 0 with each experiment, so a protocol that never empties
+the cell poured 55 mL into a 10 mL cell in a dry run, and a failed experiment's liquid was forgotten; and only
+the built-in NE-1000 driver counted its syringe, so a plug-in pump sent 2.4 mL from a 1 mL syringe.
+
+Now the protocol executor counts both (:class:`labloop.protocols.steps.Contents`) for every pump, across
+experiments, failed ones and a resume (from the journal's actions), and refuses a pumping command before it is
+sent; ``validate`` refuses a protocol whose repetition over the budget would overfill the cell or run a syringe
+dry, in one line naming the field. Everything runs on the real drivers against their emulators on ptys."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from labloop.core.errors import SafetyLimitExceeded
+from labloop.instruments.contracts import SafetyLimits
+from labloop.instruments.registry import GROUP
+from labloop.orchestrator.compose import build_executor, build_rig
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.loop.interrupts import Interrupts
+from labloop.orchestrator.loop.rig import Rig
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, Runner
+from labloop.protocols.executor import ProtocolExecutor
+from labloop.protocols.steps import Contents, parse_steps, repeat_problem
+from labloop.sim.emulators import GROUP as EMULATOR_GROUP
+from labloop.surrogate.dataset import read_table
+
+CV = {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}
+SAMPLE = {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample", "refill": True}}
+ELECTROLYTE = {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte",
+                            "refill": True}}
+#: the tester's protocol: 5 mL into the cell per experiment, and nothing ever empties it
+NEVER_EMPTIED = ["load_sample", SAMPLE, ELECTROLYTE, CV]
+#: the example's protocol, which rinses the cell at the end (a failed experiment never gets there)
+RINSED = ["load_sample", SAMPLE, ELECTROLYTE, CV, "rinse"]
+
+
+def wire(rig: Rig) -> dict[str, int]:
+    """Bytes each emulated instrument has received."""
+    return {name: state["received_bytes"] for name, state in rig.simulation.emulator_states().items() if name != "cell"}
+
+
+def in_cell(rig: Rig) -> float:
+    """What the simulated cell holds (mL), read on the simulated lab itself."""
+    return rig.simulation.emulator_states()["cell"]["volume_ml"]
+
+
+# -- defect 1: the cell --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_protocol_that_never_empties_the_cell_is_refused_over_the_budget(tmp_path, labloop, write_campaign,
+                                                                          command: str) -> None:
+    campaign = write_campaign(tmp_path, protocol=NEVER_EMPTIED, budget={"max_experiments": 6},
+                              safety={"cell_volume_ml": 10.0})
+    result = labloop(command, campaign, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert ("protocol[1].dispense.volume_ml: in experiment 3 of 6 (budget.max_experiments), analyte_pump: the cell "
+            "would hold 10.5 mL, more than its 10 mL (safety.cell_volume_ml)") in result.stderr
+    assert not (tmp_path / "tiny.db").exists()  # nothing written
+    # two experiments fit (5 + 5 mL in a 10 mL cell); so does any budget once the protocol rinses
+    assert labloop("validate", write_campaign(tmp_path, protocol=NEVER_EMPTIED, budget={"max_experiments": 2},
+                                              safety={"cell_volume_ml": 10.0}), "--dry-run").returncode == 0
+    assert labloop("validate", write_campaign(tmp_path, protocol=RINSED, budget={"max_experiments": 1000},
+                                              safety={"cell_volume_ml": 10.0}), "--dry-run").returncode == 0
+
+
+@pytest.fixture
+def example_rig(tmp_path, write_campaign):
+    """A dry-run rig of the example's instruments (zero latency), on its emulators."""
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 1}))
+    with build_rig(campaign, dry_run=True) as rig:
+        yield rig
+
+
+def test_the_cell_is_counted_across_experiments_and_refused_before_the_dispense(example_rig: Rig) -> None:
+    rig = example_rig
+    executor = ProtocolExecutor(NEVER_EMPTIED, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=10.0), 3.2)
+    actions: list[tuple] = []
+    for _ in range(2):  # 5 mL each: the cell is full
+        executor.run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
+    assert in_cell(rig) == pytest.approx(10.0)
+    before = wire(rig)
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): analyte_pump: the cell would hold "
+                                                  r"10.5 mL, more than its 10 mL \(safety.cell_volume_ml\): 0.5 mL "
+                                                  r"onto the 10 mL it holds since it was last emptied"):
+        executor.run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
+    after = wire(rig)
+    assert after["analyte_pump"] == before["analyte_pump"] and after["electrolyte_pump"] == before["electrolyte_pump"]
+    assert in_cell(rig) == pytest.approx(10.0)  # nothing more went in
+    assert actions[-1][1] == "dispense" and actions[-1][-1].startswith("SafetyLimitExceeded")  # journalled as refused
+
+
+class _BrokenPotentiostat:
+    """A plug-in potentiostat whose every CV raises (the one fault a test injects; the pumps stay real)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def run_cv(self, params: object) -> object:
+        raise RuntimeError("plug-in bug: the scan never started")
+
+    def abort(self) -> None:
+        self.inner.abort()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.inner.close()  # type: ignore[attr-defined]
+
+
+def test_a_failed_experiment_leaves_its_liquid_counted(example_rig: Rig) -> None:
+    """The experiment fails at its cv, before its rinse: the next one must not pour on top of it as into an
+    empty cell."""
+    rig = example_rig
+    executor = ProtocolExecutor(RINSED, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=9.0), 3.2)
+    working = rig.instruments["potentiostat"]
+    rig.instruments["potentiostat"] = _BrokenPotentiostat(working)
+    try:
+        with pytest.raises(RuntimeError, match="plug-in bug"):
+            executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
+    finally:
+        rig.instruments["potentiostat"] = working
+    assert in_cell(rig) == pytest.approx(5.0)  # never rinsed
+    before = wire(rig)
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 3 \(dispense\): electrolyte_pump: the cell would "
+                                                  r"hold 10 mL, more than its 9 mL"):
+        executor.run("S0002", "c1ccccc1", {}, None, lambda *a: None)
+    assert wire(rig)["electrolyte_pump"] == before["electrolyte_pump"]  # not a byte of the refused dispense
+    assert in_cell(rig) == pytest.approx(5.5)
+
+
+def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tmp_path, write_campaign,
+                                                                              labloop) -> None:
+    """Run 1 fails its experiment before the rinse (5 mL stay in the 9 mL cell) and stops; ``resume`` (a new
+    process's executor and rig) must count those 5 mL from the journal's actions and refuse to add 5 more,
+    until the operator says the cell was emptied by hand (``--cell-emptied``)."""
+    campaign = load_campaign(write_campaign(tmp_path, protocol=RINSED, safety={"cell_volume_ml": 9.0},
+                                            budget={"max_experiments": 2, "max_consecutive_faults": 1}))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
+        rig.instruments["potentiostat"] = _BrokenPotentiostat(rig.instruments["potentiostat"])
+        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
+            == EXIT_FAULTS
+        first = journal.experiments(states=(State.FAILED,))
+        assert [e.cause for e in first] == ["RuntimeError: plug-in bug: the scan never started"]
+
+    resumed = labloop("resume", campaign.store)
+    assert resumed.returncode == 1, resumed.stderr
+    with Journal.open(campaign.store, readonly=True) as journal:
+        failed = journal.experiments(states=(State.FAILED,))
+        assert len(failed) == 2 and not journal.experiments(states=(State.DONE,))
+        assert ("protocol step 3 (dispense): electrolyte_pump: the cell would hold 10 mL, more than its 9 mL"
+                in failed[1].cause)  # the executor's refusal: the driver was never asked
+        assert [(a.command, a.outcome.split(":")[0]) for a in journal.actions(failed[1].id)] == [
+            ("load_sample", "ok"), ("dispense", "ok"), ("dispense", "SafetyLimitExceeded")]
+
+    emptied = labloop("resume", campaign.store, "--cell-emptied")
+    assert emptied.returncode == 0, emptied.stderr
+    with Journal.open(campaign.store, readonly=True) as journal:
+        assert len(journal.experiments(states=(State.DONE,))) == 2 and len(journal.experiments()) == 4
+        assert [e.kind for e in journal.events()].count("cell_emptied") == 1
+
+
+# -- defect 2: a plug-in pump's syringe -----------------------------------------------------------------------
+
+
+CARELESS = """
+    from labloop.instruments.contracts import SafetyLimits
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    def open_careless(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        # a plug-in that checks nothing of the campaign's limits: its own are a bucket's
+        bucket = SafetyLimits(1000.0, 1000.0, limits.potential_window_v, 1000.0, 1000.0)
+        return NE1000Pump.open(port, address, limits=bucket, time_scale=time_scale, diameter_mm=diameter_mm,
+                               poll_s=0.0)
+
+    CARELESS = DriverDescriptor(name="careless-pump", kind="pump", open=open_careless, default_baudrate=19200,
+                                options=("address", "diameter_mm"))
+    """
+
+
+@pytest.fixture
+def careless_pump(tmp_path, monkeypatch) -> None:
+    """An installed plug-in pump driver, ``careless-pump``, that checks none of the campaign's limits; its
+    emulator is the NE-1000's (the plug-in speaks that protocol)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "careless_pump.py").write_text(textwrap.dedent(CARELESS))
+    dist_info = site / "careless_pump-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: careless-pump\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        f"[{GROUP}]\ncareless-pump = careless_pump:CARELESS\n"
+        f"[{EMULATOR_GROUP}]\ncareless-pump = labloop.sim.builtin_emulators:ne1000_emulator\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield
+    sys.modules.pop("careless_pump", None)
+
+
+#: 0.6 mL of sample per experiment from the analyte pump, never refilled
+SIX_TENTHS = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.6, "rate_ml_min": 0.5,
+                                           "fluid": "sample"}}, CV, "rinse"]
+#: the example's rig, the analyte pump on the careless plug-in (on a line of its own: one driver per line)
+CARELESS_RIG = {"sampler": {"driver": "sim-sampler"},
+                "analyte_pump": {"driver": "careless-pump", "options": {"address": 0, "diameter_mm": 4.61}},
+                "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+                "potentiostat": {"driver": "emstat"}}
+
+
+def careless_campaign(tmp_path: Path, write_campaign, max_experiments: int) -> Path:
+    """The careless rig with a 1 mL syringe on the analyte pump, and the never-refilled protocol."""
+    return write_campaign(tmp_path, instruments=CARELESS_RIG, protocol=SIX_TENTHS,
+                          budget={"max_experiments": max_experiments}, safety={"syringes_ml": {"analyte_pump": 1.0}})
+
+
+@pytest.mark.usefixtures("careless_pump")
+def test_validate_refuses_a_syringe_the_budget_runs_dry_without_a_refill(tmp_path, labloop, write_campaign) -> None:
+    result = labloop("validate", careless_campaign(tmp_path, write_campaign, 6), "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert ("protocol[1].dispense.refill: in experiment 2 of 6 (budget.max_experiments), analyte_pump: dispense of "
+            "0.6 mL exceeds the 0.4 mL left in the 1 mL syringe, and it is never refilled") in result.stderr
+    assert not (tmp_path / "tiny.db").exists()
+    assert labloop("validate", careless_campaign(tmp_path, write_campaign, 1), "--dry-run").returncode == 0
+
+
+@pytest.mark.usefixtures("careless_pump")
+def test_a_plugin_pump_that_checks_nothing_is_held_to_its_syringe(tmp_path, write_campaign) -> None:
+    """The budget of 1 passes validate; the executor is then run four times, as a longer campaign would."""
+    campaign = load_campaign(careless_campaign(tmp_path, write_campaign, 1))
+    with build_rig(campaign, dry_run=True) as rig:
+        assert rig.instruments["analyte_pump"].limits.syringe_ml == 1000.0  # its driver would take it all
+        executor = build_executor(campaign, rig)
+        executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
+        before = wire(rig)
+        for _ in range(3):
+            with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): analyte_pump: dispense of "
+                                                          r"0.6 mL exceeds the 0.4 mL left in the 1 mL syringe"):
+                executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
+        assert wire(rig)["analyte_pump"] == before["analyte_pump"]  # not a byte after the first dispense
+        infused = rig.instruments["analyte_pump"].status().infused_ml
+        assert infused == pytest.approx(0.6)  # the pump's own counter: one dispense, not four
+
+
+def test_a_refill_restores_the_syringe_and_a_huge_budget_is_judged_exactly() -> None:
+    """What the count says after many experiments, without running each: a refilled syringe stays full over a
+    million experiments; 1 uL a time fills a 500 mL cell in experiment 500,001 and empties a 10 mL syringe in
+    experiment 10,001, as running them one by one would find."""
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=500.0)
+    refilled = parse_steps(["load_sample", SAMPLE, ELECTROLYTE, CV, "rinse"])
+    assert repeat_problem(refilled, Contents(limits), 1_000_000) is None
+    drop = {"dispense": {"pump": "analyte_pump", "volume_ml": 0.001, "rate_ml_min": 0.5, "fluid": "sample"}}
+    never_emptied = parse_steps(["load_sample", {"dispense": {**drop["dispense"], "refill": True}}, CV])
+    index, field, refusal = repeat_problem(never_emptied, Contents(limits), 1_000_000)
+    assert (index, field) == (1, "volume_ml") and refusal.what.startswith("in experiment 500001 of 1000000")
+    never_refilled = parse_steps(["load_sample", drop, CV, "rinse"])
+    index, field, refusal = repeat_problem(never_refilled, Contents(limits), 1_000_000)
+    assert (index, field) == (1, "refill")
+    assert refusal.what.startswith("in experiment 10001 of 1000000 (budget.max_experiments), analyte_pump: dispense "
+                                   "of 0.001 mL exceeds the 0 mL left in the 10 mL syringe")
+    one_by_one, experiment = Contents(limits), 1  # the same, experiment by experiment
+    while one_by_one.refusal("analyte_pump", 0.001, where="") is None:
+        one_by_one.pumped("analyte_pump", 0.001)
+        one_by_one.emptied()
+        experiment += 1
+    assert experiment == 10_001
