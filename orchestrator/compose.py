@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import ConfigError, Disconnected, InputError, InstrumentError, InvalidInput
@@ -41,7 +40,7 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
-from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
+from labloop.surrogate.featurize import InvalidSmiles, parse_smiles, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def _has_truth(world: World, smiles: str) -> bool:
         world.table.row(smiles)
     except KeyError:
         with BlockLogs():
-            return Chem.MolFromSmiles(smiles) is None
+            return parse_smiles(smiles) is None
     return True
 
 
@@ -147,7 +146,7 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
     the library's molecules and that world (built once: reading the truth table is the slow part)."""
     library = campaign.library.smiles()
     with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
-        valid = any(Chem.MolFromSmiles(smiles) is not None for smiles in library)  # stops at the first valid one
+        valid = any(parse_smiles(smiles) is not None for smiles in library)  # stops at the first valid one
     if not valid:
         raise InvalidInput(f"library.file: {display_name(campaign.library.file)} has no valid SMILES among its "
                            f"{len(library)} rows: nothing to propose")
@@ -165,14 +164,16 @@ CHECK_SMILES_ROWS = 20_000
 
 def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[InvalidSmiles]:
     """The library's rows the surrogate cannot read (:func:`labloop.surrogate.featurize.parse_smiles`: empty,
-    too long or not a molecule), which no planner ever proposes: ``validate`` and ``run`` name them by CSV
+    too long, not a molecule, or none a redox screen has: no heavy atom, a dummy atom), which no planner ever
+    proposes: ``validate`` and ``run`` name them by CSV
     line. Only for CSV libraries of up to :data:`CHECK_SMILES_ROWS` rows; a bigger one, or a Parquet or .smi
     file, is parsed by its prediction pipeline, which skips them the same way (``labloop surrogate predict``
     lists them)."""
     if len(library) > CHECK_SMILES_ROWS or not campaign.library.is_csv():
         return []
     with BlockLogs():
-        return [InvalidSmiles(row, smiles) for row, smiles in enumerate(library) if parse_smiles(smiles) is None]
+        return [InvalidSmiles(row, smiles, why) for row, smiles in enumerate(library)
+                if (why := unreadable(smiles)) is not None]
 
 
 def objective_out_of_reach(campaign: Campaign) -> str | None:

@@ -55,6 +55,7 @@ from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import DEFAULT_COUPLE
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.surrogate.dataset import read_table, too_long
+from labloop.surrogate.featurize import molecule_problem
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ def _molecule(smiles: str) -> Chem.Mol:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise KeyError(f"not a valid SMILES: {smiles!r}")
+    if (why := molecule_problem(mol)) is not None:  # [H][H]: no heavy atom, no Born radius (a division by zero)
+        raise KeyError(f"{smiles!r} {why}")
     return mol
 
 
