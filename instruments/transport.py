@@ -267,7 +267,12 @@ class SerialTransport(_FramedStream):
             reason = os.strerror(exc.errno) if isinstance(getattr(exc, "errno", None), int) else str(exc)
             raise Disconnected(url, f"{OPEN_FAILED}{reason}") from exc
         header = {"port": url, "baudrate": baudrate, "format": f"{bytesize}{parity}{stopbits:g}"}
-        super().__init__(url, WireCapture(capture, header) if capture is not None else None)
+        try:
+            wire = WireCapture(capture, header) if capture is not None else None
+        except OSError as exc:  # a folder that went away, a full disk: the port is closed again, nothing stays open
+            self._serial.close()
+            raise ConfigError(url, f"capture {capture}: cannot write it ({exc.strerror or exc})") from None
+        super().__init__(url, wire)
         log.info("%s opened (%s baud %s)", url, baudrate, header["format"])
 
     @contextmanager
@@ -365,8 +370,11 @@ class ReplayTransport(_FramedStream):
 
 
 def link_option_problem(name: str, value: object) -> str | None:
-    """Why ``value`` cannot be link option ``name`` (:data:`LINK_OPTION_RANGES`), or None if it can (or if
-    ``name`` is not a link option); one phrase, e.g. ``must be a number of seconds in 0.001..60, got inf``."""
+    """Why ``value`` cannot be link option ``name`` (:data:`LINK_OPTION_RANGES`, or ``capture``), or None if it
+    can (or if ``name`` is not a link option); one phrase, e.g. ``must be a number of seconds in 0.001..60, got
+    inf``."""
+    if name == "capture":
+        return capture_problem(value)
     if name not in LINK_OPTION_RANGES:
         return None
     low, high = LINK_OPTION_RANGES[name]
@@ -375,6 +383,25 @@ def link_option_problem(name: str, value: object) -> str | None:
         return None if ok else f"must be a whole number in {low:g}..{high:g}, got {value!r}"
     ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high  # NaN fails
     return None if ok else f"must be a number of seconds in {low:g}..{high:g}, got {value!r}"
+
+
+def capture_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a ``capture`` option (the file a :class:`WireCapture` writes), or None (no capture,
+    or a file that can be written). Checked when the campaign is read: the file is created only when the port
+    opens, after ``run`` has taken its store's lock, and a folder that is not there must not surface as an
+    operating-system error then."""
+    if value is None:
+        return None
+    if not isinstance(value, str | Path) or not str(value).strip():
+        return f"must be the path of the file to write the wire capture to, got {value!r}"
+    path = Path(value)
+    if path.is_dir():
+        return f"{path} is a folder: give the capture's file name, e.g. {path / 'wire.jsonl'}"
+    if not path.parent.is_dir():
+        return f"{path}: folder {path.parent} does not exist"
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        return f"{path}: cannot be written (no write permission)"
+    return None
 
 
 def check_link_options(where: str, **options: object) -> None:

@@ -266,9 +266,11 @@ def _is_device(path: str) -> bool:
 
 
 def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, ask: Ask = input,
-              library: Sequence[str] | None = None) -> Rig:
+              library: Sequence[str] | None = None, captures: bool = True) -> Rig:
     """Open every instrument of ``campaign`` (nothing stays open when one fails). ``dry_run`` puts each on its
     emulator, the world being ``world`` or the campaign's. ``ask`` is how the rig asks the operator.
+    ``captures=False`` opens the drivers without their wire captures (``options.capture``), for a check that
+    must write no file.
 
     A port that cannot be opened is an input error naming the instrument and the port: nothing has run yet,
     so the fix is the campaign file or the cable, not the rig's state."""
@@ -286,6 +288,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
         for name, entry in campaign.instruments.items():
             descriptor = resolve(entry.driver)
             options: dict[str, Any] = dict(entry.options)
+            if not captures:
+                options.pop("capture", None)
             port = entry.port or name
             if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
                 options["limits"] = campaign.safety.limits(name)  # a pump's own syringe, if it has one
@@ -315,8 +319,9 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
 def check_simulated_rig(campaign: Campaign, world: World, library: Sequence[str]) -> None:
     """What ``run --dry-run`` checks once its rig is open, for ``validate --dry-run``: every driver opened
     on its emulator with the campaign's options (a value the driver refuses), then the protocol against the
-    opened instruments (their gases, the potentiostat's range). Touches no real instrument, writes no file."""
-    with build_rig(campaign, dry_run=True, world=world, library=library) as rig:
+    opened instruments (their gases, the potentiostat's range). Touches no real instrument, writes no file (a
+    wire capture would be: the file ``run`` writes is checked with the campaign, ``capture_problem``)."""
+    with build_rig(campaign, dry_run=True, world=world, library=library, captures=False) as rig:
         build_executor(campaign, rig).check()
 
 

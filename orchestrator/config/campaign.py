@@ -371,7 +371,8 @@ class Instrument(BaseModel):
     @field_validator("options")
     @classmethod
     def _link_options_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """Every driver's reply deadline and retries are finite (a silent device must not hang the run)."""
+        """Every driver's reply deadline and retries are finite (a silent device must not hang the run), and its
+        wire capture (``capture``) is a file that can be written."""
         problems = [Problem((name,), problem) for name, option in value.items()
                     if (problem := link_option_problem(name, option)) is not None]
         if problems:
