@@ -223,6 +223,9 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
     cells[header.index("ie_ev")] = "inf"  # a molecule whose true value is not finite
     broken[3] = ",".join(cells)
     (tmp_path / "inf.csv").write_text("\n".join(broken) + "\n")
+    cells[header.index("ie_ev")] = ""  # one without a true value
+    broken[3] = ",".join(cells)
+    (tmp_path / "empty.csv").write_text("\n".join(broken) + "\n")
     around = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
                                            "fluid": "sample"}}, {"cv": {"half_width_v": 0.5}}, "rinse"]
     cases = {
@@ -239,6 +242,8 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
             "condition e_step_v=2.0: Input "
             "should be less than or equal to 0.1"),
         "a truth that is not finite": ({"library": {"file": str(tmp_path / "inf.csv")}},
+                                       "inf.csv: line 4, column 'ie_ev': inf is no energy (eV) or potential (V)"),
+        "a molecule without a truth": ({"library": {"file": str(tmp_path / "empty.csv")}},
                                        "1 library molecule(s) have no finite true value"),
         "a library of only invalid SMILES": ({"library": {"file": str(tmp_path / "invalid.csv")}},
                                              "invalid.csv has no valid SMILES among its 3 rows"),
