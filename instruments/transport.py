@@ -16,15 +16,19 @@ so that every driver inherits the same guarantees (as PyLabRobot keeps all of it
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import pkgutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, Self, TypeVar
+from urllib.parse import urlsplit
 
 import serial
 
@@ -383,6 +387,47 @@ def link_option_problem(name: str, value: object) -> str | None:
         return None if ok else f"must be a whole number in {low:g}..{high:g}, got {value!r}"
     ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high  # NaN fails
     return None if ok else f"must be a number of seconds in {low:g}..{high:g}, got {value!r}"
+
+
+#: the URL schemes whose address is ``HOST:PORT`` (pyserial's ``socket://`` and ``rfc2217://``)
+_HOST_PORT_SCHEMES = ("socket", "rfc2217")
+
+
+def port_problem(port: str) -> str | None:
+    """Why ``port`` cannot be the serial port of a real device, judged without opening it (opening a serial
+    port toggles its control lines, which resets some instruments), or None: a URL's scheme must be one
+    pyserial has a handler for and a ``socket://``/``rfc2217://`` address must be ``HOST:PORT``; a path must be
+    a character device, and where the operating system says what kind (Linux: ``/sys/dev/char``), a terminal
+    (``/dev/null`` is a character device too). One phrase for ``instruments.<name>.port``."""
+    if "://" in port:
+        scheme = port.split("://", 1)[0].lower()
+        known = sorted(module.name.removeprefix("protocol_") for package in serial.protocol_handler_packages
+                       for module in pkgutil.iter_modules(importlib.import_module(package).__path__)
+                       if module.name.startswith("protocol_"))
+        if scheme not in known:
+            return f"{port}: pyserial opens no {scheme}:// URL (it opens {', '.join(f'{k}://' for k in known)})"
+        if scheme in _HOST_PORT_SCHEMES:
+            try:
+                parts = urlsplit(port)
+                number = parts.port  # ValueError when not a number in 0..65535
+            except ValueError as exc:
+                return f"{port}: expected {scheme}://HOST:PORT ({exc})"
+            if not parts.hostname or not number:
+                return f"{port}: expected {scheme}://HOST:PORT, e.g. {scheme}://192.168.1.20:4001"
+        return None
+    try:
+        mode = os.stat(port)
+    except OSError:
+        return (f"{port} does not exist (is the device plugged in? list ports with "
+                "`python -m serial.tools.list_ports`)")
+    if stat.S_ISDIR(mode.st_mode):
+        return f"{port} is a folder, not a serial port (e.g. /dev/ttyUSB0)"
+    if not stat.S_ISCHR(mode.st_mode):
+        return f"{port} is a file, not a serial port (a character device, e.g. /dev/ttyUSB0)"
+    subsystem = Path(f"/sys/dev/char/{os.major(mode.st_rdev)}:{os.minor(mode.st_rdev)}/subsystem")
+    if subsystem.exists() and subsystem.resolve().name != "tty":  # pseudo-terminals have no entry: not judged
+        return f"{port} is no serial port (a {subsystem.resolve().name!r} device, not a terminal)"
+    return None
 
 
 def capture_problem(value: object) -> str | None:

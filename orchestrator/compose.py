@@ -17,8 +17,6 @@ latency).
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -27,7 +25,7 @@ from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import ConfigError, Disconnected, InputError, InstrumentError, InvalidInput
 from labloop.instruments.registry import DriverKind, resolve
-from labloop.instruments.transport import open_failure_reason
+from labloop.instruments.transport import open_failure_reason, port_problem
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
@@ -134,10 +132,8 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
                 raise ConfigError(where, "a real run needs the device's serial port: "
                                   "add port: (e.g. /dev/ttyUSB0 or COM3; list ports with "
                                   "`python -m serial.tools.list_ports`)")
-            if "://" not in entry.port and not _is_device(entry.port):
-                raise ConfigError(campaign.located("instruments", name, "port"),
-                                  f"{entry.port} does not exist (is the device plugged in? list ports with "
-                                  "`python -m serial.tools.list_ports`)")
+            if (problem := port_problem(entry.port)) is not None:
+                raise ConfigError(campaign.located("instruments", name, "port"), problem)
 
 
 def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], World | None]:
@@ -202,11 +198,16 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
 
 
 def check_protocol(campaign: Campaign) -> None:
-    """The protocol against the instruments' declared kinds and the safety limits, before any port is open."""
+    """The protocol against the instruments' declared kinds, the flow rates their options fix and the safety
+    limits, before any port is open."""
     kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
+    rates = {name: span for name, entry in campaign.instruments.items()  # a syringe's diameter fixes its rates
+             if (known := resolve(entry.driver).rate_range_ml_min) is not None
+             and (span := known(entry.options)) is not None}
     executor = ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(),
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
-                                locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits())
+                                locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits(),
+                                rates=rates)
     executor.check()
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         values = space["choices"] if isinstance(space, dict) else space
@@ -256,13 +257,6 @@ def check_compute(campaign: Campaign, scheduler: str | None, rows: int) -> None:
     if used and address is not None:
         with compute.dask_client(address):
             pass
-
-
-def _is_device(path: str) -> bool:
-    try:
-        return stat.S_ISCHR(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, ask: Ask = input,

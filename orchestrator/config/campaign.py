@@ -381,18 +381,24 @@ class Instrument(BaseModel):
 
     @model_validator(mode="after")
     def _known_options(self) -> Instrument:
-        """Every option is one the driver takes (its ``open``'s keywords): a typo such as ``adress`` is
+        """Every option is one the driver takes (its ``open``'s keywords), with a value it takes where the driver
+        says so (its descriptor's ``option_problem``): a typo such as ``adress``, or ``diameter_mm: big``, is
         refused here, with the line, instead of as a TypeError when the run opens the port."""
         try:
-            known = load_driver(self.driver).descriptor.option_names()
+            descriptor = load_driver(self.driver).descriptor
         except ConfigError as exc:
             raise Problems(Problem(("driver",), exc.what)) from None
-        if known is None:
-            return self
-        unknown = [key for key in self.options if key not in known]
+        known = descriptor.option_names()
+        unknown = [] if known is None else [key for key in self.options if key not in known]
         if unknown:
             raise Problems(*(Problem(("options", key), f"not an option of driver {self.driver!r} (its options: "
-                                                       f"{', '.join(known) or 'none'})") for key in unknown))
+                                                       f"{', '.join(known or ()) or 'none'})") for key in unknown))
+        # a value the driver would refuse when it opens (validate without --dry-run opens nothing)
+        check = descriptor.option_problem
+        problems = [Problem(("options", key), problem) for key, value in self.options.items()
+                    if check is not None and (problem := check(key, value)) is not None]
+        if problems:
+            raise Problems(*problems)
         return self
 
 

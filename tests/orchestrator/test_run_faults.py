@@ -278,9 +278,12 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
             "prior.targets: must include 'ie_ev'"),
         "a prior too small for its folds": ({"prior": {"file": str(DATA), "rows": 5}},
                                             "5 readable molecules (prior.rows 5) are too few to train"),
-        "a syringe of no diameter": (instrument("analyte_pump", diameter_mm=0), "syringe diameter must be"),
+        "a syringe of no diameter": (instrument("analyte_pump", diameter_mm=0),
+                                     "instruments.analyte_pump.options.diameter_mm: must be the syringe's inner "
+                                     "diameter, a number of mm in 0.1..80, got 0"),
         "an address that is text": (instrument("analyte_pump", address="zero"),
-                                    "instruments.analyte_pump: the driver refused its options"),
+                                    "instruments.analyte_pump.options.address: must be a whole number 0..99, "
+                                    "got 'zero'"),
         "a reference that is a list": (instrument("potentiostat", reference=[1, 2]),
                                        "reference must name the reference electrode"),
         "two pumps at one address": (instrument("electrolyte_pump", address=0),
