@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from labloop.orchestrator.compose import build_executor, build_rig
@@ -141,6 +142,52 @@ def test_damaged_journals_are_one_line_everywhere(tmp_path, labloop, write_campa
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "new.report").exists() and [p.name for p in old.iterdir()] == ["index.html"]
     assert (old / "index.html").read_text() == "the report before"
+
+
+#: (the damage, where the error line says it is, the commands that read that row)
+DAMAGED_ROWS = [
+    ("UPDATE measurements SET flags_json = '[1'", "measurements row of experiment 1 (attempt 1), column flags_json",
+     ("log", "report", "resume", "dashboard")),
+    ("UPDATE measurements SET flags_json = '[3]'", "measurements row of experiment 1 (attempt 1), column flags_json",
+     ("log", "report", "resume", "dashboard")),
+    ("UPDATE proposals SET conditions_json = 'x' WHERE experiment_id = 2", "proposals row of experiment 2, column "
+     "conditions_json", ("log", "report", "resume", "dashboard")),
+    ("UPDATE raw_data SET voltammogram_json = '{}' WHERE id = 1", "raw_data row 1, column voltammogram_json",
+     ("report",)),
+    ("UPDATE model_versions SET metrics_json = '{' ", "model_versions row 1, column metrics_json",
+     ("log", "report", "resume", "dashboard")),
+]
+
+
+@pytest.mark.parametrize(("damage", "says", "commands"), DAMAGED_ROWS)
+def test_a_damaged_json_column_is_one_line_naming_its_row(tmp_path, labloop, write_campaign, finished_journal,
+                                                           damage, says, commands):
+    """A row changed by hand used to end ``log``, ``report``, ``resume`` and ``dashboard`` with "unexpected
+    JSONDecodeError ... (a labloop bug)", exit 1, as a damaged campaign record already did not."""
+    store = tmp_path / "damaged.db"
+    shutil.copy(finished_journal, store)
+    with sqlite3.connect(store) as db:
+        db.execute(damage)
+    for command in commands:
+        result = labloop(command, store, *(("--port", 0) if command == "dashboard" else ()))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (command, result.stderr)
+        assert lines[0].startswith(f"error: {store}: the journal is damaged: {says}"), (command, lines[0])
+    # no report: the journal's own SQLite files, and the empty lock a resume takes before it loads the latest model
+    # (README: it stays, and is harmless when nothing runs)
+    assert {p.name for p in tmp_path.iterdir()} <= {"damaged.db", "damaged.db-wal", "damaged.db-shm",
+                                                   "damaged.db.lock"}
+
+
+@pytest.fixture(scope="module")
+def finished_journal(tmp_path_factory, write_campaign) -> Path:
+    """The journal of a finished 2-experiment dry run with a (tiny) prior model."""
+    from labloop.orchestrator.cli.main import main
+
+    folder = tmp_path_factory.mktemp("finished")
+    campaign = write_campaign(folder, prior=True, budget={"max_experiments": 2})
+    assert main(["run", str(campaign), "--dry-run"]) == 0
+    return folder / "tiny.db"
 
 
 def test_resume_after_the_library_moved_is_one_line(tmp_path, labloop, write_campaign):
