@@ -144,8 +144,9 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
     with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
         valid = any(parse_smiles(smiles) is not None for smiles in library)  # stops at the first valid one
     if not valid:
-        raise InvalidInput(f"library.file: {display_name(campaign.library.file)} has no valid SMILES among its "
-                           f"{len(library)} rows: nothing to propose")
+        raise ConfigError(campaign.located("library", "file"), f"{display_name(campaign.library.file)} has no valid "
+                                                                f"SMILES among its {len(library)} rows: nothing to "
+                                                                "propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign)

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from rdkit import Chem
+from rdkit.rdBase import BlockLogs
 
 from labloop.core.seeds import stable_rng
 from labloop.sim.cv_physics import CellParams
@@ -117,10 +118,12 @@ class TruthTable:
     def row(self, smiles: str) -> tuple[float, ...]:
         if smiles in self.values:
             return self.values[smiles]
-        key = Chem.MolToSmiles(_molecule(smiles))
-        if key not in self._by_canonical:
+        with BlockLogs():  # unreadable rows (here or in the file) are said by KeyError, not by RDKit per row
+            key = Chem.MolToSmiles(_molecule(smiles))
+            by_canonical = self._by_canonical
+        if key not in by_canonical:
             raise KeyError(f"{smiles!r} is not in the simulated world's truth file")
-        return self._by_canonical[key]
+        return by_canonical[key]
 
     @cached_property
     def _by_canonical(self) -> dict[str, tuple[float, ...]]:

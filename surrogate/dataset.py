@@ -59,8 +59,8 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                smiles_column: str = "smiles") -> MoleculeTable:
     """Read ``path``; require the SMILES column and every target column (numbers or empty)."""
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
+    if (problem := not_a_file(path)) is not None:
+        raise InvalidInput(f"{path}: {problem}")
     try:
         df = pd.read_csv(path, dtype={smiles_column: str}, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
@@ -98,6 +98,16 @@ def _check_values(values: np.ndarray, path: Path, column: str) -> None:
                            "a damaged file?")
     if len(values) and np.isnan(values).all():
         raise InvalidInput(f"{path}: column {column!r} has no value in any of its {len(values)} rows")
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an input file (``no such file``, ``is a folder, not a file``), or None: a
+    folder named where a file belongs was called missing, which sends the user looking for the wrong thing."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder, not a file"
+    return "no such file" if not path.exists() else "is not a regular file"
 
 
 def too_long(smiles: object) -> str | None:

@@ -58,7 +58,7 @@ from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, 
 from labloop.planners import PlannerSettings
 from labloop.protocols.steps import CV, SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
 from labloop.surrogate.compute import check_setting
-from labloop.surrogate.dataset import read_table
+from labloop.surrogate.dataset import not_a_file, read_table
 from labloop.surrogate.library_pipeline import count_rows, library_format, read_chunks
 from labloop.surrogate.presets import PRESETS
 
@@ -430,8 +430,8 @@ def _load_protocol(value: Any, info: ValidationInfo) -> Any:
     if not isinstance(value, str | Path):
         return value
     path = _resolve(Path(value), info)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+    if (problem := not_a_file(path)) is not None:
+        raise ValueError(f"{path}: {problem}")
     doc = read_yaml(path)
     try:
         _check_steps(doc.data)
