@@ -16,6 +16,7 @@ NE1000 = DriverDescriptor(
     default_baudrate=ne1000.DEFAULT_BAUDRATE, summary="New Era NE-1000 family syringe pumps, basic RS-232 mode",
     options=("address", "baudrate", "capture", "timeout_s", "retries", "diameter_mm", "content_ml", "poll_s",
              "run_margin_s"),
+    option_problem=ne1000.option_problem, rate_range_ml_min=ne1000.options_rate_range,
 )
 EMSTAT = DriverDescriptor(
     name="emstat", kind=DriverKind.POTENTIOSTAT, open=emstat.EmStatPotentiostat.open,

@@ -64,6 +64,31 @@ def rate_limits_ml_min(diameter_mm: float) -> tuple[float, float]:
     """The slowest and fastest flow (mL/min) the pump drives a syringe of ``diameter_mm`` at."""
     area_cm2 = math.pi * (diameter_mm / 20.0) ** 2
     return PLUNGER_SPEED_CM_MIN[0] * area_cm2, PLUNGER_SPEED_CM_MIN[1] * area_cm2
+
+
+def option_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be the pump's option ``name`` (``address``, ``diameter_mm``, ``content_ml``,
+    ``poll_s``, ``run_margin_s``), or None: the one check of these values, made by :class:`NE1000Pump` when it
+    opens and by the campaign when it is read (the descriptor's ``option_problem``), so a ``diameter_mm: big``
+    is named as that option before any port opens rather than as a Python comparison error."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if name == "address":
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return None if whole and 0 <= value <= 99 else f"must be a whole number 0..99, got {value!r}"  # type: ignore[operator]
+    if name == "diameter_mm":
+        low, high = DIAMETER_RANGE_MM
+        return None if number and low <= value <= high else (  # type: ignore[operator]
+            f"must be the syringe's inner diameter, a number of mm in {low:g}..{high:g}, got {value!r}")
+    if name in ("content_ml", "poll_s", "run_margin_s"):
+        return None if number and value >= 0 else f"must be a number >= 0, got {value!r}"  # type: ignore[operator]
+    return None
+
+
+def options_rate_range(options: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The flow rates a pump opened with ``options`` can drive its syringe at, when they give its diameter
+    (else the pump's own setting decides, read once connected)."""
+    diameter = options.get("diameter_mm")
+    return None if diameter is None or option_problem("diameter_mm", diameter) else rate_limits_ml_min(diameter)
 REL_TOL = 1e-3  # the pump keeps 4 significant digits (<= 0.05%); refuse values that would lose more
 
 STATES = {
@@ -320,13 +345,15 @@ class NE1000Pump:
         owns_bus: bool = False,
     ) -> None:
         where = f"NE-1000 #{address} on {bus.transport.name}"
-        if not (isinstance(address, int) and 0 <= address <= 99):
-            raise ConfigError(where, f"address must be an integer 0..99, got {address!r}")
+        for name, value in (("address", address), ("content_ml", content_ml), ("poll_s", poll_s),
+                            ("run_margin_s", run_margin_s), ("diameter_mm", diameter_mm)):
+            if value is not None and (problem := option_problem(name, value)) is not None:
+                raise ConfigError(where, f"{name} {problem}")
         content = limits.syringe_ml if content_ml is None else content_ml
-        if not 0 <= content <= limits.syringe_ml:
+        if not content <= limits.syringe_ml:
             raise ConfigError(where, f"content_ml {content} is outside 0..{limits.syringe_ml} mL")
-        if not (time_scale > 0 and poll_s >= 0 and run_margin_s >= 0):
-            raise ConfigError(where, f"bad options {time_scale=} {poll_s=} {run_margin_s=}")
+        if not time_scale > 0:
+            raise ConfigError(where, f"bad option {time_scale=}")
         self.bus = bus
         self.address = address
         self.limits = limits
@@ -425,9 +452,8 @@ class NE1000Pump:
 
     # -- settings -----------------------------------------------------------------------------------------
     def set_diameter(self, mm: float) -> None:
-        low, high = DIAMETER_RANGE_MM
-        if not (math.isfinite(mm) and low <= mm <= high):
-            raise ConfigError(self.where, f"syringe diameter must be {low}..{high} mm, got {mm!r}")
+        if (problem := option_problem("diameter_mm", mm)) is not None:
+            raise ConfigError(self.where, f"diameter_mm {problem}")
         text, _, _ = encode_quantity(mm, {"": 1.0}, self.where, "diameter (mm)")
         self._set(f"DIA {text}")
         self._diameter_mm = float(text)

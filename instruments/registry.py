@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
@@ -53,6 +53,12 @@ class DriverDescriptor:
     ``default_baudrate`` is None for a device without a serial line; ``simulated_only`` marks a driver that
     exists only in the simulated world (its ``open`` needs what only a dry run provides). ``options`` declares
     the options a campaign may give ``open``; left out, they are ``open``'s keyword parameters.
+
+    Two optional hooks let ``labloop validate`` know, without a port, what ``open`` would refuse (a real
+    ``validate`` opens nothing): ``option_problem(name, value)`` says why a value cannot be that option (one
+    phrase, e.g. ``must be a number of mm in 0.1..80, got 'big'``; None when it can), and for a pump
+    ``rate_range_ml_min(options)`` gives the flow rates its options fix (the syringe's diameter), None when
+    only the connected device can tell.
     """
 
     name: str
@@ -62,6 +68,8 @@ class DriverDescriptor:
     summary: str = ""
     simulated_only: bool = False
     options: tuple[str, ...] | None = None
+    option_problem: Callable[[str, object], str | None] | None = None
+    rate_range_ml_min: Callable[[Mapping[str, Any]], tuple[float, float] | None] | None = None
 
     def __post_init__(self) -> None:
         where = f"driver {self.name!r}"

@@ -16,15 +16,19 @@ so that every driver inherits the same guarantees (as PyLabRobot keeps all of it
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import pkgutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, Self, TypeVar
+from urllib.parse import urlsplit
 
 import serial
 
@@ -267,7 +271,12 @@ class SerialTransport(_FramedStream):
             reason = os.strerror(exc.errno) if isinstance(getattr(exc, "errno", None), int) else str(exc)
             raise Disconnected(url, f"{OPEN_FAILED}{reason}") from exc
         header = {"port": url, "baudrate": baudrate, "format": f"{bytesize}{parity}{stopbits:g}"}
-        super().__init__(url, WireCapture(capture, header) if capture is not None else None)
+        try:
+            wire = WireCapture(capture, header) if capture is not None else None
+        except OSError as exc:  # a folder that went away, a full disk: the port is closed again, nothing stays open
+            self._serial.close()
+            raise ConfigError(url, f"capture {capture}: cannot write it ({exc.strerror or exc})") from None
+        super().__init__(url, wire)
         log.info("%s opened (%s baud %s)", url, baudrate, header["format"])
 
     @contextmanager
@@ -365,8 +374,11 @@ class ReplayTransport(_FramedStream):
 
 
 def link_option_problem(name: str, value: object) -> str | None:
-    """Why ``value`` cannot be link option ``name`` (:data:`LINK_OPTION_RANGES`), or None if it can (or if
-    ``name`` is not a link option); one phrase, e.g. ``must be a number of seconds in 0.001..60, got inf``."""
+    """Why ``value`` cannot be link option ``name`` (:data:`LINK_OPTION_RANGES`, or ``capture``), or None if it
+    can (or if ``name`` is not a link option); one phrase, e.g. ``must be a number of seconds in 0.001..60, got
+    inf``."""
+    if name == "capture":
+        return capture_problem(value)
     if name not in LINK_OPTION_RANGES:
         return None
     low, high = LINK_OPTION_RANGES[name]
@@ -375,6 +387,66 @@ def link_option_problem(name: str, value: object) -> str | None:
         return None if ok else f"must be a whole number in {low:g}..{high:g}, got {value!r}"
     ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high  # NaN fails
     return None if ok else f"must be a number of seconds in {low:g}..{high:g}, got {value!r}"
+
+
+#: the URL schemes whose address is ``HOST:PORT`` (pyserial's ``socket://`` and ``rfc2217://``)
+_HOST_PORT_SCHEMES = ("socket", "rfc2217")
+
+
+def port_problem(port: str) -> str | None:
+    """Why ``port`` cannot be the serial port of a real device, judged without opening it (opening a serial
+    port toggles its control lines, which resets some instruments), or None: a URL's scheme must be one
+    pyserial has a handler for and a ``socket://``/``rfc2217://`` address must be ``HOST:PORT``; a path must be
+    a character device, and where the operating system says what kind (Linux: ``/sys/dev/char``), a terminal
+    (``/dev/null`` is a character device too). One phrase for ``instruments.<name>.port``."""
+    if "://" in port:
+        scheme = port.split("://", 1)[0].lower()
+        known = sorted(module.name.removeprefix("protocol_") for package in serial.protocol_handler_packages
+                       for module in pkgutil.iter_modules(importlib.import_module(package).__path__)
+                       if module.name.startswith("protocol_"))
+        if scheme not in known:
+            return f"{port}: pyserial opens no {scheme}:// URL (it opens {', '.join(f'{k}://' for k in known)})"
+        if scheme in _HOST_PORT_SCHEMES:
+            try:
+                parts = urlsplit(port)
+                number = parts.port  # ValueError when not a number in 0..65535
+            except ValueError as exc:
+                return f"{port}: expected {scheme}://HOST:PORT ({exc})"
+            if not parts.hostname or not number:
+                return f"{port}: expected {scheme}://HOST:PORT, e.g. {scheme}://192.168.1.20:4001"
+        return None
+    try:
+        mode = os.stat(port)
+    except OSError:
+        return (f"{port} does not exist (is the device plugged in? list ports with "
+                "`python -m serial.tools.list_ports`)")
+    if stat.S_ISDIR(mode.st_mode):
+        return f"{port} is a folder, not a serial port (e.g. /dev/ttyUSB0)"
+    if not stat.S_ISCHR(mode.st_mode):
+        return f"{port} is a file, not a serial port (a character device, e.g. /dev/ttyUSB0)"
+    subsystem = Path(f"/sys/dev/char/{os.major(mode.st_rdev)}:{os.minor(mode.st_rdev)}/subsystem")
+    if subsystem.exists() and subsystem.resolve().name != "tty":  # pseudo-terminals have no entry: not judged
+        return f"{port} is no serial port (a {subsystem.resolve().name!r} device, not a terminal)"
+    return None
+
+
+def capture_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a ``capture`` option (the file a :class:`WireCapture` writes), or None (no capture,
+    or a file that can be written). Checked when the campaign is read: the file is created only when the port
+    opens, after ``run`` has taken its store's lock, and a folder that is not there must not surface as an
+    operating-system error then."""
+    if value is None:
+        return None
+    if not isinstance(value, str | Path) or not str(value).strip():
+        return f"must be the path of the file to write the wire capture to, got {value!r}"
+    path = Path(value)
+    if path.is_dir():
+        return f"{path} is a folder: give the capture's file name, e.g. {path / 'wire.jsonl'}"
+    if not path.parent.is_dir():
+        return f"{path}: folder {path.parent} does not exist"
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        return f"{path}: cannot be written (no write permission)"
+    return None
 
 
 def check_link_options(where: str, **options: object) -> None:

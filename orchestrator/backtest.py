@@ -72,9 +72,10 @@ Measure = Callable[[str, Mapping[str, Any], int, int], Observation]
 
 
 def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[dict[str, float], list[str]]:
-    """``{smiles: true value}`` from a CSV and notes on the rows not taken as they are (empty or infinite
-    values, repeated SMILES); :class:`InvalidInput` (one line) for a missing column, a value beyond
-    :data:`POTENTIAL_RANGE_V` (an energy in meV, a current) or a table with no valid SMILES and value.
+    """``{smiles: true value}`` from a CSV and notes on the rows not taken as they are (empty values,
+    repeated SMILES); :class:`InvalidInput` (one line) for a missing column, a value beyond
+    :data:`POTENTIAL_RANGE_V` (an energy in eV, millivolts; an infinite or absurd one is refused by
+    :func:`read_table` already) or a table with no valid SMILES and value.
     A SMILES given twice keeps its first value, as the dry run's world (:class:`labloop.sim.world.TruthTable`)
     does."""
     table = read_table(path, (column,), smiles_column=smiles_column)

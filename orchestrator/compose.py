@@ -17,18 +17,15 @@ latency).
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import ConfigError, Disconnected, InputError, InstrumentError, InvalidInput
 from labloop.instruments.registry import DriverKind, resolve
-from labloop.instruments.transport import open_failure_reason
+from labloop.instruments.transport import open_failure_reason, port_problem
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
@@ -42,7 +39,7 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
-from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
+from labloop.surrogate.featurize import InvalidSmiles, parse_smiles, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +86,7 @@ def _has_truth(world: World, smiles: str) -> bool:
         world.table.row(smiles)
     except KeyError:
         with BlockLogs():
-            return Chem.MolFromSmiles(smiles) is None
+            return parse_smiles(smiles) is None
     return True
 
 
@@ -136,10 +133,8 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
                 raise ConfigError(where, "a real run needs the device's serial port: "
                                   "add port: (e.g. /dev/ttyUSB0 or COM3; list ports with "
                                   "`python -m serial.tools.list_ports`)")
-            if "://" not in entry.port and not _is_device(entry.port):
-                raise ConfigError(campaign.located("instruments", name, "port"),
-                                  f"{entry.port} does not exist (is the device plugged in? list ports with "
-                                  "`python -m serial.tools.list_ports`)")
+            if (problem := port_problem(entry.port)) is not None:
+                raise ConfigError(campaign.located("instruments", name, "port"), problem)
 
 
 def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], World | None]:
@@ -148,10 +143,11 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
     the library's molecules and that world (built once: reading the truth table is the slow part)."""
     library = campaign.library.smiles()
     with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
-        valid = any(Chem.MolFromSmiles(smiles) is not None for smiles in library)  # stops at the first valid one
+        valid = any(parse_smiles(smiles) is not None for smiles in library)  # stops at the first valid one
     if not valid:
-        raise InvalidInput(f"library.file: {display_name(campaign.library.file)} has no valid SMILES among its "
-                           f"{len(library)} rows: nothing to propose")
+        raise ConfigError(campaign.located("library", "file"), f"{display_name(campaign.library.file)} has no valid "
+                                                                f"SMILES among its {len(library)} rows: nothing to "
+                                                                "propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign)
@@ -166,14 +162,16 @@ CHECK_SMILES_ROWS = 20_000
 
 def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[InvalidSmiles]:
     """The library's rows the surrogate cannot read (:func:`labloop.surrogate.featurize.parse_smiles`: empty,
-    too long or not a molecule), which no planner ever proposes: ``validate`` and ``run`` name them by CSV
+    too long, not a molecule, or none a redox screen has: no heavy atom, a dummy atom), which no planner ever
+    proposes: ``validate`` and ``run`` name them by CSV
     line. Only for CSV libraries of up to :data:`CHECK_SMILES_ROWS` rows; a bigger one, or a Parquet or .smi
     file, is parsed by its prediction pipeline, which skips them the same way (``labloop surrogate predict``
     lists them)."""
     if len(library) > CHECK_SMILES_ROWS or not campaign.library.is_csv():
         return []
     with BlockLogs():
-        return [InvalidSmiles(row, smiles) for row, smiles in enumerate(library) if parse_smiles(smiles) is None]
+        return [InvalidSmiles(row, smiles, why) for row, smiles in enumerate(library)
+                if (why := unreadable(smiles)) is not None]
 
 
 def objective_out_of_reach(campaign: Campaign) -> str | None:
@@ -202,12 +200,16 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
 
 
 def check_protocol(campaign: Campaign) -> None:
-    """The protocol against the instruments' declared kinds and the safety limits, before any port is open."""
+    """The protocol against the instruments' declared kinds, the flow rates their options fix and the safety
+    limits, before any port is open."""
     kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
+    rates = {name: span for name, entry in campaign.instruments.items()  # a syringe's diameter fixes its rates
+             if (known := resolve(entry.driver).rate_range_ml_min) is not None
+             and (span := known(entry.options)) is not None}
     executor = ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(),
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
                                 locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits(),
-                                experiments=campaign.budget.max_experiments)
+                                experiments=campaign.budget.max_experiments, rates=rates)
     executor.check()
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         values = space["choices"] if isinstance(space, dict) else space
@@ -259,17 +261,12 @@ def check_compute(campaign: Campaign, scheduler: str | None, rows: int) -> None:
             pass
 
 
-def _is_device(path: str) -> bool:
-    try:
-        return stat.S_ISCHR(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, ask: Ask = input,
-              library: Sequence[str] | None = None) -> Rig:
+              library: Sequence[str] | None = None, captures: bool = True) -> Rig:
     """Open every instrument of ``campaign`` (nothing stays open when one fails). ``dry_run`` puts each on its
     emulator, the world being ``world`` or the campaign's. ``ask`` is how the rig asks the operator.
+    ``captures=False`` opens the drivers without their wire captures (``options.capture``), for a check that
+    must write no file.
 
     A port that cannot be opened is an input error naming the instrument and the port: nothing has run yet,
     so the fix is the campaign file or the cable, not the rig's state."""
@@ -288,6 +285,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
         for name, entry in campaign.instruments.items():
             descriptor = resolve(entry.driver)
             options: dict[str, Any] = dict(entry.options)
+            if not captures:
+                options.pop("capture", None)
             port = entry.port or name
             if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
                 options["limits"] = campaign.safety.limits(name)  # a pump's own syringe, if it has one
@@ -317,8 +316,9 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
 def check_simulated_rig(campaign: Campaign, world: World, library: Sequence[str]) -> None:
     """What ``run --dry-run`` checks once its rig is open, for ``validate --dry-run``: every driver opened
     on its emulator with the campaign's options (a value the driver refuses), then the protocol against the
-    opened instruments (their gases, the potentiostat's range). Touches no real instrument, writes no file."""
-    with build_rig(campaign, dry_run=True, world=world, library=library) as rig:
+    opened instruments (their gases, the potentiostat's range). Touches no real instrument, writes no file (a
+    wire capture would be: the file ``run`` writes is checked with the campaign, ``capture_problem``)."""
+    with build_rig(campaign, dry_run=True, world=world, library=library, captures=False) as rig:
         build_executor(campaign, rig).check()
 
 

@@ -83,7 +83,7 @@ class ConditionSpace:
     def propose(self, observations: Sequence[Observation], n: int, *, seed: int, step: int) -> list[dict[str, Any]]:
         """``n`` condition settings, the optimiser told every observation with a quality (instrument
         failures say nothing about the conditions and are left out)."""
-        if not self.dimensions:
+        if not self.dimensions or n == 0:  # n == 0: a pool with nothing left to score (ask() always gives one)
             return [dict(self.fixed) for _ in range(n)]
         random_state = step_seed(seed, step, "conditions")
         gp = cook_estimator("GP", space=Space(self.dimensions), random_state=random_state, n_restarts_optimizer=0)

@@ -12,13 +12,16 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rdkit.rdBase import BlockLogs
+
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.conditions import ConditionSpec
+from labloop.surrogate.featurize import parse_smiles
 
 
 class RandomPlanner:
-    """Untried library molecules in random order; each condition drawn log-uniformly from its range (or
-    uniformly from its choices)."""
+    """Untried library molecules in random order, never one the surrogate cannot read; each condition drawn
+    log-uniformly from its range (or uniformly from its choices)."""
 
     name = "random"
     learns = True  # it chooses blindly, but records the calibrated prediction of what it chose
@@ -26,16 +29,29 @@ class RandomPlanner:
     def __init__(self, library: Sequence[str], conditions: Mapping[str, ConditionSpec]) -> None:
         self.library = list(dict.fromkeys(library))  # one entry per molecule, library order kept
         self.conditions = dict(conditions)
+        self._parsed: dict[str, bool] = {}
 
     def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:
         rng = random.Random(f"{state.seed}:{state.step}")
         tried = state.tried
         pool = [s for s in self.library if s not in tried]
         chosen = rng.sample(pool, min(n, len(pool)))
+        # rows no planner proposes (invalid SMILES, [H][H], *C: validate lists them) are drawn again; judged
+        # only when drawn, so a big library is not parsed up front, and the draw stays a function of the state
+        while unreadable := {s for s in chosen if not self._readable(s)}:
+            pool = [s for s in pool if s not in unreadable]
+            chosen = rng.sample(pool, min(n, len(pool)))
         mu, sigma = model.predict(chosen) if model is not None and chosen else ([None] * len(chosen),) * 2
         return [Proposal(smiles=s, conditions=self._draw(rng), mu=_number(m), sigma=_number(sd), acquisition=None,
                          model_version=None if model is None else model.version, planner=self.name)
                 for s, m, sd in zip(chosen, mu, sigma, strict=True)]
+
+    def _readable(self, smiles: str) -> bool:
+        """Whether ``smiles`` is a molecule the campaign can measure (:func:`parse_smiles`), remembered."""
+        if smiles not in self._parsed:
+            with BlockLogs():  # the library's unreadable rows were named once, by validate and run
+                self._parsed[smiles] = parse_smiles(smiles) is not None
+        return self._parsed[smiles]
 
     def _draw(self, rng: random.Random) -> dict[str, Any]:
         return {name: _draw_one(rng, spec) for name, spec in self.conditions.items()}

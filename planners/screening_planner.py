@@ -9,6 +9,7 @@ calibration and never retrains it (``learns = False``); its ranking is cached pe
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,6 +53,7 @@ class ScreeningPlanner:
             raise ValueError("the screening planner needs the prior surrogate model")
         _, ranking, predictions = self._ranked(model)
         tried = state.tried
-        chosen = [s for s in ranking if s not in tried][:n]
+        # molecules the model cannot read (NaN, ranked last) are never proposed, as by every other planner
+        chosen = [s for s in ranking if s not in tried and math.isfinite(predictions[s][0])][:n]
         return [Proposal(smiles=s, conditions=dict(self.settings), mu=predictions[s][0], sigma=predictions[s][1],
                          acquisition=None, model_version=model.version, planner=self.name) for s in chosen]

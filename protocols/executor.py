@@ -203,7 +203,9 @@ class ProtocolExecutor:
     ``quantity`` decides which way a window around the candidate is scanned first (anodic for an oxidation).
     ``rig`` may be None for a check before any instrument is opened: ``kinds`` then says what kind of
     instrument each name is (``"pump"``, ``"potentiostat"``, ``"sample_changer"``), as the drivers declare.
-    ``pump_limits`` holds the limits of pumps with their own syringe, by name. ``locate`` gives the
+    ``pump_limits`` holds the limits of pumps with their own syringe, by name; ``rates`` the flow rates
+    (mL/min) pumps can drive their syringes at, by name, as their options fix them, for the check before the rig
+    is open (an opened pump's ``rate_range_ml_min`` says it then). ``locate`` gives the
     ``file:line`` of a step by its index, so a problem found here names the line of the
     protocol (or campaign) file that wrote the step, as the campaign's own checks do. ``experiments`` is how
     many times the protocol runs (the budget): the check refuses a protocol whose repetition would overfill
@@ -213,7 +215,8 @@ class ProtocolExecutor:
     def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
                  reference_offset_v: float, *, quantity: Quantity = "oxidation_potential",
                  kinds: Mapping[str, str] | None = None, locate: Callable[[int], str] | None = None,
-                 pump_limits: Mapping[str, SafetyLimits] | None = None, experiments: int = 1) -> None:
+                 pump_limits: Mapping[str, SafetyLimits] | None = None, experiments: int = 1,
+                 rates: Mapping[str, tuple[float, float]] | None = None) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
@@ -225,6 +228,7 @@ class ProtocolExecutor:
         self.experiments = experiments
         #: what the cell and each syringe hold, counted across this executor's experiments
         self.contents = Contents(safety, self.pump_limits)
+        self._rates = dict(rates or {})
 
     def _instrument_kinds(self) -> dict[str, str]:
         if self._kinds is not None:
@@ -311,9 +315,11 @@ class ProtocolExecutor:
                                                  f"{low:g}..{high:g} V vs its reference")
 
     def _check_rate(self, where: str, pump: str, rate_ml_min: float) -> None:
-        """Once the rig is open, refuse a rate the pump cannot drive its syringe at (its driver's
-        ``rate_range_ml_min``, known from the syringe's diameter; docs/drivers.md), before anything moves."""
-        span = None if self.rig is None else getattr(self.rig.instruments[pump], "rate_range_ml_min", None)
+        """Refuse a rate the pump cannot drive its syringe at (once the rig is open its driver's
+        ``rate_range_ml_min``, known from the syringe's diameter; docs/drivers.md; before, what its options fix,
+        ``rates``), before anything moves."""
+        span = self._rates.get(pump) if self.rig is None else getattr(self.rig.instruments[pump],
+                                                                      "rate_range_ml_min", None)
         if span is None:
             return
         low, high = span

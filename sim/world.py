@@ -49,12 +49,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from rdkit import Chem
+from rdkit.rdBase import BlockLogs
 
 from labloop.core.seeds import stable_rng
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import DEFAULT_COUPLE
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.surrogate.dataset import read_table, too_long
+from labloop.surrogate.featurize import molecule_problem
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 
 if TYPE_CHECKING:
@@ -96,6 +98,8 @@ def _molecule(smiles: str) -> Chem.Mol:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise KeyError(f"not a valid SMILES: {smiles!r}")
+    if (why := molecule_problem(mol)) is not None:  # [H][H]: no heavy atom, no Born radius (a division by zero)
+        raise KeyError(f"{smiles!r} {why}")
     return mol
 
 
@@ -114,10 +118,12 @@ class TruthTable:
     def row(self, smiles: str) -> tuple[float, ...]:
         if smiles in self.values:
             return self.values[smiles]
-        key = Chem.MolToSmiles(_molecule(smiles))
-        if key not in self._by_canonical:
+        with BlockLogs():  # unreadable rows (here or in the file) are said by KeyError, not by RDKit per row
+            key = Chem.MolToSmiles(_molecule(smiles))
+            by_canonical = self._by_canonical
+        if key not in by_canonical:
             raise KeyError(f"{smiles!r} is not in the simulated world's truth file")
-        return self._by_canonical[key]
+        return by_canonical[key]
 
     @cached_property
     def _by_canonical(self) -> dict[str, tuple[float, ...]]:

@@ -1,7 +1,10 @@
 """Reading molecule tables (CSV) with clear errors, and fingerprinting the data that trains a model.
 
 Why: every surrogate command starts from a CSV a user typed the path of; a wrong path, a missing column
-or text in a number column must be named in one line, not surface as a pandas traceback.
+or text in a number column must be named in one line, not surface as a pandas traceback. The same holds
+for numbers no molecule has: an ``inf``, a ``1e300`` or a column with no value at all trains a model whose
+calibration is ``inf``/NaN and whose predictions break every planner, so :func:`read_table` refuses them
+for every command that reads a table (``validate``, ``run``, ``backtest``, ``surrogate ...``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ log = logging.getLogger(__name__)
 MAX_SMILES_LENGTH = 1000
 #: characters of a skipped SMILES shown in a message
 SHOWN_CHARACTERS = 60
+#: the largest magnitude a target value may have: every target labloop reads is an energy in eV (IE, EA,
+#: orbital energies: the bundled data spans -11.1..11.2 eV, and no molecule's first ionisation energy comes
+#: near helium's 24.6 eV, the largest of any atom) or a potential in V (-3..10 V vs Li/Li+). A value beyond
+#: 50 is a slip of units (meV; kJ/mol, 96.5 per eV) or garbage, and a 1e300 overflows the label scaling
+MAX_ABS_TARGET = 50.0
 #: files (and rows) whose too-long SMILES this process has warned about
 _WARNED: set[tuple[str, tuple[int, ...]]] = set()
 
@@ -51,8 +59,8 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                smiles_column: str = "smiles") -> MoleculeTable:
     """Read ``path``; require the SMILES column and every target column (numbers or empty)."""
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
+    if (problem := not_a_file(path)) is not None:
+        raise InvalidInput(f"{path}: {problem}")
     try:
         df = pd.read_csv(path, dtype={smiles_column: str}, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
@@ -70,12 +78,36 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         bad = values.isna() & df[t].notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InvalidInput(f"{path}: line {row + 2}, column {t!r}: {df[t].iloc[row]!r} is not a number")
+            raise InvalidInput(f"{path}: line {csv_line(row)}, column {t!r}: {df[t].iloc[row]!r} is not a number")
         Y[:, j] = values.to_numpy(dtype=float)
+        _check_values(Y[:, j], path, t)
     smiles = ["" if pd.isna(s) else str(s) for s in df[smiles_column]]
     _blank_too_long(smiles, path)
     log.info("read %d rows from %s", len(smiles), path)
     return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y)
+
+
+def _check_values(values: np.ndarray, path: Path, column: str) -> None:
+    """Refuse a target column holding an infinite value, one beyond :data:`MAX_ABS_TARGET`, or no value at all
+    (empty cells are missing labels, which training skips; a column of nothing but those trains nothing)."""
+    absurd = ~np.isnan(values) & ~(np.abs(values) <= MAX_ABS_TARGET)  # inf, -inf and 1e300 alike
+    if absurd.any():
+        row = int(np.flatnonzero(absurd)[0])
+        raise InvalidInput(f"{path}: line {csv_line(row)}, column {column!r}: {values[row]:g} is no energy (eV) or "
+                           f"potential (V) of a molecule (at most {MAX_ABS_TARGET:g} either way): meV, kJ/mol, or "
+                           "a damaged file?")
+    if len(values) and np.isnan(values).all():
+        raise InvalidInput(f"{path}: column {column!r} has no value in any of its {len(values)} rows")
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an input file (``no such file``, ``is a folder, not a file``), or None: a
+    folder named where a file belongs was called missing, which sends the user looking for the wrong thing."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder, not a file"
+    return "no such file" if not path.exists() else "is not a regular file"
 
 
 def too_long(smiles: object) -> str | None:

@@ -2,7 +2,8 @@
 
 Why its own module: featurisation is the only place the surrogate touches RDKit, it is the hot path of
 screening large libraries (100k SMILES), and it is where bad input (unparsable SMILES) first shows up.
-Invalid SMILES are never fatal: they are skipped and reported with their row numbers. So are SMILES longer
+Invalid SMILES are never fatal: they are skipped and reported with their row numbers. So are molecules no redox
+screen has (:func:`molecule_problem`: ``[H][H]``, ``*C``), and SMILES longer
 than ``labloop.surrogate.dataset.MAX_SMILES_LENGTH``, unparsed: RDKit's parse time grows faster than the
 length, and one 1,000,000-character SMILES once held a featurisation for more than 15 minutes.
 """
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
+from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import InvalidInput
 from labloop.surrogate.dataset import shown, unusable
@@ -144,7 +146,8 @@ class Features:
 
 
 def parse_smiles(smiles: object) -> Chem.Mol | None:
-    """RDKit molecule, or None for anything that is not a non-empty parsable SMILES string.
+    """RDKit molecule, or None for anything that is not a non-empty parsable SMILES string of a molecule
+    labloop can screen (:func:`molecule_problem`).
 
     Why not plain ``Chem.MolFromSmiles``: after sanitising it also perceives stereochemistry, a fifth of the
     parse time, and none of the features uses it (the generators run without chirality; the descriptors are
@@ -152,18 +155,51 @@ def parse_smiles(smiles: object) -> Chem.Mol | None:
     unsanitised, then sanitising and removing explicit hydrogens as ``MolFromSmiles`` does, gives the same
     molecules and bit-identical features on all bundled molecules (bench/RESULTS.md).
     """
-    if not isinstance(smiles, str) or not smiles.strip() or unusable(smiles):
-        return None
+    return _parse(smiles)[0]
+
+
+def unreadable(smiles: object) -> str | None:
+    """Why :func:`parse_smiles` gives None for ``smiles`` (the reason an :class:`InvalidSmiles` shows), or None
+    when it reads it."""
+    return _parse(smiles)[1] or None
+
+
+def molecule_problem(mol: Chem.Mol) -> str | None:
+    """Why a molecule that parses is still no candidate of a redox screen, or None.
+
+    A dummy atom (``*``, atomic number 0) is a fragment's attachment point: no one can put it in a vial.
+    A molecule without an atom heavier than hydrogen (``[H][H]``, ``[H+]``) has no size for the simulated
+    world's Born term (its radius grows with the heavy atoms: zero of them divided by zero) and no
+    fingerprint bit the surrogate learns from. Anything else (a salt, a metal atom, a noble gas, an isotope)
+    is a molecule the surrogate, the planners and the world handle, whether or not it shows a wave.
+    """
+    numbers = [atom.GetAtomicNum() for atom in mol.GetAtoms()]
+    if 0 in numbers:
+        return "holds a dummy atom '*', a fragment's attachment point, not a whole molecule"
+    if max(numbers) <= 1:
+        return "has no atom heavier than hydrogen: no molecule to measure"
+    return None
+
+
+def _parse(smiles: object) -> tuple[Chem.Mol | None, str]:
+    """(the molecule, "") or (None, why not): one reading of a SMILES for :func:`parse_smiles` and
+    :func:`unreadable`."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        return None, InvalidSmiles.reason
+    if (reason := unusable(smiles)) is not None:
+        return None, reason
     mol = Chem.MolFromSmiles(smiles, sanitize=False)
     if mol is None or mol.GetNumAtoms() == 0:
-        return None
+        return None, InvalidSmiles.reason
     try:
         Chem.SanitizeMol(mol)
     except Chem.MolSanitizeException:  # valence, kekulisation, aromaticity: not a molecule
-        return None
+        return None, InvalidSmiles.reason
+    if (reason := molecule_problem(mol)) is not None:
+        return None, reason
     if mol.GetNumHeavyAtoms() != mol.GetNumAtoms():
         mol = Chem.RemoveHs(mol)
-    return mol
+    return mol, ""
 
 
 Chunk = tuple[np.ndarray, np.ndarray, np.ndarray, list[str] | None]
@@ -314,8 +350,9 @@ def featurize(
         if cache is not None and canonical is not None:
             ok = np.flatnonzero(valid_new)
             cache.put_many([canonical[i] for i in ok], X_new[ok], D_new[ok], settings)
-    invalid = [InvalidSmiles(int(i), str(smiles[i]), unusable(smiles[i]) or InvalidSmiles.reason)
-               for i in np.flatnonzero(~valid)]
+    with BlockLogs():  # why each row was skipped is said once, below and by the caller, not by RDKit per row
+        invalid = [InvalidSmiles(int(i), str(smiles[i]), unreadable(smiles[i]) or InvalidSmiles.reason)
+                   for i in np.flatnonzero(~valid)]
     if invalid:
         log.info("skipped %d invalid SMILES (first at row %d: %s)", len(invalid), invalid[0].row, invalid[0].shown)
     rows = np.flatnonzero(valid)
@@ -333,5 +370,7 @@ def featurize_canonical(smiles: Sequence[str], settings: FingerprintSettings) ->
     """
     X, D, valid, canonical = _featurize_chunk((list(smiles), settings, True))
     rows = np.flatnonzero(valid)
-    invalid = [InvalidSmiles(int(i), str(smiles[i])) for i in np.flatnonzero(~valid)]
+    with BlockLogs():
+        invalid = [InvalidSmiles(int(i), str(smiles[i]), unreadable(smiles[i]) or InvalidSmiles.reason)
+                   for i in np.flatnonzero(~valid)]
     return Features(X=X[rows], D=D[rows], rows=rows, invalid=invalid), canonical or []

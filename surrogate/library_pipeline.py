@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
+from labloop.surrogate.dataset import not_a_file
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -91,8 +92,8 @@ def read_chunks(path: str | Path, smiles_column: str = "smiles",
     path = Path(path)
     if chunk_size < 1:
         raise InvalidInput(f"chunk size must be at least 1, got {chunk_size}")
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
+    if (problem := not_a_file(path)) is not None:
+        raise InvalidInput(f"{path}: {problem}")
     kind = library_format(path)
     reader = {"csv": _csv_chunks, "parquet": _parquet_chunks, "smi": _smi_chunks}[kind]
     start = 0

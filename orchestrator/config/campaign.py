@@ -58,7 +58,7 @@ from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, 
 from labloop.planners import PlannerSettings
 from labloop.protocols.steps import CV, SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
 from labloop.surrogate.compute import check_setting
-from labloop.surrogate.dataset import read_table
+from labloop.surrogate.dataset import not_a_file, read_table
 from labloop.surrogate.library_pipeline import count_rows, library_format, read_chunks
 from labloop.surrogate.presets import PRESETS
 
@@ -371,7 +371,8 @@ class Instrument(BaseModel):
     @field_validator("options")
     @classmethod
     def _link_options_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """Every driver's reply deadline and retries are finite (a silent device must not hang the run)."""
+        """Every driver's reply deadline and retries are finite (a silent device must not hang the run), and its
+        wire capture (``capture``) is a file that can be written."""
         problems = [Problem((name,), problem) for name, option in value.items()
                     if (problem := link_option_problem(name, option)) is not None]
         if problems:
@@ -380,18 +381,24 @@ class Instrument(BaseModel):
 
     @model_validator(mode="after")
     def _known_options(self) -> Instrument:
-        """Every option is one the driver takes (its ``open``'s keywords): a typo such as ``adress`` is
+        """Every option is one the driver takes (its ``open``'s keywords), with a value it takes where the driver
+        says so (its descriptor's ``option_problem``): a typo such as ``adress``, or ``diameter_mm: big``, is
         refused here, with the line, instead of as a TypeError when the run opens the port."""
         try:
-            known = load_driver(self.driver).descriptor.option_names()
+            descriptor = load_driver(self.driver).descriptor
         except ConfigError as exc:
             raise Problems(Problem(("driver",), exc.what)) from None
-        if known is None:
-            return self
-        unknown = [key for key in self.options if key not in known]
+        known = descriptor.option_names()
+        unknown = [] if known is None else [key for key in self.options if key not in known]
         if unknown:
             raise Problems(*(Problem(("options", key), f"not an option of driver {self.driver!r} (its options: "
-                                                       f"{', '.join(known) or 'none'})") for key in unknown))
+                                                       f"{', '.join(known or ()) or 'none'})") for key in unknown))
+        # a value the driver would refuse when it opens (validate without --dry-run opens nothing)
+        check = descriptor.option_problem
+        problems = [Problem(("options", key), problem) for key, value in self.options.items()
+                    if check is not None and (problem := check(key, value)) is not None]
+        if problems:
+            raise Problems(*problems)
         return self
 
 
@@ -423,8 +430,8 @@ def _load_protocol(value: Any, info: ValidationInfo) -> Any:
     if not isinstance(value, str | Path):
         return value
     path = _resolve(Path(value), info)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+    if (problem := not_a_file(path)) is not None:
+        raise ValueError(f"{path}: {problem}")
     doc = read_yaml(path)
     try:
         _check_steps(doc.data)

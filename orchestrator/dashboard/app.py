@@ -45,7 +45,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from labloop.core.errors import JournalError, NotAwaitingApproval
+from labloop.core.errors import JournalError, LabloopError, NotAwaitingApproval
 from labloop.orchestrator.journal.plot_data import plot_series
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import snapshot
@@ -111,6 +111,8 @@ class CampaignSource:
         self._version: int | None = None
         #: (version, snapshot, /api/campaign bytes, stream message bytes), replaced whole (readers need no lock)
         self.current: tuple[int, dict[str, Any], bytes, bytes] = (-1, {}, b"", b"")
+        #: why the journal cannot be read now (None while it can), as the page may see it (no paths)
+        self.problem: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="dashboard-journal", daemon=True)
         self.refresh()
@@ -128,11 +130,26 @@ class CampaignSource:
         while not self._stop.wait(REFRESH_S):
             try:
                 self.refresh()
-            except Exception:  # a disk error must not end the page's updates for good
-                log.exception("dashboard: reading the journal failed; trying again")
+            except Exception as exc:  # a damaged row or a disk error must not end the page's updates for good
+                self.unreadable(exc)
+
+    def unreadable(self, exc: Exception) -> str:
+        """Note that reading the journal failed with ``exc`` and return what the page is told (without paths).
+        Logged once per problem, not at every retry: the watcher tries again every :data:`REFRESH_S`, and a
+        damaged row stays damaged until someone restores the file (it printed a traceback ten times a
+        second). Meanwhile the page keeps the document as last read."""
+        text = without_paths(str(exc) if isinstance(exc, LabloopError) else f"unexpected {type(exc).__name__}: {exc}")
+        if text != self.problem:
+            self.problem = text
+            if isinstance(exc, LabloopError):
+                log.error("dashboard: %s (the page shows the journal as last read)", exc)
+            else:  # a bug: its traceback, once
+                log.error("dashboard: reading the journal failed (the page shows it as last read)", exc_info=exc)
+        return text
 
     def refresh(self) -> None:
-        """Rebuild the documents if the journal changed since the last call."""
+        """Rebuild the documents if the journal changed since the last call (a problem noted before is over
+        once the journal reads again)."""
         with self._lock:
             version = self.journal.data_version()
             if version != self._version:
@@ -140,6 +157,9 @@ class CampaignSource:
                 stream = json.dumps({"campaign": snap, "plots": plot_series(snap)}, allow_nan=False).encode()
                 self.current = (version, snap, json.dumps(snap, allow_nan=False).encode(), stream)
                 self._version = version
+                if self.problem is not None:
+                    log.warning("dashboard: the journal reads again")
+                    self.problem = None
 
     def experiment(self, experiment_id: int) -> dict[str, Any] | None:
         """One experiment with its actions, raw voltammograms (current attempt) and analysis; None if unknown."""
@@ -167,10 +187,15 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     async def campaign(request: Request) -> Response:
+        if source.problem is not None:
+            return _unreadable(source.problem)
         return Response(source.current[2], media_type="application/json", headers={"Cache-Control": "no-store"})
 
     async def experiment(request: Request) -> Response:
-        found = await run_in_threadpool(source.experiment, request.path_params["experiment_id"])
+        try:
+            found = await run_in_threadpool(source.experiment, request.path_params["experiment_id"])
+        except JournalError as exc:  # a damaged row of this experiment (or of the whole document)
+            return _unreadable(source.unreadable(exc))
         if found is None:
             return JSONResponse({"error": "no such experiment"}, status_code=404)
         return JSONResponse(found, headers={"Cache-Control": "no-store"})
@@ -226,6 +251,13 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
     return app
 
 
+def _unreadable(problem: str) -> Response:
+    """The answer while the journal cannot be read: 503 (the server works, the journal it serves does not) with
+    the one line that says why."""
+    return JSONResponse({"error": f"the journal cannot be read: {problem}"}, status_code=503,
+                        headers={"Cache-Control": "no-store"})
+
+
 def _ids(value: object) -> bool:
     """Whether ``value`` is a list of experiment ids (integers, not booleans)."""
     return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
@@ -239,16 +271,26 @@ def _decide(store: Path, veto: list[int], batch: list[int] | None) -> tuple[list
 
 
 async def _events(request: Request, source: CampaignSource) -> AsyncIterator[bytes]:
-    """The event stream: the whole campaign document and its plot series whenever the journal changes, until
-    the client leaves or the server stops."""
+    """The event stream: the whole campaign document and its plot series whenever the journal changes, and a
+    ``problem`` event when it cannot be read, until the client leaves or the server stops."""
     shown: int | None = None
+    told: str | None = None  # the problem the client was told of last (None: none, or it is over)
     quiet = 0.0
     stopping = request.app.state.should_exit
     while not stopping() and not await request.is_disconnected():
         version, _, _, message = source.current
+        problem = source.problem
+        sent = False
         if version != shown:
-            shown, quiet = version, 0.0
+            shown, sent = version, True
             yield b"event: campaign\ndata: " + message + b"\n\n"
+        if problem != told:  # after the document: the page then says the journal is unreadable
+            told = problem
+            if problem is not None:
+                sent = True
+                yield b"event: problem\ndata: " + json.dumps({"error": problem}).encode() + b"\n\n"
+        if sent:
+            quiet = 0.0
         elif quiet >= KEEPALIVE_S:
             quiet = 0.0
             yield b": keepalive\n\n"

@@ -29,15 +29,15 @@ import os
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from labloop.core.errors import IllegalTransition, JournalError, JournalWriteError, NotAwaitingApproval
+from labloop.core.errors import IllegalTransition, JournalError, JournalWriteError, NotAwaitingApproval, first_line
 from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
@@ -369,6 +369,21 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+T = TypeVar("T")
+
+
+def _as_is(value: T) -> T:
+    """A decoded JSON value as it is (what :meth:`Journal._decoded` builds by default)."""
+    return value
+
+
+def _strings(value: object) -> list[str]:
+    """A measurement's flags: a JSON list of strings (anything else is a damaged row)."""
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise TypeError(f"expected a list of flags, got {value!r}"[:120])
+    return value
+
+
 class Journal:
     """One campaign's journal. Make one with :meth:`create` or :meth:`open`; close it (or use ``with``)."""
 
@@ -660,9 +675,11 @@ class Journal:
 
     def lab_record(self, experiment_id: int) -> dict[str, Any] | None:
         """The lab-grade measurements of the experiment's current attempt (:meth:`record_lab`), or None."""
-        rows = self._read("SELECT e.data_json, x.attempt FROM events e JOIN experiments x ON x.id = e.experiment_id "
-                          "WHERE e.kind = 'lab' AND e.experiment_id = ? ORDER BY e.id DESC", (experiment_id,))
-        return next((data for data, attempt in ((json.loads(row[0]), row[1]) for row in rows)
+        rows = self._read("SELECT e.id, e.data_json, x.attempt FROM events e JOIN experiments x ON x.id = "
+                          "e.experiment_id WHERE e.kind = 'lab' AND e.experiment_id = ? ORDER BY e.id DESC",
+                          (experiment_id,))
+        return next((data for data, attempt in ((self._decoded(row[1], f"events row {row[0]}", "data_json", dict),
+                                                 row[2]) for row in rows)
                      if data.get("attempt") == attempt), None)
 
     def add_model_version(self, n_train: int, metrics: Mapping[str, Any], weights_path: str | Path | None = None
@@ -710,6 +727,16 @@ class Journal:
 
     # -- readers ---------------------------------------------------------------------------------------
 
+    def _decoded(self, text: str, row: str, column: str, build: Callable[[Any], T] = _as_is) -> T:
+        """``build(json.loads(text))`` of ``column`` of the journal's ``row`` (``"actions row 7"``): a value that
+        is not JSON, or not what the column holds (a row changed by hand, a disk that flipped bits), is one
+        :class:`JournalError` naming the table, row and column, never a decoder's traceback."""
+        try:
+            return build(json.loads(text))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise JournalError(f"{self.path}: the journal is damaged: {row}, column {column}, does not hold what "
+                               f"labloop wrote there ({first_line(exc)}); restore the file from a backup") from None
+
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
@@ -735,11 +762,10 @@ class Journal:
 
     def campaign_info(self) -> CampaignInfo:
         rows = self._read("SELECT * FROM campaign WHERE id = 1")
-        try:
-            row = rows[0]
-            config = json.loads(row["config_json"])
-        except (IndexError, TypeError, ValueError):
-            raise JournalError(f"{self.path}: the journal's campaign record is damaged (no readable config)") from None
+        if not rows:
+            raise JournalError(f"{self.path}: the journal's campaign record is damaged (no readable config)")
+        row = rows[0]
+        config = self._decoded(row["config_json"], "campaign row 1", "config_json", dict)
         return CampaignInfo(row["name"], row["seed"], row["code_version"], row["created_at"], config,
                             row["source_yaml"])
 
@@ -755,43 +781,56 @@ class Journal:
         return [ExperimentRow(
             id=r["id"], smiles=r["smiles"], status=r["state"], cause=r["cause"], attempt=r["attempt"],
             created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"], step=r["step"],
-            planner=r["planner"], conditions=json.loads(r["conditions_json"] or "{}"), mu=r["mu"], sigma=r["sigma"],
-            acquisition=r["acquisition"], model_version=r["model_version"], potential_v=r["potential_v"],
-            e_half_v=r["e_half_v"], dep_v=r["dep_v"], reference=r["reference"],
-            flags=json.loads(r["flags_json"] or "[]"),
+            planner=r["planner"], conditions=self._decoded(r["conditions_json"] or "{}", f"proposals row of "
+                                                           f"experiment {r['id']}", "conditions_json", dict),
+            mu=r["mu"], sigma=r["sigma"], acquisition=r["acquisition"], model_version=r["model_version"],
+            potential_v=r["potential_v"], e_half_v=r["e_half_v"], dep_v=r["dep_v"], reference=r["reference"],
+            flags=self._decoded(r["flags_json"] or "[]", f"measurements row of experiment {r['id']} (attempt "
+                                                          f"{r['attempt']})", "flags_json", _strings),
         ) for r in rows]
 
     def actions(self, experiment_id: int) -> list[ActionRow]:
         """Every action of every attempt of one experiment, in order."""
         return [ActionRow(r["id"], r["experiment_id"], r["attempt"], r["step"], r["instrument"], r["command"],
-                          json.loads(r["params_json"]), r["started_at"], r["finished_at"], r["outcome"])
+                          self._decoded(r["params_json"], f"actions row {r['id']}", "params_json", dict),
+                          r["started_at"], r["finished_at"], r["outcome"])
                 for r in self._read("SELECT * FROM actions WHERE experiment_id = ? ORDER BY id", (experiment_id,))]
 
     def voltammograms(self, experiment_id: int) -> list[Voltammogram]:
         """The raw voltammograms of the experiment's current attempt, in order."""
-        rows = self._read("SELECT r.voltammogram_json FROM raw_data r JOIN experiments e ON e.id = r.experiment_id "
-                          "AND e.attempt = r.attempt WHERE r.experiment_id = ? ORDER BY r.id", (experiment_id,))
-        return [Voltammogram.from_dict(json.loads(r[0])) for r in rows]
+        rows = self._read("SELECT r.id, r.voltammogram_json FROM raw_data r JOIN experiments e ON e.id = "
+                          "r.experiment_id AND e.attempt = r.attempt WHERE r.experiment_id = ? ORDER BY r.id",
+                          (experiment_id,))
+        return [self._decoded(r[1], f"raw_data row {r[0]}", "voltammogram_json", Voltammogram.from_dict) for r in rows]
 
     def analysis(self, experiment_id: int) -> CVResult | None:
         """The full CV analysis of the experiment's current attempt, if measured."""
-        rows = self._read("SELECT m.result_json FROM measurements m JOIN experiments e ON e.id = m.experiment_id "
-                          "AND e.attempt = m.attempt WHERE m.experiment_id = ?", (experiment_id,))
-        return CVResult.from_dict(json.loads(rows[0][0])) if rows else None
+        rows = self._read("SELECT m.result_json, m.attempt FROM measurements m JOIN experiments e ON e.id = "
+                          "m.experiment_id AND e.attempt = m.attempt WHERE m.experiment_id = ?", (experiment_id,))
+        if not rows:
+            return None
+        return self._decoded(rows[0][0], f"measurements row of experiment {experiment_id} (attempt {rows[0][1]})",
+                             "result_json", CVResult.from_dict)
 
     def model_versions(self) -> list[ModelVersion]:
-        return [ModelVersion(r["version"], r["created_at"], r["n_train"], json.loads(r["metrics_json"]),
-                             r["weights_path"])
+        return [ModelVersion(r["version"], r["created_at"], r["n_train"],
+                             self._decoded(r["metrics_json"], f"model_versions row {r['version']}", "metrics_json",
+                                           dict), r["weights_path"])
                 for r in self._read("SELECT * FROM model_versions ORDER BY version")]
 
     def latest_planner_state(self) -> tuple[int, dict[str, Any]] | None:
         """(step, state) saved last, or None before the first planner step."""
         rows = self._read("SELECT step, state_json FROM planner_state ORDER BY step DESC LIMIT 1")
-        return (rows[0]["step"], json.loads(rows[0]["state_json"])) if rows else None
+        if not rows:
+            return None
+        step = rows[0]["step"]
+        return step, self._decoded(rows[0]["state_json"], f"planner_state row {step}", "state_json", dict)
 
     def events(self, last: int | None = None) -> list[Event]:
         """Events in order; only the ``last`` ones when given."""
         sql = "SELECT * FROM events ORDER BY id DESC" + (" LIMIT ?" if last is not None else "")
         rows = self._read(sql, (last,) if last is not None else ())
         return [Event(r["id"], r["time"], r["kind"], r["message"], r["experiment_id"],
-                      None if r["data_json"] is None else json.loads(r["data_json"])) for r in reversed(rows)]
+                      None if r["data_json"] is None else self._decoded(r["data_json"], f"events row {r['id']}",
+                                                                        "data_json"))
+                for r in reversed(rows)]

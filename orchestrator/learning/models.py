@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from labloop.core.errors import ConfigError
 from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, ModelVersion
 from labloop.surrogate.dataset import MoleculeTable, read_table
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
@@ -72,7 +74,15 @@ def prior_table(campaign: Campaign) -> MoleculeTable:
     if prior.rows is None or prior.rows >= len(table.smiles):
         return table
     rows = np.sort(np.random.default_rng(campaign.seed).permutation(len(table.smiles))[: prior.rows])
-    return MoleculeTable(table.path, [table.smiles[i] for i in rows], table.targets, table.Y[rows])
+    sliced = MoleculeTable(table.path, [table.smiles[i] for i in rows], table.targets, table.Y[rows])
+    # the file has a value in every target column (read_table); a sparse column may still have none in the slice,
+    # and a target with no value trains a model that predicts NaN
+    empty = [t for j, t in enumerate(sliced.targets) if np.isnan(sliced.Y[:, j]).all()]
+    if empty:
+        raise ConfigError(campaign.located("prior", "rows"),
+                          f"the seeded slice of {prior.rows} rows of {display_name(prior.file)} has no value in "
+                          f"column {empty[0]!r}: give more rows, or none for the whole file")
+    return sliced
 
 
 def with_measurements(table: MoleculeTable, measured: Sequence[tuple[str, float]]) -> MoleculeTable:

@@ -9,6 +9,7 @@ import tty
 from collections.abc import Iterator
 
 import pytest
+import serial
 
 from labloop.core.errors import ConfigError, DeviceError, Disconnected, InstrumentTimeout, ProtocolError, ReplayMismatch
 from labloop.instruments.transport import ReplayTransport, SerialTransport, load_capture, retry
@@ -172,6 +173,19 @@ def test_reply_faults_are_applied_by_the_link() -> None:
         with pytest.raises(InstrumentTimeout):
             t.read_until(b"\n", 0.1)
     assert faults.counts["no_reply"] == 1
+
+
+def test_a_capture_that_cannot_be_written_is_a_config_error_and_closes_the_port(tmp_path, monkeypatch) -> None:
+    """It was the operating system's FileNotFoundError (exit 1, no field named), with the port left open."""
+    closed, close = [], serial.Serial.close
+    monkeypatch.setattr(serial.Serial, "close", lambda self: (closed.append(self.port), close(self)))
+    with PtyDevice(Shout()) as dev:
+        cannot = r"capture .*missing/wire\.jsonl: cannot write it \(No such file"
+        with pytest.raises(ConfigError, match=cannot) as caught:
+            SerialTransport(dev.port, capture=tmp_path / "missing" / "wire.jsonl")
+        assert closed == [dev.port]  # by the transport (``caught`` keeps the port object from the collector)
+        del caught
+    assert not (tmp_path / "missing").exists()
 
 
 def test_capture_then_replay_without_any_device(tmp_path) -> None:

@@ -221,11 +221,11 @@ def test_a_repeated_smiles_keeps_its_first_value_and_is_said(tmp_path, labloop, 
 def test_a_value_no_potential_has_is_refused_with_its_line(tmp_path, labloop, write_campaign, truth_csv):
     path, _ = truth_csv
     table = pd.read_csv(path)
-    table.loc[4, "e_v"] = 1e160
+    table.loc[4, "e_v"] = 20.0  # an energy, not a potential (a 1e160 is refused as no number of a molecule at all)
     table.to_csv(tmp_path / "huge.csv", index=False)
     result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "huge.csv", "--column", "e_v",
                      "--planners", "random", "--no-instruments")
-    assert result.returncode == 2 and "line 6, column 'e_v': 1e+160 lies beyond -3..10 V" in result.stderr
+    assert result.returncode == 2 and "line 6, column 'e_v': 20 lies beyond -3..10 V" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

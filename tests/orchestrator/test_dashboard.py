@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -320,3 +321,40 @@ def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_ca
         assert status == 200 and b"/home/lab" not in body and b"/srv/lab" not in body and b"v3.keras" in body
     finally:
         second.close()
+
+
+def test_a_journal_damaged_while_served_is_said_once_and_answered_clearly(finished_store, tmp_path):
+    """A row damaged under a running dashboard printed a traceback every 0.1 s and /api/experiments/1 was a bare
+    500; now the problem is logged once, the API answers 503 with the line that names the row, the stream tells
+    the page, and all is well again once the row is put back."""
+    store = tmp_path / "live.db"
+    shutil.copy(finished_store, store)
+    dashboard = Dashboard(store)
+    try:
+        with sqlite3.connect(store) as db:
+            db.execute("UPDATE measurements SET flags_json = '[1' WHERE experiment_id = 1")
+        deadline = time.monotonic() + 60
+        while (answer := dashboard.get("/api/campaign"))[0] != 503:  # the watcher notices within a refresh
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.05)
+        says = "measurements row of experiment 1 (attempt 1), column flags_json"
+        assert says in json.loads(answer[1])["error"]
+        status, body = dashboard.get("/api/experiments/1")
+        assert status == 503 and says in json.loads(body)["error"] and str(tmp_path) not in body.decode()
+        connection = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=30)
+        connection.request("GET", "/api/stream")
+        stream = connection.getresponse()
+        lines = [stream.readline() for _ in range(6)]  # the document as last read, then the problem
+        connection.close()
+        assert lines[0] == b"event: campaign\n" and lines[3] == b"event: problem\n" and says.encode() in lines[4]
+        time.sleep(1.0)  # ten more refreshes of the damaged journal
+        with sqlite3.connect(store) as db:
+            db.execute("UPDATE measurements SET flags_json = '[]' WHERE experiment_id = 1")
+        while dashboard.get("/api/experiments/1")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        dashboard.process.send_signal(signal.SIGINT)
+        _, err = dashboard.process.communicate(timeout=30)
+    assert " ".join(err.split()).count("column flags_json") == 1, err  # once, not at every refresh
+    assert "Traceback" not in err and "the journal reads again" in err

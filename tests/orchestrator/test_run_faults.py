@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from labloop.orchestrator.compose import build_executor, build_rig
@@ -143,6 +144,52 @@ def test_damaged_journals_are_one_line_everywhere(tmp_path, labloop, write_campa
     assert (old / "index.html").read_text() == "the report before"
 
 
+#: (the damage, where the error line says it is, the commands that read that row)
+DAMAGED_ROWS = [
+    ("UPDATE measurements SET flags_json = '[1'", "measurements row of experiment 1 (attempt 1), column flags_json",
+     ("log", "report", "resume", "dashboard")),
+    ("UPDATE measurements SET flags_json = '[3]'", "measurements row of experiment 1 (attempt 1), column flags_json",
+     ("log", "report", "resume", "dashboard")),
+    ("UPDATE proposals SET conditions_json = 'x' WHERE experiment_id = 2", "proposals row of experiment 2, column "
+     "conditions_json", ("log", "report", "resume", "dashboard")),
+    ("UPDATE raw_data SET voltammogram_json = '{}' WHERE id = 1", "raw_data row 1, column voltammogram_json",
+     ("report",)),
+    ("UPDATE model_versions SET metrics_json = '{' ", "model_versions row 1, column metrics_json",
+     ("log", "report", "resume", "dashboard")),
+]
+
+
+@pytest.mark.parametrize(("damage", "says", "commands"), DAMAGED_ROWS)
+def test_a_damaged_json_column_is_one_line_naming_its_row(tmp_path, labloop, write_campaign, finished_journal,
+                                                           damage, says, commands):
+    """A row changed by hand used to end ``log``, ``report``, ``resume`` and ``dashboard`` with "unexpected
+    JSONDecodeError ... (a labloop bug)", exit 1, as a damaged campaign record already did not."""
+    store = tmp_path / "damaged.db"
+    shutil.copy(finished_journal, store)
+    with sqlite3.connect(store) as db:
+        db.execute(damage)
+    for command in commands:
+        result = labloop(command, store, *(("--port", 0) if command == "dashboard" else ()))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (command, result.stderr)
+        assert lines[0].startswith(f"error: {store}: the journal is damaged: {says}"), (command, lines[0])
+    # no report: the journal's own SQLite files, and the empty lock a resume takes before it loads the latest model
+    # (README: it stays, and is harmless when nothing runs)
+    assert {p.name for p in tmp_path.iterdir()} <= {"damaged.db", "damaged.db-wal", "damaged.db-shm",
+                                                   "damaged.db.lock"}
+
+
+@pytest.fixture(scope="module")
+def finished_journal(tmp_path_factory, write_campaign) -> Path:
+    """The journal of a finished 2-experiment dry run with a (tiny) prior model."""
+    from labloop.orchestrator.cli.main import main
+
+    folder = tmp_path_factory.mktemp("finished")
+    campaign = write_campaign(folder, prior=True, budget={"max_experiments": 2})
+    assert main(["run", str(campaign), "--dry-run"]) == 0
+    return folder / "tiny.db"
+
+
 def test_resume_after_the_library_moved_is_one_line(tmp_path, labloop, write_campaign):
     library = tmp_path / "library.csv"
     shutil.copy(load_campaign(write_campaign(tmp_path)).library.file, library)
@@ -223,6 +270,9 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
     cells[header.index("ie_ev")] = "inf"  # a molecule whose true value is not finite
     broken[3] = ",".join(cells)
     (tmp_path / "inf.csv").write_text("\n".join(broken) + "\n")
+    cells[header.index("ie_ev")] = ""  # one without a true value
+    broken[3] = ",".join(cells)
+    (tmp_path / "empty.csv").write_text("\n".join(broken) + "\n")
     around = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
                                            "fluid": "sample"}}, {"cv": {"half_width_v": 0.5}}, "rinse"]
     cases = {
@@ -239,6 +289,8 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
             "condition e_step_v=2.0: Input "
             "should be less than or equal to 0.1"),
         "a truth that is not finite": ({"library": {"file": str(tmp_path / "inf.csv")}},
+                                       "inf.csv: line 4, column 'ie_ev': inf is no energy (eV) or potential (V)"),
+        "a molecule without a truth": ({"library": {"file": str(tmp_path / "empty.csv")}},
                                        "1 library molecule(s) have no finite true value"),
         "a library of only invalid SMILES": ({"library": {"file": str(tmp_path / "invalid.csv")}},
                                              "invalid.csv has no valid SMILES among its 3 rows"),
@@ -273,9 +325,12 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
             "prior.targets: must include 'ie_ev'"),
         "a prior too small for its folds": ({"prior": {"file": str(DATA), "rows": 5}},
                                             "5 readable molecules (prior.rows 5) are too few to train"),
-        "a syringe of no diameter": (instrument("analyte_pump", diameter_mm=0), "syringe diameter must be"),
+        "a syringe of no diameter": (instrument("analyte_pump", diameter_mm=0),
+                                     "instruments.analyte_pump.options.diameter_mm: must be the syringe's inner "
+                                     "diameter, a number of mm in 0.1..80, got 0"),
         "an address that is text": (instrument("analyte_pump", address="zero"),
-                                    "instruments.analyte_pump: the driver refused its options"),
+                                    "instruments.analyte_pump.options.address: must be a whole number 0..99, "
+                                    "got 'zero'"),
         "a reference that is a list": (instrument("potentiostat", reference=[1, 2]),
                                        "reference must name the reference electrode"),
         "two pumps at one address": (instrument("electrolyte_pump", address=0),

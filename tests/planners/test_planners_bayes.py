@@ -235,6 +235,17 @@ def test_screening_measures_in_the_prior_order_whatever_is_measured():
     assert planner.learns is False
 
 
+def test_screening_never_proposes_what_the_model_cannot_read():
+    """Unreadable molecules (NaN predictions) rank last and used to be proposed once the rest were tried."""
+    library = [*ALKYL_NAPHTHALENES[:3], "[H][H]"]
+    model = TableModel({**{s: (4.5, 0.1) for s in library[:3]}, "[H][H]": (math.nan, math.nan)})
+    planner = ScreeningPlanner(library, ConditionSpace({"scan_rate_v_s": (0.1, 0.1)}), goal="window",
+                               window_v=(4.5, 4.6))
+    assert [p.smiles for p in planner.propose(PlannerState("screening", 0, 0), 5, model)] == library[:3]
+    tried = tuple(Observation(s, {}, 4.5) for s in library[:3])
+    assert planner.propose(PlannerState("screening", 0, 1, observations=tried), 5, model) == []
+
+
 # -- condition planning ------------------------------------------------------------------------------
 
 def test_condition_planner_is_seeded_per_step_and_moves_towards_clean_voltammograms():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 from labloop.planners import Observation, PlannerState, RandomPlanner
 
@@ -30,3 +31,23 @@ def test_stops_when_the_library_is_used_up():
     assert [p.smiles for p in proposals] == [LIBRARY[2]]
     assert proposals[0].conditions == {"scan_rate_v_s": 0.1}
     assert proposals[0].mu is None and proposals[0].model_version is None
+
+
+def test_rows_the_surrogate_cannot_read_are_never_drawn():
+    """An invalid SMILES, a molecule without a heavy atom and a fragment with a dummy atom used to be proposed,
+    and the dry run's world then crashed its emulator (``[H][H]``: a division by zero in the Born term)."""
+    library = ["C1CC", "[H][H]", "*C", *LIBRARY[:3], "[He]"]
+    planner = RandomPlanner(library, {"scan_rate_v_s": (0.1, 0.1)})
+    drawn = set()
+    for step in range(30):
+        drawn |= {p.smiles for p in planner.propose(PlannerState("random", seed=1, step=step), 3)}
+    assert drawn == {*LIBRARY[:3], "[He]"}
+    left = PlannerState("random", seed=0, step=0, pending=(*LIBRARY[:3], "[He]"))
+    assert planner.propose(left, 3) == []  # only unreadable rows left: the library is used up
+
+
+def test_a_library_of_readable_molecules_is_drawn_as_before():
+    """The redraw changes nothing while every drawn molecule is readable: the same seed proposes the same."""
+    planner = RandomPlanner(LIBRARY, {"scan_rate_v_s": (0.1, 0.1)})
+    expected = random.Random("3:4").sample(LIBRARY, 4)
+    assert [p.smiles for p in planner.propose(PlannerState("random", seed=3, step=4), 4)] == expected

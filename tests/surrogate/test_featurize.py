@@ -19,7 +19,7 @@ def test_fingerprints_equal_rdkit(ocelot, settings):
     # the featuriser parses without MolFromSmiles's stereo perception: molecules with explicit or isotopic
     # hydrogens, stereo marks, charges and several fragments must still come out as MolFromSmiles makes them
     smiles = [*ocelot.smiles.head(60).tolist(), "[H]C([H])([H])c1ccccc1", "[2H]c1ccccc1", "C[C@H](N)C(=O)O",
-              "F/C=C/c1ccccc1", "C/C=C\\1/CC1", "[Na+].[O-]c1ccccc1", "C[N+](C)(C)C", "[H][H]", "*c1ccccc1"]
+              "F/C=C/c1ccccc1", "C/C=C\\1/CC1", "[Na+].[O-]c1ccccc1", "C[N+](C)(C)C"]
     feats = featurize(smiles, settings, n_jobs=1)
     gens = [rdFingerprintGenerator.GetMorganGenerator(radius=settings.radius, fpSize=settings.n_bits)]
     if settings.atom_pair_bits:
@@ -43,6 +43,16 @@ def test_invalid_smiles_are_skipped_and_reported_with_rows():
     assert feats.rows.tolist() == [0, 3, 5]
     assert feats.X.shape[0] == 3
     np.testing.assert_array_equal(feats.X[1], featurize(["c1ccccc1"], n_jobs=1).X[0])
+
+
+def test_molecules_no_redox_screen_has_are_skipped_with_the_reason():
+    """No heavy atom (nothing for the world's Born radius) or a dummy atom (a fragment, not a molecule): skipped
+    like invalid SMILES, so no planner proposes them."""
+    feats = featurize(["[H][H]", "*c1ccccc1", "[He]", "c1ccccc1"], n_jobs=1)
+    assert feats.rows.tolist() == [2, 3]
+    assert [(i.row, i.reason) for i in feats.invalid] == [
+        (0, "has no atom heavier than hydrogen: no molecule to measure"),
+        (1, "holds a dummy atom '*', a fragment's attachment point, not a whole molecule")]
 
 
 def test_parallel_equals_serial(ocelot):

@@ -287,6 +287,10 @@ function connect() {
     status.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
     status.className = "connection live";
   });
+  source.addEventListener("problem", (event) => {  // the journal cannot be read: the page shows it as last read
+    status.textContent = `journal unreadable · ${JSON.parse(event.data).error}`;
+    status.className = "connection lost";
+  });
   source.onerror = () => { status.textContent = "connection lost · retrying"; status.className = "connection lost"; };
 }
 

@@ -1,0 +1,134 @@
+"""Tables with numbers no molecule has (an ``inf``, a ``1e300``, a target column without a value) are bad input
+for every command that reads one: one line naming the file, its line and the column, exit 2, nothing written.
+They used to pass ``validate``, then train a model calibrated to ``inf``/NaN that broke the planner after the
+journal was made (``zip() argument 2 is longer than argument 1``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from labloop.core.errors import InvalidInput
+from labloop.planners.conditions import ConditionSpace
+from labloop.surrogate.dataset import MAX_ABS_TARGET, read_table
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
+
+#: (how the table is damaged, what the error line must hold); the damage lands on CSV line 7 (data row 5)
+DAMAGE = {
+    "inf": (lambda t: t.assign(ie_ev=t.ie_ev.where(t.index != 5, math.inf)), ["line 7", "'ie_ev'", "inf"]),
+    "-inf": (lambda t: t.assign(ea_ev=t.ea_ev.where(t.index != 5, -math.inf)), ["line 7", "'ea_ev'", "-inf"]),
+    "huge": (lambda t: t.assign(ea_ev=t.ea_ev.where(t.index != 5, 1e300)), ["line 7", "'ea_ev'", "1e+300"]),
+    "millielectronvolts": (lambda t: t.assign(ie_ev=t.ie_ev * 1000), ["line 2", "'ie_ev'", "meV"]),
+    "all missing": (lambda t: t.assign(ea_ev=np.nan), ["'ea_ev'", "no value in any of its 300 rows"]),
+}
+
+
+def _table(folder: Path, damage: str) -> Path:
+    """300 rows of the bundled data with ``damage`` done to them."""
+    folder.mkdir(exist_ok=True)
+    table = pd.read_csv(DATA, nrows=300)[["smiles", "ie_ev", "ea_ev"]]
+    path = folder / "prior.csv"
+    DAMAGE[damage][0](table).to_csv(path, index=False)
+    return path
+
+
+def _with_prior(write_campaign, folder: Path, prior: Path, **sections: object) -> Path:
+    """The tiny dry-run campaign (2 folds, 2 epochs) trained on ``prior`` (``prior_section``: more of it)."""
+    extra = sections.pop("prior_section", {})
+    path = write_campaign(folder, prior=True, **sections)
+    campaign = yaml.safe_load(path.read_text())
+    campaign["prior"] = {"file": str(prior), "targets": ["ie_ev", "ea_ev"], **extra}
+    path.write_text(yaml.safe_dump(campaign, sort_keys=False))
+    return path
+
+
+def _one_line(result, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "prior.csv" in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_the_reader_refuses_values_no_molecule_has(tmp_path, damage):
+    with pytest.raises(InvalidInput) as caught:
+        read_table(_table(tmp_path, damage), ["ie_ev", "ea_ev"])
+    for needle in DAMAGE[damage][1]:
+        assert needle in str(caught.value)
+
+
+def test_a_missing_value_is_a_missing_label_and_the_bound_is_inclusive(tmp_path):
+    table = pd.read_csv(DATA, nrows=300)[["smiles", "ie_ev", "ea_ev"]]
+    table.loc[3, "ie_ev"] = np.nan
+    table.loc[4, "ea_ev"] = -MAX_ABS_TARGET
+    table.to_csv(tmp_path / "ok.csv", index=False)
+    read = read_table(tmp_path / "ok.csv", ["ie_ev", "ea_ev"])
+    assert np.isnan(read.Y[3, 0]) and read.Y[4, 1] == -MAX_ABS_TARGET
+
+
+@pytest.mark.parametrize("damage", ["inf", "huge", "all missing"])
+def test_validate_and_run_refuse_a_damaged_prior_before_anything_is_written(tmp_path, labloop, write_campaign,
+                                                                           damage):
+    prior = _table(tmp_path / "data", damage)
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    campaign = _with_prior(write_campaign, folder, prior, planner={"kind": "bayes", "batch_size": 2})
+    _one_line(labloop("validate", campaign, "--dry-run"), "prior.file", *DAMAGE[damage][1])
+    _one_line(labloop("run", campaign, "--dry-run"), "prior.file", *DAMAGE[damage][1])
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]
+
+
+def test_a_prior_slice_without_a_value_in_a_target_is_refused(tmp_path, labloop, write_campaign):
+    """The file has a few EA values, the seeded 20-row slice none of them: that slice would train a model
+    predicting NaN."""
+    table = pd.read_csv(DATA, nrows=300)[["smiles", "ie_ev", "ea_ev"]]
+    table.loc[table.index != 0, "ea_ev"] = np.nan
+    table.to_csv(tmp_path / "sparse.csv", index=False)
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    campaign = _with_prior(write_campaign, folder, tmp_path / "sparse.csv", prior_section={"rows": 20})
+    for command in ("validate", "run"):
+        result = labloop(command, campaign, "--dry-run")
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "prior.rows" in result.stderr and "no value in column 'ea_ev'" in result.stderr, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]
+
+
+@pytest.mark.parametrize("damage", ["inf", "all missing"])
+def test_backtest_refuses_a_damaged_prior_and_truth(tmp_path, labloop, write_campaign, damage):
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    good = pd.read_csv(Path(__file__).resolve().parents[2] / "examples" / "library.csv")
+    good.assign(e_v=good.ie_ev - 2.94)[["smiles", "e_v"]].to_csv(tmp_path / "truth.csv", index=False)
+    prior = _table(tmp_path / "data", damage)
+    campaign = _with_prior(write_campaign, folder, prior)
+    args = ("--planners", "random", "--seeds", "1", "--budget", "4", "--no-instruments")
+    _one_line(labloop("backtest", campaign, "--truth", tmp_path / "truth.csv", "--column", "e_v", *args),
+              *DAMAGE[damage][1])
+    # the same table as the truth: its own column
+    _one_line(labloop("backtest", write_campaign(folder), "--truth", prior, "--column", "ie_ev" if damage == "inf"
+                      else "ea_ev", *args), *DAMAGE[damage][1])
+
+
+@pytest.mark.parametrize("damage", ["inf", "huge", "all missing"])
+def test_surrogate_train_refuses_it_and_saves_no_model(tmp_path, labloop, damage):
+    data = _table(tmp_path / "data", damage)
+    result = labloop("surrogate", "train", data, "--target", "ie_ev", "--target", "ea_ev", "-o", tmp_path / "m",
+                     "--epochs", "1", "--folds", "2")
+    _one_line(result, *DAMAGE[damage][1])
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_batch_of_nothing_gets_no_conditions():
+    """A pool with nothing left to score asks for no setting: one came back, and the planner's zip of molecules
+    and settings failed."""
+    space = ConditionSpace({"scan_rate_v_s": (0.05, 0.5)})
+    assert space.propose([], 0, seed=1, step=0) == []
+    assert len(space.propose([], 1, seed=1, step=0)) == 1

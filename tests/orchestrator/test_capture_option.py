@@ -1,0 +1,55 @@
+"""An instrument's wire capture (``options.capture``): ``validate`` writes nothing (it used to truncate the file
+when it opened the simulated rig), and a file that cannot be written is refused with the campaign, naming
+``instruments.<name>.options.capture`` (it was an operating-system error after ``run`` had taken its lock)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def _with_capture(write_campaign, folder: Path, capture: object, **sections: object) -> Path:
+    """The tiny dry-run campaign whose analyte pump captures its wire to ``capture``."""
+    path = write_campaign(folder, **sections)
+    campaign = yaml.safe_load(path.read_text())
+    campaign["instruments"]["analyte_pump"]["options"]["capture"] = capture
+    path.write_text(yaml.safe_dump(campaign, sort_keys=False))
+    return path
+
+
+def test_validate_writes_no_capture_and_run_does(tmp_path, labloop, write_campaign):
+    wire = tmp_path / "wire.jsonl"
+    campaign = _with_capture(write_campaign, tmp_path, str(wire), budget={"max_experiments": 1})
+    assert labloop("validate", campaign, "--dry-run").returncode == 0
+    assert not wire.exists()
+    wire.write_text("yesterday's capture\n")
+    assert labloop("validate", campaign, "--dry-run").returncode == 0
+    assert wire.read_text() == "yesterday's capture\n"
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in wire.read_text().splitlines()]
+    assert records[0]["dir"] == "open" and {"tx", "rx"} <= {r["dir"] for r in records}
+
+
+@pytest.mark.parametrize(("capture", "needle"), [
+    ("/nonexistent/dir/x.txt", "/nonexistent/dir/x.txt: folder /nonexistent/dir does not exist"),
+    (5, "must be the path of the file to write the wire capture to, got 5"),
+    ("", "must be the path of the file to write the wire capture to, got ''"),
+    ("{folder}", "is a folder: give the capture's file name"),
+])
+def test_a_capture_that_cannot_be_written_is_refused_with_its_field(tmp_path, labloop, write_campaign, capture,
+                                                                   needle):
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    campaign = _with_capture(write_campaign, folder, capture.format(folder=tmp_path) if isinstance(capture, str)
+                             else capture)
+    for command in (("validate", campaign), ("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
+        result = labloop(*command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "tiny.yaml:" in result.stderr and "instruments.analyte_pump.options.capture: " in result.stderr
+        assert needle in result.stderr, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]  # no journal, no lock

@@ -1,0 +1,114 @@
+"""What ``labloop validate`` (without ``--dry-run``) knows about the instruments without opening a port: every
+port value ``run`` refuses at once (an unknown URL scheme, a malformed address, a path that is no serial port)
+and every driver option value the NE-1000 driver refuses, including a flow rate its syringe cannot reach. Each
+passed ``validate`` and was refused by ``run``, some in Python's words ("'<=' not supported between ...")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labloop.instruments.transport import port_problem
+from labloop.sim.pty_device import PtyDevice
+
+
+class _Silent:
+    """A device that never answers: only its pseudo-terminal matters here."""
+
+    def new_framer(self):
+        from labloop.sim.pty_device import TerminatorFramer
+
+        return TerminatorFramer(b"\n")
+
+    def handle(self, frame, link) -> None:
+        return None
+
+    def tick(self, link) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("port", "says"), [
+    ("http://127.0.0.1", "pyserial opens no http:// URL (it opens alt://"),
+    ("socket://[::1", "expected socket://HOST:PORT (Invalid IPv6 URL)"),
+    ("socket://lab-pc", "expected socket://HOST:PORT, e.g."),
+    ("socket://lab-pc:99999", "expected socket://HOST:PORT (Port out of range"),
+    ("rfc2217://:4001", "expected rfc2217://HOST:PORT"),
+    ("/dev/null", "/dev/null is no serial port (a 'mem' device, not a terminal)"),
+    ("/etc/passwd", "/etc/passwd is a file, not a serial port"),
+    ("/tmp", "/tmp is a folder, not a serial port"),
+    ("/dev/ttyUSB-none", "/dev/ttyUSB-none does not exist (is the device plugged in?"),
+])
+def test_ports_no_run_can_open_are_named(port, says):
+    assert says in (port_problem(port) or "")
+
+
+def test_ports_a_run_can_open_pass():
+    with PtyDevice(_Silent()) as device:
+        assert port_problem(device.port) is None  # a pseudo-terminal, like labloop sim serve's
+    for port in ("loop://", "socket://127.0.0.1:4001", "SOCKET://lab-pc:4001", "rfc2217://[::1]:2217",
+                 "spy://loop://"):
+        assert port_problem(port) is None, port
+
+
+def _real(write_campaign, folder: Path, **changes: object) -> Path:
+    """The tiny campaign for real instruments (a manual sample changer, ports that a check passes: the pumps on
+    ``loop://``, the potentiostat on a TCP serial server), with ``changes`` (``"instruments.x.port": value``)."""
+    path = write_campaign(folder)
+    campaign = yaml.safe_load(path.read_text())
+    rig = campaign["instruments"]
+    rig["sampler"] = {"driver": "manual"}
+    rig["analyte_pump"]["port"] = rig["electrolyte_pump"]["port"] = "loop://"
+    rig["potentiostat"]["port"] = "socket://127.0.0.1:4001"
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        node = campaign
+        for part in parents:
+            node = node[part]
+        node[key] = value
+    path.write_text(yaml.safe_dump(campaign, sort_keys=False))
+    return path
+
+
+def _refused(result, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+def test_the_real_rig_passes_validate(tmp_path, labloop, write_campaign):
+    result = labloop("validate", _real(write_campaign, tmp_path))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("port", ["http://127.0.0.1", "socket://[::1", "/dev/null", "/etc/passwd", "/tmp"])
+def test_validate_names_the_port_run_would_refuse(tmp_path, labloop, write_campaign, port):
+    campaign = _real(write_campaign, tmp_path, **{"instruments.potentiostat.port": port})
+    for command in ("validate", "run"):
+        _refused(labloop(command, campaign), "tiny.yaml:", "instruments.potentiostat.port: ", port_problem(port))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("diameter_mm", "big", "options.diameter_mm: must be the syringe's inner diameter, a number of mm in 0.1..80, "
+                           "got 'big'"),
+    ("diameter_mm", True, "options.diameter_mm: must be the syringe's inner diameter"),
+    ("address", 100, "options.address: must be a whole number 0..99, got 100"),
+    ("content_ml", "full", "options.content_ml: must be a number >= 0, got 'full'"),
+    ("poll_s", -1, "options.poll_s: must be a number >= 0, got -1"),
+])
+def test_an_option_value_the_driver_refuses_names_the_option(tmp_path, labloop, write_campaign, option, value, says):
+    campaign = _real(write_campaign, tmp_path, **{f"instruments.analyte_pump.options.{option}": value})
+    for command in (("validate", campaign), ("validate", campaign, "--dry-run")):
+        _refused(labloop(*command), "tiny.yaml:", f"instruments.analyte_pump.{says}")
+
+
+def test_a_rate_the_syringe_cannot_reach_is_refused_by_validate(tmp_path, labloop, write_campaign):
+    """A 1 mm syringe moves at most 0.04 mL/min; the example protocol dispenses the sample at 0.5 mL/min. Only
+    the opened pump's rate range was checked, so ``validate`` passed and ``run`` refused."""
+    campaign = _real(write_campaign, tmp_path, **{"instruments.analyte_pump.options.diameter_mm": 1.0})
+    for command in (("validate", campaign), ("validate", campaign, "--dry-run")):
+        _refused(labloop(*command), "cv_screen.yaml:10: protocol step 2 (dispense): rate 0.5 mL/min is beyond what "
+                                    "'analyte_pump' can drive its syringe at, 5.5e-07..0.0401 mL/min")
