@@ -90,9 +90,6 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, schedul
         raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']} "
                            "(moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
-    if max_experiments is None and done >= campaign.budget.max_experiments:
-        _say(f"{store}: the campaign is at its budget ({done} experiments done); to go on, give a new one: "
-             f"labloop resume {store} --max-experiments {done + campaign.budget.max_experiments}")
 
     def open_journal() -> Journal:  # after every check: a refused resume changes nothing
         journal = Journal.open(store)
@@ -109,7 +106,11 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, schedul
                                             "of what it holds restarts at 0")
         return journal
 
-    return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler)
+    code = _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler)
+    if code == EXIT_OK and max_experiments is None and done >= campaign.budget.max_experiments:
+        _say(f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
+             f"one: labloop resume {store} --max-experiments {done + campaign.budget.max_experiments}")
+    return code
 
 
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
