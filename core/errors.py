@@ -206,6 +206,11 @@ class ReplayMismatch(InstrumentError):
     """A driver replayed against a wire capture wrote bytes the capture does not have at that point."""
 
 
+class RigNotReady(InstrumentError):
+    """What the cell or a syringe holds by labloop's count (liquid left by an earlier experiment, a syringe
+    run low) would stop the next experiment part way: a person must empty or fill it before it starts."""
+
+
 class BlankFailed(InstrumentError):
     """The blank showed a dirty electrode or cell (and cleaning, if allowed, did not help): a person must look."""
 

@@ -265,8 +265,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
               library: Sequence[str] | None = None, captures: bool = True) -> Rig:
     """Open every instrument of ``campaign`` (nothing stays open when one fails). ``dry_run`` puts each on its
     emulator, the world being ``world`` or the campaign's. ``ask`` is how the rig asks the operator.
-    ``captures=False`` opens the drivers without their wire captures (``options.capture``), for a check that
-    must write no file.
+    ``captures=False`` is the rig of a check (``validate``): the drivers open without their wire captures
+    (``options.capture``), so it writes no file, and emulators inject no faults (``world.fault_rate``).
 
     A port that cannot be opened is an input error naming the instrument and the port: nothing has run yet,
     so the fix is the campaign file or the cable, not the rig's state."""
@@ -275,7 +275,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
         lab = None
         if dry_run:
             spec = campaign.world or WorldSpec()
-            faults = FaultPlan.uniform(spec.fault_rate, seed=campaign.seed) if spec.fault_rate > 0 else None
+            rehearse = captures and spec.fault_rate > 0
+            faults = FaultPlan.uniform(spec.fault_rate, seed=campaign.seed) if rehearse else None
             lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
                                ru_ohm=spec.ru_ohm, faults=faults)
             steps = parse_steps(list(campaign.protocol.steps))

@@ -40,6 +40,7 @@ rig's ``ask_operator(message)``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -53,6 +54,7 @@ from labloop.core.errors import (
     DispenseMismatch,
     InvalidParameter,
     Problems,
+    RigNotReady,
     SafetyLimitExceeded,
 )
 from labloop.core.timestamps import now
@@ -92,6 +94,7 @@ from labloop.protocols.steps import (
     parse_steps,
     pumping_problems,
     pumps,
+    repeat_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -356,6 +359,7 @@ class ProtocolExecutor:
         around the candidate."""
         steps = self._with_conditions(conditions)
         self._check(steps)
+        self._check_contents(steps)
         # every scan of this candidate is known and checked against the limits before the first action: a
         # proposal the limits refuse is refused before anything moves
         scans = {index: self._cv_params(index, step, predicted_v) for index, step in enumerate(steps)
@@ -409,6 +413,17 @@ class ProtocolExecutor:
         log.info("%s (%s): E1/2 %s V vs Li/Li+, flags %s", sample_id, smiles,
                  "none" if potential is None else f"{potential:.3f}", sorted(analysis.flags) or "none")
         return ExperimentOutcome(voltammogram, analysis, potential, quality_ok, lab)
+
+    def _check_contents(self, steps: Sequence[Step]) -> None:
+        """Refuse to start an experiment that what the cell and the syringes hold now (left by earlier ones,
+        failed or interrupted) would stop part way, before its sample is spent: the rig needs a person."""
+        problem = repeat_problem(steps, copy.deepcopy(self.contents), 1)
+        if problem is None:
+            return
+        index, _field, exc = problem
+        raise RigNotReady(self._where(index, steps[index]), f"{exc.what} (by labloop's count, before the experiment "
+                                                            "starts): empty the cell or fill the syringe, then "
+                                                            "labloop resume with --cell-emptied or --syringes-filled")
 
     def _with_conditions(self, conditions: Mapping[str, Any]) -> tuple[Step, ...]:
         """The steps with every parameter named like a condition set to the condition's value."""
@@ -476,28 +491,40 @@ class ProtocolExecutor:
         all of it); returns the volume the pump reports."""
         self.contents.check_pump(pump, volume_ml, where=where)
         self.contents.pumped(pump, volume_ml)
-        return self.rig.instruments[pump].dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined, no-any-return]
+        try:
+            return self.rig.instruments[pump].dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined, no-any-return]
+        except REFUSED_UNSENT:  # a driver refuses before it sends (the contract): nothing was pumped
+            self.contents.unpumped(pump, volume_ml)
+            raise
 
     def replay(self, actions: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> None:
         """Count into :attr:`contents` what the journal's actions of earlier runs left in the cell and the
         syringes: ``(command, params, outcome)`` of each action, in the order they started.
 
         A resumed campaign cannot ask the cell what it holds, so the count is conservative, as it is while a
-        run goes on: every pumping action that started counts in full, whatever its outcome (an interrupted
-        one may have delivered all of it; even a refused one counts, since its outcome cannot say which part
-        was refused), a refill only once its dispense ended ``ok``, and the cell is empty again only after a
-        rinse or clean that ended ``ok``. A blank that could clean counts its clean's flush but not its
-        rinse. The cell then holds what was dispensed since its last completed emptying."""
+        run goes on: every pumping action that started counts in full whatever its outcome (an interrupted
+        one may have delivered all of it), except one refused before its command was sent (its outcome a
+        :data:`REFUSED_UNSENT` error, which the run did not count either); a refill only once its dispense
+        ended ``ok``; the cell is empty again only after a rinse or clean that ended ``ok``. A blank that
+        could clean counts its clean's flush unless it passed at once (``attempts`` 1 in its outcome's
+        record is not journalled, so an ``ok`` blank counts no flush: the count may then read one flush
+        low). ``fill_syringes`` (the operator filled every syringe by hand) counts them full again. The cell
+        then holds what was dispensed since its last completed emptying."""
         clean = next((s for s in self.steps if isinstance(s, Clean)), Clean())  # the one a blank would run
+        unsent = tuple(f"{error.__name__}:" for error in REFUSED_UNSENT)
         for command, params, outcome in actions:
             ok = outcome == "ok"
             if command in ("rinse", "clean") and ok:
                 self.contents.emptied()
-            if command in ("dispense", "add_standard", "clean") and params.get("pump") is not None:
+            if command == "fill_syringes":
+                self.contents.filled()
+            elif outcome is not None and outcome.startswith(unsent):
+                continue
+            elif command in ("dispense", "add_standard", "clean") and params.get("pump") is not None:
                 self.contents.pumped(params["pump"], params["volume_ml"])
                 if command == "dispense" and params.get("refill") and ok:
                     self.contents.refilled(params["pump"], params["volume_ml"])
-            elif command == "blank" and params.get("on_fail") == "clean" and clean.pump is not None:
+            elif command == "blank" and params.get("on_fail") == "clean" and clean.pump is not None and not ok:
                 self.contents.pumped(clean.pump, clean.volume_ml)
         log.info("the cell holds %g mL by the journal's count; syringes: %s", self.contents.cell_ml,
                  ", ".join(f"{pump} {held:g} mL" for pump, held in sorted(self.contents.syringes.items())) or "full")
@@ -642,6 +669,9 @@ def widened(params: CVParams, low: float, high: float) -> CVParams:
     begin = lo if anodic_first else hi
     return replace(params, e_begin_v=begin, e_vertex1_v=hi if anodic_first else lo, e_vertex2_v=begin)
 
+
+#: what a driver raises when it refuses a command before sending it (its contract): nothing was pumped
+REFUSED_UNSENT: tuple[type[Exception], ...] = (SafetyLimitExceeded, ConfigError)
 
 #: how far a pump's reported volume may be from the one asked for, as a share of it (ne1000 checks to 0.1%)
 DISPENSE_TOLERANCE = 0.02

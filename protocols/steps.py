@@ -538,6 +538,15 @@ class Contents:
         self.syringes[pump] = _rounded(self.held(pump) - volume_ml)
         self.cell_ml = _rounded(self.cell_ml + volume_ml)
 
+    def unpumped(self, pump: str, volume_ml: float) -> None:
+        """Take back :meth:`pumped`: the driver refused the command before sending it."""
+        self.syringes[pump] = _rounded(self.held(pump) + volume_ml)
+        self.cell_ml = _rounded(self.cell_ml - volume_ml)
+
+    def filled(self) -> None:
+        """Count every syringe as full again (filled by hand)."""
+        self.syringes.clear()
+
     def refilled(self, pump: str, volume_ml: float) -> None:
         """Count a refill of ``pump``'s syringe from its reservoir."""
         self.syringes[pump] = _rounded(self.held(pump) + volume_ml)

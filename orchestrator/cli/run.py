@@ -29,7 +29,14 @@ from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
-from labloop.orchestrator.loop.runner import CELL_EMPTIED, EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner
+from labloop.orchestrator.loop.runner import (
+    CELL_EMPTIED,
+    EXIT_FAULTS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    SYRINGES_FILLED,
+    Runner,
+)
 
 if TYPE_CHECKING:
     from labloop.orchestrator.loop.rig import Rig
@@ -71,8 +78,12 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
               help="The cell was emptied by hand since the run stopped: the count of what it holds restarts at 0 "
                    "(journalled). Without it the cell holds, by the journal's count, what was pumped into it since "
                    "its last completed rinse or clean.")
+@click.option("--syringes-filled", is_flag=True,
+              help="Every pump's syringe was filled by hand since the run stopped: each counts as full again "
+                   "(journalled).")
 @scheduler_option
-def resume(store: Path, max_experiments: int | None, cell_emptied: bool, scheduler: str | None) -> int:
+def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringes_filled: bool,
+           scheduler: str | None) -> int:
     with Journal.open(store) as journal:
         config = journal.campaign_info().config
         runs = [e for e in journal.events() if e.kind == "run"]
@@ -104,6 +115,9 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, schedul
         if cell_emptied:
             journal.add_event(CELL_EMPTIED, "the operator emptied the cell by hand (resume --cell-emptied): the count "
                                             "of what it holds restarts at 0")
+        if syringes_filled:
+            journal.add_event(SYRINGES_FILLED, "the operator filled every syringe by hand (resume --syringes-filled): "
+                                               "each counts as full again")
         return journal
 
     code = _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler)

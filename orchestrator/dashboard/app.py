@@ -191,11 +191,17 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
             return _unreadable(source.problem)
         return Response(source.current[2], media_type="application/json", headers={"Cache-Control": "no-store"})
 
+    damaged: set[str] = set()  # the damaged experiment rows already logged
+
     async def experiment(request: Request) -> Response:
         try:
             found = await run_in_threadpool(source.experiment, request.path_params["experiment_id"])
-        except JournalError as exc:  # a damaged row of this experiment (or of the whole document)
-            return _unreadable(source.unreadable(exc))
+        except JournalError as exc:  # a damaged row of this experiment: this answer only (the campaign reads on)
+            text = without_paths(str(exc))
+            if text != source.problem and text not in damaged:  # said once, whether the watcher said it or not
+                damaged.add(text)
+                log.error("dashboard: %s", exc)
+            return _unreadable(text)
         if found is None:
             return JSONResponse({"error": "no such experiment"}, status_code=404)
         return JSONResponse(found, headers={"Cache-Control": "no-store"})

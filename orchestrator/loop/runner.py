@@ -61,6 +61,10 @@ ANALYSIS_FAILURE = "analysis: "
 #: the event an operator's word that the cell was emptied by hand is journalled as (``resume --cell-emptied``):
 #: the count of what the cell holds restarts there, as after a rinse
 CELL_EMPTIED = "cell_emptied"
+#: the same for every syringe filled by hand (``resume --syringes-filled``): each counts as full again
+SYRINGES_FILLED = "syringes_filled"
+#: the journal's events of what an operator did by hand, as the action the count replays for each
+BY_HAND = {CELL_EMPTIED: "rinse", SYRINGES_FILLED: "fill_syringes"}
 #: how a refusal starts its cause: the proposal could not be run as asked (a safety limit, a bad parameter)
 REFUSED_FAILURE = "refused: "
 #: the ways an experiment fails: the rig raised an error, the voltammogram was unusable, or the proposal was
@@ -102,17 +106,16 @@ def sample_ids(library: Sequence[str]) -> dict[str, str]:
 
 
 def _history(journal: Journal) -> Iterator[tuple[str, Mapping[str, Any], str | None]]:
-    """Every action of the journal as ``(command, params, outcome)``, in the order they started, with a
-    completed rinse where an operator said the cell was emptied by hand (:data:`CELL_EMPTIED`): what
-    :meth:`ProtocolExecutor.replay` counts the cell's and the syringes' contents from on a resume."""
-    emptied = [e.time for e in journal.events() if e.kind == CELL_EMPTIED]
-    by_hand: tuple[str, Mapping[str, Any], str | None] = ("rinse", {}, "ok")
+    """Every action of the journal as ``(command, params, outcome)``, in the order they started, with what an
+    operator said was done by hand in between (:data:`BY_HAND`: a completed rinse where the cell was emptied,
+    ``fill_syringes`` where every syringe was filled): what :meth:`ProtocolExecutor.replay` counts the
+    cell's and the syringes' contents from on a resume."""
+    by_hand = sorted((e.time, BY_HAND[e.kind]) for e in journal.events() if e.kind in BY_HAND)
     for action in sorted((a for e in journal.experiments() for a in journal.actions(e.id)), key=lambda a: a.id):
-        while emptied and emptied[0] < action.started_at:
-            emptied.pop(0)
-            yield by_hand
+        while by_hand and by_hand[0][0] < action.started_at:
+            yield by_hand.pop(0)[1], {}, "ok"
         yield action.command, action.params, action.outcome
-    yield from (by_hand for _ in emptied)
+    yield from ((command, {}, "ok") for _, command in by_hand)
 
 
 def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:

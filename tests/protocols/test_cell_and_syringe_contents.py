@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labloop.core.errors import SafetyLimitExceeded
+from labloop.core.errors import RigNotReady, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.registry import GROUP
 from labloop.orchestrator.compose import build_executor, build_rig
@@ -87,14 +87,15 @@ def test_the_cell_is_counted_across_experiments_and_refused_before_the_dispense(
         executor.run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
     assert in_cell(rig) == pytest.approx(10.0)
     before = wire(rig)
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): analyte_pump: the cell would hold "
-                                                  r"10.5 mL, more than its 10 mL \(safety.cell_volume_ml\): 0.5 mL "
-                                                  r"onto the 10 mL it holds since it was last emptied"):
+    started = len(actions)
+    with pytest.raises(RigNotReady, match=r"protocol step 2 \(dispense\): analyte_pump: the cell would hold "
+                                          r"10.5 mL, more than its 10 mL \(safety.cell_volume_ml\): 0.5 mL "
+                                          r"onto the 10 mL it holds since it was last emptied .*--cell-emptied"):
         executor.run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
     after = wire(rig)
     assert after["analyte_pump"] == before["analyte_pump"] and after["electrolyte_pump"] == before["electrolyte_pump"]
     assert in_cell(rig) == pytest.approx(10.0)  # nothing more went in
-    assert actions[-1][1] == "dispense" and actions[-1][-1].startswith("SafetyLimitExceeded")  # journalled as refused
+    assert len(actions) == started  # refused before the experiment's first step: its sample is not spent
 
 
 class _BrokenPotentiostat:
@@ -127,11 +128,11 @@ def test_a_failed_experiment_leaves_its_liquid_counted(example_rig: Rig) -> None
         rig.instruments["potentiostat"] = working
     assert in_cell(rig) == pytest.approx(5.0)  # never rinsed
     before = wire(rig)
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 3 \(dispense\): electrolyte_pump: the cell would "
-                                                  r"hold 10 mL, more than its 9 mL"):
+    with pytest.raises(RigNotReady, match=r"protocol step 3 \(dispense\): electrolyte_pump: the cell would "
+                                          r"hold 10 mL, more than its 9 mL"):
         executor.run("S0002", "c1ccccc1", {}, None, lambda *a: None)
-    assert wire(rig)["electrolyte_pump"] == before["electrolyte_pump"]  # not a byte of the refused dispense
-    assert in_cell(rig) == pytest.approx(5.5)
+    assert wire(rig) == before  # refused before the experiment began: not a byte to any pump
+    assert in_cell(rig) == pytest.approx(5.0)
 
 
 def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tmp_path, write_campaign,
@@ -158,8 +159,8 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
         assert len(failed) == 2 and not journal.experiments(states=(State.DONE,))
         assert ("protocol step 3 (dispense): electrolyte_pump: the cell would hold 10 mL, more than its 9 mL"
                 in failed[1].cause)  # the executor's refusal: the driver was never asked
-        assert [(a.command, a.outcome.split(":")[0]) for a in journal.actions(failed[1].id)] == [
-            ("load_sample", "ok"), ("dispense", "ok"), ("dispense", "SafetyLimitExceeded")]
+        assert failed[1].cause.startswith("RigNotReady") and "--cell-emptied" in failed[1].cause
+        assert journal.actions(failed[1].id) == []  # refused before its sample was loaded
 
     emptied = labloop("resume", campaign.store, "--cell-emptied")
     assert emptied.returncode == 0, emptied.stderr
@@ -242,8 +243,8 @@ def test_a_plugin_pump_that_checks_nothing_is_held_to_its_syringe(tmp_path, writ
         executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
         before = wire(rig)
         for _ in range(3):
-            with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): analyte_pump: dispense of "
-                                                          r"0.6 mL exceeds the 0.4 mL left in the 1 mL syringe"):
+            with pytest.raises(RigNotReady, match=r"protocol step 2 \(dispense\): analyte_pump: dispense of "
+                                                  r"0.6 mL exceeds the 0.4 mL left in the 1 mL syringe"):
                 executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
         assert wire(rig)["analyte_pump"] == before["analyte_pump"]  # not a byte after the first dispense
         infused = rig.instruments["analyte_pump"].status().infused_ml
@@ -272,3 +273,57 @@ def test_a_refill_restores_the_syringe_and_a_huge_budget_is_judged_exactly() -> 
         one_by_one.emptied()
         experiment += 1
     assert experiment == 10_001
+
+
+# -- what a resume replays, and what the operator says was done by hand ------------------------------------------
+
+
+def test_replay_skips_commands_refused_before_sending_and_counts_syringes_filled_by_hand() -> None:
+    """A refused dispense never left the syringe (the run did not count it); counting it on every resume drove
+    a syringe's count below zero, refusing every later experiment. ``fill_syringes`` (``resume
+    --syringes-filled``) counts each syringe full again, the operator's way out of a syringe run low."""
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=100.0)
+    executor = ProtocolExecutor(RINSED, None, limits, 3.2, kinds={"analyte_pump": "pump", "electrolyte_pump": "pump",
+                                                                  "sampler": "sample_changer",
+                                                                  "potentiostat": "potentiostat"})
+    dispense = {"pump": "electrolyte_pump", "volume_ml": 4.5, "refill": False}
+    refused = "SafetyLimitExceeded: protocol step 3 (dispense): electrolyte_pump: the cell would hold 10 mL"
+    executor.replay([("dispense", dispense, "ok")] + [("dispense", dispense, refused)] * 3
+                    + [("dispense", dispense, "ConfigError: electrolyte_pump: bad option")])
+    assert executor.contents.state() == (4.5, {"electrolyte_pump": 5.5})  # the one dispense that was sent
+    executor.replay([("dispense", dispense, None)])  # interrupted: may have delivered all of it
+    assert executor.contents.state() == (9.0, {"electrolyte_pump": 1.0})
+    executor.replay([("rinse", {}, "ok"), ("fill_syringes", {}, "ok")])
+    assert executor.contents.state() == (0.0, {})  # every syringe full again
+
+
+class _RefusingPump:
+    """A plug-in pump that refuses every dispense before sending it, as the contract says it may."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def dispense(self, volume_ml: float, rate_ml_min: float) -> float:
+        raise SafetyLimitExceeded("careful-pump", f"{volume_ml} mL is more than this pump allows")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_dispense_the_driver_refuses_before_sending_is_not_counted(example_rig: Rig) -> None:
+    rig = example_rig
+    executor = ProtocolExecutor(RINSED, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=9.0), 3.2)
+    rig.instruments["electrolyte_pump"] = _RefusingPump(rig.instruments["electrolyte_pump"])
+    with pytest.raises(SafetyLimitExceeded, match="more than this pump allows"):
+        executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
+    assert executor.contents.state() == (0.5, {"analyte_pump": 10.0, "electrolyte_pump": 10.0})  # the sample only
+
+
+def test_resume_with_syringes_filled_is_journalled(tmp_path, write_campaign, labloop) -> None:
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+    assert labloop("resume", store, "--syringes-filled", "--max-experiments", 2).returncode == 0
+    with Journal.open(store, readonly=True) as journal:
+        assert [e.kind for e in journal.events()].count("syringes_filled") == 1
+        assert len(journal.experiments(states=(State.DONE,))) == 2
