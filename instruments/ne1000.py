@@ -89,6 +89,8 @@ def options_rate_range(options: Mapping[str, Any]) -> tuple[float, float] | None
     (else the pump's own setting decides, read once connected)."""
     diameter = options.get("diameter_mm")
     return None if diameter is None or option_problem("diameter_mm", diameter) else rate_limits_ml_min(diameter)
+
+
 REL_TOL = 1e-3  # the pump keeps 4 significant digits (<= 0.05%); refuse values that would lose more
 
 STATES = {
