@@ -479,11 +479,18 @@ class ProtocolExecutor:
                                               f"{step.volume_ml:g} mL was asked")
         done = {"dispensed_ml": dispensed}
         if step.refill:
-            self.contents.check_refill(step.pump, step.volume_ml, where=where)
-            pump: Pump = self.rig.instruments[step.pump]  # type: ignore[assignment]
-            done["refilled_ml"] = pump.withdraw(step.volume_ml, step.rate_ml_min)
-            self.contents.refilled(step.pump, step.volume_ml)
+            done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
         return done
+
+    def _refill(self, where: str, pump: str, volume_ml: float, rate_ml_min: float) -> float:
+        """Withdraw ``volume_ml`` from ``pump``'s reservoir into its syringe (a pumping step's ``refill``),
+        checked against what the syringe holds before it is sent and counted once it has ended; returns the
+        volume the pump reports."""
+        self.contents.check_refill(pump, volume_ml, where=where)
+        driver: Pump = self.rig.instruments[pump]  # type: ignore[assignment]
+        withdrawn = driver.withdraw(volume_ml, rate_ml_min)
+        self.contents.refilled(pump, volume_ml)
+        return withdrawn
 
     def _pump(self, where: str, pump: str, volume_ml: float, rate_ml_min: float) -> float:
         """Pump ``volume_ml`` from ``pump`` into the cell, checked against what the cell and the syringe hold
@@ -504,7 +511,7 @@ class ProtocolExecutor:
         A resumed campaign cannot ask the cell what it holds, so the count is conservative, as it is while a
         run goes on: every pumping action that started counts in full whatever its outcome (an interrupted
         one may have delivered all of it), except one refused before its command was sent (its outcome a
-        :data:`REFUSED_UNSENT` error, which the run did not count either); a refill only once its dispense
+        :data:`REFUSED_UNSENT` error, which the run did not count either); a refill only once its step
         ended ``ok``; the cell is empty again only after a rinse or clean that ended ``ok``. A blank that
         could clean counts its clean's flush unless it passed at once (``attempts`` 1 in its outcome's
         record is not journalled, so an ``ok`` blank counts no flush: the count may then read one flush
@@ -522,7 +529,7 @@ class ProtocolExecutor:
                 continue
             elif command in ("dispense", "add_standard", "clean") and params.get("pump") is not None:
                 self.contents.pumped(params["pump"], params["volume_ml"])
-                if command == "dispense" and params.get("refill") and ok:
+                if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], params["volume_ml"])
             elif command == "blank" and params.get("on_fail") == "clean" and clean.pump is not None and not ok:
                 self.contents.pumped(clean.pump, clean.volume_ml)
@@ -614,6 +621,8 @@ class ProtocolExecutor:
             self._operator(where)("Clean the cell and the electrodes, refill with electrolyte, press Enter: ")
             return
         self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
+        if step.refill:
+            self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
 
     def _blank(self, where: str, step: Blank, instrument: str, lab: LabRecord,
                steps: Sequence[Step]) -> dict[str, Any]:
@@ -646,6 +655,9 @@ class ProtocolExecutor:
         if not lab.scans:
             raise ConfigError(where, "add_standard needs the cv before it")
         dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
+        refilled = {}
+        if step.refill:
+            refilled["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
         first, analysis = lab.scans[0]
         fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
         params = self._standard_scan(first.params)
@@ -657,7 +669,7 @@ class ProtocolExecutor:
                                                                         + first.params.e_vertex2_v) / 2
         lab.referenced = reference_to_ferrocene(couples, hint, fc_expected)
         log.info("%s: E vs Fc/Fc+ %s", where, lab.referenced.e_vs_fc_v)
-        return {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v}
+        return {"dispensed_ml": dispensed, **refilled, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v}
 
 
 def widened(params: CVParams, low: float, high: float) -> CVParams:

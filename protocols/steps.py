@@ -34,11 +34,12 @@ Lab-grade steps (what an electrochemist expects around a CV):
 - ``cv`` takes ``ir_compensation: {fraction}`` (that share of the measured Ru compensated on the
   potentiostat, the rest corrected in the analysis; needs an ``eis`` step before) and ``scan_rates_v_s``
   (the CV repeated at each rate; the diffusion coefficient follows from the Randles-Sevcik slope);
-- ``add_standard: {pump, volume_ml, rate_ml_min}``: after the cv, dispense ferrocene stock and run
+- ``add_standard: {pump, volume_ml, rate_ml_min, refill}``: after the cv, dispense ferrocene stock and run
   one more CV wide enough for both couples; the analyte's E1/2 is then reported against Fc/Fc+ of the same
   scan, which cancels the reference electrode's drift;
-- ``clean: {pump, volume_ml, rate_ml_min}``: rinse the cell and flush it with electrolyte from ``pump``
-  (without a pump: ask the operator); ``polish``: ask the operator to polish the working electrode.
+- ``clean: {pump, volume_ml, rate_ml_min, refill}``: rinse the cell and flush it with electrolyte from
+  ``pump`` (without a pump: ask the operator); ``polish``: ask the operator to polish the working electrode.
+  ``refill: true`` refills the pump's syringe from its reservoir after it pumps, as for ``dispense``.
 
 Structure checked here, independent of any rig: exactly one ``cv``; ``analyze`` at most once and after it;
 a ``fluid: sample`` dispense only after ``load_sample``; ``blank`` before the sample goes in; ``eis``
@@ -264,6 +265,7 @@ class AddStandard(Step):
     volume_ml: Volume
     rate_ml_min: FlowRate = 1.0
     potentiostat: str | None = None
+    refill: Annotated[bool, Strict()] = False
 
 
 class Clean(Step):
@@ -273,6 +275,14 @@ class Clean(Step):
     pump: str | None = None
     volume_ml: Volume = 1.0
     rate_ml_min: FlowRate = 5.0
+    refill: Annotated[bool, Strict()] = False
+
+    @model_validator(mode="after")
+    def _refill_needs_pump(self) -> Clean:
+        if self.refill and self.pump is None:
+            raise Problems(Problem(("refill",), "a clean without a pump asks the operator, so there is no "
+                                                "syringe to refill: give a pump, or drop refill"))
+        return self
 
 
 class Polish(Step):
@@ -453,6 +463,11 @@ def pumps(step: Step) -> bool:
     return isinstance(step, Dispense | AddStandard) or (isinstance(step, Clean) and step.pump is not None)
 
 
+def refills(step: Step) -> bool:
+    """Whether ``step`` refills its pump's syringe from the reservoir after it pumps (``refill: true``)."""
+    return pumps(step) and bool(getattr(step, "refill", False))
+
+
 def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: Mapping[str, SafetyLimits] | None = None,
                      *, experiments: int = 1) -> list[tuple[int, str, SafetyLimitExceeded]]:
     """(index, field, refusal) of every pumping step beyond the limits: its volume (against its pump's own
@@ -575,7 +590,7 @@ def repeat_problem(steps: Sequence[Step], contents: Contents, experiments: int
     The rule ``validate`` applies: the budget's experiments, one after the other, with each step's refill as
     written, must never overfill the cell (a protocol that never empties it fills it a little more each
     time) nor empty a syringe (one that is never refilled runs dry). The field named is ``volume_ml``, or
-    ``refill`` for a dispense without one whose syringe runs dry. A budget of up to a million experiments is
+    ``refill`` for a pumping step without one whose syringe runs dry. A budget of up to a million experiments is
     judged in a few of them: from the second experiment on the contents repeat (a protocol that empties the
     cell leaves it the same each time, a refill restores its syringe) or change by the same amounts each
     time, so the experiments that cannot reach a limit are skipped (:func:`_skippable`).
@@ -593,13 +608,13 @@ def repeat_problem(steps: Sequence[Step], contents: Contents, experiments: int
             refused = contents.refusal(pump, volume_ml, where="")
             if refused is not None:
                 what, exc = refused
-                dry = what == "syringe" and isinstance(step, Dispense) and not step.refill
+                dry = what == "syringe" and not refills(step)
                 when = "" if experiment == 1 else (f"in experiment {experiment} of {experiments} "
                                                    "(budget.max_experiments), ")
-                never = ", and it is never refilled (refill: true refills it after the dispense)" if dry else ""
+                never = f", and it is never refilled (refill: true refills it after the {step.name})" if dry else ""
                 return index, "refill" if dry else "volume_ml", SafetyLimitExceeded("", f"{when}{exc}{never}")
             contents.pumped(pump, volume_ml)
-            if getattr(step, "refill", False):
+            if refills(step):
                 contents.refilled(pump, volume_ml)
         after = contents.state()
         if after == before:  # every later experiment repeats this one

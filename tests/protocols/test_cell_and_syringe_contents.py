@@ -26,7 +26,7 @@ from labloop.orchestrator.loop.interrupts import Interrupts
 from labloop.orchestrator.loop.rig import Rig
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, Runner
 from labloop.protocols.executor import ProtocolExecutor
-from labloop.protocols.steps import Contents, parse_steps, repeat_problem
+from labloop.protocols.steps import Contents, Problems, parse_steps, repeat_problem
 from labloop.sim.emulators import GROUP as EMULATOR_GROUP
 from labloop.surrogate.dataset import read_table
 
@@ -327,3 +327,73 @@ def test_resume_with_syringes_filled_is_journalled(tmp_path, write_campaign, lab
     with Journal.open(store, readonly=True) as journal:
         assert [e.kind for e in journal.events()].count("syringes_filled") == 1
         assert len(journal.experiments(states=(State.DONE,))) == 2
+
+
+# -- the lab-grade steps refill too (a reviewer: lab-grade.yaml with its real 1 mL syringes was refused) ----------
+
+
+#: the example's rig with a ferrocene pump holding a 1 mL syringe on the same line
+STANDARD_RIG = {**CARELESS_RIG, "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+                "standard_pump": {"driver": "ne1000", "options": {"address": 2, "diameter_mm": 4.61}}}
+ONE_ML = {"syringes_ml": {"analyte_pump": 1.0, "standard_pump": 1.0}}
+
+
+def with_standard(refill: bool) -> list:
+    """The rinsed protocol with 0.1 mL of ferrocene stock after the cv, its syringe refilled or not."""
+    return [*RINSED[:4], {"add_standard": {"pump": "standard_pump", "volume_ml": 0.1, "rate_ml_min": 0.5,
+                                 "refill": refill}}, "rinse"]
+
+
+def test_validate_asks_an_add_standard_or_a_clean_to_refill_a_syringe_the_budget_runs_dry(
+        tmp_path, labloop, write_campaign) -> None:
+    """0.1 mL of ferrocene per experiment from a 1 mL syringe runs dry in experiment 11 of 30: validate names
+    the add_standard's ``refill``, and passes once it is there; a clean's flush is judged the same way."""
+    campaign = write_campaign(tmp_path, instruments=STANDARD_RIG, protocol=with_standard(False), safety=ONE_ML,
+                              budget={"max_experiments": 30})
+    refused = labloop("validate", campaign, "--dry-run")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert ("protocol[4].add_standard.refill: in experiment 11 of 30 (budget.max_experiments), standard_pump: "
+            "dispense of 0.1 mL exceeds the 0 mL left in the 1 mL syringe, and it is never refilled (refill: true "
+            "refills it after the add_standard)") in refused.stderr
+    assert labloop("validate", write_campaign(tmp_path, instruments=STANDARD_RIG, protocol=with_standard(True),
+                                              safety=ONE_ML, budget={"max_experiments": 30}),
+                   "--dry-run").returncode == 0
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=20.0)
+    flushed = [*RINSED[:4], {"clean": {"pump": "flush_pump", "volume_ml": 4.0}}]  # 10 mL: 2 cleans and a half
+    index, field, refusal = repeat_problem(parse_steps(flushed), Contents(limits), 3)
+    assert (index, field) == (4, "refill") and "in experiment 3 of 3" in refusal.what
+    refilled = [*flushed[:4], {"clean": {"pump": "flush_pump", "volume_ml": 4.0, "refill": True}}]
+    assert repeat_problem(parse_steps(refilled), Contents(limits), 1000) is None
+
+
+def test_a_clean_without_a_pump_has_no_syringe_to_refill() -> None:
+    with pytest.raises(Problems) as info:
+        parse_steps([*RINSED[:4], {"clean": {"refill": True}}])
+    assert [(p.loc, p.message) for p in info.value.problems] == [
+        ((4, "clean", "refill"), "a clean without a pump asks the operator, so there is no syringe to refill: give "
+                                 "a pump, or drop refill")]
+
+
+def test_an_add_standard_refills_its_syringe_on_the_rig_and_on_resume(tmp_path, write_campaign) -> None:
+    """Eleven experiments of 0.1 mL from a 1 mL syringe: the ferrocene pump withdraws 0.1 mL from its line after
+    each addition (its own counters say so), so the eleventh is not refused; a resume counts an ended
+    add_standard's refill as the run did."""
+    campaign = load_campaign(write_campaign(tmp_path, instruments=STANDARD_RIG, protocol=with_standard(True),
+                                            safety=ONE_ML, budget={"max_experiments": 11}))
+    with build_rig(campaign, dry_run=True) as rig:
+        executor = build_executor(campaign, rig)
+        records: list[tuple] = []
+        for n in range(11):
+            executor.run(f"S{n + 1:04d}", "c1ccccc1", {}, None, lambda *a: records.append(a))
+        status = rig.instruments["standard_pump"].status()  # its counters since the last addition
+        assert (status.infused_ml, status.withdrawn_ml) == pytest.approx((0.1, 0.1))
+        assert executor.contents.held("standard_pump") == pytest.approx(1.0)
+        added = [r[3] for r in records if r[1] == "add_standard" and r[-1] == "ok"]
+        assert len(added) == 11 and all(a["refilled_ml"] == pytest.approx(0.1) for a in added)
+    standard = {"pump": "standard_pump", "volume_ml": 0.1, "refill": True}
+    resumed = ProtocolExecutor(with_standard(True), None, SafetyLimits(5.0, 10.0, (-3.0, 3.0)), 3.2,
+                               kinds={"analyte_pump": "pump", "electrolyte_pump": "pump", "standard_pump": "pump",
+                                      "sampler": "sample_changer", "potentiostat": "potentiostat"})
+    resumed.replay([("add_standard", standard, "ok"), ("add_standard", standard, "BlankFailed: the scan")])
+    assert resumed.contents.held("standard_pump") == pytest.approx(9.9)  # the one that ended ok was refilled
