@@ -25,7 +25,6 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import numpy as np
-from scipy.signal import find_peaks, savgol_filter
 
 from labloop.core.errors import InvalidParameter
 from labloop.instruments.voltammogram import Segment, Voltammogram, require_finite, require_positive
@@ -163,6 +162,8 @@ def _smooth(current: np.ndarray, window: int, settings: CVAnalysisSettings) -> n
     """Savitzky-Golay smoothing (unsmoothed when the sweep is too short for the filter's order)."""
     if window <= settings.smooth_order:
         return current.copy()
+    from scipy.signal import savgol_filter  # here, not at the top: see _find_peaks
+
     return savgol_filter(current, window, settings.smooth_order)
 
 
@@ -219,6 +220,10 @@ def _find_peaks(v: Voltammogram, segments: list[Segment], sigma: float,
     Why correcting the peak alone is exact: the peak is the largest current of the sweep, and it stays the
     largest when the potential axis is replaced by ``E - i R``; only its potential moves, by ``i_peak R``.
     """
+    # scipy.signal takes a second or two to import; the journal and the campaign file import this module for
+    # its types, and `labloop log` or `validate` should not wait for it (orchestrator/cli/commands.py)
+    from scipy.signal import find_peaks
+
     windows = [_window(_step(v, s), s.stop - s.start + 1, settings) for s in segments]
     smoothed = [_smooth(v.current_a[s.index], w, settings) for s, w in zip(segments, windows, strict=True)]
     span = max(float(np.ptp(c)) for c in smoothed)

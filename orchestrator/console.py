@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -22,8 +23,9 @@ from rich.progress import (
 )
 
 from labloop.core.text import printable
-from labloop.surrogate.dataset import csv_line
-from labloop.surrogate.featurize import InvalidSmiles
+
+if TYPE_CHECKING:
+    from labloop.surrogate.featurize import InvalidSmiles
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ def report_invalid(invalid: Sequence[InvalidSmiles], path: Path | str,
     message's start, with ``{n}`` and ``{path}``."""
     if not invalid:
         return
+    from labloop.surrogate.dataset import csv_line  # pandas: not for every command (cli/commands.py says why)
+
     shown = ", ".join(f"line {csv_line(i.row)} {i.shown}" for i in invalid[:5])
     more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
     err.print(f"warning: {what.format(n=len(invalid), path=path)}: {shown}{more}",

@@ -15,39 +15,19 @@ import click
 
 from labloop.core.errors import InputError, LabloopError
 from labloop.orchestrator import console
-from labloop.orchestrator.cli.backtest import backtest
-from labloop.orchestrator.cli.campaign import log_command, report, schema, validate
-from labloop.orchestrator.cli.dashboard import approve, dashboard
-from labloop.orchestrator.cli.instruments import drivers as drivers_app
-from labloop.orchestrator.cli.instruments import sim as sim_app
-from labloop.orchestrator.cli.run import resume, run
-from labloop.orchestrator.cli.surrogate import app as surrogate_app
+from labloop.orchestrator.cli.commands import LazyGroup
 
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
 
 
-
-@click.group(help="labloop: a self-driving lab for redox-active organic molecules.")
+@click.group(cls=LazyGroup, help="labloop: a self-driving lab for redox-active organic molecules.")
 @click.version_option(package_name="labloop", message="%(prog)s %(version)s")
 @click.option("--verbose", "-v", count=True, help="-v: progress notes, -vv: debug (every serial byte).")
 def app(verbose: int) -> None:
     console.setup_logging(verbose)
 
-
-app.add_command(surrogate_app, name="surrogate")
-app.add_command(validate)
-app.add_command(schema)
-app.add_command(log_command, name="log")
-app.add_command(drivers_app, name="drivers")
-app.add_command(sim_app, name="sim")
-app.add_command(run)
-app.add_command(resume)
-app.add_command(report)
-app.add_command(backtest)
-app.add_command(dashboard)
-app.add_command(approve)
 
 EXIT_FAILED = 1
 

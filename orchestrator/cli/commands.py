@@ -1,0 +1,65 @@
+"""Where each ``labloop`` command lives, and its one line in ``labloop --help``.
+
+Why a table: the commands' modules import scipy, RDKit, pandas, scikit-optimize and TensorFlow, seconds of
+work on a small machine; :class:`LazyGroup` imports a command's module only when that command is run (or
+asked for its own ``--help``), so ``labloop --help``, ``labloop --version`` and a mistyped command answer at
+once. Each command's full help stays with the command; its line here is the listing's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A command: the module that defines it, the attribute holding it, its line in the listing."""
+
+    module: str
+    attribute: str
+    summary: str
+
+
+_CLI = "labloop.orchestrator.cli"
+
+COMMANDS: dict[str, Entry] = {
+    "validate": Entry(f"{_CLI}.campaign", "validate", "Check a campaign file as `run` would, writing nothing."),
+    "run": Entry(f"{_CLI}.run", "run", "Run a campaign: propose, measure, learn, until its budget."),
+    "resume": Entry(f"{_CLI}.run", "resume", "Continue a stopped campaign from its journal."),
+    "log": Entry(f"{_CLI}.campaign", "log_command", "Show a campaign's journal (--follow while it runs)."),
+    "report": Entry(f"{_CLI}.campaign", "report", "Write a campaign's HTML report, plots and CSV exports."),
+    "dashboard": Entry(f"{_CLI}.dashboard", "dashboard", "Serve a live dashboard of a campaign's journal."),
+    "approve": Entry(f"{_CLI}.dashboard", "approve", "Approve or veto the batch a campaign holds for approval."),
+    "backtest": Entry(f"{_CLI}.backtest", "backtest", "Compare planners against a table of true values."),
+    "schema": Entry(f"{_CLI}.campaign", "schema", "Print the JSON Schema of campaign files."),
+    "drivers": Entry(f"{_CLI}.instruments", "drivers", "List instrument drivers, or check one."),
+    "sim": Entry(f"{_CLI}.instruments", "sim", "Serve an instrument's emulator on a pseudo-terminal."),
+    "surrogate": Entry(f"{_CLI}.surrogate", "app", "Train, evaluate and use the IE/EA surrogate model."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported from :data:`COMMANDS` when first needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        log.debug("loading the %s command from %s", cmd_name, entry.module)
+        command = getattr(importlib.import_module(entry.module), entry.attribute)
+        assert isinstance(command, click.Command), f"{entry.module}.{entry.attribute} is not a click command"
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The listing from the table's lines, without importing any command."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name].summary) for name in self.list_commands(ctx)])
