@@ -38,7 +38,7 @@ from labloop.instruments.contracts import (
     SampleChanger,
 )
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
-from labloop.instruments.transport import open_failure_reason
+from labloop.instruments.transport import open_failure_reason, port_problem
 from labloop.instruments.voltammogram import CVParams, Voltammogram
 from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
 from labloop.sim.emulators import EmulatorFactory, accepted, load_emulator
@@ -96,10 +96,12 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
     Without ``port`` the driver's emulator (``emulator``, else the one registered under the driver's name)
     is started (zero latency, a cell holding 1 mM of a fast couple) and the driver opened on it; with
     ``port`` the driver talks to whatever is there, in real time. ``options`` go to the driver's ``open``,
-    ``emulator_options`` to its emulator factory. A ``port`` that cannot be opened is a ConfigError naming
-    it (the port is wrong, not the driver).
+    ``emulator_options`` to its emulator factory. A ``port`` that cannot be a serial port (an ``http://``
+    URL, a file) or cannot be opened is a ConfigError naming it (the port is wrong, not the driver).
     """
     descriptor = resolve(driver)
+    if port is not None and (problem := port_problem(port)) is not None:  # judged before anything is opened
+        raise ConfigError("port", problem)
     emulation = None
     cell = None
     open_options: dict[str, Any] = {}

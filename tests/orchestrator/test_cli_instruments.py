@@ -40,15 +40,19 @@ def test_unknown_drivers_exit_2_with_one_line(labloop) -> None:
     assert "alpha" in one_line_error(labloop("sim", "serve", "emstat", "--alpha", "1.5"))
 
 
-def test_drivers_check_runs_the_kit(labloop) -> None:
+def test_drivers_check_runs_the_kit(labloop, tmp_path) -> None:
     proc = labloop("drivers", "check", "emstat")
     assert proc.returncode == 0, proc.stdout
     assert "PASS  short CV" in proc.stdout and proc.stdout.strip().endswith("conforms")
-    # a port that cannot be opened is the user's input, not the driver's failure: one line, exit 2
-    failed = labloop("drivers", "check", "emstat", "--port", "/dev/labloop-no-such-port")
-    line = one_line_error(failed)
-    assert "port /dev/labloop-no-such-port: cannot open it for driver 'emstat'" in line
-    assert "does NOT conform" not in failed.stdout + failed.stderr
+    # a port that cannot be a serial port is the user's input, not the driver's failure: one line, exit 2
+    # (an http:// URL was "does NOT conform", exit 1), judged as validate judges instruments.<name>.port
+    (tmp_path / "notes.txt").write_text("not a port")
+    for port, says in (("/dev/labloop-no-such-port", "port: /dev/labloop-no-such-port does not exist"),
+                       ("http://x", "port: http://x: pyserial opens no http:// URL"),
+                       (str(tmp_path / "notes.txt"), "notes.txt is a file, not a serial port")):
+        failed = labloop("drivers", "check", "emstat", "--port", port)
+        assert says in one_line_error(failed), port
+        assert "does NOT conform" not in failed.stdout + failed.stderr
 
 
 def test_a_plain_serial_client_talks_to_sim_serve() -> None:
