@@ -198,6 +198,12 @@ class Disconnected(InstrumentError):
     """The port vanished or could not be opened (cable pulled, USB adapter reset, emulator stopped)."""
 
 
+class NoOperator(Disconnected):
+    """A step needs a person (place a vial, rinse, purge by hand) and nobody can answer: the console's input is
+    closed (a run started from a script, cron or ``nohup`` with no terminal). It does not come back by itself,
+    so the runner stops at the first one instead of failing experiment after experiment."""
+
+
 class DispenseMismatch(InstrumentError):
     """The pump's own dispensed-volume counter disagrees with what was requested."""
 

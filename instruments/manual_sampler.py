@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from labloop.core.errors import ConfigError, Disconnected
+from labloop.core.errors import ConfigError, Disconnected, NoOperator
 from labloop.instruments.registry import DriverDescriptor, DriverKind
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class ManualSampleChanger:
         try:
             self._ask(f"Place vial {sample_id} in line with the sample pump, then press Enter: ")
         except EOFError:
-            raise Disconnected(self.where, "no operator: the console's input is closed") from None
+            raise NoOperator(self.where, "no operator: the console's input is closed") from None
         self._loaded = sample_id
         if self._placed is not None:
             self._placed(sample_id)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from typing import Any, Self
 
-from labloop.core.errors import Disconnected
+from labloop.core.errors import NoOperator
 from labloop.instruments.contracts import Potentiostat, Pump
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Rig:
         try:
             self._ask("Rinse the cell, then press Enter: ")
         except EOFError:
-            raise Disconnected("cell", "no operator to rinse the cell: the console's input is closed") from None
+            raise NoOperator("cell", "no operator to rinse the cell: the console's input is closed") from None
 
     def ask_operator(self, message: str) -> str:
         """Ask a person to do what a manual step says (polish the electrode, purge by hand) and wait: the
@@ -77,7 +77,7 @@ class Rig:
         try:
             return self._ask(message)
         except EOFError:
-            raise Disconnected("operator", "no operator to ask: the console's input is closed") from None
+            raise NoOperator("operator", "no operator to ask: the console's input is closed") from None
 
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` of device time pass."""

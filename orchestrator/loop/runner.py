@@ -13,7 +13,8 @@ action journalled as it happens, its voltammogram and measurement are recorded, 
 or ``failed`` with its cause (a typed instrument error, an unusable voltammogram), after which the rig is
 put in a safe state and the campaign goes on — until ``budget.max_consecutive_faults`` instrument faults in
 a row (the rig needs a person) or ``budget.max_consecutive_failed_analyses`` unusable voltammograms in a row
-(a dead electrode or a wrong window looks like that; a few molecules beyond the window do not).
+(a dead electrode or a wrong window looks like that; a few molecules beyond the window do not); at once when a
+manual step finds nobody to answer (:class:`NoOperator`: the experiment is interrupted, not failed).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadpoolctl import threadpool_limits
 
-from labloop.core.errors import ClusterLostError, InputError, InstrumentError, JournalWriteError
+from labloop.core.errors import ClusterLostError, InputError, InstrumentError, JournalWriteError, NoOperator
 from labloop.instruments.cv_analysis import CVFlag, measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
@@ -169,8 +170,8 @@ class Runner:
     # -- the loop -------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults or the Dask cluster
-        lost, 130 interrupted)."""
+        """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults, the Dask cluster
+        lost or nobody to answer a manual step, 130 interrupted)."""
         budget = self.campaign.budget
         with self.learning, console.progress() as bar:
             if self.predictions is not None:  # a bar per model version whose library predictions are made
@@ -185,6 +186,8 @@ class Runner:
                 return self._stop_interrupted(exc)
             except ClusterLostError as exc:
                 return self._stop_cluster_lost(exc)
+            except NoOperator as exc:
+                return self._stop_no_operator(exc)
 
     def _loop(self, show: Callable[[str], None]) -> int:
         in_a_row = dict.fromkeys(FAULT_LIMITS, 0)  # failed experiments of each kind in a row
@@ -242,6 +245,22 @@ class Runner:
                                    data={"experiments": ids, "unsafe": unsafe})
         console.err.print(rig if not unsafe else f"WARNING: {rig}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
+
+    def _stop_no_operator(self, exc: NoOperator) -> int:
+        """A manual step found nobody to answer (the console's input is closed): that would not change with the
+        next experiment, so the run stops at once (exit 1), the rig made safe. The experiment is interrupted,
+        not failed: its molecule was not measured, and ``resume`` from a terminal runs it again."""
+        cause = f"{type(exc).__name__}: {exc}"
+        unsafe = self.rig.safe_state()
+        with self.interrupts.deferred():
+            for action in self._open_actions.values():
+                self.journal.finish_action(action, cause)
+            self._open_actions = {}
+            ids = self.journal.mark_interrupted_on_resume()
+            self.journal.add_event("stopped", f"{exc}: campaign stopped (experiment {', '.join(map(str, ids))} will "
+                                              "run again on resume; run it where a person can answer, a terminal)",
+                                   data={"experiments": ids, "unsafe": unsafe})
+        return EXIT_FAULTS
 
     def _stop_cluster_lost(self, exc: ClusterLostError) -> int:
         """The Dask cluster went away: journalled, and the run stops (exit 1). Nothing is half-written: the
@@ -314,8 +333,8 @@ class Runner:
             outcome = self.executor.run(self.sample_ids.get(experiment.smiles, experiment.smiles), experiment.smiles,
                                         experiment.conditions, experiment.mu,
                                         lambda *args: self._on_action(experiment.id, *args))
-        except JournalWriteError:
-            raise  # nothing more can be recorded: the run stops (the rig is made safe as it closes)
+        except (JournalWriteError, NoOperator):
+            raise  # nothing more can be recorded, or nobody can answer: the run stops (run())
         except InputError as exc:
             if not self._actions:  # refused before anything moved: this proposal (its window) breaks a limit
                 self._fail(experiment.id, f"{REFUSED_FAILURE}{type(exc).__name__}: {exc}")

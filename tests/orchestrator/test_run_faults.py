@@ -6,6 +6,7 @@ claimed; a damaged or moved-from journal is one line; validate refuses what run 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import re
@@ -403,3 +404,36 @@ def test_a_device_answering_garbage_at_start_up_is_one_line_naming_it(tmp_path, 
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: instruments.analyte_pump: the device on ") and "expects" in lines[0]
     assert not (tmp_path / "tiny.db").exists()
+
+
+def test_a_manual_step_with_nobody_to_answer_stops_the_run_at_once(tmp_path, write_campaign, labloop, monkeypatch):
+    """A real run whose console input is closed (started from cron or a script): the manual sample changer
+    cannot ask for the first vial. Before, each experiment failed the same way until max_consecutive_faults
+    (3 molecules journalled as failed for one missing person); now the run stops at the first, the experiment
+    is interrupted (its molecule was never measured), and a resume where someone answers runs it again."""
+    from labloop.instruments.manual_sampler import ManualSampleChanger
+    from labloop.orchestrator.loop.runner import EXIT_FAULTS
+
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 2, "max_consecutive_faults": 3}))
+    library = read_table(campaign.library.file).smiles
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # input() then raises EOFError, as with no console
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
+        rig.instruments["sampler"] = ManualSampleChanger.open(ask=input)  # a person on the console, or not
+        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
+            == EXIT_FAULTS
+        experiments = journal.experiments()
+        assert not journal.experiments(states=(State.FAILED,))
+        interrupted = journal.experiments(states=(State.INTERRUPTED,))
+        assert [e.id for e in interrupted] == [experiments[0].id]
+        stopped = [e.message for e in journal.events() if e.kind == "stopped"]
+        assert len(stopped) == 1 and "no operator: the console's input is closed" in stopped[0]
+        assert f"experiment {interrupted[0].id} will run again on resume" in stopped[0]
+        outcomes = [a.outcome for a in journal.actions(interrupted[0].id)]
+        assert len(outcomes) == 1 and outcomes[0].startswith("NoOperator: ") and "no operator" in outcomes[0]
+    resumed = labloop("resume", campaign.store)  # the dry run's simulated sampler answers
+    assert resumed.returncode == 0, resumed.stderr
+    with Journal.open(campaign.store, readonly=True) as journal:
+        assert interrupted[0].id in [e.id for e in journal.experiments(states=(State.DONE,))]
+        assert not journal.experiments(states=(State.FAILED,))
