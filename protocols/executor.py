@@ -468,15 +468,9 @@ class ProtocolExecutor:
         return "", step.model_dump()
 
     def _dispense(self, index: int, step: Dispense) -> dict[str, float]:
-        """Dispense, then refill what was asked for. A pump that reports another volume than asked (a plug-in
-        driver need not check its counter as ``ne1000`` does) is a fault before the refill, which would
-        otherwise withdraw the reported volume: a counter reading 3x too much drove a withdrawal beyond the
-        syringe."""
+        """Dispense, then refill what was asked for."""
         where = self._where(index, step)
         dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
-        if not abs(dispensed - step.volume_ml) <= DISPENSE_TOLERANCE * step.volume_ml:  # NaN too
-            raise DispenseMismatch(step.pump, f"the pump reports {dispensed!r} mL dispensed where "
-                                              f"{step.volume_ml:g} mL was asked")
         done = {"dispensed_ml": dispensed}
         if step.refill:
             done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
@@ -495,14 +489,23 @@ class ProtocolExecutor:
     def _pump(self, where: str, pump: str, volume_ml: float, rate_ml_min: float) -> float:
         """Pump ``volume_ml`` from ``pump`` into the cell, checked against what the cell and the syringe hold
         before the command is sent, and counted in full before it is (a dispense cut short may have delivered
-        all of it); returns the volume the pump reports."""
+        all of it); returns the volume the pump reports.
+
+        A pump that reports another volume than asked (a plug-in driver need not check its counter as
+        ``ne1000`` does) is a fault here, before any refill of the step: the refill would put the asked volume
+        back into a syringe that gave less, beyond its size (a counter reading 3x too much drove a withdrawal
+        beyond the syringe; one delivering half overfilled the standard's by 0.05 mL per experiment)."""
         self.contents.check_pump(pump, volume_ml, where=where)
         self.contents.pumped(pump, volume_ml)
         try:
-            return self.rig.instruments[pump].dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined, no-any-return]
+            dispensed: float = self.rig.instruments[pump].dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined]
         except REFUSED_UNSENT:  # a driver refuses before it sends (the contract): nothing was pumped
             self.contents.unpumped(pump, volume_ml)
             raise
+        if not abs(dispensed - volume_ml) <= DISPENSE_TOLERANCE * volume_ml:  # NaN too
+            raise DispenseMismatch(pump, f"the pump reports {dispensed!r} mL dispensed where {volume_ml:g} mL was "
+                                         "asked")
+        return dispensed
 
     def replay(self, actions: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> None:
         """Count into :attr:`contents` what the journal's actions of earlier runs left in the cell and the
@@ -512,11 +515,12 @@ class ProtocolExecutor:
         run goes on: every pumping action that started counts in full whatever its outcome (an interrupted
         one may have delivered all of it), except one refused before its command was sent (its outcome a
         :data:`REFUSED_UNSENT` error, which the run did not count either); a refill only once its step
-        ended ``ok``; the cell is empty again only after a rinse or clean that ended ``ok``. A blank that
-        could clean counts its clean's flush unless it passed at once (``attempts`` 1 in its outcome's
-        record is not journalled, so an ``ok`` blank counts no flush: the count may then read one flush
-        low). ``fill_syringes`` (the operator filled every syringe by hand) counts them full again. The cell
-        then holds what was dispensed since its last completed emptying."""
+        ended ``ok`` (each step refills last, so ``ok`` means refilled); the cell is empty again only after a
+        rinse or clean that ended ``ok``. A blank that could clean counts its clean's flush unless it passed
+        at once (``attempts`` 1 in its outcome's record is not journalled, so an ``ok`` blank counts no flush:
+        the count may then read one flush low), and never the clean's refill, which may or may not have run
+        (the count errs on the empty side). ``fill_syringes`` (the operator filled every syringe by hand)
+        counts them full again. The cell then holds what was dispensed since its last completed emptying."""
         clean = next((s for s in self.steps if isinstance(s, Clean)), Clean())  # the one a blank would run
         unsent = tuple(f"{error.__name__}:" for error in REFUSED_UNSENT)
         for command, params, outcome in actions:
@@ -651,13 +655,11 @@ class ProtocolExecutor:
 
     def _add_standard(self, where: str, step: AddStandard, instrument: str, lab: LabRecord) -> dict[str, Any]:
         """Dispense the ferrocene stock, then one CV wide enough for the analyte and ferrocene; the analyte is
-        put on the Fc/Fc+ scale of that scan."""
+        put on the Fc/Fc+ scale of that scan. The refill comes last, so the step ending ``ok`` means refilled,
+        which is what a resume counts (:meth:`replay`)."""
         if not lab.scans:
             raise ConfigError(where, "add_standard needs the cv before it")
         dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
-        refilled = {}
-        if step.refill:
-            refilled["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
         first, analysis = lab.scans[0]
         fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
         params = self._standard_scan(first.params)
@@ -669,7 +671,10 @@ class ProtocolExecutor:
                                                                         + first.params.e_vertex2_v) / 2
         lab.referenced = reference_to_ferrocene(couples, hint, fc_expected)
         log.info("%s: E vs Fc/Fc+ %s", where, lab.referenced.e_vs_fc_v)
-        return {"dispensed_ml": dispensed, **refilled, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v}
+        done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v}
+        if step.refill:
+            done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
+        return done
 
 
 def widened(params: CVParams, low: float, high: float) -> CVParams:

@@ -465,7 +465,7 @@ def pumps(step: Step) -> bool:
 
 def refills(step: Step) -> bool:
     """Whether ``step`` refills its pump's syringe from the reservoir after it pumps (``refill: true``)."""
-    return pumps(step) and bool(getattr(step, "refill", False))
+    return isinstance(step, Dispense | AddStandard | Clean) and step.pump is not None and step.refill
 
 
 def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: Mapping[str, SafetyLimits] | None = None,

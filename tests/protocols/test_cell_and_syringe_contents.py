@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labloop.core.errors import RigNotReady, SafetyLimitExceeded
+from labloop.core.errors import DispenseMismatch, Overload, RigNotReady, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.registry import GROUP
 from labloop.orchestrator.compose import build_executor, build_rig
@@ -397,3 +397,59 @@ def test_an_add_standard_refills_its_syringe_on_the_rig_and_on_resume(tmp_path, 
                                       "sampler": "sample_changer", "potentiostat": "potentiostat"})
     resumed.replay([("add_standard", standard, "ok"), ("add_standard", standard, "BlankFailed: the scan")])
     assert resumed.contents.held("standard_pump") == pytest.approx(9.9)  # the one that ended ok was refilled
+
+
+class _HalfPump:
+    """A plug-in pump that delivers, and reports, half of what it is asked (it checks nothing of its own)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def dispense(self, volume_ml: float, rate_ml_min: float) -> float:
+        return self.inner.dispense(volume_ml / 2, rate_ml_min)  # type: ignore[attr-defined, no-any-return]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+class _NoStandardScan:
+    """A potentiostat whose second CV of an experiment (the standard's scan) fails: an overload there."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.calls = inner, 0
+
+    def run_cv(self, params: object) -> object:
+        self.calls += 1
+        if self.calls % 2 == 0:
+            raise Overload("potentiostat", "current overload in the standard's scan")
+        return self.inner.run_cv(params)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_step_refills_only_what_it_delivered_and_only_once_it_has_ended(tmp_path, write_campaign) -> None:
+    """A reviewer's two findings. A pump that delivered half of an add_standard was refilled in full, so the
+    1 mL syringe held 1.05 mL, then 1.10...: now every pumping step checks the pump's report before its
+    refill (DispenseMismatch, nothing withdrawn). And the refill ran before the standard's scan, so a scan
+    that failed left a refill done live that a resume (counting only steps that ended ok) did not count:
+    now it comes last, and the live count and the journal's agree."""
+    campaign = load_campaign(write_campaign(tmp_path, instruments=STANDARD_RIG, protocol=with_standard(True),
+                                            safety=ONE_ML, budget={"max_experiments": 2}))
+    with build_rig(campaign, dry_run=True) as rig:
+        pump = rig.instruments["standard_pump"]
+        rig.instruments["standard_pump"] = _HalfPump(pump)
+        with pytest.raises(DispenseMismatch, match=r"reports 0\.05 mL dispensed where 0\.1 mL was asked"):
+            build_executor(campaign, rig).run("S0001", "c1ccccc1", {}, None, lambda *a: None)
+        assert pump.status().withdrawn_ml == 0.0  # not refilled
+
+        rig.instruments["standard_pump"] = pump
+        rig.instruments["potentiostat"] = _NoStandardScan(rig.instruments["potentiostat"])
+        live = build_executor(campaign, rig)
+        actions: list[tuple] = []
+        with pytest.raises(Overload):
+            live.run("S0002", "c1ccccc1", {}, None, lambda *a: actions.append(a))
+        assert live.contents.held("standard_pump") == pytest.approx(0.9)  # delivered, not refilled
+    resumed = build_executor(campaign, None)
+    resumed.replay([(a[1], a[3], a[-1]) for a in actions if a[-1] is not None])
+    assert resumed.contents.state() == live.contents.state()
