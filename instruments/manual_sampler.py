@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from labloop.core.errors import ConfigError, Disconnected, NoOperator
+from labloop.core.asking import Ask, ask_person
+from labloop.core.errors import ConfigError, Disconnected
 from labloop.instruments.registry import DriverDescriptor, DriverKind
 
 log = logging.getLogger(__name__)
-
-Ask = Callable[[str], str]
 
 
 class ManualSampleChanger:
@@ -53,10 +52,8 @@ class ManualSampleChanger:
         if sample_id == self._loaded:
             return
         log.info("%s: waiting for the operator to place vial %s", self.where, sample_id)
-        try:
-            self._ask(f"Place vial {sample_id} in line with the sample pump, then press Enter: ")
-        except EOFError:
-            raise NoOperator(self.where, "no operator: the console's input is closed") from None
+        ask_person(self._ask, f"Place vial {sample_id} in line with the sample pump, then press Enter: ", self.where,
+                   "operator")
         self._loaded = sample_id
         if self._placed is not None:
             self._placed(sample_id)

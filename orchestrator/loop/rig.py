@@ -17,12 +17,11 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from typing import Any, Self
 
-from labloop.core.errors import NoOperator
+from labloop.core.asking import Ask, ask_person
 from labloop.instruments.contracts import Potentiostat, Pump
 
 log = logging.getLogger(__name__)
 
-Ask = Callable[[str], str]
 #: how long one instrument's stop/abort may take before the rig reports it could not make it safe
 SAFE_STATE_DEADLINE_S = 10.0
 
@@ -64,20 +63,14 @@ class Rig:
         if self._rinse is not None:
             self._rinse()
             return
-        try:
-            self._ask("Rinse the cell, then press Enter: ")
-        except EOFError:
-            raise NoOperator("cell", "no operator to rinse the cell: the console's input is closed") from None
+        ask_person(self._ask, "Rinse the cell, then press Enter: ", "cell", "operator to rinse the cell")
 
     def ask_operator(self, message: str) -> str:
         """Ask a person to do what a manual step says (polish the electrode, purge by hand) and wait: the
         composition module's stand-in in a dry run, else the console."""
         if self._operator is not None:
             return self._operator(message)
-        try:
-            return self._ask(message)
-        except EOFError:
-            raise NoOperator("operator", "no operator to ask: the console's input is closed") from None
+        return ask_person(self._ask, message, "operator", "operator to ask")
 
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` of device time pass."""

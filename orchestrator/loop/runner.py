@@ -14,7 +14,8 @@ or ``failed`` with its cause (a typed instrument error, an unusable voltammogram
 put in a safe state and the campaign goes on — until ``budget.max_consecutive_faults`` instrument faults in
 a row (the rig needs a person) or ``budget.max_consecutive_failed_analyses`` unusable voltammograms in a row
 (a dead electrode or a wrong window looks like that; a few molecules beyond the window do not); at once when a
-manual step finds nobody to answer (:class:`NoOperator`: the experiment is interrupted, not failed).
+manual step finds nobody to answer (:class:`NoOperator`: the experiment is interrupted, not failed, and runs
+again on resume).
 """
 
 from __future__ import annotations
@@ -248,18 +249,29 @@ class Runner:
 
     def _stop_no_operator(self, exc: NoOperator) -> int:
         """A manual step found nobody to answer (the console's input is closed): that would not change with the
-        next experiment, so the run stops at once (exit 1), the rig made safe. The experiment is interrupted,
-        not failed: its molecule was not measured, and ``resume`` from a terminal runs it again."""
+        next experiment, so the run stops at once (exit 1) and the rig is made safe. The experiment is
+        interrupted, not failed, and ``resume`` from a terminal runs it again from its first step: what it
+        measured before the question (its cv, if the question was the rinse after it) is not kept, and what it
+        left in the cell is said, since the operator must empty the cell before it runs again.
+
+        The journal is made consistent before the rig is made safe: a Ctrl-C while a pump's stop hangs then
+        finds the experiment interrupted and the stop journalled."""
         cause = f"{type(exc).__name__}: {exc}"
-        unsafe = self.rig.safe_state()
         with self.interrupts.deferred():
             for action in self._open_actions.values():
                 self.journal.finish_action(action, cause)
             self._open_actions = {}
             ids = self.journal.mark_interrupted_on_resume()
+            held = self.executor.contents.cell_ml
+            cell = (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
+                    "--cell-emptied`" if held > 0 else "")
             self.journal.add_event("stopped", f"{exc}: campaign stopped (experiment {', '.join(map(str, ids))} will "
-                                              "run again on resume; run it where a person can answer, a terminal)",
-                                   data={"experiments": ids, "unsafe": unsafe})
+                                              f"run again on resume, where a person can answer{cell})",
+                                   data={"experiments": ids, "cell_ml": held})
+        unsafe = self.rig.safe_state()  # never raises; says what it could not make safe
+        if unsafe:
+            console.err.print(f"WARNING: NOT made safe: {'; '.join(unsafe)}", markup=False, highlight=False,
+                              soft_wrap=True)
         return EXIT_FAULTS
 
     def _stop_cluster_lost(self, exc: ClusterLostError) -> int:

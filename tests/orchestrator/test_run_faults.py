@@ -406,17 +406,28 @@ def test_a_device_answering_garbage_at_start_up_is_one_line_naming_it(tmp_path, 
     assert not (tmp_path / "tiny.db").exists()
 
 
-def test_a_manual_step_with_nobody_to_answer_stops_the_run_at_once(tmp_path, write_campaign, labloop, monkeypatch):
-    """A real run whose console input is closed (started from cron or a script): the manual sample changer
-    cannot ask for the first vial. Before, each experiment failed the same way until max_consecutive_faults
-    (3 molecules journalled as failed for one missing person); now the run stops at the first, the experiment
-    is interrupted (its molecule was never measured), and a resume where someone answers runs it again."""
+@pytest.mark.parametrize("stdin", ["at its end", "closed"])
+def test_a_manual_step_with_nobody_to_answer_stops_the_run_at_once(tmp_path, write_campaign, labloop, monkeypatch,
+                                                                 stdin):
+    """A real run whose console cannot answer (started from cron or a script: stdin at its end, ``</dev/null``,
+    or closed, ``<&-``): the manual sample changer cannot ask for the first vial. Before, each experiment
+    failed the same way until max_consecutive_faults (3 molecules journalled as failed for one missing person;
+    with stdin closed, with a traceback each); now the run stops at the first, the experiment is interrupted,
+    the stop says what the electrolyte dispensed before the question left in the cell, and a resume where
+    someone answers, after the cell was emptied, runs it again."""
     from labloop.instruments.manual_sampler import ManualSampleChanger
     from labloop.orchestrator.loop.runner import EXIT_FAULTS
 
-    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 2, "max_consecutive_faults": 3}))
+    electrolyte_first = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
+                                       "fluid": "electrolyte", "refill": True}},
+                         "load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
+                                                      "fluid": "sample", "refill": True}},
+                         {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
+    campaign = load_campaign(write_campaign(tmp_path, protocol=electrolyte_first,
+                                            budget={"max_experiments": 2, "max_consecutive_faults": 3}))
     library = read_table(campaign.library.file).smiles
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # input() then raises EOFError, as with no console
+    # input() then raises EOFError, or RuntimeError("input(): lost sys.stdin"), as a console that cannot answer
+    monkeypatch.setattr("sys.stdin", io.StringIO("") if stdin == "at its end" else None)
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
         journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
@@ -428,11 +439,13 @@ def test_a_manual_step_with_nobody_to_answer_stops_the_run_at_once(tmp_path, wri
         interrupted = journal.experiments(states=(State.INTERRUPTED,))
         assert [e.id for e in interrupted] == [experiments[0].id]
         stopped = [e.message for e in journal.events() if e.kind == "stopped"]
-        assert len(stopped) == 1 and "no operator: the console's input is closed" in stopped[0]
-        assert f"experiment {interrupted[0].id} will run again on resume" in stopped[0]
+        assert len(stopped) == 1 and "manual sample changer on console: no operator: the console" in stopped[0]
+        assert (f"experiment {interrupted[0].id} will run again on resume, where a person can answer; the cell "
+                "still holds 4.5 mL by labloop's count: empty it, then `labloop resume --cell-emptied`") in stopped[0]
         outcomes = [a.outcome for a in journal.actions(interrupted[0].id)]
-        assert len(outcomes) == 1 and outcomes[0].startswith("NoOperator: ") and "no operator" in outcomes[0]
-    resumed = labloop("resume", campaign.store)  # the dry run's simulated sampler answers
+        assert outcomes[0] == "ok" and outcomes[1].startswith("NoOperator: ") and len(outcomes) == 2
+    monkeypatch.undo()
+    resumed = labloop("resume", campaign.store, "--cell-emptied")  # the dry run's simulated sampler answers
     assert resumed.returncode == 0, resumed.stderr
     with Journal.open(campaign.store, readonly=True) as journal:
         assert interrupted[0].id in [e.id for e in journal.experiments(states=(State.DONE,))]
