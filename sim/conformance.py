@@ -97,10 +97,12 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
     is started (zero latency, a cell holding 1 mM of a fast couple) and the driver opened on it; with
     ``port`` the driver talks to whatever is there, in real time. ``options`` go to the driver's ``open``,
     ``emulator_options`` to its emulator factory. A ``port`` that cannot be a serial port (an ``http://``
-    URL, a file) or cannot be opened is a ConfigError naming it (the port is wrong, not the driver).
+    URL, a file) for a serial driver (one with a ``default_baudrate``), or that cannot be opened, is a
+    ConfigError naming it (the port is wrong, not the driver).
     """
     descriptor = resolve(driver)
-    if port is not None and (problem := port_problem(port)) is not None:  # judged before anything is opened
+    serial = descriptor.default_baudrate is not None  # a serial driver's port is judged as validate judges it,
+    if port is not None and serial and (problem := port_problem(port)) is not None:  # before anything opens
         raise ConfigError("port", problem)
     emulation = None
     cell = None

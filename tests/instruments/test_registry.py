@@ -200,3 +200,20 @@ def test_a_pump_emulator_started_by_name_pours_the_loaded_sample() -> None:
     assert emulation.device is not None and emulation.device.errors == []
     (couple,) = context.contents()
     assert couple.conc_mm == pytest.approx(10.0)  # only sample stock in the cell
+
+
+def test_a_serial_drivers_port_is_judged_before_opening_and_another_drivers_is_its_own() -> None:
+    """`drivers check --port`: a serial driver (one with a default baud rate) is not opened on an http:// URL,
+    as validate would refuse it; a driver without a serial line (a networked pump) is given its address."""
+    opened: list[str] = []
+
+    def open_network_pump(port: str, **options: object) -> None:
+        opened.append(port)
+        raise Disconnected(port, "no pump answers there")
+
+    network = DriverDescriptor(name="net-pump", kind=DriverKind.PUMP, open=open_network_pump, default_baudrate=None)
+    with pytest.raises(ConfigError, match="cannot open it for driver 'net-pump': no pump answers there"):
+        check_driver(network, "http://192.0.2.1/api")
+    assert opened == ["http://192.0.2.1/api"]
+    with pytest.raises(ConfigError, match="pyserial opens no http:// URL"):
+        check_driver("ne1000", "http://192.0.2.1/api")
