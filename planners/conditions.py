@@ -17,17 +17,14 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from skopt import Optimizer
+from skopt.space import Categorical, Real, Space
+from skopt.utils import cook_estimator
 
 from labloop.core.seeds import stable_seed
 from labloop.planners.base import Observation
-
-if TYPE_CHECKING:
-    from skopt.space import Categorical, Real
-
-# scikit-optimize (with scikit-learn and scipy.stats) takes seconds to import; every command that reads a
-# campaign file imports this module, most never plan conditions, so skopt is imported where it is used
-# (orchestrator/cli/commands.py says why start-up time matters)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +53,6 @@ class ConditionSpace:
     decades), choices as categories; fixed values are passed through."""
 
     def __init__(self, spec: Mapping[str, ConditionSpec]) -> None:
-        from skopt.space import Categorical, Real
-
         self.fixed: dict[str, Any] = {}
         self.dimensions: list[Real | Categorical] = []
         for name, value in spec.items():
@@ -81,7 +76,7 @@ class ConditionSpace:
     def middle(self) -> dict[str, Any]:
         """One fixed setting: the geometric middle of each range, the first of each choice list (what an
         open-loop screen measures every molecule at)."""
-        chosen = {d.name: (d.categories[0] if hasattr(d, "categories") else math.sqrt(d.low * d.high))
+        chosen = {d.name: (math.sqrt(d.low * d.high) if isinstance(d, Real) else d.categories[0])
                   for d in self.dimensions}
         return {**self.fixed, **chosen}
 
@@ -90,10 +85,6 @@ class ConditionSpace:
         failures say nothing about the conditions and are left out)."""
         if not self.dimensions or n == 0:  # n == 0: a pool with nothing left to score (ask() always gives one)
             return [dict(self.fixed) for _ in range(n)]
-        from skopt import Optimizer
-        from skopt.space import Space
-        from skopt.utils import cook_estimator
-
         random_state = step_seed(seed, step, "conditions")
         gp = cook_estimator("GP", space=Space(self.dimensions), random_state=random_state, n_restarts_optimizer=0)
         optimizer = Optimizer(self.dimensions, base_estimator=gp, acq_func="LCB", acq_func_kwargs={"kappa": KAPPA},

@@ -137,7 +137,8 @@ def test_the_command_line_starts_without_tensorflow():
     # TensorFlow takes seconds to import; every `labloop` command paid them once a campaign check imported
     # the ensemble module for one constant (the CLI tests' subprocesses doubled in time). It loads only where
     # a model is trained or predicts.
-    code = ("import sys, labloop.orchestrator.cli.main; "
+    code = ("import sys, labloop.orchestrator.cli.main, labloop.orchestrator.cli.run, "
+            "labloop.orchestrator.cli.campaign, labloop.orchestrator.cli.backtest; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -9,12 +9,9 @@ once. Each command's full help stays with the command; its line here is the list
 from __future__ import annotations
 
 import importlib
-import logging
 from dataclasses import dataclass
 
 import click
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,9 +51,7 @@ class LazyGroup(click.Group):
         entry = COMMANDS.get(cmd_name)
         if entry is None:
             return None
-        log.debug("loading the %s command from %s", cmd_name, entry.module)
-        command = getattr(importlib.import_module(entry.module), entry.attribute)
-        assert isinstance(command, click.Command), f"{entry.module}.{entry.attribute} is not a click command"
+        command: click.Command = getattr(importlib.import_module(entry.module), entry.attribute)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
