@@ -7,13 +7,10 @@ so the runner stops at the first question instead of failing experiment after ex
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 
 from labloop.core.errors import NoOperator
-
-log = logging.getLogger(__name__)
 
 Ask = Callable[[str], str]
 
