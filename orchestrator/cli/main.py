@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         result = app.main(args=argv, prog_name="labloop", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, or ctx.exit(code)
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # `labloop`, `labloop drivers`: the help, as --help shows it
+        console.out.print(exc.ctx.get_help() if exc.ctx else exc.format_message(), markup=False, highlight=False,
+                          soft_wrap=True)
+        return 0
     except click.UsageError as exc:
         ctx = f"{exc.ctx.command_path}: " if exc.ctx else ""
         console.err.print(f"error: {ctx}{console.printable(exc.format_message())}", markup=False, highlight=False,

@@ -36,3 +36,8 @@ def test_every_listed_command_loads_and_answers_its_own_help(capsys) -> None:
         assert app.get_command(ctx, "nope") is None
     assert main(["nope"]) == 2
     assert "No such command 'nope'" in capsys.readouterr().err
+    for bare in ([], ["drivers"], ["surrogate"]):  # a group without its command shows its help, as --help does
+        assert main(bare) == 0
+        shown = capsys.readouterr()
+        usage = " ".join(["Usage: labloop", *bare, "[OPTIONS] COMMAND"])
+        assert shown.out.startswith(usage) and not shown.err
