@@ -608,11 +608,22 @@ def repeat_problem(steps: Sequence[Step], contents: Contents, experiments: int
             refused = contents.refusal(pump, volume_ml, where="")
             if refused is not None:
                 what, exc = refused
-                dry = what == "syringe" and not refills(step)
                 when = "" if experiment == 1 else (f"in experiment {experiment} of {experiments} "
                                                    "(budget.max_experiments), ")
-                never = f", and it is never refilled (refill: true refills it after the {step.name})" if dry else ""
-                return index, "refill" if dry else "volume_ml", SafetyLimitExceeded("", f"{when}{exc}{never}")
+                if what == "syringe" and not refills(step):
+                    return index, "refill", SafetyLimitExceeded("", f"{when}{exc}, and it is never refilled "
+                                                                    f"(refill: true refills it after the {step.name})")
+                # a step that refills runs dry: another step on its pump takes from the syringe without refilling
+                drain = next((i for i, other in enumerate(steps)
+                              if pumps(other) and other.pump == pump and not refills(other)),  # type: ignore[attr-defined]
+                             None) if what == "syringe" else None
+                if drain is not None:
+                    other = steps[drain]
+                    return drain, "refill", SafetyLimitExceeded("", (
+                        f"{when}{exc} at protocol[{index}].{step.name}: this {other.name} takes "
+                        f"{other.volume_ml:g} mL from {pump} each experiment and never refills it "  # type: ignore[attr-defined]
+                        f"(refill: true refills it after the {other.name})"))
+                return index, "volume_ml", SafetyLimitExceeded("", f"{when}{exc}")
             contents.pumped(pump, volume_ml)
             if refills(step):
                 contents.refilled(pump, volume_ml)

@@ -161,7 +161,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                  f"`labloop resume {store}`")
         else:
             stopped = last.message if last is not None else "failures in a row"
-            _say(f"stopped: {stopped}; see `labloop log {store}`, fix the rig, then `labloop resume {store}`")
+            _say(f"stopped: {stopped}; see `labloop log {store}`, then `labloop resume {store}`")
     return code
 
 

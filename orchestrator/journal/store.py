@@ -294,10 +294,18 @@ def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
     elif "disk is full" in text or "disk I/O" in text:
         why = f"the disk failed ({text}); free space, then `labloop resume`"
     elif "malformed" in text or "not a database" in text or "corrupt" in text:
-        why = f"not a labloop journal, or a damaged one ({text})"
+        why = f"not a labloop journal, or a damaged one ({text}){_campaign_file_hint(path)}"
     else:
         why = text
     return JournalError(f"{path}: {why}")
+
+
+def _campaign_file_hint(path: Path) -> str:
+    """What to give instead when ``path`` is a campaign file, where a journal was expected (``labloop log
+    campaign.yaml``, a newcomer's first try)."""
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return ""
+    return "; this looks like a campaign file: give its journal, the file its `store` names (e.g. runs/NAME.db)"
 
 
 def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) -> None:
@@ -463,7 +471,7 @@ class Journal:
             raise journal_error(path, exc) from None
         if app_id != APPLICATION_ID:
             conn.close()
-            raise JournalError(f"{path}: not a labloop journal")
+            raise JournalError(f"{path}: not a labloop journal{_campaign_file_hint(path)}")
         if version not in READABLE_VERSIONS:
             conn.close()
             newer = "a newer labloop; upgrade labloop to read it" if version > SCHEMA_VERSION else "an unknown labloop"

@@ -74,10 +74,14 @@ REFUSED_FAILURE = "refused: "
 INSTRUMENT_FAULT = "instrument"
 ANALYSIS_FAULT = "analysis"
 REFUSED_FAULT = "refused"
-#: per way of failing: the budget field that limits how many in a row, and what the stop message calls them
-FAULT_LIMITS = {INSTRUMENT_FAULT: ("max_consecutive_faults", "instrument faults"),
-                ANALYSIS_FAULT: ("max_consecutive_failed_analyses", "unusable voltammograms"),
-                REFUSED_FAULT: ("max_consecutive_failed_analyses", "proposals refused by the safety limits")}
+#: per way of failing: the budget field that limits how many in a row, what the stop message calls them, and
+#: what to look at before ``resume`` (a refused proposal is the campaign file's to fix, not the rig's)
+FAULT_LIMITS = {INSTRUMENT_FAULT: ("max_consecutive_faults", "instrument faults", "the rig needs a person"),
+                ANALYSIS_FAULT: ("max_consecutive_failed_analyses", "unusable voltammograms",
+                                 "check the electrodes and the cv window"),
+                REFUSED_FAULT: ("max_consecutive_failed_analyses", "proposals refused by the safety limits",
+                                "fix the protocol's windows or volumes, or safety, in the campaign file (a cv window "
+                                "around an uncalibrated prediction, half_width_v, can leave potential_limits_v)")}
 #: planners fit small models (the calibration, the conditions' Gaussian process: matrices of at most a few
 #: hundred rows) on one BLAS thread: a multi-threaded BLAS spends more time synchronising than computing on
 #: them, most of all while a retrain occupies the other core (a bayes proposal with 120 observations: 0.11 s
@@ -226,11 +230,11 @@ class Runner:
                 self.done += 1
                 self.learning.after_done(self.done)
             in_a_row = {kind: in_a_row[kind] + 1 if result == kind else 0 for kind in in_a_row}
-            for kind, (field, what) in FAULT_LIMITS.items():
+            for kind, (field, what, advice) in FAULT_LIMITS.items():
                 if in_a_row[kind] >= getattr(self.campaign.budget, field):
                     with self.interrupts.deferred():
                         self.journal.add_event("stopped", f"{in_a_row[kind]} {what} in a row; campaign stopped "
-                                                          f"(budget.{field})")
+                                                          f"(budget.{field}): {advice}")
                     return EXIT_FAULTS
             show(f"{self.done} done")
 

@@ -106,13 +106,16 @@ def test_tables_show_the_best_molecule_first(labloop, store):
 def test_bad_stores_exit_2_with_one_line(labloop, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello " * 200)
+    campaign = tmp_path / "campaign.yaml"  # a newcomer's first try: the campaign file, not its journal
+    campaign.write_text("name: screen\nstore: runs/screen.db\n")
     for store, needle in ((tmp_path / "missing.db", "no such journal"), (text, "not a labloop journal"),
-                          (tmp_path, "is a directory")):
+                          (tmp_path, "is a directory"),
+                          (campaign, "this looks like a campaign file: give its journal, the file its `store` names")):
         proc = labloop("log", store)
         assert proc.returncode == 2 and proc.stdout == ""
         lines = proc.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.yaml", "notes.txt"]  # nothing created
 
 
 def test_follow_and_json_do_not_combine(labloop, store):

@@ -222,6 +222,7 @@ def test_a_dry_run_with_faulty_devices_stops_after_the_faults_in_a_row(tmp_path,
     result = labloop("run", campaign_file, "--dry-run")
     assert result.returncode == 1, result.stderr
     assert "2 instrument faults in a row" in result.stderr and "labloop resume" in result.stderr
+    assert "the rig needs a person" in result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         failed = journal.experiments(states=(State.FAILED,))
         assert len(failed) >= 2 and len(journal.experiments(states=(State.DONE,))) < 4

@@ -59,3 +59,21 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
     page = (tmp_path / "report" / "index.html").read_text()
     for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
+
+
+def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):
+    """README's protocol example, pasted into examples/lab-grade.yaml as a newcomer did: it named a valve and
+    a pump the example's rig does not have, rates its 1 mL syringes cannot reach and no refills, so it took
+    three validate runs to pass and then ran dry. It must validate over the example's whole budget."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = readme[readme.index("```yaml\nprotocol:  # on the rig of examples/lab-grade.yaml"):]
+    protocol = yaml.safe_load(block[len("```yaml\n"):block.index("```", 3)])["protocol"]
+    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
+    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
+    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
+    del campaign["prior"], campaign["surrogate"]
+    campaign.update(planner={"kind": "random", "batch_size": 2}, protocol=protocol)
+    (tmp_path / "readme.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    checked = labloop("validate", tmp_path / "readme.yaml", "--dry-run")
+    assert checked.returncode == 0, checked.stderr
+    assert campaign["budget"]["max_experiments"] == 30  # judged over the example's budget

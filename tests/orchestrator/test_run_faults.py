@@ -83,6 +83,7 @@ def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_faul
     result = labloop("run", campaign_file, "--dry-run")
     assert result.returncode == 1
     assert "3 proposals refused by the safety limits in a row" in result.stderr  # not "instrument faults"
+    assert "fix the protocol's windows or volumes" in result.stderr and "the rig" not in result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         failed = journal.experiments(states=(State.FAILED,))
         assert len(failed) == 3 and all(e.cause.startswith("refused: SafetyLimitExceeded") for e in failed)

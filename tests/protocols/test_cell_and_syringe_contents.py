@@ -453,3 +453,19 @@ def test_a_step_refills_only_what_it_delivered_and_only_once_it_has_ended(tmp_pa
     resumed = build_executor(campaign, None)
     resumed.replay([(a[1], a[3], a[-1]) for a in actions if a[-1] is not None])
     assert resumed.contents.state() == live.contents.state()
+
+
+def test_a_syringe_drained_by_another_step_names_the_step_without_refill() -> None:
+    """A newcomer refilled the electrolyte dispense and not the clean on the same pump: validate blamed the
+    dispense's volume_ml, whose refill was already set. The field to change is the clean's refill."""
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=20.0)
+    steps = parse_steps([ELECTROLYTE, *RINSED[:2], CV, {"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0}}])
+    index, field, refusal = repeat_problem(steps, Contents(limits), 30)
+    assert (index, field) == (4, "refill")
+    assert refusal.what == ("in experiment 7 of 30 (budget.max_experiments), electrolyte_pump: dispense of 4.5 mL "
+                            "exceeds the 4 mL left in the 10 mL syringe at protocol[0].dispense: this clean takes 1 mL "
+                            "from electrolyte_pump each experiment and never refills it (refill: true refills it after "
+                            "the clean)")
+    fixed = parse_steps([ELECTROLYTE, *RINSED[:2], CV, {"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0,
+                                                                  "refill": True}}])
+    assert repeat_problem(fixed, Contents(limits), 30) is None
