@@ -153,12 +153,13 @@ class Problems(InputError, ValueError):
 class CampaignError(InputError, ValueError):
     """A campaign (or protocol) file that cannot be used; carries every error, one line each.
 
-    ``str()`` is one line: the first error, plus how many more there are.
+    ``str()`` is one line: the first error, plus how many more there are (``labloop validate --all`` shows each).
     """
 
     def __init__(self, messages: Sequence[str]) -> None:
         self.messages = list(messages)
-        more = f" (and {len(self.messages) - 1} more)" if len(self.messages) > 1 else ""
+        more = (f" (and {len(self.messages) - 1} more problem(s) in the file: `labloop validate --all` lists every one)"
+                if len(self.messages) > 1 else "")
         super().__init__(f"{self.messages[0]}{more}")
 
     @classmethod

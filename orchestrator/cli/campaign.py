@@ -19,8 +19,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from labloop.core.errors import CampaignError
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import preflight
+from labloop.orchestrator.cli.main import EXIT_BAD_INPUT
 from labloop.orchestrator.cli.run import scheduler_option
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
@@ -39,8 +41,20 @@ FOLLOW_INTERVAL_S = 1.0
 @click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check for a dry run: ports need not exist, simulated drivers are ok.")
 @scheduler_option
-def validate(campaign_file: Path, dry_run: bool, scheduler: str | None) -> None:
-    campaign = preflight.with_extended_budget(load_campaign(campaign_file))
+@click.option("--all", "every_problem", is_flag=True,
+              help="List every problem of the campaign file, one line each (default: the first, and how many more).")
+@click.pass_context
+def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, scheduler: str | None,
+             every_problem: bool) -> None:
+    try:
+        loaded = load_campaign(campaign_file)
+    except CampaignError as exc:
+        if not every_problem or len(exc.messages) == 1:
+            raise
+        for message in exc.messages:  # not one validate run per typo (a newcomer needed three)
+            console.err.print(f"error: {console.printable(message)}", markup=False, highlight=False, soft_wrap=True)
+        ctx.exit(EXIT_BAD_INPUT)
+    campaign = preflight.with_extended_budget(loaded)
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
     preflight.check_prior(campaign)
     preflight.check_store(campaign)

@@ -291,7 +291,7 @@ def test_unknown_protocol_step_names_the_protocol_file_line(labloop, workdir):
                                         "clean, polish")
 
 
-def test_all_problems_are_collected_and_the_cli_shows_the_first_plus_a_count(labloop, workdir):
+def test_all_problems_are_collected_the_cli_shows_the_first_plus_a_count_and_validate_all_lists_them(labloop, workdir):
     path = workdir / "campaign.yaml"
     path.write_text(path.read_text().replace("seed: 7", "seed: -1").replace("kind: bayes", "kind: magic")
                     .replace("max_experiments: 30", "max_experiments: 0"))
@@ -299,8 +299,14 @@ def test_all_problems_are_collected_and_the_cli_shows_the_first_plus_a_count(lab
         load_campaign(path)
     fields = [message.split(": ")[1] for message in info.value.messages]
     assert fields == ["seed", "planner.kind", "budget.max_experiments"]  # in file order
-    proc = labloop("validate", path)
-    assert proc.stderr.strip() == f"error: {info.value.messages[0]} (and 2 more)"
+    for command in (("validate", path), ("run", path, "--dry-run")):
+        proc = labloop(*command)
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == (f"error: {info.value.messages[0]} (and 2 more problem(s) in the file: "
+                                       "`labloop validate --all` lists every one)")
+    proc = labloop("validate", path, "--all")  # a newcomer fixed three typos in three validate runs
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {message}" for message in info.value.messages]
 
 
 def test_validate_through_the_console_script_exits_2(workdir):
