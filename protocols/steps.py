@@ -465,7 +465,7 @@ def pumps(step: Step) -> bool:
 
 def refills(step: Step) -> bool:
     """Whether ``step`` refills its pump's syringe from the reservoir after it pumps (``refill: true``)."""
-    return isinstance(step, Dispense | AddStandard | Clean) and step.pump is not None and step.refill
+    return pumps(step) and step.refill  # type: ignore[attr-defined, no-any-return]
 
 
 def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: Mapping[str, SafetyLimits] | None = None,

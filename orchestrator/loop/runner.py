@@ -260,11 +260,7 @@ class Runner:
 
         The journal is made consistent before the rig is made safe: a Ctrl-C while a pump's stop hangs then
         finds the experiment interrupted and the stop journalled."""
-        cause = f"{type(exc).__name__}: {exc}"
-        with self.interrupts.deferred():
-            for action in self._open_actions.values():
-                self.journal.finish_action(action, cause)
-            self._open_actions = {}
+        with self.interrupts.deferred():  # the step that asked closed its action with this cause (the executor)
             ids = self.journal.mark_interrupted_on_resume()
             held = self.executor.contents.cell_ml
             cell = (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
