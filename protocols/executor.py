@@ -240,7 +240,7 @@ class ProtocolExecutor:
         return {name: _kind_of(driver) for name, driver in self.rig.instruments.items()}
 
     def _where(self, index: int, step: Step) -> str:
-        where = f"protocol step {index + 1} ({step.name})"
+        where = f"protocol[{index}].{step.name}"  # the YAML path validate names, so the two messages agree
         return where if self._locate is None else f"{self._locate(index)}: {where}"
 
     # -- checks -------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ class ProtocolExecutor:
                 self._instrument(where, step.pump, Pump, "pump")  # type: ignore[attr-defined]
                 if index in refused:  # its volume, rate, or the cell's or syringe's content (the first of them)
                     raise SafetyLimitExceeded(where, refused[index].what)
-                self._check_rate(where, step.pump, step.rate_ml_min)  # type: ignore[attr-defined]
+                self._check_rate(where, step)
             if isinstance(step, LoadSample):
                 self._instrument(where, step.changer, SampleChanger, "sample changer")
             elif isinstance(step, CV):
@@ -317,18 +317,22 @@ class ProtocolExecutor:
                 raise SafetyLimitExceeded(where, f"potential {e:g} V is outside what {potentiostat!r} can apply, "
                                                  f"{low:g}..{high:g} V vs its reference")
 
-    def _check_rate(self, where: str, pump: str, rate_ml_min: float) -> None:
+    def _check_rate(self, where: str, step: Step) -> None:
         """Refuse a rate the pump cannot drive its syringe at (once the rig is open its driver's
         ``rate_range_ml_min``, known from the syringe's diameter; docs/drivers.md; before, what its options fix,
-        ``rates``), before anything moves."""
+        ``rates``), before anything moves. A rate the step did not give is its default, and the message says so:
+        the campaign file has no rate to correct."""
+        pump, rate_ml_min = step.pump, step.rate_ml_min  # type: ignore[attr-defined]
         span = self._rates.get(pump) if self.rig is None else getattr(self.rig.instruments[pump],
                                                                       "rate_range_ml_min", None)
         if span is None:
             return
         low, high = span
         if not low <= rate_ml_min <= high:
-            raise ConfigError(where, f"rate {rate_ml_min:g} mL/min is beyond what {pump!r} can drive its syringe at, "
-                                     f"{low:.3g}..{high:.3g} mL/min")
+            default = ("" if "rate_ml_min" in step.model_fields_set
+                       else f" (the {step.name} step's default: give it a rate_ml_min)")
+            raise ConfigError(where, f"rate {rate_ml_min:g} mL/min{default} is beyond what {pump!r} can drive its "
+                                     f"syringe at, {low:.3g}..{high:.3g} mL/min")
 
     def _operator(self, where: str) -> Callable[[str], object]:
         """The rig's way to ask the operator (``ask_operator``); a manual step without one is refused."""

@@ -420,7 +420,7 @@ def _structure(steps: Sequence[Step]) -> list[Problem]:
         held, first = holds.setdefault(step.pump, (fluid, index))  # type: ignore[attr-defined]
         if held != fluid:
             problems.append(Problem((index, step.name, "pump"),
-                                    f"{step.pump!r} holds the {held} (step {first + 1}), not the {fluid}: a syringe "  # type: ignore[attr-defined]
+                                    f"{step.pump!r} holds the {held} (protocol[{first}]), not the {fluid}: a syringe "  # type: ignore[attr-defined]
                                     "holds one liquid, so give this step another pump"))
     return problems
 
@@ -480,13 +480,16 @@ def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: M
         if not pumps(step):
             continue
         own = (pump_limits or {}).get(step.pump, limits)  # type: ignore[attr-defined]
-        whose = "" if own is limits else f" ({step.pump}'s syringe, safety.syringes_ml)"  # type: ignore[attr-defined]
+        # name the field that set the limit, so the fix is found in the campaign file
+        whose = (f" ({step.pump}'s syringe, safety.syringes_ml)" if own.max_dispense_ml < limits.max_dispense_ml  # type: ignore[attr-defined]
+                 else " (safety.max_dispense_ml)")
         for field, check, says in (("volume_ml", partial(own.check_volume, step.volume_ml), whose),  # type: ignore[attr-defined]
-                                   ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min), "")):  # type: ignore[attr-defined]
+                                   ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min),  # type: ignore[attr-defined]
+                                    " (safety.max_rate_ml_min)")):
             try:
                 check(where="")  # where="": the message alone, located by the caller
             except SafetyLimitExceeded as exc:
-                found.append((index, field, SafetyLimitExceeded("", exc.what + says) if says else exc))
+                found.append((index, field, SafetyLimitExceeded("", exc.what + says)))
     if not found:  # each volume fits its syringe and its rate the cap: what repetition leaves in cell and syringes
         repeated = repeat_problem(steps, Contents(limits, pump_limits or {}), experiments)
         found.extend([] if repeated is None else [repeated])

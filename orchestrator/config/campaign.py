@@ -56,7 +56,7 @@ from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.steps import CV, SCAN_RATE_RANGE_V_S, limit_problems, parse_steps
+from labloop.protocols.steps import CV, SCAN_RATE_RANGE_V_S, limit_problems, parse_steps, pumps
 from labloop.surrogate.compute import check_setting
 from labloop.surrogate.dataset import not_a_file, read_table
 from labloop.surrogate.library_pipeline import count_rows, library_format, read_chunks
@@ -765,14 +765,18 @@ class Campaign(BaseModel):
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
                         for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits(),
                                                 experiments=self.budget.max_experiments))
-        problems.extend(Problem(("safety", "syringes_ml", name), f"{not_one_of(name, list(self.instruments))} "
-                                                                 "(the instruments)")
+        # a misspelt pump: offer the pumps the protocol uses, not the potentiostat (an instrument that is no pump
+        # is the rig's to refuse, by its driver: orchestrator/compose.py)
+        pump_names = sorted({step.pump for step in steps if pumps(step)})  # type: ignore[attr-defined]
+        choices = (pump_names, "the pumps the protocol uses") if pump_names else (list(self.instruments),
+                                                                                  "the instruments")
+        problems.extend(Problem(("safety", "syringes_ml", name), f"{not_one_of(name, choices[0])} ({choices[1]})")
                         for name in self.safety.syringes_ml if name not in self.instruments)
         for index, step in enumerate(steps):
             low, high = self.conditions.scan_rate_v_s
             if getattr(step, "scan_rates_v_s", None) and low != high:
                 problems.append(Problem(("conditions", "scan_rate_v_s"),
-                                        f"the protocol's cv step (step {index + 1}) runs a fixed list of scan rates, "
+                                        f"the protocol's cv step (protocol[{index}]) runs a fixed list of scan rates, "
                                         "so a planned scan rate would be ignored: give one value or drop it"))
             if getattr(step, "around_candidate", False) and self.prior is None:
                 problems.append(Problem(("protocol", index, step.name, "half_width_v"),

@@ -134,7 +134,7 @@ def test_a_step_the_rig_cannot_run_names_its_line_in_an_inline_protocol(labloop,
         "protocol:\n- {cv: {e_begin_v: 0.0, e_vertex1_v: 1.0, e_vertex2_v: -1.0}}\n- load_sample\n- rinse\n")
     proc = labloop("validate", workdir / "mini.yaml", "--dry-run")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: {workdir / 'mini.yaml'}:7: protocol step 2 (load_sample): "
+    assert proc.stderr.strip() == (f"error: {workdir / 'mini.yaml'}:7: protocol[1].load_sample: "
                                    "name the sample changer: the rig has 0 (none)")
 
 
@@ -268,7 +268,7 @@ def test_unknown_driver_is_named_with_the_registered_ones(labloop, workdir, tmp_
     registered = labloop("validate", path, "--dry-run")  # every driver registered: the rest is checked
     step = (workdir / "protocols" / "cv_screen.yaml").read_text().splitlines().index("- load_sample") + 1
     assert registered.returncode == 2  # the step's line in the protocol file, as the campaign's own checks give
-    assert (f"cv_screen.yaml:{step}: protocol step 1 (load_sample): name the sample changer: the rig has 0"
+    assert (f"cv_screen.yaml:{step}: protocol[0].load_sample: name the sample changer: the rig has 0"
             in registered.stderr)
 
     path.write_text(text.replace("potentiostat: {driver: fake-pump", "potentiostat: {driver: warp-drive"))

@@ -110,5 +110,5 @@ def test_a_rate_the_syringe_cannot_reach_is_refused_by_validate(tmp_path, labloo
     the opened pump's rate range was checked, so ``validate`` passed and ``run`` refused."""
     campaign = _real(write_campaign, tmp_path, **{"instruments.analyte_pump.options.diameter_mm": 1.0})
     for command in (("validate", campaign), ("validate", campaign, "--dry-run")):
-        _refused(labloop(*command), "cv_screen.yaml:10: protocol step 2 (dispense): rate 0.5 mL/min is beyond what "
+        _refused(labloop(*command), "cv_screen.yaml:10: protocol[1].dispense: rate 0.5 mL/min is beyond what "
                                     "'analyte_pump' can drive its syringe at, 5.5e-07..0.0401 mL/min")

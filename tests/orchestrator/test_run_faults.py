@@ -283,11 +283,11 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
         "a condition beyond the safety limits": (
             {"conditions": {"scan_rate_v_s": [0.05, 0.5], "volume_ml": [0.1, 8.0]},
              "safety": {"max_dispense_ml": 5, "syringe_ml": 10}},
-            "conditions.volume_ml: 8.0 would be refused: examples/protocols/cv_screen.yaml:10: protocol step 2 "
-            "(dispense): dispense of 8 mL exceeds"),
+            "conditions.volume_ml: 8.0 would be refused: examples/protocols/cv_screen.yaml:10: protocol[1].dispense: "
+            "dispense of 8 mL exceeds"),
         "a condition its step cannot take": (  # pydantic's first complaint, not its headers and links
             {"conditions": {"scan_rate_v_s": [0.05, 0.5], "e_step_v": [0.05, 2.0]}},
-            "conditions.e_step_v: 2.0 would be refused: examples/protocols/cv_screen.yaml:12: protocol step 4 (cv): "
+            "conditions.e_step_v: 2.0 would be refused: examples/protocols/cv_screen.yaml:12: protocol[3].cv: "
             "condition e_step_v=2.0: Input "
             "should be less than or equal to 0.1"),
         "a truth that is not finite": ({"library": {"file": str(tmp_path / "inf.csv")}},

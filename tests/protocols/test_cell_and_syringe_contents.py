@@ -88,7 +88,7 @@ def test_the_cell_is_counted_across_experiments_and_refused_before_the_dispense(
     assert in_cell(rig) == pytest.approx(10.0)
     before = wire(rig)
     started = len(actions)
-    with pytest.raises(RigNotReady, match=r"protocol step 2 \(dispense\): analyte_pump: the cell would hold "
+    with pytest.raises(RigNotReady, match=r"protocol\[1\]\.dispense: analyte_pump: the cell would hold "
                                           r"10.5 mL, more than its 10 mL \(safety.cell_volume_ml\): 0.5 mL "
                                           r"onto the 10 mL it holds since it was last emptied .*--cell-emptied"):
         executor.run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
@@ -128,7 +128,7 @@ def test_a_failed_experiment_leaves_its_liquid_counted(example_rig: Rig) -> None
         rig.instruments["potentiostat"] = working
     assert in_cell(rig) == pytest.approx(5.0)  # never rinsed
     before = wire(rig)
-    with pytest.raises(RigNotReady, match=r"protocol step 3 \(dispense\): electrolyte_pump: the cell would "
+    with pytest.raises(RigNotReady, match=r"protocol\[2\]\.dispense: electrolyte_pump: the cell would "
                                           r"hold 10 mL, more than its 9 mL"):
         executor.run("S0002", "c1ccccc1", {}, None, lambda *a: None)
     assert wire(rig) == before  # refused before the experiment began: not a byte to any pump
@@ -157,7 +157,7 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
     with Journal.open(campaign.store, readonly=True) as journal:
         failed = journal.experiments(states=(State.FAILED,))
         assert len(failed) == 2 and not journal.experiments(states=(State.DONE,))
-        assert ("protocol step 3 (dispense): electrolyte_pump: the cell would hold 10 mL, more than its 9 mL"
+        assert ("protocol[2].dispense: electrolyte_pump: the cell would hold 10 mL, more than its 9 mL"
                 in failed[1].cause)  # the executor's refusal: the driver was never asked
         assert failed[1].cause.startswith("RigNotReady") and "--cell-emptied" in failed[1].cause
         assert journal.actions(failed[1].id) == []  # refused before its sample was loaded
@@ -243,7 +243,7 @@ def test_a_plugin_pump_that_checks_nothing_is_held_to_its_syringe(tmp_path, writ
         executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
         before = wire(rig)
         for _ in range(3):
-            with pytest.raises(RigNotReady, match=r"protocol step 2 \(dispense\): analyte_pump: dispense of "
+            with pytest.raises(RigNotReady, match=r"protocol\[1\]\.dispense: analyte_pump: dispense of "
                                                   r"0.6 mL exceeds the 0.4 mL left in the 1 mL syringe"):
                 executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
         assert wire(rig)["analyte_pump"] == before["analyte_pump"]  # not a byte after the first dispense
@@ -287,7 +287,7 @@ def test_replay_skips_commands_refused_before_sending_and_counts_syringes_filled
                                                                   "sampler": "sample_changer",
                                                                   "potentiostat": "potentiostat"})
     dispense = {"pump": "electrolyte_pump", "volume_ml": 4.5, "refill": False}
-    refused = "SafetyLimitExceeded: protocol step 3 (dispense): electrolyte_pump: the cell would hold 10 mL"
+    refused = "SafetyLimitExceeded: protocol[2].dispense: electrolyte_pump: the cell would hold 10 mL"
     executor.replay([("dispense", dispense, "ok")] + [("dispense", dispense, refused)] * 3
                     + [("dispense", dispense, "ConfigError: electrolyte_pump: bad option")])
     assert executor.contents.state() == (4.5, {"electrolyte_pump": 5.5})  # the one dispense that was sent

@@ -198,7 +198,7 @@ def test_a_dirty_blank_stops_or_is_cleaned(lab):
     rig.cell.add("previous", 0.05, Fluid.SAMPLE)  # the last experiment's analyte, not rinsed out
     rig.cell.add("previous", 1.0, Fluid.ELECTROLYTE)
     blank = {"blank": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3, "on_fail": "stop"}}
-    with pytest.raises(BlankFailed, match=r"protocol step 1 \(blank\): the blank is contaminated"):
+    with pytest.raises(BlankFailed, match=r"protocol\[0\]\.blank: the blank is contaminated"):
         run(rig, [blank, {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}}])
     cleaning = [{"blank": {**blank["blank"], "on_fail": "clean"}},
                 {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}},
@@ -286,7 +286,7 @@ def test_new_steps_refuse_out_of_range_parameters_with_their_location():
     shared = located(["load_sample", {"dispense": {"pump": "p", "volume_ml": 0.1, "rate_ml_min": 1, "fluid": "sample"}},
                       {"cv": {"half_width_v": 0.3}}, {"add_standard": {"pump": "p", "volume_ml": 0.1}},
                       {"clean": {"pump": "f"}}])
-    assert shared == [((3, "add_standard", "pump"), "'p' holds the sample (step 2), not the standard: a syringe "
+    assert shared == [((3, "add_standard", "pump"), "'p' holds the sample (protocol[1]), not the standard: a syringe "
                                                     "holds one liquid, so give this step another pump")]
     steps = parse_steps([{"eis": {"e_dc_v": 1.5}}, {"cv": {"half_width_v": 0.3}},
                          {"add_standard": {"pump": "f", "volume_ml": 12.0}}])
@@ -297,10 +297,10 @@ def test_executor_check_refuses_before_a_byte_is_sent(lab):
     rig = lab(oxygen_mm=0.0)
     stat_device = rig.devices[0].device
     before = len(stat_device.received)
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 1 \(eis\)"):
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol\[0\]\.eis"):
         ProtocolExecutor([{"eis": {"e_dc_v": 1.19, "amplitude_v": 0.02}}, {"cv": {"half_width_v": 0.3}}], rig,
                          LIMITS, OFFSET).check()
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(add_standard\): dispense of 5 mL"):
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol\[1\]\.add_standard: dispense of 5 mL"):
         ProtocolExecutor([{"cv": {"half_width_v": 0.3}}, {"add_standard": {"pump": "fc_pump", "volume_ml": 5.0}}],
                          rig, LIMITS, OFFSET).check()
     assert len(stat_device.received) == before
@@ -315,14 +315,14 @@ def test_every_pumping_step_is_held_to_the_rate_and_the_cell_volume(lab):
                          "refill": True}}
     cases = [
         ([{"cv": {"half_width_v": 0.3}}, {"add_standard": {"pump": "fc_pump", "volume_ml": 0.1, "rate_ml_min": 40}}],
-         r"protocol step 2 \(add_standard\): rate of 40 mL/min exceeds the limit of 20 mL/min"),
+         r"protocol\[1\]\.add_standard: rate of 40 mL/min exceeds the limit of 20 mL/min"),
         ([{"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0, "rate_ml_min": 45}}, {"cv": {"half_width_v": 0.3}}],
-         r"protocol step 1 \(clean\): rate of 45 mL/min exceeds the limit of 20 mL/min"),
+         r"protocol\[0\]\.clean: rate of 45 mL/min exceeds the limit of 20 mL/min"),
         ([fill, fill, {"cv": {"half_width_v": 0.3}}, {"add_standard": {"pump": "fc_pump", "volume_ml": 0.1}}],
-         r"protocol step 4 \(add_standard\): fc_pump: the cell would hold 10.1 mL, more than its 10 mL"),
+         r"protocol\[3\]\.add_standard: fc_pump: the cell would hold 10.1 mL, more than its 10 mL"),
         ([fill, {"clean": {"pump": "electrolyte_pump", "volume_ml": 6.0}}, fill, {"cv": {"half_width_v": 0.3}}],
          # a clean empties the cell, then fills it
-         r"protocol step 3 \(dispense\): electrolyte_pump: the cell would hold 11 mL"),
+         r"protocol\[2\]\.dispense: electrolyte_pump: the cell would hold 11 mL"),
     ]
     rig = lab(oxygen_mm=0.0)
     emulated = [d.device for d in rig.devices[:4]]  # the potentiostat and the three pumps

@@ -130,13 +130,13 @@ def test_check_refuses_before_any_byte_is_sent(campaign, rig):
     before = rig.simulation.emulator_states()
     flood = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 6.0, "rate_ml_min": 0.5,
                                           "fluid": "sample"}}, "cv"]
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): dispense of 6 mL exceeds"):
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol\[1\]\.dispense: dispense of 6 mL exceeds"):
         ProtocolExecutor(flood, rig, limits, offset).check()
     beyond = ["load_sample", {"cv": {"e_begin_v": 0.0, "e_vertex1_v": 3.5, "e_vertex2_v": -0.5}}]
     actions = []
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(cv\): potential 3.5 V is outside"):
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol\[1\]\.cv: potential 3.5 V is outside"):
         ProtocolExecutor(beyond, rig, limits, offset).run("vial-3", "c1ccccc1", {}, None, lambda *a: actions.append(a))
-    with pytest.raises(ConfigError, match=r"protocol step 2 \(dispense\): no instrument 'syringe'"):
+    with pytest.raises(ConfigError, match=r"protocol\[1\]\.dispense: no instrument 'syringe'"):
         ProtocolExecutor(["load_sample", {"dispense": {"pump": "syringe", "volume_ml": 1.0, "rate_ml_min": 1.0,
                                                        "fluid": "sample"}}, "cv"], rig, limits, offset).check()
     with pytest.raises(ConfigError, match="'sampler' is not a potentiostat"):
@@ -144,7 +144,8 @@ def test_check_refuses_before_any_byte_is_sent(campaign, rig):
     # around the candidate, the limits are checked as soon as the window is known: before the first action,
     # so a candidate the limits refuse moves nothing (the runner then counts it as refused, not as a fault)
     wide = ProtocolExecutor(["load_sample", {"cv": {"half_width_v": 0.5}}], rig, limits, offset)
-    with pytest.raises(SafetyLimitExceeded, match=r"step 2 \(cv\): potential 2.3 V is outside the window -1.7..2 V"):
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol\[1\]\.cv: potential 2.3 V is outside the "
+                                                    r"window -1.7..2 V"):
         wide.run("vial-3", "c1ccccc1", {}, 6.0, lambda *a: actions.append(a))
     assert actions == []
     with pytest.raises(ConfigError, match="condition 'conc_mm' is a parameter of no step"):

@@ -41,7 +41,7 @@ def test_the_executor_refuses_a_rate_over_the_limit_before_any_byte(rig: Rig) ->
     limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), max_rate_ml_min=20.0)
     fast = ["load_sample", {"dispense": {**ELECTROLYTE["dispense"], "rate_ml_min": 9884.0}}, "cv"]
     actions: list[tuple] = []
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 2 \(dispense\): rate of 9884 mL/min exceeds "
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol\[1\]\.dispense: rate of 9884 mL/min exceeds "
                                                   r"the limit of 20 mL/min"):
         ProtocolExecutor(fast, rig, limits, 3.2).run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
     assert actions == [] and wire(rig) == before
@@ -52,7 +52,7 @@ def test_the_executor_refuses_dispenses_that_overfill_the_cell(rig: Rig) -> None
     limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=10.0)
     refilled = {"dispense": {**ELECTROLYTE["dispense"], "refill": True}}  # its syringe never runs dry
     flood = ["load_sample", refilled, refilled, refilled, "cv", "rinse"]
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 4 \(dispense\): electrolyte_pump: the cell would "
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol\[3\]\.dispense: electrolyte_pump: the cell would "
                                                   r"hold 13.5 mL, more than its 10 mL"):
         ProtocolExecutor(flood, rig, limits, 3.2).check()
     rinsed = ["load_sample", refilled, refilled, "rinse", refilled, "cv", "rinse"]
@@ -66,7 +66,7 @@ def test_the_executor_refuses_a_scan_the_connected_potentiostat_cannot_apply_bef
     before = wire(rig)
     limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0))
     fixed = ["load_sample", ELECTROLYTE, {"cv": {"e_begin_v": 0.0, "e_vertex1_v": 2.5, "e_vertex2_v": -0.5}}]
-    with pytest.raises(SafetyLimitExceeded, match=r"protocol step 3 \(cv\): potential 2.5 V is outside what "
+    with pytest.raises(SafetyLimitExceeded, match=r"protocol\[2\]\.cv: potential 2.5 V is outside what "
                                                   r"'potentiostat' can apply, -1.7..2 V vs its reference"):
         ProtocolExecutor(fixed, rig, limits, 3.2).check()
     around = ["load_sample", ELECTROLYTE, {"cv": {"half_width_v": 0.4}}]
@@ -184,7 +184,8 @@ def test_a_pump_with_its_own_syringe_is_held_to_it(tmp_path, labloop, write_camp
     shared = labloop("validate", write_campaign(tmp_path, protocol=protocol, safety={"syringe_ml": 10.0}), "--dry-run")
     assert shared.returncode == 0, shared.stderr  # as before: one syringe for all
     for syringes, says in (({"potentiostat": 1.0}, "'potentiostat' is not a pump"),
-                           ({"analyte_pmp": 1.0}, "safety.syringes_ml.analyte_pmp: 'analyte_pmp' is not one of")):
+                           ({"analyte_pmp": 1.0}, "safety.syringes_ml.analyte_pmp: 'analyte_pmp' is not one of "
+                                             "analyte_pump, electrolyte_pump (the pumps the protocol uses)")):
         wrong = labloop("validate", write_campaign(tmp_path, safety={"syringes_ml": syringes}), "--dry-run")
         assert wrong.returncode == 2 and says in wrong.stderr, wrong.stderr
     campaign = load_campaign(write_campaign(tmp_path, safety=own))
@@ -207,7 +208,14 @@ def test_a_rate_the_syringe_cannot_reach_is_refused_before_anything_moves(rig: R
     before = wire(rig)
     fast = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 1.0,
                                          "fluid": "sample"}}, {"cv": {"half_width_v": 0.3}}]
-    with pytest.raises(ConfigError, match=r"protocol step 2 \(dispense\): rate 1 mL/min is beyond what "
+    with pytest.raises(ConfigError, match=r"protocol\[1\]\.dispense: rate 1 mL/min is beyond what "
                                           r"'analyte_pump' can drive its syringe at, 1.17e-05..0.851 mL/min"):
         ProtocolExecutor(fast, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0)), 3.2).check()
+    # a rate the step does not give is its default, and the message says where it came from
+    default = ["load_sample", {"dispense": {"pump": "electrolyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
+                                            "fluid": "sample"}}, {"cv": {"half_width_v": 0.3}},
+               {"add_standard": {"pump": "analyte_pump", "volume_ml": 0.05}}]
+    with pytest.raises(ConfigError, match=r"protocol\[3\]\.add_standard: rate 1 mL/min \(the add_standard step's "
+                                          r"default: give it a rate_ml_min\) is beyond what 'analyte_pump'"):
+        ProtocolExecutor(default, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0)), 3.2).check()
     assert wire(rig) == before
