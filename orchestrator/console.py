@@ -7,6 +7,7 @@ warnings and errors go to stderr; each command only says what to show.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,9 +30,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the width of results written to a pipe or a file (see ``out``)
+PIPED_WIDTH = 200
+
 __all__ = ["err", "out", "printable", "progress", "report_invalid", "setup_logging"]
 
-out = Console()
+#: results; piped into a file or ``grep``, rich would fold a table at 80 columns, so one row would span
+#: several lines: off a terminal (and with no COLUMNS set) a table keeps its rows whole up to 200 columns
+out = Console(width=None if Console().is_terminal or "COLUMNS" in os.environ else PIPED_WIDTH)
 err = Console(stderr=True)
 
 
