@@ -31,6 +31,7 @@ from labloop.orchestrator.journal.plot_data import (
     measured,
     parity,
     prediction_errors,
+    versus_ferrocene,
 )
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
@@ -191,20 +192,14 @@ def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
 
 
 def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]], offset_v: float) -> None:
-    """E1/2 against the ferrocene standard in the same scan, and against the cell's reference electrode taken
-    at its nominal offset (``cell.reference_offset_v``): a reference that drifted moves the second, never the
-    first — the difference between the two series is the drift."""
-    fig, ax = _figure("E1/2 vs Fc/Fc+ and vs the cell reference", "experiment number (done)", "E1/2 (V vs Li/Li+)")
-    rows = []
-    for index, (_experiment, record) in enumerate(labs, start=1):
-        referenced = record.get("referenced") or {}
-        scans = record.get("scans") or [{}]
-        analyte = (scans[0].get("analysis") or {}).get("e_half_v")
-        if referenced.get("e_vs_li_v") is not None and analyte is not None:
-            rows.append((index, referenced["e_vs_li_v"], analyte + offset_v))
+    """E1/2 against the ferrocene standard in the same scan, and against the cell's reference electrode
+    (plot_data.versus_ferrocene says why both), by experiment id as the journal's tables show them."""
+    fig, ax = _figure("E1/2 vs Fc/Fc+ and vs the cell reference", "experiment id", "E1/2 (V vs Li/Li+)")
+    rows = versus_ferrocene(labs, offset_v)
     if rows:
-        ax.plot([r[0] for r in rows], [r[1] for r in rows], "o", ms=4, label="vs Fc/Fc+ (then Li/Li+)")
-        ax.plot([r[0] for r in rows], [r[2] for r in rows], "x", ms=4, label="vs the cell reference (nominal)")
+        ids = [r["id"] for r in rows]
+        ax.plot(ids, [r["vs_ferrocene_v"] for r in rows], "o", ms=4, label="vs Fc/Fc+ (then Li/Li+)")
+        ax.plot(ids, [r["vs_reference_v"] for r in rows], "x", ms=4, label="vs the cell reference (nominal)")
         ax.legend()
     _save(fig, ax, path, None if rows else "no ferrocene standard measured")
 

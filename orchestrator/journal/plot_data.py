@@ -55,6 +55,22 @@ def acquisition(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"id": e["id"], "acquisition": e["acquisition"]} for e in experiments if e["acquisition"] is not None]
 
 
+def versus_ferrocene(labs: list[tuple[dict[str, Any], dict[str, Any]]], offset_v: float) -> list[dict[str, Any]]:
+    """Per experiment (``(experiment, lab record)`` pairs) with a ferrocene-referenced potential and an analysed
+    first scan: its id, E1/2 referenced to ferrocene (then Li/Li+), and E1/2 against the cell's reference
+    electrode taken at its nominal offset ``offset_v``. A reference that drifts moves the second, never the first,
+    so the gap between the two is the drift, and the id finds the experiment where it opened."""
+    rows = []
+    for experiment, record in labs:
+        referenced = record.get("referenced") or {}
+        scans = record.get("scans") or [{}]
+        analyte = (scans[0].get("analysis") or {}).get("e_half_v")
+        if referenced.get("e_vs_li_v") is not None and analyte is not None:
+            rows.append({"id": experiment["id"], "vs_ferrocene_v": referenced["e_vs_li_v"],
+                         "vs_reference_v": analyte + offset_v})
+    return rows
+
+
 def plot_series(snap: dict[str, Any]) -> dict[str, Any]:
     """Every plot's data for one snapshot, as JSON-safe lists (what the dashboard draws)."""
     objective = Objective.model_validate(snap["campaign"]["objective"])

@@ -1,13 +1,20 @@
 """The plot data `labloop report` and the dashboard share (orchestrator/journal/plot_data.py): best so far follows
 the campaign's objective, parity pairs predictions with measurements, the prediction error's running mean
-spans the last ERROR_WINDOW experiments."""
+spans the last ERROR_WINDOW experiments, the ferrocene plot's points carry their experiment's id."""
 
 from __future__ import annotations
 
 import pytest
 
 from labloop.orchestrator.config.campaign import Objective
-from labloop.orchestrator.journal.plot_data import ERROR_WINDOW, best_so_far, measured, parity, prediction_errors
+from labloop.orchestrator.journal.plot_data import (
+    ERROR_WINDOW,
+    best_so_far,
+    measured,
+    parity,
+    prediction_errors,
+    versus_ferrocene,
+)
 
 
 def _row(i: int, status: str, potential: float | None, mu: float | None = None) -> dict:
@@ -40,3 +47,16 @@ def test_parity_and_prediction_error_use_only_predicted_experiments():
     assert errors == pytest.approx([0.1 * p["id"] for p in pairs])
     assert running[0] == pytest.approx(errors[0])
     assert running[-1] == pytest.approx(sum(errors[-ERROR_WINDOW:]) / ERROR_WINDOW)
+
+
+def test_versus_ferrocene_keeps_experiment_ids_and_skips_unreferenced_ones():
+    def lab(e_vs_li: float | None, e_half: float | None) -> dict:
+        return {"referenced": None if e_vs_li is None else {"e_vs_li_v": e_vs_li},
+                "scans": [{"analysis": None if e_half is None else {"e_half_v": e_half}}]}
+
+    labs = [({"id": 4}, lab(4.40, 1.25)), ({"id": 7}, lab(None, 1.30)), ({"id": 9}, lab(4.52, None)),
+            ({"id": 12}, lab(4.55, 1.45)), ({"id": 13}, {})]
+    rows = versus_ferrocene(labs, offset_v=3.2)
+    assert [r["id"] for r in rows] == [4, 12]  # ids, not 1..n: the report's plot points match the log's rows
+    assert [r["vs_ferrocene_v"] for r in rows] == [4.40, 4.55]
+    assert [r["vs_reference_v"] for r in rows] == pytest.approx([4.45, 4.65])
