@@ -96,9 +96,12 @@ def test_tables_show_the_best_molecule_first(labloop, store):
     best_section = out[out.index("best so far"):out.index("recent events")]
     first_row = next(line for line in best_section.splitlines() if re.match(r"│\s+1\s+│", line))
     assert BEST in first_row and "4.550" in first_row
-    # the failed experiment's cause, on its row's one line: piped (as here), rich would fold the table at 80
-    # columns, and a grep for a molecule would miss why it failed
-    assert re.search(r"│\s+4 │ CCO\s+│ failed .*│ PumpStalled: analyte_pump: motor stall │", out), out
+    # the failed experiment's cause, on its row's one line: piped, rich would fold the table at 80 columns, and
+    # a grep for a molecule would miss why it failed (a process of its own: pytest-xdist sets COLUMNS=80)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert re.search(r"│\s+4 │ CCO\s+│ failed .*│ PumpStalled: analyte_pump: motor stall │", piped), piped
     # one experiment is 'running' but no process holds the store (a crash, kill -9): said, with what to do
     assert "no run holds this journal" in " ".join(out.split())
     with sole_runner(store):
