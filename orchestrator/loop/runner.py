@@ -246,10 +246,19 @@ class Runner:
         rig = "instruments in a safe state" if not unsafe else f"NOT made safe: {'; '.join(unsafe)}"
         with self.interrupts.deferred():
             ids = self.journal.mark_interrupted_on_resume()
-            self.journal.add_event("interrupted", f"run stopped by {exc}; {rig}",
-                                   data={"experiments": ids, "unsafe": unsafe})
-        console.err.print(rig if not unsafe else f"WARNING: {rig}", markup=False, highlight=False, soft_wrap=True)
+            self.journal.add_event("interrupted", f"run stopped by {exc}; {rig}{self._cell_left()}",
+                                   data={"experiments": ids, "unsafe": unsafe,
+                                         "cell_ml": self.executor.contents.cell_ml})
+        console.err.print((rig if not unsafe else f"WARNING: {rig}") + self._cell_left(), markup=False,
+                          highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
+
+    def _cell_left(self) -> str:
+        """What a stop says of the cell: what it holds by labloop's count, if anything, since the interrupted
+        experiment runs again from its first step onto whatever is left (README, "Campaigns and the journal")."""
+        held = self.executor.contents.cell_ml
+        return (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
+                "--cell-emptied`" if held > 0 else "")
 
     def _stop_no_operator(self, exc: NoOperator) -> int:
         """A manual step found nobody to answer (the console's input is closed): that would not change with the
@@ -262,12 +271,9 @@ class Runner:
         finds the experiment interrupted and the stop journalled."""
         with self.interrupts.deferred():  # the step that asked closed its action with this cause (the executor)
             ids = self.journal.mark_interrupted_on_resume()
-            held = self.executor.contents.cell_ml
-            cell = (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
-                    "--cell-emptied`" if held > 0 else "")
             self.journal.add_event("stopped", f"{exc}: campaign stopped (experiment {', '.join(map(str, ids))} will "
-                                              f"run again on resume, where a person can answer{cell})",
-                                   data={"experiments": ids, "cell_ml": held})
+                                              f"run again on resume, where a person can answer{self._cell_left()})",
+                                   data={"experiments": ids, "cell_ml": self.executor.contents.cell_ml})
         unsafe = self.rig.safe_state()  # never raises; says what it could not make safe
         if unsafe:
             console.err.print(f"WARNING: NOT made safe: {'; '.join(unsafe)}", markup=False, highlight=False,
