@@ -312,10 +312,11 @@ class Planner(BaseModel):
 
 
 class Choices(BaseModel):
-    """A categorical condition: one of these values per experiment."""
+    """A categorical condition: one of these values per experiment (a whole number stays one: a step
+    parameter such as ``n_scans`` takes ``{choices: [1, 2, 3]}``, and 1.0 is no count of scans)."""
 
     model_config = SECTION
-    choices: tuple[Number | str, ...] = Field(min_length=1)
+    choices: tuple[Int | Number | str, ...] = Field(min_length=1)
 
 
 def _condition_kind(value: Any) -> str:
@@ -758,10 +759,15 @@ class Campaign(BaseModel):
         file = self.protocol.file
         where: Callable[[Loc], str | None] = (lambda loc: None) if file is None else partial(_line_in, file)
         parameters = {name for step in steps for name in type(step).model_fields}
-        for name in self.conditions.space():
+        whole = {name for step in steps for name, field in type(step).model_fields.items() if field.annotation is int}
+        for name, value in self.conditions.space().items():
             if name not in parameters:
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
+            elif name in whole and not isinstance(value, dict):  # a range is searched over real numbers
+                problems.append(Problem(("conditions", name), "takes whole numbers, and a range is searched over "
+                                                              "real ones: list the values to try, e.g. "
+                                                              "{choices: [1, 2, 3]} (or set one in the step)"))
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
                         for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits(),
                                                 experiments=self.budget.max_experiments))

@@ -193,6 +193,10 @@ MALFORMED = [
                                             "conditions: {scan_rate_v_s: [0.02, 0.5], stir_rpm: [100, 500]}"),
      "conditions:", "conditions.stir_rpm",
      "sets no parameter of the protocol's steps (step parameters: analyte_mm, changer"),
+    ("whole-number condition as a range", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
+                                               "conditions: {scan_rate_v_s: [0.02, 0.5], n_scans: [1, 3]}"),
+     "conditions:", "conditions.n_scans", "takes whole numbers, and a range is searched over real ones: list "
+     "the values to try, e.g. {choices: [1, 2, 3]}"),
     ("condition with no choices", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                        "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: {choices: []}}"),
      "conditions:", "conditions.e_step_v.choices", "at least 1 item"),

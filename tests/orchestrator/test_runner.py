@@ -43,6 +43,26 @@ def test_dry_run_completes_its_budget_with_every_record(tmp_path, labloop, write
         assert {"run", "health", "retrain", "model", "finished"} <= kinds
 
 
+def test_a_whole_number_condition_is_planned_from_its_choices(tmp_path, labloop, write_campaign):
+    """``n_scans: {choices: [1, 2, 3]}``: the campaign file's whole numbers stay whole (they were read as 1.0,
+    which the cv step refused, so no campaign could vary the number of scans), and each experiment runs the
+    cv with the count its proposal chose."""
+    campaign_file = write_campaign(tmp_path, conditions={"scan_rate_v_s": [0.05, 0.5],
+                                                         "n_scans": {"choices": [1, 2, 3]}},
+                                   budget={"max_experiments": 4})
+    assert labloop("validate", campaign_file, "--dry-run").returncode == 0
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        done = journal.experiments(states=(State.DONE,))
+        assert len(done) == 4
+        for e in done:
+            chosen = e.conditions["n_scans"]
+            assert type(chosen) is int and chosen in (1, 2, 3)
+            (measured,) = journal.voltammograms(e.id)  # the raw data says how it was taken
+            assert measured.params.n_scans == chosen
+
+
 def test_sigint_leaves_pumps_stopped_and_cell_off(tmp_path, write_campaign):
     campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 50}))
     library = read_table(campaign.library.file).smiles
