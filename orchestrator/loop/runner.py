@@ -168,6 +168,7 @@ class Runner:
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)
         self._open_actions: dict[int, int] = {}
+        self._step: tuple[str, str] | None = None  #: (instrument, command) of the step started last
         self._actions = 0  #: actions the current experiment started
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
         self._held: list[int] = []  #: the batch awaiting approval that this run has announced
@@ -361,10 +362,18 @@ class Runner:
             self._fail(experiment.id, f"{type(exc).__name__}: {exc}")
             return INSTRUMENT_FAULT
         except Exception as exc:  # the rig, a driver or a plug-in failed: journalled, counted, rig made safe
-            if not isinstance(exc, InstrumentError):
-                log.error("experiment %d: unexpected %s from the rig", experiment.id, type(exc).__name__,
-                          exc_info=exc)
-            self._fail(experiment.id, f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}")
+            message = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+            where = self._step if self._actions else None  # the step that failed (its action is closed)
+            if where is not None and where[0] not in message:  # a plug-in's message may name only its port
+                message = f"{where[0]} ({where[1]}): {message}"
+            if not isinstance(exc, InstrumentError):  # a bug in a driver, most likely a plug-in's: say whose
+                driver = self.campaign.instruments.get(where[0]) if where is not None else None
+                whose = f"driver {driver.driver!r}" if driver is not None else "the rig"
+                log.error("experiment %d: %s raised %s, not an instrument error: a bug in %s (run with -v for "
+                          "the traceback)", experiment.id, "the rig" if where is None else where[0],
+                          type(exc).__name__, whose)
+                log.info("the traceback of experiment %d's %s", experiment.id, type(exc).__name__, exc_info=exc)
+            self._fail(experiment.id, message)
             return INSTRUMENT_FAULT
         with self.interrupts.deferred():
             self.journal.record_raw(experiment.id, outcome.voltammogram)
@@ -388,6 +397,7 @@ class Runner:
             if action is None:
                 action = self.journal.start_action(experiment_id, step, instrument, name, _plain(params))
                 self._actions += 1
+                self._step = instrument, name
             if finished_at is None:
                 self._open_actions[step] = action
             else:

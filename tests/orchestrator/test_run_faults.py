@@ -52,7 +52,9 @@ class _BuggyPotentiostat:
         self.inner.close()
 
 
-def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(tmp_path, write_campaign):
+def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(tmp_path, write_campaign, caplog):
+    """The failure names the campaign's instrument and step (a plug-in's own message may name only its port),
+    and the log says whose bug it is in one line: the traceback only at -v (a trial saw 25 lines, twice)."""
     campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 4}))
     library = read_table(campaign.library.file).smiles
     with build_rig(campaign, dry_run=True, library=library) as rig, \
@@ -61,7 +63,12 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
         runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
         assert runner.run() == EXIT_OK
         failed = [e for e in journal.experiments(states=(State.FAILED,)) if not e.cause.startswith("analysis:")]
-        assert [e.cause for e in failed] == ["RuntimeError: plug-in bug: list index out of range"]
+        assert [e.cause for e in failed] == ["potentiostat (cv): RuntimeError: plug-in bug: list index out of range"]
+        said = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert [r.getMessage() for r in said] == [
+            f"experiment {failed[0].id}: potentiostat raised RuntimeError, not an instrument error: a bug in driver "
+            "'emstat' (run with -v for the traceback)"]
+        assert said[0].exc_info is None
         assert len(journal.experiments(states=(State.DONE,))) == 4  # the run went on to its budget
         assert not journal.experiments(states=(State.RUNNING,))
         cv = [a for a in journal.actions(failed[0].id) if a.command == "cv"]

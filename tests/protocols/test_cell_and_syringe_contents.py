@@ -150,7 +150,7 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
         assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
             == EXIT_FAULTS
         first = journal.experiments(states=(State.FAILED,))
-        assert [e.cause for e in first] == ["RuntimeError: plug-in bug: the scan never started"]
+        assert [e.cause for e in first] == ["potentiostat (cv): RuntimeError: plug-in bug: the scan never started"]
 
     resumed = labloop("resume", campaign.store)
     assert resumed.returncode == 1, resumed.stderr
