@@ -4,7 +4,8 @@ Why it is built this way:
 
 - **Reads never get in the runner's way.** One thread reads the journal through one read-only connection
   (SQLite WAL: readers never block the writer), every :data:`REFRESH_S`, and rebuilds the campaign document
-  only when the journal's ``data_version`` says another connection committed. Requests and event streams
+  only when the journal's ``data_version`` says another connection committed, or a run took or left the
+  store's lock (``run_active``: a run that ends commits nothing after it lets go). Requests and event streams
   are served the encoded bytes from memory, so twenty browsers polling ten times a second cost the journal
   nothing and the cores little (bench/dashboard.py); a document is at most :data:`REFRESH_S` older than the
   journal.
@@ -46,6 +47,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from labloop.core.errors import JournalError, LabloopError, NotAwaitingApproval
+from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.plot_data import plot_series
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import snapshot
@@ -108,9 +110,9 @@ class CampaignSource:
         self.store = store
         self.journal = Journal.open(store, readonly=True)
         self._lock = threading.Lock()
-        self._version: int | None = None
+        self._version: tuple[int, bool] | None = None  # the journal's data_version, and whether a run holds it
         #: (version, snapshot, /api/campaign bytes, stream message bytes), replaced whole (readers need no lock)
-        self.current: tuple[int, dict[str, Any], bytes, bytes] = (-1, {}, b"", b"")
+        self.current: tuple[tuple[int, bool], dict[str, Any], bytes, bytes] = ((-1, False), {}, b"", b"")
         #: why the journal cannot be read now (None while it can), as the page may see it (no paths)
         self.problem: str | None = None
         self._stop = threading.Event()
@@ -150,8 +152,8 @@ class CampaignSource:
     def refresh(self) -> None:
         """Rebuild the documents if the journal changed since the last call (a problem noted before is over
         once the journal reads again)."""
-        with self._lock:
-            version = self.journal.data_version()
+        with self._lock:  # a run that ends writes nothing more, but its lock goes: that changes the document too
+            version = (self.journal.data_version(), being_run(self.store))
             if version != self._version:
                 snap = public_snapshot(snapshot(self.journal))
                 stream = json.dumps({"campaign": snap, "plots": plot_series(snap)}, allow_nan=False).encode()
@@ -279,7 +281,7 @@ def _decide(store: Path, veto: list[int], batch: list[int] | None) -> tuple[list
 async def _events(request: Request, source: CampaignSource) -> AsyncIterator[bytes]:
     """The event stream: the whole campaign document and its plot series whenever the journal changes, and a
     ``problem`` event when it cannot be read, until the client leaves or the server stops."""
-    shown: int | None = None
+    shown: tuple[int, bool] | None = None
     told: str | None = None  # the problem the client was told of last (None: none, or it is over)
     quiet = 0.0
     stopping = request.app.state.should_exit

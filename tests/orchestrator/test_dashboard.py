@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.journal.view import snapshot
 
@@ -358,3 +359,25 @@ def test_a_journal_damaged_while_served_is_said_once_and_answered_clearly(finish
         _, err = dashboard.process.communicate(timeout=30)
     assert " ".join(err.split()).count("column flags_json") == 1, err  # once, not at every refresh
     assert "Traceback" not in err and "the journal reads again" in err
+
+
+def test_run_active_turns_false_when_the_run_lets_go_of_the_journal(finished_store, tmp_path):
+    """A run's last commit comes before it lets go of the store's lock, so a document cached per commit said
+    ``run_active: true`` for ever after a run stopped (a chemist's trial: a script polling it would wait for
+    ever); it now follows the lock, as ``labloop log --json`` does."""
+    store = tmp_path / "held.db"
+    shutil.copy(finished_store, store)
+    with sole_runner(store):  # as `labloop run` holds it
+        dashboard = Dashboard(store)
+        try:
+            assert json.loads(dashboard.get("/api/campaign")[1])["progress"]["run_active"] is True
+        except BaseException:
+            dashboard.close()
+            raise
+    try:
+        deadline = time.monotonic() + 60  # liveness only: the watcher looks every REFRESH_S
+        while json.loads(dashboard.get("/api/campaign")[1])["progress"]["run_active"]:
+            assert time.monotonic() < deadline, "run_active stayed true after the run let go"
+            time.sleep(0.05)
+    finally:
+        dashboard.close()
