@@ -46,6 +46,11 @@ LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"
 EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", "conditions", "mu", "sigma",
                       "acquisition", "model_version", "created_at", "started_at", "finished_at")
 MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "e_half_v", "dep_v", "reference", "flags", "mu", "sigma")
+#: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
+#: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
+#: read as a potential against that electrode (a chemist's trial)
+MEASUREMENT_HEADERS = {"potential_v": "potential_v_vs_li", "e_half_v": "e_half_v_vs_reference",
+                       "reference": "reference_electrode", "mu": "predicted_v_vs_li", "sigma": "predicted_sd_v"}
 
 
 def write_report(journal: Journal, directory: Path) -> Path:
@@ -67,7 +72,7 @@ def _write(journal: Journal, directory: Path) -> None:
     done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"])
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
-         [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]])
+         [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]], MEASUREMENT_HEADERS)
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
@@ -94,10 +99,12 @@ def _cell(value: Any) -> Any:
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
-def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
+         headers: dict[str, str] | None = None) -> None:
+    """``rows``' ``columns`` as CSV, each headed by its name or its entry in ``headers``."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(columns)
+        writer.writerow([(headers or {}).get(c, c) for c in columns])
         for row in rows:
             writer.writerow([_cell("; ".join(row[c]) if c == "flags" else
                                    ";".join(f"{k}={v}" for k, v in row[c].items()) if c == "conditions" else row[c])

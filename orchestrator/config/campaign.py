@@ -648,8 +648,10 @@ class Truth(BaseModel):
 
 class Cell(BaseModel):
     """The electrochemical cell: where its reference electrode sits, in V vs Li/Li+, so that measured
-    potentials can be reported vs Li/Li+. The default, 3.2 V, is Ag/Ag+ (10 mM AgNO3 in acetonitrile)
-    or Fc+/Fc, to about +/-0.3 V across solvents (docs/protocols.md "Potential scales"): calibrate yours."""
+    potentials can be reported vs Li/Li+. The default, 3.2 V, is where Fc+/Fc is measured vs Li/Li+ in
+    carbonate electrolytes; another reference (Ag/Ag+, a pseudo-reference wire) sits elsewhere, and
+    conversions across solvents hold to about +/-0.3 V (docs/protocols.md "Potential scales"): calibrate
+    yours against ferrocene."""
 
     model_config = SECTION
     reference_offset_v: Number = Field(3.2, ge=REFERENCE_OFFSET_RANGE_V[0], le=REFERENCE_OFFSET_RANGE_V[1])

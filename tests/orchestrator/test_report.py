@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from labloop.orchestrator.report import PLOTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,8 +25,11 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
         rows = list(csv.DictReader(handle))
     assert len(rows) >= 4 and {r["status"] for r in rows} <= {"done", "failed"}
     with (tmp_path / "report" / "measurements.csv").open() as handle:
-        measured = [r for r in csv.DictReader(handle) if r["potential_v"]]
-    assert len(measured) >= 4 and all(float(r["potential_v"]) > 0 for r in measured)
+        measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
+    assert len(measured) >= 4 and all(float(r["potential_v_vs_li"]) > 0 for r in measured)
+    # each potential's scale in its header: vs Li/Li+, or (E1/2) vs the cell's reference electrode, named
+    assert all(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_reference"]) == pytest.approx(3.2)
+               and r["reference_electrode"] == "Ag/Ag+" for r in measured)
 
 
 def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_campaign):
