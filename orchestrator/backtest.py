@@ -313,7 +313,7 @@ def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | Non
     """Mean, sd and standard error of the final score, the per-seed values, the mean at 25/50/100% of the
     budget, failures, the learners chosen and proposal latencies; with ``oracle_mean`` (the oracle's mean
     hits), the mean as a fraction of it (None when the oracle found nothing). A best score no measurement
-    gave yet is None (JSON null), and means are over the seeds that have one."""
+    gave yet is None (JSON null), and means are over the seeds that have one; so are sd and se of one seed."""
     finals = [r.curve[-1] if r.curve else 0.0 for r in runs]
     at = {}
     for fraction in (0.25, 0.5, 1.0):
@@ -324,7 +324,7 @@ def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | Non
     mean, finite = _mean(finals), _finite(finals)
     spread = statistics.stdev(finite) if len(finite) > 1 else None
     return {"mean": mean, "of_oracle": round(mean / oracle_mean, 3) if oracle_mean and mean is not None else None,
-            "sd": 0.0 if spread is None else round(spread, 2),
+            "sd": None if spread is None else round(spread, 2),  # one seed has no spread (not a spread of 0)
             "se": None if spread is None else round(spread / len(finite) ** 0.5, 2),
             "per_seed": [v if math.isfinite(v) else None for v in finals], "after": at,
             "failed_mean": round(statistics.mean(r.failed for r in runs), 2),

@@ -120,7 +120,7 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
                                  oracle_truth=known if oracle else None, progress=Shown())
     report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
-              "seeds": [campaign.seed, campaign.seed + seeds - 1],
+              "seeds": list(range(campaign.seed, campaign.seed + seeds)),  # per_seed's order
               "instruments": "none" if scan is None else _scanned(scan), "noise_v": noise_v, "planners": results}
     if as_json:
         console.out.print_json(json.dumps(report, allow_nan=False))  # strict JSON: a missing value is null
@@ -144,7 +144,7 @@ def _print_table(report: dict[str, Any]) -> None:
 
     what = report["measure"]
     table = Table(title=f"{report['campaign']}: {what} in {report['budget']} experiments, {report['library']} "
-                        f"molecules, seeds {report['seeds'][0]}-{report['seeds'][1]}, "
+                        f"molecules, seeds {report['seeds'][0]}-{report['seeds'][-1]}, "
                         f"instruments: {report['instruments']}")
     for heading in ("planner", f"{what} mean +/- sd", "of oracle", "per seed", "at 25% / 50% / 100%", "failed",
                     "proposal median / p95 (s)"):
@@ -153,6 +153,7 @@ def _print_table(report: dict[str, Any]) -> None:
         after = " / ".join(_g(v) for v in r["after"].values())
         per_seed = " ".join(_g(v) for v in r["per_seed"])
         of_oracle = "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}"
-        table.add_row(name, f"{_g(r['mean'])} +/- {r['sd']:g}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
+        spread = "" if r["sd"] is None else f" +/- {r['sd']:g}"  # none from one seed
+        table.add_row(name, f"{_g(r['mean'])}{spread}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
                       f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
     console.out.print(table)

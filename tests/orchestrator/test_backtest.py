@@ -34,6 +34,7 @@ def test_random_backtest_without_instruments_counts_true_hits(tmp_path, labloop,
     report = json.loads(result.stdout)
     random = report["planners"]["random"]
     assert report["library"] == 200 and report["budget"] == 200
+    assert report["seeds"] == [5, 6]  # every seed, in per_seed's order (it was [first, last]: 2 seeds or 7?)
     assert random["per_seed"] == [in_window, in_window]  # the whole library measured: every true hit found
     assert random["after"]["100%"] == in_window and random["failed_mean"] == 0
     assert "warning" not in result.stderr
@@ -131,6 +132,8 @@ def test_summarise_by_hand():
     assert s["mean"] == 3.0 and s["per_seed"] == [2, 4] and s["sd"] == pytest.approx(1.41, abs=0.01)
     assert s["after"] == {"25%": 0.5, "50%": 1.0, "100%": 3.0} and s["failed_mean"] == 0.5
     assert s["latency_s"]["median"] == 0.2
+    one = summarise(runs[:1], 4)  # one seed: no spread to report, not a spread of 0
+    assert one["mean"] == 2.0 and one["sd"] is None and one["se"] is None
 
 
 def test_simulated_cvs_follow_a_drifting_reference():
