@@ -41,7 +41,7 @@ from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, port_problem
 from labloop.instruments.voltammogram import CVParams, Voltammogram
 from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
-from labloop.sim.emulators import EmulatorFactory, accepted, load_emulator
+from labloop.sim.emulators import EmulatorFactory, start_emulator
 from labloop.sim.pty_device import TimeScale
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,8 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
         open_options.update(limits=limits, time_scale=1.0)
     if port is None:
         context = EmulatorContext.standalone(DEFAULT_COUPLE, time_scale=TimeScale.zero_latency())
-        factory = emulator or load_emulator(descriptor.name)
-        emulation = factory(context, **accepted(factory, {"holds": "sample", **(emulator_options or {})}))
+        emulation = start_emulator(descriptor.name, context, {"holds": "sample", **(emulator_options or {})},
+                                   factory=emulator)
         cell = context.cell
         port = emulation.port
         open_options.update(emulation.options)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from labloop.core.errors import ConfigError
+from labloop.core.errors import ConfigError, LabloopError
 from labloop.sim.emulation import Emulation, EmulatorContext
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,17 @@ def accepted(factory: Callable[..., Any], options: Mapping[str, Any]) -> dict[st
     return {key: value for key, value in options.items() if key in parameters}
 
 
-def start_emulator(driver: str, context: EmulatorContext, options: Mapping[str, Any] | None = None) -> Emulation:
-    """Start ``driver``'s emulator on ``context`` with those of ``options`` its factory accepts."""
-    factory = load_emulator(driver)
-    return factory(context, **accepted(factory, options or {}))
+def start_emulator(driver: str, context: EmulatorContext, options: Mapping[str, Any] | None = None,
+                   factory: EmulatorFactory | None = None) -> Emulation:
+    """Start ``driver``'s emulator (``factory``, else the one registered for it) on ``context`` with those of
+    ``options`` its factory accepts. A factory that fails with anything but a labloop error is a plug-in's bug:
+    a ConfigError naming the emulator and where it lives, not "a labloop bug" (a plug-in author's trial)."""
+    factory = factory or load_emulator(driver)
+    try:
+        return factory(context, **accepted(factory, options or {}))
+    except LabloopError:
+        raise
+    except Exception as exc:
+        where = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
+        raise ConfigError(f"emulator {driver!r}", f"its factory ({where}) failed: {type(exc).__name__}: {exc} "
+                                                  "(a bug in the plug-in's emulator)") from exc

@@ -220,3 +220,14 @@ def test_a_serial_drivers_port_is_judged_before_opening_and_another_drivers_is_i
     assert opened == ["http://192.0.2.1/api"]
     with pytest.raises(ConfigError, match="pyserial opens no http:// URL"):
         check_driver("ne1000", "http://192.0.2.1/api")
+
+
+def test_an_emulator_factory_that_fails_is_named_not_called_a_labloop_bug() -> None:
+    """A plug-in's emulator factory with a bug: one line naming the emulator and its code (exit 2 from the
+    CLI), where `drivers check` and `validate --dry-run` said "unexpected KeyError ... (a labloop bug)"."""
+    def broken(context: EmulatorContext, **_options: object) -> Emulation:
+        raise KeyError("holds")
+
+    with pytest.raises(ConfigError, match=r"emulator 'ne1000': its factory \(.*broken\) failed: KeyError: 'holds' "
+                                          r"\(a bug in the plug-in's emulator\)"):
+        check_driver("ne1000", emulator=broken)
