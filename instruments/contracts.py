@@ -277,3 +277,15 @@ class GasValve(Protocol):
     def close(self) -> None:
         """Close the valves and release the port; closing twice is not an error."""
         ...
+
+
+#: the contract of each kind of instrument, by the name drivers declare (``DriverDescriptor.kind``)
+CONTRACTS: dict[str, type] = {"pump": Pump, "potentiostat": Potentiostat, "sample_changer": SampleChanger,
+                              "gas_valve": GasValve}
+
+
+def missing_members(driver: object, contract: type) -> list[str]:
+    """The methods and properties of ``contract`` that ``driver`` lacks: what a plug-in author must add, where
+    ``isinstance`` says only that something is missing."""
+    members = [name for name in vars(contract) if not name.startswith("_")]
+    return [name for name in members if not hasattr(driver, name)]

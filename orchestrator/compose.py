@@ -24,7 +24,8 @@ from typing import Any
 from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import ConfigError, Disconnected, InputError, InstrumentError, InvalidInput
-from labloop.instruments.registry import DriverKind, resolve
+from labloop.instruments.contracts import CONTRACTS, missing_members
+from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, port_problem
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.campaign import World as WorldSpec
@@ -306,6 +307,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                 options["ask"] = ask
             driver = _open(descriptor.open, name, descriptor.name, port, options)
             stack.callback(driver.close)
+            _check_contract(driver, name, descriptor)
             instruments[name] = driver
             log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")
         if lab is not None:
@@ -321,6 +323,18 @@ def check_simulated_rig(campaign: Campaign, world: World, library: Sequence[str]
     wire capture would be: the file ``run`` writes is checked with the campaign, ``capture_problem``)."""
     with build_rig(campaign, dry_run=True, world=world, library=library, captures=False) as rig:
         build_executor(campaign, rig).check()
+
+
+def _check_contract(driver: object, name: str, descriptor: DriverDescriptor) -> None:
+    """An opened driver must be what its descriptor says it is: a plug-in's class that lacks a method of its
+    kind's contract is named with what it lacks, here, and not later as "'pump_1' is not a pump" at a
+    protocol step (a plug-in author's trial)."""
+    contract = CONTRACTS.get(str(descriptor.kind))
+    if contract is not None and not isinstance(driver, contract):
+        raise ConfigError(f"instruments.{name}", f"driver {descriptor.name!r} is registered as a {descriptor.kind}, "
+                                                 f"but its {type(driver).__name__} lacks "
+                                                 f"{', '.join(missing_members(driver, contract))} (docs/drivers.md: "
+                                                 "the contracts)")
 
 
 def _open(factory: Callable[..., Any], name: str, driver: str, port: str, options: dict[str, Any]) -> Any:

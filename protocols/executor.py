@@ -58,7 +58,15 @@ from labloop.core.errors import (
     SafetyLimitExceeded,
 )
 from labloop.core.timestamps import now
-from labloop.instruments.contracts import GasValve, ImpedanceMeter, Potentiostat, Pump, SafetyLimits, SampleChanger
+from labloop.instruments.contracts import (
+    CONTRACTS,
+    GasValve,
+    ImpedanceMeter,
+    Potentiostat,
+    Pump,
+    SafetyLimits,
+    SampleChanger,
+)
 from labloop.instruments.cv_analysis import (
     FERROCENE_VS_LI_V,
     BlankResult,
@@ -697,9 +705,8 @@ REFUSED_UNSENT: tuple[type[Exception], ...] = (SafetyLimitExceeded, ConfigError)
 #: how far a pump's reported volume may be from the one asked for, as a share of it (ne1000 checks to 0.1%)
 DISPENSE_TOLERANCE = 0.02
 
-#: the contract of each kind of instrument, by the name drivers declare (``DriverDescriptor.kind``)
-_KINDS: dict[type, str] = {Pump: "pump", Potentiostat: "potentiostat", SampleChanger: "sample_changer",
-                           GasValve: "gas_valve"}
+#: the kind of instrument each contract is, by the name drivers declare (``DriverDescriptor.kind``)
+_KINDS: dict[type, str] = {contract: kind for kind, contract in CONTRACTS.items()}
 
 
 def _kind_of(driver: object) -> str:

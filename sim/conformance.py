@@ -36,6 +36,7 @@ from labloop.instruments.contracts import (
     RateUnit,
     SafetyLimits,
     SampleChanger,
+    missing_members,
 )
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, port_problem
@@ -192,7 +193,8 @@ class _Kit:
         def step() -> str:
             self.driver = self.descriptor.open(self.port, **self.options)
             if not isinstance(self.driver, contract):
-                raise _Failed(f"{type(self.driver).__name__} does not satisfy {contract.__name__}")
+                raise _Failed(f"{type(self.driver).__name__} does not satisfy {contract.__name__}: it lacks "
+                              f"{', '.join(missing_members(self.driver, contract))}")
             return f"{type(self.driver).__name__} {getattr(self.driver, 'firmware', '')}".strip()
 
         return step

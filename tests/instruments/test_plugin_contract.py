@@ -1,0 +1,79 @@
+"""A plug-in driver whose class lacks methods of its kind's contract: ``validate --dry-run`` names the
+instrument and every missing method (it said "'analyte_pump' is not a pump" at a protocol step, pointing
+at the protocol file), and the conformance kit's ``open`` check lists them too (a plug-in author's trial)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from labloop.instruments.registry import GROUP, load_driver
+from labloop.sim.conformance import check_driver
+from labloop.sim.emulators import GROUP as EMULATOR_GROUP
+
+HALF = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    class HalfPump:
+        # dispenses through a real NE-1000 driver, but never wrote withdraw() nor status()
+        def __init__(self, inner):
+            self.inner = inner
+
+        def set_diameter(self, mm):
+            self.inner.set_diameter(mm)
+
+        def set_rate(self, value, unit):
+            self.inner.set_rate(value, unit)
+
+        def dispense(self, volume_ml, rate_ml_min):
+            return self.inner.dispense(volume_ml, rate_ml_min)
+
+        def stop(self):
+            self.inner.stop()
+
+        def close(self):
+            self.inner.close()
+
+    def open_half(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return HalfPump(NE1000Pump.open(port, address, limits=limits, time_scale=time_scale,
+                                        diameter_mm=diameter_mm, poll_s=0.0))
+
+    HALF = DriverDescriptor(name="half-pump", kind="pump", open=open_half, default_baudrate=19200,
+                            options=("address", "diameter_mm"))
+    """
+
+
+@pytest.fixture
+def half_pump(tmp_path, monkeypatch) -> None:
+    """An installed plug-in, ``half-pump``, with the NE-1000's emulator (it speaks that protocol)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "half_pump.py").write_text(textwrap.dedent(HALF))
+    dist_info = site / "half_pump-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: half-pump\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        f"[{GROUP}]\nhalf-pump = half_pump:HALF\n"
+        f"[{EMULATOR_GROUP}]\nhalf-pump = labloop.sim.builtin_emulators:ne1000_emulator\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield
+    sys.modules.pop("half_pump", None)
+
+
+@pytest.mark.usefixtures("half_pump")
+def test_a_driver_lacking_contract_methods_is_named_with_what_it_lacks(tmp_path, labloop, write_campaign) -> None:
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "half-pump", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "emstat"}}
+    result = labloop("validate", write_campaign(tmp_path, instruments=rig), "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'half-pump' is registered as a pump, "
+                                     "but its HalfPump lacks withdraw, status (docs/drivers.md: the contracts)")
+    report = check_driver(load_driver("half-pump").descriptor)
+    assert not report.passed
+    assert report.checks[0].name == "open" and report.checks[0].detail == ("HalfPump does not satisfy Pump: it "
+                                                                           "lacks withdraw, status")
