@@ -13,7 +13,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from labloop.core.errors import JournalError
@@ -63,21 +63,30 @@ def sole_runner(store: Path) -> Iterator[RunnerLock]:
     """Hold the store's lock while a run uses it; a second ``run``/``resume`` is refused (JournalError). The
     caller calls :meth:`RunnerLock.hold_journal` once it has created a new journal."""
     path = lock_path(store)
+    folder_made = not store.parent.exists()
+    made = not path.exists()
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise JournalError(f"{store}: cannot use this store: {exc.strerror} ({path})") from None
     lock = RunnerLock(store)
+    locked = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise JournalError(f"{store}: another labloop process is running this campaign") from None
+        locked = True
         lock.hold_journal()  # an existing journal: refused here if a runner holds it, before any instrument
         yield lock
     finally:
         lock.release()
+        if locked and made and not store.exists():  # refused before the journal was created: nothing is left
+            path.unlink(missing_ok=True)  # (a second runner meanwhile was refused by the lock it tried)
+            if folder_made:
+                with suppress(OSError):  # not empty: something else was written there
+                    store.parent.rmdir()
         os.close(fd)
 
 
