@@ -17,7 +17,8 @@ latency).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -305,7 +306,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                     options["time_scale"] = lab.time_factor
             elif descriptor.kind is DriverKind.SAMPLE_CHANGER and "ask" in (descriptor.option_names() or ["ask"]):
                 options["ask"] = ask
-            driver = _open(descriptor.open, name, descriptor.name, port, options)
+            driver = _open(descriptor.open, name, descriptor.name, port, options, given=entry.options)
             stack.callback(driver.close)
             _check_contract(driver, name, descriptor)
             instruments[name] = driver
@@ -337,14 +338,28 @@ def _check_contract(driver: object, name: str, descriptor: DriverDescriptor) -> 
                                                  "the contracts)")
 
 
-def _open(factory: Callable[..., Any], name: str, driver: str, port: str, options: dict[str, Any]) -> Any:
+#: the keywords labloop itself gives a driver's ``open`` (not the campaign's options), and when
+LABLOOP_PASSES = {"limits": "the campaign's safety limits, to every pump and potentiostat",
+                  "time_scale": "the emulator's time scale, to a pump or potentiostat in a dry run",
+                  "ask": "the console's question, to a sample changer that takes it"}
+
+
+def _open(factory: Callable[..., Any], name: str, driver: str, port: str, options: dict[str, Any], *,
+          given: Collection[str] = ()) -> Any:
     """``factory(port, **options)``; a port that cannot be opened, an option the driver refuses and a device
-    that does not answer as ``driver`` expects are bad input naming the instrument (exit 2, nothing written)."""
+    that does not answer as ``driver`` expects are bad input naming the instrument (exit 2, nothing written).
+    An ``open`` that does not take a keyword labloop passes (not one of the campaign's options, ``given``)
+    is said to be the driver's to fix: "the driver refused its options" named an option nobody wrote."""
     try:
         return factory(port, **options)
     except Disconnected as exc:
         raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {open_failure_reason(exc)}") from None
     except (InputError, TypeError, ValueError) as exc:  # an option value the driver refuses, or of the wrong type
+        passed = re.search(r"unexpected keyword argument '(\w+)'", str(exc)) if isinstance(exc, TypeError) else None
+        if passed is not None and passed[1] in LABLOOP_PASSES and passed[1] not in given:
+            raise ConfigError(f"instruments.{name}", f"driver {driver!r}: its open() must take {passed[1]}=, which "
+                                                     f"labloop passes ({LABLOOP_PASSES[passed[1]]}; docs/drivers.md, "
+                                                     "What open() receives)") from None
         raise ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}") from None
     except InstrumentError as exc:  # the port opened, but what answers is not the device this driver speaks to
         raise ConfigError(f"instruments.{name}", f"the device on {port} does not answer as driver {driver!r} "

@@ -45,7 +45,7 @@ def list_drivers(as_json: bool) -> None:
             registered = load_driver(name)
         except ConfigError as exc:  # a broken plug-in is listed as broken, not fatal to the listing
             rows.append({"name": name, "kind": "?", "baudrate": None, "package": "?", "emulator": False,
-                         "summary": f"cannot be loaded: {exc.what}"})
+                         "summary": exc.what})  # "driver 'x' (module:attr) cannot be loaded: ..."
             continue
         d = registered.descriptor
         rows.append({"name": d.name, "kind": str(d.kind), "baudrate": d.default_baudrate,

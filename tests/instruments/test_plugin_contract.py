@@ -1,6 +1,8 @@
-"""A plug-in driver whose class lacks methods of its kind's contract: ``validate --dry-run`` names the
-instrument and every missing method (it said "'analyte_pump' is not a pump" at a protocol step, pointing
-at the protocol file), and the conformance kit's ``open`` check lists them too (a plug-in author's trial)."""
+"""Plug-in drivers that break the contract, as a plug-in author's trial wrote them: a class that lacks methods
+of its kind's contract (``validate --dry-run`` names the instrument and every missing method; it said
+"'analyte_pump' is not a pump" at a protocol step, pointing at the protocol file; the conformance kit's
+``open`` check lists them too), and an ``open`` that does not take ``time_scale`` (it was "the driver refused
+its options", naming an option nobody wrote)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,12 @@ HALF = """
 
     HALF = DriverDescriptor(name="half-pump", kind="pump", open=open_half, default_baudrate=19200,
                             options=("address", "diameter_mm"))
+
+    def open_untimed(port, *, limits, address=0, diameter_mm=None):
+        return NE1000Pump.open(port, address, limits=limits, diameter_mm=diameter_mm, poll_s=0.0)
+
+    UNTIMED = DriverDescriptor(name="untimed-pump", kind="pump", open=open_untimed, default_baudrate=19200,
+                               options=("address", "diameter_mm"))
     """
 
 
@@ -56,20 +64,35 @@ def half_pump(tmp_path, monkeypatch) -> None:
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: half-pump\nVersion: 1.0\n")
     (dist_info / "entry_points.txt").write_text(
-        f"[{GROUP}]\nhalf-pump = half_pump:HALF\n"
-        f"[{EMULATOR_GROUP}]\nhalf-pump = labloop.sim.builtin_emulators:ne1000_emulator\n")
+        f"[{GROUP}]\nhalf-pump = half_pump:HALF\nuntimed-pump = half_pump:UNTIMED\n"
+        f"[{EMULATOR_GROUP}]\nhalf-pump = labloop.sim.builtin_emulators:ne1000_emulator\n"
+        f"untimed-pump = labloop.sim.builtin_emulators:ne1000_emulator\n")
     monkeypatch.syspath_prepend(str(site))
     yield
     sys.modules.pop("half_pump", None)
 
 
 @pytest.mark.usefixtures("half_pump")
+def _rig(driver: str) -> dict:
+    """The example's rig with the analyte pump on ``driver``."""
+    return {"sampler": {"driver": "sim-sampler"},
+            "analyte_pump": {"driver": driver, "options": {"address": 0, "diameter_mm": 4.61}},
+            "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+            "potentiostat": {"driver": "emstat"}}
+
+
+@pytest.mark.usefixtures("half_pump")
+def test_an_open_without_time_scale_is_the_drivers_to_fix(tmp_path, labloop, write_campaign) -> None:
+    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("untimed-pump")), "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'untimed-pump': its open() must take "
+                                     "time_scale=, which labloop passes (the emulator's time scale, to a pump or "
+                                     "potentiostat in a dry run; docs/drivers.md, What open() receives)")
+
+
+@pytest.mark.usefixtures("half_pump")
 def test_a_driver_lacking_contract_methods_is_named_with_what_it_lacks(tmp_path, labloop, write_campaign) -> None:
-    rig = {"sampler": {"driver": "sim-sampler"},
-           "analyte_pump": {"driver": "half-pump", "options": {"address": 0, "diameter_mm": 4.61}},
-           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
-           "potentiostat": {"driver": "emstat"}}
-    result = labloop("validate", write_campaign(tmp_path, instruments=rig), "--dry-run")
+    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("half-pump")), "--dry-run")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'half-pump' is registered as a pump, "
                                      "but its HalfPump lacks withdraw, status (docs/drivers.md: the contracts)")
