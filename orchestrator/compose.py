@@ -24,11 +24,11 @@ from typing import Any
 
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, Disconnected, InputError, InstrumentError, InvalidInput
+from labloop.core.errors import CampaignError, ConfigError, Disconnected, InputError, InstrumentError, InvalidInput
 from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, port_problem
-from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.config.campaign import Campaign, Instrument
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.rig import Ask, Rig
@@ -103,40 +103,50 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
     """What can be known about the instruments before a port is opened, beyond the schema (which checks
     that every driver exists and takes the options given): a simulated-only driver is not asked for real
-    hardware, and every serial port exists (real runs). Raises an InputError naming the instrument."""
-    on_port: dict[tuple[str, object], str] = {}  # (port, address) -> the instrument there
-    driver_on: dict[str, str] = {}  # port -> the first instrument on it
-    for name, entry in campaign.instruments.items():
-        where = campaign.located("instruments", name)
-        if entry.port:  # instruments may share a serial line only as different addresses of one chain
-            first = campaign.instruments[driver_on.setdefault(entry.port, name)]
-            if first.driver != entry.driver:  # one line, one protocol and baud rate
-                raise ConfigError(where, f"shares port {entry.port} with {driver_on[entry.port]!r}, whose driver "
-                                         f"is {first.driver!r}, not {entry.driver!r}: a serial line speaks to one "
-                                         "kind of device")
-            other = on_port.setdefault((entry.port, entry.options.get("address")), name)
-            if other != name:
-                raise ConfigError(where, f"shares port {entry.port} with {other!r} at the same address "
-                                         f"({entry.options.get('address', 'none')}): both would command one device")
-        try:
-            descriptor = resolve(entry.driver)
-        except ConfigError as exc:
-            raise ConfigError(where, exc.what) from None
-        if name in campaign.safety.syringes_ml and descriptor.kind is not DriverKind.PUMP:
-            raise ConfigError(campaign.located("safety", "syringes_ml", name),
-                              f"{name!r} is not a pump (driver {entry.driver!r}): only pumps have syringes")
-        if dry_run:
-            continue
-        if descriptor.simulated_only:
-            raise ConfigError(where, f"driver {entry.driver!r} exists only in the simulated world: run with "
-                                     "--dry-run, or give the instrument a real driver")
-        if descriptor.default_baudrate is not None:  # a serial device: its port must be given and be there
-            if not entry.port:
-                raise ConfigError(where, "a real run needs the device's serial port: "
-                                  "add port: (e.g. /dev/ttyUSB0 or COM3; list ports with "
-                                  "`python -m serial.tools.list_ports`)")
-            if (problem := port_problem(entry.port)) is not None:
-                raise ConfigError(campaign.located("instruments", name, "port"), problem)
+    hardware, and every serial port exists (real runs). Raises an InputError naming the instrument; with
+    problems at several instruments, a CampaignError listing each (``validate --all``: three unplugged
+    devices are three lines, not three runs)."""
+    problems = [problem for name, entry in campaign.instruments.items()
+                if (problem := _instrument_problem(campaign, name, entry, dry_run)) is not None]
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise CampaignError([str(problem) for problem in problems])
+
+
+def _instrument_problem(campaign: Campaign, name: str, entry: Instrument, dry_run: bool) -> ConfigError | None:
+    """The first thing wrong with instrument ``name`` before its port is opened (check_instruments), or None."""
+    where = campaign.located("instruments", name)
+    if entry.port:  # instruments may share a serial line only as different addresses of one chain
+        sharing = [(other, spec) for other, spec in campaign.instruments.items() if spec.port == entry.port]
+        first_name, first = sharing[0]
+        if first.driver != entry.driver:  # one line, one protocol and baud rate
+            return ConfigError(where, f"shares port {entry.port} with {first_name!r}, whose driver is "
+                                      f"{first.driver!r}, not {entry.driver!r}: a serial line speaks to one kind of "
+                                      "device")
+        same = next(other for other, spec in sharing if spec.options.get("address") == entry.options.get("address"))
+        if same != name:
+            return ConfigError(where, f"shares port {entry.port} with {same!r} at the same address "
+                                      f"({entry.options.get('address', 'none')}): both would command one device")
+    try:
+        descriptor = resolve(entry.driver)
+    except ConfigError as exc:
+        return ConfigError(where, exc.what)
+    if name in campaign.safety.syringes_ml and descriptor.kind is not DriverKind.PUMP:
+        return ConfigError(campaign.located("safety", "syringes_ml", name),
+                           f"{name!r} is not a pump (driver {entry.driver!r}): only pumps have syringes")
+    if dry_run:
+        return None
+    if descriptor.simulated_only:
+        return ConfigError(where, f"driver {entry.driver!r} exists only in the simulated world: run with "
+                                  "--dry-run, or give the instrument a real driver")
+    if descriptor.default_baudrate is not None:  # a serial device: its port must be given and be there
+        if not entry.port:
+            return ConfigError(where, "a real run needs the device's serial port: add port: (e.g. /dev/ttyUSB0 or "
+                                      "COM3; list ports with `python -m serial.tools.list_ports`)")
+        if (problem := port_problem(entry.port)) is not None:
+            return ConfigError(campaign.located("instruments", name, "port"), problem)
+    return None
 
 
 def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], World | None]:

@@ -46,16 +46,15 @@ FOLLOW_INTERVAL_S = 1.0
 @click.pass_context
 def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, scheduler: str | None,
              every_problem: bool) -> None:
-    try:
-        loaded = load_campaign(campaign_file)
+    try:  # the file, then what is known of the instruments before any port opens (three unplugged devices)
+        campaign = preflight.with_extended_budget(load_campaign(campaign_file))
+        library, world = compose.check_campaign(campaign, dry_run=dry_run)
     except CampaignError as exc:
         if not every_problem or len(exc.messages) == 1:
             raise
         for message in exc.messages:  # not one validate run per typo (a newcomer needed three)
             console.err.print(f"error: {console.printable(message)}", markup=False, highlight=False, soft_wrap=True)
         ctx.exit(EXIT_BAD_INPUT)
-    campaign = preflight.with_extended_budget(loaded)
-    library, world = compose.check_campaign(campaign, dry_run=dry_run)
     preflight.check_prior(campaign)
     preflight.check_store(campaign)
     if world is not None:

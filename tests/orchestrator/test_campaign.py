@@ -60,10 +60,10 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     # and the user who forgets --dry-run gets that one line from run too, with nothing written
     for command in ("validate", "run"):
         real = labloop(command, workdir / "campaign.yaml")
-        assert real.returncode == 2 and real.stderr.strip() == (
+        assert real.returncode == 2 and len(real.stderr.strip().splitlines()) == 1
+        assert real.stderr.startswith(  # then how many of the example's ports this machine lacks, if any
             f"error: {workdir / 'campaign.yaml'}:27: instruments.sampler: driver 'sim-sampler' exists only in the "
-            "simulated world: run with "
-            "--dry-run, or give the instrument a real driver")
+            "simulated world: run with --dry-run, or give the instrument a real driver")
     assert not (workdir / "runs").exists()
 
 
