@@ -78,11 +78,26 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     :func:`read_table` already) or a table with no valid SMILES and value.
     A SMILES given twice keeps its first value, as the dry run's world (:class:`labloop.sim.world.TruthTable`)
     does."""
-    table = read_table(path, (column,), smiles_column=smiles_column)
+    from rdkit.rdBase import BlockLogs
+
+    from labloop.surrogate.featurize import parse_smiles
+
+    try:
+        table = read_table(path, (column,), smiles_column=smiles_column)
+    except InvalidInput as exc:  # a lab's table names its columns its own way: say which name is wanted
+        if f"no column {smiles_column!r}" not in str(exc):
+            raise
+        raise InvalidInput(f"{exc}: name its SMILES column {smiles_column!r}, as the campaign's library does "
+                           "(library.smiles_column)") from None
     low, high = POTENTIAL_RANGE_V
     truth: dict[str, float] = {}
     empty, conflicts, first_conflict = 0, 0, 0
+    invalid: list[tuple[int, str]] = []  # (line, as written) of rows whose SMILES is no molecule
     for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0], strict=True)):
+        with BlockLogs():  # judged here, in one note, not by RDKit per row
+            if parse_smiles(smiles) is None:
+                invalid.append((row + 2, smiles))
+                continue
         if not np.isfinite(value):
             empty += 1
             continue
@@ -93,9 +108,16 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
             conflicts += 1
             first_conflict = first_conflict or row + 2
         truth.setdefault(smiles, float(value))
+    first_invalid = f"line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
     if not truth:
-        raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}")
+        why = f" ({len(invalid)} of its {len(table.smiles)} rows are no SMILES of a molecule labloop screens, first " \
+              f"at {first_invalid})" \
+            if invalid else ""
+        raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}{why}")
     notes = []
+    if invalid:
+        notes.append(f"{len(invalid)} rows of {path} are no SMILES of a molecule labloop screens (first at "
+                     f"{first_invalid}) and are left out")
     if empty:
         notes.append(f"{empty} rows of {path} have no finite value in column {column!r} and are left out")
     if conflicts:
@@ -121,7 +143,7 @@ def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path)
             except KeyError:
                 continue
     if not known:
-        raise InvalidInput(f"{truth_file}: none of its {len(truth)} molecules is one of the {len(smiles)} of the "
+        raise InvalidInput(f"{truth_file}: none of its {len(truth)} valid SMILES is one of the {len(smiles)} of the "
                            f"library {display_name(campaign.library.file)} (compared as written, then as canonical "
                            "SMILES)")
     return list(known), known

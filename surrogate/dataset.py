@@ -55,6 +55,26 @@ class MoleculeTable:
         return h.hexdigest()
 
 
+#: how a file saved by a spreadsheet starts: an .xlsx is a zip, an .xls an OLE2 compound file
+SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
+
+
+def _spreadsheet_hint(path: Path, exc: Exception) -> str:
+    """What to do with a table pandas could not read as CSV, when the cause is recognisable: a workbook saved
+    as .xlsx/.xls (renamed or not), or a CSV in another encoding than UTF-8 (what Excel's plain "CSV" writes on
+    Windows); empty otherwise."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(8)
+    except OSError:
+        return ""
+    if start.startswith(SPREADSHEET_MAGIC):
+        return ": it is a spreadsheet workbook, not CSV: save it as \"CSV UTF-8 (comma delimited)\""
+    if isinstance(exc, UnicodeDecodeError):
+        return ": its text is not UTF-8: save it as \"CSV UTF-8 (comma delimited)\""
+    return ""
+
+
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                smiles_column: str = "smiles") -> MoleculeTable:
     """Read ``path``; require the SMILES column and every target column (numbers or empty)."""
@@ -65,10 +85,15 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         df = pd.read_csv(path, dtype={smiles_column: str}, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
-        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)})") from None
+        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){_spreadsheet_hint(path, exc)}") \
+            from None
     columns = list(df.columns)
     if smiles_column not in columns:
-        raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))})")
+        separated = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"))
+                          if len(columns) == 1 and sep in str(columns[0])), None)
+        hint = (f": its columns are separated by {separated}, and labloop reads comma-separated CSV (save it as "
+                "\"CSV UTF-8 (comma delimited)\")" if separated else "")
+        raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))}){hint}")
     missing = [t for t in targets if t not in columns]
     if missing:
         raise InvalidInput(f"{path}: no target column {missing[0]!r} (columns: {', '.join(map(str, columns))})")

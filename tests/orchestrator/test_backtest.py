@@ -122,7 +122,29 @@ def test_a_table_with_no_valid_smiles_is_bad_input(tmp_path, labloop, write_camp
                      "--planners", "random")
     assert result.returncode == 2 and "error:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert "bad.csv: none of its 2 molecules is one of the 200 of the library" in result.stderr  # the truth's fault
+    assert ("bad.csv: no row has a valid SMILES and a number in column 'e_v' (2 of its 2 rows are no SMILES of a "
+            "molecule labloop screens, first at line 2: 'not-a-smiles')") in result.stderr  # the truth's fault, named
+
+
+def test_a_truth_table_says_what_it_leaves_out_and_how_its_smiles_column_is_named(tmp_path, labloop,
+                                                                                    write_campaign, truth_csv):
+    """A lab's table: a SMILES cell that is no molecule, an empty one, and (another file) its own name for the
+    SMILES column. The rows were left out without a word, and the column's name was not said to be the
+    library's (a chemist's trial)."""
+    path, _ = truth_csv
+    rows = path.read_text().splitlines()
+    (tmp_path / "lab.csv").write_text("\n".join([*rows, "C1CC(not_a_smiles,4.5", ",4.55"]) + "\n")
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "lab.csv", "--column", "e_v",
+                     "--planners", "random", "--seeds", "1", "--budget", "2", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    assert (f"warning: 2 rows of {tmp_path / 'lab.csv'} are no SMILES of a molecule labloop screens (first at line "
+            f"{len(rows) + 1}: 'C1CC(not_a_smiles') and are left out") in result.stderr
+    (tmp_path / "named.csv").write_text(path.read_text().replace("smiles,e_v", "SMILES,e_v", 1))
+    named = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "named.csv", "--column", "e_v",
+                    "--planners", "random")
+    assert named.returncode == 2 and named.stderr.strip().endswith(
+        "no column 'smiles' (columns: SMILES, e_v): name its SMILES column 'smiles', as the campaign's library does "
+        "(library.smiles_column)")
 
 
 def test_summarise_by_hand():

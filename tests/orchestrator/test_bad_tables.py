@@ -132,3 +132,31 @@ def test_a_batch_of_nothing_gets_no_conditions():
     space = ConditionSpace({"scan_rate_v_s": (0.05, 0.5)})
     assert space.propose([], 0, seed=1, step=0) == []
     assert len(space.propose([], 1, seed=1, step=0)) == 1
+
+
+@pytest.mark.parametrize(("name", "write", "says"), [
+    ("past.xlsx", lambda p: _workbook(p), "it is a spreadsheet workbook, not CSV: save it as \"CSV UTF-8"),
+    ("renamed.csv", lambda p: _workbook(p), "it is a spreadsheet workbook, not CSV: save it as \"CSV UTF-8"),
+    ("latin1.csv", lambda p: p.write_bytes("smiles,ie_ev\nCCO,7.1 \u00b1 0.1\n".encode("latin-1")),
+     "its text is not UTF-8: save it as \"CSV UTF-8"),
+    ("semicolons.csv", lambda p: p.write_text("smiles;ie_ev\nCCO;7.1\n"),
+     "its columns are separated by semicolons, and labloop reads comma-separated CSV"),
+    ("tabs.csv", lambda p: p.write_text("smiles\tie_ev\nCCO\t7.1\n"), "its columns are separated by tabs"),
+])
+def test_a_table_a_spreadsheet_saved_says_how_to_save_it(tmp_path, name, write, says):
+    """What Excel writes besides comma-separated UTF-8 was refused with a codec's error or a column list, in one
+    line but with no word on what to do (a chemist's trial)."""
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(InvalidInput) as caught:
+        read_table(path, ["ie_ev"])
+    assert str(caught.value).startswith(f"{path}: ") and says in str(caught.value), str(caught.value)
+
+
+def _workbook(path: Path) -> None:
+    """A file shaped like an .xlsx (a zip with the Office package's parts list): its first bytes are what counts."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as workbook:
+        workbook.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
+        workbook.writestr("xl/workbook.xml", "<workbook/>")
