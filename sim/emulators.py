@@ -61,12 +61,13 @@ def accepted(factory: Callable[..., Any], options: Mapping[str, Any]) -> dict[st
 def start_emulator(driver: str, context: EmulatorContext, options: Mapping[str, Any] | None = None,
                    factory: EmulatorFactory | None = None) -> Emulation:
     """Start ``driver``'s emulator (``factory``, else the one registered for it) on ``context`` with those of
-    ``options`` its factory accepts. A factory that fails with anything but a labloop error is a plug-in's bug:
-    a ConfigError naming the emulator and where it lives, not "a labloop bug" (a plug-in author's trial)."""
+    ``options`` its factory accepts. TypeError and ValueError are an option value it refuses (the caller names
+    the option's instrument); any other failure but a labloop error is a bug in the plug-in's emulator: a
+    ConfigError naming the emulator and where it lives, not "a labloop bug" (a plug-in author's trial)."""
     factory = factory or load_emulator(driver)
     try:
         return factory(context, **accepted(factory, options or {}))
-    except LabloopError:
+    except (LabloopError, TypeError, ValueError):
         raise
     except Exception as exc:
         where = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
