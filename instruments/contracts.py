@@ -12,6 +12,7 @@ of a rig; drivers check it *before* the first byte of a request leaves the compu
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -288,4 +289,13 @@ def missing_members(driver: object, contract: type) -> list[str]:
     """The methods and properties of ``contract`` that ``driver`` lacks: what a plug-in author must add, where
     ``isinstance`` says only that something is missing."""
     members = [name for name in vars(contract) if not name.startswith("_")]
-    return [name for name in members if not hasattr(driver, name)]
+    return [name for name in members if not _has(driver, name)]
+
+
+def _has(driver: object, name: str) -> bool:
+    """Whether ``driver`` has ``name``, looked up without running it (a property may query the device)."""
+    try:
+        inspect.getattr_static(driver, name)
+    except AttributeError:
+        return False
+    return True

@@ -317,7 +317,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             elif descriptor.kind is DriverKind.SAMPLE_CHANGER and "ask" in (descriptor.option_names() or ["ask"]):
                 options["ask"] = ask
             driver = _open(descriptor.open, name, descriptor.name, port, options, given=entry.options)
-            stack.callback(driver.close)
+            stack.callback(getattr(driver, "close", lambda: None))  # a driver without close() is refused next
             _check_contract(driver, name, descriptor)
             instruments[name] = driver
             log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")

@@ -166,9 +166,10 @@ class _Kit:
                 if name == "open" and self.driver is None:
                     return
         finally:
-            if self.driver is not None:
+            close = getattr(self.driver, "close", None)  # a driver without one failed its open check
+            if close is not None:
                 with contextlib.suppress(InstrumentError):
-                    self.driver.close()
+                    close()
 
     def _step(self, name: str, call: Callable[[], str | None]) -> bool:
         start = time.monotonic()

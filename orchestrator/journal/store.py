@@ -345,8 +345,9 @@ def _as_today(campaign: Campaign, stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same_campaign(campaign: Campaign, stored: dict[str, Any], config_json: str) -> bool:
-    """Whether a journal's stored config is ``campaign`` as an older labloop wrote it (:func:`_as_today`)."""
-    return _json(_as_today(campaign, stored)) == config_json
+    """Whether a journal's stored config is ``campaign`` as an older labloop wrote it (:func:`_as_today`),
+    compared as values, not text: one wrote the whole numbers of ``{choices: [30, 60]}`` as 30.0 and 60.0."""
+    return _as_today(campaign, stored) == json.loads(config_json)
 
 
 def _upgrade(conn: sqlite3.Connection, version: int) -> None:

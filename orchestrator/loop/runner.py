@@ -20,12 +20,15 @@ again on resume).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from threadpoolctl import threadpool_limits
@@ -51,6 +54,9 @@ if TYPE_CHECKING:
     from labloop.protocols.executor import ProtocolExecutor
 
 log = logging.getLogger(__name__)
+
+#: labloop's own code: an exception raised in it is labloop's bug, not a plug-in's
+PACKAGE = Path(__file__).resolve().parents[2]
 
 EXIT_OK = 0
 EXIT_FAULTS = 1
@@ -168,7 +174,7 @@ class Runner:
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)
         self._open_actions: dict[int, int] = {}
-        self._step: tuple[str, str] | None = None  #: (instrument, command) of the step started last
+        self._failed: tuple[str, str] | None = None  #: (instrument, command) of the step that failed, if one did
         self._actions = 0  #: actions the current experiment started
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
         self._held: list[int] = []  #: the batch awaiting approval that this run has announced
@@ -348,6 +354,7 @@ class Runner:
             self.journal.start_experiment(experiment.id)
         self._open_actions = {}
         self._actions = 0
+        self._failed = None
         try:
             outcome = self.executor.run(self.sample_ids.get(experiment.smiles, experiment.smiles), experiment.smiles,
                                         experiment.conditions, experiment.mu,
@@ -363,16 +370,18 @@ class Runner:
             return INSTRUMENT_FAULT
         except Exception as exc:  # the rig, a driver or a plug-in failed: journalled, counted, rig made safe
             message = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
-            where = self._step if self._actions else None  # the step that failed (its action is closed)
-            if where is not None and where[0] not in message:  # a plug-in's message may name only its port
+            where = self._failed  # the step whose action ended with this exception (None: after every step)
+            if where is not None and where[0] and where[0] not in message:  # a plug-in may name only its port
                 message = f"{where[0]} ({where[1]}): {message}"
-            if not isinstance(exc, InstrumentError):  # a bug in a driver, most likely a plug-in's: say whose
-                driver = self.campaign.instruments.get(where[0]) if where is not None else None
-                whose = f"driver {driver.driver!r}" if driver is not None else "the rig"
-                log.error("experiment %d: %s raised %s, not an instrument error: a bug in %s (run with -v for "
-                          "the traceback)", experiment.id, "the rig" if where is None else where[0],
-                          type(exc).__name__, whose)
-                log.info("the traceback of experiment %d's %s", experiment.id, type(exc).__name__, exc_info=exc)
+            if not isinstance(exc, InstrumentError):
+                plugin = self._plugin_that_raised(exc, where)
+                if plugin is not None:  # a plug-in's bug: say whose, in one line (its traceback at -v)
+                    log.error("experiment %d: %s raised %s, not an instrument error: a bug in driver %r (run with "
+                              "-v for the traceback)", experiment.id, where[0], type(exc).__name__, plugin)  # type: ignore[index]
+                    log.info("the traceback of experiment %d's %s", experiment.id, type(exc).__name__, exc_info=exc)
+                else:  # labloop's own code (a built-in driver, the analysis): the traceback is the report
+                    log.error("experiment %d: unexpected %s (a labloop bug: please report it with this traceback)",
+                              experiment.id, type(exc).__name__, exc_info=exc)
             self._fail(experiment.id, message)
             return INSTRUMENT_FAULT
         with self.interrupts.deferred():
@@ -397,11 +406,25 @@ class Runner:
             if action is None:
                 action = self.journal.start_action(experiment_id, step, instrument, name, _plain(params))
                 self._actions += 1
-                self._step = instrument, name
             if finished_at is None:
                 self._open_actions[step] = action
             else:
                 self.journal.finish_action(action, outcome or "ok")
+                if outcome not in (None, "ok"):
+                    self._failed = instrument, name
+
+    def _plugin_that_raised(self, exc: BaseException, where: tuple[str, str] | None) -> str | None:
+        """The campaign's name for the plug-in driver whose code ``exc`` came from, or None: the failed step's
+        driver is a plug-in (its code lies outside labloop) and a frame of the traceback lies in its package."""
+        driver = self.rig.instruments.get(where[0]) if where is not None else None
+        source = inspect.getsourcefile(type(driver)) if driver is not None else None
+        if source is None or Path(source).resolve().is_relative_to(PACKAGE):
+            return None
+        package = Path(source).resolve().parent
+        frames = traceback.extract_tb(exc.__traceback__)
+        if not any(Path(frame.filename).resolve().is_relative_to(package) for frame in frames):
+            return None
+        return self.campaign.instruments[where[0]].driver  # type: ignore[index]
 
     def _fail(self, experiment_id: int, cause: str, *, safe_state: bool = True) -> None:
         with self.interrupts.deferred():

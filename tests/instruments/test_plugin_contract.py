@@ -20,7 +20,7 @@ HALF = """
     from labloop.instruments.registry import DriverDescriptor
 
     class HalfPump:
-        # dispenses through a real NE-1000 driver, but never wrote withdraw() nor status()
+        # dispenses through a real NE-1000 driver, but never wrote withdraw(), status() nor close()
         def __init__(self, inner):
             self.inner = inner
 
@@ -35,9 +35,6 @@ HALF = """
 
         def stop(self):
             self.inner.stop()
-
-        def close(self):
-            self.inner.close()
 
     def open_half(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
         return HalfPump(NE1000Pump.open(port, address, limits=limits, time_scale=time_scale,
@@ -95,8 +92,8 @@ def test_a_driver_lacking_contract_methods_is_named_with_what_it_lacks(tmp_path,
     result = labloop("validate", write_campaign(tmp_path, instruments=_rig("half-pump")), "--dry-run")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'half-pump' is registered as a pump, "
-                                     "but its HalfPump lacks withdraw, status (docs/drivers.md: the contracts)")
+                                     "but its HalfPump lacks withdraw, status, close (docs/drivers.md: the contracts)")
     report = check_driver(load_driver("half-pump").descriptor)
     assert not report.passed
     assert report.checks[0].name == "open" and report.checks[0].detail == ("HalfPump does not satisfy Pump: it "
-                                                                           "lacks withdraw, status")
+                                                                           "lacks withdraw, status, close")

@@ -195,3 +195,19 @@ def test_a_journal_written_before_alerts_and_approval_existed_is_the_same_campai
         assert journal.campaign_info().config == config
     with pytest.raises(JournalError, match=r"with other settings, seed: \d+ in the journal, 99 here"):
         Journal.create(campaign.store, campaign.model_copy(update={"seed": 99}))
+
+
+def test_a_journal_that_stored_whole_number_choices_as_floats_is_the_same_campaign(tmp_path, write_campaign):
+    """A labloop before whole-number choices stored ``{choices: [1, 2, 3]}`` as 1.0, 2.0, 3.0: the same file run
+    again is that campaign (compared as values), not one "with other settings" that names no setting."""
+    conditions = {"scan_rate_v_s": [0.05, 0.5], "n_scans": {"choices": [1, 2, 3]}}
+    campaign = load_campaign(write_campaign(tmp_path, conditions=conditions))
+    Journal.create(campaign.store, campaign).close()
+    conn = sqlite3.connect(campaign.store, isolation_level=None)
+    config = json.loads(conn.execute("SELECT config_json FROM campaign").fetchone()[0])
+    assert config["conditions"]["n_scans"]["choices"] == [1, 2, 3]
+    config["conditions"]["n_scans"]["choices"] = [1.0, 2.0, 3.0]
+    conn.execute("UPDATE campaign SET config_json = ?", (json.dumps(config),))
+    conn.close()
+    with Journal.create(campaign.store, campaign) as journal:
+        assert journal.campaign_info().config["conditions"]["n_scans"]["choices"] == [1.0, 2.0, 3.0]

@@ -31,11 +31,11 @@ from labloop.surrogate.dataset import read_table
 DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
 
 
-class _BuggyPotentiostat:
-    """A plug-in potentiostat with a bug: its second CV raises RuntimeError (nothing real raises that on
-    purpose, so this is the one fault a test must inject)."""
-
-    def __init__(self, inner: object) -> None:
+#: a plug-in potentiostat with a bug: its second CV raises RuntimeError (nothing real raises that on purpose, so
+#: this is the one fault a test must inject); a module outside labloop's folder, as an installed plug-in's is
+BUGGY_PLUGIN = """
+class BuggyPotentiostat:
+    def __init__(self, inner):
         self.inner = inner
         self.calls = 0
 
@@ -45,21 +45,28 @@ class _BuggyPotentiostat:
             raise RuntimeError("plug-in bug: list index out of range")
         return self.inner.run_cv(params)
 
-    def abort(self) -> None:
+    def abort(self):
         self.inner.abort()
 
-    def close(self) -> None:
+    def close(self):
         self.inner.close()
+"""
 
 
-def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(tmp_path, write_campaign, caplog):
+def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(tmp_path, write_campaign, caplog,
+                                                                              monkeypatch):
     """The failure names the campaign's instrument and step (a plug-in's own message may name only its port),
     and the log says whose bug it is in one line: the traceback only at -v (a trial saw 25 lines, twice)."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "buggy_plugin.py").write_text(BUGGY_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    from buggy_plugin import BuggyPotentiostat
+
     campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 4}))
     library = read_table(campaign.library.file).smiles
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
-        rig.instruments["potentiostat"] = _BuggyPotentiostat(rig.instruments["potentiostat"])
+        rig.instruments["potentiostat"] = BuggyPotentiostat(rig.instruments["potentiostat"])
         runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
         assert runner.run() == EXIT_OK
         failed = [e for e in journal.experiments(states=(State.FAILED,)) if not e.cause.startswith("analysis:")]
@@ -97,9 +104,20 @@ def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_faul
         assert all(journal.actions(e.id) == [] for e in failed)  # nothing moved
 
 
-class _StuckPotentiostat(_BuggyPotentiostat):
+class _StuckPotentiostat:
+    """A plug-in potentiostat whose abort never returns."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def run_cv(self, params):
+        return self.inner.run_cv(params)
+
     def abort(self) -> None:
-        time.sleep(3600)  # a plug-in whose abort never returns
+        time.sleep(3600)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_safe_state_reports_what_it_could_not_make_safe(tmp_path, write_campaign):
