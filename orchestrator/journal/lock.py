@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -73,10 +74,11 @@ def sole_runner(store: Path) -> Iterator[RunnerLock]:
     lock = RunnerLock(store)
     locked = False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise JournalError(f"{store}: another labloop process is running this campaign") from None
+        if not _take(fd):
+            raise JournalError(f"{store}: another labloop process is running this campaign")
+        if os.fstat(fd).st_ino != _inode(path):  # a refused run removed the file between our open and our lock
+            raise JournalError(f"{store}: another labloop process started on this campaign at the same moment: "
+                               "try again")
         locked = True
         lock.hold_journal()  # an existing journal: refused here if a runner holds it, before any instrument
         yield lock
@@ -88,6 +90,30 @@ def sole_runner(store: Path) -> Iterator[RunnerLock]:
                 with suppress(OSError):  # not empty: something else was written there
                     store.parent.rmdir()
         os.close(fd)
+
+
+#: how often, and how far apart, a run tries the lock before it is refused: ``being_run`` (the dashboard asks
+#: ten times a second) holds a shared lock for microseconds, which must not turn a resume away
+LOCK_TRIES, LOCK_RETRY_S = 5, 0.01
+
+
+def _take(fd: int) -> bool:
+    """Whether this process now holds the exclusive lock on ``fd`` (a few tries, see LOCK_TRIES)."""
+    for attempt in range(LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < LOCK_TRIES - 1:
+                time.sleep(LOCK_RETRY_S)
+    return False
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def being_run(store: Path) -> bool:
