@@ -51,6 +51,8 @@ MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "e_half_v", "dep_v", "refe
 #: read as a potential against that electrode (a chemist's trial)
 MEASUREMENT_HEADERS = {"potential_v": "potential_v_vs_li", "e_half_v": "e_half_v_vs_reference",
                        "reference": "reference_electrode", "mu": "predicted_v_vs_li", "sigma": "predicted_sd_v"}
+#: experiments.csv names the prediction as measurements.csv does, so the two join on ``id`` without a rename
+EXPERIMENT_HEADERS = {"mu": MEASUREMENT_HEADERS["mu"], "sigma": MEASUREMENT_HEADERS["sigma"]}
 
 
 def write_report(journal: Journal, directory: Path) -> Path:
@@ -70,7 +72,7 @@ def _write(journal: Journal, directory: Path) -> None:
     snap = snapshot(journal)
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
-    _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"])
+    _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
          [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]], MEASUREMENT_HEADERS)
     _best_so_far(directory / PLOTS[0], done, objective)

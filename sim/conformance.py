@@ -56,12 +56,20 @@ KIT_DIAMETER_MM = 14.57  # a 10 mL syringe, as the example campaign's electrolyt
 KIT_SAMPLE = "kit-sample"
 
 
+#: how a check that did not run begins its detail (it passes: nothing was wrong, but it says so)
+SKIPPED = "skipped"
+
+
 @dataclass(frozen=True)
 class CheckResult:
     name: str
     passed: bool
     detail: str
     seconds: float
+
+    @property
+    def skipped(self) -> bool:
+        return self.passed and self.detail.startswith(SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -78,10 +86,12 @@ class ConformanceReport:
 
     def lines(self) -> list[str]:
         """One line per check, then a verdict."""
-        out = [f"{'PASS' if c.passed else 'FAIL'}  {c.name:<36} {1e3 * c.seconds:7.0f} ms  {c.detail}"
-               for c in self.checks]
+        out = [f"{'SKIP' if c.skipped else 'PASS' if c.passed else 'FAIL'}  {c.name:<36} {1e3 * c.seconds:7.0f} ms  "
+               f"{c.detail}" for c in self.checks]
         failed = sum(not c.passed for c in self.checks)
-        verdict = "conforms" if self.passed else f"does NOT conform ({failed} of {len(self.checks)} checks failed)"
+        skipped = sum(c.skipped for c in self.checks)
+        verdict = ("conforms" + (f" ({skipped} check(s) skipped)" if skipped else "") if self.passed
+                   else f"does NOT conform ({failed} of {len(self.checks)} checks failed)")
         return [*out, f"{self.driver} on {self.port}: {verdict}"]
 
 
@@ -206,7 +216,7 @@ class _Kit:
         cell beyond its window (labloop's executor refuses such commands before any driver sees them)."""
         def step() -> str | None:
             if self.on_hardware:
-                return (f"skipped on a real port: the kit sends nothing beyond the limits to hardware; check "
+                return (f"{SKIPPED} on a real port: the kit sends nothing beyond the limits to hardware; check "
                         f"without --port (the driver's emulator): labloop drivers check {self.descriptor.name}")
             checks()
             return None

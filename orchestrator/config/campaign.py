@@ -766,10 +766,12 @@ class Campaign(BaseModel):
             if name not in parameters:
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
-            elif name in whole and not isinstance(value, dict):  # a range is searched over real numbers
-                problems.append(Problem(("conditions", name), "takes whole numbers, and a range is searched over "
-                                                              "real ones: list the values to try, e.g. "
-                                                              "{choices: [1, 2, 3]} (or set one in the step)"))
+            elif name in whole and not isinstance(value, dict):  # read as real numbers: 2 is 2.0 here
+                says = ("takes a whole number, and a condition's one value is read as a real one: set it in the "
+                        "protocol's step, or give {choices: [2]}" if value[0] == value[1] else
+                        "takes whole numbers, and a range is searched over real ones: list the values to try, "
+                        "e.g. {choices: [1, 2, 3]} (or set one in the step)")
+                problems.append(Problem(("conditions", name), says))
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
                         for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits(),
                                                 experiments=self.budget.max_experiments))

@@ -197,6 +197,10 @@ MALFORMED = [
                                                "conditions: {scan_rate_v_s: [0.02, 0.5], n_scans: [1, 3]}"),
      "conditions:", "conditions.n_scans", "takes whole numbers, and a range is searched over real ones: list "
      "the values to try, e.g. {choices: [1, 2, 3]}"),
+    ("whole-number condition as one value", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
+                                                 "conditions: {scan_rate_v_s: [0.02, 0.5], n_scans: 2}"),
+     "conditions:", "conditions.n_scans", "takes a whole number, and a condition's one value is read as a real "
+     "one: set it in the protocol's step, or give {choices: [2]}"),
     ("condition with no choices", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                        "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: {choices: []}}"),
      "conditions:", "conditions.e_step_v.choices", "at least 1 item"),

@@ -24,6 +24,7 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
     with (tmp_path / "report" / "experiments.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) >= 4 and {r["status"] for r in rows} <= {"done", "failed"}
+    assert {"predicted_v_vs_li", "predicted_sd_v"} <= set(rows[0])  # named as in measurements.csv, to join on id
     with (tmp_path / "report" / "measurements.csv").open() as handle:
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert len(measured) >= 4 and all(float(r["potential_v_vs_li"]) > 0 for r in measured)
