@@ -43,7 +43,7 @@ from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
 from labloop.planners import ModelView, Observation, Planner, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
-from labloop.surrogate.dataset import read_table
+from labloop.surrogate.dataset import csv_line, read_table
 
 if TYPE_CHECKING:
     from labloop.instruments.cv_analysis import Quantity
@@ -93,20 +93,21 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     truth: dict[str, float] = {}
     empty, conflicts, first_conflict = 0, 0, 0
     invalid: list[tuple[int, str]] = []  # (line, as written) of rows whose SMILES is no molecule
+    with BlockLogs():  # judged here, in one note, not by RDKit per row
+        readable = [parse_smiles(smiles) is not None for smiles in table.smiles]
     for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0], strict=True)):
-        with BlockLogs():  # judged here, in one note, not by RDKit per row
-            if parse_smiles(smiles) is None:
-                invalid.append((row + 2, smiles))
-                continue
+        if not readable[row]:
+            invalid.append((csv_line(row), smiles))
+            continue
         if not np.isfinite(value):
             empty += 1
             continue
         if not low <= value <= high:
-            raise InvalidInput(f"{path}: line {row + 2}, column {column!r}: {value:g} lies beyond "
+            raise InvalidInput(f"{path}: line {csv_line(row)}, column {column!r}: {value:g} lies beyond "
                                f"{low:g}..{high:g} V vs Li/Li+: not a potential (an energy in eV? millivolts?)")
         if smiles in truth and truth[smiles] != value:
             conflicts += 1
-            first_conflict = first_conflict or row + 2
+            first_conflict = first_conflict or csv_line(row)
         truth.setdefault(smiles, float(value))
     first_invalid = f"line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
     if not truth:

@@ -16,8 +16,8 @@ latency).
 
 from __future__ import annotations
 
+import inspect
 import logging
-import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -354,22 +354,36 @@ LABLOOP_PASSES = {"limits": "the campaign's safety limits, to every pump and pot
                   "ask": "the console's question, to a sample changer that takes it"}
 
 
+def _lacking_keyword(factory: Callable[..., Any], options: dict[str, Any], given: Collection[str]) -> str | None:
+    """The first keyword labloop itself passes (not one of the campaign's options, ``given``) that ``factory``'s
+    signature cannot take, or None; read from the signature, not from a TypeError, which the driver's own code
+    may raise for another call."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call says
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return next((key for key in options if key in LABLOOP_PASSES and key not in given and key not in parameters),
+                None)
+
+
 def _open(factory: Callable[..., Any], name: str, driver: str, port: str, options: dict[str, Any], *,
           given: Collection[str] = ()) -> Any:
     """``factory(port, **options)``; a port that cannot be opened, an option the driver refuses and a device
     that does not answer as ``driver`` expects are bad input naming the instrument (exit 2, nothing written).
     An ``open`` that does not take a keyword labloop passes (not one of the campaign's options, ``given``)
     is said to be the driver's to fix: "the driver refused its options" named an option nobody wrote."""
+    lacking = _lacking_keyword(factory, options, given)
+    if lacking is not None:
+        raise ConfigError(f"instruments.{name}", f"driver {driver!r}: its open() must take {lacking}=, which labloop "
+                                                 f"passes ({LABLOOP_PASSES[lacking]}; docs/drivers.md, What open() "
+                                                 "receives)")
     try:
         return factory(port, **options)
     except Disconnected as exc:
         raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {open_failure_reason(exc)}") from None
     except (InputError, TypeError, ValueError) as exc:  # an option value the driver refuses, or of the wrong type
-        passed = re.search(r"unexpected keyword argument '(\w+)'", str(exc)) if isinstance(exc, TypeError) else None
-        if passed is not None and passed[1] in LABLOOP_PASSES and passed[1] not in given:
-            raise ConfigError(f"instruments.{name}", f"driver {driver!r}: its open() must take {passed[1]}=, which "
-                                                     f"labloop passes ({LABLOOP_PASSES[passed[1]]}; docs/drivers.md, "
-                                                     "What open() receives)") from None
         raise ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}") from None
     except InstrumentError as exc:  # the port opened, but what answers is not the device this driver speaks to
         raise ConfigError(f"instruments.{name}", f"the device on {port} does not answer as driver {driver!r} "
