@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -195,3 +196,37 @@ def free_port():
 def dask_command():
     """``dask_command(*args, log=PATH)``: start ``dask scheduler`` / ``dask worker`` as a real process."""
     return _dask
+
+
+def _install_plugin(site: Path, module: str, source: str, drivers: dict[str, str]) -> None:
+    """Write plug-in ``module`` (``source``) into ``site`` as an installed distribution whose ``labloop.drivers``
+    entry points are ``drivers`` (name -> attribute of the module), each with the NE-1000's emulator (the
+    plug-ins the tests write speak that protocol); the caller puts ``site`` on sys.path."""
+    from labloop.instruments.registry import GROUP
+    from labloop.sim.emulators import GROUP as EMULATOR_GROUP
+
+    site.mkdir(exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    dist_info = site / f"{module}-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        f"[{GROUP}]\n" + "".join(f"{name} = {module}:{attr}\n" for name, attr in drivers.items())
+        + f"[{EMULATOR_GROUP}]\n"
+        + "".join(f"{name} = labloop.sim.builtin_emulators:ne1000_emulator\n" for name in drivers))
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """``install_plugin(module, source, {driver name: attribute})``: an installed plug-in driver package for this
+    test only (on sys.path, found by entry points; the module is forgotten afterwards)."""
+    installed: list[str] = []
+
+    def install(module: str, source: str, drivers: dict[str, str]) -> None:
+        _install_plugin(tmp_path / "site", module, source, drivers)
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        installed.append(module)
+
+    yield install
+    for module in installed:
+        sys.modules.pop(module, None)

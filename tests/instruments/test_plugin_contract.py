@@ -6,14 +6,10 @@ its options", naming an option nobody wrote)."""
 
 from __future__ import annotations
 
-import sys
-import textwrap
-
 import pytest
 
-from labloop.instruments.registry import GROUP, load_driver
+from labloop.instruments.registry import load_driver
 from labloop.sim.conformance import check_driver
-from labloop.sim.emulators import GROUP as EMULATOR_GROUP
 
 HALF = """
     from labloop.instruments.ne1000 import NE1000Pump
@@ -52,21 +48,9 @@ HALF = """
 
 
 @pytest.fixture
-def half_pump(tmp_path, monkeypatch) -> None:
-    """An installed plug-in, ``half-pump``, with the NE-1000's emulator (it speaks that protocol)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "half_pump.py").write_text(textwrap.dedent(HALF))
-    dist_info = site / "half_pump-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: half-pump\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(
-        f"[{GROUP}]\nhalf-pump = half_pump:HALF\nuntimed-pump = half_pump:UNTIMED\n"
-        f"[{EMULATOR_GROUP}]\nhalf-pump = labloop.sim.builtin_emulators:ne1000_emulator\n"
-        f"untimed-pump = labloop.sim.builtin_emulators:ne1000_emulator\n")
-    monkeypatch.syspath_prepend(str(site))
-    yield
-    sys.modules.pop("half_pump", None)
+def half_pump(install_plugin) -> None:
+    """Installed plug-ins ``half-pump`` and ``untimed-pump``, with the NE-1000's emulator."""
+    install_plugin("half_pump", HALF, {"half-pump": "HALF", "untimed-pump": "UNTIMED"})
 
 
 @pytest.mark.usefixtures("half_pump")

@@ -10,15 +10,12 @@ dry, in one line naming the field. Everything runs on the real drivers against t
 
 from __future__ import annotations
 
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from labloop.core.errors import DispenseMismatch, Overload, RigNotReady, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
-from labloop.instruments.registry import GROUP
 from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
@@ -27,7 +24,6 @@ from labloop.orchestrator.loop.rig import Rig
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, Runner
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import Contents, Problems, parse_steps, repeat_problem
-from labloop.sim.emulators import GROUP as EMULATOR_GROUP
 from labloop.surrogate.dataset import read_table
 
 CV = {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}
@@ -189,21 +185,10 @@ CARELESS = """
 
 
 @pytest.fixture
-def careless_pump(tmp_path, monkeypatch) -> None:
+def careless_pump(install_plugin) -> None:
     """An installed plug-in pump driver, ``careless-pump``, that checks none of the campaign's limits; its
     emulator is the NE-1000's (the plug-in speaks that protocol)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "careless_pump.py").write_text(textwrap.dedent(CARELESS))
-    dist_info = site / "careless_pump-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: careless-pump\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(
-        f"[{GROUP}]\ncareless-pump = careless_pump:CARELESS\n"
-        f"[{EMULATOR_GROUP}]\ncareless-pump = labloop.sim.builtin_emulators:ne1000_emulator\n")
-    monkeypatch.syspath_prepend(str(site))
-    yield
-    sys.modules.pop("careless_pump", None)
+    install_plugin("careless_pump", CARELESS, {"careless-pump": "CARELESS"})
 
 
 #: 0.6 mL of sample per experiment from the analyte pump, never refilled
