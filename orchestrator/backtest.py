@@ -82,13 +82,9 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
 
     from labloop.surrogate.featurize import parse_smiles
 
-    try:
-        table = read_table(path, (column,), smiles_column=smiles_column)
-    except InvalidInput as exc:  # a lab's table names its columns its own way: say which name is wanted
-        if f"no column {smiles_column!r}" not in str(exc):
-            raise
-        raise InvalidInput(f"{exc}: name its SMILES column {smiles_column!r}, as the campaign's library does "
-                           "(library.smiles_column)") from None
+    table = read_table(path, (column,), smiles_column=smiles_column,  # a lab's table names its columns its way
+                       column_hint=f": name its SMILES column {smiles_column!r}, as the campaign's library does "
+                                   "(library.smiles_column)")
     low, high = POTENTIAL_RANGE_V
     truth: dict[str, float] = {}
     empty, conflicts, first_conflict = 0, 0, 0
@@ -109,16 +105,14 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
             conflicts += 1
             first_conflict = first_conflict or csv_line(row)
         truth.setdefault(smiles, float(value))
-    first_invalid = f"line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
+    unscreened = "are no SMILES of a molecule labloop screens"
+    first = f"first at line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
     if not truth:
-        why = f" ({len(invalid)} of its {len(table.smiles)} rows are no SMILES of a molecule labloop screens, first " \
-              f"at {first_invalid})" \
-            if invalid else ""
+        why = f" ({len(invalid)} of its {len(table.smiles)} rows {unscreened}, {first})" if invalid else ""
         raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}{why}")
     notes = []
     if invalid:
-        notes.append(f"{len(invalid)} rows of {path} are no SMILES of a molecule labloop screens (first at "
-                     f"{first_invalid}) and are left out")
+        notes.append(f"{len(invalid)} rows of {path} {unscreened} ({first}) and are left out")
     if empty:
         notes.append(f"{empty} rows of {path} have no finite value in column {column!r} and are left out")
     if conflicts:

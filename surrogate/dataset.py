@@ -57,6 +57,8 @@ class MoleculeTable:
 
 #: how a file saved by a spreadsheet starts: an .xlsx is a zip, an .xls an OLE2 compound file
 SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
+#: what a spreadsheet should save a table as, for labloop to read it
+SAVE_AS = 'save it as "CSV UTF-8 (comma delimited)"'
 
 
 def _spreadsheet_hint(path: Path, exc: Exception) -> str:
@@ -69,15 +71,16 @@ def _spreadsheet_hint(path: Path, exc: Exception) -> str:
     except OSError:
         return ""
     if start.startswith(SPREADSHEET_MAGIC):
-        return ": it is a spreadsheet workbook, not CSV: save it as \"CSV UTF-8 (comma delimited)\""
+        return f": it is a spreadsheet workbook, not CSV: {SAVE_AS}"
     if isinstance(exc, UnicodeDecodeError):
-        return ": its text is not UTF-8: save it as \"CSV UTF-8 (comma delimited)\""
+        return f": its text is not UTF-8: {SAVE_AS}"
     return ""
 
 
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
-               smiles_column: str = "smiles") -> MoleculeTable:
-    """Read ``path``; require the SMILES column and every target column (numbers or empty)."""
+               smiles_column: str = "smiles", column_hint: str = "") -> MoleculeTable:
+    """Read ``path``; require the SMILES column and every target column (numbers or empty). ``column_hint``
+    ends the message of a missing SMILES column (where its name comes from, for a table a lab wrote)."""
     path = Path(path)
     if (problem := not_a_file(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
@@ -91,9 +94,10 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     if smiles_column not in columns:
         separated = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"))
                           if len(columns) == 1 and sep in str(columns[0])), None)
-        hint = (f": its columns are separated by {separated}, and labloop reads comma-separated CSV (save it as "
-                "\"CSV UTF-8 (comma delimited)\")" if separated else "")
-        raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))}){hint}")
+        hint = f": its columns are separated by {separated}, and labloop reads comma-separated CSV ({SAVE_AS})" \
+            if separated else ""
+        raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))}){hint}"
+                           f"{column_hint}")
     missing = [t for t in targets if t not in columns]
     if missing:
         raise InvalidInput(f"{path}: no target column {missing[0]!r} (columns: {', '.join(map(str, columns))})")

@@ -778,9 +778,9 @@ class Campaign(BaseModel):
         # a misspelt pump: offer the pumps the protocol uses, not the potentiostat (an instrument that is no pump
         # is the rig's to refuse, by its driver: orchestrator/compose.py)
         pump_names = sorted({step.pump for step in steps if pumps(step)})  # type: ignore[attr-defined]
-        choices = (pump_names, "the pumps the protocol uses") if pump_names else (list(self.instruments),
-                                                                                  "the instruments")
-        problems.extend(Problem(("safety", "syringes_ml", name), f"{not_one_of(name, choices[0])} ({choices[1]})")
+        offered, which = (pump_names, "the pumps the protocol uses") if pump_names else (list(self.instruments),
+                                                                                         "the instruments")
+        problems.extend(Problem(("safety", "syringes_ml", name), f"{not_one_of(name, offered)} ({which})")
                         for name in self.safety.syringes_ml if name not in self.instruments)
         for index, step in enumerate(steps):
             low, high = self.conditions.scan_rate_v_s

@@ -312,9 +312,13 @@ def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) ->
     """:class:`JournalError` naming the first setting that differs, unless the journal at ``path`` (its
     campaign ``info``) is ``campaign``'s: ``run`` continues only the same campaign in a store."""
     config_json = _json(campaign.model_dump(mode="json", by_alias=True))
-    if _json(info.config) == config_json or _same_campaign(campaign, info.config, config_json):
+    if _json(info.config) == config_json:
         return
-    changed = first_difference(_as_today(campaign, info.config), json.loads(config_json))
+    # as an older labloop wrote it, compared as values, not text: one wrote {choices: [30, 60]} as 30.0, 60.0
+    stored, given = _as_today(campaign, info.config), json.loads(config_json)
+    if stored == given:
+        return
+    changed = first_difference(stored, given)
     more = (f" (for more experiments: `labloop resume {path} --max-experiments N`)"
             if changed.startswith("budget.max_experiments:") else "")
     raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other settings, "
@@ -342,12 +346,6 @@ def _as_today(campaign: Campaign, stored: dict[str, Any]) -> dict[str, Any]:
         return type(campaign).model_validate(stored).model_dump(mode="json", by_alias=True)
     except ValueError:  # pydantic's ValidationError, or the campaign's own problems
         return stored
-
-
-def _same_campaign(campaign: Campaign, stored: dict[str, Any], config_json: str) -> bool:
-    """Whether a journal's stored config is ``campaign`` as an older labloop wrote it (:func:`_as_today`),
-    compared as values, not text: one wrote the whole numbers of ``{choices: [30, 60]}`` as 30.0 and 60.0."""
-    return _as_today(campaign, stored) == json.loads(config_json)
 
 
 def _upgrade(conn: sqlite3.Connection, version: int) -> None:
