@@ -139,9 +139,20 @@ RIG = {
 }
 
 
-def _write_campaign(folder: Path, *, prior: bool = False, name: str = "tiny", **sections: object) -> Path:
+def _write_campaign(folder: Path, *, prior: bool = False, name: str = "tiny", shared_prior: bool = False,
+                    **sections: object) -> Path:
     """``folder/name.yaml``; ``prior`` adds a 200-molecule prior and a 2-fold, 2-epoch surrogate;
-    ``sections`` replace whole sections (e.g. ``budget={...}``)."""
+    ``sections`` replace whole sections (e.g. ``budget={...}``).
+
+    ``shared_prior`` makes the folder's cache of prior models (``prior-models``, orchestrator/learning/models.py)
+    a link to this test process's, so a prior with the same file, recipe and seed is trained once per process
+    rather than once per test folder; for tests that are not about training the prior (it writes the link at
+    once, so not for tests that check what a refused run left in the folder)."""
+    if shared_prior:
+        link, shared = folder / "prior-models", _CACHE / "prior-models"
+        shared.mkdir(exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(shared, target_is_directory=True)
     campaign: dict[str, object] = {
         "name": name, "seed": 5, "store": f"{name}.db",
         "library": {"file": str(EXAMPLES / "library.csv")},

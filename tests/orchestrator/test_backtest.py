@@ -65,7 +65,7 @@ def test_energies_are_not_potentials(tmp_path, labloop, write_campaign):
 
 def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign, truth_csv):
     path, _ = truth_csv
-    campaign = write_campaign(tmp_path, prior=True, planner={"kind": "bayes", "batch_size": 4})
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "bayes", "batch_size": 4})
     result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes,greedy",
                      "--seeds", "1", "--budget", "12", "--no-instruments", "--json")
     assert result.returncode == 0, result.stderr
@@ -91,7 +91,8 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
     from labloop.planners.feedback import DescriptorTable
 
     path, _ = truth_csv
-    campaign = load_campaign(write_campaign(tmp_path, prior=True, planner={"kind": "bayes", "batch_size": 4}))
+    campaign = load_campaign(write_campaign(tmp_path, prior=True, shared_prior=True,
+                                            planner={"kind": "bayes", "batch_size": 4}))
     truth, _ = read_truth(path, "e_v")
     library = list(truth)
     model = _prior(campaign)
@@ -211,7 +212,8 @@ def test_simulated_instruments_scan_the_campaigns_window(tmp_path, labloop, writ
 
 def test_a_window_around_each_prediction_cannot_be_simulated(tmp_path, labloop, write_campaign, truth_csv):
     path, _ = truth_csv
-    campaign = write_campaign(tmp_path, prior=True, protocol=_protocol_with_cv({"half_width_v": 0.6}))
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True,
+                              protocol=_protocol_with_cv({"half_width_v": 0.6}))
     result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random")
     assert result.returncode == 2 and "half_width_v" in result.stderr and "--no-instruments" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

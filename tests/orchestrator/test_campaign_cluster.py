@@ -41,7 +41,7 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(folder, write_campaign) -> list[tuple[int, str, int]]:
     """The uninterrupted campaign's proposals, in this process (the library's 200 rows: no cluster)."""
-    campaign_file = write_campaign(folder, prior=True, name="memory", **SECTIONS)
+    campaign_file = write_campaign(folder, prior=True, shared_prior=True, name="memory", **SECTIONS)
     assert main(["run", str(campaign_file), "--dry-run"]) == 0
     assert not predictions_dir(folder / "memory.db").exists()
     found = proposals(folder / "memory.db")
@@ -52,7 +52,7 @@ def reference(folder, write_campaign) -> list[tuple[int, str, int]]:
 @pytest.mark.slow
 def test_a_campaign_on_a_local_cluster_proposes_from_shards_what_memory_does(folder, reference, write_campaign,
                                                                               labloop):
-    campaign_file = write_campaign(folder, prior=True, name="local", **SECTIONS)
+    campaign_file = write_campaign(folder, prior=True, shared_prior=True, name="local", **SECTIONS)
     result = labloop("run", campaign_file, "--dry-run", "--scheduler", "local")
     assert result.returncode == 0, result.stderr
     assert "Dask LocalCluster" in result.stderr and "dashboard http://127.0.0.1:" in result.stderr
@@ -96,7 +96,8 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
 
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    campaign_file = write_campaign(folder, prior=True, name="remote", compute={"scheduler": address}, **SECTIONS)
+    campaign_file = write_campaign(folder, prior=True, shared_prior=True, name="remote",
+                                   compute={"scheduler": address}, **SECTIONS)
     store = folder / "remote.db"
     first = cluster(folder / "first")
     run = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign_file),

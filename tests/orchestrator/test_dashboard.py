@@ -84,7 +84,7 @@ def finished_store(tmp_path_factory, write_campaign) -> Path:
     from labloop.orchestrator.cli.main import main
 
     folder = tmp_path_factory.mktemp("finished")
-    assert main(["run", str(write_campaign(folder, prior=True)), "--dry-run"]) == 0
+    assert main(["run", str(write_campaign(folder, prior=True, shared_prior=True)), "--dry-run"]) == 0
     return folder / "tiny.db"
 
 

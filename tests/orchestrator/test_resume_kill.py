@@ -107,13 +107,13 @@ def test_kill_anywhere_then_resume_finishes_the_same_campaign(tmp_path, write_ca
     # one folder for all: the runs share the prior model the reference run trains (prior-models/<key>)
     expected = {}
     for prior in (False, True):
-        reference = write_campaign(tmp_path, prior=prior, name=f"reference{int(prior)}")
+        reference = write_campaign(tmp_path, prior=prior, shared_prior=True, name=f"reference{int(prior)}")
         assert labloop("run", reference, "--dry-run").returncode == 0
         expected[prior] = _proposals(reference.with_suffix(".db"))
 
     def kill(k: int) -> tuple[Path, str]:
         phase, prior = SCENARIOS[k]
-        campaign_file = write_campaign(tmp_path, prior=prior, name=f"run{k}")
+        campaign_file = write_campaign(tmp_path, prior=prior, shared_prior=True, name=f"run{k}")
         store = campaign_file.with_suffix(".db")
         return store, _kill_at(campaign_file, store, phase, random.Random(k))
 
@@ -133,7 +133,7 @@ def test_bayes_resumed_after_kill_proposes_what_the_uninterrupted_run_did(tmp_pa
     sections = {"prior": True, "planner": {"kind": "bayes", "batch_size": 2},
                 "surrogate": {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 100},
                 "conditions": {"scan_rate_v_s": [0.02, 0.5]}}
-    reference = write_campaign(tmp_path, name="reference", **sections)
+    reference = write_campaign(tmp_path, name="reference", shared_prior=True, **sections)
     assert labloop("run", reference, "--dry-run").returncode == 0
     expected = _proposals(reference.with_suffix(".db"))
     assert len(expected) >= BUDGET  # one per done experiment, plus one per unusable voltammogram
@@ -160,7 +160,7 @@ def test_bayes_killed_while_it_waits_for_a_retrain_resumes_with_the_same_models(
                 "surrogate": {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2,
                               "wait_for_retrain": True},
                 "conditions": {"scan_rate_v_s": [0.02, 0.5]}}
-    reference = write_campaign(tmp_path, name="reference", **sections)
+    reference = write_campaign(tmp_path, name="reference", shared_prior=True, **sections)
     assert labloop("run", reference, "--dry-run").returncode == 0
     campaign_file = write_campaign(tmp_path, name="killed", **sections)
     store = campaign_file.with_suffix(".db")

@@ -90,7 +90,8 @@ def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_faul
     protocol = ["load_sample",
                 {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}},
                 {"cv": {"half_width_v": 0.5}}, "rinse"]
-    campaign_file = write_campaign(tmp_path, prior=True, protocol=protocol, planner={"kind": "greedy"},
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, protocol=protocol,
+                                   planner={"kind": "greedy"},
                                    safety={"potential_limits_v": [-0.6, 0.6]},
                                    budget={"max_experiments": 6, "max_consecutive_faults": 2,
                                            "max_consecutive_failed_analyses": 3})
@@ -212,7 +213,7 @@ def finished_journal(tmp_path_factory, write_campaign) -> Path:
     from labloop.orchestrator.cli.main import main
 
     folder = tmp_path_factory.mktemp("finished")
-    campaign = write_campaign(folder, prior=True, budget={"max_experiments": 2})
+    campaign = write_campaign(folder, prior=True, shared_prior=True, budget={"max_experiments": 2})
     assert main(["run", str(campaign), "--dry-run"]) == 0
     return folder / "tiny.db"
 

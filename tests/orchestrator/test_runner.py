@@ -20,7 +20,7 @@ from labloop.surrogate.dataset import read_table
 
 @pytest.mark.slow
 def test_dry_run_completes_its_budget_with_every_record(tmp_path, labloop, write_campaign):
-    campaign_file = write_campaign(tmp_path, prior=True)
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True)
     result = labloop("run", campaign_file, "--dry-run")
     assert result.returncode == 0, result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
@@ -160,7 +160,7 @@ def test_active_hours_cross_midnight():
 def test_wait_for_retrain_brings_each_retrained_model_to_the_next_proposal(tmp_path, labloop, write_campaign):
     """At zero latency a retrain outlasts the experiments after it; with surrogate.wait_for_retrain every
     proposal after a retrain started uses the model it produced (issue 13: retraining reaches the proposals)."""
-    campaign_file = write_campaign(tmp_path, prior=True, planner={"kind": "greedy", "batch_size": 2},
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "greedy", "batch_size": 2},
                                    surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2,
                                               "wait_for_retrain": True},
                                    budget={"max_experiments": 6})

@@ -14,7 +14,7 @@ from labloop.surrogate.persistence import load_ensemble
 
 @pytest.mark.slow
 def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_path, labloop, write_campaign):
-    campaign_file = write_campaign(tmp_path, prior=True, planner={"kind": "bayes", "batch_size": 2},
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "bayes", "batch_size": 2},
                                    budget={"max_experiments": 8},
                                    surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 4})
     result = labloop("run", campaign_file, "--dry-run")
@@ -67,7 +67,8 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
 
 
 def test_screening_campaign_measures_in_prior_order_and_never_retrains(tmp_path, labloop, write_campaign):
-    campaign_file = write_campaign(tmp_path, prior=True, planner={"kind": "screening", "batch_size": 2},
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True,
+                                   planner={"kind": "screening", "batch_size": 2},
                                    budget={"max_experiments": 6},
                                    surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2})
     result = labloop("run", campaign_file, "--dry-run")
