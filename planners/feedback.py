@@ -13,7 +13,12 @@ offset-only learner winning.
 
 Uncertainty of a calibrated prediction (V): ``sigma_cal^2 = var_residual(x) + share * sigma(x)^2 +
 noise^2``: the residual model's posterior variance at the molecule, the part of the surrogate's own
-(calibrated) sigma the measurements say behaves as independent error, and the measurement noise.
+(calibrated) sigma the measurements say behaves as independent error, and the measurement noise. Before the
+first measurement it is ``sigma(x)^2 + OFFSET_PRIOR_V^2``: the surrogate's sigma says how its predictions
+of two molecules differ, not where the lab's potentials lie (its DFT scale can be off by volts), and a first
+batch journalled as ``6.28 +/- 0.26`` for a molecule measured at 4.58 read as a confident miss. The first
+batch is a design spread over size that takes the surest molecule of each stratum (:mod:`.design`), which
+the common term leaves as it was.
 
 The calibrated model is a pure function of the model version and the observations (in journal order), so a
 resumed campaign rebuilds exactly the calibration the uninterrupted one had. Interface for the runner:
@@ -36,6 +41,7 @@ from labloop.planners.base import ModelView, Observation, OutOfSampleView
 from labloop.planners.residual_gp import (
     DESCRIPTORS,
     LEARNERS,
+    OFFSET_PRIOR_V,
     SIZE_GRID,
     Hyper,
     ResidualFit,
@@ -145,22 +151,24 @@ class Calibration:
 
     def apply(self, mu: np.ndarray, sigma: np.ndarray, smiles: Sequence[str], table: DescriptorTable
               ) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated (mean, sigma) for molecules with surrogate ``mu``/``sigma``."""
+        """Calibrated (mean, sigma) for molecules with surrogate ``mu``/``sigma``; before any measurement, the
+        surrogate's mean with the offset's prior added to its sigma (the module's docstring)."""
         mu, sigma = np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float)
         if self.fit is None:
-            return mu, sigma
+            return mu, uncalibrated_sigma(sigma)
         shift, var = self.residual(smiles, table)
         return mu + shift, np.sqrt(var + self.fit.noise_var(sigma))
 
     def posterior(self, mu: np.ndarray, sigma: np.ndarray, smiles: Sequence[str], table: DescriptorTable
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Joint posterior over a few molecules with surrogate ``mu``/``sigma``, for batch acquisition: (mean,
-        latent covariance, the variance a measurement adds to each) of the potential; a diagonal covariance
-        before any measurement (the surrogate's errors are taken as independent)."""
+        latent covariance, the variance a measurement adds to each) of the potential. Before any measurement
+        the latent covariance is the offset's prior, common to all molecules, and the surrogate's errors are
+        taken as independent."""
         mu, sigma = np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float)
         fit = self.fit
         if fit is None:
-            return mu, np.zeros((len(smiles), len(smiles))), sigma**2
+            return mu, np.full((len(smiles), len(smiles)), OFFSET_PRIOR_V**2), sigma**2
         d = table.features(smiles)
         gp = fit.hyper.amplitude > 0
         cross = table.tanimoto(smiles, fit.smiles) if gp else np.zeros((len(smiles), len(fit.smiles)))
@@ -209,13 +217,13 @@ class DescriptorCalibration:
     gp_var: float = 0.0
     surrogate_share: float = 1.0
     noise_var: float = 0.0
-    fitted: bool = True  # False before the first measurement: the surrogate's predictions as they are
+    fitted: bool = True  # False before the first measurement: the surrogate's, with the offset's prior
 
     def apply(self, mu: np.ndarray, sigma: np.ndarray, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, sigma) for molecules with surrogate ``mu``/``sigma`` and :data:`DESCRIPTORS` ``descriptors``."""
         mu, sigma = np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float)
         if not self.fitted:
-            return mu, sigma
+            return mu, uncalibrated_sigma(sigma)
         descriptors = np.asarray(descriptors, dtype=float)
         n = 1 + len(DESCRIPTORS)
         phi = np.hstack([np.ones((len(mu), 1)), scaled_descriptors(descriptors)])
@@ -226,6 +234,12 @@ class DescriptorCalibration:
         var = np.maximum(var, 0.0) + self.gp_var + self.group_var_per_heavy_atom * size
         shift = phi @ self.weights[:n] + self.weights[k]
         return mu + shift, np.sqrt(var + self.surrogate_share * sigma**2 + self.noise_var)
+
+
+def uncalibrated_sigma(sigma: np.ndarray) -> np.ndarray:
+    """The sigma of a prediction before any measurement: the surrogate's, and the unknown offset common to all
+    molecules (:data:`OFFSET_PRIOR_V`, the residual model's prior of it)."""
+    return np.sqrt(np.asarray(sigma, dtype=float) ** 2 + OFFSET_PRIOR_V**2)
 
 
 def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, measured: np.ndarray,

@@ -9,6 +9,7 @@ import pytest
 
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.learning.models import MEASURED_TARGET
+from labloop.planners.residual_gp import OFFSET_PRIOR_V
 from labloop.surrogate.persistence import load_ensemble
 
 
@@ -30,6 +31,11 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
         assert all(e.planner == "bayes" and e.acquisition is not None and 0 <= e.acquisition <= 1
                    for e in experiments)
         assert all(e.mu is not None and e.sigma is not None and e.sigma > 0 for e in experiments)
+        # before the first measurement nothing says where the lab's scale lies: the first batch's sigma holds
+        # the offset's prior; once calibrated, the sigma is what the measurements leave
+        start = min(e.step for e in experiments)
+        first, later = [e.sigma for e in experiments if e.step == start], [e.sigma for e in done if e.step > start]
+        assert first and min(first) >= OFFSET_PRIOR_V and max(later) < OFFSET_PRIOR_V / 2, (first, later)
         calibrations = [e.data for e in journal.events() if e.kind == "calibration"]
         calibrated_at = [e.time for e in journal.events() if e.kind == "calibration"]
         measured = [c["n_measurements"] for c in calibrations]

@@ -21,6 +21,7 @@ from labloop.planners import ConditionSpace, Observation, PlannerState, PoolPlan
 from labloop.planners.acquisition import acquire, window_probability
 from labloop.planners.design import calibration_design
 from labloop.planners.feedback import CalibratedModel, DescriptorTable, cheap_descriptors, fit_calibration
+from labloop.planners.residual_gp import OFFSET_PRIOR_V
 from labloop.planners.similarity import SimilarityIndex
 
 
@@ -315,12 +316,19 @@ def test_calibration_learns_an_error_of_unknown_form_and_its_error_falls_with_me
     assert offset_only.scores["gp"] > offset_only.scores["offset"]
 
 
-def test_calibrated_model_is_the_model_before_any_measurement():
+def test_calibrated_model_is_the_model_with_the_offsets_prior_before_any_measurement():
     table = {s: (4.0, 0.1) for s in OTHERS}
     view = CalibratedModel(TableModel(table, version=3), [], DescriptorTable())
     assert view.version == 3 and view.calibration.n == 0
     mu, sigma = view.predict(OTHERS)
-    assert list(mu) == [4.0] * 5 and list(sigma) == [0.1] * 5
+    assert list(mu) == [4.0] * 5 and sigma == pytest.approx([math.hypot(0.1, OFFSET_PRIOR_V)] * 5)
+    # jointly: the unknown offset is common to all of them, the surrogate's own errors independent
+    mean, latent, added = view.posterior(OTHERS[:2])
+    assert list(mean) == [4.0, 4.0]
+    assert latent == pytest.approx(np.full((2, 2), OFFSET_PRIOR_V**2)) and added == pytest.approx([0.01, 0.01])
+    descriptors = DescriptorTable()(OTHERS[:2])
+    _, shard_sigma = view.calibration.by_descriptors().apply([4.0] * 2, [0.1] * 2, descriptors)
+    assert shard_sigma == pytest.approx(sigma[:2])  # the shard planner's first stage says the same
     after = CalibratedModel(TableModel(table), [Observation(OTHERS[0], {}, 3.0)], DescriptorTable())
     mu, sigma = after.predict(OTHERS)
     assert after.calibration.n == 1 and mu[0] == pytest.approx(3.0, abs=0.05) and sigma[0] > 0.1
