@@ -60,11 +60,11 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, scheduler: 
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))
-    preflight.warn_before_run(campaign, library)
-    console.out.print(_summary(campaign_file, campaign, len(library), scheduler))
+    invalid = preflight.warn_before_run(campaign, library)
+    console.out.print(_summary(campaign_file, campaign, len(library), invalid, scheduler))
 
 
-def _summary(path: Path, campaign: Campaign, n_molecules: int, scheduler: str | None) -> Table:
+def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, scheduler: str | None) -> Table:
     used, address = compose.compute_placement(campaign, scheduler, n_molecules)
     instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
                             for name, spec in campaign.instruments.items())
@@ -77,7 +77,8 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, scheduler: str | 
     default = "" if "reference_offset_v" in campaign.cell.model_fields_set else ", the default: calibrate yours"
     rows = {
         "valid": f"{path}: campaign {campaign.name!r}, seed {campaign.seed}",
-        "library": f"{display_name(campaign.library.file)} ({n_molecules} molecules)",
+        "library": f"{display_name(campaign.library.file)} ({n_molecules} molecules"
+                   f"{f', {invalid} of them invalid SMILES, never proposed' if invalid else ''})",
         "prior": "none" if campaign.prior is None else
                  f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})",
         "objective": describe_objective(campaign.objective.model_dump()),

@@ -92,14 +92,16 @@ def check_prior(campaign: Campaign) -> None:
                                                      f"surrogate.folds {folds}: at least {MIN_ROWS_PER_FOLD * folds}")
 
 
-def warn_before_run(campaign: Campaign, library: list[str]) -> None:
+def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
-    planner will ever propose, and an objective no measurement can meet."""
-    console.report_invalid(compose.unreadable_smiles(campaign, library), display_name(campaign.library.file),
+    planner will ever propose, and an objective no measurement can meet. Returns how many rows are invalid."""
+    invalid = compose.unreadable_smiles(campaign, library)
+    console.report_invalid(invalid, display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed")
     if (why := compose.objective_out_of_reach(campaign)) is not None:
         console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
                           soft_wrap=True)
+    return len(invalid)
 
 
 def unchanged_library(campaign: Campaign, journal: Journal) -> str:

@@ -86,6 +86,8 @@ def test_validate_names_the_library_rows_that_are_never_proposed(labloop, workdi
     assert proc.returncode == 0, proc.stderr
     assert "warning: 3 invalid SMILES in" in proc.stderr and "library.csv will never be proposed: line 3 " \
         "'C1CC(=O', line 5 'c1ccccc1XX', line 7 ''" in proc.stderr
+    # the summary's count says so too, rather than counting them among the molecules it will screen
+    assert "(200 molecules, 3 of them invalid SMILES, never proposed)" in " ".join(proc.stdout.split())
 
 
 def test_the_version_is_the_installed_packages(labloop):
