@@ -434,8 +434,7 @@ class ProtocolExecutor:
             return
         index, _field, exc = problem
         raise RigNotReady(self._where(index, steps[index]), f"{exc.what} (by labloop's count, before the experiment "
-                                                            "starts): empty the cell or fill the syringe, then "
-                                                            "labloop resume with --cell-emptied or --syringes-filled")
+                                                            "starts)")
 
     def _with_conditions(self, conditions: Mapping[str, Any]) -> tuple[Step, ...]:
         """The steps with every parameter named like a condition set to the condition's value."""
@@ -642,23 +641,39 @@ class ProtocolExecutor:
 
     def _blank(self, where: str, step: Blank, instrument: str, lab: LabRecord,
                steps: Sequence[Step]) -> dict[str, Any]:
-        """Run and judge the blank; ``on_fail: clean`` cleans (the protocol's clean step, or a rinse) and
-        judges a second blank; still contaminated (or ``on_fail: stop``) raises :class:`BlankFailed`."""
+        """Run and judge the blank before the sample goes in. Dissolved O2 (its wave) is purged again with the
+        protocol's purge step and the blank judged again; ``on_fail: clean`` cleans a contaminated cell (the
+        protocol's clean step, or a rinse) and judges a second blank. Still contaminated or oxygenated, a
+        contaminated blank with ``on_fail: stop``, or O2 in a protocol without a purge step raises
+        :class:`BlankFailed` (the runner stops for a person: every sample measured in that cell would fail)."""
         potentiostat: Potentiostat = self.rig.instruments[instrument]  # type: ignore[assignment]
+        purge = next((s for s in steps if isinstance(s, Purge)), None)
         for attempt in (1, 2):
             voltammogram = potentiostat.run_cv(step.params())
             result = analyze_blank(voltammogram, step.max_current_a)
             lab.blanks.append((voltammogram, result))
             log.info("%s: blank %d: max %.3g A, flags %s", where, attempt, result.max_current_a,
                      sorted(result.flags) or "none")
-            if result.clean:
+            oxygen = CVFlag.OXYGEN in result.flags
+            if result.clean and not oxygen:
                 return {"blank": result.to_dict(), "attempts": attempt}
-            if step.on_fail == "stop" or attempt == 2:
+            if attempt == 2 or (not result.clean and step.on_fail == "stop") or (result.clean and purge is None):
                 break
-            clean = next((s for s in steps if isinstance(s, Clean)), Clean())
-            self._clean(where, clean)
-        raise BlankFailed(where, f"the blank is contaminated (largest current {result.max_current_a:.3g} A, limit "
-                                 f"{step.max_current_a:.3g} A, flags {', '.join(sorted(result.flags))})")
+            if result.clean:  # only O2: purge again
+                assert purge is not None
+                valve = "operator" if purge.valve == "manual" else self._instrument(where, purge.valve, GasValve,
+                                                                                     "gas valve")
+                self._purge(where, purge, valve, lab)
+            else:
+                self._clean(where, next((s for s in steps if isinstance(s, Clean)), Clean()))
+        if not result.clean:
+            raise BlankFailed(where, f"the blank is contaminated (largest current {result.max_current_a:.3g} A, "
+                                     f"limit {step.max_current_a:.3g} A, flags {', '.join(sorted(result.flags))})")
+        if purge is None:
+            raise BlankFailed(where, "dissolved O2 in the blank (a reduction wave without its return peak), and the "
+                                     "protocol has no purge step to drive it out: add one before the blank")
+        raise BlankFailed(where, f"dissolved O2 remains in the blank after purging again ({purge.minutes:g} min of "
+                                 f"{purge.gas}): check the gas supply, the valve and the cell's seal")
 
     def _standard_scan(self, cv: CVParams) -> CVParams:
         """The add_standard step's scan: the cv's window widened to take in ferrocene's couple."""

@@ -34,6 +34,7 @@ from labloop.orchestrator.loop.runner import (
     EXIT_FAULTS,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_REFUSED,
     SYRINGES_FILLED,
     Runner,
 )
@@ -153,12 +154,14 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     if code == EXIT_INTERRUPTED:
         console.err.print(f"interrupted: the journal is consistent.\ncontinue with: labloop resume {store}",
                           markup=False, highlight=False, soft_wrap=True)
-    elif code == EXIT_FAULTS:
+    elif code in (EXIT_FAULTS, EXIT_REFUSED):
         with Journal.open(store, readonly=True) as journal:
             last = next((e for e in reversed(journal.events()) if e.kind in ("stopped", "cluster_lost")), None)
         if last is not None and last.kind == "cluster_lost":
             _say(f"{last.message}; start the cluster again (or give another --scheduler), then "
                  f"`labloop resume {store}`")
+        elif last is not None and isinstance(last.data, dict) and "advice" in last.data:  # the rig needs a person
+            _say(f"{'error' if code == EXIT_REFUSED else 'stopped'}: {last.message}; {last.data['advice']}")
         else:
             stopped = last.message if last is not None else "failures in a row"
             _say(f"stopped: {stopped}; see `labloop log {store}`, then `labloop resume {store}`")
@@ -192,6 +195,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
     with Alerter(campaign.alerts, journal, campaign.name, operators=people):
         code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()
+    if code == EXIT_REFUSED:  # nothing moved: the one line of why (run()) is all there is to say
+        return code
     snap = snapshot(journal)
     progress = snap["progress"]
     done, failed, hits = progress["counts"][State.DONE.value], progress["counts"][State.FAILED.value], progress["hits"]

@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 from threadpoolctl import threadpool_limits
 
-from labloop.core.errors import ClusterLostError, InputError, InstrumentError, JournalWriteError, NoOperator
+from labloop.core.errors import (
+    BlankFailed,
+    ClusterLostError,
+    InputError,
+    InstrumentError,
+    JournalWriteError,
+    NoOperator,
+    RigNotReady,
+)
 from labloop.instruments.cv_analysis import CVFlag, measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
@@ -60,6 +68,8 @@ PACKAGE = Path(__file__).resolve().parents[2]
 
 EXIT_OK = 0
 EXIT_FAULTS = 1
+#: a run that stopped for a person before anything moved in it (``resume`` without ``--cell-emptied``)
+EXIT_REFUSED = 2
 EXIT_INTERRUPTED = 130
 WAIT_POLL_S = 1.0
 #: how often a batch awaiting approval is checked (a person's click should start the rig promptly)
@@ -141,6 +151,16 @@ def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(params), default=str))
 
 
+class NeedsPerson(Exception):
+    """The rig needs a person before the next experiment, whichever molecule it is: what the cell or a syringe
+    holds would stop it part way (:class:`RigNotReady`), or the blank says the cell or electrode is dirty
+    (:class:`BlankFailed`). ``moved``: whether any action started in this run before it."""
+
+    def __init__(self, cause: RigNotReady | BlankFailed, *, moved: bool) -> None:
+        super().__init__(str(cause))
+        self.cause, self.moved = cause, moved
+
+
 class Runner:
     """Runs one campaign on one rig to its budget, recording everything in ``journal``.
 
@@ -176,6 +196,7 @@ class Runner:
         self._open_actions: dict[int, int] = {}
         self._failed: tuple[str, str] | None = None  #: (instrument, command) of the step that failed, if one did
         self._actions = 0  #: actions the current experiment started
+        self._moved = False  #: whether any action started in this run (a stop for a person is then exit 1, not 2)
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
         self._held: list[int] = []  #: the batch awaiting approval that this run has announced
 
@@ -183,7 +204,8 @@ class Runner:
 
     def run(self) -> int:
         """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults, the Dask cluster
-        lost or nobody to answer a manual step, 130 interrupted)."""
+        lost, nobody to answer a manual step or the rig needing a person, 2 the rig needing a person before
+        anything moved in this run, 130 interrupted)."""
         budget = self.campaign.budget
         with self.learning, console.progress() as bar:
             if self.predictions is not None:  # a bar per model version whose library predictions are made
@@ -200,6 +222,8 @@ class Runner:
                 return self._stop_cluster_lost(exc)
             except NoOperator as exc:
                 return self._stop_no_operator(exc)
+            except NeedsPerson as exc:
+                return self._stop_for_a_person(exc)
 
     def _loop(self, show: Callable[[str], None]) -> int:
         in_a_row = dict.fromkeys(FAULT_LIMITS, 0)  # failed experiments of each kind in a row
@@ -265,7 +289,7 @@ class Runner:
         experiment runs again from its first step onto whatever is left (README, "Campaigns and the journal")."""
         held = self.executor.contents.cell_ml
         return (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
-                "--cell-emptied`" if held > 0 else "")
+                f"{self.journal.path} --cell-emptied`" if held > 0 else "")
 
     def _stop_no_operator(self, exc: NoOperator) -> int:
         """A manual step found nobody to answer (the console's input is closed): that would not change with the
@@ -286,6 +310,31 @@ class Runner:
             console.err.print(f"WARNING: NOT made safe: {'; '.join(unsafe)}", markup=False, highlight=False,
                               soft_wrap=True)
         return EXIT_FAULTS
+
+    def _stop_for_a_person(self, exc: NeedsPerson) -> int:
+        """The cell, a syringe or the electrode needs a person before any molecule can be measured
+        (:class:`NeedsPerson`): the experiment is interrupted, not failed (``resume`` runs it again), the rig made
+        safe and the run stops: exit 1, or 2 when nothing moved in this run (a ``resume`` that lacks
+        ``--cell-emptied`` is refused, as bad input is)."""
+        cause = exc.cause
+        advice = (f"empty the cell or fill the syringe, then `labloop resume {self.journal.path} --cell-emptied` or "
+                  "`--syringes-filled`" if isinstance(cause, RigNotReady) else
+                  "clean the cell and the electrode (for O2: check the gas), then "
+                  f"`labloop resume {self.journal.path} --cell-emptied`")
+        with self.interrupts.deferred():
+            for action in self._open_actions.values():
+                self.journal.finish_action(action, f"{type(cause).__name__}: {cause}")
+            self._open_actions = {}
+            ids = self.journal.mark_interrupted_on_resume()
+            self.journal.add_event("stopped", f"{type(cause).__name__}: {cause}: campaign stopped before a sample "
+                                              f"is spent on it (experiment {', '.join(map(str, ids))} will run again "
+                                              f"on resume)", data={"experiments": ids, "advice": advice,
+                                                                   "cell_ml": self.executor.contents.cell_ml})
+        unsafe = self.rig.safe_state()
+        if unsafe:
+            console.err.print(f"WARNING: NOT made safe: {'; '.join(unsafe)}", markup=False, highlight=False,
+                              soft_wrap=True)
+        return EXIT_FAULTS if exc.moved else EXIT_REFUSED
 
     def _stop_cluster_lost(self, exc: ClusterLostError) -> int:
         """The Dask cluster went away: journalled, and the run stops (exit 1). Nothing is half-written: the
@@ -361,6 +410,10 @@ class Runner:
                                         lambda *args: self._on_action(experiment.id, *args))
         except (JournalWriteError, NoOperator):
             raise  # nothing more can be recorded, or nobody can answer: the run stops (run())
+        except (RigNotReady, BlankFailed) as exc:
+            # the cell, a syringe or the electrode needs a person, whichever molecule comes next: the run stops
+            # and this experiment runs again on resume rather than failing (and the next ones with it)
+            raise NeedsPerson(exc, moved=self._moved or bool(self._actions)) from exc
         except InputError as exc:
             if not self._actions:  # refused before anything moved: this proposal (its window) breaks a limit
                 self._fail(experiment.id, f"{REFUSED_FAILURE}{type(exc).__name__}: {exc}")
@@ -406,6 +459,7 @@ class Runner:
             if action is None:
                 action = self.journal.start_action(experiment_id, step, instrument, name, _plain(params))
                 self._actions += 1
+            self._moved = True
             if finished_at is None:
                 self._open_actions[step] = action
             else:

@@ -468,7 +468,8 @@ def test_a_manual_step_with_nobody_to_answer_stops_the_run_at_once(tmp_path, wri
         stopped = [e.message for e in journal.events() if e.kind == "stopped"]
         assert len(stopped) == 1 and "manual sample changer on console: no operator: the console" in stopped[0]
         assert (f"experiment {interrupted[0].id} will run again on resume, where a person can answer; the cell "
-                "still holds 4.5 mL by labloop's count: empty it, then `labloop resume --cell-emptied`") in stopped[0]
+                f"still holds 4.5 mL by labloop's count: empty it, then `labloop resume {campaign.store} "
+                "--cell-emptied`") in stopped[0]
         outcomes = [a.outcome for a in journal.actions(interrupted[0].id)]
         assert outcomes[0] == "ok" and outcomes[1].startswith("NoOperator: ") and len(outcomes) == 2
     monkeypatch.undo()
@@ -505,7 +506,8 @@ def test_ctrl_c_mid_experiment_says_what_the_cell_still_holds(tmp_path, write_ca
         capsys.readouterr()
         assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
             == EXIT_INTERRUPTED
-        said = "the cell still holds 4.5 mL by labloop's count: empty it, then `labloop resume --cell-emptied`"
+        said = (f"the cell still holds 4.5 mL by labloop's count: empty it, then `labloop resume {campaign.store} "
+                "--cell-emptied`")
         assert said in capsys.readouterr().err
         last = journal.events()[-1]
         assert last.kind == "interrupted" and said in last.message and last.data["cell_ml"] == 4.5

@@ -86,7 +86,7 @@ def test_the_cell_is_counted_across_experiments_and_refused_before_the_dispense(
     started = len(actions)
     with pytest.raises(RigNotReady, match=r"protocol\[1\]\.dispense: analyte_pump: the cell would hold "
                                           r"10.5 mL, more than its 10 mL \(safety.cell_volume_ml\): 0.5 mL "
-                                          r"onto the 10 mL it holds since it was last emptied .*--cell-emptied"):
+                                          r"onto the 10 mL it holds since it was last emptied"):
         executor.run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
     after = wire(rig)
     assert after["analyte_pump"] == before["analyte_pump"] and after["electrolyte_pump"] == before["electrolyte_pump"]
@@ -135,7 +135,8 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
                                                                               labloop) -> None:
     """Run 1 fails its experiment before the rinse (5 mL stay in the 9 mL cell) and stops; ``resume`` (a new
     process's executor and rig) must count those 5 mL from the journal's actions and refuse to add 5 more,
-    until the operator says the cell was emptied by hand (``--cell-emptied``)."""
+    until the operator says the cell was emptied by hand (``--cell-emptied``). The refusal spends no molecule:
+    its experiment waits for the resume that can run it (it failed, and three more with it, before)."""
     campaign = load_campaign(write_campaign(tmp_path, protocol=RINSED, safety={"cell_volume_ml": 9.0},
                                             budget={"max_experiments": 2, "max_consecutive_faults": 1}))
     library = read_table(campaign.library.file).smiles
@@ -148,20 +149,23 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
         first = journal.experiments(states=(State.FAILED,))
         assert [e.cause for e in first] == ["potentiostat (cv): RuntimeError: plug-in bug: the scan never started"]
 
-    resumed = labloop("resume", campaign.store)
-    assert resumed.returncode == 1, resumed.stderr
+    for _ in range(2):  # refused as often as it is tried, nothing moving (exit 2: bad input, as a missing flag)
+        resumed = labloop("resume", campaign.store)
+        assert resumed.returncode == 2, resumed.stderr
+        [line] = resumed.stderr.strip().splitlines()
+        assert line.startswith("error: RigNotReady: protocol[2].dispense: electrolyte_pump: the cell would hold "
+                               "10 mL, more than its 9 mL") and "Traceback" not in resumed.stderr
+        assert line.endswith(f"then `labloop resume {campaign.store} --cell-emptied` or `--syringes-filled`")
     with Journal.open(campaign.store, readonly=True) as journal:
-        failed = journal.experiments(states=(State.FAILED,))
-        assert len(failed) == 2 and not journal.experiments(states=(State.DONE,))
-        assert ("protocol[2].dispense: electrolyte_pump: the cell would hold 10 mL, more than its 9 mL"
-                in failed[1].cause)  # the executor's refusal: the driver was never asked
-        assert failed[1].cause.startswith("RigNotReady") and "--cell-emptied" in failed[1].cause
-        assert journal.actions(failed[1].id) == []  # refused before its sample was loaded
+        assert [e.id for e in journal.experiments(states=(State.FAILED,))] == [first[0].id]
+        [waiting] = journal.experiments(states=(State.INTERRUPTED,))
+        assert journal.actions(waiting.id) == []  # refused before its sample was loaded: no driver was asked
 
     emptied = labloop("resume", campaign.store, "--cell-emptied")
     assert emptied.returncode == 0, emptied.stderr
     with Journal.open(campaign.store, readonly=True) as journal:
-        assert len(journal.experiments(states=(State.DONE,))) == 2 and len(journal.experiments()) == 4
+        assert len(journal.experiments(states=(State.DONE,))) == 2 and len(journal.experiments()) == 3
+        assert waiting.id in [e.id for e in journal.experiments(states=(State.DONE,))]
         assert [e.kind for e in journal.events()].count("cell_emptied") == 1
 
 

@@ -167,12 +167,41 @@ def test_scans_without_the_wave_give_no_d_and_say_why_in_the_journal_record(lab)
     assert f"no D ({record.diffusion_problem})" in record.summary()
 
 
-def test_without_purge_the_oxygen_wave_is_flagged_and_not_learned_from(lab):
+def test_oxygen_in_the_blank_is_purged_again_or_stops_before_the_sample(lab):
+    """The blank is there to keep a sample out of a cell that would spoil its scan: O2 in it (an unpaired
+    reduction wave) used to pass as a clean blank, so every sample was loaded and failed its analysis."""
     rig = lab()
-    steps = [s for s in FULL if not (isinstance(s, dict) and "purge" in s)]
-    outcome, _ = run(rig, steps)
-    assert CVFlag.OXYGEN in outcome.lab.blanks[-1][1].flags
-    assert CVFlag.OXYGEN in outcome.analysis.flags and not outcome.quality_ok
+    no_purge = [s for s in FULL if not (isinstance(s, dict) and "purge" in s)]
+    actions: list[tuple] = []
+    with pytest.raises(BlankFailed, match=r"protocol\[1\]\.blank: dissolved O2 in the blank .* no purge step"):
+        ProtocolExecutor(no_purge, rig, LIMITS, OFFSET).run("vial-1", "c1ccccc1", {}, None,
+                                                            lambda *a: actions.append(a))
+    assert "load_sample" not in [a[1] for a in actions]  # the sample never went in
+
+    # a purge by hand (the operator answers): the first leaves O2 in the cell, the blank's second purge works
+    manual = [{"purge": {"minutes": 10, "valve": "manual"}} if isinstance(s, dict) and "purge" in s else s
+              for s in FULL]
+    for purges_work in (False, True):
+        rig = lab()
+
+        def operator(message: str, rig: LabRig = rig, purges_work: bool = purges_work) -> str:
+            rig.asked.append(message)
+            if purges_work and len(rig.asked) == 2:
+                rig.atmosphere.set_flow("argon")  # zero latency: the O2 is gone at once
+                rig.atmosphere.set_flow(None)
+            return ""
+
+        rig.ask_operator = operator
+        if not purges_work:
+            with pytest.raises(BlankFailed, match=r"protocol\[2\]\.blank: dissolved O2 remains in the blank after "
+                                                  r"purging again \(10 min of argon\): check the gas supply"):
+                run(rig, manual)
+            assert len(rig.asked) == 2 and all("Purge the cell with argon" in q for q in rig.asked)
+            continue
+        outcome, actions = run(rig, manual)
+        assert [CVFlag.OXYGEN in r.flags for _, r in outcome.lab.blanks] == [True, False]
+        assert outcome.lab.purged_minutes == 20 and outcome.quality_ok
+        assert [a[1] for a in actions if a[-1] is not None].count("purge") == 1  # the second is the blank's
 
 
 def test_ferrocene_cancels_a_drifting_reference(lab):
