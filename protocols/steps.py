@@ -436,6 +436,10 @@ def _fluid_of(step: Step) -> str | None:
     return None
 
 
+#: a step's potential this far from 0 V is no potential any cell is driven to: most likely millivolts
+MILLIVOLTS_LIKELY_V = 50.0
+
+
 def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
                    pump_limits: Mapping[str, SafetyLimits] | None = None, *, experiments: int = 1) -> list[Problem]:
     """Explicit potentials and volumes of ``steps`` beyond the safety limits (``pump_limits``: a pump's own,
@@ -447,8 +451,9 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
         for field in ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "e_dc_v"):
             value = getattr(step, field, None)
             if value is not None and not low <= value <= high:
+                hint = ": millivolts written as volts?" if abs(value) >= MILLIVOLTS_LIKELY_V else ""
                 problems.append(Problem((index, step.name, field), f"{value:g} V is outside the safety window "
-                                                                   f"{low:g}..{high:g} V"))
+                                                                   f"{low:g}..{high:g} V{hint}"))
         width = getattr(step, "half_width_v", None)
         if width is not None and 2 * width > high - low:
             problems.append(Problem((index, step.name, "half_width_v"), f"a window {2 * width:g} V wide cannot fit in "

@@ -75,6 +75,11 @@ def test_the_examples_limits_are_the_potentiostats_range(labloop, workdir):
     proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")
     assert proc.returncode == 2 and proc.stderr.strip() == (  # the line in the protocol's own file
         f"error: {protocol}:12: protocol[3].cv.e_vertex1_v: 2.5 V is outside the safety window -1.7..2 V")
+    protocol.write_text(protocol.read_text().replace("e_vertex1_v: 2.5", "e_vertex1_v: 1950"))
+    proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")  # a window written in mV
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: {protocol}:12: protocol[3].cv.e_vertex1_v: 1950 V is outside the safety window -1.7..2 V: "
+        "millivolts written as volts?")
 
 
 def test_validate_names_the_library_rows_that_are_never_proposed(labloop, workdir):
