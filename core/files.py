@@ -13,16 +13,30 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, so once, at import, before any thread writes files)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: the mode a file created with open() gets: what the finished file is given (mkstemp's is owner-only)
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_write(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` (hidden, named after it, created empty and private) to write;
-    when the block ends it is renamed onto ``path``, and if the block raises it is removed. The parent
-    folder is created if missing. Close any file opened on the temporary path inside the block."""
+    when the block ends it is given the mode any new file gets (the user's umask: results the lab's other
+    accounts can read, as the models beside them) and renamed onto ``path``, and if the block raises it is
+    removed. The parent folder is created if missing. Close any file opened on the temporary path inside
+    the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ import click
 import numpy as np
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 from labloop.core.errors import ClusterLostError, InvalidInput
 from labloop.core.files import atomic_write
@@ -28,6 +29,7 @@ from labloop.surrogate.dataset import read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
+from labloop.surrogate.persistence import MANIFEST
 from labloop.surrogate.presets import PRESETS, get_preset
 from labloop.surrogate.screening import (
     ROLE_TARGET,
@@ -139,15 +141,23 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
               help="Share of rows kept aside and scored after training.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--replace", is_flag=True, help="Overwrite the model already in --output (and everything else there).")
 @smiles_option
 @no_cache_option
 def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset: str, epochs: int | None,
-          holdout: float, seed: int, smiles_column: str, no_cache: bool) -> None:
+          holdout: float, seed: int, replace: bool, smiles_column: str, no_cache: bool) -> None:
     """Train a calibrated k-fold ECFP -> FCNN ensemble and save it to a model directory."""
     chosen = get_preset(preset, epochs=epochs)
     table = read_table(data, list(targets), smiles_column)
     if output.exists() and not output.is_dir():
         raise InvalidInput(f"--output {output} exists and is not a directory")
+    # refused before the training (minutes to hours), not after it: a folder with files is someone's
+    if output.is_dir() and any(output.iterdir()):
+        if not (output / MANIFEST).is_file():
+            raise InvalidInput(f"--output {output} holds files and no labloop model: give an empty or new folder")
+        if not replace:
+            raise InvalidInput(f"--output {output} already holds a model: give another folder, or --replace to "
+                               "overwrite it (and every other file in it)")
     from labloop.surrogate.persistence import save_ensemble  # TensorFlow loads once the input is known good
     from labloop.surrogate.training import train_from_table
     with console.progress() as bar:
@@ -339,6 +349,6 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
         for col in ("smiles", "potential_v", "sigma_v", "margin_v"):
             top.add_column(col, justify="left" if col == "smiles" else "right")
         for _, row in hits.head(10).iterrows():
-            top.add_row(row["smiles"], f"{row['potential_v']:.3f}", f"{row['sigma_v']:.3f}",
+            top.add_row(Text(row["smiles"]), f"{row['potential_v']:.3f}", f"{row['sigma_v']:.3f}",
                         f"{row['margin_v']:.3f}")
         console.out.print(top)

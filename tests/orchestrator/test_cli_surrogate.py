@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from labloop.core.files import FILE_MODE
+
 
 def test_console_entry_point_exits_2_on_bad_input(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "train",
@@ -38,6 +40,18 @@ def test_train_writes_a_model_and_reports_holdout(labloop, small_csv, tmp_path):
     assert manifest["targets"] == ["ie_ev", "ea_ev"] and manifest["folds"] == 2
     assert manifest["metrics"]["holdout"]["ie_ev"]["n"] == 80
     assert "held-out 20%" in proc.stdout
+    # a folder that holds a model, or other files, is refused before the training, not replaced after it
+    (out / "README.txt").write_text("notes on this model")
+    for folder, needle in ((out, "already holds a model: give another folder, or --replace"),
+                           (tmp_path, "holds files and no labloop model")):
+        again = labloop("surrogate", "train", small_csv, "-t", "ie_ev", "-o", folder, "--folds", "2", "--epochs", "1")
+        assert again.returncode == 2 and needle in again.stderr and len(again.stderr.strip().splitlines()) == 1
+        assert "featurise" not in again.stderr + again.stdout  # nothing was trained
+    assert (out / "README.txt").read_text() == "notes on this model"
+    replaced = labloop("surrogate", "train", small_csv, "-t", "ie_ev", "-o", out, "--folds", "2", "--epochs", "1",
+                       "--replace", "--no-cache")
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads((out / "manifest.json").read_text())["targets"] == ["ie_ev"]
 
 
 def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):
@@ -48,6 +62,7 @@ def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_csv(out)
     assert list(pred.columns) == ["smiles", "ie_ev_mean", "ie_ev_std", "ea_ev_mean", "ea_ev_std"]
+    assert out.stat().st_mode & 0o777 == FILE_MODE != 0o600  # readable by the lab as any file it writes
     assert pred.smiles.tolist() == ["c1ccccc1", "CCOC(=O)c1ccccc1"]
     assert (pred.ie_ev_std > 0).all()
     assert "skipped 2 invalid SMILES" in proc.stderr and "line 3 'C1CC'" in proc.stderr
@@ -68,6 +83,13 @@ def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):
     passing = table[table.passes]
     assert (passing.margin_v >= 0).all() and (table[~table.passes].margin_v < 0).all()
     assert passing.potential_v.is_monotonic_decreasing
+
+    bracketed = tmp_path / "bracketed.csv"  # bracket atoms are SMILES, not console markup
+    pd.DataFrame({"smiles": ["c1cc[nH]c1", "c1ccc2[nH]ccc2c1"]}).to_csv(bracketed, index=False)
+    proc = labloop("surrogate", "screen", tiny_model_dir, bracketed, "--window", "0", "20", "--collector", "none",
+                   "-o", tmp_path / "bracketed-hits.csv", "--no-cache")
+    assert proc.returncode == 0 and "2 of 2 molecules pass" in proc.stdout, proc.stderr
+    assert "c1cc[nH]c1" in proc.stdout and "c1ccc2[nH]ccc2c1" in proc.stdout
 
 
 def test_sweep_runs_a_reduced_grid(labloop, small_csv):
