@@ -76,8 +76,9 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     repeated SMILES); :class:`InvalidInput` (one line) for a missing column, a value beyond
     :data:`POTENTIAL_RANGE_V` (an energy in eV, millivolts; an infinite or absurd one is refused by
     :func:`read_table` already) or a table with no valid SMILES and value.
-    A SMILES given twice keeps its first value, as the dry run's world (:class:`labloop.sim.world.TruthTable`)
-    does."""
+    A molecule given twice keeps its first value, whichever way each row spells it (by canonical SMILES: a
+    later spelling gets the first value too; a lab's table mixes the spellings of several sources)."""
+    from rdkit import Chem
     from rdkit.rdBase import BlockLogs
 
     from labloop.surrogate.featurize import parse_smiles
@@ -90,9 +91,10 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     empty, conflicts, first_conflict = 0, 0, 0
     invalid: list[tuple[int, str]] = []  # (line, as written) of rows whose SMILES is no molecule
     with BlockLogs():  # judged here, in one note, not by RDKit per row
-        readable = [parse_smiles(smiles) is not None for smiles in table.smiles]
+        molecules = [parse_smiles(smiles) for smiles in table.smiles]
+    first_of: dict[str, float] = {}  # by canonical SMILES: the value the molecule's first row gave
     for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0], strict=True)):
-        if not readable[row]:
+        if molecules[row] is None:
             invalid.append((csv_line(row), smiles))
             continue
         if not np.isfinite(value):
@@ -101,10 +103,11 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
         if not low <= value <= high:
             raise InvalidInput(f"{path}: line {csv_line(row)}, column {column!r}: {value:g} lies beyond "
                                f"{low:g}..{high:g} V vs Li/Li+: not a potential (an energy in eV? millivolts?)")
-        if smiles in truth and truth[smiles] != value:
+        key = Chem.MolToSmiles(molecules[row])
+        if key in first_of and first_of[key] != value:
             conflicts += 1
             first_conflict = first_conflict or csv_line(row)
-        truth.setdefault(smiles, float(value))
+        truth.setdefault(smiles, first_of.setdefault(key, float(value)))
     unscreened = "are no SMILES of a molecule labloop screens"
     first = f"first at line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
     if not truth:
@@ -116,8 +119,8 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     if empty:
         notes.append(f"{empty} rows of {path} have no finite value in column {column!r} and are left out")
     if conflicts:
-        notes.append(f"{conflicts} rows of {path} repeat a SMILES with another value (first at line "
-                     f"{first_conflict}): the first value is used, as the dry run's world does")
+        notes.append(f"{conflicts} rows of {path} repeat a molecule with another value (first at line "
+                     f"{first_conflict}): the first value is used, however the later rows spell it")
     return truth, notes
 
 

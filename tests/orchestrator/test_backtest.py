@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+from rdkit import Chem
 
 from labloop.orchestrator.backtest import CampaignRun, summarise
 
@@ -230,6 +231,10 @@ def test_a_smi_library_is_read_as_the_campaign_reads_it(tmp_path, labloop, write
     assert json.loads(result.stdout)["planners"]["random"]["per_seed"] == [in_window]
 
 
+#: the warning of a table whose 200 molecules are each given again with another value, from line 202 on
+REPEATS = "repeat a molecule with another value (first at line 202)"
+
+
 def test_a_repeated_smiles_keeps_its_first_value_and_is_said(tmp_path, labloop, write_campaign, truth_csv):
     """As the dry run's world does; the backtest kept the last value, without a word."""
     path, in_window = truth_csv
@@ -241,8 +246,23 @@ def test_a_repeated_smiles_keeps_its_first_value_and_is_said(tmp_path, labloop, 
                      "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["planners"]["random"]["per_seed"] == [in_window]
-    assert "200 rows of" in result.stderr and "repeat a SMILES with another value (first at line 202)" in result.stderr
+    assert "200 rows of" in result.stderr and REPEATS in result.stderr
     assert "3 rows of" in result.stderr and "no finite value" in result.stderr
+
+    # the same molecule spelled another way first: its value is the first, not the one spelled as the library does
+    def respelled(smiles: str) -> str:
+        mol = Chem.MolFromSmiles(smiles)
+        return next(other for k in range(mol.GetNumAtoms()) if (other := Chem.MolToSmiles(mol, rootedAtAtom=k))
+                    != smiles)
+
+    pd.concat([table.assign(smiles=table.smiles.map(respelled), e_v=9.9), table]).to_csv(tmp_path / "spelt.csv",
+                                                                                         index=False)
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "spelt.csv", "--column", "e_v",
+                     "--planners", "random", "--seeds", "1", "--budget", "200", "--no-instruments", "--noise-v", "0",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["planners"]["random"]["per_seed"] == [0]  # every molecule at 9.9 V
+    assert "200 rows of" in result.stderr and REPEATS in result.stderr
 
 
 def test_a_value_no_potential_has_is_refused_with_its_line(tmp_path, labloop, write_campaign, truth_csv):
