@@ -98,6 +98,14 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     invalid = compose.unreadable_smiles(campaign, library)
     console.report_invalid(invalid, display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed")
+    if "safety" not in campaign.model_fields_set:  # every limit a default: most likely not this rig's
+        limits = campaign.safety
+        low, high = limits.potential_limits_v
+        console.err.print(f"warning: {campaign.located('safety')}: no such section, so labloop's defaults are "
+                          f"the rig's limits ({limits.max_dispense_ml:g} mL per dispense, "
+                          f"{limits.syringe_ml:g} mL syringes, a {limits.cell_volume_ml:g} mL cell, {low:g}..{high:g} "
+                          "V vs the reference): write yours (README, \"Campaigns and the journal\")",
+                          markup=False, highlight=False, soft_wrap=True)
     if (why := compose.objective_out_of_reach(campaign)) is not None:
         console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
                           soft_wrap=True)

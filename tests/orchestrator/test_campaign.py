@@ -426,3 +426,15 @@ def test_yaml_readings_that_surprise_are_explained(labloop, workdir):
         (workdir / "surprise.yaml").write_text(text.replace(old, new))
         result = labloop("validate", workdir / "surprise.yaml", "--dry-run")
         assert result.returncode == 2 and says in result.stderr, result.stderr
+
+
+def test_a_campaign_without_safety_limits_is_told_the_defaults_it_runs_under(labloop, write_campaign, tmp_path):
+    """Deleting the safety section validated without a word, with 10 mL syringes, a 20 mL cell and +/-3 V
+    assumed for a rig of 1 mL syringes and an 8 mL cell."""
+    bare = labloop("validate", write_campaign(tmp_path), "--dry-run")
+    assert bare.returncode == 0, bare.stderr
+    assert (f"warning: {tmp_path / 'tiny.yaml'}:1: safety: no such section, so labloop's defaults are the rig's "
+            "limits (5 mL per dispense, 10 mL syringes, a 20 mL cell, -3..3 V vs the reference): write yours") \
+        in " ".join(bare.stderr.split())
+    given = labloop("validate", write_campaign(tmp_path, safety={"cell_volume_ml": 8.0}), "--dry-run")
+    assert given.returncode == 0 and "no such section" not in given.stderr, given.stderr
