@@ -45,7 +45,12 @@ PLOTS = ("best_so_far.png", "measured_vs_predicted.png", "prediction_error.png",
 LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png")
 EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", "conditions", "mu", "sigma",
                       "acquisition", "model_version", "created_at", "started_at", "finished_at")
-MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "e_half_v", "dep_v", "reference", "flags", "mu", "sigma")
+MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "potential_from", "e_half_v", "dep_v", "reference", "flags",
+                       "mu", "sigma")
+#: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
+#: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
+#: column of both reads as one scale, and the second is off by however far the reference electrode drifted
+FROM_FERROCENE, FROM_OFFSET = "ferrocene", "cell.reference_offset_v"
 #: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
 #: read as a potential against that electrode (a chemist's trial)
@@ -74,7 +79,8 @@ def _write(journal: Journal, directory: Path) -> None:
     done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
-         [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]], MEASUREMENT_HEADERS)
+         [{**e, "potential_from": _potential_from(journal, e)} for e in snap["experiments"]
+          if e["potential_v"] is not None or e["flags"]], MEASUREMENT_HEADERS)
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
@@ -89,6 +95,16 @@ def _write(journal: Journal, directory: Path) -> None:
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
     (directory / "index.html").write_text(_html(snap, calibrations, directory))
+
+
+def _potential_from(journal: Journal, experiment: dict[str, Any]) -> str:
+    """:data:`FROM_FERROCENE` or :data:`FROM_OFFSET` for a measured potential (empty without one), as the
+    executor chose (protocols/executor.py: the ferrocene-referenced potential when the standard was found)."""
+    if experiment["potential_v"] is None:
+        return ""
+    record = journal.lab_record(experiment["id"])
+    referenced = (record or {}).get("referenced") or {}
+    return FROM_FERROCENE if referenced.get("e_vs_li_v") is not None else FROM_OFFSET
 
 
 #: a spreadsheet takes a cell starting with one of these as a formula (``=HYPERLINK(...)`` in a SMILES or a

@@ -5,6 +5,7 @@ from its nominal value (world.reference_offset_v) does not reach them."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -59,6 +60,9 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
     page = (tmp_path / "report" / "index.html").read_text()
     for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
+    with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from
+        measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
+    assert measured and {r["potential_from"] for r in measured} == {"ferrocene"}
 
 
 def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):
