@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,15 @@ def _spreadsheet_hint(path: Path, exc: Exception) -> str:
     return ""
 
 
+def separator_hint(columns: Sequence[object]) -> str:
+    """What to say of a CSV whose one column is a whole line separated by semicolons or tabs (a spreadsheet's
+    export in some locales), else nothing."""
+    separated = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"))
+                      if len(columns) == 1 and sep in str(columns[0])), None)
+    return f": its columns are separated by {separated}, and labloop reads comma-separated CSV ({SAVE_AS})" \
+        if separated else ""
+
+
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                smiles_column: str = "smiles", column_hint: str = "") -> MoleculeTable:
     """Read ``path``; require the SMILES column and every target column (numbers or empty). ``column_hint``
@@ -91,13 +101,9 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){_spreadsheet_hint(path, exc)}") \
             from None
     columns = list(df.columns)
-    if smiles_column not in columns:
-        separated = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"))
-                          if len(columns) == 1 and sep in str(columns[0])), None)
-        hint = f": its columns are separated by {separated}, and labloop reads comma-separated CSV ({SAVE_AS})" \
-            if separated else ""
-        raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))}){hint}"
-                           f"{column_hint}")
+    if smiles_column not in columns:  # the separator, when it is the cause, is the one thing to say
+        raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))})"
+                           f"{separator_hint(columns) or column_hint}")
     missing = [t for t in targets if t not in columns]
     if missing:
         raise InvalidInput(f"{path}: no target column {missing[0]!r} (columns: {', '.join(map(str, columns))})")

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
-from labloop.surrogate.dataset import not_a_file
+from labloop.surrogate.dataset import not_a_file, separator_hint
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -106,7 +106,8 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
         if column not in header:
-            raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(map(str, header))})")
+            raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(map(str, header))})"
+                               f"{separator_hint(header)}")
         frames = pd.read_csv(path, usecols=[column], dtype={column: str}, keep_default_na=False, chunksize=size)
         for frame in frames:
             yield frame[column].tolist()

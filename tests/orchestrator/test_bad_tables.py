@@ -16,6 +16,7 @@ import yaml
 from labloop.core.errors import InvalidInput
 from labloop.planners.conditions import ConditionSpace
 from labloop.surrogate.dataset import MAX_ABS_TARGET, read_table
+from labloop.surrogate.library_pipeline import read_chunks
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
 
@@ -151,6 +152,13 @@ def test_a_table_a_spreadsheet_saved_says_how_to_save_it(tmp_path, name, write, 
     with pytest.raises(InvalidInput) as caught:
         read_table(path, ["ie_ev"])
     assert str(caught.value).startswith(f"{path}: ") and says in str(caught.value), str(caught.value)
+    if "separated by" in says:  # the cause, not a hint to rename a column that is already there
+        with pytest.raises(InvalidInput) as caught:
+            read_table(path, ["ie_ev"], column_hint=": name its SMILES column 'smiles'")
+        assert says in str(caught.value) and "name its SMILES column" not in str(caught.value)
+        with pytest.raises(InvalidInput) as caught:  # a library read in chunks (surrogate predict, screen)
+            next(read_chunks(path))
+        assert says in str(caught.value), str(caught.value)
 
 
 def _workbook(path: Path) -> None:
