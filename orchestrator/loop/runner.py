@@ -305,11 +305,15 @@ class Runner:
             self.journal.add_event("stopped", f"{exc}: campaign stopped (experiment {', '.join(map(str, ids))} will "
                                               f"run again on resume, where a person can answer{self._cell_left()})",
                                    data={"experiments": ids, "cell_ml": self.executor.contents.cell_ml})
-        unsafe = self.rig.safe_state()  # never raises; says what it could not make safe
+        self._make_safe()
+        return EXIT_FAULTS
+
+    def _make_safe(self) -> None:
+        """The rig in its safe state, and a warning naming what could not be made safe (it never raises)."""
+        unsafe = self.rig.safe_state()
         if unsafe:
             console.err.print(f"WARNING: NOT made safe: {'; '.join(unsafe)}", markup=False, highlight=False,
                               soft_wrap=True)
-        return EXIT_FAULTS
 
     def _stop_for_a_person(self, exc: NeedsPerson) -> int:
         """The cell, a syringe or the electrode needs a person before any molecule can be measured
@@ -330,10 +334,7 @@ class Runner:
                                               f"is spent on it (experiment {', '.join(map(str, ids))} will run again "
                                               f"on resume)", data={"experiments": ids, "advice": advice,
                                                                    "cell_ml": self.executor.contents.cell_ml})
-        unsafe = self.rig.safe_state()
-        if unsafe:
-            console.err.print(f"WARNING: NOT made safe: {'; '.join(unsafe)}", markup=False, highlight=False,
-                              soft_wrap=True)
+        self._make_safe()
         return EXIT_FAULTS if exc.moved else EXIT_REFUSED
 
     def _stop_cluster_lost(self, exc: ClusterLostError) -> int:
@@ -413,7 +414,7 @@ class Runner:
         except (RigNotReady, BlankFailed) as exc:
             # the cell, a syringe or the electrode needs a person, whichever molecule comes next: the run stops
             # and this experiment runs again on resume rather than failing (and the next ones with it)
-            raise NeedsPerson(exc, moved=self._moved or bool(self._actions)) from exc
+            raise NeedsPerson(exc, moved=self._moved) from exc
         except InputError as exc:
             if not self._actions:  # refused before anything moved: this proposal (its window) breaks a limit
                 self._fail(experiment.id, f"{REFUSED_FAILURE}{type(exc).__name__}: {exc}")
