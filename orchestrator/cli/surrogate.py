@@ -240,6 +240,8 @@ def _int_list(text: str, name: str) -> list[int]:
 
 #: folds of every cell of `surrogate sweep` (the thesis's 2-fold cross-validation)
 SWEEP_FOLDS = 2
+#: the epochs of a quick look at the grid (the hint the sweep gives when it was asked for more)
+QUICK_EPOCHS = 20
 
 
 @app.command()
@@ -264,8 +266,10 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
             replace(chosen.fingerprint, radius=r, n_bits=b)
     table = read_table(data, list(targets), smiles_column)
     cells, epochs_per_cell = len(r_list) * len(b_list), SWEEP_FOLDS * chosen.model.epochs
+    quick = chosen.name == "fast" and chosen.model.epochs <= QUICK_EPOCHS
     console.err.print(f"sweep: {cells} cells x {SWEEP_FOLDS} folds x {chosen.model.epochs} epochs ({chosen.name} "
-                      f"recipe) on {len(table.smiles)} molecules; --preset fast --epochs 20 for a quick look",
+                      f"recipe) on {len(table.smiles)} molecules"
+                      + ("" if quick else f"; --preset fast --epochs {QUICK_EPOCHS} for a quick look"),
                       markup=False, highlight=False, soft_wrap=True)
     with console.progress() as bar:
         task = bar.add_task("sweep (epochs)", total=cells * epochs_per_cell)
@@ -285,7 +289,7 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
     out = Table(title=f"radius x bits sweep, 2-fold CV ({chosen.name} network), ranked by validation MAE")
     for col in result.columns:
         out.add_column(col, justify="right")
-    for _, row in result.iterrows():
+    for row in result.itertuples(index=False):  # each column's own type: radius and bits stay whole numbers
         out.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.out.print(out)
 

@@ -101,6 +101,10 @@ def test_sweep_runs_a_reduced_grid(labloop, small_csv):
     assert rows[0]["mean_mae"] <= rows[1]["mean_mae"]
     # before minutes of training, the user is told what will be trained (and how to ask for less)
     assert "sweep: 2 cells x 2 folds x 1 epochs (fast recipe)" in proc.stderr
+    assert "for a quick look" not in proc.stderr  # it is one already
+    shown = labloop("surrogate", "sweep", small_csv, "--target", "ie_ev", "--preset", "fast", "--epochs", "1",
+                    "--radii", "1", "--bits", "256")
+    assert shown.returncode == 0 and " 256 " in shown.stdout and "256.0000" not in shown.stdout, shown.stdout
 
 
 @pytest.fixture(scope="module")
