@@ -61,6 +61,7 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, scheduler: 
         compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))
     invalid = preflight.warn_before_run(campaign, library)
+    preflight.warn_default_safety(campaign)
     console.out.print(_summary(campaign_file, campaign, len(library), invalid, scheduler))
 
 

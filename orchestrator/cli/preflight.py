@@ -98,7 +98,16 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     invalid = compose.unreadable_smiles(campaign, library)
     console.report_invalid(invalid, display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed")
-    if "safety" not in campaign.model_fields_set:  # every limit a default: most likely not this rig's
+    if (why := compose.objective_out_of_reach(campaign)) is not None:
+        console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
+                          soft_wrap=True)
+    return len(invalid)
+
+
+def warn_default_safety(campaign: Campaign) -> None:
+    """A campaign without a safety section runs under labloop's default limits, most likely not its rig's: said
+    by ``validate``, and by ``run`` once nothing is left to refuse (a refusal stays one line)."""
+    if "safety" not in campaign.model_fields_set:
         limits = campaign.safety
         low, high = limits.potential_limits_v
         console.err.print(f"warning: {campaign.located('safety')}: no such section, so labloop's defaults are "
@@ -106,10 +115,6 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
                           f"{limits.syringe_ml:g} mL syringes, a {limits.cell_volume_ml:g} mL cell, {low:g}..{high:g} "
                           "V vs the reference): write yours (README, \"Campaigns and the journal\")",
                           markup=False, highlight=False, soft_wrap=True)
-    if (why := compose.objective_out_of_reach(campaign)) is not None:
-        console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
-                          soft_wrap=True)
-    return len(invalid)
 
 
 def unchanged_library(campaign: Campaign, journal: Journal) -> str:

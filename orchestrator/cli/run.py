@@ -176,6 +176,7 @@ def _say(text: str) -> None:
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],
                   dry_run: bool, interrupts: Interrupts, client: object | None) -> int:
     digest = preflight.unchanged_library(campaign, journal)
+    preflight.warn_default_safety(campaign)  # after every refusal, which stays one line
     with interrupts.deferred():
         again = journal.mark_interrupted_on_resume()
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
