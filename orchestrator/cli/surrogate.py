@@ -29,7 +29,6 @@ from labloop.surrogate.dataset import read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
-from labloop.surrogate.persistence import MANIFEST
 from labloop.surrogate.presets import PRESETS, get_preset
 from labloop.surrogate.screening import (
     ROLE_TARGET,
@@ -151,6 +150,7 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
     table = read_table(data, list(targets), smiles_column)
     if output.exists() and not output.is_dir():
         raise InvalidInput(f"--output {output} exists and is not a directory")
+    from labloop.surrogate.persistence import MANIFEST, save_ensemble
     # refused before the training (minutes to hours), not after it: a folder with files is someone's
     if output.is_dir() and any(output.iterdir()):
         if not (output / MANIFEST).is_file():
@@ -158,8 +158,7 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
         if not replace:
             raise InvalidInput(f"--output {output} already holds a model: give another folder, or --replace to "
                                "overwrite it (and every other file in it)")
-    from labloop.surrogate.persistence import save_ensemble  # TensorFlow loads once the input is known good
-    from labloop.surrogate.training import train_from_table
+    from labloop.surrogate.training import train_from_table  # TensorFlow loads once the input is known good
     with console.progress() as bar:
         feat_task = bar.add_task("featurise", total=len(table.smiles))
         fit_task = bar.add_task("train", total=folds * chosen.model.epochs)
