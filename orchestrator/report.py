@@ -78,15 +78,17 @@ def _write(journal: Journal, directory: Path) -> None:
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
+    # each lab record read once: for the CSV's potential_from and the lab-grade plots
+    records = {e["id"]: journal.lab_record(e["id"]) for e in snap["experiments"] if e["potential_v"] is not None}
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
-         [{**e, "potential_from": _potential_from(journal, e)} for e in snap["experiments"]
+         [{**e, "potential_from": _potential_from(e, records.get(e["id"]))} for e in snap["experiments"]
           if e["potential_v"] is not None or e["flags"]], MEASUREMENT_HEADERS)
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
     _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:])
     _acquisition(directory / PLOTS[4], snap["experiments"])
-    labs = [(e, record) for e in done if (record := journal.lab_record(e["id"])) is not None]
+    labs = [(e, record) for e in done if (record := records.get(e["id"])) is not None]
     if labs:
         _nyquist(directory / LAB_PLOTS[0], labs[-1])
         _scan_rates(directory / LAB_PLOTS[1], labs[-1])
@@ -97,12 +99,12 @@ def _write(journal: Journal, directory: Path) -> None:
     (directory / "index.html").write_text(_html(snap, calibrations, directory))
 
 
-def _potential_from(journal: Journal, experiment: dict[str, Any]) -> str:
-    """:data:`FROM_FERROCENE` or :data:`FROM_OFFSET` for a measured potential (empty without one), as the
-    executor chose (protocols/executor.py: the ferrocene-referenced potential when the standard was found)."""
+def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -> str:
+    """:data:`FROM_FERROCENE` or :data:`FROM_OFFSET` for a measured potential (empty without one), from its lab
+    ``record``, as the executor chose (protocols/executor.py: the ferrocene-referenced potential when the
+    standard was found)."""
     if experiment["potential_v"] is None:
         return ""
-    record = journal.lab_record(experiment["id"])
     referenced = (record or {}).get("referenced") or {}
     return FROM_FERROCENE if referenced.get("e_vs_li_v") is not None else FROM_OFFSET
 

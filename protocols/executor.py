@@ -468,8 +468,7 @@ class ProtocolExecutor:
         if isinstance(step, Analyze):
             return "", asdict(step.settings)
         if isinstance(step, Purge):
-            valve = "operator" if step.valve == "manual" else self._instrument(where, step.valve, GasValve, "gas valve")
-            return valve, step.model_dump()
+            return self._valve(where, step), step.model_dump()
         if isinstance(step, Blank | EIS | AddStandard):
             return self._instrument(where, step.potentiostat, Potentiostat, "potentiostat"), step.model_dump()
         if isinstance(step, Clean):
@@ -477,6 +476,10 @@ class ProtocolExecutor:
         if isinstance(step, Polish):
             return "operator", {}
         return "", step.model_dump()
+
+    def _valve(self, where: str, step: Purge) -> str:
+        """The gas valve a purge step opens, or ``operator`` for a purge by hand."""
+        return "operator" if step.valve == "manual" else self._instrument(where, step.valve, GasValve, "gas valve")
 
     def _dispense(self, index: int, step: Dispense) -> dict[str, float]:
         """Dispense, then refill what was asked for."""
@@ -661,9 +664,7 @@ class ProtocolExecutor:
                 break
             if result.clean:  # only O2: purge again
                 assert purge is not None
-                valve = "operator" if purge.valve == "manual" else self._instrument(where, purge.valve, GasValve,
-                                                                                     "gas valve")
-                self._purge(where, purge, valve, lab)
+                self._purge(where, purge, self._valve(where, purge), lab)
             else:
                 self._clean(where, next((s for s in steps if isinstance(s, Clean)), Clean()))
         if not result.clean:
