@@ -45,6 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
         _CACHE = Path(os.environ["LABLOOP_CACHE_DIR"], worker)
         _CACHE.mkdir()
     os.environ["LABLOOP_CACHE_DIR"] = str(_CACHE)
+    # Keras writes ~/.keras/keras.json on import and matplotlib its font list under ~/.cache and ~/.config:
+    # the libraries' own files, pointed here so that no test writes to the user's home either
+    os.environ["KERAS_HOME"] = str(_CACHE / "keras")
+    os.environ["MPLCONFIGDIR"] = str(_CACHE / "matplotlib")
     temporary = _CACHE / "tmp"
     temporary.mkdir()
     os.environ["TMPDIR"] = str(temporary)
