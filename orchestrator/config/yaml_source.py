@@ -181,15 +181,15 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
             _check_expansion(root, name)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        what = " ".join(str(exc.problem or exc.context or "cannot parse").split())
-        raise Problems(Problem((), f"YAML syntax error: {what}", where=f"{name}{line}")) from None
+        mark, what = _syntax_error(exc)
+        place = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise Problems(Problem((), f"YAML syntax error: {what}", where=f"{name}{place}")) from None
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, max(0, exc.position)) + 1
+        position = max(0, exc.position)
+        line, column = text.count("\n", 0, position) + 1, position - text.rfind("\n", 0, position)
         what = f"unacceptable character #x{exc.character:04x}: {exc.reason}" if isinstance(exc.character, int) \
             else exc.reason
-        raise Problems(Problem((), f"YAML syntax error: {what}", where=f"{name}:{line}")) from None
+        raise Problems(Problem((), f"YAML syntax error: {what}", where=f"{name}:{line}:{column}")) from None
     except yaml.YAMLError as exc:
         raise Problems(Problem((), f"YAML syntax error: {' '.join(str(exc).split())}", where=name)) from None
     finally:
@@ -199,6 +199,35 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
     if duplicates:
         raise Problems(*duplicates)
     return YamlDocument(name, data, root)
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
+    """Where a YAML syntax error is and what it is, in plain words where PyYAML speaks of its parser's tokens.
+
+    Why: a chemist who mis-indents a key reads "expected <block end>, but found '<block mapping start>'", and
+    PyYAML's own text (``str(exc)``) adds a quoted snippet over several lines. Only the problem is kept, reworded
+    for the common slips (a tab, a mis-indented line, a missing ':', an unclosed quote or bracket), and the place
+    is the slip's own: an unclosed quote is found at the end of the file, a key without ':' on the line after it,
+    but the fix is where it was opened or written.
+    """
+    problem = " ".join(str(exc.problem or exc.context or "cannot parse").split())
+    at, opened = exc.problem_mark or exc.context_mark, exc.context_mark
+    if "'\\t'" in problem:
+        return at, "a tab: YAML indents with spaces only"
+    if problem.startswith("expected <block end>"):
+        return at, "indented unlike the lines above it: the keys (or list items) of one block start in one column"
+    if problem == "could not find expected ':'" and opened is not None:
+        return opened, "no ':' after this key (write key: value)"
+    if problem == "mapping values are not allowed here":
+        return at, ("a ':' where no key can start: a ':' missing on the line above, this line indented too far, "
+                    "or a value holding ': ' that needs quotes")
+    if exc.context == "while scanning a quoted scalar" and opened is not None:
+        return opened, "this quote is never closed"
+    if exc.context in ("while parsing a flow mapping", "while parsing a flow sequence") and opened is not None:
+        bracket = "{}" if exc.context.endswith("mapping") else "[]"
+        return at, (f"a ',' or '{bracket[1]}' was expected here: a ',' missing, or the '{bracket[0]}' at line "
+                    f"{opened.line + 1}, column {opened.column + 1} never closed")
+    return at, problem
 
 
 def is_union_tag(part: Any) -> bool:

@@ -185,7 +185,6 @@ MALFORMED = [
      "unknown field; valid fields: quantity, goal, window_v"),
     ("unknown top-level key", edit("seed: 7\n", "seed: 7\ncolour: blue\n"), "colour:", "colour",
      "unknown field; valid fields: name, seed, store, library"),
-    ("YAML syntax error", edit("seed: 7\n", "seed: 7\n  oops: [1, 2\n"), "oops", "", "YAML syntax error"),
     ("wrong type", edit("seed: 7", "seed: lucky"), "seed:", "seed", "valid integer"),
     ("YAML boolean for a number", edit("seed: 7", "seed: yes"), "seed:", "seed", "valid integer (got True)"),
     ("count given as text", edit("max_experiments: 30", "max_experiments: '30'"), "budget:", "budget.max_experiments",
@@ -263,6 +262,39 @@ def test_malformed_campaign_exits_2_with_one_line_naming_line_and_field(labloop,
     assert not (workdir / "runs").exists()
 
 
+#: (case, file, edit of it, (line, column) of the slip, the plain statement): YAML slips a person makes, said
+#: where the slip is, without PyYAML's token names ("expected <block end>, but found '<block mapping start>'")
+YAML_SLIPS = [
+    ("a tab", "campaign.yaml", edit("seed: 7\n", "seed: 7\n\tstore: runs/x.db\n"), (8, 1),
+     "a tab: YAML indents with spaces only"),
+    ("a key indented too far", "campaign.yaml", edit("  electrolyte_pump:", "   electrolyte_pump:"), (29, 4),
+     "indented unlike the lines above it: the keys (or list items) of one block start in one column"),
+    ("a missing colon", "campaign.yaml", edit("seed: 7", "seed 7"), (7, 1), "no ':' after this key (write key: value)"),
+    ("a missing colon in a block", "campaign.yaml", edit("budget: {max_experiments: 30}",
+                                                         "budget:\n  max_experiments 30\n  max_hours: 3"), (34, 12),
+     "a ':' where no key can start: a ':' missing on the line above, this line indented too far, or a value holding "
+     "': ' that needs quotes"),
+    ("an unclosed brace", "campaign.yaml", edit("budget: {max_experiments: 30}", "budget: {max_experiments: 30"),
+     (33, 9), "a ',' or '}' was expected here: a ',' missing, or the '{' at line 32, column 9 never closed"),
+    ("an unclosed quote", "protocols/cv_screen.yaml", edit("{pump: analyte_pump,", '{pump: "analyte_pump,'), (10, 20),
+     "this quote is never closed"),
+    ("a protocol item indented too far", "protocols/cv_screen.yaml", edit("- rinse", "  - rinse"), (13, 3),
+     "indented unlike the lines above it: the keys (or list items) of one block start in one column"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "place", "says"), [case[1:] for case in YAML_SLIPS],
+                         ids=[case[0] for case in YAML_SLIPS])
+def test_a_yaml_slip_is_one_plain_line_at_its_line_and_column(labloop, workdir, name, change, place, says):
+    path = workdir / name
+    path.write_text(change(path.read_text()))
+    proc = labloop("validate", workdir / "campaign.yaml")
+    assert proc.returncode == 2 and proc.stdout == ""
+    field = "protocol: " if name.startswith("protocols/") else ""  # the campaign's field that names the file
+    line, column = place
+    assert proc.stderr == f"error: {path}:{line}:{column}: {field}YAML syntax error: {says}\n"
+
+
 def test_unknown_driver_is_named_with_the_registered_ones(labloop, workdir, tmp_path, monkeypatch):
     """A distribution on sys.path registers a driver under labloop.drivers, as a plug-in package would."""
     dist = tmp_path / "site" / "fake_rig-1.0.dist-info"
@@ -329,7 +361,8 @@ def test_validate_through_the_console_script_exits_2(workdir):
     proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "validate", "campaign.yaml"],
                           cwd=workdir, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: campaign.yaml:3: YAML syntax error")
+    assert proc.stderr.strip() == ("error: campaign.yaml:3:1: YAML syntax error: a ',' or '}' was expected here: a "
+                                   "',' missing, or the '{' at line 2, column 10 never closed")
     assert not (workdir / "runs").exists()
 
 
