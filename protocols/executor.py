@@ -449,7 +449,9 @@ class ProtocolExecutor:
                     steps[i] = type(steps[i]).model_validate(data)
                 except ValidationError as exc:  # its first complaint, without pydantic's headers and links
                     first = exc.errors(include_url=False)[0]
-                    raise ConfigError(self._where(i, steps[i]), f"condition {key}={value!r}: {first['msg']}") from None
+                    cause = (first.get("ctx") or {}).get("error")  # a step's own check says it in its own words
+                    why = cause.problems[0].message if isinstance(cause, Problems) else first["msg"]
+                    raise ConfigError(self._where(i, steps[i]), f"condition {key}={value!r}: {why}") from None
                 except Problems as exc:
                     raise ConfigError(self._where(i, steps[i]), f"condition {key}={value!r}: {exc}") from None
         return tuple(steps)

@@ -48,21 +48,27 @@ explicit potentials and volumes against a campaign's safety limits with the same
 protocol repeated over the budget included (:func:`repeat_problem`, on a :class:`Contents`: the one count of
 what the cell and the syringes hold, which the executor also keeps from one experiment to the next). What
 needs the rig (instrument names) is :meth:`labloop.protocols.executor.ProtocolExecutor.check`'s.
+
+A value most likely written in another unit (a scan rate in mV/s, a blank's limit in uA written as A) is refused
+with the unit meant and the value to write (:func:`slip`, the one wording of such hints, the campaign's included);
+an analyte below :data:`MIN_ANALYTE_MM` is only warned about (:func:`unit_warnings`): it can be meant.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, SafetyLimitExceeded, not_one_of
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
-from labloop.instruments.impedance import EISParams
+from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, EISParams
 from labloop.instruments.voltammogram import CVParams
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -79,9 +85,83 @@ DEFAULT_HALF_WIDTH_V = 0.5
 #: scan rates a CV may use (V/s): 0.1 mV/s to 10 V/s, what potentiostats run and a night can hold; beyond
 #: 10 V/s the Pico's point rate (1 mV steps) is exceeded
 SCAN_RATE_RANGE_V_S = (1e-4, 10.0)
+#: potential steps a CV may use (V): 0.1 mV to 100 mV
+E_STEP_RANGE_V = (1e-4, 0.1)
 #: longest wait step: a day (longer is a typo, not a protocol)
 MAX_WAIT_S = 86_400.0
 
+# -- units slips ------------------------------------------------------------------------------------------------
+# A chemist writes 100 for 100 mV/s, 2 for a 2 uA limit, 0.00091 for 0.91 mM. Each check below says which unit the
+# value was most likely written in, and what it is in the field's own unit, inside the one line that names the
+# field and its line; the wording is :func:`slip`'s alone (the campaign's own fields use it too).
+
+#: a step's potential this far from 0 V is no potential any cell is driven to: most likely millivolts
+MILLIVOLTS_LIKELY_V = 50.0
+#: the largest current a step may name (A: a blank's limit, a CV's current range). A blank (electrolyte alone, a few
+#: mL, a mm-size electrode) draws nA to uA: the charging current is ~0.14 uA at 0.1 V/s on a 3 mm disk, ~30 uA at
+#: 10 V/s, and air-saturated electrolyte's O2 wave tens of uA (PROTOCOLS.md); a 10 mM analyte's peak is ~0.2 mA at
+#: 0.1 V/s. 0.1 A through a 3 mm disk is 1.4 A/cm2, electrolysis with gas, and twenty times the EmStat Pico's
+#: highest range (5 mA): a limit above it never trips, a range above it never resolves a peak. So it is never
+#: meant, and any current meant in uA (a blank's limit is above its charging current, 0.1 uA) written in A lies
+#: above it: refused, with that hint.
+MAX_CURRENT_A = 0.1
+#: below this (mM) an analyte's CV peaks sink under the charging current on a mm-size electrode (1 uM: ~20 nA on a
+#: 3 mm disk at 0.1 V/s, against ~0.14 uA of charging current), yet trace analysis does go there: warned about
+#: (:func:`unit_warnings`), as the diffusion coefficient computed from it (D ~ (slope / C)^2) would be far off
+MIN_ANALYTE_MM = 0.01
+
+
+def slip(meant: str, written: str, fixed: str = "") -> str:
+    """The one wording of a units slip: ``mV/s written as V/s? (0.1 V/s)`` — the unit the value was most likely
+    meant in, and (``fixed``) the value in the field's own unit, so the fix can be copied."""
+    return f"{meant} written as {written}?" + (f" ({fixed})" if fixed else "")
+
+
+def units_hint(value: float, fits: tuple[float, float], meant: str, written: str, *, factor: float = 1e-3,
+               unit: str | None = None) -> str:
+    """``": mV/s written as V/s? (0.1 V/s)"``, to end a message about ``value``, when ``value * factor`` (the value
+    read in ``meant`` units, in the field's own ``unit``, by default ``written``) lies in ``fits``, the field's
+    range; "" when it does not (then the slip is not the likely story, and a hint would mislead)."""
+    fixed = value * factor
+    if not fits[0] <= fixed <= fits[1]:
+        return ""
+    unit = written if unit is None else unit
+    return f": {slip(meant, written, f'{compact(fixed)} {unit}' if unit else compact(fixed))}"
+
+
+def compact(value: float) -> str:
+    """``value`` as a person writes it in YAML: 0.1, 2e-6 (``:g`` writes 2e-06)."""
+    return re.sub(r"e([-+])0*(\d)", lambda m: f"e{'-' if m[1] == '-' else ''}{m[2]}", f"{value:g}")
+
+
+def _within(low: float, high: float, unit: str, what: str, meant: str) -> AfterValidator:
+    """A number in ``low..high`` ``unit``; beyond it one line says so, and, when a thousandth of it fits, that it was
+    most likely written in ``meant`` (mV/s for V/s) — pydantic's "less than or equal to 10" said neither."""
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            # a value written in millis is at least 1 (2 mV, 100 mV/s): 0.2 V for a step is no slip of 0.2 mV
+            hint = units_hint(value, (low, high), meant, unit) if value >= 1 else ""
+            raise Problems(Problem((), f"{compact(value)} {unit} is outside the {what}, "
+                                       f"{compact(low)}..{compact(high)} {unit}{hint}"))
+        return value
+    return AfterValidator(check)
+
+
+def _current(what: str) -> AfterValidator:
+    """A current (A) of at most :data:`MAX_CURRENT_A`; above it, the one line offers it read as microamps."""
+    def check(value: float) -> float:
+        if value > MAX_CURRENT_A:
+            hint = units_hint(value, (0.0, MAX_CURRENT_A), "microamps", "amps", factor=1e-6, unit="")
+            raise Problems(Problem((), f"{compact(value)} A for {what} is more than a mm-size electrode passes in a "
+                                       f"few mL (at most {compact(MAX_CURRENT_A)} A){hint}"))
+        return value
+    return AfterValidator(check)
+
+
+ScanRate = Annotated[float, Strict(), Field(allow_inf_nan=False),
+                     _within(*SCAN_RATE_RANGE_V_S, "V/s", "scan rates a CV may use", "mV/s")]
+PotentialStep = Annotated[float, Strict(), Field(allow_inf_nan=False),
+                          _within(*E_STEP_RANGE_V, "V", "potential steps a CV may use", "mV")]
 
 
 def _parameter_problem(exc: InvalidParameter) -> Problems:
@@ -130,17 +210,14 @@ class CV(Step):
     e_vertex1_v: Number | None = None
     e_vertex2_v: Number | None = None
     half_width_v: PositiveNumber | None = None
-    scan_rate_v_s: Annotated[float, Strict(), Field(ge=SCAN_RATE_RANGE_V_S[0], le=SCAN_RATE_RANGE_V_S[1],
-                                                    allow_inf_nan=False)] = 0.1
-    e_step_v: Annotated[float, Strict(), Field(ge=1e-4, le=0.1, allow_inf_nan=False)] = 0.002
+    scan_rate_v_s: ScanRate = 0.1
+    e_step_v: PotentialStep = 0.002
     n_scans: Annotated[int, Strict(), Field(ge=1, le=100)] = 1
-    current_range_a: PositiveNumber | None = None
+    current_range_a: Annotated[PositiveNumber, _current("a current range")] | None = None
     ir_compensation: IRCompensation | None = None
     electrode_area_cm2: PositiveNumber = 0.0707  # for D from the scan rates (a 3 mm disk)
     analyte_mm: PositiveNumber | None = None  # analyte in the cell; without it D is not computed
-    scan_rates_v_s: Annotated[list[Annotated[float, Strict(), Field(gt=0, le=SCAN_RATE_RANGE_V_S[1],
-                                                                     allow_inf_nan=False)]],
-                              Field(min_length=2, max_length=8)] | None = None
+    scan_rates_v_s: Annotated[list[ScanRate], Field(min_length=2, max_length=8)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -214,9 +291,9 @@ class Blank(Step):
     e_begin_v: Number = 0.0
     e_vertex1_v: Number = -1.0
     e_vertex2_v: Number = 1.0
-    scan_rate_v_s: Annotated[float, Strict(), Field(gt=0, le=SCAN_RATE_RANGE_V_S[1], allow_inf_nan=False)] = 0.1
-    e_step_v: PositiveNumber = 0.005
-    max_current_a: PositiveNumber = 2e-6
+    scan_rate_v_s: ScanRate = 0.1
+    e_step_v: PotentialStep = 0.005
+    max_current_a: Annotated[PositiveNumber, _current("a blank's current")] = 2e-6
     on_fail: Literal["stop", "clean"] = "stop"
 
     @model_validator(mode="after")
@@ -240,7 +317,8 @@ class EIS(Step):
     f_high_hz: PositiveNumber = 100e3
     f_low_hz: PositiveNumber = 10.0
     points: Annotated[int, Strict(), Field(ge=2, le=1000)] = 31
-    amplitude_v: PositiveNumber = 0.01
+    amplitude_v: Annotated[PositiveNumber, _within(0.0, MAX_AC_AMPLITUDE_V, "V", "AC amplitudes a sweep may use",
+                                                   "mV")] = 0.01
     e_dc_v: Number = 0.0
 
     @model_validator(mode="after")
@@ -436,8 +514,19 @@ def _fluid_of(step: Step) -> str | None:
     return None
 
 
-#: a step's potential this far from 0 V is no potential any cell is driven to: most likely millivolts
-MILLIVOLTS_LIKELY_V = 50.0
+def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
+    """What ``steps`` allow but is most likely a units slip, located like parse problems (``(index, step, field)``):
+    an analyte below :data:`MIN_ANALYTE_MM`. Warned about, not refused: a trace analyte can be meant, but a molar
+    value written as millimolar would make every diffusion coefficient of the night a million times too large."""
+    found = []
+    for index, step in enumerate(steps):
+        analyte = getattr(step, "analyte_mm", None)
+        if analyte is not None and analyte < MIN_ANALYTE_MM:
+            hint = units_hint(analyte, (MIN_ANALYTE_MM, math.inf), "molar", "millimolar", factor=1e3, unit="mM")
+            found.append(Problem((index, step.name, "analyte_mm"),
+                                 f"{compact(analyte)} mM is less analyte than a CV sees on a mm-size electrode (below "
+                                 f"{compact(MIN_ANALYTE_MM)} mM its peaks sink under the charging current){hint}"))
+    return found
 
 
 def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
@@ -451,13 +540,15 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
         for field in ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "e_dc_v"):
             value = getattr(step, field, None)
             if value is not None and not low <= value <= high:
-                hint = ": millivolts written as volts?" if abs(value) >= MILLIVOLTS_LIKELY_V else ""
+                hint = f": {slip('millivolts', 'volts')}" if abs(value) >= MILLIVOLTS_LIKELY_V else ""
                 problems.append(Problem((index, step.name, field), f"{value:g} V is outside the safety window "
                                                                    f"{low:g}..{high:g} V{hint}"))
         width = getattr(step, "half_width_v", None)
         if width is not None and 2 * width > high - low:
-            problems.append(Problem((index, step.name, "half_width_v"), f"a window {2 * width:g} V wide cannot fit in "
-                                                                          f"the safety window {low:g}..{high:g} V"))
+            hint = f": {slip('millivolts', 'volts')}" if width >= MILLIVOLTS_LIKELY_V else ""
+            problems.append(Problem((index, step.name, "half_width_v"),
+                                    f"a window {2 * width:g} V wide cannot fit in the safety window {low:g}..{high:g} "
+                                    f"V{hint}"))
     for index, field, exc in pumping_problems(steps, limits, pump_limits, experiments=experiments):
         problems.append(Problem((index, steps[index].name, field), exc.what))
     return problems
@@ -488,7 +579,11 @@ def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: M
         # name the field that set the limit, so the fix is found in the campaign file
         whose = (f" ({step.pump}'s syringe, safety.syringes_ml)" if own.max_dispense_ml < limits.max_dispense_ml  # type: ignore[attr-defined]
                  else " (safety.max_dispense_ml)")
-        for field, check, says in (("volume_ml", partial(own.check_volume, step.volume_ml), whose),  # type: ignore[attr-defined]
+        volume = step.volume_ml  # type: ignore[attr-defined]
+        # more than the cell holds is never meant: microlitres, if a thousandth fits the syringe
+        whose += units_hint(volume, (MIN_VOLUME_ML, own.max_dispense_ml), "uL", "mL") \
+            if volume > limits.cell_volume_ml else ""
+        for field, check, says in (("volume_ml", partial(own.check_volume, volume), whose),
                                    ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min),  # type: ignore[attr-defined]
                                     " (safety.max_rate_ml_min)")):
             try:

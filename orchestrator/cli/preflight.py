@@ -94,13 +94,16 @@ def check_prior(campaign: Campaign) -> None:
 
 def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
-    planner will ever propose, and an objective no measurement can meet. Returns how many rows are invalid."""
+    planner will ever propose, an objective no measurement can meet, and a protocol value most likely written in
+    the wrong unit (an analyte in M as mM). Returns how many rows are invalid."""
     invalid = compose.unreadable_smiles(campaign, library)
     console.report_invalid(invalid, display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed")
     if (why := compose.objective_out_of_reach(campaign)) is not None:
         console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
                           soft_wrap=True)
+    for line in campaign.unit_warnings():
+        console.err.print(f"warning: {console.printable(line)}", markup=False, highlight=False, soft_wrap=True)
     return len(invalid)
 
 

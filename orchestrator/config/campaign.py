@@ -47,6 +47,7 @@ from labloop.core.errors import (
     Problem,
     Problems,
     SchedulerAddressError,
+    dotted,
     not_one_of,
 )
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
@@ -56,7 +57,16 @@ from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.steps import CV, SCAN_RATE_RANGE_V_S, limit_problems, parse_steps, pumps
+from labloop.protocols.steps import (
+    CV,
+    SCAN_RATE_RANGE_V_S,
+    compact,
+    limit_problems,
+    parse_steps,
+    pumps,
+    slip,
+    unit_warnings,
+)
 from labloop.surrogate.compute import check_setting
 from labloop.surrogate.dataset import not_a_file, read_table
 from labloop.surrogate.library_pipeline import count_rows, library_format, read_chunks
@@ -203,7 +213,7 @@ class Objective(BaseModel):
             far = [v for v in values if v is not None and not low <= v <= high]
             if far:
                 raise Problems(Problem((field,), f"{far[0]:g} V vs Li/Li+ is no potential a cell reaches "
-                                                 f"({low:g}..{high:g} V): millivolts written as volts?"))
+                                                 f"({low:g}..{high:g} V): {slip('millivolts', 'volts')}"))
         return self
 
     @property
@@ -342,8 +352,12 @@ class Conditions(BaseModel):
     def _plausible_scan_rate(cls, value: tuple[float, float]) -> tuple[float, float]:
         low, high = SCAN_RATE_RANGE_V_S
         if not (low <= value[0] and value[1] <= high):
+            # a range in mV/s: the ends beyond 10 V/s read as mV/s (the step's own scan rates say it likewise)
+            fixed = [rate / 1000 if rate > high else rate for rate in value]
+            hint = (f": {slip('mV/s', 'V/s', f'[{compact(fixed[0])}, {compact(fixed[1])}] V/s')}"
+                    if value[1] > high and low <= fixed[0] <= fixed[1] <= high else "")
             raise ValueError(f"must lie within {low:g}..{high:g} V/s (a CV a potentiostat can run in a sensible "
-                             f"time), got {list(value)}")
+                             f"time), got [{compact(value[0])}, {compact(value[1])}]{hint}")
         return value
 
     def space(self) -> dict[str, tuple[float, float] | dict[str, tuple[Any, ...]]]:
@@ -506,7 +520,7 @@ class Safety(BaseModel):
         far = [v for v in value if abs(v) > MAX_APPLIED_V]
         if far:
             raise ValueError(f"{far[0]:g} V against the reference is more than any potentiostat applies "
-                             f"(+/-{MAX_APPLIED_V:g} V): millivolts written as volts?")
+                             f"(+/-{MAX_APPLIED_V:g} V): {slip('millivolts', 'volts')}")
         return value
 
     def limits(self, pump: str | None = None) -> SafetyLimits:
@@ -816,6 +830,17 @@ class Campaign(BaseModel):
         the problems found after loading (orchestrator/compose.py: the instruments' ports)."""
         field = ".".join(map(str, loc))
         return field if self._source is None else f"{self._source.where(loc)}: {field}"
+
+    def unit_warnings(self) -> list[str]:
+        """What the protocol allows but is most likely a units slip (:func:`labloop.protocols.steps.unit_warnings`),
+        each as ``file:line: protocol[i].step.field: why``, at the line in the protocol's own file if it has one."""
+        lines = []
+        for problem in unit_warnings(parse_steps(list(self.protocol.steps))):
+            located = Problem(("protocol", *problem.loc), problem.message)
+            where = (_line_in(self.protocol.file, problem.loc) if self.protocol.file is not None
+                     else self._source.where(located.loc) if self._source is not None else None)
+            lines.append(located.line(where) if where is not None else f"{dotted(located.loc)}: {problem.message}")
+        return lines
 
     def cv_step(self) -> CV | None:
         """The protocol's first cv step (what a sample's measurement scans), or None."""

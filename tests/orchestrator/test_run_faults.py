@@ -314,8 +314,8 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
         "a condition its step cannot take": (  # pydantic's first complaint, not its headers and links
             {"conditions": {"scan_rate_v_s": [0.05, 0.5], "e_step_v": [0.05, 2.0]}},
             "conditions.e_step_v: 2.0 would be refused: examples/protocols/cv_screen.yaml:12: protocol[3].cv: "
-            "condition e_step_v=2.0: Input "
-            "should be less than or equal to 0.1"),
+            "condition e_step_v=2.0: 2 V is "
+            "outside the potential steps a CV may use, 0.0001..0.1 V: mV written as V? (0.002 V)"),
         "a truth that is not finite": ({"library": {"file": str(tmp_path / "inf.csv")}},
                                        "inf.csv: line 4, column 'ie_ev': inf is no energy (eV) or potential (V)"),
         "a molecule without a truth": ({"library": {"file": str(tmp_path / "empty.csv")}},

@@ -1,0 +1,122 @@
+"""Units slipped while writing a protocol or campaign (2 for a 2 uA blank limit, 100 for 100 mV/s, 0.00091 for
+0.91 mM) are said in the one line that names the file's line and the field, with the unit most likely meant and
+the value to write instead. Before, a 2 A blank limit and a 0.91 uM analyte (every D a million times too large)
+passed without a word, and a scan rate in mV/s got pydantic's "less than or equal to 10"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+#: a blank, scans at two rates for D, and ferrocene-free pumping: the fields a chemist writes units into
+PROTOCOL = """\
+- dispense: {pump: electrolyte_pump, volume_ml: 4.5, rate_ml_min: 5.0, fluid: electrolyte, refill: true}
+- blank: {max_current_a: 2.0e-6, scan_rate_v_s: 0.1}
+- load_sample
+- dispense: {pump: analyte_pump, volume_ml: 0.5, rate_ml_min: 0.5, fluid: sample, refill: true}
+- cv: {e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8, e_step_v: 0.005, scan_rates_v_s: [0.1, 0.2],
+       analyte_mm: 1.0}
+- rinse
+"""
+SAFETY = {"max_dispense_ml": 5, "syringe_ml": 10, "syringes_ml": {"analyte_pump": 1.0},
+          "potential_limits_v": [-1.7, 2.0], "cell_volume_ml": 10}
+
+
+def validate(labloop, write_campaign, folder: Path, old: str, new: str, *options: str,
+             conditions: dict | None = None):
+    """``labloop validate`` of a tiny campaign whose protocol file has ``old`` replaced by ``new``: (result, the
+    protocol file, the line of the replacement)."""
+    assert old in PROTOCOL, old
+    text = PROTOCOL.replace(old, new, 1)
+    protocol = folder / "steps.yaml"
+    protocol.write_text(text)
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if new.splitlines()[0] in content)
+    campaign = write_campaign(folder, protocol=str(protocol), safety=SAFETY, conditions=conditions or {})
+    return labloop("validate", campaign, "--dry-run", *options), protocol, line
+
+
+def test_the_protocol_as_written_validates_without_a_warning(tmp_path, labloop, write_campaign):
+    result, _, _ = validate(labloop, write_campaign, tmp_path, "- rinse", "- rinse")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+#: (case, text in the protocol, its replacement, field, the one line's message)
+REFUSED = [
+    ("blank limit in uA written as A", "max_current_a: 2.0e-6", "max_current_a: 2",
+     "protocol[1].blank.max_current_a", "2 A for a blank's current is more than a mm-size electrode passes in a few mL "
+     "(at most 0.1 A): microamps written as amps? (2e-6)"),
+    ("current range in uA written as A", "e_step_v: 0.005,", "e_step_v: 0.005, current_range_a: 100,",
+     "protocol[4].cv.current_range_a", "100 A for a current range is more than a mm-size electrode passes in a few mL "
+     "(at most 0.1 A): microamps written as amps? (0.0001)"),
+    ("scan rate in mV/s", "e_step_v: 0.005,", "e_step_v: 0.005, scan_rate_v_s: 100,", "protocol[4].cv.scan_rate_v_s",
+     "100 V/s is outside the scan rates a CV may use, 0.0001..10 V/s: mV/s written as V/s? (0.1 V/s)"),
+    ("blank scan rate in mV/s", "scan_rate_v_s: 0.1}", "scan_rate_v_s: 50}", "protocol[1].blank.scan_rate_v_s",
+     "50 V/s is outside the scan rates a CV may use, 0.0001..10 V/s: mV/s written as V/s? (0.05 V/s)"),
+    ("potential step in mV", "e_step_v: 0.005,", "e_step_v: 5,", "protocol[4].cv.e_step_v",
+     "5 V is outside the potential steps a CV may use, 0.0001..0.1 V: mV written as V? (0.005 V)"),
+    ("EIS amplitude in mV", "- load_sample", "- eis: {amplitude_v: 10}\n- load_sample", "protocol[2].eis.amplitude_v",
+     "10 V is outside the AC amplitudes a sweep may use, 0..0.25 V: mV written as V? (0.01 V)"),
+    ("volume in uL beyond the syringe", "volume_ml: 0.5,", "volume_ml: 500,", "protocol[3].dispense.volume_ml",
+     "dispense of 500 mL exceeds the limit of 1 mL (analyte_pump's syringe, safety.syringes_ml): uL written as mL? "
+     "(0.5 mL)"),
+    # near misses are no slips: refused as before, without a hint that would mislead
+    ("a step a little too large", "e_step_v: 0.005,", "e_step_v: 0.2,", "protocol[4].cv.e_step_v",
+     "0.2 V is outside the potential steps a CV may use, 0.0001..0.1 V"),
+    ("a dispense a little too large", "volume_ml: 4.5,", "volume_ml: 5.5,", "protocol[0].dispense.volume_ml",
+     "dispense of 5.5 mL exceeds the limit of 5 mL (safety.max_dispense_ml)"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "field", "message"), [case[1:] for case in REFUSED],
+                         ids=[case[0] for case in REFUSED])
+def test_a_units_slip_is_refused_in_one_line_with_the_unit_meant(tmp_path, labloop, write_campaign, old, new, field,
+                                                                 message):
+    result, protocol, line = validate(labloop, write_campaign, tmp_path, old, new)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: {protocol}:{line}: {field}: {message}\n"
+
+
+def test_each_scan_rate_of_a_list_in_mv_s_is_named(tmp_path, labloop, write_campaign):
+    result, protocol, line = validate(labloop, write_campaign, tmp_path, "scan_rates_v_s: [0.1, 0.2]",
+                                      "scan_rates_v_s: [50, 100, 200]", "--all")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {protocol}:{line}: protocol[4].cv.scan_rates_v_s[{i}]: {rate} V/s is outside the scan rates a CV may "
+        f"use, 0.0001..10 V/s: mV/s written as V/s? ({fixed} V/s)"
+        for i, (rate, fixed) in enumerate([(50, 0.05), (100, 0.1), (200, 0.2)])]
+
+
+def test_a_planned_scan_rate_range_in_mv_s_is_named(tmp_path, labloop, write_campaign):
+    result, _, _ = validate(labloop, write_campaign, tmp_path, "scan_rates_v_s: [0.1, 0.2],",
+                            "scan_rate_v_s: 0.1,",
+                            conditions={"scan_rate_v_s": [50, 500]})
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / 'tiny.yaml'}:")
+    assert result.stderr.rstrip().endswith(
+        "conditions.scan_rate_v_s: must lie within 0.0001..10 V/s (a CV a potentiostat can run in a sensible time), "
+        "got [50, 500]: mV/s written as V/s? ([0.05, 0.5] V/s)")
+
+
+def test_an_analyte_in_molar_written_as_millimolar_is_warned_about(tmp_path, labloop, write_campaign):
+    """A trace analyte can be meant, so it is a warning; validate still passes, and run says it too."""
+    result, protocol, line = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0", "analyte_mm: 0.00091")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"warning: {protocol}:{line}: protocol[4].cv.analyte_mm: 0.00091 mM is less analyte than a CV sees on a "
+        "mm-size electrode (below 0.01 mM its peaks sink under the charging current): molar written as millimolar? "
+        "(0.91 mM)\n")
+    dilute, _, _ = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0", "analyte_mm: 0.05")
+    assert dilute.returncode == 0 and dilute.stderr == ""
+
+
+def test_the_analyte_warning_of_an_inline_protocol_names_the_campaign_line(tmp_path, labloop, write_campaign):
+    steps = ["load_sample", {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.5, "e_vertex2_v": -0.8,
+                                    "scan_rates_v_s": [0.1, 0.2], "analyte_mm": 0.0005}}, "rinse"]
+    campaign = write_campaign(tmp_path, protocol=steps, safety=SAFETY, conditions={})
+    line = next(n for n, content in enumerate(campaign.read_text().splitlines(), start=1) if "analyte_mm" in content)
+    result = labloop("validate", campaign, "--dry-run")
+    assert result.returncode == 0
+    assert result.stderr.startswith(f"warning: {campaign}:{line}: protocol[1].cv.analyte_mm: 0.0005 mM is less "
+                                    "analyte")
+    assert result.stderr.rstrip().endswith("molar written as millimolar? (0.5 mM)")
