@@ -295,9 +295,7 @@ def _rising_into_vertex(v: Voltammogram, segments: list[Segment], sigma: float,
     """Directions (+1 anodic, -1 cathodic) of the sweeps whose current still climbs, by more than a peak's
     prominence threshold, over the last :data:`VERTEX_RISE_SPAN_V` before they turn: the wave's peak lies
     beyond the vertex, so a missing peak there is not an irreversible couple."""
-    smoothed = [_smooth(v.current_a[s.index], _window(_step(v, s), s.stop - s.start + 1, settings), settings)
-                for s in segments]
-    threshold = max(settings.min_peak_snr * sigma, settings.min_peak_share * max(float(np.ptp(c)) for c in smoothed))
+    smoothed, threshold = _smoothed_sweeps(v, segments, sigma, settings)
     rising = set()
     for segment, smooth in zip(segments[:-1], smoothed, strict=False):  # the last sweep ends the scan, not at a vertex
         e = v.potential_v[segment.index]
@@ -307,6 +305,41 @@ def _rising_into_vertex(v: Voltammogram, segments: list[Segment], sigma: float,
         if 0 <= start < end and segment.direction * (smooth[end] - smooth[start]) > threshold:
             rising.add(segment.direction)
     return rising
+
+
+def _smoothed_sweeps(v: Voltammogram, segments: list[Segment], sigma: float,
+                     settings: CVAnalysisSettings) -> tuple[list[np.ndarray], float]:
+    """Each sweep's smoothed current, and the change a wave must exceed to count: a peak's prominence
+    threshold (as :func:`_find_peaks` sets it), so a wave without a peak is held to the same standard."""
+    smoothed = [_smooth(v.current_a[s.index], _window(_step(v, s), s.stop - s.start + 1, settings), settings)
+                for s in segments]
+    threshold = max(settings.min_peak_snr * sigma, settings.min_peak_share * max(float(np.ptp(c)) for c in smoothed))
+    return smoothed, threshold
+
+
+#: the share of a reduction wave's largest current at which its onset is read (:func:`_reduction_waves`)
+WAVE_ONSET_SHARE = 0.1
+
+
+def _reduction_waves(v: Voltammogram, segments: list[Segment], sigma: float,
+                     settings: CVAnalysisSettings) -> list[tuple[float, float]]:
+    """``(onset_v, largest_a)`` of the reduction wave on each cathodic sweep that carries one, peaked or still
+    climbing into the vertex: its current falls below the sweep's starting current by ``largest_a``, more than
+    a peak's prominence threshold, and ``onset_v`` is where the fall first reaches :data:`WAVE_ONSET_SHARE` of
+    that. Why the onset and not the peak: a slow wave (O2's) may peak beyond the vertex, and where it sets in
+    is what a chemist reads off such a scan."""
+    smoothed, threshold = _smoothed_sweeps(v, segments, sigma, settings)
+    waves = []
+    for segment, smooth in zip(segments, smoothed, strict=True):
+        if segment.direction > 0:
+            continue
+        window = _window(_step(v, segment), len(smooth), settings)
+        fall = smooth[window] - smooth[window:]  # clear of the smoothing's edge at the sweep's start
+        largest = float(fall.max()) if len(fall) else 0.0
+        if largest > threshold:
+            onset = window + int(np.argmax(fall >= WAVE_ONSET_SHARE * largest))
+            waves.append((float(v.potential_v[segment.index][onset]), largest))
+    return waves
 
 
 def remaining_resistance(v: Voltammogram, ru_ohm: float) -> float:
@@ -540,45 +573,78 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
 
 
 # -- the blank ---------------------------------------------------------------------------------------------
+#: where the reduction wave of dissolved O2 sets in, in lithium-salt organic electrolytes (V vs Li/Li+, the scale
+#: of :data:`FERROCENE_VS_LI_V`). [infer] O2 + Li+ + e- -> LiO2 begins at about 2.5-2.7 V vs Li/Li+ (the
+#: discharge plateau of Li-O2 cells, about 2.7 V), later on a slow electrode or at a fast scan; the band leaves
+#: room for that and for a reference electrode some tens of mV off its nominal offset. Free superoxide (a
+#: tetraalkylammonium salt, no Li+) reduces about 0.5 V lower (E0' -0.60 V vs NHE in DMF, Sawyer): such an
+#: electrolyte needs its own band (``oxygen_onset_vs_li_v``).
+OXYGEN_ONSET_VS_LI_V = (2.2, 2.8)
+
+
 @dataclass(frozen=True)
 class BlankResult:
-    """What a CV of the electrolyte alone says about the cell: its largest current, and ``oxygen`` (an
-    unpaired reduction wave) or ``contaminated`` (an oxidation wave, or more current than ``limit_a``
-    outside the oxygen wave)."""
+    """What a CV of the electrolyte alone says about the cell: its largest current, and ``oxygen`` (a reduction
+    wave setting in where O2 reduces, or an unpaired one) or ``contaminated`` (an oxidation wave that is not O2's
+    product's, or more current than ``limit_a`` outside the oxygen wave). ``oxygen_v`` is where the O2 wave sets
+    in (or its lone peak), on the voltammogram's scale, for the message a person reads."""
 
     max_current_a: float
     limit_a: float
     flags: frozenset[CVFlag]
+    oxygen_v: float | None = None
 
     @property
     def clean(self) -> bool:
         return CVFlag.CONTAMINATED not in self.flags
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_current_a": self.max_current_a, "limit_a": self.limit_a, "flags": sorted(self.flags)}
+        return {"max_current_a": self.max_current_a, "limit_a": self.limit_a, "flags": sorted(self.flags),
+                "oxygen_v": self.oxygen_v}
 
 
-def analyze_blank(v: Voltammogram, limit_a: float, settings: CVAnalysisSettings | None = None) -> BlankResult:
-    """Judge a blank: ``contaminated`` when something oxidises (an anodic peak; with an O2 wave, a lone
-    anodic peak weaker than it is its product's re-oxidation and excused) or, in a blank without O2,
-    |current| exceeds ``limit_a``; ``oxygen`` when a lone reduction wave is there (purge, then judge the
-    blank again).
+def analyze_blank(v: Voltammogram, limit_a: float, settings: CVAnalysisSettings | None = None, *,
+                  reference_offset_v: float | None = None,
+                  oxygen_onset_vs_li_v: tuple[float, float] = OXYGEN_ONSET_VS_LI_V) -> BlankResult:
+    """Judge a blank: ``oxygen`` when O2's reduction wave is there (purge, then judge the blank again),
+    ``contaminated`` when something else oxidises (an anodic peak that is not O2's product's re-oxidation) or,
+    in a blank without O2, |current| exceeds ``limit_a``.
+
+    O2's wave is a reduction wave that sets in within ``oxygen_onset_vs_li_v`` (on the voltammogram's scale
+    through ``reference_offset_v``, where its reference sits vs Li/Li+; without it, not looked for), peaked or
+    still climbing into the vertex, or any lone reduction peak. An anodic peak weaker than O2's wave, alone or
+    paired with a reduction peak at or beyond where O2's wave set in, is its product's re-oxidation and excused.
 
     Why these two: leftover analyte or a fouled electrode shows up as waves or excess current in plain
-    electrolyte and spoils every later E1/2, so the protocol stops or cleans; dissolved O2 reduces in a
-    wave of its own without a return peak (its product precipitates with Li+) and is cured by a purge.
+    electrolyte and spoils every later E1/2, so the protocol stops or cleans; dissolved O2 reduces in a slow
+    wave of its own, whose product comes back weaker if at all on the return sweep, and is cured by a purge.
+    Why by where it sets in: an O2 wave that peaks beyond the blank's vertex has no reduction peak, and its
+    product's return then read as an oxidation wave, so an unpurged cell was judged ``contaminated``.
     """
     require_positive("limit_a", limit_a)
+    settings = settings or CVAnalysisSettings()
     couples = analyze_couples(v, settings)
-    flags: set[CVFlag] = set()
-    oxygen = [c for c in couples if c.epc_v is not None and c.epa_v is None]
-    if oxygen:
-        flags.add(CVFlag.OXYGEN)
-    # an anodic wave is contamination, except the weaker lone re-oxidation of what O2's wave produced
-    o2_current = max((abs(c.ipc_a) for c in oxygen if c.ipc_a is not None), default=0.0)
-    if any(c.epa_v is not None and (c.epc_v is not None or abs(c.ipa_a or 0.0) >= o2_current) for c in couples):
+    lone = [c for c in couples if c.epc_v is not None and c.epa_v is None]
+    waves = []
+    if reference_offset_v is not None:
+        segments = [s for s in v.segments() if s.stop - s.start >= 2]
+        low, high = (e - reference_offset_v for e in oxygen_onset_vs_li_v)
+        waves = [(onset, current) for onset, current in
+                 (_reduction_waves(v, segments, _noise_sigma(v, segments), settings) if segments else [])
+                 if low <= onset <= high]
+    flags: set[CVFlag] = {CVFlag.OXYGEN} if lone or waves else set()
+    o2_current = max([abs(c.ipc_a) for c in lone if c.ipc_a is not None] + [current for _, current in waves],
+                     default=0.0)
+
+    def o2_product(c: CVResult) -> bool:
+        """Whether the anodic peak of ``c`` is the re-oxidation of what O2's wave produced."""
+        of_o2 = c.epc_v is None or any(c.epc_v <= onset for onset, _ in waves)
+        return of_o2 and abs(c.ipa_a or 0.0) < o2_current
+
+    if any(c.epa_v is not None and not o2_product(c) for c in couples):
         flags.add(CVFlag.CONTAMINATED)
     # the current criterion needs an O2-free blank: O2's wave and its product's return swamp any limit
-    if not oxygen and float(np.abs(v.current_a).max()) > limit_a:
+    if CVFlag.OXYGEN not in flags and float(np.abs(v.current_a).max()) > limit_a:
         flags.add(CVFlag.CONTAMINATED)
-    return BlankResult(float(np.abs(v.current_a).max()), limit_a, frozenset(flags))
+    oxygen_v = waves[0][0] if waves else lone[0].epc_v if lone else None
+    return BlankResult(float(np.abs(v.current_a).max()), limit_a, frozenset(flags), oxygen_v)

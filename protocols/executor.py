@@ -655,7 +655,7 @@ class ProtocolExecutor:
         purge = next((s for s in steps if isinstance(s, Purge)), None)
         for attempt in (1, 2):
             voltammogram = potentiostat.run_cv(step.params())
-            result = analyze_blank(voltammogram, step.max_current_a)
+            result = analyze_blank(voltammogram, step.max_current_a, reference_offset_v=self.reference_offset_v)
             lab.blanks.append((voltammogram, result))
             log.info("%s: blank %d: max %.3g A, flags %s", where, attempt, result.max_current_a,
                      sorted(result.flags) or "none")
@@ -672,11 +672,12 @@ class ProtocolExecutor:
         if not result.clean:
             raise BlankFailed(where, f"the blank is contaminated (largest current {result.max_current_a:.3g} A, "
                                      f"limit {step.max_current_a:.3g} A, flags {', '.join(sorted(result.flags))})")
+        wave = f"a reduction wave near {result.oxygen_v:+.3f} V vs the reference"
         if purge is None:
-            raise BlankFailed(where, "dissolved O2 in the blank (a reduction wave without its return peak), and the "
-                                     "protocol has no purge step to drive it out: add one before the blank")
+            raise BlankFailed(where, f"dissolved O2 in the blank ({wave}), and the protocol has no purge step to drive "
+                                     "it out: add one before the blank")
         raise BlankFailed(where, f"dissolved O2 remains in the blank after purging again ({purge.minutes:g} min of "
-                                 f"{purge.gas}): check the gas supply, the valve and the cell's seal")
+                                 f"{purge.gas}; {wave}): check the gas supply, the valve and the cell's seal")
 
     def _standard_scan(self, cv: CVParams) -> CVParams:
         """The add_standard step's scan: the cv's window widened to take in ferrocene's couple."""

@@ -194,7 +194,8 @@ def test_oxygen_in_the_blank_is_purged_again_or_stops_before_the_sample(lab):
         rig.ask_operator = operator
         if not purges_work:
             with pytest.raises(BlankFailed, match=r"protocol\[2\]\.blank: dissolved O2 remains in the blank after "
-                                                  r"purging again \(10 min of argon\): check the gas supply"):
+                                                  r"purging again \(10 min of argon; a reduction wave near -0\.4\d\d V "
+                                                  r"vs the reference\): check the gas supply"):
                 run(rig, manual)
             assert len(rig.asked) == 2 and all("Purge the cell with argon" in q for q in rig.asked)
             continue
@@ -202,6 +203,21 @@ def test_oxygen_in_the_blank_is_purged_again_or_stops_before_the_sample(lab):
         assert [CVFlag.OXYGEN in r.flags for _, r in outcome.lab.blanks] == [True, False]
         assert outcome.lab.purged_minutes == 20 and outcome.quality_ok
         assert [a[1] for a in actions if a[-1] is not None].count("purge") == 1  # the second is the blank's
+
+
+def test_an_oxygen_wave_past_the_blanks_vertex_reads_as_oxygen_not_contamination(lab):
+    """examples/lab-grade.yaml without its purge: the blank turns (-1.0 V) before O2's slow wave peaks, so it
+    showed a reduction wave without a peak and its product's re-oxidation on the way back; that was judged
+    ``contaminated`` (the cell cleaned, then a stop asking for a clean cell) where a purge was what it needed.
+    Here O2 reduces near -0.40 V vs the reference and the blank turns at -0.55 V."""
+    rig = lab()
+    blank = {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -0.55, "e_vertex2_v": 0.8, "on_fail": "clean"}}
+    with pytest.raises(BlankFailed, match=r"protocol\[1\]\.blank: dissolved O2 in the blank \(a reduction wave near "
+                                          r"-0\.4\d\d V vs the reference\), and the protocol has no purge step"):
+        run(rig, [FULL[0], blank, *FULL[3:]])
+    rig = lab()
+    outcome, _ = run(rig, [*FULL[:2], blank, *FULL[3:]])  # with the purge before it, the same blank is clean
+    assert outcome.lab.blanks[-1][1].flags == frozenset() and outcome.quality_ok
 
 
 def test_ferrocene_cancels_a_drifting_reference(lab):
