@@ -413,6 +413,10 @@ def measurement_quality(result: CVResult) -> float:
 FERROCENE_VS_LI_V = 3.20
 #: two couples whose E1/2 are closer than this (V) cannot be told apart reliably in one CV
 MIN_COUPLE_SEPARATION_V = 0.12
+#: an analyte this close to ferrocene (V) has its wave merge with the standard's in one CV: simulated at 0.1 V/s
+#: (tests/protocols/test_cv_lab_grade.py), couples 150 mV apart gave one merged couple or two at the same E1/2,
+#: 250 mV apart two clean ones
+STANDARD_OVERLAP_V = 0.2
 
 
 def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None, *,
@@ -465,7 +469,8 @@ class ReferencedResult:
 
     ``e_vs_fc_v`` = E1/2(analyte) - E1/2(Fc), both on the reference electrode's scale of that scan, so a
     drift of the reference electrode cancels; ``e_vs_li_v`` adds :data:`FERROCENE_VS_LI_V` (or the value
-    given). None where the analyte or the standard has no E1/2; ``flags`` carries ``no_standard`` then.
+    given). None where the analyte or the standard has no E1/2; ``flags`` carries ``no_standard`` then, and
+    ``problem`` says why in a chemist's words (a flag alone left an analyte next to ferrocene unexplained).
     """
 
     analyte: CVResult
@@ -474,11 +479,12 @@ class ReferencedResult:
     e_vs_li_v: float | None
     ferrocene_vs_li_v: float
     flags: frozenset[CVFlag]
+    problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"analyte": self.analyte.to_dict(), "standard": self.standard.to_dict() if self.standard else None,
                 "e_vs_fc_v": self.e_vs_fc_v, "e_vs_li_v": self.e_vs_li_v,
-                "ferrocene_vs_li_v": self.ferrocene_vs_li_v, "flags": sorted(self.flags)}
+                "ferrocene_vs_li_v": self.ferrocene_vs_li_v, "flags": sorted(self.flags), "problem": self.problem}
 
 
 def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float, standard_hint_v: float, *,
@@ -502,11 +508,28 @@ def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float, stand
         fallback = analyte or (couples[0] if couples else None)
         assert fallback is not None  # analyze_couples returns at least one result
         return ReferencedResult(analyte=fallback, standard=standard, e_vs_fc_v=None, e_vs_li_v=None,
-                                ferrocene_vs_li_v=ferrocene_vs_li_v, flags=frozenset(flags))
+                                ferrocene_vs_li_v=ferrocene_vs_li_v, flags=frozenset(flags),
+                                problem=_standard_problem(analyte, standard, analyte_hint_v, standard_hint_v))
     e_vs_fc = analyte.e_half_v - standard.e_half_v  # type: ignore[operator]
     return ReferencedResult(analyte=analyte, standard=standard, e_vs_fc_v=e_vs_fc,
                             e_vs_li_v=e_vs_fc + ferrocene_vs_li_v, ferrocene_vs_li_v=ferrocene_vs_li_v,
                             flags=frozenset(flags))
+
+
+def _standard_problem(analyte: CVResult | None, standard: CVResult | None, analyte_hint_v: float,
+                      standard_hint_v: float) -> str:
+    """Why :func:`reference_to_ferrocene` found no standard to reference to, most telling reason first."""
+    if abs(analyte_hint_v - standard_hint_v) < STANDARD_OVERLAP_V:
+        return (f"the analyte's wave at {analyte_hint_v:+.3f} V vs the reference overlaps ferrocene's (expected at "
+                f"{standard_hint_v:+.3f} V; within {STANDARD_OVERLAP_V * 1000:.0f} mV): the standard cannot be told "
+                "apart; use another internal standard or measure without it")
+    if analyte is None:
+        return "no couple with a pair of peaks in the scan with the standard"
+    if standard is None:
+        return (f"no second couple besides the analyte's (at {analyte.e_half_v:+.3f} V) in the scan with the "
+                f"standard; ferrocene was expected at {standard_hint_v:+.3f} V")
+    return (f"the couples at {analyte.e_half_v:+.3f} V and {standard.e_half_v:+.3f} V are closer than "
+            f"{MIN_COUPLE_SEPARATION_V * 1000:.0f} mV: which is ferrocene cannot be told")
 
 
 # -- several scan rates ------------------------------------------------------------------------------------

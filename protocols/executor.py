@@ -169,6 +169,8 @@ class LabRecord:
             parts.append(f"no D ({self.diffusion_problem})")
         if self.referenced is not None and self.referenced.e_vs_fc_v is not None:
             parts.append(f"E1/2 {self.referenced.e_vs_fc_v:+.3f} V vs Fc/Fc+")
+        elif self.referenced is not None:
+            parts.append(f"no standard ({self.referenced.problem})")
         return "lab-grade CV: " + (", ".join(parts) or "nothing measured")
 
     @property
@@ -701,8 +703,12 @@ class ProtocolExecutor:
         hint = analysis.e_half_v if analysis.e_half_v is not None else (first.params.e_vertex1_v
                                                                         + first.params.e_vertex2_v) / 2
         lab.referenced = reference_to_ferrocene(couples, hint, fc_expected)
-        log.info("%s: E vs Fc/Fc+ %s", where, lab.referenced.e_vs_fc_v)
-        done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v}
+        if lab.referenced.problem is not None:
+            log.warning("%s: no_standard: %s", where, lab.referenced.problem)
+        else:
+            log.info("%s: E vs Fc/Fc+ %+.4f V", where, lab.referenced.e_vs_fc_v)
+        done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v,
+                                "standard_problem": lab.referenced.problem}
         if step.refill:
             done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
         return done

@@ -449,6 +449,9 @@ class Runner:
         flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
         if CVFlag.BEYOND_WINDOW in outcome.analysis.flags:  # a result about the molecule: say it plainly
             flags += " (the current still rises at the scan's vertex: the potential lies beyond the window scanned)"
+        referenced = outcome.lab.referenced
+        if CVFlag.NO_STANDARD in outcome.analysis.flags and referenced is not None and referenced.problem is not None:
+            flags += f" ({referenced.problem})"
         self._fail(experiment.id, f"{ANALYSIS_FAILURE}{flags}", safe_state=False)
         return ANALYSIS_FAULT
 

@@ -67,10 +67,10 @@ class LabRig:
 def lab():
     made: list[LabRig] = []
 
-    def make(*, oxygen_mm: float = 2.0, ir_compensation: bool = True) -> LabRig:
+    def make(*, oxygen_mm: float = 2.0, ir_compensation: bool = True, analyte: CellParams = ANALYTE) -> LabRig:
         scale = TimeScale.zero_latency()
         cell, atmosphere, drift = Cell(), Atmosphere(oxygen_mm, time_scale=scale), [0.0]
-        context = EmulatorContext(cell=cell, couple_of=lambda _sid: ANALYTE, blank=replace(ANALYTE, conc_mm=0.0),
+        context = EmulatorContext(cell=cell, couple_of=lambda _sid: analyte, blank=replace(analyte, conc_mm=0.0),
                                   time_scale=scale, atmosphere=atmosphere, reference_drift=lambda: drift[0])
         devices, instruments = [], {}
         if ir_compensation:
@@ -292,6 +292,28 @@ def test_a_campaign_context_puts_ferrocene_and_oxygen_on_its_reference_scale():
     couples = context.contents()
     assert [c.e0_v for c in couples[1:]] == pytest.approx([3.20 - 3.5, 2.45 - 3.5])
     assert [c.conc_mm for c in couples[1:]] == pytest.approx([10.0, 2.0])  # 0.1 mL of 10 mM, alone in the cell
+
+
+def test_an_analyte_next_to_ferrocene_says_why_there_is_no_standard(lab):
+    """An analyte 20 mV from ferrocene: its wave and the standard's merge into one couple in the scan with
+    the standard. It failed as ``no_standard`` alone; now the record, its journal line and the log say why,
+    and what to do. 250 mV apart (STANDARD_OVERLAP_V's margin) the two are told apart."""
+    near = replace(ANALYTE, e0_v=FC_ON_REFERENCE - 0.02)
+    rig = lab(oxygen_mm=0.0, analyte=near)
+    steps = [FULL[0], "load_sample", FULL[5], {"cv": {"e_begin_v": 0.0, "e_vertex1_v": 0.6, "e_vertex2_v": 0.0}},
+             FULL[7]]
+    outcome, actions = run(rig, steps)
+    assert CVFlag.NO_STANDARD in outcome.analysis.flags and not outcome.quality_ok
+    problem = outcome.lab.referenced.problem
+    assert problem.startswith("the analyte's wave at +0.33") and "overlaps ferrocene's (expected at +0.350 V" in problem
+    assert problem.endswith("the standard cannot be told apart; use another internal standard or measure without it")
+    assert f"no standard ({problem})" in outcome.lab.summary()
+    assert actions[-1][3]["standard_problem"] == problem and outcome.lab.to_dict()["referenced"]["problem"] == problem
+    apart = reference_to_ferrocene(analyze_couples(simulate_cell(
+        [replace(near, e0_v=FC_ON_REFERENCE - 0.25, ru_ohm=0.0), replace(DEFAULT_FERROCENE, conc_mm=1.0)],
+        CVParams(e_begin_v=-0.2, e_vertex1_v=0.8, e_vertex2_v=-0.2, scan_rate_v_s=0.1), np.random.default_rng(5))),
+        analyte_hint_v=FC_ON_REFERENCE - 0.25, standard_hint_v=FC_ON_REFERENCE)
+    assert apart.problem is None and apart.e_vs_fc_v == pytest.approx(-0.25, abs=0.005)
 
 
 def test_two_couples_are_paired_and_the_standard_found_by_position():
