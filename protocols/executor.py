@@ -139,6 +139,14 @@ class LabRecord:
     scans: list[tuple[Voltammogram, CVResult]] = field(default_factory=list)  # one per scan rate
     diffusion: DiffusionEstimate | None = None
     diffusion_problem: str | None = None  # why the scans gave no D (journalled: a chemist reads it in the log)
+    analyte_mm: float | None = None  # what D was computed with, as the cv step wrote them, so D can be recomputed
+    electrode_area_cm2: float | None = None
+    #: what the cell held when the cv ran, by the journal's count, and how much of it besides what this
+    #: experiment's dispense steps put in: that dilutes the analyte below ``analyte_mm``; ``dilution`` says so in
+    #: one line (D is not corrected: the count may err, and the chemist decides)
+    cell_ml: float = 0.0
+    cell_held_ml: float = 0.0
+    dilution: str | None = None
     standard_scan: Voltammogram | None = None
     referenced: ReferencedResult | None = None
     purged_minutes: float = 0.0
@@ -167,11 +175,20 @@ class LabRecord:
             parts.append(f"D {self.diffusion.diffusion_cm2_s:.2e} cm2/s")
         elif self.diffusion_problem is not None:
             parts.append(f"no D ({self.diffusion_problem})")
+        if self.dilution is not None:
+            parts.append(f"analyte ~{self.dilution_share:.0%} more dilute than analyte_mm "
+                         f"(the cell held {self.cell_held_ml:g} mL)")
         if self.referenced is not None and self.referenced.e_vs_fc_v is not None:
             parts.append(f"E1/2 {self.referenced.e_vs_fc_v:+.3f} V vs Fc/Fc+")
         elif self.referenced is not None:
             parts.append(f"no standard ({self.referenced.problem})")
         return "lab-grade CV: " + (", ".join(parts) or "nothing measured")
+
+    @property
+    def dilution_share(self) -> float:
+        """How much lower the analyte's concentration is than ``analyte_mm`` says, as a share of it, from
+        :attr:`cell_held_ml` (0 when the cell held nothing else)."""
+        return self.cell_held_ml / self.cell_ml if self.cell_ml else 0.0
 
     @property
     def flags(self) -> frozenset[CVFlag]:
@@ -191,6 +208,9 @@ class LabRecord:
                       for v, a in self.scans],
             "diffusion": self.diffusion.to_dict() if self.diffusion else None,
             "diffusion_problem": self.diffusion_problem,
+            "analyte_mm": self.analyte_mm, "electrode_area_cm2": self.electrode_area_cm2,
+            "cell_ml": self.cell_ml, "cell_held_ml": self.cell_held_ml, "dilution_share": self.dilution_share,
+            "dilution": self.dilution,
             "standard_scan": self.standard_scan.to_dict() if self.standard_scan else None,
             "referenced": self.referenced.to_dict() if self.referenced else None,
             "purged_minutes": self.purged_minutes,
@@ -402,7 +422,7 @@ class ProtocolExecutor:
                     cv = scans[index]
                     params.update(cv.to_dict())
                     voltammogram = self._cv(step, cv, self.rig.instruments[instrument], lab,  # type: ignore[arg-type]
-                                            sample_id)
+                                            sample_id, self._where(index, step), dispensed_ml(steps[:index]))
                     params.update(self._lab_summary(step, lab))
                 elif isinstance(step, Rinse):
                     self.rig.rinse_cell()
@@ -573,11 +593,13 @@ class ProtocolExecutor:
 
 
     # -- lab-grade steps ----------------------------------------------------------------------------------------
-    def _cv(self, step: CV, cv: CVParams, potentiostat: Potentiostat, lab: LabRecord, sample_id: str
-            ) -> Voltammogram:
+    def _cv(self, step: CV, cv: CVParams, potentiostat: Potentiostat, lab: LabRecord, sample_id: str, where: str,
+            dispensed: float) -> Voltammogram:
         """Run the cv step: at each of its scan rates (in one script when the driver has ``run_cv_series``),
         with ``ir_compensation`` of the Ru measured by the eis step; every scan is analysed (ohmic drop
-        corrected) into ``lab.scans``; the first rate's is returned."""
+        corrected) into ``lab.scans``; the first rate's is returned. With D to compute, what it is computed with
+        goes into ``lab``, and whether the cell held more than the ``dispensed`` mL of this experiment's
+        dispense steps (:meth:`_dilution`)."""
         comp = step.ir_compensation.fraction * lab.ru_ohm if step.ir_compensation is not None else 0.0
         series = [replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp) for rate in step.rates]
         run_series = getattr(potentiostat, "run_cv_series", None)  # one script for all rates, where offered
@@ -585,6 +607,8 @@ class ProtocolExecutor:
             [potentiostat.run_cv(params) for params in series]
         lab.scans[:] = [(v, analyze_cv(v, ru_ohm=lab.ru_ohm)) for v in voltammograms]
         if len(step.rates) > 1 and step.analyte_mm is not None:
+            lab.analyte_mm, lab.electrode_area_cm2 = step.analyte_mm, step.electrode_area_cm2
+            self._dilution(where, step.analyte_mm, dispensed, lab)
             try:
                 forward = "anodic" if cv.e_vertex1_v > cv.e_begin_v else "cathodic"
                 lab.diffusion = randles_sevcik_diffusion(list(step.rates), [a for _, a in lab.scans],
@@ -595,11 +619,30 @@ class ProtocolExecutor:
                 log.warning("sample %s: no diffusion coefficient from its scans: %s", sample_id, exc)
         return lab.scans[0][0]
 
+    def _dilution(self, where: str, analyte_mm: float, dispensed: float, lab: LabRecord) -> None:
+        """Note in ``lab`` (and say once, in the log) when the cell held liquid besides the ``dispensed`` mL of this
+        experiment's dispense steps, by :attr:`contents` (a ``clean`` leaves its flush in the cell; an earlier
+        experiment without a rinse leaves its liquid): the analyte is then more dilute than the ``analyte_mm``
+        the cv step wrote, and D, computed with it as written, reads low by the square of that. Not corrected:
+        the count errs on the full side (a dispense cut short counts in full), and the chemist judges."""
+        lab.cell_ml = self.contents.cell_ml
+        lab.cell_held_ml = max(0.0, round(self.contents.cell_ml - dispensed, 9))
+        if lab.cell_held_ml > 0:
+            lab.dilution = (f"{where}: by the journal's count the cell held {lab.cell_held_ml:g} mL before this "
+                            f"experiment's {dispensed:g} mL (its dispense steps, sample included): D assumes "
+                            f"analyte_mm {analyte_mm:g} as written; the analyte is ~{lab.dilution_share:.0%} more "
+                            "dilute")
+            log.warning("%s", lab.dilution)
+
     def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:
-        """What the action record of a cv step adds: the rates run, the compensation, D."""
+        """What the action record of a cv step adds: the rates run, the compensation, D and what it was computed
+        with (a dilution the cell's count shows included)."""
         summary: dict[str, Any] = {"scan_rates_v_s": list(step.rates), "ru_ohm": lab.ru_ohm or None}
         if lab.diffusion is not None:
             summary["diffusion_cm2_s"] = lab.diffusion.diffusion_cm2_s
+        if lab.analyte_mm is not None:
+            summary.update(analyte_mm=lab.analyte_mm, electrode_area_cm2=lab.electrode_area_cm2,
+                           cell_ml=lab.cell_ml, cell_held_ml=lab.cell_held_ml, dilution=lab.dilution)
         return summary
 
     def _lab_step(self, index: int, step: Step, instrument: str, lab: LabRecord,
@@ -712,6 +755,13 @@ class ProtocolExecutor:
         if step.refill:
             done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
         return done
+
+
+def dispensed_ml(steps: Sequence[Step]) -> float:
+    """What ``steps``' dispense steps put into the cell after their last rinse or clean: the liquid a cv step
+    after them writes its ``analyte_mm`` for (a clean's flush is not: it is what the cleaning leaves behind)."""
+    emptied = max((i for i, s in enumerate(steps) if isinstance(s, Rinse | Clean)), default=-1)
+    return round(sum(s.volume_ml for s in steps[emptied + 1:] if isinstance(s, Dispense)), 9)
 
 
 def widened(params: CVParams, low: float, high: float) -> CVParams:

@@ -167,6 +167,36 @@ def test_scans_without_the_wave_give_no_d_and_say_why_in_the_journal_record(lab)
     assert f"no D ({record.diffusion_problem})" in record.summary()
 
 
+def test_d_keeps_what_it_was_computed_with_and_a_cell_holding_more_is_said(lab, caplog):
+    """D's analyte_mm and electrode area go into the lab and action records, so D can be recomputed; a clean
+    that leaves its 1 mL flush in the cell before the 1.1 mL the protocol dispenses dilutes the analyte below
+    the analyte_mm written: one warning names the cv step and the volumes, and the record keeps it; D itself
+    is left as computed (recomputed with the diluted concentration, it is the simulated 1e-5 cm2/s again)."""
+    rig = lab(oxygen_mm=0.0)
+    measure = [FULL[0], FULL[3], "load_sample", FULL[5], FULL[6]]
+    outcome, actions = run(rig, measure)
+    record = outcome.lab.to_dict()
+    assert (record["analyte_mm"], record["electrode_area_cm2"]) == (CONC_MM, 0.0707)
+    assert record["cell_held_ml"] == 0 and record["dilution"] is None
+    assert actions[-1][3]["analyte_mm"] == CONC_MM and actions[-1][3]["electrode_area_cm2"] == 0.0707
+
+    rig.cell.rinse()
+    with caplog.at_level("WARNING", logger="labloop.protocols.executor"):
+        outcome, actions = run(rig, [{"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0}}, *measure])
+    lab_record = outcome.lab
+    warnings = [r.getMessage() for r in caplog.records if "more dilute" in r.getMessage()]
+    assert warnings == [lab_record.dilution] == [actions[-1][3]["dilution"]]
+    assert warnings[0] == ("protocol[5].cv: by the journal's count the cell held 1 mL before this experiment's 1.1 mL "
+                           "(its dispense steps, sample included): D assumes analyte_mm 0.909091 as written; the "
+                           "analyte is ~48% more dilute")
+    assert (lab_record.cell_ml, lab_record.cell_held_ml) == (2.1, 1.0)
+    assert lab_record.diffusion.diffusion_cm2_s == pytest.approx(1e-5 * (1.1 / 2.1) ** 2, rel=0.10)  # as written
+    diluted = lab_record.analyte_mm * (1 - lab_record.dilution_share)
+    recomputed = randles_sevcik_diffusion(list(lab_record.diffusion.scan_rates_v_s), [a for _, a in lab_record.scans],
+                                          area_cm2=lab_record.electrode_area_cm2, conc_mm=diluted, forward="anodic")
+    assert recomputed.diffusion_cm2_s == pytest.approx(1e-5, rel=0.10)
+
+
 def test_oxygen_in_the_blank_is_purged_again_or_stops_before_the_sample(lab):
     """The blank is there to keep a sample out of a cell that would spoil its scan: O2 in it (an unpaired
     reduction wave) used to pass as a clean blank, so every sample was loaded and failed its analysis."""
