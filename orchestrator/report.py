@@ -1,7 +1,8 @@
 """`labloop report`: one folder that shows a campaign to someone who was not there — an HTML page with
 PNG plots (best so far vs experiment number, measured vs predicted, prediction error vs experiment number,
 recent voltammograms, acquisition values), the model versions and the calibrations with their errors on
-the measurements, and CSV exports of the experiments and measurements.
+the measurements, and CSV exports of the experiments and measurements (and, for a lab-grade protocol, of
+what its steps measured: ``lab_grade.csv``).
 
 Why files and not a server: a report is mailed, archived with the journal, and opened years later. It is
 built from the same snapshot as ``labloop log`` (:func:`labloop.orchestrator.journal.view.snapshot`), so the
@@ -58,6 +59,19 @@ MEASUREMENT_HEADERS = {"potential_v": "potential_v_vs_li", "e_half_v": "e_half_v
                        "reference": "reference_electrode", "mu": "predicted_v_vs_li", "sigma": "predicted_sd_v"}
 #: experiments.csv names the prediction as measurements.csv does, so the two join on ``id`` without a rename
 EXPERIMENT_HEADERS = {"mu": MEASUREMENT_HEADERS["mu"], "sigma": MEASUREMENT_HEADERS["sigma"]}
+#: written when the journal holds lab records: one row per experiment and scan rate, the experiment's own results
+#: (Ru, D and what it was computed with, E1/2 vs Fc/Fc+, the blank) repeated on each of its rows. Why long, not one
+#: row per experiment with a column group per rate: the rates are a protocol's choice (a column set per rate set
+#: would change between campaigns), and a chemist plots ip against sqrt(v) or dEp against v straight from the rows
+#: of one id, or filters one rate for one row per experiment. Units are in the headers (mV, uA, mM: ``analyte_mM``
+#: is millimolar, which the protocol's ``analyte_mm`` spells in lower case); potentials on the scale their header says
+LAB_GRADE_CSV = "lab_grade.csv"
+LAB_GRADE_COLUMNS = (
+    "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
+    "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "diffusion_cm2_s",
+    "diffusion_r_squared", "analyte_mM", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct",
+    "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "standard_problem", "blank_flags", "purged_min",
+)
 
 
 def write_report(journal: Journal, directory: Path) -> Path:
@@ -79,10 +93,14 @@ def _write(journal: Journal, directory: Path) -> None:
     done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
     # each lab record read once: for the CSV's potential_from and the lab-grade plots
-    records = {e["id"]: journal.lab_record(e["id"]) for e in snap["experiments"] if e["potential_v"] is not None}
+    measurements = [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]]
+    records = {e["id"]: journal.lab_record(e["id"]) for e in measurements}
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
-         [{**e, "potential_from": _potential_from(e, records.get(e["id"]))} for e in snap["experiments"]
-          if e["potential_v"] is not None or e["flags"]], MEASUREMENT_HEADERS)
+         [{**e, "potential_from": _potential_from(e, records.get(e["id"]))} for e in measurements], MEASUREMENT_HEADERS)
+    lab_rows = [row for e in measurements if (record := records.get(e["id"])) is not None
+                for row in _lab_grade_rows(e, record)]
+    if lab_rows:
+        _csv(directory / LAB_GRADE_CSV, LAB_GRADE_COLUMNS, lab_rows)
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
@@ -107,6 +125,40 @@ def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -
         return ""
     referenced = (record or {}).get("referenced") or {}
     return FROM_FERROCENE if referenced.get("e_vs_li_v") is not None else FROM_OFFSET
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The :data:`LAB_GRADE_COLUMNS` rows of one experiment's lab ``record`` (``Journal.lab_record``): one per
+    scan rate, the experiment's own values on each."""
+    diffusion = record.get("diffusion") or {}
+    referenced = record.get("referenced") or {}
+    blanks = record.get("blanks") or []
+    share = record.get("dilution_share")
+    common = {
+        "id": experiment["id"], "smiles": experiment["smiles"], "status": experiment["status"],
+        "ru_ohm": (record.get("ru") or {}).get("ru_ohm"), "diffusion_cm2_s": diffusion.get("diffusion_cm2_s"),
+        "diffusion_r_squared": diffusion.get("r_squared"), "analyte_mM": record.get("analyte_mm"),
+        "electrode_area_cm2": record.get("electrode_area_cm2"), "cell_ml": record.get("cell_ml"),
+        "cell_held_ml": record.get("cell_held_ml"), "analyte_dilution_pct": _scaled(share, 100),
+        "e_half_v_vs_fc": referenced.get("e_vs_fc_v"), "e_half_v_vs_li_via_fc": referenced.get("e_vs_li_v"),
+        "standard_problem": referenced.get("problem"),
+        "blank_flags": "; ".join(blanks[-1]["result"]["flags"]) if blanks else None,
+        "purged_min": record.get("purged_minutes"),
+    }
+    rows = []
+    for scan in record.get("scans") or [{}]:
+        analysis = scan.get("analysis") or {}
+        rows.append({**common, "scan_rate_v_s": scan.get("scan_rate_v_s"),
+                     "e_half_v_vs_reference": analysis.get("e_half_v"), "epa_v_vs_reference": analysis.get("epa_v"),
+                     "epc_v_vs_reference": analysis.get("epc_v"), "dep_mV": _scaled(analysis.get("dep_v"), 1e3),
+                     "ipa_uA": _scaled(analysis.get("ipa_a"), 1e6), "ipc_uA": _scaled(analysis.get("ipc_a"), 1e6),
+                     "ipc_over_ipa": analysis.get("ratio"), "reversibility": analysis.get("reversibility"),
+                     "scan_flags": "; ".join(analysis.get("flags") or [])})
+    return rows
 
 
 #: a spreadsheet takes a cell starting with one of these as a formula (``=HYPERLINK(...)`` in a SMILES or a
@@ -272,6 +324,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
+    tables = ["experiments.csv", "measurements.csv", *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists()]
+    data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>
 <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}} figure{{display:inline-block;margin:0}}
@@ -294,6 +348,6 @@ share a count.</p>
 <th>MAE of the last predictions (V)</th><th>fit MAE (V)</th><th>offset (V)</th><th>slopes (V per unit)</th>
 <th>size function (V at N heavy atoms)</th><th>journalled at</th></tr>
 {calibration}</table>
-<h2>data</h2><p><a href="experiments.csv">experiments.csv</a> · <a href="measurements.csv">measurements.csv</a></p>
+<h2>data</h2><p>{data}</p>
 </body></html>
 """

@@ -63,6 +63,32 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
     with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert measured and {r["potential_from"] for r in measured} == {"ferrocene"}
+    # the lab-grade results in a table of their own, one row per experiment and scan rate, units in the headers
+    assert 'href="lab_grade.csv"' in page
+    with (tmp_path / "report" / "lab_grade.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:
+        records = {e.id: journal.lab_record(e.id) for e in done}
+    assert [(int(r["id"]), float(r["scan_rate_v_s"])) for r in rows] == [
+        (e.id, rate) for e in done for rate in (0.1, 0.2, 0.5, 1.0)]
+    def number(text: str) -> float | None:  # an empty cell is a value the analysis lacks
+        return None if text == "" else float(text)
+
+    def scaled(value: float | None, factor: float) -> float | None:
+        return None if value is None else value * factor
+
+    for row in rows:
+        lab = records[int(row["id"])]
+        scan = next(s["analysis"] for s in lab["scans"] if s["scan_rate_v_s"] == float(row["scan_rate_v_s"]))
+        assert (number(row["dep_mV"]), number(row["ipa_uA"]), number(row["ipc_uA"])) == \
+            (scaled(scan["dep_v"], 1e3), scaled(scan["ipa_a"], 1e6), scaled(scan["ipc_a"], 1e6))
+        assert number(row["ipc_over_ipa"]) == scan["ratio"] and row["scan_flags"] == "; ".join(scan["flags"])
+        assert number(row["ru_ohm"]) == lab["ru"]["ru_ohm"]
+        assert number(row["diffusion_cm2_s"]) == (lab["diffusion"] or {}).get("diffusion_cm2_s")
+        assert number(row["e_half_v_vs_fc"]) == lab["referenced"]["e_vs_fc_v"]
+        # what D was computed with: the cv step's analyte_mm and the default 3 mm disk; the cell held nothing else
+        assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1.0", "0.0707", "0.0")
+        assert row["standard_problem"] == "" and row["blank_flags"] == ""
 
 
 def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):

@@ -32,6 +32,7 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
     assert all(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_reference"]) == pytest.approx(3.2)
                and r["reference_electrode"] == "Ag/Ag+" for r in measured)
     assert {r["potential_from"] for r in measured} == {"cell.reference_offset_v"}  # no ferrocene standard here
+    assert not (tmp_path / "report" / "lab_grade.csv").exists() and "lab_grade.csv" not in page  # no lab record
 
 
 def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_campaign):
