@@ -124,27 +124,34 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     return truth, notes
 
 
-def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path) -> tuple[list[str], dict[str, float]]:
-    """The campaign's library molecules the truth table knows (by SMILES as written, else canonical); the
-    library is read as the campaign reads it (CSV, Parquet or .smi)."""
+def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path
+                  ) -> tuple[list[str], dict[str, float], list[str]]:
+    """The campaign's library molecules the truth table knows (by SMILES as written, else canonical), their true
+    values, and a note on the library molecules it does not know (none when it knows them all); the library is
+    read as the campaign reads it (CSV, Parquet or .smi). Why the note: the planners choose among the known
+    molecules only, so a library half missing from the table is a backtest of half the library, which the
+    user must be told (a truth table of another library's molecules went unnoticed)."""
     from rdkit.rdBase import BlockLogs
 
     from labloop.sim.world import TruthTable
 
     table = TruthTable({s: (v,) for s, v in truth.items()})
-    smiles = campaign.library.smiles()
+    smiles = list(dict.fromkeys(campaign.library.smiles()))  # a molecule listed twice is one candidate
     known: dict[str, float] = {}
     with BlockLogs():  # an unreadable SMILES is judged here, in the one line below, not by RDKit per row
         for s in smiles:
             try:
-                known.setdefault(s, table.row(s)[0])
+                known[s] = table.row(s)[0]
             except KeyError:
                 continue
+    library = display_name(campaign.library.file)
     if not known:
         raise InvalidInput(f"{truth_file}: none of its {len(truth)} valid SMILES is one of the {len(smiles)} of the "
-                           f"library {display_name(campaign.library.file)} (compared as written, then as canonical "
-                           "SMILES)")
-    return list(known), known
+                           f"library {library} (compared as written, then as canonical SMILES)")
+    missing = len(smiles) - len(known)
+    notes = [f"{missing} of the {len(smiles)} molecules of the library {library} have no true value in {truth_file} "
+             "and are left out (compared as written, then as canonical SMILES)"] if missing else []
+    return list(known), known, notes
 
 
 def oracle_view(model: ModelView, truth: Mapping[str, float], library: Sequence[str], descriptors: DescriptorTable,

@@ -89,7 +89,8 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
         check_store_folder(campaign, campaign.located("store"))
     scan = None if no_instruments else engine.campaign_scan(campaign)
     truth, notes = engine.read_truth(truth_file, column, campaign.library.smiles_column)
-    library, known = engine.library_truth(campaign, truth, truth_file)
+    library, known, left_out = engine.library_truth(campaign, truth, truth_file)
+    notes += left_out
     budget = min(budget or campaign.budget.max_experiments, len(library))
     objective = campaign.objective
     if objective.defines_hits and not any(objective.is_hit(v) for v in known.values()):

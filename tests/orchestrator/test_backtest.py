@@ -302,3 +302,28 @@ def test_a_store_that_cannot_be_made_is_refused_before_training(tmp_path, labloo
                      "--no-instruments")
     assert result.returncode == 2 and "a-file is a file" in result.stderr, result.stderr
     assert not (tmp_path / "prior-models").exists()
+
+
+def test_library_molecules_without_a_true_value_are_counted_and_none_known_is_bad_input(tmp_path, labloop,
+                                                                                         write_campaign, truth_csv):
+    """The planners choose among the molecules the table knows: a table that lacks some of the library's was
+    a backtest of fewer molecules without a word, so the run says how many are left out; one that knows none
+    of them cannot be backtested at all."""
+    path, _ = truth_csv
+    table = pd.read_csv(path)
+    table.head(150).to_csv(tmp_path / "part.csv", index=False)
+    campaign = write_campaign(tmp_path)
+    result = labloop("backtest", campaign, "--truth", tmp_path / "part.csv", "--column", "e_v", "--planners", "random",
+                     "--seeds", "1", "--budget", "4", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["library"] == 150
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: 50 of the 200 molecules of the library {EXAMPLES_LIBRARY} have no true value in "
+                        f"{tmp_path / 'part.csv'} and are left out (compared as written, then as canonical SMILES)"]
+
+    pd.DataFrame({"smiles": ["CCO", "CCCO"], "e_v": [4.5, 4.6]}).to_csv(tmp_path / "other.csv", index=False)
+    none = labloop("backtest", campaign, "--truth", tmp_path / "other.csv", "--column", "e_v", "--planners", "random",
+                   "--no-instruments")
+    assert none.returncode == 2 and len(none.stderr.strip().splitlines()) == 1, none.stderr
+    assert none.stderr.startswith(f"error: {tmp_path / 'other.csv'}: none of its 2 valid SMILES is one of the 200 of "
+                                  f"the library {EXAMPLES_LIBRARY}")
