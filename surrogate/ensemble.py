@@ -131,7 +131,11 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, level: 
     """(factor, floor) with sigma = factor * sqrt(spread^2 + floor^2) covering ``level`` of new errors.
 
     The floor maximises the Gaussian likelihood of the errors under variance a * (spread^2 + floor^2)
-    (a profiled out; a grid over log floor from 1e-4 to 10x the error RMS). The factor is then the
+    (a profiled out; a grid over log floor from 1e-4 to 10x the error RMS). Where the spread does not rank
+    the errors (a small slice, or members trained on little data that agree as much where they are wrong
+    as where they are right) the likelihood keeps falling as the floor grows: a floor far above every spread
+    makes sigma the same for every molecule, its scale carried by the factor, so the floor lands on the
+    grid's top and only factor x floor (the smallest sigma) means anything. The factor is then the
     finite-sample conformal quantile of |error| / sqrt(spread^2 + floor^2) over 1.96: the
     ceil((n + 1) * level)-th smallest ratio, which covers at least ``level`` of exchangeable new
     molecules on average. NaN labels are ignored; no labels at all give (1, 0).
@@ -152,9 +156,18 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, level: 
     return float(ratio[k - 1] / Z95), floor
 
 
+#: the calibration slice's aim: a smaller one's factor and floor are too uncertain to trust. The factor is the
+#: ceil(0.95 (n + 1))-th smallest of n ratios (of 60, the third largest: one error sets every sigma), and on a
+#: few dozen rows the floor's likelihood fit cannot tell whether the members' spread ranks the errors at all
+#: (then the floor runs to its grid's top: :func:`fit_calibration`)
+MIN_CALIBRATION_ROWS = 100
+
+
 def calibration_size(n: int, fraction: float) -> int:
-    """Rows kept aside for calibration: ``fraction`` of n, at least 100 (or a fifth of tiny data)."""
-    return max(round(fraction * n), min(100, n // 5))
+    """Rows kept aside for calibration: ``fraction`` of n, at least :data:`MIN_CALIBRATION_ROWS`, but at most a
+    fifth of the data below 5 x that (a fifth of 300 molecules is 60): the members need most of a small
+    table to learn anything, so its slice falls short of the aim, and ``surrogate train`` says so."""
+    return max(round(fraction * n), min(MIN_CALIBRATION_ROWS, n // 5))
 
 
 def network_inputs(feats: Features, config: ModelConfig, descriptor_scaler: LabelScaler | None) -> np.ndarray:

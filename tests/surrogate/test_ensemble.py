@@ -4,6 +4,7 @@ directories round-trip exactly or fail with a clear error."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -133,6 +134,31 @@ def test_fit_calibration_recovers_a_floor_and_covers_every_spread():
     # errors proportional to the spread: (almost) no floor
     _, floor0 = fit_calibration(np.zeros(5000), 3.0 * spread[:5000] * rng.normal(size=5000), spread[:5000])
     assert floor0 < 0.01
+
+
+def test_a_spread_that_does_not_rank_the_errors_sends_the_floor_to_its_grids_top():
+    """What `surrogate train` on a small table showed (x0.11 floor 4.328): two halves of a slice with the same
+    errors and different spreads; any floor short of infinity gives the halves different sigmas, so the
+    likelihood falls all the way to the grid's top (10x the error RMS), where sigma is the same for every row
+    and only factor x floor, the smallest sigma, means anything."""
+    from labloop.surrogate.ensemble import fit_calibration
+
+    err = np.tile(np.linspace(-0.6, 0.6, 30), 2)
+    spread = np.repeat([0.02, 0.2], 30)
+    factor, floor = fit_calibration(np.zeros_like(err), err, spread)
+    rms = np.sqrt(np.mean(err**2))
+    assert floor == pytest.approx(10 * rms)
+    conformal = np.sort(np.abs(err))[math.ceil(61 * 0.95) - 1] / Z95  # the constant sigma covering 95%
+    assert factor * floor == pytest.approx(conformal, rel=0.01)
+
+
+def test_calibration_slice_is_5_percent_at_least_100_rows_or_a_fifth_of_small_data():
+    """The rule the README states: `surrogate train` warns below MIN_CALIBRATION_ROWS, i.e. below 500 rows."""
+    from labloop.surrogate.ensemble import MIN_CALIBRATION_ROWS, calibration_size
+
+    assert MIN_CALIBRATION_ROWS == 100
+    assert [calibration_size(n, 0.05) for n in (60, 300, 499, 500, 2000, 2100, 21411)] == \
+        [12, 60, 99, 100, 100, 105, 1071]
 
 
 def test_regression_metrics_hand_computed():
