@@ -78,10 +78,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     :func:`read_table` already) or a table with no valid SMILES and value.
     A molecule given twice keeps its first value, whichever way each row spells it (by canonical SMILES: a
     later spelling gets the first value too; a lab's table mixes the spellings of several sources)."""
-    from rdkit import Chem
-    from rdkit.rdBase import BlockLogs
-
-    from labloop.surrogate.featurize import parse_smiles
+    from labloop.surrogate.featurize import canonical_smiles
 
     table = read_table(path, (column,), smiles_column=smiles_column,  # a lab's table names its columns its way
                        column_hint=f": name its SMILES column {smiles_column!r}, as the campaign's library does "
@@ -90,11 +87,10 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     truth: dict[str, float] = {}
     empty, conflicts, first_conflict = 0, 0, 0
     invalid: list[tuple[int, str]] = []  # (line, as written) of rows whose SMILES is no molecule
-    with BlockLogs():  # judged here, in one note, not by RDKit per row
-        molecules = [parse_smiles(smiles) for smiles in table.smiles]
+    canonical = canonical_smiles(table.smiles)  # "" for a row that is no molecule, judged in one note below
     first_of: dict[str, float] = {}  # by canonical SMILES: the value the molecule's first row gave
     for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0], strict=True)):
-        if molecules[row] is None:
+        if not canonical[row]:
             invalid.append((csv_line(row), smiles))
             continue
         if not np.isfinite(value):
@@ -103,7 +99,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
         if not low <= value <= high:
             raise InvalidInput(f"{path}: line {csv_line(row)}, column {column!r}: {value:g} lies beyond "
                                f"{low:g}..{high:g} V vs Li/Li+: not a potential (an energy in eV? millivolts?)")
-        key = Chem.MolToSmiles(molecules[row])
+        key = canonical[row]
         if key in first_of and first_of[key] != value:
             conflicts += 1
             first_conflict = first_conflict or csv_line(row)

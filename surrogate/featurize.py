@@ -158,6 +158,14 @@ def parse_smiles(smiles: object) -> Chem.Mol | None:
     return _parse(smiles)[0]
 
 
+def canonical_smiles(smiles: Sequence[str]) -> list[str]:
+    """RDKit's canonical SMILES of each input ("" where :func:`parse_smiles` reads no molecule): the key on which
+    two spellings of one molecule (``OCC``, ``CCO``) meet, when a table is checked for repeated molecules
+    (``surrogate train``, a backtest's truth table). Unreadable rows are for the caller to report, once."""
+    with BlockLogs():
+        return [Chem.MolToSmiles(mol) if (mol := parse_smiles(s)) is not None else "" for s in smiles]
+
+
 def unreadable(smiles: object) -> str | None:
     """Why :func:`parse_smiles` gives None for ``smiles`` (the reason an :class:`InvalidSmiles` shows), or None
     when it reads it."""

@@ -8,7 +8,7 @@ the same steps serve the CLI, the benchmark and (later) the campaign runner's re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,12 +16,22 @@ import numpy as np
 from labloop.core.errors import InvalidInput
 from labloop.surrogate.dataset import MoleculeTable
 from labloop.surrogate.ensemble import Ensemble, EpochHook, train_ensemble
-from labloop.surrogate.featurize import InvalidSmiles, featurize
+from labloop.surrogate.featurize import InvalidSmiles, canonical_smiles, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
 from labloop.surrogate.metrics import regression_metrics
 from labloop.surrogate.presets import Preset
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Rows of a training table that repeat the molecule of an earlier row (by canonical SMILES, however each
+    spells it), merged into that row: how many, and the first of them with the row it repeats (0-based)."""
+
+    rows: int = 0
+    first: int = -1
+    of: int = -1
 
 
 @dataclass
@@ -32,6 +42,36 @@ class TrainingRun:
     invalid: list[InvalidSmiles]
     n_unlabelled: int
     holdout_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    repeats: Repeats = field(default_factory=Repeats)
+
+
+def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, Repeats]:
+    """One row per molecule of the valid input ``rows`` (labels ``Y``, one row each): the positions in ``rows``
+    of each molecule's first row, its labels (per target the mean of the values its rows have, NaN where none
+    has one) and what was merged.
+
+    Why merge: one molecule has one fingerprint, so the network can fit only one value for it, and squared
+    error over its copies is least at their mean: the mean is what training on every copy would learn, from
+    every measurement of it (keeping the first would drop the others for no reason the first has). Why not
+    keep the copies: a copy in the members' training folds and another in a validation fold or in the
+    calibration slice makes early stopping, the out-of-fold scores and the calibration (sigma too small)
+    judge a molecule the members learnt as if it were new, and the molecule weighs twice in the fit."""
+    keys = canonical_smiles([smiles[r] for r in rows])
+    first_of: dict[str, int] = {}
+    group = np.array([first_of.setdefault(key, position) for position, key in enumerate(keys)], dtype=np.int64)
+    repeats = np.flatnonzero(group != np.arange(len(group)))
+    if not len(repeats):
+        return np.arange(len(group)), Y, Repeats()
+    keep = np.flatnonzero(group == np.arange(len(group)))
+    has = ~np.isnan(Y)
+    sums, counts = np.zeros_like(Y), np.zeros_like(Y)
+    np.add.at(sums, group, np.where(has, Y, 0.0))
+    np.add.at(counts, group, has)
+    with np.errstate(invalid="ignore"):  # 0 / 0: no row of the molecule has the target, which stays NaN
+        merged = sums[keep] / counts[keep]
+    first = int(repeats[0])
+    return keep, merged, Repeats(len(repeats), int(rows[first]), int(rows[group[first]]))
 
 
 def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,16 +94,26 @@ def train_from_table(
     on_featurized: Callable[[int], None] | None = None,
     on_epoch: EpochHook | None = None,
     out_of_sample_of: str | None = None,
+    merge_repeats: bool = False,
 ) -> TrainingRun:
     """Featurise ``table``, train a ``folds``-member ensemble, score it on the held-out share.
 
     ``out_of_sample_of``: a target whose labelled rows get their out-of-sample predictions kept in the
     ensemble's ``info["out_of_sample"]``, by SMILES (``smiles``, ``mean``, ``sigma``: see
-    :func:`labloop.surrogate.ensemble.train_ensemble`)."""
+    :func:`labloop.surrogate.ensemble.train_ensemble`).
+
+    ``merge_repeats``: train on each molecule once (:func:`merged_by_molecule`), as ``surrogate train`` does. A
+    campaign's retraining does not: its measured potentials are rows of their own, kept by SMILES as measured
+    for their out-of-sample predictions (``out_of_sample_of``), beside the prior's row of the same molecule."""
     if not table.targets:
         raise InvalidInput("at least one --target column is needed to train")
     feats = featurize(table.smiles, preset.fingerprint, cache=cache, progress=on_featurized)
+    invalid = feats.invalid
     Y = table.Y[feats.rows]
+    repeats = Repeats()
+    if merge_repeats:
+        keep, Y, repeats = merged_by_molecule(table.smiles, feats.rows, Y)
+        feats = feats.subset(keep)
     labelled = ~np.isnan(Y).all(axis=1)
     data, Y = feats.subset(labelled), Y[labelled]
     n_unlabelled = int((~labelled).sum())
@@ -81,9 +131,9 @@ def train_from_table(
         ens.info["out_of_sample"] = {"smiles": [table.smiles[r] for r in rows], "mean": kept["mean"],
                                      "sigma": kept["sigma"]}
     ens.info["training_data"] = {"file": str(table.path), "sha256": table.sha256(), "rows": len(table.smiles),
-                                 "invalid_smiles": len(feats.invalid), "unlabelled": n_unlabelled,
-                                 "holdout": holdout, "seed": seed}
-    run = TrainingRun(ens, feats.invalid, n_unlabelled)
+                                 "invalid_smiles": len(invalid), "unlabelled": n_unlabelled,
+                                 "repeated_molecules_merged": repeats.rows, "holdout": holdout, "seed": seed}
+    run = TrainingRun(ens, invalid, n_unlabelled, repeats=repeats)
     if len(held_rows):
         mean, std = ens.predict_features(data.subset(held_rows))
         run.holdout_metrics = {t: regression_metrics(Y[held_rows, j], mean[:, j], std[:, j])

@@ -25,7 +25,7 @@ from labloop.core.errors import ClusterLostError, InvalidInput
 from labloop.core.files import atomic_write
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
-from labloop.surrogate.dataset import read_table
+from labloop.surrogate.dataset import csv_line, read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
@@ -172,8 +172,14 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
                        description=f"train member {member + 1}/{folds} (val loss {val:.4f})")
 
         run = train_from_table(table, chosen, folds=folds, seed=seed, holdout=holdout, cache=_cache(no_cache),
-                               on_featurized=lambda k: bar.advance(feat_task, k), on_epoch=on_epoch)
+                               on_featurized=lambda k: bar.advance(feat_task, k), on_epoch=on_epoch,
+                               merge_repeats=True)
     console.report_invalid(run.invalid, data)
+    if run.repeats.rows:
+        console.err.print(f"warning: {run.repeats.rows} rows of {data} repeat the molecule of an earlier row, "
+                          f"compared as canonical SMILES (first: line {csv_line(run.repeats.first)}, the molecule "
+                          f"of line {csv_line(run.repeats.of)}): each molecule is trained on once, with the mean "
+                          "of its rows' values per target", markup=False, highlight=False, soft_wrap=True)
     save_ensemble(run.ensemble, output)
     metrics = run.ensemble.info["metrics"]
     console.out.print(_metrics_table("out-of-fold (single members)", metrics["out_of_fold"]))

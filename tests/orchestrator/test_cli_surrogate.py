@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from rdkit import Chem
 
 from labloop.core.files import FILE_MODE
 
@@ -59,6 +60,27 @@ def test_train_writes_a_model_and_reports_holdout(labloop, small_csv, tmp_path):
                        "--replace", "--no-cache")
     assert replaced.returncode == 0, replaced.stderr
     assert json.loads((out / "manifest.json").read_text())["targets"] == ["ie_ev"]
+
+
+def test_train_merges_a_molecule_given_twice_and_says_so(labloop, ocelot, tmp_path):
+    """A table that gives molecules twice (once spelt another way): trained on each molecule once, with the
+    mean of its values, and said in one line with the first repeat's line; the repeats were trained as new
+    molecules without a word, landing in one member's training folds and another's validation fold."""
+    table = ocelot.head(200)[["smiles", "ie_ev", "ea_ev"]]
+    spelling = Chem.MolToSmiles(Chem.MolFromSmiles(table.smiles.iloc[6]), rootedAtAtom=3)
+    assert spelling != table.smiles.iloc[6]
+    respelt = table.iloc[[6]].assign(smiles=spelling, ie_ev=table.ie_ev.iloc[6] + 1.0)
+    data = tmp_path / "repeats.csv"
+    pd.concat([table, respelt, table.iloc[[9]]]).to_csv(data, index=False)
+    proc = labloop("surrogate", "train", data, "-t", "ie_ev", "-t", "ea_ev", "-o", tmp_path / "m", "--folds", "2",
+                   "--epochs", "1", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert (f"warning: 2 rows of {data} repeat the molecule of an earlier row, compared as canonical SMILES (first: "
+            "line 202, the molecule of line 8): each molecule is trained on once, with the mean of its rows' values "
+            "per target") in proc.stderr
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["training_data"]["repeated_molecules_merged"] == 2
+    assert manifest["n_train"] + manifest["n_calibration"] == 200
 
 
 def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):

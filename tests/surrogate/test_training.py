@@ -1,0 +1,25 @@
+"""From a table to a training set: a molecule given in several rows (however each spells it) is trained on
+once, with the mean of its values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labloop.surrogate.training import Repeats, merged_by_molecule
+
+
+def test_repeated_molecules_become_one_row_with_their_mean_per_target():
+    # input rows 0..5, row 2 invalid (not featurised); OCC is CCO spelt another way, c1ccccc1 is C1=CC=CC=C1
+    smiles = ["CCO", "c1ccccc1", "not-a-smiles", "OCC", "C1=CC=CC=C1", "CCN"]
+    rows = np.array([0, 1, 3, 4, 5])
+    Y = np.array([[7.0, 1.0], [9.0, np.nan], [8.0, np.nan], [9.5, np.nan], [6.0, 0.5]])
+    keep, merged, repeats = merged_by_molecule(smiles, rows, Y)
+    assert keep.tolist() == [0, 1, 4]  # positions in rows: CCO, benzene, CCN
+    np.testing.assert_allclose(merged, [[7.5, 1.0], [9.25, np.nan], [6.0, 0.5]])  # NaN: no row of benzene has it
+    assert repeats == Repeats(rows=2, first=3, of=0)  # input row 3 (OCC) repeats input row 0 (CCO)
+
+
+def test_a_table_without_repeats_is_left_as_it_is():
+    Y = np.array([[1.0], [2.0]])
+    keep, merged, repeats = merged_by_molecule(["CCO", "CCN"], np.array([0, 1]), Y)
+    assert keep.tolist() == [0, 1] and merged is Y and repeats == Repeats()
