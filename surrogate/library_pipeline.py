@@ -14,9 +14,11 @@ Shards are written by the process that runs the pipeline, so workers need no sha
 Shards: ``<out_dir>/model-<version>/<first row>-<key>.parquet``, one per chunk, one row per input row
 (invalid SMILES kept with ``valid`` false and NaN predictions, so their line numbers can be reported).
 ``version`` is a hash of the model directory's bytes, so a retrained model predicts everything again and
-nothing else does; ``key`` hashes the chunk's first row, its SMILES and the describe columns asked for, so
-a re-run (or a resumed campaign) skips every chunk already predicted. Each row carries the molecule's
-canonical SMILES, the key to join predictions of the same molecule written in different ways. A shard is
+nothing else does; ``key`` hashes the chunk's first row, its SMILES (and a ``.smi`` file's names) and the
+describe columns asked for, so a re-run (or a resumed campaign) skips every chunk already predicted. Each row
+carries the molecule's canonical SMILES, the key to join predictions of the same molecule written in
+different ways, and, from a ``.smi`` file, its ``name`` ("" for a line without one), added by the process
+that writes the shard (names never travel to a worker), so that outputs can name the molecules. A shard is
 written to a temporary file and renamed into place: a killed run never leaves a half-written shard.
 
 A worker lost mid-run has its chunks re-run elsewhere by the scheduler; the pipeline writes one shard per
@@ -64,11 +66,13 @@ Describe = Callable[[Sequence[str]], dict[str, np.ndarray]]
 
 @dataclass(frozen=True)
 class LibraryChunk:
-    """``smiles`` of input rows ``start`` .. ``start + len(smiles) - 1`` (0-based data rows)."""
+    """``smiles`` of input rows ``start`` .. ``start + len(smiles) - 1`` (0-based data rows); ``names``, one per
+    row ("" for none), from a ``.smi`` file, whose lines name their molecules (None for CSV and Parquet)."""
 
     index: int
     start: int
     smiles: list[str]
+    names: list[str] | None = None
 
 
 def library_format(path: Path) -> str:
@@ -87,8 +91,8 @@ def library_format(path: Path) -> str:
 def read_chunks(path: str | Path, smiles_column: str = "smiles",
                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[LibraryChunk]:
     """The library's SMILES, ``chunk_size`` rows at a time; a missing file or SMILES column is named in one
-    line before the first chunk. In a ``.smi`` file each line is ``SMILES [name ...]``; a first line whose
-    first word is ``smiles_column`` (any case) is a header."""
+    line before the first chunk. In a ``.smi`` file each line is ``SMILES [name ...]`` (the name: the rest of
+    the line, spaces and all); a first line whose first word is ``smiles_column`` (any case) is a header."""
     path = Path(path)
     if chunk_size < 1:
         raise InvalidInput(f"chunk size must be at least 1, got {chunk_size}")
@@ -97,12 +101,16 @@ def read_chunks(path: str | Path, smiles_column: str = "smiles",
     kind = library_format(path)
     reader = {"csv": _csv_chunks, "parquet": _parquet_chunks, "smi": _smi_chunks}[kind]
     start = 0
-    for index, smiles in enumerate(reader(path, smiles_column, chunk_size)):
-        yield LibraryChunk(index, start, smiles)
+    for index, (smiles, names) in enumerate(reader(path, smiles_column, chunk_size)):
+        yield LibraryChunk(index, start, smiles, names)
         start += len(smiles)
 
 
-def _csv_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
+#: what a reader yields per chunk: the SMILES, and the names when the format has them
+Rows = tuple[list[str], list[str] | None]
+
+
+def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
         if column not in header:
@@ -110,16 +118,16 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
                                f"{separator_hint(header)}")
         frames = pd.read_csv(path, usecols=[column], dtype={column: str}, keep_default_na=False, chunksize=size)
         for frame in frames:
-            yield frame[column].tolist()
+            yield frame[column].tolist(), None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
         raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)})") from None
 
 
-def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
+def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
     try:
         for batch in _open_parquet(path, column).iter_batches(batch_size=size, columns=[column]):
-            yield ["" if s is None else str(s) for s in batch.column(0).to_pylist()]
+            yield ["" if s is None else str(s) for s in batch.column(0).to_pylist()], None
     except (pa.ArrowException, OSError) as exc:
         raise InvalidInput(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
 
@@ -132,21 +140,23 @@ def _open_parquet(path: Path, column: str) -> pq.ParquetFile:
     return parquet
 
 
-def _smi_chunks(path: Path, column: str, size: int) -> Iterator[list[str]]:
+def _smi_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
             chunk: list[str] = []
+            names: list[str] = []
             for number, line in enumerate(fh):
-                words = line.split()
+                words = line.split(maxsplit=1)
                 if number == 0 and words and words[0].lower() == column.lower():
                     continue
                 chunk.append(words[0] if words else "")
+                names.append(words[1].strip() if len(words) > 1 else "")
                 if len(chunk) == size:
-                    yield chunk
-                    chunk = []
+                    yield chunk, names
+                    chunk, names = [], []
             if chunk:
-                yield chunk
+                yield chunk, names
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise InvalidInput(f"{path}: not a readable SMILES file ({first_line(exc)})") from None
 
@@ -233,6 +243,7 @@ class ShardSet:
     paths: tuple[Path, ...]
     n_rows: int
     n_predicted: int  # rows computed by this run (the rest came from existing shards)
+    named: bool = False  # the library names its molecules (a .smi file's names): every shard has a ``name`` column
 
     def frames(self, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
         """Each shard as a DataFrame (only ``columns`` if given), in library order."""
@@ -249,11 +260,14 @@ class ShardSet:
 
 
 def shard_key(chunk: LibraryChunk, describe: Describe | None) -> str:
-    """Names a chunk's shard by what determines its content besides the model version."""
+    """Names a chunk's shard by what determines its content besides the model version (a ``.smi`` chunk's
+    names too: its shard holds them, and a shard written before names were kept has none)."""
     digest = hashlib.sha256(f"{chunk.start}\n".encode())
     if describe is not None:
         digest.update(f"{describe.__module__}.{describe.__qualname__}\n".encode())
     digest.update("\n".join(chunk.smiles).encode())
+    if chunk.names is not None:
+        digest.update(("\0names\n" + "\n".join(chunk.names)).encode())
     return f"{chunk.start:012d}-{digest.hexdigest()[:16]}"
 
 
@@ -279,13 +293,16 @@ def predict_library(
     directory = Path(out_dir) / f"model-{payload.version}"
     chunks = read_chunks(library, smiles_column, chunk_size)
     paths: list[Path] = []
-    counts = {"rows": 0, "predicted": 0}
+    counts = {"rows": 0, "predicted": 0, "named": 0}
 
     def done(chunk: LibraryChunk, frame: pd.DataFrame | None, path: Path) -> None:
         if frame is not None:
+            if chunk.names is not None:  # added here, not by the task: names need not travel to a worker
+                frame.insert(2, "name", chunk.names)
             write_shard(frame, path)
             counts["predicted"] += len(chunk.smiles)
         counts["rows"] += len(chunk.smiles)
+        counts["named"] += any(chunk.names or ())
         if progress:
             progress(len(chunk.smiles))
 
@@ -305,7 +322,8 @@ def predict_library(
         _run_on_cluster(client, payload, todo(), describe, done)
     log.info("library %s: %d rows, %d predicted now, shards in %s", library, counts["rows"], counts["predicted"],
              directory)
-    return ShardSet(directory, payload.version, payload.targets, tuple(paths), counts["rows"], counts["predicted"])
+    return ShardSet(directory, payload.version, payload.targets, tuple(paths), counts["rows"], counts["predicted"],
+                    named=counts["named"] > 0)
 
 
 def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]],

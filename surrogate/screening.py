@@ -105,8 +105,10 @@ def screen(
     z: float = Z95,
     global_sigma: float | None = None,
     reference: str = "li",
+    names: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Screening table, passing molecules first, each group best potential first.
+    """Screening table, passing molecules first, each group best potential first; with ``names`` (one per
+    SMILES: a ``.smi`` library's), a ``name`` column after ``smiles``, so a hit is found by its name.
 
     ``energy_mean/std`` are the predicted IE (cathode) or EA (anode) in eV. With ``global_sigma`` every
     molecule gets that sigma (the thesis's single error bar) instead of its own. ``margin_v`` is how far
@@ -129,6 +131,8 @@ def screen(
     })
     if reference != "li":
         table.insert(2, f"potential_v_vs_{reference}", potential_vs_reference(energy_mean, reference))
+    if names is not None:
+        table.insert(1, "name", names)
     # a cathode is better the higher its potential, an anode the lower
     ascending = [False, role == "anode"]
     return table.sort_values(["passes", "potential_v"], ascending=ascending, kind="stable").reset_index(drop=True)

@@ -242,11 +242,12 @@ def evaluate(model_dir: Path, data: Path, as_json: bool, smiles_column: str, no_
 @chunk_option
 def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no_cache: bool, scheduler: str,
             chunk_size: int | None) -> None:
-    """Predict mean and calibrated std of every target: columns smiles, <target>_mean, <target>_std.
+    """Predict mean and calibrated std of every target: columns smiles, <target>_mean, <target>_std (and name,
+    after smiles, when a .smi library names its molecules).
 
     LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read and predicted a chunk at a time."""
     with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
-        columns = ["smiles", *(f"{t}_{kind}" for t in shards.targets for kind in ("mean", "std"))]
+        columns = ["smiles", *_name(shards), *(f"{t}_{kind}" for t in shards.targets for kind in ("mean", "std"))]
         written = 0
         with atomic_write(output) as tmp, open(tmp, "w", newline="") as fh:
             for number, frame in enumerate(shards.frames([*columns, "valid"])):
@@ -254,6 +255,12 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
                 valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
                 written += len(valid)
     console.out.print(f"wrote {written} predictions to {output}")
+
+
+def _name(shards: ShardSet) -> list[str]:
+    """``["name"]`` when the library names its molecules (a .smi file's names), else nothing: the column
+    ``predict`` and ``screen`` write after ``smiles``, so a molecule is found by the name the user gave it."""
+    return ["name"] if shards.named else []
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -362,15 +369,17 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
             raise InvalidInput(f"{model_dir} records no error std for {quantity}; retrain it")
     parts, total = [], 0
     with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
-        for frame in shards.frames(["smiles", "valid", f"{quantity}_mean", f"{quantity}_std"]):
+        named = _name(shards)
+        for frame in shards.frames(["smiles", *named, "valid", f"{quantity}_mean", f"{quantity}_std"]):
             frame = frame[frame["valid"]]
             part = screen(frame["smiles"].tolist(), frame[f"{quantity}_mean"].to_numpy(),
                           frame[f"{quantity}_std"].to_numpy(), win, role=role, z=z, global_sigma=sigma,
-                          reference=reference)
+                          reference=reference, names=frame["name"].tolist() if named else None)
             total += len(part)
             parts.append(part if include_all else part[part["passes"]])
     # the same order as one screen() of the whole library: a stable sort of chunks kept in library order
-    result = pd.concat(parts, ignore_index=True) if parts else screen([], np.zeros(0), np.zeros(0), win)
+    result = pd.concat(parts, ignore_index=True) if parts else screen([], np.zeros(0), np.zeros(0), win,
+                                                                      names=[] if named else None)
     result = result.sort_values(["passes", "potential_v"], ascending=[False, role == "anode"], kind="stable")
     hits = result[result["passes"]]
     _write_csv(result if include_all else hits, output)
@@ -378,9 +387,10 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
                       f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}")
     if len(hits):
         top = Table(title="best hits")
-        for col in ("smiles", "potential_v", "sigma_v", "margin_v"):
-            top.add_column(col, justify="left" if col == "smiles" else "right")
+        texts = ["smiles", *named]  # brackets are SMILES (or a name's), not console markup; a name's ESC is shown
+        for col in (*texts, "potential_v", "sigma_v", "margin_v"):
+            top.add_column(col, justify="left" if col in texts else "right")
         for _, row in hits.head(10).iterrows():
-            top.add_row(Text(row["smiles"]), f"{row['potential_v']:.3f}", f"{row['sigma_v']:.3f}",
-                        f"{row['margin_v']:.3f}")
+            top.add_row(*(Text(console.printable(row[col])) for col in texts), f"{row['potential_v']:.3f}",
+                        f"{row['sigma_v']:.3f}", f"{row['margin_v']:.3f}")
         console.out.print(top)

@@ -121,6 +121,32 @@ def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):
     assert "c1cc[nH]c1" in proc.stdout and "c1ccc2[nH]ccc2c1" in proc.stdout
 
 
+def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model_dir, tmp_path):
+    """A .smi line is SMILES then the molecule's name; predict and screen dropped the names, so a data
+    scientist had to join the outputs back to the library by SMILES (which predict does not echo for invalid
+    rows). A name is the rest of the line; a line without one gets an empty name."""
+    lib = tmp_path / "lib.smi"
+    lib.write_text("smiles name\nc1ccccc1 benzene\nC1CC broken ring\nCCOC(=O)c1ccccc1 ethyl benzoate\n"
+                   "c1cc[nH]c1\nc1ccc2[nH]ccc2c1\tindole [NH]\n")
+    out = tmp_path / "pred.csv"
+    proc = labloop("surrogate", "predict", tiny_model_dir, lib, "-o", out, "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_csv(out, keep_default_na=False)
+    assert list(pred.columns) == ["smiles", "name", "ie_ev_mean", "ie_ev_std", "ea_ev_mean", "ea_ev_std"]
+    assert list(zip(pred.smiles, pred.name, strict=True)) == [
+        ("c1ccccc1", "benzene"), ("CCOC(=O)c1ccccc1", "ethyl benzoate"), ("c1cc[nH]c1", ""),
+        ("c1ccc2[nH]ccc2c1", "indole [NH]")]
+
+    hits = tmp_path / "hits.csv"
+    proc = labloop("surrogate", "screen", tiny_model_dir, lib, "--window", "0", "20", "--collector", "none",
+                   "-o", hits, "--no-cache")
+    assert proc.returncode == 0 and "4 of 4 molecules pass" in proc.stdout, proc.stderr
+    table = pd.read_csv(hits, keep_default_na=False)
+    assert list(table.columns[:3]) == ["smiles", "name", "potential_v"]
+    assert dict(zip(table.smiles, table.name, strict=True)) == dict(zip(pred.smiles, pred.name, strict=True))
+    assert "ethyl benzoate" in proc.stdout and "indole [NH]" in proc.stdout  # the hits table names them too
+
+
 def test_sweep_runs_a_reduced_grid(labloop, small_csv):
     proc = labloop("surrogate", "sweep", small_csv, "--target", "ie_ev", "--preset", "fast", "--epochs", "1",
                    "--radii", "1,2", "--bits", "256", "--json")

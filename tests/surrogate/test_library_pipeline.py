@@ -77,6 +77,18 @@ def test_every_format_gives_the_csv_chunks(kind, smiles, library, tmp_path):
         p.name for p in tmp_path.iterdir()))
 
 
+def test_a_smi_file_names_its_molecules_and_other_formats_do_not(smiles, library, tmp_path):
+    """A .smi line's name is the rest of the line (spaces and all), "" without one; CSV and Parquet give no
+    names (labloop reads no name column from them)."""
+    path = tmp_path / "named.smi"
+    path.write_text("SMILES Name\nCCO ethanol\nc1ccccc1\nCCN\tethyl amine (free base)  \n")
+    chunks = list(read_chunks(path, chunk_size=2))
+    assert [(c.smiles, c.names) for c in chunks] == [(["CCO", "c1ccccc1"], ["ethanol", ""]),
+                                                      (["CCN"], ["ethyl amine (free base)"])]
+    assert {c.names for c in read_chunks(library, chunk_size=100)} == {None}
+    assert {c.names for c in read_chunks(_write("parquet", smiles, tmp_path), chunk_size=100)} == {None}
+
+
 def test_bad_libraries_are_named_in_one_line(tmp_path, smiles):
     no_column = tmp_path / "x.csv"
     no_column.write_text("name,ie\na,1\n")
