@@ -30,6 +30,8 @@ def app(verbose: int) -> None:
 
 
 EXIT_FAILED = 1
+#: Ctrl-C: the shell's code for a process SIGINT ended, so a script or a shell loop stops too
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except (click.Abort, KeyboardInterrupt):  # Ctrl-C outside a campaign's loop (which says more itself)
         console.err.print("aborted", markup=False)
-        return 130
+        return EXIT_INTERRUPTED
     except InputError as exc:
         console.err.print(f"error: {console.printable(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

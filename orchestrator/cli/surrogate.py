@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +25,7 @@ from labloop.core.errors import ClusterLostError, InvalidInput
 from labloop.core.files import atomic_write
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
+from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
 from labloop.surrogate.dataset import csv_line, read_table
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
@@ -94,6 +95,28 @@ def _predict_table(model_dir: Path, data: Path, smiles_column: str, targets: lis
         pred = ens.predict(table.smiles, cache=_cache(no_cache), progress=lambda k: bar.advance(task, k))
     console.report_invalid(pred.invalid, data)
     return ens, table, pred
+
+
+def interrupted_after(output: Path, rows: int) -> str:
+    """What a Ctrl-C after ``output`` was written in full says, instead of main's ``aborted``."""
+    return f"interrupted after {output} was written ({rows} rows): the output is complete"
+
+
+@contextmanager
+def _output_survives_ctrl_c(output: Path) -> Iterator[Callable[[int], None]]:
+    """Yield ``written(rows)``, for the command to call once ``output`` is in place, whole. A Ctrl-C after
+    that (a LocalCluster takes seconds to close once the work is done) says the output is complete
+    (:func:`interrupted_after`) rather than ``aborted``, which sent users to predict a library again that they
+    already had; it still exits 130, so a script or a shell loop around the command stops as asked. A Ctrl-C
+    before it is main's ``aborted`` (the output is not written: :func:`labloop.core.files.atomic_write`)."""
+    rows: list[int] = []
+    try:
+        yield rows.append
+    except KeyboardInterrupt:
+        if not rows:
+            raise
+        console.err.print(interrupted_after(output, rows[-1]), markup=False, highlight=False, soft_wrap=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 @contextmanager
@@ -246,7 +269,8 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
     after smiles, when a .smi library names its molecules).
 
     LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read and predicted a chunk at a time."""
-    with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
+    with _output_survives_ctrl_c(output) as complete, \
+            _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
         columns = ["smiles", *_name(shards), *(f"{t}_{kind}" for t in shards.targets for kind in ("mean", "std"))]
         written = 0
         with atomic_write(output) as tmp, open(tmp, "w", newline="") as fh:
@@ -254,7 +278,8 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
                 valid = frame[frame["valid"]][columns]
                 valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
                 written += len(valid)
-    console.out.print(f"wrote {written} predictions to {output}")
+        complete(written)
+        console.out.print(f"wrote {written} predictions to {output}")  # said before the cluster closes
 
 
 def _name(shards: ShardSet) -> list[str]:
@@ -368,7 +393,9 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
         if sigma is None:
             raise InvalidInput(f"{model_dir} records no error std for {quantity}; retrain it")
     parts, total = [], 0
-    with _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
+    # written and said before the cluster closes (seconds), with a Ctrl-C there told that the file is complete
+    with _output_survives_ctrl_c(output) as complete, \
+            _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
         named = _name(shards)
         for frame in shards.frames(["smiles", *named, "valid", f"{quantity}_mean", f"{quantity}_std"]):
             frame = frame[frame["valid"]]
@@ -377,20 +404,21 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
                           reference=reference, names=frame["name"].tolist() if named else None)
             total += len(part)
             parts.append(part if include_all else part[part["passes"]])
-    # the same order as one screen() of the whole library: a stable sort of chunks kept in library order
-    result = pd.concat(parts, ignore_index=True) if parts else screen([], np.zeros(0), np.zeros(0), win,
-                                                                      names=[] if named else None)
-    result = result.sort_values(["passes", "potential_v"], ascending=[False, role == "anode"], kind="stable")
-    hits = result[result["passes"]]
-    _write_csv(result if include_all else hits, output)
-    console.out.print(f"{len(hits)} of {total} molecules pass: {role}, window {win.low_v:.2f}-"
-                      f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}")
-    if len(hits):
-        top = Table(title="best hits")
-        texts = ["smiles", *named]  # brackets are SMILES (or a name's), not console markup; a name's ESC is shown
-        for col in (*texts, "potential_v", "sigma_v", "margin_v"):
-            top.add_column(col, justify="left" if col in texts else "right")
-        for _, row in hits.head(10).iterrows():
-            top.add_row(*(Text(console.printable(row[col])) for col in texts), f"{row['potential_v']:.3f}",
-                        f"{row['sigma_v']:.3f}", f"{row['margin_v']:.3f}")
-        console.out.print(top)
+        # the same order as one screen() of the whole library: a stable sort of chunks kept in library order
+        result = pd.concat(parts, ignore_index=True) if parts else screen([], np.zeros(0), np.zeros(0), win,
+                                                                          names=[] if named else None)
+        result = result.sort_values(["passes", "potential_v"], ascending=[False, role == "anode"], kind="stable")
+        hits = result[result["passes"]]
+        _write_csv(result if include_all else hits, output)
+        complete(len(result) if include_all else len(hits))
+        console.out.print(f"{len(hits)} of {total} molecules pass: {role}, window {win.low_v:.2f}-"
+                          f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}")
+        if len(hits):
+            top = Table(title="best hits")
+            texts = ["smiles", *named]  # brackets are SMILES (or a name's), not markup; a name's ESC is shown
+            for col in (*texts, "potential_v", "sigma_v", "margin_v"):
+                top.add_column(col, justify="left" if col in texts else "right")
+            for _, row in hits.head(10).iterrows():
+                top.add_row(*(Text(console.printable(row[col])) for col in texts), f"{row['potential_v']:.3f}",
+                            f"{row['sigma_v']:.3f}", f"{row['margin_v']:.3f}")
+            console.out.print(top)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -145,6 +147,44 @@ def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model
     assert list(table.columns[:3]) == ["smiles", "name", "potential_v"]
     assert dict(zip(table.smiles, table.name, strict=True)) == dict(zip(pred.smiles, pred.name, strict=True))
     assert "ethyl benzoate" in proc.stdout and "indole [NH]" in proc.stdout  # the hits table names them too
+
+
+@pytest.mark.parametrize("command", ["predict", "screen"])
+@pytest.mark.parametrize("ctrl_c", ["as the cluster starts", "as the cluster closes"])
+def test_ctrl_c_after_the_output_is_written_says_it_is_complete(labloop, tiny_model_dir, tmp_path, monkeypatch,
+                                                                command, ctrl_c):
+    """A Ctrl-C while `--scheduler local`'s cluster closed (seconds, after the CSV was written) said `aborted`:
+    the user predicted the library again. Now it says the output is complete (still exit 130: the user did
+    stop it); before the output is written it is still `aborted`, with no file.
+
+    Why not a real SIGINT to a real process: the window is the LocalCluster's shutdown, and a test that
+    watched for the CSV and then signalled would race it (a shutdown finished first exits 0, testing nothing).
+    So the cluster here is none (the chunks run in this process) and its closing raises KeyboardInterrupt, as
+    Python's SIGINT handler (signal.default_int_handler) does wherever the main thread is."""
+    import labloop.surrogate.compute as compute
+
+    @contextmanager
+    def cluster_interrupted(*_args: object, **_kwargs: object) -> Iterator[None]:
+        if ctrl_c == "as the cluster starts":
+            raise KeyboardInterrupt
+        yield None
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compute, "dask_client", cluster_interrupted)
+    lib = tmp_path / "lib.csv"
+    pd.DataFrame({"smiles": ["c1ccccc1", "CCOC(=O)c1ccccc1", "c1cc[nH]c1"]}).to_csv(lib, index=False)
+    out = tmp_path / "out.csv"
+    screening = ["--window", "0", "20", "--collector", "none"] if command == "screen" else []
+    proc = labloop("surrogate", command, tiny_model_dir, lib, "-o", out, "--scheduler", "local", "--no-cache",
+                   *screening)
+    assert proc.returncode == 130
+    if ctrl_c == "as the cluster starts":
+        assert proc.stderr.strip() == "aborted" and not out.exists()
+        return
+    assert proc.stderr.strip() == f"interrupted after {out} was written (3 rows): the output is complete"
+    assert len(pd.read_csv(out)) == 3  # whole, under its name
+    said = "3 of 3 molecules pass" if command == "screen" else f"wrote 3 predictions to {out}"
+    assert said in proc.stdout.replace("\n", "")  # said before the cluster closed
 
 
 def test_sweep_runs_a_reduced_grid(labloop, small_csv):
