@@ -89,6 +89,8 @@ SCAN_RATE_RANGE_V_S = (1e-4, 10.0)
 E_STEP_RANGE_V = (1e-4, 0.1)
 #: longest wait step: a day (longer is a typo, not a protocol)
 MAX_WAIT_S = 86_400.0
+#: longest purge (min): two hours drive O2 out of any cell a CV uses (minutes are usual); beyond, seconds were written
+MAX_PURGE_MIN = 120.0
 
 # -- units slips ------------------------------------------------------------------------------------------------
 # A chemist writes 100 for 100 mV/s, 2 for a 2 uA limit, 0.00091 for 0.91 mM. Each check below says which unit the
@@ -109,6 +111,9 @@ MAX_CURRENT_A = 0.1
 #: 3 mm disk at 0.1 V/s, against ~0.14 uA of charging current), yet trace analysis does go there: warned about
 #: (:func:`unit_warnings`), as the diffusion coefficient computed from it (D ~ (slope / C)^2) would be far off
 MIN_ANALYTE_MM = 0.01
+#: above this (cm2) a CV's working electrode is a plate, not the usual disk (a 3 mm disk is 0.0707 cm2, 7.07 mm2):
+#: warned about (:func:`unit_warnings`), as D ~ 1 / area^2 would be 10,000 times off for an area in mm2
+MAX_LIKELY_AREA_CM2 = 1.0
 
 
 def slip(meant: str, written: str, fixed: str = "") -> str:
@@ -134,13 +139,14 @@ def compact(value: float) -> str:
     return re.sub(r"e([-+])0*(\d)", lambda m: f"e{'-' if m[1] == '-' else ''}{m[2]}", f"{value:g}")
 
 
-def _within(low: float, high: float, unit: str, what: str, meant: str) -> AfterValidator:
-    """A number in ``low..high`` ``unit``; beyond it one line says so, and, when a thousandth of it fits, that it was
-    most likely written in ``meant`` (mV/s for V/s) — pydantic's "less than or equal to 10" said neither."""
+def _within(low: float, high: float, unit: str, what: str, meant: str, factor: float = 1e-3) -> AfterValidator:
+    """A number in ``low..high`` ``unit``; beyond it one line says so, and, when ``factor`` times it fits (a thousandth:
+    millis), that it was most likely written in ``meant`` (mV/s for V/s) — pydantic's "less than or equal to 10" said
+    neither."""
     def check(value: float) -> float:
         if not low <= value <= high:
             # a value written in millis is at least 1 (2 mV, 100 mV/s): 0.2 V for a step is no slip of 0.2 mV
-            hint = units_hint(value, (low, high), meant, unit) if value >= 1 else ""
+            hint = units_hint(value, (low, high), meant, unit, factor=factor) if value >= 1 else ""
             raise Problems(Problem((), f"{compact(value)} {unit} is outside the {what}, "
                                        f"{compact(low)}..{compact(high)} {unit}{hint}"))
         return value
@@ -278,7 +284,8 @@ class Purge(Step):
     """Bubble ``gas`` through the cell for ``minutes`` (at most two hours) to drive out dissolved O2."""
 
     name: ClassVar[str] = "purge"
-    minutes: Annotated[float, Strict(), Field(gt=0, le=120, allow_inf_nan=False)]
+    minutes: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False),
+                       _within(0.0, MAX_PURGE_MIN, "min", "purge times a step may take", "s", factor=1 / 60)]
     gas: str = "argon"
     valve: str | None = None  # a gas-valve instrument, "manual" to ask the operator, None: the rig's only valve
 
@@ -516,16 +523,25 @@ def _fluid_of(step: Step) -> str | None:
 
 def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
     """What ``steps`` allow but is most likely a units slip, located like parse problems (``(index, step, field)``):
-    an analyte below :data:`MIN_ANALYTE_MM`. Warned about, not refused: a trace analyte can be meant, but a molar
-    value written as millimolar would make every diffusion coefficient of the night a million times too large."""
+    an analyte below :data:`MIN_ANALYTE_MM`, an electrode area above :data:`MAX_LIKELY_AREA_CM2`. Warned about, not
+    refused: a trace analyte or a plate electrode can be meant, but a molar value written as millimolar, or mm2 as cm2,
+    would put every diffusion coefficient of the night a million or ten thousand times off."""
     found = []
     for index, step in enumerate(steps):
-        analyte = getattr(step, "analyte_mm", None)
-        if analyte is not None and analyte < MIN_ANALYTE_MM:
-            hint = units_hint(analyte, (MIN_ANALYTE_MM, math.inf), "molar", "millimolar", factor=1e3, unit="mM")
+        if not isinstance(step, CV) or step.analyte_mm is None:  # without analyte_mm no D is computed
+            continue
+        if step.analyte_mm < MIN_ANALYTE_MM:
+            hint = units_hint(step.analyte_mm, (MIN_ANALYTE_MM, math.inf), "molar", "millimolar", factor=1e3,
+                              unit="mM")
             found.append(Problem((index, step.name, "analyte_mm"),
-                                 f"{compact(analyte)} mM is less analyte than a CV sees on a mm-size electrode (below "
-                                 f"{compact(MIN_ANALYTE_MM)} mM its peaks sink under the charging current){hint}"))
+                                 f"{compact(step.analyte_mm)} mM is less analyte than a CV sees on a mm-size "
+                                 f"electrode (below {compact(MIN_ANALYTE_MM)} mM its peaks sink under the charging "
+                                 f"current){hint}"))
+        if step.electrode_area_cm2 > MAX_LIKELY_AREA_CM2:
+            hint = units_hint(step.electrode_area_cm2, (0.0, MAX_LIKELY_AREA_CM2), "mm2", "cm2", factor=1e-2)
+            found.append(Problem((index, step.name, "electrode_area_cm2"),
+                                 f"{compact(step.electrode_area_cm2)} cm2 is a plate, not a CV's disk electrode (a "
+                                 f"3 mm disk is 0.0707 cm2){hint}"))
     return found
 
 

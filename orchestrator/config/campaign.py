@@ -66,6 +66,7 @@ from labloop.protocols.steps import (
     pumps,
     slip,
     unit_warnings,
+    units_hint,
 )
 from labloop.surrogate.compute import check_setting
 from labloop.surrogate.dataset import not_a_file, read_table
@@ -498,6 +499,20 @@ class Schedule(BaseModel):
         return value
 
 
+#: the largest syringe a syringe pump holds (mL: 140 mL is the largest common one) and the largest cell a CV
+#: campaign fills (mL: cells hold 1-100 mL; a litre is a reservoir): a limit beyond either is a units slip
+MAX_SYRINGE_ML = 150.0
+MAX_CELL_ML = 1000.0
+
+
+def _volume_limit(value: float, largest: float, what: str) -> float:
+    """``value`` (mL) if a ``what`` can hold it; else the one line, offering it read as microlitres."""
+    if value > largest:
+        raise ValueError(f"{compact(value)} mL is more than any {what} a rig holds (at most {compact(largest)} mL)"
+                         f"{units_hint(value, (0.0, largest), 'uL', 'mL')}")
+    return value
+
+
 class Safety(BaseModel):
     """The rig's hard limits (:class:`SafetyLimits`), handed to every driver; potentials are against the
     cell's reference electrode."""
@@ -512,6 +527,24 @@ class Safety(BaseModel):
                                            "clean empties it")
     syringes_ml: dict[str, PositiveNumber] = Field(default_factory=dict, description="a pump's own syringe (mL) "
                                                    "where it is not syringe_ml, e.g. {analyte_pump: 1.0}")
+
+    @field_validator("syringe_ml", "cell_volume_ml")
+    @classmethod
+    def _millilitres(cls, value: float, info: ValidationInfo) -> float:
+        """A limit beyond any syringe or cell (microlitres written as millilitres) would loosen the limit a
+        thousandfold rather than guard anything: refused, with the value meant."""
+        return _volume_limit(value, MAX_SYRINGE_ML if info.field_name == "syringe_ml" else MAX_CELL_ML,
+                             "syringe" if info.field_name == "syringe_ml" else "cell")
+
+    @field_validator("syringes_ml")
+    @classmethod
+    def _pump_syringes(cls, value: dict[str, float]) -> dict[str, float]:
+        for pump, volume in value.items():
+            try:
+                _volume_limit(volume, MAX_SYRINGE_ML, "syringe")
+            except ValueError as exc:
+                raise ValueError(f"{pump}: {exc}") from None
+        return value
 
     @field_validator("potential_limits_v")
     @classmethod

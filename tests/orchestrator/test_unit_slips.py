@@ -60,6 +60,9 @@ REFUSED = [
     ("volume in uL beyond the syringe", "volume_ml: 0.5,", "volume_ml: 500,", "protocol[3].dispense.volume_ml",
      "dispense of 500 mL exceeds the limit of 1 mL (analyte_pump's syringe, safety.syringes_ml): uL written as mL? "
      "(0.5 mL)"),
+    ("purge time in seconds", "- load_sample", "- purge: {minutes: 300, valve: manual}\n- load_sample",
+     "protocol[2].purge.minutes",
+     "300 min is outside the purge times a step may take, 0..120 min: s written as min? (5 min)"),
     # near misses are no slips: refused as before, without a hint that would mislead
     ("a step a little too large", "e_step_v: 0.005,", "e_step_v: 0.2,", "protocol[4].cv.e_step_v",
      "0.2 V is outside the potential steps a CV may use, 0.0001..0.1 V"),
@@ -120,3 +123,31 @@ def test_the_analyte_warning_of_an_inline_protocol_names_the_campaign_line(tmp_p
     assert result.stderr.startswith(f"warning: {campaign}:{line}: protocol[1].cv.analyte_mm: 0.0005 mM is less "
                                     "analyte")
     assert result.stderr.rstrip().endswith("molar written as millimolar? (0.5 mM)")
+
+
+def test_an_electrode_area_in_mm2_is_warned_about(tmp_path, labloop, write_campaign):
+    """A plate electrode can be meant (a warning), but a 3 mm disk's 7.07 mm2 written as cm2 puts D 10^4 off."""
+    result, protocol, line = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0",
+                                      "analyte_mm: 1.0, electrode_area_cm2: 7.07")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"warning: {protocol}:{line}: protocol[4].cv.electrode_area_cm2: 7.07 cm2 is a plate, not a CV's disk "
+        "electrode (a 3 mm disk is 0.0707 cm2): mm2 written as cm2? (0.0707 cm2)\n")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("syringe_ml", 10000, "10000 mL is more than any syringe a rig holds (at most 150 mL): uL written as mL? (10 mL)"),
+    ("cell_volume_ml", 20000, "20000 mL is more than any cell a rig holds (at most 1000 mL): uL written as mL? "
+                              "(20 mL)"),
+    ("syringes_ml", {"analyte_pump": 1000}, "analyte_pump: 1000 mL is more than any syringe a rig holds (at most "
+                                            "150 mL): uL written as mL? (1 mL)"),
+], ids=["syringe", "cell", "a pump's syringe"])
+def test_a_safety_volume_in_ul_is_refused_rather_than_loosened(tmp_path, labloop, write_campaign, field, value,
+                                                              message):
+    """A syringe or cell limit in uL would loosen the limit a thousandfold (every overfill allowed): refused."""
+    protocol = tmp_path / "steps.yaml"
+    protocol.write_text(PROTOCOL)
+    campaign = write_campaign(tmp_path, protocol=str(protocol), safety={**SAFETY, field: value}, conditions={})
+    result = labloop("validate", campaign, "--dry-run")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.rstrip().endswith(f"safety.{field}: {message}"), result.stderr
