@@ -554,10 +554,8 @@ class ProtocolExecutor:
         one may have delivered all of it), except one refused before its command was sent (its outcome a
         :data:`REFUSED_UNSENT` error, which the run did not count either); a refill only once its step
         ended ``ok`` (each step refills last, so ``ok`` means refilled); the cell is empty again only after a
-        rinse or clean that ended ``ok``. A blank that could clean counts its clean's flush unless it passed
-        at once (``attempts`` 1 in its outcome's record is not journalled, so an ``ok`` blank counts no flush:
-        the count may then read one flush low), and never the clean's refill, which may or may not have run
-        (the count errs on the empty side). ``fill_syringes`` (the operator filled every syringe by hand)
+        rinse or clean that ended ``ok``. A blank that cleaned (``cleaned`` in its record) or did not end ``ok``
+        counts its clean as :meth:`_replay_blank_clean` says. ``fill_syringes`` (the operator filled every syringe by hand)
         counts them full again. The cell then holds what was dispensed since its last completed emptying."""
         clean = next((s for s in self.steps if isinstance(s, Clean)), Clean())  # the one a blank would run
         unsent = tuple(f"{error.__name__}:" for error in REFUSED_UNSENT)
@@ -573,10 +571,27 @@ class ProtocolExecutor:
                 self.contents.pumped(params["pump"], params["volume_ml"])
                 if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], params["volume_ml"])
-            elif command == "blank" and params.get("on_fail") == "clean" and clean.pump is not None and not ok:
-                self.contents.pumped(clean.pump, clean.volume_ml)
+            elif command == "blank" and params.get("on_fail") == "clean" and (params.get("cleaned") or not ok):
+                self._replay_blank_clean(clean, ok)
         log.info("the cell holds %g mL by the journal's count; syringes: %s", self.contents.cell_ml,
                  ", ".join(f"{pump} {held:g} mL" for pump, held in sorted(self.contents.syringes.items())) or "full")
+
+    def _replay_blank_clean(self, clean: Clean, ok: bool) -> None:
+        """Count a blank's clean (:meth:`_clean_for_blank`): its flush, then, once the blank ended ``ok``, the
+        emptied cell filled again by the protocol's steps before the blank, with their refills. A blank that did
+        not end ``ok`` may or may not have cleaned, or filled the cell again: every draw counts, the cell is not
+        counted empty (the count errs on the full side, as for any pumping that started)."""
+        if clean.pump is not None:
+            self.contents.pumped(clean.pump, clean.volume_ml)
+        if ok:
+            self.contents.emptied()
+        blank = next(i for i, s in enumerate(self.steps) if isinstance(s, Blank))
+        for index in refill_steps(self.steps, blank):
+            step = self.steps[index]
+            if isinstance(step, Dispense):
+                self.contents.pumped(step.pump, step.volume_ml)
+                if step.refill and ok:
+                    self.contents.refilled(step.pump, step.volume_ml)
 
     def _cv_params(self, index: int, step: CV, predicted_v: float | None) -> CVParams:
         """The scan of ``step`` (its window, or around the prediction on the reference scale), checked
@@ -657,7 +672,7 @@ class ProtocolExecutor:
             log.info("%s: Ru %.4g ohm", where, lab.ru.ru_ohm)
             return {"ru_ohm": lab.ru.ru_ohm, "fit_rms": lab.ru.rms_residual}
         if isinstance(step, Blank):
-            return self._blank(where, step, instrument, lab, steps)
+            return self._blank(where, index, step, instrument, lab, steps)
         if isinstance(step, AddStandard):
             return self._add_standard(where, step, instrument, lab)
         if isinstance(step, Clean):
@@ -679,25 +694,45 @@ class ProtocolExecutor:
         lab.purged_minutes += step.minutes
         return {"purged_minutes": step.minutes}
 
-    def _clean(self, where: str, step: Clean) -> None:
+    def _clean(self, where: str, step: Clean, *, refill_by_hand: bool = True) -> None:
         self.rig.rinse_cell()
         self.contents.emptied()
         if step.pump is None:
-            self._operator(where)("Clean the cell and the electrodes, refill with electrolyte, press Enter: ")
+            refill = ", refill with electrolyte" if refill_by_hand else ""
+            self._operator(where)(f"Clean the cell and the electrodes{refill}, press Enter: ")
             return
         self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
         if step.refill:
             self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
 
-    def _blank(self, where: str, step: Blank, instrument: str, lab: LabRecord,
+    def _clean_for_blank(self, where: str, blank_index: int, steps: Sequence[Step], lab: LabRecord) -> None:
+        """Clean a cell whose blank was contaminated, then fill it again as the protocol filled it before the blank:
+        the clean (the protocol's clean step, or the operator), an emptying, and the steps since the cell was last
+        emptied up to the blank (:func:`refill_steps`: its dispenses, with their refills, and its purge). Why: the
+        second blank, and the sample after it, must see the cell the protocol describes; a clean leaves only its
+        flush (1 mL by default) or, by hand, what the operator poured, and a sample measured in that read a
+        diffusion coefficient 80 times too large as a good experiment."""
+        self._clean(where, next((s for s in steps if isinstance(s, Clean)), Clean()), refill_by_hand=False)
+        self.rig.rinse_cell()
+        self.contents.emptied()
+        for index in refill_steps(steps, blank_index):
+            step = steps[index]
+            if isinstance(step, Dispense):
+                self._dispense(index, step)
+            elif isinstance(step, Purge):
+                self._purge(self._where(index, step), step, self._valve(where, step), lab)
+
+    def _blank(self, where: str, index: int, step: Blank, instrument: str, lab: LabRecord,
                steps: Sequence[Step]) -> dict[str, Any]:
         """Run and judge the blank before the sample goes in. Dissolved O2 (its wave) is purged again with the
-        protocol's purge step and the blank judged again; ``on_fail: clean`` cleans a contaminated cell (the
-        protocol's clean step, or a rinse) and judges a second blank. Still contaminated or oxygenated, a
+        protocol's purge step and the blank judged again; ``on_fail: clean`` cleans a contaminated cell and fills
+        it again as the protocol did (:meth:`_clean_for_blank`; ``cleaned`` in the record, for
+        :meth:`replay`) and judges a second blank. Still contaminated or oxygenated, a
         contaminated blank with ``on_fail: stop``, or O2 in a protocol without a purge step raises
         :class:`BlankFailed` (the runner stops for a person: every sample measured in that cell would fail)."""
         potentiostat: Potentiostat = self.rig.instruments[instrument]  # type: ignore[assignment]
         purge = next((s for s in steps if isinstance(s, Purge)), None)
+        cleaned = False
         for attempt in (1, 2):
             voltammogram = potentiostat.run_cv(step.params())
             result = analyze_blank(voltammogram, step.max_current_a, reference_offset_v=self.reference_offset_v)
@@ -706,14 +741,15 @@ class ProtocolExecutor:
                      sorted(result.flags) or "none")
             oxygen = CVFlag.OXYGEN in result.flags
             if result.clean and not oxygen:
-                return {"blank": result.to_dict(), "attempts": attempt}
+                return {"blank": result.to_dict(), "attempts": attempt, "cleaned": cleaned}
             if attempt == 2 or (not result.clean and step.on_fail == "stop") or (result.clean and purge is None):
                 break
             if result.clean:  # only O2: purge again
                 assert purge is not None
                 self._purge(where, purge, self._valve(where, purge), lab)
             else:
-                self._clean(where, next((s for s in steps if isinstance(s, Clean)), Clean()))
+                self._clean_for_blank(where, index, steps, lab)
+                cleaned = True
         if not result.clean:
             raise BlankFailed(where, f"the blank is contaminated (largest current {result.max_current_a:.3g} A, "
                                      f"limit {step.max_current_a:.3g} A, flags {', '.join(sorted(result.flags))})")
@@ -755,6 +791,13 @@ class ProtocolExecutor:
         if step.refill:
             done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
         return done
+
+
+def refill_steps(steps: Sequence[Step], blank_index: int) -> list[int]:
+    """The places of the dispense and purge steps that filled the cell between its last emptying (a rinse or clean)
+    and the blank at ``blank_index``: what a cell cleaned for its blank is filled with again."""
+    emptied = max((i for i, s in enumerate(steps[:blank_index]) if isinstance(s, Rinse | Clean)), default=-1)
+    return [i for i in range(emptied + 1, blank_index) if isinstance(steps[i], Dispense | Purge)]
 
 
 def dispensed_ml(steps: Sequence[Step]) -> float:

@@ -595,8 +595,10 @@ class Journal:
                              (experiment_id, attempt, step, instrument, command, _json(dict(params)), now()))
         return cur.lastrowid  # type: ignore[return-value]  # an INSERT always sets it
 
-    def finish_action(self, action_id: int, outcome: str = "ok") -> None:
-        """Note how an action ended: ``"ok"`` or what went wrong (one line)."""
+    def finish_action(self, action_id: int, outcome: str = "ok", params: Mapping[str, Any] | None = None) -> None:
+        """Note how an action ended: ``"ok"`` or what went wrong (one line); with ``params``, its parameters as the
+        action ended, which adds what it found out (a cv's scan, a dispense's volume as the pump reported it, a
+        blank's judgement) to what was known as it started."""
         with self._write() as db:
             row = db.execute("SELECT finished_at FROM actions WHERE id = ?", (action_id,)).fetchone()
             if row is None:
@@ -604,6 +606,8 @@ class Journal:
             if row["finished_at"] is not None:
                 raise IllegalTransition(f"action {action_id} has already finished")
             db.execute("UPDATE actions SET finished_at = ?, outcome = ? WHERE id = ?", (now(), outcome, action_id))
+            if params is not None:
+                db.execute("UPDATE actions SET params_json = ? WHERE id = ?", (_json(dict(params)), action_id))
 
     def record_raw(self, experiment_id: int, voltammogram: Voltammogram) -> int:
         """Store a measured voltammogram of the running attempt; returns its row id."""

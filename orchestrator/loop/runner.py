@@ -467,7 +467,7 @@ class Runner:
             if finished_at is None:
                 self._open_actions[step] = action
             else:
-                self.journal.finish_action(action, outcome or "ok")
+                self.journal.finish_action(action, outcome or "ok", _plain(params))
                 if outcome not in (None, "ok"):
                     self._failed = instrument, name
 

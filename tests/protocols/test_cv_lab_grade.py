@@ -286,6 +286,32 @@ def test_a_dirty_blank_stops_or_is_cleaned(lab):
     assert len(rig.asked) == 3 and "Polish" in rig.asked[1] and "argon for 1 min" in rig.asked[2]
 
 
+def test_a_cell_cleaned_for_its_blank_is_filled_again_as_the_protocol_filled_it(lab):
+    """A contaminated blank with ``on_fail: clean`` and no clean step (the operator cleans) once left the cell
+    empty: the sample went into 0.5 mL and read D 80 times too large as a good experiment. The cell is now
+    emptied and filled again by the protocol's steps before the blank (its electrolyte, its purge), the second
+    blank and the sample see the cell the protocol describes, and a resume counts it so from the journal."""
+    rig = lab(oxygen_mm=0.0)
+    rig.cell.load_sample("leftover", 10.0)
+    rig.cell.add("previous", 0.05, Fluid.SAMPLE)  # the last experiment's analyte, not rinsed out
+    steps = [FULL[0], {"purge": {"minutes": 1, "valve": "manual"}},
+             {"blank": {"e_begin_v": -0.35, "e_vertex1_v": 0.25, "e_vertex2_v": -0.35, "on_fail": "clean"}},
+             FULL[3], "load_sample", FULL[5], FULL[6]]
+    outcome, actions = run(rig, steps)
+    assert [r.clean for _, r in outcome.lab.blanks] == [False, True]
+    assert rig.asked[1] == "Clean the cell and the electrodes, press Enter: "  # labloop refills, not the operator
+    assert "argon for 1 min" in rig.asked[0] and "argon for 1 min" in rig.asked[2]  # purged again after the refill
+    assert rig.cell.state().volume_ml == pytest.approx(1.1)  # 1 mL of electrolyte again, then the 0.1 mL sample
+    assert (outcome.lab.cell_ml, outcome.lab.cell_held_ml) == (1.1, 0.0)
+    assert outcome.lab.diffusion.diffusion_cm2_s == pytest.approx(1e-5, rel=0.10)
+    blank = next(params for _, name, _, params, _, finished, outcome_ in actions if name == "blank" and finished)
+    assert blank["cleaned"] is True and blank["attempts"] == 2
+
+    resumed = ProtocolExecutor(steps, rig, LIMITS, OFFSET)
+    resumed.replay([(name, params, outcome_) for _, name, _, params, _, finished, outcome_ in actions if finished])
+    assert resumed.contents.cell_ml == pytest.approx(1.1)  # as the run counted it, not the 1 mL flush on top
+
+
 def test_firmware_without_ir_compensation_leaves_the_whole_drop_to_the_analysis(lab):
     rig = lab(oxygen_mm=0.0, ir_compensation=False)
     stat = rig.instruments["stat"]
