@@ -555,8 +555,9 @@ class ProtocolExecutor:
         :data:`REFUSED_UNSENT` error, which the run did not count either); a refill only once its step
         ended ``ok`` (each step refills last, so ``ok`` means refilled); the cell is empty again only after a
         rinse or clean that ended ``ok``. A blank that cleaned (``cleaned`` in its record) or did not end ``ok``
-        counts its clean as :meth:`_replay_blank_clean` says. ``fill_syringes`` (the operator filled every syringe by hand)
-        counts them full again. The cell then holds what was dispensed since its last completed emptying."""
+        counts its clean as :meth:`_replay_blank_clean` says. ``fill_syringes`` (the operator filled every
+        syringe by hand) counts them full again. The cell then holds what was dispensed since its last completed
+        emptying."""
         clean = next((s for s in self.steps if isinstance(s, Clean)), Clean())  # the one a blank would run
         unsent = tuple(f"{error.__name__}:" for error in REFUSED_UNSENT)
         for command, params, outcome in actions:
