@@ -261,6 +261,8 @@ class ProtocolExecutor:
         self.experiments = experiments
         #: what the cell and each syringe hold, counted across this executor's experiments
         self.contents = Contents(safety, self.pump_limits)
+        #: experiments a run stopped part way after they pumped into the cell (:meth:`refuse_their_leftover`)
+        self.interrupted_pumped: list[int] = []
         self._rates = dict(rates or {})
 
     def _instrument_kinds(self) -> dict[str, str]:
@@ -448,9 +450,24 @@ class ProtocolExecutor:
                  "none" if potential is None else f"{potential:.3f}", sorted(analysis.flags) or "none")
         return ExperimentOutcome(voltammogram, analysis, potential, quality_ok, lab)
 
+    def refuse_their_leftover(self, experiments: Sequence[int]) -> None:
+        """Have the next experiment refused while the cell holds anything by labloop's count, because
+        ``experiments`` were stopped part way after they pumped into it (a Ctrl-C, a kill, a stop for a person):
+        each runs again from its first step, which would measure its sample on top of the half-run mixture (a
+        resume onto a killed experiment's 4.5 mL put 9 mL in the cell and read its analyte as half as
+        concentrated). Once the cell counts empty (``resume --cell-emptied``, or a rinse) nothing is refused."""
+        self.interrupted_pumped = list(experiments)
+
     def _check_contents(self, steps: Sequence[Step]) -> None:
         """Refuse to start an experiment that what the cell and the syringes hold now (left by earlier ones,
-        failed or interrupted) would stop part way, before its sample is spent: the rig needs a person."""
+        failed or interrupted) would stop part way, or that an interrupted experiment's liquid would spoil
+        (:meth:`refuse_their_leftover`), before its sample is spent: the rig needs a person."""
+        if self.interrupted_pumped and self.contents.cell_ml > 0:
+            which = ", ".join(map(str, self.interrupted_pumped))
+            raise RigNotReady("cell", f"it holds {self.contents.cell_ml:g} mL by labloop's count, with what "
+                                      f"interrupted experiment {which} pumped before it stopped; it runs again from "
+                                      "its first step and would measure on top of that")
+        self.interrupted_pumped = []
         problem = repeat_problem(steps, copy.deepcopy(self.contents), 1)
         if problem is None:
             return
@@ -568,7 +585,7 @@ class ProtocolExecutor:
                 self.contents.filled()
             elif outcome is not None and outcome.startswith(unsent):
                 continue
-            elif command in ("dispense", "add_standard", "clean") and params.get("pump") is not None:
+            elif command in PUMPING_COMMANDS and params.get("pump") is not None:
                 self.contents.pumped(params["pump"], params["volume_ml"])
                 if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], params["volume_ml"])
@@ -792,6 +809,10 @@ class ProtocolExecutor:
         if step.refill:
             done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
         return done
+
+
+#: the steps that pump into the cell (from the pump their action record names)
+PUMPING_COMMANDS = ("dispense", "add_standard", "clean")
 
 
 def refill_steps(steps: Sequence[Step], blank_index: int) -> list[int]:

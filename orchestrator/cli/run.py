@@ -152,7 +152,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
             code = EXIT_INTERRUPTED
     store = campaign.store
     if code == EXIT_INTERRUPTED:
-        console.err.print(f"interrupted: the journal is consistent.\ncontinue with: labloop resume {store}",
+        console.err.print(f"interrupted: the journal is consistent.\ncontinue with: {_resume_after_interrupt(store)}",
                           markup=False, highlight=False, soft_wrap=True)
     elif code in (EXIT_FAULTS, EXIT_REFUSED):
         with Journal.open(store, readonly=True) as journal:
@@ -166,6 +166,18 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
             stopped = last.message if last is not None else "failures in a row"
             _say(f"stopped: {stopped}; see `labloop log {store}`, then `labloop resume {store}`")
     return code
+
+
+def _resume_after_interrupt(store: Path) -> str:
+    """The command that continues an interrupted run: with ``--cell-emptied``, after emptying the cell, when the
+    run's stop said the cell holds liquid (its ``interrupted`` event), since a resume onto it is refused."""
+    if store.exists():
+        with Journal.open(store, readonly=True) as journal:
+            events = journal.events()
+        if events and events[-1].kind == "interrupted" and isinstance(events[-1].data, dict) \
+                and events[-1].data.get("cell_ml"):
+            return f"empty the cell, then labloop resume {store} --cell-emptied"
+    return f"labloop resume {store}"
 
 
 def _say(text: str) -> None:

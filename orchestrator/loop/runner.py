@@ -53,6 +53,7 @@ from labloop.orchestrator.loop.active_hours import ActiveHours
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.planners import Observation, PlannerState, make_planner
 from labloop.planners.feedback import DescriptorTable
+from labloop.protocols.executor import PUMPING_COMMANDS
 from labloop.surrogate.compute import lost_cluster_errors
 
 if TYPE_CHECKING:
@@ -140,6 +141,12 @@ def _history(journal: Journal) -> Iterator[tuple[str, Mapping[str, Any], str | N
     yield from ((command, {}, "ok") for _, command in by_hand)
 
 
+def _interrupted_after_pumping(journal: Journal) -> list[int]:
+    """The interrupted experiments (run again on this resume) that had pumped into the cell before they stopped."""
+    return [e.id for e in journal.experiments(states=(State.INTERRUPTED,))
+            if any(a.command in PUMPING_COMMANDS and a.params.get("pump") is not None for a in journal.actions(e.id))]
+
+
 def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:
     """A new task on ``bar`` and the callback that advances it."""
     task = bar.add_task(what, total=total)
@@ -190,6 +197,7 @@ class Runner:
                                  prepare=None if predictions is None else predictions.prepare)
         self.interrupts = interrupts
         executor.replay(_history(journal))  # what earlier runs of this journal left in the cell and syringes
+        executor.refuse_their_leftover(_interrupted_after_pumping(journal))
         self.health = HealthClock(campaign.schedule.health_check_minutes)
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)

@@ -133,7 +133,7 @@ def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, 
     with Journal.open(store, readonly=True) as journal:
         assert not journal.experiments(states=(State.RUNNING,))
         assert [e.kind for e in journal.events()][-1] == "interrupted"
-    resumed = subprocess.run([*cli, "resume", store], capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run([*cli, "resume", store, "--cell-emptied"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert _done(store) == 6
 

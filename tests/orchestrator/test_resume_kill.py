@@ -120,7 +120,7 @@ def test_kill_anywhere_then_resume_finishes_the_same_campaign(tmp_path, write_ca
     with ThreadPoolExecutor(2) as pool:  # the kills run as separate processes, two at a time
         killed = list(pool.map(kill, range(len(SCENARIOS))))
     for (store, seen), (_, prior) in zip(killed, SCENARIOS, strict=True):
-        resumed = labloop("resume", store)
+        resumed = labloop("resume", store, "--cell-emptied")  # as a kill mid-experiment asks
         assert resumed.returncode == 0, f"{seen}\n{resumed.stderr}"
         _assert_consistent(store)
         assert _proposals(store) == expected[prior], seen
@@ -146,7 +146,7 @@ def test_bayes_resumed_after_kill_proposes_what_the_uninterrupted_run_did(tmp_pa
     with ThreadPoolExecutor(2) as pool:
         killed = list(pool.map(kill, range(2)))
     for store, seen in killed:
-        resumed = labloop("resume", store)
+        resumed = labloop("resume", store, "--cell-emptied")  # as a kill mid-experiment asks
         assert resumed.returncode == 0, f"{seen}\n{resumed.stderr}"
         _assert_consistent(store)
         assert _proposals(store) == expected, seen
@@ -165,7 +165,7 @@ def test_bayes_killed_while_it_waits_for_a_retrain_resumes_with_the_same_models(
     campaign_file = write_campaign(tmp_path, name="killed", **sections)
     store = campaign_file.with_suffix(".db")
     seen = _kill_at(campaign_file, store, "retraining", random.Random(3))
-    resumed = labloop("resume", store)
+    resumed = labloop("resume", store, "--cell-emptied")  # as a kill mid-experiment asks
     assert resumed.returncode == 0, f"{seen}\n{resumed.stderr}"
     _assert_consistent(store)
     with Journal.open(store, readonly=True) as journal:

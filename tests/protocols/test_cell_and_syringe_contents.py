@@ -10,6 +10,8 @@ dry, in one line naming the field. Everything runs on the real drivers against t
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.loop.interrupts import Interrupts
 from labloop.orchestrator.loop.rig import Rig
-from labloop.orchestrator.loop.runner import EXIT_FAULTS, Runner
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import Contents, Problems, parse_steps, repeat_problem
 from labloop.surrogate.dataset import read_table
@@ -167,6 +169,42 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
         assert len(journal.experiments(states=(State.DONE,))) == 2 and len(journal.experiments()) == 3
         assert waiting.id in [e.id for e in journal.experiments(states=(State.DONE,))]
         assert [e.kind for e in journal.events()].count("cell_emptied") == 1
+
+
+class _CtrlCDuringScan(_BrokenPotentiostat):
+    """A potentiostat whose scan is interrupted by a real SIGINT to this process (a person's Ctrl-C mid-scan)."""
+
+    def run_cv(self, params: object) -> object:
+        os.kill(os.getpid(), signal.SIGINT)
+        return self.inner.run_cv(params)  # type: ignore[attr-defined]
+
+
+def test_a_resume_onto_what_an_interrupted_experiment_pumped_is_refused(tmp_path, write_campaign, labloop) -> None:
+    """Ctrl-C during the cv leaves the sample and electrolyte (5 mL) in the cell; the experiment runs again from
+    its first step on resume. Without ``--cell-emptied`` that put its sample on top of the half-run mixture (10 mL,
+    the analyte read as half as concentrated), since no limit was broken; it is refused, nothing moving (exit 2),
+    until the operator says the cell was emptied."""
+    campaign = load_campaign(write_campaign(tmp_path, protocol=RINSED, budget={"max_experiments": 1}))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
+        rig.instruments["potentiostat"] = _CtrlCDuringScan(rig.instruments["potentiostat"])
+        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
+            == EXIT_INTERRUPTED
+        [interrupted] = journal.experiments(states=(State.INTERRUPTED,))
+
+    resumed = labloop("resume", campaign.store)
+    assert resumed.returncode == 2, resumed.stderr
+    [line] = resumed.stderr.strip().splitlines()
+    assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what interrupted "
+                           f"experiment {interrupted.id} pumped before it stopped; it runs again from its first step "
+                           "and would measure on top of that")
+    assert line.endswith(f"then `labloop resume {campaign.store} --cell-emptied` or `--syringes-filled`")
+    emptied = labloop("resume", campaign.store, "--cell-emptied")
+    assert emptied.returncode == 0, emptied.stderr
+    with Journal.open(campaign.store, readonly=True) as journal:
+        assert [e.id for e in journal.experiments(states=(State.DONE,))] == [interrupted.id]
 
 
 # -- defect 2: a plug-in pump's syringe -----------------------------------------------------------------------
