@@ -222,6 +222,11 @@ class BlankFailed(InstrumentError):
     """The blank showed a dirty electrode or cell (and cleaning, if allowed, did not help): a person must look."""
 
 
+class BlankNeedsPurge(BlankFailed):
+    """The blank showed dissolved O2 and the protocol has no purge step: the protocol must change, which a journal
+    (it keeps the protocol it began with) cannot, so the fixed campaign runs with a new store."""
+
+
 # -- neither input nor instrument ----------------------------------------------------------------------------
 
 

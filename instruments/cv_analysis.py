@@ -525,6 +525,9 @@ def _standard_problem(analyte: CVResult | None, standard: CVResult | None, analy
                 "apart; use another internal standard or measure without it")
     if analyte is None:
         return "no couple with a pair of peaks in the scan with the standard"
+    if standard is None and abs(analyte.e_half_v - standard_hint_v) < STANDARD_OVERLAP_V:  # type: ignore[operator]
+        return (f"one couple only in the scan with the standard, at {analyte.e_half_v:+.3f} V, where ferrocene was "
+                f"expected ({standard_hint_v:+.3f} V): most likely ferrocene's, the analyte's wave not found there")
     if standard is None:
         return (f"no second couple besides the analyte's (at {analyte.e_half_v:+.3f} V) in the scan with the "
                 f"standard; ferrocene was expected at {standard_hint_v:+.3f} V")

@@ -50,6 +50,7 @@ from pydantic import ValidationError
 
 from labloop.core.errors import (
     BlankFailed,
+    BlankNeedsPurge,
     ConfigError,
     DispenseMismatch,
     InvalidParameter,
@@ -664,7 +665,8 @@ class ProtocolExecutor:
             lab.dilution = (f"{where}: by the journal's count the cell held {lab.cell_held_ml:g} mL before this "
                             f"experiment's {dispensed:g} mL (its dispense steps, sample included): D assumes "
                             f"analyte_mm {analyte_mm:g} as written; the analyte is ~{lab.dilution_share:.0%} more "
-                            "dilute")
+                            f"dilute, so D reads ~{1 - (1 - lab.dilution_share) ** 2:.0%} low (it goes with the "
+                            "square of the concentration)")
             log.warning("%s", lab.dilution)
 
     def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:
@@ -773,8 +775,8 @@ class ProtocolExecutor:
                                      f"limit {step.max_current_a:.3g} A, flags {', '.join(sorted(result.flags))})")
         wave = f"a reduction wave near {result.oxygen_v:+.3f} V vs the reference"
         if purge is None:
-            raise BlankFailed(where, f"dissolved O2 in the blank ({wave}), and the protocol has no purge step to drive "
-                                     "it out: add one before the blank")
+            raise BlankNeedsPurge(where, f"dissolved O2 in the blank ({wave}), and the protocol has no purge step to "
+                                         "drive it out: add one before the blank")
         raise BlankFailed(where, f"dissolved O2 remains in the blank after purging again ({purge.minutes:g} min of "
                                  f"{purge.gas}; {wave}): check the gas supply, the valve and the cell's seal")
 

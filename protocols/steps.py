@@ -111,6 +111,9 @@ MAX_CURRENT_A = 0.1
 #: 3 mm disk at 0.1 V/s, against ~0.14 uA of charging current), yet trace analysis does go there: warned about
 #: (:func:`unit_warnings`), as the diffusion coefficient computed from it (D ~ (slope / C)^2) would be far off
 MIN_ANALYTE_MM = 0.01
+#: above this (mM) an analyte is no CV's: 1 M is beyond what organic redox molecules dissolve to in an electrolyte
+#: and its currents would overload any mm-size electrode's range; warned about, as micromolar written as millimolar
+MAX_ANALYTE_MM = 1000.0
 #: above this (cm2) a CV's working electrode is a plate, not the usual disk (a 3 mm disk is 0.0707 cm2, 7.07 mm2):
 #: warned about (:func:`unit_warnings`), as D ~ 1 / area^2 would be 10,000 times off for an area in mm2
 MAX_LIKELY_AREA_CM2 = 1.0
@@ -523,9 +526,10 @@ def _fluid_of(step: Step) -> str | None:
 
 def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
     """What ``steps`` allow but is most likely a units slip, located like parse problems (``(index, step, field)``):
-    an analyte below :data:`MIN_ANALYTE_MM`, an electrode area above :data:`MAX_LIKELY_AREA_CM2`. Warned about, not
-    refused: a trace analyte or a plate electrode can be meant, but a molar value written as millimolar, or mm2 as cm2,
-    would put every diffusion coefficient of the night a million or ten thousand times off."""
+    an analyte below :data:`MIN_ANALYTE_MM` or above :data:`MAX_ANALYTE_MM`, an electrode area above
+    :data:`MAX_LIKELY_AREA_CM2`. Warned about, not refused: a trace analyte or a plate electrode can be meant, but a
+    molar value written as millimolar, or mm2 as cm2, would put every diffusion coefficient of the night a million or
+    ten thousand times off."""
     found = []
     for index, step in enumerate(steps):
         if not isinstance(step, CV) or step.analyte_mm is None:  # without analyte_mm no D is computed
@@ -537,6 +541,11 @@ def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
                                  f"{compact(step.analyte_mm)} mM is less analyte than a CV sees on a mm-size "
                                  f"electrode (below {compact(MIN_ANALYTE_MM)} mM its peaks sink under the charging "
                                  f"current){hint}"))
+        if step.analyte_mm > MAX_ANALYTE_MM:
+            hint = units_hint(step.analyte_mm, (0.0, MAX_ANALYTE_MM), "uM", "mM")
+            found.append(Problem((index, step.name, "analyte_mm"),
+                                 f"{compact(step.analyte_mm)} mM is more analyte than an electrolyte dissolves for a "
+                                 f"CV (above {compact(MAX_ANALYTE_MM)} mM){hint}"))
         if step.electrode_area_cm2 > MAX_LIKELY_AREA_CM2:
             hint = units_hint(step.electrode_area_cm2, (0.0, MAX_LIKELY_AREA_CM2), "mm2", "cm2", factor=1e-2)
             found.append(Problem((index, step.name, "electrode_area_cm2"),

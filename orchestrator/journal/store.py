@@ -333,8 +333,19 @@ def first_difference(stored: Any, given: Any, at: str = "") -> str:
         for key in [*stored, *(k for k in given if k not in stored)]:
             if stored.get(key) != given.get(key):
                 return first_difference(stored.get(key), given.get(key), f"{at}.{key}" if at else str(key))
+    if isinstance(stored, list) and isinstance(given, list):  # a protocol's steps: the first step that differs
+        for index in range(max(len(stored), len(given))):
+            one, other = (seq[index] if index < len(seq) else None for seq in (stored, given))
+            if one != other:  # another kind of step is shown whole, not as its missing parameters
+                place = f"{at}[{index}]"
+                same_kind = isinstance(one, dict) and isinstance(other, dict) and one.keys() == other.keys()
+                return first_difference(one, other, place) if same_kind else _shown(one, other, place)
     if at.split(".")[0] in SECRET_SETTINGS:
         return f"{at}: changed since the journal was written (not shown: it may hold a secret)"
+    return _shown(stored, given, at)
+
+
+def _shown(stored: Any, given: Any, at: str) -> str:
     shown = [json.dumps(value)[:60] for value in (stored, given)]
     return f"{at or 'campaign'}: {shown[0]} in the journal, {shown[1]} here"
 

@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from labloop.core.errors import (
     BlankFailed,
+    BlankNeedsPurge,
     ClusterLostError,
     InputError,
     InstrumentError,
@@ -329,10 +330,15 @@ class Runner:
         safe and the run stops: exit 1, or 2 when nothing moved in this run (a ``resume`` that lacks
         ``--cell-emptied`` is refused, as bad input is)."""
         cause = exc.cause
-        advice = (f"empty the cell or fill the syringe, then `labloop resume {self.journal.path} --cell-emptied` or "
-                  "`--syringes-filled`" if isinstance(cause, RigNotReady) else
-                  "clean the cell and the electrode (for O2: check the gas), then "
-                  f"`labloop resume {self.journal.path} --cell-emptied`")
+        if isinstance(cause, RigNotReady):
+            advice = (f"empty the cell or fill the syringe, then `labloop resume {self.journal.path} --cell-emptied` "
+                      "or `--syringes-filled`")
+        elif isinstance(cause, BlankNeedsPurge):  # resume runs the journal's protocol, which has no purge
+            advice = ("add the purge step to the campaign's protocol and run it with a new store (`labloop run FILE "
+                      "--store NEW.db`): a journal keeps the protocol it began with")
+        else:
+            advice = ("clean the cell and the electrode (for O2: check the gas), then "
+                      f"`labloop resume {self.journal.path} --cell-emptied`")
         with self.interrupts.deferred():
             for action in self._open_actions.values():
                 self.journal.finish_action(action, f"{type(cause).__name__}: {cause}")

@@ -187,6 +187,19 @@ def test_create_refuses_another_campaign_and_reopens_the_same(journal, campaign)
     assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("j.db")) == []  # no temp files
 
 
+def test_a_changed_protocol_is_named_by_its_first_step_that_differs(journal, campaign):
+    """A step added to the protocol (a purge the blank asked for) was shown as the steps' list cut at 60
+    characters, before the difference; the first step that differs is named by its place."""
+    path = journal.path
+    journal.close()
+    steps = list(campaign.protocol.steps)
+    purged = campaign.model_copy(update={"protocol": campaign.protocol.model_copy(
+        update={"steps": [steps[0], {"purge": {"minutes": 5}}, *steps[1:]]})})
+    with pytest.raises(JournalError, match=r"with other settings, protocol\.steps\[1\]: .* in the journal, "
+                                           r"\{\"purge\": \{\"minutes\": 5\}\} here"):
+        Journal.create(path, purged)
+
+
 def test_foreign_or_newer_files_are_refused_in_one_line(tmp_path, campaign):
     text = tmp_path / "notes.db"
     text.write_text("not a database at all, just some text that is long enough " * 20)

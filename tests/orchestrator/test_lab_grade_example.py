@@ -107,3 +107,23 @@ def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):
     checked = labloop("validate", tmp_path / "readme.yaml", "--dry-run")
     assert checked.returncode == 0, checked.stderr
     assert campaign["budget"]["max_experiments"] == 30  # judged over the example's budget
+
+
+def test_a_blank_that_needs_a_purge_the_protocol_lacks_is_told_to_start_a_new_store(tmp_path, write_campaign,
+                                                                                    labloop):
+    """O2 in the blank and no purge step: the fix is the protocol, which a journal keeps as it began, so the stop's
+    advice was a resume that failed again the same way; it says to run the fixed campaign with a new store."""
+    steps = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte",
+                           "refill": True}},
+             {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -1.0, "e_vertex2_v": 1.0}}, "load_sample",
+             {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
+                           "refill": True}},
+             {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
+    campaign = write_campaign(tmp_path, protocol=steps, budget={"max_experiments": 1},
+                              world={"truth": {"kind": "born"}, "oxygen_mm": 2.0})
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    stop = next(line for line in result.stderr.splitlines() if "BlankNeedsPurge" in line)
+    assert "dissolved O2 in the blank" in stop and "the protocol has no purge step" in stop
+    assert stop.endswith("add the purge step to the campaign's protocol and run it with a new store (`labloop run "
+                         "FILE --store NEW.db`): a journal keeps the protocol it began with")

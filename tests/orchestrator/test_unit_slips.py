@@ -111,6 +111,11 @@ def test_an_analyte_in_molar_written_as_millimolar_is_warned_about(tmp_path, lab
         "(0.91 mM)\n")
     dilute, _, _ = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0", "analyte_mm: 0.05")
     assert dilute.returncode == 0 and dilute.stderr == ""
+    micromolar, _, _ = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0", "analyte_mm: 2220")
+    assert micromolar.returncode == 0
+    assert micromolar.stderr == (
+        f"warning: {protocol}:{line}: protocol[4].cv.analyte_mm: 2220 mM is more analyte than an electrolyte "
+        "dissolves for a CV (above 1000 mM): uM written as mM? (2.22 mM)\n")
 
 
 def test_the_analyte_warning_of_an_inline_protocol_names_the_campaign_line(tmp_path, labloop, write_campaign):

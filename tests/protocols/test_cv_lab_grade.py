@@ -188,7 +188,8 @@ def test_d_keeps_what_it_was_computed_with_and_a_cell_holding_more_is_said(lab, 
     assert warnings == [lab_record.dilution] == [actions[-1][3]["dilution"]]
     assert warnings[0] == ("protocol[5].cv: by the journal's count the cell held 1 mL before this experiment's 1.1 mL "
                            "(its dispense steps, sample included): D assumes analyte_mm 0.909091 as written; the "
-                           "analyte is ~48% more dilute")
+                           "analyte is ~48% more dilute, so D reads ~73% low (it goes with the square of the "
+                           "concentration)")
     assert (lab_record.cell_ml, lab_record.cell_held_ml) == (2.1, 1.0)
     assert lab_record.diffusion.diffusion_cm2_s == pytest.approx(1e-5 * (1.1 / 2.1) ** 2, rel=0.10)  # as written
     diluted = lab_record.analyte_mm * (1 - lab_record.dilution_share)
@@ -370,6 +371,20 @@ def test_an_analyte_next_to_ferrocene_says_why_there_is_no_standard(lab):
         CVParams(e_begin_v=-0.2, e_vertex1_v=0.8, e_vertex2_v=-0.2, scan_rate_v_s=0.1), np.random.default_rng(5))),
         analyte_hint_v=FC_ON_REFERENCE - 0.25, standard_hint_v=FC_ON_REFERENCE)
     assert apart.problem is None and apart.e_vs_fc_v == pytest.approx(-0.25, abs=0.005)
+
+
+def test_a_lone_ferrocene_couple_is_not_called_the_analytes():
+    """The analyte beyond the window, the scan with the standard shows ferrocene's couple alone (50 mV off, the
+    reference electrode's error): the cause said "no second couple besides the analyte's", naming ferrocene the
+    analyte."""
+    fc = replace(DEFAULT_FERROCENE, conc_mm=1.0, e0_v=FC_ON_REFERENCE + 0.05)
+    couples = analyze_couples(simulate_cell([fc], CVParams(e_begin_v=-0.2, e_vertex1_v=0.8, e_vertex2_v=-0.2,
+                                                           scan_rate_v_s=0.1), np.random.default_rng(5)))
+    referenced = reference_to_ferrocene(couples, analyte_hint_v=FC_ON_REFERENCE - 0.6, standard_hint_v=FC_ON_REFERENCE)
+    assert referenced.e_vs_fc_v is None and CVFlag.NO_STANDARD in referenced.flags
+    assert referenced.problem.startswith("one couple only in the scan with the standard, at +0.40")
+    assert referenced.problem.endswith("where ferrocene was expected (+0.350 V): most likely ferrocene's, the "
+                                       "analyte's wave not found there")
 
 
 def test_two_couples_are_paired_and_the_standard_found_by_position():
