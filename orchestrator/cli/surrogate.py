@@ -121,16 +121,20 @@ def _output_survives_ctrl_c(output: Path) -> Iterator[Callable[[int], None]]:
 
 @contextmanager
 def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_cache: bool,
-                         scheduler: str, chunk_size: int | None) -> Iterator[ShardSet]:
+                         scheduler: str, chunk_size: int | None, output: Path) -> Iterator[ShardSet]:
     """Predict ``library`` with the chunked pipeline (:mod:`labloop.surrogate.library_pipeline`) into shards
     in the cache folder (a temporary one with ``--no-cache``), on the cluster ``--scheduler`` names.
 
-    Everything the user typed is checked before a cluster starts; a cluster lost mid-run exits 1 with one
-    line (finished shards are kept, so running the command again continues)."""
+    Everything the user typed is checked before a cluster starts (an ``output`` that is the library itself is
+    refused: the CSV keeps only the SMILES, so the library's other columns would be lost); a cluster lost
+    mid-run exits 1 with one line (finished shards are kept, so running the command again continues)."""
     from labloop.surrogate.compute import dask_client, placement
     from labloop.surrogate.library_pipeline import DEFAULT_CHUNK_SIZE, count_rows, predict_library
     from labloop.surrogate.persistence import read_manifest
 
+    if output.resolve() == library.resolve():
+        raise InvalidInput(f"--output {output} is the library being read: give another file (writing it would "
+                           "replace the library)")
     read_manifest(model_dir)
     rows = count_rows(library, smiles_column)
     use_cluster, address = placement(scheduler, rows)
@@ -270,7 +274,7 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
 
     LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read and predicted a chunk at a time."""
     with _output_survives_ctrl_c(output) as complete, \
-            _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
+            _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size, output) as shards:
         columns = ["smiles", *_name(shards), *(f"{t}_{kind}" for t in shards.targets for kind in ("mean", "std"))]
         written = 0
         with atomic_write(output) as tmp, open(tmp, "w", newline="") as fh:
@@ -395,7 +399,7 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
     parts, total = [], 0
     # written and said before the cluster closes (seconds), with a Ctrl-C there told that the file is complete
     with _output_survives_ctrl_c(output) as complete, \
-            _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size) as shards:
+            _library_predictions(model_dir, library, smiles_column, no_cache, scheduler, chunk_size, output) as shards:
         named = _name(shards)
         for frame in shards.frames(["smiles", *named, "valid", f"{quantity}_mean", f"{quantity}_std"]):
             frame = frame[frame["valid"]]

@@ -150,6 +150,19 @@ def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model
 
 
 @pytest.mark.parametrize("command", ["predict", "screen"])
+def test_an_output_that_is_the_library_is_refused(labloop, tiny_model_dir, tmp_path, command):
+    """``-o`` naming the library itself replaced it with the predictions (its other columns lost) and exit 0."""
+    lib = tmp_path / "lib.csv"
+    lib.write_text("smiles,my_id\nc1ccccc1,A-1\nCCO,A-2\n")
+    window = ("--window", "0", "20", "--collector", "none") if command == "screen" else ()
+    proc = labloop("surrogate", command, tiny_model_dir, lib, *window, "-o", tmp_path / "." / "lib.csv", "--no-cache")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"error: --output {tmp_path / '.' / 'lib.csv'} is the library being read: give another "
+                           "file (writing it would replace the library)\n")
+    assert lib.read_text() == "smiles,my_id\nc1ccccc1,A-1\nCCO,A-2\n"
+
+
+@pytest.mark.parametrize("command", ["predict", "screen"])
 @pytest.mark.parametrize("ctrl_c", ["as the cluster starts", "as the cluster closes"])
 def test_ctrl_c_after_the_output_is_written_says_it_is_complete(labloop, tiny_model_dir, tmp_path, monkeypatch,
                                                                 command, ctrl_c):
