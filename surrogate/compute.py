@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -92,14 +93,24 @@ def connect(address: str) -> Client:
 
 
 def local_cluster(n_workers: int | None = None) -> LocalCluster:
-    """A ``LocalCluster`` on 127.0.0.1: ``n_workers`` single-threaded processes (default: one per core)."""
+    """A ``LocalCluster`` on 127.0.0.1: ``n_workers`` single-threaded processes (default: one per core).
+
+    Its processes are started with SIGINT blocked, and keep it so: a Ctrl-C in the terminal reaches every process
+    of its group, and the workers then died mid-task, each with a page of tracebacks, while labloop itself closes
+    the cluster on Ctrl-C. A Ctrl-C during the start is held until the cluster is up, then raised here."""
     from distributed import LocalCluster
 
     from labloop.surrogate.featurize import default_jobs
 
-    return LocalCluster(n_workers=n_workers or default_jobs(), threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-                        env=dict(_WORKER_ENV))
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a Ctrl-C now waits (Linux keeps it pending)
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what processes started now keep through their exec
+    try:
+        return LocalCluster(n_workers=n_workers or default_jobs(), threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                            env=dict(_WORKER_ENV))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 @contextmanager
@@ -136,6 +147,8 @@ def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[st
         return
     from distributed import Client
 
+    from labloop.surrogate.library_pipeline import remove_orphaned_model_copies
+
     cluster = local_cluster(n_workers)
     try:
         client = Client(cluster, set_as_default=False)
@@ -146,6 +159,7 @@ def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[st
             client.close()
     finally:
         cluster.close()
+        remove_orphaned_model_copies()  # of workers terminated while they loaded the model
 
 
 def _announce(client: Client, announce: Callable[[str], None] | None, what: str) -> None:

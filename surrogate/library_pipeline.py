@@ -188,7 +188,8 @@ class ModelPayload:
             if self.version not in _ENSEMBLES:
                 from labloop.surrogate.persistence import load_ensemble
 
-                tmp = Path(tempfile.mkdtemp(prefix=f"labloop-model-{self.version}-"))
+                remove_orphaned_model_copies()
+                tmp = Path(tempfile.mkdtemp(prefix=f"{MODEL_COPY_PREFIX}{self.version}-{os.getpid()}-"))
                 try:
                     for name, data in self.files:
                         (tmp / name).write_bytes(data)
@@ -199,6 +200,28 @@ class ModelPayload:
                 _ENSEMBLES[self.version] = ensemble
                 log.info("model %s loaded in process %d", self.version, os.getpid())
             return _ENSEMBLES[self.version]
+
+
+#: a process's copy of a model while it loads it (:meth:`ModelPayload.ensemble`), named
+#: ``labloop-model-<version>-<pid>-<random>`` in the temporary folder, so that a copy whose process died is known
+MODEL_COPY_PREFIX = "labloop-model-"
+
+
+def remove_orphaned_model_copies() -> None:
+    """Remove the model copies of processes that no longer run. Why: a local cluster's worker that is still
+    loading the model when the cluster closes (a Ctrl-C) is terminated before it removes its copy, ~77 MB each;
+    this runs before every load and once a local cluster has closed (:func:`labloop.surrogate.compute.dask_client`)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{MODEL_COPY_PREFIX}*"):
+        parts = path.name[len(MODEL_COPY_PREFIX):].split("-")
+        if len(parts) < 3 or not parts[1].isdigit():
+            continue  # not one of ours, or from a labloop that did not name its process
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed %s, a model copy its process left", path)
+        except PermissionError:
+            continue  # another user's process, alive
 
 
 _ENSEMBLES: dict[str, Ensemble] = {}

@@ -5,6 +5,8 @@ the rest call the same `main()` in-process, which keeps TensorFlow's start-up to
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -280,3 +282,27 @@ def test_error_paths_exit_2_with_one_line_and_write_nothing(labloop, case, small
     proc = labloop(*args)
     assert_one_line_error(proc, *needles)
     assert {p.name for p in tmp_path.iterdir()} == before  # no model dir, no CSV, no temp file left
+
+
+def test_ctrl_c_in_the_terminal_stops_a_local_cluster_quietly_and_leaves_no_model_copy(tiny_model_dir, tmp_path,
+                                                                                       ocelot):
+    """A terminal's Ctrl-C reaches every process of its group: a LocalCluster's workers died mid-task with a
+    page of tracebacks each, and one still loading the model left its ~77 MB copy in the temporary folder. The
+    workers now ignore it (labloop closes the cluster), and copies of dead processes are removed. A real
+    process group, a real SIGINT, once the cluster has started."""
+    library = tmp_path / "big.smi"
+    library.write_text("\n".join(ocelot.smiles.iloc[:3000]) + "\n")
+    temporary = Path(os.environ["TMPDIR"])  # the processes' own (conftest.py): the workers' copies land here
+    orphan = temporary / "labloop-model-0123456789abcdef-999999999-x"  # a copy whose process is gone
+    orphan.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "predict",
+                                str(tiny_model_dir), str(library), "-o", str(tmp_path / "out.csv"), "--scheduler",
+                                "local", "--no-cache"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = process.stderr.readline()  # the cluster's announcement: its workers are up
+    assert first.startswith("Dask LocalCluster"), first
+    os.killpg(process.pid, signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait() == 130
+    assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "aborted", rest
+    assert not list(temporary.glob("labloop-model-*"))
+    assert not (tmp_path / "out.csv").exists()
