@@ -93,21 +93,30 @@ def connect(address: str) -> Client:
 
 
 def local_cluster(n_workers: int | None = None) -> LocalCluster:
-    """A ``LocalCluster`` on 127.0.0.1: ``n_workers`` single-threaded processes (default: one per core).
-
-    Its processes are started with SIGINT blocked, and keep it so: a Ctrl-C in the terminal reaches every process
-    of its group, and the workers then died mid-task, each with a page of tracebacks, while labloop itself closes
-    the cluster on Ctrl-C. A Ctrl-C during the start is held until the cluster is up, then raised here."""
+    """A ``LocalCluster`` on 127.0.0.1: ``n_workers`` single-threaded processes (default: one per core). Start it
+    inside :func:`_workers_ignore_ctrl_c`."""
     from distributed import LocalCluster
 
     from labloop.surrogate.featurize import default_jobs
 
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a Ctrl-C now waits (Linux keeps it pending)
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what processes started now keep through their exec
+    return LocalCluster(n_workers=n_workers or default_jobs(), threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                        env=dict(_WORKER_ENV))
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Processes started in the block ignore SIGINT for good (an ignored signal stays ignored through exec, and
+    Python then installs no handler of its own). Why: a terminal's Ctrl-C reaches every process of its group,
+    and a local cluster's workers then died mid-task, each with a page of tracebacks (and a model copy left
+    behind), while labloop itself closes the cluster on Ctrl-C. A Ctrl-C during the block (the cluster's start, a
+    second or two) is held for this process, blocked, and raised when the block ends, unless one of its threads
+    started before took it, which SIG_IGN then drops: measured, one of two such Ctrl-Cs was lost (the run went on,
+    and a second Ctrl-C stops it)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return LocalCluster(n_workers=n_workers or default_jobs(), threads_per_worker=1, processes=True,
-                            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-                            env=dict(_WORKER_ENV))
+        yield
     finally:
         signal.signal(signal.SIGINT, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -149,8 +158,10 @@ def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[st
 
     from labloop.surrogate.library_pipeline import remove_orphaned_model_copies
 
-    cluster = local_cluster(n_workers)
+    cluster = None
     try:
+        with _workers_ignore_ctrl_c():  # a Ctrl-C during the start is raised here, the cluster closed below
+            cluster = local_cluster(n_workers)
         client = Client(cluster, set_as_default=False)
         try:
             _announce(client, announce, f"Dask LocalCluster, {len(cluster.workers)} workers")
@@ -158,7 +169,8 @@ def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[st
         finally:
             client.close()
     finally:
-        cluster.close()
+        if cluster is not None:
+            cluster.close()
         remove_orphaned_model_copies()  # of workers terminated while they loaded the model
 
 
