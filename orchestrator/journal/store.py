@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import threading
@@ -328,7 +329,10 @@ def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) ->
 
 def first_difference(stored: Any, given: Any, at: str = "") -> str:
     """The first setting in which two campaign configs differ, as ``field: A in the journal, B here``; the
-    values of :data:`SECRET_SETTINGS` are never shown (an alert URL may hold a token or a password)."""
+    values of :data:`SECRET_SETTINGS` are never shown (an alert URL may hold a token or a password), nor any
+    part of them (``alerts[1]``)."""
+    if at and re.split(r"[.\[]", at)[0] in SECRET_SETTINGS:
+        return f"{at}: changed since the journal was written (not shown: it may hold a secret)"
     if isinstance(stored, dict) and isinstance(given, dict):
         for key in [*stored, *(k for k in given if k not in stored)]:
             if stored.get(key) != given.get(key):
@@ -340,8 +344,6 @@ def first_difference(stored: Any, given: Any, at: str = "") -> str:
                 place = f"{at}[{index}]"
                 same_kind = isinstance(one, dict) and isinstance(other, dict) and one.keys() == other.keys()
                 return first_difference(one, other, place) if same_kind else _shown(one, other, place)
-    if at.split(".")[0] in SECRET_SETTINGS:
-        return f"{at}: changed since the journal was written (not shown: it may hold a secret)"
     return _shown(stored, given, at)
 
 

@@ -284,6 +284,12 @@ def test_error_paths_exit_2_with_one_line_and_write_nothing(labloop, case, small
     assert {p.name for p in tmp_path.iterdir()} == before  # no model dir, no CSV, no temp file left
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default action in the child, as a shell gives it: a pytest-xdist worker ignores SIGINT, and an
+    ignored SIGINT stays ignored in the processes it starts (Python then raises no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_the_terminal_stops_a_local_cluster_quietly_and_leaves_no_model_copy(tiny_model_dir, tmp_path,
                                                                                        ocelot):
     """A terminal's Ctrl-C reaches every process of its group: a LocalCluster's workers died mid-task with a
@@ -297,7 +303,8 @@ def test_ctrl_c_in_the_terminal_stops_a_local_cluster_quietly_and_leaves_no_mode
     orphan.mkdir()
     process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "predict",
                                 str(tiny_model_dir), str(library), "-o", str(tmp_path / "out.csv"), "--scheduler",
-                                "local", "--no-cache"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                "local", "--no-cache"], stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=_ctrl_c_as_in_a_terminal)
     first = process.stderr.readline()  # the cluster's announcement: its workers are up
     assert first.startswith("Dask LocalCluster"), first
     os.killpg(process.pid, signal.SIGINT)
