@@ -19,7 +19,7 @@ import pytest
 from labloop.core.errors import DispenseMismatch, Overload, RigNotReady, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
 from labloop.orchestrator.compose import build_executor, build_rig
-from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.loop.interrupts import Interrupts
 from labloop.orchestrator.loop.rig import Rig
@@ -133,6 +133,17 @@ def test_a_failed_experiment_leaves_its_liquid_counted(example_rig: Rig) -> None
     assert in_cell(rig) == pytest.approx(5.0)
 
 
+def _run_once(campaign: Campaign, potentiostat: type) -> int:
+    """One run of ``campaign`` as ``run`` starts it, on its dry-run rig with the potentiostat wrapped in
+    ``potentiostat`` (the fault a test injects); its exit code."""
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
+        rig.instruments["potentiostat"] = potentiostat(rig.instruments["potentiostat"])
+        return Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
+
+
 def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tmp_path, write_campaign,
                                                                               labloop) -> None:
     """Run 1 fails its experiment before the rinse (5 mL stay in the 9 mL cell) and stops; ``resume`` (a new
@@ -141,15 +152,10 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
     its experiment waits for the resume that can run it (it failed, and three more with it, before)."""
     campaign = load_campaign(write_campaign(tmp_path, protocol=RINSED, safety={"cell_volume_ml": 9.0},
                                             budget={"max_experiments": 2, "max_consecutive_faults": 1}))
-    library = read_table(campaign.library.file).smiles
-    with build_rig(campaign, dry_run=True, library=library) as rig, \
-            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
-        journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
-        rig.instruments["potentiostat"] = _BrokenPotentiostat(rig.instruments["potentiostat"])
-        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
-            == EXIT_FAULTS
+    assert _run_once(campaign, _BrokenPotentiostat) == EXIT_FAULTS
+    with Journal.open(campaign.store, readonly=True) as journal:
         first = journal.experiments(states=(State.FAILED,))
-        assert [e.cause for e in first] == ["potentiostat (cv): RuntimeError: plug-in bug: the scan never started"]
+    assert [e.cause for e in first] == ["potentiostat (cv): RuntimeError: plug-in bug: the scan never started"]
 
     for _ in range(2):  # refused as often as it is tried, nothing moving (exit 2: bad input, as a missing flag)
         resumed = labloop("resume", campaign.store)
@@ -185,13 +191,8 @@ def test_a_resume_onto_what_an_interrupted_experiment_pumped_is_refused(tmp_path
     the analyte read as half as concentrated), since no limit was broken; it is refused, nothing moving (exit 2),
     until the operator says the cell was emptied."""
     campaign = load_campaign(write_campaign(tmp_path, protocol=RINSED, budget={"max_experiments": 1}))
-    library = read_table(campaign.library.file).smiles
-    with build_rig(campaign, dry_run=True, library=library) as rig, \
-            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
-        journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
-        rig.instruments["potentiostat"] = _CtrlCDuringScan(rig.instruments["potentiostat"])
-        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
-            == EXIT_INTERRUPTED
+    assert _run_once(campaign, _CtrlCDuringScan) == EXIT_INTERRUPTED
+    with Journal.open(campaign.store, readonly=True) as journal:
         [interrupted] = journal.experiments(states=(State.INTERRUPTED,))
 
     resumed = labloop("resume", campaign.store)
