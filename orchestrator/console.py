@@ -55,14 +55,12 @@ def progress() -> Progress:
 
 
 def report_invalid(invalid: Sequence[InvalidSmiles], path: Path | str,
-                   what: str = "skipped {n} invalid SMILES in {path}") -> None:
-    """Invalid SMILES are skipped, never fatal: say how many and where (CSV line numbers); ``what`` is the
-    message's start, with ``{n}`` and ``{path}``."""
+                   what: str = "skipped {n} invalid SMILES in {path}", first_line: int = 2) -> None:
+    """Invalid SMILES are skipped, never fatal: say how many and where (line numbers: data row 0 is on
+    ``first_line``, a CSV's after its header); ``what`` is the message's start, with ``{n}`` and ``{path}``."""
     if not invalid:
         return
-    from labloop.surrogate.dataset import csv_line  # pandas: not for every command (cli/commands.py says why)
-
-    shown = ", ".join(f"line {csv_line(i.row)} {i.shown}" for i in invalid[:5])
+    shown = ", ".join(f"line {first_line + i.row} {i.shown}" for i in invalid[:5])
     more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
     err.print(f"warning: {what.format(n=len(invalid), path=path)}: {shown}{more}",
               markup=False, highlight=False, soft_wrap=True)

@@ -148,7 +148,7 @@ def _smi_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
             names: list[str] = []
             for number, line in enumerate(fh):
                 words = line.split(maxsplit=1)
-                if number == 0 and words and words[0].lower() == column.lower():
+                if number == 0 and _smi_header(words, column):
                     continue
                 chunk.append(words[0] if words else "")
                 names.append(words[1].strip() if len(words) > 1 else "")
@@ -159,6 +159,26 @@ def _smi_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
                 yield chunk, names
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise InvalidInput(f"{path}: not a readable SMILES file ({first_line(exc)})") from None
+
+
+def _smi_header(words: Sequence[str], column: str) -> bool:
+    """Whether the first line of a ``.smi`` file, split in ``words``, is a header: its first word is ``column``."""
+    return bool(words) and words[0].lower() == column.lower()
+
+
+def first_row_line(path: str | Path, smiles_column: str = "smiles") -> int:
+    """The line of data row 0, for messages that name rows by their lines: 2 in a CSV, after its header (Parquet's
+    rows are counted the same way), and in a ``.smi`` file 1, or 2 when its first line is a header (a .smi row's
+    line was reported one too high)."""
+    path = Path(path)
+    if library_format(path) != "smi":
+        return 2
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            return 1 + _smi_header(fh.readline().split(maxsplit=1), smiles_column)
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error):
+        return 1  # unreadable: the reader says so in its own words
 
 
 @dataclass(frozen=True)

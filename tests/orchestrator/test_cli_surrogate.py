@@ -140,6 +140,11 @@ def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model
     assert list(zip(pred.smiles, pred.name, strict=True)) == [
         ("c1ccccc1", "benzene"), ("CCOC(=O)c1ccccc1", "ethyl benzoate"), ("c1cc[nH]c1", ""),
         ("c1ccc2[nH]ccc2c1", "indole [NH]")]
+    assert f"skipped 1 invalid SMILES in {lib}: line 3 'C1CC'" in proc.stderr  # its line, the header counted
+    headerless = tmp_path / "bare.smi"  # was said one line too far on
+    headerless.write_text("c1ccccc1 benzene\nC1CC broken ring\n")
+    proc = labloop("surrogate", "predict", tiny_model_dir, headerless, "-o", tmp_path / "bare.csv", "--no-cache")
+    assert f"skipped 1 invalid SMILES in {headerless}: line 2 'C1CC'" in proc.stderr, proc.stderr
 
     hits = tmp_path / "hits.csv"
     proc = labloop("surrogate", "screen", tiny_model_dir, lib, "--window", "0", "20", "--collector", "none",

@@ -194,7 +194,7 @@ def test_a_changed_protocol_is_named_by_its_first_step_that_differs(journal, cam
     journal.close()
     steps = list(campaign.protocol.steps)
     purged = campaign.model_copy(update={"protocol": campaign.protocol.model_copy(
-        update={"steps": [steps[0], {"purge": {"minutes": 5}}, *steps[1:]]})})
+        update={"steps": (steps[0], {"purge": {"minutes": 5}}, *steps[1:])})})
     with pytest.raises(JournalError, match=r"with other settings, protocol\.steps\[1\]: .* in the journal, "
                                            r"\{\"purge\": \{\"minutes\": 5\}\} here"):
         Journal.create(path, purged)
