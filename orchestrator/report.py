@@ -146,7 +146,8 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
         "cell_held_ml": record.get("cell_held_ml"), "analyte_dilution_pct": _scaled(share, 100),
         "e_half_v_vs_fc": referenced.get("e_vs_fc_v"), "e_half_v_vs_li_via_fc": referenced.get("e_vs_li_v"),
         "standard_problem": referenced.get("problem"),
-        "blank_flags": "; ".join(blanks[-1]["result"]["flags"]) if blanks else None,
+        # every blank in order (``contaminated then clean``): the one a clean cured is the cell's history too
+        "blank_flags": " then ".join("; ".join(b["result"]["flags"]) or "clean" for b in blanks) or None,
         "purged_min": record.get("purged_minutes"),
     }
     rows = []

@@ -167,6 +167,14 @@ def _current(what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _share(value: float) -> float:
+    """A share of the whole, 0..1; above it, the one line offers it read as percent (85 for 0.85)."""
+    if value > 1:
+        hint = units_hint(value, (0.0, 1.0), "percent", "a share", factor=0.01, unit="")
+        raise Problems(Problem((), f"{compact(value)} is more than the whole (a share, 0..1){hint}"))
+    return value
+
+
 ScanRate = Annotated[float, Strict(), Field(allow_inf_nan=False),
                      _within(*SCAN_RATE_RANGE_V_S, "V/s", "scan rates a CV may use", "mV/s")]
 PotentialStep = Annotated[float, Strict(), Field(allow_inf_nan=False),
@@ -209,7 +217,7 @@ class IRCompensation(BaseModel):
     risks oscillation); the rest is corrected in the analysis."""
 
     model_config = STEP
-    fraction: Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)] = 0.85
+    fraction: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), AfterValidator(_share)] = 0.85
 
 
 class CV(Step):

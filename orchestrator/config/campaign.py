@@ -701,7 +701,19 @@ class Cell(BaseModel):
     yours against ferrocene."""
 
     model_config = SECTION
-    reference_offset_v: Number = Field(3.2, ge=REFERENCE_OFFSET_RANGE_V[0], le=REFERENCE_OFFSET_RANGE_V[1])
+    reference_offset_v: Number = Field(3.2, json_schema_extra={"minimum": REFERENCE_OFFSET_RANGE_V[0],
+                                                             "maximum": REFERENCE_OFFSET_RANGE_V[1]})
+
+    @field_validator("reference_offset_v")
+    @classmethod
+    def _on_the_li_scale(cls, value: float) -> float:
+        """Where a reference electrode can sit vs Li/Li+ (:data:`REFERENCE_OFFSET_RANGE_V`); 3200 is 3.2 V in mV."""
+        low, high = REFERENCE_OFFSET_RANGE_V
+        if not low <= value <= high:
+            hint = units_hint(value, (low, high), "millivolts", "volts", unit="") if abs(value) >= 1 else ""
+            raise ValueError(f"{compact(value)} V vs Li/Li+ is no place for a reference electrode ({compact(low)}.."
+                             f"{compact(high)} V){hint}")
+        return value
 
 
 class World(BaseModel):

@@ -88,7 +88,7 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
         assert number(row["e_half_v_vs_fc"]) == lab["referenced"]["e_vs_fc_v"]
         # what D was computed with: the cv step's analyte_mm and the default 3 mm disk; the cell held nothing else
         assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1.0", "0.0707", "0.0")
-        assert row["standard_problem"] == "" and row["blank_flags"] == ""
+        assert row["standard_problem"] == "" and row["blank_flags"] == "clean"
 
 
 def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):

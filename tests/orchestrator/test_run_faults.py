@@ -369,7 +369,8 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
         "control characters in a path": ({"library": {"file": str(tmp_path / "lib\x1b[2J\nFAKE OK")}},
                                          "lib\\x1b[2J\\nFAKE OK: no such file"),
         "a reference electrode 3000 V away": ({"cell": {"reference_offset_v": 3000.0}},
-                                              "cell.reference_offset_v: must be less than or equal to 6"),
+                                              "cell.reference_offset_v: 3000 V vs Li/Li+ is no place for a "
+                                              "reference electrode (-1..6 V): millivolts written as volts? (3)"),
         "a window around the candidate wider than the safety window": (
             {"protocol": ["load_sample", {"cv": {"half_width_v": 50}}, "rinse"]},
             "half_width_v: a window 100 V wide cannot fit in the safety window"),

@@ -63,6 +63,9 @@ REFUSED = [
     ("purge time in seconds", "- load_sample", "- purge: {minutes: 300, valve: manual}\n- load_sample",
      "protocol[2].purge.minutes",
      "300 min is outside the purge times a step may take, 0..120 min: s written as min? (5 min)"),
+    ("iR compensation in percent", "e_step_v: 0.005,", "e_step_v: 0.005, ir_compensation: {fraction: 85},",
+     "protocol[4].cv.ir_compensation.fraction", "85 is more than the whole (a share, 0..1): percent written as a "
+     "share? (0.85)"),
     # near misses are no slips: refused as before, without a hint that would mislead
     ("a step a little too large", "e_step_v: 0.005,", "e_step_v: 0.2,", "protocol[4].cv.e_step_v",
      "0.2 V is outside the potential steps a CV may use, 0.0001..0.1 V"),
@@ -156,3 +159,11 @@ def test_a_safety_volume_in_ul_is_refused_rather_than_loosened(tmp_path, labloop
     result = labloop("validate", campaign, "--dry-run")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.rstrip().endswith(f"safety.{field}: {message}"), result.stderr
+
+
+def test_a_reference_offset_in_millivolts_is_named(tmp_path, labloop, write_campaign):
+    """``cell.reference_offset_v: 3200`` got pydantic's "must be less than or equal to 6"."""
+    result = labloop("validate", write_campaign(tmp_path, cell={"reference_offset_v": 3200}), "--dry-run")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.rstrip().endswith("cell.reference_offset_v: 3200 V vs Li/Li+ is no place for a reference "
+                                           "electrode (-1..6 V): millivolts written as volts? (3.2)")

@@ -25,6 +25,7 @@ from labloop.instruments.gas_valve import RelayGasValve
 from labloop.instruments.ne1000 import NE1000Pump
 from labloop.instruments.voltammogram import CVParams
 from labloop.orchestrator.config.campaign import CampaignError, load_campaign
+from labloop.orchestrator.report import _lab_grade_rows
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import limit_problems, parse_steps
 from labloop.sim.builtin_emulators import emstat_emulator, ne1000_emulator, open_sim_sampler
@@ -307,6 +308,8 @@ def test_a_cell_cleaned_for_its_blank_is_filled_again_as_the_protocol_filled_it(
     assert outcome.lab.diffusion.diffusion_cm2_s == pytest.approx(1e-5, rel=0.10)
     blank = next(params for _, name, _, params, _, finished, outcome_ in actions if name == "blank" and finished)
     assert blank["cleaned"] is True and blank["attempts"] == 2
+    [row, *_] = _lab_grade_rows({"id": 1, "smiles": "c1ccccc1", "status": "done"}, outcome.lab.to_dict())
+    assert row["blank_flags"] == "contaminated then clean"  # the report's lab_grade.csv keeps both blanks
 
     resumed = ProtocolExecutor(steps, rig, LIMITS, OFFSET)
     resumed.replay([(name, params, outcome_) for _, name, _, params, _, finished, outcome_ in actions if finished])
