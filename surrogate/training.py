@@ -59,7 +59,8 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray
     judge a molecule the members learnt as if it were new, and the molecule weighs twice in the fit."""
     keys = canonical_smiles([smiles[r] for r in rows])
     first_of: dict[str, int] = {}
-    group = np.array([first_of.setdefault(key, position) for position, key in enumerate(keys)], dtype=np.int64)
+    group = np.array([first_of.setdefault(key, position) if key else position  # no molecule: merged with none
+                      for position, key in enumerate(keys)], dtype=np.int64)
     repeats = np.flatnonzero(group != np.arange(len(group)))
     if not len(repeats):
         return np.arange(len(group)), Y, Repeats()
@@ -72,6 +73,15 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray
         merged = sums[keep] / counts[keep]
     first = int(repeats[0])
     return keep, merged, Repeats(len(repeats), int(rows[first]), int(rows[group[first]]))
+
+
+def merged_table(table: MoleculeTable) -> tuple[MoleculeTable, Repeats]:
+    """``table`` with each molecule once, as :func:`merged_by_molecule` merges them (its first row's SMILES, the
+    mean of its rows' values), rows that are no molecule kept for the featuriser to report: for ``surrogate
+    sweep``, whose cells featurise the table each their own way (a molecule in both of its folds scored a cell
+    on what it had learnt)."""
+    keep, Y, repeats = merged_by_molecule(table.smiles, np.arange(len(table.smiles)), table.Y)
+    return MoleculeTable(table.path, [table.smiles[k] for k in keep], table.targets, Y), repeats
 
 
 def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

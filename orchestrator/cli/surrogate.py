@@ -42,6 +42,7 @@ from labloop.surrogate.screening import (
 if TYPE_CHECKING:
     from labloop.surrogate.ensemble import Ensemble
     from labloop.surrogate.library_pipeline import ShardSet
+    from labloop.surrogate.training import Repeats
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,7 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
                                on_featurized=lambda k: bar.advance(feat_task, k), on_epoch=on_epoch,
                                merge_repeats=True)
     console.report_invalid(run.invalid, data)
-    if run.repeats.rows:
-        console.err.print(f"warning: {run.repeats.rows} rows of {data} repeat the molecule of an earlier row, "
-                          f"compared as canonical SMILES (first: line {csv_line(run.repeats.first)}, the molecule "
-                          f"of line {csv_line(run.repeats.of)}): each molecule is trained on once, with the mean "
-                          "of its rows' values per target", markup=False, highlight=False, soft_wrap=True)
+    _say_repeats(run.repeats, data)
     save_ensemble(run.ensemble, output)
     metrics = run.ensemble.info["metrics"]
     console.out.print(_metrics_table("out-of-fold (single members)", metrics["out_of_fold"]))
@@ -220,6 +217,15 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
                           f"{MIN_CALIBRATION_ROWS}: too few to trust its factor and floor (train on "
                           f"{5 * MIN_CALIBRATION_ROWS} molecules or more for a {MIN_CALIBRATION_ROWS}-row slice)",
                           markup=False, highlight=False, soft_wrap=True)
+
+
+def _say_repeats(repeats: Repeats, data: Path) -> None:
+    """The one warning of a table's repeated molecules, merged before training (``train`` and ``sweep``)."""
+    if repeats.rows:
+        console.err.print(f"warning: {repeats.rows} rows of {data} repeat the molecule of an earlier row, compared "
+                          f"as canonical SMILES (first: line {csv_line(repeats.first)}, the molecule of line "
+                          f"{csv_line(repeats.of)}): each molecule is trained on once, with the mean of its rows' "
+                          "values per target", markup=False, highlight=False, soft_wrap=True)
 
 
 def _unit(target: str) -> str:
@@ -323,13 +329,15 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
           as_json: bool, smiles_column: str) -> None:
     """The thesis's 25-architecture table (radius x bits), 2-fold CV, ranked by validation MAE."""
     from labloop.surrogate.sweep import run_sweep
+    from labloop.surrogate.training import merged_table
 
     chosen = get_preset(preset, epochs=epochs)
     r_list, b_list = _int_list(radii, "--radii"), _int_list(bits, "--bits")
     for r in r_list:  # validate the whole grid before hours of training
         for b in b_list:
             replace(chosen.fingerprint, radius=r, n_bits=b)
-    table = read_table(data, list(targets), smiles_column)
+    table, repeats = merged_table(read_table(data, list(targets), smiles_column))
+    _say_repeats(repeats, data)
     cells, epochs_per_cell = len(r_list) * len(b_list), SWEEP_FOLDS * chosen.model.epochs
     quick = chosen.name == "fast" and chosen.model.epochs <= QUICK_EPOCHS
     console.err.print(f"sweep: {cells} cells x {SWEEP_FOLDS} folds x {chosen.model.epochs} epochs ({chosen.name} "

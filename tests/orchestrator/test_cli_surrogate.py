@@ -85,6 +85,10 @@ def test_train_merges_a_molecule_given_twice_and_says_so(labloop, ocelot, tmp_pa
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["training_data"]["repeated_molecules_merged"] == 2
     assert manifest["n_train"] + manifest["n_calibration"] == 200
+    swept = labloop("surrogate", "sweep", data, "-t", "ie_ev", "--preset", "fast", "--epochs", "1", "--radii", "1",
+                    "--bits", "256", "--json")  # the sweep's folds too: 200 molecules, not 202
+    assert swept.returncode == 0 and "on 200 molecules" in swept.stderr, swept.stderr
+    assert "warning: 2 rows of" in swept.stderr
 
 
 def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):

@@ -3,9 +3,12 @@ once, with the mean of its values."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from labloop.surrogate.training import Repeats, merged_by_molecule
+from labloop.surrogate.dataset import MoleculeTable
+from labloop.surrogate.training import Repeats, merged_by_molecule, merged_table
 
 
 def test_repeated_molecules_become_one_row_with_their_mean_per_target():
@@ -23,3 +26,15 @@ def test_a_table_without_repeats_is_left_as_it_is():
     Y = np.array([[1.0], [2.0]])
     keep, merged, repeats = merged_by_molecule(["CCO", "CCN"], np.array([0, 1]), Y)
     assert keep.tolist() == [0, 1] and merged is Y and repeats == Repeats()
+
+
+def test_a_sweeps_table_is_merged_and_keeps_what_is_no_molecule_for_the_featuriser():
+    """``surrogate sweep`` merged nothing: a molecule given twice could sit in both of its folds. The table is
+    merged before its cells featurise it; rows that are no molecule are never merged together (each keeps its
+    place, for the featuriser to report by line)."""
+    table = MoleculeTable(Path("t.csv"), ["CCO", "nope", "OCC", "also nope", "CCN"], ["ie_ev"],
+                          np.array([[7.0], [1.0], [8.0], [2.0], [6.0]]))
+    merged, repeats = merged_table(table)
+    assert merged.smiles == ["CCO", "nope", "also nope", "CCN"]
+    np.testing.assert_allclose(merged.Y, [[7.5], [1.0], [2.0], [6.0]])
+    assert repeats == Repeats(rows=1, first=2, of=0)
