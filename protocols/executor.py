@@ -817,18 +817,23 @@ class ProtocolExecutor:
 PUMPING_COMMANDS = ("dispense", "add_standard", "clean")
 
 
+def _since_emptied(steps: Sequence[Step], end: int) -> range:
+    """The places of the steps before ``end`` that come after the last rinse or clean among them."""
+    emptied = max((i for i, s in enumerate(steps[:end]) if isinstance(s, Rinse | Clean)), default=-1)
+    return range(emptied + 1, end)
+
+
 def refill_steps(steps: Sequence[Step], blank_index: int) -> list[int]:
     """The places of the dispense and purge steps that filled the cell between its last emptying (a rinse or clean)
     and the blank at ``blank_index``: what a cell cleaned for its blank is filled with again."""
-    emptied = max((i for i, s in enumerate(steps[:blank_index]) if isinstance(s, Rinse | Clean)), default=-1)
-    return [i for i in range(emptied + 1, blank_index) if isinstance(steps[i], Dispense | Purge)]
+    return [i for i in _since_emptied(steps, blank_index) if isinstance(steps[i], Dispense | Purge)]
 
 
 def dispensed_ml(steps: Sequence[Step]) -> float:
     """What ``steps``' dispense steps put into the cell after their last rinse or clean: the liquid a cv step
     after them writes its ``analyte_mm`` for (a clean's flush is not: it is what the cleaning leaves behind)."""
-    emptied = max((i for i, s in enumerate(steps) if isinstance(s, Rinse | Clean)), default=-1)
-    return round(sum(s.volume_ml for s in steps[emptied + 1:] if isinstance(s, Dispense)), 9)
+    return round(sum(steps[i].volume_ml for i in _since_emptied(steps, len(steps))  # type: ignore[attr-defined]
+                     if isinstance(steps[i], Dispense)), 9)
 
 
 def widened(params: CVParams, low: float, high: float) -> CVParams:

@@ -618,9 +618,8 @@ class Journal:
                 raise IllegalTransition(f"no action {action_id}")
             if row["finished_at"] is not None:
                 raise IllegalTransition(f"action {action_id} has already finished")
-            db.execute("UPDATE actions SET finished_at = ?, outcome = ? WHERE id = ?", (now(), outcome, action_id))
-            if params is not None:
-                db.execute("UPDATE actions SET params_json = ? WHERE id = ?", (_json(dict(params)), action_id))
+            db.execute("UPDATE actions SET finished_at = ?, outcome = ?, params_json = COALESCE(?, params_json) "
+                       "WHERE id = ?", (now(), outcome, None if params is None else _json(dict(params)), action_id))
 
     def record_raw(self, experiment_id: int, voltammogram: Voltammogram) -> int:
         """Store a measured voltammogram of the running attempt; returns its row id."""
