@@ -34,6 +34,21 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
+def _raised_by_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C unwound the stack. TensorFlow's device scope, interrupted
+    between entering and leaving, raises ``RuntimeError: Exiting device scope without proper scope nesting``
+    on the way out, which hid the KeyboardInterrupt under "unexpected RuntimeError ... (a labloop bug)"
+    during ``labloop surrogate train``: the user pressed Ctrl-C, and that is what is said."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     try:
@@ -65,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except Exception as exc:  # a bug: one line for the user, the traceback in the log (-vv)
         log.debug("unexpected error", exc_info=exc)
+        if _raised_by_ctrl_c(exc):
+            console.err.print("aborted", markup=False)
+            return EXIT_INTERRUPTED
         console.err.print(console.printable(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
                                             "(a labloop bug; run with -vv to see where)"),
                           markup=False, highlight=False, soft_wrap=True)

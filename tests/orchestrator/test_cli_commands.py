@@ -41,3 +41,33 @@ def test_every_listed_command_loads_and_answers_its_own_help(capsys) -> None:
         shown = capsys.readouterr()
         usage = " ".join(["Usage: labloop", *bare, "[OPTIONS] COMMAND"])
         assert shown.out.startswith(usage) and not shown.err
+
+
+def _interrupted_inside_a_scope(*_args, **_kwargs):
+    """What TensorFlow does when a Ctrl-C lands between a device scope's enter and exit: the scope's exit
+    raises RuntimeError while the KeyboardInterrupt unwinds (a race no real run produces on demand)."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise RuntimeError("Exiting device scope without proper scope nesting") from None
+
+
+def test_a_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interruption(labloop, small_csv, tmp_path,
+                                                                                     monkeypatch) -> None:
+    import labloop.surrogate.training as training
+
+    monkeypatch.setattr(training, "train_from_table", _interrupted_inside_a_scope)
+    result = labloop("surrogate", "train", small_csv, "-t", "ie_ev", "-o", tmp_path / "model", "--epochs", "1")
+    assert (result.returncode, result.stderr.strip()) == (130, "aborted"), result.stderr
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_bug_raised_without_a_ctrl_c_is_still_said_as_a_bug(labloop, small_csv, tmp_path, monkeypatch) -> None:
+    import labloop.surrogate.training as training
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("something labloop got wrong")
+
+    monkeypatch.setattr(training, "train_from_table", broken)
+    result = labloop("surrogate", "train", small_csv, "-t", "ie_ev", "-o", tmp_path / "model", "--epochs", "1")
+    assert result.returncode == 1 and "unexpected RuntimeError: something labloop got wrong" in result.stderr
