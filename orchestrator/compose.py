@@ -35,7 +35,7 @@ from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
-from labloop.protocols.steps import parse_steps, pumps_holding_sample, pumps_holding_standard
+from labloop.protocols.steps import CV, parse_steps, pumps_holding_sample, pumps_holding_standard
 from labloop.sim.faults import FaultPlan
 from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
@@ -289,9 +289,12 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             spec = campaign.world or WorldSpec()
             rehearse = captures and spec.fault_rate > 0
             faults = FaultPlan.uniform(spec.fault_rate, seed=campaign.seed) if rehearse else None
-            lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
-                               ru_ohm=spec.ru_ohm, faults=faults)
             steps = parse_steps(list(campaign.protocol.steps))
+            # the emulated working electrode is the one the protocol declares: a 2 mm disk written in the cv step
+            # and simulated as the default 3 mm one read D five times too large in every dry run
+            area = next((step.electrode_area_cm2 for step in steps if isinstance(step, CV)), None)
+            lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
+                               ru_ohm=spec.ru_ohm, faults=faults, electrode_area_cm2=area)
             holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
                      **dict.fromkeys(pumps_holding_standard(steps), "standard")}
         instruments: dict[str, object] = {}

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
 
-from labloop.sim.emulation import DEFAULT_BLANK, Emulation, EmulatorContext
+from labloop.sim.emulation import DEFAULT_BLANK, DEFAULT_FERROCENE, DEFAULT_OXYGEN, Emulation, EmulatorContext
 from labloop.sim.emulators import start_emulator
 from labloop.sim.faults import FaultPlan
 from labloop.sim.gas_valve_emulator import Atmosphere
@@ -32,13 +32,18 @@ class SimulatedLab:
     otherwise); ``faults``: what every emulator injects (None: nothing)."""
 
     def __init__(self, world: World, time_scale: float, *, oxygen_mm: float = 0.0, ru_ohm: float = 0.0,
-                 faults: FaultPlan | None = None) -> None:
+                 faults: FaultPlan | None = None, electrode_area_cm2: float | None = None) -> None:
         self.world = world
         scale = TimeScale.zero_latency() if time_scale == 0 else TimeScale(time_scale)
         # ferrocene and O2 sit where the world's reference electrode puts them; a purge takes the O2 away; the
-        # electrolyte's resistance (ru_ohm) is the same whatever the cell holds
-        self.context = EmulatorContext(couple_of=lambda sample_id: replace(world.couple_of(sample_id), ru_ohm=ru_ohm),
-                                       blank=replace(DEFAULT_BLANK, ru_ohm=ru_ohm), time_scale=scale, faults=faults,
+        # electrolyte's resistance (ru_ohm) is the same whatever the cell holds, and so is the working
+        # electrode (electrode_area_cm2; None: the default 3 mm disk), which every couple's current scales with
+        area = DEFAULT_BLANK.area_cm2 if electrode_area_cm2 is None else electrode_area_cm2
+        electrode = {"ru_ohm": ru_ohm, "area_cm2": area}
+        self.context = EmulatorContext(couple_of=lambda sample_id: replace(world.couple_of(sample_id), **electrode),
+                                       blank=replace(DEFAULT_BLANK, **electrode), time_scale=scale, faults=faults,
+                                       standard=replace(DEFAULT_FERROCENE, area_cm2=area),
+                                       oxygen=replace(DEFAULT_OXYGEN, area_cm2=area),
                                        atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
                                        reference_drift=world.reference_drift_v
                                        ).on_reference(world.reference_offset_v)

@@ -22,6 +22,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
     shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
     shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
+    protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"  # a 2 mm disk, not the default 3 mm one
+    written = protocol.read_text()
+    protocol.write_text(written.replace("analyte_mm: 1.0}", "analyte_mm: 1.0, electrode_area_cm2: 0.0314}"))
+    assert protocol.read_text() != written
     campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
     del campaign["prior"], campaign["surrogate"]  # no model to train: random picks, the protocol is the point
     campaign.update(planner={"kind": "random", "batch_size": 2}, budget={"max_experiments": 2})
@@ -32,6 +36,7 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
 
     world = build_world(load_campaign(tmp_path / "lab.yaml"))
     assert world.reference_offset_v == 3.23  # the emulated reference sits 30 mV off the nominal 3.2 V
+    ratios: list[float] = []  # D measured / D simulated
     with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:
         done = journal.experiments(states=(State.DONE,))
         assert len(done) == 2
@@ -49,6 +54,12 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
             # vs ferrocene, the potential is the truth to within the world's 10 mV noise, though the
             # reference electrode sits 30 mV away from where the campaign believes it is
             assert abs(experiment.potential_v - world.truth_v(experiment.smiles)) < 0.025
+            # the emulated electrode is the protocol's 2 mm disk, so D is the simulated molecule's
+            simulated = world.couple_of(experiment.smiles)
+            assert simulated.area_cm2 == 0.0707  # the world's molecule; the dry run's rig puts it on the protocol's
+            if lab["diffusion"] is not None:  # None where a scan ran past the window (a wave beyond 1.95 V)
+                ratios.append(lab["diffusion"]["diffusion_cm2_s"] / simulated.diffusion_cm2_s)
+    assert ratios and all(abs(ratio - 1) < 0.15 for ratio in ratios), ratios  # the default disk: ~5x
     # `log --json` (and the dashboard, which sends it on every change) carries the results, not the raw scans
     logged = labloop("log", tmp_path / "runs" / "cathode-screen-lab-grade.db", "--json")
     labs = [e["data"] for e in json.loads(logged.stdout)["events"] if e["kind"] == "lab"]
@@ -86,8 +97,8 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
         assert number(row["ru_ohm"]) == lab["ru"]["ru_ohm"]
         assert number(row["diffusion_cm2_s"]) == (lab["diffusion"] or {}).get("diffusion_cm2_s")
         assert number(row["e_half_v_vs_fc"]) == lab["referenced"]["e_vs_fc_v"]
-        # what D was computed with: the cv step's analyte_mm and the default 3 mm disk; the cell held nothing else
-        assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1.0", "0.0707", "0.0")
+        # what D was computed with: the cv step's analyte_mm and electrode; the cell held nothing else
+        assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1.0", "0.0314", "0.0")
         assert row["standard_problem"] == "" and row["blank_flags"] == "clean"
 
 
