@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,12 +55,17 @@ def progress() -> Progress:
 
 
 def report_invalid(invalid: Sequence[InvalidSmiles], path: Path | str,
-                   what: str = "skipped {n} invalid SMILES in {path}", first_line: int = 2) -> None:
-    """Invalid SMILES are skipped, never fatal: say how many and where (line numbers: data row 0 is on
-    ``first_line``, a CSV's after its header); ``what`` is the message's start, with ``{n}`` and ``{path}``."""
+                   what: str = "skipped {n} invalid SMILES in {path}",
+                   line_of: Callable[[int], int] | None = None) -> None:
+    """Invalid SMILES are skipped, never fatal: say how many and where (``line_of``: the line of a 0-based data
+    row, a CSV's by default, after its header; a library's from
+    :func:`labloop.surrogate.library_pipeline.row_lines`); ``what`` is the message's start, with ``{n}`` and
+    ``{path}``."""
     if not invalid:
         return
-    shown = ", ".join(f"line {first_line + i.row} {i.shown}" for i in invalid[:5])
+    if line_of is None:
+        from labloop.surrogate.dataset import csv_line as line_of  # pandas: loaded only once there is a table
+    shown = ", ".join(f"line {line_of(i.row)} {i.shown}" for i in invalid[:5])
     more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
     err.print(f"warning: {what.format(n=len(invalid), path=path)}: {shown}{more}",
               markup=False, highlight=False, soft_wrap=True)

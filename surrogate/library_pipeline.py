@@ -35,10 +35,10 @@ import shutil
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
-from labloop.surrogate.dataset import not_a_file, separator_hint
+from labloop.surrogate.dataset import csv_line, not_a_file, separator_hint
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -92,7 +92,7 @@ def read_chunks(path: str | Path, smiles_column: str = "smiles",
                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[LibraryChunk]:
     """The library's SMILES, ``chunk_size`` rows at a time; a missing file or SMILES column is named in one
     line before the first chunk. In a ``.smi`` file each line is ``SMILES [name ...]`` (the name: the rest of
-    the line, spaces and all); a first line whose first word is ``smiles_column`` (any case) is a header."""
+    the line, spaces and all); blank lines, comments and a header are skipped (:func:`_smi_lines`)."""
     path = Path(path)
     if chunk_size < 1:
         raise InvalidInput(f"chunk size must be at least 1, got {chunk_size}")
@@ -141,16 +141,14 @@ def _open_parquet(path: Path, column: str) -> pq.ParquetFile:
 
 
 def _smi_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with _open_smi(path) as fh:
             chunk: list[str] = []
             names: list[str] = []
-            for number, line in enumerate(fh):
-                words = line.split(maxsplit=1)
-                if number == 0 and _smi_header(words, column):
+            for words in _smi_lines(fh, column):
+                if words is None:
                     continue
-                chunk.append(words[0] if words else "")
+                chunk.append(words[0])
                 names.append(words[1].strip() if len(words) > 1 else "")
                 if len(chunk) == size:
                     yield chunk, names
@@ -161,24 +159,68 @@ def _smi_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
         raise InvalidInput(f"{path}: not a readable SMILES file ({first_line(exc)})") from None
 
 
-def _smi_header(words: Sequence[str], column: str) -> bool:
-    """Whether the first line of a ``.smi`` file, split in ``words``, is a header: its first word is ``column``."""
-    return bool(words) and words[0].lower() == column.lower()
-
-
-def first_row_line(path: str | Path, smiles_column: str = "smiles") -> int:
-    """The line of data row 0, for messages that name rows by their lines: 2 in a CSV, after its header (Parquet's
-    rows are counted the same way), and in a ``.smi`` file 1, or 2 when its first line is a header (a .smi row's
-    line was reported one too high)."""
-    path = Path(path)
-    if library_format(path) != "smi":
-        return 2
+def _open_smi(path: Path) -> IO[str]:
+    """A ``.smi`` (or ``.smi.gz``) file opened as UTF-8 text."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8")
+
+
+def _smi_lines(lines: Iterable[str], column: str) -> Iterator[list[str] | None]:
+    """Each line of a ``.smi`` file split in its SMILES and the rest (its name), or None for a line that is no
+    row: a blank line, a comment (``#`` first: no SMILES starts with one) and the header (the first other line,
+    when its first word is ``column``, any case). Why skipped, not rows: comments and blank lines are common in
+    .smi files, and each was reported as an invalid SMILES. One None per line, so a line's number is its
+    position: :func:`row_lines` counts them the same way."""
+    header_possible = True
+    for line in lines:
+        words = line.split(maxsplit=1)
+        if not words or words[0].startswith("#"):
+            yield None
+        elif header_possible and words[0].lower() == column.lower():
+            header_possible = False
+            yield None
+        else:
+            header_possible = False
+            yield words
+
+
+def row_lines(path: str | Path, smiles_column: str = "smiles") -> Callable[[int], int]:
+    """The line of each 0-based data row, for messages that name rows by their lines: in a CSV (and any file the
+    campaign reads as one) the row + 2, after its header (Parquet's rows are counted the same way); in a ``.smi``
+    file the line it is on, the blank lines, comments and header before it counted (which the reader skips).
+
+    The .smi file is read when the first line is asked for, keeping only the numbers of its skipped lines (few
+    in a library of millions): a run without an invalid row reads it no more than before."""
+    path = Path(path)
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            return 1 + _smi_header(fh.readline().split(maxsplit=1), smiles_column)
+        kind = library_format(path)
+    except InvalidInput:
+        kind = "csv"  # a campaign reads an unknown suffix as CSV (Library.is_csv)
+    if kind != "smi":
+        return csv_line
+    skipped: list[int] | None = None
+
+    def line(row: int) -> int:
+        nonlocal skipped
+        if skipped is None:
+            skipped = _smi_skipped(path, smiles_column)
+        number = row + 1
+        for gap in skipped:  # in order: each skipped line at or before the row's moves it one line on
+            if gap > number:
+                break
+            number += 1
+        return number
+
+    return line
+
+
+def _smi_skipped(path: Path, column: str) -> list[int]:
+    """The numbers of the lines of a ``.smi`` file that are no row (:func:`_smi_lines`), in order."""
+    try:
+        with _open_smi(path) as fh:
+            return [number for number, words in enumerate(_smi_lines(fh, column), start=1) if words is None]
     except (OSError, EOFError, UnicodeDecodeError, zlib.error):
-        return 1  # unreadable: the reader says so in its own words
+        return []  # unreadable: the reader says so in its own words
 
 
 @dataclass(frozen=True)

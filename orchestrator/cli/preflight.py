@@ -21,7 +21,7 @@ from labloop.orchestrator.journal.store import Journal, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
 from labloop.surrogate.config import MIN_ROWS_PER_FOLD
 from labloop.surrogate.featurize import parse_smiles
-from labloop.surrogate.library_pipeline import first_row_line
+from labloop.surrogate.library_pipeline import row_lines
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     invalid = compose.unreadable_smiles(campaign, library)
     console.report_invalid(invalid, display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed",
-                           first_line=first_row_line(campaign.library.file, campaign.library.smiles_column))
+                           line_of=row_lines(campaign.library.file, campaign.library.smiles_column))
     if (why := compose.objective_out_of_reach(campaign)) is not None:
         console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
                           soft_wrap=True)

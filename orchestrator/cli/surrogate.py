@@ -130,7 +130,7 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
     refused: the CSV keeps only the SMILES, so the library's other columns would be lost); a cluster lost
     mid-run exits 1 with one line (finished shards are kept, so running the command again continues)."""
     from labloop.surrogate.compute import dask_client, placement
-    from labloop.surrogate.library_pipeline import DEFAULT_CHUNK_SIZE, count_rows, first_row_line, predict_library
+    from labloop.surrogate.library_pipeline import DEFAULT_CHUNK_SIZE, count_rows, predict_library, row_lines
     from labloop.surrogate.persistence import read_manifest
 
     if output.resolve() == library.resolve():
@@ -156,7 +156,7 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
             console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise click.exceptions.Exit(1) from None
         console.report_invalid([InvalidSmiles(row, smiles) for row, smiles in shards.invalid()], library,
-                               first_line=first_row_line(library, smiles_column))
+                               line_of=row_lines(library, smiles_column))
         yield shards
 
 

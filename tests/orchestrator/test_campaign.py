@@ -95,6 +95,17 @@ def test_validate_names_the_library_rows_that_are_never_proposed(labloop, workdi
     assert "(200 molecules, 3 of them invalid SMILES, never proposed)" in " ".join(proc.stdout.split())
 
 
+def test_a_library_of_another_suffix_is_read_as_csv_and_its_rows_named(labloop, tmp_path, write_campaign):
+    """A campaign reads a library named ``.txt`` as CSV; naming its invalid rows' lines asked the chunked
+    reader for the file's format, which refused the suffix: validate exited 2 on a campaign it accepts."""
+    rows = (ROOT / "examples" / "library.csv").read_text().splitlines()
+    rows[3] = "C1CC(=O,6.5,0.5"
+    (tmp_path / "library.txt").write_text("\n".join(rows) + "\n")
+    proc = labloop("validate", write_campaign(tmp_path, library={"file": str(tmp_path / "library.txt")}), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "library.txt will never be proposed: line 4 'C1CC(=O'" in proc.stderr
+
+
 def test_the_version_is_the_installed_packages(labloop):
     from importlib.metadata import version
 

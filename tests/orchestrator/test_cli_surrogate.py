@@ -150,6 +150,13 @@ def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model
     proc = labloop("surrogate", "predict", tiny_model_dir, headerless, "-o", tmp_path / "bare.csv", "--no-cache")
     assert f"skipped 1 invalid SMILES in {headerless}: line 2 'C1CC'" in proc.stderr, proc.stderr
 
+    commented = tmp_path / "commented.smi"  # blank lines and comments were each an invalid SMILES
+    commented.write_text("# a library\nsmiles name\n\nc1ccccc1 benzene\n# broken:\nC1CC broken ring\n\nCCO\n")
+    proc = labloop("surrogate", "predict", tiny_model_dir, commented, "-o", tmp_path / "c.csv", "--no-cache")
+    assert proc.returncode == 0 and f"skipped 1 invalid SMILES in {commented}: line 6 'C1CC'" in proc.stderr, \
+        proc.stderr
+    assert pd.read_csv(tmp_path / "c.csv").smiles.tolist() == ["c1ccccc1", "CCO"]
+
     hits = tmp_path / "hits.csv"
     proc = labloop("surrogate", "screen", tiny_model_dir, lib, "--window", "0", "20", "--collector", "none",
                    "-o", hits, "--no-cache")

@@ -22,7 +22,7 @@ from labloop.planners.conditions import ConditionSpace
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 from labloop.planners.pool import PoolPlanner
 from labloop.planners.shard_pool import ShardPoolPlanner, describe
-from labloop.surrogate.library_pipeline import count_rows, predict_library, read_chunks, write_shard
+from labloop.surrogate.library_pipeline import count_rows, predict_library, read_chunks, row_lines, write_shard
 
 INVALID = {17: "C1CC", 90: "not-a-smiles"}
 
@@ -87,6 +87,24 @@ def test_a_smi_file_names_its_molecules_and_other_formats_do_not(smiles, library
                                                       (["CCN"], ["ethyl amine (free base)"])]
     assert {c.names for c in read_chunks(library, chunk_size=100)} == {None}
     assert {c.names for c in read_chunks(_write("parquet", smiles, tmp_path), chunk_size=100)} == {None}
+
+
+def test_a_smi_files_blank_lines_and_comments_are_no_rows_and_lines_stay_right(tmp_path):
+    """Blank lines and ``#`` comments, common in .smi files, were read as rows (each an invalid SMILES), and
+    a header after a comment as a molecule; every row's line is still the line it is on."""
+    path = tmp_path / "commented.smi"
+    path.write_text("# made by hand\n\nsmiles name\nCCO ethanol\n   \n# the ring is broken\nC1CC broken\n"
+                    "\t# not a molecule either\nc1ccccc1\n\n")
+    chunks = list(read_chunks(path, chunk_size=2))
+    assert [(c.start, c.smiles, c.names) for c in chunks] == [(0, ["CCO", "C1CC"], ["ethanol", "broken"]),
+                                                              (2, ["c1ccccc1"], [""])]
+    assert count_rows(path) == 3
+    line = row_lines(path)
+    assert [line(row) for row in range(3)] == [4, 7, 9]
+    bare = tmp_path / "bare.smi"  # no header, nothing skipped: row + 1
+    bare.write_text("CCO\nC1CC\n")
+    assert [row_lines(bare)(row) for row in range(2)] == [1, 2]
+    assert row_lines(tmp_path / "library.csv")(0) == row_lines(tmp_path / "library.txt")(0) == 2  # read as CSV
 
 
 def test_bad_libraries_are_named_in_one_line(tmp_path, smiles):
