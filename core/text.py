@@ -1,4 +1,5 @@
-"""Text from outside (a SMILES, a device's reply, a path) made safe to show on a terminal.
+"""Text for a terminal: text from outside (a SMILES, a device's reply, a path) made safe to show, and counts said
+in words that agree with them.
 
 Why in core: the journal's view, the console and the CLI all show such text, and the journal layer may not
 import the console.
@@ -11,3 +12,9 @@ def printable(text: str) -> str:
     """``text`` with every control character (ESC, BEL, a newline, ...) written as its escape: a path or a
     device's reply shown in a message can neither drive the terminal nor split the one line into two."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """The form of a word that agrees with ``count``: ``one`` for 1, else ``many`` (``one`` + "s" unless given), for
+    a noun or a verb of a message (``1 row of X has``, ``2 rows of X have``). Why: "1 rows" reads as a bug."""
+    return one if count == 1 else many if many is not None else f"{one}s"

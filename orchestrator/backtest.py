@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from labloop.core.errors import InvalidInput
 from labloop.core.seeds import stable_rng
+from labloop.core.text import plural
 from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign, Objective
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
@@ -104,19 +105,24 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
             conflicts += 1
             first_conflict = first_conflict or csv_line(row)
         truth.setdefault(smiles, first_of.setdefault(key, float(value)))
-    unscreened = "are no SMILES of a molecule labloop screens"
+    unscreened = "no SMILES of a molecule labloop screens"
     first = f"first at line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
+    bad, rows = len(invalid), len(table.smiles)
     if not truth:
-        why = f" ({len(invalid)} of its {len(table.smiles)} rows {unscreened}, {first})" if invalid else ""
+        why = (f" ({bad} of its {rows} {plural(rows, 'row')} {plural(bad, 'is', 'are')} {unscreened}, {first})"
+               if invalid else "")
         raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}{why}")
     notes = []
     if invalid:
-        notes.append(f"{len(invalid)} rows of {path} {unscreened} ({first}) and are left out")
+        notes.append(f"{bad} {plural(bad, 'row')} of {path} {plural(bad, 'is', 'are')} {unscreened} ({first}) and "
+                     f"{plural(bad, 'is', 'are')} left out")
     if empty:
-        notes.append(f"{empty} rows of {path} have no finite value in column {column!r} and are left out")
+        notes.append(f"{empty} {plural(empty, 'row')} of {path} {plural(empty, 'has', 'have')} no finite value in "
+                     f"column {column!r} and {plural(empty, 'is', 'are')} left out")
     if conflicts:
-        notes.append(f"{conflicts} rows of {path} repeat a molecule with another value (first at line "
-                     f"{first_conflict}): the first value is used, however the later rows spell it")
+        notes.append(f"{conflicts} {plural(conflicts, 'row')} of {path} {plural(conflicts, 'repeats', 'repeat')} a "
+                     f"molecule with another value (first at line {first_conflict}): the first value is used, "
+                     "however the later rows spell it")
     return truth, notes
 
 
@@ -145,8 +151,9 @@ def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path
         raise InvalidInput(f"{truth_file}: none of its {len(truth)} valid SMILES is one of the {len(smiles)} of the "
                            f"library {library} (compared as written, then as canonical SMILES)")
     missing = len(smiles) - len(known)
-    notes = [f"{missing} of the {len(smiles)} molecules of the library {library} have no true value in {truth_file} "
-             "and are left out (compared as written, then as canonical SMILES)"] if missing else []
+    notes = [f"{missing} of the {len(smiles)} {plural(len(smiles), 'molecule')} of the library {library} "
+             f"{plural(missing, 'has', 'have')} no true value in {truth_file} and {plural(missing, 'is', 'are')} left "
+             "out (compared as written, then as canonical SMILES)"] if missing else []
     return list(known), known, notes
 
 

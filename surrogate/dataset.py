@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from labloop.core.errors import InvalidInput, first_line
+from labloop.core.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         _check_values(Y[:, j], path, t)
     smiles = ["" if pd.isna(s) else str(s) for s in df[smiles_column]]
     _blank_too_long(smiles, path)
-    log.info("read %d rows from %s", len(smiles), path)
+    log.info("read %d %s from %s", len(smiles), plural(len(smiles), "row"), path)
     return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y)
 
 
@@ -132,7 +133,8 @@ def _check_values(values: np.ndarray, path: Path, column: str) -> None:
                            f"potential (V) of a molecule (at most {MAX_ABS_TARGET:g} either way): meV, kJ/mol, or "
                            "a damaged file?")
     if len(values) and np.isnan(values).all():
-        raise InvalidInput(f"{path}: column {column!r} has no value in any of its {len(values)} rows")
+        raise InvalidInput(f"{path}: column {column!r} has no value in any of its {len(values)} "
+                           f"{plural(len(values), 'row')}")
 
 
 def not_a_file(path: Path) -> str | None:

@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 
 from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
+from labloop.core.text import plural
 from labloop.surrogate.dataset import csv_line, not_a_file, separator_hint
 
 if TYPE_CHECKING:
@@ -405,8 +406,8 @@ def predict_library(
             done(chunk, predict_chunk(payload, chunk.smiles, chunk.start, describe), path)
     else:
         _run_on_cluster(client, payload, todo(), describe, done)
-    log.info("library %s: %d rows, %d predicted now, shards in %s", library, counts["rows"], counts["predicted"],
-             directory)
+    log.info("library %s: %d %s, %d predicted now, shards in %s", library, counts["rows"],
+             plural(counts["rows"], "row"), counts["predicted"], directory)
     return ShardSet(directory, payload.version, payload.targets, tuple(paths), counts["rows"], counts["predicted"],
                     named=counts["named"] > 0)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labloop.core.errors import InvalidInput
+from labloop.core.text import plural
 from labloop.surrogate.dataset import MoleculeTable
 from labloop.surrogate.ensemble import Ensemble, EpochHook, train_ensemble
 from labloop.surrogate.featurize import InvalidSmiles, canonical_smiles, featurize
@@ -128,7 +129,7 @@ def train_from_table(
     data, Y = feats.subset(labelled), Y[labelled]
     n_unlabelled = int((~labelled).sum())
     if n_unlabelled:
-        log.warning("dropped %d rows without any target value", n_unlabelled)
+        log.warning("dropped %d %s without any target value", n_unlabelled, plural(n_unlabelled, "row"))
     train_rows, held_rows = split_holdout(len(data), holdout, seed)
     wanted = None
     if out_of_sample_of is not None:

@@ -23,6 +23,7 @@ from rich.text import Text
 
 from labloop.core.errors import ClusterLostError, InvalidInput
 from labloop.core.files import atomic_write
+from labloop.core.text import plural
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
@@ -100,7 +101,7 @@ def _predict_table(model_dir: Path, data: Path, smiles_column: str, targets: lis
 
 def interrupted_after(output: Path, rows: int) -> str:
     """What a Ctrl-C after ``output`` was written in full says, instead of main's ``aborted``."""
-    return f"interrupted after {output} was written ({rows} rows): the output is complete"
+    return f"interrupted after {output} was written ({rows} {plural(rows, 'row')}): the output is complete"
 
 
 @contextmanager
@@ -213,7 +214,7 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
     console.out.print(f"saved {folds}-member '{chosen.name}' ensemble to {output} "
                       f"({_calibration_said(run.ensemble)})", markup=False, highlight=False, soft_wrap=True)
     if (rows := run.ensemble.info["n_calibration"]) < MIN_CALIBRATION_ROWS:
-        console.err.print(f"warning: the sigma calibration rests on {rows} held-out rows, fewer than "
+        console.err.print(f"warning: the sigma calibration rests on {rows} held-out {plural(rows, 'row')}, fewer than "
                           f"{MIN_CALIBRATION_ROWS}: too few to trust its factor and floor (train on "
                           f"{5 * MIN_CALIBRATION_ROWS} molecules or more for a {MIN_CALIBRATION_ROWS}-row slice)",
                           markup=False, highlight=False, soft_wrap=True)
@@ -222,7 +223,8 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
 def _say_repeats(repeats: Repeats, data: Path) -> None:
     """The one warning of a table's repeated molecules, merged before training (``train`` and ``sweep``)."""
     if repeats.rows:
-        console.err.print(f"warning: {repeats.rows} rows of {data} repeat the molecule of an earlier row, compared "
+        console.err.print(f"warning: {repeats.rows} {plural(repeats.rows, 'row')} of {data} "
+                          f"{plural(repeats.rows, 'repeats', 'repeat')} the molecule of an earlier row, compared "
                           f"as canonical SMILES (first: line {csv_line(repeats.first)}, the molecule of line "
                           f"{csv_line(repeats.of)}): each molecule is trained on once, with the mean of its rows' "
                           "values per target", markup=False, highlight=False, soft_wrap=True)
@@ -242,7 +244,8 @@ def _calibration_said(ensemble: Ensemble) -> str:
     floors = ensemble.calibration_floor
     each = "; ".join(f"{t} x{f:.2f} floor {floors.get(t, 0.0):.3f} {_unit(t)}, sigma >= {f * floors.get(t, 0.0):.3f} "
                      f"{_unit(t)}" for t, f in ensemble.calibration.items())
-    return f"sigma calibration on {ensemble.info['n_calibration']} held-out rows: {each}"
+    rows = ensemble.info["n_calibration"]
+    return f"sigma calibration on {rows} held-out {plural(rows, 'row')}: {each}"
 
 
 @app.command()
@@ -290,7 +293,8 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
                 valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
                 written += len(valid)
         complete(written)
-        console.out.print(f"wrote {written} predictions to {output}")  # said before the cluster closes
+        # said before the cluster closes
+        console.out.print(f"wrote {written} {plural(written, 'prediction')} to {output}")
 
 
 def _name(shards: ShardSet) -> list[str]:

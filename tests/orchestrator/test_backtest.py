@@ -149,6 +149,32 @@ def test_a_truth_table_says_what_it_leaves_out_and_how_its_smiles_column_is_name
         "(library.smiles_column)")
 
 
+def test_one_row_is_said_as_one_row(tmp_path, labloop, write_campaign, truth_csv):
+    """Each note on a table's rows said "1 rows ... are" (a newcomer's trial): a count of 1 takes the singular,
+    its verb too."""
+    path, _ = truth_csv
+    rows = path.read_text().splitlines()
+    lab = tmp_path / "lab.csv"  # one library molecule left out, one row no SMILES, one empty, one repeat
+    lab.write_text("\n".join([rows[0], *rows[2:], "C1CC(not_a_smiles,4.5", f"{rows[3].split(',')[0]},",
+                              f"{rows[4].split(',')[0]},4.55"]) + "\n")
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", lab, "--column", "e_v", "--planners", "random",
+                     "--seeds", "1", "--budget", "2", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: 1 row of {lab} is no SMILES of a molecule labloop screens (first at line {len(rows)}: "
+        "'C1CC(not_a_smiles') and is left out",
+        f"warning: 1 row of {lab} has no finite value in column 'e_v' and is left out",
+        f"warning: 1 row of {lab} repeats a molecule with another value (first at line {len(rows) + 2}): the first "
+        "value is used, however the later rows spell it",
+        f"warning: 1 of the 200 molecules of the library {EXAMPLES_LIBRARY} has no true value in {lab} and is left "
+        "out (compared as written, then as canonical SMILES)"], result.stderr
+    (tmp_path / "one.csv").write_text("smiles,e_v\nC1CC(,4.5\n")
+    one = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "one.csv", "--column", "e_v",
+                  "--planners", "random")
+    assert one.returncode == 2 and "(1 of its 1 row is no SMILES of a molecule labloop screens" in one.stderr
+
+
 def test_summarise_by_hand():
     runs = [CampaignRun("x", 0, curve=[0, 1, 1, 2], failed=1, latency_s=[0.1, 0.3]),
             CampaignRun("x", 1, curve=[1, 1, 3, 4], failed=0, latency_s=[0.2, 0.2])]

@@ -57,6 +57,13 @@ def _one_line(result, *needles: str) -> None:
         assert needle in result.stderr, (needle, result.stderr)
 
 
+def test_a_one_row_table_without_a_value_is_said_as_one_row(tmp_path):
+    """It said "any of its 1 rows"."""
+    (tmp_path / "one.csv").write_text("smiles,ie_ev\nCCO,\n")
+    with pytest.raises(InvalidInput, match=r"column 'ie_ev' has no value in any of its 1 row$"):
+        read_table(tmp_path / "one.csv", ["ie_ev"])
+
+
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_the_reader_refuses_values_no_molecule_has(tmp_path, damage):
     with pytest.raises(InvalidInput) as caught:
