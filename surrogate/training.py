@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,14 +25,29 @@ from labloop.surrogate.presets import Preset
 log = logging.getLogger(__name__)
 
 
+#: the spread (largest minus smallest value of a target, eV or V) beyond which a molecule's repeated rows are said
+#: to disagree. Why 0.1: a molecule measured again repeats its potential to a few tens of mV, and a computed value
+#: is the same each time, while the surrogate's own error is 0.12-0.15 eV on the bundled data (bench/RESULTS.md):
+#: rows further apart than this differ by more than noise, by as much as the model errs — most likely a mix-up
+#: (another reference electrode or solvent, a unit, a sign, a row of another molecule) that their mean would hide
+REPEAT_SPREAD = 0.1
+
+
 @dataclass(frozen=True)
 class Repeats:
     """Rows of a training table that repeat the molecule of an earlier row (by canonical SMILES, however each
-    spells it), merged into that row: how many, and the first of them with the row it repeats (0-based)."""
+    spells it), merged into that row: how many, and the first of them with the row it repeats (0-based).
+
+    ``disagreeing``: the molecules whose rows spread by more than :data:`REPEAT_SPREAD` in some target; of the
+    first of them, its rows (0-based, in order), its widest ``spread`` and the index of that target."""
 
     rows: int = 0
     first: int = -1
     of: int = -1
+    disagreeing: int = 0
+    spread_rows: tuple[int, ...] = ()
+    spread: float = 0.0
+    spread_target: int = -1
 
 
 @dataclass
@@ -57,7 +72,10 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray
     every measurement of it (keeping the first would drop the others for no reason the first has). Why not
     keep the copies: a copy in the members' training folds and another in a validation fold or in the
     calibration slice makes early stopping, the out-of-fold scores and the calibration (sigma too small)
-    judge a molecule the members learnt as if it were new, and the molecule weighs twice in the fit."""
+    judge a molecule the members learnt as if it were new, and the molecule weighs twice in the fit.
+
+    Rows whose values spread by more than :data:`REPEAT_SPREAD` are merged too, and counted in the
+    :class:`Repeats` for the warning to name: their mean is no better a value than either of them."""
     keys = canonical_smiles([smiles[r] for r in rows])
     first_of: dict[str, int] = {}
     group = np.array([first_of.setdefault(key, position) if key else position  # no molecule: merged with none
@@ -72,8 +90,18 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray
     np.add.at(counts, group, has)
     with np.errstate(invalid="ignore"):  # 0 / 0: no row of the molecule has the target, which stays NaN
         merged = sums[keep] / counts[keep]
+    lows, highs = np.full_like(Y, np.inf), np.full_like(Y, -np.inf)
+    np.fmin.at(lows, group, Y)  # fmin/fmax pass over NaN: a row without the value does not count
+    np.fmax.at(highs, group, Y)
+    spreads = highs - lows  # -inf where no row of the molecule has the target
     first = int(repeats[0])
-    return keep, merged, Repeats(len(repeats), int(rows[first]), int(rows[group[first]]))
+    found = Repeats(len(repeats), int(rows[first]), int(rows[group[first]]))
+    wide = keep[(spreads[keep] > REPEAT_SPREAD).any(axis=1)]
+    if not len(wide):
+        return keep, merged, found
+    target = int(np.argmax(spreads[wide[0]]))
+    return keep, merged, replace(found, disagreeing=len(wide), spread=float(spreads[wide[0], target]),
+                                 spread_rows=tuple(int(r) for r in rows[group == wide[0]]), spread_target=target)
 
 
 def merged_table(table: MoleculeTable) -> tuple[MoleculeTable, Repeats]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -205,7 +205,7 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
                                on_featurized=lambda k: bar.advance(feat_task, k), on_epoch=on_epoch,
                                merge_repeats=True)
     console.report_invalid(run.invalid, data)
-    _say_repeats(run.repeats, data)
+    _say_repeats(run.repeats, data, targets)
     save_ensemble(run.ensemble, output)
     metrics = run.ensemble.info["metrics"]
     console.out.print(_metrics_table("out-of-fold (single members)", metrics["out_of_fold"]))
@@ -220,14 +220,27 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
                           markup=False, highlight=False, soft_wrap=True)
 
 
-def _say_repeats(repeats: Repeats, data: Path) -> None:
-    """The one warning of a table's repeated molecules, merged before training (``train`` and ``sweep``)."""
+def _say_repeats(repeats: Repeats, data: Path, targets: Sequence[str]) -> None:
+    """The one warning of a table's repeated molecules, merged before training (``train`` and ``sweep``), and one
+    more when some molecule's rows disagree (:data:`labloop.surrogate.training.REPEAT_SPREAD`), naming the first
+    one's lines and spread: a mix-up in the table (a reference, a unit, a sign) was averaged without a word."""
+    from labloop.surrogate.training import REPEAT_SPREAD
+
     if repeats.rows:
         console.err.print(f"warning: {repeats.rows} {plural(repeats.rows, 'row')} of {data} "
                           f"{plural(repeats.rows, 'repeats', 'repeat')} the molecule of an earlier row, compared "
                           f"as canonical SMILES (first: line {csv_line(repeats.first)}, the molecule of line "
                           f"{csv_line(repeats.of)}): each molecule is trained on once, with the mean of its rows' "
                           "values per target", markup=False, highlight=False, soft_wrap=True)
+    if repeats.disagreeing:
+        n, rows, target = repeats.disagreeing, repeats.spread_rows, targets[repeats.spread_target]
+        lines = ", ".join(str(csv_line(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        console.err.print(f"warning: {n} repeated {plural(n, 'molecule')} of {data} {plural(n, 'has', 'have')} "
+                          f"values more than {REPEAT_SPREAD:g} {_unit(target)} apart (first: lines {lines}, {target} "
+                          f"spread {repeats.spread:.3f} {_unit(target)}), more than a measurement repeats by, and "
+                          "their mean is trained on: check those rows for a mix-up (a reference electrode, a unit, a "
+                          "sign, another molecule's row)",
+                          markup=False, highlight=False, soft_wrap=True)
 
 
 def _unit(target: str) -> str:
@@ -341,7 +354,7 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
         for b in b_list:
             replace(chosen.fingerprint, radius=r, n_bits=b)
     table, repeats = merged_table(read_table(data, list(targets), smiles_column))
-    _say_repeats(repeats, data)
+    _say_repeats(repeats, data, targets)
     cells, epochs_per_cell = len(r_list) * len(b_list), SWEEP_FOLDS * chosen.model.epochs
     quick = chosen.name == "fast" and chosen.model.epochs <= QUICK_EPOCHS
     console.err.print(f"sweep: {cells} cells x {SWEEP_FOLDS} folds x {chosen.model.epochs} epochs ({chosen.name} "

@@ -82,13 +82,17 @@ def test_train_merges_a_molecule_given_twice_and_says_so(labloop, ocelot, tmp_pa
     assert (f"warning: 2 rows of {data} repeat the molecule of an earlier row, compared as canonical SMILES (first: "
             "line 202, the molecule of line 8): each molecule is trained on once, with the mean of its rows' values "
             "per target") in proc.stderr
+    # the respelt row's ie_ev is 1 eV off (the repeat of line 11 agrees): averaged, and now said
+    assert (f"warning: 1 repeated molecule of {data} has values more than 0.1 eV apart (first: lines 8, 202, ie_ev "
+            "spread 1.000 eV), more than a measurement repeats by, and their mean is trained on: check those rows "
+            "for a mix-up") in proc.stderr
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["training_data"]["repeated_molecules_merged"] == 2
     assert manifest["n_train"] + manifest["n_calibration"] == 200
     swept = labloop("surrogate", "sweep", data, "-t", "ie_ev", "--preset", "fast", "--epochs", "1", "--radii", "1",
                     "--bits", "256", "--json")  # the sweep's folds too: 200 molecules, not 202
     assert swept.returncode == 0 and "on 200 molecules" in swept.stderr, swept.stderr
-    assert "warning: 2 rows of" in swept.stderr
+    assert "warning: 2 rows of" in swept.stderr and "warning: 1 repeated molecule" in swept.stderr
 
 
 def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):

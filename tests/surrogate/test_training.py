@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from labloop.surrogate.dataset import MoleculeTable
-from labloop.surrogate.training import Repeats, merged_by_molecule, merged_table
+from labloop.surrogate.training import REPEAT_SPREAD, Repeats, merged_by_molecule, merged_table
 
 
 def test_repeated_molecules_become_one_row_with_their_mean_per_target():
@@ -19,7 +20,8 @@ def test_repeated_molecules_become_one_row_with_their_mean_per_target():
     keep, merged, repeats = merged_by_molecule(smiles, rows, Y)
     assert keep.tolist() == [0, 1, 4]  # positions in rows: CCO, benzene, CCN
     np.testing.assert_allclose(merged, [[7.5, 1.0], [9.25, np.nan], [6.0, 0.5]])  # NaN: no row of benzene has it
-    assert repeats == Repeats(rows=2, first=3, of=0)  # input row 3 (OCC) repeats input row 0 (CCO)
+    assert repeats == Repeats(rows=2, first=3, of=0,  # input row 3 (OCC) repeats input row 0 (CCO)
+                              disagreeing=2, spread_rows=(0, 3), spread=1.0, spread_target=0)  # and benzene's 0.5
 
 
 def test_a_table_without_repeats_is_left_as_it_is():
@@ -37,4 +39,19 @@ def test_a_sweeps_table_is_merged_and_keeps_what_is_no_molecule_for_the_featuris
     merged, repeats = merged_table(table)
     assert merged.smiles == ["CCO", "nope", "also nope", "CCN"]
     np.testing.assert_allclose(merged.Y, [[7.5], [1.0], [2.0], [6.0]])
-    assert repeats == Repeats(rows=1, first=2, of=0)
+    assert repeats == Repeats(rows=1, first=2, of=0, disagreeing=1, spread_rows=(0, 2), spread=1.0, spread_target=0)
+
+
+def test_repeats_that_disagree_are_counted_with_the_first_ones_rows_and_spread():
+    """Rows of one molecule whose values lie further apart than a repeated measurement's (REPEAT_SPREAD) were
+    averaged without a word; the first such molecule's rows, its widest spread and that target are kept for the
+    warning. NaN is no value (it spreads nothing), and a spread of REPEAT_SPREAD or less is agreement."""
+    smiles = ["CCO", "CCN", "OCC", "NCC", "CCO", "c1ccccc1", "C1=CC=CC=C1", "CCCl"]
+    Y = np.array([[7.0, 1.0], [6.0, 0.5], [7.05, np.nan], [6.0, 0.9], [7.1, 1.0], [9.0, 2.0], [np.nan, 2.05],
+                  [5.0, 0.0]])
+    keep, merged, repeats = merged_by_molecule(smiles, np.arange(len(smiles)), Y)
+    assert keep.tolist() == [0, 1, 5, 7]
+    assert repeats.disagreeing == 1  # CCN/NCC (0.4 apart in the second target); CCO's 0.1 and benzene's 0.05 agree
+    assert repeats.spread_rows == (1, 3) and repeats.spread_target == 1
+    assert repeats.spread == pytest.approx(0.4) and repeats.spread > REPEAT_SPREAD
+    np.testing.assert_allclose(merged[1], [6.0, 0.7])  # merged as before: the mean
