@@ -83,7 +83,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
 
     table = read_table(path, (column,), smiles_column=smiles_column,  # a lab's table names its columns its way
                        column_hint=f": name its SMILES column {smiles_column!r}, as the campaign's library does "
-                                   "(library.smiles_column)")
+                                   "(library.smiles_column)", target_option="--column")
     low, high = POTENTIAL_RANGE_V
     truth: dict[str, float] = {}
     empty, conflicts, first_conflict = 0, 0, 0

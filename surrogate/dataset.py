@@ -89,9 +89,12 @@ def separator_hint(columns: Sequence[object]) -> str:
 
 
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
-               smiles_column: str = "smiles", column_hint: str = "") -> MoleculeTable:
+               smiles_column: str = "smiles", column_hint: str = "", target_option: str | None = None
+               ) -> MoleculeTable:
     """Read ``path``; require the SMILES column and every target column (numbers or empty). ``column_hint``
-    ends the message of a missing SMILES column (where its name comes from, for a table a lab wrote)."""
+    ends the message of a missing SMILES column (where its name comes from, for a table a lab wrote);
+    ``target_option``, the command-line option the targets were typed in (``--column``), starts the message of a
+    missing one, which then names the option the user must correct rather than a "target column" it never saw."""
     path = Path(path)
     if (problem := not_a_file(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
@@ -107,7 +110,10 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                            f"{separator_hint(columns) or column_hint}")
     missing = [t for t in targets if t not in columns]
     if missing:
-        raise InvalidInput(f"{path}: no target column {missing[0]!r} (columns: {', '.join(map(str, columns))})")
+        listed = f"(columns: {', '.join(map(str, columns))})"
+        if target_option is not None:
+            raise InvalidInput(f"{target_option} {missing[0]}: no such column in {path} {listed}")
+        raise InvalidInput(f"{path}: no target column {missing[0]!r} {listed}")
     Y = np.zeros((len(df), len(targets)))
     for j, t in enumerate(targets):
         values = pd.to_numeric(df[t], errors="coerce")

@@ -106,7 +106,8 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["--column", "nope", "--planners", "random"], "no target column 'nope'"),
+    (["--column", "nope", "--planners", "random"], "error: --column nope: no such column in {truth} (columns: smiles, "
+                                                   "e_v)"),  # it said "target column", a name the user never typed
     (["--column", "e_v", "--planners", "random,oracle"], "unknown planner oracle"),
     (["--column", "e_v", "--planners", "bayes"], "need the campaign's prior section"),
     (["--column", "e_v", "--seeds", "0"], "--seeds"),
@@ -114,7 +115,7 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
 def test_bad_input_exits_2_with_one_line(tmp_path, labloop, write_campaign, truth_csv, args, says):
     path, _ = truth_csv
     result = labloop("backtest", write_campaign(tmp_path), "--truth", path, *args)
-    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert result.returncode == 2 and says.format(truth=path) in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
