@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from labloop.core.text import printable
+from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan
 from labloop.orchestrator.cli.preflight import check_store_folder
@@ -91,7 +91,12 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     truth, notes = engine.read_truth(truth_file, column, campaign.library.smiles_column)
     library, known, left_out = engine.library_truth(campaign, truth, truth_file)
     notes += left_out
-    budget = min(budget or campaign.budget.max_experiments, len(library))
+    asked = budget or campaign.budget.max_experiments
+    if asked > len(library):  # a campaign cannot measure a molecule twice: capped, and said (it was silent)
+        given = f"--budget {asked}" if budget else f"the campaign's budget.max_experiments {asked}"
+        notes.append(f"{given} exceeds the {len(library)} library {plural(len(library), 'molecule')} with a true "
+                     f"value: each campaign runs {len(library)} {plural(len(library), 'experiment')}, all of them")
+    budget = min(asked, len(library))
     objective = campaign.objective
     if objective.defines_hits and not any(objective.is_hit(v) for v in known.values()):
         # e.g. an energy in eV given for a potential: every planner would find 0 hits and look alike

@@ -41,6 +41,24 @@ def test_random_backtest_without_instruments_counts_true_hits(tmp_path, labloop,
     assert "warning" not in result.stderr
 
 
+def test_a_budget_beyond_the_library_is_capped_and_said(tmp_path, labloop, write_campaign, truth_csv):
+    """A budget above the molecules with a true value was cut to their number without a word."""
+    path, _ = truth_csv
+    rows = path.read_text().splitlines()
+    (tmp_path / "five.csv").write_text("\n".join(rows[:6]) + "\n")
+    campaign = write_campaign(tmp_path, budget={"max_experiments": 9})
+    for given, said in ((["--budget", "50"], "--budget 50"), ([], "the campaign's budget.max_experiments 9")):
+        result = labloop("backtest", campaign, "--truth", tmp_path / "five.csv", "--column", "e_v", "--planners",
+                         "random", "--seeds", "1", *given, "--no-instruments", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["budget"] == 5
+        assert (f"warning: {said} exceeds the 5 library molecules with a true value: each campaign runs 5 "
+                "experiments, all of them") in result.stderr.splitlines(), result.stderr
+    exact = labloop("backtest", campaign, "--truth", tmp_path / "five.csv", "--column", "e_v", "--planners", "random",
+                    "--seeds", "1", "--budget", "5", "--no-instruments", "--json")
+    assert exact.returncode == 0 and "exceeds" not in exact.stderr, exact.stderr
+
+
 def test_a_column_with_no_hit_is_named(tmp_path, labloop, write_campaign, truth_csv):
     """A column none of whose values is a hit (here every potential 3.0 V): every planner would find 0
     hits and look alike, so the run says what may be wrong."""
