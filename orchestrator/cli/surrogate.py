@@ -306,8 +306,8 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
                 valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
                 written += len(valid)
         complete(written)
-        # said before the cluster closes
-        console.out.print(f"wrote {written} {plural(written, 'prediction')} to {output}")
+        console.out.print(f"wrote {written} {plural(written, 'prediction')} to {output}",  # before the cluster closes
+                          markup=False, highlight=False, soft_wrap=True)
 
 
 def _name(shards: ShardSet) -> list[str]:
@@ -441,8 +441,11 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
         hits = result[result["passes"]]
         _write_csv(result if include_all else hits, output)
         complete(len(result) if include_all else len(hits))
+        # one line however long (the window's source alone is ~150 characters), piped or not, and a path's
+        # brackets are no markup: rich folded it at the console's width and took `runs[old]/` for a style
         console.out.print(f"{len(hits)} of {total} molecules pass: {role}, window {win.low_v:.2f}-"
-                          f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}")
+                          f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}",
+                          markup=False, highlight=False, soft_wrap=True)
         if len(hits):
             top = Table(title="best hits")
             texts = ["smiles", *named]  # brackets are SMILES (or a name's), not markup; a name's ESC is shown

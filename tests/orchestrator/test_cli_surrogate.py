@@ -171,6 +171,22 @@ def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model
     assert "ethyl benzoate" in proc.stdout and "indole [NH]" in proc.stdout  # the hits table names them too
 
 
+def test_the_summary_lines_stay_whole_when_piped_and_keep_a_paths_brackets(labloop, tiny_model_dir, tmp_path):
+    """Piped (`| cat`, `| grep wrote`), screen's summary (the default window's source alone is ~150 characters)
+    was folded at the console's width into two lines, and a folder `runs[old]` was shown as `runs` (rich markup)."""
+    lib = tmp_path / "lib.csv"
+    pd.DataFrame({"smiles": ["c1ccccc1", "CCOC(=O)c1ccccc1", "C1CC"]}).to_csv(lib, index=False)
+    folder = tmp_path / "runs[old]" / "a-folder-name-long-enough-to-take-the-line-past-two-hundred-columns"
+    folder.mkdir(parents=True)
+    proc = labloop("surrogate", "screen", tiny_model_dir, lib, "-o", folder / "hits.csv", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stdout.splitlines()[0]
+    assert " of 2 molecules pass: cathode, window 0.44-4.70 V vs Li+/Li (acetonitrile: " in summary, proc.stdout
+    assert len(summary) > 200 and summary.endswith(f"; wrote {folder / 'hits.csv'}"), proc.stdout
+    proc = labloop("surrogate", "predict", tiny_model_dir, lib, "-o", folder / "p.csv", "--no-cache")
+    assert proc.returncode == 0 and proc.stdout.splitlines() == [f"wrote 2 predictions to {folder / 'p.csv'}"]
+
+
 @pytest.mark.parametrize("command", ["predict", "screen"])
 def test_an_output_that_is_the_library_is_refused(labloop, tiny_model_dir, tmp_path, command):
     """``-o`` naming the library itself replaced it with the predictions (its other columns lost) and exit 0."""
