@@ -103,6 +103,7 @@ from labloop.protocols.steps import (
     parse_steps,
     pumping_problems,
     pumps,
+    rate_hint,
     repeat_problem,
 )
 
@@ -365,7 +366,7 @@ class ProtocolExecutor:
             default = ("" if "rate_ml_min" in step.model_fields_set
                        else f" (the {step.name} step's default: give it a rate_ml_min)")
             raise ConfigError(where, f"rate {rate_ml_min:g} mL/min{default} is beyond what {pump!r} can drive its "
-                                     f"syringe at, {low:.3g}..{high:.3g} mL/min")
+                                     f"syringe at, {low:.3g}..{high:.3g} mL/min{rate_hint(rate_ml_min, span)}")
 
     def _operator(self, where: str) -> Callable[[str], object]:
         """The rig's way to ask the operator (``ask_operator``); a manual step without one is refused."""

@@ -107,6 +107,9 @@ MILLIVOLTS_LIKELY_V = 50.0
 #: meant, and any current meant in uA (a blank's limit is above its charging current, 0.1 uA) written in A lies
 #: above it: refused, with that hint.
 MAX_CURRENT_A = 0.1
+#: the smallest refused flow rate (mL/min) offered as uL/min: below it a rate is as likely a near miss in mL/min (2 on
+#: a 1 mL syringe that reaches 0.85 mL/min) as microlitres, and 10 uL/min would take 100 min to fill 1 mL
+MICROLITRES_LIKELY_ML_MIN = 10.0
 #: below this (mM) an analyte's CV peaks sink under the charging current on a mm-size electrode (1 uM: ~20 nA on a
 #: 3 mm disk at 0.1 V/s, against ~0.14 uA of charging current), yet trace analysis does go there: warned about
 #: (:func:`unit_warnings`), as the diffusion coefficient computed from it (D ~ (slope / C)^2) would be far off
@@ -165,6 +168,15 @@ def _current(what: str) -> AfterValidator:
                                        f"few mL (at most {compact(MAX_CURRENT_A)} A){hint}"))
         return value
     return AfterValidator(check)
+
+
+def rate_hint(rate_ml_min: float, fits: tuple[float, float]) -> str:
+    """``": uL/min written as mL/min? (0.5 mL/min)"``, to end the refusal of a flow rate beyond ``fits`` (the cap, or
+    what a pump drives its syringe at), when a thousandth of it fits: syringe pumps' panels and datasheets speak
+    uL/min, and 500 for 0.5 mL/min is the slip. The one hint of both refusals (:func:`pumping_problems`, and the
+    executor's check of the pump's range); "" below :data:`MICROLITRES_LIKELY_ML_MIN` (the steps' default rates
+    among them)."""
+    return units_hint(rate_ml_min, fits, "uL/min", "mL/min") if rate_ml_min >= MICROLITRES_LIKELY_ML_MIN else ""
 
 
 def _share(value: float) -> float:
@@ -616,9 +628,10 @@ def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: M
         # more than the cell holds is never meant: microlitres, if a thousandth fits the syringe
         whose += units_hint(volume, (MIN_VOLUME_ML, own.max_dispense_ml), "uL", "mL") \
             if volume > limits.cell_volume_ml else ""
+        rate = step.rate_ml_min  # type: ignore[attr-defined]
+        fast = " (safety.max_rate_ml_min)" + rate_hint(rate, (MIN_RATE_ML_MIN, limits.max_rate_ml_min))
         for field, check, says in (("volume_ml", partial(own.check_volume, volume), whose),
-                                   ("rate_ml_min", partial(limits.check_rate, step.rate_ml_min),  # type: ignore[attr-defined]
-                                    " (safety.max_rate_ml_min)")):
+                                   ("rate_ml_min", partial(limits.check_rate, rate), fast)):
             try:
                 check(where="")  # where="": the message alone, located by the caller
             except SafetyLimitExceeded as exc:

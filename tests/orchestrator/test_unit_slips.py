@@ -66,7 +66,18 @@ REFUSED = [
     ("iR compensation in percent", "e_step_v: 0.005,", "e_step_v: 0.005, ir_compensation: {fraction: 85},",
      "protocol[4].cv.ir_compensation.fraction", "85 is more than the whole (a share, 0..1): percent written as a "
      "share? (0.85)"),
+    ("flow rate in uL/min beyond the cap", "rate_ml_min: 0.5,", "rate_ml_min: 500,", "protocol[3].dispense.rate_ml_min",
+     "rate of 500 mL/min exceeds the limit of 50 mL/min (safety.max_rate_ml_min): uL/min written as mL/min? "
+     "(0.5 mL/min)"),
+    ("flow rate in uL/min beyond the syringe", "rate_ml_min: 0.5,", "rate_ml_min: 30,", "protocol[3].dispense",
+     "rate 30 mL/min is beyond what 'analyte_pump' can drive its syringe at, 1.17e-05..0.851 mL/min: uL/min written "
+     "as mL/min? (0.03 mL/min)"),
     # near misses are no slips: refused as before, without a hint that would mislead
+    ("a rate a little too fast for the syringe", "rate_ml_min: 0.5,", "rate_ml_min: 2,", "protocol[3].dispense",
+     "rate 2 mL/min is beyond what 'analyte_pump' can drive its syringe at, 1.17e-05..0.851 mL/min"),
+    ("a rate whose thousandth is still too fast", "rate_ml_min: 5.0,", "rate_ml_min: 80000,",
+     "protocol[0].dispense.rate_ml_min",
+     "rate of 80000 mL/min exceeds the limit of 50 mL/min (safety.max_rate_ml_min)"),
     ("a step a little too large", "e_step_v: 0.005,", "e_step_v: 0.2,", "protocol[4].cv.e_step_v",
      "0.2 V is outside the potential steps a CV may use, 0.0001..0.1 V"),
     ("a dispense a little too large", "volume_ml: 4.5,", "volume_ml: 5.5,", "protocol[0].dispense.volume_ml",
