@@ -68,7 +68,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, Valid
 from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, SafetyLimitExceeded, not_one_of
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
-from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, EISParams
+from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, PICO_FREQUENCY_RANGE_HZ, EISParams
 from labloop.instruments.voltammogram import CVParams
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -107,6 +107,12 @@ MILLIVOLTS_LIKELY_V = 50.0
 #: meant, and any current meant in uA (a blank's limit is above its charging current, 0.1 uA) written in A lies
 #: above it: refused, with that hint.
 MAX_CURRENT_A = 0.1
+#: the lowest top frequency (Hz) of an eis sweep that reaches the solution resistance: Ru is where the spectrum
+#: meets the real axis above the double layer's corner 1/(2 pi Ru Cdl), 0.1-1 kHz for a 3 mm disk (Cdl ~1.4 uF,
+#: Ru 100-1000 ohm); a sweep topping out below 1 kHz stays on the arc and its fit extrapolates Ru from afar. A sweep
+#: can be meant so (a large electrode), so warned about (:func:`unit_warnings`), with kHz offered when 1000 times
+#: the value is a frequency the potentiostat sweeps: ``f_high_hz: 100`` for 100 kHz is the slip
+MIN_LIKELY_F_HIGH_HZ = 1e3
 #: the smallest refused flow rate (mL/min) offered as uL/min: below it a rate is as likely a near miss in mL/min (2 on
 #: a 1 mL syringe that reaches 0.85 mL/min) as microlitres, and 10 uL/min would take 100 min to fill 1 mL
 MICROLITRES_LIKELY_ML_MIN = 10.0
@@ -547,11 +553,18 @@ def _fluid_of(step: Step) -> str | None:
 def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
     """What ``steps`` allow but is most likely a units slip, located like parse problems (``(index, step, field)``):
     an analyte below :data:`MIN_ANALYTE_MM` or above :data:`MAX_ANALYTE_MM`, an electrode area above
-    :data:`MAX_LIKELY_AREA_CM2`. Warned about, not refused: a trace analyte or a plate electrode can be meant, but a
-    molar value written as millimolar, or mm2 as cm2, would put every diffusion coefficient of the night a million or
-    ten thousand times off."""
+    :data:`MAX_LIKELY_AREA_CM2`, an eis sweep's ``f_high_hz`` below :data:`MIN_LIKELY_F_HIGH_HZ`. Warned about, not
+    refused: a trace analyte, a plate electrode or a low sweep can be meant, but a molar value written as millimolar,
+    or mm2 as cm2, would put every diffusion coefficient of the night a million or ten thousand times off, and a
+    sweep in kHz written as Hz would compensate every CV's ohmic drop with a Ru from far below its intercept."""
     found = []
     for index, step in enumerate(steps):
+        if isinstance(step, EIS) and step.f_high_hz < MIN_LIKELY_F_HIGH_HZ:
+            hint = units_hint(step.f_high_hz, PICO_FREQUENCY_RANGE_HZ, "kHz", "Hz", factor=1e3)
+            found.append(Problem((index, step.name, "f_high_hz"),
+                                 f"{compact(step.f_high_hz)} Hz is too low a top frequency to reach the solution "
+                                 f"resistance (Ru lies above the double layer's arc, from about "
+                                 f"{compact(MIN_LIKELY_F_HIGH_HZ)} Hz up){hint}"))
         if not isinstance(step, CV) or step.analyte_mm is None:  # without analyte_mm no D is computed
             continue
         if step.analyte_mm < MIN_ANALYTE_MM:

@@ -115,6 +115,28 @@ def test_a_planned_scan_rate_range_in_mv_s_is_named(tmp_path, labloop, write_cam
         "got [50, 500]: mV/s written as V/s? ([0.05, 0.5] V/s)")
 
 
+#: (case, text in the protocol, its replacement, field, the one warning's message or None for no warning): what can
+#: be meant is warned about, and validate passes
+WARNED = [
+    ("EIS top frequency in kHz", "- load_sample", "- eis: {f_high_hz: 100}\n- load_sample",
+     "protocol[2].eis.f_high_hz", "100 Hz is too low a top frequency to reach the solution resistance (Ru lies above "
+     "the double layer's arc, from about 1000 Hz up): kHz written as Hz? (100000 Hz)"),
+    ("EIS top frequency low, not in kHz", "- load_sample", "- eis: {f_high_hz: 500}\n- load_sample",
+     "protocol[2].eis.f_high_hz", "500 Hz is too low a top frequency to reach the solution resistance (Ru lies above "
+     "the double layer's arc, from about 1000 Hz up)"),
+    ("EIS from 1 kHz", "- load_sample", "- eis: {f_high_hz: 1000}\n- load_sample", "", None),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "field", "message"), [case[1:] for case in WARNED],
+                         ids=[case[0] for case in WARNED])
+def test_a_value_that_can_be_meant_is_warned_about_in_one_line(tmp_path, labloop, write_campaign, old, new, field,
+                                                               message):
+    result, protocol, line = validate(labloop, write_campaign, tmp_path, old, new)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("" if message is None else f"warning: {protocol}:{line}: {field}: {message}\n")
+
+
 def test_an_analyte_in_molar_written_as_millimolar_is_warned_about(tmp_path, labloop, write_campaign):
     """A trace analyte can be meant, so it is a warning; validate still passes, and run says it too."""
     result, protocol, line = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0", "analyte_mm: 0.00091")
