@@ -113,6 +113,11 @@ MAX_CURRENT_A = 0.1
 #: can be meant so (a large electrode), so warned about (:func:`unit_warnings`), with kHz offered when 1000 times
 #: the value is a frequency the potentiostat sweeps: ``f_high_hz: 100`` for 100 kHz is the slip
 MIN_LIKELY_F_HIGH_HZ = 1e3
+#: the largest share of Ru a cv's ir_compensation may compensate without a warning: positive feedback of the whole
+#: Ru (or more, as Ru is measured with some error) leaves the potentiostat's control loop without damping and it
+#: rings or oscillates, which can drive the working electrode far past the window; 0.85-0.9 is the usual
+#: compromise, the rest corrected in the analysis. Up to 1 is allowed (a fast, well-measured cell may take it)
+MAX_STABLE_IR_FRACTION = 0.95
 #: the smallest refused flow rate (mL/min) offered as uL/min: below it a rate is as likely a near miss in mL/min (2 on
 #: a 1 mL syringe that reaches 0.85 mL/min) as microlitres, and 10 uL/min would take 100 min to fill 1 mL
 MICROLITRES_LIKELY_ML_MIN = 10.0
@@ -553,10 +558,12 @@ def _fluid_of(step: Step) -> str | None:
 def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
     """What ``steps`` allow but is most likely a units slip, located like parse problems (``(index, step, field)``):
     an analyte below :data:`MIN_ANALYTE_MM` or above :data:`MAX_ANALYTE_MM`, an electrode area above
-    :data:`MAX_LIKELY_AREA_CM2`, an eis sweep's ``f_high_hz`` below :data:`MIN_LIKELY_F_HIGH_HZ`. Warned about, not
-    refused: a trace analyte, a plate electrode or a low sweep can be meant, but a molar value written as millimolar,
-    or mm2 as cm2, would put every diffusion coefficient of the night a million or ten thousand times off, and a
-    sweep in kHz written as Hz would compensate every CV's ohmic drop with a Ru from far below its intercept."""
+    :data:`MAX_LIKELY_AREA_CM2`, an eis sweep's ``f_high_hz`` below :data:`MIN_LIKELY_F_HIGH_HZ`; and, no unit but as
+    likely a slip of the pen, an ``ir_compensation.fraction`` above :data:`MAX_STABLE_IR_FRACTION`. Warned about, not
+    refused: a trace analyte, a plate electrode, a low sweep or full compensation can be meant, but a molar value
+    written as millimolar, or mm2 as cm2, would put every diffusion coefficient of the night a million or ten
+    thousand times off, a sweep in kHz written as Hz would compensate every CV's ohmic drop with a Ru from far below
+    its intercept, and full compensation can set the potentiostat oscillating."""
     found = []
     for index, step in enumerate(steps):
         if isinstance(step, EIS) and step.f_high_hz < MIN_LIKELY_F_HIGH_HZ:
@@ -565,6 +572,13 @@ def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
                                  f"{compact(step.f_high_hz)} Hz is too low a top frequency to reach the solution "
                                  f"resistance (Ru lies above the double layer's arc, from about "
                                  f"{compact(MIN_LIKELY_F_HIGH_HZ)} Hz up){hint}"))
+        if isinstance(step, CV) and step.ir_compensation is not None \
+                and step.ir_compensation.fraction > MAX_STABLE_IR_FRACTION:
+            found.append(Problem((index, step.name, "ir_compensation", "fraction"),
+                                 f"{compact(step.ir_compensation.fraction)} of Ru compensated by positive feedback "
+                                 f"risks the potentiostat oscillating (above {compact(MAX_STABLE_IR_FRACTION)} its "
+                                 "loop is barely damped; 0.85 is the usual compromise, the analysis corrects the "
+                                 "rest)"))
         if not isinstance(step, CV) or step.analyte_mm is None:  # without analyte_mm no D is computed
             continue
         if step.analyte_mm < MIN_ANALYTE_MM:

@@ -23,15 +23,19 @@ SAFETY = {"max_dispense_ml": 5, "syringe_ml": 10, "syringes_ml": {"analyte_pump"
           "potential_limits_v": [-1.7, 2.0], "cell_volume_ml": 10}
 
 
-def validate(labloop, write_campaign, folder: Path, old: str, new: str, *options: str,
-             conditions: dict | None = None):
-    """``labloop validate`` of a tiny campaign whose protocol file has ``old`` replaced by ``new``: (result, the
-    protocol file, the line of the replacement)."""
-    assert old in PROTOCOL, old
-    text = PROTOCOL.replace(old, new, 1)
+def validate(labloop, write_campaign, folder: Path, old: str | tuple[str, ...], new: str | tuple[str, ...],
+             *options: str, conditions: dict | None = None):
+    """``labloop validate`` of a tiny campaign whose protocol file has ``old`` replaced by ``new`` (or each of
+    several in turn: an iR compensation needs an eis step too): (result, the protocol file, the line of the (last)
+    replacement)."""
+    olds, news = (old, new) if isinstance(old, tuple) else ((old,), (new,))
+    text = PROTOCOL
+    for before, after in zip(olds, news, strict=True):
+        assert before in text, before
+        text = text.replace(before, after, 1)
     protocol = folder / "steps.yaml"
     protocol.write_text(text)
-    line = next(n for n, content in enumerate(text.splitlines(), start=1) if new.splitlines()[0] in content)
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if news[-1].splitlines()[0] in content)
     campaign = write_campaign(folder, protocol=str(protocol), safety=SAFETY, conditions=conditions or {})
     return labloop("validate", campaign, "--dry-run", *options), protocol, line
 
@@ -125,6 +129,13 @@ WARNED = [
      "protocol[2].eis.f_high_hz", "500 Hz is too low a top frequency to reach the solution resistance (Ru lies above "
      "the double layer's arc, from about 1000 Hz up)"),
     ("EIS from 1 kHz", "- load_sample", "- eis: {f_high_hz: 1000}\n- load_sample", "", None),
+    ("full iR compensation", ("- load_sample", "e_step_v: 0.005,"),
+     ("- eis: {}\n- load_sample", "e_step_v: 0.005, ir_compensation: {fraction: 1.0},"),
+     "protocol[5].cv.ir_compensation.fraction", "1 of Ru compensated by positive feedback risks the potentiostat "
+     "oscillating (above 0.95 its loop is barely damped; 0.85 is the usual compromise, the analysis corrects the "
+     "rest)"),
+    ("the usual iR compensation", ("- load_sample", "e_step_v: 0.005,"),
+     ("- eis: {}\n- load_sample", "e_step_v: 0.005, ir_compensation: {fraction: 0.95},"), "", None),
 ]
 
 
