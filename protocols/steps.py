@@ -66,6 +66,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, SafetyLimitExceeded, not_one_of
+from labloop.core.validation import field_at, shape_message
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
 from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, PICO_FREQUENCY_RANGE_HZ, EISParams
@@ -257,7 +258,8 @@ class CV(Step):
     ir_compensation: IRCompensation | None = None
     electrode_area_cm2: PositiveNumber = 0.0707  # for D from the scan rates (a 3 mm disk)
     analyte_mm: PositiveNumber | None = None  # analyte in the cell; without it D is not computed
-    scan_rates_v_s: Annotated[list[ScanRate], Field(min_length=2, max_length=8)] | None = None
+    scan_rates_v_s: Annotated[list[ScanRate], Field(min_length=2, max_length=8)] | None = Field(
+        None, title="scan rates (V/s)", examples=[[0.1, 0.2, 0.5]])
 
     @model_validator(mode="before")
     @classmethod
@@ -461,6 +463,9 @@ def _problems(error: ValidationError, loc: tuple[str | int, ...]) -> list[Proble
             found.append(Problem(where, MISSING))
         elif item["type"] == "extra_forbidden":
             found.append(Problem(where, f"unknown field; valid fields: {', '.join(_fields(loc))}"))
+        elif (shaped := shape_message(item["type"], item.get("input"), item.get("ctx"),
+                                      field_at(STEPS[str(loc[-1])], tuple(item["loc"])))) is not None:
+            found.append(Problem(where, shaped))
         else:
             found.append(Problem(where, f"{item['msg'].removeprefix('Value error, ')} (got {item.get('input')!r})"))
     return found

@@ -179,7 +179,7 @@ class Prior(BaseModel):
     model_config = SECTION
     file: FilePath
     smiles_column: str = "smiles"
-    targets: tuple[str, ...] = Field(("ie_ev", "ea_ev"), min_length=1)
+    targets: tuple[str, ...] = Field(("ie_ev", "ea_ev"), min_length=1, title="columns", examples=[["ie_ev", "ea_ev"]])
     rows: PositiveInt | None = Field(None, description="train on a seeded random slice of this many rows")
 
     @model_validator(mode="after")
@@ -198,7 +198,7 @@ class Objective(BaseModel):
     model_config = SECTION
     quantity: Quantity
     goal: Literal["maximize", "minimize", "window"]
-    window_v: Interval | None = None
+    window_v: Interval | None = Field(None, title="two potentials [low, high] (V vs Li/Li+)", examples=[[4.5, 4.6]])
     threshold_v: Number | None = None
 
     @model_validator(mode="after")
@@ -346,7 +346,8 @@ class Conditions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
     __pydantic_extra__: dict[str, ConditionValue]
-    scan_rate_v_s: Annotated[Range, Field(description="V/s; [low, high] or one value")] = (0.1, 0.1)
+    scan_rate_v_s: Annotated[Range, Field(description="V/s; [low, high] or one value")] = Field(
+        (0.1, 0.1), title="two scan rates [low, high] (V/s; or one, kept fixed)", examples=[[0.05, 0.5]])
 
     @field_validator("scan_rate_v_s")
     @classmethod
@@ -520,7 +521,8 @@ class Safety(BaseModel):
     model_config = SECTION
     max_dispense_ml: PositiveNumber = 5.0
     syringe_ml: PositiveNumber = 10.0
-    potential_limits_v: Interval = (-3.0, 3.0)
+    potential_limits_v: Interval = Field((-3.0, 3.0), title="two potentials [low, high] (V vs the reference)",
+                                         examples=[[-1.7, 2.0]])
     max_rate_ml_min: PositiveNumber = Field(DEFAULT_MAX_RATE_ML_MIN, description="fastest flow a pump is asked for")
     cell_volume_ml: PositiveNumber = Field(DEFAULT_CELL_VOLUME_ML, description="what the cell holds: what is "
                                            "pumped into it, over one experiment or several, until a rinse or "
@@ -773,7 +775,8 @@ class Campaign(BaseModel):
     cell: Cell = Cell()
     world: World | None = None
     alerts: list[Annotated[str, AfterValidator(check_url)]] = Field(
-        default_factory=list, description="apprise URLs alerted when the campaign stops or waits for a person "
+        default_factory=list, title="apprise URLs", examples=[["ntfy://lab-night-shift"]],
+        description="apprise URLs alerted when the campaign stops or waits for a person "
         "(secrets: never shown; ${VAR} is read from the environment)")
 
     @field_validator("name")

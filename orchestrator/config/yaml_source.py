@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import types
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from labloop.core.errors import MISSING, Loc, Problem, Problems, not_one_of
+from labloop.core.validation import field_at, fields_by_name, model_at, shape_message
 
 #: a campaign or protocol file is a few KiB written by hand; PyYAML's pure-Python loader costs about 10 us
 #: and 400 bytes of memory per byte of input, so anything larger is refused before it is parsed
@@ -256,6 +255,10 @@ def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel])
 def _message(error: Any, model: type[BaseModel]) -> str:
     """pydantic's message, reworded to say what is valid."""
     kind, value, loc = error["type"], error.get("input"), tuple(error["loc"])
+    # a value of the wrong shape in plain words; not inside a tagged union, whose members are told apart by shape
+    if not any(map(is_union_tag, loc)) and (
+            shaped := shape_message(kind, value, error.get("ctx"), field_at(model, loc))) is not None:
+        return shaped
     if kind == "literal_error":
         return not_one_of(value, re.findall(r"'([^']*)'", error["ctx"]["expected"]))
     if kind == "extra_forbidden":
@@ -287,30 +290,8 @@ def _type_name(value: Any) -> str:
 
 def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
     """The field names (as written in YAML, i.e. aliases) of the model found at ``loc``, if it is one."""
-    annotation: Any = model
-    for part in loc:
-        annotation = _unwrap_model(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            by_name = {field.alias or name: field for name, field in annotation.model_fields.items()}
-            if part not in by_name:
-                return []
-            annotation = by_name[part].annotation
-        elif typing.get_origin(annotation) is dict:
-            annotation = typing.get_args(annotation)[1]
-        else:
-            return []
-    annotation = _unwrap_model(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [field.alias or name for name, field in annotation.model_fields.items()]
-    return []
-
-
-def _unwrap_model(annotation: Any) -> Any:
-    """``Model | None`` -> ``Model``: the optional sections of a campaign."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        models = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return models[0] if len(models) == 1 else annotation
-    return annotation
+    found = model_at(model, loc)
+    return [] if found is None else list(fields_by_name(found))
 
 
 def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:

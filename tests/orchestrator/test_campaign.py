@@ -221,6 +221,13 @@ MALFORMED = [
     ("condition with no choices", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                        "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: {choices: []}}"),
      "conditions:", "conditions.e_step_v.choices", "at least 1 item"),
+    # a value of the wrong shape: what the field takes, in plain words, not pydantic's "valid tuple"/"valid integer"
+    ("one potential for a window", edit("window_v: [4.5, 4.6]", "window_v: 4.5"), "objective:", "objective.window_v",
+     "a list of two potentials [low, high] (V vs Li/Li+), e.g. [4.5, 4.6] (got 4.5)"),
+    ("a list for a count", edit("seed: 7", "seed: [7]"), "seed:", "seed",
+     "seed: one whole number, not a list (got [7])"),
+    ("one alert URL", edit("seed: 7\n", "seed: 7\nalerts: ntfy://lab\n"), "alerts:", "alerts",
+     "alerts: a list of apprise URLs, e.g. [\"ntfy://lab-night-shift\"] (got 'ntfy://lab')"),
     ("condition range as text", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                      "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: fine}"),
      "conditions:", "conditions.e_step_v", "valid tuple (got 'fine')"),

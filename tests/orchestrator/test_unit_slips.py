@@ -119,6 +119,30 @@ def test_a_planned_scan_rate_range_in_mv_s_is_named(tmp_path, labloop, write_cam
         "got [50, 500]: mV/s written as V/s? ([0.05, 0.5] V/s)")
 
 
+#: (case, text in the protocol, its replacement, field, the one line's message): a list where one value belongs, or
+#: one value where a list does, said in plain words with an example to copy (pydantic said "Input should be a valid
+#: list" and "List should have at least 2 items after validation, not 1")
+SHAPES = [
+    ("one scan rate for a list", "scan_rates_v_s: [0.1, 0.2]", "scan_rates_v_s: 0.1", "protocol[4].cv.scan_rates_v_s",
+     "a list of scan rates (V/s), e.g. [0.1, 0.2, 0.5] (got 0.1)"),
+    ("a list of one scan rate", "scan_rates_v_s: [0.1, 0.2]", "scan_rates_v_s: [0.1]", "protocol[4].cv.scan_rates_v_s",
+     "at least 2 scan rates (V/s), e.g. [0.1, 0.2, 0.5] (got [0.1])"),
+    ("a list for one scan rate", "scan_rates_v_s: [0.1, 0.2]", "scan_rate_v_s: [0.1]", "protocol[4].cv.scan_rate_v_s",
+     "one number, not a list (got [0.1])"),
+    ("a list for a blank's scan rate", "scan_rate_v_s: 0.1}", "scan_rate_v_s: [0.1]}",
+     "protocol[1].blank.scan_rate_v_s", "one number, not a list (got [0.1])"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "field", "message"), [case[1:] for case in SHAPES],
+                         ids=[case[0] for case in SHAPES])
+def test_a_value_of_the_wrong_shape_is_said_in_one_plain_line(tmp_path, labloop, write_campaign, old, new, field,
+                                                              message):
+    result, protocol, line = validate(labloop, write_campaign, tmp_path, old, new)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: {protocol}:{line}: {field}: {message}\n"
+
+
 #: (case, text in the protocol, its replacement, field, the one warning's message or None for no warning): what can
 #: be meant is warned about, and validate passes
 WARNED = [

@@ -1,0 +1,102 @@
+"""pydantic's validation errors in plain words, and the walk of a model's fields that finds what a location holds.
+
+Why in core: the campaign (:mod:`labloop.orchestrator.config.yaml_source`) and the protocol
+(:mod:`labloop.protocols.steps`) are two families of pydantic models checked in two layers, and a slip must read
+the same in both: one wording, one walk.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from labloop.core.errors import Loc
+
+#: pydantic's error types of a list (or tuple, set) given something else, and of one value given a list or mapping,
+#: with what that one value is in plain words
+LIST_TYPES = frozenset({"list_type", "tuple_type", "set_type", "frozen_set_type"})
+ONE_VALUE_TYPES = {"float_type": "number", "float_parsing": "number", "int_type": "whole number",
+                   "int_parsing": "whole number", "string_type": "text", "bool_type": "true or false",
+                   "bool_parsing": "true or false"}
+
+
+def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, field: FieldInfo | None = None
+                  ) -> str | None:
+    """The one plain line for a value of the wrong shape, or None for any other error (pydantic's ``kind``).
+
+    Why: a chemist writes ``scan_rates_v_s: 0.1`` for a list of rates, or ``scan_rate_v_s: [0.1]`` for one, and
+    pydantic answers "Input should be a valid list" or "List should have at least 2 items after validation, not 1";
+    the protocol's and the campaign's messages both say instead what the field takes, with an example to copy:
+    ``a list of scan rates (V/s), e.g. [0.1, 0.2, 0.5] (got 0.1)``, ``one number, not a list (got [0.1])``. What a
+    list holds and the example are the ``field``'s ``title`` and first ``examples``, where it gives them.
+    """
+    holds = None if field is None else field.title
+    sample = "" if field is None or not field.examples else f", e.g. {json.dumps(field.examples[0])}"
+    if kind in LIST_TYPES and not isinstance(value, list | tuple):
+        return f"a list{f' of {holds}' if holds else ''}{sample} (got {value!r})"
+    if kind in ("too_short", "too_long") and isinstance(value, list | tuple) and ctx is not None:
+        least = kind == "too_short"
+        count = ctx["min_length" if least else "max_length"]
+        return f"{'at least' if least else 'at most'} {count} {holds or 'items'}{sample} (got {value!r})"
+    if kind in ONE_VALUE_TYPES and isinstance(value, list | tuple | dict):
+        shape = "a mapping" if isinstance(value, dict) else "a list"
+        return f"one {ONE_VALUE_TYPES[kind]}, not {shape} (got {value!r})"
+    return None
+
+
+def unwrap(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` -> ``X``, ``X | None`` -> ``X`` (the optional sections and parameters)."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return unwrap(members[0]) if len(members) == 1 else annotation
+    return annotation
+
+
+def is_model(annotation: Any) -> bool:
+    """Whether ``annotation`` is a pydantic model (a section, a step, a nested mapping of fields)."""
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def fields_by_name(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """``model``'s fields by the names a file writes them with (their aliases)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _walk(model: type[BaseModel], loc: Loc) -> tuple[Any, FieldInfo | None] | None:
+    """(the annotation found at ``loc`` inside ``model``, the field ``loc`` ends on or None), or None when ``loc``
+    leaves the models (an unknown key, a value that is no model)."""
+    annotation: Any = model
+    field: FieldInfo | None = None
+    for part in loc:
+        annotation = unwrap(annotation)
+        if is_model(annotation):
+            field = fields_by_name(annotation).get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif typing.get_origin(annotation) is dict:
+            annotation, field = typing.get_args(annotation)[1], None
+        elif typing.get_origin(annotation) in (list, tuple) and isinstance(part, int):
+            annotation, field = typing.get_args(annotation)[0], None
+        else:
+            return None
+    return annotation, field
+
+
+def model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The model found at ``loc`` inside ``model`` (``("safety",)`` -> :class:`Safety`), if it is one."""
+    found = _walk(model, loc)
+    return None if found is None or not is_model(unwrap(found[0])) else unwrap(found[0])
+
+
+def field_at(model: type[BaseModel], loc: Loc) -> FieldInfo | None:
+    """The field ``loc`` ends on inside ``model`` (``("cv", "scan_rates_v_s")``), or None."""
+    found = _walk(model, loc)
+    return None if found is None else found[1]
