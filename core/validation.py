@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 from pydantic.fields import FieldInfo
 
 from labloop.core.errors import Loc
@@ -100,3 +100,48 @@ def field_at(model: type[BaseModel], loc: Loc) -> FieldInfo | None:
     """The field ``loc`` ends on inside ``model`` (``("cv", "scan_rates_v_s")``), or None."""
     found = _walk(model, loc)
     return None if found is None else found[1]
+
+
+def field_homes(places: tuple[tuple[str, type[BaseModel]], ...]) -> dict[str, tuple[str, ...]]:
+    """Every field name of the models ``places`` holds, and of the models within them, -> the places it belongs
+    (dotted, as a file nests them: ``safety``, ``world.truth``, ``instruments.<name>``; ``""`` the top level).
+
+    Why: ``cell_volume_ml: 20`` written at the top of a campaign (it belongs under ``safety:``) was only "unknown
+    field", with the top level's valid names; an unknown key that is a known field elsewhere says where
+    (:func:`unknown_here`). One walk of the models' fields, not a list of keys kept by hand, so a new field is
+    found where it is added. A field whose written form is not its model's (``WithJsonSchema``: the campaign's
+    protocol is a file name or a list of steps) is not walked into.
+    """
+    homes: dict[str, list[str]] = {}
+
+    def walk(place: str, model: type[BaseModel]) -> None:
+        for name, field in fields_by_name(model).items():
+            homes.setdefault(name, []).append(place)
+            if any(isinstance(part, WithJsonSchema) for part in field.metadata):
+                continue
+            inner = unwrap(field.annotation)
+            inside = f"{place}.{name}" if place else name
+            if is_model(inner):
+                walk(inside, inner)
+            elif typing.get_origin(inner) is dict and is_model(value := unwrap(typing.get_args(inner)[1])):
+                walk(f"{inside}.<name>", value)
+
+    for place, model in places:
+        walk(place, model)
+    return {name: tuple(dict.fromkeys(where)) for name, where in homes.items()}
+
+
+def unknown_here(name: str, homes: dict[str, tuple[str, ...]]) -> str | None:
+    """``unknown field here; it belongs under safety:`` for a key unknown where it is written but a field elsewhere in
+    ``homes`` (:func:`field_homes`), or None (a key known nowhere: a typo, for the caller's list of valid names)."""
+    places = homes.get(name)
+    if not places:
+        return None
+    nested = [f"{place}:" for place in places if place]
+    said = ([] if all(places) else ["at the top level"]) + ([f"under {_either(nested)}"] if nested else [])
+    return f"unknown field here; it belongs {_either(said)}"
+
+
+def _either(words: list[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"

@@ -60,13 +60,13 @@ import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
+from functools import cache, partial
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, SafetyLimitExceeded, not_one_of
-from labloop.core.validation import field_at, shape_message
+from labloop.core.validation import field_at, field_homes, shape_message, unknown_here
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
 from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, PICO_FREQUENCY_RANGE_HZ, EISParams
@@ -427,7 +427,7 @@ class Analyze(Step):
         fields = CVAnalysisSettings.__dataclass_fields__
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise Problems(Problem((unknown[0],), f"unknown field; valid fields: {', '.join(fields)}"))
+            raise Problems(Problem((unknown[0],), _unknown(unknown[0], fields)))
         try:
             return {"settings": CVAnalysisSettings(**data)}
         except InvalidParameter as exc:
@@ -462,13 +462,28 @@ def _problems(error: ValidationError, loc: tuple[str | int, ...]) -> list[Proble
         elif item["type"] == "missing":
             found.append(Problem(where, MISSING))
         elif item["type"] == "extra_forbidden":
-            found.append(Problem(where, f"unknown field; valid fields: {', '.join(_fields(loc))}"))
+            found.append(Problem(where, _unknown(str(where[-1]), _fields(loc))))
         elif (shaped := shape_message(item["type"], item.get("input"), item.get("ctx"),
                                       field_at(STEPS[str(loc[-1])], tuple(item["loc"])))) is not None:
             found.append(Problem(where, shaped))
         else:
             found.append(Problem(where, f"{item['msg'].removeprefix('Value error, ')} (got {item.get('input')!r})"))
     return found
+
+
+@cache
+def _step_homes() -> dict[str, tuple[str, ...]]:
+    """Which steps take each parameter (:func:`field_homes` over :data:`STEPS`; analyze's are its settings' fields)."""
+    homes = field_homes(tuple((name, model) for name, model in STEPS.items() if model is not Analyze))
+    for name in CVAnalysisSettings.__dataclass_fields__:
+        homes[name] = (*homes.get(name, ()), Analyze.name)
+    return homes
+
+
+def _unknown(name: str, valid: Iterable[str]) -> str:
+    """A parameter this step does not take: where it belongs if another step takes it (``analyte_mm`` in a blank:
+    ``unknown field here; it belongs under cv:``), else the step's ``valid`` parameters."""
+    return unknown_here(name, _step_homes()) or f"unknown field; valid fields: {', '.join(valid)}"
 
 
 def _fields(loc: tuple[str | int, ...]) -> list[str]:

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from labloop.core.errors import MISSING, Loc, Problem, Problems, not_one_of
-from labloop.core.validation import field_at, fields_by_name, model_at, shape_message
+from labloop.core.validation import field_at, field_homes, fields_by_name, model_at, shape_message, unknown_here
 
 #: a campaign or protocol file is a few KiB written by hand; PyYAML's pure-Python loader costs about 10 us
 #: and 400 bytes of memory per byte of input, so anything larger is refused before it is parsed
@@ -262,6 +263,8 @@ def _message(error: Any, model: type[BaseModel]) -> str:
     if kind == "literal_error":
         return not_one_of(value, re.findall(r"'([^']*)'", error["ctx"]["expected"]))
     if kind == "extra_forbidden":
+        if (elsewhere := unknown_here(str(loc[-1]), _homes(model))) is not None:
+            return elsewhere
         valid = _fields_at(model, loc[:-1])
         return f"unknown field; valid fields: {', '.join(valid)}" if valid else "unknown field"
     if kind == "missing":
@@ -286,6 +289,12 @@ def _yaml_hint(kind: str, value: Any) -> str:
 
 def _type_name(value: Any) -> str:
     return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+
+
+@cache
+def _homes(model: type[BaseModel]) -> dict[str, tuple[str, ...]]:
+    """Where each field of ``model`` and the models within it belongs (:func:`field_homes`), walked once."""
+    return field_homes((("", model),))
 
 
 def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:

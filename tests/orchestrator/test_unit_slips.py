@@ -121,8 +121,8 @@ def test_a_planned_scan_rate_range_in_mv_s_is_named(tmp_path, labloop, write_cam
 
 #: (case, text in the protocol, its replacement, field, the one line's message): a list where one value belongs, or
 #: one value where a list does, said in plain words with an example to copy (pydantic said "Input should be a valid
-#: list" and "List should have at least 2 items after validation, not 1")
-SHAPES = [
+#: list" and "List should have at least 2 items after validation, not 1"), and a parameter written in the wrong step
+PLAIN = [
     ("one scan rate for a list", "scan_rates_v_s: [0.1, 0.2]", "scan_rates_v_s: 0.1", "protocol[4].cv.scan_rates_v_s",
      "a list of scan rates (V/s), e.g. [0.1, 0.2, 0.5] (got 0.1)"),
     ("a list of one scan rate", "scan_rates_v_s: [0.1, 0.2]", "scan_rates_v_s: [0.1]", "protocol[4].cv.scan_rates_v_s",
@@ -131,13 +131,25 @@ SHAPES = [
      "one number, not a list (got [0.1])"),
     ("a list for a blank's scan rate", "scan_rate_v_s: 0.1}", "scan_rate_v_s: [0.1]}",
      "protocol[1].blank.scan_rate_v_s", "one number, not a list (got [0.1])"),
+    # a parameter of another step says which steps take it (one walk of the steps' models)
+    ("an analyte in the blank", "scan_rate_v_s: 0.1}", "scan_rate_v_s: 0.1, analyte_mm: 1.0}",
+     "protocol[1].blank.analyte_mm", "unknown field here; it belongs under cv:"),
+    ("a pump in the blank", "scan_rate_v_s: 0.1}", "scan_rate_v_s: 0.1, pump: electrolyte_pump}",
+     "protocol[1].blank.pump", "unknown field here; it belongs under dispense:, add_standard: or clean:"),
+    ("a compensation share in the cv", "analyte_mm: 1.0}", "analyte_mm: 1.0, fraction: 0.85}",
+     "protocol[4].cv.fraction", "unknown field here; it belongs under cv.ir_compensation:"),
+    ("a CV parameter in the analysis", "- rinse", "- analyze: {e_step_v: 0.005}\n- rinse",
+     "protocol[5].analyze.e_step_v", "unknown field here; it belongs under cv: or blank:"),
+    ("a parameter no step takes", "scan_rate_v_s: 0.1}", "scan_rate_v_s: 0.1, colour: blue}",
+     "protocol[1].blank.colour", "unknown field; valid fields: potentiostat, e_begin_v, e_vertex1_v, e_vertex2_v, "
+     "scan_rate_v_s, e_step_v, max_current_a, on_fail"),
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "field", "message"), [case[1:] for case in SHAPES],
-                         ids=[case[0] for case in SHAPES])
-def test_a_value_of_the_wrong_shape_is_said_in_one_plain_line(tmp_path, labloop, write_campaign, old, new, field,
-                                                              message):
+@pytest.mark.parametrize(("old", "new", "field", "message"), [case[1:] for case in PLAIN],
+                         ids=[case[0] for case in PLAIN])
+def test_a_value_of_the_wrong_shape_or_place_is_said_in_one_plain_line(tmp_path, labloop, write_campaign, old, new,
+                                                                       field, message):
     result, protocol, line = validate(labloop, write_campaign, tmp_path, old, new)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"error: {protocol}:{line}: {field}: {message}\n"
