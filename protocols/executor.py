@@ -54,6 +54,7 @@ from labloop.core.errors import (
     ConfigError,
     DispenseMismatch,
     InvalidParameter,
+    Problem,
     Problems,
     RigNotReady,
     SafetyLimitExceeded,
@@ -100,6 +101,7 @@ from labloop.protocols.steps import (
     Rinse,
     Step,
     Wait,
+    empties,
     parse_steps,
     pumping_problems,
     pumps,
@@ -641,9 +643,9 @@ class ProtocolExecutor:
         voltammograms = run_series(series) if run_series is not None and len(series) > 1 else \
             [potentiostat.run_cv(params) for params in series]
         lab.scans[:] = [(v, analyze_cv(v, ru_ohm=lab.ru_ohm)) for v in voltammograms]
-        if len(step.rates) > 1 and step.analyte_mm is not None:
-            lab.analyte_mm, lab.electrode_area_cm2 = step.analyte_mm, step.electrode_area_cm2
-            self._dilution(where, step.analyte_mm, dispensed, lab)
+        if (analyte_mm := diffusion_analyte_mm(step)) is not None:
+            lab.analyte_mm, lab.electrode_area_cm2 = analyte_mm, step.electrode_area_cm2
+            self._dilution(where, analyte_mm, dispensed, lab)
             try:
                 forward = "anodic" if cv.e_vertex1_v > cv.e_begin_v else "cathodic"
                 lab.diffusion = randles_sevcik_diffusion(list(step.rates), [a for _, a in lab.scans],
@@ -661,13 +663,9 @@ class ProtocolExecutor:
         the cv step wrote, and D, computed with it as written, reads low by the square of that. Not corrected:
         the count errs on the full side (a dispense cut short counts in full), and the chemist judges."""
         lab.cell_ml = self.contents.cell_ml
-        lab.cell_held_ml = max(0.0, round(self.contents.cell_ml - dispensed, 9))
+        lab.cell_held_ml = held_besides(self.contents, dispensed)
         if lab.cell_held_ml > 0:
-            lab.dilution = (f"{where}: by the journal's count the cell held {lab.cell_held_ml:g} mL before this "
-                            f"experiment's {dispensed:g} mL (its dispense steps, sample included): D assumes "
-                            f"analyte_mm {analyte_mm:g} as written; the analyte is ~{lab.dilution_share:.0%} more "
-                            f"dilute, so D reads ~{1 - (1 - lab.dilution_share) ** 2:.0%} low (it goes with the "
-                            "square of the concentration)")
+            lab.dilution = f"{where}: by the journal's count {dilution(lab.cell_held_ml, dispensed, analyte_mm)}"
             log.warning("%s", lab.dilution)
 
     def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:
@@ -835,6 +833,60 @@ def dispensed_ml(steps: Sequence[Step]) -> float:
     after them writes its ``analyte_mm`` for (a clean's flush is not: it is what the cleaning leaves behind)."""
     return round(sum(steps[i].volume_ml for i in _since_emptied(steps, len(steps))  # type: ignore[attr-defined]
                      if isinstance(steps[i], Dispense)), 9)
+
+
+def diffusion_analyte_mm(step: CV) -> float | None:
+    """The ``analyte_mm`` a cv step computes D with (it needs several scan rates), None when it computes no D: the one
+    test of a cv a dilution puts off, for the run and for :func:`leftover_dilution`."""
+    return step.analyte_mm if len(step.rates) > 1 else None
+
+
+def held_besides(contents: Contents, dispensed: float) -> float:
+    """What the cell holds by ``contents``' count besides the ``dispensed`` mL of this experiment's dispense steps."""
+    return max(0.0, round(contents.cell_ml - dispensed, 9))
+
+
+def dilution(held_ml: float, dispensed: float, analyte_mm: float) -> str:
+    """The one wording of a cv's analyte more dilute than its ``analyte_mm`` says, as the cell held ``held_ml`` besides
+    the ``dispensed`` mL of the experiment's dispense steps: what D, which goes with the square of the concentration,
+    is then off by. Said by the executor of each experiment it happens in and, once, by ``validate``
+    (:func:`leftover_dilution`)."""
+    share = held_ml / (held_ml + dispensed)
+    return (f"the cell held {held_ml:g} mL before this experiment's {dispensed:g} mL (its dispense steps, sample "
+            f"included): D assumes analyte_mm {analyte_mm:g} as written; the analyte is ~{share:.0%} more dilute, so D "
+            f"reads ~{1 - (1 - share) ** 2:.0%} low (it goes with the square of the concentration)")
+
+
+def leftover_dilution(steps: Sequence[Step], limits: SafetyLimits, experiments: int) -> Problem | None:
+    """The :func:`dilution` warning of the first of ``experiments`` runs of ``steps`` whose D-computing cv step finds
+    liquid in the cell besides that experiment's dispenses, by the count the executor keeps (:class:`Contents`, a
+    clean emptying and then filling the cell with its flush), located at the cv (``(index, "cv")``), or None.
+
+    Why before the run: a ``clean`` before the dispenses, or at the end of the protocol (the next experiment starts
+    on its flush), or no rinse at all, dilutes every experiment's analyte by the same share, and the run says so
+    only in each experiment's record and log. Two experiments suffice: from the second on the count repeats, or
+    grows (a cell never emptied), which the second shows already."""
+    contents, emptied_by = Contents(limits), None
+    for experiment in range(1, min(experiments, 2) + 1):
+        for index, step in enumerate(steps):
+            if empties(step):
+                contents.emptied()
+                emptied_by = index
+            if isinstance(step, CV) and (analyte_mm := diffusion_analyte_mm(step)) is not None:
+                dispensed = dispensed_ml(steps[:index])
+                if (held := held_besides(contents, dispensed)) > 0:
+                    last = None if emptied_by is None else steps[emptied_by]
+                    cause = ("nothing empties the cell between experiments (a rinse does): more each time"
+                             if last is None else
+                             f"protocol[{emptied_by}].clean leaves its {last.volume_ml:g} mL flush in the cell"
+                             if isinstance(last, Clean) and last.pump is not None else
+                             f"the steps after protocol[{emptied_by}].{last.name} leave liquid in the cell")
+                    when = "in every experiment" if experiment == 1 else f"from experiment {experiment} on"
+                    return Problem((index, step.name), f"{when}, by the protocol's count "
+                                                       f"{dilution(held, dispensed, analyte_mm)}, as {cause}")
+            if pumps(step):
+                contents.pumped(step.pump, step.volume_ml)  # type: ignore[attr-defined]
+    return None
 
 
 def widened(params: CVParams, low: float, high: float) -> CVParams:

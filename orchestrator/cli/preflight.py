@@ -95,8 +95,9 @@ def check_prior(campaign: Campaign) -> None:
 
 def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
-    planner will ever propose, an objective no measurement can meet, and a protocol value most likely written in
-    the wrong unit (an analyte in M as mM). Returns how many rows are invalid."""
+    planner will ever propose, an objective no measurement can meet, a protocol value most likely written in
+    the wrong unit (an analyte in M as mM), and a protocol that leaves liquid in the cell under its D-computing cv
+    (said once here; the run says it again of each experiment it dilutes). Returns how many rows are invalid."""
     invalid = compose.unreadable_smiles(campaign, library)
     console.report_invalid(invalid, display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed",
@@ -104,7 +105,7 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     if (why := compose.objective_out_of_reach(campaign)) is not None:
         console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
                           soft_wrap=True)
-    for line in campaign.unit_warnings():
+    for line in campaign.protocol_warnings():
         console.err.print(f"warning: {console.printable(line)}", markup=False, highlight=False, soft_wrap=True)
     return len(invalid)
 

@@ -24,7 +24,7 @@ SAFETY = {"max_dispense_ml": 5, "syringe_ml": 10, "syringes_ml": {"analyte_pump"
 
 
 def validate(labloop, write_campaign, folder: Path, old: str | tuple[str, ...], new: str | tuple[str, ...],
-             *options: str, conditions: dict | None = None):
+             *options: str, conditions: dict | None = None, **sections: object):
     """``labloop validate`` of a tiny campaign whose protocol file has ``old`` replaced by ``new`` (or each of
     several in turn: an iR compensation needs an eis step too): (result, the protocol file, the line of the (last)
     replacement)."""
@@ -36,7 +36,7 @@ def validate(labloop, write_campaign, folder: Path, old: str | tuple[str, ...], 
     protocol = folder / "steps.yaml"
     protocol.write_text(text)
     line = next(n for n, content in enumerate(text.splitlines(), start=1) if news[-1].splitlines()[0] in content)
-    campaign = write_campaign(folder, protocol=str(protocol), safety=SAFETY, conditions=conditions or {})
+    campaign = write_campaign(folder, protocol=str(protocol), safety=SAFETY, conditions=conditions or {}, **sections)
     return labloop("validate", campaign, "--dry-run", *options), protocol, line
 
 
@@ -247,3 +247,36 @@ def test_a_reference_offset_in_millivolts_is_named(tmp_path, labloop, write_camp
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.rstrip().endswith("cell.reference_offset_v: 3200 V vs Li/Li+ is no place for a reference "
                                            "electrode (-1..6 V): millivolts written as volts? (3.2)")
+
+
+#: the run's warning of a cv whose analyte the cell's leftover dilutes (protocols/executor.py, dilution)
+DILUTED = ("by the protocol's count the cell held 1 mL before this experiment's {dispensed} mL (its dispense steps, "
+           "sample included): D assumes analyte_mm 1 as written; the analyte is ~{share}% more dilute, so D reads "
+           "~{low}% low (it goes with the square of the concentration), as protocol[{clean}].clean leaves its 1 mL "
+           "flush in the cell")
+CLEAN = "- clean: {pump: electrolyte_pump, volume_ml: 1.0, refill: true}"
+
+
+@pytest.mark.parametrize(("old", "new", "when", "numbers"), [
+    ("- rinse", CLEAN, "from experiment 2 on", {"dispensed": 5, "share": 17, "low": 31, "clean": 5}),
+    ("- blank: {max_current_a: 2.0e-6, scan_rate_v_s: 0.1}", CLEAN, "in every experiment",
+     {"dispensed": 0.5, "share": 67, "low": 89, "clean": 1}),
+], ids=["a clean at the end", "a clean before the sample"])
+def test_a_protocol_leaving_liquid_under_the_cv_is_warned_about_once_by_validate(tmp_path, labloop, write_campaign,
+                                                                                  old, new, when, numbers):
+    """``run`` warned of each experiment whose D a clean's flush dilutes (from the executor's count); ``validate``
+    said nothing of the protocol that does it. It now gives the same warning once, at the cv's line."""
+    result, protocol, _ = validate(labloop, write_campaign, tmp_path, old, new)
+    assert result.returncode == 0, result.stderr
+    line = next(n for n, text in enumerate(protocol.read_text().splitlines(), start=1) if text.startswith("- cv:"))
+    assert result.stderr == f"warning: {protocol}:{line}: protocol[4].cv: {when}, {DILUTED.format(**numbers)}\n"
+
+
+def test_a_clean_no_sample_sees_is_not_warned_about(tmp_path, labloop, write_campaign):
+    """A clean at the end of a one-experiment budget dilutes nothing; a blank that cleans by hand (no clean step)
+    leaves nothing counted: the executor empties the cell after a blank's clean and fills it again."""
+    once, _, _ = validate(labloop, write_campaign, tmp_path, "- rinse", CLEAN, budget={"max_experiments": 1})
+    assert once.returncode == 0 and once.stderr == "", once.stderr
+    blank, _, _ = validate(labloop, write_campaign, tmp_path, "scan_rate_v_s: 0.1}",
+                           "scan_rate_v_s: 0.1, on_fail: clean}")
+    assert blank.returncode == 0 and blank.stderr == "", blank.stderr
