@@ -265,8 +265,9 @@ class ProtocolExecutor:
         self.experiments = experiments
         #: what the cell and each syringe hold, counted across this executor's experiments
         self.contents = Contents(safety, self.pump_limits)
-        #: experiments a run stopped part way after they pumped into the cell (:meth:`refuse_their_leftover`)
-        self.interrupted_pumped: list[int] = []
+        #: experiments that stopped or failed part way after they pumped into the cell, each with how it ended
+        #: (:meth:`refuse_their_leftover`)
+        self.left_liquid: dict[int, str] = {}
         self._rates = dict(rates or {})
 
     def _instrument_kinds(self) -> dict[str, str]:
@@ -454,24 +455,54 @@ class ProtocolExecutor:
                  "none" if potential is None else f"{potential:.3f}", sorted(analysis.flags) or "none")
         return ExperimentOutcome(voltammogram, analysis, potential, quality_ok, lab)
 
-    def refuse_their_leftover(self, experiments: Sequence[int]) -> None:
+    def refuse_their_leftover(self, experiments: Mapping[int, str]) -> None:
         """Have the next experiment refused while the cell holds anything by labloop's count, because
-        ``experiments`` were stopped part way after they pumped into it (a Ctrl-C, a kill, a stop for a person):
-        each runs again from its first step, which would measure its sample on top of the half-run mixture (a
-        resume onto a killed experiment's 4.5 mL put 9 mL in the cell and read its analyte as half as
-        concentrated). Once the cell counts empty (``resume --cell-emptied``, or a rinse) nothing is refused."""
-        self.interrupted_pumped = list(experiments)
+        ``experiments`` (id: how each ended, ``interrupted`` or ``failed``) stopped part way after they pumped
+        into it: the next experiment would measure its sample on top of their mixture (a resume onto a killed
+        experiment's 4.5 mL put 9 mL in the cell and read its analyte as half as concentrated; after a failed
+        cv the next molecule was measured in the failed one's solution, and the failed molecule's potential
+        recorded as its own). Once the cell counts empty (``resume --cell-emptied``, or a rinse) nothing is
+        refused."""
+        self.left_liquid.update(experiments)
+
+    def empty_after_failure(self, experiment_id: int, on_action: OnAction) -> None:
+        """Empty the cell after experiment ``experiment_id`` failed part way with liquid in it, by the protocol's
+        own rinse step (journalled through ``on_action`` as the failed experiment's action, so a resume counts
+        the cell empty; on a real rig the rinse asks the operator). A protocol without a rinse, or a rinse that
+        fails, leaves the cell as it is and the next experiment refused (:meth:`refuse_their_leftover`): a
+        person must empty it. Called with the rig made safe; never raises but for a Ctrl-C."""
+        if self.contents.cell_ml <= 0:
+            return
+        index = next((i for i, step in enumerate(self.steps) if isinstance(step, Rinse)), None)
+        if index is None or self.rig is None:
+            self.refuse_their_leftover({experiment_id: "failed"})
+            return
+        params = {"after_failure": True}
+        started = now()
+        on_action(index, "rinse", "cell", params, started, None, None)
+        try:
+            self.rig.rinse_cell()
+        except Exception as exc:  # nobody to rinse, the rinse failed: the cell waits for a person
+            on_action(index, "rinse", "cell", params, started, now(), f"{type(exc).__name__}: {exc}")
+            log.warning("experiment %d failed with %g mL in the cell, and its rinse failed too (%s): the next "
+                        "experiment waits for the cell to be emptied", experiment_id, self.contents.cell_ml, exc)
+            self.refuse_their_leftover({experiment_id: "failed"})
+            return
+        log.info("experiment %d failed with %g mL in the cell: rinsed by the protocol's rinse", experiment_id,
+                 self.contents.cell_ml)
+        self.contents.emptied()
+        on_action(index, "rinse", "cell", params, started, now(), "ok")
 
     def _check_contents(self, steps: Sequence[Step]) -> None:
         """Refuse to start an experiment that what the cell and the syringes hold now (left by earlier ones,
-        failed or interrupted) would stop part way, or that an interrupted experiment's liquid would spoil
+        failed or interrupted) would stop part way, or that a stopped or failed experiment's liquid would spoil
         (:meth:`refuse_their_leftover`), before its sample is spent: the rig needs a person."""
-        if self.interrupted_pumped and self.contents.cell_ml > 0:
-            which = ", ".join(map(str, self.interrupted_pumped))
-            raise RigNotReady("cell", f"it holds {self.contents.cell_ml:g} mL by labloop's count, with what "
-                                      f"interrupted experiment {which} pumped before it stopped; it runs again from "
-                                      "its first step and would measure on top of that")
-        self.interrupted_pumped = []
+        if self.left_liquid and self.contents.cell_ml > 0:
+            which = "; ".join(f"{how} experiment {', '.join(str(e) for e, h in self.left_liquid.items() if h == how)}"
+                              for how in dict.fromkeys(self.left_liquid.values()))
+            raise RigNotReady("cell", f"it holds {self.contents.cell_ml:g} mL by labloop's count, with what {which} "
+                                      "pumped before it stopped; the next experiment would measure on top of that")
+        self.left_liquid = {}
         problem = repeat_problem(steps, copy.deepcopy(self.contents), 1)
         if problem is None:
             return

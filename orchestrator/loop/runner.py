@@ -142,10 +142,21 @@ def _history(journal: Journal) -> Iterator[tuple[str, Mapping[str, Any], str | N
     yield from ((command, {}, "ok") for _, command in by_hand)
 
 
-def _interrupted_after_pumping(journal: Journal) -> list[int]:
-    """The interrupted experiments (run again on this resume) that had pumped into the cell before they stopped."""
-    return [e.id for e in journal.experiments(states=(State.INTERRUPTED,))
-            if any(a.command in PUMPING_COMMANDS and a.params.get("pump") is not None for a in journal.actions(e.id))]
+def _pumps(command: str, params: Mapping[str, Any]) -> bool:
+    """Whether an action pumps into the cell (a clean by hand names no pump)."""
+    return command in PUMPING_COMMANDS and params.get("pump") is not None
+
+
+def _stopped_after_pumping(journal: Journal) -> dict[int, str]:
+    """The interrupted experiments (run again on this resume) and the failed ones that had pumped into the cell
+    and not emptied it (no rinse or clean ended ``ok`` after their last pumping action), each with its state."""
+    left: dict[int, str] = {}
+    for experiment in journal.experiments(states=(State.INTERRUPTED, State.FAILED)):
+        actions = journal.actions(experiment.id)
+        pumped = [i for i, a in enumerate(actions) if _pumps(a.command, a.params)]
+        if pumped and not any(a.command in ("rinse", "clean") and a.outcome == "ok" for a in actions[pumped[-1]:]):
+            left[experiment.id] = experiment.status
+    return left
 
 
 def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:
@@ -198,13 +209,14 @@ class Runner:
                                  prepare=None if predictions is None else predictions.prepare)
         self.interrupts = interrupts
         executor.replay(_history(journal))  # what earlier runs of this journal left in the cell and syringes
-        executor.refuse_their_leftover(_interrupted_after_pumping(journal))
+        executor.refuse_their_leftover(_stopped_after_pumping(journal))
         self.health = HealthClock(campaign.schedule.health_check_minutes)
         self.hours = ActiveHours(campaign.schedule.active_hours)
         self.started = datetime.fromisoformat(journal.campaign_info().created_at)
         self._open_actions: dict[int, int] = {}
         self._failed: tuple[str, str] | None = None  #: (instrument, command) of the step that failed, if one did
         self._actions = 0  #: actions the current experiment started
+        self._pumped = False  #: whether the current experiment pumped into the cell
         self._moved = False  #: whether any action started in this run (a stop for a person is then exit 1, not 2)
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
         self._held: list[int] = []  #: the batch awaiting approval that this run has announced
@@ -418,6 +430,7 @@ class Runner:
             self.journal.start_experiment(experiment.id)
         self._open_actions = {}
         self._actions = 0
+        self._pumped = False
         self._failed = None
         try:
             outcome = self.executor.run(self.sample_ids.get(experiment.smiles, experiment.smiles), experiment.smiles,
@@ -477,6 +490,7 @@ class Runner:
             if action is None:
                 action = self.journal.start_action(experiment_id, step, instrument, name, _plain(params))
                 self._actions += 1
+                self._pumped = self._pumped or _pumps(name, params)
             self._moved = True
             if finished_at is None:
                 self._open_actions[step] = action
@@ -499,12 +513,21 @@ class Runner:
         return self.campaign.instruments[where[0]].driver  # type: ignore[index]
 
     def _fail(self, experiment_id: int, cause: str, *, safe_state: bool = True) -> None:
+        """Journal the experiment failed (its open actions ending with ``cause``). With ``safe_state`` (the rig or
+        a driver failed part way) the rig is made safe, and what the experiment pumped into the cell is rinsed
+        out by the protocol's rinse before the failure is journalled (an action needs its experiment running;
+        :meth:`ProtocolExecutor.empty_after_failure`): the next molecule was measured in it."""
         with self.interrupts.deferred():
             for action in self._open_actions.values():
                 self.journal.finish_action(action, cause)
             self._open_actions = {}
+        rinse = safe_state and self._pumped and self.executor.contents.cell_ml > 0
+        if rinse:
+            self.rig.safe_state()
+            self.executor.empty_after_failure(experiment_id, lambda *args: self._on_action(experiment_id, *args))
+        with self.interrupts.deferred():
             self.journal.fail_experiment(experiment_id, cause)
-        if safe_state:
+        if safe_state and not rinse:
             self.rig.safe_state()
 
     # -- learning, checking, waiting ------------------------------------------------------------------

@@ -5,6 +5,7 @@ claimed; a damaged or moved-from journal is one line; validate refuses what run 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -20,15 +21,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labloop.orchestrator.compose import build_executor, build_rig
+from labloop.orchestrator.compose import build_executor, build_rig, build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.loop.interrupts import Interrupts
 from labloop.orchestrator.loop.rig import Rig
-from labloop.orchestrator.loop.runner import EXIT_OK, Runner
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_OK, Runner
 from labloop.surrogate.dataset import read_table
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
+EXAMPLES = DATA.parents[1] / "examples"
 
 
 #: a plug-in potentiostat with a bug: its second CV raises RuntimeError (nothing real raises that on purpose, so
@@ -80,6 +82,65 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
         assert not journal.experiments(states=(State.RUNNING,))
         cv = [a for a in journal.actions(failed[0].id) if a.command == "cv"]
         assert cv[0].outcome.startswith("RuntimeError") and cv[0].finished_at  # the action is closed too
+
+
+def _runner_with_a_buggy_potentiostat(tmp_path: Path, campaign_file: Path, monkeypatch,
+                                      interrupts: Interrupts, stack: contextlib.ExitStack) -> tuple[Runner, Journal]:
+    """A dry-run Runner of ``campaign_file`` whose potentiostat's second cv raises (:data:`BUGGY_PLUGIN`)."""
+    (tmp_path / "site").mkdir(exist_ok=True)
+    (tmp_path / "site" / "buggy_plugin.py").write_text(BUGGY_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    from buggy_plugin import BuggyPotentiostat
+
+    campaign = load_campaign(campaign_file)
+    library = read_table(campaign.library.file).smiles
+    rig = stack.enter_context(build_rig(campaign, dry_run=True, library=library))
+    journal = stack.enter_context(Journal.create(campaign.store, campaign))
+    rig.instruments["potentiostat"] = BuggyPotentiostat(rig.instruments["potentiostat"])
+    return Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts), journal
+
+
+def test_a_failed_experiments_liquid_is_rinsed_out_before_the_next_molecule(tmp_path, write_campaign, monkeypatch):
+    """A newcomer's plug-in potentiostat failed one cv: the next molecule was dispensed onto the failed one's
+    5 mL and the failed molecule's potential recorded as its own, unflagged. The protocol's rinse now empties
+    the cell after a failure that left liquid, journalled as the failed experiment's action."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 4})
+    world = build_world(load_campaign(campaign_file))
+    with contextlib.ExitStack() as stack, Interrupts() as interrupts:
+        runner, journal = _runner_with_a_buggy_potentiostat(tmp_path, campaign_file, monkeypatch, interrupts, stack)
+        assert runner.run() == EXIT_OK
+        [failed] = [e for e in journal.experiments(states=(State.FAILED,)) if not e.cause.startswith("analysis:")]
+        *_, last = journal.actions(failed.id)
+        assert (last.command, last.outcome, last.params) == ("rinse", "ok", {"after_failure": True})
+        later = [e for e in journal.experiments(states=(State.DONE,)) if e.id > failed.id]
+        assert later and all(abs(e.potential_v - world.truth_v(e.smiles)) < 0.03 for e in later)
+        assert runner.executor.contents.cell_ml == 0
+
+
+def test_a_failed_experiments_liquid_without_a_rinse_stops_the_run_for_a_person(tmp_path, write_campaign,
+                                                                                 monkeypatch):
+    """A protocol without a rinse cannot empty the cell itself: the next experiment is refused before it pumps
+    (the run stops for a person, as for an interrupted experiment's liquid), and a resume is refused the same
+    way until ``--cell-emptied``."""
+    steps = yaml.safe_load((EXAMPLES / "protocols" / "cv_screen.yaml").read_text())
+    (tmp_path / "no_rinse.yaml").write_text(yaml.safe_dump(steps[:-1]))
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 4}, protocol=str(tmp_path / "no_rinse.yaml"),
+                                   safety={"cell_volume_ml": 100})
+    with contextlib.ExitStack() as stack, Interrupts() as interrupts:
+        runner, journal = _runner_with_a_buggy_potentiostat(tmp_path, campaign_file, monkeypatch, interrupts, stack)
+        assert runner.run() == EXIT_FAULTS
+        [failed] = journal.experiments(states=(State.FAILED,))
+        stopped = [e for e in journal.events() if e.kind == "stopped"]
+        assert f"with what failed experiment {failed.id} pumped before it stopped" in stopped[-1].message
+        assert "--cell-emptied" in stopped[-1].data["advice"]
+        [waiting] = journal.experiments(states=(State.INTERRUPTED,))
+        assert not journal.actions(waiting.id)  # refused before anything moved
+    with Journal.open(tmp_path / "tiny.db") as journal, Interrupts() as interrupts:
+        campaign = load_campaign(campaign_file)
+        library = read_table(campaign.library.file).smiles
+        with build_rig(campaign, dry_run=True, library=library) as rig:
+            resumed = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
+            assert resumed.executor.left_liquid == {failed.id: State.FAILED}
 
 
 def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_fault(tmp_path, write_campaign,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labloop.core.errors import DispenseMismatch, Overload, RigNotReady, SafetyLimitExceeded
+from labloop.core.errors import DispenseMismatch, NoOperator, Overload, RigNotReady, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
 from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
@@ -26,6 +26,7 @@ from labloop.orchestrator.loop.rig import Rig
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import Contents, Problems, parse_steps, repeat_problem
+from labloop.sim.lab import SimulatedLab
 from labloop.surrogate.dataset import read_table
 
 CV = {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}
@@ -144,25 +145,36 @@ def _run_once(campaign: Campaign, potentiostat: type) -> int:
         return Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
 
 
-def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tmp_path, write_campaign,
-                                                                              labloop) -> None:
-    """Run 1 fails its experiment before the rinse (5 mL stay in the 9 mL cell) and stops; ``resume`` (a new
-    process's executor and rig) must count those 5 mL from the journal's actions and refuse to add 5 more,
-    until the operator says the cell was emptied by hand (``--cell-emptied``). The refusal spends no molecule:
-    its experiment waits for the resume that can run it (it failed, and three more with it, before)."""
+def _nobody_to_rinse(_lab: SimulatedLab) -> None:
+    raise NoOperator("cell", "no operator to rinse the cell: the console's input is closed")
+
+
+def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tmp_path, write_campaign, labloop,
+                                                                              monkeypatch) -> None:
+    """Run 1 fails its experiment before the rinse, and the rinse after the failure finds nobody to do it (5 mL
+    stay in the 9 mL cell), and stops; ``resume`` (a new process's executor and rig) must count those 5 mL from
+    the journal's actions and refuse to measure on top of them, until the operator says the cell was emptied by
+    hand (``--cell-emptied``). The refusal spends no molecule: its experiment waits for the resume that can run
+    it (it failed, and three more with it, before)."""
     campaign = load_campaign(write_campaign(tmp_path, protocol=RINSED, safety={"cell_volume_ml": 9.0},
                                             budget={"max_experiments": 2, "max_consecutive_faults": 1}))
-    assert _run_once(campaign, _BrokenPotentiostat) == EXIT_FAULTS
+    with monkeypatch.context() as patched:  # a rig whose rinse is a person's, and nobody at the console
+        patched.setattr(SimulatedLab, "rinse", _nobody_to_rinse)
+        assert _run_once(campaign, _BrokenPotentiostat) == EXIT_FAULTS
     with Journal.open(campaign.store, readonly=True) as journal:
         first = journal.experiments(states=(State.FAILED,))
+        rinse = journal.actions(first[0].id)[-1]
     assert [e.cause for e in first] == ["potentiostat (cv): RuntimeError: plug-in bug: the scan never started"]
+    assert (rinse.command, rinse.outcome) == ("rinse", "NoOperator: cell: no operator to rinse the cell: the "
+                                                       "console's input is closed")
 
     for _ in range(2):  # refused as often as it is tried, nothing moving (exit 2: bad input, as a missing flag)
         resumed = labloop("resume", campaign.store)
         assert resumed.returncode == 2, resumed.stderr
         [line] = resumed.stderr.strip().splitlines()
-        assert line.startswith("error: RigNotReady: protocol[2].dispense: electrolyte_pump: the cell would hold "
-                               "10 mL, more than its 9 mL") and "Traceback" not in resumed.stderr
+        assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what failed "
+                               f"experiment {first[0].id} pumped before it stopped; the next experiment would measure "
+                               "on top of that") and "Traceback" not in resumed.stderr
         assert line.endswith(f"then `labloop resume {campaign.store} --cell-emptied` or `--syringes-filled`")
     with Journal.open(campaign.store, readonly=True) as journal:
         assert [e.id for e in journal.experiments(states=(State.FAILED,))] == [first[0].id]
@@ -199,8 +211,8 @@ def test_a_resume_onto_what_an_interrupted_experiment_pumped_is_refused(tmp_path
     assert resumed.returncode == 2, resumed.stderr
     [line] = resumed.stderr.strip().splitlines()
     assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what interrupted "
-                           f"experiment {interrupted.id} pumped before it stopped; it runs again from its first step "
-                           "and would measure on top of that")
+                           f"experiment {interrupted.id} pumped before it stopped; the next experiment would measure "
+                           "on top of that")
     assert line.endswith(f"then `labloop resume {campaign.store} --cell-emptied` or `--syringes-filled`")
     emptied = labloop("resume", campaign.store, "--cell-emptied")
     assert emptied.returncode == 0, emptied.stderr
