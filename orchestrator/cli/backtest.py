@@ -125,13 +125,31 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
         results = engine.compare(campaign, kinds, library, model, measure, seeds=seeds, budget=budget,
                                  oracle_truth=known if oracle else None, progress=Shown())
     report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
+              "objective": describe_objective(objective.model_dump()),
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
+              "hits_in_table": (sum(objective.is_hit(v) for v in known.values()) if objective.defines_hits
+                                else None),
               "seeds": list(range(campaign.seed, campaign.seed + seeds)),  # per_seed's order
-              "instruments": "none" if scan is None else _scanned(scan), "noise_v": noise_v, "planners": results}
+              "seeds_vary": seeds_vary(scan is not None, noise_v),
+              "instruments": "none" if scan is None else _scanned(scan), "noise_v": noise_v, "planners": results,
+              "warnings": notes}
     if as_json:
         console.out.print_json(json.dumps(report, allow_nan=False))  # strict JSON: a missing value is null
         return
     _print_table(report)
+
+
+def seeds_vary(instruments: bool, noise_v: float) -> str:
+    """What differs between a backtest's seeds, said beside its spread: a lab's table is one library and the prior
+    one model, and the first batch is the same in every seed, so the sd is the spread over measurement noise,
+    not over libraries (a reviewer read it as how sure the planner choice was)."""
+    drawn = [f"the measurement noise ({noise_v:g} V)"] if noise_v > 0 else []
+    if instruments:
+        drawn.append("the simulated voltammograms' current noise")
+    drawn.append("random's picks")
+    said = ", ".join(drawn[:-1]) + f" and {drawn[-1]}" if len(drawn) > 1 else drawn[0]
+    return (f"a seed varies {said}; the library, the prior and the first batch are the same in every seed, so "
+            "+/- sd is the spread over those draws, not over libraries")
 
 
 def _scanned(scan: Scan) -> str:
@@ -162,4 +180,5 @@ def _print_table(report: dict[str, Any]) -> None:
         spread = "" if r["sd"] is None else f" +/- {r['sd']:g}"  # none from one seed
         table.add_row(name, f"{_g(r['mean'])}{spread}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
                       f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
+    table.caption = report["seeds_vary"]
     console.out.print(table)

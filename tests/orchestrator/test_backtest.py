@@ -38,7 +38,15 @@ def test_random_backtest_without_instruments_counts_true_hits(tmp_path, labloop,
     assert report["seeds"] == [5, 6]  # every seed, in per_seed's order (it was [first, last]: 2 seeds or 7?)
     assert random["per_seed"] == [in_window, in_window]  # the whole library measured: every true hit found
     assert random["after"]["100%"] == in_window and random["failed_mean"] == 0
-    assert "warning" not in result.stderr
+    assert "warning" not in result.stderr and report["warnings"] == []
+    assert report["hits_in_table"] == in_window and report["objective"] == "oxidation potential in [4.50, 4.60] V vs Li/Li+"
+    # what the spread is over: a reviewer read the sd as how sure a planner choice was
+    assert report["seeds_vary"].startswith("a seed varies random's picks; the library, the prior and the first "
+                                           "batch are the same in every seed")
+    shown = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds", "2",
+                    "--budget", "20", "--no-instruments")
+    assert shown.returncode == 0, shown.stderr
+    assert "a seed varies the measurement noise (0.01 V) and random's picks" in " ".join(shown.stdout.split())
 
 
 def test_a_budget_beyond_the_library_is_capped_and_said(tmp_path, labloop, write_campaign, truth_csv):
@@ -52,6 +60,7 @@ def test_a_budget_beyond_the_library_is_capped_and_said(tmp_path, labloop, write
                          "random", "--seeds", "1", *given, "--no-instruments", "--json")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["budget"] == 5
+        assert sum(f"{said} exceeds" in w for w in json.loads(result.stdout)["warnings"]) == 1  # for scripts
         assert (f"warning: {said} exceeds the 5 library molecules with a true value: each campaign runs 5 "
                 "experiments, all of them") in result.stderr.splitlines(), result.stderr
     exact = labloop("backtest", campaign, "--truth", tmp_path / "five.csv", "--column", "e_v", "--planners", "random",
