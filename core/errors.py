@@ -231,8 +231,8 @@ class BlankNeedsPurge(BlankFailed):
 
 
 class ClusterLostError(LabloopError):
-    """The Dask cluster went away (or kept killing workers) during a run: exit 1, the finished shards are
-    kept (surrogate/compute.py)."""
+    """The Dask cluster went away (or kept killing workers, or a worker cannot read the library's shards)
+    during a run: exit 1, the finished shards are kept (surrogate/compute.py, planners/shard_pool.py)."""
 
 
 class IllegalTransition(RuntimeError):

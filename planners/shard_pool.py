@@ -7,14 +7,15 @@ fine at 100,000 molecules, minutes at a million. Here the predictions already si
 carries the cheap descriptors of :data:`labloop.planners.feedback.DESCRIPTORS`), and a proposal has two
 stages:
 
-1. **Shortlist, on the shards** (on the Dask workers when a client is given: one task per worker thread,
-   each with a fixed share of the shards, so a worker finds its shards in its cache at every proposal;
-   else here): every untried molecule is scored from its shard's columns alone, with the part of the
-   calibration the descriptors carry (:class:`labloop.planners.feedback.DescriptorCalibration`: the
-   posterior of the offset, the descriptor weights and the size function, plus the prior variance of the
-   group and GP terms, so a molecule those terms could still move keeps the uncertainty they allow). Each
-   task gives back its best ``shortlist`` (row, score); the merge keeps the best ``shortlist`` of all (ties
-   by row), and only those rows' SMILES, predictions and descriptors are fetched.
+1. **Shortlist, on the shards** (on the Dask workers when a client is given: one task per worker thread, each
+   with a fixed share of the shards, so a worker finds its shards in its cache at every proposal; each worker
+   reads them by their absolute path, so it must see the shard folder there; else here): every untried
+   molecule is scored from its shard's columns alone, with the part of the calibration the descriptors carry
+   (:class:`labloop.planners.feedback.DescriptorCalibration`: the posterior of the offset, the descriptor
+   weights and the size function, plus the prior variance of the group and GP terms, so a molecule those terms
+   could still move keeps the uncertainty they allow). Each task gives back its best ``shortlist`` (row,
+   score); the merge keeps the best ``shortlist`` of all (ties by row), and only those rows' SMILES,
+   predictions and descriptors are fetched.
 2. **Exact, on the shortlist** (here): the full calibration (every learner, with a
    :class:`DescriptorTable` the planner keeps, so a shortlisted molecule is parsed once per planner for
    its fingerprints; its cheap descriptors come from the shard), the failure correction, the first
@@ -63,7 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from labloop.core.errors import InvalidInput
+from labloop.core.errors import ClusterLostError, InvalidInput
 from labloop.planners.acquisition import Acquisition, Goal, acquire
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.batch import JointModel
@@ -272,6 +273,22 @@ def predicted_extreme(paths: Sequence[Path], spec: ScoreSpec) -> tuple[float, fl
     return (float(mu.min()), float(mu.max())) if len(mu) else (float("nan"), float("nan"))
 
 
+def _on_worker(function: Callable, paths: Sequence[Path], *args: object) -> object:
+    """``function(paths, *args)`` as a Dask task; a shard the worker cannot open is :class:`ClusterLostError`
+    naming the worker and what it needs. Why: the workers read the shards from their own filesystem (they are
+    not shipped: stage 1 is fast because each worker keeps its shards' columns between proposals), and
+    pyarrow's "Failed to open local file" said neither which worker nor that it must see the store's
+    predictions folder at the same absolute path."""
+    try:
+        return function(paths, *args)
+    except (FileNotFoundError, PermissionError, NotADirectoryError):
+        from distributed import get_worker
+
+        raise ClusterLostError(f"Dask worker {get_worker().address} cannot read the library's shards in "
+                               f"{paths[0].parent}: every worker must read the store's predictions folder at that "
+                               f"same path (a shared filesystem, or workers on this machine)") from None
+
+
 #: a stage-2 fetch that found nothing
 _EMPTY_ROWS = pd.DataFrame({"row": pd.Series(dtype=np.int64), "smiles": pd.Series(dtype=object),
                             "mean": pd.Series(dtype=float), "std": pd.Series(dtype=float),
@@ -401,8 +418,8 @@ class ShardPoolPlanner:
         gone), or here."""
         if self.client is None:
             return [function(group.paths, *args) for group in groups]
-        futures = [self.client.submit(function, group.paths, *args, workers=group.worker, allow_other_workers=True,
-                                      pure=False) for group in groups]
+        futures = [self.client.submit(_on_worker, function, group.paths, *args, workers=group.worker,
+                                      allow_other_workers=True, pure=False) for group in groups]
         return self.client.gather(futures)
 
     def _with_predicted_best(self, groups: Sequence[Group], spec: ScoreSpec) -> ScoreSpec:

@@ -9,7 +9,8 @@ the chunk size and the number of chunks in flight, never by the library size.
 What travels over the network: the model once per version (its directory's bytes, scattered to every
 worker; each worker rebuilds the ensemble once and keeps it), each chunk's SMILES to a worker, and each
 chunk's results (canonical SMILES, mean and calibrated std per target, and any ``describe`` columns) back.
-Shards are written by the process that runs the pipeline, so workers need no shared filesystem.
+Shards are written by the process that runs the pipeline, so the pipeline's workers need no shared filesystem
+(the pool planner's workers read them: :mod:`labloop.planners.shard_pool`). A shard set's paths are absolute.
 
 Shards: ``<out_dir>/model-<version>/<first row>-<key>.parquet``, one per chunk, one row per input row
 (invalid SMILES kept with ``valid`` false and NaN predictions, so their line numbers can be reported).
@@ -376,7 +377,8 @@ def predict_library(
     :class:`ClusterLostError`; the shards finished before stay, and a re-run predicts only the rest.
     """
     payload = ModelPayload.from_directory(model_dir)
-    directory = Path(out_dir) / f"model-{payload.version}"
+    # absolute: the shards' paths go to Dask workers (the pool planner's), whose working folder is their own
+    directory = Path(out_dir).absolute() / f"model-{payload.version}"
     chunks = read_chunks(library, smiles_column, chunk_size)
     paths: list[Path] = []
     counts = {"rows": 0, "predicted": 0, "named": 0}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,36 @@ def test_scheduler_and_two_workers_one_killed_mid_run(cluster, tiny_model_dir, l
         client.close()
     assert shards.n_predicted == shards.n_rows == len(reference)
     assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
+
+
+@pytest.mark.slow
+def test_workers_get_absolute_shard_paths_and_one_that_cannot_read_them_is_one_line(
+        cluster, tiny_model_dir, library, tmp_path, monkeypatch):
+    """The workers run in another folder than labloop: a store given by a relative path (``labloop resume
+    runs/x.db``) sent them relative shard paths they could not open (pyarrow's "Failed to open local file")."""
+    address, _, _ = cluster
+    monkeypatch.chdir(tmp_path)
+    client = compute.connect(address)
+    try:
+        client.wait_for_workers(2, timeout=180)
+        shards = predict_library(library, tiny_model_dir, Path("runs/x.predictions"), client=client, chunk_size=15,
+                                 describe=describe)
+        assert all(path.is_absolute() for path in shards.paths)
+        state = PlannerState("greedy", seed=1, step=1, observations=())
+        planner = ShardPoolPlanner("greedy", lambda version: shards, "ie_ev", ConditionSpace({}), goal="maximize",
+                                   acquisition="mean", first_batch="acquisition", client=client)
+        assert len(planner.propose(state, 3, _FixedModel())) == 3
+        # a worker that does not see the store's predictions folder (another machine, no shared filesystem)
+        (tmp_path / "runs").rename(tmp_path / "elsewhere")
+        planner = replace(planner, target="ea_ev")  # columns the workers have not read yet
+        with pytest.raises(ClusterLostError) as lost:
+            planner.propose(state, 3, _FixedModel())
+    finally:
+        client.close()
+    message = str(lost.value)
+    assert message.startswith("Dask worker tcp://127.0.0.1:") and "\n" not in message, message
+    assert f"cannot read the library's shards in {shards.directory}" in message, message
+    assert "predictions folder at that same path" in message and "Failed to open" not in message, message
 
 
 @pytest.mark.slow
