@@ -80,6 +80,18 @@ def lost_cluster_errors() -> tuple[type[BaseException], ...]:
     return CancelledError, CommClosedError, KilledWorker, TimeoutError
 
 
+def lost_cluster(client: Client, exc: BaseException) -> str | None:
+    """Why ``exc``, met while working on ``client``'s cluster, says that the cluster went away (a few words to
+    quote), or None when it does not: one of :func:`lost_cluster_errors`, or anything once the client has
+    closed. Why the second: a client whose scheduler does not come back within its reconnect timeout closes
+    itself, and its calls then fail on its scheduler, now None (``AttributeError: 'NoneType' object has no
+    attribute 'scatter'``): a retrain's predictions and the next proposal met that, and a newcomer got a page of
+    traceback and a "labloop bug" instead of a ``cluster_lost`` stop."""
+    if getattr(client, "status", None) in ("closing", "closed"):
+        return "its scheduler stopped answering and the client closed"
+    return first_line(exc) if isinstance(exc, lost_cluster_errors()) else None
+
+
 def connect(address: str) -> Client:
     """A ``distributed.Client`` on the scheduler at ``address``; unreachable -> :class:`SchedulerAddressError`."""
     from distributed import Client

@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
 from labloop.core.text import plural
+from labloop.surrogate.compute import lost_cluster
 from labloop.surrogate.dataset import csv_line, not_a_file, separator_hint
 
 if TYPE_CHECKING:
@@ -419,10 +420,7 @@ def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryC
                     done: Callable[[LibraryChunk, pd.DataFrame | None, Path], None]) -> None:
     """Submit chunks with at most :data:`IN_FLIGHT_PER_THREAD` per worker thread in flight (memory stays
     bounded), and hand each result to ``done`` as it arrives."""
-    from concurrent.futures import CancelledError
-
     from distributed import as_completed
-    from distributed.comm.core import CommClosedError
     from distributed.scheduler import KilledWorker
 
     try:
@@ -453,8 +451,11 @@ def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryC
     except KilledWorker as exc:
         raise ClusterLostError(f"a chunk killed {exc.args[0] if exc.args else 'several'} workers in a row "
                                f"(out of memory?); finished chunks are kept, run again to continue") from None
-    except (CancelledError, CommClosedError, OSError, TimeoutError) as exc:
-        raise ClusterLostError(f"the Dask cluster went away ({first_line(exc)}); finished chunks are kept, "
+    except Exception as exc:
+        reason = lost_cluster(client, exc) or (first_line(exc) if isinstance(exc, OSError) else None)
+        if reason is None:
+            raise
+        raise ClusterLostError(f"the Dask cluster went away ({reason}); finished chunks are kept, "
                                f"run again to continue") from None
 
 

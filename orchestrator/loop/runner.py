@@ -55,7 +55,7 @@ from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.planners import Observation, PlannerState, make_planner
 from labloop.planners.feedback import DescriptorTable
 from labloop.protocols.executor import PUMPING_COMMANDS
-from labloop.surrogate.compute import lost_cluster_errors
+from labloop.surrogate.compute import lost_cluster
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -197,8 +197,6 @@ class Runner:
         self.rig = rig
         self.executor = executor
         self.predictions = predictions
-        #: with a cluster the planner scores the shards there: distributed's errors that say it went away
-        self._lost_cluster: tuple[type[BaseException], ...] = () if predictions is None else lost_cluster_errors()
         descriptors = DescriptorTable()
         self.planner = make_planner(campaign.planner_settings(), library, descriptors,
                                     None if predictions is None else predictions.stored())
@@ -411,9 +409,12 @@ class Runner:
             model = self.learning.model_view(state, experiments)
             try:
                 proposals = self.planner.propose(state, n, model)
-            except self._lost_cluster as exc:
+            except Exception as exc:  # with a cluster the planner scores the shards there
+                reason = None if self.predictions is None else lost_cluster(self.predictions.client, exc)
+                if reason is None:
+                    raise
                 raise ClusterLostError(f"the Dask cluster went away while the library's shards were scored "
-                                       f"({type(exc).__name__}); finished shards are kept") from None
+                                       f"({reason}); finished shards are kept") from None
         if proposals:
             with self.interrupts.deferred():
                 self.journal.record_proposals(proposals, step=step, planner=self.planner.name,

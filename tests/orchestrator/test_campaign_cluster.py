@@ -1,7 +1,8 @@
 """Campaigns on a Dask cluster (issue 15): ``greedy`` over the library's shards on a real LocalCluster proposes
 what the in-memory planner proposes, with each model version's shards beside the store; a real ``dask
-scheduler`` killed mid-run stops the run (exit 1, one line, journal intact) and a resume on a restarted
-scheduler finishes with the uninterrupted run's proposals; a scheduler that does not answer is bad input."""
+scheduler`` killed mid-run (also while a retrain predicts the library) stops the run (exit 1, one line, a
+``cluster_lost`` event and its alert, journal intact) and a resume on a restarted scheduler finishes with the
+uninterrupted run's proposals; a scheduler that does not answer is bad input."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 from labloop.orchestrator.cli.main import main
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.learning.predictions import predictions_dir
+from labloop.orchestrator.learning.predictions import LibraryPredictions, predictions_dir
 from labloop.surrogate import compute
 from labloop.surrogate.library_pipeline import ModelPayload
 
@@ -84,22 +85,23 @@ def _done(store: Path) -> int:
         return len(journal.experiments(states=(State.DONE,)))
 
 
+def _cluster(dask_command, port: int, log: Path) -> list[subprocess.Popen]:
+    """``dask scheduler`` on 127.0.0.1:``port`` and one single-threaded ``dask worker`` (no nanny)."""
+    return [dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                         log=log.with_suffix(".scheduler.log")),
+            dask_command("worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                         "--host", "127.0.0.1", log=log.with_suffix(".worker.log"))]
+
+
 @pytest.mark.slow
 def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterrupted(
         folder, reference, write_campaign, labloop, free_port, dask_command):
-    def cluster(log: Path) -> list[subprocess.Popen]:
-        """``dask scheduler`` at ``address`` and one single-threaded ``dask worker`` (no nanny)."""
-        return [dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                             log=log.with_suffix(".scheduler.log")),
-                dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host",
-                             "127.0.0.1", log=log.with_suffix(".worker.log"))]
-
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     campaign_file = write_campaign(folder, prior=True, shared_prior=True, name="remote",
                                    compute={"scheduler": address}, **SECTIONS)
     store = folder / "remote.db"
-    first = cluster(folder / "first")
+    first = _cluster(dask_command, port, folder / "first")
     run = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign_file),
                             "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -124,7 +126,60 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
     assert 1 <= done_before < 6
     assert not [p for p in predictions_dir(store).rglob("*") if p.is_file() and p.suffix != ".parquet"]
 
-    second = cluster(folder / "second")  # the scheduler again, at the same address
+    second = _cluster(dask_command, port, folder / "second")  # the scheduler again, at the same address
+    try:
+        resumed = labloop("resume", store)
+    finally:
+        _stop(second)
+    assert resumed.returncode == 0, resumed.stderr
+    assert proposals(store) == reference
+
+
+@pytest.mark.slow
+def test_a_scheduler_killed_while_a_retrain_predicts_is_a_cluster_lost_stop_and_a_resume_finishes(
+        folder, reference, write_campaign, labloop, free_port, dask_command, monkeypatch):
+    """The newcomer's finding: the scheduler killed during a background retrain; once the client gave up
+    reconnecting and closed, the retrain's predictions failed on it (AttributeError, a page of traceback,
+    ``retrain_failed``) and the next proposal too ("unexpected AttributeError ... a labloop bug"), with no
+    ``cluster_lost`` event and so no alert. The kill happens as the retrain starts predicting the library, which
+    then waits for the client to close, as it had when the newcomer's longer retrain finished."""
+    monkeypatch.setattr(compute, "CONNECT_TIMEOUT_S", 2)  # the client's reconnect timeout too: closes in 2 s
+    port = free_port()
+    campaign_file = write_campaign(folder, prior=True, shared_prior=True, name="retrain-lost",
+                                   compute={"scheduler": f"tcp://127.0.0.1:{port}"},
+                                   alerts=[f"json://127.0.0.1:{free_port()}/nobody"], **SECTIONS)
+    store = folder / "retrain-lost.db"
+    first = _cluster(dask_command, port, folder / "retrain-first")
+    prepare, killed = LibraryPredictions.prepare, []
+
+    def kill_then_prepare(self: LibraryPredictions, loaded: object, check: object = None) -> object:
+        if check is not None and not killed:  # the retrain's predictions (the prior's are made with no check)
+            first[0].send_signal(signal.SIGKILL)
+            killed.append(first[0].wait())
+            deadline = time.monotonic() + 60
+            while self.client.status != "closed":
+                assert time.monotonic() < deadline, "the client never gave up on its scheduler"
+                time.sleep(0.05)
+        return prepare(self, loaded, check)
+
+    monkeypatch.setattr(LibraryPredictions, "prepare", kill_then_prepare)
+    try:
+        result = labloop("run", campaign_file, "--dry-run")
+    finally:
+        _stop(first)
+    assert killed, "the retrain never predicted the library: the test proved nothing"
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "labloop bug" not in result.stderr, result.stderr
+    lost = [line for line in result.stderr.splitlines() if "Dask cluster went away" in line]
+    assert len(lost) == 1 and f"labloop resume {store}" in lost[0], result.stderr
+    assert "stopped answering" in lost[0], lost[0]
+    with Journal.open(store, readonly=True) as journal:
+        kinds = [e.kind for e in journal.events()]
+        assert not journal.experiments(states=(State.RUNNING, State.INTERRUPTED))
+    assert "retrain_failed" not in kinds and "cluster_lost" in kinds, kinds
+    assert kinds[kinds.index("cluster_lost") + 1:] == ["alert_failed"], kinds  # the alert was sent (nobody heard)
+
+    second = _cluster(dask_command, port, folder / "retrain-second")  # the scheduler again, at the same address
     try:
         resumed = labloop("resume", store)
     finally:
