@@ -39,7 +39,8 @@ def test_random_backtest_without_instruments_counts_true_hits(tmp_path, labloop,
     assert random["per_seed"] == [in_window, in_window]  # the whole library measured: every true hit found
     assert random["after"]["100%"] == in_window and random["failed_mean"] == 0
     assert "warning" not in result.stderr and report["warnings"] == []
-    assert report["hits_in_table"] == in_window and report["objective"] == "oxidation potential in [4.50, 4.60] V vs Li/Li+"
+    assert report["hits_in_table"] == in_window
+    assert report["objective"] == "oxidation potential in [4.50, 4.60] V vs Li/Li+"
     # what the spread is over: a reviewer read the sd as how sure a planner choice was
     assert report["seeds_vary"].startswith("a seed varies random's picks; the library, the prior and the first "
                                            "batch are the same in every seed")
