@@ -90,7 +90,8 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, sch
                    "library predictions in shards on a Dask LocalCluster started by the run",
         "instruments": f"{instruments}; drivers checked against the driver registry",
         "protocol": ", ".join(campaign.protocol.step_names),
-        "reference": f"{campaign.cell.reference_offset_v:g} V vs Li/Li+ (cell.reference_offset_v{default})",
+        "reference": f"{_reference_names(campaign)}{campaign.cell.reference_offset_v:g} V vs Li/Li+ "
+                     f"(cell.reference_offset_v{default})",
         "budget": "stop after " + " or ".join(stops),
         "schedule": f"active {campaign.schedule.active_hours}",
         "store": f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}",
@@ -101,6 +102,15 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, sch
     for label, value in rows.items():
         table.add_row(label, Text(console.printable(value)))  # paths and ports as written: text, not markup
     return table
+
+
+def _reference_names(campaign: Campaign) -> str:
+    """``Ag/Ag+ (potentiostat's reference option) at ``: the reference electrode's name as the instruments' own
+    ``reference`` option gives it (the label on every measurement), beside where the cell puts it, so a name and
+    an offset that do not belong together are seen before the first measurement."""
+    named = [f"{entry.options['reference']} ({name}'s reference option)" for name, entry in campaign.instruments.items()
+             if isinstance(entry.options.get("reference"), str)]
+    return f"{', '.join(named)} at " if named else ""
 
 
 @click.command(help="Print the JSON Schema of campaign files (for editor completion and checking).")

@@ -699,9 +699,10 @@ class Truth(BaseModel):
 class Cell(BaseModel):
     """The electrochemical cell: where its reference electrode sits, in V vs Li/Li+, so that measured
     potentials can be reported vs Li/Li+. The default, 3.2 V, is where Fc+/Fc is measured vs Li/Li+ in
-    carbonate electrolytes; another reference (Ag/Ag+, a pseudo-reference wire) sits elsewhere, and
-    conversions across solvents hold to about +/-0.3 V (docs/protocols.md "Potential scales"): calibrate
-    yours against ferrocene."""
+    carbonate electrolytes; a given reference (an Ag/Ag+ electrode, a pseudo-reference wire) sits wherever
+    its filling and the electrolyte put it, and conversions across solvents hold to about +/-0.3 V
+    (docs/protocols.md "Potential scales"): calibrate yours against ferrocene. The electrode's name, which
+    labels every measurement, is the potentiostat driver's ``reference`` option."""
 
     model_config = SECTION
     reference_offset_v: Number = Field(3.2, json_schema_extra={"minimum": REFERENCE_OFFSET_RANGE_V[0],
