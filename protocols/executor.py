@@ -290,10 +290,12 @@ class ProtocolExecutor:
     def _check(self, steps: Sequence[Step]) -> None:
         refused = {index: exc for index, _field, exc in reversed(pumping_problems(
             steps, self.safety, self.pump_limits, experiments=self.experiments))}
+        for index, step in enumerate(steps):  # a "pump" that is none first: its limits would say nothing true
+            if pumps(step):
+                self._instrument(self._where(index, step), step.pump, Pump, "pump")  # type: ignore[attr-defined]
         for index, step in enumerate(steps):
             where = self._where(index, step)
             if pumps(step):
-                self._instrument(where, step.pump, Pump, "pump")  # type: ignore[attr-defined]
                 if index in refused:  # its volume, rate, or the cell's or syringe's content (the first of them)
                     raise SafetyLimitExceeded(where, refused[index].what)
                 self._check_rate(where, step)

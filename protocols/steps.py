@@ -646,6 +646,19 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
     return problems
 
 
+#: step parameters that set up the rig rather than the measurement, and what each says instead: a planner varying
+#: one (``conditions: {fluid: {choices: [sample, electrolyte]}}``) would relabel which syringe holds the sample, send a
+#: pump's command to another instrument, or report D for a concentration nobody made, so ``conditions`` refuses them
+SETUP_PARAMETERS: dict[str, str] = {
+    "changer": "names an instrument of the rig", "pump": "names an instrument of the rig",
+    "potentiostat": "names an instrument of the rig", "valve": "names an instrument of the rig",
+    "fluid": "says what a syringe holds", "refill": "says how a syringe is kept full",
+    "on_fail": "says what the rig does when a blank fails", "gas": "says what the gas line holds",
+    "analyte_mm": "states what the stock holds (D is computed with it)",
+    "electrode_area_cm2": "states the working electrode's size (D is computed with it)",
+}
+
+
 def pumps(step: Step) -> bool:
     """Whether ``step`` pumps liquid into the cell: a dispense, an internal standard, a clean with a pump."""
     return isinstance(step, Dispense | AddStandard) or (isinstance(step, Clean) and step.pump is not None)

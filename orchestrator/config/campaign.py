@@ -15,6 +15,7 @@ protocol's steps inline; that dump validates again, which is how a journal keeps
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Callable
@@ -61,6 +62,8 @@ from labloop.protocols.executor import leftover_dilution
 from labloop.protocols.steps import (
     CV,
     SCAN_RATE_RANGE_V_S,
+    SETUP_PARAMETERS,
+    Step,
     compact,
     limit_problems,
     parse_steps,
@@ -323,12 +326,35 @@ class Planner(BaseModel):
         return self.acquisition or ("window_probability" if goal == "window" else "ei")
 
 
+def _choice_problem(value: Any) -> str | None:
+    """Why ``value`` is no choice (a whole number, a finite number or a word), or None. A true/false is named as such:
+    no step parameter a planner may vary is a yes/no (``refill`` is the rig's set-up)."""
+    if isinstance(value, bool):
+        return f"a number or a word, not true/false: no step parameter a planner may vary is a yes/no (got {value!r})"
+    if not isinstance(value, int | float | str) or (isinstance(value, float) and not math.isfinite(value)):
+        return f"a finite number or a word (got {value!r})"
+    return None
+
+
 class Choices(BaseModel):
     """A categorical condition: one of these values per experiment (a whole number stays one: a step
     parameter such as ``n_scans`` takes ``{choices: [1, 2, 3]}``, and 1.0 is no count of scans)."""
 
     model_config = SECTION
     choices: tuple[Int | Number | str, ...] = Field(min_length=1)
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _plain_choices(cls, value: Any) -> Any:
+        """Each choice that is none in one plain line at its place, not as pydantic's failure of each member of the
+        union (``choices[0].int: must be a valid integer (got False)``) followed by the list's length counted
+        without it (``must have at least 1 item after validation, not 0``)."""
+        if isinstance(value, list | tuple):
+            problems = [Problem((index,), why) for index, item in enumerate(value)
+                        if (why := _choice_problem(item)) is not None]
+            if problems:
+                raise Problems(*problems)
+        return value
 
 
 def _condition_kind(value: Any) -> str:
@@ -355,10 +381,12 @@ class Conditions(BaseModel):
     def _plausible_scan_rate(cls, value: tuple[float, float]) -> tuple[float, float]:
         low, high = SCAN_RATE_RANGE_V_S
         if not (low <= value[0] and value[1] <= high):
-            # a range in mV/s: the ends beyond 10 V/s read as mV/s (the step's own scan rates say it likewise)
+            # a range in mV/s: the ends beyond 10 V/s read as mV/s (the step's own scan rates say it likewise); when
+            # only the high end slipped, the hint is of it alone ([0.02, 50]: the 0.02 V/s is no slip)
             fixed = [rate / 1000 if rate > high else rate for rate in value]
-            hint = (f": {slip('mV/s', 'V/s', f'[{compact(fixed[0])}, {compact(fixed[1])}] V/s')}"
-                    if value[1] > high and low <= fixed[0] <= fixed[1] <= high else "")
+            hint = ("" if not (value[1] > high and low <= fixed[0] <= fixed[1] <= high) else
+                    f": {slip('mV/s', 'V/s', f'[{compact(fixed[0])}, {compact(fixed[1])}] V/s')}" if value[0] > high
+                    else f": its high end {compact(value[1])}, {slip('mV/s', 'V/s', f'{compact(fixed[1])} V/s')}")
             raise ValueError(f"must lie within {low:g}..{high:g} V/s (a CV a potentiostat can run in a sensible "
                              f"time), got [{compact(value[0])}, {compact(value[1])}]{hint}")
         return value
@@ -830,17 +858,24 @@ class Campaign(BaseModel):
             if name not in parameters:
                 problems.append(Problem(("conditions", name), f"sets no parameter of the protocol's steps "
                                                               f"(step parameters: {', '.join(sorted(parameters))})"))
+            elif name in SETUP_PARAMETERS:  # the rig's set-up, not how a measurement is made
+                problems.append(Problem(("conditions", name), f"{SETUP_PARAMETERS[name]}, which is no measurement "
+                                                              "condition for a planner to vary: set it in the "
+                                                              "protocol's step"))
             elif name in whole and not isinstance(value, dict):  # read as real numbers: 2 is 2.0 here
                 says = ("takes a whole number, and a condition's one value is read as a real one: set it in the "
                         "protocol's step, or give {choices: [2]}" if value[0] == value[1] else
                         "takes whole numbers, and a range is searched over real ones: list the values to try, "
                         "e.g. {choices: [1, 2, 3]} (or set one in the step)")
                 problems.append(Problem(("conditions", name), says))
+        # an instrument of the wrong kind first: the limits of a "pump" that is the potentiostat say nothing
+        instruments = self._instrument_problems(steps, where)
+        wrong = {p.loc[1] for p in instruments}
+        problems.extend(instruments)
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
                         for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits(),
-                                                experiments=self.budget.max_experiments))
-        # a misspelt pump: offer the pumps the protocol uses, not the potentiostat (an instrument that is no pump
-        # is the rig's to refuse, by its driver: orchestrator/compose.py)
+                                                experiments=self.budget.max_experiments) if p.loc[0] not in wrong)
+        # a misspelt pump: offer the pumps the protocol uses, not the potentiostat
         pump_names = sorted({step.pump for step in steps if pumps(step)})  # type: ignore[attr-defined]
         offered, which = (pump_names, "the pumps the protocol uses") if pump_names else (list(self.instruments),
                                                                                          "the instruments")
@@ -857,14 +892,27 @@ class Campaign(BaseModel):
                                         "a window around the candidate needs its predicted potential: add a prior "
                                         "section, or give the scan's e_begin_v/e_vertex1_v/e_vertex2_v",
                                         where=where((index, step.name, "half_width_v"))))
+        return problems
+
+    def _instrument_problems(self, steps: tuple[Step, ...], where: Callable[[Loc], str | None]) -> list[Problem]:
+        """Every instrument a step names (``pump``, ``potentiostat``, ...) must be one of the rig's, of the kind the
+        step needs, by its driver's declared kind: ``pump: potentiostat`` was reported as a pump whose syringe runs
+        dry in experiment 21, and only once that was fixed as no pump."""
+        problems = []
+        for index, step in enumerate(steps):
             for field, kind in STEP_INSTRUMENT_KINDS.items():
                 name = getattr(step, field, None)
-                if name is not None and name != "manual" and name not in self.instruments:
+                if name is None or name == "manual":
+                    continue
+                loc, what = (index, step.name, field), kind.replace("_", " ")
+                if name not in self.instruments:
                     fitting = [n for n, i in self.instruments.items() if _driver_kind(i.driver) == kind]
-                    problems.append(Problem(("protocol", index, step.name, field),
-                                            f"{not_one_of(name, fitting)} (the rig's {kind.replace('_', ' ')}s)"
-                                            if fitting else f"{name!r}: the rig has no {kind.replace('_', ' ')}",
-                                            where=where((index, step.name, field))))
+                    problems.append(Problem(("protocol", *loc), f"{not_one_of(name, fitting)} (the rig's {what}s)"
+                                            if fitting else f"{name!r}: the rig has no {what}", where=where(loc)))
+                elif (actual := _driver_kind(self.instruments[name].driver)) not in (kind, None):
+                    problems.append(Problem(("protocol", *loc), f"{name!r} is not a {what} (its driver "
+                                                                f"{self.instruments[name].driver!r} is a "
+                                                                f"{actual.replace('_', ' ')})", where=where(loc)))
         return problems
 
     def __eq__(self, other: object) -> bool:

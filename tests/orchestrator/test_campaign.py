@@ -230,6 +230,21 @@ MALFORMED = [
                                                  "conditions: {scan_rate_v_s: [0.02, 0.5], n_scans: 2}"),
      "conditions:", "conditions.n_scans", "takes a whole number, and a condition's one value is read as a real "
      "one: set it in the protocol's step, or give {choices: [2]}"),
+    # a step parameter that sets up the rig is no condition: a planner would relabel which syringe holds the sample
+    ("a syringe's liquid as a condition", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
+                                              "conditions: {fluid: {choices: [sample, electrolyte]}}"),
+     "conditions:", "conditions.fluid", "conditions.fluid: says what a syringe holds, which is no measurement "
+     "condition for a planner to vary: set it in the protocol's step"),
+    ("an instrument as a condition", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
+                                          "conditions: {pump: {choices: [analyte_pump, electrolyte_pump]}}"),
+     "conditions:", "conditions.pump", "conditions.pump: names an instrument of the rig, which is no measurement "
+     "condition"),
+    ("a yes/no as a choice", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
+                                  "conditions: {refill: {choices: [false]}}"),
+     "conditions:", "conditions.refill.choices[0]", "conditions.refill.choices[0]: a number or a word, not true/false: "
+     "no step parameter a planner may vary is a yes/no (got False)"),
+    ("scan-rate high end in mV/s", edit("[0.02, 0.5]", "[0.02, 50]"), "conditions:", "conditions.scan_rate_v_s",
+     "got [0.02, 50]: its high end 50, mV/s written as V/s? (0.05 V/s)"),
     ("condition with no choices", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                        "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: {choices: []}}"),
      "conditions:", "conditions.e_step_v.choices", "at least 1 item"),

@@ -36,7 +36,8 @@ def validate(labloop, write_campaign, folder: Path, old: str | tuple[str, ...], 
     protocol = folder / "steps.yaml"
     protocol.write_text(text)
     line = next(n for n, content in enumerate(text.splitlines(), start=1) if news[-1].splitlines()[0] in content)
-    campaign = write_campaign(folder, protocol=str(protocol), safety=SAFETY, conditions=conditions or {}, **sections)
+    campaign = write_campaign(folder, protocol=str(protocol), **{"safety": SAFETY, "conditions": conditions or {},
+                                                                 **sections})
     return labloop("validate", campaign, "--dry-run", *options), protocol, line
 
 
@@ -86,6 +87,14 @@ REFUSED = [
      "0.2 V is outside the potential steps a CV may use, 0.0001..0.1 V"),
     ("a dispense a little too large", "volume_ml: 4.5,", "volume_ml: 5.5,", "protocol[0].dispense.volume_ml",
      "dispense of 5.5 mL exceeds the limit of 5 mL (safety.max_dispense_ml)"),
+    # no units slip, but the same one line: an instrument of the wrong kind is named before any limit of it (a "pump"
+    # that is the potentiostat was first refused as a syringe that runs dry in experiment 6, never refilled)
+    ("a pump that is the potentiostat", "pump: analyte_pump,", "pump: potentiostat,", "protocol[3].dispense.pump",
+     "'potentiostat' is not a pump (its driver 'emstat' is a potentiostat)"),
+    ("a pump that is the potentiostat, never refilled",
+     ("fluid: sample, refill: true", "pump: analyte_pump, volume_ml: 0.5"),
+     ("fluid: sample", "pump: potentiostat, volume_ml: 2.0"), "protocol[3].dispense.pump",
+     "'potentiostat' is not a pump (its driver 'emstat' is a potentiostat)"),
 ]
 
 
@@ -108,15 +117,21 @@ def test_each_scan_rate_of_a_list_in_mv_s_is_named(tmp_path, labloop, write_camp
         for i, (rate, fixed) in enumerate([(50, 0.05), (100, 0.1), (200, 0.2)])]
 
 
-def test_a_planned_scan_rate_range_in_mv_s_is_named(tmp_path, labloop, write_campaign):
+@pytest.mark.parametrize(("rates", "hint"), [
+    ([50, 500], "got [50, 500]: mV/s written as V/s? ([0.05, 0.5] V/s)"),
+    # only the end that slipped is offered in V/s: 0.02 V/s is no slip, and "([0.02, 0.05] V/s)" read as the range
+    # converted
+    ([0.02, 50], "got [0.02, 50]: its high end 50, mV/s written as V/s? (0.05 V/s)"),
+], ids=["both ends", "the high end"])
+def test_a_planned_scan_rate_range_in_mv_s_is_named(tmp_path, labloop, write_campaign, rates, hint):
     result, _, _ = validate(labloop, write_campaign, tmp_path, "scan_rates_v_s: [0.1, 0.2],",
                             "scan_rate_v_s: 0.1,",
-                            conditions={"scan_rate_v_s": [50, 500]})
+                            conditions={"scan_rate_v_s": rates})
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"error: {tmp_path / 'tiny.yaml'}:")
     assert result.stderr.rstrip().endswith(
         "conditions.scan_rate_v_s: must lie within 0.0001..10 V/s (a CV a potentiostat can run in a sensible time), "
-        "got [50, 500]: mV/s written as V/s? ([0.05, 0.5] V/s)")
+        + hint)
 
 
 #: (case, text in the protocol, its replacement, field, the one line's message): a list where one value belongs, or
