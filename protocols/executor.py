@@ -922,6 +922,29 @@ def leftover_dilution(steps: Sequence[Step], limits: SafetyLimits, experiments: 
     return None
 
 
+def unsampled_cv(steps: Sequence[Step]) -> Problem | None:
+    """The warning, located at the cv (``(index, "cv")``), that no dispense of the sample (``fluid: sample``, the pumps
+    :func:`labloop.protocols.steps.pumps_holding_sample` names) fills the cell between its last emptying and the cv,
+    or None. Why: ``load_sample`` only puts the stock in line with its pump; without that dispense every experiment
+    measures the electrolyte alone (or nothing) and fails as the molecule's. A warning, not a refusal: a plug-in
+    sample changer may fill the cell itself."""
+    index = next(i for i, step in enumerate(steps) if isinstance(step, CV))  # exactly one (parse_steps)
+
+    def sampled(i: int) -> bool:
+        return isinstance(steps[i], Dispense) and steps[i].fluid == "sample"  # type: ignore[attr-defined]
+
+    window = _since_emptied(steps, index)
+    if any(map(sampled, window)):
+        return None
+    earlier = [i for i in range(window.start) if sampled(i)]
+    why = (f"protocol[{window.start - 1}].{steps[window.start - 1].name} empties the cell after the sample's dispense "
+           f"(protocol[{earlier[-1]}])" if earlier else
+           "no step dispenses it (a dispense with fluid: sample, after load_sample)")
+    return Problem((index, "cv"), f"the sample never reaches the cell before this cv: {why}, so every experiment "
+                                  "would measure the cell without its sample (unless the sample changer itself fills "
+                                  "the cell)")
+
+
 def widened(params: CVParams, low: float, high: float) -> CVParams:
     """``params`` with its window stretched to include ``low..high`` (on its step grid), same direction."""
     step = params.e_step_v

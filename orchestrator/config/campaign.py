@@ -58,7 +58,7 @@ from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.executor import leftover_dilution
+from labloop.protocols.executor import leftover_dilution, unsampled_cv
 from labloop.protocols.steps import (
     CV,
     SCAN_RATE_RANGE_V_S,
@@ -932,13 +932,15 @@ class Campaign(BaseModel):
     def protocol_warnings(self) -> list[str]:
         """What the protocol allows but is most likely a mistake, each as ``file:line: protocol[i].step.field: why``, at
         the line in the protocol's own file if it has one: a units slip (:func:`labloop.protocols.steps.unit_warnings`),
-        and liquid the protocol leaves in the cell under a cv that computes D
+        liquid the protocol leaves in the cell under a cv that computes D
         (:func:`labloop.protocols.executor.leftover_dilution`: the warning the run gives of each such experiment,
-        given once, with the budget's experiments as the run counts them)."""
+        given once, with the budget's experiments as the run counts them), and a cv no sample is dispensed for
+        (:func:`labloop.protocols.executor.unsampled_cv`)."""
         lines = []
         steps = parse_steps(list(self.protocol.steps))
         leftover = leftover_dilution(steps, self.safety.limits(), self.budget.max_experiments)
-        for problem in [*unit_warnings(steps), *([] if leftover is None else [leftover])]:
+        found = [*unit_warnings(steps), *(p for p in (leftover, unsampled_cv(steps)) if p is not None)]
+        for problem in found:
             located = Problem(("protocol", *problem.loc), problem.message)
             where = (_line_in(self.protocol.file, problem.loc) if self.protocol.file is not None
                      else self._source.where(located.loc) if self._source is not None else None)

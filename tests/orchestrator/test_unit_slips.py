@@ -187,6 +187,11 @@ WARNED = [
      "rest)"),
     ("the usual iR compensation", ("- load_sample", "e_step_v: 0.005,"),
      ("- eis: {}\n- load_sample", "e_step_v: 0.005, ir_compensation: {fraction: 0.95},"), "", None),
+    # no units slip either: load_sample puts the stock in line with its pump, and only a dispense puts it in the cell
+    ("no sample dispensed", "- dispense: {pump: analyte_pump, volume_ml: 0.5, rate_ml_min: 0.5, fluid: sample, "
+     "refill: true}\n- cv:", "- cv:", "protocol[3].cv", "the sample never reaches the cell before this cv: no step "
+     "dispenses it (a dispense with fluid: sample, after load_sample), so every experiment would measure the cell "
+     "without its sample (unless the sample changer itself fills the cell)"),
 ]
 
 
@@ -197,6 +202,18 @@ def test_a_value_that_can_be_meant_is_warned_about_in_one_line(tmp_path, labloop
     result, protocol, line = validate(labloop, write_campaign, tmp_path, old, new)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ("" if message is None else f"warning: {protocol}:{line}: {field}: {message}\n")
+
+
+def test_a_sample_rinsed_out_before_the_cv_is_warned_about(tmp_path, labloop, write_campaign):
+    """A rinse between the sample's dispense and the cv empties the cell: the cv measures it without its sample."""
+    result, protocol, _ = validate(labloop, write_campaign, tmp_path, "refill: true}\n- cv:",
+                                   "refill: true}\n- rinse\n- cv:")
+    line = next(n for n, text in enumerate(protocol.read_text().splitlines(), start=1) if text.startswith("- cv:"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (f"warning: {protocol}:{line}: protocol[5].cv: the sample never reaches the cell before "
+                             "this cv: protocol[4].rinse empties the cell after the sample's dispense (protocol[3]), "
+                             "so every experiment would measure the cell without its sample (unless the sample "
+                             "changer itself fills the cell)\n")
 
 
 def test_an_analyte_in_molar_written_as_millimolar_is_warned_about(tmp_path, labloop, write_campaign):
@@ -217,13 +234,15 @@ def test_an_analyte_in_molar_written_as_millimolar_is_warned_about(tmp_path, lab
 
 
 def test_the_analyte_warning_of_an_inline_protocol_names_the_campaign_line(tmp_path, labloop, write_campaign):
-    steps = ["load_sample", {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.5, "e_vertex2_v": -0.8,
-                                    "scan_rates_v_s": [0.1, 0.2], "analyte_mm": 0.0005}}, "rinse"]
+    steps = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
+                                          "fluid": "sample", "refill": True}},
+             {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.5, "e_vertex2_v": -0.8, "scan_rates_v_s": [0.1, 0.2],
+                     "analyte_mm": 0.0005}}, "rinse"]
     campaign = write_campaign(tmp_path, protocol=steps, safety=SAFETY, conditions={})
     line = next(n for n, content in enumerate(campaign.read_text().splitlines(), start=1) if "analyte_mm" in content)
     result = labloop("validate", campaign, "--dry-run")
     assert result.returncode == 0
-    assert result.stderr.startswith(f"warning: {campaign}:{line}: protocol[1].cv.analyte_mm: 0.0005 mM is less "
+    assert result.stderr.startswith(f"warning: {campaign}:{line}: protocol[2].cv.analyte_mm: 0.0005 mM is less "
                                     "analyte")
     assert result.stderr.rstrip().endswith("molar written as millimolar? (0.5 mM)")
 
