@@ -97,7 +97,8 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
     objective quantity and budget (how often the protocol runs)."""
     return ProtocolExecutor(campaign.protocol.steps, rig, campaign.safety.limits(), campaign.cell.reference_offset_v,
                             quantity=campaign.objective.quantity, locate=campaign.step_locator(),
-                            pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments)
+                            pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments,
+                            hits_v=campaign.objective.hits_v)
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:

@@ -37,14 +37,16 @@ class Observation:
 
     ``quality`` is the voltammogram's quality (0-1, :func:`labloop.instruments.cv_analysis.measurement_quality`;
     None when no voltammogram was analysed); ``failure`` says why a failed experiment failed: "analysis" (no
-    usable voltammogram: the molecule's fault, a planner learns from it) or "instrument" (the rig's fault).
+    usable voltammogram: the molecule's fault, a planner learns from it), "instrument" (the rig's fault) or
+    "configuration" (the safety limits refused what the campaign's protocol made of the proposal, e.g. a window
+    around its prediction: the campaign file's fault, so molecules like it are not shunned for it).
     """
 
     smiles: str
     conditions: Mapping[str, Any]
     potential_v: float | None
     quality: float | None = None
-    failure: Literal["analysis", "instrument"] | None = None
+    failure: Literal["analysis", "instrument", "configuration"] | None = None
 
 
 @dataclass(frozen=True)

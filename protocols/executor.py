@@ -102,6 +102,7 @@ from labloop.protocols.steps import (
     Step,
     Wait,
     empties,
+    half_width_problem,
     parse_steps,
     pumping_problems,
     pumps,
@@ -246,14 +247,18 @@ class ProtocolExecutor:
     ``file:line`` of a step by its index, so a problem found here names the line of the
     protocol (or campaign) file that wrote the step, as the campaign's own checks do. ``experiments`` is how
     many times the protocol runs (the budget): the check refuses a protocol whose repetition would overfill
-    the cell or run a syringe dry (:func:`labloop.protocols.steps.repeat_problem`).
+    the cell or run a syringe dry (:func:`labloop.protocols.steps.repeat_problem`). ``hits_v`` is where the
+    objective's hits lie (V vs Li/Li+): once the rig is open, a window around the candidate that the potentiostat's
+    range cannot hold around any of them is refused (:func:`labloop.protocols.steps.half_width_problem`; the
+    campaign judges it against its safety limits).
     """
 
     def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
                  reference_offset_v: float, *, quantity: Quantity = "oxidation_potential",
                  kinds: Mapping[str, str] | None = None, locate: Callable[[int], str] | None = None,
                  pump_limits: Mapping[str, SafetyLimits] | None = None, experiments: int = 1,
-                 rates: Mapping[str, tuple[float, float]] | None = None) -> None:
+                 rates: Mapping[str, tuple[float, float]] | None = None,
+                 hits_v: tuple[float, float] | None = None) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
@@ -269,6 +274,7 @@ class ProtocolExecutor:
         #: (:meth:`refuse_their_leftover`)
         self.left_liquid: dict[int, str] = {}
         self._rates = dict(rates or {})
+        self.hits_v = hits_v
 
     def _instrument_kinds(self) -> dict[str, str]:
         if self._kinds is not None:
@@ -306,6 +312,8 @@ class ProtocolExecutor:
                 if not step.around_candidate:
                     params = step.params()
                     self._check_potentials(where, name, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
+                else:
+                    self._check_half_width(where, name, step)
             elif isinstance(step, LAB_STEPS):
                 self._check_lab(where, step)
                 cv = next(s for s in steps if isinstance(s, CV)) if isinstance(step, AddStandard) else None
@@ -355,6 +363,18 @@ class ProtocolExecutor:
             if not low <= e <= high:
                 raise SafetyLimitExceeded(where, f"potential {e:g} V is outside what {potentiostat!r} can apply, "
                                                  f"{low:g}..{high:g} V vs its reference")
+
+    def _check_half_width(self, where: str, potentiostat: str, step: CV) -> None:
+        """Refuse a window around the candidate that what ``potentiostat`` can apply (its driver's
+        ``potential_range_v``, once the rig is open) cannot hold around any of the objective's hits: every proposal
+        the planner aims at would be refused, one experiment after the other, until the campaign stops."""
+        span = None if self.rig is None else getattr(self.rig.instruments[potentiostat], "potential_range_v", None)
+        if span is None or self.hits_v is None or step.half_width_v is None:
+            return
+        judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, span,
+                                    f"what {potentiostat!r} can apply")
+        if judged is not None and judged[0]:
+            raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
 
     def _check_rate(self, where: str, step: Step) -> None:
         """Refuse a rate the pump cannot drive its syringe at (once the rig is open its driver's

@@ -659,6 +659,55 @@ SETUP_PARAMETERS: dict[str, str] = {
 }
 
 
+def half_width_problem(half_width_v: float, hits_v: tuple[float, float], reference_offset_v: float,
+                       span_v: tuple[float, float], span: str) -> tuple[bool, str] | None:
+    """Whether a cv window of +/- ``half_width_v`` around a candidate's predicted potential fits ``span_v`` (V vs the
+    reference: the safety limits, or a potentiostat's range, named ``span``) when the prediction is a hit, i.e. lies in
+    ``hits_v`` (V vs Li/Li+, the objective's window, or its threshold and beyond: one end infinite), the reference at
+    ``reference_offset_v``. None when it fits around every hit; else (refused, why): refused when it fits around none
+    of them, since then every candidate the planner aims at is refused before it is measured and no hit can ever be
+    measured (a campaign lost ten proposals in a row to that); a warning when it fits around part of them (a
+    prediction can lie outside the window anyway, so some refusals are the window's to make). ``why`` names the
+    half-width that fits.
+
+    Why judged on the hits and not on the library: the run centres the window on each prediction, which moves with
+    the calibration, but the planner aims at the objective, so that is where the predictions it measures lie."""
+    low, high = span_v
+    h_low, h_high = (h - reference_offset_v for h in hits_v)
+    fits_all = min(h_low - low, high - h_high)  # -inf for a threshold: no width fits around all of it
+    nearest = min(max((low + high) / 2, h_low), h_high)  # the hit with the most room on both sides
+    fits_some = min(nearest - low, high - nearest)
+    tolerance = 1e-9  # 4.6 - 3.2 + 0.6 is 2.0000000000000004
+    if half_width_v <= fits_all + tolerance:
+        return None
+    scale = (f"{_hits(hits_v, 'vs Li/Li+')}, {_hits((h_low, h_high), 'vs the reference')} at "
+             f"cell.reference_offset_v {compact(reference_offset_v)} V")
+    leaves = f"+/-{compact(half_width_v)} V around a prediction"
+    fix = (f"half_width_v {compact(_floor(fits_all))} fits all of it" if fits_all > 0 else
+           f"half_width_v {compact(_floor(fits_some))} fits part of it" if fits_some > 0 else
+           "no window around it fits")
+    if half_width_v > fits_some + tolerance:
+        return True, (f"{leaves} in the objective's hits ({scale}) leaves {span} {compact(low)}..{compact(high)} V: "
+                      f"every candidate that could be a hit would be refused, so none can be measured; {fix}")
+    return False, (f"{leaves} in part of the objective's hits ({scale}) leaves {span} {compact(low)}..{compact(high)} "
+                   f"V: such candidates would be refused before they are measured; {fix}")
+
+
+def _hits(hits_v: tuple[float, float], scale: str) -> str:
+    """``4.5..4.6 V vs Li/Li+``, ``4.5 V vs Li/Li+ and above`` or ``... and below``: where hits lie on ``scale``."""
+    low, high = (compact(round(h, 6)) for h in hits_v)
+    if math.isinf(hits_v[1]):
+        return f"{low} V {scale} and above"
+    if math.isinf(hits_v[0]):
+        return f"{high} V {scale} and below"
+    return f"{low}..{high} V {scale}"
+
+
+def _floor(width_v: float) -> float:
+    """``width_v`` down to the 10 mV, as a half-width to write (float noise kept from flooring 0.6 to 0.59)."""
+    return math.floor(width_v * 100 + 1e-6) / 100
+
+
 def pumps(step: Step) -> bool:
     """Whether ``step`` pumps liquid into the cell: a dispense, an internal standard, a clean with a pump."""
     return isinstance(step, Dispense | AddStandard) or (isinstance(step, Clean) and step.pump is not None)

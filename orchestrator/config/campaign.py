@@ -65,6 +65,7 @@ from labloop.protocols.steps import (
     SETUP_PARAMETERS,
     Step,
     compact,
+    half_width_problem,
     limit_problems,
     parse_steps,
     pumps,
@@ -224,6 +225,16 @@ class Objective(BaseModel):
     @property
     def defines_hits(self) -> bool:
         return self.goal == "window" or self.threshold_v is not None
+
+    @property
+    def hits_v(self) -> tuple[float, float] | None:
+        """Where a hit lies (V vs Li/Li+): the window, or the threshold and beyond (one end infinite); None without
+        a hit definition."""
+        if self.goal == "window":
+            return self.window_v  # type: ignore[return-value]  # set for goal "window" (validated)
+        if self.threshold_v is None:
+            return None
+        return (self.threshold_v, math.inf) if self.goal == "maximize" else (-math.inf, self.threshold_v)
 
     def score(self, potential_v: float) -> float:
         """Higher is better: the potential itself, its negative, or minus the distance to the window."""
@@ -875,6 +886,7 @@ class Campaign(BaseModel):
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
                         for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits(),
                                                 experiments=self.budget.max_experiments) if p.loc[0] not in wrong)
+        problems.extend(problem for refused, problem in self._half_width_fit(steps) if refused)
         # a misspelt pump: offer the pumps the protocol uses, not the potentiostat
         pump_names = sorted({step.pump for step in steps if pumps(step)})  # type: ignore[attr-defined]
         offered, which = (pump_names, "the pumps the protocol uses") if pump_names else (list(self.instruments),
@@ -934,18 +946,43 @@ class Campaign(BaseModel):
         the line in the protocol's own file if it has one: a units slip (:func:`labloop.protocols.steps.unit_warnings`),
         liquid the protocol leaves in the cell under a cv that computes D
         (:func:`labloop.protocols.executor.leftover_dilution`: the warning the run gives of each such experiment,
-        given once, with the budget's experiments as the run counts them), and a cv no sample is dispensed for
-        (:func:`labloop.protocols.executor.unsampled_cv`)."""
+        given once, with the budget's experiments as the run counts them), a cv no sample is dispensed for
+        (:func:`labloop.protocols.executor.unsampled_cv`), and a window around the candidate that the safety limits
+        hold around part of the objective's hits only (:meth:`_half_width_fit`)."""
         lines = []
         steps = parse_steps(list(self.protocol.steps))
         leftover = leftover_dilution(steps, self.safety.limits(), self.budget.max_experiments)
         found = [*unit_warnings(steps), *(p for p in (leftover, unsampled_cv(steps)) if p is not None)]
         for problem in found:
-            located = Problem(("protocol", *problem.loc), problem.message)
-            where = (_line_in(self.protocol.file, problem.loc) if self.protocol.file is not None
-                     else self._source.where(located.loc) if self._source is not None else None)
-            lines.append(located.line(where) if where is not None else f"{dotted(located.loc)}: {problem.message}")
+            lines.append(self._protocol_line(Problem(("protocol", *problem.loc), problem.message)))
+        lines.extend(self._protocol_line(problem) for refused, problem in self._half_width_fit(steps) if not refused)
         return lines
+
+    def _protocol_line(self, problem: Problem) -> str:
+        """``file:line: protocol[i].step.field: why`` of a problem at ``("protocol", i, ...)``: the line in the
+        protocol's own file if it has one, else in the campaign file."""
+        where = (_line_in(self.protocol.file, problem.loc[1:]) if self.protocol.file is not None
+                 else self._source.where(problem.loc) if self._source is not None else None)
+        return problem.line(where) if where is not None else f"{dotted(problem.loc)}: {problem.message}"
+
+    def _half_width_fit(self, steps: tuple[Step, ...]) -> list[tuple[bool, Problem]]:
+        """(refused, problem) of each cv step whose window around the candidate leaves ``safety.potential_limits_v``
+        around the objective's hits (:func:`labloop.protocols.steps.half_width_problem`), located at its
+        ``half_width_v``: refused when around all of them, a warning when around part. A window wider than the
+        limits is :func:`labloop.protocols.steps.limit_problems`' to refuse."""
+        hits, window = self.objective.hits_v, self.safety.limits().potential_window_v
+        found = []
+        for index, step in enumerate(steps):
+            if not isinstance(step, CV) or step.half_width_v is None or hits is None \
+                    or 2 * step.half_width_v > window[1] - window[0]:
+                continue
+            judged = half_width_problem(step.half_width_v, hits, self.cell.reference_offset_v, window,
+                                        "safety.potential_limits_v")
+            if judged is not None:
+                loc = (index, step.name, "half_width_v")
+                where = None if self.protocol.file is None else _line_in(self.protocol.file, loc)
+                found.append((judged[0], Problem(("protocol", *loc), judged[1], where=where)))
+        return found
 
     def cv_step(self) -> CV | None:
         """The protocol's first cv step (what a sample's measurement scans), or None."""

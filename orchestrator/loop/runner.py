@@ -42,6 +42,7 @@ from labloop.core.errors import (
     JournalWriteError,
     NoOperator,
     RigNotReady,
+    SafetyLimitExceeded,
 )
 from labloop.instruments.cv_analysis import CVFlag, measurement_quality
 from labloop.orchestrator import console
@@ -87,19 +88,32 @@ SYRINGES_FILLED = "syringes_filled"
 BY_HAND = {CELL_EMPTIED: "rinse", SYRINGES_FILLED: "fill_syringes"}
 #: how a refusal starts its cause: the proposal could not be run as asked (a safety limit, a bad parameter)
 REFUSED_FAILURE = "refused: "
+#: how a refusal by the safety limits starts its cause: the limits refused what the protocol computed for the
+#: candidate (a window around its prediction, a planned volume), which is the campaign file's doing, not the molecule's
+REFUSED_BY_LIMITS = f"{REFUSED_FAILURE}{SafetyLimitExceeded.__name__}"
 #: the ways an experiment fails: the rig raised an error, the voltammogram was unusable, or the proposal was
-#: refused before anything moved (its window or volume breaks a limit: the candidate's fault, not the rig's)
+#: refused before anything moved (its window or volume breaks a limit: the campaign file's to fix, not the rig's)
 INSTRUMENT_FAULT = "instrument"
 ANALYSIS_FAULT = "analysis"
 REFUSED_FAULT = "refused"
+#: how a planner is told of a refusal by the safety limits: not the molecule's failure (:data:`REFUSED_BY_LIMITS`)
+CONFIGURATION_FAULT = "configuration"
+#: how a stop whose fix is the campaign file's ends its advice: ``resume`` runs the journal's campaign as it began, and
+#: ``run`` refuses the changed file as another campaign, so the fixed file needs a new store
+WITH_A_NEW_STORE = ("run it with a new store (`labloop run FILE --store NEW.db`): a journal keeps the protocol it "
+                    "began with")
 #: per way of failing: the budget field that limits how many in a row, what the stop message calls them, and
-#: what to look at before ``resume`` (a refused proposal is the campaign file's to fix, not the rig's)
+#: what to look at before ``resume`` (a refused proposal is the campaign file's to fix, not the rig's: it is said as
+#: the stop's advice, :data:`ADVISED`, since ``resume`` cannot take the fix)
 FAULT_LIMITS = {INSTRUMENT_FAULT: ("max_consecutive_faults", "instrument faults", "the rig needs a person"),
                 ANALYSIS_FAULT: ("max_consecutive_failed_analyses", "unusable voltammograms",
                                  "check the electrodes and the cv window"),
                 REFUSED_FAULT: ("max_consecutive_failed_analyses", "proposals refused by the safety limits",
                                 "fix the protocol's windows or volumes, or safety, in the campaign file (a cv window "
-                                "around an uncalibrated prediction, half_width_v, can leave potential_limits_v)")}
+                                "around an uncalibrated prediction, half_width_v, can leave potential_limits_v), and "
+                                + WITH_A_NEW_STORE)}
+#: the ways of failing whose stop gives its advice instead of `labloop resume`
+ADVISED = (REFUSED_FAULT,)
 #: planners fit small models (the calibration, the conditions' Gaussian process: matrices of at most a few
 #: hundred rows) on one BLAS thread: a multi-threaded BLAS spends more time synchronising than computing on
 #: them, most of all while a retrain occupies the other core (a bayes proposal with 120 observations: 0.11 s
@@ -282,9 +296,12 @@ class Runner:
             in_a_row = {kind: in_a_row[kind] + 1 if result == kind else 0 for kind in in_a_row}
             for kind, (field, what, advice) in FAULT_LIMITS.items():
                 if in_a_row[kind] >= getattr(self.campaign.budget, field):
+                    stopped = f"{in_a_row[kind]} {what} in a row; campaign stopped (budget.{field})"
                     with self.interrupts.deferred():
-                        self.journal.add_event("stopped", f"{in_a_row[kind]} {what} in a row; campaign stopped "
-                                                          f"(budget.{field}): {advice}")
+                        if kind in ADVISED:  # the CLI says the advice instead of `labloop resume`
+                            self.journal.add_event("stopped", stopped, data={"advice": advice})
+                        else:
+                            self.journal.add_event("stopped", f"{stopped}: {advice}")
                     return EXIT_FAULTS
             show(f"{self.done} done")
 
@@ -344,8 +361,7 @@ class Runner:
             advice = (f"empty the cell or fill the syringe, then `labloop resume {self.journal.path} --cell-emptied` "
                       "or `--syringes-filled`")
         elif isinstance(cause, BlankNeedsPurge):  # resume runs the journal's protocol, which has no purge
-            advice = ("add the purge step to the campaign's protocol and run it with a new store (`labloop run FILE "
-                      "--store NEW.db`): a journal keeps the protocol it began with")
+            advice = f"add the purge step to the campaign's protocol and {WITH_A_NEW_STORE}"
         else:
             advice = ("clean the cell and the electrode (for O2: check the gas), then "
                       f"`labloop resume {self.journal.path} --cell-emptied`")
@@ -392,10 +408,16 @@ class Runner:
         failure = None
         if experiment.status == State.FAILED:
             cause = experiment.cause or ""
-            # a refused proposal or a veto (a person's judgement) is the molecule's failure for the planner,
-            # like an unusable voltammogram
-            molecule = cause.startswith((ANALYSIS_FAILURE, REFUSED_FAILURE, VETOED))
-            failure = ANALYSIS_FAULT if molecule else INSTRUMENT_FAULT
+            if cause.startswith(REFUSED_BY_LIMITS):
+                # the campaign file's failure (the window its protocol put around the prediction): molecules like
+                # this one are not shunned for it (the planner's failure correction); it is not proposed again
+                failure = CONFIGURATION_FAULT
+            elif cause.startswith((ANALYSIS_FAILURE, REFUSED_FAILURE, VETOED)):
+                # any other refused proposal or a veto (a person's judgement) is the molecule's failure for the
+                # planner, like an unusable voltammogram
+                failure = ANALYSIS_FAULT
+            else:
+                failure = INSTRUMENT_FAULT
         return Observation(experiment.smiles, experiment.conditions,
                            experiment.potential_v if experiment.status == State.DONE else None,
                            quality=None if analysis is None else measurement_quality(analysis), failure=failure)

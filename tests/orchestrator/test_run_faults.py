@@ -147,12 +147,14 @@ def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_faul
                                                                                   labloop):
     # every candidate-centred window (1 V wide, which fits in the 1.2 V safety window) reaches beyond +/-0.6 V:
     # the candidates' predicted potentials are all more than 0.1 V from the reference's; refused before
-    # anything moves, every time
+    # anything moves, every time (the objective's window, 3.1-3.3 V vs Li/Li+, fits: validate lets it through)
     protocol = ["load_sample",
                 {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}},
                 {"cv": {"half_width_v": 0.5}}, "rinse"]
     campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, protocol=protocol,
                                    planner={"kind": "greedy"},
+                                   objective={"quantity": "oxidation_potential", "goal": "window",
+                                              "window_v": [3.1, 3.3]},
                                    safety={"potential_limits_v": [-0.6, 0.6]},
                                    budget={"max_experiments": 6, "max_consecutive_faults": 2,
                                            "max_consecutive_failed_analyses": 3})
@@ -160,10 +162,20 @@ def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_faul
     assert result.returncode == 1
     assert "3 proposals refused by the safety limits in a row" in result.stderr  # not "instrument faults"
     assert "fix the protocol's windows or volumes" in result.stderr and "the rig" not in result.stderr
+    # resume runs the journal's protocol, and run refuses the changed file as another campaign: a new store, as
+    # the stop for a blank that needs a purge step says
+    assert "run it with a new store (`labloop run FILE --store NEW.db`): a journal keeps the protocol it began with" \
+        in result.stderr and "labloop resume" not in result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         failed = journal.experiments(states=(State.FAILED,))
         assert len(failed) == 3 and all(e.cause.startswith("refused: SafetyLimitExceeded") for e in failed)
         assert all(journal.actions(e.id) == [] for e in failed)  # nothing moved
+        # the planner is told the refusals were the campaign file's, not the molecules' (whose failures shun the
+        # molecules like them)
+        _, state = journal.latest_planner_state()
+        refused = {e.smiles for e in failed}
+        told = [o for o in state["observations"] if o["smiles"] in refused]
+        assert told and all(o["failure"] == "configuration" for o in told)
 
 
 class _StuckPotentiostat:

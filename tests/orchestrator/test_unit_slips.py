@@ -216,6 +216,47 @@ def test_a_sample_rinsed_out_before_the_cv_is_warned_about(tmp_path, labloop, wr
                              "changer itself fills the cell)\n")
 
 
+#: the one line of a cv window around the candidate (``half_width_v``) that leaves the potential limits around the
+#: objective's hits (4.5-4.6 V vs Li/Li+, the reference at 3.2 V: 1.3-1.4 V vs it, the limits -1.7..2 V)
+AROUND = ("+/-{width} V around a prediction in {part}the objective's hits ({hits}) leaves {span}: {says}")
+WINDOW = "4.5..4.6 V vs Li/Li+, 1.3..1.4 V vs the reference at cell.reference_offset_v 3.2 V"
+NONE_MEASURED = "every candidate that could be a hit would be refused, so none can be measured; "
+#: (case, half_width_v, sections, field, refused, message or None): around none of the hits is refused (every
+#: proposal the planner aims at would be: a campaign lost ten in a row and stopped), around part of them warned about
+#: (a prediction may lie outside the window anyway), naming the half-width that fits
+HALF_WIDTHS = [
+    ("around none of the hits", 0.9, {}, "protocol[4].cv.half_width_v", True,
+     AROUND.format(width=0.9, part="", hits=WINDOW, span="safety.potential_limits_v -1.7..2 V",
+                   says=NONE_MEASURED + "half_width_v 0.6 fits all of it")),
+    ("around part of the hits", 0.65, {}, "protocol[4].cv.half_width_v", False,
+     AROUND.format(width=0.65, part="part of ", hits=WINDOW, span="safety.potential_limits_v -1.7..2 V",
+                   says="such candidates would be refused before they are measured; half_width_v 0.6 fits all of it")),
+    ("around every hit", 0.6, {}, "", False, None),
+    ("a threshold beyond the limits", 0.3,
+     {"objective": {"quantity": "oxidation_potential", "goal": "maximize", "threshold_v": 5.5}},
+     "protocol[4].cv.half_width_v", True,
+     AROUND.format(width=0.3, part="", hits="5.5 V vs Li/Li+ and above, 2.3 V vs the reference and above at "
+                                            "cell.reference_offset_v 3.2 V",
+                   span="safety.potential_limits_v -1.7..2 V", says=NONE_MEASURED + "no window around it fits")),
+    ("the potentiostat's range, once the rig is open", 0.9, {"safety": {**SAFETY, "potential_limits_v": [-3, 3]}},
+     "protocol[4].cv: half_width_v", True,
+     AROUND.format(width=0.9, part="", hits=WINDOW, span="what 'potentiostat' can apply -1.7..2 V",
+                   says=NONE_MEASURED + "half_width_v 0.6 fits all of it")),
+]
+
+
+@pytest.mark.parametrize(("width", "sections", "field", "refused", "message"), [case[1:] for case in HALF_WIDTHS],
+                         ids=[case[0] for case in HALF_WIDTHS])
+def test_a_window_around_the_candidate_must_fit_the_limits_around_the_objectives_hits(
+        tmp_path, labloop, write_campaign, width, sections, field, refused, message):
+    result, protocol, line = validate(labloop, write_campaign, tmp_path,
+                                      "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,",
+                                      f"half_width_v: {width},", prior=True, **sections)
+    assert result.returncode == (2 if refused else 0), result.stderr
+    said = "" if message is None else f"{'error' if refused else 'warning'}: {protocol}:{line}: {field}: {message}\n"
+    assert result.stderr == said
+
+
 def test_an_analyte_in_molar_written_as_millimolar_is_warned_about(tmp_path, labloop, write_campaign):
     """A trace analyte can be meant, so it is a warning; validate still passes, and run says it too."""
     result, protocol, line = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0", "analyte_mm: 0.00091")
