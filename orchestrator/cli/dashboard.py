@@ -34,14 +34,19 @@ SHUTDOWN_GRACE_S = 1
 @click.option("--token", envvar="LABLOOP_DASHBOARD_TOKEN", show_envvar=True,
               help="The write token for approve/veto (default: a random one, printed); from the environment "
                    "variable, other users of the machine cannot read it in the process list.")
-def dashboard(store: Path, host: str, port: int, token: str | None) -> None:
+@click.pass_context
+def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str | None) -> None:
     import uvicorn
 
     from labloop.orchestrator.dashboard import create_app
 
     Journal.open(store, readonly=True).close()  # a store that is not a journal: one line, exit 2
     if token is not None and len(token) < 8:
-        raise click.BadParameter("must be at least 8 characters", param_hint="--token")
+        # a value from the environment is named as such: the command line has no --token to look for
+        from_env = ctx.get_parameter_source("token") == click.core.ParameterSource.ENVIRONMENT
+        raise click.BadParameter("must be at least 8 characters",
+                                 param_hint="LABLOOP_DASHBOARD_TOKEN (the environment variable)" if from_env
+                                 else "--token")
     token = token or secrets.token_urlsafe(18)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]

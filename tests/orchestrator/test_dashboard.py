@@ -289,8 +289,9 @@ def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served, mo
     short = labloop("dashboard", served.process.args[-5], "--token", "abc")
     assert short.returncode == 2 and "--token" in short.stderr
     monkeypatch.setenv("LABLOOP_DASHBOARD_TOKEN", "abc")  # the token can come from the environment, out of `ps`
-    short = labloop("dashboard", served.process.args[-5])
-    assert short.returncode == 2 and "--token" in short.stderr
+    short = labloop("dashboard", served.process.args[-5])  # named as the variable the value came from
+    assert short.returncode == 2 and "LABLOOP_DASHBOARD_TOKEN" in short.stderr and "--token" not in short.stderr
+    assert short.stderr.count("\n") == 1
     monkeypatch.delenv("LABLOOP_DASHBOARD_TOKEN")
     foreign = labloop("dashboard", served.process.args[-5], "--host", "192.0.2.1", "--port", 0)  # TEST-NET-1
     assert foreign.returncode == 2 and "--host" in foreign.stderr and "not an address of this machine" in foreign.stderr
