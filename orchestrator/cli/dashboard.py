@@ -1,5 +1,5 @@
 """`labloop dashboard STORE`: serve a live page over a campaign's journal (``orchestrator/dashboard``); and
-`labloop approve STORE [--veto ID ...]`: decide a batch held by ``planner.approve`` from a terminal.
+`labloop approve STORE [--veto ID]... [--batch ID]...`: decide a batch held by ``planner.approve`` from a terminal.
 
 Why the socket is bound here and not by uvicorn: a port already in use, or a host that is not this
 machine's, is bad input and must end in one ``error:`` line with exit 2 (uvicorn would log and exit 1),
@@ -92,9 +92,11 @@ def _bind(host: str, port: int) -> socket.socket:
 @click.command(help="Approve the batch a campaign with planner.approve holds (the runner then measures it); "
                     "--veto ID fails that experiment instead (the planner counts it against the molecule).")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--veto", multiple=True, type=int, metavar="ID", help="An experiment id to veto (repeatable).")
+@click.option("--veto", multiple=True, type=int, metavar="ID",
+              help="An experiment id to veto (repeat the option for each id).")
 @click.option("--batch", multiple=True, type=int, metavar="ID",
-              help="An id of the batch you looked at (repeatable): refused if another batch is waiting by now.")
+              help="An id of the batch you looked at (repeat the option for each id: --batch 3 --batch 4): "
+                   "refused if another batch is waiting by now.")
 def approve(store: Path, veto: tuple[int, ...], batch: tuple[int, ...]) -> None:
     with Journal.open(store) as journal:
         approved, vetoed = journal.approve(veto, by="labloop approve", batch=batch or None)

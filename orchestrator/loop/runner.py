@@ -584,8 +584,9 @@ class Runner:
         ids = ", ".join(map(str, waiting))
         if waiting != self._held:
             self._held = waiting
-            message = (f"experiment(s) {ids} await approval: labloop approve {self.journal.path.absolute()} "
-                       "[--veto ID ...], or the dashboard")
+            batch = " ".join(f"--batch {i}" for i in waiting)  # one option per id, as click takes them
+            message = (f"experiment(s) {ids} await approval: labloop approve {self.journal.path.absolute()} {batch} "
+                       "[--veto ID]..., or the dashboard")
             console.err.print(message, markup=False, highlight=False)
             with self.interrupts.deferred():
                 self.journal.add_event("awaiting_approval", message, data={"experiments": waiting})

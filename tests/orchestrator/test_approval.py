@@ -1,5 +1,5 @@
 """The approval gate (`planner.approve: true`): each proposed batch waits as `awaiting_approval` until a
-person approves it or vetoes molecules (`labloop approve STORE [--veto ID]`); a veto fails the experiment and
+person approves it or vetoes molecules (`labloop approve STORE [--veto ID]...`); a veto fails the experiment and
 counts against the molecule for the planner; the state machine refuses what it must; a run killed with
 SIGKILL while it waits resumes waiting; a version-1 journal is upgraded in place."""
 
@@ -166,7 +166,9 @@ def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
     waiting = _waiting(store)
     with Journal.open(store, readonly=True) as journal:
         message = next(e.message for e in journal.events() if e.kind == "awaiting_approval")
-    assert f"labloop approve {store.absolute()} [--veto ID ...]" in message  # works from any folder
+    # works from any folder, and names the batch as the CLI takes it (one --batch per id)
+    batch = " ".join(f"--batch {i}" for i in waiting)
+    assert f"labloop approve {store.absolute()} {batch} [--veto ID]..." in message
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert _waiting(store) == waiting  # the held batch survives the crash as it was
@@ -211,3 +213,23 @@ def test_a_journal_that_stored_whole_number_choices_as_floats_is_the_same_campai
     conn.close()
     with Journal.create(campaign.store, campaign) as journal:
         assert journal.campaign_info().config["conditions"]["n_scans"]["choices"] == [1.0, 2.0, 3.0]
+
+
+def test_the_approve_syntax_the_readme_and_the_runner_show_is_the_one_click_takes() -> None:
+    """The README showed ``[--batch ID ...]``; ``--batch 1 2 3`` then failed with "Got unexpected extra arguments
+    (2 3)": click takes one id per option. Every ``labloop approve`` line of the README, with ``[X]...`` read as X
+    given twice and ``ID`` as an id, must parse."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from labloop.orchestrator.cli.dashboard import approve
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [line.split("#")[0] for line in readme.splitlines() if line.startswith("labloop approve ")]
+    assert lines
+    for line in lines:
+        expanded = re.sub(r"\[([^\]]+)\]\.\.\.", r"\1 \1", line).replace("ID", "7").replace("STORE", "x.db")
+        args = shlex.split(expanded)[2:]
+        context = approve.make_context("approve", args)  # raises click's UsageError on extra arguments
+        assert context.params["store"].name == "x.db", line
