@@ -376,6 +376,9 @@ def _open(factory: Callable[..., Any], name: str, driver: str, port: str, option
           given: Collection[str] = ()) -> Any:
     """``factory(port, **options)``; a port that cannot be opened, an option the driver refuses and a device
     that does not answer as ``driver`` expects are bad input naming the instrument (exit 2, nothing written).
+    Only an ``InputError``, ``TypeError`` or ``ValueError`` is the driver refusing its options; anything else
+    (a ``RuntimeError`` in a plug-in's ``open``) is said as the driver failing to open, with its type, since
+    "refused its options" sent the user to check options that were fine (its traceback at -v).
     An ``open`` that does not take a keyword labloop passes (not one of the campaign's options, ``given``)
     is said to be the driver's to fix: "the driver refused its options" named an option nobody wrote."""
     lacking = _lacking_keyword(factory, options, given)
@@ -392,3 +395,7 @@ def _open(factory: Callable[..., Any], name: str, driver: str, port: str, option
     except InstrumentError as exc:  # the port opened, but what answers is not the device this driver speaks to
         raise ConfigError(f"instruments.{name}", f"the device on {port} does not answer as driver {driver!r} "
                                                  f"expects: {exc.what}") from None
+    except Exception as exc:  # neither the port nor the options: the driver's own failure, said as such
+        log.info("the traceback of instruments.%s's open()", name, exc_info=exc)
+        raise ConfigError(f"instruments.{name}", f"the driver failed to open: {type(exc).__name__}: "
+                                                 f"{' '.join(str(exc).split()) or 'no message'}") from None

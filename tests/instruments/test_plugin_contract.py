@@ -44,20 +44,28 @@ HALF = """
 
     UNTIMED = DriverDescriptor(name="untimed-pump", kind="pump", open=open_untimed, default_baudrate=19200,
                                options=("address", "diameter_mm"))
+
+    def open_boom(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        if address == 0:
+            raise RuntimeError("boom in open")  # the driver's own failure, whatever the options
+        raise ValueError(f"address {address}: this pump has one address only")  # an option value it refuses
+
+    BOOM = DriverDescriptor(name="boom-pump", kind="pump", open=open_boom, default_baudrate=19200,
+                            options=("address", "diameter_mm"))
     """
 
 
 @pytest.fixture
 def half_pump(install_plugin) -> None:
     """Installed plug-ins ``half-pump`` and ``untimed-pump``, with the NE-1000's emulator."""
-    install_plugin("half_pump", HALF, {"half-pump": "HALF", "untimed-pump": "UNTIMED"})
+    install_plugin("half_pump", HALF, {"half-pump": "HALF", "untimed-pump": "UNTIMED", "boom-pump": "BOOM"})
 
 
 @pytest.mark.usefixtures("half_pump")
-def _rig(driver: str) -> dict:
-    """The example's rig with the analyte pump on ``driver``."""
+def _rig(driver: str, address: int = 0) -> dict:
+    """The example's rig with the analyte pump on ``driver`` at ``address``."""
     return {"sampler": {"driver": "sim-sampler"},
-            "analyte_pump": {"driver": driver, "options": {"address": 0, "diameter_mm": 4.61}},
+            "analyte_pump": {"driver": driver, "options": {"address": address, "diameter_mm": 4.61}},
             "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
             "potentiostat": {"driver": "emstat"}}
 
@@ -81,3 +89,18 @@ def test_a_driver_lacking_contract_methods_is_named_with_what_it_lacks(tmp_path,
     assert not report.passed
     assert report.checks[0].name == "open" and report.checks[0].detail == ("HalfPump does not satisfy Pump: it "
                                                                            "lacks withdraw, status, close")
+
+
+@pytest.mark.usefixtures("half_pump")
+def test_an_open_that_fails_is_not_said_to_refuse_its_options(tmp_path, labloop, write_campaign) -> None:
+    """A RuntimeError in a plug-in's open() was "unexpected RuntimeError ... (a labloop bug)" and the newcomer saw
+    every failure of theirs as "the driver refused its options": only an InputError, TypeError or ValueError is
+    an options refusal; anything else is the driver failing to open, with its type, in one line."""
+    failed = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump")), "--dry-run")
+    assert failed.returncode == 2
+    assert failed.stderr.strip() == ("error: instruments.analyte_pump: the driver failed to open: RuntimeError: "
+                                     "boom in open")
+    refused = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=3)), "--dry-run")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("error: instruments.analyte_pump: the driver refused its options: address 3: "
+                                      "this pump has one address only")
