@@ -469,14 +469,15 @@ class Runner:
             if not self._actions:  # refused before anything moved: this proposal (its window) breaks a limit
                 self._fail(experiment.id, f"{REFUSED_FAILURE}{type(exc).__name__}: {exc}")
                 return REFUSED_FAULT
-            # refused mid-protocol by a driver (an empty syringe): the rig's state needs a person
-            self._fail(experiment.id, f"{type(exc).__name__}: {exc}")
+            # refused mid-protocol by a driver (an empty syringe), or what a driver returned refused by labloop (a
+            # voltammogram with NaN currents): the rig's state needs a person; named and said like any driver fault
+            message = self._located(exc)
+            log.warning("experiment %d failed: %s", experiment.id, message)
+            self._fail(experiment.id, message)
             return INSTRUMENT_FAULT
         except Exception as exc:  # the rig, a driver or a plug-in failed: journalled, counted, rig made safe
-            message = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
-            where = self._failed  # the step whose action ended with this exception (None: after every step)
-            if where is not None and where[0] and where[0] not in message:  # a plug-in may name only its port
-                message = f"{where[0]} ({where[1]}): {message}"
+            message = self._located(exc)
+            where = self._failed
             if not isinstance(exc, InstrumentError):
                 plugin = self._plugin_that_raised(exc, where)
                 if plugin is not None:  # a plug-in's bug: say whose, in one line (its traceback at -v)
@@ -521,6 +522,16 @@ class Runner:
                 self.journal.finish_action(action, outcome or "ok", _plain(params))
                 if outcome not in (None, "ok"):
                     self._failed = instrument, name
+
+    def _located(self, exc: Exception) -> str:
+        """The cause of a failed experiment, in one line: ``instrument (step): Type: message``, naming the step whose
+        action ended with ``exc`` (the executor's hook set :attr:`_failed`) unless the message already names its
+        instrument; a driver's or labloop's own check (a NaN current) may name neither, a plug-in only its port."""
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+        where = self._failed  # None: after every step
+        if where is not None and where[0] and where[0] not in message:
+            message = f"{where[0]} ({where[1]}): {message}"
+        return message
 
     def _plugin_that_raised(self, exc: BaseException, where: tuple[str, str] | None) -> str | None:
         """The campaign's name for the plug-in driver whose code ``exc`` came from, or None: the failed step's

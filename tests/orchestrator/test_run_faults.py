@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import io
 import json
+import logging
 import os
 import re
 import select
@@ -141,6 +142,48 @@ def test_a_failed_experiments_liquid_without_a_rinse_stops_the_run_for_a_person(
         with build_rig(campaign, dry_run=True, library=library) as rig:
             resumed = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
             assert resumed.executor.left_liquid == {failed.id: State.FAILED}
+
+
+class _NaNPotentiostat:
+    """A potentiostat (a plug-in's, as the newcomer's) whose second scan builds its voltammogram from NaN currents:
+    labloop's own check (``Voltammogram``) refuses it inside the driver's ``run_cv``."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def run_cv(self, params: object) -> object:
+        from labloop.instruments.voltammogram import Voltammogram
+
+        scan = self.inner.run_cv(params)  # type: ignore[attr-defined]
+        self.calls += 1
+        if self.calls != 2:
+            return scan
+        return Voltammogram(scan.potential_v, scan.current_a * float("nan"), scan.time_s, scan.params, scan.reference)
+
+    def abort(self) -> None:
+        self.inner.abort()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.inner.close()  # type: ignore[attr-defined]
+
+
+def test_data_a_driver_returns_that_labloop_refuses_names_the_instrument_and_is_said(tmp_path, write_campaign,
+                                                                                     caplog):
+    """A voltammogram with NaN currents failed its experiment as ``InvalidParameter: current_a: contains NaN or
+    infinite values``, naming no instrument and saying nothing on the console, where every other driver failure
+    says ``potentiostat (cv): ...``: it is now named and said the same way."""
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 2}))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        rig.instruments["potentiostat"] = _NaNPotentiostat(rig.instruments["potentiostat"])
+        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() == EXIT_OK
+        failed = [e for e in journal.experiments(states=(State.FAILED,)) if not e.cause.startswith("analysis:")]
+    cause = "potentiostat (cv): InvalidParameter: current_a: contains NaN or infinite values"
+    assert [e.cause for e in failed] == [cause]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"experiment {failed[0].id} failed: {cause}" in said
 
 
 def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_fault(tmp_path, write_campaign,
