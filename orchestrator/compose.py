@@ -334,10 +334,12 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
 def check_simulated_rig(campaign: Campaign, world: World, library: Sequence[str]) -> None:
     """What ``run --dry-run`` checks once its rig is open, for ``validate --dry-run``: every driver opened
     on its emulator with the campaign's options (a value the driver refuses), then the protocol against the
-    opened instruments (their gases, the potentiostat's range). Touches no real instrument, writes no file (a
-    wire capture would be: the file ``run`` writes is checked with the campaign, ``capture_problem``)."""
+    opened instruments (their gases, the potentiostat's range), then their health check, as ``run`` does.
+    Touches no real instrument, writes no file (a wire capture would be: the file ``run`` writes is checked with
+    the campaign, ``capture_problem``)."""
     with build_rig(campaign, dry_run=True, world=world, library=library, captures=False) as rig:
         build_executor(campaign, rig).check()
+        rig.check_health()  # as run does before its first experiment
 
 
 def _check_contract(driver: object, name: str, descriptor: DriverDescriptor) -> None:

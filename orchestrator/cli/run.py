@@ -143,6 +143,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
             with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library) as rig:
                 executor = compose.build_executor(campaign, rig)
                 executor.check()
+                rig.check_health()  # before the journal is written and before anything is pumped
                 with open_journal() as journal:
                     lock.hold_journal()  # a journal just created
                     if world is not None:

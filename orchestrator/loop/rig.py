@@ -18,10 +18,13 @@ from contextlib import ExitStack
 from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
+from labloop.core.errors import ConfigError
 from labloop.instruments.contracts import Potentiostat, Pump
 
 log = logging.getLogger(__name__)
 
+#: how a failed health check of one instrument starts (:meth:`Rig.health_check`)
+HEALTH_ERROR = "error: "
 #: how long one instrument's stop/abort may take before the rig reports it could not make it safe
 SAFE_STATE_DEADLINE_S = 10.0
 
@@ -95,8 +98,9 @@ class Rig:
         return failed
 
     def health_check(self) -> dict[str, str]:
-        """``{name: "ok: ..." | "error: ..."}``: pumps report their status, drivers with ``identify()``
-        their firmware; others are ok while they are open."""
+        """``{name: "ok: ..." | "error: Type: ..."}``: pumps report their status, drivers with ``identify()``
+        their firmware; others are ok while they are open. The exception's type is kept: "too many values to
+        unpack" alone does not say that a pump's status answered garbage."""
         report = {}
         for name, driver in self.instruments.items():
             try:
@@ -107,7 +111,19 @@ class Rig:
                 else:
                     report[name] = "ok"
             except Exception as exc:
-                report[name] = f"error: {exc}"
+                report[name] = f"{HEALTH_ERROR}{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+        return report
+
+    def check_health(self) -> dict[str, str]:
+        """The health check before the first experiment (``run``, ``resume``, ``validate --dry-run``): the first
+        instrument that fails it is a one-line :class:`ConfigError` naming it, before the journal is written and
+        anything is pumped, as a port that cannot be opened is; a lab wants to know before the first dispense,
+        not from the experiment's fault. Returns the report when every instrument is ok."""
+        report = self.health_check()
+        for name, state in report.items():
+            if state.startswith(HEALTH_ERROR):
+                raise ConfigError(f"instruments.{name}", "the health check before the first experiment failed: "
+                                                         f"{state.removeprefix(HEALTH_ERROR)}")
         return report
 
     def close(self) -> None:

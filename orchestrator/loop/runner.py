@@ -53,6 +53,7 @@ from labloop.orchestrator.learning.learner import Learning
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.active_hours import ActiveHours
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
+from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
 from labloop.planners import Observation, PlannerState, make_planner
 from labloop.planners.feedback import DescriptorTable
 from labloop.protocols.executor import PUMPING_COMMANDS
@@ -61,7 +62,6 @@ from labloop.surrogate.compute import lost_cluster
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from labloop.orchestrator.loop.rig import Rig
     from labloop.protocols.executor import ProtocolExecutor
 
 log = logging.getLogger(__name__)
@@ -567,9 +567,14 @@ class Runner:
     # -- learning, checking, waiting ------------------------------------------------------------------
 
     def _health_check(self) -> None:
+        """Journal the instruments' health; one warning line per instrument that failed it. Mid-run the run goes
+        on (the instrument's next step, if it is broken, fails its experiment, and faults in a row stop the run);
+        the check before the first experiment already refused the run (``Rig.check_health``)."""
         report = self.rig.health_check()
         bad = {name: state for name, state in report.items() if not state.startswith("ok")}
         message = "all instruments ok" if not bad else "; ".join(f"{n}: {s}" for n, s in bad.items())
+        for name, state in bad.items():
+            log.warning("health check: %s failed: %s", name, state.removeprefix(HEALTH_ERROR))
         with self.interrupts.deferred():
             self.journal.add_event("health", message, data=report)
 

@@ -1,0 +1,96 @@
+"""A failed instrument health check (a newcomer's plug-in pump whose ``status()`` answers garbage): it was
+journalled as ``analyte_pump: error: too many values to unpack (expected 3)``, the run went ahead, exit 0,
+nothing on the console. Now the check before the first experiment refuses the run in one line naming the
+instrument and the exception type, before the journal is written or anything pumped (``run``, and ``validate
+--dry-run`` with it); a check that fails mid-run is one warning line per instrument, journalled, and the run
+goes on (a broken instrument then fails its experiments, and faults in a row stop the run). Real NE-1000 and
+EmStat drivers on their emulators' ptys, a real journal."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from labloop.orchestrator.compose import build_executor, build_rig
+from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.loop.interrupts import Interrupts
+from labloop.orchestrator.loop.runner import EXIT_OK, Runner
+from labloop.surrogate.dataset import read_table
+
+GARBLED = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    class GarbledPump(NE1000Pump):
+        def status(self):
+            state, infused, withdrawn = "00S 0.000 0.000 ML".split()  # the naive parse of an odd reply
+            raise AssertionError("unreachable")
+
+    def open_garbled(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return GarbledPump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                                poll_s=0.0)
+
+    GARBLED = DriverDescriptor(name="garbled-pump", kind="pump", open=open_garbled, default_baudrate=19200,
+                               options=("address", "diameter_mm"))
+    """
+
+LINE = ("error: instruments.analyte_pump: the health check before the first experiment failed: ValueError: too many "
+        "values to unpack (expected 3)")
+
+
+@pytest.fixture
+def garbled_campaign(tmp_path, write_campaign, install_plugin):
+    install_plugin("garbled_pump", GARBLED, {"garbled-pump": "GARBLED"})
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "garbled-pump", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "emstat"}}
+    return write_campaign(tmp_path, instruments=rig, budget={"max_experiments": 1})
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_failed_health_check_before_the_first_experiment_refuses_the_run(garbled_campaign, tmp_path, labloop,
+                                                                          command) -> None:
+    result = labloop(command, garbled_campaign, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == LINE
+    assert not (tmp_path / "tiny.db").exists()  # nothing written, nothing pumped
+
+
+class _FailsLater:
+    """A pump whose ``status()`` answers garbage after its first health check (a cable worked loose mid-run)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.checks = 0
+
+    def status(self) -> object:
+        self.checks += 1
+        reply = "00S 0.000 0.000 ML"  # an odd reply, parsed as the newcomer's plug-in does
+        if self.checks > 1:
+            _state, _infused, _withdrawn = reply.split()
+        return self.inner.status()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_failed_health_check_mid_run_is_one_warning_line_and_journalled(tmp_path, write_campaign, caplog) -> None:
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 2},
+                                            schedule={"health_check_minutes": 1e-9}))  # at every turn
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        rig.check_health()  # as run does first
+        rig.instruments["analyte_pump"] = _FailsLater(rig.instruments["analyte_pump"])
+        with caplog.at_level(logging.WARNING):
+            code = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
+        health = [e.message for e in journal.events() if e.kind == "health"]
+    assert code == EXIT_OK  # the run went on
+    assert health[0] == "all instruments ok"
+    assert "analyte_pump: error: ValueError: too many values to unpack (expected 3)" in health[1:]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "health" in r.getMessage()]
+    assert said and set(said) == {"health check: analyte_pump failed: ValueError: too many values to unpack "
+                                  "(expected 3)"}
