@@ -20,6 +20,7 @@ import inspect
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 from rdkit.rdBase import BlockLogs
@@ -42,6 +43,7 @@ from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
 from labloop.surrogate.featurize import InvalidSmiles, parse_smiles, unreadable
+from labloop.surrogate.library_pipeline import library_format
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
         library = campaign.library.smiles()
     spec = campaign.world or WorldSpec()
     truth = spec.truth
+    _no_smi_truth(campaign, truth.file, truth.columns)
     try:
         table = TruthTable.read(truth.file or campaign.library.file, truth.columns, campaign.library.smiles_column)
     except InvalidInput as exc:
@@ -80,6 +83,27 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
     for smiles, sample_id in sample_ids(library).items():
         world.note_sample(sample_id, smiles)
     return world
+
+
+def _no_smi_truth(campaign: Campaign, file: Path | None, columns: Sequence[str]) -> None:
+    """A ``.smi`` file (the library, which the world reads by default, or ``world.truth.file``) has no columns of
+    true values: say so plainly. Read as CSV it said "no column 'smiles' (columns: <its first SMILES line>)"."""
+    path = file or campaign.library.file
+    try:
+        smi = library_format(path) == "smi"
+    except InvalidInput:  # anything not named .csv/.parquet/.smi is read as CSV, as it always was
+        smi = False
+    if not smi:
+        return
+    wanted = "/".join(columns)
+    csv = f"a CSV with columns {', '.join((campaign.library.smiles_column, *columns))} for the library's molecules"
+    if file is not None:
+        raise ConfigError(campaign.located("world", "truth", "file"),
+                          f"a dry run needs true values ({wanted}): {display_name(path)} is a .smi file, which has "
+                          f"none; give {csv}")
+    where = campaign.located("world") if campaign.world is None else campaign.located("world", "truth", "kind")
+    raise ConfigError(where, f"a dry run needs true values ({wanted}): a .smi library has none; give world.truth.file: "
+                             f"{csv}")
 
 
 def _has_truth(world: World, smiles: str) -> bool:

@@ -50,3 +50,32 @@ def test_unreadable_smiles_in_a_truth_file_print_no_rdkit_lines(tmp_path, capfd,
     err = capfd.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err  # no "SMILES Parse Error" lines
     assert "world.truth.file: 1 library molecule(s) have no finite true value in " in err and "(first: CCO)" in err
+
+
+@pytest.mark.parametrize("world", [None, {"truth": {"kind": "born"}}, "truth-file"])
+def test_a_smi_library_has_no_true_values_for_a_dry_run_and_says_so(tmp_path, write_campaign, labloop, world):
+    """A .smi library read for the world's true values was read as CSV: "no column 'smiles' (columns:
+    O=c1c(...) <script>...)", its first SMILES line shown as a column name. It has no truth columns: one plain
+    line saying what a dry run needs; a real run (no --dry-run) reads no truth."""
+    smiles = LIBRARY.read_text().splitlines()[1:6]
+    library = tmp_path / "lib.smi"
+    library.write_text("".join(f"{line.split(',')[0]} <script>m{i}</script>\n" for i, line in enumerate(smiles)))
+    if world == "truth-file":
+        world = {"truth": {"kind": "born", "file": str(library)}}
+    campaign = write_campaign(tmp_path, library={"file": str(library)}, world=world)
+    if world is None:  # no world section at all: the default world
+        text = campaign.read_text().replace("world: null\n", "")
+        campaign.write_text(text)
+        assert "world" not in text
+    result = labloop("validate", campaign, "--dry-run")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "<script>" not in line and "no column" not in line
+    if world is not None and "file" in world["truth"]:
+        assert "world.truth.file: a dry run needs true values (ie_ev/ea_ev): " in line
+        assert line.endswith("lib.smi is a .smi file, which has none; give a CSV with columns smiles, ie_ev, ea_ev for "
+                             "the library's molecules")
+    else:
+        assert line.endswith(("world", "world.truth.kind")[world is not None] + ": a dry run needs true values "
+                             "(ie_ev/ea_ev): a .smi library has none; give world.truth.file: a CSV with columns "
+                             "smiles, ie_ev, ea_ev for the library's molecules")
