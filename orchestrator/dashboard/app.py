@@ -18,8 +18,10 @@ Why it is built this way:
 - **Safe by default.** Read endpoints show no file paths (the journal's store and model paths, device
   paths in events are cut to their last component) and no campaign secrets (the snapshot holds only the
   objective, planner and budget sections, never ``alerts``). Writes (approve/veto) need the token, compared
-  in constant time. The page sets a Content-Security-Policy that allows only its own scripts, and the script
-  renders every journal text with ``textContent``. Host headers other than the bound host are refused
+  in constant time, and must name the batch they decide (400 without it, 409 if another batch waits): a
+  write that named none approved whatever waited, possibly a batch that arrived after the operator looked.
+  The page sets a Content-Security-Policy that allows only its own scripts, and the script renders every
+  journal text with ``textContent``. Host headers other than the bound host are refused
   (DNS rebinding).
 """
 
@@ -224,6 +226,10 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
         except (ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested thousands deep
             return JSONResponse({"error": 'body must be JSON like {"veto": [3, 5], "batch": [3, 4, 5, 6]}'},
                                 status_code=400)
+        if not batch:  # a write that does not say which batch could approve one that arrived since, unseen
+            return JSONResponse({"error": 'say which batch you decide: "batch", the ids of the experiments awaiting '
+                                          'approval as you saw them (GET /api/campaign), e.g. {"veto": [5], '
+                                          '"batch": [3, 4, 5, 6]}'}, status_code=400)
         try:
             approved, vetoed = await run_in_threadpool(_decide, store, veto, batch)
         except NotAwaitingApproval as exc:
@@ -271,7 +277,7 @@ def _ids(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
 
 
-def _decide(store: Path, veto: list[int], batch: list[int] | None) -> tuple[list[int], list[int]]:
+def _decide(store: Path, veto: list[int], batch: list[int]) -> tuple[list[int], list[int]]:
     """Approve the waiting batch except ``veto``, through a short-lived writable connection; ``batch`` (the
     ids the page showed) must be the batch waiting, so a late click never decides a batch nobody saw."""
     with Journal.open(store) as journal:

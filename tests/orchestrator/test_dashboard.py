@@ -266,6 +266,7 @@ def test_refusals_over_http(served, finished_store):
     for headers in ({}, {"X-Labloop-Token": "nope"}, {"X-Labloop-Token": TOKEN[:-1]}):
         status, body = served.request("POST", "/api/approve", decision, headers)
         assert status == 403 and b"token" in body
+    decision = json.dumps({"veto": [], "batch": [1, 2]}).encode()
     status, body = served.request("POST", "/api/approve", decision, {"X-Labloop-Token": TOKEN})
     assert status == 409 and b"no experiment is awaiting approval" in body
     status, _ = served.request("POST", "/api/approve", b"{not json", {"X-Labloop-Token": TOKEN})
@@ -276,6 +277,38 @@ def test_refusals_over_http(served, finished_store):
     assert served.get("/api/campaign", Host="evil.example:80")[0] == 400  # DNS rebinding
     status, _ = served.request("GET", "/api/approve")
     assert status == 405
+
+
+def test_an_approval_must_name_the_batch_it_decides(tmp_path, write_campaign):
+    """``POST /api/approve`` with the token and ``{}`` approved whatever batch waited: the 409 against a stale
+    batch held only when the client sent one, so a script (or a page left open) could approve a batch that
+    arrived after the operator looked. The batch is now required: 400 with a JSON error, nothing decided."""
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
+    with Journal.create(campaign.store, campaign) as journal:
+        waiting = journal.record_proposals([_Proposal("CCO"), _Proposal("CCN")], step=0, planner="random",
+                                           awaiting_approval=True)
+    dashboard = Dashboard(campaign.store)
+    try:
+        for body in ({}, {"veto": []}, {"veto": [waiting[1]]}, {"batch": []}, {"batch": None}):
+            status, answer = dashboard.request("POST", "/api/approve", json.dumps(body).encode(),
+                                               {"X-Labloop-Token": TOKEN})
+            assert status == 400 and "say which batch you decide" in json.loads(answer)["error"], body
+        with Journal.open(campaign.store, readonly=True) as journal:
+            assert [e.id for e in journal.experiments(states=(State.AWAITING_APPROVAL,))] == waiting  # undecided
+        decision = json.dumps({"veto": [waiting[1]], "batch": waiting}).encode()
+        status, answer = dashboard.request("POST", "/api/approve", decision, {"X-Labloop-Token": TOKEN})
+        assert status == 200 and json.loads(answer) == {"approved": [waiting[0]], "vetoed": [waiting[1]]}
+    finally:
+        dashboard.close()
+
+
+class _Proposal:
+    """A proposal as the journal records it (a planner's, without a model)."""
+
+    def __init__(self, smiles: str) -> None:
+        self.smiles, self.conditions, self.mu, self.sigma, self.acquisition = smiles, {}, None, None, None
 
 
 def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served, monkeypatch):
