@@ -53,6 +53,7 @@ from labloop.core.errors import (
     BlankNeedsPurge,
     ConfigError,
     DispenseMismatch,
+    InputError,
     InvalidParameter,
     Problem,
     Problems,
@@ -514,6 +515,25 @@ class ProtocolExecutor:
                  self.contents.cell_ml)
         self.contents.emptied()
         on_action(index, "rinse", "cell", params, started, now(), "ok")
+
+    def refusal(self, history: Iterable[tuple[str, Mapping[str, Any], str | None]], left_liquid: Mapping[int, str],
+                conditions: Mapping[str, Any]) -> RigNotReady | None:
+        """What :meth:`_check_contents` would refuse the next experiment (of ``conditions``) for, with the cell and
+        the syringes counted from ``history`` (:meth:`replay`) and ``left_liquid`` (:meth:`refuse_their_leftover`),
+        on a copy that leaves this executor as it was; None when it would start. Why: ``resume`` refuses what
+        would stop it before its first action before it writes anything to the journal, not after journalling a
+        new attempt, a stop and an interruption of an experiment that never moved."""
+        probe = copy.copy(self)
+        probe.contents = Contents(self.safety, self.pump_limits)
+        probe.left_liquid = dict(left_liquid)  # its own: a shallow copy shares this executor's
+        probe.replay(history)
+        try:
+            probe._check_contents(probe._with_conditions(conditions))
+        except RigNotReady as exc:
+            return exc
+        except InputError:  # a condition no step takes: the run fails that experiment as refused, as it would
+            return None
+        return None
 
     def _check_contents(self, steps: Sequence[Step]) -> None:
         """Refuse to start an experiment that what the cell and the syringes hold now (left by earlier ones,

@@ -10,7 +10,7 @@ the rig are all checked before the journal is created.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ from labloop.orchestrator.loop.runner import (
     EXIT_REFUSED,
     SYRINGES_FILLED,
     Runner,
+    refusal_before_the_run,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +45,12 @@ if TYPE_CHECKING:
     from labloop.protocols.executor import ProtocolExecutor
 
 log = logging.getLogger(__name__)
+
+#: how the journal says what the operator did by hand (``resume --cell-emptied``, ``--syringes-filled``)
+BY_HAND_SAID = {CELL_EMPTIED: "the operator emptied the cell by hand (resume --cell-emptied): the count of what it "
+                              "holds restarts at 0",
+                SYRINGES_FILLED: "the operator filled every syringe by hand (resume --syringes-filled): each counts as "
+                                 "full again"}
 
 
 scheduler_option = options.scheduler_option(
@@ -102,6 +109,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']} "
                            "(moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
+    by_hand = [kind for kind, given in ((CELL_EMPTIED, cell_emptied), (SYRINGES_FILLED, syringes_filled)) if given]
 
     def open_journal() -> Journal:  # after every check: a refused resume changes nothing
         journal = Journal.open(store)
@@ -110,18 +118,17 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         except InputError:
             journal.close()
             raise
+        return journal
+
+    def record(journal: Journal) -> None:  # once nothing refuses the run (_with_journal)
         if max_experiments is not None and max_experiments != journal.campaign_info().config["budget"][
                 "max_experiments"]:
             journal.extend_budget(max_experiments)
-        if cell_emptied:
-            journal.add_event(CELL_EMPTIED, "the operator emptied the cell by hand (resume --cell-emptied): the count "
-                                            "of what it holds restarts at 0")
-        if syringes_filled:
-            journal.add_event(SYRINGES_FILLED, "the operator filled every syringe by hand (resume --syringes-filled): "
-                                               "each counts as full again")
-        return journal
+        for kind in by_hand:
+            journal.add_event(kind, BY_HAND_SAID[kind])
 
-    code = _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler)
+    code = _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler,
+                         by_hand=by_hand, record=record)
     if code == EXIT_OK and max_experiments is None and done >= campaign.budget.max_experiments:
         _say(f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
              f"one: labloop resume {store} --max-experiments {done + campaign.budget.max_experiments}")
@@ -129,11 +136,14 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
 
 
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
-                  scheduler: str | None = None) -> int:
+                  scheduler: str | None = None, *, by_hand: Sequence[str] = (),
+                  record: Callable[[Journal], None] | None = None) -> int:
     """Check everything, take the store's lock, and only then open the rig and the journal: a second
     ``run``/``resume`` of a running campaign is refused before it touches any instrument. The Dask cluster a
     campaign uses (:func:`compose.compute_placement`) is connected to (or started) first, so a scheduler that
-    does not answer is bad input with nothing written."""
+    does not answer is bad input with nothing written. ``by_hand``: what the operator says was done by hand
+    (``resume --cell-emptied``...), journalled with the rest of ``record`` (``resume``'s writes) only once
+    nothing refuses the run (:func:`_with_journal`)."""
     library, world = compose.check_campaign(campaign, dry_run=dry_run)
     preflight.check_prior(campaign)
     preflight.warn_before_run(campaign, library)
@@ -148,7 +158,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                     lock.hold_journal()  # a journal just created
                     if world is not None:
                         world.resume_at(journal.raw_count())  # a drifting reference continues where it was
-                    code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts, client)
+                    code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts, client,
+                                         by_hand, record)
         except Interrupted:
             code = EXIT_INTERRUPTED
     store = campaign.store
@@ -187,10 +198,16 @@ def _say(text: str) -> None:
 
 
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],
-                  dry_run: bool, interrupts: Interrupts, client: object | None) -> int:
+                  dry_run: bool, interrupts: Interrupts, client: object | None, by_hand: Sequence[str] = (),
+                  record: Callable[[Journal], None] | None = None) -> int:
     digest = preflight.unchanged_library(campaign, journal)
+    refused = refusal_before_the_run(campaign, journal, executor, by_hand)
+    if refused is not None:  # the cell or a syringe needs a person first: one line, exit 2, the journal untouched
+        raise InputError(refused)
     preflight.warn_default_safety(campaign)  # after every refusal, which stays one line
     with interrupts.deferred():
+        if record is not None:
+            record(journal)
         again = journal.mark_interrupted_on_resume()
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                  + (f"; experiment(s) {again} will run again" if again else ""),

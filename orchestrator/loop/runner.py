@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,15 +163,68 @@ def _pumps(command: str, params: Mapping[str, Any]) -> bool:
 
 
 def _stopped_after_pumping(journal: Journal) -> dict[int, str]:
-    """The interrupted experiments (run again on this resume) and the failed ones that had pumped into the cell
-    and not emptied it (no rinse or clean ended ``ok`` after their last pumping action), each with its state."""
+    """The interrupted experiments (run again on this resume; a ``running`` one, after a ``kill -9``, counts too, as
+    the resume marks it interrupted) and the failed ones that had pumped into the cell and not emptied it (no rinse
+    or clean ended ``ok`` after their last pumping action), each with how it ended."""
     left: dict[int, str] = {}
-    for experiment in journal.experiments(states=(State.INTERRUPTED, State.FAILED)):
+    for experiment in journal.experiments(states=(State.INTERRUPTED, State.RUNNING, State.FAILED)):
         actions = journal.actions(experiment.id)
         pumped = [i for i, a in enumerate(actions) if _pumps(a.command, a.params)]
         if pumped and not any(a.command in ("rinse", "clean") and a.outcome == "ok" for a in actions[pumped[-1]:]):
-            left[experiment.id] = experiment.status
+            left[experiment.id] = State.FAILED if experiment.status == State.FAILED else State.INTERRUPTED
     return left
+
+
+def stop_reason(campaign: Campaign, experiments: Sequence[ExperimentRow], started: datetime) -> str | None:
+    """Why the campaign stops now (its budget, ``max_hours`` since ``started``, ``stop_after_hits``), or None."""
+    budget, objective = campaign.budget, campaign.objective
+    done = [e for e in experiments if e.status == State.DONE]
+    if len(done) >= budget.max_experiments:
+        return f"{len(done)} experiments done (budget.max_experiments)"
+    if budget.max_hours is not None:
+        hours = (datetime.now(started.tzinfo) - started).total_seconds() / 3600
+        if hours >= budget.max_hours:
+            return f"{hours:.2f} h since the campaign started (budget.max_hours)"
+    if budget.stop_after_hits is not None:
+        hits = sum(objective.is_hit(e.potential_v) for e in done if e.potential_v is not None)
+        if hits >= budget.stop_after_hits:
+            return f"{hits} hits (budget.stop_after_hits)"
+    return None
+
+
+def person_advice(cause: RigNotReady | BlankFailed, store: Path) -> str:
+    """What a person does before ``labloop resume`` when the rig needs them (:class:`NeedsPerson`)."""
+    if isinstance(cause, RigNotReady):
+        return (f"empty the cell or fill the syringe, then `labloop resume {store} --cell-emptied` or "
+                "`--syringes-filled`")
+    if isinstance(cause, BlankNeedsPurge):  # resume runs the journal's protocol, which has no purge
+        return f"add the purge step to the campaign's protocol and {WITH_A_NEW_STORE}"
+    return f"clean the cell and the electrode (for O2: check the gas), then `labloop resume {store} --cell-emptied`"
+
+
+def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: ProtocolExecutor,
+                           by_hand: Sequence[str] = ()) -> str | None:
+    """The one line that refuses this run (``resume``, or ``run`` of a journal that exists) before it writes
+    anything, or None: the next experiment the loop would start would be refused by what the cell or a syringe
+    holds (:meth:`ProtocolExecutor.refusal`), counted from the journal and the ``by_hand`` events (:data:`BY_HAND`)
+    this run is about to journal. Checked on the loop's own terms: nothing is refused while a batch awaits
+    approval or when a stop rule ends the campaign first. Why before: a refused resume journalled the experiment's
+    new attempt, an interruption and a stop, though nothing moved (exit 2, bad input, must write nothing)."""
+    experiments = journal.experiments()
+    if any(e.status == State.AWAITING_APPROVAL for e in experiments):
+        return None
+    started = datetime.fromisoformat(journal.campaign_info().created_at)
+    if stop_reason(campaign, experiments, started) is not None:
+        return None
+    queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED, State.RUNNING)]
+    if not queue:
+        return None
+    history = chain(_history(journal), ((BY_HAND[kind], {}, "ok") for kind in by_hand))
+    cause = executor.refusal(history, _stopped_after_pumping(journal), queue[0].conditions)
+    if cause is None:
+        return None
+    return (f"{type(cause).__name__}: {cause}: refused before anything moved (experiment {queue[0].id} runs again "
+            f"on the resume that can run it); {person_advice(cause, journal.path)}")
 
 
 def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:
@@ -357,14 +411,7 @@ class Runner:
         safe and the run stops: exit 1, or 2 when nothing moved in this run (a ``resume`` that lacks
         ``--cell-emptied`` is refused, as bad input is)."""
         cause = exc.cause
-        if isinstance(cause, RigNotReady):
-            advice = (f"empty the cell or fill the syringe, then `labloop resume {self.journal.path} --cell-emptied` "
-                      "or `--syringes-filled`")
-        elif isinstance(cause, BlankNeedsPurge):  # resume runs the journal's protocol, which has no purge
-            advice = f"add the purge step to the campaign's protocol and {WITH_A_NEW_STORE}"
-        else:
-            advice = ("clean the cell and the electrode (for O2: check the gas), then "
-                      f"`labloop resume {self.journal.path} --cell-emptied`")
+        advice = person_advice(cause, self.journal.path)
         with self.interrupts.deferred():
             for action in self._open_actions.values():
                 self.journal.finish_action(action, f"{type(cause).__name__}: {cause}")
@@ -579,19 +626,7 @@ class Runner:
             self.journal.add_event("health", message, data=report)
 
     def _stop_reason(self, experiments: Sequence[ExperimentRow]) -> str | None:
-        budget, objective = self.campaign.budget, self.campaign.objective
-        done = [e for e in experiments if e.status == State.DONE]
-        if len(done) >= budget.max_experiments:
-            return f"{len(done)} experiments done (budget.max_experiments)"
-        if budget.max_hours is not None:
-            hours = (datetime.now(self.started.tzinfo) - self.started).total_seconds() / 3600
-            if hours >= budget.max_hours:
-                return f"{hours:.2f} h since the campaign started (budget.max_hours)"
-        if budget.stop_after_hits is not None:
-            hits = sum(objective.is_hit(e.potential_v) for e in done if e.potential_v is not None)
-            if hits >= budget.stop_after_hits:
-                return f"{hits} hits (budget.stop_after_hits)"
-        return None
+        return stop_reason(self.campaign, experiments, self.started)
 
     def _hold(self, waiting: list[int], show: Callable[[str], None]) -> None:
         """``planner.approve``: one turn of waiting for a person to approve or veto the ``waiting`` batch. Each

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,14 @@ def test_a_failed_experiment_leaves_its_liquid_counted(example_rig: Rig) -> None
     assert in_cell(rig) == pytest.approx(5.0)
 
 
+def _journal_rows(store: Path) -> dict[str, list[tuple]]:
+    """Every row of every table of the journal at ``store``, read with plain sqlite3: what a refused resume must
+    leave as it was."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {name: db.execute(f'SELECT * FROM "{name}"').fetchall() for name in tables}
+
+
 def _run_once(campaign: Campaign, potentiostat: type) -> int:
     """One run of ``campaign`` as ``run`` starts it, on its dry-run rig with the potentiostat wrapped in
     ``potentiostat`` (the fault a test injects); its exit code."""
@@ -168,17 +177,19 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
     assert (rinse.command, rinse.outcome) == ("rinse", "NoOperator: cell: no operator to rinse the cell: the "
                                                        "console's input is closed")
 
+    before = _journal_rows(campaign.store)
     for _ in range(2):  # refused as often as it is tried, nothing moving (exit 2: bad input, as a missing flag)
-        resumed = labloop("resume", campaign.store)
+        resumed = labloop("resume", campaign.store, "--syringes-filled")  # a flag that does not help: not journalled
         assert resumed.returncode == 2, resumed.stderr
         [line] = resumed.stderr.strip().splitlines()
         assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what failed "
                                f"experiment {first[0].id} pumped before it stopped; the next experiment would measure "
                                "on top of that") and "Traceback" not in resumed.stderr
         assert line.endswith(f"then `labloop resume {campaign.store} --cell-emptied` or `--syringes-filled`")
+    assert _journal_rows(campaign.store) == before  # a refused resume writes nothing (it journalled a new attempt)
     with Journal.open(campaign.store, readonly=True) as journal:
         assert [e.id for e in journal.experiments(states=(State.FAILED,))] == [first[0].id]
-        [waiting] = journal.experiments(states=(State.INTERRUPTED,))
+        [waiting] = journal.experiments(states=(State.PROPOSED,))  # as it was: never started, never interrupted
         assert journal.actions(waiting.id) == []  # refused before its sample was loaded: no driver was asked
 
     emptied = labloop("resume", campaign.store, "--cell-emptied")
@@ -207,8 +218,10 @@ def test_a_resume_onto_what_an_interrupted_experiment_pumped_is_refused(tmp_path
     with Journal.open(campaign.store, readonly=True) as journal:
         [interrupted] = journal.experiments(states=(State.INTERRUPTED,))
 
+    before = _journal_rows(campaign.store)
     resumed = labloop("resume", campaign.store)
     assert resumed.returncode == 2, resumed.stderr
+    assert _journal_rows(campaign.store) == before  # no "started (attempt 2)", no "interrupted": nothing at all
     [line] = resumed.stderr.strip().splitlines()
     assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what interrupted "
                            f"experiment {interrupted.id} pumped before it stopped; the next experiment would measure "
