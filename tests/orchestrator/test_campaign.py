@@ -272,7 +272,8 @@ MALFORMED = [
      "'water' is not one of acn, pc"),
     ("missing protocol file", edit("protocols/cv_screen.yaml", "protocols/none.yaml"), "protocol:", "protocol",
      "none.yaml: no such file"),
-    ("instrument is not a mapping", edit("potentiostat: {driver: emstat, port: /dev/ttyACM0}", "potentiostat: emstat"),
+    ("instrument is not a mapping", edit("potentiostat: {driver: emstat, port: /dev/ttyACM0, options: "
+                                         "{reference: Ag/Ag+}}", "potentiostat: emstat"),
      "potentiostat:", "instruments.potentiostat", "must be a mapping"),
     ("misspelt instrument field", edit("{driver: emstat, port:", "{driver: emstat, prot:"), "potentiostat:",
      "instruments.potentiostat.prot", "valid fields: driver, port, options"),
