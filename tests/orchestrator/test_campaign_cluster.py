@@ -85,6 +85,19 @@ def _done(store: Path) -> int:
         return len(journal.experiments(states=(State.DONE,)))
 
 
+def _resume_on_a_new_cluster(labloop, dask_command, port: int, log: Path, store: Path,
+                             reference: list[tuple[int, str, int]]) -> None:
+    """Start the scheduler again at the same address, resume ``store`` on it, and check the campaign finished
+    with exactly the proposals of the uninterrupted run (``reference``)."""
+    second = _cluster(dask_command, port, log)
+    try:
+        resumed = labloop("resume", store)
+    finally:
+        _stop(second)
+    assert resumed.returncode == 0, resumed.stderr
+    assert proposals(store) == reference
+
+
 def _cluster(dask_command, port: int, log: Path) -> list[subprocess.Popen]:
     """``dask scheduler`` on 127.0.0.1:``port`` and one single-threaded ``dask worker`` (no nanny)."""
     return [dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
@@ -126,13 +139,7 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
     assert 1 <= done_before < 6
     assert not [p for p in predictions_dir(store).rglob("*") if p.is_file() and p.suffix != ".parquet"]
 
-    second = _cluster(dask_command, port, folder / "second")  # the scheduler again, at the same address
-    try:
-        resumed = labloop("resume", store)
-    finally:
-        _stop(second)
-    assert resumed.returncode == 0, resumed.stderr
-    assert proposals(store) == reference
+    _resume_on_a_new_cluster(labloop, dask_command, port, folder / "second", store, reference)
 
 
 @pytest.mark.slow
@@ -179,13 +186,7 @@ def test_a_scheduler_killed_while_a_retrain_predicts_is_a_cluster_lost_stop_and_
     assert "retrain_failed" not in kinds and "cluster_lost" in kinds, kinds
     assert kinds[kinds.index("cluster_lost") + 1:] == ["alert_failed"], kinds  # the alert was sent (nobody heard)
 
-    second = _cluster(dask_command, port, folder / "retrain-second")  # the scheduler again, at the same address
-    try:
-        resumed = labloop("resume", store)
-    finally:
-        _stop(second)
-    assert resumed.returncode == 0, resumed.stderr
-    assert proposals(store) == reference
+    _resume_on_a_new_cluster(labloop, dask_command, port, folder / "retrain-second", store, reference)
 
 
 @pytest.mark.parametrize("where", ["campaign", "option"])
