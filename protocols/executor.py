@@ -125,7 +125,7 @@ class RigLike(Protocol):
 
     instruments: dict[str, object]
 
-    def rinse_cell(self) -> None: ...
+    def rinse_cell(self, why: str = "") -> None: ...
 
     def sleep(self, seconds: float) -> None: ...
 
@@ -504,7 +504,7 @@ class ProtocolExecutor:
         started = now()
         on_action(index, "rinse", "cell", params, started, None, None)
         try:
-            self.rig.rinse_cell()
+            self.rig.rinse_cell(f"Experiment {experiment_id} failed with {self.contents.cell_ml:g} mL in the cell. ")
         except Exception as exc:  # nobody to rinse, the rinse failed: the cell waits for a person
             on_action(index, "rinse", "cell", params, started, now(), f"{type(exc).__name__}: {exc}")
             log.warning("experiment %d failed with %g mL in the cell, and its rinse failed too (%s): the next "

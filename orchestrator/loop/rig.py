@@ -61,12 +61,13 @@ class Rig:
         #: the simulated lab behind a dry-run rig (its emulators, for tests and diagnostics); None on hardware
         self.simulation = simulation
 
-    def rinse_cell(self) -> None:
-        """Empty and rinse the cell: as the composition module said (an emulated cell), else the operator."""
+    def rinse_cell(self, why: str = "") -> None:
+        """Empty and rinse the cell: as the composition module said (an emulated cell), else the operator, told
+        ``why`` first when the rinse is not the protocol's usual one (after a failed experiment)."""
         if self._rinse is not None:
             self._rinse()
             return
-        ask_person(self._ask, "Rinse the cell, then press Enter: ", "cell", "operator to rinse the cell")
+        ask_person(self._ask, f"{why}Rinse the cell, then press Enter: ", "cell", "operator to rinse the cell")
 
     def ask_operator(self, message: str) -> str:
         """Ask a person to do what a manual step says (polish the electrode, purge by hand) and wait: the

@@ -121,9 +121,11 @@ def test_manual_changer_in_a_rig_asks_the_operator_or_its_simulation(campaign):
     with build_rig(only_manual, dry_run=False, ask=questions.append) as rig:
         rig.instruments["sampler"].load("3")
         rig.rinse_cell()  # on hardware, the operator rinses
+        rig.rinse_cell("Experiment 3 failed with 5 mL in the cell. ")  # and is told why when it is no usual rinse
     assert questions == ["Place vial 3 in line with the sample pump, then press Enter: ",
-                         "Rinse the cell, then press Enter: "]
+                         "Rinse the cell, then press Enter: ",
+                         "Experiment 3 failed with 5 mL in the cell. Rinse the cell, then press Enter: "]
     with build_rig(only_manual, dry_run=True, ask=questions.append) as rig:
         rig.instruments["sampler"].load("4")  # the simulated operator places it in the simulated cell at once
         assert rig.simulation.emulator_states()["cell"]["sample_id"] == "4"
-    assert len(questions) == 2
+    assert len(questions) == 3

@@ -53,7 +53,7 @@ class LabRig:
     drift: list[float]
     asked: list[str] = field(default_factory=list)
 
-    def rinse_cell(self) -> None:
+    def rinse_cell(self, why: str = "") -> None:
         self.cell.rinse()
 
     def sleep(self, seconds: float) -> None:
