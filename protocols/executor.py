@@ -662,7 +662,7 @@ class ProtocolExecutor:
                 self.contents.filled()
             elif outcome is not None and outcome.startswith(unsent):
                 continue
-            elif command in PUMPING_COMMANDS and params.get("pump") is not None:
+            elif pumps_into_cell(command, params):
                 self.contents.pumped(params["pump"], params["volume_ml"])
                 if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], params["volume_ml"])
@@ -887,6 +887,11 @@ class ProtocolExecutor:
 
 #: the steps that pump into the cell (from the pump their action record names)
 PUMPING_COMMANDS = ("dispense", "add_standard", "clean")
+
+
+def pumps_into_cell(command: str, params: Mapping[str, Any]) -> bool:
+    """Whether a journalled action pumped into the cell (a clean by hand names no pump)."""
+    return command in PUMPING_COMMANDS and params.get("pump") is not None
 
 
 def _since_emptied(steps: Sequence[Step], end: int) -> range:

@@ -57,7 +57,7 @@ from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
 from labloop.planners import Observation, PlannerState, make_planner
 from labloop.planners.feedback import DescriptorTable
-from labloop.protocols.executor import PUMPING_COMMANDS
+from labloop.protocols.executor import pumps_into_cell
 from labloop.surrogate.compute import lost_cluster
 
 if TYPE_CHECKING:
@@ -157,20 +157,28 @@ def _history(journal: Journal) -> Iterator[tuple[str, Mapping[str, Any], str | N
     yield from ((command, {}, "ok") for _, command in by_hand)
 
 
-def _pumps(command: str, params: Mapping[str, Any]) -> bool:
-    """Whether an action pumps into the cell (a clean by hand names no pump)."""
-    return command in PUMPING_COMMANDS and params.get("pump") is not None
-
-
 def _stopped_after_pumping(journal: Journal) -> dict[int, str]:
-    """The interrupted experiments (run again on this resume; a ``running`` one, after a ``kill -9``, counts too, as
-    the resume marks it interrupted) and the failed ones that had pumped into the cell and not emptied it (no rinse
-    or clean ended ``ok`` after their last pumping action), each with how it ended."""
+    """The experiments whose liquid may still be in the cell, each with how it ended: an interrupted one (run again
+    on this resume; a ``running`` one, after a ``kill -9``, counts too, as the resume marks it interrupted) and one
+    failed by the rig or a driver (not by its analysis, its refusal or a veto: the protocol ran to its end, or
+    nothing moved) whose rinse after the failure did not end ``ok``, that pumped into the cell after it was last
+    emptied (a rinse or clean that ended ``ok``, or a ``cell_emptied`` event): what the run would have refused the
+    next experiment for (:meth:`ProtocolExecutor.refuse_their_leftover`)."""
+    experiments = journal.experiments()
+    actions = {e.id: journal.actions(e.id) for e in experiments}
+    emptied = [a.started_at for done in actions.values() for a in done
+               if a.command in ("rinse", "clean") and a.outcome == "ok"]
+    emptied += [e.time for e in journal.events() if e.kind == CELL_EMPTIED]
+    since = max(emptied, default="")
     left: dict[int, str] = {}
-    for experiment in journal.experiments(states=(State.INTERRUPTED, State.RUNNING, State.FAILED)):
-        actions = journal.actions(experiment.id)
-        pumped = [i for i, a in enumerate(actions) if _pumps(a.command, a.params)]
-        if pumped and not any(a.command in ("rinse", "clean") and a.outcome == "ok" for a in actions[pumped[-1]:]):
+    for experiment in experiments:
+        if experiment.status not in (State.INTERRUPTED, State.RUNNING, State.FAILED):
+            continue
+        if experiment.status == State.FAILED and (experiment.cause or "").startswith(
+                (ANALYSIS_FAILURE, REFUSED_FAILURE, VETOED)):
+            continue
+        pumped = [a.started_at for a in actions[experiment.id] if pumps_into_cell(a.command, a.params)]
+        if pumped and pumped[-1] > since:
             left[experiment.id] = State.FAILED if experiment.status == State.FAILED else State.INTERRUPTED
     return left
 
@@ -207,24 +215,23 @@ def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: Proto
     """The one line that refuses this run (``resume``, or ``run`` of a journal that exists) before it writes
     anything, or None: the next experiment the loop would start would be refused by what the cell or a syringe
     holds (:meth:`ProtocolExecutor.refusal`), counted from the journal and the ``by_hand`` events (:data:`BY_HAND`)
-    this run is about to journal. Checked on the loop's own terms: nothing is refused while a batch awaits
-    approval or when a stop rule ends the campaign first. Why before: a refused resume journalled the experiment's
-    new attempt, an interruption and a stop, though nothing moved (exit 2, bad input, must write nothing)."""
+    this run is about to journal. Nothing is refused when a stop rule ends the campaign first. Why before: a
+    refused resume journalled the experiment's new attempt, an interruption and a stop, though nothing moved
+    (exit 2, bad input, must write nothing)."""
     experiments = journal.experiments()
-    if any(e.status == State.AWAITING_APPROVAL for e in experiments):
-        return None
     started = datetime.fromisoformat(journal.campaign_info().created_at)
     if stop_reason(campaign, experiments, started) is not None:
         return None
+    # the next experiment to run: one queued, else one the planner is yet to propose (its conditions unknown, so
+    # only what every experiment needs is checked), as after a batch awaiting approval or a budget raised
     queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED, State.RUNNING)]
-    if not queue:
-        return None
     history = chain(_history(journal), ((BY_HAND[kind], {}, "ok") for kind in by_hand))
-    cause = executor.refusal(history, _stopped_after_pumping(journal), queue[0].conditions)
+    cause = executor.refusal(history, _stopped_after_pumping(journal), queue[0].conditions if queue else {})
     if cause is None:
         return None
-    return (f"{type(cause).__name__}: {cause}: refused before anything moved (experiment {queue[0].id} runs again "
-            f"on the resume that can run it); {person_advice(cause, journal.path)}")
+    which = f"experiment {queue[0].id} runs again" if queue else "the next experiment runs"
+    return (f"{type(cause).__name__}: {cause}: refused before anything moved ({which} on the resume that can run "
+            f"it); {person_advice(cause, journal.path)}")
 
 
 def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:
@@ -561,7 +568,7 @@ class Runner:
             if action is None:
                 action = self.journal.start_action(experiment_id, step, instrument, name, _plain(params))
                 self._actions += 1
-                self._pumped = self._pumped or _pumps(name, params)
+                self._pumped = self._pumped or pumps_into_cell(name, params)
             self._moved = True
             if finished_at is None:
                 self._open_actions[step] = action
@@ -603,11 +610,16 @@ class Runner:
                 self.journal.finish_action(action, cause)
             self._open_actions = {}
         rinse = safe_state and self._pumped and self.executor.contents.cell_ml > 0
-        if rinse:
-            self.rig.safe_state()
-            self.executor.empty_after_failure(experiment_id, lambda *args: self._on_action(experiment_id, *args))
-        with self.interrupts.deferred():
-            self.journal.fail_experiment(experiment_id, cause)
+        try:
+            if rinse:
+                self.rig.safe_state()
+                self.executor.empty_after_failure(experiment_id, lambda *args: self._on_action(experiment_id, *args))
+        finally:  # a Ctrl-C while the operator is asked to rinse must not turn the failure into an interruption
+            with self.interrupts.deferred():
+                for action in self._open_actions.values():
+                    self.journal.finish_action(action, "interrupted")
+                self._open_actions = {}
+                self.journal.fail_experiment(experiment_id, cause)
         if safe_state and not rinse:
             self.rig.safe_state()
 

@@ -14,6 +14,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import sqlite3
 import threading
 import time
@@ -25,9 +26,9 @@ import yaml
 from labloop.orchestrator.compose import build_executor, build_rig, build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.loop.interrupts import Interrupts
+from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import Rig
-from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_OK, Runner
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner, _stopped_after_pumping
 from labloop.surrogate.dataset import read_table
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
@@ -97,6 +98,7 @@ def _runner_with_a_buggy_potentiostat(tmp_path: Path, campaign_file: Path, monke
     library = read_table(campaign.library.file).smiles
     rig = stack.enter_context(build_rig(campaign, dry_run=True, library=library))
     journal = stack.enter_context(Journal.create(campaign.store, campaign))
+    journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
     rig.instruments["potentiostat"] = BuggyPotentiostat(rig.instruments["potentiostat"])
     return Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts), journal
 
@@ -119,10 +121,11 @@ def test_a_failed_experiments_liquid_is_rinsed_out_before_the_next_molecule(tmp_
 
 
 def test_a_failed_experiments_liquid_without_a_rinse_stops_the_run_for_a_person(tmp_path, write_campaign,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, labloop):
     """A protocol without a rinse cannot empty the cell itself: the next experiment is refused before it pumps
     (the run stops for a person, as for an interrupted experiment's liquid), and a resume is refused the same
-    way until ``--cell-emptied``."""
+    way until ``--cell-emptied``; after that, neither that failure nor the analysis failures of a protocol that
+    leaves its liquid by design refuse a later resume (a review found every later resume refused)."""
     steps = yaml.safe_load((EXAMPLES / "protocols" / "cv_screen.yaml").read_text())
     (tmp_path / "no_rinse.yaml").write_text(yaml.safe_dump(steps[:-1]))
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 4}, protocol=str(tmp_path / "no_rinse.yaml"),
@@ -142,6 +145,39 @@ def test_a_failed_experiments_liquid_without_a_rinse_stops_the_run_for_a_person(
         with build_rig(campaign, dry_run=True, library=library) as rig:
             resumed = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
             assert resumed.executor.left_liquid == {failed.id: State.FAILED}
+    refused = labloop("resume", tmp_path / "tiny.db")
+    assert refused.returncode == 2 and f"with what failed experiment {failed.id} pumped" in refused.stderr
+    emptied = labloop("resume", tmp_path / "tiny.db", "--cell-emptied")
+    assert emptied.returncode == 0, emptied.stderr
+    again = labloop("resume", tmp_path / "tiny.db", "--max-experiments", "6")
+    assert again.returncode == 0, again.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        assert len(journal.experiments(states=(State.DONE,))) == 6
+
+
+_RINSE = Rig.rinse_cell
+
+
+def _interrupted_at_the_rinse_after_a_failure(rig: Rig, why: str = "") -> None:
+    if why:  # a Ctrl-C while the operator is asked to rinse after the failure
+        raise Interrupted(signal.SIGINT)
+    _RINSE(rig, why)
+
+
+def test_a_ctrl_c_during_the_rinse_after_a_failure_keeps_the_failure(tmp_path, write_campaign, monkeypatch):
+    """The failure is journalled before the rinse that follows it can be cut short: a Ctrl-C at the rinse's prompt
+    turned the failed experiment into an interrupted one (run again on resume, its fault never counted)."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 4})
+    monkeypatch.setattr(Rig, "rinse_cell", _interrupted_at_the_rinse_after_a_failure)
+    with contextlib.ExitStack() as stack, Interrupts() as interrupts:
+        runner, journal = _runner_with_a_buggy_potentiostat(tmp_path, campaign_file, monkeypatch, interrupts, stack)
+        assert runner.run() == EXIT_INTERRUPTED
+        [failed] = journal.experiments(states=(State.FAILED,))
+        assert failed.cause == "potentiostat (cv): RuntimeError: plug-in bug: list index out of range"
+        assert not journal.experiments(states=(State.INTERRUPTED, State.RUNNING))
+        *_, rinse = journal.actions(failed.id)
+        assert (rinse.command, rinse.outcome) == ("rinse", "interrupted")
+        assert runner.executor.contents.cell_ml > 0 and _stopped_after_pumping(journal) == {failed.id: State.FAILED}
 
 
 class _NaNPotentiostat:
