@@ -674,7 +674,11 @@ def half_width_problem(half_width_v: float, hits_v: tuple[float, float], referen
     the calibration, but the planner aims at the objective, so that is where the predictions it measures lie."""
     low, high = span_v
     h_low, h_high = (h - reference_offset_v for h in hits_v)
-    fits_all = min(h_low - low, high - h_high)  # -inf for a threshold: no width fits around all of it
+    # a threshold's hits run on without end, and no width fits around all of them: judged at the threshold, where
+    # the planner's aim lies (a window that fits there is said nothing of; every campaign with one was warned)
+    threshold = math.isinf(h_low) or math.isinf(h_high)
+    edge = h_high if math.isinf(h_low) else h_low
+    fits_all = min(edge - low, high - edge) if threshold else min(h_low - low, high - h_high)
     nearest = min(max((low + high) / 2, h_low), h_high)  # the hit with the most room on both sides
     fits_some = min(nearest - low, high - nearest)
     tolerance = 1e-9  # 4.6 - 3.2 + 0.6 is 2.0000000000000004
@@ -683,7 +687,8 @@ def half_width_problem(half_width_v: float, hits_v: tuple[float, float], referen
     scale = (f"{_hits(hits_v, 'vs Li/Li+')}, {_hits((h_low, h_high), 'vs the reference')} at "
              f"cell.reference_offset_v {compact(reference_offset_v)} V")
     leaves = f"+/-{compact(half_width_v)} V around a prediction"
-    fix = (f"half_width_v {compact(_floor(fits_all))} fits all of it" if fits_all > 0 else
+    fix = (f"half_width_v {compact(_floor(fits_all))} fits {'at the threshold' if threshold else 'all of it'}"
+           if fits_all > 0 else
            f"half_width_v {compact(_floor(fits_some))} fits part of it" if fits_some > 0 else
            "no window around it fits")
     if half_width_v > fits_some + tolerance:

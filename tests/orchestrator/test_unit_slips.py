@@ -238,6 +238,10 @@ HALF_WIDTHS = [
      AROUND.format(width=0.3, part="", hits="5.5 V vs Li/Li+ and above, 2.3 V vs the reference and above at "
                                             "cell.reference_offset_v 3.2 V",
                    span="safety.potential_limits_v -1.7..2 V", says=NONE_MEASURED + "no window around it fits")),
+    # a threshold's hits run on without end: judged at the threshold, silent where the window fits there (every
+    # campaign with a threshold was warned, with a "fix" wider than what it had written)
+    ("a threshold the window fits at", 0.5,
+     {"objective": {"quantity": "oxidation_potential", "goal": "maximize", "threshold_v": 4.5}}, "", False, None),
     ("the potentiostat's range, once the rig is open", 0.9, {"safety": {**SAFETY, "potential_limits_v": [-3, 3]}},
      "protocol[4].cv: half_width_v", True,
      AROUND.format(width=0.9, part="", hits=WINDOW, span="what 'potentiostat' can apply -1.7..2 V",
