@@ -278,10 +278,14 @@ def _on_worker(function: Callable, paths: Sequence[Path], *args: object) -> obje
     naming the worker and what it needs. Why: the workers read the shards from their own filesystem (they are
     not shipped: stage 1 is fast because each worker keeps its shards' columns between proposals), and
     pyarrow's "Failed to open local file" said neither which worker nor that it must see the store's
-    predictions folder at the same absolute path."""
+    predictions folder at the same absolute path. A shard missing from a folder the worker does see is no such
+    thing (a review: it was called a lost cluster, and the advice to restart it met the same error), and is raised
+    as it came."""
     try:
         return function(paths, *args)
-    except (FileNotFoundError, PermissionError, NotADirectoryError):
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        if isinstance(exc, FileNotFoundError) and paths[0].parent.is_dir():
+            raise  # the worker sees the folder and a shard is missing from it: not the worker's view of the disk
         from distributed import get_worker
 
         raise ClusterLostError(f"Dask worker {get_worker().address} cannot read the library's shards in "
