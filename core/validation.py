@@ -42,7 +42,8 @@ def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, fiel
     if kind in ("too_short", "too_long") and isinstance(value, list | tuple) and ctx is not None:
         least = kind == "too_short"
         count = ctx["min_length" if least else "max_length"]
-        return f"{'at least' if least else 'at most'} {count} {holds or 'items'}{sample} (got {value!r})"
+        what = f"one of the {holds or 'items'}" if count == 1 else f"{count} {holds or 'items'}"  # not "1 columns"
+        return f"{'at least' if least else 'at most'} {what}{sample} (got {value!r})"
     if kind in ONE_VALUE_TYPES and isinstance(value, list | tuple | dict):
         shape = "a mapping" if isinstance(value, dict) else "a list"
         return f"one {ONE_VALUE_TYPES[kind]}, not {shape} (got {value!r})"

@@ -12,6 +12,7 @@ Validators that check more than one field raise :class:`Problems`: each :class:`
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -267,6 +268,10 @@ def _message(error: Any, model: type[BaseModel]) -> str:
             return elsewhere
         valid = _fields_at(model, loc[:-1])
         return f"unknown field; valid fields: {', '.join(valid)}" if valid else "unknown field"
+    if kind == "missing" and loc and isinstance(loc[-1], int) and (whole := field_at(model, loc[:-1])) is not None \
+            and whole.title:  # a list one item short of what the field takes ([0.1] for a [low, high] range)
+        sample = f", e.g. {json.dumps(whole.examples[0])}" if whole.examples else ""
+        return f"missing: this takes {whole.title}{sample}"
     if kind == "missing":
         return MISSING
     if kind in ("model_type", "model_attributes_type", "dict_type"):

@@ -253,6 +253,11 @@ MALFORMED = [
      "a list of two potentials [low, high] (V vs Li/Li+), e.g. [4.5, 4.6] (got 4.5)"),
     ("a list for a count", edit("seed: 7", "seed: [7]"), "seed:", "seed",
      "seed: one whole number, not a list (got [7])"),
+    ("no target column", edit("targets: [ie_ev, ea_ev]", "targets: []"), "prior:", "prior.targets",
+     "at least one of the columns, e.g. [\"ie_ev\", \"ea_ev\"] (got [])"),  # not "1 columns"
+    ("a range of one scan rate", edit("scan_rate_v_s: [0.02, 0.5]", "scan_rate_v_s: [0.1]"), "conditions:",
+     "conditions.scan_rate_v_s[1]", "missing: this takes two scan rates [low, high] (V/s; or one, kept fixed), "
+     "e.g. [0.05, 0.5]"),  # pydantic's "required, but missing" said nothing of what was
     ("one alert URL", edit("seed: 7\n", "seed: 7\nalerts: ntfy://lab\n"), "alerts:", "alerts",
      "alerts: a list of apprise URLs, e.g. [\"ntfy://lab-night-shift\"] (got 'ntfy://lab')"),
     ("condition range as text", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
