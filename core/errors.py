@@ -119,6 +119,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def said(exc: BaseException) -> str:
+    """``Type: message`` of ``exc`` on one line (its whitespace runs folded; ``no message`` when it says nothing): how
+    a driver's or a plug-in's exception is quoted in a journalled cause, a health report or a one-line error."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+
+
 def not_one_of(value: Any, choices: Sequence[str]) -> str:
     """The one wording of "not a valid choice" every check uses."""
     return f"{value!r} is not one of {', '.join(choices)}"

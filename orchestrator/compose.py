@@ -25,7 +25,15 @@ from typing import Any
 
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import CampaignError, ConfigError, Disconnected, InputError, InstrumentError, InvalidInput
+from labloop.core.errors import (
+    CampaignError,
+    ConfigError,
+    Disconnected,
+    InputError,
+    InstrumentError,
+    InvalidInput,
+    said,
+)
 from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, port_problem
@@ -423,5 +431,4 @@ def _open(factory: Callable[..., Any], name: str, driver: str, port: str, option
                                                  f"expects: {exc.what}") from None
     except Exception as exc:  # neither the port nor the options: the driver's own failure, said as such
         log.info("the traceback of instruments.%s's open()", name, exc_info=exc)
-        raise ConfigError(f"instruments.{name}", f"the driver failed to open: {type(exc).__name__}: "
-                                                 f"{' '.join(str(exc).split()) or 'no message'}") from None
+        raise ConfigError(f"instruments.{name}", f"the driver failed to open: {said(exc)}") from None

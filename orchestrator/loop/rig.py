@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
-from labloop.core.errors import ConfigError
+from labloop.core.errors import ConfigError, said
 from labloop.instruments.contracts import Potentiostat, Pump
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Rig:
                 else:
                     report[name] = "ok"
             except Exception as exc:
-                report[name] = f"{HEALTH_ERROR}{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+                report[name] = f"{HEALTH_ERROR}{said(exc)}"
         return report
 
     def check_health(self) -> dict[str, str]:

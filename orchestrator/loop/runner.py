@@ -44,6 +44,7 @@ from labloop.core.errors import (
     NoOperator,
     RigNotReady,
     SafetyLimitExceeded,
+    said,
 )
 from labloop.instruments.cv_analysis import CVFlag, measurement_quality
 from labloop.orchestrator import console
@@ -581,7 +582,7 @@ class Runner:
         """The cause of a failed experiment, in one line: ``instrument (step): Type: message``, naming the step whose
         action ended with ``exc`` (the executor's hook set :attr:`_failed`) unless the message already names its
         instrument; a driver's or labloop's own check (a NaN current) may name neither, a plug-in only its port."""
-        message = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+        message = said(exc)
         where = self._failed  # None: after every step
         if where is not None and where[0] and where[0] not in message:
             message = f"{where[0]} ({where[1]}): {message}"
