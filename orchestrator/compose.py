@@ -34,6 +34,7 @@ from labloop.core.errors import (
     InvalidInput,
     said,
 )
+from labloop.core.text import plural
 from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, port_problem
@@ -190,9 +191,9 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
     with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
         valid = any(parse_smiles(smiles) is not None for smiles in library)  # stops at the first valid one
     if not valid:
+        rows = f"{len(library)} {plural(len(library), 'row')}"
         raise ConfigError(campaign.located("library", "file"), f"{display_name(campaign.library.file)} has no valid "
-                                                                f"SMILES among its {len(library)} rows: nothing to "
-                                                                "propose")
+                                                                f"SMILES among its {rows}: nothing to propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign)

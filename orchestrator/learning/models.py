@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from labloop.core.errors import ConfigError
+from labloop.core.text import plural
 from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, ModelVersion
@@ -80,8 +81,8 @@ def prior_table(campaign: Campaign) -> MoleculeTable:
     empty = [t for j, t in enumerate(sliced.targets) if np.isnan(sliced.Y[:, j]).all()]
     if empty:
         raise ConfigError(campaign.located("prior", "rows"),
-                          f"the seeded slice of {prior.rows} rows of {display_name(prior.file)} has no value in "
-                          f"column {empty[0]!r}: give more rows, or none for the whole file")
+                          f"the seeded slice of {prior.rows} {plural(prior.rows, 'row')} of {display_name(prior.file)} "
+                          f"has no value in column {empty[0]!r}: give more rows, or none for the whole file")
     return sliced
 
 
