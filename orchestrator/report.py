@@ -211,7 +211,7 @@ def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective) -
 
 
 def _parity(path: Path, done: list[dict[str, Any]]) -> None:
-    fig, ax = _figure("measured vs predicted", "predicted (V vs Li/Li+)", "measured (V vs Li/Li+)")
+    fig, ax = _figure("measured vs predicted", "predicted (V vs Li/Li+; bars +/-1 sd)", "measured (V vs Li/Li+)")
     pairs = parity(done)
     if pairs:
         ax.errorbar([p["mu"] for p in pairs], [p["measured"] for p in pairs],

@@ -160,6 +160,7 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     measured = [e for e in snap["experiments"] if e["status"] == "done"]
     assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-best circle")) == len(measured)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-parity circle")) == len(measured)
+    assert "bars ±1 sd" in _text(browser, "#plot-parity")  # what the error bars are
     assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-error circle")) == len(measured)
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#plot-cv polyline"), "the latest voltammogram")
     assert f"#{measured[-1]['id']} " in _text(browser, "#cv-caption")

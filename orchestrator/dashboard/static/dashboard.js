@@ -138,7 +138,7 @@ function drawParity(plots) {
   const all = lo.concat(hi, pairs.map((p) => p.measured));
   const range = extent(all);
   plot($("plot-parity"), {
-    xlabel: "predicted at proposal (V vs Li/Li+)", ylabel: "measured (V vs Li/Li+)",
+    xlabel: "predicted at proposal (V vs Li/Li+; bars ±1 sd)", ylabel: "measured (V vs Li/Li+)",
     empty: "no prediction to compare yet", xs: pairs.map((p) => p.mu), ys: all, xrange: range, yrange: range,
     draw(g, sx, sy) {
       g.appendChild(svgEl("line", { x1: sx(range[0]), y1: sy(range[0]), x2: sx(range[1]), y2: sy(range[1]) },
