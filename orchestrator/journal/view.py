@@ -176,13 +176,14 @@ def _experiments_table(rows: list[dict[str, Any]]) -> Table:
 
 def _measurements_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="measurements (V vs Li/Li+; E1/2 vs the cell's reference)", title_justify="left")
-    for name in ("id", "smiles", "potential", "predicted", "E1/2", "dEp mV", "flags"):
+    for name in ("id", "smiles", "potential", "predicted ± 1 sd", "model", "E1/2", "dEp mV", "flags"):
         table.add_column(name, overflow="fold", justify="left" if name in ("smiles", "flags") else "right")
     for e in rows:
         predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
+        model = "" if e["model_version"] is None else f"v{e['model_version']}"  # which model predicted it
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
-        table.add_row(str(e["id"]), _text(e["smiles"]), _volts(e["potential_v"]), predicted, _volts(e["e_half_v"]),
-                      dep, _text(", ".join(e["flags"])))
+        table.add_row(str(e["id"]), _text(e["smiles"]), _volts(e["potential_v"]), predicted, model,
+                      _volts(e["e_half_v"]), dep, _text(", ".join(e["flags"])))
     return table
 
 

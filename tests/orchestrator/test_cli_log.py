@@ -102,6 +102,9 @@ def test_tables_show_the_best_molecule_first(labloop, store):
     piped = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store], env=env,
                            capture_output=True, text=True, check=True).stdout
     assert re.search(r"│\s+4 │ CCO\s+│ failed .*│ PumpStalled: analyte_pump: motor stall │", piped), piped
+    measured = piped[piped.index("measurements"):piped.index("best so far")]
+    best_row = next(line for line in measured.splitlines() if BEST in line)
+    assert re.search(r"4\.50 ± 0\.20\s+│\s+v1\s+│", best_row), best_row  # the prediction, 1 sd, by model v1
     # one experiment is 'running' but no process holds the store (a crash, kill -9): said, with what to do
     assert "no run holds this journal" in " ".join(out.split())
     with sole_runner(store):

@@ -26,7 +26,8 @@ def test_a_folder_for_a_protocol_is_called_a_folder(tmp_path, labloop, write_cam
     assert result.returncode == 2 and f"protocol: {tmp_path}: is a folder, not a file" in result.stderr
 
 
-@pytest.mark.parametrize("rows, said", [("C1CC,7.0,1.0\n[H][H],15.4,-0.7\n", "its 2 rows:"), ("C1CC,7.0,1.0\n", "its 1 row:")])
+@pytest.mark.parametrize("rows, said", [("C1CC,7.0,1.0\n[H][H],15.4,-0.7\n", "its 2 rows:"),
+                                        ("C1CC,7.0,1.0\n", "its 1 row:")])
 def test_a_library_without_a_valid_smiles_names_the_campaign_line(tmp_path, labloop, write_campaign, rows, said):
     (tmp_path / "bad.csv").write_text("smiles,ie_ev,ea_ev\n" + rows)
     result = labloop("validate", write_campaign(tmp_path, library={"file": str(tmp_path / "bad.csv")}), "--dry-run")
