@@ -14,6 +14,11 @@ import re
 
 log = logging.getLogger(__name__)
 
+#: campaign settings whose values no message repeats, at any depth: an error in reading the file
+#: (:func:`labloop.orchestrator.config.yaml_source.error_lines`) or a difference from a journal's
+#: (:func:`labloop.orchestrator.journal.store.first_difference`)
+SECRET_SETTINGS = frozenset({"alerts"})
+
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

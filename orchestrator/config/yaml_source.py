@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from labloop.core.errors import MISSING, Loc, Problem, Problems, not_one_of
 from labloop.core.validation import field_at, field_homes, fields_by_name, model_at, shape_message, unknown_here
+from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
 
 #: a campaign or protocol file is a few KiB written by hand; PyYAML's pure-Python loader costs about 10 us
 #: and 400 bytes of memory per byte of input, so anything larger is refused before it is parsed
@@ -246,6 +247,8 @@ def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel])
         loc: Loc = tuple(part for part in error["loc"] if not is_union_tag(part))
         cause = (error.get("ctx") or {}).get("error")
         problems = cause.problems if isinstance(cause, Problems) else (Problem((), _message(error, model)),)
+        if loc and loc[0] in SECRET_SETTINGS:
+            problems = tuple(Problem(p.loc, _hidden(p.message, error.get("input")), p.where) for p in problems)
         for problem in problems:
             full = Problem(loc + problem.loc, problem.message)
             found.append((problem.message == MISSING, doc.line_of(full.loc),
@@ -282,6 +285,32 @@ def _message(error: Any, model: type[BaseModel]) -> str:
     if isinstance(value, dict | list):
         return message
     return f"{message} (got {value!r}{_yaml_hint(kind, value)})"
+
+
+def _hidden(message: str, value: Any) -> str:
+    """``message`` without what was written, for a value under a secret setting (:data:`SECRET_SETTINGS`).
+
+    Why: an alert URL holds its webhook's token or a mail password, and a campaign file given the wrong shape
+    (``alerts: {night: "json://..."}``) would otherwise have it echoed by "(got ...)" onto the console and into
+    any log the console is copied to. The message keeps what the field takes; the value is never shown.
+    """
+    kept = re.split(r" \(got |, got ", message, maxsplit=1)[0]
+    if kept == message and any(len(text) >= 4 and text in message for text in _texts(value)):
+        kept = "not valid here"  # a validator's own message quoting the value some other way
+    return message if kept == message else f"{kept} (what is written there is not shown: it may hold a secret)"
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every text inside ``value`` (a YAML value): strings, mapping keys, and the other scalars as written."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+    elif value is not None:
+        yield str(value)
 
 
 def _yaml_hint(kind: str, value: Any) -> str:

@@ -42,6 +42,7 @@ from labloop.core.errors import IllegalTransition, JournalError, JournalWriteErr
 from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
+from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
 
 if TYPE_CHECKING:  # the journal stores a campaign's dump; it never validates one
     from labloop.orchestrator.config.campaign import Campaign
@@ -53,8 +54,6 @@ APPLICATION_ID = 0x4C4C4A31
 SCHEMA_VERSION = 2
 #: schema versions this labloop reads; older ones are upgraded when opened for writing (:func:`_upgrade`)
 READABLE_VERSIONS = (1, 2)
-#: campaign settings whose values an error message never repeats (:func:`first_difference`)
-SECRET_SETTINGS = frozenset({"alerts"})
 #: the experiments table; version 2 added the state 'awaiting_approval'
 EXPERIMENTS_TABLE = """
 CREATE TABLE experiments (

@@ -114,6 +114,29 @@ def test_bad_alert_urls_are_refused_in_one_line_without_echoing_them(tmp_path, l
     assert not (tmp_path / "tiny.db").exists()
 
 
+SECRET_URL = "json://user:pass-w9x8@127.0.0.1:9/hook?token=tok-v7u6"
+
+
+@pytest.mark.parametrize("alerts", [
+    {"night": SECRET_URL},  # a mapping where a list belongs
+    SECRET_URL,  # one URL, not a list of them
+    [{"url": SECRET_URL}],  # a list of mappings
+    [[SECRET_URL]],  # one level too deep
+    [{"a": {"b": [SECRET_URL]}}],  # deeper still
+    {SECRET_URL: "night"},  # the URL as a key
+], ids=["mapping", "text", "list-of-mappings", "nested-list", "deep", "as-key"])
+def test_an_alerts_section_of_the_wrong_shape_is_refused_without_showing_any_part_of_its_urls(
+        tmp_path, labloop, write_campaign, alerts):
+    campaign_file = write_campaign(tmp_path, alerts=alerts)
+    for command in (("validate", "--all"), ("run", "--dry-run")):
+        result = labloop(command[0], campaign_file, *command[1:])
+        assert result.returncode == 2, result.stderr
+        said = result.stdout + result.stderr
+        assert "alerts" in said and "not shown: it may hold a secret" in said
+        assert not any(part in said for part in ("pass-w9x8", "tok-v7u6", "127.0.0.1:9")), said
+    assert not (tmp_path / "tiny.db").exists()
+
+
 def test_a_changed_alert_url_is_refused_without_showing_either_url(tmp_path, labloop, write_campaign, free_port):
     from labloop.orchestrator.config.campaign import load_campaign
 

@@ -259,7 +259,8 @@ MALFORMED = [
      "conditions.scan_rate_v_s[1]", "missing: this takes two scan rates [low, high] (V/s; or one, kept fixed), "
      "e.g. [0.05, 0.5]"),  # pydantic's "required, but missing" said nothing of what was
     ("one alert URL", edit("seed: 7\n", "seed: 7\nalerts: ntfy://lab\n"), "alerts:", "alerts",
-     "alerts: a list of apprise URLs, e.g. [\"ntfy://lab-night-shift\"] (got 'ntfy://lab')"),
+     "alerts: a list of apprise URLs, e.g. [\"ntfy://lab-night-shift\"] (what is written there is not shown: it "
+     "may hold a secret)"),
     ("condition range as text", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                      "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: fine}"),
      "conditions:", "conditions.e_step_v", "valid tuple (got 'fine')"),
