@@ -55,11 +55,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Scan:
     """What the simulated instruments scan: the cv window (begin, vertex 1, vertex 2; V vs the reference),
-    its step, and where the reference sits (V vs Li/Li+)."""
+    its step, where the reference sits (V vs Li/Li+), and the protocol's scan rate (a planned one replaces it)."""
 
     window_v: tuple[float, float, float]
     e_step_v: float
     reference_offset_v: float
+    scan_rate_v_s: float = 0.1
 
 
 #: the example protocol's scan and cell (``examples/protocols/cv_screen.yaml``): 2.4-5.15 V vs Li/Li+
@@ -185,7 +186,8 @@ def campaign_scan(campaign: Campaign) -> Scan:
                            "instruments cannot scan: give the cv step e_begin_v, e_vertex1_v and e_vertex2_v, or "
                            "backtest with --no-instruments")
     p = cv.params()
-    return Scan((p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v), p.e_step_v, campaign.cell.reference_offset_v)
+    return Scan((p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v), p.e_step_v, campaign.cell.reference_offset_v,
+                p.scan_rate_v_s)
 
 
 def cv_measure(world_of_seed: Callable[[int], Any], scan: Scan = EXAMPLE_SCAN) -> Measure:
@@ -203,7 +205,8 @@ def cv_measure(world_of_seed: Callable[[int], Any], scan: Scan = EXAMPLE_SCAN) -
             worlds[seed] = world_of_seed(seed)
         begin, vertex1, vertex2 = scan.window_v
         params = CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2,
-                          scan_rate_v_s=float(conditions.get("scan_rate_v_s", 0.1)), e_step_v=scan.e_step_v)
+                          scan_rate_v_s=float(conditions.get("scan_rate_v_s", scan.scan_rate_v_s)),
+                          e_step_v=scan.e_step_v)
         rng = stable_rng("backtest", seed, "cv", k, smiles)
         world = worlds[seed]
         couple = world.couple_of(smiles)  # also advances the world's measurement clock

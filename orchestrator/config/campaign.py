@@ -384,12 +384,16 @@ class Conditions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
     __pydantic_extra__: dict[str, ConditionValue]
-    scan_rate_v_s: Annotated[Range, Field(description="V/s; [low, high] or one value")] = Field(
-        (0.1, 0.1), title="two scan rates [low, high] (V/s; or one, kept fixed)", examples=[[0.05, 0.5]])
+    # None: not planned, so the protocol's cv runs at its own scan_rate_v_s (a default of 0.1 V/s here used to
+    # override whatever the protocol said, in every campaign without a conditions section)
+    scan_rate_v_s: Annotated[Range | None, Field(description="V/s; [low, high] or one value")] = Field(
+        None, title="two scan rates [low, high] (V/s; or one, kept fixed)", examples=[[0.05, 0.5]])
 
     @field_validator("scan_rate_v_s")
     @classmethod
-    def _plausible_scan_rate(cls, value: tuple[float, float]) -> tuple[float, float]:
+    def _plausible_scan_rate(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is None:
+            return value
         low, high = SCAN_RATE_RANGE_V_S
         if not (low <= value[0] and value[1] <= high):
             # a range in mV/s: the ends beyond 10 V/s read as mV/s (the step's own scan rates say it likewise); when
@@ -406,7 +410,8 @@ class Conditions(BaseModel):
         """Every condition: ``(low, high)`` or ``{"choices": (...)}`` (the planners' form)."""
         extra = {name: value.model_dump() if isinstance(value, Choices) else value
                  for name, value in (self.__pydantic_extra__ or {}).items()}
-        return {"scan_rate_v_s": self.scan_rate_v_s, **extra}
+        planned = {} if self.scan_rate_v_s is None else {"scan_rate_v_s": self.scan_rate_v_s}
+        return {**planned, **extra}
 
 
 class Instrument(BaseModel):
@@ -894,7 +899,7 @@ class Campaign(BaseModel):
         problems.extend(Problem(("safety", "syringes_ml", name), f"{not_one_of(name, offered)} ({which})")
                         for name in self.safety.syringes_ml if name not in self.instruments)
         for index, step in enumerate(steps):
-            low, high = self.conditions.scan_rate_v_s
+            low, high = self.conditions.scan_rate_v_s or (None, None)
             if getattr(step, "scan_rates_v_s", None) and low != high:
                 problems.append(Problem(("conditions", "scan_rate_v_s"),
                                         f"the protocol's cv step (protocol[{index}]) runs a fixed list of scan rates, "

@@ -143,7 +143,7 @@ def test_defaults_fill_what_is_left_out(workdir):
     campaign = load_campaign(workdir / "mini.yaml")
     assert campaign.store == workdir / "runs" / "mini.db"
     assert (campaign.planner.kind, campaign.budget.max_experiments, campaign.surrogate.preset) == ("random", 30, "fast")
-    assert campaign.conditions.scan_rate_v_s == (0.1, 0.1) and campaign.world is None and campaign.prior is None
+    assert campaign.conditions.scan_rate_v_s is None and campaign.world is None and campaign.prior is None
     assert campaign.protocol.file is None and campaign.protocol.step_names == ["load_sample", "cv", "rinse"]
 
 

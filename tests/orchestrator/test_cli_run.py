@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
@@ -239,3 +240,19 @@ def test_a_campaign_that_runs_out_of_molecules_says_so(tmp_path, labloop, write_
     result = labloop("run", write_campaign(tmp_path, library={"file": str(tmp_path / "three.csv")}), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "every library molecule was tried" in result.stderr and "/6 experiments done" in result.stderr
+
+
+def test_without_conditions_the_protocols_own_scan_rate_is_run_and_recorded(tmp_path, labloop, write_campaign):
+    """A campaign without a conditions section planned 0.1 V/s for every proposal, which replaced the cv step's
+    own scan_rate_v_s (an operator's trial: the protocol said 0.05, the instrument ran and the CSV said 0.1)."""
+    protocol = yaml.safe_load((EXAMPLES / "protocols" / "cv_screen.yaml").read_text())
+    cv = next(step for step in protocol if isinstance(step, dict) and "cv" in step)
+    cv["cv"]["scan_rate_v_s"] = 0.05
+    campaign_file = write_campaign(tmp_path, conditions={}, protocol=protocol, budget={"max_experiments": 2})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        experiments = journal.experiments(states=(State.DONE,))
+        assert len(experiments) == 2 and all(e.conditions == {} for e in experiments)
+        rates = {v.params.scan_rate_v_s for e in experiments for v in journal.voltammograms(e.id)}
+    assert rates == {0.05}
