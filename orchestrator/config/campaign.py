@@ -14,11 +14,12 @@ protocol's steps inline; that dump validates again, which is how a journal keeps
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache, partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -58,7 +59,7 @@ from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.executor import leftover_dilution, unsampled_cv
+from labloop.protocols.executor import diffusion_analyte_mm, leftover_dilution, unsampled_cv
 from labloop.protocols.steps import (
     CV,
     SCAN_RATE_RANGE_V_S,
@@ -884,6 +885,8 @@ class Campaign(BaseModel):
                         "takes whole numbers, and a range is searched over real ones: list the values to try, "
                         "e.g. {choices: [1, 2, 3]} (or set one in the step)")
                 problems.append(Problem(("conditions", name), says))
+            elif (refused := _condition_merges_steps(name, steps)) is not None:
+                problems.append(Problem(("conditions", name), refused))
         # an instrument of the wrong kind first: the limits of a "pump" that is the potentiostat say nothing
         instruments = self._instrument_problems(steps, where)
         wrong = {p.loc[1] for p in instruments}
@@ -1070,6 +1073,28 @@ def _driver_kind(driver: str) -> str | None:
         return str(load_driver(driver).descriptor.kind)
     except ConfigError:
         return None
+
+
+def _condition_merges_steps(name: str, steps: Sequence[Step]) -> str | None:
+    """Why condition ``name`` cannot be planned over these ``steps``, or None.
+
+    A condition replaces the parameter of its name in every step that has it (protocols/executor.py). Where the
+    protocol gives that parameter different values (``volume_ml``: 0.5 mL of sample, 4.5 mL of electrolyte, 0.1 mL
+    of ferrocene) a planned value makes them all equal, which no protocol means: an electrochemist's trial planned
+    ``volume_ml`` and every dispense took it, the sample ~5 mM instead of 1 mM and D ~25x too large. A planned
+    volume also changes the analyte's concentration in the cell, which a cv computing D takes as ``analyte_mm``.
+    """
+    given = [(index, step, getattr(step, name)) for index, step in enumerate(steps) if name in type(step).model_fields]
+    if len({json.dumps(value, sort_keys=True, default=str) for _, _, value in given}) > 1:
+        listed = ", ".join(f"protocol[{index}].{step.name} {compact(value) if isinstance(value, float) else value}"
+                           for index, step, value in given)
+        return (f"would set {name} in every step that has it ({listed}) to one planned value: set them in the steps "
+                "(a condition varies a parameter that one step gives, or steps that give it alike)")
+    computing_d = [index for index, step in enumerate(steps) if isinstance(step, CV) and diffusion_analyte_mm(step)]
+    if computing_d and name == "volume_ml" and any(pumps(step) for _, step, _ in given):
+        return (f"a planned volume changes the analyte's concentration in the cell, while protocol[{computing_d[0]}]"
+                ".cv computes D with its fixed analyte_mm: set the volume in the step")
+    return None
 
 
 def _line_in(path: Path, loc: Loc) -> str:

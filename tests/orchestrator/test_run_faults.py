@@ -455,14 +455,16 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
     (tmp_path / "empty.csv").write_text("\n".join(broken) + "\n")
     around = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
                                            "fluid": "sample"}}, {"cv": {"half_width_v": 0.5}}, "rinse"]
+    one_dispense = {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}}
     cases = {
         "seed": ({"seed": 10**30}, "seed: must be less than or equal to 4294967295"),
         "window around a candidate without a prior": ({"protocol": around}, "needs its predicted potential"),
-        "a condition beyond the safety limits": (
+        "a condition beyond the safety limits": (  # one dispense: a planned volume sets it alone
             {"conditions": {"scan_rate_v_s": [0.05, 0.5], "volume_ml": [0.1, 8.0]},
+             "protocol": ["load_sample", one_dispense, {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95,
+                                                               "e_vertex2_v": -0.8}}, "rinse"],
              "safety": {"max_dispense_ml": 5, "syringe_ml": 10}},
-            "conditions.volume_ml: 8.0 would be refused: examples/protocols/cv_screen.yaml:10: protocol[1].dispense: "
-            "dispense of 8 mL exceeds"),
+            "tiny.yaml:42: protocol[1].dispense: dispense of 8 mL exceeds the limit of 5 mL"),
         "a condition its step cannot take": (  # pydantic's first complaint, not its headers and links
             {"conditions": {"scan_rate_v_s": [0.05, 0.5], "e_step_v": [0.05, 2.0]}},
             "conditions.e_step_v: 2.0 would be refused: examples/protocols/cv_screen.yaml:12: protocol[3].cv: "

@@ -359,3 +359,24 @@ def test_a_clean_no_sample_sees_is_not_warned_about(tmp_path, labloop, write_cam
     blank, _, _ = validate(labloop, write_campaign, tmp_path, "scan_rate_v_s: 0.1}",
                            "scan_rate_v_s: 0.1, on_fail: clean}")
     assert blank.returncode == 0 and blank.stderr == "", blank.stderr
+
+
+def test_a_planned_volume_that_would_merge_the_dispenses_or_change_ds_concentration_is_refused(
+        tmp_path, labloop, write_campaign):
+    """An electrochemist's trial planned volume_ml: every dispense took the planned value (sample and electrolyte
+    alike), the analyte ended ~5 mM instead of the 1 mM the cv computed D with, and D read ~25x too large."""
+    merged, _, _ = validate(labloop, write_campaign, tmp_path, "- rinse", "- rinse", conditions={"volume_ml": [0.2, 1]})
+    assert merged.returncode == 2 and len(merged.stderr.splitlines()) == 1, merged.stderr
+    assert ("conditions.volume_ml: would set volume_ml in every step that has it (protocol[0].dispense 4.5, "
+            "protocol[3].dispense 0.5) to one planned value") in merged.stderr
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    electrolyte = PROTOCOL.splitlines()[0] + "\n"
+    concentration, _, _ = validate(labloop, write_campaign, alone, electrolyte, "# the sample alone\n",
+                                   conditions={"volume_ml": [0.2, 1]})
+    assert concentration.returncode == 2 and len(concentration.stderr.splitlines()) == 1, concentration.stderr
+    assert ("conditions.volume_ml: a planned volume changes the analyte's concentration in the cell, while "
+            "protocol[3].cv computes D with its fixed analyte_mm") in concentration.stderr
+    fixed, _, _ = validate(labloop, write_campaign, alone, electrolyte, "# the sample alone\n",
+                           conditions={"scan_rate_v_s": 0.1})
+    assert fixed.returncode == 0, fixed.stderr
