@@ -1,8 +1,8 @@
 """`labloop report`: one folder that shows a campaign to someone who was not there — an HTML page with
 PNG plots (best so far vs experiment number, measured vs predicted, prediction error vs experiment number,
 recent voltammograms, acquisition values), the model versions and the calibrations with their errors on
-the measurements, and CSV exports of the experiments and measurements (and, for a lab-grade protocol, of
-what its steps measured: ``lab_grade.csv``).
+the measurements, and CSV exports of the experiments and measurements, of every raw voltammogram
+(``voltammograms.csv``) and, for a lab-grade protocol, of what its steps measured (``lab_grade.csv``).
 
 Why files and not a server: a report is mailed, archived with the journal, and opened years later. It is
 built from the same snapshot as ``labloop log`` (:func:`labloop.orchestrator.journal.view.snapshot`), so the
@@ -74,6 +74,14 @@ LAB_GRADE_COLUMNS = (
 )
 
 
+#: every raw voltammogram of the journal, one row per point, so a chemist can replot, integrate or re-analyse a
+#: scan in their own software: the PNG shows only the recent ones, and the journal is a database file. Long form
+#: (one point per row, each scan numbered within its experiment) for the same reason as lab_grade.csv
+VOLTAMMOGRAMS_CSV = "voltammograms.csv"
+VOLTAMMOGRAM_COLUMNS = ("id", "smiles", "status", "scan", "scan_rate_v_s", "reference_electrode", "time_s",
+                        "potential_v_vs_reference", "current_a", "overload")
+
+
 def write_report(journal: Journal, directory: Path) -> Path:
     """Write the report of ``journal`` into ``directory``; returns the HTML page's path. All or nothing: the
     files are made in a temporary folder beside it and moved in once every one is written, so a journal that
@@ -101,6 +109,7 @@ def _write(journal: Journal, directory: Path) -> None:
                 for row in _lab_grade_rows(e, record)]
     if lab_rows:
         _csv(directory / LAB_GRADE_CSV, LAB_GRADE_COLUMNS, lab_rows)
+    _raw_voltammograms(directory / VOLTAMMOGRAMS_CSV, journal, snap["experiments"])
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
@@ -182,6 +191,21 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
             writer.writerow([_cell("; ".join(row[c]) if c == "flags" else
                                    ";".join(f"{k}={v}" for k, v in row[c].items()) if c == "conditions" else row[c])
                              for c in columns])
+
+
+def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str, Any]]) -> None:
+    """:data:`VOLTAMMOGRAMS_CSV`: each experiment's voltammograms of its last attempt (a failed one's too: what
+    the instrument saw is how a failure is judged), read one experiment at a time; ``overload`` is 1 where the
+    current hit the current range (the value is the clipped reading)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(VOLTAMMOGRAM_COLUMNS)
+        for e in experiments:
+            for scan, v in enumerate(journal.voltammograms(e["id"]), start=1):
+                head = [e["id"], _cell(e["smiles"]), e["status"], scan, v.params.scan_rate_v_s, _cell(v.reference)]
+                # 6 significant digits: finer than a potentiostat's ADC, and a campaign's scans stay a few MB
+                writer.writerows([*head, f"{t:.6g}", f"{p:.6g}", f"{i:.6g}", int(o)]
+                                 for t, p, i, o in zip(v.time_s, v.potential_v, v.current_a, v.overload, strict=True))
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
@@ -325,7 +349,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
-    tables = ["experiments.csv", "measurements.csv", *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists()]
+    tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,
+              *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists()]
     data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>

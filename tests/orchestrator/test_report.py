@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.report import PLOTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,6 +29,16 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
     with (tmp_path / "report" / "measurements.csv").open() as handle:
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert len(measured) >= 4 and all(float(r["potential_v_vs_li"]) > 0 for r in measured)
+    # every raw voltammogram, point by point, as the journal holds it (an operator found no way to replot one)
+    with (tmp_path / "report" / "voltammograms.csv").open() as handle:
+        points = list(csv.DictReader(handle))
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        first = journal.voltammograms(int(measured[0]["id"]))[0]
+    ours = [r for r in points if r["id"] == measured[0]["id"] and r["scan"] == "1"]
+    assert len(ours) == len(first.potential_v) and '<a href="voltammograms.csv">' in page
+    assert float(ours[5]["potential_v_vs_reference"]) == pytest.approx(first.potential_v[5], rel=1e-5)
+    assert float(ours[5]["current_a"]) == pytest.approx(first.current_a[5], rel=1e-5)
+    assert float(ours[5]["scan_rate_v_s"]) == first.params.scan_rate_v_s and ours[5]["reference_electrode"]
     # each potential's scale in its header: vs Li/Li+, or (E1/2) vs the cell's reference electrode, named
     assert all(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_reference"]) == pytest.approx(3.2)
                and r["reference_electrode"] == "Ag/Ag+" for r in measured)
