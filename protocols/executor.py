@@ -276,6 +276,9 @@ class ProtocolExecutor:
         self.left_liquid: dict[int, str] = {}
         self._rates = dict(rates or {})
         self.hits_v = hits_v
+        #: the pump a step is moving (its dispense or refill), so a failure there names that pump, not the
+        #: instrument the step is journalled under (add_standard's is the potentiostat)
+        self._pumping: str | None = None
 
     def _instrument_kinds(self) -> dict[str, str]:
         if self._kinds is not None:
@@ -437,22 +440,25 @@ class ProtocolExecutor:
         voltammogram: Voltammogram | None = None
         analysis: CVResult | None = None
         lab = LabRecord()
+        delivered: dict[int, float] = {}  # what each dispense step's pump reported it delivered, by step
         for index, step in enumerate(steps):
             started = now()
             instrument, params = self._describe(index, step, sample_id)
             on_action(index, step.name, instrument, dict(params), started, None, None)
+            self._pumping = None
             try:
                 if isinstance(step, LoadSample):
                     self.rig.instruments[instrument].load(sample_id)  # type: ignore[attr-defined]
                 elif isinstance(step, Dispense):
                     params.update(self._dispense(index, step))
+                    delivered[index] = params["dispensed_ml"]
                 elif isinstance(step, Wait):
                     self.rig.sleep(step.seconds)
                 elif isinstance(step, CV):
                     cv = scans[index]
                     params.update(cv.to_dict())
                     voltammogram = self._cv(step, cv, self.rig.instruments[instrument], lab,  # type: ignore[arg-type]
-                                            sample_id, self._where(index, step), dispensed_ml(steps[:index]))
+                                            sample_id, self._where(index, step), dispensed_ml(steps[:index], delivered))
                     params.update(self._lab_summary(step, lab))
                 elif isinstance(step, Rinse):
                     self.rig.rinse_cell()
@@ -461,8 +467,9 @@ class ProtocolExecutor:
                     analysis = analyze_cv(voltammogram, step.settings, ru_ohm=lab.ru_ohm)  # type: ignore[arg-type]
                 elif isinstance(step, LAB_STEPS):
                     params.update(self._lab_step(index, step, instrument, lab, steps))
-            except Exception as exc:
-                on_action(index, step.name, instrument, params, started, now(), f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a pump's failure inside another instrument's step is the pump's
+                on_action(index, step.name, self._pumping or instrument, params, started, now(),
+                          f"{type(exc).__name__}: {exc}")
                 raise
             on_action(index, step.name, instrument, params, started, now(), "ok")
         assert voltammogram is not None  # a protocol has exactly one cv (parse_steps)
@@ -600,22 +607,29 @@ class ProtocolExecutor:
         return "operator" if step.valve == "manual" else self._instrument(where, step.valve, GasValve, "gas valve")
 
     def _dispense(self, index: int, step: Dispense) -> dict[str, float]:
-        """Dispense, then refill what was asked for."""
+        """Dispense, then refill what the pump delivered."""
         where = self._where(index, step)
         dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
         done = {"dispensed_ml": dispensed}
         if step.refill:
-            done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
+            done["refilled_ml"] = self._refill(where, step.pump, dispensed, step.rate_ml_min)
         return done
 
     def _refill(self, where: str, pump: str, volume_ml: float, rate_ml_min: float) -> float:
         """Withdraw ``volume_ml`` from ``pump``'s reservoir into its syringe (a pumping step's ``refill``),
         checked against what the syringe holds before it is sent and counted once it has ended; returns the
-        volume the pump reports."""
+        volume the pump reports.
+
+        ``volume_ml`` is what the step's pump reported it delivered (:meth:`_pump`), not the volume the step
+        writes: a pump keeps only so many digits (the NE-1000 four: 0.12344 mL is sent as 0.1234), and a refill of
+        the written volume onto a syringe that gave the rounded one overfilled it, which the NE-1000 driver refused
+        after the analyte was in the cell."""
+        self._pumping = pump
         self.contents.check_refill(pump, volume_ml, where=where)
         driver: Pump = self.rig.instruments[pump]  # type: ignore[assignment]
         withdrawn = driver.withdraw(volume_ml, rate_ml_min)
         self.contents.refilled(pump, volume_ml)
+        self._pumping = None
         return withdrawn
 
     def _pump(self, where: str, pump: str, volume_ml: float, rate_ml_min: float) -> float:
@@ -627,6 +641,7 @@ class ProtocolExecutor:
         ``ne1000`` does) is a fault here, before any refill of the step: the refill would put the asked volume
         back into a syringe that gave less, beyond its size (a counter reading 3x too much drove a withdrawal
         beyond the syringe; one delivering half overfilled the standard's by 0.05 mL per experiment)."""
+        self._pumping = pump
         self.contents.check_pump(pump, volume_ml, where=where)
         self.contents.pumped(pump, volume_ml)
         try:
@@ -637,6 +652,9 @@ class ProtocolExecutor:
         if not abs(dispensed - volume_ml) <= DISPENSE_TOLERANCE * volume_ml:  # NaN too
             raise DispenseMismatch(pump, f"the pump reports {dispensed!r} mL dispensed where {volume_ml:g} mL was "
                                          "asked")
+        self.contents.unpumped(pump, volume_ml)  # counted from now on as what the pump delivered (see _refill)
+        self.contents.pumped(pump, dispensed)
+        self._pumping = None
         return dispensed
 
     def replay(self, actions: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> None:
@@ -663,9 +681,11 @@ class ProtocolExecutor:
             elif outcome is not None and outcome.startswith(unsent):
                 continue
             elif pumps_into_cell(command, params):
-                self.contents.pumped(params["pump"], params["volume_ml"])
+                # a step that ended ok has its pump's report, which the run counted and refilled (_refill)
+                volume_ml = params.get("dispensed_ml", params["volume_ml"]) if ok else params["volume_ml"]
+                self.contents.pumped(params["pump"], volume_ml)
                 if params.get("refill") and ok:
-                    self.contents.refilled(params["pump"], params["volume_ml"])
+                    self.contents.refilled(params["pump"], volume_ml)
             elif command == "blank" and params.get("on_fail") == "clean" and (params.get("cleaned") or not ok):
                 self._replay_blank_clean(clean, ok)
         log.info("the cell holds %g mL by the journal's count; syringes: %s", self.contents.cell_ml,
@@ -768,8 +788,7 @@ class ProtocolExecutor:
         if isinstance(step, AddStandard):
             return self._add_standard(where, step, instrument, lab)
         if isinstance(step, Clean):
-            self._clean(where, step)
-            return {}
+            return self._clean(where, step)
         self._operator(where)("Polish the working electrode (alumina slurry), rinse it, put it back, press Enter: ")
         return {}
 
@@ -786,16 +805,19 @@ class ProtocolExecutor:
         lab.purged_minutes += step.minutes
         return {"purged_minutes": step.minutes}
 
-    def _clean(self, where: str, step: Clean, *, refill_by_hand: bool = True) -> None:
+    def _clean(self, where: str, step: Clean, *, refill_by_hand: bool = True) -> dict[str, float]:
+        """Rinse the cell, then flush it from the step's pump (or ask the operator); returns what the pump reported."""
         self.rig.rinse_cell()
         self.contents.emptied()
         if step.pump is None:
             refill = ", refill with electrolyte" if refill_by_hand else ""
             self._operator(where)(f"Clean the cell and the electrodes{refill}, press Enter: ")
-            return
-        self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
+            return {}
+        dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
+        done = {"dispensed_ml": dispensed}
         if step.refill:
-            self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
+            done["refilled_ml"] = self._refill(where, step.pump, dispensed, step.rate_ml_min)
+        return done
 
     def _clean_for_blank(self, where: str, blank_index: int, steps: Sequence[Step], lab: LabRecord) -> None:
         """Clean a cell whose blank was contaminated, then fill it again as the protocol filled it before the blank:
@@ -881,7 +903,7 @@ class ProtocolExecutor:
         done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v,
                                 "standard_problem": lab.referenced.problem}
         if step.refill:
-            done["refilled_ml"] = self._refill(where, step.pump, step.volume_ml, step.rate_ml_min)
+            done["refilled_ml"] = self._refill(where, step.pump, dispensed, step.rate_ml_min)
         return done
 
 
@@ -906,11 +928,14 @@ def refill_steps(steps: Sequence[Step], blank_index: int) -> list[int]:
     return [i for i in _since_emptied(steps, blank_index) if isinstance(steps[i], Dispense | Purge)]
 
 
-def dispensed_ml(steps: Sequence[Step]) -> float:
+def dispensed_ml(steps: Sequence[Step], delivered: Mapping[int, float] | None = None) -> float:
     """What ``steps``' dispense steps put into the cell after their last rinse or clean: the liquid a cv step
-    after them writes its ``analyte_mm`` for (a clean's flush is not: it is what the cleaning leaves behind)."""
-    return round(sum(steps[i].volume_ml for i in _since_emptied(steps, len(steps))  # type: ignore[attr-defined]
-                     if isinstance(steps[i], Dispense)), 9)
+    after them writes its ``analyte_mm`` for (a clean's flush is not: it is what the cleaning leaves behind). A step
+    in ``delivered`` (by its place) counts what its pump reported, as the cell's count does
+    (:meth:`ProtocolExecutor._pump`)."""
+    delivered = delivered or {}
+    return round(sum(delivered.get(i, steps[i].volume_ml)  # type: ignore[attr-defined]
+                     for i in _since_emptied(steps, len(steps)) if isinstance(steps[i], Dispense)), 9)
 
 
 def diffusion_analyte_mm(step: CV) -> float | None:

@@ -10,8 +10,8 @@ A protocol is a list of ``name`` or ``{name: {parameters}}``:
 
 - ``load_sample: {changer}``: put the candidate's stock in line (the changer defaults to the rig's one);
 - ``dispense: {pump, volume_ml, rate_ml_min, fluid, refill}``: ``fluid`` says what the syringe holds
-  (``sample``: the loaded stock; ``electrolyte``); ``refill: true`` withdraws the same volume afterwards
-  from the pump's reservoir, so the syringe is full for the next experiment;
+  (``sample``: the loaded stock; ``electrolyte``); ``refill: true`` withdraws what the pump delivered
+  afterwards from its reservoir, so the syringe is full for the next experiment;
 - ``wait: {seconds}``;
 - ``cv: {potentiostat, ...}``: a window written out (``e_begin_v``, ``e_vertex1_v``, ``e_vertex2_v``, V vs
   the cell's reference electrode) or centred on the candidate's predicted potential (``half_width_v``),

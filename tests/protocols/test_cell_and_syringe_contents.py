@@ -522,3 +522,49 @@ def test_a_syringe_drained_by_another_step_names_the_step_without_refill() -> No
     fixed = parse_steps([ELECTROLYTE, *RINSED[:2], CV, {"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0,
                                                                   "refill": True}}])
     assert repeat_problem(fixed, Contents(limits), 30) is None
+
+
+def with_standard_of(volume_ml: float) -> list:
+    """:func:`with_standard` with ``volume_ml`` of ferrocene stock, refilled."""
+    return [*RINSED[:4], {"add_standard": {"pump": "standard_pump", "volume_ml": volume_ml, "rate_ml_min": 0.5,
+                                           "refill": True}}, "rinse"]
+
+
+def test_a_refill_draws_what_the_pump_delivered_not_the_volume_written(tmp_path, write_campaign) -> None:
+    """A newcomer's finding: 0.12344 mL of ferrocene is sent to the NE-1000 as 0.1234 mL (its number format keeps 4
+    digits), and the refill asked for 0.12344 mL onto the 0.8766 mL left in the 1 mL syringe: the driver refused
+    it after the analyte was measured, and the experiment failed. Now the refill draws what the pump delivered, and
+    the count (live and replayed from the journal) holds what went in, so every experiment ends ok with the syringe
+    full."""
+    campaign = load_campaign(write_campaign(tmp_path, instruments=STANDARD_RIG, protocol=with_standard_of(0.12344),
+                                            safety=ONE_ML, budget={"max_experiments": 3}))
+    actions: list[tuple] = []
+    with build_rig(campaign, dry_run=True) as rig:
+        live = build_executor(campaign, rig)
+        for n in range(3):
+            live.run(f"S{n + 1:04d}", "c1ccccc1", {}, None, lambda *a: actions.append(a))
+        status = rig.instruments["standard_pump"].status()  # its counters since the last addition
+        assert (status.infused_ml, status.withdrawn_ml) == pytest.approx((0.1234, 0.1234), abs=1e-9)
+    added = [a[3] for a in actions if a[1] == "add_standard" and a[-1] is not None]
+    assert [a["refilled_ml"] for a in added] == pytest.approx([0.1234] * 3, abs=1e-9)
+    assert live.contents.held("standard_pump") == pytest.approx(1.0, abs=1e-9)
+    resumed = build_executor(campaign, None)
+    resumed.replay([(a[1], a[3], a[-1]) for a in actions if a[-1] is not None])
+    assert resumed.contents.state() == live.contents.state()
+
+
+def test_a_pump_failing_inside_add_standard_is_named_not_the_potentiostat(tmp_path, write_campaign) -> None:
+    """The ferrocene pump's own driver refuses its dispense (its syringe holds 0.05 mL, its ``content_ml``): the
+    experiment's cause named the potentiostat, the instrument add_standard is journalled under. Now it names the
+    pump."""
+    rig = {**STANDARD_RIG, "standard_pump": {"driver": "ne1000", "options": {"address": 2, "diameter_mm": 4.61,
+                                                                             "content_ml": 0.05}}}
+    campaign = load_campaign(write_campaign(tmp_path, instruments=rig, protocol=with_standard(True), safety=ONE_ML,
+                                            budget={"max_experiments": 1, "max_consecutive_faults": 1}))
+    assert _run_once(campaign, lambda potentiostat: potentiostat) == EXIT_FAULTS
+    with Journal.open(campaign.store, readonly=True) as journal:
+        [failed] = journal.experiments(states=(State.FAILED,))
+        added = next(a for a in journal.actions(failed.id) if a.command == "add_standard")
+    assert failed.cause.startswith("standard_pump (add_standard): SafetyLimitExceeded: NE-1000 #02 on ")
+    assert failed.cause.endswith("dispense of 0.1 mL exceeds the 0.05 mL left in the 1 mL syringe")
+    assert added.instrument == "potentiostat"  # journalled under the step's instrument, as it started
