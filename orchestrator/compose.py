@@ -221,9 +221,11 @@ def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[Invali
 
 
 def objective_out_of_reach(campaign: Campaign) -> str | None:
-    """Why no measurement can meet the objective, or None: its window (or threshold) lies beyond every
-    potential the protocol's cv scans, its fixed window on the Li/Li+ scale (``cell.reference_offset_v``).
-    A window around the candidate moves with it and is not judged."""
+    """Why measurements cannot meet all of the objective, in one line, or None: its window (or threshold) lies beyond
+    every potential the protocol's cv scans, its fixed window on the Li/Li+ scale (``cell.reference_offset_v``), or
+    part of its window does (4.5-4.6 V against a scan ending at 4.55 V: a molecule at 4.58 V is never measured as a
+    hit, and the planner, aiming at the window's centre, proposes such molecules; said with the part outside). A
+    window around the candidate moves with it and is not judged; a threshold's hits always reach past any scan."""
     cv = campaign.cv_step()
     if cv is None or cv.around_candidate:
         return None
@@ -235,13 +237,19 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
              f"cell.reference_offset_v {offset:g} V)")
     if objective.goal == "window":
         w_low, w_high = objective.window_v  # type: ignore[misc]  # set for a window goal (validated)
+        window = f"{campaign.located('objective', 'window_v')}: {w_low:g} to {w_high:g} V vs Li/Li+"
         if w_high < low or w_low > high:
-            return (f"{campaign.located('objective', 'window_v')}: {w_low:g} to {w_high:g} V vs Li/Li+ is out of "
-                    f"reach: {scans}")
+            return f"{window} is out of reach: {scans}: no measurement can be a hit"
+        outside = [f"{a:.2f} to {b:.2f} V" for a, b in ((w_low, low), (high, w_high)) if a < b]
+        if outside:
+            lies = "lie" if len(outside) > 1 else "lies"
+            return (f"{window} is partly out of reach: its {' and '.join(outside)} {lies} outside the scan, as "
+                    f"{scans}: a molecule there cannot be measured as a hit (widen the cv's window)")
     elif objective.threshold_v is not None:
         t = objective.threshold_v
         if (objective.goal == "maximize" and t > high) or (objective.goal == "minimize" and t < low):
-            return f"{campaign.located('objective', 'threshold_v')}: {t:g} V vs Li/Li+ is out of reach: {scans}"
+            return (f"{campaign.located('objective', 'threshold_v')}: {t:g} V vs Li/Li+ is out of reach: {scans}: no "
+                    "measurement can be a hit")
     return None
 
 

@@ -103,8 +103,7 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
                            "{n} invalid SMILES in {path} will never be proposed",
                            line_of=row_lines(campaign.library.file, campaign.library.smiles_column))
     if (why := compose.objective_out_of_reach(campaign)) is not None:
-        console.err.print(f"warning: {why}: no measurement can be a hit", markup=False, highlight=False,
-                          soft_wrap=True)
+        console.err.print(f"warning: {why}", markup=False, highlight=False, soft_wrap=True)
     for line in campaign.protocol_warnings():
         console.err.print(f"warning: {console.printable(line)}", markup=False, highlight=False, soft_wrap=True)
     return len(invalid)

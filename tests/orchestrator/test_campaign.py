@@ -494,6 +494,20 @@ def test_an_objective_the_scan_cannot_reach_is_warned_about(labloop, workdir):
         "can be a hit")
 
 
+def test_an_objective_window_partly_beyond_the_scan_is_warned_about(labloop, workdir):
+    """A newcomer's finding: a window reaching past the scan's end (5.1-5.2 V against a scan to 5.15 V vs Li/Li+)
+    passed without a word, though a molecule at 5.18 V is never measured as a hit. Now one line names the part
+    outside and the scan's ends."""
+    text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", "window_v: [5.1, 5.2]")
+    (workdir / "edge.yaml").write_text(text)
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if "window_v: [5.1, 5.2]" in content)
+    edge = labloop("validate", workdir / "edge.yaml", "--dry-run")
+    assert edge.returncode == 0 and edge.stderr.strip() == (
+        f"warning: {workdir / 'edge.yaml'}:{line}: objective.window_v: 5.1 to 5.2 V vs Li/Li+ is partly out of reach: "
+        "its 5.15 to 5.20 V lies outside the scan, as the protocol's cv scans 2.40 to 5.15 V vs Li/Li+ (its window + "
+        "cell.reference_offset_v 3.2 V): a molecule there cannot be measured as a hit (widen the cv's window)")
+
+
 def test_exponents_are_numbers_as_in_yaml_1_2(labloop, workdir):
     """YAML 1.1 reads 1e3 and 1.0e3 as text; a scientist writes them as numbers (the hint once offered
     1.0e3, which was refused too)."""
