@@ -115,14 +115,23 @@ def dotted(loc: Loc) -> str:
 def first_line(exc: BaseException) -> str:
     """The first line of what ``exc`` says (its type's name when it says nothing), to quote a library's
     error inside a one-line message."""
-    text = str(exc).strip()
+    text = _text(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
 def said(exc: BaseException) -> str:
     """``Type: message`` of ``exc`` on one line (its whitespace runs folded; ``no message`` when it says nothing): how
     a driver's or a plug-in's exception is quoted in a journalled cause, a health report or a one-line error."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+    return f"{type(exc).__name__}: {' '.join(_text(exc).split()) or 'no message'}"
+
+
+def _text(exc: BaseException) -> str:
+    """What ``exc`` says, or that it cannot say: a plug-in's exception whose ``__str__`` itself raises turned its
+    driver's failure into "a labloop bug" that named no instrument (an adversarial trial's finding)."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        return f"(its message cannot be shown: str() raised {type(inner).__name__})"
 
 
 def not_one_of(value: Any, choices: Sequence[str]) -> str:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
@@ -59,6 +60,7 @@ from labloop.core.errors import (
     Problems,
     RigNotReady,
     SafetyLimitExceeded,
+    said,
 )
 from labloop.core.timestamps import now
 from labloop.instruments.contracts import (
@@ -468,8 +470,7 @@ class ProtocolExecutor:
                 elif isinstance(step, LAB_STEPS):
                     params.update(self._lab_step(index, step, instrument, lab, steps))
             except Exception as exc:  # a pump's failure inside another instrument's step is the pump's
-                on_action(index, step.name, self._pumping or instrument, params, started, now(),
-                          f"{type(exc).__name__}: {exc}")
+                on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
                 raise
             on_action(index, step.name, instrument, params, started, now(), "ok")
         assert voltammogram is not None  # a protocol has exactly one cv (parse_steps)
@@ -513,9 +514,9 @@ class ProtocolExecutor:
         try:
             self.rig.rinse_cell(f"Experiment {experiment_id} failed with {self.contents.cell_ml:g} mL in the cell. ")
         except Exception as exc:  # nobody to rinse, the rinse failed: the cell waits for a person
-            on_action(index, "rinse", "cell", params, started, now(), f"{type(exc).__name__}: {exc}")
+            on_action(index, "rinse", "cell", params, started, now(), said(exc))
             log.warning("experiment %d failed with %g mL in the cell, and its rinse failed too (%s): the next "
-                        "experiment waits for the cell to be emptied", experiment_id, self.contents.cell_ml, exc)
+                        "experiment waits for the cell to be emptied", experiment_id, self.contents.cell_ml, said(exc))
             self.refuse_their_leftover({experiment_id: "failed"})
             return
         log.info("experiment %d failed with %g mL in the cell: rinsed by the protocol's rinse", experiment_id,
@@ -640,7 +641,8 @@ class ProtocolExecutor:
         A pump that reports another volume than asked (a plug-in driver need not check its counter as
         ``ne1000`` does) is a fault here, before any refill of the step: the refill would put the asked volume
         back into a syringe that gave less, beyond its size (a counter reading 3x too much drove a withdrawal
-        beyond the syringe; one delivering half overfilled the standard's by 0.05 mL per experiment)."""
+        beyond the syringe; one delivering half overfilled the standard's by 0.05 mL per experiment). So is one
+        whose driver returns no number (None, a string): comparing it failed as "a labloop bug" naming no pump."""
         self._pumping = pump
         self.contents.check_pump(pump, volume_ml, where=where)
         self.contents.pumped(pump, volume_ml)
@@ -649,6 +651,10 @@ class ProtocolExecutor:
         except REFUSED_UNSENT:  # a driver refuses before it sends (the contract): nothing was pumped
             self.contents.unpumped(pump, volume_ml)
             raise
+        if isinstance(dispensed, bool) or not isinstance(dispensed, numbers.Real):  # a plug-in's: None, "4.5"
+            returned = "None" if dispensed is None else f"a {type(dispensed).__name__}"
+            raise DispenseMismatch(pump, f"its driver's dispense returned {returned}, not the volume dispensed in mL: "
+                                         f"how much of the {volume_ml:g} mL asked was pumped is unknown")
         if not abs(dispensed - volume_ml) <= DISPENSE_TOLERANCE * volume_ml:  # NaN too
             raise DispenseMismatch(pump, f"the pump reports {dispensed!r} mL dispensed where {volume_ml:g} mL was "
                                          "asked")

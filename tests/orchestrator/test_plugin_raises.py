@@ -1,0 +1,73 @@
+"""Whatever a plug-in driver raises or returns in the middle of an experiment is that driver's failure (an
+adversarial trial's findings): a SystemExit made ``labloop run --dry-run`` exit 0 in silence, a BaseException
+subclass printed a traceback, a bare KeyboardInterrupt said only "aborted" (each left the experiment ``running``),
+and a dispense returning a string or an exception whose ``str()`` raises ended as "a labloop bug". A real
+``labloop run --dry-run`` of a plug-in pump installed through the ``labloop.drivers`` entry points (an NE-1000
+subclass on its emulator's pty), a real journal."""
+
+from __future__ import annotations
+
+import pytest
+
+from labloop.orchestrator.journal.store import Journal, State
+
+#: a plug-in pump whose every dispense pumps, then does ``{odd}`` (raises or returns something odd)
+PLUGIN = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    class Boom(BaseException):
+        pass
+
+    class Unstringable(Exception):
+        def __str__(self):
+            raise RuntimeError("no words")
+
+    class OddPump(NE1000Pump):
+        def dispense(self, volume_ml, rate_ml_min):
+            super().dispense(volume_ml, rate_ml_min)
+            {odd}
+
+    def open_odd(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return OddPump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm, poll_s=0.0)
+
+    ODD = DriverDescriptor(name="odd-pump", kind="pump", open=open_odd, default_baudrate=19200,
+                           options=("address", "diameter_mm"))
+    """
+
+
+@pytest.fixture
+def odd_campaign(tmp_path, write_campaign, install_plugin):
+    """``odd_campaign(odd)``: a dry-run campaign whose analyte pump is the plug-in doing ``odd`` in each dispense."""
+
+    def make(odd: str):
+        install_plugin("odd_pump", PLUGIN.replace("{odd}", odd), {"odd-pump": "ODD"})
+        rig = {"sampler": {"driver": "sim-sampler"},
+               "analyte_pump": {"driver": "odd-pump", "options": {"address": 0, "diameter_mm": 4.61}},
+               "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+               "potentiostat": {"driver": "emstat"}}
+        return write_campaign(tmp_path, instruments=rig, budget={"max_experiments": 2, "max_consecutive_faults": 2})
+
+    return make
+
+
+def _experiments(store) -> list[tuple[str, str | None]]:
+    with Journal.open(store, readonly=True) as journal:
+        return [(e.status, e.cause) for e in journal.experiments() if e.status != State.PROPOSED]
+
+
+@pytest.mark.parametrize(("odd", "cause"), [
+    ("return '4.5'", "DispenseMismatch: analyte_pump: its driver's dispense returned a str, not the volume dispensed "
+                     "in mL: how much of the 0.5 mL asked was pumped is unknown"),
+    ("return None", "DispenseMismatch: analyte_pump: its driver's dispense returned None, not the volume dispensed "
+                    "in mL: how much of the 0.5 mL asked was pumped is unknown"),
+    ("raise Unstringable()", "analyte_pump (dispense): Unstringable: (its message cannot be shown: str() raised "
+                             "RuntimeError)")])
+def test_what_a_plugin_returns_or_an_unstringable_error_is_its_failure(odd_campaign, tmp_path, labloop, odd,
+                                                                       cause):
+    """Not "a labloop bug" with a traceback: the pump is named, and the experiments fail as instrument faults."""
+    result = labloop("run", odd_campaign(odd), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert _experiments(tmp_path / "tiny.db") == [(State.FAILED, cause)] * 2
+    assert "labloop bug" not in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
