@@ -469,7 +469,10 @@ class ProtocolExecutor:
                     analysis = analyze_cv(voltammogram, step.settings, ru_ohm=lab.ru_ohm)  # type: ignore[arg-type]
                 elif isinstance(step, LAB_STEPS):
                     params.update(self._lab_step(index, step, instrument, lab, steps))
-            except Exception as exc:  # a pump's failure inside another instrument's step is the pump's
+            except KeyboardInterrupt:
+                raise  # a Ctrl-C: the runner journals the experiment interrupted, this action with it
+            except BaseException as exc:  # whatever a driver raises (a plug-in's SystemExit too) ends its action;
+                # a pump's failure inside another instrument's step is the pump's
                 on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
                 raise
             on_action(index, step.name, instrument, params, started, now(), "ok")

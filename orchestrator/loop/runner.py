@@ -530,7 +530,10 @@ class Runner:
             log.warning("experiment %d failed: %s", experiment.id, message)
             self._fail(experiment.id, message)
             return INSTRUMENT_FAULT
-        except Exception as exc:  # the rig, a driver or a plug-in failed: journalled, counted, rig made safe
+        except KeyboardInterrupt:
+            raise  # a Ctrl-C or a kill: the run stops (run())
+        except BaseException as exc:  # the rig, a driver or a plug-in failed (even with SystemExit): journalled,
+            # counted, rig made safe; a driver must not end the run as if it had finished, nor leave it `running`
             message = self._located(exc)
             where = self._failed
             if not isinstance(exc, InstrumentError):
@@ -578,7 +581,7 @@ class Runner:
                 if outcome not in (None, "ok"):
                     self._failed = instrument, name
 
-    def _located(self, exc: Exception) -> str:
+    def _located(self, exc: BaseException) -> str:
         """The cause of a failed experiment, in one line: ``instrument (step): Type: message``, naming the step whose
         action ended with ``exc`` (the executor's hook set :attr:`_failed`) unless the message already names its
         instrument; a driver's or labloop's own check (a NaN current) may name neither, a plug-in only its port."""

@@ -56,6 +56,22 @@ def _experiments(store) -> list[tuple[str, str | None]]:
         return [(e.status, e.cause) for e in journal.experiments() if e.status != State.PROPOSED]
 
 
+@pytest.mark.parametrize(("odd", "said"), [("raise SystemExit(0)", "SystemExit: 0"),
+                                           ("raise Boom('boom')", "Boom: boom")])
+def test_a_plugin_raising_systemexit_or_a_baseexception_fails_its_experiment(odd_campaign, tmp_path, labloop,
+                                                                             odd, said):
+    """A driver must not end the run as if it had finished: each experiment fails naming the pump and its step (the
+    rig made safe, the cell rinsed), the faults in a row stop the run with exit 1, and the log says whose bug."""
+    result = labloop("run", odd_campaign(odd), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "stopped: 2 instrument faults in a row" in result.stderr
+    assert _experiments(tmp_path / "tiny.db") == [(State.FAILED, f"analyte_pump (dispense): {said}")] * 2
+    said_on_the_console = " ".join(result.stderr.split())  # the log's lines, as the console wraps them
+    assert said_on_the_console.count("analyte_pump raised") == 2
+    assert said_on_the_console.count("not an instrument error: a bug in driver 'odd-pump'") == 2
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(("odd", "cause"), [
     ("return '4.5'", "DispenseMismatch: analyte_pump: its driver's dispense returned a str, not the volume dispensed "
                      "in mL: how much of the 0.5 mL asked was pumped is unknown"),
