@@ -22,11 +22,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(KeyboardInterrupt):
-    """The run was asked to stop by ``signum``."""
+    """The run was asked to stop by ``signum`` (``by``: what sent it, when not the signal itself: a driver's own
+    KeyboardInterrupt, orchestrator/loop/runner.py)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, by: str | None = None) -> None:
         self.signum = signum
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(by or signal.Signals(signum).name)
 
 
 class Interrupts:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -530,8 +531,13 @@ class Runner:
             log.warning("experiment %d failed: %s", experiment.id, message)
             self._fail(experiment.id, message)
             return INSTRUMENT_FAULT
-        except KeyboardInterrupt:
+        except Interrupted:
             raise  # a Ctrl-C or a kill: the run stops (run())
+        except KeyboardInterrupt as exc:  # not from labloop's handler (Interrupts): a plug-in's or its library's
+            where = self._open_step(experiment.id)
+            log.warning("experiment %d: %s raised KeyboardInterrupt: the run stops as for a Ctrl-C", experiment.id,
+                        where)
+            raise Interrupted(signal.SIGINT, f"a KeyboardInterrupt that {where} raised") from exc
         except BaseException as exc:  # the rig, a driver or a plug-in failed (even with SystemExit): journalled,
             # counted, rig made safe; a driver must not end the run as if it had finished, nor leave it `running`
             message = self._located(exc)
@@ -580,6 +586,12 @@ class Runner:
                 self.journal.finish_action(action, outcome or "ok", _plain(params))
                 if outcome not in (None, "ok"):
                     self._failed = instrument, name
+
+    def _open_step(self, experiment_id: int) -> str:
+        """``instrument (step)`` of the experiment's action that has not ended (the step running when a driver
+        raised past the executor's hook), or ``a step`` when every action ended."""
+        running = [a for a in self.journal.actions(experiment_id) if a.finished_at is None]
+        return f"{running[-1].instrument} ({running[-1].command})" if running else "a step"
 
     def _located(self, exc: BaseException) -> str:
         """The cause of a failed experiment, in one line: ``instrument (step): Type: message``, naming the step whose

@@ -72,6 +72,21 @@ def test_a_plugin_raising_systemexit_or_a_baseexception_fails_its_experiment(odd
     assert "Traceback" not in result.stderr
 
 
+def test_a_plugin_raising_keyboardinterrupt_stops_the_run_as_a_ctrl_c_does(odd_campaign, tmp_path, labloop):
+    """Not labloop's handler's Ctrl-C (a plug-in's, or its library's own SIGINT handler): the run stops as for one,
+    the experiment interrupted (run again on resume), the rig made safe and the same advice said."""
+    result = labloop("run", odd_campaign("raise KeyboardInterrupt"), "--dry-run")
+    assert result.returncode == 130
+    assert "interrupted: the journal is consistent.\ncontinue with: empty the cell, then labloop resume" in \
+        result.stderr
+    assert _experiments(tmp_path / "tiny.db") == [(State.INTERRUPTED, "the run stopped during attempt 1")]
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        stop = journal.events()[-1]
+    assert stop.kind == "interrupted"
+    assert stop.message.startswith("run stopped by a KeyboardInterrupt that analyte_pump (dispense) raised; "
+                                   "instruments in a safe state")
+
+
 @pytest.mark.parametrize(("odd", "cause"), [
     ("return '4.5'", "DispenseMismatch: analyte_pump: its driver's dispense returned a str, not the volume dispensed "
                      "in mL: how much of the 0.5 mL asked was pumped is unknown"),
