@@ -131,7 +131,7 @@ def log_command(store: Path, follow: bool, as_json: bool, last: int) -> None:
         raise click.UsageError("--follow and --json do not go together; poll `labloop log --json` instead")
     with Journal.open(store, readonly=True) as journal:
         if as_json:
-            click.echo(json.dumps(snapshot(journal)))
+            click.echo(json.dumps(snapshot(journal), allow_nan=False))  # the journal's readers refuse NaN
         elif follow:
             _follow(journal, last)
         else:

@@ -48,6 +48,7 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
                                  param_hint="LABLOOP_DASHBOARD_TOKEN (the environment variable)" if from_env
                                  else "--token")
     token = token or secrets.token_urlsafe(18)
+    app = create_app(store, token, host=host)  # reads the journal whole: a damaged row is refused before the URL
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
@@ -58,7 +59,6 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.err.print(f"warning: listening on {host}: anyone who can reach this machine can read the page",
                           markup=False, highlight=False)
-    app = create_app(store, token, host=host)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                             lifespan="on")
     server = uvicorn.Server(config)

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
@@ -403,6 +404,76 @@ def _strings(value: object) -> list[str]:
     return value
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e999``) is damage, as labloop writes only finite
+    numbers (:func:`_json`)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a JSON column: Python's decoder takes them, but labloop never
+    writes them, and ``labloop log --json`` would pass them on as invalid JSON."""
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _quoted(value: object) -> str:
+    """A column's value as a message quotes it (a row changed by hand may hold a page of text)."""
+    return repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+
+
+def _not_number(value: object) -> str | None:
+    """Why a column's ``value`` is not a finite number (None when it is)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"holds {_quoted(value)}, not a number"
+    return None if math.isfinite(value) else f"holds {value}, not a finite number"
+
+
+def _not_spread(value: object) -> str | None:
+    """Why ``value`` is not a standard deviation: a finite number, never negative."""
+    why = _not_number(value)
+    if why is None and value < 0:  # type: ignore[operator]  # a number, said _not_number
+        why = f"holds {value}, a negative standard deviation"
+    return why
+
+
+def _not_integer(value: object) -> str | None:
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    return None if whole else f"holds {_quoted(value)}, not a whole number"
+
+
+def _not_text(value: object) -> str | None:
+    return None if isinstance(value, str) else f"holds {_quoted(value)}, not text"
+
+
+def _not_time(value: object) -> str | None:
+    """Why ``value`` is not a time as labloop writes one (ISO 8601, :func:`labloop.core.timestamps.now`)."""
+    try:
+        datetime.fromisoformat(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return f"holds {_quoted(value)}, not a time"
+    return None
+
+
+#: what a column must hold when read back, by kind; a kind ending in ``?`` may also be NULL
+_KINDS: dict[str, Callable[[object], str | None]] = {
+    "number": _not_number, "spread": _not_spread, "integer": _not_integer, "text": _not_text, "time": _not_time,
+}
+#: the kinds of the columns the readers use, per table (a proposal's or measurement's are NULL when the experiment
+#: has none: they come through a LEFT JOIN)
+_EXPERIMENT_COLUMNS = {"smiles": "text", "attempt": "integer", "cause": "text?", "created_at": "time",
+                       "started_at": "time?", "finished_at": "time?"}
+_PROPOSAL_COLUMNS = {"step": "integer?", "planner": "text?", "mu": "number?", "sigma": "spread?",
+                     "acquisition": "number?", "model_version": "integer?"}
+_MEASUREMENT_COLUMNS = {"potential_v": "number?", "e_half_v": "number?", "dep_v": "number?", "reference": "text?"}
+_ACTION_COLUMNS = {"attempt": "integer", "step": "integer", "instrument": "text", "command": "text",
+                   "started_at": "time", "finished_at": "time?", "outcome": "text?"}
+_MODEL_COLUMNS = {"created_at": "time", "n_train": "integer", "weights_path": "text?"}
+_EVENT_COLUMNS = {"time": "time", "kind": "text", "message": "text", "experiment_id": "integer?"}
+
+
 class Journal:
     """One campaign's journal. Make one with :meth:`create` or :meth:`open`; close it (or use ``with``)."""
 
@@ -754,10 +825,29 @@ class Journal:
         is not JSON, or not what the column holds (a row changed by hand, a disk that flipped bits), is one
         :class:`JournalError` naming the table, row and column, never a decoder's traceback."""
         try:
-            return build(json.loads(text))
+            return build(json.loads(text, parse_float=_finite_float, parse_constant=_no_constant))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise JournalError(f"{self.path}: the journal is damaged: {row}, column {column}, does not hold what "
-                               f"labloop wrote there ({first_line(exc)}); restore the file from a backup") from None
+            raise self._damaged(row, column, f"does not hold what labloop wrote there ({first_line(exc)})") from None
+
+    def _damaged(self, row: str, column: str, why: str) -> JournalError:
+        """The one line for a row that does not hold what labloop wrote (changed by hand or by another tool, or a
+        disk that flipped bits): the journal, the table and row, the column, and what is wrong."""
+        return JournalError(f"{self.path}: the journal is damaged: {row}, column {column}, {why}; restore the file "
+                            "from a backup")
+
+    def _checked(self, row: sqlite3.Row, where: str, kinds: Mapping[str, str]) -> sqlite3.Row:
+        """``row`` once each column in ``kinds`` holds its kind (:data:`_KINDS`), named ``where`` (``"proposals row
+        of experiment 3"``) if not: the one place where the readers' numbers, ids and times are checked, so ``log``,
+        ``report``, ``resume`` and the dashboard never compute with text, a negative sigma or an infinite
+        potential, nor print ``NaN`` into ``log --json``."""
+        for column, kind in kinds.items():
+            value = row[column]
+            if value is None and kind.endswith("?"):
+                continue
+            why = "is empty" if value is None else _KINDS[kind.rstrip("?")](value)
+            if why is not None:
+                raise self._damaged(where, column, why)
+        return row
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -786,7 +876,7 @@ class Journal:
         rows = self._read("SELECT * FROM campaign WHERE id = 1")
         if not rows:
             raise JournalError(f"{self.path}: the journal's campaign record is damaged (no readable config)")
-        row = rows[0]
+        row = self._checked(rows[0], "campaign row 1", {"name": "text", "seed": "integer", "created_at": "time"})
         config = self._decoded(row["config_json"], "campaign row 1", "config_json", dict)
         return CampaignInfo(row["name"], row["seed"], row["code_version"], row["created_at"], config,
                             row["source_yaml"])
@@ -800,23 +890,32 @@ class Journal:
             "LEFT JOIN proposals p ON p.experiment_id = e.id "
             f"LEFT JOIN measurements m ON m.experiment_id = e.id AND m.attempt = e.attempt {where} ORDER BY e.id",
             list(states or ()))
-        return [ExperimentRow(
+        return [self._experiment(r) for r in rows]
+
+    def _experiment(self, r: sqlite3.Row) -> ExperimentRow:
+        """One row of :meth:`experiments`' query (an experiment joined with its proposal and measurement), checked."""
+        proposal = f"proposals row of experiment {r['id']}"
+        measurement = f"measurements row of experiment {r['id']} (attempt {r['attempt']})"
+        self._checked(r, f"experiments row {r['id']}", _EXPERIMENT_COLUMNS)
+        self._checked(r, proposal, _PROPOSAL_COLUMNS)
+        self._checked(r, measurement, _MEASUREMENT_COLUMNS)
+        return ExperimentRow(
             id=r["id"], smiles=r["smiles"], status=r["state"], cause=r["cause"], attempt=r["attempt"],
             created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"], step=r["step"],
-            planner=r["planner"], conditions=self._decoded(r["conditions_json"] or "{}", f"proposals row of "
-                                                           f"experiment {r['id']}", "conditions_json", dict),
+            planner=r["planner"], conditions=self._decoded(r["conditions_json"] or "{}", proposal, "conditions_json",
+                                                           dict),
             mu=r["mu"], sigma=r["sigma"], acquisition=r["acquisition"], model_version=r["model_version"],
             potential_v=r["potential_v"], e_half_v=r["e_half_v"], dep_v=r["dep_v"], reference=r["reference"],
-            flags=self._decoded(r["flags_json"] or "[]", f"measurements row of experiment {r['id']} (attempt "
-                                                          f"{r['attempt']})", "flags_json", _strings),
-        ) for r in rows]
+            flags=self._decoded(r["flags_json"] or "[]", measurement, "flags_json", _strings),
+        )
 
     def actions(self, experiment_id: int) -> list[ActionRow]:
         """Every action of every attempt of one experiment, in order."""
         return [ActionRow(r["id"], r["experiment_id"], r["attempt"], r["step"], r["instrument"], r["command"],
                           self._decoded(r["params_json"], f"actions row {r['id']}", "params_json", dict),
                           r["started_at"], r["finished_at"], r["outcome"])
-                for r in self._read("SELECT * FROM actions WHERE experiment_id = ? ORDER BY id", (experiment_id,))]
+                for r in (self._checked(row, f"actions row {row['id']}", _ACTION_COLUMNS) for row in
+                          self._read("SELECT * FROM actions WHERE experiment_id = ? ORDER BY id", (experiment_id,)))]
 
     def voltammograms(self, experiment_id: int) -> list[Voltammogram]:
         """The raw voltammograms of the experiment's current attempt, in order."""
@@ -838,7 +937,8 @@ class Journal:
         return [ModelVersion(r["version"], r["created_at"], r["n_train"],
                              self._decoded(r["metrics_json"], f"model_versions row {r['version']}", "metrics_json",
                                            dict), r["weights_path"])
-                for r in self._read("SELECT * FROM model_versions ORDER BY version")]
+                for r in (self._checked(row, f"model_versions row {row['version']}", _MODEL_COLUMNS)
+                          for row in self._read("SELECT * FROM model_versions ORDER BY version"))]
 
     def latest_planner_state(self) -> tuple[int, dict[str, Any]] | None:
         """(step, state) saved last, or None before the first planner step."""
@@ -855,4 +955,4 @@ class Journal:
         return [Event(r["id"], r["time"], r["kind"], r["message"], r["experiment_id"],
                       None if r["data_json"] is None else self._decoded(r["data_json"], f"events row {r['id']}",
                                                                         "data_json"))
-                for r in reversed(rows)]
+                for r in (self._checked(row, f"events row {row['id']}", _EVENT_COLUMNS) for row in reversed(rows))]

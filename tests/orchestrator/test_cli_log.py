@@ -126,6 +126,25 @@ def test_bad_stores_exit_2_with_one_line(labloop, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.yaml", "notes.txt"]  # nothing created
 
 
+@pytest.mark.parametrize(("column", "value", "says"), [
+    ("sigma", -0.2, "holds -0.2, a negative standard deviation"),
+    ("mu", "4.5 V", "holds '4.5 V', not a number"),
+    ("acquisition", 9e999, "holds inf, not a finite number"),
+])
+def test_a_value_changed_by_hand_is_one_line_and_never_nan_in_json(labloop, store, column, value, says):
+    """Text, a negative sigma or an infinity in a number column (a journal edited by hand or another tool) ended
+    ``log`` with "a labloop bug", exit 1, and ``log --json`` printed ``Infinity``, which no JSON parser reads."""
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        db.execute(f"UPDATE proposals SET {column} = ? WHERE experiment_id = 2", (value,))
+    for json_flag in ((), ("--json",)):
+        proc = labloop("log", store, *json_flag)
+        assert proc.returncode == 2 and proc.stdout == "", (json_flag, proc.stdout)
+        assert proc.stderr.splitlines() == [f"error: {store}: the journal is damaged: proposals row of experiment 2, "
+                                            f"column {column}, {says}; restore the file from a backup"]
+
+
 def test_follow_and_json_do_not_combine(labloop, store):
     proc = labloop("log", store, "--follow", "--json")
     assert proc.returncode == 2 and "--follow" in proc.stderr

@@ -336,6 +336,16 @@ DAMAGED_ROWS = [
      ("report",)),
     ("UPDATE model_versions SET metrics_json = '{' ", "model_versions row 1, column metrics_json",
      ("log", "report", "resume", "dashboard")),
+    # values changed by hand or by another tool: each was "unexpected TypeError ... (a labloop bug)", or a NaN
+    # passed on into `log --json` (test_cli_log has that)
+    ("UPDATE proposals SET sigma = -0.5 WHERE experiment_id = 1", "proposals row of experiment 1, column sigma, "
+     "holds -0.5, a negative standard deviation", ("log", "report", "resume", "dashboard")),
+    ("UPDATE measurements SET potential_v = 'about 4 V' WHERE experiment_id = 2", "measurements row of experiment 2 "
+     "(attempt 1), column potential_v, holds 'about 4 V', not a number", ("log", "report", "resume", "dashboard")),
+    ("UPDATE measurements SET e_half_v = 9e999 WHERE experiment_id = 1", "measurements row of experiment 1 "
+     "(attempt 1), column e_half_v, holds inf, not a finite number", ("log", "report", "resume", "dashboard")),
+    ("""UPDATE model_versions SET metrics_json = '{"mae": NaN}'""", "model_versions row 1, column metrics_json, does "
+     "not hold what labloop wrote there (NaN is not a number JSON allows)", ("log", "report", "resume", "dashboard")),
 ]
 
 
