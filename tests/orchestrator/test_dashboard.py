@@ -416,3 +416,38 @@ def test_run_active_turns_false_when_the_run_lets_go_of_the_journal(finished_sto
             time.sleep(0.05)
     finally:
         dashboard.close()
+
+
+def test_a_run_killed_with_sigkill_is_shown_stopped_not_live(tmp_path, write_campaign, browser):
+    """The page said 'live' and the killed run's experiment 'running' for ever after ``kill -9`` (an operator's
+    trial): it ignored ``progress.run_active``. It now says the run process is gone, as ``labloop log`` does."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2},  # in real time: a cv lasts seconds
+                                   world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 1.0})
+    store = tmp_path / "tiny.db"
+    run = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    dashboard = None
+    try:
+        deadline = time.monotonic() + 300
+        while not store.exists():
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+            time.sleep(0.05)
+        dashboard = Dashboard(store)
+        browser.get(dashboard.url)
+        _wait(browser, lambda d: "running 1" in _text(d, "#state-counts"), "an experiment running")
+        assert _text(browser, "#connection").startswith("run live")
+        assert _text(browser, "#run-state") == "run live: a labloop process is writing this journal"
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        _wait(browser, lambda d: _text(d, "#run-state").startswith("stopped: the run process is gone"), "the stop")
+        assert _text(browser, "#connection").startswith("no run")
+        assert "`labloop resume` runs it again" in _text(browser, "#run-state")
+        assert "running 1" in _text(browser, "#state-counts")  # as the journal says: resume marks it interrupted
+        _screenshot(browser, tmp_path, "dashboard-killed.png")
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        run.stderr.close()
+        if dashboard is not None:
+            dashboard.close()

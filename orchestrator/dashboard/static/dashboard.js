@@ -232,10 +232,34 @@ function render(snap, plots) {
     return row;
   });
   renderApproval(snap);
+  renderRunState();
   drawBest(plots); drawParity(plots); drawError(plots);
   const measured = snap.experiments.filter((e) => e.status === "done");
   const latest = measured.length ? measured[measured.length - 1].id : null;
   if (!state.pinnedCv && latest !== state.cvId) showVoltammogram(latest);
+}
+
+// Whether a run is writing the journal, from the document's progress.run_active: whether a process holds the
+// store's runner lock (orchestrator/journal/lock.py, as `labloop log` and `labloop resume` decide it). The kernel
+// drops that lock when the run dies, kill -9 included, so a killed run is said here, not shown as live for ever.
+function renderRunState() {
+  const snap = state.snap;
+  if (!snap) return;
+  const p = snap.progress, line = $("run-state");
+  const last = snap.events.length ? snap.events[snap.events.length - 1].time : null;
+  const age = last ? Math.round((Date.now() - new Date(last).getTime()) / 1000) : NaN;
+  const written = Number.isNaN(age) ? "" : `nothing written for ${Math.max(0, age)} s, since ${localTime(last)}`;
+  if (p.run_active) {
+    line.textContent = "run live: a labloop process is writing this journal";
+    line.className = "run-live";
+  } else if (p.counts.running) {
+    line.textContent = `stopped: the run process is gone (${written}); the experiment it was running stopped ` +
+      "with it, and `labloop resume` runs it again";
+    line.className = "run-gone";
+  } else {
+    line.textContent = `no run is writing this journal: finished or stopped (${written})`;
+    line.className = "run-stopped";
+  }
 }
 
 // -- approval -----------------------------------------------------------------------------------------
@@ -284,8 +308,9 @@ function connect() {
   source.addEventListener("campaign", (event) => {
     const message = JSON.parse(event.data);
     render(message.campaign, message.plots);
-    status.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
-    status.className = "connection live";
+    const running = message.campaign.progress.run_active;
+    status.textContent = `${running ? "run live" : "no run"} · read ${new Date().toLocaleTimeString()}`;
+    status.className = running ? "connection live" : "connection stopped";
   });
   source.addEventListener("problem", (event) => {  // the journal cannot be read: the page shows it as last read
     status.textContent = `journal unreadable · ${JSON.parse(event.data).error}`;
@@ -304,6 +329,7 @@ function init() {
   $("approve-button").addEventListener("click", () => decide(false));
   $("veto-all-button").addEventListener("click", () => decide(true));
   connect();
+  setInterval(renderRunState, 5000);  // the "N s ago" of a stopped run grows while nothing is written
 }
 
 document.addEventListener("DOMContentLoaded", init);
