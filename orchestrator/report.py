@@ -16,6 +16,8 @@ import html
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from labloop.core.errors import InputError
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
@@ -87,12 +90,35 @@ def write_report(journal: Journal, directory: Path) -> Path:
     files are made in a temporary folder beside it and moved in once every one is written, so a journal that
     cannot be read to its end leaves no half report (nor half replaces an older one)."""
     directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as folder:
-        _write(journal, Path(folder))
-        for path in Path(folder).iterdir():
-            os.replace(path, directory / path.name)
+    try:
+        with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as folder:
+            _write(journal, Path(folder))
+            for path in Path(folder).iterdir():
+                os.replace(path, directory / path.name)
+    except OSError as exc:  # a full disk, a folder this account may not write: which file, and why
+        raise InputError(f"{_unwritten(exc, directory)}: cannot write the report ({exc.strerror or exc}); "
+                         "nothing of it was kept") from None
     log.info("report written to %s", directory)
     return directory / "index.html"
+
+
+def _unwritten(exc: OSError, directory: Path) -> Path:
+    """The file ``exc`` failed to write, as the report names it: one in the temporary folder by the name it would
+    have had in ``directory`` (the temporary folder is gone by the time the user reads the line)."""
+    path = Path(exc.filename) if exc.filename else directory
+    return directory / path.name if path.parent.name.startswith(f".{directory.name}.") else path
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """``path`` named by any OSError raised while it is written: a full disk's error from matplotlib or a CSV
+    writer's flush names no file (the user saw "error: No space left on device")."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def _write(journal: Journal, directory: Path) -> None:
@@ -123,7 +149,8 @@ def _write(journal: Journal, directory: Path) -> None:
         _versus_ferrocene(directory / LAB_PLOTS[2], labs, config.get("cell", {}).get("reference_offset_v", 3.2))
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
-    (directory / "index.html").write_text(_html(snap, calibrations, directory))
+    with _writing(directory / "index.html"):
+        (directory / "index.html").write_text(_html(snap, calibrations, directory))
 
 
 def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -> str:
@@ -184,7 +211,7 @@ def _cell(value: Any) -> Any:
 def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
          headers: dict[str, str] | None = None) -> None:
     """``rows``' ``columns`` as CSV, each headed by its name or its entry in ``headers``."""
-    with path.open("w", newline="") as handle:
+    with _writing(path), path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([(headers or {}).get(c, c) for c in columns])
         for row in rows:
@@ -218,8 +245,11 @@ def _save(fig: Any, ax: Any, path: Path, empty: str | None = None) -> None:
     if empty is not None:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with _writing(path):
+            fig.savefig(path)
+    finally:
+        plt.close(fig)
 
 
 def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 
 import pytest
 
@@ -57,3 +58,32 @@ def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_
     assert (tmp_path / "tiny.report" / "index.html").is_file()
     assert all((tmp_path / "tiny.report" / name).is_file() for name in PLOTS)
     assert labloop("report", tmp_path / "missing.db").returncode == 2
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 60 kB tmpfs: room for the CSVs, not for the plots (a full disk; mounting needs root, as CI runs)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("a tmpfs cannot be mounted here (not root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_report_onto_a_full_disk_names_the_file_and_keeps_nothing(tmp_path, labloop, write_campaign, full_disk):
+    """On a full disk ``labloop report`` said only 'error: No space left on device', exit 1: not which file, nor
+    that nothing was kept. Now one line names the file, exit 2, and an older report in the folder is untouched."""
+    assert labloop("run", write_campaign(tmp_path, budget={"max_experiments": 2}), "--dry-run").returncode == 0
+    old = full_disk / "old"
+    old.mkdir()
+    (old / "index.html").write_text("the report before")
+    for output in (full_disk / "new", old):
+        result = labloop("report", tmp_path / "tiny.db", "-o", output)
+        lines = result.stderr.splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        named = lines[0].removeprefix("error: ").split(": cannot write the report (No space left on device); ")
+        assert named[1] == "nothing of it was kept" and named[0].startswith(f"{output}/"), lines[0]
+        assert named[0].rsplit("/", 1)[1] in {*PLOTS, "experiments.csv", "measurements.csv", "index.html"}
+    assert sorted(p.name for p in full_disk.iterdir()) == ["old"]  # no new folder, no temporary one
+    assert [p.name for p in old.iterdir()] == ["index.html"] and (old / "index.html").read_text() == "the report before"
