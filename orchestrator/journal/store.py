@@ -775,16 +775,18 @@ class Journal:
                                                  row[2]) for row in rows)
                      if data.get("attempt") == attempt), None)
 
-    def add_model_version(self, n_train: int, metrics: Mapping[str, Any], weights_path: str | Path | None = None
-                          ) -> int:
+    def add_model_version(self, n_train: int, metrics: Mapping[str, Any], weights_path: str | Path | None = None,
+                          *, cached: bool = False) -> int:
         """Record a trained surrogate; returns its version number (1, 2, ...). The weights' folder is kept as
-        an absolute path: a resume started from another working directory must find it."""
+        an absolute path: a resume started from another working directory must find it. ``cached``: the model
+        was loaded from the folder's cache of prior models, not trained by this run (the event says which)."""
         path = None if weights_path is None else str(Path(weights_path).absolute())
+        how = f"trained on {n_train} molecules"
+        how = f"loaded from cache ({how} earlier)" if cached else how
         with self._write() as db:
             cur = db.execute("INSERT INTO model_versions (created_at, n_train, metrics_json, weights_path) "
                              "VALUES (?, ?, ?, ?)", (now(), n_train, _json(dict(metrics)), path))
-            self._event(db, "model", f"model version {cur.lastrowid} trained on {n_train} molecules",
-                        data={"version": cur.lastrowid})
+            self._event(db, "model", f"model version {cur.lastrowid} {how}", data={"version": cur.lastrowid})
         return cur.lastrowid  # type: ignore[return-value]
 
     def save_planner_state(self, step: int, state: Mapping[str, Any]) -> None:

@@ -202,9 +202,10 @@ class LoadedModel:
 
 
 def _journalled(campaign: Campaign, journal: Journal, ensemble: Ensemble, directory: Path,
-                metrics: dict[str, Any]) -> LoadedModel:
-    """Record a saved model as the next version; returns it with its journal row."""
-    version = journal.add_model_version(ensemble.info.get("n_train", 0), metrics, directory)
+                metrics: dict[str, Any], *, cached: bool = False) -> LoadedModel:
+    """Record a saved model as the next version (``cached``: loaded, not trained by this run); returns it with its
+    journal row."""
+    version = journal.add_model_version(ensemble.info.get("n_train", 0), metrics, directory, cached=cached)
     row = next(r for r in journal.model_versions() if r.version == version)
     return LoadedModel(ObjectiveModel(ensemble, version, campaign.objective.quantity), row)
 
@@ -215,6 +216,7 @@ def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None 
     from labloop.surrogate.persistence import load_ensemble
 
     directory = prior_dir(journal.path, prior_key(campaign))
+    cached = True
     try:
         ensemble = load_ensemble(directory)
         log.info("prior model loaded from %s", directory)
@@ -222,10 +224,11 @@ def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None 
         log.info("training the prior model into %s", directory)
         try:
             ensemble = train(campaign, prior_table(campaign), directory, progress)
+            cached = False
         except OSError as exc:  # another campaign of this folder saved the same model just now: use it
             log.info("prior model saved by another run meanwhile (%s)", exc)
             ensemble = load_ensemble(directory)
-    return _journalled(campaign, journal, ensemble, directory, metrics_of(ensemble, n_measurements=0))
+    return _journalled(campaign, journal, ensemble, directory, metrics_of(ensemble, n_measurements=0), cached=cached)
 
 
 def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:

@@ -310,3 +310,16 @@ def test_sigkill_mid_write_leaves_a_consistent_journal_that_resumes(journal):
         for e in to_redo:
             run_to_done(j, e.id)
         assert len(j.experiments(["done", "failed"])) == len(rows)
+
+
+def test_a_prior_model_from_the_cache_is_journalled_as_loaded_not_trained(tmp_path, write_campaign, labloop):
+    """The second campaign of a folder loads the prior model the first trained (prior-models/<key>), yet its journal
+    said 'model version 1 trained on 160 molecules', as if this run had trained it (an operator's trial)."""
+    messages = []
+    for name in ("first", "second"):  # the same prior, recipe and seed: one cache key
+        campaign_file = write_campaign(tmp_path, prior=True, name=name, budget={"max_experiments": 1})
+        assert labloop("run", campaign_file, "--dry-run").returncode == 0
+        with Journal.open(campaign_file.with_suffix(".db"), readonly=True) as journal:
+            messages.append(next(e.message for e in journal.events() if e.kind == "model"))
+    assert messages[0] == "model version 1 trained on 160 molecules"  # 200 rows, 2 folds: 160 each
+    assert messages[1] == "model version 1 loaded from cache (trained on 160 molecules earlier)"
