@@ -15,8 +15,8 @@ Why it is built this way:
 - **The page draws, the server computes.** Plot series come from :mod:`labloop.orchestrator.journal.plot_data`, the
   same functions ``labloop report`` plots, and the browser only draws them (``static/dashboard.js``, plain
   SVG; no code is fetched from the network).
-- **Safe by default.** Read endpoints show no file paths (the journal's store and model paths, device
-  paths in events are cut to their last component) and no campaign secrets (the snapshot holds only the
+- **Safe by default.** Read endpoints show no file paths (the store, model paths and the folders of paths in
+  events are cut; a device's path stays whole, to name its port) and no campaign secrets (the snapshot holds only the
   objective, planner and budget sections, never ``alerts``). Writes (approve/veto) need the token, compared
   in constant time, and must name the batch they decide (400 without it, 409 if another batch waits): a
   write that named none approved whatever waited, possibly a batch that arrived after the operator looked.
@@ -73,8 +73,9 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-#: the folders of an absolute POSIX path (``/home/lab/runs/`` in ``/home/lab/runs/a.db``)
-_FOLDERS = re.compile(r"(?<![\w.~-])/(?:[^/\s'\"]+/)+")
+#: the folders of an absolute POSIX path (``/home/lab/runs/`` in ``/home/lab/runs/a.db``); not a device's
+#: (``/dev/pts/0``, ``/dev/ttyUSB0``): cut to ``0`` it named no port, and it tells nothing of the file layout
+_FOLDERS = re.compile(r"(?<![\w.~-])(?!/dev/)/(?:[^/\s'\"]+/)+")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 

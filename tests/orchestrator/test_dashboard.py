@@ -339,6 +339,7 @@ def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_ca
     campaign = load_campaign(write_campaign(tmp_path, name="second"))
     with Journal.create(campaign.store, campaign) as journal:
         journal.add_event("note", "weights kept in /home/lab/private/models/v3.keras", data={"dir": "/srv/lab/x/"})
+        journal.add_event("note", "potentiostat: no reply on /dev/pts/7")  # a port is named whole (it read '7')
     second = Dashboard(campaign.store, token="another-token-456")
     try:
         browser.get(served.url)
@@ -350,6 +351,7 @@ def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_ca
         _wait(browser, lambda d: "v3.keras" in _text(d, "#events-table"), "the event")
         events = _text(browser, "#events-table")
         assert "weights kept in v3.keras" in events and "/home/lab" not in events
+        assert "potentiostat: no reply on /dev/pts/7" in events
         assert browser.find_element(By.ID, "done-count").text == "0/6" and browser.title.startswith("second")
         browser.switch_to.window(first_tab)
         assert _text(browser, "#campaign-name") == "tiny" and browser.title.startswith("tiny")
