@@ -216,7 +216,8 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
         writer.writerow([(headers or {}).get(c, c) for c in columns])
         for row in rows:
             writer.writerow([_cell("; ".join(row[c]) if c == "flags" else
-                                   ";".join(f"{k}={v}" for k, v in row[c].items()) if c == "conditions" else row[c])
+                                   ";".join(f"{k}={_planned(v)}" for k, v in row[c].items()) if c == "conditions"
+                                   else row[c])
                              for c in columns])
 
 
@@ -233,6 +234,17 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
                 # 6 significant digits: finer than a potentiostat's ADC, and a campaign's scans stay a few MB
                 writer.writerows([*head, f"{t:.6g}", f"{p:.6g}", f"{i:.6g}", int(o)]
                                  for t, p, i, o in zip(v.time_s, v.potential_v, v.current_a, v.overload, strict=True))
+
+
+#: significant digits of a planned condition in the CSV
+PLANNED_DIGITS = 4
+
+
+def _planned(value: Any) -> Any:
+    """A planned condition as the CSV shows it: a planner draws from a continuous range, and its 17 digits
+    (``scan_rate_v_s=0.055173262610286274``) are noise to a chemist; :data:`PLANNED_DIGITS` significant ones
+    (``0.05517``) are finer than any rig sets. The journal keeps the value whole (``labloop log --json``)."""
+    return f"{value:.{PLANNED_DIGITS}g}" if isinstance(value, float) else value
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:

@@ -27,6 +27,12 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
         rows = list(csv.DictReader(handle))
     assert len(rows) >= 4 and {r["status"] for r in rows} <= {"done", "failed"}
     assert {"predicted_v_vs_li", "predicted_sd_v"} <= set(rows[0])  # named as in measurements.csv, to join on id
+    # planned scan rates to 4 significant digits, not the planner's 17 (scan_rate_v_s=0.055173262610286274)
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        planned = {e.id: e.conditions["scan_rate_v_s"] for e in journal.experiments()}
+    for row in rows:
+        shown = row["conditions"].removeprefix("scan_rate_v_s=")
+        assert shown == f"{planned[int(row['id'])]:.4g}" and len(shown.lstrip("0.")) <= 4, row["conditions"]
     with (tmp_path / "report" / "measurements.csv").open() as handle:
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert len(measured) >= 4 and all(float(r["potential_v_vs_li"]) > 0 for r in measured)
