@@ -12,7 +12,8 @@ Method (docs/protocols.md, "Extracting E1/2 from a noisy CV"):
    counts when its prominence clears both a noise threshold and a share of the current span;
 4. pair the strongest peak with the strongest opposite peak on a neighbouring sweep (same scan);
 5. refine each peak potential with a least-squares parabola through the raw points near the maximum;
-6. measure peak currents above a straight baseline fitted on the sweep before the peak.
+6. measure a forward peak's current above a straight baseline fitted on the sweep before it, and a return
+   peak's above the forward wave's decay extrapolated in time (:func:`_return_height`).
 The noise level is estimated from second differences (robust to the smooth signal underneath).
 """
 
@@ -86,8 +87,9 @@ class CVAnalysisSettings:
 class CVResult:
     """What one CV says about the couple. Missing quantities are None; currents are IUPAC-signed.
 
-    ``ratio`` is |ipc / ipa|. ``snr`` is the strongest peak height (or, without a peak, the current
-    span) over the noise sigma. Potentials are on the ``reference`` scale.
+    ``ratio`` is |ipc / ipa|; None with both peaks found when the vertex lay too close past the forward peak for
+    the return peak's current to be judged (that current is None too). ``snr`` is the strongest peak height (or,
+    without a peak, the current span) over the noise sigma. Potentials are on the ``reference`` scale.
     """
 
     reference: str
@@ -149,6 +151,7 @@ class _Peak:
     height_a: float  # signed current above the baseline
     prominence_a: float
     current_a: float = 0.0
+    index: int = 0  # position within its sweep
 
 
 def _window(step_v: float, n_points: int, settings: CVAnalysisSettings) -> int:
@@ -195,8 +198,9 @@ def _refine_potential(e: np.ndarray, i: np.ndarray, k: int, direction: int, half
     return float(e[k] + top) if abs(top) <= half_width_v else float(e[k])
 
 
-def _baseline_at(e: np.ndarray, i: np.ndarray, k: int, direction: int, settings: CVAnalysisSettings) -> float:
-    """Current of a straight line fitted before the peak (in sweep direction), evaluated at the peak.
+def _baseline_line(e: np.ndarray, i: np.ndarray, k: int, direction: int,
+                   settings: CVAnalysisSettings) -> tuple[float, float]:
+    """``(slope, intercept)`` of a straight line fitted before the peak at point ``k`` (in sweep direction).
 
     The fit uses the points between ``baseline_from_v`` and ``baseline_to_v`` before the peak; when the
     sweep starts later than that, all points from the sweep start to ``baseline_to_v`` before the peak;
@@ -207,9 +211,71 @@ def _baseline_at(e: np.ndarray, i: np.ndarray, k: int, direction: int, settings:
     if window.sum() < 3:
         window = before >= settings.baseline_to_v
     if window.sum() < 3:
-        return float(i[0])
+        return 0.0, float(i[0])
     slope, intercept = np.polyfit(e[window], i[window], 1)
-    return float(slope * e[k] + intercept)
+    return float(slope), float(intercept)
+
+
+def _baseline_at(e: np.ndarray, i: np.ndarray, k: int, direction: int, settings: CVAnalysisSettings) -> float:
+    """Current of :func:`_baseline_line` evaluated at the peak: right for a forward peak, whose sweep is flat
+    before its wave; a return peak sits on the forward wave's decaying tail instead (:func:`_return_height`)."""
+    slope, intercept = _baseline_line(e, i, k, direction, settings)
+    return slope * float(e[k]) + intercept
+
+
+#: the forward wave's tail that is fitted with a Cottrell decay begins this far (V) past the forward peak
+DECAY_FROM_PAST_PEAK_V = 0.05
+#: the vertex must lie this far (V) past the forward peak for the return peak's current to be judged: closer, the
+#: fitted tail is too short to extrapolate. Simulated reversible couples at 0.1 V/s
+#: (tests/instruments/test_cv_analysis.py) read 1.00 from a vertex 120 mV past the forward peak on (150 mV past
+#: E1/2) to 700 mV past it; the straight baseline this replaced read 0.79-1.26 over that range
+MIN_SWITCH_PAST_PEAK_V = 0.1
+#: the charging current's reversal at the vertex is read on this much (V) of the return sweep after it
+JUMP_SPAN_V = 0.03
+#: candidate start times of the Cottrell decay, spread over the forward sweep before the fitted tail
+DECAY_START_CANDIDATES = 200
+
+
+def _return_height(v: Voltammogram, forward: _Peak, back: _Peak, settings: CVAnalysisSettings) -> float | None:
+    """The signed height of ``back`` (the peak on the sweep after ``forward``'s) above the forward wave's decay
+    extrapolated to it, or None when the vertex lies closer than :data:`MIN_SWITCH_PAST_PEAK_V` past the forward
+    peak (not judged).
+
+    Why not a straight baseline before the return peak, as for the forward one: the return peak sits on the
+    forward wave's decaying tail, which is not straight, and the closer the vertex to the wave the shorter and
+    more curved the stretch a line is fitted to: the ratio of one reversible couple read 0.79-1.26 depending on
+    where the vertex sat. The standard baseline (Bard and Faulkner, section 6.5) is that decay continued in time:
+    the forward sweep's current above its own straight baseline, from :data:`DECAY_FROM_PAST_PEAK_V` past the
+    peak to the vertex, is fitted with ``b / sqrt(t - t0)`` (a diffusion-limited decay); on the return sweep
+    the charging current has reversed, a step read as the mean misfit over its first :data:`JUMP_SPAN_V`.
+    """
+    segments = v.segments()
+    fwd, ret = segments[forward.segment], segments[back.segment]
+    e_f, i_f, t_f = v.potential_v[fwd.index], v.current_a[fwd.index], v.time_s[fwd.index]
+    e_b, i_b, t_b = v.potential_v[ret.index], v.current_a[ret.index], v.time_s[ret.index]
+    sign = forward.direction
+    if sign * (e_f[-1] - e_f[forward.index]) < MIN_SWITCH_PAST_PEAK_V:
+        return None
+    window = _window(_step(v, fwd), len(e_f), settings)
+    slope, intercept = _baseline_line(e_f, _smooth(i_f, window, settings), forward.index, sign, settings)
+    tail = sign * (e_f - e_f[forward.index]) >= DECAY_FROM_PAST_PEAK_V
+    decay, t_tail = sign * (i_f[tail] - (slope * e_f[tail] + intercept)), t_f[tail]
+    best = (math.inf, 0.0, 0.0)
+    for t0 in np.linspace(2 * t_f[forward.index] - t_tail[-1], t_tail[0], DECAY_START_CANDIDATES, endpoint=False):
+        x = 1 / np.sqrt(t_tail - t0)
+        b = float(x @ decay / (x @ x))
+        misfit = float(np.sum((decay - b * x) ** 2))
+        if misfit < best[0]:
+            best = (misfit, float(t0), b)
+    _, t0, b = best
+
+    def continued(t: np.ndarray, e: np.ndarray) -> np.ndarray:
+        return slope * e + intercept + sign * b / np.sqrt(t - t0)
+
+    early = sign * (e_f[-1] - e_b) <= JUMP_SPAN_V
+    jump = float(np.mean(i_b[early] - continued(t_b[early], e_b[early])))
+    peak = _smooth(i_b, _window(_step(v, ret), len(e_b), settings), settings)[back.index]
+    return float(peak - continued(t_b[back.index:back.index + 1], e_b[back.index:back.index + 1])[0] - jump)
 
 
 def _find_peaks(v: Voltammogram, segments: list[Segment], sigma: float,
@@ -240,7 +306,7 @@ def _find_peaks(v: Voltammogram, segments: list[Segment], sigma: float,
             height = smooth[k] - _baseline_at(e, smooth, int(k), segment.direction, settings)
             total = float(smooth[k])
             peaks.append(_Peak(segment.direction, n, potential - total * r_ohm, float(height), float(prominence),
-                               total))
+                               total, int(k)))
     return peaks
 
 
@@ -259,11 +325,15 @@ def _pair(peaks: list[_Peak]) -> tuple[_Peak | None, _Peak | None]:
     return (main, partner) if main.direction > 0 else (partner, main)
 
 
-def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettings) -> Reversibility:
-    """Reversibility class from peak separation and current ratio (no return peak: irreversible)."""
-    if dep is None or ratio is None or dep >= settings.irreversible_min_dep_v:
+def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettings, *,
+              judged: bool = True) -> Reversibility:
+    """Reversibility class from peak separation and current ratio (no return peak: irreversible); a ratio the
+    scan could not judge (``judged`` False: the vertex too close to the wave) leaves the peak separation alone
+    to decide."""
+    if dep is None or (ratio is None and judged) or dep >= settings.irreversible_min_dep_v:
         return "irreversible"
-    ratio_ok = ratio > 0 and abs(math.log(ratio)) <= math.log1p(settings.reversible_ratio_band)
+    ratio_ok = not judged or (ratio is not None and ratio > 0
+                              and abs(math.log(ratio)) <= math.log1p(settings.reversible_ratio_band))
     return "reversible" if 0 < dep <= settings.reversible_max_dep_v and ratio_ok else "quasi-reversible"
 
 
@@ -353,18 +423,27 @@ def remaining_resistance(v: Voltammogram, ru_ohm: float) -> float:
 def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma: float, flags: set[CVFlag],
             settings: CVAnalysisSettings) -> CVResult:
     """The CVResult of one pair of peaks (either may be missing)."""
+    both = anodic is not None and cathodic is not None
     ipa = anodic.height_a if anodic else None
     ipc = cathodic.height_a if cathodic else None
-    both = anodic is not None and cathodic is not None
-    dep = anodic.potential_v - cathodic.potential_v if both else None
-    ratio = abs(ipc / ipa) if both and ipa != 0 else None
+    judged = True
+    if anodic is not None and cathodic is not None and abs(anodic.segment - cathodic.segment) == 1:
+        forward, back = sorted((anodic, cathodic), key=lambda p: p.segment)
+        height = _return_height(v, forward, back, settings)
+        judged = height is not None
+        ipa, ipc = (height, ipc) if back is anodic else (ipa, height)
+        if not judged:
+            log.info("CV analysis: the vertex lies less than %.0f mV past the forward peak at %+.3f V: the return "
+                     "peak's current and the ratio are not judged", MIN_SWITCH_PAST_PEAK_V * 1000, forward.potential_v)
+    dep = anodic.potential_v - cathodic.potential_v if anodic is not None and cathodic is not None else None
+    ratio = abs(ipc / ipa) if ipa and ipc is not None else None
     reversibility: Reversibility | None = None
     if anodic is None and cathodic is None:
         flags.add(CVFlag.NO_PEAK)
         signal = float(np.ptp(v.current_a))
     else:
-        reversibility = _classify(dep, ratio, settings)
-        signal = max(abs(p.height_a) for p in (anodic, cathodic) if p is not None)
+        reversibility = _classify(dep, ratio, settings, judged=judged)
+        signal = max(abs(h) for h in (ipa, ipc) if h is not None)
     if reversibility == "irreversible" and CVFlag.BEYOND_WINDOW not in flags:
         flags.add(CVFlag.IRREVERSIBLE)
     snr = signal / sigma if sigma > 0 else math.inf
@@ -393,11 +472,13 @@ def measurement_quality(result: CVResult) -> float:
 
     The product of three terms in [0, 1]: the peak current ratio's closeness to one (``min(r, 1/r)``), the
     peak separation's closeness to the reversible 59 mV (``0.059 / max(dEp, 0.059)``), and the signal to
-    noise (``snr / (snr + 20)``). Why a product: a voltammogram is only as good as its worst aspect.
+    noise (``snr / (snr + 20)``). Why a product: a voltammogram is only as good as its worst aspect. A ratio the
+    scan could not judge (None beside a peak pair: the vertex too close to the wave) counts as one: the window,
+    not the conditions planned, left it unjudged.
     """
-    if result.e_half_v is None or result.dep_v is None or not result.ratio:
+    if result.e_half_v is None or result.dep_v is None or result.ratio == 0:
         return 0.0
-    ratio = min(result.ratio, 1 / result.ratio)
+    ratio = 1.0 if result.ratio is None else min(result.ratio, 1 / result.ratio)
     separation = IDEAL_DEP_V / max(result.dep_v, IDEAL_DEP_V)
     noise = 1.0 if math.isinf(result.snr) else result.snr / (result.snr + HALF_QUALITY_SNR)
     return ratio * separation * noise

@@ -189,3 +189,28 @@ def test_voltammogram_rejects_inconsistent_arrays() -> None:
                      reference="Ag/Ag+")
     with pytest.raises(InvalidParameter, match=r"^reference:"):
         Voltammogram(potential_v=[0.0, 0.1], current_a=[0.0, 1.0], time_s=[0, 1], params=WIDE, reference="")
+
+
+@pytest.mark.parametrize("species", ["reduced", "oxidized"])
+@pytest.mark.parametrize("past_v", [0.15, 0.2, 0.3, 0.45, 0.7])
+def test_reversible_ratio_is_one_wherever_the_vertex_sits(species: str, past_v: float) -> None:
+    """The return peak's baseline is the forward decay extrapolated: a reversible couple reads 1 whether its
+    E1/2 lies 150 mV or 700 mV before the vertex (a straight baseline read 0.79-1.26 over this range)."""
+    start = -0.5 if species == "reduced" else 0.5
+    params = CVParams(e_begin_v=start, e_vertex1_v=-start, e_vertex2_v=start, scan_rate_v_s=0.1)
+    cell = CellParams(e0_v=-start - math.copysign(past_v, -start), cdl_f_cm2=2e-5, species=species)
+    result = analyze_cv(simulate_cv(cell, params))
+    assert result.ratio == pytest.approx(1.0, abs=0.02)
+    assert result.reversibility == "reversible" and result.flags == frozenset()
+
+
+@pytest.mark.parametrize("species", ["reduced", "oxidized"])
+def test_a_vertex_too_close_leaves_the_ratio_unjudged(species: str) -> None:
+    """E1/2 only 60 mV before the vertex: the ratio (a straight baseline read 0.79 or 1.26) is not reported, the
+    return peak's current neither, and E1/2 still is."""
+    start = -0.5 if species == "reduced" else 0.5
+    params = CVParams(e_begin_v=start, e_vertex1_v=-start, e_vertex2_v=start, scan_rate_v_s=0.1)
+    result = analyze_cv(simulate_cv(CellParams(e0_v=-start * 0.88, species=species), params))
+    assert result.ratio is None and result.e_half_v == pytest.approx(-start * 0.88, abs=0.005)
+    assert (result.ipc_a if species == "reduced" else result.ipa_a) is None
+    assert result.reversibility == "reversible" and result.flags == frozenset()
