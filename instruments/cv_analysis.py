@@ -51,6 +51,9 @@ class CVFlag(StrEnum):
     #: no peak of that direction, and the current still climbs into the scan's vertex: the wave lies beyond
     #: the scanned window (a result about the molecule, not an irreversible couple)
     BEYOND_WINDOW = "beyond_window"
+    #: the current at the scan's start is already a wave's decaying current: the couple lies at or before the
+    #: start, outside the window (e.g. a molecule reduced at the start of a cathodic scan); move the start
+    AT_SCAN_START = "at_scan_start"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -353,6 +356,8 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, r
     rising = _rising_into_vertex(v, segments, sigma, settings) if segments else set()
     if (anodic is None and 1 in rising) or (cathodic is None and -1 in rising):
         flags.add(CVFlag.BEYOND_WINDOW)
+    if (anodic is None or cathodic is None) and segments and _decaying_from_start(v, segments, sigma, settings):
+        flags.add(CVFlag.AT_SCAN_START)
     return _result(v, anodic, cathodic, sigma, flags, settings)
 
 
@@ -375,6 +380,20 @@ def _rising_into_vertex(v: Voltammogram, segments: list[Segment], sigma: float,
         if 0 <= start < end and segment.direction * (smooth[end] - smooth[start]) > threshold:
             rising.add(segment.direction)
     return rising
+
+
+def _decaying_from_start(v: Voltammogram, segments: list[Segment], sigma: float, settings: CVAnalysisSettings) -> bool:
+    """Whether the first sweep's current falls in magnitude, by more than a peak's prominence threshold, over
+    its first :data:`VERTEX_RISE_SPAN_V`: the scan started on a wave's diffusion tail (the couple lies at or
+    before the start), where a quiet start carries only a steady charging current."""
+    smoothed, threshold = _smoothed_sweeps(v, segments, sigma, settings)
+    segment, smooth = segments[0], smoothed[0]
+    e = v.potential_v[segment.index]
+    first = _window(_step(v, segment), len(e), settings)  # clear of the smoothing's edge
+    if first >= len(e):
+        return False
+    later = int(np.searchsorted(segment.direction * e, segment.direction * e[first] + VERTEX_RISE_SPAN_V))
+    return later < len(e) and abs(smooth[first]) - abs(smooth[later]) > threshold
 
 
 def _smoothed_sweeps(v: Voltammogram, segments: list[Segment], sigma: float,
@@ -438,13 +457,15 @@ def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma
     dep = anodic.potential_v - cathodic.potential_v if anodic is not None and cathodic is not None else None
     ratio = abs(ipc / ipa) if ipa and ipc is not None else None
     reversibility: Reversibility | None = None
+    outside = flags & {CVFlag.BEYOND_WINDOW, CVFlag.AT_SCAN_START}  # a result about the window, not the couple
     if anodic is None and cathodic is None:
-        flags.add(CVFlag.NO_PEAK)
+        if not outside:
+            flags.add(CVFlag.NO_PEAK)
         signal = float(np.ptp(v.current_a))
     else:
         reversibility = _classify(dep, ratio, settings, judged=judged)
         signal = max(abs(h) for h in (ipa, ipc) if h is not None)
-    if reversibility == "irreversible" and CVFlag.BEYOND_WINDOW not in flags:
+    if reversibility == "irreversible" and not outside:
         flags.add(CVFlag.IRREVERSIBLE)
     snr = signal / sigma if sigma > 0 else math.inf
     if snr < settings.noisy_snr:

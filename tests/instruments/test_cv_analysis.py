@@ -214,3 +214,18 @@ def test_a_vertex_too_close_leaves_the_ratio_unjudged(species: str) -> None:
     assert result.ratio is None and result.e_half_v == pytest.approx(-start * 0.88, abs=0.005)
     assert (result.ipc_a if species == "reduced" else result.ipa_a) is None
     assert result.reversibility == "reversible" and result.flags == frozenset()
+
+
+@pytest.mark.parametrize(("e0_v", "species"), [(0.55, "oxidized"), (0.8, "oxidized"), (-0.55, "reduced")])
+def test_a_wave_before_the_scan_start_is_said_to_be_outside_the_window(e0_v: float, species: str) -> None:
+    """A molecule reduced already at the start of a cathodic scan (or oxidised at the start of an anodic one)
+    shows only a decaying current, no peak: its wave lies at the window's start edge, which ``no_peak`` hid."""
+    start = 0.5 if species == "oxidized" else -0.5
+    params = CVParams(e_begin_v=start, e_vertex1_v=-start, e_vertex2_v=start, scan_rate_v_s=0.1)
+    result = analyze_cv(simulate_cv(CellParams(e0_v=e0_v, cdl_f_cm2=2e-5, noise_fraction=0.005, species=species),
+                                    params, np.random.default_rng(9)))
+    assert result.e_half_v is None
+    assert result.flags == {CVFlag.AT_SCAN_START}
+    inside = analyze_cv(simulate_cv(CellParams(e0_v=start * 0.8, cdl_f_cm2=2e-5, noise_fraction=0.005,
+                                               species=species), params, np.random.default_rng(9)))
+    assert inside.flags == frozenset() and inside.reversibility == "reversible"
