@@ -5,7 +5,9 @@ passes when its predicted potential +/- z*sigma lies inside the usable window: t
 solvent's electrochemical stability window and the current collector's limits. Potentials come from
 the absolute (vacuum) scale of IE/EA through a reference electrode's absolute potential:
 ``E_ox = IE - E_abs(ref)`` and ``E_red = EA - E_abs(ref)``; with Li+/Li at 1.40 V this is the thesis's
-``IE - 1.40``. No solvation correction is applied here: that is exactly the gap measurements close.
+``IE - 1.40``. No solvation correction is applied here: that is exactly the gap measurements close. The rule
+wants solvated IE/EA and the prior's are gas-phase, so a reduction potential reads too low and an oxidation
+potential too high by the solvation energy (:func:`gas_phase_note`, which the screen's summary line shows).
 """
 
 from __future__ import annotations
@@ -60,6 +62,20 @@ COLLECTOR_LIMITS: dict[str, Window] = {
 Role = Literal["cathode", "anode"]
 #: which predicted quantity each role needs: cathode -> oxidation (from IE), anode -> reduction (from EA)
 ROLE_TARGET: dict[str, str] = {"cathode": "ie_ev", "anode": "ea_ev"}
+
+
+#: the rule each role's potential follows (V vs Li+/Li), as a person reads it
+ROLE_RULE: dict[str, str] = {"cathode": "E_ox = IE - 1.40", "anode": "E_red = EA - 1.40"}
+
+
+def gas_phase_note(role: str) -> str:
+    """What a screen's potentials are for ``role`` and which way they are off: the prior's IE/EA are gas-phase,
+    and solvation (1.4-2.7 V for 5-40 heavy atoms in acetonitrile, the Born term of sim/world.py) lowers an
+    oxidation potential and raises a reduction potential by that much."""
+    quantity, way = ("a reduction", "low") if role == "anode" else ("an oxidation", "high")
+    energy = ROLE_TARGET[role].removesuffix("_ev").upper()
+    return (f"{ROLE_RULE[role]} V vs Li+/Li of gas-phase {energy}: without solvation {quantity} "
+            f"potential reads about 1.4-2.7 V too {way}")
 
 
 def potential_vs_reference(energy_ev: np.ndarray, reference: str = "li",

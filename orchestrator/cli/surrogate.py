@@ -35,6 +35,7 @@ from labloop.surrogate.presets import PRESETS, get_preset
 from labloop.surrogate.screening import (
     ROLE_TARGET,
     SOLVENT_WINDOWS,
+    gas_phase_note,
     potential_vs_reference,
     screen,
     usable_window,
@@ -405,7 +406,8 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
 def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, role: str, output: Path, z: float,
                global_sigma: bool, window: tuple[float, float] | None, reference: str, include_all: bool,
                smiles_column: str, no_cache: bool, scheduler: str, chunk_size: int | None) -> None:
-    """Screen a library for potentials inside the solvent/collector window (thesis rule IE-1.40, EA-1.40).
+    """Screen a library for potentials inside the solvent/collector window (thesis rule: cathode IE - 1.40,
+    anode EA - 1.40, of the gas-phase prior: without solvation, anodes read low and cathodes high).
 
     LIBRARY may be CSV, CSV.gz, Parquet or .smi; it is read, predicted and screened a chunk at a time."""
     from labloop.surrogate.persistence import read_manifest
@@ -443,7 +445,8 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
         complete(len(result) if include_all else len(hits))
         # one line however long (the window's source alone is ~150 characters), piped or not, and a path's
         # brackets are no markup: rich folded it at the console's width and took `runs[old]/` for a style
-        console.out.print(f"{len(hits)} of {total} molecules pass: {role}, window {win.low_v:.2f}-"
+        console.out.print(f"{len(hits)} of {total} molecules pass: {role} ({gas_phase_note(role)}), window "
+                          f"{win.low_v:.2f}-"
                           f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}",
                           markup=False, highlight=False, soft_wrap=True)
         if len(hits):

@@ -53,6 +53,7 @@ class Learning:
         self._deferred = deferred
         self._retrainer = Retrainer(campaign, journal, library, prepare)
         self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
+        self._calibrated: str | None = None  # the last calibration event's message (None: read the journal's)
 
     def __enter__(self) -> Self:
         self._retrainer.__enter__()
@@ -98,13 +99,25 @@ class Learning:
             summary = {**view.calibration.summary(), "model_version": view.version, "head": head,
                        "head_loo_log_likelihood": scores, "recent_prediction_mae_v": recent,
                        "recent_n": len(measured)}
+            prior = f"prior output {models.prior_rule(self.campaign.objective.quantity)}"
             message = (f"calibration on {view.calibration.n} measurements (model version {view.version}, "
-                       + ("its measured-potential output" if head == "measured" else "prior output IE/EA - 1.40")
+                       + ("its measured-potential output" if head == "measured" else prior)
                        + f"; learner {summary['learner']}, leave-one-out RMSE {summary['loo_rmse_v']:.3f} V)"
                        + ("" if recent is None else f"; last {len(measured)} predictions off by {recent:.3f} V"))
-            with self._deferred():
-                self.journal.add_event("calibration", message, data=summary)
+            self._journal_calibration(message, summary)
         return view
+
+    def _journal_calibration(self, message: str, summary: dict[str, object]) -> None:
+        """Journal the calibration unless it says what the last one said: a batch that only failed brings no
+        measurement, and the next proposal's calibration on the same ones was journalled a second time."""
+        if self._calibrated is None:
+            last = [e.message for e in self.journal.events() if e.kind == "calibration"]
+            self._calibrated = last[-1] if last else ""
+        if message == self._calibrated:
+            return
+        with self._deferred():
+            self.journal.add_event("calibration", message, data=summary)
+        self._calibrated = message
 
     def after_done(self, done: int) -> None:
         """An experiment is done (``done`` in all): every ``surrogate.retrain_every`` of them, and not after

@@ -5,12 +5,17 @@ prior model's order and never retrains; `labloop report` shows the prediction er
 
 from __future__ import annotations
 
+from itertools import pairwise
+from pathlib import Path
+
 import pytest
 
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.learning.models import MEASURED_TARGET
 from labloop.planners.residual_gp import OFFSET_PRIOR_V
 from labloop.surrogate.persistence import load_ensemble
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.mark.slow
@@ -87,3 +92,28 @@ def test_screening_campaign_measures_in_prior_order_and_never_retrains(tmp_path,
         kinds = {e.kind for e in journal.events()}
         assert "retrain" not in kinds and "calibration" not in kinds
         assert len({tuple(sorted(e.conditions.items())) for e in experiments}) == 1  # one fixed setting
+
+
+@pytest.mark.slow
+def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(tmp_path, labloop, write_campaign):
+    """An anolyte screen (reduction potentials, a cathodic scan covering 1.5-3.5 V vs Li/Li+, which misses some
+    of the molecules): the calibration event says 'EA - 1.40', not 'IE/EA - 1.40', and a batch whose one
+    experiment failed, bringing no measurement, does not journal the same calibration again."""
+    protocol = tmp_path / "reduction.yaml"
+    protocol.write_text((EXAMPLES / "protocols" / "cv_screen.yaml").read_text().replace(
+        "cv: {e_begin_v: -0.8, e_vertex1_v: 1.95, e_vertex2_v: -0.8", "cv: {e_begin_v: 0.3, e_vertex1_v: -1.7, "
+                                                                     "e_vertex2_v: 0.3"))
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "bayes", "batch_size": 1},
+                                   objective={"quantity": "reduction_potential", "goal": "window",
+                                              "window_v": [2.3, 2.5]},
+                                   protocol=str(protocol), budget={"max_experiments": 6},
+                                   cell={"reference_offset_v": 3.2},
+                                   surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 100})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        failed = [e for e in journal.experiments() if e.status == State.FAILED]
+        messages = [e.message for e in journal.events() if e.kind == "calibration"]
+    assert failed and messages, result.stderr  # the case: a batch that only failed
+    assert all("prior output EA - 1.40;" in m for m in messages), messages
+    assert all(a != b for a, b in pairwise(messages)), messages
