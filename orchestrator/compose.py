@@ -51,7 +51,7 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
-from labloop.surrogate.featurize import InvalidSmiles, parse_smiles, unreadable
+from labloop.surrogate.featurize import InvalidSmiles, beyond_prior, parse_smiles, unreadable
 from labloop.surrogate.library_pipeline import library_format
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,17 @@ def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[Invali
     with BlockLogs():
         return [InvalidSmiles(row, smiles, why) for row, smiles in enumerate(library)
                 if (why := unreadable(smiles)) is not None]
+
+
+def beyond_prior_rows(campaign: Campaign, library: Sequence[str]) -> list[InvalidSmiles]:
+    """The library's ions and radicals (:func:`labloop.surrogate.featurize.beyond_prior`), which are proposed and
+    measured like any molecule but predicted far outside the neutral closed-shell prior, with a sigma that does
+    not say so: ``validate`` and ``run`` name them by CSV line. The same libraries as :func:`unreadable_smiles`."""
+    if len(library) > CHECK_SMILES_ROWS or not campaign.library.is_csv():
+        return []
+    with BlockLogs():
+        return [InvalidSmiles(row, smiles, why) for row, smiles in enumerate(library)
+                if (why := beyond_prior(smiles)) is not None]
 
 
 def objective_out_of_reach(campaign: Campaign) -> str | None:

@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from labloop.core.text import printable
+from labloop.core.text import plural, printable
 
 if TYPE_CHECKING:
     from labloop.surrogate.featurize import InvalidSmiles
@@ -52,6 +52,13 @@ def progress() -> Progress:
     """A progress bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
+
+
+def beyond_prior_said(n: int) -> str:
+    """``report_invalid``'s start for ``n`` ions and radicals of a library (labloop.surrogate.featurize.beyond_prior):
+    they are kept, and predicted, but the sigma of an extrapolation says nothing of how far off it is."""
+    return (f"{{n}} {plural(n, 'molecule')} in {{path}} {plural(n, 'lies', 'lie')} outside the neutral closed-shell "
+            "DFT prior: predicted by extrapolation, with a sigma too small to show it")
 
 
 def report_invalid(invalid: Sequence[InvalidSmiles], path: Path | str,

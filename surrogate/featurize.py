@@ -172,6 +172,27 @@ def unreadable(smiles: object) -> str | None:
     return _parse(smiles)[1] or None
 
 
+def beyond_prior(smiles: object) -> str | None:
+    """Why the surrogate's prediction for ``smiles`` is an extrapolation however small its sigma, or None: an ion
+    or zwitterion (an atom with a formal charge) or a radical (an unpaired electron). The DFT prior
+    (data/SOURCES.md) holds neutral closed-shell molecules only, none with a charged atom, so nothing it was
+    trained or calibrated on resembles such a species, and the ensemble members can agree on a wrong number.
+    None too for what :func:`parse_smiles` does not read (reported as invalid instead). Only a bracket atom can
+    carry a charge or an unpaired electron, so a SMILES without ``[`` is not parsed (a million-row library)."""
+    if not isinstance(smiles, str) or "[" not in smiles:
+        return None
+    mol = parse_smiles(smiles)
+    if mol is None:
+        return None
+    charged = sum(atom.GetFormalCharge() != 0 for atom in mol.GetAtoms())
+    unpaired = sum(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms())
+    if charged:
+        return f"{charged} charged atom{'s' if charged > 1 else ''}"
+    if unpaired:
+        return f"{unpaired} unpaired electron{'s' if unpaired > 1 else ''}"
+    return None
+
+
 def molecule_problem(mol: Chem.Mol) -> str | None:
     """Why a molecule that parses is still no candidate of a redox screen, or None.
 

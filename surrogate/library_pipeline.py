@@ -338,6 +338,12 @@ class ShardSet:
         for path in self.paths:
             yield pq.read_table(path, columns=list(columns) if columns else None).to_pandas()
 
+    def valid_smiles(self) -> Iterator[tuple[int, str]]:
+        """(0-based data row, SMILES as given) of every input RDKit read, a shard at a time."""
+        for frame in self.frames(["row", "smiles", "valid"]):
+            good = frame[frame["valid"]]
+            yield from zip(good["row"].tolist(), good["smiles"].tolist(), strict=True)
+
     def invalid(self) -> list[tuple[int, str]]:
         """(0-based data row, SMILES as given) of every input RDKit could not read."""
         out: list[tuple[int, str]] = []

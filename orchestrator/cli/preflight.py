@@ -102,6 +102,9 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     console.report_invalid(invalid, display_name(campaign.library.file),
                            "{n} invalid SMILES in {path} will never be proposed",
                            line_of=row_lines(campaign.library.file, campaign.library.smiles_column))
+    odd = compose.beyond_prior_rows(campaign, library)
+    console.report_invalid(odd, display_name(campaign.library.file), console.beyond_prior_said(len(odd)),
+                           line_of=row_lines(campaign.library.file, campaign.library.smiles_column))
     if (why := compose.objective_out_of_reach(campaign)) is not None:
         console.err.print(f"warning: {why}", markup=False, highlight=False, soft_wrap=True)
     for line in campaign.protocol_warnings():

@@ -28,7 +28,7 @@ from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
 from labloop.surrogate.dataset import csv_line, read_table
-from labloop.surrogate.featurize import InvalidSmiles
+from labloop.surrogate.featurize import InvalidSmiles, beyond_prior
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
 from labloop.surrogate.presets import PRESETS, get_preset
@@ -158,6 +158,10 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
             console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise click.exceptions.Exit(1) from None
         console.report_invalid([InvalidSmiles(row, smiles) for row, smiles in shards.invalid()], library,
+                               line_of=row_lines(library, smiles_column))
+        odd = [InvalidSmiles(row, smiles, why) for row, smiles in shards.valid_smiles()
+               if (why := beyond_prior(smiles)) is not None]
+        console.report_invalid(odd, library, console.beyond_prior_said(len(odd)),
                                line_of=row_lines(library, smiles_column))
         yield shards
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.surrogate.featurize import parse_smiles, unreadable
+from labloop.surrogate.featurize import beyond_prior, parse_smiles, unreadable
 
 LIBRARY = Path(__file__).resolve().parents[2] / "examples" / "library.csv"
 #: what a redox screen cannot hold, and what it can (a salt, a metal atom, a noble gas, an isotope label)
@@ -59,3 +59,45 @@ def test_a_dry_run_skips_them_and_measures_the_rest(tmp_path, labloop, write_cam
     # each measured, or its voltammogram judged (a lone Li or He atom has no wave in the window): no rig fault
     assert all(e.status == State.DONE or e.cause.startswith("analysis:") for e in experiments), \
         [(e.smiles, e.cause) for e in experiments]
+
+
+@pytest.mark.parametrize(("smiles", "said"), [("C[N+](C)(C)C", "1 charged atom"), ("CC(=O)[O-]", "1 charged atom"),
+                                              ("[O-][n+]1ccccc1", "2 charged atoms"),
+                                              ("[CH2]c1ccccc1", "1 unpaired electron"), ("c1ccccc1", None),
+                                              ("[2H]C", None), ("[nH]1cccc1", None), ("C1CC", None)])
+def test_ions_and_radicals_are_named_as_beyond_the_prior(smiles, said):
+    assert beyond_prior(smiles) == said
+
+
+def _ions_and_radicals(folder: Path) -> Path:
+    """The example library's first 4 molecules, then an ammonium ion (line 6), a benzyl radical (line 7) and an
+    acetate ion (line 8)."""
+    rows = LIBRARY.read_text().splitlines()[:5]
+    rows += [f"{smiles},7.5,0.5" for smiles in ["C[N+](C)(C)C", "[CH2]c1ccccc1", "CC(=O)[O-]"]]
+    (folder / "ions.csv").write_text("\n".join(rows) + "\n")
+    return folder / "ions.csv"
+
+
+ION_WARNING = ("3 molecules in {path} lie outside the neutral closed-shell DFT prior: predicted by extrapolation, "
+               "with a sigma too small to show it: line 6 'C[N+](C)(C)C' (1 charged atom), line 7 '[CH2]c1ccccc1' "
+               "(1 unpaired electron), line 8 'CC(=O)[O-]' (1 charged atom)")
+
+
+def test_validate_and_run_name_the_ions_and_radicals_by_line(tmp_path, labloop, write_campaign):
+    """The prior is neutral and closed-shell: an ion or a radical was accepted silently and predicted with a
+    sigma as small as any molecule's. It is still measured, with a warning naming its line."""
+    campaign = write_campaign(tmp_path, library={"file": str(_ions_and_radicals(tmp_path))},
+                              budget={"max_experiments": 1})
+    validated = labloop("validate", campaign, "--dry-run")
+    assert validated.returncode == 0, validated.stderr
+    assert ION_WARNING.format(path=tmp_path / "ions.csv") in validated.stderr
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 0 and ION_WARNING.format(path=tmp_path / "ions.csv") in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "screen"])
+def test_surrogate_predict_and_screen_name_the_ions_and_radicals(tmp_path, labloop, tiny_model_dir, command):
+    library = _ions_and_radicals(tmp_path)
+    result = labloop("surrogate", command, tiny_model_dir, library, "-o", tmp_path / "out.csv", "--no-cache")
+    assert result.returncode == 0, result.stderr
+    assert ION_WARNING.format(path=library) in result.stderr
