@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -239,6 +240,15 @@ JUMP_SPAN_V = 0.03
 DECAY_START_CANDIDATES = 200
 
 
+def _crossed(forward: _Peak, back: _Peak, peaks: Sequence[_Peak]) -> bool:
+    """Whether another couple's peak lies on the forward sweep or on the return sweep before ``back``: its wave
+    then adds to the current :func:`_return_height` extrapolates (an analyte and the ferrocene standard in one
+    scan), and the return peak keeps its straight baseline, as the forward one."""
+    return any(p is not forward and p is not back
+               and (p.segment == forward.segment or (p.segment == back.segment and p.index < back.index))
+               for p in peaks)
+
+
 def _return_height(v: Voltammogram, forward: _Peak, back: _Peak, settings: CVAnalysisSettings) -> float | None:
     """The signed height of ``back`` (the peak on the sweep after ``forward``'s) above the forward wave's decay
     extrapolated to it, or None when the vertex lies closer than :data:`MIN_SWITCH_PAST_PEAK_V` past the forward
@@ -276,6 +286,7 @@ def _return_height(v: Voltammogram, forward: _Peak, back: _Peak, settings: CVAna
         return slope * e + intercept + sign * b / np.sqrt(t - t0)
 
     early = sign * (e_f[-1] - e_b) <= JUMP_SPAN_V
+    early[0] = True  # a step coarser than JUMP_SPAN_V: the first point after the vertex
     jump = float(np.mean(i_b[early] - continued(t_b[early], e_b[early])))
     peak = _smooth(i_b, _window(_step(v, ret), len(e_b), settings), settings)[back.index]
     return float(peak - continued(t_b[back.index:back.index + 1], e_b[back.index:back.index + 1])[0] - jump)
@@ -358,7 +369,7 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, r
         flags.add(CVFlag.BEYOND_WINDOW)
     if (anodic is None or cathodic is None) and segments and _decaying_from_start(v, segments, sigma, settings):
         flags.add(CVFlag.AT_SCAN_START)
-    return _result(v, anodic, cathodic, sigma, flags, settings)
+    return _result(v, anodic, cathodic, sigma, flags, settings, others=peaks)
 
 
 #: how far before a vertex the current's climb into it is measured (V)
@@ -440,17 +451,19 @@ def remaining_resistance(v: Voltammogram, ru_ohm: float) -> float:
 
 
 def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma: float, flags: set[CVFlag],
-            settings: CVAnalysisSettings) -> CVResult:
-    """The CVResult of one pair of peaks (either may be missing)."""
+            settings: CVAnalysisSettings, others: Sequence[_Peak] = ()) -> CVResult:
+    """The CVResult of one pair of peaks (either may be missing); ``others``: every peak of the CV (the pair's
+    own among them), which says whether the return peak's baseline is this couple's decay alone."""
     both = anodic is not None and cathodic is not None
     ipa = anodic.height_a if anodic else None
     ipc = cathodic.height_a if cathodic else None
     judged = True
     if anodic is not None and cathodic is not None and abs(anodic.segment - cathodic.segment) == 1:
         forward, back = sorted((anodic, cathodic), key=lambda p: p.segment)
-        height = _return_height(v, forward, back, settings)
-        judged = height is not None
-        ipa, ipc = (height, ipc) if back is anodic else (ipa, height)
+        if not _crossed(forward, back, others):
+            height = _return_height(v, forward, back, settings)
+            judged = height is not None
+            ipa, ipc = (height, ipc) if back is anodic else (ipa, height)
         if not judged:
             log.info("CV analysis: the vertex lies less than %.0f mV past the forward peak at %+.3f V: the return "
                      "peak's current and the ratio are not judged", MIN_SWITCH_PAST_PEAK_V * 1000, forward.potential_v)
@@ -551,7 +564,7 @@ def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None,
         pair = (main, peaks[partner] if partner is not None else None)
         anodic, cathodic = pair if main.direction > 0 else pair[::-1]
         flags: set[CVFlag] = {CVFlag.OVERLOAD} if v.any_overload else set()
-        results.append(_result(v, anodic, cathodic, sigma, flags, settings))
+        results.append(_result(v, anodic, cathodic, sigma, flags, settings, others=peaks))
     if not results:
         results.append(_result(v, None, None, sigma, {CVFlag.OVERLOAD} if v.any_overload else set(), settings))
     return sorted(results, key=lambda r: -_position(r))

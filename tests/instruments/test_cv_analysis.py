@@ -17,11 +17,12 @@ from labloop.instruments.cv_analysis import (
     CVAnalysisSettings,
     CVFlag,
     CVResult,
+    analyze_couples,
     analyze_cv,
     to_li_scale,
 )
 from labloop.instruments.voltammogram import CVParams, Voltammogram
-from labloop.sim.cv_physics import CellParams, random_couple, simulate_cv
+from labloop.sim.cv_physics import CellParams, random_couple, simulate_cell, simulate_cv
 
 WIDE = CVParams(e_begin_v=-0.5, e_vertex1_v=0.5, e_vertex2_v=-0.5, scan_rate_v_s=0.1)
 RANDLES_SEVCIK_1MM = 2.69e5 * 0.0707 * math.sqrt(1e-5) * 1e-6 * math.sqrt(0.1)  # A, defaults of CellParams
@@ -229,3 +230,12 @@ def test_a_wave_before_the_scan_start_is_said_to_be_outside_the_window(e0_v: flo
     inside = analyze_cv(simulate_cv(CellParams(e0_v=start * 0.8, cdl_f_cm2=2e-5, noise_fraction=0.005,
                                                species=species), params, np.random.default_rng(9)))
     assert inside.flags == frozenset() and inside.reversibility == "reversible"
+
+
+def test_a_second_couple_keeps_the_straight_return_baseline() -> None:
+    """An analyte and a standard in one scan: each one's forward tail carries the other's wave, which the decay
+    extrapolation would take for its own (the analyte read 1.36); the straight baseline reads both near 1."""
+    params = CVParams(e_begin_v=-0.6, e_vertex1_v=0.8, e_vertex2_v=-0.6, scan_rate_v_s=0.1)
+    couples = analyze_couples(simulate_cell([CellParams(e0_v=-0.2, cdl_f_cm2=2e-5), CellParams(e0_v=0.4)], params))
+    assert [round(c.e_half_v, 2) for c in couples] == [0.4, -0.2]
+    assert all(c.ratio == pytest.approx(1.0, abs=0.1) and c.reversibility == "reversible" for c in couples), couples
