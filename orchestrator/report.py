@@ -225,7 +225,7 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
     """:data:`VOLTAMMOGRAMS_CSV`: each experiment's voltammograms of its last attempt (a failed one's too: what
     the instrument saw is how a failure is judged), read one experiment at a time; ``overload`` is 1 where the
     current hit the current range (the value is the clipped reading)."""
-    with path.open("w", newline="") as handle:
+    with _writing(path), path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(VOLTAMMOGRAM_COLUMNS)
         for e in experiments:

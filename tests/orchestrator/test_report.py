@@ -90,6 +90,7 @@ def test_a_report_onto_a_full_disk_names_the_file_and_keeps_nothing(tmp_path, la
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         named = lines[0].removeprefix("error: ").split(": cannot write the report (No space left on device); ")
         assert named[1] == "nothing of it was kept" and named[0].startswith(f"{output}/"), lines[0]
-        assert named[0].rsplit("/", 1)[1] in {*PLOTS, "experiments.csv", "measurements.csv", "index.html"}
+        assert named[0].rsplit("/", 1)[1] in {*PLOTS, "experiments.csv", "measurements.csv", "voltammograms.csv",
+                                               "index.html"}
     assert sorted(p.name for p in full_disk.iterdir()) == ["old"]  # no new folder, no temporary one
     assert [p.name for p in old.iterdir()] == ["index.html"] and (old / "index.html").read_text() == "the report before"
