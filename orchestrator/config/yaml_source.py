@@ -83,9 +83,8 @@ class _BoundedLoader(yaml.SafeLoader):
         error at its line, not a ``ValueError`` from ``int()`` or ``datetime``."""
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
-            raise yaml.constructor.ConstructorError(None, None, f"cannot read the value ({exc})",
-                                                    node.start_mark) from exc
+        except (ValueError, OverflowError, LookupError, AttributeError, TypeError) as exc:
+            raise yaml.constructor.ConstructorError(None, None, _unreadable(node, exc), node.start_mark) from exc
 
     def fetch_flow_collection_start(self, TokenClass: type) -> None:
         if self.flow_level >= MAX_YAML_DEPTH:
@@ -102,6 +101,18 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)  # type: ignore[no-any-return]
         finally:
             self._depth -= 1
+
+
+def _unreadable(node: yaml.Node, exc: Exception) -> str:
+    """Why a value tagged ``!!int``, ``!!float``, ``!!bool``, ``!!timestamp``... cannot be built, without the value.
+
+    Why not PyYAML's or Python's own words: they quote what is written (``invalid literal for int(): 'json'``,
+    ``KeyError: 'json://user:pass@host'``), which under ``alerts:`` is a secret; the line and column point at it.
+    ``int()``'s limit on digits says what is wrong before its first ':', and is kept.
+    """
+    kind = node.tag.rsplit(":", 1)[-1] if node.tag.startswith("tag:yaml.org,2002:") else "its tag's type"
+    reason = str(exc).split(":", 1)[0] if isinstance(exc, ValueError | OverflowError) else ""
+    return f"cannot read the value as {kind}" + (f" ({reason})" if "'" not in reason and reason else "")
 
 
 # YAML 1.1 reads ``1e3``, ``1.0e3`` and ``1e-3`` as text (its floats need a dot and a signed exponent);
@@ -197,10 +208,20 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
     finally:
         if loader is not None:
             loader.dispose()
-    duplicates = [Problem(loc, "given twice", where=f"{name}:{line}") for line, loc in _duplicate_keys(root, ())]
+    duplicates = [_given_twice(loc, f"{name}:{line}") for line, loc in _duplicate_keys(root, ())]
     if duplicates:
         raise Problems(*duplicates)
     return YamlDocument(name, data, root)
+
+
+def _given_twice(loc: Loc, where: str) -> Problem:
+    """A key written twice; under a secret setting the field is named only down to the list item holding the key,
+    which may itself be the secret (an alert URL written as a key)."""
+    if not loc or loc[0] not in SECRET_SETTINGS:
+        return Problem(loc, "given twice", where=where)
+    keys = [index for index, part in enumerate(loc) if index and isinstance(part, str)]
+    return Problem(loc[:keys[0]] if keys else loc,
+                   "a key given twice (what is written there is not shown: it may hold a secret)", where=where)
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
@@ -223,6 +244,9 @@ def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
     if problem == "mapping values are not allowed here":
         return at, ("a ':' where no key can start: a ':' missing on the line above, this line indented too far, "
                     "or a value holding ': ' that needs quotes")
+    if problem.startswith("could not determine a constructor for the tag"):  # the tag may be a URL written as one
+        return at, "a tag ('!' or '!!' and a word before a value) that labloop does not know: quote a value that " \
+                   "starts with '!'"
     if exc.context == "while scanning a quoted scalar" and opened is not None:
         return opened, "this quote is never closed"
     if exc.context in ("while parsing a flow mapping", "while parsing a flow sequence") and opened is not None:

@@ -117,24 +117,39 @@ def test_bad_alert_urls_are_refused_in_one_line_without_echoing_them(tmp_path, l
 SECRET_URL = "json://user:pass-w9x8@127.0.0.1:9/hook?token=tok-v7u6"
 
 
-@pytest.mark.parametrize("alerts", [
-    {"night": SECRET_URL},  # a mapping where a list belongs
-    SECRET_URL,  # one URL, not a list of them
-    [{"url": SECRET_URL}],  # a list of mappings
-    [[SECRET_URL]],  # one level too deep
-    [{"a": {"b": [SECRET_URL]}}],  # deeper still
-    {SECRET_URL: "night"},  # the URL as a key
-], ids=["mapping", "text", "list-of-mappings", "nested-list", "deep", "as-key"])
+#: ``alerts:`` sections as YAML text: every wrong shape of the section and of anything under it, at any depth
+WRONG_ALERTS = {
+    "mapping": f"{{night: '{SECRET_URL}'}}",  # a mapping where a list belongs
+    "text": f"'{SECRET_URL}'",  # one URL, not a list of them
+    "number": "5",
+    "list-of-mappings": f"[{{url: '{SECRET_URL}'}}]",
+    "number-in-list": f"['{SECRET_URL}', 5]",
+    "null-in-list": f"['{SECRET_URL}', null]",
+    "nested-list": f"[['{SECRET_URL}']]",  # one level too deep
+    "deep": f"[{{a: {{b: ['{SECRET_URL}']}}}}]",  # deeper still
+    "as-key": f"{{'{SECRET_URL}': night}}",  # the URL as a key
+    "key-twice": f"{{'{SECRET_URL}': a, '{SECRET_URL}': b}}",  # the URL as a key written twice
+    "key-twice-deep": f"[{{'{SECRET_URL}': a, '{SECRET_URL}': b}}]",
+    "tagged-int": f"[!!int '{SECRET_URL}']",  # values YAML cannot build: int() and PyYAML quote them
+    "tagged-float": f"[!!float '{SECRET_URL}']",
+    "tagged-bool": f"[!!bool '{SECRET_URL}']",
+    "tagged-date": f"[!!timestamp '{SECRET_URL}']",
+    "as-tag": f"[!{SECRET_URL} x]",  # a URL after '!' is a tag
+}
+
+
+@pytest.mark.parametrize("alerts", list(WRONG_ALERTS.values()), ids=list(WRONG_ALERTS))
 def test_an_alerts_section_of_the_wrong_shape_is_refused_without_showing_any_part_of_its_urls(
         tmp_path, labloop, write_campaign, alerts):
-    campaign_file = write_campaign(tmp_path, alerts=alerts)
-    for command in (("validate", "--all"), ("run", "--dry-run")):
-        result = labloop(command[0], campaign_file, *command[1:])
+    campaign_file = write_campaign(tmp_path, alerts=["ntfy://placeholder"])
+    campaign_file.write_text(campaign_file.read_text().split("alerts:")[0] + f"alerts: {alerts}\n")
+    for command in (("-vv", "validate", "--all"), ("-vv", "validate"), ("-vv", "run", "--dry-run"), ("-vv", "run")):
+        result = labloop(*command[:2], campaign_file, *command[2:])
         assert result.returncode == 2, result.stderr
-        said = result.stdout + result.stderr
-        assert "alerts" in said and "not shown: it may hold a secret" in said
-        assert not any(part in said for part in ("pass-w9x8", "tok-v7u6", "127.0.0.1:9")), said
-    assert not (tmp_path / "tiny.db").exists()
+        said = result.stdout + result.stderr  # -vv: every logger's lines too
+        assert "alerts" in said or "YAML syntax error" in said, said
+        assert not any(part in said for part in ("json", "user", "pass-w9x8", "tok-v7u6", "127.0.0.1:9")), said
+    assert not (tmp_path / "tiny.db").exists()  # nothing journalled
 
 
 def test_a_changed_alert_url_is_refused_without_showing_either_url(tmp_path, labloop, write_campaign, free_port):
