@@ -105,8 +105,9 @@ def dotted(loc: Loc) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif not part or not str(part).isprintable() or any(c.isspace() for c in str(part)):
-            text += f"[{str(part)!r}]"
+        elif not part or not str(part).isprintable() or any(c.isspace() for c in str(part)) \
+                or len(str(part)) > SHOWN_CHARS:
+            text += f"[{shown(str(part))}]"
         else:
             text += f".{part}" if text else str(part)
     return text
@@ -134,9 +135,20 @@ def _text(exc: BaseException) -> str:
         return f"(its message cannot be shown: str() raised {type(inner).__name__})"
 
 
+#: most characters of a value (or a key) a message repeats: enough to recognise it, not a pasted file
+SHOWN_CHARS = 80
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message, cut to :data:`SHOWN_CHARS` with an ellipsis: a field given 10,000 characters
+    (a pasted file, a runaway template) must not become a 10,000-character error line."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 1]}…"
+
+
 def not_one_of(value: Any, choices: Sequence[str]) -> str:
     """The one wording of "not a valid choice" every check uses."""
-    return f"{value!r} is not one of {', '.join(choices)}"
+    return f"{shown(value)} is not one of {', '.join(choices)}"
 
 
 #: the message of a required field that is absent (a misspelt key is also an unknown one: that one is shown first)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, WithJsonSchema
 from pydantic.fields import FieldInfo
 
-from labloop.core.errors import Loc
+from labloop.core.errors import Loc, shown
 
 #: pydantic's error types of a list (or tuple, set) given something else, and of one value given a list or mapping,
 #: with what that one value is in plain words
@@ -38,15 +38,15 @@ def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, fiel
     holds = None if field is None else field.title
     sample = "" if field is None or not field.examples else f", e.g. {json.dumps(field.examples[0])}"
     if kind in LIST_TYPES and not isinstance(value, list | tuple):
-        return f"a list{f' of {holds}' if holds else ''}{sample} (got {value!r})"
+        return f"a list{f' of {holds}' if holds else ''}{sample} (got {shown(value)})"
     if kind in ("too_short", "too_long") and isinstance(value, list | tuple) and ctx is not None:
         least = kind == "too_short"
         count = ctx["min_length" if least else "max_length"]
         what = f"one of the {holds or 'items'}" if count == 1 else f"{count} {holds or 'items'}"  # not "1 columns"
-        return f"{'at least' if least else 'at most'} {what}{sample} (got {value!r})"
+        return f"{'at least' if least else 'at most'} {what}{sample} (got {shown(value)})"
     if kind in ONE_VALUE_TYPES and isinstance(value, list | tuple | dict):
         shape = "a mapping" if isinstance(value, dict) else "a list"
-        return f"one {ONE_VALUE_TYPES[kind]}, not {shape} (got {value!r})"
+        return f"one {ONE_VALUE_TYPES[kind]}, not {shape} (got {shown(value)})"
     return None
 
 

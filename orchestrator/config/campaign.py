@@ -51,6 +51,7 @@ from labloop.core.errors import (
     SchedulerAddressError,
     dotted,
     not_one_of,
+    shown,
 )
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import Quantity
@@ -344,7 +345,7 @@ def _choice_problem(value: Any) -> str | None:
     if isinstance(value, bool):
         return f"a number or a word, not true/false: no step parameter a planner may vary is a yes/no (got {value!r})"
     if not isinstance(value, int | float | str) or (isinstance(value, float) and not math.isfinite(value)):
-        return f"a finite number or a word (got {value!r})"
+        return f"a finite number or a word (got {shown(value)})"
     return None
 
 
@@ -522,10 +523,10 @@ def parse_active_hours(text: str) -> tuple[int, int]:
     ``24:00`` ends at midnight. Start and end must differ (use ``"00:00-24:00"`` for always)."""
     match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
     if match is None:
-        raise ValueError(f"must look like 'HH:MM-HH:MM', e.g. '19:00-07:00', got {text!r}")
+        raise ValueError(f"must look like 'HH:MM-HH:MM', e.g. '19:00-07:00', got {shown(text)}")
     h1, m1, h2, m2 = map(int, match.groups())
     if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
-        raise ValueError(f"hours are 00-23 (24:00 only as an end) and minutes 00-59, got {text!r}")
+        raise ValueError(f"hours are 00-23 (24:00 only as an end) and minutes 00-59, got {shown(text)}")
     start, end = 60 * h1 + m1, 60 * h2 + m2
     if start == end:
         raise ValueError(f"start and end are the same time in {text!r}; use '00:00-24:00' for always")
@@ -830,7 +831,7 @@ class Campaign(BaseModel):
     @classmethod
     def _usable_as_file_name(cls, value: str) -> str:
         if NAME_PATTERN.fullmatch(value) is None:
-            raise ValueError(f"use letters, digits, '.', '_' and '-' (it names files), got {value!r}")
+            raise ValueError(f"use letters, digits, '.', '_' and '-' (it names files), got {shown(value)}")
         return value
 
     @field_validator("store", mode="before")

@@ -24,13 +24,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from labloop.core.errors import MISSING, Loc, Problem, Problems, not_one_of
+from labloop.core.errors import MISSING, Loc, Problem, Problems, not_one_of, shown
 from labloop.core.validation import field_at, field_homes, fields_by_name, model_at, shape_message, unknown_here
 from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
 
 #: a campaign or protocol file is a few KiB written by hand; PyYAML's pure-Python loader costs about 10 us
 #: and 400 bytes of memory per byte of input, so anything larger is refused before it is parsed
 MAX_YAML_BYTES = 128 * 1024
+#: longest key PyYAML reads without a '?' before it (its scanner's limit on a "simple key")
+MAX_KEY_CHARS = 1024
 #: deepest nesting of mappings and lists, aliases expanded (a campaign needs 6)
 MAX_YAML_DEPTH = 64
 #: most values a document may hold with every alias expanded (the example campaign has about 150)
@@ -194,7 +196,7 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
             _check_expansion(root, name)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark, what = _syntax_error(exc)
+        mark, what = _syntax_error(exc, text)
         place = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         raise Problems(Problem((), f"YAML syntax error: {what}", where=f"{name}{place}")) from None
     except yaml.reader.ReaderError as exc:
@@ -224,7 +226,23 @@ def _given_twice(loc: Loc, where: str) -> Problem:
                    "a key given twice (what is written there is not shown: it may hold a secret)", where=where)
 
 
-def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
+def _key_too_long(text: str, mark: yaml.Mark | None, start: bool) -> bool:
+    """Whether the key at ``mark`` (where it starts, or the ':' that ends it) is longer than PyYAML reads as a key.
+
+    Why: PyYAML stops looking for a key's ':' after :data:`MAX_KEY_CHARS` characters, and then reports the ':'
+    as misplaced or missing, which sends the user looking for a typo that is not there.
+    """
+    if mark is None:
+        return False
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    if start:
+        return line.find(":", mark.column) - mark.column > MAX_KEY_CHARS
+    key = re.split(r"[{\[,]", line[:mark.column])[-1].strip().lstrip("- ").strip()
+    return len(key) > MAX_KEY_CHARS and ": " not in key
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str]:
     """Where a YAML syntax error is and what it is, in plain words where PyYAML speaks of its parser's tokens.
 
     Why: a chemist who mis-indents a key reads "expected <block end>, but found '<block mapping start>'", and
@@ -237,6 +255,12 @@ def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
     at, opened = exc.problem_mark or exc.context_mark, exc.context_mark
     if "'\\t'" in problem:
         return at, "a tab: YAML indents with spaces only"
+    too_long = f"a key longer than {MAX_KEY_CHARS} characters, the most YAML reads as a key: shorten it"
+    if problem == "could not find expected ':'" and _key_too_long(text, opened, start=True):
+        return opened, too_long
+    if (problem == "mapping values are not allowed here" or problem.endswith("but got ':'")) \
+            and _key_too_long(text, at, start=False):
+        return at, too_long
     if problem.startswith("expected <block end>"):
         return at, "indented unlike the lines above it: the keys (or list items) of one block start in one column"
     if problem == "could not find expected ':'" and opened is not None:
@@ -308,7 +332,7 @@ def _message(error: Any, model: type[BaseModel]) -> str:
     message = re.sub(r"^(Input|Dictionary|List|Tuple|String) should", "must", error["msg"])
     if isinstance(value, dict | list):
         return message
-    return f"{message} (got {value!r}{_yaml_hint(kind, value)})"
+    return f"{message} (got {shown(value)}{_yaml_hint(kind, value)})"
 
 
 def _hidden(message: str, value: Any) -> str:
@@ -346,7 +370,7 @@ def _yaml_hint(kind: str, value: Any) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+    return "nothing" if value is None else f"{type(value).__name__} {shown(value)}"
 
 
 @cache

@@ -110,3 +110,35 @@ def test_a_value_yaml_cannot_build_gives_its_line(tmp_path, labloop, write_campa
     lines.insert(2, f"x-note: {value}\n")
     path.write_text("".join(lines))
     one_line_refusal(labloop, path, "tiny.yaml:3:", why)
+
+
+@pytest.mark.parametrize("where", ["top", "nested", "item", "flow"])
+def test_a_key_longer_than_yaml_reads_is_called_too_long(tmp_path, labloop, write_campaign, where: str) -> None:
+    """PyYAML looks for a key's ':' within 1024 characters; past that it said "no ':' after this key" (nested) or
+    "a ':' where no key can start" (top level, list item), sending the user after a typo that is not there."""
+    key = "k" * 1100
+    path = write_campaign(tmp_path)
+    text = path.read_text()
+    path.write_text({"top": f"{key}: 1\n" + text,
+                     "nested": text.replace("  max_experiments: 6", f"  max_experiments: 6\n  {key}: 2"),
+                     "item": text + f"alerts:\n- {key}: 1\n",
+                     "flow": text + f"alerts: {{{key}: 1}}\n"}[where])
+    said = one_line_refusal(labloop, path, "a key longer than 1024 characters")
+    assert "no ':'" not in said and "where no key can start" not in said
+
+
+@pytest.mark.parametrize(("section", "value"), [
+    ("name", "x" * 10_000),  # pydantic's own check (at most 80 characters)
+    ("objective", {"quantity": "x" * 10_000, "goal": "maximize"}),
+    ("planner", {"kind": "x" * 10_000}),  # not one of the choices
+    ("schedule", {"active_hours": "x" * 10_000}),  # a validator's message
+    ("seed", "x" * 10_000),  # the wrong type
+    ("budget", {"max_experiments": ["x" * 10_000]}),  # the wrong shape
+    ("budget", {"k" * 1000: 1}),  # an unknown key, named in the field
+])
+def test_an_over_long_value_is_cut_in_the_message(tmp_path, labloop, write_campaign, section: str, value) -> None:
+    path = write_campaign(tmp_path, **({} if section == "name" else {section: value}))
+    if section == "name":  # the name names the file too
+        path.write_text(path.read_text().replace("name: tiny", f"name: {value}"))
+    said = one_line_refusal(labloop, path, f"tiny.yaml:1: {section}" if section == "name" else section)
+    assert len(said) < 400 and "…" in said
