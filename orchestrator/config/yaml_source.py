@@ -61,6 +61,16 @@ class YamlDocument:
             line = key_or_item.start_mark.line + 1
         return line
 
+    def written(self, loc: Loc) -> str | None:
+        """The text of the value at ``loc`` as the file writes it (a scalar's), or None when there is none."""
+        node = self.root
+        for part in loc:
+            child = _child(node, part)
+            if child is None:
+                return None
+            node = child[1]
+        return node.value if isinstance(node, yaml.ScalarNode) else None
+
     def where(self, loc: Loc) -> str:
         return f"{self.name}:{self.line_of(loc)}"
 
@@ -294,7 +304,8 @@ def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel])
     for error in exc.errors(include_url=False):
         loc: Loc = tuple(part for part in error["loc"] if not is_union_tag(part))
         cause = (error.get("ctx") or {}).get("error")
-        problems = cause.problems if isinstance(cause, Problems) else (Problem((), _message(error, model)),)
+        problems = cause.problems if isinstance(cause, Problems) \
+            else (Problem((), _message(error, model, doc.written(loc))),)
         if loc and loc[0] in SECRET_SETTINGS:
             problems = tuple(Problem(p.loc, _hidden(p.message, error.get("input")), p.where) for p in problems)
         for problem in problems:
@@ -305,8 +316,8 @@ def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel])
     return [text for _, _, text in found]
 
 
-def _message(error: Any, model: type[BaseModel]) -> str:
-    """pydantic's message, reworded to say what is valid."""
+def _message(error: Any, model: type[BaseModel], written: str | None) -> str:
+    """pydantic's message, reworded to say what is valid (``written``: the value's text in the file, if known)."""
     kind, value, loc = error["type"], error.get("input"), tuple(error["loc"])
     # a value of the wrong shape in plain words; not inside a tagged union, whose members are told apart by shape
     if not any(map(is_union_tag, loc)) and (
@@ -332,7 +343,7 @@ def _message(error: Any, model: type[BaseModel]) -> str:
     message = re.sub(r"^(Input|Dictionary|List|Tuple|String) should", "must", error["msg"])
     if isinstance(value, dict | list):
         return message
-    return f"{message} (got {shown(value)}{_yaml_hint(kind, value)})"
+    return f"{message} (got {shown(value)}{_yaml_hint(kind, value, written)})"
 
 
 def _hidden(message: str, value: Any) -> str:
@@ -361,11 +372,12 @@ def _texts(value: Any) -> Iterator[str]:
         yield str(value)
 
 
-def _yaml_hint(kind: str, value: Any) -> str:
+def _yaml_hint(kind: str, value: Any, written: str | None) -> str:
     """What YAML made of what the user most likely meant, where its reading surprises: an unquoted ``19:00``
-    is a number in base 60 to YAML 1.1."""
-    if kind.startswith("string") and isinstance(value, int) and not isinstance(value, bool) and 0 < value < 24 * 60:
-        return f": YAML read an unquoted {value // 60}:{value % 60:02d} as a number, put it in quotes"
+    is a number in base 60 to YAML 1.1. Only for a value written that way: a plain ``5`` for a text is just 5."""
+    if kind.startswith("string") and isinstance(value, int) and written is not None \
+            and re.fullmatch(r"[-+]?[0-9_]+(?::[0-9_]+)+", written.strip()):
+        return f": YAML read an unquoted {written.strip()} as a number, put it in quotes"
     return ""
 
 

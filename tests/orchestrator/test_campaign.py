@@ -527,6 +527,16 @@ def test_yaml_readings_that_surprise_are_explained(labloop, workdir):
         assert result.returncode == 2 and says in result.stderr, result.stderr
 
 
+def test_a_small_number_for_a_text_is_not_hinted_as_a_time(labloop, workdir):
+    """``name: 5`` was told "YAML read an unquoted 0:05 as a number": the hint is for what was written as a time."""
+    text = (workdir / "campaign.yaml").read_text()
+    time = "(got 65: YAML read an unquoted 1:05 as a number, put it in quotes)"
+    for written, says in (("5", "(got 5)"), ("1_000", "(got 1000)"), ("1:05", time)):
+        (workdir / "number.yaml").write_text(text.replace("name: cathode-screen", f"name: {written}"))
+        result = labloop("validate", workdir / "number.yaml", "--dry-run")
+        assert result.returncode == 2 and f"name: must be a valid string {says}" in result.stderr, result.stderr
+
+
 def test_a_campaign_without_safety_limits_is_told_the_defaults_it_runs_under(labloop, write_campaign, tmp_path):
     """Deleting the safety section validated without a word, with 10 mL syringes, a 20 mL cell and +/-3 V
     assumed for a rig of 1 mL syringes and an 8 mL cell."""
