@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pkgutil
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +29,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, Self, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import serial
+from serial.tools import list_ports
 
 from labloop.core.errors import (
     ConfigError,
@@ -391,6 +393,11 @@ def link_option_problem(name: str, value: object) -> str | None:
 
 #: the URL schemes whose address is ``HOST:PORT`` (pyserial's ``socket://`` and ``rfc2217://``)
 _HOST_PORT_SCHEMES = ("socket", "rfc2217")
+#: the URL schemes that wrap a device path the native port opens, with the options each takes (pyserial's
+#: serial/urlhandler/protocol_alt.py and protocol_spy.py)
+_WRAPPING_SCHEMES = {"alt": ("class",), "spy": ("file", "color", "raw", "all")}
+#: paths that open whichever terminal the opening process has, or a new one: never an instrument
+_TERMINAL_ALIASES = ("/dev/tty", "/dev/console", "/dev/ptmx")
 
 
 def port_problem(port: str) -> str | None:
@@ -398,7 +405,10 @@ def port_problem(port: str) -> str | None:
     port toggles its control lines, which resets some instruments), or None: a URL's scheme must be one
     pyserial has a handler for and a ``socket://``/``rfc2217://`` address must be ``HOST:PORT``; a path must be
     a character device, and where the operating system says what kind (Linux: ``/sys/dev/char``), a terminal
-    (``/dev/null`` is a character device too). One phrase for ``instruments.<name>.port``."""
+    (``/dev/null`` is a character device too) but not the process's own (``/dev/tty``). ``alt://`` and ``spy://``
+    wrap a device path, judged the same way, and ``hwgrep://`` must match a port (listing ports opens none).
+    ``validate`` and ``run`` both judge ports here (compose.check_instruments). One phrase for
+    ``instruments.<name>.port``."""
     if "://" in port:
         scheme = port.split("://", 1)[0].lower()
         known = sorted(module.name.removeprefix("protocol_") for package in serial.protocol_handler_packages
@@ -406,6 +416,10 @@ def port_problem(port: str) -> str | None:
                        if module.name.startswith("protocol_"))
         if scheme not in known:
             return f"{port}: pyserial opens no {scheme}:// URL (it opens {', '.join(f'{k}://' for k in known)})"
+        if scheme in _WRAPPING_SCHEMES:
+            return _wrapped_problem(port, scheme)
+        if scheme == "hwgrep":
+            return _hwgrep_problem(port)
         if scheme in _HOST_PORT_SCHEMES:
             try:
                 parts = urlsplit(port)
@@ -424,10 +438,63 @@ def port_problem(port: str) -> str | None:
         return f"{port} is a folder, not a serial port (e.g. /dev/ttyUSB0)"
     if not stat.S_ISCHR(mode.st_mode):
         return f"{port} is a file, not a serial port (a character device, e.g. /dev/ttyUSB0)"
+    if any(os.path.exists(alias) and os.stat(alias).st_rdev == mode.st_rdev for alias in _TERMINAL_ALIASES):
+        return f"{port} is the terminal of whichever program opens it, not a serial port (e.g. /dev/ttyUSB0)"
     subsystem = Path(f"/sys/dev/char/{os.major(mode.st_rdev)}:{os.minor(mode.st_rdev)}/subsystem")
     if subsystem.exists() and subsystem.resolve().name != "tty":  # pseudo-terminals have no entry: not judged
         return f"{port} is no serial port (a {subsystem.resolve().name!r} device, not a terminal)"
     return None
+
+
+def _wrapped_problem(port: str, scheme: str) -> str | None:
+    """Why an ``alt://`` or ``spy://`` URL cannot open, or None: its options, ``alt``'s class, ``spy``'s file,
+    and the device path it wraps (a path, not another URL: pyserial opens it with the native port)."""
+    parts = urlsplit(port)
+    options = parse_qs(parts.query, keep_blank_values=True)
+    takes = _WRAPPING_SCHEMES[scheme]
+    if unknown := sorted(set(options) - set(takes)):
+        return f"{port}: {scheme}:// takes no option {unknown[0]!r} (it takes {', '.join(takes)})"
+    if "class" in options:
+        name = options["class"][0]
+        found = getattr(serial, name, None)
+        if not (isinstance(found, type) and issubclass(found, serial.Serial)):
+            classes = sorted(n for n, c in vars(serial).items() if isinstance(c, type) and issubclass(c, serial.Serial))
+            return f"{port}: pyserial has no port class {name!r} here (it has {', '.join(classes)})"
+    if "file" in options and (problem := capture_problem(options["file"][0])) is not None:
+        return f"{port}: file {problem}"
+    device = parts.netloc + parts.path
+    if "://" in device or not device:
+        return f"{port}: {scheme}:// wraps a device path, e.g. {scheme}:///dev/ttyUSB0"
+    problem = port_problem(device)
+    return None if problem is None else f"{port}: {problem}"
+
+
+def _hwgrep_problem(port: str) -> str | None:
+    """Why an ``hwgrep://REGEXP[&n=N][&skip_busy]`` URL finds no port, or None, read as pyserial's
+    serial/urlhandler/protocol_hwgrep.py reads it: the N-th port (sorted) whose name, description or hardware
+    id matches. With ``skip_busy`` pyserial opens ports to pick one, so only that enough of them match is
+    judged."""
+    regexp, *args = port[len("hwgrep://"):].split("&")
+    wanted, skip_busy = 1, False
+    for arg in args:
+        option, _, value = arg.partition("=")
+        if option == "skip_busy":
+            skip_busy = True
+        elif option == "n" and value.isdigit() and int(value) >= 2:  # pyserial refuses n=1 and below
+            wanted = int(value)
+        else:
+            return f"{port}: hwgrep:// takes &n=N (a whole number >= 2) and &skip_busy, not {arg!r}"
+    try:
+        found = sorted(list_ports.grep(regexp))
+    except re.error as exc:
+        return f"{port}: {regexp!r} is no regular expression ({exc})"
+    if len(found) < wanted:
+        return (f"{port}: {len(found)} serial port(s) match {regexp!r}, {wanted} needed (is the device plugged in? "
+                "list ports with `python -m serial.tools.list_ports -v`)")
+    if skip_busy:
+        return None
+    problem = port_problem(found[wanted - 1][0])
+    return None if problem is None else f"{port}: {problem}"
 
 
 def capture_problem(value: object) -> str | None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
+import tempfile
 from itertools import islice
 from pathlib import Path
 
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, InvalidInput, JournalError
+from labloop.core.errors import ConfigError, InvalidInput, JournalError, said
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.yaml_source import display_name
@@ -33,8 +33,12 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     store, where = campaign.store, given_as or campaign.located("store")
     folder = check_store_folder(campaign, where)
     if not store.exists():
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(where, f"{folder}: cannot create the store there (no write permission)")
+        try:  # as run will: permissions alone miss a folder nothing is created in (/proc, even for root)
+            with tempfile.TemporaryFile(dir=folder):  # O_TMPFILE where the system has it: no name appears
+                pass
+        except OSError as exc:
+            why = "no write permission" if isinstance(exc, PermissionError) else exc.strerror or said(exc)
+            raise ConfigError(where, f"{folder}: cannot create the store there ({why})") from None
         return
     if not store.is_file():
         raise ConfigError(where, f"{store} is not a file a journal can be kept in")

@@ -203,6 +203,9 @@ def test_validate_says_what_run_would_find_at_the_store(tmp_path, labloop, write
                                         "with other settings, objective.window_v"),
         "a file that is not a journal": ({"store": str(campaign_file)}, "not a labloop journal"),
         "a folder that is a file": ({"store": str(campaign_file / "x.db")}, "tiny.yaml is a file, so"),
+        # write permission, even for root, and yet no file is made there (validate passed, run refused)
+        "a folder nothing is created in": ({"store": "/proc/x.db"},
+                                           "store: /proc: cannot create the store there (No such file or directory)"),
     }
     for why, (sections, needle) in cases.items():
         folder = tmp_path / why.replace(" ", "_")

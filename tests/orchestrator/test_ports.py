@@ -1,5 +1,6 @@
 """What ``labloop validate`` (without ``--dry-run``) knows about the instruments without opening a port: every
-port value ``run`` refuses at once (an unknown URL scheme, a malformed address, a path that is no serial port)
+port value ``run`` refuses at once (an unknown URL scheme, a malformed address, a path that is no serial port,
+an ``alt://``/``spy://`` around one, an ``hwgrep://`` that matches none)
 and every driver option value the NE-1000 driver refuses, including a flow rate its syringe cannot reach. Each
 passed ``validate`` and was refused by ``run``, some in Python's words ("'<=' not supported between ...")."""
 
@@ -39,6 +40,16 @@ class _Silent:
     ("/etc/passwd", "/etc/passwd is a file, not a serial port"),
     ("/tmp", "/tmp is a folder, not a serial port"),
     ("/dev/ttyUSB-none", "/dev/ttyUSB-none does not exist (is the device plugged in?"),
+    ("/dev/tty", "/dev/tty is the terminal of whichever program opens it, not a serial port"),
+    ("alt:///dev/ttyUSB-none?class=PosixPollSerial", "alt:///dev/ttyUSB-none?class=PosixPollSerial: "
+                                                    "/dev/ttyUSB-none does not exist"),
+    ("alt:///dev/ttyUSB0?class=Nope", "pyserial has no port class 'Nope' here (it has "),
+    ("spy://loop://", "spy://loop://: spy:// wraps a device path, e.g. spy:///dev/ttyUSB0"),
+    ("spy:///dev/null?file=/tmp", "spy:///dev/null?file=/tmp: file /tmp is a folder"),
+    ("spy:///dev/null", "spy:///dev/null: /dev/null is no serial port"),
+    ("hwgrep://no-such-device", "hwgrep://no-such-device: 0 serial port(s) match 'no-such-device', 1 needed"),
+    ("hwgrep://(", "'(' is no regular expression"),
+    ("hwgrep://tty&n=1", "hwgrep:// takes &n=N (a whole number >= 2) and &skip_busy, not 'n=1'"),
 ])
 def test_ports_no_run_can_open_are_named(port, says):
     assert says in (port_problem(port) or "")
@@ -47,8 +58,9 @@ def test_ports_no_run_can_open_are_named(port, says):
 def test_ports_a_run_can_open_pass():
     with PtyDevice(_Silent()) as device:
         assert port_problem(device.port) is None  # a pseudo-terminal, like labloop sim serve's
-    for port in ("loop://", "socket://127.0.0.1:4001", "SOCKET://lab-pc:4001", "rfc2217://[::1]:2217",
-                 "spy://loop://"):
+        for wrapped in (f"spy://{device.port}?raw", f"alt://{device.port}?class=PosixPollSerial"):
+            assert port_problem(wrapped) is None, wrapped  # pyserial opens the path they wrap
+    for port in ("loop://", "socket://127.0.0.1:4001", "SOCKET://lab-pc:4001", "rfc2217://[::1]:2217"):
         assert port_problem(port) is None, port
 
 
@@ -83,7 +95,9 @@ def test_the_real_rig_passes_validate(tmp_path, labloop, write_campaign):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("port", ["http://127.0.0.1", "socket://[::1", "/dev/null", "/etc/passwd", "/tmp"])
+@pytest.mark.parametrize("port", ["http://127.0.0.1", "socket://[::1", "/dev/null", "/etc/passwd", "/tmp", "/dev/tty",
+                                  "alt:///dev/ttyUSB-none?class=PosixPollSerial", "spy:///dev/ttyUSB-none",
+                                  "hwgrep://no-such-device"])
 def test_validate_names_the_port_run_would_refuse(tmp_path, labloop, write_campaign, port):
     campaign = _real(write_campaign, tmp_path, **{"instruments.potentiostat.port": port})
     for command in ("validate", "run"):
@@ -129,3 +143,4 @@ def test_a_rate_the_syringe_cannot_reach_is_refused_by_validate(tmp_path, labloo
     for command in (("validate", campaign), ("validate", campaign, "--dry-run")):
         _refused(labloop(*command), "cv_screen.yaml:10: protocol[1].dispense: rate 0.5 mL/min is beyond what "
                                     "'analyte_pump' can drive its syringe at, 5.5e-07..0.0401 mL/min")
+
