@@ -41,11 +41,10 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     from labloop.orchestrator.dashboard import create_app
 
     Journal.open(store, readonly=True).close()  # a store that is not a journal: one line, exit 2
-    if token is not None and len(token) < 8:
+    if token is not None and (problem := _token_problem(token)) is not None:
         # a value from the environment is named as such: the command line has no --token to look for
         from_env = ctx.get_parameter_source("token") == click.core.ParameterSource.ENVIRONMENT
-        raise click.BadParameter("must be at least 8 characters",
-                                 param_hint="LABLOOP_DASHBOARD_TOKEN (the environment variable)" if from_env
+        raise click.BadParameter(problem, param_hint="LABLOOP_DASHBOARD_TOKEN (the environment variable)" if from_env
                                  else "--token")
     token = token or secrets.token_urlsafe(18)
     app = create_app(store, token, host=host)  # reads the journal whole: a damaged row is refused before the URL
@@ -64,6 +63,18 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     server = uvicorn.Server(config)
     app.state.should_exit = lambda: server.should_exit
     server.run(sockets=[sock])
+
+
+def _token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be the write token, or None. The page sends it in an HTTP header, which holds no line
+    break and whose ends lose their spaces, and compares it byte for byte (dashboard/app.py): a token of spaces, or
+    with a newline (a file's content with its last line end), would be accepted here and match no approve/veto.
+    What is wrong is said, the token is not shown."""
+    if len(token) < 8:
+        return "must be at least 8 characters"
+    if not token.isascii() or not token.isprintable() or any(char.isspace() for char in token):
+        return "must be printable ASCII without spaces or line breaks (it is sent in an HTTP header)"
+    return None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -326,6 +326,15 @@ def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served, mo
     short = labloop("dashboard", served.process.args[-5])  # named as the variable the value came from
     assert short.returncode == 2 and "LABLOOP_DASHBOARD_TOKEN" in short.stderr and "--token" not in short.stderr
     assert short.stderr.count("\n") == 1
+    # twelve spaces, or a token with the line end of the file it was read from, matched no approve/veto
+    for token in (" " * 12, "s3cret-token\n", "s3cret\ntoken"):
+        monkeypatch.setenv("LABLOOP_DASHBOARD_TOKEN", token)
+        for command, where in ((("dashboard", served.process.args[-5]), "LABLOOP_DASHBOARD_TOKEN"),
+                               (("dashboard", served.process.args[-5], "--token", token), "--token")):
+            bad = labloop(*command)
+            assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+            assert where in bad.stderr and "without spaces or line breaks" in bad.stderr, bad.stderr
+            assert "s3cret" not in bad.stderr + bad.stdout
     monkeypatch.delenv("LABLOOP_DASHBOARD_TOKEN")
     foreign = labloop("dashboard", served.process.args[-5], "--host", "192.0.2.1", "--port", 0)  # TEST-NET-1
     assert foreign.returncode == 2 and "--host" in foreign.stderr and "not an address of this machine" in foreign.stderr
