@@ -105,6 +105,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){_spreadsheet_hint(path, exc)}") \
             from None
     columns = list(df.columns)
+    refuse_repeated_columns(path, (smiles_column, *targets))
     if smiles_column not in columns:  # the separator, when it is the cause, is the one thing to say
         raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))})"
                            f"{separator_hint(columns) or column_hint}")
@@ -127,6 +128,21 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     _blank_too_long(smiles, path)
     log.info("read %d %s from %s", len(smiles), plural(len(smiles), "row"), path)
     return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y)
+
+
+def refuse_repeated_columns(path: Path, used: Sequence[str]) -> None:
+    """Refuse a CSV whose header names one of the ``used`` columns twice (InvalidInput naming file and column).
+
+    Why: pandas renames the second ``smiles`` to ``smiles.1`` and reads the first, so a table pasted side by side
+    with another (two ``smiles`` columns, each with its own molecules) was read half, without a word. The header
+    is read as written, so a real column named ``smiles.1`` is not taken for a repeat.
+    """
+    header = [str(name) for name in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+              .iloc[0]] if path.stat().st_size else []
+    repeated = next((name for name in used if header.count(name) > 1), None)
+    if repeated is not None:
+        raise InvalidInput(f"{path}: column {repeated!r} is given {header.count(repeated)} times (columns: "
+                           f"{', '.join(header)}): keep one, or rename the others")
 
 
 def _check_values(values: np.ndarray, path: Path, column: str) -> None:

@@ -50,7 +50,7 @@ from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
 from labloop.core.text import plural
 from labloop.surrogate.compute import lost_cluster
-from labloop.surrogate.dataset import csv_line, not_a_file, separator_hint
+from labloop.surrogate.dataset import csv_line, not_a_file, refuse_repeated_columns, separator_hint
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -116,6 +116,7 @@ Rows = tuple[list[str], list[str] | None]
 def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
+        refuse_repeated_columns(path, (column,))
         if column not in header:
             raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(map(str, header))})"
                                f"{separator_hint(header)}")

@@ -81,3 +81,28 @@ def test_a_smi_library_has_no_true_values_for_a_dry_run_and_says_so(tmp_path, wr
         assert line.endswith(("world", "world.truth.kind")[world is not None] + ": a dry run needs true values "
                              "(ie_ev/ea_ev): a .smi library has none; give world.truth.file: a CSV with columns "
                              "smiles, ie_ev, ea_ev for the library's molecules")
+
+
+def test_a_library_with_two_smiles_columns_is_refused_naming_the_column(tmp_path, labloop, write_campaign):
+    """pandas renamed the second ``smiles`` to ``smiles.1`` and the first was read, the other half silently
+    dropped; a column really named ``smiles.1`` is no repeat. The chunked reader (the planners' predictions over
+    a large library) refuses it too."""
+    from labloop.core.errors import InvalidInput
+    from labloop.surrogate.library_pipeline import read_chunks
+
+    rows = 200
+    library = tmp_path / "library.csv"
+    library.write_text("smiles,name,smiles,ie_ev,ea_ev\n" + "CCO,a,c1ccccc1O,6.1,0.2\n" * rows)
+    campaign = write_campaign(tmp_path, library={"file": str(library)})
+    for command in (("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
+        result = labloop(*command)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"error: {campaign}:5: library.file: {library}: column 'smiles' is given 2 times (columns: smiles, name, "
+            "smiles, ie_ev, ea_ev): keep one, or rename the others"]
+    assert not (tmp_path / "tiny.db").exists()
+    with pytest.raises(InvalidInput, match="column 'smiles' is given 2 times"):
+        next(read_chunks(library))
+    library.write_text("smiles,name,smiles.1,ie_ev,ea_ev\n" + "CCO,a,c1ccccc1O,6.1,0.2\n" * rows)
+    assert labloop("validate", campaign, "--dry-run").returncode == 0
+    assert next(read_chunks(library)).smiles[0] == "CCO"
