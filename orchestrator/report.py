@@ -37,7 +37,7 @@ from labloop.orchestrator.journal.plot_data import (
     prediction_errors,
     versus_ferrocene,
 )
-from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.journal.store import UNSAFE, Journal
 from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
 
 log = logging.getLogger(__name__)
@@ -391,6 +391,9 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
+    unsafe = "".join(f"<li>{esc(e['time'])}: {esc(e['message'])}</li>" for e in snap["events"] if e["kind"] == UNSAFE)
+    unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'
+
     tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,
               *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists()]
     data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)
@@ -402,7 +405,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 <p>objective: {esc(describe_objective(campaign['objective']))}; planner {esc(campaign['planner']['kind'])};
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
-{plots}
+{unsafe}{plots}
 <h2>best so far</h2><table><tr><th>id</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}

@@ -70,6 +70,9 @@ CREATE TABLE experiments (
 );"""
 #: how a vetoed experiment's cause starts (the planner counts a veto as a failure of the molecule)
 VETOED = "vetoed"
+#: the event of a rig that could not be made safe (a pump not stopped, a cell left on): it alerts, and the log,
+#: the dashboard and the report show it, since the rig may still be pumping (orchestrator/loop/runner.py)
+UNSAFE = "unsafe"
 
 SCHEMA = """
 CREATE TABLE campaign (

@@ -28,12 +28,13 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from labloop.orchestrator.config.alert_urls import expand, silence_apprise
-from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.journal.store import UNSAFE, Journal
 
 log = logging.getLogger(__name__)
 
 #: event kinds that need a person
-ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "cluster_lost", "awaiting_approval", "operator_waiting"})
+ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "cluster_lost", "awaiting_approval", "operator_waiting",
+                         UNSAFE})
 ATTEMPTS = 3
 #: pause before the 2nd attempt; doubles after each further failure
 BACKOFF_S = 0.5

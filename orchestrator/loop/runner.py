@@ -50,7 +50,7 @@ from labloop.core.errors import (
 from labloop.instruments.cv_analysis import CVFlag, measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
-from labloop.orchestrator.journal.store import VETOED, ExperimentRow, Journal, State
+from labloop.orchestrator.journal.store import UNSAFE, VETOED, ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.learner import Learning
 from labloop.orchestrator.learning.predictions import LibraryPredictions
@@ -404,15 +404,20 @@ class Runner:
             self.journal.add_event("stopped", f"{exc}: campaign stopped (experiment {', '.join(map(str, ids))} will "
                                               f"run again on resume, where a person can answer{self._cell_left()})",
                                    data={"experiments": ids, "cell_ml": self.executor.contents.cell_ml})
-        self._make_safe()
+        self._make_safe("the run stopped")
         return EXIT_FAULTS
 
-    def _make_safe(self) -> None:
-        """The rig in its safe state, and a warning naming what could not be made safe (it never raises)."""
+    def _make_safe(self, after: str) -> None:
+        """The rig in its safe state (it never raises). What could not be made safe is journalled as an
+        :data:`UNSAFE` event naming each instrument, which alerts and which ``labloop log``, the dashboard and the
+        report show, and warned on the console: an operator away from the terminal must learn that a pump may
+        still be pumping."""
         unsafe = self.rig.safe_state()
         if unsafe:
-            console.err.print(f"WARNING: NOT made safe: {'; '.join(unsafe)}", markup=False, highlight=False,
-                              soft_wrap=True)
+            message = f"NOT made safe after {after}: {'; '.join(unsafe)}"
+            with self.interrupts.deferred():
+                self.journal.add_event(UNSAFE, message, data={"unsafe": unsafe})
+            console.err.print(f"WARNING: {message}", markup=False, highlight=False, soft_wrap=True)
 
     def _stop_for_a_person(self, exc: NeedsPerson) -> int:
         """The cell, a syringe or the electrode needs a person before any molecule can be measured
@@ -430,7 +435,7 @@ class Runner:
                                               f"is spent on it (experiment {', '.join(map(str, ids))} will run again "
                                               f"on resume)", data={"experiments": ids, "advice": advice,
                                                                    "cell_ml": self.executor.contents.cell_ml})
-        self._make_safe()
+        self._make_safe("the run stopped")
         return EXIT_FAULTS if exc.moved else EXIT_REFUSED
 
     def _stop_cluster_lost(self, exc: ClusterLostError) -> int:
@@ -628,7 +633,7 @@ class Runner:
         rinse = safe_state and self._pumped and self.executor.contents.cell_ml > 0
         try:
             if rinse:
-                self.rig.safe_state()
+                self._make_safe(f"experiment {experiment_id} failed")
                 self.executor.empty_after_failure(experiment_id, lambda *args: self._on_action(experiment_id, *args))
         finally:  # a Ctrl-C while the operator is asked to rinse must not turn the failure into an interruption
             with self.interrupts.deferred():
@@ -637,7 +642,7 @@ class Runner:
                 self._open_actions = {}
                 self.journal.fail_experiment(experiment_id, cause)
         if safe_state and not rinse:
-            self.rig.safe_state()
+            self._make_safe(f"experiment {experiment_id} failed")
 
     # -- learning, checking, waiting ------------------------------------------------------------------
 

@@ -200,3 +200,55 @@ def _wait_until(predicate) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "nothing happened in 120 s"
         time.sleep(0.05)
+
+
+class _UnstoppablePotentiostat:
+    """A plug-in potentiostat (the one fault a test injects): its second cv raises, and its abort cannot switch
+    the cell off (the port is gone)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.calls = inner, 0
+
+    def run_cv(self, params: object) -> object:
+        self.calls += 1
+        if self.calls == 2:
+            raise OSError("port closed")
+        return self.inner.run_cv(params)  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        raise OSError("port closed: cell not switched off")
+
+    def close(self) -> None:
+        self.inner.close()  # type: ignore[attr-defined]
+
+
+def test_a_rig_not_made_safe_after_a_failure_is_journalled_shown_and_alerted(tmp_path, labloop, write_campaign,
+                                                                             receiver):
+    """A failure whose make-safe failed said "NOT made safe" on the console only: not in the journal, the log,
+    the report or the alert, so an operator away from the terminal never learnt the rig may still be pumping."""
+    from labloop.orchestrator.compose import build_executor, build_rig
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.journal.store import UNSAFE
+    from labloop.orchestrator.loop.alerts import Alerter
+    from labloop.orchestrator.loop.interrupts import Interrupts
+    from labloop.orchestrator.loop.runner import Runner
+    from labloop.surrogate.dataset import read_table
+
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 2}))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        rig.instruments["potentiostat"] = _UnstoppablePotentiostat(rig.instruments["potentiostat"])
+        with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name):
+            Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
+        rig.instruments.pop("potentiostat")  # closing the rig would make it safe again: not what is tested
+        [unsafe] = [e for e in journal.events() if e.kind == UNSAFE]
+        [failed] = journal.experiments(states=("failed",))
+    assert f"NOT made safe after experiment {failed.id} failed" in unsafe.message
+    assert "potentiostat: OSError: port closed: cell not switched off" in unsafe.message
+    bodies = [(m["title"], m["message"]) for _, m in receiver.messages]
+    assert [b for b in bodies if "unsafe" in b[0]] == [(f"labloop {campaign.name}: unsafe", unsafe.message)]
+    shown = labloop("log", campaign.store).stdout  # however many events came after it
+    assert "unsafe" in shown and "NOT made safe" in " ".join(shown.split())
+    assert labloop("report", campaign.store, "--output", tmp_path / "report").returncode == 0
+    assert "rig NOT made safe" in (tmp_path / "report" / "index.html").read_text()
