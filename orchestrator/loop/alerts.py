@@ -7,8 +7,9 @@ Why it works this way:
 - **Driven by the journal, not by the runner.** The alerter watches the journal's events from a background
   thread and alerts on the kinds in :data:`ALERT_KINDS`, so whatever writes those events (the runner's stop
   rules, its interrupt handler, the approval gate) alerts without knowing about alerts, and each event
-  alerts exactly once. An operator prompt is seen the same way: an action of a person-instrument that has
-  started and not finished is journalled once as an ``operator_waiting`` event, which then alerts.
+  alerts exactly once; one stop alerts once, however many experiments it interrupted (:func:`_alerts`).
+  An operator prompt is seen the same way: an action of a person-instrument that has started and not
+  finished is journalled once as an ``operator_waiting`` event, which then alerts.
 - **Never in the run's way.** Sending happens only in that thread, with a bounded number of attempts per
   destination and a pause between them; a network that is down costs the run nothing, and at the end the
   run waits at most :meth:`Alerter.drain_limit_s` for the last alert before it exits anyway.
@@ -28,7 +29,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from labloop.orchestrator.config.alert_urls import expand, silence_apprise
-from labloop.orchestrator.journal.store import UNSAFE, Journal
+from labloop.orchestrator.journal.store import UNSAFE, Event, Journal
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Alerter:
                 for event in self.journal.events(last=EVENTS_PER_POLL):
                     if event.id > self._seen:
                         self._seen = event.id
-                        if event.kind in ALERT_KINDS:
+                        if _alerts(event):
                             self._send(event.kind, event.message, event.id)
             except Exception:  # a journal closed under us, a disk error: alerts must never take the run down
                 log.exception("alerts: watching the journal failed; no further alerts this run")
@@ -150,6 +151,13 @@ class Alerter:
             log.info("alert sent: %s", title)
             self.journal.add_event("alert", f"alert '{title}' sent to {len(self.urls)} destination(s)",
                                    data=summary)
+
+
+def _alerts(event: Event) -> bool:
+    """Whether ``event`` needs a person. One stop alerts once: an ``interrupted`` event of one experiment is the
+    journal's record of it (:meth:`Journal.mark_interrupted_on_resume`), and the stop's own event, which names every
+    experiment it interrupted, is the alert."""
+    return event.kind in ALERT_KINDS and not (event.kind == "interrupted" and event.experiment_id is not None)
 
 
 def _set_timeouts(plugin: Any) -> None:

@@ -376,7 +376,8 @@ class Runner:
         rig = "instruments in a safe state" if not unsafe else f"NOT made safe: {'; '.join(unsafe)}"
         with self.interrupts.deferred():
             ids = self.journal.mark_interrupted_on_resume()
-            self.journal.add_event("interrupted", f"run stopped by {exc}; {rig}{self._cell_left()}",
+            again = f" (experiment {', '.join(map(str, ids))} will run again on resume)" if ids else ""
+            self.journal.add_event("interrupted", f"run stopped by {exc}{again}; {rig}{self._cell_left()}",
                                    data={"experiments": ids, "unsafe": unsafe,
                                          "cell_ml": self.executor.contents.cell_ml})
         console.err.print((rig if not unsafe else f"WARNING: {rig}") + self._cell_left(), markup=False,

@@ -252,3 +252,42 @@ def test_a_rig_not_made_safe_after_a_failure_is_journalled_shown_and_alerted(tmp
     assert "unsafe" in shown and "NOT made safe" in " ".join(shown.split())
     assert labloop("report", campaign.store, "--output", tmp_path / "report").returncode == 0
     assert "rig NOT made safe" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(tmp_path, write_campaign, receiver):
+    """One stop sent two alerts (the run's ``interrupted`` and one per experiment it interrupted), and the alert
+    event, journalled after the stop's, hid the cell's liquid from the "continue with:" line (no --cell-emptied).
+    A real SIGINT to this process, sent while the manual sample changer asks for the vial after the electrolyte
+    went in."""
+    import os
+    import signal
+
+    from labloop.instruments.manual_sampler import ManualSampleChanger
+    from labloop.orchestrator.compose import build_executor, build_rig
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.loop.alerts import Alerter
+    from labloop.orchestrator.loop.interrupts import Interrupts
+    from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED, Runner
+    from labloop.surrogate.dataset import read_table
+
+    def ctrl_c(_question: str) -> str:
+        os.kill(os.getpid(), signal.SIGINT)
+        return ""
+
+    electrolyte_first = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
+                                       "fluid": "electrolyte", "refill": True}},
+                         "load_sample", {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}},
+                         "rinse"]
+    campaign = load_campaign(write_campaign(tmp_path, protocol=electrolyte_first))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        rig.instruments["sampler"] = ManualSampleChanger.open(ask=ctrl_c)
+        with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name):
+            runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
+            assert runner.run() == EXIT_INTERRUPTED
+        [interrupted] = journal.experiments(states=("interrupted",))
+        assert journal.events()[-1].kind == "alert"
+    assert len(receiver.messages) == 1
+    message = receiver.messages[0][1]["message"]
+    assert f"experiment {interrupted.id} will run again on resume" in message and "holds 4.5 mL" in message
