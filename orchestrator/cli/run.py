@@ -182,12 +182,16 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
 
 def _resume_after_interrupt(store: Path) -> str:
     """The command that continues an interrupted run: with ``--cell-emptied``, after emptying the cell, when the
-    run's stop said the cell holds liquid (its ``interrupted`` event), since a resume onto it is refused."""
+    run's stop said the cell holds liquid (its ``interrupted`` event), since a resume onto it is refused. The stop's
+    event is the run's last ``interrupted`` event of no one experiment, not the journal's last event: the alert it
+    sent, and each interrupted experiment's own event, are journalled around it. None since this run's ``run``
+    event: the run stopped before its runner did (a previous run's stop says nothing of this one)."""
     if store.exists():
         with Journal.open(store, readonly=True) as journal:
             events = journal.events()
-        if events and events[-1].kind == "interrupted" and isinstance(events[-1].data, dict) \
-                and events[-1].data.get("cell_ml"):
+        stop = next((e for e in reversed(events) if e.kind == "run" or (e.kind == "interrupted"
+                                                                        and e.experiment_id is None)), None)
+        if stop is not None and stop.kind == "interrupted" and isinstance(stop.data, dict) and stop.data.get("cell_ml"):
             return f"empty the cell, then labloop resume {store} --cell-emptied"
     return f"labloop resume {store}"
 

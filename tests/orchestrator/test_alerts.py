@@ -263,6 +263,7 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
     import signal
 
     from labloop.instruments.manual_sampler import ManualSampleChanger
+    from labloop.orchestrator.cli.run import _resume_after_interrupt
     from labloop.orchestrator.compose import build_executor, build_rig
     from labloop.orchestrator.config.campaign import load_campaign
     from labloop.orchestrator.loop.alerts import Alerter
@@ -291,3 +292,5 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
     assert len(receiver.messages) == 1
     message = receiver.messages[0][1]["message"]
     assert f"experiment {interrupted.id} will run again on resume" in message and "holds 4.5 mL" in message
+    assert _resume_after_interrupt(campaign.store) == (f"empty the cell, then labloop resume {campaign.store} "
+                                                        "--cell-emptied")
