@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: event kinds that need a person
 ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "cluster_lost", "awaiting_approval", "operator_waiting",
                          UNSAFE})
+#: the kinds whose alert is apprise's failure type: the run stopped on its own, or the rig was left unsafe
+FAILURE_KINDS = frozenset({"stopped", "cluster_lost", UNSAFE})
 ATTEMPTS = 3
 #: pause before the 2nd attempt; doubles after each further failure
 BACKOFF_S = 0.5
@@ -97,7 +99,7 @@ class Alerter:
                     if event.id > self._seen:
                         self._seen = event.id
                         if _alerts(event):
-                            self._send(event.kind, event.message, event.id)
+                            self._send(event.kind, event.message, event.id, _notify_type(event))
             except Exception:  # a journal closed under us, a disk error: alerts must never take the run down
                 log.exception("alerts: watching the journal failed; no further alerts this run")
                 return
@@ -116,8 +118,9 @@ class Alerter:
                     self.journal.add_event("operator_waiting", f"experiment {experiment.id}: {action.instrument} "
                                            f"waits for a person ({action.command})", experiment_id=experiment.id)
 
-    def _send(self, kind: str, message: str, event_id: int) -> None:
-        """One alert to every destination, each retried on its own (a delivered one is never sent twice)."""
+    def _send(self, kind: str, message: str, event_id: int, notify_type: str) -> None:
+        """One alert to every destination, each retried on its own (a delivered one is never sent twice);
+        ``notify_type`` is apprise's type (:func:`_notify_type`)."""
         import apprise
 
         title = f"labloop {self.campaign}: {kind.replace('_', ' ')}"
@@ -134,7 +137,7 @@ class Alerter:
                         break
                     service = f"#{index + 1} ({plugin.service_name})"
                     _set_timeouts(plugin)
-                    delivered = bool(plugin.notify(body=message, title=title))
+                    delivered = bool(plugin.notify(body=message, title=title, notify_type=notify_type))
                 except Exception as exc:  # apprise plugins may raise on odd network failures
                     log.debug("alerts: destination %s raised %s", service, type(exc).__name__)
                 if delivered:
@@ -158,6 +161,18 @@ def _alerts(event: Event) -> bool:
     journal's record of it (:meth:`Journal.mark_interrupted_on_resume`), and the stop's own event, which names every
     experiment it interrupted, is the alert."""
     return event.kind in ALERT_KINDS and not (event.kind == "interrupted" and event.experiment_id is not None)
+
+
+def _notify_type(event: Event) -> str:
+    """apprise's type of the alert for ``event`` (a destination colours or files it by type): a failure when the
+    run stopped on its own or the rig was left unsafe, a warning when a person stopped it, information when a
+    person is waited for, a success when the campaign finished."""
+    from apprise import NotifyType
+
+    unsafe = isinstance(event.data, dict) and event.data.get("unsafe")
+    if event.kind in FAILURE_KINDS or unsafe:
+        return NotifyType.FAILURE.value
+    return {"finished": NotifyType.SUCCESS, "interrupted": NotifyType.WARNING}.get(event.kind, NotifyType.INFO).value
 
 
 def _set_timeouts(plugin: Any) -> None:

@@ -66,6 +66,7 @@ def test_each_stop_sends_exactly_one_message(tmp_path, labloop, write_campaign, 
     path, message = receiver.messages[0]
     assert path == "/hook-secret-a1b2"  # the ${VAR} was read from the environment at send time
     assert "finished" in message["title"] and "2 experiments done" in message["message"]
+    assert message["type"] == "success"  # apprise's type: a destination colours or files it by type
 
     again = labloop("resume", tmp_path / "tiny.db")  # already at its budget: stops at once, a second stop
     assert again.returncode == 0, again.stderr
@@ -188,6 +189,7 @@ def test_an_operator_prompt_alerts_once(tmp_path, write_campaign, receiver):
     assert len(receiver.messages) == 1
     title, body = receiver.messages[0][1]["title"], receiver.messages[0][1]["message"]
     assert "operator waiting" in title and "sampler waits for a person" in body
+    assert receiver.messages[0][1]["type"] == "info"
 
 
 class _Proposal:
@@ -246,8 +248,8 @@ def test_a_rig_not_made_safe_after_a_failure_is_journalled_shown_and_alerted(tmp
         [failed] = journal.experiments(states=("failed",))
     assert f"NOT made safe after experiment {failed.id} failed" in unsafe.message
     assert "potentiostat: OSError: port closed: cell not switched off" in unsafe.message
-    bodies = [(m["title"], m["message"]) for _, m in receiver.messages]
-    assert [b for b in bodies if "unsafe" in b[0]] == [(f"labloop {campaign.name}: unsafe", unsafe.message)]
+    bodies = [(m["type"], m["title"], m["message"]) for _, m in receiver.messages]
+    assert [b for b in bodies if "unsafe" in b[1]] == [("failure", f"labloop {campaign.name}: unsafe", unsafe.message)]
     shown = labloop("log", campaign.store).stdout  # however many events came after it
     assert "unsafe" in shown and "NOT made safe" in " ".join(shown.split())
     assert labloop("report", campaign.store, "--output", tmp_path / "report").returncode == 0
@@ -291,6 +293,7 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
         assert journal.events()[-1].kind == "alert"
     assert len(receiver.messages) == 1
     message = receiver.messages[0][1]["message"]
+    assert receiver.messages[0][1]["type"] == "warning"
     assert f"experiment {interrupted.id} will run again on resume" in message and "holds 4.5 mL" in message
     assert _resume_after_interrupt(campaign.store) == (f"empty the cell, then labloop resume {campaign.store} "
                                                         "--cell-emptied")
