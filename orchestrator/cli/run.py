@@ -210,9 +210,10 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         raise InputError(refused)
     preflight.warn_default_safety(campaign)  # after every refusal, which stays one line
     with interrupts.deferred():
+        # first: what a killed run left open ends when the journal last heard of it, before resume's own writes
+        again = journal.mark_interrupted_on_resume(crashed=True)  # a stop of the runner marked its own
         if record is not None:
             record(journal)
-        again = journal.mark_interrupted_on_resume()
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                  + (f"; experiment(s) {again} will run again" if again else ""),
                           data={"dry_run": dry_run, "library_sha256": digest})

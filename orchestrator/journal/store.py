@@ -70,6 +70,13 @@ CREATE TABLE experiments (
 );"""
 #: how a vetoed experiment's cause starts (the planner counts a veto as a failure of the molecule)
 VETOED = "vetoed"
+#: the last time a journal heard of its run: the newest time it wrote (what a run killed without a word did last)
+LAST_HEARD = ("SELECT MAX(t) FROM (SELECT MAX(time) AS t FROM events UNION ALL SELECT MAX(started_at) FROM actions "
+              "UNION ALL SELECT MAX(finished_at) FROM actions UNION ALL SELECT MAX(started_at) FROM experiments "
+              "UNION ALL SELECT MAX(created_at) FROM raw_data)")
+#: how an action a killed run left open ends (:meth:`Journal.mark_interrupted_on_resume`), with the time it ends at
+CRASHED = ": the run ended without a word (killed?); when this action ended is unknown: the journal last heard of " \
+          "the run at {}"
 #: the event of a rig that could not be made safe (a pump not stopped, a cell left on): it alerts, and the log,
 #: the dashboard and the report show it, since the rig may still be pumping (orchestrator/loop/runner.py)
 UNSAFE = "unsafe"
@@ -735,19 +742,24 @@ class Journal:
                        (cause, now(), experiment_id))
             self._event(db, "failed", f"experiment {experiment_id} failed: {cause}", experiment_id)
 
-    def mark_interrupted_on_resume(self) -> list[int]:
-        """After a crash: every ``running`` experiment -> ``interrupted`` and its unfinished actions closed
-        with outcome ``interrupted``. Returns the experiments' ids (to be run again)."""
+    def mark_interrupted_on_resume(self, *, crashed: bool = False) -> list[int]:
+        """Every ``running`` experiment -> ``interrupted`` and its unfinished actions closed with outcome
+        ``interrupted``, at once when the run stops. Returns the experiments' ids (to be run again).
+
+        ``crashed``: the run ended without a word (``kill -9``, a power cut) and a resume closes them: when they
+        ended is unknown, so they end at the last time the journal heard of the run (:data:`LAST_HEARD`), not at
+        the resume, and the outcome says so."""
         with self._write() as db:
             ids = [row[0] for row in db.execute("SELECT id FROM experiments WHERE state = 'running' ORDER BY id")]
-            stamp = now()
+            stamp = db.execute(LAST_HEARD).fetchone()[0] if crashed else now()
+            outcome = f"interrupted{CRASHED.format(stamp)}" if crashed else "interrupted"
             for experiment_id in ids:
-                db.execute("UPDATE actions SET finished_at = ?, outcome = 'interrupted' "
-                           "WHERE experiment_id = ? AND finished_at IS NULL", (stamp, experiment_id))
+                db.execute("UPDATE actions SET finished_at = ?, outcome = ? "
+                           "WHERE experiment_id = ? AND finished_at IS NULL", (stamp, outcome, experiment_id))
                 db.execute("UPDATE experiments SET state = 'interrupted', finished_at = ?, "
                            "cause = 'the run stopped during attempt ' || attempt WHERE id = ?", (stamp, experiment_id))
-                self._event(db, "interrupted", f"experiment {experiment_id} was running when the run stopped",
-                            experiment_id)
+                self._event(db, "interrupted", f"experiment {experiment_id} was running when the run stopped"
+                                               + (CRASHED.format(stamp) if crashed else ""), experiment_id)
         return ids
 
     # -- campaign-level records ------------------------------------------------------------------------

@@ -175,3 +175,43 @@ def test_bayes_killed_while_it_waits_for_a_retrain_resumes_with_the_same_models(
     models = "SELECT experiment_id, model_version FROM proposals ORDER BY experiment_id"
     with sqlite3.connect(store) as db, sqlite3.connect(reference.with_suffix(".db")) as ref:
         assert db.execute(models).fetchall() == ref.execute(models).fetchall()
+
+
+def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(tmp_path, write_campaign):
+    """After a kill -9 mid-dispense the resume closed the dispense at the resume's time (hours later, perhaps), as
+    if it had pumped until then: it ends at the last time the journal heard of the killed run, and says so."""
+    campaign_file = write_campaign(tmp_path, name="killed", budget={"max_experiments": 2},  # a dispense lasts
+                                   world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 0.02})
+    store = campaign_file.with_suffix(".db")
+    process = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        while not store.exists():
+            time.sleep(0.01)
+        with Journal.open(store, readonly=True) as journal:
+            while not _reached(journal, "dispense", 1):
+                assert process.poll() is None, "the run ended before a dispense"
+                time.sleep(0.0005)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    with Journal.open(store, readonly=True) as journal:
+        heard = max([e.time for e in journal.events()]
+                    + [t for e in journal.experiments() for a in journal.actions(e.id)
+                       for t in (a.started_at, a.finished_at) if t is not None])
+    time.sleep(0.05)  # the resume's clock is later than anything the killed run wrote
+    resume = subprocess.Popen([*CLI, "resume", str(store), "--cell-emptied"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:  # the resume closes what the killed run left open before its first experiment; the rest is not needed
+        with Journal.open(store, readonly=True) as journal:
+            while sum(e.kind == "run" for e in journal.events()) < 2:  # the killed run's, then the resume's
+                assert resume.poll() is None, "the resume ended before it started its run"
+                time.sleep(0.01)
+            [killed] = [a for e in journal.experiments() for a in journal.actions(e.id)
+                        if a.attempt == 1 and a.outcome.startswith("interrupted")]
+    finally:
+        resume.send_signal(signal.SIGINT)
+        resume.wait()
+    assert (killed.command, killed.finished_at) == ("dispense", heard)
+    assert killed.outcome == ("interrupted: the run ended without a word (killed?); when this action ended is "
+                              f"unknown: the journal last heard of the run at {heard}")
