@@ -263,3 +263,23 @@ def test_the_campaign_names_its_scheduler(write_campaign, tmp_path):
     with pytest.raises(CampaignError) as info:
         load_campaign(write_campaign(tmp_path, name="bad", compute={"scheduler": "http://lab"}))
     assert "compute" in str(info.value) and "scheduler" in str(info.value) and "tcp://HOST:PORT" in str(info.value)
+
+
+def test_asyncio_stays_quiet_of_a_distributed_task_a_ctrl_c_cut_short_and_only_of_that():
+    """A Ctrl-C closing a local cluster mid-scatter left the scheduler's handler a KeyError, which asyncio logged
+    with a page of traceback after "aborted" (once, under load). A record as asyncio writes it is dropped when
+    the task is distributed's, kept otherwise."""
+    import logging
+
+    from labloop.surrogate.compute import dask_client
+
+    with dask_client(n_workers=1):
+        pass
+    asyncio_log = logging.getLogger("asyncio")
+
+    def record(coro: str) -> logging.LogRecord:
+        return asyncio_log.makeRecord("asyncio", logging.ERROR, __file__, 1, "Task exception was never retrieved\n"
+                                      f"future: <Task finished coro=<{coro}> exception=KeyError('tcp://x')>", (), None)
+
+    assert not asyncio_log.filter(record("Server._handle_comm() done, defined at /v/distributed/core.py:706"))
+    assert asyncio_log.filter(record("mine() done, defined at /v/labloop/thing.py:1"))
