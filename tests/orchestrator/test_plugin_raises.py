@@ -83,8 +83,8 @@ def test_a_plugin_raising_keyboardinterrupt_stops_the_run_as_a_ctrl_c_does(odd_c
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         stop = journal.events()[-1]
     assert stop.kind == "interrupted"
-    assert stop.message.startswith("run stopped by a KeyboardInterrupt that analyte_pump (dispense) raised; "
-                                   "instruments in a safe state")
+    assert stop.message.startswith("run stopped by a KeyboardInterrupt that analyte_pump (dispense) raised "
+                                   "(experiment 1 will run again on resume); instruments in a safe state")
 
 
 @pytest.mark.parametrize(("odd", "cause"), [
