@@ -570,6 +570,9 @@ class Runner:
         flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
         if CVFlag.BEYOND_WINDOW in outcome.analysis.flags:  # a result about the molecule: say it plainly
             flags += " (the current still rises at the scan's vertex: the potential lies beyond the window scanned)"
+        if CVFlag.AT_SCAN_START in outcome.analysis.flags:  # likewise: the wave lies before the scan begins
+            flags += (" (the current already decays from the scan's start: the potential lies before where the scan "
+                      "begins; start it further out)")
         referenced = outcome.lab.referenced
         if CVFlag.NO_STANDARD in outcome.analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"

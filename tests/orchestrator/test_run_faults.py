@@ -677,3 +677,21 @@ def test_ctrl_c_mid_experiment_says_what_the_cell_still_holds(tmp_path, write_ca
         last = journal.events()[-1]
         assert last.kind == "interrupted" and said in last.message and last.data["cell_ml"] == 4.5
         assert len(journal.experiments(states=(State.INTERRUPTED,))) == 1
+
+
+def test_a_wave_before_the_scans_start_is_said_in_plain_words(tmp_path, labloop, write_campaign):
+    """A molecule already oxidised where the scan begins failed with the bare flag 'at_scan_start'; the cause
+    says where its potential lies and what to change, as a wave beyond the vertex's does."""
+    protocol = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
+                                             "fluid": "sample", "refill": True}},
+                {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
+                              "fluid": "electrolyte", "refill": True}},
+                {"cv": {"e_begin_v": 1.7, "e_vertex1_v": 1.95, "e_vertex2_v": 1.7, "e_step_v": 0.002}}, "rinse"]
+    campaign_file = write_campaign(tmp_path, protocol=protocol, conditions={}, budget={"max_experiments": 2},
+                                   objective={"quantity": "oxidation_potential", "goal": "window",
+                                              "window_v": [4.95, 5.05]})
+    labloop("run", campaign_file, "--dry-run")
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        causes = [e.cause or "" for e in journal.experiments(states=(State.FAILED,))]
+    assert any("at_scan_start (the current already decays from the scan's start: the potential lies before where "
+               "the scan begins; start it further out)" in cause for cause in causes), causes
