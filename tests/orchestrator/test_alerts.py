@@ -256,11 +256,13 @@ def test_a_rig_not_made_safe_after_a_failure_is_journalled_shown_and_alerted(tmp
     assert "rig NOT made safe" in (tmp_path / "report" / "index.html").read_text()
 
 
-def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(tmp_path, write_campaign, receiver):
+def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(tmp_path, write_campaign, receiver,
+                                                                               capsys):
     """One stop sent two alerts (the run's ``interrupted`` and one per experiment it interrupted), and the alert
     event, journalled after the stop's, hid the cell's liquid from the "continue with:" line (no --cell-emptied).
-    A real SIGINT to this process, sent while the manual sample changer asks for the vial after the electrolyte
-    went in."""
+    The experiment runs again from its first step on resume, onto whatever is left, so the stop says what the cell
+    holds by labloop's count (a Ctrl-C once said only "instruments in a safe state"). A real SIGINT to this
+    process, sent while the manual sample changer asks for the vial after the electrolyte went in."""
     import os
     import signal
 
@@ -286,11 +288,17 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
         rig.instruments["sampler"] = ManualSampleChanger.open(ask=ctrl_c)
+        capsys.readouterr()
         with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name):
             runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
             assert runner.run() == EXIT_INTERRUPTED
         [interrupted] = journal.experiments(states=("interrupted",))
         assert journal.events()[-1].kind == "alert"
+        said = (f"the cell still holds 4.5 mL by labloop's count: empty it, then `labloop resume {campaign.store} "
+                "--cell-emptied`")
+        assert said in capsys.readouterr().err
+        stop = next(e for e in reversed(journal.events()) if e.kind == "interrupted")
+        assert said in stop.message and stop.data["cell_ml"] == 4.5
     assert len(receiver.messages) == 1
     message = receiver.messages[0][1]["message"]
     assert receiver.messages[0][1]["type"] == "warning"

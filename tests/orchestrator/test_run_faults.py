@@ -645,40 +645,6 @@ def test_a_manual_step_with_nobody_to_answer_stops_the_run_at_once(tmp_path, wri
         assert not journal.experiments(states=(State.FAILED,))
 
 
-def test_ctrl_c_mid_experiment_says_what_the_cell_still_holds(tmp_path, write_campaign, capsys):
-    """A Ctrl-C after the electrolyte went in: the experiment runs again from its first step on resume, onto
-    whatever is left, so the stop says what the cell holds by labloop's count (the no-operator stop did; a
-    Ctrl-C said only "instruments in a safe state"). The signal is a real SIGINT to this process, sent while
-    the manual sample changer asks for the vial."""
-    import signal
-
-    from labloop.instruments.manual_sampler import ManualSampleChanger
-    from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED
-
-    def ctrl_c(_question: str) -> str:
-        os.kill(os.getpid(), signal.SIGINT)
-        return ""
-
-    electrolyte_first = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
-                                       "fluid": "electrolyte", "refill": True}},
-                         "load_sample", {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}},
-                         "rinse"]
-    campaign = load_campaign(write_campaign(tmp_path, protocol=electrolyte_first))
-    library = read_table(campaign.library.file).smiles
-    with build_rig(campaign, dry_run=True, library=library) as rig, \
-            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
-        rig.instruments["sampler"] = ManualSampleChanger.open(ask=ctrl_c)
-        capsys.readouterr()
-        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() \
-            == EXIT_INTERRUPTED
-        said = (f"the cell still holds 4.5 mL by labloop's count: empty it, then `labloop resume {campaign.store} "
-                "--cell-emptied`")
-        assert said in capsys.readouterr().err
-        last = journal.events()[-1]
-        assert last.kind == "interrupted" and said in last.message and last.data["cell_ml"] == 4.5
-        assert len(journal.experiments(states=(State.INTERRUPTED,))) == 1
-
-
 def test_a_wave_before_the_scans_start_is_said_in_plain_words(tmp_path, labloop, write_campaign):
     """A molecule already oxidised where the scan begins failed with the bare flag 'at_scan_start'; the cause
     says where its potential lies and what to change, as a wave beyond the vertex's does."""
