@@ -516,7 +516,9 @@ class ProtocolExecutor:
         on_action(index, "rinse", "cell", params, started, None, None)
         try:
             self.rig.rinse_cell(f"Experiment {experiment_id} failed with {self.contents.cell_ml:g} mL in the cell. ")
-        except Exception as exc:  # nobody to rinse, the rinse failed: the cell waits for a person
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # nobody to rinse, the rinse failed (a plug-in's SystemExit too): the cell waits
             on_action(index, "rinse", "cell", params, started, now(), said(exc))
             log.warning("experiment %d failed with %g mL in the cell, and its rinse failed too (%s): the next "
                         "experiment waits for the cell to be emptied", experiment_id, self.contents.cell_ml, said(exc))

@@ -37,8 +37,8 @@ def _within(action: Callable[[], object], deadline_s: float) -> str | None:
         try:
             action()
             outcome.append(None)
-        except Exception as exc:  # any failure to stop is reported, never raised
-            outcome.append(f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # any failure to stop is reported, never raised: a plug-in's SystemExit too,
+            outcome.append(said(exc))  # which would end this thread in silence ("no answer") and say nothing of why
 
     thread = threading.Thread(target=call, name="safe-state", daemon=True)
     thread.start()
@@ -111,7 +111,9 @@ class Rig:
                     report[name] = f"ok: {identify()}"
                 else:
                     report[name] = "ok"
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plug-in's SystemExit is its failure too, not the end of labloop
                 report[name] = f"{HEALTH_ERROR}{said(exc)}"
         return report
 

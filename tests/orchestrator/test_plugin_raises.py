@@ -11,7 +11,8 @@ import pytest
 
 from labloop.orchestrator.journal.store import Journal, State
 
-#: a plug-in pump whose every dispense pumps, then does ``{odd}`` (raises or returns something odd)
+#: a plug-in pump whose every dispense pumps, then does ``{odd}`` (raises or returns something odd); ``{extra}``
+#: is a method more (its body indented by 12 spaces), or nothing
 PLUGIN = """
     from labloop.instruments.ne1000 import NE1000Pump
     from labloop.instruments.registry import DriverDescriptor
@@ -28,6 +29,8 @@ PLUGIN = """
             super().dispense(volume_ml, rate_ml_min)
             {odd}
 
+        {extra}
+
     def open_odd(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
         return OddPump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm, poll_s=0.0)
 
@@ -40,8 +43,8 @@ PLUGIN = """
 def odd_campaign(tmp_path, write_campaign, install_plugin):
     """``odd_campaign(odd)``: a dry-run campaign whose analyte pump is the plug-in doing ``odd`` in each dispense."""
 
-    def make(odd: str):
-        install_plugin("odd_pump", PLUGIN.replace("{odd}", odd), {"odd-pump": "ODD"})
+    def make(odd: str, extra: str = ""):
+        install_plugin("odd_pump", PLUGIN.replace("{odd}", odd).replace("{extra}", extra), {"odd-pump": "ODD"})
         rig = {"sampler": {"driver": "sim-sampler"},
                "analyte_pump": {"driver": "odd-pump", "options": {"address": 0, "diameter_mm": 4.61}},
                "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
@@ -102,3 +105,25 @@ def test_what_a_plugin_returns_or_an_unstringable_error_is_its_failure(odd_campa
     assert _experiments(tmp_path / "tiny.db") == [(State.FAILED, cause)] * 2
     assert "labloop bug" not in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+def test_a_plugin_exiting_in_its_health_check_refuses_the_run_in_one_line(odd_campaign, tmp_path, labloop):
+    """The health check before the first experiment caught Exception only: a pump whose status() raised SystemExit
+    ended ``labloop run`` with that exit, nothing said. It is the pump's failed health check, one line, exit 2."""
+    result = labloop("run", odd_campaign("pass", "def status(self):\n            raise SystemExit(0)"), "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "analyte_pump" in result.stderr
+    assert "SystemExit: 0" in result.stderr and not (tmp_path / "tiny.db").exists()
+
+
+def test_a_plugin_exiting_in_its_stop_is_said_as_not_made_safe_with_its_exception(odd_campaign, tmp_path, labloop):
+    """A stop() raising SystemExit or a BaseException ended the make-safe's thread in silence (a traceback on the
+    console for the second) and was reported as "no answer within 10 s": the rig is said not made safe, with
+    the exception, in the journal's unsafe event."""
+    jammed = odd_campaign("raise RuntimeError('jammed')", "def stop(self):\n            raise Boom('b')")
+    result = labloop("run", jammed, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        unsafe = [e.message for e in journal.events() if e.kind == "unsafe"]
+    assert unsafe and all("analyte_pump: Boom: b" in message for message in unsafe), unsafe
