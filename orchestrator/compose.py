@@ -213,22 +213,23 @@ def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[Invali
     line. Only for CSV libraries of up to :data:`CHECK_SMILES_ROWS` rows; a bigger one, or a Parquet or .smi
     file, is parsed by its prediction pipeline, which skips them the same way (``labloop surrogate predict``
     lists them)."""
-    if len(library) > CHECK_SMILES_ROWS or not campaign.library.is_csv():
-        return []
-    with BlockLogs():
-        return [InvalidSmiles(row, smiles, why) for row, smiles in enumerate(library)
-                if (why := unreadable(smiles)) is not None]
+    return _rows_where(campaign, library, unreadable)
 
 
 def beyond_prior_rows(campaign: Campaign, library: Sequence[str]) -> list[InvalidSmiles]:
     """The library's ions and radicals (:func:`labloop.surrogate.featurize.beyond_prior`), which are proposed and
     measured like any molecule but predicted far outside the neutral closed-shell prior, with a sigma that does
     not say so: ``validate`` and ``run`` name them by CSV line. The same libraries as :func:`unreadable_smiles`."""
+    return _rows_where(campaign, library, beyond_prior)
+
+
+def _rows_where(campaign: Campaign, library: Sequence[str], why: Callable[[str], str | None]) -> list[InvalidSmiles]:
+    """The rows of a CSV library of up to :data:`CHECK_SMILES_ROWS` for which ``why`` says something, with it."""
     if len(library) > CHECK_SMILES_ROWS or not campaign.library.is_csv():
         return []
     with BlockLogs():
-        return [InvalidSmiles(row, smiles, why) for row, smiles in enumerate(library)
-                if (why := beyond_prior(smiles)) is not None]
+        return [InvalidSmiles(row, smiles, reason) for row, smiles in enumerate(library)
+                if (reason := why(smiles)) is not None]
 
 
 def objective_out_of_reach(campaign: Campaign) -> str | None:

@@ -24,6 +24,7 @@ from rdkit.Chem import rdFingerprintGenerator
 from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import InvalidInput
+from labloop.core.text import plural
 from labloop.surrogate.dataset import shown, unusable
 from labloop.surrogate.descriptors import NAMES as DESCRIPTOR_NAMES
 from labloop.surrogate.descriptors import descriptor_matrix
@@ -187,9 +188,9 @@ def beyond_prior(smiles: object) -> str | None:
     charged = sum(atom.GetFormalCharge() != 0 for atom in mol.GetAtoms())
     unpaired = sum(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms())
     if charged:
-        return f"{charged} charged atom{'s' if charged > 1 else ''}"
+        return f"{charged} {plural(charged, 'charged atom')}"
     if unpaired:
-        return f"{unpaired} unpaired electron{'s' if unpaired > 1 else ''}"
+        return f"{unpaired} {plural(unpaired, 'unpaired electron')}"
     return None
 
 

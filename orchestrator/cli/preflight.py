@@ -103,12 +103,12 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     the wrong unit (an analyte in M as mM), and a protocol that leaves liquid in the cell under its D-computing cv
     (said once here; the run says it again of each experiment it dilutes). Returns how many rows are invalid."""
     invalid = compose.unreadable_smiles(campaign, library)
+    line_of = row_lines(campaign.library.file, campaign.library.smiles_column)
     console.report_invalid(invalid, display_name(campaign.library.file),
-                           "{n} invalid SMILES in {path} will never be proposed",
-                           line_of=row_lines(campaign.library.file, campaign.library.smiles_column))
+                           "{n} invalid SMILES in {path} will never be proposed", line_of=line_of)
     odd = compose.beyond_prior_rows(campaign, library)
     console.report_invalid(odd, display_name(campaign.library.file), console.beyond_prior_said(len(odd)),
-                           line_of=row_lines(campaign.library.file, campaign.library.smiles_column))
+                           line_of=line_of)
     if (why := compose.objective_out_of_reach(campaign)) is not None:
         console.err.print(f"warning: {why}", markup=False, highlight=False, soft_wrap=True)
     for line in campaign.protocol_warnings():

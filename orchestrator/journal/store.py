@@ -39,7 +39,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from labloop.core.errors import IllegalTransition, JournalError, JournalWriteError, NotAwaitingApproval, first_line
+from labloop.core.errors import (
+    IllegalTransition,
+    JournalError,
+    JournalWriteError,
+    NotAwaitingApproval,
+    first_line,
+    shown,
+)
 from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
@@ -429,15 +436,10 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _quoted(value: object) -> str:
-    """A column's value as a message quotes it (a row changed by hand may hold a page of text)."""
-    return repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
-
-
 def _not_number(value: object) -> str | None:
     """Why a column's ``value`` is not a finite number (None when it is)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"holds {_quoted(value)}, not a number"
+        return f"holds {shown(value)}, not a number"
     return None if math.isfinite(value) else f"holds {value}, not a finite number"
 
 
@@ -451,11 +453,11 @@ def _not_spread(value: object) -> str | None:
 
 def _not_integer(value: object) -> str | None:
     whole = isinstance(value, int) and not isinstance(value, bool)
-    return None if whole else f"holds {_quoted(value)}, not a whole number"
+    return None if whole else f"holds {shown(value)}, not a whole number"
 
 
 def _not_text(value: object) -> str | None:
-    return None if isinstance(value, str) else f"holds {_quoted(value)}, not text"
+    return None if isinstance(value, str) else f"holds {shown(value)}, not text"
 
 
 def _not_time(value: object) -> str | None:
@@ -463,7 +465,7 @@ def _not_time(value: object) -> str | None:
     try:
         datetime.fromisoformat(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return f"holds {_quoted(value)}, not a time"
+        return f"holds {shown(value)}, not a time"
     return None
 
 
