@@ -64,8 +64,14 @@ Role = Literal["cathode", "anode"]
 ROLE_TARGET: dict[str, str] = {"cathode": "ie_ev", "anode": "ea_ev"}
 
 
+def rule_of(target: str) -> str:
+    """The thesis rule a potential vs Li/Li+ follows from ``target`` (``ie_ev``, ``ea_ev``), as a person reads it:
+    ``IE - 1.40``; the one wording of it (the screen's summary, a campaign's calibration event)."""
+    return f"{target.removesuffix('_ev').upper()} - {REFERENCE_ABSOLUTE_V['li']:.2f}"
+
+
 #: the rule each role's potential follows (V vs Li+/Li), as a person reads it
-ROLE_RULE: dict[str, str] = {"cathode": "E_ox = IE - 1.40", "anode": "E_red = EA - 1.40"}
+ROLE_RULE: dict[str, str] = {"cathode": f"E_ox = {rule_of('ie_ev')}", "anode": f"E_red = {rule_of('ea_ev')}"}
 
 
 def gas_phase_note(role: str) -> str:

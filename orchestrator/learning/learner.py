@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Self
 
-from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.retraining import Prepare, Retrainer
 from labloop.planners import ModelView, Observation, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
+from labloop.surrogate.screening import rule_of
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Learning:
             summary = {**view.calibration.summary(), "model_version": view.version, "head": head,
                        "head_loo_log_likelihood": scores, "recent_prediction_mae_v": recent,
                        "recent_n": len(measured)}
-            prior = f"prior output {models.prior_rule(self.campaign.objective.quantity)}"
+            prior = f"prior output {rule_of(TARGET_OF[self.campaign.objective.quantity])}"
             message = (f"calibration on {view.calibration.n} measurements (model version {view.version}, "
                        + ("its measured-potential output" if head == "measured" else prior)
                        + f"; learner {summary['learner']}, leave-one-out RMSE {summary['loo_rmse_v']:.3f} V)"

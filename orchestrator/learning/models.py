@@ -129,12 +129,6 @@ def prior_key(campaign: Campaign) -> str:
     return digest.hexdigest()[:16]
 
 
-def prior_rule(quantity: str) -> str:
-    """The gas-phase rule a prior model's output follows for ``quantity``, as a person reads it: ``IE - 1.40``
-    for an oxidation potential, ``EA - 1.40`` for a reduction potential (V vs Li/Li+)."""
-    return f"{TARGET_OF[quantity].removesuffix('_ev').upper()} - {REFERENCE_ABSOLUTE_V['li']:.2f}"
-
-
 def metrics_of(ensemble: Ensemble, **extra: Any) -> dict[str, Any]:
     """What the journal keeps of a model: its training metrics plus the campaign's own numbers."""
     return {**ensemble.info.get("metrics", {}), **extra}
