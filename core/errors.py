@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 Loc = tuple[str | int, ...]
 
@@ -242,7 +242,12 @@ class ReplayMismatch(InstrumentError):
 
 class RigNotReady(InstrumentError):
     """What the cell or a syringe holds by labloop's count (liquid left by an earlier experiment, a syringe
-    run low) would stop the next experiment part way: a person must empty or fill it before it starts."""
+    run low) would stop the next experiment part way: a person must empty or fill it before it starts.
+    ``needs``: which, ``"cell"`` (empty it) or ``"syringe"`` (fill it), so the advice names the one that helps."""
+
+    def __init__(self, where: str, what: str, *, needs: Literal["cell", "syringe"]) -> None:
+        super().__init__(where, what)
+        self.needs = needs
 
 
 class BlankFailed(InstrumentError):

@@ -556,14 +556,15 @@ class ProtocolExecutor:
             which = "; ".join(f"{how} experiment {', '.join(str(e) for e, h in self.left_liquid.items() if h == how)}"
                               for how in dict.fromkeys(self.left_liquid.values()))
             raise RigNotReady("cell", f"it holds {self.contents.cell_ml:g} mL by labloop's count, with what {which} "
-                                      "pumped before it stopped; the next experiment would measure on top of that")
+                                      "pumped before it stopped; the next experiment would measure on top of that",
+                              needs="cell")
         self.left_liquid = {}
         problem = repeat_problem(steps, copy.deepcopy(self.contents), 1)
         if problem is None:
             return
-        index, _field, exc = problem
-        raise RigNotReady(self._where(index, steps[index]), f"{exc.what} (by labloop's count, before the experiment "
-                                                            "starts)")
+        raise RigNotReady(self._where(problem.index, steps[problem.index]),
+                          f"{problem.refusal.what} (by labloop's count, before the experiment starts)",
+                          needs=problem.full)
 
     def _with_conditions(self, conditions: Mapping[str, Any]) -> tuple[Step, ...]:
         """The steps with every parameter named like a condition set to the condition's value."""

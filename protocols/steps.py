@@ -61,7 +61,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache, partial
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
@@ -752,7 +752,7 @@ def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: M
                 found.append((index, field, SafetyLimitExceeded("", exc.what + says)))
     if not found:  # each volume fits its syringe and its rate the cap: what repetition leaves in cell and syringes
         repeated = repeat_problem(steps, Contents(limits, pump_limits or {}), experiments)
-        found.extend([] if repeated is None else [repeated])
+        found.extend([] if repeated is None else [repeated[:3]])
     return found
 
 
@@ -844,11 +844,21 @@ def _rounded(volume_ml: float) -> float:
     return round(volume_ml, 9)
 
 
-def repeat_problem(steps: Sequence[Step], contents: Contents, experiments: int
-                   ) -> tuple[int, str, SafetyLimitExceeded] | None:
+class RepeatProblem(NamedTuple):
+    """What :func:`repeat_problem` found: the step's ``index``, the ``field`` to change, the ``refusal``, and
+    what is ``full`` — ``"cell"`` (it would overflow: a person empties it) or ``"syringe"`` (it would run dry: a
+    person fills it), so a stop names the one thing to do."""
+
+    index: int
+    field: str
+    refusal: SafetyLimitExceeded
+    full: Literal["cell", "syringe"]
+
+
+def repeat_problem(steps: Sequence[Step], contents: Contents, experiments: int) -> RepeatProblem | None:
     """The first pumping step that would overfill the cell or take more than its syringe holds when
     ``steps`` run ``experiments`` times in a row from ``contents`` (each run a success: a failed one can
-    only leave more in the cell, which the executor counts as it happens), as (index, field, refusal).
+    only leave more in the cell, which the executor counts as it happens), as a :class:`RepeatProblem`.
 
     The rule ``validate`` applies: the budget's experiments, one after the other, with each step's refill as
     written, must never overfill the cell (a protocol that never empties it fills it a little more each
@@ -874,19 +884,21 @@ def repeat_problem(steps: Sequence[Step], contents: Contents, experiments: int
                 when = "" if experiment == 1 else (f"in experiment {experiment} of {experiments} "
                                                    "(budget.max_experiments), ")
                 if what == "syringe" and not refills(step):
-                    return index, "refill", SafetyLimitExceeded("", f"{when}{exc}, and it is never refilled "
-                                                                    f"(refill: true refills it after the {step.name})")
+                    return RepeatProblem(index, "refill", SafetyLimitExceeded(
+                        "", f"{when}{exc}, and it is never refilled (refill: true refills it after the {step.name})"),
+                        "syringe")
                 # a step that refills runs dry: another step on its pump takes from the syringe without refilling
                 drain = next((i for i, other in enumerate(steps)
                               if pumps(other) and other.pump == pump and not refills(other)),  # type: ignore[attr-defined]
                              None) if what == "syringe" else None
                 if drain is not None:
                     other = steps[drain]
-                    return drain, "refill", SafetyLimitExceeded("", (
+                    return RepeatProblem(drain, "refill", SafetyLimitExceeded("", (
                         f"{when}{exc} at protocol[{index}].{step.name}: this {other.name} takes "
                         f"{other.volume_ml:g} mL from {pump} each experiment and never refills it "  # type: ignore[attr-defined]
-                        f"(refill: true refills it after the {other.name})"))
-                return index, "volume_ml", SafetyLimitExceeded("", f"{when}{exc}")
+                        f"(refill: true refills it after the {other.name})")), "syringe")
+                return RepeatProblem(index, "volume_ml", SafetyLimitExceeded("", f"{when}{exc}"),
+                                     "cell" if what == "cell" else "syringe")
             contents.pumped(pump, volume_ml)
             if refills(step):
                 contents.refilled(pump, volume_ml)

@@ -88,6 +88,13 @@ CRASHED = ": the run ended without a word (killed?); when this action ended is u
 #: the dashboard and the report show it, since the rig may still be pumping (orchestrator/loop/runner.py)
 UNSAFE = "unsafe"
 
+
+def left_unsafe(kind: str, data: Any) -> bool:
+    """Whether an event says the rig was left unsafe: an :data:`UNSAFE` event, or a stop whose data names the
+    instruments that could not be made safe (``unsafe``: a Ctrl-C's ``interrupted``, the ``stopped`` of a failure
+    whose make-safe failed), which the log, the dashboard and the report show and which alerts as a failure."""
+    return kind == UNSAFE or (isinstance(data, dict) and bool(data.get("unsafe")))
+
 SCHEMA = """
 CREATE TABLE campaign (
     id INTEGER PRIMARY KEY CHECK (id = 1),

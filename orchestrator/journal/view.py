@@ -23,7 +23,7 @@ from rich.text import Text
 from labloop.core.text import printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.lock import being_run
-from labloop.orchestrator.journal.store import UNSAFE, Journal, State
+from labloop.orchestrator.journal.store import Journal, State, left_unsafe
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
         _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]]),
         _best_table(snap["best"]),
         # a rig left unsafe stays in view however many events came after it (the rig may still be pumping)
-        _events_table([e for e in snap["events"][:-events] if e["kind"] == UNSAFE] + snap["events"][-events:]),
+        _events_table([e for e in snap["events"][:-events] if left_unsafe(e["kind"], e["data"])]
+                      + snap["events"][-events:]),
     )
 
 

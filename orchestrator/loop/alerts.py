@@ -29,7 +29,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from labloop.orchestrator.config.alert_urls import expand, silence_apprise
-from labloop.orchestrator.journal.store import UNSAFE, Event, Journal
+from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, left_unsafe
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Alerter:
                     if event.id > self._seen:
                         self._seen = event.id
                         if _alerts(event):
-                            self._send(event.kind, event.message, event.id, _notify_type(event))
+                            self._send(event)
             except Exception:  # a journal closed under us, a disk error: alerts must never take the run down
                 log.exception("alerts: watching the journal failed; no further alerts this run")
                 return
@@ -118,12 +118,12 @@ class Alerter:
                     self.journal.add_event("operator_waiting", f"experiment {experiment.id}: {action.instrument} "
                                            f"waits for a person ({action.command})", experiment_id=experiment.id)
 
-    def _send(self, kind: str, message: str, event_id: int, notify_type: str) -> None:
-        """One alert to every destination, each retried on its own (a delivered one is never sent twice);
-        ``notify_type`` is apprise's type (:func:`_notify_type`)."""
+    def _send(self, event: Event) -> None:
+        """``event``'s alert to every destination, each retried on its own (a delivered one is never sent twice),
+        titled by :func:`_what` and typed by :func:`_notify_type`."""
         import apprise
 
-        title = f"labloop {self.campaign}: {kind.replace('_', ' ')}"
+        title, notify_type = f"labloop {self.campaign}: {_what(event)}", _notify_type(event)
         failed: dict[str, str] = {}
         for index, url in enumerate(self.urls):
             service = f"#{index + 1}"
@@ -137,14 +137,14 @@ class Alerter:
                         break
                     service = f"#{index + 1} ({plugin.service_name})"
                     _set_timeouts(plugin)
-                    delivered = bool(plugin.notify(body=message, title=title, notify_type=notify_type))
+                    delivered = bool(plugin.notify(body=event.message, title=title, notify_type=notify_type))
                 except Exception as exc:  # apprise plugins may raise on odd network failures
                     log.debug("alerts: destination %s raised %s", service, type(exc).__name__)
                 if delivered:
                     break
             if not delivered:
                 failed[service] = f"not delivered after {self.attempts} attempts"
-        summary = {"alert_for": event_id, "kind": kind, "destinations": len(self.urls),
+        summary = {"alert_for": event.id, "kind": event.kind, "destinations": len(self.urls),
                    "delivered": len(self.urls) - len(failed), "failed": failed}
         if failed:
             text = f"alert '{title}' failed for {', '.join(failed)} after {self.attempts} attempts each"
@@ -169,10 +169,16 @@ def _notify_type(event: Event) -> str:
     person is waited for, a success when the campaign finished."""
     from apprise import NotifyType
 
-    unsafe = isinstance(event.data, dict) and event.data.get("unsafe")
-    if event.kind in FAILURE_KINDS or unsafe:
+    if event.kind in FAILURE_KINDS or left_unsafe(event.kind, event.data):
         return NotifyType.FAILURE.value
     return {"finished": NotifyType.SUCCESS, "interrupted": NotifyType.WARNING}.get(event.kind, NotifyType.INFO).value
+
+
+def _what(event: Event) -> str:
+    """The end of the alert's title: the event's kind, and that the rig was left unsafe when a stop says so (an
+    operator reading only titles must see it)."""
+    what = event.kind.replace("_", " ")
+    return what if event.kind == UNSAFE or not left_unsafe(event.kind, event.data) else f"{what}, rig unsafe"
 
 
 def _set_timeouts(plugin: Any) -> None:

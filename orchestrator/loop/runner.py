@@ -204,9 +204,10 @@ def stop_reason(campaign: Campaign, experiments: Sequence[ExperimentRow], starte
 
 def person_advice(cause: RigNotReady | BlankFailed, store: Path) -> str:
     """What a person does before ``labloop resume`` when the rig needs them (:class:`NeedsPerson`)."""
+    if isinstance(cause, RigNotReady) and cause.needs == "cell":
+        return f"empty the cell, then `labloop resume {store} --cell-emptied`"
     if isinstance(cause, RigNotReady):
-        return (f"empty the cell or fill the syringe, then `labloop resume {store} --cell-emptied` or "
-                "`--syringes-filled`")
+        return f"fill the syringe, then `labloop resume {store} --syringes-filled`"
     if isinstance(cause, BlankNeedsPurge):  # resume runs the journal's protocol, which has no purge
         return f"add the purge step to the campaign's protocol and {WITH_A_NEW_STORE}"
     return f"clean the cell and the electrode (for O2: check the gas), then `labloop resume {store} --cell-emptied`"
@@ -255,6 +256,15 @@ class NeedsPerson(Exception):
     def __init__(self, cause: RigNotReady | BlankFailed, *, moved: bool) -> None:
         super().__init__(str(cause))
         self.cause, self.moved = cause, moved
+
+
+class RigUnsafe(Exception):
+    """The rig could not be made safe after experiment ``experiment_id`` failed (``unsafe``: one ``"name: why"``
+    per instrument, :meth:`Rig.safe_state`): the run stops before the next sample."""
+
+    def __init__(self, experiment_id: int, unsafe: list[str]) -> None:
+        super().__init__(f"NOT made safe after experiment {experiment_id} failed: {'; '.join(unsafe)}")
+        self.experiment_id, self.unsafe = experiment_id, unsafe
 
 
 class Runner:
@@ -320,6 +330,8 @@ class Runner:
                 return self._stop_no_operator(exc)
             except NeedsPerson as exc:
                 return self._stop_for_a_person(exc)
+            except RigUnsafe as exc:
+                return self._stop_unsafe(exc)
 
     def _loop(self, show: Callable[[str], None]) -> int:
         in_a_row = dict.fromkeys(FAULT_LIMITS, 0)  # failed experiments of each kind in a row
@@ -438,6 +450,23 @@ class Runner:
                                                                    "cell_ml": self.executor.contents.cell_ml})
         self._make_safe("the run stopped")
         return EXIT_FAULTS if exc.moved else EXIT_REFUSED
+
+    def _stop_unsafe(self, exc: RigUnsafe) -> int:
+        """A failure's make-safe failed (:class:`RigUnsafe`): the run stops (exit 1) with one ``stopped`` event
+        naming each instrument (``unsafe`` in its data: it alerts as the rig left unsafe, and the log, the dashboard
+        and the report keep it in view) and the advice, since the next sample would go into a cell a pump may
+        still be filling. The failed experiment is not rinsed (the rinse pumps too), so the cell holds what it
+        pumped and ``resume`` needs ``--cell-emptied``."""
+        held = self.executor.contents.cell_ml
+        empty = f"empty the cell (it holds {held:g} mL by labloop's count), then " if held > 0 else ""
+        advice = (f"check {' and '.join(u.split(':', 1)[0] for u in exc.unsafe)} at the instrument (a pump may still "
+                  f"be pumping, a cell still be on), {empty}`labloop resume {self.journal.path}"
+                  f"{' --cell-emptied' if held > 0 else ''}`")
+        with self.interrupts.deferred():
+            self.journal.add_event("stopped", f"{exc}; campaign stopped before the next sample",
+                                   data={"experiments": [exc.experiment_id], "unsafe": exc.unsafe, "advice": advice,
+                                         "cell_ml": held})
+        return EXIT_FAULTS
 
     def _stop_cluster_lost(self, exc: ClusterLostError) -> int:
         """The Dask cluster went away: journalled, and the run stops (exit 1). Nothing is half-written: the
@@ -629,15 +658,18 @@ class Runner:
         """Journal the experiment failed (its open actions ending with ``cause``). With ``safe_state`` (the rig or
         a driver failed part way) the rig is made safe, and what the experiment pumped into the cell is rinsed
         out by the protocol's rinse before the failure is journalled (an action needs its experiment running;
-        :meth:`ProtocolExecutor.empty_after_failure`): the next molecule was measured in it."""
+        :meth:`ProtocolExecutor.empty_after_failure`): the next molecule was measured in it. A rig that could not
+        be made safe is neither rinsed nor given the next sample: :class:`RigUnsafe` stops the run once the
+        failure is journalled, since a pump that did not stop may still be pumping."""
         with self.interrupts.deferred():
             for action in self._open_actions.values():
                 self.journal.finish_action(action, cause)
             self._open_actions = {}
-        rinse = safe_state and self._pumped and self.executor.contents.cell_ml > 0
+        unsafe: list[str] = []
         try:
-            if rinse:
-                self._make_safe(f"experiment {experiment_id} failed")
+            if safe_state:
+                unsafe = self.rig.safe_state()  # never raises; reports what it could not do
+            if not unsafe and safe_state and self._pumped and self.executor.contents.cell_ml > 0:
                 self.executor.empty_after_failure(experiment_id, lambda *args: self._on_action(experiment_id, *args))
         finally:  # a Ctrl-C while the operator is asked to rinse must not turn the failure into an interruption
             with self.interrupts.deferred():
@@ -645,8 +677,8 @@ class Runner:
                     self.journal.finish_action(action, "interrupted")
                 self._open_actions = {}
                 self.journal.fail_experiment(experiment_id, cause)
-        if safe_state and not rinse:
-            self._make_safe(f"experiment {experiment_id} failed")
+        if unsafe:
+            raise RigUnsafe(experiment_id, unsafe)
 
     # -- learning, checking, waiting ------------------------------------------------------------------
 

@@ -224,34 +224,46 @@ class _UnstoppablePotentiostat:
         self.inner.close()  # type: ignore[attr-defined]
 
 
-def test_a_rig_not_made_safe_after_a_failure_is_journalled_shown_and_alerted(tmp_path, labloop, write_campaign,
-                                                                             receiver):
-    """A failure whose make-safe failed said "NOT made safe" on the console only: not in the journal, the log,
-    the report or the alert, so an operator away from the terminal never learnt the rig may still be pumping."""
+def test_a_rig_not_made_safe_after_a_failure_stops_the_run_and_is_journalled_shown_and_alerted(
+        tmp_path, labloop, write_campaign, receiver):
+    """A failure whose make-safe failed said "NOT made safe" on the console only (then journalled, alerted and
+    shown), and the run went on: the next sample was loaded and dispensed into a cell a pump might still be
+    filling. Now the run stops there (exit 1) with one ``stopped`` event naming the instrument and the advice, one
+    alert titled as the rig left unsafe, kept in view by the log and heading the report; the failed experiment's
+    liquid is not rinsed (the rinse pumps too), so the advice asks for the cell to be emptied."""
     from labloop.orchestrator.compose import build_executor, build_rig
     from labloop.orchestrator.config.campaign import load_campaign
-    from labloop.orchestrator.journal.store import UNSAFE
     from labloop.orchestrator.loop.alerts import Alerter
     from labloop.orchestrator.loop.interrupts import Interrupts
-    from labloop.orchestrator.loop.runner import Runner
+    from labloop.orchestrator.loop.runner import EXIT_FAULTS, Runner
     from labloop.surrogate.dataset import read_table
 
-    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 2}))
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 3}))
     library = read_table(campaign.library.file).smiles
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
         rig.instruments["potentiostat"] = _UnstoppablePotentiostat(rig.instruments["potentiostat"])
         with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name):
-            Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
+            code = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
         rig.instruments.pop("potentiostat")  # closing the rig would make it safe again: not what is tested
-        [unsafe] = [e for e in journal.events() if e.kind == UNSAFE]
+        [stopped] = [e for e in journal.events() if e.kind == "stopped"]
         [failed] = journal.experiments(states=("failed",))
-    assert f"NOT made safe after experiment {failed.id} failed" in unsafe.message
-    assert "potentiostat: OSError: port closed: cell not switched off" in unsafe.message
+        later = [e for e in journal.experiments() if e.id > failed.id]
+        assert all(journal.actions(e.id) == [] for e in later)  # no sample loaded after the failure
+        assert "rinse" not in [a.command for a in journal.actions(failed.id)]
+    assert code == EXIT_FAULTS
+    assert stopped.message.startswith(f"NOT made safe after experiment {failed.id} failed: potentiostat: OSError: "
+                                      "port closed: cell not switched off")
+    assert stopped.data["unsafe"] == ["potentiostat: OSError: port closed: cell not switched off"]
+    assert stopped.data["advice"] == (f"check potentiostat at the instrument (a pump may still be pumping, a cell "
+                                      f"still be on), empty the cell (it holds 5 mL by labloop's count), then "
+                                      f"`labloop resume {campaign.store} --cell-emptied`")
     bodies = [(m["type"], m["title"], m["message"]) for _, m in receiver.messages]
-    assert [b for b in bodies if "unsafe" in b[1]] == [("failure", f"labloop {campaign.name}: unsafe", unsafe.message)]
+    assert [b for b in bodies if "unsafe" in b[1]] == [("failure", f"labloop {campaign.name}: stopped, rig unsafe",
+                                                        stopped.message)]
+    assert len(bodies) == 1  # one stop, one alert
     shown = labloop("log", campaign.store).stdout  # however many events came after it
-    assert "unsafe" in shown and "NOT made safe" in " ".join(shown.split())
+    assert "NOT made safe" in " ".join(shown.split())
     assert labloop("report", campaign.store, "--output", tmp_path / "report").returncode == 0
     assert "rig NOT made safe" in (tmp_path / "report" / "index.html").read_text()
 

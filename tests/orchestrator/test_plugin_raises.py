@@ -119,11 +119,12 @@ def test_a_plugin_exiting_in_its_health_check_refuses_the_run_in_one_line(odd_ca
 def test_a_plugin_exiting_in_its_stop_is_said_as_not_made_safe_with_its_exception(odd_campaign, tmp_path, labloop):
     """A stop() raising SystemExit or a BaseException ended the make-safe's thread in silence (a traceback on the
     console for the second) and was reported as "no answer within 10 s": the rig is said not made safe, with
-    the exception, in the journal's unsafe event."""
+    the exception, in the stop of the run (a rig not made safe gets no next sample)."""
     jammed = odd_campaign("raise RuntimeError('jammed')", "def stop(self):\n            raise Boom('b')")
     result = labloop("run", jammed, "--dry-run")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
-        unsafe = [e.message for e in journal.events() if e.kind == "unsafe"]
-    assert unsafe and all("analyte_pump: Boom: b" in message for message in unsafe), unsafe
+        [stopped] = [e for e in journal.events() if e.kind == "stopped"]
+    assert "analyte_pump: Boom: b" in stopped.message and stopped.data["unsafe"], stopped
+    assert result.stderr.strip().splitlines()[-1].startswith("stopped: NOT made safe after experiment 1 failed: ")

@@ -24,7 +24,7 @@ from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.loop.interrupts import Interrupts
 from labloop.orchestrator.loop.rig import Rig
-from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner, person_advice
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import Contents, Problems, parse_steps, repeat_problem
 from labloop.sim.lab import SimulatedLab
@@ -185,7 +185,7 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
         assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what failed "
                                f"experiment {first[0].id} pumped before it stopped; the next experiment would measure "
                                "on top of that") and "Traceback" not in resumed.stderr
-        assert line.endswith(f"then `labloop resume {campaign.store} --cell-emptied` or `--syringes-filled`")
+        assert line.endswith(f"; empty the cell, then `labloop resume {campaign.store} --cell-emptied`")
     assert _journal_rows(campaign.store) == before  # a refused resume writes nothing (it journalled a new attempt)
     with Journal.open(campaign.store, readonly=True) as journal:
         assert [e.id for e in journal.experiments(states=(State.FAILED,))] == [first[0].id]
@@ -226,7 +226,7 @@ def test_a_resume_onto_what_an_interrupted_experiment_pumped_is_refused(tmp_path
     assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what interrupted "
                            f"experiment {interrupted.id} pumped before it stopped; the next experiment would measure "
                            "on top of that")
-    assert line.endswith(f"then `labloop resume {campaign.store} --cell-emptied` or `--syringes-filled`")
+    assert line.endswith(f"; empty the cell, then `labloop resume {campaign.store} --cell-emptied`")
     emptied = labloop("resume", campaign.store, "--cell-emptied")
     assert emptied.returncode == 0, emptied.stderr
     with Journal.open(campaign.store, readonly=True) as journal:
@@ -313,11 +313,12 @@ def test_a_refill_restores_the_syringe_and_a_huge_budget_is_judged_exactly() -> 
     assert repeat_problem(refilled, Contents(limits), 1_000_000) is None
     drop = {"dispense": {"pump": "analyte_pump", "volume_ml": 0.001, "rate_ml_min": 0.5, "fluid": "sample"}}
     never_emptied = parse_steps(["load_sample", {"dispense": {**drop["dispense"], "refill": True}}, CV])
-    index, field, refusal = repeat_problem(never_emptied, Contents(limits), 1_000_000)
-    assert (index, field) == (1, "volume_ml") and refusal.what.startswith("in experiment 500001 of 1000000")
+    index, field, refusal, full = repeat_problem(never_emptied, Contents(limits), 1_000_000)
+    assert (index, field, full) == (1, "volume_ml", "cell")
+    assert refusal.what.startswith("in experiment 500001 of 1000000")
     never_refilled = parse_steps(["load_sample", drop, CV, "rinse"])
-    index, field, refusal = repeat_problem(never_refilled, Contents(limits), 1_000_000)
-    assert (index, field) == (1, "refill")
+    index, field, refusal, full = repeat_problem(never_refilled, Contents(limits), 1_000_000)
+    assert (index, field, full) == (1, "refill", "syringe")
     assert refusal.what.startswith("in experiment 10001 of 1000000 (budget.max_experiments), analyte_pump: dispense "
                                    "of 0.001 mL exceeds the 0 mL left in the 10 mL syringe")
     one_by_one, experiment = Contents(limits), 1  # the same, experiment by experiment
@@ -346,6 +347,10 @@ def test_replay_skips_commands_refused_before_sending_and_counts_syringes_filled
     assert executor.contents.state() == (4.5, {"electrolyte_pump": 5.5})  # the one dispense that was sent
     executor.replay([("dispense", dispense, None)])  # interrupted: may have delivered all of it
     assert executor.contents.state() == (9.0, {"electrolyte_pump": 1.0})
+    # what stops the next experiment is the syringe run low, not the cell (100 mL)
+    low = executor.refusal([("dispense", dispense, "ok"), ("dispense", dispense, None)], {}, {})
+    assert low is not None and low.needs == "syringe"  # the advice said "empty the cell or fill the syringe"
+    assert person_advice(low, Path("x.db")) == "fill the syringe, then `labloop resume x.db --syringes-filled`"
     executor.replay([("rinse", {}, "ok"), ("fill_syringes", {}, "ok")])
     assert executor.contents.state() == (0.0, {})  # every syringe full again
 
@@ -414,8 +419,8 @@ def test_validate_asks_an_add_standard_or_a_clean_to_refill_a_syringe_the_budget
                    "--dry-run").returncode == 0
     limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=20.0)
     flushed = [*RINSED[:4], {"clean": {"pump": "flush_pump", "volume_ml": 4.0}}]  # 10 mL: 2 cleans and a half
-    index, field, refusal = repeat_problem(parse_steps(flushed), Contents(limits), 3)
-    assert (index, field) == (4, "refill") and "in experiment 3 of 3" in refusal.what
+    index, field, refusal, full = repeat_problem(parse_steps(flushed), Contents(limits), 3)
+    assert (index, field, full) == (4, "refill", "syringe") and "in experiment 3 of 3" in refusal.what
     refilled = [*flushed[:4], {"clean": {"pump": "flush_pump", "volume_ml": 4.0, "refill": True}}]
     assert repeat_problem(parse_steps(refilled), Contents(limits), 1000) is None
 
@@ -513,8 +518,8 @@ def test_a_syringe_drained_by_another_step_names_the_step_without_refill() -> No
     dispense's volume_ml, whose refill was already set. The field to change is the clean's refill."""
     limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=20.0)
     steps = parse_steps([ELECTROLYTE, *RINSED[:2], CV, {"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0}}])
-    index, field, refusal = repeat_problem(steps, Contents(limits), 30)
-    assert (index, field) == (4, "refill")
+    index, field, refusal, full = repeat_problem(steps, Contents(limits), 30)
+    assert (index, field, full) == (4, "refill", "syringe")
     assert refusal.what == ("in experiment 7 of 30 (budget.max_experiments), electrolyte_pump: dispense of 4.5 mL "
                             "exceeds the 4 mL left in the 10 mL syringe at protocol[0].dispense: this clean takes 1 mL "
                             "from electrolyte_pump each experiment and never refills it (refill: true refills it after "
