@@ -719,7 +719,7 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
 #: discharge plateau of Li-O2 cells, about 2.7 V), later on a slow electrode or at a fast scan; the band leaves
 #: room for that and for a reference electrode some tens of mV off its nominal offset. Free superoxide (a
 #: tetraalkylammonium salt, no Li+) reduces about 0.5 V lower (E0' -0.60 V vs NHE in DMF, Sawyer): such an
-#: electrolyte needs its own band (``oxygen_onset_vs_li_v``).
+#: electrolyte needs its own band (``oxygen_onset_vs_li_v``; a campaign's ``cell.oxygen_onset_v``).
 OXYGEN_ONSET_VS_LI_V = (2.2, 2.8)
 
 

@@ -46,6 +46,7 @@ from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import CV, parse_steps, pumps_holding_sample, pumps_holding_standard
+from labloop.sim.emulation import oxygen_e0_vs_li_v
 from labloop.sim.faults import FaultPlan
 from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
@@ -126,12 +127,12 @@ def _has_truth(world: World, smiles: str) -> bool:
 
 
 def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
-    """The executor of ``campaign``'s protocol on ``rig``, with its safety limits, reference electrode,
-    objective quantity and budget (how often the protocol runs)."""
+    """The executor of ``campaign``'s protocol on ``rig``, with its safety limits, reference electrode, where O2
+    reduces in its electrolyte, objective quantity and budget (how often the protocol runs)."""
     return ProtocolExecutor(campaign.protocol.steps, rig, campaign.safety.limits(), campaign.cell.reference_offset_v,
                             quantity=campaign.objective.quantity, locate=campaign.step_locator(),
                             pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments,
-                            hits_v=campaign.objective.hits_v)
+                            hits_v=campaign.objective.hits_v, oxygen_onset_v=campaign.cell.oxygen_onset_v)
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
@@ -348,7 +349,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             # and simulated as the default 3 mm one read D five times too large in every dry run
             area = next((step.electrode_area_cm2 for step in steps if isinstance(step, CV)), None)
             lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
-                               ru_ohm=spec.ru_ohm, faults=faults, electrode_area_cm2=area)
+                               ru_ohm=spec.ru_ohm, faults=faults, electrode_area_cm2=area,
+                               oxygen_vs_li_v=oxygen_e0_vs_li_v(campaign.cell.oxygen_onset_v))
             holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
                      **dict.fromkeys(pumps_holding_standard(steps), "standard")}
         instruments: dict[str, object] = {}

@@ -74,6 +74,7 @@ from labloop.instruments.contracts import (
 )
 from labloop.instruments.cv_analysis import (
     FERROCENE_VS_LI_V,
+    OXYGEN_ONSET_VS_LI_V,
     BlankResult,
     CVFlag,
     CVResult,
@@ -253,7 +254,9 @@ class ProtocolExecutor:
     the cell or run a syringe dry (:func:`labloop.protocols.steps.repeat_problem`). ``hits_v`` is where the
     objective's hits lie (V vs Li/Li+): once the rig is open, a window around the candidate that the potentiostat's
     range cannot hold around any of them is refused (:func:`labloop.protocols.steps.half_width_problem`; the
-    campaign judges it against its safety limits).
+    campaign judges it against its safety limits). ``oxygen_onset_v`` is where dissolved O2's reduction wave sets in
+    (V vs Li/Li+, the campaign's ``cell.oxygen_onset_v``), which a blank's wave is judged by: the default band is a
+    lithium-salt electrolyte's, and O2 reduces about half a volt lower without Li+ (a tetraalkylammonium salt).
     """
 
     def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
@@ -261,7 +264,8 @@ class ProtocolExecutor:
                  kinds: Mapping[str, str] | None = None, locate: Callable[[int], str] | None = None,
                  pump_limits: Mapping[str, SafetyLimits] | None = None, experiments: int = 1,
                  rates: Mapping[str, tuple[float, float]] | None = None,
-                 hits_v: tuple[float, float] | None = None) -> None:
+                 hits_v: tuple[float, float] | None = None,
+                 oxygen_onset_v: tuple[float, float] = OXYGEN_ONSET_VS_LI_V) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
@@ -278,6 +282,7 @@ class ProtocolExecutor:
         self.left_liquid: dict[int, str] = {}
         self._rates = dict(rates or {})
         self.hits_v = hits_v
+        self.oxygen_onset_v = oxygen_onset_v
         #: the pump a step is moving (its dispense or refill), so a failure there names that pump, not the
         #: instrument the step is journalled under (add_standard's is the potentiostat)
         self._pumping: str | None = None
@@ -861,7 +866,8 @@ class ProtocolExecutor:
         cleaned = False
         for attempt in (1, 2):
             voltammogram = potentiostat.run_cv(step.params())
-            result = analyze_blank(voltammogram, step.max_current_a, reference_offset_v=self.reference_offset_v)
+            result = analyze_blank(voltammogram, step.max_current_a, reference_offset_v=self.reference_offset_v,
+                                   oxygen_onset_vs_li_v=self.oxygen_onset_v)
             lab.blanks.append((voltammogram, result))
             log.info("%s: blank %d: max %.3g A, flags %s", where, attempt, result.max_current_a,
                      sorted(result.flags) or "none")

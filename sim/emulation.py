@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
+from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V
 from labloop.instruments.voltammogram import CVParams
 from labloop.sim.cell import STANDARD_ID, Cell, Fluid
 from labloop.sim.cv_physics import CellParams, simulate_cell
@@ -50,6 +50,13 @@ DEFAULT_FERROCENE = CellParams(e0_v=round(FERROCENE_VS_LI_V - STANDALONE_REFEREN
                                diffusion_cm2_s=1.5e-5, conc_mm=0.0)
 DEFAULT_OXYGEN = CellParams(e0_v=round(OXYGEN_VS_LI_V - STANDALONE_REFERENCE_VS_LI_V, 6), k0_cm_s=1e-4, alpha=0.5,
                             diffusion_cm2_s=2e-5, conc_mm=0.0, species="oxidized")
+
+
+def oxygen_e0_vs_li_v(onset_v: tuple[float, float]) -> float:
+    """Where a dry run's O2 reduces (V vs Li/Li+) in an electrolyte whose O2 wave sets in within ``onset_v`` (a
+    campaign's ``cell.oxygen_onset_v``): :data:`OXYGEN_VS_LI_V` moved with the band's centre, so that a campaign
+    written for a salt without Li+ (O2 half a volt lower) simulates its O2 where its blanks look for it."""
+    return OXYGEN_VS_LI_V + (sum(onset_v) - sum(OXYGEN_ONSET_VS_LI_V)) / 2
 
 
 def _no_drift() -> float:
@@ -98,12 +105,12 @@ class EmulatorContext:
                    standard=replace(DEFAULT_FERROCENE, area_cm2=couple.area_cm2),
                    oxygen=replace(DEFAULT_OXYGEN, area_cm2=couple.area_cm2))
 
-    def on_reference(self, reference_vs_li_v: float) -> EmulatorContext:
-        """The same context with ferrocene and O2 placed on the scale of a reference electrode sitting at
-        ``reference_vs_li_v`` V vs Li/Li+ (what a simulated campaign's ``reference_offset_v`` says), so a
-        dry run's standard and oxygen waves appear where that campaign's analysis looks for them."""
+    def on_reference(self, reference_vs_li_v: float, oxygen_vs_li_v: float = OXYGEN_VS_LI_V) -> EmulatorContext:
+        """The same context with ferrocene and O2 (reducing at ``oxygen_vs_li_v``) placed on the scale of a reference
+        electrode sitting at ``reference_vs_li_v`` V vs Li/Li+ (what a simulated campaign's ``reference_offset_v``
+        says), so a dry run's standard and oxygen waves appear where that campaign's analysis looks for them."""
         return replace(self, standard=replace(self.standard, e0_v=FERROCENE_VS_LI_V - reference_vs_li_v),
-                       oxygen=replace(self.oxygen, e0_v=OXYGEN_VS_LI_V - reference_vs_li_v))
+                       oxygen=replace(self.oxygen, e0_v=oxygen_vs_li_v - reference_vs_li_v))
 
     def contents(self) -> list[CellParams]:
         """One CellParams per sample present in the cell (at its concentration there), or the blank, then

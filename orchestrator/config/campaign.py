@@ -54,7 +54,7 @@ from labloop.core.errors import (
     shown,
 )
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
-from labloop.instruments.cv_analysis import Quantity
+from labloop.instruments.cv_analysis import OXYGEN_ONSET_VS_LI_V, Quantity
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
@@ -98,6 +98,10 @@ POTENTIAL_RANGE_V = (-3.0, 10.0)
 #: where a reference electrode may sit (V vs Li/Li+), the cell's and the simulated world's: every common
 #: one lies between Li/Li+ itself (0) and about 3.5 V vs Li/Li+
 REFERENCE_OFFSET_RANGE_V = (-1.0, 6.0)
+#: where dissolved O2's reduction wave may set in (V vs Li/Li+): between free superoxide's on a slow electrode in a
+#: tetraalkylammonium salt (about 1.7 V) and O2's in water (about 3.4 V at pH 7), with room on both sides; a band
+#: beyond it is written on another scale (vs the reference electrode) or in mV
+OXYGEN_ONSET_RANGE_V = (1.0, 4.0)
 #: slowest simulated world (device seconds per wall second) other than 0, zero latency
 MIN_TIME_SCALE = 1e-3
 
@@ -748,11 +752,16 @@ class Cell(BaseModel):
     carbonate electrolytes; a given reference (an Ag/Ag+ electrode, a pseudo-reference wire) sits wherever
     its filling and the electrolyte put it, and conversions across solvents hold to about +/-0.3 V
     (docs/protocols.md "Potential scales"): calibrate yours against ferrocene. The electrode's name, which
-    labels every measurement, is the potentiostat driver's ``reference`` option."""
+    labels every measurement, is the potentiostat driver's ``reference`` option. ``oxygen_onset_v`` is where
+    dissolved O2's reduction wave sets in (V vs Li/Li+), which a blank is judged by: it depends on the
+    electrolyte's cation (default: a lithium salt's, :data:`labloop.instruments.cv_analysis.OXYGEN_ONSET_VS_LI_V`;
+    without Li+ it lies about half a volt lower)."""
 
     model_config = SECTION
     reference_offset_v: Number = Field(3.2, json_schema_extra={"minimum": REFERENCE_OFFSET_RANGE_V[0],
                                                              "maximum": REFERENCE_OFFSET_RANGE_V[1]})
+    oxygen_onset_v: Interval = Field(OXYGEN_ONSET_VS_LI_V, description="where dissolved O2's reduction wave sets in "
+                                     "(V vs Li/Li+): a blank's wave there is O2, purged rather than cleaned")
 
     @field_validator("reference_offset_v")
     @classmethod
@@ -764,6 +773,24 @@ class Cell(BaseModel):
             raise ValueError(f"{compact(value)} V vs Li/Li+ is no place for a reference electrode ({compact(low)}.."
                              f"{compact(high)} V){hint}")
         return value
+
+    @model_validator(mode="after")
+    def _oxygen_on_the_li_scale(self) -> Cell:
+        """Where O2 can set in vs Li/Li+ (:data:`OXYGEN_ONSET_RANGE_V`); a band beyond it was most likely written in mV
+        or on the reference electrode's scale (-1.0..-0.4 for 2.2..2.8 at 3.2 V), which the one line offers."""
+        low, high = OXYGEN_ONSET_RANGE_V
+        onset = self.oxygen_onset_v
+        if low <= onset[0] and onset[1] <= high:
+            return self
+        hint = ""
+        on_li = [e + self.reference_offset_v for e in onset]
+        for meant, written, read in (("V vs the reference", "V vs Li/Li+", on_li),
+                                     ("millivolts", "volts", [e / 1000 for e in onset])):
+            if low <= read[0] and read[1] <= high:
+                hint = f": {slip(meant, written, f'{compact(read[0])}..{compact(read[1])} V vs Li/Li+')}"
+                break
+        raise Problems(Problem(("oxygen_onset_v",), f"{compact(onset[0])}..{compact(onset[1])} V vs Li/Li+ is no place "
+                                                    f"for O2 to reduce ({compact(low)}..{compact(high)} V){hint}"))
 
 
 class World(BaseModel):

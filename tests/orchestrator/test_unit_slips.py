@@ -328,6 +328,21 @@ def test_a_reference_offset_in_millivolts_is_named(tmp_path, labloop, write_camp
                                            "electrode (-1..6 V): millivolts written as volts? (3.2)")
 
 
+@pytest.mark.parametrize(("band", "message"), [
+    ([-1.0, -0.4], "-1..-0.4 V vs Li/Li+ is no place for O2 to reduce (1..4 V): V vs the reference written as V vs "
+                   "Li/Li+? (2.2..2.8 V vs Li/Li+)"),
+    ([2200, 2800], "2200..2800 V vs Li/Li+ is no place for O2 to reduce (1..4 V): millivolts written as volts? "
+                   "(2.2..2.8 V vs Li/Li+)"),
+    ([2.8, 2.2], "low must be below high, got [2.8, 2.2]"),
+])
+def test_an_oxygen_band_off_the_li_scale_is_named(tmp_path, labloop, write_campaign, band, message):
+    """``cell.oxygen_onset_v`` (where a blank's O2 wave sets in) is read vs Li/Li+; the band of the reference's scale
+    or in mV is named in one line with what was meant."""
+    result = labloop("validate", write_campaign(tmp_path, cell={"oxygen_onset_v": band}))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.rstrip().endswith(f"cell.oxygen_onset_v: {message}"), result.stderr
+
+
 #: the run's warning of a cv whose analyte the cell's leftover dilutes (protocols/executor.py, dilution)
 DILUTED = ("by the protocol's count the cell held 1 mL before this experiment's {dispensed} mL (its dispense steps, "
            "sample included): D assumes analyte_mm 1 as written; the analyte is ~{share}% more dilute, so D reads "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
-from labloop.core.errors import BlankFailed, InvalidParameter, Problems, SafetyLimitExceeded
+from labloop.core.errors import BlankFailed, BlankNeedsPurge, InvalidParameter, Problems, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import (
     CVFlag,
@@ -24,6 +24,7 @@ from labloop.instruments.emstat import EmStatPotentiostat
 from labloop.instruments.gas_valve import RelayGasValve
 from labloop.instruments.ne1000 import NE1000Pump
 from labloop.instruments.voltammogram import CVParams
+from labloop.orchestrator.compose import build_rig
 from labloop.orchestrator.config.campaign import CampaignError, load_campaign
 from labloop.orchestrator.report import _lab_grade_rows
 from labloop.protocols.executor import ProtocolExecutor
@@ -32,7 +33,12 @@ from labloop.sim.builtin_emulators import emstat_emulator, ne1000_emulator, open
 from labloop.sim.cell import Cell, Fluid
 from labloop.sim.cv_physics import CellParams, simulate_cell
 from labloop.sim.emstat_emulator import EmStatEmulator
-from labloop.sim.emulation import DEFAULT_FERROCENE, STANDALONE_REFERENCE_VS_LI_V, EmulatorContext
+from labloop.sim.emulation import (
+    DEFAULT_FERROCENE,
+    DEFAULT_OXYGEN,
+    STANDALONE_REFERENCE_VS_LI_V,
+    EmulatorContext,
+)
 from labloop.sim.gas_valve_emulator import Atmosphere, RelayValveEmulator
 from labloop.sim.pty_device import PtyDevice, TimeScale
 
@@ -68,11 +74,13 @@ class LabRig:
 def lab():
     made: list[LabRig] = []
 
-    def make(*, oxygen_mm: float = 2.0, ir_compensation: bool = True, analyte: CellParams = ANALYTE) -> LabRig:
+    def make(*, oxygen_mm: float = 2.0, ir_compensation: bool = True, analyte: CellParams = ANALYTE,
+             oxygen: CellParams = DEFAULT_OXYGEN) -> LabRig:
         scale = TimeScale.zero_latency()
         cell, atmosphere, drift = Cell(), Atmosphere(oxygen_mm, time_scale=scale), [0.0]
         context = EmulatorContext(cell=cell, couple_of=lambda _sid: analyte, blank=replace(analyte, conc_mm=0.0),
-                                  time_scale=scale, atmosphere=atmosphere, reference_drift=lambda: drift[0])
+                                  time_scale=scale, atmosphere=atmosphere, reference_drift=lambda: drift[0],
+                                  oxygen=oxygen)
         devices, instruments = [], {}
         if ir_compensation:
             emstat = emstat_emulator(context)
@@ -252,6 +260,23 @@ def test_an_oxygen_wave_past_the_blanks_vertex_reads_as_oxygen_not_contamination
     assert outcome.lab.blanks[-1][1].flags == frozenset() and outcome.quality_ok
 
 
+def test_the_blanks_oxygen_band_is_the_electrolytes(lab):
+    """Without Li+ (TBAPF6 in acetonitrile) O2 reduces to free superoxide about half a volt lower than the blank's
+    band, which was the Li+ electrolytes' (2.2-2.8 V vs Li/Li+) and could not be set: a blank turning before the slow
+    wave peaks was judged contaminated, and the cell stopped for a clean where a purge was all it needed. The
+    campaign's ``cell.oxygen_onset_v`` reaches the blank through the executor."""
+    superoxide = replace(DEFAULT_OXYGEN, e0_v=round(1.95 - OFFSET, 6))  # -0.90 V on the reference's scale
+    blank = {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -1.1, "e_vertex2_v": 0.8}}
+    steps = [FULL[0], blank, *FULL[3:]]  # no purge: the verdict is what the blank said
+    with pytest.raises(BlankFailed, match=r"protocol\[1\]\.blank: the blank is contaminated .*flags contaminated\)"):
+        ProtocolExecutor(steps, lab(oxygen=superoxide), LIMITS, OFFSET).run("vial-1", "c1ccccc1", {}, None,
+                                                                             lambda *a: None)
+    with pytest.raises(BlankNeedsPurge, match=r"protocol\[1\]\.blank: dissolved O2 in the blank \(a reduction wave "
+                                              r"near -0\.9\d\d V vs the reference\), and the protocol has no purge"):
+        ProtocolExecutor(steps, lab(oxygen=superoxide), LIMITS, OFFSET, oxygen_onset_v=(1.7, 2.3)).run(
+            "vial-1", "c1ccccc1", {}, None, lambda *a: None)
+
+
 def test_ferrocene_cancels_a_drifting_reference(lab):
     """The reference drifts by up to +/-50 mV between experiments: E vs Fc stays within 5 mV, E vs the
     reference is off by the drift."""
@@ -352,6 +377,15 @@ def test_a_campaign_context_puts_ferrocene_and_oxygen_on_its_reference_scale():
     couples = context.contents()
     assert [c.e0_v for c in couples[1:]] == pytest.approx([3.20 - 3.5, 2.45 - 3.5])
     assert [c.conc_mm for c in couples[1:]] == pytest.approx([10.0, 2.0])  # 0.1 mL of 10 mM, alone in the cell
+
+
+def test_a_dry_run_puts_o2_where_the_campaigns_electrolyte_reduces_it(tmp_path, write_campaign):
+    """A campaign whose electrolyte reduces O2 half a volt lower (``cell.oxygen_onset_v``) simulates its O2 there, so
+    its dry run's blanks find O2 where its analysis looks; the default band keeps the Li+ electrolytes' 2.45 V."""
+    for band, e0_vs_li in (([1.7, 2.3], 1.95), ([2.2, 2.8], 2.45)):
+        campaign = load_campaign(write_campaign(tmp_path, cell={"reference_offset_v": 3.2, "oxygen_onset_v": band}))
+        with build_rig(campaign, dry_run=True) as rig:
+            assert rig.simulation.context.oxygen.e0_v == pytest.approx(e0_vs_li - 3.2)
 
 
 def test_an_analyte_next_to_ferrocene_says_why_there_is_no_standard(lab):
