@@ -91,6 +91,14 @@ def options_rate_range(options: Mapping[str, Any]) -> tuple[float, float] | None
     return None if diameter is None or option_problem("diameter_mm", diameter) else rate_limits_ml_min(diameter)
 
 
+def options_content_ml(options: Mapping[str, Any]) -> float | None:
+    """What the syringe of a pump opened with ``options`` holds when it opens (``content_ml``; None: full, as
+    :class:`NE1000Pump` takes it), for the protocol executor's count (the descriptor's ``content_ml``); None for a
+    value :func:`option_problem` refuses, which the campaign names."""
+    content = options.get("content_ml")
+    return None if content is None or option_problem("content_ml", content) else float(content)
+
+
 REL_TOL = 1e-3  # the pump keeps 4 significant digits (<= 0.05%); refuse values that would lose more
 
 STATES = {
@@ -327,7 +335,8 @@ class NE1000Pump:
 
     Connecting reads ``VER`` (acknowledging the power-up ``A?R``) and sets the diameter if given.
     ``content_ml`` is what the syringe holds now (default: full, ``limits.syringe_ml``); the driver keeps
-    it up to date from the pump's counters so a dispense can be refused before the syringe is empty.
+    it up to date from the pump's counters so a dispense can be refused before the syringe is empty. A campaign's
+    protocol executor counts the syringe from the same option (:func:`options_content_ml`).
     ``time_scale`` is device seconds per wall second of the world the pump lives in (1 for hardware,
     ``math.inf`` for a zero-latency emulator): run deadlines are ``1.25 x volume / rate / time_scale +
     run_margin_s``. ``poll_s`` is the pause between status polls while a run is in progress.

@@ -59,6 +59,12 @@ class DriverDescriptor:
     phrase, e.g. ``must be a number of mm in 0.1..80, got 'big'``; None when it can), and for a pump
     ``rate_range_ml_min(options)`` gives the flow rates its options fix (the syringe's diameter), None when
     only the connected device can tell.
+
+    For a pump, ``content_ml(options)`` says what its syringe holds when the campaign starts (mL), as its options
+    say (the ``ne1000``'s ``content_ml``), None for a full one: the protocol executor counts the syringe from it,
+    in ``validate``, ``run`` and ``resume`` alike (the campaign, journalled, is where it is read), so a syringe
+    loaded partly is refused before the first experiment rather than running dry in one. Without the hook a
+    syringe counts full, as before it existed.
     """
 
     name: str
@@ -70,6 +76,7 @@ class DriverDescriptor:
     options: tuple[str, ...] | None = None
     option_problem: Callable[[str, object], str | None] | None = None
     rate_range_ml_min: Callable[[Mapping[str, Any]], tuple[float, float] | None] | None = None
+    content_ml: Callable[[Mapping[str, Any]], float | None] | None = None
 
     def __post_init__(self) -> None:
         where = f"driver {self.name!r}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import numbers
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -132,7 +133,36 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
     return ProtocolExecutor(campaign.protocol.steps, rig, campaign.safety.limits(), campaign.cell.reference_offset_v,
                             quantity=campaign.objective.quantity, locate=campaign.step_locator(),
                             pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments,
-                            hits_v=campaign.objective.hits_v, oxygen_onset_v=campaign.cell.oxygen_onset_v)
+                            hits_v=campaign.objective.hits_v, oxygen_onset_v=campaign.cell.oxygen_onset_v,
+                            syringes_ml=syringe_contents(campaign))
+
+
+def syringe_contents(campaign: Campaign) -> dict[str, float]:
+    """What each pump's syringe holds when the campaign starts (mL), by name, for the pumps whose options say so (the
+    driver descriptor's ``content_ml``: the ``ne1000``'s ``content_ml`` option); a pump not named starts full. Read
+    from the campaign, which the journal keeps, so ``validate``, ``run`` and ``resume`` count from the same start.
+    A volume the syringe cannot hold, or no number from a plug-in's hook, is refused naming the instrument."""
+    found = {}
+    for name, entry in campaign.instruments.items():
+        hook = resolve(entry.driver).content_ml
+        if hook is None:
+            continue
+        where = campaign.located("instruments", name, "options")
+        try:
+            content = hook(entry.options)
+        except Exception as exc:  # a plug-in's hook: its failure is the instrument's, said in one line
+            raise ConfigError(where, f"driver {entry.driver!r} could not say what its syringe holds: "
+                                     f"{said(exc)}") from None
+        if content is None:
+            continue
+        syringe = campaign.safety.limits(name).syringe_ml
+        limit = f"safety.syringes_ml.{name}" if name in campaign.safety.syringes_ml else "safety.syringe_ml"
+        number = isinstance(content, numbers.Real) and not isinstance(content, bool)
+        if not (number and 0 <= content <= syringe):
+            raise ConfigError(where, f"its syringe would start with {f'{content:g}' if number else repr(content)} mL, "
+                                     f"not a volume within its 0..{syringe:g} mL ({limit})")
+        found[name] = float(content)
+    return found
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
@@ -184,10 +214,11 @@ def _instrument_problem(campaign: Campaign, name: str, entry: Instrument, dry_ru
     return None
 
 
-def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], World | None]:
+def check_campaign(campaign: Campaign, *, dry_run: bool, continued: bool = False) -> tuple[list[str], World | None]:
     """Everything ``run`` checks before it opens anything (``validate`` runs exactly this): the library, the
-    planner, the instruments and the protocol against them, and for a dry run the simulated world. Returns
-    the library's molecules and that world (built once: reading the truth table is the slow part)."""
+    planner, the instruments and the protocol against them (``continued``: for a run continuing its journal,
+    :func:`check_protocol`), and for a dry run the simulated world. Returns the library's molecules and that world
+    (built once: reading the truth table is the slow part)."""
     library = campaign.library.smiles()
     with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
         valid = any(parse_smiles(smiles) is not None for smiles in library)  # stops at the first valid one
@@ -197,7 +228,7 @@ def check_campaign(campaign: Campaign, *, dry_run: bool) -> tuple[list[str], Wor
                                                                 f"SMILES among its {rows}: nothing to propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
     check_instruments(campaign, dry_run=dry_run)
-    check_protocol(campaign)
+    check_protocol(campaign, continued=continued)
     # every library molecule must be measurable in the simulated world
     world = build_world(campaign, library) if dry_run else None
     return library, world
@@ -266,9 +297,10 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
     return None
 
 
-def check_protocol(campaign: Campaign) -> None:
-    """The protocol against the instruments' declared kinds, the flow rates their options fix and the safety
-    limits, before any port is open."""
+def check_protocol(campaign: Campaign, *, continued: bool = False) -> None:
+    """The protocol against the instruments' declared kinds, the flow rates and syringe contents their options fix
+    and the safety limits, before any port is open; ``continued``: a run continuing its journal, whose count of the
+    syringes decides (:meth:`ProtocolExecutor.check`)."""
     kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
     rates = {name: span for name, entry in campaign.instruments.items()  # a syringe's diameter fixes its rates
              if (known := resolve(entry.driver).rate_range_ml_min) is not None
@@ -276,13 +308,14 @@ def check_protocol(campaign: Campaign) -> None:
     executor = ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(),
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
                                 locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits(),
-                                experiments=campaign.budget.max_experiments, rates=rates)
-    executor.check()
+                                experiments=campaign.budget.max_experiments, rates=rates,
+                                syringes_ml=syringe_contents(campaign))
+    executor.check(continued=continued)
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         values = space["choices"] if isinstance(space, dict) else space
         for value in values:
             try:
-                executor.check({name: value})
+                executor.check({name: value}, continued=continued)
             except InputError as exc:
                 raise ConfigError(campaign.located("conditions", name), f"{value!r} would be refused: {exc}") from None
 

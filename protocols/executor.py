@@ -254,9 +254,13 @@ class ProtocolExecutor:
     the cell or run a syringe dry (:func:`labloop.protocols.steps.repeat_problem`). ``hits_v`` is where the
     objective's hits lie (V vs Li/Li+): once the rig is open, a window around the candidate that the potentiostat's
     range cannot hold around any of them is refused (:func:`labloop.protocols.steps.half_width_problem`; the
-    campaign judges it against its safety limits). ``oxygen_onset_v`` is where dissolved O2's reduction wave sets in
-    (V vs Li/Li+, the campaign's ``cell.oxygen_onset_v``), which a blank's wave is judged by: the default band is a
-    lithium-salt electrolyte's, and O2 reduces about half a volt lower without Li+ (a tetraalkylammonium salt).
+    campaign judges it against its safety limits). ``syringes_ml`` is what a pump's syringe holds when the campaign
+    starts, by name (its instrument's options say it: the driver descriptor's ``content_ml``), for a syringe loaded
+    partly; the count of :attr:`contents` and the budget's check (:meth:`check`) start from it, so a protocol it cannot
+    serve over the budget is refused before the first experiment, naming the pump, rather than running dry in one.
+    ``oxygen_onset_v`` is where dissolved O2's reduction wave sets in (V vs Li/Li+, the campaign's
+    ``cell.oxygen_onset_v``), which a blank's wave is judged by: the default band is a lithium-salt electrolyte's, and
+    O2 reduces about half a volt lower without Li+ (a tetraalkylammonium salt).
     """
 
     def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
@@ -265,7 +269,8 @@ class ProtocolExecutor:
                  pump_limits: Mapping[str, SafetyLimits] | None = None, experiments: int = 1,
                  rates: Mapping[str, tuple[float, float]] | None = None,
                  hits_v: tuple[float, float] | None = None,
-                 oxygen_onset_v: tuple[float, float] = OXYGEN_ONSET_VS_LI_V) -> None:
+                 oxygen_onset_v: tuple[float, float] = OXYGEN_ONSET_VS_LI_V,
+                 syringes_ml: Mapping[str, float] | None = None) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
@@ -275,8 +280,10 @@ class ProtocolExecutor:
         self._locate = locate
         self.pump_limits = dict(pump_limits or {})
         self.experiments = experiments
+        #: what each pump's syringe holds when the campaign starts, where not full
+        self.start_ml = dict(syringes_ml or {})
         #: what the cell and each syringe hold, counted across this executor's experiments
-        self.contents = Contents(safety, self.pump_limits)
+        self.contents = Contents(safety, self.pump_limits, syringes=dict(self.start_ml))
         #: experiments that stopped or failed part way after they pumped into the cell, each with how it ended
         #: (:meth:`refuse_their_leftover`)
         self.left_liquid: dict[int, str] = {}
@@ -298,15 +305,20 @@ class ProtocolExecutor:
         return where if self._locate is None else f"{self._locate(index)}: {where}"
 
     # -- checks -------------------------------------------------------------------------------------------
-    def check(self, conditions: Mapping[str, Any] | None = None) -> None:
+    def check(self, conditions: Mapping[str, Any] | None = None, *, continued: bool = False) -> None:
         """Check every step (with ``conditions`` applied, e.g. a planner's extreme values) against the rig's
-        instruments and the safety limits; the first problem raises (ConfigError for instruments,
-        SafetyLimitExceeded for limits), naming the step."""
-        self._check(self._with_conditions(conditions) if conditions else self.steps)
+        instruments and the safety limits, the budget from what the syringes hold when the campaign starts
+        (:attr:`start_ml`); the first problem raises (ConfigError for instruments, SafetyLimitExceeded for limits),
+        naming the step. ``continued``: the run continues a journal, whose count says what the syringes hold by now
+        (:meth:`refusal` judges the next experiment by it): the budget is then judged from full syringes, as a hand
+        fill (``resume --syringes-filled``) may have replaced what the campaign started with."""
+        self._check(self._with_conditions(conditions) if conditions else self.steps, {} if continued else self.start_ml)
 
-    def _check(self, steps: Sequence[Step]) -> None:
+    def _check(self, steps: Sequence[Step], start: Mapping[str, float]) -> None:
+        """The checks of :meth:`check`, the budget judged from ``start`` (a pump's syringe not in it: full); before
+        each experiment from full syringes, as what they hold by then is :meth:`_check_contents`' to judge."""
         refused = {index: exc for index, _field, exc in reversed(pumping_problems(
-            steps, self.safety, self.pump_limits, experiments=self.experiments))}
+            steps, self.safety, self.pump_limits, experiments=self.experiments, start=start))}
         for index, step in enumerate(steps):  # a "pump" that is none first: its limits would say nothing true
             if pumps(step):
                 self._instrument(self._where(index, step), step.pump, Pump, "pump")  # type: ignore[attr-defined]
@@ -314,7 +326,8 @@ class ProtocolExecutor:
             where = self._where(index, step)
             if pumps(step):
                 if index in refused:  # its volume, rate, or the cell's or syringe's content (the first of them)
-                    raise SafetyLimitExceeded(where, refused[index].what)
+                    loaded = self._loaded(step.pump) if start else ""  # type: ignore[attr-defined]
+                    raise SafetyLimitExceeded(where, refused[index].what + loaded)
                 self._check_rate(where, step)
             if isinstance(step, LoadSample):
                 self._instrument(where, step.changer, SampleChanger, "sample changer")
@@ -333,6 +346,14 @@ class ProtocolExecutor:
                     name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
                     self._check_potentials(where, name, standard.e_begin_v, standard.e_vertex1_v,
                                            standard.e_vertex2_v)
+
+    def _loaded(self, pump: str) -> str:
+        """What a refusal of ``pump``'s step adds when its syringe starts the campaign partly filled: where that
+        content was said, so the person reading it knows the count did not start from a full syringe."""
+        if pump not in self.start_ml:
+            return ""
+        return (f"; {pump}'s syringe starts the campaign with {self.start_ml[pump]:g} mL, as "
+                f"instruments.{pump}.options say: fill it, and say so there")
 
     def _check_lab(self, where: str, step: Step) -> None:
         """The checks of a lab-grade step: its instrument, its potentials and volumes, an operator if manual.
@@ -432,7 +453,7 @@ class ProtocolExecutor:
         """Check, then run every step for one candidate; ``predicted_v`` (V vs Li/Li+) centres a CV window
         around the candidate."""
         steps = self._with_conditions(conditions)
-        self._check(steps)
+        self._check(steps, {})
         self._check_contents(steps)
         # every scan of this candidate is known and checked against the limits before the first action: a
         # proposal the limits refuse is refused before anything moves
@@ -542,7 +563,7 @@ class ProtocolExecutor:
         would stop it before its first action before it writes anything to the journal, not after journalling a
         new attempt, a stop and an interruption of an experiment that never moved."""
         probe = copy.copy(self)
-        probe.contents = Contents(self.safety, self.pump_limits)
+        probe.contents = Contents(self.safety, self.pump_limits, syringes=dict(self.start_ml))
         probe.left_liquid = dict(left_liquid)  # its own: a shallow copy shares this executor's
         probe.replay(history)
         try:

@@ -724,12 +724,14 @@ def refills(step: Step) -> bool:
 
 
 def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: Mapping[str, SafetyLimits] | None = None,
-                     *, experiments: int = 1) -> list[tuple[int, str, SafetyLimitExceeded]]:
+                     *, experiments: int = 1, start: Mapping[str, float] | None = None
+                     ) -> list[tuple[int, str, SafetyLimitExceeded]]:
     """(index, field, refusal) of every pumping step beyond the limits: its volume (against its pump's own
     syringe, ``pump_limits``, if it has one), its rate, and — the protocol run ``experiments`` times in a row
-    (the budget), from an empty cell and full syringes — what the cell and its syringe would hold then
-    (:func:`repeat_problem`). The one check of a pumping step, for the campaign (with the line) and the
-    executor (before the first step runs), so no kind of step is left out of one of them."""
+    (the budget), from an empty cell and full syringes (``start``: what a pump's syringe holds when the campaign
+    starts, by name, if not full) — what the cell and its syringe would hold then (:func:`repeat_problem`). The one
+    check of a pumping step, for the campaign (with the line) and the executor (before the first step runs), so no
+    kind of step is left out of one of them."""
     found = []
     for index, step in enumerate(steps):
         if not pumps(step):
@@ -751,7 +753,7 @@ def pumping_problems(steps: Sequence[Step], limits: SafetyLimits, pump_limits: M
             except SafetyLimitExceeded as exc:
                 found.append((index, field, SafetyLimitExceeded("", exc.what + says)))
     if not found:  # each volume fits its syringe and its rate the cap: what repetition leaves in cell and syringes
-        repeated = repeat_problem(steps, Contents(limits, pump_limits or {}), experiments)
+        repeated = repeat_problem(steps, Contents(limits, pump_limits or {}, syringes=dict(start or {})), experiments)
         found.extend([] if repeated is None else [repeated[:3]])
     return found
 
@@ -771,7 +773,8 @@ class Contents:
     errs on the full side for the cell and on the empty side for a syringe: a pumping step counts in full as
     soon as it is about to be sent (a dispense cut short may have delivered all of it), and an emptying or a
     refill only once it has ended. The cell starts empty; a syringe not counted yet is full (``syringe_ml``,
-    its pump's own in ``pump_limits``), as the rig is set up before a campaign.
+    its pump's own in ``pump_limits``), as the rig is set up before a campaign, unless ``syringes`` starts it
+    with less (a pump whose instrument options say its syringe was loaded partly); filled by hand, it is full.
     """
 
     limits: SafetyLimits

@@ -144,7 +144,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     does not answer is bad input with nothing written. ``by_hand``: what the operator says was done by hand
     (``resume --cell-emptied``...), journalled with the rest of ``record`` (``resume``'s writes) only once
     nothing refuses the run (:func:`_with_journal`)."""
-    library, world = compose.check_campaign(campaign, dry_run=dry_run)
+    continued = campaign.store.exists()  # a journal's count of the syringes, not the campaign's start, decides then
+    library, world = compose.check_campaign(campaign, dry_run=dry_run, continued=continued)
     preflight.check_prior(campaign)
     preflight.warn_before_run(campaign, library)
     with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
@@ -152,7 +153,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
         try:
             with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library) as rig:
                 executor = compose.build_executor(campaign, rig)
-                executor.check()
+                executor.check(continued=continued)
                 rig.check_health()  # before the journal is written and before anything is pumped
                 with open_journal() as journal:
                     lock.hold_journal()  # a journal just created

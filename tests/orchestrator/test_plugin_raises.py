@@ -128,3 +128,43 @@ def test_a_plugin_exiting_in_its_stop_is_said_as_not_made_safe_with_its_exceptio
         [stopped] = [e for e in journal.events() if e.kind == "stopped"]
     assert "analyte_pump: Boom: b" in stopped.message and stopped.data["unsafe"], stopped
     assert result.stderr.strip().splitlines()[-1].startswith("stopped: NOT made safe after experiment 1 failed: ")
+
+
+#: a plug-in pump whose descriptor says what its syringe holds when the campaign starts by ``{says}`` (its body)
+HOOKED = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    def open_hooked(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm)
+
+    def says(options):
+        {says}
+
+    HOOKED = DriverDescriptor(name="hooked-pump", kind="pump", open=open_hooked, default_baudrate=19200,
+                              options=("address", "diameter_mm"), content_ml=says)
+    """
+
+
+@pytest.mark.parametrize(("says", "refused"), [
+    ("raise RuntimeError('no reading')", "driver 'hooked-pump' could not say what its syringe holds: RuntimeError: "
+                                         "no reading"),
+    ("return 'half'", "its syringe would start with 'half' mL, not a volume within its 0..10 mL (safety.syringe_ml)"),
+])
+def test_a_plugins_content_hook_that_fails_is_the_instruments_error(tmp_path, write_campaign, install_plugin, says,
+                                                                    refused):
+    """The descriptor's ``content_ml`` hook is a plug-in's code: what it raises or returns instead of a volume is said
+    in one line naming the instrument, before any port opens (validate), not as a labloop bug."""
+    from labloop.core.errors import ConfigError
+    from labloop.orchestrator.compose import check_protocol
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    install_plugin("hooked_pump", HOOKED.replace("{says}", says), {"hooked-pump": "HOOKED"})
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "hooked-pump", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "emstat"}}
+    campaign = load_campaign(write_campaign(tmp_path, instruments=rig))
+    with pytest.raises(ConfigError) as caught:
+        check_protocol(campaign)
+    assert str(caught.value).endswith(f"instruments.electrolyte_pump.options: {refused}"), str(caught.value)

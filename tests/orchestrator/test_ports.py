@@ -136,6 +136,20 @@ def test_an_option_value_the_driver_refuses_names_the_option(tmp_path, labloop, 
         _refused(labloop(*command), "tiny.yaml:", f"instruments.analyte_pump.{says}")
 
 
+@pytest.mark.parametrize(("content", "says"), [
+    (0.3, "cv_screen.yaml:10: protocol[1].dispense: analyte_pump: dispense of 0.5 mL exceeds the 0.3 mL left in the "
+          "10 mL syringe; analyte_pump's syringe starts the campaign with 0.3 mL"),
+    (12, "instruments.analyte_pump.options: its syringe would start with 12 mL, not a volume within its 0..10 mL "
+         "(safety.syringe_ml)"),
+])
+def test_what_a_syringe_is_loaded_with_is_judged_by_validate(tmp_path, labloop, write_campaign, content, says):
+    """``content_ml`` (what the NE-1000's syringe holds when it opens) was the driver's alone: ``validate`` counted
+    the syringe full, passed 0.3 mL under a 0.5 mL dispense, and left 12 mL in a 10 mL syringe to ``run``."""
+    campaign = _real(write_campaign, tmp_path, **{"instruments.analyte_pump.options.content_ml": content})
+    for command in (("validate", campaign), ("validate", campaign, "--dry-run")):
+        _refused(labloop(*command), says)
+
+
 def test_a_rate_the_syringe_cannot_reach_is_refused_by_validate(tmp_path, labloop, write_campaign):
     """A 1 mm syringe moves at most 0.04 mL/min; the example protocol dispenses the sample at 0.5 mL/min. Only
     the opened pump's rate range was checked, so ``validate`` passed and ``run`` refused."""

@@ -95,30 +95,22 @@ def _interrupt_during_dispense(store):
 
 
 def test_consecutive_faults_stop_the_campaign_with_exit_1(tmp_path, labloop, write_campaign):
-    # the electrolyte syringe is not refilled, which a budget of two allows in a 10 mL syringe (validate
-    # refuses a budget that runs it dry); but it was loaded with 8 mL (the driver's content_ml): after one
-    # experiment it holds too little, so every further dispense is refused by the pump driver (a typed
-    # SafetyLimitExceeded) and the experiment fails
+    # the cv's current range (1 nA) is far below the analyte's peak: the potentiostat overloads in every scan (a
+    # typed Overload, an instrument fault), and the experiment fails
     protocol = ["load_sample",
                 {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
                               "refill": True}},
                 {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
-                              "fluid": "electrolyte"}},
-                {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
-    instruments = {"sampler": {"driver": "sim-sampler"},
-                   "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
-                   "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57,
-                                                                      "content_ml": 8.0}},
-                   "potentiostat": {"driver": "emstat"}}
-    campaign_file = write_campaign(tmp_path, protocol=protocol, instruments=instruments,
-                                   safety={"max_dispense_ml": 5, "syringe_ml": 10}, budget={"max_experiments": 2})
+                              "fluid": "electrolyte", "refill": True}},
+                {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8, "current_range_a": 1e-9}},
+                "rinse"]
+    campaign_file = write_campaign(tmp_path, protocol=protocol, budget={"max_experiments": 2})
     result = labloop("run", campaign_file, "--dry-run")
     assert result.returncode == 1, result.stderr
     assert "stopped: 3 instrument faults in a row" in result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         failed = journal.experiments(states=(State.FAILED,))
-        assert len(failed) == 3 and all("SafetyLimitExceeded" in e.cause for e in failed)
-        assert len(journal.experiments(states=(State.DONE,))) == 1
+        assert len(failed) == 3 and all("potentiostat (cv): Overload: " in e.cause for e in failed)
         assert journal.events()[-1].kind == "stopped"
 
 

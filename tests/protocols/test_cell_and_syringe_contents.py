@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -143,14 +144,15 @@ def _journal_rows(store: Path) -> dict[str, list[tuple]]:
         return {name: db.execute(f'SELECT * FROM "{name}"').fetchall() for name in tables}
 
 
-def _run_once(campaign: Campaign, potentiostat: type) -> int:
+def _run_once(campaign: Campaign, potentiostat: type, prepare: Callable[[Rig], object] = lambda rig: None) -> int:
     """One run of ``campaign`` as ``run`` starts it, on its dry-run rig with the potentiostat wrapped in
-    ``potentiostat`` (the fault a test injects); its exit code."""
+    ``potentiostat`` (the fault a test injects) and ``prepare`` done to the rig; its exit code."""
     library = read_table(campaign.library.file).smiles
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
         journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
         rig.instruments["potentiostat"] = potentiostat(rig.instruments["potentiostat"])
+        prepare(rig)
         return Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
 
 
@@ -378,9 +380,17 @@ def test_a_dispense_the_driver_refuses_before_sending_is_not_counted(example_rig
 
 
 def test_resume_with_syringes_filled_is_journalled(tmp_path, write_campaign, labloop) -> None:
-    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    """The electrolyte syringe, loaded with 8 mL, gives one 4.5 mL dispense: a resume for a second experiment is
+    refused by the journal's count of 3.5 mL left (it counted 5.5, from a full syringe), and runs once the operator
+    says every syringe was filled, although the campaign, which a journal keeps, still says 8 mL."""
+    campaign_file = write_campaign(tmp_path, instruments=PARTLY_FILLED, protocol=ELECTROLYTE_NOT_REFILLED,
+                                   budget={"max_experiments": 1})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
     store = tmp_path / "tiny.db"
+    refused = labloop("resume", store, "--max-experiments", 2)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert ("error: RigNotReady: protocol[2].dispense: electrolyte_pump: dispense of 4.5 mL exceeds the 3.5 mL left in "
+            "the 10 mL syringe") in refused.stderr and "--syringes-filled" in refused.stderr
     assert labloop("resume", store, "--syringes-filled", "--max-experiments", 2).returncode == 0
     with Journal.open(store, readonly=True) as journal:
         assert [e.kind for e in journal.events()].count("syringes_filled") == 1
@@ -559,17 +569,65 @@ def test_a_refill_draws_what_the_pump_delivered_not_the_volume_written(tmp_path,
 
 
 def test_a_pump_failing_inside_add_standard_is_named_not_the_potentiostat(tmp_path, write_campaign) -> None:
-    """The ferrocene pump's own driver refuses its dispense (its syringe holds 0.05 mL, its ``content_ml``): the
-    experiment's cause named the potentiostat, the instrument add_standard is journalled under. Now it names the
-    pump."""
-    rig = {**STANDARD_RIG, "standard_pump": {"driver": "ne1000", "options": {"address": 2, "diameter_mm": 4.61,
-                                                                             "content_ml": 0.05}}}
-    campaign = load_campaign(write_campaign(tmp_path, instruments=rig, protocol=with_standard(True), safety=ONE_ML,
-                                            budget={"max_experiments": 1, "max_consecutive_faults": 1}))
-    assert _run_once(campaign, lambda potentiostat: potentiostat) == EXIT_FAULTS
+    """The ferrocene pump's own driver refuses its dispense (its own count says the syringe holds 0.05 mL, where
+    labloop's counts it full): the experiment's cause named the potentiostat, the instrument add_standard is
+    journalled under. Now it names the pump."""
+    campaign = load_campaign(write_campaign(tmp_path, instruments=STANDARD_RIG, protocol=with_standard(True),
+                                            safety=ONE_ML, budget={"max_experiments": 1, "max_consecutive_faults": 1}))
+    assert _run_once(campaign, lambda potentiostat: potentiostat,
+                     lambda rig: setattr(rig.instruments["standard_pump"], "content_ml", 0.05)) == EXIT_FAULTS
     with Journal.open(campaign.store, readonly=True) as journal:
         [failed] = journal.experiments(states=(State.FAILED,))
         added = next(a for a in journal.actions(failed.id) if a.command == "add_standard")
     assert failed.cause.startswith("standard_pump (add_standard): SafetyLimitExceeded: NE-1000 #02 on ")
     assert failed.cause.endswith("dispense of 0.1 mL exceeds the 0.05 mL left in the 1 mL syringe")
     assert added.instrument == "potentiostat"  # journalled under the step's instrument, as it started
+
+
+#: the example's rig with 8 mL loaded into the electrolyte pump's 10 mL syringe (the NE-1000's content_ml)
+PARTLY_FILLED = {**CARELESS_RIG, "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+                 "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57,
+                                                                      "content_ml": 8.0}}}
+#: the rinsed protocol whose electrolyte dispense (4.5 mL) is never refilled
+ELECTROLYTE_NOT_REFILLED = ["load_sample", SAMPLE, {"dispense": {**ELECTROLYTE["dispense"], "refill": False}}, CV,
+                            "rinse"]
+
+
+def test_a_syringe_loaded_partly_is_refused_before_it_runs_dry(tmp_path, labloop, write_campaign) -> None:
+    """Two experiments take 9 mL from a 10 mL syringe that was loaded with 8 (its content_ml): validate passed, counting
+    it full, and the run did one experiment and failed three with 'dispense of 4.5 mL exceeds the 3.5 mL left in the
+    10 mL syringe', exit 1. Now both refuse before anything runs, in one line naming the pump and its content."""
+    campaign = write_campaign(tmp_path, instruments=PARTLY_FILLED, protocol=ELECTROLYTE_NOT_REFILLED,
+                              budget={"max_experiments": 2})
+    for command in ("validate", "run"):
+        result = labloop(command, campaign, "--dry-run")
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert ("protocol[2].dispense: in experiment 2 of 2 (budget.max_experiments), electrolyte_pump: dispense of "
+                "4.5 mL exceeds the 3.5 mL left in the 10 mL syringe, and it is never refilled (refill: true refills "
+                "it after the dispense); electrolyte_pump's syringe starts the campaign with 8 mL, as "
+                "instruments.electrolyte_pump.options say: fill it, and say so there") in result.stderr
+    assert not (tmp_path / "tiny.db").exists()
+
+
+def test_a_partly_filled_syringe_is_counted_from_its_content_live_and_on_resume(tmp_path, write_campaign) -> None:
+    """A budget of one fits the 8 mL; a longer campaign (the executor run again, or resumed from the journal) finds
+    3.5 mL left by the same count as the pump's own driver, and refuses the next experiment before a byte is sent
+    (it counted 5.5 mL: the syringe full, less one dispense)."""
+    campaign = load_campaign(write_campaign(tmp_path, instruments=PARTLY_FILLED, protocol=ELECTROLYTE_NOT_REFILLED,
+                                            budget={"max_experiments": 1}))
+    actions: list[tuple] = []
+    with build_rig(campaign, dry_run=True) as rig:
+        live = build_executor(campaign, rig)
+        live.run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
+        assert live.contents.held("electrolyte_pump") == rig.instruments["electrolyte_pump"].content_ml == 3.5
+        before = wire(rig)
+        with pytest.raises(RigNotReady, match=r"protocol\[2\]\.dispense: electrolyte_pump: dispense of 4\.5 mL "
+                                              r"exceeds the 3\.5 mL left in the 10 mL syringe"):
+            live.run("S0002", "c1ccccc1", {}, None, lambda *a: None)
+        assert wire(rig) == before
+    history = [(a[1], a[3], a[-1]) for a in actions if a[-1] is not None]
+    resumed = build_executor(campaign, None)
+    refused = resumed.refusal(history, {}, {})
+    assert refused is not None and "exceeds the 3.5 mL left" in str(refused)
+    resumed.replay(history)
+    assert resumed.contents.state() == live.contents.state()
