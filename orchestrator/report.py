@@ -62,6 +62,8 @@ MEASUREMENT_HEADERS = {"potential_v": "potential_v_vs_li", "e_half_v": "e_half_v
                        "reference": "reference_electrode", "mu": "predicted_v_vs_li", "sigma": "predicted_sd_v"}
 #: experiments.csv names the prediction as measurements.csv does, so the two join on ``id`` without a rename
 EXPERIMENT_HEADERS = {"mu": MEASUREMENT_HEADERS["mu"], "sigma": MEASUREMENT_HEADERS["sigma"]}
+#: the columns that hold conditions, ``name=value;...`` in one cell
+CONDITION_COLUMNS = ("conditions",)
 #: written when the journal holds lab records: one row per experiment and scan rate, the experiment's own results
 #: (Ru, D and what it was computed with, E1/2 vs Fc/Fc+, the blank) repeated on each of its rows. Why long, not one
 #: row per experiment with a column group per rate: the rates are a protocol's choice (a column set per rate set
@@ -215,10 +217,39 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
         writer = csv.writer(handle)
         writer.writerow([(headers or {}).get(c, c) for c in columns])
         for row in rows:
-            writer.writerow([_cell("; ".join(row[c]) if c == "flags" else
-                                   ";".join(f"{k}={_planned(v)}" for k, v in row[c].items()) if c == "conditions"
-                                   else row[c])
-                             for c in columns])
+            writer.writerow([_shown(c, row[c]) for c in columns])
+
+
+#: decimals of a potential in V in the CSVs (by its column in the rows: measured, predicted and its sd, the
+#: lab-grade potentials): 0.1 mV, finer than a scan resolves (its potential step is 1-5 mV) or a reference
+#: electrode holds; ``dep_mV`` is in mV, so 1 decimal is the same 0.1 mV. The journal keeps every value whole
+DECIMALS = {**dict.fromkeys(("potential_v", "e_half_v", "dep_v", "mu", "sigma", "e_half_v_vs_reference",
+                             "epa_v_vs_reference", "epc_v_vs_reference", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc"),
+                            4), "dep_mV": 1}
+#: significant digits of every other real number in the CSVs (conditions, currents, D, Ru, acquisition values):
+#: a planner draws a condition from a continuous range (``scan_rate_v_s=0.055173262610286274``), an analysis
+#: fits a current to 17 digits, and 4 (``0.05517``) are finer than any rig sets or a potentiostat measures
+SIGNIFICANT_DIGITS = 4
+
+
+def _shown(column: str, value: Any) -> Any:
+    """A CSV cell of ``column``: flags and conditions joined, a real number rounded (:data:`DECIMALS`,
+    :data:`SIGNIFICANT_DIGITS`), and journal text that a spreadsheet would read as a formula quoted."""
+    if column == "flags":
+        value = "; ".join(value)
+    elif column in CONDITION_COLUMNS:
+        value = ";".join(f"{k}={_number(v)}" for k, v in value.items())
+    elif isinstance(value, float):
+        return _number(value, DECIMALS.get(column))
+    return _cell(value)
+
+
+def _number(value: Any, decimals: int | None = None) -> Any:
+    """``value`` as the CSVs show it: ``decimals`` decimals (no ``-0.0000``) or :data:`SIGNIFICANT_DIGITS`
+    significant digits for a real number; others as they are."""
+    if not isinstance(value, float):
+        return value
+    return f"{round(value, decimals) + 0.0:.{decimals}f}" if decimals is not None else f"{value:.{SIGNIFICANT_DIGITS}g}"
 
 
 def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str, Any]]) -> None:
@@ -230,21 +261,11 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
         writer.writerow(VOLTAMMOGRAM_COLUMNS)
         for e in experiments:
             for scan, v in enumerate(journal.voltammograms(e["id"]), start=1):
-                head = [e["id"], _cell(e["smiles"]), e["status"], scan, v.params.scan_rate_v_s, _cell(v.reference)]
+                head = [e["id"], _cell(e["smiles"]), e["status"], scan, _number(v.params.scan_rate_v_s),
+                        _cell(v.reference)]
                 # 6 significant digits: finer than a potentiostat's ADC, and a campaign's scans stay a few MB
                 writer.writerows([*head, f"{t:.6g}", f"{p:.6g}", f"{i:.6g}", int(o)]
                                  for t, p, i, o in zip(v.time_s, v.potential_v, v.current_a, v.overload, strict=True))
-
-
-#: significant digits of a planned condition in the CSV
-PLANNED_DIGITS = 4
-
-
-def _planned(value: Any) -> Any:
-    """A planned condition as the CSV shows it: a planner draws from a continuous range, and its 17 digits
-    (``scan_rate_v_s=0.055173262610286274``) are noise to a chemist; :data:`PLANNED_DIGITS` significant ones
-    (``0.05517``) are finer than any rig sets. The journal keeps the value whole (``labloop log --json``)."""
-    return f"{value:.{PLANNED_DIGITS}g}" if isinstance(value, float) else value
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:

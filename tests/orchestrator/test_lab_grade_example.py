@@ -82,23 +82,24 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
         records = {e.id: journal.lab_record(e.id) for e in done}
     assert [(int(r["id"]), float(r["scan_rate_v_s"])) for r in rows] == [
         (e.id, rate) for e in done for rate in (0.1, 0.2, 0.5, 1.0)]
-    def number(text: str) -> float | None:  # an empty cell is a value the analysis lacks
-        return None if text == "" else float(text)
-
-    def scaled(value: float | None, factor: float) -> float | None:
-        return None if value is None else value * factor
+    def shown(value: float | None, factor: float = 1, decimals: int | None = None) -> str:  # as the CSV rounds it
+        if value is None:
+            return ""
+        return f"{value * factor:.4g}" if decimals is None else f"{round(value * factor, decimals) + 0.0:.{decimals}f}"
 
     for row in rows:
         lab = records[int(row["id"])]
         scan = next(s["analysis"] for s in lab["scans"] if s["scan_rate_v_s"] == float(row["scan_rate_v_s"]))
-        assert (number(row["dep_mV"]), number(row["ipa_uA"]), number(row["ipc_uA"])) == \
-            (scaled(scan["dep_v"], 1e3), scaled(scan["ipa_a"], 1e6), scaled(scan["ipc_a"], 1e6))
-        assert number(row["ipc_over_ipa"]) == scan["ratio"] and row["scan_flags"] == "; ".join(scan["flags"])
-        assert number(row["ru_ohm"]) == lab["ru"]["ru_ohm"]
-        assert number(row["diffusion_cm2_s"]) == (lab["diffusion"] or {}).get("diffusion_cm2_s")
-        assert number(row["e_half_v_vs_fc"]) == lab["referenced"]["e_vs_fc_v"]
+        # potentials to 0.1 mV (dEp in mV to 1 decimal), the rest to 4 significant digits, not a float's 17
+        assert (row["dep_mV"], row["ipa_uA"], row["ipc_uA"], row["e_half_v_vs_reference"]) == \
+            (shown(scan["dep_v"], 1e3, 1), shown(scan["ipa_a"], 1e6), shown(scan["ipc_a"], 1e6),
+             shown(scan["e_half_v"], decimals=4))
+        assert row["ipc_over_ipa"] == shown(scan["ratio"]) and row["scan_flags"] == "; ".join(scan["flags"])
+        assert row["ru_ohm"] == shown(lab["ru"]["ru_ohm"])
+        assert row["diffusion_cm2_s"] == shown((lab["diffusion"] or {}).get("diffusion_cm2_s"))
+        assert row["e_half_v_vs_fc"] == shown(lab["referenced"]["e_vs_fc_v"], decimals=4)
         # what D was computed with: the cv step's analyte_mm and electrode; the cell held nothing else
-        assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1.0", "0.0314", "0.0")
+        assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1", "0.0314", "0")
         assert row["standard_problem"] == "" and row["blank_flags"] == "clean"
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.report import PLOTS
+from labloop.planners.base import Proposal
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -16,6 +17,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 4})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    with Journal.open(tmp_path / "tiny.db") as journal:  # a prediction as a model gives it: 17 digits
+        predicted = journal.record_proposals([Proposal("CCO", {"scan_rate_v_s": 0.1}, 4.512345678901234,
+                                                       0.012345678901234, 0.123456789012345, 1, "bayes")],
+                                             step=9, planner="bayes")[0]
     result = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "report" / "index.html").read_text()
@@ -25,8 +30,11 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
         assert (tmp_path / "report" / name).read_bytes().startswith(PNG_MAGIC)
     with (tmp_path / "report" / "experiments.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) >= 4 and {r["status"] for r in rows} <= {"done", "failed"}
+    assert len(rows) >= 5 and {r["status"] for r in rows} <= {"done", "failed", "proposed"}
     assert {"predicted_v_vs_li", "predicted_sd_v"} <= set(rows[0])  # named as in measurements.csv, to join on id
+    # a prediction and its sd to 0.1 mV as the potentials, the acquisition value to 4 significant digits
+    assert [(r["predicted_v_vs_li"], r["predicted_sd_v"], r["acquisition"]) for r in rows
+            if r["id"] == str(predicted)] == [("4.5123", "0.0123", "0.1235")]
     # planned scan rates to 4 significant digits, not the planner's 17 (scan_rate_v_s=0.055173262610286274)
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         planned = {e.id: e.conditions["scan_rate_v_s"] for e in journal.experiments()}
@@ -36,6 +44,13 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
     with (tmp_path / "report" / "measurements.csv").open() as handle:
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert len(measured) >= 4 and all(float(r["potential_v_vs_li"]) > 0 for r in measured)
+    # potentials to 0.1 mV (4 decimals in V), not the 17 digits of a float (4.512345678901234)
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        journalled = {e.id: e for e in journal.experiments()}
+    for row in measured:
+        e = journalled[int(row["id"])]
+        assert (row["potential_v_vs_li"], row["e_half_v_vs_reference"], row["dep_v"]) == \
+            (f"{e.potential_v:.4f}", f"{e.e_half_v:.4f}", f"{e.dep_v:.4f}"), row
     # every raw voltammogram, point by point, as the journal holds it (an operator found no way to replot one)
     with (tmp_path / "report" / "voltammograms.csv").open() as handle:
         points = list(csv.DictReader(handle))
@@ -45,9 +60,9 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
     assert len(ours) == len(first.potential_v) and '<a href="voltammograms.csv">' in page
     assert float(ours[5]["potential_v_vs_reference"]) == pytest.approx(first.potential_v[5], rel=1e-5)
     assert float(ours[5]["current_a"]) == pytest.approx(first.current_a[5], rel=1e-5)
-    assert float(ours[5]["scan_rate_v_s"]) == first.params.scan_rate_v_s and ours[5]["reference_electrode"]
+    assert ours[5]["scan_rate_v_s"] == f"{first.params.scan_rate_v_s:.4g}" and ours[5]["reference_electrode"]
     # each potential's scale in its header: vs Li/Li+, or (E1/2) vs the cell's reference electrode, named
-    assert all(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_reference"]) == pytest.approx(3.2)
+    assert all(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_reference"]) == pytest.approx(3.2, abs=1e-4)
                and r["reference_electrode"] == "Ag/Ag+" for r in measured)
     assert {r["potential_from"] for r in measured} == {"cell.reference_offset_v"}  # no ferrocene standard here
     assert not (tmp_path / "report" / "lab_grade.csv").exists() and "lab_grade.csv" not in page  # no lab record
