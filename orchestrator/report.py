@@ -47,10 +47,14 @@ PLOTS = ("best_so_far.png", "measured_vs_predicted.png", "prediction_error.png",
          "acquisition.png")
 #: drawn when the protocol has lab-grade steps (eis, several scan rates, a ferrocene standard)
 LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png")
-EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", "conditions", "mu", "sigma",
-                      "acquisition", "model_version", "created_at", "started_at", "finished_at")
+#: the columns that hold conditions, ``name=value;...`` in one cell: those a planner chose (the campaign's
+#: ``conditions:``) and the protocol's own scan rate where none was planned (journal/view.py: a potential is read
+#: at a scan rate, so both tables show what each experiment ran at, and which of the two set it)
+CONDITION_COLUMNS = ("conditions", "protocol_conditions")
+EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS, "mu",
+                      "sigma", "acquisition", "model_version", "created_at", "started_at", "finished_at")
 MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "potential_from", "e_half_v", "dep_v", "reference", "flags",
-                       "mu", "sigma")
+                       "mu", "sigma", *CONDITION_COLUMNS)
 #: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
 #: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
 #: column of both reads as one scale, and the second is off by however far the reference electrode drifted
@@ -59,11 +63,11 @@ FROM_FERROCENE, FROM_OFFSET = "ferrocene", "cell.reference_offset_v"
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
 #: read as a potential against that electrode (a chemist's trial)
 MEASUREMENT_HEADERS = {"potential_v": "potential_v_vs_li", "e_half_v": "e_half_v_vs_reference",
-                       "reference": "reference_electrode", "mu": "predicted_v_vs_li", "sigma": "predicted_sd_v"}
-#: experiments.csv names the prediction as measurements.csv does, so the two join on ``id`` without a rename
-EXPERIMENT_HEADERS = {"mu": MEASUREMENT_HEADERS["mu"], "sigma": MEASUREMENT_HEADERS["sigma"]}
-#: the columns that hold conditions, ``name=value;...`` in one cell
-CONDITION_COLUMNS = ("conditions",)
+                       "reference": "reference_electrode", "mu": "predicted_v_vs_li", "sigma": "predicted_sd_v",
+                       "conditions": "planned_conditions"}
+#: experiments.csv names the prediction and the conditions as measurements.csv does, so the two join on ``id``
+#: without a rename
+EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "conditions")}
 #: written when the journal holds lab records: one row per experiment and scan rate, the experiment's own results
 #: (Ru, D and what it was computed with, E1/2 vs Fc/Fc+, the blank) repeated on each of its rows. Why long, not one
 #: row per experiment with a column group per rate: the rates are a protocol's choice (a column set per rate set
@@ -246,7 +250,9 @@ def _shown(column: str, value: Any) -> Any:
 
 def _number(value: Any, decimals: int | None = None) -> Any:
     """``value`` as the CSVs show it: ``decimals`` decimals (no ``-0.0000``) or :data:`SIGNIFICANT_DIGITS`
-    significant digits for a real number; others as they are."""
+    significant digits for a real number, and each of a list's (a cv's ``scan_rates_v_s``); others as they are."""
+    if isinstance(value, list):
+        return f"[{', '.join(str(_number(v)) for v in value)}]"
     if not isinstance(value, float):
         return value
     return f"{round(value, decimals) + 0.0:.{decimals}f}" if decimals is not None else f"{value:.{SIGNIFICANT_DIGITS}g}"

@@ -14,16 +14,19 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from labloop.core.errors import JournalError, Problems, first_line
 from labloop.core.text import printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal, State, left_unsafe
+from labloop.protocols.steps import CV, parse_steps
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,13 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     ranked = [e for _, e in sorted(measured, key=lambda pe: objective.rank(pe[0]), reverse=True)]
     hits = sum(objective.is_hit(p) for p, _ in measured) if objective.defines_hits else None
 
+    protocol = _protocol_conditions(journal.path, config)
+
     def row(experiment: Any) -> dict[str, Any]:  # with whether it hit, so no reader re-implements the rule
         potential = experiment.potential_v
         return {**asdict(experiment), "hit": potential is not None and objective.defines_hits
-                and objective.is_hit(potential)}
+                and objective.is_hit(potential),
+                "protocol_conditions": {k: v for k, v in protocol.items() if k not in experiment.conditions}}
 
     return {
         "campaign": {
@@ -63,6 +69,22 @@ def snapshot(journal: Journal) -> dict[str, Any]:
         "models": [asdict(m) for m in journal.model_versions()],
         "events": [_without_raw(asdict(e)) for e in journal.events()],
     }
+
+
+def _protocol_conditions(store: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The scan rate the protocol's cv runs at as written (``{"scan_rate_v_s": 0.1}``, the step's default when it
+    gives none, or ``{"scan_rates_v_s": [...]}`` for a cv of several), which an experiment ran at unless a planned
+    condition of that name replaced it. Why beside the planned ``conditions``: a potential is read at a scan rate
+    (a quasi-reversible wave moves with it), and without a ``conditions:`` section the rate was in the raw data
+    alone, not in ``log --json`` nor the report's tables."""
+    protocol = config.get("protocol")
+    try:
+        steps = parse_steps(protocol.get("steps") if isinstance(protocol, dict) else None)
+    except Problems as exc:
+        raise JournalError(f"{store}: the journal's campaign record is damaged (its protocol cannot be read: "
+                           f"{first_line(exc)})") from None
+    cv = next(step for step in steps if isinstance(step, CV))  # parse_steps: exactly one
+    return {"scan_rates_v_s": list(cv.scan_rates_v_s)} if cv.scan_rates_v_s else {"scan_rate_v_s": cv.scan_rate_v_s}
 
 
 #: the keys of a ``lab`` event's data that hold raw voltammograms (thousands of points each)

@@ -74,6 +74,8 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
     with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert measured and {r["potential_from"] for r in measured} == {"ferrocene"}
+    # the scan rates each experiment ran at, the protocol's (no condition planned them)
+    assert {r["protocol_conditions"] for r in measured} == {"scan_rates_v_s=[0.1, 0.2, 0.5, 1]"}
     # the lab-grade results in a table of their own, one row per experiment and scan rate, units in the headers
     assert 'href="lab_grade.csv"' in page
     with (tmp_path / "report" / "lab_grade.csv").open() as handle:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.report import PLOTS
 from labloop.planners.base import Proposal
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
@@ -38,9 +42,10 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
     # planned scan rates to 4 significant digits, not the planner's 17 (scan_rate_v_s=0.055173262610286274)
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         planned = {e.id: e.conditions["scan_rate_v_s"] for e in journal.experiments()}
-    for row in rows:
-        shown = row["conditions"].removeprefix("scan_rate_v_s=")
-        assert shown == f"{planned[int(row['id'])]:.4g}" and len(shown.lstrip("0.")) <= 4, row["conditions"]
+    for row in rows:  # the planned scan rate replaced the protocol's: none of the protocol's to show
+        shown = row["planned_conditions"].removeprefix("scan_rate_v_s=")
+        assert shown == f"{planned[int(row['id'])]:.4g}" and len(shown.lstrip("0.")) <= 4, row["planned_conditions"]
+        assert row["protocol_conditions"] == ""
     with (tmp_path / "report" / "measurements.csv").open() as handle:
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert len(measured) >= 4 and all(float(r["potential_v_vs_li"]) > 0 for r in measured)
@@ -66,6 +71,27 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
                and r["reference_electrode"] == "Ag/Ag+" for r in measured)
     assert {r["potential_from"] for r in measured} == {"cell.reference_offset_v"}  # no ferrocene standard here
     assert not (tmp_path / "report" / "lab_grade.csv").exists() and "lab_grade.csv" not in page  # no lab record
+
+
+def test_the_protocols_scan_rate_is_shown_beside_each_experiment_when_none_is_planned(tmp_path, labloop,
+                                                                                     write_campaign):
+    """Without a ``conditions:`` section the scan rate a cv ran at (the protocol's own) was in voltammograms.csv and
+    the raw data alone: ``log --json`` gave ``conditions: {}`` and experiments.csv an empty column. Both now show
+    the protocol's value beside the planned ones, each under its own name."""
+    steps = yaml.safe_load((EXAMPLES / "protocols" / "cv_screen.yaml").read_text())
+    cv = next(step for step in steps if isinstance(step, dict) and "cv" in step)
+    cv["cv"]["scan_rate_v_s"] = 0.2  # not the step's default 0.1
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2}, conditions={}, protocol=steps)
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    logged = json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)["experiments"]
+    assert len(logged) >= 2 and all((e["conditions"], e["protocol_conditions"]) == ({}, {"scan_rate_v_s": 0.2})
+                                    for e in logged), logged
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    for table in ("experiments.csv", "measurements.csv"):
+        with (tmp_path / "report" / table).open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert rows and all((r["planned_conditions"], r["protocol_conditions"]) == ("", "scan_rate_v_s=0.2")
+                            for r in rows), (table, rows)
 
 
 def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_campaign):

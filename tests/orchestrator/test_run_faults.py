@@ -298,11 +298,15 @@ def test_damaged_journals_are_one_line_everywhere(tmp_path, labloop, write_campa
     shutil.copy(store, bad_config)
     with sqlite3.connect(bad_config) as db:
         db.execute("UPDATE campaign SET config_json = '{not json'")
+    bad_protocol = tmp_path / "bad-protocol.db"  # read for the scan rate each experiment ran at
+    shutil.copy(store, bad_protocol)
+    with sqlite3.connect(bad_protocol) as db:
+        db.execute("UPDATE campaign SET config_json = json_set(config_json, '$.protocol.steps', json('[\"boil\"]'))")
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 64)
 
     for damaged, commands in ((zeroed, ("log", "report", "resume")), (garbage, ("log", "report", "resume")),
-                              (bad_config, ("log", "resume"))):
+                              (bad_config, ("log", "resume")), (bad_protocol, ("log", "report", "resume"))):
         for command in commands:
             result = labloop(command, damaged)
             lines = result.stderr.strip().splitlines()
