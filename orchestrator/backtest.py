@@ -44,7 +44,7 @@ from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
 from labloop.planners import ModelView, Observation, Planner, PlannerState
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
-from labloop.surrogate.dataset import csv_line, read_table
+from labloop.surrogate.dataset import csv_lines, read_table
 
 if TYPE_CHECKING:
     from labloop.instruments.cv_analysis import Quantity
@@ -85,6 +85,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     table = read_table(path, (column,), smiles_column=smiles_column,  # a lab's table names its columns its way
                        column_hint=f": name its SMILES column {smiles_column!r}, as the campaign's library does "
                                    "(library.smiles_column)", target_option="--column")
+    line_of = csv_lines(path)  # its lines after any blank one
     low, high = POTENTIAL_RANGE_V
     truth: dict[str, float] = {}
     empty, conflicts, first_conflict = 0, 0, 0
@@ -93,18 +94,18 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     first_of: dict[str, float] = {}  # by canonical SMILES: the value the molecule's first row gave
     for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0], strict=True)):
         if not canonical[row]:
-            invalid.append((csv_line(row), smiles))
+            invalid.append((line_of(row), smiles))
             continue
         if not np.isfinite(value):
             empty += 1
             continue
         if not low <= value <= high:
-            raise InvalidInput(f"{path}: line {csv_line(row)}, column {column!r}: {value:g} lies beyond "
+            raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: {value:g} lies beyond "
                                f"{low:g}..{high:g} V vs Li/Li+: not a potential (an energy in eV? millivolts?)")
         key = canonical[row]
         if key in first_of and first_of[key] != value:
             conflicts += 1
-            first_conflict = first_conflict or csv_line(row)
+            first_conflict = first_conflict or line_of(row)
         truth.setdefault(smiles, first_of.setdefault(key, float(value)))
     unscreened = "no SMILES of a molecule labloop screens"
     first = f"first at line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""

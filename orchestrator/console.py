@@ -62,16 +62,14 @@ def beyond_prior_said(n: int) -> str:
 
 
 def report_invalid(invalid: Sequence[InvalidSmiles], path: Path | str,
-                   what: str = "skipped {n} invalid SMILES in {path}",
-                   line_of: Callable[[int], int] | None = None) -> None:
+                   what: str = "skipped {n} invalid SMILES in {path}", *,
+                   line_of: Callable[[int], int]) -> None:
     """Invalid SMILES are skipped, never fatal: say how many and where (``line_of``: the line of a 0-based data
-    row, a CSV's by default, after its header; a library's from
+    row, a table's from :func:`labloop.surrogate.dataset.csv_lines`, a library's from
     :func:`labloop.surrogate.library_pipeline.row_lines`); ``what`` is the message's start, with ``{n}`` and
     ``{path}``."""
     if not invalid:
         return
-    if line_of is None:
-        from labloop.surrogate.dataset import csv_line as line_of  # pandas: loaded only once there is a table
     shown = ", ".join(f"line {line_of(i.row)} {i.shown}" for i in invalid[:5])
     more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
     err.print(f"warning: {what.format(n=len(invalid), path=path)}: {shown}{more}",

@@ -9,11 +9,13 @@ for every command that reads a table (``validate``, ``run``, ``backtest``, ``sur
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +107,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){_spreadsheet_hint(path, exc)}") \
             from None
     columns = list(df.columns)
+    line_of = csv_lines(path)
     refuse_repeated_columns(path, (smiles_column, *targets))
     if smiles_column not in columns:  # the separator, when it is the cause, is the one thing to say
         raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))})"
@@ -121,11 +124,11 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         bad = values.isna() & df[t].notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InvalidInput(f"{path}: line {csv_line(row)}, column {t!r}: {df[t].iloc[row]!r} is not a number")
+            raise InvalidInput(f"{path}: line {line_of(row)}, column {t!r}: {df[t].iloc[row]!r} is not a number")
         Y[:, j] = values.to_numpy(dtype=float)
-        _check_values(Y[:, j], path, t)
+        _check_values(Y[:, j], path, t, line_of)
     smiles = ["" if pd.isna(s) else str(s) for s in df[smiles_column]]
-    _blank_too_long(smiles, path)
+    _blank_too_long(smiles, path, line_of)
     log.info("read %d %s from %s", len(smiles), plural(len(smiles), "row"), path)
     return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y)
 
@@ -145,13 +148,13 @@ def refuse_repeated_columns(path: Path, used: Sequence[str]) -> None:
                            f"{', '.join(header)}): keep one, or rename the others")
 
 
-def _check_values(values: np.ndarray, path: Path, column: str) -> None:
+def _check_values(values: np.ndarray, path: Path, column: str, line_of: Callable[[int], int]) -> None:
     """Refuse a target column holding an infinite value, one beyond :data:`MAX_ABS_TARGET`, or no value at all
     (empty cells are missing labels, which training skips; a column of nothing but those trains nothing)."""
     absurd = ~np.isnan(values) & ~(np.abs(values) <= MAX_ABS_TARGET)  # inf, -inf and 1e300 alike
     if absurd.any():
         row = int(np.flatnonzero(absurd)[0])
-        raise InvalidInput(f"{path}: line {csv_line(row)}, column {column!r}: {values[row]:g} is no energy (eV) or "
+        raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: {values[row]:g} is no energy (eV) or "
                            f"potential (V) of a molecule (at most {MAX_ABS_TARGET:g} either way): meV, kJ/mol, or "
                            "a damaged file?")
     if len(values) and np.isnan(values).all():
@@ -199,7 +202,7 @@ def shown(smiles: str) -> str:
     return f"{smiles[:SHOWN_CHARACTERS]!r}... ({len(smiles)} characters)"
 
 
-def _blank_too_long(smiles: list[str], path: Path) -> None:
+def _blank_too_long(smiles: list[str], path: Path, line_of: Callable[[int], int]) -> None:
     """Empty every SMILES longer than :data:`MAX_SMILES_LENGTH` (an empty cell is an invalid SMILES everywhere,
     so no planner, world or featuriser ever parses it), with one warning line for the file. Rows stay, so
     labels and line numbers still line up."""
@@ -211,7 +214,7 @@ def _blank_too_long(smiles: list[str], path: Path) -> None:
     level = logging.INFO if warned in _WARNED else logging.WARNING  # a file is often read twice: warn once
     _WARNED.add(warned)
     log.log(level, "%s: skipped %d SMILES longer than %d characters (too long; the first at line %d has %d)", path,
-                len(long_rows), MAX_SMILES_LENGTH, csv_line(first), len(smiles[first]))
+                len(long_rows), MAX_SMILES_LENGTH, line_of(first), len(smiles[first]))
     for row in long_rows:
         smiles[row] = ""
 
@@ -219,3 +222,50 @@ def _blank_too_long(smiles: list[str], path: Path) -> None:
 def csv_line(row: int) -> int:
     """CSV line number (header is line 1) of 0-based data row ``row``."""
     return row + 2
+
+
+def csv_lines(path: Path) -> Callable[[int], int]:
+    """The line of each 0-based data row of the CSV ``path`` as pandas reads it (-1: its header), for messages that
+    name a row by its line. Why not :func:`csv_line`'s row + 2: pandas skips blank lines (before the header too),
+    and a quoted cell may span lines, so a row after either is further down the file than its number says (a bad
+    value after two blank lines was called line 3 of a file that has it on line 5).
+
+    The file is read when the first line is asked for, keeping only the numbers of the lines that start no row
+    (few): reading a table without a bad row costs nothing more. A file that cannot be read as text falls back to
+    row + 2 (the reader says what is wrong with it in its own words)."""
+    scanned: tuple[int, list[int]] | None = None
+
+    def line(row: int) -> int:
+        nonlocal scanned
+        if scanned is None:
+            scanned = _rowless_lines(path)
+        header, skipped = scanned
+        number = header + row + 1
+        for gap in skipped:  # in order: each line before the row's that starts no row moves it one line on
+            if gap > number:
+                break
+            number += 1
+        return number
+
+    return line
+
+
+def _rowless_lines(path: Path) -> tuple[int, list[int]]:
+    """(the header's line, the lines after it that start no data row: blank ones, which pandas skips, and those a
+    quoted cell spans beyond its row's first line) of the CSV ``path``, plain or ``.gz``."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    header, skipped, last = 0, [], 0
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            for record in reader:
+                first, last = last + 1, reader.line_num
+                if len(record) <= 1 and not "".join(record).strip():  # a line of nothing but spaces is blank too
+                    if header:
+                        skipped.append(first)
+                    continue
+                header = header or first
+                skipped.extend(range(first + 1, last + 1))
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error, csv.Error):
+        return 1, []
+    return header or 1, skipped

@@ -50,7 +50,7 @@ from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
 from labloop.core.text import plural
 from labloop.surrogate.compute import lost_cluster
-from labloop.surrogate.dataset import csv_line, not_a_file, refuse_repeated_columns, separator_hint
+from labloop.surrogate.dataset import csv_line, csv_lines, not_a_file, refuse_repeated_columns, separator_hint
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -190,8 +190,9 @@ def _smi_lines(lines: Iterable[str], column: str) -> Iterator[list[str] | None]:
 
 def row_lines(path: str | Path, smiles_column: str = "smiles") -> Callable[[int], int]:
     """The line of each 0-based data row, for messages that name rows by their lines: in a CSV (and any file the
-    campaign reads as one) the row + 2, after its header (Parquet's rows are counted the same way); in a ``.smi``
-    file the line it is on, the blank lines, comments and header before it counted (which the reader skips).
+    campaign reads as one) the line it is on, after its header and the blank lines pandas skips
+    (:func:`labloop.surrogate.dataset.csv_lines`); in Parquet the row + 2, counted as a CSV's; in a ``.smi`` file
+    the line it is on, the blank lines, comments and header before it counted (which the reader skips).
 
     The .smi file is read when the first line is asked for, keeping only the numbers of its skipped lines (few
     in a library of millions): a run without an invalid row reads it no more than before."""
@@ -201,7 +202,7 @@ def row_lines(path: str | Path, smiles_column: str = "smiles") -> Callable[[int]
     except InvalidInput:
         kind = "csv"  # a campaign reads an unknown suffix as CSV (Library.is_csv)
     if kind != "smi":
-        return csv_line
+        return csv_line if kind == "parquet" else csv_lines(path)
     skipped: list[int] | None = None
 
     def line(row: int) -> int:

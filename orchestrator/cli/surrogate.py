@@ -27,7 +27,7 @@ from labloop.core.text import plural
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
-from labloop.surrogate.dataset import csv_line, read_table
+from labloop.surrogate.dataset import csv_lines, read_table
 from labloop.surrogate.featurize import InvalidSmiles, beyond_prior
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
@@ -96,7 +96,7 @@ def _predict_table(model_dir: Path, data: Path, smiles_column: str, targets: lis
     with console.progress() as bar:
         task = bar.add_task("featurise + predict", total=len(table.smiles))
         pred = ens.predict(table.smiles, cache=_cache(no_cache), progress=lambda k: bar.advance(task, k))
-    console.report_invalid(pred.invalid, data)
+    console.report_invalid(pred.invalid, data, line_of=csv_lines(data))
     return ens, table, pred
 
 
@@ -209,7 +209,7 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
         run = train_from_table(table, chosen, folds=folds, seed=seed, holdout=holdout, cache=_cache(no_cache),
                                on_featurized=lambda k: bar.advance(feat_task, k), on_epoch=on_epoch,
                                merge_repeats=True)
-    console.report_invalid(run.invalid, data)
+    console.report_invalid(run.invalid, data, line_of=csv_lines(data))
     _say_repeats(run.repeats, data, targets)
     save_ensemble(run.ensemble, output)
     metrics = run.ensemble.info["metrics"]
@@ -231,15 +231,16 @@ def _say_repeats(repeats: Repeats, data: Path, targets: Sequence[str]) -> None:
     one's lines and spread: a mix-up in the table (a reference, a unit, a sign) was averaged without a word."""
     from labloop.surrogate.training import REPEAT_SPREAD
 
+    line_of = csv_lines(data)
     if repeats.rows:
         console.err.print(f"warning: {repeats.rows} {plural(repeats.rows, 'row')} of {data} "
                           f"{plural(repeats.rows, 'repeats', 'repeat')} the molecule of an earlier row, compared "
-                          f"as canonical SMILES (first: line {csv_line(repeats.first)}, the molecule of line "
-                          f"{csv_line(repeats.of)}): each molecule is trained on once, with the mean of its rows' "
+                          f"as canonical SMILES (first: line {line_of(repeats.first)}, the molecule of line "
+                          f"{line_of(repeats.of)}): each molecule is trained on once, with the mean of its rows' "
                           "values per target", markup=False, highlight=False, soft_wrap=True)
     if repeats.disagreeing:
         n, rows, target = repeats.disagreeing, repeats.spread_rows, targets[repeats.spread_target]
-        lines = ", ".join(str(csv_line(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        lines = ", ".join(str(line_of(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
         console.err.print(f"warning: {n} repeated {plural(n, 'molecule')} of {data} {plural(n, 'has', 'have')} "
                           f"values more than {REPEAT_SPREAD:g} {_unit(target)} apart (first: lines {lines}, {target} "
                           f"spread {repeats.spread:.3f} {_unit(target)}), more than a measurement repeats by, and "

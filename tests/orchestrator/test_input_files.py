@@ -106,3 +106,30 @@ def test_a_library_with_two_smiles_columns_is_refused_naming_the_column(tmp_path
     library.write_text("smiles,name,smiles.1,ie_ev,ea_ev\n" + "CCO,a,c1ccccc1O,6.1,0.2\n" * rows)
     assert labloop("validate", campaign, "--dry-run").returncode == 0
     assert next(read_chunks(library)).smiles[0] == "CCO"
+
+
+def test_a_csv_line_is_named_as_the_file_numbers_it_after_blank_lines(tmp_path, labloop, write_campaign):
+    """pandas skips blank lines and reads a quoted cell across lines, and the messages counted rows from the header
+    (row + 2): a bad value after two blank lines was called line 3 of a file that has it on line 5. The library's
+    invalid SMILES (validate), a table's bad number (the world's truth, read from the library) and a backtest
+    truth's potential beyond any molecule's are named at their real lines."""
+    rows = LIBRARY.read_text().splitlines()
+    # line 1 blank, 2 the header, 3-4 molecules, 5-6 blank (one of spaces), 7-8 a molecule whose quoted name spans
+    # both, 9 the invalid SMILES, 10 on the rest
+    lines = ["", rows[0] + ",name", *(r + ",a" for r in rows[1:3]), "", "   ", rows[3] + ',"two\nlines"',
+             "C1CC,7.1,0.1,b", *(r + ",c" for r in rows[4:200])]
+    library = tmp_path / "library.csv"
+    library.write_text("\n".join(lines) + "\n")
+    assert library.read_text().splitlines()[8] == "C1CC,7.1,0.1,b"
+    campaign = write_campaign(tmp_path, library={"file": str(library)})
+    checked = labloop("validate", campaign, "--dry-run")
+    assert checked.returncode == 0 and "line 9 'C1CC'" in checked.stderr, checked.stderr
+    library.write_text(library.read_text().replace("C1CC,7.1,", "C1CC,abc,"))
+    refused = labloop("validate", campaign, "--dry-run")
+    assert refused.returncode == 2 and f"{library}: line 9, column 'ie_ev': 'abc' is not a number" in refused.stderr, \
+        refused.stderr
+    truth = tmp_path / "truth.csv"
+    truth.write_text("\n".join(["smiles,e_v", "CCO,4.5", "", "", "CCN,20"]) + "\n")
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", truth, "--column", "e_v", "--planners",
+                     "random", "--no-instruments")
+    assert result.returncode == 2 and "line 5, column 'e_v': 20 lies beyond" in result.stderr, result.stderr
