@@ -100,19 +100,20 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     path = Path(path)
     if (problem := not_a_file(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
+    line_of = csv_lines(path)
     try:
-        df = pd.read_csv(path, dtype={smiles_column: str}, keep_default_na=False, na_values=[""])
+        names = file_columns(path, (smiles_column, *targets), line_of)
+        df = pd.read_csv(path, dtype={names.get(smiles_column, smiles_column): str}, keep_default_na=False,
+                         na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
         raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){_spreadsheet_hint(path, exc)}") \
             from None
     columns = list(df.columns)
-    line_of = csv_lines(path)
-    refuse_repeated_columns(path, (smiles_column, *targets))
-    if smiles_column not in columns:  # the separator, when it is the cause, is the one thing to say
+    if smiles_column not in names:  # the separator, when it is the cause, is the one thing to say
         raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))})"
                            f"{separator_hint(columns) or column_hint}")
-    missing = [t for t in targets if t not in columns]
+    missing = [t for t in targets if t not in names]
     if missing:
         listed = f"(columns: {', '.join(map(str, columns))})"
         if target_option is not None:
@@ -120,32 +121,51 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         raise InvalidInput(f"{path}: no target column {missing[0]!r} {listed}")
     Y = np.zeros((len(df), len(targets)))
     for j, t in enumerate(targets):
-        values = pd.to_numeric(df[t], errors="coerce")
-        bad = values.isna() & df[t].notna()
+        column = df[names[t]]
+        values = pd.to_numeric(column, errors="coerce")
+        bad = values.isna() & column.notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InvalidInput(f"{path}: line {line_of(row)}, column {t!r}: {df[t].iloc[row]!r} is not a number")
+            raise InvalidInput(f"{path}: line {line_of(row)}, column {names[t]!r}: {column.iloc[row]!r} is not a "
+                               "number")
         Y[:, j] = values.to_numpy(dtype=float)
-        _check_values(Y[:, j], path, t, line_of)
-    smiles = ["" if pd.isna(s) else str(s) for s in df[smiles_column]]
+        _check_values(Y[:, j], path, names[t], line_of)
+    smiles = ["" if pd.isna(s) else str(s) for s in df[names[smiles_column]]]
     _blank_too_long(smiles, path, line_of)
     log.info("read %d %s from %s", len(smiles), plural(len(smiles), "row"), path)
     return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y)
 
 
-def refuse_repeated_columns(path: Path, used: Sequence[str]) -> None:
-    """Refuse a CSV whose header names one of the ``used`` columns twice (InvalidInput naming file and column).
-
-    Why: pandas renames the second ``smiles`` to ``smiles.1`` and reads the first, so a table pasted side by side
-    with another (two ``smiles`` columns, each with its own molecules) was read half, without a word. The header
-    is read as written, so a real column named ``smiles.1`` is not taken for a repeat.
-    """
+def file_columns(path: Path, wanted: Sequence[str], line_of: Callable[[int], int]) -> dict[str, str]:
+    """:func:`column_names` of the CSV ``path``'s header, read as written: pandas renames a second ``smiles`` to
+    ``smiles.1`` (and reads the first, so a table pasted beside another was read half, without a word), and a
+    column really named ``smiles.1`` is no repeat. ``line_of``: the file's :func:`csv_lines`."""
     header = [str(name) for name in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
               .iloc[0]] if path.stat().st_size else []
-    repeated = next((name for name in used if header.count(name) > 1), None)
-    if repeated is not None:
-        raise InvalidInput(f"{path}: column {repeated!r} is given {header.count(repeated)} times (columns: "
-                           f"{', '.join(header)}): keep one, or rename the others")
+    return column_names(path, header, wanted, line_of)
+
+
+def column_names(path: Path, header: Sequence[str], wanted: Sequence[str],
+                 line_of: Callable[[int], int] | None = None) -> dict[str, str]:
+    """Each of the ``wanted`` columns that ``header`` has, by the name the file writes it with, whatever its case
+    (``SMILES`` for ``smiles``: a lab's table names its columns its own way, and an exact match refused one with a
+    capital, or took ``smiles`` beside a ``Smiles`` the user meant). A wanted column the header gives twice is
+    refused (InvalidInput, one line): as written, or in two cases, naming both and the header's line (``line_of``:
+    the CSV's lines; None for a file without lines, Parquet), since which one was meant cannot be told."""
+    found: dict[str, str] = {}
+    for name in wanted:
+        same = [column for column in header if column.casefold() == name.casefold()]
+        if len(set(same)) > 1:
+            first, other = same[0], next(column for column in same if column != same[0])
+            where = "" if line_of is None else f"line {line_of(-1)}: "
+            raise InvalidInput(f"{path}: {where}columns {first!r} and {other!r} differ only by case, and labloop "
+                               "matches column names whatever their case: rename one, or remove it")
+        if len(same) > 1:
+            raise InvalidInput(f"{path}: column {same[0]!r} is given {len(same)} times (columns: "
+                               f"{', '.join(header)}): keep one, or rename the others")
+        if same:
+            found[name] = same[0]
+    return found
 
 
 def _check_values(values: np.ndarray, path: Path, column: str, line_of: Callable[[int], int]) -> None:

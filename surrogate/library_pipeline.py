@@ -50,7 +50,7 @@ from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
 from labloop.core.text import plural
 from labloop.surrogate.compute import lost_cluster
-from labloop.surrogate.dataset import csv_line, csv_lines, not_a_file, refuse_repeated_columns, separator_hint
+from labloop.surrogate.dataset import column_names, csv_line, csv_lines, file_columns, not_a_file, separator_hint
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -116,13 +116,13 @@ Rows = tuple[list[str], list[str] | None]
 def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
-        refuse_repeated_columns(path, (column,))
-        if column not in header:
+        written = file_columns(path, (column,), csv_lines(path)).get(column)
+        if written is None:
             raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(map(str, header))})"
                                f"{separator_hint(header)}")
-        frames = pd.read_csv(path, usecols=[column], dtype={column: str}, keep_default_na=False, chunksize=size)
+        frames = pd.read_csv(path, usecols=[written], dtype={written: str}, keep_default_na=False, chunksize=size)
         for frame in frames:
-            yield frame[column].tolist(), None
+            yield frame[written].tolist(), None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
         raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)})") from None
@@ -130,18 +130,21 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
 
 def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
     try:
-        for batch in _open_parquet(path, column).iter_batches(batch_size=size, columns=[column]):
+        parquet, written = _open_parquet(path, column)
+        for batch in parquet.iter_batches(batch_size=size, columns=[written]):
             yield ["" if s is None else str(s) for s in batch.column(0).to_pylist()], None
     except (pa.ArrowException, OSError) as exc:
         raise InvalidInput(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
 
 
-def _open_parquet(path: Path, column: str) -> pq.ParquetFile:
+def _open_parquet(path: Path, column: str) -> tuple[pq.ParquetFile, str]:
+    """The Parquet file and its SMILES ``column`` as the file names it (:func:`column_names`: whatever its case)."""
     parquet = pq.ParquetFile(path)
     names = parquet.schema_arrow.names
-    if column not in names:
+    written = column_names(path, names, (column,)).get(column)
+    if written is None:
         raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(names)})")
-    return parquet
+    return parquet, written
 
 
 def _smi_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
@@ -473,7 +476,7 @@ def count_rows(path: str | Path, smiles_column: str = "smiles") -> int:
     path = Path(path)
     if path.is_file() and library_format(path) == "parquet":
         try:
-            return _open_parquet(path, smiles_column).metadata.num_rows
+            return _open_parquet(path, smiles_column)[0].metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
             raise InvalidInput(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
     return sum(len(chunk.smiles) for chunk in read_chunks(path, smiles_column, chunk_size=100_000))

@@ -170,11 +170,11 @@ def test_a_truth_table_says_what_it_leaves_out_and_how_its_smiles_column_is_name
     assert result.returncode == 0, result.stderr
     assert (f"warning: 2 rows of {tmp_path / 'lab.csv'} are no SMILES of a molecule labloop screens (first at line "
             f"{len(rows) + 1}: 'C1CC(not_a_smiles') and are left out") in result.stderr
-    (tmp_path / "named.csv").write_text(path.read_text().replace("smiles,e_v", "SMILES,e_v", 1))
+    (tmp_path / "named.csv").write_text(path.read_text().replace("smiles,e_v", "molecule,e_v", 1))  # SMILES is read
     named = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "named.csv", "--column", "e_v",
                     "--planners", "random")
     assert named.returncode == 2 and named.stderr.strip().endswith(
-        "no column 'smiles' (columns: SMILES, e_v): name its SMILES column 'smiles', as the campaign's library does "
+        "no column 'smiles' (columns: molecule, e_v): name its SMILES column 'smiles', as the campaign's library does "
         "(library.smiles_column)")
 
 

@@ -184,8 +184,8 @@ MALFORMED = [
      "objective.window_v", "4500 V vs Li/Li+ is no potential a cell reaches (-3..10 V): millivolts written as volts?"),
     ("missing library file", edit("file: library.csv", "file: nowhere.csv"), "library:", "library.file",
      "nowhere.csv: no such file"),
-    ("library without the SMILES column", edit("smiles_column: smiles", "smiles_column: SMILES"), "library:",
-     "library.file", "no column 'SMILES'"),
+    ("library without the SMILES column", edit("smiles_column: smiles", "smiles_column: molecule"), "library:",
+     "library.file", "no column 'molecule'"),  # SMILES would be read: column names match whatever their case
     ("prior target not in the file", edit("targets: [ie_ev, ea_ev]", "targets: [ie_ev, homo]"), "prior:",
      "prior.file", "no target column 'homo'"),
     ("bad active_hours", edit('"00:00-24:00"', '"7pm-7am"'), "schedule:", "schedule.active_hours", "HH:MM-HH:MM"),

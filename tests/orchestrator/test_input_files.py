@@ -133,3 +133,51 @@ def test_a_csv_line_is_named_as_the_file_numbers_it_after_blank_lines(tmp_path, 
     result = labloop("backtest", write_campaign(tmp_path), "--truth", truth, "--column", "e_v", "--planners",
                      "random", "--no-instruments")
     assert result.returncode == 2 and "line 5, column 'e_v': 20 lies beyond" in result.stderr, result.stderr
+
+
+def test_column_names_match_whatever_their_case_and_two_that_differ_only_by_case_are_refused(
+        tmp_path, labloop, write_campaign):
+    """Column names were compared exactly: a library whose header says ``SMILES`` was refused ('no column
+    'smiles''), and one with ``Smiles`` beside ``smiles`` was read from ``smiles`` without a word, whichever the user
+    meant. A column is now matched whatever its case, and two that differ only by case are refused in one line
+    naming both and the header's line (the library, its chunked reader, Parquet, a backtest's truth table)."""
+    import pandas as pd
+
+    from labloop.core.errors import InvalidInput
+    from labloop.surrogate.library_pipeline import read_chunks
+
+    rows = LIBRARY.read_text().splitlines()
+    library = tmp_path / "library.csv"
+    library.write_text("\n".join(["SMILES,IE_eV,EA_eV", *rows[1:]]) + "\n")
+    campaign = write_campaign(tmp_path, library={"file": str(library)})  # the world reads ie_ev, ea_ev from it
+    checked = labloop("validate", campaign, "--dry-run")
+    assert checked.returncode == 0, checked.stderr
+    assert next(read_chunks(library)).smiles[0] == rows[1].split(",")[0]
+    library.write_text("\n".join(["", "Smiles,name,smiles,ie_ev,ea_ev",
+                                  *(f"CCO,a,{r}" for r in rows[1:])]) + "\n")  # the header on line 2
+    for command in (("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
+        result = labloop(*command)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"error: {campaign}:5: library.file: {library}: line 2: columns 'Smiles' and 'smiles' differ only by "
+            "case, and labloop matches column names whatever their case: rename one, or remove it"]
+    assert not (tmp_path / "tiny.db").exists()
+    with pytest.raises(InvalidInput, match="line 2: columns 'Smiles' and 'smiles' differ only by case"):
+        next(read_chunks(library))
+    parquet = tmp_path / "library.parquet"
+    pd.DataFrame({"SMILES": ["CCO", "CCN"]}).to_parquet(parquet)
+    assert next(read_chunks(parquet)).smiles == ["CCO", "CCN"]
+    pd.DataFrame({"SMILES": ["CCO"], "smiles": ["CCN"]}).to_parquet(parquet)
+    with pytest.raises(InvalidInput, match="columns 'SMILES' and 'smiles' differ only by case"):
+        next(read_chunks(parquet))
+    truth = tmp_path / "truth.csv"
+    truth.write_text("\n".join(["Smiles,E_V", *(f"{r.split(',')[0]},4.5" for r in rows[1:])]) + "\n")
+    backtest = ("backtest", write_campaign(tmp_path), "--truth", truth, "--column", "e_v", "--planners", "random",
+                "--no-instruments", "--seeds", "1")
+    result = labloop(*backtest)
+    assert result.returncode == 0, result.stderr
+    truth.write_text("\n".join(["smiles,e_v,E_V", *(f"{r.split(',')[0]},4.5,4.6" for r in rows[1:])]) + "\n")
+    result = labloop(*backtest)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {truth}: line 1: columns 'e_v' and 'E_V' differ only by case, and labloop matches column names "
+        "whatever their case: rename one, or remove it"], result.stderr
