@@ -125,6 +125,21 @@ def test_best_so_far_ranks_a_window_by_nearness_to_its_centre():
     assert sorted(measured, key=highest.rank, reverse=True) == sorted(measured, reverse=True)
 
 
+def test_the_quick_start_validates_the_example_as_it_runs_it(labloop, workdir, monkeypatch):
+    """A newcomer's first ``labloop validate examples/campaign.yaml`` failed (the example's sample changer exists
+    only in dry runs): the quick start showed no validate, and README's first one was for real instruments. The
+    quick start's block now validates the example as it runs it, and that line passes as written."""
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme[readme.index("```bash\n"):readme.index("```", readme.index("```bash\n") + 3)]
+    commands = [line.split("&&")[-1].split() for line in quick_start.splitlines() if "labloop validate" in line]
+    assert commands, "the quick start shows no validate"
+    monkeypatch.chdir(workdir.parent)  # the commands' examples/ is the copy's
+    for command in commands:
+        assert command[:2] == ["labloop", "validate"] and "--dry-run" in command
+        checked = labloop(*command[1:])
+        assert checked.returncode == 0, checked.stderr
+
+
 def test_the_repository_example_validates():
     assert load_campaign(EXAMPLE).name == "cathode-screen"
 
