@@ -13,6 +13,7 @@ import logging
 import secrets
 import socket
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
@@ -52,7 +53,10 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{bound_port}/"
-    console.out.print(f"dashboard: {url}#token={token}", markup=False, highlight=False, soft_wrap=True)
+    # percent-encoded: the page reads the fragment as a query string (dashboard.js), where a token's +, &, % or #
+    # would become a space, end the value or break the address
+    console.out.print(f"dashboard: {url}#token={quote(token, safe='')}", markup=False, highlight=False,
+                      soft_wrap=True)
     console.out.print(f"write token (approve/veto): {token}", markup=False, highlight=False, soft_wrap=True)
     console.out.file.flush()
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -182,6 +182,23 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     _screenshot(browser, tmp_path, "dashboard-live.png")
 
 
+def test_a_token_with_url_characters_reaches_the_page_whole(finished_store, browser):
+    """The printed link carried the token as typed: ``+`` arrived as a space, ``&`` ended it, ``%`` and ``#`` broke
+    it, so the page's token field held something else and every approve was refused. The link percent-encodes it."""
+    from urllib.parse import unquote
+
+    token = "a+b&c%41d#e=f?g/h"
+    dashboard = Dashboard(finished_store, token=token)
+    try:
+        browser.get(dashboard.url_with_token)
+        _wait(browser, lambda d: _text(d, "#campaign-name") == "tiny", "the page")
+        assert browser.execute_script("return document.getElementById('token').value") == token
+        assert browser.execute_script("return sessionStorage.getItem('labloop-token')") == token
+        assert unquote(dashboard.url_with_token.split("#token=", 1)[1]) == token
+    finally:
+        dashboard.close()
+
+
 class _Proposal:
     def __init__(self, smiles: str) -> None:
         self.smiles, self.conditions, self.mu, self.sigma, self.acquisition = smiles, {}, None, None, None
