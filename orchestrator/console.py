@@ -38,14 +38,36 @@ __all__ = ["err", "out", "printable", "progress", "report_invalid", "setup_loggi
 #: results; piped into a file or ``grep``, rich would fold a table at 80 columns, so one row would span
 #: several lines: off a terminal (and with no COLUMNS set) a table keeps its rows whole up to 200 columns
 out = Console(width=None if Console().is_terminal or "COLUMNS" in os.environ else PIPED_WIDTH)
-err = Console(stderr=True)
+#: messages; off a terminal (a log file, a pipe, CI) each stays one line however long, for grep: rich folded
+#: them at 80 columns, where a terminal does not tell it the width
+err = Console(stderr=True, soft_wrap=not Console(stderr=True).is_terminal)
+
+
+class LineHandler(logging.Handler):
+    """Log records off a terminal: one line each (a traceback under it), on the stream ``err`` writes to at the
+    time (a test's capture included). RichHandler draws a record in a table as wide as the console, so in a
+    log file a warning was folded at 80 columns and padded with spaces to them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.file.write(self.format(record) + "\n")
+            err.file.flush()
+        except Exception:  # as logging.StreamHandler: a closed stream must not end the program
+            self.handleError(record)
 
 
 def setup_logging(verbose: int) -> None:
-    """WARNING by default, INFO with -v, DEBUG (every byte on every serial line) with -vv."""
+    """WARNING by default, INFO with -v, DEBUG (every byte on every serial line) with -vv; drawn by rich beside
+    the progress bars on a terminal, one plain line per record elsewhere (:class:`LineHandler`)."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", force=True,
-                        handlers=[RichHandler(console=err, show_time=verbose > 1, show_path=False)])
+    if err.is_terminal:
+        handler: logging.Handler = RichHandler(console=err, show_time=verbose > 1, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = LineHandler()
+        handler.setFormatter(logging.Formatter(f"{'%(asctime)s ' if verbose > 1 else ''}%(levelname)s %(name)s: "
+                                               "%(message)s"))
+    logging.basicConfig(level=level, force=True, handlers=[handler])
 
 
 def progress() -> Progress:
