@@ -9,7 +9,9 @@ still prints one line (the traceback goes to the log at ``-vv``) and exits 1. 0 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 
 import click
 
@@ -49,8 +51,20 @@ def _raised_by_ctrl_c(exc: BaseException) -> bool:
     return False
 
 
+def interruptible() -> None:
+    """Ctrl-C and ``kill -INT`` stop labloop whatever started it. A shell script's ``labloop dashboard STORE &``
+    starts it with SIGINT ignored (a background job of a shell without job control), and Python keeps an ignored
+    SIGINT: the first ``kill -INT`` in the seconds before the page served was lost, and later the server stopped
+    with exit 0 instead of 130, so the script could not tell a stop from a success; a run ignored it until its
+    loop began. Ignoring SIGINT there is the shell's accident, not the user's wish, so the default comes back.
+    ``nohup`` keeps working: it ignores SIGHUP, which stays as it was."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
+    interruptible()  # before a command's module loads: that takes seconds, which Ctrl-C must be able to cut
     try:
         result = app.main(args=argv, prog_name="labloop", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, or ctx.exit(code)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from labloop.orchestrator.config.campaign import load_campaign
@@ -62,3 +63,40 @@ def test_log_records_and_warnings_in_a_log_file_are_one_line_each(tmp_path, writ
             dashboard.wait(timeout=60)
     assert "warning: listening on 0.0.0.0: anyone who can reach this machine can read the page\n" in said, said
 
+
+def _stopped_by_sigint(store: Path, *, sigint_ignored: bool) -> tuple[int, str]:
+    """``labloop dashboard STORE`` in a real process (started as a script's ``&`` starts it: SIGINT ignored, or
+    as a terminal does), sent one real SIGINT once it serves: its exit code and what it said on stderr."""
+    process = subprocess.Popen([*CLI, "dashboard", str(store), "--port", "0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored
+                               else None)
+    try:
+        url = process.stdout.readline().split()[1].split("#")[0]
+        while True:  # serving starts just after the line is printed
+            try:
+                with urllib.request.urlopen(url + "api/campaign", timeout=30):
+                    break
+            except OSError:
+                assert process.poll() is None, process.stderr.read()
+                time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, err.strip()
+
+
+def test_one_sigint_stops_the_dashboard_the_same_when_a_script_started_it_in_the_background(tmp_path,
+                                                                                            write_campaign):
+    """``labloop dashboard STORE &`` in a shell script starts with SIGINT ignored, which Python keeps: a SIGINT
+    before the page served was lost, and one after it stopped the server with exit 0, silent, where a terminal's
+    Ctrl-C ends it with 'aborted' and 130 (a script waiting on it took the stop for a success)."""
+    campaign_file = write_campaign(tmp_path)
+    with Journal.create(tmp_path / "tiny.db", load_campaign(campaign_file)):
+        pass
+    from_a_terminal = _stopped_by_sigint(tmp_path / "tiny.db", sigint_ignored=False)
+    assert from_a_terminal == (130, "aborted")
+    assert _stopped_by_sigint(tmp_path / "tiny.db", sigint_ignored=True) == from_a_terminal
