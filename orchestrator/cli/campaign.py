@@ -28,7 +28,14 @@ from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal
-from labloop.orchestrator.journal.view import describe_objective, event_line, progress_line, render, snapshot
+from labloop.orchestrator.journal.view import (
+    describe_objective,
+    event_line,
+    progress_line,
+    render,
+    run_end,
+    snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +172,8 @@ def _follow(journal: Journal, last: int) -> None:
                 events_shown, progress = len(snap["events"]), progress_line(snap)
                 console.out.file.flush()
             if not running:
-                console.err.print("no run is writing this journal (finished or stopped): stopped following",
-                                  markup=False, highlight=False)
+                console.err.print(f"no run is writing this journal ({run_end(snap['events'], snap['progress'])}): "
+                                  "stopped following", markup=False, highlight=False)
                 return
             time.sleep(FOLLOW_INTERVAL_S)
     except KeyboardInterrupt:

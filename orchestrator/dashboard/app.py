@@ -95,8 +95,9 @@ def without_paths(value: Any) -> Any:
 def public_snapshot(snap: dict[str, Any]) -> dict[str, Any]:
     """The ``labloop log --json`` document as the dashboard serves it (``snap`` is changed in place): the same
     keys and values, except the store is named by its file name, model weights paths are dropped and paths
-    in event messages, event data and failure causes are cut."""
+    in event messages, event data, failure causes and how the last run ended are cut."""
     snap["campaign"]["store"] = Path(snap["campaign"]["store"]).name
+    snap["progress"]["ended"] = without_paths(snap["progress"]["ended"])  # a stop's advice names the store
     for model in snap["models"]:
         model["weights_path"] = None
     for event in snap["events"]:

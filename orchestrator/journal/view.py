@@ -51,6 +51,14 @@ def snapshot(journal: Journal) -> dict[str, Any]:
                 and objective.is_hit(potential),
                 "protocol_conditions": {k: v for k, v in protocol.items() if k not in experiment.conditions}}
 
+    progress = {
+        "run_active": being_run(journal.path),  # a process holds the runner lock right now
+        "counts": {state.value: sum(e.status == state for e in experiments) for state in State},
+        "max_experiments": config["budget"]["max_experiments"],
+        "hits": hits,
+    }
+    events = [_without_raw(asdict(e)) for e in journal.events()]
+    progress["ended"] = None if progress["run_active"] else run_end(events, progress)
     return {
         "campaign": {
             "name": info.name, "seed": info.seed, "store": str(journal.path), "created_at": info.created_at,
@@ -58,16 +66,11 @@ def snapshot(journal: Journal) -> dict[str, Any]:
             "objective_text": describe_objective(config["objective"]), "planner": config["planner"],
             "budget": config["budget"],
         },
-        "progress": {
-            "run_active": being_run(journal.path),  # a process holds the runner lock right now
-            "counts": {state.value: sum(e.status == state for e in experiments) for state in State},
-            "max_experiments": config["budget"]["max_experiments"],
-            "hits": hits,
-        },
+        "progress": progress,
         "best": [row(e) for e in ranked[:BEST_SHOWN]],
         "experiments": [row(e) for e in experiments],
         "models": [asdict(m) for m in journal.model_versions()],
-        "events": [_without_raw(asdict(e)) for e in journal.events()],
+        "events": events,
     }
 
 
@@ -85,6 +88,31 @@ def _protocol_conditions(store: Path, config: dict[str, Any]) -> dict[str, Any]:
                            f"{first_line(exc)})") from None
     cv = next(step for step in steps if isinstance(step, CV))  # parse_steps: exactly one
     return {"scan_rates_v_s": list(cv.scan_rates_v_s)} if cv.scan_rates_v_s else {"scan_rate_v_s": cv.scan_rate_v_s}
+
+
+#: the events that start a run or end one (``interrupted`` of no one experiment: each interrupted experiment has
+#: its own too), the runner's and ``labloop run``'s (orchestrator/loop/runner.py, orchestrator/cli/run.py)
+RUN_EVENTS = frozenset({"run", "finished", "stopped", "cluster_lost", "interrupted"})
+
+
+def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
+    """How the journal's last run ended, in one line, from its last start or end event: ``finished: budget
+    reached (30/30)``, ``finished: 2 hits (budget.stop_after_hits)``, ``stopped: <why>[; <advice>]``, or that it
+    ended without a word (``kill -9``). What ``labloop log`` (its header, and ``--follow`` when it stops) and the
+    dashboard say once no run writes the journal (``progress.ended``): they said "finished or stopped", though
+    the journal knew which."""
+    last = next((e for e in reversed(events) if e["kind"] in RUN_EVENTS
+                 and not (e["kind"] == "interrupted" and e["experiment_id"] is not None)), None)
+    if last is None:
+        return "not started: no run has written this journal yet"
+    if last["kind"] == "run":
+        return "stopped: the run process ended without a word (killed or crashed); `labloop resume` continues it"
+    if last["kind"] == "finished":
+        done, budget = progress["counts"][State.DONE.value], progress["max_experiments"]
+        return (f"finished: budget reached ({done}/{budget})" if done >= budget
+                else f"finished: {last['message'].removeprefix('campaign finished: ')}")
+    advice = last["data"].get("advice") if isinstance(last["data"], dict) else None
+    return f"stopped: {last['message'].removeprefix('campaign stopped: ')}" + (f"; {advice}" if advice else "")
 
 
 #: the keys of a ``lab`` event's data that hold raw voltammograms (thousands of points each)
@@ -130,7 +158,7 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
 
 def progress_line(snap: dict[str, Any]) -> str:
     """The header's counts as one plain line (``done 12/30  running 1 ... hits 3``), for a follow that appends."""
-    return _header(snap).plain.splitlines()[-1]
+    return _header(snap).plain.splitlines()[1]
 
 
 def event_line(event: dict[str, Any]) -> str:
@@ -169,6 +197,9 @@ def _header(snap: dict[str, Any]) -> Text:
                     "runs it again)", style="yellow")
     if snap["models"]:
         text.append(f"  model v{snap['models'][-1]['version']}")
+    if progress["ended"] is not None:
+        text.append(f"\n{printable(progress['ended'])}", style="green" if progress["ended"].startswith("finished")
+                    else "yellow")
     return text
 
 

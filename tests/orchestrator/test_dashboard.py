@@ -182,6 +182,35 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     _screenshot(browser, tmp_path, "dashboard-live.png")
 
 
+def test_the_page_says_how_the_last_run_ended_as_labloop_log_does(served, tmp_path, write_campaign, browser, labloop,
+                                                                  monkeypatch):
+    """A run that reached its budget, and one stopped by faults, were both 'no run is writing this journal: finished
+    or stopped' on the page, though the journal says which (its finished and stopped events); the page now says it
+    in the words of `labloop log`'s header, the stop's advice with the store's folders cut."""
+    from labloop.orchestrator import console
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    monkeypatch.setattr(console.out, "width", 400)  # `labloop log`'s header unfolded
+    browser.get(served.url)
+    _wait(browser, lambda d: _text(d, "#run-state").startswith("finished: budget reached (6/6) (no run is writing "
+                                                               "this journal; nothing written for "), "the end")
+    campaign = load_campaign(write_campaign(tmp_path, name="halted"))
+    stopped = ("3 failed experiments in a row; campaign stopped (budget.max_consecutive_faults)", "see the rig")
+    with Journal.create(campaign.store, campaign) as journal:
+        journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})
+        journal.add_event("stopped", stopped[0], data={"advice": f"{stopped[1]}, then `labloop resume "
+                                                                 f"{campaign.store} --cell-emptied`"})
+    said = f"stopped: {stopped[0]}; {stopped[1]}, then `labloop resume {campaign.store} --cell-emptied`"
+    assert said in labloop("log", campaign.store).stdout.splitlines()
+    halted = Dashboard(campaign.store, token="another-token-456")
+    try:
+        browser.get(halted.url)
+        _wait(browser, lambda d: _text(d, "#campaign-name") == "halted", "the stopped campaign")
+        assert _text(browser, "#run-state").startswith(said.replace(str(tmp_path) + "/", "") + " (no run is writing")
+    finally:
+        halted.close()
+
+
 def test_a_token_with_url_characters_reaches_the_page_whole(finished_store, browser):
     """The printed link carried the token as typed: ``+`` arrived as a space, ``&`` ended it, ``%`` and ``#`` broke
     it, so the page's token field held something else and every approve was refused. The link percent-encodes it."""

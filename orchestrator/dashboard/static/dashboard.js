@@ -256,8 +256,8 @@ function renderRunState() {
     line.textContent = `stopped: the run process is gone (${written}); the experiment it was running stopped ` +
       "with it, and `labloop resume` runs it again";
     line.className = "run-gone";
-  } else {
-    line.textContent = `no run is writing this journal: finished or stopped (${written})`;
+  } else {  // how the last run ended, as the server words it for `labloop log` too (journal/view.py, run_end)
+    line.textContent = `${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
     line.className = "run-stopped";
   }
 }
