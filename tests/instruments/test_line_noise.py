@@ -191,8 +191,9 @@ def test_a_campaign_whose_potentiostat_falls_silent_on_a_noisy_line_stops_on_typ
     """The whole loop on a dry-run rig whose EmStat stops answering while its line carries a byte every 20 ms
     (noise between whole replies is harmless: the driver flushes it before each command): each CV ends in an
     ``InstrumentTimeout`` (the line is never quiet for the drain before the retry), the experiments fail with
-    that cause, the campaign stops after ``max_consecutive_faults`` with exit 1, and the pumps are left
-    stopped. Before: the first CV's retry drained forever."""
+    that cause, and the campaign stops with exit 1 at the first, since the silent potentiostat cannot be told to
+    switch the cell off (the rig is not made safe: the next sample would go into a cell that may still be on), and
+    the pumps are left stopped. Before: the first CV's retry drained forever."""
     path = write_campaign(tmp_path, budget={"max_experiments": 10})
     quiet = f"driver: emstat\n    options: {{settle_s: {SETTLE_S}, timeout_s: 0.3}}"
     path.write_text(path.read_text().replace("driver: emstat", quiet))
@@ -208,7 +209,9 @@ def test_a_campaign_whose_potentiostat_falls_silent_on_a_noisy_line_stops_on_typ
         code = outcome(runner.run)
         states = rig.simulation.emulator_states()
         failed = journal.experiments(states=(State.FAILED,))
+        stopped = [e for e in journal.events() if e.kind == "stopped"]
         assert code == EXIT_FAULTS
-        assert len(failed) == 3 and all("InstrumentTimeout" in e.cause and "not quiet" in e.cause for e in failed)
+        assert len(failed) == 1 and all("InstrumentTimeout" in e.cause and "not quiet" in e.cause for e in failed)
+        assert [e.data["unsafe"][0].split(":")[0] for e in stopped] == ["potentiostat"]
         assert not journal.experiments(states=(State.DONE, State.RUNNING))
         assert states["analyte_pump"]["status"] == "S" and states["electrolyte_pump"]["status"] == "S"
