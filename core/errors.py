@@ -236,6 +236,12 @@ class DispenseMismatch(InstrumentError):
     """The pump's own dispensed-volume counter disagrees with what was requested."""
 
 
+class WrongReturn(InstrumentError):
+    """A driver returned what its contract does not allow (None, or another type where a voltammogram, a spectrum or
+    a status is due): a bug in the driver, most likely a plug-in's, that labloop's own code then met as "a labloop
+    bug"; the instrument's step fails as its fault (:func:`labloop.instruments.contracts.returned`)."""
+
+
 class ReplayMismatch(InstrumentError):
     """A driver replayed against a wire capture wrote bytes the capture does not have at that point."""
 

@@ -16,9 +16,9 @@ import inspect
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from labloop.core.errors import ConfigError, SafetyLimitExceeded
+from labloop.core.errors import ConfigError, InstrumentError, SafetyLimitExceeded, WrongReturn
 
 #: default flow-rate cap (mL/min): ten times the example protocol's fastest dispense; a typed 5000 for 5.0
 #: must not reach a pump
@@ -278,6 +278,28 @@ class GasValve(Protocol):
     def close(self) -> None:
         """Close the valves and release the port; closing twice is not an error."""
         ...
+
+
+def returned(value: Any, expected: type | tuple[type, ...], *, where: str, call: str, what: str = "", unknown: str = "",
+             error: type[InstrumentError] = WrongReturn) -> Any:
+    """``value``, what a driver's ``call`` gave, when it is an ``expected`` (a bool is never one: no contract returns
+    a bool); else ``error`` at ``where`` (the instrument, and the step it served) saying what came instead of
+    ``what`` (default: an ``expected``'s name) and, when given, what is therefore ``unknown``.
+
+    Why one check for every value labloop reads from a driver (the protocol executor's volumes, voltammograms,
+    spectra and gases, the rig's health check's status): a plug-in's None met labloop's own code further on (the
+    analysis, the counts), which failed as "a labloop bug" naming no instrument, where the fault is the driver's
+    (``run_cv`` returning None: AttributeError: 'NoneType' object has no attribute 'segments')."""
+    if isinstance(value, expected) and not isinstance(value, bool):
+        return value
+    got = "None" if value is None else _a(type(value).__name__)
+    wanted = what or _a(expected.__name__)  # type: ignore[union-attr]
+    raise error(where, f"its driver's {call} returned {got}, not {wanted}" + (f": {unknown}" if unknown else ""))
+
+
+def _a(name: str) -> str:
+    """``name`` with its indefinite article: "a str", "an int", "an ImpedanceSpectrum"."""
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 #: the contract of each kind of instrument, by the name drivers declare (``DriverDescriptor.kind``)

@@ -60,8 +60,10 @@ from labloop.core.errors import (
     Problems,
     RigNotReady,
     SafetyLimitExceeded,
+    WrongReturn,
     said,
 )
+from labloop.core.text import plural
 from labloop.core.timestamps import now
 from labloop.instruments.contracts import (
     CONTRACTS,
@@ -71,6 +73,7 @@ from labloop.instruments.contracts import (
     Pump,
     SafetyLimits,
     SampleChanger,
+    returned,
 )
 from labloop.instruments.cv_analysis import (
     FERROCENE_VS_LI_V,
@@ -366,7 +369,7 @@ class ProtocolExecutor:
                     self._operator(where)
             else:
                 name = self._instrument(where, step.valve, GasValve, "gas valve")
-                gases = self.rig.instruments[name].gases if opened else (step.gas,)  # type: ignore[union-attr]
+                gases = self._gases(where, name) if opened else (step.gas,)
                 if step.gas not in gases:
                     raise ConfigError(where, f"gas {step.gas!r}: valve {name!r} has {', '.join(gases)}")
         elif isinstance(step, Blank | EIS | AddStandard):
@@ -380,6 +383,14 @@ class ProtocolExecutor:
                 self._check_potentials(where, name, step.e_dc_v - step.amplitude_v, step.e_dc_v + step.amplitude_v)
         if opened and (isinstance(step, Polish) or (isinstance(step, Clean) and step.pump is None)):
             self._operator(where)
+
+    def _gases(self, where: str, valve: str) -> tuple[str, ...]:
+        """The gases the opened ``valve`` says it can let in, each a name (a plug-in's one string would pass
+        ``gas in gases`` for any part of it)."""
+        at, what = f"{valve} in {where}", "a tuple of gas names"
+        gases = returned(self.rig.instruments[valve].gases, (tuple, list), where=at, call="gases",  # type: ignore[union-attr]
+                         what=what)
+        return tuple(returned(gas, str, where=at, call="gases", what=what) for gas in gases)
 
     def _check_potentials(self, where: str, potentiostat: str, *potentials_v: float) -> None:
         """Refuse potentials outside the campaign's window or, once the rig is open, outside what the
@@ -485,8 +496,8 @@ class ProtocolExecutor:
                 elif isinstance(step, CV):
                     cv = scans[index]
                     params.update(cv.to_dict())
-                    voltammogram = self._cv(step, cv, self.rig.instruments[instrument], lab,  # type: ignore[arg-type]
-                                            sample_id, self._where(index, step), dispensed_ml(steps[:index], delivered))
+                    voltammogram = self._cv(step, cv, instrument, lab, sample_id, self._where(index, step),
+                                            dispensed_ml(steps[:index], delivered))
                     params.update(self._lab_summary(step, lab))
                 elif isinstance(step, Rinse):
                     self.rig.rinse_cell()
@@ -660,7 +671,8 @@ class ProtocolExecutor:
         self._pumping = pump
         self.contents.check_refill(pump, volume_ml, where=where)
         driver: Pump = self.rig.instruments[pump]  # type: ignore[assignment]
-        withdrawn = driver.withdraw(volume_ml, rate_ml_min)
+        withdrawn = self._reported(pump, "withdraw", volume_ml, driver.withdraw(volume_ml, rate_ml_min),
+                                   "drawn into its syringe")
         self.contents.refilled(pump, volume_ml)
         self._pumping = None
         return withdrawn
@@ -683,17 +695,24 @@ class ProtocolExecutor:
         except REFUSED_UNSENT:  # a driver refuses before it sends (the contract): nothing was pumped
             self.contents.unpumped(pump, volume_ml)
             raise
-        if isinstance(dispensed, bool) or not isinstance(dispensed, numbers.Real):  # a plug-in's: None, "4.5"
-            returned = "None" if dispensed is None else f"a {type(dispensed).__name__}"
-            raise DispenseMismatch(pump, f"its driver's dispense returned {returned}, not the volume dispensed in mL: "
-                                         f"how much of the {volume_ml:g} mL asked was pumped is unknown")
-        if not abs(dispensed - volume_ml) <= DISPENSE_TOLERANCE * volume_ml:  # NaN too
-            raise DispenseMismatch(pump, f"the pump reports {dispensed!r} mL dispensed where {volume_ml:g} mL was "
-                                         "asked")
+        dispensed = self._reported(pump, "dispense", volume_ml, dispensed, "pumped")
         self.contents.unpumped(pump, volume_ml)  # counted from now on as what the pump delivered (see _refill)
         self.contents.pumped(pump, dispensed)
         self._pumping = None
         return dispensed
+
+    def _reported(self, pump: str, call: str, volume_ml: float, reported: Any, moved: str) -> float:
+        """The volume ``pump``'s driver reported for its ``call`` (``dispense`` or ``withdraw``) of ``volume_ml``, or
+        a :class:`DispenseMismatch` naming the pump: no number (a plug-in's None, "4.5"; :func:`returned`), or one more
+        than :data:`DISPENSE_TOLERANCE` from the volume asked (a plug-in need not check its counter as ``ne1000``
+        does; a refill's reported volume is checked as its dispense's is, since the syringe's count follows it)."""
+        done = "dispensed" if call == "dispense" else "withdrawn"
+        reported = returned(reported, numbers.Real, where=pump, call=call, what=f"the volume {done} in mL",
+                            unknown=f"how much of the {volume_ml:g} mL asked was {moved} is unknown",
+                            error=DispenseMismatch)
+        if not abs(reported - volume_ml) <= DISPENSE_TOLERANCE * volume_ml:  # NaN too
+            raise DispenseMismatch(pump, f"the pump reports {reported!r} mL {done} where {volume_ml:g} mL was asked")
+        return float(reported)
 
     def replay(self, actions: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> None:
         """Count into :attr:`contents` what the journal's actions of earlier runs left in the cell and the
@@ -761,7 +780,7 @@ class ProtocolExecutor:
 
 
     # -- lab-grade steps ----------------------------------------------------------------------------------------
-    def _cv(self, step: CV, cv: CVParams, potentiostat: Potentiostat, lab: LabRecord, sample_id: str, where: str,
+    def _cv(self, step: CV, cv: CVParams, potentiostat: str, lab: LabRecord, sample_id: str, where: str,
             dispensed: float) -> Voltammogram:
         """Run the cv step: at each of its scan rates (in one script when the driver has ``run_cv_series``),
         with ``ir_compensation`` of the Ru measured by the eis step; every scan is analysed (ohmic drop
@@ -770,10 +789,7 @@ class ProtocolExecutor:
         dispense steps (:meth:`_dilution`)."""
         comp = step.ir_compensation.fraction * lab.ru_ohm if step.ir_compensation is not None else 0.0
         series = [replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp) for rate in step.rates]
-        run_series = getattr(potentiostat, "run_cv_series", None)  # one script for all rates, where offered
-        voltammograms = run_series(series) if run_series is not None and len(series) > 1 else \
-            [potentiostat.run_cv(params) for params in series]
-        lab.scans[:] = [(v, analyze_cv(v, ru_ohm=lab.ru_ohm)) for v in voltammograms]
+        lab.scans[:] = [(v, analyze_cv(v, ru_ohm=lab.ru_ohm)) for v in self._scans(where, potentiostat, series)]
         if (analyte_mm := diffusion_analyte_mm(step)) is not None:
             lab.analyte_mm, lab.electrode_area_cm2 = analyte_mm, step.electrode_area_cm2
             self._dilution(where, analyte_mm, dispensed, lab)
@@ -786,6 +802,21 @@ class ProtocolExecutor:
                 lab.diffusion_problem = str(exc)
                 log.warning("sample %s: no diffusion coefficient from its scans: %s", sample_id, exc)
         return lab.scans[0][0]
+
+    def _scans(self, where: str, potentiostat: str, series: Sequence[CVParams]) -> list[Voltammogram]:
+        """Run the scans of ``series`` on ``potentiostat`` (in one script when its driver has ``run_cv_series`` and
+        there are several), each checked to be a voltammogram (:func:`returned`) before anything analyses it."""
+        driver: Potentiostat = self.rig.instruments[potentiostat]  # type: ignore[assignment]
+        at = f"{potentiostat} in {where}"
+        run_series = getattr(driver, "run_cv_series", None)  # one script for all rates, where offered
+        if run_series is None or len(series) == 1:
+            return [returned(driver.run_cv(params), Voltammogram, where=at, call="run_cv") for params in series]
+        what = f"a list of {len(series)} voltammograms, one per scan rate"
+        scans = returned(run_series(list(series)), (list, tuple), where=at, call="run_cv_series", what=what)
+        if len(scans) != len(series):
+            raise WrongReturn(at, f"its driver's run_cv_series returned {len(scans)} {plural(len(scans), 'scan')}, "
+                                  f"not {what}")
+        return [returned(scan, Voltammogram, where=at, call="run_cv_series", what=what) for scan in scans]
 
     def _dilution(self, where: str, analyte_mm: float, dispensed: float, lab: LabRecord) -> None:
         """Note in ``lab`` (and say once, in the log) when the cell held liquid besides the ``dispensed`` mL of this
@@ -817,7 +848,8 @@ class ProtocolExecutor:
         if isinstance(step, Purge):
             return self._purge(where, step, instrument, lab)
         if isinstance(step, EIS):
-            lab.spectrum = self.rig.instruments[instrument].run_eis(step.params())  # type: ignore[attr-defined]
+            lab.spectrum = returned(self.rig.instruments[instrument].run_eis(step.params()),  # type: ignore[attr-defined]
+                                    ImpedanceSpectrum, where=f"{instrument} in {where}", call="run_eis")
             lab.ru = fit_ru(lab.spectrum)
             log.info("%s: Ru %.4g ohm", where, lab.ru.ru_ohm)
             return {"ru_ohm": lab.ru.ru_ohm, "fit_rms": lab.ru.rms_residual}
@@ -882,11 +914,10 @@ class ProtocolExecutor:
         :meth:`replay`) and judges a second blank. Still contaminated or oxygenated, a
         contaminated blank with ``on_fail: stop``, or O2 in a protocol without a purge step raises
         :class:`BlankFailed` (the runner stops for a person: every sample measured in that cell would fail)."""
-        potentiostat: Potentiostat = self.rig.instruments[instrument]  # type: ignore[assignment]
         purge = next((s for s in steps if isinstance(s, Purge)), None)
         cleaned = False
         for attempt in (1, 2):
-            voltammogram = potentiostat.run_cv(step.params())
+            [voltammogram] = self._scans(where, instrument, [step.params()])
             result = analyze_blank(voltammogram, step.max_current_a, reference_offset_v=self.reference_offset_v,
                                    oxygen_onset_vs_li_v=self.oxygen_onset_v)
             lab.blanks.append((voltammogram, result))
@@ -929,7 +960,7 @@ class ProtocolExecutor:
         fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
         params = self._standard_scan(first.params)
         self._check_potentials(where, instrument, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
-        voltammogram = self.rig.instruments[instrument].run_cv(params)  # type: ignore[attr-defined]
+        [voltammogram] = self._scans(where, instrument, [params])
         lab.standard_scan = voltammogram
         couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)
         hint = analysis.e_half_v if analysis.e_half_v is not None else (first.params.e_vertex1_v

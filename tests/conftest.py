@@ -213,10 +213,16 @@ def dask_command():
     return _dask
 
 
-def _install_plugin(site: Path, module: str, source: str, drivers: dict[str, str]) -> None:
+#: the emulator entry point a test's plug-in gets unless it says otherwise (most speak the NE-1000's protocol)
+NE1000_EMULATOR = "labloop.sim.builtin_emulators:ne1000_emulator"
+
+
+def _install_plugin(site: Path, module: str, source: str, drivers: dict[str, str],
+                    emulator: str = NE1000_EMULATOR) -> None:
     """Write plug-in ``module`` (``source``) into ``site`` as an installed distribution whose ``labloop.drivers``
-    entry points are ``drivers`` (name -> attribute of the module), each with the NE-1000's emulator (the
-    plug-ins the tests write speak that protocol); the caller puts ``site`` on sys.path."""
+    entry points are ``drivers`` (name -> attribute of the module), each with ``emulator`` (an entry point's
+    ``module:attribute``: the NE-1000's unless said, as most plug-ins the tests write speak that protocol; a
+    plug-in's own, ``module:...``); the caller puts ``site`` on sys.path."""
     from labloop.instruments.registry import GROUP
     from labloop.sim.emulators import GROUP as EMULATOR_GROUP
 
@@ -228,17 +234,17 @@ def _install_plugin(site: Path, module: str, source: str, drivers: dict[str, str
     (dist_info / "entry_points.txt").write_text(
         f"[{GROUP}]\n" + "".join(f"{name} = {module}:{attr}\n" for name, attr in drivers.items())
         + f"[{EMULATOR_GROUP}]\n"
-        + "".join(f"{name} = labloop.sim.builtin_emulators:ne1000_emulator\n" for name in drivers))
+        + "".join(f"{name} = {emulator}\n" for name in drivers))
 
 
 @pytest.fixture
 def install_plugin(tmp_path, monkeypatch):
-    """``install_plugin(module, source, {driver name: attribute})``: an installed plug-in driver package for this
-    test only (on sys.path, found by entry points; the module is forgotten afterwards)."""
+    """``install_plugin(module, source, {driver name: attribute}, emulator=NE1000_EMULATOR)``: an installed plug-in
+    driver package for this test only (on sys.path, found by entry points; the module is forgotten afterwards)."""
     installed: list[str] = []
 
-    def install(module: str, source: str, drivers: dict[str, str]) -> None:
-        _install_plugin(tmp_path / "site", module, source, drivers)
+    def install(module: str, source: str, drivers: dict[str, str], emulator: str = NE1000_EMULATOR) -> None:
+        _install_plugin(tmp_path / "site", module, source, drivers, emulator)
         monkeypatch.syspath_prepend(str(tmp_path / "site"))
         installed.append(module)
 

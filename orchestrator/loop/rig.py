@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
 from labloop.core.errors import ConfigError, said
-from labloop.instruments.contracts import Potentiostat, Pump
+from labloop.instruments.contracts import Potentiostat, Pump, PumpStatus, returned
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,13 @@ class Rig:
     def health_check(self) -> dict[str, str]:
         """``{name: "ok: ..." | "error: Type: ..."}``: pumps report their status, drivers with ``identify()``
         their firmware; others are ok while they are open. The exception's type is kept: "too many values to
-        unpack" alone does not say that a pump's status answered garbage."""
+        unpack" alone does not say that a pump's status answered garbage; a status that is no ``PumpStatus`` (a
+        plug-in's None) is said as such (:func:`labloop.instruments.contracts.returned`), not as an AttributeError."""
         report = {}
         for name, driver in self.instruments.items():
             try:
                 if isinstance(driver, Pump):
-                    report[name] = f"ok: {driver.status().state}"
+                    report[name] = f"ok: {returned(driver.status(), PumpStatus, where=name, call='status').state}"
                 elif callable(identify := getattr(driver, "identify", None)):
                     report[name] = f"ok: {identify()}"
                 else:

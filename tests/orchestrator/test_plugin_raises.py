@@ -39,16 +39,34 @@ PLUGIN = """
     """
 
 
+#: a plug-in potentiostat (an EmStat subclass, on the EmStat's emulator) whose every cv measures, then returns None
+POTENTIOSTAT = """
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class NoneStat(EmStatPotentiostat):
+        def run_cv(self, params):
+            super().run_cv(params)
+
+    NONE_STAT = DriverDescriptor(name="none-stat", kind="potentiostat", open=NoneStat.open, default_baudrate=230400)
+    """
+
+
 @pytest.fixture
 def odd_campaign(tmp_path, write_campaign, install_plugin):
-    """``odd_campaign(odd)``: a dry-run campaign whose analyte pump is the plug-in doing ``odd`` in each dispense."""
+    """``odd_campaign(odd, extra="", potentiostat="emstat")``: a dry-run campaign whose analyte pump is the plug-in
+    doing ``odd`` in each dispense (``potentiostat``: the driver of the potentiostat, ``none-stat`` the plug-in
+    above)."""
 
-    def make(odd: str, extra: str = ""):
+    def make(odd: str, extra: str = "", potentiostat: str = "emstat"):
         install_plugin("odd_pump", PLUGIN.replace("{odd}", odd).replace("{extra}", extra), {"odd-pump": "ODD"})
+        if potentiostat == "none-stat":
+            install_plugin("none_stat", POTENTIOSTAT, {"none-stat": "NONE_STAT"},
+                           "labloop.sim.builtin_emulators:emstat_emulator")
         rig = {"sampler": {"driver": "sim-sampler"},
                "analyte_pump": {"driver": "odd-pump", "options": {"address": 0, "diameter_mm": 4.61}},
                "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
-               "potentiostat": {"driver": "emstat"}}
+               "potentiostat": {"driver": potentiostat}}
         return write_campaign(tmp_path, instruments=rig, budget={"max_experiments": 2, "max_consecutive_faults": 2})
 
     return make
@@ -107,13 +125,39 @@ def test_what_a_plugin_returns_or_an_unstringable_error_is_its_failure(odd_campa
     assert "Traceback" not in result.stderr
 
 
-def test_a_plugin_exiting_in_its_health_check_refuses_the_run_in_one_line(odd_campaign, tmp_path, labloop):
+def test_what_a_plugin_returns_is_checked_before_labloop_uses_it(odd_campaign, tmp_path, labloop):
+    """A plug-in potentiostat whose run_cv returned None failed each experiment as "potentiostat (cv): AttributeError:
+    'NoneType' object has no attribute 'segments'", logged as a labloop bug with its traceback, and a refill's
+    withdraw returning no number was taken without a word. Each is now that instrument's step failing, said as what
+    its driver returned: one dry run, whose first refill returns a string (experiment 1) and every cv None (2)."""
+    first_refill_odd = ("def withdraw(self, volume_ml, rate_ml_min):\n"
+                        "            done = super().withdraw(volume_ml, rate_ml_min)\n"
+                        "            OddPump.refills = getattr(OddPump, 'refills', 0) + 1\n"
+                        "            return '0.5' if OddPump.refills == 1 else done")
+    result = labloop("run", odd_campaign("return volume_ml", first_refill_odd, potentiostat="none-stat"), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    (refill, refill_cause), (cv, cv_cause) = _experiments(tmp_path / "tiny.db")
+    assert refill == cv == State.FAILED
+    assert refill_cause == ("DispenseMismatch: analyte_pump: its driver's withdraw returned a str, not the volume "
+                            "withdrawn in mL: how much of the 0.5 mL asked was drawn into its syringe is unknown")
+    assert cv_cause.startswith("WrongReturn: potentiostat in ")  # the protocol's file:line, then the step
+    assert cv_cause.endswith("cv_screen.yaml:12: protocol[3].cv: its driver's run_cv returned None, not a Voltammogram")
+    assert "labloop bug" not in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("status", "said"), [
+    ("raise SystemExit(0)", "SystemExit: 0"),
+    ("return None", "WrongReturn: analyte_pump: its driver's status returned None, not a PumpStatus")])
+def test_a_plugin_exiting_in_its_health_check_refuses_the_run_in_one_line(odd_campaign, tmp_path, labloop, status,
+                                                                          said):
     """The health check before the first experiment caught Exception only: a pump whose status() raised SystemExit
-    ended ``labloop run`` with that exit, nothing said. It is the pump's failed health check, one line, exit 2."""
-    result = labloop("run", odd_campaign("pass", "def status(self):\n            raise SystemExit(0)"), "--dry-run")
+    ended ``labloop run`` with that exit, nothing said; one whose status() returned None was said as an
+    AttributeError. It is the pump's failed health check, one line naming what it returned, exit 2."""
+    result = labloop("run", odd_campaign("pass", f"def status(self):\n            {status}"), "--dry-run")
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "analyte_pump" in result.stderr
-    assert "SystemExit: 0" in result.stderr and not (tmp_path / "tiny.db").exists()
+    assert said in result.stderr and not (tmp_path / "tiny.db").exists()
 
 
 def test_a_plugin_exiting_in_its_stop_is_said_as_not_made_safe_with_its_exception(odd_campaign, tmp_path, labloop):

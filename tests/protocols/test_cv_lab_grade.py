@@ -11,7 +11,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
-from labloop.core.errors import BlankFailed, BlankNeedsPurge, InvalidParameter, Problems, SafetyLimitExceeded
+from labloop.core.errors import (
+    BlankFailed,
+    BlankNeedsPurge,
+    InvalidParameter,
+    Problems,
+    SafetyLimitExceeded,
+    WrongReturn,
+)
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import (
     CVFlag,
@@ -161,6 +168,47 @@ def test_the_full_protocol_measures_ru_compensates_and_references_to_ferrocene(l
                                         "add_standard"]
     assert all(a[-1] == "ok" for a in finished)
     assert finished[6][3]["diffusion_cm2_s"] == pytest.approx(1e-5, rel=0.10)
+
+
+class Returning:
+    """A plug-in driver (the fault a test injects): ``inner``'s, but its ``call`` (a method, or a property) returns
+    ``odd(what inner's returned)``."""
+
+    def __init__(self, inner: object, call: str, odd) -> None:
+        self.inner, self.call, self.odd = inner, call, odd
+
+    def __getattr__(self, name: str) -> object:
+        found = getattr(self.inner, name)
+        if name != self.call:
+            return found
+        return (lambda *args: self.odd(found(*args))) if callable(found) else self.odd(found)
+
+
+def test_what_a_plugin_potentiostat_or_valve_returns_is_checked_naming_it_and_the_step(lab):
+    """A spectrum, the scans of a scan-rate series and a valve's gases are checked as they come back from the driver
+    (run_eis returning None failed in fit_ru as an AttributeError, "a labloop bug"; a string of gases passed any gas
+    that is part of it): the instrument and the step named, what it returned said."""
+    rig = lab()
+    stat, valve = rig.instruments["stat"], rig.instruments["valve"]
+    sample = ["load_sample", FULL[5]]
+    cv = {"cv": {"e_begin_v": -0.35, "e_vertex1_v": 0.25, "e_vertex2_v": -0.35}}
+    series = {"cv": {**cv["cv"], "scan_rates_v_s": [0.1, 0.5]}}
+    rig.instruments["stat"] = Returning(stat, "run_eis", lambda _spectrum: None)
+    with pytest.raises(WrongReturn, match=r"^stat in protocol\[1\]\.eis: its driver's run_eis returned None, not an "
+                                          r"ImpedanceSpectrum$"):
+        run(rig, [FULL[0], FULL[3], *sample, cv])
+    rig.instruments["stat"] = Returning(stat, "run_cv_series", lambda scans: scans[:1])
+    with pytest.raises(WrongReturn, match=r"^stat in protocol\[3\]\.cv: its driver's run_cv_series returned 1 scan, "
+                                          r"not a list of 2 voltammograms, one per scan rate$"):
+        run(rig, [FULL[0], *sample, series])
+    rig.instruments["stat"] = Returning(stat, "run_cv_series", lambda scans: [scans[0], None])
+    with pytest.raises(WrongReturn, match=r"run_cv_series returned None, not a list of 2 voltammograms"):
+        run(rig, [FULL[0], *sample, series])
+    rig.instruments["stat"], rig.instruments["valve"] = stat, Returning(valve, "gases", lambda _gases: "argon")
+    with pytest.raises(WrongReturn, match=r"^valve in protocol\[1\]\.purge: its driver's gases returned a str, not a "
+                                          r"tuple of gas names$"):
+        ProtocolExecutor([FULL[0], FULL[1], *sample, cv], rig, LIMITS, OFFSET).check()
+    rig.instruments["valve"] = valve
 
 
 def test_scans_without_the_wave_give_no_d_and_say_why_in_the_journal_record(lab):
