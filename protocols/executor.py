@@ -671,7 +671,7 @@ class ProtocolExecutor:
         self._pumping = pump
         self.contents.check_refill(pump, volume_ml, where=where)
         driver: Pump = self.rig.instruments[pump]  # type: ignore[assignment]
-        withdrawn = self._reported(pump, "withdraw", volume_ml, driver.withdraw(volume_ml, rate_ml_min),
+        withdrawn = self._reported(where, pump, "withdraw", volume_ml, driver.withdraw(volume_ml, rate_ml_min),
                                    "drawn into its syringe")
         self.contents.refilled(pump, volume_ml)
         self._pumping = None
@@ -695,23 +695,25 @@ class ProtocolExecutor:
         except REFUSED_UNSENT:  # a driver refuses before it sends (the contract): nothing was pumped
             self.contents.unpumped(pump, volume_ml)
             raise
-        dispensed = self._reported(pump, "dispense", volume_ml, dispensed, "pumped")
+        dispensed = self._reported(where, pump, "dispense", volume_ml, dispensed, "pumped")
         self.contents.unpumped(pump, volume_ml)  # counted from now on as what the pump delivered (see _refill)
         self.contents.pumped(pump, dispensed)
         self._pumping = None
         return dispensed
 
-    def _reported(self, pump: str, call: str, volume_ml: float, reported: Any, moved: str) -> float:
-        """The volume ``pump``'s driver reported for its ``call`` (``dispense`` or ``withdraw``) of ``volume_ml``, or
-        a :class:`DispenseMismatch` naming the pump: no number (a plug-in's None, "4.5"; :func:`returned`), or one more
-        than :data:`DISPENSE_TOLERANCE` from the volume asked (a plug-in need not check its counter as ``ne1000``
-        does; a refill's reported volume is checked as its dispense's is, since the syringe's count follows it)."""
-        done = "dispensed" if call == "dispense" else "withdrawn"
-        reported = returned(reported, numbers.Real, where=pump, call=call, what=f"the volume {done} in mL",
+    def _reported(self, where: str, pump: str, call: str, volume_ml: float, reported: Any, moved: str) -> float:
+        """The volume ``pump``'s driver reported for its ``call`` (``dispense`` or ``withdraw``) of ``volume_ml`` in the
+        step at ``where``, or a :class:`DispenseMismatch` naming the pump and that step (``analyte_pump in
+        protocol[1].dispense``: the pump alone did not say whether its dispense, a clean's flush or an add_standard
+        failed): no number (a plug-in's None, "4.5"; :func:`returned`), or one more than :data:`DISPENSE_TOLERANCE`
+        from the volume asked (a plug-in need not check its counter as ``ne1000`` does; a refill's reported volume
+        is checked as its dispense's is, since the syringe's count follows it)."""
+        done, at = "dispensed" if call == "dispense" else "withdrawn", f"{pump} in {where}"
+        reported = returned(reported, numbers.Real, where=at, call=call, what=f"the volume {done} in mL",
                             unknown=f"how much of the {volume_ml:g} mL asked was {moved} is unknown",
                             error=DispenseMismatch)
         if not abs(reported - volume_ml) <= DISPENSE_TOLERANCE * volume_ml:  # NaN too
-            raise DispenseMismatch(pump, f"the pump reports {reported!r} mL {done} where {volume_ml:g} mL was asked")
+            raise DispenseMismatch(at, f"the pump reports {reported!r} mL {done} where {volume_ml:g} mL was asked")
         return float(reported)
 
     def replay(self, actions: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> None:

@@ -7,9 +7,16 @@ subclass on its emulator's pty), a real journal."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, State
+
+#: the protocol the dry runs run: a failed step's cause names its line and place (protocol[1] is the sample's dispense),
+#: the file as the run shows it (relative to the working folder when under it; :func:`_experiments` says it so)
+CV_SCREEN = Path(__file__).resolve().parents[2] / "examples" / "protocols" / "cv_screen.yaml"
 
 #: a plug-in pump whose every dispense pumps, then does ``{odd}`` (raises or returns something odd); ``{extra}``
 #: is a method more (its body indented by 12 spaces), or nothing
@@ -73,8 +80,11 @@ def odd_campaign(tmp_path, write_campaign, install_plugin):
 
 
 def _experiments(store) -> list[tuple[str, str | None]]:
+    """(status, cause) of each experiment that started, the protocol file in a cause written as :data:`CV_SCREEN`."""
+    shown = display_name(CV_SCREEN)
     with Journal.open(store, readonly=True) as journal:
-        return [(e.status, e.cause) for e in journal.experiments() if e.status != State.PROPOSED]
+        return [(e.status, e.cause and e.cause.replace(shown, str(CV_SCREEN))) for e in journal.experiments()
+                if e.status != State.PROPOSED]
 
 
 @pytest.mark.parametrize(("odd", "said"), [("raise SystemExit(0)", "SystemExit: 0"),
@@ -109,10 +119,12 @@ def test_a_plugin_raising_keyboardinterrupt_stops_the_run_as_a_ctrl_c_does(odd_c
 
 
 @pytest.mark.parametrize(("odd", "cause"), [
-    ("return '4.5'", "DispenseMismatch: analyte_pump: its driver's dispense returned a str, not the volume dispensed "
-                     "in mL: how much of the 0.5 mL asked was pumped is unknown"),
-    ("return None", "DispenseMismatch: analyte_pump: its driver's dispense returned None, not the volume dispensed "
-                    "in mL: how much of the 0.5 mL asked was pumped is unknown"),
+    ("return '4.5'", f"DispenseMismatch: analyte_pump in {CV_SCREEN}:10: protocol[1].dispense: its driver's dispense "
+                     "returned a str, not the volume dispensed in mL: how much of the 0.5 mL asked was pumped is "
+                     "unknown"),
+    ("return None", f"DispenseMismatch: analyte_pump in {CV_SCREEN}:10: protocol[1].dispense: its driver's dispense "
+                    "returned None, not the volume dispensed in mL: how much of the 0.5 mL asked was pumped is "
+                    "unknown"),
     ("raise Unstringable()", "analyte_pump (dispense): Unstringable: (its message cannot be shown: str() raised "
                              "RuntimeError)")])
 def test_what_a_plugin_returns_or_an_unstringable_error_is_its_failure(odd_campaign, tmp_path, labloop, odd,
@@ -136,12 +148,12 @@ def test_what_a_plugin_returns_is_checked_before_labloop_uses_it(odd_campaign, t
                         "            return '0.5' if OddPump.refills == 1 else done")
     result = labloop("run", odd_campaign("return volume_ml", first_refill_odd, potentiostat="none-stat"), "--dry-run")
     assert result.returncode == 1, result.stderr
-    (refill, refill_cause), (cv, cv_cause) = _experiments(tmp_path / "tiny.db")
-    assert refill == cv == State.FAILED
-    assert refill_cause == ("DispenseMismatch: analyte_pump: its driver's withdraw returned a str, not the volume "
-                            "withdrawn in mL: how much of the 0.5 mL asked was drawn into its syringe is unknown")
-    assert cv_cause.startswith("WrongReturn: potentiostat in ")  # the protocol's file:line, then the step
-    assert cv_cause.endswith("cv_screen.yaml:12: protocol[3].cv: its driver's run_cv returned None, not a Voltammogram")
+    assert _experiments(tmp_path / "tiny.db") == [
+        (State.FAILED, f"DispenseMismatch: analyte_pump in {CV_SCREEN}:10: protocol[1].dispense: its driver's withdraw "
+                       "returned a str, not the volume withdrawn in mL: how much of the 0.5 mL asked was drawn into "
+                       "its syringe is unknown"),
+        (State.FAILED, f"WrongReturn: potentiostat in {CV_SCREEN}:12: protocol[3].cv: its driver's run_cv returned "
+                       "None, not a Voltammogram")]
     assert "labloop bug" not in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
 

@@ -103,8 +103,8 @@ def test_a_pump_reporting_another_volume_is_a_fault_before_its_refill(rig: Rig) 
     liar = rig.instruments["electrolyte_pump"] = OverReporting(real)
     try:
         steps = ["load_sample", {"dispense": {**ELECTROLYTE["dispense"], "refill": True}}, "cv", "rinse"]
-        with pytest.raises(DispenseMismatch, match=r"electrolyte_pump: the pump reports 13.5 mL dispensed where "
-                                                   r"4.5 mL was asked"):
+        with pytest.raises(DispenseMismatch, match=r"electrolyte_pump in protocol\[1\]\.dispense: the pump reports "
+                                                   r"13.5 mL dispensed where 4.5 mL was asked"):
             ProtocolExecutor(steps, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0)), 3.2).run(
                 "S0001", "c1ccccc1", {}, 4.5, lambda *a: None)
         assert liar.withdrawn == []  # no refill of the reported volume
