@@ -226,6 +226,21 @@ class Disconnected(InstrumentError):
     """The port vanished or could not be opened (cable pulled, USB adapter reset, emulator stopped)."""
 
 
+class PumpDisconnected(Disconnected):
+    """A pump's port vanished while it pumped (a cable pulled, a USB adapter reset, its emulator gone): nothing can
+    ask it what it delivered. Raised by the protocol executor around the driver's ``Disconnected`` with what a person
+    must check: ``pump``, ``step`` (where in the protocol), ``volume_ml`` (asked) and whether it pumped ``into_cell``
+    or refilled its syringe; the run's stop says it (orchestrator/loop/runner.py)."""
+
+    def __init__(self, pump: str, step: str, volume_ml: float, *, into_cell: bool, cause: str) -> None:
+        self.pump, self.step, self.volume_ml, self.into_cell = pump, step, volume_ml, into_cell
+        what = (f"disconnected while it pumped {volume_ml:g} mL into the cell: how much of it the cell got is unknown "
+                "(labloop counts all of it)" if into_cell else
+                f"disconnected while it drew {volume_ml:g} mL into its syringe: how much it drew is unknown (labloop "
+                "counts none of it)")
+        super().__init__(f"{pump} in {step}", f"{what}: {cause}")
+
+
 class NoOperator(Disconnected):
     """A step needs a person (place a vial, rinse, purge by hand) and nobody can answer: the console's input is
     closed (a run started from a script, cron or ``nohup`` with no terminal). It does not come back by itself,

@@ -53,11 +53,14 @@ from labloop.core.errors import (
     BlankFailed,
     BlankNeedsPurge,
     ConfigError,
+    Disconnected,
     DispenseMismatch,
     InputError,
     InvalidParameter,
+    NoOperator,
     Problem,
     Problems,
+    PumpDisconnected,
     RigNotReady,
     SafetyLimitExceeded,
     WrongReturn,
@@ -667,12 +670,20 @@ class ProtocolExecutor:
         ``volume_ml`` is what the step's pump reported it delivered (:meth:`_pump`), not the volume the step
         writes: a pump keeps only so many digits (the NE-1000 four: 0.12344 mL is sent as 0.1234), and a refill of
         the written volume onto a syringe that gave the rounded one overfilled it, which the NE-1000 driver refused
-        after the analyte was in the cell."""
+        after the analyte was in the cell.
+
+        A pump that disconnects during its refill (:class:`PumpDisconnected`) counts none of it, for the reason
+        :meth:`_pump` counts a disconnected dispense in full: its syringe then counts no fuller than it may be."""
         self._pumping = pump
         self.contents.check_refill(pump, volume_ml, where=where)
         driver: Pump = self.rig.instruments[pump]  # type: ignore[assignment]
-        withdrawn = self._reported(where, pump, "withdraw", volume_ml, driver.withdraw(volume_ml, rate_ml_min),
-                                   "drawn into its syringe")
+        try:
+            reported = driver.withdraw(volume_ml, rate_ml_min)
+        except NoOperator:
+            raise
+        except Disconnected as exc:
+            raise PumpDisconnected(pump, where, volume_ml, into_cell=False, cause=said(exc)) from exc
+        withdrawn = self._reported(where, pump, "withdraw", volume_ml, reported, "drawn into its syringe")
         self.contents.refilled(pump, volume_ml)
         self._pumping = None
         return withdrawn
@@ -686,7 +697,15 @@ class ProtocolExecutor:
         ``ne1000`` does) is a fault here, before any refill of the step: the refill would put the asked volume
         back into a syringe that gave less, beyond its size (a counter reading 3x too much drove a withdrawal
         beyond the syringe; one delivering half overfilled the standard's by 0.05 mL per experiment). So is one
-        whose driver returns no number (None, a string): comparing it failed as "a labloop bug" naming no pump."""
+        whose driver returns no number (None, a string): comparing it failed as "a labloop bug" naming no pump.
+
+        A pump that disconnects during its dispense (its driver's ``Disconnected``: a cable pulled, its emulator gone)
+        is a :class:`PumpDisconnected` naming the step, the volume and that what it delivered is unknown, which the
+        run's stop says to the person who must look (a bare "port vanished while reading" did not say which step or
+        volume to check). Its count stays the full volume, on purpose: nothing can tell what it delivered, and the
+        count must err on the side where labloop never overfills the cell (a spill over the electrodes and their
+        connectors is the harm; a count too high only asks for an emptying sooner) nor runs a syringe dry (it counts
+        the syringe as having given all of it, so no later dispense is sent for liquid it may not hold)."""
         self._pumping = pump
         self.contents.check_pump(pump, volume_ml, where=where)
         self.contents.pumped(pump, volume_ml)
@@ -695,6 +714,10 @@ class ProtocolExecutor:
         except REFUSED_UNSENT:  # a driver refuses before it sends (the contract): nothing was pumped
             self.contents.unpumped(pump, volume_ml)
             raise
+        except NoOperator:
+            raise
+        except Disconnected as exc:
+            raise PumpDisconnected(pump, where, volume_ml, into_cell=True, cause=said(exc)) from exc
         dispensed = self._reported(where, pump, "dispense", volume_ml, dispensed, "pumped")
         self.contents.unpumped(pump, volume_ml)  # counted from now on as what the pump delivered (see _refill)
         self.contents.pumped(pump, dispensed)

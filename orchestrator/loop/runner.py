@@ -43,6 +43,7 @@ from labloop.core.errors import (
     InstrumentError,
     JournalWriteError,
     NoOperator,
+    PumpDisconnected,
     RigNotReady,
     SafetyLimitExceeded,
     said,
@@ -303,6 +304,9 @@ class Runner:
         self._actions = 0  #: actions the current experiment started
         self._pumped = False  #: whether the current experiment pumped into the cell
         self._moved = False  #: whether any action started in this run (a stop for a person is then exit 1, not 2)
+        #: the pumps that disconnected while pumping in this run's instrument faults in a row, the first time each, with
+        #: its experiment: what a stop for those faults tells the person to check (:meth:`_disconnected`)
+        self._lost: dict[str, tuple[int, PumpDisconnected]] = {}
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
         self._held: list[int] = []  #: the batch awaiting approval that this run has announced
 
@@ -369,12 +373,18 @@ class Runner:
                 self.done += 1
                 self.learning.after_done(self.done)
             in_a_row = {kind: in_a_row[kind] + 1 if result == kind else 0 for kind in in_a_row}
+            if not in_a_row[INSTRUMENT_FAULT]:
+                self._lost = {}
             for kind, (field, what, advice) in FAULT_LIMITS.items():
                 if in_a_row[kind] >= getattr(self.campaign.budget, field):
                     stopped = f"{in_a_row[kind]} {what} in a row; campaign stopped (budget.{field})"
                     with self.interrupts.deferred():
                         if kind in ADVISED:  # the CLI says the advice instead of `labloop resume`
                             self.journal.add_event("stopped", stopped, data={"advice": advice})
+                        elif kind == INSTRUMENT_FAULT and self._lost:  # and instead of a bare resume, what to check
+                            lost, check = self._disconnected()
+                            self.journal.add_event("stopped", f"{stopped}: {advice}: {lost}",
+                                                   data={"advice": check, "cell_ml": self.executor.contents.cell_ml})
                         else:
                             self.journal.add_event("stopped", f"{stopped}: {advice}")
                     return EXIT_FAULTS
@@ -402,6 +412,26 @@ class Runner:
         held = self.executor.contents.cell_ml
         return (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
                 f"{self.journal.path} --cell-emptied`" if held > 0 else "")
+
+    def _disconnected(self) -> tuple[str, str]:
+        """What a stop for instrument faults says of the pumps that disconnected while pumping (:attr:`_lost`), and
+        its advice: which pump, in which step of which experiment, that what it delivered is unknown, and what a
+        person checks before ``resume`` (the pump's syringe, with ``--syringes-filled`` once filled by hand; the
+        cell, with ``--cell-emptied``, when it holds liquid by labloop's count). Why: "port vanished while reading"
+        and a bare ``labloop resume`` did not say that a dispense was cut short by a vanished pump, nor what of the
+        cell's and the syringe's count to check."""
+        lost = "; ".join(f"{pump} disconnected in {exc.step} of experiment {experiment} while it "
+                         + (f"pumped {exc.volume_ml:g} mL into the cell" if exc.into_cell else
+                            f"refilled its syringe with {exc.volume_ml:g} mL") + ": what it delivered is unknown"
+                         for pump, (experiment, exc) in self._lost.items())
+        pumps = ", ".join(self._lost)
+        syringes = "its syringe" if len(self._lost) == 1 else "their syringes"
+        held = self.executor.contents.cell_ml
+        store = self.journal.path
+        check = (f"empty the cell (it holds {held:g} mL by labloop's count), reconnect {pumps} and check {syringes}, "
+                 f"then `labloop resume {store} --cell-emptied`" if held > 0 else
+                 f"reconnect {pumps} and check {syringes} and the cell, then `labloop resume {store}`")
+        return lost, f"{check} (add `--syringes-filled` if you fill {syringes} by hand)"
 
     def _stop_no_operator(self, exc: NoOperator) -> int:
         """A manual step found nobody to answer (the console's input is closed): that would not change with the
@@ -577,6 +607,8 @@ class Runner:
             # counted, rig made safe; a driver must not end the run as if it had finished, nor leave it `running`
             message = self._located(exc)
             where = self._failed
+            if isinstance(exc, PumpDisconnected):
+                self._lost.setdefault(exc.pump, (experiment.id, exc))
             if not isinstance(exc, InstrumentError):
                 plugin = self._plugin_that_raised(exc, where)
                 if plugin is not None:  # a plug-in's bug: say whose, in one line (its traceback at -v)

@@ -236,7 +236,8 @@ def test_a_dry_run_with_faulty_devices_stops_and_says_how_to_resume(tmp_path, la
         failed = journal.experiments(states=(State.FAILED,))
         assert len(failed) >= (1 if unsafe else 2) and len(journal.experiments(states=(State.DONE,))) < 4
     # typed faults, each with the campaign's instrument and step in front when the driver's message lacks it
-    kinds = ("Disconnected", "InstrumentTimeout", "ProtocolError", "DeviceError", "PumpStalled", "Overload")
+    kinds = ("Disconnected", "PumpDisconnected", "InstrumentTimeout", "ProtocolError", "DeviceError", "PumpStalled",
+             "Overload")
     assert all(re.match(rf"(\w+ \(\w+\): )?({'|'.join(kinds)}):", e.cause) for e in failed[-2:]), \
         [e.cause for e in failed]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, State
@@ -224,3 +225,73 @@ def test_a_plugins_content_hook_that_fails_is_the_instruments_error(tmp_path, wr
     with pytest.raises(ConfigError) as caught:
         check_protocol(campaign)
     assert str(caught.value).endswith(f"instruments.electrolyte_pump.options: {refused}"), str(caught.value)
+
+
+#: a plug-in pump (the NE-1000 driver) on an NE-1000 emulator that hangs up its pty as a run starts: the pump pumps,
+#: and its cable comes out (the emulator is the plug-in's own, registered beside it)
+HANGING = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+    from labloop.sim.cell import Fluid
+    from labloop.sim.emulation import Emulation
+    from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
+    from labloop.sim.pty_device import PtyDevice
+
+    class HangsUpOnRun(NE1000Emulator):
+        def handle(self, frame, link):
+            if b"RUN" in frame.upper():
+                self.respond(frame)
+                link.hang_up()
+            else:
+                super().handle(frame, link)
+
+    def emulator(context, *, address=0, holds="electrolyte", diameter_mm=26.59):
+        pump = HangsUpOnRun([PumpSpec(address, Fluid(holds), diameter_mm)], cell=context.cell,
+                            time_scale=context.time_scale)
+        return Emulation.on_pty(PtyDevice(pump, name="hangs-up").start())
+
+    def open_pump(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                               poll_s=0.0)
+
+    HANGS_UP = DriverDescriptor(name="hangs-up", kind="pump", open=open_pump, default_baudrate=19200,
+                                options=("address", "diameter_mm"))
+    """
+
+
+@pytest.mark.parametrize("rinse", [True, False])
+def test_a_pump_disconnecting_mid_dispense_is_said_with_its_step_and_what_to_check(tmp_path, labloop, write_campaign,
+                                                                                  install_plugin, rinse):
+    """A pump whose port vanished mid-dispense failed as "analyte_pump (dispense): Disconnected: /dev/pts/0: port
+    vanished while reading ...", and the stop said only "the rig needs a person; ... then labloop resume": not that a
+    dispense was cut short, of how much, nor what to check. The failure and the stop (its event, which alerts, and
+    the console) name the pump, the step and the volume whose delivery is unknown (counted in full: the cell is
+    never overfilled by the count), and what to check before resuming: the cell too, with --cell-emptied, when no
+    rinse emptied it after the failure (a protocol without one, stopped at the first fault)."""
+    install_plugin("hangs_up", HANGING, {"hangs-up": "HANGS_UP"}, "hangs_up:emulator")
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "hangs-up", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "emstat"}}
+    steps = yaml.safe_load(CV_SCREEN.read_text())
+    faults = 2 if rinse else 1
+    campaign = write_campaign(tmp_path, instruments=rig, protocol=steps if rinse else steps[:-1],
+                              budget={"max_experiments": 2, "max_consecutive_faults": faults})
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    step = f"analyte_pump in {display_name(campaign)}:"  # the inline protocol's line, then the step
+    causes = [cause or "" for _, cause in _experiments(tmp_path / "tiny.db")]
+    assert len(causes) == faults and all(c.startswith(f"PumpDisconnected: {step}") for c in causes), causes
+    assert all(": protocol[1].dispense: disconnected while it pumped 0.5 mL into the cell: how much of it the cell got "
+               "is unknown (labloop counts all of it): Disconnected: " in c for c in causes)
+    store = tmp_path / "tiny.db"
+    check = (f"reconnect analyte_pump and check its syringe and the cell, then `labloop resume {store}`" if rinse else
+             f"empty the cell (it holds 0.5 mL by labloop's count), reconnect analyte_pump and check its syringe, then "
+             f"`labloop resume {store} --cell-emptied`")
+    said = " ".join(result.stderr.split())
+    lost = ": protocol[1].dispense of experiment 1 while it pumped 0.5 mL into the cell: what it delivered is unknown"
+    assert f"the rig needs a person: {step.replace(' in ', ' disconnected in ')}" in said
+    assert f"{lost}; {check} (add `--syringes-filled` if you fill its syringe by hand)" in said
+    with Journal.open(store, readonly=True) as journal:
+        stop = [e for e in journal.events() if e.kind == "stopped"][-1]
+    assert stop.message.endswith(lost)  # what an alert sends
