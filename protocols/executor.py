@@ -401,7 +401,7 @@ class ProtocolExecutor:
         model; docs/drivers.md): before anything of the experiment moves, so no sample is spent on a scan
         the device would refuse."""
         self.safety.check_potentials(*potentials_v, where=where)
-        span = None if self.rig is None else getattr(self.rig.instruments[potentiostat], "potential_range_v", None)
+        span = self._span(where, potentiostat, "potential_range_v")
         if span is None:
             return
         low, high = span
@@ -414,7 +414,7 @@ class ProtocolExecutor:
         """Refuse a window around the candidate that what ``potentiostat`` can apply (its driver's
         ``potential_range_v``, once the rig is open) cannot hold around any of the objective's hits: every proposal
         the planner aims at would be refused, one experiment after the other, until the campaign stops."""
-        span = None if self.rig is None else getattr(self.rig.instruments[potentiostat], "potential_range_v", None)
+        span = self._span(where, potentiostat, "potential_range_v")
         if span is None or self.hits_v is None or step.half_width_v is None:
             return
         judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, span,
@@ -422,14 +422,29 @@ class ProtocolExecutor:
         if judged is not None and judged[0]:
             raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
 
+    def _span(self, where: str, instrument: str, attribute: str) -> tuple[float, float] | None:
+        """The opened ``instrument``'s optional ``attribute`` (``potential_range_v``, ``rate_range_ml_min``:
+        docs/drivers.md), None when its driver has none or the rig is not open. A value that is no (low, high) pair
+        of numbers is a :class:`WrongReturn` naming the instrument and the step (:func:`returned`): a plug-in's
+        string stopped ``labloop run`` with "unexpected ValueError: too many values to unpack (a labloop bug)"."""
+        span = None if self.rig is None else getattr(self.rig.instruments[instrument], attribute, None)
+        if span is None:
+            return None
+        at, what = f"{instrument} in {where}", "None or a (low, high) pair of numbers"
+        pair = returned(span, (tuple, list), where=at, call=attribute, what=what)
+        if len(pair) != 2:
+            raise WrongReturn(at, f"its driver's {attribute} returned {len(pair)} {plural(len(pair), 'value')}, "
+                                  f"not {what}")
+        low, high = (returned(value, numbers.Real, where=at, call=attribute, what=what) for value in pair)
+        return low, high
+
     def _check_rate(self, where: str, step: Step) -> None:
         """Refuse a rate the pump cannot drive its syringe at (once the rig is open its driver's
         ``rate_range_ml_min``, known from the syringe's diameter; docs/drivers.md; before, what its options fix,
         ``rates``), before anything moves. A rate the step did not give is its default, and the message says so:
         the campaign file has no rate to correct."""
         pump, rate_ml_min = step.pump, step.rate_ml_min  # type: ignore[attr-defined]
-        span = self._rates.get(pump) if self.rig is None else getattr(self.rig.instruments[pump],
-                                                                      "rate_range_ml_min", None)
+        span = self._rates.get(pump) if self.rig is None else self._span(where, pump, "rate_range_ml_min")
         if span is None:
             return
         low, high = span

@@ -185,9 +185,11 @@ class Returning:
 
 
 def test_what_a_plugin_potentiostat_or_valve_returns_is_checked_naming_it_and_the_step(lab):
-    """A spectrum, the scans of a scan-rate series and a valve's gases are checked as they come back from the driver
-    (run_eis returning None failed in fit_ru as an AttributeError, "a labloop bug"; a string of gases passed any gas
-    that is part of it): the instrument and the step named, what it returned said."""
+    """A spectrum, the scans of a scan-rate series, a valve's gases and the ranges a potentiostat or a pump says it
+    has are checked as they come back from the driver (run_eis returning None failed in fit_ru as an AttributeError,
+    "a labloop bug"; a string of gases passed any gas that is part of it; a string range failed the run's start as
+    "unexpected ValueError: too many values to unpack (a labloop bug)"): the instrument and the step named, what it
+    returned said."""
     rig = lab()
     stat, valve = rig.instruments["stat"], rig.instruments["valve"]
     sample = ["load_sample", FULL[5]]
@@ -209,6 +211,17 @@ def test_what_a_plugin_potentiostat_or_valve_returns_is_checked_naming_it_and_th
                                           r"tuple of gas names$"):
         ProtocolExecutor([FULL[0], FULL[1], *sample, cv], rig, LIMITS, OFFSET).check()
     rig.instruments["valve"] = valve
+    rig.instruments["stat"] = Returning(stat, "potential_range_v", lambda _span: "wide")
+    with pytest.raises(WrongReturn, match=r"^stat in protocol\[3\]\.cv: its driver's potential_range_v returned a str, "
+                                          r"not None or a \(low, high\) pair of numbers$"):
+        ProtocolExecutor([FULL[0], *sample, cv], rig, LIMITS, OFFSET).check()
+    rig.instruments["stat"] = stat
+    pump = rig.instruments["analyte_pump"]
+    rig.instruments["analyte_pump"] = Returning(pump, "rate_range_ml_min", lambda span: span[:1])
+    with pytest.raises(WrongReturn, match=r"^analyte_pump in protocol\[2\]\.dispense: its driver's rate_range_ml_min "
+                                          r"returned 1 value, not None or a \(low, high\) pair of numbers$"):
+        ProtocolExecutor([FULL[0], *sample, cv], rig, LIMITS, OFFSET).check()
+    rig.instruments["analyte_pump"] = pump
 
 
 def test_scans_without_the_wave_give_no_d_and_say_why_in_the_journal_record(lab):
