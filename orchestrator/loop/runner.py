@@ -466,9 +466,15 @@ class Runner:
         """The cell, a syringe or the electrode needs a person before any molecule can be measured
         (:class:`NeedsPerson`): the experiment is interrupted, not failed (``resume`` runs it again), the rig made
         safe and the run stops: exit 1, or 2 when nothing moved in this run (a ``resume`` that lacks
-        ``--cell-emptied`` is refused, as bad input is)."""
+        ``--cell-emptied`` is refused, as bad input is). A pump that disconnected while pumping in the faults just
+        before (the liquid of its failed experiment, left without a rinse, refusing this one) is said too, and what to
+        check for it replaces the cell's advice (:meth:`_disconnected`, which says ``--cell-emptied`` as well)."""
         cause = exc.cause
         advice = person_advice(cause, self.journal.path)
+        lost = ""
+        if self._lost:
+            lost, check = self._disconnected()
+            lost, advice = f"; {lost}", check if isinstance(cause, RigNotReady) else advice
         with self.interrupts.deferred():
             for action in self._open_actions.values():
                 self.journal.finish_action(action, f"{type(cause).__name__}: {cause}")
@@ -476,7 +482,7 @@ class Runner:
             ids = self.journal.mark_interrupted_on_resume()
             self.journal.add_event("stopped", f"{type(cause).__name__}: {cause}: campaign stopped before a sample "
                                               f"is spent on it (experiment {', '.join(map(str, ids))} will run again "
-                                              f"on resume)", data={"experiments": ids, "advice": advice,
+                                              f"on resume){lost}", data={"experiments": ids, "advice": advice,
                                                                    "cell_ml": self.executor.contents.cell_ml})
         self._make_safe("the run stopped")
         return EXIT_FAULTS if exc.moved else EXIT_REFUSED
