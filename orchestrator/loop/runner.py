@@ -493,15 +493,20 @@ class Runner:
         and the report keep it in view) and the advice, since the next sample would go into a cell a pump may
         still be filling. The failed experiment is not rinsed (the rinse pumps too), so the cell holds what it
         pumped and ``resume`` needs ``--cell-emptied``."""
+        instruments = " and ".join(u.split(":", 1)[0] for u in exc.unsafe)
         held = self.executor.contents.cell_ml
-        empty = f"empty the cell (it holds {held:g} mL by labloop's count), then " if held > 0 else ""
-        advice = (f"check {' and '.join(u.split(':', 1)[0] for u in exc.unsafe)} at the instrument (a pump may still "
-                  f"be pumping, a cell still be on), {empty}`labloop resume {self.journal.path}"
-                  f"{' --cell-emptied' if held > 0 else ''}`")
+        message = f"{exc}; campaign stopped before the next sample"
+        if self._lost:  # a pump that vanished while it pumped: what it delivered is unknown too
+            lost, check = self._disconnected()
+            message, advice = f"{message}: {lost}", (f"check {instruments} at the instrument (a pump may still be "
+                                                     f"pumping, a cell still be on); {check}")
+        else:
+            empty = f"empty the cell (it holds {held:g} mL by labloop's count), then " if held > 0 else ""
+            advice = (f"check {instruments} at the instrument (a pump may still be pumping, a cell still be on), "
+                      f"{empty}`labloop resume {self.journal.path}{' --cell-emptied' if held > 0 else ''}`")
         with self.interrupts.deferred():
-            self.journal.add_event("stopped", f"{exc}; campaign stopped before the next sample",
-                                   data={"experiments": [exc.experiment_id], "unsafe": exc.unsafe, "advice": advice,
-                                         "cell_ml": held})
+            self.journal.add_event("stopped", message, data={"experiments": [exc.experiment_id], "unsafe": exc.unsafe,
+                                                             "advice": advice, "cell_ml": held})
         return EXIT_FAULTS
 
     def _stop_cluster_lost(self, exc: ClusterLostError) -> int:

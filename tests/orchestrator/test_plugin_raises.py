@@ -254,28 +254,42 @@ HANGING = """
         return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
                                poll_s=0.0)
 
+    class StopsItself(NE1000Pump):
+        def stop(self):  # a pump that stops when its line drops, and whose driver knows it
+            pass
+
+    def open_stopping(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return StopsItself.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                                poll_s=0.0)
+
     HANGS_UP = DriverDescriptor(name="hangs-up", kind="pump", open=open_pump, default_baudrate=19200,
                                 options=("address", "diameter_mm"))
+    HANGS_UP_STOPPED = DriverDescriptor(name="hangs-up-stopped", kind="pump", open=open_stopping,
+                                        default_baudrate=19200, options=("address", "diameter_mm"))
     """
 
 
-@pytest.mark.parametrize("rinse", [True, False])
-def test_a_pump_disconnecting_mid_dispense_is_said_with_its_step_and_what_to_check(tmp_path, labloop, write_campaign,
-                                                                                  install_plugin, rinse):
+@pytest.mark.parametrize(("stopped_itself", "rinse"), [(False, True), (True, True), (True, False)])
+def test_a_pump_disconnecting_mid_dispense_is_said_with_its_step_and_what_to_check(
+        tmp_path, labloop, write_campaign, install_plugin, stopped_itself, rinse):
     """A pump whose port vanished mid-dispense failed as "analyte_pump (dispense): Disconnected: /dev/pts/0: port
     vanished while reading ...", and the stop said only "the rig needs a person; ... then labloop resume": not that a
     dispense was cut short, of how much, nor what to check. The failure and the stop (its event, which alerts, and
     the console) name the pump, the step and the volume whose delivery is unknown (counted in full: the cell is
-    never overfilled by the count), and what to check before resuming: the cell too, with --cell-emptied, when no
-    rinse emptied it after the failure (a protocol without one: the next experiment is refused for the failed one's
-    liquid, a stop for a person, which names the disconnect too)."""
-    install_plugin("hangs_up", HANGING, {"hangs-up": "HANGS_UP"}, "hangs_up:emulator")
+    never overfilled by the count), and what to check before resuming. A vanished pump cannot be told to stop
+    either, so the run stops at once, unrinsed, the rig not made safe (the cell to be emptied, --cell-emptied). A pump
+    whose driver knows it stopped itself is made safe: the run stops after the faults in a row with the protocol's
+    rinse, or without one when the next experiment is refused for the failed one's liquid (a stop for a person,
+    which names the disconnect too)."""
+    install_plugin("hangs_up", HANGING, {"hangs-up": "HANGS_UP", "hangs-up-stopped": "HANGS_UP_STOPPED"},
+                   "hangs_up:emulator")
+    driver = "hangs-up-stopped" if stopped_itself else "hangs-up"
     rig = {"sampler": {"driver": "sim-sampler"},
-           "analyte_pump": {"driver": "hangs-up", "options": {"address": 0, "diameter_mm": 4.61}},
+           "analyte_pump": {"driver": driver, "options": {"address": 0, "diameter_mm": 4.61}},
            "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
            "potentiostat": {"driver": "emstat"}}
     steps = yaml.safe_load(CV_SCREEN.read_text())
-    faults = 2 if rinse else 1  # without a rinse the second experiment is refused before it moves
+    faults = 2 if rinse and stopped_itself else 1  # else the run stops at the first (unsafe, or refused for the cell)
     campaign = write_campaign(tmp_path, instruments=rig, protocol=steps if rinse else steps[:-1],
                               budget={"max_experiments": 2, "max_consecutive_faults": 2})
     result = labloop("run", campaign, "--dry-run")
@@ -286,15 +300,20 @@ def test_a_pump_disconnecting_mid_dispense_is_said_with_its_step_and_what_to_che
     assert all(": protocol[1].dispense: disconnected while it pumped 0.5 mL into the cell: how much of it the cell got "
                "is unknown (labloop counts all of it): Disconnected: " in c for c in causes)
     store = tmp_path / "tiny.db"
-    check = (f"reconnect analyte_pump and check its syringe and the cell, then `labloop resume {store}`" if rinse else
+    check = (f"reconnect analyte_pump and check its syringe and the cell, then `labloop resume {store}`"
+             if rinse and stopped_itself else
              f"empty the cell (it holds 0.5 mL by labloop's count), reconnect analyte_pump and check its syringe, then "
              f"`labloop resume {store} --cell-emptied`")
     said = " ".join(result.stderr.split())
     lost = ": protocol[1].dispense of experiment 1 while it pumped 0.5 mL into the cell: what it delivered is unknown"
-    stopped = "the rig needs a person:" if rinse else "campaign stopped before a sample is spent on it (experiment " \
-                                                      "2 will run again on resume);"
+    stopped = ("campaign stopped before the next sample:" if not stopped_itself else
+               "the rig needs a person:" if rinse else
+               "campaign stopped before a sample is spent on it (experiment 2 will run again on resume);")
     assert f"{stopped} {step.replace(' in ', ' disconnected in ')}" in said
-    assert f"{lost}; {check} (add `--syringes-filled` if you fill its syringe by hand)" in said
+    unsafe = "" if stopped_itself else "check analyte_pump at the instrument (a pump may still be pumping, a cell " \
+                                       "still be on); "
+    assert f"{lost}; {unsafe}{check} (add `--syringes-filled` if you fill its syringe by hand)" in said
     with Journal.open(store, readonly=True) as journal:
         stop = [e for e in journal.events() if e.kind == "stopped"][-1]
     assert stop.message.endswith(lost)  # what an alert sends
+    assert bool(stop.data.get("unsafe")) is not stopped_itself
