@@ -438,9 +438,14 @@ class Instrument(BaseModel):
 
     @field_validator("options")
     @classmethod
-    def _link_options_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _link_options_in_range(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Every driver's reply deadline and retries are finite (a silent device must not hang the run), and its
-        wire capture (``capture``) is a file that can be written."""
+        wire capture (``capture``) is a file that can be written. A relative capture counts from the campaign
+        file's folder, as ``store``, ``library`` and ``protocol`` do: it counted from wherever ``run`` was
+        started, and ``resume``, which reads the campaign from the journal, from wherever it was started."""
+        capture = value.get("capture")
+        if isinstance(capture, str | Path) and str(capture).strip():
+            value = {**value, "capture": str(_resolve(Path(capture), info))}
         problems = [Problem((name,), problem) for name, option in value.items()
                     if (problem := link_option_problem(name, option)) is not None]
         if problems:

@@ -53,3 +53,14 @@ def test_a_capture_that_cannot_be_written_is_refused_with_its_field(tmp_path, la
         assert "tiny.yaml:" in result.stderr and "instruments.analyte_pump.options.capture: " in result.stderr
         assert needle in result.stderr, result.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]  # no journal, no lock
+
+
+def test_a_relative_capture_counts_from_the_campaign_files_folder(tmp_path, labloop, write_campaign, monkeypatch):
+    folder, elsewhere = tmp_path / "campaign", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    campaign = _with_capture(write_campaign, folder, "wire.jsonl", budget={"max_experiments": 1})
+    monkeypatch.chdir(elsewhere)  # `cd /tmp && labloop run camp/c.yaml` wrote /tmp/wire.jsonl
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert (folder / "wire.jsonl").is_file() and list(elsewhere.iterdir()) == []
