@@ -880,7 +880,8 @@ class Campaign(BaseModel):
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Campaign:
-        problems = [*self._planner_problems(), *self._world_problems(), *self._protocol_problems()]
+        problems = [*self._planner_problems(), *self._world_problems(), *self._protocol_problems(),
+                    *self._capture_problems()]
         needed = TARGET_OF[self.objective.quantity]
         if self.prior is not None and needed not in self.prior.targets:
             problems.append(Problem(("prior", "targets"), f"must include {needed!r}: the objective's "
@@ -892,6 +893,22 @@ class Campaign(BaseModel):
         if problems:
             raise Problems(*problems)
         return self
+
+    def _capture_problems(self) -> list[Problem]:
+        """Each instrument captures to a file of its own: two writing one file interleaved their lines into
+        something no JSON reader or ``ReplayTransport`` (instruments/transport.py) reads, and one truncated the
+        other's traffic. The same file however it is written (``shared.json``, ``./shared.json``, a link)."""
+        problems, owner = [], {}
+        for name, instrument in self.instruments.items():
+            capture = instrument.options.get("capture")
+            if capture is None:
+                continue
+            first = owner.setdefault(os.path.realpath(capture), name)
+            if first != name:
+                problems.append(Problem(("instruments", name, "options", "capture"),
+                                        f"{capture} is {first}'s capture too: give each instrument a file of its "
+                                        "own (two writing one file mix their lines)"))
+        return problems
 
     def _protocol_problems(self) -> list[Problem]:
         """Instruments the protocol names must be the campaign's (whether they fit is the executor's check),

@@ -64,3 +64,24 @@ def test_a_relative_capture_counts_from_the_campaign_files_folder(tmp_path, labl
     result = labloop("run", campaign, "--dry-run")
     assert result.returncode == 0, result.stderr
     assert (folder / "wire.jsonl").is_file() and list(elsewhere.iterdir()) == []
+
+
+def test_two_instruments_capturing_to_one_file_are_refused(tmp_path, labloop, write_campaign):
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    campaign = _with_capture(write_campaign, folder, "shared.json")
+    text = yaml.safe_load(campaign.read_text())
+    text["instruments"]["electrolyte_pump"]["options"]["capture"] = "../campaign/./shared.json"  # the same file
+    campaign.write_text(yaml.safe_dump(text, sort_keys=False))
+    for command in (("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
+        result = labloop(*command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.strip().splitlines() == [
+            f"error: {campaign}:{_line_of(campaign, 'capture: ../campaign')}: instruments.electrolyte_pump.options"
+            f".capture: {folder / 'shared.json'} is analyte_pump's capture too: give each instrument a file of its "
+            "own (two writing one file mix their lines)"]
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]  # no capture, no journal
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
