@@ -42,6 +42,7 @@ from labloop.core.errors import (
     ProtocolError,
     ReplayMismatch,
 )
+from labloop.core.timestamps import now
 
 try:  # termios raises its own error type (not OSError) when a pty's far end is gone
     import termios
@@ -96,14 +97,21 @@ class CaptureRecord:
 class WireCapture:
     """Appends every chunk exchanged to a JSON-lines file: ``{"t", "dir", "hex", "repr"}`` per line.
 
-    The first line (``"dir": "open"``) names the port and link settings; it is informative only.
+    Each opening of the port is a session, started by a line ``"dir": "open"`` naming the port, the link
+    settings and when it opened (``started``, UTC), after what earlier sessions wrote: the file was truncated,
+    so ``labloop resume`` replaced the first run's capture with its own. ``t`` counts from the session's start;
+    :class:`ReplayTransport` replays one session.
     """
 
     def __init__(self, path: str | Path, header: dict[str, object]) -> None:
         self.path = Path(path)
-        self._file: IO[str] = self.path.open("w", encoding="utf-8")
+        self._file: IO[str] = self.path.open("a+", encoding="utf-8")
+        if self._file.tell():  # a session cut short mid-line (kill -9) must not swallow this one's first line
+            self._file.seek(self._file.tell() - 1)
+            if self._file.read(1) != "\n":
+                self._file.write("\n")
         self._t0 = time.monotonic()
-        self._write({"t": 0.0, "dir": "open", **header})
+        self._write({"t": 0.0, "dir": "open", "started": now(), **header})
 
     def record(self, direction: str, data: bytes) -> None:
         t = round(time.monotonic() - self._t0, 6)
@@ -117,14 +125,31 @@ class WireCapture:
         self._file.close()
 
 
-def load_capture(path: str | Path) -> list[CaptureRecord]:
-    """The ``tx``/``rx`` records of a capture file, in order."""
-    records = []
+def capture_sessions(path: str | Path) -> list[list[CaptureRecord]]:
+    """The ``tx``/``rx`` records of each session of a capture file (:class:`WireCapture`), in order; records
+    before any ``open`` line (a capture written by hand) are the first session."""
+    sessions: list[list[CaptureRecord]] = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         obj = json.loads(line)
+        if obj["dir"] == "open" or not sessions:
+            sessions.append([])
         if obj["dir"] in ("tx", "rx"):
-            records.append(CaptureRecord(obj["dir"], float(obj["t"]), bytes.fromhex(obj["hex"])))
-    return records
+            sessions[-1].append(CaptureRecord(obj["dir"], float(obj["t"]), bytes.fromhex(obj["hex"])))
+    return sessions
+
+
+def load_capture(path: str | Path, session: int | None = None) -> list[CaptureRecord]:
+    """The ``tx``/``rx`` records of one session of a capture file, in order: ``session`` counts from 0 (-1: the
+    last); None, the file's only session (:class:`ConfigError` when it has several: each starts with the
+    driver connecting again, so one driver cannot replay two)."""
+    sessions = capture_sessions(path) or [[]]
+    if session is None and len(sessions) > 1:
+        raise ConfigError(str(path), f"holds {len(sessions)} sessions (one per opening of the port): "
+                                     f"choose one, session=0..{len(sessions) - 1} (-1: the last)")
+    try:
+        return sessions[session or 0]
+    except IndexError:
+        raise ConfigError(str(path), f"has no session {session} (it holds {len(sessions)})") from None
 
 
 class _FramedStream:
@@ -332,12 +357,13 @@ class ReplayTransport(_FramedStream):
 
     Each ``write`` must equal the next captured ``tx`` chunk (else :class:`ReplayMismatch`); reads return
     the captured ``rx`` chunks in their original chunking; where the capture has no more ``rx`` before the
-    next ``tx``, a read times out at once, as it did when the capture was made.
+    next ``tx``, a read times out at once, as it did when the capture was made. ``session``: which opening of the
+    port to replay, as :func:`load_capture` reads it (a capture file keeps every run's and resume's session).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, session: int | None = None) -> None:
         super().__init__(f"replay:{Path(path).name}", None)
-        self._records = load_capture(path)
+        self._records = load_capture(path, session)
         self._next = 0
 
     def _peek(self) -> CaptureRecord | None:

@@ -245,3 +245,25 @@ def test_retry_repeats_only_the_listed_errors() -> None:
     with pytest.raises(DeviceError):
         retry(refused, attempts=5, retry_on=(InstrumentTimeout, ProtocolError))
     assert len(calls) == 1
+
+
+def test_a_capture_keeps_every_session_and_replays_the_one_asked_for(tmp_path) -> None:
+    """Each opening of the port appends a session to the file (``labloop resume`` truncated the first run's
+    capture, 26 lines becoming 29 of the new session only), and a replay picks one."""
+    wire = tmp_path / "wire.jsonl"
+    for word in (b"first\n", b"second\n"):
+        with PtyDevice(Shout()) as dev, SerialTransport(dev.port, capture=wire) as t:
+            t.write(word)
+            assert t.read_until(b"\n", 1.0) == word.upper()
+        if word == b"first\n":
+            first = wire.read_text()
+    assert wire.read_text().startswith(first)
+    opens = [json.loads(line) for line in wire.read_text().splitlines() if '"open"' in line]
+    assert len(opens) == 2 and all(header["started"] for header in opens)
+    with pytest.raises(ConfigError, match=r"wire\.jsonl: holds 2 sessions .*: choose one, session=0\.\.1"):
+        ReplayTransport(wire)
+    for session, word in ((0, b"first\n"), (-1, b"second\n")):
+        replay = ReplayTransport(wire, session=session)
+        replay.write(word)
+        assert replay.read_until(b"\n", 1.0) == word.upper()
+        replay.finish()

@@ -30,8 +30,16 @@ def test_validate_writes_no_capture_and_run_does(tmp_path, labloop, write_campai
     assert wire.read_text() == "yesterday's capture\n"
     result = labloop("run", campaign, "--dry-run")
     assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in wire.read_text().splitlines()]
+    first, *lines = wire.read_text().splitlines()
+    assert first == "yesterday's capture"  # kept: a capture appends a session
+    records = [json.loads(line) for line in lines]
     assert records[0]["dir"] == "open" and {"tx", "rx"} <= {r["dir"] for r in records}
+    run = wire.read_text()
+    # resume truncated the run's capture (26 lines became 29 holding only the new session): it adds its own
+    result = labloop("resume", campaign.with_suffix(".db"), "--max-experiments", 2)
+    assert result.returncode == 0, result.stderr
+    assert wire.read_text().startswith(run)
+    assert [json.loads(line)["dir"] for line in wire.read_text().splitlines()[1:]].count("open") == 2
 
 
 @pytest.mark.parametrize(("capture", "needle"), [
