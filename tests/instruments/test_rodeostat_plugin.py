@@ -120,3 +120,22 @@ def test_abort_stops_a_running_rodeostat_test(site: Path) -> None:
         driver.close()
     finally:
         emulation.stop()
+
+
+def test_the_emulators_noise_is_drawn_per_measurement(site: Path) -> None:
+    """A resumed dry run starts a new emulator: its scan of a cell must carry the noise the uninterrupted run's
+    scan of it did, whatever that run measured before (docs/drivers.md; the example seeded one generator at start,
+    so the new emulator's first scan got the noise of the old one's first scan)."""
+    descriptor = load_driver("rodeostat").descriptor
+    first = CVParams(e_begin_v=-0.3, e_vertex1_v=0.6, e_vertex2_v=-0.3, scan_rate_v_s=0.1, e_step_v=0.002)
+    second = CVParams(e_begin_v=-0.2, e_vertex1_v=0.5, e_vertex2_v=-0.2, scan_rate_v_s=0.1, e_step_v=0.002)
+    currents = []
+    for scans in ((first, second), (second,)):  # the run, then the resumed run's new emulator
+        emulation = start_emulator("rodeostat", EmulatorContext.standalone(COUPLE, time_scale=TimeScale.zero_latency()))
+        try:
+            driver = descriptor.open(emulation.port, limits=KIT_LIMITS, time_scale=math.inf)
+            currents.append([driver.run_cv(params).current_a for params in scans][-1])
+            driver.close()
+        finally:
+            emulation.stop()
+    assert currents[0].tolist() == currents[1].tolist()

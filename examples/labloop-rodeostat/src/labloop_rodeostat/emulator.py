@@ -27,12 +27,13 @@ import json
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from labloop.core.errors import InvalidParameter
+from labloop.core.seeds import stable_rng
 from labloop.sim.cv_physics import CellParams
 from labloop.sim.emulation import Emulation, EmulatorContext, cell_current
 from labloop.sim.pty_device import Link, PtyDevice, TerminatorFramer, TimeScale
@@ -63,7 +64,8 @@ class RodeostatEmulator:
         self.cyclic: dict[str, Any] = {"quietValue": 0.0, "quietTime": 0, "amplitude": 0.5, "offset": 0.0,
                                        "period": 4000, "numCycles": 1, "shift": 0.0}
         self.tests_run = 0
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
+        self._runs: Counter[str] = Counter()  # tests of each (cell contents, scan) in this process
         self._stream: deque[tuple[float, bytes]] = deque()
         self._start = 0.0
 
@@ -175,7 +177,9 @@ class RodeostatEmulator:
             raise _Refused(f"cyclic parameters make no scan: {exc}") from None
         time_s, potential = params.waveform()
         full_scale = CURRENT_RANGES_UA[self.curr_range]
-        current_ua = np.clip(1e6 * cell_current(self.contents(), params, self._rng), -full_scale, full_scale)
+        contents = self.contents()
+        current_ua = np.clip(1e6 * cell_current(contents, params, self._noise_rng(contents, params)),
+                             -full_scale, full_scale)
         quiet_s = self.cyclic["quietTime"] / 1e3
         self._start = time.monotonic()
         for t, v, i in zip(time_s.tolist(), potential.tolist(), current_ua.tolist(), strict=True):
@@ -184,6 +188,16 @@ class RodeostatEmulator:
         self._stream.append((quiet_s + params.duration_s, b"{}\n"))
         self.tests_run += 1
         return {"test": "cyclic"}
+
+    def _noise_rng(self, contents: Sequence[CellParams], params: object) -> np.random.Generator:
+        """The noise of one test, drawn per measurement as labloop's docs/drivers.md asks ("What an emulator must do
+        to the simulated cell"): seeded by the emulator's seed, what is measured and how often this process
+        measured it before, so a resumed dry run (a new emulator) measures what the uninterrupted one did. One
+        generator seeded at start gave the resumed run's first test the noise of the first run's first test."""
+        key = repr((tuple(contents), params))
+        draw = self._runs[key]
+        self._runs[key] += 1
+        return stable_rng(self.seed, draw, key)
 
     def _stopTest(self, request: dict[str, Any]) -> dict[str, Any]:
         if self._stream:
