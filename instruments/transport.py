@@ -26,6 +26,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, Self, TypeVar
@@ -65,6 +66,20 @@ LINK_OPTION_RANGES: dict[str, tuple[float, float]] = {"timeout_s": (0.001, 60.0)
                                                       "settle_s": (0.0, 5.0)}
 #: how long :meth:`Transport.drain` waits for a quiet line when its caller names no deadline (s)
 DRAIN_DEADLINE_S = 1.0
+#: the campaign's name of the instrument whose driver is opening (orchestrator/compose.py sets it around each
+#: driver's ``open``): a :class:`SerialTransport` opened then names it beside its port in the errors it raises
+#: itself, since a plug-in that lets one out would say only ``/dev/pts/2``, a pty nobody wrote down
+_OPENING: ContextVar[str | None] = ContextVar("labloop_opening_instrument", default=None)
+
+
+@contextmanager
+def opening(instrument: str) -> Iterator[None]:
+    """Every :class:`SerialTransport` opened within belongs to ``instrument`` (a campaign's instrument name)."""
+    token = _OPENING.set(instrument)
+    try:
+        yield
+    finally:
+        _OPENING.reset(token)
 
 
 class Transport(Protocol):
@@ -155,8 +170,9 @@ def load_capture(path: str | Path, session: int | None = None) -> list[CaptureRe
 class _FramedStream:
     """Framing with deadlines over a chunk source; subclasses supply the chunks and the writes."""
 
-    def __init__(self, name: str, capture: WireCapture | None) -> None:
+    def __init__(self, name: str, capture: WireCapture | None, where: str | None = None) -> None:
         self.name = name
+        self.where = where or name  # what the errors it raises name: the port, and its instrument if known
         self._capture = capture
         self._pending = bytearray()  # read from the wire, not yet handed to the driver
 
@@ -228,7 +244,7 @@ class _FramedStream:
         quiet_until = start + quiet_s
         while (now := time.monotonic()) < quiet_until:
             if now >= give_up:
-                raise InstrumentTimeout(self.name, f"line not quiet for {quiet_s:g} s within "
+                raise InstrumentTimeout(self.where, f"line not quiet for {quiet_s:g} s within "
                                                    f"{max(deadline_s, quiet_s):g} s "
                                                    f"({len(dropped)} bytes of noise, last {bytes(dropped[-_SHOW:])!r})")
             chunk = self._read_chunk()
@@ -248,7 +264,7 @@ class _FramedStream:
             return
         if chunk is None or time.monotonic() >= deadline:
             got = bytes(self._pending[:_SHOW])
-            raise InstrumentTimeout(self.name, f"no {waiting_for} before the deadline (received {got!r})")
+            raise InstrumentTimeout(self.where, f"no {waiting_for} before the deadline (received {got!r})")
 
     def _take(self, n: int) -> bytes:
         out = bytes(self._pending[:n])
@@ -303,17 +319,18 @@ class SerialTransport(_FramedStream):
         except OSError as exc:  # a folder that went away, a full disk: the port is closed again, nothing stays open
             self._serial.close()
             raise ConfigError(url, f"capture {capture}: cannot write it ({exc.strerror or exc})") from None
-        super().__init__(url, wire)
-        log.info("%s opened (%s baud %s)", url, baudrate, header["format"])
+        instrument = _OPENING.get()
+        super().__init__(url, wire, where=None if instrument is None else f"{url} ({instrument})")
+        log.info("%s opened (%s baud %s)", self.where, baudrate, header["format"])
 
     @contextmanager
     def _wire(self, doing: str) -> Iterator[None]:
         if not self._serial.is_open:
-            raise Disconnected(self.name, f"port is closed ({doing})")
+            raise Disconnected(self.where, f"port is closed ({doing})")
         try:
             yield
         except _WIRE_ERRORS as exc:
-            raise Disconnected(self.name, f"port vanished while {doing}: {exc}") from exc
+            raise Disconnected(self.where, f"port vanished while {doing}: {exc}") from exc
 
     def _read_chunk(self) -> bytes:
         with self._wire("reading"):

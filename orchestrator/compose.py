@@ -38,7 +38,7 @@ from labloop.core.errors import (
 from labloop.core.text import plural
 from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
-from labloop.instruments.transport import open_failure_reason, port_problem
+from labloop.instruments.transport import open_failure_reason, opening, port_problem
 from labloop.orchestrator.config.campaign import Campaign, Instrument
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
@@ -477,7 +477,8 @@ def _open(factory: Callable[..., Any], name: str, driver: str, port: str, option
                                                  f"passes ({LABLOOP_PASSES[lacking]}; docs/drivers.md, What open() "
                                                  "receives)")
     try:
-        return factory(port, **options)
+        with opening(name):  # a transport the driver opens names the instrument in its errors, beside the port
+            return factory(port, **options)
     except Disconnected as exc:
         raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {open_failure_reason(exc)}") from None
     except (InputError, TypeError, ValueError) as exc:  # an option value the driver refuses, or of the wrong type

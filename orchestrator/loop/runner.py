@@ -680,7 +680,9 @@ class Runner:
         instrument; a driver's or labloop's own check (a NaN current) may name neither, a plug-in only its port."""
         message = said(exc)
         where = self._failed  # None: after every step
-        if where is not None and where[0] and where[0] not in message:
+        # a port named with its instrument (a transport's error let out by a plug-in, ``/dev/pts/2 (potentiostat)``,
+        # instruments/transport.py ``opening``) says which instrument, not which step
+        if where is not None and where[0] and where[0] not in message.replace(f" ({where[0]})", ""):
             message = f"{where[0]} ({where[1]}): {message}"
         return message
 

@@ -7,6 +7,7 @@ subclass on its emulator's pty), a real journal."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,19 @@ def test_a_pump_disconnecting_mid_dispense_is_said_with_its_step_and_what_to_che
         stop = [e for e in journal.events() if e.kind == "stopped"][-1]
     assert stop.message.endswith(lost)  # what an alert sends
     assert bool(stop.data.get("unsafe")) is not stopped_itself
+
+
+def test_a_transport_timeout_a_plugin_lets_out_names_the_instrument_beside_its_port(odd_campaign, tmp_path,
+                                                                                     labloop):
+    """The transport's own InstrumentTimeout said only '/dev/pts/2: no b'\\r' before the deadline' (a plug-in
+    author's finding): opened by a campaign's driver, it names the instrument too, in the action's outcome and
+    in the experiment's cause, which still names the step."""
+    result = labloop("run", odd_campaign("self.bus.transport.read_until(b'\\r', 0.05)"), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        outcomes = [a.outcome for e in journal.experiments() for a in journal.actions(e.id) if a.command == "dispense"
+                    and a.outcome != "ok"]
+    timeout = r"InstrumentTimeout: /dev/pts/\d+ \(analyte_pump\): no b'\\r' before the deadline \(received b''\)"
+    assert len(outcomes) == 2 and all(re.fullmatch(timeout, outcome) for outcome in outcomes), outcomes
+    causes = [cause for _, cause in _experiments(tmp_path / "tiny.db")]
+    assert len(causes) == 2 and all(re.fullmatch(f"analyte_pump \\(dispense\\): {timeout}", c) for c in causes), causes
