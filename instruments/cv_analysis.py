@@ -567,15 +567,12 @@ def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None,
         results.append(_result(v, anodic, cathodic, sigma, flags, settings, others=peaks))
     if not results:
         results.append(_result(v, None, None, sigma, {CVFlag.OVERLOAD} if v.any_overload else set(), settings))
-    return sorted(results, key=lambda r: -_position(r))
+    return sorted(results, key=lambda r: math.inf if (e := couple_position(r)) is None else -e)
 
 
-def _position(result: CVResult) -> float:
-    """Where a couple sits: its E1/2, or its lone peak's potential (-inf without any peak)."""
-    for value in (result.e_half_v, result.epa_v, result.epc_v):
-        if value is not None:
-            return value
-    return -math.inf
+def couple_position(result: CVResult) -> float | None:
+    """Where a couple sits: its E1/2, or its lone peak's potential (None without any peak)."""
+    return next((value for value in (result.e_half_v, result.epa_v, result.epc_v) if value is not None), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -602,50 +599,71 @@ class ReferencedResult:
                 "ferrocene_vs_li_v": self.ferrocene_vs_li_v, "flags": sorted(self.flags), "problem": self.problem}
 
 
-def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float, standard_hint_v: float, *,
+def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float | None, standard_hint_v: float, *,
+                           before_v: Sequence[float] = (),
                            ferrocene_vs_li_v: float = FERROCENE_VS_LI_V) -> ReferencedResult:
     """Pick the analyte and the ferrocene couple among ``couples`` (from :func:`analyze_couples`) and put
     the analyte on the Fc/Fc+ and Li/Li+ scales.
 
-    ``analyte_hint_v`` is where the analyte was seen before the standard went in (its CV alone), and
-    ``standard_hint_v`` where ferrocene is expected on this reference scale; each is the reversible couple
-    closest to its hint, and they must differ by at least :data:`MIN_COUPLE_SEPARATION_V`. Why hints and
-    not "the other peak": a cell can hold a third couple (an impurity, O2), and the analyte's position
-    before the standard is the least ambiguous way to tell which wave is new.
+    Ferrocene is the couple that is new: none of the positions seen before the standard went in (``before_v``,
+    the couples of the scan without it, and ``analyte_hint_v``) lies within :data:`MIN_COUPLE_SEPARATION_V` of it;
+    of several new ones, the closest to ``standard_hint_v``, where ferrocene is expected on this reference
+    scale. The analyte is the other couple closest to ``analyte_hint_v``, where the analyte was seen before the
+    standard (its E1/2, or its lone peak), within :data:`MIN_COUPLE_SEPARATION_V` of it. Why not "the couple
+    nearer a guess": with the analyte's wave missing before the standard, a guess in the window's middle sat
+    nearer ferrocene than the analyte, and the two were swapped (an analyte at 1.58 V vs Li/Li+ read 4.81 V).
+    ``analyte_hint_v`` None (no peak of the analyte before the standard), no new couple, or none where the
+    analyte was: ``no_standard``, no potential, and ``problem`` says why.
     """
-    paired = [c for c in couples if c.e_half_v is not None]
-    analyte = min(paired, key=lambda c: abs(c.e_half_v - analyte_hint_v), default=None)  # type: ignore[operator]
-    others = [c for c in paired if c is not analyte]
-    standard = min(others, key=lambda c: abs(c.e_half_v - standard_hint_v), default=None)  # type: ignore[operator]
+    paired = [(c, c.e_half_v) for c in couples if c.e_half_v is not None]
+    seen = [*before_v, *(() if analyte_hint_v is None else (analyte_hint_v,))]
+    new = [(c, e) for c, e in paired if all(abs(e - s) >= MIN_COUPLE_SEPARATION_V for s in seen)]
+    standard = min(new, key=lambda ce: abs(ce[1] - standard_hint_v), default=(None, None))[0]
+    near = [] if analyte_hint_v is None else [(c, abs(e - analyte_hint_v)) for c, e in paired if c is not standard]
+    analyte = min(((c, d) for c, d in near if d < MIN_COUPLE_SEPARATION_V), key=lambda cd: cd[1],
+                  default=(None, None))[0]
     flags = set(analyte.flags) if analyte is not None else {CVFlag.NO_PEAK}
     if analyte is None or standard is None or abs(analyte.e_half_v - standard.e_half_v) < MIN_COUPLE_SEPARATION_V:
         flags.add(CVFlag.NO_STANDARD)
-        fallback = analyte or (couples[0] if couples else None)
+        fallback = analyte or next((c for c in couples if c is not standard), couples[0] if couples else None)
         assert fallback is not None  # analyze_couples returns at least one result
+        problem = _standard_problem([c for c, _ in paired], analyte, standard, analyte_hint_v, standard_hint_v)
         return ReferencedResult(analyte=fallback, standard=standard, e_vs_fc_v=None, e_vs_li_v=None,
-                                ferrocene_vs_li_v=ferrocene_vs_li_v, flags=frozenset(flags),
-                                problem=_standard_problem(analyte, standard, analyte_hint_v, standard_hint_v))
+                                ferrocene_vs_li_v=ferrocene_vs_li_v, flags=frozenset(flags), problem=problem)
     e_vs_fc = analyte.e_half_v - standard.e_half_v  # type: ignore[operator]
     return ReferencedResult(analyte=analyte, standard=standard, e_vs_fc_v=e_vs_fc,
                             e_vs_li_v=e_vs_fc + ferrocene_vs_li_v, ferrocene_vs_li_v=ferrocene_vs_li_v,
                             flags=frozenset(flags))
 
 
-def _standard_problem(analyte: CVResult | None, standard: CVResult | None, analyte_hint_v: float,
-                      standard_hint_v: float) -> str:
-    """Why :func:`reference_to_ferrocene` found no standard to reference to, most telling reason first."""
-    if abs(analyte_hint_v - standard_hint_v) < STANDARD_OVERLAP_V:
+def _standard_problem(paired: list[CVResult], analyte: CVResult | None, standard: CVResult | None,
+                      analyte_hint_v: float | None, standard_hint_v: float) -> str:
+    """Why :func:`reference_to_ferrocene` found no standard to reference to (``paired``: the couples of the scan
+    with the standard), most telling reason first."""
+    if analyte_hint_v is not None and abs(analyte_hint_v - standard_hint_v) < STANDARD_OVERLAP_V:
         return (f"the analyte's wave at {analyte_hint_v:+.3f} V vs the reference overlaps ferrocene's (expected at "
                 f"{standard_hint_v:+.3f} V; within {STANDARD_OVERLAP_V * 1000:.0f} mV): the standard cannot be told "
                 "apart; use another internal standard or measure without it")
-    if analyte is None:
+    if not paired:
         return "no couple with a pair of peaks in the scan with the standard"
-    if standard is None and abs(analyte.e_half_v - standard_hint_v) < STANDARD_OVERLAP_V:  # type: ignore[operator]
-        return (f"one couple only in the scan with the standard, at {analyte.e_half_v:+.3f} V, where ferrocene was "
+    found = ", ".join(f"{c.e_half_v:+.3f}" for c in paired)
+    lone = standard.e_half_v if standard is not None and paired == [standard] else None  # ferrocene's alone
+    if lone is not None and abs(lone - standard_hint_v) < STANDARD_OVERLAP_V:
+        return (f"one couple only in the scan with the standard, at {lone:+.3f} V, where ferrocene was "
                 f"expected ({standard_hint_v:+.3f} V): most likely ferrocene's, the analyte's wave not found there")
-    if standard is None:
+    if analyte_hint_v is None:
+        return (f"the cv before the standard showed no peak of the analyte, so which couple of the scan with the "
+                f"standard (at {found} V; ferrocene expected at {standard_hint_v:+.3f} V) is the analyte's cannot "
+                "be told")
+    if analyte is None:
+        return (f"no couple in the scan with the standard (at {found} V) where the analyte was seen before it "
+                f"({analyte_hint_v:+.3f} V)")
+    if standard is None and paired == [analyte]:
         return (f"no second couple besides the analyte's (at {analyte.e_half_v:+.3f} V) in the scan with the "
                 f"standard; ferrocene was expected at {standard_hint_v:+.3f} V")
+    if standard is None:
+        return (f"no couple in the scan with the standard (at {found} V) that was not there before it: ferrocene's, "
+                f"expected at {standard_hint_v:+.3f} V, not found")
     return (f"the couples at {analyte.e_half_v:+.3f} V and {standard.e_half_v:+.3f} V are closer than "
             f"{MIN_COUPLE_SEPARATION_V * 1000:.0f} mV: which is ferrocene cannot be told")
 

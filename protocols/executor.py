@@ -90,6 +90,7 @@ from labloop.instruments.cv_analysis import (
     analyze_blank,
     analyze_couples,
     analyze_cv,
+    couple_position,
     randles_sevcik_diffusion,
     reference_to_ferrocene,
     to_li_scale,
@@ -991,8 +992,11 @@ class ProtocolExecutor:
 
     def _add_standard(self, where: str, step: AddStandard, instrument: str, lab: LabRecord) -> dict[str, Any]:
         """Dispense the ferrocene stock, then one CV wide enough for the analyte and ferrocene; the analyte is
-        put on the Fc/Fc+ scale of that scan. The refill comes last, so the step ending ``ok`` means refilled,
-        which is what a resume counts (:meth:`replay`)."""
+        put on the Fc/Fc+ scale of that scan. Which couple is which is told from the cv's first scan, before the
+        standard (:func:`labloop.instruments.cv_analysis.reference_to_ferrocene`): ferrocene's is the couple it did
+        not show, the analyte's the one where it showed the analyte (its E1/2, or a lone peak where the other lay
+        past a vertex). The refill comes last, so the step ending ``ok`` means refilled, which is what a resume
+        counts (:meth:`replay`)."""
         if not lab.scans:
             raise ConfigError(where, "add_standard needs the cv before it")
         dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
@@ -1003,9 +1007,8 @@ class ProtocolExecutor:
         [voltammogram] = self._scans(where, instrument, [params])
         lab.standard_scan = voltammogram
         couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)
-        hint = analysis.e_half_v if analysis.e_half_v is not None else (first.params.e_vertex1_v
-                                                                        + first.params.e_vertex2_v) / 2
-        lab.referenced = reference_to_ferrocene(couples, hint, fc_expected)
+        before = [e for c in analyze_couples(first, ru_ohm=lab.ru_ohm) if (e := couple_position(c)) is not None]
+        lab.referenced = reference_to_ferrocene(couples, couple_position(analysis), fc_expected, before_v=before)
         if lab.referenced.problem is not None:
             log.warning("%s: no_standard: %s", where, lab.referenced.problem)
         else:

@@ -141,3 +141,40 @@ def test_a_blank_that_needs_a_purge_the_protocol_lacks_is_told_to_start_a_new_st
     assert "dissolved O2 in the blank" in stop and "the protocol has no purge step" in stop
     assert stop.endswith("add the purge step to the campaign's protocol and run it with a new store (`labloop run "
                          "FILE --store NEW.db`): a journal keeps the protocol it began with")
+
+
+def test_an_analyte_its_first_scan_missed_is_not_swapped_with_ferrocene(tmp_path, labloop):
+    """The example's rig on a reduction screen (an electrochemist's trial, cv -0.3 to -1.7 V and back to 0.4 V):
+    this molecule's cathodic peak sits at the -1.7 V vertex, so the scan before the standard shows its return
+    peak alone (no E1/2). The analyte was then looked for in the middle of the window (-0.65 V), where ferrocene
+    (-0.03 V) is nearer than the analyte (-1.64 V): the couples were swapped and 4.81 V was reported for a
+    molecule at 1.58 V. Ferrocene is the couple that was not there before the standard went in."""
+    smiles = "N#Cc1cccc(Oc2ccnc3ccccc23)c1C#N"
+    library = (EXAMPLES / "library.csv").read_text().splitlines()
+    (tmp_path / "library.csv").write_text("\n".join([library[0], *[r for r in library if r.startswith(smiles + ",")]]))
+    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
+    del campaign["prior"], campaign["surrogate"]
+    protocol = yaml.safe_load((EXAMPLES / "protocols" / "cv_lab_grade.yaml").read_text())
+    for step in protocol:  # the trial's windows
+        if isinstance(step, dict) and {"blank", "cv"} & set(step):
+            step.get("blank", step.get("cv")).update(
+                {"e_begin_v": 0.0, "e_vertex1_v": -1.7, "e_vertex2_v": 0.5} if "blank" in step else
+                {"e_begin_v": -0.3, "e_vertex1_v": -1.7, "e_vertex2_v": 0.4})
+    campaign.update(store="runs/red.db", objective={"quantity": "reduction_potential", "goal": "window",
+                                                    "window_v": [1.5, 2.0]},
+                    planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": 1}, protocol=protocol)
+    (tmp_path / "red.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    result = labloop("run", tmp_path / "red.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+
+    truth = build_world(load_campaign(tmp_path / "red.yaml")).truth_v(smiles)
+    with Journal.open(tmp_path / "runs" / "red.db", readonly=True) as journal:
+        (experiment,) = journal.experiments()
+        lab = journal.lab_record(experiment.id)
+    assert lab is not None and lab["scans"][0]["analysis"]["e_half_v"] is None  # the finding's path
+    referenced = lab["referenced"]
+    if experiment.potential_v is None:  # told apart from nothing: no potential, and said why
+        assert "no_standard" in referenced["flags"] and referenced["problem"]
+    else:  # vs ferrocene, the truth to within the world's 10 mV noise
+        assert abs(experiment.potential_v - truth) < 0.03, (experiment.potential_v, truth)
+        assert abs(referenced["standard"]["e_half_v"] - (3.2 - 3.23)) < 0.03  # ferrocene's couple, as emulated

@@ -497,6 +497,28 @@ def test_two_couples_are_paired_and_the_standard_found_by_position():
     assert alone.e_vs_li_v is None and CVFlag.NO_STANDARD in alone.flags
 
 
+
+def test_the_standard_is_the_couple_the_scan_before_did_not_show():
+    """Ferrocene is the new couple, the analyte the one where the cv before the standard saw it. The analyte
+    was looked for in the window's middle when that cv gave no E1/2 (its cathodic peak at the vertex), and
+    ferrocene, nearer the middle, was taken for it: the couples were swapped (4.81 V for a molecule at 1.58 V)."""
+    fc = replace(DEFAULT_FERROCENE, conc_mm=1.0)
+    analyte = replace(ANALYTE, e0_v=-0.75, ru_ohm=0.0)
+    couples = analyze_couples(simulate_cell([analyte, fc], CVParams(e_begin_v=0.8, e_vertex1_v=-1.0, e_vertex2_v=0.8,
+                                                                      scan_rate_v_s=0.1), np.random.default_rng(5)))
+    assert [c.e_half_v for c in couples] == pytest.approx([fc.e0_v, analyte.e0_v], abs=0.005)
+    lone_peak = analyte.e0_v + 0.03  # the return peak alone, before the standard
+    found = reference_to_ferrocene(couples, lone_peak, FC_ON_REFERENCE, before_v=[lone_peak])
+    assert found.e_vs_fc_v == pytest.approx(analyte.e0_v - fc.e0_v, abs=0.005) and not found.problem
+    unseen = reference_to_ferrocene(couples, None, FC_ON_REFERENCE)  # no peak before: not told apart
+    assert unseen.e_vs_li_v is None and CVFlag.NO_STANDARD in unseen.flags
+    assert unseen.problem == ("the cv before the standard showed no peak of the analyte, so which couple of the scan "
+                              "with the standard (at +0.348, -0.751 V; ferrocene expected at +0.350 V) is the "
+                              "analyte's cannot be told")
+    there_before = reference_to_ferrocene(couples, lone_peak, FC_ON_REFERENCE, before_v=[lone_peak, fc.e0_v])
+    assert there_before.e_vs_li_v is None and there_before.problem.startswith(
+        "no couple in the scan with the standard (at +0.348, -0.751 V) that was not there before it")
+
 def located(raw: list) -> list[tuple[tuple, str]]:
     with pytest.raises(Problems) as info:
         parse_steps(raw)
