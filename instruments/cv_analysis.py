@@ -161,8 +161,29 @@ class _Peak:
 def _window(step_v: float, n_points: int, settings: CVAnalysisSettings) -> int:
     """Savitzky-Golay window in points: ``smooth_window_v`` of potential, odd, at least order + 3 and at
     most the sweep's length."""
-    window = max(settings.smooth_order + 3, round(settings.smooth_window_v / step_v)) | 1
-    return min(window, n_points if n_points % 2 else n_points - 1)
+    return min(_window_points(step_v, settings), n_points if n_points % 2 else n_points - 1)
+
+
+def _window_points(step_v: float, settings: CVAnalysisSettings) -> int:
+    """:func:`_window` of a sweep long enough not to cut it."""
+    return max(settings.smooth_order + 3, round(settings.smooth_window_v / step_v)) | 1
+
+
+#: where a reversible one-electron couple's peak lies past its E1/2 at 25 C (V): 1.109 RT/nF with n = 1 (Bard and
+#: Faulkner, Electrochemical Methods, section 6.2); a slower couple's, or one seen through an uncompensated ohmic
+#: drop, lies further
+REVERSIBLE_PEAK_PAST_HALF_V = 0.0285
+
+
+def peak_room_v(step_v: float, settings: CVAnalysisSettings | None = None) -> tuple[float, float]:
+    """How far inside a scan's ends a couple's E1/2 must lie for :func:`analyze_cv` to find its peak there, in its
+    two parts (V): where the peak lies past E1/2 (:data:`REVERSIBLE_PEAK_PAST_HALF_V`), and the sweep
+    :func:`_find_peaks` needs after a peak, one smoothing window at ``step_v`` (a peak nearer the sweep's end is
+    the filter's edge effect to it). Why: a campaign whose objective reaches a scan's end loses the hits just inside
+    it (``validate`` says so: orchestrator/compose.py). Simulated reversible couples at 0.02-0.5 V/s lost their
+    E1/2 within 50 mV of the vertex at 2 mV steps (28.5 + 22 mV here) and within 52.5 mV at 5 mV steps (28.5 + 25)."""
+    settings = settings or CVAnalysisSettings()
+    return REVERSIBLE_PEAK_PAST_HALF_V, _window_points(step_v, settings) * step_v
 
 
 def _smooth(current: np.ndarray, window: int, settings: CVAnalysisSettings) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import numbers
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -37,6 +38,8 @@ from labloop.core.errors import (
 )
 from labloop.core.text import plural
 from labloop.instruments.contracts import CONTRACTS, missing_members
+from labloop.instruments.cv_analysis import peak_room_v
+from labloop.instruments.methodscript import DEVICE_POTENTIAL_RANGES_V
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, opening, port_problem
 from labloop.orchestrator.config.campaign import Campaign, Instrument
@@ -46,7 +49,7 @@ from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
-from labloop.protocols.steps import CV, parse_steps, pumps_holding_sample, pumps_holding_standard
+from labloop.protocols.steps import CV, Analyze, compact, parse_steps, pumps_holding_sample, pumps_holding_standard
 from labloop.sim.emulation import oxygen_e0_vs_li_v
 from labloop.sim.faults import FaultPlan
 from labloop.sim.lab import SimulatedLab
@@ -264,36 +267,89 @@ def _rows_where(campaign: Campaign, library: Sequence[str], why: Callable[[str],
                 if (reason := why(smiles)) is not None]
 
 
+#: how far (V) two potentials may differ and be the same end of reach: sums such as -1.7 + 3.2 (1.5000000000000002)
+#: must not leave a sliver of a window outside
+REACH_TOLERANCE_V = 1e-6
+
+
 def objective_out_of_reach(campaign: Campaign) -> str | None:
     """Why measurements cannot meet all of the objective, in one line, or None: its window (or threshold) lies beyond
-    every potential the protocol's cv scans, its fixed window on the Li/Li+ scale (``cell.reference_offset_v``), or
-    part of its window does (4.5-4.6 V against a scan ending at 4.55 V: a molecule at 4.58 V is never measured as a
-    hit, and the planner, aiming at the window's centre, proposes such molecules; said with the part outside). A
-    window around the candidate moves with it and is not judged; a threshold's hits always reach past any scan."""
+    every E1/2 the protocol's cv can measure, or part of its window does (4.5-4.6 V against a scan ending at 4.55 V:
+    a molecule at 4.58 V is never measured as a hit, and the planner, aiming at the window's centre, proposes such
+    molecules; said with the part outside). What it can measure is its fixed window on the Li/Li+ scale
+    (``cell.reference_offset_v``) less, at each end, the room the analysis needs to find a peak
+    (:func:`labloop.instruments.cv_analysis.peak_room_v`, with the protocol's analyze settings): a window from 1.50 V
+    against a scan to 1.50 V lost every hit at 1.53-1.55 V, whose peak lies past the vertex. The advice says how far
+    to widen the cv, or, where the safety limits or the potentiostat's range stop that, which. A window around the
+    candidate moves with it and is not judged; a threshold's hits always reach past any scan."""
     cv = campaign.cv_step()
     if cv is None or cv.around_candidate:
         return None
     p, offset = cv.params(), campaign.cell.reference_offset_v
     low = min(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
     high = max(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
+    analyze = next((s for s in parse_steps(list(campaign.protocol.steps)) if isinstance(s, Analyze)), None)
+    past, after = peak_room_v(p.e_step_v, analyze.settings if analyze is not None else None)
+    reach_low, reach_high = low + past + after, high - past - after
     objective = campaign.objective
-    scans = (f"the protocol's cv scans {low:.2f} to {high:.2f} V vs Li/Li+ (its window + "
-             f"cell.reference_offset_v {offset:g} V)")
+    reach = f"{reach_low:.3f} to {reach_high:.3f} V vs Li/Li+"
+    why = (f"the protocol's cv scans {low:.2f} to {high:.2f} V (its window + cell.reference_offset_v {offset:g} V), "
+           f"and an E1/2 is measured {(past + after) * 1000:.1f} mV inside its ends at the nearest (a one-electron "
+           f"couple's peak lies {past * 1000:.1f} mV past its E1/2; the analysis needs {after * 1000:.0f} mV of "
+           f"current after the peak, its smoothing window at the cv's {compact(p.e_step_v * 1000)} mV step)")
     if objective.goal == "window":
         w_low, w_high = objective.window_v  # type: ignore[misc]  # set for a window goal (validated)
         window = f"{campaign.located('objective', 'window_v')}: {w_low:g} to {w_high:g} V vs Li/Li+"
-        if w_high < low or w_low > high:
-            return f"{window} is out of reach: {scans}: no measurement can be a hit"
-        outside = [f"{a:.2f} to {b:.2f} V" for a, b in ((w_low, low), (high, w_high)) if a < b]
-        if outside:
-            lies = "lie" if len(outside) > 1 else "lies"
-            return (f"{window} is partly out of reach: its {' and '.join(outside)} {lies} outside the scan, as "
-                    f"{scans}: a molecule there cannot be measured as a hit (widen the cv's window)")
+        if w_high < reach_low - REACH_TOLERANCE_V or w_low > reach_high + REACH_TOLERANCE_V:
+            return f"{window} is out of reach: the cv measures {reach} only, as {why}: no measurement can be a hit"
+        short = [(end, a, b) for end, a, b in (("low", w_low, reach_low), ("high", reach_high, w_high))
+                 if a < b - REACH_TOLERANCE_V]
+        if short:
+            outside = " and ".join(f"{a:.3f} to {b:.3f} V" for _, a, b in short)
+            advice = "; ".join(_widen(campaign, cv, end, b if end == "low" else a, past + after)
+                               for end, a, b in short)
+            return (f"{window} is partly out of reach: its {outside} {'lie' if len(short) > 1 else 'lies'} outside "
+                    f"the {reach} the cv measures, as {why}: a molecule there cannot be measured as a hit ({advice})")
     elif objective.threshold_v is not None:
         t = objective.threshold_v
-        if (objective.goal == "maximize" and t > high) or (objective.goal == "minimize" and t < low):
-            return (f"{campaign.located('objective', 'threshold_v')}: {t:g} V vs Li/Li+ is out of reach: {scans}: no "
-                    "measurement can be a hit")
+        if (objective.goal == "maximize" and t > reach_high + REACH_TOLERANCE_V) or \
+                (objective.goal == "minimize" and t < reach_low - REACH_TOLERANCE_V):
+            return (f"{campaign.located('objective', 'threshold_v')}: {t:g} V vs Li/Li+ is out of reach: the cv "
+                    f"measures {reach} only, as {why}: no measurement can be a hit")
+    return None
+
+
+def _widen(campaign: Campaign, cv: CV, end: str, reached: float, room: float) -> str:
+    """What to do about the ``end`` ("low" or "high") of an objective's window that the cv measures only to
+    ``reached`` (V vs Li/Li+): widen the cv to the potential (vs the reference, to the 10 mV outward) that puts the
+    window's end ``room`` inside it; or, where ``safety.potential_limits_v`` or the potentiostat's range
+    (:func:`_potentiostat_range`) will not apply that potential, say which, and what can be done instead."""
+    w_low, w_high = campaign.objective.window_v  # type: ignore[misc]  # a window goal's
+    sign = -1 if end == "low" else 1
+    wanted = (w_low if end == "low" else w_high) + sign * room - campaign.cell.reference_offset_v
+    needed = sign * math.ceil(round(sign * wanted * 100, 6)) / 100
+    lo, hi = campaign.safety.potential_limits_v
+    device = _potentiostat_range(campaign, cv)
+    if device is not None and not device[1][0] - REACH_TOLERANCE_V <= needed <= device[1][1] + REACH_TOLERANCE_V:
+        return (f"{device[0]} cannot widen the cv: it would have to reach {compact(needed)} V vs the reference, "
+                f"beyond the {compact(device[1][0])}..{compact(device[1][1])} V it applies; measure "
+                f"against a reference electrode sitting "
+                f"{'lower' if end == 'low' else 'higher'} vs Li/Li+ or with another potentiostat, or move the window's "
+                f"{end} end to {reached:.3f} V")
+    if not lo - REACH_TOLERANCE_V <= needed <= hi + REACH_TOLERANCE_V:
+        return (f"widen the cv's window to {compact(needed)} V vs the reference, beyond safety.potential_limits_v "
+                f"({compact(lo)}..{compact(hi)} V): widen them too if the potentiostat and the cell allow, or move the "
+                f"window's {end} end to {reached:.3f} V")
+    return f"widen the cv's window to {compact(needed)} V vs the reference"
+
+
+def _potentiostat_range(campaign: Campaign, cv: CV) -> tuple[str, tuple[float, float]] | None:
+    """``(model, (low, high))``: the potentials the cv's potentiostat can apply at most (V vs its reference), where its
+    driver knows a model's range before it is connected: an ``emstat`` may be an EmStat Pico, whose range is fixed
+    (the driver refuses beyond it once the Pico has identified itself; an EmStat4's differs); None otherwise."""
+    names = [cv.potentiostat] if cv.potentiostat else list(campaign.instruments)
+    if any(campaign.instruments[name].driver == "emstat" for name in names if name in campaign.instruments):
+        return "an EmStat Pico", DEVICE_POTENTIAL_RANGES_V["espico"]
     return None
 
 

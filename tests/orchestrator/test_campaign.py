@@ -16,10 +16,17 @@ import pytest
 from labloop.core.errors import CampaignError
 from labloop.instruments.registry import driver_names
 from labloop.orchestrator import console
+from labloop.orchestrator.compose import objective_out_of_reach
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign, parse_active_hours
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "campaign.yaml"
+
+
+#: why the example's cv (-0.8..1.95 V at 2 mV steps, the reference at 3.2 V vs Li/Li+) measures what it measures
+SCANS = ("the protocol's cv scans 2.40 to 5.15 V (its window + cell.reference_offset_v 3.2 V), and an E1/2 is "
+         "measured 50.5 mV inside its ends at the nearest (a one-electron couple's peak lies 28.5 mV past its E1/2; "
+         "the analysis needs 22 mV of current after the peak, its smoothing window at the cv's 2 mV step)")
 
 
 @pytest.fixture
@@ -505,22 +512,56 @@ def test_an_objective_the_scan_cannot_reach_is_warned_about(labloop, workdir):
     far = labloop("validate", workdir / "far.yaml", "--dry-run")
     assert far.returncode == 0 and far.stderr.strip() == (
         f"warning: {workdir / 'far.yaml'}:{line}: objective.window_v: 5.5 to 5.6 V vs Li/Li+ is out of reach: the "
-        "protocol's cv scans 2.40 to 5.15 V vs Li/Li+ (its window + cell.reference_offset_v 3.2 V): no measurement "
-        "can be a hit")
+        f"cv measures 2.451 to 5.099 V vs Li/Li+ only, as {SCANS}: no measurement can be a hit")
 
 
 def test_an_objective_window_partly_beyond_the_scan_is_warned_about(labloop, workdir):
     """A newcomer's finding: a window reaching past the scan's end (5.1-5.2 V against a scan to 5.15 V vs Li/Li+)
     passed without a word, though a molecule at 5.18 V is never measured as a hit. Now one line names the part
-    outside and the scan's ends."""
-    text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", "window_v: [5.1, 5.2]")
+    outside and the scan's ends. What is measured stops 50.5 mV short of the scan's end (an electrochemist's trial:
+    a window from 1.50 V against a scan to 1.50 V lost its hits at 1.53-1.55 V), and the advice says how far to
+    widen the cv."""
+    text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", "window_v: [5.0, 5.1]")
     (workdir / "edge.yaml").write_text(text)
-    line = next(n for n, content in enumerate(text.splitlines(), start=1) if "window_v: [5.1, 5.2]" in content)
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if "window_v: [5.0, 5.1]" in content)
     edge = labloop("validate", workdir / "edge.yaml", "--dry-run")
     assert edge.returncode == 0 and edge.stderr.strip() == (
-        f"warning: {workdir / 'edge.yaml'}:{line}: objective.window_v: 5.1 to 5.2 V vs Li/Li+ is partly out of reach: "
-        "its 5.15 to 5.20 V lies outside the scan, as the protocol's cv scans 2.40 to 5.15 V vs Li/Li+ (its window + "
-        "cell.reference_offset_v 3.2 V): a molecule there cannot be measured as a hit (widen the cv's window)")
+        f"warning: {workdir / 'edge.yaml'}:{line}: objective.window_v: 5 to 5.1 V vs Li/Li+ is partly out of reach: "
+        f"its 5.099 to 5.100 V lies outside the 2.451 to 5.099 V vs Li/Li+ the cv measures, as {SCANS}: a molecule "
+        "there cannot be measured as a hit (widen the cv's window to 1.96 V vs the reference)")
+    # limits that stop the widening are named, with what else can be done
+    (workdir / "tight.yaml").write_text(text.replace("limits_v: [-1.7, 2.0]", "limits_v: [-1.7, 1.95]"))
+    assert objective_out_of_reach(load_campaign(workdir / "tight.yaml")).endswith(
+        "(widen the cv's window to 1.96 V vs the reference, beyond safety.potential_limits_v (-1.7..1.95 V): widen "
+        "them too if the potentiostat and the cell allow, or move the window's high end to 5.099 V)")
+
+
+def test_a_reduction_window_at_the_vertex_names_what_stops_widening_the_scan(labloop, workdir):
+    """An electrochemist's trial: a reduction window from 1.5 V against a cv turning at -1.7 V vs a reference at 3.2 V
+    was warned about through a rounding artefact only ('its 1.50 to 1.50 V', -1.7 + 3.2 = 1.5000000000000002),
+    while seven hits at 1.533-1.549 V failed beyond_window: a peak lies 28.5 mV past E1/2 and the analysis needs
+    22 mV after it. The advice to widen the cv could not be followed: the EmStat Pico applies -1.7..2 V."""
+    text = (workdir / "campaign.yaml").read_text().replace(
+        "objective: {quantity: oxidation_potential, goal: window, window_v: [4.5, 4.6]}",
+        "objective: {quantity: reduction_potential, goal: window, window_v: [1.5, 2.0]}")
+    screen = (workdir / "protocols" / "cv_screen.yaml").read_text()
+    reduction = screen.replace("e_begin_v: -0.8, e_vertex1_v: 1.95, e_vertex2_v: -0.8",
+                               "e_begin_v: 0.0, e_vertex1_v: -1.7, e_vertex2_v: 0.0")
+    assert reduction != screen
+    (workdir / "protocols" / "cv_red.yaml").write_text(reduction)
+    (workdir / "red.yaml").write_text(text.replace("protocols/cv_screen.yaml", "protocols/cv_red.yaml"))
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if "window_v: [1.5, 2.0]" in content)
+    red = labloop("validate", workdir / "red.yaml", "--dry-run")
+    assert red.returncode == 0 and red.stderr.strip() == (
+        f"warning: {workdir / 'red.yaml'}:{line}: objective.window_v: 1.5 to 2 V vs Li/Li+ is partly out of reach: "
+        "its 1.500 to 1.551 V lies outside the 1.551 to 3.150 V vs Li/Li+ the cv measures, as "
+        f"{SCANS.replace('2.40 to 5.15 V', '1.50 to 3.20 V')}: a molecule there cannot be measured as a hit (an "
+        "EmStat Pico cannot widen the cv: it would have to reach -1.76 V vs the reference, beyond the "
+        "-1.7..2 V it applies; measure against a reference electrode sitting lower vs Li/Li+ or with another "
+        "potentiostat, or move the window's low end to 1.551 V)")
+    for reached in ("1.5505", "1.6"):  # from where the cv measures on: nothing to say, float sums or not
+        (workdir / "in.yaml").write_text((workdir / "red.yaml").read_text().replace("[1.5, 2.0]", f"[{reached}, 2.0]"))
+        assert objective_out_of_reach(load_campaign(workdir / "in.yaml")) is None
 
 
 def test_exponents_are_numbers_as_in_yaml_1_2(labloop, workdir):
