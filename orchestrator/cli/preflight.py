@@ -6,6 +6,7 @@ mistake."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 from itertools import islice
@@ -13,11 +14,11 @@ from pathlib import Path
 
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, InvalidInput, JournalError, said
+from labloop.core.errors import ConfigError, InvalidInput, JournalError, Problems, said
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign
-from labloop.orchestrator.config.yaml_source import display_name
-from labloop.orchestrator.journal.store import Journal, refuse_other_settings
+from labloop.orchestrator.config.yaml_source import display_name, read_yaml
+from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
 from labloop.surrogate.config import MIN_ROWS_PER_FOLD
 from labloop.surrogate.featurize import parse_smiles
@@ -127,6 +128,27 @@ def warn_default_safety(campaign: Campaign) -> None:
                           f"{limits.syringe_ml:g} mL syringes, a {limits.cell_volume_ml:g} mL cell, {low:g}..{high:g} "
                           "V vs the reference): write yours (README, \"Campaigns and the journal\")",
                           markup=False, highlight=False, soft_wrap=True)
+
+
+def warn_changed_protocol(campaign: Campaign) -> None:
+    """One warning line when the protocol file a journal's campaign was read from now holds other steps: ``resume``
+    runs the journal's protocol as it began, so a cv window widened in the file since changes nothing (a chemist
+    resumed after such an edit and got 9 more failures in silence). Said only when the file still reads as YAML;
+    an inline protocol's campaign file is not known to the journal. ``run`` reads the file afresh, so it never
+    differs there."""
+    file = campaign.protocol.file
+    if file is None or not file.is_file():
+        return
+    try:
+        now = read_yaml(file).data
+    except Problems:
+        return
+    stored, now = (json.loads(json.dumps(steps, default=str)) for steps in (list(campaign.protocol.steps), now))
+    if stored != now:
+        console.err.print(f"warning: {display_name(file)} changed since this campaign's journal began "
+                          f"({console.printable(first_difference(stored, now, 'protocol'))}): resume runs the "
+                          "journal's protocol; to run the file's, run the campaign with a new store (`labloop run "
+                          "FILE --store NEW.db`)", markup=False, highlight=False, soft_wrap=True)
 
 
 def unchanged_library(campaign: Campaign, journal: Journal) -> str:

@@ -210,6 +210,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     if refused is not None:  # the cell or a syringe needs a person first: one line, exit 2, the journal untouched
         raise InputError(refused)
     preflight.warn_default_safety(campaign)  # after every refusal, which stays one line
+    preflight.warn_changed_protocol(campaign)
     with interrupts.deferred():
         # first: what a killed run left open ends when the journal last heard of it, before resume's own writes
         again = journal.mark_interrupted_on_resume(crashed=True)  # a stop of the runner marked its own

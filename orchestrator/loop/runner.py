@@ -106,18 +106,20 @@ CONFIGURATION_FAULT = "configuration"
 #: ``run`` refuses the changed file as another campaign, so the fixed file needs a new store
 WITH_A_NEW_STORE = ("run it with a new store (`labloop run FILE --store NEW.db`): a journal keeps the protocol it "
                     "began with")
-#: per way of failing: the budget field that limits how many in a row, what the stop message calls them, and
-#: what to look at before ``resume`` (a refused proposal is the campaign file's to fix, not the rig's: it is said as
-#: the stop's advice, :data:`ADVISED`, since ``resume`` cannot take the fix)
+#: per way of failing: the budget field that limits how many in a row, what the stop message calls them, and what
+#: to look at, said in the stop's event (None: the stop's advice, :data:`ADVISED`, says it all)
 FAULT_LIMITS = {INSTRUMENT_FAULT: ("max_consecutive_faults", "instrument faults", "the rig needs a person"),
                 ANALYSIS_FAULT: ("max_consecutive_failed_analyses", "unusable voltammograms",
                                  "check the electrodes and the cv window"),
-                REFUSED_FAULT: ("max_consecutive_failed_analyses", "proposals refused by the safety limits",
-                                "fix the protocol's windows or volumes, or safety, in the campaign file (a cv window "
-                                "around an uncalibrated prediction, half_width_v, can leave potential_limits_v), and "
-                                + WITH_A_NEW_STORE)}
-#: the ways of failing whose stop gives its advice instead of `labloop resume`
-ADVISED = (REFUSED_FAULT,)
+                REFUSED_FAULT: ("max_consecutive_failed_analyses", "proposals refused by the safety limits", None)}
+#: the ways of failing whose stop the CLI ends with this advice (``{store}``: the journal), not with `labloop resume`
+#: alone: their fix may be the campaign file's (a refused proposal's always is), which ``resume`` cannot take, since
+#: it runs the journal's protocol as it began (a chemist who widened the cv window and resumed got 9 more failures)
+ADVISED = {ANALYSIS_FAULT: "see `labloop log {store}`; for the electrodes, `labloop resume {store}` once they are "
+                           "fixed; for the cv window, fix it in the campaign file and " + WITH_A_NEW_STORE,
+           REFUSED_FAULT: "fix the protocol's windows or volumes, or safety, in the campaign file (a cv window around "
+                          "an uncalibrated prediction, half_width_v, can leave potential_limits_v), and "
+                          + WITH_A_NEW_STORE}
 #: planners fit small models (the calibration, the conditions' Gaussian process: matrices of at most a few
 #: hundred rows) on one BLAS thread: a multi-threaded BLAS spends more time synchronising than computing on
 #: them, most of all while a retrain occupies the other core (a bayes proposal with 120 observations: 0.11 s
@@ -378,15 +380,15 @@ class Runner:
             for kind, (field, what, advice) in FAULT_LIMITS.items():
                 if in_a_row[kind] >= getattr(self.campaign.budget, field):
                     stopped = f"{in_a_row[kind]} {what} in a row; campaign stopped (budget.{field})"
-                    with self.interrupts.deferred():
-                        if kind in ADVISED:  # the CLI says the advice instead of `labloop resume`
-                            self.journal.add_event("stopped", stopped, data={"advice": advice})
-                        elif kind == INSTRUMENT_FAULT and self._lost:  # and instead of a bare resume, what to check
-                            lost, check = self._disconnected()
-                            self.journal.add_event("stopped", f"{stopped}: {advice}: {lost}",
-                                                   data={"advice": check, "cell_ml": self.executor.contents.cell_ml})
-                        else:
-                            self.journal.add_event("stopped", f"{stopped}: {advice}")
+                    data = {"advice": ADVISED[kind].format(store=self.journal.path)} if kind in ADVISED else None
+                    if kind == INSTRUMENT_FAULT and self._lost:  # instead of a bare resume, what to check
+                        lost, check = self._disconnected()
+                        stopped, data = f"{stopped}: {advice}: {lost}", {"advice": check,
+                                                                         "cell_ml": self.executor.contents.cell_ml}
+                    elif advice:
+                        stopped = f"{stopped}: {advice}"
+                    with self.interrupts.deferred():  # the CLI says the data's advice instead of `labloop resume`
+                        self.journal.add_event("stopped", stopped, data=data)
                     return EXIT_FAULTS
             show(f"{self.done} done")
 

@@ -9,9 +9,11 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import load_campaign
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.loop.interrupts import Interrupts
 from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED, Runner
@@ -115,23 +117,40 @@ def test_consecutive_faults_stop_the_campaign_with_exit_1(tmp_path, labloop, wri
 
 
 def test_unusable_voltammograms_in_a_row_stop_only_at_their_own_limit(tmp_path, labloop, write_campaign):
-    # a scan window no molecule's couple lies in: every voltammogram is flat, every analysis fails (the
-    # rig works); three of them do not stop a campaign (the instrument-fault limit is 3), five do
+    """A scan window no molecule's couple lies in: every voltammogram is flat, every analysis fails (the rig works);
+    three of them do not stop a campaign (the instrument-fault limit is 3), five do. The stop says that a cv window
+    fixed in the campaign file needs a new store, and a resume after the protocol file changed warns that it runs the
+    journal's protocol (a chemist widened the window, resumed as the stop said, and got 9 more failures in silence)."""
     protocol = ["load_sample",
                 {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
                               "refill": True}},
                 {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
                               "fluid": "electrolyte", "refill": True}},
                 {"cv": {"e_begin_v": -1.6, "e_vertex1_v": -1.2, "e_vertex2_v": -1.6}}, "rinse"]
-    campaign_file = write_campaign(tmp_path, protocol=protocol,
+    protocol_file = tmp_path / "flat.yaml"
+    protocol_file.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    campaign_file = write_campaign(tmp_path, protocol=str(protocol_file),
                                    budget={"max_experiments": 6, "max_consecutive_failed_analyses": 5})
     result = labloop("run", campaign_file, "--dry-run")
     assert result.returncode == 1, result.stderr
+    store = tmp_path / "tiny.db"
     assert "stopped: 5 unusable voltammograms in a row" in result.stderr
-    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+    assert (f"check the electrodes and the cv window; see `labloop log {store}`; for the electrodes, `labloop resume "
+            f"{store}` once they are fixed; for the cv window, fix it in the campaign file and run it with a new store "
+            "(`labloop run FILE --store NEW.db`): a journal keeps the protocol it began with") in result.stderr
+    with Journal.open(store, readonly=True) as journal:
         failed = journal.experiments(states=(State.FAILED,))
         assert len(failed) == 5 and all(e.cause.startswith("analysis: ") for e in failed)
         assert "max_consecutive_failed_analyses" in journal.events()[-1].message
+    protocol[3]["cv"]["e_vertex1_v"] = 1.9
+    protocol_file.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    result = labloop("resume", store)
+    assert result.returncode == 1, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "changed since" in line]
+    assert warnings == [f"warning: {display_name(protocol_file)} changed since this campaign's journal began "
+                        "(protocol[3].cv.e_vertex1_v: -1.2 in the journal, 1.9 here): resume runs the journal's "
+                        "protocol; to run the file's, run the campaign with a new store (`labloop run FILE --store "
+                        "NEW.db`)"], result.stderr
 
 
 def test_active_hours_cross_midnight():
