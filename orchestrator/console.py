@@ -56,18 +56,36 @@ class LineHandler(logging.Handler):
             self.handleError(record)
 
 
+class OneLineWarnings(logging.Handler):
+    """A module's warning as one ``warning: ...`` line, as the commands say theirs: the layers below the console
+    (a protocol executor, a driver) can only log, and rich's handler made each warning a block of wrapped lines
+    headed ``WARNING labloop.protocols.executor:`` (a lab-grade run printed 51 of them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.addFilter(lambda record: record.levelno == logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(f"warning: {printable(record.getMessage())}", markup=False, highlight=False, soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(verbose: int) -> None:
-    """WARNING by default, INFO with -v, DEBUG (every byte on every serial line) with -vv; drawn by rich beside
-    the progress bars on a terminal, one plain line per record elsewhere (:class:`LineHandler`)."""
+    """WARNING by default, INFO with -v, DEBUG (every byte on every serial line) with -vv; a warning as one
+    ``warning:`` line (:class:`OneLineWarnings`), the rest drawn by rich beside the progress bars on a terminal (an
+    error's traceback included), one plain line per record elsewhere (:class:`LineHandler`)."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     if err.is_terminal:
-        handler: logging.Handler = RichHandler(console=err, show_time=verbose > 1, show_path=False)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        rest: logging.Handler = RichHandler(console=err, show_time=verbose > 1, show_path=False)
+        rest.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
-        handler = LineHandler()
-        handler.setFormatter(logging.Formatter(f"{'%(asctime)s ' if verbose > 1 else ''}%(levelname)s %(name)s: "
-                                               "%(message)s"))
-    logging.basicConfig(level=level, force=True, handlers=[handler])
+        rest = LineHandler()
+        rest.setFormatter(logging.Formatter(f"{'%(asctime)s ' if verbose > 1 else ''}%(levelname)s %(name)s: "
+                                            "%(message)s"))
+    rest.addFilter(lambda record: record.levelno != logging.WARNING)
+    logging.basicConfig(level=level, force=True, handlers=[OneLineWarnings(), rest])
 
 
 def progress() -> Progress:

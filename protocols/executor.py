@@ -534,6 +534,8 @@ class ProtocolExecutor:
             on_action(index, step.name, instrument, params, started, now(), "ok")
         assert voltammogram is not None  # a protocol has exactly one cv (parse_steps)
         analysis = analysis or analyze_cv(voltammogram, ru_ohm=lab.ru_ohm)
+        if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
+            self._warn_of_d(sample_id, lab)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)
         if lab.referenced is not None and lab.referenced.e_vs_li_v is not None:
             potential: float | None = lab.referenced.e_vs_li_v
@@ -840,8 +842,7 @@ class ProtocolExecutor:
                                                          area_cm2=step.electrode_area_cm2, conc_mm=step.analyte_mm,
                                                          forward=forward)
             except InvalidParameter as exc:
-                lab.diffusion_problem = str(exc)
-                log.warning("sample %s: no diffusion coefficient from its scans: %s", sample_id, exc)
+                lab.diffusion_problem = str(exc)  # warned of once the analysis is known (_warn_of_d)
         return lab.scans[0][0]
 
     def _scans(self, where: str, potentiostat: str, series: Sequence[CVParams]) -> list[Voltammogram]:
@@ -859,17 +860,26 @@ class ProtocolExecutor:
                                   f"not {what}")
         return [returned(scan, Voltammogram, where=at, call="run_cv_series", what=what) for scan in scans]
 
+    @staticmethod
+    def _warn_of_d(sample_id: str, lab: LabRecord) -> None:
+        """Say what is wrong with D (no D from the scans, an analyte more dilute than written), for an experiment
+        whose analysis is usable: a failed one (``no_peak``) has no D to speak of, and its cause in the journal
+        says why (a lab-grade run warned of D for 26 of its 37 experiments, most of them failed already)."""
+        if lab.diffusion_problem is not None:
+            log.warning("sample %s: no diffusion coefficient from its scans: %s", sample_id, lab.diffusion_problem)
+        if lab.dilution is not None:
+            log.warning("%s", lab.dilution)
+
     def _dilution(self, where: str, analyte_mm: float, dispensed: float, lab: LabRecord) -> None:
-        """Note in ``lab`` (and say once, in the log) when the cell held liquid besides the ``dispensed`` mL of this
-        experiment's dispense steps, by :attr:`contents` (a ``clean`` leaves its flush in the cell; an earlier
-        experiment without a rinse leaves its liquid): the analyte is then more dilute than the ``analyte_mm``
-        the cv step wrote, and D, computed with it as written, reads low by the square of that. Not corrected:
-        the count errs on the full side (a dispense cut short counts in full), and the chemist judges."""
+        """Note in ``lab`` (said once, in the log, by :meth:`_warn_of_d`) when the cell held liquid besides the
+        ``dispensed`` mL of this experiment's dispense steps, by :attr:`contents` (a ``clean`` leaves its flush in the
+        cell; an earlier experiment without a rinse leaves its liquid): the analyte is then more dilute than the
+        ``analyte_mm`` the cv step wrote, and D, computed with it as written, reads low by the square of that. Not
+        corrected: the count errs on the full side (a dispense cut short counts in full), and the chemist judges."""
         lab.cell_ml = self.contents.cell_ml
         lab.cell_held_ml = held_besides(self.contents, dispensed)
         if lab.cell_held_ml > 0:
             lab.dilution = f"{where}: by the journal's count {dilution(lab.cell_held_ml, dispensed, analyte_mm)}"
-            log.warning("%s", lab.dilution)
 
     def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:
         """What the action record of a cv step adds: the rates run, the compensation, D and what it was computed
@@ -1009,8 +1019,8 @@ class ProtocolExecutor:
         couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)
         before = [e for c in analyze_couples(first, ru_ohm=lab.ru_ohm) if (e := couple_position(c)) is not None]
         lab.referenced = reference_to_ferrocene(couples, couple_position(analysis), fc_expected, before_v=before)
-        if lab.referenced.problem is not None:
-            log.warning("%s: no_standard: %s", where, lab.referenced.problem)
+        if lab.referenced.problem is not None and analysis.e_half_v is not None and not analysis.flags:
+            log.warning("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
         else:
             log.info("%s: E vs Fc/Fc+ %+.4f V", where, lab.referenced.e_vs_fc_v)
         done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v,

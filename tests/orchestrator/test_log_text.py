@@ -6,6 +6,7 @@ report`` writes journal text into its CSVs so that no spreadsheet runs it as a f
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,3 +82,19 @@ def test_report_csv_quotes_cells_a_spreadsheet_would_run_as_formulas(tmp_path, l
     assert rows[0]["cause"] == "'=cmd|' /C calc'!A0"
     for row in rows:
         assert not any(str(value).startswith(("=", "+", "-", "@", "\t", "\r")) for value in row.values())
+
+
+def test_a_warning_a_lower_layer_logs_is_one_warning_line(capsys, monkeypatch) -> None:
+    """A lab-grade run printed 51 blocks of ``WARNING  labloop.protocols.executor: ...`` wrapped over two lines
+    each, unlike every other warning of the CLI. A warning that a layer below the console logs (it may not print) is
+    one ``warning:`` line, shown as text, however long."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # put back at the end, with the level
+    monkeypatch.setattr(root, "level", root.level)
+    console.setup_logging(0)
+    capsys.readouterr()
+    why = f"the cathodic peak current is missing at one or more scan rates {MARKUP}\nand " + "x" * 200
+    logging.getLogger("labloop.protocols.executor").warning("sample %s: no diffusion coefficient: %s", "S0018", why)
+    logging.getLogger("labloop.protocols.executor").info("not said without -v")
+    said = capsys.readouterr().err
+    assert said == f"warning: sample S0018: no diffusion coefficient: {console.printable(why)}\n"
