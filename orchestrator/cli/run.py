@@ -18,6 +18,7 @@ import click
 from pydantic import ValidationError
 
 from labloop.core.errors import InputError, JournalError
+from labloop.core.text import plural
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import options, preflight
@@ -217,7 +218,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         if record is not None:
             record(journal)
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
-                                 + (f"; experiment(s) {again} will run again" if again else ""),
+                                 + (f"; {plural(len(again), 'experiment')} {', '.join(map(str, again))} will run again"
+                                    if again else ""),
                           data={"dry_run": dry_run, "library_sha256": digest})
     try:
         model = _model(campaign, journal)

@@ -47,6 +47,7 @@ from labloop.core.errors import (
     first_line,
     shown,
 )
+from labloop.core.text import plural
 from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
@@ -638,7 +639,7 @@ class Journal:
                 db.execute("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (cur.lastrowid, step, p.smiles, _json(dict(p.conditions)), p.mu, p.sigma,
                             p.acquisition, model_version, planner, created))
-            self._event(db, "proposed", f"step {step}: {planner} proposed {len(ids)} experiment(s)"
+            self._event(db, "proposed", f"step {step}: {planner} proposed {len(ids)} {plural(len(ids), 'experiment')}"
                                         + (" (awaiting approval)" if awaiting_approval else ""),
                         data={"experiments": ids, "model_version": model_version})
         return ids

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.core.errors import JournalError, Problems, first_line
-from labloop.core.text import printable
+from labloop.core.text import plural, printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal, State, left_unsafe
@@ -143,7 +143,8 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
     hidden = len(snap["experiments"]) - len(experiments)
     table = _experiments_table(experiments)
     if hidden:
-        table.caption = f"{hidden} earlier experiment(s) not shown: --last {len(snap['experiments'])} shows all"
+        table.caption = (f"{hidden} earlier {plural(hidden, 'experiment')} not shown: --last "
+                         f"{len(snap['experiments'])} shows all")
         table.caption_justify = "left"
     return Group(
         _header(snap),

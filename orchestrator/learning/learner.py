@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Self
 
+from labloop.core.text import plural
 from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
@@ -101,10 +102,12 @@ class Learning:
                        "head_loo_log_likelihood": scores, "recent_prediction_mae_v": recent,
                        "recent_n": len(measured)}
             prior = f"prior output {rule_of(TARGET_OF[self.campaign.objective.quantity])}"
-            message = (f"calibration on {view.calibration.n} measurements (model version {view.version}, "
+            n = view.calibration.n
+            message = (f"calibration on {n} {plural(n, 'measurement')} (model version {view.version}, "
                        + ("its measured-potential output" if head == "measured" else prior)
                        + f"; learner {summary['learner']}, leave-one-out RMSE {summary['loo_rmse_v']:.3f} V)"
-                       + ("" if recent is None else f"; last {len(measured)} predictions off by {recent:.3f} V"))
+                       + ("" if recent is None else f"; last {len(measured)} {plural(len(measured), 'prediction')} "
+                                                     f"off by {recent:.3f} V"))
             self._journal_calibration(message, summary)
         return view
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from labloop.core.text import plural
 from labloop.orchestrator.config.alert_urls import expand, silence_apprise
 from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, left_unsafe
 
@@ -152,8 +153,8 @@ class Alerter:
             self.journal.add_event("alert_failed", text, data=summary)
         else:
             log.info("alert sent: %s", title)
-            self.journal.add_event("alert", f"alert '{title}' sent to {len(self.urls)} destination(s)",
-                                   data=summary)
+            sent = f"{len(self.urls)} {plural(len(self.urls), 'destination')}"
+            self.journal.add_event("alert", f"alert '{title}' sent to {sent}", data=summary)
 
 
 def _alerts(event: Event) -> bool:

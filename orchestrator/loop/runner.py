@@ -48,6 +48,7 @@ from labloop.core.errors import (
     SafetyLimitExceeded,
     said,
 )
+from labloop.core.text import plural
 from labloop.instruments.cv_analysis import CVFlag, measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
@@ -748,16 +749,16 @@ class Runner:
         """``planner.approve``: one turn of waiting for a person to approve or veto the ``waiting`` batch. Each
         batch is journalled once per run as ``awaiting_approval`` (which alerts), so a resumed run says it
         again; Ctrl-C still stops."""
-        ids = ", ".join(map(str, waiting))
+        them = f"{plural(len(waiting), 'experiment')} {', '.join(map(str, waiting))}"
         if waiting != self._held:
             self._held = waiting
             batch = " ".join(f"--batch {i}" for i in waiting)  # one option per id, as click takes them
-            message = (f"experiment(s) {ids} await approval: labloop approve {self.journal.path.absolute()} {batch} "
-                       "[--veto ID]..., or the dashboard")
+            message = (f"{them} {plural(len(waiting), 'awaits', 'await')} approval: labloop approve "
+                       f"{self.journal.path.absolute()} {batch} [--veto ID]..., or the dashboard")
             console.err.print(message, markup=False, highlight=False)
             with self.interrupts.deferred():
                 self.journal.add_event("awaiting_approval", message, data={"experiments": waiting})
-        show(f"awaiting approval of experiment(s) {ids}")
+        show(f"awaiting approval of {them}")
         time.sleep(APPROVAL_POLL_S)
 
     def _wait_for_active_hours(self, show: Callable[[str], None]) -> None:

@@ -205,5 +205,7 @@ def test_follow_on_a_finished_campaign_shows_it_once_and_exits(labloop, store):
 
 def test_log_says_when_it_hides_older_experiments(labloop, store):
     proc = labloop("log", store, "--last", "2")
-    assert proc.returncode == 0 and "4 earlier experiment(s) not shown: --last 6 shows all" in proc.stdout
+    assert proc.returncode == 0 and "4 earlier experiments not shown: --last 6 shows all" in proc.stdout
+    one = labloop("log", store, "--last", "5")
+    assert one.returncode == 0 and "1 earlier experiment not shown: --last 6 shows all" in one.stdout
     assert "not shown" not in labloop("log", store).stdout

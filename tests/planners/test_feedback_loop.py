@@ -5,11 +5,13 @@ prior model's order and never retrains; `labloop report` shows the prediction er
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from labloop.core.text import plural
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.learning.models import MEASURED_TARGET
 from labloop.planners.residual_gp import OFFSET_PRIOR_V
@@ -98,7 +100,9 @@ def test_screening_campaign_measures_in_prior_order_and_never_retrains(tmp_path,
 def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(tmp_path, labloop, write_campaign):
     """An anolyte screen (reduction potentials, a cathodic scan covering 1.5-3.5 V vs Li/Li+, which misses some
     of the molecules): the calibration event says 'EA - 1.40', not 'IE/EA - 1.40', and a batch whose one
-    experiment failed, bringing no measurement, does not journal the same calibration again."""
+    experiment failed, bringing no measurement, does not journal the same calibration again. Its counts agree with
+    their words (a chemist read "calibration on 1 measurements", "last 1 predictions off by", "proposed 1
+    experiment(s)")."""
     protocol = tmp_path / "reduction.yaml"
     protocol.write_text((EXAMPLES / "protocols" / "cv_screen.yaml").read_text().replace(
         "cv: {e_begin_v: -0.8, e_vertex1_v: 1.95, e_vertex2_v: -0.8", "cv: {e_begin_v: 0.3, e_vertex1_v: -1.7, "
@@ -114,6 +118,13 @@ def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         failed = [e for e in journal.experiments() if e.status == State.FAILED]
         messages = [e.message for e in journal.events() if e.kind == "calibration"]
+        proposed = [e.message for e in journal.events() if e.kind == "proposed"]
     assert failed and messages, result.stderr  # the case: a batch that only failed
+    assert proposed and all(m.endswith(": bayes proposed 1 experiment") for m in proposed), proposed
+    assert messages[0].startswith("calibration on 1 measurement (") and "; last 1 prediction off by" in messages[0]
+    for message in messages:
+        counts = re.search(r"^calibration on (\d+) (\w+) .*; last (\d+) (\w+) off by", message)
+        assert counts is not None, message
+        assert [counts[2], counts[4]] == [plural(int(counts[1]), "measurement"), plural(int(counts[3]), "prediction")]
     assert all("prior output EA - 1.40;" in m for m in messages), messages
     assert all(a != b for a, b in pairwise(messages)), messages
