@@ -16,7 +16,7 @@ import html
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from labloop.core.errors import InputError
+from labloop.core.text import printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
@@ -328,11 +329,22 @@ def _prediction_error(path: Path, done: list[dict[str, Any]]) -> None:
     _save(fig, ax, path, None if errors else "no prediction to compare yet")
 
 
+def _potential_axis(references: Iterable[str]) -> str:
+    """The potential axis of voltammograms, named by their reference electrode as the CSVs' reference_electrode
+    column names it (the potentiostat's ``reference`` option, e.g. Ag/Ag+): "the cell reference" left a chemist to
+    guess which electrode. Shown as text (a ``$`` would start matplotlib's math)."""
+    names = sorted({printable(name) for name in references})
+    return "E (V vs {})".format(" / ".join(names) if names else "the cell's reference").replace("$", r"\$")
+
+
 def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]]) -> None:
-    fig, ax = _figure("recent voltammograms", "E (V vs cell reference)", "i (uA)")
+    fig, ax = _figure("recent voltammograms", "", "i (uA)")
+    references = []
     for e in recent:
         for v in journal.voltammograms(e["id"]):
             ax.plot(v.potential_v, 1e6 * v.current_a, lw=1, label=f"#{e['id']}")
+            references.append(v.reference)
+    ax.set_xlabel(_potential_axis(references))
     if recent:
         ax.legend(loc="best", fontsize=7)
     _save(fig, ax, path, None if recent else "no voltammogram yet")
@@ -355,7 +367,8 @@ def _nyquist(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
 def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
     """The latest experiment's CVs, one per scan rate, overlaid (iR-compensated on the device)."""
     experiment, record = lab
-    fig, ax = _figure(f"CV per scan rate, experiment {experiment['id']}", "E (V vs cell reference)", "i (uA)")
+    fig, ax = _figure(f"CV per scan rate, experiment {experiment['id']}",
+                      _potential_axis(scan["voltammogram"]["reference"] for scan in record.get("scans", [])), "i (uA)")
     for scan in record.get("scans", []):
         v = scan["voltammogram"]
         ax.plot(v["potential_v"], [1e6 * i for i in v["current_a"]], lw=0.8, label=f"{scan['scan_rate_v_s']:g} V/s")

@@ -177,6 +177,26 @@ def _write_campaign(folder: Path, *, prior: bool = False, name: str = "tiny", sh
     return path
 
 
+@pytest.fixture
+def axis_labels(monkeypatch):
+    """``axis_labels()`` -> a dict that fills, as plots are saved from then on, with each plot's x-axis labels by
+    file name (a PNG keeps them only as pixels); every plot is saved as before."""
+    from matplotlib.figure import Figure
+
+    def start() -> dict[str, list[str]]:
+        labels: dict[str, list[str]] = {}
+        save = Figure.savefig
+
+        def saving(fig: Figure, path: object, *args: object, **kwargs: object) -> object:
+            labels[Path(str(path)).name] = [ax.get_xlabel() for ax in fig.axes]
+            return save(fig, path, *args, **kwargs)
+
+        monkeypatch.setattr(Figure, "savefig", saving)
+        return labels
+
+    return start
+
+
 @pytest.fixture(scope="session")
 def write_campaign():
     """Factory of tiny dry-run campaign files: ``write_campaign(folder, prior=False, name="tiny", **sections)``."""

@@ -19,7 +19,7 @@ from labloop.orchestrator.journal.store import Journal, State
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
+def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, axis_labels):
     shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
     shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
     protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"  # a 2 mm disk, not the default 3 mm one
@@ -66,11 +66,13 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop):
     assert len(labs) >= 2 and all(lab["referenced"]["e_vs_fc_v"] is not None for lab in labs)
     assert all("standard_scan" not in lab and all(set(scan) == {"scan_rate_v_s", "analysis"} for scan in lab["scans"])
                for lab in labs)
+    labels = axis_labels()
     report = labloop("report", tmp_path / "runs" / "cathode-screen-lab-grade.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "report" / "index.html").read_text()
     for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
+    assert labels["cv_per_scan_rate.png"] == labels["voltammograms.png"] == ["E (V vs Ag/Ag+)"]  # the emstat's default
     with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert measured and {r["potential_from"] for r in measured} == {"ferrocene"}

@@ -18,15 +18,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign):
+def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axis_labels):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 4})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
     with Journal.open(tmp_path / "tiny.db") as journal:  # a prediction as a model gives it: 17 digits
         predicted = journal.record_proposals([Proposal("CCO", {"scan_rate_v_s": 0.1}, 4.512345678901234,
                                                        0.012345678901234, 0.123456789012345, 1, "bayes")],
                                              step=9, planner="bayes")[0]
+    labels = axis_labels()
     result = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
     assert result.returncode == 0, result.stderr
+    # the voltammograms' potential axis names the reference electrode, as the CSVs do ("vs cell reference" did not)
+    assert labels["voltammograms.png"] == ["E (V vs Ag/Ag+)"]
     page = (tmp_path / "report" / "index.html").read_text()
     assert "tiny" in page and "4/4 done" in page
     for name in PLOTS:
