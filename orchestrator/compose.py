@@ -16,6 +16,7 @@ latency).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -220,8 +221,8 @@ def _instrument_problem(campaign: Campaign, name: str, entry: Instrument, dry_ru
 def check_campaign(campaign: Campaign, *, dry_run: bool, continued: bool = False) -> tuple[list[str], World | None]:
     """Everything ``run`` checks before it opens anything (``validate`` runs exactly this): the library, the
     planner, the instruments and the protocol against them (``continued``: for a run continuing its journal,
-    :func:`check_protocol`), and for a dry run the simulated world. Returns the library's molecules and that world
-    (built once: reading the truth table is the slow part)."""
+    :func:`check_protocol`), the objective against the protocol's scan, and for a dry run the simulated world.
+    Returns the library's molecules and that world (built once: reading the truth table is the slow part)."""
     library = campaign.library.smiles()
     with BlockLogs():  # the rows are judged here, in one line, not by RDKit per row
         valid = any(parse_smiles(smiles) is not None for smiles in library)  # stops at the first valid one
@@ -232,6 +233,7 @@ def check_campaign(campaign: Campaign, *, dry_run: bool, continued: bool = False
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
     check_instruments(campaign, dry_run=dry_run)
     check_protocol(campaign, continued=continued)
+    check_objective_reach(campaign)
     # every library molecule must be measurable in the simulated world
     world = build_world(campaign, library) if dry_run else None
     return library, world
@@ -272,16 +274,29 @@ def _rows_where(campaign: Campaign, library: Sequence[str], why: Callable[[str],
 REACH_TOLERANCE_V = 1e-6
 
 
-def objective_out_of_reach(campaign: Campaign) -> str | None:
-    """Why measurements cannot meet all of the objective, in one line, or None: its window (or threshold) lies beyond
-    every E1/2 the protocol's cv can measure, or part of its window does (4.5-4.6 V against a scan ending at 4.55 V:
-    a molecule at 4.58 V is never measured as a hit, and the planner, aiming at the window's centre, proposes such
-    molecules; said with the part outside). What it can measure is its fixed window on the Li/Li+ scale
+@dataclasses.dataclass(frozen=True)
+class _Reach:
+    """What the protocol's fixed cv window measures on the Li/Li+ scale (``low``..``high``, an E1/2 ``room`` inside
+    its ends: ``past`` for the peak, the rest for the analysis after it) and how a message says why."""
+
+    cv: CV
+    low: float
+    high: float
+    past: float
+    room: float
+    why: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.low:.3f} to {self.high:.3f} V vs Li/Li+"
+
+
+def _reach(campaign: Campaign) -> _Reach | None:
+    """What the protocol's cv measures (:class:`_Reach`): its fixed window on the Li/Li+ scale
     (``cell.reference_offset_v``) less, at each end, the room the analysis needs to find a peak
     (:func:`labloop.instruments.cv_analysis.peak_room_v`, with the protocol's analyze settings): a window from 1.50 V
-    against a scan to 1.50 V lost every hit at 1.53-1.55 V, whose peak lies past the vertex. The advice says how far
-    to widen the cv, or, where the safety limits or the potentiostat's range stop that, which. A window around the
-    candidate moves with it and is not judged; a threshold's hits always reach past any scan."""
+    against a scan to 1.50 V lost every hit at 1.53-1.55 V, whose peak lies past the vertex. None without a cv or
+    with a window around the candidate (it moves with the candidate)."""
     cv = campaign.cv_step()
     if cv is None or cv.around_candidate:
         return None
@@ -290,33 +305,72 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
     high = max(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
     analyze = next((s for s in parse_steps(list(campaign.protocol.steps)) if isinstance(s, Analyze)), None)
     past, after = peak_room_v(p.e_step_v, analyze.settings if analyze is not None else None)
-    reach_low, reach_high = low + past + after, high - past - after
-    objective = campaign.objective
-    reach = f"{reach_low:.3f} to {reach_high:.3f} V vs Li/Li+"
     why = (f"the protocol's cv scans {low:.2f} to {high:.2f} V (its window + cell.reference_offset_v {offset:g} V), "
            f"and an E1/2 is measured {(past + after) * 1000:.1f} mV inside its ends at the nearest (a one-electron "
            f"couple's peak lies {past * 1000:.1f} mV past its E1/2; the analysis needs {after * 1000:.0f} mV of "
            f"current after the peak, its smoothing window at the cv's {compact(p.e_step_v * 1000)} mV step)")
+    return _Reach(cv, low + past + after, high - past - after, past, past + after, why)
+
+
+def check_objective_reach(campaign: Campaign) -> None:
+    """:class:`ConfigError` at the objective's window (or threshold) when it lies wholly beyond every E1/2 the
+    protocol's cv measures (:func:`_reach`): no measurement can be a hit, and a run spent its whole budget anyway (a
+    chemist wrote ``window_v: [-1.5, -1.0]`` vs the reference; validate warned and passed). When the objective read
+    vs the cell's reference would be in reach, the line says so with its values vs Li/Li+."""
+    reach = _reach(campaign)
+    objective, offset = campaign.objective, campaign.cell.reference_offset_v
+    if reach is None:
+        return
     if objective.goal == "window":
-        w_low, w_high = objective.window_v  # type: ignore[misc]  # set for a window goal (validated)
-        window = f"{campaign.located('objective', 'window_v')}: {w_low:g} to {w_high:g} V vs Li/Li+"
-        if w_high < reach_low - REACH_TOLERANCE_V or w_low > reach_high + REACH_TOLERANCE_V:
-            return f"{window} is out of reach: the cv measures {reach} only, as {why}: no measurement can be a hit"
-        short = [(end, a, b) for end, a, b in (("low", w_low, reach_low), ("high", reach_high, w_high))
-                 if a < b - REACH_TOLERANCE_V]
-        if short:
-            outside = " and ".join(f"{a:.3f} to {b:.3f} V" for _, a, b in short)
-            advice = "; ".join(_widen(campaign, cv, end, b if end == "low" else a, past + after)
-                               for end, a, b in short)
-            return (f"{window} is partly out of reach: its {outside} {'lie' if len(short) > 1 else 'lies'} outside "
-                    f"the {reach} the cv measures, as {why}: a molecule there cannot be measured as a hit ({advice})")
+        values: tuple[float, ...] = tuple(objective.window_v)  # type: ignore[arg-type]  # a window goal's (validated)
+        field, said = "window_v", "{0:g} to {1:g} V vs Li/Li+"
+
+        def reached(shift: float) -> bool:
+            return (values[1] + shift >= reach.low - REACH_TOLERANCE_V
+                    and values[0] + shift <= reach.high + REACH_TOLERANCE_V)
     elif objective.threshold_v is not None:
-        t = objective.threshold_v
-        if (objective.goal == "maximize" and t > reach_high + REACH_TOLERANCE_V) or \
-                (objective.goal == "minimize" and t < reach_low - REACH_TOLERANCE_V):
-            return (f"{campaign.located('objective', 'threshold_v')}: {t:g} V vs Li/Li+ is out of reach: the cv "
-                    f"measures {reach} only, as {why}: no measurement can be a hit")
-    return None
+        values, field, said = (objective.threshold_v,), "threshold_v", "{0:g} V vs Li/Li+"
+
+        def reached(shift: float) -> bool:
+            if objective.goal == "maximize":
+                return values[0] + shift <= reach.high + REACH_TOLERANCE_V
+            return values[0] + shift >= reach.low - REACH_TOLERANCE_V
+    else:
+        return
+    if reached(0.0):
+        return
+    hint = ""
+    if offset != 0 and reached(offset):
+        hint = (f" (written vs the reference? add cell.reference_offset_v {offset:g} V -> "
+                f"{said.format(*(round(v + offset, 9) for v in values))})")
+    raise ConfigError(campaign.located("objective", field), f"{said.format(*values)} is out of reach: the cv measures "
+                                                            f"{reach.text} only, as {reach.why}: no measurement can be "
+                                                            f"a hit{hint}")
+
+
+def objective_out_of_reach(campaign: Campaign) -> str | None:
+    """Why measurements cannot meet part of the objective's window, in one line, or None: part of it lies beyond
+    every E1/2 the protocol's cv measures (:func:`_reach`; 4.5-4.6 V against a scan ending at 4.55 V: a molecule at
+    4.58 V is never measured as a hit, and the planner, aiming at the window's centre, proposes such molecules; said
+    with the part outside). The advice says how far to widen the cv, or, where the safety limits or the
+    potentiostat's range stop that, which. A window wholly out of reach is refused
+    (:func:`check_objective_reach`); a threshold's hits always reach past any scan."""
+    reach = _reach(campaign)
+    objective = campaign.objective
+    if reach is None or objective.goal != "window":
+        return None
+    w_low, w_high = objective.window_v  # type: ignore[misc]  # set for a window goal (validated)
+    if w_high < reach.low - REACH_TOLERANCE_V or w_low > reach.high + REACH_TOLERANCE_V:
+        return None  # wholly out of reach: refused (check_objective_reach)
+    short = [(end, a, b) for end, a, b in (("low", w_low, reach.low), ("high", reach.high, w_high))
+             if a < b - REACH_TOLERANCE_V]
+    if not short:
+        return None
+    outside = " and ".join(f"{a:.3f} to {b:.3f} V" for _, a, b in short)
+    advice = "; ".join(_widen(campaign, reach.cv, end, b if end == "low" else a, reach.room) for end, a, b in short)
+    window = f"{campaign.located('objective', 'window_v')}: {w_low:g} to {w_high:g} V vs Li/Li+"
+    return (f"{window} is partly out of reach: its {outside} {plural(len(short), 'lies', 'lie')} outside the "
+            f"{reach.text} the cv measures, as {reach.why}: a molecule there cannot be measured as a hit ({advice})")
 
 
 def _widen(campaign: Campaign, cv: CV, end: str, reached: float, room: float) -> str:

@@ -503,16 +503,30 @@ def test_a_library_without_true_values_is_refused_by_dry_runs_only(labloop, work
     assert real.returncode == 2 and "instruments.sampler" in real.stderr and "ie_ev" not in real.stderr
 
 
-def test_an_objective_the_scan_cannot_reach_is_warned_about(labloop, workdir):
+def test_an_objective_the_scan_cannot_reach_is_refused(labloop, workdir):
+    """A chemist's trial: ``window_v: [-1.5, -1.0]``, written vs the reference, was warned about as out of reach and
+    passed (exit 0); the run then spent its whole budget on a window no measurement can be a hit in. Now it is one
+    line at the field and exit 2, with a hint when read vs the reference the window is in reach; a threshold too."""
     # the example's cv scans -0.8..1.95 V vs a reference at 3.2 V vs Li/Li+: 2.40-5.15 V vs Li/Li+
     assert "out of reach" not in labloop("validate", workdir / "campaign.yaml", "--dry-run").stderr
-    text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", "window_v: [5.5, 5.6]")
+    measures = f"the cv measures 2.451 to 5.099 V vs Li/Li+ only, as {SCANS}: no measurement can be a hit"
+    cases = {"window_v: [5.5, 5.6]": f"5.5 to 5.6 V vs Li/Li+ is out of reach: {measures}",
+             "window_v: [1.3, 1.4]": f"1.3 to 1.4 V vs Li/Li+ is out of reach: {measures} (written vs the reference? "
+                                     "add cell.reference_offset_v 3.2 V -> 4.5 to 4.6 V vs Li/Li+)"}
+    for window, says in cases.items():
+        text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", window)
+        (workdir / "far.yaml").write_text(text)
+        line = next(n for n, content in enumerate(text.splitlines(), start=1) if window in content)
+        far = labloop("validate", workdir / "far.yaml", "--dry-run")
+        said = f"error: {workdir / 'far.yaml'}:{line}: objective.window_v: {says}\n"
+        assert far.returncode == 2 and far.stderr == said, far.stderr
+        ran = labloop("run", workdir / "far.yaml", "--dry-run")
+        assert ran.returncode == 2 and ran.stderr == said and not (workdir / "runs").exists(), ran.stderr
+    text = (workdir / "campaign.yaml").read_text().replace("goal: window, window_v: [4.5, 4.6]", "goal: maximize, "
+                                                          "threshold_v: 5.5").replace("window_probability", "ei")
     (workdir / "far.yaml").write_text(text)
-    line = next(n for n, content in enumerate(text.splitlines(), start=1) if "window_v: [5.5, 5.6]" in content)
     far = labloop("validate", workdir / "far.yaml", "--dry-run")
-    assert far.returncode == 0 and far.stderr.strip() == (
-        f"warning: {workdir / 'far.yaml'}:{line}: objective.window_v: 5.5 to 5.6 V vs Li/Li+ is out of reach: the "
-        f"cv measures 2.451 to 5.099 V vs Li/Li+ only, as {SCANS}: no measurement can be a hit")
+    assert far.returncode == 2 and "objective.threshold_v: 5.5 V vs Li/Li+ is out of reach" in far.stderr, far.stderr
 
 
 def test_an_objective_window_partly_beyond_the_scan_is_warned_about(labloop, workdir):

@@ -129,7 +129,9 @@ def test_unusable_voltammograms_in_a_row_stop_only_at_their_own_limit(tmp_path, 
                 {"cv": {"e_begin_v": -1.6, "e_vertex1_v": -1.2, "e_vertex2_v": -1.6}}, "rinse"]
     protocol_file = tmp_path / "flat.yaml"
     protocol_file.write_text(yaml.safe_dump(protocol, sort_keys=False))
-    campaign_file = write_campaign(tmp_path, protocol=str(protocol_file),
+    campaign_file = write_campaign(tmp_path, protocol=str(protocol_file),  # an objective the scan reaches
+                                   objective={"quantity": "oxidation_potential", "goal": "window",
+                                              "window_v": [1.7, 1.8]},
                                    budget={"max_experiments": 6, "max_consecutive_failed_analyses": 5})
     result = labloop("run", campaign_file, "--dry-run")
     assert result.returncode == 1, result.stderr
