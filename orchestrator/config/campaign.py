@@ -149,6 +149,25 @@ def _check_table(loc: tuple[str, ...], path: Path, columns: tuple[str, ...], smi
 TARGET_OF = {"oxidation_potential": "ie_ev", "reduction_potential": "ea_ev"}
 
 
+def _holds_a_capture(path: str) -> bool:
+    """Whether ``path`` may take a wire capture's lines: absent, empty, or a capture already (its first line a JSON
+    record of one, instruments/transport.py ``WireCapture``), which a resume appends a session to."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            first = file.readline()
+    except FileNotFoundError:
+        return True
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not first.strip():
+        return True
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "dir" in record
+
+
 class Library(BaseModel):
     """The molecules the planner may choose from: a CSV (or CSV.gz) file, or a Parquet or ``.smi`` file (the
     formats of :mod:`labloop.surrogate.library_pipeline`, whose reader checks them)."""
@@ -897,17 +916,28 @@ class Campaign(BaseModel):
     def _capture_problems(self) -> list[Problem]:
         """Each instrument captures to a file of its own: two writing one file interleaved their lines into
         something no JSON reader or ``ReplayTransport`` (instruments/transport.py) reads, and one truncated the
-        other's traffic. The same file however it is written (``shared.json``, ``./shared.json``, a link)."""
+        other's traffic. The same file however it is written (``shared.json``, ``./shared.json``, a link). Nor one of
+        the campaign's own files or any file that is no capture: a capture appends to its file, so ``capture:
+        library.csv`` added 593 lines of JSON to the library (its resume refused as a changed file) and the store's
+        name turned the journal into capture lines."""
         problems, owner = [], {}
+        theirs = {os.path.realpath(path): what for path, what in (
+            (self.store, "the campaign's store"), (self.library.file, "the library"),
+            (self.protocol.file, "the protocol's file"), (self.prior.file if self.prior else None, "the prior's data"))
+            if path is not None}
         for name, instrument in self.instruments.items():
             capture = instrument.options.get("capture")
             if capture is None:
                 continue
-            first = owner.setdefault(os.path.realpath(capture), name)
+            where, real = ("instruments", name, "options", "capture"), os.path.realpath(capture)
+            first = owner.setdefault(real, name)
             if first != name:
-                problems.append(Problem(("instruments", name, "options", "capture"),
-                                        f"{capture} is {first}'s capture too: give each instrument a file of its "
-                                        "own (two writing one file mix their lines)"))
+                problems.append(Problem(where, f"{capture} is {first}'s capture too: give each instrument a file of "
+                                               "its own (two writing one file mix their lines)"))
+            elif real in theirs or not _holds_a_capture(real):
+                what = theirs.get(real, "a file that holds no wire capture")
+                problems.append(Problem(where, f"{capture} is {what}: a capture appends its lines to its file, which "
+                                               "would damage it; give the capture a file of its own"))
         return problems
 
     def _protocol_problems(self) -> list[Problem]:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
 
 def _with_capture(write_campaign, folder: Path, capture: object, **sections: object) -> Path:
     """The tiny dry-run campaign whose analyte pump captures its wire to ``capture``."""
@@ -25,13 +27,14 @@ def test_validate_writes_no_capture_and_run_does(tmp_path, labloop, write_campai
     campaign = _with_capture(write_campaign, tmp_path, str(wire), budget={"max_experiments": 1})
     assert labloop("validate", campaign, "--dry-run").returncode == 0
     assert not wire.exists()
-    wire.write_text("yesterday's capture\n")
+    yesterday = '{"t": 0.0, "dir": "open", "port": "/dev/pts/9", "started": "2026-12-03T10:00:00Z"}'
+    wire.write_text(yesterday + "\n")  # yesterday's capture
     assert labloop("validate", campaign, "--dry-run").returncode == 0
-    assert wire.read_text() == "yesterday's capture\n"
+    assert wire.read_text() == yesterday + "\n"
     result = labloop("run", campaign, "--dry-run")
     assert result.returncode == 0, result.stderr
     first, *lines = wire.read_text().splitlines()
-    assert first == "yesterday's capture"  # kept: a capture appends a session
+    assert first == yesterday  # kept: a capture appends a session
     records = [json.loads(line) for line in lines]
     assert records[0]["dir"] == "open" and {"tx", "rx"} <= {r["dir"] for r in records}
     run = wire.read_text()
@@ -89,6 +92,32 @@ def test_two_instruments_capturing_to_one_file_are_refused(tmp_path, labloop, wr
             f".capture: {folder / 'shared.json'} is analyte_pump's capture too: give each instrument a file of its "
             "own (two writing one file mix their lines)"]
     assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]  # no capture, no journal
+
+
+@pytest.mark.parametrize("target", ["library", "store", "notes"])
+def test_a_capture_onto_the_campaigns_own_files_or_any_non_capture_is_refused(tmp_path, labloop, write_campaign,
+                                                                              target):
+    """A capture appends to its file: ``capture: library.csv`` added 593 lines of JSON to the library (a resume then
+    refused it as changed), and the store's name turned the journal into capture lines (a newcomer's check of the
+    docs). The campaign's store, library, protocol and prior files, and any file whose first line is no capture
+    record, are refused at the field, nothing written."""
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    library = folder / "library.csv"
+    library.write_text((EXAMPLES / "library.csv").read_text())
+    (folder / "notes.txt").write_text("the operator's notes\n")
+    path = {"library": library, "store": folder / "tiny.db", "notes": folder / "notes.txt"}[target]
+    campaign = _with_capture(write_campaign, folder, path.name, library={"file": str(library)})
+    what = {"library": "the library", "store": "the campaign's store", "notes": "a file that holds no wire capture"}
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for command in (("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
+        result = labloop(*command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.strip().splitlines() == [
+            f"error: {campaign}:{_line_of(campaign, 'capture: ')}: instruments.analyte_pump.options.capture: "
+            f"{folder / path.name} is {what[target]}: a capture appends its lines to its file, which would damage it; "
+            "give the capture a file of its own"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written, no journal
 
 
 def _line_of(path: Path, text: str) -> int:
