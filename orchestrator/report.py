@@ -38,7 +38,7 @@ from labloop.orchestrator.journal.plot_data import (
     prediction_errors,
     versus_ferrocene,
 )
-from labloop.orchestrator.journal.store import Journal, left_unsafe
+from labloop.orchestrator.journal.store import Journal, left_unsafe, with_advice
 from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
 
 log = logging.getLogger(__name__)
@@ -431,8 +431,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
-    unsafe = "".join(f"<li>{esc(e['time'])}: {esc(e['message'])}</li>" for e in snap["events"]
-                     if left_unsafe(e["kind"], e["data"]))
+    unsafe = "".join(f"<li>{esc(e['time'])}: {esc(with_advice(e['message'], e['data']))}</li>"
+                     for e in snap["events"] if left_unsafe(e["kind"], e["data"]))
     unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'
 
     tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,

@@ -96,6 +96,14 @@ def left_unsafe(kind: str, data: Any) -> bool:
     whose make-safe failed), which the log, the dashboard and the report show and which alerts as a failure."""
     return kind == UNSAFE or (isinstance(data, dict) and bool(data.get("unsafe")))
 
+
+def with_advice(message: str, data: Any) -> str:
+    """An event's message with the advice its data keeps for the console's last line (``advice``: what a person does
+    before ``resume``), for whoever reads the event away from the console: an alert, the report. A stop's alert ended
+    at "what it delivered is unknown", without "check analyte_pump at the instrument ... --cell-emptied"."""
+    advice = data.get("advice") if isinstance(data, dict) else None
+    return f"{message}; {advice}" if isinstance(advice, str) and advice else message
+
 SCHEMA = """
 CREATE TABLE campaign (
     id INTEGER PRIMARY KEY CHECK (id = 1),

@@ -30,7 +30,7 @@ from typing import Any
 
 from labloop.core.text import plural
 from labloop.orchestrator.config.alert_urls import expand, silence_apprise
-from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, left_unsafe
+from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, left_unsafe, with_advice
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class Alerter:
                         break
                     service = f"#{index + 1} ({plugin.service_name})"
                     _set_timeouts(plugin)
-                    delivered = bool(plugin.notify(body=event.message, title=title, notify_type=notify_type))
+                    delivered = bool(plugin.notify(body=with_advice(event.message, event.data), title=title,
+                                                   notify_type=notify_type))
                 except Exception as exc:  # apprise plugins may raise on odd network failures
                     log.debug("alerts: destination %s raised %s", service, type(exc).__name__)
                 if delivered:

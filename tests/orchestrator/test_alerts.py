@@ -4,6 +4,7 @@ stop; with nobody listening the campaign still ends normally and the failed aler
 
 from __future__ import annotations
 
+import html
 import json
 import socket
 import threading
@@ -259,13 +260,15 @@ def test_a_rig_not_made_safe_after_a_failure_stops_the_run_and_is_journalled_sho
                                       f"still be on), empty the cell (it holds 5 mL by labloop's count), then "
                                       f"`labloop resume {campaign.store} --cell-emptied`")
     bodies = [(m["type"], m["title"], m["message"]) for _, m in receiver.messages]
+    advised = f"{stopped.message}; {stopped.data['advice']}"  # the advice too: the alert's reader needs it most
     assert [b for b in bodies if "unsafe" in b[1]] == [("failure", f"labloop {campaign.name}: stopped, rig unsafe",
-                                                        stopped.message)]
+                                                        advised)]
     assert len(bodies) == 1  # one stop, one alert
     shown = labloop("log", campaign.store).stdout  # however many events came after it
     assert "NOT made safe" in " ".join(shown.split())
     assert labloop("report", campaign.store, "--output", tmp_path / "report").returncode == 0
-    assert "rig NOT made safe" in (tmp_path / "report" / "index.html").read_text()
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "rig NOT made safe" in page and html.escape(stopped.data["advice"]) in page
 
 
 def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(tmp_path, write_campaign, receiver,
