@@ -114,6 +114,7 @@ from labloop.protocols.steps import (
     Wait,
     empties,
     half_width_problem,
+    loaded_note,
     parse_steps,
     pumping_problems,
     pumps,
@@ -333,7 +334,8 @@ class ProtocolExecutor:
             where = self._where(index, step)
             if pumps(step):
                 if index in refused:  # its volume, rate, or the cell's or syringe's content (the first of them)
-                    loaded = self._loaded(step.pump) if start else ""  # type: ignore[attr-defined]
+                    pump = step.pump  # type: ignore[attr-defined]
+                    loaded = loaded_note(pump, start[pump]) if pump in start else ""
                     raise SafetyLimitExceeded(where, refused[index].what + loaded)
                 self._check_rate(where, step)
             if isinstance(step, LoadSample):
@@ -353,14 +355,6 @@ class ProtocolExecutor:
                     name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
                     self._check_potentials(where, name, standard.e_begin_v, standard.e_vertex1_v,
                                            standard.e_vertex2_v)
-
-    def _loaded(self, pump: str) -> str:
-        """What a refusal of ``pump``'s step adds when its syringe starts the campaign partly filled: where that
-        content was said, so the person reading it knows the count did not start from a full syringe."""
-        if pump not in self.start_ml:
-            return ""
-        return (f"; {pump}'s syringe starts the campaign with {self.start_ml[pump]:g} mL, as "
-                f"instruments.{pump}.options say: fill it, and say so there")
 
     def _check_lab(self, where: str, step: Step) -> None:
         """The checks of a lab-grade step: its instrument, its potentials and volumes, an operator if manual.

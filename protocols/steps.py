@@ -622,10 +622,12 @@ def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
 
 
 def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
-                   pump_limits: Mapping[str, SafetyLimits] | None = None, *, experiments: int = 1) -> list[Problem]:
+                   pump_limits: Mapping[str, SafetyLimits] | None = None, *, experiments: int = 1,
+                   start: Mapping[str, float] | None = None) -> list[Problem]:
     """Explicit potentials and volumes of ``steps`` beyond the safety limits (``pump_limits``: a pump's own,
-    by name), the protocol run ``experiments`` times (the budget: :func:`repeat_problem`), located like parse
-    problems (``(index, step, field)``), so a campaign refuses them with the line before anything runs."""
+    by name), the protocol run ``experiments`` times (the budget: :func:`repeat_problem`, from ``start``: what a
+    pump's syringe holds when the campaign starts, if not full), located like parse problems (``(index, step,
+    field)``), so a campaign refuses them with the line before anything runs."""
     low, high = limits.potential_window_v
     problems = []
     for index, step in enumerate(steps):
@@ -641,9 +643,18 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
             problems.append(Problem((index, step.name, "half_width_v"),
                                     f"a window {2 * width:g} V wide cannot fit in the safety window {low:g}..{high:g} "
                                     f"V{hint}"))
-    for index, field, exc in pumping_problems(steps, limits, pump_limits, experiments=experiments):
-        problems.append(Problem((index, steps[index].name, field), exc.what))
+    for index, field, exc in pumping_problems(steps, limits, pump_limits, experiments=experiments, start=start):
+        pump = steps[index].pump  # type: ignore[attr-defined]  # a pumping step's
+        note = loaded_note(pump, start[pump]) if start and pump in start else ""
+        problems.append(Problem((index, steps[index].name, field), exc.what + note))
     return problems
+
+
+def loaded_note(pump: str, content_ml: float) -> str:
+    """What a refusal of ``pump``'s step adds when its syringe starts the campaign partly filled (``content_ml``):
+    where that content was said, so the person reading it knows the count did not start from a full syringe."""
+    return f"; {pump}'s syringe starts the campaign with {content_ml:g} mL, as instruments.{pump}.options say: fill " \
+           "it, and say so there"
 
 
 #: step parameters that set up the rig rather than the measurement, and what each says instead: a planner varying

@@ -103,7 +103,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
                                      param_hint="--max-experiments")
         config = {**config, "budget": {**config["budget"], "max_experiments": max_experiments}}
     try:
-        campaign = Campaign.model_validate(config)
+        campaign = Campaign.model_validate(config, context={"continued": True})
     except ValidationError as exc:  # e.g. the library file moved since the run started
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "campaign"

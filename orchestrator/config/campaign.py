@@ -898,8 +898,9 @@ class Campaign(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _sections_agree(self) -> Campaign:
-        problems = [*self._planner_problems(), *self._world_problems(), *self._protocol_problems(),
+    def _sections_agree(self, info: ValidationInfo) -> Campaign:
+        continued = bool((info.context or {}).get("continued"))  # a resume: its journal counts the syringes
+        problems = [*self._planner_problems(), *self._world_problems(), *self._protocol_problems(continued),
                     *self._capture_problems()]
         needed = TARGET_OF[self.objective.quantity]
         if self.prior is not None and needed not in self.prior.targets:
@@ -912,6 +913,24 @@ class Campaign(BaseModel):
         if problems:
             raise Problems(*problems)
         return self
+
+    def _loaded(self) -> dict[str, float]:
+        """What each pump's syringe holds when the campaign starts where its options say (the driver descriptor's
+        ``content_ml``), for the budget's check of the protocol: counted from full, a syringe loaded with 8 mL was
+        refused as running dry in experiment 3 "with 1 mL left", numbers of a syringe it never had. A hook that fails
+        or says no volume within the syringe is left out here: orchestrator/compose.py ``syringe_contents`` refuses
+        it in one line naming the instrument."""
+        found = {}
+        for name, entry in self.instruments.items():
+            try:
+                hook = load_driver(entry.driver).descriptor.content_ml
+                content = None if hook is None else hook(entry.options)
+            except Exception:  # said by compose.syringe_contents, with the instrument
+                continue
+            number = isinstance(content, int | float) and not isinstance(content, bool)
+            if number and 0 <= content <= self.safety.limits(name).syringe_ml:  # type: ignore[operator]
+                found[name] = float(content)  # type: ignore[arg-type]
+        return found
 
     def _capture_problems(self) -> list[Problem]:
         """Each instrument captures to a file of its own: two writing one file interleaved their lines into
@@ -940,9 +959,11 @@ class Campaign(BaseModel):
                                                "would damage it; give the capture a file of its own"))
         return problems
 
-    def _protocol_problems(self) -> list[Problem]:
+    def _protocol_problems(self, continued: bool) -> list[Problem]:
         """Instruments the protocol names must be the campaign's (whether they fit is the executor's check),
-        and every condition must set a parameter of some step."""
+        and every condition must set a parameter of some step. ``continued``: a resume, whose journal says what the
+        syringes hold by now (the budget is judged from full ones, as orchestrator/compose.py ``check_protocol``
+        does: a hand fill, ``--syringes-filled``, may have replaced what the campaign started with)."""
         problems = []
         steps = parse_steps(list(self.protocol.steps))
         # a protocol in its own file: its problems name that file's line, as its parse problems do (read again
@@ -973,7 +994,9 @@ class Campaign(BaseModel):
         problems.extend(instruments)
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
                         for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits(),
-                                                experiments=self.budget.max_experiments) if p.loc[0] not in wrong)
+                                                experiments=self.budget.max_experiments,
+                                                start={} if continued else self._loaded())
+                        if p.loc[0] not in wrong)
         problems.extend(problem for refused, problem in self._half_width_fit(steps) if refused)
         # a misspelt pump: offer the pumps the protocol uses, not the potentiostat
         pump_names = sorted({step.pump for step in steps if pumps(step)})  # type: ignore[attr-defined]

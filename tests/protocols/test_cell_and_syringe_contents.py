@@ -596,17 +596,20 @@ ELECTROLYTE_NOT_REFILLED = ["load_sample", SAMPLE, {"dispense": {**ELECTROLYTE["
 def test_a_syringe_loaded_partly_is_refused_before_it_runs_dry(tmp_path, labloop, write_campaign) -> None:
     """Two experiments take 9 mL from a 10 mL syringe that was loaded with 8 (its content_ml): validate passed, counting
     it full, and the run did one experiment and failed three with 'dispense of 4.5 mL exceeds the 3.5 mL left in the
-    10 mL syringe', exit 1. Now both refuse before anything runs, in one line naming the pump and its content."""
-    campaign = write_campaign(tmp_path, instruments=PARTLY_FILLED, protocol=ELECTROLYTE_NOT_REFILLED,
-                              budget={"max_experiments": 2})
-    for command in ("validate", "run"):
-        result = labloop(command, campaign, "--dry-run")
-        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-        assert ("protocol[2].dispense: in experiment 2 of 2 (budget.max_experiments), electrolyte_pump: dispense of "
-                "4.5 mL exceeds the 3.5 mL left in the 10 mL syringe, and it is never refilled (refill: true refills "
-                "it after the dispense); electrolyte_pump's syringe starts the campaign with 8 mL, as "
-                "instruments.electrolyte_pump.options say: fill it, and say so there") in result.stderr
-    assert not (tmp_path / "tiny.db").exists()
+    10 mL syringe', exit 1. Now both refuse before anything runs, in one line naming the pump and its content. With
+    a budget of four the campaign's own check counted from a full syringe ("in experiment 3 of 4 ... the 1 mL left"),
+    numbers of a syringe it never had (a newcomer's check of the docs): it counts from the 8 mL too."""
+    for budget in (2, 4):
+        campaign = write_campaign(tmp_path, instruments=PARTLY_FILLED, protocol=ELECTROLYTE_NOT_REFILLED,
+                                  budget={"max_experiments": budget})
+        for command in ("validate", "run"):
+            result = labloop(command, campaign, "--dry-run")
+            assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+            assert (f"in experiment 2 of {budget} (budget.max_experiments), electrolyte_pump: dispense of "
+                    "4.5 mL exceeds the 3.5 mL left in the 10 mL syringe, and it is never refilled (refill: true "
+                    "refills it after the dispense); electrolyte_pump's syringe starts the campaign with 8 mL, as "
+                    "instruments.electrolyte_pump.options say: fill it, and say so there") in result.stderr
+        assert not (tmp_path / "tiny.db").exists()
 
 
 def test_a_partly_filled_syringe_is_counted_from_its_content_live_and_on_resume(tmp_path, write_campaign) -> None:
