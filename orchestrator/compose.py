@@ -20,7 +20,6 @@ import dataclasses
 import inspect
 import logging
 import math
-import numbers
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -138,35 +137,7 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
                             quantity=campaign.objective.quantity, locate=campaign.step_locator(),
                             pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments,
                             hits_v=campaign.objective.hits_v, oxygen_onset_v=campaign.cell.oxygen_onset_v,
-                            syringes_ml=syringe_contents(campaign))
-
-
-def syringe_contents(campaign: Campaign) -> dict[str, float]:
-    """What each pump's syringe holds when the campaign starts (mL), by name, for the pumps whose options say so (the
-    driver descriptor's ``content_ml``: the ``ne1000``'s ``content_ml`` option); a pump not named starts full. Read
-    from the campaign, which the journal keeps, so ``validate``, ``run`` and ``resume`` count from the same start.
-    A volume the syringe cannot hold, or no number from a plug-in's hook, is refused naming the instrument."""
-    found = {}
-    for name, entry in campaign.instruments.items():
-        hook = resolve(entry.driver).content_ml
-        if hook is None:
-            continue
-        where = campaign.located("instruments", name, "options")
-        try:
-            content = hook(entry.options)
-        except Exception as exc:  # a plug-in's hook: its failure is the instrument's, said in one line
-            raise ConfigError(where, f"driver {entry.driver!r} could not say what its syringe holds: "
-                                     f"{said(exc)}") from None
-        if content is None:
-            continue
-        syringe = campaign.safety.limits(name).syringe_ml
-        limit = f"safety.syringes_ml.{name}" if name in campaign.safety.syringes_ml else "safety.syringe_ml"
-        number = isinstance(content, numbers.Real) and not isinstance(content, bool)
-        if not (number and 0 <= content <= syringe):
-            raise ConfigError(where, f"its syringe would start with {f'{content:g}' if number else repr(content)} mL, "
-                                     f"not a volume within its 0..{syringe:g} mL ({limit})")
-        found[name] = float(content)
-    return found
+                            syringes_ml=campaign.syringe_starts())
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
@@ -323,13 +294,13 @@ def check_objective_reach(campaign: Campaign) -> None:
         return
     if objective.goal == "window":
         values: tuple[float, ...] = tuple(objective.window_v)  # type: ignore[arg-type]  # a window goal's (validated)
-        field, said = "window_v", "{0:g} to {1:g} V vs Li/Li+"
+        field, shape = "window_v", "{0:g} to {1:g} V vs Li/Li+"
 
         def reached(shift: float) -> bool:
             return (values[1] + shift >= reach.low - REACH_TOLERANCE_V
                     and values[0] + shift <= reach.high + REACH_TOLERANCE_V)
     elif objective.threshold_v is not None:
-        values, field, said = (objective.threshold_v,), "threshold_v", "{0:g} V vs Li/Li+"
+        values, field, shape = (objective.threshold_v,), "threshold_v", "{0:g} V vs Li/Li+"
 
         def reached(shift: float) -> bool:
             if objective.goal == "maximize":
@@ -342,8 +313,8 @@ def check_objective_reach(campaign: Campaign) -> None:
     hint = ""
     if offset != 0 and reached(offset):
         hint = (f" (written vs the reference? add cell.reference_offset_v {offset:g} V -> "
-                f"{said.format(*(round(v + offset, 9) for v in values))})")
-    raise ConfigError(campaign.located("objective", field), f"{said.format(*values)} is out of reach: the cv measures "
+                f"{shape.format(*(round(v + offset, 9) for v in values))})")
+    raise ConfigError(campaign.located("objective", field), f"{shape.format(*values)} is out of reach: the cv measures "
                                                             f"{reach.text} only, as {reach.why}: no measurement can be "
                                                             f"a hit{hint}")
 
@@ -419,7 +390,7 @@ def check_protocol(campaign: Campaign, *, continued: bool = False) -> None:
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
                                 locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits(),
                                 experiments=campaign.budget.max_experiments, rates=rates,
-                                syringes_ml=syringe_contents(campaign))
+                                syringes_ml=campaign.syringe_starts())
     executor.check(continued=continued)
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         values = space["choices"] if isinstance(space, dict) else space

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -51,6 +52,7 @@ from labloop.core.errors import (
     SchedulerAddressError,
     dotted,
     not_one_of,
+    said,
     shown,
 )
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
@@ -914,22 +916,48 @@ class Campaign(BaseModel):
             raise Problems(*problems)
         return self
 
+    def syringe_start_ml(self, name: str) -> float | None:
+        """What instrument ``name``'s syringe holds when the campaign starts (mL), as its options say (the driver
+        descriptor's ``content_ml``: the ``ne1000``'s ``content_ml`` option), or None: full, or no pump. Read from the
+        campaign, which the journal keeps, so ``validate``, ``run`` and ``resume`` count from the same start. A
+        volume the syringe cannot hold, or no number from a plug-in's hook, is a :class:`ConfigError` naming the
+        instrument."""
+        entry, where = self.instruments[name], self.located("instruments", name, "options")
+        hook = load_driver(entry.driver).descriptor.content_ml
+        if hook is None:
+            return None
+        try:
+            content = hook(entry.options)
+        except Exception as exc:  # a plug-in's hook: its failure is the instrument's, said in one line
+            raise ConfigError(where, f"driver {entry.driver!r} could not say what its syringe holds: "
+                                     f"{said(exc)}") from None
+        if content is None:
+            return None
+        syringe = self.safety.limits(name).syringe_ml
+        limit = f"safety.syringes_ml.{name}" if name in self.safety.syringes_ml else "safety.syringe_ml"
+        number = isinstance(content, numbers.Real) and not isinstance(content, bool)
+        if not (number and 0 <= content <= syringe):
+            raise ConfigError(where, f"its syringe would start with {f'{content:g}' if number else repr(content)} mL, "
+                                     f"not a volume within its 0..{syringe:g} mL ({limit})")
+        return float(content)
+
+    def syringe_starts(self) -> dict[str, float]:
+        """:meth:`syringe_start_ml` of each pump whose syringe does not start full, by name (the first refusal
+        raises)."""
+        return {name: ml for name in self.instruments if (ml := self.syringe_start_ml(name)) is not None}
+
     def _loaded(self) -> dict[str, float]:
-        """What each pump's syringe holds when the campaign starts where its options say (the driver descriptor's
-        ``content_ml``), for the budget's check of the protocol: counted from full, a syringe loaded with 8 mL was
-        refused as running dry in experiment 3 "with 1 mL left", numbers of a syringe it never had. A hook that fails
-        or says no volume within the syringe is left out here: orchestrator/compose.py ``syringe_contents`` refuses
-        it in one line naming the instrument."""
+        """:meth:`syringe_starts` for the budget's check of the protocol: counted from full, a syringe loaded with
+        8 mL was refused as running dry in experiment 3 "with 1 mL left", numbers of a syringe it never had. A pump
+        whose start is refused is left out here: orchestrator/compose.py ``check_protocol`` says that refusal."""
         found = {}
-        for name, entry in self.instruments.items():
+        for name in self.instruments:
             try:
-                hook = load_driver(entry.driver).descriptor.content_ml
-                content = None if hook is None else hook(entry.options)
-            except Exception:  # said by compose.syringe_contents, with the instrument
+                ml = self.syringe_start_ml(name)
+            except ConfigError:
                 continue
-            number = isinstance(content, int | float) and not isinstance(content, bool)
-            if number and 0 <= content <= self.safety.limits(name).syringe_ml:  # type: ignore[operator]
-                found[name] = float(content)  # type: ignore[arg-type]
+            if ml is not None:
+                found[name] = ml
         return found
 
     def _capture_problems(self) -> list[Problem]:

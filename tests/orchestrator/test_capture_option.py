@@ -84,13 +84,10 @@ def test_two_instruments_capturing_to_one_file_are_refused(tmp_path, labloop, wr
     text = yaml.safe_load(campaign.read_text())
     text["instruments"]["electrolyte_pump"]["options"]["capture"] = "../campaign/./shared.json"  # the same file
     campaign.write_text(yaml.safe_dump(text, sort_keys=False))
-    for command in (("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
-        result = labloop(*command)
-        assert result.returncode == 2, (command, result.stderr)
-        assert result.stderr.strip().splitlines() == [
-            f"error: {campaign}:{_line_of(campaign, 'capture: ../campaign')}: instruments.electrolyte_pump.options"
-            f".capture: {folder / 'shared.json'} is analyte_pump's capture too: give each instrument a file of its "
-            "own (two writing one file mix their lines)"]
+    _refused_by_validate_and_run(labloop, campaign, (
+        f"error: {campaign}:{_line_of(campaign, 'capture: ../campaign')}: instruments.electrolyte_pump.options"
+        f".capture: {folder / 'shared.json'} is analyte_pump's capture too: give each instrument a file of its "
+        "own (two writing one file mix their lines)"))
     assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]  # no capture, no journal
 
 
@@ -110,14 +107,19 @@ def test_a_capture_onto_the_campaigns_own_files_or_any_non_capture_is_refused(tm
     campaign = _with_capture(write_campaign, folder, path.name, library={"file": str(library)})
     what = {"library": "the library", "store": "the campaign's store", "notes": "a file that holds no wire capture"}
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    _refused_by_validate_and_run(labloop, campaign, (
+        f"error: {campaign}:{_line_of(campaign, 'capture: ')}: instruments.analyte_pump.options.capture: "
+        f"{folder / path.name} is {what[target]}: a capture appends its lines to its file, which would damage it; "
+        "give the capture a file of its own"))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written, no journal
+
+
+def _refused_by_validate_and_run(labloop, campaign: Path, line: str) -> None:
+    """``validate --dry-run`` and ``run --dry-run`` of ``campaign`` each end with exit 2 and ``line`` alone."""
     for command in (("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
         result = labloop(*command)
         assert result.returncode == 2, (command, result.stderr)
-        assert result.stderr.strip().splitlines() == [
-            f"error: {campaign}:{_line_of(campaign, 'capture: ')}: instruments.analyte_pump.options.capture: "
-            f"{folder / path.name} is {what[target]}: a capture appends its lines to its file, which would damage it; "
-            "give the capture a file of its own"]
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written, no journal
+        assert result.stderr.strip().splitlines() == [line]
 
 
 def _line_of(path: Path, text: str) -> int:
