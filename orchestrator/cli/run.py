@@ -24,7 +24,7 @@ from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import options, preflight
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.lock import sole_runner
-from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.store import Journal, State, with_advice
 from labloop.orchestrator.journal.view import snapshot
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
@@ -175,7 +175,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
             _say(f"{last.message}; start the cluster again (or give another --scheduler), then "
                  f"`labloop resume {store}`")
         elif last is not None and isinstance(last.data, dict) and "advice" in last.data:  # the rig needs a person
-            _say(f"{'error' if code == EXIT_REFUSED else 'stopped'}: {last.message}; {last.data['advice']}")
+            _say(f"{'error' if code == EXIT_REFUSED else 'stopped'}: {with_advice(last.message, last.data)}")
         else:
             stopped = last.message if last is not None else "failures in a row"
             _say(f"stopped: {stopped}; see `labloop log {store}`, then `labloop resume {store}`")

@@ -25,7 +25,7 @@ from labloop.core.errors import JournalError, Problems, first_line
 from labloop.core.text import plural, printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.lock import being_run
-from labloop.orchestrator.journal.store import Journal, State, left_unsafe
+from labloop.orchestrator.journal.store import Journal, State, left_unsafe, with_advice
 from labloop.protocols.steps import CV, parse_steps
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
         done, budget = progress["counts"][State.DONE.value], progress["max_experiments"]
         return (f"finished: budget reached ({done}/{budget})" if done >= budget
                 else f"finished: {last['message'].removeprefix('campaign finished: ')}")
-    advice = last["data"].get("advice") if isinstance(last["data"], dict) else None
-    return f"stopped: {last['message'].removeprefix('campaign stopped: ')}" + (f"; {advice}" if advice else "")
+    return f"stopped: {with_advice(last['message'].removeprefix('campaign stopped: '), last['data'])}"
 
 
 #: the keys of a ``lab`` event's data that hold raw voltammograms (thousands of points each)
