@@ -267,26 +267,26 @@ class LegacyCalibratedModel:
         return mu + shift, np.sqrt(sigma**2 + self.extra_var + param_var)
 
 
-def make_planners(library: list[str], descriptors) -> dict:
+def make_planners(library: list[str], descriptors, window: tuple[float, float] = WINDOW_V) -> dict:
     from labloop.planners import ConditionSpace, PoolPlanner, RandomPlanner, ScreeningPlanner
 
     conditions = {"scan_rate_v_s": (0.02, 0.5)}
     similarity = descriptors.similarity  # one fingerprint table for every planner and run
     def pool(kind: str, acquisition: str, **options) -> PoolPlanner:
         return PoolPlanner(kind, library, ConditionSpace(conditions), goal="window", acquisition=acquisition,
-                           window_v=WINDOW_V, similarity=similarity, descriptors=descriptors, **options)
+                           window_v=window, similarity=similarity, descriptors=descriptors, **options)
     return {"bayes": pool("bayes", "window_probability"), "greedy": pool("greedy", "mean"),
             "bayes-thompson": pool("bayes", "window_probability", batch="thompson"),
             "oracle": pool("oracle", "window_probability", first_batch="acquisition"),
             "legacy": pool("legacy", "window_probability"),
             "smooth-bound": pool("smooth-bound", "window_probability"),
             "groups-bound": pool("groups-bound", "window_probability"),
-            "screening": ScreeningPlanner(library, ConditionSpace(conditions), goal="window", window_v=WINDOW_V),
+            "screening": ScreeningPlanner(library, ConditionSpace(conditions), goal="window", window_v=window),
             "random": RandomPlanner(library, conditions)}
 
 
 def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experiments: int, batch: int, descriptors,
-                 legacy_table: dict, library: list[str]):
+                 legacy_table: dict, library: list[str], window: tuple[float, float] = WINDOW_V):
     """One campaign through the backtest engine (``orchestrator/backtest.py``): CVs simulated for the world of
     ``seed``, scored by hits in the window; ``oracle``, ``legacy`` and the bounds replace the calibrated
     model."""
@@ -310,7 +310,7 @@ def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experim
         view_of = GroupsBound(model, world, library).view
 
     def hits(observations) -> float:
-        return float(sum(o.potential_v is not None and WINDOW_V[0] <= o.potential_v <= WINDOW_V[1]
+        return float(sum(o.potential_v is not None and window[0] <= o.potential_v <= window[1]
                          for o in observations))
 
     return engine.run_campaign(planner, model, engine.cv_measure(world_of_seed), seed=seed, budget=experiments,
@@ -407,6 +407,9 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None, help="draw hits vs experiment number into this PNG")
     ap.add_argument("--big", type=int, default=100_000, help="library size of the latency check")
     ap.add_argument("--parts", default="campaigns,big", help="campaigns (the planners' runs), big (the latency check)")
+    ap.add_argument("--window", default=",".join(map(str, WINDOW_V)),
+                    help="the objective's window, LO,HI in V vs Li/Li+ (the scan reaches 5.10 V: a window near it "
+                         "makes failures beyond the vertex common)")
     ap.add_argument("-v", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.v else logging.WARNING, stream=sys.stderr)
@@ -422,11 +425,12 @@ def main() -> None:
     model = ObjectiveModel(ensemble, 1, "oxidation_potential")
     model.predict(library.smiles)  # cached once, as the runner does for each model version
     descriptors = DescriptorTable()
-    planners = make_planners(library.smiles, descriptors)
+    window = tuple(float(v) for v in args.window.split(","))
+    planners = make_planners(library.smiles, descriptors, window)
     parts = args.parts.split(",")
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     out: dict = {"library": len(library.smiles), "library_slice": args.library, "prior": len(prior.smiles),
-                 "window_v": list(WINDOW_V),
+                 "window_v": list(window),
                  "experiments": args.experiments, "batch": args.batch, "seeds": [seeds.start, seeds.stop - 1],
                  "prior_training_s": None if train_s is None else round(train_s), "worlds": {}}
     legacy_table: dict = {}
@@ -443,11 +447,11 @@ def main() -> None:
                 t0 = time.perf_counter()
                 result = run_campaign(name, planners[name], model, world_of_seed, seed=seed,
                                       experiments=args.experiments, batch=args.batch, descriptors=descriptors,
-                                      legacy_table=legacy_table, library=library.smiles)
+                                      legacy_table=legacy_table, library=library.smiles, window=window)
                 runs[name].append(result)
                 log.warning("%s %s seed %d: %d hits, %d failed (%.0f s)", kind, name, seed, result.curve[-1],
                             result.failed, time.perf_counter() - t0)
-        world = {"library_in_window_first_seed": sum(WINDOW_V[0] <= truth.truth_v(s) <= WINDOW_V[1]
+        world = {"library_in_window_first_seed": sum(window[0] <= truth.truth_v(s) <= window[1]
                                                      for s in library.smiles),
                  "planners": summarise(runs, args.experiments)}
         for baseline in ("random", "screening", "greedy", "oracle", "legacy"):
