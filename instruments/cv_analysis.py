@@ -107,12 +107,28 @@ class CVResult:
     reversibility: Reversibility | None
     snr: float
     flags: frozenset[CVFlag]
+    #: what a scan without the couple's E1/2 still says of it: (``"oxidation"`` or ``"reduction"``, ``"above"``
+    #: or ``"below"``, potential): a wave still rising into a vertex lies beyond it (its E1/2 at least
+    #: :data:`REVERSIBLE_PEAK_PAST_HALF_V` short of where the climb was last seen), one decaying from the scan's
+    #: start lies before the start; :meth:`bound` reads them
+    bounds: tuple[tuple[str, str, float], ...] = ()
 
     def on_li_scale(self, reference_offset_v: float) -> CVResult:
         """The same result with potentials converted to V vs Li/Li+ (see ``to_li_scale``)."""
         shift = {name: to_li_scale(getattr(self, name), reference_offset_v)
                  for name in ("e_half_v", "epa_v", "epc_v") if getattr(self, name) is not None}
-        return replace(self, reference="Li/Li+", **shift)
+        bounds = tuple((kind, side, to_li_scale(e, reference_offset_v)) for kind, side, e in self.bounds)
+        return replace(self, reference="Li/Li+", bounds=bounds, **shift)
+
+    def bound(self, quantity: Quantity) -> tuple[float, int] | None:
+        """(potential, +1 above / -1 below) that ``quantity``'s couple lies beyond by :attr:`bounds`, on this
+        result's scale; None without one, or with two that contradict each other."""
+        kind = "oxidation" if quantity == "oxidation_potential" else "reduction"
+        said = {(side, e) for k, side, e in self.bounds if k == kind}
+        if len(said) != 1:
+            return None
+        side, e = said.pop()
+        return e, 1 if side == "above" else -1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (an infinite snr, from noise-free data, is stored as None)."""
@@ -121,14 +137,16 @@ class CVResult:
             "epa_v": self.epa_v, "epc_v": self.epc_v, "ipa_a": self.ipa_a, "ipc_a": self.ipc_a,
             "ratio": self.ratio, "reversibility": self.reversibility,
             "snr": self.snr if math.isfinite(self.snr) else None, "flags": sorted(self.flags),
+            "bounds": [list(b) for b in self.bounds],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CVResult:
-        """Inverse of ``to_dict``."""
+        """Inverse of ``to_dict`` (a journal written before bounds were kept has none)."""
         fields = dict(data)
         fields["flags"] = frozenset(CVFlag(f) for f in data["flags"])
         fields["snr"] = math.inf if data["snr"] is None else data["snr"]
+        fields["bounds"] = tuple((str(k), str(side), float(e)) for k, side, e in data.get("bounds", ()))
         return cls(**fields)
 
 
@@ -385,12 +403,20 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, r
     sigma = _noise_sigma(v, segments)
     peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm)) if segments else []
     anodic, cathodic = _pair(peaks)
-    rising = _rising_into_vertex(v, segments, sigma, settings) if segments else set()
-    if (anodic is None and 1 in rising) or (cathodic is None and -1 in rising):
+    rising = _rising_into_vertex(v, segments, sigma, settings) if segments else {}
+    bounds = []
+    if anodic is None and 1 in rising:
+        bounds.append(("oxidation", "above", rising[1] - REVERSIBLE_PEAK_PAST_HALF_V))
+    if cathodic is None and -1 in rising:
+        bounds.append(("reduction", "below", rising[-1] + REVERSIBLE_PEAK_PAST_HALF_V))
+    if bounds:
         flags.add(CVFlag.BEYOND_WINDOW)
-    if (anodic is None or cathodic is None) and segments and _decaying_from_start(v, segments, sigma, settings):
+    start = _decaying_from_start(v, segments, sigma, settings) if segments else None
+    if (anodic is None or cathodic is None) and start is not None:
         flags.add(CVFlag.AT_SCAN_START)
-    return _result(v, anodic, cathodic, sigma, flags, settings, others=peaks)
+        # the first sweep began on the tail of a wave of its own direction, whose peak it had passed
+        bounds.append(("oxidation", "below", start) if segments[0].direction > 0 else ("reduction", "above", start))
+    return replace(_result(v, anodic, cathodic, sigma, flags, settings, others=peaks), bounds=tuple(bounds))
 
 
 #: how far before a vertex the current's climb into it is measured (V)
@@ -398,34 +424,40 @@ VERTEX_RISE_SPAN_V = 0.1
 
 
 def _rising_into_vertex(v: Voltammogram, segments: list[Segment], sigma: float,
-                        settings: CVAnalysisSettings) -> set[int]:
+                        settings: CVAnalysisSettings) -> dict[int, float]:
     """Directions (+1 anodic, -1 cathodic) of the sweeps whose current still climbs, by more than a peak's
-    prominence threshold, over the last :data:`VERTEX_RISE_SPAN_V` before they turn: the wave's peak lies
-    beyond the vertex, so a missing peak there is not an irreversible couple."""
+    prominence threshold, over the last :data:`VERTEX_RISE_SPAN_V` before they turn, each with the potential
+    where the climb was last judged (clear of the smoothing's edge): the wave's peak lies beyond it, so a
+    missing peak there is not an irreversible couple."""
     smoothed, threshold = _smoothed_sweeps(v, segments, sigma, settings)
-    rising = set()
+    rising: dict[int, float] = {}
     for segment, smooth in zip(segments[:-1], smoothed, strict=False):  # the last sweep ends the scan, not at a vertex
         e = v.potential_v[segment.index]
         window = _window(_step(v, segment), len(e), settings)
         end = len(e) - 1 - window  # clear of the smoothing's edge
         start = int(np.searchsorted(segment.direction * e, segment.direction * e[end] - VERTEX_RISE_SPAN_V))
         if 0 <= start < end and segment.direction * (smooth[end] - smooth[start]) > threshold:
-            rising.add(segment.direction)
+            # of two sweeps in one direction (a second cycle), the one that turned first bounds less
+            known, e_end = rising.get(segment.direction), float(e[end])
+            weaker = min if segment.direction > 0 else max
+            rising[segment.direction] = e_end if known is None else weaker(known, e_end)
     return rising
 
 
-def _decaying_from_start(v: Voltammogram, segments: list[Segment], sigma: float, settings: CVAnalysisSettings) -> bool:
-    """Whether the first sweep's current falls in magnitude, by more than a peak's prominence threshold, over
-    its first :data:`VERTEX_RISE_SPAN_V`: the scan started on a wave's diffusion tail (the couple lies at or
-    before the start), where a quiet start carries only a steady charging current."""
+def _decaying_from_start(v: Voltammogram, segments: list[Segment], sigma: float,
+                         settings: CVAnalysisSettings) -> float | None:
+    """Where the first sweep's current, falling in magnitude by more than a peak's prominence threshold over its
+    first :data:`VERTEX_RISE_SPAN_V`, was first judged (clear of the smoothing's edge), or None when it does not
+    fall so: the scan started on a wave's diffusion tail (the couple lies at or before the start), where a quiet
+    start carries only a steady charging current."""
     smoothed, threshold = _smoothed_sweeps(v, segments, sigma, settings)
     segment, smooth = segments[0], smoothed[0]
     e = v.potential_v[segment.index]
     first = _window(_step(v, segment), len(e), settings)  # clear of the smoothing's edge
     if first >= len(e):
-        return False
+        return None
     later = int(np.searchsorted(segment.direction * e, segment.direction * e[first] + VERTEX_RISE_SPAN_V))
-    return later < len(e) and abs(smooth[first]) - abs(smooth[later]) > threshold
+    return float(e[first]) if later < len(e) and abs(smooth[first]) - abs(smooth[later]) > threshold else None
 
 
 def _smoothed_sweeps(v: Voltammogram, segments: list[Segment], sigma: float,

@@ -42,7 +42,7 @@ from labloop.core.text import plural
 from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign, Objective
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
-from labloop.planners import ModelView, Observation, Planner, PlannerState
+from labloop.planners import ModelView, Observation, Planner, PlannerState, bound_fields
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 from labloop.surrogate.dataset import csv_lines, read_table
 
@@ -216,8 +216,9 @@ def cv_measure(world_of_seed: Callable[[int], Any], scan: Scan = EXAMPLE_SCAN) -
         result = analyze_cv(simulate_cv(couple, params, rng))
         ok = result.e_half_v is not None and not result.flags
         potential = to_li_scale(result.e_half_v, scan.reference_offset_v) if ok else None
+        bound = None if ok else result.on_li_scale(scan.reference_offset_v).bound(world.quantity)
         return Observation(smiles, dict(conditions), potential, quality=measurement_quality(result),
-                           failure=None if ok else "analysis")
+                           failure=None if ok else "analysis", **bound_fields(bound))
     return measure
 
 

@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from labloop.core.errors import InputError
-from labloop.core.text import printable
+from labloop.core.text import plural, printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
@@ -409,6 +409,11 @@ def _per_output(values: object, form: str | None = None) -> str:
     return ", ".join(f"{name} {_volts(v) if form is None else form.format(v)}" for name, v in values.items())
 
 
+def _bounds(n: object) -> str:
+    """`` + 2 bounds`` beside a calibration's measurements: failed scans that bounded a potential (none: '')."""
+    return f" + {n} {plural(n, 'bound')}" if isinstance(n, int) and n else ""
+
+
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path) -> str:
     campaign, progress = snap["campaign"], snap["progress"]
     counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
@@ -423,7 +428,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     calibration = "".join(
         f"<tr><td>{c.get('model_version', '')}</td><td>{esc(str(c.get('head', 'prior')))}</td>"
         f"<td>{esc(_per_output(c.get('head_loo_log_likelihood'), '{:.2f}'))}</td>"
-        f"<td>{esc(str(c.get('learner', '')))}</td><td>{c['n_measurements']}</td>"
+        f"<td>{esc(str(c.get('learner', '')))}</td><td>{c['n_measurements']}{_bounds(c.get('n_bounds'))}</td>"
         f"<td>{_volts(c.get('recent_prediction_mae_v'))}</td><td>{_volts(c.get('fit_mae_v'))}</td>"
         f"<td>{_volts(c.get('intercept_v'))}</td><td>{esc(_coefficients(c.get('coefficients_v')))}</td>"
         f"<td>{esc(_per_output(c.get('size_term_v')))}</td><td>{esc(c['journalled_at'])}</td></tr>"

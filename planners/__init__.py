@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labloop.planners.base import ModelView, Observation, Planner, PlannerState, Proposal
+from labloop.planners.base import ModelView, Observation, Planner, PlannerState, Proposal, bound_fields
 from labloop.planners.conditions import ConditionSpace
 from labloop.planners.feedback import DescriptorTable
 from labloop.planners.pool import PoolPlanner
@@ -55,7 +55,8 @@ class StoredPredictions:
 Factory = Callable[[PlannerSettings, Sequence[str], DescriptorTable | None, StoredPredictions | None], Planner]
 
 __all__ = ["PLANNERS", "ConditionSpace", "ModelView", "Observation", "Planner", "PlannerSettings", "PlannerState",
-           "PoolPlanner", "Proposal", "RandomPlanner", "ScreeningPlanner", "StoredPredictions", "make_planner"]
+           "PoolPlanner", "Proposal", "RandomPlanner", "ScreeningPlanner", "StoredPredictions", "bound_fields",
+           "make_planner"]
 
 
 def _pool(kind: str) -> Factory:

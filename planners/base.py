@@ -40,6 +40,9 @@ class Observation:
     usable voltammogram: the molecule's fault, a planner learns from it), "instrument" (the rig's fault) or
     "configuration" (the safety limits refused what the campaign's protocol made of the proposal, e.g. a window
     around its prediction: the campaign file's fault, so molecules like it are not shunned for it).
+    ``above_v`` / ``below_v`` (V vs Li/Li+) are what a failed scan still says of the potential: its wave rose
+    into the scan's vertex or decayed from its start, so the potential lies above / below that
+    (:meth:`labloop.instruments.cv_analysis.CVResult.bound`); the residual model learns from them.
     """
 
     smiles: str
@@ -47,6 +50,26 @@ class Observation:
     potential_v: float | None
     quality: float | None = None
     failure: Literal["analysis", "instrument", "configuration"] | None = None
+    above_v: float | None = None
+    below_v: float | None = None
+
+    @property
+    def bound(self) -> tuple[float, int] | None:
+        """(bound, +1 above / -1 below) of a failed measurement that has one, else None."""
+        if self.potential_v is not None or self.failure != "analysis":
+            return None
+        if self.above_v is not None and self.below_v is None:
+            return self.above_v, 1
+        if self.below_v is not None and self.above_v is None:
+            return self.below_v, -1
+        return None
+
+
+def bound_fields(bound: tuple[float, int] | None) -> dict[str, float | None]:
+    """:class:`Observation`'s ``above_v`` and ``below_v`` from a failed scan's bound (potential, +1 above / -1
+    below; :meth:`labloop.instruments.cv_analysis.CVResult.bound` on the Li/Li+ scale), or None."""
+    return {"above_v": bound[0] if bound and bound[1] > 0 else None,
+            "below_v": bound[0] if bound and bound[1] < 0 else None}
 
 
 @dataclass(frozen=True)

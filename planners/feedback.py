@@ -37,12 +37,14 @@ from typing import Any
 import numpy as np
 from rdkit import Chem, RDLogger
 
+from labloop.core.text import plural
 from labloop.planners.base import ModelView, Observation, OutOfSampleView
 from labloop.planners.residual_gp import (
     DESCRIPTORS,
     LEARNERS,
     OFFSET_PRIOR_V,
     SIZE_GRID,
+    Censored,
     Hyper,
     ResidualFit,
     TanimotoRows,
@@ -72,7 +74,7 @@ SIZE_DESCRIPTOR = "heavy_atoms"
 ENVIRONMENTS_PER_HEAVY_ATOM = 1.0
 
 __all__ = ["DESCRIPTORS", "SIZE_DESCRIPTOR", "CalibratedModel", "Calibration", "DescriptorCalibration",
-           "DescriptorTable", "cheap_descriptors", "describe", "fit_calibration"]
+           "DescriptorTable", "cheap_descriptors", "counted", "describe", "fit_calibration"]
 
 
 @dataclass
@@ -129,8 +131,9 @@ class DescriptorTable:
 
 @dataclass(frozen=True)
 class Calibration:
-    """A fitted calibration on ``n`` measurements (``fit`` None before the first): the winning learner,
-    every learner's leave-one-out log-likelihood, and the in-sample error of the winner."""
+    """A fitted calibration on ``n`` measurements (``fit`` None before the first, or the first failed scan's
+    bound): the winning learner, every learner's leave-one-out log-likelihood, and the in-sample error of the
+    winner (None with only bounds)."""
 
     n: int
     fit: ResidualFit | None = None
@@ -145,7 +148,7 @@ class Calibration:
         for start in range(0, len(smiles), CHUNK):  # bounded memory over a big library
             part = smiles[start:start + CHUNK]
             cross = (table.tanimoto(part, self.fit.smiles) if self.fit.hyper.amplitude > 0
-                     else np.zeros((len(part), self.n)))
+                     else np.zeros((len(part), len(self.fit.smiles))))
             mean[start:start + len(part)], var[start:start + len(part)] = self.fit.predict(table.features(part), cross)
         return mean, var
 
@@ -191,7 +194,8 @@ class Calibration:
         the winner's leave-one-out RMSE and in-sample MAE, its offset, slopes and hyperparameters."""
         if self.fit is None:
             return {"n_measurements": 0}
-        return {"n_measurements": self.n, "learner": self.fit.learner, "loo_log_likelihood": self.scores,
+        return {"n_measurements": self.n, "n_bounds": self.fit.bounds, "learner": self.fit.learner,
+                "loo_log_likelihood": self.scores,
                 "loo_rmse_v": self.fit.loo_rmse_v, "fit_mae_v": self.fit_mae_v, **self.fit.summary()}
 
 
@@ -242,16 +246,27 @@ def uncalibrated_sigma(sigma: np.ndarray) -> np.ndarray:
     return np.sqrt(np.asarray(sigma, dtype=float) ** 2 + OFFSET_PRIOR_V**2)
 
 
+def _readable(smiles: Sequence[str], table: DescriptorTable, *columns: np.ndarray) -> np.ndarray:
+    """Rows with every value finite and descriptors RDKit could compute (unreadable molecules are left out)."""
+    ok = np.isfinite(table(smiles)).all(axis=1)
+    for column in columns:
+        ok &= np.isfinite(column)
+    return ok
+
+
 def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, measured: np.ndarray,
-                    table: DescriptorTable) -> Calibration:
-    """Fit the residual model on molecules with surrogate ``mu``/``sigma`` and ``measured`` potentials;
-    rows with a NaN anywhere (unreadable molecules) are left out."""
+                    table: DescriptorTable, bounds: Sequence[tuple[str, float, int, float, float]] = ()
+                    ) -> Calibration:
+    """Fit the residual model on molecules with surrogate ``mu``/``sigma`` and ``measured`` potentials, and
+    on failed scans' ``bounds`` (smiles, bound, +1 above / -1 below, the surrogate's mu and sigma there:
+    :class:`labloop.planners.residual_gp.Censored`); rows with a NaN anywhere (unreadable molecules) are left
+    out. The hyperparameters and the learners' scores are the measured residuals' alone."""
     mu, sigma, measured = (np.asarray(a, dtype=float) for a in (mu, sigma, measured))
-    descriptors = table(smiles)
-    ok = np.isfinite(mu) & np.isfinite(sigma) & np.isfinite(measured) & np.isfinite(descriptors).all(axis=1)
-    if not ok.any():
-        return Calibration(0)
+    ok = _readable(smiles, table, mu, sigma, measured)
     kept = [s for s, keep in zip(smiles, ok, strict=True) if keep]
+    censored = _censored(bounds, kept, table)
+    if not kept and not censored:
+        return Calibration(0)
     r, d, s = measured[ok] - mu[ok], table.features(kept), sigma[ok]
     tanimoto = table.tanimoto(kept, kept)
     h = hyper_prefix(len(kept))
@@ -261,10 +276,26 @@ def fit_calibration(smiles: Sequence[str], mu: np.ndarray, sigma: np.ndarray, me
         hypers = {name: fit_hyper(names, r[:h], d[:h], tanimoto[:h, :h], s[:h]) for name, names in LEARNERS.items()}
         # only the latest few: a campaign's next calibration extends them (one per model output it scores)
         table.hypers = {**dict(list(table.hypers.items())[1 - HYPER_MEMO:]), key: hypers}
-    best, scores = select(r, d, tanimoto, s, kept, hypers)
+    best, scores = select(r, d, tanimoto, s, kept, hypers, censored=censored)
     calibration = Calibration(len(kept), best, scores)
     shift, _ = calibration.residual(kept, table)
-    return Calibration(len(kept), best, scores, float(np.mean(np.abs(r - shift))))
+    return Calibration(len(kept), best, scores, float(np.mean(np.abs(r - shift))) if kept else None)
+
+
+def _censored(bounds: Sequence[tuple[str, float, int, float, float]], measured: Sequence[str],
+              table: DescriptorTable) -> Censored | None:
+    """The readable ``bounds`` as the residual learners take them, None when there are none."""
+    if not bounds:
+        return None
+    smiles, bound, side, mu, sigma = (list(c) for c in zip(*bounds, strict=True))
+    ok = _readable(smiles, table, np.asarray(bound, dtype=float), np.asarray(mu, dtype=float),
+                   np.asarray(sigma, dtype=float))
+    if not ok.any():
+        return None
+    kept = [s for s, keep in zip(smiles, ok, strict=True) if keep]
+    return Censored(kept, (np.asarray(bound, dtype=float) - np.asarray(mu, dtype=float))[ok],
+                    np.asarray(side, dtype=float)[ok], table.features(kept), np.asarray(sigma, dtype=float)[ok],
+                    table.tanimoto(kept, [*measured, *kept]))
 
 
 class CalibratedModel:
@@ -280,13 +311,16 @@ class CalibratedModel:
         self.column: str | None = getattr(model, "column", None)
         self.offset_v: float | None = getattr(model, "offset_v", None)
         measured = [o for o in observations if o.potential_v is not None]
+        bounded = [(o.smiles, *o.bound) for o in observations if o.bound is not None]
         smiles = [o.smiles for o in measured]
         fitted_on = model.out_of_sample if isinstance(model, OutOfSampleView) else model.predict
-        mu, sigma = fitted_on(smiles) if smiles else ([], [])
-        self.calibration = fit_calibration(smiles, np.array(mu), np.array(sigma),
-                                           np.array([o.potential_v for o in measured]), descriptors)
-        if self.calibration.n:
-            log.info("calibration on %d measurements: %s; leave-one-out log-likelihoods %s", self.calibration.n,
+        mu, sigma = fitted_on(smiles + [b[0] for b in bounded]) if smiles or bounded else ([], [])
+        n = len(smiles)
+        self.calibration = fit_calibration(smiles, np.array(mu[:n]), np.array(sigma[:n]),
+                                           np.array([o.potential_v for o in measured]), descriptors,
+                                           [(*b, m, s) for b, m, s in zip(bounded, mu[n:], sigma[n:], strict=True)])
+        if self.calibration.fit is not None:
+            log.info("calibration on %s: %s; leave-one-out log-likelihoods %s", counted(self.calibration),
                      describe(self.calibration), self.calibration.scores)
 
     def predict(self, smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -306,4 +340,13 @@ def describe(calibration: Calibration) -> str:
     """One line for logs and the journal's message: which learner won and its leave-one-out error."""
     if calibration.fit is None:
         return "no measurement yet"
+    if not calibration.n:
+        return f"{calibration.fit.learner}, on bounds alone (nothing measured to score it on)"
     return f"{calibration.fit.learner} won by leave-one-out (LOO RMSE {calibration.fit.loo_rmse_v:.3f} V)"
+
+
+def counted(calibration: Calibration) -> str:
+    """What a calibration was fitted on, in words: "12 measurements and 3 bounds from failed scans"."""
+    said = f"{calibration.n} {plural(calibration.n, 'measurement')}"
+    bounds = calibration.fit.bounds if calibration.fit is not None else 0
+    return f"{said} and {bounds} {plural(bounds, 'bound')} from failed scans" if bounds else said

@@ -39,6 +39,17 @@ the highest leave-one-out predictive log-likelihood on the measurements wins. LO
 needs no refits: with ``A = (K + N)^-1`` the held-out predictive of ``r_i`` has mean
 ``r_i - [A r]_i / A_ii`` and variance ``1 / A_ii`` (Rasmussen & Williams, *Gaussian Processes for
 Machine Learning*, eq. 5.12), with the hyperparameters of the fit on all.
+
+A failed scan can still bound the potential: a wave still rising into the vertex lies beyond it, one already
+decaying from the scan's start lies before it (:class:`Censored`). Such a bound is a censored observation
+``r > b`` (or ``r < b``), not a value, and dropping it loses the measurements that surprised the model most
+(a reduction screen whose failures all lay beyond its vertex taught the model nothing). Each learner takes
+the bounds in by expectation propagation (Rasmussen & Williams, section 3.6, with the probit's step
+function for a bound): every bound becomes a Gaussian pseudo-measurement whose mean and variance make the
+posterior match the truncated one's first two moments, found by :data:`EP_SWEEPS` damped parallel sweeps
+from the fit on the measured residuals (:func:`censored_sites`). The hyperparameters and the leave-one-out
+scores stay the measured residuals' (a bound has no density to score; its pseudo-measurement was computed
+with each held-out residual present, a small optimism every learner shares).
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ from rdkit.Chem import rdFingerprintGenerator
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.sparse import csr_matrix
+from scipy.special import log_ndtr
 
 from labloop.planners.similarity import SimilarityIndex
 
@@ -112,6 +124,14 @@ SIZE_GRID = 201
 HYPER_EVERY_FROM = 24
 #: jitter (V^2) added to the covariance's diagonal: numerical safety only
 JITTER = 1e-8
+#: expectation-propagation sweeps over the bounds (:func:`censored_sites`), and the damping of each update:
+#: enough for the sites to settle to 1e-6 V on the campaigns tried (damped parallel EP converges for bounds,
+#: whose factors are log-concave); a fixed count keeps a fit a pure function of the observations
+EP_SWEEPS = 40
+EP_DAMPING = 0.5
+#: a bound whose site adds less precision than this share of its molecule's predictive precision says
+#: nothing the measurements did not (its prediction already lies well inside it) and is left out
+EP_MIN_PRECISION_SHARE = 1e-6
 
 
 def cheap_descriptors(smiles: str) -> tuple[float, ...]:
@@ -154,7 +174,8 @@ def scaled_descriptors(descriptors: np.ndarray) -> np.ndarray:
 def features(descriptors: np.ndarray, packed_environments: np.ndarray) -> np.ndarray:
     """The learners' per-molecule input: :func:`scaled_descriptors`, then the environment bits (0/1)."""
     scaled = scaled_descriptors(descriptors)
-    bits = np.unpackbits(np.asarray(packed_environments, dtype=np.uint8).reshape(len(scaled), -1), axis=1)
+    packed = np.asarray(packed_environments, dtype=np.uint8).reshape(len(scaled), ENVIRONMENT_BITS // 8)
+    bits = np.unpackbits(packed, axis=1)
     return np.hstack([scaled, bits.astype(float)])
 
 
@@ -306,10 +327,11 @@ def _log_prior(h: Hyper, names: Sequence[str]) -> float:
     return total
 
 
-def loo(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
-        ) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-out predictive (mean, variance) of each residual, closed form (module docstring)."""
-    cov = _kernel(h, d, d, tanimoto) + np.diag(_noise(h, sigma) + JITTER)
+def loo(h: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
+        extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out predictive (mean, variance) of each residual, closed form (module docstring); ``extra``:
+    variance added to each row's noise (a bound's pseudo-measurement's, :func:`censored_sites`)."""
+    cov = _kernel(h, d, d, tanimoto) + np.diag(_noise(h, sigma) + JITTER + (0.0 if extra is None else extra))
     inverse = cho_solve(cho_factor(cov, lower=True), np.eye(len(r)))
     diag = np.diag(inverse)
     return r - (inverse @ r) / diag, 1.0 / diag
@@ -322,8 +344,11 @@ def loo_log_likelihood(mean: np.ndarray, var: np.ndarray, r: np.ndarray) -> floa
 
 def fit_hyper(names: Sequence[str], r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray
               ) -> Hyper:
-    """The maximum a posteriori hyperparameters ``names`` (the others: absent), from the priors' medians."""
+    """The maximum a posteriori hyperparameters ``names`` (the others: absent), from the priors' medians
+    (which they are, with no residual to fit)."""
     base = Hyper(**{name: HYPER_PRIORS[name][0] for name in names})
+    if not len(r):
+        return base
 
     def build(x: np.ndarray) -> Hyper:
         return Hyper(**{**base.__dict__, **{name: float(math.exp(v)) for name, v in zip(names, x, strict=True)}})
@@ -357,6 +382,7 @@ class ResidualFit:
     alpha: np.ndarray
     loo_log_likelihood: float
     loo_rmse_v: float
+    bounds: int = 0  # of the rows, the last ``bounds`` are failed scans' bounds (:class:`Censored`)
 
     def predict(self, d: np.ndarray, cross_tanimoto: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior (mean, latent variance) of the residual at molecules with descriptors ``d`` and Tanimoto
@@ -412,15 +438,104 @@ class ResidualFit:
         return summary
 
 
+@dataclass(frozen=True)
+class Censored:
+    """Failed measurements that bound the residual (module docstring): molecule ``k``'s residual lies above
+    ``bound[k]`` where ``side[k]`` is +1, below it where -1. ``tanimoto`` holds each one's similarity to the
+    measured molecules, then to these (``k x (n + k)``)."""
+
+    smiles: list[str]
+    bound: np.ndarray  # the potential's bound minus the surrogate's prediction (V)
+    side: np.ndarray  # +1: above, -1: below
+    d: np.ndarray  # :func:`features`
+    sigma: np.ndarray  # the surrogate's sigma
+    tanimoto: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.smiles)
+
+
+def truncated_moments(mean: np.ndarray, var: np.ndarray, bound: np.ndarray, side: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of N(``mean``, ``var``) cut to the ``side`` of ``bound`` (+1: above, -1: below),
+    in log space so a bound far out in the tail stays finite."""
+    sd = np.sqrt(var)
+    z = side * (mean - bound) / sd
+    ratio = np.exp(-0.5 * z**2 - 0.5 * math.log(2 * math.pi) - log_ndtr(z))  # phi(z) / Phi(z)
+    return mean + side * sd * ratio, var * np.maximum(1.0 - ratio * (z + ratio), 1e-12)
+
+
+def censored_sites(hyper: Hyper, fit: ResidualFit | None, censored: Censored) -> tuple[np.ndarray, np.ndarray]:
+    """Expectation propagation of the bounds given the measured residuals (``fit``; None: no measurement):
+    each bound's Gaussian pseudo-measurement of its residual, (value, variance a measurement of it adds to
+    the latent residual's noise); a bound that says nothing gets an infinite variance."""
+    k = len(censored)
+    if fit is None:
+        prior_mean, latent = np.zeros(k), _kernel(hyper, censored.d, censored.d, censored.tanimoto)
+    else:
+        n = len(fit.r)
+        prior_mean, latent = fit.joint(censored.d, censored.tanimoto[:, :n], censored.tanimoto[:, n:])
+    prior = latent + np.diag(_noise(hyper, censored.sigma))  # of the residual a scan would have measured
+    tau, nu = np.zeros(k), np.zeros(k)  # the sites' precisions and precision-weighted means
+    for _ in range(EP_SWEEPS):
+        root = np.sqrt(tau)
+        factor = cho_factor(np.eye(k) + root[:, None] * prior * root[None, :], lower=True)
+        v = solve_triangular(factor[0], root[:, None] * prior, lower=True, check_finite=False)
+        cov = prior - v.T @ v
+        mean = prior_mean + cov @ (nu - tau * prior_mean)
+        var = np.diag(cov)
+        cavity_precision = np.maximum(1.0 / var - tau, 1e-12)
+        cavity_var = 1.0 / cavity_precision
+        cavity_mean = cavity_var * (mean / var - nu)
+        tilted_mean, tilted_var = truncated_moments(cavity_mean, cavity_var, censored.bound, censored.side)
+        new_tau = np.maximum(1.0 / tilted_var - cavity_precision, 0.0)
+        new_nu = tilted_mean / tilted_var - cavity_mean * cavity_precision
+        tau = (1 - EP_DAMPING) * tau + EP_DAMPING * new_tau
+        nu = (1 - EP_DAMPING) * nu + EP_DAMPING * new_nu
+    said = tau > EP_MIN_PRECISION_SHARE / np.diag(prior)
+    value = np.where(said, nu / np.where(said, tau, 1.0), 0.0)
+    return value, np.where(said, 1.0 / np.where(said, tau, 1.0), np.inf)
+
+
 def fit_learner(learner: str, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
-                smiles: Sequence[str], hyper: Hyper | None = None) -> ResidualFit:
+                smiles: Sequence[str], hyper: Hyper | None = None, censored: Censored | None = None
+                ) -> ResidualFit:
     """Fit one of :data:`LEARNERS` (with ``hyper``, or its hyperparameters fitted here) and score it by
-    leave-one-out."""
+    leave-one-out on ``r``; ``censored`` bounds are taken in as pseudo-measurements (module docstring)."""
     hyper = hyper or fit_hyper(LEARNERS[learner], r, d, tanimoto, sigma)
-    mean, var = loo(hyper, r, d, tanimoto, sigma)
-    factor = cho_factor(_kernel(hyper, d, d, tanimoto) + np.diag(_noise(hyper, sigma) + JITTER), lower=True)
+    fit = _fit(learner, hyper, r, d, tanimoto, sigma, smiles) if len(r) else None
+    if not censored:
+        assert fit is not None
+        return fit
+    value, extra = censored_sites(hyper, fit, censored)
+    kept = np.isfinite(extra)
+    if not kept.any():
+        assert fit is not None, "a bound with no measurement always says something"
+        return fit
+    n = len(r)
+    rows = np.concatenate([np.arange(n), n + np.flatnonzero(kept)])
+    cross = censored.tanimoto[:, :n]
+    together = np.block([[np.reshape(tanimoto, (n, n)), cross.T], [cross, censored.tanimoto[:, n:]]])
+    d_all = np.vstack([np.reshape(d, (n, censored.d.shape[1])), censored.d[kept]])
+    return _fit(learner, hyper, np.concatenate([r, value[kept]]), d_all,
+                together[np.ix_(rows, rows)], np.concatenate([sigma, censored.sigma[kept]]),
+                [*smiles, *(s for s, keep in zip(censored.smiles, kept, strict=True) if keep)],
+                np.concatenate([np.zeros(n), extra[kept]]), measured=n)
+
+
+def _fit(learner: str, hyper: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
+         smiles: Sequence[str], extra: np.ndarray | None = None, measured: int | None = None) -> ResidualFit:
+    """The learner's posterior on residuals ``r`` (the first ``measured`` measured, the rest bounds'
+    pseudo-measurements with ``extra`` noise), scored by leave-one-out on the measured ones."""
+    measured = len(r) if measured is None else measured
+    mean, var = loo(hyper, r, d, tanimoto, sigma, extra)
+    factor = cho_factor(_kernel(hyper, d, d, tanimoto)
+                        + np.diag(_noise(hyper, sigma) + JITTER + (0.0 if extra is None else extra)), lower=True)
+    held = slice(0, measured)
     return ResidualFit(learner, hyper, list(smiles), d, r, np.tril(factor[0]), cho_solve(factor, r),
-                       loo_log_likelihood(mean, var, r), float(np.sqrt(np.mean((r - mean) ** 2))))
+                       loo_log_likelihood(mean[held], var[held], r[held]),
+                       float(np.sqrt(np.mean((r[held] - mean[held]) ** 2))) if measured else math.nan,
+                       bounds=len(r) - measured)
 
 
 def hyper_prefix(n: int) -> int:
@@ -438,16 +553,17 @@ def hyper_prefix(n: int) -> int:
 
 
 def select(r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray, smiles: Sequence[str],
-           hypers: dict[str, Hyper] | None = None, learners: Sequence[str] = tuple(LEARNERS)
-           ) -> tuple[ResidualFit, dict[str, float]]:
-    """Fit every learner (with its ``hypers`` when given); the one with the highest leave-one-out
-    log-likelihood (ties: the simpler, i.e. earlier in ``learners``) and every learner's score. With one
-    measurement there is nothing to leave out: the simplest learner is taken."""
+           hypers: dict[str, Hyper] | None = None, learners: Sequence[str] = tuple(LEARNERS),
+           censored: Censored | None = None) -> tuple[ResidualFit, dict[str, float]]:
+    """Fit every learner (with its ``hypers`` when given, and the ``censored`` bounds); the one with the
+    highest leave-one-out log-likelihood (ties: the simpler, i.e. earlier in ``learners``) and every learner's
+    score. With one measurement or none there is nothing to leave out: the simplest learner is taken."""
     scores: dict[str, float] = {}
     best: ResidualFit | None = None
     for name in learners if len(r) >= 2 else learners[:1]:
-        fit = fit_learner(name, r, d, tanimoto, sigma, smiles, (hypers or {}).get(name))
-        scores[name] = fit.loo_log_likelihood
+        fit = fit_learner(name, r, d, tanimoto, sigma, smiles, (hypers or {}).get(name), censored)
+        if len(r):
+            scores[name] = fit.loo_log_likelihood
         if best is None or fit.loo_log_likelihood > best.loo_log_likelihood:
             best = fit
     assert best is not None

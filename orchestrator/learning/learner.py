@@ -23,7 +23,7 @@ from labloop.orchestrator.journal.store import ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.retraining import Prepare, Retrainer
 from labloop.planners import ModelView, Observation, PlannerState
-from labloop.planners.feedback import CalibratedModel, DescriptorTable
+from labloop.planners.feedback import CalibratedModel, DescriptorTable, counted
 from labloop.surrogate.screening import rule_of
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Learning:
         if not self.learns:
             return self.model.model
         head, view, scores = best_head(self.model.model, state.observations, self.descriptors)
-        if view.calibration.n:
+        if view.calibration.fit is not None:
             measured = [e for e in experiments if e.status == State.DONE and e.potential_v is not None
                         and e.mu is not None][-RECENT_ERRORS:]
             recent = (sum(abs(e.potential_v - e.mu) for e in measured) / len(measured)) if measured else None
@@ -102,10 +102,11 @@ class Learning:
                        "head_loo_log_likelihood": scores, "recent_prediction_mae_v": recent,
                        "recent_n": len(measured)}
             prior = f"prior output {rule_of(TARGET_OF[self.campaign.objective.quantity])}"
-            n = view.calibration.n
-            message = (f"calibration on {n} {plural(n, 'measurement')} (model version {view.version}, "
+            scored = (f"leave-one-out RMSE {summary['loo_rmse_v']:.3f} V" if view.calibration.n
+                      else "nothing measured to score it on")
+            message = (f"calibration on {counted(view.calibration)} (model version {view.version}, "
                        + ("its measured-potential output" if head == "measured" else prior)
-                       + f"; learner {summary['learner']}, leave-one-out RMSE {summary['loo_rmse_v']:.3f} V)"
+                       + f"; learner {summary['learner']}, {scored})"
                        + ("" if recent is None else f"; last {len(measured)} {plural(len(measured), 'prediction')} "
                                                      f"off by {recent:.3f} V"))
             self._journal_calibration(message, summary)

@@ -59,7 +59,7 @@ from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.active_hours import ActiveHours
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
-from labloop.planners import Observation, PlannerState, make_planner
+from labloop.planners import Observation, PlannerState, bound_fields, make_planner
 from labloop.planners.feedback import DescriptorTable
 from labloop.protocols.executor import pumps_into_cell
 from labloop.surrogate.compute import lost_cluster
@@ -553,9 +553,14 @@ class Runner:
                 failure = ANALYSIS_FAULT
             else:
                 failure = INSTRUMENT_FAULT
+        # a failed scan may still bound the potential (a wave beyond its vertex): on the cell's nominal
+        # reference, as the analyte's potential would be without an internal standard
+        bound = (analysis.on_li_scale(self.campaign.cell.reference_offset_v).bound(self.campaign.objective.quantity)
+                 if failure == ANALYSIS_FAULT and analysis is not None else None)
         return Observation(experiment.smiles, experiment.conditions,
                            experiment.potential_v if experiment.status == State.DONE else None,
-                           quality=None if analysis is None else measurement_quality(analysis), failure=failure)
+                           quality=None if analysis is None else measurement_quality(analysis), failure=failure,
+                           **bound_fields(bound))
 
     def _propose(self, experiments: Sequence[ExperimentRow]) -> bool:
         """Record the planner's next batch; False when it has nothing left to propose."""

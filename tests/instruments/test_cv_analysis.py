@@ -95,9 +95,20 @@ def test_a_wave_beyond_the_vertex_is_not_called_irreversible(e0_v: float, specie
     forward = result.epa_v if species == "reduced" else result.epc_v
     assert forward is None and result.e_half_v is None
     assert CVFlag.BEYOND_WINDOW in result.flags and CVFlag.IRREVERSIBLE not in result.flags
+    # what the failed scan still says (the residual model learns from it): the couple lies beyond the vertex,
+    # by a bound no more than the peak's room (28.5 mV past E1/2, one smoothing window) inside it
+    quantity, other = (("oxidation_potential", "reduction_potential") if species == "reduced"
+                       else ("reduction_potential", "oxidation_potential"))
+    bound, side = result.bound(quantity)
+    assert side == (1 if species == "reduced" else -1)
+    assert side * (e0_v - bound) > 0 and 0 < side * (-start - bound) <= 0.0285 + 0.021 + 1e-9
+    assert result.bound(other) is None
+    assert CVResult.from_dict(json.loads(json.dumps(result.to_dict()))).bound(quantity) == (bound, side)
+    assert result.on_li_scale(3.2).bound(quantity) == (pytest.approx(bound + 3.2), side)
     inside = analyze_cv(simulate_cv(CellParams(e0_v=e0_v / 2, noise_fraction=0.01, species=species), params,
                                     np.random.default_rng(8)))
     assert CVFlag.BEYOND_WINDOW not in inside.flags and inside.reversibility == "reversible"
+    assert inside.bounds == ()
 
 
 def test_slow_but_not_irreversible_couple_is_quasi_reversible() -> None:
@@ -227,9 +238,15 @@ def test_a_wave_before_the_scan_start_is_said_to_be_outside_the_window(e0_v: flo
                                     params, np.random.default_rng(9)))
     assert result.e_half_v is None
     assert result.flags == {CVFlag.AT_SCAN_START}
+    # the couple lies before the start: above it for a cathodic start (a reduction), below an anodic one
+    quantity = "reduction_potential" if species == "oxidized" else "oxidation_potential"
+    bound, side = result.bound(quantity)
+    assert side == (1 if species == "oxidized" else -1)
+    assert side * (e0_v - bound) > 0 and abs(bound - start) <= 0.021 + 1e-9
     inside = analyze_cv(simulate_cv(CellParams(e0_v=start * 0.8, cdl_f_cm2=2e-5, noise_fraction=0.005,
                                                species=species), params, np.random.default_rng(9)))
     assert inside.flags == frozenset() and inside.reversibility == "reversible"
+    assert inside.bounds == ()
 
 
 def test_a_second_couple_keeps_the_straight_return_baseline() -> None:

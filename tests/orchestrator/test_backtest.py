@@ -238,6 +238,24 @@ def test_simulated_cvs_follow_a_drifting_reference():
         assert b - a == pytest.approx(-walk.at(k + 1), abs=0.003)  # peaks sit on the 2 mV potential grid
 
 
+def test_a_simulated_scan_past_the_couple_bounds_it():
+    """A molecule whose couple lies beyond the scan's anodic vertex (5.15 V vs Li/Li+) fails, and its
+    observation says the potential lies above a bound just inside the vertex, on the Li/Li+ scale, as the
+    runner's does; one inside the window is measured with no bound."""
+    from labloop.orchestrator.backtest import EXAMPLE_SCAN, cv_measure
+    from labloop.sim.world import TruthTable, World
+
+    table = TruthTable({"c1ccc2ccccc2c1": (5.3,), "c1ccccc1": (4.2,)})
+    measure = cv_measure(lambda seed: World(table, source="column", quantity="oxidation_potential", noise_v=0.0,
+                                            reference_offset_v=EXAMPLE_SCAN.reference_offset_v, seed=seed))
+    beyond = measure("c1ccc2ccccc2c1", {"scan_rate_v_s": 0.1}, 0, 0)
+    assert beyond.potential_v is None and beyond.failure == "analysis" and beyond.below_v is None
+    assert beyond.above_v is not None and 5.05 < beyond.above_v < 5.15 and beyond.bound == (beyond.above_v, 1)
+    inside = measure("c1ccccc1", {"scan_rate_v_s": 0.1}, 0, 1)
+    assert inside.potential_v == pytest.approx(4.2, abs=0.01) and inside.bound is None
+    assert inside.above_v is None and inside.below_v is None
+
+
 def _protocol_with_cv(cv: dict) -> list:
     """The example screen with another cv step."""
     from pathlib import Path

@@ -99,8 +99,9 @@ def test_screening_campaign_measures_in_prior_order_and_never_retrains(tmp_path,
 @pytest.mark.slow
 def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(tmp_path, labloop, write_campaign):
     """An anolyte screen (reduction potentials, a cathodic scan covering 1.5-3.5 V vs Li/Li+, which misses some
-    of the molecules): the calibration event says 'EA - 1.40', not 'IE/EA - 1.40', and a batch whose one
-    experiment failed, bringing no measurement, does not journal the same calibration again. Its counts agree with
+    of the molecules): the calibration event says 'EA - 1.40', not 'IE/EA - 1.40', a batch whose one
+    experiment failed, bringing no measurement nor bound, does not journal the same calibration again, and a
+    failure beyond the vertex is learnt as a bound. Its counts agree with
     their words (a chemist read "calibration on 1 measurements", "last 1 predictions off by", "proposed 1
     experiment(s)")."""
     protocol = tmp_path / "reduction.yaml"
@@ -121,10 +122,18 @@ def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(
         proposed = [e.message for e in journal.events() if e.kind == "proposed"]
     assert failed and messages, result.stderr  # the case: a batch that only failed
     assert proposed and all(m.endswith(": bayes proposed 1 experiment") for m in proposed), proposed
-    assert messages[0].startswith("calibration on 1 measurement (") and "; last 1 prediction off by" in messages[0]
+    # its second experiment's wave lay beyond the cathodic vertex: a bound, which calibrates before anything
+    # is measured (its first experiment had no peak at all, which bounds nothing)
+    assert messages[0].startswith("calibration on 0 measurements and 1 bound from failed scans (")
+    assert messages[0].endswith("learner offset, nothing measured to score it on)")
+    assert any(m.startswith("calibration on 1 measurement and 1 bound from failed scans (") and
+               "; last 1 prediction off by" in m for m in messages), messages
     for message in messages:
-        counts = re.search(r"^calibration on (\d+) (\w+) .*; last (\d+) (\w+) off by", message)
+        counts = re.search(r"^calibration on (\d+) (\w+)(?: and (\d+) (\w+) from failed scans)? \(.*\)"
+                           r"(?:; last (\d+) (\w+) off by|$)", message)
         assert counts is not None, message
-        assert [counts[2], counts[4]] == [plural(int(counts[1]), "measurement"), plural(int(counts[3]), "prediction")]
+        said = [(counts[k], counts[k + 1], word) for k, word in ((1, "measurement"), (3, "bound"), (5, "prediction"))
+                if counts[k] is not None]
+        assert all(noun == plural(int(n), word) for n, noun, word in said), message
     assert all("prior output EA - 1.40;" in m for m in messages), messages
     assert all(a != b for a, b in pairwise(messages)), messages

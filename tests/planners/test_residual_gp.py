@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
-from scipy.stats import multivariate_normal
+from scipy.stats import multivariate_normal, truncnorm
 
 from labloop.planners import ConditionSpace, Observation, PlannerState, PoolPlanner
 from labloop.planners.batch import thompson_batch
@@ -19,6 +19,7 @@ from labloop.planners.feedback import CalibratedModel, DescriptorTable, fit_cali
 from labloop.planners.residual_gp import (
     DESCRIPTORS,
     OFFSET_PRIOR_V,
+    Censored,
     Hyper,
     TanimotoRows,
     _grams,
@@ -122,6 +123,76 @@ def test_leave_one_out_equals_brute_force_refits():
     full = fit_learner("gp", r, d, t, sigma, smiles, HYPER)
     by_hand = sum(-0.5 * math.log(2 * math.pi * var[i]) - (r[i] - mean[i]) ** 2 / (2 * var[i]) for i in range(len(r)))
     assert full.loo_log_likelihood == pytest.approx(by_hand, rel=1e-9)
+
+
+def truncated_latent(m: float, v: float, noise: float, bound: float, side: int) -> tuple[float, float]:
+    """Mean and variance of a latent residual f ~ N(m, v), measured as y = f + N(0, noise), given only that
+    y lies on ``side`` of ``bound``: y's truncated normal (scipy), carried to f by f | y's linear regression."""
+    s = math.sqrt(v + noise)
+    a, b = ((bound - m) / s, np.inf) if side > 0 else (-np.inf, (bound - m) / s)
+    ey, vy = truncnorm.stats(a, b, loc=m, scale=s, moments="mv")
+    gain = v / (v + noise)
+    return m + gain * (float(ey) - m), v - gain * v + gain**2 * float(vy)
+
+
+@pytest.mark.parametrize(("bound", "side"), [(0.4, 1), (-1.6, -1), (-2.0, 1)])
+def test_a_failed_scans_bound_gives_the_truncated_posterior(bound, side):
+    """One bound beside measured residuals: expectation propagation is exact for a single bound, so the
+    posterior at the bounded molecule is the measured ones' prediction cut at the bound, by hand; the
+    measured residuals' leave-one-out scores are still theirs alone (a bound has no density)."""
+    _table, smiles, d, r, sigma = problem(3)
+    t = rdkit_tanimoto(smiles, smiles)
+    measured = fit_learner("gp", r[:2], d[:2], t[:2, :2], sigma[:2], smiles[:2], HYPER)
+    m, v = measured.predict(d[2:], t[2:, :2])
+    censored = Censored([smiles[2]], np.array([bound]), np.array([side]), d[2:], sigma[2:], t[2:, :])
+    fit = fit_learner("gp", r[:2], d[:2], t[:2, :2], sigma[:2], smiles[:2], HYPER, censored)
+    assert fit.bounds == 1 and fit.smiles == smiles
+    mean, var = fit.predict(d[2:], t[2:, :])
+    expected = truncated_latent(m[0], v[0], float(measured.noise_var(sigma[2:])[0]), bound, side)
+    assert (mean[0], var[0]) == (pytest.approx(expected[0], abs=1e-6), pytest.approx(expected[1], rel=1e-4))
+    if bound != -2.0:  # a bound the prediction lies far inside moves nothing; one across it, a lot
+        assert side * (mean[0] - m[0]) > 0.3
+    assert np.isfinite(fit.loo_log_likelihood) and fit.loo_rmse_v > 0
+
+
+def test_bounds_alone_move_the_offset_and_two_bounds_meet_between():
+    """Nothing measured: the common offset's prior (N(0, OFFSET_PRIOR_V^2)) cut by the bound, by hand; a second
+    bound from the other side leaves the residual between the two (expectation propagation, several sweeps)."""
+    _table, smiles, d, _r, sigma = problem(2)
+    t = rdkit_tanimoto(smiles, smiles)
+    h = Hyper(surrogate_share=0.5, noise=0.1)
+    empty = (np.zeros(0), np.zeros((0, d.shape[1])), np.zeros((0, 0)), np.zeros(0), [])
+    one = Censored(smiles[:1], np.array([0.3]), np.array([1]), d[:1], sigma[:1], t[:1, :1])
+    fit = fit_learner("offset", *empty, h, one)
+    mean, var = fit.predict(d[:1], t[:1, :1])
+    assert (mean[0], var[0]) == pytest.approx(
+        truncated_latent(0.0, OFFSET_PRIOR_V**2, 0.5 * sigma[0] ** 2 + 0.1**2, 0.3, 1), rel=1e-4)
+    both = Censored(smiles, np.array([0.3, 0.6]), np.array([1, -1]), d, sigma, t)
+    mean, var = fit_learner("offset", *empty, h, both).predict(d, t)
+    assert np.all((mean > 0.3) & (mean < 0.6)) and np.all(np.sqrt(var) < 0.2)
+
+
+def test_a_bound_reaches_the_calibrated_prediction_and_stays_pure(ocelot):
+    """A failed scan whose wave lay beyond the vertex (above_v) lifts the calibrated prediction of its molecule
+    towards the bound from where measurements alone put it (the latent residual takes the share of the surprise
+    its variance has against the noise's); journal order in, the same calibration out."""
+    smiles, model, obs = _observations(ocelot, 12)
+    target = smiles[20]
+    alone = CalibratedModel(model, obs, DescriptorTable())
+    before = float(alone.predict([target])[0][0])
+    failed = Observation(target, {}, None, failure="analysis", above_v=before + 0.6)
+    with_bound = CalibratedModel(model, [*obs, failed], DescriptorTable())
+    after = float(with_bound.predict([target])[0][0])
+    assert before + 0.2 < after < before + 0.6
+    assert with_bound.calibration.summary()["n_bounds"] == 1 and with_bound.calibration.n == 12
+    again = CalibratedModel(model, [*obs, failed], DescriptorTable())
+    assert again.calibration.summary() == with_bound.calibration.summary()
+    # an instrument's failure, or a bound that contradicts itself, teaches nothing about the molecule
+    rig = Observation(target, {}, None, failure="instrument", above_v=before + 0.6)
+    both = Observation(target, {}, None, failure="analysis", above_v=before + 0.6, below_v=before - 0.6)
+    for ignored in (rig, both):
+        view = CalibratedModel(model, [*obs, ignored], DescriptorTable())
+        assert view.calibration.summary() == alone.calibration.summary()
 
 
 def test_hyper_prefix():
