@@ -185,8 +185,9 @@ class CampaignError(InputError, ValueError):
 
     def __init__(self, messages: Sequence[str]) -> None:
         self.messages = list(messages)
-        more = (f" (and {len(self.messages) - 1} more problem(s) in the file: `labloop validate --all` lists every one)"
-                if len(self.messages) > 1 else "")
+        more = len(self.messages) - 1
+        more = (f" (and {more} more {'problem' if more == 1 else 'problems'} in the file: `labloop validate --all` "
+                "lists every one)" if more else "")
         super().__init__(f"{self.messages[0]}{more}")
 
     @classmethod

@@ -43,6 +43,7 @@ from labloop.core.errors import (
     ProtocolError,
     ReplayMismatch,
 )
+from labloop.core.text import plural
 from labloop.core.timestamps import now
 
 try:  # termios raises its own error type (not OSError) when a pty's far end is gone
@@ -532,7 +533,9 @@ def _hwgrep_problem(port: str) -> str | None:
     except re.error as exc:
         return f"{port}: {regexp!r} is no regular expression ({exc})"
     if len(found) < wanted:
-        return (f"{port}: {len(found)} serial port(s) match {regexp!r}, {wanted} needed (is the device plugged in? "
+        n = len(found)
+        return (f"{port}: {n} serial {plural(n, 'port')} {plural(n, 'matches', 'match')} {regexp!r}, {wanted} needed "
+                "(is the device plugged in? "
                 "list ports with `python -m serial.tools.list_ports -v`)")
     if skip_busy:
         return None

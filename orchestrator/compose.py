@@ -91,9 +91,10 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
     unknown = [smiles for smiles in library if not _has_truth(world, smiles)]
     if unknown:  # the emulator could not measure them: say so now, not as a potentiostat timeout later
         where = campaign.located("world", "truth", *(("file",) if truth.file else ()))
-        raise ConfigError(where, f"{len(unknown)} library molecule(s) have no finite true value in "
-                                 f"{display_name(truth.file or campaign.library.file)} (first: {unknown[0][:80]}); "
-                                 "a dry run cannot measure them")
+        n = len(unknown)
+        source = display_name(truth.file or campaign.library.file)
+        raise ConfigError(where, f"{n} library {plural(n, 'molecule')} {plural(n, 'has', 'have')} no finite true "
+                                 f"value in {source} (first: {unknown[0][:80]}); a dry run cannot measure them")
     for smiles, sample_id in sample_ids(library).items():
         world.note_sample(sample_id, smiles)
     return world

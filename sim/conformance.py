@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labloop.core.errors import ConfigError, Disconnected, InstrumentError, LabloopError, SafetyLimitExceeded
+from labloop.core.text import plural
 from labloop.instruments.contracts import (
     GasValve,
     Potentiostat,
@@ -90,7 +91,7 @@ class ConformanceReport:
                f"{c.detail}" for c in self.checks]
         failed = sum(not c.passed for c in self.checks)
         skipped = sum(c.skipped for c in self.checks)
-        verdict = ("conforms" + (f" ({skipped} check(s) skipped)" if skipped else "") if self.passed
+        verdict = ("conforms" + (f" ({skipped} {plural(skipped, 'check')} skipped)" if skipped else "") if self.passed
                    else f"does NOT conform ({failed} of {len(self.checks)} checks failed)")
         return [*out, f"{self.driver} on {self.port}: {verdict}"]
 

@@ -423,7 +423,7 @@ def test_all_problems_are_collected_the_cli_shows_the_first_plus_a_count_and_val
     for command in (("validate", path), ("run", path, "--dry-run")):
         proc = labloop(*command)
         assert proc.returncode == 2
-        assert proc.stderr.strip() == (f"error: {info.value.messages[0]} (and 2 more problem(s) in the file: "
+        assert proc.stderr.strip() == (f"error: {info.value.messages[0]} (and 2 more problems in the file: "
                                        "`labloop validate --all` lists every one)")
     proc = labloop("validate", path, "--all")  # a newcomer fixed three typos in three validate runs
     assert proc.returncode == 2

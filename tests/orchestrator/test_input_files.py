@@ -51,7 +51,7 @@ def test_unreadable_smiles_in_a_truth_file_print_no_rdkit_lines(tmp_path, capfd,
     assert main(["validate", str(campaign), "--dry-run"]) == 2
     err = capfd.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err  # no "SMILES Parse Error" lines
-    assert "world.truth.file: 1 library molecule(s) have no finite true value in " in err and "(first: CCO)" in err
+    assert "world.truth.file: 1 library molecule has no finite true value in " in err and "(first: CCO)" in err
 
 
 @pytest.mark.parametrize("world", [None, {"truth": {"kind": "born"}}, "truth-file"])

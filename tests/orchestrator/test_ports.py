@@ -47,7 +47,7 @@ class _Silent:
     ("spy://loop://", "spy://loop://: spy:// wraps a device path, e.g. spy:///dev/ttyUSB0"),
     ("spy:///dev/null?file=/tmp", "spy:///dev/null?file=/tmp: file /tmp is a folder"),
     ("spy:///dev/null", "spy:///dev/null: /dev/null is no serial port"),
-    ("hwgrep://no-such-device", "hwgrep://no-such-device: 0 serial port(s) match 'no-such-device', 1 needed"),
+    ("hwgrep://no-such-device", "hwgrep://no-such-device: 0 serial ports match 'no-such-device', 1 needed"),
     ("hwgrep://(", "'(' is no regular expression"),
     ("hwgrep://tty&n=1", "hwgrep:// takes &n=N (a whole number >= 2) and &skip_busy, not 'n=1'"),
 ])
@@ -112,7 +112,7 @@ def test_validate_all_lists_every_missing_port(tmp_path, labloop, write_campaign
                                                   "instruments.electrolyte_pump.port": "/dev/ttyUSB-gone",
                                                   "instruments.potentiostat.port": "/dev/ttyACM-gone"})
     _refused(labloop("validate", campaign), "instruments.analyte_pump.port: /dev/ttyUSB-gone does not exist",
-             "(and 2 more problem(s) in the file: `labloop validate --all` lists every one)")
+             "(and 2 more problems in the file: `labloop validate --all` lists every one)")
     every = labloop("validate", campaign, "--all")
     assert every.returncode == 2
     lines = every.stderr.strip().splitlines()

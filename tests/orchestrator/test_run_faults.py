@@ -487,7 +487,7 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
         "a truth that is not finite": ({"library": {"file": str(tmp_path / "inf.csv")}},
                                        "inf.csv: line 4, column 'ie_ev': inf is no energy (eV) or potential (V)"),
         "a molecule without a truth": ({"library": {"file": str(tmp_path / "empty.csv")}},
-                                       "1 library molecule(s) have no finite true value"),
+                                       "1 library molecule has no finite true value"),
         "a library of only invalid SMILES": ({"library": {"file": str(tmp_path / "invalid.csv")}},
                                              "invalid.csv has no valid SMILES among its 3 rows"),
     }
