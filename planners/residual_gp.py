@@ -132,6 +132,8 @@ EP_DAMPING = 0.5
 #: a bound whose site adds less precision than this share of its molecule's predictive precision says
 #: nothing the measurements did not (its prediction already lies well inside it) and is left out
 EP_MIN_PRECISION_SHARE = 1e-6
+#: the least precision (1/V^2) a kept bound's pseudo-measurement has: a variance of 1e12 V^2 says nothing, finitely
+EP_FLOOR_PRECISION = 1e-12
 
 
 def cheap_descriptors(smiles: str) -> tuple[float, ...]:
@@ -492,9 +494,11 @@ def censored_sites(hyper: Hyper, fit: ResidualFit | None, censored: Censored) ->
         new_nu = tilted_mean / tilted_var - cavity_mean * cavity_precision
         tau = (1 - EP_DAMPING) * tau + EP_DAMPING * new_tau
         nu = (1 - EP_DAMPING) * nu + EP_DAMPING * new_nu
-    said = tau > EP_MIN_PRECISION_SHARE / np.diag(prior)
-    value = np.where(said, nu / np.where(said, tau, 1.0), 0.0)
-    return value, np.where(said, 1.0 / np.where(said, tau, 1.0), np.inf)
+    # with measurements, a bound that adds next to nothing is left out; without, every one is kept (the fit
+    # has nothing else), its precision at least EP_FLOOR_PRECISION
+    said = tau > EP_MIN_PRECISION_SHARE / np.diag(prior) if fit is not None else np.ones(k, dtype=bool)
+    tau = np.maximum(tau, EP_FLOOR_PRECISION)
+    return np.where(said, nu / tau, 0.0), np.where(said, 1.0 / tau, np.inf)
 
 
 def fit_learner(learner: str, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray, sigma: np.ndarray,
@@ -509,8 +513,8 @@ def fit_learner(learner: str, r: np.ndarray, d: np.ndarray, tanimoto: np.ndarray
         return fit
     value, extra = censored_sites(hyper, fit, censored)
     kept = np.isfinite(extra)
-    if not kept.any():
-        assert fit is not None, "a bound with no measurement always says something"
+    if not kept.any():  # with no measurement every bound is kept (censored_sites)
+        assert fit is not None
         return fit
     n = len(r)
     rows = np.concatenate([np.arange(n), n + np.flatnonzero(kept)])

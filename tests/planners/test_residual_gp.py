@@ -167,6 +167,10 @@ def test_bounds_alone_move_the_offset_and_two_bounds_meet_between():
     mean, var = fit.predict(d[:1], t[:1, :1])
     assert (mean[0], var[0]) == pytest.approx(
         truncated_latent(0.0, OFFSET_PRIOR_V**2, 0.5 * sigma[0] ** 2 + 0.1**2, 0.3, 1), rel=1e-4)
+    # a bound the prior lies far inside leaves it as it was (kept, saying nothing: there is no other fit)
+    idle = Censored(smiles[:1], np.array([-100.0]), np.array([1]), d[:1], sigma[:1], t[:1, :1])
+    mean, var = fit_learner("offset", *empty, h, idle).predict(d[:1], t[:1, :1])
+    assert (mean[0], var[0]) == pytest.approx((0.0, OFFSET_PRIOR_V**2), abs=1e-9)
     both = Censored(smiles, np.array([0.3, 0.6]), np.array([1, -1]), d, sigma, t)
     mean, var = fit_learner("offset", *empty, h, both).predict(d, t)
     assert np.all((mean > 0.3) & (mean < 0.6)) and np.all(np.sqrt(var) < 0.2)
