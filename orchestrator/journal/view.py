@@ -111,7 +111,10 @@ def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
         done, budget = progress["counts"][State.DONE.value], progress["max_experiments"]
         return (f"finished: budget reached ({done}/{budget})" if done >= budget
                 else f"finished: {last['message'].removeprefix('campaign finished: ')}")
-    return f"stopped: {with_advice(last['message'].removeprefix('campaign stopped: '), last['data'])}"
+    said = with_advice(last["message"].removeprefix("campaign stopped: "), last["data"])
+    if last["kind"] == "interrupted" and "labloop resume" not in said:  # a Ctrl-C with nothing left for a person
+        said += "; `labloop resume` continues it"
+    return f"stopped: {said}"
 
 
 #: the keys of a ``lab`` event's data that hold raw voltammograms (thousands of points each)

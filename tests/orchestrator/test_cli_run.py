@@ -19,6 +19,7 @@ import yaml
 
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.view import snapshot
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -104,6 +105,11 @@ def test_ctrl_c_while_the_prior_trains_is_journalled(tmp_path, write_campaign):
     assert process.returncode == 130, err
     (stopped,) = _events(store, "interrupted")
     assert stopped.message == "run stopped by SIGINT while the prior model loaded or trained"
+    # what `labloop log` and the dashboard say of the run's end tells how to go on (it said only the cause)
+    with Journal.open(store, readonly=True) as journal:
+        ended = snapshot(journal)["progress"]["ended"]
+    assert ended == ("stopped: run stopped by SIGINT while the prior model loaded or trained; `labloop resume` "
+                     "continues it")
 
 
 def _events(store, kind: str) -> list:
