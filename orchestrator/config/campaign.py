@@ -787,7 +787,9 @@ class Cell(BaseModel):
     reference_offset_v: Number = Field(3.2, json_schema_extra={"minimum": REFERENCE_OFFSET_RANGE_V[0],
                                                              "maximum": REFERENCE_OFFSET_RANGE_V[1]})
     oxygen_onset_v: Interval = Field(OXYGEN_ONSET_VS_LI_V, description="where dissolved O2's reduction wave sets in "
-                                     "(V vs Li/Li+): a blank's wave there is O2, purged rather than cleaned")
+                                     "(V vs Li/Li+): a blank's wave there is O2, purged rather than cleaned",
+                                     title="two potentials [low, high] (V vs Li/Li+)",
+                                     examples=[list(OXYGEN_ONSET_VS_LI_V)])
 
     @field_validator("reference_offset_v")
     @classmethod

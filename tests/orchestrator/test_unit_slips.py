@@ -334,6 +334,7 @@ def test_a_reference_offset_in_millivolts_is_named(tmp_path, labloop, write_camp
     ([2200, 2800], "2200..2800 V vs Li/Li+ is no place for O2 to reduce (1..4 V): millivolts written as volts? "
                    "(2.2..2.8 V vs Li/Li+)"),
     ([2.8, 2.2], "low must be below high, got [2.8, 2.2]"),
+    (2.5, "a list of two potentials [low, high] (V vs Li/Li+), e.g. [2.2, 2.8] (got 2.5)"),  # said 'a list (got 2.5)'
 ])
 def test_an_oxygen_band_off_the_li_scale_is_named(tmp_path, labloop, write_campaign, band, message):
     """``cell.oxygen_onset_v`` (where a blank's O2 wave sets in) is read vs Li/Li+; the band of the reference's scale
