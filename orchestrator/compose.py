@@ -311,13 +311,36 @@ def check_objective_reach(campaign: Campaign) -> None:
         return
     if reached(0.0):
         return
-    hint = ""
-    if offset != 0 and reached(offset):
-        hint = (f" (written vs the reference? add cell.reference_offset_v {offset:g} V -> "
-                f"{shape.format(*(round(v + offset, 9) for v in values))})")
+    hint = _vs_the_reference(offset, shape, values) if offset != 0 and reached(offset) else ""
     raise ConfigError(campaign.located("objective", field), f"{shape.format(*values)} is out of reach: the cv measures "
                                                             f"{reach.text} only, as {reach.why}: no measurement can be "
                                                             f"a hit{hint}")
+
+
+def _vs_the_reference(offset: float, shape: str, values: tuple[float, ...]) -> str:
+    """The hint for an objective that reads right vs the cell's reference: `` (written vs the reference? add
+    cell.reference_offset_v 3.2 V -> 4.5 to 4.6 V vs Li/Li+)`` (``shape``: how the values are said)."""
+    return (f" (written vs the reference? add cell.reference_offset_v {offset:g} V -> "
+            f"{shape.format(*(round(v + offset, 9) for v in values))})")
+
+
+def _threshold_met_everywhere(campaign: Campaign, reach: _Reach) -> str | None:
+    """Why a maximise (minimise) goal's ``threshold_v`` below (above) every E1/2 the cv measures defines nothing,
+    in one line, or None: every measurement counts as a hit, so hits and ``budget.stop_after_hits`` say nothing
+    (a threshold written vs the reference, 1.3 V for 4.5 V vs Li/Li+, passed without a word)."""
+    objective, offset = campaign.objective, campaign.cell.reference_offset_v
+    threshold = objective.threshold_v
+    if threshold is None:
+        return None
+    if objective.goal == "maximize" and threshold < reach.low - REACH_TOLERANCE_V:
+        side, shifted = "below", threshold + offset >= reach.low - REACH_TOLERANCE_V
+    elif objective.goal == "minimize" and threshold > reach.high + REACH_TOLERANCE_V:
+        side, shifted = "above", threshold + offset <= reach.high + REACH_TOLERANCE_V
+    else:
+        return None
+    hint = _vs_the_reference(offset, "{0:g} V vs Li/Li+", (threshold,)) if offset != 0 and shifted else ""
+    return (f"{campaign.located('objective', 'threshold_v')}: {threshold:g} V vs Li/Li+ lies {side} every E1/2 the "
+            f"cv measures ({reach.text}, as {reach.why}): every measurement counts as a hit{hint}")
 
 
 def objective_out_of_reach(campaign: Campaign) -> str | None:
@@ -326,11 +349,14 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
     4.58 V is never measured as a hit, and the planner, aiming at the window's centre, proposes such molecules; said
     with the part outside). The advice says how far to widen the cv, or, where the safety limits or the
     potentiostat's range stop that, which. A window wholly out of reach is refused
-    (:func:`check_objective_reach`); a threshold's hits always reach past any scan."""
+    (:func:`check_objective_reach`); a threshold's hits always reach past any scan, but one that every measurable
+    E1/2 meets makes every measurement a hit (:func:`_threshold_met_everywhere`)."""
     reach = _reach(campaign)
     objective = campaign.objective
-    if reach is None or objective.goal != "window":
+    if reach is None:
         return None
+    if objective.goal != "window":
+        return _threshold_met_everywhere(campaign, reach)
     w_low, w_high = objective.window_v  # type: ignore[misc]  # set for a window goal (validated)
     if w_high < reach.low - REACH_TOLERANCE_V or w_low > reach.high + REACH_TOLERANCE_V:
         return None  # wholly out of reach: refused (check_objective_reach)

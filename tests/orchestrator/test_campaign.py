@@ -578,6 +578,29 @@ def test_a_reduction_window_at_the_vertex_names_what_stops_widening_the_scan(lab
         assert objective_out_of_reach(load_campaign(workdir / "in.yaml")) is None
 
 
+def test_a_threshold_every_measurement_meets_is_warned_of(labloop, workdir):
+    """A maximise goal's threshold below every E1/2 the cv measures (1.3 V, written vs the reference for 4.5 V vs
+    Li/Li+) made every measurement a hit and passed without a word; a minimise goal's above them likewise."""
+    text = (workdir / "campaign.yaml").read_text()
+    window = "objective: {quantity: oxidation_potential, goal: window, window_v: [4.5, 4.6]}"
+    assert window in text
+    line = next(n for n, content in enumerate(text.splitlines(), start=1) if window in content)
+    cases = {("maximize", 1.3): "1.3 V vs Li/Li+ lies below every E1/2 the cv measures (2.451 to 5.099 V vs Li/Li+, "
+                                f"as {SCANS}): every measurement counts as a hit (written vs the reference? add "
+                                "cell.reference_offset_v 3.2 V -> 4.5 V vs Li/Li+)",
+             ("minimize", 5.3): "5.3 V vs Li/Li+ lies above every E1/2 the cv measures (2.451 to 5.099 V vs Li/Li+, "
+                                f"as {SCANS}): every measurement counts as a hit",
+             ("maximize", 4.5): None, ("minimize", 2.5): None}
+    for (goal, threshold), says in cases.items():
+        (workdir / "threshold.yaml").write_text(text.replace(
+            window, f"objective: {{quantity: oxidation_potential, goal: {goal}, threshold_v: {threshold}}}").replace(
+            "acquisition: window_probability", "acquisition: ei"))
+        result = labloop("validate", workdir / "threshold.yaml", "--dry-run")
+        assert result.returncode == 0, result.stderr
+        expected = "" if says is None else f"warning: {workdir / 'threshold.yaml'}:{line}: objective.threshold_v: {says}"
+        assert result.stderr.strip() == expected, (goal, threshold)
+
+
 def test_exponents_are_numbers_as_in_yaml_1_2(labloop, workdir):
     """YAML 1.1 reads 1e3 and 1.0e3 as text; a scientist writes them as numbers (the hint once offered
     1.0e3, which was refused too)."""
