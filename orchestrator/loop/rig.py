@@ -60,6 +60,9 @@ class Rig:
         self._sleep = sleep
         #: the simulated lab behind a dry-run rig (its emulators, for tests and diagnostics); None on hardware
         self.simulation = simulation
+        #: what :meth:`safe_state` has said it could not make safe, and instruments a refused health check named:
+        #: said again (closing the rig makes it safe once more) only with -v
+        self._said: set[str] = set()
 
     def rinse_cell(self, why: str = "") -> None:
         """Empty and rinse the cell: as the composition module said (an emulated cell), else the operator, told
@@ -94,8 +97,13 @@ class Rig:
                 continue
             problem = _within(action, deadline_s)
             if problem is not None:
-                log.error("safe state: %s could not be made safe: %s", name, problem)
-                failed.append(f"{name}: {problem}")
+                said = f"{name}: {problem}"
+                # once at ERROR: the stop's or the refusal's line says it again, and a rig closing after a failure
+                # made safe printed each line twice, before the run's own error line
+                log.log(logging.INFO if said in self._said or name in self._said else logging.ERROR,
+                        "safe state: %s could not be made safe: %s", name, problem)
+                self._said.add(said)
+                failed.append(said)
         return failed
 
     def health_check(self) -> dict[str, str]:
@@ -126,6 +134,7 @@ class Rig:
         report = self.health_check()
         for name, state in report.items():
             if state.startswith(HEALTH_ERROR):
+                self._said.add(name)  # the refusal names it; closing the rig need not say it again
                 raise ConfigError(f"instruments.{name}", "the health check before the first experiment failed: "
                                                          f"{state.removeprefix(HEALTH_ERROR)}")
         return report

@@ -273,15 +273,20 @@ class _StuckPotentiostat:
         self.inner.close()
 
 
-def test_safe_state_reports_what_it_could_not_make_safe(tmp_path, write_campaign):
+def test_safe_state_reports_what_it_could_not_make_safe(tmp_path, write_campaign, caplog):
+    """Each time, and said at ERROR once: the rig made safe after a failure and again as it closed printed the line
+    twice (a plug-in author's trial)."""
     campaign = load_campaign(write_campaign(tmp_path))
     with build_rig(campaign, dry_run=True) as rig:
         assert rig.safe_state() == []
         stuck = _StuckPotentiostat(rig.instruments["potentiostat"])
         broken = Rig({"potentiostat": stuck, "analyte_pump": rig.instruments["analyte_pump"]},
                      closer=rig._closer)
-        problems = broken.safe_state(deadline_s=0.2)
-        assert problems == ["potentiostat: no answer within 0.2 s"]
+        with caplog.at_level(logging.INFO, logger="labloop.orchestrator.loop.rig"):
+            problems = [broken.safe_state(deadline_s=0.2) for _ in range(2)]
+        assert problems == [["potentiostat: no answer within 0.2 s"]] * 2
+        said = [r.levelno for r in caplog.records if "could not be made safe" in r.getMessage()]
+        assert said == [logging.ERROR, logging.INFO]
 
 
 def test_damaged_journals_are_one_line_everywhere(tmp_path, labloop, write_campaign):
