@@ -36,6 +36,7 @@ from labloop.core.errors import (
     InvalidInput,
     said,
 )
+from labloop.core.seeds import stable_seed
 from labloop.core.text import plural
 from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.cv_analysis import peak_room_v
@@ -470,11 +471,14 @@ def check_compute(campaign: Campaign, scheduler: str | None, rows: int) -> None:
 
 
 def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, ask: Ask = input,
-              library: Sequence[str] | None = None, captures: bool = True) -> Rig:
+              library: Sequence[str] | None = None, captures: bool = True, session: int = 0) -> Rig:
     """Open every instrument of ``campaign`` (nothing stays open when one fails). ``dry_run`` puts each on its
     emulator, the world being ``world`` or the campaign's. ``ask`` is how the rig asks the operator.
     ``captures=False`` is the rig of a check (``validate``): the drivers open without their wire captures
     (``options.capture``), so it writes no file, and emulators inject no faults (``world.fault_rate``).
+    ``session`` counts the runs the campaign's journal has had: a resume's emulators draw their faults afresh
+    (from the campaign's seed and the session), where they replayed the first run's, so a rehearsal stopped by
+    a fault met the same fault at every resume.
 
     A port that cannot be opened is an input error naming the instrument and the port: nothing has run yet,
     so the fix is the campaign file or the cable, not the rig's state."""
@@ -484,7 +488,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
         if dry_run:
             spec = campaign.world or WorldSpec()
             rehearse = captures and spec.fault_rate > 0
-            faults = FaultPlan.uniform(spec.fault_rate, seed=campaign.seed) if rehearse else None
+            seed = campaign.seed if not session else stable_seed(campaign.seed, "faults", session)
+            faults = FaultPlan.uniform(spec.fault_rate, seed=seed) if rehearse else None
             steps = parse_steps(list(campaign.protocol.steps))
             # the emulated working electrode is the one the protocol declares: a 2 mm disk written in the cv step
             # and simulated as the default 3 mm one read D five times too large in every dry run

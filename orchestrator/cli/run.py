@@ -152,7 +152,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
             Interrupts() as interrupts, sole_runner(campaign.store) as lock:
         try:
-            with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library) as rig:
+            with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library,
+                                   session=_runs(campaign.store) if continued else 0) as rig:
                 executor = compose.build_executor(campaign, rig)
                 executor.check(continued=continued)
                 rig.check_health()  # before the journal is written and before anything is pumped
@@ -180,6 +181,12 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
             stopped = last.message if last is not None else "failures in a row"
             _say(f"stopped: {stopped}; see `labloop log {store}`, then `labloop resume {store}`")
     return code
+
+
+def _runs(store: Path) -> int:
+    """How many runs the journal has had (its ``run`` events): a resumed dry run's fault rehearsal draws anew."""
+    with Journal.open(store, readonly=True) as journal:
+        return sum(e.kind == "run" for e in journal.events())
 
 
 def _resume_after_interrupt(store: Path) -> str:

@@ -88,6 +88,32 @@ def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, 
         assert len(journal.experiments(states=(State.DONE,))) == 4
 
 
+def test_a_resumed_fault_rehearsal_draws_its_faults_afresh(tmp_path, labloop, write_campaign):
+    """A ``world.fault_rate`` rehearsal stopped by a fault (a pump that vanished mid-dispense, leaving the rig unsafe)
+    met the very same fault at every resume: the emulators replayed the first run's faults from the campaign's
+    seed, so the rehearsal could never get past it. A resume's rig draws them from the seed and the journal's run
+    count: the first run's plan as before, each resume's its own, the same again for the same journal."""
+    from labloop.orchestrator.cli.run import _runs
+    from labloop.orchestrator.compose import build_rig
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    world = {"truth": {"from": "ie_ea", "solvent": "acn"}, "noise_v": 0.01, "fault_rate": 0.05}
+    campaign_file = write_campaign(tmp_path, world=world, budget={"max_experiments": 4, "max_consecutive_faults": 2})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 1
+    store = tmp_path / "tiny.db"
+    assert _runs(store) == 1
+    labloop("resume", store, "--cell-emptied")
+    assert _runs(store) == 2
+    campaign = load_campaign(campaign_file)
+
+    def seed(session: int) -> int:
+        with build_rig(campaign, dry_run=True, session=session) as rig:
+            return rig.simulation.context.faults.seed
+
+    assert seed(0) == campaign.seed
+    assert len({seed(0), seed(1), seed(2)}) == 3 and seed(1) == seed(1)
+
+
 def test_ctrl_c_while_the_prior_trains_is_journalled(tmp_path, write_campaign):
     """A stop before the runner started left only 'run started' in the journal (a newcomer's trial)."""
     campaign_file = write_campaign(tmp_path, prior=True, budget={"max_experiments": 2},
