@@ -415,9 +415,17 @@ def _upgrade(conn: sqlite3.Connection, version: int) -> None:
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    mode = "ro" if readonly else "rw"
+    """A connection to the journal. A reader whose user may write the journal and its folder gets a writable
+    connection that refuses to write (``PRAGMA query_only``): SQLite's read-only connection cannot remove the
+    ``-wal``/``-shm`` files it makes, so ``labloop log`` of a finished journal left two empty files beside it;
+    the last connection to close, reader or writer, now removes them, with SQLite's own locking as for any
+    reader. Elsewhere (a read-only medium, another user's journal) it is read-only."""
+    writable = readonly and os.access(path, os.W_OK) and os.access(path.absolute().parent, os.W_OK)
+    mode = "rw" if writable or not readonly else "ro"
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, isolation_level=None,
                            check_same_thread=False, timeout=10.0)
+    if readonly and writable:
+        conn.execute("PRAGMA query_only = ON")
     conn.row_factory = sqlite3.Row
     return conn
 

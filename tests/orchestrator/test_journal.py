@@ -232,6 +232,22 @@ def test_read_only_reader_sees_each_commit_of_a_writer(journal):
             reader.add_event("x", "a reader cannot write")
 
 
+def test_reading_a_finished_journal_leaves_nothing_beside_it(journal, tmp_path):
+    """Reading a journal no run writes (labloop log, report, the dashboard) left empty ``-wal`` and ``-shm`` files
+    beside it (SQLite's read-only connection cannot remove them); the last connection to close removes them, and a
+    reader still cannot write."""
+    (eid,) = journal.record_proposals([Proposal("CCO")], step=0, planner="random")
+    run_to_done(journal, eid)
+    journal.close()
+    folder = journal.path.parent
+    assert sorted(p.name for p in folder.iterdir()) == ["j.db"]
+    with Journal.open(journal.path, readonly=True) as reader:
+        assert [e.status for e in reader.experiments()] == ["done"]
+        with pytest.raises(JournalWriteError, match="read-only"):
+            reader.add_event("x", "a reader cannot write")
+    assert sorted(p.name for p in folder.iterdir()) == ["j.db"]
+
+
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
