@@ -19,12 +19,14 @@ once (seed :data:`SPLIT_SEED`) into library slices of 5,000 molecules whose pote
 trained once per slice (IE/EA, 5 folds) and cached. Every campaign runs through the engine of `labloop
 backtest` (``orchestrator/backtest.py``: the runner's planners and calibration, simulated CVs, its
 summary with each planner's fraction of ``oracle``). The
-objective is the oxidation potential in [4.5, 4.6] V vs Li/Li+. Each planner (`bayes`, `greedy`,
-`screening`, `random`) runs 5 seeds of 100 experiments in batches of 4, with the planners and the feedback
-calibration exactly as a campaign uses them (``planners/``); each experiment is a cyclic voltammogram
+objective is the oxidation potential in [4.5, 4.6] V vs Li/Li+ (``--window``: another, e.g. 5.0-5.1 V against the
+scan's reach of 5.10 V, where most proposals fail beyond the vertex and the failures' bounds teach). Each planner
+(`bayes`, `greedy`, `screening`, `random`) runs 5 seeds of 100 experiments in batches of 4, with the planners and
+the feedback calibration exactly as a campaign uses them (``planners/``); each experiment is a cyclic voltammogram
 simulated by ``sim/cv_physics.py`` for the world's couple at the proposed scan rate, over the example
 protocol's fixed window, and analysed by ``instruments/cv_analysis.py`` — so failures (no peak inside the
-window) and measurement quality come from the same physics as a dry run. What it leaves out, to keep 20
+window, and the bounds a wave beyond the vertex gives) and measurement quality come from the same physics as a
+dry run. What it leaves out, to keep 20
 campaigns within minutes: the serial emulators (their bytes are tested elsewhere) and the periodic FCNN
 retraining (minutes per round; the per-measurement calibration is what learns here).
 
