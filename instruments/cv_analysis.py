@@ -108,9 +108,10 @@ class CVResult:
     snr: float
     flags: frozenset[CVFlag]
     #: what a scan without the couple's E1/2 still says of it: (``"oxidation"`` or ``"reduction"``, ``"above"``
-    #: or ``"below"``, potential): a wave still rising into a vertex lies beyond it (its E1/2 at least
-    #: :data:`REVERSIBLE_PEAK_PAST_HALF_V` short of where the climb was last seen), one decaying from the scan's
-    #: start lies before the start; :meth:`bound` reads them
+    #: or ``"below"``, potential): a wave still rising into a vertex lies beyond where the climb was last judged
+    #: less :data:`REVERSIBLE_PEAK_PAST_HALF_V` (a reversible couple's; a slower one's E1/2 may lie a few mV
+    #: further inside), one decaying from the scan's start before where the decay was first judged;
+    #: :meth:`bound` reads them
     bounds: tuple[tuple[str, str, float], ...] = ()
 
     def on_li_scale(self, reference_offset_v: float) -> CVResult:

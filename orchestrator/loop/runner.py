@@ -648,11 +648,16 @@ class Runner:
                 self.journal.finish_experiment(experiment.id)
                 return State.DONE
         flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
+        # where the scan says the potential lies, as the residual model learns it (on the cell's nominal reference)
+        bound = outcome.analysis.on_li_scale(self.campaign.cell.reference_offset_v).bound(
+            self.campaign.objective.quantity)
+        where = "" if bound is None else f", {'above' if bound[1] > 0 else 'below'} {bound[0]:.3f} V vs Li/Li+"
         if CVFlag.BEYOND_WINDOW in outcome.analysis.flags:  # a result about the molecule: say it plainly
-            flags += " (the current still rises at the scan's vertex: the potential lies beyond the window scanned)"
+            flags += (" (the current still rises at the scan's vertex: the potential lies beyond the window scanned"
+                      f"{where})")
         if CVFlag.AT_SCAN_START in outcome.analysis.flags:  # likewise: the wave lies before the scan begins
-            flags += (" (the current already decays from the scan's start: the potential lies before where the scan "
-                      "begins; start it further out)")
+            flags += (f" (the current already decays from the scan's start: the potential lies before where the scan "
+                      f"begins{where}; start it further out)")
         referenced = outcome.lab.referenced
         if CVFlag.NO_STANDARD in outcome.analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"

@@ -121,6 +121,11 @@ def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(
         messages = [e.message for e in journal.events() if e.kind == "calibration"]
         proposed = [e.message for e in journal.events() if e.kind == "proposed"]
     assert failed and messages, result.stderr  # the case: a batch that only failed
+    # a failure beyond the vertex says where the potential lies (the bound the calibration learns), vs Li/Li+: 50.5
+    # mV inside the vertex at 1.50 V (28.5 mV for a peak past E1/2, one 22 mV smoothing window)
+    said = [re.search(r"the potential lies beyond the window scanned, below (\d\.\d{3}) V vs Li/Li\+\)", e.cause)
+            for e in failed if "beyond_window" in e.cause]
+    assert said and all(m is not None and m[1] in ("1.550", "1.551") for m in said), [e.cause for e in failed]
     assert proposed and all(m.endswith(": bayes proposed 1 experiment") for m in proposed), proposed
     # its second experiment's wave lay beyond the cathodic vertex: a bound, which calibrates before anything
     # is measured (its first experiment had no peak at all, which bounds nothing)
