@@ -124,9 +124,10 @@ SIZE_GRID = 201
 HYPER_EVERY_FROM = 24
 #: jitter (V^2) added to the covariance's diagonal: numerical safety only
 JITTER = 1e-8
-#: expectation-propagation sweeps over the bounds (:func:`censored_sites`), and the damping of each update:
-#: enough for the sites to settle to 1e-6 V on the campaigns tried (damped parallel EP converges for bounds,
-#: whose factors are log-concave); a fixed count keeps a fit a pure function of the observations
+#: expectation-propagation sweeps over the bounds (:func:`censored_sites`), and the damping of each update
+#: (damped parallel EP converges for bounds, whose factors are log-concave): 20 correlated bounds beside 40
+#: measurements (ocelot molecules, the gp learner) had sites within 4e-7 V of 200 sweeps' after 20 sweeps and
+#: 1e-12 V after 40; a fixed count keeps a fit a pure function of the observations
 EP_SWEEPS = 40
 EP_DAMPING = 0.5
 #: a bound whose site adds less precision than this share of its molecule's predictive precision says
