@@ -656,7 +656,8 @@ def test_a_manual_step_with_nobody_to_answer_stops_the_run_at_once(tmp_path, wri
 
 def test_a_wave_before_the_scans_start_is_said_in_plain_words(tmp_path, labloop, write_campaign):
     """A molecule already oxidised where the scan begins failed with the bare flag 'at_scan_start'; the cause
-    says where its potential lies and what to change, as a wave beyond the vertex's does."""
+    says where its potential lies and what to change, as a wave beyond the vertex's does: below where the decay was
+    first judged, one smoothing window (22 mV) past the start at 1.7 V + 3.2 V vs Li/Li+."""
     protocol = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
                                              "fluid": "sample", "refill": True}},
                 {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
@@ -669,4 +670,4 @@ def test_a_wave_before_the_scans_start_is_said_in_plain_words(tmp_path, labloop,
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         causes = [e.cause or "" for e in journal.experiments(states=(State.FAILED,))]
     assert any("at_scan_start (the current already decays from the scan's start: the potential lies before where "
-               "the scan begins; start it further out)" in cause for cause in causes), causes
+               "the scan begins, below 4.922 V vs Li/Li+; start it further out)" in cause for cause in causes), causes
