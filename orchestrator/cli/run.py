@@ -153,7 +153,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
             Interrupts() as interrupts, sole_runner(campaign.store) as lock:
         try:
             with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library,
-                                   session=_runs(campaign.store) if continued else 0) as rig:
+                                   session=runs_of(campaign.store) if continued else 0) as rig:
                 executor = compose.build_executor(campaign, rig)
                 executor.check(continued=continued)
                 rig.check_health()  # before the journal is written and before anything is pumped
@@ -183,10 +183,10 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     return code
 
 
-def _runs(store: Path) -> int:
-    """How many runs the journal has had (its ``run`` events): a resumed dry run's fault rehearsal draws anew."""
+def runs_of(store: Path) -> int:
+    """How many runs the journal has had: a resumed dry run's fault rehearsal draws anew (compose.build_rig)."""
     with Journal.open(store, readonly=True) as journal:
-        return sum(e.kind == "run" for e in journal.events())
+        return journal.runs()
 
 
 def _resume_after_interrupt(store: Path) -> str:

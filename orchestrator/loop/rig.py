@@ -60,8 +60,8 @@ class Rig:
         self._sleep = sleep
         #: the simulated lab behind a dry-run rig (its emulators, for tests and diagnostics); None on hardware
         self.simulation = simulation
-        #: what :meth:`safe_state` has said it could not make safe, and instruments a refused health check named:
-        #: said again (closing the rig makes it safe once more) only with -v
+        #: instruments :meth:`safe_state` has said it could not make safe, or a refused health check named: said
+        #: again (closing the rig makes it safe once more) only with -v
         self._said: set[str] = set()
 
     def rinse_cell(self, why: str = "") -> None:
@@ -97,13 +97,12 @@ class Rig:
                 continue
             problem = _within(action, deadline_s)
             if problem is not None:
-                said = f"{name}: {problem}"
                 # once at ERROR: the stop's or the refusal's line says it again, and a rig closing after a failure
                 # made safe printed each line twice, before the run's own error line
-                log.log(logging.INFO if said in self._said or name in self._said else logging.ERROR,
+                log.log(logging.INFO if name in self._said else logging.ERROR,
                         "safe state: %s could not be made safe: %s", name, problem)
-                self._said.add(said)
-                failed.append(said)
+                self._said.add(name)
+                failed.append(f"{name}: {problem}")
         return failed
 
     def health_check(self) -> dict[str, str]:

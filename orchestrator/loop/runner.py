@@ -49,7 +49,7 @@ from labloop.core.errors import (
     said,
 )
 from labloop.core.text import plural
-from labloop.instruments.cv_analysis import CVFlag, measurement_quality
+from labloop.instruments.cv_analysis import CVFlag, CVResult, measurement_quality
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import UNSAFE, VETOED, ExperimentRow, Journal, State
@@ -553,14 +553,16 @@ class Runner:
                 failure = ANALYSIS_FAULT
             else:
                 failure = INSTRUMENT_FAULT
-        # a failed scan may still bound the potential (a wave beyond its vertex): on the cell's nominal
-        # reference, as the analyte's potential would be without an internal standard
-        bound = (analysis.on_li_scale(self.campaign.cell.reference_offset_v).bound(self.campaign.objective.quantity)
-                 if failure == ANALYSIS_FAULT and analysis is not None else None)
+        bound = self._bound(analysis) if failure == ANALYSIS_FAULT and analysis is not None else None
         return Observation(experiment.smiles, experiment.conditions,
                            experiment.potential_v if experiment.status == State.DONE else None,
                            quality=None if analysis is None else measurement_quality(analysis), failure=failure,
                            **bound_fields(bound))
+
+    def _bound(self, analysis: CVResult) -> tuple[float, int] | None:
+        """What a failed scan says of the objective's potential (:meth:`CVResult.bound`), vs Li/Li+ on the cell's
+        nominal reference, as the analyte's potential would be without an internal standard."""
+        return analysis.on_li_scale(self.campaign.cell.reference_offset_v).bound(self.campaign.objective.quantity)
 
     def _propose(self, experiments: Sequence[ExperimentRow]) -> bool:
         """Record the planner's next batch; False when it has nothing left to propose."""
@@ -648,9 +650,7 @@ class Runner:
                 self.journal.finish_experiment(experiment.id)
                 return State.DONE
         flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
-        # where the scan says the potential lies, as the residual model learns it (on the cell's nominal reference)
-        bound = outcome.analysis.on_li_scale(self.campaign.cell.reference_offset_v).bound(
-            self.campaign.objective.quantity)
+        bound = self._bound(outcome.analysis)  # where the scan says the potential lies, as the model learns it
         where = "" if bound is None else f", {'above' if bound[1] > 0 else 'below'} {bound[0]:.3f} V vs Li/Li+"
         if CVFlag.BEYOND_WINDOW in outcome.analysis.flags:  # a result about the molecule: say it plainly
             flags += (" (the current still rises at the scan's vertex: the potential lies beyond the window scanned"

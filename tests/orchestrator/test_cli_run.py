@@ -93,7 +93,7 @@ def test_a_resumed_fault_rehearsal_draws_its_faults_afresh(tmp_path, labloop, wr
     met the very same fault at every resume: the emulators replayed the first run's faults from the campaign's
     seed, so the rehearsal could never get past it. A resume's rig draws them from the seed and the journal's run
     count: the first run's plan as before, each resume's its own, the same again for the same journal."""
-    from labloop.orchestrator.cli.run import _runs
+    from labloop.orchestrator.cli.run import runs_of
     from labloop.orchestrator.compose import build_rig
     from labloop.orchestrator.config.campaign import load_campaign
 
@@ -101,9 +101,9 @@ def test_a_resumed_fault_rehearsal_draws_its_faults_afresh(tmp_path, labloop, wr
     campaign_file = write_campaign(tmp_path, world=world, budget={"max_experiments": 4, "max_consecutive_faults": 2})
     assert labloop("run", campaign_file, "--dry-run").returncode == 1
     store = tmp_path / "tiny.db"
-    assert _runs(store) == 1
+    assert runs_of(store) == 1
     labloop("resume", store, "--cell-emptied")
-    assert _runs(store) == 2
+    assert runs_of(store) == 2
     campaign = load_campaign(campaign_file)
 
     def seed(session: int) -> int:
