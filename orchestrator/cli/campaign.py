@@ -69,10 +69,11 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, scheduler: 
     compose.check_compute(campaign, scheduler, len(library))
     invalid = preflight.warn_before_run(campaign, library)
     preflight.warn_default_safety(campaign)
-    console.out.print(_summary(campaign_file, campaign, len(library), invalid, scheduler))
+    _print_summary(_summary(campaign_file, campaign, len(library), invalid, scheduler))
 
 
-def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, scheduler: str | None) -> Table:
+def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, scheduler: str | None
+             ) -> dict[str, str]:
     used, address = compose.compute_placement(campaign, scheduler, n_molecules)
     instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
                             for name, spec in campaign.instruments.items())
@@ -103,12 +104,25 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, sch
         "schedule": f"active {campaign.schedule.active_hours}",
         "store": f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}",
     }
+    return rows
+
+
+def _print_summary(rows: dict[str, str]) -> None:
+    """``validate``'s summary: on a terminal a grid, a long value folding under its own column; piped, one
+    ``label  value`` line per row, since the grid pads every row with spaces to its widest (the instruments
+    row, near 200 columns), which a newcomer's ``| grep`` or saved output then carried."""
+    if not console.out.is_terminal:
+        width = max(map(len, rows)) + 2
+        for label, value in rows.items():
+            console.out.print(f"{label:<{width}}{console.printable(value)}", markup=False, highlight=False,
+                              soft_wrap=True)
+        return
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for label, value in rows.items():
         table.add_row(label, Text(console.printable(value)))  # paths and ports as written: text, not markup
-    return table
+    console.out.print(table)
 
 
 def _reference_names(campaign: Campaign) -> str:

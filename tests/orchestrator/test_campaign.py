@@ -57,6 +57,10 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "200 molecules" in proc.stdout and "cathode-screen" in proc.stdout
+    # piped, each row is a line of its own with no padding (the grid padded every row to the widest)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("valid        ") and lines[1].startswith("library      "), proc.stdout
+    assert not [line for line in lines if line.endswith(" ")], proc.stdout
     # where the reference sits, and the name its measurements carry beside it (a reviewer saw "Ag/Ag+" in every
     # row and an offset the example's comment called ferrocene's)
     assert "Ag/Ag+ (potentiostat's reference option) at 3.2 V vs Li/Li+ (cell.reference_offset_v)" in proc.stdout
