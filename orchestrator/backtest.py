@@ -138,9 +138,10 @@ def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path
     from rdkit.rdBase import BlockLogs
 
     from labloop.sim.world import TruthTable
+    from labloop.surrogate.featurize import first_spellings
 
     table = TruthTable({s: (v,) for s, v in truth.items()})
-    smiles = list(dict.fromkeys(campaign.library.smiles()))  # a molecule listed twice is one candidate
+    smiles = list(first_spellings(campaign.library.smiles()))  # a molecule listed twice, or two ways, is one
     known: dict[str, float] = {}
     with BlockLogs():  # an unreadable SMILES is judged here, in the one line below, not by RDKit per row
         for s in smiles:

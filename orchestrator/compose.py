@@ -57,7 +57,7 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
-from labloop.surrogate.featurize import InvalidSmiles, beyond_prior, parse_smiles, unreadable
+from labloop.surrogate.featurize import InvalidSmiles, beyond_prior, canonical_smiles, parse_smiles, unreadable
 from labloop.surrogate.library_pipeline import library_format
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,21 @@ def beyond_prior_rows(campaign: Campaign, library: Sequence[str]) -> list[Invali
     measured like any molecule but predicted far outside the neutral closed-shell prior, with a sigma that does
     not say so: ``validate`` and ``run`` name them by CSV line. The same libraries as :func:`unreadable_smiles`."""
     return _rows_where(campaign, library, beyond_prior)
+
+
+def repeated_rows(campaign: Campaign, library: Sequence[str]) -> list[tuple[int, int]]:
+    """(row, the earlier row) of each library row that writes again a molecule an earlier row holds, as written or
+    another way (the same canonical SMILES): every planner proposes a molecule once (the pool planners in memory
+    as its first row writes it, :func:`labloop.surrogate.featurize.first_spellings`), and ``validate`` and ``run``
+    say which rows that leaves out. The same libraries as :func:`unreadable_smiles`."""
+    if len(library) > CHECK_SMILES_ROWS or not campaign.library.is_csv():
+        return []
+    first: dict[str, int] = {}
+    found = []
+    for row, key in enumerate(canonical_smiles(library)):
+        if key and first.setdefault(key, row) != row:
+            found.append((row, first[key]))
+    return found
 
 
 def _rows_where(campaign: Campaign, library: Sequence[str], why: Callable[[str], str | None]) -> list[InvalidSmiles]:

@@ -36,7 +36,7 @@ Conditions for each proposal come from the condition planner (:mod:`.conditions`
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol
 
 import numpy as np
@@ -48,6 +48,7 @@ from labloop.planners.conditions import ConditionSpace
 from labloop.planners.design import calibration_design
 from labloop.planners.feedback import DESCRIPTORS, SIZE_DESCRIPTOR, DescriptorTable
 from labloop.planners.similarity import SimilarityIndex
+from labloop.surrogate.featurize import canonical_smiles, first_spellings
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class PoolPlanner:
                  similarity: SimilarityIndex | None = None, descriptors: DescriptorTable | None = None,
                  batch: Batch = "independent") -> None:
         self.name = name
-        self.library = list(dict.fromkeys(library))
+        self.library = first_spellings(library)  # one entry per molecule: its first spelling, its canonical SMILES
         self.conditions = conditions
         self.goal = goal
         self.acquisition = acquisition
@@ -93,8 +94,7 @@ class PoolPlanner:
                 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`scores` plus the failure correction's factor per molecule (computed once per proposal:
         with many failures over a big library it is a large part of a proposal's time)."""
-        tried = state.tried
-        pool = [s for s in self.library if s not in tried]
+        pool = untried(self.library, state.tried)
         mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(pool))
         score = acquire(self.acquisition, mu, sigma, self.goal, window_v=self.window_v, best_v=best_measured(
             state, self.goal))
@@ -124,6 +124,16 @@ class BatchRule(Protocol):
     window_v: tuple[float, float] | None
     diversity: float
     similarity: SimilarityIndex
+
+
+def untried(library: Mapping[str, str], tried: Collection[str]) -> list[str]:
+    """The molecules of ``library`` (first spelling: canonical SMILES, :func:`first_spellings`) that nothing in
+    ``tried`` is, as written or another way (a journal from before the planners compared molecules may hold a
+    second spelling)."""
+    taken = {library[s] for s in tried if s in library}
+    taken.update(canonical_smiles([s for s in tried if s not in library]))
+    taken.discard("")
+    return [s for s, key in library.items() if s not in tried and key not in taken]
 
 
 def best_measured(state: PlannerState, goal: Goal) -> float | None:

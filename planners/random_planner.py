@@ -12,11 +12,9 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rdkit.rdBase import BlockLogs
-
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.conditions import ConditionSpec
-from labloop.surrogate.featurize import parse_smiles
+from labloop.surrogate.featurize import canonical_smiles
 
 
 class RandomPlanner:
@@ -27,31 +25,43 @@ class RandomPlanner:
     learns = True  # it chooses blindly, but records the calibrated prediction of what it chose
 
     def __init__(self, library: Sequence[str], conditions: Mapping[str, ConditionSpec]) -> None:
-        self.library = list(dict.fromkeys(library))  # one entry per molecule, library order kept
+        self.library = list(dict.fromkeys(library))  # one entry per spelling, library order kept
         self.conditions = dict(conditions)
-        self._parsed: dict[str, bool] = {}
+        self._keys: dict[str, str] = {}
 
     def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:
         rng = random.Random(f"{state.seed}:{state.step}")
         tried = state.tried
         pool = [s for s in self.library if s not in tried]
         chosen = rng.sample(pool, min(n, len(pool)))
-        # rows no planner proposes (invalid SMILES, [H][H], *C: validate lists them) are drawn again; judged
-        # only when drawn, so a big library is not parsed up front, and the draw stays a function of the state
-        while unreadable := {s for s in chosen if not self._readable(s)}:
-            pool = [s for s in pool if s not in unreadable]
+        # rows no planner proposes (invalid SMILES, [H][H], *C: validate lists them) and another spelling of a
+        # molecule tried or drawn before are drawn again; judged only when drawn, so a big library is not
+        # parsed up front, and the draw stays a function of the state
+        taken = {self._key(s) for s in tried}
+        while refused := self._refused(chosen, taken):
+            pool = [s for s in pool if s not in refused]
             chosen = rng.sample(pool, min(n, len(pool)))
         mu, sigma = model.predict(chosen) if model is not None and chosen else ([None] * len(chosen),) * 2
         return [Proposal(smiles=s, conditions=self._draw(rng), mu=_number(m), sigma=_number(sd), acquisition=None,
                          model_version=None if model is None else model.version, planner=self.name)
                 for s, m, sd in zip(chosen, mu, sigma, strict=True)]
 
-    def _readable(self, smiles: str) -> bool:
-        """Whether ``smiles`` is a molecule the campaign can measure (:func:`parse_smiles`), remembered."""
-        if smiles not in self._parsed:
-            with BlockLogs():  # the library's unreadable rows were named once, by validate and run
-                self._parsed[smiles] = parse_smiles(smiles) is not None
-        return self._parsed[smiles]
+    def _refused(self, chosen: Sequence[str], taken: set[str]) -> set[str]:
+        """The draws not to propose: unreadable, or a molecule ``taken`` (tried) or drawn earlier in ``chosen``."""
+        refused, drawn = set(), set(taken)
+        for smiles in chosen:
+            key = self._key(smiles)
+            if not key or key in drawn:
+                refused.add(smiles)
+            drawn.add(key)
+        return refused
+
+    def _key(self, smiles: str) -> str:
+        """``smiles``'s canonical SMILES, "" when it is no molecule the campaign can measure
+        (:func:`canonical_smiles`), remembered."""
+        if smiles not in self._keys:
+            self._keys[smiles] = canonical_smiles([smiles])[0]
+        return self._keys[smiles]
 
     def _draw(self, rng: random.Random) -> dict[str, Any]:
         return {name: _draw_one(rng, spec) for name, spec in self.conditions.items()}

@@ -17,6 +17,8 @@ import numpy as np
 from labloop.planners.acquisition import Goal, mean_score
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.conditions import ConditionSpace
+from labloop.planners.pool import untried
+from labloop.surrogate.featurize import first_spellings
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ class ScreeningPlanner:
 
     def __init__(self, library: Sequence[str], conditions: ConditionSpace, *, goal: Goal,
                  window_v: tuple[float, float] | None = None) -> None:
-        self.library = list(dict.fromkeys(library))
+        self.molecules = first_spellings(library)  # one entry per molecule: its first spelling, canonical SMILES
+        self.library = list(self.molecules)
         self.settings = conditions.middle()
         self.goal = goal
         self.window_v = window_v
@@ -52,8 +55,8 @@ class ScreeningPlanner:
         if model is None:
             raise ValueError("the screening planner needs the prior surrogate model")
         _, ranking, predictions = self._ranked(model)
-        tried = state.tried
+        left = set(untried(self.molecules, state.tried))
         # molecules the model cannot read (NaN, ranked last) are never proposed, as by every other planner
-        chosen = [s for s in ranking if s not in tried and math.isfinite(predictions[s][0])][:n]
+        chosen = [s for s in ranking if s in left and math.isfinite(predictions[s][0])][:n]
         return [Proposal(smiles=s, conditions=dict(self.settings), mu=predictions[s][0], sigma=predictions[s][1],
                          acquisition=None, model_version=model.version, planner=self.name) for s in chosen]

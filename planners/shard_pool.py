@@ -88,6 +88,7 @@ from labloop.planners.pool import (
     fill_batch,
 )
 from labloop.planners.similarity import SimilarityIndex
+from labloop.surrogate.featurize import canonical_smiles
 from labloop.surrogate.library_pipeline import ShardSet
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 
@@ -110,18 +111,20 @@ def describe(smiles: Sequence[str]) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class ShardColumns:
-    """What the planner reads of one shard: library rows, SMILES, the target's mean and std (NaN where the
-    model could not read the molecule) and the descriptors."""
+    """What the planner reads of one shard: library rows, SMILES as written and canonical (a molecule written
+    two ways is one candidate), the target's mean and std (NaN where the model could not read the molecule) and
+    the descriptors."""
 
     row: np.ndarray
     smiles: pa.Array
+    canonical: pa.Array
     mean: np.ndarray
     std: np.ndarray
     descriptors: np.ndarray
 
     @classmethod
     def read(cls, path: Path, target: str) -> ShardColumns:
-        wanted = ["row", "smiles", "valid", f"{target}_mean", f"{target}_std", *DESCRIPTOR_COLUMNS]
+        wanted = ["row", "smiles", "canonical", "valid", f"{target}_mean", f"{target}_std", *DESCRIPTOR_COLUMNS]
         missing = [c for c in wanted if c not in pq.read_schema(path).names]
         if missing:
             raise InvalidInput(f"{path}: no column {missing[0]!r}; predict the library with "
@@ -130,11 +133,13 @@ class ShardColumns:
         valid = table.column("valid").to_numpy()
         mean, std = (np.where(valid, table.column(f"{target}_{k}").to_numpy(), np.nan) for k in ("mean", "std"))
         descriptors = np.column_stack([table.column(c).to_numpy() for c in DESCRIPTOR_COLUMNS]).astype(np.float32)
-        return cls(table.column("row").to_numpy(), table.column("smiles").combine_chunks(), mean, std, descriptors)
+        return cls(table.column("row").to_numpy(), table.column("smiles").combine_chunks(),
+                   table.column("canonical").combine_chunks(), mean, std, descriptors)
 
     @property
     def nbytes(self) -> int:
-        return self.row.nbytes + self.smiles.nbytes + self.mean.nbytes + self.std.nbytes + self.descriptors.nbytes
+        return (self.row.nbytes + self.smiles.nbytes + self.canonical.nbytes + self.mean.nbytes + self.std.nbytes
+                + self.descriptors.nbytes)
 
 
 class ShardCache:
@@ -171,7 +176,8 @@ _CACHE = ShardCache()
 
 @dataclass(frozen=True)
 class ScoreSpec:
-    """Everything a shard needs for stage 1: a few numbers and the tried SMILES, sent with every shard task."""
+    """Everything a shard needs for stage 1: a few numbers and the tried molecules (canonical SMILES, so no other
+    spelling of one is proposed again), sent with every shard task."""
 
     target: str
     acquisition: Acquisition
@@ -186,8 +192,8 @@ class ScoreSpec:
         """(positions in the shard, mean, sigma, stage-1 score) of its readable untried molecules."""
         keep = np.isfinite(columns.mean)
         if self.tried:
-            tried = pa.array(sorted(self.tried), type=columns.smiles.type)
-            keep &= ~pc.is_in(columns.smiles, value_set=tried).to_numpy(zero_copy_only=False)
+            tried = pa.array(sorted(self.tried), type=columns.canonical.type)
+            keep &= ~pc.is_in(columns.canonical, value_set=tried).to_numpy(zero_copy_only=False)
         at = np.flatnonzero(keep)
         mu, sigma = self.calibration.apply(columns.mean[at] - self.offset_v, columns.std[at],
                                            columns.descriptors[at])
@@ -240,13 +246,15 @@ def group_top(paths: Sequence[Path], spec: ScoreSpec, k: int) -> GroupTop:
 
 
 def group_rows(paths: Sequence[Path], target: str, rows: dict[Path, np.ndarray]) -> pd.DataFrame:
-    """One stage-2 task: the library rows ``rows[path]`` (sorted) of each shard of a group: SMILES, the
-    target's mean and std, the descriptors."""
+    """One stage-2 task: the library rows ``rows[path]`` (sorted) of each shard of a group: SMILES as written and
+    canonical, the target's mean and std, the descriptors."""
     frames = [_EMPTY_ROWS]
     for path in paths:
         columns = _CACHE.get(path, target)
         at = np.searchsorted(columns.row, rows[path])
-        frames.append(pd.DataFrame({"row": columns.row[at], "smiles": columns.smiles.take(pa.array(at)).to_pylist(),
+        taken = pa.array(at)
+        frames.append(pd.DataFrame({"row": columns.row[at], "smiles": columns.smiles.take(taken).to_pylist(),
+                                    "canonical": columns.canonical.take(taken).to_pylist(),
                                     "mean": columns.mean[at], "std": columns.std[at],
                                     **dict(zip(DESCRIPTOR_COLUMNS, columns.descriptors[at].astype(float).T,
                                                strict=True))}))
@@ -255,14 +263,14 @@ def group_rows(paths: Sequence[Path], target: str, rows: dict[Path, np.ndarray])
 
 def design_columns(paths: Sequence[Path], spec: ScoreSpec) -> pd.DataFrame:
     """One task: what the first batch's design needs of a group of shards (row, size term, sigma, a SMILES
-    hash)."""
+    hash of the canonical SMILES)."""
     frames = []
     for path in paths:
         columns = _CACHE.get(path, spec.target)
         at, _, sigma, _ = spec.scored(columns)
-        smiles = columns.smiles.take(pa.array(at)).to_numpy(zero_copy_only=False)
+        canonical = columns.canonical.take(pa.array(at)).to_numpy(zero_copy_only=False)
         frames.append(pd.DataFrame({"row": columns.row[at], "size": columns.descriptors[at, _SIZE].astype(float),
-                                    "sigma": sigma, "hash": pd.util.hash_array(smiles.astype(object))}))
+                                    "sigma": sigma, "hash": pd.util.hash_array(canonical.astype(object))}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -295,6 +303,7 @@ def _on_worker(function: Callable, paths: Sequence[Path], *args: object) -> obje
 
 #: a stage-2 fetch that found nothing
 _EMPTY_ROWS = pd.DataFrame({"row": pd.Series(dtype=np.int64), "smiles": pd.Series(dtype=object),
+                            "canonical": pd.Series(dtype=object),
                             "mean": pd.Series(dtype=float), "std": pd.Series(dtype=float),
                             **{c: pd.Series(dtype=float) for c in DESCRIPTOR_COLUMNS}})
 
@@ -353,7 +362,8 @@ class ShardPoolPlanner:
         paths = list(self.shards(model.version).paths)
         calibration: Calibration = getattr(model, "calibration", Calibration(0))
         spec = ScoreSpec(getattr(model, "column", None) or self.target, self.acquisition, self.goal,
-                         calibration.by_descriptors(), state.tried, self.window_v, best_measured(state, self.goal))
+                         calibration.by_descriptors(), frozenset(canonical_smiles(sorted(state.tried))) - {""},
+                         self.window_v, best_measured(state, self.goal))
         if (offset := getattr(model, "offset_v", None)) is not None:
             spec = replace(spec, offset_v=offset)
         if spec.acquisition in ("ei", "pi") and spec.best_v is None:
@@ -371,7 +381,7 @@ class ShardPoolPlanner:
             rows = np.union1d(rows[best_rows(rows, scores, k)], design)
             low = min([0.0, *(t.lowest for t in tops if np.isfinite(t.lowest))])
             frame = self._rows(paths, groups, rows, spec.target)
-            frame = frame.drop_duplicates("smiles", keep="first")  # in row order
+            frame = frame.drop_duplicates("canonical", keep="first")  # in row order: a molecule's first spelling
             picks = self._exact(frame, spec, state, n, calibration, design, None if complete else low, model)
             if len(picks[1]) >= n or complete:
                 break

@@ -167,6 +167,17 @@ def canonical_smiles(smiles: Sequence[str]) -> list[str]:
         return [Chem.MolToSmiles(mol) if (mol := parse_smiles(s)) is not None else "" for s in smiles]
 
 
+def first_spellings(smiles: Sequence[str]) -> dict[str, str]:
+    """Each molecule of ``smiles`` once, as its first row writes it, in order, with its canonical SMILES ("" for an
+    unreadable row, kept once per spelling: the planners skip it, and ``validate`` names it). Why:
+    ``O=C1c2ccccc2C(=O)c2ccccc12`` after ``O=C2c1ccccc1C(=O)c3ccccc23`` is the same anthraquinone, which planners
+    that compared spellings proposed twice, and a campaign counted as two hits (a chemist's library)."""
+    first: dict[str, tuple[str, str]] = {}
+    for written, key in zip(smiles, canonical_smiles(smiles), strict=True):
+        first.setdefault(key or f"\0{written}", (written, key))  # "\0": no canonical SMILES starts with it
+    return dict(first.values())
+
+
 def unreadable(smiles: object) -> str | None:
     """Why :func:`parse_smiles` gives None for ``smiles`` (the reason an :class:`InvalidSmiles` shows), or None
     when it reads it."""
@@ -175,20 +186,25 @@ def unreadable(smiles: object) -> str | None:
 
 def beyond_prior(smiles: object) -> str | None:
     """Why the surrogate's prediction for ``smiles`` is an extrapolation however small its sigma, or None: an ion
-    or zwitterion (an atom with a formal charge) or a radical (an unpaired electron). The DFT prior
-    (data/SOURCES.md) holds neutral closed-shell molecules only, none with a charged atom, so nothing it was
-    trained or calibrated on resembles such a species, and the ensemble members can agree on a wrong number.
-    None too for what :func:`parse_smiles` does not read (reported as invalid instead). Only a bracket atom can
-    carry a charge or an unpaired electron, so a SMILES without ``[`` is not parsed (a million-row library)."""
+    (a net charge), a neutral molecule written with charged atoms (a nitro group, an N-oxide, a zwitterion) or a
+    radical (an unpaired electron). The DFT prior (data/SOURCES.md) holds neutral closed-shell molecules only, none
+    with a charged atom (so no nitro group either), so nothing it was trained or calibrated on resembles such a
+    species, and the ensemble members can agree on a wrong number. The reason says which, since a nitroarene
+    called "2 charged atoms" read to a chemist as a neutral molecule taken for an ion. None too for what
+    :func:`parse_smiles` does not read (reported as invalid instead). Only a bracket atom can carry a charge or an
+    unpaired electron, so a SMILES without ``[`` is not parsed (a million-row library)."""
     if not isinstance(smiles, str) or "[" not in smiles:
         return None
     mol = parse_smiles(smiles)
     if mol is None:
         return None
     charged = sum(atom.GetFormalCharge() != 0 for atom in mol.GetAtoms())
+    net = Chem.GetFormalCharge(mol)
     unpaired = sum(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms())
+    if net:
+        return f"an ion, charge {net:+d}"
     if charged:
-        return f"{charged} {plural(charged, 'charged atom')}"
+        return f"neutral, but {charged} charged atoms (a nitro group, an N-oxide or a zwitterion: none in the prior)"
     if unpaired:
         return f"{unpaired} {plural(unpaired, 'unpaired electron')}"
     return None

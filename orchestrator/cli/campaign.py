@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.core.errors import CampaignError
+from labloop.core.text import plural
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import preflight
 from labloop.orchestrator.cli.main import EXIT_BAD_INPUT
@@ -67,14 +68,16 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, scheduler: 
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))
-    invalid = preflight.warn_before_run(campaign, library)
+    invalid, again = preflight.warn_before_run(campaign, library)
     preflight.warn_default_safety(campaign)
-    _print_summary(_summary(campaign_file, campaign, len(library), invalid, scheduler))
+    _print_summary(_summary(campaign_file, campaign, len(library), (invalid, again), scheduler))
 
 
-def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, scheduler: str | None
+def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, int], scheduler: str | None
              ) -> dict[str, str]:
-    used, address = compose.compute_placement(campaign, scheduler, n_molecules)
+    """``validate``'s rows; ``skipped``: how many library rows are invalid SMILES, and how many repeat a
+    molecule."""
+    used, address = compose.compute_placement(campaign, scheduler, n_rows)
     instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
                             for name, spec in campaign.instruments.items())
     budget = campaign.budget
@@ -86,8 +89,7 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, sch
     default = "" if "reference_offset_v" in campaign.cell.model_fields_set else ", the default: calibrate yours"
     rows = {
         "valid": f"{path}: campaign {campaign.name!r}, seed {campaign.seed}",
-        "library": f"{display_name(campaign.library.file)} ({n_molecules} molecules"
-                   f"{f', {invalid} of them invalid SMILES, never proposed' if invalid else ''})",
+        "library": f"{display_name(campaign.library.file)} ({_library_rows(n_rows, *skipped)})",
         "prior": "none" if campaign.prior is None else
                  f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})",
         "objective": describe_objective(campaign.objective.model_dump()),
@@ -105,6 +107,16 @@ def _summary(path: Path, campaign: Campaign, n_molecules: int, invalid: int, sch
         "store": f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}",
     }
     return rows
+
+
+def _library_rows(n_rows: int, invalid: int, again: int) -> str:
+    """``200 molecules``, or ``203 rows: 1 invalid SMILES and 2 repeats of an earlier row's molecule, never
+    proposed``."""
+    if not invalid and not again:
+        return f"{n_rows} molecules"
+    skipped = [f"{invalid} invalid SMILES"] if invalid else []
+    skipped += [f"{again} {plural(again, 'repeat')} of an earlier row's molecule"] if again else []
+    return f"{n_rows} rows: {' and '.join(skipped)}, never proposed"
 
 
 def _print_summary(rows: dict[str, str]) -> None:

@@ -15,13 +15,14 @@ from pathlib import Path
 from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import ConfigError, InvalidInput, JournalError, Problems, said
+from labloop.core.text import plural
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
 from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
 from labloop.surrogate.config import MIN_ROWS_PER_FOLD
-from labloop.surrogate.featurize import parse_smiles
+from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
 from labloop.surrogate.library_pipeline import row_lines
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,12 @@ def check_prior(campaign: Campaign) -> None:
                                                      f"surrogate.folds {folds}: at least {MIN_ROWS_PER_FOLD * folds}")
 
 
-def warn_before_run(campaign: Campaign, library: list[str]) -> int:
+def warn_before_run(campaign: Campaign, library: list[str]) -> tuple[int, int]:
     """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
     planner will ever propose, an objective no measurement can meet, a protocol value most likely written in
     the wrong unit (an analyte in M as mM), and a protocol that leaves liquid in the cell under its D-computing cv
-    (said once here; the run says it again of each experiment it dilutes). Returns how many rows are invalid."""
+    (said once here; the run says it again of each experiment it dilutes). Returns how many rows are invalid, and
+    how many hold a molecule an earlier row holds."""
     invalid = compose.unreadable_smiles(campaign, library)
     line_of = row_lines(campaign.library.file, campaign.library.smiles_column)
     console.report_invalid(invalid, display_name(campaign.library.file),
@@ -110,11 +112,17 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> int:
     odd = compose.beyond_prior_rows(campaign, library)
     console.report_invalid(odd, display_name(campaign.library.file), console.beyond_prior_said(len(odd)),
                            line_of=line_of)
+    again = [InvalidSmiles(row, library[row], f"line {line_of(first)}'s molecule")
+             for row, first in compose.repeated_rows(campaign, library)]
+    console.report_invalid(again, display_name(campaign.library.file),
+                           f"{{n}} {plural(len(again), 'row')} of {{path}} {plural(len(again), 'holds', 'hold')} a "
+                           "molecule an earlier row holds (written the same or another way), and each molecule is "
+                           "proposed once", line_of=line_of)
     if (why := compose.objective_out_of_reach(campaign)) is not None:
         console.err.print(f"warning: {why}", markup=False, highlight=False, soft_wrap=True)
     for line in campaign.protocol_warnings():
         console.err.print(f"warning: {console.printable(line)}", markup=False, highlight=False, soft_wrap=True)
-    return len(invalid)
+    return len(invalid), len(again)
 
 
 def warn_default_safety(campaign: Campaign) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rdkit import Chem
 
 from labloop.core.errors import CampaignError
 from labloop.instruments.registry import driver_names
@@ -105,7 +106,28 @@ def test_validate_names_the_library_rows_that_are_never_proposed(labloop, workdi
     assert "warning: 3 invalid SMILES in" in proc.stderr and "library.csv will never be proposed: line 3 " \
         "'C1CC(=O', line 5 'c1ccccc1XX', line 7 ''" in proc.stderr
     # the summary's count says so too, rather than counting them among the molecules it will screen
-    assert "(200 molecules, 3 of them invalid SMILES, never proposed)" in " ".join(proc.stdout.split())
+    assert "(200 rows: 3 invalid SMILES, never proposed)" in " ".join(proc.stdout.split())
+
+
+def test_validate_names_the_rows_that_write_a_molecule_again(labloop, workdir):
+    """A chemist's library held anthraquinone written two ways: both rows were proposed and measured, and counted
+    as two hits, without a word. The rows that repeat a molecule, as written or another way, are named by line,
+    with the line that holds it first, and counted in the summary (the planners propose each molecule once:
+    tests/surrogate/test_library_pipeline.py)."""
+    library = workdir / "library.csv"
+    lines = library.read_text().splitlines()
+    smiles, rest = lines[3].split(",", 1)  # CSV line 4
+    again = Chem.MolToSmiles(Chem.MolFromSmiles(smiles), doRandom=True, canonical=False)
+    assert again != smiles
+    library.write_text("\n".join([*lines, f"{again},{rest}", lines[9]]) + "\n")  # lines 202 and 203
+    proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "warning: 2 rows of " in said, proc.stderr
+    assert (f"library.csv hold a molecule an earlier row holds (written the same or another way), and each molecule "
+            f"is proposed once: line 202 '{again}' (line 4's molecule), line 203 '{lines[9].split(',')[0]}' (line "
+            "10's molecule)") in said, proc.stderr
+    assert "(202 rows: 2 repeats of an earlier row's molecule, never proposed)" in " ".join(proc.stdout.split())
 
 
 def test_a_library_of_another_suffix_is_read_as_csv_and_its_rows_named(labloop, tmp_path, write_campaign):

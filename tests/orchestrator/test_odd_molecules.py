@@ -61,8 +61,13 @@ def test_a_dry_run_skips_them_and_measures_the_rest(tmp_path, labloop, write_cam
         [(e.smiles, e.cause) for e in experiments]
 
 
-@pytest.mark.parametrize(("smiles", "said"), [("C[N+](C)(C)C", "1 charged atom"), ("CC(=O)[O-]", "1 charged atom"),
-                                              ("[O-][n+]1ccccc1", "2 charged atoms"),
+NEUTRAL = "neutral, but 2 charged atoms (a nitro group, an N-oxide or a zwitterion: none in the prior)"
+
+
+@pytest.mark.parametrize(("smiles", "said"), [("C[N+](C)(C)C", "an ion, charge +1"),
+                                              ("CC(=O)[O-]", "an ion, charge -1"),
+                                              ("[O-][n+]1ccccc1", NEUTRAL), ("O=[N+]([O-])c1ccccc1", NEUTRAL),
+                                              ("[O-]C(=O)C(=O)[O-]", "an ion, charge -2"),
                                               ("[CH2]c1ccccc1", "1 unpaired electron"), ("c1ccccc1", None),
                                               ("[2H]C", None), ("[nH]1cccc1", None), ("C1CC", None)])
 def test_ions_and_radicals_are_named_as_beyond_the_prior(smiles, said):
@@ -79,8 +84,8 @@ def _ions_and_radicals(folder: Path) -> Path:
 
 
 ION_WARNING = ("3 molecules in {path} lie outside the neutral closed-shell DFT prior: predicted by extrapolation, "
-               "with a sigma too small to show it: line 6 'C[N+](C)(C)C' (1 charged atom), line 7 '[CH2]c1ccccc1' "
-               "(1 unpaired electron), line 8 'CC(=O)[O-]' (1 charged atom)")
+               "with a sigma too small to show it: line 6 'C[N+](C)(C)C' (an ion, charge +1), line 7 '[CH2]c1ccccc1' "
+               "(1 unpaired electron), line 8 'CC(=O)[O-]' (an ion, charge -1)")
 
 
 def test_validate_and_run_name_the_ions_and_radicals_by_line(tmp_path, labloop, write_campaign):

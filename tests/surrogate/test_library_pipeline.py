@@ -310,3 +310,45 @@ class _NoModel:
 
     def predict(self, smiles):
         raise AssertionError("the shard planner asked the model")
+
+
+def test_a_molecule_written_two_ways_is_proposed_once_as_its_first_row_writes_it(objective_model, tiny_model_dir,
+                                                                                  smiles, tmp_path):
+    """A chemist's library held anthraquinone written two ways: both rows were proposed and measured, and counted
+    as two hits. Every planner, in memory and over shards, now proposes each molecule once, as its first row
+    writes it, and none proposes another spelling of a molecule tried before (a journal from before this)."""
+    from labloop.planners import RandomPlanner, ScreeningPlanner
+    from labloop.surrogate.featurize import canonical_smiles
+
+    first = [s for s in smiles[:80] if Chem.MolFromSmiles(s) is not None][:40]
+    again = [Chem.MolToSmiles(Chem.MolFromSmiles(s), doRandom=True, canonical=False) for s in first]
+    respelt = [(a, b) for a, b in zip(first, again, strict=True) if a != b]
+    assert len(respelt) > 30  # most random spellings differ from the library's
+    library = [*first, *again, first[0]]
+    path = tmp_path / "twice.csv"
+    pd.DataFrame({"smiles": library}).to_csv(path, index=False)
+    shards = predict_library(path, tiny_model_dir, tmp_path / "shards", chunk_size=32, describe=describe)
+    planners = {  # diversity 1: a molecule like a pending one is not held back (every one is pending here)
+        "bayes": PoolPlanner("bayes", library, ConditionSpace(SPACE), diversity=1.0, **WINDOW),
+        "bayes over shards": ShardPoolPlanner("bayes", lambda version: shards, "ie_ev", ConditionSpace(SPACE),
+                                              shortlist=8, diversity=1.0, **WINDOW),
+        "screening": ScreeningPlanner(library, ConditionSpace(SPACE), goal="window", window_v=(4.5, 4.6)),
+        "random": RandomPlanner(library, SPACE),
+    }
+    model = CalibratedModel(objective_model, (), DescriptorTable())
+    for name, planner in planners.items():
+        proposed: list[str] = []
+        for step in range(30):
+            batch = planner.propose(PlannerState("bayes", seed=1, step=step, pending=tuple(proposed)), 4, model)
+            if not batch:
+                break
+            proposed += [p.smiles for p in batch]
+        # each molecule once; in memory as its first row writes it (random parses only the rows it draws, and the
+        # shards' stage 1 keeps the best rows, of either spelling)
+        assert sorted(canonical_smiles(proposed)) == sorted(canonical_smiles(first)), name
+        assert name in ("random", "bayes over shards") or sorted(proposed) == sorted(first), name
+        # a respelling tried (journalled before this) keeps its first spelling from being proposed
+        tried = tuple(b for _, b in respelt)
+        rest = [p.smiles for p in planner.propose(PlannerState("bayes", seed=1, step=0, pending=tried), 40, model)]
+        left = [a for a in first if a not in {a for a, _ in respelt}]
+        assert sorted(canonical_smiles(rest)) == sorted(canonical_smiles(left)), name
