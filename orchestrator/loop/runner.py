@@ -49,7 +49,7 @@ from labloop.core.errors import (
     said,
 )
 from labloop.core.text import plural
-from labloop.instruments.cv_analysis import CVFlag, CVResult, measurement_quality
+from labloop.instruments.cv_analysis import CVFlag, CVResult, measurement_quality, to_li_scale
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import UNSAFE, VETOED, ExperimentRow, Journal, State
@@ -658,6 +658,12 @@ class Runner:
         if CVFlag.AT_SCAN_START in outcome.analysis.flags:  # likewise: the wave lies before the scan begins
             flags += (f" (the current already decays from the scan's start: the potential lies before where the scan "
                       f"begins{where}; start it further out)")
+        if CVFlag.NO_PEAK in outcome.analysis.flags and not bound:  # what was scanned, so a chemist can judge it
+            scanned = outcome.voltammogram.potential_v
+            low, high = (to_li_scale(float(e), self.campaign.cell.reference_offset_v)
+                         for e in (scanned.min(), scanned.max()))
+            flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned: the potential "
+                      "lies beyond it, or the sample gave no signal)")
         referenced = outcome.lab.referenced
         if CVFlag.NO_STANDARD in outcome.analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"

@@ -126,6 +126,11 @@ def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(
     said = [re.search(r"the potential lies beyond the window scanned, below (\d\.\d{3}) V vs Li/Li\+\)", e.cause)
             for e in failed if "beyond_window" in e.cause]
     assert said and all(m is not None and m[1] in ("1.550", "1.551") for m in said), [e.cause for e in failed]
+    # one with no wave at all says what was scanned (it said 'analysis: no_peak' alone): 0.3..-1.7 V vs the
+    # reference at 3.2 V
+    silent = [e.cause for e in failed if "no_peak" in e.cause and "beyond_window" not in e.cause]
+    assert silent and all(c.endswith("(no wave between 1.500 and 3.500 V vs Li/Li+, the window scanned: the "
+                                     "potential lies beyond it, or the sample gave no signal)") for c in silent), silent
     assert proposed and all(m.endswith(": bayes proposed 1 experiment") for m in proposed), proposed
     # its second experiment's wave lay beyond the cathodic vertex: a bound, which calibrates before anything
     # is measured (its first experiment had no peak at all, which bounds nothing)
