@@ -413,15 +413,26 @@ class Conditions(BaseModel):
     __pydantic_extra__: dict[str, ConditionValue]
     # None: not planned, so the protocol's cv runs at its own scan_rate_v_s (a default of 0.1 V/s here used to
     # override whatever the protocol said, in every campaign without a conditions section)
-    scan_rate_v_s: Annotated[Range | None, Field(description="V/s; [low, high] or one value")] = Field(
-        None, title="two scan rates [low, high] (V/s; or one, kept fixed)", examples=[[0.05, 0.5]])
+    scan_rate_v_s: Annotated[ConditionValue | None, Field(
+        description="V/s; [low, high], one value, or {choices: [...]} (a lab's fixed rates)")] = Field(
+        None, title="two scan rates [low, high] (V/s; or one, kept fixed; or {choices: [0.05, 0.1, 0.2]})",
+        examples=[[0.05, 0.5]])
 
     @field_validator("scan_rate_v_s")
     @classmethod
-    def _plausible_scan_rate(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+    def _plausible_scan_rate(cls, value: tuple[float, float] | Choices | None) -> tuple[float, float] | Choices | None:
         if value is None:
             return value
         low, high = SCAN_RATE_RANGE_V_S
+        if isinstance(value, Choices):  # a lab's fixed rates (50, 100, 200 mV/s): each a rate in range
+            problems = [Problem(("choices", index), f"a scan rate in V/s, {low:g}..{high:g} (got {rate!r})"
+                                + (f": {slip('mV/s', 'V/s', f'{compact(rate / 1000)} V/s')}"
+                                   if isinstance(rate, int | float) and low <= rate / 1000 <= high else ""))
+                        for index, rate in enumerate(value.choices)
+                        if isinstance(rate, str | bool) or not low <= rate <= high]
+            if problems:
+                raise Problems(*problems)
+            return value
         if not (low <= value[0] and value[1] <= high):
             # a range in mV/s: the ends beyond 10 V/s read as mV/s (the step's own scan rates say it likewise); when
             # only the high end slipped, the hint is of it alone ([0.02, 50]: the 0.02 V/s is no slip)
@@ -435,10 +446,16 @@ class Conditions(BaseModel):
 
     def space(self) -> dict[str, tuple[float, float] | dict[str, tuple[Any, ...]]]:
         """Every condition: ``(low, high)`` or ``{"choices": (...)}`` (the planners' form)."""
-        extra = {name: value.model_dump() if isinstance(value, Choices) else value
-                 for name, value in (self.__pydantic_extra__ or {}).items()}
-        planned = {} if self.scan_rate_v_s is None else {"scan_rate_v_s": self.scan_rate_v_s}
-        return {**planned, **extra}
+        given = {} if self.scan_rate_v_s is None else {"scan_rate_v_s": self.scan_rate_v_s}
+        return {name: value.model_dump() if isinstance(value, Choices) else value
+                for name, value in {**given, **(self.__pydantic_extra__ or {})}.items()}
+
+    def varies(self, name: str) -> bool:
+        """Whether condition ``name`` is planned among more than one value (a range, or two choices or more)."""
+        value = self.space().get(name)
+        if isinstance(value, dict):
+            return len(set(value["choices"])) > 1
+        return value is not None and value[0] != value[1]
 
 
 class Instrument(BaseModel):
@@ -1035,8 +1052,7 @@ class Campaign(BaseModel):
         problems.extend(Problem(("safety", "syringes_ml", name), f"{not_one_of(name, offered)} ({which})")
                         for name in self.safety.syringes_ml if name not in self.instruments)
         for index, step in enumerate(steps):
-            low, high = self.conditions.scan_rate_v_s or (None, None)
-            if getattr(step, "scan_rates_v_s", None) and low != high:
+            if getattr(step, "scan_rates_v_s", None) and self.conditions.varies("scan_rate_v_s"):
                 problems.append(Problem(("conditions", "scan_rate_v_s"),
                                         f"the protocol's cv step (protocol[{index}]) runs a fixed list of scan rates, "
                                         "so a planned scan rate would be ignored: give one value or drop it"))

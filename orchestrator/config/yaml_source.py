@@ -330,8 +330,9 @@ def _message(error: Any, model: type[BaseModel], written: str | None) -> str:
             return elsewhere
         valid = _fields_at(model, loc[:-1])
         return f"unknown field; valid fields: {', '.join(valid)}" if valid else "unknown field"
-    if kind == "missing" and loc and isinstance(loc[-1], int) and (whole := field_at(model, loc[:-1])) is not None \
-            and whole.title:  # a list one item short of what the field takes ([0.1] for a [low, high] range)
+    plain = tuple(part for part in loc if not is_union_tag(part))  # a range among choices: the field's own title
+    if kind == "missing" and plain and isinstance(plain[-1], int) and (whole := field_at(model, plain[:-1])) \
+            is not None and whole.title:  # a list one item short of what the field takes ([0.1] for a [low, high])
         sample = f", e.g. {json.dumps(whole.examples[0])}" if whole.examples else ""
         return f"missing: this takes {whole.title}{sample}"
     if kind == "missing":

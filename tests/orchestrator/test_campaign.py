@@ -303,9 +303,12 @@ MALFORMED = [
      "seed: one whole number, not a list (got [7])"),
     ("no target column", edit("targets: [ie_ev, ea_ev]", "targets: []"), "prior:", "prior.targets",
      "at least one of the columns, e.g. [\"ie_ev\", \"ea_ev\"] (got [])"),  # not "1 columns"
+    ("scan rate choices in mV/s", edit("scan_rate_v_s: [0.02, 0.5]", "scan_rate_v_s: {choices: [0.05, 100]}"),
+     "conditions:", "conditions.scan_rate_v_s.choices[1]",
+     "a scan rate in V/s, 0.0001..10 (got 100): mV/s written as V/s? (0.1 V/s)"),
     ("a range of one scan rate", edit("scan_rate_v_s: [0.02, 0.5]", "scan_rate_v_s: [0.1]"), "conditions:",
-     "conditions.scan_rate_v_s[1]", "missing: this takes two scan rates [low, high] (V/s; or one, kept fixed), "
-     "e.g. [0.05, 0.5]"),  # pydantic's "required, but missing" said nothing of what was
+     "conditions.scan_rate_v_s[1]", "missing: this takes two scan rates [low, high] (V/s; or one, kept fixed; or "
+     "{choices: [0.05, 0.1, 0.2]}), e.g. [0.05, 0.5]"),  # pydantic's "required, but missing" said nothing of what was
     ("one alert URL", edit("seed: 7\n", "seed: 7\nalerts: ntfy://lab\n"), "alerts:", "alerts",
      "alerts: a list of apprise URLs, e.g. [\"ntfy://lab-night-shift\"] (what is written there is not shown: it "
      "may hold a secret)"),

@@ -48,8 +48,9 @@ def test_dry_run_completes_its_budget_with_every_record(tmp_path, labloop, write
 def test_a_whole_number_condition_is_planned_from_its_choices(tmp_path, labloop, write_campaign):
     """``n_scans: {choices: [1, 2, 3]}``: the campaign file's whole numbers stay whole (they were read as 1.0,
     which the cv step refused, so no campaign could vary the number of scans), and each experiment runs the
-    cv with the count its proposal chose."""
-    campaign_file = write_campaign(tmp_path, conditions={"scan_rate_v_s": [0.05, 0.5],
+    cv with the count its proposal chose. The scan rate from a lab's fixed rates likewise (it took a range only,
+    and refused ``{choices: [0.05, 0.1, 0.2]}``, though README offered choices for every condition)."""
+    campaign_file = write_campaign(tmp_path, conditions={"scan_rate_v_s": {"choices": [0.05, 0.2]},
                                                          "n_scans": {"choices": [1, 2, 3]}},
                                    budget={"max_experiments": 4})
     assert labloop("validate", campaign_file, "--dry-run").returncode == 0
@@ -63,6 +64,8 @@ def test_a_whole_number_condition_is_planned_from_its_choices(tmp_path, labloop,
             assert type(chosen) is int and chosen in (1, 2, 3)
             (measured,) = journal.voltammograms(e.id)  # the raw data says how it was taken
             assert measured.params.n_scans == chosen
+            assert e.conditions["scan_rate_v_s"] in (0.05, 0.2)
+            assert measured.params.scan_rate_v_s == e.conditions["scan_rate_v_s"]
 
 
 def test_sigint_leaves_pumps_stopped_and_cell_off(tmp_path, write_campaign):
