@@ -33,6 +33,7 @@ from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
     acquisition,
     best_so_far,
+    interval_check,
     measured,
     parity,
     prediction_errors,
@@ -414,6 +415,23 @@ def _bounds(n: object) -> str:
     return f" + {n} {plural(n, 'bound')}" if isinstance(n, int) and n else ""
 
 
+def _interval_said(check: dict[str, Any] | None) -> str:
+    """The report's sentence on :func:`interval_check`: the count within against the middle 95% of what a right sd
+    gives for that many (binomial, normal approximation), so a few measurements are not over-read."""
+    if check is None:
+        return "No measured experiment had a prediction with a standard deviation yet."
+    n, within, level = check["n"], check["within"], check["level"]
+    spread = 1.96 * (n * level * (1 - level)) ** 0.5
+    low, high = max(0, round(n * level - spread)), min(n, round(n * level + spread))
+    verdict = ("too small: the errors were larger than it said" if within < low else
+               "too large: the errors were smaller than it said" if within > high else "consistent with them")
+    return (f"{within} of {n} {plural(n, 'measurement')} ({100 * within / n:.0f}%) lay within the "
+            f"{100 * level:.0f}% interval of their prediction at proposal time (predicted +/- 1.96 sd), where a right "
+            f"sd puts {low}-{high} "
+            f"of {n}: the sd was {verdict}. The root mean square of (measured - predicted) / sd is "
+            f"{check['rms_z']:.2f} (about 1 if the sd is right).")
+
+
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path) -> str:
     campaign, progress = snap["campaign"], snap["progress"]
     counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
@@ -440,6 +458,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
                      for e in snap["events"] if left_unsafe(e["kind"], e["data"]))
     unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'
 
+    checked = _interval_said(interval_check(measured(snap["experiments"])))
     tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,
               *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists()]
     data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)
@@ -456,6 +475,7 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}
 </table>
+<h2>the predictions' uncertainty, checked</h2><p>{esc(checked)}</p>
 <h2>calibration to the measurements (refitted before every proposal)</h2>
 <p>One row per proposal. A proposal after a batch whose experiments all failed, or the same proposal
 made again after a resume, is calibrated on as many measurements as the one before, so two rows can

@@ -50,6 +50,22 @@ def prediction_errors(done: list[dict[str, Any]], window: int = ERROR_WINDOW) ->
     return errors, running
 
 
+#: the share of measurements a right sd puts within mu +/- 1.96 sd
+COVERAGE_LEVEL = 0.95
+
+
+def interval_check(done: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How well the predictions' sd (at proposal time) described their errors: how many done experiments lay
+    within mu +/- 1.96 sd (95% of them if the sd is right) and the root mean square of (measured - mu) / sd (1 if
+    right; above 1, the sd was too small). None without a prediction with an sd. Why: the planners bet on the
+    sd, and a chemist cannot trust an interval the campaign never checks (a trial found 6 of 26 outside it)."""
+    z = [(e["potential_v"] - e["mu"]) / e["sigma"] for e in done if e["mu"] is not None and e["sigma"]]
+    if not z:
+        return None
+    return {"n": len(z), "within": sum(abs(v) <= 1.96 for v in z), "level": COVERAGE_LEVEL,
+            "rms_z": statistics.fmean(v * v for v in z) ** 0.5}
+
+
 def acquisition(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The acquisition value of every proposal that had one (planners without acquisition have none)."""
     return [{"id": e["id"], "acquisition": e["acquisition"]} for e in experiments if e["acquisition"] is not None]

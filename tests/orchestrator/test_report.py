@@ -74,6 +74,25 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
                and r["reference_electrode"] == "Ag/Ag+" for r in measured)
     assert {r["potential_from"] for r in measured} == {"cell.reference_offset_v"}  # no ferrocene standard here
     assert not (tmp_path / "report" / "lab_grade.csv").exists() and "lab_grade.csv" not in page  # no lab record
+    # random, without a model, predicted nothing: nothing to check the sd of (tests/planners/test_feedback_loop.py
+    # checks a bayes campaign's)
+    assert "No measured experiment had a prediction with a standard deviation yet." in page
+
+
+def test_the_interval_check_counts_errors_within_1_96_sd_and_judges_by_the_binomial_range():
+    from labloop.orchestrator.journal.plot_data import interval_check
+    from labloop.orchestrator.report import _interval_said
+
+    done = [{"potential_v": 4.0 + dz * 0.1, "mu": 4.0, "sigma": 0.1} for dz in (0.5, -1.0, 2.5, 0.0)]
+    done.append({"potential_v": 3.0, "mu": None, "sigma": None})  # no prediction: not counted
+    check = interval_check(done)
+    assert check["n"] == 4 and check["within"] == 3
+    assert check["rms_z"] == pytest.approx(((0.25 + 1.0 + 6.25 + 0.0) / 4) ** 0.5)
+    # 4 measurements: a right sd puts 2-4 within (95% +/- 1.96 sqrt(4 x 0.95 x 0.05)), so 3 is no verdict
+    assert "3 of 4 measurements (75%)" in _interval_said(check) and "consistent with them" in _interval_said(check)
+    wide = [{"potential_v": 4.0 + 3.0 * (k % 2) * 0.1, "mu": 4.0, "sigma": 0.1} for k in range(40)]
+    assert "20 of 40" in _interval_said(interval_check(wide)) and "too small" in _interval_said(interval_check(wide))
+    assert interval_check([]) is None and "No measured experiment" in _interval_said(None)
 
 
 def test_the_protocols_scan_rate_is_shown_beside_each_experiment_when_none_is_planned(tmp_path, labloop,

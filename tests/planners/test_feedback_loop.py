@@ -77,6 +77,9 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
     assert "size function (V at N heavy atoms)" in page
     assert all(f"<td>{time}</td></tr>" in page for time in calibrated_at)  # each row says when it was fitted
     assert "prior " in page.split("out-of-sample MAE per output")[1]  # the retrained version's errors
+    # the predictions' sd checked against the 8 measurements, as the journal holds them
+    within = sum(abs(e.potential_v - e.mu) <= 1.96 * e.sigma for e in done)
+    assert f"{within} of 8 measurements ({100 * within / 8:.0f}%) lay within the 95% interval of their " in page
 
 
 def test_screening_campaign_measures_in_prior_order_and_never_retrains(tmp_path, labloop, write_campaign):
