@@ -20,6 +20,7 @@ import dataclasses
 import inspect
 import logging
 import math
+import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -156,19 +157,32 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
         raise CampaignError([str(problem) for problem in problems])
 
 
+def serial_device(port: str) -> str:
+    """The device a port names: a path with its links and ``..`` resolved (``/dev/serial/by-id/...`` is the
+    ``/dev/ttyUSB0`` it links to), a pyserial URL (``socket://``, ``rfc2217://``) as written. Why: ports were
+    compared as text, so a symlink to the analyte pump's port passed as another pump, and every dispense of
+    both went to one device (a trial's rig)."""
+    return port if "://" in port else os.path.realpath(port)
+
+
 def _instrument_problem(campaign: Campaign, name: str, entry: Instrument, dry_run: bool) -> ConfigError | None:
     """The first thing wrong with instrument ``name`` before its port is opened (check_instruments), or None."""
     where = campaign.located("instruments", name)
     if entry.port:  # instruments may share a serial line only as different addresses of one chain
-        sharing = [(other, spec) for other, spec in campaign.instruments.items() if spec.port == entry.port]
+        device = serial_device(entry.port)
+        sharing = [(other, spec) for other, spec in campaign.instruments.items()
+                   if spec.port and serial_device(spec.port) == device]
         first_name, first = sharing[0]
+        port = entry.port if first.port == entry.port else f"{entry.port} ({first.port}'s device, {device})"
         if first.driver != entry.driver:  # one line, one protocol and baud rate
-            return ConfigError(where, f"shares port {entry.port} with {first_name!r}, whose driver is "
+            return ConfigError(where, f"shares port {port} with {first_name!r}, whose driver is "
                                       f"{first.driver!r}, not {entry.driver!r}: a serial line speaks to one kind of "
                                       "device")
-        same = next(other for other, spec in sharing if spec.options.get("address") == entry.options.get("address"))
+        same, its = next((other, spec) for other, spec in sharing
+                         if spec.options.get("address") == entry.options.get("address"))
+        port = entry.port if its.port == entry.port else f"{entry.port} ({its.port}'s device, {device})"
         if same != name:
-            return ConfigError(where, f"shares port {entry.port} with {same!r} at the same address "
+            return ConfigError(where, f"shares port {port} with {same!r} at the same address "
                                       f"({entry.options.get('address', 'none')}): both would command one device")
     try:
         descriptor = resolve(entry.driver)

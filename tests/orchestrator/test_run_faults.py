@@ -514,6 +514,7 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
     rig = yaml.safe_load(write_campaign(tmp_path).read_text())["instruments"]
     library = Path(yaml.safe_load(write_campaign(tmp_path).read_text())["library"]["file"])
     (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(library.read_bytes())[:2000])
+    (tmp_path / "ttyLINK").symlink_to(rig["analyte_pump"]["port"])
 
     def instrument(name: str, **options) -> dict:
         return {"instruments": {**rig, name: {**rig[name], "options": {**rig[name].get("options", {}), **options}}}}
@@ -539,6 +540,17 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
         "a potentiostat on the pumps' line": (  # a newcomer's wiring mistake, which validate passed
             {"instruments": {**rig, "potentiostat": {**rig["potentiostat"], "port": rig["analyte_pump"]["port"]}}},
             f"shares port {rig['analyte_pump']['port']} with 'analyte_pump', whose driver is 'ne1000', not 'emstat'"),
+        # the same device by another name: a link (as /dev/serial/by-id/... is), a path with // or .. in it
+        "a potentiostat on a link to the pumps' line": (
+            {"instruments": {**rig, "potentiostat": {**rig["potentiostat"], "port": str(tmp_path / "ttyLINK")}}},
+            f"shares port {tmp_path / 'ttyLINK'} ({rig['analyte_pump']['port']}'s device, /dev/ttyUSB0) with "
+            "'analyte_pump', whose driver is 'ne1000', not 'emstat'"),
+        "two pumps at one address of one line written two ways": (
+            {"instruments": {**rig, "electrolyte_pump": {**rig["electrolyte_pump"], "port": "/dev//ttyUSB0",
+                                                         "options": {**rig["electrolyte_pump"]["options"],
+                                                                     "address": 0}}}},
+            "shares port /dev//ttyUSB0 (/dev/ttyUSB0's device, /dev/ttyUSB0) with 'analyte_pump' at the same address "
+            "(0)"),
         "control characters in a path": ({"library": {"file": str(tmp_path / "lib\x1b[2J\nFAKE OK")}},
                                          "lib\\x1b[2J\\nFAKE OK: no such file"),
         "a reference electrode 3000 V away": ({"cell": {"reference_offset_v": 3000.0}},
