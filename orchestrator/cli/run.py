@@ -171,8 +171,12 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                           markup=False, highlight=False, soft_wrap=True)
     elif code in (EXIT_FAULTS, EXIT_REFUSED):
         with Journal.open(store, readonly=True) as journal:
-            last = next((e for e in reversed(journal.events()) if e.kind in ("stopped", "cluster_lost")), None)
-        if last is not None and last.kind == "cluster_lost":
+            last = next((e for e in reversed(journal.events()) if e.kind in ("stopped", "cluster_lost", "finished")),
+                        None)
+        if last is not None and last.kind == "finished":  # every experiment ran, but an instrument did not stop
+            _say(f"error: {last.message}, but NOT made safe: {'; '.join(last.data['unsafe'])}; check them at the "
+                 "instruments (a pump may still pump, the cell may be on)")
+        elif last is not None and last.kind == "cluster_lost":
             _say(f"{last.message}; start the cluster again (or give another --scheduler), then "
                  f"`labloop resume {store}`")
         elif last is not None and isinstance(last.data, dict) and "advice" in last.data:  # the rig needs a person

@@ -109,8 +109,10 @@ def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
         return "stopped: the run process ended without a word (killed or crashed); `labloop resume` continues it"
     if last["kind"] == "finished":
         done, budget = progress["counts"][State.DONE.value], progress["max_experiments"]
-        return (f"finished: budget reached ({done}/{budget})" if done >= budget
-                else f"finished: {last['message'].removeprefix('campaign finished: ')}")
+        unsafe = last["data"].get("unsafe") if isinstance(last["data"], dict) else None
+        return ((f"finished: budget reached ({done}/{budget})" if done >= budget
+                 else f"finished: {last['message'].removeprefix('campaign finished: ')}")
+                + (f"; NOT made safe: {'; '.join(unsafe)}" if unsafe else ""))
     said = with_advice(last["message"].removeprefix("campaign stopped: "), last["data"])
     if last["kind"] == "interrupted" and "labloop resume" not in said:  # a Ctrl-C with nothing left for a person
         said += "; `labloop resume` continues it"

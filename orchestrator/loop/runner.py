@@ -317,7 +317,8 @@ class Runner:
 
     def run(self) -> int:
         """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults, the Dask cluster
-        lost, nobody to answer a manual step or the rig needing a person, 2 the rig needing a person before
+        lost, nobody to answer a manual step, the rig needing a person or not made safe at the end, 2 the rig
+        needing a person before
         anything moved in this run, 130 interrupted)."""
         budget = self.campaign.budget
         with self.learning, console.progress() as bar:
@@ -353,9 +354,7 @@ class Runner:
                 if self.learning.training:
                     show("finishing the last retrain")
                     self.learning.wait()
-                with self.interrupts.deferred():
-                    self.journal.add_event("finished", f"campaign finished: {reason}")
-                return EXIT_OK
+                return self._finish(reason)
             waiting = [e.id for e in experiments if e.status == State.AWAITING_APPROVAL]
             if waiting:  # one short wait per turn, so health checks, new models and max_hours go on meanwhile
                 self._hold(waiting, show)
@@ -364,9 +363,7 @@ class Runner:
             if not queue:
                 show("proposing")
                 if not self._propose(experiments):
-                    with self.interrupts.deferred():
-                        self.journal.add_event("finished", "campaign finished: every library molecule was tried")
-                    return EXIT_OK
+                    return self._finish("every library molecule was tried")
                 continue
             self._wait_for_active_hours(show)
             experiment = queue[0]
@@ -392,6 +389,17 @@ class Runner:
                         self.journal.add_event("stopped", stopped, data=data)
                     return EXIT_FAULTS
             show(f"{self.done} done")
+
+    def _finish(self, reason: str) -> int:
+        """The campaign's end: the rig made safe, then the ``finished`` event. Exit 0, or 1 when an instrument could
+        not be made safe, which the event's data names (``unsafe``: the log's header, the dashboard and the report
+        show it, and it alerts): a trial's potentiostat whose abort failed ended "8/8 experiments done", exit 0,
+        its one ERROR line the only sign that the cell might still be on."""
+        unsafe = self.rig.safe_state()  # never raises; closing the rig tries again
+        with self.interrupts.deferred():
+            self.journal.add_event("finished", f"campaign finished: {reason}",
+                                   data={"unsafe": unsafe} if unsafe else None)
+        return EXIT_FAULTS if unsafe else EXIT_OK  # the command's last line says what was not made safe
 
     def _stop_interrupted(self, exc: Interrupted) -> int:
         """Safe rig, consistent journal: the running experiment becomes ``interrupted`` (re-run on resume).

@@ -188,6 +188,49 @@ def test_a_plugin_exiting_in_its_stop_is_said_as_not_made_safe_with_its_exceptio
     assert result.stderr.strip().splitlines()[-1].startswith("stopped: NOT made safe after experiment 1 failed: ")
 
 
+#: a plug-in potentiostat (an EmStat on its emulator) whose abort, called only to make the rig safe, and close fail
+STUCK_STAT = """
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class StuckStat(EmStatPotentiostat):
+        def abort(self):
+            raise RuntimeError("abort failed")
+
+        def close(self):
+            super().close()
+            raise RuntimeError("close failed")
+
+    STUCK_STAT = DriverDescriptor(name="stuck-stat", kind="potentiostat", open=StuckStat.open, default_baudrate=230400)
+    """
+
+
+def test_a_campaign_that_ends_with_an_instrument_not_made_safe_exits_1_and_says_it(odd_campaign, tmp_path, labloop,
+                                                                                    install_plugin):
+    """A potentiostat whose abort() fails at the campaign's end (nothing failed before): the run said "2/2
+    experiments done", exit 0, `labloop log` "finished: budget reached", and one ERROR line was the only sign that
+    the cell might still be on; a close() that raises ended it as "unexpected RuntimeError (a labloop bug)", naming
+    no instrument. Now: exit 1, the finished event names what was not made safe (the log's header says it), and the
+    close is one line naming the instrument and its driver (a plug-in engineer's trial)."""
+    install_plugin("stuck_stat", STUCK_STAT, {"stuck-stat": "STUCK_STAT"},
+                   "labloop.sim.builtin_emulators:emstat_emulator")
+    result = labloop("run", odd_campaign("return volume_ml", potentiostat="stuck-stat"), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "labloop bug" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: campaign finished: 2 experiments done (budget.max_experiments), but NOT made safe: potentiostat: "
+        "RuntimeError: abort "
+        "failed; check them at the instruments (a pump may still pump, the cell may be on)"), result.stderr
+    said = " ".join(result.stderr.split())
+    assert ("instruments.potentiostat: driver 'stuck-stat' raised RuntimeError: close failed as it was closed" in said
+            ), result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        [finished] = [e for e in journal.events() if e.kind == "finished"]
+    assert finished.data == {"unsafe": ["potentiostat: RuntimeError: abort failed"]}
+    header = " ".join(labloop("log", tmp_path / "tiny.db").stdout.split())
+    assert "finished: budget reached (2/2); NOT made safe: potentiostat: RuntimeError: abort failed" in header
+
+
 #: a plug-in pump whose descriptor says what its syringe holds when the campaign starts by ``{says}`` (its body)
 HOOKED = """
     from labloop.instruments.ne1000 import NE1000Pump
