@@ -166,7 +166,10 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
         except Interrupted:
             code = EXIT_INTERRUPTED
     store = campaign.store
-    if code == EXIT_INTERRUPTED:
+    if code == EXIT_INTERRUPTED and not store.exists():  # stopped while the rig opened or its health was checked
+        _say(f"interrupted before the journal {store} was written: nothing ran; start it again with the same "
+             "`labloop run`")
+    elif code == EXIT_INTERRUPTED:
         console.err.print(f"interrupted: the journal is consistent.\ncontinue with: {_resume_after_interrupt(store)}",
                           markup=False, highlight=False, soft_wrap=True)
     elif code in (EXIT_FAULTS, EXIT_REFUSED):

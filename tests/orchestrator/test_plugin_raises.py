@@ -120,6 +120,20 @@ def test_a_plugin_raising_keyboardinterrupt_stops_the_run_as_a_ctrl_c_does(odd_c
                                    "(experiment 1 will run again on resume); instruments in a safe state")
 
 
+def test_a_ctrl_c_before_the_journal_is_written_says_nothing_ran(odd_campaign, tmp_path, labloop):
+    """A Ctrl-C (SIGINT, sent by the plug-in's status to its own process) in the health check, before the journal
+    exists, advised `labloop resume STORE`, which then failed with "no such journal" (a plug-in engineer's
+    trial)."""
+    status = ("def status(self):\n            import os, signal, time\n"
+              "            os.kill(os.getpid(), signal.SIGINT)\n            time.sleep(5)")
+    result = labloop("run", odd_campaign("return volume_ml", status), "--dry-run")
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"interrupted before the journal {tmp_path / 'tiny.db'} was written: nothing ran; start it again with the "
+        "same `labloop run`"), result.stderr
+    assert not (tmp_path / "tiny.db").exists() and "labloop resume" not in result.stderr
+
+
 @pytest.mark.parametrize(("odd", "cause"), [
     ("return '4.5'", f"DispenseMismatch: analyte_pump in {CV_SCREEN}:10: protocol[1].dispense: its driver's dispense "
                      "returned a str, not the volume dispensed in mL: how much of the 0.5 mL asked was pumped is "
