@@ -846,13 +846,15 @@ class ProtocolExecutor:
         at = f"{potentiostat} in {where}"
         run_series = getattr(driver, "run_cv_series", None)  # one script for all rates, where offered
         if run_series is None or len(series) == 1:
-            return [returned(driver.run_cv(params), Voltammogram, where=at, call="run_cv") for params in series]
+            return [_spanning(returned(driver.run_cv(params), Voltammogram, where=at, call="run_cv"), params, at,
+                              "run_cv") for params in series]
         what = f"a list of {len(series)} voltammograms, one per scan rate"
         scans = returned(run_series(list(series)), (list, tuple), where=at, call="run_cv_series", what=what)
         if len(scans) != len(series):
             raise WrongReturn(at, f"its driver's run_cv_series returned {len(scans)} {plural(len(scans), 'scan')}, "
                                   f"not {what}")
-        return [returned(scan, Voltammogram, where=at, call="run_cv_series", what=what) for scan in scans]
+        return [_spanning(returned(scan, Voltammogram, where=at, call="run_cv_series", what=what), params, at,
+                          "run_cv_series") for scan, params in zip(scans, series, strict=True)]
 
     @staticmethod
     def _warn_of_d(sample_id: str, lab: LabRecord) -> None:
@@ -1037,6 +1039,29 @@ def _since_emptied(steps: Sequence[Step], end: int) -> range:
     """The places of the steps before ``end`` that come after the last rinse or clean among them."""
     emptied = max((i for i, s in enumerate(steps[:end]) if isinstance(s, Rinse | Clean)), default=-1)
     return range(emptied + 1, end)
+
+
+#: how far (V) a voltammogram's lowest and highest potential may lie from the vertices asked, beyond two steps: a
+#: potentiostat reports the potential it applied, within millivolts
+SPAN_TOLERANCE_V = 0.02
+
+
+def _spanning(scan: Voltammogram, params: CVParams, at: str, call: str) -> Voltammogram:
+    """``scan`` when its potentials run from one vertex of ``params`` to the other, else :class:`WrongReturn` at
+    ``at``: a driver's scan in mV (1000 times the window), or cut short before a vertex, was analysed as the
+    molecule's and failed as ``no_peak`` or ``irreversible``, ten in a row before the run stopped with advice about
+    the electrodes, and the planner shunned those molecules (a plug-in engineer's trial). The instrument's fault,
+    named, before any analysis."""
+    low, high = sorted((params.e_vertex1_v, params.e_vertex2_v))
+    off = SPAN_TOLERANCE_V + 2 * params.e_step_v
+    got = "no point"
+    if len(scan.potential_v):
+        lo, hi = float(scan.potential_v.min()), float(scan.potential_v.max())
+        if abs(lo - low) <= off and abs(hi - high) <= off:
+            return scan
+        got = f"{lo:.3f}..{hi:.3f} V"
+    raise WrongReturn(at, f"its driver's {call} returned a scan over {got} where {low:g}..{high:g} V was asked "
+                          "(potentials in another unit, mV? or a scan cut short): not analysed")
 
 
 def refill_steps(steps: Sequence[Step], blank_index: int) -> list[int]:

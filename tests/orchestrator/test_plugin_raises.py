@@ -202,6 +202,42 @@ def test_a_plugin_exiting_in_its_stop_is_said_as_not_made_safe_with_its_exceptio
     assert result.stderr.strip().splitlines()[-1].startswith("stopped: NOT made safe after experiment 1 failed: ")
 
 
+#: a plug-in potentiostat (an EmStat on its emulator) whose scans come back in mV
+MILLIVOLT_STAT = """
+    from dataclasses import replace
+
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class MilliStat(EmStatPotentiostat):
+        def run_cv(self, params):
+            scan = super().run_cv(params)
+            return replace(scan, potential_v=scan.potential_v * 1000)
+
+    MILLI_STAT = DriverDescriptor(name="milli-stat", kind="potentiostat", open=MilliStat.open, default_baudrate=230400)
+    """
+
+
+def test_a_scan_that_does_not_span_the_window_asked_is_the_drivers_fault(odd_campaign, tmp_path, labloop,
+                                                                         install_plugin):
+    """A driver returning its scan in mV: each was analysed as the molecule's and failed 'no_peak' or
+    'irreversible' (the planner shunning the molecules), ten in a row before the run stopped with advice about the
+    electrodes (a plug-in engineer's trial). Now each is an instrument fault naming the potentiostat, the span and
+    the window asked, before any analysis."""
+    install_plugin("milli_stat", MILLIVOLT_STAT, {"milli-stat": "MILLI_STAT"},
+                   "labloop.sim.builtin_emulators:emstat_emulator")
+    result = labloop("run", odd_campaign("return volume_ml", potentiostat="milli-stat"), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "stopped: 2 instrument faults in a row" in result.stderr, result.stderr
+    causes = [cause for _, cause in _experiments(tmp_path / "tiny.db")]
+    assert len(causes) == 2 and all(c.startswith("WrongReturn: potentiostat in ") and
+                                    "its driver's run_cv returned a scan over -800.000..1950.000 V where -0.8..1.95 V "
+                                    "was asked (potentials in another unit, mV? or a scan cut short): not analysed"
+                                    in c for c in causes), causes
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        assert not any(journal.voltammograms(e.id) for e in journal.experiments())  # nothing analysed or kept
+
+
 #: a plug-in potentiostat (an EmStat on its emulator) whose abort, called only to make the rig safe, and close fail
 STUCK_STAT = """
     from labloop.instruments.emstat import EmStatPotentiostat
