@@ -48,14 +48,17 @@ FOLLOW_INTERVAL_S = 1.0
                     "anything. --dry-run: as `run --dry-run` would (emulators: no ports needed).")
 @click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check for a dry run: ports need not exist, simulated drivers are ok.")
+@click.option("--store", type=click.Path(path_type=Path),
+              help="The journal file `run --store` would write (default: the campaign's store).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), help="The seed `run --seed` would use.")
 @scheduler_option
 @click.option("--all", "every_problem", is_flag=True,
               help="List every problem of the campaign file, one line each (default: the first, and how many more).")
 @click.pass_context
-def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, scheduler: str | None,
-             every_problem: bool) -> None:
+def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None,
+             scheduler: str | None, every_problem: bool) -> None:
     try:  # the file, then what is known of the instruments before any port opens (three unplugged devices)
-        campaign = preflight.with_extended_budget(load_campaign(campaign_file))
+        campaign = preflight.with_extended_budget(preflight.overridden(load_campaign(campaign_file), store, seed))
         library, world = compose.check_campaign(campaign, dry_run=dry_run)
     except CampaignError as exc:
         if not every_problem or len(exc.messages) == 1:
@@ -64,7 +67,7 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, scheduler: 
             console.err.print(f"error: {console.printable(message)}", markup=False, highlight=False, soft_wrap=True)
         ctx.exit(EXIT_BAD_INPUT)
     preflight.check_prior(campaign)
-    preflight.check_store(campaign)
+    preflight.check_store(campaign, "--store" if store is not None else None)
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))

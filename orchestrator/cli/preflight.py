@@ -99,6 +99,13 @@ def check_prior(campaign: Campaign) -> None:
                                                      f"surrogate.folds {folds}: at least {MIN_ROWS_PER_FOLD * folds}")
 
 
+def overridden(campaign: Campaign, store: Path | None, seed: int | None) -> Campaign:
+    """``campaign`` with the store and seed ``run`` and ``validate`` were given (``--store``, ``--seed``), if any."""
+    updates = {key: value for key, value in (("store", store and store.absolute()), ("seed", seed))
+               if value is not None}
+    return campaign.model_copy(update=updates)
+
+
 def warn_before_run(campaign: Campaign, library: list[str]) -> tuple[int, int]:
     """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
     planner will ever propose, an objective no measurement can meet, a protocol value most likely written in

@@ -67,10 +67,7 @@ scheduler_option = options.scheduler_option(
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), help="Override the campaign's seed.")
 @scheduler_option
 def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None, scheduler: str | None) -> int:
-    campaign = load_campaign(campaign_file)
-    updates = {key: value for key, value in (("store", store and store.absolute()), ("seed", seed))
-               if value is not None}
-    campaign = preflight.with_extended_budget(campaign.model_copy(update=updates))
+    campaign = preflight.with_extended_budget(preflight.overridden(load_campaign(campaign_file), store, seed))
     # as validate does: a folder that cannot hold it, a journal of other settings
     preflight.check_store(campaign, "--store" if store is not None else None)
     source = campaign_file.read_text()

@@ -248,6 +248,17 @@ def test_validate_says_what_run_would_find_at_the_store(tmp_path, labloop, write
             assert len(result.stderr.strip().splitlines()) == 1
     given = labloop("run", campaign_file, "--dry-run", "--store", campaign_file / "x.db")  # blamed on the flag
     assert given.returncode == 2 and given.stderr.startswith("error: --store: ") and "is a file, so" in given.stderr
+    # validate checks the store and seed run is given: a stop's advice, `labloop run FILE --store NEW.db`, had no
+    # validate to match, which refused the campaign against the old journal (a plug-in engineer's trial)
+    changed = write_campaign(tmp_path / "a_journal_of_other_settings", budget={"max_experiments": 1},
+                             store=str(tmp_path / "tiny.db"), seed=99)
+    assert labloop("validate", changed, "--dry-run").returncode == 2
+    for flags in (("--store", tmp_path / "new.db"), ("--seed", 5, "--store", tmp_path / "new.db")):
+        assert labloop("validate", changed, "--dry-run", *flags).returncode == 0
+    assert not (tmp_path / "new.db").exists()
+    given = labloop("validate", campaign_file, "--dry-run", "--store", campaign_file / "x.db")
+    assert given.returncode == 2 and given.stderr.startswith("error: --store: ") and "is a file, so" in given.stderr
+    assert labloop("validate", campaign_file, "--dry-run", "--seed", 99).returncode == 2  # the journal's seed is 5
 
 
 def test_a_dry_run_with_faulty_devices_stops_and_says_how_to_resume(tmp_path, labloop, write_campaign):
