@@ -55,8 +55,8 @@ LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"
 CONDITION_COLUMNS = ("conditions", "protocol_conditions")
 EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS, "mu",
                       "sigma", "acquisition", "model_version", "created_at", "started_at", "finished_at")
-MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "potential_from", "e_half_v", "dep_v", "reference", "flags",
-                       "mu", "sigma", *CONDITION_COLUMNS)
+MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "potential_from", "e_half_v", "dep_v", "ipa_a", "ipc_a", "ratio",
+                       "reversibility", "reference", "flags", "mu", "sigma", *CONDITION_COLUMNS)
 #: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
 #: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
 #: column of both reads as one scale, and the second is off by however far the reference electrode drifted
@@ -66,7 +66,8 @@ FROM_FERROCENE, FROM_OFFSET = "ferrocene", "cell.reference_offset_v"
 #: read as a potential against that electrode (a chemist's trial)
 MEASUREMENT_HEADERS = {"potential_v": "potential_v_vs_li", "e_half_v": "e_half_v_vs_reference",
                        "reference": "reference_electrode", "mu": "predicted_v_vs_li", "sigma": "predicted_sd_v",
-                       "conditions": "planned_conditions"}
+                       "conditions": "planned_conditions", "ipa_a": "ipa_uA", "ipc_a": "ipc_uA",
+                       "ratio": "ipc_over_ipa"}
 #: experiments.csv names the prediction and the conditions as measurements.csv does, so the two join on ``id``
 #: without a rename
 EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "conditions")}
@@ -138,7 +139,8 @@ def _write(journal: Journal, directory: Path) -> None:
     measurements = [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]]
     records = {e["id"]: journal.lab_record(e["id"]) for e in measurements}
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
-         [{**e, "potential_from": _potential_from(e, records.get(e["id"]))} for e in measurements], MEASUREMENT_HEADERS)
+         [{**e, "potential_from": _potential_from(e, records.get(e["id"])), "ipa_a": _scaled(e["ipa_a"], 1e6),
+           "ipc_a": _scaled(e["ipc_a"], 1e6)} for e in measurements], MEASUREMENT_HEADERS)
     lab_rows = [row for e in measurements if (record := records.get(e["id"])) is not None
                 for row in _lab_grade_rows(e, record)]
     if lab_rows:

@@ -253,6 +253,12 @@ class ExperimentRow:
     dep_v: float | None
     reference: str | None
     flags: list[str]
+    #: the first scan's peak currents (A, signed as measured), |ipc / ipa| and its reversibility judgement, from
+    #: the measurement's analysis: the first numbers a chemist checks beside E1/2 and dEp
+    ipa_a: float | None = None
+    ipc_a: float | None = None
+    ratio: float | None = None
+    reversibility: str | None = None
 
 
 @dataclass(frozen=True)
@@ -929,7 +935,7 @@ class Journal:
         where = f"WHERE e.state IN ({', '.join('?' * len(states))})" if states else ""
         rows = self._read(
             "SELECT e.*, p.step, p.planner, p.conditions_json, p.mu, p.sigma, p.acquisition, p.model_version, "
-            "m.potential_v, m.e_half_v, m.dep_v, m.reference, m.flags_json FROM experiments e "
+            "m.potential_v, m.e_half_v, m.dep_v, m.reference, m.flags_json, m.result_json FROM experiments e "
             "LEFT JOIN proposals p ON p.experiment_id = e.id "
             f"LEFT JOIN measurements m ON m.experiment_id = e.id AND m.attempt = e.attempt {where} ORDER BY e.id",
             list(states or ()))
@@ -942,6 +948,10 @@ class Journal:
         self._checked(r, f"experiments row {r['id']}", _EXPERIMENT_COLUMNS)
         self._checked(r, proposal, _PROPOSAL_COLUMNS)
         self._checked(r, measurement, _MEASUREMENT_COLUMNS)
+        analysis = {} if r["result_json"] is None else self._decoded(r["result_json"], measurement, "result_json", dict)
+        peaks: dict[str, Any] = {name: value if isinstance(value := analysis.get(name), float | int)
+                                 and not isinstance(value, bool) else None for name in ("ipa_a", "ipc_a", "ratio")}
+        peaks["reversibility"] = value if isinstance(value := analysis.get("reversibility"), str) else None
         return ExperimentRow(
             id=r["id"], smiles=r["smiles"], status=r["state"], cause=r["cause"], attempt=r["attempt"],
             created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"], step=r["step"],
@@ -949,7 +959,7 @@ class Journal:
                                                            dict),
             mu=r["mu"], sigma=r["sigma"], acquisition=r["acquisition"], model_version=r["model_version"],
             potential_v=r["potential_v"], e_half_v=r["e_half_v"], dep_v=r["dep_v"], reference=r["reference"],
-            flags=self._decoded(r["flags_json"] or "[]", measurement, "flags_json", _strings),
+            flags=self._decoded(r["flags_json"] or "[]", measurement, "flags_json", _strings), **peaks,
         )
 
     def actions(self, experiment_id: int) -> list[ActionRow]:

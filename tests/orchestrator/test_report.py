@@ -59,6 +59,15 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
         e = journalled[int(row["id"])]
         assert (row["potential_v_vs_li"], row["e_half_v_vs_reference"], row["dep_v"]) == \
             (f"{e.potential_v:.4f}", f"{e.e_half_v:.4f}", f"{e.dep_v:.4f}"), row
+        # the peak currents, their ratio and the reversibility judgement, which only lab_grade.csv had (a chemist's
+        # trial: the first numbers checked beside E1/2), as the journal's analysis holds them
+        with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+            (analysis,) = [json.loads(r[0]) for r in journal._conn.execute(
+                "SELECT result_json FROM measurements WHERE experiment_id = ? AND attempt = ?", (e.id, e.attempt))]
+        assert (row["ipa_uA"], row["ipc_uA"], row["ipc_over_ipa"], row["reversibility"]) == (
+            f"{analysis['ipa_a'] * 1e6:.4g}", f"{analysis['ipc_a'] * 1e6:.4g}", f"{analysis['ratio']:.4g}",
+            analysis["reversibility"]), row
+        assert analysis["reversibility"] in ("reversible", "quasi-reversible", "irreversible")
     # every raw voltammogram, point by point, as the journal holds it (an operator found no way to replot one)
     with (tmp_path / "report" / "voltammograms.csv").open() as handle:
         points = list(csv.DictReader(handle))
