@@ -140,7 +140,7 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
                             quantity=campaign.objective.quantity, locate=campaign.step_locator(),
                             pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments,
                             hits_v=campaign.objective.hits_v, oxygen_onset_v=campaign.cell.oxygen_onset_v,
-                            syringes_ml=campaign.syringe_starts())
+                            syringes_ml=campaign.syringe_starts(), ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
@@ -525,7 +525,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             area = next((step.electrode_area_cm2 for step in steps if isinstance(step, CV)), None)
             lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
                                ru_ohm=spec.ru_ohm, faults=faults, electrode_area_cm2=area,
-                               oxygen_vs_li_v=oxygen_e0_vs_li_v(campaign.cell.oxygen_onset_v))
+                               oxygen_vs_li_v=oxygen_e0_vs_li_v(campaign.cell.oxygen_onset_v),
+                               ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
             holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
                      **dict.fromkeys(pumps_holding_standard(steps), "standard")}
         instruments: dict[str, object] = {}

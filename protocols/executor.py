@@ -278,7 +278,8 @@ class ProtocolExecutor:
                  rates: Mapping[str, tuple[float, float]] | None = None,
                  hits_v: tuple[float, float] | None = None,
                  oxygen_onset_v: tuple[float, float] = OXYGEN_ONSET_VS_LI_V,
-                 syringes_ml: Mapping[str, float] | None = None) -> None:
+                 syringes_ml: Mapping[str, float] | None = None,
+                 ferrocene_vs_li_v: float = FERROCENE_VS_LI_V) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
@@ -298,6 +299,8 @@ class ProtocolExecutor:
         self._rates = dict(rates or {})
         self.hits_v = hits_v
         self.oxygen_onset_v = oxygen_onset_v
+        #: where ferrocene sits vs Li/Li+ in the campaign's electrolyte (``cell.ferrocene_vs_li_v``)
+        self.ferrocene_vs_li_v = ferrocene_vs_li_v
         #: the pump a step is moving (its dispense or refill), so a failure there names that pump, not the
         #: instrument the step is journalled under (add_standard's is the potentiostat)
         self._pumping: str | None = None
@@ -993,7 +996,7 @@ class ProtocolExecutor:
 
     def _standard_scan(self, cv: CVParams) -> CVParams:
         """The add_standard step's scan: the cv's window widened to take in ferrocene's couple."""
-        fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
+        fc_expected = self.ferrocene_vs_li_v - self.reference_offset_v
         return widened(cv, fc_expected - STANDARD_MARGIN_V, fc_expected + STANDARD_MARGIN_V)
 
     def _add_standard(self, where: str, step: AddStandard, instrument: str, lab: LabRecord) -> dict[str, Any]:
@@ -1007,14 +1010,15 @@ class ProtocolExecutor:
             raise ConfigError(where, "add_standard needs the cv before it")
         dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
         first, analysis = lab.scans[0]
-        fc_expected = FERROCENE_VS_LI_V - self.reference_offset_v
+        fc_expected = self.ferrocene_vs_li_v - self.reference_offset_v
         params = self._standard_scan(first.params)
         self._check_potentials(where, instrument, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
         [voltammogram] = self._scans(where, instrument, [params])
         lab.standard_scan = voltammogram
         couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)
         before = [e for c in analyze_couples(first, ru_ohm=lab.ru_ohm) if (e := couple_position(c)) is not None]
-        lab.referenced = reference_to_ferrocene(couples, couple_position(analysis), fc_expected, before_v=before)
+        lab.referenced = reference_to_ferrocene(couples, couple_position(analysis), fc_expected, before_v=before,
+                                                ferrocene_vs_li_v=self.ferrocene_vs_li_v)
         if lab.referenced.problem is not None and analysis.e_half_v is not None and not analysis.flags:
             log.warning("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
         else:

@@ -56,7 +56,7 @@ from labloop.core.errors import (
     shown,
 )
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
-from labloop.instruments.cv_analysis import OXYGEN_ONSET_VS_LI_V, Quantity
+from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
@@ -100,6 +100,8 @@ POTENTIAL_RANGE_V = (-3.0, 10.0)
 #: where a reference electrode may sit (V vs Li/Li+), the cell's and the simulated world's: every common
 #: one lies between Li/Li+ itself (0) and about 3.5 V vs Li/Li+
 REFERENCE_OFFSET_RANGE_V = (-1.0, 6.0)
+#: where ferrocene's couple may sit vs Li/Li+ (V): reported values across electrolytes lie near 3.1-3.6 V
+FERROCENE_RANGE_V = (2.5, 4.5)
 #: where dissolved O2's reduction wave may set in (V vs Li/Li+): between free superoxide's on a slow electrode in a
 #: tetraalkylammonium salt (about 1.7 V) and O2's in water (about 3.4 V at pH 7), with room on both sides; a band
 #: beyond it is written on another scale (vs the reference electrode) or in mV
@@ -798,11 +800,18 @@ class Cell(BaseModel):
     labels every measurement, is the potentiostat driver's ``reference`` option. ``oxygen_onset_v`` is where
     dissolved O2's reduction wave sets in (V vs Li/Li+), which a blank is judged by: it depends on the
     electrolyte's cation (default: a lithium salt's, :data:`labloop.instruments.cv_analysis.OXYGEN_ONSET_VS_LI_V`;
-    without Li+ it lies about half a volt lower)."""
+    without Li+ it lies about half a volt lower). ``ferrocene_vs_li_v`` is where ferrocene's Fc+/Fc couple sits vs
+    Li/Li+ in the campaign's electrolyte, through which an ``add_standard`` step puts the analyte on the Li/Li+ scale
+    (default :data:`labloop.instruments.cv_analysis.FERROCENE_VS_LI_V`, 3.20 V, a carbonate electrolyte's; another
+    solvent needs its own measured value, and a dry run's simulated ferrocene sits there too)."""
 
     model_config = SECTION
     reference_offset_v: Number = Field(3.2, json_schema_extra={"minimum": REFERENCE_OFFSET_RANGE_V[0],
                                                              "maximum": REFERENCE_OFFSET_RANGE_V[1]})
+    ferrocene_vs_li_v: Number = Field(FERROCENE_VS_LI_V, description="where Fc+/Fc sits vs Li/Li+ in this electrolyte "
+                                      "(V): add_standard's potentials go through it",
+                                      json_schema_extra={"minimum": FERROCENE_RANGE_V[0],
+                                                         "maximum": FERROCENE_RANGE_V[1]})
     oxygen_onset_v: Interval = Field(OXYGEN_ONSET_VS_LI_V, description="where dissolved O2's reduction wave sets in "
                                      "(V vs Li/Li+): a blank's wave there is O2, purged rather than cleaned",
                                      title="two potentials [low, high] (V vs Li/Li+)",
@@ -817,6 +826,17 @@ class Cell(BaseModel):
             hint = units_hint(value, (low, high), "millivolts", "volts", unit="") if abs(value) >= 1 else ""
             raise ValueError(f"{compact(value)} V vs Li/Li+ is no place for a reference electrode ({compact(low)}.."
                              f"{compact(high)} V){hint}")
+        return value
+
+    @field_validator("ferrocene_vs_li_v")
+    @classmethod
+    def _ferrocene_on_the_li_scale(cls, value: float) -> float:
+        """Where ferrocene can sit vs Li/Li+ (:data:`FERROCENE_RANGE_V`); 3200 is 3.2 V in mV."""
+        low, high = FERROCENE_RANGE_V
+        if not low <= value <= high:
+            hint = units_hint(value, (low, high), "millivolts", "volts", unit="") if abs(value) >= 1 else ""
+            raise ValueError(f"{compact(value)} V vs Li/Li+ is no place for ferrocene's couple ({compact(low)}.."
+                             f"{compact(high)} V; 3.2 in carbonates){hint}")
         return value
 
     @model_validator(mode="after")

@@ -180,3 +180,32 @@ def test_an_analyte_its_first_scan_missed_is_not_swapped_with_ferrocene(tmp_path
     else:  # vs ferrocene, the truth to within the world's 10 mV noise
         assert abs(experiment.potential_v - truth) < 0.03, (experiment.potential_v, truth)
         assert abs(referenced["standard"]["e_half_v"] - (3.2 - 3.23)) < 0.03  # ferrocene's couple, as emulated
+
+
+def test_ferrocene_sits_where_the_campaign_says_and_puts_the_analyte_on_the_li_scale(tmp_path, labloop):
+    """``cell.ferrocene_vs_li_v``: Fc+/Fc vs Li/Li+ was fixed at 3.20 V (a carbonate electrolyte's), so a lab in
+    acetonitrile or with its own measured value had every ferrocene-referenced potential off by the difference and
+    no field to say it (a chemist's trial). The dry run's ferrocene sits at the campaign's value, the analysis looks
+    for it there, and E vs Li/Li+ is E vs Fc/Fc+ plus that value, the truth to within the world's noise."""
+    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
+    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
+    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
+    del campaign["prior"], campaign["surrogate"]
+    campaign.update(planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": 1})
+    campaign["cell"]["ferrocene_vs_li_v"] = 3.35
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    world = build_world(load_campaign(tmp_path / "lab.yaml"))
+    with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:
+        [done] = journal.experiments(states=(State.DONE,))
+        referenced = journal.lab_record(done.id)["referenced"]
+    assert referenced["ferrocene_vs_li_v"] == 3.35
+    assert referenced["e_vs_li_v"] == referenced["e_vs_fc_v"] + 3.35 == done.potential_v
+    assert abs(done.potential_v - world.truth_v(done.smiles)) < 0.025
+    # written in mV, it is one line with the hint
+    campaign["cell"]["ferrocene_vs_li_v"] = 3350
+    (tmp_path / "mv.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    refused = labloop("validate", tmp_path / "mv.yaml", "--dry-run")
+    assert refused.returncode == 2 and "cell.ferrocene_vs_li_v: 3350 V vs Li/Li+ is no place for ferrocene's " \
+        "couple (2.5..4.5 V; 3.2 in carbonates): millivolts written as volts? (3.35)" in refused.stderr, refused.stderr
