@@ -383,12 +383,14 @@ def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
 def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]], offset_v: float) -> None:
     """E1/2 against the ferrocene standard in the same scan, and against the cell's reference electrode
     (plot_data.versus_ferrocene says why both), by experiment id as the journal's tables show them."""
-    fig, ax = _figure("E1/2 vs Fc/Fc+ and vs the cell reference", "experiment id", "E1/2 (V vs Li/Li+)")
+    fig, ax = _figure("E1/2 on the Li/Li+ scale, through Fc/Fc+ and through the cell reference", "experiment id",
+                      "E1/2 (V vs Li/Li+)")
     rows = versus_ferrocene(labs, offset_v)
     if rows:
         ids = [r["id"] for r in rows]
-        ax.plot(ids, [r["vs_ferrocene_v"] for r in rows], "o", ms=4, label="vs Fc/Fc+ (then Li/Li+)")
-        ax.plot(ids, [r["vs_reference_v"] for r in rows], "x", ms=4, label="vs the cell reference (nominal)")
+        ax.plot(ids, [r["vs_ferrocene_v"] for r in rows], "o", ms=4, label="through Fc/Fc+ (cell.ferrocene_vs_li_v)")
+        ax.plot(ids, [r["vs_reference_v"] for r in rows], "x", ms=4,
+                label="through the cell reference (cell.reference_offset_v)")
         ax.legend()
     _save(fig, ax, path, None if rows else "no ferrocene standard measured")
 

@@ -174,9 +174,11 @@ def _check_values(values: np.ndarray, path: Path, column: str, line_of: Callable
     absurd = ~np.isnan(values) & ~(np.abs(values) <= MAX_ABS_TARGET)  # inf, -inf and 1e300 alike
     if absurd.any():
         row = int(np.flatnonzero(absurd)[0])
-        raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: {values[row]:g} is no energy (eV) or "
-                           f"potential (V) of a molecule (at most {MAX_ABS_TARGET:g} either way): meV, kJ/mol, or "
-                           "a damaged file?")
+        value = float(values[row])
+        why = (f"mV or meV written as V or eV ({value / 1000:g})? kJ/mol? a damaged file?"
+               if abs(value) / 1000 <= MAX_ABS_TARGET else "kJ/mol, or a damaged file?")  # 2300 for 2.3 V: say so
+        raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: {value:g} is no energy (eV) or "
+                           f"potential (V) of a molecule (at most {MAX_ABS_TARGET:g} either way): {why}")
     if len(values) and np.isnan(values).all():
         raise InvalidInput(f"{path}: column {column!r} has no value in any of its {len(values)} "
                            f"{plural(len(values), 'row')}")

@@ -235,7 +235,9 @@ def _experiments_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _measurements_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="measurements (V vs Li/Li+; E1/2 vs the cell's reference)", title_justify="left")
+    electrodes = sorted({printable(e["reference"]) for e in rows if e["reference"]})
+    against = " / ".join(electrodes) if electrodes else "the cell's reference"  # as the potentiostat labels them
+    table = Table(title=f"measurements (V vs Li/Li+; E1/2 vs {against})", title_justify="left")
     for name in ("id", "smiles", "potential", "predicted ± 1 sd", "model", "E1/2", "dEp mV", "flags"):
         table.add_column(name, overflow="fold", justify="left" if name in ("smiles", "flags") else "right")
     for e in rows:

@@ -25,7 +25,9 @@ DAMAGE = {
     "inf": (lambda t: t.assign(ie_ev=t.ie_ev.where(t.index != 5, math.inf)), ["line 7", "'ie_ev'", "inf"]),
     "-inf": (lambda t: t.assign(ea_ev=t.ea_ev.where(t.index != 5, -math.inf)), ["line 7", "'ea_ev'", "-inf"]),
     "huge": (lambda t: t.assign(ea_ev=t.ea_ev.where(t.index != 5, 1e300)), ["line 7", "'ea_ev'", "1e+300"]),
-    "millielectronvolts": (lambda t: t.assign(ie_ev=t.ie_ev * 1000), ["line 2", "'ie_ev'", "meV"]),
+    # what the value is in eV or V, said (a backtest table of potentials in mV got only "meV, kJ/mol")
+    "millielectronvolts": (lambda t: t.assign(ie_ev=t.ie_ev * 1000), [
+        "line 2", "'ie_ev'", f"mV or meV written as V or eV ({pd.read_csv(DATA, nrows=1).ie_ev[0]:g})?"]),
     "all missing": (lambda t: t.assign(ea_ev=np.nan), ["'ea_ev'", "no value in any of its 300 rows"]),
 }
 

@@ -82,6 +82,8 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert all(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_reference"]) == pytest.approx(3.2, abs=1e-4)
                and r["reference_electrode"] == "Ag/Ag+" for r in measured)
     assert {r["potential_from"] for r in measured} == {"cell.reference_offset_v"}  # no ferrocene standard here
+    # `labloop log` names the electrode its E1/2 column is against, as the CSVs do ("the cell's reference" did not)
+    assert "measurements (V vs Li/Li+; E1/2 vs Ag/Ag+)" in " ".join(labloop("log", tmp_path / "tiny.db").stdout.split())
     assert not (tmp_path / "report" / "lab_grade.csv").exists() and "lab_grade.csv" not in page  # no lab record
     # random, without a model, predicted nothing: nothing to check the sd of (tests/planners/test_feedback_loop.py
     # checks a bayes campaign's)
