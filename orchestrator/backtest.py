@@ -295,6 +295,9 @@ class CampaignRun:
     failed: int = 0
     latency_s: list[float] = field(default_factory=list)
     learners: list[str] = field(default_factory=list)
+    #: (measured - predicted) / sd of each measured proposal that had a prediction: whether the sd the planner bet
+    #: on described its errors
+    z: list[float] = field(default_factory=list)
 
 
 def run_campaign(planner: Planner, model: ModelView | None, measure: Measure, *, seed: int, budget: int,
@@ -326,6 +329,8 @@ def run_campaign(planner: Planner, model: ModelView | None, measure: Measure, *,
             break
         for p in proposals:
             obs = measure(p.smiles, p.conditions, seed, len(observations))
+            if obs.potential_v is not None and p.mu is not None and p.sigma:
+                run.z.append((obs.potential_v - p.mu) / p.sigma)
             observations.append(obs)
             run.failed += obs.failure is not None
             run.curve.append(score(observations))
@@ -347,7 +352,8 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | None = None) -> dict[str, Any]:
     """Mean, sd and standard error of the final score, the per-seed values, the mean at 25/50/100% of the
-    budget, failures, the learners chosen and proposal latencies; with ``oracle_mean`` (the oracle's mean
+    budget, failures, the learners chosen, proposal latencies, and how often a measurement lay within its
+    prediction +/- 1.96 sd (and the rms of their ratio) over all seeds; with ``oracle_mean`` (the oracle's mean
     hits), the mean as a fraction of it (None when the oracle found nothing). A best score no measurement
     gave yet is None (JSON null), and means are over the seeds that have one; so are sd and se of one seed."""
     finals = [r.curve[-1] if r.curve else 0.0 for r in runs]
@@ -357,6 +363,7 @@ def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | Non
         at[f"{int(fraction * 100)}%"] = _mean([r.curve[min(k, len(r.curve)) - 1] if r.curve else 0.0 for r in runs])
     latencies = [t for r in runs for t in r.latency_s]
     learners = [name for r in runs for name in r.learners]
+    z = [v for r in runs for v in r.z]
     mean, finite = _mean(finals), _finite(finals)
     spread = statistics.stdev(finite) if len(finite) > 1 else None
     return {"mean": mean, "of_oracle": round(mean / oracle_mean, 3) if oracle_mean and mean is not None else None,
@@ -365,6 +372,9 @@ def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | Non
             "per_seed": [v if math.isfinite(v) else None for v in finals], "after": at,
             "failed_mean": round(statistics.mean(r.failed for r in runs), 2),
             "learners": {name: learners.count(name) for name in sorted(set(learners))},
+            # the sd's check, as the report's (orchestrator/journal/plot_data.py interval_check): 0.95 and 1 if right
+            "within_1_96_sd": round(sum(abs(v) <= 1.96 for v in z) / len(z), 3) if z else None,
+            "rms_z": round(statistics.fmean(v * v for v in z) ** 0.5, 2) if z else None,
             "latency_s": {"median": round(statistics.median(latencies), 4) if latencies else None,
                           "p95": round(float(np.percentile(latencies, 95)), 4) if latencies else None,
                           "max": round(max(latencies), 4) if latencies else None}}

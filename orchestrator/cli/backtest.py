@@ -171,14 +171,15 @@ def _print_table(report: dict[str, Any]) -> None:
                         f"molecules, seeds {report['seeds'][0]}-{report['seeds'][-1]}, "
                         f"instruments: {report['instruments']}")
     for heading in ("planner", f"{what} mean +/- sd", "of oracle", "per seed", "at 25% / 50% / 100%", "failed",
-                    "proposal median / p95 (s)"):
+                    "within +/-1.96 sd (rms z)", "proposal median / p95 (s)"):
         table.add_column(heading)
     for name, r in report["planners"].items():
         after = " / ".join(_g(v) for v in r["after"].values())
         per_seed = " ".join(_g(v) for v in r["per_seed"])
         of_oracle = "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}"
         spread = "" if r["sd"] is None else f" +/- {r['sd']:g}"  # none from one seed
+        checked = "-" if r["within_1_96_sd"] is None else f"{100 * r['within_1_96_sd']:.0f}% ({r['rms_z']:g})"
         table.add_row(name, f"{_g(r['mean'])}{spread}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
-                      f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
+                      checked, f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
     table.caption = report["seeds_vary"]
     console.out.print(table)

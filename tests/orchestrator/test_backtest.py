@@ -4,11 +4,13 @@ and options exit 2 with one line."""
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
 from rdkit import Chem
 
+from labloop.orchestrator import console
 from labloop.orchestrator.backtest import CampaignRun, summarise
 
 EXAMPLES_LIBRARY = "examples/library.csv"
@@ -92,7 +94,7 @@ def test_energies_are_not_potentials(tmp_path, labloop, write_campaign):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign, truth_csv):
+def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign, truth_csv, monkeypatch):
     path, _ = truth_csv
     campaign = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "bayes", "batch_size": 4})
     result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes,greedy",
@@ -107,6 +109,12 @@ def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign,
     for name in ("bayes", "greedy"):
         r = report["planners"][name]
         assert r["of_oracle"] == (round(r["mean"] / oracle["mean"], 3) if oracle["mean"] else None)
+        assert 0 <= r["within_1_96_sd"] <= 1 and r["rms_z"] > 0  # the sd checked on the 12 measurements
+    monkeypatch.setattr(console.out, "width", 400)  # no folding
+    table = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes", "--seeds", "1",
+                    "--budget", "8", "--no-instruments")
+    assert table.returncode == 0 and "within +/-1.96 sd (rms z)" in table.stdout, table.stdout
+    assert re.search(r"│ \d+% \(\d+(\.\d+)?\) *│", table.stdout), table.stdout
 
 
 def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
@@ -205,12 +213,14 @@ def test_one_row_is_said_as_one_row(tmp_path, labloop, write_campaign, truth_csv
 
 
 def test_summarise_by_hand():
-    runs = [CampaignRun("x", 0, curve=[0, 1, 1, 2], failed=1, latency_s=[0.1, 0.3]),
-            CampaignRun("x", 1, curve=[1, 1, 3, 4], failed=0, latency_s=[0.2, 0.2])]
+    runs = [CampaignRun("x", 0, curve=[0, 1, 1, 2], failed=1, latency_s=[0.1, 0.3], z=[0.5, -2.5]),
+            CampaignRun("x", 1, curve=[1, 1, 3, 4], failed=0, latency_s=[0.2, 0.2], z=[1.0, 0.0])]
     s = summarise(runs, 4)
     assert s["mean"] == 3.0 and s["per_seed"] == [2, 4] and s["sd"] == pytest.approx(1.41, abs=0.01)
     assert s["after"] == {"25%": 0.5, "50%": 1.0, "100%": 3.0} and s["failed_mean"] == 0.5
     assert s["latency_s"]["median"] == 0.2
+    # the sd's check over every seed's measurements: 3 of 4 within 1.96 sd, rms of 0.5, 2.5, 1, 0
+    assert s["within_1_96_sd"] == 0.75 and s["rms_z"] == round(((0.25 + 6.25 + 1 + 0) / 4) ** 0.5, 2)
     one = summarise(runs[:1], 4)  # one seed: no spread to report, not a spread of 0
     assert one["mean"] == 2.0 and one["sd"] is None and one["se"] is None
 
