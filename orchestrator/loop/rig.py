@@ -11,6 +11,8 @@ passes (the wall clock, or a faster one).
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -18,8 +20,8 @@ from contextlib import ExitStack
 from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
-from labloop.core.errors import ConfigError, said
-from labloop.instruments.contracts import Potentiostat, Pump, PumpStatus, returned
+from labloop.core.errors import ConfigError, WrongReturn, said
+from labloop.instruments.contracts import Potentiostat, Pump, PumpState, PumpStatus, returned
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,20 @@ def _within(action: Callable[[], object], deadline_s: float) -> str | None:
     thread.start()
     thread.join(deadline_s)
     return outcome[0] if outcome else f"no answer within {deadline_s:g} s"
+
+
+def _plausible(status: PumpStatus, name: str) -> PumpStatus:
+    """``status`` when it is one a pump can be in: a :class:`PumpState` and counters that are volumes (finite, not
+    negative), else :class:`WrongReturn` naming the pump. Why: a plug-in's ``PumpStatus("exploded", nan, -1.0)``
+    passed the health check as ``ok`` (a plug-in engineer's trial)."""
+    problems = [] if status.state in set(PumpState) else [f"state {status.state!r} is none of "
+                                                          f"{', '.join(state.value for state in PumpState)}"]
+    problems += [f"{field} {value!r} is no volume in mL" for field in ("infused_ml", "withdrawn_ml")
+                 if not isinstance(value := getattr(status, field), numbers.Real) or isinstance(value, bool)
+                 or not 0 <= value < math.inf]
+    if problems:
+        raise WrongReturn(name, f"its driver's status returned {'; '.join(problems)}")
+    return status
 
 
 class Rig:
@@ -114,7 +130,8 @@ class Rig:
         for name, driver in self.instruments.items():
             try:
                 if isinstance(driver, Pump):
-                    report[name] = f"ok: {returned(driver.status(), PumpStatus, where=name, call='status').state}"
+                    status = returned(driver.status(), PumpStatus, where=name, call="status")
+                    report[name] = f"ok: {_plausible(status, name).state}"
                 elif callable(identify := getattr(driver, "identify", None)):
                     report[name] = f"ok: {identify()}"
                 else:

@@ -176,7 +176,13 @@ def test_what_a_plugin_returns_is_checked_before_labloop_uses_it(odd_campaign, t
 
 @pytest.mark.parametrize(("status", "said"), [
     ("raise SystemExit(0)", "SystemExit: 0"),
-    ("return None", "WrongReturn: analyte_pump: its driver's status returned None, not a PumpStatus")])
+    ("return None", "WrongReturn: analyte_pump: its driver's status returned None, not a PumpStatus"),
+    # a status no pump is in passed as ok (a plug-in engineer's trial)
+    ("from labloop.instruments.contracts import PumpStatus\n            "
+     "return PumpStatus('exploded', float('nan'), -1.0)",
+     "WrongReturn: analyte_pump: its driver's status returned state 'exploded' is none of infusing, withdrawing, "
+     "stopped, paused, timed_pause, waiting_trigger, purging; infused_ml nan is no volume in mL; withdrawn_ml -1.0 is "
+     "no volume in mL")])
 def test_a_plugin_exiting_in_its_health_check_refuses_the_run_in_one_line(odd_campaign, tmp_path, labloop, status,
                                                                           said):
     """The health check before the first experiment caught Exception only: a pump whose status() raised SystemExit
