@@ -477,7 +477,8 @@ def port_problem(port: str) -> str | None:
         mode = os.stat(port)
     except OSError:
         return (f"{port} does not exist (is the device plugged in? list ports with "
-                "`python -m serial.tools.list_ports`)")
+                "`python -m serial.tools.list_ports`; one that came back under another name is given to a resumed "
+                "campaign with `labloop resume STORE --port NAME=PORT`)")
     if stat.S_ISDIR(mode.st_mode):
         return f"{port} is a folder, not a serial port (e.g. /dev/ttyUSB0)"
     if not stat.S_ISCHR(mode.st_mode):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
-from labloop.core.errors import InputError, JournalError
+from labloop.core.errors import InputError, JournalError, not_one_of
 from labloop.core.text import plural
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
@@ -87,13 +87,20 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
 @click.option("--syringes-filled", is_flag=True,
               help="Every pump's syringe was filled by hand since the run stopped: each counts as full again "
                    "(journalled).")
+@click.option("--port", "ports", multiple=True, metavar="INSTRUMENT=PORT",
+              help="The serial port an instrument is on now, where it came back under another name (a USB adapter "
+                   "plugged in again); repeatable (journalled).")
 @scheduler_option
 def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringes_filled: bool,
-           scheduler: str | None) -> int:
+           ports: tuple[str, ...], scheduler: str | None) -> int:
     with Journal.open(store) as journal:
         config = journal.campaign_info().config
         runs = [e for e in journal.events() if e.kind == "run"]
         done = len(journal.experiments(states=(State.DONE,)))
+    moved = _moved_ports(ports, config["instruments"])
+    if moved:
+        config = {**config, "instruments": {name: {**spec, "port": moved.get(name, spec.get("port"))}
+                                            for name, spec in config["instruments"].items()}}
     if max_experiments is not None:
         if max_experiments < done:
             raise click.BadParameter(f"{max_experiments} is fewer than the {done} experiments already done",
@@ -122,6 +129,8 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         if max_experiments is not None and max_experiments != journal.campaign_info().config["budget"][
                 "max_experiments"]:
             journal.extend_budget(max_experiments)
+        for name, port in moved.items():
+            journal.move_port(name, port)
         for kind in by_hand:
             journal.add_event(kind, BY_HAND_SAID[kind])
 
@@ -185,6 +194,25 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
             stopped = last.message if last is not None else "failures in a row"
             _say(f"stopped: {stopped}; see `labloop log {store}`, then `labloop resume {store}`")
     return code
+
+
+def _moved_ports(given: Sequence[str], instruments: dict[str, Any]) -> dict[str, str]:
+    """``--port INSTRUMENT=PORT`` as ``{instrument: port}``: bad input (exit 2, nothing written) without ``=``,
+    for an instrument the campaign does not have, or for one without a port (an emulated or hand-run one)."""
+    moved: dict[str, str] = {}
+    for item in given:
+        name, sep, port = item.partition("=")
+        if not sep or not name.strip() or not port.strip():
+            raise click.BadParameter(f"{item!r}: write INSTRUMENT=PORT, e.g. electrolyte_pump=/dev/ttyUSB1",
+                                     param_hint="--port")
+        name, port = name.strip(), port.strip()
+        if name not in instruments:
+            raise click.BadParameter(f"{not_one_of(name, list(instruments))} (the campaign's instruments)",
+                                     param_hint="--port")
+        if not instruments[name].get("port"):
+            raise click.BadParameter(f"{name!r} has no port in the campaign to move", param_hint="--port")
+        moved[name] = port
+    return moved
 
 
 def runs_of(store: Path) -> int:

@@ -307,3 +307,35 @@ def test_without_conditions_the_protocols_own_scan_rate_is_run_and_recorded(tmp_
         assert len(experiments) == 2 and all(e.conditions == {} for e in experiments)
         rates = {v.params.scan_rate_v_s for e in experiments for v in journal.voltammograms(e.id)}
     assert rates == {0.05}
+
+
+def test_resume_takes_the_port_an_instrument_came_back_on(tmp_path, labloop, write_campaign):
+    """A USB adapter plugged in again came back under another name: `resume` refused the journal's port as missing,
+    and `run` with the port edited refused the file as another campaign, so the only way on was a new store (a
+    plug-in engineer's trial). `resume --port NAME=PORT` takes it, checked as `run` checks ports (a dry run's, here;
+    a real run's also that the port exists, compose.check_instruments), journalled with the old and the new, and
+    kept for the next resume."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+    before = store.read_bytes()
+    for bad, says in ((("--port", "electrolyte_pump"), "Invalid value for --port: 'electrolyte_pump': write "
+                                                        "INSTRUMENT=PORT"),
+                      (("--port", "electrolyte_pmp=/dev/ttyUSB7"), "'electrolyte_pmp' is not one of analyte_pump, "),
+                      (("--port", "sampler=/dev/ttyUSB7"), "'sampler' has no port in the campaign to move"),
+                      # checked as run checks ports: the potentiostat on the pumps' line
+                      (("--port", "potentiostat=/dev/ttyUSB0"), "shares port /dev/ttyUSB0 with 'analyte_pump'")):
+        refused = labloop("resume", store, "--max-experiments", 2, *bad)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and store.read_bytes() == before  # nothing written
+    moved = labloop("resume", store, "--max-experiments", 2, "--port", "electrolyte_pump=/dev/ttyUSB7")
+    assert moved.returncode == 0, moved.stderr
+    with Journal.open(store, readonly=True) as journal:
+        config = journal.campaign_info().config
+        [event] = [e for e in journal.events() if e.kind == "port"]
+    assert config["instruments"]["electrolyte_pump"]["port"] == "/dev/ttyUSB7"
+    assert event.message == "instruments.electrolyte_pump.port /dev/ttyUSB0 -> /dev/ttyUSB7 (labloop resume --port)"
+    again = labloop("resume", store, "--max-experiments", 3)  # the next resume keeps it
+    assert again.returncode == 0, again.stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert journal.campaign_info().config["instruments"]["electrolyte_pump"]["port"] == "/dev/ttyUSB7"
