@@ -19,7 +19,6 @@ fails its check as "untyped".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -86,14 +85,22 @@ class ConformanceReport:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     def lines(self) -> list[str]:
-        """One line per check, then a verdict."""
-        out = [f"{'SKIP' if c.skipped else 'PASS' if c.passed else 'FAIL'}  {c.name:<36} {1e3 * c.seconds:7.0f} ms  "
-               f"{c.detail}" for c in self.checks]
+        """One line per check (:func:`check_line`), then the verdict."""
+        return [*map(check_line, self.checks), self.verdict()]
+
+    def verdict(self) -> str:
+        """``DRIVER on PORT: conforms`` or ``... does NOT conform (N of M checks failed)``."""
         failed = sum(not c.passed for c in self.checks)
         skipped = sum(c.skipped for c in self.checks)
         verdict = ("conforms" + (f" ({skipped} {plural(skipped, 'check')} skipped)" if skipped else "") if self.passed
                    else f"does NOT conform ({failed} of {len(self.checks)} checks failed)")
-        return [*out, f"{self.driver} on {self.port}: {verdict}"]
+        return f"{self.driver} on {self.port}: {verdict}"
+
+
+def check_line(c: CheckResult) -> str:
+    """``PASS  name  12 ms  detail`` (or FAIL, SKIP): one check as the kit prints it."""
+    return (f"{'SKIP' if c.skipped else 'PASS' if c.passed else 'FAIL'}  {c.name:<36} {1e3 * c.seconds:7.0f} ms  "
+            f"{c.detail}")
 
 
 class _Failed(Exception):
@@ -102,8 +109,10 @@ class _Failed(Exception):
 
 def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
                  options: Mapping[str, Any] | None = None, emulator_options: Mapping[str, Any] | None = None,
-                 limits: SafetyLimits = KIT_LIMITS, emulator: EmulatorFactory | None = None) -> ConformanceReport:
-    """Run the kit on ``driver`` (a registered name or a descriptor).
+                 limits: SafetyLimits = KIT_LIMITS, emulator: EmulatorFactory | None = None,
+                 on_check: Callable[[CheckResult], None] | None = None) -> ConformanceReport:
+    """Run the kit on ``driver`` (a registered name or a descriptor); ``on_check`` is told each check's result as
+    it ends (``labloop drivers check`` prints it then: a driver whose next call hangs showed nothing at all).
 
     Without ``port`` the driver's emulator (``emulator``, else the one registered under the driver's name)
     is started (zero latency, a cell holding 1 mM of a fast couple) and the driver opened on it; with
@@ -133,7 +142,7 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
     open_options.update(options or {})
     kit = _Kit(descriptor, port, open_options, limits, on_hardware=emulation is None,
                received=(lambda: emulation.device.received) if emulation and emulation.device else None,
-               cell_volume_ml=(lambda: cell.state().volume_ml) if cell is not None else None)
+               cell_volume_ml=(lambda: cell.state().volume_ml) if cell is not None else None, on_check=on_check)
     try:
         kit.run()
     finally:
@@ -144,15 +153,17 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
                                           f"{open_failure_reason(kit.open_failure)}")
     if emulation is not None and emulation.device is not None:
         errors = emulation.device.errors
-        kit.results.append(CheckResult("emulator raised nothing", not errors, "; ".join(map(repr, errors)), 0.0))
+        kit.record(CheckResult("emulator raised nothing", not errors, "; ".join(map(repr, errors)), 0.0))
     return ConformanceReport(descriptor.name, port, tuple(kit.results))
 
 
 class _Kit:
     def __init__(self, descriptor: DriverDescriptor, port: str, options: dict[str, Any], limits: SafetyLimits,
                  on_hardware: bool, received: Callable[[], bytes] | None,
-                 cell_volume_ml: Callable[[], float] | None) -> None:
+                 cell_volume_ml: Callable[[], float] | None,
+                 on_check: Callable[[CheckResult], None] | None = None) -> None:
         self.descriptor = descriptor
+        self.on_check = on_check
         self.on_hardware = on_hardware
         self.cell_volume_ml = cell_volume_ml
         self.open_failure: Disconnected | None = None
@@ -179,8 +190,25 @@ class _Kit:
         finally:
             close = getattr(self.driver, "close", None)  # a driver without one failed its open check
             if close is not None:
-                with contextlib.suppress(InstrumentError):
-                    close()
+                self._closed(close)
+
+    def _closed(self, close: Callable[[], object]) -> None:
+        """Close the driver at the end; one whose close raises fails a check saying so (it replaced the whole report
+        with "a labloop bug"); a labloop error there is the device's, as the kit always took it."""
+        start = time.monotonic()
+        try:
+            close()
+        except InstrumentError:
+            return
+        except Exception as exc:
+            self.record(CheckResult("close at the end", False, f"untyped exception {type(exc).__name__}: {exc}",
+                                    time.monotonic() - start))
+
+    def record(self, result: CheckResult) -> None:
+        """Keep ``result`` and tell ``on_check``."""
+        self.results.append(result)
+        if self.on_check is not None:
+            self.on_check(result)
 
     def _step(self, name: str, call: Callable[[], str | None]) -> bool:
         start = time.monotonic()
@@ -194,9 +222,11 @@ class _Kit:
             detail, passed = f"{type(exc).__name__}: {exc}", False
         except LabloopError as exc:
             detail, passed = f"{type(exc).__name__}: {exc}", False
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a driver's SystemExit is its failure too: it ended the kit in silence
             detail, passed = f"untyped exception {type(exc).__name__}: {exc}", False
-        self.results.append(CheckResult(name, passed, detail, time.monotonic() - start))
+        self.record(CheckResult(name, passed, detail, time.monotonic() - start))
         log.info("%s %s: %s", name, "passed" if passed else "FAILED", detail)
         return passed
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from labloop.core.errors import ConfigError, InvalidParameter
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.orchestrator import console
-from labloop.sim.conformance import check_driver
+from labloop.sim.conformance import check_driver, check_line
 from labloop.sim.emulators import emulator_names, start_emulator
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,11 @@ def list_drivers(as_json: bool) -> None:
 @click.argument("driver")
 @click.option("--port", default=None, help="Serial port (or pyserial URL) of a real device; default: the emulator.")
 def check(driver: str, port: str | None) -> int:
-    report = check_driver(driver, port)
-    for line in report.lines():
+    def say(line: str) -> None:
         console.out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    report = check_driver(driver, port, on_check=lambda result: say(check_line(result)))  # each check as it ends
+    say(report.verdict())
     return 0 if report.passed else EXIT_CHECK_FAILED
 
 

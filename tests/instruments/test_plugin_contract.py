@@ -52,13 +52,30 @@ HALF = """
 
     BOOM = DriverDescriptor(name="boom-pump", kind="pump", open=open_boom, default_baudrate=19200,
                             options=("address", "diameter_mm"))
+
+    class ExitingPump(NE1000Pump):
+        # a stop() that calls sys.exit, and a close() that raises once the device is closed
+        def stop(self):
+            raise SystemExit(3)
+
+        def close(self):
+            super().close()
+            raise RuntimeError("close failed")
+
+    def open_exiting(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return ExitingPump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                                poll_s=0.0)
+
+    EXITING = DriverDescriptor(name="exiting-pump", kind="pump", open=open_exiting, default_baudrate=19200,
+                               options=("address", "diameter_mm"))
     """
 
 
 @pytest.fixture
 def half_pump(install_plugin) -> None:
     """Installed plug-ins ``half-pump`` and ``untimed-pump``, with the NE-1000's emulator."""
-    install_plugin("half_pump", HALF, {"half-pump": "HALF", "untimed-pump": "UNTIMED", "boom-pump": "BOOM"})
+    install_plugin("half_pump", HALF, {"half-pump": "HALF", "untimed-pump": "UNTIMED", "boom-pump": "BOOM",
+                                       "exiting-pump": "EXITING"})
 
 
 @pytest.mark.usefixtures("half_pump")
@@ -104,3 +121,21 @@ def test_an_open_that_fails_is_not_said_to_refuse_its_options(tmp_path, labloop,
     assert refused.returncode == 2
     assert refused.stderr.strip() == ("error: instruments.analyte_pump: the driver refused its options: address 3: "
                                       "this pump has one address only")
+
+
+@pytest.mark.usefixtures("half_pump")
+def test_the_kit_reports_a_driver_that_exits_or_fails_to_close_and_says_each_check_as_it_ends(labloop) -> None:
+    """The kit broke on the driver bugs it exists to find (a plug-in engineer's trial): a SystemExit ended it in
+    silence, exit 3; a close() that raised replaced the whole report with "a labloop bug"; and it printed nothing
+    until every check had run, so a driver whose call hangs showed nothing at all. Each is a failed check now, and
+    each check's line is told as it ends."""
+    told = []
+    report = check_driver(load_driver("exiting-pump").descriptor, on_check=told.append)
+    assert told == list(report.checks)  # every check, as it ended, in order
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert any(detail == "untyped exception SystemExit: 3" for detail in failed.values()), failed
+    assert failed["close at the end"] == "untyped exception RuntimeError: close failed"
+    result = labloop("drivers", "check", "exiting-pump")
+    assert result.returncode == 1 and "labloop bug" not in result.stderr + result.stdout, result
+    assert result.stdout.strip().splitlines()[-1].startswith("exiting-pump on ")
+    assert "FAIL  close at the end" in result.stdout
