@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -65,6 +66,7 @@ from labloop.core.errors import (
     SafetyLimitExceeded,
     WrongReturn,
     said,
+    shown,
 )
 from labloop.core.text import plural
 from labloop.core.timestamps import now
@@ -323,7 +325,11 @@ class ProtocolExecutor:
         naming the step. ``continued``: the run continues a journal, whose count says what the syringes hold by now
         (:meth:`refusal` judges the next experiment by it): the budget is then judged from full syringes, as a hand
         fill (``resume --syringes-filled``) may have replaced what the campaign started with."""
-        self._check(self._with_conditions(conditions) if conditions else self.steps, {} if continued else self.start_ml)
+        try:
+            self._check(self._with_conditions(conditions) if conditions else self.steps,
+                        {} if continued else self.start_ml)
+        except WrongReturn as exc:  # a driver's answer before anything ran is the campaign's to fix: bad input
+            raise ConfigError(exc.where, exc.what) from None
 
     def _check(self, steps: Sequence[Step], start: Mapping[str, float]) -> None:
         """The checks of :meth:`check`, the budget judged from ``start`` (a pump's syringe not in it: full); before
@@ -428,13 +434,12 @@ class ProtocolExecutor:
         span = None if self.rig is None else getattr(self.rig.instruments[instrument], attribute, None)
         if span is None:
             return None
-        at, what = f"{instrument} in {where}", "None or a (low, high) pair of numbers"
+        at, what = f"{instrument} in {where}", "None or a (low, high) pair of numbers, low below high"
         pair = returned(span, (tuple, list), where=at, call=attribute, what=what)
-        if len(pair) != 2:
-            raise WrongReturn(at, f"its driver's {attribute} returned {len(pair)} {plural(len(pair), 'value')}, "
-                                  f"not {what}")
-        low, high = (returned(value, numbers.Real, where=at, call=attribute, what=what) for value in pair)
-        return low, high
+        if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair) \
+                or not -math.inf < pair[0] < pair[1] < math.inf:  # NaN too
+            raise WrongReturn(at, f"its driver's {attribute} returned {shown(tuple(pair))}, not {what}")
+        return float(pair[0]), float(pair[1])
 
     def _check_rate(self, where: str, step: Step) -> None:
         """Refuse a rate the pump cannot drive its syringe at (once the rig is open its driver's
