@@ -223,7 +223,9 @@ def runs_of(store: Path) -> int:
 
 def _resume_after_interrupt(store: Path) -> str:
     """The command that continues an interrupted run: with ``--cell-emptied``, after emptying the cell, when the
-    run's stop said the cell holds liquid (its ``interrupted`` event), since a resume onto it is refused. The stop's
+    run's stop said the cell holds liquid (its ``interrupted`` event), since a resume onto it is refused; with
+    ``--syringes-filled``, after filling them, when it said a syringe holds less than the next experiment takes
+    (``syringes``), since that resume is refused too. The stop's
     event is the run's last ``interrupted`` event of no one experiment, not the journal's last event: the alert it
     sent, and each interrupted experiment's own event, are journalled around it. None since this run's ``run``
     event: the run stopped before its runner did (a previous run's stop says nothing of this one)."""
@@ -232,8 +234,13 @@ def _resume_after_interrupt(store: Path) -> str:
             events = journal.events()
         stop = next((e for e in reversed(events) if e.kind == "run" or (e.kind == "interrupted"
                                                                         and e.experiment_id is None)), None)
-        if stop is not None and stop.kind == "interrupted" and isinstance(stop.data, dict) and stop.data.get("cell_ml"):
-            return f"empty the cell, then labloop resume {store} --cell-emptied"
+        if stop is not None and stop.kind == "interrupted" and isinstance(stop.data, dict):
+            todo = [what for what, needed in (("empty the cell", stop.data.get("cell_ml")),
+                                              ("fill every syringe", stop.data.get("syringes"))) if needed]
+            flags = [flag for flag, needed in (("--cell-emptied", stop.data.get("cell_ml")),
+                                               ("--syringes-filled", stop.data.get("syringes"))) if needed]
+            if todo:
+                return f"{' and '.join(todo)}, then labloop resume {store} {' '.join(flags)}"
     return f"labloop resume {store}"
 
 

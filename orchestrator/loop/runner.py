@@ -20,6 +20,7 @@ again on resume).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -62,6 +63,7 @@ from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
 from labloop.planners import Observation, PlannerState, bound_fields, make_planner
 from labloop.planners.feedback import DescriptorTable
 from labloop.protocols.executor import pumps_into_cell
+from labloop.protocols.steps import repeat_problem
 from labloop.surrogate.compute import lost_cluster
 
 if TYPE_CHECKING:
@@ -241,6 +243,15 @@ def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: Proto
             f"it); {person_advice(cause, journal.path)}")
 
 
+def _syringes_said(short: Mapping[str, float]) -> str:
+    """What a stop says of the syringes :meth:`Runner._syringes_short` found short, or ''."""
+    if not short:
+        return ""
+    held = ", ".join(f"{pump}'s holds {ml:g} mL" for pump, ml in short.items())
+    return (f"; by labloop's count {held}, less than the next experiment takes: fill every syringe, and add "
+            "`--syringes-filled` to the resume")
+
+
 def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:
     """A new task on ``bar`` and the callback that advances it."""
     task = bar.add_task(what, total=total)
@@ -410,12 +421,30 @@ class Runner:
         with self.interrupts.deferred():
             ids = self.journal.mark_interrupted_on_resume()
             again = f" (experiment {', '.join(map(str, ids))} will run again on resume)" if ids else ""
-            self.journal.add_event("interrupted", f"run stopped by {exc}{again}; {rig}{self._cell_left()}",
+            short = self._syringes_short()
+            self.journal.add_event("interrupted", f"run stopped by {exc}{again}; {rig}{self._cell_left()}"
+                                                  f"{_syringes_said(short)}",
                                    data={"experiments": ids, "unsafe": unsafe,
-                                         "cell_ml": self.executor.contents.cell_ml})
-        console.err.print((rig if not unsafe else f"WARNING: {rig}") + self._cell_left(), markup=False,
-                          highlight=False, soft_wrap=True)
+                                         "cell_ml": self.executor.contents.cell_ml, "syringes": sorted(short)})
+        console.err.print((rig if not unsafe else f"WARNING: {rig}") + self._cell_left() + _syringes_said(short),
+                          markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
+
+    def _syringes_short(self) -> dict[str, float]:
+        """The pumps whose syringe, by labloop's count, holds less than the protocol's next experiment takes from it
+        (judged with the cell emptied, as the advice asks), with what each holds: a stop that said only "empty the
+        cell, then resume --cell-emptied" was followed by a resume refused for a syringe running dry (a plug-in
+        engineer's trial)."""
+        contents = copy.deepcopy(self.executor.contents)
+        contents.emptied()
+        short: dict[str, float] = {}
+        while (problem := repeat_problem(self.executor.steps, contents, 1)) is not None and problem.full == "syringe":
+            pump = self.executor.steps[problem.index].pump  # type: ignore[attr-defined]
+            if pump in short:
+                break
+            short[pump] = contents.held(pump)
+            contents.syringes.pop(pump, None)  # counted full from here, to find the next pump short, if any
+        return short
 
     def _cell_left(self) -> str:
         """What a stop says of the cell: what it holds by labloop's count, if anything, since the interrupted

@@ -433,3 +433,36 @@ def test_a_transport_timeout_a_plugin_lets_out_names_the_instrument_beside_its_p
     assert len(outcomes) == 2 and all(re.fullmatch(timeout, outcome) for outcome in outcomes), outcomes
     causes = [cause for _, cause in _experiments(tmp_path / "tiny.db")]
     assert len(causes) == 2 and all(re.fullmatch(f"analyte_pump \\(dispense\\): {timeout}", c) for c in causes), causes
+
+
+def test_a_stop_says_to_fill_a_syringe_the_next_experiment_would_run_dry(tmp_path, labloop, write_campaign,
+                                                                         install_plugin):
+    """An interrupted run said "empty the cell, then labloop resume STORE --cell-emptied", and that resume was
+    refused: the electrolyte's syringe, never refilled, held 1 mL of the 4.5 mL the experiment takes (a plug-in
+    engineer's trial). The stop says both, and the resume it gives is the one that runs."""
+    odd = ("type(self).calls = getattr(type(self), 'calls', 0) + 1\n"
+           "            if type(self).calls == 2:\n"
+           "                raise KeyboardInterrupt\n"
+           "            return volume_ml")
+    install_plugin("odd_pump", PLUGIN.replace("{odd}", odd).replace("{extra}", ""), {"odd-pump": "ODD"})
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "odd-pump", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "emstat"}}
+    steps = ["load_sample",
+             {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
+                           "refill": True}},
+             {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte"}},
+             {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8, "e_step_v": 0.002}}, "rinse"]
+    campaign = write_campaign(tmp_path, instruments=rig, protocol=steps, budget={"max_experiments": 2})
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 130, result.stderr
+    store = tmp_path / "tiny.db"
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"continue with: empty the cell and fill every syringe, then labloop resume {store} --cell-emptied "
+        "--syringes-filled"), result.stderr
+    assert ("by labloop's count electrolyte_pump's holds 1 mL, less than the next experiment takes: fill every "
+            "syringe, and add `--syringes-filled` to the resume") in " ".join(result.stderr.split())
+    assert labloop("resume", store, "--cell-emptied").returncode == 2  # what the stop said would be refused
+    resumed = labloop("resume", store, "--cell-emptied", "--syringes-filled")
+    assert resumed.returncode == 0, resumed.stderr
