@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
+from functools import cached_property
 from typing import Literal, Protocol
 
 import numpy as np
@@ -74,7 +75,7 @@ class PoolPlanner:
                  similarity: SimilarityIndex | None = None, descriptors: DescriptorTable | None = None,
                  batch: Batch = "independent") -> None:
         self.name = name
-        self.library = first_spellings(library)  # one entry per molecule: its first spelling, its canonical SMILES
+        self._rows = list(library)
         self.conditions = conditions
         self.goal = goal
         self.acquisition = acquisition
@@ -84,6 +85,12 @@ class PoolPlanner:
         self.descriptors = descriptors or DescriptorTable(similarity or SimilarityIndex())
         self.similarity = similarity or self.descriptors.similarity  # one fingerprint table
         self.batch = batch
+
+    @cached_property
+    def library(self) -> dict[str, str]:
+        """One entry per molecule, its first spelling: its canonical SMILES (:func:`first_spellings`), made at the
+        first proposal: ``validate`` builds the planner only to check its kind, and a million rows take minutes."""
+        return first_spellings(self._rows)
 
     def scores(self, state: PlannerState, model: ModelView) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(untried molecules, mu, sigma, score) — the score after the failure correction; NaN for

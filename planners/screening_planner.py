@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -31,12 +32,22 @@ class ScreeningPlanner:
 
     def __init__(self, library: Sequence[str], conditions: ConditionSpace, *, goal: Goal,
                  window_v: tuple[float, float] | None = None) -> None:
-        self.molecules = first_spellings(library)  # one entry per molecule: its first spelling, canonical SMILES
-        self.library = list(self.molecules)
+        self._rows = list(library)
         self.settings = conditions.middle()
         self.goal = goal
         self.window_v = window_v
         self._ranking: tuple[int, list[str], dict[str, tuple[float, float]]] | None = None
+
+    @cached_property
+    def molecules(self) -> dict[str, str]:
+        """One entry per molecule, its first spelling: its canonical SMILES, made when first needed (as the pool
+        planner's :attr:`labloop.planners.pool.PoolPlanner.library`)."""
+        return first_spellings(self._rows)
+
+    @property
+    def library(self) -> list[str]:
+        """The molecules, each once, in library order."""
+        return list(self.molecules)
 
     def ranking(self, model: ModelView) -> list[str]:
         """The whole library, best first (molecules the model cannot read last, in library order)."""
@@ -44,11 +55,12 @@ class ScreeningPlanner:
 
     def _ranked(self, model: ModelView) -> tuple[int, list[str], dict[str, tuple[float, float]]]:
         if self._ranking is None or self._ranking[0] != model.version:
-            mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(self.library))
+            library = self.library
+            mu, sigma = (np.asarray(a, dtype=float) for a in model.predict(library))
             score = np.nan_to_num(mean_score(mu, self.goal, self.window_v), nan=-np.inf)
             order = np.argsort(-score, kind="stable")
-            predictions = {s: (float(m), float(sd)) for s, m, sd in zip(self.library, mu, sigma, strict=True)}
-            self._ranking = (model.version, [self.library[i] for i in order], predictions)
+            predictions = {s: (float(m), float(sd)) for s, m, sd in zip(library, mu, sigma, strict=True)}
+            self._ranking = (model.version, [library[i] for i in order], predictions)
         return self._ranking
 
     def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:

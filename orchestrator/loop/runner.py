@@ -329,8 +329,7 @@ class Runner:
     def run(self) -> int:
         """Run to a stop rule; returns the exit code (0 budget reached, 1 too many faults, the Dask cluster
         lost, nobody to answer a manual step, the rig needing a person or not made safe at the end, 2 the rig
-        needing a person before
-        anything moved in this run, 130 interrupted)."""
+        needing a person before anything moved in this run, 130 interrupted)."""
         budget = self.campaign.budget
         with self.learning, console.progress() as bar:
             if self.predictions is not None:  # a bar per model version whose library predictions are made
