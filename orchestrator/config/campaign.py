@@ -791,6 +791,17 @@ class Truth(BaseModel):
         return ("ie_ev", "ea_ev") if self.source == "ie_ea" else (self.column,)  # type: ignore[return-value]
 
 
+def _placed(value: float, span: tuple[float, float], what: str, note: str = "") -> float:
+    """``value`` (V vs Li/Li+) when ``what`` can sit there (within ``span``), else the one line saying it cannot,
+    with the hint that 3200 is 3.2 V written in mV."""
+    low, high = span
+    if not low <= value <= high:
+        hint = units_hint(value, (low, high), "millivolts", "volts", unit="") if abs(value) >= 1 else ""
+        raise ValueError(f"{compact(value)} V vs Li/Li+ is no place for {what} ({compact(low)}..{compact(high)} V"
+                         f"{note}){hint}")
+    return value
+
+
 class Cell(BaseModel):
     """The electrochemical cell: where its reference electrode sits, in V vs Li/Li+, so that measured
     potentials can be reported vs Li/Li+. The default, 3.2 V, is where Fc+/Fc is measured vs Li/Li+ in
@@ -820,24 +831,14 @@ class Cell(BaseModel):
     @field_validator("reference_offset_v")
     @classmethod
     def _on_the_li_scale(cls, value: float) -> float:
-        """Where a reference electrode can sit vs Li/Li+ (:data:`REFERENCE_OFFSET_RANGE_V`); 3200 is 3.2 V in mV."""
-        low, high = REFERENCE_OFFSET_RANGE_V
-        if not low <= value <= high:
-            hint = units_hint(value, (low, high), "millivolts", "volts", unit="") if abs(value) >= 1 else ""
-            raise ValueError(f"{compact(value)} V vs Li/Li+ is no place for a reference electrode ({compact(low)}.."
-                             f"{compact(high)} V){hint}")
-        return value
+        """Where a reference electrode can sit vs Li/Li+ (:data:`REFERENCE_OFFSET_RANGE_V`)."""
+        return _placed(value, REFERENCE_OFFSET_RANGE_V, "a reference electrode")
 
     @field_validator("ferrocene_vs_li_v")
     @classmethod
     def _ferrocene_on_the_li_scale(cls, value: float) -> float:
-        """Where ferrocene can sit vs Li/Li+ (:data:`FERROCENE_RANGE_V`); 3200 is 3.2 V in mV."""
-        low, high = FERROCENE_RANGE_V
-        if not low <= value <= high:
-            hint = units_hint(value, (low, high), "millivolts", "volts", unit="") if abs(value) >= 1 else ""
-            raise ValueError(f"{compact(value)} V vs Li/Li+ is no place for ferrocene's couple ({compact(low)}.."
-                             f"{compact(high)} V; 3.2 in carbonates){hint}")
-        return value
+        """Where ferrocene can sit vs Li/Li+ (:data:`FERROCENE_RANGE_V`)."""
+        return _placed(value, FERROCENE_RANGE_V, "ferrocene's couple", "; 3.2 in carbonates")
 
     @model_validator(mode="after")
     def _oxygen_on_the_li_scale(self) -> Cell:
