@@ -40,6 +40,7 @@ from labloop.orchestrator.loop.runner import (
     Runner,
     refusal_before_the_run,
 )
+from labloop.orchestrator.loop.stalls import StallWatch
 
 if TYPE_CHECKING:
     from labloop.orchestrator.loop.rig import Rig
@@ -279,7 +280,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     elif model is not None:
         model.model.predict(library)  # once per model version, before the rig starts
     people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
-    with Alerter(campaign.alerts, journal, campaign.name, operators=people):
+    with Alerter(campaign.alerts, journal, campaign.name, operators=people), StallWatch(journal, operators=people):
         code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()
     if code == EXIT_REFUSED:  # nothing moved: the one line of why (run()) is all there is to say
         return code

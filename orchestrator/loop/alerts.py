@@ -31,14 +31,16 @@ from typing import Any
 from labloop.core.text import plural
 from labloop.orchestrator.config.alert_urls import expand, silence_apprise
 from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, left_unsafe, with_advice
+from labloop.orchestrator.loop.stalls import STALLED
 
 log = logging.getLogger(__name__)
 
 #: event kinds that need a person
 ALERT_KINDS = frozenset({"finished", "stopped", "interrupted", "cluster_lost", "awaiting_approval", "operator_waiting",
-                         UNSAFE})
-#: the kinds whose alert is apprise's failure type: the run stopped on its own, or the rig was left unsafe
-FAILURE_KINDS = frozenset({"stopped", "cluster_lost", UNSAFE})
+                         UNSAFE, STALLED})
+#: the kinds whose alert is apprise's failure type: the run stopped on its own, the rig was left unsafe, or an
+#: instrument's call has not returned long after it should have
+FAILURE_KINDS = frozenset({"stopped", "cluster_lost", UNSAFE, STALLED})
 ATTEMPTS = 3
 #: pause before the 2nd attempt; doubles after each further failure
 BACKOFF_S = 0.5

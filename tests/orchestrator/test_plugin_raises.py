@@ -466,3 +466,37 @@ def test_a_stop_says_to_fill_a_syringe_the_next_experiment_would_run_dry(tmp_pat
     assert labloop("resume", store, "--cell-emptied").returncode == 2  # what the stop said would be refused
     resumed = labloop("resume", store, "--cell-emptied", "--syringes-filled")
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_call_that_does_not_return_is_journalled_as_stalled_and_warned_of(odd_campaign, tmp_path, labloop,
+                                                                             monkeypatch):
+    """A driver call that hangs (a pump that never answers) kept the run "live" with no event, no alert and no log
+    line until someone pressed Ctrl-C (a plug-in engineer's trial). Nothing can end the call, but a person is told:
+    an action open past its deadline (here 0.5 s; by default 10 min, or 5x what its parameters say it takes) is
+    journalled once as `stalled`, which alerts, and warned of on the console."""
+    from labloop.orchestrator.loop import stalls
+
+    monkeypatch.setattr(stalls, "STALL_FLOOR_S", 0.5)
+    monkeypatch.setattr(stalls, "STALL_FACTOR", 0.0)
+    monkeypatch.setattr(stalls, "POLL_S", 0.1)
+    result = labloop("run", odd_campaign("import time\n            time.sleep(2.5)\n            return volume_ml"),
+                     "--dry-run")
+    assert result.returncode == 0, result.stderr  # the call came back: the run went on
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        stalled = [e for e in journal.events() if e.kind == "stalled" and e.data["instrument"] == "analyte_pump"]
+    assert len(stalled) == 2, stalled  # once per dispense (2 experiments), not once per look
+    assert all(re.fullmatch(r"experiment \d+: analyte_pump \(dispense\) has not returned for \d+ s; its parameters "
+                            r"say about 60 s: its driver may hang; check the instrument \(Ctrl-C stops the run and "
+                            r"makes the rig safe\)", e.message) for e in stalled), [e.message for e in stalled]
+    assert "analyte_pump (dispense) has not returned for" in result.stderr
+
+
+def test_the_deadline_comes_from_what_the_action_should_take():
+    from labloop.orchestrator.loop.stalls import STALL_FLOOR_S, deadline_s, expected_s
+
+    assert expected_s("dispense", {"volume_ml": 4.5, "rate_ml_min": 5.0}) == pytest.approx(54.0)
+    # -0.8 -> 1.95 -> -0.8 -> -0.8: 5.5 V per scan, at 0.1 and 0.5 V/s
+    assert expected_s("cv", {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8, "n_scans": 1,
+                             "scan_rates_v_s": [0.1, 0.5]}) == pytest.approx(55 + 11)
+    assert expected_s("load", {"sample_id": "s1"}) == 0.0 and deadline_s("load", {}) == STALL_FLOOR_S
+    assert deadline_s("dispense", {"volume_ml": 50.0, "rate_ml_min": 1.0}) == 5 * 3000.0  # slow: 5x, past the floor
