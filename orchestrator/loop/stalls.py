@@ -33,10 +33,18 @@ STALLED = "stalled"
 
 def expected_s(command: str, params: Mapping[str, Any]) -> float:
     """What an action's parameters say it takes (s), 0 when they do not say: a pumping step's volume at its rate,
-    a cv's sweeps (begin to one vertex, to the other, back, per scan, at each of its scan rates)."""
+    a purge's minutes, a wait's seconds, an impedance sweep's periods (a few at each of its points, the lowest
+    frequency's the longest), a cv's sweeps (begin to one vertex, to the other, back, per scan, at each of its scan
+    rates)."""
     try:
         if "volume_ml" in params and "rate_ml_min" in params:
             return 60.0 * float(params["volume_ml"]) / float(params["rate_ml_min"])
+        if "minutes" in params:
+            return 60.0 * float(params["minutes"])
+        if "seconds" in params:
+            return float(params["seconds"])
+        if "f_low_hz" in params:
+            return 3.0 * int(params.get("points", 1)) / float(params["f_low_hz"])
         if command in ("cv", "blank", "add_standard") and "e_vertex1_v" in params:
             begin, one, two = (float(params[k]) for k in ("e_begin_v", "e_vertex1_v", "e_vertex2_v"))
             path = (abs(one - begin) + abs(two - one) + abs(begin - two)) * int(params.get("n_scans", 1) or 1)
@@ -84,7 +92,8 @@ class StallWatch:
         now = datetime.now(UTC)
         for experiment in self.journal.experiments(states=("running",)):
             for action in self.journal.actions(experiment.id):
-                if action.finished_at is not None or action.instrument in self.operators or action.id in self._said:
+                if action.finished_at is not None or action.instrument in self.operators | {"operator"} \
+                        or action.id in self._said:  # "operator": a step a person does (protocols/executor.py)
                     continue
                 open_s = (now - datetime.fromisoformat(action.started_at)).total_seconds()
                 limit = deadline_s(action.command, action.params)

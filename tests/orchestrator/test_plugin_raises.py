@@ -499,4 +499,8 @@ def test_the_deadline_comes_from_what_the_action_should_take():
     assert expected_s("cv", {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8, "n_scans": 1,
                              "scan_rates_v_s": [0.1, 0.5]}) == pytest.approx(55 + 11)
     assert expected_s("load", {"sample_id": "s1"}) == 0.0 and deadline_s("load", {}) == STALL_FLOOR_S
+    # a 30 min purge is no stall at 10 min; an impedance sweep down to 0.1 Hz takes minutes
+    assert expected_s("purge", {"minutes": 30, "gas": "argon"}) == 1800.0
+    assert expected_s("wait", {"seconds": 90}) == 90.0
+    assert expected_s("eis", {"f_high_hz": 1e5, "f_low_hz": 0.1, "points": 31}) == pytest.approx(930.0)
     assert deadline_s("dispense", {"volume_ml": 50.0, "rate_ml_min": 1.0}) == 5 * 3000.0  # slow: 5x, past the floor
