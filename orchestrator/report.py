@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -41,6 +42,7 @@ from labloop.orchestrator.journal.plot_data import (
 )
 from labloop.orchestrator.journal.store import Journal, left_unsafe, with_advice
 from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
+from labloop.surrogate.library_pipeline import library_format, read_chunks
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,11 @@ LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"
 #: ``conditions:``) and the protocol's own scan rate where none was planned (journal/view.py: a potential is read
 #: at a scan rate, so both tables show what each experiment ran at, and which of the two set it)
 CONDITION_COLUMNS = ("conditions", "protocol_conditions")
-EXPERIMENT_COLUMNS = ("id", "smiles", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS, "mu",
-                      "sigma", "acquisition", "model_version", "created_at", "started_at", "finished_at")
-MEASUREMENT_COLUMNS = ("id", "smiles", "potential_v", "potential_from", "e_half_v", "dep_v", "ipa_a", "ipc_a", "ratio",
-                       "reversibility", "reference", "flags", "mu", "sigma", *CONDITION_COLUMNS)
+#: ``name``: the library's name of the molecule, if it names them (:func:`library_names`)
+EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS,
+                      "mu", "sigma", "acquisition", "model_version", "created_at", "started_at", "finished_at")
+MEASUREMENT_COLUMNS = ("id", "smiles", "name", "potential_v", "potential_from", "e_half_v", "dep_v", "ipa_a", "ipc_a",
+                       "ratio", "reversibility", "reference", "flags", "mu", "sigma", *CONDITION_COLUMNS)
 #: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
 #: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
 #: column of both reads as one scale, and the second is off by however far the reference electrode drifted
@@ -132,6 +135,8 @@ def _writing(path: Path) -> Iterator[None]:
 
 def _write(journal: Journal, directory: Path) -> None:
     snap = snapshot(journal)
+    names = library_names(journal.campaign_info().config.get("library") or {})
+    snap["experiments"] = [{**e, "name": names.get(e["smiles"], "")} for e in snap["experiments"]]
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
@@ -161,6 +166,31 @@ def _write(journal: Journal, directory: Path) -> None:
                     if e.kind == "calibration" and isinstance(e.data, dict)]
     with _writing(directory / "index.html"):
         (directory / "index.html").write_text(_html(snap, calibrations, directory))
+
+
+def library_names(library: dict[str, Any]) -> dict[str, str]:
+    """SMILES -> name from the campaign's library (``library``: its config): a CSV's ``name`` column (any case),
+    a .smi file's names; {} when it has none, or the file is gone or unreadable (the report is the journal's, and
+    says what it knows). Why: a chemist's library named its molecules, and the report's tables showed 230-character
+    SMILES alone."""
+    path, column = Path(str(library.get("file", ""))), str(library.get("smiles_column", "smiles"))
+    try:
+        if not path.is_file():
+            return {}
+        if library_format(path) == "smi":
+            return {s: n for chunk in read_chunks(path, column) for s, n in zip(chunk.smiles, chunk.names or [],
+                                                                                   strict=False) if n}
+        if library_format(path) != "csv":
+            return {}
+        header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+        name = next((c for c in header if c.lower() == "name"), None)
+        smiles = next((c for c in header if c.lower() == column.lower()), None)
+        if name is None or smiles is None:
+            return {}
+        frame = pd.read_csv(path, usecols=[smiles, name], dtype=str, keep_default_na=False)
+        return {s: n for s, n in zip(frame[smiles], frame[name], strict=True) if n}
+    except (InputError, OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return {}
 
 
 def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -> str:

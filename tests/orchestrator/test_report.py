@@ -168,3 +168,26 @@ def test_a_report_onto_a_full_disk_names_the_file_and_keeps_nothing(tmp_path, la
                                                "index.html"}
     assert sorted(p.name for p in full_disk.iterdir()) == ["old"]  # no new folder, no temporary one
     assert [p.name for p in old.iterdir()] == ["index.html"] and (old / "index.html").read_text() == "the report before"
+
+
+def test_the_reports_tables_name_the_molecules_the_library_names(tmp_path, labloop, write_campaign):
+    """A chemist's library named its molecules (a `name` column) and the report's tables showed SMILES alone, some
+    230 characters long. experiments.csv and measurements.csv carry the library's name beside each SMILES; a
+    library moved away since the run leaves the column empty, and the report is still written."""
+    import pandas as pd
+
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    library.insert(1, "Name", [f"candidate {i}" for i in range(len(library))])
+    library.to_csv(tmp_path / "named.csv", index=False)
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")}, budget={"max_experiments": 2})
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    named = dict(zip(library.smiles, library.Name, strict=True))
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    for table in ("experiments.csv", "measurements.csv"):
+        with (tmp_path / "report" / table).open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert rows and all(r["name"] == named[r["smiles"]] for r in rows), rows
+    (tmp_path / "named.csv").rename(tmp_path / "moved.csv")
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "again").returncode == 0
+    with (tmp_path / "again" / "experiments.csv").open() as handle:
+        assert {r["name"] for r in csv.DictReader(handle)} == {""}
