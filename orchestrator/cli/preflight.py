@@ -59,28 +59,45 @@ def check_store_folder(campaign: Campaign, where: str) -> Path:
 
 
 def with_extended_budget(campaign: Campaign) -> Campaign:
-    """``campaign`` with its journal's ``budget.max_experiments`` when ``labloop resume --max-experiments``
-    raised it and that is the only difference: running the unchanged file again continues the campaign to
-    the budget it has now (it was refused as a campaign of other settings). Unchanged otherwise."""
+    """``campaign`` with what ``labloop resume`` set in its journal when that is the only difference: a larger
+    ``budget.max_experiments`` (``--max-experiments``) and instruments' ports (``--port``). Running the unchanged
+    file again continues the campaign as it is now (it was refused as a campaign of other settings, and a port
+    moved by ``resume --port`` made the file unusable with its own store). Each is said on the console; unchanged
+    otherwise."""
     store = campaign.store
     if not store.is_file():
         return campaign
     try:
         with Journal.open(store, readonly=True) as journal:
             stored = journal.campaign_info().config
+            resumed = {e.kind for e in journal.events() if e.kind in ("budget", "port")}
     except JournalError:
         return campaign  # not a journal: check_store says so
-    budget = stored.get("budget") if isinstance(stored, dict) else None
+    if not isinstance(stored, dict):
+        return campaign
+    said, updates = [], {}
+    budget = stored.get("budget")
     extended = budget.get("max_experiments") if isinstance(budget, dict) else None
-    if not isinstance(extended, int) or extended <= campaign.budget.max_experiments:
+    if isinstance(extended, int) and extended > campaign.budget.max_experiments:
+        updates["budget"] = campaign.budget.model_copy(update={"max_experiments": extended})
+        how = "set by labloop resume --max-experiments" if "budget" in resumed else "the journal's"
+        said.append(f"continuing to budget.max_experiments {extended}, {how} (the file says "
+                    f"{campaign.budget.max_experiments})")
+    instruments = stored.get("instruments")
+    given = {name: entry.port for name, entry in campaign.instruments.items() if entry.port}
+    moved = {name: spec["port"] for name, spec in (instruments if isinstance(instruments, dict) else {}).items()
+             if "port" in resumed and name in given and isinstance(spec, dict) and spec.get("port")
+             and spec["port"] != given[name]}
+    if moved:
+        updates["instruments"] = {name: entry.model_copy(update={"port": moved.get(name, entry.port)})
+                                  for name, entry in campaign.instruments.items()}
+        said += [f"continuing with instruments.{name}.port {port}, set by labloop resume --port (the file says "
+                 f"{given[name]})" for name, port in moved.items()]
+    candidate = campaign.model_copy(update=updates)
+    if not updates or candidate.model_dump(mode="json", by_alias=True) != stored:
         return campaign
-    candidate = campaign.model_copy(update={
-        "budget": campaign.budget.model_copy(update={"max_experiments": extended})})
-    if candidate.model_dump(mode="json", by_alias=True) != stored:
-        return campaign
-    console.err.print(f"{display_name(store)}: continuing to budget.max_experiments {extended}, set by labloop "
-                      f"resume --max-experiments (the file says {campaign.budget.max_experiments})",
-                      markup=False, highlight=False, soft_wrap=True)
+    for line in said:
+        console.err.print(f"{display_name(store)}: {line}", markup=False, highlight=False, soft_wrap=True)
     return candidate
 
 

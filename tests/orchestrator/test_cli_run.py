@@ -339,3 +339,23 @@ def test_resume_takes_the_port_an_instrument_came_back_on(tmp_path, labloop, wri
     assert again.returncode == 0, again.stderr
     with Journal.open(store, readonly=True) as journal:
         assert journal.campaign_info().config["instruments"]["electrolyte_pump"]["port"] == "/dev/ttyUSB7"
+    # the campaign file still runs with its store (it was refused as a campaign of other settings), as after a
+    # resume --max-experiments, saying what the journal holds now
+    for command in ("validate", "run"):
+        result = labloop(command, campaign_file, "--dry-run")
+        assert result.returncode == 0, result.stderr
+        assert ("continuing with instruments.electrolyte_pump.port /dev/ttyUSB7, set by labloop resume --port (the "
+                "file says /dev/ttyUSB0)") in " ".join(result.stderr.split()), result.stderr
+
+
+def test_a_file_whose_budget_was_lowered_continues_to_the_journals_without_blaming_resume(tmp_path, labloop,
+                                                                                          write_campaign):
+    """A store made from a file of 2 experiments, validated with the file now saying 1: the note said "set by
+    labloop resume --max-experiments", which nobody had run (a trial). It says the budget is the journal's."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    campaign_file.write_text(campaign_file.read_text().replace("max_experiments: 2", "max_experiments: 1"))
+    result = labloop("validate", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "continuing to budget.max_experiments 2, the journal's (the file says 1)" in result.stderr, result.stderr
+    assert "labloop resume --max-experiments" not in result.stderr
