@@ -88,10 +88,11 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
     line_of = csv_lines(path)  # its lines after any blank one
     low, high = POTENTIAL_RANGE_V
     truth: dict[str, float] = {}
-    empty, conflicts, first_conflict = 0, 0, 0
+    empty, conflicts, first_conflict = 0, 0, ""
     invalid: list[tuple[int, str]] = []  # (line, as written) of rows whose SMILES is no molecule
     canonical = canonical_smiles(table.smiles)  # "" for a row that is no molecule, judged in one note below
     first_of: dict[str, float] = {}  # by canonical SMILES: the value the molecule's first row gave
+    first_row: dict[str, int] = {}  # ... and that row
     for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0], strict=True)):
         if not canonical[row]:
             invalid.append((line_of(row), smiles))
@@ -105,7 +106,10 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
         key = canonical[row]
         if key in first_of and first_of[key] != value:
             conflicts += 1
-            first_conflict = first_conflict or line_of(row)
+            earlier = first_row[key]
+            first_conflict = first_conflict or (f"line {line_of(row)} {smiles!r} repeats line {line_of(earlier)} "
+                                                f"{table.smiles[earlier]!r}")
+        first_row.setdefault(key, row)
         truth.setdefault(smiles, first_of.setdefault(key, float(value)))
     unscreened = "no SMILES of a molecule labloop screens"
     first = f"first at line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
@@ -123,7 +127,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles") -> tuple[
                      f"column {column!r} and {plural(empty, 'is', 'are')} left out")
     if conflicts:
         notes.append(f"{conflicts} {plural(conflicts, 'row')} of {path} {plural(conflicts, 'repeats', 'repeat')} a "
-                     f"molecule with another value (first at line {first_conflict}): the first value is used, "
+                     f"molecule with another value (the first: {first_conflict}): the first value is used, "
                      "however the later rows spell it")
     return truth, notes
 

@@ -202,8 +202,9 @@ def test_one_row_is_said_as_one_row(tmp_path, labloop, write_campaign, truth_csv
         f"warning: 1 row of {lab} is no SMILES of a molecule labloop screens (first at line {len(rows)}: "
         "'C1CC(not_a_smiles') and is left out",
         f"warning: 1 row of {lab} has no finite value in column 'e_v' and is left out",
-        f"warning: 1 row of {lab} repeats a molecule with another value (first at line {len(rows) + 2}): the first "
-        "value is used, however the later rows spell it",
+        f"warning: 1 row of {lab} repeats a molecule with another value (the first: line {len(rows) + 2} "
+        f"{rows[4].split(',')[0]!r} repeats line 4 {rows[4].split(',')[0]!r}): the first value is used, however the "
+        "later rows spell it",
         f"warning: 1 of the 200 molecules of the library {EXAMPLES_LIBRARY} has no true value in {lab} and is left "
         "out (compared as written, then as canonical SMILES)"], result.stderr
     (tmp_path / "one.csv").write_text("smiles,e_v\nC1CC(,4.5\n")
@@ -315,7 +316,7 @@ def test_a_smi_library_is_read_as_the_campaign_reads_it(tmp_path, labloop, write
 
 
 #: the warning of a table whose 200 molecules are each given again with another value, from line 202 on
-REPEATS = "repeat a molecule with another value (first at line 202)"
+REPEATS = "repeat a molecule with another value (the first: line 202 "
 
 
 def test_a_repeated_smiles_keeps_its_first_value_and_is_said(tmp_path, labloop, write_campaign, truth_csv):
