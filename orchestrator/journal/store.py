@@ -261,6 +261,10 @@ class ExperimentRow:
     reversibility: str | None = None
 
 
+#: analysis flags under which a scan judged no reversibility (its couple beyond the window, or none at all)
+UNJUDGED_FLAGS = frozenset({"beyond_window", "at_scan_start", "no_peak"})
+
+
 @dataclass(frozen=True)
 class ActionRow:
     id: int
@@ -964,7 +968,11 @@ class Journal:
         analysis = {} if r["result_json"] is None else self._decoded(r["result_json"], measurement, "result_json", dict)
         peaks: dict[str, Any] = {name: value if isinstance(value := analysis.get(name), float | int)
                                  and not isinstance(value, bool) else None for name in ("ipa_a", "ipc_a", "ratio")}
-        peaks["reversibility"] = value if isinstance(value := analysis.get("reversibility"), str) else None
+        flags = self._decoded(r["flags_json"] or "[]", measurement, "flags_json", _strings)
+        # a scan whose couple lay beyond it, or showed none, judged no reversibility: "irreversible" there misread
+        unjudged = not set(flags).isdisjoint(UNJUDGED_FLAGS)
+        peaks["reversibility"] = value if isinstance(value := analysis.get("reversibility"), str) and not unjudged \
+            else None
         return ExperimentRow(
             id=r["id"], smiles=r["smiles"], status=r["state"], cause=r["cause"], attempt=r["attempt"],
             created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"], step=r["step"],
@@ -972,7 +980,7 @@ class Journal:
                                                            dict),
             mu=r["mu"], sigma=r["sigma"], acquisition=r["acquisition"], model_version=r["model_version"],
             potential_v=r["potential_v"], e_half_v=r["e_half_v"], dep_v=r["dep_v"], reference=r["reference"],
-            flags=self._decoded(r["flags_json"] or "[]", measurement, "flags_json", _strings), **peaks,
+            flags=flags, **peaks,
         )
 
     def actions(self, experiment_id: int) -> list[ActionRow]:

@@ -131,6 +131,9 @@ def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(
     assert said and all(m is not None and m[1] in ("1.550", "1.551") for m in said), [e.cause for e in failed]
     # one with no wave at all says what was scanned (it said 'analysis: no_peak' alone): 0.3..-1.7 V vs the
     # reference at 3.2 V
+    # a scan that never completed its couple judged no reversibility (it read "irreversible": a trial)
+    assert all(e.reversibility is None and set(e.flags) & {"beyond_window", "no_peak"} for e in failed), [
+        (e.flags, e.reversibility) for e in failed]
     silent = [e.cause for e in failed if "no_peak" in e.cause and "beyond_window" not in e.cause]
     assert silent and all(c.endswith("(no wave between 1.500 and 3.500 V vs Li/Li+, the window scanned: the "
                                      "potential lies beyond it, or the sample gave no signal)") for c in silent), silent
