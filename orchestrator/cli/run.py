@@ -131,7 +131,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
                 "max_experiments"]:
             journal.extend_budget(max_experiments)
         for name, port in moved.items():
-            journal.move_port(name, port)
+            _say(f"instruments.{name}.port {journal.move_port(name, port)} -> {port} (journalled)")
         for kind in by_hand:
             journal.add_event(kind, BY_HAND_SAID[kind])
 
@@ -212,6 +212,8 @@ def _moved_ports(given: Sequence[str], instruments: dict[str, Any]) -> dict[str,
                                      param_hint="--port")
         if not instruments[name].get("port"):
             raise click.BadParameter(f"{name!r} has no port in the campaign to move", param_hint="--port")
+        if name in moved and moved[name] != port:
+            raise click.BadParameter(f"{name!r} is given two ports, {moved[name]} and {port}", param_hint="--port")
         moved[name] = port
     return moved
 

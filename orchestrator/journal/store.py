@@ -925,11 +925,11 @@ class Journal:
             self._event(db, "budget", f"budget.max_experiments {before} -> {max_experiments} (labloop resume "
                                       "--max-experiments)", None, {"before": before, "after": max_experiments})
 
-    def move_port(self, instrument: str, port: str) -> None:
+    def move_port(self, instrument: str, port: str) -> str | None:
         """Set ``instrument``'s serial port in the campaign's config (``labloop resume --port``): a USB adapter
         plugged in again often comes back under another name, and the journal's port was then refused as missing
         with no way on but a new store. The config changes with an event saying from what to what, in one
-        transaction, as :meth:`extend_budget`'s does."""
+        transaction, as :meth:`extend_budget`'s does. Returns the port it was."""
         with self._write() as db:
             config = json.loads(db.execute("SELECT config_json FROM campaign WHERE id = 1").fetchone()[0])
             before = config["instruments"][instrument].get("port")
@@ -937,6 +937,7 @@ class Journal:
             db.execute("UPDATE campaign SET config_json = ? WHERE id = 1", (_json(config),))
             self._event(db, "port", f"instruments.{instrument}.port {before} -> {port} (labloop resume --port)",
                         None, {"instrument": instrument, "before": before, "after": port})
+        return before
 
     def campaign_info(self) -> CampaignInfo:
         rows = self._read("SELECT * FROM campaign WHERE id = 1")

@@ -323,6 +323,8 @@ def test_resume_takes_the_port_an_instrument_came_back_on(tmp_path, labloop, wri
                                                         "INSTRUMENT=PORT"),
                       (("--port", "electrolyte_pmp=/dev/ttyUSB7"), "'electrolyte_pmp' is not one of analyte_pump, "),
                       (("--port", "sampler=/dev/ttyUSB7"), "'sampler' has no port in the campaign to move"),
+                      (("--port", "electrolyte_pump=/dev/ttyUSB7", "--port", "electrolyte_pump=/dev/ttyUSB8"),
+                       "'electrolyte_pump' is given two ports, /dev/ttyUSB7 and /dev/ttyUSB8"),
                       # checked as run checks ports: the potentiostat on the pumps' line
                       (("--port", "potentiostat=/dev/ttyUSB0"), "shares port /dev/ttyUSB0 with 'analyte_pump'")):
         refused = labloop("resume", store, "--max-experiments", 2, *bad)
@@ -330,6 +332,7 @@ def test_resume_takes_the_port_an_instrument_came_back_on(tmp_path, labloop, wri
         assert len(refused.stderr.strip().splitlines()) == 1 and store.read_bytes() == before  # nothing written
     moved = labloop("resume", store, "--max-experiments", 2, "--port", "electrolyte_pump=/dev/ttyUSB7")
     assert moved.returncode == 0, moved.stderr
+    assert "instruments.electrolyte_pump.port /dev/ttyUSB0 -> /dev/ttyUSB7 (journalled)" in moved.stderr
     with Journal.open(store, readonly=True) as journal:
         config = journal.campaign_info().config
         [event] = [e for e in journal.events() if e.kind == "port"]
