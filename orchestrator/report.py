@@ -135,7 +135,8 @@ def _writing(path: Path) -> Iterator[None]:
 
 def _write(journal: Journal, directory: Path) -> None:
     snap = snapshot(journal)
-    names = library_names(journal.campaign_info().config.get("library") or {})
+    config = journal.campaign_info().config
+    names = library_names(config.get("library") or {})
     snap["experiments"] = [{**e, "name": names.get(e["smiles"], "")} for e in snap["experiments"]]
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
@@ -160,7 +161,6 @@ def _write(journal: Journal, directory: Path) -> None:
     if labs:
         _nyquist(directory / LAB_PLOTS[0], labs[-1])
         _scan_rates(directory / LAB_PLOTS[1], labs[-1])
-        config = journal.campaign_info().config
         _versus_ferrocene(directory / LAB_PLOTS[2], labs, config.get("cell", {}).get("reference_offset_v", 3.2))
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]

@@ -58,7 +58,7 @@ FOLLOW_INTERVAL_S = 1.0
 def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None,
              scheduler: str | None, every_problem: bool) -> None:
     try:  # the file, then what is known of the instruments before any port opens (three unplugged devices)
-        campaign = preflight.with_extended_budget(preflight.overridden(load_campaign(campaign_file), store, seed))
+        campaign = preflight.with_resumed_settings(preflight.overridden(load_campaign(campaign_file), store, seed))
         library, world = compose.check_campaign(campaign, dry_run=dry_run)
     except CampaignError as exc:
         if not every_problem or len(exc.messages) == 1:

@@ -58,7 +58,7 @@ def check_store_folder(campaign: Campaign, where: str) -> Path:
     return folder
 
 
-def with_extended_budget(campaign: Campaign) -> Campaign:
+def with_resumed_settings(campaign: Campaign) -> Campaign:
     """``campaign`` with what ``labloop resume`` set in its journal when that is the only difference: a larger
     ``budget.max_experiments`` (``--max-experiments``) and instruments' ports (``--port``). Running the unchanged
     file again continues the campaign as it is now (it was refused as a campaign of other settings, and a port
@@ -70,7 +70,7 @@ def with_extended_budget(campaign: Campaign) -> Campaign:
     try:
         with Journal.open(store, readonly=True) as journal:
             stored = journal.campaign_info().config
-            resumed = {e.kind for e in journal.events() if e.kind in ("budget", "port")}
+            resumed = {kind for kind in ("budget", "port") if journal.count_events(kind)}
     except JournalError:
         return campaign  # not a journal: check_store says so
     if not isinstance(stored, dict):

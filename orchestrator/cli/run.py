@@ -68,7 +68,7 @@ scheduler_option = options.scheduler_option(
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), help="Override the campaign's seed.")
 @scheduler_option
 def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None, scheduler: str | None) -> int:
-    campaign = preflight.with_extended_budget(preflight.overridden(load_campaign(campaign_file), store, seed))
+    campaign = preflight.with_resumed_settings(preflight.overridden(load_campaign(campaign_file), store, seed))
     # as validate does: a folder that cannot hold it, a journal of other settings
     preflight.check_store(campaign, "--store" if store is not None else None)
     source = campaign_file.read_text()
@@ -221,7 +221,7 @@ def _moved_ports(given: Sequence[str], instruments: dict[str, Any]) -> dict[str,
 def runs_of(store: Path) -> int:
     """How many runs the journal has had: a resumed dry run's fault rehearsal draws anew (compose.build_rig)."""
     with Journal.open(store, readonly=True) as journal:
-        return journal.runs()
+        return journal.count_events("run")
 
 
 def _resume_after_interrupt(store: Path) -> str:

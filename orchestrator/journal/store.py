@@ -1023,9 +1023,10 @@ class Journal:
         step = rows[0]["step"]
         return step, self._decoded(rows[0]["state_json"], f"planner_state row {step}", "state_json", dict)
 
-    def runs(self) -> int:
-        """How many runs have written the journal (its ``run`` events), counted without decoding any event."""
-        return int(self._read("SELECT COUNT(*) FROM events WHERE kind = 'run'")[0][0])
+    def count_events(self, kind: str) -> int:
+        """How many events of ``kind`` the journal holds (``run``: how many runs have written it), counted without
+        decoding any event (a lab event holds raw voltammograms)."""
+        return int(self._read("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,))[0][0])
 
     def events(self, last: int | None = None) -> list[Event]:
         """Events in order; only the ``last`` ones when given."""
