@@ -530,7 +530,9 @@ def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma
             flags.add(CVFlag.NO_PEAK)
         signal = float(np.ptp(v.current_a))
     else:
-        reversibility = _classify(dep, ratio, settings, judged=judged)
+        # a couple the window cut (its wave beyond a vertex, or decaying from the start) is not judged: one peak
+        # of it, e.g. the return wave of what the forward sweep made near the vertex, said "irreversible" (a trial)
+        reversibility = None if outside else _classify(dep, ratio, settings, judged=judged)
         signal = max(abs(h) for h in (ipa, ipc) if h is not None)
     if reversibility == "irreversible" and not outside:
         flags.add(CVFlag.IRREVERSIBLE)

@@ -40,7 +40,7 @@ from labloop.orchestrator.journal.plot_data import (
     prediction_errors,
     versus_ferrocene,
 )
-from labloop.orchestrator.journal.store import Journal, left_unsafe, with_advice
+from labloop.orchestrator.journal.store import Journal, judged_reversibility, left_unsafe, with_advice
 from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
 from labloop.surrogate.library_pipeline import library_format, read_chunks
 
@@ -233,7 +233,7 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
                      "e_half_v_vs_reference": analysis.get("e_half_v"), "epa_v_vs_reference": analysis.get("epa_v"),
                      "epc_v_vs_reference": analysis.get("epc_v"), "dep_mV": _scaled(analysis.get("dep_v"), 1e3),
                      "ipa_uA": _scaled(analysis.get("ipa_a"), 1e6), "ipc_uA": _scaled(analysis.get("ipc_a"), 1e6),
-                     "ipc_over_ipa": analysis.get("ratio"), "reversibility": analysis.get("reversibility"),
+                     "ipc_over_ipa": analysis.get("ratio"), "reversibility": judged_reversibility(analysis),
                      "scan_flags": "; ".join(analysis.get("flags") or [])})
     return rows
 

@@ -265,6 +265,16 @@ class ExperimentRow:
 UNJUDGED_FLAGS = frozenset({"beyond_window", "at_scan_start", "no_peak"})
 
 
+def judged_reversibility(analysis: dict[str, Any]) -> str | None:
+    """An analysis' reversibility judgement, None where its flags say the scan judged none: the analysis says
+    so itself since the couple a window cut is left unjudged (instruments/cv_analysis.py), and journals written
+    before say "irreversible" there, which read as a judgement of a wave never completed (a trial)."""
+    value = analysis.get("reversibility")
+    flags = analysis.get("flags")
+    unjudged = isinstance(flags, list) and not UNJUDGED_FLAGS.isdisjoint(flags)
+    return value if isinstance(value, str) and not unjudged else None
+
+
 @dataclass(frozen=True)
 class ActionRow:
     id: int
@@ -970,10 +980,7 @@ class Journal:
         peaks: dict[str, Any] = {name: value if isinstance(value := analysis.get(name), float | int)
                                  and not isinstance(value, bool) else None for name in ("ipa_a", "ipc_a", "ratio")}
         flags = self._decoded(r["flags_json"] or "[]", measurement, "flags_json", _strings)
-        # a scan whose couple lay beyond it, or showed none, judged no reversibility: "irreversible" there misread
-        unjudged = not set(flags).isdisjoint(UNJUDGED_FLAGS)
-        peaks["reversibility"] = value if isinstance(value := analysis.get("reversibility"), str) and not unjudged \
-            else None
+        peaks["reversibility"] = judged_reversibility({**analysis, "flags": flags})
         return ExperimentRow(
             id=r["id"], smiles=r["smiles"], status=r["state"], cause=r["cause"], attempt=r["attempt"],
             created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"], step=r["step"],

@@ -95,6 +95,7 @@ def test_a_wave_beyond_the_vertex_is_not_called_irreversible(e0_v: float, specie
     forward = result.epa_v if species == "reduced" else result.epc_v
     assert forward is None and result.e_half_v is None
     assert CVFlag.BEYOND_WINDOW in result.flags and CVFlag.IRREVERSIBLE not in result.flags
+    assert result.reversibility is None  # the return wave alone judges no couple (it read "irreversible")
     # what the failed scan still says (the residual model learns from it): the couple lies beyond the vertex,
     # by a bound no more than the peak's room (28.5 mV past E1/2, one smoothing window) inside it
     quantity, other = (("oxidation_potential", "reduction_potential") if species == "reduced"

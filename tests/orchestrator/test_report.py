@@ -191,3 +191,19 @@ def test_the_reports_tables_name_the_molecules_the_library_names(tmp_path, lablo
     assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "again").returncode == 0
     with (tmp_path / "again" / "experiments.csv").open() as handle:
         assert {r["name"] for r in csv.DictReader(handle)} == {""}
+
+
+def test_lab_grade_rows_judge_no_reversibility_where_the_window_cut_the_couple():
+    """A scan whose wave lay beyond its vertex showed only the return wave of what the forward sweep made there,
+    and lab_grade.csv called it 'irreversible' (a chemist's trial): the analysis leaves it unjudged now, and a
+    journal written before is read so too."""
+    from labloop.orchestrator.report import _lab_grade_rows
+
+    experiment = {"id": 9, "smiles": "c1ccccc1", "status": "failed"}
+    scans = [{"scan_rate_v_s": 0.1, "analysis": {"epc_v": 1.4628, "ipc_a": -1.43e-7, "reversibility": "irreversible",
+                                                 "flags": ["beyond_window"]}},
+             {"scan_rate_v_s": 0.2, "analysis": {"e_half_v": 0.5, "reversibility": "irreversible",
+                                                 "flags": ["irreversible"]}}]
+    rows = _lab_grade_rows(experiment, {"scans": scans})
+    assert [r["reversibility"] for r in rows] == [None, "irreversible"]
+    assert rows[0]["epc_v_vs_reference"] == 1.4628  # what the scan measured stays
