@@ -241,7 +241,7 @@ def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[Invali
 
 
 def beyond_prior_rows(campaign: Campaign, library: Sequence[str]) -> list[InvalidSmiles]:
-    """The library's ions and radicals (:func:`labloop.surrogate.featurize.beyond_prior`), which are proposed and
+    """The library's ions, radicals and salts (:func:`labloop.surrogate.featurize.beyond_prior`), which are proposed and
     measured like any molecule but predicted far outside the neutral closed-shell prior, with a sigma that does
     not say so: ``validate`` and ``run`` name them by CSV line. The same libraries as :func:`unreadable_smiles`."""
     return _rows_where(campaign, library, beyond_prior)

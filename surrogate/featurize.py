@@ -190,14 +190,20 @@ def beyond_prior(smiles: object) -> str | None:
     radical (an unpaired electron). The DFT prior (data/SOURCES.md) holds neutral closed-shell molecules only, none
     with a charged atom (so no nitro group either), so nothing it was trained or calibrated on resembles such a
     species, and the ensemble members can agree on a wrong number. The reason says which, since a nitroarene
-    called "2 charged atoms" read to a chemist as a neutral molecule taken for an ion. None too for what
-    :func:`parse_smiles` does not read (reported as invalid instead). Only a bracket atom can carry a charge or an
-    unpaired electron, so a SMILES without ``[`` is not parsed (a million-row library)."""
-    if not isinstance(smiles, str) or "[" not in smiles:
+    called "2 charged atoms" read to a chemist as a neutral molecule taken for an ion. A salt or a mixture (parts
+    written with ``.``: TEMPO+ BF4-, TMPD 2HCl) is one too: the prior holds single molecules, and the fingerprint
+    and the planners read the parts as one molecule, counter-ion or HCl included (a chemist's trial: TMPD 2HCl
+    passed unsaid, and the TEMPO salt was called a nitro group). None too for what :func:`parse_smiles` does not
+    read (reported as invalid instead). Only a bracket atom can carry a charge or an unpaired electron, and only
+    ``.`` separates parts, so a SMILES with neither is not parsed (a million-row library)."""
+    if not isinstance(smiles, str) or ("[" not in smiles and "." not in smiles):
         return None
     mol = parse_smiles(smiles)
     if mol is None:
         return None
+    parts = len(Chem.GetMolFrags(mol))
+    if parts > 1:
+        return f"{parts} parts, a salt or a mixture, read as one molecule (counter-ions included)"
     charged = sum(atom.GetFormalCharge() != 0 for atom in mol.GetAtoms())
     net = Chem.GetFormalCharge(mol)
     unpaired = sum(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms())

@@ -61,6 +61,7 @@ def test_a_dry_run_skips_them_and_measures_the_rest(tmp_path, labloop, write_cam
         [(e.smiles, e.cause) for e in experiments]
 
 
+SALT = "parts, a salt or a mixture, read as one molecule (counter-ions included)"
 NEUTRAL = "neutral, but 2 charged atoms (a nitro group, an N-oxide or a zwitterion: none in the prior)"
 
 
@@ -69,6 +70,8 @@ NEUTRAL = "neutral, but 2 charged atoms (a nitro group, an N-oxide or a zwitteri
                                               ("[O-][n+]1ccccc1", NEUTRAL), ("O=[N+]([O-])c1ccccc1", NEUTRAL),
                                               ("[O-]C(=O)C(=O)[O-]", "an ion, charge -2"),
                                               ("[CH2]c1ccccc1", "1 unpaired electron"), ("c1ccccc1", None),
+                                              ("CC1(C)CCCC(C)(C)[N+]1=O.F[B-](F)(F)F", f"2 {SALT}"),
+                                              ("CN(C)c1ccc(N(C)C)cc1.Cl.Cl", f"3 {SALT}"),
                                               ("[2H]C", None), ("[nH]1cccc1", None), ("C1CC", None)])
 def test_ions_and_radicals_are_named_as_beyond_the_prior(smiles, said):
     assert beyond_prior(smiles) == said
