@@ -145,6 +145,10 @@ class RigLike(Protocol):
 
 #: how far beyond the ferrocene E1/2 the CV after add_standard reaches on each side (V)
 STANDARD_MARGIN_V = 0.35
+#: how far ferrocene may lie from where ``cell.reference_offset_v`` and ``cell.ferrocene_vs_li_v`` put it before a
+#: run says the offset is wrong (V): a pseudo-reference drifts by tens of mV over a day, while a potential
+#: converted from another scale (Ag/AgCl, SCE, another solvent's ferrocene) is off by hundreds
+REFERENCE_CHECK_V = 0.1
 LAB_STEPS = (Purge, Blank, EIS, AddStandard, Clean, Polish)
 
 
@@ -298,6 +302,8 @@ class ProtocolExecutor:
         #: experiments that stopped or failed part way after they pumped into the cell, each with how it ended
         #: (:meth:`refuse_their_leftover`)
         self.left_liquid: dict[int, str] = {}
+        #: whether this run said that ferrocene found the reference elsewhere (:meth:`_check_reference`)
+        self._reference_said = False
         self._rates = dict(rates or {})
         self.hits_v = hits_v
         self.oxygen_onset_v = oxygen_onset_v
@@ -1028,11 +1034,35 @@ class ProtocolExecutor:
             log.warning("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
         else:
             log.info("%s: E vs Fc/Fc+ %+.4f V", where, lab.referenced.e_vs_fc_v)
+        standard = lab.referenced.standard
+        found = None if standard is None else standard.e_half_v
+        if found is not None:
+            self._check_reference(where, found, fc_expected)
         done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v,
-                                "standard_problem": lab.referenced.problem}
+                                "standard_problem": lab.referenced.problem, "ferrocene_v_vs_reference": found}
         if step.refill:
             done["refilled_ml"] = self._refill(where, step.pump, dispensed, step.rate_ml_min)
         return done
+
+    def _check_reference(self, where: str, found_v: float, expected_v: float) -> None:
+        """Say, once a run, that ferrocene's couple lies more than :data:`REFERENCE_CHECK_V` from where the cell's
+        settings put it (``expected_v``, vs the reference): the reference electrode sits elsewhere than
+        ``cell.reference_offset_v`` says. The potentials referenced to ferrocene are right whatever the offset,
+        which is why nothing failed, but the safety window, the oxygen band, failed scans' bounds and every
+        potential measured without the standard go through the offset: a chemist's offset 300 mV off (an
+        Ag/AgCl value) went unsaid in every experiment."""
+        if self._reference_said or abs(found_v - expected_v) <= REFERENCE_CHECK_V:
+            return
+        self._reference_said = True
+        implied = self.ferrocene_vs_li_v - found_v
+        side = "above" if found_v > expected_v else "below"
+        log.warning("%s: ferrocene's couple lies at %+.3f V vs the reference, %.0f mV %s where cell.reference_offset_v "
+                    "(%.3f V) and cell.ferrocene_vs_li_v (%.3f V) put it (%+.3f V): by ferrocene, the reference "
+                    "sits at %.3f V vs Li/Li+. Potentials referenced to ferrocene are right; the safety window, the "
+                    "oxygen band, failed scans' bounds and potentials measured without the standard use "
+                    "cell.reference_offset_v: correct it, if this electrode is stable (said once a run)", where,
+                    found_v, abs(found_v - expected_v) * 1000, side, self.reference_offset_v, self.ferrocene_vs_li_v,
+                    expected_v, implied)
 
 
 #: the steps that pump into the cell (from the pump their action record names)

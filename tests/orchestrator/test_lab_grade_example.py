@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     assert labloop("validate", tmp_path / "lab.yaml", "--dry-run").returncode == 0
     result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
     assert result.returncode == 0, result.stderr
+    assert "ferrocene's couple lies" not in result.stderr  # 30 mV off: a reference's drift, not a wrong offset
 
     world = build_world(load_campaign(tmp_path / "lab.yaml"))
     assert world.reference_offset_v == 3.23  # the emulated reference sits 30 mV off the nominal 3.2 V
@@ -209,3 +211,31 @@ def test_ferrocene_sits_where_the_campaign_says_and_puts_the_analyte_on_the_li_s
     refused = labloop("validate", tmp_path / "mv.yaml", "--dry-run")
     assert refused.returncode == 2 and "cell.ferrocene_vs_li_v: 3350 V vs Li/Li+ is no place for ferrocene's " \
         "couple (2.5..4.5 V; 3.2 in carbonates): millivolts written as volts? (3.35)" in refused.stderr, refused.stderr
+
+
+def test_ferrocene_found_far_from_where_the_offset_puts_it_says_the_offset_is_wrong(tmp_path, labloop):
+    """A cell.reference_offset_v 300 mV off (an Ag/AgCl value for an electrode at 3.15 V vs Li/Li+) passed in
+    silence, ferrocene found 300 mV from where it was looked for in every experiment (a chemist's trial): the
+    ferrocene-referenced potentials were right, but the safety window, the oxygen band and the bounds went through
+    the offset. The run says so once, with the offset ferrocene implies."""
+    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
+    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
+    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
+    del campaign["prior"], campaign["surrogate"]
+    campaign.update(planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": 2})
+    campaign["cell"]["reference_offset_v"] = 3.45
+    campaign["world"]["reference_offset_v"] = 3.15
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "ferrocene's couple lies" in line]
+    assert len(said) == 1, result.stderr  # once a run, not in every experiment
+    implied = re.search(r"by ferrocene, the reference sits at (\d\.\d{3}) V vs Li/Li\+", said[0])
+    assert implied is not None and abs(float(implied[1]) - 3.15) < 0.02, said
+    assert "above where cell.reference_offset_v (3.450 V) and cell.ferrocene_vs_li_v (3.200 V) put it (-0.250 V)" \
+        in said[0]
+    with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:
+        done = journal.experiments(states=(State.DONE,))
+        found = [a.params["ferrocene_v_vs_reference"] for e in done for a in journal.actions(e.id)
+                 if a.command == "add_standard"]
+    assert found and all(abs(v - 0.05) < 0.02 for v in found), found  # 3.20 - 3.15 V, journalled with the step
