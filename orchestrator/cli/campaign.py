@@ -37,6 +37,7 @@ from labloop.orchestrator.journal.view import (
     run_end,
     snapshot,
 )
+from labloop.protocols.steps import compact
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
         "objective": describe_objective(campaign.objective.model_dump()),
         "planner": f"{campaign.planner.kind}, batch {campaign.planner.batch_size}; surrogate preset "
                    f"{campaign.surrogate.preset}",
+        "conditions": _conditions(campaign),
         "compute": "library predictions in this process" if not used else
                    f"library predictions in shards on the Dask cluster at {address}" if address else
                    "library predictions in shards on a Dask LocalCluster started by the run",
@@ -105,11 +107,42 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
         "protocol": ", ".join(campaign.protocol.step_names),
         "reference": f"{_reference_names(campaign)}{campaign.cell.reference_offset_v:g} V vs Li/Li+ "
                      f"(cell.reference_offset_v{default})",
+        "ferrocene": _ferrocene(campaign),
         "budget": "stop after " + " or ".join(stops),
         "schedule": f"active {campaign.schedule.active_hours}",
         "store": f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}",
     }
     return rows
+
+
+def _conditions(campaign: Campaign) -> str:
+    """``scan_rate_v_s 0.02..0.5, searched log-uniformly; n_scans one of 1, 2, 3``: what the planner may choose for
+    each experiment, so a range or a list of rates written wrong is seen before the night it runs; ``none planned``
+    when the protocol's own values are run."""
+    said = []
+    for name, space in campaign.conditions.space().items():
+        if isinstance(space, dict):
+            said.append(f"{name} one of {', '.join(map(_value, space['choices']))}")
+        elif space[0] == space[1]:
+            said.append(f"{name} {_value(space[0])}, fixed")
+        else:
+            said.append(f"{name} {_value(space[0])}..{_value(space[1])}, searched log-uniformly")
+    return "; ".join(said) or "none planned: the protocol's steps run their own values"
+
+
+def _value(value: object) -> str:
+    """A condition's value as written in YAML (0.1, 2e-6; a word as it is)."""
+    return compact(value) if isinstance(value, int | float) else str(value)
+
+
+def _ferrocene(campaign: Campaign) -> str:
+    """Where ferrocene's couple is taken to sit vs Li/Li+ (``cell.ferrocene_vs_li_v``), and whether anything uses it:
+    only an ``add_standard`` step does, and a value for another electrolyte moves every referenced potential."""
+    cell = campaign.cell
+    default = "" if "ferrocene_vs_li_v" in cell.model_fields_set else ", the default: a carbonate electrolyte's"
+    used = ("add_standard's potentials go through it" if campaign.protocol.adds_standard else
+            "unused, the protocol has no add_standard step")
+    return f"Fc+/Fc at {compact(cell.ferrocene_vs_li_v)} V vs Li/Li+ (cell.ferrocene_vs_li_v{default}): {used}"
 
 
 def _library_rows(n_rows: int, invalid: int, again: int) -> str:

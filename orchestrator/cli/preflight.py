@@ -125,10 +125,10 @@ def overridden(campaign: Campaign, store: Path | None, seed: int | None) -> Camp
 
 def warn_before_run(campaign: Campaign, library: list[str]) -> tuple[int, int]:
     """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
-    planner will ever propose, an objective no measurement can meet, a protocol value most likely written in
-    the wrong unit (an analyte in M as mM), and a protocol that leaves liquid in the cell under its D-computing cv
-    (said once here; the run says it again of each experiment it dilutes). Returns how many rows are invalid, and
-    how many hold a molecule an earlier row holds."""
+    planner will ever propose, an objective no measurement can meet, a ``cell.ferrocene_vs_li_v`` no step reads, a
+    protocol value most likely written in the wrong unit (an analyte in M as mM), and a protocol that leaves liquid
+    in the cell under its D-computing cv (said once here; the run says it again of each experiment it dilutes).
+    Returns how many rows are invalid, and how many hold a molecule an earlier row holds."""
     invalid = compose.unreadable_smiles(campaign, library)
     line_of = row_lines(campaign.library.file, campaign.library.smiles_column)
     console.report_invalid(invalid, display_name(campaign.library.file),
@@ -142,8 +142,9 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> tuple[int, int]:
                            f"{{n}} {plural(len(again), 'row')} of {{path}} {plural(len(again), 'holds', 'hold')} a "
                            "molecule an earlier row holds (written the same or another way), and each molecule is "
                            "proposed once", line_of=line_of)
-    if (why := compose.objective_out_of_reach(campaign)) is not None:
-        console.err.print(f"warning: {why}", markup=False, highlight=False, soft_wrap=True)
+    for why in (compose.objective_out_of_reach(campaign), campaign.unused_ferrocene()):
+        if why is not None:
+            console.err.print(f"warning: {why}", markup=False, highlight=False, soft_wrap=True)
     for line in campaign.protocol_warnings():
         console.err.print(f"warning: {console.printable(line)}", markup=False, highlight=False, soft_wrap=True)
     return len(invalid), len(again)

@@ -67,6 +67,7 @@ from labloop.protocols.steps import (
     CV,
     SCAN_RATE_RANGE_V_S,
     SETUP_PARAMETERS,
+    AddStandard,
     Step,
     compact,
     half_width_problem,
@@ -532,6 +533,11 @@ class ProtocolSpec(BaseModel):
     @property
     def step_names(self) -> list[str]:
         return [step if isinstance(step, str) else next(iter(step)) for step in self.steps]
+
+    @property
+    def adds_standard(self) -> bool:
+        """Whether an ``add_standard`` step measures ferrocene: the only reader of ``cell.ferrocene_vs_li_v``."""
+        return AddStandard.name in self.step_names
 
 
 def _load_protocol(value: Any, info: ValidationInfo) -> Any:
@@ -1135,6 +1141,17 @@ class Campaign(BaseModel):
             lines.append(self._protocol_line(Problem(("protocol", *problem.loc), problem.message)))
         lines.extend(self._protocol_line(problem) for refused, problem in self._half_width_fit(steps) if not refused)
         return lines
+
+    def unused_ferrocene(self) -> str | None:
+        """``file:line: cell.ferrocene_vs_li_v: ...`` when the campaign file sets where ferrocene sits but the protocol
+        has no ``add_standard`` step, which alone reads it, so the value measured for the lab's electrolyte changes
+        nothing (a standard left out of the protocol, or another protocol file than meant); else None. Only for a
+        campaign read from a file: a journal's campaign holds every field, written or not."""
+        if self._source is None or "ferrocene_vs_li_v" not in self.cell.model_fields_set or self.protocol.adds_standard:
+            return None
+        return (f"{self.located('cell', 'ferrocene_vs_li_v')}: {compact(self.cell.ferrocene_vs_li_v)} V is set, but "
+                "only an add_standard step uses it and the protocol has none: every potential is put on the Li/Li+ "
+                "scale through cell.reference_offset_v")
 
     def _protocol_line(self, problem: Problem) -> str:
         """``file:line: protocol[i].step.field: why`` of a problem at ``("protocol", i, ...)``: the line in the

@@ -81,6 +81,38 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     assert not (workdir / "runs").exists()
 
 
+def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir, tmp_path, write_campaign):
+    """The summary showed neither what the planner may choose for each experiment nor ``cell.ferrocene_vs_li_v`` (a
+    chemist's trial); a ferrocene potential the campaign file sets for a protocol without add_standard, which alone
+    reads it, is warned of in one line by validate and run, not by a resume (its journal's campaign holds every
+    field, written or not)."""
+    proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")
+    assert proc.returncode == 0 and "ferrocene" not in proc.stderr, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "conditions   scan_rate_v_s 0.02..0.5, searched log-uniformly" in lines, proc.stdout
+    assert ("ferrocene    Fc+/Fc at 3.2 V vs Li/Li+ (cell.ferrocene_vs_li_v, the default: a carbonate electrolyte's): "
+            "unused, the protocol has no add_standard step") in lines, proc.stdout
+    lab_grade = labloop("validate", ROOT / "examples" / "lab-grade.yaml", "--dry-run")
+    assert lab_grade.returncode == 0, lab_grade.stderr
+    assert "conditions   none planned: the protocol's steps run their own values" in lab_grade.stdout.splitlines()
+    assert ("ferrocene    Fc+/Fc at 3.2 V vs Li/Li+ (cell.ferrocene_vs_li_v): add_standard's potentials go through it"
+            in lab_grade.stdout.splitlines()), lab_grade.stdout
+
+    campaign = write_campaign(tmp_path, conditions={"scan_rate_v_s": {"choices": [0.05, 0.1, 0.2]}, "e_step_v": 0.002},
+                              cell={"ferrocene_vs_li_v": 3.35})
+    line = campaign.read_text().splitlines().index("  ferrocene_vs_li_v: 3.35") + 1
+    warning = (f"warning: {campaign}:{line}: cell.ferrocene_vs_li_v: 3.35 V is set, but only an add_standard step uses "
+               "it and the protocol has none: every potential is put on the Li/Li+ scale through "
+               "cell.reference_offset_v")
+    proc = labloop("validate", campaign, "--dry-run")
+    assert proc.returncode == 0 and warning in proc.stderr.splitlines(), proc.stderr
+    assert "conditions   scan_rate_v_s one of 0.05, 0.1, 0.2; e_step_v 0.002, fixed" in proc.stdout.splitlines()
+    run = labloop("run", campaign, "--dry-run")
+    assert run.returncode == 0 and warning in run.stderr.splitlines(), run.stderr
+    resumed = labloop("resume", tmp_path / "tiny.db")
+    assert resumed.returncode == 0 and "ferrocene" not in resumed.stderr, resumed.stderr
+
+
 def test_the_examples_limits_are_the_potentiostats_range(labloop, workdir):
     """The simulated EmStat is a Pico (-1.7..+2.0 V vs its reference): a vertex beyond it, inside a wider safety
     window, used to pass validate and fail every CV with a bare firmware error code."""
