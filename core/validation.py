@@ -8,6 +8,7 @@ the same in both: one wording, one walk.
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from typing import Any
@@ -48,6 +49,13 @@ def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, fiel
         shape = "a mapping" if isinstance(value, dict) else "a list"
         return f"one {ONE_VALUE_TYPES[kind]}, not {shape} (got {shown(value)})"
     return None
+
+
+def must(message: str) -> str:
+    """pydantic's ``Input should be a valid integer`` as the project says it, ``must be a valid integer``: the one
+    rewording of its type errors the campaign (:mod:`labloop.orchestrator.config.yaml_source`) and a condition's value
+    refused by its protocol step (:mod:`labloop.protocols.executor`) both give."""
+    return re.sub(r"^(Input|Dictionary|List|Tuple|String) should", "must", message)
 
 
 def unwrap(annotation: Any) -> Any:

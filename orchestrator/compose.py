@@ -450,12 +450,13 @@ def check_protocol(campaign: Campaign, *, continued: bool = False) -> None:
                                 syringes_ml=campaign.syringe_starts())
     executor.check(continued=continued)
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
-        values = space["choices"] if isinstance(space, dict) else space
-        for value in values:
+        choices = isinstance(space, dict)
+        for index, value in enumerate(space["choices"] if choices else space):
             try:
                 executor.check({name: value}, continued=continued)
-            except InputError as exc:
-                raise ConfigError(campaign.located("conditions", name), f"{value!r} would be refused: {exc}") from None
+            except InputError as exc:  # a choice is named at its place in the list
+                where = campaign.located("conditions", name, *(("choices", index) if choices else ()))
+                raise ConfigError(where, f"{value!r} would be refused: {exc}") from None
 
 
 #: the planners that propose from the library's predictions, and so can take them from stored shards

@@ -70,6 +70,7 @@ from labloop.core.errors import (
 )
 from labloop.core.text import plural
 from labloop.core.timestamps import now
+from labloop.core.validation import must
 from labloop.instruments.contracts import (
     CONTRACTS,
     GasValve,
@@ -646,7 +647,7 @@ class ProtocolExecutor:
                 except ValidationError as exc:  # its first complaint, without pydantic's headers and links
                     first = exc.errors(include_url=False)[0]
                     cause = (first.get("ctx") or {}).get("error")  # a step's own check says it in its own words
-                    why = cause.problems[0].message if isinstance(cause, Problems) else first["msg"]
+                    why = cause.problems[0].message if isinstance(cause, Problems) else must(first["msg"])
                     raise ConfigError(self._where(i, steps[i]), f"condition {key}={value!r}: {why}") from None
                 except Problems as exc:
                     raise ConfigError(self._where(i, steps[i]), f"condition {key}={value!r}: {exc}") from None

@@ -55,6 +55,7 @@ from labloop.core.errors import (
     said,
     shown,
 )
+from labloop.core.validation import shape_message
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
 from labloop.instruments.registry import driver_names, load_driver
@@ -377,24 +378,46 @@ def _choice_problem(value: Any) -> str | None:
     return None
 
 
+def _repeats(choices: Sequence[Any]) -> list[Problem]:
+    """Each choice equal to an earlier one (``[0.1, 0.1]``; 1 and 1.0 are one rate), at its place, naming the first
+    (with its text when written otherwise). Only for choices that are each a number or a word: True equals 1."""
+    problems = []
+    for index, item in enumerate(choices):
+        first = next(i for i, earlier in enumerate(choices) if earlier == item)
+        if first != index:
+            written = "" if repr(choices[first]) == repr(item) else f" ({shown(choices[first])})"
+            problems.append(Problem((index,), f"{shown(item)} repeats choices[{first}]{written}: list each value once"))
+    return problems
+
+
 class Choices(BaseModel):
     """A categorical condition: one of these values per experiment (a whole number stays one: a step
     parameter such as ``n_scans`` takes ``{choices: [1, 2, 3]}``, and 1.0 is no count of scans)."""
 
     model_config = SECTION
-    choices: tuple[Int | Number | str, ...] = Field(min_length=1)
+    choices: tuple[Int | Number | str, ...] = Field(min_length=1, title="values to choose among",
+                                                    examples=[[0.05, 0.1, 0.2]])
 
     @field_validator("choices", mode="before")
     @classmethod
-    def _plain_choices(cls, value: Any) -> Any:
-        """Each choice that is none in one plain line at its place, not as pydantic's failure of each member of the
-        union (``choices[0].int: must be a valid integer (got False)``) followed by the list's length counted
-        without it (``must have at least 1 item after validation, not 0``)."""
-        if isinstance(value, list | tuple):
-            problems = [Problem((index,), why) for index, item in enumerate(value)
-                        if (why := _choice_problem(item)) is not None]
-            if problems:
-                raise Problems(*problems)
+    def _plain_choices(cls, value: Any, info: ValidationInfo) -> Any:
+        """Choices that are no list of distinct values in one plain line at their place: not a list, or empty, in the
+        words every field of the wrong shape has (:func:`shape_message`: pydantic said ``must be a valid tuple``, a
+        word no YAML file has, and ``must have at least 1 item after validation, not 0``); each choice that is none,
+        not as pydantic's failure of each member of the union (``choices[0].int: must be a valid integer (got
+        False)``); and a value listed again, which was taken in silence as two choices, a planner's category twice.
+        A resumed journal's campaign keeps a value listed again: it ran with it, and refusing it now would leave the
+        campaign unresumable."""
+        if not isinstance(value, list | tuple) or not value:
+            kind = "too_short" if isinstance(value, list | tuple) else "list_type"
+            shaped = shape_message(kind, value, {"min_length": 1}, cls.model_fields["choices"])
+            assert shaped is not None  # a list's error of no list, or of an empty one: both have their words
+            raise Problems(Problem((), shaped))
+        continued = bool((info.context or {}).get("continued"))
+        problems = [Problem((index,), why) for index, item in enumerate(value)
+                    if (why := _choice_problem(item)) is not None] or ([] if continued else _repeats(value))
+        if problems:
+            raise Problems(*problems)
         return value
 
 
@@ -1121,8 +1144,9 @@ class Campaign(BaseModel):
 
     def located(self, *loc: str | int) -> str:
         """``file:line: a.b`` of a place in the campaign file (``a.b`` when it was not read from a file), for
-        the problems found after loading (orchestrator/compose.py: the instruments' ports)."""
-        field = ".".join(map(str, loc))
+        the problems found after loading (orchestrator/compose.py: the instruments' ports); an index as the
+        validation's own errors write it (``conditions.n_scans.choices[1]``)."""
+        field = dotted(loc)
         return field if self._source is None else f"{self._source.where(loc)}: {field}"
 
     def protocol_warnings(self) -> list[str]:

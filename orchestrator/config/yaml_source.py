@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from labloop.core.errors import MISSING, Loc, Problem, Problems, not_one_of, shown
-from labloop.core.validation import field_at, field_homes, fields_by_name, model_at, shape_message, unknown_here
+from labloop.core.validation import field_at, field_homes, fields_by_name, model_at, must, shape_message, unknown_here
 from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
 
 #: a campaign or protocol file is a few KiB written by hand; PyYAML's pure-Python loader costs about 10 us
@@ -341,7 +341,7 @@ def _message(error: Any, model: type[BaseModel], written: str | None) -> str:
         return f"must be a mapping of fields, got {_type_name(value)}"
     if kind == "value_error":  # our own validators' messages say what they got
         return error["msg"].removeprefix("Value error, ")
-    message = re.sub(r"^(Input|Dictionary|List|Tuple|String) should", "must", error["msg"])
+    message = must(error["msg"])
     if isinstance(value, dict | list):
         return message
     return f"{message} (got {shown(value)}{_yaml_hint(kind, value, written)})"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from rdkit import Chem
 
 from labloop.core.errors import CampaignError
@@ -19,6 +20,7 @@ from labloop.instruments.registry import driver_names
 from labloop.orchestrator import console
 from labloop.orchestrator.compose import objective_out_of_reach
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign, parse_active_hours
+from labloop.orchestrator.config.yaml_source import display_name
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "campaign.yaml"
@@ -327,7 +329,8 @@ MALFORMED = [
      "got [0.02, 50]: its high end 50, mV/s written as V/s? (0.05 V/s)"),
     ("condition with no choices", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                        "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: {choices: []}}"),
-     "conditions:", "conditions.e_step_v.choices", "at least 1 item"),
+     "conditions:", "conditions.e_step_v.choices",
+     "at least one of the values to choose among, e.g. [0.05, 0.1, 0.2] (got [])"),
     # a value of the wrong shape: what the field takes, in plain words, not pydantic's "valid tuple"/"valid integer"
     ("one potential for a window", edit("window_v: [4.5, 4.6]", "window_v: 4.5"), "objective:", "objective.window_v",
      "a list of two potentials [low, high] (V vs Li/Li+), e.g. [4.5, 4.6] (got 4.5)"),
@@ -395,6 +398,53 @@ def test_malformed_campaign_exits_2_with_one_line_naming_line_and_field(labloop,
     assert lines[0].startswith(f"error: {path}:{line}: {field}"), lines[0]
     assert needle in lines[0]
     assert not (workdir / "runs").exists()
+
+
+#: (case, the campaign's conditions, the one line after ``file:line: ``): choices that are no list of distinct values a
+#: step takes, each said at its place in plain words; pydantic said "must be a valid tuple", "must have at least 1 item
+#: after validation" and "Input should be a valid integer", and took a value listed twice in silence (a chemist's trial)
+BAD_CHOICES = [
+    ("one number", {"scan_rate_v_s": {"choices": 0.1}},
+     "conditions.scan_rate_v_s.choices: a list of values to choose among, e.g. [0.05, 0.1, 0.2] (got 0.1)"),
+    ("a text", {"scan_rate_v_s": {"choices": "0.05, 0.1"}},
+     "conditions.scan_rate_v_s.choices: a list of values to choose among, e.g. [0.05, 0.1, 0.2] (got '0.05, 0.1')"),
+    ("a mapping", {"scan_rate_v_s": {"choices": {"slow": 0.05}}},
+     "conditions.scan_rate_v_s.choices: a list of values to choose among, e.g. [0.05, 0.1, 0.2] (got {'slow': 0.05})"),
+    ("nothing", {"scan_rate_v_s": {"choices": None}},
+     "conditions.scan_rate_v_s.choices: a list of values to choose among, e.g. [0.05, 0.1, 0.2] (got None)"),
+    ("an empty list", {"scan_rate_v_s": {"choices": []}},
+     "conditions.scan_rate_v_s.choices: at least one of the values to choose among, e.g. [0.05, 0.1, 0.2] (got [])"),
+    ("a rate twice", {"scan_rate_v_s": {"choices": [0.05, 0.1, 0.1]}},
+     "conditions.scan_rate_v_s.choices[2]: 0.1 repeats choices[1]: list each value once"),
+    ("a rate written two ways", {"scan_rate_v_s": {"choices": [1, 1.0]}},
+     "conditions.scan_rate_v_s.choices[1]: 1.0 repeats choices[0] (1): list each value once"),
+    ("a count twice", {"n_scans": {"choices": [1, 2, 2]}},
+     "conditions.n_scans.choices[2]: 2 repeats choices[1]: list each value once"),
+    ("a count that is not whole", {"n_scans": {"choices": [1, 2.5]}},
+     "conditions.n_scans.choices[1]: 2.5 would be refused: {protocol}:12: protocol[3].cv: condition n_scans=2.5: must "
+     "be a valid integer"),
+]
+
+
+@pytest.mark.parametrize(("conditions", "said"), [case[1:] for case in BAD_CHOICES], ids=[c[0] for c in BAD_CHOICES])
+def test_bad_choices_are_one_plain_line_at_their_place(labloop, tmp_path, write_campaign, conditions, said):
+    campaign = write_campaign(tmp_path, conditions=conditions)
+    proc = labloop("validate", campaign, "--dry-run")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    [line] = proc.stderr.splitlines()
+    said = said.replace("{protocol}", display_name(ROOT / "examples" / "protocols" / "cv_screen.yaml"))
+    assert re.fullmatch(rf"error: {re.escape(str(campaign))}:\d+: {re.escape(said)}", line), line
+
+
+def test_a_journal_that_ran_with_a_choice_listed_twice_still_resumes(tmp_path, write_campaign):
+    """Choices listed twice were taken before they were refused: the campaign such a journal keeps validates when
+    resumed (``continued``), or the campaign could never be continued."""
+    config = load_campaign(write_campaign(tmp_path)).model_dump(mode="json", by_alias=True)
+    config["conditions"] = {"scan_rate_v_s": {"choices": [0.1, 0.1]}}
+    assert Campaign.model_validate(config, context={"continued": True}).conditions.space() == {
+        "scan_rate_v_s": {"choices": (0.1, 0.1)}}
+    with pytest.raises(ValidationError, match=r"0\.1 repeats choices\[0\]"):
+        Campaign.model_validate(config)
 
 
 #: (case, file, edit of it, (line, column) of the slip, the plain statement): YAML slips a person makes, said
