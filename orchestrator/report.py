@@ -23,6 +23,7 @@ from typing import Any
 
 import matplotlib
 import pandas as pd
+from scipy.stats import binom
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -451,19 +452,25 @@ def _bounds(n: object) -> str:
 
 def _interval_said(check: dict[str, Any] | None) -> str:
     """The report's sentence on :func:`interval_check`: the count within against the middle 95% of what a right sd
-    gives for that many (binomial, normal approximation), so a few measurements are not over-read."""
+    gives for that many (the binomial's, exactly), so a few measurements are not over-read. When every count is in
+    that middle (one measurement), it says there are too few to judge by: the normal approximation it used said
+    "where a right sd puts 1-1 of 1", and called one measurement outside its interval, which a right sd gives
+    1 time in 20, an sd too small (a chemist's trial)."""
     if check is None:
         return "No measured experiment had a prediction with a standard deviation yet."
     n, within, level = check["n"], check["within"], check["level"]
-    spread = 1.96 * (n * level * (1 - level)) ** 0.5
-    low, high = max(0, round(n * level - spread)), min(n, round(n * level + spread))
+    low, high = (int(binom.ppf(q, n, level)) for q in ((1 - level) / 2, (1 + level) / 2))
+    interval = (f"lay within the {100 * level:.0f}% interval of {plural(n, 'its', 'their')} prediction at proposal "
+                "time (predicted +/- 1.96 sd)")
+    rms = (f"The root mean square of (measured - predicted) / sd is {check['rms_z']:.2f} (about 1 if the sd is "
+           "right).")
+    if low == 0 and high == n:
+        return (f"{within} of {n} {plural(n, 'measurement')} {interval}: too few to judge the sd by, as a right sd "
+                f"leaves 1 in {round(1 / (1 - level))} outside. {rms}")
     verdict = ("too small: the errors were larger than it said" if within < low else
                "too large: the errors were smaller than it said" if within > high else "consistent with them")
-    return (f"{within} of {n} {plural(n, 'measurement')} ({100 * within / n:.0f}%) lay within the "
-            f"{100 * level:.0f}% interval of their prediction at proposal time (predicted +/- 1.96 sd), where a right "
-            f"sd puts {low}-{high} "
-            f"of {n}: the sd was {verdict}. The root mean square of (measured - predicted) / sd is "
-            f"{check['rms_z']:.2f} (about 1 if the sd is right).")
+    return (f"{within} of {n} {plural(n, 'measurement')} ({100 * within / n:.0f}%) {interval}, where a right sd "
+            f"puts {low}-{high} of {n}: the sd was {verdict}. {rms}")
 
 
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path) -> str:

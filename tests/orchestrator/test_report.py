@@ -99,11 +99,35 @@ def test_the_interval_check_counts_errors_within_1_96_sd_and_judges_by_the_binom
     check = interval_check(done)
     assert check["n"] == 4 and check["within"] == 3
     assert check["rms_z"] == pytest.approx(((0.25 + 1.0 + 6.25 + 0.0) / 4) ** 0.5)
-    # 4 measurements: a right sd puts 2-4 within (95% +/- 1.96 sqrt(4 x 0.95 x 0.05)), so 3 is no verdict
+    # 4 measurements: a right sd puts 3-4 within (the binomial's middle 95%), so 3 is no verdict
     assert "3 of 4 measurements (75%)" in _interval_said(check) and "consistent with them" in _interval_said(check)
+    assert "where a right sd puts 3-4 of 4" in _interval_said(check)
     wide = [{"potential_v": 4.0 + 3.0 * (k % 2) * 0.1, "mu": 4.0, "sigma": 0.1} for k in range(40)]
     assert "20 of 40" in _interval_said(interval_check(wide)) and "too small" in _interval_said(interval_check(wide))
     assert interval_check([]) is None and "No measured experiment" in _interval_said(None)
+
+
+def test_the_interval_check_of_one_or_a_few_measurements_is_not_over_read():
+    """A report of one measurement said "where a right sd puts 1-1 of 1", and one measurement outside its interval,
+    which a right sd gives 1 time in 20, was called an sd too small (a chemist's trial): one measurement is too few
+    to judge by, and a few are judged by the binomial's middle 95% itself, not its normal approximation (which called
+    4 of 6 too small: a right sd gives 4 or fewer 3% of the time)."""
+    from labloop.orchestrator.journal.plot_data import interval_check
+    from labloop.orchestrator.report import _interval_said
+
+    def said(*z: float) -> str:
+        return _interval_said(interval_check([{"potential_v": 4.0 + dz * 0.1, "mu": 4.0, "sigma": 0.1} for dz in z]))
+
+    assert said(0.5) == ("1 of 1 measurement lay within the 95% interval of its prediction at proposal time "
+                         "(predicted +/- 1.96 sd): too few to judge the sd by, as a right sd leaves 1 in 20 outside. "
+                         "The root mean square of (measured - predicted) / sd is 0.50 (about 1 if the sd is right).")
+    assert said(-2.5).startswith("0 of 1 measurement lay within the 95% interval of its prediction at proposal time "
+                                 "(predicted +/- 1.96 sd): too few to judge the sd by")
+    assert said(0.5, 3.0).startswith("1 of 2 measurements (50%) lay within the 95% interval of their prediction at "
+                                     "proposal time (predicted +/- 1.96 sd), where a right sd puts 1-2 of 2: the sd "
+                                     "was consistent with them.")
+    assert "0 of 2 measurements (0%)" in said(3.0, -3.0) and "the sd was too small" in said(3.0, -3.0)
+    assert "where a right sd puts 4-6 of 6: the sd was consistent with them" in said(0, 0, 0, 0, 3, 3)
 
 
 def test_the_protocols_scan_rate_is_shown_beside_each_experiment_when_none_is_planned(tmp_path, labloop,
