@@ -226,7 +226,8 @@ def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: Proto
     holds (:meth:`ProtocolExecutor.refusal`), counted from the journal and the ``by_hand`` events (:data:`BY_HAND`)
     this run is about to journal. Nothing is refused when a stop rule ends the campaign first. Why before: a
     refused resume journalled the experiment's new attempt, an interruption and a stop, though nothing moved
-    (exit 2, bad input, must write nothing)."""
+    (exit 2, bad input, must write nothing). Said as ``where: what``, as every one-line error is: it began with the
+    cause's class name (``RigNotReady: cell: ...``), which a user never needs to read."""
     experiments = journal.experiments()
     started = datetime.fromisoformat(journal.campaign_info().created_at)
     if stop_reason(campaign, experiments, started) is not None:
@@ -239,8 +240,8 @@ def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: Proto
     if cause is None:
         return None
     which = f"experiment {queue[0].id} runs again" if queue else "the next experiment runs"
-    return (f"{type(cause).__name__}: {cause}: refused before anything moved ({which} on the resume that can run "
-            f"it); {person_advice(cause, journal.path)}")
+    return (f"{cause}: refused before anything moved ({which} on the resume that can run it); "
+            f"{person_advice(cause, journal.path)}")
 
 
 def _syringes_said(short: Mapping[str, float]) -> str:
@@ -507,7 +508,8 @@ class Runner:
         safe and the run stops: exit 1, or 2 when nothing moved in this run (a ``resume`` that lacks
         ``--cell-emptied`` is refused, as bad input is). A pump that disconnected while pumping in the faults just
         before (the liquid of its failed experiment, left without a rinse, refusing this one) is said too, and what to
-        check for it replaces the cell's advice (:meth:`_disconnected`, which says ``--cell-emptied`` as well)."""
+        check for it replaces the cell's advice (:meth:`_disconnected`, which says ``--cell-emptied`` as well). The
+        stop's message, which the console, the log and the alerts show, says the cause without its class name."""
         cause = exc.cause
         advice = person_advice(cause, self.journal.path)
         lost = ""
@@ -519,10 +521,10 @@ class Runner:
                 self.journal.finish_action(action, f"{type(cause).__name__}: {cause}")
             self._open_actions = {}
             ids = self.journal.mark_interrupted_on_resume()
-            self.journal.add_event("stopped", f"{type(cause).__name__}: {cause}: campaign stopped before a sample "
-                                              f"is spent on it (experiment {', '.join(map(str, ids))} will run again "
-                                              f"on resume){lost}", data={"experiments": ids, "advice": advice,
-                                                                   "cell_ml": self.executor.contents.cell_ml})
+            self.journal.add_event("stopped", f"{cause}: campaign stopped before a sample is spent on it (experiment "
+                                              f"{', '.join(map(str, ids))} will run again on resume){lost}",
+                                   data={"experiments": ids, "advice": advice,
+                                         "cell_ml": self.executor.contents.cell_ml})
         self._make_safe("the run stopped")
         return EXIT_FAULTS if exc.moved else EXIT_REFUSED
 

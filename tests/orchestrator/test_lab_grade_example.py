@@ -141,8 +141,10 @@ def test_a_blank_that_needs_a_purge_the_protocol_lacks_is_told_to_start_a_new_st
                               world={"truth": {"kind": "born"}, "oxygen_mm": 2.0})
     result = labloop("run", campaign, "--dry-run")
     assert result.returncode == 1, result.stderr
-    stop = next(line for line in result.stderr.splitlines() if "BlankNeedsPurge" in line)
-    assert "dissolved O2 in the blank" in stop and "the protocol has no purge step" in stop
+    stop = result.stderr.splitlines()[-1]  # the stop's line, without the cause's class name ("BlankNeedsPurge: ...")
+    assert re.match(rf"stopped: {re.escape(str(campaign))}:\d+: protocol\[1\]\.blank: dissolved O2 in the blank",
+                    stop), result.stderr
+    assert "the protocol has no purge step" in stop and "BlankNeedsPurge" not in result.stderr
     assert stop.endswith("add the purge step to the campaign's protocol and run it with a new store (`labloop run "
                          "FILE --store NEW.db`): a journal keeps the protocol it began with")
 

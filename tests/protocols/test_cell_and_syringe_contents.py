@@ -184,7 +184,7 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
         resumed = labloop("resume", campaign.store, "--syringes-filled")  # a flag that does not help: not journalled
         assert resumed.returncode == 2, resumed.stderr
         [line] = resumed.stderr.strip().splitlines()
-        assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what failed "
+        assert line.startswith(f"error: cell: it holds 5 mL by labloop's count, with what failed "
                                f"experiment {first[0].id} pumped before it stopped; the next experiment would measure "
                                "on top of that") and "Traceback" not in resumed.stderr
         assert line.endswith(f"; empty the cell, then `labloop resume {campaign.store} --cell-emptied`")
@@ -225,7 +225,7 @@ def test_a_resume_onto_what_an_interrupted_experiment_pumped_is_refused(tmp_path
     assert resumed.returncode == 2, resumed.stderr
     assert _journal_rows(campaign.store) == before  # no "started (attempt 2)", no "interrupted": nothing at all
     [line] = resumed.stderr.strip().splitlines()
-    assert line.startswith(f"error: RigNotReady: cell: it holds 5 mL by labloop's count, with what interrupted "
+    assert line.startswith(f"error: cell: it holds 5 mL by labloop's count, with what interrupted "
                            f"experiment {interrupted.id} pumped before it stopped; the next experiment would measure "
                            "on top of that")
     assert line.endswith(f"; empty the cell, then `labloop resume {campaign.store} --cell-emptied`")
@@ -389,7 +389,7 @@ def test_resume_with_syringes_filled_is_journalled(tmp_path, write_campaign, lab
     store = tmp_path / "tiny.db"
     refused = labloop("resume", store, "--max-experiments", 2)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-    assert ("error: RigNotReady: protocol[2].dispense: electrolyte_pump: dispense of 4.5 mL exceeds the 3.5 mL left in "
+    assert ("error: protocol[2].dispense: electrolyte_pump: dispense of 4.5 mL exceeds the 3.5 mL left in "
             "the 10 mL syringe") in refused.stderr and "--syringes-filled" in refused.stderr
     assert labloop("resume", store, "--syringes-filled", "--max-experiments", 2).returncode == 0
     with Journal.open(store, readonly=True) as journal:
