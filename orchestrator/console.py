@@ -95,8 +95,9 @@ def progress() -> Progress:
 
 
 def beyond_prior_said(n: int) -> str:
-    """``report_invalid``'s start for ``n`` ions, radicals and salts of a library (labloop.surrogate.featurize.beyond_prior):
-    they are kept, and predicted, but the sigma of an extrapolation says nothing of how far off it is."""
+    """``report_invalid``'s start for ``n`` ions, radicals and salts of a library
+    (labloop.surrogate.featurize.beyond_prior): they are kept, and predicted, but the sigma of an extrapolation says
+    nothing of how far off it is."""
     return (f"{{n}} {plural(n, 'molecule')} in {{path}} {plural(n, 'lies', 'lie')} outside the neutral closed-shell "
             "DFT prior: predicted by extrapolation, with a sigma too small to show it")
 
