@@ -367,10 +367,8 @@ class ProtocolExecutor:
                 self._check_lab(where, step)
                 cv = next(s for s in steps if isinstance(s, CV)) if isinstance(step, AddStandard) else None
                 if cv is not None and not cv.around_candidate:  # add_standard's wider scan, known now
-                    standard = self._standard_scan(cv.params())
                     name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
-                    self._check_potentials(where, name, standard.e_begin_v, standard.e_vertex1_v,
-                                           standard.e_vertex2_v)
+                    self._check_standard_scan(where, name, cv.params())
 
     def _check_lab(self, where: str, step: Step) -> None:
         """The checks of a lab-grade step: its instrument, its potentials and volumes, an operator if manual.
@@ -420,6 +418,26 @@ class ProtocolExecutor:
             if not low <= e <= high:
                 raise SafetyLimitExceeded(where, f"potential {e:g} V is outside what {potentiostat!r} can apply, "
                                                  f"{low:g}..{high:g} V vs its reference")
+
+    def _check_standard_scan(self, where: str, potentiostat: str, cv: CVParams) -> None:
+        """Refuse add_standard's scan (the ``cv`` widened to take in ferrocene: :meth:`_standard_scan`) as any
+        scan, saying where its reach comes from: a limit refusing ``potential 3.63 V`` at the add_standard step
+        sent a chemist to the protocol, where the cause was ``cell.reference_offset_v`` on another scale (-0.08, vs
+        Fc; a trial)."""
+        standard = self._standard_scan(cv)
+        try:
+            self._check_potentials(where, potentiostat, standard.e_begin_v, standard.e_vertex1_v,
+                                   standard.e_vertex2_v)
+        except SafetyLimitExceeded as exc:
+            expected = self.ferrocene_vs_li_v - self.reference_offset_v
+            low, high = self.safety.potential_window_v
+            hint = ("" if low <= expected <= high else
+                    "; ferrocene itself lies outside the limits there: is cell.reference_offset_v written against "
+                    "another electrode than Li/Li+ (vs Fc/Fc+, SCE, Ag/AgCl)?")
+            raise SafetyLimitExceeded(where, f"{exc.what} (ferrocene's scan reaches {STANDARD_MARGIN_V:g} V beyond "
+                                             f"where ferrocene is expected, {expected:+.3f} V vs the reference: "
+                                             f"cell.ferrocene_vs_li_v {self.ferrocene_vs_li_v:g} V - "
+                                             f"cell.reference_offset_v {self.reference_offset_v:g} V){hint}") from None
 
     def _check_half_width(self, where: str, potentiostat: str, step: CV) -> None:
         """Refuse a window around the candidate that what ``potentiostat`` can apply (its driver's
@@ -501,9 +519,8 @@ class ProtocolExecutor:
         for index, step in enumerate(steps):
             if isinstance(step, AddStandard):  # its wider scan too (the cv before it: parse_steps)
                 where = self._where(index, step)
-                standard = self._standard_scan(next(iter(scans.values())))
-                self._check_potentials(where, self._instrument(where, step.potentiostat, Potentiostat, "potentiostat"),
-                                       standard.e_begin_v, standard.e_vertex1_v, standard.e_vertex2_v)
+                self._check_standard_scan(where, self._instrument(where, step.potentiostat, Potentiostat,
+                                                                  "potentiostat"), next(iter(scans.values())))
         voltammogram: Voltammogram | None = None
         analysis: CVResult | None = None
         lab = LabRecord()

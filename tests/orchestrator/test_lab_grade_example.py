@@ -241,3 +241,24 @@ def test_ferrocene_found_far_from_where_the_offset_puts_it_says_the_offset_is_wr
         found = [a.params["ferrocene_v_vs_reference"] for e in done for a in journal.actions(e.id)
                  if a.command == "add_standard"]
     assert found and all(abs(v - 0.05) < 0.02 for v in found), found  # 3.20 - 3.15 V, journalled with the step
+
+
+def test_a_standard_scan_beyond_the_limits_names_the_offset_it_comes_from(tmp_path, labloop):
+    """cell.reference_offset_v written vs Fc (-0.08) put ferrocene's scan at 3.63 V vs the reference, refused as
+    'protocol[7].add_standard: potential 3.63 V is outside the window -1.7..2 V', which sent a chemist to the protocol
+    (a trial): the line now says where the scan's reach comes from, and asks about the offset's scale."""
+    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
+    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
+    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
+    del campaign["prior"], campaign["surrogate"]
+    campaign.update(planner={"kind": "random", "batch_size": 1})
+    campaign["cell"]["reference_offset_v"] = -0.08
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    refused = labloop("validate", tmp_path / "lab.yaml", "--dry-run")
+    assert refused.returncode == 2, refused.stderr
+    [line] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert "add_standard: potential 3.63 V is outside the window -1.7..2 V (ferrocene's scan reaches 0.35 V beyond " \
+           "where ferrocene is expected, +3.280 V vs the reference: cell.ferrocene_vs_li_v 3.2 V - " \
+           "cell.reference_offset_v -0.08 V); ferrocene itself lies outside the limits there: is " \
+           "cell.reference_offset_v written against another electrode than Li/Li+ (vs Fc/Fc+, SCE, Ag/AgCl)?" in line
+    assert "Traceback" not in refused.stderr
