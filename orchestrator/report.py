@@ -59,8 +59,11 @@ CONDITION_COLUMNS = ("conditions", "protocol_conditions")
 #: ``name``: the library's name of the molecule, if it names them (:func:`library_names`)
 EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS,
                       "mu", "sigma", "acquisition", "model_version", "created_at", "started_at", "finished_at")
-MEASUREMENT_COLUMNS = ("id", "smiles", "name", "potential_v", "potential_from", "e_half_v", "dep_v", "ipa_a", "ipc_a",
-                       "ratio", "reversibility", "reference", "flags", "mu", "sigma", *CONDITION_COLUMNS)
+#: ``e_half_v_vs_fc``: E1/2 against the ferrocene an add_standard step added (empty without one), the number a
+#: chemist reports, which only lab_grade.csv had (a chemist's trial)
+MEASUREMENT_COLUMNS = ("id", "smiles", "name", "potential_v", "potential_from", "e_half_v_vs_fc", "e_half_v", "dep_v",
+                       "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu", "sigma",
+                       *CONDITION_COLUMNS)
 #: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
 #: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
 #: column of both reads as one scale, and the second is off by however far the reference electrode drifted
@@ -146,8 +149,10 @@ def _write(journal: Journal, directory: Path) -> None:
     measurements = [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]]
     records = {e["id"]: journal.lab_record(e["id"]) for e in measurements}
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
-         [{**e, "potential_from": _potential_from(e, records.get(e["id"])), "ipa_a": _scaled(e["ipa_a"], 1e6),
-           "ipc_a": _scaled(e["ipc_a"], 1e6)} for e in measurements], MEASUREMENT_HEADERS)
+         [{**e, "potential_from": _potential_from(e, records.get(e["id"])),
+           "e_half_v_vs_fc": ((records.get(e["id"]) or {}).get("referenced") or {}).get("e_vs_fc_v"),
+           "ipa_a": _scaled(e["ipa_a"], 1e6), "ipc_a": _scaled(e["ipc_a"], 1e6)} for e in measurements],
+         MEASUREMENT_HEADERS)
     lab_rows = [row for e in measurements if (record := records.get(e["id"])) is not None
                 for row in _lab_grade_rows(e, record)]
     if lab_rows:

@@ -250,7 +250,7 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _best_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="best so far", title_justify="left")
+    table = Table(title="best so far (V vs Li/Li+)", title_justify="left")  # as the measurements' potential
     for name in ("rank", "id", "smiles", "potential"):
         table.add_column(name, overflow="fold", justify="left" if name == "smiles" else "right")
     for rank, e in enumerate(rows, start=1):

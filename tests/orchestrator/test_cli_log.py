@@ -93,7 +93,7 @@ def test_tables_show_the_best_molecule_first(labloop, store):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "cathode-screen" in out and "done 3/30" in out and "hits 1" in out
-    best_section = out[out.index("best so far"):out.index("recent events")]
+    best_section = out[out.index("best so far (V vs Li/Li+)"):out.index("recent events")]  # its unit (a trial)
     first_row = next(line for line in best_section.splitlines() if re.match(r"│\s+1\s+│", line))
     assert BEST in first_row and "4.550" in first_row
     # the failed experiment's cause, on its row's one line: piped, rich would fold the table at 80 columns, and

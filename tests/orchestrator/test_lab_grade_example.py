@@ -78,6 +78,8 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert measured and {r["potential_from"] for r in measured} == {"ferrocene"}
+    # E1/2 vs Fc/Fc+, the number a chemist reports, beside it (only lab_grade.csv had it: a trial)
+    assert all(abs(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_fc"]) - 3.2) < 2e-4 for r in measured), measured
     # the scan rates each experiment ran at, the protocol's (no condition planned them)
     assert {r["protocol_conditions"] for r in measured} == {"scan_rates_v_s=[0.1, 0.2, 0.5, 1]"}
     # the lab-grade results in a table of their own, one row per experiment and scan rate, units in the headers
