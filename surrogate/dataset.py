@@ -65,20 +65,27 @@ SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
 SAVE_AS = 'save it as "CSV UTF-8 (comma delimited)"'
 
 
-def _spreadsheet_hint(path: Path, exc: Exception) -> str:
+#: how much of a file's start :func:`unreadable_hint` reads for its header line
+HEADER_BYTES = 65536
+
+
+def unreadable_hint(path: Path, exc: Exception) -> str:
     """What to do with a table pandas could not read as CSV, when the cause is recognisable: a workbook saved
-    as .xlsx/.xls (renamed or not), or a CSV in another encoding than UTF-8 (what Excel's plain "CSV" writes on
-    Windows); empty otherwise."""
+    as .xlsx/.xls (renamed or not), a CSV in another encoding than UTF-8 (what Excel's plain "CSV" writes on
+    Windows), or one separated by semicolons or tabs whose rows hold a comma (a name, "2,5-dimethoxy...": its
+    header read as one column, and the row as two, a tokenizer's error that named no cause; a chemist's trial);
+    empty otherwise."""
     try:
         with path.open("rb") as handle:
-            start = handle.read(8)
+            start = handle.read(HEADER_BYTES)
     except OSError:
         return ""
     if start.startswith(SPREADSHEET_MAGIC):
         return f": it is a spreadsheet workbook, not CSV: {SAVE_AS}"
     if isinstance(exc, UnicodeDecodeError):
         return f": its text is not UTF-8: {SAVE_AS}"
-    return ""
+    header = start.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    return separator_hint([header]) if isinstance(exc, pd.errors.ParserError) and "," not in header else ""
 
 
 def separator_hint(columns: Sequence[object]) -> str:
@@ -107,7 +114,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                          na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
-        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){_spreadsheet_hint(path, exc)}") \
+        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){unreadable_hint(path, exc)}") \
             from None
     columns = list(df.columns)
     if smiles_column not in names:  # the separator, when it is the cause, is the one thing to say

@@ -50,7 +50,15 @@ from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
 from labloop.core.text import plural
 from labloop.surrogate.compute import lost_cluster
-from labloop.surrogate.dataset import column_names, csv_line, csv_lines, file_columns, not_a_file, separator_hint
+from labloop.surrogate.dataset import (
+    column_names,
+    csv_line,
+    csv_lines,
+    file_columns,
+    not_a_file,
+    separator_hint,
+    unreadable_hint,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -125,7 +133,8 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
             yield frame[written].tolist(), None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
-        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)})") from None
+        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){unreadable_hint(path, exc)}") \
+            from None
 
 
 def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:

@@ -152,6 +152,10 @@ def test_a_batch_of_nothing_gets_no_conditions():
     ("semicolons.csv", lambda p: p.write_text("smiles;ie_ev\nCCO;7.1\n"),
      "its columns are separated by semicolons, and labloop reads comma-separated CSV"),
     ("tabs.csv", lambda p: p.write_text("smiles\tie_ev\nCCO\t7.1\n"), "its columns are separated by tabs"),
+    # a name with a comma in a semicolon-separated row: a tokenizer's error, which named no cause (a trial)
+    ("semicolons_and_a_comma.csv", lambda p: p.write_text("smiles;ie_ev;name\nCCO;7.1;ethanol\n"
+                                                          "COc1ccc(OC)cc1;7.5;1,4-dimethoxybenzene\nCO;8.2;methanol\n"),
+     "its columns are separated by semicolons, and labloop reads comma-separated CSV"),
 ])
 def test_a_table_a_spreadsheet_saved_says_how_to_save_it(tmp_path, name, write, says):
     """What Excel writes besides comma-separated UTF-8 was refused with a codec's error or a column list, in one
