@@ -11,7 +11,8 @@ Bayesian ridge of the residual on the Born term n_heavy^-1/3 and the heteroatom 
 ``smooth`` world only, ``smooth-bound`` (:class:`SmoothBound`: what a learner of that world told its Born
 term and its field's exact prior knows), and for ``groups`` and ``drift`` only, ``groups-bound``
 (:class:`GroupsBound`: told the Born term and which SMARTS patterns shift, learning only by how much; in
-``drift`` it is not told the walk);
+``drift`` it is not told the walk); and ``bayes-wider`` (``bayes`` with its calibrated sd times ``--sd-factor``,
+after the first batch: whether the sd's being too small at proposal time costs hits; bench/RESULTS.md, "A wider sd");
 diagnostics built on the simulator's formula, never labloop learners. Seeds: ``--seed-start``
 (tune on 1000+, report 0-19). The bundled molecules are split
 once (seed :data:`SPLIT_SEED`) into library slices of 5,000 molecules whose potentials only the world knows
@@ -36,7 +37,7 @@ library with the model's predictions cached. ``--plot FILE`` draws hits against 
 
 Usage: python bench/campaign.py [--library a|b] [--seeds 5] [--seed-start 0] [--experiments 100] [--batch 4]
        [--planners bayes,greedy,...] [--worlds born,groups,smooth,drift] [--model-dir DIR]
-       [--plot bench/campaign_hits.png] [--big 100000] [--parts campaigns,big]
+       [--plot bench/campaign_hits.png] [--big 100000] [--parts campaigns,big] [--sd-factor 1.15]
 Never asserts a result; bench/RESULTS.md records the numbers.
 """
 
@@ -127,6 +128,17 @@ class OracleModel:
     def predict(self, smiles):
         mu, sigma = self.model.predict(smiles)
         return [m + self.world.systematic_v(s) for m, s in zip(mu, smiles, strict=True)], sigma
+
+
+class WiderModel:
+    """A calibrated model whose sd is ``factor`` times its own once it has a calibration (``bayes-wider``)."""
+
+    def __init__(self, calibrated, factor: float) -> None:
+        self.calibrated, self.factor, self.version = calibrated, factor, calibrated.version
+
+    def predict(self, smiles):
+        mu, sigma = self.calibrated.predict(smiles)
+        return mu, sigma * self.factor if self.calibrated.calibration.fit is not None else sigma
 
 
 class _BornKnown:
@@ -279,6 +291,7 @@ def make_planners(library: list[str], descriptors, window: tuple[float, float] =
                            window_v=window, similarity=similarity, descriptors=descriptors, **options)
     return {"bayes": pool("bayes", "window_probability"), "greedy": pool("greedy", "mean"),
             "bayes-thompson": pool("bayes", "window_probability", batch="thompson"),
+            "bayes-wider": pool("bayes", "window_probability"),
             "oracle": pool("oracle", "window_probability", first_batch="acquisition"),
             "legacy": pool("legacy", "window_probability"),
             "smooth-bound": pool("smooth-bound", "window_probability"),
@@ -288,7 +301,8 @@ def make_planners(library: list[str], descriptors, window: tuple[float, float] =
 
 
 def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experiments: int, batch: int, descriptors,
-                 legacy_table: dict, library: list[str], window: tuple[float, float] = WINDOW_V):
+                 legacy_table: dict, library: list[str], window: tuple[float, float] = WINDOW_V,
+                 sd_factor: float = 1.0):
     """One campaign through the backtest engine (``orchestrator/backtest.py``): CVs simulated for the world of
     ``seed``, scored by hits in the window; ``oracle``, ``legacy`` and the bounds replace the calibrated
     model."""
@@ -298,6 +312,11 @@ def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experim
     if name == "oracle":
         oracle = OracleModel(model, world_of_seed(seed))
         view_of = lambda observations: oracle  # noqa: E731
+    elif name == "bayes-wider":
+        from labloop.planners.feedback import CalibratedModel
+
+        view_of = lambda observations: WiderModel(CalibratedModel(model, observations, descriptors),  # noqa: E731
+                                                  sd_factor)
     elif name == "legacy":
         view_of = lambda observations: LegacyCalibratedModel(model, observations, legacy_table)  # noqa: E731
     elif name == "smooth-bound":
@@ -412,6 +431,8 @@ def main() -> None:
     ap.add_argument("--window", default=",".join(map(str, WINDOW_V)),
                     help="the objective's window, LO,HI in V vs Li/Li+ (the scan reaches 5.10 V: a window near it "
                          "makes failures beyond the vertex common)")
+    ap.add_argument("--sd-factor", type=float, default=1.15,
+                    help="bayes-wider's factor on the calibrated sd (bench/RESULTS.md, \"A wider sd\")")
     ap.add_argument("-v", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.v else logging.WARNING, stream=sys.stderr)
@@ -449,7 +470,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 result = run_campaign(name, planners[name], model, world_of_seed, seed=seed,
                                       experiments=args.experiments, batch=args.batch, descriptors=descriptors,
-                                      legacy_table=legacy_table, library=library.smiles, window=window)
+                                      legacy_table=legacy_table, library=library.smiles, window=window,
+                                      sd_factor=args.sd_factor)
                 runs[name].append(result)
                 log.warning("%s %s seed %d: %d hits, %d failed (%.0f s)", kind, name, seed, result.curve[-1],
                             result.failed, time.perf_counter() - t0)
