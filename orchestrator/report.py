@@ -27,6 +27,7 @@ from scipy.stats import binom
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from labloop.core.errors import InputError
 from labloop.core.text import plural, printable
@@ -399,7 +400,11 @@ def _nyquist(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
         if record.get("ru"):
             ax.axvline(record["ru"]["ru_ohm"], color="tab:red", ls="--", label=f"Ru {record['ru']['ru_ohm']:.0f} ohm")
             ax.legend()
-        ax.set_aspect("equal", adjustable="datalim")
+        # equal scales by the box's shape, not by wider limits: those put Z' from -10 kohm around a 300 ohm
+        # intercept, which could no longer be read (a chemist's trial); both axes start at 0, where Ru is read
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlim(left=min(0.0, *eis["z_real_ohm"]))
+        ax.set_ylim(bottom=min(0.0, *(-z for z in eis["z_imag_ohm"])))
     _save(fig, ax, path, None if eis else "no impedance measured")
 
 
@@ -419,20 +424,23 @@ def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
 def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]], offset_v: float) -> None:
     """E1/2 against the ferrocene standard in the same scan, and against the cell's reference electrode
     (plot_data.versus_ferrocene says why both), by experiment id as the journal's tables show them."""
-    fig, ax = _figure("E1/2 on the Li/Li+ scale, through Fc/Fc+ and through the cell reference", "experiment id",
-                      "E1/2 (V vs Li/Li+)")
+    # a title within the figure's width (the longer one was cut), ids as whole numbers, the legend outside the
+    # points (it covered one): a chemist's trial
+    fig, ax = _figure("E1/2 vs Li/Li+, through Fc/Fc+ and the reference", "experiment id", "E1/2 (V vs Li/Li+)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     rows = versus_ferrocene(labs, offset_v)
     if rows:
         ids = [r["id"] for r in rows]
         ax.plot(ids, [r["vs_ferrocene_v"] for r in rows], "o", ms=4, label="through Fc/Fc+ (cell.ferrocene_vs_li_v)")
         ax.plot(ids, [r["vs_reference_v"] for r in rows], "x", ms=4,
                 label="through the cell reference (cell.reference_offset_v)")
-        ax.legend()
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
     _save(fig, ax, path, None if rows else "no ferrocene standard measured")
 
 
 def _acquisition(path: Path, experiments: list[dict[str, Any]]) -> None:
     fig, ax = _figure("acquisition value of each proposal", "experiment id", "acquisition")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     scored = acquisition(experiments)
     ax.plot([a["id"] for a in scored], [a["acquisition"] for a in scored], "o-", ms=3)
     planner = experiments[0]["planner"] if experiments else None

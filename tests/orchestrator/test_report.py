@@ -231,3 +231,33 @@ def test_lab_grade_rows_judge_no_reversibility_where_the_window_cut_the_couple()
     rows = _lab_grade_rows(experiment, {"scans": scans})
     assert [r["reversibility"] for r in rows] == [None, "irreversible"]
     assert rows[0]["epc_v_vs_reference"] == 1.4628  # what the scan measured stays
+
+
+def test_the_lab_plots_can_be_read(tmp_path, monkeypatch):
+    """A chemist's trial: the Nyquist plot ran Z' from -10 kohm, where a 300 ohm intercept could not be read, and the
+    ferrocene plot's title was cut at the figure's edge, its ids ticked at 2.5 and 7.5."""
+    import numpy as np
+
+    from labloop.orchestrator import report
+
+    saved = {}
+    save = report._save
+
+    def keeping(fig, ax, path, empty=None):
+        fig.canvas.draw()  # the title's extent as the PNG has it
+        saved[path.name] = (fig.bbox, ax.get_title(), ax.title.get_window_extent(), ax.get_xlim(), ax.get_ylim(),
+                            list(ax.get_xticks()))
+        save(fig, ax, path, empty)
+
+    monkeypatch.setattr(report, "_save", keeping)
+    z = 300 + 10000 / (1 + 1j * np.logspace(6, 0, 60) * 2e-2)  # Ru 300 ohm and a 10 kohm arc
+    record = {"eis": {"z_real_ohm": list(z.real), "z_imag_ohm": list(z.imag)}, "ru": {"ru_ohm": 300.0}}
+    report._nyquist(tmp_path / "nyquist.png", ({"id": 7}, record))
+    _, _, _, xlim, ylim, _ = saved["nyquist.png"]
+    assert xlim[0] == 0 and ylim[0] == 0 and xlim[1] > 10000
+    labs = [({"id": i}, {"referenced": {"e_vs_li_v": 4.2 + 0.01 * i}, "scans": [{"analysis": {"e_half_v": 1.0}}]})
+            for i in range(1, 9)]
+    report._versus_ferrocene(tmp_path / "fc.png", labs, 3.2)
+    figure, title, extent, _, _, ticks = saved["fc.png"]
+    assert figure.x0 <= extent.x0 and extent.x1 <= figure.x1, title
+    assert all(float(t).is_integer() for t in ticks), ticks
