@@ -61,8 +61,10 @@ CONDITION_COLUMNS = ("conditions", "protocol_conditions")
 EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS,
                       "mu", "sigma", "acquisition", "model_version", "created_at", "started_at", "finished_at")
 #: ``e_half_v_vs_fc``: E1/2 against the ferrocene an add_standard step added (empty without one), the number a
-#: chemist reports, which only lab_grade.csv had (a chemist's trial)
-MEASUREMENT_COLUMNS = ("id", "smiles", "name", "potential_v", "potential_from", "e_half_v_vs_fc", "e_half_v", "dep_v",
+#: chemist reports, which only lab_grade.csv had; ``status``: a failed experiment can hold a potential (one whose
+#: standard could not be told apart has its reference-scale value), which read as a result beside the others (a
+#: chemist's trial)
+MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "potential_from", "e_half_v_vs_fc", "e_half_v", "dep_v",
                        "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu", "sigma",
                        *CONDITION_COLUMNS)
 #: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the

@@ -57,6 +57,7 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
         journalled = {e.id: e for e in journal.experiments()}
     for row in measured:
         e = journalled[int(row["id"])]
+        assert row["status"] == e.status  # a failed experiment's potential is said to be one (a trial)
         assert (row["potential_v_vs_li"], row["e_half_v_vs_reference"], row["dep_v"]) == \
             (f"{e.potential_v:.4f}", f"{e.e_half_v:.4f}", f"{e.dep_v:.4f}"), row
         # the peak currents, their ratio and the reversibility judgement, which only lab_grade.csv had (a chemist's
