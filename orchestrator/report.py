@@ -92,7 +92,7 @@ LAB_GRADE_COLUMNS = (
     "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
     "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "diffusion_cm2_s",
     "diffusion_r_squared", "analyte_mM", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct",
-    "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "standard_problem", "blank_flags", "purged_min",
+    "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem", "blank_flags", "purged_min",
 )
 
 
@@ -223,6 +223,9 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     referenced = record.get("referenced") or {}
     blanks = record.get("blanks") or []
     share = record.get("dilution_share")
+    # a reversible couple's E1/2 does not move with the rate: a spread of tens of mV over the rates says the
+    # reference drifted or iR was left uncorrected (or a slow couple), which no single row shows (a chemist's trial)
+    halves = [h for scan in record.get("scans") or [] if (h := (scan.get("analysis") or {}).get("e_half_v")) is not None]
     common = {
         "id": experiment["id"], "smiles": experiment["smiles"], "status": experiment["status"],
         "ru_ohm": (record.get("ru") or {}).get("ru_ohm"), "diffusion_cm2_s": diffusion.get("diffusion_cm2_s"),
@@ -230,6 +233,7 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
         "electrode_area_cm2": record.get("electrode_area_cm2"), "cell_ml": record.get("cell_ml"),
         "cell_held_ml": record.get("cell_held_ml"), "analyte_dilution_pct": _scaled(share, 100),
         "e_half_v_vs_fc": referenced.get("e_vs_fc_v"), "e_half_v_vs_li_via_fc": referenced.get("e_vs_li_v"),
+        "e_half_spread_mV": 1e3 * (max(halves) - min(halves)) if len(halves) > 1 else None,
         "standard_problem": referenced.get("problem"),
         # every blank in order (``contaminated then clean``): the one a clean cured is the cell's history too
         "blank_flags": " then ".join("; ".join(b["result"]["flags"]) or "clean" for b in blanks) or None,

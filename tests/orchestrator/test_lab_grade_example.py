@@ -106,6 +106,8 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
         assert row["ru_ohm"] == shown(lab["ru"]["ru_ohm"])
         assert row["diffusion_cm2_s"] == shown((lab["diffusion"] or {}).get("diffusion_cm2_s"))
         assert row["e_half_v_vs_fc"] == shown(lab["referenced"]["e_vs_fc_v"], decimals=4)
+        halves = [s["analysis"]["e_half_v"] for s in lab["scans"] if s["analysis"]["e_half_v"] is not None]
+        assert row["e_half_spread_mV"] == shown(1e3 * (max(halves) - min(halves)) if len(halves) > 1 else None)
         # what D was computed with: the cv step's analyte_mm and electrode; the cell held nothing else
         assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1", "0.0314", "0")
         assert row["standard_problem"] == "" and row["blank_flags"] == "clean"
