@@ -64,8 +64,8 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "ste
 #: chemist reports, which only lab_grade.csv had; ``status``: a failed experiment can hold a potential (one whose
 #: standard could not be told apart has its reference-scale value), which read as a result beside the others (a
 #: chemist's trial)
-MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "potential_from", "e_half_v_vs_fc", "e_half_v", "dep_v",
-                       "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu", "sigma",
+MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "potential_from", "e_half_v_vs_fc", "e_half_v",
+                       "dep_v", "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu", "sigma",
                        *CONDITION_COLUMNS)
 #: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
 #: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
@@ -225,7 +225,8 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     share = record.get("dilution_share")
     # a reversible couple's E1/2 does not move with the rate: a spread of tens of mV over the rates says the
     # reference drifted or iR was left uncorrected (or a slow couple), which no single row shows (a chemist's trial)
-    halves = [h for scan in record.get("scans") or [] if (h := (scan.get("analysis") or {}).get("e_half_v")) is not None]
+    halves = [h for scan in record.get("scans") or []
+              if (h := (scan.get("analysis") or {}).get("e_half_v")) is not None]
     common = {
         "id": experiment["id"], "smiles": experiment["smiles"], "status": experiment["status"],
         "ru_ohm": (record.get("ru") or {}).get("ru_ohm"), "diffusion_cm2_s": diffusion.get("diffusion_cm2_s"),
