@@ -145,6 +145,7 @@ def _write(journal: Journal, directory: Path) -> None:
     config = journal.campaign_info().config
     names = library_names(config.get("library") or {})
     snap["experiments"] = [{**e, "name": names.get(e["smiles"], "")} for e in snap["experiments"]]
+    snap["best"] = [{**e, "name": names.get(e["smiles"], "")} for e in snap["best"]]  # the page's table too
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
@@ -497,8 +498,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     campaign, progress = snap["campaign"], snap["progress"]
     counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
     esc = html.escape
-    best = "".join(f"<tr><td>{e['id']}</td><td><code>{esc(e['smiles'])}</code></td><td>{e['potential_v']:.3f}</td></tr>"
-                   for e in snap["best"])
+    best = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
+                   f"<td>{e['potential_v']:.3f}</td></tr>" for e in snap["best"])
     models = "".join(f"<tr><td>{m['version']}</td><td>{esc(m['created_at'])}</td><td>{m['n_train']}</td>"
                      f"<td>{m['metrics'].get('n_measurements', '')}</td>"
                      f"<td>{_volts(m['metrics'].get('measured_fit_mae_v'))}</td>"
@@ -532,7 +533,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
 {unsafe}{plots}
-<h2>best so far</h2><table><tr><th>id</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
+<h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}
 </table>

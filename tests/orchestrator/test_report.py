@@ -212,6 +212,10 @@ def test_the_reports_tables_name_the_molecules_the_library_names(tmp_path, lablo
         with (tmp_path / "report" / table).open() as handle:
             rows = list(csv.DictReader(handle))
         assert rows and all(r["name"] == named[r["smiles"]] for r in rows), rows
+    # and the page's best-so-far table (a trial: names were in the CSVs only)
+    page = (tmp_path / "report" / "index.html").read_text()
+    best = page[page.index("<h2>best so far</h2>"):page.index("<h2>models</h2>")]
+    assert "<th>name</th>" in best and any(f"<td>{name}</td>" in best for name in library.Name), best
     (tmp_path / "named.csv").rename(tmp_path / "moved.csv")
     assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "again").returncode == 0
     with (tmp_path / "again" / "experiments.csv").open() as handle:
