@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import socket
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -93,15 +95,57 @@ def lost_cluster(client: Client, exc: BaseException) -> str | None:
 
 
 def connect(address: str) -> Client:
-    """A ``distributed.Client`` on the scheduler at ``address``; unreachable -> :class:`SchedulerAddressError`."""
+    """A ``distributed.Client`` on the scheduler at ``address``; unreachable, or something else listening there
+    (:func:`not_a_scheduler`) -> :class:`SchedulerAddressError`."""
     from distributed import Client
 
     url = normalise_address(address)
+    if (why := not_a_scheduler(url)) is not None:
+        raise SchedulerAddressError(f"no Dask scheduler answers at {url}: {why}; is it the scheduler's port (8786 "
+                                    "unless set; 8787 is its dashboard's)?")
     try:
         return Client(url, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise SchedulerAddressError(f"no Dask scheduler answers at {url} within {CONNECT_TIMEOUT_S} s "
                                     f"({first_line(exc)}); is `dask scheduler` running there?") from None
+    except Exception as exc:  # what answered passed the greeting's check and then spoke no Dask
+        raise SchedulerAddressError(f"what answers at {url} is no Dask scheduler ({type(exc).__name__}: "
+                                    f"{first_line(exc)})") from None
+
+
+#: the most a Dask greeting's length may say (bytes): a handshake is a few hundred
+GREETING_MAX_BYTES = 1 << 20
+
+
+def not_a_scheduler(url: str) -> str | None:
+    """Why what listens at ``url`` is not a Dask scheduler, or None (it greets as one, or nothing listens there,
+    which the client's own timeout then says). A Dask server writes its handshake as soon as it accepts a
+    connection (distributed's ``Listener.on_connection``), a message framed by its length in 8 bytes; the client
+    reads it with no timeout of its own. Why ask first: a dashboard's port (8787 for 8786, a common slip) or a web
+    server said nothing until its request and the client waited for ever, or answered '400 Bad Request', read as a
+    length of 3 EiB, and the client died of a MemoryError with a page of traceback (a trial). TLS addresses greet
+    after their own handshake and are left to the client."""
+    match = _ADDRESS.match(url)
+    if match is None or match["scheme"] != "tcp":
+        return None
+    try:
+        sock = socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=CONNECT_TIMEOUT_S)
+    except OSError:
+        return None
+    head, waited = b"", False
+    with sock:
+        try:
+            while len(head) < 8 and (chunk := sock.recv(8 - len(head))):
+                head += chunk
+        except OSError:  # a timeout: it waits for a request
+            waited = True
+    if len(head) < 8:
+        return (f"something listens there but sent no Dask greeting within {CONNECT_TIMEOUT_S} s" if waited
+                else "something listens there but closed the connection without a Dask greeting")
+    if head.startswith(b"HTTP"):
+        return "a web server listens there"
+    (length,) = struct.unpack("<Q", head)
+    return None if 0 < length <= GREETING_MAX_BYTES else "something listens there that does not speak Dask's protocol"
 
 
 def local_cluster(n_workers: int | None = None) -> LocalCluster:

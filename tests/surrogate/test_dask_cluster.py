@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -223,13 +226,56 @@ def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continu
     assert pd.read_csv(out)["smiles"].tolist() == valid["smiles"].tolist()
 
 
-@pytest.mark.parametrize(("address", "needle"), [("not an address", "is not tcp://HOST:PORT"),
-                                                 ("tcp://127.0.0.1:99999", "is not tcp://HOST:PORT"),
-                                                 ("closed", "no Dask scheduler answers at tcp://127.0.0.1:")])
+@contextmanager
+def _listening(greeting: bytes | None) -> Iterator[str]:
+    """Something that is no Dask scheduler on a port of 127.0.0.1 (its address): it accepts and sends ``greeting``
+    (None: it waits for a request, as a web server or a dashboard does; b"": it hangs up)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if greeting is not None:
+                conn.sendall(greeting)
+                if not greeting:
+                    conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize(("address", "needle"), [
+    ("not an address", "is not tcp://HOST:PORT"), ("tcp://127.0.0.1:99999", "is not tcp://HOST:PORT"),
+    ("closed", "no Dask scheduler answers at tcp://127.0.0.1:"),
+    # a dashboard's port typed for the scheduler's (8787 for 8786): it waited for ever, or died of a MemoryError
+    # reading "HTTP/1.1 400" as a length (a trial)
+    (None, "something listens there but sent no Dask greeting within 2 s"),
+    (b"HTTP/1.1 400 Bad Request\r\n\r\n", "a web server listens there"),
+    (b"", "closed the connection without a Dask greeting"),
+    (b"\xff" * 16, "does not speak Dask's protocol")])
 def test_a_bad_scheduler_address_is_one_line_exit_2_and_nothing_written(address, needle, labloop, tiny_model_dir,
                                                                          library, tmp_path, monkeypatch, free_port):
     monkeypatch.setattr(compute, "CONNECT_TIMEOUT_S", 2)
     monkeypatch.setenv("LABLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    if not isinstance(address, str):
+        with _listening(address) as url:
+            proc = labloop("surrogate", "screen", tiny_model_dir, library, "-o", tmp_path / "out.csv", "--scheduler",
+                           url)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"error: no Dask scheduler answers at {url}: ") and needle in lines[0], lines
+        assert not (tmp_path / "out.csv").exists() and not (tmp_path / "cache").exists()
+        return
     if address == "closed":
         address = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "out.csv"
