@@ -648,18 +648,25 @@ class ReferencedResult:
     ferrocene_vs_li_v: float
     flags: frozenset[CVFlag]
     problem: str | None = None
+    #: the standard added (ferrocene, or another) and where its couple sits vs Fc+/Fc
+    standard_name: str = "ferrocene"
+    standard_vs_fc_v: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"analyte": self.analyte.to_dict(), "standard": self.standard.to_dict() if self.standard else None,
                 "e_vs_fc_v": self.e_vs_fc_v, "e_vs_li_v": self.e_vs_li_v,
-                "ferrocene_vs_li_v": self.ferrocene_vs_li_v, "flags": sorted(self.flags), "problem": self.problem}
+                "ferrocene_vs_li_v": self.ferrocene_vs_li_v, "flags": sorted(self.flags), "problem": self.problem,
+                "standard_name": self.standard_name, "standard_vs_fc_v": self.standard_vs_fc_v}
 
 
 def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float | None, standard_hint_v: float, *,
                            before_v: Sequence[float] = (),
-                           ferrocene_vs_li_v: float = FERROCENE_VS_LI_V) -> ReferencedResult:
-    """Pick the analyte and the ferrocene couple among ``couples`` (from :func:`analyze_couples`) and put
-    the analyte on the Fc/Fc+ and Li/Li+ scales.
+                           ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, standard_name: str = "ferrocene",
+                           standard_vs_fc_v: float = 0.0) -> ReferencedResult:
+    """Pick the analyte and the standard's couple among ``couples`` (from :func:`analyze_couples`) and put
+    the analyte on the Fc/Fc+ and Li/Li+ scales. The standard is ferrocene, or ``standard_name`` sitting
+    ``standard_vs_fc_v`` from Fc+/Fc (decamethylferrocene, cobaltocenium: clear of an analyte near ferrocene), so
+    E vs Fc+/Fc is E(analyte) - E(standard) + ``standard_vs_fc_v``; "ferrocene" below is whichever was added.
 
     Ferrocene is the couple that is new: none of the positions seen before the standard went in (``before_v``,
     the couples of the scan without it, and ``analyte_hint_v``) lies within :data:`MIN_COUPLE_SEPARATION_V` of it;
@@ -683,45 +690,48 @@ def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float | None
         flags.add(CVFlag.NO_STANDARD)
         fallback = analyte or next((c for c in couples if c is not standard), couples[0] if couples else None)
         assert fallback is not None  # analyze_couples returns at least one result
-        problem = _standard_problem([c for c, _ in paired], analyte, standard, analyte_hint_v, standard_hint_v)
+        problem = _standard_problem([c for c, _ in paired], analyte, standard, analyte_hint_v, standard_hint_v,
+                                    standard_name)
         return ReferencedResult(analyte=fallback, standard=standard, e_vs_fc_v=None, e_vs_li_v=None,
-                                ferrocene_vs_li_v=ferrocene_vs_li_v, flags=frozenset(flags), problem=problem)
-    e_vs_fc = analyte.e_half_v - standard.e_half_v  # type: ignore[operator]
+                                ferrocene_vs_li_v=ferrocene_vs_li_v, flags=frozenset(flags), problem=problem,
+                                standard_name=standard_name, standard_vs_fc_v=standard_vs_fc_v)
+    e_vs_fc = analyte.e_half_v - standard.e_half_v + standard_vs_fc_v  # type: ignore[operator]
     return ReferencedResult(analyte=analyte, standard=standard, e_vs_fc_v=e_vs_fc,
                             e_vs_li_v=e_vs_fc + ferrocene_vs_li_v, ferrocene_vs_li_v=ferrocene_vs_li_v,
-                            flags=frozenset(flags))
+                            flags=frozenset(flags), standard_name=standard_name, standard_vs_fc_v=standard_vs_fc_v)
 
 
 def _standard_problem(paired: list[CVResult], analyte: CVResult | None, standard: CVResult | None,
-                      analyte_hint_v: float | None, standard_hint_v: float) -> str:
+                      analyte_hint_v: float | None, standard_hint_v: float, name: str = "ferrocene") -> str:
     """Why :func:`reference_to_ferrocene` found no standard to reference to (``paired``: the couples of the scan
-    with the standard), most telling reason first."""
+    with the standard ``name``, which the messages name), most telling reason first."""
     if analyte_hint_v is not None and abs(analyte_hint_v - standard_hint_v) < STANDARD_OVERLAP_V:
-        return (f"the analyte's wave at {analyte_hint_v:+.3f} V vs the reference overlaps ferrocene's (expected at "
+        return (f"the analyte's wave at {analyte_hint_v:+.3f} V vs the reference overlaps {name}'s (expected at "
                 f"{standard_hint_v:+.3f} V; within {STANDARD_OVERLAP_V * 1000:.0f} mV): the standard cannot be told "
-                "apart; use another internal standard or measure without it")
+                "apart; use another internal standard (add_standard's standard and standard_vs_fc_v: "
+                "decamethylferrocene or cobaltocenium sit clear of ferrocene) or measure without it")
     if not paired:
         return "no couple with a pair of peaks in the scan with the standard"
     found = ", ".join(f"{c.e_half_v:+.3f}" for c in paired)
     lone = standard.e_half_v if standard is not None and paired == [standard] else None  # ferrocene's alone
     if lone is not None and abs(lone - standard_hint_v) < STANDARD_OVERLAP_V:
-        return (f"one couple only in the scan with the standard, at {lone:+.3f} V, where ferrocene was "
-                f"expected ({standard_hint_v:+.3f} V): most likely ferrocene's, the analyte's wave not found there")
+        return (f"one couple only in the scan with the standard, at {lone:+.3f} V, where {name} was "
+                f"expected ({standard_hint_v:+.3f} V): most likely {name}'s, the analyte's wave not found there")
     if analyte_hint_v is None:
         return (f"the cv before the standard showed no peak of the analyte, so which couple of the scan with the "
-                f"standard (at {found} V; ferrocene expected at {standard_hint_v:+.3f} V) is the analyte's cannot "
+                f"standard (at {found} V; {name} expected at {standard_hint_v:+.3f} V) is the analyte's cannot "
                 "be told")
     if analyte is None:
         return (f"no couple in the scan with the standard (at {found} V) where the analyte was seen before it "
                 f"({analyte_hint_v:+.3f} V)")
     if standard is None and paired == [analyte]:
         return (f"no second couple besides the analyte's (at {analyte.e_half_v:+.3f} V) in the scan with the "
-                f"standard; ferrocene was expected at {standard_hint_v:+.3f} V")
+                f"standard; {name} was expected at {standard_hint_v:+.3f} V")
     if standard is None:
-        return (f"no couple in the scan with the standard (at {found} V) that was not there before it: ferrocene's, "
+        return (f"no couple in the scan with the standard (at {found} V) that was not there before it: {name}'s, "
                 f"expected at {standard_hint_v:+.3f} V, not found")
     return (f"the couples at {analyte.e_half_v:+.3f} V and {standard.e_half_v:+.3f} V are closer than "
-            f"{MIN_COUPLE_SEPARATION_V * 1000:.0f} mV: which is ferrocene cannot be told")
+            f"{MIN_COUPLE_SEPARATION_V * 1000:.0f} mV: which is {name} cannot be told")
 
 
 # -- several scan rates ------------------------------------------------------------------------------------

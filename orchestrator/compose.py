@@ -51,7 +51,15 @@ from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
-from labloop.protocols.steps import CV, Analyze, compact, parse_steps, pumps_holding_sample, pumps_holding_standard
+from labloop.protocols.steps import (
+    CV,
+    AddStandard,
+    Analyze,
+    compact,
+    parse_steps,
+    pumps_holding_sample,
+    pumps_holding_standard,
+)
 from labloop.sim.emulation import oxygen_e0_vs_li_v
 from labloop.sim.faults import FaultPlan
 from labloop.sim.lab import SimulatedLab
@@ -527,7 +535,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
                                ru_ohm=spec.ru_ohm, faults=faults, electrode_area_cm2=area,
                                oxygen_vs_li_v=oxygen_e0_vs_li_v(campaign.cell.oxygen_onset_v),
-                               ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
+                               standard_vs_li_v=campaign.cell.ferrocene_vs_li_v + next(
+                                   (step.vs_fc_v for step in steps if isinstance(step, AddStandard)), 0.0))
             holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
                      **dict.fromkeys(pumps_holding_standard(steps), "standard")}
         instruments: dict[str, object] = {}

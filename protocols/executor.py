@@ -115,6 +115,7 @@ from labloop.protocols.steps import (
     Rinse,
     Step,
     Wait,
+    compact,
     empties,
     half_width_problem,
     loaded_note,
@@ -368,7 +369,7 @@ class ProtocolExecutor:
                 cv = next(s for s in steps if isinstance(s, CV)) if isinstance(step, AddStandard) else None
                 if cv is not None and not cv.around_candidate:  # add_standard's wider scan, known now
                     name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
-                    self._check_standard_scan(where, name, cv.params())
+                    self._check_standard_scan(where, name, step, cv.params())
 
     def _check_lab(self, where: str, step: Step) -> None:
         """The checks of a lab-grade step: its instrument, its potentials and volumes, an operator if manual.
@@ -419,25 +420,31 @@ class ProtocolExecutor:
                 raise SafetyLimitExceeded(where, f"potential {e:g} V is outside what {potentiostat!r} can apply, "
                                                  f"{low:g}..{high:g} V vs its reference")
 
-    def _check_standard_scan(self, where: str, potentiostat: str, cv: CVParams) -> None:
-        """Refuse add_standard's scan (the ``cv`` widened to take in ferrocene: :meth:`_standard_scan`) as any
+    def _check_standard_scan(self, where: str, potentiostat: str, step: AddStandard, cv: CVParams) -> None:
+        """Refuse add_standard's scan (the ``cv`` widened to take in the standard: :meth:`_standard_scan`) as any
         scan, saying where its reach comes from: a limit refusing ``potential 3.63 V`` at the add_standard step
         sent a chemist to the protocol, where the cause was ``cell.reference_offset_v`` on another scale (-0.08, vs
         Fc; a trial)."""
-        standard = self._standard_scan(cv)
+        standard = self._standard_scan(step, cv)
         try:
             self._check_potentials(where, potentiostat, standard.e_begin_v, standard.e_vertex1_v,
                                    standard.e_vertex2_v)
         except SafetyLimitExceeded as exc:
-            expected = self.ferrocene_vs_li_v - self.reference_offset_v
+            expected = self._standard_expected(step)
             low, high = self.safety.potential_window_v
             hint = ("" if low <= expected <= high else
-                    "; ferrocene itself lies outside the limits there: is cell.reference_offset_v written against "
-                    "another electrode than Li/Li+ (vs Fc/Fc+, SCE, Ag/AgCl)?")
-            raise SafetyLimitExceeded(where, f"{exc.what} (ferrocene's scan reaches {STANDARD_MARGIN_V:g} V beyond "
-                                             f"where ferrocene is expected, {expected:+.3f} V vs the reference: "
-                                             f"cell.ferrocene_vs_li_v {self.ferrocene_vs_li_v:g} V - "
+                    f"; {step.standard} itself lies outside the limits there: is cell.reference_offset_v written "
+                    "against another electrode than Li/Li+ (vs Fc/Fc+, SCE, Ag/AgCl)?")
+            offset = "" if not step.vs_fc_v else f" + standard_vs_fc_v {compact(step.vs_fc_v)} V"
+            raise SafetyLimitExceeded(where, f"{exc.what} ({step.standard}'s scan reaches {STANDARD_MARGIN_V:g} V "
+                                             f"beyond where it is expected, {expected:+.3f} V vs the reference: "
+                                             f"cell.ferrocene_vs_li_v {self.ferrocene_vs_li_v:g} V{offset} - "
                                              f"cell.reference_offset_v {self.reference_offset_v:g} V){hint}") from None
+
+    def _standard_expected(self, step: AddStandard) -> float:
+        """Where the standard ``step`` adds is expected, V vs the cell's reference: ferrocene's place vs Li/Li+,
+        moved by the standard's own place vs Fc+/Fc, on the reference's scale."""
+        return self.ferrocene_vs_li_v + step.vs_fc_v - self.reference_offset_v
 
     def _check_half_width(self, where: str, potentiostat: str, step: CV) -> None:
         """Refuse a window around the candidate that what ``potentiostat`` can apply (its driver's
@@ -520,7 +527,7 @@ class ProtocolExecutor:
             if isinstance(step, AddStandard):  # its wider scan too (the cv before it: parse_steps)
                 where = self._where(index, step)
                 self._check_standard_scan(where, self._instrument(where, step.potentiostat, Potentiostat,
-                                                                  "potentiostat"), next(iter(scans.values())))
+                                                                  "potentiostat"), step, next(iter(scans.values())))
         voltammogram: Voltammogram | None = None
         analysis: CVResult | None = None
         lab = LabRecord()
@@ -1023,31 +1030,33 @@ class ProtocolExecutor:
         raise BlankFailed(where, f"dissolved O2 remains in the blank after purging again ({purge.minutes:g} min of "
                                  f"{purge.gas}; {wave}): check the gas supply, the valve and the cell's seal")
 
-    def _standard_scan(self, cv: CVParams) -> CVParams:
-        """The add_standard step's scan: the cv's window widened to take in ferrocene's couple."""
-        fc_expected = self.ferrocene_vs_li_v - self.reference_offset_v
-        return widened(cv, fc_expected - STANDARD_MARGIN_V, fc_expected + STANDARD_MARGIN_V)
+    def _standard_scan(self, step: AddStandard, cv: CVParams) -> CVParams:
+        """The add_standard step's scan: the cv's window widened to take in the standard's couple."""
+        expected = self._standard_expected(step)
+        return widened(cv, expected - STANDARD_MARGIN_V, expected + STANDARD_MARGIN_V)
 
     def _add_standard(self, where: str, step: AddStandard, instrument: str, lab: LabRecord) -> dict[str, Any]:
-        """Dispense the ferrocene stock, then one CV wide enough for the analyte and ferrocene; the analyte is
-        put on the Fc/Fc+ scale of that scan. Which couple is which is told from the cv's first scan, before the
-        standard (:func:`labloop.instruments.cv_analysis.reference_to_ferrocene`): ferrocene's is the couple it did
-        not show, the analyte's the one where it showed the analyte (its E1/2, or a lone peak where the other lay
-        past a vertex). The refill comes last, so the step ending ``ok`` means refilled, which is what a resume
+        """Dispense the standard's stock (ferrocene, or one ``step.standard_vs_fc_v`` from it), then one CV wide
+        enough for the analyte and the standard; the analyte is put on the Fc/Fc+ scale through that scan's
+        standard. Which couple is which is told from the cv's first scan, before the standard
+        (:func:`labloop.instruments.cv_analysis.reference_to_ferrocene`): the standard's is the couple it did not
+        show, the analyte's the one where it showed the analyte (its E1/2, or a lone peak where the other lay past
+        a vertex). The refill comes last, so the step ending ``ok`` means refilled, which is what a resume
         counts (:meth:`replay`)."""
         if not lab.scans:
             raise ConfigError(where, "add_standard needs the cv before it")
         dispensed = self._pump(where, step.pump, step.volume_ml, step.rate_ml_min)
         first, analysis = lab.scans[0]
-        fc_expected = self.ferrocene_vs_li_v - self.reference_offset_v
-        params = self._standard_scan(first.params)
+        fc_expected = self._standard_expected(step)
+        params = self._standard_scan(step, first.params)
         self._check_potentials(where, instrument, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
         [voltammogram] = self._scans(where, instrument, [params])
         lab.standard_scan = voltammogram
         couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)
         before = [e for c in analyze_couples(first, ru_ohm=lab.ru_ohm) if (e := couple_position(c)) is not None]
         lab.referenced = reference_to_ferrocene(couples, couple_position(analysis), fc_expected, before_v=before,
-                                                ferrocene_vs_li_v=self.ferrocene_vs_li_v)
+                                                ferrocene_vs_li_v=self.ferrocene_vs_li_v, standard_name=step.standard,
+                                                standard_vs_fc_v=step.vs_fc_v)
         if lab.referenced.problem is not None and analysis.e_half_v is not None and not analysis.flags:
             log.warning("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
         else:
@@ -1055,15 +1064,15 @@ class ProtocolExecutor:
         standard = lab.referenced.standard
         found = None if standard is None else standard.e_half_v
         if found is not None:
-            self._check_reference(where, found, fc_expected)
+            self._check_reference(where, step, found, fc_expected)
         done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v,
-                                "standard_problem": lab.referenced.problem, "ferrocene_v_vs_reference": found}
+                                "standard_problem": lab.referenced.problem, "standard_v_vs_reference": found}
         if step.refill:
             done["refilled_ml"] = self._refill(where, step.pump, dispensed, step.rate_ml_min)
         return done
 
-    def _check_reference(self, where: str, found_v: float, expected_v: float) -> None:
-        """Say, once a run, that ferrocene's couple lies more than :data:`REFERENCE_CHECK_V` from where the cell's
+    def _check_reference(self, where: str, step: AddStandard, found_v: float, expected_v: float) -> None:
+        """Say, once a run, that the standard's couple lies more than :data:`REFERENCE_CHECK_V` from where the cell's
         settings put it (``expected_v``, vs the reference): the reference electrode sits elsewhere than
         ``cell.reference_offset_v`` says. The potentials referenced to ferrocene are right whatever the offset,
         which is why nothing failed, but the safety window, the oxygen band, failed scans' bounds and every
@@ -1072,15 +1081,17 @@ class ProtocolExecutor:
         if self._reference_said or abs(found_v - expected_v) <= REFERENCE_CHECK_V:
             return
         self._reference_said = True
-        implied = self.ferrocene_vs_li_v - found_v
+        implied = self.ferrocene_vs_li_v + step.vs_fc_v - found_v
         side = "above" if found_v > expected_v else "below"
-        log.warning("%s: ferrocene's couple lies at %+.3f V vs the reference, %.0f mV %s where cell.reference_offset_v "
-                    "(%.3f V) and cell.ferrocene_vs_li_v (%.3f V) put it (%+.3f V): by ferrocene, the reference "
-                    "sits at %.3f V vs Li/Li+. Potentials referenced to ferrocene are right; the safety window, the "
-                    "oxygen band, failed scans' bounds and potentials measured without the standard use "
-                    "cell.reference_offset_v: correct it, if this electrode is stable (said once a run)", where,
-                    found_v, abs(found_v - expected_v) * 1000, side, self.reference_offset_v, self.ferrocene_vs_li_v,
-                    expected_v, implied)
+        settings = f"cell.ferrocene_vs_li_v ({self.ferrocene_vs_li_v:.3f} V)" + (
+            f" and standard_vs_fc_v ({step.vs_fc_v:+.3f} V)" if step.vs_fc_v else "")
+        log.warning("%s: %s's couple lies at %+.3f V vs the reference, %.0f mV %s where cell.reference_offset_v "
+                    "(%.3f V) and %s put it (%+.3f V): by %s, the reference sits at %.3f V vs Li/Li+. Potentials "
+                    "referenced to the standard are right; the safety window, the oxygen band, failed scans' bounds "
+                    "and potentials measured without the standard use cell.reference_offset_v: correct it, if this "
+                    "electrode is stable (said once a run)", where, step.standard, found_v,
+                    abs(found_v - expected_v) * 1000, side, self.reference_offset_v, settings, expected_v,
+                    step.standard, implied)
 
 
 #: the steps that pump into the cell (from the pump their action record names)

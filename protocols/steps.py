@@ -34,9 +34,10 @@ Lab-grade steps (what an electrochemist expects around a CV):
 - ``cv`` takes ``ir_compensation: {fraction}`` (that share of the measured Ru compensated on the
   potentiostat, the rest corrected in the analysis; needs an ``eis`` step before) and ``scan_rates_v_s``
   (the CV repeated at each rate; the diffusion coefficient follows from the Randles-Sevcik slope);
-- ``add_standard: {pump, volume_ml, rate_ml_min, refill}``: after the cv, dispense ferrocene stock and run
-  one more CV wide enough for both couples; the analyte's E1/2 is then reported against Fc/Fc+ of the same
-  scan, which cancels the reference electrode's drift;
+- ``add_standard: {pump, volume_ml, rate_ml_min, refill, standard, standard_vs_fc_v}``: after the cv, dispense
+  the internal standard's stock (ferrocene, or another that sits ``standard_vs_fc_v`` from it) and run one more
+  CV wide enough for both couples; the analyte's E1/2 is then reported against Fc/Fc+ through the standard of the
+  same scan, which cancels the reference electrode's drift;
 - ``clean: {pump, volume_ml, rate_ml_min, refill}``: rinse the cell and flush it with electrolyte from
   ``pump`` (without a pump: ask the operator); ``polish``: ask the operator to polish the working electrode.
   ``refill: true`` refills the pump's syringe from its reservoir after it pumps, as for ``dispense``.
@@ -163,8 +164,8 @@ def _within(low: float, high: float, unit: str, what: str, meant: str, factor: f
     neither."""
     def check(value: float) -> float:
         if not low <= value <= high:
-            # a value written in millis is at least 1 (2 mV, 100 mV/s): 0.2 V for a step is no slip of 0.2 mV
-            hint = units_hint(value, (low, high), meant, unit, factor=factor) if value >= 1 else ""
+            # a value written in millis is at least 1 (2 mV, 100 mV/s, -510 mV): 0.2 V for a step is no slip of 0.2 mV
+            hint = units_hint(value, (low, high), meant, unit, factor=factor) if abs(value) >= 1 else ""
             raise Problems(Problem((), f"{compact(value)} {unit} is outside the {what}, "
                                        f"{compact(low)}..{compact(high)} {unit}{hint}"))
         return value
@@ -377,9 +378,22 @@ class EIS(Step):
                          amplitude_v=self.amplitude_v, e_dc_v=self.e_dc_v)
 
 
+#: how far from Fc+/Fc an internal standard may sit (V): cobaltocenium, the farthest in use, is about 1.3 V below
+STANDARD_VS_FC_RANGE_V = (-2.0, 1.0)
+#: the standard whose couple is Fc+/Fc itself
+FERROCENE = "ferrocene"
+
+
 class AddStandard(Step):
-    """Dispense ferrocene stock from ``pump`` and measure both couples in one more CV (only the standard's
-    position matters, not its concentration, so none is asked for)."""
+    """Dispense the internal standard's stock from ``pump`` and measure both couples in one more CV (only the
+    standard's position matters, not its concentration, so none is asked for).
+
+    ``standard`` names it (ferrocene by default) and ``standard_vs_fc_v`` is where its couple sits against Fc+/Fc in
+    the campaign's electrolyte: the analyte's E1/2 against the standard, plus that, is its E1/2 vs Fc+/Fc. Why
+    another standard: an analyte within 200 mV of ferrocene (a phenothiazine catholyte, 0.2-0.3 V above it) cannot
+    be told apart from it, and every such experiment failed ``no_standard`` (a chemist's trial); decamethylferrocene
+    (about -0.5 V vs Fc+/Fc in acetonitrile) or cobaltocenium (about -1.3 V) sits clear of it. The value depends
+    on the solvent, so one is asked for any standard but ferrocene, not assumed."""
 
     name: ClassVar[str] = "add_standard"
     pump: str
@@ -387,6 +401,28 @@ class AddStandard(Step):
     rate_ml_min: FlowRate = 1.0
     potentiostat: str | None = None
     refill: Annotated[bool, Strict()] = False
+    standard: Annotated[str, Strict(), Field(min_length=1)] = FERROCENE
+    standard_vs_fc_v: Annotated[float, Strict(), Field(allow_inf_nan=False),
+                                _within(*STANDARD_VS_FC_RANGE_V, "V", "places of a standard vs Fc+/Fc", "mV")] \
+        | None = None
+
+    @model_validator(mode="after")
+    def _placed_against_ferrocene(self) -> AddStandard:
+        """Ferrocene sits at 0 V vs itself; any other standard says where it sits (module docstring)."""
+        if self.standard.strip().lower() == FERROCENE:
+            if self.standard_vs_fc_v not in (None, 0.0):
+                raise Problems(Problem(("standard_vs_fc_v",), f"{compact(self.standard_vs_fc_v)} V: ferrocene sits "
+                                       "at 0 V vs Fc+/Fc; leave it out, or name the standard that sits there"))
+        elif self.standard_vs_fc_v is None:
+            raise Problems(Problem(("standard_vs_fc_v",), f"missing: where {self.standard}'s couple sits vs Fc+/Fc "
+                                   "in this electrolyte, in V (decamethylferrocene about -0.5, cobaltocenium about "
+                                   "-1.3 in acetonitrile: measure yours against ferrocene)"))
+        return self
+
+    @property
+    def vs_fc_v(self) -> float:
+        """Where the standard's couple sits vs Fc+/Fc (V): 0 for ferrocene."""
+        return self.standard_vs_fc_v or 0.0
 
 
 class Clean(Step):

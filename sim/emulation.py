@@ -106,12 +106,12 @@ class EmulatorContext:
                    oxygen=replace(DEFAULT_OXYGEN, area_cm2=couple.area_cm2))
 
     def on_reference(self, reference_vs_li_v: float, oxygen_vs_li_v: float = OXYGEN_VS_LI_V,
-                     ferrocene_vs_li_v: float = FERROCENE_VS_LI_V) -> EmulatorContext:
-        """The same context with ferrocene (at ``ferrocene_vs_li_v``) and O2 (reducing at ``oxygen_vs_li_v``) placed
-        on the scale of a reference electrode sitting at ``reference_vs_li_v`` V vs Li/Li+ (what a simulated
-        campaign's ``reference_offset_v`` says), so a dry run's standard and oxygen waves appear where that campaign's
-        analysis looks for them."""
-        return replace(self, standard=replace(self.standard, e0_v=ferrocene_vs_li_v - reference_vs_li_v),
+                     standard_vs_li_v: float = FERROCENE_VS_LI_V) -> EmulatorContext:
+        """The same context with the internal standard (ferrocene, or the one the protocol adds, at
+        ``standard_vs_li_v``) and O2 (reducing at ``oxygen_vs_li_v``) placed on the scale of a reference electrode
+        sitting at ``reference_vs_li_v`` V vs Li/Li+ (what a simulated campaign's ``reference_offset_v`` says), so a
+        dry run's standard and oxygen waves appear where that campaign's analysis looks for them."""
+        return replace(self, standard=replace(self.standard, e0_v=standard_vs_li_v - reference_vs_li_v),
                        oxygen=replace(self.oxygen, e0_v=oxygen_vs_li_v - reference_vs_li_v))
 
     def contents(self) -> list[CellParams]:

@@ -38,14 +38,15 @@ log = logging.getLogger(__name__)
 class SimulatedLab:
     """The emulators of one dry run; ``time_scale`` 0 means zero latency (device seconds per wall second
     otherwise); ``faults``: what every emulator injects (None: nothing); ``oxygen_vs_li_v``: where the electrolyte's
-    dissolved O2 reduces (V vs Li/Li+); ``ferrocene_vs_li_v``: where its ferrocene standard's couple sits."""
+    dissolved O2 reduces (V vs Li/Li+); ``standard_vs_li_v``: where its internal standard's couple sits (ferrocene's,
+    or the one the protocol adds)."""
 
     def __init__(self, world: World, time_scale: float, *, oxygen_mm: float = 0.0, ru_ohm: float = 0.0,
                  faults: FaultPlan | None = None, electrode_area_cm2: float | None = None,
-                 oxygen_vs_li_v: float = OXYGEN_VS_LI_V, ferrocene_vs_li_v: float = FERROCENE_VS_LI_V) -> None:
+                 oxygen_vs_li_v: float = OXYGEN_VS_LI_V, standard_vs_li_v: float = FERROCENE_VS_LI_V) -> None:
         self.world = world
         scale = TimeScale.zero_latency() if time_scale == 0 else TimeScale(time_scale)
-        # ferrocene and O2 sit where the world's reference electrode puts them; a purge takes the O2 away; the
+        # the standard and O2 sit where the world's reference electrode puts them; a purge takes the O2 away; the
         # electrolyte's resistance (ru_ohm) is the same whatever the cell holds, and so is the working
         # electrode (electrode_area_cm2; None: the default 3 mm disk), which every couple's current scales with
         area = DEFAULT_BLANK.area_cm2 if electrode_area_cm2 is None else electrode_area_cm2
@@ -56,7 +57,7 @@ class SimulatedLab:
                                        oxygen=replace(DEFAULT_OXYGEN, area_cm2=area),
                                        atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
                                        reference_drift=world.reference_drift_v
-                                       ).on_reference(world.reference_offset_v, oxygen_vs_li_v, ferrocene_vs_li_v)
+                                       ).on_reference(world.reference_offset_v, oxygen_vs_li_v, standard_vs_li_v)
         self.emulations: dict[str, Emulation] = {}
         self._addresses: dict[str, int] = {}
 

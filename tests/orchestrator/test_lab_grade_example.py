@@ -242,7 +242,7 @@ def test_ferrocene_found_far_from_where_the_offset_puts_it_says_the_offset_is_wr
         in said[0]
     with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:
         done = journal.experiments(states=(State.DONE,))
-        found = [a.params["ferrocene_v_vs_reference"] for e in done for a in journal.actions(e.id)
+        found = [a.params["standard_v_vs_reference"] for e in done for a in journal.actions(e.id)
                  if a.command == "add_standard"]
     assert found and all(abs(v - 0.05) < 0.02 for v in found), found  # 3.20 - 3.15 V, journalled with the step
 
@@ -262,7 +262,49 @@ def test_a_standard_scan_beyond_the_limits_names_the_offset_it_comes_from(tmp_pa
     assert refused.returncode == 2, refused.stderr
     [line] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert "add_standard: potential 3.63 V is outside the window -1.7..2 V (ferrocene's scan reaches 0.35 V beyond " \
-           "where ferrocene is expected, +3.280 V vs the reference: cell.ferrocene_vs_li_v 3.2 V - " \
+           "where it is expected, +3.280 V vs the reference: cell.ferrocene_vs_li_v 3.2 V - " \
            "cell.reference_offset_v -0.08 V); ferrocene itself lies outside the limits there: is " \
            "cell.reference_offset_v written against another electrode than Li/Li+ (vs Fc/Fc+, SCE, Ag/AgCl)?" in line
     assert "Traceback" not in refused.stderr
+
+
+def test_another_standard_than_ferrocene_puts_the_analyte_on_the_fc_scale(tmp_path, labloop):
+    """An analyte within 200 mV of ferrocene cannot be told apart from it (a phenothiazine catholyte: every such
+    experiment failed no_standard, a chemist's trial): add_standard takes another standard, named, with where it
+    sits vs Fc+/Fc. The dry run's standard sits there, the scan is widened around it, and E vs Li/Li+ is
+    E(analyte) - E(standard) + standard_vs_fc_v + cell.ferrocene_vs_li_v, the truth within the world's noise; a
+    standard but ferrocene without its place is one line naming the field."""
+    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
+    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
+    protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
+    written = protocol.read_text()
+    standard = "- add_standard: {pump: standard_pump, volume_ml: 0.1, rate_ml_min: 0.5, refill: true"
+    assert standard + "}" in written
+    protocol.write_text(written.replace(standard + "}", standard + ", standard: decamethylferrocene, "
+                                        "standard_vs_fc_v: -0.5}"))
+    assert "decamethylferrocene" in protocol.read_text() and "add_standard" in protocol.read_text()
+    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
+    del campaign["prior"], campaign["surrogate"]
+    campaign.update(planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": 2})
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    world = build_world(load_campaign(tmp_path / "lab.yaml"))
+    with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:
+        done = journal.experiments(states=(State.DONE,))
+        assert done, result.stderr
+        for experiment in done:
+            referenced = journal.lab_record(experiment.id)["referenced"]
+            assert (referenced["standard_name"], referenced["standard_vs_fc_v"]) == ("decamethylferrocene", -0.5)
+            placed = referenced["standard"]["e_half_v"]  # 3.2 - 0.5 V vs Li/Li+ on a reference at 3.23 V
+            assert abs(placed - (3.2 - 0.5 - 3.23)) < 0.025, placed
+            assert abs(experiment.potential_v - world.truth_v(experiment.smiles)) < 0.025
+    protocol.write_text(written.replace(standard + "}", standard + ", standard: cobaltocenium}"))
+    refused = labloop("validate", tmp_path / "lab.yaml", "--dry-run")
+    assert refused.returncode == 2 and "add_standard.standard_vs_fc_v: missing: where cobaltocenium's couple sits " \
+        "vs Fc+/Fc in this electrolyte, in V" in refused.stderr, refused.stderr
+    protocol.write_text(written.replace(standard + "}", standard + ", standard: cobaltocenium, "
+                                        "standard_vs_fc_v: -1330}"))
+    refused = labloop("validate", tmp_path / "lab.yaml", "--dry-run")
+    assert refused.returncode == 2 and "standard_vs_fc_v: -1330 V is outside the places of a standard vs Fc+/Fc, " \
+        "-2..1 V: mV written as V? (-1.33 V)" in refused.stderr, refused.stderr

@@ -475,7 +475,9 @@ def test_an_analyte_next_to_ferrocene_says_why_there_is_no_standard(lab):
     assert CVFlag.NO_STANDARD in outcome.analysis.flags and not outcome.quality_ok
     problem = outcome.lab.referenced.problem
     assert problem.startswith("the analyte's wave at +0.33") and "overlaps ferrocene's (expected at +0.350 V" in problem
-    assert problem.endswith("the standard cannot be told apart; use another internal standard or measure without it")
+    assert problem.endswith("the standard cannot be told apart; use another internal standard (add_standard's "
+                            "standard and standard_vs_fc_v: decamethylferrocene or cobaltocenium sit clear of "
+                            "ferrocene) or measure without it")
     assert f"no standard ({problem})" in outcome.lab.summary()
     assert actions[-1][3]["standard_problem"] == problem and outcome.lab.to_dict()["referenced"]["problem"] == problem
     apart = reference_to_ferrocene(analyze_couples(simulate_cell(
