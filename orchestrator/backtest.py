@@ -354,6 +354,34 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(statistics.mean(finite), 2) if finite else None
 
 
+#: how many standard errors a paired difference must reach for :func:`paired_with_leader` to call two planners apart
+TOLD_APART_SE = 2.0
+
+
+def paired_with_leader(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each planner against the leader (the highest mean, the oracle aside), paired by seed: the mean of the
+    per-seed differences (leader minus it), their standard error, how many seeds, and whether the difference
+    exceeds :data:`TOLD_APART_SE` standard errors. Why paired: every planner runs the same seeds (the same noise and
+    draws), so the spread between seeds that each planner's own sd carries cancels, and what is left says whether
+    the choice between two planners is settled or needs more seeds (a trial: the table gave sd alone, and a lab
+    could not tell 1.6 hits apart from nothing)."""
+    ranked = [(name, r) for name, r in results.items() if name != "oracle" and r.get("mean") is not None]
+    if len(ranked) < 2:
+        return []
+    leader, best = max(ranked, key=lambda nr: nr[1]["mean"])
+    out = []
+    for name, r in ranked:
+        if name == leader:
+            continue
+        diffs = [a - b for a, b in zip(best["per_seed"], r["per_seed"], strict=True) if a is not None and b is not None]
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+        mean = statistics.mean(diffs) if diffs else None
+        apart = None if mean is None or se is None else (abs(mean) > TOLD_APART_SE * se if se > 0 else mean != 0)
+        out.append({"leader": leader, "planner": name, "difference": None if mean is None else round(mean, 2),
+                    "se": None if se is None else round(se, 2), "seeds": len(diffs), "told_apart": apart})
+    return out
+
+
 def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | None = None) -> dict[str, Any]:
     """Mean, sd and standard error of the final score, the per-seed values, the mean at 25/50/100% of the
     budget, failures, the learners chosen, proposal latencies, and how often a measurement lay within its

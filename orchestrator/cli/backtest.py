@@ -130,7 +130,8 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
               "hits_in_table": (sum(objective.is_hit(v) for v in known.values()) if objective.defines_hits
                                 else None),
               "seeds": list(range(campaign.seed, campaign.seed + seeds)),  # per_seed's order
-              "seeds_vary": seeds_vary(scan is not None, noise_v),
+              "seeds_vary": seeds_vary(scan is not None, noise_v, "random" in kinds),
+              "versus_leader": engine.paired_with_leader(results),
               "instruments": "none" if scan is None else _scanned(scan), "noise_v": noise_v, "planners": results,
               "warnings": notes}
     if as_json:
@@ -139,14 +140,18 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     _print_table(report)
 
 
-def seeds_vary(instruments: bool, noise_v: float) -> str:
+def seeds_vary(instruments: bool, noise_v: float, random: bool = True) -> str:
     """What differs between a backtest's seeds, said beside its spread: a lab's table is one library and the prior
     one model, and the first batch is the same in every seed, so the sd is the spread over measurement noise,
-    not over libraries (a reviewer read it as how sure the planner choice was)."""
+    not over libraries (a reviewer read it as how sure the planner choice was). ``random``: whether the random
+    planner ran (its picks were named when it had not: a trial)."""
     drawn = [f"the measurement noise ({noise_v:g} V)"] if noise_v > 0 else []
     if instruments:
         drawn.append("the simulated voltammograms' current noise")
-    drawn.append("random's picks")
+    if random:
+        drawn.append("random's picks")
+    if not drawn:
+        return "a seed varies nothing here (no noise, no instruments, no random planner): every seed is one campaign"
     said = ", ".join(drawn[:-1]) + f" and {drawn[-1]}" if len(drawn) > 1 else drawn[0]
     return (f"a seed varies {said}; the library, the prior and the first batch are the same in every seed, so "
             "+/- sd is the spread over those draws, not over libraries")
@@ -170,16 +175,34 @@ def _print_table(report: dict[str, Any]) -> None:
     table = Table(title=f"{report['campaign']}: {what} in {report['budget']} experiments, {report['library']} "
                         f"molecules, seeds {report['seeds'][0]}-{report['seeds'][-1]}, "
                         f"instruments: {report['instruments']}")
-    for heading in ("planner", f"{what} mean +/- sd", "of oracle", "per seed", "at 25% / 50% / 100%", "failed",
+    for heading in ("planner", f"{what} mean +/- sd (se)", "of oracle", "per seed", "at 25% / 50% / 100%", "failed",
                     "within +/-1.96 sd (rms z)", "proposal median / p95 (s)"):
         table.add_column(heading)
     for name, r in report["planners"].items():
         after = " / ".join(_g(v) for v in r["after"].values())
         per_seed = " ".join(_g(v) for v in r["per_seed"])
         of_oracle = "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}"
-        spread = "" if r["sd"] is None else f" +/- {r['sd']:g}"  # none from one seed
+        spread = "" if r["sd"] is None else f" +/- {r['sd']:g} ({r['se']:g})"  # none from one seed
         checked = "-" if r["within_1_96_sd"] is None else f"{100 * r['within_1_96_sd']:.0f}% ({r['rms_z']:g})"
         table.add_row(name, f"{_g(r['mean'])}{spread}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
                       checked, f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
     table.caption = report["seeds_vary"]
     console.out.print(table)
+    for line in _versus_leader(report["versus_leader"], what):
+        console.out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _versus_leader(comparisons: list[dict[str, Any]], what: str) -> list[str]:
+    """One line per planner behind the leader: the paired difference, and whether it settles the choice."""
+    from labloop.orchestrator.backtest import TOLD_APART_SE
+
+    lines = []
+    for c in comparisons:
+        if c["difference"] is None or c["se"] is None:
+            lines.append(f"{c['leader']} - {c['planner']}: too few seeds to compare (--seeds 2 or more)")
+            continue
+        verdict = (f"more than {TOLD_APART_SE:g} se: {c['leader']} is ahead" if c["told_apart"] else
+                   f"within {TOLD_APART_SE:g} se: not told apart; more seeds (--seeds) would say")
+        lines.append(f"{c['leader']} - {c['planner']}: {c['difference']:+g} {what} per campaign, se {c['se']:g} over "
+                     f"{c['seeds']} seeds (paired by seed): {verdict}")
+    return lines

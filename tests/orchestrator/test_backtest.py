@@ -11,7 +11,7 @@ import pytest
 from rdkit import Chem
 
 from labloop.orchestrator import console
-from labloop.orchestrator.backtest import CampaignRun, summarise
+from labloop.orchestrator.backtest import CampaignRun, paired_with_leader, summarise
 
 EXAMPLES_LIBRARY = "examples/library.csv"
 
@@ -115,6 +115,13 @@ def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign,
                     "--budget", "8", "--no-instruments")
     assert table.returncode == 0 and "within +/-1.96 sd (rms z)" in table.stdout, table.stdout
     assert re.search(r"│ \d+% \(\d+(\.\d+)?\) *│", table.stdout), table.stdout
+    # the paired comparison under the table, and the se beside each mean (a trial)
+    two = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes,greedy", "--seeds",
+                  "2", "--budget", "8", "--no-instruments")
+    assert two.returncode == 0 and "mean +/- sd (se)" in two.stdout, two.stdout
+    assert re.search(r"^(bayes - greedy|greedy - bayes): [+-]?\d+(\.\d+)? hits per campaign, se \d+(\.\d+)? over 2 "
+                     r"seeds \(paired by seed\): (more|within) ", two.stdout, re.M), two.stdout
+    assert "random's picks" not in two.stdout  # random did not run
 
 
 def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
@@ -224,6 +231,19 @@ def test_summarise_by_hand():
     assert s["within_1_96_sd"] == 0.75 and s["rms_z"] == round(((0.25 + 6.25 + 1 + 0) / 4) ** 0.5, 2)
     one = summarise(runs[:1], 4)  # one seed: no spread to report, not a spread of 0
     assert one["mean"] == 2.0 and one["sd"] is None and one["se"] is None
+
+
+def test_planners_are_compared_with_the_leader_paired_by_seed():
+    """A lab chooses a planner by the difference, not by two sds (a trial: the table gave sd alone): each planner
+    against the leader, paired by seed, with its standard error and whether it exceeds 2 of them."""
+    results = {"bayes": {"mean": 5.0, "per_seed": [6, 4, 5, 5]}, "greedy": {"mean": 3.5, "per_seed": [5, 3, 3, 3]},
+               "random": {"mean": 4.0, "per_seed": [2, 6, 4, 4]}, "oracle": {"mean": 9.0, "per_seed": [9, 9, 9, 9]}}
+    greedy, random = paired_with_leader(results)
+    # bayes - greedy per seed: 1 1 2 2, mean 1.5, sd 0.577, se 0.29: apart; bayes - random: 4 -2 1 1, se 1.22
+    assert (greedy["leader"], greedy["planner"], greedy["difference"], greedy["se"], greedy["seeds"]) == \
+        ("bayes", "greedy", 1.5, 0.29, 4) and greedy["told_apart"] is True
+    assert (random["difference"], random["se"], random["told_apart"]) == (1.0, 1.22, False)
+    assert paired_with_leader({"bayes": results["bayes"], "oracle": results["oracle"]}) == []  # nothing to compare
 
 
 def test_simulated_cvs_follow_a_drifting_reference():
