@@ -91,7 +91,11 @@ def lost_cluster(client: Client, exc: BaseException) -> str | None:
     traceback and a "labloop bug" instead of a ``cluster_lost`` stop."""
     if getattr(client, "status", None) in ("closing", "closed"):
         return "its scheduler stopped answering and the client closed"
-    return first_line(exc) if isinstance(exc, lost_cluster_errors()) else None
+    if not isinstance(exc, lost_cluster_errors()):
+        return None
+    said = first_line(exc)
+    # distributed's words when every worker is gone but the scheduler is up (a trial read them as the scheduler lost)
+    return "its scheduler has no workers left" if "No valid workers" in said else said
 
 
 def connect(address: str) -> Client:

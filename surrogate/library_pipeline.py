@@ -468,15 +468,15 @@ def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryC
             future.release()
             done(chunk, frame, path)
             submit()
+    # what to do next is the caller's to say: `surrogate predict` runs again, a campaign resumes (a trial read both)
     except KilledWorker as exc:
         raise ClusterLostError(f"a chunk killed {exc.args[0] if exc.args else 'several'} workers in a row "
-                               f"(out of memory?); finished chunks are kept, run again to continue") from None
+                               f"(out of memory?); finished chunks are kept") from None
     except Exception as exc:
         reason = lost_cluster(client, exc) or (first_line(exc) if isinstance(exc, OSError) else None)
         if reason is None:
             raise
-        raise ClusterLostError(f"the Dask cluster went away ({reason}); finished chunks are kept, "
-                               f"run again to continue") from None
+        raise ClusterLostError(f"the Dask cluster went away ({reason}); finished chunks are kept") from None
 
 
 def count_rows(path: str | Path, smiles_column: str = "smiles") -> int:

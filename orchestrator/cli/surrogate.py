@@ -155,7 +155,8 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
                                          chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
                                          progress=lambda k: bar.advance(task, k))
         except ClusterLostError as exc:
-            console.err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            console.err.print(f"error: {exc}; the same command again continues from them", markup=False,
+                              highlight=False, soft_wrap=True)
             raise click.exceptions.Exit(1) from None
         console.report_invalid([InvalidSmiles(row, smiles) for row, smiles in shards.invalid()], library,
                                line_of=row_lines(library, smiles_column))

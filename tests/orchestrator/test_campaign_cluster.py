@@ -131,6 +131,7 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
     assert run.returncode == 1, stderr
     lost = [line for line in stderr.splitlines() if "Dask cluster went away" in line]
     assert len(lost) == 1 and f"labloop resume {store}" in lost[0], stderr
+    assert "run again" not in lost[0] and "the same command" not in lost[0]  # resume, the one advice (a trial)
     assert "Traceback" not in stderr
     with Journal.open(store, readonly=True) as journal:
         assert journal.events()[-1].kind == "cluster_lost"

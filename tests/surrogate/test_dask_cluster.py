@@ -214,6 +214,7 @@ def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continu
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("Dask cluster tcp://")]
     assert proc.returncode == 1, stderr
     assert len(lines) == 1 and lines[0].startswith("error: the Dask cluster went away"), stderr
+    assert lines[0].endswith("finished chunks are kept; the same command again continues from them"), lines
     assert not out.exists()
     shards = sorted(cache.rglob("*.parquet"))
     assert 0 < len(shards) < 30 and not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".parquet"]
@@ -329,3 +330,14 @@ def test_asyncio_stays_quiet_of_a_distributed_task_a_ctrl_c_cut_short_and_only_o
 
     assert not asyncio_log.filter(record("Server._handle_comm() done, defined at /v/distributed/core.py:706"))
     assert asyncio_log.filter(record("mine() done, defined at /v/labloop/thing.py:1"))
+
+
+def test_a_cluster_without_workers_is_said_so():
+    """With every worker killed and the scheduler up, distributed says 'No valid workers found', which a trial read
+    as the scheduler lost; and anything that is no sign of a lost cluster is not taken for one."""
+    from types import SimpleNamespace
+
+    running = SimpleNamespace(status="running")
+    assert compute.lost_cluster(running, TimeoutError("No valid workers found")) == "its scheduler has no workers left"
+    assert compute.lost_cluster(running, TimeoutError("timed out after 20 s")) == "timed out after 20 s"
+    assert compute.lost_cluster(running, ValueError("a bug")) is None
