@@ -88,10 +88,48 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, force=True, handlers=[OneLineWarnings(), rest])
 
 
+#: how often a task of a hidden progress bar (stderr not a terminal) says how far it is, in seconds
+PLAIN_PROGRESS_S = 60.0
+
+
+class _Progress(Progress):
+    """rich's bars on a terminal; elsewhere (stderr to a file, a service's log) the bars are hidden, and each task
+    still running says how far it is in one plain line every :data:`PLAIN_PROGRESS_S`. Why: a run started as
+    ``labloop run ... > run.log 2>&1`` printed two lines in the 100 s its library's predictions took, and nothing
+    told a lab whether it worked or hung (a trial); a bar drawn into a file would fill it with control codes."""
+
+    def __init__(self, *columns: object, plain: bool, **kwargs: object) -> None:
+        super().__init__(*columns, **kwargs)  # type: ignore[arg-type]
+        self._plain = plain
+        self._said: dict[object, float] = {}
+
+    def update(self, task_id, **kwargs) -> None:  # type: ignore[no-untyped-def, override]
+        super().update(task_id, **kwargs)
+        self._say(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:  # type: ignore[no-untyped-def, override]
+        super().advance(task_id, advance)
+        self._say(task_id)
+
+    def _say(self, task_id: object) -> None:
+        if not self._plain:
+            return
+        task = next(t for t in self.tasks if t.id == task_id)
+        elapsed = task.elapsed or 0.0
+        if task.finished or elapsed - self._said.get(task_id, 0.0) < PLAIN_PROGRESS_S:
+            return
+        self._said[task_id] = elapsed
+        done = f"{task.completed:g}" + ("" if task.total is None else f" of {task.total:g}")
+        err.print(f"{printable(task.description)}: {done} after {elapsed:.0f} s", markup=False, highlight=False,
+                  soft_wrap=True)
+
+
 def progress() -> Progress:
-    """A progress bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
+    """A progress bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs, where a plain line says how
+    far each task is every :data:`PLAIN_PROGRESS_S`)."""
+    return _Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+                     plain=not err.is_terminal)
 
 
 def beyond_prior_said(n: int) -> str:

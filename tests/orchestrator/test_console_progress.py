@@ -1,0 +1,31 @@
+"""Progress on stderr (orchestrator/console.py): bars on a terminal, plain lines in a log file."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from labloop.orchestrator import console
+
+
+def _lines(monkeypatch, terminal: bool) -> list[str]:
+    written = io.StringIO()
+    monkeypatch.setattr(console, "err", Console(file=written, force_terminal=terminal, width=100))
+    monkeypatch.setattr(console, "PLAIN_PROGRESS_S", 0.0)  # every update says it (60 s in use)
+    with console.progress() as bar:
+        task = bar.add_task("library, model v2", total=3)
+        bar.advance(task)
+        bar.update(task, completed=2, description="library, model v2 (shards)")
+        bar.advance(task)  # finished: nothing more to say
+    return [line for line in written.getvalue().splitlines() if "model v2" in line and " after " in line]
+
+
+def test_a_hidden_bar_says_how_far_each_task_is_in_plain_lines(monkeypatch):
+    """``labloop run ... > run.log 2>&1`` printed two lines in the 100 s its library's predictions took: nothing said
+    whether it worked or hung (a trial). With stderr no terminal each running task says how far it is."""
+    lines = _lines(monkeypatch, terminal=False)
+    assert [line.split(" after ")[0] for line in lines] == ["library, model v2: 1 of 3",
+                                                            "library, model v2 (shards): 2 of 3"], lines
+    assert all(line.endswith(" s") and "\x1b" not in line for line in lines), lines
+    assert _lines(monkeypatch, terminal=True) == []  # a terminal has its bar
