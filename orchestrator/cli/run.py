@@ -115,6 +115,10 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']} "
                            "(moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
+    previous = runs[-1].data.get("scheduler") if runs else None
+    if scheduler is None and previous is not None:  # the option is no part of the campaign: said, not carried over
+        _say(f"note: the last run used --scheduler {previous}; this one goes by compute.scheduler (default auto): "
+             f"give --scheduler {previous} to run there again")
     by_hand = [kind for kind, given in ((CELL_EMPTIED, cell_emptied), (SYRINGES_FILLED, syringes_filled)) if given]
 
     def open_journal() -> Journal:  # after every check: a refused resume changes nothing
@@ -169,7 +173,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                     if world is not None:
                         world.resume_at(journal.raw_count())  # a drifting reference continues where it was
                     code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts, client,
-                                         by_hand, record)
+                                         by_hand, record, scheduler)
         except Interrupted:
             code = EXIT_INTERRUPTED
     store = campaign.store
@@ -254,7 +258,7 @@ def _say(text: str) -> None:
 
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],
                   dry_run: bool, interrupts: Interrupts, client: object | None, by_hand: Sequence[str] = (),
-                  record: Callable[[Journal], None] | None = None) -> int:
+                  record: Callable[[Journal], None] | None = None, scheduler: str | None = None) -> int:
     digest = preflight.unchanged_library(campaign, journal)
     refused = refusal_before_the_run(campaign, journal, executor, by_hand)
     if refused is not None:  # the cell or a syringe needs a person first: one line, exit 2, the journal untouched
@@ -269,7 +273,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                  + (f"; {plural(len(again), 'experiment')} {', '.join(map(str, again))} will run again"
                                     if again else ""),
-                          data={"dry_run": dry_run, "library_sha256": digest})
+                          data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler})
     try:
         model = _model(campaign, journal)
     except Interrupted as exc:  # before the runner, which journals its own stops: the journal says it too

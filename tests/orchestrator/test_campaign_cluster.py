@@ -225,3 +225,16 @@ def test_parquet_and_smi_libraries_are_checked_before_the_first_byte(tmp_path, w
                       "--dry-run")
         assert bad.returncode == 2 and needle in bad.stderr and "library.file" in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_a_resume_without_the_scheduler_the_last_run_used_says_so(tmp_path, write_campaign, labloop):
+    """``--scheduler`` is no part of the campaign, so a resume without it ran elsewhere than the run it continues
+    (a LocalCluster on a shared host, after a run on the lab's scheduler) without a word (a trial)."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run", "--scheduler", "none").returncode == 0
+    same = labloop("resume", tmp_path / "tiny.db", "--max-experiments", "2", "--scheduler", "none")
+    assert same.returncode == 0 and "note: the last run used" not in same.stderr, same.stderr
+    resumed = labloop("resume", tmp_path / "tiny.db", "--max-experiments", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "note: the last run used --scheduler none; this one goes by compute.scheduler (default auto): give " \
+           "--scheduler none to run there again" in " ".join(resumed.stderr.split()), resumed.stderr
