@@ -240,12 +240,20 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"measurements (V vs Li/Li+; E1/2 vs {against})", title_justify="left")
     for name in ("id", "smiles", "potential", "predicted ± 1 sd", "model", "E1/2", "dEp mV", "flags"):
         table.add_column(name, overflow="fold", justify="left" if name in ("smiles", "flags") else "right")
+    first = False
     for e in rows:
         predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
+        if predicted and e["step"] == 0:  # '6.42 ± 2.01' for a molecule measured at 4.58 alarmed a chemist (a trial)
+            predicted, first = f"{predicted} *", True
         model = "" if e["model_version"] is None else f"v{e['model_version']}"  # which model predicted it
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
         table.add_row(str(e["id"]), _text(e["smiles"]), _volts(e["potential_v"]), predicted, model,
                       _volts(e["e_half_v"]), dep, _text(", ".join(e["flags"])))
+    if first:
+        table.caption = ("* the first batch, predicted before any measurement: on the DFT prior's scale, which a lab's "
+                         "can sit volts from, so bayes and greedy widen the sd by that unknown offset; from the next "
+                         "batch on, predictions are calibrated to the measurements")
+        table.caption_justify = "left"
     return table
 
 
