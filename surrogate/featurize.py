@@ -14,7 +14,10 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,9 @@ from labloop.surrogate.descriptors import NAMES as DESCRIPTOR_NAMES
 from labloop.surrogate.descriptors import descriptor_matrix
 
 if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+    from multiprocessing.pool import Pool
+
     from labloop.surrogate.fingerprint_cache import FingerprintCache
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 #: Below this many molecules a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 4000
 CHUNK_SIZE = 2000
+#: what labloop's runner turns into its own exception (orchestrator/loop/interrupts.py), which pool workers must not
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @dataclass(frozen=True)
@@ -315,6 +323,42 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@contextmanager
+def _pool(ctx: BaseContext, processes: int) -> Iterator[Pool]:
+    """A pool whose workers stop as plain processes: forked, they inherited the handler a run installs for Ctrl-C
+    and ``kill`` (orchestrator/loop/interrupts.py), so the SIGTERM with which the pool ends its workers raised the
+    runner's exception in each: a traceback after a successful run (``--scheduler none``, a 5,000-row library), a
+    page of them on Ctrl-C, and once a worker that outlived its SIGTERM, for which the run then waited for good.
+
+    The signals stay blocked in the workers from the fork until :func:`_worker_signals` has set their own. Here a
+    signal during the forks is noted and raised once the pool stands, inside the block, which ends the pool: raised
+    at once, it landed in a fork hook (logging's lock release), which drops exceptions, so the Ctrl-C was lost and
+    logging's lock left held, and the run then hung. Handlers can only be set in the main thread; a pool started
+    in another (a retraining) only keeps its workers' signals blocked."""
+    noted: list[int] = []
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    handlers = ({signum: signal.signal(signum, lambda got, _frame: noted.append(got)) for signum in _STOP_SIGNALS}
+                if threading.current_thread() is threading.main_thread() else {})
+    try:
+        pool = ctx.Pool(processes, initializer=_worker_signals)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    with pool:
+        for signum in noted[:1]:
+            signal.raise_signal(signum)  # to the handler in place again (a run's raises its exception)
+        yield pool
+
+
+def _worker_signals() -> None:
+    """In a pool worker: Ctrl-C is ignored (a terminal sends it to the whole process group; the main process ends
+    the pool), and the pool's SIGTERM ends the worker at once, as it would any process without a handler."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
 def _chunk_size(n: int, jobs: int) -> int:
     """At most :data:`CHUNK_SIZE` molecules per chunk, and as many equal chunks per worker: with a fixed size
     the last round leaves workers idle (21,411 molecules in 2,000s: 6 chunks for one worker, 5 for the other)."""
@@ -340,7 +384,7 @@ def _compute(
         tasks = [(smiles[start:stop], settings, want_canonical) for start, stop in bounds]
         # fork: workers start in milliseconds and only run RDKit/numpy, never TensorFlow.
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with ctx.Pool(min(n_jobs, len(tasks))) as pool:
+        with _pool(ctx, min(n_jobs, len(tasks))) as pool:
             for (start, stop), res in zip(bounds, pool.imap(_featurize_chunk, tasks), strict=True):
                 X[start:stop], D[start:stop], valid[start:stop] = res[:3]
                 if canonical is not None:

@@ -3,6 +3,7 @@ takes Ctrl-C. Real processes, their stderr in a real file, as an operator's ``2>
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -11,11 +12,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal
+from labloop.surrogate.featurize import PARALLEL_THRESHOLD, default_jobs
 
 CLI = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
 
 
 def _long_folder(tmp_path: Path) -> Path:
@@ -100,3 +105,56 @@ def test_one_sigint_stops_the_dashboard_the_same_when_a_script_started_it_in_the
     from_a_terminal = _stopped_by_sigint(tmp_path / "tiny.db", sigint_ignored=False)
     assert from_a_terminal == (130, "aborted")
     assert _stopped_by_sigint(tmp_path / "tiny.db", sigint_ignored=True) == from_a_terminal
+
+
+
+def _workers(pid: int) -> list[int]:
+    """The processes ``pid`` forked that still run as it does (a pool's workers, not a command it runs)."""
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    return [child for child in children if _command(child) == command]
+
+
+def _command(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return None
+
+
+@pytest.mark.skipif(default_jobs() < 2 or not Path("/proc/self/task").is_dir(),
+                    reason="the library is featurised in a process pool on two cores or more (Linux /proc)")
+def test_a_run_featurising_in_a_process_pool_ends_and_stops_without_a_traceback(tmp_path, write_campaign):
+    """The featurisation pool's workers (surrogate/featurize.py) inherited the runner's SIGINT/SIGTERM handler: the
+    SIGTERM that ends a pool raised the runner's exception in the workers still there, which printed a traceback
+    after a successful run (``--scheduler none``, a 5,000-row library; not every time). A terminal's Ctrl-C, sent to
+    the whole process group as the pool starts, printed a page of them, and the run did not stop: raised in a fork
+    hook, the run's own exception was dropped (and the run went on to exit 0, or hung). Now it stops at once, with
+    its own lines and exit 130, and no worker is left."""
+    library = tmp_path / "library.csv"
+    library.write_text("".join(DATA.read_text().splitlines(keepends=True)[:PARALLEL_THRESHOLD + 501]))
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, library={"file": str(library)},
+                                   budget={"max_experiments": 2})
+    env = {**os.environ, "LABLOOP_CACHE_DIR": str(tmp_path / "cache")}  # no fingerprint cached: the pool runs
+    done = subprocess.run([*CLI, "run", str(campaign_file), "--dry-run", "--scheduler", "none"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+    env["LABLOOP_CACHE_DIR"] = str(tmp_path / "cache-2")
+    process = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run", "--scheduler", "none", "--store",
+                                str(tmp_path / "stopped.db")], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while not (workers := _workers(process.pid)):
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.005)
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert "\ninterrupted: the journal is consistent.\n" in err, err
+    assert not [pid for pid in workers if _command(pid) is not None]
