@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     """What ``run`` would find at the campaign's store, for ``validate``: a folder that cannot hold it, a file
-    that is not a journal, or a journal of other settings (``run`` continues only the same campaign).
-    ``given_as`` names where the store came from when not the campaign file (``--store``)."""
+    that is not a journal, a journal of other settings (``run`` continues only the same campaign), or one whose
+    first run read another library file (:func:`unchanged_library`: validate passed such a campaign, and run and
+    resume refused it). ``given_as`` names where the store came from when not the campaign file (``--store``)."""
     store, where = campaign.store, given_as or campaign.located("store")
     folder = check_store_folder(campaign, where)
     if not store.exists():
@@ -46,6 +47,7 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
         raise ConfigError(where, f"{store} is not a file a journal can be kept in")
     with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
         refuse_other_settings(store, campaign, journal.campaign_info())
+        unchanged_library(campaign, journal)
 
 
 def check_store_folder(campaign: Campaign, where: str) -> Path:

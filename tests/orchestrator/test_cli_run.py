@@ -211,7 +211,7 @@ def test_a_deleted_lock_file_does_not_let_a_second_runner_in(tmp_path, labloop, 
 
 def test_resume_refuses_a_library_changed_since_the_first_run(tmp_path, labloop, write_campaign):
     # the journal's experiments and planner state speak of the library as it was (a hostile-input trial
-    # replaced it, and resume crashed in the planner after changing the journal)
+    # replaced it, and resume crashed in the planner after changing the journal); validate says what run would
     library = tmp_path / "library.csv"
     shutil.copy(EXAMPLES / "library.csv", library)
     campaign_file = write_campaign(tmp_path, library={"file": str(library)}, budget={"max_experiments": 2})
@@ -219,10 +219,14 @@ def test_resume_refuses_a_library_changed_since_the_first_run(tmp_path, labloop,
     store = tmp_path / "tiny.db"
     library.write_text("\n".join(library.read_text().splitlines()[:-1]) + "\n")  # one molecule fewer
     before = store.read_bytes()
-    for command in (("resume", store, "--max-experiments", 3), ("run", campaign_file, "--dry-run")):
+    said = set()
+    for command in (("resume", store, "--max-experiments", 3), ("run", campaign_file, "--dry-run"),
+                    ("validate", campaign_file, "--dry-run")):
         result = labloop(*command)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "library.csv changed since this campaign's first run" in result.stderr
+        said.add(result.stderr)
+    assert len(said) == 1 and said.pop().startswith("error: library.file: ")
     assert store.read_bytes() == before
 
 
