@@ -93,7 +93,7 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
     default = "" if "reference_offset_v" in campaign.cell.model_fields_set else ", the default: calibrate yours"
     rows = {
         "valid": f"{path}: campaign {campaign.name!r}, seed {campaign.seed}",
-        "library": f"{display_name(campaign.library.file)} ({_library_rows(n_rows, *skipped)})",
+        "library": f"{display_name(campaign.library.file)} ({_library_rows(campaign, n_rows, *skipped)})",
         "prior": "none" if campaign.prior is None else
                  f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})",
         "objective": describe_objective(campaign.objective.model_dump()),
@@ -145,9 +145,12 @@ def _ferrocene(campaign: Campaign) -> str:
     return f"Fc+/Fc at {compact(cell.ferrocene_vs_li_v)} V vs Li/Li+ (cell.ferrocene_vs_li_v{default}): {used}"
 
 
-def _library_rows(n_rows: int, invalid: int, again: int) -> str:
+def _library_rows(campaign: Campaign, n_rows: int, invalid: int, again: int) -> str:
     """``200 molecules``, or ``203 rows: 1 invalid SMILES and 2 repeats of an earlier row's molecule, never
-    proposed``."""
+    proposed``, or for a CSV library too long to check row by row ``25050 rows, not checked row by row above
+    20,000`` (it said ``25050 molecules`` of garbage and repeats too)."""
+    if campaign.library.is_csv() and not compose.rows_checked(campaign, n_rows):
+        return f"{n_rows} rows, not checked row by row above {compose.CHECK_SMILES_ROWS:,}"
     if not invalid and not again:
         return f"{n_rows} molecules"
     skipped = [f"{invalid} invalid SMILES"] if invalid else []

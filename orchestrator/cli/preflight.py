@@ -131,6 +131,7 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> tuple[int, int]:
     protocol value most likely written in the wrong unit (an analyte in M as mM), and a protocol that leaves liquid
     in the cell under its D-computing cv (said once here; the run says it again of each experiment it dilutes).
     Returns how many rows are invalid, and how many hold a molecule an earlier row holds."""
+    warn_unchecked_rows(campaign, library)
     invalid = compose.unreadable_smiles(campaign, library)
     line_of = row_lines(campaign.library.file, campaign.library.smiles_column)
     console.report_invalid(invalid, display_name(campaign.library.file),
@@ -150,6 +151,18 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> tuple[int, int]:
     for line in campaign.protocol_warnings():
         console.err.print(f"warning: {console.printable(line)}", markup=False, highlight=False, soft_wrap=True)
     return len(invalid), len(again)
+
+
+def warn_unchecked_rows(campaign: Campaign, library: list[str]) -> None:
+    """One line when a CSV library is too long for its rows to be checked one by one (:func:`compose.rows_checked`):
+    a 25,050-row library with garbage and repeats passed in silence, and validate's summary called every row a
+    molecule."""
+    if campaign.library.is_csv() and not compose.rows_checked(campaign, len(library)):
+        console.err.print(f"warning: {display_name(campaign.library.file)}: {len(library)} rows, more than "
+                          f"{compose.CHECK_SMILES_ROWS:,}, so its rows are not checked one by one (invalid SMILES, "
+                          "repeated molecules, ions, radicals and salts): the run skips the rows it cannot read as it "
+                          "predicts them, and `labloop surrogate predict` lists them", markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 def warn_default_safety(campaign: Campaign) -> None:

@@ -143,6 +143,26 @@ def test_validate_names_the_library_rows_that_are_never_proposed(labloop, workdi
     assert "(200 rows: 3 invalid SMILES, never proposed)" in " ".join(proc.stdout.split())
 
 
+
+def test_validate_says_when_a_library_is_too_long_to_check_row_by_row(labloop, workdir):
+    """Above compose.CHECK_SMILES_ROWS CSV rows the library checks above are skipped (their cost: compose.py), and were
+    skipped in silence: a 21,413-row library with an invalid SMILES and a repeated molecule validated as '21413
+    molecules'. Now one warning line names the file, the limit and what still happens to bad rows, and the summary
+    counts rows."""
+    library = workdir / "library.csv"
+    rows = [",".join(line.split(",")[:3]) for line in (ROOT / "data" / "ocelot_chromophore_v1_ie_ea.csv").read_text(
+        ).splitlines()]
+    library.write_text("\n".join([*rows, "C1CC(=O,6.5,0.5", rows[1]]) + "\n")
+    n_rows = len(rows) + 1  # less the header, plus the two rows
+    proc = labloop("validate", workdir / "campaign.yaml", "--dry-run", "--scheduler", "none")
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "not checked one by one" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"warning: {display_name(library)}: {n_rows} rows, more than "
+                                                     "20,000, so its rows are not checked one by one"), proc.stderr
+    assert "`labloop surrogate predict` lists them" in warned[0]
+    assert f"({n_rows} rows, not checked row by row above 20,000)" in " ".join(proc.stdout.split()), proc.stdout
+    assert "molecules)" not in proc.stdout
+
 def test_validate_names_the_rows_that_write_a_molecule_again(labloop, workdir):
     """A chemist's library held anthraquinone written two ways: both rows were proposed and measured, and counted
     as two hits, without a word. The rows that repeat a molecule, as written or another way, are named by line,
