@@ -20,6 +20,21 @@ from labloop.orchestrator.journal.store import Journal, State
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def _lab_grade(tmp_path: Path, experiments: int = 1, **changes: dict) -> Path:
+    """The lab-grade example written into ``tmp_path`` as ``lab.yaml``, beside a copy of its protocols and library,
+    without a prior (random picks, one at a time: the protocol is the point) and with ``experiments`` of budget;
+    ``changes``: fields of a section to set (``cell={"reference_offset_v": 3.45}``)."""
+    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
+    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
+    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
+    del campaign["prior"], campaign["surrogate"]
+    campaign.update(planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": experiments})
+    for section, fields in changes.items():
+        campaign[section].update(fields)
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    return tmp_path / "lab.yaml"
+
+
 def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, axis_labels):
     shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
     shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
@@ -195,13 +210,7 @@ def test_ferrocene_sits_where_the_campaign_says_and_puts_the_analyte_on_the_li_s
     acetonitrile or with its own measured value had every ferrocene-referenced potential off by the difference and
     no field to say it (a chemist's trial). The dry run's ferrocene sits at the campaign's value, the analysis looks
     for it there, and E vs Li/Li+ is E vs Fc/Fc+ plus that value, the truth to within the world's noise."""
-    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
-    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
-    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
-    del campaign["prior"], campaign["surrogate"]
-    campaign.update(planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": 1})
-    campaign["cell"]["ferrocene_vs_li_v"] = 3.35
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    _lab_grade(tmp_path, cell={"ferrocene_vs_li_v": 3.35})
     result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
     assert result.returncode == 0, result.stderr
     world = build_world(load_campaign(tmp_path / "lab.yaml"))
@@ -212,6 +221,7 @@ def test_ferrocene_sits_where_the_campaign_says_and_puts_the_analyte_on_the_li_s
     assert referenced["e_vs_li_v"] == referenced["e_vs_fc_v"] + 3.35 == done.potential_v
     assert abs(done.potential_v - world.truth_v(done.smiles)) < 0.025
     # written in mV, it is one line with the hint
+    campaign = yaml.safe_load((tmp_path / "lab.yaml").read_text())
     campaign["cell"]["ferrocene_vs_li_v"] = 3350
     (tmp_path / "mv.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
     refused = labloop("validate", tmp_path / "mv.yaml", "--dry-run")
@@ -224,14 +234,7 @@ def test_ferrocene_found_far_from_where_the_offset_puts_it_says_the_offset_is_wr
     silence, ferrocene found 300 mV from where it was looked for in every experiment (a chemist's trial): the
     ferrocene-referenced potentials were right, but the safety window, the oxygen band and the bounds went through
     the offset. The run says so once, with the offset ferrocene implies."""
-    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
-    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
-    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
-    del campaign["prior"], campaign["surrogate"]
-    campaign.update(planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": 2})
-    campaign["cell"]["reference_offset_v"] = 3.45
-    campaign["world"]["reference_offset_v"] = 3.15
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    _lab_grade(tmp_path, 2, cell={"reference_offset_v": 3.45}, world={"reference_offset_v": 3.15})
     result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stderr.splitlines() if "ferrocene's couple lies" in line]
@@ -251,13 +254,7 @@ def test_a_standard_scan_beyond_the_limits_names_the_offset_it_comes_from(tmp_pa
     """cell.reference_offset_v written vs Fc (-0.08) put ferrocene's scan at 3.63 V vs the reference, refused as
     'protocol[7].add_standard: potential 3.63 V is outside the window -1.7..2 V', which sent a chemist to the protocol
     (a trial): the line now says where the scan's reach comes from, and asks about the offset's scale."""
-    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
-    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
-    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
-    del campaign["prior"], campaign["surrogate"]
-    campaign.update(planner={"kind": "random", "batch_size": 1})
-    campaign["cell"]["reference_offset_v"] = -0.08
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    _lab_grade(tmp_path, 30, cell={"reference_offset_v": -0.08})  # the example's budget
     refused = labloop("validate", tmp_path / "lab.yaml", "--dry-run")
     assert refused.returncode == 2, refused.stderr
     [line] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
@@ -274,8 +271,7 @@ def test_another_standard_than_ferrocene_puts_the_analyte_on_the_fc_scale(tmp_pa
     sits vs Fc+/Fc. The dry run's standard sits there, the scan is widened around it, and E vs Li/Li+ is
     E(analyte) - E(standard) + standard_vs_fc_v + cell.ferrocene_vs_li_v, the truth within the world's noise; a
     standard but ferrocene without its place is one line naming the field."""
-    shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
-    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
+    _lab_grade(tmp_path, 2)
     protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
     written = protocol.read_text()
     standard = "- add_standard: {pump: standard_pump, volume_ml: 0.1, rate_ml_min: 0.5, refill: true"
@@ -283,10 +279,6 @@ def test_another_standard_than_ferrocene_puts_the_analyte_on_the_fc_scale(tmp_pa
     protocol.write_text(written.replace(standard + "}", standard + ", standard: decamethylferrocene, "
                                         "standard_vs_fc_v: -0.5}"))
     assert "decamethylferrocene" in protocol.read_text() and "add_standard" in protocol.read_text()
-    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
-    del campaign["prior"], campaign["surrogate"]
-    campaign.update(planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": 2})
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
     result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
     assert result.returncode == 0, result.stderr
     world = build_world(load_campaign(tmp_path / "lab.yaml"))
