@@ -342,9 +342,12 @@ def _pool(ctx: BaseContext, processes: int) -> Iterator[Pool]:
     try:
         pool = ctx.Pool(processes, initializer=_worker_signals)
     finally:
+        # unblocked first, so a signal held during the forks reaches the noting handler (pthread_sigmask runs the
+        # handlers of what it unblocks): restored first, the run's handler raised it here, outside the block
+        # below, and the pool was left to the interpreter's exit (a worker outlived the run once in four)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     with pool:
         for signum in noted[:1]:
             signal.raise_signal(signum)  # to the handler in place again (a run's raises its exception)
