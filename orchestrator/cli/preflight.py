@@ -204,7 +204,7 @@ def unchanged_library(campaign: Campaign, journal: Journal) -> str:
     with another library is refused before its journal changes, since its experiments and planner state speak
     of the library as it was."""
     digest = hashlib.sha256(campaign.library.file.read_bytes()).hexdigest()
-    first = next((e for e in journal.events() if e.kind == "run" and isinstance(e.data, dict)
+    first = next((e for e in journal.events(kinds=("run",)) if isinstance(e.data, dict)
                   and "library_sha256" in e.data), None)
     if first is not None and first.data["library_sha256"] != digest:
         raise InvalidInput(f"library.file: {display_name(campaign.library.file)} changed since this campaign's "

@@ -96,7 +96,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
            ports: tuple[str, ...], scheduler: str | None) -> int:
     with Journal.open(store) as journal:
         config = journal.campaign_info().config
-        runs = [e for e in journal.events() if e.kind == "run"]
+        runs = journal.events(kinds=("run",))
         done = len(journal.experiments(states=(State.DONE,)))
     moved = _moved_ports(ports, config["instruments"])
     if moved:
@@ -185,8 +185,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                           markup=False, highlight=False, soft_wrap=True)
     elif code in (EXIT_FAULTS, EXIT_REFUSED):
         with Journal.open(store, readonly=True) as journal:
-            last = next((e for e in reversed(journal.events()) if e.kind in ("stopped", "cluster_lost", "finished")),
-                        None)
+            last = next(iter(journal.events(last=1, kinds=("stopped", "cluster_lost", "finished"))), None)
         if last is not None and last.kind == "finished":  # every experiment ran, but an instrument did not stop
             _say(f"error: {last.message}, but NOT made safe: {'; '.join(last.data['unsafe'])}; check them at the "
                  "instruments (a pump may still pump, the cell may be on)")

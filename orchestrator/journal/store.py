@@ -1035,10 +1035,12 @@ class Journal:
         decoding any event (a lab event holds raw voltammograms)."""
         return int(self._read("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,))[0][0])
 
-    def events(self, last: int | None = None) -> list[Event]:
-        """Events in order; only the ``last`` ones when given."""
-        sql = "SELECT * FROM events ORDER BY id DESC" + (" LIMIT ?" if last is not None else "")
-        rows = self._read(sql, (last,) if last is not None else ())
+    def events(self, last: int | None = None, kinds: Sequence[str] | None = None) -> list[Event]:
+        """Events in order; only the ``last`` ones when given, only those of ``kinds`` when given (selected in SQL:
+        a check that reads the runs' events decodes no lab event's raw voltammograms)."""
+        where = f" WHERE kind IN ({', '.join('?' * len(kinds))})" if kinds is not None else ""
+        sql = f"SELECT * FROM events{where} ORDER BY id DESC" + (" LIMIT ?" if last is not None else "")
+        rows = self._read(sql, (*(kinds or ()), *((last,) if last is not None else ())))
         return [Event(r["id"], r["time"], r["kind"], r["message"], r["experiment_id"],
                       None if r["data_json"] is None else self._decoded(r["data_json"], f"events row {r['id']}",
                                                                         "data_json"))
