@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import pandas as pd
 from scipy.stats import binom
 
 matplotlib.use("Agg")
@@ -44,7 +43,6 @@ from labloop.orchestrator.journal.plot_data import (
 )
 from labloop.orchestrator.journal.store import Journal, judged_reversibility, left_unsafe, with_advice
 from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
-from labloop.surrogate.library_pipeline import library_format, read_chunks
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +55,7 @@ LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"
 #: ``conditions:``) and the protocol's own scan rate where none was planned (journal/view.py: a potential is read
 #: at a scan rate, so both tables show what each experiment ran at, and which of the two set it)
 CONDITION_COLUMNS = ("conditions", "protocol_conditions")
-#: ``name``: the library's name of the molecule, if it names them (:func:`library_names`)
+#: ``name``: the library's name of the molecule, if it names them (orchestrator/journal/names.py)
 EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS,
                       "mu", "sigma", "acquisition", "model_version", "created_at", "started_at", "finished_at")
 #: ``e_half_v_vs_fc``: E1/2 against the ferrocene an add_standard step added (empty without one), the number a
@@ -143,9 +141,6 @@ def _writing(path: Path) -> Iterator[None]:
 def _write(journal: Journal, directory: Path) -> None:
     snap = snapshot(journal)
     config = journal.campaign_info().config
-    names = library_names(config.get("library") or {})
-    snap["experiments"] = [{**e, "name": names.get(e["smiles"], "")} for e in snap["experiments"]]
-    snap["best"] = [{**e, "name": names.get(e["smiles"], "")} for e in snap["best"]]  # the page's table too
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
@@ -176,31 +171,6 @@ def _write(journal: Journal, directory: Path) -> None:
                     if e.kind == "calibration" and isinstance(e.data, dict)]
     with _writing(directory / "index.html"):
         (directory / "index.html").write_text(_html(snap, calibrations, directory))
-
-
-def library_names(library: dict[str, Any]) -> dict[str, str]:
-    """SMILES -> name from the campaign's library (``library``: its config): a CSV's ``name`` column (any case),
-    a .smi file's names; {} when it has none, or the file is gone or unreadable (the report is the journal's, and
-    says what it knows). Why: a chemist's library named its molecules, and the report's tables showed 230-character
-    SMILES alone."""
-    path, column = Path(str(library.get("file", ""))), str(library.get("smiles_column", "smiles"))
-    try:
-        if not path.is_file():
-            return {}
-        if library_format(path) == "smi":
-            return {s: n for chunk in read_chunks(path, column) for s, n in zip(chunk.smiles, chunk.names or [],
-                                                                                   strict=False) if n}
-        if library_format(path) != "csv":
-            return {}
-        header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
-        name = next((c for c in header if c.lower() == "name"), None)
-        smiles = next((c for c in header if c.lower() == column.lower()), None)
-        if name is None or smiles is None:
-            return {}
-        frame = pd.read_csv(path, usecols=[smiles, name], dtype=str, keep_default_na=False)
-        return {s: n for s, n in zip(frame[smiles], frame[name], strict=True) if n}
-    except (InputError, OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
-        return {}
 
 
 def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -> str:

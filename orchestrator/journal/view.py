@@ -25,6 +25,7 @@ from labloop.core.errors import JournalError, Problems, first_line
 from labloop.core.text import plural, printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.lock import being_run
+from labloop.orchestrator.journal.names import library_names
 from labloop.orchestrator.journal.store import Journal, State, left_unsafe, with_advice
 from labloop.protocols.steps import CV, parse_steps
 
@@ -44,10 +45,12 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     hits = sum(objective.is_hit(p) for p, _ in measured) if objective.defines_hits else None
 
     protocol = _protocol_conditions(journal.path, config)
+    names = library_names(config.get("library") or {})
 
     def row(experiment: Any) -> dict[str, Any]:  # with whether it hit, so no reader re-implements the rule
         potential = experiment.potential_v
-        return {**asdict(experiment), "hit": potential is not None and objective.defines_hits
+        return {**asdict(experiment), "name": names.get(experiment.smiles, ""),
+                "hit": potential is not None and objective.defines_hits
                 and objective.is_hit(potential),
                 "protocol_conditions": {k: v for k, v in protocol.items() if k not in experiment.conditions}}
 
@@ -238,8 +241,10 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
     electrodes = sorted({printable(e["reference"]) for e in rows if e["reference"]})
     against = " / ".join(electrodes) if electrodes else "the cell's reference"  # as the potentiostat labels them
     table = Table(title=f"measurements (V vs Li/Li+; E1/2 vs {against})", title_justify="left")
-    for name in ("id", "smiles", "potential", "predicted ± 1 sd", "model", "E1/2", "dEp mV", "flags"):
-        table.add_column(name, overflow="fold", justify="left" if name in ("smiles", "flags") else "right")
+    named = any(e["name"] for e in rows)
+    for name in ("id", *(("name",) if named else ()), "smiles", "potential", "predicted ± 1 sd", "model", "E1/2",
+                 "dEp mV", "flags"):
+        table.add_column(name, overflow="fold", justify="left" if name in ("name", "smiles", "flags") else "right")
     first = False
     for e in rows:
         predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
@@ -247,7 +252,7 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
             predicted, first = f"{predicted} *", True
         model = "" if e["model_version"] is None else f"v{e['model_version']}"  # which model predicted it
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
-        table.add_row(str(e["id"]), _text(e["smiles"]), _volts(e["potential_v"]), predicted, model,
+        table.add_row(str(e["id"]), *_named(e, named), _volts(e["potential_v"]), predicted, model,
                       _volts(e["e_half_v"]), dep, _text(", ".join(e["flags"])))
     if first:
         table.caption = ("* the first batch, predicted before any measurement: on the DFT prior's scale, which a lab's "
@@ -259,11 +264,19 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
 
 def _best_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="best so far (V vs Li/Li+)", title_justify="left")  # as the measurements' potential
-    for name in ("rank", "id", "smiles", "potential"):
-        table.add_column(name, overflow="fold", justify="left" if name == "smiles" else "right")
+    named = any(e["name"] for e in rows)
+    for name in ("rank", "id", *(("name",) if named else ()), "smiles", "potential"):
+        table.add_column(name, overflow="fold", justify="left" if name in ("name", "smiles") else "right")
     for rank, e in enumerate(rows, start=1):
-        table.add_row(str(rank), str(e["id"]), _text(e["smiles"]), _volts(e["potential_v"]))
+        table.add_row(str(rank), str(e["id"]), *_named(e, named), _volts(e["potential_v"]))
     return table
+
+
+def _named(experiment: dict[str, Any], named: bool) -> tuple[Text, ...]:
+    """The molecule's cells: its library name (when the table shows names) and its SMILES. Why both: a chemist
+    knows the molecules by name, a script and the planner by SMILES."""
+    smiles = _text(experiment["smiles"])
+    return (_text(experiment["name"]), smiles) if named else (smiles,)
 
 
 def _events_table(rows: list[dict[str, Any]]) -> Table:

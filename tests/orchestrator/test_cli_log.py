@@ -212,3 +212,35 @@ def test_log_says_when_it_hides_older_experiments(labloop, store):
     one = labloop("log", store, "--last", "5")
     assert one.returncode == 0 and "1 earlier experiment not shown: --last 6 shows all" in one.stdout
     assert "not shown" not in labloop("log", store).stdout
+
+
+def test_the_tables_and_json_name_the_molecules_the_library_names(labloop, tmp_path, write_campaign):
+    """A chemist's library names its molecules, and `labloop log` showed SMILES alone (a trial: names were in the
+    report only). The library's name is a column of the measurements and best tables, shown as text (a name holding
+    rich markup or a terminal escape is printed, not obeyed), and each experiment's `name` in --json; a library
+    that names nothing keeps the tables as they were."""
+    hostile = "[bold]bis(dimethylamino)benzene[/] \x1b[31mred"
+    (tmp_path / "named.csv").write_text(f"smiles,Name\n{FAR},naphthalene\n{BEST},\"{hostile}\"\n{NEAR},o-toluidine\n"
+                                        "CCO,\nCCN,ethylamine\nCCC,propane\n")
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")})
+    path = tmp_path / "named.db"
+    with Journal.create(path, load_campaign(campaign)) as journal:
+        ids = journal.record_proposals([Proposal(s) for s in (FAR, BEST, NEAR, "CCO")], step=0, planner="random")
+        for eid, potential, seed in zip(ids, (3.2, 4.55, 4.4), (1, 2, 3), strict=False):
+            measure(journal, eid, potential, seed)
+    data = json.loads(labloop("log", path, "--json").stdout)
+    assert [r["name"] for r in data["experiments"]] == ["naphthalene", hostile, "o-toluidine", ""]
+    assert [b["name"] for b in data["best"]] == [hostile, "o-toluidine", "naphthalene"]
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", path], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert "\x1b" not in out  # piped: no escape of rich's, and the name's own is not passed on
+    for title, end in (("measurements", "best so far"), ("best so far", "recent events")):
+        section = out[out.index(title):out.index(end)]
+        assert re.search(r"┃ name\s+┃ smiles", section), section
+        assert re.search(r"│ o-toluidine\s+│ Cc1ccccc1N\s+│", section), section
+        assert "[bold]bis(dimethylamino)benzene[/]" in section  # the markup as written, not applied
+    (tmp_path / "named.csv").unlink()  # a library moved away since: SMILES alone, the tables as before
+    moved = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", path], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert "┃ name" not in moved and BEST in moved

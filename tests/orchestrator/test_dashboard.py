@@ -228,11 +228,6 @@ def test_a_token_with_url_characters_reaches_the_page_whole(finished_store, brow
         dashboard.close()
 
 
-class _Proposal:
-    def __init__(self, smiles: str) -> None:
-        self.smiles, self.conditions, self.mu, self.sigma, self.acquisition = smiles, {}, None, None, None
-
-
 def test_approve_and_veto_buttons_need_the_token_and_move_the_runner(tmp_path, write_campaign, browser):
     from selenium.webdriver.common.by import By
 
@@ -414,6 +409,47 @@ def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_ca
         assert status == 200 and b"/home/lab" not in body and b"/srv/lab" not in body and b"v3.keras" in body
     finally:
         second.close()
+
+
+def test_the_page_names_the_molecules_the_library_names(tmp_path, write_campaign, browser):
+    """A chemist knows molecules by name, and the page showed SMILES alone (the library's names were in the
+    report's tables only): the best, experiments and voltammogram captions show the library's name above the
+    SMILES, as text (a name written as markup runs nothing); an unnamed molecule shows its SMILES alone."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from labloop.instruments.cv_analysis import analyze_cv
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.sim.cv_physics import random_couple, simulate_cv
+
+    quoted = XSS.replace('"', '""')  # as a CSV writes a name holding quotes
+    (tmp_path / "named.csv").write_text(f'smiles,name\nCOc1ccc(OC)cc1,"{quoted}"\nCc1ccccc1N,o-toluidine\nCCO,\n')
+    campaign = load_campaign(write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")}))
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([_Proposal(s) for s in ("COc1ccc(OC)cc1", "Cc1ccccc1N", "CCO")], step=0,
+                                       planner="random")
+        for eid, potential in zip(ids[:2], (4.55, 4.4), strict=True):
+            rng = np.random.default_rng(eid)
+            voltammogram = simulate_cv(*random_couple(rng), rng)
+            journal.start_experiment(eid)
+            journal.record_raw(eid, voltammogram)
+            journal.record_measurement(eid, analyze_cv(voltammogram), potential)
+            journal.finish_experiment(eid)
+    dashboard = Dashboard(campaign.store)
+    try:
+        browser.get(dashboard.url_with_token)
+        _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#best-table tbody tr")) == 2, "the best")
+        names = [n.text for n in browser.find_elements(By.CSS_SELECTOR, "#best-table td.smiles .molecule-name")]
+        assert names == [XSS, "o-toluidine"]
+        cells = browser.find_elements(By.CSS_SELECTOR, "#experiments-table td.smiles")
+        assert [c.text.splitlines() for c in cells] == [["CCO"], ["o-toluidine", "Cc1ccccc1N"],
+                                                       [XSS, "COc1ccc(OC)cc1"]]
+        _wait(browser, lambda d: "o-toluidine Cc1ccccc1N ·" in _text(d, "#cv-caption"), "the caption")
+        assert browser.execute_script("return window.__xss") is None
+        assert not browser.find_elements(By.CSS_SELECTOR, "td.smiles img, td.smiles script")
+        _screenshot(browser, tmp_path, "dashboard-names.png")
+    finally:
+        dashboard.close()
 
 
 def test_a_journal_damaged_while_served_is_said_once_and_answered_clearly(finished_store, tmp_path):

@@ -22,6 +22,14 @@ function num(value, digits) {
 
 function cell(row, text, cls) { row.appendChild(el("td", text, cls)); }
 
+// the molecule: its library name (when the library names it) above its SMILES; a chemist knows molecules by name
+function molecule(row, e) {
+  const td = el("td", null, "smiles");
+  if (e.name) td.append(el("span", e.name, "molecule-name"), el("br"));
+  td.append(document.createTextNode(e.smiles));
+  row.appendChild(td);
+}
+
 function fillBody(table, rows, build) {
   const body = table.tBodies[0];
   const fresh = document.createElement("tbody");
@@ -165,7 +173,7 @@ function drawError(plots) {
 
 function drawVoltammogram(detail) {
   const v = detail && detail.voltammograms.length ? detail.voltammograms[detail.voltammograms.length - 1] : null;
-  $("cv-caption").textContent = v ? `#${detail.experiment.id} ${detail.experiment.smiles} · ${Number(v.scan_rate_v_s).toPrecision(3)} V/s` : "";
+  $("cv-caption").textContent = v ? `#${detail.experiment.id} ${detail.experiment.name ? `${detail.experiment.name} ` : ""}${detail.experiment.smiles} · ${Number(v.scan_rate_v_s).toPrecision(3)} V/s` : "";
   const ys = v ? v.current_a.map((i) => i * 1e6) : [];
   plot($("plot-cv"), {
     xlabel: `E (V vs ${v ? v.reference : "reference"})`, ylabel: "i (µA)", empty: "no voltammogram yet",
@@ -204,7 +212,7 @@ function render(snap, plots) {
 
   fillBody($("best-table"), snap.best, (e) => {
     const row = el("tr");
-    cell(row, snap.best.indexOf(e) + 1, "num"); cell(row, e.id, "num"); cell(row, e.smiles, "smiles");
+    cell(row, snap.best.indexOf(e) + 1, "num"); cell(row, e.id, "num"); molecule(row, e);
     cell(row, num(e.potential_v, 3), e.hit ? "num hit" : "num");
     return row;
   });
@@ -218,7 +226,7 @@ function render(snap, plots) {
     const row = el("tr");
     row.dataset.id = String(e.id);
     if (e.id === state.cvId) row.classList.add("selected");
-    cell(row, e.id, "num"); cell(row, e.smiles, "smiles"); cell(row, e.status, `status-${e.status}`);
+    cell(row, e.id, "num"); molecule(row, e); cell(row, e.status, `status-${e.status}`);
     cell(row, e.attempt, "num"); cell(row, e.step ?? "", "num"); cell(row, num(e.mu, 3), "num");
     cell(row, num(e.sigma, 3), "num"); cell(row, num(e.acquisition, 3), "num"); cell(row, e.model_version ?? "", "num");
     cell(row, num(e.potential_v, 3), e.hit ? "num hit" : "num");
@@ -274,7 +282,7 @@ function renderApproval(snap) {
     box.type = "checkbox"; box.value = String(e.id); box.checked = ticked.has(String(e.id));
     box.setAttribute("aria-label", `veto experiment ${e.id}`);
     const td = el("td"); td.appendChild(box); row.appendChild(td);
-    cell(row, e.id, "num"); cell(row, e.smiles, "smiles"); cell(row, num(e.mu, 3), "num");
+    cell(row, e.id, "num"); molecule(row, e); cell(row, num(e.mu, 3), "num");
     cell(row, num(e.sigma, 3), "num"); cell(row, num(e.acquisition, 3), "num"); cell(row, e.model_version ?? "", "num");
     return row;
   });

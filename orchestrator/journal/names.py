@@ -1,0 +1,62 @@
+"""The library's names of the molecules a journal holds, for every reader of it (``labloop log``, its ``--json``,
+the dashboard, the report).
+
+Why here and read from the library file, not journalled: planners see SMILES only, and a library's names are the
+lab's, so they are looked up where a journal is shown; a library moved away since the run shows SMILES alone. Why
+a cache: the dashboard and ``log --follow`` summarise the journal again at every change, and a 40,000-row library
+took longer to read than the journal; the file is read again only when it changes (its size or time).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from labloop.core.errors import InputError
+from labloop.surrogate.library_pipeline import library_format, read_chunks
+
+log = logging.getLogger(__name__)
+
+#: (path, smiles column) -> ((size, mtime_ns), names): the last reading of each library file
+_READ: dict[tuple[str, str], tuple[tuple[int, int], dict[str, str]]] = {}
+
+
+def library_names(library: dict[str, Any]) -> dict[str, str]:
+    """SMILES -> name from the campaign's library (``library``: its config as journalled): a CSV's ``name`` column
+    (any case), a .smi file's names; {} when it has none, or the file is gone or unreadable (a journal is shown
+    with what it knows). Why: a chemist's library named its molecules, and the tables showed 230-character SMILES
+    alone."""
+    path, column = Path(str(library.get("file", ""))), str(library.get("smiles_column", "smiles"))
+    try:
+        stat = path.stat()
+    except OSError:
+        return {}
+    key, version = (str(path), column), (stat.st_size, stat.st_mtime_ns)
+    if (cached := _READ.get(key)) is not None and cached[0] == version:
+        return cached[1]
+    names = _read(path, column)
+    _READ[key] = (version, names)
+    return names
+
+
+def _read(path: Path, column: str) -> dict[str, str]:
+    try:
+        if not path.is_file():
+            return {}
+        if library_format(path) == "smi":
+            return {s: n for chunk in read_chunks(path, column) for s, n in zip(chunk.smiles, chunk.names or [],
+                                                                                   strict=False) if n}
+        if library_format(path) != "csv":
+            return {}
+        header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+        name = next((c for c in header if c.lower() == "name"), None)
+        smiles = next((c for c in header if c.lower() == column.lower()), None)
+        if name is None or smiles is None:
+            return {}
+        frame = pd.read_csv(path, usecols=[smiles, name], dtype=str, keep_default_na=False)
+        return {s: n for s, n in zip(frame[smiles], frame[name], strict=True) if n}
+    except (InputError, OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return {}
