@@ -66,7 +66,7 @@ from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
 from labloop.sim.world import TruthTable, World
 from labloop.surrogate import compute
-from labloop.surrogate.featurize import InvalidSmiles, beyond_prior, canonical_smiles, parse_smiles, unreadable
+from labloop.surrogate.featurize import InvalidSmiles, check_rows, parse_smiles
 from labloop.surrogate.library_pipeline import library_format
 
 log = logging.getLogger(__name__)
@@ -234,57 +234,53 @@ def check_campaign(campaign: Campaign, *, dry_run: bool, continued: bool = False
     return library, world
 
 
-#: CSV libraries up to this many rows have every row checked (:func:`rows_checked`): the three checks parse each
-#: SMILES apart, about 0.5 s per 1,000 rows on one core (51 s for 100,000, measured on a shared 2-core machine),
-#: which validate and run would spend on a larger library before its first byte
-CHECK_SMILES_ROWS = 20_000
+#: CSV libraries up to this many rows have every row checked (:func:`rows_checked`): one parse of each SMILES over
+#: the cores (:func:`labloop.surrogate.featurize.check_rows`), which validate and run spend before their first byte:
+#: 19 s for 100,000 rows on 2 busy cores (37 s on one), measured; three parses one after the other took 51 s
+CHECK_SMILES_ROWS = 100_000
 
 
 def rows_checked(campaign: Campaign, n_rows: int) -> bool:
-    """Whether :func:`unreadable_smiles`, :func:`beyond_prior_rows` and :func:`repeated_rows` read every row: a CSV
-    library of up to :data:`CHECK_SMILES_ROWS` rows (the others are read by the prediction pipeline only)."""
+    """Whether :func:`library_rows` reads every row: a CSV library of up to :data:`CHECK_SMILES_ROWS` rows (the
+    others are read by the prediction pipeline only)."""
     return n_rows <= CHECK_SMILES_ROWS and campaign.library.is_csv()
 
 
-def unreadable_smiles(campaign: Campaign, library: Sequence[str]) -> list[InvalidSmiles]:
-    """The library's rows the surrogate cannot read (:func:`labloop.surrogate.featurize.parse_smiles`: empty,
-    too long, not a molecule, or none a redox screen has: no heavy atom, a dummy atom), which no planner ever
-    proposes: ``validate`` and ``run`` name them by CSV
-    line. Only for CSV libraries of up to :data:`CHECK_SMILES_ROWS` rows; a bigger one, or a Parquet or .smi
-    file, is parsed by its prediction pipeline, which skips them the same way (``labloop surrogate predict``
-    lists them)."""
-    return _rows_where(campaign, library, unreadable)
+@dataclasses.dataclass(frozen=True)
+class LibraryRows:
+    """What ``validate`` and ``run`` say of a library's rows, by 0-based row, each an :class:`InvalidSmiles`:
+
+    - ``unreadable``: rows the surrogate cannot read (:func:`labloop.surrogate.featurize.parse_smiles`: empty, too
+      long, not a molecule, or none a redox screen has: no heavy atom, a dummy atom), which no planner proposes;
+    - ``beyond_prior``: ions, radicals and salts (:func:`labloop.surrogate.featurize.beyond_prior`), proposed and
+      measured like any molecule but predicted far outside the neutral closed-shell prior, with a sigma that does
+      not say so;
+    - ``repeated``: each row that writes again a molecule an earlier row holds, as written or another way (the same
+      canonical SMILES; its reason names that row): every planner proposes a molecule once (the pool planners as its
+      first row writes it, :func:`labloop.surrogate.featurize.first_spellings`).
+
+    All empty for a library :func:`rows_checked` does not read: a bigger one, or a Parquet or .smi file, is parsed
+    by its prediction pipeline, which skips unreadable rows the same way (``labloop surrogate predict`` lists
+    them)."""
+
+    unreadable: list[InvalidSmiles]
+    beyond_prior: list[InvalidSmiles]
+    repeated: list[tuple[int, int]]
 
 
-def beyond_prior_rows(campaign: Campaign, library: Sequence[str]) -> list[InvalidSmiles]:
-    """The library's ions, radicals and salts (:func:`labloop.surrogate.featurize.beyond_prior`), which are proposed and
-    measured like any molecule but predicted far outside the neutral closed-shell prior, with a sigma that does
-    not say so: ``validate`` and ``run`` name them by CSV line. The same libraries as :func:`unreadable_smiles`."""
-    return _rows_where(campaign, library, beyond_prior)
-
-
-def repeated_rows(campaign: Campaign, library: Sequence[str]) -> list[tuple[int, int]]:
-    """(row, the earlier row) of each library row that writes again a molecule an earlier row holds, as written or
-    another way (the same canonical SMILES): every planner proposes a molecule once (the pool planners in memory
-    as its first row writes it, :func:`labloop.surrogate.featurize.first_spellings`), and ``validate`` and ``run``
-    say which rows that leaves out. The same libraries as :func:`unreadable_smiles`."""
+def library_rows(campaign: Campaign, library: Sequence[str],
+                 progress: Callable[[int], None] | None = None) -> LibraryRows:
+    """:class:`LibraryRows` of ``library`` (the campaign's rows in file order); ``progress`` is told rows done."""
     if not rows_checked(campaign, len(library)):
-        return []
+        return LibraryRows([], [], [])
+    checked = check_rows(library, progress=progress)
     first: dict[str, int] = {}
-    found = []
-    for row, key in enumerate(canonical_smiles(library)):
-        if key and first.setdefault(key, row) != row:
-            found.append((row, first[key]))
-    return found
-
-
-def _rows_where(campaign: Campaign, library: Sequence[str], why: Callable[[str], str | None]) -> list[InvalidSmiles]:
-    """The rows of a library :func:`rows_checked` for which ``why`` says something, with it."""
-    if not rows_checked(campaign, len(library)):
-        return []
-    with BlockLogs():
-        return [InvalidSmiles(row, smiles, reason) for row, smiles in enumerate(library)
-                if (reason := why(smiles)) is not None]
+    repeated = [(row, first[c.canonical]) for row, c in enumerate(checked)
+                if c.canonical and first.setdefault(c.canonical, row) != row]
+    return LibraryRows([InvalidSmiles(row, library[row], c.unreadable) for row, c in enumerate(checked)
+                        if c.unreadable is not None],
+                       [InvalidSmiles(row, library[row], c.beyond_prior) for row, c in enumerate(checked)
+                        if c.beyond_prior is not None], repeated)
 
 
 #: how far (V) two potentials may differ and be the same end of reach: sums such as -1.7 + 3.2 (1.5000000000000002)

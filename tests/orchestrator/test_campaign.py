@@ -152,16 +152,35 @@ def test_validate_says_when_a_library_is_too_long_to_check_row_by_row(labloop, w
     library = workdir / "library.csv"
     rows = [",".join(line.split(",")[:3]) for line in (ROOT / "data" / "ocelot_chromophore_v1_ie_ea.csv").read_text(
         ).splitlines()]
-    library.write_text("\n".join([*rows, "C1CC(=O,6.5,0.5", rows[1]]) + "\n")
-    n_rows = len(rows) + 1  # less the header, plus the two rows
+    header, rows = rows[0], rows[1:]
+    library.write_text("\n".join([header, *(rows * 5)[:100_000], "C1CC(=O,6.5,0.5"]) + "\n")
+    n_rows = 100_001
     proc = labloop("validate", workdir / "campaign.yaml", "--dry-run", "--scheduler", "none")
     assert proc.returncode == 0, proc.stderr
     warned = [line for line in proc.stderr.splitlines() if "not checked one by one" in line]
     assert len(warned) == 1 and warned[0].startswith(f"warning: {display_name(library)}: {n_rows} rows, more than "
-                                                     "20,000, so its rows are not checked one by one"), proc.stderr
+                                                     "100,000, so its rows are not checked one by one"), proc.stderr
     assert "`labloop surrogate predict` lists them" in warned[0]
-    assert f"({n_rows} rows, not checked row by row above 20,000)" in " ".join(proc.stdout.split()), proc.stdout
+    assert f"({n_rows} rows, not checked row by row above 100,000)" in " ".join(proc.stdout.split()), proc.stdout
     assert "molecules)" not in proc.stdout
+
+
+def test_validate_checks_a_library_of_thousands_of_rows_one_by_one(labloop, workdir):
+    """A library of thousands of rows is checked over the cores (a process pool from
+    labloop.surrogate.featurize.PARALLEL_THRESHOLD rows), each SMILES parsed once, and its bad rows are named by
+    line as in a small one. Why: the checks stopped at 20,000 rows when they parsed each SMILES three times (51 s per
+    100,000 rows), and a 21,413-row library with garbage and repeats validated as '21413 molecules'."""
+    library = workdir / "library.csv"
+    rows = [",".join(line.split(",")[:3]) for line in (ROOT / "data" / "ocelot_chromophore_v1_ie_ea.csv").read_text(
+        ).splitlines()[:6000]]
+    library.write_text("\n".join([*rows, "C1CC(=O,6.5,0.5", rows[1]]) + "\n")
+    n_lines = len(rows) + 2  # the header, the rows, the two more
+    proc = labloop("validate", workdir / "campaign.yaml", "--dry-run", "--scheduler", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert f"library.csv will never be proposed: line {n_lines - 1} 'C1CC(=O'" in proc.stderr
+    repeated = [line for line in proc.stderr.splitlines() if "holds a molecule an earlier row holds" in line]
+    assert len(repeated) == 1 and f"line {n_lines} " in repeated[0] and "line 2's molecule" in repeated[0], repeated
+    assert "not checked one by one" not in proc.stderr
 
 def test_validate_names_the_rows_that_write_a_molecule_again(labloop, workdir):
     """A chemist's library held anthraquinone written two ways: both rows were proposed and measured, and counted

@@ -101,3 +101,31 @@ def test_chunks_are_equal_and_shared_evenly_between_workers():
         assert size <= CHUNK_SIZE
         assert chunks % jobs == 0, (n, jobs, size)  # every worker gets the same number of chunks
     assert _chunk_size(21411, 2) == 1785  # 12 chunks; fixed 2,000s gave 11 (6 for one worker, 5 for the other)
+
+
+def test_check_rows_says_in_one_parse_what_the_three_checks_say_apart():
+    """validate's row checks (orchestrator/compose.py: library_rows) read each SMILES once, over a process pool from
+    PARALLEL_THRESHOLD rows: each row's reasons and canonical SMILES are exactly those of unreadable, beyond_prior
+    and canonical_smiles, in order, in the pool and in this process."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from labloop.surrogate.featurize import PARALLEL_THRESHOLD, beyond_prior, canonical_smiles, check_rows, unreadable
+
+    data = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
+    odd = ["C[N+](C)(C)C.[Cl-]", "c1ccccc1XX", "", "OCC", "CCO", "[O]c1ccccc1", "*C", "[H][H]", "C[N+](=O)[O-]",
+           "[NH4+]"]
+    smiles = pd.read_csv(data, nrows=PARALLEL_THRESHOLD).smiles.tolist() + odd
+    done: list[int] = []
+    pooled = check_rows(smiles, n_jobs=2, progress=done.append)
+    assert sum(done) == len(smiles) and len(done) > 1  # told chunk by chunk
+    assert check_rows(smiles, n_jobs=1) == pooled
+    assert [c.unreadable for c in pooled] == [unreadable(s) for s in smiles]
+    assert [c.beyond_prior for c in pooled] == [beyond_prior(s) for s in smiles]
+    assert [c.canonical for c in pooled] == canonical_smiles(smiles)
+    tail = pooled[-len(odd):]
+    assert [c.unreadable is None for c in tail] == [True, False, False, True, True, True, False, False, True, True]
+    assert tail[3].canonical == tail[4].canonical == "CCO"
+    assert [c.beyond_prior is not None for c in tail] == [True, False, False, False, False, True, False, False, True,
+                                                          True]
