@@ -34,7 +34,8 @@ SHUTDOWN_GRACE_S = 1
               help="Port (0: any free port; the URL is printed).")
 @click.option("--token", envvar="LABLOOP_DASHBOARD_TOKEN", show_envvar=True,
               help="The write token for approve/veto (default: a random one, printed); from the environment "
-                   "variable, other users of the machine cannot read it in the process list.")
+                   "variable, other users of the machine cannot read it in the process list, and it is not "
+                   "printed.")
 @click.pass_context
 def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str | None) -> None:
     import uvicorn
@@ -42,9 +43,9 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     from labloop.orchestrator.dashboard import create_app
 
     Journal.open(store, readonly=True).close()  # a store that is not a journal: one line, exit 2
+    from_env = ctx.get_parameter_source("token") == click.core.ParameterSource.ENVIRONMENT
     if token is not None and (problem := _token_problem(token)) is not None:
         # a value from the environment is named as such: the command line has no --token to look for
-        from_env = ctx.get_parameter_source("token") == click.core.ParameterSource.ENVIRONMENT
         raise click.BadParameter(problem, param_hint="LABLOOP_DASHBOARD_TOKEN (the environment variable)" if from_env
                                  else "--token")
     token = token or secrets.token_urlsafe(18)
@@ -53,11 +54,17 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{bound_port}/"
-    # percent-encoded: the page reads the fragment as a query string (dashboard.js), where a token's +, &, % or #
-    # would become a space, end the value or break the address
-    console.out.print(f"dashboard: {url}#token={quote(token, safe='')}", markup=False, highlight=False,
-                      soft_wrap=True)
-    console.out.print(f"write token (approve/veto): {token}", markup=False, highlight=False, soft_wrap=True)
+    if from_env:  # kept out of the process list, and so out of this output, which a service's log keeps
+        console.out.print(f"dashboard: {url}", markup=False, highlight=False, soft_wrap=True)
+        console.out.print("write token (approve/veto): LABLOOP_DASHBOARD_TOKEN's, not printed; open "
+                          f"{url}#token=<that token> to approve or veto from the page", markup=False,
+                          highlight=False, soft_wrap=True)
+    else:
+        # percent-encoded: the page reads the fragment as a query string (dashboard.js), where a token's +, &, % or
+        # # would become a space, end the value or break the address
+        console.out.print(f"dashboard: {url}#token={quote(token, safe='')}", markup=False, highlight=False,
+                          soft_wrap=True)
+        console.out.print(f"write token (approve/veto): {token}", markup=False, highlight=False, soft_wrap=True)
     console.out.file.flush()
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.err.print(f"warning: listening on {host}: anyone who can reach this machine can read the page",

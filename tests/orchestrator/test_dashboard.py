@@ -38,9 +38,11 @@ pytestmark = pytest.mark.skipif(shutil.which("chromedriver") is None or shutil.w
 class Dashboard:
     """``labloop dashboard STORE --port 0`` in a subprocess; ``url`` is read from its first line."""
 
-    def __init__(self, store: Path, token: str = TOKEN) -> None:
-        self.process = subprocess.Popen([*CLI, "dashboard", str(store), "--port", "0", "--token", token],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, store: Path, token: str = TOKEN, *, token_from_env: bool = False) -> None:
+        given = {"env": {**os.environ, "LABLOOP_DASHBOARD_TOKEN": token}} if token_from_env else {}
+        self.process = subprocess.Popen([*CLI, "dashboard", str(store), "--port", "0",
+                                         *(() if token_from_env else ("--token", token))],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **given)
         first = self.process.stdout.readline()
         assert first.startswith("dashboard: http://127.0.0.1:"), first + self.process.stderr.read()
         self.url_with_token = first.split(" ", 1)[1].strip()
@@ -291,6 +293,18 @@ def test_refusals_over_http(served, finished_store):
         status, body = served.get(path)
         assert status in (400, 404), path
         assert b"root:" not in body
+    # ids no journal holds, some beyond what int() converts (5,000 digits were a 500 with a traceback on the
+    # server's console, for anyone who could reach the page), all 404 with nothing printed
+    own = Dashboard(finished_store)
+    try:
+        for path in (f"/api/experiments/{'9' * 5000}", f"/api/experiments/{'9' * 19}", "/api/experiments/-1",
+                     "/api/experiments/%D9%A1", "/api/experiments/1e3", "/api/experiments/0x1"):
+            status, body = own.get(path)
+            assert status == 404 and json.loads(body) == {"error": "no such experiment"}, path[:40]
+    finally:
+        own.process.send_signal(signal.SIGINT)
+        console = own.process.communicate(timeout=30)[1]
+    assert "Traceback" not in console and "Error" not in console, console
     status, body = served.get("/api/experiments/1")
     detail = json.loads(body)
     assert status == 200 and detail["experiment"]["id"] == 1
@@ -379,6 +393,28 @@ def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served, mo
     monkeypatch.delenv("LABLOOP_DASHBOARD_TOKEN")
     foreign = labloop("dashboard", served.process.args[-5], "--host", "192.0.2.1", "--port", 0)  # TEST-NET-1
     assert foreign.returncode == 2 and "--host" in foreign.stderr and "not an address of this machine" in foreign.stderr
+
+
+def test_a_token_from_the_environment_is_not_printed_and_guards_writes(finished_store):
+    """A token kept out of the process list (LABLOOP_DASHBOARD_TOKEN) was printed back in the URL and on a line of
+    its own, into whatever log a service writes (a security trial): the URL is printed without it, the line says
+    where it is, and approve/veto take it."""
+    secret = "env-only-s3cret-token"
+    dashboard = Dashboard(finished_store, token=secret, token_from_env=True)
+    try:
+        said = dashboard.process.stdout.readline()
+        assert "LABLOOP_DASHBOARD_TOKEN's, not printed" in said and "#token=<that token>" in said, said
+        assert dashboard.url_with_token == dashboard.url  # no fragment
+        approve = {"Content-Type": "application/json"}
+        assert dashboard.request("POST", "/api/approve", b'{"batch": [1]}',
+                                 {**approve, "X-Labloop-Token": "wrong-token-123"})[0] == 403
+        status, body = dashboard.request("POST", "/api/approve", b'{"batch": [1]}',
+                                         {**approve, "X-Labloop-Token": secret})
+        assert status == 409 and b"awaiting approval" in body, body  # past the token: nothing waits in this journal
+    finally:
+        dashboard.process.send_signal(signal.SIGINT)
+        out, err = dashboard.process.communicate(timeout=30)
+    assert secret not in said + out + err
 
 
 def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_campaign, browser):
