@@ -72,6 +72,16 @@ class OneLineWarnings(logging.Handler):
             self.handleError(record)
 
 
+class _PrintableFormatter(logging.Formatter):
+    """A record's message with its control characters written as escapes (:func:`printable`), its traceback as it
+    is: an instrument name or a plug-in's exception holding ESC sequences reached the terminal raw with -v (a
+    security trial)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(verbose: int) -> None:
     """WARNING by default, INFO with -v, DEBUG (every byte on every serial line) with -vv; a warning as one
     ``warning:`` line (:class:`OneLineWarnings`), the rest drawn by rich beside the progress bars on a terminal (an
@@ -79,11 +89,11 @@ def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     if err.is_terminal:
         rest: logging.Handler = RichHandler(console=err, show_time=verbose > 1, show_path=False)
-        rest.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        rest.setFormatter(_PrintableFormatter("%(name)s: %(message)s"))
     else:
         rest = LineHandler()
-        rest.setFormatter(logging.Formatter(f"{'%(asctime)s ' if verbose > 1 else ''}%(levelname)s %(name)s: "
-                                            "%(message)s"))
+        rest.setFormatter(_PrintableFormatter(f"{'%(asctime)s ' if verbose > 1 else ''}%(levelname)s %(name)s: "
+                                              "%(message)s"))
     rest.addFilter(lambda record: record.levelno != logging.WARNING)
     logging.basicConfig(level=level, force=True, handlers=[OneLineWarnings(), rest])
 

@@ -237,8 +237,9 @@ def _follow(journal: Journal, last: int) -> None:
                 events_shown, progress = len(snap["events"]), progress_line(snap)
                 console.out.file.flush()
             if not running:
-                console.err.print(f"no run is writing this journal ({run_end(snap['events'], snap['progress'])}): "
-                                  "stopped following", markup=False, highlight=False)
+                ended = console.printable(run_end(snap["events"], snap["progress"]))  # quotes journal text
+                console.err.print(f"no run is writing this journal ({ended}): stopped following", markup=False,
+                                  highlight=False)
                 return
             time.sleep(FOLLOW_INTERVAL_S)
     except KeyboardInterrupt:

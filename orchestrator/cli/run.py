@@ -251,8 +251,10 @@ def _resume_after_interrupt(store: Path) -> str:
 
 
 def _say(text: str) -> None:
-    """One line on stderr, as written (paths and addresses are not rich markup)."""
-    console.err.print(text, markup=False, highlight=False, soft_wrap=True)
+    """One line on stderr, as written (paths and addresses are not rich markup), its control characters as escapes:
+    a stop line quotes journal text (an instrument's name, a plug-in's exception), which sent ESC sequences to the
+    terminal raw (a security trial)."""
+    console.err.print(console.printable(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],

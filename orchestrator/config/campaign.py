@@ -918,6 +918,15 @@ class World(BaseModel):
         return value
 
 
+def _instrument_name(value: str) -> str:
+    """An instrument's name as messages, logs, pages and ``--port NAME=PORT`` show it: letters, digits, '.', '_' and
+    '-', like the campaign's. Why: a name holding terminal escapes or markup was shown in stop lines and logs (a
+    security trial), and one holding '=' could not be given to --port."""
+    if NAME_PATTERN.fullmatch(value) is None:
+        raise ValueError("an instrument's name is letters, digits, '.', '_' and '-' (--port NAME=PORT names it)")
+    return value
+
+
 class Campaign(BaseModel):
     """A whole campaign, validated; see ``examples/campaign.yaml``."""
 
@@ -936,7 +945,7 @@ class Campaign(BaseModel):
     compute: Compute = Compute()
     planner: Planner = Planner()
     conditions: Conditions = Conditions()
-    instruments: dict[str, Instrument] = Field(min_length=1)
+    instruments: dict[Annotated[str, AfterValidator(_instrument_name)], Instrument] = Field(min_length=1)
     protocol: Annotated[ProtocolSpec, BeforeValidator(_load_protocol),
                         WithJsonSchema({"type": "string", "description": "a YAML file listing the steps"})]
     budget: Budget = Budget()

@@ -302,7 +302,8 @@ def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel])
     the valid names) is what the user needs to read first (the one line a :class:`CampaignError` shows)."""
     found: list[tuple[bool, int, str]] = []
     for error in exc.errors(include_url=False):
-        loc: Loc = tuple(part for part in error["loc"] if not is_union_tag(part))
+        # "[key]": pydantic's mark of a mapping's key (an instrument's name), which the loc before it names already
+        loc: Loc = tuple(part for part in error["loc"] if not is_union_tag(part) and part != "[key]")
         cause = (error.get("ctx") or {}).get("error")
         problems = cause.problems if isinstance(cause, Problems) \
             else (Problem((), _message(error, model, doc.written(loc))),)

@@ -314,6 +314,13 @@ MALFORMED = [
      "hours are 00-23"),
     ("budget 0", edit("max_experiments: 30", "max_experiments: 0"), "budget:", "budget.max_experiments",
      "greater than 0"),
+    # an instrument named with a terminal escape reached stop lines and logs raw (a security trial); with '=', no
+    # --port NAME=PORT could name it
+    ("an instrument named with an escape", edit("  electrolyte_pump: {", '  "electrolyte\\e[5mpump": {'),
+     "electrolyte\\e[5mpump", "instruments['electrolyte\\x1b[5mpump']",
+     "an instrument's name is letters, digits, '.', '_' and '-' (--port NAME=PORT names it)"),
+    ("an instrument named with '='", edit("  electrolyte_pump: {", "  electrolyte=pump: {"), "electrolyte=pump",
+     "instruments.electrolyte=pump", "an instrument's name is letters, digits"),
     # a misspelt key is an unknown field and a missing one: the one line names the misspelling and the valid names
     ("misspelt required key", edit("goal: window", "gaol: window"), "objective:", "objective.gaol",
      "unknown field; valid fields: quantity, goal, window_v"),

@@ -98,3 +98,36 @@ def test_a_warning_a_lower_layer_logs_is_one_warning_line(capsys, monkeypatch) -
     logging.getLogger("labloop.protocols.executor").info("not said without -v")
     said = capsys.readouterr().err
     assert said == f"warning: sample S0018: no diffusion coefficient: {console.printable(why)}\n"
+
+
+def test_stop_lines_and_info_records_write_escape_sequences_as_text(tmp_path, labloop, capsys, monkeypatch) -> None:
+    """Journal text with ESC sequences (an instrument named so, a plug-in's exception) reached the terminal raw in
+    three places the tables escape (a security trial): run's stop line, the line `log --follow` ends with, and a
+    record logged at -v. Each writes them as escapes."""
+    from labloop.orchestrator.cli.run import _say
+
+    hostile = "pump \x1b]0;TITLE\x07\x1b[5mjammed"
+    escaped = "pump \\x1b]0;TITLE\\x07\\x1b[5mjammed"
+    _say(f"stopped: {hostile}")
+    assert capsys.readouterr().err == f"stopped: {escaped}\n"
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    console.setup_logging(1)  # off a terminal here: one plain line per record
+    logging.getLogger("labloop.plugin").info("driver said %s", hostile)
+    said = capsys.readouterr().err
+    assert "\x1b" not in said and f"driver said {escaped}" in said, said
+    try:
+        raise RuntimeError("traceback\nkept")
+    except RuntimeError:
+        logging.getLogger("labloop.plugin").exception("failed %s", hostile)
+    said = capsys.readouterr().err
+    assert f"failed {escaped}\nTraceback" in said and "RuntimeError: traceback\nkept" in said, said
+
+    store = tmp_path / "runs" / "stopped.db"
+    with Journal.create(store, load_campaign(EXAMPLES / "campaign.yaml")) as journal:
+        journal.add_event("stopped", f"faults in a row: {hostile}")
+    result = labloop("log", store, "--follow")
+    assert result.returncode == 0 and "\x1b" not in result.stderr + result.stdout, result.stderr
+    assert escaped in result.stderr and "stopped following" in result.stderr
