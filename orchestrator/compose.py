@@ -47,7 +47,7 @@ from labloop.instruments.transport import open_failure_reason, opening, port_pro
 from labloop.orchestrator.config.campaign import Campaign, Instrument
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
-from labloop.orchestrator.loop.rig import Ask, Rig
+from labloop.orchestrator.loop.rig import Ask, Rig, said_if_slow
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
@@ -650,7 +650,8 @@ def _open(factory: Callable[..., Any], name: str, driver: str, port: str, option
                                                  f"passes ({LABLOOP_PASSES[lacking]}; docs/drivers.md, What open() "
                                                  "receives)")
     try:
-        with opening(name):  # a transport the driver opens names the instrument in its errors, beside the port
+        # a transport the driver opens names the instrument in its errors, beside the port
+        with opening(name), said_if_slow(f"instruments.{name}: the open() of driver {driver!r} on {port}"):
             return factory(port, **options)
     except Disconnected as exc:
         raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {open_failure_reason(exc)}") from None

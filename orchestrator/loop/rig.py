@@ -15,8 +15,8 @@ import math
 import numbers
 import threading
 import time
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
@@ -29,6 +29,24 @@ log = logging.getLogger(__name__)
 HEALTH_ERROR = "error: "
 #: how long one instrument's stop/abort may take before the rig reports it could not make it safe
 SAFE_STATE_DEADLINE_S = 10.0
+#: how long a driver's open() or a health check's call may take before the console says labloop waits on it
+SLOW_CALL_S = 30.0
+
+
+@contextmanager
+def said_if_slow(what: str) -> Iterator[None]:
+    """One warning line if the block (a driver call nothing can end) has not returned after :data:`SLOW_CALL_S`.
+    Why: a plug-in's ``open()`` or ``status()`` that hung before the journal existed left the console silent until
+    Ctrl-C, and nothing said which instrument labloop waited on (during experiments, stalls.py says it)."""
+    after = SLOW_CALL_S
+    timer = threading.Timer(after, log.warning, ("%s has not returned after %g s; labloop waits for it (Ctrl-C "
+                                                 "stops)", what, after))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _within(action: Callable[[], object], deadline_s: float) -> str | None:
@@ -130,10 +148,12 @@ class Rig:
         for name, driver in self.instruments.items():
             try:
                 if isinstance(driver, Pump):
-                    status = returned(driver.status(), PumpStatus, where=name, call="status")
+                    with said_if_slow(f"instruments.{name}: its health check (status())"):
+                        status = returned(driver.status(), PumpStatus, where=name, call="status")
                     report[name] = f"ok: {_plausible(status, name).state}"
                 elif callable(identify := getattr(driver, "identify", None)):
-                    report[name] = f"ok: {identify()}"
+                    with said_if_slow(f"instruments.{name}: its health check (identify())"):
+                        report[name] = f"ok: {identify()}"
                 else:
                     report[name] = "ok"
             except KeyboardInterrupt:

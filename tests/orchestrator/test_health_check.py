@@ -9,6 +9,7 @@ EmStat drivers on their emulators' ptys, a real journal."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -94,3 +95,49 @@ def test_a_failed_health_check_mid_run_is_one_warning_line_and_journalled(tmp_pa
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "health" in r.getMessage()]
     assert said and set(said) == {"health check: analyte_pump failed: ValueError: too many values to unpack "
                                   "(expected 3)"}
+
+
+SLOW = """
+    import time
+
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    class SlowPump(NE1000Pump):
+        def status(self):
+            time.sleep(1.0)
+            return super().status()
+
+    def open_slow(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        time.sleep(1.0)
+        return SlowPump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                             poll_s=0.0)
+
+    SLOW = DriverDescriptor(name="slow-pump", kind="pump", open=open_slow, default_baudrate=19200,
+                            options=("address", "diameter_mm"))
+    """
+
+
+def test_an_open_or_health_check_that_does_not_return_is_said(tmp_path, write_campaign, install_plugin, caplog,
+                                                              monkeypatch) -> None:
+    """A plug-in's open() or status() that hung before the journal existed left the console silent until Ctrl-C,
+    with nothing to say which instrument labloop waited on: past orchestrator/loop/rig.py's SLOW_CALL_S each is one
+    warning naming the instrument and the call (here 0.3 s against a driver taking 1 s), and the quick ones nothing."""
+    from labloop.orchestrator.loop import rig as rig_module
+
+    monkeypatch.setattr(rig_module, "SLOW_CALL_S", 0.3)
+    install_plugin("slow_pump", SLOW, {"slow-pump": "SLOW"})
+    instruments = {"sampler": {"driver": "sim-sampler"},
+                   "analyte_pump": {"driver": "slow-pump", "options": {"address": 0, "diameter_mm": 4.61}},
+                   "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+                   "potentiostat": {"driver": "emstat"}}
+    campaign = load_campaign(write_campaign(tmp_path, instruments=instruments, budget={"max_experiments": 1}))
+    with caplog.at_level(logging.WARNING), build_rig(campaign, dry_run=True,
+                                                     library=read_table(campaign.library.file).smiles) as rig:
+        assert rig.check_health()["analyte_pump"].startswith("ok")
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    waits = "has not returned after 0.3 s; labloop waits for it (Ctrl-C stops)"
+    assert len(said) == 2, said
+    opened = r"instruments\.analyte_pump: the open\(\) of driver 'slow-pump' on /dev/pts/\d+ "
+    assert re.fullmatch(opened + re.escape(waits), said[0]), said
+    assert said[1] == f"instruments.analyte_pump: its health check (status()) {waits}"
