@@ -12,6 +12,7 @@ version number is, and the journal keeps the weights).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -72,6 +73,10 @@ def bound_fields(bound: tuple[float, int] | None) -> dict[str, float | None]:
             "below_v": bound[0] if bound and bound[1] < 0 else None}
 
 
+#: experiments the rig may fail on one molecule before no planner proposes it again (:attr:`PlannerState.tried`)
+INSTRUMENT_TRIES = 2
+
+
 @dataclass(frozen=True)
 class PlannerState:
     """Everything a planner decides from, JSON round-trippable (:meth:`to_dict` / :meth:`from_dict`).
@@ -99,8 +104,15 @@ class PlannerState:
 
     @property
     def tried(self) -> frozenset[str]:
-        """Molecules measured, failed or pending: a pool planner does not propose them again."""
-        return frozenset(o.smiles for o in self.observations) | frozenset(self.pending)
+        """Molecules measured, failed or pending: a pool planner does not propose them again. A molecule the rig
+        failed ("instrument": a pump's disconnect, an overload) is proposed again until it has failed so
+        :data:`INSTRUMENT_TRIES` times. Why: a rig fault says nothing of the molecule, and a flaky cable dropped
+        candidates from the screen for good, a hit among them (an operator's trial); a molecule the rig fails on
+        every time must not hold the campaign either."""
+        rig_failed = Counter(o.smiles for o in self.observations if o.failure == "instrument")
+        left = {smiles for smiles, n in rig_failed.items() if n >= INSTRUMENT_TRIES}
+        return frozenset(o.smiles for o in self.observations if o.failure != "instrument") | left | frozenset(
+            self.pending)
 
     @property
     def measured(self) -> list[Observation]:

@@ -51,3 +51,24 @@ def test_a_library_of_readable_molecules_is_drawn_as_before():
     planner = RandomPlanner(LIBRARY, {"scan_rate_v_s": (0.1, 0.1)})
     expected = random.Random("3:4").sample(LIBRARY, 4)
     assert [p.smiles for p in planner.propose(PlannerState("random", seed=3, step=4), 4)] == expected
+
+
+def test_a_molecule_the_rig_failed_is_proposed_again_until_it_failed_twice():
+    """A pump's disconnect or an overload failed four molecules of an operator's campaign once each, and no planner
+    proposed them again: a hit among them was lost to a flaky cable. A rig failure leaves the molecule to propose
+    (planners/base.py INSTRUMENT_TRIES), a second one leaves it out; a failure of the molecule's own (an unusable
+    voltammogram, a veto) or a refusal by the limits leaves it out at once, as a measurement does."""
+    from labloop.planners.base import INSTRUMENT_TRIES
+
+    planner = RandomPlanner(LIBRARY[:3], {"scan_rate_v_s": (0.1, 0.1)})
+    rig = Observation(LIBRARY[0], {}, None, failure="instrument")
+    others = (Observation(LIBRARY[1], {}, None, failure="analysis"),
+              Observation(LIBRARY[2], {}, None, failure="configuration"))
+    once = PlannerState("random", seed=0, step=1, observations=(rig, *others))
+    assert once.tried == {LIBRARY[1], LIBRARY[2]}
+    assert [p.smiles for p in planner.propose(once, 3)] == [LIBRARY[0]]
+    assert INSTRUMENT_TRIES == 2
+    twice = PlannerState("random", seed=0, step=2, observations=(rig, *others, rig))
+    assert twice.tried == set(LIBRARY[:3]) and planner.propose(twice, 3) == []
+    pending = PlannerState("random", seed=0, step=1, observations=(rig,), pending=(LIBRARY[0],))
+    assert LIBRARY[0] in pending.tried  # proposed again and waiting: not twice at once
