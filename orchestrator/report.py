@@ -61,9 +61,9 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "ste
 #: ``e_half_v_vs_fc``: E1/2 against the ferrocene an add_standard step added (empty without one), the number a
 #: chemist reports, which only lab_grade.csv had; ``status``: a failed experiment can hold a potential (one whose
 #: standard could not be told apart has its reference-scale value), which read as a result beside the others (a
-#: chemist's trial)
+#: chemist's trial); ``dep_mV``: dEp in mV, as lab_grade.csv and ``labloop log`` give it (this table alone had it in V)
 MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "potential_from", "e_half_v_vs_fc", "e_half_v",
-                       "dep_v", "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu", "sigma",
+                       "dep_mV", "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu", "sigma",
                        *CONDITION_COLUMNS)
 #: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
 #: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
@@ -150,7 +150,8 @@ def _write(journal: Journal, directory: Path) -> None:
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
          [{**e, "potential_from": _potential_from(e, records.get(e["id"])),
            "e_half_v_vs_fc": ((records.get(e["id"]) or {}).get("referenced") or {}).get("e_vs_fc_v"),
-           "ipa_a": _scaled(e["ipa_a"], 1e6), "ipc_a": _scaled(e["ipc_a"], 1e6)} for e in measurements],
+           "dep_mV": _scaled(e["dep_v"], 1e3), "ipa_a": _scaled(e["ipa_a"], 1e6), "ipc_a": _scaled(e["ipc_a"], 1e6)}
+          for e in measurements],
          MEASUREMENT_HEADERS)
     lab_rows = [row for e in measurements if (record := records.get(e["id"])) is not None
                 for row in _lab_grade_rows(e, record)]
@@ -246,7 +247,7 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
 #: decimals of a potential in V in the CSVs (by its column in the rows: measured, predicted and its sd, the
 #: lab-grade potentials): 0.1 mV, finer than a scan resolves (its potential step is 1-5 mV) or a reference
 #: electrode holds; ``dep_mV`` is in mV, so 1 decimal is the same 0.1 mV. The journal keeps every value whole
-DECIMALS = {**dict.fromkeys(("potential_v", "e_half_v", "dep_v", "mu", "sigma", "e_half_v_vs_reference",
+DECIMALS = {**dict.fromkeys(("potential_v", "e_half_v", "mu", "sigma", "e_half_v_vs_reference",
                              "epa_v_vs_reference", "epc_v_vs_reference", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc"),
                             4), "dep_mV": 1}
 #: significant digits of every other real number in the CSVs (conditions, currents, D, Ru, acquisition values):

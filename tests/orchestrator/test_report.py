@@ -58,8 +58,10 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     for row in measured:
         e = journalled[int(row["id"])]
         assert row["status"] == e.status  # a failed experiment's potential is said to be one (a trial)
-        assert (row["potential_v_vs_li"], row["e_half_v_vs_reference"], row["dep_v"]) == \
-            (f"{e.potential_v:.4f}", f"{e.e_half_v:.4f}", f"{e.dep_v:.4f}"), row
+        # dEp in mV to 1 decimal (0.1 mV), as lab_grade.csv and labloop log show it, where this table had it in V
+        assert (row["potential_v_vs_li"], row["e_half_v_vs_reference"], row["dep_mV"]) == \
+            (f"{e.potential_v:.4f}", f"{e.e_half_v:.4f}", f"{1e3 * e.dep_v:.1f}"), row
+        assert "dep_v" not in row
         # the peak currents, their ratio and the reversibility judgement, which only lab_grade.csv had (a chemist's
         # trial: the first numbers checked beside E1/2), as the journal's analysis holds them
         with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
