@@ -356,15 +356,22 @@ def _mean(values: Sequence[float]) -> float | None:
 
 #: how many standard errors a paired difference must reach for :func:`paired_with_leader` to call two planners apart
 TOLD_APART_SE = 2.0
+#: the fewest paired seeds :func:`paired_with_leader` tells two planners apart by. Why: the se is estimated from the
+#: differences themselves (seeds - 1 degrees of freedom), so two planners alike exceed 2 se by chance in 30% of
+#: comparisons over 2 seeds, 18% over 3 and 12% over 5 (Student's t), not the 5% of a known se; and over 2 or 3 seeds
+#: hit counts often differ alike on every seed, an se of 0 that called any difference settled (a trial: "more than
+#: 2 se: greedy is ahead" over 2 seeds). 5 is where that chance is near its floor; it is the command's default --seeds
+MIN_SEEDS_TO_TELL_APART = 5
 
 
 def paired_with_leader(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Each planner against the leader (the highest mean, the oracle aside), paired by seed: the mean of the
-    per-seed differences (leader minus it), their standard error, how many seeds, and whether the difference
-    exceeds :data:`TOLD_APART_SE` standard errors. Why paired: every planner runs the same seeds (the same noise and
-    draws), so the spread between seeds that each planner's own sd carries cancels, and what is left says whether
-    the choice between two planners is settled or needs more seeds (a trial: the table gave sd alone, and a lab
-    could not tell 1.6 hits apart from nothing)."""
+    per-seed differences (leader minus it), their standard error, how many seeds, whether the difference
+    exceeds :data:`TOLD_APART_SE` standard errors (None below :data:`MIN_SEEDS_TO_TELL_APART` seeds) and the
+    verdict in words, which the command prints and ``--json`` holds alike. Why paired: every planner runs the same
+    seeds (the same noise and draws), so the spread between seeds that each planner's own sd carries cancels, and
+    what is left says whether the choice between two planners is settled or needs more seeds (a trial: the table
+    gave sd alone, and a lab could not tell 1.6 hits apart from nothing)."""
     ranked = [(name, r) for name, r in results.items() if name != "oracle" and r.get("mean") is not None]
     if len(ranked) < 2:
         return []
@@ -376,10 +383,21 @@ def paired_with_leader(results: Mapping[str, Mapping[str, Any]]) -> list[dict[st
         diffs = [a - b for a, b in zip(best["per_seed"], r["per_seed"], strict=True) if a is not None and b is not None]
         se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
         mean = statistics.mean(diffs) if diffs else None
-        apart = None if mean is None or se is None else (abs(mean) > TOLD_APART_SE * se if se > 0 else mean != 0)
+        apart = (None if mean is None or se is None or len(diffs) < MIN_SEEDS_TO_TELL_APART
+                 else abs(mean) > TOLD_APART_SE * se if se > 0 else mean != 0)
         out.append({"leader": leader, "planner": name, "difference": None if mean is None else round(mean, 2),
-                    "se": None if se is None else round(se, 2), "seeds": len(diffs), "told_apart": apart})
+                    "se": None if se is None else round(se, 2), "seeds": len(diffs), "told_apart": apart,
+                    "verdict": _verdict(leader, len(diffs), apart)})
     return out
+
+
+def _verdict(leader: str, seeds: int, apart: bool | None) -> str:
+    """What a paired comparison over ``seeds`` seeds settles, in the words the backtest's table prints under it."""
+    if seeds < MIN_SEEDS_TO_TELL_APART:
+        return (f"{seeds} {plural(seeds, 'seed')} {plural(seeds, 'is', 'are')} too few to tell them apart "
+                f"(at least {MIN_SEEDS_TO_TELL_APART}: --seeds {MIN_SEEDS_TO_TELL_APART})")
+    return (f"more than {TOLD_APART_SE:g} se: {leader} is ahead" if apart else
+            f"within {TOLD_APART_SE:g} se: not told apart; more seeds (--seeds) would say")
 
 
 def summarise(runs: Sequence[CampaignRun], budget: int, oracle_mean: float | None = None) -> dict[str, Any]:

@@ -194,15 +194,13 @@ def _print_table(report: dict[str, Any]) -> None:
 
 def _versus_leader(comparisons: list[dict[str, Any]], what: str) -> list[str]:
     """One line per planner behind the leader: the paired difference, and whether it settles the choice."""
-    from labloop.orchestrator.backtest import TOLD_APART_SE
-
     lines = []
     for c in comparisons:
-        if c["difference"] is None or c["se"] is None:
-            lines.append(f"{c['leader']} - {c['planner']}: too few seeds to compare (--seeds 2 or more)")
+        pair = f"{c['leader']} - {c['planner']}"
+        if c["difference"] is None:  # no seed on which both have a score
+            lines.append(f"{pair}: {c['verdict']}")
             continue
-        verdict = (f"more than {TOLD_APART_SE:g} se: {c['leader']} is ahead" if c["told_apart"] else
-                   f"within {TOLD_APART_SE:g} se: not told apart; more seeds (--seeds) would say")
-        lines.append(f"{c['leader']} - {c['planner']}: {c['difference']:+g} {what} per campaign, se {c['se']:g} over "
-                     f"{c['seeds']} seeds (paired by seed): {verdict}")
+        se = "" if c["se"] is None else f", se {c['se']:g}"  # none from one seed
+        lines.append(f"{pair}: {c['difference']:+g} {what} per campaign{se} over {c['seeds']} "
+                     f"{plural(c['seeds'], 'seed')} (paired by seed): {c['verdict']}")
     return lines

@@ -11,7 +11,8 @@ import pytest
 from rdkit import Chem
 
 from labloop.orchestrator import console
-from labloop.orchestrator.backtest import CampaignRun, paired_with_leader, summarise
+from labloop.orchestrator.backtest import MIN_SEEDS_TO_TELL_APART, CampaignRun, paired_with_leader, summarise
+from labloop.orchestrator.cli.backtest import _versus_leader
 
 EXAMPLES_LIBRARY = "examples/library.csv"
 
@@ -119,8 +120,10 @@ def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign,
     two = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes,greedy", "--seeds",
                   "2", "--budget", "8", "--no-instruments")
     assert two.returncode == 0 and "mean +/- sd (se)" in two.stdout, two.stdout
+    # 2 seeds tell no planner ahead, however far apart (a trial: 'more than 2 se: greedy is ahead' over 2 seeds)
     assert re.search(r"^(bayes - greedy|greedy - bayes): [+-]?\d+(\.\d+)? hits per campaign, se \d+(\.\d+)? over 2 "
-                     r"seeds \(paired by seed\): (more|within) ", two.stdout, re.M), two.stdout
+                     r"seeds \(paired by seed\): 2 seeds are too few to tell them apart \(at least 5: --seeds 5\)$",
+                     two.stdout, re.M), two.stdout
     assert "random's picks" not in two.stdout  # random did not run
 
 
@@ -236,14 +239,36 @@ def test_summarise_by_hand():
 def test_planners_are_compared_with_the_leader_paired_by_seed():
     """A lab chooses a planner by the difference, not by two sds (a trial: the table gave sd alone): each planner
     against the leader, paired by seed, with its standard error and whether it exceeds 2 of them."""
-    results = {"bayes": {"mean": 5.0, "per_seed": [6, 4, 5, 5]}, "greedy": {"mean": 3.5, "per_seed": [5, 3, 3, 3]},
-               "random": {"mean": 4.0, "per_seed": [2, 6, 4, 4]}, "oracle": {"mean": 9.0, "per_seed": [9, 9, 9, 9]}}
+    results = {"bayes": {"mean": 5.0, "per_seed": [6, 4, 5, 5, 5]},
+               "greedy": {"mean": 3.6, "per_seed": [5, 3, 3, 3, 4]},
+               "random": {"mean": 4.2, "per_seed": [2, 6, 4, 4, 5]},
+               "oracle": {"mean": 9.0, "per_seed": [9, 9, 9, 9, 9]}}
     greedy, random = paired_with_leader(results)
-    # bayes - greedy per seed: 1 1 2 2, mean 1.5, sd 0.577, se 0.29: apart; bayes - random: 4 -2 1 1, se 1.22
+    # bayes - greedy per seed: 1 1 2 2 1, mean 1.4, sd 0.548, se 0.24: apart; bayes - random: 4 -2 1 1 0, se 0.97
     assert (greedy["leader"], greedy["planner"], greedy["difference"], greedy["se"], greedy["seeds"]) == \
-        ("bayes", "greedy", 1.5, 0.29, 4) and greedy["told_apart"] is True
-    assert (random["difference"], random["se"], random["told_apart"]) == (1.0, 1.22, False)
+        ("bayes", "greedy", 1.4, 0.24, 5) and greedy["told_apart"] is True
+    assert greedy["verdict"] == "more than 2 se: bayes is ahead"
+    assert (random["difference"], random["se"], random["told_apart"]) == (0.8, 0.97, False)
+    assert random["verdict"] == "within 2 se: not told apart; more seeds (--seeds) would say"
     assert paired_with_leader({"bayes": results["bayes"], "oracle": results["oracle"]}) == []  # nothing to compare
+
+
+def test_a_few_seeds_tell_no_planner_ahead():
+    """An se from 2 paired differences is no basis for a choice (a trial: 'greedy - bayes: +1.5 hits per campaign,
+    se 0.5 over 2 seeds: more than 2 se: greedy is ahead'): below MIN_SEEDS_TO_TELL_APART seeds the numbers are
+    kept and the verdict says the seeds are too few, however far apart the two are."""
+    assert MIN_SEEDS_TO_TELL_APART == 5
+    for seeds in (2, 4):  # bayes 2 hits ahead on every seed: an se of 0, which told them apart
+        (c,) = paired_with_leader({"bayes": {"mean": 6.0, "per_seed": [6] * seeds},
+                                   "greedy": {"mean": 4.0, "per_seed": [4] * seeds}})
+        assert (c["difference"], c["se"], c["seeds"], c["told_apart"]) == (2.0, 0.0, seeds, None)
+        assert c["verdict"] == f"{seeds} seeds are too few to tell them apart (at least 5: --seeds 5)"
+    (one,) = paired_with_leader({"bayes": {"mean": 6.0, "per_seed": [6]}, "greedy": {"mean": 4.0, "per_seed": [4]}})
+    assert (one["difference"], one["se"], one["told_apart"]) == (2.0, None, None)
+    assert one["verdict"] == "1 seed is too few to tell them apart (at least 5: --seeds 5)"
+    assert _versus_leader([one], "hits") == [
+        "bayes - greedy: +2 hits per campaign over 1 seed (paired by seed): 1 seed is too few to tell them apart "
+        "(at least 5: --seeds 5)"]
 
 
 def test_simulated_cvs_follow_a_drifting_reference():
