@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 from rdkit import Chem
 
@@ -244,6 +245,20 @@ def test_the_quick_start_validates_the_example_as_it_runs_it(labloop, workdir, m
         assert command[:2] == ["labloop", "validate"] and "--dry-run" in command
         checked = labloop(*command[1:])
         assert checked.returncode == 0, checked.stderr
+
+
+def test_the_readme_names_the_sections_of_the_examples_as_they_are():
+    """README's list of what examples/campaign.yaml shows, and what examples/lab-grade.yaml adds, are the files'
+    sections (a newcomer's trial compared README's snippets with the shipped files: the list left out campaign.yaml's
+    ``cell`` and said lab-grade.yaml "also has" it)."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    listed = re.search(r"`examples/campaign\.yaml` shows most sections \(([a-z, ]+)\)", readme)
+    assert listed, "README lists no sections of examples/campaign.yaml"
+    shown = yaml.safe_load(EXAMPLE.read_text())
+    assert listed[1].split(", ") == [k for k in shown if k not in ("name", "seed", "store")]
+    lab = yaml.safe_load((EXAMPLE.parent / "lab-grade.yaml").read_text())
+    assert set(lab) <= set(shown) and set(lab["cell"]) - set(shown["cell"]) == {"oxygen_onset_v", "ferrocene_vs_li_v"}
+    assert "`examples/lab-grade.yaml` also sets the cell's `oxygen_onset_v` and `ferrocene_vs_li_v`" in readme
 
 
 def test_the_repository_example_validates():

@@ -129,12 +129,16 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
 
 
 def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):
-    """README's protocol example, pasted into examples/lab-grade.yaml as a newcomer did: it named a valve and
-    a pump the example's rig does not have, rates its 1 mL syringes cannot reach and no refills, so it took
-    three validate runs to pass and then ran dry. It must validate over the example's whole budget."""
+    """README's protocol example (a variant of the shipped one), pasted into examples/lab-grade.yaml as a newcomer
+    did: it named a valve and a pump the example's rig does not have, rates its 1 mL syringes cannot reach and no
+    refills, so it took three validate runs to pass and then ran dry. It must validate over the example's whole
+    budget."""
     readme = (EXAMPLES.parent / "README.md").read_text()
-    block = readme[readme.index("```yaml\nprotocol:  # on the rig of examples/lab-grade.yaml"):]
+    block = readme[readme.index("```yaml\nprotocol:  # a variant of examples/protocols/cv_lab_grade.yaml, on the rig "
+                                "of examples/lab-grade.yaml\n"):]
     protocol = yaml.safe_load(block[len("```yaml\n"):block.index("```", 3)])["protocol"]
+    # said to be a variant, as it is (a newcomer took its 10 min purge through purge_valve for the shipped file's)
+    assert protocol != yaml.safe_load((EXAMPLES / "protocols" / "cv_lab_grade.yaml").read_text())
     shutil.copytree(EXAMPLES / "protocols", tmp_path / "protocols")
     shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")
     campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
