@@ -106,7 +106,12 @@ class _Progress(Progress):
     """rich's bars on a terminal; elsewhere (stderr to a file, a service's log) the bars are hidden, and each task
     still running says how far it is in one plain line every :data:`PLAIN_PROGRESS_S`. Why: a run started as
     ``labloop run ... > run.log 2>&1`` printed two lines in the 100 s its library's predictions took, and nothing
-    told a lab whether it worked or hung (a trial); a bar drawn into a file would fill it with control codes."""
+    told a lab whether it worked or hung (a trial); a bar drawn into a file would fill it with control codes.
+
+    A task added with a ``counted`` field (``add_task("experiments", total=30, counted="experiments")``) has a
+    description that says its state on the bar (``experiment 12``, ``proposing``) and counts things done: its
+    plain line names what it counts, ``experiments: 25 of 30 done after 62 s``, where the state as a heading read
+    ``25 done: 25 of 30 after 62 s`` (a trial)."""
 
     def __init__(self, *columns: object, plain: bool, **kwargs: object) -> None:
         super().__init__(*columns, **kwargs)  # type: ignore[arg-type]
@@ -130,8 +135,9 @@ class _Progress(Progress):
             return
         self._said[task_id] = elapsed
         done = f"{task.completed:g}" + ("" if task.total is None else f" of {task.total:g}")
-        err.print(f"{printable(task.description)}: {done} after {elapsed:.0f} s", markup=False, highlight=False,
-                  soft_wrap=True)
+        counted = task.fields.get("counted")
+        said = f"{printable(task.description)}: {done}" if counted is None else f"{counted}: {done} done"
+        err.print(f"{said} after {elapsed:.0f} s", markup=False, highlight=False, soft_wrap=True)
 
 
 def progress() -> Progress:

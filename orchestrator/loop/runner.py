@@ -335,7 +335,8 @@ class Runner:
         with self.learning, console.progress() as bar:
             if self.predictions is not None:  # a bar per model version whose library predictions are made
                 self.predictions.progress = partial(_progress_task, bar)
-            task = bar.add_task("experiments", total=budget.max_experiments)
+            # the description says the state on the bar; a log's plain line says what is counted (console.py)
+            task = bar.add_task("experiments", total=budget.max_experiments, counted="experiments")
             try:
                 if self.predictions is not None and self.learning.model is not None:
                     self.predictions.prepare(self.learning.model)  # before the first proposal, and the rig

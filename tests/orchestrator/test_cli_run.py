@@ -297,6 +297,20 @@ def test_a_campaign_that_runs_out_of_molecules_says_so(tmp_path, labloop, write_
     assert "every library molecule was tried" in result.stderr and "/6 experiments done" in result.stderr
 
 
+def test_a_run_logged_to_a_file_says_how_many_experiments_are_done(tmp_path, labloop, write_campaign, monkeypatch):
+    """With stderr in a file, the run's plain progress line read ``25 done: 25 of 30 after 62 s`` (a trial,
+    ``labloop run examples/lab-grade.yaml --dry-run 2> f``): it says what it counts."""
+    from labloop.orchestrator import console
+
+    monkeypatch.setattr(console, "PLAIN_PROGRESS_S", 0.0)  # every update says it (60 s in use)
+    result = labloop("run", write_campaign(tmp_path, budget={"max_experiments": 3}), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if " after " in line and line.endswith(" s")]
+    counted = [line for line in lines if line.startswith("experiments: ")]
+    assert counted and all(re.fullmatch(r"experiments: \d of 3 done after \d+ s", line) for line in counted), lines
+    assert not [line for line in lines if re.match(r"(\d+ done|experiment \d+|proposing): ", line)], lines
+
+
 def test_without_conditions_the_protocols_own_scan_rate_is_run_and_recorded(tmp_path, labloop, write_campaign):
     """A campaign without a conditions section planned 0.1 V/s for every proposal, which replaced the cv step's
     own scan_rate_v_s (an operator's trial: the protocol said 0.05, the instrument ran and the CSV said 0.1)."""

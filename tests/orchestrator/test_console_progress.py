@@ -29,3 +29,18 @@ def test_a_hidden_bar_says_how_far_each_task_is_in_plain_lines(monkeypatch):
                                                             "library, model v2 (shards): 2 of 3"], lines
     assert all(line.endswith(" s") and "\x1b" not in line for line in lines), lines
     assert _lines(monkeypatch, terminal=True) == []  # a terminal has its bar
+
+
+def test_a_run_says_what_it_counts_in_plain_lines(monkeypatch):
+    """The run's bar says its state (``experiment 12``, ``25 done``), which as a plain line's heading read
+    ``25 done: 25 of 30 after 62 s`` (a trial, ``labloop run ... 2> f``): a task that counts things done names them."""
+    written = io.StringIO()
+    monkeypatch.setattr(console, "err", Console(file=written, force_terminal=False, width=100))
+    monkeypatch.setattr(console, "PLAIN_PROGRESS_S", 0.0)
+    with console.progress() as bar:
+        task = bar.add_task("experiments", total=30, counted="experiments")
+        bar.update(task, completed=11, description="experiment 12")
+        bar.update(task, completed=25, description="25 done")
+    lines = written.getvalue().splitlines()
+    assert [line.split(" after ")[0] for line in lines] == ["experiments: 11 of 30 done", "experiments: 25 of 30 done"]
+    assert all(line.endswith(" s") for line in lines), lines
