@@ -30,7 +30,7 @@ from matplotlib.ticker import MaxNLocator
 
 from labloop.core.errors import InputError
 from labloop.core.text import plural, printable
-from labloop.orchestrator.config.campaign import Objective
+from labloop.orchestrator.config.campaign import TARGET_OF, Objective
 from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
     acquisition,
@@ -43,6 +43,7 @@ from labloop.orchestrator.journal.plot_data import (
 )
 from labloop.orchestrator.journal.store import Journal, judged_reversibility, left_unsafe, with_advice
 from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
+from labloop.surrogate.screening import rule_of
 
 log = logging.getLogger(__name__)
 
@@ -465,8 +466,23 @@ def _interval_said(check: dict[str, Any] | None) -> str:
             f"puts {low}-{high} of {n}: the sd was {verdict}. {rms}")
 
 
+#: what the prior output is made of, by the campaign's quantity (TARGET_OF's targets), in a chemist's words
+ENERGY_OF = {"ie_ev": "ionisation energy", "ea_ev": "electron affinity"}
+
+
+def _outputs_said(quantity: str) -> str:
+    """The report's words for the two network outputs its tables name (``prior``, ``measured``: models.heads in
+    orchestrator/learning/models.py): an electrochemist read ``prior 1.695`` as nothing (a chemist's trial)."""
+    target = TARGET_OF[quantity]
+    return (f"&ldquo;prior&rdquo; is the network's gas-phase DFT {ENERGY_OF[target]} turned into a potential by the "
+            f"fixed rule E = {rule_of(target)} V vs Li/Li+, which leaves out solvation and the DFT method's bias, so "
+            "its error before calibration is mostly that systematic shift, which the calibration learns; "
+            "&ldquo;measured&rdquo; is a retrained network's own prediction of the measured potentials")
+
+
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path) -> str:
     campaign, progress = snap["campaign"], snap["progress"]
+    outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
     esc = html.escape
     best = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
@@ -498,7 +514,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>
 <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}} figure{{display:inline-block;margin:0}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
+.caption{{font-size:90%;color:#444;max-width:1100px}}</style></head><body>
 <h1>{esc(campaign['name'])}</h1>
 <p>objective: {esc(describe_objective(campaign['objective']))}; planner {esc(campaign['planner']['kind'])};
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
@@ -508,6 +525,11 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}
 </table>
+<p class="caption">Each version is the neural-network ensemble that predicts the potentials: version 1 trained on
+the prior's DFT data alone, later ones retrained with the measured potentials added. &ldquo;Fit MAE&rdquo; is the mean
+absolute difference between the measured potentials and its prior output once calibrated on those same measurements;
+the last column is each output's mean absolute error on the measured potentials before any calibration, each
+measurement predicted by ensemble members that did not train on it: {outputs}.</p>
 <h2>the predictions' uncertainty, checked</h2><p>{esc(checked)}</p>
 <h2>calibration to the measurements (refitted before every proposal)</h2>
 <p>One row per proposal. A proposal after a batch whose experiments all failed, or the same proposal
@@ -518,6 +540,13 @@ share a count.</p>
 <th>MAE of the last predictions (V)</th><th>fit MAE (V)</th><th>offset (V)</th><th>slopes (V per unit)</th>
 <th>size function (V at N heavy atoms)</th><th>journalled at</th></tr>
 {calibration}</table>
+<p class="caption">Before each proposal every output of the newest model is corrected by a small model of how it
+misses the measurements (the learner: an offset, then linear in simple descriptors and a function of size, then group
+additivity, then a Gaussian process over similar molecules; the one that best predicts measurements left out wins).
+&ldquo;Output&rdquo; is the one whose corrected potentials the proposals used: {outputs}. The log-likelihood scores
+each corrected output by how probable each measurement is under its prediction and uncertainty when that measurement
+is left out of the fit, summed over the measurements (natural log): only the numbers of one row compare, and the
+higher proposes.</p>
 <h2>data</h2><p>{data}</p>
 </body></html>
 """

@@ -32,6 +32,14 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert labels["voltammograms.png"] == ["E (V vs Ag/Ag+)"]
     page = (tmp_path / "report" / "index.html").read_text()
     assert "tiny" in page and "4/4 done" in page
+    # the models' and calibrations' tables say what their outputs and numbers are (a chemist read "output" and
+    # "prior 1.695" as nothing): the prior output is the DFT ionisation energy by the rule, out of sample is explained
+    words = " ".join(page.split())
+    assert words.count("&ldquo;prior&rdquo; is the network's gas-phase DFT ionisation energy turned into a potential "
+                       "by the fixed rule E = IE - 1.40 V vs Li/Li+") == 2, words
+    assert "each measurement predicted by ensemble members that did not train on it" in words
+    assert "summed over the measurements (natural log): only the numbers of one row compare, and the higher " \
+           "proposes." in words
     for name in PLOTS:
         assert f'src="{name}"' in page
         assert (tmp_path / "report" / name).read_bytes().startswith(PNG_MAGIC)

@@ -77,6 +77,10 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
     assert "size function (V at N heavy atoms)" in page
     assert all(f"<td>{time}</td></tr>" in page for time in calibrated_at)  # each row says when it was fitted
     assert "prior " in page.split("out-of-sample MAE per output")[1]  # the retrained version's errors
+    # ... with what "prior" and "measured" are under each table, in words (a chemist's trial: "prior 1.695"?)
+    words = " ".join(page.split())
+    assert words.count("&ldquo;measured&rdquo; is a retrained network's own prediction of the measured potentials") \
+        == 2 and "fixed rule E = IE - 1.40 V vs Li/Li+" in words
     # the predictions' sd checked against the 8 measurements, as the journal holds them
     within = sum(abs(e.potential_v - e.mu) <= 1.96 * e.sigma for e in done)
     assert f"{within} of 8 measurements ({100 * within / 8:.0f}%) lay within the 95% interval of their " in page
