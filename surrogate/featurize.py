@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 PARALLEL_THRESHOLD = 4000
 CHUNK_SIZE = 2000
 #: what labloop's runner turns into its own exception (orchestrator/loop/interrupts.py), which pool workers must not
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 @dataclass(frozen=True)
@@ -406,9 +406,11 @@ def _pool(ctx: BaseContext, processes: int) -> Iterator[Pool]:
 
 
 def _worker_signals() -> None:
-    """In a pool worker: Ctrl-C is ignored (a terminal sends it to the whole process group; the main process ends
-    the pool), and the pool's SIGTERM ends the worker at once, as it would any process without a handler."""
+    """In a pool worker: Ctrl-C and a terminal's hangup are ignored (a terminal sends them to the whole process
+    group; the main process ends the pool), and the pool's SIGTERM ends the worker at once, as it would any process
+    without a handler."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 

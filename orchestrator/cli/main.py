@@ -57,7 +57,7 @@ def interruptible() -> None:
     SIGINT: the first ``kill -INT`` in the seconds before the page served was lost, and later the server stopped
     with exit 0 instead of 130, so the script could not tell a stop from a success; a run ignored it until its
     loop began. Ignoring SIGINT there is the shell's accident, not the user's wish, so the default comes back.
-    ``nohup`` keeps working: it ignores SIGHUP, which stays as it was."""
+    ``nohup`` keeps working: it ignores SIGHUP, which stays ignored (orchestrator/loop/interrupts.py)."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -1,4 +1,4 @@
-"""Ctrl-C and ``kill`` (SIGINT/SIGTERM) as one exception the runner handles in one place.
+"""Ctrl-C, ``kill`` and a closed terminal (SIGINT/SIGTERM/SIGHUP) as one exception the runner handles in one place.
 
 Why a guard instead of the default KeyboardInterrupt: an interrupt must stop an instrument action at once
 (the runner then puts the rig in a safe state), but it must never land in the middle of a journal
@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop a run as Ctrl-C does: :data:`SIGNALS`, and SIGHUP unless it is ignored. Why SIGHUP: a
+    closed terminal or a dropped SSH session ended the run as ``kill -9`` does, the pumps and the cell left as they
+    were (an operator's trial). Ignored (``nohup``, whose user asked for the run to outlive the terminal), it stays
+    ignored."""
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    return (*SIGNALS, *hangup)
+
+
 class Interrupted(KeyboardInterrupt):
     """The run was asked to stop by ``signum`` (``by``: what sent it, when not the signal itself: a driver's own
     KeyboardInterrupt, orchestrator/loop/runner.py)."""
@@ -31,7 +40,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Interrupts:
-    """While entered (in the main thread), SIGINT and SIGTERM raise :class:`Interrupted`."""
+    """While entered (in the main thread), SIGINT, SIGTERM and SIGHUP (:func:`stop_signals`) raise
+    :class:`Interrupted`."""
 
     def __init__(self) -> None:
         self._depth = 0
@@ -41,7 +51,7 @@ class Interrupts:
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+            self._previous = {s: signal.signal(s, self._handle) for s in stop_signals()}
         return self
 
     def __exit__(self, *exc: object) -> None:

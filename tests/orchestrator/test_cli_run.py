@@ -144,9 +144,12 @@ def _events(store, kind: str) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("signum", "times"), [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
-                         ids=["SIGINT", "SIGTERM", "two quick SIGINTs"])
+@pytest.mark.parametrize(("signum", "times"), [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2),
+                                               (signal.SIGHUP, 1)],
+                         ids=["SIGINT", "SIGTERM", "two quick SIGINTs", "SIGHUP (a closed terminal)"])
 def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, signum, times):
+    """Each stops the run with the rig made safe; SIGHUP ended it as kill -9 does, the rig left as it was (an
+    operator's trial: a closed terminal, a dropped SSH session)."""
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 6})
     cli = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
     process = subprocess.Popen([*cli, "run", campaign_file, "--dry-run"], stdout=subprocess.PIPE,
@@ -169,6 +172,25 @@ def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, 
     resumed = subprocess.run([*cli, "resume", store, "--cell-emptied"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert _done(store) == 6
+
+
+@pytest.mark.slow
+def test_a_run_under_nohup_outlives_a_hangup(tmp_path, write_campaign):
+    """nohup ignores SIGHUP so that a run outlives its terminal: labloop leaves it ignored (orchestrator/loop/
+    interrupts.py stop_signals), and the run finishes."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 4})
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", campaign_file,
+                                "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup does
+    store = tmp_path / "tiny.db"
+    deadline = time.monotonic() + 60
+    while not (store.exists() and _done(store) >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.005)
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert _done(store) == 4
 
 
 def _done(store) -> int:
