@@ -161,25 +161,36 @@ def local_cluster(n_workers: int | None = None) -> LocalCluster:
 
     return LocalCluster(n_workers=n_workers or default_jobs(), threads_per_worker=1, processes=True,
                         host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-                        env=dict(_WORKER_ENV))
+                        env=dict(_WORKER_ENV), preload=["labloop.surrogate.worker_signals"])
 
 
 @contextmanager
 def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Processes started in the block ignore SIGINT for good (an ignored signal stays ignored through exec, and
-    Python then installs no handler of its own). Why: a terminal's Ctrl-C reaches every process of its group,
-    and a local cluster's workers then died mid-task, each with a page of tracebacks (and a model copy left
-    behind), while labloop itself closes the cluster on Ctrl-C. A Ctrl-C during the block (the cluster's start, a
-    second or two) is held for this process, blocked, and raised when the block ends, unless one of its threads
-    started before took it, which SIG_IGN then drops: measured, one of two such Ctrl-Cs was lost (the run went on,
-    and a second Ctrl-C stops it)."""
+    """A local cluster's workers started in the block ignore Ctrl-C (:mod:`labloop.surrogate.worker_signals`), and a
+    Ctrl-C during the block (the cluster's start, seconds) is noted and raised when it ends, once the cluster can be
+    closed. Why: a terminal's Ctrl-C reaches every process of its group, and the workers died mid-task with pages of
+    tracebacks while labloop closes the cluster itself.
+
+    The workers start with SIGINT blocked: this thread blocks it, and so do the threads the cluster starts from it,
+    which spawn them (a mask survives exec). Python's multiprocessing starts its resource tracker with SIGINT blocked
+    and then unblocks it in the thread that started it (multiprocessing/resource_tracker.py: SIG_UNBLOCK, not the
+    mask it had), which was the cluster's IO loop thread: so the tracker is started here, first. It used to set
+    SIGINT ignored for the block, for the workers to inherit: a thread that does not block it (a native library's,
+    started before) then took a Ctrl-C and dropped it, and the run went on for 20 s and more (an operator's trial:
+    4 Ctrl-Cs of 4 in the start lost; here 4 of 6)."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    noted: list[int] = []
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    handler = signal.signal(signal.SIGINT, lambda signum, _frame: noted.append(signum))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # one still held goes to the handler in place again
+    if noted:
+        signal.raise_signal(signal.SIGINT)
 
 
 @contextmanager
