@@ -7,11 +7,20 @@ import the console.
 
 from __future__ import annotations
 
+import shlex
+
 
 def printable(text: str) -> str:
     """``text`` with every control character (ESC, BEL, a newline, ...) written as its escape: a path or a
     device's reply shown in a message can neither drive the terminal nor split the one line into two."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def shell_word(value: object) -> str:
+    """``value`` (a store's path) as one word of a command a hint tells the user to type: quoted when it holds a
+    space or another character a shell reads (``'/tmp/lab runs/a.db'``), as written otherwise. Why: an operator's
+    trial pasted ``labloop resume /tmp/ström läb.db --cell-emptied`` and got "unexpected extra arguments"."""
+    return shlex.quote(str(value))
 
 
 def plural(count: int, one: str, many: str | None = None) -> str:

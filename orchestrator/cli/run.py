@@ -18,7 +18,7 @@ import click
 from pydantic import ValidationError
 
 from labloop.core.errors import InputError, JournalError, not_one_of
-from labloop.core.text import plural
+from labloop.core.text import plural, shell_word
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import options, preflight
@@ -143,7 +143,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
                          by_hand=by_hand, record=record)
     if code == EXIT_OK and max_experiments is None and done >= campaign.budget.max_experiments:
         _say(f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
-             f"one: labloop resume {store} --max-experiments {done + campaign.budget.max_experiments}")
+             f"one: labloop resume {shell_word(store)} --max-experiments {done + campaign.budget.max_experiments}")
     return code
 
 
@@ -191,12 +191,13 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                  "instruments (a pump may still pump, the cell may be on)")
         elif last is not None and last.kind == "cluster_lost":
             _say(f"{last.message}; start the cluster again (or give another --scheduler), then "
-                 f"`labloop resume {store}`")
+                 f"`labloop resume {shell_word(store)}`")
         elif last is not None and isinstance(last.data, dict) and "advice" in last.data:  # the rig needs a person
             _say(f"{'error' if code == EXIT_REFUSED else 'stopped'}: {with_advice(last.message, last.data)}")
         else:
             stopped = last.message if last is not None else "failures in a row"
-            _say(f"stopped: {stopped}; see `labloop log {store}`, then `labloop resume {store}`")
+            word = shell_word(store)
+            _say(f"stopped: {stopped}; see `labloop log {word}`, then `labloop resume {word}`")
     return code
 
 
@@ -246,8 +247,8 @@ def _resume_after_interrupt(store: Path) -> str:
             flags = [flag for flag, needed in (("--cell-emptied", stop.data.get("cell_ml")),
                                                ("--syringes-filled", stop.data.get("syringes"))) if needed]
             if todo:
-                return f"{' and '.join(todo)}, then labloop resume {store} {' '.join(flags)}"
-    return f"labloop resume {store}"
+                return f"{' and '.join(todo)}, then labloop resume {shell_word(store)} {' '.join(flags)}"
+    return f"labloop resume {shell_word(store)}"
 
 
 def _say(text: str) -> None:

@@ -47,7 +47,7 @@ from labloop.core.errors import (
     first_line,
     shown,
 )
-from labloop.core.text import plural
+from labloop.core.text import plural, shell_word
 from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
@@ -373,7 +373,7 @@ def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) ->
     if stored == given:
         return
     changed = first_difference(stored, given)
-    more = (f" (for more experiments: `labloop resume {path} --max-experiments N`)"
+    more = (f" (for more experiments: `labloop resume {shell_word(path)} --max-experiments N`)"
             if changed.startswith("budget.max_experiments:") else "")
     raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other settings, "
                        f"{changed}; choose another store, or continue that campaign as it was with `labloop resume`"

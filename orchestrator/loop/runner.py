@@ -49,7 +49,7 @@ from labloop.core.errors import (
     SafetyLimitExceeded,
     said,
 )
-from labloop.core.text import plural
+from labloop.core.text import plural, shell_word
 from labloop.instruments.cv_analysis import CVFlag, CVResult, measurement_quality, to_li_scale
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
@@ -211,12 +211,13 @@ def stop_reason(campaign: Campaign, experiments: Sequence[ExperimentRow], starte
 def person_advice(cause: RigNotReady | BlankFailed, store: Path) -> str:
     """What a person does before ``labloop resume`` when the rig needs them (:class:`NeedsPerson`)."""
     if isinstance(cause, RigNotReady) and cause.needs == "cell":
-        return f"empty the cell, then `labloop resume {store} --cell-emptied`"
+        return f"empty the cell, then `labloop resume {shell_word(store)} --cell-emptied`"
     if isinstance(cause, RigNotReady):
-        return f"fill the syringe, then `labloop resume {store} --syringes-filled`"
+        return f"fill the syringe, then `labloop resume {shell_word(store)} --syringes-filled`"
     if isinstance(cause, BlankNeedsPurge):  # resume runs the journal's protocol, which has no purge
         return f"add the purge step to the campaign's protocol and {WITH_A_NEW_STORE}"
-    return f"clean the cell and the electrode (for O2: check the gas), then `labloop resume {store} --cell-emptied`"
+    return (f"clean the cell and the electrode (for O2: check the gas), then `labloop resume {shell_word(store)} "
+            "--cell-emptied`")
 
 
 def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: ProtocolExecutor,
@@ -390,7 +391,8 @@ class Runner:
             for kind, (field, what, advice) in FAULT_LIMITS.items():
                 if in_a_row[kind] >= getattr(self.campaign.budget, field):
                     stopped = f"{in_a_row[kind]} {what} in a row; campaign stopped (budget.{field})"
-                    data = {"advice": ADVISED[kind].format(store=self.journal.path)} if kind in ADVISED else None
+                    data = ({"advice": ADVISED[kind].format(store=shell_word(self.journal.path))} if kind in ADVISED
+                            else None)
                     if kind == INSTRUMENT_FAULT and self._lost:  # instead of a bare resume, what to check
                         lost, check = self._disconnected()
                         stopped, data = f"{stopped}: {advice}: {lost}", {"advice": check,
@@ -452,7 +454,7 @@ class Runner:
         experiment runs again from its first step onto whatever is left (README, "Campaigns and the journal")."""
         held = self.executor.contents.cell_ml
         return (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
-                f"{self.journal.path} --cell-emptied`" if held > 0 else "")
+                f"{shell_word(self.journal.path)} --cell-emptied`" if held > 0 else "")
 
     def _disconnected(self) -> tuple[str, str]:
         """What a stop for instrument faults says of the pumps that disconnected while pumping (:attr:`_lost`), and
@@ -470,8 +472,8 @@ class Runner:
         held = self.executor.contents.cell_ml
         store = self.journal.path
         check = (f"empty the cell (it holds {held:g} mL by labloop's count), reconnect {pumps} and check {syringes}, "
-                 f"then `labloop resume {store} --cell-emptied`" if held > 0 else
-                 f"reconnect {pumps} and check {syringes} and the cell, then `labloop resume {store}`")
+                 f"then `labloop resume {shell_word(store)} --cell-emptied`" if held > 0 else
+                 f"reconnect {pumps} and check {syringes} and the cell, then `labloop resume {shell_word(store)}`")
         return lost, f"{check} (add `--syringes-filled` if you fill {syringes} by hand)"
 
     def _stop_no_operator(self, exc: NoOperator) -> int:
@@ -545,7 +547,7 @@ class Runner:
         else:
             empty = f"empty the cell (it holds {held:g} mL by labloop's count), then " if held > 0 else ""
             advice = (f"check {instruments} at the instrument (a pump may still be pumping, a cell still be on), "
-                      f"{empty}`labloop resume {self.journal.path}{' --cell-emptied' if held > 0 else ''}`")
+                      f"{empty}`labloop resume {shell_word(self.journal.path)}{' --cell-emptied' if held > 0 else ''}`")
         with self.interrupts.deferred():
             self.journal.add_event("stopped", message, data={"experiments": [exc.experiment_id], "unsafe": exc.unsafe,
                                                              "advice": advice, "cell_ml": held})

@@ -402,3 +402,20 @@ def test_a_file_whose_budget_was_lowered_continues_to_the_journals_without_blami
     assert result.returncode == 0, result.stderr
     assert "continuing to budget.max_experiments 2, the journal's (the file says 1)" in result.stderr, result.stderr
     assert "labloop resume --max-experiments" not in result.stderr
+
+
+def test_a_hint_names_a_store_with_a_space_as_one_shell_word(tmp_path, labloop, write_campaign):
+    """An operator pasted `labloop resume /tmp/ström läb.db --cell-emptied` from a hint and got "unexpected extra
+    arguments": a store's path in a command a hint gives is quoted for the shell (core/text.py shell_word), and the
+    pasted command runs."""
+    import shlex
+
+    store = tmp_path / "lab runs" / "ström läb.db"
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run", "--store", store).returncode == 0
+    again = labloop("resume", store)  # at its budget: says how to give it more
+    hint = again.stderr.split("labloop resume ", 1)[1].split("\n", 1)[0]
+    assert hint == f"{shlex.quote(str(store))} --max-experiments 2", again.stderr
+    resumed = labloop("resume", *shlex.split(hint))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2/2 experiments done" in resumed.stderr
