@@ -226,8 +226,11 @@ def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None 
             ensemble = train(campaign, prior_table(campaign), directory, progress)
             cached = False
         except OSError as exc:  # another campaign of this folder saved the same model just now: use it
+            try:
+                ensemble = load_ensemble(directory)
+            except ModelLoadError:  # none saved there: the disk's own failure (full, read-only), said as such
+                raise exc from None  # ("no such model directory" sent an operator looking for a folder)
             log.info("prior model saved by another run meanwhile (%s)", exc)
-            ensemble = load_ensemble(directory)
     return _journalled(campaign, journal, ensemble, directory, metrics_of(ensemble, n_measurements=0), cached=cached)
 
 

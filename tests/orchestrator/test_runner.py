@@ -190,3 +190,22 @@ def test_wait_for_retrain_brings_each_retrained_model_to_the_next_proposal(tmp_p
         assert later and all(e.model_version >= 2 for e in later), [(e.step, e.model_version) for e in experiments]
         assert any(e.kind == "waiting" and "retrain" in e.message for e in journal.events())
         assert retrain_event.data["round"] == 1
+
+
+def test_a_full_disk_while_the_prior_is_saved_is_said_as_the_disk(tmp_path, write_campaign, monkeypatch):
+    """An operator's run on a 2 MB disk stopped with 'no such model directory': saving the prior failed for want
+    of space, and the failure was taken for another run saving the same model meanwhile. It is the disk's error
+    now, naming the file (the CLI says it in one line, exit 1). Nothing real fills the disk here: train() raises
+    what a full one raised, without saving."""
+    import errno
+
+    from labloop.orchestrator.learning import models
+
+    def full_disk(campaign, table, directory, progress=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory / "fold-0.weights.h5"))
+
+    monkeypatch.setattr(models, "train", full_disk)
+    campaign = load_campaign(write_campaign(tmp_path, prior=True))
+    with Journal.create(campaign.store, campaign) as journal, pytest.raises(OSError) as raised:
+        models.prior_model(campaign, journal)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename.endswith("fold-0.weights.h5")
