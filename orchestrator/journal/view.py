@@ -109,7 +109,10 @@ def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
     if last is None:
         return "not started: no run has written this journal yet"
     if last["kind"] == "run":
-        return "stopped: the run process ended without a word (killed or crashed); `labloop resume` continues it"
+        # it could not make the rig safe, and the cell or a syringe may need a person before a resume (which says)
+        return ("stopped: the run process ended without a word (killed or crashed), so nothing made the rig safe: "
+                "check the pumps and the cell at the rig, then `labloop resume` continues it (it says first what the "
+                "cell or the syringes need)")
     if last["kind"] == "finished":
         done, budget = progress["counts"][State.DONE.value], progress["max_experiments"]
         unsafe = last["data"].get("unsafe") if isinstance(last["data"], dict) else None

@@ -571,6 +571,7 @@ def test_a_run_killed_with_sigkill_is_shown_stopped_not_live(tmp_path, write_cam
         _wait(browser, lambda d: _text(d, "#run-state").startswith("stopped: the run process is gone"), "the stop")
         assert _text(browser, "#connection").startswith("no run")
         assert "`labloop resume` runs it again" in _text(browser, "#run-state")
+        assert "check the pumps and the cell at the rig" in _text(browser, "#run-state")  # nothing made it safe
         assert "running 1" in _text(browser, "#state-counts")  # as the journal says: resume marks it interrupted
         _screenshot(browser, tmp_path, "dashboard-killed.png")
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.view import snapshot
 
 #: where each of the 10 runs is killed, and whether its campaign has a (tiny) surrogate: retraining needs one
 SCENARIOS = [("retraining", True), ("retraining", True)] + [(p, False) for p in ("proposal", "dispense", "cv") * 2] \
@@ -199,6 +200,10 @@ def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(
         heard = max([e.time for e in journal.events()]
                     + [t for e in journal.experiments() for a in journal.actions(e.id)
                        for t in (a.started_at, a.finished_at) if t is not None])
+    with Journal.open(store, readonly=True) as journal:  # labloop log's header: nothing made the rig safe
+        ended = snapshot(journal)["progress"]["ended"]
+    assert ended.startswith("stopped: the run process ended without a word (killed or crashed), so nothing made the "
+                            "rig safe: check the pumps and the cell at the rig, then `labloop resume`"), ended
     time.sleep(0.05)  # the resume's clock is later than anything the killed run wrote
     resume = subprocess.Popen([*CLI, "resume", str(store), "--cell-emptied"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

@@ -262,7 +262,8 @@ function renderRunState() {
     line.className = "run-live";
   } else if (p.counts.running) {
     line.textContent = `stopped: the run process is gone (${written}); the experiment it was running stopped ` +
-      "with it, and `labloop resume` runs it again";
+      "with it and nothing made the rig safe: check the pumps and the cell at the rig, then `labloop resume` runs " +
+      "it again (it says first what the cell or the syringes need)";
     line.className = "run-gone";
   } else {  // how the last run ended, as the server words it for `labloop log` too (journal/view.py, run_end)
     line.textContent = `${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
