@@ -3,8 +3,8 @@ the dashboard, the report).
 
 Why here and read from the library file, not journalled: planners see SMILES only, and a library's names are the
 lab's, so they are looked up where a journal is shown; a library moved away since the run shows SMILES alone. Why
-a cache: the dashboard and ``log --follow`` summarise the journal again at every change, and a 40,000-row library
-took longer to read than the journal; the file is read again only when it changes (its size or time).
+a cache: the dashboard and ``log --follow`` summarise the journal again at every change, and a library of tens of
+thousands of rows would be read each time; the file is read again only when it changes (its size or time).
 """
 
 from __future__ import annotations
