@@ -572,7 +572,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")
         if lab is not None:
             return Rig(instruments, closer=stack.pop_all(), ask=ask, rinse=lab.rinse, sleep=lab.sleep,
-                       operator=lab.ask_operator, simulation=lab)
+                       operator=lab.ask_operator, simulation=lab, ready=lab.arm_faults)
         return Rig(instruments, closer=stack.pop_all(), ask=ask)
 
 

@@ -16,6 +16,7 @@ cell; :func:`cell_current` turns that list into the current a scan measures.
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -88,6 +89,9 @@ class EmulatorContext:
     oxygen: CellParams = DEFAULT_OXYGEN
     atmosphere: Atmosphere | None = None
     reference_drift: Callable[[], float] = _no_drift
+    #: the plan's faults strike once this is set (None: from the start): a dry run's rig sets it once its health check
+    #: passed (sim/lab.py), so that a fault rehearses what the run does, not a start that is refused again and again
+    faults_armed: threading.Event | None = None
 
     @classmethod
     def standalone(cls, couple: CellParams, *, time_scale: TimeScale | None = None, faults: FaultPlan | None = None,
@@ -132,7 +136,8 @@ class EmulatorContext:
         """A fault injector for ``device`` drawing from the plan, seeded by the plan's seed and the name."""
         if self.faults is None:
             return None
-        return FaultInjector(replace(self.faults, seed=zlib.crc32(f"{self.faults.seed}:{device}".encode())))
+        return FaultInjector(replace(self.faults, seed=zlib.crc32(f"{self.faults.seed}:{device}".encode())),
+                             self.faults_armed)
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,10 @@ class FaultPlan:
 class FaultInjector:
     """Draws faults according to a plan; thread-safe; counts what it injected."""
 
-    def __init__(self, plan: FaultPlan) -> None:
+    def __init__(self, plan: FaultPlan, armed: threading.Event | None = None) -> None:
         self.plan = plan
+        #: faults strike once this is set (None: from the start); a dry run's rig sets it after its health check
+        self._armed = armed
         self._lock = threading.Lock()
         self._streams = {kind: random.Random(f"{plan.seed}:{kind.value}") for kind in FaultKind}
         self._shape = random.Random(f"{plan.seed}:shape")  # where a fault hits (which byte, how far)
@@ -76,7 +78,7 @@ class FaultInjector:
     def decide(self, kind: FaultKind) -> bool:
         """True if a fault of ``kind`` happens now (and count it)."""
         rate = self.plan.rate(kind)
-        if rate <= 0.0:
+        if rate <= 0.0 or (self._armed is not None and not self._armed.is_set()):
             return False
         with self._lock:
             hit = self._streams[kind].random() < rate

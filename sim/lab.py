@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -56,10 +57,16 @@ class SimulatedLab:
                                        standard=replace(DEFAULT_FERROCENE, area_cm2=area),
                                        oxygen=replace(DEFAULT_OXYGEN, area_cm2=area),
                                        atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
-                                       reference_drift=world.reference_drift_v
+                                       reference_drift=world.reference_drift_v, faults_armed=threading.Event()
                                        ).on_reference(world.reference_offset_v, oxygen_vs_li_v, standard_vs_li_v)
         self.emulations: dict[str, Emulation] = {}
         self._addresses: dict[str, int] = {}
+
+    def arm_faults(self) -> None:
+        """From now on the emulators inject the plan's faults (none while the rig opened and was health-checked: a
+        fault there refused the run, and every resume the same way, since a refused one journals nothing)."""
+        if self.context.faults_armed is not None:
+            self.context.faults_armed.set()
 
     def start(self, instrument: str, driver: str, options: Mapping[str, Any], stack: ExitStack) -> Emulation:
         """Start ``driver``'s emulator for ``instrument`` (stopped when ``stack`` closes)."""

@@ -4,8 +4,8 @@ Why one object: the runner and the protocol executor need the instruments by the
 them, one way to put them all in a safe state (Ctrl-C, a fault, the end of a run), and one way to release
 them, whatever drivers they are. The rig never knows whether its instruments are real: the composition
 module (:mod:`labloop.orchestrator.compose`) opens them on hardware or on emulators and hands the rig the
-two things that differ — how the cell is rinsed (the operator, or the simulated cell) and how device time
-passes (the wall clock, or a faster one).
+things that differ — how the cell is rinsed (the operator, or the simulated cell), how device time passes (the
+wall clock, or a faster one), and what to tell once the rig passed its health check (a dry run's faults begin).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Rig:
 
     def __init__(self, instruments: Mapping[str, object], *, closer: ExitStack, ask: Ask = input,
                  rinse: Callable[[], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 operator: Ask | None = None, simulation: Any = None) -> None:
+                 operator: Ask | None = None, simulation: Any = None, ready: Callable[[], None] | None = None) -> None:
         self.instruments: dict[str, object] = dict(instruments)
         self._closer = closer
         self._ask = ask
@@ -94,6 +94,8 @@ class Rig:
         self._sleep = sleep
         #: the simulated lab behind a dry-run rig (its emulators, for tests and diagnostics); None on hardware
         self.simulation = simulation
+        #: told once the health check before the first experiment passed (a dry run's emulators start their faults)
+        self._ready = ready
         #: instruments :meth:`safe_state` has said it could not make safe, or a refused health check named: said
         #: again (closing the rig makes it safe once more) only with -v
         self._said: set[str] = set()
@@ -173,6 +175,8 @@ class Rig:
                 self._said.add(name)  # the refusal names it; closing the rig need not say it again
                 raise ConfigError(f"instruments.{name}", "the health check before the first experiment failed: "
                                                          f"{state.removeprefix(HEALTH_ERROR)}")
+        if self._ready is not None:
+            self._ready()
         return report
 
     def close(self) -> None:

@@ -114,6 +114,22 @@ def test_a_resumed_fault_rehearsal_draws_its_faults_afresh(tmp_path, labloop, wr
     assert len({seed(0), seed(1), seed(2)}) == 3 and seed(1) == seed(1)
 
 
+def test_a_fault_rehearsal_never_refuses_its_start(tmp_path, labloop, write_campaign):
+    """A rehearsal's fault at a port's opening or in the health check refused the run (exit 2), and every resume of it
+    the same way, since a refused start journals nothing and the next drew the same fault (an operator's trial: 12
+    of 12 resumes refused). Faults strike from the first experiment on (sim/lab.py arm_faults): at a rate that fails
+    nearly every exchange, each start reaches its experiments, whose faults stop it (exit 1), run after run."""
+    world = {"truth": {"from": "ie_ea", "solvent": "acn"}, "noise_v": 0.01, "fault_rate": 0.2}  # its maximum
+    campaign_file = write_campaign(tmp_path, world=world, budget={"max_experiments": 4, "max_consecutive_faults": 1})
+    store = tmp_path / "tiny.db"
+    for attempt in range(3):
+        result = (labloop("run", campaign_file, "--dry-run") if attempt == 0 else
+                  labloop("resume", store, "--cell-emptied", "--syringes-filled"))
+        assert result.returncode == 1, result.stderr  # stopped by a fault in an experiment, not refused (2)
+        with Journal.open(store, readonly=True) as journal:
+            assert len(journal.experiments(states=(State.FAILED,))) >= attempt + 1
+
+
 def test_ctrl_c_while_the_prior_trains_is_journalled(tmp_path, write_campaign):
     """A stop before the runner started left only 'run started' in the journal (a newcomer's trial)."""
     campaign_file = write_campaign(tmp_path, prior=True, budget={"max_experiments": 2},
