@@ -112,8 +112,16 @@ def _workers(pid: int) -> list[int]:
     """The processes ``pid`` forked that still run as it does (a pool's workers, not a command it runs)."""
     command = Path(f"/proc/{pid}/cmdline").read_bytes()
     children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-                for child in (task / "children").read_text().split()]
+                for child in _read(task / "children").split()]
     return [child for child in children if _command(child) == command]
+
+
+def _read(path: Path) -> str:
+    """A /proc file's text, "" when its thread or process ended meanwhile (a CI run read a task that had just gone)."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _command(pid: int) -> bytes | None:
