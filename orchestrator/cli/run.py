@@ -150,32 +150,36 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
                   scheduler: str | None = None, *, by_hand: Sequence[str] = (),
                   record: Callable[[Journal], None] | None = None) -> int:
-    """Check everything, take the store's lock, and only then open the rig and the journal: a second
-    ``run``/``resume`` of a running campaign is refused before it touches any instrument. The Dask cluster a
-    campaign uses (:func:`compose.compute_placement`) is connected to (or started) first, so a scheduler that
-    does not answer is bad input with nothing written. ``by_hand``: what the operator says was done by hand
+    """Take the store's lock, check everything, and only then open the rig and the journal: a second
+    ``run``/``resume`` of a running campaign is refused before it checks, starts a cluster or touches any
+    instrument, and from its first second the run is live to ``labloop log --follow`` and the dashboard (they read
+    the lock; taken after the checks and the cluster's start, a follow begun with a resume said no run wrote the
+    journal and quit: an operator's trial). A refused run leaves no lock file (journal/lock.py). The Dask cluster a
+    campaign uses (:func:`compose.compute_placement`) is connected to (or started) before the rig, so a scheduler
+    that does not answer is bad input with nothing written. ``by_hand``: what the operator says was done by hand
     (``resume --cell-emptied``...), journalled with the rest of ``record`` (``resume``'s writes) only once
     nothing refuses the run (:func:`_with_journal`)."""
     continued = campaign.store.exists()  # a journal's count of the syringes, not the campaign's start, decides then
-    library, world = compose.check_campaign(campaign, dry_run=dry_run, continued=continued)
-    preflight.check_prior(campaign)
-    preflight.warn_before_run(campaign, library)
-    with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
-            Interrupts() as interrupts, sole_runner(campaign.store) as lock:
-        try:
-            with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library,
-                                   session=runs_of(campaign.store) if continued else 0) as rig:
-                executor = compose.build_executor(campaign, rig)
-                executor.check(continued=continued)
-                rig.check_health()  # before the journal is written and before anything is pumped
-                with open_journal() as journal:
-                    lock.hold_journal()  # a journal just created
-                    if world is not None:
-                        world.resume_at(journal.raw_count())  # a drifting reference continues where it was
-                    code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts, client,
-                                         by_hand, record, scheduler)
-        except Interrupted:
-            code = EXIT_INTERRUPTED
+    with sole_runner(campaign.store) as lock:
+        library, world = compose.check_campaign(campaign, dry_run=dry_run, continued=continued)
+        preflight.check_prior(campaign)
+        preflight.warn_before_run(campaign, library)
+        with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
+                Interrupts() as interrupts:
+            try:
+                with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library,
+                                       session=runs_of(campaign.store) if continued else 0) as rig:
+                    executor = compose.build_executor(campaign, rig)
+                    executor.check(continued=continued)
+                    rig.check_health()  # before the journal is written and before anything is pumped
+                    with open_journal() as journal:
+                        lock.hold_journal()  # a journal just created
+                        if world is not None:
+                            world.resume_at(journal.raw_count())  # a drifting reference continues where it was
+                        code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts, client,
+                                             by_hand, record, scheduler)
+            except Interrupted:
+                code = EXIT_INTERRUPTED
     store = campaign.store
     if code == EXIT_INTERRUPTED and not store.exists():  # stopped while the rig opened or its health was checked
         _say(f"interrupted before the journal {store} was written: nothing ran; start it again with the same "

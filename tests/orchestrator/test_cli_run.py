@@ -4,6 +4,7 @@ journal, a finished campaign is not run again, a campaign being run is not run t
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labloop.orchestrator.journal.lock import sole_runner
+from labloop.orchestrator.journal.lock import being_run, sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.journal.view import snapshot
 
@@ -435,3 +436,38 @@ def test_a_hint_names_a_store_with_a_space_as_one_shell_word(tmp_path, labloop, 
     resumed = labloop("resume", *shlex.split(hint))
     assert resumed.returncode == 0, resumed.stderr
     assert "2/2 experiments done" in resumed.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the resume's children in /proc (Linux)")
+def test_a_run_holds_its_store_from_its_start_for_log_follow(tmp_path, labloop, write_campaign):
+    """A `labloop log --follow` started as a resume began said 'no run is writing this journal' and quit (an
+    operator's trial): the run took the store's lock only after its checks (seconds for a library of thousands of
+    rows) and its cluster's start. It takes the lock first now, so the follow, begun at once, follows the resume to
+    its end."""
+    library = tmp_path / "library.csv"
+    library.write_text("".join((EXAMPLES.parent / "data" / "ocelot_chromophore_v1_ie_ea.csv").read_text().splitlines(
+        keepends=True)[:6001]))  # checked row by row over a pool: seconds
+    campaign_file = write_campaign(tmp_path, library={"file": str(library)}, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run", "--scheduler", "none").returncode == 0
+    store = tmp_path / "tiny.db"
+    cli = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
+    resume = subprocess.Popen([*cli, "resume", str(store), "--max-experiments", "2", "--scheduler", "none"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def forked() -> bool:  # a child of any of the resume's threads (one may end while it is read)
+        for task in Path(f"/proc/{resume.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                if (task / "children").read_text().split():
+                    return True
+        return False
+
+    try:  # the row checks' pool workers are the resume's first children: by then it must hold the store
+        while not forked():
+            assert resume.poll() is None, resume.stderr.read()
+            time.sleep(0.002)
+        assert being_run(store), "the row checks ran before the run held its store"
+        follow = subprocess.run([*cli, "log", str(store), "--follow"], capture_output=True, text=True, timeout=300)
+    finally:
+        resume.wait(timeout=300)
+    assert resume.returncode == 0, resume.stderr.read()
+    assert follow.returncode == 0 and "finished: budget reached (2/2)" in follow.stderr, follow.stderr
