@@ -298,10 +298,12 @@ class NE1000Bus:
 
 
 def _raise_for(reply: NE1000Reply, where: str, text: str) -> None:
+    # an empty command is the status poll a dispense waits with: "in reply to ''" told an operator nothing
+    asked = repr(text) if text else "a status poll"
     if reply.alarm == "S":
-        raise PumpStalled(where, f"alarm A?S (motor stalled) in reply to {text!r}")
+        raise PumpStalled(where, f"alarm A?S (motor stalled) in reply to {asked}")
     if reply.alarm is not None:
-        raise DeviceError(where, f"A?{reply.alarm}", f"{ALARMS[reply.alarm]} (in reply to {text!r})")
+        raise DeviceError(where, f"A?{reply.alarm}", f"{ALARMS[reply.alarm]} (in reply to {asked})")
     if reply.error == "?COM":
         raise ProtocolError(where, f"{ERRORS['?COM']} for {text!r}")
     if reply.error is not None:

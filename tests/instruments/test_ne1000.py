@@ -251,8 +251,10 @@ def test_power_up_alarm_is_acknowledged_on_connect_and_typed_later(make_line: Ca
 def test_a_stall_raises_pump_stalled(make_line: Callable[..., Line]) -> None:
     line = make_line(faults=FaultInjector(FaultPlan(stall=1.0, seed=3)))
     pump = line.pump()
-    with pytest.raises(PumpStalled, match="NE-1000 #00"):
+    with pytest.raises(PumpStalled, match="NE-1000 #00") as stalled:
         pump.dispense(1.0, 5.0)
+    # the alarm came in reply to the status poll the dispense waited with: said so, not "in reply to ''"
+    assert str(stalled.value).endswith("alarm A?S (motor stalled) in reply to a status poll"), str(stalled.value)
     snap = line.emulator.snapshot(0)
     assert 0 < snap.infused_ml < 1.0 and snap.status == "S" and snap.alarm is None
     assert line.cell.state().volume_ml == pytest.approx(snap.infused_ml)
