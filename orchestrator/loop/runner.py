@@ -671,7 +671,11 @@ class Runner:
             where = self._failed
             if isinstance(exc, PumpDisconnected):
                 self._lost.setdefault(exc.pump, (experiment.id, exc))
-            if not isinstance(exc, InstrumentError):
+            if isinstance(exc, InstrumentError):
+                # one line on the console, as a refused step's: two pump stalls went unsaid before a stop that
+                # blamed the syringe they had left short (an operator's trial)
+                log.warning("experiment %d failed: %s", experiment.id, message)
+            else:
                 plugin = self._plugin_that_raised(exc, where)
                 if plugin is not None:  # a plug-in's bug: say whose, in one line (its traceback at -v)
                     log.error("experiment %d: %s raised %s, not an instrument error: a bug in driver %r (run with "

@@ -326,6 +326,11 @@ def test_a_dry_run_with_faulty_devices_stops_and_says_how_to_resume(tmp_path, la
              "Overload")
     assert all(re.match(rf"(\w+ \(\w+\): )?({'|'.join(kinds)}):", e.cause) for e in failed[-2:]), \
         [e.cause for e in failed]
+    # each said on the console as it happened, not only in the journal (an operator's trial: two pump stalls went
+    # unsaid before a stop that blamed the syringe count)
+    for e in failed:
+        if not e.cause.startswith("analysis:"):
+            assert f"warning: experiment {e.id} failed: {e.cause}" in result.stderr, result.stderr
 
 
 def test_a_campaign_that_runs_out_of_molecules_says_so(tmp_path, labloop, write_campaign):
