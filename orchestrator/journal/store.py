@@ -434,6 +434,14 @@ def _upgrade(conn: sqlite3.Connection, version: int) -> None:
     conn.execute("COMMIT")
 
 
+def _read_only_file_system(path: Path) -> bool:
+    """Whether ``path``'s folder lies on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path.absolute().parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """A connection to the journal. A reader whose user may write the journal and its folder gets a writable
     connection that refuses to write (``PRAGMA query_only``): SQLite's read-only connection cannot remove the
@@ -442,7 +450,11 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     reader. Elsewhere (a read-only medium, another user's journal) it is read-only."""
     writable = readonly and os.access(path, os.W_OK) and os.access(path.absolute().parent, os.W_OK)
     mode = "rw" if writable or not readonly else "ro"
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, isolation_level=None,
+    # on a read-only file system (a read-only mount, an archive) a WAL journal cannot get the -shm file every reader
+    # needs, and SQLite refused it ("cannot be opened"; an operator's trial); no run can write it there, so it is
+    # read as the immutable file it is (not merely a folder this user may not write: another user's run may)
+    fixed = "&immutable=1" if readonly and _read_only_file_system(path) else ""
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}{fixed}", uri=True, isolation_level=None,
                            check_same_thread=False, timeout=10.0)
     if readonly and writable:
         conn.execute("PRAGMA query_only = ON")

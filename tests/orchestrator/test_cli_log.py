@@ -244,3 +244,26 @@ def test_the_tables_and_json_name_the_molecules_the_library_names(labloop, tmp_p
     moved = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", path], env=env,
                            capture_output=True, text=True, check=True).stdout
     assert "┃ name" not in moved and BEST in moved
+
+
+def test_a_journal_on_a_read_only_file_system_is_read(labloop, store, tmp_path):
+    """A finished journal on a read-only mount could not be read ('it cannot be opened (permissions, ...)'): SQLite
+    wants the -shm file a WAL journal's readers share, which it cannot make there (an operator's trial). Read as the
+    immutable file it is there (no run can write it), log and report work; a resume is refused as before. A real
+    read-only bind mount: root only."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(store.parent), str(archive)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        remounted = subprocess.run(["mount", "-o", "remount,ro,bind", str(archive)], capture_output=True)
+        assert remounted.returncode == 0, remounted.stderr
+        journal = archive / store.name
+        shown = labloop("log", journal)
+        assert shown.returncode == 0 and BEST in shown.stdout, shown.stderr
+        assert labloop("report", journal, "-o", tmp_path / "report").returncode == 0
+        refused = labloop("resume", journal)
+        assert refused.returncode == 2 and "read-only medium" in refused.stderr
+    finally:
+        subprocess.run(["umount", "--lazy", str(archive)], check=True)  # even if a failed check left it busy
