@@ -246,6 +246,12 @@ def rows_checked(campaign: Campaign, n_rows: int) -> bool:
     return n_rows <= CHECK_SMILES_ROWS and campaign.library.is_csv()
 
 
+def too_long_to_check(campaign: Campaign, n_rows: int) -> bool:
+    """A CSV library whose rows :func:`library_rows` does not read, being longer than :data:`CHECK_SMILES_ROWS`:
+    ``validate`` and ``run`` say so (Parquet and .smi libraries are never read row by row here)."""
+    return campaign.library.is_csv() and not rows_checked(campaign, n_rows)
+
+
 @dataclasses.dataclass(frozen=True)
 class LibraryRows:
     """What ``validate`` and ``run`` say of a library's rows, by 0-based row, each an :class:`InvalidSmiles`:

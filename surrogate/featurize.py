@@ -204,10 +204,16 @@ def beyond_prior(smiles: object) -> str | None:
     passed unsaid, and the TEMPO salt was called a nitro group). None too for what :func:`parse_smiles` does not
     read (reported as invalid instead). Only a bracket atom can carry a charge or an unpaired electron, and only
     ``.`` separates parts, so a SMILES with neither is not parsed (a million-row library)."""
-    if not isinstance(smiles, str) or ("[" not in smiles and "." not in smiles):
+    if not isinstance(smiles, str) or not _may_be_beyond_prior(smiles):
         return None
     mol = parse_smiles(smiles)
     return None if mol is None else _beyond_prior(mol)
+
+
+def _may_be_beyond_prior(smiles: str) -> bool:
+    """Whether ``smiles`` can be beyond the prior at all: only a bracket atom carries a charge or an unpaired
+    electron, and only ``.`` separates parts, so a SMILES with neither need not be looked at."""
+    return "[" in smiles or "." in smiles
 
 
 def _beyond_prior(mol: Chem.Mol) -> str | None:
@@ -342,9 +348,8 @@ def check_rows(smiles: Sequence[str], n_jobs: int | None = None,
         return checked
     size = _chunk_size(len(smiles), jobs)
     chunks = [smiles[start:start + size] for start in range(0, len(smiles), size)]
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     checked = []
-    with _pool(ctx, min(jobs, len(chunks))) as pool:
+    with _pool(_fork_context(), min(jobs, len(chunks))) as pool:
         for chunk, done in zip(chunks, pool.imap(_check_chunk, chunks), strict=True):
             checked += done
             if progress:
@@ -361,7 +366,7 @@ def _check_chunk(smiles: Sequence[str]) -> list[RowCheck]:
             if mol is None:
                 checked.append(RowCheck(why, None, ""))
                 continue
-            odd = _beyond_prior(mol) if "[" in text or "." in text else None  # only these can be (beyond_prior)
+            odd = _beyond_prior(mol) if _may_be_beyond_prior(text) else None
             checked.append(RowCheck(None, odd, Chem.MolToSmiles(mol)))
     return checked
 
@@ -372,6 +377,12 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _fork_context() -> BaseContext:
+    """Fork where the platform has it: the workers start in milliseconds and only run RDKit/numpy, never
+    TensorFlow."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
 
 
 @contextmanager
@@ -438,9 +449,7 @@ def _compute(
     canonical: list[str] | None = [] if want_canonical else None
     if parallel:
         tasks = [(smiles[start:stop], settings, want_canonical) for start, stop in bounds]
-        # fork: workers start in milliseconds and only run RDKit/numpy, never TensorFlow.
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with _pool(ctx, min(n_jobs, len(tasks))) as pool:
+        with _pool(_fork_context(), min(n_jobs, len(tasks))) as pool:
             for (start, stop), res in zip(bounds, pool.imap(_featurize_chunk, tasks), strict=True):
                 X[start:stop], D[start:stop], valid[start:stop] = res[:3]
                 if canonical is not None:

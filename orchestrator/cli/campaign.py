@@ -149,7 +149,7 @@ def _library_rows(campaign: Campaign, n_rows: int, invalid: int, again: int) -> 
     """``200 molecules``, or ``203 rows: 1 invalid SMILES and 2 repeats of an earlier row's molecule, never
     proposed``, or for a CSV library too long to check row by row ``150000 rows, not checked row by row above
     100,000`` (it said ``25050 molecules`` of garbage and repeats too)."""
-    if campaign.library.is_csv() and not compose.rows_checked(campaign, n_rows):
+    if compose.too_long_to_check(campaign, n_rows):
         return f"{n_rows} rows, not checked row by row above {compose.CHECK_SMILES_ROWS:,}"
     if not invalid and not again:
         return f"{n_rows} molecules"
