@@ -155,9 +155,9 @@ def warn_before_run(campaign: Campaign, library: list[str]) -> tuple[int, int]:
 
 
 def warn_unchecked_rows(campaign: Campaign, library: list[str]) -> None:
-    """One line when a CSV library is too long for its rows to be checked one by one (:func:`compose.too_long_to_check`):
-    a 25,050-row library with garbage and repeats passed in silence, and validate's summary called every row a
-    molecule."""
+    """One line when a CSV library is too long for its rows to be checked one by one
+    (:func:`compose.too_long_to_check`): a 25,050-row library with garbage and repeats passed in silence, and
+    validate's summary called every row a molecule."""
     if compose.too_long_to_check(campaign, len(library)):
         console.err.print(f"warning: {display_name(campaign.library.file)}: {len(library)} rows, more than "
                           f"{compose.CHECK_SMILES_ROWS:,}, so its rows are not checked one by one (invalid SMILES, "
