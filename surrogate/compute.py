@@ -177,7 +177,7 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
     mask it had), which was the cluster's IO loop thread: so the tracker is started here, first. It used to set
     SIGINT ignored for the block, for the workers to inherit: a thread that does not block it (a native library's,
     started before) then took a Ctrl-C and dropped it, and the run went on for 20 s and more (an operator's trial:
-    4 Ctrl-Cs of 4 in the start lost; here 4 of 6)."""
+    4 Ctrl-Cs of 4 in the start lost)."""
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
