@@ -1,4 +1,5 @@
-"""The one way labloop writes a file that must be whole or absent: a temporary sibling, then a rename.
+"""Files: the one way labloop writes a file that must be whole or absent (a temporary sibling, then a rename),
+and where a file is after the folder it was recorded beside moved.
 
 Why a rename: ``os.replace`` within one directory is atomic, so a reader (or a resumed run) sees the old
 file or the complete new one, never half of one, whatever interrupts the writer.
@@ -41,3 +42,13 @@ def atomic_write(path: Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def moved_along(path: Path, old_dir: Path, new_dir: Path) -> Path | None:
+    """Where ``path`` (absolute, recorded while ``old_dir`` was where it was) is now if it moved or was copied with
+    that folder (``old_dir`` -> ``new_dir``, everything kept where it was relative to it); None if nothing is
+    there, or if that is ``path`` itself (a file outside the folder that moved). Why: a journal records absolute
+    paths, and a lab moves or copies a campaign's whole folder (a new disk, a backup restored) and expects to go
+    on there with the files that went with it, not with the originals it may delete next."""
+    candidate = Path(os.path.normpath(new_dir / os.path.relpath(path, old_dir)))
+    return candidate if candidate != path and candidate.exists() else None

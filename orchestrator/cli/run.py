@@ -107,13 +107,20 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
             raise click.BadParameter(f"{max_experiments} is fewer than the {done} experiments already done",
                                      param_hint="--max-experiments")
         config = {**config, "budget": {**config["budget"], "max_experiments": max_experiments}}
+    recorded = Path(config.get("store") or store.absolute())
+    relocated = recorded != store.absolute()  # the store was moved or copied: files moved with it are found
+    context: dict[str, Any] = {"continued": True}
+    if relocated:
+        context |= {"moved": (recorded.parent, store.absolute().parent), "relocated": {}}
     try:
-        campaign = Campaign.model_validate(config, context={"continued": True})
+        campaign = Campaign.model_validate(config, context=context)
     except ValidationError as exc:  # e.g. the library file moved since the run started
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "campaign"
-        raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']} "
-                           "(moved or changed since the run started? put it back, then resume)") from None
+        where = (f" (neither where it was nor beside the store as it was; the store was at {recorded})" if relocated
+                 else "")
+        raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']}"
+                           f"{where} (moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
     previous = runs[-1].data.get("scheduler") if runs else None
     if scheduler is None and previous is not None:  # the option is no part of the campaign: said, not carried over
@@ -138,6 +145,8 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
             _say(f"instruments.{name}.port {journal.move_port(name, port)} -> {port} (journalled)")
         for kind in by_hand:
             journal.add_event(kind, BY_HAND_SAID[kind])
+        if relocated:
+            _say(f"{journal.record_move(context['relocated'])} (journalled)")
 
     code = _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler,
                          by_hand=by_hand, record=record)

@@ -55,6 +55,7 @@ from labloop.core.errors import (
     said,
     shown,
 )
+from labloop.core.files import moved_along
 from labloop.core.validation import shape_message
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
@@ -113,9 +114,16 @@ MIN_TIME_SCALE = 1e-3
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
-    """Relative paths count from the campaign file's folder (``context={"base_dir": ...}``), else the cwd."""
-    base = Path((info.context or {}).get("base_dir") or Path.cwd())
-    return Path(os.path.normpath(base / value.expanduser()))
+    """Relative paths count from the campaign file's folder (``context={"base_dir": ...}``), else the cwd. A
+    journal's campaign, resumed from a store that moved (``context={"moved": (old folder, new folder),
+    "relocated": {}}``), finds a file that is no longer where it was at the same place relative to the store,
+    and notes it in ``relocated`` (old path -> new)."""
+    context = info.context or {}
+    path = Path(os.path.normpath(Path(context.get("base_dir") or Path.cwd()) / value.expanduser()))
+    if "moved" in context and (found := moved_along(path, *context["moved"])) is not None:
+        context["relocated"][str(path)] = str(found)
+        return found
+    return path
 
 
 FilePath = Annotated[Path, AfterValidator(_resolve)]
@@ -550,7 +558,7 @@ class ProtocolSpec(BaseModel):
     """The steps of one experiment, read from ``file`` or written inline in the campaign."""
 
     model_config = SECTION
-    file: Path | None = None
+    file: FilePath | None = None
     steps: Annotated[tuple[Any, ...], AfterValidator(_check_steps)]
 
     @property

@@ -47,6 +47,7 @@ from labloop.core.errors import (
     first_line,
     shown,
 )
+from labloop.core.files import moved_along
 from labloop.core.text import plural, shell_word
 from labloop.core.timestamps import now
 from labloop.instruments.cv_analysis import CVResult
@@ -374,7 +375,9 @@ def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) ->
         return
     changed = first_difference(stored, given)
     more = (f" (for more experiments: `labloop resume {shell_word(path)} --max-experiments N`)"
-            if changed.startswith("budget.max_experiments:") else "")
+            if changed.startswith("budget.max_experiments:") else
+            f" (the store was moved or copied here: `labloop resume {shell_word(path)}` goes on with the files "
+            "beside it)" if changed.startswith("store:") else "")
     raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other settings, "
                        f"{changed}; choose another store, or continue that campaign as it was with `labloop resume`"
                        f"{more}")
@@ -540,6 +543,15 @@ _ACTION_COLUMNS = {"attempt": "integer", "step": "integer", "instrument": "text"
                    "started_at": "time", "finished_at": "time?", "outcome": "text?"}
 _MODEL_COLUMNS = {"created_at": "time", "n_train": "integer", "weights_path": "text?"}
 _EVENT_COLUMNS = {"time": "time", "kind": "text", "message": "text", "experiment_id": "integer?"}
+
+
+def _with_strings_replaced(value: Any, replacements: Mapping[str, str]) -> Any:
+    """``value`` (decoded JSON) with every string that is a key of ``replacements`` replaced by its value."""
+    if isinstance(value, dict):
+        return {key: _with_strings_replaced(item, replacements) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_strings_replaced(item, replacements) for item in value]
+    return replacements.get(value, value) if isinstance(value, str) else value
 
 
 class Journal:
@@ -960,6 +972,31 @@ class Journal:
             self._event(db, "port", f"instruments.{instrument}.port {before} -> {port} (labloop resume --port)",
                         None, {"instrument": instrument, "before": before, "after": port})
         return before
+
+    def record_move(self, relocated: Mapping[str, str]) -> str:
+        """The store is not where its campaign says (``labloop resume`` of a moved or copied store): its config's
+        ``store`` and the files found beside it (``relocated``, old path -> new, from the campaign's validation),
+        and the model folders found beside it, are set to where they are now, with an event saying from where, in
+        one transaction, as :meth:`move_port`'s does. A later resume, ``log`` and ``run`` of the campaign file
+        there then read them as they are. Returns the event's message."""
+        here = str(self.path.absolute())
+        with self._write() as db:
+            config = json.loads(db.execute("SELECT config_json FROM campaign WHERE id = 1").fetchone()[0])
+            before = Path(config["store"])
+            config = _with_strings_replaced(config, {**relocated, str(before): here})
+            db.execute("UPDATE campaign SET config_json = ? WHERE id = 1", (_json(config),))
+            models: dict[str, str] = {}
+            for version, weights in db.execute("SELECT version, weights_path FROM model_versions").fetchall():
+                if weights and (now_at := moved_along(Path(weights), before.parent, Path(here).parent)) is not None:
+                    models[weights] = str(now_at)
+                    db.execute("UPDATE model_versions SET weights_path = ? WHERE version = ?", (str(now_at), version))
+            found = [new for old, new in relocated.items() if old != str(before)]
+            found += [f"{len(models)} model {plural(len(models), 'folder')}"] if models else []
+            message = f"the store moved: {before} -> {here}" + (f"; found beside it: {', '.join(found)}" if found
+                                                                 else "")
+            self._event(db, "moved", message, None,
+                        {"before": str(before), "after": here, "files": dict(relocated), "models": models})
+        return message
 
     def campaign_info(self) -> CampaignInfo:
         rows = self._read("SELECT * FROM campaign WHERE id = 1")

@@ -269,6 +269,56 @@ def test_resume_refuses_a_library_changed_since_the_first_run(tmp_path, labloop,
     assert store.read_bytes() == before
 
 
+def _campaign_folder(folder: Path, write_campaign) -> Path:
+    """A campaign's own folder as a lab keeps it: the file, its library and protocol beside it (relative paths),
+    its store and prior models written there by the run."""
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "library.csv", folder / "library.csv")
+    shutil.copytree(EXAMPLES / "protocols", folder / "protocols")
+    return write_campaign(folder, prior=True, shared_prior=True, library={"file": "library.csv"},
+                          protocol="protocols/cv_screen.yaml", budget={"max_experiments": 4})
+
+
+def test_a_moved_or_copied_campaign_folder_goes_on_with_the_files_beside_it(tmp_path, labloop, write_campaign):
+    # the journal keeps absolute paths: a folder moved to another disk was refused ("library.csv: no such file"),
+    # and its models, not found, were trained again (an operator's trial)
+    assert labloop("run", _campaign_folder(tmp_path / "a", write_campaign), "--dry-run").returncode == 0
+    with Journal.open(tmp_path / "a" / "tiny.db", readonly=True) as journal:
+        versions = len(journal.model_versions())
+    assert versions == 2  # the prior and a retrained model, both in the folder
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    store = tmp_path / "b" / "tiny.db"
+    moved = labloop("resume", store, "--max-experiments", 5)
+    assert moved.returncode == 0, moved.stderr
+    assert (f"the store moved: {tmp_path / 'a' / 'tiny.db'} -> {store}; found beside it: "
+            f"{tmp_path / 'b' / 'library.csv'}, {tmp_path / 'b' / 'protocols' / 'cv_screen.yaml'}, 2 model folders "
+            "(journalled)") in moved.stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert len(journal.experiments(states=(State.DONE,))) == 5
+        rows = journal.model_versions()
+        assert len(rows) == versions  # the models were read where they are now, not trained again
+        assert all(Path(row.weights_path).is_relative_to(tmp_path / "b") for row in rows)
+        config = journal.campaign_info().config
+        assert (config["store"], config["library"]["file"]) == (str(store), str(tmp_path / "b" / "library.csv"))
+        assert [e.data["before"] for e in journal.events() if e.kind == "moved"] == [str(tmp_path / "a" / "tiny.db")]
+    # the campaign file there is that campaign again, and a copy of the folder goes on with its own files
+    assert labloop("validate", tmp_path / "b" / "tiny.yaml", "--dry-run").returncode == 0
+    shutil.copytree(tmp_path / "b", tmp_path / "c", symlinks=True)
+    original = store.read_bytes()
+    copied = labloop("resume", tmp_path / "c" / "tiny.db", "--max-experiments", 6)
+    assert copied.returncode == 0 and f"found beside it: {tmp_path / 'c' / 'library.csv'}" in copied.stderr
+    assert store.read_bytes() == original
+    # a store moved without its library, which is gone: one line saying where it was looked for, nothing written
+    (tmp_path / "d").mkdir()
+    shutil.move(tmp_path / "c" / "tiny.db", tmp_path / "d" / "tiny.db")
+    (tmp_path / "c" / "library.csv").unlink()
+    before = (tmp_path / "d" / "tiny.db").read_bytes()
+    refused = labloop("resume", tmp_path / "d" / "tiny.db")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "neither where it was nor beside the store as it was" in refused.stderr
+    assert (tmp_path / "d" / "tiny.db").read_bytes() == before
+
+
 def test_validate_says_what_run_would_find_at_the_store(tmp_path, labloop, write_campaign):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
