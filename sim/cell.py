@@ -45,6 +45,7 @@ class CellState:
     volume_ml: float
     analytes_mM: Mapping[str, float]  # concentration in the cell of every sample dispensed since a rinse
     dispensed_ml: Mapping[str, float]  # volume dispensed since a rinse, per source (e.g. "ne1000:00")
+    rinses: int = 0  # rinses so far: each starts a new filling of the cell (a new solution of the analyte)
 
 
 class Cell:
@@ -57,6 +58,7 @@ class Cell:
         self._volume_ml = 0.0
         self._umol: dict[str, float] = {}
         self._dispensed: dict[str, float] = {}
+        self._rinses = 0
         self.standard_stock_mM = DEFAULT_STANDARD_STOCK_MM
 
     def load_sample(self, sample_id: str, stock_mM: float) -> None:
@@ -102,6 +104,7 @@ class Cell:
             self._volume_ml = 0.0
             self._umol.clear()
             self._dispensed.clear()
+            self._rinses += 1
         log.info("cell: rinsed")
 
     def state(self) -> CellState:
@@ -114,4 +117,5 @@ class Cell:
                 volume_ml=v,
                 analytes_mM=MappingProxyType(analytes),
                 dispensed_ml=MappingProxyType(dict(self._dispensed)),
+                rinses=self._rinses,
             )

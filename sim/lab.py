@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
+from labloop.sim.cell import Cell
 from labloop.sim.emulation import (
     DEFAULT_BLANK,
     DEFAULT_FERROCENE,
@@ -52,12 +53,15 @@ class SimulatedLab:
         # electrode (electrode_area_cm2; None: the default 3 mm disk), which every couple's current scales with
         area = DEFAULT_BLANK.area_cm2 if electrode_area_cm2 is None else electrode_area_cm2
         electrode = {"ru_ohm": ru_ohm, "area_cm2": area}
-        self.context = EmulatorContext(couple_of=lambda sample_id: replace(world.couple_of(sample_id), **electrode),
-                                       blank=replace(DEFAULT_BLANK, **electrode), time_scale=scale, faults=faults,
+        cell = Cell()  # every scan of one filling (until a rinse) measures the same solution: one draw of noise
+        self.context = EmulatorContext(cell=cell, blank=replace(DEFAULT_BLANK, **electrode), time_scale=scale,
+                                       faults=faults,
                                        standard=replace(DEFAULT_FERROCENE, area_cm2=area),
                                        oxygen=replace(DEFAULT_OXYGEN, area_cm2=area),
                                        atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
-                                       reference_drift=world.reference_drift_v, faults_armed=threading.Event()
+                                       reference_drift=world.reference_drift_v, faults_armed=threading.Event(),
+                                       couple_of=lambda sample_id: replace(
+                                           world.couple_of(sample_id, cell.state().rinses), **electrode),
                                        ).on_reference(world.reference_offset_v, oxygen_vs_li_v, standard_vs_li_v)
         self.emulations: dict[str, Emulation] = {}
         self._addresses: dict[str, int] = {}

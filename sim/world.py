@@ -25,13 +25,16 @@ Truth, in V vs Li/Li+ (``world.truth`` of the campaign; ``kind``):
 The couple (:meth:`World.couple_of`) puts that potential on the emulated reference electrode's scale
 (``E0 = E_Li - reference_offset_v``), with k0 and D spread per molecule (log-uniform in
 :data:`K0_RANGE_CM_S` and :data:`DIFFUSION_RANGE_CM2_S`, seeded like the residual): enough to make
-voltammograms differ in shape, never enough to move E1/2 (equal D for both forms, alpha 0.5). Each call
-also shifts E0 by N(0, ``noise_v``): the reference electrode's drift from one measurement to the next,
-which is what the campaign's measurement noise models. The drift is drawn from a generator seeded by the
-campaign's seed, the molecule and how often this process measured it before — not from one running
-stream — so a campaign killed and resumed measures each experiment with the drift the uninterrupted run
-had, and proposes exactly what it would have (a resumed process re-runs the interrupted experiment as its
-first measurement of that molecule). The ``drift`` kind's walk is indexed by this process's count of
+voltammograms differ in shape, never enough to move E1/2 (equal D for both forms, alpha 0.5). Each new
+solution of a molecule (a filling of the cell: every scan until the next rinse) also shifts its E0 by
+N(0, ``noise_v``): the scatter of a molecule's measured potential from one solution to the next (water,
+ion pairing, the electrode's surface), which is what the campaign's measurement noise models; the scans
+of one filling share it and an internal standard does not, so a lab-grade experiment's scan rates agree as
+one solution's do. The noise is drawn from a generator seeded by the campaign's seed, the molecule and how
+many of its solutions this process measured before — not from one running stream — so a campaign killed
+and resumed measures each experiment with the noise the uninterrupted run had, and proposes exactly what
+it would have (a resumed process re-runs the interrupted experiment as its first solution of that
+molecule). The ``drift`` kind's walk is indexed by this process's count of
 measurements; a resumed process continues it from :meth:`World.resume_at`.
 """
 
@@ -169,7 +172,8 @@ class World:
         self.seed = seed
         self.groups, self.smooth, self.walk = groups, smooth, walk
         self.measurements = 0  # couple_of calls: the walk's clock
-        self._draws: Counter[str] = Counter()  # measurements of each molecule in this process
+        self._draws: Counter[str] = Counter()  # solutions of each molecule measured in this process
+        self._noise: dict[str, tuple[int, float]] = {}  # a sample's filling and the noise its scans share
         self._lock = threading.Lock()  # couple_of runs on the emulator thread, note_sample on the runner's
         self._smiles_of: dict[str, str] = {}
         self._systematic: dict[str, float] = {}
@@ -222,19 +226,29 @@ class World:
         which is why a standard in the same scan cancels it."""
         return 0.0 if self.walk is None else self.walk.at(self.measurements)
 
-    def couple_of(self, sample_id: str) -> CellParams:
+    def couple_of(self, sample_id: str, filling: int | None = None) -> CellParams:
         """The couple the emulated potentiostat measures for ``sample_id`` (E0 vs the emulated reference at
-        its nominal place, drifted by this measurement's noise; the reference walk is applied by the emulator,
-        :meth:`reference_drift_v`); KeyError for a sample the world does not know."""
+        its nominal place, shifted by this solution's noise; the reference walk is applied by the emulator,
+        :meth:`reference_drift_v`); KeyError for a sample the world does not know. ``filling`` names the cell's
+        filling (:attr:`labloop.sim.cell.CellState.rinses`): every scan of one filling (a lab-grade experiment's
+        scan rates, its ferrocene scan) sees the same noise, as one solution does; without it, each call is a
+        new solution (the backtest's one scan per experiment)."""
         with self._lock:
             smiles = self._smiles_of.get(sample_id, sample_id)
         canonical = Chem.MolToSmiles(_molecule(smiles))
         truth = self.truth_v(smiles)
         with self._lock:
-            draw = self._draws[canonical]
-            self._draws[canonical] += 1
             self.measurements += 1
-        noise = stable_rng("drift", self.seed, draw, canonical).normal(0.0, self.noise_v) if self.noise_v > 0 else 0.0
+            kept = self._noise.get(sample_id)
+            if filling is not None and kept is not None and kept[0] == filling:
+                noise = kept[1]
+            else:
+                draw = self._draws[canonical]
+                self._draws[canonical] += 1
+                noise = (float(stable_rng("drift", self.seed, draw, canonical).normal(0.0, self.noise_v))
+                         if self.noise_v > 0 else 0.0)
+                if filling is not None:
+                    self._noise[sample_id] = (filling, noise)
         rng = stable_rng("kinetics", canonical)
         return replace(DEFAULT_COUPLE, e0_v=truth - self.reference_offset_v + noise,
                        k0_cm_s=_log_uniform(rng, K0_RANGE_CM_S),

@@ -97,3 +97,15 @@ def test_example_campaign_world_knows_every_library_molecule():
     world = build_world(campaign)
     truths = [world.truth_v(smiles) for smiles in world.table.values]
     assert len(truths) == 200 and min(truths) > 2.5 and max(truths) < 7.0
+
+
+def test_the_scans_of_one_filling_share_its_noise_and_the_next_filling_draws_anew(tmp_path):
+    # a lab-grade experiment scans one solution at four rates and again with ferrocene: a draw per scan moved
+    # E1/2 by tens of mV between the rates of one solution (a chemist's trial)
+    world = build_world(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, noise_v: 0.01}")))
+    world.note_sample("vial-7", BENZENE)
+    first = [world.couple_of("vial-7", 3).e0_v for _ in range(4)]
+    assert len(set(first)) == 1
+    refilled = [world.couple_of("vial-7", 4).e0_v for _ in range(20)]
+    assert len(set(refilled)) == 1 and refilled[0] != first[0]
+    assert len({world.couple_of("vial-7").e0_v for _ in range(20)}) == 20  # no filling named: a solution per call
