@@ -260,6 +260,14 @@ def _baseline_line(e: np.ndarray, i: np.ndarray, k: int, direction: int,
     return float(slope), float(intercept)
 
 
+def _baseline_fitted(v: Voltammogram, peak: _Peak, settings: CVAnalysisSettings) -> bool:
+    """Whether :func:`_baseline_line` had a line to fit before ``peak``, not the sweep's first current: a peak
+    nearer its sweep's start than ``baseline_to_v`` stands on a baseline taken from its own wave's foot, so its
+    height reads low (a chemist's trial: 14% low 80 mV inside the start, the ratio 1.19 for a reversible couple)."""
+    e = v.potential_v[v.segments()[peak.segment].index]
+    return int(np.count_nonzero(peak.direction * (e[peak.index] - e) >= settings.baseline_to_v)) >= 3
+
+
 def _baseline_at(e: np.ndarray, i: np.ndarray, k: int, direction: int, settings: CVAnalysisSettings) -> float:
     """Current of :func:`_baseline_line` evaluated at the peak: right for a forward peak, whose sweep is flat
     before its wave; a return peak sits on the forward wave's decaying tail instead (:func:`_return_height`)."""
@@ -337,8 +345,12 @@ def _find_peaks(v: Voltammogram, segments: list[Segment], sigma: float,
     """Every peak that clears the prominence threshold, on sweeps running its way; potentials corrected for
     ``r_ohm`` of uncompensated resistance.
 
-    Why correcting the peak alone is exact: the peak is the largest current of the sweep, and it stays the
-    largest when the potential axis is replaced by ``E - i R``; only its potential moves, by ``i_peak R``.
+    Why only the peak's potential is corrected: the peak is the largest current of the sweep, and it stays the
+    largest when the potential axis is replaced by ``E - i R``; its potential moves by ``i_peak R``. That is an
+    approximation, not exact: the drop also lowers and broadens the wave itself (the interface no longer sees a
+    linear sweep), so with a large uncompensated ``i R`` the corrected dEp still reads wide and the peak currents
+    low (a chemist's trial: 500 ohm at 1 V/s, none compensated on the device, read dEp 77 mV and ip 8% low).
+    Compensate most of Ru on the device (a cv step's ``ir_compensation``); this corrects what remains.
     """
     # scipy.signal takes a second or two to import; the journal and the campaign file import this module for
     # its types, and `labloop log` or `validate` should not wait for it (orchestrator/cli/commands.py)
@@ -417,6 +429,13 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, r
         flags.add(CVFlag.AT_SCAN_START)
         # the first sweep began on the tail of a wave of its own direction, whose peak it had passed
         bounds.append(("oxidation", "below", start) if segments[0].direction > 0 else ("reduction", "above", start))
+    elif (forward := _forward_of_lone(anodic, cathodic, segments)) is not None and \
+            (end := _return_cut_at_end(v, segments, forward, sigma, settings)) is not None:
+        flags.add(CVFlag.AT_SCAN_START)
+        # the return peak lies beyond the scan's end, which is its start: E1/2 lies within a reversible peak's
+        # distance past where the climb was judged, on the side of the start
+        bounds.append(("oxidation", "below", end + REVERSIBLE_PEAK_PAST_HALF_V) if segments[0].direction > 0
+                      else ("reduction", "above", end - REVERSIBLE_PEAK_PAST_HALF_V))
     return replace(_result(v, anodic, cathodic, sigma, flags, settings, others=peaks), bounds=tuple(bounds))
 
 
@@ -433,16 +452,57 @@ def _rising_into_vertex(v: Voltammogram, segments: list[Segment], sigma: float,
     smoothed, threshold = _smoothed_sweeps(v, segments, sigma, settings)
     rising: dict[int, float] = {}
     for segment, smooth in zip(segments[:-1], smoothed, strict=False):  # the last sweep ends the scan, not at a vertex
-        e = v.potential_v[segment.index]
-        window = _window(_step(v, segment), len(e), settings)
-        end = len(e) - 1 - window  # clear of the smoothing's edge
-        start = int(np.searchsorted(segment.direction * e, segment.direction * e[end] - VERTEX_RISE_SPAN_V))
-        if 0 <= start < end and segment.direction * (smooth[end] - smooth[start]) > threshold:
+        if (e_end := _climbing_at_end(v, segment, smooth, threshold, settings)) is not None:
             # of two sweeps in one direction (a second cycle), the one that turned first bounds less
-            known, e_end = rising.get(segment.direction), float(e[end])
+            known = rising.get(segment.direction)
             weaker = min if segment.direction > 0 else max
             rising[segment.direction] = e_end if known is None else weaker(known, e_end)
     return rising
+
+
+def _climbing_at_end(v: Voltammogram, segment: Segment, smooth: np.ndarray, threshold: float,
+                     settings: CVAnalysisSettings) -> float | None:
+    """Where ``segment``'s current was last judged (clear of the smoothing's edge) if it still climbs, in the
+    sweep's direction and by more than ``threshold``, over its last :data:`VERTEX_RISE_SPAN_V`; else None: a
+    wave's peak lies beyond the sweep's end."""
+    e = v.potential_v[segment.index]
+    window = _window(_step(v, segment), len(e), settings)
+    end = len(e) - 1 - window  # clear of the smoothing's edge
+    start = int(np.searchsorted(segment.direction * e, segment.direction * e[end] - VERTEX_RISE_SPAN_V))
+    return float(e[end]) if 0 <= start < end and segment.direction * (smooth[end] - smooth[start]) > threshold \
+        else None
+
+
+def _forward_of_lone(anodic: _Peak | None, cathodic: _Peak | None, segments: list[Segment]) -> _Peak | None:
+    """The peak found on the first sweep when it is the pair's only one and the last sweep runs the other way
+    (whose peak, the return one, is missing), else None."""
+    lone = anodic if cathodic is None else cathodic if anodic is None else None
+    if lone is None or lone.segment != 0 or segments[-1].direction == lone.direction:
+        return None
+    return lone
+
+
+def _return_cut_at_end(v: Voltammogram, segments: list[Segment], forward: _Peak, sigma: float,
+                       settings: CVAnalysisSettings) -> float | None:
+    """Where the last sweep's current was last judged if the scan ends where it began and that current still
+    climbs into the end, beyond the first sweep's current there by more than half ``forward``'s height (the
+    peak found on the first sweep): the return wave of a couple lying just inside the scan's start is cut by the
+    scan's end, which without this read as an irreversible couple, a failure of the molecule (a chemist's
+    trial: E1/2 50 mV inside the start). An irreversible couple's return sweep also falls into the end (its
+    forward wave's tail decays), but only to the charging current, not by a wave's height past the first sweep."""
+    first, last = segments[0], segments[-1]
+    if len(segments) < 2 or abs(v.potential_v[last.stop] - v.potential_v[first.start]) > 2 * _step(v, last):
+        return None  # the scan ends elsewhere than it began: a wave climbing into that end is another couple's
+    smoothed, threshold = _smoothed_sweeps(v, [first, last], sigma, settings)
+    e_end = _climbing_at_end(v, last, smoothed[1], threshold, settings)
+    if e_end is None:
+        return None
+    e_first, e_last = v.potential_v[first.index], v.potential_v[last.index]
+    order = np.argsort(e_first)
+    on_first = float(np.interp(e_end, e_first[order], smoothed[0][order]))
+    on_last = float(np.interp(e_end, e_last[::-1], smoothed[1][::-1]) if last.direction < 0
+                    else np.interp(e_end, e_last, smoothed[1]))
+    return e_end if last.direction * (on_last - on_first) > 0.5 * abs(forward.height_a) else None
 
 
 def _decaying_from_start(v: Voltammogram, segments: list[Segment], sigma: float,
@@ -521,8 +581,12 @@ def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma
         if not judged:
             log.info("CV analysis: the vertex lies less than %.0f mV past the forward peak at %+.3f V: the return "
                      "peak's current and the ratio are not judged", MIN_SWITCH_PAST_PEAK_V * 1000, forward.potential_v)
+        elif not _baseline_fitted(v, forward, settings):
+            judged = False
+            log.info("CV analysis: the forward peak at %+.3f V lies less than %.0f mV past the scan's start, too close "
+                     "for its baseline: the ratio is not judged", forward.potential_v, settings.baseline_to_v * 1000)
     dep = anodic.potential_v - cathodic.potential_v if anodic is not None and cathodic is not None else None
-    ratio = abs(ipc / ipa) if ipa and ipc is not None else None
+    ratio = abs(ipc / ipa) if judged and ipa and ipc is not None else None
     reversibility: Reversibility | None = None
     outside = flags & {CVFlag.BEYOND_WINDOW, CVFlag.AT_SCAN_START}  # a result about the window, not the couple
     if anodic is None and cathodic is None:

@@ -980,16 +980,19 @@ class Journal:
         one transaction, as :meth:`move_port`'s does. A later resume, ``log`` and ``run`` of the campaign file
         there then read them as they are. Returns the event's message."""
         here = str(self.path.absolute())
+        versions = self.model_versions()  # read whole first: a damaged row is refused before anything is written
         with self._write() as db:
             config = json.loads(db.execute("SELECT config_json FROM campaign WHERE id = 1").fetchone()[0])
             before = Path(config["store"])
             config = _with_strings_replaced(config, {**relocated, str(before): here})
             db.execute("UPDATE campaign SET config_json = ? WHERE id = 1", (_json(config),))
             models: dict[str, str] = {}
-            for version, weights in db.execute("SELECT version, weights_path FROM model_versions").fetchall():
+            for row in versions:
+                weights = row.weights_path
                 if weights and (now_at := moved_along(Path(weights), before.parent, Path(here).parent)) is not None:
                     models[weights] = str(now_at)
-                    db.execute("UPDATE model_versions SET weights_path = ? WHERE version = ?", (str(now_at), version))
+                    db.execute("UPDATE model_versions SET weights_path = ? WHERE version = ?",
+                               (str(now_at), row.version))
             found = [new for old, new in relocated.items() if old != str(before)]
             found += [f"{len(models)} model {plural(len(models), 'folder')}"] if models else []
             message = f"the store moved: {before} -> {here}" + (f"; found beside it: {', '.join(found)}" if found

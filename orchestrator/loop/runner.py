@@ -700,9 +700,9 @@ class Runner:
         if CVFlag.BEYOND_WINDOW in outcome.analysis.flags:  # a result about the molecule: say it plainly
             flags += (" (the current still rises at the scan's vertex: the potential lies beyond the window scanned"
                       f"{where})")
-        if CVFlag.AT_SCAN_START in outcome.analysis.flags:  # likewise: the wave lies before the scan begins
-            flags += (f" (the current already decays from the scan's start: the potential lies before where the scan "
-                      f"begins{where}; start it further out)")
+        if CVFlag.AT_SCAN_START in outcome.analysis.flags:  # likewise: the wave lies at the scan's start
+            flags += (f" (the wave lies at the scan's start, its peak before it or its return peak past the scan's "
+                      f"end: the potential lies at or before where the scan begins{where}; start it further out)")
         if CVFlag.NO_PEAK in outcome.analysis.flags and not bound:  # what was scanned, so a chemist can judge it
             scanned = outcome.voltammogram.potential_v
             low, high = (to_li_scale(float(e), self.campaign.cell.reference_offset_v)

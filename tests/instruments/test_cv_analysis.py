@@ -250,6 +250,35 @@ def test_a_wave_before_the_scan_start_is_said_to_be_outside_the_window(e0_v: flo
     assert inside.bounds == ()
 
 
+@pytest.mark.parametrize("species", ["reduced", "oxidized"])
+def test_a_couple_just_inside_the_start_is_cut_by_the_window_not_irreversible(species: str) -> None:
+    """E1/2 35 mV inside the scan's start: the forward peak is found, the return peak lies beyond the scan's end
+    (which is its start), and the couple read "irreversible", a failure of the molecule (a chemist's trial): it is
+    the window that cut it, said as at_scan_start with the side E1/2 lies on, and the couple is not judged. 80 mV
+    inside, both peaks are found but the forward one has no room before it for its baseline: E1/2 stands, the
+    ratio (1.19 for this reversible couple, read as quasi-reversible) is not judged."""
+    start = -0.8 if species == "reduced" else 0.8
+    direction = 1 if species == "reduced" else -1  # of the first sweep
+    params = CVParams(e_begin_v=start, e_vertex1_v=-start, e_vertex2_v=start, scan_rate_v_s=0.1)
+
+    def analysed(inside_v: float):
+        couple = CellParams(e0_v=start + direction * inside_v, cdl_f_cm2=2e-5, noise_fraction=0.005, species=species)
+        return analyze_cv(simulate_cv(couple, params, np.random.default_rng(9)))
+
+    cut = analysed(0.035)
+    assert cut.flags == {CVFlag.AT_SCAN_START} and cut.reversibility is None, cut
+    assert (cut.epa_v if species == "reduced" else cut.epc_v) is not None  # the forward peak, found
+    bound, side = cut.bound("oxidation_potential" if species == "reduced" else "reduction_potential")
+    e0_v = start + direction * 0.035
+    assert side == -direction and side * (e0_v - bound) > 0 and abs(bound - e0_v) < 0.03  # the start's side
+    near = analysed(0.08)
+    assert near.flags == frozenset() and near.ratio is None and near.reversibility == "reversible", near
+    assert near.e_half_v == pytest.approx(start + direction * 0.08, abs=0.002)
+    inside = analysed(0.3)  # room for every baseline: judged as before
+    assert inside.flags == frozenset() and inside.ratio == pytest.approx(1.0, abs=0.05)
+    assert inside.reversibility == "reversible" and inside.bounds == ()
+
+
 def test_a_second_couple_keeps_the_straight_return_baseline() -> None:
     """An analyte and a standard in one scan: each one's forward tail carries the other's wave, which the decay
     extrapolation would take for its own (the analyte read 1.36); the straight baseline reads both near 1."""

@@ -688,5 +688,6 @@ def test_a_wave_before_the_scans_start_is_said_in_plain_words(tmp_path, labloop,
     labloop("run", campaign_file, "--dry-run")
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         causes = [e.cause or "" for e in journal.experiments(states=(State.FAILED,))]
-    assert any("at_scan_start (the current already decays from the scan's start: the potential lies before where "
-               "the scan begins, below 4.922 V vs Li/Li+; start it further out)" in cause for cause in causes), causes
+    assert any("at_scan_start (the wave lies at the scan's start, its peak before it or its return peak past the "
+               "scan's end: the potential lies at or before where the scan begins, below 4.922 V vs Li/Li+; start it "
+               "further out)" in cause for cause in causes), causes
