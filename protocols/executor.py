@@ -567,6 +567,14 @@ class ProtocolExecutor:
             on_action(index, step.name, instrument, params, started, now(), "ok")
         assert voltammogram is not None  # a protocol has exactly one cv (parse_steps)
         analysis = analysis or analyze_cv(voltammogram, ru_ohm=lab.ru_ohm)
+        if analysis.reversibility == "reversible" and any(a.reversibility not in (None, "reversible")
+                                                          for _, a in lab.scans):
+            # reversible at the first rate only: dEp that grows with the rate is a slow couple's (an electrochemist's
+            # trial: 72 mV at 0.1 V/s, 98 mV at 1 V/s, called reversible)
+            analysis = replace(analysis, reversibility="quasi-reversible")
+            if lab.diffusion is not None:
+                log.warning("sample %s: quasi-reversible over its scan rates: D from Randles-Sevcik (a reversible "
+                            "couple's equation) reads low for it", sample_id)
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
             self._warn_of_d(sample_id, lab)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)

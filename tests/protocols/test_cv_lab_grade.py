@@ -172,6 +172,18 @@ def test_the_full_protocol_measures_ru_compensates_and_references_to_ferrocene(l
     assert finished[6][3]["diffusion_cm2_s"] == pytest.approx(1e-5, rel=0.10)
 
 
+def test_a_couple_reversible_at_the_slowest_rate_only_is_quasi_reversible(lab, caplog):
+    """dEp that grows with the scan rate past the reversible band is a slow couple's, whatever the first rate says
+    (an electrochemist's trial: 72 mV at 0.1 V/s, 98 mV at 1 V/s, called reversible, D 17% low unsaid)."""
+    fast = run(lab(), FULL)[0]
+    assert fast.analysis.reversibility == "reversible"
+    slow = run(lab(analyte=replace(ANALYTE, k0_cm_s=0.02)), FULL)[0]
+    by_rate = [a.reversibility for _, a in slow.lab.scans]
+    assert by_rate[0] == "reversible" and "quasi-reversible" in by_rate[1:], by_rate
+    assert slow.analysis.reversibility == "quasi-reversible" and slow.quality_ok  # still a measured potential
+    assert "quasi-reversible over its scan rates: D from Randles-Sevcik" in caplog.text
+
+
 class Returning:
     """A plug-in driver (the fault a test injects): ``inner``'s, but its ``call`` (a method, or a property) returns
     ``odd(what inner's returned)``."""
