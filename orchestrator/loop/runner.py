@@ -236,13 +236,22 @@ def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: Proto
     # the next experiment to run: one queued, else one the planner is yet to propose (its conditions unknown, so
     # only what every experiment needs is checked), as after a batch awaiting approval or a budget raised
     queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED, State.RUNNING)]
-    history = chain(_history(journal), ((BY_HAND[kind], {}, "ok") for kind in by_hand))
-    cause = executor.refusal(history, _stopped_after_pumping(journal), queue[0].conditions if queue else {})
+
+    def refused(hands: Sequence[str]) -> RigNotReady | None:
+        history = chain(_history(journal), ((BY_HAND[kind], {}, "ok") for kind in hands))
+        return executor.refusal(history, _stopped_after_pumping(journal), queue[0].conditions if queue else {})
+
+    cause = refused(by_hand)
     if cause is None:
         return None
     which = f"experiment {queue[0].id} runs again" if queue else "the next experiment runs"
-    return (f"{cause}: refused before anything moved ({which} on the resume that can run it); "
-            f"{person_advice(cause, journal.path)}")
+    advice = person_advice(cause, journal.path)
+    if cause.needs == "cell" and SYRINGES_FILLED not in by_hand and \
+            (then := refused((*by_hand, CELL_EMPTIED))) is not None and then.needs == "syringe":
+        # both at once: after a kill -9 the resume was refused for the cell, then, emptied, for a syringe
+        advice = (f"and once the cell is emptied, {then}; empty the cell and fill every syringe, then `labloop resume "
+                  f"{shell_word(journal.path)} --cell-emptied --syringes-filled`")
+    return f"{cause}: refused before anything moved ({which} on the resume that can run it); {advice}"
 
 
 def _syringes_said(short: Mapping[str, float]) -> str:

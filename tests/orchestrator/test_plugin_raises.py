@@ -464,6 +464,13 @@ def test_a_stop_says_to_fill_a_syringe_the_next_experiment_would_run_dry(tmp_pat
     assert ("by labloop's count electrolyte_pump's holds 1 mL, less than the next experiment takes: fill every "
             "syringe, and add `--syringes-filled` to the resume") in " ".join(result.stderr.split())
     assert labloop("resume", store, "--cell-emptied").returncode == 2  # what the stop said would be refused
+    # a resume without either (what an operator tries after a kill -9, which says nothing) names both at once: it
+    # named the cell, and the resume with --cell-emptied then the syringe
+    plain = labloop("resume", store)
+    assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    assert "; and once the cell is emptied, protocol[2].dispense: electrolyte_pump: " in plain.stderr
+    assert plain.stderr.rstrip().endswith(
+        f"empty the cell and fill every syringe, then `labloop resume {store} --cell-emptied --syringes-filled`")
     resumed = labloop("resume", store, "--cell-emptied", "--syringes-filled")
     assert resumed.returncode == 0, resumed.stderr
 
