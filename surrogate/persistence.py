@@ -13,6 +13,7 @@ half-written model under the requested name.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import platform
@@ -47,12 +48,28 @@ def _versions() -> dict[str, str]:
     return out
 
 
+#: what a model folder takes besides its members' weights (manifest, HDF5 headers), bytes
+SAVE_OVERHEAD_BYTES = 1 << 20
+
+
+def _check_room(ens: Ensemble, folder: Path) -> None:
+    """OSError(ENOSPC) naming ``folder`` when its disk has less room than the weights take (4 bytes a parameter):
+    h5py writing onto a full disk ended a run in a segmentation fault under ~50 lines (an operator's trial), and
+    a retrain that half-wrote its folder left nothing useful. A disk filled meanwhile still fails in the write."""
+    needed = 4 * sum(member.count_params() for member in ens.members) + SAVE_OVERHEAD_BYTES
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device: the model needs {needed / 1e6:.0f} MB, "
+                                    f"{free / 1e6:.0f} MB free", str(folder))
+
+
 def save_ensemble(ens: Ensemble, directory: str | Path, extra: dict | None = None) -> Path:
     """Write ``ens`` to ``directory`` atomically (replacing an existing model directory there)."""
     target = Path(directory)
     if target.exists() and not (target / MANIFEST).is_file() and any(target.iterdir()):
         raise ModelLoadError(f"{target} exists and is not a labloop model directory; refusing to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
+    _check_room(ens, target.parent)
     # mkdir, not mkdtemp: the folder gets the user's umask like any other (mkdtemp's 0700 kept the lab's other
     # accounts from reading a campaign's models)
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}"

@@ -8,6 +8,7 @@ a Dask cluster: ``prepare``). A cluster lost meanwhile stops the run at that nex
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from labloop.core.errors import ClusterLostError
+from labloop.core.errors import ClusterLostError, said
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.learning import models
@@ -47,7 +48,6 @@ class Retrainer:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._newest: models.LoadedModel | None = None
-        self.failure: BaseException | None = None
 
     def __enter__(self) -> Retrainer:
         self._scheduler.start()
@@ -89,9 +89,12 @@ class Retrainer:
             log.info("retraining round %d: %s", round_, exc)
             self._lost = exc
         except Exception as exc:  # a failed retrain must not stop the campaign: keep the model we have
-            log.exception("retraining round %d failed", round_)
-            self.failure = exc
-            self.journal.add_event("retrain_failed", f"retraining round {round_} failed: {exc}", data={"round": round_})
+            log.debug("retraining round %d failed", round_, exc_info=True)  # where, at -vv: the console gets one line
+            full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+            why = (f"no space left on the disk of {models.models_dir(self.journal.path)}: free space, and the next "
+                   "retrain tries again" if full else said(exc))
+            log.error("retraining round %d failed (%s); the campaign goes on with the model it has", round_, why)
+            self.journal.add_event("retrain_failed", f"retraining round {round_} failed: {why}", data={"round": round_})
         else:
             with self._lock:
                 self._newest = loaded

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -209,3 +210,33 @@ def test_a_full_disk_while_the_prior_is_saved_is_said_as_the_disk(tmp_path, writ
     with Journal.create(campaign.store, campaign) as journal, pytest.raises(OSError) as raised:
         models.prior_model(campaign, journal)
     assert raised.value.errno == errno.ENOSPC and raised.value.filename.endswith("fold-0.weights.h5")
+
+
+def test_a_retrain_on_a_full_disk_is_one_line_and_the_campaign_goes_on(tmp_path, labloop, write_campaign):
+    """A retrain whose model did not fit on the disk printed h5py's 30-line traceback on the console (an operator's
+    trial saw a segmentation fault there too): the save checks the room first, the console gets one line saying
+    the disk and that the campaign goes on with the model it has, the journal a ``retrain_failed`` event, and
+    nothing half-written stays. A real full disk: a 6 MB tmpfs (root only), the prior model kept outside it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6M", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        campaign_file = write_campaign(disk, prior=True, shared_prior=True,
+                                       surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2,
+                                                  "wait_for_retrain": True}, budget={"max_experiments": 4})
+        result = labloop("run", campaign_file, "--dry-run")
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr and "h5py" not in result.stderr, result.stderr
+        said = [line for line in result.stderr.splitlines() if "retraining round 1 failed" in line]
+        assert len(said) == 1 and said[0].endswith(
+            f"retraining round 1 failed (no space left on the disk of {disk / 'tiny.models'}: free space, and the "
+            "next retrain tries again); the campaign goes on with the model it has"), said
+        with Journal.open(disk / "tiny.db", readonly=True) as journal:
+            failed = [e.message for e in journal.events() if e.kind == "retrain_failed"]
+            assert failed and failed[0].startswith("retraining round 1 failed: no space left on the disk of")
+            assert len(journal.experiments(states=(State.DONE,))) == 4
+        assert not list(disk.glob("tiny.models/.*"))  # no half-written model folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
