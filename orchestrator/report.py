@@ -2,7 +2,8 @@
 PNG plots (best so far vs experiment number, measured vs predicted, prediction error vs experiment number,
 recent voltammograms, acquisition values), the model versions and the calibrations with their errors on
 the measurements, and CSV exports of the experiments and measurements, of every raw voltammogram
-(``voltammograms.csv``) and, for a lab-grade protocol, of what its steps measured (``lab_grade.csv``).
+(``voltammograms.csv``, a lab-grade experiment's blanks, scan rates and standard scan included) and, for a
+lab-grade protocol, of what its steps measured (``lab_grade.csv``, and a table of it on the page).
 
 Why files and not a server: a report is mailed, archived with the journal, and opened years later. It is
 built from the same snapshot as ``labloop log`` (:func:`labloop.orchestrator.journal.view.snapshot`), so the
@@ -30,6 +31,8 @@ from matplotlib.ticker import MaxNLocator
 
 from labloop.core.errors import InputError
 from labloop.core.text import plural, printable
+from labloop.instruments.cv_analysis import to_li_scale
+from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator.config.campaign import TARGET_OF, Objective
 from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
@@ -85,22 +88,32 @@ EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "condit
 #: row per experiment with a column group per rate: the rates are a protocol's choice (a column set per rate set
 #: would change between campaigns), and a chemist plots ip against sqrt(v) or dEp against v straight from the rows
 #: of one id, or filters one rate for one row per experiment. Units are in the headers (mV, uA, mM: ``analyte_mM``
-#: is millimolar, which the protocol's ``analyte_mm`` spells in lower case); potentials on the scale their header says
+#: is millimolar, which the protocol's ``analyte_mm`` spells in lower case); potentials on the scale their header says.
+#: ``ir_compensated_ohm``: what the potentiostat compensated during that rate's scan (the cv step's
+#: ``ir_compensation`` fraction of ``ru_ohm``), which the report's page gives as a share of Ru
 LAB_GRADE_CSV = "lab_grade.csv"
 LAB_GRADE_COLUMNS = (
     "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
-    "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "diffusion_cm2_s",
-    "diffusion_r_squared", "analyte_mM", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct",
-    "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem", "blank_flags", "purged_min",
+    "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "ir_compensated_ohm",
+    "diffusion_cm2_s", "diffusion_r_squared", "analyte_mM", "electrode_area_cm2", "cell_ml", "cell_held_ml",
+    "analyte_dilution_pct", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem",
+    "blank_flags", "purged_min",
 )
 
 
 #: every raw voltammogram of the journal, one row per point, so a chemist can replot, integrate or re-analyse a
 #: scan in their own software: the PNG shows only the recent ones, and the journal is a database file. Long form
-#: (one point per row, each scan numbered within its experiment) for the same reason as lab_grade.csv
+#: (one point per row, each scan numbered within its experiment) for the same reason as lab_grade.csv. A lab-grade
+#: experiment's blanks, every scan rate's scan and the standard's scan are there too, each named by its ``role``
+#: (a reviewer found only the first rate's scan, so D, the spread and the referencing could not be re-derived);
+#: ``ir_compensated_ohm`` is what the potentiostat compensated during the scan: the potentials are as applied, the
+#: rest of the ohmic drop (lab_grade.csv's ``ru_ohm`` minus it) not subtracted
 VOLTAMMOGRAMS_CSV = "voltammograms.csv"
-VOLTAMMOGRAM_COLUMNS = ("id", "smiles", "status", "scan", "scan_rate_v_s", "reference_electrode", "time_s",
-                        "potential_v_vs_reference", "current_a", "overload")
+VOLTAMMOGRAM_COLUMNS = ("id", "smiles", "status", "scan", "role", "scan_rate_v_s", "reference_electrode",
+                        "ir_compensated_ohm", "time_s", "potential_v_vs_reference", "current_a", "overload")
+#: the ``role`` of a scan in voltammograms.csv: the analyte's (each rate of the cv step), a blank's (the
+#: electrolyte before the sample), and the add_standard step's (the analyte with the standard, named by the record)
+ANALYTE, BLANK = "analyte", "blank"
 
 
 def write_report(journal: Journal, directory: Path) -> Path:
@@ -145,9 +158,9 @@ def _write(journal: Journal, directory: Path) -> None:
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
-    # each lab record read once: for the CSV's potential_from and the lab-grade plots
+    # each lab record read once: for the CSVs (potential_from, every raw scan) and the lab-grade plots
+    records = {e["id"]: record for e in snap["experiments"] if (record := journal.lab_record(e["id"])) is not None}
     measurements = [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]]
-    records = {e["id"]: journal.lab_record(e["id"]) for e in measurements}
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
          [{**e, "potential_from": _potential_from(e, records.get(e["id"])),
            "e_half_v_vs_fc": ((records.get(e["id"]) or {}).get("referenced") or {}).get("e_vs_fc_v"),
@@ -158,21 +171,22 @@ def _write(journal: Journal, directory: Path) -> None:
                 for row in _lab_grade_rows(e, record)]
     if lab_rows:
         _csv(directory / LAB_GRADE_CSV, LAB_GRADE_COLUMNS, lab_rows)
-    _raw_voltammograms(directory / VOLTAMMOGRAMS_CSV, journal, snap["experiments"])
+    _raw_voltammograms(directory / VOLTAMMOGRAMS_CSV, journal, snap["experiments"], records)
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
-    _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:])
+    offset_v = config.get("cell", {}).get("reference_offset_v", 3.2)
+    _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:], offset_v)
     _acquisition(directory / PLOTS[4], snap["experiments"])
     labs = [(e, record) for e in done if (record := records.get(e["id"])) is not None]
     if labs:
         _nyquist(directory / LAB_PLOTS[0], labs[-1])
-        _scan_rates(directory / LAB_PLOTS[1], labs[-1])
-        _versus_ferrocene(directory / LAB_PLOTS[2], labs, config.get("cell", {}).get("reference_offset_v", 3.2))
+        _scan_rates(directory / LAB_PLOTS[1], labs[-1], offset_v)
+        _versus_ferrocene(directory / LAB_PLOTS[2], labs, offset_v)
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
     with _writing(directory / "index.html"):
-        (directory / "index.html").write_text(_html(snap, calibrations, directory))
+        (directory / "index.html").write_text(_html(snap, calibrations, directory, _lab_table(lab_rows)))
 
 
 def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -> str:
@@ -217,12 +231,68 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     for scan in record.get("scans") or [{}]:
         analysis = scan.get("analysis") or {}
         rows.append({**common, "scan_rate_v_s": scan.get("scan_rate_v_s"),
+                     "ir_compensated_ohm": ((scan.get("voltammogram") or {}).get("params") or {}).get("ir_comp_ohm"),
                      "e_half_v_vs_reference": analysis.get("e_half_v"), "epa_v_vs_reference": analysis.get("epa_v"),
                      "epc_v_vs_reference": analysis.get("epc_v"), "dep_mV": _scaled(analysis.get("dep_v"), 1e3),
                      "ipa_uA": _scaled(analysis.get("ipa_a"), 1e6), "ipc_uA": _scaled(analysis.get("ipc_a"), 1e6),
                      "ipc_over_ipa": analysis.get("ratio"), "reversibility": judged_reversibility(analysis),
                      "scan_flags": "; ".join(analysis.get("flags") or [])})
     return rows
+
+
+#: the page's table of lab-grade results, one row per experiment (lab_grade.csv has each rate's on a row of its own):
+#: a reviewer found the numbers a chemist reads first in CSV links and the last experiment's plots only. Each header
+#: names its unit and, for a potential, its scale
+LAB_TABLE_HEADERS = ("id", "SMILES", "status", "E1/2 (V vs Fc/Fc+)", "E1/2 (V vs Li/Li+, through Fc/Fc+)",
+                     "\u0394Ep (mV) at each scan rate", "E1/2 spread over the rates (mV)",
+                     "D (cm\u00b2/s, Randles-Sevcik)", "Ru (\u03a9, EIS)",
+                     "iR compensated by the potentiostat (% of Ru)", "blank", "standard")
+
+
+def _lab_table(rows: list[dict[str, Any]]) -> str:
+    """The page's lab-grade table (:data:`LAB_TABLE_HEADERS`) of :func:`_lab_grade_rows`' ``rows``, every cell
+    escaped; '' without any (a campaign without lab-grade steps)."""
+    if not rows:
+        return ""
+    by_id: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_id.setdefault(row["id"], []).append(row)
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in LAB_TABLE_HEADERS)
+    body = "".join("<tr>{}</tr>".format("".join(_lab_cell(cell) for cell in _lab_cells(scans)))
+                   for scans in by_id.values())
+    return (f"<h2>lab-grade results</h2><table><tr>{head}</tr>{body}</table>\n<p class=\"caption\">E1/2 through "
+            "the ferrocene standard added in the same cell; the spread is how far E1/2 moved over the scan rates "
+            "(max - min), which a reversible couple's does not. Every rate's numbers are in lab_grade.csv, every "
+            "scan point by point in voltammograms.csv.</p>")
+
+
+def _lab_cell(text: str) -> str:
+    """A cell of the lab-grade table, escaped; one of several lines (dEp at each rate) a line each, unwrapped: run
+    together, they wrapped as "62 at / 0.1; 64"."""
+    lines = html.escape(text).split("\n")
+    return f'<td style="white-space:nowrap">{"<br>".join(lines)}</td>' if len(lines) > 1 else f"<td>{lines[0]}</td>"
+
+
+def _lab_cells(scans: list[dict[str, Any]]) -> list[str]:
+    """One experiment's cells of the lab-grade table, from its lab_grade.csv rows (one per scan rate), each number
+    rounded as that CSV rounds it (:func:`_rounded`), so the page and the CSV agree; '' for a value the analysis did
+    not find, as in the CSV."""
+    first = scans[0]
+    ru, compensated = first["ru_ohm"], first["ir_compensated_ohm"]
+    return [
+        str(first["id"]), first["smiles"], first["status"],
+        *(_rounded(column, first[column]) for column in ("e_half_v_vs_fc", "e_half_v_vs_li_via_fc")),
+        "\n".join(f"{_number(s['scan_rate_v_s'])} V/s: {_rounded('dep_mV', s['dep_mV']) or 'none'}" for s in scans
+                  if s["scan_rate_v_s"] is not None),
+        *(_rounded(column, first[column]) for column in ("e_half_spread_mV", "diffusion_cm2_s", "ru_ohm")),
+        _rounded("ir_compensated_pct", 100 * compensated / ru if ru and compensated is not None else None),
+        first["blank_flags"] or "", first["standard_problem"] or ("" if first["e_half_v_vs_fc"] is None else "found"),
+    ]
+
+
+def _rounded(column: str, value: float | None) -> str:
+    """A number of the page's lab-grade table as the CSVs show one of ``column`` (:func:`_shown`), or '' for none."""
+    return "" if value is None else str(_shown(column, value))
 
 
 #: a spreadsheet takes a cell starting with one of these as a formula (``=HYPERLINK(...)`` in a SMILES or a
@@ -279,20 +349,37 @@ def _number(value: Any, decimals: int | None = None) -> Any:
     return f"{round(value, decimals) + 0.0:.{decimals}f}" if decimals is not None else f"{value:.{SIGNIFICANT_DIGITS}g}"
 
 
-def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str, Any]]) -> None:
+def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str, Any]],
+                       records: dict[int, dict[str, Any]]) -> None:
     """:data:`VOLTAMMOGRAMS_CSV`: each experiment's voltammograms of its last attempt (a failed one's too: what
-    the instrument saw is how a failure is judged), read one experiment at a time; ``overload`` is 1 where the
-    current hit the current range (the value is the clipped reading)."""
+    the instrument saw is how a failure is judged), its lab record's among them (:func:`_scans_of`), read one
+    experiment at a time; ``overload`` is 1 where the current hit the current range (the value is the clipped
+    reading)."""
     with _writing(path), path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(VOLTAMMOGRAM_COLUMNS)
         for e in experiments:
-            for scan, v in enumerate(journal.voltammograms(e["id"]), start=1):
-                head = [e["id"], _cell(e["smiles"]), e["status"], scan, _number(v.params.scan_rate_v_s),
-                        _cell(v.reference)]
+            for scan, (role, v) in enumerate(_scans_of(journal.voltammograms(e["id"]), records.get(e["id"])),
+                                             start=1):
+                head = [e["id"], _cell(e["smiles"]), e["status"], scan, _cell(role), _number(v.params.scan_rate_v_s),
+                        _cell(v.reference), _number(v.params.ir_comp_ohm)]
                 # 6 significant digits: finer than a potentiostat's ADC, and a campaign's scans stay a few MB
                 writer.writerows([*head, f"{t:.6g}", f"{p:.6g}", f"{i:.6g}", int(o)]
                                  for t, p, i, o in zip(v.time_s, v.potential_v, v.current_a, v.overload, strict=True))
+
+
+def _scans_of(raw: list[Voltammogram], record: dict[str, Any] | None) -> list[tuple[str, Voltammogram]]:
+    """Every voltammogram of an experiment's attempt with its role (:data:`ANALYTE`, :data:`BLANK`, ``analyte +``
+    the standard), in the order the protocol runs them: the blanks, the cv's scans (one per rate), the standard's.
+    With a lab record its scans replace ``raw`` (the journal's raw data), which holds the first of them only
+    (protocols/executor.py: the cv step returns its first rate's scan, which the runner journals as the raw one)."""
+    if not record or not record.get("scans"):
+        return [(ANALYTE, v) for v in raw]
+    standard = record.get("standard_scan")
+    name = (record.get("referenced") or {}).get("standard_name") or "ferrocene"
+    return [*((BLANK, Voltammogram.from_dict(b["voltammogram"])) for b in record.get("blanks") or []),
+            *((ANALYTE, Voltammogram.from_dict(s["voltammogram"])) for s in record["scans"]),
+            *([(f"{ANALYTE} + {name}", Voltammogram.from_dict(standard))] if standard else [])]
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
@@ -352,50 +439,106 @@ def _prediction_error(path: Path, done: list[dict[str, Any]]) -> None:
 def _potential_axis(references: Iterable[str]) -> str:
     """The potential axis of voltammograms, named by their reference electrode as the CSVs' reference_electrode
     column names it (the potentiostat's ``reference`` option, e.g. Ag/Ag+): "the cell reference" left a chemist to
-    guess which electrode. Shown as text (a ``$`` would start matplotlib's math)."""
+    guess which electrode. The potentials are as applied: the ohmic drop the potentiostat did not compensate is
+    not subtracted, which the axis says (a reviewer took them for the analysis's iR-corrected ones). Shown as text
+    (a ``$`` would start matplotlib's math)."""
     names = sorted({printable(name) for name in references})
-    return "E (V vs {})".format(" / ".join(names) if names else "the cell's reference").replace("$", r"\$")
+    scale = " / ".join(names) if names else "the cell's reference"
+    return f"E (V vs {scale}, as applied: uncompensated iR not subtracted)".replace("$", r"\$")
 
 
-def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]]) -> None:
+def _li_axis(ax: Any, offset_v: float) -> None:
+    """A second potential axis on top, vs Li/Li+ by ``cell.reference_offset_v`` (``offset_v``; E_Li = E + offset,
+    instruments/cv_analysis.py's to_li_scale), the scale of every number of the report: a reviewer read the scans on
+    the reference's scale beside numbers vs Li/Li+. Named by the offset, as a ferrocene-referenced potential may
+    differ from it by the reference electrode's drift."""
+    top = ax.secondary_xaxis("top", functions=(lambda e: to_li_scale(e, offset_v), lambda e: e - offset_v))
+    top.set_xlabel(f"E (V vs Li/Li+, by cell.reference_offset_v = {offset_v:g} V)")
+
+
+def _scan_label(v: Voltammogram, prefix: str) -> str:
+    """A legend entry of a scan: ``prefix``, its rate (peak currents grow as its square root, so scans at several
+    rates differ in height: a reviewer saw 5x with no rate said), to 4 significant digits as the CSVs give it, and what
+    the potentiostat compensated of Ru."""
+    compensated = f", {v.params.ir_comp_ohm:.0f} ohm iR comp." if v.params.ir_comp_ohm else ""
+    return f"{prefix}{_number(v.params.scan_rate_v_s)} V/s{compensated}"
+
+
+def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]], offset_v: float) -> None:
     fig, ax = _figure("recent voltammograms", "", "i (uA)")
     references = []
     for e in recent:
         for v in journal.voltammograms(e["id"]):
-            ax.plot(v.potential_v, 1e6 * v.current_a, lw=1, label=f"#{e['id']}")
+            ax.plot(v.potential_v, 1e6 * v.current_a, lw=1, label=_scan_label(v, f"#{e['id']}, "))
             references.append(v.reference)
     ax.set_xlabel(_potential_axis(references))
+    _li_axis(ax, offset_v)
     if recent:
         ax.legend(loc="best", fontsize=7)
     _save(fig, ax, path, None if recent else "no voltammogram yet")
 
 
+#: how many times the longer range of a Nyquist plot's axes may be the shorter's and keep equal scales (an arc reads
+#: as an arc): a blocking electrode's capacitive line (Z' near 500 ohm, -Z'' up to 11 kohm) drawn to equal scales
+#: squashed Z' to a sliver whose ticks ran together ("0500": a reviewer's trial)
+EQUAL_SCALES_WITHIN = 3.0
+
+
 def _nyquist(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    """The latest impedance spectrum: -Z'' against Z'; Ru is where the high-frequency arc meets the axis."""
+    """The latest impedance spectrum, -Z'' against Z': whole on the left, and on the right the high-frequency
+    points Ru was fitted to (instruments/impedance.py's fit_ru), with Ru marked where the fit meets the axis."""
     experiment, record = lab
-    fig, ax = _figure(f"impedance, experiment {experiment['id']}", "Z' (ohm)", "-Z'' (ohm)")
-    eis = record.get("eis")
+    fig, (whole, near) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig.suptitle(f"impedance, experiment {experiment['id']}")
+    eis, ru = record.get("eis"), record.get("ru")
     if eis:
-        ax.plot(eis["z_real_ohm"], [-z for z in eis["z_imag_ohm"]], "o-", ms=3)
-        if record.get("ru"):
-            ax.axvline(record["ru"]["ru_ohm"], color="tab:red", ls="--", label=f"Ru {record['ru']['ru_ohm']:.0f} ohm")
-            ax.legend()
-        # equal scales by the box's shape, not by wider limits: those put Z' from -10 kohm around a 300 ohm
-        # intercept, which could no longer be read (a chemist's trial); both axes start at 0, where Ru is read
+        real, imag = eis["z_real_ohm"], [-z for z in eis["z_imag_ohm"]]
+        whole.set(title="whole spectrum", xlabel="Z' (ohm)", ylabel="-Z'' (ohm)")
+        whole.plot(real, imag, "o-", ms=3)
+        _nyquist_scales(whole, real, imag)
+    if eis and ru:
+        _fitted_points(near, eis, ru)
+    else:
+        near.set_axis_off()
+    _save(fig, whole, path, None if eis else "no impedance measured")
+
+
+def _nyquist_scales(ax: Any, real: list[float], imag: list[float]) -> None:
+    """Both axes from 0 (where Ru is read), to equal scales only while their ranges are within
+    :data:`EQUAL_SCALES_WITHIN` of each other; at most 5 ticks on Z' (a half-width plot's ran together)."""
+    ax.set_xlim(left=min(0.0, *real))
+    ax.set_ylim(bottom=min(0.0, *imag))
+    ranges = sorted((max(real) - min(0.0, *real), max(imag) - min(0.0, *imag)))
+    if ranges[0] > 0 and ranges[1] / ranges[0] <= EQUAL_SCALES_WITHIN:
         ax.set_aspect("equal", adjustable="box")
-        ax.set_xlim(left=min(0.0, *eis["z_real_ohm"]))
-        ax.set_ylim(bottom=min(0.0, *(-z for z in eis["z_imag_ohm"])))
-    _save(fig, ax, path, None if eis else "no impedance measured")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
 
 
-def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    """The latest experiment's CVs, one per scan rate, overlaid (iR-compensated on the device)."""
+def _fitted_points(ax: Any, eis: dict[str, Any], ru: dict[str, Any]) -> None:
+    """The ``ru["n_points"]`` highest-frequency points the fit used (overloaded ones it left out), on scales of
+    their own, and Ru on the real axis: where the intercept is read, which the whole spectrum's scale hides."""
+    left_out = set(eis.get("overload_index") or [])
+    order = sorted((i for i in range(len(eis["frequency_hz"])) if i not in left_out),
+                   key=lambda i: eis["frequency_hz"][i], reverse=True)[:ru["n_points"]]
+    ax.set(title=f"high frequency: the {len(order)} points Ru was fitted to", xlabel="Z' (ohm)", ylabel="-Z'' (ohm)")
+    ax.plot([eis["z_real_ohm"][i] for i in order], [-eis["z_imag_ohm"][i] for i in order], "o-", ms=3)
+    ax.plot([ru["ru_ohm"]], [0.0], "D", color="tab:red", label=f"Ru {ru['ru_ohm']:.0f} ohm (fit)")
+    ax.axvline(ru["ru_ohm"], color="tab:red", ls="--", lw=0.8)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.legend(fontsize=8)
+
+
+def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]], offset_v: float) -> None:
+    """The latest experiment's CVs, one per scan rate, overlaid (iR partly compensated on the device: the legend
+    says how much)."""
     experiment, record = lab
     fig, ax = _figure(f"CV per scan rate, experiment {experiment['id']}",
                       _potential_axis(scan["voltammogram"]["reference"] for scan in record.get("scans", [])), "i (uA)")
     for scan in record.get("scans", []):
-        v = scan["voltammogram"]
-        ax.plot(v["potential_v"], [1e6 * i for i in v["current_a"]], lw=0.8, label=f"{scan['scan_rate_v_s']:g} V/s")
+        v = Voltammogram.from_dict(scan["voltammogram"])
+        ax.plot(v.potential_v, 1e6 * v.current_a, lw=0.8, label=_scan_label(v, ""))
+    _li_axis(ax, offset_v)
     if record.get("scans"):
         ax.legend(fontsize=8)
     _save(fig, ax, path, None if record.get("scans") else "one scan rate only")
@@ -480,7 +623,8 @@ def _outputs_said(quantity: str) -> str:
             "&ldquo;measured&rdquo; is a retrained network's own prediction of the measured potentials")
 
 
-def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path) -> str:
+def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, lab_table: str) -> str:
+    """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
@@ -522,6 +666,7 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
 {unsafe}{plots}
 <h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
+{lab_table}
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}
 </table>

@@ -11,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from labloop.orchestrator.compose import build_world
@@ -95,7 +96,9 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     page = (tmp_path / "report" / "index.html").read_text()
     for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
-    assert labels["cv_per_scan_rate.png"] == labels["voltammograms.png"] == ["E (V vs Ag/Ag+)"]  # the emstat's default
+    # the emstat's default electrode, the potentials as applied (a reviewer took them for iR-corrected ones)
+    assert labels["cv_per_scan_rate.png"] == labels["voltammograms.png"] == [
+        "E (V vs Ag/Ag+, as applied: uncompensated iR not subtracted)"]
     with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert measured and {r["potential_from"] for r in measured} == {"ferrocene"}
@@ -132,6 +135,55 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
         # what D was computed with: the cv step's analyte_mm and electrode; the cell held nothing else
         assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1", "0.0314", "0")
         assert row["standard_problem"] == "" and row["blank_flags"] == "clean"
+        compensated = next(s["voltammogram"]["params"]["ir_comp_ohm"] for s in lab["scans"]
+                           if s["scan_rate_v_s"] == float(row["scan_rate_v_s"]))
+        assert row["ir_compensated_ohm"] == shown(compensated) and compensated > 0
+    _every_scan_in_the_csv(tmp_path / "report" / "voltammograms.csv", records, shown)
+    _lab_grade_table_on_the_page(page, records, shown)
+
+
+def _every_scan_in_the_csv(path: Path, records: dict[int, dict], shown) -> None:
+    """voltammograms.csv holds every raw voltammogram of each experiment's lab record, in the order run (blanks,
+    each rate's scan, the standard's), each named by its role, point by point: a reviewer found the first rate's
+    scan alone, so D, the spread over the rates and the referencing could not be re-derived from the CSVs."""
+    with path.open() as handle:
+        points = list(csv.DictReader(handle))
+    for experiment_id, lab in records.items():
+        expected = [*(("blank", b["voltammogram"]) for b in lab["blanks"]),
+                    *(("analyte", s["voltammogram"]) for s in lab["scans"]),
+                    ("analyte + ferrocene", lab["standard_scan"])]
+        scans: dict[int, list[dict]] = {}
+        for row in points:
+            if row["id"] == str(experiment_id):
+                scans.setdefault(int(row["scan"]), []).append(row)
+        assert sorted(scans) == list(range(1, len(expected) + 1))
+        for (role, raw), rows in zip(expected, (scans[n] for n in sorted(scans)), strict=True):
+            params = raw["params"]
+            assert {(r["role"], r["scan_rate_v_s"], r["ir_compensated_ohm"]) for r in rows} == {
+                (role, shown(params["scan_rate_v_s"]), shown(params["ir_comp_ohm"]))}
+            assert [float(r["potential_v_vs_reference"]) for r in rows] == pytest.approx(raw["potential_v"], abs=1e-5)
+            assert [float(r["current_a"]) for r in rows] == pytest.approx(raw["current_a"], rel=1e-5)
+        assert len({float(r["scan_rate_v_s"]) for rows in scans.values() for r in rows}) == 4  # every rate
+
+
+def _lab_grade_table_on_the_page(page: str, records: dict[int, dict], shown) -> None:
+    """The page shows each experiment's lab-grade numbers in a table (a reviewer found CSV links and the last
+    experiment's plots only), as its lab record holds them and rounded as lab_grade.csv rounds them, units and
+    scales in the headers."""
+    table = page[page.index("<h2>lab-grade results</h2>"):]
+    table = table[:table.index("</table>")]
+    heads = re.findall(r"<th>(.*?)</th>", table)
+    for experiment_id, lab in records.items():
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", re.search(rf"<tr><td>{experiment_id}</td>.*?</tr>", table)[0])
+        row = dict(zip(heads, cells, strict=True))
+        compensated = lab["scans"][0]["voltammogram"]["params"]["ir_comp_ohm"]
+        assert (row["E1/2 (V vs Fc/Fc+)"], row["E1/2 (V vs Li/Li+, through Fc/Fc+)"], row["Ru (\u03a9, EIS)"],
+                row["iR compensated by the potentiostat (% of Ru)"]) == (
+            shown(lab["referenced"]["e_vs_fc_v"], decimals=4), shown(lab["referenced"]["e_vs_li_v"], decimals=4),
+            shown(lab["ru"]["ru_ohm"]), shown(100 * compensated / lab["ru"]["ru_ohm"]))
+        assert row["\u0394Ep (mV) at each scan rate"] == "<br>".join(  # none: no return peak at that rate
+            f"{shown(s['scan_rate_v_s'])} V/s: {shown(s['analysis']['dep_v'], 1e3, 1) or 'none'}" for s in lab["scans"])
+        assert row["D (cm\u00b2/s, Randles-Sevcik)"] == shown((lab["diffusion"] or {}).get("diffusion_cm2_s"))
 
 
 def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -28,8 +29,9 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     labels = axis_labels()
     result = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
     assert result.returncode == 0, result.stderr
-    # the voltammograms' potential axis names the reference electrode, as the CSVs do ("vs cell reference" did not)
-    assert labels["voltammograms.png"] == ["E (V vs Ag/Ag+)"]
+    # the voltammograms' potential axis names the reference electrode, as the CSVs do ("vs cell reference" did not),
+    # and says the potentials are not iR-corrected (a reviewer took them for the analysis's)
+    assert labels["voltammograms.png"] == ["E (V vs Ag/Ag+, as applied: uncompensated iR not subtracted)"]
     page = (tmp_path / "report" / "index.html").read_text()
     assert "tiny" in page and "4/4 done" in page
     # the models' and calibrations' tables say what their outputs and numbers are (a chemist read "output" and
@@ -89,6 +91,8 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert float(ours[5]["potential_v_vs_reference"]) == pytest.approx(first.potential_v[5], rel=1e-5)
     assert float(ours[5]["current_a"]) == pytest.approx(first.current_a[5], rel=1e-5)
     assert ours[5]["scan_rate_v_s"] == f"{first.params.scan_rate_v_s:.4g}" and ours[5]["reference_electrode"]
+    # a plain cv protocol: one scan of the analyte per experiment, nothing compensated on the potentiostat
+    assert {(r["scan"], r["role"], r["ir_compensated_ohm"]) for r in points} == {("1", "analyte", "0")}
     # each potential's scale in its header: vs Li/Li+, or (E1/2) vs the cell's reference electrode, named
     assert all(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_reference"]) == pytest.approx(3.2, abs=1e-4)
                and r["reference_electrode"] == "Ag/Ag+" for r in measured)
@@ -96,6 +100,7 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     # `labloop log` names the electrode its E1/2 column is against, as the CSVs do ("the cell's reference" did not)
     assert "measurements (V vs Li/Li+; E1/2 vs Ag/Ag+)" in " ".join(labloop("log", tmp_path / "tiny.db").stdout.split())
     assert not (tmp_path / "report" / "lab_grade.csv").exists() and "lab_grade.csv" not in page  # no lab record
+    assert "lab-grade results" not in page  # nor a table of them
     # random, without a model, predicted nothing: nothing to check the sd of (tests/planners/test_feedback_loop.py
     # checks a bayes campaign's)
     assert "No measured experiment had a prediction with a standard deviation yet." in page
@@ -265,8 +270,10 @@ def test_the_lab_plots_can_be_read(tmp_path, monkeypatch):
         save(fig, ax, path, empty)
 
     monkeypatch.setattr(report, "_save", keeping)
-    z = 300 + 10000 / (1 + 1j * np.logspace(6, 0, 60) * 2e-2)  # Ru 300 ohm and a 10 kohm arc
-    record = {"eis": {"z_real_ohm": list(z.real), "z_imag_ohm": list(z.imag)}, "ru": {"ru_ohm": 300.0}}
+    frequencies = np.logspace(6, 0, 60)
+    z = 300 + 10000 / (1 + 1j * frequencies * 2e-2)  # Ru 300 ohm and a 10 kohm arc
+    record = {"eis": {"z_real_ohm": list(z.real), "z_imag_ohm": list(z.imag), "frequency_hz": list(frequencies)},
+              "ru": {"ru_ohm": 300.0, "n_points": 30}}
     report._nyquist(tmp_path / "nyquist.png", ({"id": 7}, record))
     _, _, _, xlim, ylim, _ = saved["nyquist.png"]
     assert xlim[0] == 0 and ylim[0] == 0 and xlim[1] > 10000
@@ -276,3 +283,105 @@ def test_the_lab_plots_can_be_read(tmp_path, monkeypatch):
     figure, title, extent, _, _, ticks = saved["fc.png"]
     assert figure.x0 <= extent.x0 and extent.x1 <= figure.x1, title
     assert all(float(t).is_integer() for t in ticks), ticks
+
+
+def _blocking_spectrum() -> dict:
+    """A lab record's impedance as the lab-grade dry run measures it: Ru 500 ohm in series with the double layer
+    alone (a blocking electrode), -Z'' from 0 to 11 kohm over 100 kHz-10 Hz while Z' stays near 500 ohm."""
+    import numpy as np
+
+    frequencies = np.logspace(5, 1, 21)
+    z = 500 + 1 / (1j * 2 * np.pi * frequencies * 1.45e-6)
+    return {"eis": {"z_real_ohm": list(z.real), "z_imag_ohm": list(z.imag), "frequency_hz": list(frequencies),
+                    "overload_index": [0]},
+            "ru": {"ru_ohm": 499.4, "n_points": 11}}
+
+
+def test_the_nyquist_plot_of_a_blocking_electrode_is_readable_and_marks_ru(tmp_path, monkeypatch):
+    """A reviewer's finding: equal scales drew Z' 0-500 ohm beside -Z'' 0-11 kohm, a sliver whose Z' ticks ran
+    together ('0500'). The whole spectrum is drawn to scales of its own, and beside it the points Ru was fitted to
+    (the highest frequencies, an overloaded one left out), with Ru marked on the real axis."""
+    from labloop.orchestrator import report
+
+    seen = {}
+    save = report._save
+
+    def keeping(fig, ax, path, empty=None):
+        fig.canvas.draw()
+        whole, near = fig.axes
+        labels = [t.get_window_extent() for t in whole.get_xticklabels() if t.get_text()]
+        seen.update(aspect=whole.get_aspect(), labels=labels, near=near, lines=[line.get_xydata() for line in
+                                                                                 near.get_lines()])
+        save(fig, ax, path, empty)
+
+    monkeypatch.setattr(report, "_save", keeping)
+    record = _blocking_spectrum()
+    report._nyquist(tmp_path / "nyquist.png", ({"id": 31}, record))
+    assert seen["aspect"] == "auto"  # not equal: 500 ohm against 11 kohm
+    assert len(seen["labels"]) >= 3 and all(a.x1 < b.x0 for a, b in itertools.pairwise(seen["labels"]))
+    points, marker = seen["lines"][0], seen["lines"][1]
+    fitted = sorted(range(1, 21), key=lambda i: -record["eis"]["frequency_hz"][i])[:11]  # 0 is overloaded
+    assert sorted(points[:, 1]) == sorted(-record["eis"]["z_imag_ohm"][i] for i in fitted)
+    assert marker.tolist() == [[499.4, 0.0]]
+    low, high = seen["near"].get_xlim()
+    assert low < 499.4 < high and high - low < 50  # the intercept's neighbourhood, not 0-500 ohm
+    assert "Ru 499 ohm (fit)" in [t.get_text() for t in seen["near"].get_legend().get_texts()]
+
+
+def test_the_voltammograms_name_their_scale_rate_and_compensation(tmp_path, monkeypatch):
+    """A reviewer's findings: 'recent voltammograms' on the reference electrode's scale beside numbers vs Li/Li+,
+    potentials not iR-corrected without saying so, and a legend without the scan rate where the planned rates ran
+    0.02-0.5 V/s (peak heights ~5x apart). The axis says the scale and that the potentials are as applied, a top axis
+    gives them vs Li/Li+ by the cell's offset, and each legend entry has the rate and the compensation."""
+    import numpy as np
+
+    from labloop.instruments.voltammogram import CVParams, Voltammogram
+    from labloop.orchestrator import report
+
+    def scan(rate, compensated=0.0):
+        params = CVParams(e_begin_v=0.0, e_vertex1_v=1.0, e_vertex2_v=0.0, scan_rate_v_s=rate, ir_comp_ohm=compensated)
+        return Voltammogram(np.array([0.0, 0.5, 1.0, 0.5, 0.0]), np.array([0.0, 1e-6, 2e-6, -1e-6, 0.0]),
+                            np.arange(5) * 0.5 / rate, params, "Ag/Ag+")
+
+    seen = {}
+    save = report._save
+
+    def keeping(fig, ax, path, empty=None):
+        fig.canvas.draw()
+        (top,) = ax.child_axes
+        seen[path.name] = (ax.get_xlabel(), top.get_xlabel(), ax.get_xlim(), top.get_xlim(),
+                           [t.get_text() for t in ax.get_legend().get_texts()])
+        save(fig, ax, path, empty)
+
+    monkeypatch.setattr(report, "_save", keeping)
+
+    class Scans:
+        def voltammograms(self, experiment_id):
+            return [scan(0.0200853)] if experiment_id == 26 else [scan(0.48386, 424.489)]
+
+    report._voltammograms(tmp_path / "recent.png", Scans(), [{"id": 26}, {"id": 30}], 3.2)
+    record = {"scans": [{"scan_rate_v_s": rate, "voltammogram": scan(rate, 425.0).to_dict()} for rate in (0.1, 1.0)]}
+    report._scan_rates(tmp_path / "rates.png", ({"id": 30}, record), 3.45)
+    for name, offset, legend in (("recent.png", 3.2, ["#26, 0.02009 V/s", "#30, 0.4839 V/s, 424 ohm iR comp."]),
+                                 ("rates.png", 3.45, ["0.1 V/s, 425 ohm iR comp.", "1 V/s, 425 ohm iR comp."])):
+        axis, top, limits, top_limits, entries = seen[name]
+        assert axis == "E (V vs Ag/Ag+, as applied: uncompensated iR not subtracted)"
+        assert top == f"E (V vs Li/Li+, by cell.reference_offset_v = {offset:g} V)"
+        assert top_limits == pytest.approx((limits[0] + offset, limits[1] + offset))
+        assert entries == legend
+
+
+def test_the_lab_grade_table_escapes_what_it_shows():
+    """The page's lab-grade table shows journal text (a SMILES, a standard's problem) escaped, each experiment on
+    one row with its rates' dEp a line each."""
+    from labloop.orchestrator.report import _lab_grade_rows, _lab_table
+
+    scans = [{"scan_rate_v_s": rate, "voltammogram": {"params": {"ir_comp_ohm": 400.0}},
+              "analysis": {"e_half_v": 0.5, "dep_v": dep}} for rate, dep in ((0.1, 0.0614), (1.0, None))]
+    record = {"scans": scans, "ru": {"ru_ohm": 500.0},
+              "referenced": {"e_vs_fc_v": None, "problem": "<b>two couples</b> & none"}}
+    table = _lab_table(_lab_grade_rows({"id": 3, "smiles": "C<script>", "status": "failed"}, record))
+    assert "<script>" not in table and "<b>" not in table
+    assert "<td>C&lt;script&gt;</td>" in table and "<td>&lt;b&gt;two couples&lt;/b&gt; &amp; none</td>" in table
+    assert "0.1 V/s: 61.4<br>1 V/s: none" in table and "<td>80</td>" in table  # 400 of 500 ohm compensated
+    assert table.count("<tr>") == 2 and _lab_table([]) == ""
