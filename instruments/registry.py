@@ -32,7 +32,13 @@ from labloop.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 GROUP = "labloop.drivers"
-#: options of ``open`` that the rig supplies, never the campaign
+#: the keywords labloop itself gives a driver's ``open``, never the campaign's options, and when: a campaign that gave
+#: ``time_scale`` to a driver taking ``**options`` stretched its deadlines a millionfold on hardware, where labloop
+#: passes none (a plug-in author's trial), so a campaign may give none of them
+LABLOOP_PASSES = {"limits": "the campaign's safety limits, to every pump and potentiostat",
+                  "time_scale": "the emulator's time scale, to a pump or potentiostat in a dry run",
+                  "ask": "the console's question, to a sample changer that takes it"}
+#: of those, the ones ``open`` takes that are never a driver's own option (``ask`` is a sample changer's own)
 RIG_OPTIONS = frozenset({"limits", "time_scale"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 

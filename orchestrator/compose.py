@@ -42,7 +42,7 @@ from labloop.core.text import plural
 from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.cv_analysis import peak_room_v
 from labloop.instruments.methodscript import DEVICE_POTENTIAL_RANGES_V
-from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
+from labloop.instruments.registry import LABLOOP_PASSES, DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, opening, port_problem
 from labloop.orchestrator.config.campaign import Campaign, Instrument
 from labloop.orchestrator.config.campaign import World as WorldSpec
@@ -619,12 +619,6 @@ def _check_contract(driver: object, name: str, descriptor: DriverDescriptor) -> 
                                                  f"but its {type(driver).__name__} lacks "
                                                  f"{', '.join(missing_members(driver, contract))} (docs/drivers.md: "
                                                  "the contracts)")
-
-
-#: the keywords labloop itself gives a driver's ``open`` (not the campaign's options), and when
-LABLOOP_PASSES = {"limits": "the campaign's safety limits, to every pump and potentiostat",
-                  "time_scale": "the emulator's time scale, to a pump or potentiostat in a dry run",
-                  "ask": "the console's question, to a sample changer that takes it"}
 
 
 def _lacking_keyword(factory: Callable[..., Any], options: dict[str, Any], given: Collection[str]) -> str | None:

@@ -59,7 +59,7 @@ from labloop.core.files import moved_along
 from labloop.core.validation import shape_message
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
-from labloop.instruments.registry import driver_names, load_driver
+from labloop.instruments.registry import LABLOOP_PASSES, driver_names, load_driver
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
@@ -520,6 +520,8 @@ class Instrument(BaseModel):
             value = {**value, "capture": str(_resolve(Path(capture), info))}
         problems = [Problem((name,), problem) for name, option in value.items()
                     if (problem := link_option_problem(name, option)) is not None]
+        problems += [Problem((name,), f"labloop gives the driver this itself ({LABLOOP_PASSES[name]}): not a campaign "
+                                      "option") for name in value if name in LABLOOP_PASSES]
         if problems:
             raise Problems(*problems)
         return value

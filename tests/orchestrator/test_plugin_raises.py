@@ -511,3 +511,25 @@ def test_the_deadline_comes_from_what_the_action_should_take():
     assert expected_s("wait", {"seconds": 90}) == 90.0
     assert expected_s("eis", {"f_high_hz": 1e5, "f_low_hz": 0.1, "points": 31}) == pytest.approx(930.0)
     assert deadline_s("dispense", {"volume_ml": 50.0, "rate_ml_min": 1.0}) == 5 * 3000.0  # slow: 5x, past the floor
+
+
+@pytest.mark.parametrize("option", ["time_scale: 0.000001", "limits: {max_dispense_ml: 999}", "ask: yes"])
+def test_what_labloop_gives_a_driver_itself_is_no_campaign_option(tmp_path, labloop, write_campaign, install_plugin,
+                                                                  option):
+    """A driver taking ``**options`` took ``time_scale: 0.000001`` from a campaign on hardware, where labloop passes
+    none: every deadline a millionfold, a stalled pump never timed out (a plug-in author's trial); ``limits`` was
+    dropped unsaid. Refused at validate with its line, for every driver."""
+    source = PLUGIN.replace("{odd}", "pass").replace("{extra}", "").replace(
+        "address=0, diameter_mm=None):", "address=0, diameter_mm=None, **options):").replace(
+        'options=("address", "diameter_mm"))', "options=None)")
+    install_plugin("odd_pump", source, {"odd-pump": "ODD"})
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "odd-pump",
+                            "options": {"address": 0, "diameter_mm": 4.61, **yaml.safe_load(f"{{{option}}}")}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "emstat"}}
+    result = labloop("validate", write_campaign(tmp_path, instruments=rig), "--dry-run")
+    name = option.split(":")[0]
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"instruments.analyte_pump.options.{name}: labloop gives the driver this itself" in result.stderr
+    assert re.search(r"tiny\.yaml:\d+", result.stderr), result.stderr
