@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
+import numpy as np
 from pydantic import ValidationError
 
 from labloop.core.errors import (
@@ -103,6 +104,7 @@ from labloop.instruments.voltammogram import CVParams, Voltammogram
 from labloop.protocols.steps import (
     CV,
     EIS,
+    MAX_CURRENT_A,
     AddStandard,
     Analyze,
     Blank,
@@ -1122,22 +1124,53 @@ def _since_emptied(steps: Sequence[Step], end: int) -> range:
 SPAN_TOLERANCE_V = 0.02
 
 
+#: how far (relative) a voltammogram's scan rate and compensated resistance may lie from those asked
+PARAMS_TOLERANCE = 0.01
+
+
 def _spanning(scan: Voltammogram, params: CVParams, at: str, call: str) -> Voltammogram:
-    """``scan`` when its potentials run from one vertex of ``params`` to the other, else :class:`WrongReturn` at
-    ``at``: a driver's scan in mV (1000 times the window), or cut short before a vertex, was analysed as the
-    molecule's and failed as ``no_peak`` or ``irreversible``, ten in a row before the run stopped with advice about
-    the electrodes, and the planner shunned those molecules (a plug-in engineer's trial). The instrument's fault,
-    named, before any analysis."""
+    """``scan`` when it is the scan ``params`` asked for, else :class:`WrongReturn` at ``at``, the instrument's fault,
+    named, before any analysis: its potentials must run from one vertex of ``params`` to the other (a driver's
+    scan in mV, 1000 times the window, or cut short before a vertex, was analysed as the molecule's and failed as
+    ``no_peak`` or ``irreversible``, ten in a row before the run stopped with advice about the electrodes, and the
+    planner shunned those molecules: a plug-in engineer's trial); its potentials and currents finite, and the
+    currents within what a cell of a few mL draws (a NaN written into the arrays after they were built ended in
+    a traceback blamed on labloop, currents in uA as A, 39 A, went into the journal as a measurement: a plug-in
+    author's trial); and its own ``params`` those asked, as the raw data keeps them and the analysis corrects the
+    ohmic drop by their compensation (a scan of -5..5 V that never ran was journalled as the experiment's)."""
     low, high = sorted((params.e_vertex1_v, params.e_vertex2_v))
     off = SPAN_TOLERANCE_V + 2 * params.e_step_v
     got = "no point"
+    if not (np.isfinite(scan.potential_v).all() and np.isfinite(scan.current_a).all()):
+        raise WrongReturn(at, f"its driver's {call} returned a scan holding NaN or infinite values: not analysed")
     if len(scan.potential_v):
         lo, hi = float(scan.potential_v.min()), float(scan.potential_v.max())
-        if abs(lo - low) <= off and abs(hi - high) <= off:
+        if not (abs(lo - low) <= off and abs(hi - high) <= off):
+            got = f"{lo:.3f}..{hi:.3f} V"
+        elif (peak := float(np.abs(scan.current_a).max())) > MAX_CURRENT_A:
+            raise WrongReturn(at, f"its driver's {call} returned currents up to {peak:.4g} A, beyond what a cell of a "
+                                  f"few mL draws (at most {MAX_CURRENT_A:g} A): currents in another unit, uA? not "
+                                  "analysed")
+        elif (differs := _params_differ(scan.params, params, off)) is not None:
+            raise WrongReturn(at, f"its driver's {call} returned a scan whose params say {differs}: not analysed")
+        else:
             return scan
-        got = f"{lo:.3f}..{hi:.3f} V"
     raise WrongReturn(at, f"its driver's {call} returned a scan over {got} where {low:g}..{high:g} V was asked "
                           "(potentials in another unit, mV? or a scan cut short): not analysed")
+
+
+def _params_differ(got: CVParams, asked: CVParams, off: float) -> str | None:
+    """What of a returned scan's ``got`` params is not what was ``asked`` (potentials within ``off`` V, the scan
+    rate and the compensated resistance within :data:`PARAMS_TOLERANCE`), as ``field X where Y was asked``."""
+    if not isinstance(got, CVParams):
+        return f"{type(got).__name__}, not CVParams,"
+    for name in ("e_begin_v", "e_vertex1_v", "e_vertex2_v"):
+        if abs(getattr(got, name) - getattr(asked, name)) > off:
+            return f"{name} {getattr(got, name):g} V where {getattr(asked, name):g} V was asked"
+    for name, unit in (("scan_rate_v_s", "V/s"), ("ir_comp_ohm", "ohm")):
+        if not math.isclose(getattr(got, name), getattr(asked, name), rel_tol=PARAMS_TOLERANCE, abs_tol=1e-9):
+            return f"{name} {getattr(got, name):g} {unit} where {getattr(asked, name):g} {unit} was asked"
+    return None
 
 
 def refill_steps(steps: Sequence[Step], blank_index: int) -> list[int]:

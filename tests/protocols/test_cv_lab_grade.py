@@ -244,6 +244,43 @@ def test_what_a_plugin_potentiostat_or_valve_returns_is_checked_naming_it_and_th
     rig.instruments["analyte_pump"] = pump
 
 
+def _altered(scan, **arrays):
+    """``scan`` with its arrays or params changed after it was built, as a careless driver can (the dataclass is
+    frozen and its arrays read-only, but object.__setattr__ and setflags get past both)."""
+    for name, value in arrays.items():
+        object.__setattr__(scan, name, value)
+    return scan
+
+
+def _with_nan(scan):
+    current = scan.current_a.copy()
+    current[5] = math.nan
+    return _altered(scan, current_a=current)
+
+
+@pytest.mark.parametrize(("odd", "said"), [
+    (_with_nan, r"returned a scan holding NaN or infinite values: not analysed$"),
+    (lambda scan: _altered(scan, current_a=scan.current_a * 1e6),
+     r"returned currents up to [0-9.]+ A, beyond what a cell of a few mL draws \(at most 0\.1 A\): currents in "
+     r"another unit, uA\? not analysed$"),
+    (lambda scan: _altered(scan, params=replace(scan.params, e_vertex1_v=5.0, e_begin_v=-5.0, e_vertex2_v=-5.0)),
+     r"returned a scan whose params say e_begin_v -5 V where -0\.35 V was asked: not analysed$"),
+    (lambda scan: _altered(scan, params=replace(scan.params, ir_comp_ohm=0.0)),
+     r"returned a scan whose params say ir_comp_ohm 0 ohm where [0-9.]+ ohm was asked: not analysed$"),
+])
+def test_a_scan_changed_after_it_was_built_is_the_drivers_fault_named(lab, odd, said):
+    """A plug-in author's trial: NaN written into a returned voltammogram ended in a traceback blamed on labloop;
+    currents in uA as A (39 A) were journalled as a measurement; params of a -5..5 V scan that never ran were
+    journalled as the experiment's raw data, and a compensation other than the one applied corrects the drop
+    wrongly. Each is the potentiostat's fault, named, before any analysis."""
+    rig = lab()
+    rig.instruments["stat"] = Returning(rig.instruments["stat"], "run_cv", odd)
+    cv = {"cv": {"e_begin_v": -0.35, "e_vertex1_v": 0.25, "e_vertex2_v": -0.35,
+                 "ir_compensation": {"fraction": 0.85}}}
+    with pytest.raises(WrongReturn, match=r"^stat in protocol\[4\]\.cv: its driver's run_cv " + said):
+        run(rig, [FULL[0], FULL[3], "load_sample", FULL[5], cv])
+
+
 def test_scans_without_the_wave_give_no_d_and_say_why_in_the_journal_record(lab, caplog):
     """A window short of the couple: no peak at any rate, so no Randles-Sevcik D; the reason goes into the
     record the journal keeps and into its one-line summary. Nothing is warned of: the experiment fails on its
