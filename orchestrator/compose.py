@@ -465,7 +465,7 @@ def check_protocol(campaign: Campaign, *, continued: bool = False) -> None:
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
                                 locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits(),
                                 experiments=campaign.budget.max_experiments, rates=rates,
-                                syringes_ml=campaign.syringe_starts())
+                                syringes_ml=campaign.syringe_starts(), hits_v=campaign.objective.hits_v)
     executor.check(continued=continued)
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         choices = isinstance(space, dict)

@@ -449,16 +449,21 @@ class ProtocolExecutor:
         return self.ferrocene_vs_li_v + step.vs_fc_v - self.reference_offset_v
 
     def _check_half_width(self, where: str, potentiostat: str, step: CV) -> None:
-        """Refuse a window around the candidate that what ``potentiostat`` can apply (its driver's
-        ``potential_range_v``, once the rig is open) cannot hold around any of the objective's hits: every proposal
-        the planner aims at would be refused, one experiment after the other, until the campaign stops."""
-        span = self._span(where, potentiostat, "potential_range_v")
-        if span is None or self.hits_v is None or step.half_width_v is None:
+        """Refuse a window around the candidate that the safety limits, or what ``potentiostat`` can apply (its
+        driver's ``potential_range_v``, once the rig is open), cannot hold around any of the objective's hits: every
+        proposal the planner aims at would be refused, one experiment after the other, until the campaign stops.
+        The limits too, for a half-width a planner chooses (``conditions.half_width_v``, checked value by value
+        before the run): the protocol's own is the campaign's validation's to judge, but a planned one passed
+        ``validate`` and the run then stopped after ten refused proposals (a plug-in author's trial)."""
+        if self.hits_v is None or step.half_width_v is None:
             return
-        judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, span,
-                                    f"what {potentiostat!r} can apply")
-        if judged is not None and judged[0]:
-            raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
+        spans = [(self.safety.potential_window_v, "safety.potential_limits_v")]
+        if (span := self._span(where, potentiostat, "potential_range_v")) is not None:
+            spans.append((span, f"what {potentiostat!r} can apply"))
+        for window, name in spans:
+            judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, window, name)
+            if judged is not None and judged[0]:
+                raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
 
     def _span(self, where: str, instrument: str, attribute: str) -> tuple[float, float] | None:
         """The opened ``instrument``'s optional ``attribute`` (``potential_range_v``, ``rate_range_ml_min``:

@@ -5,6 +5,7 @@ passed without a word, and a scan rate in mV/s got pydantic's "less than or equa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -396,3 +397,18 @@ def test_a_planned_volume_that_would_merge_the_dispenses_or_change_ds_concentrat
     fixed, _, _ = validate(labloop, write_campaign, alone, electrolyte, "# the sample alone\n",
                            conditions={"scan_rate_v_s": 0.1})
     assert fixed.returncode == 0, fixed.stderr
+
+
+def test_a_planned_half_width_is_held_to_the_limits_around_the_hits_as_the_protocols_own(tmp_path, labloop,
+                                                                                         write_campaign):
+    """``conditions: {half_width_v: [1.5, 3.0]}`` passed validate, where the same 1.5 in the protocol is refused, and
+    the run stopped after ten proposals refused by the limits (a plug-in author's trial): each value a planner may
+    choose is judged as the protocol's own, at its place in the conditions."""
+    result, _, _ = validate(labloop, write_campaign, tmp_path, "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,",
+                            "half_width_v: 0.6,", prior=True, conditions={"half_width_v": [1.5, 3.0]})
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert re.search(r"tiny\.yaml:\d+(:\d+)?: conditions\.half_width_v(\[0\])?: 1\.5 would be refused: .*half_width_v: "
+                     r"\+/-1\.5 V around a prediction in the objective's hits", result.stderr), result.stderr
+    fits, _, _ = validate(labloop, write_campaign, tmp_path, "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,",
+                          "half_width_v: 0.6,", prior=True, conditions={"half_width_v": [0.3, 0.6]})
+    assert fits.returncode == 0, fits.stderr
