@@ -49,8 +49,8 @@ def said_if_slow(what: str) -> Iterator[None]:
         timer.cancel()
 
 
-def _within(action: Callable[[], object], deadline_s: float) -> str | None:
-    """Run ``action`` on a daemon thread; None if it returned in time, else what went wrong."""
+def _within(action: Callable[[], object], deadline_s: float) -> tuple[str | None, threading.Thread]:
+    """Run ``action`` on a daemon thread: (None if it returned in time, else what went wrong; the thread)."""
     outcome: list[str | None] = []
 
     def call() -> None:
@@ -63,7 +63,7 @@ def _within(action: Callable[[], object], deadline_s: float) -> str | None:
     thread = threading.Thread(target=call, name="safe-state", daemon=True)
     thread.start()
     thread.join(deadline_s)
-    return outcome[0] if outcome else f"no answer within {deadline_s:g} s"
+    return (outcome[0] if outcome else f"no answer within {deadline_s:g} s"), thread
 
 
 def _plausible(status: PumpStatus, name: str) -> PumpStatus:
@@ -99,6 +99,8 @@ class Rig:
         #: instruments :meth:`safe_state` has said it could not make safe, or a refused health check named: said
         #: again (closing the rig makes it safe once more) only with -v
         self._said: set[str] = set()
+        #: each instrument's stop or abort that has not returned yet (:meth:`safe_state`)
+        self._stopping: dict[str, threading.Thread] = {}
 
     def rinse_cell(self, why: str = "") -> None:
         """Empty and rinse the cell: as the composition module said (an emulated cell), else the operator, told
@@ -131,7 +133,12 @@ class Rig:
                 driver, Potentiostat) else None
             if action is None:
                 continue
-            problem = _within(action, deadline_s)
+            if (hung := self._stopping.get(name)) is not None and hung.is_alive():
+                # not asked again: a second call into a driver hung in the first only waits out another deadline
+                # (a Ctrl-C took 21 s, two threads stuck in one stop(): a plug-in author's trial)
+                problem: str | None = "its stop from before has still not returned"
+            else:
+                problem, self._stopping[name] = _within(action, deadline_s)
             if problem is not None:
                 # once at ERROR: the stop's or the refusal's line says it again, and a rig closing after a failure
                 # made safe printed each line twice, before the run's own error line
