@@ -235,10 +235,12 @@ class PumpDisconnected(Disconnected):
 
     def __init__(self, pump: str, step: str, volume_ml: float, *, into_cell: bool, cause: str) -> None:
         self.pump, self.step, self.volume_ml, self.into_cell = pump, step, volume_ml, into_cell
-        what = (f"disconnected while it pumped {volume_ml:g} mL into the cell: how much of it the cell got is unknown "
-                "(labloop counts all of it)" if into_cell else
-                f"disconnected while it drew {volume_ml:g} mL into its syringe: how much it drew is unknown (labloop "
-                "counts none of it)")
+        # "during", not "while it pumped": the port may have gone before the pump was asked (a plug-in author's trial
+        # read a port gone before the first byte as a dispense cut short), and nothing can tell which
+        what = (f"disconnected during its dispense of {volume_ml:g} mL into the cell (before it began or part way): "
+                "how much of it the cell got is unknown (labloop counts all of it)" if into_cell else
+                f"disconnected during its refill of {volume_ml:g} mL (before it began or part way): how much it drew "
+                "into its syringe is unknown (labloop counts none of it)")
         super().__init__(f"{pump} in {step}", f"{what}: {cause}")
 
 

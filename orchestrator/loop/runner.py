@@ -472,9 +472,9 @@ class Runner:
         cell, with ``--cell-emptied``, when it holds liquid by labloop's count). Why: "port vanished while reading"
         and a bare ``labloop resume`` did not say that a dispense was cut short by a vanished pump, nor what of the
         cell's and the syringe's count to check."""
-        lost = "; ".join(f"{pump} disconnected in {exc.step} of experiment {experiment} while it "
-                         + (f"pumped {exc.volume_ml:g} mL into the cell" if exc.into_cell else
-                            f"refilled its syringe with {exc.volume_ml:g} mL") + ": what it delivered is unknown"
+        lost = "; ".join(f"{pump} disconnected in {exc.step} of experiment {experiment}, during its "
+                         + (f"dispense of {exc.volume_ml:g} mL into the cell" if exc.into_cell else
+                            f"refill of {exc.volume_ml:g} mL") + ": what it delivered is unknown"
                          for pump, (experiment, exc) in self._lost.items())
         pumps = ", ".join(self._lost)
         syringes = "its syringe" if len(self._lost) == 1 else "their syringes"

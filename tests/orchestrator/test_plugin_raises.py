@@ -397,15 +397,17 @@ def test_a_pump_disconnecting_mid_dispense_is_said_with_its_step_and_what_to_che
     step = f"analyte_pump in {display_name(campaign)}:"  # the inline protocol's line, then the step
     causes = [cause or "" for status, cause in _experiments(tmp_path / "tiny.db") if status == State.FAILED]
     assert len(causes) == faults and all(c.startswith(f"PumpDisconnected: {step}") for c in causes), causes
-    assert all(": protocol[1].dispense: disconnected while it pumped 0.5 mL into the cell: how much of it the cell got "
-               "is unknown (labloop counts all of it): Disconnected: " in c for c in causes)
+    assert all(": protocol[1].dispense: disconnected during its dispense of 0.5 mL into the cell (before it began or "
+               "part way): how much of it the cell got is unknown (labloop counts all of it): Disconnected: " in c
+               for c in causes)
     store = tmp_path / "tiny.db"
     check = (f"reconnect analyte_pump and check its syringe and the cell, then `labloop resume {store}`"
              if rinse and stopped_itself else
              f"empty the cell (it holds 0.5 mL by labloop's count), reconnect analyte_pump and check its syringe, then "
              f"`labloop resume {store} --cell-emptied`")
     said = " ".join(result.stderr.split())
-    lost = ": protocol[1].dispense of experiment 1 while it pumped 0.5 mL into the cell: what it delivered is unknown"
+    lost = (": protocol[1].dispense of experiment 1, during its dispense of 0.5 mL into the cell: what it delivered is "
+            "unknown")
     stopped = ("campaign stopped before the next sample:" if not stopped_itself else
                "the rig needs a person:" if rinse else
                "campaign stopped before a sample is spent on it (experiment 2 will run again on resume);")
