@@ -16,7 +16,7 @@ from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.loop.interrupts import Interrupts
+from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED, Runner
 from labloop.surrogate.dataset import read_table
 
@@ -240,3 +240,30 @@ def test_a_retrain_on_a_full_disk_is_one_line_and_the_campaign_goes_on(tmp_path,
         assert not list(disk.glob("tiny.models/.*"))  # no half-written model folder
     finally:
         subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def test_a_ctrl_c_that_lands_in_a_gc_callback_is_delivered_again_not_lost():
+    """Python drops what a gc callback (or a weakref callback, or __del__) raises: a --scheduler local run's
+    in-process Dask scheduler times every garbage collection from one (distributed/gc.py), and a Ctrl-C whose handler
+    ran there was lost, the run going on to its end (a scale-out trial; the handler's frame, logged, was that
+    callback's). The signal is delivered again once Python has dropped it, and the run stops."""
+    import gc
+
+    def busy(seconds: float) -> None:  # Python code a signal's handler can interrupt
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            pass
+
+    def slow(phase: str, _info: dict) -> None:
+        if phase == "start":
+            busy(0.3)
+
+    gc.callbacks.append(slow)
+    try:
+        with Interrupts(), pytest.raises(Interrupted):
+            threading.Timer(0.45, os.kill, (os.getpid(), signal.SIGINT)).start()  # in the first callback
+            for _ in range(10):  # work, then a collection timed by the callback; 6 s if the signal were lost
+                busy(0.3)
+                gc.collect()
+    finally:
+        gc.callbacks.remove(slow)
