@@ -10,11 +10,11 @@ right methods, idempotent stops and aborts, refusals *before* any byte is sent, 
 
 or ``labloop drivers check NAME [--port PORT]`` against real hardware. The kit opens the driver, runs a
 safe round of commands, a short CV (potentiostats), a small dispense (pumps), a load (sample changers) or a
-flow read back (gas valves), aborts/stops, asks for unsafe things it must refuse, closes twice and checks
-that a closed driver raises a typed error. Against an emulator it also checks that refusals sent no byte
-and that the emulator itself raised nothing. Each check is reported with its time; an exception that is
-not a :class:`LabloopError` (labloop's error root: :class:`InstrumentError`, :class:`ConfigError`, ...)
-fails its check as "untyped".
+flow read back (gas valves), aborts/stops, asks for every unsafe thing its contract says it refuses (naming
+each it did not), closes twice and checks that a closed driver raises a typed error. Against an emulator it
+also checks that refusals sent no byte and that the emulator itself raised nothing. Each check is reported
+with its time; an exception that is not a :class:`LabloopError` (labloop's error root:
+:class:`InstrumentError`, :class:`ConfigError`, ...) fails its check as "untyped".
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from labloop.core.errors import ConfigError, Disconnected, InstrumentError, Labl
 from labloop.core.text import plural
 from labloop.instruments.contracts import (
     GasValve,
+    ImpedanceMeter,
     Potentiostat,
     Pump,
     PumpStatus,
@@ -38,6 +39,7 @@ from labloop.instruments.contracts import (
     SampleChanger,
     missing_members,
 )
+from labloop.instruments.impedance import EISParams
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, port_problem
 from labloop.instruments.voltammogram import CVParams, Voltammogram
@@ -105,6 +107,15 @@ def check_line(c: CheckResult) -> str:
 
 class _Failed(Exception):
     """A check's expectation was not met (the driver behaved, but wrongly)."""
+
+
+@dataclass(frozen=True)
+class _Unsafe:
+    """One request the driver must refuse with ``expected`` before sending a byte; ``what`` names it in a failure."""
+
+    what: str
+    expected: type[LabloopError]
+    call: Callable[[], object]
 
 
 def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
@@ -241,33 +252,46 @@ class _Kit:
 
         return step
 
-    def _refusals(self, checks: Callable[[], None]) -> Callable[[], str | None]:
-        """The refusal checks, against an emulator only: each one asks for something beyond the limits, and a
-        driver that does not refuse would send it, which on a real port moves a real plunger or puts a real
-        cell beyond its window (labloop's executor refuses such commands before any driver sees them)."""
+    def _refusals(self, cases: Callable[[], list[_Unsafe]], *, on_hardware_too: bool = False
+                  ) -> Callable[[], str | None]:
+        """The refusal check: every one of ``cases`` is asked, and each that is not refused as due (or that sends
+        a byte first) is named, so a driver that checks one limit and forgets another is told which. Against
+        an emulator only, unless ``on_hardware_too``: each case of a pump or potentiostat asks for something
+        beyond the limits, and a driver that does not refuse would send it, which on a real port moves a real
+        plunger or puts a real cell beyond its window (labloop's executor refuses such commands before any
+        driver sees them)."""
         def step() -> str | None:
-            if self.on_hardware:
+            if self.on_hardware and not on_hardware_too:
                 return (f"{SKIPPED} on a real port: the kit sends nothing beyond the limits to hardware; check "
                         f"without --port (the driver's emulator): labloop drivers check {self.descriptor.name}")
-            checks()
-            return None
+            asked = cases()
+            failures = [failure for case in asked if (failure := self._refuses(case)) is not None]
+            if failures:
+                raise _Failed(f"{len(failures)} of {len(asked)} unsafe requests not refused as due: "
+                              + "; ".join(failures))
+            return f"{len(asked)} refused"
 
         return step
 
-    def _refuses(self, expected: type[LabloopError], call: Callable[[], object], what: str) -> None:
+    def _refuses(self, case: _Unsafe) -> str | None:
+        """None when ``case`` is refused with its error and, where the kit sees the wire, no byte was sent; else
+        what went wrong, naming the request."""
         before = self.received() if self.received else b""
         try:
-            call()
-        except expected:
+            case.call()
+        except case.expected:
             pass
         except LabloopError as exc:
-            raise _Failed(f"{what}: raised {type(exc).__name__} where {expected.__name__} was due") from exc
+            return f"{case.what}: raised {type(exc).__name__} where {case.expected.__name__} was due"
+        except Exception as exc:
+            return f"{case.what}: untyped exception {type(exc).__name__}: {exc}"
         else:
-            raise _Failed(f"{what}: accepted")
+            return f"{case.what}: accepted"
         if self.received is not None:
             time.sleep(0.05)  # anything written would have arrived by now
             if self.received() != before:
-                raise _Failed(f"{what}: bytes were sent before the refusal")
+                return f"{case.what}: bytes were sent before the refusal"
+        return None
 
     def _closing(self, call: Callable[[], object]) -> Callable[[], str]:
         def step() -> str:
@@ -308,22 +332,41 @@ class _Kit:
                 raise _Failed(f"withdrew {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
             return f"{done:g} mL"
 
-        def refusals() -> None:
-            self._refuses(SafetyLimitExceeded, lambda: self.driver.dispense(2 * self.limits.max_dispense_ml, 1.0),
-                          "a dispense over the limit")
-            self._refuses(SafetyLimitExceeded, lambda: self.driver.dispense(KIT_DISPENSE_ML,
-                                                                            2 * self.limits.max_rate_ml_min),
-                          "a rate over the limit")
-            self._refuses(ConfigError, lambda: self.driver.dispense(-1.0, 1.0), "a negative volume")
-            self._refuses(ConfigError, lambda: self.driver.dispense(KIT_DISPENSE_ML, math.nan), "a NaN rate")
+        def refusals() -> list[_Unsafe]:
+            # what the syringe holds now: full when opened (or as the driver's content_ml hook reads the options,
+            # docs/drivers.md), less the small dispense; the withdrawals below fit in that room but for the one
+            # that overfills, so each is refused for its own fault alone
+            hook = self.descriptor.content_ml
+            opened = hook(self.options) if hook is not None else None
+            syringe = self.limits.syringe_ml
+            held = (syringe if opened is None else float(opened)) - KIT_DISPENSE_ML
+            room = syringe - held
+            overfill = room + self.limits.max_dispense_ml
+            fits = room / 2
+            fast = 2 * self.limits.max_rate_ml_min
+            pump = self.driver
+            return [
+                _Unsafe(f"dispense({2 * self.limits.max_dispense_ml:g} mL), over the {self.limits.max_dispense_ml:g}"
+                        " mL limit", SafetyLimitExceeded, lambda: pump.dispense(2 * self.limits.max_dispense_ml, 1.0)),
+                _Unsafe(f"a dispense at {fast:g} mL/min, over the {self.limits.max_rate_ml_min:g} mL/min limit",
+                        SafetyLimitExceeded, lambda: pump.dispense(KIT_DISPENSE_ML, fast)),
+                _Unsafe("dispense(-1 mL)", ConfigError, lambda: pump.dispense(-1.0, 1.0)),
+                _Unsafe("a dispense at a NaN rate", ConfigError, lambda: pump.dispense(KIT_DISPENSE_ML, math.nan)),
+                _Unsafe(f"withdraw({overfill:g} mL) onto the {held:g} mL the syringe holds, overfilling its "
+                        f"{syringe:g} mL", SafetyLimitExceeded, lambda: pump.withdraw(overfill, 1.0)),
+                _Unsafe(f"a withdrawal at {fast:g} mL/min, over the {self.limits.max_rate_ml_min:g} mL/min limit",
+                        SafetyLimitExceeded, lambda: pump.withdraw(fits, fast)),
+                _Unsafe("withdraw(-1 mL)", ConfigError, lambda: pump.withdraw(-1.0, 1.0)),
+                _Unsafe("a withdrawal at a NaN rate", ConfigError, lambda: pump.withdraw(fits, math.nan)),
+            ]
 
         return [("open", self._open(Pump)), ("status", status),
                 ("stop twice", self._call("stop", times=2)),
                 ("set diameter", self._call("set_diameter", KIT_DIAMETER_MM)),
                 ("set rate", self._call("set_rate", KIT_RATE_ML_MIN, RateUnit.ML_MIN)),
-                ("small dispense", dispense), ("small withdrawal", withdraw),
-                ("stop after the dispense", self._call("stop")),
-                ("refuses unsafe input, sends nothing", self._refusals(refusals)),
+                ("small dispense", dispense), ("stop after the dispense", self._call("stop")),
+                ("refuses unsafe input, sends nothing", self._refusals(refusals)),  # with room for a withdrawal
+                ("small withdrawal", withdraw),
                 ("close twice, then typed errors", self._closing(lambda: self.driver.status()))]
 
     def _potentiostat_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
@@ -337,10 +380,24 @@ class _Kit:
             current = voltammogram.current_a
             return f"{len(voltammogram)} points, {1e6 * min(current):.3g}..{1e6 * max(current):.3g} uA"
 
-        def refusals() -> None:
-            beyond = CVParams(e_begin_v=0.0, e_vertex1_v=self.limits.potential_window_v[1] + 0.5, e_vertex2_v=0.0,
-                              scan_rate_v_s=0.1)
-            self._refuses(SafetyLimitExceeded, lambda: self.driver.run_cv(beyond), "a vertex beyond the window")
+        def refusals() -> list[_Unsafe]:
+            # each vertex beyond each side of the window, the other potentials inside it; e_begin_v lies between
+            # the vertices (CVParams refuses it elsewhere), so a driver refusing both vertices refuses every begin
+            low, high = self.limits.potential_window_v
+            inside = (low + high) / 2
+            cases = []
+            for vertex, other in (("e_vertex1_v", "e_vertex2_v"), ("e_vertex2_v", "e_vertex1_v")):
+                for side, beyond, back in (("above", high + 0.5, low + (high - low) / 4),
+                                           ("below", low - 0.5, high - (high - low) / 4)):
+                    params = CVParams(e_begin_v=inside, scan_rate_v_s=0.1, **{vertex: beyond, other: back})
+                    cases.append(_Unsafe(f"a CV with {vertex} {beyond:g} V, {side} the {low:g}..{high:g} V window",
+                                         SafetyLimitExceeded, lambda p=params: self.driver.run_cv(p)))
+            if isinstance(self.driver, ImpedanceMeter):  # an eis step's DC potential is held to the window too
+                for side, beyond in (("above", high + 0.5), ("below", low - 0.5)):
+                    params = EISParams(e_dc_v=beyond)
+                    cases.append(_Unsafe(f"an EIS at e_dc_v {beyond:g} V, {side} the window", SafetyLimitExceeded,
+                                         lambda p=params: self.driver.run_eis(p)))
+            return cases
 
         return [("open", self._open(Potentiostat)),
                 ("abort when idle, twice", self._call("abort", times=2)),
@@ -349,13 +406,13 @@ class _Kit:
                 ("close twice, then typed errors", self._closing(lambda: self.driver.run_cv(KIT_CV)))]
 
     def _sample_changer_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
-        def refusals() -> None:
-            self._refuses(ConfigError, lambda: self.driver.load(""), "an empty sample id")
+        def refusals() -> list[_Unsafe]:
+            return [_Unsafe("an empty sample id", ConfigError, lambda: self.driver.load(""))]
 
         return [("open", self._open(SampleChanger)),
                 ("load twice", self._call("load", KIT_SAMPLE, times=2)),
                 ("unload twice", self._call("unload", times=2)),
-                ("refuses unsafe input, sends nothing", refusals),
+                ("refuses unsafe input, sends nothing", self._refusals(refusals, on_hardware_too=True)),
                 ("close twice, then typed errors", self._closing(lambda: self.driver.load(KIT_SAMPLE)))]
 
     def _gas_valve_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
@@ -369,11 +426,12 @@ class _Kit:
                 raise _Failed(f"flowing() reads {self.driver.flowing()!r} after stop()")
             return f"{gas} on and off"
 
-        def refusals() -> None:
-            self._refuses(ConfigError, lambda: self.driver.flow("laughing gas"), "a gas it has no valve for")
+        def refusals() -> list[_Unsafe]:
+            return [_Unsafe("a gas it has no valve for", ConfigError, lambda: self.driver.flow("laughing gas"))]
 
         return [("open", self._open(GasValve)), ("stop twice", self._call("stop", times=2)),
-                ("flow, read back, stop", flow), ("refuses unsafe input, sends nothing", refusals),
+                ("flow, read back, stop", flow),
+                ("refuses unsafe input, sends nothing", self._refusals(refusals, on_hardware_too=True)),
                 ("close twice, then typed errors", self._closing(lambda: self.driver.flowing()))]
 
     def _call(self, method: str, *args: object, times: int = 1) -> Callable[[], None]:

@@ -139,3 +139,62 @@ def test_the_kit_reports_a_driver_that_exits_or_fails_to_close_and_says_each_che
     assert result.returncode == 1 and "labloop bug" not in result.stderr + result.stdout, result
     assert result.stdout.strip().splitlines()[-1].startswith("exiting-pump on ")
     assert "FAIL  close at the end" in result.stdout
+
+
+CARELESS = """
+    from dataclasses import replace
+
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    class DispenseOnlyPump(NE1000Pump):
+        # checks every dispense, but withdraws as if its syringe and rate had no limit (a plug-in author's trial)
+        def withdraw(self, volume_ml, rate_ml_min):
+            careful = self.limits
+            self.limits = replace(careful, syringe_ml=1e6, max_rate_ml_min=1e6)
+            try:
+                return super().withdraw(volume_ml, rate_ml_min)
+            finally:
+                self.limits = careful
+
+    def open_pump(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return DispenseOnlyPump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                                     poll_s=0.0)
+
+    DISPENSE_ONLY = DriverDescriptor(name="dispense-only-pump", kind="pump", open=open_pump, default_baudrate=19200,
+                                     options=("address", "diameter_mm"))
+
+    class VertexOneStat(EmStatPotentiostat):
+        # checks e_vertex1_v alone of the potentials a CV gives (e_begin_v, e_vertex1_v, e_vertex2_v)
+        def _check_potentials(self, *potentials_v):
+            super()._check_potentials(potentials_v[1])
+
+    VERTEX_ONE = DriverDescriptor(name="vertex-one-stat", kind="potentiostat", open=VertexOneStat.open,
+                                  default_baudrate=230400, options=("reference",))
+    """
+
+
+def test_the_kit_names_each_unsafe_request_a_careless_driver_does_not_refuse(install_plugin, labloop) -> None:
+    """The kit asked a pump for an over-limit dispense only, and a potentiostat for its first vertex beyond the
+    window only: a driver checking dispense but not withdraw, or e_vertex1_v alone, "conformed", then sent
+    ``PULL 5.0`` onto a full syringe and a scan to -3 V (a plug-in author's trial). Every unsafe request the
+    contract says a driver refuses is asked now, and each one accepted is named."""
+    install_plugin("careless_drivers", CARELESS, {"dispense-only-pump": "DISPENSE_ONLY"})
+    install_plugin("careless_stat", CARELESS,
+                   {"vertex-one-stat": "VERTEX_ONE"}, emulator="labloop.sim.builtin_emulators:emstat_emulator")
+    result = labloop("drivers", "check", "dispense-only-pump")
+    assert result.returncode == 1, result
+    refusals = next(line for line in result.stdout.splitlines() if "refuses unsafe input" in line)
+    assert refusals.startswith("FAIL") and "2 of 8 unsafe requests not refused as due" in refusals, refusals
+    assert ("withdraw(0.51 mL) onto the 9.99 mL the syringe holds, overfilling its 10 mL: accepted" in refusals
+            and "a withdrawal at 100 mL/min, over the 50 mL/min limit" in refusals), refusals
+    assert "dispense(" not in refusals.split("refused as due: ", 1)[1]  # every dispense was refused
+
+    report = check_driver("vertex-one-stat")
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert list(failed) == ["refuses unsafe input, sends nothing"], report.lines()
+    assert failed["refuses unsafe input, sends nothing"] == (
+        "2 of 6 unsafe requests not refused as due: a CV with e_vertex2_v 1.5 V, above the -1..1 V window: accepted; "
+        "a CV with e_vertex2_v -1.5 V, below the -1..1 V window: accepted")
+    assert "does NOT conform (1 of" in report.verdict()
