@@ -139,3 +139,21 @@ def test_the_emulators_noise_is_drawn_per_measurement(site: Path) -> None:
         finally:
             emulation.stop()
     assert currents[0].tolist() == currents[1].tolist()
+
+
+def test_a_misspelt_option_is_refused_with_its_line(site: Path, tmp_path: Path, labloop, write_campaign) -> None:
+    """The example's descriptor lists its options, as the README says a driver whose ``open`` takes ``**options``
+    must: ``refrence`` passed plain ``validate`` and ``--dry-run`` said "the driver refused its options:
+    RodeostatPotentiostat.__init__() got an unexpected keyword argument 'refrence'", with no line."""
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "rodeostat", "options": {"refrence": "Ag/Ag+"}}}
+    campaign = write_campaign(tmp_path, instruments=rig)
+    line = campaign.read_text().splitlines().index("      refrence: Ag/Ag+") + 1
+    for how in ("--all", "--dry-run"):  # plain validate lists the rig's other problems too: no real sampler, ports
+        result = labloop("validate", campaign, how)
+        assert result.returncode == 2, result
+        assert (f"tiny.yaml:{line}: instruments.potentiostat.options.refrence: not an option of driver 'rodeostat' "
+                "(its options: baudrate, capture, on_overload, reference, retries, settle_s, timeout_s)"
+                in result.stderr), result.stderr

@@ -23,4 +23,7 @@ __all__ = ["RODEOSTAT", "RodeostatPotentiostat"]
 RODEOSTAT = DriverDescriptor(
     name="rodeostat", kind=DriverKind.POTENTIOSTAT, open=RodeostatPotentiostat.open,
     default_baudrate=DEFAULT_BAUDRATE, summary="IO Rodeo Rodeostat, JSON lines over USB serial (example plug-in)",
+    # open() passes **options on to RodeostatPotentiostat: listed here, a typo (refrence:) is refused by
+    # `labloop validate` with its line, not by __init__ when the run opens the port
+    options=("baudrate", "capture", "timeout_s", "retries", "settle_s", "on_overload", "reference"),
 )
