@@ -101,6 +101,11 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+#: what a line of a wire capture is, for the error that says a file is not one
+CAPTURE_FORMAT = ('one JSON object a line, {"t": s, "dir": "open" | "tx" | "rx", "hex": ...}, as '
+                  "SerialTransport(capture=) writes")
+
+
 @dataclass(frozen=True)
 class CaptureRecord:
     """One chunk on the wire: ``tx`` (written by the driver) or ``rx`` (read by it), at ``t`` s after open."""
@@ -143,14 +148,31 @@ class WireCapture:
 
 def capture_sessions(path: str | Path) -> list[list[CaptureRecord]]:
     """The ``tx``/``rx`` records of each session of a capture file (:class:`WireCapture`), in order; records
-    before any ``open`` line (a capture written by hand) are the first session."""
+    before any ``open`` line (a capture written by hand) are the first session.
+
+    A file that cannot be read, or a line that is not a capture record, is a :class:`ConfigError` naming the
+    file (and the line): a replay in a plug-in's test is handed a path, and FileNotFoundError or
+    JSONDecodeError from deep in here said neither what was wrong with it nor which file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), f"is not a wire capture: not UTF-8 text ({CAPTURE_FORMAT})") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the wire capture: {exc.strerror or exc}") from None
     sessions: list[list[CaptureRecord]] = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        obj = json.loads(line)
-        if obj["dir"] == "open" or not sessions:
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            obj = json.loads(line)
+            direction = obj["dir"]
+            record = (CaptureRecord(direction, float(obj["t"]), bytes.fromhex(obj["hex"]))
+                      if direction in ("tx", "rx") else None)
+        except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError; a list has no "dir"
+            raise ConfigError(f"{path}:{number}", f"is not a wire capture record ({CAPTURE_FORMAT}): "
+                                                  f"{type(exc).__name__}: {exc}") from None
+        if direction == "open" or not sessions:
             sessions.append([])
-        if obj["dir"] in ("tx", "rx"):
-            sessions[-1].append(CaptureRecord(obj["dir"], float(obj["t"]), bytes.fromhex(obj["hex"])))
+        if record is not None:
+            sessions[-1].append(record)
     return sessions
 
 

@@ -247,6 +247,28 @@ def test_retry_repeats_only_the_listed_errors() -> None:
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize(("content", "said"), [
+    (None, r"missing\.jsonl: cannot read the wire capture: No such file or directory$"),
+    (b"\xff\xfe not text", r"wire\.jsonl: is not a wire capture: not UTF-8 text \(one JSON object a line, .*\)$"),
+    (b"time,potential\n0,0.1\n", r"wire\.jsonl:1: is not a wire capture record \(one JSON object a line, "
+                                  r"\{\"t\": s, \"dir\": \"open\" \| \"tx\" \| \"rx\", \"hex\": \.\.\.\}, as "
+                                  r"SerialTransport\(capture=\) writes\): JSONDecodeError: Expecting value"),
+    (b'{"t": 0.0, "dir": "open"}\n{"t": 0.1, "dir": "tx"}\n',
+     r"wire\.jsonl:2: is not a wire capture record \(.*\): KeyError: 'hex'$"),
+    (b'{"t": 0.1, "dir": "rx", "hex": "zz"}\n', r"wire\.jsonl:1: is not a wire capture record \(.*\): ValueError: "
+                                                 r"non-hexadecimal number"),
+    (b"[1, 2]\n", r"wire\.jsonl:1: is not a wire capture record \(.*\): TypeError: "),
+])
+def test_a_replay_of_a_file_that_is_no_capture_names_the_file_and_what_is_wrong(tmp_path, content, said) -> None:
+    """A missing file raised FileNotFoundError, a file that is no capture JSONDecodeError (a plug-in author's
+    trial): untyped, naming neither the file nor the line; now labloop's ConfigError says both."""
+    wire = tmp_path / ("missing.jsonl" if content is None else "wire.jsonl")
+    if content is not None:
+        wire.write_bytes(content)
+    with pytest.raises(ConfigError, match=said):
+        ReplayTransport(wire)
+
+
 def test_a_capture_keeps_every_session_and_replays_the_one_asked_for(tmp_path) -> None:
     """Each opening of the port appends a session to the file (``labloop resume`` truncated the first run's
     capture, 26 lines becoming 29 of the new session only), and a replay picks one."""
