@@ -563,8 +563,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                     emulation = lab.start(name, descriptor.name, {
                         **entry.options, "holds": holds.get(name, "electrolyte"),
                         "seed": campaign.seed}, stack)
-                except (TypeError, ValueError) as exc:  # an option value its emulator cannot take
-                    raise ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}") from None
+                except (TypeError, ValueError) as exc:  # an option value its emulator cannot take, or its bug
+                    raise _refused(name, f"the emulator of driver {descriptor.name!r}", "the emulator", exc) from None
                 port = emulation.port
                 options.update(emulation.options)
                 if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
@@ -635,13 +635,26 @@ def _lacking_keyword(factory: Callable[..., Any], options: dict[str, Any], given
                 None)
 
 
+def _refused(name: str, who: str, code: str, exc: Exception) -> ConfigError:
+    """Instrument ``name``'s error for ``exc``, raised by ``who`` (a driver's ``open`` or its emulator's factory)
+    as it took the campaign's options. An ``InputError`` is the ``code``'s own refusal of an option, said so; a
+    ``TypeError`` or ``ValueError`` may be an option of the wrong type or value or a bug in ``code``, and labloop
+    cannot tell which: "the driver refused its options" sent a plug-in author whose ``__init__`` had a bug to
+    check options that were fine, so both are named (its traceback at -v)."""
+    if isinstance(exc, InputError):
+        return ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}")
+    log.info("the traceback of %s, instruments.%s", who, name, exc_info=exc)
+    return ConfigError(f"instruments.{name}", f"{who} raised {said(exc)}: its options, or a bug in {code}")
+
+
 def _open(factory: Callable[..., Any], name: str, driver: str, port: str, options: dict[str, Any], *,
           given: Collection[str] = ()) -> Any:
     """``factory(port, **options)``; a port that cannot be opened, an option the driver refuses and a device
     that does not answer as ``driver`` expects are bad input naming the instrument (exit 2, nothing written).
-    Only an ``InputError``, ``TypeError`` or ``ValueError`` is the driver refusing its options; anything else
-    (a ``RuntimeError`` in a plug-in's ``open``) is said as the driver failing to open, with its type, since
-    "refused its options" sent the user to check options that were fine (its traceback at -v).
+    Only an ``InputError`` is the driver refusing its options, a ``TypeError`` or ``ValueError`` its options or
+    its bug (:func:`_refused`); anything else (a ``RuntimeError`` in a plug-in's ``open``) is said as the driver
+    failing to open, with its type, since "refused its options" sent the user to check options that were fine
+    (its traceback at -v).
     An ``open`` that does not take a keyword labloop passes (not one of the campaign's options, ``given``)
     is said to be the driver's to fix: "the driver refused its options" named an option nobody wrote."""
     lacking = _lacking_keyword(factory, options, given)
@@ -655,8 +668,8 @@ def _open(factory: Callable[..., Any], name: str, driver: str, port: str, option
             return factory(port, **options)
     except Disconnected as exc:
         raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {open_failure_reason(exc)}") from None
-    except (InputError, TypeError, ValueError) as exc:  # an option value the driver refuses, or of the wrong type
-        raise ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}") from None
+    except (InputError, TypeError, ValueError) as exc:  # an option value the driver refuses, or its bug
+        raise _refused(name, "the driver's open()", "the driver", exc) from None
     except InstrumentError as exc:  # the port opened, but what answers is not the device this driver speaks to
         raise ConfigError(f"instruments.{name}", f"the device on {port} does not answer as driver {driver!r} "
                                                  f"expects: {exc.what}") from None

@@ -12,6 +12,7 @@ from labloop.instruments.registry import load_driver
 from labloop.sim.conformance import check_driver
 
 HALF = """
+    from labloop.core.errors import ConfigError
     from labloop.instruments.ne1000 import NE1000Pump
     from labloop.instruments.registry import DriverDescriptor
 
@@ -48,7 +49,9 @@ HALF = """
     def open_boom(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
         if address == 0:
             raise RuntimeError("boom in open")  # the driver's own failure, whatever the options
-        raise ValueError(f"address {address}: this pump has one address only")  # an option value it refuses
+        if address == 2:
+            raise ConfigError("address", "2 is the electrolyte pump's")  # an option value it refuses, saying so
+        raise ValueError(f"address {address}: bad thing in __init__")  # a bad option value, or a bug: who knows
 
     BOOM = DriverDescriptor(name="boom-pump", kind="pump", open=open_boom, default_baudrate=19200,
                             options=("address", "diameter_mm"))
@@ -68,6 +71,13 @@ HALF = """
 
     EXITING = DriverDescriptor(name="exiting-pump", kind="pump", open=open_exiting, default_baudrate=19200,
                                options=("address", "diameter_mm"))
+
+    def fussy_emulator(context, *, address=0):
+        raise ValueError(f"address {address}: bad thing in the emulator")
+
+    # a driver that opens as the NE-1000 does, with an emulator that raises (fussy_emulator)
+    FUSSY = DriverDescriptor(name="fussy-pump", kind="pump", open=open_exiting, default_baudrate=19200,
+                             options=("address", "diameter_mm"))
     """
 
 
@@ -111,16 +121,33 @@ def test_a_driver_lacking_contract_methods_is_named_with_what_it_lacks(tmp_path,
 @pytest.mark.usefixtures("half_pump")
 def test_an_open_that_fails_is_not_said_to_refuse_its_options(tmp_path, labloop, write_campaign) -> None:
     """A RuntimeError in a plug-in's open() was "unexpected RuntimeError ... (a labloop bug)" and the newcomer saw
-    every failure of theirs as "the driver refused its options": only an InputError, TypeError or ValueError is
-    an options refusal; anything else is the driver failing to open, with its type, in one line."""
+    every failure of theirs as "the driver refused its options": only an InputError is an options refusal; a
+    ValueError or TypeError may be an option or a bug in the driver (a ValueError from a bug in __init__ was "the
+    driver refused its options: bad thing in __init__"), and is said as either; anything else is the driver
+    failing to open, with its type, in one line."""
     failed = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump")), "--dry-run")
     assert failed.returncode == 2
     assert failed.stderr.strip() == ("error: instruments.analyte_pump: the driver failed to open: RuntimeError: "
                                      "boom in open")
-    refused = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=3)), "--dry-run")
+    refused = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=2)), "--dry-run")
     assert refused.returncode == 2
-    assert refused.stderr.strip() == ("error: instruments.analyte_pump: the driver refused its options: address 3: "
-                                      "this pump has one address only")
+    assert refused.stderr.strip() == ("error: instruments.analyte_pump: the driver refused its options: address: 2 "
+                                      "is the electrolyte pump's")
+    raised = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=3)), "--dry-run")
+    assert raised.returncode == 2
+    assert raised.stderr.strip() == ("error: instruments.analyte_pump: the driver's open() raised ValueError: "
+                                     "address 3: bad thing in __init__: its options, or a bug in the driver")
+
+
+def test_an_emulator_that_raises_is_not_said_to_be_the_driver_refusing_its_options(
+        tmp_path, labloop, write_campaign, install_plugin) -> None:
+    """The same for a plug-in's emulator: its ValueError was "the driver refused its options"."""
+    install_plugin("fussy_pump", HALF, {"fussy-pump": "FUSSY"}, emulator="fussy_pump:fussy_emulator")
+    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("fussy-pump", address=4)), "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: instruments.analyte_pump: the emulator of driver 'fussy-pump' raised "
+                                     "ValueError: address 4: bad thing in the emulator: its options, or a bug in "
+                                     "the emulator")
 
 
 @pytest.mark.usefixtures("half_pump")
