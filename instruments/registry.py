@@ -110,6 +110,19 @@ class DriverDescriptor:
                       and p.name not in RIG_OPTIONS)
 
 
+    def option_refusal(self, name: str, value: object) -> str | None:
+        """Why this driver cannot be given option ``name`` with ``value`` (one phrase), or None: a name it does not
+        take (:meth:`option_names`; ``limits`` and ``time_scale`` are labloop's to pass, never an option) or a
+        value its ``option_problem`` refuses. ``labloop drivers check --option`` asks it
+        (orchestrator/cli/instruments.py), so an option is judged there as ``validate`` judges a campaign's."""
+        if name in RIG_OPTIONS:
+            return f"labloop passes {name} to the driver itself; it is not an option"
+        known = self.option_names()
+        if known is not None and name not in known:
+            return f"not an option of driver {self.name!r} (its options: {', '.join(known) or 'none'})"
+        return None if self.option_problem is None else self.option_problem(name, value)
+
+
 @dataclass(frozen=True)
 class RegisteredDriver:
     """A loaded descriptor and the distribution that registered it."""

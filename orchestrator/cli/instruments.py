@@ -15,12 +15,15 @@ import signal
 import sys
 import threading
 from dataclasses import replace
+from typing import Any
 
 import click
+import yaml
 from rich.table import Table
 
 from labloop.core.errors import ConfigError, InvalidParameter
 from labloop.instruments.registry import driver_names, load_driver
+from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator import console
 from labloop.sim.conformance import check_driver, check_line
 from labloop.sim.emulators import emulator_names, start_emulator
@@ -61,14 +64,47 @@ def list_drivers(as_json: bool) -> None:
     console.out.print(table)
 
 
+def _options(_ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, Any]:
+    """``--option KEY=VALUE``, repeatable, as a mapping; each VALUE read as a YAML scalar, as a campaign file's
+    ``options:`` reads it (``3`` a number, ``true`` a boolean, ``Ag/Ag+`` text). A malformed one is a usage error
+    naming it (one line, exit 2)."""
+    options: dict[str, Any] = {}
+    for item in given:
+        key, equals, text = item.partition("=")
+        key = key.strip()
+        if not (equals and key):
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE, e.g. --option address=1", param=param)
+        if key in options:
+            raise click.BadParameter(f"{key}: given twice", param=param)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise click.BadParameter(f"{key}: {text!r} is not a YAML value ({exc.problem})", param=param) from None
+        if isinstance(value, dict | list):
+            raise click.BadParameter(f"{key}: {text!r} is not a single value (a number, true/false or text)",
+                                     param=param)
+        options[key] = value
+    return options
+
+
 @drivers.command("check", help="Run the conformance kit on DRIVER, against its emulator or --port.")
 @click.argument("driver")
 @click.option("--port", default=None, help="Serial port (or pyserial URL) of a real device; default: the emulator.")
-def check(driver: str, port: str | None) -> int:
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", callback=_options,
+              help="An option for the driver's open(), as a campaign's instruments.NAME.options gives it (repeat "
+                   "for more); VALUE is read as YAML (1 a number, Ag/Ag+ text). The emulator is offered it too.")
+def check(driver: str, port: str | None, options: dict[str, Any]) -> int:
     def say(line: str) -> None:
         console.out.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    report = check_driver(driver, port, on_check=lambda result: say(check_line(result)))  # each check as it ends
+    descriptor = load_driver(driver).descriptor
+    for key, value in options.items():  # judged as validate judges a campaign's, before anything opens
+        problem = descriptor.option_refusal(key, value) or link_option_problem(key, value)
+        if problem is not None:
+            raise ConfigError(f"--option {key}", problem)
+    # the emulator is offered the options as a dry run offers it the campaign's (an address, a syringe's size)
+    report = check_driver(descriptor, port, options=options, emulator_options=options,
+                          on_check=lambda result: say(check_line(result)))  # each check as it ends
     say(report.verdict())
     return 0 if report.passed else EXIT_CHECK_FAILED
 

@@ -55,6 +55,43 @@ def test_drivers_check_runs_the_kit(labloop, tmp_path) -> None:
         assert "does NOT conform" not in failed.stdout + failed.stderr
 
 
+def test_drivers_check_gives_the_driver_and_its_emulator_options(labloop, monkeypatch) -> None:
+    """Driver options could be given to the kit from Python only (check_driver(options=)); ``--option KEY=VALUE``
+    gives them from the shell, each value read as a YAML scalar as a campaign file reads it, offered to the
+    emulator too (an NE-1000 at address 3 answers only as 3), and judged as validate judges a campaign's."""
+    from labloop.orchestrator.cli import instruments
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return check_driver(*args, **kwargs)
+
+    check_driver = instruments.check_driver
+    monkeypatch.setattr(instruments, "check_driver", spy)
+    proc = labloop("drivers", "check", "ne1000", "--option", "address=3", "--option", "diameter_mm=4.61",
+                   "--option", "timeout_s=2")
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("conforms"), proc.stdout
+    given = {"address": 3, "diameter_mm": 4.61, "timeout_s": 2}
+    assert calls[0]["options"] == given and calls[0]["emulator_options"] == given
+    assert [type(value) for value in calls[0]["options"].values()] == [int, float, int]
+    for option, says in (("adress=1", "error: --option adress: not an option of driver 'ne1000' (its options: "
+                                      "address, baudrate, capture, content_ml, diameter_mm, poll_s, retries, "
+                                      "run_margin_s, timeout_s)"),
+                         ("diameter_mm=big", "error: --option diameter_mm: must be the syringe's inner diameter, a "
+                                             "number of mm in 0.1..80, got 'big'"),
+                         ("timeout_s=100", "error: --option timeout_s: must be a number of seconds in 0.001..60, "
+                                           "got 100"),
+                         ("time_scale=1", "error: --option time_scale: labloop passes time_scale to the driver "
+                                          "itself; it is not an option"),
+                         ("address", "error: labloop drivers check: Invalid value for '--option': 'address': write "
+                                     "KEY=VALUE, e.g. --option address=1"),
+                         ("address={a: 1}", "error: labloop drivers check: Invalid value for '--option': address: "
+                                            "'{a: 1}' is not a single value (a number, true/false or text)")):
+        assert one_line_error(labloop("drivers", "check", "ne1000", "--option", option)) == says, option
+    assert len(calls) == 1  # nothing opened for a refused option
+
+
 def test_a_plain_serial_client_talks_to_sim_serve() -> None:
     command = [sys.executable, "-m", "labloop.orchestrator.cli.main", "sim", "serve", "emstat", "--e0", "0.1",
                "--time-scale", "inf"]
