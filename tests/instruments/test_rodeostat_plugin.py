@@ -157,3 +157,23 @@ def test_a_misspelt_option_is_refused_with_its_line(site: Path, tmp_path: Path, 
         assert (f"tiny.yaml:{line}: instruments.potentiostat.options.refrence: not an option of driver 'rodeostat' "
                 "(its options: baudrate, capture, on_overload, reference, retries, settle_s, timeout_s)"
                 in result.stderr), result.stderr
+
+
+def test_the_recipe_for_a_real_run_beside_served_emulators_runs(site: Path, tmp_path: Path) -> None:
+    """docs/drivers.md, "Running a plug-in for real": a real run needed every instrument real and nothing said
+    how to stand the rest of the rig in (a plug-in author's trial). The recipe's shell block, run as written (the
+    plug-in's device served by its emulator, the folder a temporary one), completes its two experiments and
+    stops the emulators it served."""
+    text = (PLUGIN.parents[1] / "docs" / "drivers.md").read_text()
+    part = text[text.index("## Running a plug-in for real"):]
+    block = part[part.index("```bash\n") + len("```bash\n"):part.index("\n```\n")]
+    assert "/tmp/bench" in block
+    script = "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + block.replace("/tmp/bench", str(tmp_path / "bench"))
+    bin_dir = str(Path(sys.executable).parent)  # this environment's labloop command
+    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ["PATH"]]),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(["bash", "-e", "-c", script], cwd=PLUGIN.parents[1], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "bench: 2/2 experiments done" in proc.stderr, proc.stderr[-3000:]  # the summary, on stderr
+    assert proc.stdout.count("Place vial ") == 2 and "Rinse the cell" in proc.stdout
