@@ -395,8 +395,8 @@ class _Kit:
             if isinstance(self.driver, ImpedanceMeter):  # an eis step's DC potential is held to the window too
                 for side, beyond in (("above", high + 0.5), ("below", low - 0.5)):
                     params = EISParams(e_dc_v=beyond)
-                    cases.append(_Unsafe(f"an EIS at e_dc_v {beyond:g} V, {side} the window", SafetyLimitExceeded,
-                                         lambda p=params: self.driver.run_eis(p)))
+                    cases.append(_Unsafe(f"an EIS at e_dc_v {beyond:g} V, {side} the {low:g}..{high:g} V window",
+                                         SafetyLimitExceeded, lambda p=params: self.driver.run_eis(p)))
             return cases
 
         return [("open", self._open(Potentiostat)),

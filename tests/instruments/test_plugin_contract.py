@@ -199,6 +199,19 @@ CARELESS = """
 
     VERTEX_ONE = DriverDescriptor(name="vertex-one-stat", kind="potentiostat", open=VertexOneStat.open,
                                   default_baudrate=230400, options=("reference",))
+
+    class CvOnlyStat(EmStatPotentiostat):
+        # checks every CV, but sweeps impedance as if the window were unlimited
+        def run_eis(self, params):
+            careful = self.limits
+            self.limits = replace(careful, potential_window_v=(-9.0, 9.0))
+            try:
+                return super().run_eis(params)
+            finally:
+                self.limits = careful
+
+    CV_ONLY = DriverDescriptor(name="cv-only-stat", kind="potentiostat", open=CvOnlyStat.open,
+                               default_baudrate=230400, options=("reference",))
     """
 
 
@@ -209,7 +222,8 @@ def test_the_kit_names_each_unsafe_request_a_careless_driver_does_not_refuse(ins
     contract says a driver refuses is asked now, and each one accepted is named."""
     install_plugin("careless_drivers", CARELESS, {"dispense-only-pump": "DISPENSE_ONLY"})
     install_plugin("careless_stat", CARELESS,
-                   {"vertex-one-stat": "VERTEX_ONE"}, emulator="labloop.sim.builtin_emulators:emstat_emulator")
+                   {"vertex-one-stat": "VERTEX_ONE", "cv-only-stat": "CV_ONLY"},
+                   emulator="labloop.sim.builtin_emulators:emstat_emulator")
     result = labloop("drivers", "check", "dispense-only-pump")
     assert result.returncode == 1, result
     refusals = next(line for line in result.stdout.splitlines() if "refuses unsafe input" in line)
@@ -225,3 +239,8 @@ def test_the_kit_names_each_unsafe_request_a_careless_driver_does_not_refuse(ins
         "2 of 6 unsafe requests not refused as due: a CV with e_vertex2_v 1.5 V, above the -1..1 V window: accepted; "
         "a CV with e_vertex2_v -1.5 V, below the -1..1 V window: accepted")
     assert "does NOT conform (1 of" in report.verdict()
+    # a potentiostat that can sweep impedance holds an EIS's DC potential to the window too
+    refusals = next(c for c in check_driver("cv-only-stat").checks if c.name == "refuses unsafe input, sends nothing")
+    assert refusals.detail.startswith("2 of 6 unsafe requests not refused as due: an EIS at e_dc_v 1.5 V, above "
+                                      "the -1..1 V window: "), refusals.detail
+    assert "an EIS at e_dc_v -1.5 V, below the -1..1 V window: " in refusals.detail
