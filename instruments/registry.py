@@ -112,11 +112,11 @@ class DriverDescriptor:
 
     def option_refusal(self, name: str, value: object) -> str | None:
         """Why this driver cannot be given option ``name`` with ``value`` (one phrase), or None: a name it does not
-        take (:meth:`option_names`; ``limits`` and ``time_scale`` are labloop's to pass, never an option) or a
-        value its ``option_problem`` refuses. ``labloop drivers check --option`` asks it
-        (orchestrator/cli/instruments.py), so an option is judged there as ``validate`` judges a campaign's."""
-        if name in RIG_OPTIONS:
-            return f"labloop passes {name} to the driver itself; it is not an option"
+        take (:meth:`option_names`; what labloop passes itself, :data:`LABLOOP_PASSES`, is never an option) or a
+        value its ``option_problem`` refuses. A campaign's validation (orchestrator/config/campaign.py) and ``labloop
+        drivers check --option`` (orchestrator/cli/instruments.py) both ask it, so an option is judged alike."""
+        if name in LABLOOP_PASSES:
+            return f"labloop gives the driver this itself ({LABLOOP_PASSES[name]}): not an option"
         known = self.option_names()
         if known is not None and name not in known:
             return f"not an option of driver {self.name!r} (its options: {', '.join(known) or 'none'})"

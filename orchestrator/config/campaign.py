@@ -59,7 +59,7 @@ from labloop.core.files import moved_along
 from labloop.core.validation import shape_message
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
-from labloop.instruments.registry import LABLOOP_PASSES, driver_names, load_driver
+from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
@@ -520,8 +520,6 @@ class Instrument(BaseModel):
             value = {**value, "capture": str(_resolve(Path(capture), info))}
         problems = [Problem((name,), problem) for name, option in value.items()
                     if (problem := link_option_problem(name, option)) is not None]
-        problems += [Problem((name,), f"labloop gives the driver this itself ({LABLOOP_PASSES[name]}): not a campaign "
-                                      "option") for name in value if name in LABLOOP_PASSES]
         if problems:
             raise Problems(*problems)
         return value
@@ -535,15 +533,10 @@ class Instrument(BaseModel):
             descriptor = load_driver(self.driver).descriptor
         except ConfigError as exc:
             raise Problems(Problem(("driver",), exc.what)) from None
-        known = descriptor.option_names()
-        unknown = [] if known is None else [key for key in self.options if key not in known]
-        if unknown:
-            raise Problems(*(Problem(("options", key), f"not an option of driver {self.driver!r} (its options: "
-                                                       f"{', '.join(known or ()) or 'none'})") for key in unknown))
-        # a value the driver would refuse when it opens (validate without --dry-run opens nothing)
-        check = descriptor.option_problem
+        # an unknown name, what labloop gives the driver itself, or a value the driver would refuse when it opens
+        # (validate without --dry-run opens nothing)
         problems = [Problem(("options", key), problem) for key, value in self.options.items()
-                    if check is not None and (problem := check(key, value)) is not None]
+                    if (problem := descriptor.option_refusal(key, value)) is not None]
         if problems:
             raise Problems(*problems)
         return self

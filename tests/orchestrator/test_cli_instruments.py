@@ -82,8 +82,9 @@ def test_drivers_check_gives_the_driver_and_its_emulator_options(labloop, monkey
                                              "number of mm in 0.1..80, got 'big'"),
                          ("timeout_s=100", "error: --option timeout_s: must be a number of seconds in 0.001..60, "
                                            "got 100"),
-                         ("time_scale=1", "error: --option time_scale: labloop passes time_scale to the driver "
-                                          "itself; it is not an option"),
+                         ("time_scale=1", "error: --option time_scale: labloop gives the driver this itself (the "
+                                          "emulator's time scale, to a pump or potentiostat in a dry run): not an "
+                                          "option"),
                          ("address", "error: labloop drivers check: Invalid value for '--option': 'address': write "
                                      "KEY=VALUE, e.g. --option address=1"),
                          ("address={a: 1}", "error: labloop drivers check: Invalid value for '--option': address: "
