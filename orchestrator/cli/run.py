@@ -194,7 +194,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
         _say(f"interrupted before the journal {store} was written: nothing ran; start it again with the same "
              "`labloop run`")
     elif code == EXIT_INTERRUPTED:
-        console.err.print(f"interrupted: the journal is consistent.\ncontinue with: {_resume_after_interrupt(store)}",
+        console.err.print(f"interrupted: the journal is consistent.\ncontinue with: "
+                          f"{_resume_after_interrupt(store, scheduler)}",
                           markup=False, highlight=False, soft_wrap=True)
     elif code in (EXIT_FAULTS, EXIT_REFUSED):
         with Journal.open(store, readonly=True) as journal:
@@ -204,13 +205,12 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                  "instruments (a pump may still pump, the cell may be on)")
         elif last is not None and last.kind == "cluster_lost":
             _say(f"{last.message}; start the cluster again (or give another --scheduler), then "
-                 f"`labloop resume {shell_word(store)}`")
+                 f"`{_resume(store, scheduler)}`")
         elif last is not None and isinstance(last.data, dict) and "advice" in last.data:  # the rig needs a person
             _say(f"{'error' if code == EXIT_REFUSED else 'stopped'}: {with_advice(last.message, last.data)}")
         else:
             stopped = last.message if last is not None else "failures in a row"
-            word = shell_word(store)
-            _say(f"stopped: {stopped}; see `labloop log {word}`, then `labloop resume {word}`")
+            _say(f"stopped: {stopped}; see `labloop log {shell_word(store)}`, then `{_resume(store, scheduler)}`")
     return code
 
 
@@ -241,7 +241,16 @@ def runs_of(store: Path) -> int:
         return journal.count_events("run")
 
 
-def _resume_after_interrupt(store: Path) -> str:
+def _resume(store: Path, scheduler: str | None, *flags: str) -> str:
+    """``labloop resume STORE [FLAGS] [--scheduler S]``: the run's own ``--scheduler`` too, which a resume does not
+    take from the journal (it is no part of the campaign), so the advice resumes where the run ran: without it, a
+    stop for a lost cluster sent the operator to a LocalCluster while the cluster they restarted sat idle (a
+    scale-out trial)."""
+    return " ".join(["labloop resume", shell_word(store), *flags, *(("--scheduler", shell_word(scheduler))
+                                                                   if scheduler else ())])
+
+
+def _resume_after_interrupt(store: Path, scheduler: str | None) -> str:
     """The command that continues an interrupted run: with ``--cell-emptied``, after emptying the cell, when the
     run's stop said the cell holds liquid (its ``interrupted`` event), since a resume onto it is refused; with
     ``--syringes-filled``, after filling them, when it said a syringe holds less than the next experiment takes
@@ -260,8 +269,8 @@ def _resume_after_interrupt(store: Path) -> str:
             flags = [flag for flag, needed in (("--cell-emptied", stop.data.get("cell_ml")),
                                                ("--syringes-filled", stop.data.get("syringes"))) if needed]
             if todo:
-                return f"{' and '.join(todo)}, then labloop resume {shell_word(store)} {' '.join(flags)}"
-    return f"labloop resume {shell_word(store)}"
+                return f"{' and '.join(todo)}, then {_resume(store, scheduler, *flags)}"
+    return _resume(store, scheduler)
 
 
 def _say(text: str) -> None:

@@ -169,8 +169,8 @@ def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, 
     operator's trial: a closed terminal, a dropped SSH session)."""
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 6})
     cli = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
-    process = subprocess.Popen([*cli, "run", campaign_file, "--dry-run"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*cli, "run", campaign_file, "--dry-run", "--scheduler", "none"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = tmp_path / "tiny.db"
     deadline = time.monotonic() + 60
     while not (store.exists() and _done(store) >= 1):
@@ -182,6 +182,8 @@ def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, 
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert f"labloop resume {store}" in err and "instruments in a safe state" in err
+    # where the run ran: a resume takes no --scheduler from the journal (a scale-out trial's went to a LocalCluster)
+    assert err.rstrip().splitlines()[-1].endswith("--scheduler none"), err
     assert _done(store) < 6
     with Journal.open(store, readonly=True) as journal:
         assert not journal.experiments(states=(State.RUNNING,))
