@@ -98,13 +98,15 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, force=True, handlers=[OneLineWarnings(), rest])
 
 
-#: how often a task of a hidden progress bar (stderr not a terminal) says how far it is, in seconds
+#: how often a task of a hidden progress bar (stderr not a terminal) says how far it is, in seconds, and when first
 PLAIN_PROGRESS_S = 60.0
+FIRST_PLAIN_S = 10.0
 
 
 class _Progress(Progress):
     """rich's bars on a terminal; elsewhere (stderr to a file, a service's log) the bars are hidden, and each task
-    still running says how far it is in one plain line every :data:`PLAIN_PROGRESS_S`. Why: a run started as
+    still running says how far it is in one plain line, first after :data:`FIRST_PLAIN_S`, then every
+    :data:`PLAIN_PROGRESS_S`. Why: a run started as
     ``labloop run ... > run.log 2>&1`` printed two lines in the 100 s its library's predictions took, and nothing
     told a lab whether it worked or hung (a trial); a bar drawn into a file would fill it with control codes.
 
@@ -131,7 +133,9 @@ class _Progress(Progress):
             return
         task = next(t for t in self.tasks if t.id == task_id)
         elapsed = task.elapsed or 0.0
-        if task.finished or elapsed - self._said.get(task_id, 0.0) < PLAIN_PROGRESS_S:
+        # the first line after FIRST_PLAIN_S: a library's predictions of 40-80 s said nothing at 60 s apart (a trial)
+        every = PLAIN_PROGRESS_S if task_id in self._said else FIRST_PLAIN_S
+        if task.finished or elapsed - self._said.get(task_id, 0.0) < every:
             return
         self._said[task_id] = elapsed
         done = f"{task.completed:g}" + ("" if task.total is None else f" of {task.total:g}")

@@ -13,6 +13,7 @@ def _lines(monkeypatch, terminal: bool) -> list[str]:
     written = io.StringIO()
     monkeypatch.setattr(console, "err", Console(file=written, force_terminal=terminal, width=100))
     monkeypatch.setattr(console, "PLAIN_PROGRESS_S", 0.0)  # every update says it (60 s in use)
+    monkeypatch.setattr(console, "FIRST_PLAIN_S", 0.0)
     with console.progress() as bar:
         task = bar.add_task("library, model v2", total=3)
         bar.advance(task)
@@ -37,6 +38,7 @@ def test_a_run_says_what_it_counts_in_plain_lines(monkeypatch):
     written = io.StringIO()
     monkeypatch.setattr(console, "err", Console(file=written, force_terminal=False, width=100))
     monkeypatch.setattr(console, "PLAIN_PROGRESS_S", 0.0)
+    monkeypatch.setattr(console, "FIRST_PLAIN_S", 0.0)
     with console.progress() as bar:
         task = bar.add_task("experiments", total=30, counted="experiments")
         bar.update(task, completed=11, description="experiment 12")
@@ -44,3 +46,17 @@ def test_a_run_says_what_it_counts_in_plain_lines(monkeypatch):
     lines = written.getvalue().splitlines()
     assert [line.split(" after ")[0] for line in lines] == ["experiments: 11 of 30 done", "experiments: 25 of 30 done"]
     assert all(line.endswith(" s") for line in lines), lines
+
+
+def test_a_task_says_how_far_it_is_soon_then_seldom(monkeypatch):
+    """A library's predictions of 40-80 s said nothing in a log at one line a minute (a scale-out trial): a task's
+    first plain line comes after FIRST_PLAIN_S (10 s in use), the next ones PLAIN_PROGRESS_S apart (60 s)."""
+    written = io.StringIO()
+    monkeypatch.setattr(console, "err", Console(file=written, force_terminal=False, width=100))
+    monkeypatch.setattr(console, "FIRST_PLAIN_S", 0.0)
+    monkeypatch.setattr(console, "PLAIN_PROGRESS_S", 3600.0)
+    with console.progress() as bar:
+        task = bar.add_task("library, model v1", total=3)
+        bar.advance(task)
+        bar.advance(task)  # within the hour: nothing more
+    assert [line.split(" after ")[0] for line in written.getvalue().splitlines()] == ["library, model v1: 1 of 3"]
