@@ -120,6 +120,9 @@ def test_the_interval_check_counts_errors_within_1_96_sd_and_judges_by_the_binom
     assert "where a right sd puts 3-4 of 4" in _interval_said(check)
     wide = [{"potential_v": 4.0 + 3.0 * (k % 2) * 0.1, "mu": 4.0, "sigma": 0.1} for k in range(40)]
     assert "20 of 40" in _interval_said(interval_check(wide)) and "too small" in _interval_said(interval_check(wide))
+    # a too small sd is explained (the example's report said so with nothing more, read as a fault: a trial)
+    assert "the optimiser's curse" in _interval_said(interval_check(wide))
+    assert "optimiser" not in _interval_said(check)
     assert interval_check([]) is None and "No measured experiment" in _interval_said(None)
 
 
