@@ -18,6 +18,7 @@ import click
 from labloop.core.errors import InputError, LabloopError
 from labloop.orchestrator import console
 from labloop.orchestrator.cli.commands import LazyGroup
+from labloop.orchestrator.loop.interrupts import redelivering
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     interruptible()  # before a command's module loads: that takes seconds, which Ctrl-C must be able to cut
     try:
-        result = app.main(args=argv, prog_name="labloop", standalone_mode=False)
+        with redelivering():  # a Ctrl-C raised where Python drops it (a gc callback's) is raised again
+            result = app.main(args=argv, prog_name="labloop", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, or ctx.exit(code)
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:  # `labloop`, `labloop drivers`: the help, as --help shows it

@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -36,6 +36,39 @@ def stop_signals() -> tuple[int, ...]:
 REDELIVER_AFTER_S = 0.01
 
 
+@contextmanager
+def redelivering() -> Iterator[None]:
+    """While entered (in the main thread), a KeyboardInterrupt (a run's :class:`Interrupted` too) that Python dropped
+    is delivered again to the signal's handler, until it propagates. Why: a signal's handler raises wherever the
+    main thread is, and what a gc callback, a weakref callback or ``__del__`` raises Python reports and drops
+    (``sys.unraisablehook``); raised there, a Ctrl-C was lost and the run went on to its end (a scale-out trial: most
+    Ctrl-Cs in the seconds after a ``--scheduler local`` run began, whose in-process Dask scheduler times each
+    garbage collection from a gc callback, distributed/gc.py). Anything else goes to the hook it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous, pending = sys.unraisablehook, []
+
+    def dropped(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if not isinstance(exc, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        log.debug("%r raised where Python drops exceptions (%r): delivered again", exc, unraisable.object)
+        again = threading.Timer(REDELIVER_AFTER_S, _thread.interrupt_main, (getattr(exc, "signum", signal.SIGINT),))
+        again.daemon = True
+        again.start()
+        pending[:] = [again]
+
+    sys.unraisablehook = dropped
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        for again in pending:  # not to whatever handler is in place after the block
+            again.cancel()
+
+
 class Interrupted(KeyboardInterrupt):
     """The run was asked to stop by ``signum`` (``by``: what sent it, when not the signal itself: a driver's own
     KeyboardInterrupt, orchestrator/loop/runner.py)."""
@@ -54,22 +87,13 @@ class Interrupts:
         self._pending: int | None = None
         self._previous: dict[int, Any] = {}
         self._stopping = False
-        #: the hook for unraisable exceptions this block replaced (:meth:`_dropped`), and the timer of a signal
-        #: being delivered again, if any
-        self._hook: Callable[[Any], Any] | None = None
-        self._again: threading.Timer | None = None
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in stop_signals()}
-            self._hook, sys.unraisablehook = sys.unraisablehook, self._dropped
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._again is not None:  # not to the handler in place after this block
-            self._again.cancel()
-        if self._hook is not None:
-            sys.unraisablehook, self._hook = self._hook, None
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
@@ -83,21 +107,6 @@ class Interrupts:
             self._pending = signum
             return
         raise Interrupted(signum)
-
-    def _dropped(self, unraisable: Any) -> None:
-        """``sys.unraisablehook`` while entered: an :class:`Interrupted` Python dropped is delivered again. Why:
-        the handler raises wherever the main thread is, and what a gc callback, a weakref callback or ``__del__``
-        raises Python reports and drops; raised there, a Ctrl-C was lost and the run went on to its end (a
-        scale-out trial: most Ctrl-Cs in the seconds after a ``--scheduler local`` run began, whose in-process Dask
-        scheduler times each garbage collection from a gc callback, distributed/gc.py)."""
-        exc = unraisable.exc_value
-        if not isinstance(exc, Interrupted) or self._stopping:
-            (self._hook or sys.__unraisablehook__)(unraisable)
-            return
-        log.debug("%s raised where Python drops exceptions (%r): delivered again", exc, unraisable.object)
-        self._again = threading.Timer(REDELIVER_AFTER_S, _thread.interrupt_main, (exc.signum,))
-        self._again.daemon = True
-        self._again.start()
 
     def stop(self) -> None:
         """From now on signals are only logged: the run is stopping (safe state, last journal entries), and a

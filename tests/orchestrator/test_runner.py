@@ -16,7 +16,7 @@ from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
+from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts, redelivering
 from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED, Runner
 from labloop.surrogate.dataset import read_table
 
@@ -260,7 +260,7 @@ def test_a_ctrl_c_that_lands_in_a_gc_callback_is_delivered_again_not_lost():
 
     gc.callbacks.append(slow)
     try:
-        with Interrupts(), pytest.raises(Interrupted):
+        with redelivering(), Interrupts(), pytest.raises(Interrupted):  # as the CLI's main() runs every command
             threading.Timer(0.45, os.kill, (os.getpid(), signal.SIGINT)).start()  # in the first callback
             for _ in range(10):  # work, then a collection timed by the callback; 6 s if the signal were lost
                 busy(0.3)
