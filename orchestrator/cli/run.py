@@ -108,7 +108,9 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
                                      param_hint="--max-experiments")
         config = {**config, "budget": {**config["budget"], "max_experiments": max_experiments}}
     recorded = Path(config.get("store") or store.absolute())
-    relocated = recorded != store.absolute()  # the store was moved or copied: files moved with it are found
+    # the store was moved or copied (not the same file spelt another way, through a link or with ".."): the files
+    # that went with it are found beside it
+    relocated = recorded != store.absolute() and not (recorded.exists() and recorded.samefile(store))
     context: dict[str, Any] = {"continued": True}
     if relocated:
         context |= {"moved": (recorded.parent, store.absolute().parent), "relocated": {}}

@@ -303,6 +303,10 @@ def test_a_moved_or_copied_campaign_folder_goes_on_with_the_files_beside_it(tmp_
         config = journal.campaign_info().config
         assert (config["store"], config["library"]["file"]) == (str(store), str(tmp_path / "b" / "library.csv"))
         assert [e.data["before"] for e in journal.events() if e.kind == "moved"] == [str(tmp_path / "a" / "tiny.db")]
+    # the same store spelt another way (a link to its folder) has not moved
+    (tmp_path / "link").symlink_to(tmp_path / "b", target_is_directory=True)
+    linked = labloop("resume", tmp_path / "link" / "tiny.db")
+    assert linked.returncode == 0 and "the store moved" not in linked.stderr, linked.stderr
     # the campaign file there is that campaign again, and a copy of the folder goes on with its own files
     assert labloop("validate", tmp_path / "b" / "tiny.yaml", "--dry-run").returncode == 0
     shutil.copytree(tmp_path / "b", tmp_path / "c", symlinks=True)
