@@ -318,5 +318,5 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
     message = receiver.messages[0][1]["message"]
     assert receiver.messages[0][1]["type"] == "warning"
     assert f"experiment {interrupted.id} will run again on resume" in message and "holds 4.5 mL" in message
-    assert _resume_after_interrupt(campaign.store) == (f"empty the cell, then labloop resume {campaign.store} "
+    assert _resume_after_interrupt(campaign.store, None) == (f"empty the cell, then labloop resume {campaign.store} "
                                                         "--cell-emptied")

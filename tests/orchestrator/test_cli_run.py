@@ -403,6 +403,7 @@ def test_a_run_logged_to_a_file_says_how_many_experiments_are_done(tmp_path, lab
     from labloop.orchestrator import console
 
     monkeypatch.setattr(console, "PLAIN_PROGRESS_S", 0.0)  # every update says it (60 s in use)
+    monkeypatch.setattr(console, "FIRST_PLAIN_S", 0.0)
     result = labloop("run", write_campaign(tmp_path, budget={"max_experiments": 3}), "--dry-run")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if " after " in line and line.endswith(" s")]
