@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: seconds to wait for a scheduler named by address before calling it unreachable
 CONNECT_TIMEOUT_S = 10
+#: seconds a scheduler without workers is given for one to join: a worker started together with it takes a few
+WORKER_GRACE_S = 5
 #: below this many library rows ``auto`` works in this process: a cluster's start-up (workers importing
 #: TensorFlow, the model sent to each) costs more than it saves
 AUTO_CLUSTER_ROWS = 20_000
@@ -108,13 +110,31 @@ def connect(address: str) -> Client:
         raise SchedulerAddressError(f"no Dask scheduler answers at {url}: {why}; is it the scheduler's port (8786 "
                                     "unless set; 8787 is its dashboard's)?")
     try:
-        return Client(url, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        client = Client(url, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise SchedulerAddressError(f"no Dask scheduler answers at {url} within {CONNECT_TIMEOUT_S} s "
                                     f"({first_line(exc)}); is `dask scheduler` running there?") from None
     except Exception as exc:  # what answered passed the greeting's check and then spoke no Dask
         raise SchedulerAddressError(f"what answers at {url} is no Dask scheduler ({type(exc).__name__}: "
                                     f"{first_line(exc)})") from None
+    try:
+        _has_workers(client, url)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _has_workers(client: Client, url: str) -> None:
+    """:class:`SchedulerAddressError` when the scheduler at ``url`` has no worker after :data:`WORKER_GRACE_S`
+    seconds. Why at connect: a scheduler without workers accepts tasks and never runs them, and a trial's run
+    waited ~40 s and then stopped as a cluster that "went away", while ``validate`` called it fine."""
+    try:
+        client.wait_for_workers(1, timeout=WORKER_GRACE_S)
+    except TimeoutError:
+        raise SchedulerAddressError(
+            f"the Dask scheduler at {url} has no workers: start them on each machine that computes, from the same "
+            f"labloop installation, with `dask worker {url} --nthreads 1 --nworkers N` (N: its cores)") from None
 
 
 #: the most a Dask greeting's length may say (bytes): a handshake is a few hundred

@@ -7,6 +7,7 @@ uninterrupted run's proposals; a scheduler that does not answer is bad input."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -206,6 +207,42 @@ def test_a_scheduler_that_does_not_answer_is_exit_2_in_validate_and_run_with_not
         assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
     bad = labloop("run", campaign_file, "--dry-run", "--scheduler", "tcp://nowhere")
     assert bad.returncode == 2 and "--scheduler" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def _wait_for_port(port: int, timeout: float = 60) -> None:
+    """Until something listens on 127.0.0.1:``port`` (a scheduler just started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on port {port} after {timeout} s") from None
+            time.sleep(0.2)
+
+
+def test_a_scheduler_without_workers_is_exit_2_in_validate_and_run_naming_the_worker_command(
+        tmp_path, write_campaign, labloop, monkeypatch, free_port, dask_command):
+    """A trial's fresh ``dask scheduler`` with no worker: ``run`` waited ~40 s and stopped as a cluster that "went
+    away", ``validate`` called it fine. Both now say at connect that it has no workers and how to start one."""
+    monkeypatch.setattr(compute, "WORKER_GRACE_S", 1)
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                             log=tmp_path.parent / f"{tmp_path.name}.scheduler.log")
+    try:
+        _wait_for_port(port)
+        campaign_file = write_campaign(tmp_path, prior=True, **SECTIONS)
+        for command in ("validate", "run"):
+            result = labloop(command, campaign_file, "--dry-run", "--scheduler", address)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.startswith(f"error: the Dask scheduler at {address} has no workers"), result.stderr
+            assert f"`dask worker {address} --nthreads 1" in result.stderr, result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    finally:
+        _stop([scheduler])
 
 
 def test_parquet_and_smi_libraries_are_checked_before_the_first_byte(tmp_path, write_campaign, labloop):
