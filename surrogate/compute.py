@@ -40,20 +40,27 @@ WORKER_GRACE_S = 5
 AUTO_CLUSTER_ROWS = 20_000
 #: what a scheduler setting may say besides an address: decide by the library's size, a LocalCluster, no cluster
 SCHEDULER_CHOICES = ("auto", "local", "none")
-#: ``tcp://host:port`` (or ``tls://``); a bare ``host:port`` means tcp
-_ADDRESS = re.compile(r"^(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+#: ``SCHEME://host:port``; a bare ``host:port`` means tcp, the only scheme labloop takes (:func:`normalise_address`)
+_ADDRESS = re.compile(r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?"
+                      r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
 #: one thread per worker process for TensorFlow and the BLAS: the cluster already runs one worker per core
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def normalise_address(address: str) -> str:
-    """``tcp://HOST:PORT`` from what a user typed, or :class:`SchedulerAddressError` naming the problem."""
+    """``tcp://HOST:PORT`` from what a user typed, or :class:`SchedulerAddressError` naming the problem. Only tcp:
+    a ``tls://`` address needs certificates labloop has no way to be given, and a trial's took 42 s to fail in
+    Dask's connect and left a traceback behind, so it is refused here, before anything is tried."""
     text = address.strip()
     match = _ADDRESS.match(text)
-    if match is None or not 0 < int(match["port"]) < 65536:
+    scheme = None if match is None else (match["scheme"] or "tcp").lower()
+    if scheme == "tls":
+        raise SchedulerAddressError(f"scheduler address {address!r}: labloop takes tcp://HOST:PORT; TLS (tls://) is "
+                                    "not supported")
+    if match is None or scheme != "tcp" or not 0 < int(match["port"]) < 65536:
         raise SchedulerAddressError(f"scheduler address {address!r} is not tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
-    return f"{match['scheme'] or 'tcp'}://{match['host']}:{int(match['port'])}"
+    return f"tcp://{match['host']}:{int(match['port'])}"
 
 
 def placement(scheduler: str | None, rows: int) -> tuple[bool, str | None]:
@@ -147,10 +154,9 @@ def not_a_scheduler(url: str) -> str | None:
     connection (distributed's ``Listener.on_connection``), a message framed by its length in 8 bytes; the client
     reads it with no timeout of its own. Why ask first: a dashboard's port (8787 for 8786, a common slip) or a web
     server said nothing until its request and the client waited for ever, or answered '400 Bad Request', read as a
-    length of 3 EiB, and the client died of a MemoryError with a page of traceback (a trial). TLS addresses greet
-    after their own handshake and are left to the client."""
+    length of 3 EiB, and the client died of a MemoryError with a page of traceback (a trial)."""
     match = _ADDRESS.match(url)
-    if match is None or match["scheme"] != "tcp":
+    if match is None:
         return None
     try:
         sock = socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=CONNECT_TIMEOUT_S)

@@ -257,6 +257,9 @@ def _listening(greeting: bytes | None) -> Iterator[str]:
 
 @pytest.mark.parametrize(("address", "needle"), [
     ("not an address", "is not tcp://HOST:PORT"), ("tcp://127.0.0.1:99999", "is not tcp://HOST:PORT"),
+    ("http://127.0.0.1:8786", "is not tcp://HOST:PORT"),
+    # accepted once, it failed after 42 s with a traceback (a trial): refused at once, whether a scheduler is there
+    ("tls://127.0.0.1:8786", "labloop takes tcp://HOST:PORT; TLS (tls://) is not supported"),
     ("closed", "no Dask scheduler answers at tcp://127.0.0.1:"),
     # a dashboard's port typed for the scheduler's (8787 for 8786): it waited for ever, or died of a MemoryError
     # reading "HTTP/1.1 400" as a length (a trial)
@@ -289,7 +292,7 @@ def test_a_bad_scheduler_address_is_one_line_exit_2_and_nothing_written(address,
 def test_addresses_are_normalised():
     assert normalise_address(" tcp://10.0.0.5:8786 ") == "tcp://10.0.0.5:8786"
     assert normalise_address("scheduler.lab:8786") == "tcp://scheduler.lab:8786"
-    assert normalise_address("tls://[::1]:8786") == "tls://[::1]:8786"
+    assert normalise_address("TCP://[::1]:8786") == "tcp://[::1]:8786"
     with pytest.raises(SchedulerAddressError, match="udp://x:1"):
         normalise_address("udp://x:1")
 
