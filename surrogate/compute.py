@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: seconds to wait for a scheduler named by address before calling it unreachable
 CONNECT_TIMEOUT_S = 10
+#: seconds a plain TCP connection to a scheduler's address may take (:func:`reach`): on a lab's network, a fraction
+PROBE_TIMEOUT_S = 3
 #: seconds a scheduler without workers is given for one to join: a worker started together with it takes a few
 WORKER_GRACE_S = 5
 #: below this many library rows ``auto`` works in this process: a cluster's start-up (workers importing
@@ -113,7 +115,9 @@ def connect(address: str) -> Client:
     from distributed import Client
 
     url = normalise_address(address)
-    if (why := not_a_scheduler(url)) is not None:
+    with reach(url) as sock:
+        why = not_a_scheduler(sock)
+    if why is not None:
         raise SchedulerAddressError(f"no Dask scheduler answers at {url}: {why}; is it the scheduler's port (8786 "
                                     "unless set; 8787 is its dashboard's)?")
     try:
@@ -148,27 +152,54 @@ def _has_workers(client: Client, url: str) -> None:
 GREETING_MAX_BYTES = 1 << 20
 
 
-def not_a_scheduler(url: str) -> str | None:
-    """Why what listens at ``url`` is not a Dask scheduler, or None (it greets as one, or nothing listens there,
-    which the client's own timeout then says). A Dask server writes its handshake as soon as it accepts a
+def reach(url: str) -> socket.socket:
+    """A plain TCP connection to the host and port of ``url`` (a normalised address), or
+    :class:`SchedulerAddressError` saying in words why there is none: the host has no address, nothing listens
+    on the port (refused), or nothing answers within :data:`PROBE_TIMEOUT_S`. Why before Dask's own connect: that
+    retries every failure until its timeout and then calls each a timeout, so a closed port, which the system
+    refuses at once, took 25 s and was reported as "timed out" (a trial), and so was an unknown host."""
+    match = _ADDRESS.match(normalise_address(url))
+    assert match is not None  # a normalised address matches
+    host, port = match["host"].strip("[]"), int(match["port"])
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise SchedulerAddressError(f"{host}: no such host (scheduler address {url})" if exc.errno == socket.EAI_NONAME
+                                    else f"{host}: its address cannot be looked up ({exc.strerror}; scheduler "
+                                         f"address {url})") from None
+    family, kind, proto, _, where = found[0]
+    sock = socket.socket(family, kind, proto)
+    sock.settimeout(PROBE_TIMEOUT_S)
+    try:
+        sock.connect(where)
+    except ConnectionRefusedError:
+        sock.close()
+        raise SchedulerAddressError(f"nothing listens at {host}:{port} (connection refused): start the scheduler, "
+                                    "or check the port") from None
+    except TimeoutError:
+        sock.close()
+        raise SchedulerAddressError(f"nothing answers at {host}:{port} within {PROBE_TIMEOUT_S} s: the host is down "
+                                    "or a firewall drops the connection") from None
+    except OSError as exc:
+        sock.close()
+        raise SchedulerAddressError(f"cannot reach {host}:{port} ({exc.strerror or first_line(exc)})") from None
+    sock.settimeout(CONNECT_TIMEOUT_S)
+    return sock
+
+
+def not_a_scheduler(sock: socket.socket) -> str | None:
+    """Why what answered on ``sock`` (a fresh connection, :func:`reach`) is not a Dask scheduler, or None (it
+    greets as one). A Dask server writes its handshake as soon as it accepts a
     connection (distributed's ``Listener.on_connection``), a message framed by its length in 8 bytes; the client
     reads it with no timeout of its own. Why ask first: a dashboard's port (8787 for 8786, a common slip) or a web
     server said nothing until its request and the client waited for ever, or answered '400 Bad Request', read as a
     length of 3 EiB, and the client died of a MemoryError with a page of traceback (a trial)."""
-    match = _ADDRESS.match(url)
-    if match is None:
-        return None
-    try:
-        sock = socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=CONNECT_TIMEOUT_S)
-    except OSError:
-        return None
     head, waited = b"", False
-    with sock:
-        try:
-            while len(head) < 8 and (chunk := sock.recv(8 - len(head))):
-                head += chunk
-        except OSError:  # a timeout: it waits for a request
-            waited = True
+    try:
+        while len(head) < 8 and (chunk := sock.recv(8 - len(head))):
+            head += chunk
+    except OSError:  # a timeout: it waits for a request
+        waited = True
     if len(head) < 8:
         return (f"something listens there but sent no Dask greeting within {CONNECT_TIMEOUT_S} s" if waited
                 else "something listens there but closed the connection without a Dask greeting")

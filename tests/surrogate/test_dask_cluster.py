@@ -260,7 +260,8 @@ def _listening(greeting: bytes | None) -> Iterator[str]:
     ("http://127.0.0.1:8786", "is not tcp://HOST:PORT"),
     # accepted once, it failed after 42 s with a traceback (a trial): refused at once, whether a scheduler is there
     ("tls://127.0.0.1:8786", "labloop takes tcp://HOST:PORT; TLS (tls://) is not supported"),
-    ("closed", "no Dask scheduler answers at tcp://127.0.0.1:"),
+    # the system refuses at once: it was "timed out" after 25 s (a trial)
+    ("closed", "(connection refused): start the scheduler, or check the port"),
     # a dashboard's port typed for the scheduler's (8787 for 8786): it waited for ever, or died of a MemoryError
     # reading "HTTP/1.1 400" as a length (a trial)
     (None, "something listens there but sent no Dask greeting within 2 s"),
@@ -281,12 +282,34 @@ def test_a_bad_scheduler_address_is_one_line_exit_2_and_nothing_written(address,
         assert not (tmp_path / "out.csv").exists() and not (tmp_path / "cache").exists()
         return
     if address == "closed":
-        address = f"tcp://127.0.0.1:{free_port()}"
+        port = free_port()
+        address, needle = f"tcp://127.0.0.1:{port}", f"error: nothing listens at 127.0.0.1:{port} {needle}"
     out = tmp_path / "out.csv"
+    started = time.monotonic()
     proc = labloop("surrogate", "screen", tiny_model_dir, library, "-o", out, "--scheduler", address)
+    took = time.monotonic() - started
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert took < compute.CONNECT_TIMEOUT_S, f"{took:.1f} s: it waited for Dask's connect"
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_host_without_an_address_is_no_such_host(labloop, tiny_model_dir, library, tmp_path):
+    """An unknown host was reported as a timeout after Dask's 10 s (a trial). Only where the name fails to resolve
+    here, without a network: a resolver that cannot be asked at all says so differently."""
+    try:
+        socket.getaddrinfo("nosuchhost.invalid", 8786, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno != socket.EAI_NONAME:
+            pytest.skip(f"this machine's resolver says {exc}, not 'no such name'")
+    else:
+        pytest.skip("this machine's resolver gives nosuchhost.invalid an address")
+    proc = labloop("surrogate", "screen", tiny_model_dir, library, "-o", tmp_path / "out.csv", "--scheduler",
+                   "tcp://nosuchhost.invalid:8786")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == ("error: nosuchhost.invalid: no such host (scheduler address "
+                                   "tcp://nosuchhost.invalid:8786)"), proc.stderr
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_addresses_are_normalised():
