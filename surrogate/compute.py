@@ -104,9 +104,30 @@ def lost_cluster(client: Client, exc: BaseException) -> str | None:
         return "its scheduler stopped answering and the client closed"
     if not isinstance(exc, lost_cluster_errors()):
         return None
+    return _in_words(exc)
+
+
+def _in_words(exc: BaseException) -> str:
+    """What one of :func:`lost_cluster_errors` says, in words for someone who does not know Dask: distributed's own
+    name a task by its key ("predict-634512de...-000000000000-81a4... cancelled for reason:
+    scheduler-connection-lost.", a trial after the scheduler was killed) or a connection by its internals."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
     said = first_line(exc)
-    # distributed's words when every worker is gone but the scheduler is up (a trial read them as the scheduler lost)
-    return "its scheduler has no workers left" if "No valid workers" in said else said
+    if "No valid workers" in said:  # every worker gone, the scheduler up (a trial read it as the scheduler lost)
+        return "its scheduler has no workers left"
+    if isinstance(exc, CancelledError):
+        reason = getattr(exc, "reason", None)
+        return ("the connection to its scheduler was lost" if reason == "scheduler-connection-lost" else
+                "its scheduler was restarted" if reason == "scheduler-restart" else "its scheduler cancelled a task")
+    if isinstance(exc, CommClosedError):
+        return "the connection to its scheduler was closed"
+    if isinstance(exc, KilledWorker):
+        return f"{exc.allowed_failures + 1} workers in a row died running the same task"
+    return said  # a TimeoutError: distributed says what it waited for, in words
 
 
 def connect(address: str) -> Client:

@@ -213,7 +213,8 @@ def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continu
             proc.kill()
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("Dask cluster tcp://")]
     assert proc.returncode == 1, stderr
-    assert len(lines) == 1 and lines[0].startswith("error: the Dask cluster went away"), stderr
+    assert len(lines) == 1 and lines[0].startswith("error: the Dask cluster went away ("), stderr
+    assert "predict-" not in lines[0] and "for reason" not in lines[0], lines  # no task key (a trial)
     assert lines[0].endswith("finished chunks are kept; the same command again continues from them"), lines
     assert not out.exists()
     shards = sorted(cache.rglob("*.parquet"))
@@ -367,6 +368,32 @@ def test_a_cluster_without_workers_is_said_so():
     assert compute.lost_cluster(running, TimeoutError("No valid workers found")) == "its scheduler has no workers left"
     assert compute.lost_cluster(running, TimeoutError("timed out after 20 s")) == "timed out after 20 s"
     assert compute.lost_cluster(running, ValueError("a bug")) is None
+
+
+def test_a_lost_cluster_is_said_in_words_without_task_keys():
+    """distributed's own words named a task by its key ("predict-634512de...-81a49788be7ac987 cancelled for reason:
+    scheduler-connection-lost.", a trial after kill -9 of the scheduler): each is said in words, keyless. The
+    exceptions are distributed's, made as it makes them (its scheduler's loss cannot be timed to one of them)."""
+    from types import SimpleNamespace
+
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.core import Status
+    from distributed.scheduler import KilledWorker, WorkerState
+
+    key = "predict-634512de1c5e7576-000000000000-81a49788be7ac987"
+    running = SimpleNamespace(status="running")
+    said = {reason: compute.lost_cluster(running, FutureCancelledError(key, reason))
+            for reason in ("scheduler-connection-lost", "scheduler-restart", None)}
+    assert said == {"scheduler-connection-lost": "the connection to its scheduler was lost",
+                    "scheduler-restart": "its scheduler was restarted", None: "its scheduler cancelled a task"}
+    closed = CommClosedError("in <TCP (closed) ConnectionPool.scatter local=tcp://127.0.0.1:5 remote=tcp://x:1>: "
+                             "Stream is closed")
+    assert compute.lost_cluster(running, closed) == "the connection to its scheduler was closed"
+    worker = WorkerState(address="tcp://127.0.0.1:5", status=Status.running, pid=1, name="w0", nthreads=1,
+                         memory_limit=0, local_directory="/w", nanny=None, server_id="s")
+    assert (compute.lost_cluster(running, KilledWorker(key, worker, 2))
+            == "3 workers in a row died running the same task")
 
 
 def test_a_ctrl_c_during_a_local_clusters_start_is_kept_and_its_workers_ignore_ctrl_c():
