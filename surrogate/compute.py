@@ -20,11 +20,12 @@ import re
 import signal
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from labloop.core.errors import SchedulerAddressError, first_line
+from labloop.core.version import code_version
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -151,6 +152,8 @@ def connect(address: str) -> Client:
                                     f"{first_line(exc)})") from None
     try:
         _has_workers(client, url)
+        if (said := other_labloops(code_version(), client.run(code_version, on_error="return"))) is not None:
+            log.warning("%s", said)
     except BaseException:
         client.close()
         raise
@@ -167,6 +170,29 @@ def _has_workers(client: Client, url: str) -> None:
         raise SchedulerAddressError(
             f"the Dask scheduler at {url} has no workers: start them on each machine that computes, from the same "
             f"labloop installation, with `dask worker {url} --nthreads 1 --nworkers N` (N: its cores)") from None
+
+
+def other_labloops(ours: str, theirs: Mapping[str, object]) -> str | None:
+    """One line naming the workers whose labloop is not ``ours`` (:func:`labloop.core.version.code_version`), from
+    ``theirs``: what each worker answered ``client.run(code_version, on_error="return")`` (a version, or the
+    exception of a worker that could not say, e.g. a labloop too old to have the function); None when all run ours.
+    Why: a worker with an older labloop failed to unpickle a task's function and closed for good, and the run
+    finished without a word about it (a trial)."""
+    other: dict[str, list[str]] = {}
+    for worker, answer in theirs.items():
+        if answer != ours:
+            other.setdefault(answer if isinstance(answer, str) else f"{type(answer).__name__}: {first_line(answer)}",
+                             []).append(worker)
+    if not other:
+        return None
+    said = []
+    for what, names in sorted(other.items()):
+        listed, many = ", ".join(sorted(names)), len(names) > 1
+        said.append(f"{listed} {'run' if many else 'runs'} labloop {what}" if isinstance(theirs[names[0]], str)
+                    else f"{listed} cannot say which labloop {'they run' if many else 'it runs'} ({what})")
+    workers = "; ".join(said)
+    return (f"{workers}; this labloop is {ours}: tasks may fail on those workers; start every worker from the same "
+            "labloop installation (or commit) as the one that uses them")
 
 
 #: the most a Dask greeting's length may say (bytes): a handshake is a few hundred

@@ -28,14 +28,12 @@ import math
 import os
 import re
 import sqlite3
-import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -50,6 +48,7 @@ from labloop.core.errors import (
 from labloop.core.files import moved_along
 from labloop.core.text import plural, shell_word
 from labloop.core.timestamps import now
+from labloop.core.version import code_version
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
@@ -307,20 +306,6 @@ class Event:
     message: str
     experiment_id: int | None
     data: Any
-
-
-def code_version() -> str:
-    """The installed labloop version, plus the git revision when running from a checkout."""
-    try:
-        version = metadata.version("labloop")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    try:
-        git = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return version
-    return f"{version} (git {git.stdout.strip()})" if git.returncode == 0 else version
 
 
 def _json(value: Any) -> str:
