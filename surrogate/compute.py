@@ -8,9 +8,10 @@ learning a new tool.
 Default (no address): one single-threaded worker process per core on 127.0.0.1, closed when the work is
 done; each worker's TensorFlow and BLAS are held to one thread so workers do not fight over cores. With an
 address (``tcp://HOST:PORT``) labloop connects to that scheduler and leaves the cluster running afterwards.
-A malformed or unreachable address is :class:`SchedulerAddressError` (bad input: one line, exit 2, before
-anything is written); a scheduler that goes away during a run is :class:`ClusterLostError` (exit 1; what was
-finished is kept, a re-run continues).
+A malformed or unreachable address, or a scheduler without workers, is :class:`SchedulerAddressError` (bad
+input: one line, exit 2, before anything is written); workers that run another labloop are warned of at
+connect; a scheduler that goes away during a run is :class:`ClusterLostError` (exit 1; what was finished is
+kept, a re-run continues).
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def _in_words(exc: BaseException) -> str:
 
 
 def connect(address: str) -> Client:
-    """A ``distributed.Client`` on the scheduler at ``address``; unreachable, or something else listening there
-    (:func:`not_a_scheduler`) -> :class:`SchedulerAddressError`."""
+    """A ``distributed.Client`` on the scheduler at ``address``; unreachable (:func:`reach`), something else
+    listening there (:func:`not_a_scheduler`), or no worker (:func:`_has_workers`) -> :class:`SchedulerAddressError`;
+    workers with another labloop (:func:`other_labloops`) -> one warning line."""
     from distributed import Client
 
     url = normalise_address(address)
