@@ -210,27 +210,19 @@ def reach(url: str) -> socket.socket:
     match = _ADDRESS.match(normalise_address(url))
     assert match is not None  # a normalised address matches
     host, port = match["host"].strip("[]"), int(match["port"])
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:  # every address the name has, as Dask's connect tries them (localhost: ::1, then 127.0.0.1)
+        sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S)
     except socket.gaierror as exc:
         raise SchedulerAddressError(f"{host}: no such host (scheduler address {url})" if exc.errno == socket.EAI_NONAME
                                     else f"{host}: its address cannot be looked up ({exc.strerror}; scheduler "
                                          f"address {url})") from None
-    family, kind, proto, _, where = found[0]
-    sock = socket.socket(family, kind, proto)
-    sock.settimeout(PROBE_TIMEOUT_S)
-    try:
-        sock.connect(where)
     except ConnectionRefusedError:
-        sock.close()
         raise SchedulerAddressError(f"nothing listens at {host}:{port} (connection refused): start the scheduler, "
                                     "or check the port") from None
     except TimeoutError:
-        sock.close()
         raise SchedulerAddressError(f"nothing answers at {host}:{port} within {PROBE_TIMEOUT_S} s: the host is down "
                                     "or a firewall drops the connection") from None
     except OSError as exc:
-        sock.close()
         raise SchedulerAddressError(f"cannot reach {host}:{port} ({exc.strerror or first_line(exc)})") from None
     sock.settimeout(CONNECT_TIMEOUT_S)
     return sock
