@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -231,6 +232,33 @@ def free_port():
 def dask_command():
     """``dask_command(*args, log=PATH)``: start ``dask scheduler`` / ``dask worker`` as a real process."""
     return _dask
+
+
+def _wait_for_cluster(address: str, workers: int = 0, timeout: float = 120) -> None:
+    """Until the scheduler just started at ``address`` (``tcp://127.0.0.1:PORT``) listens and has ``workers``
+    workers. Why: labloop refuses at once a port where nothing listens yet, and a scheduler still without a
+    worker after a few seconds (surrogate/compute.py), while a new ``dask scheduler`` takes seconds to listen and
+    a worker to join on the suite's 2 shared cores."""
+    from distributed import Client
+
+    port, deadline = int(address.rsplit(":", 1)[1]), time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens at {address} after {timeout} s") from None
+            time.sleep(0.2)
+    if workers:
+        with Client(address, set_as_default=False, timeout=timeout) as client:
+            client.wait_for_workers(workers, timeout=max(1.0, deadline - time.monotonic()))
+
+
+@pytest.fixture(scope="session")
+def wait_for_cluster():
+    """``wait_for_cluster(address, workers=0)``: until a scheduler just started listens and has that many workers."""
+    return _wait_for_cluster
 
 
 #: the emulator entry point a test's plug-in gets unless it says otherwise (most speak the NE-1000's protocol)

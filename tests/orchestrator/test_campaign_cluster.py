@@ -7,7 +7,6 @@ uninterrupted run's proposals; a scheduler that does not answer is bad input."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -86,11 +85,11 @@ def _done(store: Path) -> int:
         return len(journal.experiments(states=(State.DONE,)))
 
 
-def _resume_on_a_new_cluster(labloop, dask_command, port: int, log: Path, store: Path,
+def _resume_on_a_new_cluster(labloop, dask_command, wait_for_cluster, port: int, log: Path, store: Path,
                              reference: list[tuple[int, str, int]]) -> None:
     """Start the scheduler again at the same address, resume ``store`` on it, and check the campaign finished
     with exactly the proposals of the uninterrupted run (``reference``)."""
-    second = _cluster(dask_command, port, log)
+    second = _cluster(dask_command, wait_for_cluster, port, log)
     try:
         resumed = labloop("resume", store)
     finally:
@@ -99,23 +98,30 @@ def _resume_on_a_new_cluster(labloop, dask_command, port: int, log: Path, store:
     assert proposals(store) == reference
 
 
-def _cluster(dask_command, port: int, log: Path) -> list[subprocess.Popen]:
-    """``dask scheduler`` on 127.0.0.1:``port`` and one single-threaded ``dask worker`` (no nanny)."""
-    return [dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                         log=log.with_suffix(".scheduler.log")),
-            dask_command("worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                         "--host", "127.0.0.1", log=log.with_suffix(".worker.log"))]
+def _cluster(dask_command, wait_for_cluster, port: int, log: Path) -> list[subprocess.Popen]:
+    """``dask scheduler`` on 127.0.0.1:``port`` and one single-threaded ``dask worker`` (no nanny), once the worker
+    has joined."""
+    processes = [dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                              log=log.with_suffix(".scheduler.log")),
+                 dask_command("worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                              "--host", "127.0.0.1", log=log.with_suffix(".worker.log"))]
+    try:
+        wait_for_cluster(f"tcp://127.0.0.1:{port}", 1)
+    except BaseException:
+        _stop(processes)
+        raise
+    return processes
 
 
 @pytest.mark.slow
 def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterrupted(
-        folder, reference, write_campaign, labloop, free_port, dask_command):
+        folder, reference, write_campaign, labloop, free_port, dask_command, wait_for_cluster):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     campaign_file = write_campaign(folder, prior=True, shared_prior=True, name="remote",
                                    compute={"scheduler": address}, **SECTIONS)
     store = folder / "remote.db"
-    first = _cluster(dask_command, port, folder / "first")
+    first = _cluster(dask_command, wait_for_cluster, port, folder / "first")
     run = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign_file),
                             "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -141,12 +147,12 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
     assert 1 <= done_before < 6
     assert not [p for p in predictions_dir(store).rglob("*") if p.is_file() and p.suffix != ".parquet"]
 
-    _resume_on_a_new_cluster(labloop, dask_command, port, folder / "second", store, reference)
+    _resume_on_a_new_cluster(labloop, dask_command, wait_for_cluster, port, folder / "second", store, reference)
 
 
 @pytest.mark.slow
 def test_a_scheduler_killed_while_a_retrain_predicts_is_a_cluster_lost_stop_and_a_resume_finishes(
-        folder, reference, write_campaign, labloop, free_port, dask_command, monkeypatch):
+        folder, reference, write_campaign, labloop, free_port, dask_command, wait_for_cluster, monkeypatch):
     """The newcomer's finding: the scheduler killed during a background retrain; once the client gave up
     reconnecting and closed, the retrain's predictions failed on it (AttributeError, a page of traceback,
     ``retrain_failed``) and the next proposal too ("unexpected AttributeError ... a labloop bug"), with no
@@ -158,7 +164,7 @@ def test_a_scheduler_killed_while_a_retrain_predicts_is_a_cluster_lost_stop_and_
                                    compute={"scheduler": f"tcp://127.0.0.1:{port}"},
                                    alerts=[f"json://127.0.0.1:{free_port()}/nobody"], **SECTIONS)
     store = folder / "retrain-lost.db"
-    first = _cluster(dask_command, port, folder / "retrain-first")
+    first = _cluster(dask_command, wait_for_cluster, port, folder / "retrain-first")
     prepare, killed = LibraryPredictions.prepare, []
 
     def kill_then_prepare(self: LibraryPredictions, loaded: object, check: object = None) -> object:
@@ -188,7 +194,7 @@ def test_a_scheduler_killed_while_a_retrain_predicts_is_a_cluster_lost_stop_and_
     assert "retrain_failed" not in kinds and "cluster_lost" in kinds, kinds
     assert kinds[kinds.index("cluster_lost") + 1:] == ["alert_failed"], kinds  # the alert was sent (nobody heard)
 
-    _resume_on_a_new_cluster(labloop, dask_command, port, folder / "retrain-second", store, reference)
+    _resume_on_a_new_cluster(labloop, dask_command, wait_for_cluster, port, folder / "retrain-second", store, reference)
 
 
 @pytest.mark.parametrize("where", ["campaign", "option"])
@@ -211,21 +217,8 @@ def test_a_scheduler_that_does_not_answer_is_exit_2_in_validate_and_run_with_not
     assert bad.returncode == 2 and "--scheduler" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-def _wait_for_port(port: int, timeout: float = 60) -> None:
-    """Until something listens on 127.0.0.1:``port`` (a scheduler just started)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listens on port {port} after {timeout} s") from None
-            time.sleep(0.2)
-
-
 def test_a_scheduler_without_workers_is_exit_2_in_validate_and_run_naming_the_worker_command(
-        tmp_path, write_campaign, labloop, monkeypatch, free_port, dask_command):
+        tmp_path, write_campaign, labloop, monkeypatch, free_port, dask_command, wait_for_cluster):
     """A trial's fresh ``dask scheduler`` with no worker: ``run`` waited ~40 s and stopped as a cluster that "went
     away", ``validate`` called it fine. Both now say at connect that it has no workers and how to start one."""
     monkeypatch.setattr(compute, "WORKER_GRACE_S", 1)
@@ -234,7 +227,7 @@ def test_a_scheduler_without_workers_is_exit_2_in_validate_and_run_naming_the_wo
     scheduler = dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
                              log=tmp_path.parent / f"{tmp_path.name}.scheduler.log")
     try:
-        _wait_for_port(port)
+        wait_for_cluster(address)
         campaign_file = write_campaign(tmp_path, prior=True, **SECTIONS)
         for command in ("validate", "run"):
             result = labloop(command, campaign_file, "--dry-run", "--scheduler", address)
@@ -248,7 +241,7 @@ def test_a_scheduler_without_workers_is_exit_2_in_validate_and_run_naming_the_wo
 
 
 def test_a_worker_running_another_labloop_is_one_warning_line_naming_it(
-        tmp_path, write_campaign, labloop, monkeypatch, free_port, dask_command):
+        tmp_path, write_campaign, labloop, monkeypatch, free_port, dask_command, wait_for_cluster):
     """A trial's worker with an older labloop failed on its first task and closed for good, and labloop said nothing.
     Here one real ``dask worker`` finds labloop's metadata saying 0.0.1 first on its path (as an older installation
     would), the other runs this labloop: ``validate`` warns of the first alone, in one line, and still passes."""
@@ -272,9 +265,8 @@ def test_a_worker_running_another_labloop_is_one_warning_line_naming_it(
                                   "127.0.0.1", "--name", "older", log=logs / "older.log"))
     monkeypatch.delenv("PYTHONPATH")
     try:
-        _wait_for_port(port)
+        wait_for_cluster(address, 2)
         with Client(address, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=120)
             older = next(addr for addr, info in client.scheduler_info()["workers"].items() if info["name"] == "older")
         result = labloop("validate", write_campaign(tmp_path, prior=True, **SECTIONS), "--dry-run", "--scheduler",
                          address)

@@ -114,7 +114,8 @@ def _wait(condition, what: str, timeout: float = 180) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path, free_port, dask_command) -> Iterator[tuple[str, subprocess.Popen, list[subprocess.Popen]]]:
+def cluster(tmp_path, free_port, dask_command, wait_for_cluster
+            ) -> Iterator[tuple[str, subprocess.Popen, list[subprocess.Popen]]]:
     """``dask scheduler`` and two single-threaded ``dask worker`` processes (no nanny: a killed worker stays
     dead) on 127.0.0.1: (address, scheduler, workers)."""
     port = free_port()
@@ -124,6 +125,7 @@ def cluster(tmp_path, free_port, dask_command) -> Iterator[tuple[str, subprocess
     workers = [dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
                      "--name", f"w{k}", log=tmp_path / f"worker{k}.log") for k in range(2)]
     try:
+        wait_for_cluster(address, 2)
         yield address, scheduler, workers
     finally:
         for proc in (*workers, scheduler):
