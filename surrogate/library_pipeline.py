@@ -470,8 +470,7 @@ def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryC
             submit()
     # what to do next is the caller's to say: `surrogate predict` runs again, a campaign resumes (a trial read both)
     except KilledWorker as exc:
-        raise ClusterLostError(f"a chunk killed {exc.args[0] if exc.args else 'several'} workers in a row "
-                               f"(out of memory?); finished chunks are kept") from None
+        raise ClusterLostError(f"{lost_cluster(client, exc)} (out of memory?); finished chunks are kept") from None
     except Exception as exc:
         reason = lost_cluster(client, exc) or (first_line(exc) if isinstance(exc, OSError) else None)
         if reason is None:
