@@ -100,7 +100,7 @@ def setup_logging(verbose: int) -> None:
 
 #: how often a task of a hidden progress bar (stderr not a terminal) says how far it is, in seconds, and when first
 PLAIN_PROGRESS_S = 60.0
-FIRST_PLAIN_S = 10.0
+FIRST_PLAIN_S = 30.0
 
 
 class _Progress(Progress):

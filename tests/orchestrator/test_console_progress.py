@@ -50,7 +50,7 @@ def test_a_run_says_what_it_counts_in_plain_lines(monkeypatch):
 
 def test_a_task_says_how_far_it_is_soon_then_seldom(monkeypatch):
     """A library's predictions of 40-80 s said nothing in a log at one line a minute (a scale-out trial): a task's
-    first plain line comes after FIRST_PLAIN_S (10 s in use), the next ones PLAIN_PROGRESS_S apart (60 s)."""
+    first plain line comes after FIRST_PLAIN_S (30 s in use), the next ones PLAIN_PROGRESS_S apart (60 s)."""
     written = io.StringIO()
     monkeypatch.setattr(console, "err", Console(file=written, force_terminal=False, width=100))
     monkeypatch.setattr(console, "FIRST_PLAIN_S", 0.0)
