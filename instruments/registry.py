@@ -39,7 +39,7 @@ LABLOOP_PASSES = {"limits": "the campaign's safety limits, to every pump and pot
                   "time_scale": "the emulator's time scale, to a pump or potentiostat in a dry run",
                   "ask": "the console's question, to a sample changer that takes it"}
 #: of those, the ones ``open`` takes that are never a driver's own option (``ask`` is a sample changer's own)
-RIG_OPTIONS = frozenset({"limits", "time_scale"})
+RIG_OPTIONS = frozenset(LABLOOP_PASSES) - {"ask"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 

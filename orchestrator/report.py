@@ -17,8 +17,9 @@ import html
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -359,7 +360,7 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
         writer = csv.writer(handle)
         writer.writerow(VOLTAMMOGRAM_COLUMNS)
         for e in experiments:
-            for scan, (role, v) in enumerate(_scans_of(journal.voltammograms(e["id"]), records.get(e["id"])),
+            for scan, (role, v) in enumerate(_scans_of(partial(journal.voltammograms, e["id"]), records.get(e["id"])),
                                              start=1):
                 head = [e["id"], _cell(e["smiles"]), e["status"], scan, _cell(role), _number(v.params.scan_rate_v_s),
                         _cell(v.reference), _number(v.params.ir_comp_ohm)]
@@ -368,13 +369,14 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
                                  for t, p, i, o in zip(v.time_s, v.potential_v, v.current_a, v.overload, strict=True))
 
 
-def _scans_of(raw: list[Voltammogram], record: dict[str, Any] | None) -> list[tuple[str, Voltammogram]]:
+def _scans_of(raw: Callable[[], list[Voltammogram]], record: dict[str, Any] | None) -> list[tuple[str, Voltammogram]]:
     """Every voltammogram of an experiment's attempt with its role (:data:`ANALYTE`, :data:`BLANK`, ``analyte +``
     the standard), in the order the protocol runs them: the blanks, the cv's scans (one per rate), the standard's.
-    With a lab record its scans replace ``raw`` (the journal's raw data), which holds the first of them only
-    (protocols/executor.py: the cv step returns its first rate's scan, which the runner journals as the raw one)."""
+    With a lab record its scans replace ``raw()`` (the journal's raw data, read only without one), which holds the
+    first of them only (protocols/executor.py: the cv step returns its first rate's scan, which the runner journals
+    as the raw one)."""
     if not record or not record.get("scans"):
-        return [(ANALYTE, v) for v in raw]
+        return [(ANALYTE, v) for v in raw()]
     standard = record.get("standard_scan")
     name = (record.get("referenced") or {}).get("standard_name") or "ferrocene"
     return [*((BLANK, Voltammogram.from_dict(b["voltammogram"])) for b in record.get("blanks") or []),

@@ -207,7 +207,7 @@ def reach(url: str) -> socket.socket:
     on the port (refused), or nothing answers within :data:`PROBE_TIMEOUT_S`. Why before Dask's own connect: that
     retries every failure until its timeout and then calls each a timeout, so a closed port, which the system
     refuses at once, took 25 s and was reported as "timed out" (a trial), and so was an unknown host."""
-    match = _ADDRESS.match(normalise_address(url))
+    match = _ADDRESS.match(url)
     assert match is not None  # a normalised address matches
     host, port = match["host"].strip("[]"), int(match["port"])
     try:  # every address the name has, as Dask's connect tries them (localhost: ::1, then 127.0.0.1)
