@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from labloop.core.errors import SchedulerAddressError, first_line
+from labloop.core.signals import held_signals
 from labloop.core.version import code_version
 
 if TYPE_CHECKING:
@@ -279,16 +280,10 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
-    noted: list[int] = []
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, lambda signum, _frame: noted.append(signum))
-    try:
+    with held_signals({signal.SIGINT}) as noted:
         yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # one still held goes to the handler in place again
-    if noted:
-        signal.raise_signal(signal.SIGINT)
+    for signum in noted[:1]:
+        signal.raise_signal(signum)
 
 
 @contextmanager

@@ -15,7 +15,6 @@ import math
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from rdkit.Chem import rdFingerprintGenerator
 from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import InvalidInput
+from labloop.core.signals import held_signals
 from labloop.core.text import plural
 from labloop.surrogate.dataset import shown, unusable
 from labloop.surrogate.descriptors import NAMES as DESCRIPTOR_NAMES
@@ -397,19 +397,8 @@ def _pool(ctx: BaseContext, processes: int) -> Iterator[Pool]:
     at once, it landed in a fork hook (logging's lock release), which drops exceptions, so the Ctrl-C was lost and
     logging's lock left held, and the run then hung. Handlers can only be set in the main thread; a pool started
     in another (a retraining) only keeps its workers' signals blocked."""
-    noted: list[int] = []
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    handlers = ({signum: signal.signal(signum, lambda got, _frame: noted.append(got)) for signum in _STOP_SIGNALS}
-                if threading.current_thread() is threading.main_thread() else {})
-    try:
+    with held_signals(_STOP_SIGNALS) as noted:
         pool = ctx.Pool(processes, initializer=_worker_signals)
-    finally:
-        # unblocked first, so a signal held during the forks reaches the noting handler (pthread_sigmask runs the
-        # handlers of what it unblocks): restored first, the run's handler raised it here, outside the block
-        # below, and the pool was left to the interpreter's exit (a worker outlived the run once in four)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
     with pool:
         for signum in noted[:1]:
             signal.raise_signal(signum)  # to the handler in place again (a run's raises its exception)

@@ -129,3 +129,36 @@ def test_check_rows_says_in_one_parse_what_the_three_checks_say_apart():
     assert tail[3].canonical == tail[4].canonical == "CCO"
     assert [c.beyond_prior is not None for c in tail] == [True, False, False, False, False, True, False, False, True,
                                                           True]
+
+
+def test_a_ctrl_c_while_the_pool_starts_is_raised_once_it_stands_and_ends_it():
+    """A Ctrl-C during the pool's forks (core/signals.py held_signals) is raised inside the pool's block, which
+    ends the pool: raised at once it was dropped in a fork hook, and the run hung; raised after the block, the pool
+    was left to the interpreter's exit. The forked workers ignore it."""
+    import os
+    import signal
+
+    from labloop.surrogate import featurize
+
+    ctx = featurize._fork_context()
+    started = []
+
+    class CtrlCDuringTheStart:
+        """The real context, with a Ctrl-C sent to this process as the pool starts its workers."""
+
+        def Pool(self, *args, **kwargs):  # multiprocessing's name
+            started.append(ctx.Pool(*args, **kwargs))
+            os.kill(os.getpid(), signal.SIGINT)
+            return started[-1]
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    reached: list[str] = []
+    try:
+        with pytest.raises(KeyboardInterrupt), featurize._pool(CtrlCDuringTheStart(), 2) as pool:
+            reached.append("block")
+            pool.map(abs, [-1])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert reached == [] and len(started) == 1
+        assert not any(worker.is_alive() for worker in started[0]._pool)  # ended by the pool's block
+    finally:
+        signal.signal(signal.SIGINT, before)
