@@ -1,12 +1,17 @@
-"""Which labloop this is, as one string: what a journal records of the code that ran a campaign
-(orchestrator/journal/store.py) and what the workers of a Dask cluster are asked at connect (surrogate/compute.py),
-so that a worker running another labloop is seen before its tasks fail on it."""
+"""Which labloop this is: as one string, what a journal records of the code that ran a campaign
+(orchestrator/journal/store.py); with a digest of its source files, what the workers of a Dask cluster are asked at
+connect (surrogate/compute.py), so that a worker running another labloop is seen before its tasks fail on it."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import subprocess
-from importlib import metadata
+from importlib import metadata, util
 from pathlib import Path
+
+#: labloop's layers, the packages whose source files make :func:`source_digest`
+LAYERS = ("core", "instruments", "surrogate", "planners", "protocols", "sim", "orchestrator")
 
 
 def code_version() -> str:
@@ -21,3 +26,24 @@ def code_version() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return version
     return f"{version} (git {git.stdout.strip()})" if git.returncode == 0 else version
+
+
+@functools.cache
+def source_digest() -> str:
+    """The first 12 hex digits of a SHA-256 over labloop's own source files (each layer's ``.py`` files, by their
+    place in the package). Why not :func:`code_version` alone: a worker started from the same checkout on a machine
+    without ``git`` says only the package version, and was warned of as another labloop (a trial), while two
+    checkouts at different commits may carry one version string."""
+    digest = hashlib.sha256()
+    for layer in LAYERS:
+        spec = util.find_spec(f"labloop.{layer}")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for path in sorted(Path(folder).rglob("*.py")):
+                digest.update(f"{layer}/{path.relative_to(folder).as_posix()}\n".encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def code_identity() -> tuple[str, str]:
+    """What a Dask worker is asked at connect: :func:`code_version` to name it by, :func:`source_digest` to compare."""
+    return code_version(), source_digest()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from labloop.core.errors import SchedulerAddressError, first_line
 from labloop.core.signals import held_signals
-from labloop.core.version import code_version
+from labloop.core.version import code_identity
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -155,7 +155,7 @@ def connect(address: str) -> Client:
                                     f"{first_line(exc)})") from None
     try:
         _has_workers(client, url)
-        if (said := other_labloops(code_version(), client.run(code_version, on_error="return"))) is not None:
+        if (said := other_labloops(code_identity(), client.run(code_identity, on_error="return"))) is not None:
             log.warning("%s", said)
     except BaseException:
         client.close()
@@ -175,27 +175,32 @@ def _has_workers(client: Client, url: str) -> None:
             f"labloop installation, with `dask worker {url} --nthreads 1 --nworkers N` (N: its cores)") from None
 
 
-def other_labloops(ours: str, theirs: Mapping[str, object]) -> str | None:
-    """One line naming the workers whose labloop is not ``ours`` (:func:`labloop.core.version.code_version`), from
-    ``theirs``: what each worker answered ``client.run(code_version, on_error="return")`` (a version, or the
-    exception of a worker that could not say, e.g. a labloop too old to have the function); None when all run ours.
-    Why: a worker with an older labloop failed to unpickle a task's function and closed for good, and the run
-    finished without a word about it (a trial)."""
-    other: dict[str, list[str]] = {}
+def other_labloops(ours: tuple[str, str], theirs: Mapping[str, object]) -> str | None:
+    """One line naming the workers whose labloop is not ``ours`` (:func:`labloop.core.version.code_identity`: its
+    version, and the digest of its source files, which decides), from ``theirs``: what each worker answered
+    ``client.run(code_identity, on_error="return")`` (an identity, or the exception of a worker that could not say,
+    e.g. a labloop too old to have the function); None when all run ours. Why: a worker with an older labloop
+    failed to unpickle a task's function and closed for good, and the run finished without a word about it (a
+    trial)."""
+    version, digest = ours
+    other: dict[tuple[bool, str], list[str]] = {}  # (it can say, what it said): its workers
     for worker, answer in theirs.items():
-        if answer != ours:
-            other.setdefault(answer if isinstance(answer, str) else f"{type(answer).__name__}: {first_line(answer)}",
-                             []).append(worker)
+        if isinstance(answer, tuple | list) and len(answer) == 2:
+            if answer[1] != digest:
+                said = f"{answer[0]} with other source files" if answer[0] == version else str(answer[0])
+                other.setdefault((True, said), []).append(worker)
+        else:
+            said = f"{type(answer).__name__}: {first_line(answer)}" if isinstance(answer, BaseException) else answer
+            other.setdefault((False, str(said)), []).append(worker)
     if not other:
         return None
-    said = []
-    for what, names in sorted(other.items()):
+    phrases = []
+    for (can_say, what), names in sorted(other.items(), key=lambda item: (not item[0][0], item[0][1])):
         listed, many = ", ".join(sorted(names)), len(names) > 1
-        said.append(f"{listed} {'run' if many else 'runs'} labloop {what}" if isinstance(theirs[names[0]], str)
-                    else f"{listed} cannot say which labloop {'they run' if many else 'it runs'} ({what})")
-    workers = "; ".join(said)
-    return (f"{workers}; this labloop is {ours}: tasks may fail on those workers; start every worker from the same "
-            "labloop installation (or commit) as the one that uses them")
+        phrases.append(f"{listed} {'run' if many else 'runs'} labloop {what}" if can_say
+                       else f"{listed} cannot say which labloop {'they run' if many else 'it runs'} ({what})")
+    return (f"{'; '.join(phrases)}; this labloop is {version}: tasks may fail on those workers; start every worker "
+            "from the same labloop installation (or commit) as the one that uses them")
 
 
 #: the most a Dask greeting's length may say (bytes): a handshake is a few hundred

@@ -6,6 +6,7 @@ uninterrupted run's proposals; a scheduler that does not answer is bad input."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -243,54 +244,70 @@ def test_a_scheduler_without_workers_is_exit_2_in_validate_and_run_naming_the_wo
 def test_a_worker_running_another_labloop_is_one_warning_line_naming_it(
         tmp_path, write_campaign, labloop, monkeypatch, free_port, dask_command, wait_for_cluster):
     """A trial's worker with an older labloop failed on its first task and closed for good, and labloop said nothing.
-    Here one real ``dask worker`` finds labloop's metadata saying 0.0.1 first on its path (as an older installation
-    would), the other runs this labloop: ``validate`` warns of the first alone, in one line, and still passes."""
+    Here three real ``dask worker`` processes: one runs this labloop; one this labloop on a PATH without ``git``,
+    which can name only the package version (it was warned of, a trial); one an older copy of labloop's source
+    files first on its path, with metadata saying 0.0.1 (as an older installation would). ``validate`` warns of
+    the older alone, in one line, and still passes."""
     from distributed import Client
 
-    from labloop.core.version import code_version
+    from labloop.core import version
+    from labloop.core.version import LAYERS, code_version
 
-    old = tmp_path / "old-metadata"
+    old = tmp_path / "old-labloop"
     (old / "labloop-0.0.1.dist-info").mkdir(parents=True)
     (old / "labloop-0.0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: labloop\nVersion: 0.0.1\n")
+    for layer in LAYERS:
+        shutil.copytree(Path(version.__file__).parents[1] / layer, old / "labloop" / layer,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    with (old / "labloop" / "planners" / "__init__.py").open("a") as older_planners:
+        older_planners.write("\n# a line this labloop does not have\n")
+    no_git = tmp_path / "no-git-bin"
+    no_git.mkdir()
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     logs = tmp_path.parent / f"{tmp_path.name}-logs"
     logs.mkdir()
+    worker = ("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--name")
     processes = [dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
                               log=logs / "scheduler.log"),
-                 dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host",
-                              "127.0.0.1", "--name", "current", log=logs / "current.log")]
+                 dask_command(*worker, "current", log=logs / "current.log")]
+    monkeypatch.setenv("PATH", str(no_git))
+    processes.append(dask_command(*worker, "no-git", log=logs / "no-git.log"))
+    monkeypatch.undo()
     monkeypatch.setenv("PYTHONPATH", str(old))
-    processes.append(dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host",
-                                  "127.0.0.1", "--name", "older", log=logs / "older.log"))
+    processes.append(dask_command(*worker, "older", log=logs / "older.log"))
     monkeypatch.delenv("PYTHONPATH")
     try:
-        wait_for_cluster(address, 2)
+        wait_for_cluster(address, 3)
         with Client(address, set_as_default=False) as client:
             older = next(addr for addr, info in client.scheduler_info()["workers"].items() if info["name"] == "older")
+            no_git_says = client.run(code_version, workers=[next(
+                addr for addr, info in client.scheduler_info()["workers"].items() if info["name"] == "no-git")])
         result = labloop("validate", write_campaign(tmp_path, prior=True, **SECTIONS), "--dry-run", "--scheduler",
                          address)
     finally:
         _stop(processes)
+    assert list(no_git_says.values()) == [code_version().split(" (git ")[0]]  # it could not name its commit
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stderr.splitlines() if "runs labloop" in line]  # not the tiny rig's safety note
-    assert said == [f"warning: {older} runs labloop 0.0.1 (git {code_version().split('(git ')[1]}; "
-                     f"this labloop is {code_version()}: tasks may fail on those workers; start "
-                     "every worker from the same labloop installation (or commit) as the one that "
-                     "uses them"], result.stderr
+    assert said == [f"warning: {older} runs labloop 0.0.1; this labloop is {code_version()}: tasks may fail on "
+                    "those workers; start every worker from the same labloop installation (or commit) as the one "
+                    "that uses them"], result.stderr
 
 
 def test_workers_that_cannot_say_their_labloop_are_named_and_all_alike_is_silence():
-    """A labloop older than labloop.core.version cannot answer ``client.run(code_version)``: its worker's answer is
-    the exception, named as such; workers grouped by what they said; none named when all run ours."""
-    ours = "0.2.0 (git abc1234)"
-    assert compute.other_labloops(ours, {"tcp://a:1": ours, "tcp://b:1": ours}) is None
-    said = compute.other_labloops(ours, {"tcp://a:1": ours, "tcp://c:1": "0.1.0", "tcp://b:1": "0.1.0",
+    """A labloop older than labloop.core.version cannot answer ``client.run(code_identity)``: its worker's answer is
+    the exception, named as such; the source digest decides, not the version string (one worker says no commit,
+    one another's source under our version); workers grouped by what they said; none named when all run ours."""
+    ours = ("0.2.0 (git abc1234)", "d1")
+    assert compute.other_labloops(ours, {"tcp://a:1": ours, "tcp://e:1": ("0.2.0", "d1")}) is None
+    said = compute.other_labloops(ours, {"tcp://a:1": ours, "tcp://c:1": ("0.1.0", "d0"), "tcp://b:1": ("0.1.0", "d0"),
+                                         "tcp://f:1": ("0.2.0 (git abc1234)", "d2"),
                                          "tcp://d:1": ModuleNotFoundError("No module named 'labloop.core.version'")})
-    assert said == ("tcp://b:1, tcp://c:1 run labloop 0.1.0; tcp://d:1 cannot say which labloop it runs "
-                    "(ModuleNotFoundError: No module named 'labloop.core.version'); this labloop is 0.2.0 "
-                    "(git abc1234): tasks may fail on those workers; start every worker from the same labloop "
-                    "installation (or commit) as the one that uses them")
+    assert said == ("tcp://b:1, tcp://c:1 run labloop 0.1.0; tcp://f:1 runs labloop 0.2.0 (git abc1234) with other "
+                    "source files; tcp://d:1 cannot say which labloop it runs (ModuleNotFoundError: No module named "
+                    "'labloop.core.version'); this labloop is 0.2.0 (git abc1234): tasks may fail on those workers; "
+                    "start every worker from the same labloop installation (or commit) as the one that uses them")
 
 
 def test_parquet_and_smi_libraries_are_checked_before_the_first_byte(tmp_path, write_campaign, labloop):
