@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from labloop.core.asking import Ask, ask_person
 from labloop.core.errors import ConfigError, Disconnected
+from labloop.core.text import printable
 from labloop.instruments.registry import DriverDescriptor, DriverKind
 
 log = logging.getLogger(__name__)
@@ -24,21 +25,24 @@ log = logging.getLogger(__name__)
 
 class ManualSampleChanger:
     """Asks through ``ask`` (``input`` by default) to place each vial; ``placed(sample_id)`` is called once
-    the operator confirmed (the simulated cell uses it)."""
+    the operator confirmed (the simulated cell uses it). ``describe(sample_id)``, when labloop gives it, is the
+    molecule the vial holds, named in the question: "Place vial S0002" alone sent an operator to a table to find
+    which molecule that was, and invites the wrong vial (a newcomer's trial)."""
 
     def __init__(self, *, ask: Ask = input, placed: Callable[[str], None] | None = None,
-                 port: str = "console") -> None:
+                 describe: Callable[[str], str | None] | None = None, port: str = "console") -> None:
         self.where = f"manual sample changer on {port}"
         self._ask = ask
         self._placed = placed
+        self._describe = describe
         self._loaded: str | None = None
         self._closed = False
 
     @classmethod
-    def open(cls, port: str | None = None, *, ask: Ask = input,
-             placed: Callable[[str], None] | None = None) -> ManualSampleChanger:
+    def open(cls, port: str | None = None, *, ask: Ask = input, placed: Callable[[str], None] | None = None,
+             describe: Callable[[str], str | None] | None = None) -> ManualSampleChanger:
         """The registry's factory: ``port`` only names the console."""
-        return cls(ask=ask, placed=placed, port=port or "console")
+        return cls(ask=ask, placed=placed, describe=describe, port=port or "console")
 
     @property
     def loaded(self) -> str | None:
@@ -51,8 +55,10 @@ class ManualSampleChanger:
             raise ConfigError(self.where, f"sample id must be a non-empty string, got {sample_id!r}")
         if sample_id == self._loaded:
             return
-        log.info("%s: waiting for the operator to place vial %s", self.where, sample_id)
-        ask_person(self._ask, f"Place vial {sample_id} in line with the sample pump, then press Enter: ", self.where,
+        holds = None if self._describe is None else self._describe(sample_id)
+        vial = sample_id if holds is None else f"{sample_id} ({printable(holds)})"
+        log.info("%s: waiting for the operator to place vial %s", self.where, vial)
+        ask_person(self._ask, f"Place vial {vial} in line with the sample pump, then press Enter: ", self.where,
                    "operator")
         self._loaded = sample_id
         if self._placed is not None:

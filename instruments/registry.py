@@ -37,9 +37,11 @@ GROUP = "labloop.drivers"
 #: passes none (a plug-in author's trial), so a campaign may give none of them
 LABLOOP_PASSES = {"limits": "the campaign's safety limits, to every pump and potentiostat",
                   "time_scale": "the emulator's time scale, to a pump or potentiostat in a dry run",
-                  "ask": "the console's question, to a sample changer that takes it"}
-#: of those, the ones ``open`` takes that are never a driver's own option (``ask`` is a sample changer's own)
-RIG_OPTIONS = frozenset(LABLOOP_PASSES) - {"ask"}
+                  "ask": "the console's question, to a sample changer that takes it",
+                  "describe": "what each sample id holds (its molecule), to a sample changer that names it"}
+#: of those, the ones ``open`` takes that are never a driver's own option (``ask`` and ``describe`` are a sample
+#: changer's own)
+RIG_OPTIONS = frozenset(LABLOOP_PASSES) - {"ask", "describe"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 

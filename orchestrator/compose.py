@@ -558,6 +558,9 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             port = entry.port or name
             if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
                 options["limits"] = campaign.safety.limits(name)  # a pump's own syringe, if it has one
+            if (descriptor.kind is DriverKind.SAMPLE_CHANGER and library is not None
+                    and "describe" in (descriptor.option_names() or ())):
+                options["describe"] = {sample: smiles for smiles, sample in sample_ids(library).items()}.get
             if lab is not None:
                 try:
                     emulation = lab.start(name, descriptor.name, {

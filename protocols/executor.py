@@ -580,10 +580,10 @@ class ProtocolExecutor:
             # trial: 72 mV at 0.1 V/s, 98 mV at 1 V/s, called reversible)
             analysis = replace(analysis, reversibility="quasi-reversible")
             if lab.diffusion is not None:
-                log.warning("sample %s: quasi-reversible over its scan rates: D from Randles-Sevcik (a reversible "
-                            "couple's equation) reads low for it", sample_id)
+                log.warning("sample %s (%s): quasi-reversible over its scan rates: D from Randles-Sevcik (a "
+                            "reversible couple's equation) reads low for it", sample_id, smiles)
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
-            self._warn_of_d(sample_id, lab)
+            self._warn_of_d(f"{sample_id} ({smiles})", lab)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)
         if lab.referenced is not None and lab.referenced.e_vs_li_v is not None:
             potential: float | None = lab.referenced.e_vs_li_v
@@ -911,12 +911,14 @@ class ProtocolExecutor:
                           "run_cv_series") for scan, params in zip(scans, series, strict=True)]
 
     @staticmethod
-    def _warn_of_d(sample_id: str, lab: LabRecord) -> None:
-        """Say what is wrong with D (no D from the scans, an analyte more dilute than written), for an experiment
-        whose analysis is usable: a failed one (``no_peak``) has no D to speak of, and its cause in the journal
-        says why (a lab-grade run warned of D for 26 of its 37 experiments, most of them failed already)."""
+    def _warn_of_d(sample: str, lab: LabRecord) -> None:
+        """Say what is wrong with D (no D from the scans, an analyte more dilute than written) of ``sample`` (its
+        id and molecule: the id alone could not be matched to the log's or the report's rows, a newcomer's trial),
+        for an experiment whose analysis is usable: a failed one (``no_peak``) has no D to speak of, and its cause in
+        the journal says why (a lab-grade run warned of D for 26 of its 37 experiments, most of them failed
+        already)."""
         if lab.diffusion_problem is not None:
-            log.warning("sample %s: no diffusion coefficient from its scans: %s", sample_id, lab.diffusion_problem)
+            log.warning("sample %s: no diffusion coefficient from its scans: %s", sample, lab.diffusion_problem)
         if lab.dilution is not None:
             log.warning("%s", lab.dilution)
 

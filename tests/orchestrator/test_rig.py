@@ -16,6 +16,7 @@ from labloop.instruments.manual_sampler import ManualSampleChanger
 from labloop.instruments.voltammogram import CVParams
 from labloop.orchestrator.compose import build_rig
 from labloop.orchestrator.config.campaign import Campaign, Instrument, load_campaign
+from labloop.orchestrator.loop.runner import sample_ids
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -118,7 +119,7 @@ def test_manual_sample_changer_asks_once_per_vial_and_again_after_a_restart():
 def test_manual_changer_in_a_rig_asks_the_operator_or_its_simulation(campaign):
     only_manual = with_changes(campaign, instruments={"sampler": Instrument(driver="manual")})
     questions: list[str] = []
-    with build_rig(only_manual, dry_run=False, ask=questions.append) as rig:
+    with build_rig(only_manual, dry_run=False, ask=questions.append) as rig:  # a rig without its library
         rig.instruments["sampler"].load("3")
         rig.rinse_cell()  # on hardware, the operator rinses
         rig.rinse_cell("Experiment 3 failed with 5 mL in the cell. ")  # and is told why when it is no usual rinse
@@ -129,3 +130,17 @@ def test_manual_changer_in_a_rig_asks_the_operator_or_its_simulation(campaign):
         rig.instruments["sampler"].load("4")  # the simulated operator places it in the simulated cell at once
         assert rig.simulation.emulator_states()["cell"]["sample_id"] == "4"
     assert len(questions) == 3
+
+
+def test_the_manual_changer_names_the_molecule_of_the_vial_it_asks_for(campaign):
+    """"Place vial S0002" alone sent a newcomer to a table to find which molecule that was (a trial): given the
+    campaign's library, the rig tells the manual changer what each sample id holds (the first row of a molecule
+    written twice, as the ids are given), and a hostile string in the library is shown escaped."""
+    only_manual = with_changes(campaign, instruments={"sampler": Instrument(driver="manual")})
+    questions: list[str] = []
+    library = ["CCO", "c1ccccc1", "CCO", "C\x1b[2JN"]
+    with build_rig(only_manual, dry_run=False, ask=questions.append, library=library) as rig:
+        for sample in sorted(sample_ids(library).values()):
+            rig.instruments["sampler"].load(sample)
+    assert questions == [f"Place vial {vial} in line with the sample pump, then press Enter: "
+                         for vial in ("S0001 (CCO)", "S0002 (c1ccccc1)", "S0004 (C\\x1b[2JN)")]
