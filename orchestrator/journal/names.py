@@ -10,6 +10,7 @@ thousands of rows would be read each time; the file is read again only when it c
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,15 @@ def library_names(library: dict[str, Any]) -> dict[str, str]:
 
 
 def _read(path: Path, column: str) -> dict[str, str]:
+    """The names of ``path``'s rows by SMILES; a molecule written again keeps its first row's name, as each
+    molecule is the first row's (validate says so, and the sample id is that row's): the last row's name was
+    shown, which pointed an operator at another vial (a trial)."""
     try:
         if not path.is_file():
             return {}
         if library_format(path) == "smi":
-            return {s: n for chunk in read_chunks(path, column) for s, n in zip(chunk.smiles, chunk.names or [],
-                                                                                   strict=False) if n}
+            return _first_names((s, n) for chunk in read_chunks(path, column)
+                                for s, n in zip(chunk.smiles, chunk.names or [], strict=False))
         if library_format(path) != "csv":
             return {}
         header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
@@ -57,6 +61,15 @@ def _read(path: Path, column: str) -> dict[str, str]:
         if name is None or smiles is None:
             return {}
         frame = pd.read_csv(path, usecols=[smiles, name], dtype=str, keep_default_na=False)
-        return {s: n for s, n in zip(frame[smiles], frame[name], strict=True) if n}
+        return _first_names(zip(frame[smiles], frame[name], strict=True))
     except (InputError, OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return {}
+
+
+def _first_names(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """SMILES -> the first non-empty name given to it by ``rows``."""
+    names: dict[str, str] = {}
+    for smiles, name in rows:
+        if name:
+            names.setdefault(smiles, name)
+    return names

@@ -217,11 +217,12 @@ def test_log_says_when_it_hides_older_experiments(labloop, store):
 def test_the_tables_and_json_name_the_molecules_the_library_names(labloop, tmp_path, write_campaign):
     """A chemist's library names its molecules, and `labloop log` showed SMILES alone (a trial: names were in the
     report only). The library's name is a column of the measurements and best tables, shown as text (a name holding
-    rich markup or a terminal escape is printed, not obeyed), and each experiment's `name` in --json; a library
-    that names nothing keeps the tables as they were."""
+    rich markup or a terminal escape is printed, not obeyed), and each experiment's `name` in --json; a molecule
+    written again is named by its first row, whose molecule it is (the last row's name was shown, a trial); a
+    library that names nothing keeps the tables as they were."""
     hostile = "[bold]bis(dimethylamino)benzene[/] \x1b[31mred"
     (tmp_path / "named.csv").write_text(f"smiles,Name\n{FAR},naphthalene\n{BEST},\"{hostile}\"\n{NEAR},o-toluidine\n"
-                                        "CCO,\nCCN,ethylamine\nCCC,propane\n")
+                                        f"CCO,\nCCN,ethylamine\nCCC,propane\n{FAR},naphthalene (line 8)\n")
     campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")})
     path = tmp_path / "named.db"
     with Journal.create(path, load_campaign(campaign)) as journal:
