@@ -478,6 +478,44 @@ STEPS: dict[str, type[Step]] = {step.name: step for step in (LoadSample, Dispens
 PROTOCOL_STEPS: tuple[str, ...] = tuple(STEPS)
 
 
+def protocol_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a campaign's ``protocol``: a YAML file's path, or the steps written inline, each a bare
+    name (a step whose parameters all have defaults) or ``{name: {parameters}}`` with each step's own parameters.
+    Why: ``labloop schema`` said a file's path only, so an editor refused the inline protocols labloop accepts
+    and README shows, and completed no step (a newcomer's trial). The structure a protocol must also have (one
+    cv, a sample loaded before it is dispensed) is validate's, not the schema's."""
+    bare = sorted(name for name, model in STEPS.items()
+                  if not any(field.is_required() for field in model.model_fields.values()))
+    steps: list[dict[str, Any]] = [{"enum": bare}]
+    for name, model in STEPS.items():
+        schema = _inline_refs(model.model_json_schema())
+        steps.append({"type": "object", "properties": {name: schema}, "required": [name],
+                      "additionalProperties": False, "title": name})
+    return {"anyOf": [{"type": "string", "description": "a YAML file listing the steps, relative to the campaign's "
+                                                        "file"},
+                      {"type": "array", "minItems": 1, "items": {"anyOf": steps},
+                       "description": "the steps, inline: a bare name or {name: {parameters}} each"}],
+            "description": "the steps of one experiment (docs/protocols.md)"}
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with each ``$ref`` to its own ``$defs`` replaced by the definition (the definitions of a step's
+    nested settings, e.g. its iR compensation), so it can sit inside another schema."""
+    defs = schema.pop("$defs", {})
+
+    def inlined(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inlined(defs[ref.removeprefix("#/$defs/")])
+            return {key: inlined(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inlined(value) for value in node]
+        return node
+
+    return inlined(schema)
+
+
 def _split(raw: Any) -> tuple[str | None, Any]:
     """``name`` or ``{name: params}`` -> (name, params); (None, None) for anything else."""
     if isinstance(raw, str):

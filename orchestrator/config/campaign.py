@@ -75,6 +75,7 @@ from labloop.protocols.steps import (
     half_width_problem,
     limit_problems,
     parse_steps,
+    protocol_json_schema,
     pumps,
     slip,
     unit_warnings,
@@ -949,8 +950,7 @@ class Campaign(BaseModel):
     planner: Planner = Planner()
     conditions: Conditions = Conditions()
     instruments: dict[Annotated[str, AfterValidator(_instrument_name)], Instrument] = Field(min_length=1)
-    protocol: Annotated[ProtocolSpec, BeforeValidator(_load_protocol),
-                        WithJsonSchema({"type": "string", "description": "a YAML file listing the steps"})]
+    protocol: Annotated[ProtocolSpec, BeforeValidator(_load_protocol), WithJsonSchema(protocol_json_schema())]
     budget: Budget = Budget()
     schedule: Schedule = Schedule()
     safety: Safety = Safety()

@@ -623,6 +623,27 @@ def test_schema_is_json_schema_of_every_section(labloop):
     assert "kind" in schema["$defs"]["Truth"]["properties"]
 
 
+def test_the_examples_and_an_inline_protocol_meet_the_schema_and_a_wrong_step_does_not(labloop, tmp_path):
+    """``labloop schema`` is for editors: it said a protocol is a file's path only, so an editor refused the inline
+    protocol labloop accepts and README shows, and completed no step (a newcomer's trial). The example campaigns
+    meet it, with their protocol's file or its steps written inline; an unknown step or parameter does not."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(labloop("schema").stdout))
+    examples = tmp_path / "examples"  # beside a link to the data, as the examples' relative paths expect
+    shutil.copytree(ROOT / "examples", examples, ignore=shutil.ignore_patterns("runs", "labloop-rodeostat"))
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    for name in ("campaign.yaml", "lab-grade.yaml"):
+        campaign = yaml.safe_load((examples / name).read_text())
+        assert list(validator.iter_errors(campaign)) == [], name
+        inline = {**campaign, "protocol": yaml.safe_load((examples / campaign["protocol"]).read_text())}
+        assert isinstance(inline["protocol"], list) and list(validator.iter_errors(inline)) == [], name
+        (examples / f"inline-{name}").write_text(yaml.safe_dump(inline))
+        assert load_campaign(examples / f"inline-{name}").protocol.steps == tuple(inline["protocol"])
+        for wrong in ("stir", {"cv": {"scan_rate": 0.1}}, {"wait": {}}):
+            assert not validator.is_valid({**inline, "protocol": [*inline["protocol"], wrong]}), wrong
+
+
 def test_active_hours_cross_midnight_and_reject_empty_windows():
     assert parse_active_hours("19:00-07:00") == (1140, 420)
     assert parse_active_hours("00:00-24:00") == (0, 1440)
