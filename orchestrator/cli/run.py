@@ -211,9 +211,19 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
         elif last is not None and isinstance(last.data, dict) and "advice" in last.data:  # the rig needs a person
             _say(f"{'error' if code == EXIT_REFUSED else 'stopped'}: {with_advice(last.message, last.data)}")
         else:
-            stopped = last.message if last is not None else "failures in a row"
-            _say(f"stopped: {stopped}; see `labloop log {shell_word(store)}`, then `{_resume(store, scheduler)}`")
+            _say(_stopped(last.message if last is not None else "failures in a row",
+                          last.data if last is not None else None, store, scheduler))
     return code
+
+
+def _stopped(message: str, data: object, store: Path, scheduler: str | None) -> str:
+    """The line of a stop (exit 1) whose event (``message``, ``data``) gives no advice of its own: where to look,
+    and the resume, unless the message says it already: a stop that left liquid in the cell (its ``cell_ml``)
+    says to empty it and resume with ``--cell-emptied``, and a second command after it, without the flag, was the
+    one a newcomer copied, and the resume was refused."""
+    if isinstance(data, dict) and data.get("cell_ml"):
+        return f"stopped: {message}; see `labloop log {shell_word(store)}`"
+    return f"stopped: {message}; see `labloop log {shell_word(store)}`, then `{_resume(store, scheduler)}`"
 
 
 def _moved_ports(given: Sequence[str], instruments: dict[str, Any]) -> dict[str, str]:

@@ -533,3 +533,20 @@ def test_a_run_holds_its_store_from_its_start_for_log_follow(tmp_path, labloop, 
         resume.wait(timeout=300)
     assert resume.returncode == 0, resume.stderr.read()
     assert follow.returncode == 0 and "finished: budget reached (2/2)" in follow.stderr, follow.stderr
+
+
+def test_a_stop_that_says_how_to_resume_gets_no_second_command(tmp_path):
+    """A stop for a question nobody could answer (the rinse after a vial, input at its end) left liquid in the
+    cell: its message says to empty it and resume with ``--cell-emptied``, and the line then gave a second resume
+    without the flag, the one a newcomer copied (refused). Other stops still end with the resume, and its
+    ``--scheduler``."""
+    from labloop.orchestrator.cli.run import _stopped
+
+    store = tmp_path / "lab runs" / "a.db"
+    left = ("cell: no operator to rinse the cell: the console's input is closed: campaign stopped (experiment 3 "
+            f"will run again on resume, where a person can answer; the cell still holds 5 mL by labloop's count: "
+            f"empty it, then `labloop resume '{store}' --cell-emptied`)")
+    said = _stopped(left, {"experiments": [3], "cell_ml": 5.0}, store, None)
+    assert said.count("labloop resume") == 1 and said.endswith(f"; see `labloop log '{store}'`")
+    said = _stopped("3 failed analyses in a row", {"experiments": [3], "cell_ml": 0.0}, store, "tcp://h:8786")
+    assert said.endswith(f"see `labloop log '{store}'`, then `labloop resume '{store}' --scheduler tcp://h:8786`")
