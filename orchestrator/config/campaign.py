@@ -453,6 +453,27 @@ class Conditions(BaseModel):
         None, title="two scan rates [low, high] (V/s; or one, kept fixed; or {choices: [0.05, 0.1, 0.2]})",
         examples=[[0.05, 0.5]])
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shapes(cls, data: Any) -> Any:
+        """Each condition is a number, ``[low, high]`` or ``{choices: [...]}``: three rates written as a list said
+        "must have at most 2 items after validation, not 3", and a word "must be a valid tuple" (a newcomer's
+        trial), where the fix is the form to write."""
+        if not isinstance(data, dict):
+            return data
+        problems = []
+        for name, value in data.items():
+            if isinstance(value, list | tuple) and len(value) not in (1, 2):
+                choose = f"{{choices: {shown(list(value))}}}" if value else "{choices: [...]}"
+                problems.append(Problem((name,), f"a range is two values, [low, high], searched between them; to "
+                                                 f"choose among fixed values write {choose} (got {shown(value)})"))
+            elif isinstance(value, str | bool):
+                problems.append(Problem((name,), f"a number (kept fixed), a range [low, high] or {{choices: [...]}} "
+                                                 f"(got {shown(value)})"))
+        if problems:
+            raise Problems(*problems)
+        return data
+
     @field_validator("scan_rate_v_s")
     @classmethod
     def _plausible_scan_rate(cls, value: tuple[float, float] | Choices | None) -> tuple[float, float] | Choices | None:

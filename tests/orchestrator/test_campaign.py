@@ -410,7 +410,12 @@ MALFORMED = [
      "may hold a secret)"),
     ("condition range as text", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                      "conditions: {scan_rate_v_s: [0.02, 0.5], e_step_v: fine}"),
-     "conditions:", "conditions.e_step_v", "valid tuple (got 'fine')"),
+     "conditions:", "conditions.e_step_v", "a number (kept fixed), a range [low, high] or {choices: [...]} (got "
+                                           "'fine')"),  # pydantic's "must be a valid tuple" (a newcomer's trial)
+    ("three scan rates as a range", edit("scan_rate_v_s: [0.02, 0.5]", "scan_rate_v_s: [0.05, 0.1, 0.2]"),
+     "conditions:", "conditions.scan_rate_v_s", "a range is two values, [low, high], searched between them; to "
+                                                "choose among fixed values write {choices: [0.05, 0.1, 0.2]} (got "
+                                                "[0.05, 0.1, 0.2])"),  # was "at most 2 items after validation"
     ("batch diversity above 1", edit("diversity: 0.7", "diversity: 1.5"), "planner:",
      "planner.diversity", "less than or equal to 1"),
     ("unknown first batch", edit("first_batch: design,", "first_batch: best,"), "planner:",
