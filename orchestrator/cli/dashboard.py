@@ -112,14 +112,19 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 @click.command(help="Approve the batch a campaign with planner.approve holds (the runner then measures it); "
-                    "--veto ID fails that experiment instead (the planner counts it against the molecule).")
+                    "--veto ID fails that experiment instead (the planner counts it against the molecule).",
+               context_settings={"allow_extra_args": True})
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--veto", multiple=True, type=int, metavar="ID",
               help="An experiment id to veto (repeat the option for each id).")
 @click.option("--batch", multiple=True, type=int, metavar="ID",
               help="An id of the batch you looked at (repeat the option for each id: --batch 3 --batch 4): "
                    "refused if another batch is waiting by now.")
-def approve(store: Path, veto: tuple[int, ...], batch: tuple[int, ...]) -> None:
+@click.pass_context
+def approve(ctx: click.Context, store: Path, veto: tuple[int, ...], batch: tuple[int, ...]) -> None:
+    if ctx.args:  # `--batch 3 4`: click said "Got unexpected extra argument (4)" (a newcomer's trial)
+        raise click.UsageError(f"unexpected {' '.join(ctx.args)}: give one --batch or --veto per id, e.g. --batch 3 "
+                               "--batch 4")
     with Journal.open(store) as journal:
         approved, vetoed = journal.approve(veto, by="labloop approve", batch=batch or None)
     listed = [", ".join(map(str, ids)) or "none" for ids in (approved, vetoed)]

@@ -120,6 +120,10 @@ def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_
             if not veto_first:  # the batch looked at: an older one is refused, this one decided
                 stale = labloop("approve", campaign.store, "--batch", waiting[0] - 1)
                 assert stale.returncode == 2 and "the batch waiting is" in stale.stderr, stale.stderr
+                listed = labloop("approve", campaign.store, "--batch", *waiting)  # ids after one --batch: refused
+                assert listed.returncode == 2 and listed.stderr == (
+                    f"error: labloop approve: unexpected {waiting[1]}: give one --batch or --veto per id, e.g. "
+                    "--batch 3 --batch 4\n"), listed.stderr
                 args = [arg for i in waiting for arg in ("--batch", i)]
             result = labloop("approve", campaign.store, *args)
             decisions.append((waiting, result.stdout))
