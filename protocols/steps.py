@@ -708,12 +708,14 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
         for field in ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "e_dc_v"):
             value = getattr(step, field, None)
             if value is not None and not low <= value <= high:
-                hint = f": {slip('millivolts', 'volts')}" if abs(value) >= MILLIVOLTS_LIKELY_V else ""
+                hint = ((units_hint(value, (low, high), "millivolts", "volts", unit="")
+                         or f": {slip('millivolts', 'volts')}") if abs(value) >= MILLIVOLTS_LIKELY_V else "")
                 problems.append(Problem((index, step.name, field), f"{value:g} V is outside the safety window "
                                                                    f"{low:g}..{high:g} V{hint}"))
         width = getattr(step, "half_width_v", None)
         if width is not None and 2 * width > high - low:
-            hint = f": {slip('millivolts', 'volts')}" if width >= MILLIVOLTS_LIKELY_V else ""
+            hint = ((units_hint(width, (0, (high - low) / 2), "millivolts", "volts", unit="")
+                     or f": {slip('millivolts', 'volts')}") if width >= MILLIVOLTS_LIKELY_V else "")
             problems.append(Problem((index, step.name, "half_width_v"),
                                     f"a window {2 * width:g} V wide cannot fit in the safety window {low:g}..{high:g} "
                                     f"V{hint}"))

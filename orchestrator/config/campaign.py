@@ -139,6 +139,18 @@ def _ordered_pair(allow_equal: bool) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _in_volts(values: list[float], fits: Callable[[float], bool]) -> str:
+    """The values of a field of potentials with those that do not ``fit`` read as millivolts, written as the field
+    takes them (``[4.5, 4.6]``, or one number), for a units slip's message to show the fix; "" when that does not
+    fit either (then the slip is not the likely story). Why: "millivolts written as volts?" alone left the
+    arithmetic to the reader, where other fields show the value to copy (a newcomer's trial)."""
+    fixed = [v if fits(v) else v / 1000 for v in values]
+    if not all(fits(v) for v in fixed):
+        return ""
+    written = [compact(v) for v in fixed]
+    return written[0] if len(written) == 1 else f"[{', '.join(written)}]"
+
+
 def _number_to_pair(value: Any) -> Any:
     return (value, value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
@@ -258,8 +270,9 @@ class Objective(BaseModel):
         for field, values in (("window_v", self.window_v or ()), ("threshold_v", (self.threshold_v,))):
             far = [v for v in values if v is not None and not low <= v <= high]
             if far:
+                fixed = _in_volts([v for v in values if v is not None], lambda v: low <= v <= high)
                 raise Problems(Problem((field,), f"{far[0]:g} V vs Li/Li+ is no potential a cell reaches "
-                                                 f"({low:g}..{high:g} V): {slip('millivolts', 'volts')}"))
+                                                 f"({low:g}..{high:g} V): {slip('millivolts', 'volts', fixed)}"))
         return self
 
     @property
@@ -704,8 +717,9 @@ class Safety(BaseModel):
         """No potentiostat applies more than 10 V against its reference: limits beyond are not a limit at all."""
         far = [v for v in value if abs(v) > MAX_APPLIED_V]
         if far:
+            fixed = _in_volts(list(value), lambda v: abs(v) <= MAX_APPLIED_V)
             raise ValueError(f"{far[0]:g} V against the reference is more than any potentiostat applies "
-                             f"(+/-{MAX_APPLIED_V:g} V): {slip('millivolts', 'volts')}")
+                             f"(+/-{MAX_APPLIED_V:g} V): {slip('millivolts', 'volts', fixed)}")
         return value
 
     def limits(self, pump: str | None = None) -> SafetyLimits:

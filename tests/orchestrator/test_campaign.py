@@ -128,7 +128,7 @@ def test_the_examples_limits_are_the_potentiostats_range(labloop, workdir):
     proc = labloop("validate", workdir / "campaign.yaml", "--dry-run")  # a window written in mV
     assert proc.returncode == 2 and proc.stderr.strip() == (
         f"error: {protocol}:12: protocol[3].cv.e_vertex1_v: 1950 V is outside the safety window -1.7..2 V: "
-        "millivolts written as volts?")
+        "millivolts written as volts? (1.95)")
 
 
 def test_validate_names_the_library_rows_that_are_never_proposed(labloop, workdir):
@@ -315,9 +315,11 @@ MALFORMED = [
     ("dispense above the syringe", edit("syringe_ml: 10", "syringe_ml: 2"), "safety:", "safety.max_dispense_ml",
      "max_dispense_ml <= syringe_ml"),
     ("safety limits in millivolts", edit("potential_limits_v: [-1.7, 2.0]", "potential_limits_v: [-1700, 2000]"),
-     "safety:", "safety.potential_limits_v", "-1700 V against the reference is more than any potentiostat applies"),
+     "safety:", "safety.potential_limits_v", "-1700 V against the reference is more than any potentiostat applies "
+                                             "(+/-10 V): millivolts written as volts? ([-1.7, 2])"),
     ("window in millivolts", edit("window_v: [4.5, 4.6]", "window_v: [4500, 4600]"), "objective:",
-     "objective.window_v", "4500 V vs Li/Li+ is no potential a cell reaches (-3..10 V): millivolts written as volts?"),
+     "objective.window_v", "4500 V vs Li/Li+ is no potential a cell reaches (-3..10 V): millivolts written as volts? "
+                           "([4.5, 4.6])"),
     ("missing library file", edit("file: library.csv", "file: nowhere.csv"), "library:", "library.file",
      "nowhere.csv: no such file"),
     ("library without the SMILES column", edit("smiles_column: smiles", "smiles_column: molecule"), "library:",
