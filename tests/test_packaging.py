@@ -41,3 +41,35 @@ def test_wheel_installs_and_runs(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "screen" in proc.stdout and "train" in proc.stdout
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's ids of a markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
+    import re
+
+    lines, code = [], False
+    for line in markdown.splitlines():
+        code = code != line.startswith("```")
+        if not code and line.startswith("#"):
+            lines.append(line.lstrip("#").strip())
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in lines}
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    """The README was split into docs/*.md that link to each other: a link to a file or heading that is not there
+    would send a newcomer nowhere."""
+    import re
+
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}: no such file")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked.read_text()):
+                broken.append(f"{page.name}: {target}: no such heading")
+    assert not broken, broken

@@ -175,7 +175,7 @@ def warn_default_safety(campaign: Campaign) -> None:
         console.err.print(f"warning: {campaign.located('safety')}: no such section, so labloop's defaults are "
                           f"the rig's limits ({limits.max_dispense_ml:g} mL per dispense, "
                           f"{limits.syringe_ml:g} mL syringes, a {limits.cell_volume_ml:g} mL cell, {low:g}..{high:g} "
-                          "V vs the reference): write yours (README, \"Campaigns and the journal\")",
+                          "V vs the reference): write yours (docs/campaign-reference.md, \"safety\")",
                           markup=False, highlight=False, soft_wrap=True)
 
 

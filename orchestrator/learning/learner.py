@@ -140,7 +140,7 @@ class Learning:
         retrain that started but left neither a model nor a failure (the run was killed while it trained)
         starts again on the measurements it had, the first ones done, and one that was due but had not
         started (killed in between) starts now. With ``surrogate.wait_for_retrain`` the next proposal then
-        waits for the model the uninterrupted run would have proposed with (README.md, "Reproducible")."""
+        waits for the model the uninterrupted run would have proposed with (docs/planners.md, "Reproducible")."""
         if self.model is None or not self.learns:
             return
         events = self.journal.events()

@@ -460,7 +460,8 @@ class Runner:
 
     def _cell_left(self) -> str:
         """What a stop says of the cell: what it holds by labloop's count, if anything, since the interrupted
-        experiment runs again from its first step onto whatever is left (README, "Campaigns and the journal")."""
+        experiment runs again from its first step onto whatever is left (docs/running.md, "Stopping: Ctrl-C, kill,
+        kill -9, a closed terminal")."""
         held = self.executor.contents.cell_ml
         return (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
                 f"{shell_word(self.journal.path)} --cell-emptied`" if held > 0 else "")

@@ -142,7 +142,7 @@ def test_the_emulators_noise_is_drawn_per_measurement(site: Path) -> None:
 
 
 def test_a_misspelt_option_is_refused_with_its_line(site: Path, tmp_path: Path, labloop, write_campaign) -> None:
-    """The example's descriptor lists its options, as the README says a driver whose ``open`` takes ``**options``
+    """The example's descriptor lists its options, as docs/drivers.md says a driver whose ``open`` takes ``**options``
     must: ``refrence`` passed plain ``validate`` and ``--dry-run`` said "the driver refused its options:
     RodeostatPotentiostat.__init__() got an unexpected keyword argument 'refrence'", with no line."""
     rig = {"sampler": {"driver": "sim-sampler"},

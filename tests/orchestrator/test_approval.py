@@ -229,7 +229,8 @@ def test_the_approve_syntax_the_readme_and_the_runner_show_is_the_one_click_take
 
     from labloop.orchestrator.cli.dashboard import approve
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    readme = "\n".join(p.read_text() for p in (root / "README.md", *sorted((root / "docs").glob("*.md"))))
     lines = [line.split("#")[0] for line in readme.splitlines() if line.startswith("labloop approve ")]
     assert lines
     for line in lines:

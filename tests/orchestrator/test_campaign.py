@@ -251,9 +251,9 @@ def test_the_readme_names_the_sections_of_the_examples_as_they_are():
     """README's list of what examples/campaign.yaml shows, and what examples/lab-grade.yaml adds, are the files'
     sections (a newcomer's trial compared README's snippets with the shipped files: the list left out campaign.yaml's
     ``cell`` and said lab-grade.yaml "also has" it)."""
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "docs" / "campaign-reference.md").read_text().split())
     listed = re.search(r"`examples/campaign\.yaml` shows most sections \(([a-z, ]+)\)", readme)
-    assert listed, "README lists no sections of examples/campaign.yaml"
+    assert listed, "docs/campaign-reference.md lists no sections of examples/campaign.yaml"
     shown = yaml.safe_load(EXAMPLE.read_text())
     assert listed[1].split(", ") == [k for k in shown if k not in ("name", "seed", "store")]
     lab = yaml.safe_load((EXAMPLE.parent / "lab-grade.yaml").read_text())

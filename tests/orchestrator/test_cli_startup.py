@@ -53,7 +53,7 @@ def test_log_records_and_warnings_in_a_log_file_are_one_line_each(tmp_path, writ
     assert f"INFO labloop.surrogate.dataset: read 200 rows from {folder / 'library.csv'}" in lines
     assert not [line for line in lines if line != line.rstrip()]  # no padding to a width
     safety = [line for line in lines if line.startswith("warning: ") and "safety: no such section" in line]
-    assert len(safety) == 1 and safety[0].endswith('(README, "Campaigns and the journal")'), lines
+    assert len(safety) == 1 and safety[0].endswith('(docs/campaign-reference.md, "safety")'), lines
 
     with Journal.create(folder / "tiny.db", load_campaign(campaign_file)):
         pass

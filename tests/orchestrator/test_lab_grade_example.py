@@ -191,7 +191,7 @@ def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):
     did: it named a valve and a pump the example's rig does not have, rates its 1 mL syringes cannot reach and no
     refills, so it took three validate runs to pass and then ran dry. It must validate over the example's whole
     budget."""
-    readme = (EXAMPLES.parent / "README.md").read_text()
+    readme = (EXAMPLES.parent / "docs" / "lab-grade.md").read_text()
     block = readme[readme.index("```yaml\nprotocol:  # a variant of examples/protocols/cv_lab_grade.yaml, on the rig "
                                 "of examples/lab-grade.yaml\n"):]
     protocol = yaml.safe_load(block[len("```yaml\n"):block.index("```", 3)])["protocol"]

@@ -153,7 +153,7 @@ def test_a_spread_that_does_not_rank_the_errors_sends_the_floor_to_its_grids_top
 
 
 def test_calibration_slice_is_5_percent_at_least_100_rows_or_a_fifth_of_small_data():
-    """The rule the README states: `surrogate train` warns below MIN_CALIBRATION_ROWS, i.e. below 500 rows."""
+    """The rule docs/surrogate.md states: `surrogate train` warns below MIN_CALIBRATION_ROWS, i.e. below 500 rows."""
     from labloop.surrogate.ensemble import MIN_CALIBRATION_ROWS, calibration_size
 
     assert MIN_CALIBRATION_ROWS == 100
