@@ -4,7 +4,7 @@ Why: it is the baseline the closed loop must beat, and a quick way to shortlist 
 passes when its predicted potential +/- z*sigma lies inside the usable window: the intersection of the
 solvent's electrochemical stability window and the current collector's limits. Potentials come from
 the absolute (vacuum) scale of IE/EA through a reference electrode's absolute potential:
-``E_ox = IE - E_abs(ref)`` and ``E_red = EA - E_abs(ref)``; with Li+/Li at 1.40 V this is the thesis's
+``E_ox = IE - E_abs(ref)`` and ``E_red = EA - E_abs(ref)``; with Li/Li+ at 1.40 V this is the thesis's
 ``IE - 1.40``. No solvation correction is applied here: that is exactly the gap measurements close. The rule
 wants solvated IE/EA and the prior's are gas-phase, so a reduction potential reads too low and an oxidation
 potential too high by the solvation energy (:func:`gas_phase_note`, which the screen's summary line shows).
@@ -24,21 +24,21 @@ from labloop.surrogate.metrics import Z95
 
 log = logging.getLogger(__name__)
 
-#: Absolute potential (V, vacuum scale) of reference electrodes. Li+/Li: -3.04 V vs SHE; SHE: 4.44 V
+#: Absolute potential (V, vacuum scale) of reference electrodes. Li/Li+: -3.04 V vs SHE; SHE: 4.44 V
 #: (IUPAC); Fc+/Fc: about +0.63 V vs aqueous SHE (docs/protocols.md "Potential scales"; good to ~0.1 V).
 REFERENCE_ABSOLUTE_V: dict[str, float] = {"li": 1.40, "she": 4.44, "fc": 5.07}
 
 
 @dataclass(frozen=True)
 class Window:
-    """A potential window vs Li+/Li, with where the numbers come from."""
+    """A potential window vs Li/Li+, with where the numbers come from."""
 
     low_v: float
     high_v: float
     source: str
 
 
-#: Electrochemical stability windows (V vs Li+/Li) of common electrolyte solvents. Literature limits
+#: Electrochemical stability windows (V vs Li/Li+) of common electrolyte solvents. Literature limits
 #: depend on salt, electrode and current cut-off, so treat them as +/-0.2 V and override with --window
 #: when you know your cell.
 SOLVENT_WINDOWS: dict[str, Window] = {
@@ -51,7 +51,7 @@ SOLVENT_WINDOWS: dict[str, Window] = {
                              "literature, e.g. Xu & co-workers; approximate)"),
 }
 
-#: Current-collector limits (V vs Li+/Li): Al pits above ~4.7 V and alloys with Li below ~0.3 V; Cu
+#: Current-collector limits (V vs Li/Li+): Al pits above ~4.7 V and alloys with Li below ~0.3 V; Cu
 #: oxidises above ~3.5 V and is stable down to 0 V.
 COLLECTOR_LIMITS: dict[str, Window] = {
     "al": Window(0.3, 4.7, "aluminium: anodic dissolution above 4.7 V (thesis), Li-Al alloying below 0.3 V"),
@@ -70,7 +70,7 @@ def rule_of(target: str) -> str:
     return f"{target.removesuffix('_ev').upper()} - {REFERENCE_ABSOLUTE_V['li']:.2f}"
 
 
-#: the rule each role's potential follows (V vs Li+/Li), as a person reads it
+#: the rule each role's potential follows (V vs Li/Li+), as a person reads it
 ROLE_RULE: dict[str, str] = {"cathode": f"E_ox = {rule_of('ie_ev')}", "anode": f"E_red = {rule_of('ea_ev')}"}
 
 
@@ -80,7 +80,7 @@ def gas_phase_note(role: str) -> str:
     oxidation potential and raises a reduction potential by that much."""
     quantity, way = ("a reduction", "low") if role == "anode" else ("an oxidation", "high")
     energy = ROLE_TARGET[role].removesuffix("_ev").upper()
-    return (f"{ROLE_RULE[role]} V vs Li+/Li of gas-phase {energy}: without solvation {quantity} "
+    return (f"{ROLE_RULE[role]} V vs Li/Li+ of gas-phase {energy}: without solvation {quantity} "
             f"potential reads about 1.4-2.7 V too {way}")
 
 
@@ -97,7 +97,7 @@ def potential_vs_reference(energy_ev: np.ndarray, reference: str = "li",
 
 
 def usable_window(solvent: str, collector: str, custom: tuple[float, float] | None = None) -> Window:
-    """Solvent window (or ``custom``) intersected with the collector's limits, vs Li+/Li."""
+    """Solvent window (or ``custom``) intersected with the collector's limits, vs Li/Li+."""
     if custom is not None:
         base = Window(custom[0], custom[1], "user-given window")
     else:

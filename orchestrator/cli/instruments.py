@@ -87,7 +87,10 @@ def _options(_ctx: click.Context, param: click.Parameter, given: tuple[str, ...]
     return options
 
 
-@drivers.command("check", help="Run the conformance kit on DRIVER, against its emulator or --port.")
+@drivers.command("check", help="Run the conformance kit on DRIVER, against its emulator or --port. With --port it "
+                                "moves real things, in real time: a pump dispenses and withdraws 0.01 mL (its "
+                                "syringe set to 14.57 mm), a potentiostat scans -0.2..0.3 V on the connected cell, "
+                                "a valve opens and closes, a sample changer loads a sample (docs/hardware.md).")
 @click.argument("driver")
 @click.option("--port", default=None, help="Serial port (or pyserial URL) of a real device; default: the emulator.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", callback=_options,

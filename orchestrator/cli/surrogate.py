@@ -402,7 +402,7 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
 @click.option("--z", type=click.FloatRange(min=0.0), default=Z95, show_default=True,
               help="Interval half-width in sigmas (1.96 = 95%).")
 @click.option("--global-sigma", is_flag=True, help="One sigma for all (the model's error std), as the thesis did.")
-@click.option("--window", type=(float, float), default=None, help="Own window LOW HIGH in V vs Li+/Li.")
+@click.option("--window", type=(float, float), default=None, help="Own window LOW HIGH in V vs Li/Li+.")
 @click.option("--reference", default="li", show_default=True, help="Also report potentials vs li, she or fc.")
 @click.option("--all", "include_all", is_flag=True, help="Write failing molecules too (after the hits).")
 @smiles_option
@@ -453,7 +453,7 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
         # brackets are no markup: rich folded it at the console's width and took `runs[old]/` for a style
         console.out.print(f"{len(hits)} of {total} molecules pass: {role} ({gas_phase_note(role)}), window "
                           f"{win.low_v:.2f}-"
-                          f"{win.high_v:.2f} V vs Li+/Li ({win.source}); wrote {output}",
+                          f"{win.high_v:.2f} V vs Li/Li+ ({win.source}); wrote {output}",
                           markup=False, highlight=False, soft_wrap=True)
         if len(hits):
             top = Table(title="best hits")

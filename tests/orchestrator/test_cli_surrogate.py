@@ -181,14 +181,14 @@ def test_the_summary_lines_stay_whole_when_piped_and_keep_a_paths_brackets(lablo
     proc = labloop("surrogate", "screen", tiny_model_dir, lib, "-o", folder / "hits.csv", "--no-cache")
     assert proc.returncode == 0, proc.stderr
     summary = proc.stdout.splitlines()[0]
-    assert (" of 2 molecules pass: cathode (E_ox = IE - 1.40 V vs Li+/Li of gas-phase IE: without solvation an "
-            "oxidation potential reads about 1.4-2.7 V too high), window 0.44-4.70 V vs Li+/Li (acetonitrile: ") \
+    assert (" of 2 molecules pass: cathode (E_ox = IE - 1.40 V vs Li/Li+ of gas-phase IE: without solvation an "
+            "oxidation potential reads about 1.4-2.7 V too high), window 0.44-4.70 V vs Li/Li+ (acetonitrile: ") \
         in summary, proc.stdout
     assert len(summary) > 200 and summary.endswith(f"; wrote {folder / 'hits.csv'}"), proc.stdout
     # an anolyte screen names its own rule (it said nothing of EA, or of the gas-phase EA's reading volts low)
     proc = labloop("surrogate", "screen", tiny_model_dir, lib, "--role", "anode", "-o", folder / "a.csv", "--no-cache")
     assert proc.returncode == 0, proc.stderr
-    assert (" molecules pass: anode (E_red = EA - 1.40 V vs Li+/Li of gas-phase EA: without solvation a reduction "
+    assert (" molecules pass: anode (E_red = EA - 1.40 V vs Li/Li+ of gas-phase EA: without solvation a reduction "
             "potential reads about 1.4-2.7 V too low), window ") in proc.stdout.splitlines()[0], proc.stdout
     proc = labloop("surrogate", "predict", tiny_model_dir, lib, "-o", folder / "p.csv", "--no-cache")
     assert proc.returncode == 0 and proc.stdout.splitlines() == [f"wrote 2 predictions to {folder / 'p.csv'}"]
