@@ -72,8 +72,22 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
     # as validate does: a folder that cannot hold it, a journal of other settings
     preflight.check_store(campaign, "--store" if store is not None else None)
     source = campaign_file.read_text()
-    return _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source),
+    done = 0
+    if campaign.store.exists():
+        with Journal.open(campaign.store, readonly=True) as journal:
+            done = len(journal.experiments(states=(State.DONE,)))
+    code = _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source),
                          scheduler)
+    if code == EXIT_OK and done >= campaign.budget.max_experiments:  # run again on a finished journal: how to go on
+        _say(_at_budget(campaign.store, done, campaign.budget.max_experiments))
+    return code
+
+
+def _at_budget(store: Path, done: int, budget: int) -> str:
+    """What ``run`` or ``resume`` of a campaign already at its budget says: how to give it more (a newcomer ran
+    the finished example again and read only its summary)."""
+    return (f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
+            f"one: labloop resume {shell_word(store)} --max-experiments {done + budget}")
 
 
 @click.command(help="Continue a stopped campaign (Ctrl-C, a crash, kill -9) to its budget, or to a new one with "
@@ -153,8 +167,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
     code = _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler,
                          by_hand=by_hand, record=record)
     if code == EXIT_OK and max_experiments is None and done >= campaign.budget.max_experiments:
-        _say(f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
-             f"one: labloop resume {shell_word(store)} --max-experiments {done + campaign.budget.max_experiments}")
+        _say(_at_budget(store, done, campaign.budget.max_experiments))
     return code
 
 

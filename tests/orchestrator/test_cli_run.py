@@ -53,7 +53,11 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
     assert labloop("run", campaign_file, "--dry-run", "--store", store, "--seed", 11).returncode == 0
     assert not (tmp_path / "tiny.db").exists()
     for again in (("resume", store), ("run", campaign_file, "--dry-run", "--store", store, "--seed", 11)):
-        assert labloop(*again).returncode == 0
+        result = labloop(*again)
+        assert result.returncode == 0  # and each says how to go on (run said only its summary, a newcomer's trial)
+        assert result.stderr.splitlines()[-1] == (f"{store}: the campaign was already at its budget (2 experiments "
+                                                  f"done); to go on, give it a new one: labloop resume {store} "
+                                                  "--max-experiments 4"), result.stderr
     with Journal.open(store, readonly=True) as journal:
         assert journal.campaign_info().seed == 11
         assert len(journal.experiments()) == 2
