@@ -15,8 +15,8 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,9 @@ class MoleculeTable:
     smiles: list[str]
     targets: list[str]
     Y: np.ndarray  # shape (n, len(targets)); (n, 0) without targets
+    #: per target, the 0-based rows whose cell was a missing-value marker (``read_table``'s ``missing_markers``),
+    #: read as missing like an empty cell, with the marker as written: for the caller to count in its warning
+    marked: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def sha256(self) -> str:
         """Hash of SMILES and labels: identifies the training data in a model manifest."""
@@ -97,13 +100,28 @@ def separator_hint(columns: Sequence[object]) -> str:
         if separated else ""
 
 
+#: what a lab's table writes in a cell it has no value for (compared without case and surrounding spaces): a
+#: spreadsheet's or an instrument export's ``n/a``, ``NA``, ``NaN``, ``-``, ``ND`` (not determined), read as missing
+#: by the readers that pass them as ``missing_markers`` (a backtest's truth: a trial's table had 11 of them, refused
+#: one cell at a time)
+MISSING_MARKERS = frozenset({"n/a", "na", "nan", "-", "nd", "n.d."})
+
+
+def listed_columns(names: Sequence[object]) -> str:
+    """``(columns: 'smiles', ' E_ox ')``: a table's column names for a message, each quoted, so that spaces around a
+    name (a header typed `` SMILES ``) show."""
+    return f"(columns: {', '.join(repr(str(name)) for name in names)})"
+
+
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
-               smiles_column: str = "smiles", column_hint: str = "", target_option: str | None = None
-               ) -> MoleculeTable:
+               smiles_column: str = "smiles", column_hint: str = "", target_option: str | None = None,
+               missing_markers: Collection[str] = ()) -> MoleculeTable:
     """Read ``path``; require the SMILES column and every target column (numbers or empty). ``column_hint``
     ends the message of a missing SMILES column (where its name comes from, for a table a lab wrote);
     ``target_option``, the command-line option the targets were typed in (``--column``), starts the message of a
-    missing one, which then names the option the user must correct rather than a "target column" it never saw."""
+    missing one, which then names the option the user must correct rather than a "target column" it never saw.
+    A target cell reading one of ``missing_markers`` (lower case; e.g. :data:`MISSING_MARKERS`) is missing, as an
+    empty one is, and its row listed in the table's ``marked``."""
     path = Path(path)
     if (problem := not_a_file(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
@@ -118,17 +136,23 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
             from None
     columns = list(df.columns)
     if smiles_column not in names:  # the separator, when it is the cause, is the one thing to say
-        raise InvalidInput(f"{path}: no column {smiles_column!r} (columns: {', '.join(map(str, columns))})"
+        raise InvalidInput(f"{path}: no column {smiles_column!r} {listed_columns(columns)}"
                            f"{separator_hint(columns) or column_hint}")
     missing = [t for t in targets if t not in names]
     if missing:
-        listed = f"(columns: {', '.join(map(str, columns))})"
+        listed = listed_columns(columns)
         if target_option is not None:
             raise InvalidInput(f"{target_option} {missing[0]}: no such column in {path} {listed}")
         raise InvalidInput(f"{path}: no target column {missing[0]!r} {listed}")
     Y = np.zeros((len(df), len(targets)))
+    marked: dict[str, dict[int, str]] = {}
     for j, t in enumerate(targets):
         column = df[names[t]]
+        if missing_markers:
+            is_marker = column.map(lambda cell: isinstance(cell, str) and cell.strip().casefold() in missing_markers)
+            marked[t] = {int(row): str(column.iloc[row]).strip()
+                         for row in np.flatnonzero(is_marker.to_numpy(dtype=bool))}
+            column = column.mask(is_marker)
         values = pd.to_numeric(column, errors="coerce")
         bad = values.isna() & column.notna()
         if bad.any():
@@ -140,7 +164,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     smiles = ["" if pd.isna(s) else str(s) for s in df[names[smiles_column]]]
     _blank_too_long(smiles, path, line_of)
     log.info("read %d %s from %s", len(smiles), plural(len(smiles), "row"), path)
-    return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y)
+    return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y, marked=marked)
 
 
 def file_columns(path: Path, wanted: Sequence[str], line_of: Callable[[int], int]) -> dict[str, str]:
@@ -156,17 +180,21 @@ def column_names(path: Path, header: Sequence[str], wanted: Sequence[str],
                  line_of: Callable[[int], int] | None = None) -> dict[str, str]:
     """Each of the ``wanted`` columns that ``header`` has, by the name the file writes it with, whatever its case
     (``SMILES`` for ``smiles``: a lab's table names its columns its own way, and an exact match refused one with a
-    capital, or took ``smiles`` beside a ``Smiles`` the user meant). A wanted column the header gives twice is
+    capital, or took ``smiles`` beside a ``Smiles`` the user meant), and whatever spaces surround it (a header
+    `` SMILES `` a spreadsheet kept was no ``smiles``). A wanted column the header gives twice is
     refused (InvalidInput, one line): as written, or in two cases, naming both and the header's line (``line_of``:
     the CSV's lines; None for a file without lines, Parquet), since which one was meant cannot be told."""
     found: dict[str, str] = {}
     for name in wanted:
-        same = [column for column in header if column.casefold() == name.casefold()]
+        same = [column for column in header if column.strip().casefold() == name.strip().casefold()]
         if len(set(same)) > 1:
             first, other = same[0], next(column for column in same if column != same[0])
             where = "" if line_of is None else f"line {line_of(-1)}: "
-            raise InvalidInput(f"{path}: {where}columns {first!r} and {other!r} differ only by case, and labloop "
-                               "matches column names whatever their case: rename one, or remove it")
+            spaced = first.strip() != first or other.strip() != other
+            raise InvalidInput(f"{path}: {where}columns {first!r} and {other!r} differ only by case"
+                               f"{' or surrounding spaces' if spaced else ''}, and labloop matches column names "
+                               f"whatever their case{' and surrounding spaces' if spaced else ''}: rename one, or "
+                               "remove it")
         if len(same) > 1:
             raise InvalidInput(f"{path}: column {same[0]!r} is given {len(same)} times (columns: "
                                f"{', '.join(header)}): keep one, or rename the others")

@@ -55,6 +55,7 @@ from labloop.surrogate.dataset import (
     csv_line,
     csv_lines,
     file_columns,
+    listed_columns,
     not_a_file,
     separator_hint,
     unreadable_hint,
@@ -126,7 +127,7 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
         header = list(pd.read_csv(path, nrows=0).columns)
         written = file_columns(path, (column,), csv_lines(path)).get(column)
         if written is None:
-            raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(map(str, header))})"
+            raise InvalidInput(f"{path}: no column {column!r} {listed_columns(header)}"
                                f"{separator_hint(header)}")
         frames = pd.read_csv(path, usecols=[written], dtype={written: str}, keep_default_na=False, chunksize=size)
         for frame in frames:
@@ -152,7 +153,7 @@ def _open_parquet(path: Path, column: str) -> tuple[pq.ParquetFile, str]:
     names = parquet.schema_arrow.names
     written = column_names(path, names, (column,)).get(column)
     if written is None:
-        raise InvalidInput(f"{path}: no column {column!r} (columns: {', '.join(names)})")
+        raise InvalidInput(f"{path}: no column {column!r} {listed_columns(names)}")
     return parquet, written
 
 

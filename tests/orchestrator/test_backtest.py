@@ -152,8 +152,8 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["--column", "nope", "--planners", "random"], "error: --column nope: no such column in {truth} (columns: smiles, "
-                                                   "e_v)"),  # it said "target column", a name the user never typed
+    (["--column", "nope", "--planners", "random"], "error: --column nope: no such column in {truth} (columns: "
+                                                   "'smiles', 'e_v')"),  # it said "target column", never typed
     (["--column", "e_v", "--planners", "random,oracle"], "unknown planner oracle"),
     (["--column", "e_v", "--planners", "bayes"], "need the campaign's prior section"),
     (["--column", "e_v", "--seeds", "0"], "--seeds"),
@@ -192,8 +192,8 @@ def test_a_truth_table_says_what_it_leaves_out_and_how_its_smiles_column_is_name
     named = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "named.csv", "--column", "e_v",
                     "--planners", "random")
     assert named.returncode == 2 and named.stderr.strip().endswith(
-        "no column 'smiles' (columns: molecule, e_v): name its SMILES column 'smiles', as the campaign's library does "
-        "(library.smiles_column)")
+        "no column 'smiles' (columns: 'molecule', 'e_v'): name its SMILES column 'smiles', as the campaign's library "
+        "does (library.smiles_column)")
 
 
 def test_one_row_is_said_as_one_row(tmp_path, labloop, write_campaign, truth_csv):
@@ -456,3 +456,15 @@ def test_library_molecules_without_a_true_value_are_counted_and_none_known_is_ba
     assert none.returncode == 2 and len(none.stderr.strip().splitlines()) == 1, none.stderr
     assert none.stderr.startswith(f"error: {tmp_path / 'other.csv'}: none of its 2 valid SMILES is one of the 200 of "
                                   f"the library {EXAMPLES_LIBRARY}")
+
+
+def test_column_names_match_with_spaces_around_them(tmp_path, labloop, write_campaign, truth_csv):
+    """A header ' SMILES , e_v ' (a spreadsheet's spaces) was no 'smiles' column; the names are matched stripped."""
+    path, in_window = truth_csv
+    text = path.read_text().replace("smiles,e_v", " SMILES , e_v ", 1)
+    (tmp_path / "spaced.csv").write_text(text)
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "spaced.csv", "--column", "e_v",
+                     "--planners", "random", "--seeds", "1", "--budget", "200", "--no-instruments", "--noise-v", "0",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["planners"]["random"]["per_seed"] == [in_window]

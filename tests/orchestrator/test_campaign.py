@@ -695,7 +695,7 @@ def test_a_library_without_true_values_is_refused_by_dry_runs_only(labloop, work
     assert load_campaign(workdir / "real.yaml").world is not None  # loads: no column is read yet
     dry = labloop("validate", workdir / "real.yaml", "--dry-run")
     assert dry.returncode == 2 and re.fullmatch(r"error: .*real\.yaml:\d+: world\.truth\.kind: .*real\.csv: no target "
-                                                r"column 'ie_ev' \(columns: smiles\)", dry.stderr.strip()), dry.stderr
+                                                r"column 'ie_ev' \(columns: 'smiles'\)", dry.stderr.strip()), dry.stderr
     (workdir / "bare.yaml").write_text("\n".join(line for line in text.splitlines() if not line.startswith("world:")))
     bare = labloop("validate", workdir / "bare.yaml", "--dry-run")
     assert bare.returncode == 2 and "world: a dry run simulates the library's ie_ev/ea_ev" in bare.stderr
