@@ -167,9 +167,18 @@ def report_invalid(invalid: Sequence[InvalidSmiles], path: Path | str,
     row, a table's from :func:`labloop.surrogate.dataset.csv_lines`, a library's from
     :func:`labloop.surrogate.library_pipeline.row_lines`); ``what`` is the message's start, with ``{n}`` and
     ``{path}``."""
+    said = invalid_said(invalid, path, what, line_of=line_of)
+    if said is not None:
+        err.print(f"warning: {said}", markup=False, highlight=False, soft_wrap=True)
+
+
+def invalid_said(invalid: Sequence[InvalidSmiles], path: Path | str,
+                 what: str = "skipped {n} invalid SMILES in {path}", *,
+                 line_of: Callable[[int], int]) -> str | None:
+    """What :func:`report_invalid` says after ``warning:`` (None when nothing is invalid), for a command that
+    collects its warnings (``backtest``, whose ``--json`` lists them)."""
     if not invalid:
-        return
+        return None
     shown = ", ".join(f"line {line_of(i.row)} {i.shown}" for i in invalid[:5])
     more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
-    err.print(f"warning: {what.format(n=len(invalid), path=path)}: {shown}{more}",
-              markup=False, highlight=False, soft_wrap=True)
+    return f"{what.format(n=len(invalid), path=path)}: {shown}{more}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import click
 from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan
+from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
 from labloop.orchestrator.cli.preflight import check_store_folder
-from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,10 @@ def _prior(campaign: Campaign) -> Any:
 @click.option("--truth", "truth_file", required=True, type=click.Path(path_type=Path),
               help="CSV of true values (V vs Li/Li+) with the library's SMILES column.")
 @click.option("--column", required=True, help="The truth file's column of true values.")
+@click.option("--truth-vs", type=click.Choice(["li", "fc"]), default=None,
+              help="The truth column's reference scale: li (V vs Li/Li+, the default for a header naming no scale) or "
+                   "fc (V vs Fc/Fc+, converted with the campaign's cell.ferrocene_vs_li_v). Needed when the header "
+                   "names another scale.")
 @click.option("--planners", default="bayes,greedy,random", show_default=True, help="Comma-separated planner kinds.")
 @click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=5, show_default=True)
 @click.option("--budget", type=click.IntRange(min=1), default=None,
@@ -71,13 +78,48 @@ def _prior(campaign: Campaign) -> Any:
                    f"up to {ORACLE_ROWS} library molecules (all of a smaller library) before the campaign "
                    "(needs a prior and a hit window).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, seeds: int, budget: int | None,
-             no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
+def backtest(campaign_file: Path, truth_file: Path, column: str, truth_vs: str | None, planners: str, seeds: int,
+             budget: int | None, no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
+    """Why a guard around the work: a Ctrl-C or a ``kill`` (SIGTERM, as ``labloop run`` takes it:
+    orchestrator/loop/interrupts.py) said only ``aborted``, or nothing, with 143; now one line says what stopped
+    and what is left (:func:`_stopped`), exit 130."""
+    from labloop.orchestrator.loop.interrupts import Interrupts
+
+    campaign = load_campaign(campaign_file)
+    try:
+        with Interrupts():
+            _backtest(campaign, truth_file, column, truth_vs, planners, seeds, budget, no_instruments, noise_v,
+                      oracle, as_json)
+    except KeyboardInterrupt as exc:
+        console.err.print(_stopped(campaign, exc), markup=False, highlight=False, soft_wrap=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+def _stopped(campaign: Campaign, exc: KeyboardInterrupt) -> str:
+    """The one line of a stopped backtest: by what, that it wrote nothing (it has no output file), and what of the
+    prior model stays (it is cached beside the store only once trained in full: surrogate/persistence.py)."""
+    from labloop.orchestrator.learning import models
+
+    how = str(exc) if str(exc).startswith("SIG") else "SIGINT"
+    prior = ""
+    if campaign.prior is not None:
+        directory = models.prior_dir(campaign.store, models.prior_key(campaign))
+        prior = (f"; the prior model cached in {directory} is kept" if directory.exists() else
+                 "; no prior model was cached (its training, if it began, is lost)")
+    return f"interrupted ({how}): the backtest stopped before its results and wrote nothing{prior}"
+
+
+def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str | None, planners: str, seeds: int,
+              budget: int | None, no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
+    """The command's work, inside :func:`backtest`'s guard."""
     from labloop.orchestrator import backtest as engine
     from labloop.planners import PLANNERS
 
-    campaign = load_campaign(campaign_file)
-    kinds = [k.strip() for k in planners.split(",") if k.strip()]
+    named = [k.strip() for k in planners.split(",")]
+    if "" in named:  # "bayes,,random": a planner left out by a slip, not silently dropped
+        raise click.BadParameter(f"{planners!r} has an empty planner name: separate planner kinds by single commas "
+                                 "(e.g. bayes,greedy,random)", param_hint="--planners")
+    kinds = named
     unknown = [k for k in kinds if k not in PLANNERS]
     if not kinds or unknown:
         raise click.BadParameter(f"unknown planner {', '.join(unknown) or '(none)'}; known: {', '.join(PLANNERS)}",
@@ -88,8 +130,11 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     if any(k != "random" for k in kinds):  # the prior model is cached beside the store: fail before training
         check_store_folder(campaign, campaign.located("store"))
     scan = None if no_instruments else engine.campaign_scan(campaign)
-    truth, notes = engine.read_truth(truth_file, column, campaign.library.smiles_column)
-    library, known, left_out = engine.library_truth(campaign, truth, truth_file)
+    offset = engine.truth_offset(truth_file, column, truth_vs, campaign.cell.ferrocene_vs_li_v)
+    read = engine.read_truth(truth_file, column, campaign.library.smiles_column, offset_v=offset,
+                             ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
+    notes = read.notes
+    library, known, left_out, library_rows = engine.library_truth(campaign, read.values, truth_file)
     notes += left_out
     asked = budget or campaign.budget.max_experiments
     if asked > len(library):  # a campaign cannot measure a molecule twice: capped, and said (it was silent)
@@ -98,10 +143,10 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
                      f"value: each campaign runs {len(library)} {plural(len(library), 'experiment')}, all of them")
     budget = min(asked, len(library))
     objective = campaign.objective
-    if objective.defines_hits and not any(objective.is_hit(v) for v in known.values()):
-        # e.g. an energy in eV given for a potential: every planner would find 0 hits and look alike
-        notes.append(f"no value of column {column!r} in {truth_file} is a hit "
-                     f"({describe_objective(objective.model_dump())}): is it {objective.quantity} in V vs Li/Li+?")
+    hits = _hits(objective, read.molecules.values()), _hits(objective, known.values())
+    if hits[1] == 0:  # every planner would find 0 hits and look alike: say whose fault it most likely is
+        notes.append(_no_hit(objective, column, truth_file, hits[0], len(library),
+                             display_name(campaign.library.file)))
     for note in notes:
         console.err.print(f"warning: {printable(note)}", markup=False, highlight=False, soft_wrap=True)
     model = _prior(campaign) if any(k != "random" for k in kinds) else None
@@ -127,8 +172,10 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
     report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
               "objective": describe_objective(objective.model_dump()),
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
-              "hits_in_table": (sum(objective.is_hit(v) for v in known.values()) if objective.defines_hits
-                                else None),
+              "objective_v": {"goal": objective.goal, "window_v": objective.window_v and list(objective.window_v),
+                              "threshold_v": objective.threshold_v},
+              "hits_in_table": hits[0], "hits_in_library": hits[1], "truth_vs": "fc" if offset else "li",
+              "truth_offset_v": offset, "truth_rows": read.rows, "library_rows": library_rows,
               "seeds": list(range(campaign.seed, campaign.seed + seeds)),  # per_seed's order
               "seeds_vary": seeds_vary(scan is not None, noise_v, "random" in kinds),
               "versus_leader": engine.paired_with_leader(results),
@@ -138,6 +185,25 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, planners: str, 
         console.out.print_json(json.dumps(report, allow_nan=False))  # strict JSON: a missing value is null
         return
     _print_table(report)
+
+
+def _hits(objective: Objective, values: Iterable[float]) -> int | None:
+    """How many of ``values`` are hits; None for a goal without a hit definition."""
+    return sum(objective.is_hit(v) for v in values) if objective.defines_hits else None
+
+
+def _no_hit(objective: Objective, column: str, truth_file: Path, in_table: int | None, library: int,
+            library_name: str) -> str:
+    """The warning of a backtest whose library molecules hold no hit, blaming what is true: the table, when it
+    holds no hit either (e.g. an energy in eV given for a potential, or another scale), else the library (a trial:
+    the table's 25 hits were none of the library's 20 molecules, and the table's scale was blamed)."""
+    goal = describe_objective(objective.model_dump())
+    if not in_table:
+        return f"no value of column {column!r} in {truth_file} is a hit ({goal}): is it {objective.quantity} in V vs " \
+               "Li/Li+?"
+    return (f"none of the {library} {plural(library, 'molecule')} of the library {library_name} with a true value "
+            f"is a hit ({goal}): {truth_file} holds {in_table} {plural(in_table, 'hit')}, "
+            f"none of {plural(in_table, 'it', 'them')} in the library, so every planner finds 0")
 
 
 def seeds_vary(instruments: bool, noise_v: float, random: bool = True) -> str:
@@ -180,7 +246,7 @@ def _print_table(report: dict[str, Any]) -> None:
         table.add_column(heading)
     for name, r in report["planners"].items():
         after = " / ".join(_g(v) for v in r["after"].values())
-        per_seed = " ".join(_g(v) for v in r["per_seed"])
+        per_seed = " ".join(_g(v if v is None else round(v, 2)) for v in r["per_seed"])  # as the mean is
         of_oracle = "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}"
         spread = "" if r["sd"] is None else f" +/- {r['sd']:g} ({r['se']:g})"  # none from one seed
         checked = "-" if r["within_1_96_sd"] is None else f"{100 * r['within_1_96_sd']:.0f}% ({r['rms_z']:g})"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -140,7 +143,7 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
     path, _ = truth_csv
     campaign = load_campaign(write_campaign(tmp_path, prior=True, shared_prior=True,
                                             planner={"kind": "bayes", "batch_size": 4}))
-    truth, _ = read_truth(path, "e_v")
+    truth = read_truth(path, "e_v").values
     library = list(truth)
     model = _prior(campaign)
     view = oracle_view(model, truth, library, DescriptorTable(), seed=0, rows=50)
@@ -215,6 +218,9 @@ def test_one_row_is_said_as_one_row(tmp_path, labloop, write_campaign, truth_csv
         f"warning: 1 row of {lab} repeats a molecule with another value (the first: line {len(rows) + 2} "
         f"{rows[4].split(',')[0]!r} repeats line 4 {rows[4].split(',')[0]!r}): the first value is used, however the "
         "later rows spell it",
+        f"warning: 1 repeated molecule of {lab} has values more than 0.1 V apart (first: lines 4, {len(rows) + 2}, "
+        f"spread {abs(4.55 - float(rows[4].split(',')[1])):.3f} V), more than a measurement repeats by, and the first "
+        "value is used: check those rows for a mix-up (a reference electrode, a unit, a sign, another molecule's row)",
         f"warning: 1 of the 200 molecules of the library {EXAMPLES_LIBRARY} has no true value in {lab} and is left "
         "out (compared as written, then as canonical SMILES)"], result.stderr
     (tmp_path / "one.csv").write_text("smiles,e_v\nC1CC(,4.5\n")
@@ -454,8 +460,125 @@ def test_library_molecules_without_a_true_value_are_counted_and_none_known_is_ba
     none = labloop("backtest", campaign, "--truth", tmp_path / "other.csv", "--column", "e_v", "--planners", "random",
                    "--no-instruments")
     assert none.returncode == 2 and len(none.stderr.strip().splitlines()) == 1, none.stderr
-    assert none.stderr.startswith(f"error: {tmp_path / 'other.csv'}: none of its 2 valid SMILES is one of the 200 of "
-                                  f"the library {EXAMPLES_LIBRARY}")
+    assert none.stderr.startswith(f"error: {tmp_path / 'other.csv'}: none of its 2 valid SMILES is one of the 200 "
+                                  f"molecules of the library {EXAMPLES_LIBRARY}")
+
+
+def test_no_hit_in_the_library_blames_the_library_not_the_table(tmp_path, labloop, write_campaign, truth_csv):
+    """A library none of whose molecules is a hit, beside a table that has hits: the warning blamed the table's
+    scale (a chemist's trial: 'is it oxidation_potential in V vs Li/Li+?' of a table with 25 hits). It says the
+    library holds none, and --json counts the table's hits apart from the library's."""
+    path, in_window = truth_csv
+    table = pd.read_csv(path)
+    outside = table[(table.e_v < 4.5) | (table.e_v > 4.6)].head(20)
+    outside[["smiles"]].to_csv(tmp_path / "lib.csv", index=False)
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "lib.csv")})
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds", "1",
+                     "--budget", "4", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["hits_in_table"], report["hits_in_library"]) == (in_window, 0)
+    assert report["objective_v"] == {"goal": "window", "window_v": [4.5, 4.6], "threshold_v": None}
+    assert (f"warning: none of the 20 molecules of the library {tmp_path / 'lib.csv'} with a true value is a hit "
+            f"(oxidation potential in [4.50, 4.60] V vs Li/Li+): {path} holds {in_window} hits, none of them in the "
+            "library, so every planner finds 0") in result.stderr.splitlines(), result.stderr
+    assert "is it oxidation_potential" not in result.stderr
+
+
+def test_invalid_library_rows_are_said_as_invalid_and_not_counted_as_molecules(tmp_path, labloop, write_campaign,
+                                                                               truth_csv):
+    """Invalid library rows were counted among 'molecules with no true value' (a trial: '2 of the 22 molecules',
+    2 of them 'C1CC' and 'not measured'): they are named by line as validate names them, and the molecules are
+    counted as validate counts them (a molecule written twice is one)."""
+    path, _ = truth_csv
+    smiles = pd.read_csv(path).smiles.head(20).tolist()
+    (tmp_path / "lib.csv").write_text("smiles\n" + "\n".join([*smiles, "C1CC", "not measured", smiles[0]]) + "\n")
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "lib.csv")})
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds", "1",
+                     "--budget", "4", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["library"] == 20
+    assert report["library_rows"] == {"rows": 23, "molecules": 20, "invalid_smiles": 2, "without_true_value": 0}
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings[0].startswith(f"warning: 2 invalid SMILES in {tmp_path / 'lib.csv'} are left out: line 22 'C1CC', "
+                                  "line 23 'not measured'"), warnings
+    assert not any("no true value" in w for w in warnings), warnings
+    assert "Parse Error" not in result.stderr  # RDKit's own lines are kept out
+
+
+def test_a_truth_on_another_reference_scale(tmp_path, labloop, write_campaign, truth_csv):
+    """A table vs Fc/Fc+ was read as vs Li/Li+: every planner found 0 and one still led. A header naming another
+    scale is refused until --truth-vs says what it is; fc converts with the campaign's cell.ferrocene_vs_li_v."""
+    path, in_window = truth_csv
+    table = pd.read_csv(path)
+    fc = table.assign(e_v=table.e_v - 3.1).rename(columns={"e_v": "E1/2 (V vs Fc/Fc+)"})
+    fc.to_csv(tmp_path / "fc.csv", index=False)
+    campaign = write_campaign(tmp_path, cell={"ferrocene_vs_li_v": 3.1})
+    args = ("backtest", campaign, "--truth", tmp_path / "fc.csv", "--column", "E1/2 (V vs Fc/Fc+)", "--planners",
+            "random", "--seeds", "1", "--budget", "200", "--no-instruments", "--noise-v", "0")
+    refused = labloop(*args)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "names the Fc/Fc+ scale" in refused.stderr and "--truth-vs fc" in refused.stderr
+    converted = labloop(*args, "--truth-vs", "fc", "--json")
+    assert converted.returncode == 0, converted.stderr
+    report = json.loads(converted.stdout)
+    assert report["planners"]["random"]["per_seed"] == [in_window] and report["truth_offset_v"] == 3.1
+    fc.rename(columns={"E1/2 (V vs Fc/Fc+)": "E (V vs SCE)"}).to_csv(tmp_path / "sce.csv", index=False)
+    sce = labloop("backtest", campaign, "--truth", tmp_path / "sce.csv", "--column", "E (V vs SCE)", "--planners",
+                  "random", "--no-instruments")
+    assert sce.returncode == 2 and "convert the column to V vs Li/Li+" in sce.stderr, sce.stderr
+    # a third of the rows on the other scale: a group ~3.1 V below the rest
+    mixed = table.assign(e_v=[v - 3.1 if i % 3 == 0 else v for i, v in enumerate(table.e_v)])
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    said = labloop("backtest", campaign, "--truth", tmp_path / "mixed.csv", "--column", "e_v", "--planners", "random",
+                   "--seeds", "1", "--budget", "4", "--no-instruments")
+    assert said.returncode == 0, said.stderr
+    assert re.search(r"warning: .*mixed\.csv, column 'e_v': 6\d of its 200 values lie more than 1\.55 V below its "
+                     r"median \(\d\.\d\d V\), nearer the median - 3\.1 V \(cell\.ferrocene_vs_li_v\) than the median "
+                     r"itself \(lines 2, 5, 8, 11, 14 and 5\d more\), as values vs Fc/Fc\+ among values vs Li/Li\+ "
+                     r"would", said.stderr), said.stderr
+    assert "values lie more than" not in labloop(*args[:4], path, "--column", "e_v", *args[6:]).stderr
+
+
+def test_repeats_far_apart_are_named_apart_from_close_ones(tmp_path, labloop, write_campaign, truth_csv):
+    """A molecule given again 3.2 V off got the same mild note as one given again 0.02 V off: a spread beyond
+    surrogate train's REPEAT_SPREAD is warned of by itself, with the lines."""
+    path, _ = truth_csv
+    rows = path.read_text().splitlines()
+    close, far = rows[1].split(","), rows[2].split(",")
+    (tmp_path / "lab.csv").write_text("\n".join([*rows, f"{close[0]},{float(close[1]) + 0.02}",
+                                                 f"{far[0]},{float(far[1]) - 3.2}"]) + "\n")
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "lab.csv", "--column", "e_v",
+                     "--planners", "random", "--seeds", "1", "--budget", "2", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    assert (f"warning: 1 repeated molecule of {tmp_path / 'lab.csv'} has values more than 0.1 V apart (first: lines "
+            f"3, {len(rows) + 2}, spread 3.200 V)") in result.stderr, result.stderr
+    rows_said = json.loads(result.stdout)["truth_rows"]
+    assert (rows_said["repeats_with_another_value"], rows_said["repeated_molecules_apart"]) == (2, 1)
+
+
+def test_missing_value_markers_are_missing_values(tmp_path, labloop, write_campaign, truth_csv):
+    """'n/a', 'NA', 'nan', '-', 'ND' in a lab's column were refused one cell at a time (a trial: 11 cells): they
+    are missing values, counted in one warning that names the first lines; a word that is no marker is still
+    refused."""
+    path, _ = truth_csv
+    table = pd.read_csv(path).astype({"e_v": object})
+    for row, marker in zip((3, 10, 20, 30, 40, 50), ("n/a", "NA", "nan", " - ", "ND", "NaN"), strict=True):
+        table.loc[row, "e_v"] = marker
+    table.to_csv(tmp_path / "lab.csv", index=False)
+    args = ("backtest", write_campaign(tmp_path), "--truth", tmp_path / "lab.csv", "--column", "e_v", "--planners",
+            "random", "--seeds", "1", "--budget", "2", "--no-instruments")
+    result = labloop(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    assert (f"warning: 6 rows of {tmp_path / 'lab.csv'} have no finite value in column 'e_v' (6 of them write a "
+            "missing value as 'n/a', 'NA', 'nan', '-', 'ND', 'NaN', first at lines 5, 12, 22, 32, 42 and 1 more) and "
+            "are left out") in result.stderr.splitlines(), result.stderr
+    assert json.loads(result.stdout)["truth_rows"]["missing_markers"] == 6
+    table.loc[60, "e_v"] = "pending"
+    table.to_csv(tmp_path / "lab.csv", index=False)
+    refused = labloop(*args)
+    assert refused.returncode == 2 and "line 62, column 'e_v': 'pending' is not a number" in refused.stderr
 
 
 def test_column_names_match_with_spaces_around_them(tmp_path, labloop, write_campaign, truth_csv):
@@ -468,3 +591,45 @@ def test_column_names_match_with_spaces_around_them(tmp_path, labloop, write_cam
                      "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["planners"]["random"]["per_seed"] == [in_window]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_backtest_says_what_stopped(tmp_path, write_campaign, truth_csv, signum):
+    """Ctrl-C said only 'aborted', and a kill (SIGTERM) nothing, exit 143: one line says what stopped and that
+    nothing was written, exit 130 for both, as `labloop run` exits."""
+    path, _ = truth_csv
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "backtest",
+                                write_campaign(tmp_path), "--truth", path, "--column", "e_v", "--planners", "random",
+                                "--seeds", "1000", "--budget", "250", "--no-instruments"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    first = process.stderr.readline()  # the budget's warning: printed once the work has begun
+    assert "exceeds the 200 library molecules" in first, first + process.communicate()[1]
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (f"interrupted ({signal.Signals(signum).name}): the backtest stopped "
+                                            "before its results and wrote nothing"), err
+    assert "aborted" not in err and out == ""
+
+
+@pytest.mark.parametrize("planners", ["bayes,,random", "random,", ","])
+def test_an_empty_planner_name_is_refused(tmp_path, labloop, write_campaign, truth_csv, planners):
+    path, _ = truth_csv
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", path, "--column", "e_v", "--planners", planners,
+                     "--no-instruments")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--planners" in result.stderr and "empty planner name" in result.stderr
+
+
+def test_a_best_score_per_seed_is_shown_as_its_mean_is(tmp_path, labloop, write_campaign, truth_csv, monkeypatch):
+    """goal: maximize printed 6 digits per seed beside a mean of 2 decimals."""
+    path, _ = truth_csv
+    campaign = write_campaign(tmp_path, objective={"quantity": "oxidation_potential", "goal": "maximize"})
+    monkeypatch.setattr(console.out, "width", 400)  # no folding
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds", "2",
+                     "--budget", "3", "--no-instruments")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("│ random"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert re.fullmatch(r"\d+\.\d{1,2} \d+\.\d{1,2}", cells[3]), row
