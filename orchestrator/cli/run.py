@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
-from labloop.core.errors import InputError, JournalError, not_one_of
+from labloop.core.errors import InputError, JournalError, dotted, not_one_of
 from labloop.core.text import plural, shell_word
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import options, preflight
+from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.config.yaml_source import first_problem
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State, with_advice
 from labloop.orchestrator.journal.view import snapshot
@@ -131,12 +133,15 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
     try:
         campaign = Campaign.model_validate(config, context=context)
     except ValidationError as exc:  # e.g. the library file moved since the run started
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "campaign"
+        loc, message = first_problem(exc, Campaign)
+        field = dotted(loc) or "campaign"
+        if loc and loc[0] in SECRET_SETTINGS:  # an alert URL's ${VARIABLE}: the environment, not a file, changed
+            raise JournalError(f"{store}: {field}: {message}: set it in this shell as it was when the run started, "
+                               "then resume") from None
         where = (f" (neither where it was nor beside the store as it was; the store was at {recorded})" if relocated
                  else "")
-        raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {first['msg']}"
-                           f"{where} (moved or changed since the run started? put it back, then resume)") from None
+        raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {message}{where} "
+                           "(moved or changed since the run started? put it back, then resume)") from None
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
     previous = runs[-1].data.get("scheduler") if runs else None
     if scheduler is None and previous is not None:  # the option is no part of the campaign: said, not carried over

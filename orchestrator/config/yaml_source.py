@@ -306,7 +306,7 @@ def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel])
         loc: Loc = tuple(part for part in error["loc"] if not is_union_tag(part) and part != "[key]")
         cause = (error.get("ctx") or {}).get("error")
         problems = cause.problems if isinstance(cause, Problems) \
-            else (Problem((), _message(error, model, doc.written(loc))),)
+            else (Problem((), error_message(error, model, doc.written(loc))),)
         if loc and loc[0] in SECRET_SETTINGS:
             problems = tuple(Problem(p.loc, _hidden(p.message, error.get("input")), p.where) for p in problems)
         for problem in problems:
@@ -317,7 +317,19 @@ def error_lines(exc: ValidationError, doc: YamlDocument, model: type[BaseModel])
     return [text for _, _, text in found]
 
 
-def _message(error: Any, model: type[BaseModel], written: str | None) -> str:
+def first_problem(exc: ValidationError, model: type[BaseModel]) -> tuple[Loc, str]:
+    """The first error of ``exc`` as (the field's location, its message in :func:`error_lines`'s words), for a
+    campaign validated from no file: a journalled one that no longer validates on resume (orchestrator/cli/run.py),
+    which said pydantic's "Value error, ..." (an operator's trial)."""
+    error = exc.errors(include_url=False)[0]
+    loc: Loc = tuple(part for part in error["loc"] if not is_union_tag(part) and part != "[key]")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, Problems) and cause.problems:
+        return loc + cause.problems[0].loc, cause.problems[0].message
+    return loc, error_message(error, model)
+
+
+def error_message(error: Any, model: type[BaseModel], written: str | None = None) -> str:
     """pydantic's message, reworded to say what is valid (``written``: the value's text in the file, if known)."""
     kind, value, loc = error["type"], error.get("input"), tuple(error["loc"])
     # a value of the wrong shape in plain words; not inside a tagged union, whose members are told apart by shape

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.lock import being_run, sole_runner
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.journal.view import snapshot
@@ -554,3 +555,31 @@ def test_a_stop_that_says_how_to_resume_gets_no_second_command(tmp_path):
     assert said.count("labloop resume") == 1 and said.endswith(f"; see `labloop log '{store}'`")
     said = _stopped("3 failed analyses in a row", {"experiments": [3], "cell_ml": 0.0}, store, "tcp://h:8786")
     assert said.endswith(f"see `labloop log '{store}'`, then `labloop resume '{store}' --scheduler tcp://h:8786`")
+
+
+def test_a_resume_without_an_alert_urls_variable_says_to_set_it(tmp_path, labloop, write_campaign, monkeypatch):
+    """An alert URL's ${VARIABLE} unset in the resuming shell read "the campaign this journal ran no longer
+    validates: alerts.0: Value error, environment variable ... is not set (moved or changed since the run
+    started? put it back, then resume)" (an operator's trial): pydantic's words and a file's advice. It names the
+    variable and says to set it, exit 2, nothing journalled; a moved library still gets a file's advice, in plain
+    words."""
+    monkeypatch.setenv("LABLOOP_TEST_ALERT", "secret-topic")
+    library = tmp_path / "library.csv"
+    library.write_text((EXAMPLES / "library.csv").read_text())
+    campaign = load_campaign(write_campaign(tmp_path, library={"file": str(library)},
+                                            alerts=["ntfys://ntfy.invalid/${LABLOOP_TEST_ALERT}"]))
+    with Journal.create(campaign.store, campaign):
+        pass
+    monkeypatch.delenv("LABLOOP_TEST_ALERT")
+    result = labloop("resume", campaign.store)
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {campaign.store}: alerts[0]: environment variable LABLOOP_TEST_ALERT is not "
+                             "set: set it in this shell as it was when the run started, then resume\n")
+    monkeypatch.setenv("LABLOOP_TEST_ALERT", "secret-topic")
+    library.rename(tmp_path / "elsewhere.csv")
+    result = labloop("resume", campaign.store)
+    assert result.returncode == 2 and "Value error" not in result.stderr, result.stderr
+    assert f": library.file: {library}: no such file (moved" in result.stderr, result.stderr
+    assert result.stderr.rstrip().endswith("(moved or changed since the run started? put it back, then resume)")
+    with Journal.open(campaign.store, readonly=True) as journal:
+        assert journal.events() == [] or all(e.kind != "run" for e in journal.events())
