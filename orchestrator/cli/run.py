@@ -78,18 +78,22 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
     if campaign.store.exists():
         with Journal.open(campaign.store, readonly=True) as journal:
             done = len(journal.experiments(states=(State.DONE,)))
-    code = _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source),
+    if done >= campaign.budget.max_experiments:  # run again on a finished journal: how to go on, nothing more
+        return _at_budget(campaign, campaign.store, done)
+    return _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source),
                          scheduler)
-    if code == EXIT_OK and done >= campaign.budget.max_experiments:  # run again on a finished journal: how to go on
-        _say(_at_budget(campaign.store, done, campaign.budget.max_experiments))
-    return code
 
 
-def _at_budget(store: Path, done: int, budget: int) -> str:
-    """What ``run`` or ``resume`` of a campaign already at its budget says: how to give it more (a newcomer ran
-    the finished example again and read only its summary)."""
-    return (f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
-            f"one: labloop resume {shell_word(store)} --max-experiments {done + budget}")
+def _at_budget(campaign: Campaign, store: Path, done: int) -> int:
+    """``run`` or ``resume`` of a campaign already at its budget (``done`` experiments): its summary and how to give
+    it more, exit 0, and nothing else: it opened the rig, journalled a run and sent every alert URL another
+    "finished" (an operator's trial), and the run's summary alone did not say how to go on (a newcomer's). Under
+    the store's lock, so a campaign another process runs is refused as it is by any run."""
+    with sole_runner(store), Journal.open(store, readonly=True) as journal:
+        _summary(campaign, journal)
+    _say(f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
+         f"one: labloop resume {shell_word(store)} --max-experiments {done + campaign.budget.max_experiments}")
+    return EXIT_OK
 
 
 @click.command(help="Continue a stopped campaign (Ctrl-C, a crash, kill -9) to its budget, or to a new one with "
@@ -169,11 +173,10 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         if relocated:
             _say(f"{journal.record_move(context['relocated'])} (journalled)")
 
-    code = _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler,
+    if done >= campaign.budget.max_experiments and not (moved or by_hand or relocated):  # nothing to do or record
+        return _at_budget(campaign, store, done)
+    return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler,
                          by_hand=by_hand, record=record)
-    if code == EXIT_OK and max_experiments is None and done >= campaign.budget.max_experiments:
-        _say(_at_budget(store, done, campaign.budget.max_experiments))
-    return code
 
 
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
@@ -344,17 +347,23 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()
     if code == EXIT_REFUSED:  # nothing moved: the one line of why (run()) is all there is to say
         return code
+    _summary(campaign, journal, said_why=code == EXIT_OK)
+    return code
+
+
+def _summary(campaign: Campaign, journal: Journal, *, said_why: bool = False) -> None:
+    """The last line of a run: experiments done of the budget, failed, hits, and where the journal is; with
+    ``said_why``, first why a run that ended well stopped short of its budget (its ``finished`` event)."""
     snap = snapshot(journal)
     progress = snap["progress"]
     done, failed, hits = progress["counts"][State.DONE.value], progress["counts"][State.FAILED.value], progress["hits"]
     finished = [e["message"] for e in snap["events"] if e["kind"] == "finished"]
-    if code == EXIT_OK and done < campaign.budget.max_experiments and finished:  # why short of the budget
+    if said_why and done < campaign.budget.max_experiments and finished:  # why short of the budget
         _say(finished[-1])
     _say(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done"
          + (f" (+ {failed} failed, which the budget does not count)" if failed else "")
          + ("" if hits is None else f", {hits} hit{'' if hits == 1 else 's'}")
          + f"; journal {journal.path} (`labloop log`, `labloop report`)")
-    return code
 
 
 def _model(campaign: Campaign, journal: Journal) -> models.LoadedModel | None:

@@ -56,13 +56,18 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
     for again in (("resume", store), ("run", campaign_file, "--dry-run", "--store", store, "--seed", 11)):
         result = labloop(*again)
         assert result.returncode == 0  # and each says how to go on (run said only its summary, a newcomer's trial)
-        assert result.stderr.splitlines()[-1] == (f"{store}: the campaign was already at its budget (2 experiments "
-                                                  f"done); to go on, give it a new one: labloop resume {store} "
-                                                  "--max-experiments 4"), result.stderr
+        summary, how = result.stderr.splitlines()[-2:]
+        assert re.fullmatch(rf"tiny: 2/2 experiments done(, \d+ hits?)?; journal {re.escape(str(store))} "
+                            r"\(`labloop log`, `labloop report`\)", summary), result.stderr
+        assert how == (f"{store}: the campaign was already at its budget (2 experiments done); to go on, give it a "
+                       f"new one: labloop resume {store} --max-experiments 4"), result.stderr
     with Journal.open(store, readonly=True) as journal:
         assert journal.campaign_info().seed == 11
         assert len(journal.experiments()) == 2
-        assert [e.data["dry_run"] for e in journal.events() if e.kind == "run"] == [True, True, True]
+        # nothing more: the rig was not opened, no run journalled, no alert sent (an operator's trial got a
+        # "finished" alert from each such command)
+        assert [e.data["dry_run"] for e in journal.events() if e.kind == "run"] == [True]
+        assert [e.kind for e in journal.events()].count("finished") == 1
 
 
 def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, write_campaign):
