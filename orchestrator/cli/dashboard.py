@@ -1,5 +1,6 @@
 """`labloop dashboard STORE`: serve a live page over a campaign's journal (``orchestrator/dashboard``); and
-`labloop approve STORE [--veto ID]... [--batch ID]...`: decide a batch held by ``planner.approve`` from a terminal.
+`labloop approve STORE --batch ID [--batch ID]... [--veto ID]...`: decide a batch held by ``planner.approve``
+from a terminal.
 
 Why the socket is bound here and not by uvicorn: a port already in use, or a host that is not this
 machine's, is bad input and must end in one ``error:`` line with exit 2 (uvicorn would log and exit 1),
@@ -17,8 +18,9 @@ from urllib.parse import quote
 
 import click
 
+from labloop.core.text import shell_word
 from labloop.orchestrator import console
-from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.journal.store import Journal, State
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +120,20 @@ def _bind(host: str, port: int) -> socket.socket:
 @click.option("--veto", multiple=True, type=int, metavar="ID",
               help="An experiment id to veto (repeat the option for each id).")
 @click.option("--batch", multiple=True, type=int, metavar="ID",
-              help="An id of the batch you looked at (repeat the option for each id: --batch 3 --batch 4): "
-                   "refused if another batch is waiting by now.")
+              help="An id of the batch you looked at, required (repeat the option for each id: --batch 3 --batch "
+                   "4): refused if another batch is waiting by now.")
 @click.pass_context
 def approve(ctx: click.Context, store: Path, veto: tuple[int, ...], batch: tuple[int, ...]) -> None:
     if ctx.args:  # `--batch 3 4`: click said "Got unexpected extra argument (4)" (a newcomer's trial)
         raise click.UsageError(f"unexpected {' '.join(ctx.args)}: give one --batch or --veto per id, e.g. --batch 3 "
                                "--batch 4")
     with Journal.open(store) as journal:
+        if not batch:  # as the dashboard's API asks for it: no decision on a batch nobody named (an operator's trial
+            waiting = journal.experiments(states=(State.AWAITING_APPROVAL,))  # approved one with --veto 1 alone)
+            if waiting:
+                named = " ".join(f"--batch {e.id}" for e in waiting)
+                raise click.UsageError(f"name the batch you decide on, each id: {named} (the batch waiting now; "
+                                       f"`labloop log {shell_word(store)}` shows its molecules)")
         approved, vetoed = journal.approve(veto, by="labloop approve", batch=batch or None)
     listed = [", ".join(map(str, ids)) or "none" for ids in (approved, vetoed)]
     console.out.print(f"approved {listed[0]}; vetoed {listed[1]}", markup=False, highlight=False)

@@ -1,6 +1,6 @@
 """The approval gate (`planner.approve: true`): each proposed batch waits as `awaiting_approval` until a
-person approves it or vetoes molecules (`labloop approve STORE [--veto ID]...`); a veto fails the experiment and
-counts against the molecule for the planner; the state machine refuses what it must; a run killed with
+person approves it or vetoes molecules (`labloop approve STORE --batch ID... [--veto ID]...`); a veto fails the
+experiment and counts against the molecule for the planner; the state machine refuses what it must; a run killed with
 SIGKILL while it waits resumes waiting; a version-1 journal is upgraded in place."""
 
 from __future__ import annotations
@@ -116,7 +116,15 @@ def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_
         for veto_first in (True, False):  # batch of 2 with one veto: 1 done; then 2 more: the budget of 3
             _wait_for(lambda: _waiting(campaign.store), "batch awaiting approval")
             waiting = _waiting(campaign.store)
-            args = ["--veto", waiting[0]] if veto_first else []
+            named = [arg for i in waiting for arg in ("--batch", i)]
+            args = ["--veto", waiting[0], *named] if veto_first else []
+            if veto_first:  # a decision on no named batch is refused, naming the batch to look at (an operator's
+                unnamed = labloop("approve", campaign.store, "--veto", waiting[0])  # trial approved one so)
+                assert unnamed.returncode == 2 and unnamed.stderr == (
+                    f"error: labloop approve: name the batch you decide on, each id: "
+                    f"{' '.join(f'--batch {i}' for i in waiting)} (the batch waiting now; `labloop log "
+                    f"{campaign.store}` shows its molecules)\n"), unnamed.stderr
+                assert _waiting(campaign.store) == waiting  # nothing decided
             if not veto_first:  # the batch looked at: an older one is refused, this one decided
                 stale = labloop("approve", campaign.store, "--batch", waiting[0] - 1)
                 assert stale.returncode == 2 and "the batch waiting is" in stale.stderr, stale.stderr
@@ -181,7 +189,8 @@ def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
     with Journal.open(store, readonly=True) as journal:
         _wait_for(lambda: [e.kind for e in journal.events()].count("awaiting_approval") == 2,
                   "the resumed run waiting", resumed)
-    approve = subprocess.run([*CLI, "approve", str(store)], capture_output=True, text=True, check=False)
+    approve = subprocess.run([*CLI, "approve", str(store), *batch.split()], capture_output=True, text=True,
+                             check=False)
     assert approve.returncode == 0, approve.stderr
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err.decode()
@@ -236,5 +245,6 @@ def test_the_approve_syntax_the_readme_and_the_runner_show_is_the_one_click_take
     for line in lines:
         expanded = re.sub(r"\[([^\]]+)\]\.\.\.", r"\1 \1", line).replace("ID", "7").replace("STORE", "x.db")
         args = shlex.split(expanded)[2:]
-        context = approve.make_context("approve", args)  # raises click's UsageError on extra arguments
-        assert context.params["store"].name == "x.db", line
+        context = approve.make_context("approve", args)
+        assert context.params["store"].name == "x.db" and not context.args, line  # no id beside an option
+        assert context.params["batch"], line  # the batch decided on is named (required)
