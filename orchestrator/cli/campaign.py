@@ -25,7 +25,7 @@ from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import preflight
 from labloop.orchestrator.cli.main import EXIT_BAD_INPUT
 from labloop.orchestrator.cli.run import scheduler_option
-from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.config.campaign import Campaign, World, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal
@@ -74,13 +74,15 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
     compose.check_compute(campaign, scheduler, len(library))
     invalid, again = preflight.warn_before_run(campaign, library)
     preflight.warn_default_safety(campaign)
-    _print_summary(_summary(campaign_file, campaign, len(library), (invalid, again), scheduler))
+    _print_summary(_summary(campaign_file, campaign, len(library), (invalid, again), scheduler, dry_run=dry_run))
 
 
-def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, int], scheduler: str | None
-             ) -> dict[str, str]:
+def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, int], scheduler: str | None, *,
+             dry_run: bool = False) -> dict[str, str]:
     """``validate``'s rows; ``skipped``: how many library rows are invalid SMILES, and how many repeat a
-    molecule."""
+    molecule. The approval gate, the alerts and a dry run's world are said too: an operator's trial could not
+    tell from the summary that each batch would wait for a person, where alerts would go, or how fast the
+    rehearsal would run."""
     used, address = compose.compute_placement(campaign, scheduler, n_rows)
     instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
                             for name, spec in campaign.instruments.items())
@@ -98,7 +100,8 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
                  f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})",
         "objective": describe_objective(campaign.objective.model_dump()),
         "planner": f"{campaign.planner.kind}, batch {campaign.planner.batch_size}; surrogate preset "
-                   f"{campaign.surrogate.preset}",
+                   f"{campaign.surrogate.preset}" + ("; each batch waits for a person's approval (planner.approve)"
+                                                     if campaign.planner.approve else ""),
         "conditions": _conditions(campaign),
         "compute": "library predictions in this process" if not used else
                    f"library predictions in shards on the Dask cluster at {address}" if address else
@@ -110,9 +113,22 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
         "ferrocene": _ferrocene(campaign),
         "budget": "stop after " + " or ".join(stops),
         "schedule": f"active {campaign.schedule.active_hours}",
+        "alerts": (f"{len(campaign.alerts)} {plural(len(campaign.alerts), 'URL')}, told when the campaign stops or "
+                   "waits for a person (not shown: a URL may hold a secret)" if campaign.alerts else "none"),
         "store": f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}",
     }
+    if dry_run:
+        rows["world"] = _world(campaign)
     return rows
+
+
+def _world(campaign: Campaign) -> str:
+    """A dry run's simulated world in one row: what is true, how fast device time runs, and faults rehearsed."""
+    world = campaign.world or World()
+    pace = ("zero latency (world.time_scale 0)" if world.time_scale == 0 else
+            f"{compact(world.time_scale)} device seconds per wall second (world.time_scale)")
+    faults = (f"; faults rehearsed at world.fault_rate {compact(world.fault_rate)}" if world.fault_rate else "")
+    return f"simulated: truth {world.truth.kind}, noise {compact(world.noise_v)} V; {pace}{faults}"
 
 
 def _conditions(campaign: Campaign) -> str:

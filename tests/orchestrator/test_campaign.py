@@ -84,6 +84,31 @@ def test_the_example_validates_with_paths_from_its_own_folder(labloop, workdir, 
     assert not (workdir / "runs").exists()
 
 
+def test_validate_says_the_approval_gate_the_alerts_and_the_dry_runs_world(labloop, tmp_path, write_campaign,
+                                                                            monkeypatch):
+    """An operator's trial could not tell from validate's summary that each batch would wait for a person, where
+    alerts would go, or how fast a rehearsal would run: each has its row (an alert URL itself never shown), the
+    world's only in a dry run."""
+    monkeypatch.setenv("LABLOOP_TEST_TOPIC", "secret-topic")
+    campaign = write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True},
+                              alerts=["ntfys://ntfy.invalid/${LABLOOP_TEST_TOPIC}", "json://127.0.0.1:9/x"],
+                              world={"time_scale": 10, "fault_rate": 0.001})
+    proc = labloop("validate", campaign, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "planner      random, batch 2; surrogate preset fast; each batch waits for a person's approval " \
+           "(planner.approve)" in lines, proc.stdout
+    assert ("alerts       2 URLs, told when the campaign stops or waits for a person (not shown: a URL may hold a "
+            "secret)") in lines, proc.stdout
+    assert ("world        simulated: truth born, noise 0.01 V; 10 device seconds per wall second (world.time_scale); "
+            "faults rehearsed at world.fault_rate 0.001") in lines, proc.stdout
+    assert "secret-topic" not in proc.stdout + proc.stderr and "127.0.0.1:9" not in proc.stdout
+    (tmp_path / "plain").mkdir()
+    plain = labloop("validate", write_campaign(tmp_path / "plain"), "--dry-run")
+    assert "alerts       none" in plain.stdout.splitlines(), plain.stdout
+    assert any(line.startswith("world        simulated: ") for line in plain.stdout.splitlines()), plain.stdout
+
+
 def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir, tmp_path, write_campaign):
     """The summary showed neither what the planner may choose for each experiment nor ``cell.ferrocene_vs_li_v`` (a
     chemist's trial); a ferrocene potential the campaign file sets for a protocol without add_standard, which alone
