@@ -49,7 +49,8 @@ def _prior(campaign: Campaign) -> Any:
     except ModelLoadError:
         with console.progress() as bar:
             epochs = models.campaign_preset(campaign).model.epochs
-            task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs)
+            task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs,
+                                counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
             ensemble = models.train(campaign, models.prior_table(campaign), directory,
                                     lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1))
     return models.ObjectiveModel(ensemble, 1, campaign.objective.quantity)

@@ -375,6 +375,7 @@ def _model(campaign: Campaign, journal: Journal) -> models.LoadedModel | None:
         return latest
     with console.progress() as bar:
         epochs = models.campaign_preset(campaign).model.epochs
-        task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs)
+        task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs,
+                            counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
         return models.prior_model(campaign, journal, lambda member, epoch: bar.update(
             task, completed=member * epochs + epoch + 1))
