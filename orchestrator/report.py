@@ -639,7 +639,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
-    counts = ", ".join(f"{state} {n}" for state, n in progress["counts"].items())
+    counts = ", ".join(f"{state} {n - progress['vetoed'] if state == 'failed' else n}" for state, n
+                       in progress["counts"].items()) + (f", vetoed {progress['vetoed']}" if progress["vetoed"] else "")
     esc = html.escape
     best = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
                    f"<td>{e['potential_v']:.3f}</td></tr>" for e in snap["best"])

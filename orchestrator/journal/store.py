@@ -1067,6 +1067,13 @@ class Journal:
         step = rows[0]["step"]
         return step, self._decoded(rows[0]["state_json"], f"planner_state row {step}", "state_json", dict)
 
+    def last_heard(self) -> str | None:
+        """When the journal was last written, of any kind (:data:`LAST_HEARD`: events, actions, experiments started,
+        raw data): the time a run killed without a word did last, which a resume closes its open actions at. The
+        dashboard's "nothing written for ..." reads it too: the last event alone was minutes older than the actions
+        of a cv that was running when the run was killed (an operator's trial). None for a journal never written."""
+        return self._read(LAST_HEARD)[0][0]
+
     def count_events(self, kind: str) -> int:
         """How many events of ``kind`` the journal holds (``run``: how many runs have written it), counted without
         decoding any event (a lab event holds raw voltammograms)."""

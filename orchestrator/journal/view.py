@@ -26,7 +26,7 @@ from labloop.core.text import plural, printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.names import library_names
-from labloop.orchestrator.journal.store import Journal, State, left_unsafe, with_advice
+from labloop.orchestrator.journal.store import UNSAFE, VETOED, Journal, State, left_unsafe, with_advice
 from labloop.protocols.steps import CV, parse_steps
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,16 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     progress = {
         "run_active": being_run(journal.path),  # a process holds the runner lock right now
         "counts": {state.value: sum(e.status == state for e in experiments) for state in State},
+        # of counts.failed, those a person vetoed (awaiting approval -> failed, cause "vetoed ..."): the header read
+        # "failed 9" for 8 vetoes and 1 real failure (an operator's trial); the planner counts both as failures
+        "vetoed": sum(e.status == State.FAILED and (e.cause or "").startswith(VETOED) for e in experiments),
         "max_experiments": config["budget"]["max_experiments"],
         "hits": hits,
+        "last_heard": journal.last_heard(),  # the newest write of any kind (UTC), what a killed run did last
     }
     events = [_without_raw(asdict(e)) for e in journal.events()]
     progress["ended"] = None if progress["run_active"] else run_end(events, progress)
+    progress["ended_as"] = None if progress["run_active"] else ended_as(events)
     return {
         "campaign": {
             "name": info.name, "seed": info.seed, "store": str(journal.path), "created_at": info.created_at,
@@ -104,8 +109,8 @@ def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
     ended without a word (``kill -9``). What ``labloop log`` (its header, and ``--follow`` when it stops) and the
     dashboard say once no run writes the journal (``progress.ended``): they said "finished or stopped", though
     the journal knew which."""
-    last = next((e for e in reversed(events) if e["kind"] in RUN_EVENTS
-                 and not (e["kind"] == "interrupted" and e["experiment_id"] is not None)), None)
+    index = _last_run_event(events)
+    last = None if index is None else events[index]
     if last is None:
         return "not started: no run has written this journal yet"
     if last["kind"] == "run":
@@ -122,7 +127,35 @@ def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
     said = with_advice(last["message"].removeprefix("campaign stopped: "), last["data"])
     if last["kind"] == "interrupted" and "labloop resume" not in said:  # a Ctrl-C with nothing left for a person
         said += "; `labloop resume` continues it"
-    return f"stopped: {said}"
+    # the make-safe after a stop journals what it could not do as an event of its own, after the stop's
+    unsafe = [e["message"] for e in events[index + 1:] if e["kind"] == UNSAFE]
+    return f"stopped: {said}" + "".join(f"; {message}" for message in unsafe)
+
+
+def _last_run_event(events: list[dict[str, Any]]) -> int | None:
+    """The index of the journal's last run start or end event (:data:`RUN_EVENTS`), None before any run."""
+    return next((i for i in range(len(events) - 1, -1, -1) if events[i]["kind"] in RUN_EVENTS
+                 and not (events[i]["kind"] == "interrupted" and events[i]["experiment_id"] is not None)), None)
+
+
+#: how a run ended (``progress.ended_as``), from the quietest to the most urgent
+ENDINGS = ("not_started", "finished", "interrupted", "stopped", "killed", "unsafe")
+
+
+def ended_as(events: list[dict[str, Any]]) -> str:
+    """How the journal's last run ended, as one word of :data:`ENDINGS`, which the dashboard styles by (its line
+    said an unsafe rig in the muted grey of a normal finish, an operator's trial): ``unsafe`` when that run left an
+    instrument NOT made safe (its end event names it, or an ``unsafe`` event follows its last start: a pump may still
+    be pumping), ``killed`` when it ended without a word (``kill -9``: nothing made the rig safe), ``stopped`` for a
+    stop by faults, a person needed or the cluster lost (the run's exit 1), ``interrupted`` for a Ctrl-C,
+    ``finished``, or ``not_started``."""
+    last = _last_run_event(events)
+    if last is None:
+        return "not_started"
+    start = next((i for i in range(last, -1, -1) if events[i]["kind"] == "run"), 0)
+    if any(left_unsafe(e["kind"], e["data"]) for e in events[start:]):
+        return "unsafe"
+    return {"run": "killed", "finished": "finished", "interrupted": "interrupted"}.get(events[last]["kind"], "stopped")
 
 
 #: the keys of a ``lab`` event's data that hold raw voltammograms (thousands of points each)
@@ -198,7 +231,9 @@ def _header(snap: dict[str, Any]) -> Text:
                 f"objective: {describe_objective(campaign['objective'])}\n")
     text.append(f"done {counts['done']}/{progress['max_experiments']}")
     for state in ("running", "proposed", "interrupted", "failed"):
-        text.append(f"  {state} {counts[state]}")
+        text.append(f"  {state} {counts[state] - (progress['vetoed'] if state == 'failed' else 0)}")
+    if progress["vetoed"]:  # vetoes are failures for the planner, not of the rig: counted apart
+        text.append(f"  vetoed {progress['vetoed']}")
     if counts.get("awaiting_approval"):
         text.append(f"  awaiting approval {counts['awaiting_approval']}", style="bold magenta")
     if progress["hits"] is not None:
@@ -209,8 +244,8 @@ def _header(snap: dict[str, Any]) -> Text:
     if snap["models"]:
         text.append(f"  model v{snap['models'][-1]['version']}")
     if progress["ended"] is not None:
-        text.append(f"\n{printable(progress['ended'])}", style="green" if progress["ended"].startswith("finished")
-                    else "yellow")
+        style = {"finished": "green", "not_started": None, "unsafe": "bold red"}.get(progress["ended_as"], "yellow")
+        text.append(f"\n{printable(progress['ended'])}", style=style)
     return text
 
 

@@ -21,7 +21,7 @@ import pytest
 from labloop.instruments.cv_analysis import analyze_cv
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.lock import sole_runner
-from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.journal.store import Journal, State
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "campaign.yaml"
@@ -268,3 +268,51 @@ def test_a_journal_on_a_read_only_file_system_is_read(labloop, store, tmp_path):
         assert refused.returncode == 2 and "read-only medium" in refused.stderr
     finally:
         subprocess.run(["umount", "--lazy", str(archive)], check=True)  # even if a failed check left it busy
+
+
+def test_vetoes_are_counted_apart_from_failures(labloop, tmp_path):
+    """The header read "failed 3" for 2 vetoes and 1 experiment that really failed (an operator's trial counted 8 of
+    9 as vetoes): vetoes are counted apart in the header and the report; ``--json`` keeps ``counts.failed`` (the
+    journal's state, which the planner counts) and adds ``progress.vetoed``."""
+    path = tmp_path / "vetoes.db"
+    with Journal.create(path, load_campaign(EXAMPLE)) as journal:
+        ids = journal.record_proposals([Proposal(s) for s in ("CCO", "CCN", "CCC")], step=0, planner="random",
+                                       awaiting_approval=True)
+        assert journal.approve(veto=ids[1:], by="test", batch=ids) == (ids[:1], ids[1:])
+        journal.start_experiment(ids[0])
+        journal.fail_experiment(ids[0], "PumpStalled: analyte_pump: motor stall")
+    data = json.loads(labloop("log", path, "--json").stdout)
+    assert data["progress"]["counts"]["failed"] == 3 and data["progress"]["vetoed"] == 2
+    said = " ".join(labloop("log", path).stdout.split())
+    assert " failed 1 vetoed 2 " in said, said
+    assert labloop("report", path, "-o", tmp_path / "report").returncode == 0
+    assert "failed 1, interrupted 0, vetoed 2)" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_json_says_when_the_journal_was_last_written_and_how_the_run_ended(labloop, store):
+    """``progress.last_heard`` is the journal's newest write of any kind, an action's too (the dashboard said "nothing
+    written for 25 s" from the last event, while a killed run's cv had journalled actions since: an operator's trial),
+    and ``progress.ended_as`` says how the last run ended in one word, which the dashboard styles by."""
+    with Journal.open(store) as journal:
+        journal.add_event("run", "run started (dry run on emulators)")
+        running = journal.experiments(states=(State.RUNNING,))[0].id
+        journal.start_action(running, 0, "potentiostat", "cv", {})
+        acted = journal.actions(running)[-1].started_at
+    data = json.loads(labloop("log", store, "--json").stdout)
+    assert data["events"][-1]["time"] < acted and data["progress"]["last_heard"] == acted
+    assert data["progress"]["ended_as"] == "killed"
+    with Journal.open(store) as journal:
+        journal.add_event("unsafe", "NOT made safe after the run stopped: pump: no reply", data={"unsafe": ["pump"]})
+    data = json.loads(labloop("log", store, "--json").stdout)
+    assert data["progress"]["ended_as"] == "unsafe"
+    with Journal.open(store) as journal:
+        journal.add_event("run", "run started (dry run on emulators)")
+        journal.add_event("stopped", "3 failed experiments in a row; campaign stopped (budget.max_consecutive_faults)")
+        journal.add_event("unsafe", "NOT made safe after the run stopped: pump: no reply", data={"unsafe": ["pump"]})
+    data = json.loads(labloop("log", store, "--json").stdout)
+    assert data["progress"]["ended_as"] == "unsafe"
+    assert data["progress"]["ended"].endswith("; NOT made safe after the run stopped: pump: no reply")
+    with Journal.open(store) as journal:
+        journal.add_event("run", "run started (dry run on emulators)")
+        journal.add_event("stopped", "3 failed experiments in a row; campaign stopped (budget.max_consecutive_faults)")
+    assert json.loads(labloop("log", store, "--json").stdout)["progress"]["ended_as"] == "stopped"
