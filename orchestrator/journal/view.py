@@ -259,12 +259,22 @@ def _time(stamp: str | None) -> str:
     return "" if stamp is None else datetime.fromisoformat(stamp).astimezone().strftime("%m-%d %H:%M:%S")
 
 
+def zone() -> str:
+    """This computer's offset from UTC now, as the tables' titles name it (``UTC+1``, ``UTC-5:30``, ``UTC``): the
+    times are local, and event texts quote UTC stamps; the dashboard names the browser's zone in the same words
+    (orchestrator/dashboard/static/dashboard.js, zoneLabel), so the two agree on what a time means."""
+    offset = datetime.now().astimezone().utcoffset()
+    minutes = round(offset.total_seconds() / 60) if offset is not None else 0
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{'+' if minutes > 0 else '-'}{hours}{f':{rest:02d}' if rest else ''}" if minutes else "UTC"
+
+
 def _volts(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
 def _experiments_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="experiments", title_justify="left")
+    table = Table(title=f"experiments (times {zone()})", title_justify="left")
     for name in ("id", "smiles", "status", "try", "started", "finished", "cause"):
         table.add_column(name, overflow="fold", no_wrap=name not in ("smiles", "cause"),
                          justify="right" if name in ("id", "try") else "left")
@@ -318,7 +328,7 @@ def _named(experiment: dict[str, Any], named: bool) -> tuple[Text, ...]:
 
 
 def _events_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="recent events", title_justify="left")
+    table = Table(title=f"recent events (times {zone()})", title_justify="left")
     for name in ("time", "kind", "message"):
         table.add_column(name, overflow="fold", no_wrap=name != "message")
     for event in rows:

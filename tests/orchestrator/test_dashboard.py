@@ -107,6 +107,7 @@ def browser(tmp_path):
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1400,2200", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, read by a test
     service = Service(executable_path=shutil.which("chromedriver"),
                       env={**os.environ, "HOME": str(tmp_path)})  # nothing is written to the real home
     driver = webdriver.Chrome(options=options, service=service)
@@ -265,7 +266,8 @@ def test_approve_and_veto_buttons_need_the_token_and_move_the_runner(tmp_path, w
         field.send_keys(TOKEN)
         boxes[0].click()  # veto the first
         browser.find_element(By.ID, "approve-button").click()
-        _wait(browser, lambda d: _text(d, "#approval-message") == "approved 1, vetoed 1", "the decision")
+        _wait(browser, lambda d: _text(d, "#approval-message") == f"batch {waiting[0]}, {waiting[1]}: approved 1, "
+                                                                   "vetoed 1", "the decision")
         # the runner measures the approved one, proposes one more (the budget is 2) and waits again
         _wait(browser, lambda d: _text(d, "#done-count") == "1/2", "the approved experiment done")
         _wait(browser, lambda d: d.find_element(By.ID, "approval-panel").is_displayed()
@@ -548,6 +550,8 @@ def test_run_active_turns_false_when_the_run_lets_go_of_the_journal(finished_sto
 
 
 def test_a_run_killed_with_sigkill_is_shown_stopped_not_live(tmp_path, write_campaign, browser):
+    from selenium.webdriver.common.by import By
+
     """The page said 'live' and the killed run's experiment 'running' for ever after ``kill -9`` (an operator's
     trial): it ignored ``progress.run_active``. It now says the run process is gone, as ``labloop log`` does."""
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2},  # in real time: a cv lasts seconds
@@ -572,7 +576,10 @@ def test_a_run_killed_with_sigkill_is_shown_stopped_not_live(tmp_path, write_cam
         assert _text(browser, "#connection").startswith("no run")
         assert "`labloop resume` runs it again" in _text(browser, "#run-state")
         assert "check the pumps and the cell at the rig" in _text(browser, "#run-state")  # nothing made it safe
-        assert "running 1" in _text(browser, "#state-counts")  # as the journal says: resume marks it interrupted
+        # as the journal says (resume marks it interrupted), but not in the blue of a live experiment
+        counter = browser.find_element(By.CSS_SELECTOR, "#state-counts li.status-interrupted")
+        assert counter.text == "running 1 (the run is gone)"
+        assert not browser.find_elements(By.CSS_SELECTOR, "#state-counts li.status-running")
         _screenshot(browser, tmp_path, "dashboard-killed.png")
     finally:
         if run.poll() is None:
@@ -581,3 +588,228 @@ def test_a_run_killed_with_sigkill_is_shown_stopped_not_live(tmp_path, write_cam
         run.stderr.close()
         if dashboard is not None:
             dashboard.close()
+
+
+KOLKATA = "Asia/Kolkata"  # UTC+5:30: a zone no test machine's and no UTC stamp's offset is by accident
+
+
+def _since_utc(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+def _in_kolkata(stamp: str) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromisoformat(stamp).astimezone(ZoneInfo(KOLKATA)).strftime("%m-%d %H:%M:%S")
+
+
+def test_nothing_written_counts_from_the_newest_write_of_any_kind_in_a_named_zone(tmp_path, write_campaign, browser,
+                                                                                  monkeypatch):
+    """After a kill -9 during a cv the page said "nothing written for 25 s, since 7:45:40" from the last event,
+    though the cv's actions were journalled 23 s later; a night read "30000 s"; and no time said its zone, while
+    `labloop log` printed the server's (an operator's trial). The page counts from progress.last_heard (actions
+    too), says long silences in minutes and hours, and its times name the browser's zone as `log` names its own:
+    both print a time alike, in the same zone."""
+    import re
+
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.journal import store as store_module
+
+    campaign = load_campaign(write_campaign(tmp_path, name="quiet"))
+    old = _since_utc(8 * 3600 + 20 * 60 + 15)  # the whole journal written 8 h 20 min ago
+    monkeypatch.setattr(store_module, "now", lambda: old)
+    with Journal.create(campaign.store, campaign) as journal:
+        journal.add_event("run", "run started (dry run on emulators)")
+        [eid] = journal.record_proposals([_Proposal("CCO")], step=0, planner="random")
+        journal.start_experiment(eid)
+    dashboard = Dashboard(campaign.store)
+    try:
+        browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": KOLKATA})
+        browser.get(dashboard.url)
+        _wait(browser, lambda d: "nothing written for" in _text(d, "#run-state"), "the stop")
+        said = re.search(r"nothing written for (\d+) h (\d+) min, since (.*?) UTC\+5:30\)",
+                         _text(browser, "#run-state"))
+        assert said and said[1] == "8" and said[3] == _in_kolkata(old), _text(browser, "#run-state")
+        assert _text(browser, "#events-table thead") == "time (UTC+5:30) kind message"
+        assert _text(browser, "#events-table tbody td") == _in_kolkata(old)
+
+        acted = _since_utc(7 * 60 + 30)
+        monkeypatch.setattr(store_module, "now", lambda: acted)
+        with Journal.open(campaign.store) as journal:  # the cv's action, journalled after the last event
+            journal.start_action(eid, 0, "potentiostat", "cv", {"scan_rate_v_s": 0.1})
+        _wait(browser, lambda d: _in_kolkata(acted) in _text(d, "#run-state"), "the action's time")
+        said = re.search(r"nothing written for (\d+) min (\d+) s, since (.*?) UTC\+5:30", _text(browser, "#run-state"))
+        assert said and int(said[1]) >= 7 and said[3] == _in_kolkata(acted), _text(browser, "#run-state")
+    finally:
+        dashboard.close()
+    printed = subprocess.run([*CLI, "log", str(campaign.store)], capture_output=True, text=True, check=True,
+                             env={**os.environ, "TZ": KOLKATA, "COLUMNS": "200"}).stdout
+    assert "recent events (times UTC+5:30)" in printed and f"│ {_in_kolkata(old)} │ run " in printed, printed
+
+
+def _style(driver, css: str) -> dict[str, str]:
+    return driver.execute_script("const s = getComputedStyle(document.querySelector(arguments[0])); "
+                                 "return {weight: s.fontWeight, color: s.color, background: s.backgroundColor};", css)
+
+
+def test_a_stop_that_left_the_rig_unsafe_is_the_loudest_line_and_a_finish_the_quietest(tmp_path, write_campaign,
+                                                                                       browser):
+    """ "stopped: NOT made safe after experiment 2 failed ... a pump may still be pumping" was shown in the muted grey
+    of a normal finish, while a killed run was bold amber (an operator's trial). How the run ended now sets the line's
+    style (progress.ended_as): a rig left NOT safe is white on red and says so first, a stop by faults (exit 1) is bold,
+    a finish stays quiet."""
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    endings = {
+        "finished": [("finished", "campaign finished: budget reached", None)],
+        "stopped": [("stopped", "3 failed experiments in a row; campaign stopped (budget.max_consecutive_faults)",
+                     None)],
+        "unsafe": [("stopped", "PumpStalled: NOT made safe after experiment 2 failed: analyte_pump: no reply; campaign "
+                               "stopped before the next sample",
+                    {"unsafe": ["analyte_pump: no reply"], "advice": "check analyte_pump at the instrument (a pump may "
+                                                                     "still be pumping, a cell still be on)"})],
+    }
+    shown = {}
+    for name, events in endings.items():
+        (tmp_path / name).mkdir()
+        campaign = load_campaign(write_campaign(tmp_path / name, name=name))
+        with Journal.create(campaign.store, campaign) as journal:
+            journal.add_event("run", "run started (dry run on emulators)")
+            for kind, message, data in events:
+                journal.add_event(kind, message, data=data)
+        dashboard = Dashboard(campaign.store)
+        try:
+            browser.get(dashboard.url)
+            _wait(browser, lambda d, name=name: _text(d, "#campaign-name") == name and _text(d, "#run-state"), name)
+            shown[name] = (browser.find_element("id", "run-state").get_attribute("class"), _text(browser, "#run-state"),
+                           _style(browser, "#run-state"))
+        finally:
+            dashboard.close()
+    assert [shown[n][0] for n in endings] == ["run-stopped", "run-fault", "run-unsafe"]
+    assert shown["unsafe"][1].startswith("RIG NOT MADE SAFE: stopped: PumpStalled: NOT made safe")
+    assert int(shown["finished"][2]["weight"]) < 700 <= int(shown["stopped"][2]["weight"])
+    assert int(shown["unsafe"][2]["weight"]) >= 700 and shown["unsafe"][2]["background"] not in (
+        shown["stopped"][2]["background"], shown["finished"][2]["background"])  # on red: seen from across the lab
+    assert len({shown[n][2]["color"] for n in endings}) == 3
+
+
+def _waiting_batch(tmp_path, write_campaign, name="gate"):
+    """A journal with two measured experiments, one vetoed batch behind them, and a first-step batch of two
+    awaiting approval (with predictions, at a planned scan rate): its path and the waiting ids."""
+    import numpy as np
+
+    from labloop.instruments.cv_analysis import analyze_cv
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.sim.cv_physics import random_couple, simulate_cv
+
+    campaign = load_campaign(write_campaign(tmp_path, name=name,
+                                            planner={"kind": "random", "batch_size": 2, "approve": True}))
+    long_smiles = "C(=Cc1ccccc1)C=Nc1ccncc1" * 4  # a long molecule, as a library holds
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([_Proposal(s) for s in ("COc1ccc(OC)cc1", "Cc1ccccc1N")], step=0,
+                                       planner="random")
+        for eid, potential in zip(ids, (4.55, 4.4), strict=True):
+            rng = np.random.default_rng(eid)
+            voltammogram = simulate_cv(*random_couple(rng), rng)
+            journal.start_experiment(eid)
+            journal.record_raw(eid, voltammogram)
+            journal.record_measurement(eid, analyze_cv(voltammogram), potential)
+            journal.finish_experiment(eid)
+        vetoed = journal.record_proposals([_Proposal("CCC")], step=1, planner="random", awaiting_approval=True)
+        journal.approve(veto=vetoed, by="test", batch=vetoed)
+        proposals = [_Proposal(long_smiles), _Proposal("CCO")]
+        for proposal in proposals:
+            proposal.conditions, proposal.mu, proposal.sigma = {"scan_rate_v_s": 0.25}, 4.5, 2.0
+        waiting = journal.record_proposals(proposals, step=0, planner="random", awaiting_approval=True)
+    return campaign.store, waiting
+
+
+def test_the_page_fits_a_phone_and_a_desktop_without_scrolling_sideways(tmp_path, write_campaign, browser):
+    """At 390 px wide the page was 762-910 px wide: the experiments table 762, the approval table 498, the failed
+    counter cut off (an operator's trial). Wide tables now scroll inside their panels and the counters wrap."""
+    from selenium.webdriver.common.by import By
+
+    store, _ = _waiting_batch(tmp_path, write_campaign)
+    dashboard = Dashboard(store)
+    try:
+        for width, height in ((390, 844), (1280, 800)):
+            browser.set_window_size(width, height)
+            browser.get(dashboard.url)
+            _wait(browser, lambda d: d.find_element(By.ID, "approval-panel").is_displayed()
+                  and d.find_elements(By.CSS_SELECTOR, "#experiments-table tbody tr"), "the page")
+            inner, scroll = browser.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
+            assert inner <= width and scroll <= inner, (width, inner, scroll)
+            right = browser.execute_script("return Math.max(...[...document.querySelectorAll('#state-counts li')]"
+                                           ".map((li) => li.getBoundingClientRect().right))")
+            assert right <= inner, (width, right)  # every counter in view, the failed one too
+    finally:
+        dashboard.close()
+
+
+def test_veto_all_asks_first_and_its_answer_does_not_stay_under_the_next_batch(tmp_path, write_campaign, browser):
+    """"veto all" vetoed a batch on one click, and its "approved 0, vetoed 4" stayed under the next batch, reading as
+    if that one was vetoed; vetoes were counted as red failures; the approval table showed neither the planned scan
+    rate nor which predictions are the first batch's, uncalibrated ones (`labloop log` marks them *); the best-so-far
+    plot numbered experiments 1.2, 1.4, ...; the browser's console had a favicon 404 (an operator's trial)."""
+    from selenium.webdriver.common.by import By
+
+    store, waiting = _waiting_batch(tmp_path, write_campaign)
+    dashboard = Dashboard(store)
+    try:
+        browser.get(dashboard.url_with_token)
+        _wait(browser, lambda d: d.find_element(By.ID, "approval-panel").is_displayed(), "the approval panel")
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#approval-table tbody tr")]
+        assert all("scan rate 0.250 V/s" in r and "4.500 *" in r for r in rows), rows
+        assert browser.find_element(By.ID, "approval-note").is_displayed()
+        assert "* the first batch, predicted before any measurement" in _text(browser, "#approval-note")
+        counts = {li.text: li.get_attribute("class")
+                  for li in browser.find_elements(By.CSS_SELECTOR, "#state-counts li")}
+        assert counts["failed 0"] == "" and counts["vetoed 1"] == "status-vetoed", counts  # not red
+        assert [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#experiments-table td.status-vetoed")] == [
+            "vetoed"]
+        ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#plot-best text[y='273']")]
+        assert ticks == ["1", "2"], ticks  # two measurements: whole experiment numbers only
+        assert not [e for e in browser.get_log("browser") if "favicon" in e["message"]]
+
+        browser.find_element(By.ID, "veto-all-button").click()
+        alert = _wait(browser, lambda d: d.switch_to.alert, "the confirmation")
+        assert f"({waiting[0]}, {waiting[1]})" in alert.text and "Veto all 2" in alert.text
+        alert.dismiss()
+        assert _text(browser, "#approval-message") == ""
+        with Journal.open(store, readonly=True) as journal:  # dismissed: nothing decided
+            assert [e.id for e in journal.experiments(states=(State.AWAITING_APPROVAL,))] == waiting
+        browser.find_element(By.ID, "veto-all-button").click()
+        _wait(browser, lambda d: d.switch_to.alert, "the confirmation").accept()
+        _wait(browser, lambda d: _text(d, "#approval-message") == f"batch {waiting[0]}, {waiting[1]}: approved 0, "
+                                                                   "vetoed 2", "the decision")
+        _wait(browser, lambda d: "vetoed 3" in _text(d, "#state-counts"), "the vetoes counted")
+        with Journal.open(store) as journal:  # the runner's next batch
+            after = journal.record_proposals([_Proposal("CCCl")], step=2, planner="random", awaiting_approval=True)
+        _wait(browser, lambda d: [b.get_attribute("value") for b in d.find_elements(By.CSS_SELECTOR,
+                                                                                     "#approval-table input")]
+              == [str(after[0])], "the next batch")
+        assert _text(browser, "#approval-message") == ""  # what was said of the last batch is gone
+        assert not browser.find_element(By.ID, "approval-note").is_displayed()  # no prediction, no footnote
+    finally:
+        dashboard.close()
+
+
+def test_a_lost_connection_claims_nothing_about_the_run(finished_store, tmp_path, browser):
+    """With the dashboard server down the badge said "connection lost" while the line below still said "run live: a
+    labloop process is writing this journal" (an operator's trial); the line now says the run's state is unknown."""
+    store = tmp_path / "held.db"
+    shutil.copy(finished_store, store)
+    with sole_runner(store):  # a run holds the journal
+        dashboard = Dashboard(store)
+        try:
+            browser.get(dashboard.url)
+            _wait(browser, lambda d: _text(d, "#run-state").startswith("run live"), "the live run")
+        finally:
+            dashboard.close()
+        _wait(browser, lambda d: _text(d, "#connection").startswith("connection lost"), "the lost connection")
+        said = _text(browser, "#run-state")
+        assert "run live" not in said and said.startswith("connection to the dashboard lost: whether a run is writing "
+                                                          "this journal is unknown"), said

@@ -5,7 +5,7 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const TOKEN_KEY = "labloop-token";
-const state = { snap: null, plots: null, cvId: null, pinnedCv: false };
+const state = { snap: null, plots: null, cvId: null, pinnedCv: false, connected: false, readAt: null, batch: "" };
 
 function $(id) { return document.getElementById(id); }
 
@@ -37,10 +37,32 @@ function fillBody(table, rows, build) {
   table.replaceChild(fresh, body);
 }
 
-function localTime(stamp) {
+function pad(n) { return String(n).padStart(2, "0"); }
+
+// The browser's offset from UTC at `date` ("UTC+1", "UTC-5:30", "UTC"): the page showed local times without a zone,
+// beside event texts that quote UTC stamps (an operator's trial); `labloop log` names its zone alike (view.py).
+function zoneLabel(date) {
+  const offset = -(date || new Date()).getTimezoneOffset(), h = Math.floor(Math.abs(offset) / 60);
+  const m = Math.abs(offset) % 60;
+  return offset ? `UTC${offset < 0 ? "-" : "+"}${h}${m ? `:${pad(m)}` : ""}` : "UTC";
+}
+
+// A journal time (UTC) in the browser's zone as `labloop log` prints one ("12-05 07:45:40"), with the zone if asked.
+function localTime(stamp, zoned) {
   if (!stamp) return "";
   const d = new Date(stamp);
-  return Number.isNaN(d.getTime()) ? stamp : d.toLocaleString();
+  if (Number.isNaN(d.getTime())) return stamp;
+  const text = `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:` +
+    pad(d.getSeconds());
+  return zoned ? `${text} ${zoneLabel(d)}` : text;
+}
+
+// "45 s", "7 min 47 s", "8 h 20 min", "2 d 3 h": a night's silence read "30000 s"
+function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds)), m = Math.floor(s / 60), h = Math.floor(m / 60);
+  if (s < 60) return `${s} s`;
+  if (m < 60) return `${m} min ${s % 60} s`;
+  return h < 24 ? `${h} h ${m % 60} min` : `${Math.floor(h / 24)} d ${h % 24} h`;
 }
 
 // -- plots --------------------------------------------------------------------------------------------
@@ -52,11 +74,13 @@ function svgEl(tag, attrs, cls) {
   return node;
 }
 
-function ticks(lo, hi, n) {
+// round ticks between lo and hi, about n; whole numbers only when `integer` (experiment numbers: "1.5" was shown)
+function ticks(lo, hi, n, integer) {
   const span = hi - lo || 1;
   const step0 = span / n;
   const mag = Math.pow(10, Math.floor(Math.log10(step0)));
-  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0);
+  const found = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0);
+  const step = integer ? Math.max(1, Math.round(found)) : found;
   const out = [];
   for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push(Number(t.toPrecision(12)));
   return out;
@@ -90,7 +114,7 @@ function plot(svg, spec) {
     label.textContent = String(t);
     svg.appendChild(label);
   }
-  for (const t of ticks(x0, x1, 6)) {
+  for (const t of ticks(x0, x1, 6, spec.integerX)) {
     const label = svgEl("text", { x: sx(t), y: H - B + 15, "text-anchor": "middle" });
     label.textContent = String(t);
     svg.appendChild(label);
@@ -123,7 +147,7 @@ function drawBest(plots) {
   const band = plots.window_v;
   plot($("plot-best"), {
     xlabel: "experiment number (done)", ylabel: "potential (V vs Li/Li+)", empty: "no measurement yet",
-    xs, ys: band ? ys.concat(band) : ys,
+    xs, ys: band ? ys.concat(band) : ys, integerX: true,
     draw(g, sx, sy, xr) {
       if (band) {
         g.appendChild(svgEl("rect", { x: sx(xr[0]), width: sx(xr[1]) - sx(xr[0]), y: sy(band[1]),
@@ -163,7 +187,7 @@ function drawError(plots) {
   const xs = e.errors.map((_, i) => i + 1);
   plot($("plot-error"), {
     xlabel: "experiment number (done)", ylabel: "|measured − predicted| (V)", empty: "no prediction to compare yet",
-    xs, ys: e.errors.concat([0]),
+    xs, ys: e.errors.concat([0]), integerX: true,
     draw(g, sx, sy) {
       points(g, xs, e.errors, sx, sy, "points");
       polyline(g, xs, e.running_mean, sx, sy, "running");
@@ -206,9 +230,9 @@ function render(snap, plots) {
   $("progress-bar").style.width = `${Math.min(100, 100 * done / p.max_experiments)}%`;
   $("hits").textContent = p.hits === null ? "–" : String(p.hits);
   $("model-version").textContent = snap.models.length ? `v${snap.models[snap.models.length - 1].version}` : "none";
-  const counts = $("state-counts");
-  counts.replaceChildren(...Object.entries(p.counts).map(([k, n]) => el("li", `${k.replace("_", " ")} ${n}`,
-                                                                         n ? `status-${k}` : "")));
+  $("state-counts").replaceChildren(...stateCounts(p));
+  const zone = zoneLabel();
+  for (const th of document.querySelectorAll("th.time")) th.textContent = `${th.dataset.label} (${zone})`;
 
   fillBody($("best-table"), snap.best, (e) => {
     const row = el("tr");
@@ -226,7 +250,8 @@ function render(snap, plots) {
     const row = el("tr");
     row.dataset.id = String(e.id);
     if (e.id === state.cvId) row.classList.add("selected");
-    cell(row, e.id, "num"); molecule(row, e); cell(row, e.status, `status-${e.status}`);
+    const vetoed = e.status === "failed" && (e.cause || "").startsWith("vetoed");  // a person's choice, not a fault
+    cell(row, e.id, "num"); molecule(row, e); cell(row, vetoed ? "vetoed" : e.status, `status-${vetoed ? "vetoed" : e.status}`);
     cell(row, e.attempt, "num"); cell(row, e.step ?? "", "num"); cell(row, num(e.mu, 3), "num");
     cell(row, num(e.sigma, 3), "num"); cell(row, num(e.acquisition, 3), "num"); cell(row, e.model_version ?? "", "num");
     cell(row, num(e.potential_v, 3), e.hit ? "num hit" : "num");
@@ -247,19 +272,51 @@ function render(snap, plots) {
   if (!state.pinnedCv && latest !== state.cvId) showVoltammogram(latest);
 }
 
+// The experiments per state. Vetoes are counted apart from failures (progress.vetoed, of counts.failed): "failed 9"
+// in red held 8 vetoes (an operator's trial). An experiment still "running" when no run holds the journal (kill -9)
+// is said to be orphaned, in the interrupted style, not in the blue of a live one.
+function stateCounts(p) {
+  const items = [];
+  for (const [k, n] of Object.entries(p.counts)) {
+    if (k === "failed") {
+      items.push(el("li", `failed ${n - p.vetoed}`, n - p.vetoed ? "status-failed" : ""));
+      if (p.vetoed) items.push(el("li", `vetoed ${p.vetoed}`, "status-vetoed"));
+    } else if (k === "running" && n && !p.run_active) {
+      items.push(el("li", `running ${n} (the run is gone)`, "status-interrupted"));
+    } else {
+      items.push(el("li", `${k.replace("_", " ")} ${n}`, n ? `status-${k}` : ""));
+    }
+  }
+  return items;
+}
+
 // Whether a run is writing the journal, from the document's progress.run_active: whether a process holds the
 // store's runner lock (orchestrator/journal/lock.py, as `labloop log` and `labloop resume` decide it). The kernel
 // drops that lock when the run dies, kill -9 included, so a killed run is said here, not shown as live for ever.
+// "Nothing written for" counts from progress.last_heard, the journal's newest write of any kind (actions, raw data,
+// events), which a resume closes a killed run's actions at: the last event was older than the actions of a cv that
+// was running when the run was killed. How the run ended (progress.ended_as) sets the style: a rig left NOT safe
+// is an alarm, a killed run or a stop by faults (exit 1) stands out, a finish or a Ctrl-C stays quiet. While the
+// page cannot reach the dashboard it claims nothing about the run: the document it holds may be old.
 function renderRunState() {
   const snap = state.snap;
   if (!snap) return;
   const p = snap.progress, line = $("run-state");
-  const last = snap.events.length ? snap.events[snap.events.length - 1].time : null;
-  const age = last ? Math.round((Date.now() - new Date(last).getTime()) / 1000) : NaN;
-  const written = Number.isNaN(age) ? "" : `nothing written for ${Math.max(0, age)} s, since ${localTime(last)}`;
+  if (!state.connected) {
+    line.textContent = "connection to the dashboard lost: whether a run is writing this journal is unknown until " +
+      `the page reconnects (last read ${state.readAt})`;
+    line.className = "run-unknown";
+    return;
+  }
+  const last = p.last_heard;
+  const age = last ? (Date.now() - new Date(last).getTime()) / 1000 : NaN;
+  const written = Number.isNaN(age) ? "" : `nothing written for ${duration(age)}, since ${localTime(last, true)}`;
   if (p.run_active) {
     line.textContent = "run live: a labloop process is writing this journal";
     line.className = "run-live";
+  } else if (p.ended_as === "unsafe") {
+    line.textContent = `RIG NOT MADE SAFE: ${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
+    line.className = "run-unsafe";
   } else if (p.counts.running) {
     line.textContent = `stopped: the run process is gone (${written}); the experiment it was running stopped ` +
       "with it and nothing made the rig safe: check the pumps and the cell at the rig, then `labloop resume` runs " +
@@ -267,15 +324,36 @@ function renderRunState() {
     line.className = "run-gone";
   } else {  // how the last run ended, as the server words it for `labloop log` too (journal/view.py, run_end)
     line.textContent = `${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
-    line.className = "run-stopped";
+    line.className = { killed: "run-gone", stopped: "run-fault" }[p.ended_as] || "run-stopped";
   }
 }
 
 // -- approval -----------------------------------------------------------------------------------------
 
+// A proposal's planned conditions: the planner's own, then the protocol's it runs at unless one replaced it (a
+// potential is read at a scan rate: the approval table showed none, an operator's trial).
+function conditionsText(e) {
+  const said = (k, v) => {
+    if (k === "scan_rate_v_s") return `scan rate ${Number(v).toPrecision(3)} V/s`;
+    if (k === "scan_rates_v_s" && Array.isArray(v)) return `scan rates ${v.map((r) => Number(r).toPrecision(3)).join(", ")} V/s`;
+    return `${k} ${typeof v === "number" ? Number(v).toPrecision(4) : JSON.stringify(v)}`;
+  };
+  return Object.entries(e.conditions || {}).map(([k, v]) => said(k, v))
+    .concat(Object.entries(e.protocol_conditions || {}).map(([k, v]) => `${said(k, v)} (protocol)`)).join("; ");
+}
+
 function renderApproval(snap) {
   const waiting = snap.experiments.filter((e) => e.status === "awaiting_approval");
   $("approval-panel").hidden = waiting.length === 0;
+  const batch = waiting.map((e) => e.id).join(", ");
+  if (batch !== state.batch) {  // another batch: what was said of the last decision is not about this one
+    state.batch = batch;
+    $("approval-message").textContent = "";
+    $("approval-message").className = "";
+  }
+  // predictions of the first batch come before any measurement, on the prior's scale (as `labloop log` marks them)
+  const first = (e) => e.mu !== null && e.mu !== undefined && e.step === 0;
+  $("approval-note").hidden = !waiting.some(first);
   const ticked = new Set([...document.querySelectorAll("#approval-table input:checked")].map((b) => b.value));
   fillBody($("approval-table"), waiting, (e) => {
     const row = el("tr");
@@ -283,7 +361,8 @@ function renderApproval(snap) {
     box.type = "checkbox"; box.value = String(e.id); box.checked = ticked.has(String(e.id));
     box.setAttribute("aria-label", `veto experiment ${e.id}`);
     const td = el("td"); td.appendChild(box); row.appendChild(td);
-    cell(row, e.id, "num"); molecule(row, e); cell(row, num(e.mu, 3), "num");
+    cell(row, e.id, "num"); molecule(row, e); cell(row, conditionsText(e), "conditions");
+    cell(row, first(e) ? `${num(e.mu, 3)} *` : num(e.mu, 3), "num");
     cell(row, num(e.sigma, 3), "num"); cell(row, num(e.acquisition, 3), "num"); cell(row, e.model_version ?? "", "num");
     return row;
   });
@@ -292,17 +371,21 @@ function renderApproval(snap) {
 async function decide(vetoAll) {
   const boxes = [...document.querySelectorAll("#approval-table input[type=checkbox]")];
   const veto = boxes.filter((b) => vetoAll || b.checked).map((b) => Number(b.value));
+  const batch = boxes.map((b) => Number(b.value));
+  // one click vetoed a whole batch (an operator's trial): said first, by its ids, and nothing is sent unless accepted
+  if (vetoAll && !window.confirm(`Veto all ${veto.length} experiments of this batch (${veto.join(", ")})? None of ` +
+                                 "them is measured, and the planner counts each as a failure of its molecule.")) return;
   const token = $("token").value.trim();
   sessionStorage.setItem(TOKEN_KEY, token);
   const message = $("approval-message");
   const response = await fetch("/api/approve", {
     method: "POST", headers: { "Content-Type": "application/json", "X-Labloop-Token": token },
-    body: JSON.stringify({ veto, batch: boxes.map((b) => Number(b.value)) }),  // the batch shown, as decided
+    body: JSON.stringify({ veto, batch }),  // the batch shown, as decided
   });
   const body = await response.json().catch(() => ({}));
   if (response.ok) {
     message.className = "";
-    message.textContent = `approved ${body.approved.length}, vetoed ${body.vetoed.length}`;
+    message.textContent = `batch ${batch.join(", ")}: approved ${body.approved.length}, vetoed ${body.vetoed.length}`;
   } else {
     message.className = "error";
     message.textContent = `refused (${response.status}): ${body.error || response.statusText}`;
@@ -316,16 +399,23 @@ function connect() {
   const source = new EventSource("/api/stream");
   source.addEventListener("campaign", (event) => {
     const message = JSON.parse(event.data);
+    state.connected = true;
+    state.readAt = localTime(new Date().toISOString(), true);
     render(message.campaign, message.plots);
     const running = message.campaign.progress.run_active;
-    status.textContent = `${running ? "run live" : "no run"} · read ${new Date().toLocaleTimeString()}`;
+    status.textContent = `${running ? "run live" : "no run"} · read ${state.readAt}`;
     status.className = running ? "connection live" : "connection stopped";
   });
   source.addEventListener("problem", (event) => {  // the journal cannot be read: the page shows it as last read
     status.textContent = `journal unreadable · ${JSON.parse(event.data).error}`;
     status.className = "connection lost";
   });
-  source.onerror = () => { status.textContent = "connection lost · retrying"; status.className = "connection lost"; };
+  source.onerror = () => {
+    state.connected = false;
+    status.textContent = "connection lost · retrying";
+    status.className = "connection lost";
+    renderRunState();
+  };
 }
 
 function init() {
