@@ -356,12 +356,14 @@ def _summary(campaign: Campaign, journal: Journal, *, said_why: bool = False) ->
     ``said_why``, first why a run that ended well stopped short of its budget (its ``finished`` event)."""
     snap = snapshot(journal)
     progress = snap["progress"]
-    done, failed, hits = progress["counts"][State.DONE.value], progress["counts"][State.FAILED.value], progress["hits"]
+    done, hits, vetoed = progress["counts"][State.DONE.value], progress["hits"], progress["vetoed"]
+    failed = progress["counts"][State.FAILED.value] - vetoed  # a veto is a person's decision, not a failure
     finished = [e["message"] for e in snap["events"] if e["kind"] == "finished"]
     if said_why and done < campaign.budget.max_experiments and finished:  # why short of the budget
         _say(finished[-1])
+    apart = [f"{n} {what}" for n, what in ((failed, "failed"), (vetoed, "vetoed")) if n]
     _say(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done"
-         + (f" (+ {failed} failed, which the budget does not count)" if failed else "")
+         + (f" (+ {' and '.join(apart)}, which the budget does not count)" if apart else "")
          + ("" if hits is None else f", {hits} hit{'' if hits == 1 else 's'}")
          + f"; journal {journal.path} (`labloop log`, `labloop report`)")
 

@@ -248,3 +248,20 @@ def test_the_approve_syntax_the_readme_and_the_runner_show_is_the_one_click_take
         context = approve.make_context("approve", args)
         assert context.params["store"].name == "x.db" and not context.args, line  # no id beside an option
         assert context.params["batch"], line  # the batch decided on is named (required)
+
+
+def test_a_runs_summary_counts_vetoes_apart_from_failures(tmp_path, write_campaign, capsys):
+    """A run's last line said "(+ 9 failed, ...)" where 8 were vetoes (an operator's trial): a veto is a person's
+    decision, not a failure of the molecule's measurement."""
+    from labloop.orchestrator.cli.run import _summary
+
+    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([Proposal("CCO"), Proposal("CCN")], step=0, planner="random",
+                                       awaiting_approval=True)
+        journal.approve(ids, by="test", batch=ids)
+        capsys.readouterr()
+        _summary(campaign, journal)
+    budget = campaign.budget.max_experiments
+    assert capsys.readouterr().err.startswith(f"{campaign.name}: 0/{budget} experiments done (+ 2 vetoed, which the "
+                                              "budget does not count), 0 hits; journal ")
