@@ -786,6 +786,10 @@ def test_veto_all_asks_first_and_its_answer_does_not_stay_under_the_next_batch(t
         _wait(browser, lambda d: _text(d, "#approval-message") == f"batch {waiting[0]}, {waiting[1]}: approved 0, "
                                                                    "vetoed 2", "the decision")
         _wait(browser, lambda d: "vetoed 3" in _text(d, "#state-counts"), "the vetoes counted")
+        # the update that emptied the batch hid the panel and the answer with it, before or after the answer came
+        # (CI met both orders): the answer stays in sight until the next batch, its buttons off
+        assert _text(browser, "#approval-message") == f"batch {waiting[0]}, {waiting[1]}: approved 0, vetoed 2"
+        assert not browser.find_element(By.ID, "veto-all-button").is_enabled()
         with Journal.open(store) as journal:  # the runner's next batch
             after = journal.record_proposals([_Proposal("CCCl")], step=2, planner="random", awaiting_approval=True)
         _wait(browser, lambda d: [b.get_attribute("value") for b in d.find_elements(By.CSS_SELECTOR,

@@ -344,13 +344,16 @@ function conditionsText(e) {
 
 function renderApproval(snap) {
   const waiting = snap.experiments.filter((e) => e.status === "awaiting_approval");
-  $("approval-panel").hidden = waiting.length === 0;
   const batch = waiting.map((e) => e.id).join(", ");
-  if (batch !== state.batch) {  // another batch: what was said of the last decision is not about this one
-    state.batch = batch;
+  if (batch && batch !== state.batch) {  // another batch: what was said of the last decision is not about this one
     $("approval-message").textContent = "";
     $("approval-message").className = "";
   }
+  state.batch = batch;
+  // the answer to the last decision stays in sight until the next batch: the update that empties the batch
+  // hid the panel, and with it the answer, as soon as the decision landed (whichever came first)
+  $("approval-panel").hidden = waiting.length === 0 && !$("approval-message").textContent;
+  $("approve-button").disabled = $("veto-all-button").disabled = waiting.length === 0;
   // predictions of the first batch come before any measurement, on the prior's scale (as `labloop log` marks them)
   const first = (e) => e.mu !== null && e.mu !== undefined && e.step === 0;
   $("approval-note").hidden = !waiting.some(first);
@@ -386,6 +389,7 @@ async function decide(vetoAll) {
   if (response.ok) {
     message.className = "";
     message.textContent = `batch ${batch.join(", ")}: approved ${body.approved.length}, vetoed ${body.vetoed.length}`;
+    $("approval-panel").hidden = false;  // an update may have hidden it already: the batch no longer waits
   } else {
     message.className = "error";
     message.textContent = `refused (${response.status}): ${body.error || response.statusText}`;
