@@ -147,6 +147,10 @@ class HealthClock:
         return True
 
 
+#: the longest SMILES a held batch's line and alert show whole (orchestrator/loop/runner.py Runner._held_said)
+HELD_SMILES_CHARS = 40
+
+
 def sample_ids(library: Sequence[str]) -> dict[str, str]:
     """The sample id of each library molecule (``S0001``...: its first row), as vials are labelled."""
     return {smiles: f"S{index + 1:04d}" for index, smiles in reversed(list(enumerate(library)))}
@@ -824,13 +828,29 @@ class Runner:
         if waiting != self._held:
             self._held = waiting
             batch = " ".join(f"--batch {i}" for i in waiting)  # one option per id, as click takes them
-            message = (f"{them} {plural(len(waiting), 'awaits', 'await')} approval: labloop approve "
-                       f"{self.journal.path.absolute()} {batch} [--veto ID]..., or the dashboard")
+            message = (f"{them} {plural(len(waiting), 'awaits', 'await')} approval ({self._held_said(waiting)}): "
+                       f"labloop approve {self.journal.path.absolute()} {batch} [--veto ID]..., or the dashboard")
             console.err.print(message, markup=False, highlight=False)
             with self.interrupts.deferred():
                 self.journal.add_event("awaiting_approval", message, data={"experiments": waiting})
         show(f"awaiting approval of {them}")
         time.sleep(APPROVAL_POLL_S)
+
+    def _held_said(self, waiting: list[int]) -> str:
+        """The molecules of a held batch, each with its prediction, for the line and the alert that ask for a
+        decision: the alert named ids alone, and a person deciding from a phone had nothing to decide on (an
+        operator's trial). A long SMILES is cut (the dashboard and ``labloop log`` show it whole)."""
+        rows = {e.id: e for e in self.journal.experiments(states=(State.AWAITING_APPROVAL,))}
+        said = []
+        for experiment_id in waiting:
+            row = rows.get(experiment_id)
+            if row is None:
+                continue
+            smiles = row.smiles if len(row.smiles) <= HELD_SMILES_CHARS else f"{row.smiles[:HELD_SMILES_CHARS - 1]}…"
+            predicted = "" if row.mu is None else f", predicted {row.mu:.2f} V" + (
+                " before any measurement" if row.step == 0 else "")  # the prior's scale, as `labloop log`'s * says
+            said.append(f"{experiment_id}: {smiles}{predicted}")
+        return "; ".join(said)
 
     def _wait_for_active_hours(self, show: Callable[[str], None]) -> None:
         """Outside ``schedule.active_hours``: wait, saying so on the status line (Ctrl-C still stops)."""

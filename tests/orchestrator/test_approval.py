@@ -178,9 +178,12 @@ def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
     waiting = _waiting(store)
     with Journal.open(store, readonly=True) as journal:
         message = next(e.message for e in journal.events() if e.kind == "awaiting_approval")
+        held = {e.id: e for e in journal.experiments(states=(State.AWAITING_APPROVAL,))}
     # works from any folder, and names the batch as the CLI takes it (one --batch per id)
     batch = " ".join(f"--batch {i}" for i in waiting)
     assert f"labloop approve {store.absolute()} {batch} [--veto ID]..." in message
+    # and what is to be decided on, which the alert carries (ids alone, an operator's trial): each molecule
+    assert all(f"{i}: {held[i].smiles[:39]}" in message for i in waiting), message
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert _waiting(store) == waiting  # the held batch survives the crash as it was
