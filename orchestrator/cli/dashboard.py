@@ -54,7 +54,9 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     app = create_app(store, token, host=host)  # reads the journal whole: a damaged row is refused before the URL
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    shown_host = f"[{host}]" if ":" in host else host
+    # a wildcard address is no address to open: the machine's name is (an operator's trial got http://0.0.0.0:8054/)
+    named = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    shown_host = f"[{named}]" if ":" in named else named
     url = f"http://{shown_host}:{bound_port}/"
     if from_env:  # kept out of the process list, and so out of this output, which a service's log keeps
         console.out.print(f"dashboard: {url}", markup=False, highlight=False, soft_wrap=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,16 +58,18 @@ def test_log_records_and_warnings_in_a_log_file_are_one_line_each(tmp_path, writ
 
     with Journal.create(folder / "tiny.db", load_campaign(campaign_file)):
         pass
-    log = tmp_path / "dashboard.log"
-    with log.open("w") as stderr:
+    log, out = tmp_path / "dashboard.log", tmp_path / "dashboard.out"
+    with log.open("w") as stderr, out.open("w") as stdout:
         dashboard = subprocess.Popen([*CLI, "dashboard", str(folder / "tiny.db"), "--host", "0.0.0.0", "--port", "0"],
-                                     stdout=subprocess.DEVNULL, stderr=stderr)
+                                     stdout=stdout, stderr=stderr)
         try:
             said = _wait_for(log, "read the page", dashboard)
         finally:
             dashboard.send_signal(signal.SIGINT)
             dashboard.wait(timeout=60)
     assert "warning: listening on 0.0.0.0: anyone who can reach this machine can read the page\n" in said, said
+    # the address to open is the machine's name, not the wildcard (an operator's trial got http://0.0.0.0:8054/)
+    assert out.read_text().startswith(f"dashboard: http://{socket.gethostname()}:"), out.read_text()
 
 
 def _stopped_by_sigint(store: Path, *, sigint_ignored: bool) -> tuple[int, str]:
