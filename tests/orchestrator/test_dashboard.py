@@ -453,12 +453,9 @@ def test_the_page_names_the_molecules_the_library_names(tmp_path, write_campaign
     """A chemist knows molecules by name, and the page showed SMILES alone (the library's names were in the
     report's tables only): the best, experiments and voltammogram captions show the library's name above the
     SMILES, as text (a name written as markup runs nothing); an unnamed molecule shows its SMILES alone."""
-    import numpy as np
     from selenium.webdriver.common.by import By
 
-    from labloop.instruments.cv_analysis import analyze_cv
     from labloop.orchestrator.config.campaign import load_campaign
-    from labloop.sim.cv_physics import random_couple, simulate_cv
 
     quoted = XSS.replace('"', '""')  # as a CSV writes a name holding quotes
     (tmp_path / "named.csv").write_text(f'smiles,name\nCOc1ccc(OC)cc1,"{quoted}"\nCc1ccccc1N,o-toluidine\nCCO,\n')
@@ -466,13 +463,7 @@ def test_the_page_names_the_molecules_the_library_names(tmp_path, write_campaign
     with Journal.create(campaign.store, campaign) as journal:
         ids = journal.record_proposals([_Proposal(s) for s in ("COc1ccc(OC)cc1", "Cc1ccccc1N", "CCO")], step=0,
                                        planner="random")
-        for eid, potential in zip(ids[:2], (4.55, 4.4), strict=True):
-            rng = np.random.default_rng(eid)
-            voltammogram = simulate_cv(*random_couple(rng), rng)
-            journal.start_experiment(eid)
-            journal.record_raw(eid, voltammogram)
-            journal.record_measurement(eid, analyze_cv(voltammogram), potential)
-            journal.finish_experiment(eid)
+        _measure(journal, ids[:2], (4.55, 4.4))
     dashboard = Dashboard(campaign.store)
     try:
         browser.get(dashboard.url_with_token)
@@ -696,14 +687,27 @@ def test_a_stop_that_left_the_rig_unsafe_is_the_loudest_line_and_a_finish_the_qu
     assert len({shown[n][2]["color"] for n in endings}) == 3
 
 
-def _waiting_batch(tmp_path, write_campaign, name="gate"):
-    """A journal with two measured experiments, one vetoed batch behind them, and a first-step batch of two
-    awaiting approval (with predictions, at a planned scan rate): its path and the waiting ids."""
+def _measure(journal, ids, potentials) -> None:
+    """Experiments ``ids`` run and measured at ``potentials``, each with a simulated voltammogram of its own."""
     import numpy as np
 
     from labloop.instruments.cv_analysis import analyze_cv
-    from labloop.orchestrator.config.campaign import load_campaign
     from labloop.sim.cv_physics import random_couple, simulate_cv
+
+    for eid, potential in zip(ids, potentials, strict=True):
+        rng = np.random.default_rng(eid)
+        voltammogram = simulate_cv(*random_couple(rng), rng)
+        journal.start_experiment(eid)
+        journal.record_raw(eid, voltammogram)
+        journal.record_measurement(eid, analyze_cv(voltammogram), potential)
+        journal.finish_experiment(eid)
+
+
+def _waiting_batch(tmp_path, write_campaign, name="gate"):
+    """A journal with two measured experiments, one vetoed batch behind them, and a first-step batch of two
+    awaiting approval (with predictions, at a planned scan rate): its path and the waiting ids."""
+
+    from labloop.orchestrator.config.campaign import load_campaign
 
     campaign = load_campaign(write_campaign(tmp_path, name=name,
                                             planner={"kind": "random", "batch_size": 2, "approve": True}))
@@ -711,13 +715,7 @@ def _waiting_batch(tmp_path, write_campaign, name="gate"):
     with Journal.create(campaign.store, campaign) as journal:
         ids = journal.record_proposals([_Proposal(s) for s in ("COc1ccc(OC)cc1", "Cc1ccccc1N")], step=0,
                                        planner="random")
-        for eid, potential in zip(ids, (4.55, 4.4), strict=True):
-            rng = np.random.default_rng(eid)
-            voltammogram = simulate_cv(*random_couple(rng), rng)
-            journal.start_experiment(eid)
-            journal.record_raw(eid, voltammogram)
-            journal.record_measurement(eid, analyze_cv(voltammogram), potential)
-            journal.finish_experiment(eid)
+        _measure(journal, ids, (4.55, 4.4))
         vetoed = journal.record_proposals([_Proposal("CCC")], step=1, planner="random", awaiting_approval=True)
         journal.approve(veto=vetoed, by="test", batch=vetoed)
         proposals = [_Proposal(long_smiles), _Proposal("CCO")]
