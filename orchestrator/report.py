@@ -46,7 +46,7 @@ from labloop.orchestrator.journal.plot_data import (
     versus_ferrocene,
 )
 from labloop.orchestrator.journal.store import Journal, judged_reversibility, left_unsafe, with_advice
-from labloop.orchestrator.journal.view import _volts, describe_objective, snapshot
+from labloop.orchestrator.journal.view import _volts, counts_apart, describe_objective, snapshot
 from labloop.surrogate.screening import rule_of
 
 log = logging.getLogger(__name__)
@@ -639,8 +639,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
-    counts = ", ".join(f"{state} {n - progress['vetoed'] if state == 'failed' else n}" for state, n
-                       in progress["counts"].items()) + (f", vetoed {progress['vetoed']}" if progress["vetoed"] else "")
+    counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
     esc = html.escape
     best = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
                    f"<td>{e['potential_v']:.3f}</td></tr>" for e in snap["best"])

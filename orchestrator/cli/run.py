@@ -27,7 +27,7 @@ from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.config.yaml_source import first_problem
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State, with_advice
-from labloop.orchestrator.journal.view import snapshot
+from labloop.orchestrator.journal.view import counts_apart, snapshot
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
@@ -356,8 +356,8 @@ def _summary(campaign: Campaign, journal: Journal, *, said_why: bool = False) ->
     ``said_why``, first why a run that ended well stopped short of its budget (its ``finished`` event)."""
     snap = snapshot(journal)
     progress = snap["progress"]
-    done, hits, vetoed = progress["counts"][State.DONE.value], progress["hits"], progress["vetoed"]
-    failed = progress["counts"][State.FAILED.value] - vetoed  # a veto is a person's decision, not a failure
+    counts, hits = counts_apart(progress), progress["hits"]
+    done, failed, vetoed = counts[State.DONE.value], counts[State.FAILED.value], counts["vetoed"]
     finished = [e["message"] for e in snap["events"] if e["kind"] == "finished"]
     if said_why and done < campaign.budget.max_experiments and finished:  # why short of the budget
         _say(finished[-1])

@@ -205,6 +205,16 @@ def progress_line(snap: dict[str, Any]) -> str:
     return _header(snap).plain.splitlines()[1]
 
 
+def counts_apart(progress: dict[str, Any]) -> dict[str, int]:
+    """A snapshot's experiments per state with vetoes counted apart: ``failed`` less the ``vetoed``, which follow
+    the states. Why: a veto is a person's decision, not a failure of the rig or the molecule's measurement, and the
+    header read "failed 9" for 8 vetoes (an operator's trial); ``counts.failed`` of ``--json`` keeps the journal's
+    state, which the planner counts. What ``labloop log``, the report and a run's last line show."""
+    counts = dict(progress["counts"])
+    counts[State.FAILED.value] -= progress["vetoed"]
+    return {**counts, "vetoed": progress["vetoed"]}
+
+
 def event_line(event: dict[str, Any]) -> str:
     """One event as ``time  kind  message``, the events table's row as one plain line."""
     return printable(f"{_time(event['time'])}  {event['kind']}  {event['message']}")
@@ -230,10 +240,11 @@ def _header(snap: dict[str, Any]) -> Text:
     text.append(f"  seed {campaign['seed']}  planner {campaign['planner']['kind']}  "
                 f"objective: {describe_objective(campaign['objective'])}\n")
     text.append(f"done {counts['done']}/{progress['max_experiments']}")
+    apart = counts_apart(progress)
     for state in ("running", "proposed", "interrupted", "failed"):
-        text.append(f"  {state} {counts[state] - (progress['vetoed'] if state == 'failed' else 0)}")
-    if progress["vetoed"]:  # vetoes are failures for the planner, not of the rig: counted apart
-        text.append(f"  vetoed {progress['vetoed']}")
+        text.append(f"  {state} {apart[state]}")
+    if apart["vetoed"]:
+        text.append(f"  vetoed {apart['vetoed']}")
     if counts.get("awaiting_approval"):
         text.append(f"  awaiting approval {counts['awaiting_approval']}", style="bold magenta")
     if progress["hits"] is not None:
