@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,14 +39,12 @@ from threadpoolctl import threadpool_limits
 from labloop.core.errors import InvalidInput
 from labloop.core.seeds import stable_rng
 from labloop.core.text import plural
-from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
-from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign, Objective
+from labloop.orchestrator.config.campaign import Campaign, Objective
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.console import invalid_said
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
 from labloop.planners import ModelView, Observation, Planner, PlannerState, bound_fields
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
-from labloop.surrogate.dataset import MISSING_MARKERS, csv_lines, read_table
 
 if TYPE_CHECKING:
     from labloop.instruments.cv_analysis import Quantity
@@ -74,185 +71,6 @@ ORACLE_ROWS = 400
 
 #: ``measure(smiles, conditions, seed, k)`` -> the observation of the ``k``-th experiment of a campaign
 Measure = Callable[[str, Mapping[str, Any], int, int], Observation]
-
-
-#: the reference scales a truth column's header may name (matched without case): what the backtest converts
-#: (``--truth-vs fc``), and what it only recognises to refuse, since their place vs Li/Li+ depends on the electrode's
-#: filling and the solvent (docs/protocols.md "Potential scales") and no campaign setting holds it
-FERROCENE_SCALE = re.compile(r"\bfc\b|\bfc\+|ferrocen", re.IGNORECASE)
-OTHER_SCALES = re.compile(r"\bsce\b|ag/ag|\bagcl\b|\bshe\b|\bnhe\b|\bsse\b|\bhg/hg", re.IGNORECASE)
-LITHIUM_SCALE = re.compile(r"\bli\b|\bli\+|\blithium\b", re.IGNORECASE)
-
-#: the share of a truth table's values, from 2 rows on, that lying nearer the table's median -/+ cell.ferrocene_vs_li_v
-#: than its median makes a group on another scale worth a warning. Why: a lab's table pastes rows vs Fc/Fc+ among rows
-#: vs Li/Li+ (a trial: a third of a table 3.2 V low), and a few molecules far from the rest are molecules, not a scale:
-#: the trial's clean table of 1,000 oxidation potentials had 5 such values (0.5%), the mixed one 346 (35%)
-MIXED_SCALE_SHARE = 0.02
-
-
-def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_v: float) -> float:
-    """What to add to the truth column's values to put them on the Li/Li+ scale, which every potential in labloop is
-    on: 0 for ``--truth-vs li``, ``ferrocene_vs_li_v`` (the campaign's ``cell.ferrocene_vs_li_v``) for ``fc``.
-    Without ``truth_vs``, a header that names another scale and not Li/Li+ (``E1/2 (V vs Fc/Fc+)``) is refused
-    (InvalidInput, one line saying how to convert): such a table backtested as if vs Li/Li+ found no hit and still
-    crowned a leader (a chemist's trial); a header naming no scale (``e_v``) is taken as vs Li/Li+, as documented.
-    A ``fc`` for a header naming Li/Li+ is refused too (the values would move by 3 V)."""
-    ferrocene, other, lithium = (bool(scale.search(column)) for scale in (FERROCENE_SCALE, OTHER_SCALES,
-                                                                          LITHIUM_SCALE))
-    if truth_vs == "fc":
-        if lithium and not ferrocene:
-            raise InvalidInput(f"{path}: column {column!r} names Li/Li+, not Fc/Fc+: drop --truth-vs fc (or give "
-                               "--truth-vs li)")
-        return ferrocene_vs_li_v
-    if truth_vs == "li" or lithium or not (ferrocene or other):
-        return 0.0
-    if ferrocene:
-        raise InvalidInput(f"{path}: column {column!r} names the Fc/Fc+ scale, and the backtest's truth is V vs "
-                           f"Li/Li+: give --truth-vs fc to add the campaign's cell.ferrocene_vs_li_v "
-                           f"({ferrocene_vs_li_v:g} V) to each value, or --truth-vs li if the values are vs Li/Li+")
-    raise InvalidInput(f"{path}: column {column!r} names another reference scale than Li/Li+, which the backtest's "
-                       "truth must be on: convert the column to V vs Li/Li+ (or to V vs Fc/Fc+ and give --truth-vs "
-                       "fc), or give --truth-vs li if the values are vs Li/Li+")
-
-
-@dataclass
-class Truth:
-    """A truth table as :func:`read_truth` reads it: ``values`` by SMILES as each row writes it (a later spelling
-    of a molecule with its first row's value), ``molecules`` by canonical SMILES (each molecule once), the
-    ``notes`` to warn of, and ``rows``: how many rows the table has, and how many were left out or merged, by why
-    (``--json`` reports them)."""
-
-    values: dict[str, float]
-    molecules: dict[str, float]
-    notes: list[str]
-    rows: dict[str, int]
-
-
-def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset_v: float = 0.0,
-               ferrocene_vs_li_v: float = FERROCENE_VS_LI_V) -> Truth:
-    """The :class:`Truth` of a CSV: its values plus ``offset_v`` (:func:`truth_offset`), and notes on the rows not
-    taken as they are: SMILES that are no molecule, empty values (a cell holding a missing-value marker,
-    :data:`labloop.surrogate.dataset.MISSING_MARKERS`, is one, counted and named: ``n/a`` was refused one cell at
-    a time), repeated molecules with another value (and, apart, those more than
-    :data:`labloop.surrogate.training.REPEAT_SPREAD` apart, as ``surrogate train`` says: 3.2 V apart is a mix-up,
-    not a remeasurement) and a group of values about ``ferrocene_vs_li_v`` from the rest (:data:`MIXED_SCALE_SHARE`).
-    :class:`InvalidInput` (one line) for a missing column, a value beyond :data:`POTENTIAL_RANGE_V` (an energy in
-    eV, millivolts; an infinite or absurd one is refused by :func:`read_table` already) or a table with no valid
-    SMILES and value. A molecule given twice keeps its first value, whichever way each row spells it (by canonical
-    SMILES: a later spelling gets the first value too; a lab's table mixes the spellings of several sources)."""
-    from labloop.surrogate.featurize import canonical_smiles
-
-    table = read_table(path, (column,), smiles_column=smiles_column,  # a lab's table names its columns its way
-                       column_hint=f": name its SMILES column {smiles_column!r}, as the campaign's library does "
-                                   "(library.smiles_column)", target_option="--column", missing_markers=MISSING_MARKERS)
-    line_of = csv_lines(path)  # its lines after any blank one
-    low, high = POTENTIAL_RANGE_V
-    shifted = f" (after adding {offset_v:g} V: --truth-vs fc)" if offset_v else ""
-    truth: dict[str, float] = {}
-    empty: list[int] = []  # rows of a molecule without a value
-    conflicts, first_conflict = 0, ""
-    invalid: list[tuple[int, str]] = []  # (line, as written) of rows whose SMILES is no molecule
-    canonical = canonical_smiles(table.smiles)  # "" for a row that is no molecule, judged in one note below
-    first_of: dict[str, float] = {}  # by canonical SMILES: the value the molecule's first row gave
-    first_row: dict[str, int] = {}  # ... and that row
-    rows_of: dict[str, list[int]] = {}  # ... and all its rows with a value
-    valued: list[tuple[int, float]] = []  # (row, value) of every row taken
-    for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0] + offset_v, strict=True)):
-        if not canonical[row]:
-            invalid.append((line_of(row), smiles))
-            continue
-        if not np.isfinite(value):
-            empty.append(row)
-            continue
-        if not low <= value <= high:
-            raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: {value:g}{shifted} lies beyond "
-                               f"{low:g}..{high:g} V vs Li/Li+: not a potential (an energy in eV? millivolts?)")
-        key = canonical[row]
-        if key in first_of and first_of[key] != value:
-            conflicts += 1
-            earlier = first_row[key]
-            first_conflict = first_conflict or (f"line {line_of(row)} {smiles!r} repeats line {line_of(earlier)} "
-                                                f"{table.smiles[earlier]!r}")
-        first_row.setdefault(key, row)
-        rows_of.setdefault(key, []).append(row)
-        valued.append((row, float(value)))
-        truth.setdefault(smiles, first_of.setdefault(key, float(value)))
-    unscreened = "no SMILES of a molecule labloop screens"
-    first = f"first at line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
-    bad, n_rows = len(invalid), len(table.smiles)
-    if not truth:
-        why = (f" ({bad} of its {n_rows} {plural(n_rows, 'row')} {plural(bad, 'is', 'are')} {unscreened}, {first})"
-               if invalid else "")
-        raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}{why}")
-    notes = []
-    if invalid:
-        notes.append(f"{bad} {plural(bad, 'row')} of {path} {plural(bad, 'is', 'are')} {unscreened} ({first}) and "
-                     f"{plural(bad, 'is', 'are')} left out")
-    written = table.marked.get(column, {})  # row: the missing-value marker its cell holds
-    marked = [row for row in empty if row in written]
-    if empty:
-        k = len(marked)
-        markers = "" if not marked else (
-            f" ({k} of them {plural(k, 'writes', 'write')} a missing value as "
-            f"{', '.join(repr(m) for m in dict.fromkeys(written[r] for r in marked))}, first at "
-            f"{plural(min(k, 5), 'line')} {', '.join(str(line_of(r)) for r in marked[:5])}"
-            f"{f' and {k - 5} more' if k > 5 else ''})")
-        notes.append(f"{len(empty)} {plural(len(empty), 'row')} of {path} {plural(len(empty), 'has', 'have')} no "
-                     f"finite value in column {column!r}{markers} and {plural(len(empty), 'is', 'are')} left out")
-    if conflicts:
-        notes.append(f"{conflicts} {plural(conflicts, 'row')} of {path} {plural(conflicts, 'repeats', 'repeat')} a "
-                     f"molecule with another value (the first: {first_conflict}): the first value is used, "
-                     "however the later rows spell it")
-    apart = _apart(rows_of, dict(valued))
-    if apart:
-        from labloop.surrogate.training import REPEAT_SPREAD
-
-        rows, spread = apart[0]
-        lines = ", ".join(str(line_of(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-        notes.append(f"{len(apart)} repeated {plural(len(apart), 'molecule')} of {path} "
-                     f"{plural(len(apart), 'has', 'have')} values more than {REPEAT_SPREAD:g} V apart (first: lines "
-                     f"{lines}, spread {spread:.3f} V), more than a measurement repeats by, and the first value is "
-                     "used: check those rows for a mix-up (a reference electrode, a unit, a sign, another molecule's "
-                     "row)")
-    if (scales := _mixed_scales(valued, ferrocene_vs_li_v, line_of)) is not None:
-        notes.append(f"{path}, column {column!r}: {scales}")
-    return Truth(truth, first_of, notes, {"rows": n_rows, "invalid_smiles": bad, "no_value": len(empty),
-                                          "missing_markers": len(marked), "repeats_with_another_value": conflicts,
-                                          "repeated_molecules_apart": len(apart)})
-
-
-def _apart(rows_of: Mapping[str, list[int]], value_of: Mapping[int, float]) -> list[tuple[list[int], float]]:
-    """The repeated molecules whose rows' values spread by more than ``surrogate train``'s REPEAT_SPREAD, in the
-    order of their first rows: each one's rows and spread."""
-    from labloop.surrogate.training import REPEAT_SPREAD
-
-    found = []
-    for rows in rows_of.values():
-        values = [value_of[r] for r in rows]
-        if len(rows) > 1 and max(values) - min(values) > REPEAT_SPREAD:
-            found.append((rows, max(values) - min(values)))
-    return found
-
-
-def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float, line_of: Callable[[int], int]
-                  ) -> str | None:
-    """What to say of a truth column whose values hold a group about ``ferrocene_vs_li_v`` below or above the
-    rest (:data:`MIXED_SCALE_SHARE`), or None: a value nearer the median -/+ that offset than the median itself is
-    where a potential on the other of the Li/Li+ and Fc/Fc+ scales would lie. Of the two sides, the one with more
-    such values is the group said."""
-    values = np.array([v for _, v in valued])
-    median, half = float(np.median(values)), ferrocene_vs_li_v / 2
-    below = [(row, v) for row, v in valued if v < median - half]
-    above = [(row, v) for row, v in valued if v > median + half]
-    side, off = ("below", below) if len(below) >= len(above) else ("above", above)  # the group: a mix shifts the
-    if len(off) < max(2, MIXED_SCALE_SHARE * len(values)):  # median, and with it the few extreme values of the other
-        return None                                          # side, which are the rest's own tail
-    lines = ", ".join(str(line_of(r)) for r, _ in off[:5]) + (f" and {len(off) - 5} more" if len(off) > 5 else "")
-    sign = "-" if side == "below" else "+"
-    return (f"{len(off)} of its {len(values)} values lie more than {half:g} V {side} its median ({median:.2f} V), "
-            f"nearer the median {sign} {ferrocene_vs_li_v:g} V (cell.ferrocene_vs_li_v) than the median itself (lines "
-            f"{lines}), as values vs Fc/Fc+ among values vs Li/Li+ would: check their reference scale, since the "
-            "backtest takes every value as V vs Li/Li+")
 
 
 def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path

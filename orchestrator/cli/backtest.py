@@ -114,6 +114,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
               budget: int | None, no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
     """The command's work, inside :func:`backtest`'s guard."""
     from labloop.orchestrator import backtest as engine
+    from labloop.orchestrator import potential_table
     from labloop.planners import PLANNERS
 
     named = [k.strip() for k in planners.split(",")]
@@ -131,8 +132,8 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     if any(k != "random" for k in kinds):  # the prior model is cached beside the store: fail before training
         check_store_folder(campaign, campaign.located("store"))
     scan = None if no_instruments else engine.campaign_scan(campaign)
-    offset = engine.truth_offset(truth_file, column, truth_vs, campaign.cell.ferrocene_vs_li_v)
-    read = engine.read_truth(truth_file, column, campaign.library.smiles_column, offset_v=offset,
+    offset = potential_table.truth_offset(truth_file, column, truth_vs, campaign.cell.ferrocene_vs_li_v)
+    read = potential_table.read_truth(truth_file, column, campaign.library.smiles_column, offset_v=offset,
                              ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
     notes = read.notes
     library, known, left_out, library_rows = engine.library_truth(campaign, read.values, truth_file)

@@ -135,9 +135,10 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
     the prior's IE shifted by 1.54 V: a systematic error the oracle must have removed)."""
     import numpy as np
 
-    from labloop.orchestrator.backtest import oracle_view, read_truth
+    from labloop.orchestrator.backtest import oracle_view
     from labloop.orchestrator.cli.backtest import _prior
     from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.potential_table import read_truth
     from labloop.planners.feedback import DescriptorTable
 
     path, _ = truth_csv
