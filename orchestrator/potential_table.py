@@ -9,17 +9,20 @@ for both, only the option or field the user corrects differs (:class:`Words`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from labloop.core.errors import InvalidInput
+from labloop.core.errors import ConfigError, InvalidInput
 from labloop.core.text import plural
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
-from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V
+from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign
+from labloop.orchestrator.config.yaml_source import display_name
 from labloop.surrogate.dataset import MISSING_MARKERS, csv_lines, read_table
 
 
@@ -88,14 +91,15 @@ def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_
 @dataclass
 class Truth:
     """A truth table as :func:`read_truth` reads it: ``values`` by SMILES as each row writes it (a later spelling
-    of a molecule with its first row's value), ``molecules`` by canonical SMILES (each molecule once), the
-    ``notes`` to warn of, and ``rows``: how many rows the table has, and how many were left out or merged, by why
-    (``--json`` reports them)."""
+    of a molecule with its first row's value), ``molecules`` by canonical SMILES (each molecule once; ``spelled``:
+    as its first row writes it), the ``notes`` to warn of, and ``rows``: how many rows the table has, and how many
+    were left out or merged, by why (``--json`` reports them)."""
 
     values: dict[str, float]
     molecules: dict[str, float]
     notes: list[str]
     rows: dict[str, int]
+    spelled: dict[str, str] = field(default_factory=dict)
 
 
 def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset_v: float = 0.0,
@@ -124,6 +128,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
     invalid: list[tuple[int, str]] = []  # (line, as written) of rows whose SMILES is no molecule
     canonical = canonical_smiles(table.smiles)  # "" for a row that is no molecule, judged in one note below
     first_of: dict[str, float] = {}  # by canonical SMILES: the value the molecule's first row gave
+    spelled: dict[str, str] = {}  # ... and how that row writes it
     first_row: dict[str, int] = {}  # ... and that row
     rows_of: dict[str, list[int]] = {}  # ... and all its rows with a value
     valued: list[tuple[int, float]] = []  # (row, value) of every row taken
@@ -144,6 +149,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
             first_conflict = first_conflict or (f"line {line_of(row)} {smiles!r} repeats line {line_of(earlier)} "
                                                 f"{table.smiles[earlier]!r}")
         first_row.setdefault(key, row)
+        spelled.setdefault(key, smiles)
         rows_of.setdefault(key, []).append(row)
         valued.append((row, float(value)))
         truth.setdefault(smiles, first_of.setdefault(key, float(value)))
@@ -188,7 +194,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
         notes.append(f"{path}, column {column!r}: {scales}")
     return Truth(truth, first_of, notes, {"rows": n_rows, "invalid_smiles": bad, "no_value": len(empty),
                                           "missing_markers": len(marked), "repeats_with_another_value": conflicts,
-                                          "repeated_molecules_apart": len(apart)})
+                                          "repeated_molecules_apart": len(apart)}, spelled)
 
 
 def _apart(rows_of: Mapping[str, list[int]], value_of: Mapping[int, float]) -> list[tuple[list[int], float]]:
@@ -224,4 +230,66 @@ def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float,
             f"{lines}), as values vs Fc/Fc+ among values vs Li/Li+ would: check their reference scale, since "
             f"labloop takes {words.values} as V vs Li/Li+")
 
+
+#: a campaign's past measurements (``past_measurements``: :func:`read_past`)
+PAST_WORDS = Words("past_measurements.column", "past_measurements.vs", "past measurements",
+                   " (or set past_measurements.smiles_column)")
+
+
+@dataclass(frozen=True)
+class Past:
+    """A campaign's past measurements as :func:`read_past` reads them: (SMILES, potential V vs Li/Li+) of each
+    molecule once, spelled as the library's first row of it writes it when the library has it (so no planner
+    proposes it again) and as the table's first row does otherwise; how many are library molecules, and the
+    objective's hits among them all (None: it defines none); the table's ``notes``; and where it came from
+    (``source``: file, column, the offset added, SHA-256 and row counts, what the journal keeps beside them)."""
+
+    measurements: tuple[tuple[str, float], ...]
+    in_library: int
+    hits: int | None
+    notes: tuple[str, ...]
+    source: dict[str, Any]
+
+    def summary(self) -> str:
+        """One line for the journal and the terminal: ``12 past measurements from past.csv (8 of library molecules,
+        which are not proposed again; 2 hits)``."""
+        n, hits, known = len(self.measurements), self.hits, self.in_library
+        return (f"{n} past {plural(n, 'measurement')} from {display_name(Path(self.source['file']))} ({known} of "
+                f"library {plural(known, 'molecule')}, which {plural(known, 'is', 'are')} not proposed again"
+                + ("" if hits is None else f"; {hits} {plural(hits, 'hit')}") + "), learnt from before the first "
+                "proposal")
+
+
+    def journalled(self) -> tuple[str, dict[str, Any]]:
+        """(message, data) of the journal's ``past_measurements`` event (orchestrator/journal/store.py
+        ``Journal.create``): the summary, the counts ``labloop log`` shows, where they came from, and the
+        measurements themselves, which the journal keeps so that a resume needs no file."""
+        return self.summary(), {"measurements_n": len(self.measurements), "in_library": self.in_library,
+                                "hits": self.hits, **self.source,
+                                "measurements": [list(m) for m in self.measurements]}
+
+
+def read_past(campaign: Campaign, library: Sequence[str]) -> Past | None:
+    """The campaign's ``past_measurements`` (None without them), read as a backtest's truth is (:func:`read_truth`:
+    its scale by ``vs`` or its header, missing-value markers, repeats, invalid rows named by line), each molecule
+    matched to the ``library`` (the campaign's rows) by canonical SMILES. :class:`ConfigError` naming
+    ``past_measurements.file`` (with its YAML line) for a table that cannot be used."""
+    from labloop.surrogate.featurize import first_spellings
+
+    spec = campaign.past_measurements
+    if spec is None:
+        return None
+    try:
+        offset = truth_offset(spec.file, spec.column, spec.vs, campaign.cell.ferrocene_vs_li_v, PAST_WORDS)
+        table = read_truth(spec.file, spec.column, spec.smiles_column, offset_v=offset,
+                           ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v, words=PAST_WORDS)
+    except InvalidInput as exc:
+        raise ConfigError(campaign.located("past_measurements", "file"), str(exc)) from None
+    in_library = {key: written for written, key in first_spellings(library).items() if key}
+    measurements = tuple((in_library.get(key, table.spelled[key]), value) for key, value in table.molecules.items())
+    source = {"file": str(spec.file), "column": spec.column, "offset_v": offset,
+              "sha256": hashlib.sha256(spec.file.read_bytes()).hexdigest(), "rows": table.rows}
+    objective = campaign.objective
+    hits = sum(objective.is_hit(v) for _, v in measurements) if objective.defines_hits else None
+    return Past(measurements, sum(key in in_library for key in table.molecules), hits, tuple(table.notes), source)
 

@@ -45,7 +45,13 @@ from labloop.orchestrator.journal.plot_data import (
     prediction_errors,
     versus_ferrocene,
 )
-from labloop.orchestrator.journal.store import Journal, judged_reversibility, left_unsafe, with_advice
+from labloop.orchestrator.journal.store import (
+    PAST_MEASUREMENTS,
+    Journal,
+    judged_reversibility,
+    left_unsafe,
+    with_advice,
+)
 from labloop.orchestrator.journal.view import _volts, counts_apart, describe_objective, snapshot
 from labloop.surrogate.screening import rule_of
 
@@ -659,6 +665,10 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
     plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
+    past = next((e for e in snap["events"] if e["kind"] == PAST_MEASUREMENTS), None)  # the lab's, before the campaign
+    past = "" if past is None else (f"<p>and {esc(past['message'])}: the calibration's and retrained models' "
+                                    "measurement counts include them; the counts above, the best table and the "
+                                    "plots are the campaign's own experiments.</p>")
     unsafe = "".join(f"<li>{esc(e['time'])}: {esc(with_advice(e['message'], e['data']))}</li>"
                      for e in snap["events"] if left_unsafe(e["kind"], e["data"]))
     unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'
@@ -676,7 +686,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 <p>objective: {esc(describe_objective(campaign['objective']))}; planner {esc(campaign['planner']['kind'])};
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
-{unsafe}{plots}
+{past}{unsafe}{plots}
 <h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
 {lab_table}
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>

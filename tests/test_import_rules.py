@@ -33,12 +33,14 @@ ORCHESTRATOR: dict[str, set[str]] = {
     "config": set(),
     "journal": {"config"},
     "report": {"config", "journal"},
+    "potential_table": {"config"},
     "learning": {"config", "journal"},
     "loop": {"console", "config", "journal", "learning"},
     "compose": {"config", "loop"},
     "backtest": {"console", "config", "journal", "learning", "loop"},
     "dashboard": {"config", "journal"},
-    "cli": {"console", "config", "journal", "report", "learning", "loop", "compose", "dashboard", "backtest"},
+    "cli": {"console", "config", "journal", "report", "potential_table", "learning", "loop", "compose", "dashboard",
+            "backtest"},
 }
 #: the only orchestrator modules that may import the simulated world: the composition module (it starts the
 #: emulators of a dry run), the backtest engine and command (simulated campaigns against a table of truths),

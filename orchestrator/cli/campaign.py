@@ -37,6 +37,7 @@ from labloop.orchestrator.journal.view import (
     run_end,
     snapshot,
 )
+from labloop.orchestrator.potential_table import Past
 from labloop.protocols.steps import compact
 
 log = logging.getLogger(__name__)
@@ -68,21 +69,24 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
             console.err.print(f"error: {console.printable(message)}", markup=False, highlight=False, soft_wrap=True)
         ctx.exit(EXIT_BAD_INPUT)
     preflight.check_prior(campaign)
+    past = preflight.past_measurements(campaign, library)
     preflight.check_store(campaign, "--store" if store is not None else None)
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))
     invalid, again = preflight.warn_before_run(campaign, library)
     preflight.warn_default_safety(campaign)
-    _print_summary(_summary(campaign_file, campaign, len(library), (invalid, again), scheduler, dry_run=dry_run))
+    _print_summary(_summary(campaign_file, campaign, len(library), (invalid, again), scheduler, past,
+                            dry_run=dry_run))
 
 
-def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, int], scheduler: str | None, *,
-             dry_run: bool = False) -> dict[str, str]:
+def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, int], scheduler: str | None,
+             past: Past | None, *, dry_run: bool = False) -> dict[str, str]:
     """``validate``'s rows; ``skipped``: how many library rows are invalid SMILES, and how many repeat a
-    molecule. The approval gate, the alerts and a dry run's world are said too: an operator's trial could not
-    tell from the summary that each batch would wait for a person, where alerts would go, or how fast the
-    rehearsal would run."""
+    molecule; ``past``: the past measurements read (None for a store that holds them already, or none: a row only
+    for a campaign that has them). The approval gate, the alerts and a dry run's world are said too: an operator's
+    trial could not tell from the summary that each batch would wait for a person, where alerts would go, or how
+    fast the rehearsal would run."""
     used, address = compose.compute_placement(campaign, scheduler, n_rows)
     instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
                             for name, spec in campaign.instruments.items())
@@ -93,12 +97,14 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
     if budget.stop_after_hits is not None:
         stops.append(f"{budget.stop_after_hits} hits")
     default = "" if "reference_offset_v" in campaign.cell.model_fields_set else ", the default: calibrate yours"
-    rows = {
+    rows: dict[str, str | None] = {
         "valid": f"{path}: campaign {campaign.name!r}, seed {campaign.seed}",
         "library": f"{display_name(campaign.library.file)} ({_library_rows(campaign, n_rows, *skipped)})",
         "prior": "none" if campaign.prior is None else
                  f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})",
         "objective": describe_objective(campaign.objective.model_dump()),
+        "past": None if campaign.past_measurements is None else past.summary() if past is not None else
+                f"as journalled in {display_name(campaign.store)} when it was created (the file is read once)",
         "planner": f"{campaign.planner.kind}, batch {campaign.planner.batch_size}; surrogate preset "
                    f"{campaign.surrogate.preset}" + ("; each batch waits for a person's approval (planner.approve)"
                                                      if campaign.planner.approve else ""),
@@ -119,7 +125,7 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
     }
     if dry_run:
         rows["world"] = _world(campaign)
-    return rows
+    return {name: said for name, said in rows.items() if said is not None}
 
 
 def _world(campaign: Campaign) -> str:

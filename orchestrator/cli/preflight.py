@@ -21,6 +21,7 @@ from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
 from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
+from labloop.orchestrator.potential_table import Past, read_past
 from labloop.surrogate.config import MIN_ROWS_PER_FOLD
 from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
 from labloop.surrogate.library_pipeline import row_lines
@@ -116,6 +117,18 @@ def check_prior(campaign: Campaign) -> None:
         rows = "" if campaign.prior.rows is None else f" (prior.rows {campaign.prior.rows})"
         raise ConfigError(campaign.located("prior"), f"{readable} readable molecules{rows} are too few to train "
                                                      f"surrogate.folds {folds}: at least {MIN_ROWS_PER_FOLD * folds}")
+
+
+def past_measurements(campaign: Campaign, library: list[str]) -> Past | None:
+    """The campaign's past measurements as the journal will keep them (:func:`read_past`), each note on rows left
+    out said as a warning; None without them, or for a store that exists (its journal holds what was read when it
+    was created, and ``run`` of it reads the file no more). A table that cannot be used is :class:`ConfigError`."""
+    if campaign.store.exists():
+        return None
+    past = read_past(campaign, library)
+    for note in past.notes if past is not None else ():
+        console.err.print(f"warning: {console.printable(note)}", markup=False, highlight=False, soft_wrap=True)
+    return past
 
 
 def overridden(campaign: Campaign, store: Path | None, seed: int | None) -> Campaign:

@@ -43,6 +43,7 @@ from labloop.orchestrator.loop.runner import (
     refusal_before_the_run,
 )
 from labloop.orchestrator.loop.stalls import StallWatch
+from labloop.orchestrator.potential_table import Past
 
 if TYPE_CHECKING:
     from labloop.orchestrator.loop.rig import Rig
@@ -80,8 +81,14 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
             done = len(journal.experiments(states=(State.DONE,)))
     if done >= campaign.budget.max_experiments:  # run again on a finished journal: how to go on, nothing more
         return _at_budget(campaign, campaign.store, done)
-    return _run_campaign(campaign, dry_run, lambda: Journal.create(campaign.store, campaign, source_yaml=source),
-                         scheduler)
+    def create_journal(past: Past | None) -> Journal:  # after every check
+        journal = Journal.create(campaign.store, campaign, source_yaml=source,
+                                 past=None if past is None else past.journalled())
+        if past is not None:
+            _say(past.summary())
+        return journal
+
+    return _run_campaign(campaign, dry_run, create_journal, scheduler)
 
 
 def _at_budget(campaign: Campaign, store: Path, done: int) -> int:
@@ -153,7 +160,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
              f"give --scheduler {previous} to run there again")
     by_hand = [kind for kind, given in ((CELL_EMPTIED, cell_emptied), (SYRINGES_FILLED, syringes_filled)) if given]
 
-    def open_journal() -> Journal:  # after every check: a refused resume changes nothing
+    def open_journal(_past: Past | None) -> Journal:  # after every check: a refused resume changes nothing
         journal = Journal.open(store)
         try:
             preflight.unchanged_library(campaign, journal)
@@ -179,7 +186,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
                          by_hand=by_hand, record=record)
 
 
-def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], Journal],
+def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Past | None], Journal],
                   scheduler: str | None = None, *, by_hand: Sequence[str] = (),
                   record: Callable[[Journal], None] | None = None) -> int:
     """Take the store's lock, check everything, and only then open the rig and the journal: a second
@@ -190,11 +197,13 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
     campaign uses (:func:`compose.compute_placement`) is connected to (or started) before the rig, so a scheduler
     that does not answer is bad input with nothing written. ``by_hand``: what the operator says was done by hand
     (``resume --cell-emptied``...), journalled with the rest of ``record`` (``resume``'s writes) only once
-    nothing refuses the run (:func:`_with_journal`)."""
+    nothing refuses the run (:func:`_with_journal`). ``open_journal`` is given the campaign's past measurements,
+    read here with the other checks for a store not yet created (:func:`preflight.past_measurements`)."""
     continued = campaign.store.exists()  # a journal's count of the syringes, not the campaign's start, decides then
     with sole_runner(campaign.store) as lock:
         library, world = compose.check_campaign(campaign, dry_run=dry_run, continued=continued)
         preflight.check_prior(campaign)
+        past = preflight.past_measurements(campaign, library)
         preflight.warn_before_run(campaign, library)
         with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
                 Interrupts() as interrupts:
@@ -204,7 +213,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[], 
                     executor = compose.build_executor(campaign, rig)
                     executor.check(continued=continued)
                     rig.check_health()  # before the journal is written and before anything is pumped
-                    with open_journal() as journal:
+                    with open_journal(past) as journal:
                         lock.hold_journal()  # a journal just created
                         if world is not None:
                             world.resume_at(journal.raw_count())  # a drifting reference continues where it was

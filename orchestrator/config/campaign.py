@@ -245,6 +245,26 @@ class Prior(BaseModel):
         return self
 
 
+class PastMeasurements(BaseModel):
+    """The lab's own measurements of the objective's potential made before this campaign (a CSV of SMILES and
+    potentials), which the campaign learns from before its first proposal and never proposes again.
+
+    Why: a lab that adopts labloop has measured molecules already; measured again they spend the budget on what is
+    known, and left out they leave the residual model to learn the lab's error from nothing. The table is read
+    once, when the journal is created (``validate`` and ``run`` check it first, as ``labloop backtest`` checks a
+    truth table: orchestrator/potential_table.py), and the journal keeps what was read, so a resume needs neither
+    the file nor its unchanged content. ``vs``: the scale of the values, ``li`` (V vs Li/Li+) or ``fc`` (V vs
+    Fc/Fc+, to which ``cell.ferrocene_vs_li_v`` is added); unset, a column header naming Fc/Fc+ or another
+    reference is refused and one naming none is taken as vs Li/Li+."""
+
+    model_config = SECTION
+    file: FilePath
+    column: str = Field(min_length=1, description="the column of potentials (V) of the objective's quantity")
+    smiles_column: str = "smiles"
+    vs: Literal["li", "fc"] | None = Field(None, description="li: V vs Li/Li+; fc: V vs Fc/Fc+ (default: as the "
+                                                             "column's header names it, else li)")
+
+
 class Objective(BaseModel):
     """What a good molecule is: a redox potential (V vs Li/Li+) to maximise, minimise, or land in a window.
 
@@ -980,6 +1000,7 @@ class Campaign(BaseModel):
     library: Library
     prior: Prior | None = None
     objective: Objective
+    past_measurements: PastMeasurements | None = None
     surrogate: Surrogate = Surrogate()
     compute: Compute = Compute()
     planner: Planner = Planner()

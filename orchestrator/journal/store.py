@@ -58,6 +58,8 @@ if TYPE_CHECKING:  # the journal stores a campaign's dump; it never validates on
 
 log = logging.getLogger(__name__)
 
+#: the event kind of a campaign's past measurements (:meth:`Journal.past_measurements`)
+PAST_MEASUREMENTS = "past_measurements"
 #: "LLJ1" — marks a SQLite file as a labloop journal
 APPLICATION_ID = 0x4C4C4A31
 SCHEMA_VERSION = 2
@@ -551,9 +553,12 @@ class Journal:
     # -- opening ---------------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | Path, campaign: Campaign, *, source_yaml: str | None = None) -> Journal:
+    def create(cls, path: str | Path, campaign: Campaign, *, source_yaml: str | None = None,
+               past: tuple[str, dict[str, Any]] | None = None) -> Journal:
         """A new journal for ``campaign`` at ``path``; an existing journal of the *same* campaign (identical
-        config) is opened instead, any other existing file is refused with :class:`JournalError`.
+        config) is opened instead, any other existing file is refused with :class:`JournalError`. ``past``: the
+        campaign's past measurements, (message, data with ``measurements``: [SMILES, potential] pairs), journalled
+        as the event after ``created`` (:meth:`past_measurements` reads them), so no journal exists without them.
 
         The file is built under a temporary name and linked into place, so no reader ever sees a half-made
         journal and a crash during creation leaves nothing under ``path``.
@@ -573,7 +578,7 @@ class Journal:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         try:
-            cls._build(tmp, campaign, config_json, source_yaml)
+            cls._build(tmp, campaign, config_json, source_yaml, past)
             os.link(tmp, path)  # fails if someone created `path` meanwhile, unlike a rename
         except FileExistsError:
             raise JournalError(f"{path}: was created by another process just now") from None
@@ -583,7 +588,8 @@ class Journal:
         return cls.open(path)
 
     @staticmethod
-    def _build(tmp: Path, campaign: Campaign, config_json: str, source_yaml: str | None) -> None:
+    def _build(tmp: Path, campaign: Campaign, config_json: str, source_yaml: str | None,
+               past: tuple[str, dict[str, Any]] | None) -> None:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             conn.executescript(SCHEMA)
@@ -592,6 +598,9 @@ class Journal:
                          (campaign.name, campaign.seed, code_version(), config_json, source_yaml, created))
             conn.execute("INSERT INTO events (time, kind, message) VALUES (?, 'created', ?)",
                          (created, f"campaign {campaign.name} created"))
+            if past is not None:
+                conn.execute("INSERT INTO events (time, kind, message, data_json) VALUES (?, ?, ?, ?)",
+                             (created, PAST_MEASUREMENTS, past[0], _json(past[1])))
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -1058,6 +1067,14 @@ class Journal:
                                            dict), r["weights_path"])
                 for r in (self._checked(row, f"model_versions row {row['version']}", _MODEL_COLUMNS)
                           for row in self._read("SELECT * FROM model_versions ORDER BY version"))]
+
+    def past_measurements(self) -> list[tuple[str, float]]:
+        """The campaign's past measurements, (SMILES, potential V vs Li/Li+) in the table's order, as journalled when
+        the journal was created (:meth:`create`); empty for a campaign without them."""
+        found = self.events(kinds=(PAST_MEASUREMENTS,))
+        if not found or not isinstance(found[0].data, dict):
+            return []
+        return [(str(smiles), float(potential)) for smiles, potential in found[0].data["measurements"]]
 
     def latest_planner_state(self) -> tuple[int, dict[str, Any]] | None:
         """(step, state) saved last, or None before the first planner step."""

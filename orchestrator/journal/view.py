@@ -26,7 +26,15 @@ from labloop.core.text import plural, printable
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.names import library_names
-from labloop.orchestrator.journal.store import UNSAFE, VETOED, Journal, State, left_unsafe, with_advice
+from labloop.orchestrator.journal.store import (
+    PAST_MEASUREMENTS,
+    UNSAFE,
+    VETOED,
+    Journal,
+    State,
+    left_unsafe,
+    with_advice,
+)
 from labloop.protocols.steps import CV, parse_steps
 
 log = logging.getLogger(__name__)
@@ -46,12 +54,20 @@ def snapshot(journal: Journal) -> dict[str, Any]:
 
     protocol = _protocol_conditions(journal.path, config)
     names = library_names(config.get("library") or {})
+    events = [_without_raw(asdict(e)) for e in journal.events()]
+    # the lab's measurements from before the campaign: counted apart from its experiments (the budget, done and hits
+    # are the campaign's own), what the past_measurements event says
+    past = next(({k: e["data"][k] for k in ("measurements_n", "in_library", "hits")} for e in events
+                 if e["kind"] == PAST_MEASUREMENTS and isinstance(e["data"], dict)), None)
 
     def row(experiment: Any) -> dict[str, Any]:  # with whether it hit, so no reader re-implements the rule
         potential = experiment.potential_v
         return {**asdict(experiment), "name": names.get(experiment.smiles, ""),
                 "hit": potential is not None and objective.defines_hits
                 and objective.is_hit(potential),
+                # predicted before any measurement, on the DFT prior's scale (`log` marks it *, the dashboard too):
+                # the first batch, unless the lab's past measurements calibrated it
+                "uncalibrated": experiment.mu is not None and experiment.step == 0 and past is None,
                 "protocol_conditions": {k: v for k, v in protocol.items() if k not in experiment.conditions}}
 
     progress = {
@@ -64,7 +80,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
         "hits": hits,
         "last_heard": journal.last_heard(),  # the newest write of any kind (UTC), what a killed run did last
     }
-    events = [_without_raw(asdict(e)) for e in journal.events()]
+    progress["past"] = past
     progress["ended"] = None if progress["run_active"] else run_end(events, progress)
     progress["ended_as"] = None if progress["run_active"] else ended_as(events)
     return {
@@ -165,7 +181,10 @@ RAW_KEYS = frozenset({"voltammogram", "standard_scan"})
 def _without_raw(event: dict[str, Any]) -> dict[str, Any]:
     """A ``lab`` event with its results but not its raw voltammograms, which made the document megabytes per
     lab-grade experiment (the dashboard sends it on every change); the journal keeps them, and
-    ``labloop report`` draws them (:meth:`Journal.lab_record`)."""
+    ``labloop report`` draws them (:meth:`Journal.lab_record`). The past measurements' event without its list of
+    measurements, for the same reason (:meth:`Journal.past_measurements` reads them)."""
+    if event["kind"] == PAST_MEASUREMENTS and isinstance(event["data"], dict):
+        return {**event, "data": {k: v for k, v in event["data"].items() if k != "measurements"}}
     if event["kind"] != "lab" or not isinstance(event["data"], dict):
         return event
 
@@ -249,6 +268,9 @@ def _header(snap: dict[str, Any]) -> Text:
         text.append(f"  awaiting approval {counts['awaiting_approval']}", style="bold magenta")
     if progress["hits"] is not None:
         text.append(f"  hits {progress['hits']}", style="green" if progress["hits"] else None)
+    if (past := progress.get("past")) is not None:
+        text.append(f"  (+ {past['measurements_n']} past {plural(past['measurements_n'], 'measurement')}"
+                    + ("" if past["hits"] is None else f", {past['hits']} {plural(past['hits'], 'hit')}") + ")")
     if counts["running"] and not progress["run_active"]:  # after a crash or kill -9
         text.append("  (no run holds this journal: the running experiment was interrupted, and `labloop resume` "
                     "runs it again)", style="yellow")
@@ -307,7 +329,7 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
     first = False
     for e in rows:
         predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
-        if predicted and e["step"] == 0:  # '6.42 ± 2.01' for a molecule measured at 4.58 alarmed a chemist (a trial)
+        if predicted and e["uncalibrated"]:  # '6.42 ± 2.01' for a molecule measured at 4.58 alarmed a chemist (a trial)
             predicted, first = f"{predicted} *", True
         model = "" if e["model_version"] is None else f"v{e['model_version']}"  # which model predicted it
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"

@@ -56,6 +56,7 @@ class Learning:
         self._retrainer = Retrainer(campaign, journal, library, prepare)
         self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
         self._calibrated: str | None = None  # the last calibration event's message (None: read the journal's)
+        self._past = journal.past_measurements()  # the lab's from before the campaign: retrained on first
 
     def __enter__(self) -> Self:
         self._retrainer.__enter__()
@@ -149,17 +150,18 @@ class Learning:
         last = int(started[-1].data["round"]) if started else 0
         if last > self.rounds and last not in failed:
             done = sorted(self.journal.experiments(states=(State.DONE,)), key=lambda e: (e.finished_at or "", e.id))
-            first = {e.id for e in done[:int(started[-1].data["n_measurements"])]}
+            first = {e.id for e in done[:int(started[-1].data["n_measurements"]) - len(self._past)]}
             self.rounds = last
             log.info("retraining round %d again: the run stopped while it trained", last)
             with self._deferred():
-                self._retrainer.retrain([m for e, m in self._measured_rows() if e in first], last)
+                self._retrainer.retrain([*self._past, *(m for e, m in self._measured_rows() if e in first)], last)
             return
         self.rounds = max(self.rounds, last)
         self.after_done(len(self.journal.experiments(states=(State.DONE,))))
 
     def _measured(self) -> list[tuple[str, float]]:
-        return [m for _, m in self._measured_rows()]
+        """What a retrain learns from: the past measurements, then every done experiment's, in journal order."""
+        return [*self._past, *(m for _, m in self._measured_rows())]
 
     def _measured_rows(self) -> list[tuple[int, tuple[str, float]]]:
         """(experiment id, (SMILES, potential)) of every done experiment, in journal order."""

@@ -319,6 +319,9 @@ class Runner:
                                     None if predictions is None else predictions.stored())
         self.library = list(library)
         self.sample_ids = sample_ids(library)
+        #: the lab's measurements from before the campaign (``past_measurements``), first among the observations:
+        #: the planner never proposes them again and the feedback learns from them before the first proposal
+        self.past = tuple(Observation(smiles, {}, potential) for smiles, potential in journal.past_measurements())
         self.learning = Learning(campaign, journal, library, model, learns=self.planner.learns,
                                  descriptors=descriptors, deferred=interrupts.deferred,
                                  prepare=None if predictions is None else predictions.prepare)
@@ -585,7 +588,8 @@ class Runner:
             return PlannerState.from_dict(saved[1])
         state = PlannerState(
             planner=self.planner.name, seed=self.campaign.seed, step=step,
-            observations=tuple(self._observation(e) for e in experiments if e.status in (State.DONE, State.FAILED)),
+            observations=self.past + tuple(self._observation(e) for e in experiments
+                                           if e.status in (State.DONE, State.FAILED)),
             pending=tuple(e.smiles for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED,
                                                                          State.RUNNING, State.AWAITING_APPROVAL)))
         with self.interrupts.deferred():

@@ -649,7 +649,7 @@ def test_schema_is_json_schema_of_every_section(labloop):
     schema = json.loads(proc.stdout)
     assert set(schema["properties"]) == {"name", "seed", "store", "library", "prior", "objective", "surrogate",
                                          "planner", "conditions", "instruments", "protocol", "budget", "schedule",
-                                         "safety", "cell", "world", "alerts", "compute"}
+                                         "safety", "cell", "world", "alerts", "compute", "past_measurements"}
     assert schema["additionalProperties"] is False
     assert schema["$defs"]["Planner"]["properties"]["kind"]["enum"] == ["random", "bayes", "greedy", "screening"]
     assert "kind" in schema["$defs"]["Truth"]["properties"]

@@ -354,8 +354,9 @@ function renderApproval(snap) {
   // hid the panel, and with it the answer, as soon as the decision landed (whichever came first)
   $("approval-panel").hidden = waiting.length === 0 && !$("approval-message").textContent;
   $("approve-button").disabled = $("veto-all-button").disabled = waiting.length === 0;
-  // predictions of the first batch come before any measurement, on the prior's scale (as `labloop log` marks them)
-  const first = (e) => e.mu !== null && e.mu !== undefined && e.step === 0;
+  // predictions of the first batch come before any measurement, on the prior's scale (as `labloop log` marks them;
+  // not when the lab's past measurements calibrated them: the snapshot's `uncalibrated`)
+  const first = (e) => e.uncalibrated === true;
   $("approval-note").hidden = !waiting.some(first);
   const ticked = new Set([...document.querySelectorAll("#approval-table input:checked")].map((b) => b.value));
   fillBody($("approval-table"), waiting, (e) => {

@@ -1,0 +1,143 @@
+"""A campaign given the lab's own past measurements (``past_measurements``): read once into the journal, learnt from
+before the first proposal, never proposed again, counted apart, resumed without the file; a table that cannot be
+used is one line naming the field, exit 2, nothing created."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from rdkit import Chem
+
+from labloop.orchestrator.journal.store import Journal
+
+from ..conftest import DATA, EXAMPLES
+
+SURROGATE = {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 3, "wait_for_retrain": True}
+
+
+def _canonical(smiles: str) -> str:
+    return Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
+
+
+def _past_table(folder, header: str = "e_v") -> tuple[dict[str, float], str]:
+    """past.csv: 10 library molecules (two of them spelled another way), one molecule the library lacks, and a row
+    with ``n/a``; returns the values by canonical SMILES and the molecule the library lacks."""
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    known = {_canonical(s) for s in library["smiles"]}
+    outside = next(s for s in pd.read_csv(DATA, nrows=2000)["smiles"] if _canonical(s) not in known)
+    rows, values = [], {}
+    for i, (smiles, ie) in enumerate(zip(library["smiles"][:10], library["ie_ev"][:10], strict=True)):
+        written = Chem.MolToSmiles(Chem.MolFromSmiles(smiles), doRandom=True) if i in (3, 7) else smiles
+        values[_canonical(smiles)] = round(ie - 2.0, 3)
+        rows.append(f"{written},{values[_canonical(smiles)]}")
+    values[_canonical(outside)] = 4.55
+    rows += [f"{outside},4.55", "CCO,n/a"]
+    (folder / "past.csv").write_text(f"smiles,{header}\n" + "\n".join(rows) + "\n")
+    return values, outside
+
+
+def _proposals(store) -> list[tuple[str, str]]:
+    with Journal.open(store, readonly=True) as journal:
+        return [(e.smiles, json.dumps(e.conditions, sort_keys=True)) for e in journal.experiments()]
+
+
+def test_past_measurements_teach_the_first_proposal_are_never_proposed_and_resume_without_the_file(
+        tmp_path, labloop, write_campaign):
+    values, _ = _past_table(tmp_path)
+    window = (4.5, 4.6)
+    hits = sum(window[0] <= v <= window[1] for v in values.values())
+    past = {"file": "past.csv", "column": "e_v"}
+    whole = write_campaign(tmp_path, prior=True, shared_prior=True, name="whole", surrogate=SURROGATE,
+                           planner={"kind": "bayes", "batch_size": 2}, past_measurements=past)
+    result = labloop("run", whole, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert (f"11 past measurements from {tmp_path / 'past.csv'} (10 of library molecules, which are not proposed "
+            f"again; {hits} {'hit' if hits == 1 else 'hits'}), learnt from before the first proposal") in result.stderr
+    assert "1 row of" in result.stderr and "'n/a'" in result.stderr  # the row left out is said
+
+    with Journal.open(tmp_path / "whole.db", readonly=True) as journal:
+        experiments, events = journal.experiments(), journal.events()
+        assert len(journal.past_measurements()) == 11
+    assert len(experiments) == 6 and not {_canonical(e.smiles) for e in experiments} & set(values)
+    kinds = [e.kind for e in events]
+    first_calibration = events[kinds.index("calibration")]
+    assert kinds.index("calibration") < kinds.index("proposed") and first_calibration.data["n_measurements"] == 11
+    retrain = next(e for e in events if e.kind == "retrain")
+    assert retrain.data["n_measurements"] == 11 + 3  # the past, then the first 3 done
+
+    shown = json.loads(labloop("log", tmp_path / "whole.db", "--json").stdout)
+    assert shown["progress"]["past"] == {"measurements_n": 11, "in_library": 10, "hits": hits}
+    assert shown["progress"]["counts"]["done"] == 6  # the campaign's own experiments
+    assert not any(e["uncalibrated"] for e in shown["experiments"])  # calibrated on the past from the first batch
+    assert "measurements" not in next(e for e in shown["events"] if e["kind"] == "past_measurements")["data"]
+    assert f"(+ 11 past measurements, {hits} hit" in " ".join(labloop("log", tmp_path / "whole.db").stdout.split())
+
+    # the same campaign stopped after 2 experiments, its table then deleted: a resume proposes what the whole run did
+    halted = write_campaign(tmp_path, prior=True, shared_prior=True, name="halted", surrogate=SURROGATE,
+                            planner={"kind": "bayes", "batch_size": 2}, past_measurements=past,
+                            budget={"max_experiments": 2})
+    assert labloop("run", halted, "--dry-run").returncode == 0
+    (tmp_path / "past.csv").unlink()
+    resumed = labloop("resume", tmp_path / "halted.db", "--max-experiments", "6")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _proposals(tmp_path / "halted.db") == _proposals(tmp_path / "whole.db")
+
+
+def test_without_past_measurements_the_first_batch_is_marked_uncalibrated(tmp_path, labloop, write_campaign):
+    """The mark the past measurements lift is still there without them (`log`'s ``*``)."""
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True, surrogate=SURROGATE,
+                              planner={"kind": "bayes", "batch_size": 2}, budget={"max_experiments": 2})
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    shown = json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)
+    assert shown["progress"]["past"] is None and all(e["uncalibrated"] for e in shown["experiments"])
+
+
+def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_moved_to_li(tmp_path, write_campaign):
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.potential_table import read_past
+
+    values, outside = _past_table(tmp_path, header="E1/2 vs Fc")
+    campaign = load_campaign(write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "E1/2 vs Fc",
+                                                                          "vs": "fc"},
+                                            cell={"ferrocene_vs_li_v": 3.3}))
+    library = pd.read_csv(EXAMPLES / "library.csv")["smiles"].tolist()
+    past = read_past(campaign, library)
+    assert past is not None and past.in_library == 10 and past.source["offset_v"] == 3.3
+    by_smiles = dict(past.measurements)
+    assert set(library[:10]) | {outside} == set(by_smiles)  # the library's spelling, where the table's differs
+    assert all(by_smiles[s] == pytest.approx(values[_canonical(s)] + 3.3) for s in by_smiles)
+
+
+@pytest.mark.parametrize(("header", "cells", "past", "said"), [
+    ("E1/2 (V vs Fc/Fc+)", "4.1", {}, "names the Fc/Fc+ scale, and labloop takes past measurements as V vs Li/Li+: "
+                                      "give past_measurements.vs: fc"),
+    ("e_v", "4.1", {"column": "e_ox"}, "past_measurements.column e_ox: no such column"),
+    ("e_v", "45", {}, "line 2, column 'e_v': 45 lies beyond -3..10 V vs Li/Li+"),
+    ("e_v", "n/a", {}, "column 'e_v' has no value in any of its 1 row"),
+])
+def test_a_past_table_that_cannot_be_used_is_one_line_naming_the_field(tmp_path, labloop, write_campaign, header,
+                                                                        cells, past, said):
+    (tmp_path / "past.csv").write_text(f"smiles,{header}\nc1ccccc1O,{cells}\n")
+    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": header, **past})
+    for command in (("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
+        result = labloop(*command)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert "past_measurements.file" in lines[0] and said in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "tiny.db").exists()
+
+
+def test_a_past_table_is_read_once(tmp_path, labloop, write_campaign):
+    """A `run` of a store that exists reads the file no more (its journal holds what was read): an edit of the file
+    since, even one that makes it unusable, changes nothing, and `validate` says so."""
+    _past_table(tmp_path)
+    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v"},
+                              budget={"max_experiments": 2})
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    (tmp_path / "past.csv").write_text("smiles,e_v\nCCO,4100\n")
+    said = labloop("validate", campaign, "--dry-run")
+    assert said.returncode == 0 and f"as journalled in {tmp_path / 'tiny.db'} when it was created" in said.stdout
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        assert len(journal.past_measurements()) == 11
