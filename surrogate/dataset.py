@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,8 @@ SHOWN_CHARACTERS = 60
 #: near helium's 24.6 eV, the largest of any atom) or a potential in V (-3..10 V vs Li/Li+). A value beyond
 #: 50 is a slip of units (meV; kJ/mol, 96.5 per eV) or garbage, and a 1e300 overflows the label scaling
 MAX_ABS_TARGET = 50.0
-#: files (and rows) whose too-long SMILES this process has warned about
+#: files (and rows) whose too-long SMILES, or whose cells holding a missing-value marker (by column), this process
+#: has warned about
 _WARNED: set[tuple[str, tuple[int, ...]]] = set()
 
 
@@ -102,9 +103,24 @@ def separator_hint(columns: Sequence[object]) -> str:
 
 #: what a lab's table writes in a cell it has no value for (compared without case and surrounding spaces): a
 #: spreadsheet's or an instrument export's ``n/a``, ``NA``, ``NaN``, ``-``, ``ND`` (not determined), read as missing
-#: by the readers that pass them as ``missing_markers`` (a backtest's truth: a trial's table had 11 of them, refused
-#: one cell at a time)
+#: by :func:`read_table` as an empty cell is (a backtest's truth: a trial's table had 11 of them, refused one cell at
+#: a time; a chemist's prior writes ``n/a`` for a molecule whose DFT failed)
 MISSING_MARKERS = frozenset({"n/a", "na", "nan", "-", "nd", "n.d."})
+#: rows a note on missing-value markers names by line (the rest counted)
+SHOWN_MARKED_LINES = 5
+
+
+def markers_written(written: Mapping[int, str], rows: Sequence[int], line_of: Callable[[int], int]) -> str:
+    """``write a missing value as 'n/a', 'ND', first at lines 5, 9, 12, 20, 31 and 2 more`` (one row: ``writes a
+    missing value as 'n/a', at line 5``): how ``rows`` (0-based, in file order) wrote their missing values,
+    ``written`` being a :class:`MoleculeTable`'s ``marked`` of one column, for a note that counts them
+    (``read_table``'s warning; a backtest's note on its truth words them the same)."""
+    k = len(rows)
+    markers = ", ".join(repr(m) for m in dict.fromkeys(written[r] for r in rows))
+    shown = min(k, SHOWN_MARKED_LINES)
+    lines = ", ".join(str(line_of(r)) for r in rows[:shown]) + (f" and {k - shown} more" if k > shown else "")
+    return (f"{plural(k, 'writes', 'write')} a missing value as {markers}, {'first ' if k > 1 else ''}at "
+            f"{plural(shown, 'line')} {lines}")
 
 
 def listed_columns(names: Sequence[object]) -> str:
@@ -115,13 +131,16 @@ def listed_columns(names: Sequence[object]) -> str:
 
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                smiles_column: str = "smiles", column_hint: str = "", target_option: str | None = None,
-               missing_markers: Collection[str] = ()) -> MoleculeTable:
-    """Read ``path``; require the SMILES column and every target column (numbers or empty). ``column_hint``
-    ends the message of a missing SMILES column (where its name comes from, for a table a lab wrote);
+               missing_markers: Collection[str] | None = None) -> MoleculeTable:
+    """Read ``path``; require the SMILES column and every target column (numbers, empty or a missing-value marker).
+    ``column_hint`` ends the message of a missing SMILES column (where its name comes from, for a table a lab wrote);
     ``target_option``, the command-line option the targets were typed in (``--column``), starts the message of a
     missing one, which then names the option the user must correct rather than a "target column" it never saw.
-    A target cell reading one of ``missing_markers`` (lower case; e.g. :data:`MISSING_MARKERS`) is missing, as an
-    empty one is, and its row listed in the table's ``marked``."""
+    A target cell reading one of ``missing_markers`` (lower case; None: :data:`MISSING_MARKERS`) is missing, as an
+    empty one is, and its row listed in the table's ``marked``. With the default, the reader warns of them, one line
+    a column with their count and first lines (:func:`markers_written`), since it read text as no value: a prior, a
+    world's truth and ``surrogate ...``'s tables refused ``n/a`` one cell at a time while an empty cell passed. A
+    caller that passes its own markers says them itself (a backtest's note on its truth); ``()`` refuses them."""
     path = Path(path)
     if (problem := not_a_file(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
@@ -144,6 +163,9 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         if target_option is not None:
             raise InvalidInput(f"{target_option} {missing[0]}: no such column in {path} {listed}")
         raise InvalidInput(f"{path}: no target column {missing[0]!r} {listed}")
+    say_marked = missing_markers is None
+    if missing_markers is None:
+        missing_markers = MISSING_MARKERS
     Y = np.zeros((len(df), len(targets)))
     marked: dict[str, dict[int, str]] = {}
     for j, t in enumerate(targets):
@@ -161,10 +183,27 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                                "number")
         Y[:, j] = values.to_numpy(dtype=float)
         _check_values(Y[:, j], path, names[t], line_of)
+    if say_marked:
+        for t, written in marked.items():
+            _warn_marked(path, names[t], written, line_of)
     smiles = ["" if pd.isna(s) else str(s) for s in df[names[smiles_column]]]
     _blank_too_long(smiles, path, line_of)
     log.info("read %d %s from %s", len(smiles), plural(len(smiles), "row"), path)
     return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y, marked=marked)
+
+
+def _warn_marked(path: Path, column: str, written: Mapping[int, str], line_of: Callable[[int], int]) -> None:
+    """One warning line for the cells of ``column`` that held a missing-value marker, if any: ``prior.csv, column
+    'ie_ev': 2 rows write a missing value as 'n/a', first at lines 5, 9 (read as missing, as an empty cell is)``;
+    once a process (a campaign's prior is read by ``validate`` and again for training), as :func:`_blank_too_long`."""
+    if not written:
+        return
+    rows = sorted(written)
+    warned = (f"{path.resolve()}\0{column}", tuple(rows))
+    level = logging.INFO if warned in _WARNED else logging.WARNING
+    _WARNED.add(warned)
+    log.log(level, "%s, column %r: %d %s %s (read as missing, as an empty cell is)", path, column, len(rows),
+            plural(len(rows), "row"), markers_written(written, rows, line_of))
 
 
 def file_columns(path: Path, wanted: Sequence[str], line_of: Callable[[int], int]) -> dict[str, str]:

@@ -5,6 +5,7 @@ journal was made (``zip() argument 2 is longer than argument 1``)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import yaml
 
 from labloop.core.errors import InvalidInput
 from labloop.planners.conditions import ConditionSpace
-from labloop.surrogate.dataset import MAX_ABS_TARGET, read_table
+from labloop.surrogate import dataset
+from labloop.surrogate.dataset import MAX_ABS_TARGET, MISSING_MARKERS, read_table
 from labloop.surrogate.library_pipeline import read_chunks
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
@@ -134,6 +136,63 @@ def test_surrogate_train_refuses_it_and_saves_no_model(tmp_path, labloop, damage
                      "--epochs", "1", "--folds", "2")
     _one_line(result, *DAMAGE[damage][1])
     assert not (tmp_path / "m").exists()
+
+
+def _marked(folder: Path, cell: str, rows: tuple[int, ...] = (3, 7)) -> Path:
+    """300 rows of the bundled data whose ``ie_ev`` cell reads ``cell`` in data ``rows`` (CSV lines 5 and 9)."""
+    folder.mkdir(exist_ok=True)
+    table = pd.read_csv(DATA, nrows=300)[["smiles", "ie_ev", "ea_ev"]].astype({"ie_ev": object})
+    for row in rows:
+        table.loc[row, "ie_ev"] = cell
+    path = folder / "prior.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+#: what the reader says of the two cells ``_marked`` writes ``n/a`` in
+MARKED_SAID = ("prior.csv, column 'ie_ev': 2 rows write a missing value as 'n/a', first at lines 5, 9 (read as "
+               "missing, as an empty cell is)")
+
+
+def test_a_missing_value_marker_is_read_as_an_empty_cell_and_said_once(tmp_path, caplog):
+    """A prior, a world's truth and ``surrogate ...``'s tables refused ``n/a`` one cell at a time ("not a number")
+    while an empty cell was a missing label: a chemist's table writes n/a for a molecule whose DFT failed."""
+    seven = (3, 7, 20, 30, 40, 50, 60)
+    empty = read_table(_marked(tmp_path / "empty", "", rows=seven), ["ie_ev", "ea_ev"])
+    caplog.set_level(logging.INFO, "labloop.surrogate.dataset")
+    marked = read_table(_marked(tmp_path / "marked", " N/A ", rows=seven), ["ie_ev", "ea_ev"])
+    assert np.isnan(marked.Y[3, 0]) and marked.sha256() == empty.sha256()  # what trains is the same
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == [f"{tmp_path / 'marked' / 'prior.csv'}, column 'ie_ev': 7 rows write a missing value as 'N/A', "
+                    "first at lines 5, 9, 22, 32, 42 and 2 more (read as missing, as an empty cell is)"], said
+    caplog.clear()
+    read_table(tmp_path / "marked" / "prior.csv", ["ie_ev"])  # validate, then the training: said once
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    one = read_table(_marked(tmp_path / "one", "ND", rows=(3,)), ["ie_ev"])
+    assert np.isnan(one.Y[3, 0]) and "1 row writes a missing value as 'ND', at line 5 (read" in caplog.text
+    caplog.clear()
+    read_table(_marked(tmp_path / "own", "n/a"), ["ie_ev"], missing_markers=MISSING_MARKERS)  # a backtest's note
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with pytest.raises(InvalidInput, match="line 5, column 'ie_ev': 'n/a' is not a number"):
+        read_table(tmp_path / "own" / "prior.csv", ["ie_ev"], missing_markers=())
+
+
+def test_surrogate_train_and_a_campaign_prior_read_n_a_as_a_missing_label(tmp_path, labloop, write_campaign,
+                                                                           monkeypatch):
+    """``surrogate train``, ``validate`` and ``run`` refused it ("line 5, column 'ie_ev': 'n/a' is not a number"),
+    and passed the same table with those cells empty."""
+    prior = _marked(tmp_path / "data", "n/a")
+    trained = labloop("surrogate", "train", prior, "--target", "ie_ev", "--target", "ea_ev", "-o", tmp_path / "m",
+                      "--epochs", "1", "--folds", "2")
+    assert trained.returncode == 0 and f"warning: {prior.parent}/{MARKED_SAID}\n" in trained.stderr, trained.stderr
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    campaign = _with_prior(write_campaign, folder, prior, budget={"max_experiments": 2})
+    for command in ("validate", "run"):
+        monkeypatch.setattr(dataset, "_WARNED", set())  # as in a process of its own: the train above warned
+        result = labloop(command, campaign, "--dry-run")
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.count(MARKED_SAID) == 1, result.stderr  # read more than once, said once
 
 
 def test_a_batch_of_nothing_gets_no_conditions():

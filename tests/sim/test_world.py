@@ -3,13 +3,14 @@ determinism across instances, and the couple the emulators get."""
 
 from __future__ import annotations
 
+import logging
 import math
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from labloop.core.errors import CampaignError
+from labloop.core.errors import CampaignError, ConfigError
 from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.sim.world import RESIDUAL_SD_V, born_solvation_ev
@@ -109,3 +110,22 @@ def test_the_scans_of_one_filling_share_its_noise_and_the_next_filling_draws_ane
     refilled = [world.couple_of("vial-7", 4).e0_v for _ in range(20)]
     assert len(set(refilled)) == 1 and refilled[0] != first[0]
     assert len({world.couple_of("vial-7").e0_v for _ in range(20)}) == 20  # no filling named: a solution per call
+
+
+@pytest.mark.parametrize("other", ["4.1", "", "n/a"])
+def test_a_truth_cell_reading_n_a_is_missing_as_an_empty_one_is(tmp_path, caplog, other):
+    """A ``column`` truth refused ``n/a`` ("not a number") where an empty cell was a molecule without a true value:
+    left out of a truth file beyond the library; for a library molecule, the refusal an empty cell gets."""
+    (tmp_path / "truth.csv").write_text(f"smiles,e_v\n{BENZENE},4.4\nCCO,{other}\n{NAPHTHALENE},4.6\n")
+    world = "{truth: {kind: column, file: truth.csv, column: e_v}, noise_v: 0}"
+    built = build_world(load_campaign(write_campaign(tmp_path, world)))
+    assert built.truth_v(NAPHTHALENE) == 4.6 and ("CCO" in built.table.values) == (other == "4.1")
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == ([f"{tmp_path / 'truth.csv'}, column 'e_v': 1 row writes a missing value as 'n/a', at line 3 "
+                     "(read as missing, as an empty cell is)"] if other == "n/a" else []), said
+    if other == "4.1":
+        return
+    (tmp_path / "truth.csv").write_text(f"smiles,e_v\n{BENZENE},4.1\n{NAPHTHALENE},{other}\n")
+    with pytest.raises(ConfigError, match=r"world\.truth\.file: 1 library molecule has no finite true value in "
+                                          r".*truth\.csv \(first: c1ccc2ccccc2c1\)"):
+        build_world(load_campaign(write_campaign(tmp_path, world)))
