@@ -23,7 +23,7 @@ from labloop.core.text import plural
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
 from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
-from labloop.surrogate.dataset import MISSING_MARKERS, csv_lines, read_table
+from labloop.surrogate.dataset import MISSING_MARKERS, csv_lines, markers_written, read_table
 
 
 @dataclass(frozen=True)
@@ -168,11 +168,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
     marked = [row for row in empty if row in written]
     if empty:
         k = len(marked)
-        markers = "" if not marked else (
-            f" ({k} of them {plural(k, 'writes', 'write')} a missing value as "
-            f"{', '.join(repr(m) for m in dict.fromkeys(written[r] for r in marked))}, first at "
-            f"{plural(min(k, 5), 'line')} {', '.join(str(line_of(r)) for r in marked[:5])}"
-            f"{f' and {k - 5} more' if k > 5 else ''})")
+        markers = "" if not marked else f" ({k} of them {markers_written(written, marked, line_of)})"
         notes.append(f"{len(empty)} {plural(len(empty), 'row')} of {path} {plural(len(empty), 'has', 'have')} no "
                      f"finite value in column {column!r}{markers} and {plural(len(empty), 'is', 'are')} left out")
     if conflicts:
