@@ -15,6 +15,9 @@ Why it works this way:
   run waits at most :meth:`Alerter.drain_limit_s` for the last alert before it exits anyway.
 - **Journalled.** Every alert becomes one event, ``alert`` (delivered) or ``alert_failed`` (which
   destinations failed after how many attempts), naming destinations by service only.
+- **What to do first.** An alert is read on a phone's lock screen, which shows a line or two: the alert of a rig
+  left unsafe leads with the stop, the instruments not made safe and what to do (:func:`_body`); the full
+  message and where the journal has it all follow.
 - **URLs are secrets.** Webhook URLs carry their credentials, so they are never logged, shown or journalled
   (apprise's own logger is silenced, it prints URLs when debugging). ``${VAR}`` in a URL is read from the
   environment when the alert is sent, so the secret can stay out of the campaign file and the journal.
@@ -26,9 +29,10 @@ import logging
 import threading
 import time
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any
 
-from labloop.core.text import plural
+from labloop.core.text import plural, shell_word
 from labloop.orchestrator.config.alert_urls import expand, silence_apprise
 from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, left_unsafe, with_advice
 from labloop.orchestrator.loop.stalls import STALLED
@@ -123,7 +127,7 @@ class Alerter:
 
     def _send(self, event: Event) -> None:
         """``event``'s alert to every destination, each retried on its own (a delivered one is never sent twice),
-        titled by :func:`_what` and typed by :func:`_notify_type`."""
+        titled by :func:`_what`, typed by :func:`_notify_type`, its text :func:`_body`."""
         import apprise
 
         title, notify_type = f"labloop {self.campaign}: {_what(event)}", _notify_type(event)
@@ -140,7 +144,7 @@ class Alerter:
                         break
                     service = f"#{index + 1} ({plugin.service_name})"
                     _set_timeouts(plugin)
-                    delivered = bool(plugin.notify(body=with_advice(event.message, event.data), title=title,
+                    delivered = bool(plugin.notify(body=_body(event, self.journal.path), title=title,
                                                    notify_type=notify_type))
                 except Exception as exc:  # apprise plugins may raise on odd network failures
                     log.debug("alerts: destination %s raised %s", service, type(exc).__name__)
@@ -183,6 +187,30 @@ def _what(event: Event) -> str:
     operator reading only titles must see it)."""
     what = event.kind.replace("_", " ")
     return what if event.kind == UNSAFE or not left_unsafe(event.kind, event.data) else f"{what}, rig unsafe"
+
+
+def _body(event: Event, store: Path) -> str:
+    """The alert's text: the event's message with its advice; for a rig left unsafe, first the stop, the
+    instruments not made safe and what to do, the advice (or, without one, to check them at once), so the first
+    150-odd characters, what a phone's lock screen shows, say it; then the message (and what it does not name of
+    the instruments' failures) and ``labloop log STORE``. Why: that alert was one run of 700-800 characters whose
+    first 400 were the exception of a vanished port, what to do last (an operator's trial)."""
+    full = with_advice(event.message, event.data)
+    unsafe = event.data.get("unsafe") if isinstance(event.data, dict) else None
+    if not left_unsafe(event.kind, event.data) or not isinstance(unsafe, list) or not unsafe:
+        return full
+    names = [str(u).split(":", 1)[0] for u in unsafe]
+    failed, advice = event.data.get("experiments"), event.data.get("advice")
+    stop = {"finished": "Finished", "interrupted": "Interrupted"}.get(event.kind, "Stopped")
+    if isinstance(failed, list) and len(failed) == 1 and f"after experiment {failed[0]} failed" in event.message:
+        stop += f" after experiment {failed[0]} failed"
+    if not isinstance(advice, str) or not advice:
+        them, where = ("it", "the instrument") if len(names) == 1 else ("them", "the instruments")
+        advice = f"check {them} at {where} now (a pump may still be pumping, a cell still be on)"
+    unnamed = [str(u) for u in unsafe if str(u) not in event.message]
+    happened = event.message + (f"; NOT made safe: {'; '.join(unnamed)}" if unnamed else "")
+    return (f"{stop}; {' and '.join(names)} NOT made safe. To do: {advice}\n\nWhat happened: {happened}\n\n"
+            f"All of it: labloop log {shell_word(store)}")
 
 
 def _set_timeouts(plugin: Any) -> None:

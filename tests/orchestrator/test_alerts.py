@@ -228,12 +228,15 @@ class _UnstoppablePotentiostat:
 
 
 def test_a_rig_not_made_safe_after_a_failure_stops_the_run_and_is_journalled_shown_and_alerted(
-        tmp_path, labloop, write_campaign, receiver):
+        tmp_path, labloop, write_campaign, receiver, monkeypatch):
     """A failure whose make-safe failed said "NOT made safe" on the console only (then journalled, alerted and
     shown), and the run went on: the next sample was loaded and dispensed into a cell a pump might still be
     filling. Now the run stops there (exit 1) with one ``stopped`` event naming the instrument and the advice, one
     alert titled as the rig left unsafe, kept in view by the log and heading the report; the failed experiment's
-    liquid is not rinsed (the rinse pumps too), so the advice asks for the cell to be emptied."""
+    liquid is not rinsed (the rinse pumps too), so the advice asks for the cell to be emptied. The alert leads with
+    the stop, the instrument and what to do, within what a phone's lock screen shows (its body was the message, then
+    the advice: 700-800 characters, the exception first, an operator's trial), then the message and where the
+    journal has it all; its URL, a secret, is nowhere in it."""
     from labloop.orchestrator.compose import build_executor, build_rig
     from labloop.orchestrator.config.campaign import load_campaign
     from labloop.orchestrator.loop.alerts import Alerter
@@ -246,7 +249,8 @@ def test_a_rig_not_made_safe_after_a_failure_stops_the_run_and_is_journalled_sho
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
         rig.instruments["potentiostat"] = _UnstoppablePotentiostat(rig.instruments["potentiostat"])
-        with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name):
+        monkeypatch.setenv("LABLOOP_TEST_HOOK", "hook-secret-c3d4")
+        with Alerter([f"json://127.0.0.1:{receiver.port}/${{LABLOOP_TEST_HOOK}}"], journal, campaign.name):
             code = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
         rig.instruments.pop("potentiostat")  # closing the rig would make it safe again: not what is tested
         [stopped] = [e for e in journal.events() if e.kind == "stopped"]
@@ -262,15 +266,41 @@ def test_a_rig_not_made_safe_after_a_failure_stops_the_run_and_is_journalled_sho
                                       f"still be on), empty the cell (it holds 5 mL by labloop's count), then "
                                       f"`labloop resume {campaign.store} --cell-emptied`")
     bodies = [(m["type"], m["title"], m["message"]) for _, m in receiver.messages]
-    advised = f"{stopped.message}; {stopped.data['advice']}"  # the advice too: the alert's reader needs it most
-    assert [b for b in bodies if "unsafe" in b[1]] == [("failure", f"labloop {campaign.name}: stopped, rig unsafe",
-                                                        advised)]
     assert len(bodies) == 1  # one stop, one alert
+    [(kind, title, body)] = bodies
+    assert (kind, title) == ("failure", f"labloop {campaign.name}: stopped, rig unsafe")
+    lead = (f"Stopped after experiment {failed.id} failed; potentiostat NOT made safe. To do: check "
+            "potentiostat at the instrument (a pump may still be pumping, a cell still be on)")
+    assert body.startswith(lead) and len(lead) <= 160  # what a lock screen shows
+    assert body == (f"Stopped after experiment {failed.id} failed; potentiostat NOT made safe. To do: "
+                    f"{stopped.data['advice']}\n\nWhat happened: {stopped.message}\n\n"
+                    f"All of it: labloop log {campaign.store}")  # every fact of the event, the advice first
+    assert "hook-secret" not in body and "json://" not in body and str(receiver.port) not in body
     shown = labloop("log", campaign.store).stdout  # however many events came after it
     assert "NOT made safe" in " ".join(shown.split())
     assert labloop("report", campaign.store, "--output", tmp_path / "report").returncode == 0
     page = (tmp_path / "report" / "index.html").read_text()
     assert "rig NOT made safe" in page and html.escape(stopped.data["advice"]) in page
+
+
+def test_an_unsafe_finish_alerts_what_to_do_first_and_every_failure_it_names(tmp_path):
+    """A campaign that finished with an instrument not made safe alerted "campaign finished: 2 experiments done
+    (...)" alone: which instrument, why and what to do were in the event's data and the title's "rig unsafe" only.
+    Its alert now leads with them, as the stop's does, and names each failure."""
+    from labloop.orchestrator.journal.store import Event
+    from labloop.orchestrator.loop.alerts import _body
+
+    unsafe = ["potentiostat: RuntimeError: abort failed", "analyte_pump: InstrumentTimeout: no answer in 10 s"]
+    event = Event(7, "2026-12-05T10:00:00+00:00", "finished", "campaign finished: 2 experiments done "
+                  "(budget.max_experiments)", None, {"unsafe": unsafe})
+    store = tmp_path / "lab runs" / "x.db"
+    assert _body(event, store) == (
+        "Finished; potentiostat and analyte_pump NOT made safe. To do: check them at the instruments now "
+        "(a pump may still be pumping, a cell still be on)\n\nWhat happened: campaign finished: 2 experiments done "
+        "(budget.max_experiments); NOT made safe: potentiostat: RuntimeError: abort failed; analyte_pump: "
+        f"InstrumentTimeout: no answer in 10 s\n\nAll of it: labloop log '{store}'")
+    safe = Event(8, event.time, "finished", event.message, None, None)
+    assert _body(safe, store) == event.message  # a rig made safe: the message as it was
 
 
 def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(tmp_path, write_campaign, receiver,
