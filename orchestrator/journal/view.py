@@ -235,8 +235,9 @@ def counts_apart(progress: dict[str, Any]) -> dict[str, int]:
 
 
 def event_line(event: dict[str, Any]) -> str:
-    """One event as ``time  kind  message``, the events table's row as one plain line."""
-    return printable(f"{_time(event['time'])}  {event['kind']}  {event['message']}")
+    """One event as ``time zone  kind  message``, the events table's row as one plain line; its time names the zone
+    the table's title names (:func:`local_time`)."""
+    return printable(f"{local_time(event['time'])}  {event['kind']}  {event['message']}")
 
 
 def describe_objective(objective: dict[str, Any]) -> str:
@@ -300,6 +301,13 @@ def zone() -> str:
     minutes = round(offset.total_seconds() / 60) if offset is not None else 0
     hours, rest = divmod(abs(minutes), 60)
     return f"UTC{'+' if minutes > 0 else '-'}{hours}{f':{rest:02d}' if rest else ''}" if minutes else "UTC"
+
+
+def local_time(stamp: str) -> str:
+    """A journal's UTC stamp as this computer's time with its zone, ``12-05 10:21:03 UTC+1``: for a line, which has
+    no title to name the zone in as a table has (``labloop log --follow``'s lines, a resume's word of a killed run).
+    Why: an operator following a run over SSH from another zone could not tell what zone a line's time was in."""
+    return f"{_time(stamp)} {zone()}"
 
 
 def _volts(value: float | None, digits: int = 3) -> str:

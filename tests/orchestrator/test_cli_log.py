@@ -159,9 +159,12 @@ LONG_NOTE = "the second scan's peak current is within 3% of the first, so the co
 
 def test_follow_shows_what_a_run_commits_and_stops_when_the_run_ends(store):
     """While a runner holds the store's lock, --follow shows each commit; once no run writes the journal it
-    says so and exits by itself (it used to follow a finished campaign forever)."""
+    says so and exits by itself (it used to follow a finished campaign forever). Each followed line's time names
+    its zone, as the tables' titles do: it was a bare time, which an operator following over SSH from another
+    zone could not read (followed here in a zone 5:30 ahead of UTC, with no summer time)."""
     with sole_runner(store):  # as `labloop run` holds it
         env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # a pipe's default width, 80
+        env["TZ"] = "IST-5:30"  # POSIX: UTC+5:30
         child = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store, "--follow"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         lines: queue.Queue[str] = queue.Queue()
@@ -187,6 +190,9 @@ def test_follow_shows_what_a_run_commits_and_stops_when_the_run_ends(store):
                 journal.add_event("note", f"OCCO measured at 4.58 V; {LONG_NOTE}")
             wait_for("done 4/30")  # the counts as one line, then each new event as one line, however long
             wait_for(f"note  OCCO measured at 4.58 V; {LONG_NOTE}")
+            [line] = [line for line in shown if f"note  OCCO measured at 4.58 V; {LONG_NOTE}" in line]
+            assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d:\d\d UTC\+5:30  note  OCCO .*\n", line), line
+            assert any("recent events (times UTC+5:30)" in line for line in shown)  # the tables' words
             assert child.poll() is None  # still following while the run holds the store
             assert sum("recent events" in line for line in shown + list(lines.queue)) == 1  # not the tables again
         except BaseException:
