@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,8 @@ from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.config.yaml_source import first_problem
 from labloop.orchestrator.journal.lock import sole_runner
-from labloop.orchestrator.journal.store import Journal, State, with_advice
-from labloop.orchestrator.journal.view import counts_apart, snapshot
+from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, State, with_advice
+from labloop.orchestrator.journal.view import RUN_EVENTS, counts_apart, ended_as, local_time, snapshot
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
@@ -125,6 +126,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         config = journal.campaign_info().config
         runs = journal.events(kinds=("run",))
         done = len(journal.experiments(states=(State.DONE,)))
+        killed = _killed(journal)  # before anything this resume writes
     moved = _moved_ports(ports, config["instruments"])
     if moved:
         config = {**config, "instruments": {name: {**spec, "port": moved.get(name, spec.get("port"))}
@@ -170,6 +172,8 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         return journal
 
     def record(journal: Journal) -> None:  # once nothing refuses the run (_with_journal)
+        if killed is not None and getattr(_killed_run(journal), "id", None) == killed[0]:
+            _say(killed[1])  # under the store's lock: that run ended, and no run since
         if max_experiments is not None and max_experiments != journal.campaign_info().config["budget"][
                 "max_experiments"]:
             journal.extend_budget(max_experiments)
@@ -244,6 +248,31 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
             _say(_stopped(last.message if last is not None else "failures in a row",
                           last.data if last is not None else None, store, scheduler))
     return code
+
+
+def _killed(journal: Journal) -> tuple[int, str] | None:
+    """What a resume says of the journal's last run when it ended without a word (``kill -9``, a power cut: the
+    dashboard's ``killed``), with the id of that run's ``run`` event: when it started, when the journal last heard of
+    it, and the experiments it left running, which run again. Why: nothing was left to say it, neither an alert nor a
+    last line, and the resume said nothing of it either (an operator's trial). None for a run that ended with a
+    word, which said its own."""
+    start = _killed_run(journal)
+    if start is None:
+        return None
+    heard = journal.last_heard() or start.time
+    again = [e.id for e in journal.experiments(states=(State.RUNNING,))]
+    return start.id, (f"the last run (started {local_time(start.time)}) ended without a word at {local_time(heard)} "
+                      "(killed, or the machine went down)"
+                      + (f"; {plural(len(again), 'experiment')} {', '.join(map(str, again))} will run again"
+                         if again else ""))
+
+
+def _killed_run(journal: Journal) -> Event | None:
+    """The ``run`` event of the journal's last run if that run ended without a word (:func:`view.ended_as`)."""
+    events = journal.events(kinds=(*RUN_EVENTS, UNSAFE))  # all ended_as reads, no lab event's raw data
+    if ended_as([asdict(e) for e in events]) != "killed":
+        return None
+    return next(e for e in reversed(events) if e.kind == "run")
 
 
 def _stopped(message: str, data: object, store: Path, scheduler: str | None) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.journal.view import snapshot
+from labloop.orchestrator.journal.view import local_time, snapshot
 
 #: where each of the 10 runs is killed, and whether its campaign has a (tiny) surrogate: retraining needs one
 SCENARIOS = [("retraining", True), ("retraining", True)] + [(p, False) for p in ("proposal", "dispense", "cv") * 2] \
@@ -180,7 +180,11 @@ def test_bayes_killed_while_it_waits_for_a_retrain_resumes_with_the_same_models(
 
 def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(tmp_path, write_campaign):
     """After a kill -9 mid-dispense the resume closed the dispense at the resume's time (hours later, perhaps), as
-    if it had pumped until then: it ends at the last time the journal heard of the killed run, and says so."""
+    if it had pumped until then: it ends at the last time the journal heard of the killed run, and says so. The
+    resume says in one line that the last run ended without a word, when, and what runs again: it said nothing
+    of it, and nothing else had (an operator's trial); a resume after a run that ended with a word does not."""
+    from labloop.orchestrator.cli.run import _killed
+
     campaign_file = write_campaign(tmp_path, name="killed", budget={"max_experiments": 2},  # a dispense lasts
                                    world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 0.02})
     store = campaign_file.with_suffix(".db")
@@ -202,21 +206,30 @@ def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(
                        for t in (a.started_at, a.finished_at) if t is not None])
     with Journal.open(store, readonly=True) as journal:  # labloop log's header: nothing made the rig safe
         ended = snapshot(journal)["progress"]["ended"]
+        started = journal.events(kinds=("run",))[-1].time
+        [running] = journal.experiments(states=(State.RUNNING,))
     assert ended.startswith("stopped: the run process ended without a word (killed or crashed), so nothing made the "
                             "rig safe: check the pumps and the cell at the rig, then `labloop resume`"), ended
     time.sleep(0.05)  # the resume's clock is later than anything the killed run wrote
     resume = subprocess.Popen([*CLI, "resume", str(store), "--cell-emptied"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                              stderr=subprocess.PIPE, text=True)
     try:  # the resume closes what the killed run left open before its first experiment; the rest is not needed
         with Journal.open(store, readonly=True) as journal:
-            while sum(e.kind == "run" for e in journal.events()) < 2:  # the killed run's, then the resume's
+            # the killed run's, then the resume's; interrupted once its runner runs the experiment again (a Ctrl-C
+            # between the run event and the runner journals no end: the run would look killed to the check below)
+            while sum(e.kind == "run" for e in journal.events()) < 2 \
+                    or not any(a.attempt == 2 for a in journal.actions(running.id)):
                 assert resume.poll() is None, "the resume ended before it started its run"
                 time.sleep(0.01)
             [killed] = [a for e in journal.experiments() for a in journal.actions(e.id)
                         if a.attempt == 1 and a.outcome.startswith("interrupted")]
     finally:
         resume.send_signal(signal.SIGINT)
-        resume.wait()
+        said = resume.communicate()[1]
     assert (killed.command, killed.finished_at) == ("dispense", heard)
+    assert (f"\nthe last run (started {local_time(started)}) ended without a word at {local_time(heard)} (killed, or "
+            f"the machine went down); experiment {running.id} will run again\n") in f"\n{said}", said
+    with Journal.open(store, readonly=True) as journal:
+        assert _killed(journal) is None  # the resume's run ended with a word (its interrupt): nothing to say
     assert killed.outcome == ("interrupted: the run ended without a word (killed?); when this action ended is "
                               f"unknown: the journal last heard of the run at {heard}")
