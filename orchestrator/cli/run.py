@@ -360,26 +360,32 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         raise InputError(refused)
     preflight.warn_default_safety(campaign)  # after every refusal, which stays one line
     preflight.warn_changed_protocol(campaign)
-    with interrupts.deferred():
-        # first: what a killed run left open ends when the journal last heard of it, before resume's own writes
-        again = journal.mark_interrupted_on_resume(crashed=True)  # a stop of the runner marked its own
-        if record is not None:
-            record(journal)
-        journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
-                                 + (f"; {plural(len(again), 'experiment')} {', '.join(map(str, again))} will run again"
-                                    if again else ""),
-                          data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler})
+    # before the runner, which journals its own stops, a stop is journalled here: a Ctrl-C held while "run" was
+    # written, or one while the prior trains or the library is predicted, left a run that `log` and the dashboard
+    # took for killed (a fixer's finding)
+    phase = "as it started"
     try:
+        with interrupts.deferred():
+            # first: what a killed run left open ends when the journal last heard of it, before resume's own writes
+            again = journal.mark_interrupted_on_resume(crashed=True)  # a stop of the runner marked its own
+            if record is not None:
+                record(journal)
+            journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
+                                     + (f"; {plural(len(again), 'experiment')} {', '.join(map(str, again))} will run "
+                                        "again" if again else ""),
+                              data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler})
+        phase = "while the prior model loaded or trained"
         model = _model(campaign, journal)
-    except Interrupted as exc:  # before the runner, which journals its own stops: the journal says it too
-        journal.add_event("interrupted", f"run stopped by {exc} while the prior model loaded or trained")
+        phase = "while the library's predictions were made"
+        predictions = None
+        if client is not None:  # the runner predicts the library into shards on the cluster, per model version
+            predictions = LibraryPredictions(campaign.library.file, campaign.library.smiles_column, journal,
+                                             campaign.objective.quantity, client, len(library))
+        elif model is not None:
+            model.model.predict(library)  # once per model version, before the rig starts
+    except Interrupted as exc:
+        journal.add_event("interrupted", f"run stopped by {exc} {phase}")
         raise
-    predictions = None
-    if client is not None:  # the runner predicts the library into shards on the cluster, per model version
-        predictions = LibraryPredictions(campaign.library.file, campaign.library.smiles_column, journal,
-                                         campaign.objective.quantity, client, len(library))
-    elif model is not None:
-        model.model.predict(library)  # once per model version, before the rig starts
     people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
     with Alerter(campaign.alerts, journal, campaign.name, operators=people), StallWatch(journal, operators=people):
         code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()

@@ -165,6 +165,31 @@ def test_ctrl_c_while_the_prior_trains_is_journalled(tmp_path, write_campaign):
                      "continues it")
 
 
+def test_ctrl_c_while_the_library_is_predicted_is_journalled(tmp_path, labloop, write_campaign, monkeypatch):
+    """Between the prior model and the runner the library is predicted (seconds for a big one): a Ctrl-C there left
+    the journal's run without an end, which `log` and the dashboard call killed. The SIGINT is real, sent by this
+    process to itself at the one moment a person's Ctrl-C cannot be timed to (the library's prediction)."""
+    from labloop.orchestrator.learning import models
+
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, budget={"max_experiments": 2})
+    library = Path(load_campaign(campaign_file).library.file).read_text().splitlines()[1].split(",")[0]
+    predict, sent = models.ObjectiveModel.predict, []
+
+    def interrupted(self, smiles):
+        if not sent and len(smiles) > 1 and smiles[0] == library:  # the library, not a proposal's molecules
+            sent.append(signal.SIGINT)  # before the signal, whose handler raises at once
+            os.kill(os.getpid(), signal.SIGINT)
+        return predict(self, smiles)
+
+    monkeypatch.setattr(models.ObjectiveModel, "predict", interrupted)
+    result = labloop("run", campaign_file, "--dry-run")
+    assert sent and result.returncode == 130, result.stderr
+    (stopped,) = _events(tmp_path / "tiny.db", "interrupted")
+    assert stopped.message == "run stopped by SIGINT while the library's predictions were made"
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        assert snapshot(journal)["progress"]["ended_as"] == "interrupted"
+
+
 def _events(store, kind: str) -> list:
     with Journal.open(store, readonly=True) as journal:
         return [e for e in journal.events() if e.kind == kind]
