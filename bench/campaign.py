@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from labloop.core.seeds import stable_rng
 from labloop.data import bundled_path
 from labloop.surrogate.dataset import MoleculeTable, read_table
 
@@ -302,10 +303,11 @@ def make_planners(library: list[str], descriptors, window: tuple[float, float] =
 
 def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experiments: int, batch: int, descriptors,
                  legacy_table: dict, library: list[str], window: tuple[float, float] = WINDOW_V,
-                 sd_factor: float = 1.0):
+                 sd_factor: float = 1.0, past: int = 0):
     """One campaign through the backtest engine (``orchestrator/backtest.py``): CVs simulated for the world of
     ``seed``, scored by hits in the window; ``oracle``, ``legacy`` and the bounds replace the calibrated
-    model."""
+    model. ``past``: that many library molecules, drawn by the seed, measured as the campaign's are (their
+    usable potentials), given as the lab's measurements from before the campaign (``past_measurements``)."""
     from labloop.orchestrator import backtest as engine
 
     view_of = None
@@ -334,8 +336,12 @@ def run_campaign(name: str, planner, model, world_of_seed, *, seed: int, experim
         return float(sum(o.potential_v is not None and window[0] <= o.potential_v <= window[1]
                          for o in observations))
 
-    return engine.run_campaign(planner, model, engine.cv_measure(world_of_seed), seed=seed, budget=experiments,
-                               batch=batch, descriptors=descriptors, score=hits, view_of=view_of)
+    measure = engine.cv_measure(world_of_seed)
+    drawn = stable_rng(seed, "past").choice(len(library), size=past, replace=False) if past else []
+    before = [o for o in (measure(library[i], {}, seed, -1 - k) for k, i in enumerate(drawn))
+              if o.potential_v is not None]
+    return engine.run_campaign(planner, model, measure, seed=seed, budget=experiments, batch=batch,
+                               descriptors=descriptors, score=hits, view_of=view_of, past=before)
 
 
 def big_library_latency(ensemble, smiles: list[str], n: int) -> dict:
@@ -433,6 +439,8 @@ def main() -> None:
                          "makes failures beyond the vertex common)")
     ap.add_argument("--sd-factor", type=float, default=1.15,
                     help="bayes-wider's factor on the calibrated sd (bench/RESULTS.md, \"A wider sd\")")
+    ap.add_argument("--past", type=int, default=0,
+                    help="give each campaign this many library molecules measured before it (past_measurements)")
     ap.add_argument("-v", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.v else logging.WARNING, stream=sys.stderr)
@@ -453,7 +461,7 @@ def main() -> None:
     parts = args.parts.split(",")
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     out: dict = {"library": len(library.smiles), "library_slice": args.library, "prior": len(prior.smiles),
-                 "window_v": list(window),
+                 "window_v": list(window), "past": args.past,
                  "experiments": args.experiments, "batch": args.batch, "seeds": [seeds.start, seeds.stop - 1],
                  "prior_training_s": None if train_s is None else round(train_s), "worlds": {}}
     legacy_table: dict = {}
@@ -471,7 +479,7 @@ def main() -> None:
                 result = run_campaign(name, planners[name], model, world_of_seed, seed=seed,
                                       experiments=args.experiments, batch=args.batch, descriptors=descriptors,
                                       legacy_table=legacy_table, library=library.smiles, window=window,
-                                      sd_factor=args.sd_factor)
+                                      sd_factor=args.sd_factor, past=args.past)
                 runs[name].append(result)
                 log.warning("%s %s seed %d: %d hits, %d failed (%.0f s)", kind, name, seed, result.curve[-1],
                             result.failed, time.perf_counter() - t0)

@@ -213,10 +213,11 @@ class Progress(Protocol):
 
 def compare(campaign: Campaign, kinds: Sequence[str], library: Sequence[str], model: ModelView | None,
             measure: Measure, *, seeds: int, budget: int, oracle_truth: Mapping[str, float] | None,
-            progress: Progress) -> dict[str, dict[str, Any]]:
+            progress: Progress, past: Sequence[Observation] = ()) -> dict[str, dict[str, Any]]:
     """Every planner of ``kinds`` over ``seeds`` campaigns (seeds from the campaign's) of ``budget``
     experiments, summarised (:func:`summarise`); with ``oracle_truth``, the oracle too (:func:`oracle_view`),
-    run first so each planner's hits are also a fraction of its."""
+    run first so each planner's hits are also a fraction of its. ``past``: the campaign's past measurements, which
+    every campaign starts from (:func:`run_campaign`)."""
     from labloop.planners import make_planner
 
     descriptors = DescriptorTable()
@@ -231,7 +232,7 @@ def compare(campaign: Campaign, kinds: Sequence[str], library: Sequence[str], mo
             progress.start(name, seed)
             runs.append(run_campaign(planner, model, measure, seed=seed, budget=budget,
                                      batch=campaign.planner.batch_size, descriptors=descriptors, score=score,
-                                     view_of=view_of, on_experiment=progress.advance))
+                                     view_of=view_of, on_experiment=progress.advance, past=past))
         return runs
 
     results: dict[str, dict[str, Any]] = {}
@@ -264,14 +265,15 @@ class CampaignRun:
 def run_campaign(planner: Planner, model: ModelView | None, measure: Measure, *, seed: int, budget: int,
                  batch: int, descriptors: DescriptorTable, score: Callable[[list[Observation]], float],
                  view_of: Callable[[Sequence[Observation]], ModelView] | None = None,
-                 on_experiment: Callable[[], None] | None = None) -> CampaignRun:
+                 on_experiment: Callable[[], None] | None = None, past: Sequence[Observation] = ()) -> CampaignRun:
     """Propose, measure, learn until ``budget`` experiments; ``score(observations)`` is the curve's value
-    (hits so far, or the best objective score). ``view_of(observations)`` replaces the calibrated model
-    (an oracle)."""
+    (hits so far, or the best objective score) over the campaign's own experiments. ``view_of(observations)``
+    replaces the calibrated model (an oracle). ``past``: measurements from before the campaign, first among the
+    observations as the runner puts a campaign's ``past_measurements`` (learnt from, never proposed, not counted)."""
     run = CampaignRun(planner.name, seed)
-    observations: list[Observation] = []
+    observations: list[Observation] = list(past)
     step = 0
-    while len(observations) < budget:
+    while (done := len(observations) - len(past)) < budget:
         state = PlannerState(planner.name, seed, step, observations=tuple(observations))
         t0 = time.perf_counter()
         with threadpool_limits(PLANNER_BLAS_THREADS):
@@ -284,17 +286,17 @@ def run_campaign(planner: Planner, model: ModelView | None, measure: Measure, *,
                 if learner:
                     run.learners.append(learner)
                 view = calibrated
-            proposals = planner.propose(state, min(batch, budget - len(observations)), view)
+            proposals = planner.propose(state, min(batch, budget - done), view)
         run.latency_s.append(time.perf_counter() - t0)
         if not proposals:
             break
         for p in proposals:
-            obs = measure(p.smiles, p.conditions, seed, len(observations))
+            obs = measure(p.smiles, p.conditions, seed, len(observations) - len(past))
             if obs.potential_v is not None and p.mu is not None and p.sigma:
                 run.z.append((obs.potential_v - p.mu) / p.sigma)
             observations.append(obs)
             run.failed += obs.failure is not None
-            run.curve.append(score(observations))
+            run.curve.append(score(observations[len(past):]))
             if on_experiment is not None:
                 on_experiment()
         step += 1

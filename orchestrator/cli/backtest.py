@@ -115,7 +115,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     """The command's work, inside :func:`backtest`'s guard."""
     from labloop.orchestrator import backtest as engine
     from labloop.orchestrator import potential_table
-    from labloop.planners import PLANNERS
+    from labloop.planners import PLANNERS, Observation
 
     named = [k.strip() for k in planners.split(",")]
     if "" in named:  # "bayes,,random": a planner left out by a slip, not silently dropped
@@ -138,12 +138,18 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     notes = read.notes
     library, known, left_out, library_rows = engine.library_truth(campaign, read.values, truth_file)
     notes += left_out
+    # the campaign's own past measurements, as its run would start from them: never proposed, learnt from
+    past = potential_table.read_past(campaign, library)
+    before = [Observation(smiles, {}, potential) for smiles, potential in past.measurements] if past else []
+    notes += list(past.notes) if past else []
+    left = len(library) - (past.in_library if past else 0)
     asked = budget or campaign.budget.max_experiments
-    if asked > len(library):  # a campaign cannot measure a molecule twice: capped, and said (it was silent)
+    if asked > left:  # a campaign cannot measure a molecule twice: capped, and said (it was silent)
         given = f"--budget {asked}" if budget else f"the campaign's budget.max_experiments {asked}"
-        notes.append(f"{given} exceeds the {len(library)} library {plural(len(library), 'molecule')} with a true "
-                     f"value: each campaign runs {len(library)} {plural(len(library), 'experiment')}, all of them")
-    budget = min(asked, len(library))
+        measured = " not measured before (past_measurements)" if past else ""
+        notes.append(f"{given} exceeds the {left} library {plural(left, 'molecule')} with a true value{measured}: "
+                     f"each campaign runs {left} {plural(left, 'experiment')}, all of them")
+    budget = min(asked, left)
     objective = campaign.objective
     hits = _hits(objective, read.molecules.values()), _hits(objective, known.values())
     if hits[1] == 0:  # every planner would find 0 hits and look alike: say whose fault it most likely is
@@ -151,6 +157,9 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
                              display_name(campaign.library.file)))
     for note in notes:
         console.err.print(f"warning: {printable(note)}", markup=False, highlight=False, soft_wrap=True)
+    if past is not None:
+        console.err.print(printable(f"each campaign starts from the campaign's {past.summary()}"), markup=False,
+                          highlight=False, soft_wrap=True)
     model = _prior(campaign) if any(k != "random" for k in kinds) else None
     if model is not None:
         model.predict(library)  # cached once for every planner and seed
@@ -170,7 +179,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
                 bar.advance(task)
 
         results = engine.compare(campaign, kinds, library, model, measure, seeds=seeds, budget=budget,
-                                 oracle_truth=known if oracle else None, progress=Shown())
+                                 oracle_truth=known if oracle else None, progress=Shown(), past=before)
     report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
               "objective": describe_objective(objective.model_dump()),
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
@@ -178,6 +187,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
                               "threshold_v": objective.threshold_v},
               "hits_in_table": hits[0], "hits_in_library": hits[1], "truth_vs": "fc" if offset else "li",
               "truth_offset_v": offset, "truth_rows": read.rows, "library_rows": library_rows,
+              "past_measurements": len(before),
               "seeds": list(range(campaign.seed, campaign.seed + seeds)),  # per_seed's order
               "seeds_vary": seeds_vary(scan is not None, noise_v, "random" in kinds),
               "versus_leader": engine.paired_with_leader(results),

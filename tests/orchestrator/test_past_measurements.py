@@ -141,3 +141,34 @@ def test_a_past_table_is_read_once(tmp_path, labloop, write_campaign):
     assert said.returncode == 0 and f"as journalled in {tmp_path / 'tiny.db'} when it was created" in said.stdout
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         assert len(journal.past_measurements()) == 11
+
+
+def test_a_backtest_starts_each_campaign_from_the_past_measurements_and_counts_its_own_hits():
+    """The backtest engine, as a campaign runs (orchestrator/backtest.py run_campaign): the past molecules are never
+    proposed, and the curve counts the campaign's own hits, not the past's."""
+    from labloop.orchestrator.backtest import run_campaign, table_measure
+    from labloop.planners import Observation
+    from labloop.planners.feedback import DescriptorTable
+    from labloop.planners.random_planner import RandomPlanner
+
+    library = pd.read_csv(EXAMPLES / "library.csv")["smiles"].tolist()[:10]
+    truth = {s: (4.55 if i < 6 else 3.0) for i, s in enumerate(library)}  # the 6 hits were measured before
+    past = [Observation(s, {}, truth[s]) for s in library[:6]]
+    run = run_campaign(RandomPlanner(library, {}), None, table_measure(truth, 0.0), seed=3, budget=4, batch=2,
+                       descriptors=DescriptorTable(), score=lambda obs: float(sum(o.potential_v == 4.55 for o in obs)),
+                       past=past)
+    assert run.curve == [0.0, 0.0, 0.0, 0.0]  # 4 experiments, none of them a past molecule (all 6 past are hits)
+
+
+def test_backtest_of_a_campaign_with_past_measurements_says_so(tmp_path, labloop, write_campaign):
+    values, _ = _past_table(tmp_path)
+    truth = pd.read_csv(EXAMPLES / "library.csv")
+    (tmp_path / "truth.csv").write_text("smiles,e_v\n" + "\n".join(
+        f"{s},{ie - 1.9:.3f}" for s, ie in zip(truth["smiles"], truth["ie_ev"], strict=True)) + "\n")
+    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v"})
+    result = labloop("backtest", campaign, "--truth", tmp_path / "truth.csv", "--column", "e_v", "--planners",
+                     "random", "--seeds", "1", "--budget", "195", "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["past_measurements"] == 11 and report["budget"] == 190  # 200 less the 10 measured before
+    assert "each campaign starts from the campaign's 11 past measurements" in " ".join(result.stderr.split())
