@@ -703,16 +703,17 @@ def _measure(journal, ids, potentials) -> None:
         journal.finish_experiment(eid)
 
 
-def _waiting_batch(tmp_path, write_campaign, name="gate"):
+def _waiting_batch(tmp_path, write_campaign, name="gate", past=None):
     """A journal with two measured experiments, one vetoed batch behind them, and a first-step batch of two
-    awaiting approval (with predictions, at a planned scan rate): its path and the waiting ids."""
+    awaiting approval (with predictions, at a planned scan rate): its path and the waiting ids. ``past``: the
+    journal's past measurements (Journal.create)."""
 
     from labloop.orchestrator.config.campaign import load_campaign
 
     campaign = load_campaign(write_campaign(tmp_path, name=name,
                                             planner={"kind": "random", "batch_size": 2, "approve": True}))
     long_smiles = "C(=Cc1ccccc1)C=Nc1ccncc1" * 4  # a long molecule, as a library holds
-    with Journal.create(campaign.store, campaign) as journal:
+    with Journal.create(campaign.store, campaign, past=past) as journal:
         ids = journal.record_proposals([_Proposal(s) for s in ("COc1ccc(OC)cc1", "Cc1ccccc1N")], step=0,
                                        planner="random")
         _measure(journal, ids, (4.55, 4.4))
@@ -815,3 +816,24 @@ def test_a_lost_connection_claims_nothing_about_the_run(finished_store, tmp_path
         said = _text(browser, "#run-state")
         assert "run live" not in said and said.startswith("connection to the dashboard lost: whether a run is writing "
                                                           "this journal is unknown"), said
+
+
+def test_the_page_counts_past_measurements_apart_and_their_first_batch_is_calibrated(tmp_path, write_campaign,
+                                                                                      browser):
+    """A campaign started from the lab's past measurements: the page says them beside the counts, as `labloop log`
+    does, and its first batch's predictions, calibrated on them, are not marked as the prior's (no *)."""
+    from selenium.webdriver.common.by import By
+
+    data = {"measurements_n": 2, "in_library": 2, "hits": 1, "measurements": [["Oc1ccccc1", 4.55], ["CCN", 3.9]]}
+    store, _ = _waiting_batch(tmp_path, write_campaign, past=("2 past measurements from past.csv", data))
+    dashboard = Dashboard(store)
+    try:
+        browser.get(dashboard.url_with_token)
+        _wait(browser, lambda d: d.find_element(By.ID, "approval-panel").is_displayed(), "the approval panel")
+        assert "+ 2 past measurements, 1 hit" in _text(browser, "#state-counts")
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#approval-table tbody tr")]
+        assert rows and all("4.500" in r and "*" not in r for r in rows), rows
+        assert not browser.find_element(By.ID, "approval-note").is_displayed()
+    finally:
+        dashboard.close()
+

@@ -287,6 +287,11 @@ function stateCounts(p) {
       items.push(el("li", `${k.replace("_", " ")} ${n}`, n ? `status-${k}` : ""));
     }
   }
+  // the lab's measurements from before the campaign (past_measurements): learnt from, counted apart, as `log` says
+  if (p.past) {
+    const hits = p.past.hits === null ? "" : `, ${p.past.hits} hit${p.past.hits === 1 ? "" : "s"}`;
+    items.push(el("li", `+ ${p.past.measurements_n} past measurement${p.past.measurements_n === 1 ? "" : "s"}${hits}`));
+  }
   return items;
 }
 
