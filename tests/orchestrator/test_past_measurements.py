@@ -161,7 +161,7 @@ def test_a_backtest_starts_each_campaign_from_the_past_measurements_and_counts_i
 
 
 def test_backtest_of_a_campaign_with_past_measurements_says_so(tmp_path, labloop, write_campaign):
-    values, _ = _past_table(tmp_path)
+    _past_table(tmp_path)
     truth = pd.read_csv(EXAMPLES / "library.csv")
     (tmp_path / "truth.csv").write_text("smiles,e_v\n" + "\n".join(
         f"{s},{ie - 1.9:.3f}" for s, ie in zip(truth["smiles"], truth["ie_ev"], strict=True)) + "\n")
