@@ -12,8 +12,10 @@ see). "Best" follows the campaign's own objective (:meth:`Objective.score`), rea
 from __future__ import annotations
 
 import logging
+import math
+import statistics
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,13 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     progress["past"] = past
     progress["ended"] = None if progress["run_active"] else run_end(events, progress)
     progress["ended_as"] = None if progress["run_active"] else ended_as(events)
+    # what a live run is doing now, a retrain in progress and when the budget is reached at the recent pace: none
+    # of them once no run holds the journal (what a killed run left open is not happening)
+    live = progress["run_active"] and _running(events)
+    progress["now"] = _now(journal, events, experiments, names) if live else None
+    progress["retraining"] = _retraining(events) if live else None
+    progress["eta"] = _eta(experiments, config["budget"], info.created_at) if live else None
+    progress["eta_s"] = None if progress["eta"] is None else progress["eta"]["seconds"]
     return {
         "campaign": {
             "name": info.name, "seed": info.seed, "store": str(journal.path), "created_at": info.created_at,
@@ -152,6 +161,89 @@ def _last_run_event(events: list[dict[str, Any]]) -> int | None:
     """The index of the journal's last run start or end event (:data:`RUN_EVENTS`), None before any run."""
     return next((i for i in range(len(events) - 1, -1, -1) if events[i]["kind"] in RUN_EVENTS
                  and not (events[i]["kind"] == "interrupted" and events[i]["experiment_id"] is not None)), None)
+
+
+def _running(events: list[dict[str, Any]]) -> bool:
+    """Whether the journal's last run started and has not ended (its last start or end event is a ``run``): a
+    process holding the lock before it journals its start (a resume's checks) or after its end runs nothing."""
+    index = _last_run_event(events)
+    return index is not None and events[index]["kind"] == "run"
+
+
+#: the events after which a ``waiting`` event no longer holds: the wait for active hours ends with the next
+#: experiment's start, the wait for a retrain with its model (or its failure) and the next proposals
+WAIT_ENDS = RUN_EVENTS | {"started", "proposed", "model", "retrain_failed", "awaiting_approval", "approved"}
+
+
+def _now(journal: Journal, events: list[dict[str, Any]], experiments: list[Any], names: dict[str, str]
+         ) -> dict[str, Any]:
+    """What the live run is doing (``progress.now``), by ``doing``: ``experiment`` (the running one: its id, molecule,
+    attempt, since when it runs, and its open ``action``, the protocol step now at an instrument: command,
+    instrument, since; None between steps), ``awaiting_approval`` (the batch's ``experiments``, since it was
+    proposed), ``waiting`` (``for`` ``active_hours`` or ``retrain``, with the runner's ``message``, since it began
+    waiting), ``proposing`` (nothing left to run: the planner proposes, or the run prepares) or ``between`` (the
+    ``next`` experiment is about to start). Why: the page and ``log`` said how far a campaign was, not what it was
+    doing (an operator's request from a night shift)."""
+    running = next((e for e in experiments if e.status == State.RUNNING), None)
+    if running is not None:
+        actions = [a for a in journal.actions(running.id) if a.attempt == running.attempt]
+        open_ = next((a for a in reversed(actions) if a.finished_at is None), None)
+        return {"doing": "experiment", "experiment_id": running.id, "name": names.get(running.smiles, ""),
+                "smiles": running.smiles, "attempt": running.attempt, "since": running.started_at,
+                "action": None if open_ is None else {"command": open_.command, "instrument": open_.instrument,
+                                                      "step": open_.step, "since": open_.started_at}}
+    waiting = [e for e in experiments if e.status == State.AWAITING_APPROVAL]
+    if waiting:
+        return {"doing": "awaiting_approval", "experiments": [e.id for e in waiting],
+                "since": max(e.created_at for e in waiting)}
+    start = _last_run_event(events) or 0
+    wait = next((i for i in range(len(events) - 1, start, -1) if events[i]["kind"] == "waiting"), None)
+    if wait is not None and not any(e["kind"] in WAIT_ENDS for e in events[wait + 1:]):
+        message = events[wait]["message"]  # the runner's (loop/runner.py) or the learner's (learning/learner.py)
+        return {"doing": "waiting", "for": "retrain" if "retrain" in message else "active_hours",
+                "message": message, "since": events[wait]["time"]}
+    queue = [e.id for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED)]
+    return {"doing": "between", "next": queue[0], "since": None} if queue else {"doing": "proposing", "since": None}
+
+
+def _retraining(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The retrain in progress (``progress.retraining``): its ``round``, how many measurements it learns from and
+    ``since`` when, from the last ``retrain`` event that neither a model version nor a failure followed (a resume
+    that trains a killed run's round again journals it again); None when none is."""
+    index = next((i for i in range(len(events) - 1, -1, -1) if events[i]["kind"] == "retrain"), None)
+    if index is None or any(e["kind"] in {"model", "retrain_failed", *RUN_EVENTS} for e in events[index + 1:]):
+        return None
+    data = events[index]["data"] if isinstance(events[index]["data"], dict) else {}
+    return {"round": data.get("round"), "n_measurements": data.get("n_measurements"), "since": events[index]["time"]}
+
+
+#: the ETA's pace: the median duration of the last PACE_OF done experiments, once PACE_FROM are done
+PACE_OF, PACE_FROM = 10, 3
+
+
+def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str) -> dict[str, Any] | None:
+    """When the budget is reached at the recent pace (``progress.eta``), an estimate: the experiments left (the
+    budget less those done) times the median duration (started..finished) of the last :data:`PACE_OF` done
+    experiments; None before :data:`PACE_FROM` are done or with none left. With ``budget.max_hours``, when it
+    stops the run (``max_hours_at``, counted from the campaign's creation as the runner counts it) and which
+    comes ``first``: ``max_hours`` or ``max_experiments``."""
+    done = sorted((e for e in experiments if e.status == State.DONE and e.started_at and e.finished_at),
+                  key=lambda e: (e.finished_at, e.id))
+    left = budget["max_experiments"] - sum(e.status == State.DONE for e in experiments)
+    if len(done) < PACE_FROM or left <= 0:
+        return None
+    recent = done[-PACE_OF:]
+    median = statistics.median(max(0.0, (datetime.fromisoformat(e.finished_at)
+                                         - datetime.fromisoformat(e.started_at)).total_seconds()) for e in recent)
+    seconds = left * median
+    eta = {"seconds": seconds, "median_s": median, "pace_of": len(recent), "experiments_left": left,
+           "max_hours_at": None, "first": "max_experiments"}
+    if budget.get("max_hours") is not None:
+        deadline = datetime.fromisoformat(created_at) + timedelta(hours=budget["max_hours"])
+        eta["max_hours_at"] = deadline.isoformat(timespec="milliseconds")
+        ends = datetime.now(deadline.tzinfo) + timedelta(seconds=seconds)
+        eta["first"] = "max_hours" if deadline < ends else "max_experiments"
+    return eta
 
 
 #: how a run ended (``progress.ended_as``), from the quietest to the most urgent
@@ -277,10 +369,74 @@ def _header(snap: dict[str, Any]) -> Text:
                     "runs it again)", style="yellow")
     if snap["models"]:
         text.append(f"  model v{snap['models'][-1]['version']}")
+    if (live := live_line(progress)) is not None:
+        text.append(f"\n{live}", style="cyan")
     if progress["ended"] is not None:
         style = {"finished": "green", "not_started": None, "unsafe": "bold red"}.get(progress["ended_as"], "yellow")
         text.append(f"\n{printable(progress['ended'])}", style=style)
     return text
+
+
+def live_line(progress: dict[str, Any]) -> str | None:
+    """What a live run is doing, a retrain in progress and the ETA, as the one line of ``labloop log``'s header
+    (``now: experiment 7 o-toluidine (Cc1ccccc1N): cv on potentiostat since 12-05 10:21:03 UTC+1; retraining model
+    (round 2, since ...); about 1 h 20 min left at the recent pace (...)``), journal text made printable; None
+    while no run is live. The dashboard says it in the same words (static/dashboard.js, liveItems)."""
+    now = progress.get("now")
+    if now is None:
+        return None
+    parts = [f"now: {doing(now)}"]
+    if (retraining := progress.get("retraining")) is not None:
+        parts.append(f"retraining model (round {retraining['round']}, since {local_time(retraining['since'])})")
+    if (eta := progress.get("eta")) is not None:
+        parts.append(eta_text(eta))
+    return printable("; ".join(parts))
+
+
+def doing(now: dict[str, Any]) -> str:
+    """``progress.now`` in words: ``experiment 7 o-toluidine (Cc1ccccc1N): cv on potentiostat since 12-05 10:21:03
+    UTC+1``, ``waiting for approval of experiments 8, 9 (proposed 12-05 ...)``, the runner's own words of a wait,
+    ``proposing the next experiments``, ``about to start experiment 8``."""
+    if now["doing"] == "experiment":
+        molecule = f"{now['name']} ({now['smiles']})" if now["name"] else now["smiles"]
+        attempt = f" (attempt {now['attempt']})" if now["attempt"] > 1 else ""
+        action = now["action"]
+        step = (f"{action['command']} on {action['instrument']} since {local_time(action['since'])}" if action
+                else f"between protocol steps (running since {local_time(now['since'])})")
+        return f"experiment {now['experiment_id']}{attempt} {molecule}: {step}"
+    if now["doing"] == "awaiting_approval":
+        ids = now["experiments"]
+        return (f"waiting for approval of {plural(len(ids), 'experiment')} {', '.join(map(str, ids))} (proposed "
+                f"{local_time(now['since'])}): labloop approve, or the dashboard")
+    if now["doing"] == "waiting":
+        return f"waiting since {local_time(now['since'])}: {now['message']}"
+    if now["doing"] == "between":
+        return f"about to start experiment {now['next']}"
+    return "proposing the next experiments"
+
+
+def eta_text(eta: dict[str, Any]) -> str:
+    """``progress.eta`` in words: ``about 1 h 20 min left at the recent pace (median 4 min 10 s per experiment of
+    the last 10; an estimate)``, and with ``budget.max_hours`` which stops the run first."""
+    text = (f"about {duration(eta['seconds'])} left at the recent pace (median {duration(eta['median_s'])} per "
+            f"experiment of the last {eta['pace_of']}; an estimate)")
+    if eta["max_hours_at"] is not None:
+        at = local_time(eta["max_hours_at"])
+        text += (f", but budget.max_hours stops the run first, at {at}" if eta["first"] == "max_hours"
+                 else f", before budget.max_hours stops the run at {at}")
+    return text
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``7 min 47 s``, ``8 h 20 min``, ``2 d 3 h``: as the dashboard says a duration (dashboard.js,
+    duration), rounded as it rounds (halves up)."""
+    s = max(0, math.floor(seconds + 0.5))
+    m, h = s // 60, s // 3600
+    if s < 60:
+        return f"{s} s"
+    if m < 60:
+        return f"{m} min {s % 60} s"
+    return f"{h} h {m % 60} min" if h < 24 else f"{h // 24} d {h % 24} h"
 
 
 def _text(value: str) -> Text:

@@ -322,3 +322,151 @@ def test_json_says_when_the_journal_was_last_written_and_how_the_run_ended(lablo
         journal.add_event("run", "run started (dry run on emulators)")
         journal.add_event("stopped", "3 failed experiments in a row; campaign stopped (budget.max_consecutive_faults)")
     assert json.loads(labloop("log", store, "--json").stdout)["progress"]["ended_as"] == "stopped"
+
+
+class _Clock:
+    """The journal's clock (``store.now``) set by the test: ``at(seconds)`` after a start an hour ago, so each
+    experiment lasts exactly what the test says and no test reads the wall clock's pace."""
+
+    def __init__(self, monkeypatch, start_ago_s: float = 3600) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from labloop.orchestrator.journal import store as store_module
+
+        self.start = datetime.now(UTC) - timedelta(seconds=start_ago_s)
+        self.stamp = ""
+        monkeypatch.setattr(store_module, "now", lambda: self.stamp)
+        self.at(0)
+
+    def at(self, seconds: float) -> str:
+        from datetime import timedelta
+
+        self.stamp = (self.start + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+        return self.stamp
+
+
+def _lasting(journal: Journal, clock: _Clock, experiment_id: int, start_s: float, duration_s: float) -> None:
+    """Experiment ``experiment_id`` run from ``start_s`` for ``duration_s`` seconds of the test's clock, measured."""
+    clock.at(start_s)
+    journal.start_experiment(experiment_id)
+    v = simulate_cv(*random_couple(np.random.default_rng(experiment_id)), np.random.default_rng(experiment_id))
+    journal.record_raw(experiment_id, v)
+    journal.record_measurement(experiment_id, analyze_cv(v), 4.0)
+    clock.at(start_s + duration_s)
+    journal.finish_experiment(experiment_id)
+
+
+def test_log_says_what_a_live_run_does_now_and_when_it_may_end(labloop, tmp_path, write_campaign, monkeypatch):
+    """The header said how far a campaign was, not what the run was doing nor when it would end (an operator's request
+    from a night shift). While a run holds the journal, --json's progress says the running experiment, its molecule
+    and the protocol step open at an instrument (progress.now), the retrain in progress (progress.retraining) and
+    the experiments left times the median duration of the recent ones (progress.eta_s), and the header says them
+    in one line; nothing of it once no run holds the journal (a killed run's open step is not happening)."""
+    from labloop.orchestrator import console
+    from labloop.orchestrator.journal.view import local_time
+
+    monkeypatch.setattr(console.out, "width", 400)  # the header's line unfolded
+    (tmp_path / "named.csv").write_text(f"smiles,name\n{NEAR},o-toluidine\nCCO,\nCCN,\nCCC,\n{FAR},\n")
+    campaign = load_campaign(write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")},
+                                            budget={"max_experiments": 10}))
+    clock = _Clock(monkeypatch)
+    with Journal.create(campaign.store, campaign) as journal:
+        journal.add_event("run", "run started (dry run on emulators)")
+        ids = journal.record_proposals([Proposal(s) for s in ("CCO", "CCN", "CCC", NEAR, FAR)], step=0,
+                                       planner="random")
+        for eid, start, lasted in zip(ids, (0, 300, 600), (200, 250, 400), strict=False):  # median 250 s
+            _lasting(journal, clock, eid, start, lasted)
+        retrained = clock.at(1000)
+        journal.add_event("retrain", "retraining round 1 on 3 measurements started",
+                          data={"round": 1, "n_measurements": 3})
+        clock.at(1010)
+        journal.start_experiment(ids[3])
+        journal.finish_action(journal.start_action(ids[3], 0, "analyte_pump", "dispense", {"volume_ml": 0.1}))
+        cv = clock.at(1030)
+        journal.start_action(ids[3], 1, "potentiostat", "cv", {"scan_rate_v_s": 0.1})
+
+    with sole_runner(campaign.store):  # as `labloop run` holds it
+        progress = json.loads(labloop("log", campaign.store, "--json").stdout)["progress"]
+        header = " ".join(labloop("log", campaign.store).stdout.split())
+    assert progress["now"] == {"doing": "experiment", "experiment_id": ids[3], "name": "o-toluidine", "smiles": NEAR,
+                               "attempt": 1, "since": clock.at(1010),
+                               "action": {"command": "cv", "instrument": "potentiostat", "step": 1, "since": cv}}
+    assert progress["retraining"] == {"round": 1, "n_measurements": 3, "since": retrained}
+    assert progress["eta_s"] == 7 * 250 and progress["eta"]["median_s"] == 250 and progress["eta"]["pace_of"] == 3
+    assert progress["eta"]["experiments_left"] == 7 and progress["eta"]["max_hours_at"] is None
+    assert (f"now: experiment {ids[3]} o-toluidine ({NEAR}): cv on potentiostat since {local_time(cv)}; retraining "
+            f"model (round 1, since {local_time(retrained)}); about 29 min 10 s left at the recent pace (median 4 min "
+            "10 s per experiment of the last 3; an estimate)") in header, header
+
+    with Journal.open(campaign.store) as journal:  # the retrain's model: no longer retraining
+        journal.add_model_version(3, {})
+    with sole_runner(campaign.store):
+        progress = json.loads(labloop("log", campaign.store, "--json").stdout)["progress"]
+    assert progress["retraining"] is None and progress["now"]["action"]["command"] == "cv"
+    # no run holds the journal: a killed run's cv is not happening, nor its ETA
+    progress = json.loads(labloop("log", campaign.store, "--json").stdout)["progress"]
+    assert (progress["now"], progress["retraining"], progress["eta"], progress["eta_s"]) == (None, None, None, None)
+    assert "now:" not in labloop("log", campaign.store).stdout
+
+
+def test_a_live_run_that_waits_says_for_what_and_max_hours_is_said_when_it_comes_first(tmp_path, write_campaign,
+                                                                                      monkeypatch):
+    """A run that waits says for what, from the events the runner journals: a batch awaiting approval, outside active
+    hours, a proposal waiting for a retrain (surrogate.wait_for_retrain); no ETA before 3 experiments are done; with
+    budget.max_hours, whether it stops the run before the budget's experiments are done at the recent pace."""
+    from datetime import datetime, timedelta
+
+    from labloop.orchestrator.journal.view import live_line, local_time, snapshot
+
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 6, "max_hours": 1},
+                                            planner={"kind": "random", "batch_size": 2, "approve": True}))
+    clock = _Clock(monkeypatch, start_ago_s=50 * 60)  # 10 min left of the hour
+    with Journal.create(campaign.store, campaign) as journal, sole_runner(campaign.store):
+        journal.add_event("run", "run started (dry run on emulators)")
+
+        def now() -> dict:
+            return snapshot(journal)["progress"]
+
+        assert now()["now"] == {"doing": "proposing", "since": None}
+        proposed = clock.at(10)
+        ids = journal.record_proposals([Proposal("CCO"), Proposal("CCN")], step=0, planner="random",
+                                       awaiting_approval=True)
+        assert now()["now"] == {"doing": "awaiting_approval", "experiments": ids, "since": proposed}
+        assert live_line(now()) == (f"now: waiting for approval of experiments {ids[0]}, {ids[1]} (proposed "
+                                    f"{local_time(proposed)}): labloop approve, or the dashboard")
+        journal.approve(by="test", batch=ids)
+        assert now()["now"] == {"doing": "between", "next": ids[0], "since": None}
+        outside = clock.at(20)
+        journal.add_event("waiting", "outside active hours 08:00-18:00; next experiment at 08:00")
+        assert now()["now"] == {"doing": "waiting", "for": "active_hours", "since": outside,
+                                "message": "outside active hours 08:00-18:00; next experiment at 08:00"}
+        assert live_line(now()) == (f"now: waiting since {local_time(outside)}: outside active hours 08:00-18:00; "
+                                    "next experiment at 08:00")
+        clock.at(30)
+        journal.start_experiment(ids[0])
+        assert now()["now"]["doing"] == "experiment" and now()["now"]["action"] is None
+        assert "between protocol steps (running since" in live_line(now())
+        journal.fail_experiment(ids[0], "PumpStalled: analyte_pump: motor stall")
+        for eid, start in zip((ids[1], *journal.record_proposals([Proposal("CCC")], step=1, planner="random")),
+                              (100, 500), strict=True):
+            _lasting(journal, clock, eid, start, 300)
+        assert now()["eta"] is None and now()["now"] == {"doing": "proposing", "since": None}  # 2 done: no pace yet
+        journal.add_event("retrain", "retraining round 1 on 2 measurements started",
+                          data={"round": 1, "n_measurements": 2})
+        waits = clock.at(900)
+        journal.add_event("waiting", "proposal waits for the retrain in progress (surrogate.wait_for_retrain)")
+        assert now()["now"]["for"] == "retrain" and now()["now"]["since"] == waits
+        assert now()["retraining"]["round"] == 1
+        [third] = journal.record_proposals([Proposal(FAR)], step=2, planner="random")
+        assert now()["now"]["doing"] == "between"  # the proposal came: the wait is over
+        _lasting(journal, clock, third, 1000, 300)
+        eta = now()["eta"]
+        deadline = (datetime.fromisoformat(campaign_created := journal.campaign_info().created_at)
+                    + timedelta(hours=1)).isoformat(timespec="milliseconds")
+        assert campaign_created == clock.at(0)
+        # 3 left at 5 min each: 15 min, past the hour's last 10 min
+        assert eta == {"seconds": 900, "median_s": 300, "pace_of": 3, "experiments_left": 3,
+                       "max_hours_at": deadline, "first": "max_hours"}
+        assert live_line(now()).endswith("about 15 min 0 s left at the recent pace (median 5 min 0 s per experiment "
+                                         "of the last 3; an estimate), but budget.max_hours stops the run first, at "
+                                         f"{local_time(deadline)}")
