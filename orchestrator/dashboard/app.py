@@ -97,9 +97,11 @@ def without_paths(value: Any) -> Any:
 def public_snapshot(snap: dict[str, Any]) -> dict[str, Any]:
     """The ``labloop log --json`` document as the dashboard serves it (``snap`` is changed in place): the same
     keys and values, except the store is named by its file name, model weights paths are dropped and paths
-    in event messages, event data, failure causes and how the last run ended are cut."""
+    in event messages, event data, failure causes, how the last run ended and a live run's wait are cut."""
     snap["campaign"]["store"] = Path(snap["campaign"]["store"]).name
     snap["progress"]["ended"] = without_paths(snap["progress"]["ended"])  # a stop's advice names the store
+    if snap["progress"]["now"] is not None and "message" in snap["progress"]["now"]:  # a wait's, the runner's words
+        snap["progress"]["now"]["message"] = without_paths(snap["progress"]["now"]["message"])
     for model in snap["models"]:
         model["weights_path"] = None
     for event in snap["events"]:

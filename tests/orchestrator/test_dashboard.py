@@ -837,3 +837,95 @@ def test_the_page_counts_past_measurements_apart_and_their_first_batch_is_calibr
     finally:
         dashboard.close()
 
+
+
+def _at(monkeypatch, start, seconds: float) -> str:
+    """The journal's clock (``store.now``) set to ``seconds`` after ``start``; the stamp it writes."""
+    from datetime import timedelta
+
+    from labloop.orchestrator.journal import store as store_module
+
+    stamp = (start + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+    monkeypatch.setattr(store_module, "now", lambda: stamp)
+    return stamp
+
+
+def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, write_campaign, browser, monkeypatch):
+    """The progress panel said how far a campaign was, not what the run was doing nor when it would end (an operator's
+    request from a night shift). While a run holds the journal it says, in the words of `labloop log`'s header and in
+    the browser's zone: the running experiment, its molecule (named as markup: shown as text) and the protocol step
+    open at an instrument; the retrain in progress; the time left at the recent pace. Each follows the journal live,
+    and all go once no run holds it."""
+    from datetime import UTC, datetime, timedelta
+
+    from selenium.webdriver.common.by import By
+
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    quoted = XSS.replace('"', '""')
+    (tmp_path / "named.csv").write_text(f'smiles,name\nCc1ccccc1N,"{quoted}"\nCCO,\nCCN,\nCCC,\n')
+    campaign = load_campaign(write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")},
+                                            budget={"max_experiments": 10}))
+    start = datetime.now(UTC) - timedelta(hours=1)
+    _at(monkeypatch, start, 0)
+    with Journal.create(campaign.store, campaign) as journal:
+        journal.add_event("run", "run started (dry run on emulators)")
+        ids = journal.record_proposals([_Proposal(s) for s in ("CCO", "CCN", "CCC", "Cc1ccccc1N")], step=0,
+                                       planner="random")
+        for eid, begun, lasted in zip(ids, (0, 300, 600), (200, 250, 400), strict=False):  # median 250 s
+            _at(monkeypatch, start, begun)
+            journal.start_experiment(eid)
+            _measure_only(journal, eid)
+            _at(monkeypatch, start, begun + lasted)
+            journal.finish_experiment(eid)
+        retrained = _at(monkeypatch, start, 1000)
+        journal.add_event("retrain", "retraining round 1 on 3 measurements started",
+                          data={"round": 1, "n_measurements": 3})
+        running = _at(monkeypatch, start, 1010)
+        journal.start_experiment(ids[3])
+        cv = _at(monkeypatch, start, 1030)
+        action = journal.start_action(ids[3], 1, "potentiostat", "cv", {"scan_rate_v_s": 0.1})
+    with sole_runner(campaign.store):  # a run holds the journal
+        dashboard = Dashboard(campaign.store)
+        try:
+            browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": KOLKATA})
+            browser.get(dashboard.url)
+            _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#run-now li.now"), "what the run does")
+            assert _text(browser, "#run-now li.now") == (f"now: experiment {ids[3]} {XSS} (Cc1ccccc1N): cv on "
+                                                         f"potentiostat since {_in_kolkata(cv)} UTC+5:30")
+            assert _text(browser, "#run-now li.retraining") == (f"retraining model (round 1, since "
+                                                                f"{_in_kolkata(retrained)} UTC+5:30)")
+            assert _text(browser, "#run-now li.eta") == ("about 29 min 10 s left at the recent pace (median 4 min 10 s "
+                                                         "per experiment of the last 3; an estimate)")
+            assert browser.execute_script("return window.__xss") is None  # the name is text, never markup
+            assert not browser.find_elements(By.CSS_SELECTOR, "#run-now img, #run-now script")
+            _screenshot(browser, tmp_path, "dashboard-now.png")
+
+            with Journal.open(campaign.store) as journal:  # the cv ends and the retrain's model comes
+                journal.finish_action(action)
+                journal.add_model_version(3, {})
+            _wait(browser, lambda d: "between protocol steps" in _text(d, "#run-now li.now"), "the step's end")
+            assert _text(browser, "#run-now li.now").endswith(f"(running since {_in_kolkata(running)} UTC+5:30)")
+            assert not browser.find_elements(By.CSS_SELECTOR, "#run-now li.retraining")
+        except BaseException:
+            dashboard.close()
+            raise
+    try:  # the run let go: what it was doing is no longer happening
+        _wait(browser, lambda d: not d.find_element(By.ID, "run-now").is_displayed(), "the live lines gone")
+        assert not browser.find_elements(By.CSS_SELECTOR, "#run-now li")
+        assert not _text(browser, "#run-state").startswith("run live")
+    finally:
+        dashboard.close()
+
+
+def _measure_only(journal, eid) -> None:
+    """The running experiment ``eid``'s voltammogram and measurement (it is then finished by the caller)."""
+    import numpy as np
+
+    from labloop.instruments.cv_analysis import analyze_cv
+    from labloop.sim.cv_physics import random_couple, simulate_cv
+
+    rng = np.random.default_rng(eid)
+    voltammogram = simulate_cv(*random_couple(rng), rng)
+    journal.record_raw(eid, voltammogram)
+    journal.record_measurement(eid, analyze_cv(voltammogram), 4.0)

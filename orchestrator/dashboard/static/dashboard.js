@@ -308,6 +308,7 @@ function renderRunState() {
   if (!snap) return;
   const p = snap.progress, line = $("run-state");
   if (!state.connected) {
+    renderNow(null);
     line.textContent = "connection to the dashboard lost: whether a run is writing this journal is unknown until " +
       `the page reconnects (last read ${state.readAt})`;
     line.className = "run-unknown";
@@ -316,6 +317,7 @@ function renderRunState() {
   const last = p.last_heard;
   const age = last ? (Date.now() - new Date(last).getTime()) / 1000 : NaN;
   const written = Number.isNaN(age) ? "" : `nothing written for ${duration(age)}, since ${localTime(last, true)}`;
+  renderNow(p);
   if (p.run_active) {
     line.textContent = "run live: a labloop process is writing this journal";
     line.className = "run-live";
@@ -331,6 +333,55 @@ function renderRunState() {
     line.textContent = `${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
     line.className = { killed: "run-gone", stopped: "run-fault" }[p.ended_as] || "run-stopped";
   }
+}
+
+// What a live run is doing now, a retrain in progress and the ETA (progress.now, .retraining, .eta: the server
+// computes them from the journal, journal/view.py), in the words of `labloop log`'s header line (view.py, live_line
+// and doing), one item each; nothing unless a run is live (`p` null: the page cannot tell). Every journal text
+// (a molecule's name, a SMILES, a wait's message) is set as text.
+function renderNow(p) {
+  const list = $("run-now");
+  const items = p && p.now ? liveItems(p) : [];
+  list.replaceChildren(...items.map(([cls, text]) => el("li", text, cls)));
+  list.hidden = items.length === 0;
+}
+
+function liveItems(p) {
+  const items = [["now", `now: ${doing(p.now)}`]];
+  const r = p.retraining;
+  if (r) items.push(["retraining", `retraining model (round ${r.round}, since ${localTime(r.since, true)})`]);
+  if (p.eta) items.push(["eta", etaText(p.eta)]);
+  return items;
+}
+
+function doing(now) {
+  if (now.doing === "experiment") {
+    const molecule = now.name ? `${now.name} (${now.smiles})` : now.smiles;
+    const attempt = now.attempt > 1 ? ` (attempt ${now.attempt})` : "";
+    const a = now.action;
+    const step = a ? `${a.command} on ${a.instrument} since ${localTime(a.since, true)}`
+      : `between protocol steps (running since ${localTime(now.since, true)})`;
+    return `experiment ${now.experiment_id}${attempt} ${molecule}: ${step}`;
+  }
+  if (now.doing === "awaiting_approval") {
+    const ids = now.experiments;
+    return `waiting for approval of experiment${ids.length === 1 ? "" : "s"} ${ids.join(", ")} (proposed ` +
+      `${localTime(now.since, true)}): labloop approve, or the dashboard`;
+  }
+  if (now.doing === "waiting") return `waiting since ${localTime(now.since, true)}: ${now.message}`;
+  if (now.doing === "between") return `about to start experiment ${now.next}`;
+  return "proposing the next experiments";
+}
+
+function etaText(eta) {
+  let text = `about ${duration(eta.seconds)} left at the recent pace (median ${duration(eta.median_s)} per ` +
+    `experiment of the last ${eta.pace_of}; an estimate)`;
+  if (eta.max_hours_at) {
+    const at = localTime(eta.max_hours_at, true);
+    text += eta.first === "max_hours" ? `, but budget.max_hours stops the run first, at ${at}`
+      : `, before budget.max_hours stops the run at ${at}`;
+  }
+  return text;
 }
 
 // -- approval -----------------------------------------------------------------------------------------
