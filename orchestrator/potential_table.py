@@ -29,13 +29,14 @@ from labloop.surrogate.dataset import MISSING_MARKERS, csv_lines, markers_writte
 @dataclass(frozen=True)
 class Words:
     """How a message names what the user corrects: the option or field of the value column (``column``) and of the
-    scale (``vs``), what the values are (``values``), and where the SMILES column's name is set (``smiles``, said
-    after a missing SMILES column's name)."""
+    scale (``vs``), what the values are (``values``), where the SMILES column's name is set (``smiles``, said
+    after a missing SMILES column's name), and whether a header naming no scale needs ``vs`` (``scale_required``)."""
 
     column: str
     vs: str
     values: str
     smiles: str
+    scale_required: bool = False
 
     def vs_is(self, scale: str) -> str:
         """``--truth-vs fc`` or ``past_measurements.vs: fc``: how to say the scale is ``scale``."""
@@ -53,6 +54,8 @@ BACKTEST_WORDS = Words("--column", "--truth-vs", "the backtest's truth",
 FERROCENE_SCALE = re.compile(r"\bfc\b|\bfc\+|ferrocen", re.IGNORECASE)
 OTHER_SCALES = re.compile(r"\bsce\b|ag/ag|\bagcl\b|\bshe\b|\bnhe\b|\bsse\b|\bhg/hg", re.IGNORECASE)
 LITHIUM_SCALE = re.compile(r"\bli\b|\bli\+|\blithium\b", re.IGNORECASE)
+#: a header naming an energy in eV (``ie_ev``, ``EA (eV)``): a DFT column, not a potential in V
+ENERGY_HEADER = re.compile(r"(\b|_)ev\b", re.IGNORECASE)
 
 #: the share of a truth table's values, from 2 rows on, that lying nearer the table's median -/+ cell.ferrocene_vs_li_v
 #: than its median makes a group on another scale worth a warning. Why: a lab's table pastes rows vs Fc/Fc+ among rows
@@ -67,10 +70,20 @@ def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_
     on: 0 for ``--truth-vs li``, ``ferrocene_vs_li_v`` (the campaign's ``cell.ferrocene_vs_li_v``) for ``fc``.
     Without ``truth_vs``, a header that names another scale and not Li/Li+ (``E1/2 (V vs Fc/Fc+)``) is refused
     (InvalidInput, one line saying how to convert): such a table backtested as if vs Li/Li+ found no hit and still
-    crowned a leader (a chemist's trial); a header naming no scale (``e_v``) is taken as vs Li/Li+, as documented.
-    A ``fc`` for a header naming Li/Li+ is refused too (the values would move by 3 V)."""
+    crowned a leader (a chemist's trial); a header naming no scale (``e_v``) is taken as vs Li/Li+, as documented,
+    unless ``words.scale_required`` (a campaign's past measurements: a table vs Fc/Fc+ under ``E1/2 (V)``, taken as
+    vs Li/Li+, sent 20 scans 3 V beside their molecules, a chemist's trial). A ``fc`` for a header naming Li/Li+ is
+    refused too (the values would move by 3 V), and so is any header naming eV (``ie_ev``: an energy, not a
+    potential)."""
+    if ENERGY_HEADER.search(column):
+        raise InvalidInput(f"{path}: column {column!r} names eV, an energy, and labloop takes {words.values} as "
+                           f"potentials in V vs Li/Li+ (an energy in eV? name the column of measured potentials)")
     ferrocene, other, lithium = (bool(scale.search(column)) for scale in (FERROCENE_SCALE, OTHER_SCALES,
                                                                           LITHIUM_SCALE))
+    if truth_vs is None and words.scale_required and not (ferrocene or other or lithium):
+        raise InvalidInput(f"{path}: column {column!r} names no reference scale: give {words.vs_is('li')} for values "
+                           f"vs Li/Li+ or {words.vs_is('fc')} for values vs Fc/Fc+ (a table on the wrong scale sends "
+                           "every experiment volts beside its molecule)")
     if truth_vs == "fc":
         if lithium and not ferrocene:
             raise InvalidInput(f"{path}: column {column!r} names Li/Li+, not Fc/Fc+: drop {words.vs_is('fc')} (or give "
@@ -229,7 +242,7 @@ def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float,
 
 #: a campaign's past measurements (``past_measurements``: :func:`read_past`)
 PAST_WORDS = Words("past_measurements.column", "past_measurements.vs", "past measurements",
-                   " (or set past_measurements.smiles_column)")
+                   " (or set past_measurements.smiles_column)", scale_required=True)
 
 
 @dataclass(frozen=True)
@@ -238,13 +251,15 @@ class Past:
     molecule once, spelled as the library's first row of it writes it when the library has it (so no planner
     proposes it again) and as the table's first row does otherwise; how many are library molecules, and the
     objective's hits among them all (None: it defines none); the table's ``notes``; and where it came from
-    (``source``: file, column, the offset added, SHA-256 and row counts, what the journal keeps beside them)."""
+    (``source``: file, column, the offset added, SHA-256 and row counts, what the journal keeps beside them);
+    ``learnt``: whether anything learns from them (a campaign without a prior has no model to calibrate)."""
 
     measurements: tuple[tuple[str, float], ...]
     in_library: int
     hits: int | None
     notes: tuple[str, ...]
     source: dict[str, Any]
+    learnt: bool = True
 
     def summary(self) -> str:
         """One line for the journal and the terminal: ``12 past measurements from past.csv (8 of library molecules,
@@ -252,8 +267,9 @@ class Past:
         n, hits, known = len(self.measurements), self.hits, self.in_library
         return (f"{n} past {plural(n, 'measurement')} from {display_name(Path(self.source['file']))} ({known} of "
                 f"library {plural(known, 'molecule')}, which {plural(known, 'is', 'are')} not proposed again"
-                + ("" if hits is None else f"; {hits} {plural(hits, 'hit')}") + "), learnt from before the first "
-                "proposal")
+                + ("" if hits is None else f"; {hits} {plural(hits, 'hit')}") + ")"
+                + (", learnt from before the first proposal" if self.learnt else
+                   "; nothing learns from them: the campaign has no prior"))
 
 
     def journalled(self) -> tuple[str, dict[str, Any]]:
@@ -265,11 +281,12 @@ class Past:
                                 "measurements": [list(m) for m in self.measurements]}
 
 
-def read_past(campaign: Campaign, library: Sequence[str]) -> Past | None:
+def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = None) -> Past | None:
     """The campaign's ``past_measurements`` (None without them), read as a backtest's truth is (:func:`read_truth`:
     its scale by ``vs`` or its header, missing-value markers, repeats, invalid rows named by line), each molecule
     matched to the ``library`` (the campaign's rows) by canonical SMILES. :class:`ConfigError` naming
-    ``past_measurements.file`` (with its YAML line) for a table that cannot be used."""
+    ``past_measurements.file`` (with its YAML line) for a table that cannot be used, or one that holds every
+    library molecule (nothing left to propose); with ``budget``, a note when fewer than that many are left."""
     from labloop.surrogate.featurize import first_spellings
 
     spec = campaign.past_measurements
@@ -287,5 +304,15 @@ def read_past(campaign: Campaign, library: Sequence[str]) -> Past | None:
               "sha256": hashlib.sha256(spec.file.read_bytes()).hexdigest(), "rows": table.rows}
     objective = campaign.objective
     hits = sum(objective.is_hit(v) for _, v in measurements) if objective.defines_hits else None
-    return Past(measurements, sum(key in in_library for key in table.molecules), hits, tuple(table.notes), source)
+    known = sum(key in in_library for key in table.molecules)
+    left = len(in_library) - known
+    notes = list(table.notes)
+    if not left:  # a run would train its prior, create its journal and end at once, "every molecule tried"
+        raise ConfigError(campaign.located("past_measurements", "file"),
+                          f"{display_name(spec.file)} holds every one of the {len(in_library)} library "
+                          f"{plural(len(in_library), 'molecule')} to choose from: nothing is left to propose")
+    if budget is not None and left < budget:
+        notes.append(f"{display_name(spec.file)} holds {known} of the library's {len(in_library)} molecules, which "
+                     f"leaves {left} to propose: the campaign ends after {left} of its budget.max_experiments {budget}")
+    return Past(measurements, known, hits, tuple(notes), source, learnt=campaign.prior is not None)
 

@@ -116,6 +116,9 @@ LAB_GRADE_COLUMNS = (
 #: ``ir_compensated_ohm`` is what the potentiostat compensated during the scan: the potentials are as applied, the
 #: rest of the ohmic drop (lab_grade.csv's ``ru_ohm`` minus it) not subtracted
 VOLTAMMOGRAMS_CSV = "voltammograms.csv"
+#: a campaign's past measurements as its journal keeps them (V vs Li/Li+, after ``vs: fc``'s offset; each molecule
+#: once, spelled as the library does): what a lab checks its conversion by (a chemist's trial had no way to)
+PAST_CSV = "past_measurements.csv"
 VOLTAMMOGRAM_COLUMNS = ("id", "smiles", "status", "scan", "role", "scan_rate_v_s", "reference_electrode",
                         "ir_compensated_ohm", "time_s", "potential_v_vs_reference", "current_a", "overload")
 #: the ``role`` of a scan in voltammograms.csv: the analyte's (each rate of the cv step), a blank's (the
@@ -179,6 +182,9 @@ def _write(journal: Journal, directory: Path) -> None:
     if lab_rows:
         _csv(directory / LAB_GRADE_CSV, LAB_GRADE_COLUMNS, lab_rows)
     _raw_voltammograms(directory / VOLTAMMOGRAMS_CSV, journal, snap["experiments"], records)
+    if past := journal.past_measurements():  # as the campaign learnt from them: on the Li/Li+ scale, each molecule once
+        _csv(directory / PAST_CSV, ("smiles", "potential_v"), [{"smiles": s, "potential_v": v} for s, v in past],
+             {"potential_v": "potential_v_vs_li"})
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
@@ -675,7 +681,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
 
     checked = _interval_said(interval_check(measured(snap["experiments"])))
     tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,
-              *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists()]
+              *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists(), *[PAST_CSV] * (folder / PAST_CSV).exists()]
     data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>

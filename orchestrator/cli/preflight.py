@@ -125,7 +125,7 @@ def past_measurements(campaign: Campaign, library: list[str]) -> Past | None:
     was created, and ``run`` of it reads the file no more). A table that cannot be used is :class:`ConfigError`."""
     if campaign.store.exists():
         return None
-    past = read_past(campaign, library)
+    past = read_past(campaign, library, campaign.budget.max_experiments)
     for note in past.notes if past is not None else ():
         console.err.print(f"warning: {console.printable(note)}", markup=False, highlight=False, soft_wrap=True)
     return past

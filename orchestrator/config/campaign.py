@@ -245,6 +245,11 @@ class Prior(BaseModel):
         return self
 
 
+def _lower(value: Any) -> Any:
+    """``Fc``, ``FC``, ``Li`` as ``fc``, ``li``: a scale's name is written either way."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 class PastMeasurements(BaseModel):
     """The lab's own measurements of the objective's potential made before this campaign (a CSV of SMILES and
     potentials), which the campaign learns from before its first proposal and never proposes again.
@@ -254,15 +259,16 @@ class PastMeasurements(BaseModel):
     once, when the journal is created (``validate`` and ``run`` check it first, as ``labloop backtest`` checks a
     truth table: orchestrator/potential_table.py), and the journal keeps what was read, so a resume needs neither
     the file nor its unchanged content. ``vs``: the scale of the values, ``li`` (V vs Li/Li+) or ``fc`` (V vs
-    Fc/Fc+, to which ``cell.ferrocene_vs_li_v`` is added); unset, a column header naming Fc/Fc+ or another
-    reference is refused and one naming none is taken as vs Li/Li+."""
+    Fc/Fc+, to which ``cell.ferrocene_vs_li_v`` is added), needed unless the column's header names the scale (a
+    header naming Li/Li+ is taken so; one naming Fc/Fc+ or another reference, or none, is refused: a table vs Fc/Fc+
+    taken as vs Li/Li+ sends every experiment 3 V beside its molecule)."""
 
     model_config = SECTION
     file: FilePath
     column: str = Field(min_length=1, description="the column of potentials (V) of the objective's quantity")
     smiles_column: str = "smiles"
-    vs: Literal["li", "fc"] | None = Field(None, description="li: V vs Li/Li+; fc: V vs Fc/Fc+ (default: as the "
-                                                             "column's header names it, else li)")
+    vs: Annotated[Literal["li", "fc"] | None, BeforeValidator(_lower)] = Field(
+        None, description="li: V vs Li/Li+; fc: V vs Fc/Fc+ (needed unless the column's header names the scale)")
 
 
 class Objective(BaseModel):

@@ -48,7 +48,7 @@ def test_past_measurements_teach_the_first_proposal_are_never_proposed_and_resum
     values, _ = _past_table(tmp_path)
     window = (4.5, 4.6)
     hits = sum(window[0] <= v <= window[1] for v in values.values())
-    past = {"file": "past.csv", "column": "e_v"}
+    past = {"file": "past.csv", "column": "e_v", "vs": "li"}
     whole = write_campaign(tmp_path, prior=True, shared_prior=True, name="whole", surrogate=SURROGATE,
                            planner={"kind": "bayes", "batch_size": 2}, past_measurements=past)
     result = labloop("run", whole, "--dry-run")
@@ -73,6 +73,10 @@ def test_past_measurements_teach_the_first_proposal_are_never_proposed_and_resum
     assert not any(e["uncalibrated"] for e in shown["experiments"])  # calibrated on the past from the first batch
     assert "measurements" not in next(e for e in shown["events"] if e["kind"] == "past_measurements")["data"]
     assert f"(+ 11 past measurements, {hits} hit" in " ".join(labloop("log", tmp_path / "whole.db").stdout.split())
+    assert labloop("report", tmp_path / "whole.db", "-o", tmp_path / "report").returncode == 0
+    written = pd.read_csv(tmp_path / "report" / "past_measurements.csv")  # what the campaign learnt from, to check
+    assert list(written.columns) == ["smiles", "potential_v_vs_li"] and len(written) == 11
+    assert {_canonical(s): v for s, v in zip(written["smiles"], written["potential_v_vs_li"], strict=True)} == values
 
     # the same campaign stopped after 2 experiments, its table then deleted: a resume proposes what the whole run did
     halted = write_campaign(tmp_path, prior=True, shared_prior=True, name="halted", surrogate=SURROGATE,
@@ -100,7 +104,7 @@ def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_mov
 
     values, outside = _past_table(tmp_path, header="E1/2 vs Fc")
     campaign = load_campaign(write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "E1/2 vs Fc",
-                                                                          "vs": "fc"},
+                                                                          "vs": "Fc"},  # either case
                                             cell={"ferrocene_vs_li_v": 3.3}))
     library = pd.read_csv(EXAMPLES / "library.csv")["smiles"].tolist()
     past = read_past(campaign, library)
@@ -113,14 +117,17 @@ def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_mov
 @pytest.mark.parametrize(("header", "cells", "past", "said"), [
     ("E1/2 (V vs Fc/Fc+)", "4.1", {}, "names the Fc/Fc+ scale, and labloop takes past measurements as V vs Li/Li+: "
                                       "give past_measurements.vs: fc"),
-    ("e_v", "4.1", {"column": "e_ox"}, "past_measurements.column e_ox: no such column"),
-    ("e_v", "45", {}, "line 2, column 'e_v': 45 lies beyond -3..10 V vs Li/Li+"),
-    ("e_v", "n/a", {}, "column 'e_v' has no value in any of its 1 row"),
+    ("e_v", "4.1", {"column": "e_ox", "vs": "li"}, "past_measurements.column e_ox: no such column"),
+    ("e_v", "45", {"vs": "li"}, "line 2, column 'e_v': 45 lies beyond -3..10 V vs Li/Li+"),
+    ("e_v", "n/a", {"vs": "li"}, "column 'e_v' has no value in any of its 1 row"),
+    ("E1/2 (V)", "1.1", {}, "column 'E1/2 (V)' names no reference scale: give past_measurements.vs: li for values vs "
+                            "Li/Li+ or past_measurements.vs: fc for values vs Fc/Fc+"),
+    ("ie_ev", "6.1", {"vs": "li"}, "column 'ie_ev' names eV, an energy"),
 ])
 def test_a_past_table_that_cannot_be_used_is_one_line_naming_the_field(tmp_path, labloop, write_campaign, header,
                                                                         cells, past, said):
     (tmp_path / "past.csv").write_text(f"smiles,{header}\nc1ccccc1O,{cells}\n")
-    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": header, **past})
+    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": header, "vs": None, **past})
     for command in (("validate", campaign, "--dry-run"), ("run", campaign, "--dry-run")):
         result = labloop(*command)
         lines = result.stderr.strip().splitlines()
@@ -133,9 +140,10 @@ def test_a_past_table_is_read_once(tmp_path, labloop, write_campaign):
     """A `run` of a store that exists reads the file no more (its journal holds what was read): an edit of the file
     since, even one that makes it unusable, changes nothing, and `validate` says so."""
     _past_table(tmp_path)
-    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v"},
+    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"},
                               budget={"max_experiments": 2})
-    assert labloop("run", campaign, "--dry-run").returncode == 0
+    first = labloop("run", campaign, "--dry-run")  # no prior: nothing learns, and it says so
+    assert first.returncode == 0 and "nothing learns from them: the campaign has no prior" in first.stderr
     (tmp_path / "past.csv").write_text("smiles,e_v\nCCO,4100\n")
     said = labloop("validate", campaign, "--dry-run")
     assert said.returncode == 0 and f"as journalled in {tmp_path / 'tiny.db'} when it was created" in said.stdout
@@ -165,10 +173,32 @@ def test_backtest_of_a_campaign_with_past_measurements_says_so(tmp_path, labloop
     truth = pd.read_csv(EXAMPLES / "library.csv")
     (tmp_path / "truth.csv").write_text("smiles,e_v\n" + "\n".join(
         f"{s},{ie - 1.9:.3f}" for s, ie in zip(truth["smiles"], truth["ie_ev"], strict=True)) + "\n")
-    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v"})
+    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"})
     result = labloop("backtest", campaign, "--truth", tmp_path / "truth.csv", "--column", "e_v", "--planners",
                      "random", "--seeds", "1", "--budget", "195", "--no-instruments", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["past_measurements"] == 11 and report["budget"] == 190  # 200 less the 10 measured before
     assert "each campaign starts from the campaign's 11 past measurements" in " ".join(result.stderr.split())
+
+
+def test_a_past_table_of_every_library_molecule_leaves_nothing_to_propose(tmp_path, labloop, write_campaign):
+    """A run trained its prior, created its journal and ended at once ("every library molecule was tried"); a backtest
+    ran campaigns of 0 experiments (a chemist's trial). Both are one line, exit 2, and a table leaving fewer molecules
+    than the budget is warned of."""
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    (tmp_path / "all.csv").write_text("smiles,e_v\n" + "\n".join(f"{s},4.0" for s in library["smiles"]) + "\n")
+    (tmp_path / "most.csv").write_text("smiles,e_v\n" + "\n".join(f"{s},4.0" for s in library["smiles"][3:]) + "\n")
+    every = write_campaign(tmp_path, name="every", past_measurements={"file": "all.csv", "column": "e_v", "vs": "li"})
+    for command in (("validate", every, "--dry-run"), ("run", every, "--dry-run"),
+                    ("backtest", every, "--truth", tmp_path / "all.csv", "--column", "e_v", "--planners", "random",
+                     "--no-instruments")):
+        result = labloop(*command)
+        assert result.returncode == 2 and "nothing is left to propose" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "every.db").exists()
+    most = write_campaign(tmp_path, name="most", past_measurements={"file": "most.csv", "column": "e_v", "vs": "li"})
+    said = labloop("validate", most, "--dry-run")
+    assert said.returncode == 0 and "leaves 3 to propose: the campaign ends after 3 of its budget.max_experiments 6" \
+        in " ".join(said.stderr.split())
+
