@@ -124,9 +124,17 @@ def test_backtest_refuses_a_damaged_prior_and_truth(tmp_path, labloop, write_cam
     args = ("--planners", "random", "--seeds", "1", "--budget", "4", "--no-instruments")
     _one_line(labloop("backtest", campaign, "--truth", tmp_path / "truth.csv", "--column", "e_v", *args),
               *DAMAGE[damage][1])
-    # the same table as the truth: its own column
-    _one_line(labloop("backtest", write_campaign(folder), "--truth", prior, "--column", "ie_ev" if damage == "inf"
-                      else "ea_ev", *args), *DAMAGE[damage][1])
+    # the same table as the truth, its columns named as potentials (a header naming eV is refused first: an energy)
+    assert "column 'ie_ev' names eV" in labloop("backtest", write_campaign(folder), "--truth", prior, "--column",
+                                                "ie_ev", *args).stderr
+    def as_potentials(text: str) -> str:
+        return text.replace("ie_ev", "e_ox_v").replace("ea_ev", "e_red_v")
+
+    renamed = tmp_path / "renamed" / "prior.csv"
+    renamed.parent.mkdir()
+    renamed.write_text(as_potentials(prior.read_text()))
+    _one_line(labloop("backtest", write_campaign(folder), "--truth", renamed, "--column", "e_ox_v" if damage == "inf"
+                      else "e_red_v", *args), *map(as_potentials, DAMAGE[damage][1]))
 
 
 @pytest.mark.parametrize("damage", ["inf", "huge", "all missing"])
