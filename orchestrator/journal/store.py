@@ -395,6 +395,25 @@ def _shown(stored: Any, given: Any, at: str) -> str:
     return f"{at or 'campaign'}: {shown[0]} in the journal, {shown[1]} here"
 
 
+def hit_edges(objective: dict[str, Any]) -> tuple[float, ...]:
+    """The potentials where a measurement turns into a hit or out of one: the window's ends, or the threshold."""
+    if objective.get("window_v"):
+        return tuple(objective["window_v"])
+    return () if objective.get("threshold_v") is None else (objective["threshold_v"],)
+
+
+def potential_said(value: float | None, edges: tuple[float, ...]) -> str:
+    """A measured potential to 3 decimals, or to as many more (up to 6) as it takes not to read as a hit edge it is
+    not: 4.4995 V showed as ``4.500`` in a [4.50, 4.60] window, beside ``hits 0`` (a chemist's trial)."""
+    if value is None:
+        return ""
+    for digits in range(3, 7):
+        shown = f"{value:.{digits}f}"
+        if not any(shown == f"{edge:.{digits}f}" and value != edge for edge in edges):
+            return shown
+    return shown
+
+
 def _as_today(campaign: Campaign, stored: dict[str, Any]) -> dict[str, Any]:
     """A journal's stored config as today's labloop writes it (sections added since get their defaults); as
     stored when today's model refuses it."""
@@ -794,9 +813,9 @@ class Journal:
             db.execute("UPDATE experiments SET state = 'done', finished_at = ? WHERE id = ?", (now(), experiment_id))
             potential = db.execute("SELECT potential_v FROM measurements WHERE experiment_id = ? AND attempt = ?",
                                    (experiment_id, attempt)).fetchone()[0]
-            self._event(db, "done", f"experiment {experiment_id} done: "
-                                    f"{'no potential' if potential is None else f'{potential:.3f} V vs Li/Li+'}",
-                        experiment_id)
+            edges = hit_edges(self.campaign_info().config["objective"])
+            said = "no potential" if potential is None else f"{potential_said(potential, edges)} V vs Li/Li+"
+            self._event(db, "done", f"experiment {experiment_id} done: {said}", experiment_id)
 
     def fail_experiment(self, experiment_id: int, cause: str) -> None:
         """``running`` -> ``failed`` with its cause (a typed instrument error, a failed analysis)."""

@@ -34,7 +34,9 @@ from labloop.orchestrator.journal.store import (
     VETOED,
     Journal,
     State,
+    hit_edges,
     left_unsafe,
+    potential_said,
     with_advice,
 )
 from labloop.protocols.steps import CV, parse_steps
@@ -303,8 +305,9 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
     return Group(
         _header(snap),
         table,
-        _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]]),
-        _best_table(snap["best"]),
+        _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]],
+                            hit_edges(snap["campaign"]["objective"])),
+        _best_table(snap["best"], hit_edges(snap["campaign"]["objective"])),
         # a rig left unsafe stays in view however many events came after it (the rig may still be pumping)
         _events_table([e for e in snap["events"][:-events] if left_unsafe(e["kind"], e["data"])]
                       + snap["events"][-events:]),
@@ -482,7 +485,7 @@ def _experiments_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _measurements_table(rows: list[dict[str, Any]]) -> Table:
+def _measurements_table(rows: list[dict[str, Any]], edges: tuple[float, ...]) -> Table:
     electrodes = sorted({printable(e["reference"]) for e in rows if e["reference"]})
     against = " / ".join(electrodes) if electrodes else "the cell's reference"  # as the potentiostat labels them
     table = Table(title=f"measurements (V vs Li/Li+; E1/2 vs {against})", title_justify="left")
@@ -497,7 +500,7 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
             predicted, first = f"{predicted} *", True
         model = "" if e["model_version"] is None else f"v{e['model_version']}"  # which model predicted it
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
-        table.add_row(str(e["id"]), *_named(e, named), _volts(e["potential_v"]), predicted, model,
+        table.add_row(str(e["id"]), *_named(e, named), potential_said(e["potential_v"], edges), predicted, model,
                       _volts(e["e_half_v"]), dep, _text(", ".join(e["flags"])))
     if first:
         table.caption = ("* the first batch, predicted before any measurement: on the DFT prior's scale, which a lab's "
@@ -507,13 +510,13 @@ def _measurements_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _best_table(rows: list[dict[str, Any]]) -> Table:
+def _best_table(rows: list[dict[str, Any]], edges: tuple[float, ...]) -> Table:
     table = Table(title="best so far (V vs Li/Li+)", title_justify="left")  # as the measurements' potential
     named = any(e["name"] for e in rows)
     for name in ("rank", "id", *(("name",) if named else ()), "smiles", "potential"):
         table.add_column(name, overflow="fold", justify="left" if name in ("name", "smiles") else "right")
     for rank, e in enumerate(rows, start=1):
-        table.add_row(str(rank), str(e["id"]), *_named(e, named), _volts(e["potential_v"]))
+        table.add_row(str(rank), str(e["id"]), *_named(e, named), potential_said(e["potential_v"], edges))
     return table
 
 

@@ -295,6 +295,22 @@ def test_vetoes_are_counted_apart_from_failures(labloop, tmp_path):
     assert "failed 1, interrupted 0, vetoed 2)" in (tmp_path / "report" / "index.html").read_text()
 
 
+def test_a_potential_just_outside_the_window_does_not_read_as_its_edge(labloop, tmp_path):
+    """4.4995 V showed as ``4.500`` in the [4.50, 4.60] window of a log that said ``hits 0`` (a chemist's trial): a
+    potential that rounds onto an edge it does not reach is shown with the digits that tell it apart; the edge itself,
+    a hit, and any other potential keep 3 decimals; the journal's "done" event says it so too."""
+    path = tmp_path / "edges.db"
+    with Journal.create(path, load_campaign(EXAMPLE)) as journal:
+        ids = journal.record_proposals([Proposal(s) for s in (FAR, BEST, NEAR, "CCO")], step=0, planner="random")
+        for eid, potential, seed in zip(ids, (4.4995, 4.5, 4.6004, 4.55), (1, 2, 3, 4), strict=True):
+            measure(journal, eid, potential, seed)
+    shown = labloop("log", path, "--last", "4").stdout
+    assert all(value in shown for value in ("4.4995", "4.500", "4.6004", "4.550")), shown
+    assert "done: 4.4995 V vs Li/Li+" in shown  # the journal's event too
+    assert "4.499 " not in shown and "4.600 " not in shown and json.loads(
+        labloop("log", path, "--json").stdout)["progress"]["hits"] == 2
+
+
 def test_json_says_when_the_journal_was_last_written_and_how_the_run_ended(labloop, store):
     """``progress.last_heard`` is the journal's newest write of any kind, an action's too (the dashboard said "nothing
     written for 25 s" from the last event, while a killed run's cv had journalled actions since: an operator's trial),
