@@ -82,6 +82,7 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
             done = len(journal.experiments(states=(State.DONE,)))
     if done >= campaign.budget.max_experiments:  # run again on a finished journal: how to go on, nothing more
         return _at_budget(campaign, campaign.store, done)
+
     def create_journal(past: Past | None) -> Journal:  # after every check
         journal = Journal.create(campaign.store, campaign, source_yaml=source,
                                  past=None if past is None else past.journalled())

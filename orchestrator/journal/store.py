@@ -568,6 +568,7 @@ class Journal:
         self.path = path
         self.readonly = readonly
         self._lock = threading.RLock()  # the runner's background retraining records model versions too
+        self._hit_edges: tuple[float, ...] | None = None  # the objective's, read once (it never changes)
 
     # -- opening ---------------------------------------------------------------------------------------
 
@@ -813,8 +814,9 @@ class Journal:
             db.execute("UPDATE experiments SET state = 'done', finished_at = ? WHERE id = ?", (now(), experiment_id))
             potential = db.execute("SELECT potential_v FROM measurements WHERE experiment_id = ? AND attempt = ?",
                                    (experiment_id, attempt)).fetchone()[0]
-            edges = hit_edges(self.campaign_info().config["objective"])
-            said = "no potential" if potential is None else f"{potential_said(potential, edges)} V vs Li/Li+"
+            if self._hit_edges is None:
+                self._hit_edges = hit_edges(self.campaign_info().config["objective"])
+            said = "no potential" if potential is None else f"{potential_said(potential, self._hit_edges)} V vs Li/Li+"
             self._event(db, "done", f"experiment {experiment_id} done: {said}", experiment_id)
 
     def fail_experiment(self, experiment_id: int, cause: str) -> None:

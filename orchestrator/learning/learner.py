@@ -41,12 +41,13 @@ class Learning:
     ``model`` is the newest journalled model (None: a campaign without a prior); ``learns`` whether the
     planner uses measurements at all (the screening and random baselines do not); ``descriptors`` the table
     of cheap descriptors shared with the planner; ``prepare(model, check)`` predicts the library with a retrained
-    model before it is taken (:class:`.retraining.Retrainer`).
+    model before it is taken (:class:`.retraining.Retrainer`); ``past`` the campaign's past measurements
+    (:meth:`Journal.past_measurements`), which every retrain learns from first.
     """
 
     def __init__(self, campaign: Campaign, journal: Journal, library: Sequence[str], model: models.LoadedModel | None,
                  *, learns: bool, descriptors: DescriptorTable, deferred: Deferred,
-                 prepare: Prepare | None = None) -> None:
+                 prepare: Prepare | None = None, past: Sequence[tuple[str, float]] = ()) -> None:
         self.campaign = campaign
         self.journal = journal
         self.model = model
@@ -56,7 +57,7 @@ class Learning:
         self._retrainer = Retrainer(campaign, journal, library, prepare)
         self.rounds = 0 if model is None else int(model.row.metrics.get("round", 0))
         self._calibrated: str | None = None  # the last calibration event's message (None: read the journal's)
-        self._past = journal.past_measurements()  # the lab's from before the campaign: retrained on first
+        self._past = list(past)  # the lab's measurements from before the campaign: retrained on first
 
     def __enter__(self) -> Self:
         self._retrainer.__enter__()

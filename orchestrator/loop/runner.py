@@ -321,9 +321,10 @@ class Runner:
         self.sample_ids = sample_ids(library)
         #: the lab's measurements from before the campaign (``past_measurements``), first among the observations:
         #: the planner never proposes them again and the feedback learns from them before the first proposal
-        self.past = tuple(Observation(smiles, {}, potential) for smiles, potential in journal.past_measurements())
+        past = journal.past_measurements()
+        self.past = tuple(Observation(smiles, {}, potential) for smiles, potential in past)
         self.learning = Learning(campaign, journal, library, model, learns=self.planner.learns,
-                                 descriptors=descriptors, deferred=interrupts.deferred,
+                                 descriptors=descriptors, deferred=interrupts.deferred, past=past,
                                  prepare=None if predictions is None else predictions.prepare)
         self.interrupts = interrupts
         executor.replay(_history(journal))  # what earlier runs of this journal left in the cell and syringes
