@@ -106,17 +106,20 @@ class Truth:
     """A truth table as :func:`read_truth` reads it: ``values`` by SMILES as each row writes it (a later spelling
     of a molecule with its first row's value), ``molecules`` by canonical SMILES (each molecule once; ``spelled``:
     as its first row writes it), the ``notes`` to warn of, and ``rows``: how many rows the table has, and how many
-    were left out or merged, by why (``--json`` reports them)."""
+    were left out or merged, by why (``--json`` reports them). ``bounds``: by canonical SMILES, (value, +1 above /
+    -1 below) of each molecule whose rows only bound its potential (read with ``bounds``; spelled as the others)."""
 
     values: dict[str, float]
     molecules: dict[str, float]
     notes: list[str]
     rows: dict[str, int]
     spelled: dict[str, str] = field(default_factory=dict)
+    bounds: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset_v: float = 0.0,
-               ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, words: Words = BACKTEST_WORDS) -> Truth:
+               ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, words: Words = BACKTEST_WORDS, bounds: bool = False
+               ) -> Truth:
     """The :class:`Truth` of a CSV: its values plus ``offset_v`` (:func:`truth_offset`), and notes on the rows not
     taken as they are: SMILES that are no molecule, empty values (a cell holding a missing-value marker,
     :data:`labloop.surrogate.dataset.MISSING_MARKERS`, is one, counted and named: ``n/a`` was refused one cell at
@@ -126,12 +129,15 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
     :class:`InvalidInput` (one line) for a missing column, a value beyond :data:`POTENTIAL_RANGE_V` (an energy in
     eV, millivolts; an infinite or absurd one is refused by :func:`read_table` already) or a table with no valid
     SMILES and value. A molecule given twice keeps its first value, whichever way each row spells it (by canonical
-    SMILES: a later spelling gets the first value too; a lab's table mixes the spellings of several sources)."""
+    SMILES: a later spelling gets the first value too; a lab's table mixes the spellings of several sources).
+    With ``bounds``, a cell such as ``>5.1`` (no wave up to 5.1 V) bounds its molecule's potential
+    (:data:`labloop.surrogate.dataset.BOUND_CELL`; checked against the same range, on the same scale); a molecule
+    another row gives a value keeps the value, and its bounds are left out, said."""
     from labloop.surrogate.featurize import canonical_smiles
 
     table = read_table(path, (column,), smiles_column=smiles_column,  # a lab's table names its columns its way
                        column_hint=f": name its SMILES column {smiles_column!r}{words.smiles}",
-                       target_option=words.column, missing_markers=MISSING_MARKERS)
+                       target_option=words.column, missing_markers=MISSING_MARKERS, bounds=bounds)
     line_of = csv_lines(path)  # its lines after any blank one
     low, high = POTENTIAL_RANGE_V
     shifted = f" (after adding {offset_v:g} V: {words.vs_is('fc')})" if offset_v else ""
@@ -145,9 +151,18 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
     first_row: dict[str, int] = {}  # ... and that row
     rows_of: dict[str, list[int]] = {}  # ... and all its rows with a value
     valued: list[tuple[int, float]] = []  # (row, value) of every row taken
+    bounded = table.bounded.get(column, {})
+    bound_rows: dict[str, int] = {}  # by canonical SMILES: the first row that bounds the molecule
     for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0] + offset_v, strict=True)):
         if not canonical[row]:
             invalid.append((line_of(row), smiles))
+            continue
+        if row in bounded:
+            if not low <= bounded[row][0] + offset_v <= high:
+                raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: the bound "
+                                   f"{bounded[row][0] + offset_v:g}{shifted} lies beyond {low:g}..{high:g} V vs "
+                                   "Li/Li+: not a potential (an energy in eV? millivolts?)")
+            bound_rows.setdefault(canonical[row], row)
             continue
         if not np.isfinite(value):
             empty.append(row)
@@ -166,14 +181,26 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
         rows_of.setdefault(key, []).append(row)
         valued.append((row, float(value)))
         truth.setdefault(smiles, first_of.setdefault(key, float(value)))
+    only_bounded = {key: (bounded[row][0] + offset_v, bounded[row][1]) for key, row in bound_rows.items()
+                    if key not in first_of}
+    for key, row in bound_rows.items():
+        spelled.setdefault(key, table.smiles[row])
+    if len(only_bounded) < len(bound_rows):
+        k = len(bound_rows) - len(only_bounded)
+        first_both = next(row for key, row in bound_rows.items() if key in first_of)
+        notes_first = [f"{k} {plural(k, 'molecule')} of {path} {plural(k, 'has', 'have')} a value in one row and a "
+                       f"bound in another (first: line {line_of(first_both)} {table.smiles[first_both]!r}): the value "
+                       "is used"]
+    else:
+        notes_first = []
     unscreened = "no SMILES of a molecule labloop screens"
     first = f"first at line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
     bad, n_rows = len(invalid), len(table.smiles)
-    if not truth:
+    if not truth and not only_bounded:
         why = (f" ({bad} of its {n_rows} {plural(n_rows, 'row')} {plural(bad, 'is', 'are')} {unscreened}, {first})"
                if invalid else "")
         raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}{why}")
-    notes = []
+    notes = notes_first
     if invalid:
         notes.append(f"{bad} {plural(bad, 'row')} of {path} {plural(bad, 'is', 'are')} {unscreened} ({first}) and "
                      f"{plural(bad, 'is', 'are')} left out")
@@ -199,11 +226,13 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
                      f"{lines}, spread {spread:.3f} V), more than a measurement repeats by, and the first value is "
                      "used: check those rows for a mix-up (a reference electrode, a unit, a sign, another molecule's "
                      "row)")
-    if (scales := _mixed_scales(valued, ferrocene_vs_li_v, line_of, words)) is not None:
+    if valued and (scales := _mixed_scales(valued, ferrocene_vs_li_v, line_of, words)) is not None:
         notes.append(f"{path}, column {column!r}: {scales}")
     return Truth(truth, first_of, notes, {"rows": n_rows, "invalid_smiles": bad, "no_value": len(empty),
                                           "missing_markers": len(marked), "repeats_with_another_value": conflicts,
-                                          "repeated_molecules_apart": len(apart)}, spelled)
+                                          "repeated_molecules_apart": len(apart),
+                                          **({"bounds": len(only_bounded)} if bounds else {})},
+                 spelled, only_bounded)
 
 
 def _apart(rows_of: Mapping[str, list[int]], value_of: Mapping[int, float]) -> list[tuple[list[int], float]]:
@@ -252,7 +281,9 @@ class Past:
     proposes it again) and as the table's first row does otherwise; how many are library molecules, and the
     objective's hits among them all (None: it defines none); the table's ``notes``; and where it came from
     (``source``: file, column, the offset added, SHA-256 and row counts, what the journal keeps beside them);
-    ``learnt``: whether anything learns from them (a campaign without a prior has no model to calibrate)."""
+    ``learnt``: whether anything learns from them (a campaign without a prior has no model to calibrate);
+    ``bounds``: (SMILES, bound V vs Li/Li+, +1 above / -1 below) of each molecule the table only bounds (``>5.1``:
+    no wave up to 5.1 V), learnt from as a failed scan's bound is, never proposed either."""
 
     measurements: tuple[tuple[str, float], ...]
     in_library: int
@@ -260,13 +291,16 @@ class Past:
     notes: tuple[str, ...]
     source: dict[str, Any]
     learnt: bool = True
+    bounds: tuple[tuple[str, float, int], ...] = ()
 
     def summary(self) -> str:
-        """One line for the journal and the terminal: ``12 past measurements from past.csv (8 of library molecules,
-        which are not proposed again; 2 hits)``."""
-        n, hits, known = len(self.measurements), self.hits, self.in_library
-        return (f"{n} past {plural(n, 'measurement')} from {display_name(Path(self.source['file']))} ({known} of "
-                f"library {plural(known, 'molecule')}, which {plural(known, 'is', 'are')} not proposed again"
+        """One line for the journal and the terminal: ``12 past measurements and 3 bounds from past.csv (10 of library
+        molecules, which are not proposed again; 2 hits)`` (the hits are the measured values')."""
+        n, hits, known, b = len(self.measurements), self.hits, self.in_library, len(self.bounds)
+        bounds = f" and {b} {plural(b, 'bound')}" if b else ""
+        return (f"{n} past {plural(n, 'measurement')}{bounds} from {display_name(Path(self.source['file']))} "
+                f"({known} of library {plural(known, 'molecule')}, which {plural(known, 'is', 'are')} not proposed "
+                "again"
                 + ("" if hits is None else f"; {hits} {plural(hits, 'hit')}") + ")"
                 + (", learnt from before the first proposal" if self.learnt else
                    "; nothing learns from them: the campaign has no prior"))
@@ -275,18 +309,20 @@ class Past:
     def journalled(self) -> tuple[str, dict[str, Any]]:
         """(message, data) of the journal's ``past_measurements`` event (orchestrator/journal/store.py
         ``Journal.create``): the summary, the counts ``labloop log`` shows, where they came from, and the
-        measurements themselves, which the journal keeps so that a resume needs no file."""
-        return self.summary(), {"measurements_n": len(self.measurements), "in_library": self.in_library,
-                                "hits": self.hits, **self.source,
-                                "measurements": [list(m) for m in self.measurements]}
+        measurements and bounds themselves, which the journal keeps so that a resume needs no file."""
+        return self.summary(), {"measurements_n": len(self.measurements), "bounds_n": len(self.bounds),
+                                "in_library": self.in_library, "hits": self.hits, **self.source,
+                                "measurements": [list(m) for m in self.measurements],
+                                "bounds": [list(b) for b in self.bounds]}
 
 
 def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = None) -> Past | None:
     """The campaign's ``past_measurements`` (None without them), read as a backtest's truth is (:func:`read_truth`:
-    its scale by ``vs`` or its header, missing-value markers, repeats, invalid rows named by line), each molecule
-    matched to the ``library`` (the campaign's rows) by canonical SMILES. :class:`ConfigError` naming
-    ``past_measurements.file`` (with its YAML line) for a table that cannot be used, or one that holds every
-    library molecule (nothing left to propose); with ``budget``, a note when fewer than that many are left."""
+    its scale by ``vs`` or its header, missing-value markers, repeats, invalid rows named by line; a cell such as
+    ``>5.1`` a bound), each molecule matched to the ``library`` (the campaign's rows) by canonical SMILES.
+    :class:`ConfigError` naming ``past_measurements.file`` (with its YAML line) for a table that cannot be used, or
+    one that holds every library molecule (nothing left to propose); with ``budget``, a note when fewer than that
+    many are left."""
     from labloop.surrogate.featurize import first_spellings
 
     spec = campaign.past_measurements
@@ -295,16 +331,18 @@ def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = N
     try:
         offset = truth_offset(spec.file, spec.column, spec.vs, campaign.cell.ferrocene_vs_li_v, PAST_WORDS)
         table = read_truth(spec.file, spec.column, spec.smiles_column, offset_v=offset,
-                           ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v, words=PAST_WORDS)
+                           ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v, words=PAST_WORDS, bounds=True)
     except InvalidInput as exc:
         raise ConfigError(campaign.located("past_measurements", "file"), str(exc)) from None
     in_library = {key: written for written, key in first_spellings(library).items() if key}
     measurements = tuple((in_library.get(key, table.spelled[key]), value) for key, value in table.molecules.items())
+    bounds = tuple((in_library.get(key, table.spelled[key]), value, side)
+                   for key, (value, side) in table.bounds.items())
     source = {"file": str(spec.file), "column": spec.column, "offset_v": offset,
               "sha256": hashlib.sha256(spec.file.read_bytes()).hexdigest(), "rows": table.rows}
     objective = campaign.objective
     hits = sum(objective.is_hit(v) for _, v in measurements) if objective.defines_hits else None
-    known = sum(key in in_library for key in table.molecules)
+    known = sum(key in in_library for key in (*table.molecules, *table.bounds))
     left = len(in_library) - known
     notes = list(table.notes)
     if not left:  # a run would train its prior, create its journal and end at once, "every molecule tried"
@@ -314,5 +352,5 @@ def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = N
     if budget is not None and left < budget:
         notes.append(f"{display_name(spec.file)} holds {known} of the library's {len(in_library)} molecules, which "
                      f"leaves {left} to propose: the campaign ends after {left} of its budget.max_experiments {budget}")
-    return Past(measurements, known, hits, tuple(notes), source, learnt=campaign.prior is not None)
+    return Past(measurements, known, hits, tuple(notes), source, learnt=campaign.prior is not None, bounds=bounds)
 

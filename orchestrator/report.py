@@ -53,6 +53,7 @@ from labloop.orchestrator.journal.store import (
     with_advice,
 )
 from labloop.orchestrator.journal.view import _volts, counts_apart, describe_objective, snapshot
+from labloop.planners.base import bound_fields
 from labloop.surrogate.screening import rule_of
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,8 @@ LAB_GRADE_COLUMNS = (
 #: rest of the ohmic drop (lab_grade.csv's ``ru_ohm`` minus it) not subtracted
 VOLTAMMOGRAMS_CSV = "voltammograms.csv"
 #: a campaign's past measurements as its journal keeps them (V vs Li/Li+, after ``vs: fc``'s offset; each molecule
-#: once, spelled as the library does): what a lab checks its conversion by (a chemist's trial had no way to)
+#: once, spelled as the library does): what a lab checks its conversion by (a chemist's trial had no way to); a
+#: molecule the table only bounds (``>5.1``) has its bound in ``above_v_vs_li`` or ``below_v_vs_li`` instead
 PAST_CSV = "past_measurements.csv"
 VOLTAMMOGRAM_COLUMNS = ("id", "smiles", "status", "scan", "role", "scan_rate_v_s", "reference_electrode",
                         "ir_compensated_ohm", "time_s", "potential_v_vs_reference", "current_a", "overload")
@@ -182,9 +184,12 @@ def _write(journal: Journal, directory: Path) -> None:
     if lab_rows:
         _csv(directory / LAB_GRADE_CSV, LAB_GRADE_COLUMNS, lab_rows)
     _raw_voltammograms(directory / VOLTAMMOGRAMS_CSV, journal, snap["experiments"], records)
-    if past := journal.past_measurements():  # as the campaign learnt from them: on the Li/Li+ scale, each molecule once
-        _csv(directory / PAST_CSV, ("smiles", "potential_v"), [{"smiles": s, "potential_v": v} for s, v in past],
-             {"potential_v": "potential_v_vs_li"})
+    past, bounds = journal.past_measurements(), journal.past_bounds()
+    if past or bounds:  # as the campaign learnt from them: on the Li/Li+ scale, each molecule once
+        _csv(directory / PAST_CSV, ("smiles", "potential_v", "above_v", "below_v"),
+             [*({"smiles": s, "potential_v": v, "above_v": None, "below_v": None} for s, v in past),
+              *({"smiles": s, "potential_v": None, **bound_fields((b, side))} for s, b, side in bounds)],
+             {"potential_v": "potential_v_vs_li", "above_v": "above_v_vs_li", "below_v": "below_v_vs_li"})
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
@@ -331,7 +336,7 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
 #: decimals of a potential in V in the CSVs (by its column in the rows: measured, predicted and its sd, the
 #: lab-grade potentials): 0.1 mV, finer than a scan resolves (its potential step is 1-5 mV) or a reference
 #: electrode holds; ``dep_mV`` is in mV, so 1 decimal is the same 0.1 mV. The journal keeps every value whole
-DECIMALS = {**dict.fromkeys(("potential_v", "e_half_v", "mu", "sigma", "e_half_v_vs_reference",
+DECIMALS = {**dict.fromkeys(("potential_v", "above_v", "below_v", "e_half_v", "mu", "sigma", "e_half_v_vs_reference",
                              "epa_v_vs_reference", "epc_v_vs_reference", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc"),
                             4), "dep_mV": 1}
 #: significant digits of every other real number in the CSVs (conditions, currents, D, Ru, acquisition values):

@@ -73,6 +73,17 @@ def bound_fields(bound: tuple[float, int] | None) -> dict[str, float | None]:
             "below_v": bound[0] if bound and bound[1] < 0 else None}
 
 
+def past_observations(measurements: Sequence[tuple[str, float]], bounds: Sequence[tuple[str, float, int]] = ()
+                      ) -> tuple[Observation, ...]:
+    """A campaign's past measurements (``past_measurements``) as a planner sees them, first among its observations:
+    each (SMILES, potential V vs Li/Li+) measured, then each (SMILES, bound, +1 above / -1 below) a row such as
+    ``>5.1`` gave, which is what a failed scan's bound is (:attr:`Observation.bound`): the residual model learns
+    from it, the failure correction counts it, no planner proposes the molecule again."""
+    return (*(Observation(smiles, {}, potential) for smiles, potential in measurements),
+            *(Observation(smiles, {}, None, failure="analysis", **bound_fields((bound, side)))
+              for smiles, bound, side in bounds))
+
+
 #: experiments the rig may fail on one molecule before no planner proposes it again (:attr:`PlannerState.tried`)
 INSTRUMENT_TRIES = 2
 

@@ -53,6 +53,9 @@ class MoleculeTable:
     #: per target, the 0-based rows whose cell was a missing-value marker (``read_table``'s ``missing_markers``),
     #: read as missing like an empty cell, with the marker as written: for the caller to count in its warning
     marked: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: per target, the 0-based rows whose cell was a bound (``>5.1``, ``<= 1.2``: read only with ``read_table``'s
+    #: ``bounds``), missing in ``Y``: (value, +1 above / -1 below)
+    bounded: dict[str, dict[int, tuple[float, int]]] = field(default_factory=dict)
 
     def sha256(self) -> str:
         """Hash of SMILES and labels: identifies the training data in a model manifest."""
@@ -105,6 +108,19 @@ def separator_hint(columns: Sequence[object]) -> str:
 #: spreadsheet's or an instrument export's ``n/a``, ``NA``, ``NaN``, ``-``, ``ND`` (not determined), read as missing
 #: by :func:`read_table` as an empty cell is (a backtest's truth: a trial's table had 11 of them, refused one cell at
 #: a time; a chemist's prior writes ``n/a`` for a molecule whose DFT failed)
+#: a cell that bounds a value rather than giving it: ``>5.1``, ``> 5.1``, ``>=5.1``, ``≥5.1`` (above), ``<``,
+#: ``<=``, ``≤`` (below): how a lab's table writes "no wave up to the solvent's limit"
+BOUND_CELL = re.compile(r"\s*(>=?|≥|<=?|≤)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*")
+
+
+def bound_of(cell: object) -> tuple[float, int] | None:
+    """(value, +1 above / -1 below) of a cell written as a bound (:data:`BOUND_CELL`), else None."""
+    match = BOUND_CELL.fullmatch(cell) if isinstance(cell, str) else None
+    if match is None:
+        return None
+    return float(match.group(2)), 1 if match.group(1) in (">", ">=", "≥") else -1
+
+
 MISSING_MARKERS = frozenset({"n/a", "na", "nan", "-", "nd", "n.d."})
 #: rows a note on missing-value markers names by line (the rest counted)
 SHOWN_MARKED_LINES = 5
@@ -131,7 +147,7 @@ def listed_columns(names: Sequence[object]) -> str:
 
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                smiles_column: str = "smiles", column_hint: str = "", target_option: str | None = None,
-               missing_markers: Collection[str] | None = None) -> MoleculeTable:
+               missing_markers: Collection[str] | None = None, bounds: bool = False) -> MoleculeTable:
     """Read ``path``; require the SMILES column and every target column (numbers, empty or a missing-value marker).
     ``column_hint`` ends the message of a missing SMILES column (where its name comes from, for a table a lab wrote);
     ``target_option``, the command-line option the targets were typed in (``--column``), starts the message of a
@@ -140,7 +156,9 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     empty one is, and its row listed in the table's ``marked``. With the default, the reader warns of them, one line
     a column with their count and first lines (:func:`markers_written`), since it read text as no value: a prior, a
     world's truth and ``surrogate ...``'s tables refused ``n/a`` one cell at a time while an empty cell passed. A
-    caller that passes its own markers says them itself (a backtest's note on its truth); ``()`` refuses them."""
+    caller that passes its own markers says them itself (a backtest's note on its truth); ``()`` refuses them.
+    With ``bounds``, a target cell written as a bound (:data:`BOUND_CELL`) is missing in ``Y`` and kept in the
+    table's ``bounded``; without, it is refused as text is, saying it is a bound."""
     path = Path(path)
     if (problem := not_a_file(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
@@ -168,6 +186,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         missing_markers = MISSING_MARKERS
     Y = np.zeros((len(df), len(targets)))
     marked: dict[str, dict[int, str]] = {}
+    bounded: dict[str, dict[int, tuple[float, int]]] = {}
     for j, t in enumerate(targets):
         column = df[names[t]]
         if missing_markers:
@@ -177,19 +196,24 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
             column = column.mask(is_marker)
         values = pd.to_numeric(column, errors="coerce")
         bad = values.isna() & column.notna()
+        if bounds and bad.any():
+            bounded[t] = {int(row): bound for row in np.flatnonzero(bad.to_numpy())
+                          if (bound := bound_of(column.iloc[row])) is not None}
+            bad.iloc[list(bounded[t])] = False
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
+            said = " (a bound, not a value)" if bound_of(column.iloc[row]) is not None else ""
             raise InvalidInput(f"{path}: line {line_of(row)}, column {names[t]!r}: {column.iloc[row]!r} is not a "
-                               "number")
+                               f"number{said}")
         Y[:, j] = values.to_numpy(dtype=float)
-        _check_values(Y[:, j], path, names[t], line_of)
+        _check_values(Y[:, j], path, names[t], line_of, bounded=bool(bounded.get(t)))
     if say_marked:
         for t, written in marked.items():
             _warn_marked(path, names[t], written, line_of)
     smiles = ["" if pd.isna(s) else str(s) for s in df[names[smiles_column]]]
     _blank_too_long(smiles, path, line_of)
     log.info("read %d %s from %s", len(smiles), plural(len(smiles), "row"), path)
-    return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y, marked=marked)
+    return MoleculeTable(path=path, smiles=smiles, targets=list(targets), Y=Y, marked=marked, bounded=bounded)
 
 
 def _warn_marked(path: Path, column: str, written: Mapping[int, str], line_of: Callable[[int], int]) -> None:
@@ -242,9 +266,11 @@ def column_names(path: Path, header: Sequence[str], wanted: Sequence[str],
     return found
 
 
-def _check_values(values: np.ndarray, path: Path, column: str, line_of: Callable[[int], int]) -> None:
+def _check_values(values: np.ndarray, path: Path, column: str, line_of: Callable[[int], int], bounded: bool = False
+                  ) -> None:
     """Refuse a target column holding an infinite value, one beyond :data:`MAX_ABS_TARGET`, or no value at all
-    (empty cells are missing labels, which training skips; a column of nothing but those trains nothing)."""
+    (empty cells are missing labels, which training skips; a column of nothing but those trains nothing), unless
+    it holds bounds (``bounded``: a past table's ``>5.1`` rows, which teach without a value)."""
     absurd = ~np.isnan(values) & ~(np.abs(values) <= MAX_ABS_TARGET)  # inf, -inf and 1e300 alike
     if absurd.any():
         row = int(np.flatnonzero(absurd)[0])
@@ -253,7 +279,7 @@ def _check_values(values: np.ndarray, path: Path, column: str, line_of: Callable
                if abs(value) / 1000 <= MAX_ABS_TARGET else "kJ/mol, or a damaged file?")  # 2300 for 2.3 V: say so
         raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: {value:g} is no energy (eV) or "
                            f"potential (V) of a molecule (at most {MAX_ABS_TARGET:g} either way): {why}")
-    if len(values) and np.isnan(values).all():
+    if len(values) and np.isnan(values).all() and not bounded:
         raise InvalidInput(f"{path}: column {column!r} has no value in any of its {len(values)} "
                            f"{plural(len(values), 'row')}")
 

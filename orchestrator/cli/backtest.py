@@ -115,7 +115,8 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     """The command's work, inside :func:`backtest`'s guard."""
     from labloop.orchestrator import backtest as engine
     from labloop.orchestrator import potential_table
-    from labloop.planners import PLANNERS, Observation
+    from labloop.planners import PLANNERS
+    from labloop.planners.base import past_observations
 
     named = [k.strip() for k in planners.split(",")]
     if "" in named:  # "bayes,,random": a planner left out by a slip, not silently dropped
@@ -140,7 +141,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     notes += left_out
     # the campaign's own past measurements, as its run would start from them: never proposed, learnt from
     past = potential_table.read_past(campaign, library)
-    before = [Observation(smiles, {}, potential) for smiles, potential in past.measurements] if past else []
+    before = list(past_observations(past.measurements, past.bounds)) if past else []
     notes += list(past.notes) if past else []
     left = len(library) - (past.in_library if past else 0)
     asked = budget or campaign.budget.max_experiments
@@ -187,7 +188,8 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
                               "threshold_v": objective.threshold_v},
               "hits_in_table": hits[0], "hits_in_library": hits[1], "truth_vs": "fc" if offset else "li",
               "truth_offset_v": offset, "truth_rows": read.rows, "library_rows": library_rows,
-              "past_measurements": len(before),
+              "past_measurements": len(past.measurements) if past else 0,
+              "past_bounds": len(past.bounds) if past else 0,
               "seeds": list(range(campaign.seed, campaign.seed + seeds)),  # per_seed's order
               "seeds_vary": seeds_vary(scan is not None, noise_v, "random" in kinds),
               "versus_leader": engine.paired_with_leader(results),

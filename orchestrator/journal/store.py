@@ -1097,6 +1097,15 @@ class Journal:
             return []
         return [(str(smiles), float(potential)) for smiles, potential in found[0].data["measurements"]]
 
+    def past_bounds(self) -> list[tuple[str, float, int]]:
+        """The past measurements' bounds, (SMILES, bound V vs Li/Li+, +1 above / -1 below) in the table's order (a
+        row such as ``>5.1``: :meth:`past_measurements`); empty for a campaign without them or a journal from before
+        labloop read bounds."""
+        found = self.events(kinds=(PAST_MEASUREMENTS,))
+        if not found or not isinstance(found[0].data, dict):
+            return []
+        return [(str(smiles), float(bound), int(side)) for smiles, bound, side in found[0].data.get("bounds", ())]
+
     def latest_planner_state(self) -> tuple[int, dict[str, Any]] | None:
         """(step, state) saved last, or None before the first planner step."""
         rows = self._read("SELECT step, state_json FROM planner_state ORDER BY step DESC LIMIT 1")

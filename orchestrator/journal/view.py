@@ -61,8 +61,9 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     events = [_without_raw(asdict(e)) for e in journal.events()]
     # the lab's measurements from before the campaign: counted apart from its experiments (the budget, done and hits
     # are the campaign's own), what the past_measurements event says
-    past = next(({k: e["data"][k] for k in ("measurements_n", "in_library", "hits")} for e in events
-                 if e["kind"] == PAST_MEASUREMENTS and isinstance(e["data"], dict)), None)
+    past = next(({**{k: e["data"][k] for k in ("measurements_n", "in_library", "hits")},
+                  "bounds_n": e["data"].get("bounds_n", 0)}  # a journal from before bounds were read has none
+                 for e in events if e["kind"] == PAST_MEASUREMENTS and isinstance(e["data"], dict)), None)
 
     def row(experiment: Any) -> dict[str, Any]:  # with whether it hit, so no reader re-implements the rule
         potential = experiment.potential_v
@@ -276,9 +277,9 @@ def _without_raw(event: dict[str, Any]) -> dict[str, Any]:
     """A ``lab`` event with its results but not its raw voltammograms, which made the document megabytes per
     lab-grade experiment (the dashboard sends it on every change); the journal keeps them, and
     ``labloop report`` draws them (:meth:`Journal.lab_record`). The past measurements' event without its list of
-    measurements, for the same reason (:meth:`Journal.past_measurements` reads them)."""
+    measurements and bounds, for the same reason (:meth:`Journal.past_measurements` reads them)."""
     if event["kind"] == PAST_MEASUREMENTS and isinstance(event["data"], dict):
-        return {**event, "data": {k: v for k, v in event["data"].items() if k != "measurements"}}
+        return {**event, "data": {k: v for k, v in event["data"].items() if k not in ("measurements", "bounds")}}
     if event["kind"] != "lab" or not isinstance(event["data"], dict):
         return event
 
@@ -365,7 +366,9 @@ def _header(snap: dict[str, Any]) -> Text:
     if progress["hits"] is not None:
         text.append(f"  hits {progress['hits']}", style="green" if progress["hits"] else None)
     if (past := progress.get("past")) is not None:
+        bounds = past["bounds_n"]
         text.append(f"  (+ {past['measurements_n']} past {plural(past['measurements_n'], 'measurement')}"
+                    + (f" and {bounds} {plural(bounds, 'bound')}" if bounds else "")
                     + ("" if past["hits"] is None else f", {past['hits']} {plural(past['hits'], 'hit')}") + ")")
     if counts["running"] and not progress["run_active"]:  # after a crash or kill -9
         text.append("  (no run holds this journal: the running experiment was interrupted, and `labloop resume` "

@@ -61,6 +61,7 @@ from labloop.orchestrator.loop.active_hours import ActiveHours
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
 from labloop.planners import Observation, PlannerState, bound_fields, make_planner
+from labloop.planners.base import past_observations
 from labloop.planners.feedback import DescriptorTable
 from labloop.protocols.executor import pumps_into_cell
 from labloop.protocols.steps import repeat_problem
@@ -322,7 +323,7 @@ class Runner:
         #: the lab's measurements from before the campaign (``past_measurements``), first among the observations:
         #: the planner never proposes them again and the feedback learns from them before the first proposal
         past = journal.past_measurements()
-        self.past = tuple(Observation(smiles, {}, potential) for smiles, potential in past)
+        self.past = past_observations(past, journal.past_bounds())
         self.learning = Learning(campaign, journal, library, model, learns=self.planner.learns,
                                  descriptors=descriptors, deferred=interrupts.deferred, past=past,
                                  prepare=None if predictions is None else predictions.prepare)

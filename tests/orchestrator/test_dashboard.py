@@ -820,17 +820,19 @@ def test_a_lost_connection_claims_nothing_about_the_run(finished_store, tmp_path
 
 def test_the_page_counts_past_measurements_apart_and_their_first_batch_is_calibrated(tmp_path, write_campaign,
                                                                                       browser):
-    """A campaign started from the lab's past measurements: the page says them beside the counts, as `labloop log`
-    does, and its first batch's predictions, calibrated on them, are not marked as the prior's (no *)."""
+    """A campaign started from the lab's past measurements (and a bound, a ``>5.1`` row): the page says them beside
+    the counts, as `labloop log` does, and its first batch's predictions, calibrated on them, are not marked as the
+    prior's (no *)."""
     from selenium.webdriver.common.by import By
 
-    data = {"measurements_n": 2, "in_library": 2, "hits": 1, "measurements": [["Oc1ccccc1", 4.55], ["CCN", 3.9]]}
-    store, _ = _waiting_batch(tmp_path, write_campaign, past=("2 past measurements from past.csv", data))
+    data = {"measurements_n": 2, "bounds_n": 1, "in_library": 3, "hits": 1,
+            "measurements": [["Oc1ccccc1", 4.55], ["CCN", 3.9]], "bounds": [["CCCl", 5.1, 1]]}
+    store, _ = _waiting_batch(tmp_path, write_campaign, past=("2 past measurements and 1 bound from past.csv", data))
     dashboard = Dashboard(store)
     try:
         browser.get(dashboard.url_with_token)
         _wait(browser, lambda d: d.find_element(By.ID, "approval-panel").is_displayed(), "the approval panel")
-        assert "+ 2 past measurements, 1 hit" in _text(browser, "#state-counts")
+        assert "+ 2 past measurements and 1 bound, 1 hit" in _text(browser, "#state-counts")
         rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#approval-table tbody tr")]
         assert rows and all("4.500" in r and "*" not in r for r in rows), rows
         assert not browser.find_element(By.ID, "approval-note").is_displayed()

@@ -68,14 +68,15 @@ def test_past_measurements_teach_the_first_proposal_are_never_proposed_and_resum
     assert retrain.data["n_measurements"] == 11 + 3  # the past, then the first 3 done
 
     shown = json.loads(labloop("log", tmp_path / "whole.db", "--json").stdout)
-    assert shown["progress"]["past"] == {"measurements_n": 11, "in_library": 10, "hits": hits}
+    assert shown["progress"]["past"] == {"measurements_n": 11, "bounds_n": 0, "in_library": 10, "hits": hits}
     assert shown["progress"]["counts"]["done"] == 6  # the campaign's own experiments
     assert not any(e["uncalibrated"] for e in shown["experiments"])  # calibrated on the past from the first batch
     assert "measurements" not in next(e for e in shown["events"] if e["kind"] == "past_measurements")["data"]
     assert f"(+ 11 past measurements, {hits} hit" in " ".join(labloop("log", tmp_path / "whole.db").stdout.split())
     assert labloop("report", tmp_path / "whole.db", "-o", tmp_path / "report").returncode == 0
     written = pd.read_csv(tmp_path / "report" / "past_measurements.csv")  # what the campaign learnt from, to check
-    assert list(written.columns) == ["smiles", "potential_v_vs_li"] and len(written) == 11
+    assert list(written.columns) == ["smiles", "potential_v_vs_li", "above_v_vs_li", "below_v_vs_li"]
+    assert len(written) == 11 and written["above_v_vs_li"].isna().all() and written["below_v_vs_li"].isna().all()
     assert {_canonical(s): v for s, v in zip(written["smiles"], written["potential_v_vs_li"], strict=True)} == values
 
     # the same campaign stopped after 2 experiments, its table then deleted: a resume proposes what the whole run did
@@ -123,6 +124,9 @@ def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_mov
     ("E1/2 (V)", "1.1", {}, "column 'E1/2 (V)' names no reference scale: give past_measurements.vs: li for values vs "
                             "Li/Li+ or past_measurements.vs: fc for values vs Fc/Fc+"),
     ("ie_ev", "6.1", {"vs": "li"}, "column 'ie_ev' names eV, an energy"),
+    ("e_v", ">12", {"vs": "li"}, "line 2, column 'e_v': the bound 12 lies beyond -3..10 V vs Li/Li+"),
+    ("e_v", "> 1e400", {"vs": "li"}, "line 2, column 'e_v': the bound inf lies beyond -3..10 V vs Li/Li+"),
+    ("e_v", ">>4", {"vs": "li"}, "line 2, column 'e_v': '>>4' is not a number"),
 ])
 def test_a_past_table_that_cannot_be_used_is_one_line_naming_the_field(tmp_path, labloop, write_campaign, header,
                                                                         cells, past, said):
@@ -202,3 +206,57 @@ def test_a_past_table_of_every_library_molecule_leaves_nothing_to_propose(tmp_pa
     assert said.returncode == 0 and "leaves 3 to propose: the campaign ends after 3 of its budget.max_experiments 6" \
         in " ".join(said.stderr.split())
 
+
+
+def test_a_row_that_bounds_a_potential_is_learnt_as_a_failed_scans_bound_and_never_proposed(
+        tmp_path, labloop, write_campaign):
+    """A lab's table writes "no wave up to the solvent's limit" as ``>5.1`` (a chemist's spreadsheet: refused as "not
+    a number" before). Such a row bounds its molecule's potential: journalled, learnt from by the first calibration
+    as a failed scan's bound is (``n_bounds``), never proposed, counted apart; a molecule another row gives a value
+    keeps the value, said; the report's CSV holds each bound in its own column."""
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    smiles, ie = library["smiles"].tolist(), library["ie_ev"].tolist()
+    # values near each molecule's, and two bounds a volt beyond what its IE says, so both tell the model something
+    rows = [f"{smiles[i]},{ie[i] - 1.9:.3f}" for i in range(4)]
+    rows += [f"{smiles[4]},> {ie[4] - 0.9:.2f}", f"{smiles[5]},<={ie[5] - 2.9:.2f}",
+             f"{smiles[0]},>9.0"]  # the first molecule again, bounded: its value is kept
+    (tmp_path / "past.csv").write_text("smiles,E1/2 (V vs Li/Li+)\n" + "\n".join(rows) + "\n")
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True, surrogate=SURROGATE,
+                              planner={"kind": "bayes", "batch_size": 2}, budget={"max_experiments": 2},
+                              past_measurements={"file": "past.csv", "column": "E1/2 (V vs Li/Li+)"})
+    result = labloop("run", campaign, "--dry-run")
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 0, result.stderr
+    assert f"4 past measurements and 2 bounds from {tmp_path / 'past.csv'} (6 of library molecules" in said
+    assert "1 molecule of" in said and "has a value in one row and a bound in another (first: line 8" in said
+
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        bounds, events, experiments = journal.past_bounds(), journal.events(), journal.experiments()
+        assert len(journal.past_measurements()) == 4
+    assert bounds == [(smiles[4], pytest.approx(round(ie[4] - 0.9, 2)), 1),
+                      (smiles[5], pytest.approx(round(ie[5] - 2.9, 2)), -1)]
+    first_calibration = next(e for e in events if e.kind == "calibration")
+    assert first_calibration.data["n_measurements"] == 4 and first_calibration.data["n_bounds"] == 2
+    assert len(experiments) == 2 and not {e.smiles for e in experiments} & set(smiles[:6])
+
+    shown = json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)
+    assert shown["progress"]["past"] == {"measurements_n": 4, "bounds_n": 2, "in_library": 6, "hits": 0}
+    assert "bounds" not in next(e for e in shown["events"] if e["kind"] == "past_measurements")["data"]
+    header = " ".join(labloop("log", tmp_path / "tiny.db").stdout.split())
+    assert "(+ 4 past measurements and 2 bounds, 0 hits)" in header
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    written = pd.read_csv(tmp_path / "report" / "past_measurements.csv")
+    bounded = written[written["potential_v_vs_li"].isna()]
+    assert list(bounded["smiles"]) == smiles[4:6]
+    assert bounded["above_v_vs_li"].tolist()[0] == pytest.approx(round(ie[4] - 0.9, 2))
+    assert bounded["below_v_vs_li"].tolist()[1] == pytest.approx(round(ie[5] - 2.9, 2))
+
+
+def test_a_bound_in_a_backtests_truth_is_refused_as_a_bound(tmp_path, labloop, write_campaign):
+    """A backtest needs each molecule's true value: a ``>5.1`` there is one line saying it is a bound."""
+    (tmp_path / "truth.csv").write_text("smiles,e_v\nc1ccccc1O,4.1\nc1ccccc1N,>5.1\n")
+    campaign = write_campaign(tmp_path)
+    result = labloop("backtest", campaign, "--truth", tmp_path / "truth.csv", "--column", "e_v", "--planners",
+                     "random", "--no-instruments")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "line 3, column 'e_v': '>5.1' is not a number (a bound, not a value)" in result.stderr

@@ -290,7 +290,8 @@ function stateCounts(p) {
   // the lab's measurements from before the campaign (past_measurements): learnt from, counted apart, as `log` says
   if (p.past) {
     const hits = p.past.hits === null ? "" : `, ${p.past.hits} hit${p.past.hits === 1 ? "" : "s"}`;
-    items.push(el("li", `+ ${p.past.measurements_n} past measurement${p.past.measurements_n === 1 ? "" : "s"}${hits}`));
+    const bounds = p.past.bounds_n ? ` and ${p.past.bounds_n} bound${p.past.bounds_n === 1 ? "" : "s"}` : "";
+    items.push(el("li", `+ ${p.past.measurements_n} past measurement${p.past.measurements_n === 1 ? "" : "s"}${bounds}${hits}`));
   }
   return items;
 }
