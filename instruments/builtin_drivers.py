@@ -17,7 +17,7 @@ NE1000 = DriverDescriptor(
     options=("address", "baudrate", "capture", "timeout_s", "retries", "diameter_mm", "content_ml", "poll_s",
              "run_margin_s"),
     option_problem=ne1000.option_problem, rate_range_ml_min=ne1000.options_rate_range,
-    content_ml=ne1000.options_content_ml,
+    content_ml=ne1000.options_content_ml, diameter_option="diameter_mm",
 )
 EMSTAT = DriverDescriptor(
     name="emstat", kind=DriverKind.POTENTIOSTAT, open=emstat.EmStatPotentiostat.open,

@@ -85,6 +85,7 @@ class DriverDescriptor:
     option_problem: Callable[[str, object], str | None] | None = None
     rate_range_ml_min: Callable[[Mapping[str, Any]], tuple[float, float] | None] | None = None
     content_ml: Callable[[Mapping[str, Any]], float | None] | None = None
+    diameter_option: str | None = None
 
     def __post_init__(self) -> None:
         where = f"driver {self.name!r}"
@@ -97,6 +98,12 @@ class DriverDescriptor:
             raise ConfigError(where, f"kind must be one of {kinds}, got {self.kind!r}") from None
         if not callable(self.open):
             raise ConfigError(where, "open must be a callable")
+        if self.diameter_option is not None:
+            known = self.option_names()
+            if not isinstance(self.diameter_option, str) or (known is not None and self.diameter_option not in known):
+                among = f" ({', '.join(known)})" if known is not None else ""
+                raise ConfigError(where, f"diameter_option must name one of its options{among}, "
+                                         f"got {self.diameter_option!r}")
 
     def option_names(self) -> list[str] | None:
         """The options a campaign may give this driver: those it declares, else ``open``'s keyword

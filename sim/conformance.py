@@ -53,8 +53,11 @@ KIT_LIMITS = SafetyLimits(max_dispense_ml=0.5, syringe_ml=10.0, potential_window
 #: 1 V of travel at 0.5 V/s: 2 s on hardware, 101 points
 KIT_CV = CVParams(e_begin_v=-0.2, e_vertex1_v=0.3, e_vertex2_v=-0.2, scan_rate_v_s=0.5, e_step_v=0.01)
 KIT_DISPENSE_ML = 0.01
+#: the kit's rate, unless the pump's syringe cannot be driven at it (then half its fastest: _Kit._rate)
 KIT_RATE_ML_MIN = 1.0
-KIT_DIAMETER_MM = 14.57  # a 10 mL syringe, as the example campaign's electrolyte pump
+#: a 10 mL syringe, as the example campaign's electrolyte pump: set only when the options give no diameter (the
+#: descriptor's ``diameter_option``), and then the check ends saying so on a real port (its ``notes``)
+KIT_DIAMETER_MM = 14.57
 KIT_SAMPLE = "kit-sample"
 
 
@@ -81,14 +84,17 @@ class ConformanceReport:
     driver: str
     port: str
     checks: tuple[CheckResult, ...]
+    #: what the kit left changed on a real device, one line each (``note: ...``): a pump's syringe diameter set to
+    #: the kit's own, when the options gave none
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     def lines(self) -> list[str]:
-        """One line per check (:func:`check_line`), then the verdict."""
-        return [*map(check_line, self.checks), self.verdict()]
+        """One line per check (:func:`check_line`), then the verdict, then the notes."""
+        return [*map(check_line, self.checks), self.verdict(), *self.notes]
 
     def verdict(self) -> str:
         """``DRIVER on PORT: conforms`` or ``... does NOT conform (N of M checks failed)``."""
@@ -165,7 +171,7 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
     if emulation is not None and emulation.device is not None:
         errors = emulation.device.errors
         kit.record(CheckResult("emulator raised nothing", not errors, "; ".join(map(repr, errors)), 0.0))
-    return ConformanceReport(descriptor.name, port, tuple(kit.results))
+    return ConformanceReport(descriptor.name, port, tuple(kit.results), tuple(kit.notes))
 
 
 class _Kit:
@@ -184,6 +190,8 @@ class _Kit:
         self.received = received
         self.driver: Any = None
         self.results: list[CheckResult] = []
+        self.notes: list[str] = []
+        self.rate_ml_min = KIT_RATE_ML_MIN  # a pump's, once its set rate check chose it (_rate)
 
     def run(self) -> None:
         steps = {
@@ -306,7 +314,63 @@ class _Kit:
         return step
 
     # -- per kind -------------------------------------------------------------------------------------------
+    def _diameter(self) -> tuple[Any, str | None]:
+        """The syringe diameter (mm) the kit sets, and the option that gave it: the descriptor's ``diameter_option``
+        when the options give it (a check must leave the pump as the lab set it: a 1 mL syringe's pump left at
+        14.57 mm pumps about ten times the volume it is asked for, outside labloop), else the kit's own, None."""
+        option = self.descriptor.diameter_option
+        if option is not None and self.options.get(option) is not None:
+            return self.options[option], option
+        return KIT_DIAMETER_MM, None
+
+    def _rate(self, from_options: bool) -> tuple[float, str]:
+        """The rate (mL/min) the kit pumps at, and why when it is not :data:`KIT_RATE_ML_MIN`: the kit's, unless the
+        pump's syringe cannot be driven at it (a 4.61 mm syringe on an NE-1000 is driven at 0.85 mL/min at most: the
+        pump answers 1 mL/min with ?OOR), as the opened driver's ``rate_range_ml_min`` says, else the descriptor's
+        hook on the options when they gave the diameter set (docs/drivers.md); then half the fastest (twice the
+        slowest), in two digits."""
+        span = getattr(self.driver, "rate_range_ml_min", None)
+        hook = self.descriptor.rate_range_ml_min
+        if span is None and hook is not None and from_options:
+            span = hook(self.options)
+        if span is None:
+            return KIT_RATE_ML_MIN, ""
+        if not (isinstance(span, tuple | list) and len(span) == 2
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in span)
+                and -math.inf < span[0] < span[1] < math.inf):
+            raise _Failed(f"rate_range_ml_min is {span!r}, not a (low, high) pair of numbers, low below high")
+        low, high = span
+        if low <= KIT_RATE_ML_MIN <= high:
+            return KIT_RATE_ML_MIN, ""
+        rate = float(f"{high / 2 if high < KIT_RATE_ML_MIN else 2 * low:.2g}")
+        return rate, f" (not {KIT_RATE_ML_MIN:g}: the pump drives this syringe at {low:.3g}..{high:.3g} mL/min)"
+
     def _pump_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
+        from_options = False  # whether the diameter set is the options' (set_diameter)
+
+        def set_diameter() -> str:
+            nonlocal from_options
+            mm, option = self._diameter()
+            from_options = option is not None
+            named = self.descriptor.diameter_option
+            changed = "may now be"  # a call that raised may have reached the pump all the same
+            try:
+                self.driver.set_diameter(mm)
+                changed = "is now"
+            finally:
+                if option is None and self.on_hardware:  # the lab's pump, left at the kit's syringe: said last
+                    self.notes.append(f"note: the pump's syringe diameter {changed} {mm:g} mm (the kit's); set it "
+                                      "back to your syringe's" + (f", or run the check with --option {named}=<yours>"
+                                                                  if named is not None else ""))
+            if option is not None:
+                return f"{mm} mm, as {option} gives it"
+            return f"{mm:g} mm, the kit's own" + (f" (the options give no {named})" if named is not None else "")
+
+        def set_rate() -> str:
+            self.rate_ml_min, why = self._rate(from_options)
+            self.driver.set_rate(self.rate_ml_min, RateUnit.ML_MIN)
+            return f"{self.rate_ml_min:g} mL/min{why}"
+
         def status() -> str:
             status = self.driver.status()
             if not isinstance(status, PumpStatus):
@@ -315,7 +379,7 @@ class _Kit:
 
         def dispense() -> str:
             before = self.cell_volume_ml() if self.cell_volume_ml else None
-            done = self.driver.dispense(KIT_DISPENSE_ML, KIT_RATE_ML_MIN)
+            done = self.driver.dispense(KIT_DISPENSE_ML, self.rate_ml_min)
             if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
                 raise _Failed(f"dispensed {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
             if before is not None and self.cell_volume_ml is not None:
@@ -327,7 +391,7 @@ class _Kit:
             return f"{done:g} mL"
 
         def withdraw() -> str:
-            done = self.driver.withdraw(KIT_DISPENSE_ML, KIT_RATE_ML_MIN)
+            done = self.driver.withdraw(KIT_DISPENSE_ML, self.rate_ml_min)
             if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
                 raise _Failed(f"withdrew {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
             return f"{done:g} mL"
@@ -344,26 +408,26 @@ class _Kit:
             overfill = room + self.limits.max_dispense_ml
             fits = room / 2
             fast = 2 * self.limits.max_rate_ml_min
+            rate = self.rate_ml_min  # one the syringe is driven at, so each case is refused for its own fault alone
             pump = self.driver
             return [
                 _Unsafe(f"dispense({2 * self.limits.max_dispense_ml:g} mL), over the {self.limits.max_dispense_ml:g}"
-                        " mL limit", SafetyLimitExceeded, lambda: pump.dispense(2 * self.limits.max_dispense_ml, 1.0)),
+                        " mL limit", SafetyLimitExceeded, lambda: pump.dispense(2 * self.limits.max_dispense_ml, rate)),
                 _Unsafe(f"a dispense at {fast:g} mL/min, over the {self.limits.max_rate_ml_min:g} mL/min limit",
                         SafetyLimitExceeded, lambda: pump.dispense(KIT_DISPENSE_ML, fast)),
-                _Unsafe("dispense(-1 mL)", ConfigError, lambda: pump.dispense(-1.0, 1.0)),
+                _Unsafe("dispense(-1 mL)", ConfigError, lambda: pump.dispense(-1.0, rate)),
                 _Unsafe("a dispense at a NaN rate", ConfigError, lambda: pump.dispense(KIT_DISPENSE_ML, math.nan)),
                 _Unsafe(f"withdraw({overfill:g} mL) onto the {held:g} mL the syringe holds, overfilling its "
-                        f"{syringe:g} mL", SafetyLimitExceeded, lambda: pump.withdraw(overfill, 1.0)),
+                        f"{syringe:g} mL", SafetyLimitExceeded, lambda: pump.withdraw(overfill, rate)),
                 _Unsafe(f"a withdrawal at {fast:g} mL/min, over the {self.limits.max_rate_ml_min:g} mL/min limit",
                         SafetyLimitExceeded, lambda: pump.withdraw(fits, fast)),
-                _Unsafe("withdraw(-1 mL)", ConfigError, lambda: pump.withdraw(-1.0, 1.0)),
+                _Unsafe("withdraw(-1 mL)", ConfigError, lambda: pump.withdraw(-1.0, rate)),
                 _Unsafe("a withdrawal at a NaN rate", ConfigError, lambda: pump.withdraw(fits, math.nan)),
             ]
 
         return [("open", self._open(Pump)), ("status", status),
                 ("stop twice", self._call("stop", times=2)),
-                ("set diameter", self._call("set_diameter", KIT_DIAMETER_MM)),
-                ("set rate", self._call("set_rate", KIT_RATE_ML_MIN, RateUnit.ML_MIN)),
+                ("set diameter", set_diameter), ("set rate", set_rate),
                 ("small dispense", dispense), ("stop after the dispense", self._call("stop")),
                 ("refuses unsafe input, sends nothing", self._refusals(refusals)),  # with room for a withdrawal
                 ("small withdrawal", withdraw),

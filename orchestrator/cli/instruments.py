@@ -89,8 +89,10 @@ def _options(_ctx: click.Context, param: click.Parameter, given: tuple[str, ...]
 
 @drivers.command("check", help="Run the conformance kit on DRIVER, against its emulator or --port. With --port it "
                                 "moves real things, in real time: a pump dispenses and withdraws 0.01 mL (its "
-                                "syringe set to 14.57 mm), a potentiostat scans -0.2..0.3 V on the connected cell, "
-                                "a valve opens and closes, a sample changer loads a sample (docs/hardware.md).")
+                                "syringe set to the diameter --option gives, e.g. diameter_mm=4.61 for an ne1000; "
+                                "without one, to 14.57 mm, and the output ends saying so), a potentiostat scans "
+                                "-0.2..0.3 V on the connected cell, a valve opens and closes, a sample changer loads a "
+                                "sample (docs/hardware.md).")
 @click.argument("driver")
 @click.option("--port", default=None, help="Serial port (or pyserial URL) of a real device; default: the emulator.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", callback=_options,
@@ -109,6 +111,8 @@ def check(driver: str, port: str | None, options: dict[str, Any]) -> int:
     report = check_driver(descriptor, port, options=options, emulator_options=options,
                           on_check=lambda result: say(check_line(result)))  # each check as it ends
     say(report.verdict())
+    for note in report.notes:  # what the kit left changed on the device (a pump's syringe diameter), last
+        say(note)
     return 0 if report.passed else EXIT_CHECK_FAILED
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import textwrap
@@ -88,6 +89,8 @@ def test_descriptors_validate_themselves() -> None:
         DriverDescriptor(name="x", kind="thermostat", open=print)
     with pytest.raises(ConfigError, match="callable"):
         DriverDescriptor(name="x", kind="pump", open="not callable")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"diameter_option must name one of its options \(a, b\), got 'dia'"):
+        DriverDescriptor(name="x", kind="pump", open=print, options=("a", "b"), diameter_option="dia")
     with pytest.raises(ConfigError, match="has no emulator"):
         start_emulator("no-such-driver", EmulatorContext())
 
@@ -114,8 +117,17 @@ def test_the_kit_also_checks_a_device_on_a_given_port() -> None:
         # on a port, nothing beyond the limits is asked of the driver: one that did not refuse would send it
         refusals = next(c for c in report.checks if c.name == "refuses unsafe input, sends nothing")
         assert refusals.passed and refusals.skipped and refusals.detail.startswith("skipped on a real port")
-        assert report.lines()[-1].endswith("conforms (1 check skipped)")
+        assert report.lines()[-2].endswith("conforms (1 check skipped)")
         assert any(line.startswith("SKIP  refuses unsafe input") for line in report.lines())
+        # the kit set its own 14.57 mm syringe on the device (no diameter_mm given), and its last line says so
+        note = ("note: the pump's syringe diameter is now 14.57 mm (the kit's); set it back to your syringe's, or "
+                "run the check with --option diameter_mm=<yours>")
+        assert report.notes == (note,) and report.lines()[-1] == note
+        # a plug-in whose descriptor names no diameter option: the kit cannot know it, and says to set it back
+        unnamed = dataclasses.replace(load_driver("ne1000").descriptor, diameter_option=None)
+        report = check_driver(unnamed, device.port, options={"time_scale": math.inf, "diameter_mm": 4.61})
+        assert report.passed and report.notes == ("note: the pump's syringe diameter is now 14.57 mm (the kit's); "
+                                                  "set it back to your syringe's",)
 
 
 def _dry_pump_emulator(context: EmulatorContext, **_options: object) -> Emulation:

@@ -12,6 +12,12 @@ import serial
 
 from labloop.instruments.methodscript import cv_script, parse_package
 from labloop.instruments.voltammogram import CVParams
+from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
+from labloop.sim.pty_device import PtyDevice, TimeScale
+
+#: what ``drivers check`` ends with after setting a pump's syringe to its own diameter on a port
+KIT_DIAMETER_NOTE = ("note: the pump's syringe diameter is now 14.57 mm (the kit's); set it back to your syringe's, "
+                     "or run the check with --option diameter_mm=<yours>")
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -91,6 +97,44 @@ def test_drivers_check_gives_the_driver_and_its_emulator_options(labloop, monkey
                                             "'{a: 1}' is not a single value (a number, true/false or text)")):
         assert one_line_error(labloop("drivers", "check", "ne1000", "--option", option)) == says, option
     assert len(calls) == 1  # nothing opened for a refused option
+
+
+def _lab_pump() -> NE1000Emulator:
+    """The lab's NE-1000 holding a 1 mL syringe (4.61 mm), moving at once, to serve on a pty as a real port."""
+    return NE1000Emulator([PumpSpec(diameter_mm=4.61)], time_scale=TimeScale.zero_latency())
+
+
+def test_drivers_check_leaves_the_pump_at_the_diameter_its_option_gives(labloop) -> None:
+    """``drivers check ne1000 --port P --option diameter_mm=4.61`` opened the pump at 4.61 mm, then the kit set its
+    own 14.57 mm and left the lab's pump there: used from its front panel or another program afterwards, it
+    dispensed ~10x the volume asked. The kit sets the diameter the option gives (at a rate that syringe is driven
+    at: 1 mL/min is beyond a 4.61 mm syringe's 0.85), and the pump reports 4.61 mm after the check."""
+    emulator = _lab_pump()
+    with PtyDevice(emulator, name="lab-pump") as device:
+        proc = labloop("drivers", "check", "ne1000", "--port", device.port, "--option", "diameter_mm=4.61")
+        assert proc.returncode == 0, proc.stdout
+        assert emulator.snapshot(0).diameter_mm == 4.61, proc.stdout
+        assert b"0DIA 14.57\r" not in device.received
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == f"ne1000 on {device.port}: conforms (1 check skipped)"  # nothing to set back: no note
+    assert "PASS  set diameter" in proc.stdout and "4.61 mm, as diameter_mm gives it" in proc.stdout
+    assert "0.43 mL/min (not 1: the pump drives this syringe at 1.17e-05..0.851 mL/min)" in proc.stdout
+
+
+def test_drivers_check_says_last_when_it_left_a_pump_at_its_own_diameter(labloop) -> None:
+    """Without a diameter option the kit sets its own 14.57 mm: on a port (the lab's pump) the output ends saying so
+    in one line, and how to avoid it; against the emulator, which nobody uses afterwards, it says nothing."""
+    emulator = _lab_pump()
+    with PtyDevice(emulator, name="lab-pump") as device:
+        proc = labloop("drivers", "check", "ne1000", "--port", device.port)
+        assert proc.returncode == 0, proc.stdout
+        assert emulator.snapshot(0).diameter_mm == 14.57
+    assert proc.stdout.splitlines()[-2:] == [f"ne1000 on {device.port}: conforms (1 check skipped)",
+                                             KIT_DIAMETER_NOTE], proc.stdout
+    assert "14.57 mm, the kit's own (the options give no diameter_mm)" in proc.stdout
+    emulated = labloop("drivers", "check", "ne1000")
+    assert emulated.returncode == 0 and emulated.stdout.splitlines()[-1].endswith(": conforms"), emulated.stdout
+    assert "note:" not in emulated.stdout
 
 
 def test_a_plain_serial_client_talks_to_sim_serve() -> None:
