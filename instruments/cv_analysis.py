@@ -837,6 +837,9 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
     require_positive("conc_mm", conc_mm)
     if len(scan_rates_v_s) != len(results) or len(results) < 2:
         raise InvalidParameter("scan_rates_v_s: need at least two scan rates, one result each")
+    if len(set(scan_rates_v_s)) < 2:  # one point of the line, however often: a slope through it, r^2 meaningless
+        raise InvalidParameter(f"scan_rates_v_s: need at least two different scan rates, got "
+                               f"{', '.join(f'{rate:g}' for rate in scan_rates_v_s)} V/s")
     root = np.sqrt(np.asarray(scan_rates_v_s, dtype=float))
     factor = RANDLES_SEVCIK * n_electrons**1.5 * area_cm2 * conc_mm * 1e-6
 

@@ -288,6 +288,21 @@ class CV(Step):
                 raise _parameter_problem(exc) from None
         return self
 
+    @model_validator(mode="after")
+    def _distinct_rates(self) -> CV:
+        """Each of ``scan_rates_v_s`` once. Why: the rates are the x of D's Randles-Sevcik line (ip against sqrt(v))
+        and of dEp's trend that judges reversibility; a rate repeated adds no point to either, and rates all alike
+        leave the line through the origin a slope but no test of it (a chemist's trial: [0.1, 0.1, 0.1] validated,
+        and the run reported D with an r^2 of 0). ``n_scans`` repeats a scan at one rate."""
+        rates = self.scan_rates_v_s or []
+        repeated = [rate for rate in dict.fromkeys(rates) if rates.count(rate) > 1]
+        if repeated:
+            given = ", ".join(f"{compact(rate)} V/s {rates.count(rate)} times" for rate in repeated)
+            raise Problems(Problem(("scan_rates_v_s",), f"gives {given}: D's Randles-Sevcik fit needs each rate once "
+                                                        f"and at least 2 different ones (here {len(set(rates))}), e.g. "
+                                                        "[0.1, 0.2, 0.5, 1.0] (n_scans repeats a scan at one rate)"))
+        return self
+
     @property
     def around_candidate(self) -> bool:
         return self.half_width_v is not None

@@ -362,3 +362,22 @@ def test_another_standard_than_ferrocene_puts_the_analyte_on_the_fc_scale(tmp_pa
     refused = labloop("validate", tmp_path / "lab.yaml", "--dry-run")
     assert refused.returncode == 2 and "standard_vs_fc_v: -1330 V is outside the places of a standard vs Fc+/Fc, " \
         "-2..1 V: mV written as V? (-1.33 V)" in refused.stderr, refused.stderr
+
+
+def test_a_scan_rate_given_twice_is_refused_before_anything_opens(tmp_path, labloop):
+    """scan_rates_v_s [0.1, 0.1, 0.1] validated (exit 0) and the run reported a D fitted through one point of the
+    ip-vs-sqrt(v) line, r^2 0 (an electrochemist's trial): validate and run refuse it in one line naming the field,
+    exit 2, before the store is made or an instrument opened."""
+    _lab_grade(tmp_path, 2)
+    protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
+    written = protocol.read_text()
+    for rates, given in (("[0.1, 0.1, 0.1]", "0.1 V/s 3 times"), ("[0.1, 0.2, 0.5, 0.2]", "0.2 V/s 2 times")):
+        protocol.write_text(written.replace("scan_rates_v_s: [0.1, 0.2, 0.5, 1.0]", f"scan_rates_v_s: {rates}"))
+        assert protocol.read_text() != written
+        for command in ("validate", "run"):
+            refused = labloop(command, tmp_path / "lab.yaml", "--dry-run")
+            assert refused.returncode == 2, refused.stderr
+            [line] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+            assert re.search(r"cv_lab_grade\.yaml:\d+: protocol\[6\]\.cv\.scan_rates_v_s: gives " + re.escape(given) +
+                             ": D's Randles-Sevcik fit needs each rate once", line), line
+            assert not (tmp_path / "runs").exists()  # nothing opened, no journal made

@@ -680,3 +680,18 @@ def test_a_campaign_names_the_line_of_a_bad_lab_step(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "c.yaml:9: protocol[1].eis.e_dc_v" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_randles_sevcik_needs_two_different_rates():
+    """Rates all alike give one point of the ip-vs-sqrt(v) line however often it is measured: a fit through it said
+    D with r^2 0 (an electrochemist's trial); the fit refuses, saying why (a protocol's cv refuses it first)."""
+    cell = CellParams(e0_v=0.0, conc_mm=2.0, cdl_f_cm2=2e-5, noise_fraction=0.005)
+    rng = np.random.default_rng(5)
+    params = CVParams(e_begin_v=-0.4, e_vertex1_v=0.4, e_vertex2_v=-0.4, scan_rate_v_s=0.1)
+    results = [analyze_cv(simulate_cell([cell], params, rng)) for _ in range(3)]
+    with pytest.raises(InvalidParameter, match=r"need at least two different scan rates, got 0\.1, 0\.1, 0\.1 V/s"):
+        randles_sevcik_diffusion([0.1, 0.1, 0.1], results, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm)
+    assert located([{"cv": {"half_width_v": 0.3, "scan_rates_v_s": [0.1, 0.1]}}]) == [
+        ((0, "cv", "scan_rates_v_s"), "gives 0.1 V/s 2 times: D's Randles-Sevcik fit needs each rate once and at least "
+                                      "2 different ones (here 1), e.g. [0.1, 0.2, 0.5, 1.0] (n_scans repeats a scan "
+                                      "at one rate)")]
