@@ -801,6 +801,11 @@ def _standard_problem(paired: list[CVResult], analyte: CVResult | None, standard
 # -- several scan rates ------------------------------------------------------------------------------------
 #: Randles-Sevcik constant at 25 C: ip = 2.69e5 n^1.5 A C sqrt(D v) (A, cm^2, mol/cm^3, cm^2/s, V/s)
 RANDLES_SEVCIK = 2.69e5
+#: the temperature :data:`RANDLES_SEVCIK` holds for (K): 0.4463 F sqrt(F / (R T)) = 2.69e5 at 298.15 K (PROTOCOLS.md);
+#: D from it assumes the cell at 25 C (D scales with T: in a cell 10 K warmer it reads ~3% low), and is recorded with it
+RANDLES_SEVCIK_TEMPERATURE_K = 298.15
+#: electrons per molecule D is computed for unless told (a one-electron couple; D goes with 1/n^3)
+RANDLES_SEVCIK_N_ELECTRONS = 1
 
 
 @dataclass(frozen=True)
@@ -815,20 +820,26 @@ class DiffusionEstimate:
     cathodic_cm2_s: float | None
     r_squared: float
     scan_rates_v_s: tuple[float, ...]
+    #: what the equation assumed, kept with D so a reviewer can recompute it (neither was written anywhere: a
+    #: chemist's trial): the electrons per molecule and the temperature :data:`RANDLES_SEVCIK` holds for
+    n_electrons: int = RANDLES_SEVCIK_N_ELECTRONS
+    temperature_k: float = RANDLES_SEVCIK_TEMPERATURE_K
 
     def to_dict(self) -> dict[str, Any]:
         return {"diffusion_cm2_s": self.diffusion_cm2_s, "anodic_cm2_s": self.anodic_cm2_s,
                 "cathodic_cm2_s": self.cathodic_cm2_s, "r_squared": self.r_squared,
-                "scan_rates_v_s": list(self.scan_rates_v_s)}
+                "scan_rates_v_s": list(self.scan_rates_v_s), "n_electrons": self.n_electrons,
+                "temperature_k": self.temperature_k}
 
 
 def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult], *, area_cm2: float,
-                             conc_mm: float, n_electrons: int = 1,
+                             conc_mm: float, n_electrons: int = RANDLES_SEVCIK_N_ELECTRONS,
                              forward: Literal["anodic", "cathodic"] | None = None) -> DiffusionEstimate:
     """Diffusion coefficient from the peak currents of CVs at several scan rates.
 
     The slope ``s`` of |ip| against sqrt(v), fitted through the origin, gives
-    ``D = (s / (2.69e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, a reversible couple; a quasi-reversible one
+    ``D = (s / (2.69e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, :data:`RANDLES_SEVCIK_TEMPERATURE_K`, which the
+    estimate records with ``n_electrons``; a reversible couple; a quasi-reversible one
     reads low). ``forward`` names the first sweep's peak: its baseline is the flat current before the
     wave, while the return peak sits on the forward wave's decaying tail, which a straight baseline only
     approximates; with ``forward`` given, D is the forward peak's, otherwise the mean of both.
@@ -861,7 +872,7 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
         raise InvalidParameter(f"the {forward or 'anodic or cathodic'} peak current is missing at one or "
                                f"more scan rates, and the Randles-Sevcik fit needs it at every rate")
     return DiffusionEstimate(float(np.mean([d for d, _ in found])), anodic, cathodic, min(r for _, r in found),
-                             tuple(float(x) for x in scan_rates_v_s))
+                             tuple(float(x) for x in scan_rates_v_s), n_electrons, RANDLES_SEVCIK_TEMPERATURE_K)
 
 
 # -- the blank ---------------------------------------------------------------------------------------------

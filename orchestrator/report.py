@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 
 from labloop.core.errors import InputError
 from labloop.core.text import plural, printable
-from labloop.instruments.cv_analysis import to_li_scale
+from labloop.instruments.cv_analysis import RANDLES_SEVCIK_N_ELECTRONS, RANDLES_SEVCIK_TEMPERATURE_K, to_li_scale
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator.config.campaign import TARGET_OF, Objective
 from labloop.orchestrator.journal.plot_data import (
@@ -98,14 +98,16 @@ EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "condit
 #: of one id, or filters one rate for one row per experiment. Units are in the headers (mV, uA, mM: ``analyte_mM``
 #: is millimolar, which the protocol's ``analyte_mm`` spells in lower case); potentials on the scale their header says.
 #: ``ir_compensated_ohm``: what the potentiostat compensated during that rate's scan (the cv step's
-#: ``ir_compensation`` fraction of ``ru_ohm``), which the report's page gives as a share of Ru
+#: ``ir_compensation`` fraction of ``ru_ohm``), which the report's page gives as a share of Ru. ``n_electrons`` and
+#: ``temperature_K``: what the Randles-Sevcik equation assumed for D (a chemist's trial found them in no output), so D
+#: can be recomputed from ipa_uA, sqrt(scan_rate_v_s), electrode_area_cm2 and analyte_mM
 LAB_GRADE_CSV = "lab_grade.csv"
 LAB_GRADE_COLUMNS = (
     "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
     "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "ir_compensated_ohm",
-    "diffusion_cm2_s", "diffusion_r_squared", "analyte_mM", "electrode_area_cm2", "cell_ml", "cell_held_ml",
-    "analyte_dilution_pct", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem",
-    "blank_flags", "purged_min",
+    "diffusion_cm2_s", "diffusion_r_squared", "n_electrons", "temperature_K", "analyte_mM", "electrode_area_cm2",
+    "cell_ml", "cell_held_ml", "analyte_dilution_pct", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "e_half_spread_mV",
+    "standard_problem", "blank_flags", "purged_min",
 )
 
 
@@ -235,7 +237,8 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     common = {
         "id": experiment["id"], "smiles": experiment["smiles"], "status": experiment["status"],
         "ru_ohm": (record.get("ru") or {}).get("ru_ohm"), "diffusion_cm2_s": diffusion.get("diffusion_cm2_s"),
-        "diffusion_r_squared": diffusion.get("r_squared"), "analyte_mM": record.get("analyte_mm"),
+        "diffusion_r_squared": diffusion.get("r_squared"), **_assumed(diffusion),
+        "analyte_mM": record.get("analyte_mm"),
         "electrode_area_cm2": record.get("electrode_area_cm2"), "cell_ml": record.get("cell_ml"),
         "cell_held_ml": record.get("cell_held_ml"), "analyte_dilution_pct": _scaled(share, 100),
         "e_half_v_vs_fc": referenced.get("e_vs_fc_v"), "e_half_v_vs_li_via_fc": referenced.get("e_vs_li_v"),
@@ -256,6 +259,15 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
                      "ipc_over_ipa": analysis.get("ratio"), "reversibility": judged_reversibility(analysis),
                      "scan_flags": "; ".join(analysis.get("flags") or [])})
     return rows
+
+
+def _assumed(diffusion: dict[str, Any]) -> dict[str, Any]:
+    """``n_electrons`` and ``temperature_K`` of a lab record's D (none without a D): as the record keeps them, or, in a
+    journal written before it did, the equation's own (every D labloop computed assumed them: one electron, 25 C)."""
+    if not diffusion:
+        return {"n_electrons": None, "temperature_K": None}
+    return {"n_electrons": diffusion.get("n_electrons", RANDLES_SEVCIK_N_ELECTRONS),
+            "temperature_K": diffusion.get("temperature_k", RANDLES_SEVCIK_TEMPERATURE_K)}
 
 
 #: the page's table of lab-grade results, one row per experiment (lab_grade.csv has each rate's on a row of its own):
@@ -280,8 +292,19 @@ def _lab_table(rows: list[dict[str, Any]]) -> str:
                    for scans in by_id.values())
     return (f"<h2>lab-grade results</h2><table><tr>{head}</tr>{body}</table>\n<p class=\"caption\">E1/2 through "
             "the ferrocene standard added in the same cell; the spread is how far E1/2 moved over the scan rates "
-            "(max - min), which a reversible couple's does not. Every rate's numbers are in lab_grade.csv, every "
-            "scan point by point in voltammograms.csv.</p>")
+            f"(max - min), which a reversible couple's does not. {html.escape(_d_assumptions(rows))}Every rate's "
+            "numbers are in lab_grade.csv, every scan point by point in voltammograms.csv.</p>")
+
+
+def _d_assumptions(rows: list[dict[str, Any]]) -> str:
+    """The caption's sentence on what D assumed (the electrons, the temperature, the concentration), from the rows
+    that have a D; '' without any."""
+    assumed = sorted({(row["n_electrons"], row["temperature_K"]) for row in rows if row["diffusion_cm2_s"] is not None})
+    if not assumed:
+        return ""
+    said = "; ".join(f"n = {n} {plural(n, 'electron')} at {t:g} K ({round(t - 273.15, 2):g} C)" for n, t in assumed)
+    return (f"D is the Randles-Sevcik one, ip = 2.69e5 n^1.5 A C sqrt(D v), with {said}, and the concentration in the "
+            "cell of lab_grade.csv's analyte_mM. ")
 
 
 def _lab_cell(text: str) -> str:
@@ -335,10 +358,11 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
 
 #: decimals of a potential in V in the CSVs (by its column in the rows: measured, predicted and its sd, the
 #: lab-grade potentials): 0.1 mV, finer than a scan resolves (its potential step is 1-5 mV) or a reference
-#: electrode holds; ``dep_mV`` is in mV, so 1 decimal is the same 0.1 mV. The journal keeps every value whole
+#: electrode holds; ``dep_mV`` is in mV, so 1 decimal is the same 0.1 mV; ``temperature_K`` to 0.01 K, as 298.15 K
+#: is written (4 digits made it 298.1). The journal keeps every value whole
 DECIMALS = {**dict.fromkeys(("potential_v", "above_v", "below_v", "e_half_v", "mu", "sigma", "e_half_v_vs_reference",
                              "epa_v_vs_reference", "epc_v_vs_reference", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc"),
-                            4), "dep_mV": 1}
+                            4), "dep_mV": 1, "temperature_K": 2}
 #: significant digits of every other real number in the CSVs (conditions, currents, D, Ru, acquisition values):
 #: a planner draws a condition from a continuous range (``scan_rate_v_s=0.055173262610286274``), an analysis
 #: fits a current to 17 digits, and 4 (``0.05517``) are finer than any rig sets or a potentiostat measures

@@ -938,7 +938,8 @@ class ProtocolExecutor:
         with (a dilution the cell's count shows included)."""
         summary: dict[str, Any] = {"scan_rates_v_s": list(step.rates), "ru_ohm": lab.ru_ohm or None}
         if lab.diffusion is not None:
-            summary["diffusion_cm2_s"] = lab.diffusion.diffusion_cm2_s
+            summary.update(diffusion_cm2_s=lab.diffusion.diffusion_cm2_s, n_electrons=lab.diffusion.n_electrons,
+                           temperature_k=lab.diffusion.temperature_k)
         if lab.analyte_mm is not None:
             summary.update(analyte_mm=lab.analyte_mm, electrode_area_cm2=lab.electrode_area_cm2,
                            cell_ml=lab.cell_ml, cell_held_ml=lab.cell_held_ml, dilution=lab.dilution)

@@ -140,6 +140,30 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
         assert row["ir_compensated_ohm"] == shown(compensated) and compensated > 0
     _every_scan_in_the_csv(tmp_path / "report" / "voltammograms.csv", records, shown)
     _lab_grade_table_on_the_page(page, records, shown)
+    _d_recomputes_from_the_csv(rows, records)
+    assert "D is the Randles-Sevcik one, ip = 2.69e5 n^1.5 A C sqrt(D v), with n = 1 electron at 298.15 K (25 C), " \
+        "and the concentration in the cell of lab_grade.csv&#x27;s analyte_mM." in page
+
+
+def _d_recomputes_from_the_csv(rows: list[dict], records: dict[int, dict]) -> None:
+    """What D assumed is in lab_grade.csv beside it (the electrons and the temperature were in no output: a chemist's
+    trial), so a reviewer recomputes D from the CSV alone: the forward (anodic) peak currents against sqrt(v), a
+    line through the origin, D = (slope / (2.69e5 n^1.5 A C))^2 with the temperature the constant holds for."""
+    with_d = [r for r in rows if r["diffusion_cm2_s"]]
+    assert with_d, rows
+    for experiment_id in {int(r["id"]) for r in with_d}:
+        mine = [r for r in with_d if int(r["id"]) == experiment_id]
+        first = mine[0]
+        assert (first["n_electrons"], first["temperature_K"]) == ("1", "298.15")
+        diffusion = records[experiment_id]["diffusion"]
+        assert (diffusion["n_electrons"], diffusion["temperature_k"]) == (1, 298.15)
+        roots = [float(r["scan_rate_v_s"]) ** 0.5 for r in mine]
+        currents = [float(r["ipa_uA"]) * 1e-6 for r in mine]
+        slope = sum(x * y for x, y in zip(roots, currents, strict=True)) / sum(x * x for x in roots)
+        constant = 2.69e5 * int(first["n_electrons"]) ** 1.5 * float(first["electrode_area_cm2"]) \
+            * float(first["analyte_mM"]) * 1e-6
+        assert (slope / constant) ** 2 == pytest.approx(float(first["diffusion_cm2_s"]), rel=2e-3)
+    assert all(r["n_electrons"] == r["temperature_K"] == "" for r in rows if not r["diffusion_cm2_s"])
 
 
 def _every_scan_in_the_csv(path: Path, records: dict[int, dict], shown) -> None:

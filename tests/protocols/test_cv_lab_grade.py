@@ -312,6 +312,19 @@ def test_d_keeps_what_it_was_computed_with_and_a_cell_holding_more_is_said(lab, 
     assert (record["analyte_mm"], record["electrode_area_cm2"]) == (CONC_MM, 0.0707)
     assert record["cell_held_ml"] == 0 and record["dilution"] is None
     assert actions[-1][3]["analyte_mm"] == CONC_MM and actions[-1][3]["electrode_area_cm2"] == 0.0707
+    # and what the equation assumed (in no output before: a chemist's trial), in both records and lab_grade.csv's row;
+    # a journal written before the record kept them gets the equation's own, which every D labloop computed assumed
+    assert (record["diffusion"]["n_electrons"], record["diffusion"]["temperature_k"]) == (1, 298.15)
+    assert (actions[-1][3]["n_electrons"], actions[-1][3]["temperature_k"]) == (1, 298.15)
+    experiment = {"id": 1, "smiles": "c1ccccc1", "status": "done"}
+    older = {**record, "diffusion": {k: v for k, v in record["diffusion"].items()
+                                     if k not in ("n_electrons", "temperature_k")}}
+
+    def assumed(kept: dict) -> set:
+        return {(row["n_electrons"], row["temperature_K"]) for row in _lab_grade_rows(experiment, kept)}
+
+    assert assumed(record) == assumed(older) == {(1, 298.15)}
+    assert assumed({**record, "diffusion": None}) == {(None, None)}  # no D, nothing assumed
 
     rig.cell.rinse()
     with caplog.at_level("WARNING", logger="labloop.protocols.executor"):
