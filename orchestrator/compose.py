@@ -542,6 +542,9 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             # the emulated working electrode is the one the protocol declares: a 2 mm disk written in the cv step
             # and simulated as the default 3 mm one read D five times too large in every dry run
             area = next((step.electrode_area_cm2 for step in steps if isinstance(step, CV)), None)
+            # and the sample's stock the one it declares (a simulated changer's own option aside), so a dry run's D is
+            # the simulated molecule's whatever stock the cv's sample_stock_mm says
+            stock = next((step.sample_stock_mm for step in steps if isinstance(step, CV)), None)
             lab = SimulatedLab(world or build_world(campaign, library), spec.time_scale, oxygen_mm=spec.oxygen_mm,
                                ru_ohm=spec.ru_ohm, faults=faults, electrode_area_cm2=area,
                                oxygen_vs_li_v=oxygen_e0_vs_li_v(campaign.cell.oxygen_onset_v),
@@ -565,7 +568,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                 try:
                     emulation = lab.start(name, descriptor.name, {
                         **entry.options, "holds": holds.get(name, "electrolyte"),
-                        "seed": campaign.seed}, stack)
+                        "seed": campaign.seed, **({} if stock is None else {"sample_stock_mM": stock})}, stack)
                 except (TypeError, ValueError) as exc:  # an option value its emulator cannot take, or its bug
                     raise _refused(name, f"the emulator of driver {descriptor.name!r}", "the emulator", exc) from None
                 port = emulation.port

@@ -100,14 +100,16 @@ EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "condit
 #: ``ir_compensated_ohm``: what the potentiostat compensated during that rate's scan (the cv step's
 #: ``ir_compensation`` fraction of ``ru_ohm``), which the report's page gives as a share of Ru. ``n_electrons`` and
 #: ``temperature_K``: what the Randles-Sevcik equation assumed for D (a chemist's trial found them in no output), so D
-#: can be recomputed from ipa_uA, sqrt(scan_rate_v_s), electrode_area_cm2 and analyte_mM
+#: can be recomputed from ipa_uA, sqrt(scan_rate_v_s), electrode_area_cm2 and analyte_mM. ``analyte_mM`` is the
+#: concentration D used: the cv step's ``analyte_mm`` as written, or, with its ``sample_stock_mm``, ``sample_stock_mM``
+#: x ``sample_ml`` (what the sample's dispenses delivered) / ``cell_ml`` (the cell by labloop's count)
 LAB_GRADE_CSV = "lab_grade.csv"
 LAB_GRADE_COLUMNS = (
     "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
     "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "ir_compensated_ohm",
-    "diffusion_cm2_s", "diffusion_r_squared", "n_electrons", "temperature_K", "analyte_mM", "electrode_area_cm2",
-    "cell_ml", "cell_held_ml", "analyte_dilution_pct", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "e_half_spread_mV",
-    "standard_problem", "blank_flags", "purged_min",
+    "diffusion_cm2_s", "diffusion_r_squared", "n_electrons", "temperature_K", "analyte_mM", "sample_stock_mM",
+    "sample_ml", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct", "e_half_v_vs_fc",
+    "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem", "blank_flags", "purged_min",
 )
 
 
@@ -238,7 +240,8 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
         "id": experiment["id"], "smiles": experiment["smiles"], "status": experiment["status"],
         "ru_ohm": (record.get("ru") or {}).get("ru_ohm"), "diffusion_cm2_s": diffusion.get("diffusion_cm2_s"),
         "diffusion_r_squared": diffusion.get("r_squared"), **_assumed(diffusion),
-        "analyte_mM": record.get("analyte_mm"),
+        "analyte_mM": record.get("analyte_mm"), "sample_stock_mM": record.get("sample_stock_mm"),
+        "sample_ml": record.get("sample_ml"),
         "electrode_area_cm2": record.get("electrode_area_cm2"), "cell_ml": record.get("cell_ml"),
         "cell_held_ml": record.get("cell_held_ml"), "analyte_dilution_pct": _scaled(share, 100),
         "e_half_v_vs_fc": referenced.get("e_vs_fc_v"), "e_half_v_vs_li_via_fc": referenced.get("e_vs_li_v"),

@@ -120,6 +120,7 @@ from labloop.protocols.steps import (
     compact,
     empties,
     half_width_problem,
+    in_cell,
     loaded_note,
     parse_steps,
     pumping_problems,
@@ -166,11 +167,17 @@ class LabRecord:
     scans: list[tuple[Voltammogram, CVResult]] = field(default_factory=list)  # one per scan rate
     diffusion: DiffusionEstimate | None = None
     diffusion_problem: str | None = None  # why the scans gave no D (journalled: a chemist reads it in the log)
-    analyte_mm: float | None = None  # what D was computed with, as the cv step wrote them, so D can be recomputed
+    #: what D was computed with, so D can be recomputed: the concentration in the cell (the cv step's ``analyte_mm``
+    #: as written, or what its ``sample_stock_mm`` makes: ``sample_stock_mm`` x ``sample_ml`` / ``cell_ml``) and the
+    #: electrode's area
+    analyte_mm: float | None = None
     electrode_area_cm2: float | None = None
+    sample_stock_mm: float | None = None
+    sample_ml: float | None = None  # what this experiment's sample dispenses delivered (with a stock)
     #: what the cell held when the cv ran, by the journal's count, and how much of it besides what this
-    #: experiment's dispense steps put in: that dilutes the analyte below ``analyte_mm``; ``dilution`` says so in
-    #: one line (D is not corrected: the count may err, and the chemist decides)
+    #: experiment's dispense steps put in: that dilutes the analyte below an ``analyte_mm`` written as such;
+    #: ``dilution`` says so in one line (D is not corrected: the count may err, and the chemist decides); with a stock
+    #: the concentration is the count's, diluted already
     cell_ml: float = 0.0
     cell_held_ml: float = 0.0
     dilution: str | None = None
@@ -202,6 +209,9 @@ class LabRecord:
             parts.append(f"D {self.diffusion.diffusion_cm2_s:.2e} cm2/s")
         elif self.diffusion_problem is not None:
             parts.append(f"no D ({self.diffusion_problem})")
+        if self.sample_stock_mm is not None and self.analyte_mm is not None:
+            parts.append(f"analyte {self.analyte_mm:.3g} mM ({self.sample_ml:g} mL of its {self.sample_stock_mm:g} mM "
+                         f"stock in {self.cell_ml:g} mL)")
         if self.dilution is not None:
             parts.append(f"analyte ~{self.dilution_share:.0%} more dilute than analyte_mm "
                          f"(the cell held {self.cell_held_ml:g} mL)")
@@ -214,7 +224,10 @@ class LabRecord:
     @property
     def dilution_share(self) -> float:
         """How much lower the analyte's concentration is than ``analyte_mm`` says, as a share of it, from
-        :attr:`cell_held_ml` (0 when the cell held nothing else)."""
+        :attr:`cell_held_ml` (0 when the cell held nothing else, or when ``analyte_mm`` is the stock's concentration
+        in the whole cell)."""
+        if self.sample_stock_mm is not None:
+            return 0.0
         return self.cell_held_ml / self.cell_ml if self.cell_ml else 0.0
 
     @property
@@ -236,6 +249,7 @@ class LabRecord:
             "diffusion": self.diffusion.to_dict() if self.diffusion else None,
             "diffusion_problem": self.diffusion_problem,
             "analyte_mm": self.analyte_mm, "electrode_area_cm2": self.electrode_area_cm2,
+            "sample_stock_mm": self.sample_stock_mm, "sample_ml": self.sample_ml,
             "cell_ml": self.cell_ml, "cell_held_ml": self.cell_held_ml, "dilution_share": self.dilution_share,
             "dilution": self.dilution,
             "standard_scan": self.standard_scan.to_dict() if self.standard_scan else None,
@@ -556,7 +570,8 @@ class ProtocolExecutor:
                     cv = scans[index]
                     params.update(cv.to_dict())
                     voltammogram = self._cv(step, cv, instrument, lab, sample_id, self._where(index, step),
-                                            dispensed_ml(steps[:index], delivered))
+                                            dispensed_ml(steps[:index], delivered),
+                                            dispensed_ml(steps[:index], delivered, fluid="sample"))
                     params.update(self._lab_summary(step, lab))
                 elif isinstance(step, Rinse):
                     self.rig.rinse_cell()
@@ -872,22 +887,30 @@ class ProtocolExecutor:
 
     # -- lab-grade steps ----------------------------------------------------------------------------------------
     def _cv(self, step: CV, cv: CVParams, potentiostat: str, lab: LabRecord, sample_id: str, where: str,
-            dispensed: float) -> Voltammogram:
+            dispensed: float, sample: float) -> Voltammogram:
         """Run the cv step: at each of its scan rates (in one script when the driver has ``run_cv_series``),
         with ``ir_compensation`` of the Ru measured by the eis step; every scan is analysed (ohmic drop
         corrected) into ``lab.scans``; the first rate's is returned. With D to compute, what it is computed with
-        goes into ``lab``, and whether the cell held more than the ``dispensed`` mL of this experiment's
-        dispense steps (:meth:`_dilution`)."""
+        goes into ``lab``: with ``sample_stock_mm``, the concentration the ``sample`` mL of this experiment's sample
+        dispenses make in the cell as labloop counts it; else ``analyte_mm`` as written, and whether the cell held
+        more than the ``dispensed`` mL of this experiment's dispense steps (:meth:`_dilution`)."""
         comp = step.ir_compensation.fraction * lab.ru_ohm if step.ir_compensation is not None else 0.0
         series = [replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp) for rate in step.rates]
         lab.scans[:] = [(v, analyze_cv(v, ru_ohm=lab.ru_ohm)) for v in self._scans(where, potentiostat, series)]
-        if (analyte_mm := diffusion_analyte_mm(step)) is not None:
-            lab.analyte_mm, lab.electrode_area_cm2 = analyte_mm, step.electrode_area_cm2
-            self._dilution(where, analyte_mm, dispensed, lab)
+        if computes_d(step):
+            lab.electrode_area_cm2 = step.electrode_area_cm2
+            if step.sample_stock_mm is not None:
+                lab.cell_ml = self.contents.cell_ml
+                lab.cell_held_ml = held_besides(self.contents, dispensed)
+                lab.sample_stock_mm, lab.sample_ml = step.sample_stock_mm, sample
+                lab.analyte_mm = in_cell(step.sample_stock_mm, sample, lab.cell_ml)
+            else:
+                lab.analyte_mm = step.analyte_mm
+                self._dilution(where, step.analyte_mm, dispensed, lab)  # type: ignore[arg-type]  # computes_d
             try:
                 forward = "anodic" if cv.e_vertex1_v > cv.e_begin_v else "cathodic"
                 lab.diffusion = randles_sevcik_diffusion(list(step.rates), [a for _, a in lab.scans],
-                                                         area_cm2=step.electrode_area_cm2, conc_mm=step.analyte_mm,
+                                                         area_cm2=step.electrode_area_cm2, conc_mm=lab.analyte_mm,
                                                          forward=forward)
             except InvalidParameter as exc:
                 lab.diffusion_problem = str(exc)  # warned of once the analysis is known (_warn_of_d)
@@ -943,6 +966,8 @@ class ProtocolExecutor:
         if lab.analyte_mm is not None:
             summary.update(analyte_mm=lab.analyte_mm, electrode_area_cm2=lab.electrode_area_cm2,
                            cell_ml=lab.cell_ml, cell_held_ml=lab.cell_held_ml, dilution=lab.dilution)
+        if lab.sample_stock_mm is not None:
+            summary.update(sample_stock_mm=lab.sample_stock_mm, sample_ml=lab.sample_ml)
         return summary
 
     def _lab_step(self, index: int, step: Step, instrument: str, lab: LabRecord,
@@ -1187,20 +1212,29 @@ def refill_steps(steps: Sequence[Step], blank_index: int) -> list[int]:
     return [i for i in _since_emptied(steps, blank_index) if isinstance(steps[i], Dispense | Purge)]
 
 
-def dispensed_ml(steps: Sequence[Step], delivered: Mapping[int, float] | None = None) -> float:
-    """What ``steps``' dispense steps put into the cell after their last rinse or clean: the liquid a cv step
-    after them writes its ``analyte_mm`` for (a clean's flush is not: it is what the cleaning leaves behind). A step
-    in ``delivered`` (by its place) counts what its pump reported, as the cell's count does
-    (:meth:`ProtocolExecutor._pump`)."""
+def dispensed_ml(steps: Sequence[Step], delivered: Mapping[int, float] | None = None, *,
+                 fluid: str | None = None) -> float:
+    """What ``steps``' dispense steps (of ``fluid`` only, if given: ``sample``) put into the cell after their last rinse
+    or clean: the liquid a cv step after them writes its ``analyte_mm`` for (a clean's flush is not: it is what the
+    cleaning leaves behind). A step in ``delivered`` (by its place) counts what its pump reported, as the cell's count
+    does (:meth:`ProtocolExecutor._pump`)."""
     delivered = delivered or {}
     return round(sum(delivered.get(i, steps[i].volume_ml)  # type: ignore[attr-defined]
-                     for i in _since_emptied(steps, len(steps)) if isinstance(steps[i], Dispense)), 9)
+                     for i in _since_emptied(steps, len(steps))
+                     if isinstance(steps[i], Dispense) and fluid in (None, steps[i].fluid)), 9)  # type: ignore[attr-defined]
+
+
+def computes_d(step: CV) -> bool:
+    """Whether a cv step computes D: several scan rates, and a concentration (``analyte_mm``, or ``sample_stock_mm``
+    from which the run computes it)."""
+    return len(step.rates) > 1 and (step.analyte_mm is not None or step.sample_stock_mm is not None)
 
 
 def diffusion_analyte_mm(step: CV) -> float | None:
-    """The ``analyte_mm`` a cv step computes D with (it needs several scan rates), None when it computes no D: the one
-    test of a cv a dilution puts off, for the run and for :func:`leftover_dilution`."""
-    return step.analyte_mm if len(step.rates) > 1 else None
+    """The fixed ``analyte_mm`` a cv step computes D with, None when it computes no D or computes the concentration
+    from ``sample_stock_mm`` (which follows the volumes, a dilution included): the one test of a cv a dilution or a
+    planned volume puts off, for the run and for :func:`leftover_dilution` (and the campaign's conditions)."""
+    return step.analyte_mm if computes_d(step) and step.sample_stock_mm is None else None
 
 
 def held_besides(contents: Contents, dispensed: float) -> float:

@@ -258,7 +258,15 @@ class CV(Step):
     current_range_a: Annotated[PositiveNumber, _current("a current range")] | None = None
     ir_compensation: IRCompensation | None = None
     electrode_area_cm2: PositiveNumber = 0.0707  # for D from the scan rates (a 3 mm disk)
-    analyte_mm: PositiveNumber | None = None  # analyte in the cell; without it D is not computed
+    #: the analyte's concentration in the cell (mM) D is computed with, as written; without it (and without
+    #: ``sample_stock_mm``) D is not computed
+    analyte_mm: PositiveNumber | None = None
+    #: the concentration (mM) of the sample's stock, which the protocol's ``fluid: sample`` dispenses draw from: with
+    #: it D is computed with the cell's concentration, stock x the sample's mL / the cell's mL by labloop's count
+    #: (:func:`written_cell`), whatever volumes the protocol dispenses; ``analyte_mm`` beside it must agree with the
+    #: protocol as written (:data:`ANALYTE_AGREEMENT`). Why: a trial halved the sample's dispense and kept analyte_mm,
+    #: (0.53 mM in the cell), and D came out at 28% of the analyte's, unsaid
+    sample_stock_mm: PositiveNumber | None = None
     scan_rates_v_s: Annotated[list[ScanRate], Field(min_length=2, max_length=8)] | None = Field(
         None, title="scan rates (V/s)", examples=[[0.1, 0.2, 0.5]])
 
@@ -640,6 +648,7 @@ def _structure(steps: Sequence[Step]) -> list[Problem]:
         if isinstance(step, AddStandard) and (not cvs or index < cvs[0]):
             problems.append(Problem((index, "add_standard"), "comes after the cv: the analyte is located alone "
                                                              "first, then against the standard"))
+    problems.extend(_stock_problems(steps, cvs))
     holds: dict[str, tuple[str, int]] = {}  # pump -> (the liquid its syringe holds, the step that said so)
     for index, step in enumerate(steps):
         fluid = _fluid_of(step)
@@ -651,6 +660,62 @@ def _structure(steps: Sequence[Step]) -> list[Problem]:
                                     f"{step.pump!r} holds the {held} (protocol[{first}]), not the {fluid}: a syringe "  # type: ignore[attr-defined]
                                     "holds one liquid, so give this step another pump"))
     return problems
+
+
+#: how far (as a share of it) a cv's ``analyte_mm`` may lie from the concentration its ``sample_stock_mm`` and the
+#: protocol's volumes make before it is refused: a few % is a rounding (0.5 mL of a 10 mM stock in 5.1 mL make 0.98
+#: mM, written 1), more is a volume changed and the concentration kept (a trial: 0.25 mL of the sample in 4.75 mL,
+#: 0.53 mM, analyte_mm 1 kept, and D came out at 28% of the analyte's)
+ANALYTE_AGREEMENT = 0.05
+
+
+def written_cell(steps: Sequence[Step], end: int) -> tuple[float, float]:
+    """(the sample's mL, the cell's mL) after ``steps[:end]`` as written, from an empty cell: what labloop's count of
+    the cell (:class:`Contents`) holds there in a campaign's first experiment, a rinse emptying the cell, a clean
+    emptying it and then filling it with its flush; the sample's mL are those of the ``fluid: sample`` dispenses since
+    the last emptying. The run computes the same from what the pumps reported delivering."""
+    sample = cell = 0.0
+    for step in steps[:end]:
+        if empties(step):
+            sample = cell = 0.0
+        if pumps(step):
+            cell += step.volume_ml  # type: ignore[attr-defined]
+            if isinstance(step, Dispense) and step.fluid == "sample":
+                sample += step.volume_ml
+    return round(sample, 9), round(cell, 9)
+
+
+def in_cell(stock_mm: float, sample_ml: float, cell_ml: float) -> float:
+    """The concentration (mM) ``sample_ml`` of a ``stock_mm`` stock makes in ``cell_ml`` (0 in an empty cell)."""
+    return stock_mm * sample_ml / cell_ml if cell_ml > 0 else 0.0
+
+
+def _stock_problems(steps: Sequence[Step], cvs: Sequence[int]) -> list[Problem]:
+    """A cv's ``sample_stock_mm`` without a sample dispensed before it (no concentration follows from the stock), or
+    with an ``analyte_mm`` that the stock and the protocol's volumes as written do not make (within
+    :data:`ANALYTE_AGREEMENT`): one line at the field, naming both fields and the two numbers."""
+    found = []
+    for index in cvs:
+        cv = steps[index]
+        assert isinstance(cv, CV)
+        if cv.sample_stock_mm is None:
+            continue
+        sample, cell = written_cell(steps, index)
+        if sample <= 0:
+            found.append(Problem((index, "cv", "sample_stock_mm"),
+                                 "no dispense of the sample (fluid: sample) fills the cell before this cv (after its "
+                                 "last rinse or clean), so no concentration in the cell follows from the stock: "
+                                 "dispense the sample before the cv, or give analyte_mm instead"))
+            continue
+        made = in_cell(cv.sample_stock_mm, sample, cell)
+        if cv.analyte_mm is not None and abs(cv.analyte_mm - made) > ANALYTE_AGREEMENT * made:
+            found.append(Problem((index, "cv", "analyte_mm"),
+                                 f"{compact(cv.analyte_mm)} mM disagrees with sample_stock_mm "
+                                 f"{compact(cv.sample_stock_mm)} mM x {compact(sample)} mL of sample / "
+                                 f"{compact(cell)} mL in the cell = {made:.3g} mM, the concentration the protocol's "
+                                 f"volumes make: correct one, or leave analyte_mm out (D uses the stock's "
+                                 f"{made:.3g} mM)"))
+    return found
 
 
 def _fluid_of(step: Step) -> str | None:
@@ -688,20 +753,21 @@ def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
                                  f"risks the potentiostat oscillating (above {compact(MAX_STABLE_IR_FRACTION)} its "
                                  "loop is barely damped; 0.85 is the usual compromise, the analysis corrects the "
                                  "rest)"))
-        if not isinstance(step, CV) or step.analyte_mm is None:  # without analyte_mm no D is computed
+        if not isinstance(step, CV) or (step.analyte_mm is None and step.sample_stock_mm is None):  # no D computed
             continue
-        if step.analyte_mm < MIN_ANALYTE_MM:
-            hint = units_hint(step.analyte_mm, (MIN_ANALYTE_MM, math.inf), "molar", "millimolar", factor=1e3,
-                              unit="mM")
-            found.append(Problem((index, step.name, "analyte_mm"),
-                                 f"{compact(step.analyte_mm)} mM is less analyte than a CV sees on a mm-size "
-                                 f"electrode (below {compact(MIN_ANALYTE_MM)} mM its peaks sink under the charging "
-                                 f"current){hint}"))
-        if step.analyte_mm > MAX_ANALYTE_MM:
-            hint = units_hint(step.analyte_mm, (0.0, MAX_ANALYTE_MM), "uM", "mM")
-            found.append(Problem((index, step.name, "analyte_mm"),
-                                 f"{compact(step.analyte_mm)} mM is more analyte than an electrolyte dissolves for a "
-                                 f"CV (above {compact(MAX_ANALYTE_MM)} mM){hint}"))
+        for field in ("analyte_mm", "sample_stock_mm"):
+            value = getattr(step, field)
+            if value is not None and value < MIN_ANALYTE_MM:
+                hint = units_hint(value, (MIN_ANALYTE_MM, math.inf), "molar", "millimolar", factor=1e3, unit="mM")
+                found.append(Problem((index, step.name, field),
+                                     f"{compact(value)} mM is less analyte than a CV sees on a mm-size electrode "
+                                     f"(below {compact(MIN_ANALYTE_MM)} mM its peaks sink under the charging "
+                                     f"current){hint}"))
+            if value is not None and value > MAX_ANALYTE_MM:
+                hint = units_hint(value, (0.0, MAX_ANALYTE_MM), "uM", "mM")
+                found.append(Problem((index, step.name, field),
+                                     f"{compact(value)} mM is more analyte than an electrolyte dissolves for a CV "
+                                     f"(above {compact(MAX_ANALYTE_MM)} mM){hint}"))
         if step.electrode_area_cm2 > MAX_LIKELY_AREA_CM2:
             hint = units_hint(step.electrode_area_cm2, (0.0, MAX_LIKELY_AREA_CM2), "mm2", "cm2", factor=1e-2)
             found.append(Problem((index, step.name, "electrode_area_cm2"),
@@ -757,6 +823,7 @@ SETUP_PARAMETERS: dict[str, str] = {
     "fluid": "says what a syringe holds", "refill": "says how a syringe is kept full",
     "on_fail": "says what the rig does when a blank fails", "gas": "says what the gas line holds",
     "analyte_mm": "states what the stock holds (D is computed with it)",
+    "sample_stock_mm": "states what the stock holds (D is computed with it)",
     "electrode_area_cm2": "states the working electrode's size (D is computed with it)",
 }
 

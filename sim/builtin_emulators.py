@@ -47,10 +47,11 @@ def relay_valve_emulator(context: EmulatorContext, *,
     return Emulation.on_pty(PtyDevice(emulator, faults=context.injector("relay-valve"), name="relay-valve").start())
 
 
-def manual_emulator(context: EmulatorContext) -> Emulation:
+def manual_emulator(context: EmulatorContext, *, sample_stock_mM: float | None = None) -> Emulation:
     """A simulated operator for the ``manual`` changer: answers every question at once and places the vial in
-    the context's cell."""
-    changer = SimSampleChanger(context.cell)
+    the context's cell (its stock at ``sample_stock_mM``, the protocol's, if it says one)."""
+    stock = {} if sample_stock_mM is None else {"default_stock_mM": sample_stock_mM}
+    changer = SimSampleChanger(context.cell, **stock)
     return Emulation(port="sim-operator", stop=lambda: None,
                      options={"ask": lambda _question: "", "placed": changer.load})
 
@@ -64,9 +65,15 @@ def open_sim_sampler(port: str, *, cell: Cell | None = None, stocks_mM: Mapping[
     return SimSampleChanger.open(port, cell=cell, stocks_mM=stocks_mM, default_stock_mM=default_stock_mM)
 
 
-def sim_sampler_emulator(context: EmulatorContext) -> Emulation:
-    """No wire to emulate: the changer acts on the context's cell, which the driver gets as an option."""
-    return Emulation(port="sim", stop=lambda: None, options={"cell": context.cell})
+def sim_sampler_emulator(context: EmulatorContext, *, sample_stock_mM: float | None = None,
+                         default_stock_mM: float | None = None) -> Emulation:
+    """No wire to emulate: the changer acts on the context's cell, which the driver gets as an option, with every
+    sample's stock at ``sample_stock_mM`` (the protocol's cv says it) unless the changer's own ``default_stock_mM``
+    option says another."""
+    options: dict[str, object] = {"cell": context.cell}
+    if sample_stock_mM is not None and default_stock_mM is None:
+        options["default_stock_mM"] = sample_stock_mM
+    return Emulation(port="sim", stop=lambda: None, options=options)
 
 
 SIM_SAMPLER = DriverDescriptor(

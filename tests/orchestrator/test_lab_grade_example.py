@@ -405,3 +405,51 @@ def test_a_scan_rate_given_twice_is_refused_before_anything_opens(tmp_path, labl
             assert re.search(r"cv_lab_grade\.yaml:\d+: protocol\[6\]\.cv\.scan_rates_v_s: gives " + re.escape(given) +
                              ": D's Randles-Sevcik fit needs each rate once", line), line
             assert not (tmp_path / "runs").exists()  # nothing opened, no journal made
+
+
+def test_d_follows_the_sample_stock_when_the_protocol_changes_its_volumes(tmp_path, labloop):
+    """An electrochemist halved the sample's dispense (0.25 mL of the 10 mM stock into a 4.75 mL cell, 0.53 mM) and
+    kept analyte_mm 1: D came out at 28% of the analyte's, 3.8e-6 for 1.4e-5 cm2/s, with no warning. With the stock
+    written (sample_stock_mm, as the example does), validate and run refuse an analyte_mm the protocol's volumes do not
+    make, in one line naming both fields and the two numbers, before anything opens; without analyte_mm, D uses the
+    concentration the stock makes in the cell by labloop's count, which lab_grade.csv shows beside what it came from,
+    and D is the simulated molecule's."""
+    _lab_grade(tmp_path, 2)
+    protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
+    written = protocol.read_text()
+    sample, stated = "volume_ml: 0.5, rate_ml_min: 0.5, fluid: sample", "sample_stock_mm: 10.0, analyte_mm: 1.0}"
+    assert sample in written and stated in written  # the example says its stock
+    halved = written.replace(sample, "volume_ml: 0.25, rate_ml_min: 0.5, fluid: sample")
+    protocol.write_text(halved)
+    for command in ("validate", "run"):
+        refused = labloop(command, tmp_path / "lab.yaml", "--dry-run")
+        assert refused.returncode == 2, refused.stderr
+        [line] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert re.fullmatch(r"error: \S*cv_lab_grade\.yaml:\d+: protocol\[6\]\.cv\.analyte_mm: 1 mM disagrees with "
+                            r"sample_stock_mm 10 mM x 0\.25 mL of sample / 4\.75 mL in the cell = 0\.526 mM, the "
+                            r"concentration the protocol's volumes make: correct one, or leave analyte_mm out \(D uses "
+                            r"the stock's 0\.526 mM\)", line), line
+        assert not (tmp_path / "runs").exists()  # refused before a journal or an instrument was opened
+
+    protocol.write_text(halved.replace(stated, "sample_stock_mm: 10.0}"))
+    result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "more dilute" not in result.stderr
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    with (tmp_path / "report" / "lab_grade.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {(r["analyte_mM"], r["sample_stock_mM"], r["sample_ml"], r["cell_ml"]) for r in rows} == {
+        ("0.5263", "10", "0.25", "4.75")}
+    assert float(rows[0]["sample_stock_mM"]) * float(rows[0]["sample_ml"]) / float(rows[0]["cell_ml"]) == \
+        pytest.approx(float(rows[0]["analyte_mM"]), rel=1e-4)  # a reviewer recomputes what D used
+    world = build_world(load_campaign(tmp_path / "lab.yaml"))
+    # D against the simulated molecule's, for a couple reversible at every rate (a slow one's reads low, and the run
+    # says so): with analyte_mm 1 kept it was ~0.27
+    slow = {r["id"] for r in rows if r["reversibility"] != "reversible"}
+    ratios = [float(r["diffusion_cm2_s"]) / world.couple_of(r["smiles"]).diffusion_cm2_s
+              for r in rows if r["diffusion_cm2_s"] and r["scan_rate_v_s"] == "0.1" and r["id"] not in slow]
+    assert ratios and all(abs(ratio - 1) < 0.1 for ratio in ratios), ratios
+    with Journal.open(store, readonly=True) as journal:  # the event log's line says it too (labloop log)
+        said = [e.message for e in journal.events() if e.kind == "lab"]
+    assert said and all("analyte 0.526 mM (0.25 mL of its 10 mM stock in 4.75 mL)" in line for line in said), said

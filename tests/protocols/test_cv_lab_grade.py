@@ -37,7 +37,7 @@ from labloop.orchestrator.compose import build_rig
 from labloop.orchestrator.config.campaign import CampaignError, load_campaign
 from labloop.orchestrator.report import _lab_grade_rows
 from labloop.protocols.executor import ProtocolExecutor
-from labloop.protocols.steps import limit_problems, parse_steps
+from labloop.protocols.steps import limit_problems, parse_steps, unit_warnings
 from labloop.sim.builtin_emulators import emstat_emulator, ne1000_emulator, open_sim_sampler
 from labloop.sim.cell import Cell, Fluid
 from labloop.sim.cv_physics import CellParams, simulate_cell
@@ -50,6 +50,8 @@ from labloop.sim.emulation import (
 )
 from labloop.sim.gas_valve_emulator import Atmosphere, RelayValveEmulator
 from labloop.sim.pty_device import PtyDevice, TimeScale
+
+from ..conftest import RIG
 
 LIMITS = SafetyLimits(max_dispense_ml=2.0, syringe_ml=10.0, potential_window_v=(-1.2, 1.2))
 OFFSET = STANDALONE_REFERENCE_VS_LI_V  # the reference sits here vs Li/Li+: ferrocene at +0.35 V on its scale
@@ -708,3 +710,69 @@ def test_randles_sevcik_needs_two_different_rates():
         ((0, "cv", "scan_rates_v_s"), "gives 0.1 V/s 2 times: D's Randles-Sevcik fit needs each rate once and at least "
                                       "2 different ones (here 1), e.g. [0.1, 0.2, 0.5, 1.0] (n_scans repeats a scan "
                                       "at one rate)")]
+
+
+def test_with_the_samples_stock_d_uses_the_concentration_the_cell_holds(lab, caplog):
+    """With sample_stock_mm, D is computed with stock x the sample's mL / the cell's mL by labloop's count, not with a
+    number written beside the volumes (a trial halved the sample's dispense, kept analyte_mm, and D read 72% low
+    unsaid). A clean leaving its 1 mL flush in the cell before the 1.1 mL dispensed is then counted in, so D is the
+    simulated 1e-5 cm2/s and there is no dilution to warn of; the record keeps what the concentration came from."""
+    stocked = {"cv": {**{k: v for k, v in FULL[6]["cv"].items() if k != "analyte_mm"}, "sample_stock_mm": 10.0}}
+    measure = [FULL[0], FULL[3], "load_sample", FULL[5], stocked]
+    rig = lab(oxygen_mm=0.0)
+    with caplog.at_level("WARNING", logger="labloop.protocols.executor"):
+        outcome, actions = run(rig, [{"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0}}, *measure])
+    record = outcome.lab
+    assert (record.sample_stock_mm, record.sample_ml, record.cell_ml, record.cell_held_ml) == (10.0, 0.1, 2.1, 1.0)
+    assert record.analyte_mm == pytest.approx(10.0 * 0.1 / 2.1)
+    assert record.diffusion.diffusion_cm2_s == pytest.approx(1e-5, rel=0.10)  # analyte_mm as written: ~73% low
+    assert record.dilution is None and record.dilution_share == 0 and "more dilute" not in caplog.text
+    done = actions[-1][3]
+    assert (done["sample_stock_mm"], done["sample_ml"], done["analyte_mm"]) == (10.0, 0.1, record.analyte_mm)
+    [row, *_] = _lab_grade_rows({"id": 1, "smiles": "c1ccccc1", "status": "done"}, record.to_dict())
+    assert (row["analyte_mM"], row["sample_stock_mM"], row["sample_ml"], row["cell_ml"], row["analyte_dilution_pct"]) \
+        == (record.analyte_mm, 10.0, 0.1, 2.1, 0.0)
+
+
+def test_a_samples_stock_is_checked_against_the_protocol_as_written():
+    """sample_stock_mm beside analyte_mm: the two must agree for the protocol's volumes as written (within a few %),
+    else one line at analyte_mm names both fields and the two numbers; a stock with no sample dispensed before the cv
+    makes no concentration; a stock in uM written as mM is warned of, as analyte_mm is."""
+    steps = [{"dispense": {"pump": "e", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte"}}, "load_sample",
+             {"dispense": {"pump": "s", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}},
+             {"cv": {"half_width_v": 0.3, "scan_rates_v_s": [0.1, 0.2], "sample_stock_mm": 10.0, "analyte_mm": 1.0}}]
+    assert parse_steps(steps)  # 0.5 mL of 10 mM in 5 mL: 1 mM, as written
+    assert parse_steps([*steps[:3], {"cv": {**steps[3]["cv"], "analyte_mm": 1.04}}])  # within a few %
+    assert located([*steps[:3], {"cv": {**steps[3]["cv"], "analyte_mm": 2.0}}]) == [
+        ((3, "cv", "analyte_mm"), "2 mM disagrees with sample_stock_mm 10 mM x 0.5 mL of sample / 5 mL in the cell = "
+                                  "1 mM, the concentration the protocol's volumes make: correct one, or leave "
+                                  "analyte_mm out (D uses the stock's 1 mM)")]
+    # a clean before the dispenses leaves its flush: 0.5 mL of sample in 6 mL, as the run's count will say
+    flushed = located([{"clean": {"pump": "e", "volume_ml": 1.0}}, *steps])
+    assert flushed and flushed[0][0] == (4, "cv", "analyte_mm") and "/ 6 mL in the cell = 0.833 mM" in flushed[0][1]
+    assert located([steps[0], {"cv": {**steps[3]["cv"], "analyte_mm": None}}]) == [
+        ((1, "cv", "sample_stock_mm"), "no dispense of the sample (fluid: sample) fills the cell before this cv (after "
+                                       "its last rinse or clean), so no concentration in the cell follows from the "
+                                       "stock: dispense the sample before the cv, or give analyte_mm instead")]
+    warned = unit_warnings(parse_steps([*steps[:3], {"cv": {**steps[3]["cv"], "sample_stock_mm": 10000.0,
+                                                            "analyte_mm": None}}]))
+    assert [(p.loc, p.message) for p in warned] == [
+        ((3, "cv", "sample_stock_mm"), "10000 mM is more analyte than an electrolyte dissolves for a CV (above 1000 "
+                                       "mM): uM written as mM? (10 mM)")]
+
+
+def test_a_dry_runs_sample_stock_is_the_one_the_protocol_says(tmp_path, write_campaign):
+    """The emulated sample changer loads each vial at the cv's sample_stock_mm (a 5 mM stock simulated as the default
+    10 mM read D four times too large in every dry run), unless the simulated changer's own option says another."""
+    protocol = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
+                              "fluid": "electrolyte"}}, "load_sample",
+                {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}},
+                {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.5, "e_vertex2_v": -0.8, "scan_rates_v_s": [0.1, 0.2],
+                        "sample_stock_mm": 5.0}}, "rinse"]
+    for sampler, stock in (({"driver": "sim-sampler"}, 5.0), ({"driver": "manual"}, 5.0),
+                           ({"driver": "sim-sampler", "options": {"default_stock_mM": 20.0}}, 20.0)):
+        campaign = load_campaign(write_campaign(tmp_path, protocol=protocol, conditions={},
+                                                budget={"max_experiments": 1}, instruments={**RIG, "sampler": sampler}))
+        with build_rig(campaign, dry_run=True) as rig:
+            rig.instruments["sampler"].load("S0001")
+            assert rig.simulation.context.cell.state().stock_mM == stock, sampler
