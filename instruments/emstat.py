@@ -71,7 +71,7 @@ from labloop.instruments.methodscript import (
     parse_package,
 )
 from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
-from labloop.instruments.voltammogram import CVParams, Voltammogram
+from labloop.instruments.voltammogram import UNNAMED_REFERENCE, CVParams, Voltammogram
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,9 @@ class EmStatPotentiostat:
     deadline for a reply and, added to the point interval, for each line of a running CV; ``retries`` how
     often a failed exchange or CV is repeated; ``settle_s`` how long the line must be quiet before a
     retry; ``error_pause_s`` how long the device ignores commands after it reported an error (50-100 ms
-    on hardware).
+    on hardware). ``reference`` names the cell's reference electrode, the label of every potential measured;
+    left out, they are labelled :data:`UNNAMED_REFERENCE` (the driver cannot know the electrode, and a default
+    name put "Ag/Ag+" on an Ag/AgCl lab's data).
     """
 
     def __init__(
@@ -124,7 +126,7 @@ class EmStatPotentiostat:
         settle_s: float = 0.05,
         error_pause_s: float = 0.1,
         on_overload: Literal["raise", "mark"] = "raise",
-        reference: str = "Ag/Ag+",
+        reference: str = UNNAMED_REFERENCE,
         owns_transport: bool = False,
     ) -> None:
         self.transport = transport

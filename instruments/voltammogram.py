@@ -8,7 +8,8 @@ how a stored voltammogram looks.
 Conventions (docs/protocols.md, "Conventions"):
 - a scan runs ``e_begin -> e_vertex1 -> e_vertex2 -> e_begin`` like MethodSCRIPT's ``meas_loop_cv``,
   repeated ``n_scans`` times;
-- potentials are in volts against the electrode named by ``Voltammogram.reference``;
+- potentials are in volts against the electrode named by ``Voltammogram.reference``
+  (:data:`UNNAMED_REFERENCE` where the campaign named none);
 - current follows IUPAC: anodic (oxidation) current positive, cathodic current negative.
 """
 
@@ -25,6 +26,12 @@ import numpy as np
 from labloop.core.errors import InvalidParameter
 
 log = logging.getLogger(__name__)
+
+#: the label of potentials measured against a reference electrode the campaign did not name (a potentiostat driver's
+#: ``reference`` option left out), worded to read in every "vs ..." it ends up in: "E1/2 vs the reference electrode
+#: (unnamed)". Why not a default name: the EmStat driver's "Ag/Ag+" labelled every measurement, CSV row and plot of a
+#: campaign that never said which electrode it used, and a lab on Ag/AgCl got data labelled Ag/Ag+ (a chemist's trial)
+UNNAMED_REFERENCE = "the reference electrode (unnamed)"
 
 
 def require_finite(name: str, value: float) -> None:

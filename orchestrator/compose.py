@@ -453,6 +453,21 @@ def _potentiostat_range(campaign: Campaign, cv: CV) -> tuple[str, tuple[float, f
     return None
 
 
+def unnamed_references(campaign: Campaign) -> list[str]:
+    """The potentiostats of ``campaign`` whose reference electrode it does not name: their driver takes a ``reference``
+    option (or any option) and the campaign gives it none, so their measurements are labelled
+    :data:`labloop.instruments.voltammogram.UNNAMED_REFERENCE`. ``validate`` says so once: the EmStat driver's default
+    "Ag/Ag+" labelled the data of a campaign that named no electrode, whatever the lab used (a chemist's trial)."""
+    unnamed = []
+    for name, entry in campaign.instruments.items():
+        descriptor = resolve(entry.driver)
+        known = descriptor.option_names()
+        if (descriptor.kind is DriverKind.POTENTIOSTAT and not isinstance(entry.options.get("reference"), str)
+                and (known is None or "reference" in known)):
+            unnamed.append(name)
+    return unnamed
+
+
 def check_protocol(campaign: Campaign, *, continued: bool = False) -> None:
     """The protocol against the instruments' declared kinds, the flow rates and syringe contents their options fix
     and the safety limits, before any port is open; ``continued``: a run continuing its journal, whose count of the

@@ -32,7 +32,13 @@ import numpy as np
 from scipy.linalg import solve_banded
 
 from labloop.core.errors import InvalidParameter
-from labloop.instruments.voltammogram import CVParams, Voltammogram, require_finite, require_positive
+from labloop.instruments.voltammogram import (
+    UNNAMED_REFERENCE,
+    CVParams,
+    Voltammogram,
+    require_finite,
+    require_positive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +260,7 @@ def _add_noise_and_range(current: np.ndarray, noise_fraction: float, current_ran
 
 
 def simulate_cv(cell: CellParams, params: CVParams, rng: np.random.Generator | None = None, *,
-                reference: str = "Ag/Ag+") -> Voltammogram:
+                reference: str = UNNAMED_REFERENCE) -> Voltammogram:
     """Voltammogram of ``cell`` under the scan ``params``; potentials are on the ``reference`` scale.
 
     ``rng`` draws the noise; None takes a fresh unseeded generator (only used when noise_fraction > 0).
@@ -264,7 +270,7 @@ def simulate_cv(cell: CellParams, params: CVParams, rng: np.random.Generator | N
 
 
 def simulate_cell(couples: Sequence[CellParams], params: CVParams, rng: np.random.Generator | None = None, *,
-                  reference: str = "Ag/Ag+", compensated_ohm: float = 0.0,
+                  reference: str = UNNAMED_REFERENCE, compensated_ohm: float = 0.0,
                   reference_drift_v: float = 0.0) -> Voltammogram:
     """Voltammogram of a cell holding several couples (analyte, internal standard, dissolved oxygen).
 

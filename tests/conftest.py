@@ -140,7 +140,7 @@ RIG = {
     "sampler": {"driver": "sim-sampler"},
     "analyte_pump": {"driver": "ne1000", "port": "/dev/ttyUSB0", "options": {"address": 0, "diameter_mm": 4.61}},
     "electrolyte_pump": {"driver": "ne1000", "port": "/dev/ttyUSB0", "options": {"address": 1, "diameter_mm": 14.57}},
-    "potentiostat": {"driver": "emstat", "port": "/dev/ttyACM0"},
+    "potentiostat": {"driver": "emstat", "port": "/dev/ttyACM0", "options": {"reference": "Ag/Ag+"}},
 }
 
 

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from labloop.core.errors import CampaignError
 from labloop.core.text import plural
+from labloop.instruments.voltammogram import UNNAMED_REFERENCE
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import preflight
 from labloop.orchestrator.cli.main import EXIT_BAD_INPUT
@@ -76,6 +77,7 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
     compose.check_compute(campaign, scheduler, len(library))
     invalid, again = preflight.warn_before_run(campaign, library)
     preflight.warn_default_safety(campaign)
+    _warn_unnamed_reference(campaign)
     _print_summary(_summary(campaign_file, campaign, len(library), (invalid, again), scheduler, past,
                             dry_run=dry_run))
 
@@ -201,10 +203,27 @@ def _print_summary(rows: dict[str, str]) -> None:
 def _reference_names(campaign: Campaign) -> str:
     """``Ag/Ag+ (potentiostat's reference option) at ``: the reference electrode's name as the instruments' own
     ``reference`` option gives it (the label on every measurement), beside where the cell puts it, so a name and
-    an offset that do not belong together are seen before the first measurement."""
+    an offset that do not belong together are seen before the first measurement; ``the reference electrode
+    (unnamed) at `` where no option names it, as the measurements will say (:func:`compose.unnamed_references`)."""
     named = [f"{entry.options['reference']} ({name}'s reference option)" for name, entry in campaign.instruments.items()
              if isinstance(entry.options.get("reference"), str)]
+    if compose.unnamed_references(campaign):
+        named.append(UNNAMED_REFERENCE)
     return f"{', '.join(named)} at " if named else ""
+
+
+def _warn_unnamed_reference(campaign: Campaign) -> None:
+    """One warning line when no option names the reference electrode of the campaign's potentiostat(s): their
+    measurements are then labelled :data:`UNNAMED_REFERENCE`, never a name the lab did not give (the EmStat
+    driver's default "Ag/Ag+" labelled an Ag/AgCl lab's data), and naming it labels them."""
+    unnamed = compose.unnamed_references(campaign)
+    if not unnamed:
+        return
+    where = ", ".join(campaign.located("instruments", name) for name in unnamed)
+    console.err.print(f"warning: {where}: no reference option names the cell's reference electrode, so measurements, "
+                      f"voltammograms and the report's CSVs and plots say 'vs {UNNAMED_REFERENCE}': name it to "
+                      "label the data (options: {reference: Ag/AgCl}, or whichever electrode the cell has)",
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command(help="Print the JSON Schema of campaign files (for editor completion and checking).")

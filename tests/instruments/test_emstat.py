@@ -202,7 +202,9 @@ def test_every_command_round_trips_through_driver_and_emulator(make_rig: Callabl
     assert rig.emulator.scripts[-1] == cv_script(SHORT)[1:-1]  # the script arrived line for line
     assert len(voltammogram) == SHORT.n_points
     assert voltammogram.potential_v == pytest.approx(SHORT.waveform()[1], abs=1e-6)
-    assert voltammogram.reference == "Ag/Ag+" and not voltammogram.any_overload
+    # no reference option: the driver names no electrode it was not told of (its default "Ag/Ag+" labelled an
+    # Ag/AgCl lab's data, a chemist's trial)
+    assert voltammogram.reference == "the reference electrode (unnamed)" and not voltammogram.any_overload
     result = analyze_cv(voltammogram)
     assert result.e_half_v == pytest.approx(COUPLE.e0_v, abs=0.005) and result.flags == frozenset()
     assert result.ipa_a == pytest.approx(2.69e5 * 0.0707 * math.sqrt(1e-5) * 1e-6 * math.sqrt(0.1), rel=0.1)

@@ -179,7 +179,9 @@ def test_drivers_refuse_an_endless_timeout_before_talking(babbler: Callable[...,
 def test_validate_refuses_endless_link_options_in_one_line(tmp_path, labloop, write_campaign, option: str,
                                                            text: str) -> None:
     path = write_campaign(tmp_path)
-    path.write_text(path.read_text().replace("driver: emstat", f"driver: emstat\n    options: {{{option}: {text}}}"))
+    # beside the reference electrode's name the tiny rig gives (tests/conftest.py RIG)
+    named = "      reference: Ag/Ag+"
+    path.write_text(path.read_text().replace(named, f"{named}\n      {option}: {text}"))
     result = labloop("validate", path)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
@@ -195,8 +197,8 @@ def test_a_campaign_whose_potentiostat_falls_silent_on_a_noisy_line_stops_on_typ
     switch the cell off (the rig is not made safe: the next sample would go into a cell that may still be on), and
     the pumps are left stopped. Before: the first CV's retry drained forever."""
     path = write_campaign(tmp_path, budget={"max_experiments": 10})
-    quiet = f"driver: emstat\n    options: {{settle_s: {SETTLE_S}, timeout_s: 0.3}}"
-    path.write_text(path.read_text().replace("driver: emstat", quiet))
+    quiet = f"      reference: Ag/Ag+\n      settle_s: {SETTLE_S}\n      timeout_s: 0.3"
+    path.write_text(path.read_text().replace("      reference: Ag/Ag+", quiet))
     campaign = load_campaign(path)
     library = read_table(campaign.library.file).smiles
     with build_rig(campaign, dry_run=True) as rig, Journal.create(campaign.store, campaign) as journal, \

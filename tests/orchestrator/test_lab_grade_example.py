@@ -96,7 +96,7 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     page = (tmp_path / "report" / "index.html").read_text()
     for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
-    # the emstat's default electrode, the potentials as applied (a reviewer took them for iR-corrected ones)
+    # the electrode the example names, the potentials as applied (a reviewer took them for iR-corrected ones)
     assert labels["cv_per_scan_rate.png"] == labels["voltammograms.png"] == [
         "E (V vs Ag/Ag+, as applied: uncompensated iR not subtracted)"]
     with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from

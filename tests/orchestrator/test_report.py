@@ -106,6 +106,45 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert "No measured experiment had a prediction with a standard deviation yet." in page
 
 
+def test_an_unnamed_reference_electrode_is_said_to_be_unnamed_not_called_ag_ag(tmp_path, labloop, write_campaign,
+                                                                                  axis_labels, monkeypatch):
+    """A campaign naming no reference electrode (the potentiostat's ``reference`` option left out, as
+    examples/lab-grade.yaml did): `log` said "E1/2 vs Ag/Ag+" and both CSVs' reference_electrode Ag/Ag+, the EmStat
+    driver's default, while validate showed no name at all: a lab on Ag/AgCl got data labelled Ag/Ag+ (a chemist's
+    trial). Now every output says the electrode is unnamed, and validate says once that naming it labels the data;
+    a named one (Ag/AgCl) is what the data say, with no warning."""
+    from labloop.orchestrator import console
+
+    monkeypatch.setattr(console.out, "width", 400)  # no folding
+    unnamed = "the reference electrode (unnamed)"
+    rig = {**yaml.safe_load((EXAMPLES / "campaign.yaml").read_text())["instruments"],
+           "potentiostat": {"driver": "emstat", "port": "/dev/ttyACM0"}}
+    campaign = write_campaign(tmp_path, instruments=rig, budget={"max_experiments": 2})
+    checked = labloop("validate", campaign, "--dry-run")
+    assert checked.returncode == 0, checked.stderr
+    warned = [line for line in checked.stderr.splitlines() if "reference option" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: "), checked.stderr  # once
+    assert "instruments.potentiostat: no reference option names the cell's reference electrode" in warned[0]
+    assert f"'vs {unnamed}': name it to label the data (options: {{reference: Ag/AgCl}}" in warned[0]
+    assert f"reference    {unnamed} at 3.2 V vs Li/Li+ (cell.reference_offset_v" in checked.stdout, checked.stdout
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    logged = " ".join(labloop("log", tmp_path / "tiny.db").stdout.split())
+    assert f"measurements (V vs Li/Li+; E1/2 vs {unnamed})" in logged and "Ag/Ag+" not in logged
+    assert {e["reference"] for e in json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)["experiments"]
+            if e["e_half_v"] is not None} == {unnamed}
+    labels = axis_labels()
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    assert labels["voltammograms.png"] == [f"E (V vs {unnamed}, as applied: uncompensated iR not subtracted)"]
+    for name in ("measurements.csv", "voltammograms.csv"):
+        with (tmp_path / "report" / name).open() as handle:
+            rows = [r for r in csv.DictReader(handle) if r["reference_electrode"]]
+        assert rows and {r["reference_electrode"] for r in rows} == {unnamed}, name
+    rig["potentiostat"]["options"] = {"reference": "Ag/AgCl"}
+    named = labloop("validate", write_campaign(tmp_path, instruments=rig, name="named"), "--dry-run")
+    assert named.returncode == 0 and "reference option" not in named.stderr, named.stderr
+    assert "reference    Ag/AgCl (potentiostat's reference option) at 3.2 V vs Li/Li+" in named.stdout
+
+
 def test_the_interval_check_counts_errors_within_1_96_sd_and_judges_by_the_binomial_range():
     from labloop.orchestrator.journal.plot_data import interval_check
     from labloop.orchestrator.report import _interval_said

@@ -495,7 +495,7 @@ def test_validate_refuses_campaigns_run_used_to_fail_on(tmp_path, labloop, write
              "protocol": ["load_sample", one_dispense, {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95,
                                                                "e_vertex2_v": -0.8}}, "rinse"],
              "safety": {"max_dispense_ml": 5, "syringe_ml": 10}},
-            "tiny.yaml:42: protocol[1].dispense: dispense of 8 mL exceeds the limit of 5 mL"),
+            "tiny.yaml:44: protocol[1].dispense: dispense of 8 mL exceeds the limit of 5 mL"),
         "a condition its step cannot take": (  # pydantic's first complaint, not its headers and links
             {"conditions": {"scan_rate_v_s": [0.05, 0.5], "e_step_v": [0.05, 2.0]}},
             "conditions.e_step_v: 2.0 would be refused: examples/protocols/cv_screen.yaml:12: protocol[3].cv: "

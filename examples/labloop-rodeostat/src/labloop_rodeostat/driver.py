@@ -38,7 +38,7 @@ import numpy as np
 from labloop.core.errors import ConfigError, DeviceError, InstrumentError, InstrumentTimeout, Overload, ProtocolError
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
-from labloop.instruments.voltammogram import CVParams, Voltammogram
+from labloop.instruments.voltammogram import UNNAMED_REFERENCE, CVParams, Voltammogram
 
 from labloop_rodeostat.cyclic import CURRENT_RANGES_UA, VOLT_RANGES_V, smallest_range, to_cyclic
 
@@ -65,7 +65,7 @@ class RodeostatPotentiostat:
 
     def __init__(self, transport: Transport, *, limits: SafetyLimits, time_scale: float = 1.0,
                  timeout_s: float = 1.0, retries: int = 2, settle_s: float = 0.05,
-                 on_overload: Literal["raise", "mark"] = "raise", reference: str = "Ag/AgCl",
+                 on_overload: Literal["raise", "mark"] = "raise", reference: str = UNNAMED_REFERENCE,
                  owns_transport: bool = False) -> None:
         self.transport = transport
         check_link_options(self.where, timeout_s=timeout_s, retries=retries, settle_s=settle_s)  # finite waits
