@@ -702,7 +702,12 @@ class ReferencedResult:
     ``e_vs_fc_v`` = E1/2(analyte) - E1/2(Fc), both on the reference electrode's scale of that scan, so a
     drift of the reference electrode cancels; ``e_vs_li_v`` adds :data:`FERROCENE_VS_LI_V` (or the value
     given). None where the analyte or the standard has no E1/2; ``flags`` carries ``no_standard`` then, and
-    ``problem`` says why in a chemist's words (a flag alone left an analyte next to ferrocene unexplained).
+    ``problem`` says why in a chemist's words (a flag alone left an analyte next to ferrocene unexplained), unless
+    the standard was found and the analyte had no couple of its own to reference (no wave before the standard, or a
+    failed one): that failure is the analyte's, which its own analysis flags, and ``problem`` is None. Why: a
+    redox-inactive molecule, or one whose wave lay beyond the window, failed ``no_standard`` beside a cause saying
+    ferrocene was there (a chemist's trial). ``standard_expected_v`` is where the standard was looked for, on the
+    reference electrode's scale as every potential here.
     """
 
     analyte: CVResult
@@ -715,18 +720,34 @@ class ReferencedResult:
     #: the standard added (ferrocene, or another) and where its couple sits vs Fc+/Fc
     standard_name: str = "ferrocene"
     standard_vs_fc_v: float = 0.0
+    standard_expected_v: float | None = None
+
+    @property
+    def standard_found_v(self) -> float | None:
+        """Where the standard's couple was found (V vs the reference electrode), None where it was not (``problem``
+        says why)."""
+        return None if self.problem is not None or self.standard is None else self.standard.e_half_v
+
+    def standard_said(self) -> str | None:
+        """``ferrocene found at -0.030 V vs the reference (expected at +0.000 V)``, or None where it was not found."""
+        found = self.standard_found_v
+        if found is None:
+            return None
+        expected = "" if self.standard_expected_v is None else f" (expected at {self.standard_expected_v:+.3f} V)"
+        return f"{self.standard_name} found at {found:+.3f} V vs the reference{expected}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"analyte": self.analyte.to_dict(), "standard": self.standard.to_dict() if self.standard else None,
                 "e_vs_fc_v": self.e_vs_fc_v, "e_vs_li_v": self.e_vs_li_v,
                 "ferrocene_vs_li_v": self.ferrocene_vs_li_v, "flags": sorted(self.flags), "problem": self.problem,
-                "standard_name": self.standard_name, "standard_vs_fc_v": self.standard_vs_fc_v}
+                "standard_name": self.standard_name, "standard_vs_fc_v": self.standard_vs_fc_v,
+                "standard_expected_v": self.standard_expected_v}
 
 
 def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float | None, standard_hint_v: float, *,
                            before_v: Sequence[float] = (),
                            ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, standard_name: str = "ferrocene",
-                           standard_vs_fc_v: float = 0.0) -> ReferencedResult:
+                           standard_vs_fc_v: float = 0.0, analyte_failed: bool = False) -> ReferencedResult:
     """Pick the analyte and the standard's couple among ``couples`` (from :func:`analyze_couples`) and put
     the analyte on the Fc/Fc+ and Li/Li+ scales. The standard is ferrocene, or ``standard_name`` sitting
     ``standard_vs_fc_v`` from Fc+/Fc (decamethylferrocene, cobaltocenium: clear of an analyte near ferrocene), so
@@ -740,7 +761,10 @@ def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float | None
     nearer a guess": with the analyte's wave missing before the standard, a guess in the window's middle sat
     nearer ferrocene than the analyte, and the two were swapped (an analyte at 1.58 V vs Li/Li+ read 4.81 V).
     ``analyte_hint_v`` None (no peak of the analyte before the standard), no new couple, or none where the
-    analyte was: ``no_standard``, no potential, and ``problem`` says why.
+    analyte was: no potential; ``no_standard``, and ``problem`` says why, unless the analyte had no couple of its own
+    to reference (``analyte_hint_v`` None, or ``analyte_failed``: the cv before the standard failed it, its analysis
+    flagged or without E1/2) and the standard's couple stands clear (:func:`_standard_clear`): then the standard is
+    fine and the failure the analyte's, which its own analysis flags (no_peak, beyond_window, irreversible...).
     """
     paired = [(c, c.e_half_v) for c in couples if c.e_half_v is not None]
     seen = [*before_v, *(() if analyte_hint_v is None else (analyte_hint_v,))]
@@ -750,19 +774,36 @@ def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float | None
     analyte = min(((c, d) for c, d in near if d < MIN_COUPLE_SEPARATION_V), key=lambda cd: cd[1],
                   default=(None, None))[0]
     flags = set(analyte.flags) if analyte is not None else {CVFlag.NO_PEAK}
+    named = {"ferrocene_vs_li_v": ferrocene_vs_li_v, "standard_name": standard_name,
+             "standard_vs_fc_v": standard_vs_fc_v, "standard_expected_v": standard_hint_v}
     if analyte is None or standard is None or abs(analyte.e_half_v - standard.e_half_v) < MIN_COUPLE_SEPARATION_V:
-        flags.add(CVFlag.NO_STANDARD)
         fallback = analyte or next((c for c in couples if c is not standard), couples[0] if couples else None)
         assert fallback is not None  # analyze_couples returns at least one result
+        if (analyte_hint_v is None or analyte_failed) and _standard_clear(
+                standard, [c for c, _ in paired], analyte_hint_v, standard_hint_v):
+            return ReferencedResult(analyte=fallback, standard=standard, e_vs_fc_v=None, e_vs_li_v=None,
+                                    flags=frozenset(flags - {CVFlag.NO_STANDARD}), **named)
+        flags.add(CVFlag.NO_STANDARD)
         problem = _standard_problem([c for c, _ in paired], analyte, standard, analyte_hint_v, standard_hint_v,
                                     standard_name)
         return ReferencedResult(analyte=fallback, standard=standard, e_vs_fc_v=None, e_vs_li_v=None,
-                                ferrocene_vs_li_v=ferrocene_vs_li_v, flags=frozenset(flags), problem=problem,
-                                standard_name=standard_name, standard_vs_fc_v=standard_vs_fc_v)
+                                flags=frozenset(flags), problem=problem, **named)
     e_vs_fc = analyte.e_half_v - standard.e_half_v + standard_vs_fc_v  # type: ignore[operator]
     return ReferencedResult(analyte=analyte, standard=standard, e_vs_fc_v=e_vs_fc,
-                            e_vs_li_v=e_vs_fc + ferrocene_vs_li_v, ferrocene_vs_li_v=ferrocene_vs_li_v,
-                            flags=frozenset(flags), standard_name=standard_name, standard_vs_fc_v=standard_vs_fc_v)
+                            e_vs_li_v=e_vs_fc + ferrocene_vs_li_v, flags=frozenset(flags), **named)
+
+
+def _standard_clear(standard: CVResult | None, paired: list[CVResult], analyte_hint_v: float | None,
+                    standard_hint_v: float) -> bool:
+    """Whether ``standard``, the new couple of the scan with the standard nearest where it was expected
+    (``standard_hint_v``), is the standard beyond doubt when the analyte has no couple to tell it by: within
+    :data:`STANDARD_OVERLAP_V` of where it was expected, and no other couple of the scan (``paired``) nor the
+    analyte's lone peak (``analyte_hint_v``) within that of it, so nothing merged with it or could be it."""
+    if standard is None or standard.e_half_v is None or abs(standard.e_half_v - standard_hint_v) >= STANDARD_OVERLAP_V:
+        return False
+    others = [c.e_half_v for c in paired if c is not standard and c.e_half_v is not None]
+    others += [] if analyte_hint_v is None else [analyte_hint_v]
+    return all(abs(e - standard.e_half_v) >= STANDARD_OVERLAP_V for e in others)
 
 
 def _standard_problem(paired: list[CVResult], analyte: CVResult | None, standard: CVResult | None,
@@ -779,23 +820,23 @@ def _standard_problem(paired: list[CVResult], analyte: CVResult | None, standard
     found = ", ".join(f"{c.e_half_v:+.3f}" for c in paired)
     lone = standard.e_half_v if standard is not None and paired == [standard] else None  # ferrocene's alone
     if lone is not None and abs(lone - standard_hint_v) < STANDARD_OVERLAP_V:
-        return (f"one couple only in the scan with the standard, at {lone:+.3f} V, where {name} was "
+        return (f"one couple only in the scan with the standard, at {lone:+.3f} V vs the reference, where {name} was "
                 f"expected ({standard_hint_v:+.3f} V): most likely {name}'s, the analyte's wave not found there")
     if analyte_hint_v is None:
         return (f"the cv before the standard showed no peak of the analyte, so which couple of the scan with the "
-                f"standard (at {found} V; {name} expected at {standard_hint_v:+.3f} V) is the analyte's cannot "
-                "be told")
+                f"standard (at {found} V vs the reference; {name} expected at {standard_hint_v:+.3f} V) is the "
+                "analyte's cannot be told")
     if analyte is None:
-        return (f"no couple in the scan with the standard (at {found} V) where the analyte was seen before it "
-                f"({analyte_hint_v:+.3f} V)")
+        return (f"no couple in the scan with the standard (at {found} V vs the reference) where the analyte was seen "
+                f"before it ({analyte_hint_v:+.3f} V)")
     if standard is None and paired == [analyte]:
-        return (f"no second couple besides the analyte's (at {analyte.e_half_v:+.3f} V) in the scan with the "
-                f"standard; {name} was expected at {standard_hint_v:+.3f} V")
+        return (f"no second couple besides the analyte's (at {analyte.e_half_v:+.3f} V vs the reference) in the scan "
+                f"with the standard; {name} was expected at {standard_hint_v:+.3f} V")
     if standard is None:
-        return (f"no couple in the scan with the standard (at {found} V) that was not there before it: {name}'s, "
-                f"expected at {standard_hint_v:+.3f} V, not found")
-    return (f"the couples at {analyte.e_half_v:+.3f} V and {standard.e_half_v:+.3f} V are closer than "
-            f"{MIN_COUPLE_SEPARATION_V * 1000:.0f} mV: which is {name} cannot be told")
+        return (f"no couple in the scan with the standard (at {found} V vs the reference) that was not there before "
+                f"it: {name}'s, expected at {standard_hint_v:+.3f} V, not found")
+    return (f"the couples at {analyte.e_half_v:+.3f} V and {standard.e_half_v:+.3f} V vs the reference are closer "
+            f"than {MIN_COUPLE_SEPARATION_V * 1000:.0f} mV: which is {name} cannot be told")
 
 
 # -- several scan rates ------------------------------------------------------------------------------------

@@ -247,6 +247,10 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
         "e_half_v_vs_fc": referenced.get("e_vs_fc_v"), "e_half_v_vs_li_via_fc": referenced.get("e_vs_li_v"),
         "e_half_spread_mV": 1e3 * (max(halves) - min(halves)) if len(halves) > 1 else None,
         "standard_problem": referenced.get("problem"),
+        # where the standard was found though it referenced no analyte (the analyte showed no couple of its own): for
+        # the page's table, not a CSV column; a journal from before said such a standard "not found" (problem)
+        "standard_found_v": None if referenced.get("problem") is not None or referenced.get("e_vs_fc_v") is not None
+        else (referenced.get("standard") or {}).get("e_half_v"),
         # every blank in order (``contaminated then clean``): the one a clean cured is the cell's history too
         "blank_flags": " then ".join("; ".join(b["result"]["flags"]) or "clean" for b in blanks) or None,
         "purged_min": record.get("purged_minutes"),
@@ -330,8 +334,15 @@ def _lab_cells(scans: list[dict[str, Any]]) -> list[str]:
                   if s["scan_rate_v_s"] is not None),
         *(_rounded(column, first[column]) for column in ("e_half_spread_mV", "diffusion_cm2_s", "ru_ohm")),
         _rounded("ir_compensated_pct", 100 * compensated / ru if ru and compensated is not None else None),
-        first["blank_flags"] or "", first["standard_problem"] or ("" if first["e_half_v_vs_fc"] is None else "found"),
+        first["blank_flags"] or "", first["standard_problem"] or ("found" if first["e_half_v_vs_fc"] is not None else
+                                                                 _found_alone(first.get("standard_found_v"))),
     ]
+
+
+def _found_alone(standard_v: float | None) -> str:
+    """The lab-grade table's word for a standard found in an experiment that gave it no analyte to reference: where
+    (V vs the reference electrode, as the standard's scan measured it), or '' where there was none."""
+    return "" if standard_v is None else f"found, at {standard_v:+.3f} V vs the reference; no analyte couple"
 
 
 def _rounded(column: str, value: float | None) -> str:

@@ -217,6 +217,8 @@ class LabRecord:
                          f"(the cell held {self.cell_held_ml:g} mL)")
         if self.referenced is not None and self.referenced.e_vs_fc_v is not None:
             parts.append(f"E1/2 {self.referenced.e_vs_fc_v:+.3f} V vs Fc/Fc+")
+        elif self.referenced is not None and (found := self.referenced.standard_said()) is not None:
+            parts.append(f"{found}, no couple of the analyte to reference to it")
         elif self.referenced is not None:
             parts.append(f"no standard ({self.referenced.problem})")
         return "lab-grade CV: " + (", ".join(parts) or "nothing measured")
@@ -1097,13 +1099,18 @@ class ProtocolExecutor:
         lab.standard_scan = voltammogram
         couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)
         before = [e for c in analyze_couples(first, ru_ohm=lab.ru_ohm) if (e := couple_position(c)) is not None]
+        # an analyte the cv failed (no wave, one beyond the window, an irreversible one) has nothing to reference: a
+        # standard found is then fine, and the failure the analyte's own (it failed no_standard too, a chemist's trial)
+        failed = analysis.e_half_v is None or bool(analysis.flags)
         lab.referenced = reference_to_ferrocene(couples, couple_position(analysis), fc_expected, before_v=before,
                                                 ferrocene_vs_li_v=self.ferrocene_vs_li_v, standard_name=step.standard,
-                                                standard_vs_fc_v=step.vs_fc_v)
-        if lab.referenced.problem is not None and analysis.e_half_v is not None and not analysis.flags:
+                                                standard_vs_fc_v=step.vs_fc_v, analyte_failed=failed)
+        if lab.referenced.problem is not None and not failed:
             log.warning("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
-        else:
+        elif lab.referenced.e_vs_fc_v is not None:
             log.info("%s: E vs Fc/Fc+ %+.4f V", where, lab.referenced.e_vs_fc_v)
+        else:
+            log.info("%s: %s", where, lab.referenced.problem or lab.referenced.standard_said())
         standard = lab.referenced.standard
         found = None if standard is None else standard.e_half_v
         if found is not None:

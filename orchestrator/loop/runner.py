@@ -732,6 +732,8 @@ class Runner:
         referenced = outcome.lab.referenced
         if CVFlag.NO_STANDARD in outcome.analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"
+        elif referenced is not None and (found := referenced.standard_said()) is not None:
+            flags += f" ({found}: the standard was fine)"  # the failure is the analyte's, not the cell's
         self._fail(experiment.id, f"{ANALYSIS_FAILURE}{flags}", safe_state=False)
         return ANALYSIS_FAULT
 

@@ -284,11 +284,47 @@ def test_an_analyte_its_first_scan_missed_is_not_swapped_with_ferrocene(tmp_path
         lab = journal.lab_record(experiment.id)
     assert lab is not None and lab["scans"][0]["analysis"]["e_half_v"] is None  # the finding's path
     referenced = lab["referenced"]
-    if experiment.potential_v is None:  # told apart from nothing: no potential, and said why
-        assert "no_standard" in referenced["flags"] and referenced["problem"]
+    if experiment.potential_v is None:  # no potential, and said why: no standard, or none needed it (found, clear)
+        assert ("no_standard" in referenced["flags"]) == (referenced["problem"] is not None)
+        assert referenced["problem"] or referenced["standard"]["e_half_v"] is not None
     else:  # vs ferrocene, the truth to within the world's 10 mV noise
         assert abs(experiment.potential_v - truth) < 0.03, (experiment.potential_v, truth)
         assert abs(referenced["standard"]["e_half_v"] - (3.2 - 3.23)) < 0.03  # ferrocene's couple, as emulated
+
+
+def test_an_analyte_without_a_wave_fails_for_it_not_for_the_standard(tmp_path, labloop):
+    """Hexane (redox-inactive: no wave in the window) and a molecule whose wave lies beyond the window, on the
+    lab-grade example: each failed ``no_peak, no_standard`` / ``beyond_window, no_standard`` while its cause said
+    ferrocene was found "at -0.030 V" (a chemist's trial; experiments 23 and 29 of the example's dry run), and
+    without saying against what. The flags now say what happened: no analyte wave, ferrocene fine, and the cause
+    says where ferrocene was found, vs the reference."""
+    _lab_grade(tmp_path, experiments=2)
+    (tmp_path / "library.csv").write_text("smiles,ie_ev,ea_ev\nCCCCCC,10.13,-1.5\n"
+                                          "N#Cc1ccc(C#N)c2c1-c1cccc3cccc-2c13,8.245936,1.482288\n")
+    assert labloop("run", tmp_path / "lab.yaml", "--dry-run").returncode == 0
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    with Journal.open(store, readonly=True) as journal:
+        failed = {e.smiles: e for e in journal.experiments()}
+        records = {smiles: journal.lab_record(e.id) for smiles, e in failed.items()}
+    assert {smiles: (e.status, e.flags) for smiles, e in failed.items()} == {
+        "CCCCCC": (State.FAILED, ["no_peak"]),
+        "N#Cc1ccc(C#N)c2c1-c1cccc3cccc-2c13": (State.FAILED, ["beyond_window"])}
+    found = re.compile(r"ferrocene found at -0\.0\d\d V vs the reference \(expected at \+0\.000 V\)")
+    for smiles, experiment in failed.items():
+        said = found.search(experiment.cause)
+        assert said and experiment.cause.endswith(f"({said[0]}: the standard was fine)"), experiment.cause
+        assert "no_standard" not in experiment.cause and "one couple only" not in experiment.cause
+        referenced = records[smiles]["referenced"]
+        assert referenced["problem"] is None and "no_standard" not in referenced["flags"]
+    logged = json.loads(labloop("log", store, "--json").stdout)
+    summaries = [e["message"] for e in logged["events"] if e["kind"] == "lab"]
+    assert len(summaries) == 2 and all(found.search(m) and m.endswith(", no couple of the analyte to reference to it")
+                                       for m in summaries), summaries
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count(" V vs the reference; no analyte couple</td>") == 2
+    with (tmp_path / "report" / "lab_grade.csv").open() as handle:
+        assert {r["standard_problem"] for r in csv.DictReader(handle)} == {""}  # nothing wrong with the standard
 
 
 def test_ferrocene_sits_where_the_campaign_says_and_puts_the_analyte_on_the_li_scale(tmp_path, labloop):

@@ -4,6 +4,7 @@ protocol executor on real drivers talking to the emulators over ptys (EmStat, NE
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -298,7 +299,12 @@ def test_scans_without_the_wave_give_no_d_and_say_why_in_the_journal_record(lab,
     assert record.diffusion is None and "peak current is missing" in record.diffusion_problem
     assert record.to_dict()["diffusion_problem"] == record.diffusion_problem
     assert f"no D ({record.diffusion_problem})" in record.summary()
-    assert record.referenced is not None and record.referenced.problem is not None  # kept in the record
+    # ferrocene was there: the failure is the analyte's (no_peak), not the standard's, and the record says where
+    # ferrocene was found, on the reference's scale (it read no_standard beside "ferrocene at -0.030 V", a trial)
+    assert CVFlag.NO_STANDARD not in outcome.analysis.flags and record.referenced.problem is None
+    found = record.referenced.standard_said()
+    assert found.startswith("ferrocene found at +0.3") and found.endswith(" V vs the reference (expected at +0.350 V)")
+    assert f"{found}, no couple of the analyte to reference to it" in record.summary()
     assert [r.getMessage() for r in caplog.records] == []
 
 
@@ -560,9 +566,32 @@ def test_a_lone_ferrocene_couple_is_not_called_the_analytes():
                                                            scan_rate_v_s=0.1), np.random.default_rng(5)))
     referenced = reference_to_ferrocene(couples, analyte_hint_v=FC_ON_REFERENCE - 0.6, standard_hint_v=FC_ON_REFERENCE)
     assert referenced.e_vs_fc_v is None and CVFlag.NO_STANDARD in referenced.flags
+    # the potential's scale is said (a chemist read "at -0.030 V" with no scale beside potentials vs Li/Li+)
     assert referenced.problem.startswith("one couple only in the scan with the standard, at +0.40")
-    assert referenced.problem.endswith("where ferrocene was expected (+0.350 V): most likely ferrocene's, the "
-                                       "analyte's wave not found there")
+    assert referenced.problem.endswith(" V vs the reference, where ferrocene was expected (+0.350 V): most likely "
+                                       "ferrocene's, the analyte's wave not found there")
+    # an analyte the cv before failed (its wave beyond the window) has nothing to reference: ferrocene, found and
+    # clear, is fine, and the failure is the analyte's own (it read no_standard too, a chemist's trial)
+    beyond = reference_to_ferrocene(couples, analyte_hint_v=FC_ON_REFERENCE - 0.6, standard_hint_v=FC_ON_REFERENCE,
+                                    analyte_failed=True)
+    assert beyond.e_vs_fc_v is None and CVFlag.NO_STANDARD not in beyond.flags and beyond.problem is None
+    assert beyond.standard_found_v == pytest.approx(FC_ON_REFERENCE + 0.05, abs=0.005)
+    assert re.fullmatch(r"ferrocene found at \+0\.40\d V vs the reference \(expected at \+0\.350 V\)",
+                        beyond.standard_said())
+    assert beyond.to_dict()["standard_expected_v"] == FC_ON_REFERENCE
+    # with no peak of the analyte before the standard at all, likewise
+    silent = reference_to_ferrocene(couples, analyte_hint_v=None, standard_hint_v=FC_ON_REFERENCE)
+    assert CVFlag.NO_STANDARD not in silent.flags and silent.problem is None and silent.standard_said() is not None
+    # ferrocene's couple merged with the analyte's lone peak, or 250 mV from where it was expected: not clear, so
+    # no_standard as before, and why
+    merged = reference_to_ferrocene(couples, analyte_hint_v=FC_ON_REFERENCE, standard_hint_v=FC_ON_REFERENCE,
+                                    analyte_failed=True)
+    assert CVFlag.NO_STANDARD in merged.flags and merged.problem.startswith("the analyte's wave at +0.350 V vs the "
+                                                                           "reference overlaps ferrocene's")
+    far = reference_to_ferrocene(couples, analyte_hint_v=None, standard_hint_v=FC_ON_REFERENCE - 0.2)
+    assert CVFlag.NO_STANDARD in far.flags and far.standard_said() is None
+    assert far.problem.startswith("the cv before the standard showed no peak of the analyte, so which couple of the "
+                                  "scan with the standard (at +0.40")
 
 
 def test_two_couples_are_paired_and_the_standard_found_by_position():
@@ -590,14 +619,14 @@ def test_the_standard_is_the_couple_the_scan_before_did_not_show():
     lone_peak = analyte.e0_v + 0.03  # the return peak alone, before the standard
     found = reference_to_ferrocene(couples, lone_peak, FC_ON_REFERENCE, before_v=[lone_peak])
     assert found.e_vs_fc_v == pytest.approx(analyte.e0_v - fc.e0_v, abs=0.005) and not found.problem
-    unseen = reference_to_ferrocene(couples, None, FC_ON_REFERENCE)  # no peak before: not told apart
-    assert unseen.e_vs_li_v is None and CVFlag.NO_STANDARD in unseen.flags
-    assert unseen.problem == ("the cv before the standard showed no peak of the analyte, so which couple of the scan "
-                              "with the standard (at +0.348, -0.751 V; ferrocene expected at +0.350 V) is the "
-                              "analyte's cannot be told")
+    # no peak before: no analyte to reference, but ferrocene, the new couple where it was expected and clear of the
+    # other, is found, and the failure is the analyte's own (it read no_standard, a chemist's trial)
+    unseen = reference_to_ferrocene(couples, None, FC_ON_REFERENCE)
+    assert unseen.e_vs_li_v is None and CVFlag.NO_STANDARD not in unseen.flags and unseen.problem is None
+    assert unseen.standard_said() == "ferrocene found at +0.348 V vs the reference (expected at +0.350 V)"
     there_before = reference_to_ferrocene(couples, lone_peak, FC_ON_REFERENCE, before_v=[lone_peak, fc.e0_v])
     assert there_before.e_vs_li_v is None and there_before.problem.startswith(
-        "no couple in the scan with the standard (at +0.348, -0.751 V) that was not there before it")
+        "no couple in the scan with the standard (at +0.348, -0.751 V vs the reference) that was not there before it")
 
 def located(raw: list) -> list[tuple[tuple, str]]:
     with pytest.raises(Problems) as info:
