@@ -885,12 +885,21 @@ class Truth(BaseModel):
         return ("ie_ev", "ea_ev") if self.source == "ie_ea" else (self.column,)  # type: ignore[return-value]
 
 
-def _placed(value: float, span: tuple[float, float], what: str, note: str = "") -> float:
+def _placed(value: float, span: tuple[float, float], what: str, note: str = "", *, subject: str = "it",
+            usual: str = "") -> float:
     """``value`` (V vs Li/Li+) when ``what`` can sit there (within ``span``), else the one line saying it cannot,
-    with the hint that 3200 is 3.2 V written in mV."""
+    with the likely slip: a sign (-3.2 for 3.2: Li/Li+ vs ``subject`` written for ``subject`` vs Li/Li+; ``usual``
+    says what sits near the default, said when the fixed value is within 0.3 V of 3.2) or millivolts (3200 for 3.2).
+    Why the sign first: -3.2 was offered as millivolts (-0.0032), a reference electrode at Li/Li+ itself, where a
+    chemist had written where Li/Li+ lies vs the reference."""
     low, high = span
     if not low <= value <= high:
-        hint = units_hint(value, (low, high), "millivolts", "volts", unit="") if abs(value) >= 1 else ""
+        if value < 0 and low <= -value <= high:
+            near = f" ({usual})" if usual and abs(-value - FERROCENE_VS_LI_V) <= 0.3 else ""
+            hint = (f": a sign slip? {compact(value)} V is where Li/Li+ lies vs {subject}; the field is where "
+                    f"{subject} lies vs Li/Li+: {compact(-value)}{near}")
+        else:
+            hint = units_hint(value, (low, high), "millivolts", "volts", unit="") if abs(value) >= 1 else ""
         raise ValueError(f"{compact(value)} V vs Li/Li+ is no place for {what} ({compact(low)}..{compact(high)} V"
                          f"{note}){hint}")
     return value
@@ -926,13 +935,14 @@ class Cell(BaseModel):
     @classmethod
     def _on_the_li_scale(cls, value: float) -> float:
         """Where a reference electrode can sit vs Li/Li+ (:data:`REFERENCE_OFFSET_RANGE_V`)."""
-        return _placed(value, REFERENCE_OFFSET_RANGE_V, "a reference electrode")
+        return _placed(value, REFERENCE_OFFSET_RANGE_V, "a reference electrode", subject="the reference",
+                       usual="3.2 V vs Li/Li+ is about where Fc+/Fc lies in carbonate electrolytes, the default")
 
     @field_validator("ferrocene_vs_li_v")
     @classmethod
     def _ferrocene_on_the_li_scale(cls, value: float) -> float:
         """Where ferrocene can sit vs Li/Li+ (:data:`FERROCENE_RANGE_V`)."""
-        return _placed(value, FERROCENE_RANGE_V, "ferrocene's couple", "; 3.2 in carbonates")
+        return _placed(value, FERROCENE_RANGE_V, "ferrocene's couple", "; 3.2 in carbonates", subject="Fc+/Fc")
 
     @model_validator(mode="after")
     def _oxygen_on_the_li_scale(self) -> Cell:

@@ -321,12 +321,28 @@ def test_a_safety_volume_in_ul_is_refused_rather_than_loosened(tmp_path, labloop
     assert result.stderr.rstrip().endswith(f"safety.{field}: {message}"), result.stderr
 
 
-def test_a_reference_offset_in_millivolts_is_named(tmp_path, labloop, write_campaign):
-    """``cell.reference_offset_v: 3200`` got pydantic's "must be less than or equal to 6"."""
-    result = labloop("validate", write_campaign(tmp_path, cell={"reference_offset_v": 3200}), "--dry-run")
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("reference_offset_v", 3200, "3200 V vs Li/Li+ is no place for a reference electrode (-1..6 V): millivolts "
+                                 "written as volts? (3.2)"),
+    # where Li/Li+ lies vs the reference, the sign slipped: it was offered as millivolts (-0.0032), a chemist's trial
+    ("reference_offset_v", -3.2, "-3.2 V vs Li/Li+ is no place for a reference electrode (-1..6 V): a sign slip? "
+                                 "-3.2 V is where Li/Li+ lies vs the reference; the field is where the reference lies "
+                                 "vs Li/Li+: 3.2 (3.2 V vs Li/Li+ is about where Fc+/Fc lies in carbonate "
+                                 "electrolytes, the default)"),
+    ("reference_offset_v", -4.5, "-4.5 V vs Li/Li+ is no place for a reference electrode (-1..6 V): a sign slip? "
+                                 "-4.5 V is where Li/Li+ lies vs the reference; the field is where the reference lies "
+                                 "vs Li/Li+: 4.5"),
+    ("ferrocene_vs_li_v", -3.35, "-3.35 V vs Li/Li+ is no place for ferrocene's couple (2.5..4.5 V; 3.2 in "
+                                 "carbonates): a sign slip? -3.35 V is where Li/Li+ lies vs Fc+/Fc; the field is where "
+                                 "Fc+/Fc lies vs Li/Li+: 3.35"),
+], ids=["mV", "sign", "sign, far from ferrocene", "ferrocene's sign"])
+def test_a_reference_offset_in_millivolts_or_of_the_wrong_sign_is_named(tmp_path, labloop, write_campaign, field,
+                                                                         value, message):
+    """``cell.reference_offset_v: 3200`` got pydantic's "must be less than or equal to 6"; ``-3.2`` (Li/Li+ vs the
+    reference, not the reference vs Li/Li+) was told "millivolts written as volts? (-0.0032)"."""
+    result = labloop("validate", write_campaign(tmp_path, cell={field: value}), "--dry-run")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
-    assert result.stderr.rstrip().endswith("cell.reference_offset_v: 3200 V vs Li/Li+ is no place for a reference "
-                                           "electrode (-1..6 V): millivolts written as volts? (3.2)")
+    assert result.stderr.rstrip().endswith(f"cell.{field}: {message}"), result.stderr
 
 
 @pytest.mark.parametrize(("band", "message"), [
