@@ -391,6 +391,22 @@ def _pair(peaks: list[_Peak]) -> tuple[_Peak | None, _Peak | None]:
     return (main, partner) if main.direction > 0 else (partner, main)
 
 
+def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates: int = 1) -> str:
+    """The rule :func:`analyze_cv` calls a couple reversible by, in one line for whatever shows the call (the report's
+    page, ``log --json``, a run's warning): ``reversible: 0 < dEp <= 80 mV and |ipc/ipa| 0.80..1.25 ...``. Why: a
+    chemist saw couples at dEp 72-77 mV (after iR correction), growing with the scan rate, called reversible with no
+    cut-off said; 80 mV is a screening cut-off, wider than a reversible one-electron couple's 57 mV at 25 C (by
+    Nicholson's working curve psi is about 1.3 there: a fast quasi-reversible couple). dEp is between peak potentials
+    corrected for the resistance the potentiostat left uncompensated (zero where no EIS measured it); ``rates`` above 1:
+    a lab-grade cv's, reversible only when every rate's is."""
+    s = settings or CVAnalysisSettings()
+    band = 1 + s.reversible_ratio_band
+    every = " (an experiment's: at every scan rate)" if rates > 1 else ""
+    return (f"reversible: 0 < dEp <= {1e3 * s.reversible_max_dep_v:.0f} mV and |ipc/ipa| {1 / band:.2f}..{band:.2f}"
+            f"{every}; irreversible: no return peak, or dEp >= {1e3 * s.irreversible_min_dep_v:.0f} mV; "
+            "quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR)")
+
+
 def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettings, *,
               judged: bool = True) -> Reversibility:
     """Reversibility class from peak separation and current ratio (no return peak: irreversible); a ratio the

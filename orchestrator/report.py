@@ -726,6 +726,12 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,
               *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists(), *[PAST_CSV] * (folder / PAST_CSV).exists()]
     data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)
+    # the cut-off a call of "reversible" went unsaid by, and which potentials are iR-corrected (a chemist's trial)
+    criterion = esc(campaign["reversibility_criterion"])
+    corrected = (("measurements.csv, lab_grade.csv", "measurements.csv and lab_grade.csv (e_half_v_vs_reference and "
+                  "dep_mV; lab_grade.csv's epa_v_vs_reference and epc_v_vs_reference too)")
+                 if (folder / LAB_GRADE_CSV).exists() else
+                 ("measurements.csv", "measurements.csv (e_half_v_vs_reference and dep_mV)"))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>
 <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}} figure{{display:inline-block;margin:0}}
@@ -764,5 +770,9 @@ each corrected output by how probable each measurement is under its prediction a
 is left out of the fit, summed over the measurements (natural log): only the numbers of one row compare, and the
 higher proposes.</p>
 <h2>data</h2><p>{data}</p>
+<p class="caption">reversibility ({corrected[0]}; log --json): {criterion}. The peak potentials of
+{corrected[1]} are corrected for the residual iR, the ohmic drop of the resistance the potentiostat left
+uncompensated (ru_ohm - ir_compensated_ohm; nothing without an eis step to measure Ru); voltammograms.csv holds the
+potentials as applied, not corrected.</p>
 </body></html>
 """

@@ -97,6 +97,7 @@ from labloop.instruments.cv_analysis import (
     couple_position,
     randles_sevcik_diffusion,
     reference_to_ferrocene,
+    reversibility_criterion,
     to_li_scale,
 )
 from labloop.instruments.impedance import ImpedanceSpectrum, RuEstimate, fit_ru
@@ -596,9 +597,12 @@ class ProtocolExecutor:
             # reversible at the first rate only: dEp that grows with the rate is a slow couple's (an electrochemist's
             # trial: 72 mV at 0.1 V/s, 98 mV at 1 V/s, called reversible)
             analysis = replace(analysis, reversibility="quasi-reversible")
-            if lab.diffusion is not None:
-                log.warning("sample %s (%s): quasi-reversible over its scan rates: D from Randles-Sevcik (a "
-                            "reversible couple's equation) reads low for it", sample_id, smiles)
+            if lab.diffusion is not None:  # with the dEp of each rate and the cut-off, which the call went unsaid by
+                deps = ", ".join(f"{1e3 * a.dep_v:.0f}" if a.dep_v is not None else "none" for _, a in lab.scans)
+                rates = ", ".join(compact(v.params.scan_rate_v_s) for v, _ in lab.scans)
+                log.warning("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
+                            "Randles-Sevcik (a reversible couple's equation) reads low for it", sample_id, smiles, deps,
+                            rates, reversibility_criterion(rates=len(lab.scans)).split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
             self._warn_of_d(f"{sample_id} ({smiles})", lab)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)

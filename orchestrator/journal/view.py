@@ -25,6 +25,7 @@ from rich.text import Text
 
 from labloop.core.errors import JournalError, Problems, first_line
 from labloop.core.text import plural, printable
+from labloop.instruments.cv_analysis import reversibility_criterion
 from labloop.orchestrator.config.campaign import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.names import library_names
@@ -39,7 +40,7 @@ from labloop.orchestrator.journal.store import (
     potential_said,
     with_advice,
 )
-from labloop.protocols.steps import CV, parse_steps
+from labloop.protocols.steps import CV, Analyze, Step, parse_steps
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     ranked = [e for _, e in sorted(measured, key=lambda pe: objective.rank(pe[0]), reverse=True)]
     hits = sum(objective.is_hit(p) for p, _ in measured) if objective.defines_hits else None
 
-    protocol = _protocol_conditions(journal.path, config)
+    steps = _protocol_steps(journal.path, config)
+    protocol = _protocol_conditions(steps)
     names = library_names(config.get("library") or {})
     events = [_without_raw(asdict(e)) for e in journal.events()]
     # the lab's measurements from before the campaign: counted apart from its experiments (the budget, done and hits
@@ -101,6 +103,9 @@ def snapshot(journal: Journal) -> dict[str, Any]:
             "code_version": info.code_version, "objective": config["objective"],
             "objective_text": describe_objective(config["objective"]), "planner": config["planner"],
             "budget": config["budget"],
+            # the rule each experiment's ``reversibility`` was judged by (a chemist saw dEp 72-77 mV called
+            # reversible with no cut-off said)
+            "reversibility_criterion": reversibility_said(steps),
         },
         "progress": progress,
         "best": [row(e) for e in ranked[:BEST_SHOWN]],
@@ -110,20 +115,32 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     }
 
 
-def _protocol_conditions(store: Path, config: dict[str, Any]) -> dict[str, Any]:
+def _protocol_steps(store: Path, config: dict[str, Any]) -> tuple[Step, ...]:
+    """The journal's protocol, its steps read as a run reads them; a record that does not read is damaged."""
+    protocol = config.get("protocol")
+    try:
+        return tuple(parse_steps(protocol.get("steps") if isinstance(protocol, dict) else None))
+    except Problems as exc:
+        raise JournalError(f"{store}: the journal's campaign record is damaged (its protocol cannot be read: "
+                           f"{first_line(exc)})") from None
+
+
+def _protocol_conditions(steps: tuple[Step, ...]) -> dict[str, Any]:
     """The scan rate the protocol's cv runs at as written (``{"scan_rate_v_s": 0.1}``, the step's default when it
     gives none, or ``{"scan_rates_v_s": [...]}`` for a cv of several), which an experiment ran at unless a planned
     condition of that name replaced it. Why beside the planned ``conditions``: a potential is read at a scan rate
     (a quasi-reversible wave moves with it), and without a ``conditions:`` section the rate was in the raw data
     alone, not in ``log --json`` nor the report's tables."""
-    protocol = config.get("protocol")
-    try:
-        steps = parse_steps(protocol.get("steps") if isinstance(protocol, dict) else None)
-    except Problems as exc:
-        raise JournalError(f"{store}: the journal's campaign record is damaged (its protocol cannot be read: "
-                           f"{first_line(exc)})") from None
     cv = next(step for step in steps if isinstance(step, CV))  # parse_steps: exactly one
     return {"scan_rates_v_s": list(cv.scan_rates_v_s)} if cv.scan_rates_v_s else {"scan_rate_v_s": cv.scan_rate_v_s}
+
+
+def reversibility_said(steps: tuple[Step, ...]) -> str:
+    """The rule the protocol's experiments were called reversible by (:func:`reversibility_criterion`): its
+    ``analyze`` step's settings or the analysis' defaults, over every rate of a cv of several."""
+    settings = next((step.settings for step in steps if isinstance(step, Analyze)), None)
+    cv = next(step for step in steps if isinstance(step, CV))
+    return reversibility_criterion(settings, rates=len(cv.scan_rates_v_s or ()))
 
 
 #: the events that start a run or end one (``interrupted`` of no one experiment: each interrupted experiment has

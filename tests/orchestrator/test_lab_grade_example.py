@@ -108,6 +108,11 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     assert {r["protocol_conditions"] for r in measured} == {"scan_rates_v_s=[0.1, 0.2, 0.5, 1]"}
     # the lab-grade results in a table of their own, one row per experiment and scan rate, units in the headers
     assert 'href="lab_grade.csv"' in page
+    # the call over four rates is stated as such, beside which potentials are iR-corrected
+    said = " ".join(page.split())
+    assert "reversibility (measurements.csv, lab_grade.csv; log --json): reversible: 0 &lt; dEp &lt;= 80 mV and " \
+           "|ipc/ipa| 0.80..1.25 (an experiment&#x27;s: at every scan rate);" in said
+    assert "lab_grade.csv's epa_v_vs_reference and epc_v_vs_reference too) are corrected for the residual iR" in said
     with (tmp_path / "report" / "lab_grade.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import itertools
 import json
 import subprocess
@@ -40,6 +41,17 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert words.count("&ldquo;prior&rdquo; is the network's gas-phase DFT ionisation energy turned into a potential "
                        "by the fixed rule E = IE - 1.40 V vs Li/Li+") == 2, words
     assert "each measurement predicted by ensemble members that did not train on it" in words
+    # the rule "reversible" is called by, and which potentials are iR-corrected (a chemist saw dEp 72-77 mV called
+    # reversible with no cut-off said, and could not tell the CSVs' corrected peaks from the raw scans)
+    criterion = ("reversible: 0 < dEp <= 80 mV and |ipc/ipa| 0.80..1.25; irreversible: no return peak, or dEp >= 200 "
+                 "mV; quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR)")
+    assert f"reversibility (measurements.csv; log --json): {html.escape(criterion)}." in words
+    assert ("The peak potentials of measurements.csv (e_half_v_vs_reference and dep_mV) are corrected for the "
+            "residual iR, the ohmic drop of the resistance the potentiostat left uncompensated (ru_ohm - "
+            "ir_compensated_ohm; nothing without an eis step to measure Ru); voltammograms.csv holds the potentials as "
+            "applied, not corrected.") in words
+    logged = json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)
+    assert logged["campaign"]["reversibility_criterion"] == criterion
     assert "summed over the measurements (natural log): only the numbers of one row compare, and the higher " \
            "proposes." in words
     for name in PLOTS:
@@ -143,6 +155,21 @@ def test_an_unnamed_reference_electrode_is_said_to_be_unnamed_not_called_ag_ag(t
     named = labloop("validate", write_campaign(tmp_path, instruments=rig, name="named"), "--dry-run")
     assert named.returncode == 0 and "reference option" not in named.stderr, named.stderr
     assert "reference    Ag/AgCl (potentiostat's reference option) at 3.2 V vs Li/Li+" in named.stdout
+
+
+def test_the_reversibility_criterion_is_the_protocols_own():
+    """An ``analyze`` step's cut-offs are the ones stated, and a cv of several rates says the experiment's call is
+    over every rate (orchestrator/journal/view.py reversibility_said, what log --json and the page state)."""
+    from labloop.orchestrator.journal.view import reversibility_said
+    from labloop.protocols.steps import parse_steps
+
+    steps = parse_steps(["load_sample", {"cv": {"scan_rates_v_s": [0.1, 1.0]}},
+                         {"analyze": {"reversible_max_dep_v": 0.065, "reversible_ratio_band": 0.1,
+                                      "irreversible_min_dep_v": 0.15}}])
+    assert reversibility_said(tuple(steps)) == (
+        "reversible: 0 < dEp <= 65 mV and |ipc/ipa| 0.91..1.10 (an experiment's: at every scan rate); irreversible: no "
+        "return peak, or dEp >= 150 mV; quasi-reversible: between (dEp from peak potentials corrected for the "
+        "uncompensated iR)")
 
 
 def test_the_interval_check_counts_errors_within_1_96_sd_and_judges_by_the_binomial_range():
