@@ -88,6 +88,9 @@ from labloop.surrogate.presets import PRESETS
 
 log = logging.getLogger(__name__)
 
+#: the fixed potentials (V vs the reference) a protocol step scans or holds: cv, blank, eis
+SCANNED_POTENTIALS = ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "e_dc_v")
+
 #: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values;
 #: ``.inf`` and ``.nan`` are no limits either
 Int = Annotated[int, Strict()]
@@ -1239,8 +1242,9 @@ class Campaign(BaseModel):
         liquid the protocol leaves in the cell under a cv that computes D
         (:func:`labloop.protocols.executor.leftover_dilution`: the warning the run gives of each such experiment,
         given once, with the budget's experiments as the run counts them), a cv no sample is dispensed for
-        (:func:`labloop.protocols.executor.unsampled_cv`), and a window around the candidate that the safety limits
-        hold around part of the objective's hits only (:meth:`_half_width_fit`)."""
+        (:func:`labloop.protocols.executor.unsampled_cv`), a window around the candidate that the safety limits
+        hold around part of the objective's hits only (:meth:`_half_width_fit`), and a scan reaching below 0 V vs
+        Li/Li+ (:meth:`_below_lithium`)."""
         lines = []
         steps = parse_steps(list(self.protocol.steps))
         leftover = leftover_dilution(steps, self.safety.limits(), self.budget.max_experiments)
@@ -1248,7 +1252,29 @@ class Campaign(BaseModel):
         for problem in found:
             lines.append(self._protocol_line(Problem(("protocol", *problem.loc), problem.message)))
         lines.extend(self._protocol_line(problem) for refused, problem in self._half_width_fit(steps) if not refused)
+        lines.extend(self._protocol_line(problem) for problem in self._below_lithium(steps))
         return lines
+
+    def _below_lithium(self, steps: tuple[Step, ...]) -> list[Problem]:
+        """A problem for each step whose fixed potentials (:data:`SCANNED_POTENTIALS`, V vs the reference) reach
+        below 0 V vs Li/Li+ through ``cell.reference_offset_v``, located at its lowest: lithium plates there in a Li+
+        electrolyte, and the scan measures plating and stripping, not the analyte. Warned about, not refused (another
+        electrolyte can be meant), since the usual cause is an offset for another reference electrode (a chemist's
+        trial: an offset of 1.0 V with a vertex at -1.5 V, -0.5 V vs Li/Li+, validated silently)."""
+        offset, found = self.cell.reference_offset_v, []
+        for index, step in enumerate(steps):
+            fixed = [(value, name) for name in SCANNED_POTENTIALS if (value := getattr(step, name, None)) is not None]
+            if not fixed:
+                continue
+            lowest, name = min(fixed)
+            if lowest + offset < 0:
+                found.append(Problem(("protocol", index, step.name, name),
+                                     f"{compact(lowest)} V vs the reference is {compact(round(lowest + offset, 6))} V "
+                                     f"vs Li/Li+ (cell.reference_offset_v {compact(offset)}): below 0 V vs Li/Li+ "
+                                     "lithium plates on the working electrode in a Li+ electrolyte, and the scan "
+                                     "measures its plating and stripping (check cell.reference_offset_v for the "
+                                     "reference electrode used)"))
+        return found
 
     def unused_ferrocene(self) -> str | None:
         """``file:line: cell.ferrocene_vs_li_v: ...`` when the campaign file sets where ferrocene sits but the protocol

@@ -205,6 +205,21 @@ def test_a_value_that_can_be_meant_is_warned_about_in_one_line(tmp_path, labloop
     assert result.stderr == ("" if message is None else f"warning: {protocol}:{line}: {field}: {message}\n")
 
 
+def test_a_scan_below_lithium_plating_is_warned_about(tmp_path, labloop, write_campaign):
+    """An offset for another reference electrode (1.0 V) put the cv's vertex at -0.5 V vs Li/Li+, where lithium
+    plates in a Li+ electrolyte, and validated silently (an electrochemist's trial): one warning at the step's lowest
+    potential, exit 0; the blank, at -1.0 V vs the reference, stays at 0 V vs Li/Li+ and is not named."""
+    result, protocol, line = validate(labloop, write_campaign, tmp_path, "e_vertex2_v: -0.8,", "e_vertex2_v: -1.5,",
+                                      cell={"reference_offset_v": 1.0},  # a window the cv reaches from there
+                                      objective={"quantity": "oxidation_potential", "goal": "window",
+                                                 "window_v": [1.5, 1.6]})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (f"warning: {protocol}:{line}: protocol[4].cv.e_vertex2_v: -1.5 V vs the reference is "
+                             "-0.5 V vs Li/Li+ (cell.reference_offset_v 1): below 0 V vs Li/Li+ lithium plates on the "
+                             "working electrode in a Li+ electrolyte, and the scan measures its plating and stripping "
+                             "(check cell.reference_offset_v for the reference electrode used)\n"), result.stderr
+
+
 def test_a_sample_rinsed_out_before_the_cv_is_warned_about(tmp_path, labloop, write_campaign):
     """A rinse between the sample's dispense and the cv empties the cell: the cv measures it without its sample."""
     result, protocol, _ = validate(labloop, write_campaign, tmp_path, "refill: true}\n- cv:",
