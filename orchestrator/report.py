@@ -109,7 +109,8 @@ LAB_GRADE_COLUMNS = (
     "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "ir_compensated_ohm",
     "diffusion_cm2_s", "diffusion_r_squared", "n_electrons", "temperature_K", "analyte_mM", "sample_stock_mM",
     "sample_ml", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct", "e_half_v_vs_fc",
-    "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem", "blank_flags", "purged_min",
+    "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem", "standard_e_half_v_vs_reference",
+    "standard_dep_mV", "standard_ipc_over_ipa", "blank_flags", "purged_min",
 )
 
 
@@ -230,6 +231,7 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     scan rate, the experiment's own values on each."""
     diffusion = record.get("diffusion") or {}
     referenced = record.get("referenced") or {}
+    standard = referenced.get("standard") or {}
     blanks = record.get("blanks") or []
     share = record.get("dilution_share")
     # a reversible couple's E1/2 does not move with the rate: a spread of tens of mV over the rates says the
@@ -247,6 +249,10 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
         "e_half_v_vs_fc": referenced.get("e_vs_fc_v"), "e_half_v_vs_li_via_fc": referenced.get("e_vs_li_v"),
         "e_half_spread_mV": 1e3 * (max(halves) - min(halves)) if len(halves) > 1 else None,
         "standard_problem": referenced.get("problem"),
+        # the standard's own couple, the lab's check on its electrode and iR: a fast one-electron couple such as
+        # ferrocene gives dEp near 57 mV and a ratio near 1 (an electrochemist's trial found them in no output)
+        "standard_e_half_v_vs_reference": standard.get("e_half_v"),
+        "standard_dep_mV": _scaled(standard.get("dep_v"), 1e3), "standard_ipc_over_ipa": standard.get("ratio"),
         # where the standard was found though it referenced no analyte (the analyte showed no couple of its own): for
         # the page's table, not a CSV column; a journal from before said such a standard "not found" (problem)
         "standard_found_v": None if referenced.get("problem") is not None or referenced.get("e_vs_fc_v") is not None
@@ -375,8 +381,9 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
 #: electrode holds; ``dep_mV`` is in mV, so 1 decimal is the same 0.1 mV; ``temperature_K`` to 0.01 K, as 298.15 K
 #: is written (4 digits made it 298.1). The journal keeps every value whole
 DECIMALS = {**dict.fromkeys(("potential_v", "above_v", "below_v", "e_half_v", "mu", "sigma", "e_half_v_vs_reference",
-                             "epa_v_vs_reference", "epc_v_vs_reference", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc"),
-                            4), "dep_mV": 1, "temperature_K": 2}
+                             "epa_v_vs_reference", "epc_v_vs_reference", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc",
+                             "standard_e_half_v_vs_reference"), 4), "dep_mV": 1, "standard_dep_mV": 1,
+            "temperature_K": 2}
 #: significant digits of every other real number in the CSVs (conditions, currents, D, Ru, acquisition values):
 #: a planner draws a condition from a continuous range (``scan_rate_v_s=0.055173262610286274``), an analysis
 #: fits a current to 17 digits, and 4 (``0.05517``) are finer than any rig sets or a potentiostat measures

@@ -140,6 +140,10 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
         # what D was computed with: the cv step's analyte_mm and electrode; the cell held nothing else
         assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1", "0.0314", "0")
         assert row["standard_problem"] == "" and row["blank_flags"] == "clean"
+        standard = lab["referenced"]["standard"]  # ferrocene's own couple, the lab's check on its electrode and iR
+        assert (row["standard_e_half_v_vs_reference"], row["standard_dep_mV"], row["standard_ipc_over_ipa"]) == \
+            (shown(standard["e_half_v"], decimals=4), shown(standard["dep_v"], 1e3, 1), shown(standard["ratio"]))
+        assert 50 < float(row["standard_dep_mV"]) < 75  # a fast one-electron couple's, as simulated
         compensated = next(s["voltammogram"]["params"]["ir_comp_ohm"] for s in lab["scans"]
                            if s["scan_rate_v_s"] == float(row["scan_rate_v_s"]))
         assert row["ir_compensated_ohm"] == shown(compensated) and compensated > 0
