@@ -253,10 +253,6 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
         # ferrocene gives dEp near 57 mV and a ratio near 1 (an electrochemist's trial found them in no output)
         "standard_e_half_v_vs_reference": standard.get("e_half_v"),
         "standard_dep_mV": _scaled(standard.get("dep_v"), 1e3), "standard_ipc_over_ipa": standard.get("ratio"),
-        # where the standard was found though it referenced no analyte (the analyte showed no couple of its own): for
-        # the page's table, not a CSV column; a journal from before said such a standard "not found" (problem)
-        "standard_found_v": None if referenced.get("problem") is not None or referenced.get("e_vs_fc_v") is not None
-        else (referenced.get("standard") or {}).get("e_half_v"),
         # every blank in order (``contaminated then clean``): the one a clean cured is the cell's history too
         "blank_flags": " then ".join("; ".join(b["result"]["flags"]) or "clean" for b in blanks) or None,
         "purged_min": record.get("purged_minutes"),
@@ -340,8 +336,10 @@ def _lab_cells(scans: list[dict[str, Any]]) -> list[str]:
                   if s["scan_rate_v_s"] is not None),
         *(_rounded(column, first[column]) for column in ("e_half_spread_mV", "diffusion_cm2_s", "ru_ohm")),
         _rounded("ir_compensated_pct", 100 * compensated / ru if ru and compensated is not None else None),
+        # a standard without a problem that referenced no analyte (the analyte showed no couple of its own) was found
+        # alone; a journal from before said such a standard "not found" (its problem)
         first["blank_flags"] or "", first["standard_problem"] or ("found" if first["e_half_v_vs_fc"] is not None else
-                                                                 _found_alone(first.get("standard_found_v"))),
+                                                                 _found_alone(first["standard_e_half_v_vs_reference"])),
     ]
 
 

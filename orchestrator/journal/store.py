@@ -1092,19 +1092,18 @@ class Journal:
     def past_measurements(self) -> list[tuple[str, float]]:
         """The campaign's past measurements, (SMILES, potential V vs Li/Li+) in the table's order, as journalled when
         the journal was created (:meth:`create`); empty for a campaign without them."""
-        found = self.events(kinds=(PAST_MEASUREMENTS,))
-        if not found or not isinstance(found[0].data, dict):
-            return []
-        return [(str(smiles), float(potential)) for smiles, potential in found[0].data["measurements"]]
+        return [(str(smiles), float(potential)) for smiles, potential in self._past().get("measurements", ())]
 
     def past_bounds(self) -> list[tuple[str, float, int]]:
         """The past measurements' bounds, (SMILES, bound V vs Li/Li+, +1 above / -1 below) in the table's order (a
         row such as ``>5.1``: :meth:`past_measurements`); empty for a campaign without them or a journal from before
         labloop read bounds."""
+        return [(str(smiles), float(bound), int(side)) for smiles, bound, side in self._past().get("bounds", ())]
+
+    def _past(self) -> dict[str, Any]:
+        """The ``past_measurements`` event's data, {} for a campaign without one."""
         found = self.events(kinds=(PAST_MEASUREMENTS,))
-        if not found or not isinstance(found[0].data, dict):
-            return []
-        return [(str(smiles), float(bound), int(side)) for smiles, bound, side in found[0].data.get("bounds", ())]
+        return found[0].data if found and isinstance(found[0].data, dict) else {}
 
     def latest_planner_state(self) -> tuple[int, dict[str, Any]] | None:
         """(step, state) saved last, or None before the first planner step."""

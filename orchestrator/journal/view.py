@@ -320,12 +320,12 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
         table.caption = (f"{hidden} earlier {plural(hidden, 'experiment')} not shown: --last "
                          f"{len(snap['experiments'])} shows all")
         table.caption_justify = "left"
+    edges = hit_edges(snap["campaign"]["objective"])
     return Group(
         _header(snap),
         table,
-        _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]],
-                            hit_edges(snap["campaign"]["objective"])),
-        _best_table(snap["best"], hit_edges(snap["campaign"]["objective"])),
+        _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]], edges),
+        _best_table(snap["best"], edges),
         # a rig left unsafe stays in view however many events came after it (the rig may still be pumping)
         _events_table([e for e in snap["events"][:-events] if left_unsafe(e["kind"], e["data"])]
                       + snap["events"][-events:]),
