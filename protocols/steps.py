@@ -351,7 +351,10 @@ class Purge(Step):
 
 
 class Blank(Step):
-    """A CV of the electrolyte alone, judged by :func:`labloop.instruments.cv_analysis.analyze_blank`."""
+    """A CV of the electrolyte alone, judged by :func:`labloop.instruments.cv_analysis.analyze_blank`. Its default
+    window (-1..1 V vs the reference, 2.2..4.2 V vs Li/Li+ at the default offset) reaches where O2 reduces in a
+    lithium-salt electrolyte; a blank should also span what the protocol's cv scans, or a wave there goes unseen,
+    which validate warns of (``Campaign._blank_short`` in orchestrator/config/campaign.py)."""
 
     name: ClassVar[str] = "blank"
     potentiostat: str | None = None

@@ -70,6 +70,7 @@ from labloop.protocols.steps import (
     SCAN_RATE_RANGE_V_S,
     SETUP_PARAMETERS,
     AddStandard,
+    Blank,
     Step,
     compact,
     half_width_problem,
@@ -113,6 +114,13 @@ FERROCENE_RANGE_V = (2.5, 4.5)
 #: tetraalkylammonium salt (about 1.7 V) and O2's in water (about 3.4 V at pH 7), with room on both sides; a band
 #: beyond it is written on another scale (vs the reference electrode) or in mV
 OXYGEN_ONSET_RANGE_V = (1.0, 4.0)
+#: where a lithium-salt electrolyte in a carbonate or in acetonitrile neither reduces nor oxidises on an inert disk
+#: (glassy carbon, platinum) at a CV's scan rates (V vs Li/Li+), the default of ``cell.electrolyte_window_v``: ethylene
+#: carbonate reduces from about 0.8 V (acetonitrile from about 0.4 V), and neither passes more than a background
+#: current below about 5.5 V. The limits surrogate/screening.py lists (``SOLVENT_WINDOWS``) reach 6.5 V and more on
+#: glassy carbon with a looser current cut-off; its 5.0 V for EC/DMC is the practical limit on a battery's cathode,
+#: whose oxide surfaces catalyse an oxidation an inert disk does not
+ELECTROLYTE_WINDOW_V = (0.8, 5.5)
 #: slowest simulated world (device seconds per wall second) other than 0, zero latency
 MIN_TIME_SCALE = 1e-3
 
@@ -920,7 +928,11 @@ class Cell(BaseModel):
     without Li+ it lies about half a volt lower). ``ferrocene_vs_li_v`` is where ferrocene's Fc+/Fc couple sits vs
     Li/Li+ in the campaign's electrolyte, through which an ``add_standard`` step puts the analyte on the Li/Li+ scale
     (default :data:`labloop.instruments.cv_analysis.FERROCENE_VS_LI_V`, 3.20 V, a carbonate electrolyte's; another
-    solvent needs its own measured value, and a dry run's simulated ferrocene sits there too)."""
+    solvent needs its own measured value, and a dry run's simulated ferrocene sits there too).
+    ``electrolyte_window_v`` is where the electrolyte itself survives (V vs Li/Li+, default
+    :data:`ELECTROLYTE_WINDOW_V`, a carbonate's or acetonitrile's with a lithium salt): a scan beyond it measures the
+    solvent's or salt's own wave, which the analysis can take for the analyte's, and validate warns of it
+    (:meth:`Campaign.protocol_warnings`)."""
 
     model_config = SECTION
     reference_offset_v: Number = Field(3.2, json_schema_extra={"minimum": REFERENCE_OFFSET_RANGE_V[0],
@@ -933,6 +945,10 @@ class Cell(BaseModel):
                                      "(V vs Li/Li+): a blank's wave there is O2, purged rather than cleaned",
                                      title="two potentials [low, high] (V vs Li/Li+)",
                                      examples=[list(OXYGEN_ONSET_VS_LI_V)])
+    electrolyte_window_v: Interval = Field(ELECTROLYTE_WINDOW_V, description="where the electrolyte neither reduces "
+                                           "nor oxidises (V vs Li/Li+): a scan beyond it is warned of",
+                                           title="two potentials [low, high] (V vs Li/Li+)",
+                                           examples=[list(ELECTROLYTE_WINDOW_V)])
 
     @field_validator("reference_offset_v")
     @classmethod
@@ -946,6 +962,20 @@ class Cell(BaseModel):
     def _ferrocene_on_the_li_scale(cls, value: float) -> float:
         """Where ferrocene can sit vs Li/Li+ (:data:`FERROCENE_RANGE_V`)."""
         return _placed(value, FERROCENE_RANGE_V, "ferrocene's couple", "; 3.2 in carbonates", subject="Fc+/Fc")
+
+    @field_validator("electrolyte_window_v")
+    @classmethod
+    def _window_on_the_li_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        """Potentials a cell reaches (:data:`POTENTIAL_RANGE_V`, as an objective's): beyond them the window was most
+        likely written in mV, which the one line offers to fix."""
+        low, high = POTENTIAL_RANGE_V
+        far = [v for v in value if not low <= v <= high]
+        if far:
+            fixed = _in_volts(list(value), lambda v: low <= v <= high)
+            hint = f": {slip('millivolts', 'volts', fixed)}" if fixed else ""
+            raise ValueError(f"{compact(far[0])} V vs Li/Li+ is no potential a cell reaches "
+                             f"({compact(low)}..{compact(high)} V){hint}")
+        return value
 
     @model_validator(mode="after")
     def _oxygen_on_the_li_scale(self) -> Cell:
@@ -1243,8 +1273,9 @@ class Campaign(BaseModel):
         (:func:`labloop.protocols.executor.leftover_dilution`: the warning the run gives of each such experiment,
         given once, with the budget's experiments as the run counts them), a cv no sample is dispensed for
         (:func:`labloop.protocols.executor.unsampled_cv`), a window around the candidate that the safety limits
-        hold around part of the objective's hits only (:meth:`_half_width_fit`), and a scan reaching below 0 V vs
-        Li/Li+ (:meth:`_below_lithium`)."""
+        hold around part of the objective's hits only (:meth:`_half_width_fit`), a scan reaching beyond the
+        electrolyte's window (:meth:`_outside_electrolyte`), and a blank short of what the cv steps scan
+        (:meth:`_blank_short`)."""
         lines = []
         steps = parse_steps(list(self.protocol.steps))
         leftover = leftover_dilution(steps, self.safety.limits(), self.budget.max_experiments)
@@ -1252,28 +1283,104 @@ class Campaign(BaseModel):
         for problem in found:
             lines.append(self._protocol_line(Problem(("protocol", *problem.loc), problem.message)))
         lines.extend(self._protocol_line(problem) for refused, problem in self._half_width_fit(steps) if not refused)
-        lines.extend(self._protocol_line(problem) for problem in self._below_lithium(steps))
+        lines.extend(self._protocol_line(problem) for problem in (*self._outside_electrolyte(steps),
+                                                                  *self._blank_short(steps)))
         return lines
 
-    def _below_lithium(self, steps: tuple[Step, ...]) -> list[Problem]:
-        """A problem for each step whose fixed potentials (:data:`SCANNED_POTENTIALS`, V vs the reference) reach
-        below 0 V vs Li/Li+ through ``cell.reference_offset_v``, located at its lowest: lithium plates there in a Li+
-        electrolyte, and the scan measures plating and stripping, not the analyte. Warned about, not refused (another
-        electrolyte can be meant), since the usual cause is an offset for another reference electrode (a chemist's
-        trial: an offset of 1.0 V with a vertex at -1.5 V, -0.5 V vs Li/Li+, validated silently)."""
-        offset, found = self.cell.reference_offset_v, []
+    def _potentials(self, steps: tuple[Step, ...]) -> list[tuple[int, Step, list[tuple[float, str]]]]:
+        """(index, step, [(potential V vs the reference, the field it comes from)]) of each step that applies
+        potentials: a cv's, blank's or eis step's fixed ones (:data:`SCANNED_POTENTIALS`), or the two ends of a cv
+        around the candidate when the candidate is a hit (:meth:`_around_hits`, named ``half_width_v``); a cv around
+        the candidate of an objective without hits is left out, since where it scans is not known before the run."""
+        found = []
         for index, step in enumerate(steps):
-            fixed = [(value, name) for name in SCANNED_POTENTIALS if (value := getattr(step, name, None)) is not None]
-            if not fixed:
+            if isinstance(step, CV) and step.half_width_v is not None:
+                around = self._around_hits(step.half_width_v)
+                if around is not None:
+                    found.append((index, step, [(edge, "half_width_v") for edge in around]))
                 continue
-            lowest, name = min(fixed)
-            if lowest + offset < 0:
-                found.append(Problem(("protocol", index, step.name, name),
-                                     f"{compact(lowest)} V vs the reference is {compact(round(lowest + offset, 6))} V "
-                                     f"vs Li/Li+ (cell.reference_offset_v {compact(offset)}): below 0 V vs Li/Li+ "
-                                     "lithium plates on the working electrode in a Li+ electrolyte, and the scan "
-                                     "measures its plating and stripping (check cell.reference_offset_v for the "
-                                     "reference electrode used)"))
+            fixed = [(value, name) for name in SCANNED_POTENTIALS if (value := getattr(step, name, None)) is not None]
+            if fixed:
+                found.append((index, step, fixed))
+        return found
+
+    def _around_hits(self, half_width_v: float) -> tuple[float, float] | None:
+        """Where a cv of +/- ``half_width_v`` around the prediction scans (V vs the reference) when the prediction lies
+        in the objective's hits, which is where the planner aims: around a window, or around a threshold (its hits run
+        on without end; :func:`labloop.protocols.steps.half_width_problem` judges them there too), and no farther than
+        ``safety.potential_limits_v`` (the run refuses a window beyond them). None for an objective without hits."""
+        hits = self.objective.hits_v
+        if hits is None:
+            return None
+        low, high = (h - self.cell.reference_offset_v for h in hits)
+        low, high = (high, high) if math.isinf(low) else (low, low) if math.isinf(high) else (low, high)
+        limits = self.safety.limits().potential_window_v
+        return max(low - half_width_v, limits[0]), min(high + half_width_v, limits[1])
+
+    def _outside_electrolyte(self, steps: tuple[Step, ...]) -> list[Problem]:
+        """A problem for each step whose potentials (:meth:`_potentials`) leave ``cell.electrolyte_window_v`` through
+        ``cell.reference_offset_v``, located at its lowest or highest: beyond it the solvent or the salt itself reduces
+        or oxidises, and its wave, on every scan, can be taken for the analyte's; below 0 V vs Li/Li+ lithium plates
+        on the working electrode in a Li+ electrolyte, and the scan measures its plating and stripping.
+
+        Warned about, not refused: where an electrolyte gives way depends on its salt, its water, the electrode's
+        material and the current taken as the onset, which a lab that measured its own knows better than a default;
+        the rig is kept safe by ``safety.potential_limits_v``, not by this. The usual cause of a scan far outside is an
+        offset written for another reference electrode (a chemist's trial: an offset of 1.0 V with a vertex at
+        -1.5 V, -0.5 V vs Li/Li+, validated silently)."""
+        offset = self.cell.reference_offset_v
+        low, high = self.cell.electrolyte_window_v
+        window = (f"the electrolyte's window {compact(low)}..{compact(high)} V vs Li/Li+ ({_volts(low - offset)}.."
+                  f"{_volts(high - offset)} V vs the reference; cell.electrolyte_window_v)")
+        check = "check cell.reference_offset_v for the reference electrode used"
+        found = []
+        for index, step, potentials in self._potentials(steps):
+            for (value, name), side in ((min(potentials), "below"), (max(potentials), "above")):
+                on_li = value + offset
+                if (on_li >= low) if side == "below" else (on_li <= high):
+                    continue
+                said = (f"+/-{compact(step.half_width_v)} V around a prediction in the objective's hits reaches "
+                        f"{_volts(value)} V vs the reference, that is" if isinstance(step, CV)
+                        and step.half_width_v is not None else f"{compact(value)} V vs the reference is")
+                said += f" {_volts(on_li)} V vs Li/Li+ (cell.reference_offset_v {compact(offset)}),"
+                if on_li < 0 <= low:
+                    why = ("below 0 V vs Li/Li+ lithium plates on the working electrode in a Li+ electrolyte, and the "
+                           f"scan measures its plating and stripping ({check})")
+                else:
+                    why = (f"the electrolyte {'reduces' if side == 'below' else 'oxidises'} there, and its wave can be "
+                           f"taken for the analyte's ({check}, or give cell.electrolyte_window_v your electrolyte's)")
+                found.append(Problem(("protocol", index, step.name, name), f"{said} {side} {window}: {why}"))
+        return found
+
+    def _blank_short(self, steps: tuple[Step, ...]) -> list[Problem]:
+        """A problem for each blank whose span of potentials leaves out part of what the protocol's cv steps scan
+        (:meth:`_potentials`: their fixed windows, and around the objective's hits for a cv around the candidate),
+        located at the blank's vertex on the short side. Why: a blank judges the electrolyte and the cell by the
+        waves it shows, and a contamination or the solvent's own wave beyond its vertices, where the analyte is
+        measured, is never seen (a review found the default blank's 2.2..4.2 V vs Li/Li+ under a cathode screen's
+        hits at 4.5-4.6 V). Warned about, not refused: a lab may judge that part of the window otherwise."""
+        potentials = self._potentials(steps)
+        scans = [(index, values) for index, step, values in potentials if isinstance(step, CV)]
+        if not scans:
+            return []
+        cv_low, cv_high = (pick(v for _, values in scans for v, _ in values) for pick in (min, max))
+        offset, tolerance = self.cell.reference_offset_v, 1e-9
+        names = ", ".join(f"protocol[{index}].cv" + (" (around the objective's hits)" if values[0][1] == "half_width_v"
+                                                     else "") for index, values in scans)
+        found = []
+        for index, step, values in potentials:
+            if not isinstance(step, Blank):
+                continue
+            (low, low_name), (high, high_name) = min(values), max(values)
+            if cv_low >= low - tolerance and cv_high <= high + tolerance:
+                continue
+            name = high_name if cv_high > high + tolerance else low_name
+            covering = f"{_volts(min(low, cv_low))} to {_volts(max(high, cv_high))} V vs the reference"
+            found.append(Problem(("protocol", index, step.name, name),
+                                 f"the blank scans {_span(low, high, offset)}, short of the "
+                                 f"{_span(cv_low, cv_high, offset)} {names} {'scans' if len(scans) == 1 else 'scan'}: "
+                                 "a contamination or the solvent's own wave where the analyte is measured goes unseen "
+                                 f"(a blank from {covering} covers both)"))
         return found
 
     def unused_ferrocene(self) -> str | None:
@@ -1416,6 +1523,18 @@ def _condition_merges_steps(name: str, steps: Sequence[Step]) -> str | None:
         return (f"a planned volume changes the analyte's concentration in the cell, while protocol[{computing_d[0]}]"
                 ".cv computes D with its fixed analyte_mm: set the volume in the step")
     return None
+
+
+def _volts(value: float) -> str:
+    """A potential as a person writes it, float noise rounded away (5.5 - 3.2 is 2.3, not 2.3000000000000003)."""
+    return compact(round(value, 6))
+
+
+def _span(low_v: float, high_v: float, offset_v: float) -> str:
+    """``-1..1 V vs the reference (2.2..4.2 V vs Li/Li+)``: a span of potentials (V vs the reference) on both scales,
+    the reference at ``offset_v`` vs Li/Li+."""
+    return (f"{_volts(low_v)}..{_volts(high_v)} V vs the reference "
+            f"({_volts(low_v + offset_v)}..{_volts(high_v + offset_v)} V vs Li/Li+)")
 
 
 def _line_in(path: Path, loc: Loc) -> str:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-#: a blank, scans at two rates for D, and ferrocene-free pumping: the fields a chemist writes units into
+#: a blank up to the safety limit (over all a cv scans, fixed or around the hits), scans at two rates for D, and
+#: ferrocene-free pumping: the fields a chemist writes units into
 PROTOCOL = """\
 - dispense: {pump: electrolyte_pump, volume_ml: 4.5, rate_ml_min: 5.0, fluid: electrolyte, refill: true}
-- blank: {max_current_a: 2.0e-6, scan_rate_v_s: 0.1}
+- blank: {e_vertex2_v: 2.0, max_current_a: 2.0e-6, scan_rate_v_s: 0.1}
 - load_sample
 - dispense: {pump: analyte_pump, volume_ml: 0.5, rate_ml_min: 0.5, fluid: sample, refill: true}
 - cv: {e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8, e_step_v: 0.005, scan_rates_v_s: [0.1, 0.2],
@@ -207,17 +208,96 @@ def test_a_value_that_can_be_meant_is_warned_about_in_one_line(tmp_path, labloop
 
 def test_a_scan_below_lithium_plating_is_warned_about(tmp_path, labloop, write_campaign):
     """An offset for another reference electrode (1.0 V) put the cv's vertex at -0.5 V vs Li/Li+, where lithium
-    plates in a Li+ electrolyte, and validated silently (an electrochemist's trial): one warning at the step's lowest
-    potential, exit 0; the blank, at -1.0 V vs the reference, stays at 0 V vs Li/Li+ and is not named."""
-    result, protocol, line = validate(labloop, write_campaign, tmp_path, "e_vertex2_v: -0.8,", "e_vertex2_v: -1.5,",
-                                      cell={"reference_offset_v": 1.0},  # a window the cv reaches from there
-                                      objective={"quantity": "oxidation_potential", "goal": "window",
-                                                 "window_v": [1.5, 1.6]})
+    plates in a Li+ electrolyte, and validated silently (an electrochemist's trial): one warning at each step's lowest
+    potential, exit 0, in the lithium-plating words when the electrolyte's window ends at 0 V vs Li/Li+ (the blank,
+    reaching as low as the cv so as to cover it, is named too)."""
+    result, protocol, _ = validate(labloop, write_campaign, tmp_path, ("- blank: {", "e_vertex2_v: -0.8,"),
+                                   ("- blank: {e_vertex1_v: -1.5, ", "e_vertex2_v: -1.5,"),
+                                   cell={"reference_offset_v": 1.0, "electrolyte_window_v": [0.0, 5.5]},
+                                   objective={"quantity": "oxidation_potential", "goal": "window",  # reached from 1 V
+                                              "window_v": [1.5, 1.6]})
     assert result.returncode == 0, result.stderr
-    assert result.stderr == (f"warning: {protocol}:{line}: protocol[4].cv.e_vertex2_v: -1.5 V vs the reference is "
-                             "-0.5 V vs Li/Li+ (cell.reference_offset_v 1): below 0 V vs Li/Li+ lithium plates on the "
-                             "working electrode in a Li+ electrolyte, and the scan measures its plating and stripping "
-                             "(check cell.reference_offset_v for the reference electrode used)\n"), result.stderr
+    window = ("below the electrolyte's window 0..5.5 V vs Li/Li+ (-1..4.5 V vs the reference; "
+              "cell.electrolyte_window_v): below 0 V vs Li/Li+ lithium plates on the working electrode in a Li+ "
+              "electrolyte, and the scan measures its plating and stripping (check cell.reference_offset_v for the "
+              "reference electrode used)")
+    assert result.stderr == (f"warning: {protocol}:2: protocol[1].blank.e_vertex1_v: -1.5 V vs the reference is -0.5 V "
+                             f"vs Li/Li+ (cell.reference_offset_v 1), {window}\n"
+                             f"warning: {protocol}:5: protocol[4].cv.e_vertex2_v: -1.5 V vs the reference is -0.5 V vs "
+                             f"Li/Li+ (cell.reference_offset_v 1), {window}\n"), result.stderr
+
+
+#: the end of the warning of a scan beyond the electrolyte's window, the reference at the default 3.2 V
+BEYOND = ("{potential} V vs Li/Li+ (cell.reference_offset_v 3.2), {side} the electrolyte's window {window} V vs Li/Li+ "
+          "({reference} V vs the reference; cell.electrolyte_window_v): the electrolyte {does} there, and its wave can "
+          "be taken for the analyte's (check cell.reference_offset_v for the reference electrode used, or give "
+          "cell.electrolyte_window_v your electrolyte's)")
+#: (case, protocol text, its replacement, sections, [(protocol line, field, message)]): a scan past where the
+#: electrolyte oxidises or reduces is warned about at its step's highest or lowest potential, a cv around the candidate
+#: at its half_width_v (around the objective's hits, 4.5-4.6 V vs Li/Li+, within the limits' 2 V vs the reference)
+ELECTROLYTE_WINDOWS = [
+    ("the default window holds the protocol", "- rinse", "- rinse", {}, []),
+    ("the solvent oxidises", "- rinse", "- rinse", {"cell": {"electrolyte_window_v": [0.8, 5.0]}},
+     [(2, "protocol[1].blank.e_vertex2_v", "2 V vs the reference is " + BEYOND.format(
+         potential="5.2", side="above", window="0.8..5", reference="-2.4..1.8", does="oxidises"))]),
+    ("the solvent reduces", "- rinse", "- rinse", {"cell": {"electrolyte_window_v": [2.3, 5.5]}},
+     [(2, "protocol[1].blank.e_vertex1_v", "-1 V vs the reference is " + BEYOND.format(
+         potential="2.2", side="below", window="2.3..5.5", reference="-0.9..2.3", does="reduces"))]),
+    ("around the candidate", "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,", "half_width_v: 0.6,",
+     {"cell": {"electrolyte_window_v": [0.8, 5.1]}, "prior": True},
+     [(2, "protocol[1].blank.e_vertex2_v", "2 V vs the reference is " + BEYOND.format(
+         potential="5.2", side="above", window="0.8..5.1", reference="-2.4..1.9", does="oxidises")),
+      (5, "protocol[4].cv.half_width_v", "+/-0.6 V around a prediction in the objective's hits reaches 2 V vs the "
+       "reference, that is " + BEYOND.format(potential="5.2", side="above", window="0.8..5.1", reference="-2.4..1.9",
+                                             does="oxidises"))]),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "sections", "warned"), [case[1:] for case in ELECTROLYTE_WINDOWS],
+                         ids=[case[0] for case in ELECTROLYTE_WINDOWS])
+def test_a_scan_beyond_the_electrolytes_window_is_warned_about(tmp_path, labloop, write_campaign, old, new, sections,
+                                                               warned):
+    """A scan past where the solvent or its salt oxidises (or reduces) measures their own wave, which the analysis can
+    take for the analyte's, and validated silently (an electrochemist's review): one line per step and edge, the
+    potential on both scales and the window (cell.electrolyte_window_v, default 0.8..5.5 V vs Li/Li+), exit 0."""
+    result, protocol, _ = validate(labloop, write_campaign, tmp_path, old, new, **sections)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "".join(f"warning: {protocol}:{line}: {field}: {message}\n"
+                                    for line, field, message in warned), result.stderr
+
+
+def test_an_electrolyte_window_in_millivolts_is_refused_in_one_line(tmp_path, labloop, write_campaign):
+    campaign = write_campaign(tmp_path, cell={"electrolyte_window_v": [800, 5500]})
+    line = campaign.read_text().splitlines().index("  electrolyte_window_v:") + 1
+    result = labloop("validate", campaign, "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {campaign}:{line}: cell.electrolyte_window_v: 800 V vs Li/Li+ is no potential a "
+                             "cell reaches (-3..10 V): millivolts written as volts? ([0.8, 5.5])\n"), result.stderr
+
+
+def test_a_blank_short_of_the_cvs_window_is_warned_about(tmp_path, labloop, write_campaign):
+    """A blank judges the electrolyte by the waves it shows, and the default blank (-1..1 V vs the reference, 2.2..4.2 V
+    vs Li/Li+) under a cv scanning on to 1.5 V never sees a contamination or solvent wave where the analyte is measured
+    (an electrochemist's review): one line at the blank's short vertex, both spans on both scales, exit 0."""
+    result, protocol, line = validate(labloop, write_campaign, tmp_path, "- blank: {e_vertex2_v: 2.0, ",
+                                      "- blank: {")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"warning: {protocol}:{line}: protocol[1].blank.e_vertex2_v: the blank scans -1..1 V vs the reference "
+        "(2.2..4.2 V vs Li/Li+), short of the -0.8..1.5 V vs the reference (2.4..4.7 V vs Li/Li+) protocol[4].cv "
+        "scans: a contamination or the solvent's own wave where the analyte is measured goes unseen (a blank from -1 "
+        "to 1.5 V vs the reference covers both)\n"), result.stderr
+    # a cv around the candidate scans around the objective's hits (4.5-4.6 V vs Li/Li+), within the limits' 2 V
+    around, protocol, line = validate(labloop, write_campaign, tmp_path, ("- blank: {e_vertex2_v: 2.0, ",
+                                                                          "e_begin_v: -0.8, e_vertex1_v: 1.5, "
+                                                                          "e_vertex2_v: -0.8,"),
+                                      ("- blank: {e_vertex2_v: 1.5, ", "half_width_v: 0.4,"), prior=True)
+    assert around.returncode == 0, around.stderr
+    assert around.stderr == (
+        f"warning: {protocol}:2: protocol[1].blank.e_vertex2_v: the blank scans -1..1.5 V vs the reference "
+        "(2.2..4.7 V vs Li/Li+), short of the 0.9..1.8 V vs the reference (4.1..5 V vs Li/Li+) protocol[4].cv (around "
+        "the objective's hits) scans: a contamination or the solvent's own wave where the analyte is measured goes "
+        "unseen (a blank from -1 to 1.8 V vs the reference covers both)\n"), around.stderr
 
 
 def test_a_sample_rinsed_out_before_the_cv_is_warned_about(tmp_path, labloop, write_campaign):
@@ -386,7 +466,7 @@ CLEAN = "- clean: {pump: electrolyte_pump, volume_ml: 1.0, refill: true}"
 
 @pytest.mark.parametrize(("old", "new", "when", "numbers"), [
     ("- rinse", CLEAN, "from experiment 2 on", {"dispensed": 5, "share": 17, "low": 31, "clean": 5}),
-    ("- blank: {max_current_a: 2.0e-6, scan_rate_v_s: 0.1}", CLEAN, "in every experiment",
+    ("- blank: {e_vertex2_v: 2.0, max_current_a: 2.0e-6, scan_rate_v_s: 0.1}", CLEAN, "in every experiment",
      {"dispensed": 0.5, "share": 67, "low": 89, "clean": 1}),
 ], ids=["a clean at the end", "a clean before the sample"])
 def test_a_protocol_leaving_liquid_under_the_cv_is_warned_about_once_by_validate(tmp_path, labloop, write_campaign,
