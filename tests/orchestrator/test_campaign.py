@@ -282,8 +282,10 @@ def test_the_readme_names_the_sections_of_the_examples_as_they_are():
     shown = yaml.safe_load(EXAMPLE.read_text())
     assert listed[1].split(", ") == [k for k in shown if k not in ("name", "seed", "store")]
     lab = yaml.safe_load((EXAMPLE.parent / "lab-grade.yaml").read_text())
-    assert set(lab) <= set(shown) and set(lab["cell"]) - set(shown["cell"]) == {"oxygen_onset_v", "ferrocene_vs_li_v"}
-    assert "`examples/lab-grade.yaml` also sets the cell's `oxygen_onset_v` and `ferrocene_vs_li_v`" in readme
+    assert set(lab) <= set(shown) and set(lab["cell"]) - set(shown["cell"]) == {"oxygen_onset_v", "ferrocene_vs_li_v",
+                                                                                  "electrolyte_window_v"}
+    assert ("`examples/lab-grade.yaml` also sets the cell's `oxygen_onset_v`, `ferrocene_vs_li_v` and "
+            "`electrolyte_window_v`") in readme
 
 
 def test_the_repository_example_validates():
