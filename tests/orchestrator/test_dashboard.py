@@ -97,22 +97,60 @@ def served(finished_store):
     dashboard.close()
 
 
-@pytest.fixture
-def browser(tmp_path):
+#: the size of every test's window (a test that resizes it has it back for the next)
+WINDOW = (1400, 2200)
+
+
+def _chromium(folder: Path):
+    """A headless Chromium driven by Debian's chromedriver, its profile and home in ``folder``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,2200", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--user-data-dir={folder / 'chromium-profile'}"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, read by a test
     service = Service(executable_path=shutil.which("chromedriver"),
-                      env={**os.environ, "HOME": str(tmp_path)})  # nothing is written to the real home
-    driver = webdriver.Chrome(options=options, service=service)
+                      env={**os.environ, "HOME": str(folder)})  # nothing is written to the real home
+    return webdriver.Chrome(options=options, service=service)
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """One Chromium for the module's tests, in a list so that :func:`browser` can replace one it cannot reset. Why
+    not one per test: starting one takes about 2 s of the suite's two shared cores, a test's whole page check less."""
+    driver = [_chromium(tmp_path_factory.mktemp("chromium"))]
     yield driver
-    driver.quit()
+    driver[0].quit()
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    """The module's Chromium as a fresh one is: one new tab (its own sessionStorage, where the page keeps the token;
+    no timezone override, which is the tab's), the tabs before it closed (a page left polling a stopped dashboard
+    stops), the window at :data:`WINDOW`, the console's log read empty. A browser that will not be reset so (an alert
+    a failed test left open) is replaced by a new one."""
+    from selenium.common.exceptions import WebDriverException
+
+    driver = chromium[0]
+    try:
+        if driver.window_handles:
+            driver.switch_to.window(driver.window_handles[0])
+        left = driver.window_handles
+        driver.switch_to.new_window("tab")
+        fresh = driver.current_window_handle
+        for handle in left:
+            driver.switch_to.window(handle)
+            driver.close()
+        driver.switch_to.window(fresh)
+        driver.set_window_size(*WINDOW)
+        driver.get_log("browser")
+    except WebDriverException:
+        driver.quit()
+        driver = chromium[0] = _chromium(tmp_path)
+    return driver
 
 
 def _wait(driver, condition, what: str, timeout: float = 120):
