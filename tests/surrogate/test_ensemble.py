@@ -201,6 +201,12 @@ def test_saved_model_predicts_like_the_trained_one(data, tiny_preset, tmp_path):
     before, after = ens.predict_features(probe), load_ensemble(tmp_path / "m").predict_features(probe)
     np.testing.assert_allclose(before[0], after[0], rtol=1e-6)
     np.testing.assert_allclose(before[1], after[1], rtol=1e-6)
+    # the layers' weights only: a trained member's optimizer state (two thirds of the file) is read by nothing
+    import h5py
+
+    for member in ("member_0.weights.h5", "member_1.weights.h5"):
+        with h5py.File(tmp_path / "m" / member, "r") as weights:
+            assert "layers" in weights and "optimizer" not in weights, list(weights)
 
 
 def test_manifest_without_floor_loads_as_factor_times_spread(tiny_model_dir, small_csv, tmp_path):
