@@ -9,6 +9,14 @@ noise), not the potential. skopt's ``Optimizer`` is the standard ask/tell interf
 Why it is rebuilt at every proposal: the planner contract is a pure function of the journal's state. The
 optimiser is told every observed (conditions, quality) pair in journal order and asked for the batch with a
 generator seeded by ``(seed, step)``, so a resumed campaign asks for exactly the same conditions.
+
+Why the quality is told rounded (:data:`QUALITY_DECIMALS`): the optimiser's answer is not a smooth function of
+what it is told. Its Gaussian process refits its kernel each time, and the acquisition's minimum over the sampled
+settings jumps: of the example campaign's first batch (examples/campaign.yaml), one quality changed by a
+millionth moved the next batch's scan rates from 0.246, 0.324, 0.280 to 0.246, 0.257, 0.309 V/s.
+A score that noisy from one voltammogram to the next means nothing at the sixth digit, so the planner must not
+either: told to the third decimal, two runs whose qualities differ below it tell the optimiser the same and
+get the same conditions.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ ACQ_SAMPLES = 500
 #: experiment its voltammogram; with it the loop settles within ~4 batches where expected improvement kept
 #: probing the edges of the space (tests/planners/test_planners_bayes.py)
 KAPPA = 1.0
+#: decimals of the quality (0-1) the optimiser is told: finer than any difference between two voltammograms
+#: a chemist would act on, coarse enough that float noise in it does not change the proposal
+QUALITY_DECIMALS = 3
 
 #: a condition: ``(low, high)`` range (fixed when equal) or ``{"choices": [...]}``
 ConditionSpec = tuple[float, float] | Mapping[str, Sequence[Any]]
@@ -81,8 +92,8 @@ class ConditionSpace:
         return {**self.fixed, **chosen}
 
     def propose(self, observations: Sequence[Observation], n: int, *, seed: int, step: int) -> list[dict[str, Any]]:
-        """``n`` condition settings, the optimiser told every observation with a quality (instrument
-        failures say nothing about the conditions and are left out)."""
+        """``n`` condition settings, the optimiser told every observation with a quality, to
+        :data:`QUALITY_DECIMALS` (instrument failures say nothing about the conditions and are left out)."""
         if not self.dimensions or n == 0:  # n == 0: a pool with nothing left to score (ask() always gives one)
             return [dict(self.fixed) for _ in range(n)]
         random_state = step_seed(seed, step, "conditions")
@@ -90,7 +101,8 @@ class ConditionSpace:
         optimizer = Optimizer(self.dimensions, base_estimator=gp, acq_func="LCB", acq_func_kwargs={"kappa": KAPPA},
                               acq_optimizer="sampling", acq_optimizer_kwargs={"n_points": ACQ_SAMPLES},
                               n_initial_points=N_INITIAL_POINTS, random_state=random_state)
-        told = [(self._point(o.conditions), -o.quality) for o in observations if o.quality is not None]
+        told = [(self._point(o.conditions), -round(o.quality, QUALITY_DECIMALS)) for o in observations
+                if o.quality is not None]
         told = [(x, y) for x, y in told if x is not None]
         if told:
             optimizer.tell([x for x, _ in told], [y for _, y in told])

@@ -270,6 +270,22 @@ def test_condition_planner_is_seeded_per_step_and_moves_towards_clean_voltammogr
     assert min(min(b) for b in batches[-3:]) > 0.9  # and stays at the clean setting
 
 
+def test_condition_planner_is_not_moved_by_float_noise_in_a_quality():
+    # the example campaign's first batch (examples/campaign.yaml, seed 7): before the quality was told rounded,
+    # its last quality one millionth higher moved the next batch's 3rd and 4th scan rates (0.324, 0.280 ->
+    # 0.257, 0.309 V/s): two runs whose qualities differed at the sixth digit chose different conditions
+    space = ConditionSpace({"scan_rate_v_s": (0.02, 0.5)})
+    measured = [(0.4081221690307608, 0.8891686144972575), (0.22251244551507512, 0.9507633319338065),
+                (0.08761845432910767, 0.89477146805977), (0.03771284916554083, 0.879467708396008)]
+
+    def batch(nudge: float) -> list[dict]:
+        observations = [Observation("C", {"scan_rate_v_s": rate}, 4.0, quality=q + (nudge if k == 3 else 0.0))
+                        for k, (rate, q) in enumerate(measured)]
+        return space.propose(observations, 4, seed=7, step=1)
+
+    assert batch(0.0) == batch(1e-6) == batch(-1e-6)
+
+
 # -- feedback calibration ----------------------------------------------------------------------------
 
 def test_cheap_descriptors():
