@@ -759,6 +759,15 @@ class ReferencedResult:
                 "standard_name": self.standard_name, "standard_vs_fc_v": self.standard_vs_fc_v,
                 "standard_expected_v": self.standard_expected_v}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferencedResult:
+        """Inverse of ``to_dict``: a journalled experiment's result, read back to say why it failed as the run that
+        measured it would have (orchestrator/loop/runner.py ``Runner._finish_measured``)."""
+        standard = data.get("standard")
+        return cls(**{**data, "analyte": CVResult.from_dict(data["analyte"]),
+                      "standard": None if standard is None else CVResult.from_dict(standard),
+                      "flags": frozenset(CVFlag(f) for f in data["flags"])})
+
 
 def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float | None, standard_hint_v: float, *,
                            before_v: Sequence[float] = (),

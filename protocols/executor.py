@@ -137,6 +137,12 @@ log = logging.getLogger(__name__)
 #: instrument moves) and when it ended (``outcome`` ``"ok"`` or the error in one line). Times are ISO 8601 UTC
 #: as the journal stores them.
 OnAction = Callable[[int, str, str, dict[str, Any], str, str | None, str | None], None]
+#: ``on_scan(voltammogram)``: the cv step's voltammogram (its first scan rate's, the one the journal's raw data keeps
+#: per attempt), called once its scans have returned, before the cv's action ends (:meth:`ProtocolExecutor.run`)
+OnScan = Callable[[Voltammogram], None]
+#: ``on_outcome(outcome)``: the experiment's :class:`ExperimentOutcome`, called once every step it depends on has
+#: ended (:func:`measured_after`), before the steps that only handle the cell (a rinse, a wait) start
+OnOutcome = Callable[["ExperimentOutcome"], None]
 
 
 class RigLike(Protocol):
@@ -156,6 +162,12 @@ STANDARD_MARGIN_V = 0.35
 #: converted from another scale (Ag/AgCl, SCE, another solvent's ferrocene) is off by hundreds
 REFERENCE_CHECK_V = 0.1
 LAB_STEPS = (Purge, Blank, EIS, AddStandard, Clean, Polish)
+#: the steps that measure nothing and change nothing of what the experiment measured (:class:`ExperimentOutcome`:
+#: :meth:`ProtocolExecutor.run` reads none of what they do into the voltammogram, its analysis or the lab record):
+#: they move liquid, wait, or clean the cell or the electrode. Every other step (the cv, analyze, and the lab-grade
+#: steps that measure: purge, blank, eis, add_standard) may change the outcome, and a step added to labloop later
+#: counts as one of those until it is listed here.
+HANDLING_STEPS = (LoadSample, Dispense, Wait, Rinse, Clean, Polish)
 
 
 @dataclass
@@ -259,6 +271,22 @@ class LabRecord:
             "referenced": self.referenced.to_dict() if self.referenced else None,
             "purged_minutes": self.purged_minutes,
         }
+
+
+def measured_after(steps: Sequence[Step]) -> int:
+    """The place of the protocol's step after which its measurement is complete: the last step that is not one of
+    :data:`HANDLING_STEPS` (the cv at the latest, as every protocol has one: parse_steps). Why: a run that stops in
+    a step after it (a rinse that takes minutes on a real rig, a wait, a clean) has measured all it would have, and
+    its outcome, journalled at that point, is the measurement (orchestrator/loop/runner.py
+    ``Runner._finish_measured``); the molecule need not be measured again from a second aliquot."""
+    return max(i for i, step in enumerate(steps) if not isinstance(step, HANDLING_STEPS))
+
+
+def usable(potential_v: float | None, analysis: CVResult) -> bool:
+    """Whether a measurement is good enough to learn from: a potential, and no quality flag on its analysis (the
+    blank's and the standard's joined in). The one test of :attr:`ExperimentOutcome.quality_ok`, and of a
+    measurement read back from the journal (orchestrator/loop/runner.py)."""
+    return potential_v is not None and not analysis.flags
 
 
 @dataclass(frozen=True)
@@ -537,10 +565,18 @@ class ProtocolExecutor:
 
     # -- running ------------------------------------------------------------------------------------------
     def run(self, sample_id: str, smiles: str, conditions: Mapping[str, Any], predicted_v: float | None,
-            on_action: OnAction) -> ExperimentOutcome:
+            on_action: OnAction, *, on_scan: OnScan | None = None,
+            on_outcome: OnOutcome | None = None) -> ExperimentOutcome:
         """Check, then run every step for one candidate; ``predicted_v`` (V vs Li/Li+) centres a CV window
-        around the candidate."""
+        around the candidate.
+
+        What is measured is handed out as soon as it exists, so the caller can journal it before the next step:
+        ``on_scan`` gets the cv's voltammogram before the cv's action ends, and ``on_outcome`` the outcome once the
+        last step it depends on ended (:func:`measured_after`), before the steps that only handle the cell. Why: a
+        run stopped in a rinse that takes minutes (a kill, a power cut) lost a voltammogram whose action the journal
+        showed ``ok``, and its resume measured a second aliquot of the sample (an operator's trial)."""
         steps = self._with_conditions(conditions)
+        complete = measured_after(steps)
         self._check(steps, {})
         self._check_contents(steps)
         # every scan of this candidate is known and checked against the limits before the first action: a
@@ -555,6 +591,7 @@ class ProtocolExecutor:
         voltammogram: Voltammogram | None = None
         analysis: CVResult | None = None
         lab = LabRecord()
+        outcome: ExperimentOutcome | None = None
         delivered: dict[int, float] = {}  # what each dispense step's pump reported it delivered, by step
         for index, step in enumerate(steps):
             started = now()
@@ -589,8 +626,21 @@ class ProtocolExecutor:
                 # a pump's failure inside another instrument's step is the pump's
                 on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
                 raise
+            if isinstance(step, CV) and on_scan is not None:  # journalled before the cv's action ends ok
+                on_scan(voltammogram)  # type: ignore[arg-type]  # the cv step just set it
             on_action(index, step.name, instrument, params, started, now(), "ok")
-        assert voltammogram is not None  # a protocol has exactly one cv (parse_steps)
+            if index == complete:
+                outcome = self._outcome(voltammogram, analysis, lab, sample_id, smiles)  # type: ignore[arg-type]
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        assert outcome is not None  # measured_after names one of the steps
+        return outcome
+
+    def _outcome(self, voltammogram: Voltammogram, analysis: CVResult | None, lab: LabRecord, sample_id: str,
+                 smiles: str) -> ExperimentOutcome:
+        """What the experiment measured, once every step it depends on has run (:func:`measured_after`): the cv's
+        voltammogram, analysed by the protocol's analyze step or by default, judged over its scan rates, with the
+        lab-grade steps' flags and the standard's referencing."""
         analysis = analysis or analyze_cv(voltammogram, ru_ohm=lab.ru_ohm)
         if analysis.reversibility == "reversible" and any(a.reversibility not in (None, "reversible")
                                                           for _, a in lab.scans):
@@ -611,10 +661,9 @@ class ProtocolExecutor:
         else:
             potential = (to_li_scale(analysis.e_half_v, self.reference_offset_v)
                          if analysis.e_half_v is not None else None)
-        quality_ok = potential is not None and not analysis.flags
         log.info("%s (%s): E1/2 %s V vs Li/Li+, flags %s", sample_id, smiles,
                  "none" if potential is None else f"{potential:.3f}", sorted(analysis.flags) or "none")
-        return ExperimentOutcome(voltammogram, analysis, potential, quality_ok, lab)
+        return ExperimentOutcome(voltammogram, analysis, potential, usable(potential, analysis), lab)
 
     def refuse_their_leftover(self, experiments: Mapping[int, str]) -> None:
         """Have the next experiment refused while the cell holds anything by labloop's count, because

@@ -19,7 +19,7 @@ import click
 from pydantic import ValidationError
 
 from labloop.core.errors import InputError, JournalError, dotted, not_one_of
-from labloop.core.text import plural, shell_word
+from labloop.core.text import shell_word
 from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import options, preflight
@@ -42,6 +42,7 @@ from labloop.orchestrator.loop.runner import (
     SYRINGES_FILLED,
     Runner,
     refusal_before_the_run,
+    resume_does,
 )
 from labloop.orchestrator.loop.stalls import StallWatch
 from labloop.orchestrator.potential_table import Past
@@ -254,7 +255,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
 def _killed(journal: Journal) -> tuple[int, str] | None:
     """What a resume says of the journal's last run when it ended without a word (``kill -9``, a power cut: the
     dashboard's ``killed``), with the id of that run's ``run`` event: when it started, when the journal last heard of
-    it, and the experiments it left running, which run again. Why: nothing was left to say it, neither an alert nor a
+    it, and the experiments it left running, which run again or are finished from their measurement
+    (:func:`resume_does`). Why: nothing was left to say it, neither an alert nor a
     last line, and the resume said nothing of it either (an operator's trial). None for a run that ended with a
     word, which said its own."""
     start = _killed_run(journal)
@@ -264,8 +266,7 @@ def _killed(journal: Journal) -> tuple[int, str] | None:
     again = [e.id for e in journal.experiments(states=(State.RUNNING,))]
     return start.id, (f"the last run (started {local_time(start.time)}) ended without a word at {local_time(heard)} "
                       "(killed, or the machine went down)"
-                      + (f"; {plural(len(again), 'experiment')} {', '.join(map(str, again))} will run again"
-                         if again else ""))
+                      + (f"; {resume_does(journal, again, 'will run again')}" if again else ""))
 
 
 def _killed_run(journal: Journal) -> Event | None:
@@ -372,8 +373,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
             if record is not None:
                 record(journal)
             journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
-                                     + (f"; {plural(len(again), 'experiment')} {', '.join(map(str, again))} will run "
-                                        "again" if again else ""),
+                                     + (f"; {resume_does(journal, again, 'will run again')}" if again else ""),
                               data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler})
         phase = "while the prior model loaded or trained"
         model = _model(campaign, journal)

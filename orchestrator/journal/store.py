@@ -14,8 +14,11 @@ Why SQLite, and why this shape:
   (an interrupted one may run again, as the next *attempt*); with an approval gate it starts as
   ``awaiting_approval`` and a person moves it to ``proposed`` (approved) or ``failed`` (vetoed); actions,
   raw voltammograms and measurements belong to one attempt, so a half-finished attempt never mixes with the
-  re-run. Illegal transitions raise :class:`IllegalTransition`; the schema's foreign keys and CHECKs catch
-  what slips past.
+  re-run. What an attempt measured is journalled as it is measured, not when its protocol ends: the cv's
+  voltammogram before the cv's action ends ``ok``, the measurement once the steps it depends on have run; an
+  attempt stopped after that (in a rinse, a wait) keeps it, and a resume ends the experiment from it
+  (:meth:`Journal.finish_measured`) rather than measuring a second aliquot. Illegal transitions raise
+  :class:`IllegalTransition`; the schema's foreign keys and CHECKs catch what slips past.
 - **Identity.** ``PRAGMA application_id`` marks a labloop journal and ``PRAGMA user_version`` its schema
   version, so a foreign file or a journal from a newer labloop is refused in one line.
 """
@@ -200,8 +203,8 @@ class State(StrEnum):
 _FROM: dict[State, tuple[State, ...]] = {
     State.PROPOSED: (State.AWAITING_APPROVAL,),
     State.RUNNING: (State.PROPOSED, State.INTERRUPTED),
-    State.DONE: (State.RUNNING,),
-    State.FAILED: (State.RUNNING, State.AWAITING_APPROVAL),
+    State.DONE: (State.RUNNING, State.INTERRUPTED),  # interrupted: finished from its measurement (finish_measured)
+    State.FAILED: (State.RUNNING, State.AWAITING_APPROVAL, State.INTERRUPTED),
     State.INTERRUPTED: (State.RUNNING,),
 }
 
@@ -261,6 +264,12 @@ class ExperimentRow:
     ipc_a: float | None = None
     ratio: float | None = None
     reversibility: str | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Whether its current attempt has its measurement (a measurement's ``reference`` is never NULL): an
+        experiment stopped after that is finished from it on resume (:meth:`Journal.finish_measured`)."""
+        return self.reference is not None
 
 
 #: analysis flags under which a scan judged no reversibility (its couple beyond the window, or none at all)
@@ -793,14 +802,22 @@ class Journal:
                              "VALUES (?, ?, ?, ?)", (experiment_id, attempt, _json(voltammogram.to_dict()), now()))
         return cur.lastrowid  # type: ignore[return-value]
 
-    def record_measurement(self, experiment_id: int, result: CVResult, potential_v: float | None) -> None:
+    def record_measurement(self, experiment_id: int, result: CVResult, potential_v: float | None,
+                           lab: tuple[Mapping[str, Any], str] | None = None) -> None:
         """Store the analysis of the running attempt; ``potential_v`` is the objective quantity vs Li/Li+
-        (None when the CV gave no usable potential)."""
+        (None when the CV gave no usable potential). ``lab``: what the lab-grade steps measured (impedance spectrum,
+        blanks, every scan rate's voltammogram and analysis, the ferrocene-referenced result), raw data included, and
+        its one-line summary, journalled as a ``lab`` event of the experiment (:meth:`lab_record`) in the same
+        transaction: a measurement is never journalled without the record its potential was referenced with, so a
+        resume that finishes the experiment from it (:meth:`finish_measured`) has all of it."""
         with self._write() as db:
             attempt = self._running_attempt(db, experiment_id, "a measurement")
             db.execute("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (experiment_id, attempt, potential_v, result.e_half_v, result.dep_v, result.reference,
                         _json(sorted(result.flags)), _json(result.to_dict()), now()))
+            if lab is not None:
+                record, summary = lab
+                self._event(db, "lab", summary, experiment_id, {"attempt": attempt, **record})
 
     def finish_experiment(self, experiment_id: int) -> None:
         """``running`` -> ``done``; the attempt must have its raw voltammogram and its measurement."""
@@ -814,15 +831,46 @@ class Journal:
             db.execute("UPDATE experiments SET state = 'done', finished_at = ? WHERE id = ?", (now(), experiment_id))
             potential = db.execute("SELECT potential_v FROM measurements WHERE experiment_id = ? AND attempt = ?",
                                    (experiment_id, attempt)).fetchone()[0]
-            if self._hit_edges is None:
-                self._hit_edges = hit_edges(self.campaign_info().config["objective"])
-            said = "no potential" if potential is None else f"{potential_said(potential, self._hit_edges)} V vs Li/Li+"
+            said = "no potential" if potential is None else f"{potential_said(potential, self._edges())} V vs Li/Li+"
             self._event(db, "done", f"experiment {experiment_id} done: {said}", experiment_id)
+
+    def finish_measured(self, experiment_id: int, cause: str | None = None) -> str:
+        """``interrupted`` -> ``done`` (``cause`` None) or ``failed`` with ``cause`` (its measurement unusable), from
+        the measurement its last attempt journalled before the run stopped in a step after it (a rinse, a wait:
+        protocols/executor.py ``measured_after``); no new attempt starts. Why: that attempt measured all its protocol
+        measures, and running it again spends a second aliquot of the sample on a molecule already measured (an
+        operator's trial: a kill -9 in the rinse after the cv). Returns the event's message, which says so; the
+        attempt must have its raw voltammogram and its measurement."""
+        with self._write() as db:
+            row = self._state(db, experiment_id)
+            if row["state"] != State.INTERRUPTED:
+                raise IllegalTransition(f"experiment {experiment_id} is {row['state']}; only an interrupted one is "
+                                        "finished from its measurement")
+            attempt = row["attempt"]
+            measured = db.execute("SELECT potential_v FROM measurements WHERE experiment_id = ? AND attempt = ?",
+                                  (experiment_id, attempt)).fetchone()
+            if measured is None or db.execute("SELECT 1 FROM raw_data WHERE experiment_id = ? AND attempt = ?",
+                                              (experiment_id, attempt)).fetchone() is None:
+                raise IllegalTransition(f"experiment {experiment_id} has no measurement of attempt {attempt} to be "
+                                        "finished from")
+            state = State.DONE if cause is None else State.FAILED
+            db.execute("UPDATE experiments SET state = ?, cause = ?, finished_at = ? WHERE id = ?",
+                       (state.value, cause, now(), experiment_id))
+            if cause is None:
+                said = ("no potential" if measured[0] is None else
+                        f"{potential_said(measured[0], self._edges())} V vs Li/Li+")
+                message = f"experiment {experiment_id} done: {said}"
+            else:
+                message = f"experiment {experiment_id} failed: {cause}"
+            message += (f" (from attempt {attempt}'s measurement, journalled before the run stopped in a step after "
+                        "it: not measured again)")
+            self._event(db, state.value, message, experiment_id)
+        return message
 
     def fail_experiment(self, experiment_id: int, cause: str) -> None:
         """``running`` -> ``failed`` with its cause (a typed instrument error, a failed analysis)."""
         with self._write() as db:
-            self._transition(db, experiment_id, State.FAILED)
+            self._running_attempt(db, experiment_id, "failing")
             db.execute("UPDATE experiments SET state = 'failed', cause = ?, finished_at = ? WHERE id = ?",
                        (cause, now(), experiment_id))
             self._event(db, "failed", f"experiment {experiment_id} failed: {cause}", experiment_id)
@@ -854,20 +902,31 @@ class Journal:
         with self._write() as db:
             return self._event(db, kind, message, experiment_id, data)
 
-    def record_lab(self, experiment_id: int, record: Mapping[str, Any], summary: str) -> int:
-        """Journal what the lab-grade steps of the experiment's current attempt measured (impedance spectrum,
-        blanks, every scan rate's voltammogram and analysis, the ferrocene-referenced result), raw data
-        included, as a ``lab`` event of that experiment; returns the event id."""
-        attempt = self._read("SELECT attempt FROM experiments WHERE id = ?", (experiment_id,))[0][0]
-        return self.add_event("lab", summary, {"attempt": attempt, **record}, experiment_id)
-
     def raw_count(self) -> int:
-        """How many voltammograms the journal holds, every attempt counted (a resumed dry run's simulated
-        reference electrode continues its walk from there)."""
-        return int(self._read("SELECT COUNT(*) FROM raw_data")[0][0])
+        """How many voltammograms the journal holds that an uninterrupted run would hold too (a resumed dry run's
+        simulated reference electrode continues its walk from there, sim/world.py ``World.resume_at``): those of
+        every experiment's current attempt, but for an attempt that runs again (``running`` or ``interrupted``
+        without its measurement). The voltammogram of an attempt stopped before its measurement was complete is
+        kept (:meth:`unmeasured_attempts`), and measured again by the next attempt, which the uninterrupted run
+        measured once."""
+        return int(self._read(
+            "SELECT COUNT(*) FROM raw_data r JOIN experiments e ON e.id = r.experiment_id AND e.attempt = r.attempt "
+            "WHERE e.state NOT IN ('running', 'interrupted') OR EXISTS (SELECT 1 FROM measurements m WHERE "
+            "m.experiment_id = r.experiment_id AND m.attempt = r.attempt)")[0][0])
+
+    def unmeasured_attempts(self, experiment_id: int) -> list[int]:
+        """The attempts of an experiment whose voltammogram the journal keeps without a measurement: each ended (a
+        kill, a Ctrl-C, a fault of the rig) after its cv but before the steps its measurement depends on had run (an
+        add_standard and its scan); an interrupted one's molecule is measured again by the next attempt. The resume
+        and ``labloop log`` say so: a good voltammogram recorded and set aside must not go unsaid. The running
+        attempt's, between its cv and its measurement, counts too."""
+        return [row[0] for row in self._read(
+            "SELECT DISTINCT r.attempt FROM raw_data r LEFT JOIN measurements m ON m.experiment_id = r.experiment_id "
+            "AND m.attempt = r.attempt WHERE r.experiment_id = ? AND m.experiment_id IS NULL ORDER BY r.attempt",
+            (experiment_id,))]
 
     def lab_record(self, experiment_id: int) -> dict[str, Any] | None:
-        """The lab-grade measurements of the experiment's current attempt (:meth:`record_lab`), or None."""
+        """The lab-grade measurements of the experiment's current attempt (:meth:`record_measurement`), or None."""
         rows = self._read("SELECT e.id, e.data_json, x.attempt FROM events e JOIN experiments x ON x.id = "
                           "e.experiment_id WHERE e.kind = 'lab' AND e.experiment_id = ? ORDER BY e.id DESC",
                           (experiment_id,))
@@ -893,6 +952,13 @@ class Journal:
         """Keep the planner's state after ``step`` (a resumed run reloads the latest)."""
         with self._write() as db:
             db.execute("INSERT INTO planner_state VALUES (?, ?, ?)", (step, _json(dict(state)), now()))
+
+    def _edges(self) -> tuple[float, ...]:
+        """The objective's hit edges (:func:`hit_edges`), read once: what a done experiment's event says its
+        potential against."""
+        if self._hit_edges is None:
+            self._hit_edges = hit_edges(self.campaign_info().config["objective"])
+        return self._hit_edges
 
     # -- helpers inside a transaction -----------------------------------------------------------------
 

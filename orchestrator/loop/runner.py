@@ -50,7 +50,8 @@ from labloop.core.errors import (
     said,
 )
 from labloop.core.text import plural, shell_word
-from labloop.instruments.cv_analysis import CVFlag, CVResult, measurement_quality, to_li_scale
+from labloop.instruments.cv_analysis import CVFlag, CVResult, ReferencedResult, measurement_quality, to_li_scale
+from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import UNSAFE, VETOED, ExperimentRow, Journal, State
@@ -63,7 +64,7 @@ from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
 from labloop.planners import Observation, PlannerState, bound_fields, make_planner
 from labloop.planners.base import past_observations
 from labloop.planners.feedback import DescriptorTable
-from labloop.protocols.executor import pumps_into_cell
+from labloop.protocols.executor import ExperimentOutcome, pumps_into_cell, usable
 from labloop.protocols.steps import repeat_problem
 from labloop.surrogate.compute import lost_cluster
 
@@ -223,6 +224,20 @@ def person_advice(cause: RigNotReady | BlankFailed, store: Path) -> str:
         return f"add the purge step to the campaign's protocol and {WITH_A_NEW_STORE}"
     return (f"clean the cell and the electrode (for O2: check the gas), then `labloop resume {shell_word(store)} "
             "--cell-emptied`")
+
+
+def resume_does(journal: Journal, ids: Sequence[int], again: str = "will run again on resume") -> str:
+    """What a resume does with the experiments ``ids`` a stop left interrupted (or running, after a kill): those
+    whose attempt journalled its measurement are finished from it (:meth:`Runner._finish_measured`), the others
+    ``again`` (run again, from their first step). Why: "will run again" of an experiment stopped in the rinse after
+    its measurement sent an operator to prepare a second aliquot that the resume does not take."""
+    measured = {e.id for e in journal.experiments(states=(State.INTERRUPTED, State.RUNNING)) if e.measured}
+    parts = [(f"{plural(len(which), 'experiment')} {', '.join(map(str, which))} {what}")
+             for which, what in (([i for i in ids if i not in measured], again),
+                                 ([i for i in ids if i in measured], "is finished on resume from the measurement it "
+                                                                      "journalled, not measured again"))
+             if which]
+    return "; ".join(parts)
 
 
 def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: ProtocolExecutor,
@@ -441,7 +456,7 @@ class Runner:
         rig = "instruments in a safe state" if not unsafe else f"NOT made safe: {'; '.join(unsafe)}"
         with self.interrupts.deferred():
             ids = self.journal.mark_interrupted_on_resume()
-            again = f" (experiment {', '.join(map(str, ids))} will run again on resume)" if ids else ""
+            again = f" ({resume_does(self.journal, ids)})" if ids else ""
             short = self._syringes_short()
             self.journal.add_event("interrupted", f"run stopped by {exc}{again}; {rig}{self._cell_left()}"
                                                   f"{_syringes_said(short)}",
@@ -498,16 +513,16 @@ class Runner:
     def _stop_no_operator(self, exc: NoOperator) -> int:
         """A manual step found nobody to answer (the console's input is closed): that would not change with the
         next experiment, so the run stops at once (exit 1) and the rig is made safe. The experiment is
-        interrupted, not failed, and ``resume`` from a terminal runs it again from its first step: what it
-        measured before the question (its cv, if the question was the rinse after it) is not kept, and what it
-        left in the cell is said, since the operator must empty the cell before it runs again.
+        interrupted, not failed, and ``resume`` from a terminal runs it again from its first step, unless its
+        measurement was complete before the question (a manual rinse after the cv): the resume then finishes it from
+        that (:func:`resume_does`). What it left in the cell is said, since the operator must empty the cell first.
 
         The journal is made consistent before the rig is made safe: a Ctrl-C while a pump's stop hangs then
         finds the experiment interrupted and the stop journalled."""
         with self.interrupts.deferred():  # the step that asked closed its action with this cause (the executor)
             ids = self.journal.mark_interrupted_on_resume()
-            self.journal.add_event("stopped", f"{exc}: campaign stopped (experiment {', '.join(map(str, ids))} will "
-                                              f"run again on resume, where a person can answer{self._cell_left()})",
+            again = resume_does(self.journal, ids, "will run again on resume, where a person can answer")
+            self.journal.add_event("stopped", f"{exc}: campaign stopped ({again}{self._cell_left()})",
                                    data={"experiments": ids, "cell_ml": self.executor.contents.cell_ml})
         self._make_safe("the run stopped")
         return EXIT_FAULTS
@@ -543,8 +558,8 @@ class Runner:
                 self.journal.finish_action(action, f"{type(cause).__name__}: {cause}")
             self._open_actions = {}
             ids = self.journal.mark_interrupted_on_resume()
-            self.journal.add_event("stopped", f"{cause}: campaign stopped before a sample is spent on it (experiment "
-                                              f"{', '.join(map(str, ids))} will run again on resume){lost}",
+            self.journal.add_event("stopped", f"{cause}: campaign stopped before a sample is spent on it "
+                                              f"({resume_does(self.journal, ids)}){lost}",
                                    data={"experiments": ids, "advice": advice,
                                          "cell_ml": self.executor.contents.cell_ml})
         self._make_safe("the run stopped")
@@ -615,9 +630,12 @@ class Runner:
             else:
                 failure = INSTRUMENT_FAULT
         bound = self._bound(analysis) if failure == ANALYSIS_FAULT and analysis is not None else None
+        # the rig's failure says nothing of the conditions, though a step after the measurement (a rinse) may have
+        # failed with the measurement journalled: the planner learns from it as it did when none was kept
+        quality = None if analysis is None or failure == INSTRUMENT_FAULT else measurement_quality(analysis)
         return Observation(experiment.smiles, experiment.conditions,
                            experiment.potential_v if experiment.status == State.DONE else None,
-                           quality=None if analysis is None else measurement_quality(analysis), failure=failure,
+                           quality=quality, failure=failure,
                            **bound_fields(bound))
 
     def _bound(self, analysis: CVResult) -> tuple[float, int] | None:
@@ -651,9 +669,24 @@ class Runner:
 
     def _run_experiment(self, experiment: ExperimentRow) -> str:
         """Run one proposed (or interrupted) experiment to ``done``, or ``failed`` because of the rig
-        (:data:`INSTRUMENT_FAULT`) or of the voltammogram (:data:`ANALYSIS_FAULT`); returns which."""
+        (:data:`INSTRUMENT_FAULT`) or of the voltammogram (:data:`ANALYSIS_FAULT`); returns which. What it measures
+        is journalled as it is measured (:meth:`_journal_scan`, :meth:`_journal_outcome`), so a run stopped in a
+        step after the measurement keeps it, and an interrupted experiment whose attempt has its measurement is
+        finished from it without running again (:meth:`_finish_measured`)."""
+        if experiment.status == State.INTERRUPTED and experiment.measured:
+            return self._finish_measured(experiment)
+        kept = self.journal.unmeasured_attempts(experiment.id) if experiment.status == State.INTERRUPTED else []
         with self.interrupts.deferred():
-            self.journal.start_experiment(experiment.id)
+            attempt = self.journal.start_experiment(experiment.id)
+            if kept:  # a voltammogram set aside: said, and journalled for `labloop log`
+                message = (f"experiment {experiment.id}: the voltammogram{'s' if len(kept) > 1 else ''} of attempt "
+                           f"{', '.join(map(str, kept))} {'is' if len(kept) == 1 else 'are'} kept in the journal "
+                           "without a measurement (the run stopped before the steps the measurement depends on had "
+                           f"run): the molecule is measured again in attempt {attempt}")
+                self.journal.add_event("measured_again", message, data={"kept": kept, "attempt": attempt},
+                                       experiment_id=experiment.id)
+        if kept:
+            console.err.print(message, markup=False, highlight=False, soft_wrap=True)
         self._open_actions = {}
         self._actions = 0
         self._pumped = False
@@ -661,7 +694,9 @@ class Runner:
         try:
             outcome = self.executor.run(self.sample_ids.get(experiment.smiles, experiment.smiles), experiment.smiles,
                                         experiment.conditions, experiment.mu,
-                                        lambda *args: self._on_action(experiment.id, *args))
+                                        lambda *args: self._on_action(experiment.id, *args),
+                                        on_scan=partial(self._journal_scan, experiment.id),
+                                        on_outcome=partial(self._journal_outcome, experiment.id))
         except (JournalWriteError, NoOperator):
             raise  # nothing more can be recorded, or nobody can answer: the run stops (run())
         except (RigNotReady, BlankFailed) as exc:
@@ -706,36 +741,71 @@ class Runner:
                               experiment.id, type(exc).__name__, exc_info=exc)
             self._fail(experiment.id, message)
             return INSTRUMENT_FAULT
-        with self.interrupts.deferred():
-            self.journal.record_raw(experiment.id, outcome.voltammogram)
-            self.journal.record_measurement(experiment.id, outcome.analysis, outcome.potential_v_vs_li)
-            if outcome.lab.measured:
-                self.journal.record_lab(experiment.id, outcome.lab.to_dict(), outcome.lab.summary())
-            if outcome.quality_ok and outcome.potential_v_vs_li is not None:
+        if outcome.quality_ok:  # its measurement is journalled (_journal_outcome)
+            with self.interrupts.deferred():
                 self.journal.finish_experiment(experiment.id)
-                return State.DONE
-        flags = ", ".join(sorted(outcome.analysis.flags)) or "no usable potential"
-        bound = self._bound(outcome.analysis)  # where the scan says the potential lies, as the model learns it
+            return State.DONE
+        self._fail(experiment.id, self._unusable(outcome.analysis, outcome.voltammogram, outcome.lab.referenced),
+                   safe_state=False)
+        return ANALYSIS_FAULT
+
+    def _journal_scan(self, experiment_id: int, voltammogram: Voltammogram) -> None:
+        """The executor's hook as the cv's scans return: the voltammogram journalled as the attempt's raw data
+        before the cv's action ends ``ok`` (so a cv the journal shows ``ok`` always has its voltammogram)."""
+        with self.interrupts.deferred():
+            self.journal.record_raw(experiment_id, voltammogram)
+
+    def _journal_outcome(self, experiment_id: int, outcome: ExperimentOutcome) -> None:
+        """The executor's hook once the measurement is complete (protocols/executor.py ``measured_after``): its
+        analysis, potential and lab-grade record journalled in one transaction, before the steps that only handle the
+        cell (a rinse, a wait), which a resume then need not run again (:meth:`_finish_measured`)."""
+        lab = (outcome.lab.to_dict(), outcome.lab.summary()) if outcome.lab.measured else None
+        with self.interrupts.deferred():
+            self.journal.record_measurement(experiment_id, outcome.analysis, outcome.potential_v_vs_li, lab)
+
+    def _finish_measured(self, experiment: ExperimentRow) -> str:
+        """Finish an interrupted experiment from the measurement its last attempt journalled before the run stopped
+        in a step after it (a rinse, a wait, a clean): ``done``, or ``failed`` as its voltammogram was unusable, as
+        the uninterrupted run would have ended it, and said in one line; returns which (:meth:`_run_experiment`).
+        Nothing moves: the cell it left was emptied by hand (``resume --cell-emptied``, which the journal's count
+        of the cell asks for: :func:`refusal_before_the_run`), which is all its remaining steps would have done. Why
+        not run it again: that measures a second aliquot of a molecule already measured, as a new attempt, and
+        nothing said that a good cv had been recorded and discarded (an operator's trial)."""
+        analysis = self.journal.analysis(experiment.id)
+        assert analysis is not None  # experiment.measured
+        cause = None
+        if not usable(experiment.potential_v, analysis):
+            lab = self.journal.lab_record(experiment.id) or {}
+            referenced = None if lab.get("referenced") is None else ReferencedResult.from_dict(lab["referenced"])
+            cause = self._unusable(analysis, self.journal.voltammograms(experiment.id)[0], referenced)
+        with self.interrupts.deferred():
+            message = self.journal.finish_measured(experiment.id, cause)
+        console.err.print(message, markup=False, highlight=False, soft_wrap=True)
+        return State.DONE if cause is None else ANALYSIS_FAULT
+
+    def _unusable(self, analysis: CVResult, voltammogram: Voltammogram, referenced: ReferencedResult | None) -> str:
+        """The cause of an experiment failed by its measurement (:data:`ANALYSIS_FAILURE`): its flags, each said in
+        a chemist's words, with where the scan says the potential lies and what the standard found."""
+        flags = ", ".join(sorted(analysis.flags)) or "no usable potential"
+        bound = self._bound(analysis)  # where the scan says the potential lies, as the model learns it
         where = "" if bound is None else f", {'above' if bound[1] > 0 else 'below'} {bound[0]:.3f} V vs Li/Li+"
-        if CVFlag.BEYOND_WINDOW in outcome.analysis.flags:  # a result about the molecule: say it plainly
+        if CVFlag.BEYOND_WINDOW in analysis.flags:  # a result about the molecule: say it plainly
             flags += (" (the current still rises at the scan's vertex: the potential lies beyond the window scanned"
                       f"{where})")
-        if CVFlag.AT_SCAN_START in outcome.analysis.flags:  # likewise: the wave lies at the scan's start
+        if CVFlag.AT_SCAN_START in analysis.flags:  # likewise: the wave lies at the scan's start
             flags += (f" (the wave lies at the scan's start, its peak before it or its return peak past the scan's "
                       f"end: the potential lies at or before where the scan begins{where}; start it further out)")
-        if CVFlag.NO_PEAK in outcome.analysis.flags and not bound:  # what was scanned, so a chemist can judge it
-            scanned = outcome.voltammogram.potential_v
+        if CVFlag.NO_PEAK in analysis.flags and not bound:  # what was scanned, so a chemist can judge it
+            scanned = voltammogram.potential_v
             low, high = (to_li_scale(float(e), self.campaign.cell.reference_offset_v)
                          for e in (scanned.min(), scanned.max()))
             flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned: the potential "
                       "lies beyond it, or the sample gave no signal)")
-        referenced = outcome.lab.referenced
-        if CVFlag.NO_STANDARD in outcome.analysis.flags and referenced is not None and referenced.problem is not None:
+        if CVFlag.NO_STANDARD in analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"
         elif referenced is not None and (found := referenced.standard_said()) is not None:
             flags += f" ({found}: the standard was fine)"  # the failure is the analyte's, not the cell's
-        self._fail(experiment.id, f"{ANALYSIS_FAILURE}{flags}", safe_state=False)
-        return ANALYSIS_FAULT
+        return f"{ANALYSIS_FAILURE}{flags}"
 
     def _on_action(self, experiment_id: int, step: int, name: str, instrument: str, params: Mapping[str, Any],
                    started_at: Any, finished_at: Any, outcome: str | None) -> None:
