@@ -254,8 +254,10 @@ def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: Proto
     if stop_reason(campaign, experiments, started) is not None:
         return None
     # the next experiment to run: one queued, else one the planner is yet to propose (its conditions unknown, so
-    # only what every experiment needs is checked), as after a batch awaiting approval or a budget raised
-    queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED, State.RUNNING)]
+    # only what every experiment needs is checked), as after a batch awaiting approval or a budget raised; not one
+    # finished from its journalled measurement, which moves nothing (Runner._finish_measured)
+    queue = [e for e in experiments
+             if e.status in (State.PROPOSED, State.INTERRUPTED, State.RUNNING) and not e.measured]
 
     def refused(hands: Sequence[str]) -> RigNotReady | None:
         history = chain(_history(journal), ((BY_HAND[kind], {}, "ok") for kind in hands))

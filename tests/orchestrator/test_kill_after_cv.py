@@ -93,6 +93,10 @@ def test_a_kill_in_a_step_after_the_cv_keeps_the_measurement_and_the_resume_does
     [(measured_v,)] = _rows(store, "SELECT potential_v FROM measurements WHERE experiment_id = ? AND attempt = 1",
                             experiment)
 
+    # the cell holds the sample: a resume waits for it to be emptied, and does not say the experiment runs again
+    refused = labloop("resume", store)
+    assert refused.returncode == 2 and "--cell-emptied" in refused.stderr, refused.stderr
+    assert f"experiment {experiment} runs again" not in refused.stderr, refused.stderr
     resumed = labloop("resume", store, "--cell-emptied")
     assert resumed.returncode == 0, resumed.stderr
     lines = resumed.stderr.splitlines()
