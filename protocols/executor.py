@@ -86,6 +86,7 @@ from labloop.instruments.cv_analysis import (
     FERROCENE_VS_LI_V,
     OXYGEN_ONSET_VS_LI_V,
     BlankResult,
+    CVAnalysisSettings,
     CVFlag,
     CVResult,
     DiffusionEstimate,
@@ -118,6 +119,7 @@ from labloop.protocols.steps import (
     Rinse,
     Step,
     Wait,
+    analysis_settings,
     compact,
     empties,
     half_width_problem,
@@ -576,7 +578,7 @@ class ProtocolExecutor:
         run stopped in a rinse that takes minutes (a kill, a power cut) lost a voltammogram whose action the journal
         showed ``ok``, and its resume measured a second aliquot of the sample (an operator's trial)."""
         steps = self._with_conditions(conditions)
-        complete = measured_after(steps)
+        complete, settings = measured_after(steps), analysis_settings(steps)
         self._check(steps, {})
         self._check_contents(steps)
         # every scan of this candidate is known and checked against the limits before the first action: a
@@ -611,7 +613,7 @@ class ProtocolExecutor:
                     params.update(cv.to_dict())
                     voltammogram = self._cv(step, cv, instrument, lab, sample_id, self._where(index, step),
                                             dispensed_ml(steps[:index], delivered),
-                                            dispensed_ml(steps[:index], delivered, fluid="sample"))
+                                            dispensed_ml(steps[:index], delivered, fluid="sample"), settings)
                     params.update(self._lab_summary(step, lab))
                 elif isinstance(step, Rinse):
                     self.rig.rinse_cell()
@@ -630,14 +632,15 @@ class ProtocolExecutor:
                 on_scan(voltammogram)  # type: ignore[arg-type]  # the cv step just set it
             on_action(index, step.name, instrument, params, started, now(), "ok")
             if index == complete:
-                outcome = self._outcome(voltammogram, analysis, lab, sample_id, smiles)  # type: ignore[arg-type]
+                outcome = self._outcome(voltammogram, analysis, lab, sample_id, smiles,  # type: ignore[arg-type]
+                                        settings)
                 if on_outcome is not None:
                     on_outcome(outcome)
         assert outcome is not None  # measured_after names one of the steps
         return outcome
 
     def _outcome(self, voltammogram: Voltammogram, analysis: CVResult | None, lab: LabRecord, sample_id: str,
-                 smiles: str) -> ExperimentOutcome:
+                 smiles: str, settings: CVAnalysisSettings | None) -> ExperimentOutcome:
         """What the experiment measured, once every step it depends on has run (:func:`measured_after`): the cv's
         voltammogram, analysed by the protocol's analyze step or by default, judged over its scan rates, with the
         lab-grade steps' flags and the standard's referencing."""
@@ -652,7 +655,7 @@ class ProtocolExecutor:
                 rates = ", ".join(compact(v.params.scan_rate_v_s) for v, _ in lab.scans)
                 log.warning("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
                             "Randles-Sevcik (a reversible couple's equation) reads low for it", sample_id, smiles, deps,
-                            rates, reversibility_criterion(rates=len(lab.scans)).split(";")[0])
+                            rates, reversibility_criterion(settings, rates=len(lab.scans)).split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
             self._warn_of_d(f"{sample_id} ({smiles})", lab)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)
@@ -942,16 +945,18 @@ class ProtocolExecutor:
 
     # -- lab-grade steps ----------------------------------------------------------------------------------------
     def _cv(self, step: CV, cv: CVParams, potentiostat: str, lab: LabRecord, sample_id: str, where: str,
-            dispensed: float, sample: float) -> Voltammogram:
+            dispensed: float, sample: float, settings: CVAnalysisSettings | None) -> Voltammogram:
         """Run the cv step: at each of its scan rates (in one script when the driver has ``run_cv_series``),
         with ``ir_compensation`` of the Ru measured by the eis step; every scan is analysed (ohmic drop
-        corrected) into ``lab.scans``; the first rate's is returned. With D to compute, what it is computed with
+        corrected, by the protocol's analyze ``settings``: :func:`analysis_settings`) into ``lab.scans``; the first
+        rate's is returned. With D to compute, what it is computed with
         goes into ``lab``: with ``sample_stock_mm``, the concentration the ``sample`` mL of this experiment's sample
         dispenses make in the cell as labloop counts it; else ``analyte_mm`` as written, and whether the cell held
         more than the ``dispensed`` mL of this experiment's dispense steps (:meth:`_dilution`)."""
         comp = step.ir_compensation.fraction * lab.ru_ohm if step.ir_compensation is not None else 0.0
         series = [replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp) for rate in step.rates]
-        lab.scans[:] = [(v, analyze_cv(v, ru_ohm=lab.ru_ohm)) for v in self._scans(where, potentiostat, series)]
+        lab.scans[:] = [(v, analyze_cv(v, settings, ru_ohm=lab.ru_ohm))
+                        for v in self._scans(where, potentiostat, series)]
         if computes_d(step):
             lab.electrode_area_cm2 = step.electrode_area_cm2
             if step.sample_stock_mm is not None:

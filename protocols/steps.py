@@ -591,6 +591,14 @@ def _fields(loc: tuple[str | int, ...]) -> list[str]:
     return list(CVAnalysisSettings.__dataclass_fields__) if model is Analyze else list(model.model_fields)
 
 
+def analysis_settings(steps: Sequence[Step]) -> CVAnalysisSettings | None:
+    """The settings of the protocol's ``analyze`` step (None: the analysis' defaults), which every analysis of its
+    cv uses: each scan rate's, and so the reversibility called over the rates and the rule said for it. Why one
+    place: the scan rates were analysed by the defaults while the analyze step changed the cut-offs (an
+    electrochemist's trial: a quasi-reversible call by 80 mV under a protocol that set another)."""
+    return next((step.settings for step in steps if isinstance(step, Analyze)), None)
+
+
 def parse_steps(raw_steps: Any) -> tuple[Step, ...]:
     """Validate a protocol (a non-empty list of steps); :class:`Problems` lists every problem found."""
     if not isinstance(raw_steps, list | tuple) or not raw_steps:

@@ -40,7 +40,7 @@ from labloop.orchestrator.journal.store import (
     potential_said,
     with_advice,
 )
-from labloop.protocols.steps import CV, Analyze, Step, parse_steps
+from labloop.protocols.steps import CV, Step, analysis_settings, parse_steps
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,8 @@ def _protocol_conditions(steps: tuple[Step, ...]) -> dict[str, Any]:
 def reversibility_said(steps: tuple[Step, ...]) -> str:
     """The rule the protocol's experiments were called reversible by (:func:`reversibility_criterion`): its
     ``analyze`` step's settings or the analysis' defaults, over every rate of a cv of several."""
-    settings = next((step.settings for step in steps if isinstance(step, Analyze)), None)
     cv = next(step for step in steps if isinstance(step, CV))
-    return reversibility_criterion(settings, rates=len(cv.scan_rates_v_s or ()))
+    return reversibility_criterion(analysis_settings(steps), rates=len(cv.scan_rates_v_s or ()))
 
 
 #: the events that start a run or end one (``interrupted`` of no one experiment: each interrupted experiment has

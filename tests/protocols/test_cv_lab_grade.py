@@ -190,6 +190,17 @@ def test_a_couple_reversible_at_the_slowest_rate_only_is_quasi_reversible(lab, c
             "mV and |ipc/ipa| 0.80..1.25 (an experiment's: at every scan rate)): D from Randles-Sevcik") in caplog.text
 
 
+def test_every_scan_rate_is_called_by_the_protocols_analyze_settings(lab, caplog):
+    """The rates were analysed by the defaults whatever the analyze step said: the slow couple above, under a
+    protocol whose cut-off is 150 mV, was called quasi-reversible by the 80 mV default and warned of by its rule."""
+    wider = {"analyze": {"reversible_max_dep_v": 0.15, "irreversible_min_dep_v": 0.3}}
+    slow = run(lab(analyte=replace(ANALYTE, k0_cm_s=0.02)), [*FULL[:7], wider, *FULL[7:]])[0]
+    deps = [a.dep_v for _, a in slow.lab.scans]
+    assert max(deps) > 0.08 and max(deps) < 0.15, deps  # beyond the default's cut-off, within the protocol's
+    assert [a.reversibility for _, a in slow.lab.scans] == ["reversible"] * 4
+    assert slow.analysis.reversibility == "reversible" and "quasi-reversible over" not in caplog.text
+
+
 class Returning:
     """A plug-in driver (the fault a test injects): ``inner``'s, but its ``call`` (a method, or a property) returns
     ``odd(what inner's returned)``."""
