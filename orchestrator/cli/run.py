@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from labloop.core.errors import InputError, JournalError, dotted, not_one_of
 from labloop.core.text import shell_word
-from labloop.instruments.manual_sampler import MANUAL
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import options, preflight
 from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
@@ -33,6 +32,7 @@ from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
+from labloop.orchestrator.loop.rig import PersonAsk
 from labloop.orchestrator.loop.runner import (
     CELL_EMPTIED,
     EXIT_FAULTS,
@@ -214,7 +214,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
         with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \
                 Interrupts() as interrupts:
             try:
-                with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library,
+                with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library, ask=PersonAsk(),
                                        session=runs_of(campaign.store) if continued else 0) as rig:
                     executor = compose.build_executor(campaign, rig)
                     executor.check(continued=continued)
@@ -387,8 +387,9 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     except Interrupted as exc:
         journal.add_event("interrupted", f"run stopped by {exc} {phase}")
         raise
-    people = [name for name, spec in campaign.instruments.items() if spec.driver == MANUAL.name]
-    with Alerter(campaign.alerts, journal, campaign.name, operators=people), StallWatch(journal, operators=people):
+    # every question the rig puts to a person (its rinse, a manual step, the manual sample changer) goes through
+    # rig.asking: one left unanswered alerts as a person waited for, and is no stalled instrument
+    with Alerter(campaign.alerts, journal, campaign.name, asking=rig.asking), StallWatch(journal, asking=rig.asking):
         code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()
     if code == EXIT_REFUSED:  # nothing moved: the one line of why (run()) is all there is to say
         return code

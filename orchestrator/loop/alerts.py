@@ -1,6 +1,6 @@
 """Alerts: tell a person when the campaign needs one — it stopped (budget, faults, interrupt, its Dask cluster
-lost), a batch waits for approval, or an instrument that is a person (the ``manual`` sample changer) waits for
-its operator — through apprise (email, Slack, Teams, ntfy, webhooks: any URL apprise knows).
+lost), a batch waits for approval, or a real rig waits for a person at its console (the rinse, a manual step, the
+``manual`` sample changer) — through apprise (email, Slack, Teams, ntfy, webhooks: any URL apprise knows).
 
 Why it works this way:
 
@@ -8,8 +8,10 @@ Why it works this way:
   thread and alerts on the kinds in :data:`ALERT_KINDS`, so whatever writes those events (the runner's stop
   rules, its interrupt handler, the approval gate) alerts without knowing about alerts, and each event
   alerts exactly once; one stop alerts once, however many experiments it interrupted (:func:`_alerts`).
-  An operator prompt is seen the same way: an action of a person-instrument that has started and not
-  finished is journalled once as an ``operator_waiting`` event, which then alerts.
+  A person waited for is seen from the same thread: a question of the rig's
+  (:class:`~labloop.orchestrator.loop.rig.PersonAsk`) still unanswered after :data:`PERSON_GRACE_S` is journalled
+  once as an ``operator_waiting`` event saying what the person must do, which then alerts; a question answered at
+  once (a script's ``yes ''``, a console with no input) wakes nobody.
 - **Never in the run's way.** Sending happens only in that thread, with a bounded number of attempts per
   destination and a pause between them; a network that is down costs the run nothing, and at the end the
   run waits at most :meth:`Alerter.drain_limit_s` for the last alert before it exits anyway.
@@ -28,13 +30,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from labloop.core.text import plural, shell_word
 from labloop.orchestrator.config.alert_urls import expand, silence_apprise
 from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, left_unsafe, with_advice
+from labloop.orchestrator.loop.rig import PersonAsk, Wait
 from labloop.orchestrator.loop.stalls import STALLED
 
 log = logging.getLogger(__name__)
@@ -54,20 +58,24 @@ POLL_S = 0.5
 REQUEST_TIMEOUT_S = 4.0
 #: events read per poll (far more than a run writes in POLL_S)
 EVENTS_PER_POLL = 200
+#: how long a question may go unanswered before the person is alerted (one answered by a script never is)
+PERSON_GRACE_S = 2.0
+
+
 class Alerter:
     """Watches ``journal`` for events that need a person and sends each to every URL, from a background thread.
 
-    ``operators`` names the instruments that are people (their open actions are operator prompts).
+    ``asking`` is how the rig asks a person (its questions left unanswered alert, :meth:`_note_waiting`).
     Use as a context manager around a run: events journalled before it starts are not alerted (a resumed
     campaign does not repeat the previous run's stop); on exit the last events are sent, waiting at most
     :meth:`drain_limit_s`.
     """
 
-    def __init__(self, urls: Sequence[str], journal: Journal, campaign: str, *, operators: Collection[str] = (),
+    def __init__(self, urls: Sequence[str], journal: Journal, campaign: str, *, asking: PersonAsk | None = None,
                  attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
         self.urls = list(urls)
-        self.operators = frozenset(operators)  #: instrument names whose actions wait for a person
-        self._prompted: set[int] = set()
+        self.asking = asking
+        self._noted: Wait | None = None  # the last question journalled as operator_waiting
         self.journal = journal
         self.campaign = campaign
         self.attempts = attempts
@@ -101,7 +109,7 @@ class Alerter:
         while True:
             stopping = self._stop.wait(POLL_S)
             try:
-                self._note_operator_prompts()
+                self._note_waiting()
                 for event in self.journal.events(last=EVENTS_PER_POLL):
                     if event.id > self._seen:
                         self._seen = event.id
@@ -113,17 +121,18 @@ class Alerter:
             if stopping:
                 return
 
-    def _note_operator_prompts(self) -> None:
-        """Journal each open action of a person-instrument once, as ``operator_waiting`` (which alerts)."""
-        if not self.operators:
+    def _note_waiting(self) -> None:
+        """Journal the question a person has left unanswered for :data:`PERSON_GRACE_S`, once, as
+        ``operator_waiting`` (which alerts), with what it asks and the experiment it is part of."""
+        wait = self.asking.waiting if self.asking is not None else None
+        if wait is None or wait is self._noted or (datetime.now(UTC) - wait.since).total_seconds() < PERSON_GRACE_S:
             return
-        for experiment in self.journal.experiments(states=("running",)):
-            for action in self.journal.actions(experiment.id):
-                if action.finished_at is None and action.instrument in self.operators \
-                        and action.id not in self._prompted:
-                    self._prompted.add(action.id)
-                    self.journal.add_event("operator_waiting", f"experiment {experiment.id}: {action.instrument} "
-                                           f"waits for a person ({action.command})", experiment_id=experiment.id)
+        self._noted = wait
+        running = self.journal.experiments(states=("running",))
+        experiment = running[-1].id if running else None
+        what = wait.question.strip().rstrip(":").strip()
+        self.journal.add_event("operator_waiting", (f"experiment {experiment}: " if experiment else "")
+                               + f"a person is waited for at the console: {what}", experiment_id=experiment)
 
     def _send(self, event: Event) -> None:
         """``event``'s alert to every destination, each retried on its own (a delivered one is never sent twice),

@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
@@ -80,6 +82,41 @@ def _plausible(status: PumpStatus, name: str) -> PumpStatus:
     return status
 
 
+@dataclass(frozen=True)
+class Wait:
+    """A question put to a person that has not been answered yet, and since when (UTC)."""
+
+    question: str
+    since: datetime
+
+
+class PersonAsk:
+    """How a real rig asks a person (the rinse, a manual step, the ``manual`` sample changer: every
+    :func:`ask_person`), keeping the question asked now (:attr:`waiting`) and when the last one was answered.
+
+    Why: the rinse on a real rig waits for a person at the console, and nothing said so: only the ``manual``
+    driver's instruments alerted, and the stall watch called the wait a stalled instrument ``cell`` after 10
+    minutes (an operator's trial of an unattended week). With every question asked through one of these (the
+    ``labloop run`` command hands the same one to the rig and the manual sample changer), the alerter
+    (orchestrator/loop/alerts.py) says that a person is waited for and what they must do, and the stall watch
+    (orchestrator/loop/stalls.py) leaves the wait out, whoever asked."""
+
+    def __init__(self, ask: Ask = input) -> None:
+        self._ask = ask
+        #: the question a person is asked now, None when nobody is
+        self.waiting: Wait | None = None
+        #: when the last question was answered (or found nobody to answer), None before the first
+        self.answered_at: datetime | None = None
+
+    def __call__(self, question: str) -> str:
+        self.waiting = Wait(question, datetime.now(UTC))
+        try:
+            return self._ask(question)
+        finally:
+            self.waiting = None
+            self.answered_at = datetime.now(UTC)
+
+
 class Rig:
     """Opened instruments by name (``instruments``); a context manager that closes them."""
 
@@ -88,7 +125,8 @@ class Rig:
                  operator: Ask | None = None, simulation: Any = None, ready: Callable[[], None] | None = None) -> None:
         self.instruments: dict[str, object] = dict(instruments)
         self._closer = closer
-        self._ask = ask
+        #: every question this rig puts to a person goes through it (:class:`PersonAsk`)
+        self.asking = ask if isinstance(ask, PersonAsk) else PersonAsk(ask)
         self._operator = operator
         self._rinse = rinse
         self._sleep = sleep
@@ -108,14 +146,14 @@ class Rig:
         if self._rinse is not None:
             self._rinse()
             return
-        ask_person(self._ask, f"{why}Rinse the cell, then press Enter: ", "cell", "operator to rinse the cell")
+        ask_person(self.asking, f"{why}Rinse the cell, then press Enter: ", "cell", "operator to rinse the cell")
 
     def ask_operator(self, message: str) -> str:
         """Ask a person to do what a manual step says (polish the electrode, purge by hand) and wait: the
         composition module's stand-in in a dry run, else the console."""
         if self._operator is not None:
             return self._operator(message)
-        return ask_person(self._ask, message, "operator", "operator to ask")
+        return ask_person(self.asking, message, "operator", "operator to ask")
 
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` of device time pass."""

@@ -5,19 +5,23 @@ stayed "live" with no event, no alert and no log line until someone pressed Ctrl
 lost (a plug-in engineer's trial). The watcher cannot end the call either; it tells a person. It reads the
 journal, as the alerter does (orchestrator/loop/alerts.py), from its own thread: an action of a running experiment
 that has not finished :func:`deadline_s` after it started is journalled once as a ``stalled`` event, which the log,
-the dashboard and the alerts show, and warned of on the console. A person's own steps (the ``manual`` sample
-changer's) wait as long as the person takes, so they are left out (``operator_waiting`` says those).
+the dashboard and the alerts show, and warned of on the console. A wait for a person (a real rig's rinse, a manual
+step, the ``manual`` sample changer: the rig's :class:`~labloop.orchestrator.loop.rig.PersonAsk`) lasts as long as
+the person takes, so no action is stalled while a person is asked, and its time is counted from the answer
+(``operator_waiting`` says the wait: a rinse said as a stalled instrument ``cell`` was the wrong word for a person
+woken at 3 am).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.loop.rig import PersonAsk
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +65,12 @@ def deadline_s(command: str, params: Mapping[str, Any]) -> float:
 
 
 class StallWatch:
-    """Journals, once each, the open actions of running experiments that outlast :func:`deadline_s` (the instruments
-    in ``operators`` are people: left out). A context manager around a run."""
+    """Journals, once each, the open actions of running experiments that outlast :func:`deadline_s`, none while
+    ``asking`` waits for a person. A context manager around a run."""
 
-    def __init__(self, journal: Journal, *, operators: Collection[str] = ()) -> None:
+    def __init__(self, journal: Journal, *, asking: PersonAsk | None = None) -> None:
         self.journal = journal
-        self.operators = frozenset(operators)
+        self.asking = asking
         self._said: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="labloop-stalls", daemon=True)
@@ -88,14 +92,18 @@ class StallWatch:
                 return
 
     def check(self) -> None:
-        """Journal each open action past its deadline, once."""
+        """Journal each open action past its deadline, once; its time counts from the last answer of a person
+        asked during it (a clean's flush after the rinse a person did)."""
         now = datetime.now(UTC)
+        if self.asking is not None and self.asking.waiting is not None:
+            return  # the open action waits for a person, who takes as long as they take
+        answered = self.asking.answered_at if self.asking is not None else None
         for experiment in self.journal.experiments(states=("running",)):
             for action in self.journal.actions(experiment.id):
-                if action.finished_at is not None or action.instrument in self.operators | {"operator"} \
-                        or action.id in self._said:  # "operator": a step a person does (protocols/executor.py)
+                if action.finished_at is not None or action.id in self._said:
                     continue
-                open_s = (now - datetime.fromisoformat(action.started_at)).total_seconds()
+                started = datetime.fromisoformat(action.started_at)
+                open_s = (now - max(started, answered or started)).total_seconds()
                 limit = deadline_s(action.command, action.params)
                 if open_s <= limit:
                     continue

@@ -171,28 +171,85 @@ def test_a_changed_alert_url_is_refused_without_showing_either_url(tmp_path, lab
     assert not any(secret in line for secret in ("old-token", "old-pass", "new-pass", str(port)))
 
 
-def test_an_operator_prompt_alerts_once(tmp_path, write_campaign, receiver):
+def test_a_question_left_unanswered_alerts_once_and_one_answered_at_once_not_at_all(tmp_path, write_campaign,
+                                                                                     receiver):
+    """The manual sample changer's question on a real rig, through the rig's PersonAsk: left unanswered, one
+    ``operator_waiting`` alert saying what to do; answered at once (a script's ``yes ''``), none."""
+    from labloop.instruments.manual_sampler import ManualSampleChanger
     from labloop.orchestrator.config.campaign import load_campaign
     from labloop.orchestrator.loop.alerts import Alerter
+    from labloop.orchestrator.loop.rig import PersonAsk
 
-    rig = {"sampler": {"driver": "manual"},
-           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
-           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
-           "potentiostat": {"driver": "emstat"}}
-    campaign = load_campaign(write_campaign(tmp_path, instruments=rig))
+    campaign = load_campaign(write_campaign(tmp_path))
+    alerted = threading.Event()
+
+    def person(_question: str) -> str:  # answers once the alert has reached the receiver
+        _wait_until(lambda: receiver.messages)
+        alerted.set()
+        return ""
+
+    answers = [person, lambda _question: ""]  # then a script answering at once
+    asking = PersonAsk(lambda question: answers.pop(0)(question))
     with Journal.create(campaign.store, campaign) as journal:
         ids = journal.record_proposals([_Proposal("CCO")], step=0, planner="random")
         journal.start_experiment(ids[0])
-        with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name, operators=["sampler"]):
-            journal.start_action(ids[0], 0, "potentiostat", "cv", {})  # a machine: nobody to call
-            journal.start_action(ids[0], 1, "sampler", "load_sample", {"sample_id": "S0001"})
+        with Alerter([f"json://127.0.0.1:{receiver.port}/"], journal, campaign.name, asking=asking):
+            ManualSampleChanger(ask=asking).load("S0001")
             _wait_until(lambda: any(e.kind == "alert" for e in journal.events()))
+            ManualSampleChanger(ask=asking).load("S0002")
         kinds = [e.kind for e in journal.events()]
-    assert kinds.count("operator_waiting") == 1 and kinds.count("alert") == 1
+    assert alerted.is_set() and kinds.count("operator_waiting") == 1 and kinds.count("alert") == 1
     assert len(receiver.messages) == 1
     title, body = receiver.messages[0][1]["title"], receiver.messages[0][1]["message"]
-    assert "operator waiting" in title and "sampler waits for a person" in body
+    assert "tiny" in title and "operator waiting" in title
+    assert body.startswith(f"experiment {ids[0]}: a person is waited for at the console: Place vial S0001 in line "
+                           "with the sample pump, then press Enter")
     assert receiver.messages[0][1]["type"] == "info"
+
+
+def test_a_real_rigs_rinse_alerts_a_person_waited_for_and_is_no_stalled_instrument(tmp_path, write_campaign,
+                                                                                    receiver, monkeypatch):
+    """A real rig's rinse asks the operator at the console; it alerted nothing (only the ``manual`` driver's
+    instruments did) and the stall watch said it 10 minutes later as a stalled instrument ``cell`` (an operator's
+    trial of an unattended week). The run's own wiring (`_with_journal`), a rig whose rinse is a person's (the
+    dry run's instruments, the rinse left to the console), the stall floor at 0.5 s: the person answers once
+    either an alert or a stall arrives, and it must be the alert, saying what to do and which campaign."""
+    from contextlib import ExitStack
+
+    from labloop.orchestrator.cli.run import _with_journal
+    from labloop.orchestrator.compose import build_executor, build_rig
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.loop import stalls
+    from labloop.orchestrator.loop.interrupts import Interrupts
+    from labloop.orchestrator.loop.rig import Rig
+    from labloop.orchestrator.loop.runner import EXIT_OK
+    from labloop.surrogate.dataset import read_table
+
+    monkeypatch.setattr(stalls, "STALL_FLOOR_S", 0.5)
+    monkeypatch.setattr(stalls, "STALL_FACTOR", 0.0)
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 1},
+                                            alerts=[f"json://127.0.0.1:{receiver.port}/"]))
+    library = read_table(campaign.library.file).smiles
+    asked: list[str] = []
+
+    def operator(question: str) -> str:
+        asked.append(question)
+        with Journal.open(campaign.store, readonly=True) as journal:
+            _wait_until(lambda: any(e.kind in ("stalled", "alert") for e in journal.events()))
+        return ""
+
+    with build_rig(campaign, dry_run=True, library=library) as emulated, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        rig = Rig(emulated.instruments, closer=ExitStack(), ask=operator)  # the rinse asks a person
+        code = _with_journal(campaign, journal, rig, build_executor(campaign, rig), library, False, interrupts, None)
+        events = journal.events()
+    assert code == EXIT_OK and asked == ["Rinse the cell, then press Enter: "]
+    assert not [e.message for e in events if e.kind == "stalled"]
+    waiting = [e for e in events if e.kind == "operator_waiting"]
+    assert len(waiting) == 1 and waiting[0].message.endswith(
+        "a person is waited for at the console: Rinse the cell, then press Enter")
+    title, body = receiver.messages[0][1]["title"], receiver.messages[0][1]["message"]
+    assert title == "labloop tiny: operator waiting" and "Rinse the cell, then press Enter" in body
 
 
 class _Proposal:

@@ -696,3 +696,26 @@ def test_a_wave_before_the_scans_start_is_said_in_plain_words(tmp_path, labloop,
     assert any("at_scan_start (the wave lies at the scan's start, its peak before it or its return peak past the "
                "scan's end: the potential lies at or before where the scan begins, below 4.922 V vs Li/Li+; start it "
                "further out)" in cause for cause in causes), causes
+
+
+@pytest.mark.parametrize("stdin", ["at its end", "closed"])
+def test_a_real_rigs_rinse_with_nobody_at_the_console_stops_the_run_in_one_line_the_rig_safe(tmp_path, write_campaign,
+                                                                                           monkeypatch, stdin):
+    """The rinse of a real rig under nohup or cron (stdin at its end or closed): the run stops at the rinse with
+    one stop saying nobody can rinse and that the cell holds what the experiment pumped, the rig made safe, no
+    alert of a person waited for (nobody can answer), not a hang and no traceback."""
+    from labloop.orchestrator.cli.run import _with_journal
+
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 2}))
+    library = read_table(campaign.library.file).smiles
+    monkeypatch.setattr("sys.stdin", io.StringIO("") if stdin == "at its end" else None)
+    with build_rig(campaign, dry_run=True, library=library) as emulated, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        rig = Rig(emulated.instruments, closer=contextlib.ExitStack())  # the rinse asks the console: input()
+        code = _with_journal(campaign, journal, rig, build_executor(campaign, rig), library, False, interrupts, None)
+        events = journal.events()
+    assert code == EXIT_FAULTS
+    stopped = [e.message for e in events if e.kind == "stopped"]
+    assert len(stopped) == 1 and stopped[0].startswith("cell: no operator to rinse the cell: the console")
+    assert "the cell still holds 5 mL by labloop's count: empty it" in stopped[0]
+    assert not [e for e in events if e.kind in ("operator_waiting", "unsafe")]
