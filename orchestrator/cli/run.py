@@ -165,7 +165,8 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
     by_hand = [kind for kind, given in ((CELL_EMPTIED, cell_emptied), (SYRINGES_FILLED, syringes_filled)) if given]
 
     def open_journal(_past: Past | None) -> Journal:  # after every check: a refused resume changes nothing
-        journal = Journal.open(store)
+        # absolute: the runner's advice names the journal's path, and an alert read on a phone cannot use runs/x.db
+        journal = Journal.open(store.absolute())
         try:
             preflight.unchanged_library(campaign, journal)
         except InputError:

@@ -28,6 +28,7 @@ Why it works this way:
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -202,12 +203,13 @@ def _body(event: Event, store: Path) -> str:
     """The alert's text: the event's message with its advice; for a rig left unsafe, first the stop, the
     instruments not made safe and what to do, the advice (or, without one, to check them at once), so the first
     150-odd characters, what a phone's lock screen shows, say it; then the message (and what it does not name of
-    the instruments' failures) and ``labloop log STORE``. Why: that alert was one run of 700-800 characters whose
-    first 400 were the exception of a vanished port, what to do last (an operator's trial)."""
+    the instruments' failures). Why: that alert was one run of 700-800 characters whose first 400 were the
+    exception of a vanished port, what to do last (an operator's trial). Every alert ends with
+    :func:`_where`."""
     full = with_advice(event.message, event.data)
     unsafe = event.data.get("unsafe") if isinstance(event.data, dict) else None
     if not left_unsafe(event.kind, event.data) or not isinstance(unsafe, list) or not unsafe:
-        return full
+        return f"{full}\n\n{_where(store)}"
     names = [str(u).split(":", 1)[0] for u in unsafe]
     failed, advice = event.data.get("experiments"), event.data.get("advice")
     stop = {"finished": "Finished", "interrupted": "Interrupted"}.get(event.kind, "Stopped")
@@ -219,7 +221,15 @@ def _body(event: Event, store: Path) -> str:
     unnamed = [str(u) for u in unsafe if str(u) not in event.message]
     happened = event.message + (f"; NOT made safe: {'; '.join(unnamed)}" if unnamed else "")
     return (f"{stop}; {' and '.join(names)} NOT made safe. To do: {advice}\n\nWhat happened: {happened}\n\n"
-            f"All of it: labloop log {shell_word(store)}")
+            f"{_where(store)}")
+
+
+def _where(store: Path) -> str:
+    """Which journal, on which machine, an alert is of: ``All of it: labloop log /ABSOLUTE/STORE (on HOST)``. Why:
+    every alert was titled by the campaign's name alone, so several journals of one campaign, or runs on several
+    machines, sent alerts nobody could tell apart, and a finished or interrupted one said no path at all (an
+    operator's trial)."""
+    return f"All of it: labloop log {shell_word(store.absolute())} (on {socket.gethostname()})"
 
 
 def _set_timeouts(plugin: Any) -> None:

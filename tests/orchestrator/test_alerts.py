@@ -331,7 +331,7 @@ def test_a_rig_not_made_safe_after_a_failure_stops_the_run_and_is_journalled_sho
     assert body.startswith(lead) and len(lead) <= 160  # what a lock screen shows
     assert body == (f"Stopped after experiment {failed.id} failed; potentiostat NOT made safe. To do: "
                     f"{stopped.data['advice']}\n\nWhat happened: {stopped.message}\n\n"
-                    f"All of it: labloop log {campaign.store}")  # every fact of the event, the advice first
+                    f"All of it: labloop log {campaign.store} (on {socket.gethostname()})")  # the advice first
     assert "hook-secret" not in body and "json://" not in body and str(receiver.port) not in body
     shown = labloop("log", campaign.store).stdout  # however many events came after it
     assert "NOT made safe" in " ".join(shown.split())
@@ -355,9 +355,9 @@ def test_an_unsafe_finish_alerts_what_to_do_first_and_every_failure_it_names(tmp
         "Finished; potentiostat and analyte_pump NOT made safe. To do: check them at the instruments now "
         "(a pump may still be pumping, a cell still be on)\n\nWhat happened: campaign finished: 2 experiments done "
         "(budget.max_experiments); NOT made safe: potentiostat: RuntimeError: abort failed; analyte_pump: "
-        f"InstrumentTimeout: no answer in 10 s\n\nAll of it: labloop log '{store}'")
+        f"InstrumentTimeout: no answer in 10 s\n\nAll of it: labloop log '{store}' (on {socket.gethostname()})")
     safe = Event(8, event.time, "finished", event.message, None, None)
-    assert _body(safe, store) == event.message  # a rig made safe: the message as it was
+    assert _body(safe, store) == f"{event.message}\n\nAll of it: labloop log '{store}' (on {socket.gethostname()})"
 
 
 def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(tmp_path, write_campaign, receiver,
@@ -409,3 +409,35 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
     assert f"experiment {interrupted.id} will run again on resume" in message and "holds 4.5 mL" in message
     assert _resume_after_interrupt(campaign.store, None) == (f"empty the cell, then labloop resume {campaign.store} "
                                                         "--cell-emptied")
+
+
+def test_every_alert_names_the_journals_absolute_path_and_host_also_after_a_relative_resume(
+        tmp_path, labloop, write_campaign, receiver, monkeypatch):
+    """Alerts were titled by the campaign's name alone: several journals of one campaign were indistinguishable, a
+    plain stop's alert said no path or host, and after `labloop resume runs/x.db` its advice said `labloop resume
+    runs/x.db ...`, useless on a phone (an operator's trial). Each alert ends with the journal's absolute path and
+    the host, and a relative resume's advice names the absolute path; the URL is in no alert. A cv window where no
+    molecule has a wave (2.4-2.7 V vs Li/Li+): each run stops at its first unusable voltammogram."""
+    protocol = ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5,
+                                             "fluid": "sample", "refill": True}},
+                {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0,
+                              "fluid": "electrolyte", "refill": True}},
+                {"cv": {"e_begin_v": -0.8, "e_vertex1_v": -0.5, "e_vertex2_v": -0.8}}, "rinse"]
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    campaign_file = write_campaign(folder, protocol=protocol, budget={"max_experiments": 4,
+                                                                      "max_consecutive_failed_analyses": 1},
+                                   objective={"quantity": "oxidation_potential", "goal": "window",
+                                              "window_v": [2.5, 2.6]},
+                                   alerts=[f"json://127.0.0.1:{receiver.port}/"])
+    assert labloop("run", campaign_file, "--dry-run").returncode == 1
+    monkeypatch.chdir(tmp_path)
+    assert labloop("resume", "runs/tiny.db").returncode == 1
+    store = (folder / "tiny.db").resolve()
+    assert len(receiver.messages) == 2
+    for _, message in receiver.messages:
+        body = message["message"]
+        assert "unusable voltammograms" in body and "runs/tiny.db" in body
+        assert body.endswith(f"\n\nAll of it: labloop log {store} (on {socket.gethostname()})"), body
+        assert "`labloop log runs/tiny.db`" not in body and "resume runs/tiny.db" not in body
+        assert f"`labloop log {store}`" in body and "json://" not in body and str(receiver.port) not in body
