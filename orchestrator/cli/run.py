@@ -100,6 +100,7 @@ def _at_budget(campaign: Campaign, store: Path, done: int) -> int:
     "finished" (an operator's trial), and the run's summary alone did not say how to go on (a newcomer's). Under
     the store's lock, so a campaign another process runs is refused as it is by any run."""
     with sole_runner(store), Journal.open(store, readonly=True) as journal:
+        _say_if_killed(journal)
         _summary(campaign, journal)
     _say(f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
          f"one: labloop resume {shell_word(store)} --max-experiments {done + campaign.budget.max_experiments}")
@@ -128,7 +129,6 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         config = journal.campaign_info().config
         runs = journal.events(kinds=("run",))
         done = len(journal.experiments(states=(State.DONE,)))
-        killed = _killed(journal)  # before anything this resume writes
     moved = _moved_ports(ports, config["instruments"])
     if moved:
         config = {**config, "instruments": {name: {**spec, "port": moved.get(name, spec.get("port"))}
@@ -175,8 +175,6 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         return journal
 
     def record(journal: Journal) -> None:  # once nothing refuses the run (_with_journal)
-        if killed is not None and getattr(_killed_run(journal), "id", None) == killed[0]:
-            _say(killed[1])  # under the store's lock: that run ended, and no run since
         if max_experiments is not None and max_experiments != journal.campaign_info().config["budget"][
                 "max_experiments"]:
             journal.extend_budget(max_experiments)
@@ -208,6 +206,9 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
     read here with the other checks for a store not yet created (:func:`preflight.past_measurements`)."""
     continued = campaign.store.exists()  # a journal's count of the syringes, not the campaign's start, decides then
     with sole_runner(campaign.store) as lock:
+        if continued:  # under the store's lock: that run ended, and no run since
+            with Journal.open(campaign.store, readonly=True) as journal:
+                _say_if_killed(journal)
         library, world = compose.check_campaign(campaign, dry_run=dry_run, continued=continued)
         preflight.check_prior(campaign)
         past = preflight.past_measurements(campaign, library)
@@ -253,21 +254,28 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
     return code
 
 
-def _killed(journal: Journal) -> tuple[int, str] | None:
+def _killed(journal: Journal) -> str | None:
     """What a resume says of the journal's last run when it ended without a word (``kill -9``, a power cut: the
-    dashboard's ``killed``), with the id of that run's ``run`` event: when it started, when the journal last heard of
-    it, and the experiments it left running, which run again or are finished from their measurement
-    (:func:`resume_does`). Why: nothing was left to say it, neither an alert nor a
-    last line, and the resume said nothing of it either (an operator's trial). None for a run that ended with a
-    word, which said its own."""
+    dashboard's ``killed``): when it started, when the journal last heard of it, and the experiments it left
+    running, which run again or are finished from their measurement (:func:`resume_does`). Why: nothing was left to
+    say it, neither an alert nor a last line, and the resume said nothing of it either (an operator's trial). None
+    for a run that ended with a word, which said its own."""
     start = _killed_run(journal)
     if start is None:
         return None
     heard = journal.last_heard() or start.time
     again = [e.id for e in journal.experiments(states=(State.RUNNING,))]
-    return start.id, (f"the last run (started {local_time(start.time)}) ended without a word at {local_time(heard)} "
-                      "(killed, or the machine went down)"
-                      + (f"; {resume_does(journal, again, 'will run again')}" if again else ""))
+    return (f"the last run (started {local_time(start.time)}) ended without a word at {local_time(heard)} "
+            "(killed, or the machine went down)"
+            + (f"; {resume_does(journal, again, 'will run again')}" if again else ""))
+
+
+def _say_if_killed(journal: Journal) -> None:
+    """:func:`_killed`'s line, if any, said by ``run`` or ``resume`` of the journal as soon as it holds the store's
+    lock (no run is live then), before any check can refuse it: a resume refused after a kill -9 (the cell not
+    emptied, exit 2) said only the refusal, and its line was never said (an operator's trial)."""
+    if (killed := _killed(journal)) is not None:
+        _say(killed)
 
 
 def _killed_run(journal: Journal) -> Event | None:

@@ -233,3 +233,32 @@ def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(
         assert _killed(journal) is None  # the resume's run ended with a word (its interrupt): nothing to say
     assert killed.outcome == ("interrupted: the run ended without a word (killed?); when this action ended is "
                               f"unknown: the journal last heard of the run at {heard}")
+
+
+def test_a_refused_resume_or_run_after_a_kill_says_first_that_the_last_run_ended_without_a_word(tmp_path,
+                                                                                                write_campaign,
+                                                                                                labloop):
+    """A resume after a kill -9 that is then refused (the killed experiment's liquid still in the cell: exit 2)
+    said the refusal only, never the line that the last run ended without a word (an operator's trial); it says
+    that line first, and so does `labloop run` of the same journal."""
+    campaign_file = write_campaign(tmp_path, name="refused", budget={"max_experiments": 2},  # a dispense lasts
+                                   world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 0.02})
+    store = campaign_file.with_suffix(".db")
+    process = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        while not store.exists():
+            time.sleep(0.01)
+        with Journal.open(store, readonly=True) as journal:  # killed mid-dispense: the cell counts what it asked
+            while not _reached(journal, "dispense", 1):
+                assert process.poll() is None, "the run ended before a dispense"
+                time.sleep(0.0005)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    for command in (("resume", store), ("run", campaign_file, "--dry-run")):
+        result = labloop(*command)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 2, result.stderr
+        assert lines[0].startswith("the last run (started ") and " ended without a word at " in lines[0]
+        assert lines[1].startswith("error: cell: it holds ") and "--cell-emptied" in lines[1], lines[1]
