@@ -969,3 +969,32 @@ def _measure_only(journal, eid) -> None:
     voltammogram = simulate_cv(*random_couple(rng), rng)
     journal.record_raw(eid, voltammogram)
     journal.record_measurement(eid, analyze_cv(voltammogram), 4.0)
+
+
+def test_a_journal_copied_with_cp_while_only_a_dashboard_reads_it_holds_the_finished_campaign(tmp_path,
+                                                                                              write_campaign):
+    """After a run finished, with only the dashboard open on the journal, `cp runs/x.db` copied a journal with 0
+    experiments (an operator's trial): the dashboard holds no read transaction between polls, but SQLite copies the
+    WAL into the file at close only for the last connection, so the run's close left the campaign in `x.db-wal`.
+    The writer's close now checkpoints it."""
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.dashboard.app import CampaignSource
+
+    campaign = load_campaign(write_campaign(tmp_path))
+    Journal.create(campaign.store, campaign).close()
+    source = CampaignSource(campaign.store)
+    try:
+        with Journal.open(campaign.store) as journal:
+            for n in range(20):
+                journal.add_event("note", f"note {n}")
+                source.refresh()  # the dashboard reads between the run's writes
+        source.refresh()
+        assert not source.journal._conn.in_transaction  # the dashboard holds no snapshot between polls
+        shutil.copy(campaign.store, tmp_path / "copy.db")
+    finally:
+        source.close()
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    try:
+        assert copy.execute("SELECT COUNT(*) FROM events WHERE kind = 'note'").fetchone()[0] == 20
+    finally:
+        copy.close()
