@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from labloop.orchestrator.config.campaign import parse_active_hours
+from labloop.orchestrator.journal.view import zone
 
 
 class ActiveHours:
@@ -29,3 +30,13 @@ class ActiveHours:
             return moment
         opening = moment.replace(hour=self.start // 60, minute=self.start % 60, second=0, microsecond=0)
         return opening if opening > moment else opening + timedelta(days=1)
+
+    def said_waiting(self, moment: datetime) -> str:
+        """What a run outside the window at ``moment`` says (its console line and ``waiting`` event): the window and
+        when it next opens, in this computer's time with its offset from UTC (named as the log's tables name theirs,
+        journal/view.py's ``zone``), with the opening's date when it is not ``moment``'s day. Why: ``outside active
+        hours 03:00-04:00; next experiment at 03:00`` named no zone beside tables in UTC, nor which day (an
+        operator's trial)."""
+        opens = self.next_start(moment)
+        day = "" if opens.date() == moment.date() else f"{opens:%Y-%m-%d} "
+        return f"outside active hours {self.text} {zone()}; next experiment at {day}{opens:%H:%M} {zone()}"

@@ -937,7 +937,7 @@ class Runner:
         if self.hours.contains(datetime.now()):
             return
         opens = self.hours.next_start(datetime.now())
-        message = f"outside active hours {self.hours.text}; next experiment at {opens:%H:%M}"
+        message = self.hours.said_waiting(datetime.now())
         console.err.print(message, markup=False, highlight=False)
         with self.interrupts.deferred():
             self.journal.add_event("waiting", message)

@@ -173,6 +173,28 @@ def test_active_hours_cross_midnight():
     assert day.next_start(datetime(2026, 1, 1, 20, 0)) == datetime(2026, 1, 2, 8, 0)
 
 
+def test_outside_active_hours_says_the_opening_in_local_time_with_its_utc_offset_and_its_date_if_not_today(
+        monkeypatch):
+    """`outside active hours 03:00-04:00; next experiment at 03:00` named no zone beside the log's tables (in UTC,
+    or the local zone they name) nor which day (an operator's trial). This process in a zone one hour east of UTC."""
+    import time
+    from datetime import datetime
+
+    from labloop.orchestrator.loop.active_hours import ActiveHours
+
+    monkeypatch.setenv("TZ", "Etc/GMT-1")  # POSIX's sign: one hour east of UTC
+    time.tzset()
+    try:
+        night = ActiveHours("03:00-04:00")
+        assert night.said_waiting(datetime(2026, 1, 1, 4, 30)) == (
+            "outside active hours 03:00-04:00 UTC+1; next experiment at 2026-01-02 03:00 UTC+1")
+        assert night.said_waiting(datetime(2026, 1, 1, 1, 0)) == (
+            "outside active hours 03:00-04:00 UTC+1; next experiment at 03:00 UTC+1")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 @pytest.mark.slow
 def test_wait_for_retrain_brings_each_retrained_model_to_the_next_proposal(tmp_path, labloop, write_campaign):
     """At zero latency a retrain outlasts the experiments after it; with surrogate.wait_for_retrain every
