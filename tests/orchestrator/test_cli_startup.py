@@ -134,6 +134,7 @@ def _command(pid: int) -> bytes | None:
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(default_jobs() < 2 or not Path("/proc/self/task").is_dir(),
                     reason="the library is featurised in a process pool on two cores or more (Linux /proc)")
 def test_a_run_featurising_in_a_process_pool_ends_and_stops_without_a_traceback(tmp_path, write_campaign):

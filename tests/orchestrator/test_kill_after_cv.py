@@ -74,6 +74,7 @@ def _rows(store: Path, sql: str, *args: object) -> list[tuple]:
         return db.execute(sql, args).fetchall()
 
 
+@pytest.mark.slow
 def test_a_kill_in_a_step_after_the_cv_keeps_the_measurement_and_the_resume_does_not_measure_again(
         tmp_path, write_campaign, labloop):
     protocol = _protocol(tmp_path, [{"wait": {"seconds": WAIT_S}}])
@@ -136,6 +137,7 @@ def _said_in_the_log(labloop, store: Path, experiment: int, kind: str) -> str:
     return events[-1]["message"]
 
 
+@pytest.mark.slow
 def test_a_kill_before_the_measurement_is_complete_keeps_the_voltammogram_and_says_it_is_measured_again(
         tmp_path, write_campaign, labloop):
     """The cv ended but the add_standard its potential is referenced with had not: the measurement is incomplete,
