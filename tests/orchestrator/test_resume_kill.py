@@ -178,14 +178,10 @@ def test_bayes_killed_while_it_waits_for_a_retrain_resumes_with_the_same_models(
         assert db.execute(models).fetchall() == ref.execute(models).fetchall()
 
 
-def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(tmp_path, write_campaign):
-    """After a kill -9 mid-dispense the resume closed the dispense at the resume's time (hours later, perhaps), as
-    if it had pumped until then: it ends at the last time the journal heard of the killed run, and says so. The
-    resume says in one line that the last run ended without a word, when, and what runs again: it said nothing
-    of it, and nothing else had (an operator's trial); a resume after a run that ended with a word does not."""
-    from labloop.orchestrator.cli.run import _killed
-
-    campaign_file = write_campaign(tmp_path, name="killed", budget={"max_experiments": 2},  # a dispense lasts
+def _killed_mid_dispense(folder: Path, write_campaign, name: str) -> tuple[Path, Path]:
+    """A 2-experiment dry run (a dispense lasting, at world.time_scale 0.02) killed with SIGKILL during its first
+    dispense; the campaign file and its journal."""
+    campaign_file = write_campaign(folder, name=name, budget={"max_experiments": 2},
                                    world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 0.02})
     store = campaign_file.with_suffix(".db")
     process = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
@@ -200,6 +196,17 @@ def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+    return campaign_file, store
+
+
+def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(tmp_path, write_campaign):
+    """After a kill -9 mid-dispense the resume closed the dispense at the resume's time (hours later, perhaps), as
+    if it had pumped until then: it ends at the last time the journal heard of the killed run, and says so. The
+    resume says in one line that the last run ended without a word, when, and what runs again: it said nothing
+    of it, and nothing else had (an operator's trial); a resume after a run that ended with a word does not."""
+    from labloop.orchestrator.cli.run import _killed
+
+    _, store = _killed_mid_dispense(tmp_path, write_campaign, "killed")
     with Journal.open(store, readonly=True) as journal:
         heard = max([e.time for e in journal.events()]
                     + [t for e in journal.experiments() for a in journal.actions(e.id)
@@ -241,21 +248,8 @@ def test_a_refused_resume_or_run_after_a_kill_says_first_that_the_last_run_ended
     """A resume after a kill -9 that is then refused (the killed experiment's liquid still in the cell: exit 2)
     said the refusal only, never the line that the last run ended without a word (an operator's trial); it says
     that line first, and so does `labloop run` of the same journal."""
-    campaign_file = write_campaign(tmp_path, name="refused", budget={"max_experiments": 2},  # a dispense lasts
-                                   world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 0.02})
-    store = campaign_file.with_suffix(".db")
-    process = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        while not store.exists():
-            time.sleep(0.01)
-        with Journal.open(store, readonly=True) as journal:  # killed mid-dispense: the cell counts what it asked
-            while not _reached(journal, "dispense", 1):
-                assert process.poll() is None, "the run ended before a dispense"
-                time.sleep(0.0005)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    # killed mid-dispense: the cell counts what it asked
+    campaign_file, store = _killed_mid_dispense(tmp_path, write_campaign, "refused")
     for command in (("resume", store), ("run", campaign_file, "--dry-run")):
         result = labloop(*command)
         lines = result.stderr.strip().splitlines()
