@@ -839,6 +839,17 @@ SETUP_PARAMETERS: dict[str, str] = {
 }
 
 
+def aimed_hits(hits_v: tuple[float, float], reference_offset_v: float) -> tuple[float, float]:
+    """The objective's hits ``hits_v`` (V vs Li/Li+, one end infinite for a threshold) as the planner aims at them,
+    V vs the reference at ``reference_offset_v``: a window as it is, a threshold at the threshold alone. Why: a
+    threshold's hits run on without end, and no window fits around all of them; the planner's aim lies at the
+    threshold, so that is where a window around the candidate is judged (:func:`half_width_problem`; a window that
+    fits there is said nothing of, where every campaign with one was warned) and where it scans (the campaign's
+    electrolyte and blank checks, orchestrator/config/campaign.py)."""
+    low, high = (h - reference_offset_v for h in hits_v)
+    return (high, high) if math.isinf(low) else (low, low) if math.isinf(high) else (low, high)
+
+
 def half_width_problem(half_width_v: float, hits_v: tuple[float, float], reference_offset_v: float,
                        span_v: tuple[float, float], span: str) -> tuple[bool, str] | None:
     """Whether a cv window of +/- ``half_width_v`` around a candidate's predicted potential fits ``span_v`` (V vs the
@@ -854,11 +865,9 @@ def half_width_problem(half_width_v: float, hits_v: tuple[float, float], referen
     the calibration, but the planner aims at the objective, so that is where the predictions it measures lie."""
     low, high = span_v
     h_low, h_high = (h - reference_offset_v for h in hits_v)
-    # a threshold's hits run on without end, and no width fits around all of them: judged at the threshold, where
-    # the planner's aim lies (a window that fits there is said nothing of; every campaign with one was warned)
     threshold = math.isinf(h_low) or math.isinf(h_high)
-    edge = h_high if math.isinf(h_low) else h_low
-    fits_all = min(edge - low, high - edge) if threshold else min(h_low - low, high - h_high)
+    aim_low, aim_high = aimed_hits(hits_v, reference_offset_v)
+    fits_all = min(aim_low - low, high - aim_high)
     nearest = min(max((low + high) / 2, h_low), h_high)  # the hit with the most room on both sides
     fits_some = min(nearest - low, high - nearest)
     tolerance = 1e-9  # 4.6 - 3.2 + 0.6 is 2.0000000000000004

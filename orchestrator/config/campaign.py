@@ -72,6 +72,7 @@ from labloop.protocols.steps import (
     AddStandard,
     Blank,
     Step,
+    aimed_hits,
     compact,
     half_width_problem,
     limit_problems,
@@ -1306,14 +1307,13 @@ class Campaign(BaseModel):
 
     def _around_hits(self, half_width_v: float) -> tuple[float, float] | None:
         """Where a cv of +/- ``half_width_v`` around the prediction scans (V vs the reference) when the prediction lies
-        in the objective's hits, which is where the planner aims: around a window, or around a threshold (its hits run
-        on without end; :func:`labloop.protocols.steps.half_width_problem` judges them there too), and no farther than
-        ``safety.potential_limits_v`` (the run refuses a window beyond them). None for an objective without hits."""
+        in the objective's hits as the planner aims at them (:func:`labloop.protocols.steps.aimed_hits`), and no
+        farther than ``safety.potential_limits_v`` (the run refuses a window beyond them). None for an objective
+        without hits."""
         hits = self.objective.hits_v
         if hits is None:
             return None
-        low, high = (h - self.cell.reference_offset_v for h in hits)
-        low, high = (high, high) if math.isinf(low) else (low, low) if math.isinf(high) else (low, high)
+        low, high = aimed_hits(hits, self.cell.reference_offset_v)
         limits = self.safety.limits().potential_window_v
         return max(low - half_width_v, limits[0]), min(high + half_width_v, limits[1])
 

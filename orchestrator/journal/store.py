@@ -837,8 +837,7 @@ class Journal:
             db.execute("UPDATE experiments SET state = 'done', finished_at = ? WHERE id = ?", (now(), experiment_id))
             potential = db.execute("SELECT potential_v FROM measurements WHERE experiment_id = ? AND attempt = ?",
                                    (experiment_id, attempt)).fetchone()[0]
-            said = "no potential" if potential is None else f"{potential_said(potential, self._edges())} V vs Li/Li+"
-            self._event(db, "done", f"experiment {experiment_id} done: {said}", experiment_id)
+            self._event(db, "done", f"experiment {experiment_id} done: {self._said(potential)}", experiment_id)
 
     def finish_measured(self, experiment_id: int, cause: str | None = None) -> str:
         """``interrupted`` -> ``done`` (``cause`` None) or ``failed`` with ``cause`` (its measurement unusable), from
@@ -862,12 +861,8 @@ class Journal:
             state = State.DONE if cause is None else State.FAILED
             db.execute("UPDATE experiments SET state = ?, cause = ?, finished_at = ? WHERE id = ?",
                        (state.value, cause, now(), experiment_id))
-            if cause is None:
-                said = ("no potential" if measured[0] is None else
-                        f"{potential_said(measured[0], self._edges())} V vs Li/Li+")
-                message = f"experiment {experiment_id} done: {said}"
-            else:
-                message = f"experiment {experiment_id} failed: {cause}"
+            message = (f"experiment {experiment_id} done: {self._said(measured[0])}" if cause is None
+                       else f"experiment {experiment_id} failed: {cause}")
             message += (f" (from attempt {attempt}'s measurement, journalled before the run stopped in a step after "
                         "it: not measured again)")
             self._event(db, state.value, message, experiment_id)
@@ -959,12 +954,14 @@ class Journal:
         with self._write() as db:
             db.execute("INSERT INTO planner_state VALUES (?, ?, ?)", (step, _json(dict(state)), now()))
 
-    def _edges(self) -> tuple[float, ...]:
-        """The objective's hit edges (:func:`hit_edges`), read once: what a done experiment's event says its
-        potential against."""
+    def _said(self, potential_v: float | None) -> str:
+        """A done experiment's potential as its event says it, to the digits the objective's hit edges need
+        (:func:`hit_edges`, read once)."""
+        if potential_v is None:
+            return "no potential"
         if self._hit_edges is None:
             self._hit_edges = hit_edges(self.campaign_info().config["objective"])
-        return self._hit_edges
+        return f"{potential_said(potential_v, self._hit_edges)} V vs Li/Li+"
 
     # -- helpers inside a transaction -----------------------------------------------------------------
 
