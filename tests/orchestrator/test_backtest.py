@@ -115,14 +115,12 @@ def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign,
         assert r["of_oracle"] == (round(r["mean"] / oracle["mean"], 3) if oracle["mean"] else None)
         assert 0 <= r["within_1_96_sd"] <= 1 and r["rms_z"] > 0  # the sd checked on the 12 measurements
     monkeypatch.setattr(console.out, "width", 400)  # no folding
-    table = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes", "--seeds", "1",
-                    "--budget", "8", "--no-instruments")
-    assert table.returncode == 0 and "within +/-1.96 sd (rms z)" in table.stdout, table.stdout
-    assert re.search(r"│ \d+% \(\d+(\.\d+)?\) *│", table.stdout), table.stdout
-    # the paired comparison under the table, and the se beside each mean (a trial)
+    # the table: the sd's check, the paired comparison under it, and the se beside each mean (a trial)
     two = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes,greedy", "--seeds",
                   "2", "--budget", "8", "--no-instruments")
-    assert two.returncode == 0 and "mean +/- sd (se)" in two.stdout, two.stdout
+    assert two.returncode == 0 and "within +/-1.96 sd (rms z)" in two.stdout, two.stdout
+    assert re.search(r"│ \d+% \(\d+(\.\d+)?\) *│", two.stdout), two.stdout
+    assert "mean +/- sd (se)" in two.stdout, two.stdout
     # 2 seeds tell no planner ahead, however far apart (a trial: 'more than 2 se: greedy is ahead' over 2 seeds)
     assert re.search(r"^(bayes - greedy|greedy - bayes): [+-]?\d+(\.\d+)? hits per campaign, se \d+(\.\d+)? over 2 "
                      r"seeds \(paired by seed\): 2 seeds are too few to tell them apart \(at least 5: --seeds 5\)$",

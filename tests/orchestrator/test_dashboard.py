@@ -944,9 +944,11 @@ def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, wr
             with Journal.open(campaign.store) as journal:  # the cv ends and the retrain's model comes
                 journal.finish_action(action)
                 journal.add_model_version(3, {})
-            _wait(browser, lambda d: "between protocol steps" in _text(d, "#run-now li.now"), "the step's end")
+            # two commits: a refresh between them shows the step ended and the retrain still on, so both are waited for
+            _wait(browser, lambda d: ("between protocol steps" in _text(d, "#run-now li.now")
+                                      and not d.find_elements(By.CSS_SELECTOR, "#run-now li.retraining")),
+                  "the step's end and the retrained model")
             assert _text(browser, "#run-now li.now").endswith(f"(running since {_in_kolkata(running)} UTC+5:30)")
-            assert not browser.find_elements(By.CSS_SELECTOR, "#run-now li.retraining")
         except BaseException:
             dashboard.close()
             raise
