@@ -128,16 +128,11 @@ def cluster(tmp_path, free_port, dask_command, wait_for_cluster
     try:
         wait_for_cluster(address, 2)
         yield address, scheduler, workers
-    finally:
+    finally:  # killed, not terminated: a worker whose scheduler is gone let a SIGTERM wait out the 10 s given it
         for proc in (*workers, scheduler):
             if proc.poll() is None:
-                proc.terminate()
-        for proc in (*workers, scheduler):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+            proc.wait()
 
 
 @pytest.mark.slow
