@@ -703,7 +703,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     esc = html.escape
     best = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
                    f"<td>{e['potential_v']:.3f}</td></tr>" for e in snap["best"])
-    models = "".join(f"<tr><td>{m['version']}</td><td>{esc(m['created_at'])}</td><td>{m['n_train']}</td>"
+    models = "".join(f"<tr><td>{m['version']}{' (pruned)' if m['pruned'] else ''}</td><td>{esc(m['created_at'])}</td>"
+                     f"<td>{m['n_train']}</td>"
                      f"<td>{m['metrics'].get('n_measurements', '')}</td>"
                      f"<td>{_volts(m['metrics'].get('measured_fit_mae_v'))}</td>"
                      f"<td>{esc(_per_output(m['metrics'].get('out_of_sample_mae_v')))}</td></tr>"

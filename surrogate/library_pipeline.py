@@ -262,6 +262,11 @@ class ModelPayload:
             digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
         return cls(digest.hexdigest()[:16], targets, files)
 
+    def shards_in(self, out_dir: str | Path) -> Path:
+        """The folder of this version's shards under ``out_dir`` (absolute: the shards' paths go to Dask workers,
+        whose working folder is their own)."""
+        return Path(out_dir).absolute() / f"model-{self.version}"
+
     def ensemble(self) -> Ensemble:
         """The ensemble, built once per process and version (a worker keeps only the newest version)."""
         with _ENSEMBLE_LOCK:
@@ -399,8 +404,7 @@ def predict_library(
     :class:`ClusterLostError`; the shards finished before stay, and a re-run predicts only the rest.
     """
     payload = ModelPayload.from_directory(model_dir)
-    # absolute: the shards' paths go to Dask workers (the pool planner's), whose working folder is their own
-    directory = Path(out_dir).absolute() / f"model-{payload.version}"
+    directory = payload.shards_in(out_dir)
     chunks = read_chunks(library, smiles_column, chunk_size)
     paths: list[Path] = []
     counts = {"rows": 0, "predicted": 0, "named": 0}

@@ -358,13 +358,16 @@ class Surrogate(BaseModel):
     """Which surrogate recipe to train, how often to retrain it on the measurements, and whether a proposal
     waits for a retrain in progress (``wait_for_retrain``: the retrained model then reaches the very next
     proposal, at the cost of the instruments idling while it trains; without it they keep measuring with the
-    model they have, which is what a lab wants when an experiment takes longer than a retrain)."""
+    model they have, which is what a lab wants when an experiment takes longer than a retrain). ``keep_models``:
+    how many retrained rounds keep their weights; older ones are deleted (~27 MB each with 3 folds, and an
+    unattended week retrains every hour), and 2 leave a resume the round before if the newest is unreadable."""
 
     model_config = SECTION
     preset: str = "fast"
     folds: Int = Field(5, ge=2, le=20)
     retrain_every: PositiveInt = 10
     wait_for_retrain: bool = False
+    keep_models: Int = Field(2, ge=1, description="retrained rounds whose weights are kept (older ones are deleted)")
     epochs: PositiveInt | None = Field(None, le=100_000, description="training epochs (default: the preset's)")
 
     @field_validator("preset")

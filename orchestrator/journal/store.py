@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 #: the event kind of a campaign's past measurements (:meth:`Journal.past_measurements`)
 PAST_MEASUREMENTS = "past_measurements"
+#: the event kind of model versions whose weights were deleted (surrogate.keep_models): ``data["versions"]``
+PRUNED = "pruned"
 #: "LLJ1" — marks a SQLite file as a labloop journal
 APPLICATION_ID = 0x4C4C4A31
 SCHEMA_VERSION = 2
@@ -307,6 +309,8 @@ class ModelVersion:
     n_train: int
     metrics: dict[str, Any]
     weights_path: str | None
+    #: its weights were deleted on purpose (a ``pruned`` event, surrogate.keep_models): no fault to warn of
+    pruned: bool = False
 
 
 @dataclass(frozen=True)
@@ -1152,9 +1156,11 @@ class Journal:
                              "result_json", CVResult.from_dict)
 
     def model_versions(self) -> list[ModelVersion]:
+        pruned = {version for e in self.events(kinds=(PRUNED,)) if isinstance(e.data, dict)
+                  for version in e.data.get("versions", ())}
         return [ModelVersion(r["version"], r["created_at"], r["n_train"],
                              self._decoded(r["metrics_json"], f"model_versions row {r['version']}", "metrics_json",
-                                           dict), r["weights_path"])
+                                           dict), r["weights_path"], r["version"] in pruned)
                 for r in (self._checked(row, f"model_versions row {row['version']}", _MODEL_COLUMNS)
                           for row in self._read("SELECT * FROM model_versions ORDER BY version"))]
 

@@ -135,7 +135,7 @@ class Learning:
         if due > self.rounds and done < self.campaign.budget.max_experiments:
             self.rounds = due
             with self._deferred():  # it journals that the retrain started
-                self._retrainer.retrain(self._measured(), due)
+                self._retrainer.retrain(self._measured(), due, self._prune)
 
     def resume(self) -> None:
         """Continue the retraining where the journal left it (called once, before the first proposal): a
@@ -155,10 +155,19 @@ class Learning:
             self.rounds = last
             log.info("retraining round %d again: the run stopped while it trained", last)
             with self._deferred():
-                self._retrainer.retrain([*self._past, *(m for e, m in self._measured_rows() if e in first)], last)
+                self._retrainer.retrain([*self._past, *(m for e, m in self._measured_rows() if e in first)], last,
+                                        self._prune)
             return
         self.rounds = max(self.rounds, last)
         self.after_done(len(self.journal.experiments(states=(State.DONE,))))
+
+    def _prune(self, _newest: models.LoadedModel) -> None:
+        """Once a retrain has saved and journalled its round (in the retrainer's thread): delete the rounds
+        ``surrogate.keep_models`` no longer keeps, but not the one proposed with until the runner takes the newest
+        (:meth:`refresh`; it only ever moves to the newest, which is kept, so reading ``model`` here races with
+        nothing that matters)."""
+        assert self.model is not None, "only a campaign with a model retrains"
+        models.prune(self.campaign, self.journal, self.model.row.version)
 
     def _measured(self) -> list[tuple[str, float]]:
         """What a retrain learns from: the past measurements, then every done experiment's, in journal order."""

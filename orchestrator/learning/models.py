@@ -3,7 +3,8 @@ the view of a model that planners use (the objective quantity in V vs Li/Li+).
 
 Why here and not in ``surrogate/``: this is where a campaign meets the surrogate — which data a model is
 trained on (the prior slice plus the measured potentials), where its weights live (``<store>.models/``
-beside the journal, so a store and its models move together), which version the journal gives it, and
+beside the journal, so a store and its models move together; the newest ``surrogate.keep_models`` rounds only:
+:func:`prune`), which version the journal gives it, and
 how a model's IE/EA become the potential the objective is about (``E_ox = IE - 1.40``,
 ``E_red = EA - 1.40``, V vs Li/Li+, the rule of the thesis (data/SOURCES.md); the measurements teach the
 rest: the calibration of :mod:`labloop.planners.feedback` after every measurement, and retraining with the
@@ -19,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,7 +34,7 @@ from labloop.core.errors import ConfigError
 from labloop.core.text import plural
 from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
-from labloop.orchestrator.journal.store import Journal, ModelVersion
+from labloop.orchestrator.journal.store import PRUNED, Journal, ModelVersion
 from labloop.surrogate.dataset import MoleculeTable, read_table
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.presets import Preset, get_preset
@@ -55,6 +58,11 @@ Progress = Callable[[int, int], None]
 def models_dir(store: Path) -> Path:
     """Where a store's retrained models live: ``runs/x.db`` -> ``runs/x.models/``."""
     return store.with_name(f"{store.stem}.models")
+
+
+def predictions_dir(store: Path) -> Path:
+    """Where a store's library predictions live (:mod:`.predictions`): ``runs/x.db`` -> ``runs/x.predictions/``."""
+    return store.with_name(f"{store.stem}.predictions")
 
 
 def prior_dir(store: Path, key: str) -> Path:
@@ -240,6 +248,9 @@ def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
     from labloop.surrogate.persistence import load_ensemble
 
     for row in reversed(journal.model_versions()):
+        if row.pruned:
+            log.info("model version %d was pruned (surrogate.keep_models); trying the one before", row.version)
+            continue
         try:
             ensemble = load_ensemble(row.weights_path or "")
         except ModelLoadError as exc:
@@ -273,3 +284,46 @@ def retrain(campaign: Campaign, journal: Journal, measured: Sequence[tuple[str, 
     metrics = metrics_of(ensemble, n_measurements=len(measured), round=round_,
                          measured_fit_mae_v=calibrated.calibration.fit_mae_v, out_of_sample_mae_v=out_of_sample)
     return _journalled(campaign, journal, ensemble, directory, metrics)
+
+
+def prune(campaign: Campaign, journal: Journal, in_use: int) -> None:
+    """Delete the weights of the retrained rounds older than the newest ``surrogate.keep_models``, and their library
+    predictions (:mod:`.predictions`' shards, one set per version), but never version ``in_use``'s (the one the runner
+    proposes with until it takes the newest: a shard campaign reads its shards at every proposal). Called once a new
+    round is saved and journalled.
+
+    Why: a round is ~27 MB with 3 folds and nothing deleted one, so an unattended week filled gigabytes, while a
+    resume needs the newest round only (the one before when that is unreadable: :func:`latest_model`). Only round
+    folders this store's retraining wrote (``<store>.models/round-N``) are deleted, never the prior model's cache
+    that the folder's campaigns share. The versions are journalled as pruned before anything is deleted, so a kill
+    at any moment leaves every version the journal offers loadable; a folder such a kill or a failed deletion left
+    is deleted by the next prune."""
+    from labloop.core.errors import ModelLoadError
+    from labloop.surrogate.library_pipeline import ModelPayload
+
+    folder = models_dir(journal.path).resolve()
+    found = [(row, Path(row.weights_path)) for row in journal.model_versions() if row.weights_path]
+    rounds = [(row, path) for row, path in found if path.resolve().parent == folder and path.name.startswith("round-")]
+    keep = {row.version for row, _ in rounds[-campaign.surrogate.keep_models:]} | {in_use}
+    kept = {path for row, path in rounds if row.version in keep}  # a round trained again reuses its folder
+    doomed = [(row, path) for row, path in rounds if row.version not in keep and path not in kept and path.exists()]
+    if not doomed:
+        return
+    new = [(row, path) for row, path in doomed if not row.pruned]
+    if new:
+        versions = [row.version for row, _ in new]
+        journal.add_event(PRUNED, f"model {plural(len(new), 'version')} {', '.join(map(str, versions))} pruned: "
+                                  f"{', '.join(path.name for _, path in new)} deleted (surrogate.keep_models: "
+                                  f"{campaign.surrogate.keep_models})",
+                          data={"versions": versions, "paths": [str(path) for _, path in new]})
+    shards = predictions_dir(journal.path)
+    for row, path in doomed:
+        try:
+            if shards.is_dir():  # named by the weights' hash: deleted first, while the weights can be read
+                with suppress(ModelLoadError):  # weights no model can be read from never predicted a shard
+                    shutil.rmtree(ModelPayload.from_directory(path).shards_in(shards), ignore_errors=True)
+            shutil.rmtree(path)
+        except OSError as exc:
+            log.warning("model version %d: %s not deleted (%s); the next prune tries again", row.version, path, exc)
+    log.info("pruned %s in %s (surrogate.keep_models: %d)", ", ".join(path.name for _, path in doomed), folder,
+             campaign.surrogate.keep_models)

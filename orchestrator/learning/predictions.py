@@ -12,7 +12,8 @@ Reproducible: the shards are keyed by the model directory's hash and the chunk's
 reuses every shard already written and predicts only the rest (a shard is all there or not at all), and
 its proposals, a pure function of the journal and the shards, are the ones the uninterrupted run made.
 A version's shards are complete before the version proposes: the prior's before the first proposal, a
-retrained model's in the background before the runner takes it (:mod:`.retraining`).
+retrained model's in the background before the runner takes it (:mod:`.retraining`); a pruned round's are deleted
+with its weights (:func:`.models.prune`).
 """
 
 from __future__ import annotations
@@ -35,11 +36,6 @@ log = logging.getLogger(__name__)
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
-def predictions_dir(store: Path) -> Path:
-    """Where a store's library predictions live: ``runs/x.db`` -> ``runs/x.predictions/``."""
-    return store.with_name(f"{store.stem}.predictions")
-
-
 class LibraryPredictions:
     """The shards of ``library`` per journalled model version of ``journal``'s campaign, predicted on
     ``client``'s cluster; ``rows`` is the library's length (for progress bars)."""
@@ -53,7 +49,7 @@ class LibraryPredictions:
         self.rows = rows
         self.chunk_size = chunk_size
         self.target = TARGET_OF[quantity]
-        self.directory = predictions_dir(journal.path)
+        self.directory = models.predictions_dir(journal.path)
         #: set by the runner to show a progress bar per version predicted
         self.progress: ProgressFactory | None = None
         self._sets: dict[int, ShardSet] = {}
@@ -77,6 +73,9 @@ class LibraryPredictions:
         row = next((r for r in self.journal.model_versions() if r.version == version), None)
         if row is None:
             raise KeyError(f"model version {version} is not in the journal")
+        if row.pruned:
+            raise KeyError(f"model version {version} was pruned (surrogate.keep_models): its weights and shards are "
+                           "deleted")
         return self._predict(version, row.weights_path)
 
     def _predict(self, version: int, weights: str | None, check: Callable[[], None] | None = None) -> ShardSet:

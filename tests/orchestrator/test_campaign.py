@@ -386,6 +386,13 @@ MALFORMED = [
      "valid integer (got '30')"),
     ("unknown surrogate preset", edit("preset: fast", "preset: huge"), "surrogate:", "surrogate.preset",
      "'huge' is not one of "),
+    # surrogate.keep_models: how many retrained rounds keep their weights; none would leave a resume no model
+    ("no retrained model kept", edit("keep_models: 2", "keep_models: 0"), "surrogate:", "surrogate.keep_models",
+     "greater than or equal to 1"),
+    ("a fraction of a model kept", edit("keep_models: 2", "keep_models: 1.5"), "surrogate:", "surrogate.keep_models",
+     "valid integer"),
+    ("models kept as yes/no", edit("keep_models: 2", "keep_models: yes"), "surrogate:", "surrogate.keep_models",
+     "valid integer (got True)"),
     ("scan-rate range reversed", edit("[0.02, 0.5]", "[0.5, 0.02]"), "conditions:", "conditions.scan_rate_v_s",
      "low must be at most high"),
     ("negative scan rate", edit("[0.02, 0.5]", "[-0.02, 0.5]"), "conditions:", "conditions.scan_rate_v_s[0]",

@@ -19,7 +19,8 @@ import pytest
 
 from labloop.orchestrator.cli.main import main
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.learning.predictions import LibraryPredictions, predictions_dir
+from labloop.orchestrator.learning.models import predictions_dir
+from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.surrogate import compute
 from labloop.surrogate.library_pipeline import ModelPayload
 

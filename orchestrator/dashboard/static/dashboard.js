@@ -242,7 +242,7 @@ function render(snap, plots) {
   });
   fillBody($("models-table"), snap.models, (m) => {
     const row = el("tr");
-    cell(row, m.version, "num"); cell(row, localTime(m.created_at)); cell(row, m.n_train, "num");
+    cell(row, m.pruned ? `${m.version} (pruned)` : m.version, "num"); cell(row, localTime(m.created_at)); cell(row, m.n_train, "num");
     cell(row, m.metrics.n_measurements ?? "", "num"); cell(row, num(m.metrics.measured_fit_mae_v, 3), "num");
     return row;
   });
