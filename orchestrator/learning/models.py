@@ -318,6 +318,8 @@ def prune(campaign: Campaign, journal: Journal, in_use: int) -> None:
                           data={"versions": versions, "paths": [str(path) for _, path in new]})
     shards = predictions_dir(journal.path)
     for row, path in doomed:
+        if not path.exists():  # a round trained again: its two versions shared the folder
+            continue
         try:
             if shards.is_dir():  # named by the weights' hash: deleted first, while the weights can be read
                 with suppress(ModelLoadError):  # weights no model can be read from never predicted a shard
