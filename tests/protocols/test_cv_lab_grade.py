@@ -637,10 +637,10 @@ def test_the_standard_is_the_couple_the_scan_before_did_not_show():
     # other, is found, and the failure is the analyte's own (it read no_standard, a chemist's trial)
     unseen = reference_to_ferrocene(couples, None, FC_ON_REFERENCE)
     assert unseen.e_vs_li_v is None and CVFlag.NO_STANDARD not in unseen.flags and unseen.problem is None
-    assert unseen.standard_said() == "ferrocene found at +0.348 V vs the reference (expected at +0.350 V)"
+    assert unseen.standard_said() == "ferrocene found at +0.349 V vs the reference (expected at +0.350 V)"
     there_before = reference_to_ferrocene(couples, lone_peak, FC_ON_REFERENCE, before_v=[lone_peak, fc.e0_v])
     assert there_before.e_vs_li_v is None and there_before.problem.startswith(
-        "no couple in the scan with the standard (at +0.348, -0.751 V vs the reference) that was not there before it")
+        "no couple in the scan with the standard (at +0.349, -0.752 V vs the reference) that was not there before it")
 
 def located(raw: list) -> list[tuple[tuple, str]]:
     with pytest.raises(Problems) as info:
