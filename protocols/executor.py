@@ -949,14 +949,24 @@ class ProtocolExecutor:
         """Run the cv step: at each of its scan rates (in one script when the driver has ``run_cv_series``),
         with ``ir_compensation`` of the Ru measured by the eis step; every scan is analysed (ohmic drop
         corrected, by the protocol's analyze ``settings``: :func:`analysis_settings`) into ``lab.scans``; the first
-        rate's is returned. With D to compute, what it is computed with
-        goes into ``lab``: with ``sample_stock_mm``, the concentration the ``sample`` mL of this experiment's sample
-        dispenses make in the cell as labloop counts it; else ``analyte_mm`` as written, and whether the cell held
-        more than the ``dispensed`` mL of this experiment's dispense steps (:meth:`_dilution`)."""
+        rate's is returned. With ``rest_s`` the cell rests that long before each rate's scan (``rig.sleep``: device
+        time, none in a zero-latency dry run), each rate then its own script, as the rest lies between them; the cell
+        is off (open circuit) while it rests, as each script switches it on at ``e_begin_v`` when its scan starts.
+        With D to compute, what it is computed with goes into ``lab``: with ``sample_stock_mm``, the concentration the
+        ``sample`` mL of this experiment's sample dispenses make in the cell as labloop counts it; else ``analyte_mm``
+        as written, and whether the cell held more than the ``dispensed`` mL of this experiment's dispense steps
+        (:meth:`_dilution`)."""
         comp = step.ir_compensation.fraction * lab.ru_ohm if step.ir_compensation is not None else 0.0
         series = [replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp) for rate in step.rates]
-        lab.scans[:] = [(v, analyze_cv(v, settings, ru_ohm=lab.ru_ohm))
-                        for v in self._scans(where, potentiostat, series)]
+        if step.rest_s > 0:  # a rest before each rate: one scan at a time, the rig's clock between them
+            scans = []
+            for params in series:
+                log.info("%s: the cell rests %g s before the %g V/s scan", where, step.rest_s, params.scan_rate_v_s)
+                self.rig.sleep(step.rest_s)
+                scans.extend(self._scans(where, potentiostat, [params]))
+        else:
+            scans = self._scans(where, potentiostat, series)
+        lab.scans[:] = [(v, analyze_cv(v, settings, ru_ohm=lab.ru_ohm)) for v in scans]
         if computes_d(step):
             lab.electrode_area_cm2 = step.electrode_area_cm2
             if step.sample_stock_mm is not None:
@@ -1019,7 +1029,8 @@ class ProtocolExecutor:
     def _lab_summary(self, step: CV, lab: LabRecord) -> dict[str, Any]:
         """What the action record of a cv step adds: the rates run, the compensation, D and what it was computed
         with (a dilution the cell's count shows included)."""
-        summary: dict[str, Any] = {"scan_rates_v_s": list(step.rates), "ru_ohm": lab.ru_ohm or None}
+        summary: dict[str, Any] = {"scan_rates_v_s": list(step.rates), "rest_s": step.rest_s,
+                                   "ru_ohm": lab.ru_ohm or None}
         if lab.diffusion is not None:
             summary.update(diffusion_cm2_s=lab.diffusion.diffusion_cm2_s, n_electrons=lab.diffusion.n_electrons,
                            temperature_k=lab.diffusion.temperature_k)

@@ -16,8 +16,9 @@ A protocol is a list of ``name`` or ``{name: {parameters}}``:
 - ``cv: {potentiostat, ...}``: a window written out (``e_begin_v``, ``e_vertex1_v``, ``e_vertex2_v``, V vs
   the cell's reference electrode) or centred on the candidate's predicted potential (``half_width_v``),
   scanned anodically first for an oxidation, cathodically first for a reduction; ``scan_rate_v_s``,
-  ``e_step_v``, ``n_scans``, ``current_range_a`` as in :class:`CVParams`; a bare ``cv`` scans
-  +/- :data:`DEFAULT_HALF_WIDTH_V` around the candidate;
+  ``e_step_v``, ``n_scans``, ``current_range_a`` as in :class:`CVParams`; ``rest_s`` (default 0) lets the cell rest
+  that many seconds before each scan rate's scan (a quiet time: the diffusion layer of the scan before relaxes, the
+  stirring of a dispense dies down); a bare ``cv`` scans +/- :data:`DEFAULT_HALF_WIDTH_V` around the candidate;
 - ``rinse``: empty and rinse the cell;
 - ``analyze: {...}``: the CV analysis with other settings (:class:`CVAnalysisSettings` fields); without
   this step the voltammogram is analysed with the defaults after the last step.
@@ -93,6 +94,11 @@ E_STEP_RANGE_V = (1e-4, 0.1)
 MAX_WAIT_S = 86_400.0
 #: longest purge (min): two hours drive O2 out of any cell a CV uses (minutes are usual); beyond, seconds were written
 MAX_PURGE_MIN = 120.0
+#: longest rest (s) a cv step's ``rest_s`` may give before each scan: the diffusion layer a scan leaves (sqrt(D t),
+#: some 0.2 mm after a minute's scan at D 1e-5 cm2/s) relaxes by diffusion within a few scan times, so minutes are the
+#: most a chemist waits in a still cell (instruments' quiet times are seconds: CH Instruments defaults to 2 s); ten
+#: minutes more let the reference drift and the solvent evaporate under the gas, and 5000 is milliseconds
+MAX_REST_S = 600.0
 
 # -- units slips ------------------------------------------------------------------------------------------------
 # A chemist writes 100 for 100 mV/s, 2 for a 2 uA limit, 0.00091 for 0.91 mM. Each check below says which unit the
@@ -269,6 +275,12 @@ class CV(Step):
     sample_stock_mm: PositiveNumber | None = None
     scan_rates_v_s: Annotated[list[ScanRate], Field(min_length=2, max_length=8)] | None = Field(
         None, title="scan rates (V/s)", examples=[[0.1, 0.2, 0.5]])
+    #: seconds the cell rests, still, before each scan rate's scan (CH Instruments' "quiet time", Gamry's "equilibration
+    #: time"): without it a multi-rate cv scanned the next rate at once, in the diffusion layer the last one left, and
+    #: the dispense's stirring before the first. Default 0, as protocols written before it ran (a journal's protocol is
+    #: run again as written on resume); the shipped lab-grade protocol rests 10 s (docs/lab-grade.md)
+    rest_s: Annotated[float, Strict(), Field(allow_inf_nan=False),
+                      _within(0.0, MAX_REST_S, "s", "rests a cv may take before a scan", "ms")] = 0.0
 
     @model_validator(mode="before")
     @classmethod

@@ -79,6 +79,10 @@ REFUSED = [
     ("flow rate in uL/min beyond the syringe", "rate_ml_min: 0.5,", "rate_ml_min: 30,", "protocol[3].dispense",
      "rate 30 mL/min is beyond what 'analyte_pump' can drive its syringe at, 1.17e-05..0.851 mL/min: uL/min written "
      "as mL/min? (0.03 mL/min)"),
+    ("a cv's rest in ms", "e_step_v: 0.005,", "e_step_v: 0.005, rest_s: 5000,", "protocol[4].cv.rest_s",
+     "5000 s is outside the rests a cv may take before a scan, 0..600 s: ms written as s? (5 s)"),
+    ("a negative rest", "e_step_v: 0.005,", "e_step_v: 0.005, rest_s: -5,", "protocol[4].cv.rest_s",
+     "-5 s is outside the rests a cv may take before a scan, 0..600 s"),
     # near misses are no slips: refused as before, without a hint that would mislead
     ("a rate a little too fast for the syringe", "rate_ml_min: 0.5,", "rate_ml_min: 2,", "protocol[3].dispense",
      "rate 2 mL/min is beyond what 'analyte_pump' can drive its syringe at, 1.17e-05..0.851 mL/min"),

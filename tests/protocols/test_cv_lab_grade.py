@@ -190,6 +190,29 @@ def test_a_couple_reversible_at_the_slowest_rate_only_is_quasi_reversible(lab, c
             "mV and |ipc/ipa| 0.80..1.25 (an experiment's: at every scan rate)): D from Randles-Sevcik") in caplog.text
 
 
+def test_the_cell_rests_before_each_scan_rate_for_the_time_the_cv_gives(lab):
+    """A multi-rate cv scanned the next rate at once, in the diffusion layer the last one left (an electrochemist's
+    trial); with ``rest_s`` the rig's clock runs that long before each rate's scan (a quiet time), and the cv's record
+    says so. Without it the rates run in one script, as before."""
+    rig = lab()
+    stat = rig.devices[0].device
+    rests: list[tuple[float, int]] = []  # (seconds, CV loops the potentiostat had been sent by then)
+    rig.sleep = lambda seconds: rests.append((seconds, bytes(stat.received).decode().count("meas_loop_cv")))
+    outcome, actions = run(rig, [*FULL[:6], {"cv": {**FULL[6]["cv"], "rest_s": 5}}, *FULL[7:]])
+    # the blank's loop first, then a rest before each of the four rates', none before the standard's
+    assert [rest for rest in rests if rest[1] >= 1] == [(5.0, 1), (5.0, 2), (5.0, 3), (5.0, 4)], rests
+    assert [v.params.scan_rate_v_s for v, _ in outcome.lab.scans] == [0.1, 0.2, 0.5, 1.0]
+    assert outcome.lab.diffusion is not None and outcome.lab.diffusion.diffusion_cm2_s == pytest.approx(1e-5, rel=0.1)
+    cv = next(a for a in actions if a[1] == "cv" and a[-1] == "ok")
+    assert cv[3]["rest_s"] == 5.0
+    rig, rests = lab(), []
+    stat = rig.devices[0].device
+    rig.sleep = lambda seconds: rests.append((seconds, bytes(stat.received).decode().count("meas_loop_cv")))
+    _, actions = run(rig, FULL)
+    assert [rest for rest in rests if rest[1] >= 1] == []  # the purge's 10 min alone
+    assert next(a for a in actions if a[1] == "cv" and a[-1] == "ok")[3]["rest_s"] == 0.0
+
+
 def test_every_scan_rate_is_called_by_the_protocols_analyze_settings(lab, caplog):
     """The rates were analysed by the defaults whatever the analyze step said: the slow couple above, under a
     protocol whose cut-off is 150 mV, was called quasi-reversible by the 80 mV default and warned of by its rule."""
