@@ -157,7 +157,7 @@ def to_li_scale(e_v: float, reference_offset_v: float) -> float:
     ``reference_offset_v`` V vs Li/Li+: ``E_Li = E + offset``.
 
     Example: ferrocene in carbonate electrolytes is about 3.2 V vs Li/Li+ (:data:`FERROCENE_VS_LI_V`), so a
-    couple at +0.30 V vs Fc/Fc+ is at 3.50 V vs Li/Li+. Offsets depend on solvent and electrode (+/-0.3 V across
+    couple at +0.30 V vs Fc+/Fc is at 3.50 V vs Li/Li+. Offsets depend on solvent and electrode (+/-0.3 V across
     solvents), which is why the caller supplies them instead of a built-in table.
     """
     return e_v + reference_offset_v
@@ -681,7 +681,7 @@ def measurement_quality(result: CVResult) -> float:
 #: E1/2 of ferrocene/ferrocenium vs Li/Li+ in lithium-ion carbonate electrolytes (V). Source: C. O. Laoire,
 #: E. Plichta, M. Hendrickson, S. Mukerjee, K. M. Abraham, "Electrochemical studies of ferrocene in a lithium
 #: ion conducting organic carbonate electrolyte", Electrochim. Acta 54 (2009) 6560-6564 (1 M LiPF6 in
-#: EC:EMC 1:1, Fc/Fc+ reversible at about 3.2 V vs Li/Li+). It holds for that electrolyte family only: the
+#: EC:EMC 1:1, Fc+/Fc reversible at about 3.2 V vs Li/Li+). It holds for that electrolyte family only: the
 #: Li/Li+ potential itself moves with the solvent (E. J. Calvo, N. Mozhzhukhina, J. Electrochem. Soc. 164
 #: (2017) A2295), so another solvent needs its own measured value (``ferrocene_vs_li_v`` arguments).
 FERROCENE_VS_LI_V = 3.20
@@ -797,7 +797,7 @@ def reference_to_ferrocene(couples: list[CVResult], analyte_hint_v: float | None
                            ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, standard_name: str = "ferrocene",
                            standard_vs_fc_v: float = 0.0, analyte_failed: bool = False) -> ReferencedResult:
     """Pick the analyte and the standard's couple among ``couples`` (from :func:`analyze_couples`) and put
-    the analyte on the Fc/Fc+ and Li/Li+ scales. The standard is ferrocene, or ``standard_name`` sitting
+    the analyte on the Fc+/Fc and Li/Li+ scales. The standard is ferrocene, or ``standard_name`` sitting
     ``standard_vs_fc_v`` from Fc+/Fc (decamethylferrocene, cobaltocenium: clear of an analyte near ferrocene), so
     E vs Fc+/Fc is E(analyte) - E(standard) + ``standard_vs_fc_v``; "ferrocene" below is whichever was added.
 

@@ -58,7 +58,7 @@ LITHIUM_SCALE = re.compile(r"\bli\b|\bli\+|\blithium\b", re.IGNORECASE)
 ENERGY_HEADER = re.compile(r"(\b|_)ev\b", re.IGNORECASE)
 
 #: the share of a truth table's values, from 2 rows on, that lying nearer the table's median -/+ cell.ferrocene_vs_li_v
-#: than its median makes a group on another scale worth a warning. Why: a lab's table pastes rows vs Fc/Fc+ among rows
+#: than its median makes a group on another scale worth a warning. Why: a lab's table pastes rows vs Fc+/Fc among rows
 #: vs Li/Li+ (a trial: a third of a table 3.2 V low), and a few molecules far from the rest are molecules, not a scale:
 #: the trial's clean table of 1,000 oxidation potentials had 5 such values (0.5%), the mixed one 346 (35%)
 MIXED_SCALE_SHARE = 0.02
@@ -68,10 +68,10 @@ def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_
                  words: Words = BACKTEST_WORDS) -> float:
     """What to add to the truth column's values to put them on the Li/Li+ scale, which every potential in labloop is
     on: 0 for ``--truth-vs li``, ``ferrocene_vs_li_v`` (the campaign's ``cell.ferrocene_vs_li_v``) for ``fc``.
-    Without ``truth_vs``, a header that names another scale and not Li/Li+ (``E1/2 (V vs Fc/Fc+)``) is refused
+    Without ``truth_vs``, a header that names another scale and not Li/Li+ (``E1/2 (V vs Fc+/Fc)``) is refused
     (InvalidInput, one line saying how to convert): such a table backtested as if vs Li/Li+ found no hit and still
     crowned a leader (a chemist's trial); a header naming no scale (``e_v``) is taken as vs Li/Li+, as documented,
-    unless ``words.scale_required`` (a campaign's past measurements: a table vs Fc/Fc+ under ``E1/2 (V)``, taken as
+    unless ``words.scale_required`` (a campaign's past measurements: a table vs Fc+/Fc under ``E1/2 (V)``, taken as
     vs Li/Li+, sent 20 scans 3 V beside their molecules, a chemist's trial). A ``fc`` for a header naming Li/Li+ is
     refused too (the values would move by 3 V), and so is any header naming eV (``ie_ev``: an energy, not a
     potential)."""
@@ -82,22 +82,22 @@ def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_
                                                                           LITHIUM_SCALE))
     if truth_vs is None and words.scale_required and not (ferrocene or other or lithium):
         raise InvalidInput(f"{path}: column {column!r} names no reference scale: give {words.vs_is('li')} for values "
-                           f"vs Li/Li+ or {words.vs_is('fc')} for values vs Fc/Fc+ (a table on the wrong scale sends "
+                           f"vs Li/Li+ or {words.vs_is('fc')} for values vs Fc+/Fc (a table on the wrong scale sends "
                            "every experiment volts beside its molecule)")
     if truth_vs == "fc":
         if lithium and not ferrocene:
-            raise InvalidInput(f"{path}: column {column!r} names Li/Li+, not Fc/Fc+: drop {words.vs_is('fc')} (or give "
+            raise InvalidInput(f"{path}: column {column!r} names Li/Li+, not Fc+/Fc: drop {words.vs_is('fc')} (or give "
                                f"{words.vs_is('li')})")
         return ferrocene_vs_li_v
     if truth_vs == "li" or lithium or not (ferrocene or other):
         return 0.0
     if ferrocene:
-        raise InvalidInput(f"{path}: column {column!r} names the Fc/Fc+ scale, and labloop takes {words.values} as "
+        raise InvalidInput(f"{path}: column {column!r} names the Fc+/Fc scale, and labloop takes {words.values} as "
                            f"V vs Li/Li+: give {words.vs_is('fc')} to add the campaign's cell.ferrocene_vs_li_v "
                            f"({ferrocene_vs_li_v:g} V) to each value, or {words.vs_is('li')} if the values are vs "
                            "Li/Li+")
     raise InvalidInput(f"{path}: column {column!r} names another reference scale than Li/Li+, and labloop takes "
-                       f"{words.values} as V vs Li/Li+: convert the column to V vs Li/Li+ (or to V vs Fc/Fc+ and give "
+                       f"{words.values} as V vs Li/Li+: convert the column to V vs Li/Li+ (or to V vs Fc+/Fc and give "
                        f"{words.vs_is('fc')}), or give {words.vs_is('li')} if the values are vs Li/Li+")
 
 
@@ -252,7 +252,7 @@ def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float,
                   words: Words) -> str | None:
     """What to say of a truth column whose values hold a group about ``ferrocene_vs_li_v`` below or above the
     rest (:data:`MIXED_SCALE_SHARE`), or None: a value nearer the median -/+ that offset than the median itself is
-    where a potential on the other of the Li/Li+ and Fc/Fc+ scales would lie. Of the two sides, the one with more
+    where a potential on the other of the Li/Li+ and Fc+/Fc scales would lie. Of the two sides, the one with more
     such values is the group said."""
     values = np.array([v for _, v in valued])
     median, half = float(np.median(values)), ferrocene_vs_li_v / 2
@@ -265,7 +265,7 @@ def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float,
     sign = "-" if side == "below" else "+"
     return (f"{len(off)} of its {len(values)} values lie more than {half:g} V {side} its median ({median:.2f} V), "
             f"nearer the median {sign} {ferrocene_vs_li_v:g} V (cell.ferrocene_vs_li_v) than the median itself (lines "
-            f"{lines}), as values vs Fc/Fc+ among values vs Li/Li+ would: check their reference scale, since "
+            f"{lines}), as values vs Fc+/Fc among values vs Li/Li+ would: check their reference scale, since "
             f"labloop takes {words.values} as V vs Li/Li+")
 
 

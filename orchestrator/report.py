@@ -92,7 +92,7 @@ MEASUREMENT_HEADERS = {"potential_v": "potential_v_vs_li", "e_half_v": "e_half_v
 #: without a rename
 EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "conditions")}
 #: written when the journal holds lab records: one row per experiment and scan rate, the experiment's own results
-#: (Ru, D and what it was computed with, E1/2 vs Fc/Fc+, the blank) repeated on each of its rows. Why long, not one
+#: (Ru, D and what it was computed with, E1/2 vs Fc+/Fc, the blank) repeated on each of its rows. Why long, not one
 #: row per experiment with a column group per rate: the rates are a protocol's choice (a column set per rate set
 #: would change between campaigns), and a chemist plots ip against sqrt(v) or dEp against v straight from the rows
 #: of one id, or filters one rate for one row per experiment. Units are in the headers (mV, uA, mM: ``analyte_mM``
@@ -282,7 +282,7 @@ def _assumed(diffusion: dict[str, Any]) -> dict[str, Any]:
 #: the page's table of lab-grade results, one row per experiment (lab_grade.csv has each rate's on a row of its own):
 #: a reviewer found the numbers a chemist reads first in CSV links and the last experiment's plots only. Each header
 #: names its unit and, for a potential, its scale
-LAB_TABLE_HEADERS = ("id", "SMILES", "status", "E1/2 (V vs Fc/Fc+)", "E1/2 (V vs Li/Li+, through Fc/Fc+)",
+LAB_TABLE_HEADERS = ("id", "SMILES", "status", "E1/2 (V vs Fc+/Fc)", "E1/2 (V vs Li/Li+, through Fc+/Fc)",
                      "\u0394Ep (mV) at each scan rate", "E1/2 spread over the rates (mV)",
                      "D (cm\u00b2/s, Randles-Sevcik)", "Ru (\u03a9, EIS)",
                      "iR compensated by the potentiostat (% of Ru)", "blank", "standard")
@@ -611,12 +611,12 @@ def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any
     (plot_data.versus_ferrocene says why both), by experiment id as the journal's tables show them."""
     # a title within the figure's width (the longer one was cut), ids as whole numbers, the legend outside the
     # points (it covered one): a chemist's trial
-    fig, ax = _figure("E1/2 vs Li/Li+, through Fc/Fc+ and the reference", "experiment id", "E1/2 (V vs Li/Li+)")
+    fig, ax = _figure("E1/2 vs Li/Li+, through Fc+/Fc and the reference", "experiment id", "E1/2 (V vs Li/Li+)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     rows = versus_ferrocene(labs, offset_v)
     if rows:
         ids = [r["id"] for r in rows]
-        ax.plot(ids, [r["vs_ferrocene_v"] for r in rows], "o", ms=4, label="through Fc/Fc+ (cell.ferrocene_vs_li_v)")
+        ax.plot(ids, [r["vs_ferrocene_v"] for r in rows], "o", ms=4, label="through Fc+/Fc (cell.ferrocene_vs_li_v)")
         ax.plot(ids, [r["vs_reference_v"] for r in rows], "x", ms=4,
                 label="through the cell reference (cell.reference_offset_v)")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)

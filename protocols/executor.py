@@ -30,7 +30,7 @@ Lab-grade steps (``purge``, ``blank``, ``eis``, ``add_standard``, ``clean``, ``p
 ``ir_compensation`` or ``scan_rates_v_s``) collect what they measure in a :class:`LabRecord`: the impedance
 spectrum and Ru, the blank and its verdict, one voltammogram and analysis per scan rate, the diffusion
 coefficient, and the CV with the ferrocene standard. With a standard, the reported potential is the
-analyte's E1/2 against Fc/Fc+ of the same scan converted with
+analyte's E1/2 against Fc+/Fc of the same scan converted with
 :data:`labloop.instruments.cv_analysis.FERROCENE_VS_LI_V`, so the reference electrode's drift cancels;
 without one it is ``E1/2 + reference_offset_v``. Quality flags of the blank (``oxygen``, ``contaminated``)
 and of the standard (``no_standard``) join the CV's, so an unpurged cell's measurement is not learned from.
@@ -231,7 +231,7 @@ class LabRecord:
             parts.append(f"analyte ~{self.dilution_share:.0%} more dilute than analyte_mm "
                          f"(the cell held {self.cell_held_ml:g} mL)")
         if self.referenced is not None and self.referenced.e_vs_fc_v is not None:
-            parts.append(f"E1/2 {self.referenced.e_vs_fc_v:+.3f} V vs Fc/Fc+")
+            parts.append(f"E1/2 {self.referenced.e_vs_fc_v:+.3f} V vs Fc+/Fc")
         elif self.referenced is not None and (found := self.referenced.standard_said()) is not None:
             parts.append(f"{found}, no couple of the analyte to reference to it")
         elif self.referenced is not None:
@@ -483,7 +483,7 @@ class ProtocolExecutor:
             low, high = self.safety.potential_window_v
             hint = ("" if low <= expected <= high else
                     f"; {step.standard} itself lies outside the limits there: is cell.reference_offset_v written "
-                    "against another electrode than Li/Li+ (vs Fc/Fc+, SCE, Ag/AgCl)?")
+                    "against another electrode than Li/Li+ (vs Fc+/Fc, SCE, Ag/AgCl)?")
             offset = "" if not step.vs_fc_v else f" + standard_vs_fc_v {compact(step.vs_fc_v)} V"
             raise SafetyLimitExceeded(where, f"{exc.what} ({step.standard}'s scan reaches {STANDARD_MARGIN_V:g} V "
                                              f"beyond where it is expected, {expected:+.3f} V vs the reference: "
@@ -1151,7 +1151,7 @@ class ProtocolExecutor:
 
     def _add_standard(self, where: str, step: AddStandard, instrument: str, lab: LabRecord) -> dict[str, Any]:
         """Dispense the standard's stock (ferrocene, or one ``step.standard_vs_fc_v`` from it), then one CV wide
-        enough for the analyte and the standard; the analyte is put on the Fc/Fc+ scale through that scan's
+        enough for the analyte and the standard; the analyte is put on the Fc+/Fc scale through that scan's
         standard. Which couple is which is told from the cv's first scan, before the standard
         (:func:`labloop.instruments.cv_analysis.reference_to_ferrocene`): the standard's is the couple it did not
         show, the analyte's the one where it showed the analyte (its E1/2, or a lone peak where the other lay past
@@ -1177,7 +1177,7 @@ class ProtocolExecutor:
         if lab.referenced.problem is not None and not failed:
             log.warning("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
         elif lab.referenced.e_vs_fc_v is not None:
-            log.info("%s: E vs Fc/Fc+ %+.4f V", where, lab.referenced.e_vs_fc_v)
+            log.info("%s: E vs Fc+/Fc %+.4f V", where, lab.referenced.e_vs_fc_v)
         else:
             log.info("%s: %s", where, lab.referenced.problem or lab.referenced.standard_said())
         standard = lab.referenced.standard

@@ -37,7 +37,7 @@ Lab-grade steps (what an electrochemist expects around a CV):
   (the CV repeated at each rate; the diffusion coefficient follows from the Randles-Sevcik slope);
 - ``add_standard: {pump, volume_ml, rate_ml_min, refill, standard, standard_vs_fc_v}``: after the cv, dispense
   the internal standard's stock (ferrocene, or another that sits ``standard_vs_fc_v`` from it) and run one more
-  CV wide enough for both couples; the analyte's E1/2 is then reported against Fc/Fc+ through the standard of the
+  CV wide enough for both couples; the analyte's E1/2 is then reported against Fc+/Fc through the standard of the
   same scan, which cancels the reference electrode's drift;
 - ``clean: {pump, volume_ml, rate_ml_min, refill}``: rinse the cell and flush it with electrolyte from
   ``pump`` (without a pump: ask the operator); ``polish``: ask the operator to polish the working electrode.

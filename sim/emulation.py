@@ -45,7 +45,7 @@ STANDALONE_REFERENCE_VS_LI_V = 2.85
 #: re-oxidised only far anodic), about 2.45 V vs Li/Li+ [infer], i.e. 0.75 V below ferrocene
 OXYGEN_VS_LI_V = 2.45
 #: the ferrocene internal standard (fast, reversible; D of ferrocene in organic electrolytes ~1-2.5e-5
-#: cm^2/s), its E0 on the standalone reference scale (Fc/Fc+ at :data:`FERROCENE_VS_LI_V`); its conc_mm is
+#: cm^2/s), its E0 on the standalone reference scale (Fc+/Fc at :data:`FERROCENE_VS_LI_V`); its conc_mm is
 #: replaced by the cell's
 DEFAULT_FERROCENE = CellParams(e0_v=round(FERROCENE_VS_LI_V - STANDALONE_REFERENCE_VS_LI_V, 6), k0_cm_s=1.0,
                                diffusion_cm2_s=1.5e-5, conc_mm=0.0)

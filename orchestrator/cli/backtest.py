@@ -64,7 +64,7 @@ def _prior(campaign: Campaign) -> Any:
 @click.option("--column", required=True, help="The truth file's column of true values.")
 @click.option("--truth-vs", type=click.Choice(["li", "fc"]), default=None,
               help="The truth column's reference scale: li (V vs Li/Li+, the default for a header naming no scale) or "
-                   "fc (V vs Fc/Fc+, converted with the campaign's cell.ferrocene_vs_li_v). Needed when the header "
+                   "fc (V vs Fc+/Fc, converted with the campaign's cell.ferrocene_vs_li_v). Needed when the header "
                    "names another scale.")
 @click.option("--planners", default="bayes,greedy,random", show_default=True, help="Comma-separated planner kinds.")
 @click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=5, show_default=True)

@@ -271,8 +271,8 @@ class PastMeasurements(BaseModel):
     once, when the journal is created (``validate`` and ``run`` check it first, as ``labloop backtest`` checks a
     truth table: orchestrator/potential_table.py), and the journal keeps what was read, so a resume needs neither
     the file nor its unchanged content. ``vs``: the scale of the values, ``li`` (V vs Li/Li+) or ``fc`` (V vs
-    Fc/Fc+, to which ``cell.ferrocene_vs_li_v`` is added), needed unless the column's header names the scale (a
-    header naming Li/Li+ is taken so; one naming Fc/Fc+ or another reference, or none, is refused: a table vs Fc/Fc+
+    Fc+/Fc, to which ``cell.ferrocene_vs_li_v`` is added), needed unless the column's header names the scale (a
+    header naming Li/Li+ is taken so; one naming Fc+/Fc or another reference, or none, is refused: a table vs Fc+/Fc
     taken as vs Li/Li+ sends every experiment 3 V beside its molecule)."""
 
     model_config = SECTION
@@ -280,7 +280,7 @@ class PastMeasurements(BaseModel):
     column: str = Field(min_length=1, description="the column of potentials (V) of the objective's quantity")
     smiles_column: str = "smiles"
     vs: Annotated[Literal["li", "fc"] | None, BeforeValidator(_lower)] = Field(
-        None, description="li: V vs Li/Li+; fc: V vs Fc/Fc+ (needed unless the column's header names the scale)")
+        None, description="li: V vs Li/Li+; fc: V vs Fc+/Fc (needed unless the column's header names the scale)")
 
 
 class Objective(BaseModel):

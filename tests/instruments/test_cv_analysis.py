@@ -194,9 +194,9 @@ def test_coarse_steps_and_repeated_scans_still_give_e_half() -> None:
 
 def test_li_scale_conversion() -> None:
     assert to_li_scale(0.30, 3.20) == pytest.approx(3.50)
-    result = analyze_cv(simulate_cv(CellParams(e0_v=0.1), WIDE, reference="Fc/Fc+"))
+    result = analyze_cv(simulate_cv(CellParams(e0_v=0.1), WIDE, reference="Fc+/Fc"))
     on_li = result.on_li_scale(3.2)
-    assert on_li.reference == "Li/Li+" and result.reference == "Fc/Fc+"
+    assert on_li.reference == "Li/Li+" and result.reference == "Fc+/Fc"
     assert on_li.e_half_v == pytest.approx(result.e_half_v + 3.2)
     assert on_li.epa_v == pytest.approx(result.epa_v + 3.2)
     assert on_li.dep_v == result.dep_v and on_li.ipa_a == result.ipa_a

@@ -507,23 +507,23 @@ def test_invalid_library_rows_are_said_as_invalid_and_not_counted_as_molecules(t
 
 
 def test_a_truth_on_another_reference_scale(tmp_path, labloop, write_campaign, truth_csv):
-    """A table vs Fc/Fc+ was read as vs Li/Li+: every planner found 0 and one still led. A header naming another
+    """A table vs Fc+/Fc was read as vs Li/Li+: every planner found 0 and one still led. A header naming another
     scale is refused until --truth-vs says what it is; fc converts with the campaign's cell.ferrocene_vs_li_v."""
     path, in_window = truth_csv
     table = pd.read_csv(path)
-    fc = table.assign(e_v=table.e_v - 3.1).rename(columns={"e_v": "E1/2 (V vs Fc/Fc+)"})
+    fc = table.assign(e_v=table.e_v - 3.1).rename(columns={"e_v": "E1/2 (V vs Fc+/Fc)"})
     fc.to_csv(tmp_path / "fc.csv", index=False)
     campaign = write_campaign(tmp_path, cell={"ferrocene_vs_li_v": 3.1})
-    args = ("backtest", campaign, "--truth", tmp_path / "fc.csv", "--column", "E1/2 (V vs Fc/Fc+)", "--planners",
+    args = ("backtest", campaign, "--truth", tmp_path / "fc.csv", "--column", "E1/2 (V vs Fc+/Fc)", "--planners",
             "random", "--seeds", "1", "--budget", "200", "--no-instruments", "--noise-v", "0")
     refused = labloop(*args)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-    assert "names the Fc/Fc+ scale" in refused.stderr and "--truth-vs fc" in refused.stderr
+    assert "names the Fc+/Fc scale" in refused.stderr and "--truth-vs fc" in refused.stderr
     converted = labloop(*args, "--truth-vs", "fc", "--json")
     assert converted.returncode == 0, converted.stderr
     report = json.loads(converted.stdout)
     assert report["planners"]["random"]["per_seed"] == [in_window] and report["truth_offset_v"] == 3.1
-    fc.rename(columns={"E1/2 (V vs Fc/Fc+)": "E (V vs SCE)"}).to_csv(tmp_path / "sce.csv", index=False)
+    fc.rename(columns={"E1/2 (V vs Fc+/Fc)": "E (V vs SCE)"}).to_csv(tmp_path / "sce.csv", index=False)
     sce = labloop("backtest", campaign, "--truth", tmp_path / "sce.csv", "--column", "E (V vs SCE)", "--planners",
                   "random", "--no-instruments")
     assert sce.returncode == 2 and "convert the column to V vs Li/Li+" in sce.stderr, sce.stderr
@@ -535,7 +535,7 @@ def test_a_truth_on_another_reference_scale(tmp_path, labloop, write_campaign, t
     assert said.returncode == 0, said.stderr
     assert re.search(r"warning: .*mixed\.csv, column 'e_v': 6\d of its 200 values lie more than 1\.55 V below its "
                      r"median \(\d\.\d\d V\), nearer the median - 3\.1 V \(cell\.ferrocene_vs_li_v\) than the median "
-                     r"itself \(lines 2, 5, 8, 11, 14 and 5\d more\), as values vs Fc/Fc\+ among values vs Li/Li\+ "
+                     r"itself \(lines 2, 5, 8, 11, 14 and 5\d more\), as values vs Fc\+/Fc among values vs Li/Li\+ "
                      r"would", said.stderr), said.stderr
     assert "values lie more than" not in labloop(*args[:4], path, "--column", "e_v", *args[6:]).stderr
 

@@ -102,7 +102,7 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
     assert measured and {r["potential_from"] for r in measured} == {"ferrocene"}
-    # E1/2 vs Fc/Fc+, the number a chemist reports, beside it (only lab_grade.csv had it: a trial)
+    # E1/2 vs Fc+/Fc, the number a chemist reports, beside it (only lab_grade.csv had it: a trial)
     assert all(abs(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_fc"]) - 3.2) < 2e-4 for r in measured), measured
     # the scan rates each experiment ran at, the protocol's (no condition planned them)
     assert {r["protocol_conditions"] for r in measured} == {"scan_rates_v_s=[0.1, 0.2, 0.5, 1]"}
@@ -210,7 +210,7 @@ def _lab_grade_table_on_the_page(page: str, records: dict[int, dict], shown) -> 
         cells = re.findall(r"<td[^>]*>(.*?)</td>", re.search(rf"<tr><td>{experiment_id}</td>.*?</tr>", table)[0])
         row = dict(zip(heads, cells, strict=True))
         compensated = lab["scans"][0]["voltammogram"]["params"]["ir_comp_ohm"]
-        assert (row["E1/2 (V vs Fc/Fc+)"], row["E1/2 (V vs Li/Li+, through Fc/Fc+)"], row["Ru (\u03a9, EIS)"],
+        assert (row["E1/2 (V vs Fc+/Fc)"], row["E1/2 (V vs Li/Li+, through Fc+/Fc)"], row["Ru (\u03a9, EIS)"],
                 row["iR compensated by the potentiostat (% of Ru)"]) == (
             shown(lab["referenced"]["e_vs_fc_v"], decimals=4), shown(lab["referenced"]["e_vs_li_v"], decimals=4),
             shown(lab["ru"]["ru_ohm"]), shown(100 * compensated / lab["ru"]["ru_ohm"]))
@@ -340,7 +340,7 @@ def test_ferrocene_sits_where_the_campaign_says_and_puts_the_analyte_on_the_li_s
     """``cell.ferrocene_vs_li_v``: Fc+/Fc vs Li/Li+ was fixed at 3.20 V (a carbonate electrolyte's), so a lab in
     acetonitrile or with its own measured value had every ferrocene-referenced potential off by the difference and
     no field to say it (a chemist's trial). The dry run's ferrocene sits at the campaign's value, the analysis looks
-    for it there, and E vs Li/Li+ is E vs Fc/Fc+ plus that value, the truth to within the world's noise."""
+    for it there, and E vs Li/Li+ is E vs Fc+/Fc plus that value, the truth to within the world's noise."""
     _lab_grade(tmp_path, cell={"ferrocene_vs_li_v": 3.35})
     result = labloop("run", tmp_path / "lab.yaml", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -392,7 +392,7 @@ def test_a_standard_scan_beyond_the_limits_names_the_offset_it_comes_from(tmp_pa
     assert "add_standard: potential 3.63 V is outside the window -1.7..2 V (ferrocene's scan reaches 0.35 V beyond " \
            "where it is expected, +3.280 V vs the reference: cell.ferrocene_vs_li_v 3.2 V - " \
            "cell.reference_offset_v -0.08 V); ferrocene itself lies outside the limits there: is " \
-           "cell.reference_offset_v written against another electrode than Li/Li+ (vs Fc/Fc+, SCE, Ag/AgCl)?" in line
+           "cell.reference_offset_v written against another electrode than Li/Li+ (vs Fc+/Fc, SCE, Ag/AgCl)?" in line
     assert "Traceback" not in refused.stderr
 
 

@@ -116,13 +116,16 @@ def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_mov
 
 
 @pytest.mark.parametrize(("header", "cells", "past", "said"), [
-    ("E1/2 (V vs Fc/Fc+)", "4.1", {}, "names the Fc/Fc+ scale, and labloop takes past measurements as V vs Li/Li+: "
+    ("E1/2 (V vs Fc+/Fc)", "4.1", {}, "names the Fc+/Fc scale, and labloop takes past measurements as V vs Li/Li+: "
+                                      "give past_measurements.vs: fc"),
+    # the couple written the other way round (IUPAC's is Fc+/Fc, which labloop writes) is the same scale
+    ("E1/2 (V vs Fc/Fc+)", "4.1", {}, "names the Fc+/Fc scale, and labloop takes past measurements as V vs Li/Li+: "
                                       "give past_measurements.vs: fc"),
     ("e_v", "4.1", {"column": "e_ox", "vs": "li"}, "past_measurements.column e_ox: no such column"),
     ("e_v", "45", {"vs": "li"}, "line 2, column 'e_v': 45 lies beyond -3..10 V vs Li/Li+"),
     ("e_v", "n/a", {"vs": "li"}, "column 'e_v' has no value in any of its 1 row"),
     ("E1/2 (V)", "1.1", {}, "column 'E1/2 (V)' names no reference scale: give past_measurements.vs: li for values vs "
-                            "Li/Li+ or past_measurements.vs: fc for values vs Fc/Fc+"),
+                            "Li/Li+ or past_measurements.vs: fc for values vs Fc+/Fc"),
     ("ie_ev", "6.1", {"vs": "li"}, "column 'ie_ev' names eV, an energy"),
     ("e_v", ">12", {"vs": "li"}, "line 2, column 'e_v': the bound 12 lies beyond -3..10 V vs Li/Li+"),
     ("e_v", "> 1e400", {"vs": "li"}, "line 2, column 'e_v': the bound inf lies beyond -3..10 V vs Li/Li+"),

@@ -151,9 +151,9 @@ def test_noise_is_a_fraction_of_the_current_range_and_seeded() -> None:
 
 def test_output_is_a_voltammogram_on_the_requested_scale() -> None:
     params = window(n_scans=2)
-    v = simulate_cv(CellParams(e0_v=0.0), params, reference="Fc/Fc+")
+    v = simulate_cv(CellParams(e0_v=0.0), params, reference="Fc+/Fc")
     t, e = params.waveform()
-    assert v.reference == "Fc/Fc+" and v.params == params
+    assert v.reference == "Fc+/Fc" and v.params == params
     np.testing.assert_array_equal(v.potential_v, e)
     np.testing.assert_array_equal(v.time_s, t)
     second_scan_peak = v.current_a[len(v) // 2 :].max()
