@@ -421,13 +421,17 @@ def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates
     cut-off said; 80 mV is a screening cut-off, wider than a reversible one-electron couple's 57 mV at 25 C (by
     Nicholson's working curve psi is about 1.3 there: a fast quasi-reversible couple). dEp is between peak potentials
     corrected for the resistance the potentiostat left uncompensated (zero where no EIS measured it); ``rates`` above 1:
-    a lab-grade cv's, reversible only when every rate's is."""
+    a lab-grade cv's, reversible only when every rate's is. Where the ratio is not judged (``_result``) dEp alone
+    decides, and the rule says so: a PI's audit found a couple called reversible beside an empty ipc, against the
+    rule as it was written."""
     s = settings or CVAnalysisSettings()
     band = 1 + s.reversible_ratio_band
     every = " (an experiment's: at every scan rate)" if rates > 1 else ""
     return (f"reversible: 0 < dEp <= {1e3 * s.reversible_max_dep_v:.0f} mV and |ipc/ipa| {1 / band:.2f}..{band:.2f}"
             f"{every}; irreversible: no return peak, or dEp >= {1e3 * s.irreversible_min_dep_v:.0f} mV; "
-            "quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR)")
+            "quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); dEp alone "
+            f"decides where |ipc/ipa| is not judged (the vertex under {1e3 * MIN_SWITCH_PAST_PEAK_V:.0f} mV past the "
+            "forward peak, or that peak too near the scan's start)")
 
 
 def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettings, *,

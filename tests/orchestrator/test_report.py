@@ -44,7 +44,9 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     # the rule "reversible" is called by, and which potentials are iR-corrected (a chemist saw dEp 72-77 mV called
     # reversible with no cut-off said, and could not tell the CSVs' corrected peaks from the raw scans)
     criterion = ("reversible: 0 < dEp <= 80 mV and |ipc/ipa| 0.80..1.25; irreversible: no return peak, or dEp >= 200 "
-                 "mV; quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR)")
+                 "mV; quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); dEp "
+                 "alone decides where |ipc/ipa| is not judged (the vertex under 100 mV past the forward peak, or that "
+                 "peak too near the scan's start)")
     assert f"reversibility (measurements.csv; log --json): {html.escape(criterion)}." in words
     assert ("The peak potentials of measurements.csv (e_half_v_vs_reference and dep_mV) are corrected for the "
             "residual iR, the ohmic drop of the resistance the potentiostat left uncompensated (ru_ohm - "
@@ -169,7 +171,8 @@ def test_the_reversibility_criterion_is_the_protocols_own():
     assert reversibility_said(tuple(steps)) == (
         "reversible: 0 < dEp <= 65 mV and |ipc/ipa| 0.91..1.10 (an experiment's: at every scan rate); irreversible: no "
         "return peak, or dEp >= 150 mV; quasi-reversible: between (dEp from peak potentials corrected for the "
-        "uncompensated iR)")
+        "uncompensated iR); dEp alone decides where |ipc/ipa| is not judged (the vertex under 100 mV past the forward "
+        "peak, or that peak too near the scan's start)")
 
 
 def test_the_interval_check_counts_errors_within_1_96_sd_and_judges_by_the_binomial_range():
