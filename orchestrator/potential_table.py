@@ -10,11 +10,12 @@ for both, only the option or field the user corrects differs (:class:`Words`).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
 from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.surrogate.dataset import MISSING_MARKERS, csv_lines, markers_written, read_table
+
+if TYPE_CHECKING:
+    from labloop.planners import ModelView
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,41 @@ def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float,
             f"labloop takes {words.values} as V vs Li/Li+")
 
 
+#: how far (V) the median of a table's values may lie from what the prior model predicts for the same molecules
+#: before :func:`scale_slip` says the table may be on another reference scale. Why 1 V: the prior's own systematic
+#: error on a lab's values, which the calibration learns, is tenths of a volt (its gas-phase rule, IE - 1.40 V,
+#: against the simulated world of sim/world.py: about 0.5 V), while a table on another scale sits volts off (vs Fc+/Fc
+#: taken as vs Li/Li+: 3.2 V, a chemist's trial, the run learning from values 3.2 V off in silence). A warning, not a
+#: refusal: a lab's systematic error that large can be real
+SCALE_SLIP_V = 1.0
+
+
+def scale_slip(path: Path, column: str, values: Mapping[str, float], model: ModelView, *, offset_v: float,
+               ferrocene_vs_li_v: float, words: Words = BACKTEST_WORDS) -> str | None:
+    """What to say of a table whose ``values`` (V vs Li/Li+ after ``offset_v``, by SMILES) lie, by their median,
+    more than :data:`SCALE_SLIP_V` from what ``model`` (the prior) predicts for their molecules, or None: the
+    median difference, and the ``vs`` that undoes a Li/Li+ and Fc+/Fc mix-up when the difference is nearer that
+    offset than none. Molecules the model cannot read are left out."""
+    smiles = list(values)
+    predicted, _ = model.predict(smiles)
+    differences = [values[s] - p for s, p in zip(smiles, predicted, strict=True) if math.isfinite(p)]
+    if not differences or abs(median := float(np.median(differences))) <= SCALE_SLIP_V:
+        return None
+    n = len(differences)
+    said = (f"{display_name(path)}, column {column!r}: its {n} {plural(n, 'value')} {plural(n, 'lies', 'lie')} a "
+            f"median {abs(median):.2f} V {'below' if median < 0 else 'above'} what the prior model predicts for "
+            f"{plural(n, 'its molecule', 'their molecules')}")
+    if abs(abs(median) - ferrocene_vs_li_v) < abs(median):  # nearer the offset than none
+        if median < 0 and not offset_v:
+            return (f"{said}, about cell.ferrocene_vs_li_v ({ferrocene_vs_li_v:g} V), as values vs Fc+/Fc taken as "
+                    f"vs Li/Li+ would: if they are vs Fc+/Fc, give {words.vs_is('fc')}")
+        if median > 0 and offset_v:
+            return (f"{said}, about cell.ferrocene_vs_li_v ({ferrocene_vs_li_v:g} V), as values vs Li/Li+ taken as "
+                    f"vs Fc+/Fc would: if they are vs Li/Li+, give {words.vs_is('li')}")
+    return (f"{said}, more than {SCALE_SLIP_V:g} V: check their reference scale and unit (labloop takes "
+            f"{words.values} as V vs Li/Li+)")
+
+
 #: a campaign's past measurements (``past_measurements``: :func:`read_past`)
 PAST_WORDS = Words("past_measurements.column", "past_measurements.vs", "past measurements",
                    " (or set past_measurements.smiles_column)", scale_required=True)
@@ -314,6 +353,14 @@ class Past:
                                 "in_library": self.in_library, "hits": self.hits, **self.source,
                                 "measurements": [list(m) for m in self.measurements],
                                 "bounds": [list(b) for b in self.bounds]}
+
+
+def past_scale_slip(source: Mapping[str, Any], measurements: Sequence[tuple[str, float]], model: ModelView,
+                    ferrocene_vs_li_v: float) -> str | None:
+    """:func:`scale_slip` of a campaign's past measurements, from where they came (a :class:`Past`'s ``source``, or
+    the journal's ``past_measurements`` event, which holds the same) and the values read."""
+    return scale_slip(Path(source["file"]), source["column"], dict(measurements), model,
+                      offset_v=source["offset_v"], ferrocene_vs_li_v=ferrocene_vs_li_v, words=PAST_WORDS)
 
 
 def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = None) -> Past | None:

@@ -17,7 +17,7 @@ from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
-from labloop.orchestrator.cli.preflight import check_store_folder
+from labloop.orchestrator.cli.preflight import cached_prior, check_store_folder
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
@@ -39,20 +39,18 @@ def _finite(value: float) -> float:
 
 def _prior(campaign: Campaign) -> Any:
     """The campaign's prior model (its cache beside the store, trained there if absent), as planners see it."""
-    from labloop.core.errors import ModelLoadError
     from labloop.orchestrator.learning import models
-    from labloop.surrogate.persistence import load_ensemble
 
+    cached = cached_prior(campaign)
+    if cached is not None:
+        return cached
     directory = models.prior_dir(campaign.store, models.prior_key(campaign))
-    try:
-        ensemble = load_ensemble(directory)
-    except ModelLoadError:
-        with console.progress() as bar:
-            epochs = models.campaign_preset(campaign).model.epochs
-            task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs,
-                                counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
-            ensemble = models.train(campaign, models.prior_table(campaign), directory,
-                                    lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1))
+    with console.progress() as bar:
+        epochs = models.campaign_preset(campaign).model.epochs
+        task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs,
+                            counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
+        ensemble = models.train(campaign, models.prior_table(campaign), directory,
+                                lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1))
     return models.ObjectiveModel(ensemble, 1, campaign.objective.quantity)
 
 
@@ -164,6 +162,15 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     model = _prior(campaign) if any(k != "random" for k in kinds) else None
     if model is not None:
         model.predict(library)  # cached once for every planner and seed
+        # a table on another scale than declared: the truth, or the past, volts from the prior (a trial's table vs
+        # Fc+/Fc read as vs Li/Li+ was said only as "no value is a hit")
+        slips = [potential_table.scale_slip(truth_file, column, known, model, offset_v=offset,
+                                            ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v),
+                 None if past is None else potential_table.past_scale_slip(past.source, past.measurements, model,
+                                                                           campaign.cell.ferrocene_vs_li_v)]
+        for slip in filter(None, slips):
+            console.err.print(f"warning: {printable(slip)}", markup=False, highlight=False, soft_wrap=True)
+            notes.append(slip)
     measure = (engine.table_measure(known, noise_v) if scan is None
                else engine.table_world_measure(known, objective.quantity, noise_v, scan))
     oracle = oracle and model is not None and objective.defines_hits

@@ -71,6 +71,8 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
         ctx.exit(EXIT_BAD_INPUT)
     preflight.check_prior(campaign)
     past = preflight.past_measurements(campaign, library)
+    if past is not None:  # against the prior model only if it is cached: validate trains nothing
+        preflight.warn_past_scale(campaign, past.source, list(past.measurements), preflight.cached_prior(campaign))
     preflight.check_store(campaign, "--store" if store is not None else None)
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)

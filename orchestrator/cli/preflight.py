@@ -11,6 +11,7 @@ import logging
 import tempfile
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rdkit.rdBase import BlockLogs
 
@@ -21,10 +22,13 @@ from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
 from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
-from labloop.orchestrator.potential_table import Past, read_past
+from labloop.orchestrator.potential_table import Past, past_scale_slip, read_past
 from labloop.surrogate.config import MIN_ROWS_PER_FOLD
 from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
 from labloop.surrogate.library_pipeline import row_lines
+
+if TYPE_CHECKING:
+    from labloop.planners import ModelView
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,40 @@ def past_measurements(campaign: Campaign, library: list[str]) -> Past | None:
     for note in past.notes if past is not None else ():
         console.err.print(f"warning: {console.printable(note)}", markup=False, highlight=False, soft_wrap=True)
     return past
+
+
+def cached_prior(campaign: Campaign) -> ModelView | None:
+    """The campaign's prior model as planners see it when its cache beside the store holds it, else None (no
+    prior, or not trained yet): what ``validate`` compares the past measurements with, since it trains nothing."""
+    from labloop.core.errors import ModelLoadError
+    from labloop.orchestrator.learning import models
+    from labloop.surrogate.persistence import load_ensemble
+
+    if campaign.prior is None:
+        return None
+    directory = models.prior_dir(campaign.store, models.prior_key(campaign))
+    if not directory.is_dir():  # no TensorFlow to start for a model that is not there
+        return None
+    try:
+        ensemble = load_ensemble(directory)
+    except ModelLoadError:
+        return None
+    return models.ObjectiveModel(ensemble, 1, campaign.objective.quantity)
+
+
+def warn_past_scale(campaign: Campaign, source: dict[str, object], measurements: list[tuple[str, float]],
+                    model: ModelView | None, then: str = "") -> None:
+    """One warning line when the past measurements sit, by their median, volts from what the prior ``model``
+    predicts for their molecules (:func:`labloop.orchestrator.potential_table.scale_slip`: most likely another
+    reference scale than the one declared), ``then`` after it; nothing without a model or measurements. Why: a
+    table vs Fc+/Fc declared vs Li/Li+ passed validate and taught a run values 3.2 V off, and only the journal's
+    calibration events said so (a chemist's trial)."""
+    if model is None or not measurements:
+        return
+    slip = past_scale_slip(source, measurements, model, campaign.cell.ferrocene_vs_li_v)
+    if slip is not None:
+        console.err.print(f"warning: {console.printable(slip + then)}", markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 def overridden(campaign: Campaign, store: Path | None, seed: int | None) -> Campaign:

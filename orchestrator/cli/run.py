@@ -386,6 +386,10 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
                               data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler})
         phase = "while the prior model loaded or trained"
         model = _model(campaign, journal)
+        if model is not None and journal.count_events("run") == 1:  # the journal's first run: before its first
+            preflight.warn_past_scale(campaign, journal.past_source(), journal.past_measurements(),  # calibration
+                                      model.model, then=" and run the campaign with a new store (`labloop run FILE "
+                                                        "--store NEW.db`): this journal keeps the values as read")
         phase = "while the library's predictions were made"
         predictions = None
         if client is not None:  # the runner predicts the library into shards on the cluster, per model version

@@ -1175,6 +1175,12 @@ class Journal:
         labloop read bounds."""
         return [(str(smiles), float(bound), int(side)) for smiles, bound, side in self._past().get("bounds", ())]
 
+    def past_source(self) -> dict[str, Any]:
+        """Where the past measurements came from, as journalled when the journal was created (file, column, the
+        offset added, SHA-256, row counts: :meth:`labloop.orchestrator.potential_table.Past.journalled`), without
+        the values themselves; {} for a campaign without them."""
+        return {k: v for k, v in self._past().items() if k not in ("measurements", "bounds")}
+
     def _past(self) -> dict[str, Any]:
         """The ``past_measurements`` event's data, {} for a campaign without one."""
         found = self.events(kinds=(PAST_MEASUREMENTS,))

@@ -5,6 +5,7 @@ used is one line naming the field, exit 2, nothing created."""
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -263,3 +264,70 @@ def test_a_bound_in_a_backtests_truth_is_refused_as_a_bound(tmp_path, labloop, w
                      "random", "--no-instruments")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "line 3, column 'e_v': '>5.1' is not a number (a bound, not a value)" in result.stderr
+
+
+def test_a_past_table_on_another_scale_than_declared_is_warned_of_by_validate_run_and_backtest(
+        tmp_path, labloop, write_campaign):
+    """A lab's table vs Fc+/Fc under ``E1/2 (V)``, declared ``vs: li``: validate passed it in silence and the run
+    learnt from values 3.2 V off, which only the journal's calibration events said; a backtest of such a truth said
+    only that no value is a hit (a chemist's trial). Each now says, in one warning line, how far the table's median
+    lies from the prior's predictions and which ``vs`` undoes it; the values are still used (a warning, not a
+    refusal), and a table declared rightly is not warned of."""
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    rows = [f"{s},{ie - 1.9 - 3.2:.3f}" for s, ie in zip(library["smiles"], library["ie_ev"], strict=True)]
+    (tmp_path / "past.csv").write_text("smiles,E1/2 (V)\n" + "\n".join(rows[:10]) + "\n")
+    (tmp_path / "truth.csv").write_text("smiles,E1/2 (V)\n" + "\n".join(rows) + "\n")
+    slipped = {"file": "past.csv", "column": "E1/2 (V)", "vs": "li"}
+    said = re.compile(r"its 10 values lie a median [2-4]\.\d\d V below what the prior model predicts for their")
+
+    run = labloop("run", write_campaign(tmp_path, prior=True, shared_prior=True, name="run", surrogate=SURROGATE,
+                                        budget={"max_experiments": 2}, past_measurements=slipped), "--dry-run")
+    warned = [line for line in run.stderr.splitlines() if "what the prior model predicts" in line]
+    assert run.returncode == 0 and len(warned) == 1, run.stderr
+    assert "past.csv, column 'E1/2 (V)': its 10" in warned[0] and "give past_measurements.vs: fc" in warned[0]
+    assert "--store NEW.db" in warned[0]
+
+    # validate against the prior model the run cached (it trains none)
+    checked = labloop("validate", write_campaign(tmp_path, prior=True, shared_prior=True, name="checked",
+                                                 surrogate=SURROGATE, past_measurements=slipped), "--dry-run")
+    assert checked.returncode == 0 and "give past_measurements.vs: fc" in checked.stderr, checked.stderr
+    assert said.search(checked.stderr), checked.stderr
+    right = labloop("validate", write_campaign(tmp_path, prior=True, shared_prior=True, name="right",
+                                               surrogate=SURROGATE, past_measurements={**slipped, "vs": "fc"}),
+                    "--dry-run")
+    assert right.returncode == 0 and "what the prior model predicts" not in right.stderr, right.stderr
+
+    backtest = labloop("backtest", tmp_path / "right.yaml", "--truth", tmp_path / "truth.csv", "--column", "E1/2 (V)",
+                       "--planners", "greedy", "--seeds", "1", "--budget", "2", "--no-instruments", "--json")
+    assert backtest.returncode == 0, backtest.stderr
+    warnings = json.loads(backtest.stdout)["warnings"]
+    assert any("truth.csv, column 'E1/2 (V)': its 200 values" in w and w.endswith("give --truth-vs fc")
+               for w in warnings), warnings
+
+
+class _Predicts:
+    """A model predicting 4.0 V for every molecule."""
+
+    version = 1
+
+    def predict(self, smiles):
+        return [4.0] * len(smiles), [0.1] * len(smiles)
+
+
+@pytest.mark.parametrize(("value", "offset", "said"), [
+    (4.5, 0.0, None),  # within SCALE_SLIP_V of the prediction: the prior's own error
+    (0.8, 0.0, "a median 3.20 V below what the prior model predicts for their molecules, about "
+               "cell.ferrocene_vs_li_v (3.2 V), as values vs Fc+/Fc taken as vs Li/Li+ would: if they are vs "
+               "Fc+/Fc, give --truth-vs fc"),
+    (7.2, 3.2, "a median 3.20 V above what the prior model predicts for their molecules, about "
+               "cell.ferrocene_vs_li_v (3.2 V), as values vs Li/Li+ taken as vs Fc+/Fc would: if they are vs "
+               "Li/Li+, give --truth-vs li"),
+    (2.5, 0.0, "a median 1.50 V below what the prior model predicts for their molecules, more than 1 V: check "
+               "their reference scale and unit"),
+])
+def test_scale_slip_names_the_vs_that_undoes_a_mix_up(tmp_path, value, offset, said):
+    from labloop.orchestrator.potential_table import scale_slip
+
+    slip = scale_slip(tmp_path / "t.csv", "e", {"CCO": value, "CCN": value, "CCC": 4.0}, _Predicts(),
+                      offset_v=offset, ferrocene_vs_li_v=3.2)
+    assert slip == said if said is None else said in slip
