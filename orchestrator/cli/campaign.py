@@ -74,6 +74,9 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
     if past is not None:  # against the prior model only if it is cached: validate trains nothing
         preflight.warn_past_scale(campaign, past.source, list(past.measurements), preflight.cached_prior(campaign))
     preflight.check_store(campaign, "--store" if store is not None else None)
+    if campaign.past_measurements is not None and campaign.store.is_file():  # what run and resume would say
+        with Journal.open(campaign.store, readonly=True) as journal:
+            preflight.warn_changed_past(journal)
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)
     compose.check_compute(campaign, scheduler, len(library))

@@ -251,6 +251,22 @@ def warn_changed_protocol(campaign: Campaign) -> None:
                           "FILE --store NEW.db`)", markup=False, highlight=False, soft_wrap=True)
 
 
+def warn_changed_past(journal: Journal) -> None:
+    """One warning line when the past measurements' file now holds other bytes than when the journal was created
+    (its SHA-256, journalled with them): the file is read once, and the journal keeps the values read then, so an
+    edit since changes nothing (a chemist's trial: a corrected table, resumed, was ignored in silence). A file
+    gone says nothing: a resume needs none."""
+    source = journal.past_source()
+    file = Path(source["file"]) if isinstance(source.get("file"), str) else None
+    if file is None or not file.is_file() or "sha256" not in source:
+        return
+    if hashlib.sha256(file.read_bytes()).hexdigest() != source["sha256"]:
+        console.err.print(f"warning: {display_name(file)} (past_measurements.file) changed since this campaign's "
+                          "journal began: the journal keeps the past measurements read when it was created; to use "
+                          "the file's, run the campaign with a new store (`labloop run FILE --store NEW.db`)",
+                          markup=False, highlight=False, soft_wrap=True)
+
+
 def unchanged_library(campaign: Campaign, journal: Journal) -> str:
     """The library file's SHA-256, journalled with every run: a campaign continued (``run`` again, ``resume``)
     with another library is refused before its journal changes, since its experiments and planner state speak

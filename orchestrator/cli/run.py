@@ -371,6 +371,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         raise InputError(refused)
     preflight.warn_default_safety(campaign)  # after every refusal, which stays one line
     preflight.warn_changed_protocol(campaign)
+    preflight.warn_changed_past(journal)
     # before the runner, which journals its own stops, a stop is journalled here: a Ctrl-C held while "run" was
     # written, or one while the prior trains or the library is predicted, left a run that `log` and the dashboard
     # took for killed (a fixer's finding)

@@ -146,15 +146,24 @@ def test_a_past_table_that_cannot_be_used_is_one_line_naming_the_field(tmp_path,
 
 def test_a_past_table_is_read_once(tmp_path, labloop, write_campaign):
     """A `run` of a store that exists reads the file no more (its journal holds what was read): an edit of the file
-    since, even one that makes it unusable, changes nothing, and `validate` says so."""
+    since, even one that makes it unusable, changes nothing, and `validate`, `run` and `resume` say so in one
+    warning line with how to use the new file (a chemist's trial: a corrected table, resumed, was ignored in
+    silence)."""
     _past_table(tmp_path)
     campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"},
                               budget={"max_experiments": 2})
     first = labloop("run", campaign, "--dry-run")  # no prior: nothing learns, and it says so
     assert first.returncode == 0 and "nothing learns from them: the campaign has no prior" in first.stderr
+    assert "changed since" not in first.stderr
     (tmp_path / "past.csv").write_text("smiles,e_v\nCCO,4100\n")
+    changed = (f"warning: {tmp_path / 'past.csv'} (past_measurements.file) changed since this campaign's journal "
+               "began: the journal keeps the past measurements read when it was created; to use the file's, run the "
+               "campaign with a new store (`labloop run FILE --store NEW.db`)")
     said = labloop("validate", campaign, "--dry-run")
     assert said.returncode == 0 and f"as journalled in {tmp_path / 'tiny.db'} when it was created" in said.stdout
+    assert changed in said.stderr.splitlines(), said.stderr
+    resumed = labloop("resume", tmp_path / "tiny.db", "--max-experiments", "3")
+    assert resumed.returncode == 0 and resumed.stderr.splitlines().count(changed) == 1, resumed.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         assert len(journal.past_measurements()) == 11
 
