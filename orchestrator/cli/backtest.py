@@ -141,7 +141,11 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     past = potential_table.read_past(campaign, library)
     before = list(past_observations(past.measurements, past.bounds)) if past else []
     notes += list(past.notes) if past else []
-    left = len(library) - (past.in_library if past else 0)
+    # what a campaign can propose: the library molecules with a true value not measured before (a backtest with past
+    # data has fewer hits to find, and "hits_in_library" alone read as the past having cost hits: a chemist's trial)
+    measured = {s for s, *_ in (past.measurements + past.bounds)} if past else set()
+    proposable = [s for s in library if s not in measured]
+    left = len(proposable)
     asked = budget or campaign.budget.max_experiments
     if asked > left:  # a campaign cannot measure a molecule twice: capped, and said (it was silent)
         given = f"--budget {asked}" if budget else f"the campaign's budget.max_experiments {asked}"
@@ -151,6 +155,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     budget = min(asked, left)
     objective = campaign.objective
     hits = _hits(objective, read.molecules.values()), _hits(objective, known.values())
+    to_find = _hits(objective, (known[s] for s in proposable))
     if hits[1] == 0:  # every planner would find 0 hits and look alike: say whose fault it most likely is
         notes.append(_no_hit(objective, column, truth_file, hits[0], len(library),
                              display_name(campaign.library.file)))
@@ -193,7 +198,8 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
               "objective_v": {"goal": objective.goal, "window_v": objective.window_v and list(objective.window_v),
                               "threshold_v": objective.threshold_v},
-              "hits_in_table": hits[0], "hits_in_library": hits[1], "truth_vs": "fc" if offset else "li",
+              "hits_in_table": hits[0], "hits_in_library": hits[1], "proposable": left, "hits_to_find": to_find,
+              "truth_vs": "fc" if offset else "li",
               "truth_offset_v": offset, "truth_rows": read.rows, "library_rows": library_rows,
               "past_measurements": len(past.measurements) if past else 0,
               "past_bounds": len(past.bounds) if past else 0,
@@ -273,10 +279,22 @@ def _print_table(report: dict[str, Any]) -> None:
         checked = "-" if r["within_1_96_sd"] is None else f"{100 * r['within_1_96_sd']:.0f}% ({r['rms_z']:g})"
         table.add_row(name, f"{_g(r['mean'])}{spread}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
                       checked, f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
-    table.caption = report["seeds_vary"]
+    table.caption = "\n".join(filter(None, (_proposable(report), report["seeds_vary"])))
     console.out.print(table)
     for line in _versus_leader(report["versus_leader"], what):
         console.out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _proposable(report: dict[str, Any]) -> str | None:
+    """The caption's line of a backtest with past measurements: how many molecules a campaign can propose and how
+    many hits they hold, so that fewer hits than a run without them is read against fewer to find; None without."""
+    if not report["past_measurements"] and not report["past_bounds"]:
+        return None
+    hits = "" if report["hits_to_find"] is None else (
+        f", holding {report['hits_to_find']} of the library's {report['hits_in_library']} "
+        f"{plural(report['hits_in_library'], 'hit')} to find")
+    return (f"{report['proposable']} of the {report['library']} molecules can be proposed (the rest were measured "
+            f"before: past_measurements){hits}")
 
 
 def _versus_leader(comparisons: list[dict[str, Any]], what: str) -> list[str]:

@@ -197,6 +197,15 @@ def test_backtest_of_a_campaign_with_past_measurements_says_so(tmp_path, labloop
     report = json.loads(result.stdout)
     assert report["past_measurements"] == 11 and report["budget"] == 190  # 200 less the 10 measured before
     assert "each campaign starts from the campaign's 11 past measurements" in " ".join(result.stderr.split())
+    # what is left to find, beside the library's hits (which count the past's too): a trial read fewer hits with
+    # past data as what the past cost
+    hit = [4.5 <= round(ie - 1.9, 3) <= 4.6 for ie in truth["ie_ev"]]
+    assert (report["library"], report["hits_in_library"]) == (200, sum(hit))
+    assert (report["proposable"], report["hits_to_find"]) == (190, sum(hit[10:]))
+    shown = labloop("backtest", campaign, "--truth", tmp_path / "truth.csv", "--column", "e_v", "--planners",
+                    "random", "--seeds", "1", "--budget", "2", "--no-instruments")
+    assert (f"190 of the 200 molecules can be proposed (the rest were measured before: past_measurements), holding "
+            f"{sum(hit[10:])} of the library's {sum(hit)} hits to find") in " ".join(shown.stdout.split())
 
 
 def test_a_past_table_of_every_library_molecule_leaves_nothing_to_propose(tmp_path, labloop, write_campaign):
