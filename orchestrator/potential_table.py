@@ -230,7 +230,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
                      f"{lines}, spread {spread:.3f} V), more than a measurement repeats by, and the first value is "
                      "used: check those rows for a mix-up (a reference electrode, a unit, a sign, another molecule's "
                      "row)")
-    if valued and (scales := _mixed_scales(valued, ferrocene_vs_li_v, line_of, words)) is not None:
+    if valued and (scales := _mixed_scales(valued, ferrocene_vs_li_v, line_of, words, offset_v)) is not None:
         notes.append(f"{path}, column {column!r}: {scales}")
     return Truth(truth, first_of, notes, {"rows": n_rows, "invalid_smiles": bad, "no_value": len(empty),
                                           "missing_markers": len(marked), "repeats_with_another_value": conflicts,
@@ -253,24 +253,38 @@ def _apart(rows_of: Mapping[str, list[int]], value_of: Mapping[int, float]) -> l
 
 
 def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float, line_of: Callable[[int], int],
-                  words: Words) -> str | None:
+                  words: Words, offset_v: float = 0.0) -> str | None:
     """What to say of a truth column whose values hold a group about ``ferrocene_vs_li_v`` below or above the
     rest (:data:`MIXED_SCALE_SHARE`), or None: a value nearer the median -/+ that offset than the median itself is
-    where a potential on the other of the Li/Li+ and Fc+/Fc scales would lie. Of the two sides, the one with more
-    such values is the group said."""
+    where a potential on the other of the Li/Li+ and Fc+/Fc scales would lie. Both groups are said, split midway
+    between their medians, each with its size, median and first lines, and which of them the declared scale
+    (``offset_v``: 0 for Li/Li+) does not explain, whichever is larger: read as vs Li/Li+, values vs Fc+/Fc sit that
+    offset below the rest; read as vs Fc+/Fc, values vs Li/Li+ sit that offset above. Why not the minority alone:
+    with most rows vs Fc+/Fc in a column read as vs Li/Li+, the rows it listed were the right ones (a chemist's
+    trial)."""
     values = np.array([v for _, v in valued])
     median, half = float(np.median(values)), ferrocene_vs_li_v / 2
-    below = [(row, v) for row, v in valued if v < median - half]
-    above = [(row, v) for row, v in valued if v > median + half]
-    side, off = ("below", below) if len(below) >= len(above) else ("above", above)  # the group: a mix shifts the
-    if len(off) < max(2, MIXED_SCALE_SHARE * len(values)):  # median, and with it the few extreme values of the other
-        return None                                          # side, which are the rest's own tail
-    lines = ", ".join(str(line_of(r)) for r, _ in off[:5]) + (f" and {len(off) - 5} more" if len(off) > 5 else "")
-    sign = "-" if side == "below" else "+"
-    return (f"{len(off)} of its {len(values)} values lie more than {half:g} V {side} its median ({median:.2f} V), "
-            f"nearer the median {sign} {ferrocene_vs_li_v:g} V (cell.ferrocene_vs_li_v) than the median itself (lines "
-            f"{lines}), as values vs Fc+/Fc among values vs Li/Li+ would: check their reference scale, since "
-            f"labloop takes {words.values} as V vs Li/Li+")
+    below, above = values[values < median - half], values[values > median + half]
+    low_side = len(below) >= len(above)  # the group: a mix shifts the median, and with it the few extreme values
+    off = below if low_side else above  # of the other side, which are the rest's own tail
+    if len(off) < max(2, MIXED_SCALE_SHARE * len(values)):
+        return None
+    rest = values[values >= median - half] if low_side else values[values <= median + half]
+    split = (float(np.median(off)) + float(np.median(rest))) / 2
+    low = [(row, v) for row, v in valued if v < split]
+    high = [(row, v) for row, v in valued if v >= split]
+
+    def said(group: list[tuple[int, float]]) -> str:
+        k = len(group)
+        lines = ", ".join(str(line_of(r)) for r, _ in group[:5]) + (f" and {k - 5} more" if k > 5 else "")
+        return f"{k} with median {float(np.median([v for _, v in group])):.2f} V ({plural(k, 'line')} {lines})"
+
+    gap = float(np.median([v for _, v in high]) - np.median([v for _, v in low]))
+    unexplained = (f"the higher group lies where values vs Li/Li+ given {words.vs_is('fc')} would" if offset_v else
+                   "the lower group lies where values vs Fc+/Fc read as vs Li/Li+ would")
+    return (f"its {len(values)} values fall in two groups {gap:.2f} V apart, about cell.ferrocene_vs_li_v "
+            f"({ferrocene_vs_li_v:g} V): {said(high)} and {said(low)}, V vs Li/Li+; {unexplained}: check the "
+            f"reference scale of its rows, since labloop takes {words.values} as V vs Li/Li+")
 
 
 #: how far (V) the median of a table's values may lie from what the prior model predicts for the same molecules
