@@ -119,12 +119,16 @@ class Truth:
     rows: dict[str, int]
     spelled: dict[str, str] = field(default_factory=dict)
     bounds: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: what was added to each value to put it on the Li/Li+ scale (:func:`truth_offset`)
+    offset_v: float = 0.0
 
 
-def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset_v: float = 0.0,
+def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_vs: str | None = None,
                ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, words: Words = BACKTEST_WORDS, bounds: bool = False
                ) -> Truth:
-    """The :class:`Truth` of a CSV: its values plus ``offset_v`` (:func:`truth_offset`), and notes on the rows not
+    """The :class:`Truth` of a CSV: its values plus the offset ``truth_vs`` or the column's header says
+    (:func:`truth_offset`, judged once the file and the column are known to exist: a missing file or column was
+    said as a header naming no scale, a chemist's trial), and notes on the rows not
     taken as they are: SMILES that are no molecule, empty values (a cell holding a missing-value marker,
     :data:`labloop.surrogate.dataset.MISSING_MARKERS`, is one, counted and named: ``n/a`` was refused one cell at
     a time), repeated molecules with another value (and, apart, those more than
@@ -139,9 +143,13 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
     another row gives a value keeps the value, and its bounds are left out, said."""
     from labloop.surrogate.featurize import canonical_smiles
 
+    offsets: list[float] = []  # the header's scale, judged once read_table has found the file and the column
     table = read_table(path, (column,), smiles_column=smiles_column,  # a lab's table names its columns its way
                        column_hint=f": name its SMILES column {smiles_column!r}{words.smiles}",
-                       target_option=words.column, missing_markers=MISSING_MARKERS, bounds=bounds)
+                       target_option=words.column, missing_markers=MISSING_MARKERS, bounds=bounds,
+                       columns_found=lambda: offsets.append(truth_offset(path, column, truth_vs, ferrocene_vs_li_v,
+                                                                         words)))
+    offset_v = offsets[0]
     line_of = csv_lines(path)  # its lines after any blank one
     low, high = POTENTIAL_RANGE_V
     shifted = f" (after adding {offset_v:g} V: {words.vs_is('fc')})" if offset_v else ""
@@ -236,7 +244,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, offset
                                           "missing_markers": len(marked), "repeats_with_another_value": conflicts,
                                           "repeated_molecules_apart": len(apart),
                                           **({"bounds": len(only_bounded)} if bounds else {})},
-                 spelled, only_bounded)
+                 spelled, only_bounded, offset_v)
 
 
 def _apart(rows_of: Mapping[str, list[int]], value_of: Mapping[int, float]) -> list[tuple[list[int], float]]:
@@ -390,8 +398,7 @@ def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = N
     if spec is None:
         return None
     try:
-        offset = truth_offset(spec.file, spec.column, spec.vs, campaign.cell.ferrocene_vs_li_v, PAST_WORDS)
-        table = read_truth(spec.file, spec.column, spec.smiles_column, offset_v=offset,
+        table = read_truth(spec.file, spec.column, spec.smiles_column, truth_vs=spec.vs,
                            ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v, words=PAST_WORDS, bounds=True)
     except InvalidInput as exc:
         raise ConfigError(campaign.located("past_measurements", "file"), str(exc)) from None
@@ -399,7 +406,7 @@ def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = N
     measurements = tuple((in_library.get(key, table.spelled[key]), value) for key, value in table.molecules.items())
     bounds = tuple((in_library.get(key, table.spelled[key]), value, side)
                    for key, (value, side) in table.bounds.items())
-    source = {"file": str(spec.file), "column": spec.column, "offset_v": offset,
+    source = {"file": str(spec.file), "column": spec.column, "offset_v": table.offset_v,
               "sha256": hashlib.sha256(spec.file.read_bytes()).hexdigest(), "rows": table.rows}
     objective = campaign.objective
     hits = sum(objective.is_hit(v) for _, v in measurements) if objective.defines_hits else None

@@ -95,6 +95,43 @@ def unreadable_hint(path: Path, exc: Exception) -> str:
     return separator_hint([header]) if isinstance(exc, pd.errors.ParserError) and "," not in header else ""
 
 
+def unreadable_csv(path: Path, exc: Exception) -> str:
+    """The one line of a table pandas could not read as CSV: an empty file said so (pandas says "No columns to parse
+    from file"), text that is not UTF-8 by the line (and column) of its first such byte (the codec's "position 4"
+    is within a chunk, and named no line: a chemist's trial), anything else with pandas' words and
+    :func:`unreadable_hint`."""
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return f"{path}: the file is empty (no header line, no rows)"
+    if isinstance(exc, UnicodeDecodeError) and (where := _not_utf8(path)) is not None:
+        return f"{path}: its text is not UTF-8 ({where}): {SAVE_AS}"
+    return f"{path}: not a readable CSV file ({first_line(exc)}){unreadable_hint(path, exc)}"
+
+
+def _not_utf8(path: Path) -> str | None:
+    """``line 3, column 'e_v': byte 0xb5``: where the first byte of ``path`` (plain or ``.gz``) that is no UTF-8
+    lies, by the file's line and, past the header, the header's name of its comma-separated field; None when the
+    file cannot be read, or decodes."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    except (OSError, EOFError, zlib.error):
+        return None
+    else:
+        return None
+    if data.startswith(SPREADSHEET_MAGIC):  # a workbook: unreadable_hint says so
+        return None
+    line = data.count(b"\n", 0, start) + 1
+    before = data[data.rfind(b"\n", 0, start) + 1:start]
+    header = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r").split(",")
+    field = before.count(b",")
+    column = f", column {header[field].strip()!r}" if line > 1 and field < len(header) else ""
+    return f"line {line}{column}: byte 0x{data[start]:02x}"
+
+
 def separator_hint(columns: Sequence[object]) -> str:
     """What to say of a CSV whose one column is a whole line separated by semicolons or tabs (a spreadsheet's
     export in some locales), else nothing."""
@@ -122,6 +159,9 @@ def bound_of(cell: object) -> tuple[float, int] | None:
 
 
 MISSING_MARKERS = frozenset({"n/a", "na", "nan", "-", "nd", "n.d."})
+#: the minus sign Word, Origin and typeset tables write (U+2212 MINUS SIGN), read as ``-`` in a number cell: it means
+#: nothing else there, and a value pasted from Word as -0.037 with it was refused as not a number (a chemist's trial)
+MINUS_SIGN = "\u2212"
 #: rows a note on missing-value markers names by line (the rest counted)
 SHOWN_MARKED_LINES = 5
 
@@ -147,7 +187,8 @@ def listed_columns(names: Sequence[object]) -> str:
 
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                smiles_column: str = "smiles", column_hint: str = "", target_option: str | None = None,
-               missing_markers: Collection[str] | None = None, bounds: bool = False) -> MoleculeTable:
+               missing_markers: Collection[str] | None = None, bounds: bool = False,
+               columns_found: Callable[[], None] | None = None) -> MoleculeTable:
     """Read ``path``; require the SMILES column and every target column (numbers, empty or a missing-value marker).
     ``column_hint`` ends the message of a missing SMILES column (where its name comes from, for a table a lab wrote);
     ``target_option``, the command-line option the targets were typed in (``--column``), starts the message of a
@@ -158,7 +199,10 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     world's truth and ``surrogate ...``'s tables refused ``n/a`` one cell at a time while an empty cell passed. A
     caller that passes its own markers says them itself (a backtest's note on its truth); ``()`` refuses them.
     With ``bounds``, a target cell written as a bound (:data:`BOUND_CELL`) is missing in ``Y`` and kept in the
-    table's ``bounded``; without, it is refused as text is, saying it is a bound."""
+    table's ``bounded``; without, it is refused as text is, saying it is a bound. ``columns_found`` is called once
+    the file and its columns are found, before any value is read: what a caller refuses of a column's name (a
+    header naming eV, or no scale: orchestrator/potential_table.py) comes after a missing file or column, which it
+    was said instead of (a chemist's trial), and before a damaged value."""
     path = Path(path)
     if (problem := not_a_file(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
@@ -169,8 +213,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
                          na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
-        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){unreadable_hint(path, exc)}") \
-            from None
+        raise InvalidInput(unreadable_csv(path, exc)) from None
     columns = list(df.columns)
     if smiles_column not in names:  # the separator, when it is the cause, is the one thing to say
         raise InvalidInput(f"{path}: no column {smiles_column!r} {listed_columns(columns)}"
@@ -181,6 +224,8 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
         if target_option is not None:
             raise InvalidInput(f"{target_option} {missing[0]}: no such column in {path} {listed}")
         raise InvalidInput(f"{path}: no target column {missing[0]!r} {listed}")
+    if columns_found is not None:
+        columns_found()
     say_marked = missing_markers is None
     if missing_markers is None:
         missing_markers = MISSING_MARKERS
@@ -189,6 +234,8 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     bounded: dict[str, dict[int, tuple[float, int]]] = {}
     for j, t in enumerate(targets):
         column = df[names[t]]
+        if not pd.api.types.is_numeric_dtype(column):  # text somewhere in the column: a typeset minus is a minus
+            column = column.map(lambda cell: cell.replace(MINUS_SIGN, "-") if isinstance(cell, str) else cell)
         if missing_markers:
             is_marker = column.map(lambda cell: isinstance(cell, str) and cell.strip().casefold() in missing_markers)
             marked[t] = {int(row): str(column.iloc[row]).strip()

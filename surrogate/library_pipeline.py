@@ -58,7 +58,7 @@ from labloop.surrogate.dataset import (
     listed_columns,
     not_a_file,
     separator_hint,
-    unreadable_hint,
+    unreadable_csv,
 )
 
 if TYPE_CHECKING:
@@ -134,8 +134,7 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
             yield frame[written].tolist(), None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
-        raise InvalidInput(f"{path}: not a readable CSV file ({first_line(exc)}){unreadable_hint(path, exc)}") \
-            from None
+        raise InvalidInput(unreadable_csv(path, exc)) from None
 
 
 def _parquet_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:

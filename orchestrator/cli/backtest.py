@@ -131,9 +131,9 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     if any(k != "random" for k in kinds):  # the prior model is cached beside the store: fail before training
         check_store_folder(campaign, campaign.located("store"))
     scan = None if no_instruments else engine.campaign_scan(campaign)
-    offset = potential_table.truth_offset(truth_file, column, truth_vs, campaign.cell.ferrocene_vs_li_v)
-    read = potential_table.read_truth(truth_file, column, campaign.library.smiles_column, offset_v=offset,
-                             ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
+    read = potential_table.read_truth(truth_file, column, campaign.library.smiles_column, truth_vs=truth_vs,
+                                      ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
+    offset = read.offset_v
     notes = read.notes
     library, known, left_out, library_rows = engine.library_truth(campaign, read.values, truth_file)
     notes += left_out

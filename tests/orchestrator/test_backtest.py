@@ -556,7 +556,7 @@ def test_a_mix_of_scales_names_both_groups_and_the_one_the_declared_scale_does_n
     values = [1.0 + 0.01 * i for i in range(6)] + [4.2 + 0.01 * i for i in range(4)]  # vs Fc+/Fc, then vs Li/Li+
     rows = "\n".join(f"{s},{v}" for s, v in zip(smiles, values, strict=True))
     (tmp_path / "t.csv").write_text(f"smiles,e_v\n{rows}\n")
-    notes = read_truth(tmp_path / "t.csv", "e_v", offset_v=offset, ferrocene_vs_li_v=3.2).notes
+    notes = read_truth(tmp_path / "t.csv", "e_v", truth_vs="fc" if offset else None, ferrocene_vs_li_v=3.2).notes
     high, low = ("4.21", "1.02") if not offset else ("7.42", "4.23")  # read as vs Fc+/Fc: 3.2 V added to each
     assert notes == [f"{tmp_path / 't.csv'}, column 'e_v': its 10 values fall in two groups 3.19 V apart, about "
                      f"cell.ferrocene_vs_li_v (3.2 V): 4 with median {high} V (lines 8, 9, 10, 11) and 6 with median "

@@ -215,7 +215,7 @@ def test_a_batch_of_nothing_gets_no_conditions():
     ("past.xlsx", lambda p: _workbook(p), "it is a spreadsheet workbook, not CSV: save it as \"CSV UTF-8"),
     ("renamed.csv", lambda p: _workbook(p), "it is a spreadsheet workbook, not CSV: save it as \"CSV UTF-8"),
     ("latin1.csv", lambda p: p.write_bytes("smiles,ie_ev\nCCO,7.1 \u00b1 0.1\n".encode("latin-1")),
-     "its text is not UTF-8: save it as \"CSV UTF-8"),
+     "its text is not UTF-8 (line 2, column 'ie_ev': byte 0xb1): save it as \"CSV UTF-8"),
     ("semicolons.csv", lambda p: p.write_text("smiles;ie_ev\nCCO;7.1\n"),
      "its columns are separated by semicolons, and labloop reads comma-separated CSV"),
     ("tabs.csv", lambda p: p.write_text("smiles\tie_ev\nCCO\t7.1\n"), "its columns are separated by tabs"),

@@ -131,6 +131,9 @@ def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_mov
     ("e_v", ">12", {"vs": "li"}, "line 2, column 'e_v': the bound 12 lies beyond -3..10 V vs Li/Li+"),
     ("e_v", "> 1e400", {"vs": "li"}, "line 2, column 'e_v': the bound inf lies beyond -3..10 V vs Li/Li+"),
     ("e_v", ">>4", {"vs": "li"}, "line 2, column 'e_v': '>>4' is not a number"),
+    # the file and the column first: a wrong column name, or no file, was said as a header naming no scale
+    ("E1/2 (V)", "4.1", {"column": "E_ox"}, "past_measurements.column E_ox: no such column in"),
+    ("E1/2 (V)", "4.1", {"file": "nowhere.csv"}, "nowhere.csv: no such file"),
 ])
 def test_a_past_table_that_cannot_be_used_is_one_line_naming_the_field(tmp_path, labloop, write_campaign, header,
                                                                         cells, past, said):
@@ -142,6 +145,33 @@ def test_a_past_table_that_cannot_be_used_is_one_line_naming_the_field(tmp_path,
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert "past_measurements.file" in lines[0] and said in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "tiny.db").exists()
+
+
+@pytest.mark.parametrize(("written", "said"), [
+    (b"", "past.csv: the file is empty (no header line, no rows)"),  # pandas: "No columns to parse from file"
+    # Excel's plain CSV on Windows: the codec's "byte 0xb5 in position 0" named no line
+    ("smiles,e_v\nc1ccccc1O,4.1\nc1ccccc1N,\u00b5\n".encode("latin-1"),
+     "past.csv: its text is not UTF-8 (line 3, column 'e_v': byte 0xb5): save it as \"CSV UTF-8 (comma "
+     "delimited)\""),
+])
+def test_an_empty_or_non_utf8_past_table_is_one_line_saying_what_is_wrong(tmp_path, labloop, write_campaign, written,
+                                                                          said):
+    (tmp_path / "past.csv").write_bytes(written)
+    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"})
+    result = labloop("validate", campaign, "--dry-run")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "past_measurements.file" in result.stderr and said in result.stderr, result.stderr
+
+
+def test_a_typeset_minus_sign_is_a_minus(tmp_path):
+    """A value pasted from Word or Origin writes its minus as U+2212: it was "not a number"; it is read as "-",
+    in a value and a bound alike."""
+    from labloop.surrogate.dataset import read_table
+
+    (tmp_path / "t.csv").write_text("smiles,e_v\nc1ccccc1O,\u22120.037\nc1ccccc1N,<\u22120.5\nCCO,4.1\n",
+                                    encoding="utf-8")
+    table = read_table(tmp_path / "t.csv", ["e_v"], bounds=True)
+    assert table.Y[0, 0] == -0.037 and table.Y[2, 0] == 4.1 and table.bounded["e_v"] == {1: (-0.5, -1)}
 
 
 def test_a_past_table_is_read_once(tmp_path, labloop, write_campaign):
