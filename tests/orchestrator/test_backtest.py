@@ -656,3 +656,28 @@ def test_a_best_score_per_seed_is_shown_as_its_mean_is(tmp_path, labloop, write_
     row = next(line for line in result.stdout.splitlines() if line.startswith("│ random"))
     cells = [c.strip() for c in row.strip("│").split("│")]
     assert re.fullmatch(r"\d+\.\d{1,2} \d+\.\d{1,2}", cells[3]), row
+
+
+def test_the_table_states_the_objective_and_why_of_oracle_can_exceed_1(capsys, monkeypatch):
+    """The table's title said no hit window, and with instruments it showed the scan's window, taken for it; an
+    ``of oracle`` above 1 read as a bug (a chemist's trial). The title states the objective, and a caption line
+    says why a planner can beat the oracle when one does."""
+    from labloop.orchestrator.cli.backtest import OF_ORACLE_ABOVE_1, _print_table
+
+    def planner(mean: float, of_oracle: float | None) -> dict:
+        return {"mean": mean, "of_oracle": of_oracle, "sd": 0.0, "se": 0.0, "per_seed": [mean], "after": {"100%": mean},
+                "failed_mean": 0, "within_1_96_sd": None, "rms_z": None,
+                "latency_s": {"median": 0.01, "p95": 0.01}}
+
+    report = {"campaign": "c", "measure": "hits", "objective": "oxidation potential in [4.50, 4.60] V vs Li/Li+",
+              "budget": 10, "library": 200, "seeds": [5], "instruments": "simulated CV, 2.40-5.15 V vs Li/Li+",
+              "seeds_vary": "a seed varies the noise", "versus_leader": [], "past_measurements": 0, "past_bounds": 0,
+              "planners": {"bayes": planner(3.0, 0.9), "oracle": planner(3.3, None)}}
+    monkeypatch.setattr(console.out, "width", 400)  # no folding
+    _print_table(report)
+    shown = " ".join(capsys.readouterr().out.split())  # the caption folds to the table's width
+    assert "c: hits (oxidation potential in [4.50, 4.60] V vs Li/Li+) in 10 experiments" in shown, shown
+    assert OF_ORACLE_ABOVE_1 not in shown
+    report["planners"]["greedy"] = planner(3.6, 1.09)
+    _print_table(report)
+    assert OF_ORACLE_ABOVE_1 in " ".join(capsys.readouterr().out.split())
