@@ -39,6 +39,7 @@ from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
     acquisition,
     best_so_far,
+    calibrated_on,
     interval_check,
     measured,
     parity,
@@ -53,6 +54,7 @@ from labloop.orchestrator.journal.store import (
     with_advice,
 )
 from labloop.orchestrator.journal.view import _volts, counts_apart, describe_objective, snapshot
+from labloop.orchestrator.loop.runner import ANALYSIS_FAILURE
 from labloop.planners.base import bound_fields
 from labloop.surrogate.screening import rule_of
 
@@ -174,6 +176,7 @@ def _write(journal: Journal, directory: Path) -> None:
     config = journal.campaign_info().config
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
+    offset_v = config.get("cell", {}).get("reference_offset_v", 3.2)
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
     # each lab record read once: for the CSVs (potential_from, every raw scan) and the lab-grade plots
     records = {e["id"]: record for e in snap["experiments"] if (record := journal.lab_record(e["id"])) is not None}
@@ -198,7 +201,6 @@ def _write(journal: Journal, directory: Path) -> None:
     _best_so_far(directory / PLOTS[0], done, objective)
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
-    offset_v = config.get("cell", {}).get("reference_offset_v", 3.2)
     _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:], offset_v)
     _acquisition(directory / PLOTS[4], snap["experiments"])
     labs = [(e, record) for e in done if (record := records.get(e["id"])) is not None]
@@ -208,8 +210,24 @@ def _write(journal: Journal, directory: Path) -> None:
         _versus_ferrocene(directory / LAB_PLOTS[2], labs, offset_v)
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
+    check = interval_check(_checked_rows(journal, snap, objective, offset_v))
     with _writing(directory / "index.html"):
-        (directory / "index.html").write_text(_html(snap, calibrations, directory, _lab_table(lab_rows)))
+        (directory / "index.html").write_text(_html(snap, calibrations, directory, _lab_table(lab_rows), check))
+
+
+def _checked_rows(journal: Journal, snap: dict[str, Any], objective: Objective, offset_v: float
+                  ) -> list[dict[str, Any]]:
+    """:func:`interval_check`'s rows: the measured experiments, and those whose measurement failed with the bound
+    their scan gave, as the planner learnt it (orchestrator/loop/runner.py, ``_bound``: on the cell's nominal
+    reference), each with how many measurements its prediction was calibrated on."""
+    calibrated = calibrated_on(snap["experiments"], snap["events"])
+    rows = [{**e, "calibrated_on": calibrated[e["id"]], "bound": None} for e in measured(snap["experiments"])]
+    for e in snap["experiments"]:
+        if e["status"] == "failed" and (e["cause"] or "").startswith(ANALYSIS_FAILURE):
+            analysis = journal.analysis(e["id"])
+            bound = None if analysis is None else analysis.on_li_scale(offset_v).bound(objective.quantity)
+            rows.append({**e, "calibrated_on": calibrated[e["id"]], "bound": bound})
+    return rows
 
 
 def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -> str:
@@ -650,25 +668,48 @@ def _bounds(n: object) -> str:
 
 def _interval_said(check: dict[str, Any] | None) -> str:
     """The report's sentence on :func:`interval_check`: the count within against the middle 95% of what a right sd
-    gives for that many (the binomial's, exactly), so a few measurements are not over-read. When every count is in
-    that middle (one measurement), it says there are too few to judge by: the normal approximation it used said
+    gives for that many (the binomial's, exactly), so a few predictions are not over-read. When every count is in
+    that middle (one prediction), it says there are too few to judge by: the normal approximation it used said
     "where a right sd puts 1-1 of 1", and called one measurement outside its interval, which a right sd gives
-    1 time in 20, an sd too small (a chemist's trial)."""
+    1 time in 20, an sd too small (a chemist's trial). It says what was left out and why, and how many failed
+    experiments' bounds were counted (a PI's audit read "27 of 30" that held the first batch's +/-2 V predictions,
+    which cannot miss, and left out a failure whose bound lay 3 sd beyond its prediction)."""
     if check is None:
         return "No measured experiment had a prediction with a standard deviation yet."
     n, within, level = check["n"], check["within"], check["level"]
+    left_out = _left_out(check)
+    if n == 0:
+        return f"No prediction calibrated on a measurement has been checked yet.{left_out}"
     low, high = (int(binom.ppf(q, n, level)) for q in ((1 - level) / 2, (1 + level) / 2))
+    counted = plural(n, "calibrated prediction")
     interval = (f"lay within the {100 * level:.0f}% interval of {plural(n, 'its', 'their')} prediction at proposal "
                 "time (predicted +/- 1.96 sd)")
-    rms = (f"The root mean square of (measured - predicted) / sd is {check['rms_z']:.2f} (about 1 if the sd is "
-           "right).")
+    rms = ("" if check["rms_z"] is None else
+           f" The root mean square of (measured - predicted) / sd over the {check['n_measured']} measured is "
+           f"{check['rms_z']:.2f} (about 1 if the sd is right).")
+    if check["bounds"]:  # before the rms, which the measured alone have
+        rms = (f" Of the {n}, {check['n_measured']} were measured and {check['bounds']} failed with a bound on the "
+               f"potential, {check['bounds_outside']} of which lay beyond the interval.{rms}")
     if low == 0 and high == n:
-        return (f"{within} of {n} {plural(n, 'measurement')} {interval}: too few to judge the sd by, as a right sd "
-                f"leaves 1 in {round(1 / (1 - level))} outside. {rms}")
+        return (f"{within} of {n} {counted} {interval}: too few to judge the sd by, as a right sd leaves 1 in "
+                f"{round(1 / (1 - level))} outside.{rms}{left_out}")
     verdict = ("too small: the errors were larger than it said" if within < low else
                "too large: the errors were smaller than it said" if within > high else "consistent with them")
-    return (f"{within} of {n} {plural(n, 'measurement')} ({100 * within / n:.0f}%) {interval}, where a right sd "
-            f"puts {low}-{high} of {n}: the sd was {verdict}. {rms}" + (f" {OPTIMISTIC_SD}" if within < low else ""))
+    return (f"{within} of {n} {counted} ({100 * within / n:.0f}%) {interval}, where a right sd puts {low}-{high} of "
+            f"{n}: the sd was {verdict}.{rms}{left_out}" + (f" {OPTIMISTIC_SD}" if within < low else ""))
+
+
+def _left_out(check: dict[str, Any]) -> str:
+    """What :func:`interval_check` left out, and why, as sentences (each with its leading space); '' for nothing."""
+    said = ""
+    if n := check["uncalibrated"]:
+        said += (f" Left out: {n} {plural(n, 'prediction')} made before any measurement calibrated the model (the "
+                 "first batch, on the DFT prior's scale, whose sd spans that scale's unknown offset, so no measurement "
+                 "can miss it).")
+    if n := check["unbounded"]:
+        said += (f" Left out: {n} failed {plural(n, 'experiment')} whose scan bounds nothing (no peak: the "
+                 "potential may lie on either side of the window scanned).")
+    return said
 
 
 #: what a too small sd at proposal time means, and why it is expected in part: the example's report said "too small"
@@ -695,8 +736,9 @@ def _outputs_said(quantity: str) -> str:
             "&ldquo;measured&rdquo; is a retrained network's own prediction of the measured potentials")
 
 
-def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, lab_table: str) -> str:
-    """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped."""
+def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, lab_table: str,
+          check: dict[str, Any] | None) -> str:
+    """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped; ``check``: :func:`interval_check`'s."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
@@ -728,7 +770,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
                      for e in snap["events"] if left_unsafe(e["kind"], e["data"]))
     unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'
 
-    checked = _interval_said(interval_check(measured(snap["experiments"])))
+    checked = _interval_said(check)
     tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,
               *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists(), *[PAST_CSV] * (folder / PAST_CSV).exists()]
     data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)

@@ -52,18 +52,52 @@ def prediction_errors(done: list[dict[str, Any]], window: int = ERROR_WINDOW) ->
 
 #: the share of measurements a right sd puts within mu +/- 1.96 sd
 COVERAGE_LEVEL = 0.95
+#: mu +/- this many sd is the interval a right sd puts :data:`COVERAGE_LEVEL` of the potentials in
+INTERVAL_Z = 1.96
 
 
-def interval_check(done: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """How well the predictions' sd (at proposal time) described their errors: how many done experiments lay
-    within mu +/- 1.96 sd (95% of them if the sd is right) and the root mean square of (measured - mu) / sd (1 if
-    right; above 1, the sd was too small). None without a prediction with an sd. Why: the planners bet on the
-    sd, and a chemist cannot trust an interval the campaign never checks (a trial found 6 of 26 outside it)."""
-    z = [(e["potential_v"] - e["mu"]) / e["sigma"] for e in done if e["mu"] is not None and e["sigma"]]
-    if not z:
+def calibrated_on(experiments: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[int, int]:
+    """Per experiment id, how many measurements the calibration behind its prediction had: that of the last
+    ``calibration`` event journalled before its proposal (orchestrator/learning/learner.py journals one before every
+    proposal whose calibration has a fit, past measurements included), 0 without one (the first batch, predicted on
+    the DFT prior's scale, or a planner that does not calibrate)."""
+    calibrations = [(e["time"], e["data"].get("n_measurements", 0)) for e in events
+                    if e["kind"] == "calibration" and isinstance(e["data"], dict)]
+    return {x["id"]: next((n for time, n in reversed(calibrations) if time <= x["created_at"]), 0)
+            for x in experiments}
+
+
+def interval_check(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How well the predictions' sd (at proposal time) described their errors: how many lay within mu +/- 1.96 sd
+    (95% of them if the sd is right) and the root mean square of (measured - mu) / sd over the measured ones (1 if
+    right; above 1, the sd was too small). None without a prediction with an sd. Why: the planners bet on the sd,
+    and a chemist cannot trust an interval the campaign never checks (a trial found 6 of 26 outside it).
+
+    ``rows``: done experiments with their potential, and failed ones whose measurement failed with the ``bound`` its
+    scan gave (``(V, +1 above / -1 below)``, None where it bounds nothing: no peak at all), each with
+    ``calibrated_on`` (:func:`calibrated_on`). Only predictions calibrated on at least one measurement are counted:
+    the first batch's sd spans the prior's unknown offset (+/- 2 V), which no measurement can miss, and counting it
+    made the check look better than it was (a PI's audit). A bound counts as outside when it lies beyond the
+    interval (above mu + 1.96 sd, or below mu - 1.96 sd), as inside otherwise: leaving the failures out hid a 3-sd
+    miss. What was left out is counted, for the report to say."""
+    predicted = [r for r in rows if r["mu"] is not None and r["sigma"]]
+    if not predicted:
         return None
-    return {"n": len(z), "within": sum(abs(v) <= 1.96 for v in z), "level": COVERAGE_LEVEL,
-            "rms_z": statistics.fmean(v * v for v in z) ** 0.5}
+    calibrated = [r for r in predicted if r["calibrated_on"] > 0]
+    z = [(r["potential_v"] - r["mu"]) / r["sigma"] for r in calibrated if r["status"] == "done"]
+    failed = [r for r in calibrated if r["status"] != "done"]
+    outside = [_beyond(r["bound"], r["mu"], r["sigma"]) for r in failed if r["bound"] is not None]
+    return {"n": len(z) + len(outside), "within": sum(abs(v) <= INTERVAL_Z for v in z) + outside.count(False),
+            "level": COVERAGE_LEVEL, "n_measured": len(z),
+            "rms_z": statistics.fmean(v * v for v in z) ** 0.5 if z else None,
+            "bounds": len(outside), "bounds_outside": sum(outside),
+            "uncalibrated": len(predicted) - len(calibrated), "unbounded": len(failed) - len(outside)}
+
+
+def _beyond(bound: tuple[float, int], mu: float, sigma: float) -> bool:
+    """Whether a failed scan's bound (V, +1 above / -1 below) puts the potential outside mu +/- 1.96 sd."""
+    value, side = bound
+    return value > mu + INTERVAL_Z * sigma if side > 0 else value < mu - INTERVAL_Z * sigma
 
 
 def acquisition(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:

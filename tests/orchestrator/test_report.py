@@ -179,20 +179,70 @@ def test_the_interval_check_counts_errors_within_1_96_sd_and_judges_by_the_binom
     from labloop.orchestrator.journal.plot_data import interval_check
     from labloop.orchestrator.report import _interval_said
 
-    done = [{"potential_v": 4.0 + dz * 0.1, "mu": 4.0, "sigma": 0.1} for dz in (0.5, -1.0, 2.5, 0.0)]
-    done.append({"potential_v": 3.0, "mu": None, "sigma": None})  # no prediction: not counted
+    done = [_checked(4.0 + dz * 0.1) for dz in (0.5, -1.0, 2.5, 0.0)]
+    done.append(_checked(3.0, mu=None, sigma=None))  # no prediction: not counted
     check = interval_check(done)
     assert check["n"] == 4 and check["within"] == 3
     assert check["rms_z"] == pytest.approx(((0.25 + 1.0 + 6.25 + 0.0) / 4) ** 0.5)
     # 4 measurements: a right sd puts 3-4 within (the binomial's middle 95%), so 3 is no verdict
-    assert "3 of 4 measurements (75%)" in _interval_said(check) and "consistent with them" in _interval_said(check)
+    assert "3 of 4 calibrated predictions (75%)" in _interval_said(check)
+    assert "consistent with them" in _interval_said(check)
     assert "where a right sd puts 3-4 of 4" in _interval_said(check)
-    wide = [{"potential_v": 4.0 + 3.0 * (k % 2) * 0.1, "mu": 4.0, "sigma": 0.1} for k in range(40)]
+    wide = [_checked(4.0 + 3.0 * (k % 2) * 0.1) for k in range(40)]
     assert "20 of 40" in _interval_said(interval_check(wide)) and "too small" in _interval_said(interval_check(wide))
     # a too small sd is explained (the example's report said so with nothing more, read as a fault: a trial)
     assert "the optimiser's curse" in _interval_said(interval_check(wide))
     assert "optimiser" not in _interval_said(check)
     assert interval_check([]) is None and "No measured experiment" in _interval_said(None)
+
+
+def _checked(potential: float | None, mu: float | None = 4.0, sigma: float | None = 0.1, *, status: str = "done",
+             calibrated_on: int = 1, bound: tuple[float, int] | None = None) -> dict[str, object]:
+    """A row of interval_check: a done experiment's potential, or a failed one's bound, and its prediction."""
+    return {"potential_v": potential, "mu": mu, "sigma": sigma, "status": status, "calibrated_on": calibrated_on,
+            "bound": bound}
+
+
+def test_the_interval_check_counts_only_calibrated_predictions_and_failures_bounds():
+    """A PI's audit: "27 of 30 measurements (90%) lay within the 95% interval" held the first batch, predicted before
+    any measurement at +/- 2 V (which no measurement misses), and left out experiment 13, failed with its bound
+    "above 5.099 V" 3.2 sd beyond its prediction 4.54 +/- 0.17. Only calibrated predictions count, a failure's bound
+    counts inside or outside by where it lies, and what was left out is said with why."""
+    from labloop.orchestrator.journal.plot_data import interval_check
+    from labloop.orchestrator.report import _interval_said
+
+    rows = [_checked(4.0 + dz * 0.1) for dz in (0.5, -1.0, 0.0, 1.0)]
+    rows += [_checked(6.4, mu=4.5, sigma=2.0, calibrated_on=0) for _ in range(4)]  # the first batch
+    rows.append(_checked(None, mu=4.54, sigma=0.17, status="failed", bound=(5.099, 1)))  # experiment 13: outside
+    rows.append(_checked(None, mu=4.54, sigma=0.17, status="failed", bound=(4.6, 1)))  # consistent: inside
+    rows.append(_checked(None, mu=4.54, sigma=0.17, status="failed", bound=(4.5, -1)))  # below 4.5: inside
+    rows.append(_checked(None, mu=4.54, sigma=0.17, status="failed", bound=(4.1, -1)))  # below 4.1 < 4.21: outside
+    rows.append(_checked(None, mu=4.54, sigma=0.17, status="failed"))  # no peak: bounds nothing
+    check = interval_check(rows)
+    assert (check["n"], check["within"], check["n_measured"]) == (8, 6, 4)
+    assert (check["bounds"], check["bounds_outside"], check["uncalibrated"], check["unbounded"]) == (4, 2, 4, 1)
+    assert check["rms_z"] == pytest.approx(((0.25 + 1.0 + 0.0 + 1.0) / 4) ** 0.5)
+    said = _interval_said(check)
+    assert said.startswith("6 of 8 calibrated predictions (75%) lay within the 95% interval"), said
+    assert ("Of the 8, 4 were measured and 4 failed with a bound on the potential, 2 of which lay beyond the "
+            "interval.") in said
+    assert "over the 4 measured is 0.75" in said
+    assert ("Left out: 4 predictions made before any measurement calibrated the model (the first batch" in said
+            and "Left out: 1 failed experiment whose scan bounds nothing (no peak" in said)
+    first = interval_check([_checked(6.4, mu=4.5, sigma=2.0, calibrated_on=0)])
+    assert _interval_said(first).startswith("No prediction calibrated on a measurement has been checked yet. Left out: "
+                                            "1 prediction made before")
+
+
+def test_calibrated_on_is_the_last_calibration_before_each_proposal():
+    """How many measurements a prediction was calibrated on, from the calibration events journalled before it."""
+    from labloop.orchestrator.journal.plot_data import calibrated_on
+
+    events = [{"kind": "calibration", "time": "2026-01-01T00:00:02", "data": {"n_measurements": 3}},
+              {"kind": "run", "time": "2026-01-01T00:00:03", "data": None},
+              {"kind": "calibration", "time": "2026-01-01T00:00:05", "data": {"n_measurements": 7}}]
+    experiments = [{"id": i, "created_at": f"2026-01-01T00:00:0{t}"} for i, t in ((1, 1), (2, 2), (3, 4), (4, 6))]
+    assert calibrated_on(experiments, events) == {1: 0, 2: 3, 3: 3, 4: 7}
 
 
 def test_the_interval_check_of_one_or_a_few_measurements_is_not_over_read():
@@ -204,17 +254,18 @@ def test_the_interval_check_of_one_or_a_few_measurements_is_not_over_read():
     from labloop.orchestrator.report import _interval_said
 
     def said(*z: float) -> str:
-        return _interval_said(interval_check([{"potential_v": 4.0 + dz * 0.1, "mu": 4.0, "sigma": 0.1} for dz in z]))
+        return _interval_said(interval_check([_checked(4.0 + dz * 0.1) for dz in z]))
 
-    assert said(0.5) == ("1 of 1 measurement lay within the 95% interval of its prediction at proposal time "
+    assert said(0.5) == ("1 of 1 calibrated prediction lay within the 95% interval of its prediction at proposal time "
                          "(predicted +/- 1.96 sd): too few to judge the sd by, as a right sd leaves 1 in 20 outside. "
-                         "The root mean square of (measured - predicted) / sd is 0.50 (about 1 if the sd is right).")
-    assert said(-2.5).startswith("0 of 1 measurement lay within the 95% interval of its prediction at proposal time "
-                                 "(predicted +/- 1.96 sd): too few to judge the sd by")
-    assert said(0.5, 3.0).startswith("1 of 2 measurements (50%) lay within the 95% interval of their prediction at "
-                                     "proposal time (predicted +/- 1.96 sd), where a right sd puts 1-2 of 2: the sd "
-                                     "was consistent with them.")
-    assert "0 of 2 measurements (0%)" in said(3.0, -3.0) and "the sd was too small" in said(3.0, -3.0)
+                         "The root mean square of (measured - predicted) / sd over the 1 measured is 0.50 (about 1 if "
+                         "the sd is right).")
+    assert said(-2.5).startswith("0 of 1 calibrated prediction lay within the 95% interval of its prediction at "
+                                 "proposal time (predicted +/- 1.96 sd): too few to judge the sd by")
+    assert said(0.5, 3.0).startswith("1 of 2 calibrated predictions (50%) lay within the 95% interval of their "
+                                     "prediction at proposal time (predicted +/- 1.96 sd), where a right sd puts "
+                                     "1-2 of 2: the sd was consistent with them.")
+    assert "0 of 2 calibrated predictions (0%)" in said(3.0, -3.0) and "the sd was too small" in said(3.0, -3.0)
     assert "where a right sd puts 4-6 of 6: the sd was consistent with them" in said(0, 0, 0, 0, 3, 3)
 
 
