@@ -75,10 +75,13 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "ste
 #: ``e_half_v_vs_fc``: E1/2 against the ferrocene an add_standard step added (empty without one), the number a
 #: chemist reports, which only lab_grade.csv had; ``status``: a failed experiment can hold a potential (one whose
 #: standard could not be told apart has its reference-scale value), which read as a result beside the others (a
-#: chemist's trial); ``dep_mV``: dEp in mV, as lab_grade.csv and ``labloop log`` give it (this table alone had it in V)
-MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "potential_from", "e_half_v_vs_fc", "e_half_v",
-                       "dep_mV", "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu", "sigma",
-                       *CONDITION_COLUMNS)
+#: chemist's trial); ``dep_mV``: dEp in mV, as lab_grade.csv and ``labloop log`` give it (this table alone had it
+#: in V);
+#: ``hit``: yes/no whether the potential meets the objective (empty without a potential, or for an objective without
+#: hits), so a sort by potential does not mix hits and non-hits unmarked (a PI's audit)
+MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "hit", "potential_from", "e_half_v_vs_fc",
+                       "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu",
+                       "sigma", *CONDITION_COLUMNS)
 #: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
 #: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
 #: column of both reads as one scale, and the second is off by however far the reference electrode drifted
@@ -183,6 +186,7 @@ def _write(journal: Journal, directory: Path) -> None:
     measurements = [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]]
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
          [{**e, "potential_from": _potential_from(e, records.get(e["id"])),
+           "hit": _hit_said(e, snap["progress"]["hits"] is not None),
            "e_half_v_vs_fc": ((records.get(e["id"]) or {}).get("referenced") or {}).get("e_vs_fc_v"),
            "dep_mV": _scaled(e["dep_v"], 1e3), "ipa_a": _scaled(e["ipa_a"], 1e6), "ipc_a": _scaled(e["ipc_a"], 1e6)}
           for e in measurements],
@@ -228,6 +232,14 @@ def _checked_rows(journal: Journal, snap: dict[str, Any], objective: Objective, 
             bound = None if analysis is None else analysis.on_li_scale(offset_v).bound(objective.quantity)
             rows.append({**e, "calibrated_on": calibrated[e["id"]], "bound": bound})
     return rows
+
+
+def _hit_said(experiment: dict[str, Any], hits: bool) -> str:
+    """``yes``/``no``: whether ``experiment``'s potential is a hit (the snapshot's ``hit``); '' without a potential
+    or where the objective defines no hits (``hits`` False)."""
+    if not hits or experiment["potential_v"] is None:
+        return ""
+    return "yes" if experiment["hit"] else "no"
 
 
 def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -> str:
@@ -743,8 +755,13 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
     esc = html.escape
+    hits_defined = progress["hits"] is not None
     best = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
-                   f"<td>{e['potential_v']:.3f}</td></tr>" for e in snap["best"])
+                   f"<td>{e['potential_v']:.3f}</td>"
+                   + (f"<td>{_hit_said(e, True)}</td>" if hits_defined else "") + "</tr>" for e in snap["best"])
+    hit_legend = (f'<p class="caption">hit: yes when the potential meets the objective '
+                  f'({esc(describe_objective(campaign["objective"]))}); a &ldquo;no&rdquo; is ranked here as nearest '
+                  "to it but is not a hit.</p>" if hits_defined else "")
     models = "".join(f"<tr><td>{m['version']}{' (pruned)' if m['pruned'] else ''}</td><td>{esc(m['created_at'])}</td>"
                      f"<td>{m['n_train']}</td>"
                      f"<td>{m['metrics'].get('n_measurements', '')}</td>"
@@ -790,7 +807,9 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
 {past}{unsafe}{plots}
-<h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th></tr>{best}</table>
+<h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th>
+{"<th>hit</th>" * hits_defined}</tr>
+{best}</table>{hit_legend}
 {lab_table}
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}

@@ -324,7 +324,8 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
         _header(snap),
         table,
         _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]], edges),
-        _best_table(snap["best"], edges),
+        _best_table(snap["best"], edges,
+                    None if snap["progress"]["hits"] is None else snap["campaign"]["objective_text"]),
         # a rig left unsafe stays in view however many events came after it (the rig may still be pumping)
         _events_table([e for e in snap["events"][:-events] if left_unsafe(e["kind"], e["data"])]
                       + snap["events"][-events:]),
@@ -529,13 +530,20 @@ def _measurements_table(rows: list[dict[str, Any]], edges: tuple[float, ...]) ->
     return table
 
 
-def _best_table(rows: list[dict[str, Any]], edges: tuple[float, ...]) -> Table:
+def _best_table(rows: list[dict[str, Any]], edges: tuple[float, ...], objective: str | None) -> Table:
+    """The best so far, ranked by the objective; with ``objective`` (its words, when it defines hits) a ``hit``
+    column says which are hits: a window's ranking lists molecules outside it too (4.609 V fifth for 4.50-4.60 V),
+    and a chemist ordering "the top 5" would have ordered non-hits (a PI's audit)."""
     table = Table(title="best so far (V vs Li/Li+)", title_justify="left")  # as the measurements' potential
     named = any(e["name"] for e in rows)
-    for name in ("rank", "id", *(("name",) if named else ()), "smiles", "potential"):
-        table.add_column(name, overflow="fold", justify="left" if name in ("name", "smiles") else "right")
+    for name in ("rank", "id", *(("name",) if named else ()), "smiles", "potential", *(("hit",) if objective else ())):
+        table.add_column(name, overflow="fold", justify="left" if name in ("name", "smiles", "hit") else "right")
     for rank, e in enumerate(rows, start=1):
-        table.add_row(str(rank), str(e["id"]), *_named(e, named), potential_said(e["potential_v"], edges))
+        hit = (Text("yes", style="green") if e["hit"] else Text("no", style="yellow"),) if objective else ()
+        table.add_row(str(rank), str(e["id"]), *_named(e, named), potential_said(e["potential_v"], edges), *hit)
+    if objective and not all(e["hit"] for e in rows):
+        table.caption = f"hit no: outside the objective ({objective}), ranked here as nearest to it, not a hit"
+        table.caption_justify = "left"
     return table
 
 

@@ -4,6 +4,7 @@ Journal API with simulated, analysed voltammograms."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import queue
@@ -486,3 +487,22 @@ def test_a_live_run_that_waits_says_for_what_and_max_hours_is_said_when_it_comes
         assert live_line(now()).endswith("about 15 min 0 s left at the recent pace (median 5 min 0 s per experiment "
                                          "of the last 3; an estimate), but budget.max_hours stops the run first, at "
                                          f"{local_time(deadline)}")
+
+
+def test_the_best_tables_and_measurements_csv_mark_which_are_hits(labloop, store, tmp_path):
+    """A PI's audit: the best-so-far tables of ``log`` and the report ranked molecules outside the 4.50-4.60 V window
+    among the best, unmarked (4.609 V fifth), and a chemist ordering "the top 5" would have ordered non-hits. Each
+    best table has a hit column with its legend, and measurements.csv a ``hit`` column beside the potential."""
+    out = labloop("log", store).stdout
+    best = out[out.index("best so far (V vs Li/Li+)"):out.index("recent events")]
+    rows = {smiles: line for line in best.splitlines() for smiles in (BEST, NEAR, FAR) if f" {smiles} " in line}
+    assert re.search(r"4\.550 │ yes │", rows[BEST]) and re.search(r"4\.400 │ no\s+│", rows[NEAR]), best
+    assert "hit no: outside the objective (oxidation potential in [4.50, 4.60] V vs Li/Li+)" in " ".join(best.split())
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    page = " ".join((tmp_path / "report" / "index.html").read_text().split())
+    assert "<th>V vs Li/Li+</th> <th>hit</th>" in page and "<td>4.550</td><td>yes</td>" in page
+    assert "<td>4.400</td><td>no</td>" in page
+    assert "hit: yes when the potential meets the objective (oxidation potential in [4.50, 4.60] V vs Li/Li+)" in page
+    with (tmp_path / "report" / "measurements.csv").open() as handle:
+        hits = {r["smiles"]: r["hit"] for r in csv.DictReader(handle)}
+    assert (hits[BEST], hits[NEAR], hits[FAR]) == ("yes", "no", "no")
