@@ -47,6 +47,7 @@ from labloop.orchestrator.journal.plot_data import (
     versus_ferrocene,
 )
 from labloop.orchestrator.journal.store import (
+    ANALYSIS_FAILURE,
     PAST_MEASUREMENTS,
     Journal,
     judged_reversibility,
@@ -54,7 +55,6 @@ from labloop.orchestrator.journal.store import (
     with_advice,
 )
 from labloop.orchestrator.journal.view import _volts, counts_apart, describe_objective, snapshot
-from labloop.orchestrator.loop.runner import ANALYSIS_FAILURE
 from labloop.planners.base import bound_fields
 from labloop.surrogate.screening import rule_of
 

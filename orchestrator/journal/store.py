@@ -85,6 +85,9 @@ CREATE TABLE experiments (
 );"""
 #: how a vetoed experiment's cause starts (the planner counts a veto as a failure of the molecule)
 VETOED = "vetoed"
+#: how a failure of the analysis (an unusable voltammogram: the molecule's fault) starts its cause: the runner
+#: writes it (orchestrator/loop/runner.py), the report reads it (a failed scan's bound, in its sd check)
+ANALYSIS_FAILURE = "analysis: "
 #: the last time a journal heard of its run: the newest time it wrote (what a run killed without a word did last)
 LAST_HEARD = ("SELECT MAX(t) FROM (SELECT MAX(time) AS t FROM events UNION ALL SELECT MAX(started_at) FROM actions "
               "UNION ALL SELECT MAX(finished_at) FROM actions UNION ALL SELECT MAX(started_at) FROM experiments "

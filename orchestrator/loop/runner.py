@@ -54,7 +54,7 @@ from labloop.instruments.cv_analysis import CVFlag, CVResult, ReferencedResult, 
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
-from labloop.orchestrator.journal.store import UNSAFE, VETOED, ExperimentRow, Journal, State
+from labloop.orchestrator.journal.store import ANALYSIS_FAILURE, UNSAFE, VETOED, ExperimentRow, Journal, State
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.learner import Learning
 from labloop.orchestrator.learning.predictions import LibraryPredictions
@@ -86,8 +86,6 @@ EXIT_INTERRUPTED = 130
 WAIT_POLL_S = 1.0
 #: how often a batch awaiting approval is checked (a person's click should start the rig promptly)
 APPROVAL_POLL_S = 0.2
-#: how a failure of the analysis (an unusable voltammogram: the molecule's fault) starts its cause
-ANALYSIS_FAILURE = "analysis: "
 #: the event an operator's word that the cell was emptied by hand is journalled as (``resume --cell-emptied``):
 #: the count of what the cell holds restarts there, as after a rinse
 CELL_EMPTIED = "cell_emptied"
