@@ -13,6 +13,7 @@ page, the tables and ``--json`` agree about what is best and how many hits there
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import logging
 import os
@@ -215,8 +216,37 @@ def _write(journal: Journal, directory: Path) -> None:
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
     check = interval_check(_checked_rows(journal, snap, objective, offset_v))
+    source = journal.campaign_info().source_yaml
+    if source is not None:  # verbatim, so a referee re-runs what was run (the header gives its sha256)
+        with _writing(directory / CAMPAIGN_YAML):
+            (directory / CAMPAIGN_YAML).write_text(source)
     with _writing(directory / "index.html"):
-        (directory / "index.html").write_text(_html(snap, calibrations, directory, _lab_table(lab_rows), check))
+        (directory / "index.html").write_text(_html(snap, calibrations, directory, _lab_table(lab_rows), check,
+                                                    _provenance(source, snap["events"], snap["progress"])))
+
+
+#: the campaign file as run, which the journal keeps verbatim (its ``source_yaml``), written beside the page
+CAMPAIGN_YAML = "campaign.yaml"
+
+
+def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
+    """The page's line of how the campaign was run and ended, already escaped: ``dry run (simulated instruments)``,
+    ``real instruments`` or ``mixed`` by its ``run`` events (orchestrator/cli/run.py journals each with ``dry_run``),
+    how the last run ended (:func:`labloop.orchestrator.journal.view.run_end`, or still running), and the campaign
+    file's sha256 with a link to it. Why: a simulated campaign's report looked exactly like a real one, a stopped
+    one like a finished one, and a referee had no file to re-run (a PI's audit)."""
+    dry = [e["data"]["dry_run"] if isinstance(e["data"], dict) and "dry_run" in e["data"]
+           else "dry run on emulators" in e["message"] for e in events if e["kind"] == "run"]
+    mode = ("not run yet" if not dry else "dry run (simulated instruments)" if all(dry) else
+            "real instruments" if not any(dry) else
+            f"mixed: {dry.count(True)} {plural(dry.count(True), 'run')} dry (simulated instruments), "
+            f"{dry.count(False)} on real instruments")
+    ended = "still running (a run holds the journal)" if progress["run_active"] else progress["ended"]
+    campaign = ("the campaign file is not in the journal" if source is None else
+                f'campaign file as run: <a href="{CAMPAIGN_YAML}">{CAMPAIGN_YAML}</a> '
+                f"(sha256 {hashlib.sha256(source.encode()).hexdigest()}; the journal does not keep its name; its "
+                "relative paths count from the folder it was run from)")
+    return f"<b>{html.escape(mode)}</b>; {html.escape(ended)}; {campaign}"
 
 
 def _checked_rows(journal: Journal, snap: dict[str, Any], objective: Objective, offset_v: float
@@ -749,8 +779,9 @@ def _outputs_said(quantity: str) -> str:
 
 
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, lab_table: str,
-          check: dict[str, Any] | None) -> str:
-    """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped; ``check``: :func:`interval_check`'s."""
+          check: dict[str, Any] | None, provenance: str) -> str:
+    """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped; ``check``: :func:`interval_check`'s;
+    ``provenance``: :func:`_provenance`'s, already escaped."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
@@ -805,6 +836,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 <h1>{esc(campaign['name'])}</h1>
 <p>objective: {esc(describe_objective(campaign['objective']))}; planner {esc(campaign['planner']['kind'])};
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
+<p>{provenance}</p>
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
 {past}{unsafe}{plots}
 <h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th>

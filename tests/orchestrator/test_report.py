@@ -508,3 +508,32 @@ def test_the_lab_grade_table_escapes_what_it_shows():
     assert "<td>C&lt;script&gt;</td>" in table and "<td>&lt;b&gt;two couples&lt;/b&gt; &amp; none</td>" in table
     assert "0.1 V/s: 61.4<br>1 V/s: none" in table and "<td>80</td>" in table  # 400 of 500 ohm compensated
     assert table.count("<tr>") == 2 and _lab_table([]) == ""
+
+
+def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_file(tmp_path, labloop, write_campaign):
+    """A PI's audit: a simulated campaign's report looked exactly like a real one, a stopped one like a finished one,
+    and the campaign file that was run was nowhere in the folder. The page says a dry run and how the run ended, and
+    the folder holds the campaign file verbatim, its sha256 on the page."""
+    import hashlib
+
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    page = " ".join((tmp_path / "report" / "index.html").read_text().split())
+    source = campaign_file.read_text()
+    assert (tmp_path / "report" / "campaign.yaml").read_text() == source
+    assert ("<p><b>dry run (simulated instruments)</b>; finished: budget reached (2/2); campaign file as run: <a "
+            f'href="campaign.yaml">campaign.yaml</a> (sha256 {hashlib.sha256(source.encode()).hexdigest()};') in page
+
+
+def test_the_provenance_says_mixed_runs_a_stop_and_a_live_run():
+    from labloop.orchestrator.report import _provenance
+
+    events = [{"kind": "run", "message": "run started (dry run on emulators)", "data": {"dry_run": True}},
+              {"kind": "run", "message": "run started (real instruments)", "data": {"dry_run": False}}]
+    stopped = {"run_active": False, "ended": "stopped: 3 consecutive faults <pump>"}
+    said = _provenance(None, events, stopped)
+    assert said == ("<b>mixed: 1 run dry (simulated instruments), 1 on real instruments</b>; stopped: 3 consecutive "
+                    "faults &lt;pump&gt;; the campaign file is not in the journal")
+    assert _provenance(None, events[1:], {"run_active": True, "ended": None}).startswith(
+        "<b>real instruments</b>; still running (a run holds the journal)")
