@@ -741,6 +741,24 @@ def _interval_said(check: dict[str, Any] | None) -> str:
             f"{n}: the sd was {verdict}.{rms}{left_out}" + (f" {OPTIMISTIC_SD}" if within < low else ""))
 
 
+def _model_now(calibrations: list[dict[str, Any]], objective: dict[str, Any]) -> str:
+    """One line on whether the model can place a molecule within the objective's window now: the last calibration's
+    leave-one-out RMSE (orchestrator/learning/learner.py journals it) beside the window's width. Why: the page gave
+    the RMSE per calibration deep in a table, and a reader could not tell that an error of 0.26 V against a 0.10 V
+    window leaves the planner guessing within it (a PI's audit)."""
+    last = next((c for c in reversed(calibrations) if c.get("loo_rmse_v") is not None), None)
+    if last is None:
+        return "model now: no calibration on measurements yet."
+    rmse = last["loo_rmse_v"]
+    said = (f"model now: the last calibration (on {last['n_measurements']} "
+            f"{plural(last['n_measurements'], 'measurement')}) predicts a measurement left out of it to "
+            f"{rmse:.3f} V (leave-one-out RMSE)")
+    if objective.get("window_v") is None:
+        return f"{said}."
+    low, high = objective["window_v"]
+    return f"{said}, beside the objective window's width of {high - low:.3f} V ({rmse / (high - low):.1f} times it)."
+
+
 def _left_out(check: dict[str, Any]) -> str:
     """What :func:`interval_check` left out, and why, as sentences (each with its leading space); '' for nothing."""
     said = ""
@@ -819,6 +837,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'
 
     checked = _interval_said(check)
+    model_now = _model_now(calibrations, campaign["objective"])
     tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,
               *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists(), *[PAST_CSV] * (folder / PAST_CSV).exists()]
     data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)
@@ -838,6 +857,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
 <p>{provenance}</p>
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
+<p>{esc(model_now)}</p>
 {past}{unsafe}{plots}
 <h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th>
 {"<th>hit</th>" * hits_defined}</tr>

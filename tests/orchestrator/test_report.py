@@ -524,6 +524,7 @@ def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_file(tmp_
     assert (tmp_path / "report" / "campaign.yaml").read_text() == source
     assert ("<p><b>dry run (simulated instruments)</b>; finished: budget reached (2/2); campaign file as run: <a "
             f'href="campaign.yaml">campaign.yaml</a> (sha256 {hashlib.sha256(source.encode()).hexdigest()};') in page
+    assert "<p>model now: " in page  # the last calibration's error beside the window (below)
 
 
 def test_the_provenance_says_mixed_runs_a_stop_and_a_live_run():
@@ -537,3 +538,18 @@ def test_the_provenance_says_mixed_runs_a_stop_and_a_live_run():
                     "faults &lt;pump&gt;; the campaign file is not in the journal")
     assert _provenance(None, events[1:], {"run_active": True, "ended": None}).startswith(
         "<b>real instruments</b>; still running (a run holds the journal)")
+
+
+def test_the_model_now_line_sets_the_last_calibrations_error_beside_the_window():
+    """A reader could not tell whether the model can place a molecule within the window: the last calibration's
+    leave-one-out RMSE is said beside the window's width."""
+    from labloop.orchestrator.report import _model_now
+
+    calibrations = [{"loo_rmse_v": 0.4, "n_measurements": 3}, {"loo_rmse_v": 0.264, "n_measurements": 29}]
+    window = {"quantity": "oxidation_potential", "goal": "window", "window_v": [4.5, 4.6]}
+    assert _model_now(calibrations, window) == (
+        "model now: the last calibration (on 29 measurements) predicts a measurement left out of it to 0.264 V "
+        "(leave-one-out RMSE), beside the objective window's width of 0.100 V (2.6 times it).")
+    assert _model_now(calibrations[:1], {"goal": "maximize", "window_v": None}).endswith("to 0.400 V (leave-one-out "
+                                                                                         "RMSE).")
+    assert _model_now([], window) == "model now: no calibration on measurements yet."
