@@ -363,10 +363,19 @@ def _return_height(v: Voltammogram, forward: _Peak, back: _Peak, settings: CVAna
     return float(peak - continued(t_b[back.index:back.index + 1], e_b[back.index:back.index + 1])[0] - jump)
 
 
+def _threshold(smoothed: Sequence[np.ndarray], sigma: float, settings: CVAnalysisSettings,
+               floor_a: float = 0.0) -> float:
+    """The prominence a peak (or the change a wave without one) must exceed to count: ``min_peak_snr`` noise sigmas,
+    ``min_peak_share`` of the largest current span of the ``smoothed`` sweeps, and ``floor_a`` (a blank's:
+    :data:`BLANK_WAVE_MIN_CHARGING_SHARE`)."""
+    span = max(float(np.ptp(c)) for c in smoothed)
+    return max(settings.min_peak_snr * sigma, settings.min_peak_share * span, floor_a)
+
+
 def _find_peaks(v: Voltammogram, segments: list[Segment], sigma: float,
-                settings: CVAnalysisSettings, r_ohm: float = 0.0) -> list[_Peak]:
-    """Every peak that clears the prominence threshold, on sweeps running its way; potentials corrected for
-    ``r_ohm`` of uncompensated resistance.
+                settings: CVAnalysisSettings, r_ohm: float = 0.0, floor_a: float = 0.0) -> list[_Peak]:
+    """Every peak that clears the prominence threshold (:func:`_threshold`, ``floor_a`` its least), on sweeps running
+    its way; potentials corrected for ``r_ohm`` of uncompensated resistance.
 
     Why only the peak's potential is corrected: the peak is the largest current of the sweep, and it stays the
     largest when the potential axis is replaced by ``E - i R``; its potential moves by ``i_peak R``. That is an
@@ -381,8 +390,7 @@ def _find_peaks(v: Voltammogram, segments: list[Segment], sigma: float,
 
     windows = [_window(_step(v, s), s.stop - s.start + 1, settings) for s in segments]
     smoothed = [_smooth(v.current_a[s.index], w, settings) for s, w in zip(segments, windows, strict=True)]
-    span = max(float(np.ptp(c)) for c in smoothed)
-    threshold = max(settings.min_peak_snr * sigma, settings.min_peak_share * span)
+    threshold = _threshold(smoothed, sigma, settings, floor_a)
     peaks = []
     for n, (segment, smooth, window) in enumerate(zip(segments, smoothed, windows, strict=True)):
         found, props = find_peaks(segment.direction * smooth, prominence=threshold)
@@ -564,14 +572,14 @@ def _decaying_from_start(v: Voltammogram, segments: list[Segment], sigma: float,
     return float(e[first]) if later < len(e) and abs(smooth[first]) - abs(smooth[later]) > threshold else None
 
 
-def _smoothed_sweeps(v: Voltammogram, segments: list[Segment], sigma: float,
-                     settings: CVAnalysisSettings) -> tuple[list[np.ndarray], float]:
+def _smoothed_sweeps(v: Voltammogram, segments: list[Segment], sigma: float, settings: CVAnalysisSettings,
+                     floor_a: float = 0.0) -> tuple[list[np.ndarray], float]:
     """Each sweep's smoothed current, and the change a wave must exceed to count: a peak's prominence
-    threshold (as :func:`_find_peaks` sets it), so a wave without a peak is held to the same standard."""
+    threshold (:func:`_threshold`, as :func:`_find_peaks` sets it), so a wave without a peak is held to the same
+    standard."""
     smoothed = [_smooth(v.current_a[s.index], _window(_step(v, s), s.stop - s.start + 1, settings), settings)
                 for s in segments]
-    threshold = max(settings.min_peak_snr * sigma, settings.min_peak_share * max(float(np.ptp(c)) for c in smoothed))
-    return smoothed, threshold
+    return smoothed, _threshold(smoothed, sigma, settings, floor_a)
 
 
 #: the share of a reduction wave's largest current at which its onset is read (:func:`_reduction_waves`)
@@ -579,13 +587,13 @@ WAVE_ONSET_SHARE = 0.1
 
 
 def _reduction_waves(v: Voltammogram, segments: list[Segment], sigma: float,
-                     settings: CVAnalysisSettings) -> list[tuple[float, float]]:
+                     settings: CVAnalysisSettings, floor_a: float = 0.0) -> list[tuple[float, float]]:
     """``(onset_v, largest_a)`` of the reduction wave on each cathodic sweep that carries one, peaked or still
     climbing into the vertex: its current falls below the sweep's starting current by ``largest_a``, more than
-    a peak's prominence threshold, and ``onset_v`` is where the fall first reaches :data:`WAVE_ONSET_SHARE` of
-    that. Why the onset and not the peak: a slow wave (O2's) may peak beyond the vertex, and where it sets in
-    is what a chemist reads off such a scan."""
-    smoothed, threshold = _smoothed_sweeps(v, segments, sigma, settings)
+    a peak's prominence threshold (``floor_a`` its least), and ``onset_v`` is where the fall first reaches
+    :data:`WAVE_ONSET_SHARE` of that. Why the onset and not the peak: a slow wave (O2's) may peak beyond the vertex,
+    and where it sets in is what a chemist reads off such a scan."""
+    smoothed, threshold = _smoothed_sweeps(v, segments, sigma, settings, floor_a)
     waves = []
     for segment, smooth in zip(segments, smoothed, strict=True):
         if segment.direction > 0:
@@ -698,9 +706,10 @@ STANDARD_OVERLAP_V = 0.2
 
 
 def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None, *,
-                    ru_ohm: float = 0.0) -> list[CVResult]:
+                    ru_ohm: float = 0.0, min_wave_a: float = 0.0) -> list[CVResult]:
     """One CVResult per redox couple seen in ``v`` (e.g. the analyte and the ferrocene standard), by
-    falling E1/2; ohmic drop corrected as in :func:`analyze_cv`.
+    falling E1/2; ohmic drop corrected as in :func:`analyze_cv`; a peak whose prominence is under ``min_wave_a``
+    (A) is not one (a blank's floor, :data:`BLANK_WAVE_MIN_CHARGING_SHARE`).
 
     Pairing: peaks are taken by falling prominence; each is paired with the most prominent unused
     opposite peak on a neighbouring sweep within ``irreversible_min_dep_v`` of it. A peak left without a
@@ -710,7 +719,7 @@ def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None,
     settings = settings or CVAnalysisSettings()
     segments = [s for s in v.segments() if s.stop - s.start >= 2]
     sigma = _noise_sigma(v, segments)
-    peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm)) if segments else []
+    peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm), min_wave_a) if segments else []
     used: set[int] = set()
     results = []
     for i in sorted(range(len(peaks)), key=lambda n: -peaks[n].prominence_a):
@@ -976,6 +985,17 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
 #: tetraalkylammonium salt, no Li+) reduces about 0.5 V lower (E0' -0.60 V vs NHE in DMF, Sawyer): such an
 #: electrolyte needs its own band (``oxygen_onset_vs_li_v``; a campaign's ``cell.oxygen_onset_v``).
 OXYGEN_ONSET_VS_LI_V = (2.2, 2.8)
+#: a blank's peak or reduction wave is a wave (O2's, a contaminant's) only when it reaches this share of the blank's
+#: double-layer charging current (:func:`_charging_current`), besides the noise sigmas any peak must clear. Why: a
+#: flat blank has no wave to set a size against, and the prominence of its largest noise wiggle is the whole sweep's
+#: noise range (the lowest point either side of it), 4 noise sigmas at the median and over the 5 sigmas of
+#: :class:`CVAnalysisSettings` in about 1 blank in 100 (simulated blanks of examples/lab-grade.yaml, 0.2 % noise:
+#: 1.6 nA, 1.1 % of the 141 nA charging current, at the most over 400 seeds), so a dry run stopped for an O2 wave of
+#: 1.0 nA and a contamination of 0.96 nA that were not there. 5 % (7 nA there) is well clear of that noise and still
+#: far below what spoils a sample's scan, whose 1 mM analyte peaks at some 19 uA: 2 uM of leftover analyte (0.2 %
+#: carried over) makes a wave of 40-110 nA, O2 a purge left at 1 % of air saturation (0.02 mM) one of some 400 nA,
+#: both caught (tests/instruments/test_cv_analysis.py)
+BLANK_WAVE_MIN_CHARGING_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -999,6 +1019,18 @@ class BlankResult:
                 "oxygen_v": self.oxygen_v}
 
 
+def _charging_current(v: Voltammogram, segments: list[Segment]) -> float:
+    """The blank's double-layer charging current (A): half the gap between the median current of its rising
+    sweeps and that of its falling ones, 0 without both. Why the gap: the charging current (C_dl x area x scan rate)
+    flips sign with the sweep's direction, a background both sweeps share (a leak, an offset) does not, and the
+    median passes over a wave that takes up less than half the sweeps."""
+    rising = [v.current_a[s.index] for s in segments if s.direction > 0]
+    falling = [v.current_a[s.index] for s in segments if s.direction < 0]
+    if not rising or not falling:
+        return 0.0
+    return abs(float(np.median(np.concatenate(rising))) - float(np.median(np.concatenate(falling)))) / 2
+
+
 def analyze_blank(v: Voltammogram, limit_a: float, settings: CVAnalysisSettings | None = None, *,
                   reference_offset_v: float | None = None,
                   oxygen_onset_vs_li_v: tuple[float, float] = OXYGEN_ONSET_VS_LI_V) -> BlankResult:
@@ -1011,6 +1043,9 @@ def analyze_blank(v: Voltammogram, limit_a: float, settings: CVAnalysisSettings 
     still climbing into the vertex, or any lone reduction peak. An anodic peak weaker than O2's wave, alone or
     paired with a reduction peak at or beyond where O2's wave set in, is its product's re-oxidation and excused.
 
+    A peak or wave counts only when it reaches :data:`BLANK_WAVE_MIN_CHARGING_SHARE` of the blank's charging
+    current: the noise of a flat blank is not a wave.
+
     Why these two: leftover analyte or a fouled electrode shows up as waves or excess current in plain
     electrolyte and spoils every later E1/2, so the protocol stops or cleans; dissolved O2 reduces in a slow
     wave of its own, whose product comes back weaker if at all on the return sweep, and is cured by a purge.
@@ -1019,14 +1054,15 @@ def analyze_blank(v: Voltammogram, limit_a: float, settings: CVAnalysisSettings 
     """
     require_positive("limit_a", limit_a)
     settings = settings or CVAnalysisSettings()
-    couples = analyze_couples(v, settings)
+    segments = [s for s in v.segments() if s.stop - s.start >= 2]
+    floor_a = BLANK_WAVE_MIN_CHARGING_SHARE * _charging_current(v, segments)
+    couples = analyze_couples(v, settings, min_wave_a=floor_a)
     lone = [c for c in couples if c.epc_v is not None and c.epa_v is None]
     waves = []
     if reference_offset_v is not None:
-        segments = [s for s in v.segments() if s.stop - s.start >= 2]
         low, high = (e - reference_offset_v for e in oxygen_onset_vs_li_v)
         waves = [(onset, current) for onset, current in
-                 (_reduction_waves(v, segments, _noise_sigma(v, segments), settings) if segments else [])
+                 (_reduction_waves(v, segments, _noise_sigma(v, segments), settings, floor_a) if segments else [])
                  if low <= onset <= high]
     flags: set[CVFlag] = {CVFlag.OXYGEN} if lone or waves else set()
     o2_current = max([abs(c.ipc_a) for c in lone if c.ipc_a is not None] + [current for _, current in waves],

@@ -9,21 +9,28 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from labloop.core.errors import InvalidParameter
 from labloop.instruments.cv_analysis import (
     CVAnalysisSettings,
     CVFlag,
     CVResult,
+    analyze_blank,
     analyze_couples,
     analyze_cv,
     to_li_scale,
 )
 from labloop.instruments.voltammogram import CVParams, Voltammogram
+from labloop.protocols.steps import Blank, parse_steps
 from labloop.sim.cv_physics import CellParams, random_couple, simulate_cell, simulate_cv
+from labloop.sim.emulation import DEFAULT_BLANK, DEFAULT_OXYGEN, oxygen_e0_vs_li_v
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 WIDE = CVParams(e_begin_v=-0.5, e_vertex1_v=0.5, e_vertex2_v=-0.5, scan_rate_v_s=0.1)
 RANDLES_SEVCIK_1MM = 2.69e5 * 0.0707 * math.sqrt(1e-5) * 1e-6 * math.sqrt(0.1)  # A, defaults of CellParams
@@ -330,3 +337,57 @@ def test_a_second_couple_keeps_the_straight_return_baseline() -> None:
     couples = analyze_couples(simulate_cell([CellParams(e0_v=-0.2, cdl_f_cm2=2e-5), CellParams(e0_v=0.4)], params))
     assert [round(c.e_half_v, 2) for c in couples] == [0.4, -0.2]
     assert all(c.ratio == pytest.approx(1.0, abs=0.1) and c.reversibility == "reversible" for c in couples), couples
+
+
+# -- the blank ---------------------------------------------------------------------------------------------
+def _example_blank() -> tuple[CellParams, CellParams, CVParams, Blank, dict]:
+    """The dry run of examples/lab-grade.yaml's blank: the emulated electrode in plain electrolyte (its 0.2 % noise,
+    the world's Ru), its O2 couple where that world's reference puts it (air-saturated, ``world.oxygen_mm``), the
+    shipped protocol's blank step and scan, and the campaign's ``cell``."""
+    campaign = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())
+    world, cell = campaign["world"], campaign["cell"]
+    step = next(s for s in parse_steps(yaml.safe_load((EXAMPLES / campaign["protocol"]).read_text()))
+                if isinstance(s, Blank))
+    oxygen_e0_v = oxygen_e0_vs_li_v(tuple(cell["oxygen_onset_v"])) - world["reference_offset_v"]
+    return (replace(DEFAULT_BLANK, ru_ohm=world["ru_ohm"]),
+            replace(DEFAULT_OXYGEN, e0_v=oxygen_e0_v, conc_mm=world["oxygen_mm"]), step.params(), step, cell)
+
+
+def _judge(v: Voltammogram, step: Blank, cell: dict) -> frozenset[CVFlag]:
+    return analyze_blank(v, step.max_current_a, reference_offset_v=cell["reference_offset_v"],
+                         oxygen_onset_vs_li_v=tuple(cell["oxygen_onset_v"])).flags
+
+
+def test_a_flat_blank_at_the_lab_grade_examples_levels_is_never_oxygen_nor_contaminated() -> None:
+    """A dry run of examples/lab-grade.yaml stopped at experiment 9 for a blank that was charging current and noise
+    (0.28 nA of it on 141 nA): a 1.0 nA reduction wiggle was taken for O2, then a 0.96 nA oxidation one for
+    contamination. Their prominence, the sweep's whole noise range, cleared 5 noise sigmas in about 1 blank in 100.
+    Ru is left out, as it changes none of a blank's currents (by 1e-15 A: 500 ohm on the electrode's 1.4 uF is a
+    0.7 ms time constant, against 50 ms a point) and triples the time a scan takes to simulate."""
+    electrode, _, params, step, cell = _example_blank()
+    electrode = replace(electrode, ru_ohm=0.0)
+    called = {seed: sorted(flags) for seed in range(100)
+              if (flags := _judge(simulate_cell([electrode], params, np.random.default_rng(seed)), step, cell))}
+    assert called == {}
+
+
+@pytest.mark.parametrize("left", [1.0, 0.01])
+def test_oxygen_in_the_blank_is_still_caught(left: float) -> None:
+    """The example's air-saturated electrolyte (``world.oxygen_mm``, 2 mM) and a purge that left 1 % of it: a wave
+    of 34 uA and one of some 0.4 uA, both O2, neither contamination."""
+    electrode, oxygen, params, step, cell = _example_blank()
+    oxygen = replace(oxygen, conc_mm=left * oxygen.conc_mm)
+    for seed in range(3):
+        v = simulate_cell([electrode, oxygen], params, np.random.default_rng(seed))
+        assert _judge(v, step, cell) == {CVFlag.OXYGEN}
+
+
+@pytest.mark.parametrize("e0_v", [-0.5, 0.5, 1.5])
+def test_a_small_contaminant_in_the_blank_is_still_caught(e0_v: float) -> None:
+    """2 uM of a reversible couple (0.2 % of a 1 mM analyte carried over by a rinse) anywhere in the blank's window:
+    a wave of 40-110 nA over 141 nA of charging current, 0.2-0.6 % of the analyte's own 19 uA peak, is contamination."""
+    electrode, _, params, step, cell = _example_blank()
+    leftover = CellParams(e0_v=e0_v, conc_mm=0.002, area_cm2=electrode.area_cm2)
+    for seed in range(3):
+        v = simulate_cell([electrode, leftover], params, np.random.default_rng(seed))
+        assert _judge(v, step, cell) == {CVFlag.CONTAMINATED}
