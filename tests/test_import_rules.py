@@ -39,8 +39,9 @@ ORCHESTRATOR: dict[str, set[str]] = {
     "compose": {"config", "loop"},
     "backtest": {"console", "config", "journal", "learning", "loop"},
     "dashboard": {"config", "journal"},
+    "candidates": {"config", "journal", "learning", "loop"},
     "cli": {"console", "config", "journal", "report", "potential_table", "learning", "loop", "compose", "dashboard",
-            "backtest"},
+            "backtest", "candidates"},
 }
 #: the only orchestrator modules that may import the simulated world: the composition module (it starts the
 #: emulators of a dry run), the backtest engine and command (simulated campaigns against a table of truths),

@@ -17,12 +17,16 @@ import click
 
 from labloop.core.errors import InputError, LabloopError
 from labloop.orchestrator import console
-from labloop.orchestrator.cli.commands import LazyGroup
+from labloop.orchestrator.cli.commands import COMMANDS, Entry, LazyGroup
 from labloop.orchestrator.loop.interrupts import redelivering
 
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
+
+#: one more entry of the listing (orchestrator/cli/commands.py), imported when run like the others
+COMMANDS["candidates"] = Entry("labloop.orchestrator.cli.candidates", "candidates",
+                               "Rank the library molecules a campaign has not measured by P(hit).")
 
 
 @click.group(cls=LazyGroup, help="labloop: a self-driving lab for redox-active organic molecules.")

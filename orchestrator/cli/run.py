@@ -138,25 +138,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
             raise click.BadParameter(f"{max_experiments} is fewer than the {done} experiments already done",
                                      param_hint="--max-experiments")
         config = {**config, "budget": {**config["budget"], "max_experiments": max_experiments}}
-    recorded = Path(config.get("store") or store.absolute())
-    # the store was moved or copied (not the same file spelt another way, through a link or with ".."): the files
-    # that went with it are found beside it
-    relocated = recorded != store.absolute() and not (recorded.exists() and recorded.samefile(store))
-    context: dict[str, Any] = {"continued": True}
-    if relocated:
-        context |= {"moved": (recorded.parent, store.absolute().parent), "relocated": {}}
-    try:
-        campaign = Campaign.model_validate(config, context=context)
-    except ValidationError as exc:  # e.g. the library file moved since the run started
-        loc, message = first_problem(exc, Campaign)
-        field = dotted(loc) or "campaign"
-        if loc and loc[0] in SECRET_SETTINGS:  # an alert URL's ${VARIABLE}: the environment, not a file, changed
-            raise JournalError(f"{store}: {field}: {message}: set it in this shell as it was when the run started, "
-                               "then resume") from None
-        where = (f" (neither where it was nor beside the store as it was; the store was at {recorded})" if relocated
-                 else "")
-        raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {message}{where} "
-                           "(moved or changed since the run started? put it back, then resume)") from None
+    campaign, relocated = journalled_campaign(store, config)
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
     previous = runs[-1].data.get("scheduler") if runs else None
     if scheduler is None and previous is not None:  # the option is no part of the campaign: said, not carried over
@@ -182,13 +164,41 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
             _say(f"instruments.{name}.port {journal.move_port(name, port)} -> {port} (journalled)")
         for kind in by_hand:
             journal.add_event(kind, BY_HAND_SAID[kind])
-        if relocated:
-            _say(f"{journal.record_move(context['relocated'])} (journalled)")
+        if relocated is not None:
+            _say(f"{journal.record_move(relocated)} (journalled)")
 
-    if done >= campaign.budget.max_experiments and not (moved or by_hand or relocated):  # nothing to do or record
+    # nothing to do or record
+    if done >= campaign.budget.max_experiments and not (moved or by_hand or relocated is not None):
         return _at_budget(campaign, store, done)
     return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler,
                          by_hand=by_hand, record=record)
+
+
+def journalled_campaign(store: Path, config: dict[str, Any], then: str = "then resume"
+                        ) -> tuple[Campaign, dict[str, str] | None]:
+    """The campaign the journal ``store`` ran, from its journalled ``config``, validated as a continued campaign,
+    and where the store moved or was copied (not the same file spelt another way, through a link or with ".."),
+    the files that went with it found beside it: returns it with those files (old path -> new; None when the
+    store did not move). A campaign that no longer validates (its library moved away) is one line,
+    :class:`JournalError`, ending with what to do (``then``: what follows putting the file back)."""
+    recorded = Path(config.get("store") or store.absolute())
+    moved = recorded != store.absolute() and not (recorded.exists() and recorded.samefile(store))
+    context: dict[str, Any] = {"continued": True}
+    if moved:
+        context |= {"moved": (recorded.parent, store.absolute().parent), "relocated": {}}
+    try:
+        campaign = Campaign.model_validate(config, context=context)
+    except ValidationError as exc:  # e.g. the library file moved since the run started
+        loc, message = first_problem(exc, Campaign)
+        field = dotted(loc) or "campaign"
+        if loc and loc[0] in SECRET_SETTINGS:  # an alert URL's ${VARIABLE}: the environment, not a file, changed
+            raise JournalError(f"{store}: {field}: {message}: set it in this shell as it was when the run started, "
+                               f"{then}") from None
+        where = (f" (neither where it was nor beside the store as it was; the store was at {recorded})" if moved
+                 else "")
+        raise JournalError(f"{store}: the campaign this journal ran no longer validates: {field}: {message}{where} "
+                           f"(moved or changed since the run started? put it back, {then})") from None
+    return campaign, context.get("relocated")
 
 
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Past | None], Journal],

@@ -294,6 +294,55 @@ def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(params), default=str))
 
 
+#: the states of an experiment proposed and not yet measured or failed: the planner's ``pending``
+PENDING = (State.PROPOSED, State.INTERRUPTED, State.RUNNING, State.AWAITING_APPROVAL)
+
+
+def journal_state(campaign: Campaign, journal: Journal, planner: str, step: int,
+                  experiments: Sequence[ExperimentRow], past: Sequence[Observation]) -> PlannerState:
+    """The state a planner proposes ``step`` from, built from the journal: ``past`` (the campaign's past
+    measurements, :func:`labloop.planners.base.past_observations`) then every done or failed experiment as an
+    :class:`Observation`, and the molecules proposed and not yet measured as pending. Why a function: ``labloop
+    candidates`` (orchestrator/candidates.py) ranks the library from the very state the next proposal sees."""
+    return PlannerState(
+        planner=planner, seed=campaign.seed, step=step,
+        observations=tuple(past) + tuple(observation(campaign, journal, e) for e in experiments
+                                         if e.status in (State.DONE, State.FAILED)),
+        pending=tuple(e.smiles for e in experiments if e.status in PENDING))
+
+
+def observation(campaign: Campaign, journal: Journal, experiment: ExperimentRow) -> Observation:
+    """A done or failed experiment as the planner sees it (failures by the analysis are the molecule's)."""
+    analysis = journal.analysis(experiment.id)
+    failure = None
+    if experiment.status == State.FAILED:
+        cause = experiment.cause or ""
+        if cause.startswith(REFUSED_BY_LIMITS):
+            # the campaign file's failure (the window its protocol put around the prediction): molecules like
+            # this one are not shunned for it (the planner's failure correction); it is not proposed again
+            failure = CONFIGURATION_FAULT
+        elif cause.startswith((ANALYSIS_FAILURE, REFUSED_FAILURE, VETOED)):
+            # any other refused proposal or a veto (a person's judgement) is the molecule's failure for the
+            # planner, like an unusable voltammogram
+            failure = ANALYSIS_FAULT
+        else:
+            failure = INSTRUMENT_FAULT
+    bound = scan_bound(campaign, analysis) if failure == ANALYSIS_FAULT and analysis is not None else None
+    # the rig's failure says nothing of the conditions, though a step after the measurement (a rinse) may have
+    # failed with the measurement journalled: the planner learns from it as it did when none was kept
+    quality = None if analysis is None or failure == INSTRUMENT_FAULT else measurement_quality(analysis)
+    return Observation(experiment.smiles, experiment.conditions,
+                       experiment.potential_v if experiment.status == State.DONE else None,
+                       quality=quality, failure=failure,
+                       **bound_fields(bound))
+
+
+def scan_bound(campaign: Campaign, analysis: CVResult) -> tuple[float, int] | None:
+    """What a failed scan says of the objective's potential (:meth:`CVResult.bound`), vs Li/Li+ on the cell's
+    nominal reference, as the analyte's potential would be without an internal standard."""
+    return analysis.on_li_scale(campaign.cell.reference_offset_v).bound(campaign.objective.quantity)
+
+
 class NeedsPerson(Exception):
     """The rig needs a person before the next experiment, whichever molecule it is: what the cell or a syringe
     holds would stop it part way (:class:`RigNotReady`), or the blank says the cell or electrode is dirty
@@ -599,49 +648,15 @@ class Runner:
 
     def _planner_state(self, step: int, experiments: Sequence[ExperimentRow]) -> PlannerState:
         """The state the planner proposes ``step`` from: reloaded when the journal saved it (a run killed
-        between saving it and recording the proposals), else built from the journal and saved."""
+        between saving it and recording the proposals), else built from the journal (:func:`journal_state`) and
+        saved."""
         saved = self.journal.latest_planner_state()
         if saved is not None and saved[0] == step:
             return PlannerState.from_dict(saved[1])
-        state = PlannerState(
-            planner=self.planner.name, seed=self.campaign.seed, step=step,
-            observations=self.past + tuple(self._observation(e) for e in experiments
-                                           if e.status in (State.DONE, State.FAILED)),
-            pending=tuple(e.smiles for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED,
-                                                                         State.RUNNING, State.AWAITING_APPROVAL)))
+        state = journal_state(self.campaign, self.journal, self.planner.name, step, experiments, self.past)
         with self.interrupts.deferred():
             self.journal.save_planner_state(step, state.to_dict())
         return state
-
-    def _observation(self, experiment: ExperimentRow) -> Observation:
-        """A done or failed experiment as the planner sees it (failures by the analysis are the molecule's)."""
-        analysis = self.journal.analysis(experiment.id)
-        failure = None
-        if experiment.status == State.FAILED:
-            cause = experiment.cause or ""
-            if cause.startswith(REFUSED_BY_LIMITS):
-                # the campaign file's failure (the window its protocol put around the prediction): molecules like
-                # this one are not shunned for it (the planner's failure correction); it is not proposed again
-                failure = CONFIGURATION_FAULT
-            elif cause.startswith((ANALYSIS_FAILURE, REFUSED_FAILURE, VETOED)):
-                # any other refused proposal or a veto (a person's judgement) is the molecule's failure for the
-                # planner, like an unusable voltammogram
-                failure = ANALYSIS_FAULT
-            else:
-                failure = INSTRUMENT_FAULT
-        bound = self._bound(analysis) if failure == ANALYSIS_FAULT and analysis is not None else None
-        # the rig's failure says nothing of the conditions, though a step after the measurement (a rinse) may have
-        # failed with the measurement journalled: the planner learns from it as it did when none was kept
-        quality = None if analysis is None or failure == INSTRUMENT_FAULT else measurement_quality(analysis)
-        return Observation(experiment.smiles, experiment.conditions,
-                           experiment.potential_v if experiment.status == State.DONE else None,
-                           quality=quality, failure=failure,
-                           **bound_fields(bound))
-
-    def _bound(self, analysis: CVResult) -> tuple[float, int] | None:
-        """What a failed scan says of the objective's potential (:meth:`CVResult.bound`), vs Li/Li+ on the cell's
-        nominal reference, as the analyte's potential would be without an internal standard."""
-        return analysis.on_li_scale(self.campaign.cell.reference_offset_v).bound(self.campaign.objective.quantity)
 
     def _propose(self, experiments: Sequence[ExperimentRow]) -> bool:
         """Record the planner's next batch; False when it has nothing left to propose."""
@@ -787,7 +802,7 @@ class Runner:
         """The cause of an experiment failed by its measurement (:data:`ANALYSIS_FAILURE`): its flags, each said in
         a chemist's words, with where the scan says the potential lies and what the standard found."""
         flags = ", ".join(sorted(analysis.flags)) or "no usable potential"
-        bound = self._bound(analysis)  # where the scan says the potential lies, as the model learns it
+        bound = scan_bound(self.campaign, analysis)  # where the scan says the potential lies, as the model learns it
         where = "" if bound is None else f", {'above' if bound[1] > 0 else 'below'} {bound[0]:.3f} V vs Li/Li+"
         if CVFlag.BEYOND_WINDOW in analysis.flags:  # a result about the molecule: say it plainly
             flags += (" (the current still rises at the scan's vertex: the potential lies beyond the window scanned"

@@ -1,0 +1,110 @@
+"""`labloop candidates`: the library molecules a campaign has not measured, ranked by the probability that each
+is a hit (orchestrator/candidates.py), with the calibrated prediction each is ranked by.
+
+Why a command of its own: ``log``, the report and the dashboard show what was measured; what a lab orders or
+measures next once a campaign stopped is what it did not measure, and that needs the model, which those never
+load. Like ``log`` it reads the journal through a read-only connection and takes no lock, so it answers while a
+run holds the store, and on a finished or stopped campaign alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from labloop.orchestrator import console
+from labloop.orchestrator.candidates import Ranking, rank
+from labloop.orchestrator.cli import preflight
+from labloop.orchestrator.cli.run import journalled_campaign
+from labloop.orchestrator.journal.store import Journal
+
+log = logging.getLogger(__name__)
+
+#: the columns of ``--csv``, in :class:`labloop.orchestrator.candidates.Candidate`'s names
+CSV_COLUMNS = ("rank", "name", "smiles", "mu_v", "sd_v", "p_hit")
+
+
+@click.command(help="The library molecules a campaign has not measured (nor proposed, nor among its past "
+                    "measurements), ranked by the probability of a hit under its objective, each with its prediction "
+                    "+/- 1 sd by the newest model calibrated on the measurements as the next proposal would be. "
+                    "Reads the journal only: works while a run holds it.")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
+              help="How many of the best candidates the table (and --json) shows.")
+@click.option("--csv", "csv_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write every ranked candidate to this CSV file.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (the --top candidates) instead of a table.")
+def candidates(store: Path, top: int, csv_file: Path | None, as_json: bool) -> None:
+    with Journal.open(store, readonly=True) as journal:
+        # alerts are no part of a ranking: an alert URL's ${VARIABLE} unset in this shell must not refuse it
+        config = {**journal.campaign_info().config, "alerts": []}
+        campaign, _ = journalled_campaign(store, config, then="then ask again")
+        preflight.unchanged_library(campaign, journal)  # the journal's measurements speak of the library as it was
+        library = campaign.library.smiles()
+        with console.progress() as bar:
+            task = bar.add_task("predicting the library", total=None, counted="library molecules predicted")
+            ranking = rank(campaign, journal, library,
+                           lambda done, total: bar.update(task, completed=done, total=total))
+    if csv_file is not None:
+        _write_csv(ranking, csv_file)
+    if as_json:
+        click.echo(json.dumps({"store": str(store), **ranking.to_dict(top)}, allow_nan=False))
+        return
+    console.out.print(_header(ranking), markup=False, highlight=False, soft_wrap=True)
+    console.out.print(_table(ranking, top))
+
+
+def _write_csv(ranking: Ranking, path: Path) -> None:
+    """Every ranked candidate, one row each, in :data:`CSV_COLUMNS`; a folder that cannot take the file is bad
+    input, said as the option's."""
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for c in ranking.candidates:
+                writer.writerow([c.rank, c.name, c.smiles, f"{c.mu_v:.6f}", f"{c.sd_v:.6f}", f"{c.p_hit:.6g}"])
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: cannot write it ({exc.strerror})", param_hint="--csv") from None
+    log.info("%d candidates written to %s", len(ranking.candidates), path)
+
+
+def _header(ranking: Ranking) -> str:
+    """Which model ranked, on what calibration, and what the probability is of."""
+    bounds = f" and {ranking.bounds} bound{'s' if ranking.bounds != 1 else ''} from failed scans" if ranking.bounds \
+        else ""
+    output = "its measured-potential output" if ranking.head == "measured" else "its prior output"
+    left = f"{ranking.excluded} measured, failed or pending left out"
+    unreadable = f", {ranking.unreadable} the model cannot read" if ranking.unreadable else ""
+    return (f"model version {ranking.model_version} ({output}), calibrated on {ranking.measurements} "
+            f"measurement{'s' if ranking.measurements != 1 else ''}{bounds}; {len(ranking.candidates)} of "
+            f"{ranking.library} library molecules ranked ({left}{unreadable}); P: {ranking.probability_of}")
+
+
+def _table(ranking: Ranking, top: int) -> Table:
+    """The first ``top`` candidates; a name column only when the library names any; the caption says these are
+    predictions and how far the calibration's held-out predictions were off."""
+    error = (f"calibration's leave-one-out RMSE {ranking.loo_rmse_v:.3f} V ({ranking.learner})"
+             if ranking.loo_rmse_v is not None else "no measurement to calibrate on yet: sd includes the prior's "
+                                                     "unknown offset")
+    table = Table(title=f"top {min(top, len(ranking.candidates))} unmeasured candidates",
+                  caption=f"predictions, not measurements; {error}")
+    shown = ranking.candidates[:top]
+    named = any(c.name for c in shown)
+    table.add_column("rank", justify="right")
+    if named:
+        table.add_column("name")
+    table.add_column("smiles", overflow="fold")
+    table.add_column("predicted V vs Li/Li+", justify="right")
+    table.add_column("P(hit)" if ranking.probability_of.startswith("hit") else "P", justify="right")
+    for c in shown:
+        cells = [str(c.rank), *([Text(console.printable(c.name))] if named else []), Text(c.smiles),
+                 f"{c.mu_v:.3f} ± {c.sd_v:.3f}", f"{c.p_hit:.3f}"]
+        table.add_row(*cells)
+    return table
