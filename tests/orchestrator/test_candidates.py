@@ -1,0 +1,133 @@
+"""`labloop candidates`: the library molecules a finished campaign has not measured, ranked by P(hit) from the newest
+model calibrated on the measurements; --json and --csv hold the same rows; bad stores are one line, exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from labloop.orchestrator.journal.store import Journal
+
+from ..conftest import EXAMPLES
+
+SURROGATE = {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 3, "wait_for_retrain": True}
+WINDOW = (4.5, 4.6)
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory) -> dict:
+    """A tiny bayes campaign run to its budget (6 experiments, one retrain), its library naming its molecules, and
+    one experiment proposed afterwards by hand (pending)."""
+    from labloop.orchestrator.cli.main import main
+
+    from ..conftest import _write_campaign
+
+    folder = tmp_path_factory.mktemp("candidates")
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    library.insert(0, "name", [f"mol-{i}" for i in range(len(library))])
+    library.to_csv(folder / "named.csv", index=False)
+    path = _write_campaign(folder, prior=True, shared_prior=True, surrogate=SURROGATE,
+                           planner={"kind": "bayes", "batch_size": 2}, library={"file": str(folder / "named.csv")})
+    assert main(["run", str(path), "--dry-run"]) == 0
+    store = folder / "tiny.db"
+    with Journal.open(store) as journal:
+        measured = {e.smiles for e in journal.experiments()}
+        pending = next(s for s in library["smiles"] if s not in measured)
+        journal.record_proposals([_Pending(pending)], step=99, planner="bayes")
+        versions = [m.version for m in journal.model_versions()]
+    return {"store": store, "folder": folder, "measured": measured, "pending": pending, "versions": versions,
+            "names": dict(zip(library["smiles"], library["name"], strict=True))}
+
+
+class _Pending:
+    """A proposal recorded by hand: a molecule the journal holds as proposed, not yet measured."""
+
+    def __init__(self, smiles: str) -> None:
+        self.smiles, self.conditions = smiles, {"scan_rate_v_s": 0.1}
+        self.mu = self.sigma = self.acquisition = None
+
+
+def test_the_ranking_leaves_out_what_was_measured_or_proposed_and_is_p_hit_of_the_window(labloop, campaign):
+    result = labloop("candidates", campaign["store"], "--json", "--top", "1000")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    rows = data["candidates"]
+    smiles = [r["smiles"] for r in rows]
+    assert len(campaign["measured"]) == 6 and not (set(smiles) & (campaign["measured"] | {campaign["pending"]}))
+    assert data["excluded"] == 7 and len(rows) == data["library"] - 7 - data["unreadable"]
+    assert data["model_version"] == max(campaign["versions"]) == 2  # the retrained round, the journal's newest
+    assert data["measurements"] == 6 and data["loo_rmse_v"] > 0
+    p = [r["p_hit"] for r in rows]
+    assert p == sorted(p, reverse=True) and p[0] > 0.05
+    for row in rows:  # P(lo <= E <= hi) under N(mu, sd^2): the window's probability, not a score of another kind
+        expected = norm.cdf((WINDOW[1] - row["mu_v"]) / row["sd_v"]) - norm.cdf((WINDOW[0] - row["mu_v"]) / row["sd_v"])
+        assert row["p_hit"] == pytest.approx(expected, abs=1e-9)
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(r["name"] == campaign["names"][r["smiles"]] for r in rows)
+
+
+def test_the_table_says_the_model_the_calibration_and_predictions_matching_p_hit(labloop, campaign):
+    result = labloop("candidates", campaign["store"], "--top", "5")
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "model version 2 (" in out and "calibrated on 6 measurements" in out
+    assert "predictions, not measurements" in out and "leave-one-out RMSE" in out
+    ranked = json.loads(labloop("candidates", campaign["store"], "--json").stdout)["candidates"]
+    # a row's first line (a long SMILES folds onto the next, under COLUMNS=80 of pytest-xdist)
+    table = [line for line in result.stdout.splitlines() if re.match(r"│\s+\d+ │", line)]
+    assert len(table) == 5
+    printed = []
+    for line, candidate in zip(table, ranked, strict=False):
+        rank, name, smiles, predicted, p = (cell.strip() for cell in line.strip("│").split("│"))
+        assert (int(rank), name) == (candidate["rank"], candidate["name"]) and candidate["smiles"].startswith(smiles)
+        assert candidate["smiles"] not in campaign["measured"]
+        mu, sd = (float(v) for v in predicted.split(" ± "))
+        hand = norm.cdf((WINDOW[1] - mu) / sd) - norm.cdf((WINDOW[0] - mu) / sd)
+        assert float(p) == pytest.approx(hand, abs=0.01)  # from the printed mu and sd, rounded to 3 places
+        printed.append(float(p))
+    assert printed == sorted(printed, reverse=True)
+
+
+def test_json_and_csv_hold_the_same_rows(labloop, campaign, tmp_path):
+    written = tmp_path / "ranked.csv"
+    result = labloop("candidates", campaign["store"], "--json", "--top", "4", "--csv", written)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)["candidates"]
+    with written.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(shown) == 4 and len(rows) > 4  # the CSV holds every ranked candidate
+    for row, candidate in zip(rows, shown, strict=False):
+        assert (int(row["rank"]), row["name"], row["smiles"]) == (candidate["rank"], candidate["name"],
+                                                                  candidate["smiles"])
+        assert math.isclose(float(row["mu_v"]), candidate["mu_v"], abs_tol=1e-6)
+        assert math.isclose(float(row["p_hit"]), candidate["p_hit"], rel_tol=1e-5)
+
+
+def test_a_store_that_is_no_journal_or_has_no_model_is_one_line_exit_2(labloop, tmp_path, write_campaign):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello " * 50)
+    no_prior = write_campaign(tmp_path, name="plain", budget={"max_experiments": 2})
+    assert labloop("run", no_prior, "--dry-run").returncode == 0
+    for store, needle in ((text, "not a labloop journal"), (tmp_path / "missing.db", "no such journal"),
+                          (tmp_path / "plain.db", "has no model to predict with")):
+        result = labloop("candidates", store)
+        lines = result.stderr.splitlines()
+        assert result.returncode == 2 and result.stdout == ""
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+
+
+def test_a_library_gone_from_where_the_journal_says_is_one_line_exit_2(labloop, campaign, tmp_path):
+    moved = tmp_path / "named.csv"
+    (campaign["folder"] / "named.csv").rename(moved)
+    try:
+        result = labloop("candidates", campaign["store"])
+    finally:
+        moved.rename(campaign["folder"] / "named.csv")
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "library.file" in lines[0], result.stderr
