@@ -26,7 +26,7 @@ EXIT_BAD_INPUT = 2
 
 #: one more entry of the listing (orchestrator/cli/commands.py), imported when run like the others
 COMMANDS["candidates"] = Entry("labloop.orchestrator.cli.candidates", "candidates",
-                               "Rank the library molecules a campaign has not measured by P(hit).")
+                               "Rank a campaign's unmeasured library molecules by P(hit).")
 
 
 @click.group(cls=LazyGroup, help="labloop: a self-driving lab for redox-active organic molecules.")
