@@ -729,9 +729,13 @@ def _interval_said(check: dict[str, Any] | None) -> str:
     rms = ("" if check["rms_z"] is None else
            f" The root mean square of (measured - predicted) / sd over the {check['n_measured']} measured is "
            f"{check['rms_z']:.2f} (about 1 if the sd is right).")
-    if check["bounds"]:  # before the rms, which the measured alone have
-        rms = (f" Of the {n}, {check['n_measured']} were measured and {check['bounds']} failed with a bound on the "
-               f"potential, {check['bounds_outside']} of which lay beyond the interval.{rms}")
+    measured = f"{check['n_measured']} {'was' if check['n_measured'] == 1 else 'were'} measured"
+    if check["bounds"] == 1:  # before the rms, which the measured alone have
+        where = "beyond the interval" if check["bounds_outside"] else "within it"
+        rms = f" Of the {n}, {measured} and 1 failed with a bound on the potential, which lay {where}.{rms}"
+    elif check["bounds"]:
+        rms = (f" Of the {n}, {measured} and {check['bounds']} failed with a bound on the potential, "
+               f"{check['bounds_outside']} of which lay beyond the interval.{rms}")
     if low == 0 and high == n:
         return (f"{within} of {n} {counted} {interval}: too few to judge the sd by, as a right sd leaves 1 in "
                 f"{round(1 / (1 - level))} outside.{rms}{left_out}")

@@ -227,6 +227,10 @@ def test_the_interval_check_counts_only_calibrated_predictions_and_failures_boun
     assert ("Of the 8, 4 were measured and 4 failed with a bound on the potential, 2 of which lay beyond the "
             "interval.") in said
     assert "over the 4 measured is 0.75" in said
+    for bound, where in (((5.099, 1), "beyond the interval"), ((4.6, 1), "within it")):  # one bound: no "1 of which"
+        one = _interval_said(interval_check([_checked(4.55, mu=4.54, sigma=0.17),
+                                             _checked(None, mu=4.54, sigma=0.17, status="failed", bound=bound)]))
+        assert f"Of the 2, 1 was measured and 1 failed with a bound on the potential, which lay {where}." in one, one
     assert ("Left out: 4 predictions made before any measurement calibrated the model (the first batch" in said
             and "Left out: 1 failed experiment whose scan bounds nothing (no peak" in said)
     first = interval_check([_checked(6.4, mu=4.5, sigma=2.0, calibrated_on=0)])
