@@ -319,7 +319,8 @@ def test_json_says_when_the_journal_was_last_written_and_how_the_run_ended(lablo
     with Journal.open(store) as journal:
         journal.add_event("run", "run started (dry run on emulators)")
         running = journal.experiments(states=(State.RUNNING,))[0].id
-        journal.start_action(running, 0, "potentiostat", "cv", {})
+        time.sleep(0.01)  # the action a later millisecond than the event (times are kept to the ms: a CI run had both
+        journal.start_action(running, 0, "potentiostat", "cv", {})  # in one, and could not tell which was newer)
         acted = journal.actions(running)[-1].started_at
     data = json.loads(labloop("log", store, "--json").stdout)
     assert data["events"][-1]["time"] < acted and data["progress"]["last_heard"] == acted
