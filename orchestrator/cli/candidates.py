@@ -18,6 +18,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from labloop.core.text import plural
 from labloop.orchestrator import console
 from labloop.orchestrator.candidates import Ranking, rank
 from labloop.orchestrator.cli import preflight
@@ -77,13 +78,12 @@ def _write_csv(ranking: Ranking, path: Path) -> None:
 
 def _header(ranking: Ranking) -> str:
     """Which model ranked, on what calibration, and what the probability is of."""
-    bounds = f" and {ranking.bounds} bound{'s' if ranking.bounds != 1 else ''} from failed scans" if ranking.bounds \
-        else ""
+    bounds = f" and {ranking.bounds} {plural(ranking.bounds, 'bound')} from failed scans" if ranking.bounds else ""
     output = "its measured-potential output" if ranking.head == "measured" else "its prior output"
     left = f"{ranking.excluded} measured, failed or pending left out"
     unreadable = f", {ranking.unreadable} the model cannot read" if ranking.unreadable else ""
     return (f"model version {ranking.model_version} ({output}), calibrated on {ranking.measurements} "
-            f"measurement{'s' if ranking.measurements != 1 else ''}{bounds}; {len(ranking.candidates)} of "
+            f"{plural(ranking.measurements, 'measurement')}{bounds}; {len(ranking.candidates)} of "
             f"{ranking.library} library molecules ranked ({left}{unreadable}); P: {ranking.probability_of}")
 
 
