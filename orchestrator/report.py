@@ -492,15 +492,18 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
 def _scans_of(raw: Callable[[], list[Voltammogram]], record: dict[str, Any] | None) -> list[tuple[str, Voltammogram]]:
     """Every voltammogram of an experiment's attempt with its role (:data:`ANALYTE`, :data:`BLANK`, ``analyte +``
     the standard), in the order the protocol runs them: the blanks, the cv's scans (one per rate), the standard's.
-    With a lab record its scans replace ``raw()`` (the journal's raw data, read only without one), which holds the
+    With a lab record its scans replace ``raw()`` (the journal's raw data, read only without them), which holds the
     first of them only (protocols/executor.py: the cv step returns its first rate's scan, which the runner journals
-    as the raw one)."""
-    if not record or not record.get("scans"):
-        return [(ANALYTE, v) for v in raw()]
+    as the raw one). A lab record without scans is that of an attempt its blank stopped (orchestrator/loop/runner.py
+    ``Runner._journal_blanks``): its blanks are all it measured, and what the person it stopped for judges the cell
+    by."""
+    record = record or {}
+    blanks = [(BLANK, Voltammogram.from_dict(b["voltammogram"])) for b in record.get("blanks") or []]
+    if not record.get("scans"):
+        return [*blanks, *((ANALYTE, v) for v in raw())]
     standard = record.get("standard_scan")
     name = (record.get("referenced") or {}).get("standard_name") or "ferrocene"
-    return [*((BLANK, Voltammogram.from_dict(b["voltammogram"])) for b in record.get("blanks") or []),
-            *((ANALYTE, Voltammogram.from_dict(s["voltammogram"])) for s in record["scans"]),
+    return [*blanks, *((ANALYTE, Voltammogram.from_dict(s["voltammogram"])) for s in record["scans"]),
             *([(f"{ANALYTE} + {name}", Voltammogram.from_dict(standard))] if standard else [])]
 
 

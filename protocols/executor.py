@@ -145,6 +145,9 @@ OnScan = Callable[[Voltammogram], None]
 #: ``on_outcome(outcome)``: the experiment's :class:`ExperimentOutcome`, called once every step it depends on has
 #: ended (:func:`measured_after`), before the steps that only handle the cell (a rinse, a wait) start
 OnOutcome = Callable[["ExperimentOutcome"], None]
+#: ``on_blank_failed(lab)``: the :class:`LabRecord` of an experiment its blank stopped (:class:`BlankFailed`), every
+#: blank it measured with its verdict, called after the blank's action ended and before the error propagates
+OnBlankFailed = Callable[["LabRecord"], None]
 
 
 class RigLike(Protocol):
@@ -214,8 +217,11 @@ class LabRecord:
         parts = []
         if self.purged_minutes:
             parts.append(f"purged {self.purged_minutes:g} min")
-        if self.blanks:
-            parts.append(f"blank {'clean' if self.blanks[-1][1].clean else 'NOT clean'}")
+        if self.blanks and not self.blanks[-1][1].flags:
+            parts.append("blank clean")
+        elif self.blanks:  # the record of a blank that stopped the run (on_blank_failed): every attempt's verdict
+            verdicts = " then ".join("; ".join(sorted(r.flags)) or "clean" for _, r in self.blanks)
+            parts.append(f"blank NOT clean ({verdicts})")
         if self.ru is not None:
             parts.append(f"Ru {self.ru.ru_ohm:.0f} ohm")
         if len(self.scans) > 1:
@@ -567,8 +573,8 @@ class ProtocolExecutor:
 
     # -- running ------------------------------------------------------------------------------------------
     def run(self, sample_id: str, smiles: str, conditions: Mapping[str, Any], predicted_v: float | None,
-            on_action: OnAction, *, on_scan: OnScan | None = None,
-            on_outcome: OnOutcome | None = None) -> ExperimentOutcome:
+            on_action: OnAction, *, on_scan: OnScan | None = None, on_outcome: OnOutcome | None = None,
+            on_blank_failed: OnBlankFailed | None = None) -> ExperimentOutcome:
         """Check, then run every step for one candidate; ``predicted_v`` (V vs Li/Li+) centres a CV window
         around the candidate.
 
@@ -576,7 +582,10 @@ class ProtocolExecutor:
         ``on_scan`` gets the cv's voltammogram before the cv's action ends, and ``on_outcome`` the outcome once the
         last step it depends on ended (:func:`measured_after`), before the steps that only handle the cell. Why: a
         run stopped in a rinse that takes minutes (a kill, a power cut) lost a voltammogram whose action the journal
-        showed ``ok``, and its resume measured a second aliquot of the sample (an operator's trial)."""
+        showed ``ok``, and its resume measured a second aliquot of the sample (an operator's trial). A blank that
+        stops the run (:class:`BlankFailed`) hands ``on_blank_failed`` the lab record of what was measured before the
+        error goes on: the blanks, each with its verdict, are what the person the run stops for judges the cell by,
+        and no outcome will carry them."""
         steps = self._with_conditions(conditions)
         complete, settings = measured_after(steps), analysis_settings(steps)
         self._check(steps, {})
@@ -627,6 +636,8 @@ class ProtocolExecutor:
             except BaseException as exc:  # whatever a driver raises (a plug-in's SystemExit too) ends its action;
                 # a pump's failure inside another instrument's step is the pump's
                 on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
+                if isinstance(exc, BlankFailed) and on_blank_failed is not None:
+                    on_blank_failed(lab)
                 raise
             if isinstance(step, CV) and on_scan is not None:  # journalled before the cv's action ends ok
                 on_scan(voltammogram)  # type: ignore[arg-type]  # the cv step just set it

@@ -832,6 +832,16 @@ class Journal:
                 record, summary = lab
                 self._event(db, "lab", summary, experiment_id, {"attempt": attempt, **record})
 
+    def record_lab(self, experiment_id: int, record: Mapping[str, Any], summary: str) -> None:
+        """Store what the lab-grade steps of the running attempt measured when it stops without a measurement (its
+        blank failed: protocols/executor.py ``ProtocolExecutor._blank``), as the ``lab`` event that
+        :meth:`record_measurement` journals with a measurement (:meth:`lab_record` reads either). Why: the blanks of a
+        run stopped for a person (every one, with its verdict) are the curves that person judges the cell by, and the
+        stop lost them."""
+        with self._write() as db:
+            attempt = self._running_attempt(db, experiment_id, "a lab record")
+            self._event(db, "lab", summary, experiment_id, {"attempt": attempt, **record})
+
     def finish_experiment(self, experiment_id: int) -> None:
         """``running`` -> ``done``; the attempt must have its raw voltammogram and its measurement."""
         with self._write() as db:
@@ -934,7 +944,8 @@ class Journal:
             (experiment_id,))]
 
     def lab_record(self, experiment_id: int) -> dict[str, Any] | None:
-        """The lab-grade measurements of the experiment's current attempt (:meth:`record_measurement`), or None."""
+        """The lab-grade measurements of the experiment's current attempt (:meth:`record_measurement`, or
+        :meth:`record_lab` for one its blank stopped), or None."""
         rows = self._read("SELECT e.id, e.data_json, x.attempt FROM events e JOIN experiments x ON x.id = "
                           "e.experiment_id WHERE e.kind = 'lab' AND e.experiment_id = ? ORDER BY e.id DESC",
                           (experiment_id,))

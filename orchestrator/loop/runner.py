@@ -64,7 +64,7 @@ from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
 from labloop.planners import Observation, PlannerState, bound_fields, make_planner
 from labloop.planners.base import past_observations
 from labloop.planners.feedback import DescriptorTable
-from labloop.protocols.executor import ExperimentOutcome, pumps_into_cell, usable
+from labloop.protocols.executor import ExperimentOutcome, LabRecord, pumps_into_cell, usable
 from labloop.protocols.steps import repeat_problem
 from labloop.surrogate.compute import lost_cluster
 
@@ -711,7 +711,8 @@ class Runner:
                                         experiment.conditions, experiment.mu,
                                         lambda *args: self._on_action(experiment.id, *args),
                                         on_scan=partial(self._journal_scan, experiment.id),
-                                        on_outcome=partial(self._journal_outcome, experiment.id))
+                                        on_outcome=partial(self._journal_outcome, experiment.id),
+                                        on_blank_failed=partial(self._journal_blanks, experiment.id))
         except (JournalWriteError, NoOperator):
             raise  # nothing more can be recorded, or nobody can answer: the run stops (run())
         except (RigNotReady, BlankFailed) as exc:
@@ -777,6 +778,14 @@ class Runner:
         lab = (outcome.lab.to_dict(), outcome.lab.summary()) if outcome.lab.measured else None
         with self.interrupts.deferred():
             self.journal.record_measurement(experiment_id, outcome.analysis, outcome.potential_v_vs_li, lab)
+
+    def _journal_blanks(self, experiment_id: int, lab: LabRecord) -> None:
+        """The executor's hook as a failed blank stops the run (:class:`BlankFailed`): what the attempt measured (every
+        blank with its verdict, the purges) journalled as its lab record before the stop (:meth:`Journal.record_lab`),
+        so ``labloop report``'s voltammograms.csv and ``labloop log --json`` hold the curves the person is asked to
+        judge the cell by. The attempt stays without a measurement: a resume runs the experiment again."""
+        with self.interrupts.deferred():
+            self.journal.record_lab(experiment_id, lab.to_dict(), lab.summary())
 
     def _finish_measured(self, experiment: ExperimentRow) -> str:
         """Finish an interrupted experiment from the measurement its last attempt journalled before the run stopped

@@ -263,6 +263,83 @@ def test_a_blank_that_needs_a_purge_the_protocol_lacks_is_told_to_start_a_new_st
                          "FILE --store NEW.db`): a journal keeps the protocol it began with")
 
 
+def _csv_scans(path: Path, experiment_id: int) -> list[tuple[str, str, list[float]]]:
+    """voltammograms.csv's scans of one experiment: (role, status, currents) of each, in its order."""
+    with path.open() as handle:
+        rows = [row for row in csv.DictReader(handle) if row["id"] == str(experiment_id)]
+    scans: dict[int, list[dict]] = {}
+    for row in rows:
+        scans.setdefault(int(row["scan"]), []).append(row)
+    assert sorted(scans) == list(range(1, len(scans) + 1))
+    return [(s[0]["role"], s[0]["status"], [float(r["current_a"]) for r in s]) for _, s in sorted(scans.items())]
+
+
+def test_the_blanks_of_a_run_its_blank_stopped_are_journalled_and_reported(tmp_path, labloop):
+    """A blank still oxygenated after the purge ran again stopped the run with nothing of it journalled: both blanks,
+    the curves the person it stops for judges the cell by, were lost (`labloop log`, its --json and the report's
+    voltammograms.csv had none of them). Here the gas line gives air (a wrong line, a tank run dry): each blank shows
+    O2, and each reaches the journal with its verdict before the stop, and the report's CSV as a blank."""
+    campaign = _lab_grade(tmp_path, instruments={"purge_valve": {"driver": "relay-valve", "port": "/dev/ttyACM1",
+                                                                 "options": {"channels": {"air": 0}}}})
+    protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
+    protocol.write_text(protocol.read_text().replace("gas: argon", "gas: air"))
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "dissolved O2 remains in the blank after purging again (5 min of air" in result.stderr.splitlines()[-1]
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    with Journal.open(store, readonly=True) as journal:
+        [experiment] = journal.experiments()
+        record = journal.lab_record(experiment.id)
+    assert experiment.status == State.INTERRUPTED and not experiment.measured  # a resume runs it again
+    assert [b["result"]["flags"] for b in record["blanks"]] == [["oxygen"], ["oxygen"]] and record["scans"] == []
+    events = json.loads(labloop("log", store, "--json").stdout)["events"]
+    kinds = [e["kind"] for e in events]
+    assert kinds.index("lab") < kinds.index("stopped")
+    [lab] = [e for e in events if e["kind"] == "lab"]
+    assert lab["message"] == "lab-grade CV: purged 10 min, blank NOT clean (oxygen then oxygen)"
+    assert [b["result"] for b in lab["data"]["blanks"]] == [b["result"] for b in record["blanks"]]
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    scans = _csv_scans(tmp_path / "report" / "voltammograms.csv", experiment.id)
+    assert [(role, status) for role, status, _ in scans] == [("blank", "interrupted")] * 2
+    for (_, _, currents), blank in zip(scans, record["blanks"], strict=True):
+        assert currents == pytest.approx(blank["voltammogram"]["current_a"], rel=1e-5)
+
+
+def test_a_run_its_contaminated_blank_stopped_resumes_once_the_cell_is_emptied(tmp_path, labloop):
+    """The lab-grade protocol without its rinse: the second experiment's blank sees the first one's analyte and
+    ferrocene and stops the run. Its blank is journalled (the report's CSV has it) and the resume, once the person
+    emptied the cell, runs the experiment again as before: a new attempt whose own record the report then shows."""
+    campaign = _lab_grade(tmp_path, experiments=2, safety={"cell_volume_ml": 20})
+    protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
+    written = protocol.read_text()
+    protocol.write_text(written.replace("\n- rinse\n", "\n").replace("on_fail: clean}", "on_fail: stop}"))
+    assert protocol.read_text().count("on_fail: stop}") == 1 and "- rinse" not in protocol.read_text()
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "protocol[2].blank: the blank is contaminated" in result.stderr.splitlines()[-1]
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    with Journal.open(store, readonly=True) as journal:
+        stopped = journal.experiments(states=(State.INTERRUPTED,))
+        [experiment] = stopped
+        record = journal.lab_record(experiment.id)
+    assert [b["result"]["flags"] for b in record["blanks"]] == [["contaminated"]]
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    [(role, status, currents)] = _csv_scans(tmp_path / "report" / "voltammograms.csv", experiment.id)
+    assert (role, status) == ("blank", "interrupted")
+    assert currents == pytest.approx(record["blanks"][0]["voltammogram"]["current_a"], rel=1e-5)
+
+    resumed = labloop("resume", store, "--cell-emptied")
+    assert resumed.returncode == 0, resumed.stderr
+    with Journal.open(store, readonly=True) as journal:
+        [again] = [e for e in journal.experiments() if e.id == experiment.id]
+        record = journal.lab_record(experiment.id)
+    assert (again.status, again.attempt) == (State.DONE, 2)
+    assert [b["result"]["flags"] for b in record["blanks"]] == [[]] and len(record["scans"]) == 4
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    assert [(role, status) for role, status, _ in _csv_scans(tmp_path / "report" / "voltammograms.csv", again.id)] == [
+        ("blank", "done"), *[("analyte", "done")] * 4, ("analyte + ferrocene", "done")]
+
+
 def test_an_analyte_its_first_scan_missed_is_not_swapped_with_ferrocene(tmp_path, labloop):
     """The example's rig on a reduction screen (an electrochemist's trial, cv -0.3 to -1.7 V and back to 0.4 V):
     this molecule's cathodic peak sits at the -1.7 V vertex, so the scan before the standard shows its return
