@@ -1003,12 +1003,19 @@ class BlankResult:
     """What a CV of the electrolyte alone says about the cell: its largest current, and ``oxygen`` (a reduction
     wave setting in where O2 reduces, or an unpaired one) or ``contaminated`` (an oxidation wave that is not O2's
     product's, or more current than ``limit_a`` outside the oxygen wave). ``oxygen_v`` is where the O2 wave sets
-    in (or its lone peak), on the voltammogram's scale, for the message a person reads."""
+    in (or its lone peak), on the voltammogram's scale, and ``oxygen_a`` its height (its largest, on any sweep);
+    ``contamination_v`` is where a contaminated blank shows it: its largest oxidation wave that is not O2's
+    product's (the peak's potential; ``contamination_wave_a`` its height), or, without one, where its largest current
+    flowed (``contamination_wave_a`` None). Why: the message a person reads names the wave to look for ("the blank is
+    contaminated, largest current 3.1e-07 A" did not say where), and the journal keeps them with the blank."""
 
     max_current_a: float
     limit_a: float
     flags: frozenset[CVFlag]
     oxygen_v: float | None = None
+    oxygen_a: float | None = None
+    contamination_v: float | None = None
+    contamination_wave_a: float | None = None
 
     @property
     def clean(self) -> bool:
@@ -1016,7 +1023,8 @@ class BlankResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_current_a": self.max_current_a, "limit_a": self.limit_a, "flags": sorted(self.flags),
-                "oxygen_v": self.oxygen_v}
+                "oxygen_v": self.oxygen_v, "oxygen_a": self.oxygen_a, "contamination_v": self.contamination_v,
+                "contamination_wave_a": self.contamination_wave_a}
 
 
 def _charging_current(v: Voltammogram, segments: list[Segment]) -> float:
@@ -1073,10 +1081,16 @@ def analyze_blank(v: Voltammogram, limit_a: float, settings: CVAnalysisSettings 
         of_o2 = c.epc_v is None or any(c.epc_v <= onset for onset, _ in waves)
         return of_o2 and abs(c.ipa_a or 0.0) < o2_current
 
-    if any(c.epa_v is not None and not o2_product(c) for c in couples):
+    largest = int(np.argmax(np.abs(v.current_a)))
+    max_current_a = float(abs(v.current_a[largest]))
+    where: tuple[float, float | None] | None = None  # the contamination's potential, and its wave's height
+    if oxidised := [(c.epa_v, abs(c.ipa_a or 0.0)) for c in couples if c.epa_v is not None and not o2_product(c)]:
         flags.add(CVFlag.CONTAMINATED)
+        where = max(oxidised, key=lambda wave: wave[1])
     # the current criterion needs an O2-free blank: O2's wave and its product's return swamp any limit
-    if CVFlag.OXYGEN not in flags and float(np.abs(v.current_a).max()) > limit_a:
+    if CVFlag.OXYGEN not in flags and max_current_a > limit_a:
         flags.add(CVFlag.CONTAMINATED)
+        where = where or (float(v.potential_v[largest]), None)
     oxygen_v = waves[0][0] if waves else lone[0].epc_v if lone else None
-    return BlankResult(float(np.abs(v.current_a).max()), limit_a, frozenset(flags), oxygen_v)
+    return BlankResult(max_current_a, limit_a, frozenset(flags), oxygen_v, o2_current if oxygen_v is not None else None,
+                       *(where or (None, None)))

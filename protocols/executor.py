@@ -1146,14 +1146,27 @@ class ProtocolExecutor:
                 self._clean_for_blank(where, index, steps, lab)
                 cleaned = True
         if not result.clean:
-            raise BlankFailed(where, f"the blank is contaminated (largest current {result.max_current_a:.3g} A, "
-                                     f"limit {step.max_current_a:.3g} A, flags {', '.join(sorted(result.flags))})")
-        wave = f"a reduction wave near {result.oxygen_v:+.3f} V vs the reference"
+            assert result.contamination_v is not None  # set with the flag (analyze_blank)
+            at = self._on_both_scales(result.contamination_v)
+            found = f"its largest current, {result.max_current_a:.3g} A, at {at}"
+            if result.contamination_wave_a is not None:
+                found = (f"an oxidation wave {result.contamination_wave_a:.3g} A high at {at}; largest current "
+                         f"{result.max_current_a:.3g} A")
+            raise BlankFailed(where, f"the blank is contaminated ({found}, limit {step.max_current_a:.3g} A, "
+                                     f"flags {', '.join(sorted(result.flags))})")
+        assert result.oxygen_v is not None  # set with the flag (analyze_blank)
+        wave = f"a reduction wave {result.oxygen_a:.3g} A deep near {self._on_both_scales(result.oxygen_v)}"
         if purge is None:
             raise BlankNeedsPurge(where, f"dissolved O2 in the blank ({wave}), and the protocol has no purge step to "
                                          "drive it out: add one before the blank")
         raise BlankFailed(where, f"dissolved O2 remains in the blank after purging again ({purge.minutes:g} min of "
                                  f"{purge.gas}; {wave}): check the gas supply, the valve and the cell's seal")
+
+    def _on_both_scales(self, potential_v: float) -> str:
+        """A potential measured against the cell's reference, said on its scale and on the Li/Li+ one (through
+        ``reference_offset_v``): where a person looks on the voltammogram, and where the campaign's potentials are."""
+        li = to_li_scale(potential_v, self.reference_offset_v)
+        return f"{potential_v:+.3f} V vs the reference, {li:.3f} V vs Li/Li+"
 
     def _standard_scan(self, step: AddStandard, cv: CVParams) -> CVParams:
         """The add_standard step's scan: the cv's window widened to take in the standard's couple."""

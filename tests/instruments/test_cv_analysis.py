@@ -17,6 +17,7 @@ import yaml
 
 from labloop.core.errors import InvalidParameter
 from labloop.instruments.cv_analysis import (
+    BlankResult,
     CVAnalysisSettings,
     CVFlag,
     CVResult,
@@ -391,3 +392,28 @@ def test_a_small_contaminant_in_the_blank_is_still_caught(e0_v: float) -> None:
     for seed in range(3):
         v = simulate_cell([electrode, leftover], params, np.random.default_rng(seed))
         assert _judge(v, step, cell) == {CVFlag.CONTAMINATED}
+
+
+@pytest.mark.parametrize("e0_v", [-0.5, 0.5, 1.5])
+def test_a_blank_says_where_its_contaminant_and_its_oxygen_are_and_how_large(e0_v: float) -> None:
+    """The stop for a contaminated blank said its largest current alone ("largest current 3.1e-07 A"), not where
+    the wave to look for was: the blank's judgement keeps the contaminant's oxidation wave (where it peaks, some
+    29 mV past E0 for a reversible one-electron couple, and its height over its baseline) and O2's wave's height
+    beside where it sets in, for the message a person reads (protocols/executor.py ``ProtocolExecutor._blank``)."""
+    electrode, oxygen, params, step, cell = _example_blank()
+
+    def judged(*couples: CellParams) -> BlankResult:
+        v = simulate_cell([electrode, *couples], params, np.random.default_rng(0))
+        return analyze_blank(v, step.max_current_a, reference_offset_v=cell["reference_offset_v"],
+                             oxygen_onset_vs_li_v=tuple(cell["oxygen_onset_v"]))
+
+    dirty = judged(CellParams(e0_v=e0_v, conc_mm=0.002, area_cm2=electrode.area_cm2))
+    assert dirty.flags == {CVFlag.CONTAMINATED} and dirty.contamination_v == pytest.approx(e0_v + 0.029, abs=0.01)
+    assert 10e-9 < dirty.contamination_wave_a < dirty.max_current_a  # a 2 uM couple's peak over the charging
+    assert (dirty.oxygen_v, dirty.oxygen_a) == (None, None)
+    assert dirty.to_dict()["contamination_v"] == dirty.contamination_v
+    for left, height in ((1.0, 34e-6), (0.01, 0.4e-6)):  # air-saturated, and a purge that left 1 % of it
+        unpurged = judged(replace(oxygen, conc_mm=left * oxygen.conc_mm))
+        assert unpurged.flags == {CVFlag.OXYGEN} and unpurged.oxygen_a == pytest.approx(height, rel=0.2)
+        assert (unpurged.contamination_v, unpurged.contamination_wave_a) == (None, None)
+

@@ -416,8 +416,9 @@ def test_oxygen_in_the_blank_is_purged_again_or_stops_before_the_sample(lab):
         rig.ask_operator = operator
         if not purges_work:
             with pytest.raises(BlankFailed, match=r"protocol\[2\]\.blank: dissolved O2 remains in the blank after "
-                                                  r"purging again \(10 min of argon; a reduction wave near -0\.4\d\d V "
-                                                  r"vs the reference\): check the gas supply"):
+                                                  r"purging again \(10 min of argon; a reduction wave \S+ A deep near "
+                                                  r"-0\.4\d\d V vs the reference, 2\.\d{3} V vs Li/Li\+\): check the "
+                                                  r"gas supply"):
                 run(rig, manual)
             assert len(rig.asked) == 2 and all("Purge the cell with argon" in q for q in rig.asked)
             continue
@@ -434,8 +435,9 @@ def test_an_oxygen_wave_past_the_blanks_vertex_reads_as_oxygen_not_contamination
     Here O2 reduces near -0.40 V vs the reference and the blank turns at -0.55 V."""
     rig = lab()
     blank = {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -0.55, "e_vertex2_v": 0.8, "on_fail": "clean"}}
-    with pytest.raises(BlankFailed, match=r"protocol\[1\]\.blank: dissolved O2 in the blank \(a reduction wave near "
-                                          r"-0\.4\d\d V vs the reference\), and the protocol has no purge step"):
+    with pytest.raises(BlankFailed, match=r"protocol\[1\]\.blank: dissolved O2 in the blank \(a reduction wave \S+ A "
+                                          r"deep near -0\.4\d\d V vs the reference, 2\.\d{3} V vs Li/Li\+\), and the "
+                                          r"protocol has no purge step"):
         run(rig, [FULL[0], blank, *FULL[3:]])
     rig = lab()
     outcome, _ = run(rig, [*FULL[:2], blank, *FULL[3:]])  # with the purge before it, the same blank is clean
@@ -454,7 +456,8 @@ def test_the_blanks_oxygen_band_is_the_electrolytes(lab):
         ProtocolExecutor(steps, lab(oxygen=superoxide), LIMITS, OFFSET).run("vial-1", "c1ccccc1", {}, None,
                                                                              lambda *a: None)
     with pytest.raises(BlankNeedsPurge, match=r"protocol\[1\]\.blank: dissolved O2 in the blank \(a reduction wave "
-                                              r"near -0\.9\d\d V vs the reference\), and the protocol has no purge"):
+                                              r"\S+ A deep near -0\.9\d\d V vs the reference, 1\.\d{3} V vs Li/Li\+\), "
+                                              r"and the protocol has no purge"):
         ProtocolExecutor(steps, lab(oxygen=superoxide), LIMITS, OFFSET, oxygen_onset_v=(1.7, 2.3)).run(
             "vial-1", "c1ccccc1", {}, None, lambda *a: None)
 
@@ -482,8 +485,16 @@ def test_a_dirty_blank_stops_or_is_cleaned(lab):
     rig.cell.add("previous", 0.05, Fluid.SAMPLE)  # the last experiment's analyte, not rinsed out
     rig.cell.add("previous", 1.0, Fluid.ELECTROLYTE)
     blank = {"blank": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3, "on_fail": "stop"}}
-    with pytest.raises(BlankFailed, match=r"protocol\[0\]\.blank: the blank is contaminated"):
+    with pytest.raises(BlankFailed, match=r"protocol\[0\]\.blank: the blank is contaminated") as stopped:
         run(rig, [blank, {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}}])
+    # where to look: the leftover analyte's oxidation wave (E0 0 V vs the reference), on both scales, and its height
+    said = re.search(r"the blank is contaminated \(an oxidation wave (\S+) A high at ([-+]\d\.\d{3}) V vs the "
+                     r"reference, (\d\.\d{3}) V vs Li/Li\+; largest current (\S+) A, limit 2e-06 A, flags "
+                     r"contaminated\)$", str(stopped.value))
+    assert said, str(stopped.value)
+    height, at, on_li, largest = (float(x) for x in said.groups())
+    assert 0.01 < at < 0.06 and on_li == pytest.approx(at + OFFSET, abs=1e-3)  # the anodic peak, ~29 mV past E0
+    assert 2e-6 < height <= largest
     cleaning = [{"blank": {**blank["blank"], "on_fail": "clean"}},
                 {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}},
                 {"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0}}]
@@ -493,6 +504,24 @@ def test_a_dirty_blank_stops_or_is_cleaned(lab):
     run(rig, [{"clean": {}}, "polish", {"purge": {"minutes": 1, "valve": "manual"}},
               {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}}])
     assert len(rig.asked) == 3 and "Polish" in rig.asked[1] and "argon for 1 min" in rig.asked[2]
+
+
+def test_a_blank_over_its_current_limit_without_a_wave_says_where_its_current_was_largest(lab):
+    """A clean, O2-free blank whose charging current alone (C_dl x area x scan rate, some 0.14 uA here) exceeds a
+    limit written too low: there is no wave to name, so the stop says how much current flowed and where, on both
+    scales; "largest current 1.4e-07 A" alone did not say where to look."""
+    rig = lab(oxygen_mm=0.0)
+    blank = {"blank": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3, "max_current_a": 5e-8}}
+    actions: list[tuple] = []
+    with pytest.raises(BlankFailed) as stopped:
+        ProtocolExecutor([blank, {"cv": {"e_begin_v": -0.3, "e_vertex1_v": 0.3, "e_vertex2_v": -0.3}}], rig, LIMITS,
+                         OFFSET).run("vial-1", "c1ccccc1", {}, None, lambda *a: actions.append(a))
+    said = re.fullmatch(r"protocol\[0\]\.blank: the blank is contaminated \(its largest current, (\S+) A, at "
+                        r"([-+]\d\.\d{3}) V vs the reference, (\d\.\d{3}) V vs Li/Li\+, limit 5e-08 A, flags "
+                        r"contaminated\)", str(stopped.value))
+    assert said, str(stopped.value)
+    largest, at, on_li = (float(x) for x in said.groups())
+    assert largest > 5e-8 and -0.3 <= at <= 0.3 and on_li == pytest.approx(at + OFFSET, abs=1e-3)
 
 
 def test_a_cell_cleaned_for_its_blank_is_filled_again_as_the_protocol_filled_it(lab):
