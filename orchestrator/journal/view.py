@@ -440,9 +440,12 @@ def doing(now: dict[str, Any]) -> str:
 
 def eta_text(eta: dict[str, Any]) -> str:
     """``progress.eta`` in words: ``about 1 h 20 min left at the recent pace (median 4 min 10 s per experiment of
-    the last 10; an estimate)``, and with ``budget.max_hours`` which stops the run first."""
-    text = (f"about {duration(eta['seconds'])} left at the recent pace (median {duration(eta['median_s'])} per "
-            f"experiment of the last {eta['pace_of']}; an estimate)")
+    the last 10; an estimate)``, and with ``budget.max_hours`` which stops the run first. What rounds to 0 s is
+    ``under 1 s``: a zero-latency dry run's experiments take milliseconds, and "about 0 s left (median 0 s per
+    experiment ...)" said of a run still going that its experiments took no time."""
+    left = "under 1 s" if round_seconds(eta["seconds"]) == 0 else f"about {duration(eta['seconds'])}"
+    median = "under 1 s" if round_seconds(eta["median_s"]) == 0 else duration(eta["median_s"])
+    text = f"{left} left at the recent pace (median {median} per experiment of the last {eta['pace_of']}; an estimate)"
     if eta["max_hours_at"] is not None:
         at = local_time(eta["max_hours_at"])
         text += (f", but budget.max_hours stops the run first, at {at}" if eta["first"] == "max_hours"
@@ -450,10 +453,15 @@ def eta_text(eta: dict[str, Any]) -> str:
     return text
 
 
+def round_seconds(seconds: float) -> int:
+    """Whole seconds as :func:`duration` and the dashboard (dashboard.js, duration) say them: halves up, 0 at least."""
+    return max(0, math.floor(seconds + 0.5))
+
+
 def duration(seconds: float) -> str:
     """``45 s``, ``7 min 47 s``, ``8 h 20 min``, ``2 d 3 h``: as the dashboard says a duration (dashboard.js,
     duration), rounded as it rounds (halves up)."""
-    s = max(0, math.floor(seconds + 0.5))
+    s = round_seconds(seconds)
     m, h = s // 60, s // 3600
     if s < 60:
         return f"{s} s"

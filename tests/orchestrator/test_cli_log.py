@@ -490,6 +490,30 @@ def test_a_live_run_that_waits_says_for_what_and_max_hours_is_said_when_it_comes
                                          f"{local_time(deadline)}")
 
 
+def test_the_eta_of_a_zero_latency_dry_run_says_under_a_second(tmp_path, write_campaign, monkeypatch):
+    """A zero-latency dry run's experiments take milliseconds: its ETA said "about 0 s left at the recent pace
+    (median 0 s per experiment ...)" while experiments were left, as if they took no time. What rounds to 0 s is
+    said "under 1 s"; a pace under a second with many experiments left still adds up to seconds."""
+    from labloop.orchestrator.journal.view import live_line, snapshot
+
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 40}))
+    clock = _Clock(monkeypatch)
+    with Journal.create(campaign.store, campaign) as journal, sole_runner(campaign.store):
+        journal.add_event("run", "run started (dry run on emulators)")
+        ids = journal.record_proposals([Proposal(s) for s in ("CCO", "CCN", "CCC")], step=0, planner="random")
+        for n, eid in enumerate(ids):
+            _lasting(journal, clock, eid, 10 + n, 0.004)
+        eta = snapshot(journal)["progress"]["eta"]
+        assert (eta["median_s"], eta["experiments_left"]) == (pytest.approx(0.004), 37)
+        assert live_line(snapshot(journal)["progress"]).endswith(
+            "; under 1 s left at the recent pace (median under 1 s per experiment of the last 3; an estimate)")
+        for n, eid in enumerate(journal.record_proposals([Proposal(s) for s in ("CCCC", "CCCO", "CCCN")], step=1,
+                                                         planner="random")):
+            _lasting(journal, clock, eid, 20 + n, 0.4)
+        assert live_line(snapshot(journal)["progress"]).endswith(  # 34 left at 0.202 s (the median of 6)
+            "; about 7 s left at the recent pace (median under 1 s per experiment of the last 6; an estimate)")
+
+
 def test_the_best_tables_and_measurements_csv_mark_which_are_hits(labloop, store, tmp_path):
     """A PI's audit: the best-so-far tables of ``log`` and the report ranked molecules outside the 4.50-4.60 V window
     among the best, unmarked (4.609 V fifth), and a chemist ordering "the top 5" would have ordered non-hits. Each

@@ -960,6 +960,40 @@ def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, wr
         dashboard.close()
 
 
+def test_the_pages_eta_of_a_zero_latency_dry_run_says_under_a_second(tmp_path, write_campaign, browser, monkeypatch):
+    """A zero-latency dry run's experiments take milliseconds: the page's ETA said "about 0 s left at the recent pace
+    (median 0 s per experiment ...)" with experiments left; it says "under 1 s", as `labloop log`'s header does."""
+    from datetime import UTC, datetime, timedelta
+
+    from selenium.webdriver.common.by import By
+
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.journal.view import live_line
+
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 40}))
+    start = datetime.now(UTC) - timedelta(hours=1)
+    with Journal.create(campaign.store, campaign) as journal:
+        journal.add_event("run", "run started (dry run on emulators)")
+        for n, eid in enumerate(journal.record_proposals([_Proposal(s) for s in ("CCO", "CCN", "CCC")], step=0,
+                                                         planner="random")):
+            _at(monkeypatch, start, 10 + n)
+            journal.start_experiment(eid)
+            _measure_only(journal, eid)
+            _at(monkeypatch, start, 10 + n + 0.004)
+            journal.finish_experiment(eid)
+    said = "under 1 s left at the recent pace (median under 1 s per experiment of the last 3; an estimate)"
+    with sole_runner(campaign.store):  # a run holds the journal
+        with Journal.open(campaign.store, readonly=True) as journal:
+            assert live_line(snapshot(journal)["progress"]).endswith(f"; {said}")
+        dashboard = Dashboard(campaign.store)
+        try:
+            browser.get(dashboard.url)
+            _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#run-now li.eta"), "the ETA")
+            assert _text(browser, "#run-now li.eta") == said
+        finally:
+            dashboard.close()
+
+
 def _measure_only(journal, eid) -> None:
     """The running experiment ``eid``'s voltammogram and measurement (it is then finished by the caller)."""
     import numpy as np

@@ -374,9 +374,13 @@ function doing(now) {
   return "proposing the next experiments";
 }
 
+// what rounds to 0 s is "under 1 s" (a zero-latency dry run's experiments take milliseconds), as
+// orchestrator/journal/view.py eta_text says it
 function etaText(eta) {
-  let text = `about ${duration(eta.seconds)} left at the recent pace (median ${duration(eta.median_s)} per ` +
-    `experiment of the last ${eta.pace_of}; an estimate)`;
+  const left = Math.round(eta.seconds) <= 0 ? "under 1 s" : `about ${duration(eta.seconds)}`;
+  const median = Math.round(eta.median_s) <= 0 ? "under 1 s" : duration(eta.median_s);
+  let text = `${left} left at the recent pace (median ${median} per experiment of the last ${eta.pace_of}; ` +
+    "an estimate)";
   if (eta.max_hours_at) {
     const at = localTime(eta.max_hours_at, true);
     text += eta.first === "max_hours" ? `, but budget.max_hours stops the run first, at ${at}`
