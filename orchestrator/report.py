@@ -1,7 +1,8 @@
 """`labloop report`: one folder that shows a campaign to someone who was not there — an HTML page with
 PNG plots (best so far vs experiment number, measured vs predicted, prediction error vs experiment number,
 recent voltammograms, acquisition values), the model versions and the calibrations with their errors on
-the measurements, and CSV exports of the experiments and measurements, of every raw voltammogram
+the measurements, a table of the failed experiments, and CSV exports of the experiments, measurements and
+failures (``failures.csv``), of every raw voltammogram
 (``voltammograms.csv``, a lab-grade experiment's blanks, scan rates and standard scan included) and, for a
 lab-grade protocol, of what its steps measured (``lab_grade.csv``, and a table of it on the page).
 
@@ -17,6 +18,7 @@ import hashlib
 import html
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -50,6 +52,7 @@ from labloop.orchestrator.journal.plot_data import (
 from labloop.orchestrator.journal.store import (
     ANALYSIS_FAILURE,
     PAST_MEASUREMENTS,
+    VETOED,
     Journal,
     judged_reversibility,
     left_unsafe,
@@ -118,6 +121,20 @@ LAB_GRADE_COLUMNS = (
     "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem", "standard_e_half_v_vs_reference",
     "standard_dep_mV", "standard_ipc_over_ipa", "blank_flags", "purged_min",
 )
+
+
+#: one row per failed experiment, what the page's failures table shows: measurements.csv holds only the failed ones
+#: that journalled a measurement (an unusable scan), and experiments.csv every experiment with its cause but not the
+#: bound a failed scan gave, so a PI's audit found no one place to read what failed and why. ``kind``: the failure
+#: as journalled (:func:`_failure_kind`); ``above_v_vs_li``/``below_v_vs_li``: the bound its scan gave on the
+#: potential, as the planner learnt it (on the nominal ``cell.reference_offset_v``); ``cause``: the journal's line
+FAILURES_CSV = "failures.csv"
+FAILURE_COLUMNS = ("id", "name", "smiles", "kind", "above_v", "below_v", "mu", "sigma", "cause")
+FAILURE_HEADERS = {"above_v": "above_v_vs_li", "below_v": "below_v_vs_li",
+                   **{c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma")}}
+#: the exception's type in a cause the runner journalled (core/errors.py ``said``: ``Type: message``, after a
+#: refusal's ``refused: `` or the failed step's ``instrument (step): ``)
+ERROR_TYPE = re.compile(r"\b[A-Z]\w*(?=: )")
 
 
 #: every raw voltammogram of the journal, one row per point, so a chemist can replot, integrate or re-analyse a
@@ -215,14 +232,18 @@ def _write(journal: Journal, directory: Path) -> None:
         _versus_ferrocene(directory / LAB_PLOTS[2], labs, offset_v)
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
-    check = interval_check(_checked_rows(journal, snap, objective, offset_v))
+    checked = _checked_rows(journal, snap, objective, offset_v)
+    check = interval_check(checked)
+    failures = _failures(snap["experiments"], checked)
+    _csv(directory / FAILURES_CSV, FAILURE_COLUMNS, failures, FAILURE_HEADERS)
     source = journal.campaign_info().source_yaml
     if source is not None:  # verbatim, so a referee re-runs what was run (the header gives its sha256)
         with _writing(directory / CAMPAIGN_YAML):
             (directory / CAMPAIGN_YAML).write_text(source)
     with _writing(directory / "index.html"):
         (directory / "index.html").write_text(_html(snap, calibrations, directory, _lab_table(lab_rows), check,
-                                                    _provenance(source, snap["events"], snap["progress"])))
+                                                    _provenance(source, snap["events"], snap["progress"]),
+                                                    _failures_table(failures)))
 
 
 #: the campaign file as run, which the journal keeps verbatim (its ``source_yaml``), written beside the page
@@ -262,6 +283,67 @@ def _checked_rows(journal: Journal, snap: dict[str, Any], objective: Objective, 
             bound = None if analysis is None else analysis.on_li_scale(offset_v).bound(objective.quantity)
             rows.append({**e, "calibrated_on": calibrated[e["id"]], "bound": bound})
     return rows
+
+
+def _failures(experiments: list[dict[str, Any]], checked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The :data:`FAILURE_COLUMNS` rows of the failed experiments, in the journal's order: each with its
+    :func:`_failure_kind` and the bound its scan gave, as :func:`_checked_rows` read it for the sd check (None for a
+    failure that is not the analysis's, or a scan that bounds nothing)."""
+    bounds = {row["id"]: row["bound"] for row in checked if row["status"] == "failed"}
+    return [{**e, "kind": _failure_kind(e), **bound_fields(bounds.get(e["id"]))}
+            for e in experiments if e["status"] == "failed"]
+
+
+def _failure_kind(experiment: dict[str, Any]) -> str:
+    """A failed experiment's kind as the journal holds it: an unusable measurement's flags (``analysis: no_peak``;
+    a blank's ``oxygen`` or ``contaminated`` and the standard's ``no_standard`` join them, protocols/executor.py), a
+    veto, or the head of the runner's cause up to the error's type (``refused: SafetyLimitExceeded``,
+    ``potentiostat (cv): Disconnected``); the whole cause where it names no type."""
+    cause = experiment["cause"] or ""
+    if cause.startswith(ANALYSIS_FAILURE):
+        return f"{ANALYSIS_FAILURE}{', '.join(experiment['flags']) or 'no usable potential'}"
+    if cause.startswith(VETOED):
+        return VETOED
+    error = ERROR_TYPE.search(cause)
+    return cause if error is None else cause[:error.end()]
+
+
+#: the failures table's columns on the page (failures.csv's, in a chemist's words)
+FAILURE_TABLE_HEADERS = ("id", "name", "SMILES", "kind", "bound on the potential (V vs Li/Li+, nominal)",
+                         "predicted at proposal (V vs Li/Li+ +/- 1 sd)", "cause (the journal's)")
+
+
+def _failures_table(failures: list[dict[str, Any]]) -> str:
+    """The page's section of the failed experiments (:func:`_failures`' rows), every cell escaped; "no failed
+    experiments" when there are none, so an empty section is not read as a missing one."""
+    if not failures:
+        return "<h2>failed experiments</h2><p>no failed experiments</p>"
+    esc = html.escape
+    head = "".join(f"<th>{esc(name)}</th>" for name in FAILURE_TABLE_HEADERS)
+    body = "".join(
+        f"<tr><td>{f['id']}</td><td>{esc(f.get('name', ''))}</td><td><code>{esc(f['smiles'])}</code></td>"
+        f"<td>{esc(f['kind'])}</td><td>{_bound_said(f)}</td>"
+        f"<td>{'' if f['mu'] is None else esc(_predicted_said(f['mu'], f['sigma']))}{' *' * f['uncalibrated']}</td>"
+        f"<td>{esc(f['cause'] or '')}</td></tr>" for f in failures)
+    return (f"<h2>failed experiments</h2><table><tr>{head}</tr>{body}</table>\n<p class=\"caption\">kind: the "
+            "analysis's flags for a measurement that could not be used (the molecule's failure, which the planner "
+            "learns from), else the error that stopped the experiment, or a person's veto. The bound is where the "
+            "failed scan says the potential lies, on the nominal scale (E vs the reference electrode + "
+            "cell.reference_offset_v), as the planner learnt it and the check of the predictions' uncertainty below "
+            "counts it; empty where the scan bounds nothing (no wave at all). * predicted before any measurement "
+            f"calibrated the model, on the DFT prior's scale. Every row is in {FAILURES_CSV}.</p>")
+
+
+def _bound_said(failure: dict[str, Any]) -> str:
+    """``above 5.151`` / ``below 2.400`` (V) of a :func:`_failures` row, or '' without a bound."""
+    if failure["above_v"] is not None:
+        return f"above {failure['above_v']:.3f}"
+    return "" if failure["below_v"] is None else f"below {failure['below_v']:.3f}"
+
+
+def _predicted_said(mu: float, sigma: float | None) -> str:
+    """``4.512 +/- 0.120`` (V), or the prediction alone without an sd."""
+    return f"{mu:.3f}" + ("" if sigma is None else f" +/- {sigma:.3f}")
 
 
 def _hit_said(experiment: dict[str, Any], hits: bool) -> str:
@@ -804,9 +886,9 @@ def _outputs_said(quantity: str) -> str:
 
 
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, lab_table: str,
-          check: dict[str, Any] | None, provenance: str) -> str:
+          check: dict[str, Any] | None, provenance: str, failures: str) -> str:
     """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped; ``check``: :func:`interval_check`'s;
-    ``provenance``: :func:`_provenance`'s, already escaped."""
+    ``provenance``: :func:`_provenance`'s, ``failures``: :func:`_failures_table`'s, both already escaped."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
@@ -845,7 +927,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
 
     checked = _interval_said(check)
     model_now = _model_now(calibrations, campaign["objective"])
-    tables = ["experiments.csv", "measurements.csv", VOLTAMMOGRAMS_CSV,
+    tables = ["experiments.csv", "measurements.csv", FAILURES_CSV, VOLTAMMOGRAMS_CSV,
               *[LAB_GRADE_CSV] * (folder / LAB_GRADE_CSV).exists(), *[PAST_CSV] * (folder / PAST_CSV).exists()]
     data = " · ".join(f'<a href="{name}">{name}</a>' for name in tables)
     # the cut-off a call of "reversible" went unsaid by, and which potentials are iR-corrected (a chemist's trial)
@@ -869,6 +951,7 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th>
 {"<th>hit</th>" * hits_defined}</tr>
 {best}</table>{hit_legend}
+{failures}
 {lab_table}
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}

@@ -6,6 +6,7 @@ import csv
 import html
 import itertools
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -304,6 +305,11 @@ def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "tiny.report" / "index.html").is_file()
     assert all((tmp_path / "tiny.report" / name).is_file() for name in PLOTS)
+    # nothing failed: the failures section says so, and failures.csv holds its header alone
+    assert "<h2>failed experiments</h2><p>no failed experiments</p>" in (tmp_path / "tiny.report" / "index.html"
+                                                                          ).read_text()
+    assert (tmp_path / "tiny.report" / "failures.csv").read_text().splitlines() == [
+        "id,name,smiles,kind,above_v_vs_li,below_v_vs_li,predicted_v_vs_li,predicted_sd_v,cause"]
     assert labloop("report", tmp_path / "missing.db").returncode == 2
 
 
@@ -557,3 +563,49 @@ def test_the_model_now_line_sets_the_last_calibrations_error_beside_the_window()
     assert _model_now(calibrations[:1], {"goal": "maximize", "window_v": None}).endswith("to 0.400 V (leave-one-out "
                                                                                          "RMSE).")
     assert _model_now([], window) == "model now: no calibration on measurements yet."
+
+
+#: a redox-inactive molecule (no wave in the screen's window), one whose wave lies beyond the window's 5.15 V vertex
+#: (tests/orchestrator/test_lab_grade_example.py has the two fail so on the lab-grade rig), and one the window holds
+NO_WAVE, BEYOND, MEASURABLE = "CCCCCC", "N#Cc1ccc(C#N)c2c1-c1cccc3cccc-2c13", "Oc1ccc2c3c([nH]c2c1)C=NCC3"
+
+
+def test_the_report_lists_the_failed_experiments_with_kind_bound_prediction_and_cause(tmp_path, labloop,
+                                                                                       write_campaign):
+    """A PI's audit: the report had no table of the failed experiments (measurements.csv holds only those that
+    journalled a measurement, experiments.csv the causes without the bounds). The page's "failed experiments"
+    section and failures.csv give each one's id, name, SMILES, the kind as journalled, the bound its scan gave, the
+    prediction +/- sd it was proposed with and the journal's cause; a veto is one too."""
+    (tmp_path / "lib.csv").write_text(f"smiles,ie_ev,ea_ev\n{NO_WAVE},10.13,-1.5\n{BEYOND},8.245936,1.482288\n"
+                                      f"{MEASURABLE},7.058535,-0.219577\n")
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True, library={"file": str(tmp_path / "lib.csv")},
+                              planner={"kind": "greedy", "batch_size": 3}, budget={"max_experiments": 4})
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    with Journal.open(tmp_path / "tiny.db") as journal:  # a person vetoes a proposal: a failure with a prediction
+        (vetoed,) = journal.record_proposals([Proposal("CCO", {"scan_rate_v_s": 0.1}, 4.512345, 0.123456, 0.5, 1,
+                                                       "greedy")], step=9, planner="greedy", awaiting_approval=True)
+        journal.approve([vetoed], by="a PI")
+        failed = {e.id: e for e in journal.experiments() if e.status == "failed"}
+    assert {e.smiles for e in failed.values()} == {NO_WAVE, BEYOND, "CCO"}, failed
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    with (tmp_path / "report" / "failures.csv").open() as handle:
+        rows = {int(r["id"]): r for r in csv.DictReader(handle)}
+    assert sorted(rows) == sorted(failed)
+    for experiment_id, e in failed.items():
+        row = rows[experiment_id]
+        assert (row["smiles"], row["cause"]) == (e.smiles, e.cause)
+        assert (row["predicted_v_vs_li"], row["predicted_sd_v"]) == (f"{e.mu:.4f}", f"{e.sigma:.4f}"), row
+    kinds = {rows[i]["smiles"]: rows[i]["kind"] for i in rows}
+    assert kinds == {NO_WAVE: "analysis: no_peak", BEYOND: "analysis: beyond_window", "CCO": "vetoed"}
+    # the bound the runner's cause states (to 1 mV), a bound above for a wave beyond the vertex, none for no wave
+    (beyond,) = [r for r in rows.values() if r["smiles"] == BEYOND]
+    stated = re.search(r"above (\d\.\d{3}) V vs Li/Li\+", beyond["cause"])
+    assert stated and f"{float(beyond['above_v_vs_li']):.3f}" == stated[1] and beyond["below_v_vs_li"] == "", beyond
+    assert all(r["above_v_vs_li"] == r["below_v_vs_li"] == "" for r in rows.values() if r["smiles"] != BEYOND)
+    page = (tmp_path / "report" / "index.html").read_text()
+    section = page[page.index("<h2>failed experiments</h2>"):page.index("<h2>models</h2>")]
+    assert page.index("<h2>best so far</h2>") < page.index("<h2>failed experiments</h2>")
+    assert f"<td>{vetoed}</td><td></td><td><code>CCO</code></td><td>vetoed</td><td></td><td>4.512 +/- 0.123</td>" \
+           f"<td>vetoed by a person (a PI)</td>" in section, section
+    assert f"<td>analysis: beyond_window</td><td>above {stated[1]}</td>" in section
+    assert html.escape(beyond["cause"]) in section and '<a href="failures.csv">' in page
