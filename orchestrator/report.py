@@ -86,10 +86,6 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "ste
 MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "hit", "potential_from", "e_half_v_vs_fc",
                        "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu",
                        "sigma", *CONDITION_COLUMNS)
-#: how a measurement's potential was put on the Li/Li+ scale (``potential_from``): against the ferrocene the
-#: add_standard step added, or by the nominal ``cell.reference_offset_v`` (no standard, or none found): a
-#: column of both reads as one scale, and the second is off by however far the reference electrode drifted
-FROM_FERROCENE, FROM_OFFSET = "ferrocene", "cell.reference_offset_v"
 #: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
 #: read as a potential against that electrode (a chemist's trial)
@@ -203,7 +199,7 @@ def _write(journal: Journal, directory: Path) -> None:
     records = {e["id"]: record for e in snap["experiments"] if (record := journal.lab_record(e["id"])) is not None}
     measurements = [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]]
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
-         [{**e, "potential_from": _potential_from(e, records.get(e["id"])),
+         [{**e, "potential_from": _potential_from(e, records.get(e["id"]), offset_v),
            "hit": _hit_said(e, snap["progress"]["hits"] is not None),
            "e_half_v_vs_fc": ((records.get(e["id"]) or {}).get("referenced") or {}).get("e_vs_fc_v"),
            "dep_mV": _scaled(e["dep_v"], 1e3), "ipa_a": _scaled(e["ipa_a"], 1e6), "ipc_a": _scaled(e["ipc_a"], 1e6)}
@@ -241,7 +237,8 @@ def _write(journal: Journal, directory: Path) -> None:
         with _writing(directory / CAMPAIGN_YAML):
             (directory / CAMPAIGN_YAML).write_text(source)
     with _writing(directory / "index.html"):
-        (directory / "index.html").write_text(_html(snap, calibrations, directory, _lab_table(lab_rows), check,
+        (directory / "index.html").write_text(_html(snap, calibrations, directory,
+                                                    _best_table(snap, records, offset_v), _lab_table(lab_rows), check,
                                                     _provenance(source, snap["events"], snap["progress"]),
                                                     _failures_table(failures)))
 
@@ -354,14 +351,24 @@ def _hit_said(experiment: dict[str, Any], hits: bool) -> str:
     return "yes" if experiment["hit"] else "no"
 
 
-def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None) -> str:
-    """:data:`FROM_FERROCENE` or :data:`FROM_OFFSET` for a measured potential (empty without one), from its lab
-    ``record``, as the executor chose (protocols/executor.py: the ferrocene-referenced potential when the
-    standard was found)."""
+def _potential_from(experiment: dict[str, Any], record: dict[str, Any] | None, offset_v: float) -> str:
+    """How a measured potential was put on the Li/Li+ scale, in a chemist's words with the value it rests on (empty
+    without a potential), as the executor chose (protocols/executor.py ``ProtocolExecutor._outcome``): E vs Fc+/Fc
+    measured in the cell by an add_standard step plus ``cell.ferrocene_vs_li_v`` where the lab ``record`` referenced
+    it, else the first scan's E1/2 vs the reference electrode plus the nominal ``cell.reference_offset_v``
+    (``offset_v``), a value written in the campaign, not measured. Why: a column of both read as one scale ("V vs
+    Li/Li+"), and the second is off by however far the electrode sits from its written offset (a PI's audit)."""
     if experiment["potential_v"] is None:
         return ""
     referenced = (record or {}).get("referenced") or {}
-    return FROM_FERROCENE if referenced.get("e_vs_li_v") is not None else FROM_OFFSET
+    if referenced.get("e_vs_li_v") is None:
+        return f"nominal: E1/2 vs {experiment['reference']} + cell.reference_offset_v = {offset_v:g} V"
+    standard = referenced.get("standard_name") or "ferrocene"  # a journal from before another could be added
+    through = f"cell.ferrocene_vs_li_v = {referenced['ferrocene_vs_li_v']:g} V"
+    if standard == "ferrocene":
+        return f"vs Fc+/Fc measured in the cell (ferrocene added), converted with {through}"
+    return (f"vs Fc+/Fc through {standard} measured in the cell (taken to sit at {referenced['standard_vs_fc_v']:+g} "
+            f"V vs Fc+/Fc), converted with {through}")
 
 
 def _scaled(value: float | None, factor: float) -> float | None:
@@ -885,21 +892,34 @@ def _outputs_said(quantity: str) -> str:
             "&ldquo;measured&rdquo; is a retrained network's own prediction of the measured potentials")
 
 
-def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, lab_table: str,
+def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset_v: float) -> str:
+    """The page's best-so-far section, every cell escaped: each molecule's potential, whether it is a hit (where the
+    objective defines hits, with the legend), and the scale it rests on (:func:`_potential_from`, as
+    measurements.csv's ``potential_from`` says it), from its lab record in ``records``."""
+    esc = html.escape
+    hits_defined = snap["progress"]["hits"] is not None
+    rows = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
+                   f"<td>{e['potential_v']:.3f}</td>" + (f"<td>{_hit_said(e, True)}</td>" if hits_defined else "")
+                   + f"<td>{esc(_potential_from(e, records.get(e['id']), offset_v))}</td></tr>" for e in snap["best"])
+    hit_legend = (f"hit: yes when the potential meets the objective "
+                  f"({esc(describe_objective(snap['campaign']['objective']))}); a &ldquo;no&rdquo; is ranked here as "
+                  "nearest to it but is not a hit. " if hits_defined else "")
+    return (f"<h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th>\n"
+            f"{'<th>hit</th>' * hits_defined}<th>how it was put on the Li/Li+ scale</th></tr>\n{rows}</table>\n"
+            f'<p class="caption">{hit_legend}The scale: a potential referenced to a standard measured in the same cell '
+            "does not depend on where the reference electrode sits; a nominal one is as right as "
+            "cell.reference_offset_v, a value written in the campaign file.</p>")
+
+
+def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, best: str, lab_table: str,
           check: dict[str, Any] | None, provenance: str, failures: str) -> str:
-    """The report's page; ``lab_table``: :func:`_lab_table`'s, already escaped; ``check``: :func:`interval_check`'s;
-    ``provenance``: :func:`_provenance`'s, ``failures``: :func:`_failures_table`'s, both already escaped."""
+    """The report's page; ``best``: :func:`_best_table`'s, ``lab_table``: :func:`_lab_table`'s, ``provenance``:
+    :func:`_provenance`'s, ``failures``: :func:`_failures_table`'s, each already escaped; ``check``:
+    :func:`interval_check`'s."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
     esc = html.escape
-    hits_defined = progress["hits"] is not None
-    best = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
-                   f"<td>{e['potential_v']:.3f}</td>"
-                   + (f"<td>{_hit_said(e, True)}</td>" if hits_defined else "") + "</tr>" for e in snap["best"])
-    hit_legend = (f'<p class="caption">hit: yes when the potential meets the objective '
-                  f'({esc(describe_objective(campaign["objective"]))}); a &ldquo;no&rdquo; is ranked here as nearest '
-                  "to it but is not a hit.</p>" if hits_defined else "")
     models = "".join(f"<tr><td>{m['version']}{' (pruned)' if m['pruned'] else ''}</td><td>{esc(m['created_at'])}</td>"
                      f"<td>{m['n_train']}</td>"
                      f"<td>{m['metrics'].get('n_measurements', '')}</td>"
@@ -948,9 +968,7 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
 <p>{esc(model_now)}</p>
 {past}{unsafe}{plots}
-<h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th>
-{"<th>hit</th>" * hits_defined}</tr>
-{best}</table>{hit_legend}
+{best}
 {failures}
 {lab_table}
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>

@@ -8,6 +8,7 @@ molecules, a few epochs) serves every test that only needs *a* trained model.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -176,6 +177,16 @@ def _write_campaign(folder: Path, *, prior: bool = False, name: str = "tiny", sh
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(campaign, sort_keys=False))
     return path
+
+
+def best_rows(page: str) -> list[dict[str, str]]:
+    """The rows of a report page's best-so-far table (orchestrator/report.py), each cell by its header (a SMILES's
+    ``<code>`` taken off)."""
+    table = page[page.index("<h2>best so far</h2>"):]
+    table = table[:table.index("</table>")]
+    heads = re.findall(r"<th>(.*?)</th>", table)
+    return [dict(zip(heads, (re.sub(r"</?code>", "", c) for c in re.findall(r"<td>(.*?)</td>", row)), strict=True))
+            for row in re.findall(r"<tr><td>.*?</tr>", table)]
 
 
 @pytest.fixture

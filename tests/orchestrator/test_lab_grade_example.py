@@ -18,7 +18,21 @@ from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
 
+from ..conftest import best_rows
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+#: how measurements.csv and the report's best table say a potential referenced to ferrocene was put on the Li/Li+
+#: scale, with cell.ferrocene_vs_li_v's value
+FERROCENE_SCALE = "vs Fc+/Fc measured in the cell (ferrocene added), converted with cell.ferrocene_vs_li_v = {:g} V"
+
+
+def _scales(labloop, store: Path, report: Path) -> tuple[set[str], set[str]]:
+    """The report of ``store`` written to ``report``: how measurements.csv says its potentials were put on the Li/Li+
+    scale, and how the page's best table says it."""
+    assert labloop("report", store, "-o", report).returncode == 0
+    with (report / "measurements.csv").open() as handle:
+        said = {r["potential_from"] for r in csv.DictReader(handle) if r["potential_v_vs_li"]}
+    return said, {row["how it was put on the Li/Li+ scale"] for row in best_rows((report / "index.html").read_text())}
 
 
 def _lab_grade(tmp_path: Path, experiments: int = 1, **changes: dict) -> Path:
@@ -101,7 +115,8 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
         "E (V vs Ag/Ag+, as applied: uncompensated iR not subtracted)"]
     with (tmp_path / "report" / "measurements.csv").open() as handle:  # which scale each potential came from
         measured = [r for r in csv.DictReader(handle) if r["potential_v_vs_li"]]
-    assert measured and {r["potential_from"] for r in measured} == {"ferrocene"}
+    assert measured and {r["potential_from"] for r in measured} == {FERROCENE_SCALE.format(3.2)}
+    assert {row["how it was put on the Li/Li+ scale"] for row in best_rows(page)} == {FERROCENE_SCALE.format(3.2)}
     # E1/2 vs Fc+/Fc, the number a chemist reports, beside it (only lab_grade.csv had it: a trial)
     assert all(abs(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_fc"]) - 3.2) < 2e-4 for r in measured), measured
     # the scan rates each experiment ran at, the protocol's (no condition planned them)
@@ -428,6 +443,9 @@ def test_ferrocene_sits_where_the_campaign_says_and_puts_the_analyte_on_the_li_s
     assert referenced["ferrocene_vs_li_v"] == 3.35
     assert referenced["e_vs_li_v"] == referenced["e_vs_fc_v"] + 3.35 == done.potential_v
     assert abs(done.potential_v - world.truth_v(done.smiles)) < 0.025
+    # the report says the potential rests on ferrocene and the value it was converted with
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    assert _scales(labloop, store, tmp_path / "report") == ({FERROCENE_SCALE.format(3.35)},) * 2
     # written in mV, it is one line with the hint
     campaign = yaml.safe_load((tmp_path / "lab.yaml").read_text())
     campaign["cell"]["ferrocene_vs_li_v"] = 3350
@@ -499,6 +517,10 @@ def test_another_standard_than_ferrocene_puts_the_analyte_on_the_fc_scale(tmp_pa
             placed = referenced["standard"]["e_half_v"]  # 3.2 - 0.5 V vs Li/Li+ on a reference at 3.23 V
             assert abs(placed - (3.2 - 0.5 - 3.23)) < 0.025, placed
             assert abs(experiment.potential_v - world.truth_v(experiment.smiles)) < 0.025
+    # the report names the standard the potentials rest on, where it was taken to sit, and the conversion's value
+    said = ("vs Fc+/Fc through decamethylferrocene measured in the cell (taken to sit at -0.5 V vs Fc+/Fc), converted "
+            "with cell.ferrocene_vs_li_v = 3.2 V")
+    assert _scales(labloop, tmp_path / "runs" / "cathode-screen-lab-grade.db", tmp_path / "report") == ({said},) * 2
     protocol.write_text(written.replace(standard + "}", standard + ", standard: cobaltocenium}"))
     refused = labloop("validate", tmp_path / "lab.yaml", "--dry-run")
     assert refused.returncode == 2 and "add_standard.standard_vs_fc_v: missing: where cobaltocenium's couple sits " \

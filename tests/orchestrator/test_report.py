@@ -17,6 +17,8 @@ from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.report import PLOTS
 from labloop.planners.base import Proposal
 
+from ..conftest import best_rows
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -111,7 +113,11 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     # each potential's scale in its header: vs Li/Li+, or (E1/2) vs the cell's reference electrode, named
     assert all(float(r["potential_v_vs_li"]) - float(r["e_half_v_vs_reference"]) == pytest.approx(3.2, abs=1e-4)
                and r["reference_electrode"] == "Ag/Ag+" for r in measured)
-    assert {r["potential_from"] for r in measured} == {"cell.reference_offset_v"}  # no ferrocene standard here
+    # no ferrocene standard here: each potential rests on the offset written in the campaign, said with its value in
+    # measurements.csv and on each row of the page's best table (a PI's audit could not tell which scale)
+    nominal = "nominal: E1/2 vs Ag/Ag+ + cell.reference_offset_v = 3.2 V"
+    assert {r["potential_from"] for r in measured} == {nominal}
+    assert best_rows(page) and {row["how it was put on the Li/Li+ scale"] for row in best_rows(page)} == {nominal}
     # `labloop log` names the electrode its E1/2 column is against, as the CSVs do ("the cell's reference" did not)
     assert "measurements (V vs Li/Li+; E1/2 vs Ag/Ag+)" in " ".join(labloop("log", tmp_path / "tiny.db").stdout.split())
     assert not (tmp_path / "report" / "lab_grade.csv").exists() and "lab_grade.csv" not in page  # no lab record
@@ -154,6 +160,9 @@ def test_an_unnamed_reference_electrode_is_said_to_be_unnamed_not_called_ag_ag(t
         with (tmp_path / "report" / name).open() as handle:
             rows = [r for r in csv.DictReader(handle) if r["reference_electrode"]]
         assert rows and {r["reference_electrode"] for r in rows} == {unnamed}, name
+    with (tmp_path / "report" / "measurements.csv").open() as handle:  # the scale a potential rests on, named so
+        assert {r["potential_from"] for r in csv.DictReader(handle) if r["potential_v_vs_li"]} == {
+            f"nominal: E1/2 vs {unnamed} + cell.reference_offset_v = 3.2 V"}
     rig["potentiostat"]["options"] = {"reference": "Ag/AgCl"}
     named = labloop("validate", write_campaign(tmp_path, instruments=rig, name="named"), "--dry-run")
     assert named.returncode == 0 and "reference option" not in named.stderr, named.stderr
