@@ -114,7 +114,7 @@ LAB_GRADE_COLUMNS = (
     "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "ir_compensated_ohm",
     "diffusion_cm2_s", "diffusion_r_squared", "n_electrons", "temperature_K", "analyte_mM", "sample_stock_mM",
     "sample_ml", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct", "e_half_v_vs_fc",
-    "e_half_v_vs_li_via_fc", "e_half_spread_mV", "standard_problem", "standard_e_half_v_vs_reference",
+    "e_half_v_vs_li_via_fc", "e_half_spread_mV", "e_half_rates_n", "standard_problem", "standard_e_half_v_vs_reference",
     "standard_dep_mV", "standard_ipc_over_ipa", "blank_flags", "purged_min",
 )
 
@@ -383,10 +383,7 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     standard = referenced.get("standard") or {}
     blanks = record.get("blanks") or []
     share = record.get("dilution_share")
-    # a reversible couple's E1/2 does not move with the rate: a spread of tens of mV over the rates says the
-    # reference drifted or iR was left uncorrected (or a slow couple), which no single row shows (a chemist's trial)
-    halves = [h for scan in record.get("scans") or []
-              if (h := (scan.get("analysis") or {}).get("e_half_v")) is not None]
+    spread, rates = _e_half_spread(record)
     common = {
         "id": experiment["id"], "smiles": experiment["smiles"], "status": experiment["status"],
         "ru_ohm": (record.get("ru") or {}).get("ru_ohm"), "diffusion_cm2_s": diffusion.get("diffusion_cm2_s"),
@@ -396,7 +393,7 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
         "electrode_area_cm2": record.get("electrode_area_cm2"), "cell_ml": record.get("cell_ml"),
         "cell_held_ml": record.get("cell_held_ml"), "analyte_dilution_pct": _scaled(share, 100),
         "e_half_v_vs_fc": referenced.get("e_vs_fc_v"), "e_half_v_vs_li_via_fc": referenced.get("e_vs_li_v"),
-        "e_half_spread_mV": 1e3 * (max(halves) - min(halves)) if len(halves) > 1 else None,
+        "e_half_spread_mV": spread, "e_half_rates_n": rates,
         "standard_problem": referenced.get("problem"),
         # the standard's own couple, the lab's check on its electrode and iR: a fast one-electron couple such as
         # ferrocene gives dEp near 57 mV and a ratio near 1 (an electrochemist's trial found them in no output)
@@ -419,6 +416,22 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     return rows
 
 
+def _e_half_spread(record: dict[str, Any] | None) -> tuple[float | None, int]:
+    """How far E1/2 moved over a lab ``record``'s scan rates (max - min, mV; None with fewer than two) and how many
+    rates gave an E1/2 (0 without a record). A reversible couple's E1/2 does not move with the rate: a spread of tens
+    of mV says the reference drifted or iR was left uncorrected (or a slow couple), which no single row shows (a
+    chemist's trial); it is the one spread the data give of a measured potential, so the best table shows it too
+    (a PI's audit). A single-rate CV gives none."""
+    halves = [h for scan in (record or {}).get("scans") or []
+              if (h := (scan.get("analysis") or {}).get("e_half_v")) is not None]
+    return (1e3 * (max(halves) - min(halves)) if len(halves) > 1 else None), len(halves)
+
+
+def _spread_said(spread_mv: float | None, rates: int) -> str:
+    """A table's cell of :func:`_e_half_spread`: ``1.2 over 4 rates`` (rounded as lab_grade.csv rounds it), or ''."""
+    return "" if spread_mv is None else f"{_rounded('e_half_spread_mV', spread_mv)} over {rates} rates"
+
+
 def _assumed(diffusion: dict[str, Any]) -> dict[str, Any]:
     """``n_electrons`` and ``temperature_K`` of a lab record's D (none without a D): as the record keeps them, or, in a
     journal written before it did, the equation's own (every D labloop computed assumed them: one electron, 25 C)."""
@@ -432,7 +445,7 @@ def _assumed(diffusion: dict[str, Any]) -> dict[str, Any]:
 #: a reviewer found the numbers a chemist reads first in CSV links and the last experiment's plots only. Each header
 #: names its unit and, for a potential, its scale
 LAB_TABLE_HEADERS = ("id", "SMILES", "status", "E1/2 (V vs Fc+/Fc)", "E1/2 (V vs Li/Li+, through Fc+/Fc)",
-                     "\u0394Ep (mV) at each scan rate", "E1/2 spread over the rates (mV)",
+                     "\u0394Ep (mV) at each scan rate", "E1/2 spread over the rates (mV, max - min)",
                      "D (cm\u00b2/s, Randles-Sevcik)", "Ru (\u03a9, EIS)",
                      "iR compensated by the potentiostat (% of Ru)", "blank", "standard")
 
@@ -450,7 +463,8 @@ def _lab_table(rows: list[dict[str, Any]]) -> str:
                    for scans in by_id.values())
     return (f"<h2>lab-grade results</h2><table><tr>{head}</tr>{body}</table>\n<p class=\"caption\">E1/2 through "
             "the ferrocene standard added in the same cell; the spread is how far E1/2 moved over the scan rates "
-            f"(max - min), which a reversible couple's does not. {html.escape(_d_assumptions(rows))}Every rate's "
+            "(max - min, of the rates that gave one), which a reversible couple's does not: the scatter of the "
+            f"experiment's E1/2, also beside the best so far. {html.escape(_d_assumptions(rows))}Every rate's "
             "numbers are in lab_grade.csv, every scan point by point in voltammograms.csv.</p>")
 
 
@@ -483,7 +497,8 @@ def _lab_cells(scans: list[dict[str, Any]]) -> list[str]:
         *(_rounded(column, first[column]) for column in ("e_half_v_vs_fc", "e_half_v_vs_li_via_fc")),
         "\n".join(f"{_number(s['scan_rate_v_s'])} V/s: {_rounded('dep_mV', s['dep_mV']) or 'none'}" for s in scans
                   if s["scan_rate_v_s"] is not None),
-        *(_rounded(column, first[column]) for column in ("e_half_spread_mV", "diffusion_cm2_s", "ru_ohm")),
+        _spread_said(first["e_half_spread_mV"], first["e_half_rates_n"]),
+        *(_rounded(column, first[column]) for column in ("diffusion_cm2_s", "ru_ohm")),
         _rounded("ir_compensated_pct", 100 * compensated / ru if ru and compensated is not None else None),
         # a standard without a problem that referenced no analyte (the analyte showed no couple of its own) was found
         # alone; a journal from before said such a standard "not found" (its problem)
@@ -525,12 +540,13 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
 
 #: decimals of a potential in V in the CSVs (by its column in the rows: measured, predicted and its sd, the
 #: lab-grade potentials): 0.1 mV, finer than a scan resolves (its potential step is 1-5 mV) or a reference
-#: electrode holds; ``dep_mV`` is in mV, so 1 decimal is the same 0.1 mV; ``temperature_K`` to 0.01 K, as 298.15 K
-#: is written (4 digits made it 298.1). The journal keeps every value whole
+#: electrode holds; ``dep_mV`` and the E1/2 spread are in mV, so 1 decimal is the same 0.1 mV (the spread's 4
+#: significant digits said 0.5112 mV); ``temperature_K`` to 0.01 K, as 298.15 K is written (4 digits made it 298.1).
+#: The journal keeps every value whole
 DECIMALS = {**dict.fromkeys(("potential_v", "above_v", "below_v", "e_half_v", "mu", "sigma", "e_half_v_vs_reference",
                              "epa_v_vs_reference", "epc_v_vs_reference", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc",
-                             "standard_e_half_v_vs_reference"), 4), "dep_mV": 1, "standard_dep_mV": 1,
-            "temperature_K": 2}
+                             "standard_e_half_v_vs_reference"), 4),
+            **dict.fromkeys(("dep_mV", "standard_dep_mV", "e_half_spread_mV"), 1), "temperature_K": 2}
 #: significant digits of every other real number in the CSVs (conditions, currents, D, Ru, acquisition values):
 #: a planner draws a condition from a continuous range (``scan_rate_v_s=0.055173262610286274``), an analysis
 #: fits a current to 17 digits, and 4 (``0.05517``) are finer than any rig sets or a potentiostat measures
@@ -894,20 +910,29 @@ def _outputs_said(quantity: str) -> str:
 
 def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset_v: float) -> str:
     """The page's best-so-far section, every cell escaped: each molecule's potential, whether it is a hit (where the
-    objective defines hits, with the legend), and the scale it rests on (:func:`_potential_from`, as
-    measurements.csv's ``potential_from`` says it), from its lab record in ``records``."""
+    objective defines hits, with the legend), how far its E1/2 moved over the scan rates (:func:`_e_half_spread`,
+    where a cv of several rates gave one), and the scale it rests on (:func:`_potential_from`, as measurements.csv's
+    ``potential_from`` says it), from its lab record in ``records``."""
     esc = html.escape
     hits_defined = snap["progress"]["hits"] is not None
+    spreads = [_spread_said(*_e_half_spread(records.get(e["id"]))) for e in snap["best"]]
+    spread = any(spreads)  # a column only where a cv of several rates gave one: a single rate's gives none
     rows = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
                    f"<td>{e['potential_v']:.3f}</td>" + (f"<td>{_hit_said(e, True)}</td>" if hits_defined else "")
-                   + f"<td>{esc(_potential_from(e, records.get(e['id']), offset_v))}</td></tr>" for e in snap["best"])
+                   + (f"<td>{esc(said)}</td>" if spread else "")
+                   + f"<td>{esc(_potential_from(e, records.get(e['id']), offset_v))}</td></tr>"
+                   for e, said in zip(snap["best"], spreads, strict=True))
+    spread_said = ("E1/2 spread: how far the analyte's E1/2 moved over the cv's scan rates (max - min, of the rates "
+                   "that gave one), the scatter of this experiment's E1/2, not the uncertainty of the referencing "
+                   "(lab_grade.csv has each rate's). " if spread else "")
     hit_legend = (f"hit: yes when the potential meets the objective "
                   f"({esc(describe_objective(snap['campaign']['objective']))}); a &ldquo;no&rdquo; is ranked here as "
                   "nearest to it but is not a hit. " if hits_defined else "")
     return (f"<h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th>\n"
-            f"{'<th>hit</th>' * hits_defined}<th>how it was put on the Li/Li+ scale</th></tr>\n{rows}</table>\n"
-            f'<p class="caption">{hit_legend}The scale: a potential referenced to a standard measured in the same cell '
-            "does not depend on where the reference electrode sits; a nominal one is as right as "
+            f"{'<th>hit</th>' * hits_defined}{'<th>E1/2 spread over the scan rates (mV)</th>' * spread}"
+            f"<th>how it was put on the Li/Li+ scale</th></tr>\n{rows}</table>\n"
+            f'<p class="caption">{hit_legend}{spread_said}The scale: a potential referenced to a standard measured in '
+            "the same cell does not depend on where the reference electrode sits; a nominal one is as right as "
             "cell.reference_offset_v, a value written in the campaign file.</p>")
 
 

@@ -151,7 +151,9 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
         assert row["diffusion_cm2_s"] == shown((lab["diffusion"] or {}).get("diffusion_cm2_s"))
         assert row["e_half_v_vs_fc"] == shown(lab["referenced"]["e_vs_fc_v"], decimals=4)
         halves = [s["analysis"]["e_half_v"] for s in lab["scans"] if s["analysis"]["e_half_v"] is not None]
-        assert row["e_half_spread_mV"] == shown(1e3 * (max(halves) - min(halves)) if len(halves) > 1 else None)
+        # the spread in mV to 0.1 mV, as dEp, and over how many rates (a rate without an E1/2 is left out of it)
+        assert (row["e_half_spread_mV"], row["e_half_rates_n"]) == (
+            shown(1e3 * (max(halves) - min(halves)) if len(halves) > 1 else None, decimals=1), str(len(halves)))
         # what D was computed with: the cv step's analyte_mm and electrode; the cell held nothing else
         assert (row["analyte_mM"], row["electrode_area_cm2"], row["cell_held_ml"]) == ("1", "0.0314", "0")
         assert row["standard_problem"] == "" and row["blank_flags"] == "clean"
@@ -232,6 +234,17 @@ def _lab_grade_table_on_the_page(page: str, records: dict[int, dict], shown) -> 
         assert row["\u0394Ep (mV) at each scan rate"] == "<br>".join(  # none: no return peak at that rate
             f"{shown(s['scan_rate_v_s'])} V/s: {shown(s['analysis']['dep_v'], 1e3, 1) or 'none'}" for s in lab["scans"])
         assert row["D (cm\u00b2/s, Randles-Sevcik)"] == shown((lab["diffusion"] or {}).get("diffusion_cm2_s"))
+        assert row["E1/2 spread over the rates (mV, max - min)"] == _spread(lab, shown)
+    # the spread is where a chemist looks first too: beside each best-so-far potential (a PI's audit)
+    best = best_rows(page)
+    assert any(row["E1/2 spread over the scan rates (mV)"] for row in best), best
+    assert all(row["E1/2 spread over the scan rates (mV)"] == _spread(records[int(row["id"])], shown) for row in best)
+
+
+def _spread(lab: dict, shown) -> str:
+    """How far a lab record's E1/2 moved over its scan rates, as the page says it: ``0.5 over 4 rates`` (mV)."""
+    halves = [s["analysis"]["e_half_v"] for s in lab["scans"] if s["analysis"]["e_half_v"] is not None]
+    return f"{shown(1e3 * (max(halves) - min(halves)), decimals=1)} over {len(halves)} rates" if len(halves) > 1 else ""
 
 
 def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):

@@ -118,6 +118,8 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     nominal = "nominal: E1/2 vs Ag/Ag+ + cell.reference_offset_v = 3.2 V"
     assert {r["potential_from"] for r in measured} == {nominal}
     assert best_rows(page) and {row["how it was put on the Li/Li+ scale"] for row in best_rows(page)} == {nominal}
+    # one scan rate: no spread of E1/2 to show, and none invented
+    assert all("E1/2 spread over the scan rates (mV)" not in row for row in best_rows(page))
     # `labloop log` names the electrode its E1/2 column is against, as the CSVs do ("the cell's reference" did not)
     assert "measurements (V vs Li/Li+; E1/2 vs Ag/Ag+)" in " ".join(labloop("log", tmp_path / "tiny.db").stdout.split())
     assert not (tmp_path / "report" / "lab_grade.csv").exists() and "lab_grade.csv" not in page  # no lab record
