@@ -6,6 +6,7 @@ claimed; a damaged or moved-from journal is one line; validate refuses what run 
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import io
 import json
@@ -29,6 +30,7 @@ from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import Rig
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner, _stopped_after_pumping
+from labloop.orchestrator.report import write_report
 from labloop.surrogate.dataset import read_table
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
@@ -84,6 +86,10 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
         assert not journal.experiments(states=(State.RUNNING,))
         cv = [a for a in journal.actions(failed[0].id) if a.command == "cv"]
         assert cv[0].outcome.startswith("RuntimeError") and cv[0].finished_at  # the action is closed too
+        write_report(journal, tmp_path / "report")  # the report's failures say the kind: the step and the error
+    with (tmp_path / "report" / "failures.csv").open() as handle:
+        assert [(r["kind"], r["cause"]) for r in csv.DictReader(handle) if r["id"] == str(failed[0].id)] == [
+            ("potentiostat (cv): RuntimeError", failed[0].cause)]
 
 
 def _runner_with_a_buggy_potentiostat(tmp_path: Path, campaign_file: Path, monkeypatch,
@@ -262,6 +268,12 @@ def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_faul
         refused = {e.smiles for e in failed}
         told = [o for o in state["observations"] if o["smiles"] in refused]
         assert told and all(o["failure"] == "configuration" for o in told)
+    # the report's failures say each was a refusal, by which check, with no bound (nothing was scanned)
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    with (tmp_path / "report" / "failures.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["id"], r["kind"], r["above_v_vs_li"], r["below_v_vs_li"], r["cause"]) for r in rows] == [
+        (str(e.id), "refused: SafetyLimitExceeded", "", "", e.cause) for e in failed]
 
 
 class _StuckPotentiostat:
