@@ -531,6 +531,23 @@ def test_the_lab_grade_table_escapes_what_it_shows():
     assert table.count("<tr>") == 2 and _lab_table([]) == ""
 
 
+def test_the_failures_and_best_tables_escape_what_they_show():
+    """The failures table shows journal text (a SMILES, a name, a plug-in's message in a cause) and the best table a
+    reference electrode's name from the campaign file: all escaped."""
+    from labloop.orchestrator.report import _best_table, _failures, _failures_table
+
+    failed = {"id": 4, "name": "<i>x</i>", "smiles": "C<script>", "status": "failed", "flags": [], "mu": None,
+              "sigma": None, "uncalibrated": False, "cause": "pump (dispense): <b>Odd</b>: a & b"}
+    table = _failures_table(_failures([failed], []))
+    assert "<script>" not in table and "<b>" not in table and "<i>" not in table
+    assert ("<td>4</td><td>&lt;i&gt;x&lt;/i&gt;</td><td><code>C&lt;script&gt;</code></td><td>pump (dispense): "
+            "&lt;b&gt;Odd&lt;/b&gt;: a &amp; b</td>") in table  # no error type named: the whole cause is its kind
+    best = {**failed, "status": "done", "potential_v": 4.5, "reference": "Ag<wire>", "hit": True}
+    snap = {"best": [best], "progress": {"hits": None}, "campaign": {"objective": {}}}
+    page = _best_table(snap, {}, 3.2)
+    assert "<wire>" not in page and "nominal: E1/2 vs Ag&lt;wire&gt; + cell.reference_offset_v = 3.2 V" in page
+
+
 def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_file(tmp_path, labloop, write_campaign):
     """A PI's audit: a simulated campaign's report looked exactly like a real one, a stopped one like a finished one,
     and the campaign file that was run was nowhere in the folder. The page says a dry run and how the run ended, and
