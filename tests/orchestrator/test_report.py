@@ -598,6 +598,7 @@ def test_the_model_now_line_sets_the_last_calibrations_error_beside_the_window()
 NO_WAVE, BEYOND, MEASURABLE = "CCCCCC", "N#Cc1ccc(C#N)c2c1-c1cccc3cccc-2c13", "Oc1ccc2c3c([nH]c2c1)C=NCC3"
 
 
+@pytest.mark.slow  # trains a small prior for the predictions (15-25 s on 2 shared cores)
 def test_the_report_lists_the_failed_experiments_with_kind_bound_prediction_and_cause(tmp_path, labloop,
                                                                                        write_campaign):
     """A PI's audit: the report had no table of the failed experiments (measurements.csv holds only those that
