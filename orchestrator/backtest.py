@@ -211,39 +211,79 @@ class Progress(Protocol):
     def advance(self) -> None: ...
 
 
+class StoppedEarly(KeyboardInterrupt):
+    """:func:`compare` stopped by a Ctrl-C or a ``kill`` (``cause``, whose text, ``SIGINT``, this keeps): the
+    summaries of the campaigns that finished (``results``, as :func:`compare` returns them, each planner over its
+    first finished seeds; none for a planner without one), how many seeds each planner finished (``finished``, every
+    planner, in the order they run: the oracle first) of the ``seeds`` asked, and the campaign cut short
+    (``dropped``: planner and seed, or None). Why a KeyboardInterrupt: a caller that only stops on one stops on
+    this alike; ``labloop backtest`` prints what finished (orchestrator/cli/backtest.py), since a lab stopping 4 of
+    5 seeds into an hour lost all of them."""
+
+    def __init__(self, cause: KeyboardInterrupt, results: dict[str, dict[str, Any]], finished: dict[str, int],
+                 seeds: int, dropped: tuple[str, int] | None) -> None:
+        super().__init__(*cause.args)
+        self.cause = cause
+        self.results = results
+        self.finished = finished
+        self.seeds = seeds
+        self.dropped = dropped
+
+
 def compare(campaign: Campaign, kinds: Sequence[str], library: Sequence[str], model: ModelView | None,
             measure: Measure, *, seeds: int, budget: int, oracle_truth: Mapping[str, float] | None,
             progress: Progress, past: Sequence[Observation] = ()) -> dict[str, dict[str, Any]]:
     """Every planner of ``kinds`` over ``seeds`` campaigns (seeds from the campaign's) of ``budget``
     experiments, summarised (:func:`summarise`); with ``oracle_truth``, the oracle too (:func:`oracle_view`),
     run first so each planner's hits are also a fraction of its. ``past``: the campaign's past measurements, which
-    every campaign starts from (:func:`run_campaign`)."""
+    every campaign starts from (:func:`run_campaign`). Each planner runs its seeds in turn, one planner after
+    another; an interrupt once they began raises :class:`StoppedEarly` with the campaigns finished by then."""
     from labloop.planners import make_planner
 
     descriptors = DescriptorTable()
     score = objective_score(campaign.objective)
+    oracle = oracle_view(model, oracle_truth, library, descriptors, seed=campaign.seed) \
+        if oracle_truth is not None and model is not None else None
+    # the finished campaigns by planner, in the order they run (the oracle first), and the last one started
+    runs: dict[str, list[CampaignRun]] = {name: [] for name in (["oracle"] if oracle is not None else []) + list(kinds)}
+    running: tuple[str, int] | None = None
 
-    def runs_of(kind: str, name: str, view_of: Callable[[Sequence[Observation]], ModelView] | None = None
-                ) -> list[CampaignRun]:
+    def run(kind: str, name: str, view_of: Callable[[Sequence[Observation]], ModelView] | None = None) -> None:
+        nonlocal running
         settings = campaign.model_copy(update={"planner": campaign.planner.model_copy(update={"kind": kind})})
         planner = make_planner(settings.planner_settings(), library, descriptors)
-        runs = []
         for seed in range(campaign.seed, campaign.seed + seeds):
+            running = name, seed
             progress.start(name, seed)
-            runs.append(run_campaign(planner, model, measure, seed=seed, budget=budget,
-                                     batch=campaign.planner.batch_size, descriptors=descriptors, score=score,
-                                     view_of=view_of, on_experiment=progress.advance, past=past))
-        return runs
+            done = run_campaign(planner, model, measure, seed=seed, budget=budget, batch=campaign.planner.batch_size,
+                                descriptors=descriptors, score=score, view_of=view_of,
+                                on_experiment=progress.advance, past=past)
+            runs[name].append(done)
+            # with -v, what each campaign found as it ends: how far a long backtest is, and what a stop keeps
+            log.info("%s seed %d finished: %g after %d experiments", name, seed,
+                     done.curve[-1] if done.curve else 0.0, len(done.curve))  # as summarise counts it
 
-    results: dict[str, dict[str, Any]] = {}
-    oracle = None
-    if oracle_truth is not None and model is not None:
-        view = oracle_view(model, oracle_truth, library, descriptors, seed=campaign.seed)
-        oracle = summarise(runs_of("bayes", "oracle", lambda _observations: view), budget)
-    for kind in kinds:
-        results[kind] = summarise(runs_of(kind, kind), budget, None if oracle is None else oracle["mean"])
-    if oracle is not None:
-        results["oracle"] = oracle
+    try:
+        if oracle is not None:
+            run("bayes", "oracle", lambda _observations: oracle)
+        for kind in dict.fromkeys(kinds):  # a planner named twice runs once, as its one summary says
+            run(kind, kind)
+    except KeyboardInterrupt as exc:
+        # the last campaign started, unless it finished (the interrupt came between it and the next)
+        dropped = running if running and running[1] >= campaign.seed + len(runs[running[0]]) else None
+        raise StoppedEarly(exc, _summaries(runs, budget), {name: len(r) for name, r in runs.items()}, seeds,
+                           dropped) from None
+    return _summaries(runs, budget)
+
+
+def _summaries(runs: Mapping[str, Sequence[CampaignRun]], budget: int) -> dict[str, dict[str, Any]]:
+    """:func:`compare`'s result: each planner with a finished campaign summarised, the oracle last; a planner's
+    ``of_oracle`` is over the oracle's same seeds (all of them, unless the planner's were cut short)."""
+    oracle = runs.get("oracle", [])
+    results = {name: summarise(r, budget, summarise(oracle[:len(r)], budget)["mean"] if oracle else None)
+               for name, r in runs.items() if r and name != "oracle"}
+    if oracle:
+        results["oracle"] = summarise(oracle, budget)
     return results
 
 
@@ -339,7 +379,9 @@ def paired_with_leader(results: Mapping[str, Mapping[str, Any]]) -> list[dict[st
     for name, r in ranked:
         if name == leader:
             continue
-        diffs = [a - b for a, b in zip(best["per_seed"], r["per_seed"], strict=True) if a is not None and b is not None]
+        # over the seeds both finished (an interrupted backtest's planners may have fewer: the first of each)
+        diffs = [a - b for a, b in zip(best["per_seed"], r["per_seed"], strict=False)
+                 if a is not None and b is not None]
         se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
         mean = statistics.mean(diffs) if diffs else None
         apart = (None if mean is None or se is None or len(diffs) < MIN_SEEDS_TO_TELL_APART

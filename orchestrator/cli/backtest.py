@@ -15,7 +15,7 @@ import click
 
 from labloop.core.text import plural, printable
 from labloop.orchestrator import console
-from labloop.orchestrator.backtest import ORACLE_ROWS, Scan
+from labloop.orchestrator.backtest import ORACLE_ROWS, Scan, StoppedEarly
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
 from labloop.orchestrator.cli.preflight import cached_prior, check_store_folder
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
@@ -34,6 +34,10 @@ MAX_NOISE_V = 1.0
 OF_ORACLE_ABOVE_1 = ("of oracle above 1: the oracle is calibrated once, before the campaign, so each molecule's own "
                      "error stays in its surrogate, and a planner that learns within its budget (or a lucky one, over "
                      "few seeds) can find more")
+
+
+#: a width no table reaches, to measure one's full width
+UNBOUNDED = 1_000_000
 
 
 def _finite(value: float) -> float:
@@ -87,7 +91,7 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, truth_vs: str |
              budget: int | None, no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
     """Why a guard around the work: a Ctrl-C or a ``kill`` (SIGTERM, as ``labloop run`` takes it:
     orchestrator/loop/interrupts.py) said only ``aborted``, or nothing, with 143; now one line says what stopped
-    and what is left (:func:`_stopped`), exit 130."""
+    and what is left (:func:`_stopped`), exit 130, after the results of the seeds that finished, if any."""
     from labloop.orchestrator.loop.interrupts import Interrupts
 
     campaign = load_campaign(campaign_file)
@@ -101,17 +105,39 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, truth_vs: str |
 
 
 def _stopped(campaign: Campaign, exc: KeyboardInterrupt) -> str:
-    """The one line of a stopped backtest: by what, that it wrote nothing (it has no output file), and what of the
-    prior model stays (it is cached beside the store only once trained in full: surrogate/persistence.py)."""
+    """The one line of a stopped backtest: by what, what of its results it printed (those of the seeds that
+    finished, :func:`_partial`, or nothing: it has no output file), and what of the prior model stays (it is cached
+    beside the store only once trained in full: surrogate/persistence.py)."""
     from labloop.orchestrator.learning import models
 
-    how = str(exc) if str(exc).startswith("SIG") else "SIGINT"
     prior = ""
     if campaign.prior is not None:
         directory = models.prior_dir(campaign.store, models.prior_key(campaign))
         prior = (f"; the prior model cached in {directory} is kept" if directory.exists() else
                  "; no prior model was cached (its training, if it began, is lost)")
-    return f"interrupted ({how}): the backtest stopped before its results and wrote nothing{prior}"
+    if isinstance(exc, StoppedEarly) and exc.results:
+        return f"{_partial(exc)}{prior}"
+    return f"interrupted ({_signal(exc)}): the backtest stopped before its results and wrote nothing{prior}"
+
+
+def _signal(exc: KeyboardInterrupt) -> str:
+    """The signal that stopped the backtest: ``SIGTERM`` as orchestrator/loop/interrupts.py names it, a plain
+    KeyboardInterrupt a Ctrl-C."""
+    return str(exc) if str(exc).startswith("SIG") else "SIGINT"
+
+
+def _partial(stopped: StoppedEarly) -> str:
+    """What an interrupted backtest's results hold: ``interrupted (SIGINT) after 5 of 5 seeds of oracle, 3 of 5 of
+    bayes and 0 of 5 of greedy; bayes's seed 8, in progress, is dropped: the results hold finished seeds only``.
+    Why each planner's count: the planners run one after another, each its seeds in turn
+    (orchestrator/backtest.py compare), so a stop leaves the first planners whole and the later ones without a
+    seed, and a table of means over 3 seeds beside means over 5 must say so."""
+    counts = [f"{n} of {stopped.seeds}" for n in stopped.finished.values()]
+    counts[0] += f" {plural(stopped.seeds, 'seed')}"
+    said = [f"{count} of {name}" for count, name in zip(counts, stopped.finished, strict=True)]
+    listed = ", ".join(said[:-1]) + f" and {said[-1]}" if len(said) > 1 else said[0]
+    dropped = f"; {stopped.dropped[0]}'s seed {stopped.dropped[1]}, in progress, is dropped" if stopped.dropped else ""
+    return f"interrupted ({_signal(stopped)}) after {listed}{dropped}: the results hold finished seeds only"
 
 
 def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str | None, planners: str, seeds: int,
@@ -197,8 +223,14 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
             def advance(self) -> None:
                 bar.advance(task)
 
-        results = engine.compare(campaign, kinds, library, model, measure, seeds=seeds, budget=budget,
-                                 oracle_truth=known if oracle else None, progress=Shown(), past=before)
+        stopped: StoppedEarly | None = None
+        try:
+            results = engine.compare(campaign, kinds, library, model, measure, seeds=seeds, budget=budget,
+                                     oracle_truth=known if oracle else None, progress=Shown(), past=before)
+        except StoppedEarly as exc:
+            if not exc.results:  # no seed finished: backtest() says so in one line
+                raise
+            results, stopped = exc.results, exc
     report = {"campaign": campaign.name, "library": len(library), "truth": str(truth_file), "column": column,
               "objective": describe_objective(objective.model_dump()),
               "measure": "hits" if objective.defines_hits else "best score", "budget": budget,
@@ -210,14 +242,21 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
               "past_measurements": len(past.measurements) if past else 0,
               "past_bounds": len(past.bounds) if past else 0,
               "seeds": list(range(campaign.seed, campaign.seed + seeds)),  # per_seed's order
-              "seeds_vary": seeds_vary(scan is not None, noise_v, "random" in kinds),
+              # a stopped backtest's results are over each planner's first seeds_finished seeds
+              "interrupted": None if stopped is None else _signal(stopped),
+              "seeds_finished": {name: seeds for name in results} if stopped is None else stopped.finished,
+              "seed_dropped": None if stopped is None or stopped.dropped is None else
+              {"planner": stopped.dropped[0], "seed": stopped.dropped[1]},
+              "seeds_vary": seeds_vary(scan is not None, noise_v, "random" in results),  # if it ran a seed
               "versus_leader": engine.paired_with_leader(results),
               "instruments": "none" if scan is None else _scanned(scan), "noise_v": noise_v, "planners": results,
               "warnings": notes}
     if as_json:
         console.out.print_json(json.dumps(report, allow_nan=False))  # strict JSON: a missing value is null
-        return
-    _print_table(report)
+    else:
+        _print_table(report, None if stopped is None else _partial(stopped))
+    if stopped is not None:  # backtest() says what stopped, and exits as a stopped run does
+        raise stopped
 
 
 def _hits(objective: Objective, values: Iterable[float]) -> int | None:
@@ -267,32 +306,68 @@ def _g(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def _print_table(report: dict[str, Any]) -> None:
+def _print_table(report: dict[str, Any], partial: str | None = None) -> None:
+    """The results as a table, its caption and the paired comparisons under it; ``partial``: what an interrupted
+    backtest's results hold (:func:`_partial`), said in the title and first in the caption. Why two layouts: the
+    table's eight columns need about 130 columns, and an 80-column terminal folded every row over several lines,
+    unreadable; where the whole table does not fit, its columns are split into two tables (what each planner found,
+    then how it measured and proposed) and the per-seed values are lines under them, each fitting 80 columns."""
     from rich.table import Table
 
     what = report["measure"]
+    seeds = f"seeds {report['seeds'][0]}-{report['seeds'][-1]}" + (" (interrupted: finished seeds only)"
+                                                                    if partial else "")
     # the objective in the title: a hit's window was said nowhere, and with instruments the scan's window, which
     # the title did show, was taken for it (a chemist's trial)
-    table = Table(title=f"{report['campaign']}: {what} ({report['objective']}) in {report['budget']} experiments, "
-                        f"{report['library']} molecules, seeds {report['seeds'][0]}-{report['seeds'][-1]}, "
-                        f"instruments: {report['instruments']}")
-    for heading in ("planner", f"{what} mean +/- sd (se)", "of oracle", "per seed", "at 25% / 50% / 100%", "failed",
-                    "within +/-1.96 sd (rms z)", "proposal median / p95 (s)"):
-        table.add_column(heading)
-    for name, r in report["planners"].items():
-        after = " / ".join(_g(v) for v in r["after"].values())
-        per_seed = " ".join(_g(v if v is None else round(v, 2)) for v in r["per_seed"])  # as the mean is
-        of_oracle = "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}"
-        spread = "" if r["sd"] is None else f" +/- {r['sd']:g} ({r['se']:g})"  # none from one seed
-        checked = "-" if r["within_1_96_sd"] is None else f"{100 * r['within_1_96_sd']:.0f}% ({r['rms_z']:g})"
-        table.add_row(name, f"{_g(r['mean'])}{spread}", of_oracle, per_seed, after, f"{r['failed_mean']:g}",
-                      checked, f"{r['latency_s']['median']} / {r['latency_s']['p95']}")
+    title = (f"{report['campaign']}: {what} ({report['objective']}) in {report['budget']} experiments, "
+             f"{report['library']} molecules, {seeds}, instruments: {report['instruments']}")
     beyond = any((r["of_oracle"] or 0) > 1 for r in report["planners"].values())
-    table.caption = "\n".join(filter(None, (_proposable(report), report["seeds_vary"],
-                                             OF_ORACLE_ABOVE_1 if beyond else None)))
-    console.out.print(table)
-    for line in _versus_leader(report["versus_leader"], what):
+    caption = "\n".join(filter(None, (partial, _proposable(report), report["seeds_vary"],
+                                      OF_ORACLE_ABOVE_1 if beyond else None)))
+    cells = {name: _cells(r, what) for name, r in report["planners"].items()}
+
+    def table(headings: list[str], title: str | None, caption: str | None) -> Table:
+        shown = Table(title=title, caption=caption)
+        for heading in ("planner", *headings):
+            shown.add_column(heading)
+        for name, row in cells.items():
+            shown.add_row(name, *(row[h] for h in headings))
+        return shown
+
+    headings = list(next(iter(cells.values())))
+    whole = table(headings, title, caption)
+    lines = []
+    # measured unbounded: rich's own measure is capped at the console's width
+    if console.out.measure(whole, options=console.out.options.update_width(UNBOUNDED)).maximum <= console.out.width:
+        console.out.print(whole)
+    else:
+        found, checks = headings[:headings.index("failed")], headings[headings.index("failed"):]
+        console.out.print(table([h for h in found if h != "per seed"], title, None))
+        console.out.print(table(checks, None, caption))
+        first = report["seeds"][0]
+        lines = [f"{name} per seed ({_span(first, len(r['per_seed']))}): {cells[name]['per seed']}"
+                 for name, r in report["planners"].items()]
+    for line in lines + _versus_leader(report["versus_leader"], what):
         console.out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _span(first: int, seeds: int) -> str:
+    """``5-9``, or ``5`` for one seed (an interrupted backtest's planner may have one)."""
+    return f"{first}-{first + seeds - 1}" if seeds > 1 else str(first)
+
+
+def _cells(r: dict[str, Any], what: str) -> dict[str, str]:
+    """A planner's cells by the heading of their column, in the table's order: what it found (up to ``failed``),
+    then how it measured and proposed (:func:`_print_table` splits them there)."""
+    spread = "" if r["sd"] is None else f" +/- {r['sd']:g} ({r['se']:g})"  # none from one seed
+    return {f"{what} mean +/- sd (se)": f"{_g(r['mean'])}{spread}",
+            "of oracle": "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}",
+            "per seed": " ".join(_g(v if v is None else round(v, 2)) for v in r["per_seed"]),  # as the mean is
+            "at 25% / 50% / 100%": " / ".join(_g(v) for v in r["after"].values()),
+            "failed": f"{r['failed_mean']:g}",
+            "within +/-1.96 sd (rms z)": "-" if r["within_1_96_sd"] is None else
+            f"{100 * r['within_1_96_sd']:.0f}% ({r['rms_z']:g})",
+            "proposal median / p95 (s)": f"{r['latency_s']['median']} / {r['latency_s']['p95']}"}
 
 
 def _proposable(report: dict[str, Any]) -> str | None:

@@ -4,8 +4,10 @@ and options exit 2 with one line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 
@@ -619,11 +621,13 @@ def test_column_names_match_with_spaces_around_them(tmp_path, labloop, write_cam
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_backtest_says_what_stopped(tmp_path, write_campaign, truth_csv, signum):
     """Ctrl-C said only 'aborted', and a kill (SIGTERM) nothing, exit 143: one line says what stopped and that
-    nothing was written, exit 130 for both, as `labloop run` exits."""
+    nothing was written, exit 130 for both, as `labloop run` exits. With simulated instruments, whose first
+    campaign of 200 voltammograms takes seconds, the signal comes before any seed finished (one that did is kept:
+    the tests below)."""
     path, _ = truth_csv
     process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "backtest",
                                 write_campaign(tmp_path), "--truth", path, "--column", "e_v", "--planners", "random",
-                                "--seeds", "1000", "--budget", "250", "--no-instruments"],
+                                "--seeds", "1000", "--budget", "250"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     first = process.stderr.readline()  # the budget's warning: printed once the work has begun
@@ -634,6 +638,95 @@ def test_a_stopped_backtest_says_what_stopped(tmp_path, write_campaign, truth_cs
     assert err.strip().splitlines()[-1] == (f"interrupted ({signal.Signals(signum).name}): the backtest stopped "
                                             "before its results and wrote nothing"), err
     assert "aborted" not in err and out == ""
+
+
+#: what `backtest -v` logs as each campaign ends (orchestrator/backtest.py compare)
+FINISHED = re.compile(r"INFO labloop\.orchestrator\.backtest: (\w+) seed (\d+) finished: (\S+) after \d+ experiments")
+
+
+def _stopped_after(args: list, first: str, signum: int) -> tuple[subprocess.CompletedProcess, dict[str, list[float]]]:
+    """``labloop -v backtest ARGS`` in a real process, sent ``signum`` once ``first``'s first seed has finished (its
+    log line read): what it printed and exited with, and each planner's finished seeds' values as it logged them,
+    in order (more may finish before the signal lands)."""
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "-v", "backtest", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "200"})  # a table of whole rows, whatever runs pytest
+    assert process.stderr is not None
+    said = []
+    for line in process.stderr:  # until the process ends, if it never says it (the assert below shows why)
+        said.append(line)
+        if (match := FINISHED.search(line)) and match[1] == first:
+            process.send_signal(signum)
+            break
+    out, rest = process.communicate(timeout=300)  # liveness only
+    err = "".join(said) + rest
+    finished: dict[str, list[float]] = {}
+    for name, _seed, value in FINISHED.findall(err):
+        finished.setdefault(name, []).append(float(value))
+    assert first in finished, err
+    return subprocess.CompletedProcess(args, process.returncode, out, err), finished
+
+
+@pytest.mark.slow
+def test_an_interrupted_backtest_keeps_its_finished_seeds(tmp_path, labloop, write_campaign, truth_csv):
+    """A Ctrl-C 4 seeds into 5 lost all of them ('stopped before its results and wrote nothing'): the results of
+    the seeds that finished are printed, each planner's as an uninterrupted run of those seeds gives them, marked
+    (``interrupted``, ``seeds_finished``, the seed in progress dropped), exit 130. A real SIGINT to a real process
+    once greedy's first seed has finished; the planners run one after another, so random has none or a few."""
+    path, _ = truth_csv
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "greedy", "batch_size": 2})
+    args = [campaign, "--truth", path, "--column", "e_v", "--budget", "40", "--no-instruments", "--no-oracle",
+            "--json"]
+    result, finished = _stopped_after([*args, "--planners", "greedy,random", "--seeds", "3"], "greedy",
+                                      signal.SIGINT)
+    assert result.returncode == 130, result.stderr
+    report = json.loads(result.stdout)
+    counts = {name: len(finished.get(name, [])) for name in ("greedy", "random")}
+    assert report["interrupted"] == "SIGINT" and report["seeds_finished"] == counts, counts
+    assert report["seeds"] == [5, 6, 7]  # the seeds asked; each planner's per_seed holds its first finished ones
+    assert list(report["planners"]) == [name for name, n in counts.items() if n]  # none for a planner without one
+    running = next((name for name, n in counts.items() if n < 3), None)
+    if report["seed_dropped"] is not None:  # None only when the signal came between two campaigns
+        assert report["seed_dropped"] == {"planner": running, "seed": 5 + counts[running]}
+    # each planner's numbers are an uninterrupted run's of the same seeds (latency aside)
+    for name, r in report["planners"].items():
+        assert r["per_seed"] == finished[name]
+        whole = labloop("backtest", *args, "--planners", name, "--seeds", str(counts[name]))
+        assert whole.returncode == 0, whole.stderr
+        expected = json.loads(whole.stdout)["planners"][name]
+        assert {k: v for k, v in r.items() if k != "latency_s"} == \
+               {k: v for k, v in expected.items() if k != "latency_s"}
+    said = [f"{counts['greedy']} of 3 seeds of greedy", f"{counts['random']} of 3 of random"]
+    dropped = report["seed_dropped"]
+    in_progress = f"; {dropped['planner']}'s seed {dropped['seed']}, in progress, is dropped" if dropped else ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted (SIGINT) after {said[0]} and {said[1]}{in_progress}: the results hold "
+                           f"finished seeds only; the prior model cached in {tmp_path / 'prior-models'}"), last
+    assert last.endswith(" is kept"), last
+
+
+@pytest.mark.slow
+def test_an_interrupted_table_holds_its_finished_seeds(tmp_path, write_campaign, truth_csv):
+    """The table of a backtest stopped (SIGTERM, a real one) after one of its 1000 seeds: the finished seeds' mean,
+    sd and per-seed values as logged, its title and caption saying it was interrupted, exit 130."""
+    path, _ = truth_csv
+    result, finished = _stopped_after([write_campaign(tmp_path), "--truth", path, "--column", "e_v", "--planners",
+                                       "random", "--seeds", "1000", "--budget", "200", "--no-instruments"], "random",
+                                      signal.SIGTERM)
+    assert result.returncode == 130, result.stderr
+    values = finished["random"]
+    n = len(values)
+    assert 0 < n < 1000
+    assert "seeds 5-1004 (interrupted: finished seeds only)" in " ".join(result.stdout.split()), result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("│ random"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    mean = round(statistics.mean(values), 2)
+    sd = statistics.stdev(values) if n > 1 else None  # one seed has none, and the table shows the mean alone
+    assert cells[1] == (f"{mean:g}" if sd is None else f"{mean:g} +/- {round(sd, 2):g} ({round(sd / n ** 0.5, 2):g})")
+    assert cells[3] == " ".join(f"{v:g}" for v in values)
+    partial = f"interrupted (SIGTERM) after {n} of 1000 seeds of random"
+    assert partial in " ".join(result.stdout.split())
+    assert result.stderr.strip().splitlines()[-1].startswith(partial), result.stderr
 
 
 @pytest.mark.parametrize("planners", ["bayes,,random", "random,", ","])
@@ -656,6 +749,25 @@ def test_a_best_score_per_seed_is_shown_as_its_mean_is(tmp_path, labloop, write_
     row = next(line for line in result.stdout.splitlines() if line.startswith("│ random"))
     cells = [c.strip() for c in row.strip("│").split("│")]
     assert re.fullmatch(r"\d+\.\d{1,2} \d+\.\d{1,2}", cells[3]), row
+
+
+def test_the_table_fits_80_columns(tmp_path, labloop, write_campaign, truth_csv, monkeypatch):
+    """On an 80-column terminal the table's eight columns folded every planner's row over three lines, unreadable:
+    it is split in two tables whose rows each fit one line, and the per-seed values are lines under them."""
+    path, _ = truth_csv
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "bayes", "batch_size": 2})
+    monkeypatch.setattr(console.out, "width", 80)  # as COLUMNS=80 sets it
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "bayes,greedy,random",
+                     "--seeds", "2", "--budget", "6", "--no-instruments")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    paired = [line for line in lines if " per campaign" in line]  # one line each, for grep: the terminal folds them
+    assert paired and all(len(line) <= 80 for line in lines if line not in paired), result.stdout
+    rows = [line for line in lines if line.startswith("│")]
+    # a row folded goes on in a line whose planner cell is blank
+    assert sorted(line.split("│")[1].strip() for line in rows) == sorted(["bayes", "greedy", "random", "oracle"] * 2)
+    for name in ("bayes", "greedy", "random", "oracle"):
+        assert sum(line.startswith(f"{name} per seed (5-6): ") for line in lines) == 1, result.stdout
 
 
 def test_the_table_states_the_objective_and_why_of_oracle_can_exceed_1(capsys, monkeypatch):
