@@ -186,8 +186,10 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
         if key in first_of and first_of[key] != value:
             conflicts += 1
             earlier = first_row[key]
-            first_conflict = first_conflict or (f"line {line_of(row)} {smiles!r} repeats line {line_of(earlier)} "
-                                                f"{table.smiles[earlier]!r}")
+            # each with its value as the table writes it: "another value" alone sent a chemist looking for which
+            first_conflict = first_conflict or (f"line {line_of(row)} {smiles!r} ({table.Y[row, 0]:g} V) repeats "
+                                                f"line {line_of(earlier)} {table.smiles[earlier]!r} "
+                                                f"({table.Y[earlier, 0]:g} V)")
         first_row.setdefault(key, row)
         spelled.setdefault(key, smiles)
         rows_of.setdefault(key, []).append(row)
@@ -225,7 +227,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
                      f"finite value in column {column!r}{markers} and {plural(len(empty), 'is', 'are')} left out")
     if conflicts:
         notes.append(f"{conflicts} {plural(conflicts, 'row')} of {path} {plural(conflicts, 'repeats', 'repeat')} a "
-                     f"molecule with another value (the first: {first_conflict}): the first value is used, "
+                     f"molecule with another value (the first: {first_conflict}): the first value is kept, "
                      "however the later rows spell it")
     apart = _apart(rows_of, dict(valued))
     if apart:

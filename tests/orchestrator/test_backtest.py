@@ -208,6 +208,7 @@ def test_one_row_is_said_as_one_row(tmp_path, labloop, write_campaign, truth_csv
     lab = tmp_path / "lab.csv"  # one library molecule left out, one row no SMILES, one empty, one repeat
     lab.write_text("\n".join([rows[0], *rows[2:], "C1CC(not_a_smiles,4.5", f"{rows[3].split(',')[0]},",
                               f"{rows[4].split(',')[0]},4.55"]) + "\n")
+    first = float(rows[4].split(",")[1])
     result = labloop("backtest", write_campaign(tmp_path), "--truth", lab, "--column", "e_v", "--planners", "random",
                      "--seeds", "1", "--budget", "2", "--no-instruments", "--json")
     assert result.returncode == 0, result.stderr
@@ -216,11 +217,12 @@ def test_one_row_is_said_as_one_row(tmp_path, labloop, write_campaign, truth_csv
         f"warning: 1 row of {lab} is no SMILES of a molecule labloop screens (first at line {len(rows)}: "
         "'C1CC(not_a_smiles') and is left out",
         f"warning: 1 row of {lab} has no finite value in column 'e_v' and is left out",
+        # both lines and both values, and which is kept
         f"warning: 1 row of {lab} repeats a molecule with another value (the first: line {len(rows) + 2} "
-        f"{rows[4].split(',')[0]!r} repeats line 4 {rows[4].split(',')[0]!r}): the first value is used, however the "
-        "later rows spell it",
+        f"{rows[4].split(',')[0]!r} (4.55 V) repeats line 4 {rows[4].split(',')[0]!r} ({first:g} V)): the first "
+        "value is kept, however the later rows spell it",
         f"warning: 1 repeated molecule of {lab} has values more than 0.1 V apart (first: lines 4, {len(rows) + 2}, "
-        f"spread {abs(4.55 - float(rows[4].split(',')[1])):.3f} V), more than a measurement repeats by, and the first "
+        f"spread {abs(4.55 - first):.3f} V), more than a measurement repeats by, and the first "
         "value is used: check those rows for a mix-up (a reference electrode, a unit, a sign, another molecule's row)",
         f"warning: 1 of the 200 molecules of the library {EXAMPLES_LIBRARY} has no true value in {lab} and is left "
         "out (compared as written, then as canonical SMILES)"], result.stderr
