@@ -599,9 +599,10 @@ def _scans_of(raw: Callable[[], list[Voltammogram]], record: dict[str, Any] | No
     the standard), in the order the protocol runs them: the blanks, the cv's scans (one per rate), the standard's.
     With a lab record its scans replace ``raw()`` (the journal's raw data, read only without them), which holds the
     first of them only (protocols/executor.py: the cv step returns its first rate's scan, which the runner journals
-    as the raw one). A lab record without scans is that of an attempt its blank stopped (orchestrator/loop/runner.py
-    ``Runner._journal_blanks``): its blanks are all it measured, and what the person it stopped for judges the cell
-    by."""
+    as the raw one). An attempt that ended without a measurement (failed, interrupted) has the record of what it
+    measured so far (orchestrator/loop/runner.py ``Runner._journal_ended_early``): blanks alone when it ended before
+    its cv (a blank that stopped the run: what the person it stopped for judges the cell by), the rates its cv ran
+    before it failed, which the journal's raw data then lacks; they are how the failure is judged."""
     record = record or {}
     blanks = [(BLANK, Voltammogram.from_dict(b["voltammogram"])) for b in record.get("blanks") or []]
     if not record.get("scans"):

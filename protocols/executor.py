@@ -44,7 +44,7 @@ import copy
 import logging
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -145,9 +145,10 @@ OnScan = Callable[[Voltammogram], None]
 #: ``on_outcome(outcome)``: the experiment's :class:`ExperimentOutcome`, called once every step it depends on has
 #: ended (:func:`measured_after`), before the steps that only handle the cell (a rinse, a wait) start
 OnOutcome = Callable[["ExperimentOutcome"], None]
-#: ``on_blank_failed(lab)``: the :class:`LabRecord` of an experiment its blank stopped (:class:`BlankFailed`), every
-#: blank it measured with its verdict, called after the blank's action ended and before the error propagates
-OnBlankFailed = Callable[["LabRecord"], None]
+#: ``on_ended_early(lab)``: the :class:`LabRecord` of what an attempt measured before it ended without its outcome (a
+#: driver's error, a blank that stops the run with every blank's verdict, a refusal, a Ctrl-C), called once, after the
+#: failed step's action ended and before the error propagates; not when its lab-grade steps measured nothing
+OnEndedEarly = Callable[["LabRecord"], None]
 
 
 class RigLike(Protocol):
@@ -219,7 +220,7 @@ class LabRecord:
             parts.append(f"purged {self.purged_minutes:g} min")
         if self.blanks and not self.blanks[-1][1].flags:
             parts.append("blank clean")
-        elif self.blanks:  # the record of a blank that stopped the run (on_blank_failed): every attempt's verdict
+        elif self.blanks:  # the record of a blank that stopped the run (on_ended_early): every attempt's verdict
             verdicts = " then ".join("; ".join(sorted(r.flags)) or "clean" for _, r in self.blanks)
             parts.append(f"blank NOT clean ({verdicts})")
         if self.ru is not None:
@@ -574,7 +575,7 @@ class ProtocolExecutor:
     # -- running ------------------------------------------------------------------------------------------
     def run(self, sample_id: str, smiles: str, conditions: Mapping[str, Any], predicted_v: float | None,
             on_action: OnAction, *, on_scan: OnScan | None = None, on_outcome: OnOutcome | None = None,
-            on_blank_failed: OnBlankFailed | None = None) -> ExperimentOutcome:
+            on_ended_early: OnEndedEarly | None = None) -> ExperimentOutcome:
         """Check, then run every step for one candidate; ``predicted_v`` (V vs Li/Li+) centres a CV window
         around the candidate.
 
@@ -582,10 +583,12 @@ class ProtocolExecutor:
         ``on_scan`` gets the cv's voltammogram before the cv's action ends, and ``on_outcome`` the outcome once the
         last step it depends on ended (:func:`measured_after`), before the steps that only handle the cell. Why: a
         run stopped in a rinse that takes minutes (a kill, a power cut) lost a voltammogram whose action the journal
-        showed ``ok``, and its resume measured a second aliquot of the sample (an operator's trial). A blank that
-        stops the run (:class:`BlankFailed`) hands ``on_blank_failed`` the lab record of what was measured before the
-        error goes on: the blanks, each with its verdict, are what the person the run stops for judges the cell by,
-        and no outcome will carry them."""
+        showed ``ok``, and its resume measured a second aliquot of the sample (an operator's trial). An attempt that
+        ends before its outcome, whatever ends it (a blank that stops the run, a potentiostat gone in the third scan
+        rate, a pump that stalls in add_standard, a Ctrl-C), hands ``on_ended_early`` the lab record of what its
+        lab-grade steps measured so far before the error goes on: the purge, the blanks with their verdicts, Ru, the
+        rates scanned are real data, spent sample and time, and what a person judges the failure or the cell by, and
+        no outcome will carry them."""
         steps = self._with_conditions(conditions)
         complete, settings = measured_after(steps), analysis_settings(steps)
         self._check(steps, {})
@@ -604,49 +607,52 @@ class ProtocolExecutor:
         lab = LabRecord()
         outcome: ExperimentOutcome | None = None
         delivered: dict[int, float] = {}  # what each dispense step's pump reported it delivered, by step
-        for index, step in enumerate(steps):
-            started = now()
-            instrument, params = self._describe(index, step, sample_id)
-            on_action(index, step.name, instrument, dict(params), started, None, None)
-            self._pumping = None
-            try:
-                if isinstance(step, LoadSample):
-                    self.rig.instruments[instrument].load(sample_id)  # type: ignore[attr-defined]
-                elif isinstance(step, Dispense):
-                    params.update(self._dispense(index, step))
-                    delivered[index] = params["dispensed_ml"]
-                elif isinstance(step, Wait):
-                    self.rig.sleep(step.seconds)
-                elif isinstance(step, CV):
-                    cv = scans[index]
-                    params.update(cv.to_dict())
-                    voltammogram = self._cv(step, cv, instrument, lab, sample_id, self._where(index, step),
-                                            dispensed_ml(steps[:index], delivered),
-                                            dispensed_ml(steps[:index], delivered, fluid="sample"), settings)
-                    params.update(self._lab_summary(step, lab))
-                elif isinstance(step, Rinse):
-                    self.rig.rinse_cell()
-                    self.contents.emptied()
-                elif isinstance(step, Analyze):
-                    analysis = analyze_cv(voltammogram, step.settings, ru_ohm=lab.ru_ohm)  # type: ignore[arg-type]
-                elif isinstance(step, LAB_STEPS):
-                    params.update(self._lab_step(index, step, instrument, lab, steps))
-            except KeyboardInterrupt:
-                raise  # a Ctrl-C: the runner journals the experiment interrupted, this action with it
-            except BaseException as exc:  # whatever a driver raises (a plug-in's SystemExit too) ends its action;
-                # a pump's failure inside another instrument's step is the pump's
-                on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
-                if isinstance(exc, BlankFailed) and on_blank_failed is not None:
-                    on_blank_failed(lab)
-                raise
-            if isinstance(step, CV) and on_scan is not None:  # journalled before the cv's action ends ok
-                on_scan(voltammogram)  # type: ignore[arg-type]  # the cv step just set it
-            on_action(index, step.name, instrument, params, started, now(), "ok")
-            if index == complete:
-                outcome = self._outcome(voltammogram, analysis, lab, sample_id, smiles,  # type: ignore[arg-type]
-                                        settings)
-                if on_outcome is not None:
-                    on_outcome(outcome)
+        try:
+            for index, step in enumerate(steps):
+                started = now()
+                instrument, params = self._describe(index, step, sample_id)
+                on_action(index, step.name, instrument, dict(params), started, None, None)
+                self._pumping = None
+                try:
+                    if isinstance(step, LoadSample):
+                        self.rig.instruments[instrument].load(sample_id)  # type: ignore[attr-defined]
+                    elif isinstance(step, Dispense):
+                        params.update(self._dispense(index, step))
+                        delivered[index] = params["dispensed_ml"]
+                    elif isinstance(step, Wait):
+                        self.rig.sleep(step.seconds)
+                    elif isinstance(step, CV):
+                        cv = scans[index]
+                        params.update(cv.to_dict())
+                        voltammogram = self._cv(step, cv, instrument, lab, sample_id, self._where(index, step),
+                                                dispensed_ml(steps[:index], delivered),
+                                                dispensed_ml(steps[:index], delivered, fluid="sample"), settings)
+                        params.update(self._lab_summary(step, lab))
+                    elif isinstance(step, Rinse):
+                        self.rig.rinse_cell()
+                        self.contents.emptied()
+                    elif isinstance(step, Analyze):
+                        analysis = analyze_cv(voltammogram, step.settings, ru_ohm=lab.ru_ohm)  # type: ignore[arg-type]
+                    elif isinstance(step, LAB_STEPS):
+                        params.update(self._lab_step(index, step, instrument, lab, steps))
+                except KeyboardInterrupt:
+                    raise  # a Ctrl-C: the runner journals the experiment interrupted, this action with it
+                except BaseException as exc:  # whatever a driver raises (a plug-in's SystemExit too) ends its action;
+                    # a pump's failure inside another instrument's step is the pump's
+                    on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
+                    raise
+                if isinstance(step, CV) and on_scan is not None:  # journalled before the cv's action ends ok
+                    on_scan(voltammogram)  # type: ignore[arg-type]  # the cv step just set it
+                on_action(index, step.name, instrument, params, started, now(), "ok")
+                if index == complete:
+                    outcome = self._outcome(voltammogram, analysis, lab, sample_id, smiles,  # type: ignore[arg-type]
+                                            settings)
+                    if on_outcome is not None:
+                        on_outcome(outcome)
+        except BaseException:  # a driver's error, a refusal, a Ctrl-C, a hook's own error: the attempt ended early
+            if outcome is None and lab.measured and on_ended_early is not None:
+                on_ended_early(lab)
+            raise
         assert outcome is not None  # measured_after names one of the steps
         return outcome
 
@@ -969,15 +975,17 @@ class ProtocolExecutor:
         (:meth:`_dilution`)."""
         comp = step.ir_compensation.fraction * lab.ru_ohm if step.ir_compensation is not None else 0.0
         series = [replace(cv, scan_rate_v_s=rate, ir_comp_ohm=comp) for rate in step.rates]
-        if step.rest_s > 0:  # a rest before each rate: one scan at a time, the rig's clock between them
-            scans = []
+
+        def rested() -> Iterator[Voltammogram]:  # a rest before each rate: one scan at a time, the clock between them
             for params in series:
                 log.info("%s: the cell rests %g s before the %g V/s scan", where, step.rest_s, params.scan_rate_v_s)
                 self.rig.sleep(step.rest_s)
-                scans.extend(self._scans(where, potentiostat, [params]))
-        else:
-            scans = self._scans(where, potentiostat, series)
-        lab.scans[:] = [(v, analyze_cv(v, settings, ru_ohm=lab.ru_ohm)) for v in scans]
+                yield from self._scans(where, potentiostat, [params])
+
+        # each scan kept as it returns: a cv that fails part way (the potentiostat gone in its third rate) leaves the
+        # rates it measured in ``lab``, for the record of an attempt that ended early (:meth:`run`, on_ended_early)
+        for voltammogram in rested() if step.rest_s > 0 else self._scans(where, potentiostat, series):
+            lab.scans.append((voltammogram, analyze_cv(voltammogram, settings, ru_ohm=lab.ru_ohm)))
         if computes_d(step):
             lab.electrode_area_cm2 = step.electrode_area_cm2
             if step.sample_stock_mm is not None:
@@ -997,22 +1005,26 @@ class ProtocolExecutor:
                 lab.diffusion_problem = str(exc)  # warned of once the analysis is known (_warn_of_d)
         return lab.scans[0][0]
 
-    def _scans(self, where: str, potentiostat: str, series: Sequence[CVParams]) -> list[Voltammogram]:
+    def _scans(self, where: str, potentiostat: str, series: Sequence[CVParams]) -> Iterator[Voltammogram]:
         """Run the scans of ``series`` on ``potentiostat`` (in one script when its driver has ``run_cv_series`` and
-        there are several), each checked to be a voltammogram (:func:`returned`) before anything analyses it."""
+        there are several), each checked to be a voltammogram (:func:`returned`) before anything analyses it, and
+        yielded as it returns (one script's all together, once the script returned and each was checked): a scan
+        that fails after them leaves them measured (:meth:`_cv`)."""
         driver: Potentiostat = self.rig.instruments[potentiostat]  # type: ignore[assignment]
         at = f"{potentiostat} in {where}"
         run_series = getattr(driver, "run_cv_series", None)  # one script for all rates, where offered
         if run_series is None or len(series) == 1:
-            return [_spanning(returned(driver.run_cv(params), Voltammogram, where=at, call="run_cv"), params, at,
-                              "run_cv") for params in series]
+            for params in series:
+                yield _spanning(returned(driver.run_cv(params), Voltammogram, where=at, call="run_cv"), params, at,
+                                "run_cv")
+            return
         what = f"a list of {len(series)} voltammograms, one per scan rate"
         scans = returned(run_series(list(series)), (list, tuple), where=at, call="run_cv_series", what=what)
         if len(scans) != len(series):
             raise WrongReturn(at, f"its driver's run_cv_series returned {len(scans)} {plural(len(scans), 'scan')}, "
                                   f"not {what}")
-        return [_spanning(returned(scan, Voltammogram, where=at, call="run_cv_series", what=what), params, at,
-                          "run_cv_series") for scan, params in zip(scans, series, strict=True)]
+        yield from [_spanning(returned(scan, Voltammogram, where=at, call="run_cv_series", what=what), params, at,
+                              "run_cv_series") for scan, params in zip(scans, series, strict=True)]
 
     @staticmethod
     def _warn_of_d(sample: str, lab: LabRecord) -> None:

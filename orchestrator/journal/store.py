@@ -833,11 +833,12 @@ class Journal:
                 self._event(db, "lab", summary, experiment_id, {"attempt": attempt, **record})
 
     def record_lab(self, experiment_id: int, record: Mapping[str, Any], summary: str) -> None:
-        """Store what the lab-grade steps of the running attempt measured when it stops without a measurement (its
-        blank failed: protocols/executor.py ``ProtocolExecutor._blank``), as the ``lab`` event that
-        :meth:`record_measurement` journals with a measurement (:meth:`lab_record` reads either). Why: the blanks of a
-        run stopped for a person (every one, with its verdict) are the curves that person judges the cell by, and the
-        stop lost them."""
+        """Store what the lab-grade steps of the running attempt measured when it ends without a measurement (a blank
+        that stops the run, an instrument's error, a Ctrl-C: protocols/executor.py ``ProtocolExecutor.run``,
+        ``on_ended_early``), as the ``lab`` event that :meth:`record_measurement` journals with a measurement
+        (:meth:`lab_record` reads either). Why: the blanks of a run stopped for a person (every one, with its verdict)
+        are the curves that person judges the cell by, the blanks, Ru and scans of a failed attempt what its failure
+        is judged by, and the stop or the failure lost them."""
         with self._write() as db:
             attempt = self._running_attempt(db, experiment_id, "a lab record")
             self._event(db, "lab", summary, experiment_id, {"attempt": attempt, **record})
@@ -945,7 +946,7 @@ class Journal:
 
     def lab_record(self, experiment_id: int) -> dict[str, Any] | None:
         """The lab-grade measurements of the experiment's current attempt (:meth:`record_measurement`, or
-        :meth:`record_lab` for one its blank stopped), or None."""
+        :meth:`record_lab` for one that ended without a measurement), or None."""
         rows = self._read("SELECT e.id, e.data_json, x.attempt FROM events e JOIN experiments x ON x.id = "
                           "e.experiment_id WHERE e.kind = 'lab' AND e.experiment_id = ? ORDER BY e.id DESC",
                           (experiment_id,))

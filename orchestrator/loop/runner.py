@@ -712,7 +712,7 @@ class Runner:
                                         lambda *args: self._on_action(experiment.id, *args),
                                         on_scan=partial(self._journal_scan, experiment.id),
                                         on_outcome=partial(self._journal_outcome, experiment.id),
-                                        on_blank_failed=partial(self._journal_blanks, experiment.id))
+                                        on_ended_early=partial(self._journal_ended_early, experiment.id))
         except (JournalWriteError, NoOperator):
             raise  # nothing more can be recorded, or nobody can answer: the run stops (run())
         except (RigNotReady, BlankFailed) as exc:
@@ -779,11 +779,15 @@ class Runner:
         with self.interrupts.deferred():
             self.journal.record_measurement(experiment_id, outcome.analysis, outcome.potential_v_vs_li, lab)
 
-    def _journal_blanks(self, experiment_id: int, lab: LabRecord) -> None:
-        """The executor's hook as a failed blank stops the run (:class:`BlankFailed`): what the attempt measured (every
-        blank with its verdict, the purges) journalled as its lab record before the stop (:meth:`Journal.record_lab`),
-        so ``labloop report``'s voltammograms.csv and ``labloop log --json`` hold the curves the person is asked to
-        judge the cell by. The attempt stays without a measurement: a resume runs the experiment again."""
+    def _journal_ended_early(self, experiment_id: int, lab: LabRecord) -> None:
+        """The executor's hook as an attempt ends without its measurement, whatever ended it (a failed blank that
+        stops the run, an instrument's error, a refusal mid-protocol, a Ctrl-C): what its lab-grade steps measured so
+        far (the purges, every blank with its verdict, the impedance and Ru, the scan rates run) journalled as its lab
+        record, in one transaction, before its failure, stop or interruption is (:meth:`Journal.record_lab`). Why: a
+        fault in the third scan rate lost the blanks, Ru and the rates before it, which a person judges the failure
+        and the cell by; ``labloop log`` shows the record's line, ``log --json`` its results and ``labloop report``'s
+        voltammograms.csv its curves. The attempt stays without a measurement: it fails, or runs again on resume, as
+        it would without the record."""
         with self.interrupts.deferred():
             self.journal.record_lab(experiment_id, lab.to_dict(), lab.summary())
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -363,6 +366,140 @@ def test_a_run_its_contaminated_blank_stopped_resumes_once_the_cell_is_emptied(t
         record = journal.lab_record(experiment.id)
     assert (again.status, again.attempt) == (State.DONE, 2)
     assert [b["result"]["flags"] for b in record["blanks"]] == [[]] and len(record["scans"]) == 4
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    assert [(role, status) for role, status, _ in _csv_scans(tmp_path / "report" / "voltammograms.csv", again.id)] == [
+        ("blank", "done"), *[("analyte", "done")] * 4, ("analyte + ferrocene", "done")]
+
+
+#: a plug-in potentiostat: labloop's EmStat driver on an EmStat emulator whose ``{at}``-th cv script (the blank's is
+#: the first; the lab-grade cv's rates, each its own script as the cell rests between them, the second to fifth) is met
+#: by ``{then}`` instead, once per test: ``link.hang_up()`` pulls the USB cable, a SIGINT to the run's own process is a
+#: person's Ctrl-C at that moment (the emulator serves from a thread of the dry run's process). ``one-at-a-time`` is
+#: the driver without ``run_cv_series``, as a plug-in's may be: the executor runs one script per rate without a rest
+STOPS_IN_THE_CV = """
+    import dataclasses, os, signal
+
+    from labloop.instruments.builtin_drivers import EMSTAT
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.sim.emstat_emulator import EmStatEmulator
+    from labloop.sim.emulation import Emulation
+    from labloop.sim.pty_device import PtyDevice
+
+    FIRED = []
+
+    class StopsInTheCv(EmStatEmulator):
+        def _start(self, lines, link):
+            self.cvs = getattr(self, "cvs", 0) + any("meas_loop_cv" in line for line in lines)
+            if self.cvs == {at} and not FIRED:
+                FIRED.append(True)
+                {then}
+            super()._start(lines, link)
+
+    def emulator(context, *, seed=0):
+        device = StopsInTheCv(context.contents, time_scale=context.time_scale, seed=seed,
+                              reference_drift=context.reference_drift)
+        return Emulation.on_pty(PtyDevice(device, name="stops-in-the-cv").start())
+
+    class OneAtATime(EmStatPotentiostat):
+        run_cv_series = None
+
+        def run_cv(self, params):
+            return EmStatPotentiostat.run_cv_series(self, [params])[0]
+
+    STOPS = dataclasses.replace(EMSTAT, name="stops-in-the-cv")
+    ONE_AT_A_TIME = dataclasses.replace(EMSTAT, name="one-at-a-time", open=OneAtATime.open)
+    """
+
+
+def _stopping_in_the_cv(tmp_path: Path, install_plugin, then: str, experiments: int = 1,
+                        driver: str = "stops-in-the-cv") -> Path:
+    """The lab-grade campaign (:func:`_lab_grade`) on the potentiostat of :data:`STOPS_IN_THE_CV` (``driver``) that
+    meets the cv's third scan rate with ``then``."""
+    install_plugin("stops_in_the_cv", STOPS_IN_THE_CV.replace("{at}", "4").replace("{then}", then),
+                   {"stops-in-the-cv": "STOPS", "one-at-a-time": "ONE_AT_A_TIME"}, "stops_in_the_cv:emulator")
+    rig = yaml.safe_load((EXAMPLES / "lab-grade.yaml").read_text())["instruments"]
+    return _lab_grade(tmp_path, experiments, instruments={"potentiostat": {**rig["potentiostat"], "driver": driver}})
+
+
+def _ended_early(labloop, store: Path, experiment_id: int) -> tuple[dict, list[dict]]:
+    """The lab record of the experiment's current attempt, and ``labloop log --json``'s events of that experiment,
+    after checking that ``labloop log`` shows the record's line."""
+    with Journal.open(store, readonly=True) as journal:
+        record = journal.lab_record(experiment_id)
+    assert record is not None
+    events = [e for e in json.loads(labloop("log", store, "--json").stdout)["events"]
+              if e["experiment_id"] == experiment_id]
+    [lab] = [e for e in events if e["kind"] == "lab"]  # once
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # piped, as a person's `| grep` reads it
+    shown = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert re.search(rf"│ lab\s+│ {re.escape(lab['message'])}\s+│", shown), shown
+    return record, events
+
+
+@pytest.mark.parametrize("driver", ["stops-in-the-cv", "one-at-a-time"])
+def test_a_potentiostat_lost_in_the_third_scan_rate_keeps_what_the_attempt_measured(tmp_path, labloop,
+                                                                                     install_plugin, driver):
+    """The potentiostat's USB link drops during the cv's third scan rate: the experiment failed, and its purge, blank,
+    impedance (Ru) and the two rates it had scanned were lost (no lab event, the report's voltammograms.csv without a
+    curve of it), though a chemist judges the failure, and the cell, by them. They are journalled as the attempt's lab
+    event, once, before its failure, and the report writes the blank and both scans (status failed). The rates are
+    scanned one script each as the cell rests before each (the example's rest_s), or, without a rest, by a driver
+    that has no run_cv_series."""
+    campaign = _stopping_in_the_cv(tmp_path, install_plugin, "link.hang_up()\n                return", driver=driver)
+    if driver == "one-at-a-time":
+        protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
+        protocol.write_text(protocol.read_text().replace(" rest_s: 10,", ""))
+        assert "rest_s: " not in protocol.read_text()
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    with Journal.open(store, readonly=True) as journal:
+        [experiment] = journal.experiments()
+    assert experiment.status == State.FAILED and experiment.cause.startswith("potentiostat (cv): Disconnected: ")
+    record, events = _ended_early(labloop, store, experiment.id)
+    assert [e["kind"] for e in events] == ["started", "lab", "failed"]
+    assert record["purged_minutes"] == 5 and [b["result"]["flags"] for b in record["blanks"]] == [[]]
+    assert [s["scan_rate_v_s"] for s in record["scans"]] == [0.1, 0.2] and record["standard_scan"] is None
+    assert events[1]["message"] == (f"lab-grade CV: purged 5 min, blank clean, Ru {record['ru']['ru_ohm']:.0f} ohm, "
+                                    "2 scan rates")
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    scans = _csv_scans(tmp_path / "report" / "voltammograms.csv", experiment.id)
+    assert [(role, status) for role, status, _ in scans] == [("blank", "failed"), ("analyte", "failed"),
+                                                             ("analyte", "failed")]
+    measured = [record["blanks"][0]["voltammogram"], *(s["voltammogram"] for s in record["scans"])]
+    for (_, _, currents), voltammogram in zip(scans, measured, strict=True):
+        assert currents == pytest.approx(voltammogram["current_a"], rel=1e-5)
+
+
+def test_a_ctrl_c_in_the_cv_keeps_what_the_attempt_measured_and_the_resume_measures_it_again(tmp_path, labloop,
+                                                                                               install_plugin):
+    """A Ctrl-C (a real SIGINT, sent as the cv's third scan rate starts) interrupted the experiment with what it had
+    measured lost. Its lab record is journalled before the interruption (the report's CSV has its scans,
+    interrupted), and the resume runs the experiment again as before: a new attempt, whose own record the report
+    then shows, the interrupted one's staying among the journal's events."""
+    campaign = _stopping_in_the_cv(tmp_path, install_plugin, "os.kill(os.getpid(), signal.SIGINT)", experiments=2)
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 130, result.stderr
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    with Journal.open(store, readonly=True) as journal:
+        [experiment] = journal.experiments(states=(State.INTERRUPTED,))
+    record, events = _ended_early(labloop, store, experiment.id)
+    assert [e["kind"] for e in events] == ["started", "lab", "interrupted"]
+    assert [s["scan_rate_v_s"] for s in record["scans"]] == [0.1, 0.2]
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    assert [(role, status) for role, status, _ in _csv_scans(tmp_path / "report" / "voltammograms.csv",
+                                                             experiment.id)] == [
+        ("blank", "interrupted"), ("analyte", "interrupted"), ("analyte", "interrupted")]
+
+    resumed = labloop("resume", store, "--cell-emptied")
+    assert resumed.returncode == 0, resumed.stderr
+    with Journal.open(store, readonly=True) as journal:
+        [again] = [e for e in journal.experiments() if e.id == experiment.id]
+        record = journal.lab_record(experiment.id)
+        labs = [e.data["attempt"] for e in journal.events() if e.kind == "lab" and e.experiment_id == experiment.id]
+    assert (again.status, again.attempt) == (State.DONE, 2) and labs == [1, 2]
+    assert record["attempt"] == 2 and len(record["scans"]) == 4
     assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
     assert [(role, status) for role, status, _ in _csv_scans(tmp_path / "report" / "voltammograms.csv", again.id)] == [
         ("blank", "done"), *[("analyte", "done")] * 4, ("analyte + ferrocene", "done")]
