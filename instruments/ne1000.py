@@ -48,7 +48,7 @@ from labloop.core.errors import (
     PumpStalled,
 )
 from labloop.instruments.contracts import PumpState, PumpStatus, RateUnit, SafetyLimits
-from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
+from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry, serial_device
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,57 @@ class NE1000Bus:
         self.close()
 
 
+@dataclass
+class _Line:
+    """A line :meth:`NE1000Pump.open` opened: its bus, the link settings it was opened with, and the addresses of
+    the pumps using it (the line closes with the last)."""
+
+    bus: NE1000Bus
+    settings: dict[str, Any]
+    addresses: set[int]
+
+
+#: the lines open in this process, by device (:func:`serial_device`), so pumps of one chain share one
+_LINES: dict[str, _Line] = {}
+_LINES_LOCK = threading.Lock()
+
+
+def _take_line(url: str, address: int, settings: dict[str, Any]) -> tuple[str, NE1000Bus]:
+    """The bus of the line ``url`` names for the pump at ``address``: the one already open for another pump of its
+    chain, or a new one opened with ``settings``; and the key to give back to :func:`_release_line`. Why one bus a
+    line: pumps of one chain opened each its own port on one tty (the example campaign's two pumps share
+    /dev/ttyUSB0 at addresses 0 and 1), so each had its own lock and its own drain of late replies, and a stop sent
+    to one pump while another's command waited for its reply read the other's answer ("reply from address 01")."""
+    device = serial_device(url)
+    where = f"NE-1000 #{address:02d} on {url}"
+    with _LINES_LOCK:
+        line = _LINES.get(device)
+        if line is None:
+            line = _LINES[device] = _Line(NE1000Bus.open(url, **settings), dict(settings), set())
+        elif address in line.addresses:
+            raise ConfigError(where, f"another pump on this line is already at address {address}: both would "
+                                     "command one device")
+        elif (differ := [k for k, v in settings.items() if line.settings[k] != v]):
+            said = ", ".join(f"{k} {settings[k]!r} where it has {line.settings[k]!r}" for k in differ)
+            raise ConfigError(where, f"shares its line with pump(s) at address(es) "
+                                     f"{', '.join(map(str, sorted(line.addresses)))}, opened with other link "
+                                     f"settings ({said}): the pumps of one line share them")
+        line.addresses.add(address)
+        return device, line.bus
+
+
+def _release_line(device: str, address: int) -> None:
+    """Give back the pump at ``address``'s use of the line ``device``; the last pump's closes it."""
+    with _LINES_LOCK:
+        line = _LINES.get(device)
+        if line is None or address not in line.addresses:
+            return
+        line.addresses.discard(address)
+        if not line.addresses:
+            del _LINES[device]
+            line.bus.close()
+
+
 def _raise_for(reply: NE1000Reply, where: str, text: str) -> None:
     # an empty command is the status poll a dispense waits with: "in reply to ''" told an operator nothing
     asked = repr(text) if text else "a status poll"
@@ -375,6 +426,7 @@ class NE1000Pump:
         self.run_margin_s = run_margin_s
         self.content_ml = content
         self._owns_bus = owns_bus
+        self._line: str | None = None  # the shared line's device, when :meth:`open` took it
         self._diameter_mm: float | None = None  # as last set or read: the rates it allows
         self.firmware = self._connect()
         if diameter_mm is not None:
@@ -393,13 +445,18 @@ class NE1000Pump:
         retries: int = 3,
         **options: Any,
     ) -> NE1000Pump:
-        """A pump alone on its own line; :meth:`close` closes the line too."""
-        bus = NE1000Bus.open(url, baudrate=baudrate, capture=capture, timeout_s=timeout_s, retries=retries)
+        """The pump at ``address`` on the line ``url``; pumps of one chain opened here share the line's bus
+        (:func:`_take_line`, which refuses an address taken or other link settings), and the last to
+        :meth:`close` closes it."""
+        settings = {"baudrate": baudrate, "capture": capture, "timeout_s": timeout_s, "retries": retries}
+        device, bus = _take_line(url, address, settings)
         try:
-            return cls(bus, address, limits=limits, owns_bus=True, **options)
+            pump = cls(bus, address, limits=limits, **options)
         except BaseException:
-            bus.close()
+            _release_line(device, address)
             raise
+        pump._line = device
+        return pump
 
     @property
     def where(self) -> str:
@@ -649,6 +706,9 @@ class NE1000Pump:
         return done
 
     def close(self) -> None:
-        """Release the pump (and its line, if it owns it); closing twice is not an error."""
-        if self._owns_bus:
+        """Release the pump (and its line: the bus it was given if it owns it, or its share of the line
+        :meth:`open` took, closed with the last pump); closing twice is not an error."""
+        if self._line is not None:
+            _release_line(self._line, self.address)
+        elif self._owns_bus:
             self.bus.close()

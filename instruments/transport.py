@@ -101,6 +101,15 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def serial_device(port: str) -> str:
+    """The device a port names: a path with its links and ``..`` resolved (``/dev/serial/by-id/...`` is the
+    ``/dev/ttyUSB0`` it links to), a pyserial URL (``socket://``, ``rfc2217://``) as written. Why: ports were
+    compared as text, so a symlink to the analyte pump's port passed as another pump, and every dispense of
+    both went to one device (a trial's rig); drivers whose devices share a line (instruments/ne1000.py) open it
+    once by this name."""
+    return port if "://" in port else os.path.realpath(port)
+
+
 #: what a line of a wire capture is, for the error that says a file is not one
 CAPTURE_FORMAT = ('one JSON object a line, {"t": s, "dir": "open" | "tx" | "rx", "hex": ...}, as '
                   "SerialTransport(capture=) writes")

@@ -20,7 +20,6 @@ import dataclasses
 import inspect
 import logging
 import math
-import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -43,7 +42,7 @@ from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.cv_analysis import peak_room_v
 from labloop.instruments.methodscript import DEVICE_POTENTIAL_RANGES_V
 from labloop.instruments.registry import LABLOOP_PASSES, DriverDescriptor, DriverKind, resolve
-from labloop.instruments.transport import open_failure_reason, opening, port_problem
+from labloop.instruments.transport import open_failure_reason, opening, port_problem, serial_device
 from labloop.orchestrator.config.campaign import Campaign, Instrument
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
@@ -163,14 +162,6 @@ def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
         raise problems[0]
     if problems:
         raise CampaignError([str(problem) for problem in problems])
-
-
-def serial_device(port: str) -> str:
-    """The device a port names: a path with its links and ``..`` resolved (``/dev/serial/by-id/...`` is the
-    ``/dev/ttyUSB0`` it links to), a pyserial URL (``socket://``, ``rfc2217://``) as written. Why: ports were
-    compared as text, so a symlink to the analyte pump's port passed as another pump, and every dispense of
-    both went to one device (a trial's rig)."""
-    return port if "://" in port else os.path.realpath(port)
 
 
 def _instrument_problem(campaign: Campaign, name: str, entry: Instrument, dry_run: bool) -> ConfigError | None:

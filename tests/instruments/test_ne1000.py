@@ -16,6 +16,7 @@ from labloop.core.errors import (
     DeviceError,
     Disconnected,
     DispenseMismatch,
+    InstrumentError,
     InstrumentTimeout,
     PumpStalled,
     ReplayMismatch,
@@ -505,3 +506,63 @@ def test_codes_the_emulator_never_sends_are_typed_too(tmp_path: Path) -> None:
             pump.set_diameter(26.59)
         assert err.value.code == code
         replay.finish()
+
+
+@pytest.fixture
+def chain() -> Iterator[PtyDevice]:
+    """Two emulated pumps of one RS-232 chain (addresses 0 and 1, syringes of two diameters) on one pty."""
+    emulator = NE1000Emulator([PumpSpec(address=0, diameter_mm=4.61), PumpSpec(address=1, diameter_mm=14.57)],
+                              cell=Cell(), time_scale=TimeScale.zero_latency())
+    device = PtyDevice(emulator, name="ne1000").start()
+    yield device
+    device.stop()
+    assert device.errors == []
+
+
+def test_pumps_of_one_chain_share_its_line_and_each_gets_its_own_replies(chain: PtyDevice, tmp_path: Path) -> None:
+    """Pumps opened on one line (one of them through a link to it, as /dev/serial/by-id names a tty) share one
+    bus: commands sent from two threads at once (a stop of one pump while the other's command waits for its
+    reply, as the rig's safe state does) each read their own pump's answer. Each on its own port, they read each
+    other's: "reply from address 01"."""
+    link = tmp_path / "ttyCHAIN"
+    link.symlink_to(chain.port)
+    options = {"limits": LIMITS, "time_scale": math.inf, "poll_s": 0.0}
+    first = NE1000Pump.open(chain.port, 0, **options)  # type: ignore[arg-type]
+    second = NE1000Pump.open(str(link), 1, **options)  # type: ignore[arg-type]
+    assert first.bus is second.bus
+    wrong: list[str] = []
+
+    def ask(pump: NE1000Pump, diameter_mm: float) -> None:
+        for _ in range(200):
+            try:
+                if (said := pump.diameter()) != pytest.approx(diameter_mm):
+                    wrong.append(f"{pump.where}: {said}")
+            except InstrumentError as exc:
+                wrong.append(f"{pump.where}: {exc}")
+
+    threads = [threading.Thread(target=ask, args=(first, 4.61)), threading.Thread(target=ask, args=(second, 14.57))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == [] and not first.bus.retried
+    first.close()
+    assert second.diameter() == pytest.approx(14.57)  # the line stays open for the pump still using it
+    second.close()
+    again = NE1000Pump.open(chain.port, 0, **options)  # type: ignore[arg-type]
+    assert again.bus is not first.bus and again.diameter() == pytest.approx(4.61)  # the last closed the line
+    again.close()
+
+
+def test_a_pump_at_a_taken_address_or_with_other_link_settings_is_refused_on_a_shared_line(chain: PtyDevice) -> None:
+    """The pumps of one line share its link settings and have distinct addresses; a second pump asking otherwise
+    is one line naming both, and the line stays the first pump's."""
+    options = {"limits": LIMITS, "time_scale": math.inf, "poll_s": 0.0}
+    first = NE1000Pump.open(chain.port, 0, **options)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="already at address 0: both would command one device"):
+        NE1000Pump.open(chain.port, 0, **options)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"address\(es\) 0, opened with other link settings \(baudrate 9600 where "
+                                          r"it has 19200\)"):
+        NE1000Pump.open(chain.port, 1, baudrate=9600, **options)  # type: ignore[arg-type]
+    assert first.diameter() == pytest.approx(4.61)
+    first.close()
