@@ -36,6 +36,7 @@ from matplotlib.ticker import MaxNLocator
 from labloop.core.errors import InputError
 from labloop.core.text import plural, printable
 from labloop.instruments.cv_analysis import RANDLES_SEVCIK_N_ELECTRONS, RANDLES_SEVCIK_TEMPERATURE_K, to_li_scale
+from labloop.instruments.kinetics import RateConstant, nicholson_k0
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator.config.campaign import TARGET_OF, Objective
 from labloop.orchestrator.journal.plot_data import (
@@ -107,11 +108,14 @@ EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "condit
 #: ``temperature_K``: what the Randles-Sevcik equation assumed for D (a chemist's trial found them in no output), so D
 #: can be recomputed from ipa_uA, sqrt(scan_rate_v_s), electrode_area_cm2 and analyte_mM. ``analyte_mM`` is the
 #: concentration D used: the cv step's ``analyte_mm`` as written, or, with its ``sample_stock_mm``, ``sample_stock_mM``
-#: x ``sample_ml`` (what the sample's dispenses delivered) / ``cell_ml`` (the cell by labloop's count)
+#: x ``sample_ml`` (what the sample's dispenses delivered) / ``cell_ml`` (the cell by labloop's count). ``k0_cm_s`` and
+#: ``k0_side``: Nicholson's rate constant from that rate's dEp and the experiment's D (:func:`_rate_constant`; a
+#: chemist choosing a flow-cell molecule asks how fast it is at the electrode, which dEp alone did not say)
 LAB_GRADE_CSV = "lab_grade.csv"
 LAB_GRADE_COLUMNS = (
     "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
-    "dep_mV", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm", "ir_compensated_ohm",
+    "dep_mV", "k0_cm_s", "k0_side", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm",
+    "ir_compensated_ohm",
     "diffusion_cm2_s", "diffusion_r_squared", "n_electrons", "temperature_K", "analyte_mM", "sample_stock_mM",
     "sample_ml", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct", "e_half_v_vs_fc",
     "e_half_v_vs_li_via_fc", "e_half_spread_mV", "e_half_rates_n", "standard_problem", "standard_e_half_v_vs_reference",
@@ -410,10 +414,22 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
                      "ir_compensated_ohm": ((scan.get("voltammogram") or {}).get("params") or {}).get("ir_comp_ohm"),
                      "e_half_v_vs_reference": analysis.get("e_half_v"), "epa_v_vs_reference": analysis.get("epa_v"),
                      "epc_v_vs_reference": analysis.get("epc_v"), "dep_mV": _scaled(analysis.get("dep_v"), 1e3),
+                     **_rate_constant(analysis.get("dep_v"), scan.get("scan_rate_v_s"), diffusion),
                      "ipa_uA": _scaled(analysis.get("ipa_a"), 1e6), "ipc_uA": _scaled(analysis.get("ipc_a"), 1e6),
                      "ipc_over_ipa": analysis.get("ratio"), "reversibility": judged_reversibility(analysis),
                      "scan_flags": "; ".join(analysis.get("flags") or [])})
     return rows
+
+
+def _rate_constant(dep_v: float | None, scan_rate_v_s: float | None, diffusion: dict[str, Any]) -> dict[str, Any]:
+    """``k0_cm_s`` and ``k0_side`` of one rate's row: Nicholson's k0 from its dEp, with the record's D and what D
+    assumed (instruments/kinetics.py; ``side`` ``value``, or ``above``/``below`` where dEp only bounds it), or
+    nothing without a dEp or a D."""
+    known = dep_v is not None and scan_rate_v_s is not None and diffusion.get("diffusion_cm2_s") is not None
+    assumed = _assumed(diffusion)
+    estimate = nicholson_k0(dep_v, scan_rate_v_s, diffusion["diffusion_cm2_s"], n_electrons=assumed["n_electrons"],
+                            temperature_k=assumed["temperature_K"]) if known else None
+    return {"k0_cm_s": estimate.k0_cm_s if estimate else None, "k0_side": estimate.side if estimate else None}
 
 
 def _e_half_spread(record: dict[str, Any] | None) -> tuple[float | None, int]:
@@ -445,7 +461,8 @@ def _assumed(diffusion: dict[str, Any]) -> dict[str, Any]:
 #: a reviewer found the numbers a chemist reads first in CSV links and the last experiment's plots only. Each header
 #: names its unit and, for a potential, its scale
 LAB_TABLE_HEADERS = ("id", "SMILES", "status", "E1/2 (V vs Fc+/Fc)", "E1/2 (V vs Li/Li+, through Fc+/Fc)",
-                     "\u0394Ep (mV) at each scan rate", "E1/2 spread over the rates (mV, max - min)",
+                     "\u0394Ep (mV) at each scan rate", "k0 (cm/s, Nicholson) at each scan rate",
+                     "E1/2 spread over the rates (mV, max - min)",
                      "D (cm\u00b2/s, Randles-Sevcik)", "Ru (\u03a9, EIS)",
                      "iR compensated by the potentiostat (% of Ru)", "blank", "standard")
 
@@ -497,6 +514,8 @@ def _lab_cells(scans: list[dict[str, Any]]) -> list[str]:
         *(_rounded(column, first[column]) for column in ("e_half_v_vs_fc", "e_half_v_vs_li_via_fc")),
         "\n".join(f"{_number(s['scan_rate_v_s'])} V/s: {_rounded('dep_mV', s['dep_mV']) or 'none'}" for s in scans
                   if s["scan_rate_v_s"] is not None),
+        "\n".join(f"{_number(s['scan_rate_v_s'])} V/s: {RateConstant(s['k0_cm_s'], s['k0_side']).said()}"
+                  for s in scans if s["k0_cm_s"] is not None),
         _spread_said(first["e_half_spread_mV"], first["e_half_rates_n"]),
         *(_rounded(column, first[column]) for column in ("diffusion_cm2_s", "ru_ohm")),
         _rounded("ir_compensated_pct", 100 * compensated / ru if ru and compensated is not None else None),

@@ -6,6 +6,7 @@ from its nominal value (world.reference_offset_v) does not reach them."""
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labloop.instruments.kinetics import RateConstant
 from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
@@ -167,11 +169,26 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
         compensated = next(s["voltammogram"]["params"]["ir_comp_ohm"] for s in lab["scans"]
                            if s["scan_rate_v_s"] == float(row["scan_rate_v_s"]))
         assert row["ir_compensated_ohm"] == shown(compensated) and compensated > 0
+    _k0_is_the_simulated_molecules(rows, {e.id: world.couple_of(e.smiles).k0_cm_s for e in done}, page)
     _every_scan_in_the_csv(tmp_path / "report" / "voltammograms.csv", records, shown)
     _lab_grade_table_on_the_page(page, records, shown)
     _d_recomputes_from_the_csv(rows, records)
     assert "D is the Randles-Sevcik one, ip = 2.69e5 n^1.5 A C sqrt(D v), with n = 1 electron at 298.15 K (25 C), " \
         "and the concentration in the cell of lab_grade.csv&#x27;s analyte_mM." in page
+
+
+def _k0_is_the_simulated_molecules(rows: list[dict], simulated: dict[int, float], page: str) -> None:
+    """Nicholson's k0 at each rate (lab_grade.csv's k0_cm_s, from the rate's dEp and the experiment's D): where dEp
+    tells a value, the simulated molecule's k0 (the world's Butler-Volmer one) within a factor 1.5 (the method's own
+    ~10%, the world's noise and the iR left after compensation); where it only bounds k0, a bound the simulated k0
+    keeps; and each in the page's table."""
+    told = [row for row in rows if row["diffusion_cm2_s"]]
+    assert told and all(row["k0_cm_s"] == row["k0_side"] == "" for row in rows if not row["diffusion_cm2_s"])
+    for row in told:
+        k0, side, truth = float(row["k0_cm_s"]), row["k0_side"], simulated[int(row["id"])]
+        assert (side == "value" and 1 / 1.5 < k0 / truth < 1.5) or (side == "above" and truth > k0 / 1.2) or (
+            side == "below" and truth < k0 * 1.2), (row["id"], row["scan_rate_v_s"], row["dep_mV"], k0, side, truth)
+        assert html.escape(f"{float(row['scan_rate_v_s']):g} V/s: {RateConstant(k0, side).said()}") in page
 
 
 def _d_recomputes_from_the_csv(rows: list[dict], records: dict[int, dict]) -> None:

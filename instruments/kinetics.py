@@ -1,0 +1,64 @@
+"""The heterogeneous electron-transfer rate constant k0 of a couple, from its CV's peak separation (Nicholson).
+
+Why: a molecule for a redox-flow cell must also be fast at the electrode, and a chemist reads how fast from the
+peak separation dEp growing with the scan rate; labloop reported dEp at each rate and D, but no k0 (a chemist's
+trial). Nicholson's working curve (Anal. Chem. 1965, 37, 1351) ties dEp of a quasi-reversible one-electron couple
+(alpha about 0.5, both forms diffusing alike) to ``psi = k0 / sqrt(pi D n F v / (R T))``; Lavagnini, Antiochia and
+Magno (Electroanalysis 2004, 16, 505) fitted it as ``psi = (-0.6288 + 0.0021 X) / (1 - 0.017 X)``, X = dEp in mV,
+within 7% of Nicholson's table over :data:`NICHOLSON_RANGE_MV`. Nearer the reversible 57-59 mV, dEp no longer tells
+k0 (a millivolt of noise moves psi from 7 to 20): k0 is then only bounded from below, by what the range's lower
+end would give; past its upper end the fit leaves Nicholson's table (and alpha starts to matter), so k0 is bounded
+from above. Checked against the simulator's Butler-Volmer voltammograms (tests/instruments/test_kinetics.py).
+
+dEp must be the one between the peaks with the uncompensated iR taken out, as the analysis gives it
+(instruments/cv_analysis.py): iR widens dEp just as slow kinetics do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from scipy.constants import R as GAS_CONSTANT
+from scipy.constants import physical_constants
+
+FARADAY = physical_constants["Faraday constant"][0]  # C/mol
+#: dEp (mV) over which Lavagnini's fit of Nicholson's curve is within 7% of his table (63 mV: psi 7, 141 mV: 0.25)
+NICHOLSON_RANGE_MV = (63.0, 141.0)
+
+
+def nicholson_psi(dep_mv: float) -> float:
+    """Nicholson's kinetic parameter psi for a peak separation of ``dep_mv`` (Lavagnini's fit, module docstring)."""
+    return (-0.6288 + 0.0021 * dep_mv) / (1 - 0.017 * dep_mv)
+
+
+@dataclass(frozen=True)
+class RateConstant:
+    """k0 (cm/s) from one scan rate's dEp: a value, or a bound where dEp lies outside :data:`NICHOLSON_RANGE_MV`
+    (``above``: k0 is at least this, the couple reversible at that rate; ``below``: at most this)."""
+
+    k0_cm_s: float
+    side: Literal["value", "above", "below"]
+
+    def said(self) -> str:
+        """``0.0051``, ``> 0.058`` or ``< 0.0028`` (cm/s, 2 significant digits: the method's own error is ~10%)."""
+        return {"value": "", "above": "> ", "below": "< "}[self.side] + f"{self.k0_cm_s:.2g}"
+
+
+def nicholson_k0(dep_v: float, scan_rate_v_s: float, diffusion_cm2_s: float, *, n_electrons: int = 1,
+                 temperature_k: float = 298.15) -> RateConstant | None:
+    """k0 from the peak separation ``dep_v`` (V, iR taken out) at ``scan_rate_v_s`` for a couple of diffusion
+    coefficient ``diffusion_cm2_s`` (Randles-Sevcik's, from the same scans); None where there is nothing to tell
+    it from (no dEp, or a dEp, rate or D that is not positive)."""
+    if not (dep_v > 0 and scan_rate_v_s > 0 and diffusion_cm2_s > 0):
+        return None
+    f = n_electrons * FARADAY / (GAS_CONSTANT * temperature_k)
+    scale = math.sqrt(math.pi * diffusion_cm2_s * f * scan_rate_v_s)
+    low, high = NICHOLSON_RANGE_MV
+    dep_mv = 1e3 * dep_v * n_electrons  # the curve is for n dEp
+    if dep_mv < low:
+        return RateConstant(nicholson_psi(low) * scale, "above")
+    if dep_mv > high:
+        return RateConstant(nicholson_psi(high) * scale, "below")
+    return RateConstant(nicholson_psi(dep_mv) * scale, "value")

@@ -1,0 +1,46 @@
+"""k0 from Nicholson's method against Nicholson's own table and the simulator's Butler-Volmer voltammograms."""
+
+import pytest
+
+from labloop.instruments.cv_analysis import analyze_cv
+from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, nicholson_k0, nicholson_psi
+from labloop.instruments.voltammogram import CVParams
+from labloop.sim.cv_physics import CellParams, simulate_cv
+
+
+@pytest.mark.parametrize(("dep_mv", "psi"), [(63, 7.0), (72, 2.0), (84, 1.0), (105, 0.5), (121, 0.35), (141, 0.25)])
+def test_the_fit_follows_nicholsons_table_over_its_range(dep_mv: float, psi: float) -> None:
+    """Nicholson's tabulated psi (Anal. Chem. 1965, 37, 1351, table I) within 7% over NICHOLSON_RANGE_MV."""
+    assert NICHOLSON_RANGE_MV[0] <= dep_mv <= NICHOLSON_RANGE_MV[1]
+    assert nicholson_psi(dep_mv) == pytest.approx(psi, rel=0.07)
+
+
+def test_k0_of_simulated_quasi_reversible_couples_is_the_simulated_one() -> None:
+    """Noise-free CVs of couples of known k0 (the simulator's Butler-Volmer kinetics, alpha 0.5), analysed as a run
+    analyses them: where dEp lies in the method's range, k0 within 20% of the simulated one (the method's own error
+    and the simulator's grid); outside, a bound the simulated k0 keeps."""
+    values = 0
+    for k0 in (0.003, 0.01, 0.03, 0.3):
+        for rate in (0.05, 0.2, 1.0):
+            cell = CellParams(e0_v=0.3, k0_cm_s=k0, diffusion_cm2_s=1e-5)
+            params = CVParams(e_begin_v=-0.3, e_vertex1_v=0.9, e_vertex2_v=-0.3, scan_rate_v_s=rate)
+            result = analyze_cv(simulate_cv(cell, params))
+            assert result.dep_v is not None
+            estimate = nicholson_k0(result.dep_v, rate, 1e-5)
+            assert estimate is not None
+            if estimate.side == "value":
+                values += 1
+                assert estimate.k0_cm_s == pytest.approx(k0, rel=0.2), (k0, rate, result.dep_v)
+            elif estimate.side == "above":
+                assert k0 > estimate.k0_cm_s, (k0, rate, result.dep_v)
+            else:
+                assert k0 < estimate.k0_cm_s, (k0, rate, result.dep_v)
+    assert values >= 5  # most of the grid lies in the range: the check is of values, not only bounds
+
+
+def test_outside_the_range_k0_is_a_bound_and_without_a_dep_or_d_nothing() -> None:
+    reversible, slow = nicholson_k0(0.058, 0.1, 1e-5), nicholson_k0(0.250, 0.1, 1e-5)
+    assert reversible is not None and reversible.side == "above" and reversible.said().startswith("> ")
+    assert slow is not None and slow.side == "below" and slow.said().startswith("< ")
+    assert slow.k0_cm_s < reversible.k0_cm_s
+    assert nicholson_k0(0.0, 0.1, 1e-5) is None and nicholson_k0(0.08, 0.1, 0.0) is None
