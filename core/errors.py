@@ -120,10 +120,13 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def said(exc: BaseException) -> str:
+def said(exc: BaseException, chars: int | None = None) -> str:
     """``Type: message`` of ``exc`` on one line (its whitespace runs folded; ``no message`` when it says nothing): how
-    a driver's or a plug-in's exception is quoted in a journalled cause, a health report or a one-line error."""
-    return f"{type(exc).__name__}: {' '.join(_text(exc).split()) or 'no message'}"
+    a driver's or a plug-in's exception is quoted in a journalled cause, a health report or a one-line error.
+    ``chars``: cut to that many characters with an ellipsis, for a console line (a vendor library's message may be
+    a page)."""
+    text = f"{type(exc).__name__}: {' '.join(_text(exc).split()) or 'no message'}"
+    return text if chars is None or len(text) <= chars else f"{text[:chars - 1]}…"
 
 
 def _text(exc: BaseException) -> str:
@@ -134,6 +137,9 @@ def _text(exc: BaseException) -> str:
     except Exception as inner:
         return f"(its message cannot be shown: str() raised {type(inner).__name__})"
 
+
+#: most characters of an exception a console line quotes (:func:`said`): a vendor's message whole, not its page
+SAID_CHARS = 200
 
 #: most characters of a value (or a key) a message repeats: enough to recognise it, not a pasted file
 SHOWN_CHARS = 80
@@ -257,7 +263,23 @@ class DispenseMismatch(InstrumentError):
 class WrongReturn(InstrumentError):
     """A driver returned what its contract does not allow (None, or another type where a voltammogram, a spectrum or
     a status is due): a bug in the driver, most likely a plug-in's, that labloop's own code then met as "a labloop
-    bug"; the instrument's step fails as its fault (:func:`labloop.instruments.contracts.returned`)."""
+    bug"; the instrument's step fails as its fault (:func:`labloop.instruments.contracts.returned`).
+
+    ``scan``: the voltammogram refused, when it is one (potentials in mV, a scan cut short, a NaN point: the
+    executor's checks, protocols/executor.py ``_spanning``), which the run journals as the attempt's raw data marked
+    not analysed: it is a real scan of a sample now used up, and a unit slip can be corrected later."""
+
+    def __init__(self, where: str, what: str, *, scan: object | None = None) -> None:
+        super().__init__(where, what)
+        self.scan = scan
+
+
+class SafetyBreach(WrongReturn):
+    """A scan a driver returned shows the cell was driven beyond ``safety.potential_limits_v`` (a driver that applied
+    another potential than asked, or none of labloop's checks before sending): the run stops at once for a person,
+    the rig made safe, rather than load the next sample into a rig that overdrives its cell (a trial's driver reached
+    2.55 V with limits up to 2.0 V, called a unit slip, and two more samples were scanned before the faults in a row
+    stopped it). The attempt fails as an instrument fault, its scan journalled (:class:`WrongReturn`)."""
 
 
 class ReplayMismatch(InstrumentError):

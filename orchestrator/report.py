@@ -17,6 +17,7 @@ import csv
 import hashlib
 import html
 import logging
+import math
 import os
 import re
 import tempfile
@@ -154,6 +155,10 @@ VOLTAMMOGRAM_COLUMNS = ("id", "smiles", "status", "scan", "role", "scan_rate_v_s
 #: the ``role`` of a scan in voltammograms.csv: the analyte's (each rate of the cv step), a blank's (the
 #: electrolyte before the sample), and the add_standard step's (the analyte with the standard, named by the record)
 ANALYTE, BLANK = "analyte", "blank"
+#: the ``role`` of a scan the executor refused (potentials in mV, a scan cut short, a NaN point, beyond the safety
+#: limits: protocols/executor.py ``_spanning``), kept as returned (orchestrator/journal/store.py
+#: ``Journal.record_raw``; why, in the log's ``rejected`` event and the experiment's cause)
+REJECTED_ROLE = "rejected, not analysed"
 
 
 def write_report(journal: Journal, directory: Path) -> Path:
@@ -604,13 +609,24 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
         writer = csv.writer(handle)
         writer.writerow(VOLTAMMOGRAM_COLUMNS)
         for e in experiments:
-            for scan, (role, v) in enumerate(_scans_of(partial(journal.voltammograms, e["id"]), records.get(e["id"])),
-                                             start=1):
-                head = [e["id"], _cell(e["smiles"]), e["status"], scan, _cell(role), _number(v.params.scan_rate_v_s),
-                        _cell(v.reference), _number(v.params.ir_comp_ohm)]
-                # 6 significant digits: finer than a potentiostat's ADC, and a campaign's scans stay a few MB
-                writer.writerows([*head, f"{t:.6g}", f"{p:.6g}", f"{i:.6g}", int(o)]
-                                 for t, p, i, o in zip(v.time_s, v.potential_v, v.current_a, v.overload, strict=True))
+            scans = [(role, v.to_dict()) for role, v in _scans_of(partial(journal.voltammograms, e["id"]),
+                                                                   records.get(e["id"]))]
+            scans += [(REJECTED_ROLE, stored) for _, stored in journal.rejected_scans(e["id"])]
+            for scan, (role, v) in enumerate(scans, start=1):
+                params = v["params"]
+                head = [e["id"], _cell(e["smiles"]), e["status"], scan, _cell(role), _number(params["scan_rate_v_s"]),
+                        _cell(v["reference"]), _number(params["ir_comp_ohm"])]
+                overload = set(v.get("overload_index") or ())
+                # 6 significant digits: finer than a potentiostat's ADC, and a campaign's scans stay a few MB; a
+                # rejected scan's non-finite point (stored as null) is written nan
+                writer.writerows([*head, *(f"{_nan(x):.6g}" for x in (t, p, i)), int(k in overload)]
+                                 for k, (t, p, i) in enumerate(zip(v["time_s"], v["potential_v"], v["current_a"],
+                                                                   strict=True)))
+
+
+def _nan(value: float | None) -> float:
+    """A stored point's value, NaN where the journal keeps null (a rejected scan's non-finite point)."""
+    return math.nan if value is None else value
 
 
 def _scans_of(raw: Callable[[], list[Voltammogram]], record: dict[str, Any] | None) -> list[tuple[str, Voltammogram]]:

@@ -95,6 +95,9 @@ LAST_HEARD = ("SELECT MAX(t) FROM (SELECT MAX(time) AS t FROM events UNION ALL S
 #: how an action a killed run left open ends (:meth:`Journal.mark_interrupted_on_resume`), with the time it ends at
 CRASHED = ": the run ended without a word (killed?); when this action ended is unknown: the journal last heard of " \
           "the run at {}"
+#: the key a rejected scan's raw data row holds its reason under, and the kind of the event that says it was kept
+#: (:meth:`Journal.record_raw`)
+REJECTED = "rejected"
 #: the event of a rig that could not be made safe (a pump not stopped, a cell left on): it alerts, and the log,
 #: the dashboard and the report show it, since the rig may still be pumping (orchestrator/loop/runner.py)
 UNSAFE = "unsafe"
@@ -502,6 +505,11 @@ def _strings(value: object) -> list[str]:
     return value
 
 
+def _analysed(data: dict[str, Any]) -> Voltammogram | None:
+    """A raw data row's voltammogram, None for a scan the executor rejected (:meth:`Journal.record_raw`)."""
+    return None if isinstance(data, dict) and REJECTED in data else Voltammogram.from_dict(data)
+
+
 def _finite_float(text: str) -> float:
     """A JSON number as a float; one too large for a float (``1e999``) is damage, as labloop writes only finite
     numbers (:func:`_json`)."""
@@ -807,12 +815,23 @@ class Journal:
             db.execute("UPDATE actions SET finished_at = ?, outcome = ?, params_json = COALESCE(?, params_json) "
                        "WHERE id = ?", (now(), outcome, None if params is None else _json(dict(params)), action_id))
 
-    def record_raw(self, experiment_id: int, voltammogram: Voltammogram) -> int:
-        """Store a measured voltammogram of the running attempt; returns its row id."""
+    def record_raw(self, experiment_id: int, voltammogram: Voltammogram, rejected: str | None = None) -> int:
+        """Store a measured voltammogram of the running attempt; returns its row id. ``rejected``: why the executor
+        refused it (protocols/executor.py ``_spanning``: potentials in mV, a scan cut short, a NaN point, beyond the
+        safety limits), kept in its row as :data:`REJECTED` and said by a :data:`REJECTED` event of the experiment in
+        the same transaction. Why keep it: a real scan of a sample now used up (a factor of 1000 can be corrected
+        later), which the attempt's failure lost. A rejected row is not the attempt's measurement: only
+        :meth:`rejected_scans` reads it (a non-finite point is stored as null, which no :class:`Voltammogram` holds)."""
+        stored = voltammogram.to_dict() if rejected is None else {**voltammogram.to_dict(), REJECTED: rejected}
         with self._write() as db:
             attempt = self._running_attempt(db, experiment_id, "raw data")
             cur = db.execute("INSERT INTO raw_data (experiment_id, attempt, voltammogram_json, created_at) "
-                             "VALUES (?, ?, ?, ?)", (experiment_id, attempt, _json(voltammogram.to_dict()), now()))
+                             "VALUES (?, ?, ?, ?)", (experiment_id, attempt, _json(stored), now()))
+            if rejected is not None:
+                message = (f"experiment {experiment_id}: a scan of attempt {attempt} ({len(voltammogram)} points) is "
+                           "kept in the journal as returned, not analysed (voltammograms.csv of `labloop report`)")
+                self._event(db, REJECTED, message, experiment_id,
+                            {"attempt": attempt, "raw_data_id": cur.lastrowid, "reason": rejected})
         return cur.lastrowid  # type: ignore[return-value]
 
     def record_measurement(self, experiment_id: int, result: CVResult, potential_v: float | None,
@@ -1155,11 +1174,24 @@ class Journal:
                           self._read("SELECT * FROM actions WHERE experiment_id = ? ORDER BY id", (experiment_id,)))]
 
     def voltammograms(self, experiment_id: int) -> list[Voltammogram]:
-        """The raw voltammograms of the experiment's current attempt, in order."""
+        """The raw voltammograms of the experiment's current attempt, in order, but those the executor rejected
+        (:meth:`rejected_scans`)."""
+        scans = (self._decoded(text, row, "voltammogram_json", _analysed)
+                 for row, text in self._raw_rows(experiment_id))
+        return [scan for scan in scans if scan is not None]
+
+    def rejected_scans(self, experiment_id: int) -> list[tuple[str, dict[str, Any]]]:
+        """The scans of the experiment's current attempt that the executor rejected (:meth:`record_raw`), in order:
+        (why, the voltammogram's stored form: ``Voltammogram.to_dict`` with a non-finite point as null)."""
+        stored = (self._decoded(text, row, "voltammogram_json", dict) for row, text in self._raw_rows(experiment_id))
+        return [(str(data[REJECTED]), data) for data in stored if REJECTED in data]
+
+    def _raw_rows(self, experiment_id: int) -> list[tuple[str, str]]:
+        """(``raw_data row N``, its JSON) of the experiment's current attempt, in order."""
         rows = self._read("SELECT r.id, r.voltammogram_json FROM raw_data r JOIN experiments e ON e.id = "
                           "r.experiment_id AND e.attempt = r.attempt WHERE r.experiment_id = ? ORDER BY r.id",
                           (experiment_id,))
-        return [self._decoded(r[1], f"raw_data row {r[0]}", "voltammogram_json", Voltammogram.from_dict) for r in rows]
+        return [(f"raw_data row {r[0]}", r[1]) for r in rows]
 
     def analysis(self, experiment_id: int) -> CVResult | None:
         """The full CV analysis of the experiment's current attempt, if measured."""

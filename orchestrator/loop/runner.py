@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from threadpoolctl import threadpool_limits
 
 from labloop.core.errors import (
+    SAID_CHARS,
     BlankFailed,
     BlankNeedsPurge,
     ClusterLostError,
@@ -46,6 +47,7 @@ from labloop.core.errors import (
     NoOperator,
     PumpDisconnected,
     RigNotReady,
+    SafetyBreach,
     SafetyLimitExceeded,
     said,
 )
@@ -212,8 +214,15 @@ def stop_reason(campaign: Campaign, experiments: Sequence[ExperimentRow], starte
     return None
 
 
-def person_advice(cause: RigNotReady | BlankFailed, store: Path) -> str:
-    """What a person does before ``labloop resume`` when the rig needs them (:class:`NeedsPerson`)."""
+def person_advice(cause: RigNotReady | BlankFailed | SafetyBreach, store: Path, cell_ml: float = 0.0) -> str:
+    """What a person does before ``labloop resume`` when the rig needs them (:class:`NeedsPerson`); ``cell_ml``: what
+    the cell holds by labloop's count (a breach's experiment may have left it, when its protocol has no rinse)."""
+    if isinstance(cause, SafetyBreach):
+        instrument = cause.where.split(" in ", 1)[0]
+        empty = "empty the cell, " if cell_ml > 0 else ""
+        return (f"check {instrument} and its driver (the potential it applied is not the one asked) and the cell and "
+                f"electrodes it drove beyond the limits, {empty}then `labloop resume {shell_word(store)}"
+                f"{' --cell-emptied' if cell_ml > 0 else ''}`")
     if isinstance(cause, RigNotReady) and cause.needs == "cell":
         return f"empty the cell, then `labloop resume {shell_word(store)} --cell-emptied`"
     if isinstance(cause, RigNotReady):
@@ -345,10 +354,11 @@ def scan_bound(campaign: Campaign, analysis: CVResult) -> tuple[float, int] | No
 
 class NeedsPerson(Exception):
     """The rig needs a person before the next experiment, whichever molecule it is: what the cell or a syringe
-    holds would stop it part way (:class:`RigNotReady`), or the blank says the cell or electrode is dirty
-    (:class:`BlankFailed`). ``moved``: whether any action started in this run before it."""
+    holds would stop it part way (:class:`RigNotReady`), the blank says the cell or electrode is dirty
+    (:class:`BlankFailed`), or a scan shows the cell was driven beyond the safety limits (:class:`SafetyBreach`: its
+    experiment failed already). ``moved``: whether any action started in this run before it."""
 
-    def __init__(self, cause: RigNotReady | BlankFailed, *, moved: bool) -> None:
+    def __init__(self, cause: RigNotReady | BlankFailed | SafetyBreach, *, moved: bool) -> None:
         super().__init__(str(cause))
         self.cause, self.moved = cause, moved
 
@@ -590,14 +600,15 @@ class Runner:
 
     def _stop_for_a_person(self, exc: NeedsPerson) -> int:
         """The cell, a syringe or the electrode needs a person before any molecule can be measured
-        (:class:`NeedsPerson`): the experiment is interrupted, not failed (``resume`` runs it again), the rig made
-        safe and the run stops: exit 1, or 2 when nothing moved in this run (a ``resume`` that lacks
+        (:class:`NeedsPerson`): the experiment is interrupted, not failed (``resume`` runs it again; a safety breach's
+        failed already, its sample spent), the rig made safe and the run stops: exit 1, or 2 when nothing moved in this
+        run (a ``resume`` that lacks
         ``--cell-emptied`` is refused, as bad input is). A pump that disconnected while pumping in the faults just
         before (the liquid of its failed experiment, left without a rinse, refusing this one) is said too, and what to
         check for it replaces the cell's advice (:meth:`_disconnected`, which says ``--cell-emptied`` as well). The
         stop's message, which the console, the log and the alerts show, says the cause without its class name."""
         cause = exc.cause
-        advice = person_advice(cause, self.journal.path)
+        advice = person_advice(cause, self.journal.path, self.executor.contents.cell_ml)
         lost = ""
         if self._lost:
             lost, check = self._disconnected()
@@ -607,8 +618,9 @@ class Runner:
                 self.journal.finish_action(action, f"{type(cause).__name__}: {cause}")
             self._open_actions = {}
             ids = self.journal.mark_interrupted_on_resume()
-            self.journal.add_event("stopped", f"{cause}: campaign stopped before a sample is spent on it "
-                                              f"({resume_does(self.journal, ids)}){lost}",
+            stopped = (f"campaign stopped before a sample is spent on it ({resume_does(self.journal, ids)})" if ids
+                       else "campaign stopped before the next sample")  # a breach: its experiment failed already
+            self.journal.add_event("stopped", f"{cause}: {stopped}{lost}",
                                    data={"experiments": ids, "advice": advice,
                                          "cell_ml": self.executor.contents.cell_ml})
         self._make_safe("the run stopped")
@@ -719,6 +731,14 @@ class Runner:
             # the cell, a syringe or the electrode needs a person, whichever molecule comes next: the run stops
             # and this experiment runs again on resume rather than failing (and the next ones with it)
             raise NeedsPerson(exc, moved=self._moved) from exc
+        except SafetyBreach as exc:
+            # the cell was driven beyond the limits: this attempt fails as the rig's fault (its sample is spent, and the
+            # planner counts it as any instrument fault), the rig made safe (_fail), and the run stops for a person at
+            # once rather than load the next sample into a rig that overdrives its cell
+            message = self._located(exc)
+            log.error("experiment %d failed: %s", experiment.id, message)
+            self._fail(experiment.id, message)
+            raise NeedsPerson(exc, moved=True) from exc
         except InputError as exc:
             if not self._actions:  # refused before anything moved: this proposal (its window) breaks a limit
                 self._fail(experiment.id, f"{REFUSED_FAILURE}{type(exc).__name__}: {exc}")
@@ -750,7 +770,7 @@ class Runner:
                 plugin = self._plugin_that_raised(exc, where)
                 if plugin is not None:  # a plug-in's bug: say whose, in one line (its traceback at -v)
                     log.error("experiment %d: %s raised %s, not an instrument error: a bug in driver %r (run with "
-                              "-v for the traceback)", experiment.id, where[0], type(exc).__name__, plugin)  # type: ignore[index]
+                              "-v for the traceback)", experiment.id, where[0], said(exc, SAID_CHARS), plugin)  # type: ignore[index]
                     log.info("the traceback of experiment %d's %s", experiment.id, type(exc).__name__, exc_info=exc)
                 else:  # labloop's own code (a built-in driver, the analysis): the traceback is the report
                     log.error("experiment %d: unexpected %s (a labloop bug: please report it with this traceback)",
@@ -765,11 +785,13 @@ class Runner:
                    safe_state=False)
         return ANALYSIS_FAULT
 
-    def _journal_scan(self, experiment_id: int, voltammogram: Voltammogram) -> None:
+    def _journal_scan(self, experiment_id: int, voltammogram: Voltammogram, rejected: str | None) -> None:
         """The executor's hook as the cv's scans return: the voltammogram journalled as the attempt's raw data
-        before the cv's action ends ``ok`` (so a cv the journal shows ``ok`` always has its voltammogram)."""
+        before the cv's action ends ``ok`` (so a cv the journal shows ``ok`` always has its voltammogram); or a scan
+        the executor refused, ``rejected`` saying why, journalled marked so (:meth:`Journal.record_raw`) before its
+        step's action ends and the attempt fails: a real scan of a used-up sample is never lost with its attempt."""
         with self.interrupts.deferred():
-            self.journal.record_raw(experiment_id, voltammogram)
+            self.journal.record_raw(experiment_id, voltammogram, rejected)
 
     def _journal_outcome(self, experiment_id: int, outcome: ExperimentOutcome) -> None:
         """The executor's hook once the measurement is complete (protocols/executor.py ``measured_after``): its

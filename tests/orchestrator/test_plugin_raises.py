@@ -7,6 +7,8 @@ subclass on its emulator's pty), a real journal."""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 from pathlib import Path
 
@@ -241,7 +243,105 @@ def test_a_scan_that_does_not_span_the_window_asked_is_the_drivers_fault(odd_cam
                                     "was asked (potentials in another unit, mV? or a scan cut short): not analysed"
                                     in c for c in causes), causes
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
-        assert not any(journal.voltammograms(e.id) for e in journal.experiments())  # nothing analysed or kept
+        assert not any(journal.voltammograms(e.id) for e in journal.experiments())  # nothing analysed
+        # each refused scan kept as returned, marked with why: a real scan of a used-up sample (a unit to correct)
+        kept = [journal.rejected_scans(e.id) for e in journal.experiments() if e.status == State.FAILED]
+        events = journal.events(kinds=("rejected",))
+    assert len(kept) == 2 and all(len(k) == 1 and "mV?" in k[0][0]
+                                  and min(k[0][1]["potential_v"]) == pytest.approx(-800) for k in kept), kept
+    assert len(events) == 2 and "kept in the journal as returned, not analysed" in events[0].message
+    assert labloop("report", tmp_path / "tiny.db", "--output", tmp_path / "report").returncode == 0
+    with (tmp_path / "report" / "voltammograms.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["role"] for r in rows} == {"rejected, not analysed"} and {r["status"] for r in rows} == {"failed"}
+    assert min(float(r["potential_v_vs_reference"]) for r in rows) == pytest.approx(-800)
+
+
+#: a plug-in potentiostat (an EmStat on its emulator) whose scan says the cell went 0.6 V past 1.9 V (a driver that
+#: applied another potential than asked: nothing real in the emulator does, so the driver writes it)
+OVERSHOOT_STAT = """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class OverStat(EmStatPotentiostat):
+        def run_cv(self, params):
+            scan = super().run_cv(params)
+            return replace(scan, potential_v=np.where(scan.potential_v > 1.9, scan.potential_v + 0.6,
+                                                      scan.potential_v))
+
+    OVER_STAT = DriverDescriptor(name="over-stat", kind="potentiostat", open=OverStat.open, default_baudrate=230400)
+    """
+
+
+def test_a_scan_beyond_the_safety_limits_stops_the_run_for_a_person(odd_campaign, tmp_path, labloop, install_plugin):
+    """A driver whose scan showed the cell driven to 2.55 V with limits up to 2.0 V was called "potentials in
+    another unit, mV? or a scan cut short", the next sample was loaded and scanned, and only the third fault in a row
+    stopped the run (a trial user's finding). Now it is a safety breach: one line naming the instrument, the potential
+    and the limit, the scan kept, the experiment failed as the rig's fault, and the run stops at once for a person, the
+    rig made safe, before any next sample."""
+    install_plugin("over_stat", OVERSHOOT_STAT, {"over-stat": "OVER_STAT"},
+                   "labloop.sim.builtin_emulators:emstat_emulator")
+    path = odd_campaign("return volume_ml", potentiostat="over-stat")
+    campaign = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**campaign, "safety": {"potential_limits_v": [-1.7, 2.0]}}))  # the user's limits
+    result = labloop("run", path, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [(status, cause)] = _experiments(tmp_path / "tiny.db")  # no second sample
+    breach = ("potentiostat in " in cause and "its driver's run_cv returned a scan showing the cell was driven to "
+              "2.550 V, beyond safety.potential_limits_v's 2.0 V (asked 1.95 and -0.8 V): not analysed")
+    assert status == State.FAILED and cause.startswith("SafetyBreach: ") and breach, cause
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: potentiostat in ") and "driven to 2.550 V" in last, result.stderr
+    assert "campaign stopped before the next sample; check potentiostat and its driver" in last, last
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        [experiment] = [e for e in journal.experiments() if e.status == State.FAILED]
+        [(why, scan)] = journal.rejected_scans(experiment.id)
+        cv = [a for a in journal.actions(experiment.id) if a.command == "cv"]
+    assert "driven to 2.550 V" in why and max(scan["potential_v"]) == pytest.approx(2.55)
+    assert cv[0].outcome.startswith("SafetyBreach: ")
+
+
+#: a plug-in potentiostat (an EmStat on its emulator) that writes a NaN into a built scan's currents (a Voltammogram
+#: refuses one when built, so only a driver writing into it afterwards can return one)
+NAN_STAT = """
+    import numpy as np
+
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class NanStat(EmStatPotentiostat):
+        def run_cv(self, params):
+            scan = super().run_cv(params)
+            object.__setattr__(scan, "current_a", np.where(np.arange(len(scan)) == 5, np.nan, scan.current_a))
+            return scan
+
+    NAN_STAT = DriverDescriptor(name="nan-stat", kind="potentiostat", open=NanStat.open, default_baudrate=230400)
+    """
+
+
+def test_a_scan_holding_nan_is_kept_and_read_back_without_breaking_the_journal(odd_campaign, tmp_path, labloop,
+                                                                               install_plugin):
+    """A scan with a NaN point is refused, and kept: stored with the point as null (strict JSON), so `labloop log
+    --json` stays valid JSON and `labloop report` writes the point as nan; the scans the journal analyses are
+    unaffected."""
+    install_plugin("nan_stat", NAN_STAT, {"nan-stat": "NAN_STAT"}, "labloop.sim.builtin_emulators:emstat_emulator")
+    result = labloop("run", odd_campaign("return volume_ml", potentiostat="nan-stat"), "--dry-run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        kept = [journal.rejected_scans(e.id) for e in journal.experiments() if e.status == State.FAILED]
+    assert len(kept) == 2 and all(k[0][1]["current_a"][5] is None and "NaN" in k[0][0] for k in kept), kept
+    logged = labloop("log", tmp_path / "tiny.db", "--json")
+    reasons = [e["data"]["reason"] for e in json.loads(logged.stdout)["events"] if e["kind"] == "rejected"]
+    assert len(reasons) == 2 and all("holding NaN or infinite values" in r for r in reasons)
+    assert labloop("report", tmp_path / "tiny.db", "--output", tmp_path / "report").returncode == 0
+    with (tmp_path / "report" / "voltammograms.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["scan"] == "1" and r["id"] == str(1)]
+    assert rows[5]["current_a"] == "nan" and rows[4]["current_a"] != "nan"
 
 
 #: a plug-in potentiostat (an EmStat on its emulator) whose abort, called only to make the rig safe, and close fail

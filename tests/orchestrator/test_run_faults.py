@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labloop.core.errors import SAID_CHARS, said
 from labloop.orchestrator.compose import build_executor, build_rig, build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
@@ -59,6 +60,14 @@ class BuggyPotentiostat:
 """
 
 
+def test_a_plugins_huge_message_is_cut_in_its_console_line():
+    """The console line of a plug-in's bug quotes its exception (``said(exc, SAID_CHARS)``), cut with an ellipsis:
+    a vendor library's message may be a page, and the journal keeps it whole."""
+    line = said(RuntimeError("vendor DLL said: " + "0xDEADBEEF " * 500), SAID_CHARS)
+    assert len(line) == SAID_CHARS and line.startswith("RuntimeError: vendor DLL said: 0xDEADBEEF") and line[-1] == "…"
+    assert said(RuntimeError("short"), SAID_CHARS) == "RuntimeError: short"
+
+
 def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(tmp_path, write_campaign, caplog,
                                                                               monkeypatch):
     """The failure names the campaign's instrument and step (a plug-in's own message may name only its port),
@@ -79,8 +88,8 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
         assert [e.cause for e in failed] == ["potentiostat (cv): RuntimeError: plug-in bug: list index out of range"]
         said = [r for r in caplog.records if r.levelname == "ERROR"]
         assert [r.getMessage() for r in said] == [
-            f"experiment {failed[0].id}: potentiostat raised RuntimeError, not an instrument error: a bug in driver "
-            "'emstat' (run with -v for the traceback)"]
+            f"experiment {failed[0].id}: potentiostat raised RuntimeError: plug-in bug: list index out of range, not "
+            "an instrument error: a bug in driver 'emstat' (run with -v for the traceback)"]  # its message too
         assert said[0].exc_info is None
         assert len(journal.experiments(states=(State.DONE,))) == 4  # the run went on to its budget
         assert not journal.experiments(states=(State.RUNNING,))
