@@ -266,8 +266,8 @@ class WrongReturn(InstrumentError):
     bug"; the instrument's step fails as its fault (:func:`labloop.instruments.contracts.returned`).
 
     ``scan``: the voltammogram refused, when it is one (potentials in mV, a scan cut short, a NaN point: the
-    executor's checks, protocols/executor.py ``_spanning``), which the run journals as the attempt's raw data marked
-    not analysed: it is a real scan of a sample now used up, and a unit slip can be corrected later."""
+    executor's checks, instruments/voltammogram.py ``returned_scan``), which the run journals as the attempt's raw
+    data marked not analysed: it is a real scan of a sample now used up, and a unit slip can be corrected later."""
 
     def __init__(self, where: str, what: str, *, scan: object | None = None) -> None:
         super().__init__(where, what)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from labloop.core.errors import ConfigError, InstrumentError, SafetyLimitExceeded, WrongReturn
+from labloop.core.errors import ConfigError, InstrumentError, SafetyLimitExceeded, WrongReturn, shown
 
 #: default flow-rate cap (mL/min): ten times the example protocol's fastest dispense; a typed 5000 for 5.0
 #: must not reach a pump
@@ -295,6 +296,20 @@ def returned(value: Any, expected: type | tuple[type, ...], *, where: str, call:
     got = "None" if value is None else _a(type(value).__name__)
     wanted = what or _a(expected.__name__)  # type: ignore[union-attr]
     raise error(where, f"its driver's {call} returned {got}, not {wanted}" + (f": {unknown}" if unknown else ""))
+
+
+def returned_range(value: Any, *, where: str, call: str) -> tuple[float, float]:
+    """``value``, what a driver's optional range attribute ``call`` gave (``potential_range_v``, ``rate_range_ml_min``:
+    docs/drivers.md), as a (low, high) pair of floats; else :class:`WrongReturn` at ``where`` saying what came. Why one
+    check: a plug-in's string stopped ``labloop run`` with "unexpected ValueError: too many values to unpack (a
+    labloop bug)", and its (2.0, -2.0) passed the conformance kit (sim/conformance.py) and then refused every run at
+    open (protocols/executor.py); both call this."""
+    what = "None or a (low, high) pair of numbers, low below high"
+    pair = returned(value, (tuple, list), where=where, call=call, what=what)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair) \
+            or not -math.inf < pair[0] < pair[1] < math.inf:  # NaN too
+        raise WrongReturn(where, f"its driver's {call} returned {shown(tuple(pair))}, not {what}")
+    return float(pair[0]), float(pair[1])
 
 
 def _a(name: str) -> str:

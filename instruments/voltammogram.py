@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from labloop.core.errors import InvalidParameter
+from labloop.core.errors import InvalidParameter, SafetyBreach, WrongReturn
 
 log = logging.getLogger(__name__)
 
@@ -251,3 +251,113 @@ class Voltammogram:
             raise InvalidParameter(f"{exc.args[0]}: missing from stored voltammogram") from None
         except IndexError:
             raise InvalidParameter("overload_index: index outside the voltammogram") from None
+
+
+# -- what a driver returned -------------------------------------------------------------------------------------
+# Checked here, below both users, so the protocol executor (protocols/executor.py, before a scan is analysed) and the
+# conformance kit (sim/conformance.py, its short CV) apply one check: the kit passed drivers whose every scan a run
+# then rejected (currents in uA labelled A, a NaN point: a plug-in author's trial).
+
+#: the largest current a step may name (A: a blank's limit, a CV's current range) or a returned scan hold. A blank
+#: (electrolyte alone, a few mL, a mm-size electrode) draws nA to uA: the charging current is ~0.14 uA at 0.1 V/s on a
+#: 3 mm disk, ~30 uA at 10 V/s, and air-saturated electrolyte's O2 wave tens of uA (PROTOCOLS.md); a 10 mM analyte's
+#: peak is ~0.2 mA at 0.1 V/s. 0.1 A through a 3 mm disk is 1.4 A/cm2, electrolysis with gas, and twenty times the
+#: EmStat Pico's highest range (5 mA): a limit above it never trips, a range above it never resolves a peak. So it is
+#: never meant, and any current meant in uA (a blank's limit is above its charging current, 0.1 uA) written in A lies
+#: above it: refused, with that hint.
+MAX_CURRENT_A = 0.1
+#: how far (V) a voltammogram's lowest and highest potential may lie from the vertices asked, beyond two steps: a
+#: potentiostat reports the potential it applied, within millivolts
+SPAN_TOLERANCE_V = 0.02
+#: how far (relative) a voltammogram's scan rate and compensated resistance may lie from those asked
+PARAMS_TOLERANCE = 0.01
+
+
+#: how far (V) a returned potential may lie beyond ``safety.potential_limits_v`` before the scan is a safety breach
+#: (:class:`SafetyBreach`), or one potential step when that is larger: a potentiostat reports the potential it applied
+#: within millivolts, and a staircase's last step may land one step past a vertex set at the limit
+BREACH_TOLERANCE_V = 0.01
+#: how many times the largest limit (in volts) a returned potential must reach to be read as in another unit (mV: a
+#: thousand times) rather than as a breach: no potentiostat applies a hundred times a cell's window
+UNIT_SLIP_FACTOR = 100.0
+
+
+def returned_scan(scan: Voltammogram, params: CVParams, at: str, call: str,
+                  limits_v: tuple[float, float] | None = None) -> Voltammogram:
+    """``scan`` when it is the scan ``params`` asked for, else :class:`WrongReturn` at ``at``, the instrument's fault,
+    named, before any analysis, carrying the scan so a run journals it, not analysed (a real scan of a used-up
+    sample; a unit slip can be corrected later).
+
+    First, with ``limits_v`` (a run's ``safety.potential_limits_v``), its potentials within them, give or take
+    :data:`BREACH_TOLERANCE_V` or a step: beyond them the cell was driven where the limits forbid, a
+    :class:`SafetyBreach` that stops the run for a person (a driver whose scan reached 2.55 V with limits up to 2.0 V
+    was called a unit slip, and the next samples were scanned). A potential beyond :data:`UNIT_SLIP_FACTOR` times the
+    largest limit is a unit slip (mV), said by the span check below, as no cell was driven to thousands of volts.
+
+    Then its potentials must run from one vertex of ``params`` to the other (a driver's scan in mV, 1000 times the
+    window, or cut short before a vertex, was analysed as the molecule's and failed as ``no_peak`` or
+    ``irreversible``, ten in a row before the run stopped with advice about the electrodes, and the planner shunned
+    those molecules: a plug-in engineer's trial); its potentials and currents finite, and the currents within what a
+    cell of a few mL draws (a NaN written into the arrays after they were built ended in a traceback blamed on
+    labloop, currents in uA as A, 39 A, went into the journal as a measurement: a plug-in author's trial); and its own
+    ``params`` those asked, as the raw data keeps them and the analysis corrects the ohmic drop by their compensation
+    (a scan of -5..5 V that never ran was journalled as the experiment's)."""
+    low, high = sorted((params.e_vertex1_v, params.e_vertex2_v))
+    off = SPAN_TOLERANCE_V + 2 * params.e_step_v
+    kept = scan if isinstance(scan.params, CVParams) else None  # what a journal can store as a voltammogram
+    if limits_v is not None:
+        _check_breach(scan, params, at, call, limits_v, kept)
+    got = "no point"
+    if not (np.isfinite(scan.potential_v).all() and np.isfinite(scan.current_a).all()):
+        raise WrongReturn(at, f"its driver's {call} returned a scan holding NaN or infinite values: not analysed",
+                          scan=kept)
+    if len(scan.potential_v):
+        lo, hi = float(scan.potential_v.min()), float(scan.potential_v.max())
+        if not (abs(lo - low) <= off and abs(hi - high) <= off):
+            got = f"{lo:.3f}..{hi:.3f} V"
+        elif (peak := float(np.abs(scan.current_a).max())) > MAX_CURRENT_A:
+            raise WrongReturn(at, f"its driver's {call} returned currents up to {peak:.4g} A, beyond what a cell of a "
+                                  f"few mL draws (at most {MAX_CURRENT_A:g} A): currents in another unit, uA? not "
+                                  "analysed", scan=kept)
+        elif (differs := _params_differ(scan.params, params, off)) is not None:
+            raise WrongReturn(at, f"its driver's {call} returned a scan whose params say {differs}: not analysed",
+                              scan=kept)
+        else:
+            return scan
+    raise WrongReturn(at, f"its driver's {call} returned a scan over {got} where {low:g}..{high:g} V was asked "
+                          "(potentials in another unit, mV? or a scan cut short): not analysed", scan=kept)
+
+
+def _check_breach(scan: Voltammogram, params: CVParams, at: str, call: str, limits_v: tuple[float, float],
+                  kept: Voltammogram | None) -> None:
+    """:class:`SafetyBreach` when a finite potential of ``scan`` lies beyond ``limits_v`` by more than
+    :data:`BREACH_TOLERANCE_V` (or a step of ``params``) and within :data:`UNIT_SLIP_FACTOR` times the largest limit
+    (beyond that it is a unit slip: :func:`returned_scan`); the potential farthest beyond is the one said."""
+    finite = scan.potential_v[np.isfinite(scan.potential_v)]
+    if not len(finite):
+        return
+    low, high = limits_v
+    tolerance = max(BREACH_TOLERANCE_V, params.e_step_v)
+    slip = UNIT_SLIP_FACTOR * max(abs(low), abs(high))
+    lo, hi = float(finite.min()), float(finite.max())
+    beyond = [(e, limit) for e, limit in ((hi, high), (lo, low)) if abs(e - limit) > tolerance
+              and (e > limit if limit == high else e < limit) and abs(e) <= slip]
+    if beyond:
+        e, limit = max(beyond, key=lambda pair: abs(pair[0] - pair[1]))
+        raise SafetyBreach(at, f"its driver's {call} returned a scan showing the cell was driven to {e:.3f} V, beyond "
+                               f"safety.potential_limits_v's {float(limit)} V (asked {params.e_vertex1_v:g} and "
+                               f"{params.e_vertex2_v:g} V): not analysed", scan=kept)
+
+
+def _params_differ(got: CVParams, asked: CVParams, off: float) -> str | None:
+    """What of a returned scan's ``got`` params is not what was ``asked`` (potentials within ``off`` V, the scan
+    rate and the compensated resistance within :data:`PARAMS_TOLERANCE`), as ``field X where Y was asked``."""
+    if not isinstance(got, CVParams):
+        return f"{type(got).__name__}, not CVParams,"
+    for name in ("e_begin_v", "e_vertex1_v", "e_vertex2_v"):
+        if abs(getattr(got, name) - getattr(asked, name)) > off:
+            return f"{name} {getattr(got, name):g} V where {getattr(asked, name):g} V was asked"
+    for name, unit in (("scan_rate_v_s", "V/s"), ("ir_comp_ohm", "ohm")):
+        if not math.isclose(getattr(got, name), getattr(asked, name), rel_tol=PARAMS_TOLERANCE, abs_tol=1e-9):
+            return f"{name} {getattr(got, name):g} {unit} where {getattr(asked, name):g} {unit} was asked"
+    return None

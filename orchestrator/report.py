@@ -156,7 +156,7 @@ VOLTAMMOGRAM_COLUMNS = ("id", "smiles", "status", "scan", "role", "scan_rate_v_s
 #: electrolyte before the sample), and the add_standard step's (the analyte with the standard, named by the record)
 ANALYTE, BLANK = "analyte", "blank"
 #: the ``role`` of a scan the executor refused (potentials in mV, a scan cut short, a NaN point, beyond the safety
-#: limits: protocols/executor.py ``_spanning``), kept as returned (orchestrator/journal/store.py
+#: limits: instruments/voltammogram.py ``returned_scan``), kept as returned (orchestrator/journal/store.py
 #: ``Journal.record_raw``; why, in the log's ``rejected`` event and the experiment's cause)
 REJECTED_ROLE = "rejected, not analysed"
 

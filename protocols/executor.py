@@ -42,13 +42,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-import numpy as np
 from pydantic import ValidationError
 
 from labloop.core.errors import (
@@ -64,11 +62,9 @@ from labloop.core.errors import (
     Problems,
     PumpDisconnected,
     RigNotReady,
-    SafetyBreach,
     SafetyLimitExceeded,
     WrongReturn,
     said,
-    shown,
 )
 from labloop.core.text import plural
 from labloop.core.timestamps import now
@@ -82,6 +78,7 @@ from labloop.instruments.contracts import (
     SafetyLimits,
     SampleChanger,
     returned,
+    returned_range,
 )
 from labloop.instruments.cv_analysis import (
     FERROCENE_VS_LI_V,
@@ -103,11 +100,10 @@ from labloop.instruments.cv_analysis import (
     to_li_scale,
 )
 from labloop.instruments.impedance import ImpedanceSpectrum, RuEstimate, fit_ru
-from labloop.instruments.voltammogram import CVParams, Voltammogram
+from labloop.instruments.voltammogram import CVParams, Voltammogram, returned_scan
 from labloop.protocols.steps import (
     CV,
     EIS,
-    MAX_CURRENT_A,
     AddStandard,
     Analyze,
     Blank,
@@ -142,8 +138,9 @@ log = logging.getLogger(__name__)
 OnAction = Callable[[int, str, str, dict[str, Any], str, str | None, str | None], None]
 #: ``on_scan(voltammogram, rejected)``: the cv step's voltammogram (its first scan rate's, the one the journal's raw
 #: data keeps per attempt), called once its scans have returned, before the cv's action ends, ``rejected`` None; or a
-#: scan of any step (the cv's, a blank's, the standard's) the executor refused (:func:`_spanning`: potentials in mV, a
-#: scan cut short, a NaN point, beyond the safety limits), ``rejected`` saying why, before that step's action ends with
+#: scan of any step (the cv's, a blank's, the standard's) the executor refused
+#: (:func:`labloop.instruments.voltammogram.returned_scan`: potentials in mV, a scan cut short, a NaN point, beyond the
+#: safety limits), ``rejected`` saying why, before that step's action ends with
 #: the error (:meth:`ProtocolExecutor.run`)
 OnScan = Callable[[Voltammogram, str | None], None]
 #: ``on_outcome(outcome)``: the experiment's :class:`ExperimentOutcome`, called once every step it depends on has
@@ -531,12 +528,7 @@ class ProtocolExecutor:
         span = None if self.rig is None else getattr(self.rig.instruments[instrument], attribute, None)
         if span is None:
             return None
-        at, what = f"{instrument} in {where}", "None or a (low, high) pair of numbers, low below high"
-        pair = returned(span, (tuple, list), where=at, call=attribute, what=what)
-        if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair) \
-                or not -math.inf < pair[0] < pair[1] < math.inf:  # NaN too
-            raise WrongReturn(at, f"its driver's {attribute} returned {shown(tuple(pair))}, not {what}")
-        return float(pair[0]), float(pair[1])
+        return returned_range(span, where=f"{instrument} in {where}", call=attribute)
 
     def _check_rate(self, where: str, step: Step) -> None:
         """Refuse a rate the pump cannot drive its syringe at (once the rig is open its driver's
@@ -645,7 +637,7 @@ class ProtocolExecutor:
                     # a pump's failure inside another instrument's step is the pump's. A scan refused is kept first,
                     # marked not analysed: a real scan of a used-up sample
                     if isinstance(exc, WrongReturn) and exc.scan is not None and on_scan is not None:
-                        on_scan(exc.scan, str(exc))  # type: ignore[arg-type]  # _spanning keeps voltammograms only
+                        on_scan(exc.scan, str(exc))  # type: ignore[arg-type]  # returned_scan keeps voltammograms only
                     on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
                     raise
                 if isinstance(step, CV) and on_scan is not None:  # journalled before the cv's action ends ok
@@ -1022,16 +1014,16 @@ class ProtocolExecutor:
         run_series = getattr(driver, "run_cv_series", None)  # one script for all rates, where offered
         if run_series is None or len(series) == 1:
             for params in series:
-                yield _spanning(returned(driver.run_cv(params), Voltammogram, where=at, call="run_cv"), params, at,
-                                "run_cv", self.safety.potential_window_v)
+                yield returned_scan(returned(driver.run_cv(params), Voltammogram, where=at, call="run_cv"), params,
+                                    at, "run_cv", self.safety.potential_window_v)
             return
         what = f"a list of {len(series)} voltammograms, one per scan rate"
         scans = returned(run_series(list(series)), (list, tuple), where=at, call="run_cv_series", what=what)
         if len(scans) != len(series):
             raise WrongReturn(at, f"its driver's run_cv_series returned {len(scans)} {plural(len(scans), 'scan')}, "
                                   f"not {what}")
-        yield from [_spanning(returned(scan, Voltammogram, where=at, call="run_cv_series", what=what), params, at,
-                              "run_cv_series", self.safety.potential_window_v)
+        yield from [returned_scan(returned(scan, Voltammogram, where=at, call="run_cv_series", what=what), params,
+                                  at, "run_cv_series", self.safety.potential_window_v)
                     for scan, params in zip(scans, series, strict=True)]
 
     @staticmethod
@@ -1270,104 +1262,6 @@ def _since_emptied(steps: Sequence[Step], end: int) -> range:
     """The places of the steps before ``end`` that come after the last rinse or clean among them."""
     emptied = max((i for i, s in enumerate(steps[:end]) if isinstance(s, Rinse | Clean)), default=-1)
     return range(emptied + 1, end)
-
-
-#: how far (V) a voltammogram's lowest and highest potential may lie from the vertices asked, beyond two steps: a
-#: potentiostat reports the potential it applied, within millivolts
-SPAN_TOLERANCE_V = 0.02
-
-
-#: how far (relative) a voltammogram's scan rate and compensated resistance may lie from those asked
-PARAMS_TOLERANCE = 0.01
-
-#: how far (V) a returned potential may lie beyond ``safety.potential_limits_v`` before the scan is a safety breach
-#: (:class:`SafetyBreach`), or one potential step when that is larger: a potentiostat reports the potential it applied
-#: within millivolts, and a staircase's last step may land one step past a vertex set at the limit
-BREACH_TOLERANCE_V = 0.01
-
-#: how many times the largest limit (in volts) a returned potential must reach to be read as in another unit (mV: a
-#: thousand times) rather than as a breach: no potentiostat applies a hundred times a cell's window
-UNIT_SLIP_FACTOR = 100.0
-
-
-def _spanning(scan: Voltammogram, params: CVParams, at: str, call: str,
-              limits_v: tuple[float, float]) -> Voltammogram:
-    """``scan`` when it is the scan ``params`` asked for, else :class:`WrongReturn` at ``at``, the instrument's fault,
-    named, before any analysis, carrying the scan so the run journals it, not analysed (a real scan of a used-up
-    sample; a unit slip can be corrected later).
-
-    First, its potentials within ``limits_v`` (``safety.potential_limits_v``, give or take
-    :data:`BREACH_TOLERANCE_V` or a step): beyond them the cell was driven where the limits forbid, a
-    :class:`SafetyBreach` that stops the run for a person (a driver whose scan reached 2.55 V with limits up to 2.0 V
-    was called a unit slip, and the next samples were scanned). A potential beyond :data:`UNIT_SLIP_FACTOR` times the
-    largest limit is a unit slip (mV), said by the span check below, as no cell was driven to thousands of volts.
-
-    Then its potentials must run from one vertex of ``params`` to the other (a driver's scan in mV, 1000 times the
-    window, or cut short before a vertex, was analysed as the molecule's and failed as ``no_peak`` or
-    ``irreversible``, ten in a row before the run stopped with advice about the electrodes, and the planner shunned
-    those molecules: a plug-in engineer's trial); its potentials and currents finite, and the currents within what a
-    cell of a few mL draws (a NaN written into the arrays after they were built ended in a traceback blamed on
-    labloop, currents in uA as A, 39 A, went into the journal as a measurement: a plug-in author's trial); and its own
-    ``params`` those asked, as the raw data keeps them and the analysis corrects the ohmic drop by their compensation
-    (a scan of -5..5 V that never ran was journalled as the experiment's)."""
-    low, high = sorted((params.e_vertex1_v, params.e_vertex2_v))
-    off = SPAN_TOLERANCE_V + 2 * params.e_step_v
-    kept = scan if isinstance(scan.params, CVParams) else None  # what the journal can store as a voltammogram
-    _check_breach(scan, params, at, call, limits_v, kept)
-    got = "no point"
-    if not (np.isfinite(scan.potential_v).all() and np.isfinite(scan.current_a).all()):
-        raise WrongReturn(at, f"its driver's {call} returned a scan holding NaN or infinite values: not analysed",
-                          scan=kept)
-    if len(scan.potential_v):
-        lo, hi = float(scan.potential_v.min()), float(scan.potential_v.max())
-        if not (abs(lo - low) <= off and abs(hi - high) <= off):
-            got = f"{lo:.3f}..{hi:.3f} V"
-        elif (peak := float(np.abs(scan.current_a).max())) > MAX_CURRENT_A:
-            raise WrongReturn(at, f"its driver's {call} returned currents up to {peak:.4g} A, beyond what a cell of a "
-                                  f"few mL draws (at most {MAX_CURRENT_A:g} A): currents in another unit, uA? not "
-                                  "analysed", scan=kept)
-        elif (differs := _params_differ(scan.params, params, off)) is not None:
-            raise WrongReturn(at, f"its driver's {call} returned a scan whose params say {differs}: not analysed",
-                              scan=kept)
-        else:
-            return scan
-    raise WrongReturn(at, f"its driver's {call} returned a scan over {got} where {low:g}..{high:g} V was asked "
-                          "(potentials in another unit, mV? or a scan cut short): not analysed", scan=kept)
-
-
-def _check_breach(scan: Voltammogram, params: CVParams, at: str, call: str, limits_v: tuple[float, float],
-                  kept: Voltammogram | None) -> None:
-    """:class:`SafetyBreach` when a finite potential of ``scan`` lies beyond ``limits_v`` by more than
-    :data:`BREACH_TOLERANCE_V` (or a step of ``params``) and within :data:`UNIT_SLIP_FACTOR` times the largest limit
-    (beyond that it is a unit slip: :func:`_spanning`); the potential farthest beyond is the one said."""
-    finite = scan.potential_v[np.isfinite(scan.potential_v)]
-    if not len(finite):
-        return
-    low, high = limits_v
-    tolerance = max(BREACH_TOLERANCE_V, params.e_step_v)
-    slip = UNIT_SLIP_FACTOR * max(abs(low), abs(high))
-    lo, hi = float(finite.min()), float(finite.max())
-    beyond = [(e, limit) for e, limit in ((hi, high), (lo, low)) if abs(e - limit) > tolerance
-              and (e > limit if limit == high else e < limit) and abs(e) <= slip]
-    if beyond:
-        e, limit = max(beyond, key=lambda pair: abs(pair[0] - pair[1]))
-        raise SafetyBreach(at, f"its driver's {call} returned a scan showing the cell was driven to {e:.3f} V, beyond "
-                               f"safety.potential_limits_v's {float(limit)} V (asked {params.e_vertex1_v:g} and "
-                               f"{params.e_vertex2_v:g} V): not analysed", scan=kept)
-
-
-def _params_differ(got: CVParams, asked: CVParams, off: float) -> str | None:
-    """What of a returned scan's ``got`` params is not what was ``asked`` (potentials within ``off`` V, the scan
-    rate and the compensated resistance within :data:`PARAMS_TOLERANCE`), as ``field X where Y was asked``."""
-    if not isinstance(got, CVParams):
-        return f"{type(got).__name__}, not CVParams,"
-    for name in ("e_begin_v", "e_vertex1_v", "e_vertex2_v"):
-        if abs(getattr(got, name) - getattr(asked, name)) > off:
-            return f"{name} {getattr(got, name):g} V where {getattr(asked, name):g} V was asked"
-    for name, unit in (("scan_rate_v_s", "V/s"), ("ir_comp_ohm", "ohm")):
-        if not math.isclose(getattr(got, name), getattr(asked, name), rel_tol=PARAMS_TOLERANCE, abs_tol=1e-9):
-            return f"{name} {getattr(got, name):g} {unit} where {getattr(asked, name):g} {unit} was asked"
-    return None
 
 
 def refill_steps(steps: Sequence[Step], blank_index: int) -> list[int]:

@@ -72,7 +72,7 @@ from labloop.core.validation import field_at, field_homes, shape_message, unknow
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
 from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, PICO_FREQUENCY_RANGE_HZ, EISParams
-from labloop.instruments.voltammogram import CVParams
+from labloop.instruments.voltammogram import MAX_CURRENT_A, CVParams
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
@@ -107,14 +107,6 @@ MAX_REST_S = 600.0
 
 #: a step's potential this far from 0 V is no potential any cell is driven to: most likely millivolts
 MILLIVOLTS_LIKELY_V = 50.0
-#: the largest current a step may name (A: a blank's limit, a CV's current range). A blank (electrolyte alone, a few
-#: mL, a mm-size electrode) draws nA to uA: the charging current is ~0.14 uA at 0.1 V/s on a 3 mm disk, ~30 uA at
-#: 10 V/s, and air-saturated electrolyte's O2 wave tens of uA (PROTOCOLS.md); a 10 mM analyte's peak is ~0.2 mA at
-#: 0.1 V/s. 0.1 A through a 3 mm disk is 1.4 A/cm2, electrolysis with gas, and twenty times the EmStat Pico's
-#: highest range (5 mA): a limit above it never trips, a range above it never resolves a peak. So it is never
-#: meant, and any current meant in uA (a blank's limit is above its charging current, 0.1 uA) written in A lies
-#: above it: refused, with that hint.
-MAX_CURRENT_A = 0.1
 #: the lowest top frequency (Hz) of an eis sweep that reaches the solution resistance: Ru is where the spectrum
 #: meets the real axis above the double layer's corner 1/(2 pi Ru Cdl), 0.1-1 kHz for a 3 mm disk (Cdl ~1.4 uF,
 #: Ru 100-1000 ohm); a sweep topping out below 1 kHz stays on the arc and its fit extrapolates Ru from afar. A sweep

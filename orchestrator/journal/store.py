@@ -817,10 +817,10 @@ class Journal:
 
     def record_raw(self, experiment_id: int, voltammogram: Voltammogram, rejected: str | None = None) -> int:
         """Store a measured voltammogram of the running attempt; returns its row id. ``rejected``: why the executor
-        refused it (protocols/executor.py ``_spanning``: potentials in mV, a scan cut short, a NaN point, beyond the
-        safety limits), kept in its row as :data:`REJECTED` and said by a :data:`REJECTED` event of the experiment in
-        the same transaction. Why keep it: a real scan of a sample now used up (a factor of 1000 can be corrected
-        later), which the attempt's failure lost. A rejected row is not the attempt's measurement: only
+        refused it (instruments/voltammogram.py ``returned_scan``: potentials in mV, a scan cut short, a NaN point,
+        beyond the safety limits), kept in its row as :data:`REJECTED` and said by a :data:`REJECTED` event of the
+        experiment in the same transaction. Why keep it: a real scan of a sample now used up (a factor of 1000 can be
+        corrected later), which the attempt's failure lost. A rejected row is not the attempt's measurement: only
         :meth:`rejected_scans` reads it (a non-finite point is stored as null, which no :class:`Voltammogram` holds)."""
         stored = voltammogram.to_dict() if rejected is None else {**voltammogram.to_dict(), REJECTED: rejected}
         with self._write() as db:

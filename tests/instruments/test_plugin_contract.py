@@ -244,3 +244,85 @@ def test_the_kit_names_each_unsafe_request_a_careless_driver_does_not_refuse(ins
     assert refusals.detail.startswith("2 of 6 unsafe requests not refused as due: an EIS at e_dc_v 1.5 V, above "
                                       "the -1..1 V window: "), refusals.detail
     assert "an EIS at e_dc_v -1.5 V, below the -1..1 V window: " in refusals.detail
+
+
+MISREADING = """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class MicroampStat(EmStatPotentiostat):
+        # reads its currents in uA and labels them A (a plug-in author's trial: 43 A)
+        def run_cv_series(self, series):
+            return [replace(v, current_a=v.current_a * 1e6) for v in super().run_cv_series(series)]
+
+    class NanStat(EmStatPotentiostat):
+        # writes a NaN into a built voltammogram's currents (Voltammogram refuses one given to it)
+        def run_cv_series(self, series):
+            scans = super().run_cv_series(series)
+            for v in scans:
+                object.__setattr__(v, "current_a", np.where(np.arange(len(v)) == 5, np.nan, v.current_a))
+            return scans
+
+    class SignStat(EmStatPotentiostat):
+        # reports anodic current negative, against IUPAC
+        def run_cv_series(self, series):
+            return [replace(v, current_a=-v.current_a) for v in super().run_cv_series(series)]
+
+    class BackwardsRangeStat(EmStatPotentiostat):
+        # says its model applies (2.0, -2.0) V, the pair the wrong way round, and checks the window alone
+        def _identify_once(self):
+            firmware = super()._identify_once()
+            self.potential_range_v = (2.0, -2.0)
+            return firmware
+
+        def _check_potentials(self, *potentials_v):
+            self.limits.check_potentials(*potentials_v, where=self.where)
+
+    def descriptor(name, cls):
+        return DriverDescriptor(name=name, kind="potentiostat", open=cls.open, default_baudrate=230400,
+                                options=("reference",))
+
+    MICROAMP = descriptor("microamp-stat", MicroampStat)
+    NAN = descriptor("nan-stat", NanStat)
+    SIGN = descriptor("sign-stat", SignStat)
+    BACKWARDS = descriptor("backwards-range-stat", BackwardsRangeStat)
+    """
+
+
+@pytest.mark.parametrize(("name", "check", "says"), [
+    ("microamp-stat", "short CV", "WrongReturn: microamp-stat: its driver's run_cv returned currents up to "),
+    ("nan-stat", "short CV", "WrongReturn: nan-stat: its driver's run_cv returned a scan holding NaN or infinite "
+                             "values: not analysed"),
+    ("backwards-range-stat", "potential_range_v", "WrongReturn: backwards-range-stat: its driver's potential_range_v "
+                                                  "returned (2.0, -2.0), not None or a (low, high) pair of numbers, "
+                                                  "low below high"),
+    ("sign-stat", "short CV", "anodic current negative: the sign convention is reversed (docs/drivers.md): the "
+                              "anodic sweep over the emulator's couple at 0 V peaks at -"),
+])
+def test_the_kit_fails_a_driver_whose_answers_a_run_rejects(install_plugin, labloop, name, check, says) -> None:
+    """The kit said "conforms" (exit 0) for a driver whose short CV returned currents of 43 A (uA labelled A), one
+    holding a NaN point, one whose potential_range_v was (2.0, -2.0) (each failed every experiment of a run as
+    WrongReturn, or refused the run at open), and one reporting anodic current negative (every experiment failed
+    no_peak, blamed on the molecules): a plug-in author's trial. The kit now applies the run's own checks
+    (instruments/voltammogram.py returned_scan, instruments/contracts.py returned_range) and the IUPAC sign on its
+    emulator's couple, and fails the check saying what was wrong."""
+    install_plugin("misreading_stats", MISREADING, {"microamp-stat": "MICROAMP", "nan-stat": "NAN",
+                                                    "sign-stat": "SIGN", "backwards-range-stat": "BACKWARDS"},
+                   emulator="labloop.sim.builtin_emulators:emstat_emulator")
+    result = labloop("drivers", "check", name)
+    assert result.returncode == 1, result
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1 and failed[0].startswith(f"FAIL  {check} ") and says in failed[0], result.stdout
+    assert result.stdout.strip().splitlines()[-1].endswith("does NOT conform (1 of 8 checks failed)")
+
+
+def test_the_kit_reads_a_drivers_potential_range_and_the_sign_of_its_anodic_peak() -> None:
+    """A conforming potentiostat's report says the range it can apply and the anodic peak's current, positive."""
+    report = check_driver("emstat")
+    said = {c.name: c.detail for c in report.checks}
+    assert said["potential_range_v"] == "-1.7..2 V", said  # the emulated EmStat Pico's
+    assert ", anodic peak +" in said["short CV"] and report.passed, report.lines()
