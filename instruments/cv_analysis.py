@@ -490,6 +490,28 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, r
     return replace(_result(v, anodic, cathodic, sigma, flags, settings, others=peaks), bounds=tuple(bounds))
 
 
+def inverted_peak_v(v: Voltammogram, settings: CVAnalysisSettings | None = None) -> float | None:
+    """Where (V, on ``v``'s reference scale) an anodic sweep of ``v`` carries a cathodic-signed peak, the anodic peak of
+    ``v`` with its current's sign turned (the mirror image), when ``v`` itself has no peak of either sign where it
+    belongs; else None. The mirrored peak must clear the prominence threshold a real one must (:func:`_find_peaks`, the
+    same noise and current-span terms, which the sign does not change), so a flat, noisy or empty scan, whose
+    mirror shows no more than it does, never reads as inverted.
+
+    Why: a driver reporting anodic current negative (against IUPAC, docs/drivers.md) made every experiment fail
+    ``no_peak``, "the potential lies beyond it, or the sample gave no signal", until ten in a row stopped the run, and
+    nothing pointed at the driver (a plug-in author's trial); a run's no_peak reason names this instead
+    (orchestrator/loop/runner.py)."""
+    settings = settings or CVAnalysisSettings()
+    segments = [s for s in v.segments() if s.stop - s.start >= 2]
+    if not segments:
+        return None
+    sigma = _noise_sigma(v, segments)
+    if _find_peaks(v, segments, sigma, settings):
+        return None
+    anodic, _ = _pair(_find_peaks(replace(v, current_a=-v.current_a), segments, sigma, settings))
+    return None if anodic is None else anodic.potential_v
+
+
 #: how far before a vertex the current's climb into it is measured (V)
 VERTEX_RISE_SPAN_V = 0.1
 

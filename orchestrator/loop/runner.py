@@ -52,7 +52,14 @@ from labloop.core.errors import (
     said,
 )
 from labloop.core.text import plural, shell_word
-from labloop.instruments.cv_analysis import CVFlag, CVResult, ReferencedResult, measurement_quality, to_li_scale
+from labloop.instruments.cv_analysis import (
+    CVFlag,
+    CVResult,
+    ReferencedResult,
+    inverted_peak_v,
+    measurement_quality,
+    to_li_scale,
+)
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
@@ -846,11 +853,16 @@ class Runner:
             flags += (f" (the wave lies at the scan's start, its peak before it or its return peak past the scan's "
                       f"end: the potential lies at or before where the scan begins{where}; start it further out)")
         if CVFlag.NO_PEAK in analysis.flags and not bound:  # what was scanned, so a chemist can judge it
-            scanned = voltammogram.potential_v
-            low, high = (to_li_scale(float(e), self.campaign.cell.reference_offset_v)
-                         for e in (scanned.min(), scanned.max()))
-            flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned: the potential "
-                      "lies beyond it, or the sample gave no signal)")
+            scanned, offset = voltammogram.potential_v, self.campaign.cell.reference_offset_v
+            low, high = (to_li_scale(float(e), offset) for e in (scanned.min(), scanned.max()))
+            if (inverted := inverted_peak_v(voltammogram)) is not None:  # the driver's sign, not the molecule
+                flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned, but the "
+                          "current looks inverted: a cathodic-signed peak on the anodic sweep, at "
+                          f"{to_li_scale(inverted, offset):.3f} V vs Li/Li+; the driver's sign convention? "
+                          "(docs/drivers.md))")
+            else:
+                flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned: the potential "
+                          "lies beyond it, or the sample gave no signal)")
         if CVFlag.NO_STANDARD in analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"
         elif referenced is not None and (found := referenced.standard_said()) is not None:

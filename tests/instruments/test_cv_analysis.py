@@ -24,6 +24,7 @@ from labloop.instruments.cv_analysis import (
     analyze_blank,
     analyze_couples,
     analyze_cv,
+    inverted_peak_v,
     to_li_scale,
 )
 from labloop.instruments.voltammogram import CVParams, Voltammogram
@@ -417,3 +418,34 @@ def test_a_blank_says_where_its_contaminant_and_its_oxygen_are_and_how_large(e0_
         assert unpurged.flags == {CVFlag.OXYGEN} and unpurged.oxygen_a == pytest.approx(height, rel=0.2)
         assert (unpurged.contamination_v, unpurged.contamination_wave_a) == (None, None)
 
+
+
+def test_a_scan_whose_current_sign_is_reversed_is_said_to_look_inverted() -> None:
+    """A driver reporting anodic current negative (against IUPAC) gave scans with no peak of the right sign, which a
+    run failed as no_peak, "the sample gave no signal" (a plug-in author's trial): the mirror image of a simulated
+    couple shows its anodic peak as a cathodic-signed one on the anodic sweep, found where the couple's lies."""
+    rng = np.random.default_rng(11)
+    inverted = 0
+    for _ in range(30):
+        cell, params = random_couple(rng, noise_fraction=0.01)
+        scan = simulate_cv(cell, params, rng)
+        assert inverted_peak_v(scan) is None  # the right sign: its own peaks
+        mirrored = replace(scan, current_a=-scan.current_a)
+        if CVFlag.NO_PEAK in analyze_cv(mirrored).flags:
+            inverted += 1
+            assert inverted_peak_v(mirrored) == pytest.approx(cell.e0_v, abs=0.06), cell
+    assert inverted >= 10  # most mirrored couples read no_peak (a few beyond_window: their tail climbs the vertex)
+
+
+@pytest.mark.parametrize("cell", [
+    replace(DEFAULT_BLANK, noise_fraction=0.01),  # electrolyte alone: charging current and noise
+    replace(DEFAULT_BLANK, noise_fraction=0.05),  # a noisy one
+    CellParams(e0_v=0.0, conc_mm=0.002, cdl_f_cm2=2e-4, noise_fraction=0.05),  # a trace of analyte, lost in charging
+], ids=["blank", "noisy-blank", "faint"])
+def test_an_ordinary_scan_without_a_peak_never_reads_as_inverted(cell: CellParams) -> None:
+    """The inverted-current hint needs a mirrored peak as prominent as a real one must be: no seed of a plain no_peak
+    scan (a blank, a noisy one, a sample too faint to see) gives one."""
+    for seed in range(40):
+        scan = simulate_cv(cell, WIDE, np.random.default_rng(seed))
+        assert CVFlag.NO_PEAK in analyze_cv(scan).flags, seed
+        assert inverted_peak_v(scan) is None, seed

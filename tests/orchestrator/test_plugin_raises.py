@@ -635,3 +635,33 @@ def test_what_labloop_gives_a_driver_itself_is_no_campaign_option(tmp_path, labl
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"instruments.analyte_pump.options.{name}: labloop gives the driver this itself" in result.stderr
     assert re.search(r"tiny\.yaml:\d+", result.stderr), result.stderr
+
+
+#: a plug-in potentiostat (an EmStat on its emulator) reporting anodic current negative, against IUPAC
+SIGN_STAT = """
+    from dataclasses import replace
+
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class SignStat(EmStatPotentiostat):
+        def run_cv(self, params):
+            scan = super().run_cv(params)
+            return replace(scan, current_a=-scan.current_a)
+
+    SIGN_STAT = DriverDescriptor(name="sign-stat", kind="potentiostat", open=SignStat.open, default_baudrate=230400)
+    """
+
+
+def test_a_driver_reversing_the_current_sign_is_named_in_the_no_peak_cause(odd_campaign, tmp_path, labloop,
+                                                                            install_plugin):
+    """A driver reporting anodic current negative made every experiment fail 'no_peak (... the potential lies
+    beyond it, or the sample gave no signal)', blaming the molecules, until the run stopped (a plug-in author's
+    trial). The cause now says the current looks inverted, and where its mirrored peak lies."""
+    install_plugin("sign_stat", SIGN_STAT, {"sign-stat": "SIGN_STAT"}, "labloop.sim.builtin_emulators:emstat_emulator")
+    labloop("run", odd_campaign("return volume_ml", potentiostat="sign-stat"), "--dry-run")
+    causes = [cause for _, cause in _experiments(tmp_path / "tiny.db") if cause and "no_peak" in cause]
+    assert causes, _experiments(tmp_path / "tiny.db")
+    assert all(re.search(r"the window scanned, but the current looks inverted: a cathodic-signed peak on the anodic "
+                         r"sweep, at \d\.\d{3} V vs Li/Li\+; the driver's sign convention\? \(docs/drivers.md\)\)$", c)
+               for c in causes), causes
