@@ -169,7 +169,12 @@ def load_driver(name: str) -> RegisteredDriver:
     if not isinstance(descriptor, DriverDescriptor):
         raise ConfigError(GROUP, f"driver {name!r} ({ep.value}) is not a DriverDescriptor")
     if descriptor.name != name:
-        raise ConfigError(GROUP, f"entry point {name!r} ({ep.value}) describes a driver named {descriptor.name!r}")
+        # the two must be one name: a campaign's driver: names the entry point, labloop then finds the emulator and
+        # says the driver by the descriptor's (a plug-in author's trial asked which one to change)
+        raise ConfigError(GROUP, f"entry point {name!r} ({ep.value}) describes a driver named {descriptor.name!r}: "
+                                 "the two must be equal; change the DriverDescriptor's name to "
+                                 f"{name!r}, or the entry point's (and its emulator's) to {descriptor.name!r} in the "
+                                 "package's pyproject.toml, then reinstall it (docs/drivers.md, Registering a driver)")
     distribution = ep.dist.name if ep.dist is not None else "?"
     return RegisteredDriver(descriptor, distribution)
 

@@ -60,6 +60,8 @@ from labloop.protocols.steps import (
     pumps_holding_standard,
 )
 from labloop.sim.emulation import oxygen_e0_vs_li_v
+from labloop.sim.emulators import GROUP as EMULATORS
+from labloop.sim.emulators import NoEmulator
 from labloop.sim.faults import FaultPlan
 from labloop.sim.lab import SimulatedLab
 from labloop.sim.truth import GroupShifts, ReferenceWalk, SmoothField
@@ -471,7 +473,8 @@ def check_protocol(campaign: Campaign, *, continued: bool = False) -> None:
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
                                 locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits(),
                                 experiments=campaign.budget.max_experiments, rates=rates,
-                                syringes_ml=campaign.syringe_starts(), hits_v=campaign.objective.hits_v)
+                                syringes_ml=campaign.syringe_starts(), hits_v=campaign.objective.hits_v,
+                                drivers={name: entry.driver for name, entry in campaign.instruments.items()})
     executor.check(continued=continued)
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         choices = isinstance(space, dict)
@@ -575,6 +578,11 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                     emulation = lab.start(name, descriptor.name, {
                         **entry.options, "holds": holds.get(name, "electrolyte"),
                         "seed": campaign.seed, **({} if stock is None else {"sample_stock_mM": stock})}, stack)
+                except NoEmulator:  # nothing wrong with the options: the dry run has nothing to open the driver on
+                    raise ConfigError(f"instruments.{name}", f"driver {descriptor.name!r} has no emulator, which a dry "
+                                                             "run needs for every instrument: register one under "
+                                                             f"{EMULATORS!r} (docs/drivers.md, Registering an "
+                                                             "emulator)") from None
                 except (TypeError, ValueError) as exc:  # an option value its emulator cannot take, or its bug
                     raise _refused(name, f"the emulator of driver {descriptor.name!r}", "the emulator", exc) from None
                 port = emulation.port

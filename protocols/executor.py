@@ -344,13 +344,15 @@ class ProtocolExecutor:
                  hits_v: tuple[float, float] | None = None,
                  oxygen_onset_v: tuple[float, float] = OXYGEN_ONSET_VS_LI_V,
                  syringes_ml: Mapping[str, float] | None = None,
-                 ferrocene_vs_li_v: float = FERROCENE_VS_LI_V) -> None:
+                 ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, drivers: Mapping[str, str] | None = None) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
         self.reference_offset_v = reference_offset_v
         self.quantity = quantity
         self._kinds = dict(kinds) if kinds is not None else None
+        #: the driver each instrument uses, as the campaign names it (said of one of the wrong kind: _instrument)
+        self._drivers = dict(drivers or {})
         self._locate = locate
         self.pump_limits = dict(pump_limits or {})
         self.experiments = experiments
@@ -559,6 +561,9 @@ class ProtocolExecutor:
         wanted = _KINDS[contract]
         if name is None:
             found = [n for n, k in kinds.items() if k == wanted]
+            if not found and kinds.get(wanted, wanted) != wanted:  # an instrument named for the kind, of another kind
+                raise ConfigError(where, f"instrument {wanted!r} {self._of_kind(wanted, kinds[wanted])}; the step "
+                                         f"needs a {kind}, and the rig has none")
             if len(found) != 1:
                 raise ConfigError(where, f"name the {kind}: the rig has {len(found)} ({', '.join(found) or 'none'})")
             name = found[0]
@@ -567,6 +572,13 @@ class ProtocolExecutor:
         if kinds[name] != wanted:
             raise ConfigError(where, f"{name!r} is not a {kind}")
         return name
+
+    def _of_kind(self, name: str, kind: str) -> str:
+        """``uses driver 'ne1000', a pump`` (``is a pump`` where the driver is not known): what instrument ``name`` is.
+        Why: a rig whose ``potentiostat`` was given a pump's driver was told "name the potentiostat: the rig has 0
+        (none)" at its cv step, which said nothing of the driver to change (a plug-in author's trial)."""
+        a = f"a {kind.replace('_', ' ')}"
+        return f"uses driver {self._drivers[name]!r}, {a}" if name in self._drivers else f"is {a}"
 
     # -- running ------------------------------------------------------------------------------------------
     def run(self, sample_id: str, smiles: str, conditions: Mapping[str, Any], predicted_v: float | None,

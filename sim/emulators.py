@@ -33,11 +33,17 @@ def emulator_names() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
+class NoEmulator(ConfigError):
+    """No emulator is registered for a driver: a dry run of a rig using it cannot start (orchestrator/compose.py says
+    so, where "the driver refused its options" sent a plug-in author to options that were fine)."""
+
+
 def load_emulator(driver: str) -> EmulatorFactory:
     """The emulator factory registered for ``driver``; ConfigError (one line) if none or broken."""
     found = {ep.value: ep for ep in entry_points(group=GROUP) if ep.name == driver}
     if not found:
-        raise ConfigError(f"driver {driver!r}", f"has no emulator (none registered under {GROUP!r})")
+        raise NoEmulator(f"driver {driver!r}", f"has no emulator (none registered under {GROUP!r}: docs/drivers.md, "
+                                               "Registering an emulator)")
     if len(found) > 1:
         raise ConfigError(GROUP, f"emulator {driver!r} is registered more than once: {', '.join(sorted(found))}")
     (ep,) = found.values()

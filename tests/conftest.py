@@ -277,11 +277,11 @@ NE1000_EMULATOR = "labloop.sim.builtin_emulators:ne1000_emulator"
 
 
 def _install_plugin(site: Path, module: str, source: str, drivers: dict[str, str],
-                    emulator: str = NE1000_EMULATOR) -> None:
+                    emulator: str | None = NE1000_EMULATOR) -> None:
     """Write plug-in ``module`` (``source``) into ``site`` as an installed distribution whose ``labloop.drivers``
     entry points are ``drivers`` (name -> attribute of the module), each with ``emulator`` (an entry point's
     ``module:attribute``: the NE-1000's unless said, as most plug-ins the tests write speak that protocol; a
-    plug-in's own, ``module:...``); the caller puts ``site`` on sys.path."""
+    plug-in's own, ``module:...``; None: no emulator); the caller puts ``site`` on sys.path."""
     from labloop.instruments.registry import GROUP
     from labloop.sim.emulators import GROUP as EMULATOR_GROUP
 
@@ -292,8 +292,7 @@ def _install_plugin(site: Path, module: str, source: str, drivers: dict[str, str
     (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
     (dist_info / "entry_points.txt").write_text(
         f"[{GROUP}]\n" + "".join(f"{name} = {module}:{attr}\n" for name, attr in drivers.items())
-        + f"[{EMULATOR_GROUP}]\n"
-        + "".join(f"{name} = {emulator}\n" for name in drivers))
+        + (f"[{EMULATOR_GROUP}]\n" + "".join(f"{name} = {emulator}\n" for name in drivers) if emulator else ""))
 
 
 @pytest.fixture
@@ -302,7 +301,7 @@ def install_plugin(tmp_path, monkeypatch):
     driver package for this test only (on sys.path, found by entry points; the module is forgotten afterwards)."""
     installed: list[str] = []
 
-    def install(module: str, source: str, drivers: dict[str, str], emulator: str = NE1000_EMULATOR) -> None:
+    def install(module: str, source: str, drivers: dict[str, str], emulator: str | None = NE1000_EMULATOR) -> None:
         _install_plugin(tmp_path / "site", module, source, drivers, emulator)
         monkeypatch.syspath_prepend(str(tmp_path / "site"))
         installed.append(module)

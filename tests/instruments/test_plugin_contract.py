@@ -326,3 +326,16 @@ def test_the_kit_reads_a_drivers_potential_range_and_the_sign_of_its_anodic_peak
     said = {c.name: c.detail for c in report.checks}
     assert said["potential_range_v"] == "-1.7..2 V", said  # the emulated EmStat Pico's
     assert ", anodic peak +" in said["short CV"] and report.passed, report.lines()
+
+
+def test_a_driver_without_an_emulator_is_not_said_to_refuse_its_options(tmp_path, labloop, write_campaign,
+                                                                         install_plugin) -> None:
+    """A dry run of a rig whose plug-in driver has no emulator registered said "the driver refused its options:
+    driver 'voltix-noemu': has no emulator (...)", where nothing was wrong with the options (a plug-in author's
+    trial): it says the dry run needs an emulator for it, and where to read how to register one."""
+    install_plugin("bare_pump", HALF, {"untimed-pump": "UNTIMED"}, emulator=None)
+    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("untimed-pump")), "--dry-run")
+    assert result.returncode == 2, result
+    assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'untimed-pump' has no emulator, which a "
+                                     "dry run needs for every instrument: register one under 'labloop.emulators' "
+                                     "(docs/drivers.md, Registering an emulator)")

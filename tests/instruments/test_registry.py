@@ -75,7 +75,14 @@ def test_a_plugin_registers_like_a_built_in_and_broken_ones_are_typed(tmp_path, 
     assert toy.distribution == "toy-drivers" and toy.descriptor.kind is DriverKind.SAMPLE_CHANGER
     changer = toy.descriptor.open("bench", cell=Cell())
     assert isinstance(changer, SampleChanger)
-    for name, needle in [("misnamed", "describes a driver named 'other'"), ("wrong", "is not a DriverDescriptor"),
+    # which of the two names to change, and where (a plug-in author's trial asked)
+    with pytest.raises(ConfigError) as misnamed:
+        load_driver("misnamed")
+    assert str(misnamed.value) == (
+        "labloop.drivers: entry point 'misnamed' (toy_drivers:MISNAMED) describes a driver named 'other': the two must "
+        "be equal; change the DriverDescriptor's name to 'misnamed', or the entry point's (and its emulator's) to "
+        "'other' in the package's pyproject.toml, then reinstall it (docs/drivers.md, Registering a driver)")
+    for name, needle in [("wrong", "is not a DriverDescriptor"),
                          ("missing", "cannot be loaded")]:
         with pytest.raises(ConfigError, match=needle):
             load_driver(name)

@@ -321,6 +321,20 @@ def test_a_step_the_rig_cannot_run_names_its_line_in_an_inline_protocol(labloop,
                                    "name the sample changer: the rig has 0 (none)")
 
 
+def test_an_instrument_named_for_its_kind_but_given_another_kinds_driver_is_named_with_its_driver(labloop, workdir):
+    """A rig whose potentiostat was given a pump's driver was told "protocol[0].cv: name the potentiostat: the rig has
+    0 (none)", nothing of the driver to change (a plug-in author's trial): the one line names the instrument, its
+    driver and that driver's kind."""
+    (workdir / "mini.yaml").write_text(
+        "name: mini\nlibrary: {file: library.csv}\nobjective: {quantity: reduction_potential, goal: minimize}\n"
+        "instruments: {potentiostat: {driver: ne1000, port: /dev/ttyUSB0}}\n"
+        "protocol:\n- {cv: {e_begin_v: 0.0, e_vertex1_v: 1.0, e_vertex2_v: -1.0}}\n")
+    proc = labloop("validate", workdir / "mini.yaml", "--dry-run")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: {workdir / 'mini.yaml'}:6: protocol[0].cv: instrument 'potentiostat' uses "
+                                   "driver 'ne1000', a pump; the step needs a potentiostat, and the rig has none")
+
+
 def edit(*old_new: str):
     """Replace ``old`` by ``new`` for each pair (each ``old`` must be in the example)."""
     def apply(text: str) -> str:
