@@ -271,6 +271,13 @@ MAX_CURRENT_A = 0.1
 SPAN_TOLERANCE_V = 0.02
 #: how far (relative) a voltammogram's scan rate and compensated resistance may lie from those asked
 PARAMS_TOLERANCE = 0.01
+#: a returned scan's times may span this many times its sweep (:attr:`CVParams.duration_s`), plus :data:`QUIET_S`,
+#: before they are read as in another unit: times in ms are a thousand times the sweep (a driver's 55 s scan ended at
+#: 55000 s and was analysed as a measurement: a plug-in engineer's trial), while a device that counts its own quiet
+#: time before the sweep (CH Instruments' default 2 s, a protocol's ``rest_s`` up to ten minutes) adds a fixed time;
+#: a driver that reports no times (all zero) is not judged by them
+TIME_SLIP_FACTOR = 20.0
+QUIET_S = 600.0
 
 
 #: how far (V) a returned potential may lie beyond ``safety.potential_limits_v`` before the scan is a safety breach
@@ -322,6 +329,9 @@ def returned_scan(scan: Voltammogram, params: CVParams, at: str, call: str,
         elif (differs := _params_differ(scan.params, params, off)) is not None:
             raise WrongReturn(at, f"its driver's {call} returned a scan whose params say {differs}: not analysed",
                               scan=kept)
+        elif (span := float(scan.time_s[-1] - scan.time_s[0])) > TIME_SLIP_FACTOR * params.duration_s + QUIET_S:
+            raise WrongReturn(at, f"its driver's {call} returned times over {span:.4g} s for a scan of "
+                                  f"{params.duration_s:.3g} s: times in another unit, ms? not analysed", scan=kept)
         else:
             return scan
     raise WrongReturn(at, f"its driver's {call} returned a scan over {got} where {low:g}..{high:g} V was asked "

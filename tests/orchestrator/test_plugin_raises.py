@@ -257,6 +257,39 @@ def test_a_scan_that_does_not_span_the_window_asked_is_the_drivers_fault(odd_cam
     assert min(float(r["potential_v_vs_reference"]) for r in rows) == pytest.approx(-800)
 
 
+#: a plug-in potentiostat (an EmStat on its emulator) that reports its scan's times in ms
+MILLISECOND_STAT = """
+    from dataclasses import replace
+
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class MsStat(EmStatPotentiostat):
+        def run_cv(self, params):
+            scan = super().run_cv(params)
+            return replace(scan, time_s=scan.time_s * 1000)
+
+    MS_STAT = DriverDescriptor(name="ms-stat", kind="potentiostat", open=MsStat.open, default_baudrate=230400)
+    """
+
+
+def test_a_scan_whose_times_are_in_ms_is_the_drivers_fault(odd_campaign, tmp_path, labloop, install_plugin):
+    """A driver's times in ms (a 55 s scan ending at 55000 s) went into the journal as a measurement (a plug-in
+    engineer's trial): now an instrument fault naming the span and the scan's own length, the scan kept, not
+    analysed."""
+    install_plugin("ms_stat", MILLISECOND_STAT, {"ms-stat": "MS_STAT"}, "labloop.sim.builtin_emulators:emstat_emulator")
+    result = labloop("run", odd_campaign("return volume_ml", potentiostat="ms-stat"), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    causes = [cause for _, cause in _experiments(tmp_path / "tiny.db")]
+    assert len(causes) == 2 and all(re.search(r"its driver's run_cv returned times over [0-9.e+]+ s for a scan of "
+                                              r"[0-9.]+ s: times in another unit, ms\? not analysed", c)
+                                    for c in causes), causes
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        assert not any(journal.voltammograms(e.id) for e in journal.experiments())
+        kept = [journal.rejected_scans(e.id) for e in journal.experiments() if e.status == State.FAILED]
+    assert len(kept) == 2 and all(len(k) == 1 and "ms?" in k[0][0] for k in kept), kept
+
+
 #: a plug-in potentiostat (an EmStat on its emulator) whose scan says the cell went 0.6 V past 1.9 V (a driver that
 #: applied another potential than asked: nothing real in the emulator does, so the driver writes it)
 OVERSHOOT_STAT = """
