@@ -5,10 +5,11 @@ peak separation dEp growing with the scan rate; labloop reported dEp at each rat
 trial). Nicholson's working curve (Anal. Chem. 1965, 37, 1351) ties dEp of a quasi-reversible one-electron couple
 (alpha about 0.5, both forms diffusing alike) to ``psi = k0 / sqrt(pi D n F v / (R T))``; Lavagnini, Antiochia and
 Magno (Electroanalysis 2004, 16, 505) fitted it as ``psi = (-0.6288 + 0.0021 X) / (1 - 0.017 X)``, X = dEp in mV,
-within 7% of Nicholson's table over :data:`NICHOLSON_RANGE_MV`. Nearer the reversible 57-59 mV, dEp no longer tells
-k0 (a millivolt of noise moves psi from 7 to 20): k0 is then only bounded from below, by what the range's lower
-end would give; past its upper end the fit leaves Nicholson's table (and alpha starts to matter), so k0 is bounded
-from above. Checked against the simulator's Butler-Volmer voltammograms (tests/instruments/test_kinetics.py).
+within 7% of Nicholson's table from 63 to 141 mV. Nearer the reversible 57-59 mV, dEp no longer tells k0 (a
+millivolt moves psi from 7 to 20, and a run reads a fast couple's dEp a few mV high), so below
+:data:`NICHOLSON_RANGE_MV` k0 is only bounded from below, by what the range's lower end would give; past its
+upper end the fit leaves Nicholson's table (and alpha starts to matter), so k0 is bounded from above. Checked
+against the simulator's Butler-Volmer voltammograms (tests/instruments/test_kinetics.py).
 
 dEp must be the one between the peaks with the uncompensated iR taken out, as the analysis gives it
 (instruments/cv_analysis.py): iR widens dEp just as slow kinetics do.
@@ -24,8 +25,13 @@ from scipy.constants import R as GAS_CONSTANT
 from scipy.constants import physical_constants
 
 FARADAY = physical_constants["Faraday constant"][0]  # C/mol
-#: dEp (mV) over which Lavagnini's fit of Nicholson's curve is within 7% of his table (63 mV: psi 7, 141 mV: 0.25)
-NICHOLSON_RANGE_MV = (63.0, 141.0)
+#: dEp (mV) that tells k0 a value. Its upper end: Lavagnini's fit is within 7% of Nicholson's table up to 141 mV
+#: (psi 0.25). Its lower end: where a dEp read 3 mV high moves psi by at most a third (1.34x at 68 mV; 1.74x at 63
+#: mV, 3x at 61): a run's dEp of a fast couple reads 2-3 mV above the reversible 57-61 mV at 1 V/s (the residual iR
+#: the correction leaves, and the noise, sd ~1.5 mV), and with the range from 63 mV a newcomer's dry run of
+#: examples/lab-grade.yaml gave values 2-4x below the simulated k0 at dEp 63.3-63.6 mV (chosen from that one run;
+#: measured since on another seed: docs/lab-grade.md "k0")
+NICHOLSON_RANGE_MV = (68.0, 141.0)
 
 
 def nicholson_psi(dep_mv: float) -> float:

@@ -37,7 +37,7 @@ from matplotlib.ticker import MaxNLocator
 from labloop.core.errors import InputError
 from labloop.core.text import plural, printable
 from labloop.instruments.cv_analysis import RANDLES_SEVCIK_N_ELECTRONS, RANDLES_SEVCIK_TEMPERATURE_K, to_li_scale
-from labloop.instruments.kinetics import RateConstant, nicholson_k0
+from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant, nicholson_k0
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator.config.campaign import TARGET_OF, Objective
 from labloop.orchestrator.journal.plot_data import (
@@ -486,8 +486,16 @@ def _lab_table(rows: list[dict[str, Any]]) -> str:
     return (f"<h2>lab-grade results</h2><table><tr>{head}</tr>{body}</table>\n<p class=\"caption\">E1/2 through "
             "the ferrocene standard added in the same cell; the spread is how far E1/2 moved over the scan rates "
             "(max - min, of the rates that gave one), which a reversible couple's does not: the scatter of the "
-            f"experiment's E1/2, also beside the best so far. {html.escape(_d_assumptions(rows))}Every rate's "
-            "numbers are in lab_grade.csv, every scan point by point in voltammograms.csv.</p>")
+            f"experiment's E1/2, also beside the best so far. {html.escape(_d_assumptions(rows))}{_K0_SAID}Every "
+            "rate's numbers are in lab_grade.csv, every scan point by point in voltammograms.csv.</p>")
+
+
+#: the lab-grade table's caption on its k0 column (instruments/kinetics.py): what a value and a bound mean, and what the
+#: method assumes (a newcomer found the column explained nowhere on the page)
+_K0_SAID = html.escape(
+    f"k0 is Nicholson's, from each rate's dEp (iR taken out) and D, for one electron with alpha about 0.5: a value "
+    f"where dEp is {NICHOLSON_RANGE_MV[0]:g}-{NICHOLSON_RANGE_MV[1]:g} mV, '> x' where dEp is below that (k0 at least "
+    "x: the couple reversible at that rate), '< x' above it (at most x); docs/lab-grade.md, \"k0\". ")
 
 
 def _d_assumptions(rows: list[dict[str, Any]]) -> str:

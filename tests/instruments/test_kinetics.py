@@ -10,8 +10,9 @@ from labloop.sim.cv_physics import CellParams, simulate_cv
 
 @pytest.mark.parametrize(("dep_mv", "psi"), [(63, 7.0), (72, 2.0), (84, 1.0), (105, 0.5), (121, 0.35), (141, 0.25)])
 def test_the_fit_follows_nicholsons_table_over_its_range(dep_mv: float, psi: float) -> None:
-    """Nicholson's tabulated psi (Anal. Chem. 1965, 37, 1351, table I) within 7% over NICHOLSON_RANGE_MV."""
-    assert NICHOLSON_RANGE_MV[0] <= dep_mv <= NICHOLSON_RANGE_MV[1]
+    """Nicholson's tabulated psi (Anal. Chem. 1965, 37, 1351, table I) within 7% from 63 mV to the top of
+    NICHOLSON_RANGE_MV."""
+    assert dep_mv <= NICHOLSON_RANGE_MV[1]
     assert nicholson_psi(dep_mv) == pytest.approx(psi, rel=0.07)
 
 
