@@ -886,8 +886,10 @@ def _interval_said(check: dict[str, Any] | None) -> str:
         where = "beyond the interval" if check["bounds_outside"] else "within it"
         rms = f" Of the {n}, {measured} and 1 failed with a bound on the potential, which lay {where}.{rms}"
     elif check["bounds"]:
+        outside = {0: "none of which", check["bounds"]: "all of which"}.get(check["bounds_outside"],
+                                                                             f"{check['bounds_outside']} of these")
         rms = (f" Of the {n}, {measured} and {check['bounds']} failed with a bound on the potential, "
-               f"{check['bounds_outside']} of which lay beyond the interval.{rms}")
+               f"{outside} lay beyond the interval.{rms}")
     if low == 0 and high == n:
         return (f"{within} of {n} {counted} {interval}: too few to judge the sd by, as a right sd leaves 1 in "
                 f"{round(1 / (1 - level))} outside.{rms}{left_out}")

@@ -236,8 +236,8 @@ def test_the_interval_check_counts_only_calibrated_predictions_and_failures_boun
     assert check["rms_z"] == pytest.approx(((0.25 + 1.0 + 0.0 + 1.0) / 4) ** 0.5)
     said = _interval_said(check)
     assert said.startswith("6 of 8 calibrated predictions (75%) lay within the 95% interval"), said
-    assert ("Of the 8, 4 were measured and 4 failed with a bound on the potential, 2 of which lay beyond the "
-            "interval.") in said
+    assert ("Of the 8, 4 were measured and 4 failed with a bound on the potential, 2 of these lay beyond the "
+            "interval.") in said  # "2 of which" read as 2 of the 8 (a newcomer)
     assert "over the 4 measured is 0.75" in said
     for bound, where in (((5.099, 1), "beyond the interval"), ((4.6, 1), "within it")):  # one bound: no "1 of which"
         one = _interval_said(interval_check([_checked(4.55, mu=4.54, sigma=0.17),

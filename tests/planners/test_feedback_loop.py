@@ -89,9 +89,12 @@ def test_bayes_campaign_calibrates_on_every_measurement_and_its_error_falls(tmp_
                      r"prediction at proposal time", words)
     assert said, words
     bounded = re.search(r"Of the \d+, (\d+) (?:was|were) measured and (\d+) failed with a bound on the potential, "
-                        r"(?:(\d+) of which lay beyond the interval|which lay (beyond the interval|within it))", words)
+                        r"(?:(\d+|all|none) of (?:these|which) lay beyond the interval|which lay (beyond the interval|"
+                        r"within it))", words)
     measured_n, bounds, beyond = (len(calibrated), 0, 0) if not bounded else (
-        int(bounded[1]), int(bounded[2]), int(bounded[3]) if bounded[3] else int(bounded[4] != "within it"))
+        int(bounded[1]), int(bounded[2]),
+        {"all": int(bounded[2]), "none": 0}[bounded[3]] if bounded[3] in ("all", "none") else
+        int(bounded[3]) if bounded[3] else int(bounded[4] != "within it"))
     assert measured_n == len(calibrated) and bounds <= failed, words  # a failure counts by its bound, if it has one
     assert (int(said[1]), int(said[2])) == (within + bounds - beyond, len(calibrated) + bounds), words
     assert re.search(r"Left out: [12] predictions? made before any measurement calibrated the model", words), words
