@@ -210,20 +210,29 @@ def test_a_plugin_exiting_in_its_stop_is_said_as_not_made_safe_with_its_exceptio
     assert result.stderr.strip().splitlines()[-1].startswith("stopped: NOT made safe after experiment 1 failed: ")
 
 
-#: a plug-in potentiostat (an EmStat on its emulator) whose scans come back in mV
-MILLIVOLT_STAT = """
+def altered_stat(const: str, name: str, change: str) -> str:
+    """The source of plug-in potentiostat ``const``, driver ``name``: labloop's EmStat driver on its emulator, whose
+    ``run_cv`` returns its real scan with ``change`` (``dataclasses.replace``'s keywords over ``scan``; numpy as
+    ``np``), a driver's mistake nothing real in the emulator makes."""
+    return f"""
     from dataclasses import replace
+
+    import numpy as np
 
     from labloop.instruments.emstat import EmStatPotentiostat
     from labloop.instruments.registry import DriverDescriptor
 
-    class MilliStat(EmStatPotentiostat):
+    class AlteredStat(EmStatPotentiostat):
         def run_cv(self, params):
             scan = super().run_cv(params)
-            return replace(scan, potential_v=scan.potential_v * 1000)
+            return replace(scan, {change})
 
-    MILLI_STAT = DriverDescriptor(name="milli-stat", kind="potentiostat", open=MilliStat.open, default_baudrate=230400)
+    {const} = DriverDescriptor(name="{name}", kind="potentiostat", open=AlteredStat.open, default_baudrate=230400)
     """
+
+
+#: a plug-in potentiostat (an EmStat on its emulator) whose scans come back in mV
+MILLIVOLT_STAT = altered_stat("MILLI_STAT", "milli-stat", "potential_v=scan.potential_v * 1000")
 
 
 def test_a_scan_that_does_not_span_the_window_asked_is_the_drivers_fault(odd_campaign, tmp_path, labloop,
@@ -258,19 +267,7 @@ def test_a_scan_that_does_not_span_the_window_asked_is_the_drivers_fault(odd_cam
 
 
 #: a plug-in potentiostat (an EmStat on its emulator) that reports its scan's times in ms
-MILLISECOND_STAT = """
-    from dataclasses import replace
-
-    from labloop.instruments.emstat import EmStatPotentiostat
-    from labloop.instruments.registry import DriverDescriptor
-
-    class MsStat(EmStatPotentiostat):
-        def run_cv(self, params):
-            scan = super().run_cv(params)
-            return replace(scan, time_s=scan.time_s * 1000)
-
-    MS_STAT = DriverDescriptor(name="ms-stat", kind="potentiostat", open=MsStat.open, default_baudrate=230400)
-    """
+MILLISECOND_STAT = altered_stat("MS_STAT", "ms-stat", "time_s=scan.time_s * 1000")
 
 
 def test_a_scan_whose_times_are_in_ms_is_the_drivers_fault(odd_campaign, tmp_path, labloop, install_plugin):
@@ -292,22 +289,8 @@ def test_a_scan_whose_times_are_in_ms_is_the_drivers_fault(odd_campaign, tmp_pat
 
 #: a plug-in potentiostat (an EmStat on its emulator) whose scan says the cell went 0.6 V past 1.9 V (a driver that
 #: applied another potential than asked: nothing real in the emulator does, so the driver writes it)
-OVERSHOOT_STAT = """
-    from dataclasses import replace
-
-    import numpy as np
-
-    from labloop.instruments.emstat import EmStatPotentiostat
-    from labloop.instruments.registry import DriverDescriptor
-
-    class OverStat(EmStatPotentiostat):
-        def run_cv(self, params):
-            scan = super().run_cv(params)
-            return replace(scan, potential_v=np.where(scan.potential_v > 1.9, scan.potential_v + 0.6,
-                                                      scan.potential_v))
-
-    OVER_STAT = DriverDescriptor(name="over-stat", kind="potentiostat", open=OverStat.open, default_baudrate=230400)
-    """
+OVERSHOOT_STAT = altered_stat("OVER_STAT", "over-stat", "potential_v=np.where(scan.potential_v > 1.9, "
+                                                                     "scan.potential_v + 0.6, scan.potential_v)")
 
 
 def test_a_scan_beyond_the_safety_limits_stops_the_run_for_a_person(odd_campaign, tmp_path, labloop, install_plugin):
@@ -671,19 +654,7 @@ def test_what_labloop_gives_a_driver_itself_is_no_campaign_option(tmp_path, labl
 
 
 #: a plug-in potentiostat (an EmStat on its emulator) reporting anodic current negative, against IUPAC
-SIGN_STAT = """
-    from dataclasses import replace
-
-    from labloop.instruments.emstat import EmStatPotentiostat
-    from labloop.instruments.registry import DriverDescriptor
-
-    class SignStat(EmStatPotentiostat):
-        def run_cv(self, params):
-            scan = super().run_cv(params)
-            return replace(scan, current_a=-scan.current_a)
-
-    SIGN_STAT = DriverDescriptor(name="sign-stat", kind="potentiostat", open=SignStat.open, default_baudrate=230400)
-    """
+SIGN_STAT = altered_stat("SIGN_STAT", "sign-stat", "current_a=-scan.current_a")
 
 
 def test_a_driver_reversing_the_current_sign_is_named_in_the_no_peak_cause(odd_campaign, tmp_path, labloop,
