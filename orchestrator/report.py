@@ -77,7 +77,8 @@ LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"
 CONDITION_COLUMNS = ("conditions", "protocol_conditions")
 #: ``name``: the library's name of the molecule, if it names them (orchestrator/journal/names.py)
 EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS,
-                      "mu", "sigma", "acquisition", "model_version", "created_at", "started_at", "finished_at")
+                      "mu", "sigma", "uncalibrated", "acquisition", "model_version", "created_at", "started_at",
+                      "finished_at")
 #: ``e_half_v_vs_fc``: E1/2 against the ferrocene an add_standard step added (empty without one), the number a
 #: chemist reports, which only lab_grade.csv had; ``status``: a failed experiment can hold a potential (one whose
 #: standard could not be told apart has its reference-scale value), which read as a result beside the others (a
@@ -87,7 +88,7 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "ste
 #: hits), so a sort by potential does not mix hits and non-hits unmarked (a PI's audit)
 MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "hit", "potential_from", "e_half_v_vs_fc",
                        "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu",
-                       "sigma", *CONDITION_COLUMNS)
+                       "sigma", "uncalibrated", *CONDITION_COLUMNS)
 #: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
 #: read as a potential against that electrode (a chemist's trial)
@@ -130,7 +131,7 @@ LAB_GRADE_COLUMNS = (
 #: as journalled (:func:`_failure_kind`); ``above_v_vs_li``/``below_v_vs_li``: the bound its scan gave on the
 #: potential, as the planner learnt it (on the nominal ``cell.reference_offset_v``); ``cause``: the journal's line
 FAILURES_CSV = "failures.csv"
-FAILURE_COLUMNS = ("id", "name", "smiles", "kind", "above_v", "below_v", "mu", "sigma", "cause")
+FAILURE_COLUMNS = ("id", "name", "smiles", "kind", "above_v", "below_v", "mu", "sigma", "uncalibrated", "cause")
 FAILURE_HEADERS = {"above_v": "above_v_vs_li", "below_v": "below_v_vs_li",
                    **{c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma")}}
 #: the exception's type in a cause the runner journalled (core/errors.py ``said``: ``Type: message``, after a
@@ -203,13 +204,14 @@ def _write(journal: Journal, directory: Path) -> None:
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
     offset_v = config.get("cell", {}).get("reference_offset_v", 3.2)
-    _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS, snap["experiments"], EXPERIMENT_HEADERS)
+    _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS,
+         [{**e, "uncalibrated": _uncalibrated_said(e)} for e in snap["experiments"]], EXPERIMENT_HEADERS)
     # each lab record read once: for the CSVs (potential_from, every raw scan) and the lab-grade plots
     records = {e["id"]: record for e in snap["experiments"] if (record := journal.lab_record(e["id"])) is not None}
     measurements = [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]]
     _csv(directory / "measurements.csv", MEASUREMENT_COLUMNS,
          [{**e, "potential_from": _potential_from(e, records.get(e["id"]), offset_v),
-           "hit": _hit_said(e, snap["progress"]["hits"] is not None),
+           "hit": _hit_said(e, snap["progress"]["hits"] is not None), "uncalibrated": _uncalibrated_said(e),
            "e_half_v_vs_fc": ((records.get(e["id"]) or {}).get("referenced") or {}).get("e_vs_fc_v"),
            "dep_mV": _scaled(e["dep_v"], 1e3), "ipa_a": _scaled(e["ipa_a"], 1e6), "ipc_a": _scaled(e["ipc_a"], 1e6)}
           for e in measurements],
@@ -240,7 +242,8 @@ def _write(journal: Journal, directory: Path) -> None:
     checked = _checked_rows(journal, snap, objective, offset_v)
     check = interval_check(checked)
     failures = _failures(snap["experiments"], checked)
-    _csv(directory / FAILURES_CSV, FAILURE_COLUMNS, failures, FAILURE_HEADERS)
+    _csv(directory / FAILURES_CSV, FAILURE_COLUMNS, [{**f, "uncalibrated": _uncalibrated_said(f)} for f in failures],
+         FAILURE_HEADERS)
     source = journal.campaign_info().source_yaml
     if source is not None:  # verbatim, so a referee re-runs what was run (the header gives its sha256)
         with _writing(directory / CAMPAIGN_YAML):
@@ -298,6 +301,13 @@ def _failures(experiments: list[dict[str, Any]], checked: list[dict[str, Any]]) 
     bounds = {row["id"]: row["bound"] for row in checked if row["status"] == "failed"}
     return [{**e, "kind": _failure_kind(e), **bound_fields(bounds.get(e["id"]))}
             for e in experiments if e["status"] == "failed"]
+
+
+def _uncalibrated_said(experiment: dict[str, Any]) -> str:
+    """The CSVs' ``uncalibrated`` cell: ``yes`` where the prediction was made before any measurement calibrated the
+    model (the DFT prior's scale, +/- 2 V: the page marks it ``*``, ``log --json`` says ``uncalibrated``), ``no``
+    after, '' without a prediction. Why: a newcomer read 6.25 +/- 2.02 V in failures.csv with nothing saying so."""
+    return "" if experiment["mu"] is None else "yes" if experiment["uncalibrated"] else "no"
 
 
 def _failure_kind(experiment: dict[str, Any]) -> str:

@@ -624,6 +624,9 @@ def test_the_report_lists_the_failed_experiments_with_kind_bound_prediction_and_
         row = rows[experiment_id]
         assert (row["smiles"], row["cause"]) == (e.smiles, e.cause)
         assert (row["predicted_v_vs_li"], row["predicted_sd_v"]) == (f"{e.mu:.4f}", f"{e.sigma:.4f}"), row
+        # a prediction made before any measurement (the first batch, no past data) is said so, as the page's '*'
+        assert row["uncalibrated"] == ("yes" if e.step == 0 else "no"), row
+    assert {r["uncalibrated"] for r in rows.values()} == {"yes", "no"}, rows  # both kinds among the failures
     kinds = {rows[i]["smiles"]: rows[i]["kind"] for i in rows}
     assert kinds == {NO_WAVE: "analysis: no_peak", BEYOND: "analysis: beyond_window", "CCO": "vetoed"}
     # the bound the runner's cause states (to 1 mV), a bound above for a wave beyond the vertex, none for no wave
