@@ -320,7 +320,7 @@ def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_
     assert "<h2>failed experiments</h2><p>no failed experiments</p>" in (tmp_path / "tiny.report" / "index.html"
                                                                           ).read_text()
     assert (tmp_path / "tiny.report" / "failures.csv").read_text().splitlines() == [
-        "id,name,smiles,kind,above_v_vs_li,below_v_vs_li,predicted_v_vs_li,predicted_sd_v,cause"]
+        "id,name,smiles,kind,above_v_vs_li,below_v_vs_li,predicted_v_vs_li,predicted_sd_v,uncalibrated,cause"]
     assert labloop("report", tmp_path / "missing.db").returncode == 2
 
 
