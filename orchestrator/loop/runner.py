@@ -124,6 +124,9 @@ FAULT_LIMITS = {INSTRUMENT_FAULT: ("max_consecutive_faults", "instrument faults"
                 ANALYSIS_FAULT: ("max_consecutive_failed_analyses", "unusable voltammograms",
                                  "check the electrodes and the cv window"),
                 REFUSED_FAULT: ("max_consecutive_failed_analyses", "proposals refused by the safety limits", None)}
+#: how an unusable voltammogram's cause says its current looks inverted (:meth:`Runner._unusable`), which the stop
+#: after a row of them then blames on the driver's sign, not the electrodes or the window (:meth:`Runner._advice`)
+INVERTED_SAID = "the current looks inverted"
 #: the ways of failing whose stop the CLI ends with this advice (``{store}``: the journal), not with `labloop resume`
 #: alone: their fix may be the campaign file's (a refused proposal's always is), which ``resume`` cannot take, since
 #: it runs the journal's protocol as it began (a chemist who widened the cv window and resumed got 9 more failures)
@@ -497,11 +500,26 @@ class Runner:
                         stopped, data = f"{stopped}: {advice}: {lost}", {"advice": check,
                                                                          "cell_ml": self.executor.contents.cell_ml}
                     elif advice:
-                        stopped = f"{stopped}: {advice}"
+                        stopped = f"{stopped}: {self._advice(kind, advice, in_a_row[kind])}"
                     with self.interrupts.deferred():  # the CLI says the data's advice instead of `labloop resume`
                         self.journal.add_event("stopped", stopped, data=data)
                     return EXIT_FAULTS
             show(f"{self.done} done")
+
+    def _advice(self, kind: str, advice: str, count: int) -> str:
+        """What a stop after ``count`` failed experiments of ``kind`` in a row says to look at: :data:`FAULT_LIMITS`'s
+        advice, or, when the causes of those unusable voltammograms said the current looks inverted, the driver's sign
+        convention. Why: a plug-in reporting anodic current negative stopped after ten such scans with "check the
+        electrodes and the cv window", though each cause had named the sign (a plug-in author's trial)."""
+        if kind != ANALYSIS_FAULT:
+            return advice
+        failed = sorted((e for e in self.journal.experiments() if e.status == State.FAILED),
+                        key=lambda e: e.finished_at or "")[-count:]
+        inverted = sum(INVERTED_SAID in (e.cause or "") for e in failed)
+        if not inverted:
+            return advice
+        return (f"the current looked inverted in {inverted} of them: check the driver's current sign convention "
+                "(anodic current positive, docs/drivers.md)" + ("" if inverted == count else f"; else {advice}"))
 
     def _finish(self, reason: str) -> int:
         """The campaign's end: the rig made safe, then the ``finished`` event. Exit 0, or 1 when an instrument could
@@ -846,23 +864,24 @@ class Runner:
         flags = ", ".join(sorted(analysis.flags)) or "no usable potential"
         bound = scan_bound(self.campaign, analysis)  # where the scan says the potential lies, as the model learns it
         where = "" if bound is None else f", {'above' if bound[1] > 0 else 'below'} {bound[0]:.3f} V vs Li/Li+"
-        if CVFlag.BEYOND_WINDOW in analysis.flags:  # a result about the molecule: say it plainly
+        scanned, offset = voltammogram.potential_v, self.campaign.cell.reference_offset_v
+        low, high = (to_li_scale(float(e), offset) for e in (scanned.min(), scanned.max()))
+        inverted = (inverted_peak_v(voltammogram) if analysis.flags & {CVFlag.NO_PEAK, CVFlag.BEYOND_WINDOW}
+                    else None)
+        if inverted is not None:  # the driver's sign, not the molecule: said instead of where the potential lies
+            flags += (f" (no wave of the right sign between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned, "
+                      f"but {INVERTED_SAID}: a cathodic-signed peak on the anodic sweep, at "
+                      f"{to_li_scale(inverted, offset):.3f} V vs Li/Li+; the driver's sign convention? "
+                      "(docs/drivers.md))")
+        elif CVFlag.BEYOND_WINDOW in analysis.flags:  # a result about the molecule: say it plainly
             flags += (" (the current still rises at the scan's vertex: the potential lies beyond the window scanned"
                       f"{where})")
         if CVFlag.AT_SCAN_START in analysis.flags:  # likewise: the wave lies at the scan's start
             flags += (f" (the wave lies at the scan's start, its peak before it or its return peak past the scan's "
                       f"end: the potential lies at or before where the scan begins{where}; start it further out)")
-        if CVFlag.NO_PEAK in analysis.flags and not bound:  # what was scanned, so a chemist can judge it
-            scanned, offset = voltammogram.potential_v, self.campaign.cell.reference_offset_v
-            low, high = (to_li_scale(float(e), offset) for e in (scanned.min(), scanned.max()))
-            if (inverted := inverted_peak_v(voltammogram)) is not None:  # the driver's sign, not the molecule
-                flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned, but the "
-                          "current looks inverted: a cathodic-signed peak on the anodic sweep, at "
-                          f"{to_li_scale(inverted, offset):.3f} V vs Li/Li+; the driver's sign convention? "
-                          "(docs/drivers.md))")
-            else:
-                flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned: the potential "
-                          "lies beyond it, or the sample gave no signal)")
+        if CVFlag.NO_PEAK in analysis.flags and not bound and inverted is None:  # what was scanned, to judge it by
+            flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned: the potential "
+                      "lies beyond it, or the sample gave no signal)")
         if CVFlag.NO_STANDARD in analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"
         elif referenced is not None and (found := referenced.standard_said()) is not None:

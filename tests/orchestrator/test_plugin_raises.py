@@ -661,11 +661,25 @@ def test_a_driver_reversing_the_current_sign_is_named_in_the_no_peak_cause(odd_c
                                                                             install_plugin):
     """A driver reporting anodic current negative made every experiment fail 'no_peak (... the potential lies
     beyond it, or the sample gave no signal)', blaming the molecules, until the run stopped (a plug-in author's
-    trial). The cause now says the current looks inverted, and where its mirrored peak lies."""
+    trial). The cause now says the current looks inverted, and where its mirrored peak lies, whether the scan read
+    no_peak or beyond_window (whose cause blamed the window); and the stop after a row of them names the driver's sign,
+    not "the electrodes and the cv window"."""
     install_plugin("sign_stat", SIGN_STAT, {"sign-stat": "SIGN_STAT"}, "labloop.sim.builtin_emulators:emstat_emulator")
-    labloop("run", odd_campaign("return volume_ml", potentiostat="sign-stat"), "--dry-run")
-    causes = [cause for _, cause in _experiments(tmp_path / "tiny.db") if cause and "no_peak" in cause]
-    assert causes, _experiments(tmp_path / "tiny.db")
-    assert all(re.search(r"the window scanned, but the current looks inverted: a cathodic-signed peak on the anodic "
-                         r"sweep, at \d\.\d{3} V vs Li/Li\+; the driver's sign convention\? \(docs/drivers.md\)\)$", c)
-               for c in causes), causes
+    campaign_file = odd_campaign("return volume_ml", potentiostat="sign-stat")
+    campaign = yaml.safe_load(campaign_file.read_text())
+    campaign["budget"] = {"max_experiments": 3, "max_consecutive_failed_analyses": 3}
+    campaign_file.write_text(yaml.safe_dump(campaign))
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    experiments = _experiments(tmp_path / "tiny.db")
+    causes = [cause for status, cause in experiments if status == State.FAILED]
+    assert len(causes) == 3, experiments
+    assert all(re.search(r"^analysis: (no_peak|beyond_window) \(no wave of the right sign between \d\.\d{3} and "
+                         r"\d\.\d{3} V vs Li/Li\+, the window scanned, but the current looks inverted: a "
+                         r"cathodic-signed peak on the anodic sweep, at \d\.\d{3} V vs Li/Li\+; the driver's sign "
+                         r"convention\? \(docs/drivers.md\)\)$", c) for c in causes), causes
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        (stopped,) = [e.message for e in journal.events() if e.kind == "stopped"]
+    assert stopped == ("3 unusable voltammograms in a row; campaign stopped (budget.max_consecutive_failed_analyses): "
+                       "the current looked inverted in 3 of them: check the driver's current sign convention (anodic "
+                       "current positive, docs/drivers.md)"), stopped
