@@ -427,6 +427,11 @@ class Runner:
         self._lost: dict[str, tuple[int, PumpDisconnected]] = {}
         self.done = 0  #: done experiments, as the journal said at the start of this turn of the loop
         self._held: list[int] = []  #: the batch awaiting approval that this run has announced
+        #: the reference electrode's names the campaign's instruments give in their ``reference`` option, and the
+        #: labels of scans that named another, said once each (:meth:`_check_label`)
+        self._references = {name: entry.options["reference"] for name, entry in campaign.instruments.items()
+                            if isinstance(entry.options.get("reference"), str)}
+        self._mislabelled: set[str] = set()
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -817,6 +822,20 @@ class Runner:
         step's action ends and the attempt fails: a real scan of a used-up sample is never lost with its attempt."""
         with self.interrupts.deferred():
             self.journal.record_raw(experiment_id, voltammogram, rejected)
+        self._check_label(voltammogram.reference)
+
+    def _check_label(self, label: str) -> None:
+        """One warning per run for each label of the reference electrode a driver gave its scans that no instrument's
+        ``reference`` option names, when one names it: the journal keeps the driver's label, and every measurement,
+        CSV and plot says it. Why: a plug-in driver that ignored the option labelled a lab's Ag/AgCl data "the
+        reference electrode (unnamed)", and nothing said so (a plug-in engineer's trial)."""
+        if not self._references or label in self._references.values() or label in self._mislabelled:
+            return
+        self._mislabelled.add(label)
+        named = ", ".join(f"{name}'s is {reference!r}" for name, reference in self._references.items())
+        log.warning("a driver labelled its scan 'vs %s', which no reference option names (%s): the journal and the "
+                    "report keep the driver's label; a driver must label its scans with its reference option "
+                    "(docs/drivers.md)", label, named)
 
     def _journal_outcome(self, experiment_id: int, outcome: ExperimentOutcome) -> None:
         """The executor's hook once the measurement is complete (protocols/executor.py ``measured_after``): its

@@ -287,6 +287,32 @@ def test_a_scan_whose_times_are_in_ms_is_the_drivers_fault(odd_campaign, tmp_pat
     assert len(kept) == 2 and all(len(k) == 1 and "ms?" in k[0][0] for k in kept), kept
 
 
+#: a plug-in potentiostat (an EmStat on its emulator) that labels its scans as if no reference option were given
+UNLABELLED_STAT = altered_stat("UNLABELLED_STAT", "unlabelled-stat",
+                               "reference='the reference electrode (unnamed)'")
+
+
+def test_a_driver_ignoring_the_reference_option_is_warned_of_once(odd_campaign, tmp_path, labloop, install_plugin):
+    """A plug-in driver that ignored its ``reference`` option labelled a lab's Ag/AgCl data "the reference electrode
+    (unnamed)", and nothing said so (a plug-in engineer's trial). The run now says so once, naming the label and the
+    option; the measurements keep the driver's label, as it returned them."""
+    install_plugin("unlabelled_stat", UNLABELLED_STAT, {"unlabelled-stat": "UNLABELLED_STAT"},
+                   "labloop.sim.builtin_emulators:emstat_emulator")
+    campaign_file = odd_campaign("return volume_ml", potentiostat="unlabelled-stat")
+    campaign = yaml.safe_load(campaign_file.read_text())
+    campaign["instruments"]["potentiostat"]["options"] = {"reference": "Ag/AgCl"}
+    campaign_file.write_text(yaml.safe_dump(campaign))
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "which no reference option names" in line]
+    assert said == ["warning: a driver labelled its scan 'vs the reference electrode (unnamed)', which no reference "
+                    "option names (potentiostat's is 'Ag/AgCl'): the journal and the report keep the driver's label; a "
+                    "driver must label its scans with its reference option (docs/drivers.md)"], result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        labels = {v.reference for e in journal.experiments() for v in journal.voltammograms(e.id)}
+    assert labels == {"the reference electrode (unnamed)"}
+
+
 #: a plug-in potentiostat (an EmStat on its emulator) whose scan says the cell went 0.6 V past 1.9 V (a driver that
 #: applied another potential than asked: nothing real in the emulator does, so the driver writes it)
 OVERSHOOT_STAT = altered_stat("OVER_STAT", "over-stat", "potential_v=np.where(scan.potential_v > 1.9, "
