@@ -24,9 +24,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
+from labloop.core.entry_points import group_entry_points
 from labloop.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class RegisteredDriver:
 
 def _entry_points() -> dict[str, list[EntryPoint]]:
     found: dict[str, list[EntryPoint]] = {}
-    for ep in entry_points(group=GROUP):
+    for ep in group_entry_points(GROUP):
         found.setdefault(ep.name, []).append(ep)
     return found
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
 from typing import Any
 
+from labloop.core.entry_points import group_entry_points
 from labloop.core.errors import ConfigError, LabloopError
 from labloop.sim.emulation import Emulation, EmulatorContext
 
@@ -30,7 +30,7 @@ EmulatorFactory = Callable[..., Emulation]
 
 def emulator_names() -> list[str]:
     """Names of the drivers that have a registered emulator, sorted."""
-    return sorted({ep.name for ep in entry_points(group=GROUP)})
+    return sorted({ep.name for ep in group_entry_points(GROUP)})
 
 
 class NoEmulator(ConfigError):
@@ -40,7 +40,7 @@ class NoEmulator(ConfigError):
 
 def load_emulator(driver: str) -> EmulatorFactory:
     """The emulator factory registered for ``driver``; ConfigError (one line) if none or broken."""
-    found = {ep.value: ep for ep in entry_points(group=GROUP) if ep.name == driver}
+    found = {ep.value: ep for ep in group_entry_points(GROUP) if ep.name == driver}
     if not found:
         raise NoEmulator(f"driver {driver!r}", f"has no emulator (none registered under {GROUP!r}: docs/drivers.md, "
                                                "Registering an emulator)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import sys
 import textwrap
 from importlib import metadata
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from labloop.core.entry_points import group_entry_points
 from labloop.core.errors import ConfigError, Disconnected
 from labloop.instruments.contracts import SampleChanger
 from labloop.instruments.registry import GROUP, DriverDescriptor, DriverKind, driver_names, load_driver
@@ -87,6 +89,25 @@ def test_a_plugin_registers_like_a_built_in_and_broken_ones_are_typed(tmp_path, 
         with pytest.raises(ConfigError, match=needle):
             load_driver(name)
     sys.modules.pop("toy_drivers", None)
+
+
+def test_entry_points_are_read_once_and_again_after_each_install(tmp_path, monkeypatch) -> None:
+    """The registries read the installed entry points once (core/entry_points.py: the campaign's checks ask dozens of
+    times), and again as soon as a distribution is installed: on a folder already on sys.path, two in a row (within
+    one tick of the file system's clock, which the folder's entry count tells apart), and removed."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = group_entry_points(GROUP)
+    assert group_entry_points(GROUP) is first  # nothing installed since: the same read
+    descriptor = "from labloop.instruments.registry import DriverDescriptor\nX = DriverDescriptor(name='{}', " \
+                 "kind='pump', open=print)\n"
+    install_plugin(tmp_path, "first_pump", descriptor.format("first-pump"), {"first-pump": "first_pump:X"})
+    install_plugin(tmp_path, "second_pump", descriptor.format("second-pump"), {"second-pump": "second_pump:X"})
+    assert {"first-pump", "second-pump"} <= set(driver_names()) and "first-pump" not in {e.name for e in first}
+    assert load_driver("second-pump").distribution == "second-pump"
+    shutil.rmtree(tmp_path / "first-pump-1.0.dist-info")
+    assert "first-pump" not in driver_names() and "second-pump" in driver_names()
+    for module in ("first_pump", "second_pump"):
+        sys.modules.pop(module, None)
 
 
 def test_descriptors_validate_themselves() -> None:
