@@ -62,6 +62,19 @@ from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_L
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator.config.alert_urls import check_url
+from labloop.orchestrator.config.fields import (
+    POTENTIAL_RANGE_V,
+    SECTION,
+    Int,
+    Interval,
+    NonNegativeNumber,
+    Number,
+    PositiveInt,
+    PositiveNumber,
+    Range,
+    in_volts,
+)
+from labloop.orchestrator.config.objective import Objective
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
 from labloop.protocols.executor import diffusion_analyte_mm, leftover_dilution, unsampled_cv
@@ -93,19 +106,9 @@ log = logging.getLogger(__name__)
 #: the fixed potentials (V vs the reference) a protocol step scans or holds: cv, blank, eis
 SCANNED_POTENTIALS = ("e_begin_v", "e_vertex1_v", "e_vertex2_v", "e_dc_v")
 
-#: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values;
-#: ``.inf`` and ``.nan`` are no limits either
-Int = Annotated[int, Strict()]
-Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
-NonNegativeNumber = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
-SECTION = ConfigDict(frozen=True, extra="forbid")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: the largest potential vs its reference a safety limit may allow (potentiostats apply a few volts)
 MAX_APPLIED_V = 10.0
-#: the potentials vs Li/Li+ an objective may name: beyond any solvent's window by a wide margin either way
-POTENTIAL_RANGE_V = (-3.0, 10.0)
 #: where a reference electrode may sit (V vs Li/Li+), the cell's and the simulated world's: every common
 #: one lies between Li/Li+ itself (0) and about 3.5 V vs Li/Li+
 REFERENCE_OFFSET_RANGE_V = (-1.0, 6.0)
@@ -142,36 +145,7 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
 FilePath = Annotated[Path, AfterValidator(_resolve)]
 
 
-def _ordered_pair(allow_equal: bool) -> AfterValidator:
-    def check(value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if low > high or (low == high and not allow_equal):
-            raise ValueError(f"low must be {'at most' if allow_equal else 'below'} high, got {list(value)}")
-        return value
-    return AfterValidator(check)
 
-
-def _in_volts(values: list[float], fits: Callable[[float], bool]) -> str:
-    """The values of a field of potentials with those that do not ``fit`` read as millivolts, written as the field
-    takes them (``[4.5, 4.6]``, or one number), for a units slip's message to show the fix; "" when that does not
-    fit either (then the slip is not the likely story). Why: "millivolts written as volts?" alone left the
-    arithmetic to the reader, where other fields show the value to copy (a newcomer's trial)."""
-    fixed = [v if fits(v) else v / 1000 for v in values]
-    if not all(fits(v) for v in fixed):
-        return ""
-    written = [compact(v) for v in fixed]
-    return written[0] if len(written) == 1 else f"[{', '.join(written)}]"
-
-
-def _number_to_pair(value: Any) -> Any:
-    return (value, value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-#: [low, high] with low < high: potential windows
-Interval = Annotated[tuple[Number, Number], _ordered_pair(allow_equal=False)]
-#: [low, high] with 0 < low <= high, or one number for a fixed value: ranges of measurement conditions
-Range = Annotated[tuple[PositiveNumber, PositiveNumber], BeforeValidator(_number_to_pair),
-                  _ordered_pair(allow_equal=True)]
 
 
 def _check_table(loc: tuple[str, ...], path: Path, columns: tuple[str, ...], smiles_column: str) -> None:
@@ -281,77 +255,6 @@ class PastMeasurements(BaseModel):
     smiles_column: str = "smiles"
     vs: Annotated[Literal["li", "fc"] | None, BeforeValidator(_lower)] = Field(
         None, description="li: V vs Li/Li+; fc: V vs Fc+/Fc (needed unless the column's header names the scale)")
-
-
-class Objective(BaseModel):
-    """What a good molecule is: a redox potential (V vs Li/Li+) to maximise, minimise, or land in a window.
-
-    ``threshold_v`` defines a hit for maximise/minimise goals (at or beyond it); for the window goal a hit
-    is a potential inside ``window_v``.
-    """
-
-    model_config = SECTION
-    quantity: Quantity
-    goal: Literal["maximize", "minimize", "window"]
-    window_v: Interval | None = Field(None, title="two potentials [low, high] (V vs Li/Li+)", examples=[[4.5, 4.6]])
-    threshold_v: Number | None = None
-
-    @model_validator(mode="after")
-    def _goal_fields(self) -> Objective:
-        if self.goal == "window" and self.window_v is None:
-            raise Problems(Problem(("window_v",), "required when goal is 'window', e.g. [4.5, 4.6]"))
-        if self.goal != "window" and self.window_v is not None:
-            raise Problems(Problem(("window_v",), f"only used with goal 'window' (goal is {self.goal!r})"))
-        if self.goal == "window" and self.threshold_v is not None:
-            raise Problems(Problem(("threshold_v",), "not used with goal 'window' (window_v defines a hit)"))
-        low, high = POTENTIAL_RANGE_V
-        for field, values in (("window_v", self.window_v or ()), ("threshold_v", (self.threshold_v,))):
-            far = [v for v in values if v is not None and not low <= v <= high]
-            if far:
-                fixed = _in_volts([v for v in values if v is not None], lambda v: low <= v <= high)
-                raise Problems(Problem((field,), f"{far[0]:g} V vs Li/Li+ is no potential a cell reaches "
-                                                 f"({low:g}..{high:g} V): {slip('millivolts', 'volts', fixed)}"))
-        return self
-
-    @property
-    def defines_hits(self) -> bool:
-        return self.goal == "window" or self.threshold_v is not None
-
-    @property
-    def hits_v(self) -> tuple[float, float] | None:
-        """Where a hit lies (V vs Li/Li+): the window, or the threshold and beyond (one end infinite); None without
-        a hit definition."""
-        if self.goal == "window":
-            return self.window_v  # type: ignore[return-value]  # set for goal "window" (validated)
-        if self.threshold_v is None:
-            return None
-        return (self.threshold_v, math.inf) if self.goal == "maximize" else (-math.inf, self.threshold_v)
-
-    def score(self, potential_v: float) -> float:
-        """Higher is better: the potential itself, its negative, or minus the distance to the window."""
-        if self.goal == "maximize":
-            return potential_v
-        if self.goal == "minimize":
-            return -potential_v
-        low, high = self.window_v  # set for goal "window" (validated)
-        return -max(low - potential_v, potential_v - high, 0.0)
-
-    def rank(self, potential_v: float) -> tuple[float, float]:
-        """Sort key of "best so far" (higher first): :meth:`score`, then, inside a window, nearness to its
-        centre — every potential in the window scores the same, and the one at the centre has the most room
-        for what the measurement and the cell conditions move."""
-        if self.goal != "window":
-            return self.score(potential_v), 0.0
-        low, high = self.window_v
-        return self.score(potential_v), -abs(potential_v - (low + high) / 2)
-
-    def is_hit(self, potential_v: float) -> bool:
-        """Whether a measured potential counts as a hit (False when the objective defines none)."""
-        if self.goal == "window":
-            return self.score(potential_v) == 0.0
-        if self.threshold_v is None:
-            return False
-        return potential_v >= self.threshold_v if self.goal == "maximize" else potential_v <= self.threshold_v
 
 
 class Surrogate(BaseModel):
@@ -758,7 +661,7 @@ class Safety(BaseModel):
         """No potentiostat applies more than 10 V against its reference: limits beyond are not a limit at all."""
         far = [v for v in value if abs(v) > MAX_APPLIED_V]
         if far:
-            fixed = _in_volts(list(value), lambda v: abs(v) <= MAX_APPLIED_V)
+            fixed = in_volts(list(value), lambda v: abs(v) <= MAX_APPLIED_V)
             raise ValueError(f"{far[0]:g} V against the reference is more than any potentiostat applies "
                              f"(+/-{MAX_APPLIED_V:g} V): {slip('millivolts', 'volts', fixed)}")
         return value
@@ -975,7 +878,7 @@ class Cell(BaseModel):
         low, high = POTENTIAL_RANGE_V
         far = [v for v in value if not low <= v <= high]
         if far:
-            fixed = _in_volts(list(value), lambda v: low <= v <= high)
+            fixed = in_volts(list(value), lambda v: low <= v <= high)
             hint = f": {slip('millivolts', 'volts', fixed)}" if fixed else ""
             raise ValueError(f"{compact(far[0])} V vs Li/Li+ is no potential a cell reaches "
                              f"({compact(low)}..{compact(high)} V){hint}")

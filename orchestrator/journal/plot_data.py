@@ -12,7 +12,7 @@ import logging
 import statistics
 from typing import Any
 
-from labloop.orchestrator.config.campaign import Objective
+from labloop.orchestrator.config.objective import Objective
 
 log = logging.getLogger(__name__)
 

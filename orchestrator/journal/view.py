@@ -26,7 +26,7 @@ from rich.text import Text
 from labloop.core.errors import JournalError, Problems, first_line
 from labloop.core.text import plural, printable
 from labloop.instruments.cv_analysis import reversibility_criterion
-from labloop.orchestrator.config.campaign import Objective
+from labloop.orchestrator.config.objective import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.names import library_names
 from labloop.orchestrator.journal.store import (
