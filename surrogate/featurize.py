@@ -18,6 +18,7 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 #: Below this many molecules a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 4000
 CHUNK_SIZE = 2000
+#: the library rows whose checks a process remembers (:func:`_check_row`): a few MB, the rows of a campaign's
+#: library up to :data:`PARALLEL_THRESHOLD` and beyond
+CHECKED_ROWS_KEPT = 20_000
 #: what labloop's runner turns into its own exception (orchestrator/loop/interrupts.py), which pool workers must not
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
@@ -359,16 +363,19 @@ def check_rows(smiles: Sequence[str], n_jobs: int | None = None,
 
 def _check_chunk(smiles: Sequence[str]) -> list[RowCheck]:
     """:func:`check_rows` of one chunk (in a pool worker, or in this process)."""
-    checked = []
     with BlockLogs():
-        for text in smiles:
-            mol, why = _parse(text)
-            if mol is None:
-                checked.append(RowCheck(why, None, ""))
-                continue
-            odd = _beyond_prior(mol) if _may_be_beyond_prior(text) else None
-            checked.append(RowCheck(None, odd, Chem.MolToSmiles(mol)))
-    return checked
+        return [_check_row(text) for text in smiles]
+
+
+@lru_cache(maxsize=CHECKED_ROWS_KEPT)
+def _check_row(text: str) -> RowCheck:
+    """:class:`RowCheck` of one SMILES, remembered: a pure function of the text, and a process that checks a campaign
+    more than once (``validate`` then ``run`` of ``labloop``'s commands called in one process, a dashboard, the tests)
+    checks the same library rows each time."""
+    mol, why = _parse(text)
+    if mol is None:
+        return RowCheck(why, None, "")
+    return RowCheck(None, _beyond_prior(mol) if _may_be_beyond_prior(text) else None, Chem.MolToSmiles(mol))
 
 
 def default_jobs() -> int:

@@ -120,7 +120,10 @@ def test_check_rows_says_in_one_parse_what_the_three_checks_say_apart():
     done: list[int] = []
     pooled = check_rows(smiles, n_jobs=2, progress=done.append)
     assert sum(done) == len(smiles) and len(done) > 1  # told chunk by chunk
-    assert check_rows(smiles, n_jobs=1) == pooled
+    here = check_rows(smiles, n_jobs=1)
+    assert here == pooled
+    # remembered in this process: a second check (validate, then run) parses nothing again
+    assert all(again is first for again, first in zip(check_rows(smiles, n_jobs=1), here, strict=True))
     assert [c.unreadable for c in pooled] == [unreadable(s) for s in smiles]
     assert [c.beyond_prior for c in pooled] == [beyond_prior(s) for s in smiles]
     assert [c.canonical for c in pooled] == canonical_smiles(smiles)
