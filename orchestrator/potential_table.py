@@ -24,7 +24,7 @@ from labloop.core.text import plural
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
 from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
-from labloop.surrogate.dataset import MISSING_MARKERS, csv_lines, markers_written, read_table
+from labloop.surrogate.dataset import MISSING_MARKERS, REPEAT_SPREAD, csv_lines, markers_written, read_table
 
 if TYPE_CHECKING:
     from labloop.planners import ModelView
@@ -132,7 +132,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     taken as they are: SMILES that are no molecule, empty values (a cell holding a missing-value marker,
     :data:`labloop.surrogate.dataset.MISSING_MARKERS`, is one, counted and named: ``n/a`` was refused one cell at
     a time), repeated molecules with another value (and, apart, those more than
-    :data:`labloop.surrogate.training.REPEAT_SPREAD` apart, as ``surrogate train`` says: 3.2 V apart is a mix-up,
+    :data:`labloop.surrogate.dataset.REPEAT_SPREAD` apart, as ``surrogate train`` says: 3.2 V apart is a mix-up,
     not a remeasurement) and a group of values about ``ferrocene_vs_li_v`` from the rest (:data:`MIXED_SCALE_SHARE`).
     :class:`InvalidInput` (one line) for a missing column, a value beyond :data:`POTENTIAL_RANGE_V` (an energy in
     eV, millivolts; an infinite or absurd one is refused by :func:`read_table` already) or a table with no valid
@@ -231,8 +231,6 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
                      "however the later rows spell it")
     apart = _apart(rows_of, dict(valued))
     if apart:
-        from labloop.surrogate.training import REPEAT_SPREAD
-
         rows, spread = apart[0]
         lines = ", ".join(str(line_of(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
         notes.append(f"{len(apart)} repeated {plural(len(apart), 'molecule')} of {path} "
@@ -252,8 +250,6 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
 def _apart(rows_of: Mapping[str, list[int]], value_of: Mapping[int, float]) -> list[tuple[list[int], float]]:
     """The repeated molecules whose rows' values spread by more than ``surrogate train``'s REPEAT_SPREAD, in the
     order of their first rows: each one's rows and spread."""
-    from labloop.surrogate.training import REPEAT_SPREAD
-
     found = []
     for rows in rows_of.values():
         values = [value_of[r] for r in rows]

@@ -66,6 +66,12 @@ class MoleculeTable:
         return h.hexdigest()
 
 
+#: the spread (largest minus smallest value of a target, eV or V) beyond which a molecule's repeated rows are said
+#: to disagree. Why 0.1: a molecule measured again repeats its potential to a few tens of mV, and a computed value
+#: is the same each time, while the surrogate's own error is 0.12-0.15 eV on the bundled data (bench/RESULTS.md):
+#: rows further apart than this differ by more than noise, by as much as the model errs — most likely a mix-up
+#: (another reference electrode or solvent, a unit, a sign, a row of another molecule) that their mean would hide
+REPEAT_SPREAD = 0.1
 #: how a file saved by a spreadsheet starts: an .xlsx is a zip, an .xls an OLE2 compound file
 SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
 #: what a spreadsheet should save a table as, for labloop to read it

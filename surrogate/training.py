@@ -15,7 +15,7 @@ import numpy as np
 
 from labloop.core.errors import InvalidInput
 from labloop.core.text import plural
-from labloop.surrogate.dataset import MoleculeTable
+from labloop.surrogate.dataset import REPEAT_SPREAD, MoleculeTable
 from labloop.surrogate.ensemble import Ensemble, EpochHook, train_ensemble
 from labloop.surrogate.featurize import InvalidSmiles, canonical_smiles, featurize
 from labloop.surrogate.fingerprint_cache import FingerprintCache
@@ -23,14 +23,6 @@ from labloop.surrogate.metrics import regression_metrics
 from labloop.surrogate.presets import Preset
 
 log = logging.getLogger(__name__)
-
-
-#: the spread (largest minus smallest value of a target, eV or V) beyond which a molecule's repeated rows are said
-#: to disagree. Why 0.1: a molecule measured again repeats its potential to a few tens of mV, and a computed value
-#: is the same each time, while the surrogate's own error is 0.12-0.15 eV on the bundled data (bench/RESULTS.md):
-#: rows further apart than this differ by more than noise, by as much as the model errs — most likely a mix-up
-#: (another reference electrode or solvent, a unit, a sign, a row of another molecule) that their mean would hide
-REPEAT_SPREAD = 0.1
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from labloop.core.text import plural
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
-from labloop.surrogate.dataset import csv_lines, read_table
+from labloop.surrogate.dataset import REPEAT_SPREAD, csv_lines, read_table
 from labloop.surrogate.featurize import InvalidSmiles, beyond_prior
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
@@ -228,10 +228,8 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
 
 def _say_repeats(repeats: Repeats, data: Path, targets: Sequence[str]) -> None:
     """The one warning of a table's repeated molecules, merged before training (``train`` and ``sweep``), and one
-    more when some molecule's rows disagree (:data:`labloop.surrogate.training.REPEAT_SPREAD`), naming the first
+    more when some molecule's rows disagree (:data:`labloop.surrogate.dataset.REPEAT_SPREAD`), naming the first
     one's lines and spread: a mix-up in the table (a reference, a unit, a sign) was averaged without a word."""
-    from labloop.surrogate.training import REPEAT_SPREAD
-
     line_of = csv_lines(data)
     if repeats.rows:
         console.err.print(f"warning: {repeats.rows} {plural(repeats.rows, 'row')} of {data} "
