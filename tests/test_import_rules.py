@@ -136,12 +136,29 @@ def test_the_rules_catch_an_upward_import(tmp_path: Path, module: str, line: str
     assert len(violations(tmp_path)) == 1
 
 
-def test_the_command_line_starts_without_tensorflow():
+def test_the_command_line_starts_without_tensorflow(tmp_path):
     # TensorFlow takes seconds to import; every `labloop` command paid them once a campaign check imported
     # the ensemble module for one constant (the CLI tests' subprocesses doubled in time). It loads only where
     # a model is trained or predicts.
-    code = ("import sys, labloop.orchestrator.cli.main, labloop.orchestrator.cli.run, "
+    # Reading a truth or past-measurements table did the same for another constant (4-5 s of every backtest's start).
+    table = tmp_path / "truth.csv"
+    table.write_text("smiles,e_v\nCCO,4.5\nCCO,4.9\nc1ccccc1,4.2\n")  # a repeat spread beyond REPEAT_SPREAD
+    code = ("import sys, pathlib, labloop.orchestrator.cli.main, labloop.orchestrator.cli.run, "
             "labloop.orchestrator.cli.campaign, labloop.orchestrator.cli.backtest; "
+            "from labloop.orchestrator.potential_table import read_truth; "
+            f"read_truth(pathlib.Path({str(table)!r}), 'e_v'); "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_what_shows_a_journal_starts_without_the_campaigns_checks():
+    # `labloop log`, `report` and the dashboard read a journal's objective: importing it from the campaign model
+    # loaded the planners, scikit-optimize and the driver registry too (a dashboard started in 2.6 s, 2.5 of them
+    # importing those), orchestrator/config/objective.py
+    code = ("import sys, labloop.orchestrator.journal.view, labloop.orchestrator.journal.plot_data, "
+            "labloop.orchestrator.dashboard.app; "
+            "print(sorted(m for m in ('skopt', 'labloop.planners', 'labloop.orchestrator.config.campaign', "
+            "'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
