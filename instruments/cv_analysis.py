@@ -487,6 +487,10 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, r
         # distance past where the climb was judged, on the side of the start
         bounds.append(("oxidation", "below", end + REVERSIBLE_PEAK_PAST_HALF_V) if segments[0].direction > 0
                       else ("reduction", "above", end - REVERSIBLE_PEAK_PAST_HALF_V))
+    if bounds and not peaks and inverted_peak_v(v, settings) is not None:
+        # a scan whose current looks inverted (the driver's sign, not the molecule) bounds nothing: the mirrored tail
+        # of its wave climbs into the vertex, and a bound from it taught the model a potential beyond the window
+        bounds = []
     return replace(_result(v, anodic, cathodic, sigma, flags, settings, others=peaks), bounds=tuple(bounds))
 
 

@@ -424,7 +424,8 @@ def test_a_blank_says_where_its_contaminant_and_its_oxygen_are_and_how_large(e0_
 def test_a_scan_whose_current_sign_is_reversed_is_said_to_look_inverted() -> None:
     """A driver reporting anodic current negative (against IUPAC) gave scans with no peak of the right sign, which a
     run failed as no_peak, "the sample gave no signal" (a plug-in author's trial): the mirror image of a simulated
-    couple shows its anodic peak as a cathodic-signed one on the anodic sweep, found where the couple's lies."""
+    couple shows its anodic peak as a cathodic-signed one on the anodic sweep, found where the couple's lies; one that
+    reads beyond_window bounds no potential (a bound beyond the vertex taught the model a wrong one)."""
     rng = np.random.default_rng(11)
     read = []
     for _ in range(30):
@@ -432,8 +433,10 @@ def test_a_scan_whose_current_sign_is_reversed_is_said_to_look_inverted() -> Non
         scan = simulate_cv(cell, params, rng)
         assert inverted_peak_v(scan) is None  # the right sign: its own peaks
         mirrored = replace(scan, current_a=-scan.current_a)
-        read.append(analyze_cv(mirrored).flags)
+        result = analyze_cv(mirrored)
+        read.append(result.flags)
         assert inverted_peak_v(mirrored) == pytest.approx(cell.e0_v, abs=0.06), cell
+        assert result.bounds == ()  # nothing learnt from it: its tail's climb into the vertex is no bound
     # most read no_peak, some beyond_window (their mirrored tail climbs the vertex), which a run says the same way
     assert {frozenset({CVFlag.NO_PEAK}), frozenset({CVFlag.BEYOND_WINDOW})} == set(read)
 
