@@ -26,6 +26,9 @@ import yaml
 from labloop.data import bundled_path
 
 _CACHE: Path | None = None  # this process's folder, made by pytest_configure
+#: BLAS (OpenBLAS, OpenMP) and TensorFlow on one thread each, in every process of the session (pytest_configure)
+THREADS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+               "TF_NUM_INTEROP_THREADS": "1"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,6 +44,12 @@ def pytest_configure(config: pytest.Config) -> None:
     global _CACHE
     worker = getattr(config, "workerinput", {}).get("workerid")
     if worker is None:
+        # two workers share two cores: each one's BLAS and TensorFlow on one thread, as the Dask tests' workers
+        # (DASK_ENV below). Set here, in the controller, before the workers start and import numpy: a worker's
+        # multi-threaded BLAS spin-waited while the other worker trained or scanned, and a run of the suite took 590
+        # or 714 s as the tests happened to pair (user CPU 833 or 1091 s)
+        for name, value in THREADS_ENV.items():
+            os.environ.setdefault(name, value)
         _CACHE = Path(tempfile.mkdtemp(prefix="labloop-test-cache-"))
         tempfile.tempdir = tempfile.gettempdir()  # this process (pytest's tmp_path) keeps the system's folder
     else:
@@ -216,8 +225,7 @@ def write_campaign():
 
 
 #: a ``dask worker``'s TensorFlow and BLAS on one thread: the tests' clusters run on 2 shared cores
-DASK_ENV = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "3"}
+DASK_ENV = {**THREADS_ENV, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _free_port() -> int:
