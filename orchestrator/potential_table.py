@@ -215,6 +215,10 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
                if invalid else "")
         raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}{why}")
     notes = notes_first
+    if truth_vs == "fc" and OTHER_SCALES.search(column) and not FERROCENE_SCALE.search(column):
+        # declared over a header naming, say, Ag/AgCl: taken as declared, said (a lab head's trial: 0.45 V off, silent)
+        notes.append(f"{path}, column {column!r} names another reference scale than the Fc+/Fc {words.vs_is('fc')} "
+                     "declares: its values are taken as vs Fc+/Fc; convert them if they are not")
     if invalid:
         notes.append(f"{bad} {plural(bad, 'row')} of {path} {plural(bad, 'is', 'are')} {unscreened} ({first}) and "
                      f"{plural(bad, 'is', 'are')} left out")

@@ -531,6 +531,14 @@ def test_a_truth_on_another_reference_scale(tmp_path, labloop, write_campaign, t
     sce = labloop("backtest", campaign, "--truth", tmp_path / "sce.csv", "--column", "E (V vs SCE)", "--planners",
                   "random", "--no-instruments")
     assert sce.returncode == 2 and "convert the column to V vs Li/Li+" in sce.stderr, sce.stderr
+    # declared fc over a header naming SCE: taken as declared, and said (it was silent, a lab head's trial)
+    declared = labloop("backtest", campaign, "--truth", tmp_path / "sce.csv", "--column", "E (V vs SCE)", "--truth-vs",
+                       "fc", "--planners", "random", "--seeds", "1", "--budget", "4", "--no-instruments")
+    assert declared.returncode == 0, declared.stderr
+    assert (f"warning: {tmp_path / 'sce.csv'}, column 'E (V vs SCE)' names another reference scale than the Fc+/Fc "
+            "--truth-vs fc declares: its values are taken as vs Fc+/Fc; convert them if they are not"
+            ) in declared.stderr, declared.stderr
+    assert "names another reference scale" not in converted.stderr
     # a third of the rows on the other scale: a group ~3.1 V below the rest
     mixed = table.assign(e_v=[v - 3.1 if i % 3 == 0 else v for i, v in enumerate(table.e_v)])
     mixed.to_csv(tmp_path / "mixed.csv", index=False)
