@@ -144,7 +144,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
               budget: int | None, no_instruments: bool, noise_v: float, oracle: bool, as_json: bool) -> None:
     """The command's work, inside :func:`backtest`'s guard."""
     from labloop.orchestrator import backtest as engine
-    from labloop.orchestrator import potential_table
+    from labloop.orchestrator import compose, potential_table
     from labloop.planners import PLANNERS
     from labloop.planners.base import past_observations
 
@@ -191,6 +191,9 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     if hits[1] == 0:  # every planner would find 0 hits and look alike: say whose fault it most likely is
         notes.append(_no_hit(objective, column, truth_file, hits[0], len(library),
                              display_name(campaign.library.file)))
+    if (unreachable := compose.objective_out_of_reach(campaign)) is not None:  # as validate says (a lab head's trial)
+        notes.append(unreachable + ("; --no-instruments counts hits there, which a run of this campaign cannot measure"
+                                    if no_instruments else ""))
     for note in notes:
         console.err.print(f"warning: {printable(note)}", markup=False, highlight=False, soft_wrap=True)
     if past is not None:

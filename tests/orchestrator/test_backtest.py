@@ -803,3 +803,20 @@ def test_the_table_states_the_objective_and_why_of_oracle_can_exceed_1(capsys, m
     report["planners"]["greedy"] = planner(3.6, 1.09)
     _print_table(report)
     assert OF_ORACLE_ABOVE_1 in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_window_partly_beyond_the_cvs_reach_is_warned_of_as_validate_does(tmp_path, labloop, write_campaign,
+                                                                             truth_csv):
+    """validate warned that part of the objective's window lies beyond what the cv measures; a backtest of the same
+    campaign said nothing, and with --no-instruments counted hits there that no run could measure (a lab head's
+    trial). It now says the same line, and with --no-instruments that it counts them."""
+    path, _ = truth_csv
+    objective = {"quantity": "oxidation_potential", "goal": "window", "window_v": [5.0, 5.2]}
+    campaign = write_campaign(tmp_path, objective=objective)
+    validated = labloop("validate", campaign, "--dry-run")
+    (said,) = [line for line in validated.stderr.splitlines() if "is partly out of reach" in line]
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds", "1",
+                     "--budget", "4", "--no-instruments")
+    assert result.returncode == 0, result.stderr
+    assert (f"{said}; --no-instruments counts hits there, which a run of this campaign cannot measure"
+            in result.stderr.splitlines()), result.stderr
