@@ -325,7 +325,7 @@ def _print_table(report: dict[str, Any], partial: str | None = None) -> None:
     title = (f"{report['campaign']}: {what} ({report['objective']}) in {report['budget']} experiments, "
              f"{report['library']} molecules, {seeds}, instruments: {report['instruments']}")
     beyond = any((r["of_oracle"] or 0) > 1 for r in report["planners"].values())
-    caption = "\n".join(filter(None, (partial, _proposable(report), report["seeds_vary"],
+    caption = "\n".join(filter(None, (partial, _truth_said(report), _proposable(report), report["seeds_vary"],
                                       OF_ORACLE_ABOVE_1 if beyond else None)))
     cells = {name: _cells(r, what) for name, r in report["planners"].items()}
 
@@ -371,6 +371,17 @@ def _cells(r: dict[str, Any], what: str) -> dict[str, str]:
             "within +/-1.96 sd (rms z)": "-" if r["within_1_96_sd"] is None else
             f"{100 * r['within_1_96_sd']:.0f}% ({r['rms_z']:g})",
             "proposal median / p95 (s)": f"{r['latency_s']['median']} / {r['latency_s']['p95']}"}
+
+
+def _truth_said(report: dict[str, Any]) -> str:
+    """The caption's line of what the truth is: its column, the scale it was read on, and how many hits the library
+    holds (the denominator of every planner's hits). Why: the title said neither, and a table read as vs Fc+/Fc, or
+    "8 hits" without the 20 there were to find, was known only from --json (a lab head's trial)."""
+    scale = (f", read as V vs Fc+/Fc (+{report['truth_offset_v']:g} V each: --truth-vs fc)"
+             if report["truth_offset_v"] else ", read as V vs Li/Li+")
+    n = report["hits_in_library"]
+    hits = "" if n is None else f"; the library's molecules hold {n} {plural(n, 'hit')}"
+    return f"truth: column {report['column']!r} of {Path(report['truth']).name}{scale}{hits}"
 
 
 def _proposable(report: dict[str, Any]) -> str | None:

@@ -794,10 +794,14 @@ def test_the_table_states_the_objective_and_why_of_oracle_can_exceed_1(capsys, m
     report = {"campaign": "c", "measure": "hits", "objective": "oxidation potential in [4.50, 4.60] V vs Li/Li+",
               "budget": 10, "library": 200, "seeds": [5], "instruments": "simulated CV, 2.40-5.15 V vs Li/Li+",
               "seeds_vary": "a seed varies the noise", "versus_leader": [], "past_measurements": 0, "past_bounds": 0,
+              "truth": "/lab/truth.csv", "column": "E1/2 (V vs Fc+/Fc)", "truth_offset_v": 3.2, "hits_in_library": 12,
               "planners": {"bayes": planner(3.0, 0.9), "oracle": planner(3.3, None)}}
     monkeypatch.setattr(console.out, "width", 400)  # no folding
     _print_table(report)
     shown = " ".join(capsys.readouterr().out.split())  # the caption folds to the table's width
+    # the truth's scale and how many hits there were to find: only --json said them (a lab head's trial)
+    assert ("truth: column 'E1/2 (V vs Fc+/Fc)' of truth.csv, read as V vs Fc+/Fc (+3.2 V each: --truth-vs fc); the "
+            "library's molecules hold 12 hits") in shown, shown
     assert "c: hits (oxidation potential in [4.50, 4.60] V vs Li/Li+) in 10 experiments" in shown, shown
     assert OF_ORACLE_ABOVE_1 not in shown
     report["planners"]["greedy"] = planner(3.6, 1.09)
