@@ -929,6 +929,11 @@ def _standard_problem(paired: list[CVResult], analyte: CVResult | None, standard
 # -- several scan rates ------------------------------------------------------------------------------------
 #: Randles-Sevcik constant at 25 C: ip = 2.69e5 n^1.5 A C sqrt(D v) (A, cm^2, mol/cm^3, cm^2/s, V/s)
 RANDLES_SEVCIK = 2.69e5
+#: the diffusion coefficients (cm2/s) a molecule in a liquid electrolyte has, with room either way: small organics
+#: in acetonitrile or carbonates diffuse at 1e-6 to 5e-5 cm2/s, a polymer or a viscous ionic liquid's slower. A D
+#: beyond them says the concentration or the electrode area it was computed with is off (an ``analyte_mm: 1000`` gave
+#: 1.1e-11 cm2/s and a k0 from it: a chemist's trial), not the molecule: :func:`implausible_diffusion`
+PLAUSIBLE_DIFFUSION_CM2_S = (1e-7, 1e-4)
 #: the temperature :data:`RANDLES_SEVCIK` holds for (K): 0.4463 F sqrt(F / (R T)) = 2.69e5 at 298.15 K (PROTOCOLS.md);
 #: D from it assumes the cell at 25 C (D scales with T: in a cell 10 K warmer it reads ~3% low), and is recorded with it
 RANDLES_SEVCIK_TEMPERATURE_K = 298.15
@@ -1001,6 +1006,22 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
                                f"more scan rates, and the Randles-Sevcik fit needs it at every rate")
     return DiffusionEstimate(float(np.mean([d for d, _ in found])), anodic, cathodic, min(r for _, r in found),
                              tuple(float(x) for x in scan_rates_v_s), n_electrons, RANDLES_SEVCIK_TEMPERATURE_K)
+
+
+def implausible_diffusion(estimate: DiffusionEstimate, conc_mm: float, area_cm2: float) -> str | None:
+    """Why ``estimate`` (computed with ``conc_mm`` and ``area_cm2``) is no molecule's D, in one phrase, or None: beyond
+    :data:`PLAUSIBLE_DIFFUSION_CM2_S`, or peak currents that fit a line through the origin worse than their mean
+    does (r^2 below 0: they do not rise with sqrt(v), as an overloaded or distorted scan's do)."""
+    low, high = PLAUSIBLE_DIFFUSION_CM2_S
+    if not low <= estimate.diffusion_cm2_s <= high:
+        return (f"D {estimate.diffusion_cm2_s:.2e} cm2/s from the Randles-Sevcik slope lies beyond the {low:g} to "
+                f"{high:g} cm2/s of a molecule in solution: check the analyte's concentration ({conc_mm:g} mM as "
+                f"used) and the electrode area ({area_cm2:g} cm2); not kept")
+    if estimate.r_squared < 0:
+        return (f"the peak currents do not rise with sqrt(scan rate) (r^2 {estimate.r_squared:.2f}): D "
+                f"{estimate.diffusion_cm2_s:.2e} cm2/s from them is not kept; check the scans for overload or "
+                "distortion")
+    return None
 
 
 # -- the blank ---------------------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ from labloop.instruments.cv_analysis import (
     analyze_couples,
     analyze_cv,
     couple_position,
+    implausible_diffusion,
     randles_sevcik_diffusion,
     reference_to_ferrocene,
     reversibility_criterion,
@@ -1014,6 +1015,10 @@ class ProtocolExecutor:
                                                          forward=forward)
             except InvalidParameter as exc:
                 lab.diffusion_problem = str(exc)  # warned of once the analysis is known (_warn_of_d)
+            else:  # no molecule's D: the concentration or area is off, and a k0 from it would be too (report.py)
+                lab.diffusion_problem = implausible_diffusion(lab.diffusion, lab.analyte_mm, step.electrode_area_cm2)
+                if lab.diffusion_problem is not None:
+                    lab.diffusion = None
         return lab.scans[0][0]
 
     def _scans(self, where: str, potentiostat: str, series: Sequence[CVParams]) -> Iterator[Voltammogram]:

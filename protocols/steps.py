@@ -125,9 +125,13 @@ MICROLITRES_LIKELY_ML_MIN = 10.0
 #: 3 mm disk at 0.1 V/s, against ~0.14 uA of charging current), yet trace analysis does go there: warned about
 #: (:func:`unit_warnings`), as the diffusion coefficient computed from it (D ~ (slope / C)^2) would be far off
 MIN_ANALYTE_MM = 0.01
-#: above this (mM) an analyte is no CV's: 1 M is beyond what organic redox molecules dissolve to in an electrolyte
-#: and its currents would overload any mm-size electrode's range; warned about, as micromolar written as millimolar
-MAX_ANALYTE_MM = 1000.0
+#: above this (mM) a sample's stock is no CV's: 1 M is beyond what organic redox molecules dissolve to in an
+#: electrolyte; warned about, as micromolar written as millimolar
+MAX_STOCK_MM = 1000.0
+#: above this (mM) an analyte in the cell is no CV's: its peaks reach milliamperes on a mm-size electrode, beyond a
+#: potentiostat's usual range, and the iR drop and migration spoil D; warned about, as micromolar written as
+#: millimolar (an ``analyte_mm: 1000`` passed validate, and its D came out a million times low: a chemist's trial)
+MAX_ANALYTE_MM = 100.0
 #: above this (cm2) a CV's working electrode is a plate, not the usual disk (a 3 mm disk is 0.0707 cm2, 7.07 mm2):
 #: warned about (:func:`unit_warnings`), as D ~ 1 / area^2 would be 10,000 times off for an area in mm2
 MAX_LIKELY_AREA_CM2 = 1.0
@@ -746,7 +750,8 @@ def _fluid_of(step: Step) -> str | None:
 
 def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
     """What ``steps`` allow but is most likely a units slip, located like parse problems (``(index, step, field)``):
-    an analyte below :data:`MIN_ANALYTE_MM` or above :data:`MAX_ANALYTE_MM`, an electrode area above
+    an analyte below :data:`MIN_ANALYTE_MM` or from :data:`MAX_ANALYTE_MM` (a stock from
+    :data:`MAX_STOCK_MM`), an electrode area above
     :data:`MAX_LIKELY_AREA_CM2`, an eis sweep's ``f_high_hz`` below :data:`MIN_LIKELY_F_HIGH_HZ`; and, no unit but as
     likely a slip of the pen, an ``ir_compensation.fraction`` above :data:`MAX_STABLE_IR_FRACTION`. Warned about, not
     refused: a trace analyte, a plate electrode, a low sweep or full compensation can be meant, but a molar value
@@ -778,11 +783,14 @@ def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
                                      f"{compact(value)} mM is less analyte than a CV sees on a mm-size electrode "
                                      f"(below {compact(MIN_ANALYTE_MM)} mM its peaks sink under the charging "
                                      f"current){hint}"))
-            if value is not None and value > MAX_ANALYTE_MM:
-                hint = units_hint(value, (0.0, MAX_ANALYTE_MM), "uM", "mM")
+            most = MAX_ANALYTE_MM if field == "analyte_mm" else MAX_STOCK_MM
+            if value is not None and value >= most:
+                hint = units_hint(value, (0.0, most), "uM", "mM")
+                why = ("an electrolyte dissolves for a CV" if field == "sample_stock_mm" else
+                       "a CV measures: its peaks would reach milliamperes on a mm-size electrode")
                 found.append(Problem((index, step.name, field),
-                                     f"{compact(value)} mM is more analyte than an electrolyte dissolves for a CV "
-                                     f"(above {compact(MAX_ANALYTE_MM)} mM){hint}"))
+                                     f"{compact(value)} mM is more analyte than {why} (from {compact(most)} mM)"
+                                     f"{hint}"))
         if step.electrode_area_cm2 > MAX_LIKELY_AREA_CM2:
             hint = units_hint(step.electrode_area_cm2, (0.0, MAX_LIKELY_AREA_CM2), "mm2", "cm2", factor=1e-2)
             found.append(Problem((index, step.name, "electrode_area_cm2"),

@@ -374,8 +374,12 @@ def test_an_analyte_in_molar_written_as_millimolar_is_warned_about(tmp_path, lab
     micromolar, _, _ = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0", "analyte_mm: 2220")
     assert micromolar.returncode == 0
     assert micromolar.stderr == (
-        f"warning: {protocol}:{line}: protocol[4].cv.analyte_mm: 2220 mM is more analyte than an electrolyte "
-        "dissolves for a CV (above 1000 mM): uM written as mM? (2.22 mM)\n")
+        f"warning: {protocol}:{line}: protocol[4].cv.analyte_mm: 2220 mM is more analyte than a CV measures: its "
+        "peaks would reach milliamperes on a mm-size electrode (from 100 mM): uM written as mM? (2.22 mM)\n")
+    # 1000 mM in the cell passed in silence, and its D came out a million times low (a chemist's trial)
+    molar, _, _ = validate(labloop, write_campaign, tmp_path, "analyte_mm: 1.0", "analyte_mm: 1000")
+    assert "protocol[4].cv.analyte_mm: 1000 mM is more analyte than a CV measures" in molar.stderr, molar.stderr
+    assert "(1 mM)" in molar.stderr
 
 
 def test_the_analyte_warning_of_an_inline_protocol_names_the_campaign_line(tmp_path, labloop, write_campaign):

@@ -27,6 +27,7 @@ from labloop.instruments.cv_analysis import (
     CVFlag,
     analyze_couples,
     analyze_cv,
+    implausible_diffusion,
     randles_sevcik_diffusion,
     reference_to_ferrocene,
 )
@@ -576,6 +577,19 @@ def test_randles_sevcik_diffusion_within_ten_percent():
         estimate = randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm,
                                             forward="anodic")
         assert estimate.diffusion_cm2_s == pytest.approx(d, rel=0.10) and estimate.r_squared > 0.99
+        assert implausible_diffusion(estimate, cell.conc_mm, cell.area_cm2) is None
+    # the same currents with the concentration written 1000 times too high: D a million times low, no molecule's (a
+    # chemist's trial: 1.1e-11 cm2/s, and a k0 from it), not kept
+    typo = randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=1000 * cell.conc_mm,
+                                    forward="anodic")
+    assert typo.diffusion_cm2_s == pytest.approx(estimate.diffusion_cm2_s / 1e6)
+    assert implausible_diffusion(typo, 2000.0, cell.area_cm2) == (
+        f"D {typo.diffusion_cm2_s:.2e} cm2/s from the Randles-Sevcik slope lies beyond the 1e-07 to 0.0001 cm2/s of a "
+        f"molecule in solution: check the analyte's concentration (2000 mM as used) and the electrode area "
+        f"({cell.area_cm2:g} cm2); not kept")
+    falling = replace(estimate, r_squared=-0.93)  # currents that do not rise with sqrt(v)
+    assert implausible_diffusion(falling, cell.conc_mm, cell.area_cm2).startswith(
+        "the peak currents do not rise with sqrt(scan rate) (r^2 -0.93)")
     results[2] = replace(results[2], ipa_a=None)  # one scan without an anodic peak: no fit, and it says why
     with pytest.raises(InvalidParameter, match="the anodic peak current is missing at one or more scan rates"):
         randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm, forward="anodic")
@@ -852,7 +866,7 @@ def test_a_samples_stock_is_checked_against_the_protocol_as_written():
     warned = unit_warnings(parse_steps([*steps[:3], {"cv": {**steps[3]["cv"], "sample_stock_mm": 10000.0,
                                                             "analyte_mm": None}}]))
     assert [(p.loc, p.message) for p in warned] == [
-        ((3, "cv", "sample_stock_mm"), "10000 mM is more analyte than an electrolyte dissolves for a CV (above 1000 "
+        ((3, "cv", "sample_stock_mm"), "10000 mM is more analyte than an electrolyte dissolves for a CV (from 1000 "
                                        "mM): uM written as mM? (10 mM)")]
 
 
