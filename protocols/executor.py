@@ -132,6 +132,12 @@ from labloop.protocols.steps import (
 
 log = logging.getLogger(__name__)
 
+#: how long (min) a purge with argon or nitrogen usually bubbles to drive out dissolved O2 (about 99% of it at a few
+#: mL/min through a frit, a time constant near 2 min, as the simulated valve's: sim/gas_valve_emulator.py); a blank
+#: that still shows O2 after a shorter purge says so (the shipped protocol purged 5 min, which only a zero-latency dry
+#: run passed: a chemist's trial)
+USUAL_PURGE_MIN = 10.0
+
 #: ``on_action(step_index, step_name, instrument, params, started_at, finished_at, outcome)``, called twice per
 #: step: as it starts (``finished_at`` and ``outcome`` None, so a journal holds the action before the
 #: instrument moves) and when it ended (``outcome`` ``"ok"`` or the error in one line). Times are ISO 8601 UTC
@@ -1188,8 +1194,11 @@ class ProtocolExecutor:
         if purge is None:
             raise BlankNeedsPurge(where, f"dissolved O2 in the blank ({wave}), and the protocol has no purge step to "
                                          "drive it out: add one before the blank")
+        longer = (f"; or purge longer than {purge.minutes:g} min: about {USUAL_PURGE_MIN:g} min drive out 99% at a "
+                  "usual flow (change the purge step's minutes, and run the campaign with a new store: a journal keeps "
+                  "its protocol)" if purge.minutes < USUAL_PURGE_MIN else "")
         raise BlankFailed(where, f"dissolved O2 remains in the blank after purging again ({purge.minutes:g} min of "
-                                 f"{purge.gas}; {wave}): check the gas supply, the valve and the cell's seal")
+                                 f"{purge.gas}; {wave}): check the gas supply, the valve and the cell's seal{longer}")
 
     def _on_both_scales(self, potential_v: float) -> str:
         """A potential measured against the cell's reference, said on its scale and on the Li/Li+ one (through
