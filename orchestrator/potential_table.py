@@ -186,10 +186,12 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
         if key in first_of and first_of[key] != value:
             conflicts += 1
             earlier = first_row[key]
-            # each with its value as the table writes it: "another value" alone sent a chemist looking for which
-            first_conflict = first_conflict or (f"line {line_of(row)} {smiles!r} ({table.Y[row, 0]:g} V) repeats "
-                                                f"line {line_of(earlier)} {table.smiles[earlier]!r} "
-                                                f"({table.Y[earlier, 0]:g} V)")
+            # each with its value as the table writes it: "another value" alone sent a chemist looking for which; on
+            # its scale, where it is not Li/Li+ (a lab head's trial read 3.493 V among potentials vs Li/Li+)
+            unit = "V vs Fc+/Fc" if offset_v else "V"
+            first_conflict = first_conflict or (f"line {line_of(row)} {smiles!r} ({table.Y[row, 0]:g} {unit}) "
+                                                f"repeats line {line_of(earlier)} {table.smiles[earlier]!r} "
+                                                f"({table.Y[earlier, 0]:g} {unit})")
         first_row.setdefault(key, row)
         spelled.setdefault(key, smiles)
         rows_of.setdefault(key, []).append(row)

@@ -516,7 +516,9 @@ def test_a_truth_on_another_reference_scale(tmp_path, labloop, write_campaign, t
     path, in_window = truth_csv
     table = pd.read_csv(path)
     fc = table.assign(e_v=table.e_v - 3.1).rename(columns={"e_v": "E1/2 (V vs Fc+/Fc)"})
-    fc.to_csv(tmp_path / "fc.csv", index=False)
+    # its first molecule again with another value: the repeat's warning quotes both on the table's scale
+    again = fc.iloc[[0]].assign(**{"E1/2 (V vs Fc+/Fc)": round(float(fc.iloc[0, 1]) + 0.05, 3)})
+    pd.concat([fc, again]).to_csv(tmp_path / "fc.csv", index=False)
     campaign = write_campaign(tmp_path, cell={"ferrocene_vs_li_v": 3.1})
     args = ("backtest", campaign, "--truth", tmp_path / "fc.csv", "--column", "E1/2 (V vs Fc+/Fc)", "--planners",
             "random", "--seeds", "1", "--budget", "200", "--no-instruments", "--noise-v", "0")
@@ -527,6 +529,8 @@ def test_a_truth_on_another_reference_scale(tmp_path, labloop, write_campaign, t
     assert converted.returncode == 0, converted.stderr
     report = json.loads(converted.stdout)
     assert report["planners"]["random"]["per_seed"] == [in_window] and report["truth_offset_v"] == 3.1
+    assert re.search(r"repeats a molecule with another value \(the first: line 202 '[^']+' \(-?[\d.]+ V vs Fc\+/Fc\) "
+                     r"repeats line 2 '[^']+' \(-?[\d.]+ V vs Fc\+/Fc\)\)", converted.stderr), converted.stderr
     fc.rename(columns={"E1/2 (V vs Fc+/Fc)": "E (V vs SCE)"}).to_csv(tmp_path / "sce.csv", index=False)
     sce = labloop("backtest", campaign, "--truth", tmp_path / "sce.csv", "--column", "E (V vs SCE)", "--planners",
                   "random", "--no-instruments")
