@@ -514,17 +514,23 @@ class Runner:
     def _advice(self, kind: str, advice: str, count: int) -> str:
         """What a stop after ``count`` failed experiments of ``kind`` in a row says to look at: :data:`FAULT_LIMITS`'s
         advice, or, when the causes of those unusable voltammograms said the current looks inverted, the driver's sign
-        convention. Why: a plug-in reporting anodic current negative stopped after ten such scans with "check the
-        electrodes and the cv window", though each cause had named the sign (a plug-in author's trial)."""
+        convention, or, when none found the internal standard, the standard first. Why: a plug-in reporting anodic
+        current negative stopped after ten such scans with "check the electrodes and the cv window", though each cause
+        had named the sign (a plug-in author's trial), and ten lab-grade scans that found no ferrocene (a 1 M stock
+        typed for 10 mM) stopped with the same advice (a chemist's trial)."""
         if kind != ANALYSIS_FAULT:
             return advice
         failed = sorted((e for e in self.journal.experiments() if e.status == State.FAILED),
                         key=lambda e: e.finished_at or "")[-count:]
         inverted = sum(INVERTED_SAID in (e.cause or "") for e in failed)
-        if not inverted:
-            return advice
-        return (f"the current looked inverted in {inverted} of them: check the driver's current sign convention "
-                "(anodic current positive, docs/drivers.md)" + ("" if inverted == count else f"; else {advice}"))
+        if inverted:
+            return (f"the current looked inverted in {inverted} of them: check the driver's current sign convention "
+                    "(anodic current positive, docs/drivers.md)" + ("" if inverted == count else f"; else {advice}"))
+        if all(CVFlag.NO_STANDARD.value in (e.cause or "") for e in failed):  # the cell's standard, not the molecules
+            return ("none of them found the internal standard where the campaign puts it: check its syringe and "
+                    "stock (the add_standard step), cell.ferrocene_vs_li_v and the analyte's concentration; then "
+                    f"{advice}")
+        return advice
 
     def _finish(self, reason: str) -> int:
         """The campaign's end: the rig made safe, then the ``finished`` event. Exit 0, or 1 when an instrument could

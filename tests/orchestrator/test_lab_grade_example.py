@@ -769,3 +769,29 @@ def test_d_follows_the_sample_stock_when_the_protocol_changes_its_volumes(tmp_pa
     with Journal.open(store, readonly=True) as journal:  # the event log's line says it too (labloop log)
         said = [e.message for e in journal.events() if e.kind == "lab"]
     assert said and all("analyte 0.526 mM (0.25 mL of its 10 mM stock in 4.75 mL)" in line for line in said), said
+
+
+def test_a_stock_typed_1000_times_too_strong_is_warned_of_keeps_no_d_and_its_stop_names_the_standard(tmp_path,
+                                                                                                      labloop):
+    """A 1 M stock typed for 10 mM (100 mM in the cell) passed validate; D came out 6.7e-08 cm2/s with k0 values from
+    it; ferrocene drowned in the analyte's currents, and the stop after a row of no_standard failures said "check the
+    electrodes and the cv window" (a chemist's trial). Now validate warns of the stock, no D is kept, and the stop names
+    the standard first."""
+    campaign = _lab_grade(tmp_path, experiments=3, budget={"max_consecutive_failed_analyses": 2})
+    protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
+    protocol.write_text(protocol.read_text().replace("sample_stock_mm: 10.0, analyte_mm: 1.0}",
+                                                     "sample_stock_mm: 1000.0}"))
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert ("protocol[6].cv.sample_stock_mm: 1000 mM is more analyte than an electrolyte dissolves for a CV"
+            in result.stderr), result.stderr
+    with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:
+        records = [journal.lab_record(e.id) for e in journal.experiments(states=(State.FAILED,))]
+        (stopped,) = [e.message for e in journal.events() if e.kind == "stopped"]
+    assert len(records) == 2 and all(r["diffusion"] is None for r in records), records
+    assert all("lies beyond the 1e-07 to 0.0001 cm2/s of a molecule in solution" in r["diffusion_problem"]
+               and "(100 mM as used)" in r["diffusion_problem"] for r in records)
+    assert stopped == ("2 unusable voltammograms in a row; campaign stopped (budget.max_consecutive_failed_analyses): "
+                       "none of them found the internal standard where the campaign puts it: check its syringe and "
+                       "stock (the add_standard step), cell.ferrocene_vs_li_v and the analyte's concentration; then "
+                       "check the electrodes and the cv window"), stopped
