@@ -530,10 +530,18 @@ def _measurements_table(rows: list[dict[str, Any]], edges: tuple[float, ...]) ->
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
         table.add_row(str(e["id"]), *_named(e, named), potential_said(e["potential_v"], edges), predicted, model,
                       _volts(e["e_half_v"]), dep, _text(", ".join(e["flags"])))
+    captions = []
     if first:
-        table.caption = ("* the first batch, predicted before any measurement: on the DFT prior's scale, which a lab's "
-                         "can sit volts from, so bayes and greedy widen the sd by that unknown offset; from the next "
-                         "batch on, predictions are calibrated to the measurements")
+        captions.append("* the first batch, predicted before any measurement: on the DFT prior's scale, which a lab's "
+                        "can sit volts from, so bayes and greedy widen the sd by that unknown offset; from the next "
+                        "batch on, predictions are calibrated to the measurements")
+    rates = next((e["protocol_conditions"]["scan_rates_v_s"] for e in rows
+                  if len(e["protocol_conditions"].get("scan_rates_v_s") or ()) > 1), None)
+    if rates:  # a cv of several rates: which one the single E1/2 and dEp are (a chemist's trial asked)
+        captions.append(f"E1/2 and dEp: the first scan rate's ({rates[0]:g} V/s) of the cv's "
+                        f"{', '.join(f'{r:g}' for r in rates)} V/s; every rate's in `labloop report`'s lab_grade.csv")
+    if captions:
+        table.caption = "\n".join(captions)
         table.caption_justify = "left"
     return table
 

@@ -109,6 +109,10 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     assert len(labs) >= 2 and all(lab["referenced"]["e_vs_fc_v"] is not None for lab in labs)
     assert all("standard_scan" not in lab and all(set(scan) == {"scan_rate_v_s", "analysis"} for scan in lab["scans"])
                for lab in labs)
+    # the log's one E1/2 and dEp per experiment name the rate they are (a chemist's trial read dEp 73 beside 73-99 mV)
+    shown = " ".join(labloop("log", tmp_path / "runs" / "cathode-screen-lab-grade.db").stdout.split())
+    assert ("E1/2 and dEp: the first scan rate's (0.1 V/s) of the cv's 0.1, 0.2, 0.5, 1 V/s; every rate's in `labloop "
+            "report`'s lab_grade.csv") in shown, shown
     labels = axis_labels()
     report = labloop("report", tmp_path / "runs" / "cathode-screen-lab-grade.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
