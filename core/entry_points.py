@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from importlib.metadata import EntryPoint, entry_points
+from stat import S_ISDIR
 
 _cache: dict[str, tuple[tuple[object, ...], tuple[EntryPoint, ...]]] = {}
 
@@ -23,13 +24,14 @@ def _installed_state() -> tuple[object, ...]:
     """What installing or removing a distribution on ``sys.path`` changes (see the module's docstring)."""
     state: list[object] = []
     for entry in sys.path:
+        folder = entry or "."  # "" is the current folder
         try:
-            stat = os.stat(entry or ".")
-            count = len(os.listdir(entry or ".")) if os.path.isdir(entry or ".") else -1
+            found = os.stat(folder)
+            count = len(os.listdir(folder)) if S_ISDIR(found.st_mode) else -1
         except OSError:
             state.append((entry, None))
             continue
-        state.append((entry, stat.st_mtime_ns, count))
+        state.append((entry, found.st_mtime_ns, count))
     return tuple(state)
 
 

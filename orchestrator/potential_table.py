@@ -22,7 +22,8 @@ import numpy as np
 from labloop.core.errors import ConfigError, InvalidInput
 from labloop.core.text import plural
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V
-from labloop.orchestrator.config.campaign import POTENTIAL_RANGE_V, Campaign
+from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.config.fields import POTENTIAL_RANGE_V
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.surrogate.dataset import MISSING_MARKERS, REPEAT_SPREAD, csv_lines, markers_written, read_table
 
@@ -165,6 +166,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     valued: list[tuple[int, float]] = []  # (row, value) of every row taken
     bounded = table.bounded.get(column, {})
     bound_rows: dict[str, int] = {}  # by canonical SMILES: the first row that bounds the molecule
+    unit = "V vs Fc+/Fc" if offset_v else "V"  # a value as the table writes it, on its scale where not Li/Li+
     for row, (smiles, value) in enumerate(zip(table.smiles, table.Y[:, 0] + offset_v, strict=True)):
         if not canonical[row]:
             invalid.append((line_of(row), smiles))
@@ -187,8 +189,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
             conflicts += 1
             earlier = first_row[key]
             # each with its value as the table writes it: "another value" alone sent a chemist looking for which; on
-            # its scale, where it is not Li/Li+ (a lab head's trial read 3.493 V among potentials vs Li/Li+)
-            unit = "V vs Fc+/Fc" if offset_v else "V"
+            # its scale (a lab head's trial read 3.493 V among potentials vs Li/Li+)
             first_conflict = first_conflict or (f"line {line_of(row)} {smiles!r} ({table.Y[row, 0]:g} {unit}) "
                                                 f"repeats line {line_of(earlier)} {table.smiles[earlier]!r} "
                                                 f"({table.Y[earlier, 0]:g} {unit})")

@@ -132,6 +132,10 @@ MAX_STOCK_MM = 1000.0
 #: potentiostat's usual range, and the iR drop and migration spoil D; warned about, as micromolar written as
 #: millimolar (an ``analyte_mm: 1000`` passed validate, and its D came out a million times low: a chemist's trial)
 MAX_ANALYTE_MM = 100.0
+#: per concentration field of a cv, from what value it is warned of, and what it is more than
+MOST_ANALYTE = {"analyte_mm": (MAX_ANALYTE_MM,
+                               "a CV measures: its peaks would reach milliamperes on a mm-size electrode"),
+                "sample_stock_mm": (MAX_STOCK_MM, "an electrolyte dissolves for a CV")}
 #: above this (cm2) a CV's working electrode is a plate, not the usual disk (a 3 mm disk is 0.0707 cm2, 7.07 mm2):
 #: warned about (:func:`unit_warnings`), as D ~ 1 / area^2 would be 10,000 times off for an area in mm2
 MAX_LIKELY_AREA_CM2 = 1.0
@@ -783,11 +787,9 @@ def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
                                      f"{compact(value)} mM is less analyte than a CV sees on a mm-size electrode "
                                      f"(below {compact(MIN_ANALYTE_MM)} mM its peaks sink under the charging "
                                      f"current){hint}"))
-            most = MAX_ANALYTE_MM if field == "analyte_mm" else MAX_STOCK_MM
+            most, why = MOST_ANALYTE[field]
             if value is not None and value >= most:
                 hint = units_hint(value, (0.0, most), "uM", "mM")
-                why = ("an electrolyte dissolves for a CV" if field == "sample_stock_mm" else
-                       "a CV measures: its peaks would reach milliamperes on a mm-size electrode")
                 found.append(Problem((index, step.name, field),
                                      f"{compact(value)} mM is more analyte than {why} (from {compact(most)} mM)"
                                      f"{hint}"))
