@@ -84,6 +84,7 @@ from labloop.protocols.steps import (
     SETUP_PARAMETERS,
     AddStandard,
     Blank,
+    Purge,
     Step,
     aimed_hits,
     compact,
@@ -1299,6 +1300,25 @@ class Campaign(BaseModel):
         return (f"{self.located('cell', 'ferrocene_vs_li_v')}: {compact(self.cell.ferrocene_vs_li_v)} V is set, but "
                 "only an add_standard step uses it and the protocol has none: every potential is put on the Li/Li+ "
                 "scale through cell.reference_offset_v")
+
+    def unpurged_oxygen(self) -> str | None:
+        """``file:line: world.oxygen_mm: ...`` when a dry run's simulated cell holds dissolved O2, the protocol has no
+        ``purge`` step to drive it out, and a blank scans into O2's reduction (``cell.oxygen_onset_v``, through
+        ``cell.reference_offset_v``), else None: that blank finds O2 and stops the run before any sample (an
+        electrochemist's trial: the lab-grade example without its purge validated, then stopped at once). Said of a
+        dry run only: a real cell's O2 is not known before its blank, and a cell filled in a glovebox needs no purge."""
+        if self.world is None or self.world.oxygen_mm <= 0 or Purge.name in self.protocol.step_names:
+            return None
+        onset_high = self.cell.oxygen_onset_v[1] - self.cell.reference_offset_v  # V vs the reference
+        steps = parse_steps(list(self.protocol.steps))
+        if not any(isinstance(step, Blank) and min(step.e_begin_v, step.e_vertex1_v, step.e_vertex2_v) <= onset_high
+                   for step in steps):
+            return None
+        return (f"{self.located('world', 'oxygen_mm')}: {compact(self.world.oxygen_mm)} mM of O2 in the simulated cell "
+                "and no purge step in the protocol to drive it out: the protocol's blank, which scans into O2's "
+                f"reduction (below {compact(self.cell.oxygen_onset_v[1])} V vs Li/Li+, cell.oxygen_onset_v), finds it "
+                "and stops the run before the first sample; add a purge step before the blank, or world.oxygen_mm: 0 "
+                "for an O2-free cell (one filled in a glovebox)")
 
     def _protocol_line(self, problem: Problem) -> str:
         """``file:line: protocol[i].step.field: why`` of a problem at ``("protocol", i, ...)``: the line in the

@@ -311,8 +311,40 @@ def test_a_blank_that_needs_a_purge_the_protocol_lacks_is_told_to_start_a_new_st
     assert re.match(rf"stopped: {re.escape(str(campaign))}:\d+: protocol\[1\]\.blank: dissolved O2 in the blank",
                     stop), result.stderr
     assert "the protocol has no purge step" in stop and "BlankNeedsPurge" not in result.stderr
+    assert "world.oxygen_mm: 2 mM of O2 in the simulated cell and no purge step" in result.stderr  # said before, too
     assert stop.endswith("add the purge step to the campaign's protocol and run it with a new store (`labloop run "
                          "FILE --store NEW.db`): a journal keeps the protocol it began with")
+
+
+def test_a_dry_run_whose_blank_will_find_oxygen_with_no_purge_is_warned_by_validate(tmp_path, write_campaign, labloop):
+    """The lab-grade example with its purge step taken out validated in silence and its run then stopped at the first
+    blank (an electrochemist's trial): validate --dry-run says so at world.oxygen_mm, and says nothing of an O2-free
+    simulated cell or of a blank that does not reach O2's reduction."""
+    steps = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte",
+                           "refill": True}},
+             {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -1.0, "e_vertex2_v": 1.0}}, "load_sample",
+             {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
+                           "refill": True}},
+             {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
+    warned = labloop("validate", write_campaign(tmp_path, protocol=steps, world={"truth": {"kind": "born"},
+                                                                                "oxygen_mm": 2.0}), "--dry-run")
+    assert warned.returncode == 0, warned.stderr
+    lines = [line for line in warned.stderr.splitlines() if "oxygen_mm" in line]
+    assert len(lines) == 1 and re.match(r"warning: .*\.yaml:\d+: world\.oxygen_mm: 2 mM of O2 in the simulated "
+                                        r"cell and no purge step in the protocol to drive it out: the protocol's blank",
+                                        lines[0]), warned.stderr
+    assert lines[0].endswith("add a purge step before the blank, or world.oxygen_mm: 0 for an O2-free cell (one "
+                             "filled in a glovebox)"), lines[0]
+    quiet = [("O2-free", steps, 0.0),
+             ("blank above O2's reduction", [*steps[:1], {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -0.2,
+                                                                      "e_vertex2_v": 1.0}}, *steps[2:]], 2.0)]
+    for case, protocol, oxygen in quiet:
+        folder = tmp_path / case.replace(" ", "_").replace("'", "")
+        folder.mkdir()
+        result = labloop("validate", write_campaign(folder, protocol=protocol, world={"truth": {"kind": "born"},
+                                                                                     "oxygen_mm": oxygen}),
+                         "--dry-run")
+        assert result.returncode == 0 and "oxygen_mm" not in result.stderr, (case, result.stderr)
 
 
 def _csv_scans(path: Path, experiment_id: int) -> list[tuple[str, str, list[float]]]:
