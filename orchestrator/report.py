@@ -36,8 +36,8 @@ from matplotlib.ticker import MaxNLocator
 
 from labloop.core.errors import InputError
 from labloop.core.text import plural, printable
-from labloop.instruments.cv_analysis import RANDLES_SEVCIK_N_ELECTRONS, RANDLES_SEVCIK_TEMPERATURE_K, to_li_scale
-from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant, nicholson_k0
+from labloop.instruments.cv_analysis import to_li_scale
+from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator.config.campaign import TARGET_OF, Objective
 from labloop.orchestrator.journal.plot_data import (
@@ -60,7 +60,14 @@ from labloop.orchestrator.journal.store import (
     left_unsafe,
     with_advice,
 )
-from labloop.orchestrator.journal.view import _volts, counts_apart, describe_objective, snapshot
+from labloop.orchestrator.journal.view import (
+    _volts,
+    assumed_by,
+    counts_apart,
+    describe_objective,
+    rate_constant,
+    snapshot,
+)
 from labloop.planners.base import bound_fields
 from labloop.surrogate.screening import rule_of
 
@@ -111,8 +118,9 @@ EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "condit
 #: can be recomputed from ipa_uA, sqrt(scan_rate_v_s), electrode_area_cm2 and analyte_mM. ``analyte_mM`` is the
 #: concentration D used: the cv step's ``analyte_mm`` as written, or, with its ``sample_stock_mm``, ``sample_stock_mM``
 #: x ``sample_ml`` (what the sample's dispenses delivered) / ``cell_ml`` (the cell by labloop's count). ``k0_cm_s`` and
-#: ``k0_side``: Nicholson's rate constant from that rate's dEp and the experiment's D (:func:`_rate_constant`; a
-#: chemist choosing a flow-cell molecule asks how fast it is at the electrode, which dEp alone did not say)
+#: ``k0_side``: Nicholson's rate constant from that rate's dEp and the experiment's D
+#: (:func:`labloop.orchestrator.journal.view.rate_constant`; a chemist choosing a flow-cell molecule asks how fast it
+#: is at the electrode, which dEp alone did not say)
 LAB_GRADE_CSV = "lab_grade.csv"
 LAB_GRADE_COLUMNS = (
     "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
@@ -406,7 +414,7 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     common = {
         "id": experiment["id"], "smiles": experiment["smiles"], "status": experiment["status"],
         "ru_ohm": (record.get("ru") or {}).get("ru_ohm"), "diffusion_cm2_s": diffusion.get("diffusion_cm2_s"),
-        "diffusion_r_squared": diffusion.get("r_squared"), **_assumed(diffusion),
+        "diffusion_r_squared": diffusion.get("r_squared"), **assumed_by(diffusion),
         "analyte_mM": record.get("analyte_mm"), "sample_stock_mM": record.get("sample_stock_mm"),
         "sample_ml": record.get("sample_ml"),
         "electrode_area_cm2": record.get("electrode_area_cm2"), "cell_ml": record.get("cell_ml"),
@@ -429,22 +437,11 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
                      "ir_compensated_ohm": ((scan.get("voltammogram") or {}).get("params") or {}).get("ir_comp_ohm"),
                      "e_half_v_vs_reference": analysis.get("e_half_v"), "epa_v_vs_reference": analysis.get("epa_v"),
                      "epc_v_vs_reference": analysis.get("epc_v"), "dep_mV": _scaled(analysis.get("dep_v"), 1e3),
-                     **_rate_constant(analysis.get("dep_v"), scan.get("scan_rate_v_s"), diffusion),
+                     **rate_constant(analysis.get("dep_v"), scan.get("scan_rate_v_s"), diffusion),
                      "ipa_uA": _scaled(analysis.get("ipa_a"), 1e6), "ipc_uA": _scaled(analysis.get("ipc_a"), 1e6),
                      "ipc_over_ipa": analysis.get("ratio"), "reversibility": judged_reversibility(analysis),
                      "scan_flags": "; ".join(analysis.get("flags") or [])})
     return rows
-
-
-def _rate_constant(dep_v: float | None, scan_rate_v_s: float | None, diffusion: dict[str, Any]) -> dict[str, Any]:
-    """``k0_cm_s`` and ``k0_side`` of one rate's row: Nicholson's k0 from its dEp, with the record's D and what D
-    assumed (instruments/kinetics.py; ``side`` ``value``, or ``above``/``below`` where dEp only bounds it), or
-    nothing without a dEp or a D."""
-    known = dep_v is not None and scan_rate_v_s is not None and diffusion.get("diffusion_cm2_s") is not None
-    assumed = _assumed(diffusion)
-    estimate = nicholson_k0(dep_v, scan_rate_v_s, diffusion["diffusion_cm2_s"], n_electrons=assumed["n_electrons"],
-                            temperature_k=assumed["temperature_K"]) if known else None
-    return {"k0_cm_s": estimate.k0_cm_s if estimate else None, "k0_side": estimate.side if estimate else None}
 
 
 def _e_half_spread(record: dict[str, Any] | None) -> tuple[float | None, int]:
@@ -461,15 +458,6 @@ def _e_half_spread(record: dict[str, Any] | None) -> tuple[float | None, int]:
 def _spread_said(spread_mv: float | None, rates: int) -> str:
     """A table's cell of :func:`_e_half_spread`: ``1.2 over 4 rates`` (rounded as lab_grade.csv rounds it), or ''."""
     return "" if spread_mv is None else f"{_rounded('e_half_spread_mV', spread_mv)} over {rates} rates"
-
-
-def _assumed(diffusion: dict[str, Any]) -> dict[str, Any]:
-    """``n_electrons`` and ``temperature_K`` of a lab record's D (none without a D): as the record keeps them, or, in a
-    journal written before it did, the equation's own (every D labloop computed assumed them: one electron, 25 C)."""
-    if not diffusion:
-        return {"n_electrons": None, "temperature_K": None}
-    return {"n_electrons": diffusion.get("n_electrons", RANDLES_SEVCIK_N_ELECTRONS),
-            "temperature_K": diffusion.get("temperature_k", RANDLES_SEVCIK_TEMPERATURE_K)}
 
 
 #: the page's table of lab-grade results, one row per experiment (lab_grade.csv has each rate's on a row of its own):

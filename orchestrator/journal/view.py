@@ -25,7 +25,12 @@ from rich.text import Text
 
 from labloop.core.errors import JournalError, Problems, first_line
 from labloop.core.text import plural, printable
-from labloop.instruments.cv_analysis import reversibility_criterion
+from labloop.instruments.cv_analysis import (
+    RANDLES_SEVCIK_N_ELECTRONS,
+    RANDLES_SEVCIK_TEMPERATURE_K,
+    reversibility_criterion,
+)
+from labloop.instruments.kinetics import nicholson_k0
 from labloop.orchestrator.config.objective import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.names import library_names
@@ -289,11 +294,45 @@ def ended_as(events: list[dict[str, Any]]) -> str:
 RAW_KEYS = frozenset({"voltammogram", "standard_scan"})
 
 
+def assumed_by(diffusion: dict[str, Any]) -> dict[str, Any]:
+    """``n_electrons`` and ``temperature_K`` of a lab record's D (none without a D): as the record keeps them, or, in a
+    journal written before it did, the equation's own (every D labloop computed assumed them: one electron, 25 C)."""
+    if not diffusion:
+        return {"n_electrons": None, "temperature_K": None}
+    return {"n_electrons": diffusion.get("n_electrons", RANDLES_SEVCIK_N_ELECTRONS),
+            "temperature_K": diffusion.get("temperature_k", RANDLES_SEVCIK_TEMPERATURE_K)}
+
+
+def rate_constant(dep_v: float | None, scan_rate_v_s: float | None, diffusion: dict[str, Any]) -> dict[str, Any]:
+    """``k0_cm_s`` and ``k0_side`` of one scan rate: Nicholson's k0 from its dEp, with the lab record's D and what D
+    assumed (instruments/kinetics.py; ``side`` ``value``, or ``above``/``below`` where dEp only bounds it), or
+    None for both without a dEp or a D. Derived when shown, never journalled: ``log --json`` and the report say the
+    same k0 of the same record."""
+    known = dep_v is not None and scan_rate_v_s is not None and diffusion.get("diffusion_cm2_s") is not None
+    assumed = assumed_by(diffusion)
+    estimate = nicholson_k0(dep_v, scan_rate_v_s, diffusion["diffusion_cm2_s"], n_electrons=assumed["n_electrons"],
+                            temperature_k=assumed["temperature_K"]) if known else None
+    return {"k0_cm_s": estimate.k0_cm_s if estimate else None, "k0_side": estimate.side if estimate else None}
+
+
+def _with_rate_constants(data: dict[str, Any]) -> dict[str, Any]:
+    """A lab event's data with each scan's ``k0_cm_s`` and ``k0_side`` (:func:`rate_constant`): a chemist's trial found
+    k0 in the report's CSV and page but not in ``log --json``."""
+    scans = data.get("scans")
+    if not isinstance(scans, list):
+        return data
+    diffusion = data.get("diffusion") if isinstance(data.get("diffusion"), dict) else {}
+    return {**data, "scans": [
+        {**scan, **rate_constant((scan.get("analysis") or {}).get("dep_v"), scan.get("scan_rate_v_s"), diffusion)}
+        if isinstance(scan, dict) else scan for scan in scans]}
+
+
 def _without_raw(event: dict[str, Any]) -> dict[str, Any]:
     """A ``lab`` event with its results but not its raw voltammograms, which made the document megabytes per
     lab-grade experiment (the dashboard sends it on every change); the journal keeps them, and
-    ``labloop report`` draws them (:meth:`Journal.lab_record`). The past measurements' event without its list of
-    measurements and bounds, for the same reason (:meth:`Journal.past_measurements` reads them)."""
+    ``labloop report`` draws them (:meth:`Journal.lab_record`). Each scan gains the k0 its dEp and the record's D
+    give (:func:`_with_rate_constants`). The past measurements' event without its list of measurements and bounds,
+    for the same reason (:meth:`Journal.past_measurements` reads them)."""
     if event["kind"] == PAST_MEASUREMENTS and isinstance(event["data"], dict):
         return {**event, "data": {k: v for k, v in event["data"].items() if k not in ("measurements", "bounds")}}
     if event["kind"] != "lab" or not isinstance(event["data"], dict):
@@ -306,7 +345,7 @@ def _without_raw(event: dict[str, Any]) -> dict[str, Any]:
             return [strip(v) for v in value]
         return value
 
-    return {**event, "data": strip(event["data"])}
+    return {**event, "data": _with_rate_constants(strip(event["data"]))}
 
 
 def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:

@@ -105,10 +105,13 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     assert spreads and all(spread < 0.005 for spread in spreads), spreads
     # `log --json` (and the dashboard, which sends it on every change) carries the results, not the raw scans
     logged = labloop("log", tmp_path / "runs" / "cathode-screen-lab-grade.db", "--json")
-    labs = [e["data"] for e in json.loads(logged.stdout)["events"] if e["kind"] == "lab"]
+    lab_events = [e for e in json.loads(logged.stdout)["events"] if e["kind"] == "lab"]
+    labs = [e["data"] for e in lab_events]
     assert len(labs) >= 2 and all(lab["referenced"]["e_vs_fc_v"] is not None for lab in labs)
-    assert all("standard_scan" not in lab and all(set(scan) == {"scan_rate_v_s", "analysis"} for scan in lab["scans"])
-               for lab in labs)
+    assert all("standard_scan" not in lab and all(set(scan) == {"scan_rate_v_s", "analysis", "k0_cm_s", "k0_side"}
+                                                  for scan in lab["scans"]) for lab in labs)
+    logged_k0 = {(e["experiment_id"], scan["scan_rate_v_s"]): (scan["k0_cm_s"], scan["k0_side"])
+                 for e in lab_events for scan in e["data"]["scans"]}  # an experiment's last attempt's, as the report's
     # the log's one E1/2 and dEp per experiment name the rate they are (a chemist's trial read dEp 73 beside 73-99 mV)
     shown = " ".join(labloop("log", tmp_path / "runs" / "cathode-screen-lab-grade.db").stdout.split())
     assert ("E1/2 and dEp: the first scan rate's (0.1 V/s) of the cv's 0.1, 0.2, 0.5, 1 V/s; every rate's in `labloop "
@@ -174,6 +177,10 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
                            if s["scan_rate_v_s"] == float(row["scan_rate_v_s"]))
         assert row["ir_compensated_ohm"] == shown(compensated) and compensated > 0
     _k0_is_the_simulated_molecules(rows, {e.id: world.couple_of(e.smiles).k0_cm_s for e in done}, page)
+    # log --json says each rate's k0 as lab_grade.csv does (a chemist's trial found it in the report only)
+    assert [(shown(logged_k0[int(r["id"]), float(r["scan_rate_v_s"])][0]),
+             logged_k0[int(r["id"]), float(r["scan_rate_v_s"])][1] or "") for r in rows] == \
+        [(r["k0_cm_s"], r["k0_side"]) for r in rows]
     _every_scan_in_the_csv(tmp_path / "report" / "voltammograms.csv", records, shown)
     _lab_grade_table_on_the_page(page, records, shown)
     _d_recomputes_from_the_csv(rows, records)
