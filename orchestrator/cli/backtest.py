@@ -200,13 +200,16 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
         console.err.print(printable(f"each campaign starts from the campaign's {past.summary()}"), markup=False,
                           highlight=False, soft_wrap=True)
     model = _prior(campaign) if any(k != "random" for k in kinds) else None
-    if model is not None:
-        model.predict(library)  # cached once for every planner and seed
+    # random alone needs no prior, but a cached one still checks the table's scale (a lab head's trial: a table vs
+    # Fc+/Fc read as vs Li/Li+ with --planners random gave 0 hits and no word why)
+    judge = model if model is not None else cached_prior(campaign)
+    if judge is not None:
+        judge.predict(library)  # cached once for every planner and seed
         # a table on another scale than declared: the truth, or the past, volts from the prior (a trial's table vs
         # Fc+/Fc read as vs Li/Li+ was said only as "no value is a hit")
-        slips = [potential_table.scale_slip(truth_file, column, known, model, offset_v=offset,
+        slips = [potential_table.scale_slip(truth_file, column, known, judge, offset_v=offset,
                                             ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v),
-                 None if past is None else potential_table.past_scale_slip(past.source, past.measurements, model,
+                 None if past is None else potential_table.past_scale_slip(past.source, past.measurements, judge,
                                                                            campaign.cell.ferrocene_vs_li_v)]
         for slip in filter(None, slips):
             console.err.print(f"warning: {printable(slip)}", markup=False, highlight=False, soft_wrap=True)

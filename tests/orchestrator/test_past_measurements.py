@@ -351,6 +351,13 @@ def test_a_past_table_on_another_scale_than_declared_is_warned_of_by_validate_ru
     warnings = json.loads(backtest.stdout)["warnings"]
     assert any("truth.csv, column 'E1/2 (V)': its 200 values" in w and w.endswith("give --truth-vs fc")
                for w in warnings), warnings
+    # random alone needs no prior, but the cached one still checks the table's scale (a lab head's trial: 0 hits and
+    # no word why)
+    alone = labloop("backtest", tmp_path / "right.yaml", "--truth", tmp_path / "truth.csv", "--column", "E1/2 (V)",
+                    "--planners", "random", "--seeds", "1", "--budget", "2", "--no-instruments", "--json")
+    assert alone.returncode == 0, alone.stderr
+    assert any("truth.csv, column 'E1/2 (V)': its 200 values" in w and w.endswith("give --truth-vs fc")
+               for w in json.loads(alone.stdout)["warnings"]), alone.stdout
 
 
 class _Predicts:
