@@ -253,26 +253,49 @@ def _write(journal: Journal, directory: Path) -> None:
     _csv(directory / FAILURES_CSV, FAILURE_COLUMNS, [{**f, "uncalibrated": _uncalibrated_said(f)} for f in failures],
          FAILURE_HEADERS)
     source = journal.campaign_info().source_yaml
-    if source is not None:  # verbatim, so a referee re-runs what was run (the header gives its sha256)
+    shared = None if source is None else _shareable(source, config.get("alerts") or [])
+    if shared is not None and shared[0] is not None:  # so a referee re-runs what was run (the page gives its sha256)
         with _writing(directory / CAMPAIGN_YAML):
-            (directory / CAMPAIGN_YAML).write_text(source)
+            (directory / CAMPAIGN_YAML).write_text(shared[0])
+    else:  # none written: nor one a report of another journal left in the folder
+        (directory / CAMPAIGN_YAML).unlink(missing_ok=True)
     with _writing(directory / "index.html"):
         (directory / "index.html").write_text(_html(snap, calibrations, directory,
                                                     _best_table(snap, records, offset_v), _lab_table(lab_rows), check,
-                                                    _provenance(source, snap["events"], snap["progress"]),
+                                                    _provenance(source, snap["events"], snap["progress"],
+                                                                withheld=None if shared is None else shared[1]),
                                                     _failures_table(failures)))
 
 
-#: the campaign file as run, which the journal keeps verbatim (its ``source_yaml``), written beside the page
+#: the campaign file as run, which the journal keeps verbatim (its ``source_yaml``), written beside the page with its
+#: alert URLs withheld (:func:`_shareable`)
 CAMPAIGN_YAML = "campaign.yaml"
+#: what the report's copy of the campaign file holds in place of each ``alerts:`` entry: not a URL, so a re-run of the
+#: copy is refused at ``alerts[i]`` in one line until the referee gives their own or removes it
+WITHHELD_ALERT = "alert-url-withheld-by-labloop-report"
 
 
-def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
+def _shareable(source: str, alerts: list[str]) -> tuple[str | None, int]:
+    """The campaign file as run with each of its ``alerts`` entries replaced by :data:`WITHHELD_ALERT`, and how many
+    entries there were; (None, n) when an entry is not in the text as the campaign read it (written with a YAML
+    escape), so no copy is written. Why: the report folder is made to be shared, and an alert URL holds credentials
+    (a dashboard trial found a webhook's token in the report's campaign.yaml, which alert_urls.py keeps out of every
+    message); a ``${VAR}`` entry is withheld too, the variable's name being the lab's business."""
+    for url in sorted(set(alerts), key=len, reverse=True):  # a URL that holds another is replaced first
+        if url not in source:
+            return None, len(alerts)
+        source = source.replace(url, WITHHELD_ALERT)
+    return source, len(alerts)
+
+
+def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any], *,
+                withheld: int | None = 0) -> str:
     """The page's line of how the campaign was run and ended, already escaped: ``dry run (simulated instruments)``,
     ``real instruments`` or ``mixed`` by its ``run`` events (orchestrator/cli/run.py journals each with ``dry_run``),
     how the last run ended (:func:`labloop.orchestrator.journal.view.run_end`, or still running), and the campaign
     file's sha256 with a link to it. Why: a simulated campaign's report looked exactly like a real one, a stopped
-    one like a finished one, and a referee had no file to re-run (a PI's audit)."""
+    one like a finished one, and a referee had no file to re-run (a PI's audit). ``withheld``: how many alert URLs
+    the copy has withheld (:func:`_shareable`), None when no copy could be written without them."""
     dry = [e["data"]["dry_run"] if isinstance(e["data"], dict) and "dry_run" in e["data"]
            else "dry run on emulators" in e["message"] for e in events if e["kind"] == "run"]
     mode = ("not run yet" if not dry else "dry run (simulated instruments)" if all(dry) else
@@ -280,9 +303,14 @@ def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict
             f"mixed: {dry.count(True)} {plural(dry.count(True), 'run')} dry (simulated instruments), "
             f"{dry.count(False)} on real instruments")
     ended = "still running (a run holds the journal)" if progress["run_active"] else progress["ended"]
+    digest = "" if source is None else hashlib.sha256(source.encode()).hexdigest()
+    alerts = (f"; the copy has its {withheld} alert {plural(withheld or 0, 'URL')} withheld ({WITHHELD_ALERT}), so "
+              "its own sha256 differs" if withheld else "")
     campaign = ("the campaign file is not in the journal" if source is None else
+                f"the campaign file as run (sha256 {digest}) is not copied here: an alert URL in it could not be "
+                "withheld" if withheld is None else
                 f'campaign file as run: <a href="{CAMPAIGN_YAML}">{CAMPAIGN_YAML}</a> '
-                f"(sha256 {hashlib.sha256(source.encode()).hexdigest()}; the journal does not keep its name; its "
+                f"(sha256 {digest} of the file as run{alerts}; the journal does not keep its name; its "
                 "relative paths count from the folder it was run from)")
     return f"<b>{html.escape(mode)}</b>; {html.escape(ended)}; {campaign}"
 

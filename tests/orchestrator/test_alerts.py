@@ -101,6 +101,21 @@ def test_receiver_down_the_campaign_finishes_and_the_failure_is_journalled(tmp_p
     assert failed.data["failed"] and failed.data["delivered"] == 0
     assert "private-token" not in failed.message + json.dumps(failed.data)
     assert "private-token" not in result.stdout + result.stderr  # not even at -v
+    # nor in the report, whose folder is made to be shared: its copy of the campaign file withholds the URL (a
+    # dashboard trial found a webhook's token there), and a re-run of the copy is refused at it in one line
+    report = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    files = [path for path in (tmp_path / "report").iterdir() if path.suffix != ".png"]
+    assert files and all("private-token" not in path.read_text() for path in files)
+    copy = (tmp_path / "report" / "campaign.yaml").read_text()
+    assert copy == campaign_file.read_text().replace(f"json://127.0.0.1:{port}/private-token-zz9",
+                                                     "alert-url-withheld-by-labloop-report")
+    page = " ".join((tmp_path / "report" / "index.html").read_text().split())
+    assert "the copy has its 1 alert URL withheld (alert-url-withheld-by-labloop-report), so its own sha256 differs" \
+        in page
+    (tmp_path / "copy.yaml").write_text(copy)
+    again = labloop("validate", tmp_path / "copy.yaml")
+    assert again.returncode == 2 and "alerts[0]" in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(("url", "expected"), [

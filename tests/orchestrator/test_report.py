@@ -561,7 +561,8 @@ def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_file(tmp_
     source = campaign_file.read_text()
     assert (tmp_path / "report" / "campaign.yaml").read_text() == source
     assert ("<p><b>dry run (simulated instruments)</b>; finished: budget reached (2/2); campaign file as run: <a "
-            f'href="campaign.yaml">campaign.yaml</a> (sha256 {hashlib.sha256(source.encode()).hexdigest()};') in page
+            f'href="campaign.yaml">campaign.yaml</a> (sha256 {hashlib.sha256(source.encode()).hexdigest()} of the file '
+            "as run; the journal does not keep its name;") in page
     assert "<p>model now: " in page  # the last calibration's error beside the window (below)
 
 
