@@ -78,6 +78,9 @@ PAGE_HEADERS = {
 #: the folders of an absolute POSIX path (``/home/lab/runs/`` in ``/home/lab/runs/a.db``); not a device's
 #: (``/dev/pts/0``, ``/dev/ttyUSB0``): cut to ``0`` it named no port, and it tells nothing of the file layout
 _FOLDERS = re.compile(r"(?<![\w.~-])(?!/dev/)/(?:[^/\s'\"]+/)+")
+#: the same inside a single-quoted shell word (``'/home/lab/Lab Data/a.db'``, :func:`labloop.core.text.shell_word`),
+#: whose folders may hold spaces: :data:`_FOLDERS` alone stopped at the first one and showed the rest (a trial)
+_QUOTED_FOLDERS = re.compile(r"(?<=')(?!/dev/)/(?:[^/']+/)+(?=[^/']*')")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -86,7 +89,7 @@ def without_paths(value: Any) -> Any:
     is for people who may not see the lab computer's file layout. Only for free text (messages, causes,
     action parameters): SMILES use ``/`` for double-bond geometry and are never passed here."""
     if isinstance(value, str):
-        return _FOLDERS.sub("", value)
+        return _FOLDERS.sub("", _QUOTED_FOLDERS.sub("", value))
     if isinstance(value, dict):
         return {k: without_paths(v) for k, v in value.items()}
     if isinstance(value, list):

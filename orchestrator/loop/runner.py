@@ -1013,7 +1013,8 @@ class Runner:
             self._held = waiting
             batch = " ".join(f"--batch {i}" for i in waiting)  # one option per id, as click takes them
             message = (f"{them} {plural(len(waiting), 'awaits', 'await')} approval ({self._held_said(waiting)}): "
-                       f"labloop approve {self.journal.path.absolute()} {batch} [--veto ID]..., or the dashboard")
+                       f"labloop approve {shell_word(self.journal.path.absolute())} {batch} [--veto ID]..., or the "
+                       "dashboard")
             console.err.print(message, markup=False, highlight=False)
             with self.interrupts.deferred():
                 self.journal.add_event("awaiting_approval", message, data={"experiments": waiting})

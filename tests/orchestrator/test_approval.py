@@ -6,6 +6,7 @@ SIGKILL while it waits resumes waiting; a version-1 journal is upgraded in place
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from labloop.core.errors import IllegalTransition, JournalError, NotAwaitingApproval
+from labloop.core.text import shell_word
 from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import (
@@ -168,9 +170,11 @@ def _event_kinds(store) -> list[str]:
 
 
 def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
-    campaign_file = write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True},
+    folder = tmp_path / "Lab Data"  # a space in the store's path: the command the line gives is pasted as it is
+    folder.mkdir()
+    campaign_file = write_campaign(folder, planner={"kind": "random", "batch_size": 2, "approve": True},
                                    budget={"max_experiments": 2})
-    store = tmp_path / "tiny.db"
+    store = folder / "tiny.db"
     run = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     # kill only once the runner has said it waits (the batch is recorded a moment before the event is)
@@ -181,7 +185,8 @@ def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
         held = {e.id: e for e in journal.experiments(states=(State.AWAITING_APPROVAL,))}
     # works from any folder, and names the batch as the CLI takes it (one --batch per id)
     batch = " ".join(f"--batch {i}" for i in waiting)
-    assert f"labloop approve {store.absolute()} {batch} [--veto ID]..." in message
+    assert f"labloop approve {shell_word(store.absolute())} {batch} [--veto ID]..." in message
+    pasted = shlex.split(message[message.index("labloop approve ") + len("labloop approve "):message.index(" [--veto")])
     # and what is to be decided on, which the alert carries (ids alone, an operator's trial): each molecule
     assert all(f"{i}: {held[i].smiles[:39]}" in message for i in waiting), message
     run.send_signal(signal.SIGKILL)
@@ -192,8 +197,7 @@ def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
     with Journal.open(store, readonly=True) as journal:
         _wait_for(lambda: [e.kind for e in journal.events()].count("awaiting_approval") == 2,
                   "the resumed run waiting", resumed)
-    approve = subprocess.run([*CLI, "approve", str(store), *batch.split()], capture_output=True, text=True,
-                             check=False)
+    approve = subprocess.run([*CLI, "approve", *pasted], capture_output=True, text=True, check=False)
     assert approve.returncode == 0, approve.stderr
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err.decode()

@@ -466,6 +466,8 @@ def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_ca
     with Journal.create(campaign.store, campaign) as journal:
         journal.add_event("note", "weights kept in /home/lab/private/models/v3.keras", data={"dir": "/srv/lab/x/"})
         journal.add_event("note", "potentiostat: no reply on /dev/pts/7")  # a port is named whole (it read '7')
+        # a quoted path whose folders hold spaces, as an advice's command names a store (it showed 'Lab Data/...')
+        journal.add_event("note", "then: labloop resume '/home/lab/Lab Data/secret proj/runs/b.db' --cell-emptied")
     second = Dashboard(campaign.store, token="another-token-456")
     try:
         browser.get(served.url)
@@ -478,11 +480,13 @@ def test_two_campaigns_in_two_tabs_and_no_paths_shown(served, tmp_path, write_ca
         events = _text(browser, "#events-table")
         assert "weights kept in v3.keras" in events and "/home/lab" not in events
         assert "potentiostat: no reply on /dev/pts/7" in events
+        assert "then: labloop resume 'b.db' --cell-emptied" in events and "Lab Data" not in events
         assert browser.find_element(By.ID, "done-count").text == "0/6" and browser.title.startswith("second")
         browser.switch_to.window(first_tab)
         assert _text(browser, "#campaign-name") == "tiny" and browser.title.startswith("tiny")
         status, body = second.get("/api/campaign")
         assert status == 200 and b"/home/lab" not in body and b"/srv/lab" not in body and b"v3.keras" in body
+        assert b"Lab Data" not in body and b"secret proj" not in body
     finally:
         second.close()
 
