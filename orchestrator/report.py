@@ -700,7 +700,7 @@ def _save(fig: Any, ax: Any, path: Path, empty: str | None = None) -> None:
 
 
 def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective) -> None:
-    fig, ax = _figure("best so far", "experiment number (done)", "potential (V vs Li/Li+)")
+    fig, ax = _figure("best so far", "n-th measured experiment (not its id)", "potential (V vs Li/Li+)")
     if objective.window_v is not None:
         ax.axhspan(*objective.window_v, color="tab:green", alpha=0.2, label="target window")
     numbers = range(1, len(done) + 1)
@@ -725,7 +725,7 @@ def _parity(path: Path, done: list[dict[str, Any]]) -> None:
 def _prediction_error(path: Path, done: list[dict[str, Any]]) -> None:
     """How far each proposal's prediction was from its measurement, in the order measured: with feedback
     the error falls as measurements accumulate; an open-loop screen's stays where the prior put it."""
-    fig, ax = _figure("prediction error at proposal time", "experiment number (done)",
+    fig, ax = _figure("prediction error at proposal time", "n-th measured experiment (not its id)",
                       "|measured - predicted| (V)")
     errors, running = prediction_errors(done)
     if errors:

@@ -228,7 +228,8 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
 
     async def approve(request: Request) -> Response:
         if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
-            return JSONResponse({"error": "a valid token is needed to approve or veto (printed at start)"},
+            return JSONResponse({"error": "a valid token is needed to approve or veto (the write token `labloop "
+                                          "dashboard` printed at start, or LABLOOP_DASHBOARD_TOKEN's)"},
                                 status_code=403)
         try:
             body = await request.json()

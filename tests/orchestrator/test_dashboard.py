@@ -813,6 +813,12 @@ def test_veto_all_asks_first_and_its_answer_does_not_stay_under_the_next_batch(t
             "vetoed"]
         ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#plot-best text[y='273']")]
         assert ticks == ["1", "2"], ticks  # two measurements: whole experiment numbers only
+        # counted, not by id (a trial: a vetoed experiment between took no place on a plot labelled "experiment
+        # number"), and the tables' potentials name their scale, as the plots and the best table do
+        assert "n-th measured experiment (not its id)" in _text(browser, "#plot-best")
+        headers = [th.text for th in
+                   browser.find_elements(By.CSS_SELECTOR, "#experiments-table th, #approval-table th")]
+        assert headers.count("predicted (V vs Li/Li+)") == 2 and "measured (V vs Li/Li+)" in headers, headers
         assert not [e for e in browser.get_log("browser") if "favicon" in e["message"]]
 
         browser.find_element(By.ID, "veto-all-button").click()

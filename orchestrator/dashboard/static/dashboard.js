@@ -146,7 +146,7 @@ function drawBest(plots) {
   const ys = plots.measured.map((m) => m.potential_v);
   const band = plots.window_v;
   plot($("plot-best"), {
-    xlabel: "experiment number (done)", ylabel: "potential (V vs Li/Li+)", empty: "no measurement yet",
+    xlabel: "n-th measured experiment (not its id)", ylabel: "potential (V vs Li/Li+)", empty: "no measurement yet",
     xs, ys: band ? ys.concat(band) : ys, integerX: true,
     draw(g, sx, sy, xr) {
       if (band) {
@@ -186,7 +186,7 @@ function drawError(plots) {
   const e = plots.prediction_error;
   const xs = e.errors.map((_, i) => i + 1);
   plot($("plot-error"), {
-    xlabel: "experiment number (done)", ylabel: "|measured − predicted| (V)", empty: "no prediction to compare yet",
+    xlabel: "n-th measured experiment (not its id)", ylabel: "|measured − predicted| (V)", empty: "no prediction to compare yet",
     xs, ys: e.errors.concat([0]), integerX: true,
     draw(g, sx, sy) {
       points(g, xs, e.errors, sx, sy, "points");
