@@ -427,7 +427,8 @@ def _header(snap: dict[str, Any]) -> Text:
                     + (f" and {bounds} {plural(bounds, 'bound')}" if bounds else "")
                     + ("" if past["hits"] is None else f", {past['hits']} {plural(past['hits'], 'hit')}") + ")")
     if counts["running"] and not progress["run_active"]:  # after a crash or kill -9
-        text.append("  (no run holds this journal: the running experiment was interrupted, and `labloop resume` "
+        # not "interrupted", beside a count of interrupted experiments that does not count it (a trial)
+        text.append("  (no run holds this journal: the running experiment stopped with the run, and `labloop resume` "
                     "runs it again)", style="yellow")
     if snap["models"]:
         text.append(f"  model v{snap['models'][-1]['version']}")

@@ -325,10 +325,9 @@ function renderRunState() {
   } else if (p.ended_as === "unsafe") {
     line.textContent = `RIG NOT MADE SAFE: ${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
     line.className = "run-unsafe";
-  } else if (p.counts.running) {
-    line.textContent = `stopped: the run process is gone (${written}); the experiment it was running stopped ` +
-      "with it and nothing made the rig safe: check the pumps and the cell at the rig, then `labloop resume` runs " +
-      "it again (it says first what the cell or the syringes need)";
+  } else if (p.counts.running) {  // in `labloop log`'s words (journal/view.py, run_end), and what became of it
+    line.textContent = `${p.ended}; the experiment it was running stopped with it and runs again on resume ` +
+      `(no run is writing this journal${written ? `; ${written}` : ""})`;
     line.className = "run-gone";
   } else {  // how the last run ended, as the server words it for `labloop log` too (journal/view.py, run_end)
     line.textContent = `${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
