@@ -300,16 +300,20 @@ def test_the_readme_protocol_validates_on_the_lab_grade_rig(tmp_path, labloop):
     assert campaign["budget"]["max_experiments"] == 30  # judged over the example's budget
 
 
+#: a protocol with a blank into O2's reduction (-1 V vs the reference, 2.2 V vs Li/Li+) and no purge step
+UNPURGED = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte",
+                          "refill": True}},
+            {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -1.0, "e_vertex2_v": 1.0}}, "load_sample",
+            {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
+                          "refill": True}},
+            {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
+
+
 def test_a_blank_that_needs_a_purge_the_protocol_lacks_is_told_to_start_a_new_store(tmp_path, write_campaign,
                                                                                     labloop):
     """O2 in the blank and no purge step: the fix is the protocol, which a journal keeps as it began, so the stop's
     advice was a resume that failed again the same way; it says to run the fixed campaign with a new store."""
-    steps = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte",
-                           "refill": True}},
-             {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -1.0, "e_vertex2_v": 1.0}}, "load_sample",
-             {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
-                           "refill": True}},
-             {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
+    steps = UNPURGED
     campaign = write_campaign(tmp_path, protocol=steps, budget={"max_experiments": 1},
                               world={"truth": {"kind": "born"}, "oxygen_mm": 2.0})
     result = labloop("run", campaign, "--dry-run")
@@ -327,12 +331,7 @@ def test_a_dry_run_whose_blank_will_find_oxygen_with_no_purge_is_warned_by_valid
     """The lab-grade example with its purge step taken out validated in silence and its run then stopped at the first
     blank (an electrochemist's trial): validate --dry-run says so at world.oxygen_mm, and says nothing of an O2-free
     simulated cell or of a blank that does not reach O2's reduction."""
-    steps = [{"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte",
-                           "refill": True}},
-             {"blank": {"e_begin_v": 0.0, "e_vertex1_v": -1.0, "e_vertex2_v": 1.0}}, "load_sample",
-             {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample",
-                           "refill": True}},
-             {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}, "rinse"]
+    steps = UNPURGED
     warned = labloop("validate", write_campaign(tmp_path, protocol=steps, world={"truth": {"kind": "born"},
                                                                                 "oxygen_mm": 2.0}), "--dry-run")
     assert warned.returncode == 0, warned.stderr
