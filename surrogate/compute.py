@@ -135,8 +135,10 @@ def _in_words(exc: BaseException) -> str:
 
 def connect(address: str) -> Client:
     """A ``distributed.Client`` on the scheduler at ``address``; unreachable (:func:`reach`), something else
-    listening there (:func:`not_a_scheduler`), or no worker (:func:`_has_workers`) -> :class:`SchedulerAddressError`;
-    workers with another labloop (:func:`other_labloops`) -> one warning line."""
+    listening there (:func:`not_a_scheduler`), no worker (:func:`_has_workers`), or a worker with another labloop
+    (:func:`other_labloops`) -> :class:`SchedulerAddressError`. Why a worker with another labloop is refused, not
+    warned of: a trial's worker with changed source files returned other predictions for its share of the library,
+    the run finished with exit 0 and other proposals, and the shards it wrote were reused by the next run."""
     from distributed import Client
 
     url = normalise_address(address)
@@ -155,8 +157,12 @@ def connect(address: str) -> Client:
                                     f"{first_line(exc)})") from None
     try:
         _has_workers(client, url)
-        if (said := other_labloops(code_identity(), client.run(code_identity, on_error="return"))) is not None:
-            log.warning("%s", said)
+        names = {address: info.get("name") for address, info in client.scheduler_info()["workers"].items()}
+        answers = client.run(code_identity, on_error="return")
+        named = {(f"{worker} ({names[worker]})" if str(names.get(worker, worker)) != worker else worker): answer
+                 for worker, answer in answers.items()}
+        if (said := other_labloops(code_identity(), named)) is not None:
+            raise SchedulerAddressError(said)
     except BaseException:
         client.close()
         raise
@@ -172,23 +178,24 @@ def _has_workers(client: Client, url: str) -> None:
     except TimeoutError:
         raise SchedulerAddressError(
             f"the Dask scheduler at {url} has no workers: start them on each machine that computes, from the same "
-            f"labloop installation, with `dask worker {url} --nthreads 1 --nworkers N` (N: its cores)") from None
+            f"labloop installation, with `dask worker {url} --nthreads 1 --nworkers N --host HOST --no-dashboard` "
+            "(N: its cores; HOST: its private address, 127.0.0.1 on the scheduler's machine: without --host a "
+            "worker listens on every interface; docs/scaling.md)") from None
 
 
 def other_labloops(ours: tuple[str, str], theirs: Mapping[str, object]) -> str | None:
     """One line naming the workers whose labloop is not ``ours`` (:func:`labloop.core.version.code_identity`: its
-    version, and the digest of its source files, which decides), from ``theirs``: what each worker answered
-    ``client.run(code_identity, on_error="return")`` (an identity, or the exception of a worker that could not say,
-    e.g. a labloop too old to have the function); None when all run ours. Why: a worker with an older labloop
-    failed to unpickle a task's function and closed for good, and the run finished without a word about it (a
-    trial)."""
+    version, and the digest of its source files, which decides), from ``theirs``: what each worker (by its address,
+    and its ``--name``) answered ``client.run(code_identity, on_error="return")`` (an identity, or the exception of a
+    worker that could not say, e.g. a labloop too old to have the function); None when all run ours. Why: a worker
+    with an older labloop failed to unpickle a task's function and closed for good, and the run finished without a
+    word about it (a trial); one with changed files computed other numbers (:func:`connect`)."""
     version, digest = ours
     other: dict[tuple[bool, str], list[str]] = {}  # (it can say, what it said): its workers
     for worker, answer in theirs.items():
         if isinstance(answer, tuple | list) and len(answer) == 2:
-            if answer[1] != digest:
-                said = f"{answer[0]} with other source files" if answer[0] == version else str(answer[0])
-                other.setdefault((True, said), []).append(worker)
+            if answer[1] != digest:  # the files decide: "0.1.0" beside "0.1.0 (git 6ac3825)" read as the same
+                other.setdefault((True, f"{answer[0]} with other source files"), []).append(worker)
         else:
             said = f"{type(answer).__name__}: {first_line(answer)}" if isinstance(answer, BaseException) else answer
             other.setdefault((False, str(said)), []).append(worker)
@@ -199,8 +206,10 @@ def other_labloops(ours: tuple[str, str], theirs: Mapping[str, object]) -> str |
         listed, many = ", ".join(sorted(names)), len(names) > 1
         phrases.append(f"{listed} {'run' if many else 'runs'} labloop {what}" if can_say
                        else f"{listed} cannot say which labloop {'they run' if many else 'it runs'} ({what})")
-    return (f"{'; '.join(phrases)}; this labloop is {version}: tasks may fail on those workers; start every worker "
-            "from the same labloop installation (or commit) as the one that uses them")
+    them = "that worker" if sum(map(len, other.values())) == 1 else "those workers"
+    return (f"{'; '.join(phrases)}; this labloop is {version}: tasks there could fail or compute other numbers, so "
+            f"the cluster is not used: stop {them} and start every worker from the same labloop installation (or "
+            "commit) as the one that uses them")
 
 
 #: the most a Dask greeting's length may say (bytes): a handshake is a few hundred
