@@ -140,6 +140,8 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
                            "replace the library)")
     read_manifest(model_dir)
     rows = count_rows(library, smiles_column)
+    if rows == 0:  # "wrote 0 predictions", exit 0, where a campaign's library refuses it (a trial)
+        raise InvalidInput(f"{library}: no molecule under its header: nothing to predict, nothing written")
     use_cluster, address = placement(scheduler, rows)
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="labloop-predictions-"))) if no_cache \
@@ -164,6 +166,9 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
                if (why := beyond_prior(smiles)) is not None]
         console.report_invalid(odd, library, console.beyond_prior_said(len(odd)),
                                line_of=row_lines(library, smiles_column))
+        if next(shards.valid_smiles(), None) is None:
+            raise InvalidInput(f"{library}: none of its {rows} {plural(rows, 'row')} holds a valid SMILES in column "
+                               f"{smiles_column!r}: nothing to predict, nothing written")
         yield shards
 
 

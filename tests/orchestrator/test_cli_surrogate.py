@@ -171,6 +171,24 @@ def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model
     assert "ethyl benzoate" in proc.stdout and "indole [NH]" in proc.stdout  # the hits table names them too
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ("smiles\n", "no molecule under its header: nothing to predict, nothing written"),
+    ("smiles\nxx\nC1CC\n", "none of its 2 rows holds a valid SMILES in column 'smiles': nothing to predict, nothing "
+                           "written"),
+], ids=["header only", "no valid SMILES"])
+def test_a_library_with_nothing_to_predict_is_refused_by_predict_and_screen(labloop, tiny_model_dir, tmp_path,
+                                                                           text, said):
+    """predict wrote "0 predictions" and screen "0 of 0 molecules pass", each with exit 0, of a library a campaign
+    refuses (a trial): one line, exit 2, no file."""
+    lib = tmp_path / "lib.csv"
+    lib.write_text(text)
+    for command in ("predict", "screen"):
+        out = tmp_path / f"{command}.csv"
+        proc = labloop("surrogate", command, tiny_model_dir, lib, "-o", out, "--no-cache")
+        assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == f"error: {lib}: {said}", proc.stderr
+        assert not out.exists()
+
+
 def test_the_summary_lines_stay_whole_when_piped_and_keep_a_paths_brackets(labloop, tiny_model_dir, tmp_path):
     """Piped (`| cat`, `| grep wrote`), screen's summary (the default window's source alone is ~150 characters)
     was folded at the console's width into two lines, and a folder `runs[old]` was shown as `runs` (rich markup)."""
