@@ -112,24 +112,28 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
 
 
 def _no_smi_truth(campaign: Campaign, file: Path | None, columns: Sequence[str]) -> None:
-    """A ``.smi`` file (the library, which the world reads by default, or ``world.truth.file``) has no columns of
-    true values: say so plainly. Read as CSV it said "no column 'smiles' (columns: <its first SMILES line>)"."""
+    """A ``.smi`` or Parquet file (the library, which the world reads by default, or ``world.truth.file``) is not a
+    truth table the world can read: say so plainly. A ``.smi`` file has no columns of true values (read as CSV it
+    said "no column 'smiles' (columns: <its first SMILES line>)"); a world reads its truth from a CSV only (a Parquet
+    library holding the columns was said as "not UTF-8 ... save it as CSV UTF-8", a Dask trial)."""
     path = file or campaign.library.file
     try:
-        smi = library_format(path) == "smi"
+        kind = library_format(path)
     except InvalidInput:  # anything not named .csv/.parquet/.smi is read as CSV, as it always was
-        smi = False
-    if not smi:
+        kind = "csv"
+    if kind == "csv":
         return
     wanted = "/".join(columns)
     csv = f"a CSV with columns {', '.join((campaign.library.smiles_column, *columns))} for the library's molecules"
+    what = ("a .smi file, which has none" if kind == "smi" else
+            "a Parquet file, and a dry run reads true values from a CSV only")
     if file is not None:
         raise ConfigError(campaign.located("world", "truth", "file"),
-                          f"a dry run needs true values ({wanted}): {display_name(path)} is a .smi file, which has "
-                          f"none; give {csv}")
+                          f"a dry run needs true values ({wanted}): {display_name(path)} is {what}; give {csv}")
     where = campaign.located("world") if campaign.world is None else campaign.located("world", "truth", "kind")
-    raise ConfigError(where, f"a dry run needs true values ({wanted}): a .smi library has none; give world.truth.file: "
-                             f"{csv}")
+    library = ("a .smi library has none" if kind == "smi" else
+               f"the library {display_name(path)} is a Parquet file, and a dry run reads true values from a CSV only")
+    raise ConfigError(where, f"a dry run needs true values ({wanted}): {library}; give world.truth.file: {csv}")
 
 
 def _has_truth(world: World, smiles: str) -> bool:

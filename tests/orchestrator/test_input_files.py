@@ -83,6 +83,27 @@ def test_a_smi_library_has_no_true_values_for_a_dry_run_and_says_so(tmp_path, wr
                              "smiles, ie_ev, ea_ev for the library's molecules")
 
 
+def test_a_parquet_library_holding_the_truth_is_said_to_need_a_csv_truth_for_a_dry_run(tmp_path, write_campaign,
+                                                                                     labloop):
+    """A Parquet library with the ie_ev/ea_ev columns, read for a dry run's truth by default, was said as "its text is
+    not UTF-8 ... save it as CSV UTF-8" (a Dask trial): the world reads a CSV only, which the line says, naming the
+    fix; with world.truth.file a CSV, the same library validates."""
+    import pandas as pd
+
+    library = tmp_path / "lib.parquet"
+    pd.read_csv(LIBRARY).to_parquet(library)
+    refused = labloop("validate", write_campaign(tmp_path, library={"file": str(library)},
+                                                 world={"truth": {"kind": "born"}}), "--dry-run")
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert line.endswith(f"world.truth.kind: a dry run needs true values (ie_ev/ea_ev): the library {library} is a "
+                         "Parquet file, and a dry run reads true values from a CSV only; give world.truth.file: a CSV "
+                         "with columns smiles, ie_ev, ea_ev for the library's molecules"), line
+    fixed = labloop("validate", write_campaign(tmp_path, library={"file": str(library)},
+                                               world={"truth": {"kind": "born", "file": str(LIBRARY)}}), "--dry-run")
+    assert fixed.returncode == 0, fixed.stderr
+
+
 def test_a_library_with_two_smiles_columns_is_refused_naming_the_column(tmp_path, labloop, write_campaign):
     """pandas renamed the second ``smiles`` to ``smiles.1`` and the first was read, the other half silently
     dropped; a column really named ``smiles.1`` is no repeat. The chunked reader (the planners' predictions over
