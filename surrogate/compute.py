@@ -125,7 +125,11 @@ def _in_words(exc: BaseException) -> str:
     if isinstance(exc, CancelledError):
         reason = getattr(exc, "reason", None)
         return ("the connection to its scheduler was lost" if reason == "scheduler-connection-lost" else
-                "its scheduler was restarted" if reason == "scheduler-restart" else "its scheduler cancelled a task")
+                "its scheduler was restarted" if reason == "scheduler-restart" else
+                # the model sent to the workers died with them: the scheduler and restarted workers may run on (a
+                # trial killing workers read "cancelled a task" as the cluster gone)
+                "the workers holding the model's weights died, so the scheduler cancelled the tasks that needed them"
+                if reason == "lost dependencies" else "its scheduler cancelled a task")
     if isinstance(exc, CommClosedError):
         return "the connection to its scheduler was closed"
     if isinstance(exc, KilledWorker):

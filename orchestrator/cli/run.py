@@ -254,8 +254,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
             _say(f"error: {last.message}, but NOT made safe: {'; '.join(last.data['unsafe'])}; check them at the "
                  "instruments (a pump may still pump, the cell may be on)")
         elif last is not None and last.kind == "cluster_lost":
-            _say(f"{last.message}; start the cluster again (or give another --scheduler), then "
-                 f"`{_resume(store, scheduler)}`")
+            _say(f"{last.message}; check that the cluster's scheduler and workers run (start again those that do "
+                 f"not, or give another --scheduler), then `{_resume(store, scheduler)}`")
         elif last is not None and isinstance(last.data, dict) and "advice" in last.data:  # the rig needs a person
             _say(f"{'error' if code == EXIT_REFUSED else 'stopped'}: {with_advice(last.message, last.data)}")
         else:

@@ -384,9 +384,13 @@ def test_a_lost_cluster_is_said_in_words_without_task_keys():
     key = "predict-634512de1c5e7576-000000000000-81a49788be7ac987"
     running = SimpleNamespace(status="running")
     said = {reason: compute.lost_cluster(running, FutureCancelledError(key, reason))
-            for reason in ("scheduler-connection-lost", "scheduler-restart", None)}
+            for reason in ("scheduler-connection-lost", "scheduler-restart", "lost dependencies", None)}
     assert said == {"scheduler-connection-lost": "the connection to its scheduler was lost",
-                    "scheduler-restart": "its scheduler was restarted", None: "its scheduler cancelled a task"}
+                    "scheduler-restart": "its scheduler was restarted",
+                    # the scattered model died with its workers (a trial killing workers read it as the cluster gone)
+                    "lost dependencies": "the workers holding the model's weights died, so the scheduler cancelled "
+                                         "the tasks that needed them",
+                    None: "its scheduler cancelled a task"}
     closed = CommClosedError("in <TCP (closed) ConnectionPool.scatter local=tcp://127.0.0.1:5 remote=tcp://x:1>: "
                              "Stream is closed")
     assert compute.lost_cluster(running, closed) == "the connection to its scheduler was closed"
