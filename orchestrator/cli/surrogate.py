@@ -160,6 +160,13 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
             console.err.print(f"error: {exc}; the same command again continues from them", markup=False,
                               highlight=False, soft_wrap=True)
             raise click.exceptions.Exit(1) from None
+        except KeyboardInterrupt:  # main's "aborted" did not say what was kept (a trial)
+            kept = ("nothing predicted is kept (--no-cache)" if no_cache else
+                    "the chunks predicted so far are kept in labloop's prediction cache, and the same command again "
+                    "continues from them")
+            console.err.print(f"interrupted: {output} not written; {kept}", markup=False, highlight=False,
+                              soft_wrap=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         console.report_invalid([InvalidSmiles(row, smiles) for row, smiles in shards.invalid()], library,
                                line_of=row_lines(library, smiles_column))
         odd = [InvalidSmiles(row, smiles, why) for row, smiles in shards.valid_smiles()

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -345,6 +346,35 @@ def test_error_paths_exit_2_with_one_line_and_write_nothing(labloop, case, small
     assert {p.name for p in tmp_path.iterdir()} == before  # no model dir, no CSV, no temp file left
 
 
+def test_ctrl_c_while_predicting_says_what_is_kept_and_the_same_command_continues(tiny_model_dir, tmp_path,
+                                                                                  ocelot):
+    """A Ctrl-C while the library's chunks were predicted said only "aborted" (a trial): the chunks finished are kept
+    in the prediction cache, which it now says, and the same command again continues from them (a finished chunk's
+    shard is not computed again). A real SIGINT to a real process, once its first shard is written."""
+    library = tmp_path / "big.csv"
+    ocelot[["smiles"]].iloc[:4000].to_csv(library, index=False)
+    cache, out = tmp_path / "cache", tmp_path / "out.csv"
+    command = [sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "predict", str(tiny_model_dir),
+               str(library), "-o", str(out), "--scheduler", "none", "--chunk-size", "500"]
+    env = {**os.environ, "LABLOOP_CACHE_DIR": str(cache)}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=_ctrl_c_as_in_a_terminal)
+    while not (shards := list(cache.glob("predictions/model-*/*.parquet"))):
+        assert process.poll() is None, process.stderr.read()  # it is still predicting
+        threading.Event().wait(0.02)
+    process.send_signal(signal.SIGINT)
+    said = process.stderr.read()
+    assert process.wait() == 130, said
+    assert said.strip().splitlines()[-1] == (f"interrupted: {out} not written; the chunks predicted so far are kept in "
+                                             "labloop's prediction cache, and the same command again continues from "
+                                             "them"), said
+    assert not out.exists()
+    first = shards[0].stat().st_mtime_ns
+    again = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert again.returncode == 0, again.stderr
+    assert len(pd.read_csv(out)) == 4000 and shards[0].stat().st_mtime_ns == first  # kept, not redone
+
+
 def _ctrl_c_as_in_a_terminal() -> None:
     """SIGINT's default action in the child, as a shell gives it: a pytest-xdist worker ignores SIGINT, and an
     ignored SIGINT stays ignored in the processes it starts (Python then raises no KeyboardInterrupt)."""
@@ -371,6 +401,8 @@ def test_ctrl_c_in_the_terminal_stops_a_local_cluster_quietly_and_leaves_no_mode
     os.killpg(process.pid, signal.SIGINT)
     rest = process.stderr.read()
     assert process.wait() == 130
-    assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "aborted", rest
+    # the cluster up, the Ctrl-C lands as it starts or as it predicts (nothing kept with --no-cache)
+    assert "Traceback" not in rest and rest.strip().splitlines()[-1] in (
+        "aborted", f"interrupted: {tmp_path / 'out.csv'} not written; nothing predicted is kept (--no-cache)"), rest
     assert not list(temporary.glob("labloop-model-*"))
     assert not (tmp_path / "out.csv").exists()
