@@ -34,6 +34,7 @@ from labloop.core.errors import (
     InputError,
     InstrumentError,
     InvalidInput,
+    SchedulerAddressError,
     said,
 )
 from labloop.core.seeds import stable_seed
@@ -518,7 +519,7 @@ def compute_client(campaign: Campaign, scheduler: str | None, rows: int,
     if not used:
         yield None
         return
-    with compute.dask_client(address, announce=announce) as client:
+    with _cluster(campaign, scheduler, address, announce) as client:
         yield client
 
 
@@ -527,8 +528,24 @@ def check_compute(campaign: Campaign, scheduler: str | None, rows: int) -> None:
     LocalCluster is not started, there is nothing to check before a run starts it."""
     used, address = compute_placement(campaign, scheduler, rows)
     if used and address is not None:
-        with compute.dask_client(address):
+        with _cluster(campaign, scheduler, address):
             pass
+
+
+@contextmanager
+def _cluster(campaign: Campaign, scheduler: str | None, address: str | None,
+             announce: Callable[[str], None] | None = None) -> Iterator[object]:
+    """``compute.dask_client(address)``; a scheduler the campaign file names (``compute.scheduler``, no
+    ``--scheduler``) that does not answer is said at its line and field, as a ``tls://`` address there is (a
+    Dask trial: the line named neither)."""
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(compute.dask_client(address, announce=announce))
+        except SchedulerAddressError as exc:
+            if scheduler is not None or address is None:
+                raise
+            raise ConfigError(campaign.located("compute", "scheduler"), str(exc)) from None
+        yield client
 
 
 def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, ask: Ask = input,
