@@ -161,7 +161,8 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
                 "max_experiments"]:
             journal.extend_budget(max_experiments)
         for name, port in moved.items():
-            _say(f"instruments.{name}.port {journal.move_port(name, port)} -> {port} (journalled)")
+            _say(f"instruments.{name}.port {journal.move_port(name, port)} -> {port} (journalled"
+                 + ("; this journal's runs are dry runs, whose emulators open no port)" if dry_run else ")"))
         for kind in by_hand:
             journal.add_event(kind, BY_HAND_SAID[kind])
         if relocated is not None:
