@@ -341,6 +341,9 @@ def error_message(error: Any, model: type[BaseModel], written: str | None = None
     if kind == "extra_forbidden":
         if (elsewhere := unknown_here(str(loc[-1]), _homes(model))) is not None:
             return elsewhere
+        if (entry := _entry_of(value, _homes(model))) is not None:
+            return f"unknown field here; its fields ({', '.join(map(str, value))}) are those of an entry of " \
+                   f"{entry}:, so it belongs under {entry}:, indented one level"
         valid = _fields_at(model, loc[:-1])
         return f"unknown field; valid fields: {', '.join(valid)}" if valid else "unknown field"
     plain = tuple(part for part in loc if not is_union_tag(part))  # a range among choices: the field's own title
@@ -397,6 +400,18 @@ def _yaml_hint(kind: str, value: Any, written: str | None) -> str:
 
 def _type_name(value: Any) -> str:
     return "nothing" if value is None else f"{type(value).__name__} {shown(value)}"
+
+
+def _entry_of(value: Any, homes: dict[str, tuple[str, ...]]) -> str | None:
+    """The mapping of named entries (``instruments``) whose entries take every key of ``value``, a mapping written
+    where no field has its name, or None. Why: an instrument dedented to the top of a campaign (``potentiostat:
+    {driver: emstat, ...}``) was only "unknown field", with the top level's names, though its fields say what it is
+    (a newcomer's trial); a name the user chose is in no model, so :func:`unknown_here` cannot place it."""
+    if not isinstance(value, dict) or not value:
+        return None
+    common = set.intersection(*(set(homes.get(str(key), ())) for key in value))
+    named = sorted(place.removesuffix(".<name>") for place in common if place.endswith(".<name>"))
+    return named[0] if named else None
 
 
 @cache

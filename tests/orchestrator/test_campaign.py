@@ -394,6 +394,10 @@ MALFORMED = [
     ("an instrument's field in a section", edit("budget: {max_experiments: 30}",
                                                 "budget: {max_experiments: 30, driver: ne1000}"),
      "budget:", "budget.driver", "unknown field here; it belongs under instruments.<name>:"),
+    # an instrument dedented to the top level: a name the user chose, which its fields place (a newcomer's trial)
+    ("an instrument at the top level", edit("seed: 7\n", "seed: 7\nstirrer: {driver: ne1000, port: /dev/ttyUSB3}\n"),
+     "stirrer:", "stirrer", "stirrer: unknown field here; its fields (driver, port) are those of an entry of "
+     "instruments:, so it belongs under instruments:, indented one level"),
     ("wrong type", edit("seed: 7", "seed: lucky"), "seed:", "seed", "valid integer"),
     ("YAML boolean for a number", edit("seed: 7", "seed: yes"), "seed:", "seed", "valid integer (got True)"),
     ("count given as text", edit("max_experiments: 30", "max_experiments: '30'"), "budget:", "budget.max_experiments",
