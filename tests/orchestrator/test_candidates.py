@@ -77,6 +77,9 @@ def test_the_table_says_the_model_the_calibration_and_predictions_matching_p_hit
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
     assert "model version 2 (" in out and "calibrated on 6 measurements" in out
+    # the last measurement included, which log's last calibration was not (a newcomer compared the two)
+    assert "(every one in the journal, the last included: `labloop log` and the report show the calibration of " \
+        "the last proposal)" in out
     assert "predictions, not measurements" in out and "leave-one-out RMSE" in out
     ranked = json.loads(labloop("candidates", campaign["store"], "--json").stdout)["candidates"]
     # a row's first line (a long SMILES folds onto the next, under COLUMNS=80 of pytest-xdist)
