@@ -313,6 +313,12 @@ class _FramedStream:
 OPEN_FAILED = "cannot open port: "
 
 
+#: why a port another process holds would not open (pyserial's ``exclusive``: an advisory lock every labloop opener
+#: takes): pyserial said "Resource temporarily unavailable"
+IN_USE = ("another process has it open (another labloop run or `labloop drivers check`, a terminal program): "
+          "stop that one first")
+
+
 def open_failure_reason(exc: Disconnected) -> str:
     """Why a port would not open, without the words the caller's own message already has."""
     return exc.what.removeprefix(OPEN_FAILED)
@@ -336,14 +342,17 @@ class SerialTransport(_FramedStream):
         capture: str | Path | None = None,
         poll_s: float = 0.01,
     ) -> None:
-        try:
+        try:  # exclusive: a second process opening the port (a second run, a drivers check) is refused, where two
+            # runs drove one pump into one cell, each counting the cell alone (a hardware trial)
             self._serial = serial.serial_for_url(
-                url, baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits, timeout=poll_s
+                url, baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits, timeout=poll_s,
+                exclusive=True,
             )
         except ValueError as exc:
             raise ConfigError(url, f"bad link settings: {exc}") from exc
         except _WIRE_ERRORS as exc:  # pyserial's text names the port twice; the operating system's reason
-            reason = os.strerror(exc.errno) if isinstance(getattr(exc, "errno", None), int) else str(exc)
+            reason = (IN_USE if "exclusively lock" in str(exc) else
+                      os.strerror(exc.errno) if isinstance(getattr(exc, "errno", None), int) else str(exc))
             raise Disconnected(url, f"{OPEN_FAILED}{reason}") from exc
         header = {"port": url, "baudrate": baudrate, "format": f"{bytesize}{parity}{stopbits:g}"}
         try:

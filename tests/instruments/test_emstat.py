@@ -255,10 +255,13 @@ def test_device_errors_and_overloads_are_typed(make_rig: Callable[..., Rig]) -> 
                     current_range_a=1e-6)  # 1 mM gives ~19 uA: far beyond a fixed 2 uA range
     with pytest.raises(Overload, match="overload at"):
         driver.run_cv(tiny)
-    marked = rig.driver(on_overload="mark").run_cv(tiny)
+    driver.close()  # one opener at a time: a port is opened exclusively
+    marking = rig.driver(on_overload="mark")
+    marked = marking.run_cv(tiny)
     assert marked.any_overload and max(abs(marked.current_a)) == pytest.approx(2e-6)  # clipped to the range
     assert CVFlag.OVERLOAD in analyze_cv(marked).flags
-    assert driver.run_cv(SHORT) is not None  # the device is usable after all of it
+    assert marking.run_cv(SHORT) is not None  # the device is usable after all of it
+    marking.close()
 
 
 def test_an_overload_fault_marks_a_burst_of_points(make_rig: Callable[..., Rig]) -> None:
@@ -278,6 +281,7 @@ def test_safety_limits_and_bad_options_are_refused_before_any_byte(make_rig: Cal
             driver.run_cv(params)
     time.sleep(0.05)
     assert rig.device.received == sent
+    driver.close()  # one opener at a time: a port is opened exclusively
     for bad in [{"on_overload": "ignore"}, {"timeout_s": 0}, {"time_scale": -1}]:
         with pytest.raises(ConfigError):
             rig.driver(**bad)

@@ -314,6 +314,7 @@ def test_safety_limits_and_bad_values_are_refused_before_any_byte(make_line: Cal
 
 def test_a_pump_alone_on_its_port_owns_and_closes_it(make_line: Callable[..., Line]) -> None:
     line = make_line()
+    line.bus.close()  # the fixture's bus lets go of the port, which one opener holds at a time
     pump = NE1000Pump.open(line.device.port, limits=LIMITS, time_scale=math.inf, poll_s=0.0)
     assert pump.dispense(0.2, 5.0) == pytest.approx(0.2)
     pump.close()

@@ -45,6 +45,19 @@ class Shout:
         self.ticks += 1
 
 
+def test_a_port_another_opener_holds_is_refused_saying_so(pty_pair: tuple[int, str]) -> None:
+    """Two runs opened one pump's port and drove it into one cell, each counting the cell alone, and a drivers check
+    during a run sent its commands to the running pump (a hardware trial): every opener takes the port exclusively,
+    so the second is refused, in words; once the first closes it, it opens."""
+    _, port = pty_pair
+    with SerialTransport(port):
+        with pytest.raises(Disconnected, match="cannot open port: another process has it open") as refused:
+            SerialTransport(port)
+        assert "Resource temporarily unavailable" not in str(refused.value)
+    with SerialTransport(port):
+        pass
+
+
 def test_read_frame_skips_noise_and_keeps_what_follows(pty_pair: tuple[int, str]) -> None:
     master, port = pty_pair
     with SerialTransport(port) as t:
