@@ -60,7 +60,7 @@ from labloop.core.validation import shape_message
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
 from labloop.instruments.registry import driver_names, load_driver
-from labloop.instruments.transport import link_option_problem
+from labloop.instruments.transport import link_option_problem, serial_device
 from labloop.orchestrator.config.alert_urls import check_url
 from labloop.orchestrator.config.fields import (
     POTENTIAL_RANGE_V,
@@ -1072,7 +1072,7 @@ class Campaign(BaseModel):
                 continue
             where, real = ("instruments", name, "options", "capture"), os.path.realpath(capture)
             first = owner.setdefault(real, name)
-            if first != name:
+            if first != name and not self._one_line(first, name):  # pumps chained on one line share its capture
                 problems.append(Problem(where, f"{capture} is {first}'s capture too: give each instrument a file of "
                                                "its own (two writing one file mix their lines)"))
             elif real in theirs or not _holds_a_capture(real):
@@ -1080,6 +1080,13 @@ class Campaign(BaseModel):
                 problems.append(Problem(where, f"{capture} is {what}: a capture appends its lines to its file, which "
                                                "would damage it; give the capture a file of its own"))
         return problems
+
+    def _one_line(self, first: str, second: str) -> bool:
+        """Whether instruments ``first`` and ``second`` are on one serial line (pumps chained by address on one
+        port), which one transport opens and one capture records: their link settings must be the same, so their
+        ``capture`` is one file (a hardware trial found a chained pump's capture refused either way)."""
+        ports = [self.instruments[name].port for name in (first, second)]
+        return all(ports) and len({serial_device(str(port)) for port in ports}) == 1
 
     def _protocol_problems(self, continued: bool) -> list[Problem]:
         """Instruments the protocol names must be the campaign's (whether they fit is the executor's check),

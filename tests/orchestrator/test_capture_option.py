@@ -82,13 +82,30 @@ def test_two_instruments_capturing_to_one_file_are_refused(tmp_path, labloop, wr
     folder.mkdir()
     campaign = _with_capture(write_campaign, folder, "shared.json")
     text = yaml.safe_load(campaign.read_text())
-    text["instruments"]["electrolyte_pump"]["options"]["capture"] = "../campaign/./shared.json"  # the same file
+    text["instruments"]["potentiostat"].setdefault("options", {})["capture"] = "../campaign/./shared.json"  # the same
     campaign.write_text(yaml.safe_dump(text, sort_keys=False))
     _refused_by_validate_and_run(labloop, campaign, (
-        f"error: {campaign}:{_line_of(campaign, 'capture: ../campaign')}: instruments.electrolyte_pump.options"
+        f"error: {campaign}:{_line_of(campaign, 'capture: ../campaign')}: instruments.potentiostat.options"
         f".capture: {folder / 'shared.json'} is analyte_pump's capture too: give each instrument a file of its "
         "own (two writing one file mix their lines)"))
     assert sorted(p.name for p in folder.iterdir()) == ["tiny.yaml"]  # no capture, no journal
+
+
+def test_pumps_chained_on_one_line_share_its_capture(tmp_path, labloop, write_campaign):
+    """Pumps chained on one port are one transport, whose link settings they must give alike, capture included;
+    the same file on both was refused as two instruments' capture, and one pump's alone failed at run as other link
+    settings (a hardware trial): a capture of the line was impossible. Both naming one file runs, and the file holds
+    both pumps' commands (NE-1000 commands start with the pump's address)."""
+    campaign = _with_capture(write_campaign, tmp_path, "line.jsonl", budget={"max_experiments": 1})
+    text = yaml.safe_load(campaign.read_text())
+    text["instruments"]["electrolyte_pump"]["options"]["capture"] = "./line.jsonl"
+    campaign.write_text(yaml.safe_dump(text, sort_keys=False))
+    assert labloop("validate", campaign, "--dry-run").returncode == 0
+    result = labloop("run", campaign, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    sent = [bytes.fromhex(r["hex"]) for line in (tmp_path / "line.jsonl").read_text().splitlines()
+            if (r := json.loads(line))["dir"] == "tx"]
+    assert {chunk[:1] for chunk in sent} >= {b"0", b"1"}, sent[:10]
 
 
 @pytest.mark.parametrize("target", ["library", "store", "notes"])
