@@ -63,6 +63,8 @@ _SHOW = 64  # bytes of a partial frame shown in an error message
 #: device ends in :class:`InstrumentTimeout` in bounded time however the options were written (``.inf``,
 #: ``1e9`` retries): a command takes at most ``retries + 1`` reply deadlines plus a drain before each retry,
 #: and a drain of a line that never goes quiet ends the command at once.
+#: the baud rates a ``baudrate`` refusal names (any of pyserial's ``SerialBase.BAUDRATES`` is taken)
+COMMON_BAUDRATES = (1200, 2400, 9600, 19200, 38400, 57600, 115200, 230400)
 LINK_OPTION_RANGES: dict[str, tuple[float, float]] = {"timeout_s": (0.001, 60.0), "retries": (0, 10),
                                                       "settle_s": (0.0, 5.0)}
 #: how long :meth:`Transport.drain` waits for a quiet line when its caller names no deadline (s)
@@ -460,11 +462,15 @@ class ReplayTransport(_FramedStream):
 
 
 def link_option_problem(name: str, value: object) -> str | None:
-    """Why ``value`` cannot be link option ``name`` (:data:`LINK_OPTION_RANGES`, or ``capture``), or None if it
-    can (or if ``name`` is not a link option); one phrase, e.g. ``must be a number of seconds in 0.001..60, got
-    inf``."""
+    """Why ``value`` cannot be link option ``name`` (:data:`LINK_OPTION_RANGES`, ``capture``, or ``baudrate``: one of
+    pyserial's standard rates), or None if it can (or if ``name`` is not a link option); one phrase, e.g. ``must be a
+    number of seconds in 0.001..60, got inf``."""
     if name == "capture":
         return capture_problem(value)
+    if name == "baudrate":  # judged before a port opens: 19201, 0 or true passed validate and reached the port
+        standard = isinstance(value, int) and not isinstance(value, bool) and value in serial.SerialBase.BAUDRATES
+        return None if standard else (f"must be a standard baud rate ({', '.join(map(str, COMMON_BAUDRATES))}, "
+                                      f"...), got {value!r}")
     if name not in LINK_OPTION_RANGES:
         return None
     low, high = LINK_OPTION_RANGES[name]

@@ -398,6 +398,11 @@ MALFORMED = [
     ("an instrument at the top level", edit("seed: 7\n", "seed: 7\nstirrer: {driver: ne1000, port: /dev/ttyUSB3}\n"),
      "stirrer:", "stirrer", "stirrer: unknown field here; its fields (driver, port) are those of an entry of "
      "instruments:, so it belongs under instruments:, indented one level"),
+    # a link's baud rate is judged by validate, before any port opens (19201 and true passed it: a hardware trial)
+    ("a baud rate no serial line has", edit("address: 0, diameter_mm: 4.61}", "address: 0, diameter_mm: 4.61, "
+                                                                             "baudrate: 19201}"),
+     "analyte_pump:", "instruments.analyte_pump.options.baudrate", "must be a standard baud rate (1200, 2400, 9600, "
+     "19200, 38400, 57600, 115200, 230400, ...), got 19201"),
     ("wrong type", edit("seed: 7", "seed: lucky"), "seed:", "seed", "valid integer"),
     ("YAML boolean for a number", edit("seed: 7", "seed: yes"), "seed:", "seed", "valid integer (got True)"),
     ("count given as text", edit("max_experiments: 30", "max_experiments: '30'"), "budget:", "budget.max_experiments",

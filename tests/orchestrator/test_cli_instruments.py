@@ -88,6 +88,11 @@ def test_drivers_check_gives_the_driver_and_its_emulator_options(labloop, monkey
                                              "number of mm in 0.1..80, got 'big'"),
                          ("timeout_s=100", "error: --option timeout_s: must be a number of seconds in 0.001..60, "
                                            "got 100"),
+                         # judged before the port opens: 19201 passed validate and reached the port (a trial)
+                         ("baudrate=19201", "error: --option baudrate: must be a standard baud rate (1200, 2400, "
+                                            "9600, 19200, 38400, 57600, 115200, 230400, ...), got 19201"),
+                         ("baudrate=fast", "error: --option baudrate: must be a standard baud rate (1200, 2400, "
+                                           "9600, 19200, 38400, 57600, 115200, 230400, ...), got 'fast'"),
                          ("time_scale=1", "error: --option time_scale: labloop gives the driver this itself (the "
                                           "emulator's time scale, to a pump or potentiostat in a dry run): not an "
                                           "option"),
