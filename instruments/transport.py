@@ -16,6 +16,7 @@ so that every driver inherits the same guarantees (as PyLabRobot keeps all of it
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import logging
@@ -321,6 +322,23 @@ IN_USE = ("another process has it open (another labloop run or `labloop drivers 
           "stop that one first")
 
 
+#: what an open refused for lack of permission adds: the usual cause on Linux, and its fix (docs/hardware.md)
+NO_PERMISSION = ("this account may not use the port: add it to the port's group (dialout on Debian and Ubuntu, uucp "
+                 "on Arch: `sudo usermod -aG dialout $USER`) and log in again (docs/hardware.md)")
+
+
+def open_refusal(exc: BaseException) -> str:
+    """Why pyserial would not open a port, in words: another opener holds it (:data:`IN_USE`), no permission
+    (:data:`NO_PERMISSION`: a hardware trial's "Permission denied" named neither the group nor the docs), else the
+    operating system's reason (pyserial's own text names the port twice)."""
+    if "exclusively lock" in str(exc):
+        return IN_USE
+    code = getattr(exc, "errno", None)
+    if code in (errno.EACCES, errno.EPERM):
+        return f"{os.strerror(code)}: {NO_PERMISSION}"
+    return os.strerror(code) if isinstance(code, int) else str(exc)
+
+
 def open_failure_reason(exc: Disconnected) -> str:
     """Why a port would not open, without the words the caller's own message already has."""
     return exc.what.removeprefix(OPEN_FAILED)
@@ -352,10 +370,8 @@ class SerialTransport(_FramedStream):
             )
         except ValueError as exc:
             raise ConfigError(url, f"bad link settings: {exc}") from exc
-        except _WIRE_ERRORS as exc:  # pyserial's text names the port twice; the operating system's reason
-            reason = (IN_USE if "exclusively lock" in str(exc) else
-                      os.strerror(exc.errno) if isinstance(getattr(exc, "errno", None), int) else str(exc))
-            raise Disconnected(url, f"{OPEN_FAILED}{reason}") from exc
+        except _WIRE_ERRORS as exc:
+            raise Disconnected(url, f"{OPEN_FAILED}{open_refusal(exc)}") from exc
         header = {"port": url, "baudrate": baudrate, "format": f"{bytesize}{parity}{stopbits:g}"}
         try:
             wire = WireCapture(capture, header) if capture is not None else None

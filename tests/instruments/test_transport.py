@@ -58,6 +58,20 @@ def test_a_port_another_opener_holds_is_refused_saying_so(pty_pair: tuple[int, s
         pass
 
 
+def test_a_port_refused_for_lack_of_permission_names_the_group_and_the_docs() -> None:
+    """"Permission denied" named neither the dialout group nor docs/hardware.md (a hardware trial). As root, which
+    the tests run as, no port refuses: pyserial's exception is made as it makes it."""
+    import errno
+
+    from labloop.instruments.transport import NO_PERMISSION, open_refusal
+
+    denied = serial.SerialException(errno.EACCES, "could not open port /dev/ttyUSB0: [Errno 13] Permission denied: "
+                                                  "'/dev/ttyUSB0'")
+    assert open_refusal(denied) == f"Permission denied: {NO_PERMISSION}"
+    assert "dialout" in NO_PERMISSION and "docs/hardware.md" in NO_PERMISSION
+    assert open_refusal(serial.SerialException(errno.ENOENT, "could not open port")) == "No such file or directory"
+
+
 def test_read_frame_skips_noise_and_keeps_what_follows(pty_pair: tuple[int, str]) -> None:
     master, port = pty_pair
     with SerialTransport(port) as t:
