@@ -245,9 +245,11 @@ class _FramedStream:
         end marker cannot swallow the next one.
         """
         deadline = time.monotonic() + deadline_s
+        outside = 0  # bytes discarded as no part of a frame
         while True:
             s = self._pending.find(start)
             if s != 0:
+                outside += len(self._pending) if s < 0 else s
                 self._discard(len(self._pending) if s < 0 else s)
             else:
                 e = self._pending.find(end, len(start))
@@ -257,7 +259,14 @@ class _FramedStream:
                     continue
                 if e >= 0:
                     return self._take(e + len(end))
-            self._fill(deadline, f"frame {start!r}...{end!r}")
+            try:
+                self._fill(deadline, f"frame {start!r}...{end!r}")
+            except InstrumentTimeout as exc:  # "(received b'')", though 41 bytes had come for each command, sent a
+                if not outside:  # trial's engineer with a wrong baud rate to the cabling
+                    raise
+                raise InstrumentTimeout(self.where, f"{exc.what.removesuffix(')')}; before it {outside} bytes with no "
+                                                    f"{start!r}: a wrong baud rate, or another device on the line?)"
+                                        ) from None
 
     def reset_input(self) -> None:
         """Forget everything received and not yet read (stale replies, line noise)."""

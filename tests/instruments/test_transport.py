@@ -82,6 +82,21 @@ def test_read_frame_skips_noise_and_keeps_what_follows(pty_pair: tuple[int, str]
             t.read_until(b"\n", 0.05)
 
 
+def test_a_timeout_after_bytes_outside_any_frame_says_they_came(pty_pair: tuple[int, str]) -> None:
+    """A device at another baud rate answers garbage with no frame start: the timeout said "(received b'')", though
+    41 bytes had come for each command, which sent a trial's engineer to the cabling. It says how many came."""
+    master, port = pty_pair
+    with SerialTransport(port) as t:
+        os.write(master, bytes(range(0x80, 0x80 + 41)))
+        with pytest.raises(InstrumentTimeout) as timeout:
+            t.read_frame(b"\x02", b"\x03", 0.2)
+        assert str(timeout.value).endswith("(received b''; before it 41 bytes with no b'\\x02': a wrong baud rate, "
+                                           "or another device on the line?)"), str(timeout.value)
+        with pytest.raises(InstrumentTimeout) as quiet:  # a silent line: nothing came, nothing more said
+            t.read_frame(b"\x02", b"\x03", 0.05)
+        assert str(quiet.value).endswith("(received b'')"), str(quiet.value)
+
+
 def test_a_frame_that_lost_its_end_is_abandoned_at_the_next_start(pty_pair: tuple[int, str]) -> None:
     master, port = pty_pair
     with SerialTransport(port) as t:
