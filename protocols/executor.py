@@ -396,20 +396,22 @@ class ProtocolExecutor:
         """Check every step (with ``conditions`` applied, e.g. a planner's extreme values) against the rig's
         instruments and the safety limits, the budget from what the syringes hold when the campaign starts
         (:attr:`start_ml`); the first problem raises (ConfigError for instruments, SafetyLimitExceeded for limits),
-        naming the step. ``continued``: the run continues a journal, whose count says what the syringes hold by now
-        (:meth:`refusal` judges the next experiment by it): the budget is then judged from full syringes, as a hand
-        fill (``resume --syringes-filled``) may have replaced what the campaign started with."""
+        naming the step. ``continued``: the run continues a journal, whose count says what the cell and the syringes
+        hold by now (:meth:`refusal` judges each next experiment by it): one experiment is then judged, from full
+        syringes and an empty cell, as a hand fill (``resume --syringes-filled``) may have replaced what the campaign
+        started with, and the whole budget judged from an empty cell refused a protocol that never empties it on
+        ``resume --cell-emptied``, the path docs/hardware.md gives such a protocol (a hardware trial)."""
         try:
             self._check(self._with_conditions(conditions) if conditions else self.steps,
-                        {} if continued else self.start_ml)
+                        {} if continued else self.start_ml, 1 if continued else self.experiments)
         except WrongReturn as exc:  # a driver's answer before anything ran is the campaign's to fix: bad input
             raise ConfigError(exc.where, exc.what) from None
 
-    def _check(self, steps: Sequence[Step], start: Mapping[str, float]) -> None:
-        """The checks of :meth:`check`, the budget judged from ``start`` (a pump's syringe not in it: full); before
-        each experiment from full syringes, as what they hold by then is :meth:`_check_contents`' to judge."""
+    def _check(self, steps: Sequence[Step], start: Mapping[str, float], experiments: int) -> None:
+        """The checks of :meth:`check`, ``experiments`` judged from ``start`` (a pump's syringe not in it: full);
+        before each experiment from full syringes, as what they hold by then is :meth:`_check_contents`' to judge."""
         refused = {index: exc for index, _field, exc in reversed(pumping_problems(
-            steps, self.safety, self.pump_limits, experiments=self.experiments, start=start))}
+            steps, self.safety, self.pump_limits, experiments=experiments, start=start))}
         for index, step in enumerate(steps):  # a "pump" that is none first: its limits would say nothing true
             if pumps(step):
                 self._instrument(self._where(index, step), step.pump, Pump, "pump")  # type: ignore[attr-defined]
@@ -606,7 +608,7 @@ class ProtocolExecutor:
         no outcome will carry them."""
         steps = self._with_conditions(conditions)
         complete, settings = measured_after(steps), analysis_settings(steps)
-        self._check(steps, {})
+        self._check(steps, {}, 1)  # this experiment's steps; what the cell and syringes hold now, _check_contents
         self._check_contents(steps)
         # every scan of this candidate is known and checked against the limits before the first action: a
         # proposal the limits refuse is refused before anything moves

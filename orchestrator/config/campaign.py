@@ -1091,8 +1091,11 @@ class Campaign(BaseModel):
     def _protocol_problems(self, continued: bool) -> list[Problem]:
         """Instruments the protocol names must be the campaign's (whether they fit is the executor's check),
         and every condition must set a parameter of some step. ``continued``: a resume, whose journal says what the
-        syringes hold by now (the budget is judged from full ones, as orchestrator/compose.py ``check_protocol``
-        does: a hand fill, ``--syringes-filled``, may have replaced what the campaign started with)."""
+        cell and the syringes hold by now, which the executor judges before each experiment: one experiment is judged
+        here, from full syringes and an empty cell, as orchestrator/compose.py ``check_protocol`` does (a hand fill,
+        ``--syringes-filled``, may have replaced what the campaign started with; the whole budget judged from an empty
+        cell refused a protocol that never empties it on ``resume --cell-emptied``, the path docs/hardware.md gives
+        such a protocol: a hardware trial)."""
         problems = []
         steps = parse_steps(list(self.protocol.steps))
         # a protocol in its own file: its problems name that file's line, as its parse problems do (read again
@@ -1123,7 +1126,7 @@ class Campaign(BaseModel):
         problems.extend(instruments)
         problems.extend(Problem(("protocol", *p.loc), p.message, where=where(p.loc))
                         for p in limit_problems(steps, self.safety.limits(), self.safety.pump_limits(),
-                                                experiments=self.budget.max_experiments,
+                                                experiments=1 if continued else self.budget.max_experiments,
                                                 start={} if continued else self._loaded())
                         if p.loc[0] not in wrong)
         problems.extend(problem for refused, problem in self._half_width_fit(steps) if refused)

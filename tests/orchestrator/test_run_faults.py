@@ -177,6 +177,31 @@ def test_a_failed_experiments_liquid_without_a_rinse_stops_the_run_for_a_person(
         assert len(journal.experiments(states=(State.DONE,))) == 6
 
 
+def test_a_protocol_that_never_empties_the_cell_goes_on_after_a_person_empties_it(tmp_path, write_campaign, labloop):
+    """A protocol without a rinse fills the cell a little more each experiment; docs/hardware.md's path is that the
+    next experiment is refused once the cell would overflow, a person empties it, and ``resume --cell-emptied`` goes
+    on. The whole budget was judged from an empty cell at every check, so a resume with a larger budget was refused
+    as a campaign that "no longer validates", --cell-emptied or not (a hardware trial). One experiment is judged
+    before a resume; the journal's count judges each next one, and stops the run for a person when it is full."""
+    steps = yaml.safe_load((EXAMPLES / "protocols" / "cv_screen.yaml").read_text())
+    (tmp_path / "no_rinse.yaml").write_text(yaml.safe_dump(steps[:-1]))  # 5 mL an experiment, none taken out
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2}, protocol=str(tmp_path / "no_rinse.yaml"),
+                                   safety={"cell_volume_ml": 10, "max_dispense_ml": 5, "syringe_ml": 10})
+    store = tmp_path / "tiny.db"
+    said = [labloop("run", campaign_file, "--dry-run")]
+    while True:  # a failed experiment's liquid stays too: how many stops it takes depends on the analyses
+        assert said[-1].returncode in (0, 1), said[-1].stderr  # never refused (2) as a campaign that no longer fits
+        if said[-1].returncode == 1:  # stopped for a person, before anything moved
+            assert "the cell would hold 10.5 mL, more than its 10 mL" in said[-1].stderr, said[-1].stderr
+            assert said[-1].stderr.strip().endswith(f"then `labloop resume {store} --cell-emptied`"), said[-1].stderr
+        with Journal.open(store, readonly=True) as journal:
+            done = len(journal.experiments(states=(State.DONE,)))
+        if done == 4 or len(said) > 8:
+            break
+        said.append(labloop("resume", store, "--max-experiments", 4, "--cell-emptied"))
+    assert done == 4 and any(result.returncode == 1 for result in said), [r.stderr for r in said]
+
+
 _RINSE = Rig.rinse_cell
 
 
