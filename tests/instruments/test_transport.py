@@ -219,6 +219,9 @@ def test_reply_faults_are_applied_by_the_link() -> None:
 
 def test_a_capture_that_cannot_be_written_is_a_config_error_and_closes_the_port(tmp_path, monkeypatch) -> None:
     """It was the operating system's FileNotFoundError (exit 1, no field named), with the port left open."""
+    import gc
+
+    gc.collect()  # an earlier test's port object, collected while this one counts closes, named the same reused pty
     closed, close = [], serial.Serial.close
     monkeypatch.setattr(serial.Serial, "close", lambda self: (closed.append(self.port), close(self)))
     with PtyDevice(Shout()) as dev:
