@@ -164,3 +164,27 @@ def test_a_plain_serial_client_talks_to_sim_serve() -> None:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)  # liveness only: SIGTERM ends the server cleanly
     assert code == 0
+
+
+def test_a_port_another_opener_holds_is_one_error_line_not_a_failed_check(labloop):
+    """A drivers check during a run sent its commands to the running pump (a hardware trial): the port is opened
+    exclusively, and a port that will not open is no failed check: one error line, no FAIL line before it saying the
+    same, exit 2."""
+    import os
+    import tty
+
+    from labloop.instruments.transport import SerialTransport
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    port = os.ttyname(slave)
+    try:
+        with SerialTransport(port):  # a run holding the port
+            held = labloop("drivers", "check", "ne1000", "--port", port)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert held.returncode == 2 and held.stdout == "", held.stdout
+    assert held.stderr == (f"error: port {port}: cannot open it for driver 'ne1000': another process has it open "
+                           "(another labloop run or `labloop drivers check`, a terminal program): stop that one "
+                           "first\n"), held.stderr
