@@ -161,10 +161,10 @@ def connect(address: str) -> Client:
                                     f"{first_line(exc)})") from None
     try:
         _has_workers(client, url)
-        names = {address: info.get("name") for address, info in client.scheduler_info()["workers"].items()}
-        answers = client.run(code_identity, on_error="return")
-        named = {(f"{worker} ({names[worker]})" if str(names.get(worker, worker)) != worker else worker): answer
-                 for worker, answer in answers.items()}
+        workers = client.scheduler_info()["workers"]
+        names = {address: str(info.get("name", address)) for address, info in workers.items()}
+        named = {worker if names.get(worker, worker) == worker else f"{worker} ({names[worker]})": answer
+                 for worker, answer in client.run(code_identity, on_error="return").items()}
         if (said := other_labloops(code_identity(), named)) is not None:
             raise SchedulerAddressError(said)
     except BaseException:
