@@ -386,7 +386,8 @@ def _status_in(allowed: str) -> Callable[[NE1000Reply, str], None]:
 class NE1000Pump:
     """One NE-1000 pump on an :class:`NE1000Bus`; satisfies :class:`labloop.instruments.contracts.Pump`.
 
-    Connecting reads ``VER`` (acknowledging the power-up ``A?R``) and sets the diameter if given.
+    Connecting reads ``VER`` (acknowledging the power-up ``A?R``, or clearing stray input) and sets the
+    diameter if given.
     ``content_ml`` is what the syringe holds now (default: full, ``limits.syringe_ml``); the driver keeps
     it up to date from the pump's counters so a dispense can be refused before the syringe is empty. A campaign's
     protocol executor counts the syringe from the same option (:func:`options_content_ml`).
@@ -473,12 +474,21 @@ class NE1000Pump:
         self.bus.command(self.address, text, expect=_no_data)
 
     def _connect(self) -> str:
+        """The firmware version, asked twice when the first answer is the power-up ``A?R`` or ``?``.
+
+        ``?`` to the first ``VER``: the pump had bytes without a ``\r`` in its input (another program
+        typed at it, a cable plugged in mid-byte), which our ``\r`` ended as one unknown command; the
+        buffer is empty now and ``VER`` is a query, so asking again is safe (a hardware rehearsal's
+        pump refused every campaign after a terminal program wrote ``hello`` to it).
+        """
         try:
             version = self._query("VER", _VERSION)[0]
         except DeviceError as exc:
-            if exc.code != "A?R":
+            if exc.code not in ("A?R", "?"):
                 raise
-            log.info("%s: power-up alarm A?R acknowledged", self.where)
+            log.info("%s: %s on connecting; asking again", self.where,
+                     "power-up alarm A?R acknowledged" if exc.code == "A?R"
+                     else "bytes left in its input before the first command made it unknown")
             version = self._query("VER", _VERSION)[0]
         log.info("%s: connected, firmware %s", self.where, version)
         return version

@@ -249,6 +249,24 @@ def test_power_up_alarm_is_acknowledged_on_connect_and_typed_later(make_line: Ca
     assert pump.diameter() == 10.3  # settings survive a power loss
 
 
+def test_stray_bytes_in_the_pumps_input_do_not_fail_connecting(make_line: Callable[..., Line]) -> None:
+    line = make_line()
+    line.pump()  # the power-up A?R acknowledged: the next "?" is the stray bytes', not the alarm's
+    line.bus.close()
+    with serial.Serial(line.device.port, 19200, timeout=1) as terminal:  # another program typed, no \r
+        terminal.write(b"hello")
+        terminal.flush()
+    bus = NE1000Bus.open(line.device.port, timeout_s=0.2, settle_s=0.01)
+    try:
+        pump = NE1000Pump(bus, 0, limits=LIMITS, time_scale=math.inf, poll_s=0.0)
+        assert pump.firmware == "NE1000V3.928"
+        assert line.device.received.endswith(b"hello0VER\r0VER\r")  # "?" to the first, then asked again
+        pump.set_diameter(12.0)
+        assert line.emulator.snapshot(0).diameter_mm == 12.0
+    finally:
+        bus.close()
+
+
 def test_a_stall_raises_pump_stalled(make_line: Callable[..., Line]) -> None:
     line = make_line(faults=FaultInjector(FaultPlan(stall=1.0, seed=3)))
     pump = line.pump()
