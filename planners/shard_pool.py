@@ -65,6 +65,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labloop.core.errors import ClusterLostError, InvalidInput
+from labloop.core.version import source_digest
 from labloop.planners.acquisition import Acquisition, Goal, acquire
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.batch import JointModel
@@ -88,6 +89,7 @@ from labloop.planners.pool import (
     fill_batch,
 )
 from labloop.planners.similarity import SimilarityIndex
+from labloop.surrogate.compute import on_same_labloop
 from labloop.surrogate.featurize import canonical_smiles
 from labloop.surrogate.library_pipeline import ShardSet
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
@@ -432,8 +434,8 @@ class ShardPoolPlanner:
         gone), or here."""
         if self.client is None:
             return [function(group.paths, *args) for group in groups]
-        futures = [self.client.submit(_on_worker, function, group.paths, *args, workers=group.worker,
-                                      allow_other_workers=True, pure=False) for group in groups]
+        futures = [self.client.submit(on_same_labloop, source_digest(), _on_worker, function, group.paths, *args,
+                                      workers=group.worker, allow_other_workers=True, pure=False) for group in groups]
         return self.client.gather(futures)
 
     def _with_predicted_best(self, groups: Sequence[Group], spec: ScoreSpec) -> ScoreSpec:

@@ -9,9 +9,10 @@ Default (no address): one single-threaded worker process per core on 127.0.0.1, 
 done; each worker's TensorFlow and BLAS are held to one thread so workers do not fight over cores. With an
 address (``tcp://HOST:PORT``) labloop connects to that scheduler and leaves the cluster running afterwards.
 A malformed or unreachable address, or a scheduler without workers, is :class:`SchedulerAddressError` (bad
-input: one line, exit 2, before anything is written); workers that run another labloop are warned of at
-connect; a scheduler that goes away during a run is :class:`ClusterLostError` (exit 1; what was finished is
-kept, a re-run continues).
+input: one line, exit 2, before anything is written), as is a worker that runs another labloop at connect;
+one that joins later with another labloop refuses the tasks it is given (:func:`on_same_labloop`); a scheduler
+that goes away during a run is :class:`ClusterLostError` (exit 1; what was finished is kept, a re-run
+continues).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from labloop.core.errors import SchedulerAddressError, first_line
+from labloop.core.errors import ClusterLostError, SchedulerAddressError, first_line
 from labloop.core.signals import held_signals
-from labloop.core.version import code_identity
+from labloop.core.version import code_identity, code_version, source_digest
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -214,6 +215,23 @@ def other_labloops(ours: tuple[str, str], theirs: Mapping[str, object]) -> str |
     return (f"{'; '.join(phrases)}; this labloop is {version}: tasks there could fail or compute other numbers, so "
             f"the cluster is not used: stop {them} and start every worker from the same labloop installation (or "
             "commit) as the one that uses them")
+
+
+def on_same_labloop(digest: str, function: Callable[..., object], *args: object) -> object:
+    """``function(*args)`` on a Dask worker whose labloop source files have ``digest`` (the client's
+    :func:`labloop.core.version.source_digest`); on another worker :class:`ClusterLostError` naming it, and
+    nothing computed. Every task labloop sends goes through this. Why, beside :func:`connect`'s check: that asks
+    the workers there at connect, and a worker that joined later (or that its nanny restarted from files changed
+    since) was given tasks unasked, the way a trial's worker with changed source files computed other
+    predictions that a campaign used."""
+    if source_digest() != digest:
+        from distributed import get_worker
+
+        raise ClusterLostError(f"Dask worker {get_worker().address} runs labloop {code_version()} with other source "
+                               "files than the labloop that sent it work (it joined the cluster, or was restarted, "
+                               "after labloop connected), so nothing it computed is used: stop that worker and start "
+                               "it from the same labloop installation (or commit)")
+    return function(*args)
 
 
 #: the most a Dask greeting's length may say (bytes): a handshake is a few hundred

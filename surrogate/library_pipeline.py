@@ -49,7 +49,8 @@ import pyarrow.parquet as pq
 from labloop.core.errors import ClusterLostError, InvalidInput, first_line
 from labloop.core.files import atomic_write
 from labloop.core.text import plural
-from labloop.surrogate.compute import lost_cluster
+from labloop.core.version import source_digest
+from labloop.surrogate.compute import lost_cluster, on_same_labloop
 from labloop.surrogate.dataset import (
     column_names,
     csv_line,
@@ -449,6 +450,7 @@ def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryC
 
     try:
         model = client.scatter(payload, broadcast=True, hash=False)
+        digest = source_digest()
         limit = max(2, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
         pending: dict[object, tuple[LibraryChunk, Path]] = {}
         queue = as_completed(loop=client.loop)
@@ -458,7 +460,7 @@ def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryC
             if item is None:
                 return False
             chunk, path = item
-            future = client.submit(predict_chunk, model, chunk.smiles, chunk.start, describe,
+            future = client.submit(on_same_labloop, digest, predict_chunk, model, chunk.smiles, chunk.start, describe,
                                    key=f"predict-{payload.version}-{path.stem}", pure=False)
             pending[future] = item
             queue.add(future)

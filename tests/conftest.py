@@ -280,6 +280,23 @@ def wait_for_cluster():
     return _wait_for_cluster
 
 
+@pytest.fixture
+def older_labloop(tmp_path) -> Path:
+    """A folder to put first on a ``dask worker``'s ``PYTHONPATH``: a copy of labloop's source files with one line
+    added, and metadata saying 0.0.1, as an older installation (or a changed checkout) of labloop would be."""
+    from labloop.core import version
+
+    old = tmp_path / "old-labloop"
+    (old / "labloop-0.0.1.dist-info").mkdir(parents=True)
+    (old / "labloop-0.0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: labloop\nVersion: 0.0.1\n")
+    for layer in version.LAYERS:
+        shutil.copytree(Path(version.__file__).parents[1] / layer, old / "labloop" / layer,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    with (old / "labloop" / "planners" / "__init__.py").open("a") as older_planners:
+        older_planners.write("\n# a line this labloop does not have\n")
+    return old
+
+
 #: the emulator entry point a test's plug-in gets unless it says otherwise (most speak the NE-1000's protocol)
 NE1000_EMULATOR = "labloop.sim.builtin_emulators:ne1000_emulator"
 

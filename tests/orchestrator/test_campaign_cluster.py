@@ -7,7 +7,6 @@ uninterrupted run's proposals; a scheduler that does not answer is bad input."""
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -248,7 +247,7 @@ def test_a_scheduler_without_workers_is_exit_2_in_validate_and_run_naming_the_wo
 
 
 def test_a_worker_running_another_labloop_is_refused_in_one_line_naming_it(
-        tmp_path, write_campaign, labloop, monkeypatch, free_port, dask_command, wait_for_cluster):
+        tmp_path, write_campaign, labloop, monkeypatch, free_port, dask_command, wait_for_cluster, older_labloop):
     """A trial's worker with an older labloop failed on its first task and closed for good, and labloop said nothing;
     another trial's, with changed source files, computed other predictions under a warning, and the run used them.
     Here three real ``dask worker`` processes: one runs this labloop; one this labloop on a PATH without ``git``,
@@ -257,17 +256,8 @@ def test_a_worker_running_another_labloop_is_refused_in_one_line_naming_it(
     cluster in one line naming the older alone, by its address and name, with exit 2."""
     from distributed import Client
 
-    from labloop.core import version
-    from labloop.core.version import LAYERS, code_version
+    from labloop.core.version import code_version
 
-    old = tmp_path / "old-labloop"
-    (old / "labloop-0.0.1.dist-info").mkdir(parents=True)
-    (old / "labloop-0.0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: labloop\nVersion: 0.0.1\n")
-    for layer in LAYERS:
-        shutil.copytree(Path(version.__file__).parents[1] / layer, old / "labloop" / layer,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    with (old / "labloop" / "planners" / "__init__.py").open("a") as older_planners:
-        older_planners.write("\n# a line this labloop does not have\n")
     no_git = tmp_path / "no-git-bin"
     no_git.mkdir()
     port = free_port()
@@ -281,7 +271,7 @@ def test_a_worker_running_another_labloop_is_refused_in_one_line_naming_it(
     monkeypatch.setenv("PATH", str(no_git))
     processes.append(dask_command(*worker, "no-git", log=logs / "no-git.log"))
     monkeypatch.undo()
-    monkeypatch.setenv("PYTHONPATH", str(old))
+    monkeypatch.setenv("PYTHONPATH", str(older_labloop))
     processes.append(dask_command(*worker, "older", log=logs / "older.log"))
     monkeypatch.delenv("PYTHONPATH")
     try:

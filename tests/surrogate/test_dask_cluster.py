@@ -194,6 +194,47 @@ def test_workers_get_absolute_shard_paths_and_one_that_cannot_read_them_is_one_l
 
 
 @pytest.mark.slow
+def test_a_worker_joining_after_connect_with_another_labloop_computes_nothing(
+        cluster, tiny_model_dir, library, tmp_path, monkeypatch, dask_command, older_labloop):
+    """connect() asks the workers there which labloop they run; one that joins later was given tasks unasked.
+    Here a real ``dask worker`` running a changed copy of labloop's source joins after connect, and the two that
+    were asked are killed, so every task lands on it: the planner's scoring and the library's prediction each
+    stop with ClusterLostError naming it, and no shard comes from it."""
+    address, _, workers = cluster
+    client = compute.connect(address)
+    try:
+        shards = predict_library(library, tiny_model_dir, tmp_path / "asked", client=client, chunk_size=50,
+                                 describe=describe)
+        monkeypatch.setenv("PYTHONPATH", str(older_labloop))
+        later = dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host",
+                             "127.0.0.1", "--name", "later", log=tmp_path / "later.log")
+        monkeypatch.delenv("PYTHONPATH")
+        try:
+            client.wait_for_workers(3, timeout=180)
+            joined = next(a for a, info in client.scheduler_info()["workers"].items() if info["name"] == "later")
+            for worker in workers:
+                worker.kill()
+                worker.wait()
+            _wait(lambda: list(client.scheduler_info()["workers"]) == [joined], "the asked workers to be gone")
+            planner = ShardPoolPlanner("greedy", lambda version: shards, "ie_ev", ConditionSpace({}),
+                                       goal="maximize", acquisition="mean", first_batch="acquisition", client=client)
+            with pytest.raises(ClusterLostError) as scoring:
+                planner.propose(PlannerState("greedy", seed=1, step=1, observations=()), 3, _FixedModel())
+            with pytest.raises(ClusterLostError) as predicting:
+                predict_library(library, tiny_model_dir, tmp_path / "later", client=client, chunk_size=50)
+        finally:
+            later.kill()
+            later.wait()
+    finally:
+        client.close()
+    for lost in (scoring, predicting):
+        message = str(lost.value)
+        assert message.startswith(f"Dask worker {joined} runs labloop 0.0.1 with other source files"), message
+        assert "stop that worker and start it from the same labloop installation" in message, message
+    assert not list((tmp_path / "later").rglob("*.parquet"))  # nothing it computed was kept
+
+
+@pytest.mark.slow
 def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continues(
         cluster, tiny_model_dir, library, reference, tmp_path, labloop, monkeypatch):
     address, scheduler, _ = cluster
