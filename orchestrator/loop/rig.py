@@ -178,10 +178,9 @@ class Rig:
             else:
                 problem, self._stopping[name] = _within(action, deadline_s)
             if problem is not None:
-                # once at ERROR: the stop's or the refusal's line says it again, and a rig closing after a failure
-                # made safe printed each line twice, before the run's own error line
-                log.log(logging.INFO if name in self._said else logging.ERROR,
-                        "safe state: %s could not be made safe: %s", name, problem)
+                # at INFO: the caller says what this returns (the stop's, the failure's or the warning's line); at
+                # ERROR too, an unplugged pump's stop was said twice, one of them a logger line (a hardware trial)
+                log.info("safe state: %s could not be made safe: %s", name, problem)
                 self._said.add(name)
                 failed.append(f"{name}: {problem}")
         return failed
@@ -225,9 +224,14 @@ class Rig:
         return report
 
     def close(self) -> None:
-        """Safe state, then close every driver and stop every emulator; closing twice is not an error."""
+        """Safe state, then close every driver and stop every emulator; closing twice is not an error. What
+        could not be made safe is said at ERROR unless the run said it already (:meth:`safe_state`'s callers)."""
         if self.instruments:
-            self.safe_state()
+            said = set(self._said)
+            for problem in self.safe_state():
+                name, why = problem.split(": ", 1)
+                if name not in said:
+                    log.error("safe state: %s could not be made safe: %s", name, why)
         self.instruments.clear()
         self._closer.close()
 

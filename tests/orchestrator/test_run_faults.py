@@ -19,12 +19,13 @@ import signal
 import sqlite3
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import yaml
 
-from labloop.core.errors import SAID_CHARS, said
+from labloop.core.errors import SAID_CHARS, Disconnected, said
 from labloop.orchestrator.compose import build_executor, build_rig, build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
@@ -328,23 +329,37 @@ class _StuckPotentiostat:
         self.inner.close()
 
 
+class _UnpluggedPotentiostat(_StuckPotentiostat):
+    """A potentiostat whose port vanished: its abort raises."""
+
+    def abort(self) -> None:
+        raise Disconnected("/dev/pts/9", "port vanished")
+
+
 def test_safe_state_reports_what_it_could_not_make_safe(tmp_path, write_campaign, caplog):
-    """Each time, and said at ERROR once: the rig made safe after a failure and again as it closed printed the line
-    twice (a plug-in author's trial). An abort still hung from the first time is not called again: a second thread
-    stuck in it only waited out another deadline (a Ctrl-C took 21 s: a plug-in author's trial)."""
+    """Each time, returned to the caller, who says it: logged at INFO only (an unplugged pump's stop was said twice,
+    once as a logger ERROR: a hardware trial); closing says at ERROR only what no call said. An abort still hung
+    from the first time is not called again: a second thread stuck in it only waited out another deadline (a
+    Ctrl-C took 21 s: a plug-in author's trial)."""
     campaign = load_campaign(write_campaign(tmp_path))
     with build_rig(campaign, dry_run=True) as rig:
         assert rig.safe_state() == []
         stuck = _StuckPotentiostat(rig.instruments["potentiostat"])
         broken = Rig({"potentiostat": stuck, "analyte_pump": rig.instruments["analyte_pump"]},
                      closer=rig._closer)
+        unplugged = Rig({"potentiostat": _UnpluggedPotentiostat(rig.instruments["potentiostat"])}, closer=ExitStack())
         with caplog.at_level(logging.INFO, logger="labloop.orchestrator.loop.rig"):
             problems = [broken.safe_state(deadline_s=0.2) for _ in range(2)]
+            unplugged.close()  # no call said it before: closing does
         assert problems == [["potentiostat: no answer within 0.2 s"],
                             ["potentiostat: its stop from before has still not returned"]]
         assert stuck.aborts == 1
-        said = [r.levelno for r in caplog.records if "could not be made safe" in r.getMessage()]
-        assert said == [logging.ERROR, logging.INFO]
+        said = [(r.levelno, r.getMessage().removeprefix("safe state: potentiostat could not be made safe: "))
+                for r in caplog.records if "could not be made safe" in r.getMessage()]
+        assert said == [(logging.INFO, "no answer within 0.2 s"),
+                        (logging.INFO, "its stop from before has still not returned"),
+                        (logging.INFO, "Disconnected: /dev/pts/9: port vanished"),
+                        (logging.ERROR, "Disconnected: /dev/pts/9: port vanished")]
 
 
 def test_damaged_journals_are_one_line_everywhere(tmp_path, labloop, write_campaign):
