@@ -27,6 +27,7 @@ from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator import console
 from labloop.sim.conformance import check_driver, check_line
 from labloop.sim.emulators import emulator_names, start_emulator
+from labloop.sim.faults import FaultKind, FaultPlan
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,27 @@ def check(driver: str, port: str | None, options: dict[str, Any]) -> int:
     return 0 if report.passed else EXIT_CHECK_FAILED
 
 
+def _fault_plan(text: str, seed: int) -> FaultPlan | None:
+    """``--faults``'s ``KIND=RATE,...`` (``all`` for every kind, a later pair overriding it) as a plan, None for
+    none; ValueError naming what is wrong."""
+    rates: dict[str, float] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, value = pair.partition("=")
+        kind = kind.strip().lower()
+        if not sep or kind not in {*FaultKind, "all"}:
+            raise ValueError(f"--faults: {pair!r} is not KIND=RATE with KIND one of {', '.join(FaultKind)}, all")
+        try:
+            rate = float(value)
+        except ValueError:
+            raise ValueError(f"--faults: {pair!r}: the rate must be a number from 0 to 1") from None
+        if not 0 <= rate <= 1:
+            raise ValueError(f"--faults: {pair!r}: the rate must be a number from 0 to 1")
+        rates.update(dict.fromkeys(FaultKind, rate) if kind == "all" else {kind: rate})
+    if not any(rates.values()):
+        return None
+    return FaultPlan(**rates, seed=seed)
+
+
 @click.group(help="The simulated world: serve an emulator on a pseudo-terminal.")
 def sim() -> None:
     pass
@@ -139,8 +161,16 @@ def sim() -> None:
               help="Dissolved O2 (mM), reduced near -0.4 V on this reference.")
 @click.option("--time-scale", type=float, default=1.0, show_default=True,
               help="Device seconds per wall second: 1 real time, >1 accelerated, inf zero latency.")
+@click.option("--faults", "faults_text", default="", metavar="KIND=RATE,...",
+              help=f"Faults to inject, each KIND's chance at each decision (a reply; a pump's run): "
+                   f"{', '.join(FaultKind)}, or all; e.g. garble=0.05,no_reply=0.02. Default: none.")
+@click.option("--fault-seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seed of the faults: the same seed and commands meet the same faults.")
 def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffusion: float, area_cm2: float,
-          noise: float, ru_ohm: float, cdl_uf: float, fc_mm: float, oxygen_mm: float, time_scale: float) -> None:
+          noise: float, ru_ohm: float, cdl_uf: float, fc_mm: float, oxygen_mm: float, time_scale: float,
+          faults_text: str, fault_seed: int) -> None:
+    """Why faults here: a plug-in driver's retries and a rig's stops were rehearsed on ``sim serve`` ptys, where
+    only a dry run's ``world.fault_rate`` could make a device misbehave (a hardware trial)."""
     from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
     from labloop.sim.pty_device import TimeScale
 
@@ -153,7 +183,9 @@ def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffu
         for name, value in (("--fc-mm", fc_mm), ("--oxygen-mm", oxygen_mm)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name}: must be >= 0 mM, got {value!r}")
-        context = EmulatorContext.standalone(couple, time_scale=scale, fc_mm=fc_mm, oxygen_mm=oxygen_mm)
+        faults = _fault_plan(faults_text, fault_seed)
+        context = EmulatorContext.standalone(couple, time_scale=scale, faults=faults, fc_mm=fc_mm,
+                                             oxygen_mm=oxygen_mm)
     except (InvalidParameter, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
     emulation = start_emulator(driver, context)
@@ -166,10 +198,17 @@ def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffu
         click.echo(emulation.port)
         sys.stdout.flush()
         speed = "zero latency" if math.isinf(time_scale) else f"time x{time_scale:g}"
-        console.err.print(f"serving {driver} on {emulation.port} ({speed}); Ctrl-C to stop", markup=False)
+        rates = "" if faults is None else "; faults " + ", ".join(
+            f"{kind} {faults.rate(kind):g}" for kind in FaultKind if faults.rate(kind) > 0) + f" (seed {fault_seed})"
+        console.err.print(f"serving {driver} on {emulation.port} ({speed}{rates}); Ctrl-C to stop", markup=False)
         while not stop.wait(0.5):
             pass
     finally:
+        injector = emulation.device.faults
         emulation.stop()
+        if injector is not None:  # which faults the client met, to read beside its log
+            counts = injector.counts
+            console.err.print("faults injected: " + ", ".join(f"{kind} {counts[kind]}" for kind in FaultKind
+                                                              if injector.plan.rate(kind) > 0), markup=False)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

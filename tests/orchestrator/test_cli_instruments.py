@@ -44,6 +44,10 @@ def test_unknown_drivers_exit_2_with_one_line(labloop) -> None:
         assert "unknown driver 'picostat'" in line and "emstat, manual, ne1000" in line
     assert "no serial line to serve" in one_line_error(labloop("sim", "serve", "sim-sampler"))
     assert "alpha" in one_line_error(labloop("sim", "serve", "emstat", "--alpha", "1.5"))
+    assert "--faults: 'stal=0.1' is not KIND=RATE with KIND one of no_reply, garble" in one_line_error(
+        labloop("sim", "serve", "ne1000", "--faults", "garble=0.1,stal=0.1"))
+    assert "--faults: 'all=5': the rate must be a number from 0 to 1" in one_line_error(
+        labloop("sim", "serve", "ne1000", "--faults", "all=5"))
 
 
 def test_drivers_check_runs_the_kit(labloop, tmp_path) -> None:
@@ -164,6 +168,31 @@ def test_a_plain_serial_client_talks_to_sim_serve() -> None:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)  # liveness only: SIGTERM ends the server cleanly
     assert code == 0
+
+
+def test_sim_serve_injects_the_faults_it_is_given_and_counts_them() -> None:
+    """A plug-in driver's retries were rehearsed on `sim serve` ptys, where no device could misbehave (a hardware
+    trial): ``--faults garble=1`` flips one bit of every reply, and the server says at the end what it injected."""
+    command = [sys.executable, "-m", "labloop.orchestrator.cli.main", "sim", "serve", "ne1000", "--time-scale", "inf",
+               "--faults", "garble=1", "--fault-seed", "3"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = server.stdout.readline().strip()
+        assert port.startswith("/dev/pts/"), (port, server.stderr.read() if server.poll() is not None else "")
+        exact = b"\x0200A?R\x03", b"\x0200SNE1000V3.928\x03"  # the power-up alarm, then the version
+        with serial.Serial(port, 19200, timeout=2.0) as client:
+            replies = []
+            for expected in exact:
+                client.write(b"0VER\r")
+                replies.append(client.read(len(expected)))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    for reply, expected in zip(replies, exact, strict=True):
+        flipped = [bin(a ^ b).count("1") for a, b in zip(reply, expected, strict=True)]
+        assert sum(flipped) == 1, (reply, expected)  # one bit of one byte
+    said = server.stderr.read()
+    assert "faults garble 1 (seed 3)" in said and "faults injected: garble 2\n" in said, said
 
 
 def test_a_port_another_opener_holds_is_one_error_line_not_a_failed_check(labloop):
