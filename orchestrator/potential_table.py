@@ -67,6 +67,9 @@ ENERGY_HEADER = re.compile(r"(\b|_)ev\b", re.IGNORECASE)
 #: vs Li/Li+ (a trial: a third of a table 3.2 V low), and a few molecules far from the rest are molecules, not a scale:
 #: the trial's clean table of 1,000 oxidation potentials had 5 such values (0.5%), the mixed one 346 (35%)
 MIXED_SCALE_SHARE = 0.02
+#: V vs Li/Li+ of lithium's own couple: a table's potential below it is said (a trial's table of -0.9 V "vs Li/Li+",
+#: vs Fc+/Fc in fact, passed in silence), not refused: read_truth refuses only what is no potential at all
+LITHIUM_V = 0.0
 
 
 def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_v: float,
@@ -247,6 +250,13 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
                      "row)")
     if valued and (scales := _mixed_scales(valued, ferrocene_vs_li_v, line_of, words, offset_v)) is not None:
         notes.append(f"{path}, column {column!r}: {scales}")
+    if below := [(row, v) for row, v in valued if v < LITHIUM_V]:
+        k, (row, value) = len(below), below[0]
+        scale = ("" if offset_v else f": values vs Fc+/Fc, Ag/AgCl or SCE read as vs Li/Li+? declare Fc+/Fc with "
+                 f"{words.vs_is('fc')}, convert the others")
+        notes.append(f"{k} {plural(k, 'value')} of {path}, column {column!r}, {plural(k, 'lies', 'lie')} below 0 V vs "
+                     f"Li/Li+ (first: line {line_of(row)}, {value:g} V{shifted}), where lithium itself deposits, "
+                     f"below any couple measured in a lithium electrolyte{scale}")
     return Truth(truth, first_of, notes, {"rows": n_rows, "invalid_smiles": bad, "no_value": len(empty),
                                           "missing_markers": len(marked), "repeats_with_another_value": conflicts,
                                           "repeated_molecules_apart": len(apart),

@@ -580,6 +580,24 @@ def test_a_mix_of_scales_names_both_groups_and_the_one_the_declared_scale_does_n
                      "of its rows, since labloop takes the backtest's truth as V vs Li/Li+"]
 
 
+def test_values_below_lithium_are_said_unless_declared_vs_ferrocene(tmp_path):
+    """A trial's table of potentials about -0.9 V, vs Fc+/Fc in fact, read as vs Li/Li+ passed in silence: no couple
+    is measured below lithium's own potential in a lithium electrolyte, so such values are said (a note, the first
+    line named); declared vs Fc+/Fc (3.2 V added), the same values say nothing."""
+    from labloop.orchestrator.potential_table import read_truth
+
+    smiles = pd.read_csv(EXAMPLES_LIBRARY)["smiles"].tolist()[:5]
+    values = [0.3, -0.9, -0.85, 0.1, -0.95]
+    rows = "\n".join(f"{s},{v}" for s, v in zip(smiles, values, strict=True))
+    (tmp_path / "t.csv").write_text(f"smiles,e_v\n{rows}\n")
+    read_as_li = read_truth(tmp_path / "t.csv", "e_v", ferrocene_vs_li_v=3.2).notes
+    assert read_as_li == [f"3 values of {tmp_path / 't.csv'}, column 'e_v', lie below 0 V vs Li/Li+ (first: line 3, "
+                          "-0.9 V), where lithium itself deposits, below any couple measured in a lithium electrolyte: "
+                          "values vs Fc+/Fc, Ag/AgCl or SCE read as vs Li/Li+? declare Fc+/Fc with --truth-vs fc, "
+                          "convert the others"]
+    assert read_truth(tmp_path / "t.csv", "e_v", truth_vs="fc", ferrocene_vs_li_v=3.2).notes == []
+
+
 def test_repeats_far_apart_are_named_apart_from_close_ones(tmp_path, labloop, write_campaign, truth_csv):
     """A molecule given again 3.2 V off got the same mild note as one given again 0.02 V off: a spread beyond
     surrogate train's REPEAT_SPREAD is warned of by itself, with the lines."""
