@@ -1395,13 +1395,20 @@ def unsampled_cv(steps: Sequence[Step]) -> Problem | None:
 
 
 def widened(params: CVParams, low: float, high: float) -> CVParams:
-    """``params`` with its window stretched to include ``low..high`` (on its step grid), same direction."""
+    """``params`` with its window stretched to include the standard's ``low..high`` (on its step grid), the same
+    direction first, starting at or below ``low``, where a standard added in its reduced form (ferrocene) rests.
+    An anodic-first scan starts at the window's low end; a cathodic-first one at its own start or, if that lies
+    higher, at ``low``, and runs to the low vertex, up past the standard and back to where it started. Why not at the
+    high end: a reduction's scan then started 0.35 V past ferrocene's E1/2, on its oxidation's diffusion-limited
+    current, and the standard's |ipc/ipa| read 0.15-0.64 where a clean ferrocene gives 1 (an electrochemist's
+    trial)."""
     step = params.e_step_v
     lo = min(min(params.e_vertex1_v, params.e_vertex2_v), round(low / step) * step)
     hi = max(max(params.e_vertex1_v, params.e_vertex2_v), round(high / step) * step)
-    anodic_first = params.e_vertex1_v > params.e_begin_v
-    begin = lo if anodic_first else hi
-    return replace(params, e_begin_v=begin, e_vertex1_v=hi if anodic_first else lo, e_vertex2_v=begin)
+    if params.e_vertex1_v > params.e_begin_v:  # anodic first
+        return replace(params, e_begin_v=lo, e_vertex1_v=hi, e_vertex2_v=lo)
+    begin = max(lo, min(params.e_begin_v, round(low / step) * step))
+    return replace(params, e_begin_v=begin, e_vertex1_v=lo, e_vertex2_v=hi)
 
 
 #: what a driver raises when it refuses a command before sending it (its contract): nothing was pumped

@@ -176,6 +176,22 @@ def test_the_full_protocol_measures_ru_compensates_and_references_to_ferrocene(l
     assert finished[6][3]["diffusion_cm2_s"] == pytest.approx(1e-5, rel=0.10)
 
 
+def test_a_reduction_first_protocols_standard_scan_starts_where_ferrocene_rests(lab):
+    """A reduction's cv runs cathodic first, and the standard's scan started at the high end of the widened window,
+    0.35 V past ferrocene's E1/2, on its oxidation current: the standard's |ipc/ipa| read 0.15-0.64 (an
+    electrochemist's trial). It starts at the cv's own start now (below ferrocene), so ferrocene gives its clean
+    ratio near 1, and the analyte's potential vs Fc+/Fc is its own."""
+    analyte = replace(ANALYTE, e0_v=-0.5, species="oxidized")
+    steps = [*FULL[:6], {"cv": {**FULL[6]["cv"], "e_begin_v": -0.2, "e_vertex1_v": -0.8, "e_vertex2_v": -0.2}},
+             FULL[7]]
+    outcome, _ = run(lab(analyte=analyte), steps)
+    standard = outcome.lab.referenced.standard
+    assert standard is not None and 0.9 <= standard.ratio <= 1.1, standard
+    scan = outcome.lab.standard_scan.params
+    assert (scan.e_begin_v, scan.e_vertex1_v, scan.e_vertex2_v) == (-0.2, -0.8, pytest.approx(0.7))
+    assert outcome.lab.referenced.e_vs_fc_v == pytest.approx(analyte.e0_v - FC_ON_REFERENCE, abs=0.005)
+
+
 def test_a_couple_reversible_at_the_slowest_rate_only_is_quasi_reversible(lab, caplog):
     """dEp that grows with the scan rate past the reversible band is a slow couple's, whatever the first rate says
     (an electrochemist's trial: 72 mV at 0.1 V/s, 98 mV at 1 V/s, called reversible, D 17% low unsaid)."""
