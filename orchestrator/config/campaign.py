@@ -1202,8 +1202,28 @@ class Campaign(BaseModel):
             lines.append(self._protocol_line(Problem(("protocol", *problem.loc), problem.message)))
         lines.extend(self._protocol_line(problem) for refused, problem in self._half_width_fit(steps) if not refused)
         lines.extend(self._protocol_line(problem) for problem in (*self._outside_electrolyte(steps),
-                                                                  *self._blank_short(steps)))
+                                                                  *self._blank_short(steps),
+                                                                  *self._uncalibrated_centre(steps)))
         return lines
+
+    def _uncalibrated_centre(self, steps: tuple[Step, ...]) -> list[Problem]:
+        """A cv window around the candidate in a campaign without past measurements: its first experiments centre it
+        on the prior's predictions, which no measurement has calibrated yet. Why: a newcomer's campaign passed
+        ``validate`` in silence and then had its first ten proposals refused, every window beyond the limits (the
+        executor now moves such a window within them, ``ProtocolExecutor._within_limits``; a scan that misses the
+        wave still only bounds the molecule)."""
+        if self.past_measurements is not None:
+            return []
+        return [Problem(("protocol", index, step.name, "half_width_v"),
+                        f"+/-{compact(step.half_width_v)} V around each candidate's predicted potential: before the "
+                        "first measurements calibrate them, the predictions are the prior's, 1.4-2.7 V above a "
+                        "molecule's measured potential in the bundled data (docs/surrogate.md), so the first "
+                        "experiments' scans may miss their waves (a window beyond safety.potential_limits_v is moved "
+                        "within them); fixed vertices spanning the objective's window suit the first experiments "
+                        "(examples/protocols/cv_screen.yaml), or give past_measurements to calibrate from",
+                        where=None if self.protocol.file is None else _line_in(self.protocol.file,
+                                                                              (index, step.name, "half_width_v")))
+                for index, step in enumerate(steps) if isinstance(step, CV) and step.half_width_v is not None]
 
     def _potentials(self, steps: tuple[Step, ...]) -> list[tuple[int, Step, list[tuple[float, str]]]]:
         """(index, step, [(potential V vs the reference, the field it comes from)]) of each step that applies

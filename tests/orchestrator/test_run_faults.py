@@ -33,6 +33,7 @@ from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import Rig
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner, _stopped_after_pumping
 from labloop.orchestrator.report import write_report
+from labloop.protocols.executor import ProtocolExecutor
 from labloop.surrogate.dataset import read_table
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
@@ -270,22 +271,43 @@ def test_data_a_driver_returns_that_labloop_refuses_names_the_instrument_and_is_
     assert f"experiment {failed[0].id} failed: {cause}" in said
 
 
-def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_fault(tmp_path, write_campaign,
-                                                                                  labloop):
-    # every candidate-centred window (1 V wide, which fits in the 1.2 V safety window) reaches beyond +/-0.6 V:
-    # the candidates' predicted potentials are all more than 0.1 V from the reference's; refused before
-    # anything moves, every time (the objective's window, 3.1-3.3 V vs Li/Li+, fits: validate lets it through)
+def _window_campaign(tmp_path: Path, write_campaign) -> Path:
+    """Every candidate-centred window (1 V wide, which fits in the 1.2 V safety window) reaches beyond +/-0.6 V:
+    the candidates' predicted potentials are all more than 0.1 V from the reference's (the objective's window,
+    3.1-3.3 V vs Li/Li+, fits: validate lets it through)."""
     protocol = ["load_sample",
                 {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}},
                 {"cv": {"half_width_v": 0.5}}, "rinse"]
-    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, protocol=protocol,
-                                   planner={"kind": "greedy"},
-                                   objective={"quantity": "oxidation_potential", "goal": "window",
-                                              "window_v": [3.1, 3.3]},
-                                   safety={"potential_limits_v": [-0.6, 0.6]},
-                                   budget={"max_experiments": 6, "max_consecutive_faults": 2,
-                                           "max_consecutive_failed_analyses": 3})
-    result = labloop("run", campaign_file, "--dry-run")
+    return write_campaign(tmp_path, prior=True, shared_prior=True, protocol=protocol, planner={"kind": "greedy"},
+                          objective={"quantity": "oxidation_potential", "goal": "window", "window_v": [3.1, 3.3]},
+                          safety={"potential_limits_v": [-0.6, 0.6]},
+                          budget={"max_experiments": 6, "max_consecutive_faults": 2,
+                                  "max_consecutive_failed_analyses": 3})
+
+
+def test_windows_around_predictions_beyond_the_limits_are_scanned_within_them(tmp_path, write_campaign, labloop):
+    """A newcomer's campaign had every proposal refused, each window around an uncalibrated prediction beyond the
+    limits, and stopped with nothing measured: each window now moves within the limits, and every experiment scans
+    there (the run may still stop for failed analyses: these limits hold few of the library's waves)."""
+    result = labloop("run", _window_campaign(tmp_path, write_campaign), "--dry-run")
+    assert "around each candidate's predicted potential: before the first measurements calibrate them" in \
+        result.stderr, result.stderr  # validate's warning, given by run too
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        experiments = journal.experiments()
+        # scanned, each: in these limits most miss their waves (the analyses' failures, which bound the potentials)
+        assert len(experiments) >= 3 and not [e for e in experiments if (e.cause or "").startswith("refused")]
+        scans = [a.params for e in experiments for a in journal.actions(e.id) if a.command == "cv"]
+    assert len(scans) == len(experiments)
+    assert all(min(s["e_begin_v"], s["e_vertex1_v"]) >= -0.6 and max(s["e_begin_v"], s["e_vertex1_v"]) <= 0.6
+               and s["e_vertex1_v"] - s["e_begin_v"] == pytest.approx(1.0) for s in scans), scans
+
+
+def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_fault(tmp_path, write_campaign,
+                                                                                  labloop, monkeypatch):
+    # refused before anything moves, every time: a window that cannot move within the limits (which no campaign
+    # validate passes can have any more, so the executor is made to leave each window where it is)
+    monkeypatch.setattr(ProtocolExecutor, "_within_limits", lambda self, where, stat, centre, *rest: centre)
+    result = labloop("run", _window_campaign(tmp_path, write_campaign), "--dry-run")
     assert result.returncode == 1
     assert "3 proposals refused by the safety limits in a row" in result.stderr  # not "instrument faults"
     assert "fix the protocol's windows or volumes" in result.stderr and "the rig" not in result.stderr

@@ -69,15 +69,29 @@ def test_the_executor_refuses_a_scan_the_connected_potentiostat_cannot_apply_bef
     with pytest.raises(SafetyLimitExceeded, match=r"protocol\[2\]\.cv: potential 2.5 V is outside what "
                                                   r"'potentiostat' can apply, -1.7..2 V vs its reference"):
         ProtocolExecutor(fixed, rig, limits, 3.2).check()
-    around = ["load_sample", ELECTROLYTE, {"cv": {"half_width_v": 0.4}}]
-    executor = ProtocolExecutor(around, rig, limits, 3.2)
-    executor.check()  # the window moves with the candidate: checked per experiment
+    too_wide = ["load_sample", ELECTROLYTE, {"cv": {"half_width_v": 1.9}}]  # 3.8 V: fits the limits, not the Pico
     actions: list[tuple] = []
-    with pytest.raises(SafetyLimitExceeded, match=r"potential 2.6 V is outside what 'potentiostat' can apply"):
-        executor.run("S0001", "c1ccccc1", {}, 3.2 + 2.2, lambda *a: actions.append(a))
+    with pytest.raises(SafetyLimitExceeded, match=r"potential 2.4 V is outside what 'potentiostat' can apply"):
+        ProtocolExecutor(too_wide, rig, limits, 3.2).run("S0001", "c1ccccc1", {}, 3.2 + 0.5,
+                                                         lambda *a: actions.append(a))
     assert actions == [] and wire(rig) == before
-    executor.run("S0001", "c1ccccc1", {}, 3.2 + 1.0, lambda *a: actions.append(a))  # within range: it runs
-    assert actions and wire(rig) != before
+
+
+def test_a_window_around_a_prediction_beyond_the_limits_moves_within_them(rig: Rig) -> None:
+    """A newcomer's campaign had every proposal refused, the window around each uncalibrated prediction (the prior's,
+    1.5-2.7 V high) beyond the limits: the window moves, as little as it takes, within the safety limits and what
+    the potentiostat can apply (the Pico's -1.7..2.0 V here), and a prediction inside them keeps its window."""
+    around = ["load_sample", {"cv": {"half_width_v": 0.4}}]  # nothing dispensed: only the window is looked at
+    scanned = []
+    for limits, predicted, expected in [((-3.0, 3.0), 2.2, (1.2, 1.6, 2.0)),  # the Pico's 2.0 V holds it
+                                        ((-1.0, 1.5), 2.2, (0.7, 1.1, 1.5)),  # the safety limit's 1.5 V
+                                        ((-1.0, 1.5), -1.3, (-1.0, -0.6, -0.2)),  # from below
+                                        ((-1.0, 1.5), 0.3, (-0.1, 0.3, 0.7))]:  # inside: not moved
+        outcome = ProtocolExecutor(around, rig, SafetyLimits(5.0, 10.0, limits), 3.2).run(
+            "S0001", "c1ccccc1", {}, 3.2 + predicted, lambda *a: None)
+        params = outcome.voltammogram.params
+        scanned.append((params.e_begin_v, (params.e_begin_v + params.e_vertex1_v) / 2, params.e_vertex1_v))
+        assert scanned[-1] == pytest.approx(expected), (limits, predicted)
 
 
 class OverReporting:
