@@ -14,7 +14,7 @@ from typing import Any
 
 from labloop.planners.base import ModelView, PlannerState, Proposal
 from labloop.planners.conditions import ConditionSpec
-from labloop.surrogate.featurize import canonical_smiles
+from labloop.surrogate.featurize import canonical_smiles, first_spellings
 
 
 class RandomPlanner:
@@ -28,15 +28,15 @@ class RandomPlanner:
         self.library = list(dict.fromkeys(library))  # one entry per spelling, library order kept
         self.conditions = dict(conditions)
         self._keys: dict[str, str] = {}
+        self._molecules: list[str] | None = None
 
     def propose(self, state: PlannerState, n: int, model: ModelView | None = None) -> list[Proposal]:
         rng = random.Random(f"{state.seed}:{state.step}")
         tried = state.tried
-        pool = [s for s in self.library if s not in tried]
+        pool = [s for s in self._first_spellings() if s not in tried]
         chosen = rng.sample(pool, min(n, len(pool)))
         # rows no planner proposes (invalid SMILES, [H][H], *C: validate lists them) and another spelling of a
-        # molecule tried or drawn before are drawn again; judged only when drawn, so a big library is not
-        # parsed up front, and the draw stays a function of the state
+        # molecule tried (a past measurement's) are drawn again, so the draw stays a function of the state
         taken = {self._key(s) for s in tried}
         while refused := self._refused(chosen, taken):
             pool = [s for s in pool if s not in refused]
@@ -45,6 +45,17 @@ class RandomPlanner:
         return [Proposal(smiles=s, conditions=self._draw(rng), mu=_number(m), sigma=_number(sd), acquisition=None,
                          model_version=None if model is None else model.version, planner=self.name)
                 for s, m, sd in zip(chosen, mu, sigma, strict=True)]
+
+    def _first_spellings(self) -> list[str]:
+        """The library, each molecule once as its first row writes it (:func:`first_spellings`; every row of a library
+        without repeats), worked out at the first proposal and kept. Why: drawn from every row, a molecule given twice
+        was twice as likely, and proposed as whichever row was drawn, so its vial and name were the second row's
+        where the docs say the first's (a chemist's trial)."""
+        if self._molecules is None:
+            spellings = first_spellings(self.library)
+            self._keys.update(spellings)
+            self._molecules = list(spellings)
+        return self._molecules
 
     def _refused(self, chosen: Sequence[str], taken: set[str]) -> set[str]:
         """The draws not to propose: unreadable, or a molecule ``taken`` (tried) or drawn earlier in ``chosen``."""

@@ -72,3 +72,14 @@ def test_a_molecule_the_rig_failed_is_proposed_again_until_it_failed_twice():
     assert twice.tried == set(LIBRARY[:3]) and planner.propose(twice, 3) == []
     pending = PlannerState("random", seed=0, step=1, observations=(rig,), pending=(LIBRARY[0],))
     assert LIBRARY[0] in pending.tried  # proposed again and waiting: not twice at once
+
+
+def test_a_molecule_on_several_rows_is_drawn_once_as_its_first_row_writes_it():
+    """Drawn from every row, phenol given twice was twice as likely and proposed as whichever row was drawn, so a
+    chemist's campaign loaded the second row's vial and name (docs: a molecule takes its first row's)."""
+    library = ["c1ccccc1O", "CCO", "Oc1ccccc1", "OCC", "CCCO"]
+    planner = RandomPlanner(library, {})
+    drawn = [p.smiles for step in range(40) for p in planner.propose(PlannerState("random", seed=2, step=step), 2)]
+    assert set(drawn) == {"c1ccccc1O", "CCO", "CCCO"}
+    assert [p.smiles for p in planner.propose(PlannerState("random", seed=0, step=0,
+                                                           pending=("Oc1ccccc1", "OCC")), 3)] == ["CCCO"]
