@@ -336,7 +336,7 @@ def check_objective_reach(campaign: Campaign) -> None:
     chemist wrote ``window_v: [-1.5, -1.0]`` vs the reference; validate warned and passed). When the objective read
     vs the cell's reference would be in reach, the line says so with its values vs Li/Li+."""
     reach = _reach(campaign)
-    objective, offset = campaign.objective, campaign.cell.reference_offset_v
+    objective = campaign.objective
     if reach is None:
         return
     if objective.goal == "window":
@@ -357,34 +357,47 @@ def check_objective_reach(campaign: Campaign) -> None:
         return
     if reached(0.0):
         return
-    hint = _vs_the_reference(offset, shape, values) if offset != 0 and reached(offset) else ""
+    hint = _on_another_scale(campaign, shape, values, reached)
     raise ConfigError(campaign.located("objective", field), f"{shape.format(*values)} is out of reach: the cv measures "
                                                             f"{reach.text} only, as {reach.why}: no measurement can be "
                                                             f"a hit{hint}")
 
 
-def _vs_the_reference(offset: float, shape: str, values: tuple[float, ...]) -> str:
-    """The hint for an objective that reads right vs the cell's reference: `` (written vs the reference? add
-    cell.reference_offset_v 3.2 V -> 4.5 to 4.6 V vs Li/Li+)`` (``shape``: how the values are said)."""
-    return (f" (written vs the reference? add cell.reference_offset_v {offset:g} V -> "
-            f"{shape.format(*(round(v + offset, 9) for v in values))})")
+def _on_another_scale(campaign: Campaign, shape: str, values: tuple[float, ...],
+                      reached: Callable[[float], bool]) -> str:
+    """The hint for an objective that reads right vs the cell's reference or vs Fc+/Fc (``reached(shift)``: whether
+    the values plus ``shift`` would be): `` (written vs the reference? add cell.reference_offset_v 3.5 V -> 4.2 to 4.4
+    V vs Li/Li+; vs Fc+/Fc? add cell.ferrocene_vs_li_v 3.2 V -> 3.9 to 4.1 V vs Li/Li+)`` (``shape``: how the values
+    are said), or ''. Why Fc+/Fc: organic electrochemistry reports potentials vs Fc+/Fc, and a chemist's window
+    copied from a paper was offered only the reference's offset, 0.3 V off (a trial)."""
+    scales: dict[float, list[tuple[str, str]]] = {}  # by the shift: both, said once, where the two are the same
+    for what, field, shift in (("the reference", "cell.reference_offset_v", campaign.cell.reference_offset_v),
+                               ("Fc+/Fc", "cell.ferrocene_vs_li_v", campaign.cell.ferrocene_vs_li_v)):
+        if shift != 0 and reached(shift):
+            scales.setdefault(shift, []).append((what, field))
+    said = [f"written vs {' or vs '.join(what for what, _ in named)}? add "
+            f"{' = '.join(field for _, field in named)} {shift:g} V -> "
+            f"{shape.format(*(round(v + shift, 9) for v in values))}" for shift, named in scales.items()]
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def _threshold_met_everywhere(campaign: Campaign, reach: _Reach) -> str | None:
     """Why a maximise (minimise) goal's ``threshold_v`` below (above) every E1/2 the cv measures defines nothing,
     in one line, or None: every measurement counts as a hit, so hits and ``budget.stop_after_hits`` say nothing
     (a threshold written vs the reference, 1.3 V for 4.5 V vs Li/Li+, passed without a word)."""
-    objective, offset = campaign.objective, campaign.cell.reference_offset_v
+    objective = campaign.objective
     threshold = objective.threshold_v
     if threshold is None:
         return None
     if objective.goal == "maximize" and threshold < reach.low - REACH_TOLERANCE_V:
-        side, shifted = "below", threshold + offset >= reach.low - REACH_TOLERANCE_V
+        side = "below"
     elif objective.goal == "minimize" and threshold > reach.high + REACH_TOLERANCE_V:
-        side, shifted = "above", threshold + offset <= reach.high + REACH_TOLERANCE_V
+        side = "above"
     else:
         return None
-    hint = _vs_the_reference(offset, "{0:g} V vs Li/Li+", (threshold,)) if offset != 0 and shifted else ""
+    hint = _on_another_scale(campaign, "{0:g} V vs Li/Li+", (threshold,), lambda shift: (
+        threshold + shift >= reach.low - REACH_TOLERANCE_V if side == "below"
+        else threshold + shift <= reach.high + REACH_TOLERANCE_V))
     return (f"{campaign.located('objective', 'threshold_v')}: {threshold:g} V vs Li/Li+ lies {side} every E1/2 the "
             f"cv measures ({reach.text}, as {reach.why}): every measurement counts as a hit{hint}")
 

@@ -768,8 +768,9 @@ def test_an_objective_the_scan_cannot_reach_is_refused(labloop, workdir):
     assert "out of reach" not in labloop("validate", workdir / "campaign.yaml", "--dry-run").stderr
     measures = f"the cv measures 2.451 to 5.099 V vs Li/Li+ only, as {SCANS}: no measurement can be a hit"
     cases = {"window_v: [5.5, 5.6]": f"5.5 to 5.6 V vs Li/Li+ is out of reach: {measures}",
-             "window_v: [1.3, 1.4]": f"1.3 to 1.4 V vs Li/Li+ is out of reach: {measures} (written vs the reference? "
-                                     "add cell.reference_offset_v 3.2 V -> 4.5 to 4.6 V vs Li/Li+)"}
+             "window_v: [1.3, 1.4]": f"1.3 to 1.4 V vs Li/Li+ is out of reach: {measures} (written vs the reference "
+                                     "or vs Fc+/Fc? add cell.reference_offset_v = cell.ferrocene_vs_li_v 3.2 V -> 4.5 "
+                                     "to 4.6 V vs Li/Li+)"}
     for window, says in cases.items():
         text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", window)
         (workdir / "far.yaml").write_text(text)
@@ -779,6 +780,15 @@ def test_an_objective_the_scan_cannot_reach_is_refused(labloop, workdir):
         assert far.returncode == 2 and far.stderr == said, far.stderr
         ran = labloop("run", workdir / "far.yaml", "--dry-run")
         assert ran.returncode == 2 and ran.stderr == said and not (workdir / "runs").exists(), ran.stderr
+    # the reference elsewhere than ferrocene: a window copied from a paper (vs Fc+/Fc) was offered only the
+    # reference's offset, 0.3 V off (a chemist's trial)
+    text = (workdir / "campaign.yaml").read_text().replace("window_v: [4.5, 4.6]", "window_v: [1.1, 1.2]").replace(
+        "cell: {reference_offset_v: 3.2}", "cell: {reference_offset_v: 3.5}")
+    (workdir / "far.yaml").write_text(text)
+    far = labloop("validate", workdir / "far.yaml", "--dry-run")
+    assert far.returncode == 2 and far.stderr.endswith(
+        "(written vs the reference? add cell.reference_offset_v 3.5 V -> 4.6 to 4.7 V vs Li/Li+; written vs Fc+/Fc? "
+        "add cell.ferrocene_vs_li_v 3.2 V -> 4.3 to 4.4 V vs Li/Li+)\n"), far.stderr
     text = (workdir / "campaign.yaml").read_text().replace("goal: window, window_v: [4.5, 4.6]", "goal: maximize, "
                                                           "threshold_v: 5.5").replace("window_probability", "ei")
     (workdir / "far.yaml").write_text(text)
@@ -843,8 +853,9 @@ def test_a_threshold_every_measurement_meets_is_warned_of(labloop, workdir):
     assert window in text
     line = next(n for n, content in enumerate(text.splitlines(), start=1) if window in content)
     cases = {("maximize", 1.3): "1.3 V vs Li/Li+ lies below every E1/2 the cv measures (2.451 to 5.099 V vs Li/Li+, "
-                                f"as {SCANS}): every measurement counts as a hit (written vs the reference? add "
-                                "cell.reference_offset_v 3.2 V -> 4.5 V vs Li/Li+)",
+                                f"as {SCANS}): every measurement counts as a hit (written vs the reference or vs "
+                                "Fc+/Fc? add cell.reference_offset_v = cell.ferrocene_vs_li_v 3.2 V -> 4.5 V vs "
+                                "Li/Li+)",
              ("minimize", 5.3): "5.3 V vs Li/Li+ lies above every E1/2 the cv measures (2.451 to 5.099 V vs Li/Li+, "
                                 f"as {SCANS}): every measurement counts as a hit",
              ("maximize", 4.5): None, ("minimize", 2.5): None}
