@@ -213,6 +213,8 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     if (problem := not_a_file(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
     line_of = csv_lines(path)
+    if (ragged := ragged_row(path)) is not None:
+        raise InvalidInput(f"{path}: {ragged}")
     try:
         names = file_columns(path, (smiles_column, *targets), line_of)
         df = pd.read_csv(path, dtype={names.get(smiles_column, smiles_column): str}, keep_default_na=False,
@@ -423,6 +425,36 @@ def csv_lines(path: Path) -> Callable[[int], int]:
         return number
 
     return line
+
+
+def ragged_row(path: Path) -> str | None:
+    """Where the CSV ``path`` (plain or ``.gz``) first has a row with more fields than its header, in words, or None.
+    Why: pandas takes a first data row one field longer than the header as an index column and shifts every column
+    of every row by one, and with one column read (a library's SMILES) it takes a later such row's wrong field, both
+    in silence: a chemist's library with ``Probe, zweite`` unquoted in its name column read its numbers as SMILES (a
+    trial). Fewer fields than the header is pandas' empty cells, and fine. A file that cannot be read as text is
+    the reader's to refuse, in its own words."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    header: int | None = None
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            for record in reader:
+                if len(record) <= 1 and not "".join(record).strip():  # blank, as pandas skips it
+                    continue
+                if header is None:
+                    if len(record) == 1 and any(sep in record[0] for sep in ";\t"):
+                        return None  # separated by semicolons or tabs: the reader's separator_hint says so
+                    header = len(record)
+                elif len(record) > header:
+                    shown = ",".join(record)
+                    shown = shown if len(shown) <= 60 else f"{shown[:57]}..."
+                    return (f"line {reader.line_num} has {len(record)} comma-separated fields where the header has "
+                            f"{header} ({shown!r}): a comma inside a cell (a name, a number with a decimal comma) "
+                            f"needs the cell in double quotes; {SAVE_AS} from the spreadsheet, which quotes it")
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error, csv.Error):
+        return None
+    return None
 
 
 def _rowless_lines(path: Path) -> tuple[int, list[int]]:

@@ -58,6 +58,7 @@ from labloop.surrogate.dataset import (
     file_columns,
     listed_columns,
     not_a_file,
+    ragged_row,
     separator_hint,
     unreadable_csv,
 )
@@ -130,6 +131,8 @@ def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
         if written is None:
             raise InvalidInput(f"{path}: no column {column!r} {listed_columns(header)}"
                                f"{separator_hint(header)}")
+        if (ragged := ragged_row(path)) is not None:
+            raise InvalidInput(f"{path}: {ragged}")
         frames = pd.read_csv(path, usecols=[written], dtype={written: str}, keep_default_na=False, chunksize=size)
         for frame in frames:
             yield frame[written].tolist(), None

@@ -223,6 +223,16 @@ def test_a_batch_of_nothing_gets_no_conditions():
     ("semicolons_and_a_comma.csv", lambda p: p.write_text("smiles;ie_ev;name\nCCO;7.1;ethanol\n"
                                                           "COc1ccc(OC)cc1;7.5;1,4-dimethoxybenzene\nCO;8.2;methanol\n"),
      "its columns are separated by semicolons, and labloop reads comma-separated CSV"),
+    # a comma inside an unquoted cell: pandas took the first row's extra field as an index and shifted every column
+    # (the numbers read as SMILES), or a later row's wrong field, in silence (a chemist's trial)
+    ("comma_in_a_name.csv", lambda p: p.write_text("name,smiles,ie_ev\nProbe, zweite,CCO,7.1\nanisol,COc1ccccc1,7.5\n"),
+     "line 2 has 4 comma-separated fields where the header has 3 ('Probe, zweite,CCO,7.1'): a comma inside a cell"),
+    ("comma_in_a_later_row.csv", lambda p: p.write_text("name,smiles,ie_ev\n\nanisol,COc1ccccc1,7.5\n"
+                                                        "Probe, zweite,CCO,7.1\n"),
+     "line 4 has 4 comma-separated fields where the header has 3"),
+    ("decimal_commas.csv", lambda p: p.write_text("smiles,ie_ev\nCCO,7,1\n"),
+     "line 2 has 3 comma-separated fields where the header has 2 ('CCO,7,1'): a comma inside a cell (a name, a "
+     "number with a decimal comma) needs the cell in double quotes"),
 ])
 def test_a_table_a_spreadsheet_saved_says_how_to_save_it(tmp_path, name, write, says):
     """What Excel writes besides comma-separated UTF-8 was refused with a codec's error or a column list, in one
@@ -232,7 +242,7 @@ def test_a_table_a_spreadsheet_saved_says_how_to_save_it(tmp_path, name, write, 
     with pytest.raises(InvalidInput) as caught:
         read_table(path, ["ie_ev"])
     assert str(caught.value).startswith(f"{path}: ") and says in str(caught.value), str(caught.value)
-    if "separated by" in says:  # the cause, not a hint to rename a column that is already there
+    if "separated by" in says or "fields where" in says:  # the cause, not a hint to rename a column
         with pytest.raises(InvalidInput) as caught:
             read_table(path, ["ie_ev"], column_hint=": name its SMILES column 'smiles'")
         assert says in str(caught.value) and "name its SMILES column" not in str(caught.value)
