@@ -26,6 +26,10 @@ ONE_VALUE_TYPES = {"float_type": "number", "float_parsing": "number", "int_type"
                    "bool_parsing": "true or false"}
 
 
+#: how a field's title counts what it holds (``two potentials [low, high]``), which a count must not repeat
+NUMBER_WORDS = {2: "two", 3: "three"}
+
+
 def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, field: FieldInfo | None = None
                   ) -> str | None:
     """The one plain line for a value of the wrong shape, or None for any other error (pydantic's ``kind``).
@@ -43,8 +47,13 @@ def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, fiel
     if kind in ("too_short", "too_long") and isinstance(value, list | tuple) and ctx is not None:
         least = kind == "too_short"
         count = ctx["min_length" if least else "max_length"]
+        # a comma for a decimal point (3,9 for 3.9) splits each number in two in a YAML list (a chemist's trial)
+        comma = ("; a decimal comma? YAML reads 3,9 as two numbers: write 3.9" if not least and len(value) == 2 * count
+                 and all(isinstance(item, int) and not isinstance(item, bool) for item in value) else "")
+        if holds is not None and holds.startswith(f"{NUMBER_WORDS.get(count, '')} "):  # "two potentials [low, high]"
+            return f"{holds}{sample} (got {shown(value)}){comma}"
         what = f"one of the {holds or 'items'}" if count == 1 else f"{count} {holds or 'items'}"  # not "1 columns"
-        return f"{'at least' if least else 'at most'} {what}{sample} (got {shown(value)})"
+        return f"{'at least' if least else 'at most'} {what}{sample} (got {shown(value)}){comma}"
     if kind in ONE_VALUE_TYPES and isinstance(value, list | tuple | dict):
         shape = "a mapping" if isinstance(value, dict) else "a list"
         return f"one {ONE_VALUE_TYPES[kind]}, not {shape} (got {shown(value)})"

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from labloop.core.errors import InvalidParameter
+from labloop.instruments.kinetics import NICHOLSON_RANGE_MV
 from labloop.instruments.voltammogram import Segment, Voltammogram, require_finite, require_positive
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,10 @@ class CVAnalysisSettings:
     min_peak_snr: float = 5.0  # a peak's prominence must exceed this many noise sigmas ...
     min_peak_share: float = 0.02  # ... and this share of the current span of the CV
     noisy_snr: float = 20.0  # strongest peak height / noise sigma below this -> flag "noisy"
-    reversible_max_dep_v: float = 0.080
+    #: where dEp starts to tell k0 a value (instruments/kinetics.py): below it the couple is reversible at that rate
+    #: and k0 only bounded from below. Why not the 80 mV screening cut-off it was: a couple at 68-80 mV was called
+    #: reversible beside a finite k0 from the same dEp, growing with the rate (an electrochemist's trial)
+    reversible_max_dep_v: float = NICHOLSON_RANGE_MV[0] / 1e3
     reversible_ratio_band: float = 0.25  # reversible when |ln(ipc/ipa)| <= ln(1 + band)
     irreversible_min_dep_v: float = 0.200
 
@@ -424,14 +428,14 @@ def _pair(peaks: list[_Peak]) -> tuple[_Peak | None, _Peak | None]:
 
 def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates: int = 1) -> str:
     """The rule :func:`analyze_cv` calls a couple reversible by, in one line for whatever shows the call (the report's
-    page, ``log --json``, a run's warning): ``reversible: 0 < dEp <= 80 mV and |ipc/ipa| 0.80..1.25 ...``. Why: a
+    page, ``log --json``, a run's warning): ``reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25 ...``. Why: a
     chemist saw couples at dEp 72-77 mV (after iR correction), growing with the scan rate, called reversible with no
-    cut-off said; 80 mV is a screening cut-off, wider than a reversible one-electron couple's 57 mV at 25 C (by
-    Nicholson's working curve psi is about 1.3 there: a fast quasi-reversible couple). dEp is between peak potentials
-    corrected for the resistance the potentiostat left uncompensated (zero where no EIS measured it); ``rates`` above 1:
-    a lab-grade cv's, reversible only when every rate's is. Where the ratio is not judged (``_result``) dEp alone
-    decides, and the rule says so: a PI's audit found a couple called reversible beside an empty ipc, against the
-    rule as it was written."""
+    cut-off said; 68 mV is where Nicholson's working curve starts to tell k0 (instruments/kinetics.py), above a
+    reversible one-electron couple's 57 mV at 25 C by what a run reads a fast couple's dEp high. dEp is between peak
+    potentials corrected for the resistance the potentiostat left uncompensated (zero where no EIS measured it);
+    ``rates`` above 1: a lab-grade cv's, reversible only when every rate's is. Where the ratio is not judged
+    (``_result``) dEp alone decides, and the rule says so: a PI's audit found a couple called reversible beside an
+    empty ipc, against the rule as it was written."""
     s = settings or CVAnalysisSettings()
     band = 1 + s.reversible_ratio_band
     every = " (an experiment's: at every scan rate)" if rates > 1 else ""

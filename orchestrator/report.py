@@ -118,14 +118,14 @@ EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "condit
 #: can be recomputed from ipa_uA, sqrt(scan_rate_v_s), electrode_area_cm2 and analyte_mM. ``analyte_mM`` is the
 #: concentration D used: the cv step's ``analyte_mm`` as written, or, with its ``sample_stock_mm``, ``sample_stock_mM``
 #: x ``sample_ml`` (what the sample's dispenses delivered) / ``cell_ml`` (the cell by labloop's count). ``k0_cm_s`` and
-#: ``k0_side``: Nicholson's rate constant from that rate's dEp and the experiment's D
+#: ``k0_side``: Nicholson's rate constant from that rate's dEp and the experiment's D, and ``k0_why`` why a bound is one
 #: (:func:`labloop.orchestrator.journal.view.rate_constant`; a chemist choosing a flow-cell molecule asks how fast it
 #: is at the electrode, which dEp alone did not say)
 LAB_GRADE_CSV = "lab_grade.csv"
 LAB_GRADE_COLUMNS = (
     "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
-    "dep_mV", "k0_cm_s", "k0_side", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags", "ru_ohm",
-    "ir_compensated_ohm",
+    "dep_mV", "k0_cm_s", "k0_side", "k0_why", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags",
+    "ru_ohm", "ir_compensated_ohm",
     "diffusion_cm2_s", "diffusion_r_squared", "n_electrons", "temperature_K", "analyte_mM", "sample_stock_mM",
     "sample_ml", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct", "e_half_v_vs_fc",
     "e_half_v_vs_li_via_fc", "e_half_spread_mV", "e_half_rates_n", "standard_problem", "standard_e_half_v_vs_reference",
@@ -465,7 +465,7 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
                      "ir_compensated_ohm": ((scan.get("voltammogram") or {}).get("params") or {}).get("ir_comp_ohm"),
                      "e_half_v_vs_reference": analysis.get("e_half_v"), "epa_v_vs_reference": analysis.get("epa_v"),
                      "epc_v_vs_reference": analysis.get("epc_v"), "dep_mV": _scaled(analysis.get("dep_v"), 1e3),
-                     **rate_constant(analysis.get("dep_v"), scan.get("scan_rate_v_s"), diffusion),
+                     **rate_constant(scan, diffusion, record.get("ru")),
                      "ipa_uA": _scaled(analysis.get("ipa_a"), 1e6), "ipc_uA": _scaled(analysis.get("ipc_a"), 1e6),
                      "ipc_over_ipa": analysis.get("ratio"), "reversibility": judged_reversibility(analysis),
                      "scan_flags": "; ".join(analysis.get("flags") or [])})
@@ -519,9 +519,11 @@ def _lab_table(rows: list[dict[str, Any]]) -> str:
 #: the lab-grade table's caption on its k0 column (instruments/kinetics.py): what a value and a bound mean, and what the
 #: method assumes (a newcomer found the column explained nowhere on the page)
 _K0_SAID = html.escape(
-    f"k0 is Nicholson's, from each rate's dEp (iR taken out) and D, for one electron with alpha about 0.5: a value "
-    f"where dEp is {NICHOLSON_RANGE_MV[0]:g}-{NICHOLSON_RANGE_MV[1]:g} mV, '> x' where dEp is below that (k0 at least "
-    "x: the couple reversible at that rate), '< x' above it (at most x); docs/lab-grade.md, \"k0\". ")
+    f"k0 is Nicholson's, from each rate's dEp (the ohmic drop Ru measured taken out) and D, for one electron with "
+    f"alpha about 0.5: a value where dEp is {NICHOLSON_RANGE_MV[0]:g}-{NICHOLSON_RANGE_MV[1]:g} mV, '> x' where dEp "
+    "is below that (k0 at least x: the couple reversible at that rate) or where the ohmic drop could widen it (no eis "
+    "step measured Ru, or more of the drop was taken out after the scan than that leaves exact), '< x' above it (at "
+    "most x); lab_grade.csv's k0_why says which; docs/lab-grade.md, \"k0\". ")
 
 
 def _d_assumptions(rows: list[dict[str, Any]]) -> str:

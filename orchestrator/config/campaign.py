@@ -77,9 +77,10 @@ from labloop.orchestrator.config.fields import (
 from labloop.orchestrator.config.objective import Objective
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.executor import diffusion_analyte_mm, leftover_dilution, unsampled_cv
+from labloop.protocols.executor import computes_d, diffusion_analyte_mm, leftover_dilution, unsampled_cv
 from labloop.protocols.steps import (
     CV,
+    EIS,
     SCAN_RATE_RANGE_V_S,
     SETUP_PARAMETERS,
     AddStandard,
@@ -192,6 +193,12 @@ class Library(BaseModel):
 
     @model_validator(mode="after")
     def _readable(self) -> Library:
+        if self.file.name.lower().removesuffix(".gz").endswith(STRUCTURE_FILES):
+            # read as CSV, an SDF was "no column 'smiles' (columns: 'csd_EVINOO')" (a chemist's trial)
+            raise Problems(Problem(("file",), f"{self.file}: a structure file, which labloop does not read: a library "
+                                              "is a CSV (with a smiles column), CSV.gz, Parquet or .smi file; write "
+                                              "its SMILES out first (RDKit, or Open Babel: obabel lib.sdf -osmi -O "
+                                              "lib.smi)"))
         if self.is_csv():
             _check_table(("file",), self.file, (), self.smiles_column)
             return self
@@ -215,6 +222,10 @@ class Library(BaseModel):
         if self.is_csv():
             return read_table(self.file, (), self.smiles_column).smiles
         return [s for chunk in read_chunks(self.file, self.smiles_column) for s in chunk.smiles]
+
+
+#: file name endings of structure formats a chemist's library may come as, which are no table of SMILES
+STRUCTURE_FILES = (".sdf", ".sd", ".mol", ".mol2", ".mae", ".pdb", ".xyz", ".cdx", ".cdxml", ".cml")
 
 
 class Prior(BaseModel):
@@ -1203,8 +1214,33 @@ class Campaign(BaseModel):
         lines.extend(self._protocol_line(problem) for refused, problem in self._half_width_fit(steps) if not refused)
         lines.extend(self._protocol_line(problem) for problem in (*self._outside_electrolyte(steps),
                                                                   *self._blank_short(steps),
-                                                                  *self._uncalibrated_centre(steps)))
+                                                                  *self._uncalibrated_centre(steps),
+                                                                  *self._ohmic_drop_in_k0(steps)))
         return lines
+
+    @staticmethod
+    def _ohmic_drop_in_k0(steps: tuple[Step, ...]) -> list[Problem]:
+        """A cv that computes D (and so k0, instruments/kinetics.py) with no ``eis`` step before it to measure Ru, or
+        with one and no ``ir_compensation``: the ohmic drop, unknown or corrected after the scan only, widens dEp, and
+        k0 comes out as lower bounds. Why: an electrochemist's protocols without them validated in silence and read
+        k0 11-90x low (the bounds came after; a trial)."""
+        found = []
+        for index, step in enumerate(steps):
+            if not isinstance(step, CV) or not computes_d(step):
+                continue
+            if not any(isinstance(before, EIS) for before in steps[:index]):
+                found.append(Problem(("protocol", index, step.name, "scan_rates_v_s"),
+                                     "no eis step before this cv measures Ru, so the ohmic drop, of unknown size, "
+                                     "widens every dEp: the reversibility call reads it as slow kinetics, and k0 is "
+                                     "given as lower bounds only; add an eis step before the cv and ir_compensation: "
+                                     "{fraction: 0.85} to it (docs/lab-grade.md)"))
+            elif step.ir_compensation is None:
+                found.append(Problem(("protocol", index, step.name, "scan_rates_v_s"),
+                                     "no ir_compensation: the whole ohmic drop the eis step measures is taken out "
+                                     "after the scan, which leaves part of it in dEp (k0 then a lower bound where that "
+                                     "part could matter); compensate most of it on the potentiostat, ir_compensation: "
+                                     "{fraction: 0.85} (docs/lab-grade.md)"))
+        return found
 
     def _uncalibrated_centre(self, steps: tuple[Step, ...]) -> list[Problem]:
         """A cv window around the candidate in a campaign without past measurements: its first experiments centre it

@@ -336,6 +336,10 @@ def error_message(error: Any, model: type[BaseModel], written: str | None = None
     if not any(map(is_union_tag, loc)) and (
             shaped := shape_message(kind, value, error.get("ctx"), field_at(model, loc))) is not None:
         return shaped
+    if kind == "invalid_key" and isinstance(value, int | float) and not isinstance(value, bool):
+        # {reference_offset_v: 3,5}: a decimal comma ends the value, and YAML reads 5 as the next field's name
+        return (f"a number where a field's name belongs (got {shown(value)}): a decimal comma? in {{...}} YAML reads "
+                "3,5 as 3 and a field named 5: write 3.5")
     if kind == "literal_error":
         return not_one_of(value, re.findall(r"'([^']*)'", error["ctx"]["expected"]))
     if kind == "extra_forbidden":

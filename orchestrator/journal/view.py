@@ -303,28 +303,46 @@ def assumed_by(diffusion: dict[str, Any]) -> dict[str, Any]:
             "temperature_K": diffusion.get("temperature_k", RANDLES_SEVCIK_TEMPERATURE_K)}
 
 
-def rate_constant(dep_v: float | None, scan_rate_v_s: float | None, diffusion: dict[str, Any]) -> dict[str, Any]:
-    """``k0_cm_s`` and ``k0_side`` of one scan rate: Nicholson's k0 from its dEp, with the lab record's D and what D
-    assumed (instruments/kinetics.py; ``side`` ``value``, or ``above``/``below`` where dEp only bounds it), or
-    None for both without a dEp or a D. Derived when shown, never journalled: ``log --json`` and the report say the
-    same k0 of the same record."""
-    known = dep_v is not None and scan_rate_v_s is not None and diffusion.get("diffusion_cm2_s") is not None
+def rate_constant(scan: dict[str, Any], diffusion: dict[str, Any], ru: dict[str, Any] | None) -> dict[str, Any]:
+    """``k0_cm_s``, ``k0_side`` and ``k0_why`` of one scan rate of a lab record (``scan``: its ``analysis``,
+    ``scan_rate_v_s`` and ``voltammogram``'s params; ``ru``: the record's eis estimate, None without one): Nicholson's
+    k0 from its dEp, with the record's D and what D assumed, and the ohmic drop :func:`ohmic_drop` says
+    (instruments/kinetics.py; ``side`` ``value``, or ``above``/``below`` where dEp only bounds it, ``why`` saying
+    why), or None for all without a dEp or a D. Derived when shown, never journalled: ``log --json`` and the report
+    say the same k0 of the same record."""
+    analysis = scan.get("analysis") or {}
+    dep_v, rate = analysis.get("dep_v"), scan.get("scan_rate_v_s")
+    known = dep_v is not None and rate is not None and diffusion.get("diffusion_cm2_s") is not None
     assumed = assumed_by(diffusion)
-    estimate = nicholson_k0(dep_v, scan_rate_v_s, diffusion["diffusion_cm2_s"], n_electrons=assumed["n_electrons"],
-                            temperature_k=assumed["temperature_K"]) if known else None
-    return {"k0_cm_s": estimate.k0_cm_s if estimate else None, "k0_side": estimate.side if estimate else None}
+    estimate = nicholson_k0(dep_v, rate, diffusion["diffusion_cm2_s"], n_electrons=assumed["n_electrons"],
+                            temperature_k=assumed["temperature_K"], ohmic_v=ohmic_drop(scan, ru)) if known else None
+    return {"k0_cm_s": estimate.k0_cm_s if estimate else None, "k0_side": estimate.side if estimate else None,
+            "k0_why": estimate.why if estimate else None}
+
+
+def ohmic_drop(scan: dict[str, Any], ru: dict[str, Any] | None) -> float | None:
+    """The ohmic drop (V) at a scan's two peaks that the analysis took out after it: ``(|ipa| + |ipc|)`` times the
+    measured Ru less what the potentiostat compensated during the scan; None when no eis step measured Ru (then the
+    whole drop, of unknown size, is in dEp). Why: a chemist's protocol without eis, or with no compensation on the
+    device, gave k0 "values" 11-90x below the simulated ones, the drop read as slow kinetics (a trial)."""
+    if ru is None or ru.get("ru_ohm") is None:
+        return None
+    analysis = scan.get("analysis") or {}
+    compensated = ((scan.get("voltammogram") or {}).get("params") or {}).get("ir_comp_ohm") or 0.0
+    peaks = abs(analysis.get("ipa_a") or 0.0) + abs(analysis.get("ipc_a") or 0.0)
+    return peaks * max(ru["ru_ohm"] - compensated, 0.0)
 
 
 def _with_rate_constants(data: dict[str, Any]) -> dict[str, Any]:
-    """A lab event's data with each scan's ``k0_cm_s`` and ``k0_side`` (:func:`rate_constant`): a chemist's trial found
-    k0 in the report's CSV and page but not in ``log --json``."""
+    """A lab event's data (its voltammograms still in it: their params hold the compensation) with each scan's
+    :func:`rate_constant`: a chemist's trial found k0 in the report's CSV and page but not in ``log --json``."""
     scans = data.get("scans")
     if not isinstance(scans, list):
         return data
     diffusion = data.get("diffusion") if isinstance(data.get("diffusion"), dict) else {}
-    return {**data, "scans": [
-        {**scan, **rate_constant((scan.get("analysis") or {}).get("dep_v"), scan.get("scan_rate_v_s"), diffusion)}
-        if isinstance(scan, dict) else scan for scan in scans]}
+    ru = data.get("ru") if isinstance(data.get("ru"), dict) else None
+    return {**data, "scans": [{**scan, **rate_constant(scan, diffusion, ru)} if isinstance(scan, dict) else scan
+                              for scan in scans]}
 
 
 def _without_raw(event: dict[str, Any]) -> dict[str, Any]:
@@ -345,7 +363,7 @@ def _without_raw(event: dict[str, Any]) -> dict[str, Any]:
             return [strip(v) for v in value]
         return value
 
-    return {**event, "data": _with_rate_constants(strip(event["data"]))}
+    return {**event, "data": strip(_with_rate_constants(event["data"]))}
 
 
 def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:

@@ -454,6 +454,13 @@ MALFORMED = [
     # a value of the wrong shape: what the field takes, in plain words, not pydantic's "valid tuple"/"valid integer"
     ("one potential for a window", edit("window_v: [4.5, 4.6]", "window_v: 4.5"), "objective:", "objective.window_v",
      "a list of two potentials [low, high] (V vs Li/Li+), e.g. [4.5, 4.6] (got 4.5)"),
+    # decimal commas (a European chemist's): each number split in two in a list, or read as a next field's name
+    ("a window with decimal commas", edit("window_v: [4.5, 4.6]", "window_v: [4,5, 4,6]"), "objective:",
+     "objective.window_v", "two potentials [low, high] (V vs Li/Li+), e.g. [4.5, 4.6] (got [4, 5, 4, 6]); a decimal "
+     "comma? YAML reads 3,9 as two numbers: write 3.9"),  # said "at most 2 two potentials"
+    ("an offset with a decimal comma", edit("cell: {reference_offset_v: 3.2}", "cell: {reference_offset_v: 3,2}"),
+     "cell:", "cell[2]", "a number where a field's name belongs (got 2): a decimal comma? in {...} YAML reads 3,5 "
+     "as 3 and a field named 5: write 3.5"),  # said pydantic's "Keys should be strings"
     ("a list for a count", edit("seed: 7", "seed: [7]"), "seed:", "seed",
      "seed: one whole number, not a list (got [7])"),
     ("no target column", edit("targets: [ie_ev, ea_ev]", "targets: []"), "prior:", "prior.targets",
@@ -504,6 +511,20 @@ MALFORMED = [
                                            "acquisition: window_probability, ", ""),
      "budget:", "budget.stop_after_hits", "needs a hit definition"),
 ]
+
+
+def test_a_structure_file_as_the_library_is_refused_saying_what_a_library_is(labloop, workdir):
+    """An SDF given as the library was read as CSV and refused as "no column 'smiles' (columns: 'csd_EVINOO')" (a
+    chemist's trial): it is named as a structure file, with the formats a library takes and how to convert it."""
+    (workdir / "lib.sdf").write_text("csd_EVINOO\n     RDKit          2D\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\n"
+                                      "M  END\n$$$$\n")
+    path = workdir / "campaign.yaml"
+    path.write_text(path.read_text().replace("library: {file: library.csv,", "library: {file: lib.sdf,"))
+    proc = labloop("validate", path)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: {path}:9: library.file: {workdir / 'lib.sdf'}: a structure file, which labloop does not read: a "
+        "library is a CSV (with a smiles column), CSV.gz, Parquet or .smi file; write its SMILES out first (RDKit, or "
+        "Open Babel: obabel lib.sdf -osmi -O lib.smi)\n"), proc.stderr
 
 
 @pytest.mark.parametrize(("change", "line_text", "field", "needle"), [case[1:] for case in MALFORMED],

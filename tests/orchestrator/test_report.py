@@ -46,7 +46,7 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert "each measurement predicted by ensemble members that did not train on it" in words
     # the rule "reversible" is called by, and which potentials are iR-corrected (a chemist saw dEp 72-77 mV called
     # reversible with no cut-off said, and could not tell the CSVs' corrected peaks from the raw scans)
-    criterion = ("reversible: 0 < dEp <= 80 mV and |ipc/ipa| 0.80..1.25; irreversible: no return peak, or dEp >= 200 "
+    criterion = ("reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25; irreversible: no return peak, or dEp >= 200 "
                  "mV; quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); dEp "
                  "alone decides where |ipc/ipa| is not judged (the vertex under 100 mV past the forward peak, or that "
                  "peak too near the scan's start)")

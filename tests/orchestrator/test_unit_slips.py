@@ -25,16 +25,18 @@ SAFETY = {"max_dispense_ml": 5, "syringe_ml": 10, "syringes_ml": {"analyte_pump"
           "potential_limits_v": [-1.7, 2.0], "cell_volume_ml": 10}
 
 
-#: the warning every cv around the candidate gets in a campaign without past measurements (its own test below): left
-#: out of the others' stderr, which each look at another warning
+#: the warning every cv around the candidate gets in a campaign without past measurements, and the one PROTOCOL's cv
+#: gets for computing D and k0 with no eis step (their own tests below): left out of the others' stderr, which each
+#: look at another warning
 UNCALIBRATED = "around each candidate's predicted potential: before the first measurements calibrate them"
+NO_EIS = ("no eis step before this cv measures Ru", "no ir_compensation: the whole ohmic drop")
 
 
 def validate(labloop, write_campaign, folder: Path, old: str | tuple[str, ...], new: str | tuple[str, ...],
              *options: str, conditions: dict | None = None, uncalibrated: bool = False, **sections: object):
     """``labloop validate`` of a tiny campaign whose protocol file has ``old`` replaced by ``new`` (or each of
     several in turn: an iR compensation needs an eis step too): (result, the protocol file, the line of the (last)
-    replacement). Its stderr without :data:`UNCALIBRATED`'s line unless ``uncalibrated``."""
+    replacement). Its stderr without :data:`NO_EIS`'s lines, and :data:`UNCALIBRATED`'s unless ``uncalibrated``."""
     olds, news = (old, new) if isinstance(old, tuple) else ((old,), (new,))
     text = PROTOCOL
     for before, after in zip(olds, news, strict=True):
@@ -46,9 +48,35 @@ def validate(labloop, write_campaign, folder: Path, old: str | tuple[str, ...], 
     campaign = write_campaign(folder, protocol=str(protocol), **{"safety": SAFETY, "conditions": conditions or {},
                                                                  **sections})
     result = labloop("validate", campaign, "--dry-run", *options)
-    if not uncalibrated:
-        result.stderr = "".join(line for line in result.stderr.splitlines(keepends=True) if UNCALIBRATED not in line)
+    left_out = NO_EIS if uncalibrated else (*NO_EIS, UNCALIBRATED)
+    result.stderr = "".join(line for line in result.stderr.splitlines(keepends=True)
+                            if not any(said in line for said in left_out))
     return result, protocol, line
+
+
+def test_k0_from_a_cv_without_eis_or_compensation_is_warned_about(tmp_path, labloop, write_campaign):
+    """An electrochemist's protocols computing D and k0 with no eis step, or with one and no compensation on the
+    device, validated in silence, and k0 read 11-90x low (an ohmic drop read as slow kinetics): one line at the cv's
+    scan rates says what that does to dEp and k0; with both, none."""
+    protocol = tmp_path / "steps.yaml"
+    campaign = write_campaign(tmp_path, protocol=str(protocol), safety=SAFETY, conditions={})
+    cv_line = PROTOCOL.splitlines().index(next(line for line in PROTOCOL.splitlines() if "- cv:" in line)) + 1
+    no_eis = ("no eis step before this cv measures Ru, so the ohmic drop, of unknown size, widens every dEp: the "
+              "reversibility call reads it as slow kinetics, and k0 is given as lower bounds only; add an eis step "
+              "before the cv and ir_compensation: {fraction: 0.85} to it (docs/lab-grade.md)")
+    no_compensation = ("no ir_compensation: the whole ohmic drop the eis step measures is taken out after the scan, "
+                       "which leaves part of it in dEp (k0 then a lower bound where that part could matter); "
+                       "compensate most of it on the potentiostat, ir_compensation: {fraction: 0.85} "
+                       "(docs/lab-grade.md)")
+    with_eis = PROTOCOL.replace("- load_sample", "- eis\n- load_sample")
+    compensated = with_eis.replace("analyte_mm: 1.0}", "analyte_mm: 1.0, ir_compensation: {fraction: 0.85}}")
+    for text, index, line, said in [(PROTOCOL, 4, cv_line, no_eis), (with_eis, 5, cv_line + 1, no_compensation),
+                                    (compensated, 5, None, None)]:
+        protocol.write_text(text)
+        result = labloop("validate", campaign, "--dry-run")
+        assert result.returncode == 0, result.stderr
+        expected = "" if said is None else f"warning: {protocol}:{line}: protocol[{index}].cv.scan_rates_v_s: {said}\n"
+        assert result.stderr == expected, result.stderr
 
 
 def test_a_window_around_uncalibrated_predictions_is_warned_about(tmp_path, labloop, write_campaign):
@@ -423,7 +451,7 @@ def test_the_analyte_warning_of_an_inline_protocol_names_the_campaign_line(tmp_p
     assert result.returncode == 0
     assert result.stderr.startswith(f"warning: {campaign}:{line}: protocol[2].cv.analyte_mm: 0.0005 mM is less "
                                     "analyte")
-    assert result.stderr.rstrip().endswith("molar written as millimolar? (0.5 mM)")
+    assert "molar written as millimolar? (0.5 mM)\n" in result.stderr, result.stderr
 
 
 def test_an_electrode_area_in_mm2_is_warned_about(tmp_path, labloop, write_campaign):
