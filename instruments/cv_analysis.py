@@ -971,15 +971,16 @@ class DiffusionEstimate:
 
 def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult], *, area_cm2: float,
                              conc_mm: float, n_electrons: int = RANDLES_SEVCIK_N_ELECTRONS,
-                             forward: Literal["anodic", "cathodic"] | None = None) -> DiffusionEstimate:
+                             forward: Literal["anodic", "cathodic"] | None = None,
+                             temperature_k: float = RANDLES_SEVCIK_TEMPERATURE_K) -> DiffusionEstimate:
     """Diffusion coefficient from the peak currents of CVs at several scan rates.
 
     The slope ``s`` of |ip| against sqrt(v), fitted through the origin, gives
-    ``D = (s / (2.69e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, :data:`RANDLES_SEVCIK_TEMPERATURE_K`, which the
-    estimate records with ``n_electrons``; a reversible couple; a quasi-reversible one
-    reads low). ``forward`` names the first sweep's peak: its baseline is the flat current before the
-    wave, while the return peak sits on the forward wave's decaying tail, which a straight baseline only
-    approximates; with ``forward`` given, D is the forward peak's, otherwise the mean of both.
+    ``D = (s / (2.69e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, :data:`RANDLES_SEVCIK_TEMPERATURE_K`; at another
+    ``temperature_k`` the constant goes with 1/sqrt(T), so D with T; the estimate records both with ``n_electrons``;
+    a reversible couple; a quasi-reversible one reads low). ``forward`` names the first sweep's peak: its baseline is
+    the flat current before the wave, while the return peak sits on the forward wave's decaying tail, which a
+    straight baseline only approximates; with ``forward`` given, D is the forward peak's, otherwise the mean of both.
     """
     require_positive("area_cm2", area_cm2)
     require_positive("conc_mm", conc_mm)
@@ -989,7 +990,9 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
         raise InvalidParameter(f"scan_rates_v_s: need at least two different scan rates, got "
                                f"{', '.join(f'{rate:g}' for rate in scan_rates_v_s)} V/s")
     root = np.sqrt(np.asarray(scan_rates_v_s, dtype=float))
-    factor = RANDLES_SEVCIK * n_electrons**1.5 * area_cm2 * conc_mm * 1e-6
+    require_positive("temperature_k", temperature_k)
+    constant = RANDLES_SEVCIK * math.sqrt(RANDLES_SEVCIK_TEMPERATURE_K / temperature_k)  # 0.4463 F sqrt(F / (R T))
+    factor = constant * n_electrons**1.5 * area_cm2 * conc_mm * 1e-6
 
     def fit(currents: list[float | None]) -> tuple[float | None, float]:
         if any(c is None for c in currents):
@@ -1009,7 +1012,7 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
         raise InvalidParameter(f"the {forward or 'anodic or cathodic'} peak current is missing at one or "
                                f"more scan rates, and the Randles-Sevcik fit needs it at every rate")
     return DiffusionEstimate(float(np.mean([d for d, _ in found])), anodic, cathodic, min(r for _, r in found),
-                             tuple(float(x) for x in scan_rates_v_s), n_electrons, RANDLES_SEVCIK_TEMPERATURE_K)
+                             tuple(float(x) for x in scan_rates_v_s), n_electrons, temperature_k)
 
 
 def implausible_diffusion(estimate: DiffusionEstimate, conc_mm: float, area_cm2: float) -> str | None:

@@ -154,7 +154,8 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
                             quantity=campaign.objective.quantity, locate=campaign.step_locator(),
                             pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments,
                             hits_v=campaign.objective.hits_v, oxygen_onset_v=campaign.cell.oxygen_onset_v,
-                            syringes_ml=campaign.syringe_starts(), ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
+                            syringes_ml=campaign.syringe_starts(), ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v,
+                            temperature_k=campaign.cell.temperature_c + 273.15)
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:

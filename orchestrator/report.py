@@ -264,7 +264,7 @@ def _write(journal: Journal, directory: Path) -> None:
                                                     _best_table(snap, records, offset_v), _lab_table(lab_rows), check,
                                                     _provenance(source, snap["events"], snap["progress"],
                                                                 withheld=None if shared is None else shared[1]),
-                                                    _failures_table(failures)))
+                                                    _failures_table(failures), _cell_said(config)))
 
 
 #: the campaign file as run, which the journal keeps verbatim (its ``source_yaml``), written beside the page with its
@@ -286,6 +286,28 @@ def _shareable(source: str, alerts: list[str]) -> tuple[str | None, int]:
             return None, len(alerts)
         source = source.replace(url, WITHHELD_ALERT)
     return source, len(alerts)
+
+
+#: how the page names each of the cell's described fields (``cell.solvent`` ...), in a methods section's order
+CELL_DESCRIBED = (("solvent", "solvent"), ("electrolyte", "supporting electrolyte"),
+                  ("working_electrode", "working electrode"), ("counter_electrode", "counter electrode"))
+
+
+def _cell_said(config: dict[str, Any]) -> str:
+    """The page's line of the cell's conditions, already escaped: what the campaign's ``cell:`` describes (or which
+    field would say it), the reference electrode (the potentiostat's ``reference`` option) and where it sits vs
+    Li/Li+, and the temperature D and k0 were computed at. Why: a chemist's trial found no solvent, electrolyte or
+    electrodes anywhere, and a methods section could not be written from the report."""
+    cell = config.get("cell") or {}
+    parts = [f"{name} {cell[field]}" if cell.get(field) else f"{name} not given (cell.{field})"
+             for field, name in CELL_DESCRIBED]
+    references = sorted({str(reference) for entry in (config.get("instruments") or {}).values()
+                         if isinstance(entry, dict) and (reference := (entry.get("options") or {}).get("reference"))})
+    reference = " / ".join(references) or "unnamed (the potentiostat's reference option)"
+    parts.append(f"reference electrode {reference} at {_number(float(cell.get('reference_offset_v', 3.2)))} V vs "
+                 "Li/Li+ (cell.reference_offset_v)")
+    parts.append(f"{_number(float(cell.get('temperature_c', 25.0)))} C (cell.temperature_c; D and k0 computed at it)")
+    return html.escape("the cell: " + "; ".join(parts))
 
 
 def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any], *,
@@ -1011,10 +1033,10 @@ def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset
 
 
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, best: str, lab_table: str,
-          check: dict[str, Any] | None, provenance: str, failures: str) -> str:
+          check: dict[str, Any] | None, provenance: str, failures: str, cell: str) -> str:
     """The report's page; ``best``: :func:`_best_table`'s, ``lab_table``: :func:`_lab_table`'s, ``provenance``:
-    :func:`_provenance`'s, ``failures``: :func:`_failures_table`'s, each already escaped; ``check``:
-    :func:`interval_check`'s."""
+    :func:`_provenance`'s, ``failures``: :func:`_failures_table`'s, ``cell``: :func:`_cell_said`'s, each already
+    escaped; ``check``: :func:`interval_check`'s."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
@@ -1064,6 +1086,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 <p>objective: {esc(describe_objective(campaign['objective']))}; planner {esc(campaign['planner']['kind'])};
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
 <p>{provenance}</p>
+<p>{cell}</p>
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
 <p>{esc(model_now)}</p>
 {past}{unsafe}{plots}

@@ -84,6 +84,7 @@ from labloop.instruments.contracts import (
 from labloop.instruments.cv_analysis import (
     FERROCENE_VS_LI_V,
     OXYGEN_ONSET_VS_LI_V,
+    RANDLES_SEVCIK_TEMPERATURE_K,
     BlankResult,
     CVAnalysisSettings,
     CVFlag,
@@ -341,7 +342,8 @@ class ProtocolExecutor:
     serve over the budget is refused before the first experiment, naming the pump, rather than running dry in one.
     ``oxygen_onset_v`` is where dissolved O2's reduction wave sets in (V vs Li/Li+, the campaign's
     ``cell.oxygen_onset_v``), which a blank's wave is judged by: the default band is a lithium-salt electrolyte's, and
-    O2 reduces about half a volt lower without Li+ (a tetraalkylammonium salt).
+    O2 reduces about half a volt lower without Li+ (a tetraalkylammonium salt). ``temperature_k`` is the cell's
+    (``cell.temperature_c``), which the Randles-Sevcik D is computed at.
     """
 
     def __init__(self, steps: Sequence[Step | str | Mapping[str, Any]], rig: RigLike | None, safety: SafetyLimits,
@@ -352,7 +354,8 @@ class ProtocolExecutor:
                  hits_v: tuple[float, float] | None = None,
                  oxygen_onset_v: tuple[float, float] = OXYGEN_ONSET_VS_LI_V,
                  syringes_ml: Mapping[str, float] | None = None,
-                 ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, drivers: Mapping[str, str] | None = None) -> None:
+                 ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, drivers: Mapping[str, str] | None = None,
+                 temperature_k: float = RANDLES_SEVCIK_TEMPERATURE_K) -> None:
         self.steps = tuple(steps) if all(isinstance(s, Step) for s in steps) else parse_steps(list(steps))
         self.rig = rig
         self.safety = safety
@@ -378,6 +381,8 @@ class ProtocolExecutor:
         self.oxygen_onset_v = oxygen_onset_v
         #: where ferrocene sits vs Li/Li+ in the campaign's electrolyte (``cell.ferrocene_vs_li_v``)
         self.ferrocene_vs_li_v = ferrocene_vs_li_v
+        #: the cell's temperature (``cell.temperature_c``), which D (and so k0) is computed at
+        self.temperature_k = temperature_k
         #: the pump a step is moving (its dispense or refill), so a failure there names that pump, not the
         #: instrument the step is journalled under (add_standard's is the potentiostat)
         self._pumping: str | None = None
@@ -1045,7 +1050,7 @@ class ProtocolExecutor:
                 forward = "anodic" if cv.e_vertex1_v > cv.e_begin_v else "cathodic"
                 lab.diffusion = randles_sevcik_diffusion(list(step.rates), [a for _, a in lab.scans],
                                                          area_cm2=step.electrode_area_cm2, conc_mm=lab.analyte_mm,
-                                                         forward=forward)
+                                                         forward=forward, temperature_k=self.temperature_k)
             except InvalidParameter as exc:
                 lab.diffusion_problem = str(exc)  # warned of once the analysis is known (_warn_of_d)
             else:  # no molecule's D: the concentration or area is off, and a k0 from it would be too (report.py)

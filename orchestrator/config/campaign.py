@@ -835,6 +835,13 @@ def _placed(value: float, span: tuple[float, float], what: str, note: str = "", 
     return value
 
 
+#: the temperatures (C) a cell of an organic electrolyte is measured at, from a cold bath to near acetonitrile's boiling
+CELL_TEMPERATURE_RANGE_C = (-40.0, 80.0)
+#: a line of the report's cell conditions (a chemist's trial: solvent, electrolyte and electrodes were nowhere, and a
+#: methods section could not be written from the report)
+Description = Annotated[str | None, Field(max_length=200)]
+
+
 class Cell(BaseModel):
     """The electrochemical cell: where its reference electrode sits, in V vs Li/Li+, so that measured
     potentials can be reported vs Li/Li+. The default, 3.2 V, is where Fc+/Fc is measured vs Li/Li+ in
@@ -851,7 +858,9 @@ class Cell(BaseModel):
     ``electrolyte_window_v`` is where the electrolyte itself survives (V vs Li/Li+, default
     :data:`ELECTROLYTE_WINDOW_V`, a carbonate's or acetonitrile's with a lithium salt): a scan beyond it measures the
     solvent's or salt's own wave, which the analysis can take for the analyte's, and validate warns of it
-    (:meth:`Campaign.protocol_warnings`)."""
+    (:meth:`Campaign.protocol_warnings`). ``temperature_c`` is the cell's, which D and k0 are computed at (a dry run's
+    simulated cell is at 25 C whatever it says); ``solvent``, ``electrolyte``, ``working_electrode`` and
+    ``counter_electrode`` describe the cell for the report's methods, which a chemist's trial could not write."""
 
     model_config = SECTION
     reference_offset_v: Number = Field(3.2, json_schema_extra={"minimum": REFERENCE_OFFSET_RANGE_V[0],
@@ -868,6 +877,14 @@ class Cell(BaseModel):
                                            "nor oxidises (V vs Li/Li+): a scan beyond it is warned of",
                                            title="two potentials [low, high] (V vs Li/Li+)",
                                            examples=[list(ELECTROLYTE_WINDOW_V)])
+    temperature_c: Number = Field(25.0, description="the cell's temperature (C): D and k0 are computed at it",
+                                  ge=CELL_TEMPERATURE_RANGE_C[0], le=CELL_TEMPERATURE_RANGE_C[1])
+    solvent: Description = Field(None, description="for the report: the solvent, e.g. acetonitrile")
+    electrolyte: Description = Field(None, description="for the report: the supporting electrolyte and its "
+                                     "concentration, e.g. 0.1 M TBAPF6")
+    working_electrode: Description = Field(None, description="for the report: its material and size, e.g. 3 mm "
+                                           "glassy carbon disk, polished with 0.05 um alumina")
+    counter_electrode: Description = Field(None, description="for the report, e.g. Pt wire")
 
     @field_validator("reference_offset_v")
     @classmethod

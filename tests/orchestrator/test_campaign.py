@@ -929,3 +929,14 @@ def test_a_campaign_without_safety_limits_is_told_the_defaults_it_runs_under(lab
         in " ".join(bare.stderr.split())
     given = labloop("validate", write_campaign(tmp_path, safety={"cell_volume_ml": 8.0}), "--dry-run")
     assert given.returncode == 0 and "no such section" not in given.stderr, given.stderr
+
+
+def test_the_cells_temperature_is_the_one_d_and_k0_are_computed_at(tmp_path, write_campaign):
+    """cell.temperature_c reaches the executor, which computes D at it (and k0 from that D's recorded temperature);
+    one beyond a cell's is refused at the field."""
+    from labloop.orchestrator.compose import build_executor
+
+    campaign = load_campaign(write_campaign(tmp_path, cell={"temperature_c": 40, "solvent": "propylene carbonate"}))
+    assert build_executor(campaign, None).temperature_k == pytest.approx(313.15)  # type: ignore[arg-type]
+    with pytest.raises(CampaignError, match=r"cell.temperature_c: .*less than or equal to 80"):
+        load_campaign(write_campaign(tmp_path, cell={"temperature_c": 313.15}))

@@ -121,6 +121,9 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     report = labloop("report", tmp_path / "runs" / "cathode-screen-lab-grade.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "report" / "index.html").read_text()
+    assert ("the cell: solvent acetonitrile; supporting electrolyte 0.1 M LiClO4; working electrode 3 mm glassy carbon "
+            "disk; counter electrode Pt wire; reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ (cell.reference_offset_v); "
+            "25 C (cell.temperature_c; D and k0 computed at it)") in page
     for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
     # the electrode the example names, the potentials as applied (a reviewer took them for iR-corrected ones)

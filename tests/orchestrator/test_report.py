@@ -44,6 +44,12 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert words.count("&ldquo;prior&rdquo; is the network's gas-phase DFT ionisation energy turned into a potential "
                        "by the fixed rule E = IE - 1.40 V vs Li/Li+") == 2, words
     assert "each measurement predicted by ensemble members that did not train on it" in words
+    # the cell's conditions, and the fields that would say those not given (a chemist's trial could not write a
+    # methods section from the report)
+    assert ("the cell: solvent not given (cell.solvent); supporting electrolyte not given (cell.electrolyte); working "
+            "electrode not given (cell.working_electrode); counter electrode not given (cell.counter_electrode); "
+            "reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ (cell.reference_offset_v); 25 C (cell.temperature_c; D and "
+            "k0 computed at it)") in words, words
     # the rule "reversible" is called by, and which potentials are iR-corrected (a chemist saw dEp 72-77 mV called
     # reversible with no cut-off said, and could not tell the CSVs' corrected peaks from the raw scans)
     criterion = ("reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25; irreversible: no return peak, or dEp >= 200 "

@@ -611,6 +611,21 @@ def test_randles_sevcik_diffusion_within_ten_percent():
         randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm, forward="anodic")
 
 
+def test_randles_sevcik_diffusion_at_the_cells_temperature():
+    """D assumed 25 C, and a cell measured warmer read D low with no way to say so (an electrochemist's trial): at the
+    cell's temperature (cell.temperature_c) D is the simulated one, and the estimate records that temperature."""
+    warm = CellParams(e0_v=0.0, conc_mm=2.0, diffusion_cm2_s=1e-5, temperature_k=333.15)
+    rates = [0.05, 0.1, 0.2, 0.5]
+    results = [analyze_cv(simulate_cell([warm], CVParams(e_begin_v=-0.4, e_vertex1_v=0.4, e_vertex2_v=-0.4,
+                                                         scan_rate_v_s=r))) for r in rates]
+    at_60 = randles_sevcik_diffusion(rates, results, area_cm2=warm.area_cm2, conc_mm=warm.conc_mm, forward="anodic",
+                                     temperature_k=333.15)
+    at_25 = randles_sevcik_diffusion(rates, results, area_cm2=warm.area_cm2, conc_mm=warm.conc_mm, forward="anodic")
+    assert at_60.diffusion_cm2_s == pytest.approx(1e-5, rel=0.05) and at_60.temperature_k == 333.15
+    assert at_25.diffusion_cm2_s == pytest.approx(at_60.diffusion_cm2_s * 298.15 / 333.15)
+    assert at_25.temperature_k == 298.15
+
+
 def test_a_campaign_context_puts_ferrocene_and_oxygen_on_its_reference_scale():
     cell = Cell()
     cell.add_standard("fc", 0.1, 10.0)
