@@ -514,7 +514,7 @@ def _spread_said(spread_mv: float | None, rates: int) -> str:
 #: a reviewer found the numbers a chemist reads first in CSV links and the last experiment's plots only. Each header
 #: names its unit and, for a potential, its scale
 LAB_TABLE_HEADERS = ("id", "SMILES", "status", "E1/2 (V vs Fc+/Fc)", "E1/2 (V vs Li/Li+, through Fc+/Fc)",
-                     "\u0394Ep (mV) at each scan rate", "k0 (cm/s, Nicholson) at each scan rate",
+                     "\u0394Ep (mV) and reversibility at each scan rate", "k0 (cm/s, Nicholson) at each scan rate",
                      "E1/2 spread over the rates (mV, max - min)",
                      "D (cm\u00b2/s, Randles-Sevcik)", "Ru (\u03a9, EIS)",
                      "iR compensated by the potentiostat (% of Ru)", "blank", "standard")
@@ -575,7 +575,9 @@ def _lab_cells(scans: list[dict[str, Any]]) -> list[str]:
     return [
         str(first["id"]), first["smiles"], first["status"],
         *(_rounded(column, first[column]) for column in ("e_half_v_vs_fc", "e_half_v_vs_li_via_fc")),
-        "\n".join(f"{_number(s['scan_rate_v_s'])} V/s: {_rounded('dep_mV', s['dep_mV']) or 'none'}" for s in scans
+        # each rate's call beside its dEp: the page had no reversibility, only the CSVs (an electrochemist's trial)
+        "\n".join(f"{_number(s['scan_rate_v_s'])} V/s: {_rounded('dep_mV', s['dep_mV']) or 'none'}"
+                  + (f" ({s['reversibility']})" if s["reversibility"] else "") for s in scans
                   if s["scan_rate_v_s"] is not None),
         "\n".join(f"{_number(s['scan_rate_v_s'])} V/s: {RateConstant(s['k0_cm_s'], s['k0_side']).said()}"
                   for s in scans if s["k0_cm_s"] is not None),

@@ -21,7 +21,7 @@ import yaml
 from labloop.instruments.kinetics import RateConstant
 from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
-from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.store import Journal, State, judged_reversibility
 
 from ..conftest import best_rows
 
@@ -266,8 +266,9 @@ def _lab_grade_table_on_the_page(page: str, records: dict[int, dict], shown) -> 
                 row["iR compensated by the potentiostat (% of Ru)"]) == (
             shown(lab["referenced"]["e_vs_fc_v"], decimals=4), shown(lab["referenced"]["e_vs_li_v"], decimals=4),
             shown(lab["ru"]["ru_ohm"]), shown(100 * compensated / lab["ru"]["ru_ohm"]))
-        assert row["\u0394Ep (mV) at each scan rate"] == "<br>".join(  # none: no return peak at that rate
-            f"{shown(s['scan_rate_v_s'])} V/s: {shown(s['analysis']['dep_v'], 1e3, 1) or 'none'}" for s in lab["scans"])
+        assert row["\u0394Ep (mV) and reversibility at each scan rate"] == "<br>".join(  # none: no return peak there
+            f"{shown(s['scan_rate_v_s'])} V/s: {shown(s['analysis']['dep_v'], 1e3, 1) or 'none'}"
+            + (f" ({judged})" if (judged := judged_reversibility(s["analysis"])) else "") for s in lab["scans"])
         assert row["D (cm\u00b2/s, Randles-Sevcik)"] == shown((lab["diffusion"] or {}).get("diffusion_cm2_s"))
         assert row["E1/2 spread over the rates (mV, max - min)"] == _spread(lab, shown)
     # the spread is where a chemist looks first too: beside each best-so-far potential (a PI's audit)
