@@ -535,7 +535,19 @@ def _lab_table(rows: list[dict[str, Any]]) -> str:
             "the ferrocene standard added in the same cell; the spread is how far E1/2 moved over the scan rates "
             "(max - min, of the rates that gave one), which a reversible couple's does not: the scatter of the "
             f"experiment's E1/2, also beside the best so far. {html.escape(_d_assumptions(rows))}{_K0_SAID}Every "
-            "rate's numbers are in lab_grade.csv, every scan point by point in voltammograms.csv.</p>")
+            f"rate's numbers are in lab_grade.csv, every scan point by point in voltammograms.csv. {_DIGITS_SAID}</p>")
+
+
+#: what the digits of the page and the CSVs are worth (an electrochemist's trial: potentials to 0.1 mV, D to 4
+#: significant digits, and no uncertainty stated)
+_DIGITS_SAID = html.escape(
+    "The digits are kept, not claimed: potentials are given to 0.1 mV and other numbers to 4 significant digits so "
+    "that nothing is lost to rounding, which is finer than a measurement holds. One filling's E1/2 is good to about "
+    "the scan's potential step and its noise (the spread over the rates shows its repeatability, not the error of "
+    "another filling); a potential vs Li/Li+ through ferrocene is as good as cell.ferrocene_vs_li_v in this "
+    "electrolyte (literature values differ by 0.1-0.3 V between solvents); D is the Randles-Sevcik slope's (r^2 in "
+    "lab_grade.csv), k0 Nicholson's within about 10% where a value. Quote E1/2 to 1 mV, D and k0 to 2 significant "
+    "digits, with those uncertainties.")
 
 
 #: the lab-grade table's caption on its k0 column (instruments/kinetics.py): what a value and a bound mean, and what the
