@@ -82,10 +82,11 @@ LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"
 #: ``conditions:``) and the protocol's own scan rate where none was planned (journal/view.py: a potential is read
 #: at a scan rate, so both tables show what each experiment ran at, and which of the two set it)
 CONDITION_COLUMNS = ("conditions", "protocol_conditions")
-#: ``name``: the library's name of the molecule, if it names them (orchestrator/journal/names.py)
-EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "step", "planner", *CONDITION_COLUMNS,
-                      "mu", "sigma", "uncalibrated", "acquisition", "model_version", "created_at", "started_at",
-                      "finished_at")
+#: ``name``: the library's name of the molecule, if it names them (orchestrator/journal/names.py); ``sample_id``: the
+#: vial its load_sample loaded (Journal.sample_ids)
+EXPERIMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "attempt", "cause", "step", "planner",
+                      *CONDITION_COLUMNS, "mu", "sigma", "uncalibrated", "acquisition", "model_version", "created_at",
+                      "started_at", "finished_at")
 #: ``e_half_v_vs_fc``: E1/2 against the ferrocene an add_standard step added (empty without one), the number a
 #: chemist reports, which only lab_grade.csv had; ``status``: a failed experiment can hold a potential (one whose
 #: standard could not be told apart has its reference-scale value), which read as a result beside the others (a
@@ -93,9 +94,9 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "status", "attempt", "cause", "ste
 #: in V);
 #: ``hit``: yes/no whether the potential meets the objective (empty without a potential, or for an objective without
 #: hits), so a sort by potential does not mix hits and non-hits unmarked (a PI's audit)
-MEASUREMENT_COLUMNS = ("id", "smiles", "name", "status", "potential_v", "hit", "potential_from", "e_half_v_vs_fc",
-                       "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "reversibility", "reference", "flags", "mu",
-                       "sigma", "uncalibrated", *CONDITION_COLUMNS)
+MEASUREMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "potential_v", "hit", "potential_from",
+                       "e_half_v_vs_fc", "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "reversibility", "reference",
+                       "flags", "mu", "sigma", "uncalibrated", *CONDITION_COLUMNS)
 #: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
 #: read as a potential against that electrode (a chemist's trial)

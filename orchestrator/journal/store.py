@@ -1173,6 +1173,18 @@ class Journal:
                 for r in (self._checked(row, f"actions row {row['id']}", _ACTION_COLUMNS) for row in
                           self._read("SELECT * FROM actions WHERE experiment_id = ? ORDER BY id", (experiment_id,)))]
 
+    def sample_ids(self) -> dict[int, str]:
+        """The sample id (the vial's label) each experiment's last ``load_sample`` loaded, by experiment id. Why: the
+        vial is what a chemist holds, and no output named it, so results could not be matched to vials (a chemist's
+        trial)."""
+        found: dict[int, str] = {}
+        for row in self._read("SELECT id, experiment_id, params_json FROM actions WHERE command = 'load_sample' "
+                              "ORDER BY id"):
+            params = self._decoded(row["params_json"], f"actions row {row['id']}", "params_json", dict)
+            if isinstance(params.get("sample_id"), str):
+                found[row["experiment_id"]] = params["sample_id"]
+        return found
+
     def voltammograms(self, experiment_id: int) -> list[Voltammogram]:
         """The raw voltammograms of the experiment's current attempt, in order, but those the executor rejected
         (:meth:`rejected_scans`)."""

@@ -65,6 +65,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     steps = _protocol_steps(journal.path, config)
     protocol = _protocol_conditions(steps)
     names = library_names(config.get("library") or {})
+    vials = journal.sample_ids()
     events = [_without_raw(asdict(e)) for e in journal.events()]
     # the lab's measurements from before the campaign: counted apart from its experiments (the budget, done and hits
     # are the campaign's own), what the past_measurements event says
@@ -75,6 +76,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     def row(experiment: Any) -> dict[str, Any]:  # with whether it hit, so no reader re-implements the rule
         potential = experiment.potential_v
         return {**asdict(experiment), "name": names.get(experiment.smiles, ""),
+                "sample_id": vials.get(experiment.id, ""),  # the vial it loaded (none before it ran)
                 "hit": potential is not None and objective.defines_hits
                 and objective.is_hit(potential),
                 # predicted before any measurement, on the DFT prior's scale (`log` marks it *, the dashboard too):

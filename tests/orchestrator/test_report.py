@@ -38,6 +38,18 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert labels["voltammograms.png"] == ["E (V vs Ag/Ag+, as applied: uncompensated iR not subtracted)"]
     page = (tmp_path / "report" / "index.html").read_text()
     assert "tiny" in page and "4/4 done" in page
+    # each experiment's vial, as its load_sample loaded it (the library's row: S0001 is the first), in the CSVs and
+    # log --json: no output named it (a chemist's trial)
+    with (tmp_path / "report" / "experiments.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    library = (Path(__file__).resolve().parents[2] / "examples" / "library.csv").read_text().splitlines()[1:]
+    index = {line.split(",")[0]: n for n, line in reversed(list(enumerate(library, start=1)))}
+    vials = {row[1]: row[3] for row in rows[1:] if row[4] == "done"}
+    assert rows[0][:5] == ["id", "smiles", "name", "sample_id", "status"] and len(vials) == 4, rows
+    assert vials == {smiles: f"S{index[smiles]:04d}" for smiles in vials}, vials
+    logged = {e["smiles"]: e["sample_id"] for e in json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)[
+        "experiments"] if e["status"] == "done"}
+    assert logged == vials
     # the models' and calibrations' tables say what their outputs and numbers are (a chemist read "output" and
     # "prior 1.695" as nothing): the prior output is the DFT ionisation energy by the rule, out of sample is explained
     words = " ".join(page.split())
