@@ -7,10 +7,12 @@ the same in both: one wording, one walk.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, WithJsonSchema
@@ -158,6 +160,19 @@ def unknown_here(name: str, homes: dict[str, tuple[str, ...]]) -> str | None:
     nested = [f"{place}:" for place in places if place]
     said = ([] if all(places) else ["at the top level"]) + ([f"under {_either(nested)}"] if nested else [])
     return f"unknown field here; it belongs {_either(said)}"
+
+
+def unknown_field(name: str, valid: Sequence[str]) -> str:
+    """``unknown field; did you mean 'scan_rate_v_s'? valid fields: ...`` for a key known nowhere, the closest valid
+    name offered when one is close (a field written without its unit, ``scan_rate``, or misspelt). Why: a chemist's
+    ``scan_rate: 0.1`` got the list of a step's fourteen fields to search (a trial)."""
+    valid = list(valid)
+    if not valid:
+        return "unknown field"
+    close = [field for field in valid if field.startswith(f"{name}_")] or difflib.get_close_matches(
+        name, valid, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown field; {guess}valid fields: {', '.join(valid)}"
 
 
 def _either(words: list[str]) -> str:

@@ -68,7 +68,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, SafetyLimitExceeded, not_one_of
-from labloop.core.validation import field_at, field_homes, shape_message, unknown_here
+from labloop.core.validation import field_at, field_homes, shape_message, unknown_field, unknown_here
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import CVAnalysisSettings
 from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, PICO_FREQUENCY_RANGE_HZ, EISParams
@@ -595,7 +595,7 @@ def _step_homes() -> dict[str, tuple[str, ...]]:
 def _unknown(name: str, valid: Iterable[str]) -> str:
     """A parameter this step does not take: where it belongs if another step takes it (``analyte_mm`` in a blank:
     ``unknown field here; it belongs under cv:``), else the step's ``valid`` parameters."""
-    return unknown_here(name, _step_homes()) or f"unknown field; valid fields: {', '.join(valid)}"
+    return unknown_here(name, _step_homes()) or unknown_field(name, list(valid))
 
 
 def _fields(loc: tuple[str | int, ...]) -> list[str]:

@@ -25,7 +25,16 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from labloop.core.errors import MISSING, Loc, Problem, Problems, not_one_of, shown
-from labloop.core.validation import field_at, field_homes, fields_by_name, model_at, must, shape_message, unknown_here
+from labloop.core.validation import (
+    field_at,
+    field_homes,
+    fields_by_name,
+    model_at,
+    must,
+    shape_message,
+    unknown_field,
+    unknown_here,
+)
 from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
 
 #: a campaign or protocol file is a few KiB written by hand; PyYAML's pure-Python loader costs about 10 us
@@ -349,7 +358,7 @@ def error_message(error: Any, model: type[BaseModel], written: str | None = None
             return f"unknown field here; its fields ({', '.join(map(str, value))}) are those of an entry of " \
                    f"{entry}:, so it belongs under {entry}:, indented one level"
         valid = _fields_at(model, loc[:-1])
-        return f"unknown field; valid fields: {', '.join(valid)}" if valid else "unknown field"
+        return unknown_field(str(loc[-1]), valid)
     plain = tuple(part for part in loc if not is_union_tag(part))  # a range among choices: the field's own title
     if kind == "missing" and plain and isinstance(plain[-1], int) and (whole := field_at(model, plain[:-1])) \
             is not None and whole.title:  # a list one item short of what the field takes ([0.1] for a [low, high])

@@ -282,10 +282,11 @@ def test_the_readme_names_the_sections_of_the_examples_as_they_are():
     shown = yaml.safe_load(EXAMPLE.read_text())
     assert listed[1].split(", ") == [k for k in shown if k not in ("name", "seed", "store")]
     lab = yaml.safe_load((EXAMPLE.parent / "lab-grade.yaml").read_text())
+    described = ("solvent", "electrolyte", "working_electrode", "counter_electrode", "temperature_c")
     assert set(lab) <= set(shown) and set(lab["cell"]) - set(shown["cell"]) == {"oxygen_onset_v", "ferrocene_vs_li_v",
-                                                                                  "electrolyte_window_v"}
+                                                                                  "electrolyte_window_v", *described}
     assert ("`examples/lab-grade.yaml` also sets the cell's `oxygen_onset_v`, `ferrocene_vs_li_v` and "
-            "`electrolyte_window_v`") in readme
+            f"`electrolyte_window_v`, and describes it ({', '.join(f'`{f}`' for f in described)})") in readme
 
 
 def test_the_repository_example_validates():
@@ -381,7 +382,7 @@ MALFORMED = [
      "instruments.electrolyte=pump", "an instrument's name is letters, digits"),
     # a misspelt key is an unknown field and a missing one: the one line names the misspelling and the valid names
     ("misspelt required key", edit("goal: window", "gaol: window"), "objective:", "objective.gaol",
-     "unknown field; valid fields: quantity, goal, window_v"),
+     "unknown field; did you mean 'goal'? valid fields: quantity, goal, window_v"),
     ("unknown top-level key", edit("seed: 7\n", "seed: 7\ncolour: blue\n"), "colour:", "colour",
      "unknown field; valid fields: name, seed, store, library"),
     # a known field in the wrong place says where it belongs, found by one walk of the models, not a list of keys

@@ -219,6 +219,10 @@ PLAIN = [
      "protocol[4].cv.fraction", "unknown field here; it belongs under cv.ir_compensation:"),
     ("a CV parameter in the analysis", "- rinse", "- analyze: {e_step_v: 0.005}\n- rinse",
      "protocol[5].analyze.e_step_v", "unknown field here; it belongs under cv: or blank:"),
+    # a field written without its unit: the list of valid fields alone left a chemist to search it (a trial)
+    ("a parameter without its unit", "scan_rate_v_s: 0.1}", "scan_rate: 0.1}", "protocol[1].blank.scan_rate",
+     "unknown field; did you mean 'scan_rate_v_s'? valid fields: potentiostat, e_begin_v, e_vertex1_v, "
+     "e_vertex2_v, scan_rate_v_s, e_step_v, max_current_a, on_fail"),
     ("a parameter no step takes", "scan_rate_v_s: 0.1}", "scan_rate_v_s: 0.1, colour: blue}",
      "protocol[1].blank.colour", "unknown field; valid fields: potentiostat, e_begin_v, e_vertex1_v, e_vertex2_v, "
      "scan_rate_v_s, e_step_v, max_current_a, on_fail"),
