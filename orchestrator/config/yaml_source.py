@@ -367,6 +367,11 @@ def error_message(error: Any, model: type[BaseModel], written: str | None = None
     if kind == "missing":
         return MISSING
     if kind in ("model_type", "model_attributes_type", "dict_type"):
+        section = model_at(model, tuple(part for part in loc if not is_union_tag(part)))
+        if isinstance(value, str) and section is not None and "file" in fields_by_name(section):
+            # ``library: lib/x.csv``: a newcomer's file written where the section's mapping goes (a chemist's trial)
+            return f"must be a mapping of fields, got the text {shown(value)}: a file goes in its file field, " \
+                   f"{{file: {value}}}"
         return f"must be a mapping of fields, got {_type_name(value)}"
     if kind == "value_error":  # our own validators' messages say what they got
         return error["msg"].removeprefix("Value error, ")

@@ -462,6 +462,9 @@ MALFORMED = [
     ("an offset with a decimal comma", edit("cell: {reference_offset_v: 3.2}", "cell: {reference_offset_v: 3,2}"),
      "cell:", "cell[2]", "a number where a field's name belongs (got 2): a decimal comma? in {...} YAML reads 3,5 "
      "as 3 and a field named 5: write 3.5"),  # said pydantic's "Keys should be strings"
+    ("a library given as its file", edit("library: {file: library.csv, smiles_column: smiles}", "library: library.csv"),
+     "library:", "library", "library: must be a mapping of fields, got the text 'library.csv': a file goes in its "
+     "file field, {file: library.csv}"),  # said "got str" and nothing of what to write (a chemist's trial)
     ("a list for a count", edit("seed: 7", "seed: [7]"), "seed:", "seed",
      "seed: one whole number, not a list (got [7])"),
     ("no target column", edit("targets: [ie_ev, ea_ev]", "targets: []"), "prior:", "prior.targets",
