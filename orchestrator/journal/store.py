@@ -32,6 +32,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -470,6 +471,15 @@ def _read_only_file_system(path: Path) -> bool:
         return False
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, None when there is none: which file a journal has open."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """A connection to the journal. A reader whose user may write the journal and its folder gets a writable
     connection that refuses to write (``PRAGMA query_only``): SQLite's read-only connection cannot remove the
@@ -591,6 +601,9 @@ class Journal:
         self._conn = conn
         self.path = path
         self.readonly = readonly
+        #: the file this journal has open (device, inode), which every write checks ``path`` still names
+        self._identity = _identity(path)
+        self._closed = False
         self._lock = threading.RLock()  # the runner's background retraining records model versions too
         self._hit_edges: tuple[float, ...] | None = None  # the objective's, read once (it never changes)
 
@@ -618,6 +631,14 @@ class Journal:
                 journal.close()
                 raise
             return journal
+        wal = path.with_name(f"{path.name}-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            # a journal deleted after a kill -9 left its WAL, which SQLite read into the new journal of that name: a
+            # data trial's "new" campaign held the deleted one's experiments, or was born damaged
+            raise JournalError(f"{wal}: left beside {path}, which is gone: the WAL of a journal deleted or moved while "
+                               "a run held it (a killed run's), which SQLite would read into a new journal of that "
+                               "name; if the journal was moved, move this file beside it (same name + -wal), else "
+                               f"delete it and {path.name}-shm, then run again")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
@@ -700,10 +721,13 @@ class Journal:
         connection, so with a dashboard left open on the journal the finished campaign stayed in ``-wal`` and a
         ``cp`` of the ``.db`` alone held 0 experiments (an operator's trial). PASSIVE: it never waits for a reader."""
         with self._lock:
+            if self._closed:  # closed already, or by a rescue (_rescued)
+                return
             if not self.readonly:
                 with suppress(sqlite3.Error):  # a full disk: the WAL keeps it, and SQLite checkpoints it later
                     self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._conn.close()
+            self._closed = True
 
     def __enter__(self) -> Journal:
         return self
@@ -713,8 +737,13 @@ class Journal:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction, committed before the caller gets control back."""
+        """One transaction, committed before the caller gets control back, into the file ``path`` still names
+        (:meth:`_rescued` when it no longer does)."""
         with self._lock:
+            if self._closed:
+                raise JournalWriteError(f"{self.path}: the journal is closed: nothing more is written to it")
+            if _identity(self.path) != self._identity:
+                raise JournalWriteError(self._rescued())
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -725,6 +754,43 @@ class Journal:
                 self._conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:  # a full disk, a vanished folder: the run cannot go on
                 raise JournalWriteError(str(journal_error(self.path, exc))) from None
+
+    def _rescued(self) -> str:
+        """What a run is told when its journal's file was deleted or replaced while the run wrote it, after saving
+        everything written so far: the open connection (which still reads the file it opened, deleted or not) is
+        copied (SQLite's backup) to the journal's name if it is free, else beside it, and closed, which puts its WAL
+        into the old file and removes its ``-wal`` and ``-shm``, so no other file is read with them. Why: a trial's
+        ``rm`` of a running journal let the run go on for minutes and finish "30/30 ... journal X" with exit 0, and
+        every experiment was gone; a ``mv`` of another journal over it mixed the two campaigns in one file."""
+        gone = not self.path.exists()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        saved = self.path if gone else self.path.with_name(f"{self.path.stem}.rescued-{stamp}{self.path.suffix}")
+        what = "deleted" if gone else "replaced by another file"
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.rescue")
+        try:
+            target = sqlite3.connect(tmp)
+            try:
+                self._conn.backup(target)
+                target.execute("INSERT INTO events (time, kind, message) VALUES (?, 'stopped', ?)",
+                               (now(), f"campaign stopped: the journal file was {what} while the run wrote it; this "
+                                       "is what the run had written, saved from the file it held open"))
+                target.commit()
+            finally:
+                target.close()
+            self.close()
+            for stale in ("-wal", "-shm"):  # the old file's: SQLite would read them into the file now at the name
+                self.path.with_name(self.path.name + stale).unlink(missing_ok=True)
+            os.link(tmp, saved)  # not over a file that took the name meanwhile
+        except (OSError, sqlite3.Error) as exc:
+            with suppress(sqlite3.Error):
+                self.close()
+            return (f"{self.path}: the journal file was {what} while this run wrote it, and what the run wrote could "
+                    f"not be saved ({first_line(exc)}): the run stops")
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("%s: the journal file was %s while the run wrote it; saved as %s", self.path, what, saved)
+        return (f"{self.path}: the journal file was {what} while this run wrote it: the run stops, and everything it "
+                f"had written is saved as {saved} (`labloop resume {shell_word(str(saved))}` continues it)")
 
     # -- experiments ------------------------------------------------------------------------------------
 

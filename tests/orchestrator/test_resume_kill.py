@@ -9,6 +9,7 @@ measurements belong to attempts that happened, and nothing is left running or pe
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -256,3 +257,71 @@ def test_a_refused_resume_or_run_after_a_kill_says_first_that_the_last_run_ended
         assert result.returncode == 2 and len(lines) == 2, result.stderr
         assert lines[0].startswith("the last run (started ") and " ended without a word at " in lines[0]
         assert lines[1].startswith("error: cell: it holds ") and "--cell-emptied" in lines[1], lines[1]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_journal_deleted_or_replaced_while_a_run_writes_it_is_saved_and_the_run_stops(tmp_path, write_campaign,
+                                                                                        labloop, how):
+    """A data trial's ``rm`` of a running journal let the run drive the rig for minutes more and finish "30/30 ...
+    journal X" with exit 0, every experiment gone; a ``mv`` of another file over it mixed the two in one file. The
+    run's next write sees that its file is no longer the one at the name: what the run wrote is saved (at the name if
+    it is free, else beside it) with a ``stopped`` event saying why, the run stops (exit 1, one line), the file put
+    there is left as it was, with no ``-wal`` of the old one beside it, and a resume of the saved journal finishes
+    the campaign."""
+    campaign_file = write_campaign(tmp_path, name=how, budget={"max_experiments": 4},
+                                   world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 200})
+    store = campaign_file.with_suffix(".db")
+    process = subprocess.Popen([*CLI, "run", str(campaign_file), "--dry-run"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        while not store.exists():
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.01)
+        with Journal.open(store, readonly=True) as journal:
+            while not journal.experiments(states=(State.DONE,)):
+                assert process.poll() is None, process.stderr.read()
+                time.sleep(0.05)
+        other = tmp_path / f"{how}.other"
+        other.write_text("a file put where the journal was\n")
+        store.unlink() if how == "deleted" else os.replace(other, store)
+        _, said = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, said
+    saved = store if how == "deleted" else next(tmp_path.glob(f"{how}.rescued-*.db"))
+    what = "deleted" if how == "deleted" else "replaced by another file"
+    assert said.splitlines()[-1] == (f"error: {store}: the journal file was {what} while this run wrote it: the run "
+                                     f"stops, and everything it had written is saved as {saved} (`labloop resume "
+                                     f"{saved}` continues it)"), said
+    if how == "replaced":
+        assert store.read_text() == "a file put where the journal was\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f"{store.name}-")]  # no -wal, -shm of the old file
+    with Journal.open(saved, readonly=True) as journal:
+        assert journal.experiments(states=(State.DONE,))
+        assert journal.events()[-1].kind == "stopped" and what in journal.events()[-1].message
+    assert labloop("resume", saved, "--cell-emptied").returncode == 0
+    with Journal.open(saved, readonly=True) as journal:
+        assert len(journal.experiments(states=(State.DONE,))) == 4
+
+
+def test_a_wal_left_by_a_deleted_journal_is_not_read_into_a_new_one(tmp_path, write_campaign, labloop):
+    """Kill a run, delete its journal to start over: its -wal stayed, and SQLite read it into the new journal of that
+    name, which held the deleted campaign's experiments or was born damaged (a data trial). The new run is refused in
+    one line naming the file, writing nothing; once it is deleted, the run starts afresh."""
+    campaign_file, store = _killed_mid_dispense(tmp_path, write_campaign, "restart")
+    wal = store.with_name(f"{store.name}-wal")
+    assert wal.stat().st_size > 0  # a killed run's WAL holds what it wrote last
+    store.unlink()
+    refused = labloop("run", campaign_file, "--dry-run")
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {wal}: left beside {store}, which is gone"), \
+        refused.stderr
+    assert not store.exists()
+    wal.unlink()
+    store.with_name(f"{store.name}-shm").unlink(missing_ok=True)
+    fresh = write_campaign(tmp_path, name="restart", budget={"max_experiments": 2})  # the same store, zero latency
+    assert fresh.with_suffix(".db") == store
+    assert labloop("run", fresh, "--dry-run").returncode == 0
+    with Journal.open(store, readonly=True) as journal:
+        assert [e.attempt for e in journal.experiments()] == [1, 1]  # a new campaign: nothing of the killed one
