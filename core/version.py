@@ -6,26 +6,50 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import platform
 import subprocess
 from importlib import metadata, util
 from pathlib import Path
 
+#: the installed packages whose versions a run records (:func:`runtime_versions`)
+RUNTIME_PACKAGES = ("tensorflow", "rdkit", "numpy", "scipy", "scikit-learn", "scikit-optimize", "pandas", "pyserial")
 #: labloop's layers, the packages whose source files make :func:`source_digest`
 LAYERS = ("core", "instruments", "surrogate", "planners", "protocols", "sim", "orchestrator")
 
 
 def code_version() -> str:
-    """The installed labloop version, plus the git revision when running from a checkout."""
+    """The installed labloop version, plus the git revision when running from a labloop checkout: one whose top
+    folder holds the package's layers (this file's ``core`` among them). Why that check: an installed copy in a
+    ``.venv`` inside another git repository took that repository's commit for labloop's (a data trial)."""
     try:
         version = metadata.version("labloop")
     except metadata.PackageNotFoundError:
         version = "unknown"
+    here = Path(__file__).resolve().parent
     try:
-        git = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
+        top = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             timeout=5, check=False)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != here.parent:
+            return version
+        git = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"],
                              capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return version
     return f"{version} (git {git.stdout.strip()})" if git.returncode == 0 else version
+
+
+def runtime_versions() -> dict[str, str]:
+    """What each ``run`` event of a journal records of the code that ran it: labloop's :func:`code_version`, Python's
+    and the libraries the numbers depend on (the surrogate's, the planner's, the analysis'). Why each run: a
+    campaign resumed under another labloop looked as if one version ran it, and no library's version was kept (a
+    data trial)."""
+    versions = {"labloop": code_version(), "python": platform.python_version()}
+    for package in RUNTIME_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 @functools.cache

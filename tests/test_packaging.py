@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -73,3 +74,17 @@ def test_every_relative_link_of_the_readme_and_docs_resolves():
             elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked.read_text()):
                 broken.append(f"{page.name}: {target}: no such heading")
     assert not broken, broken
+
+
+def test_an_installed_copy_inside_another_git_repository_names_no_commit(tmp_path, older_labloop):
+    """A labloop installed into a .venv inside some other git repository recorded that repository's commit as its
+    own (a data trial): only a checkout whose top folder is labloop's names a commit."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-q", "--allow-empty", "-m", "another project")
+    ask = "from labloop.core.version import code_version; print(code_version())"
+    said = subprocess.run([sys.executable, "-c", ask], env={**os.environ, "PYTHONPATH": str(older_labloop)},
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert said.stdout.strip() == "0.0.1", said.stdout

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from labloop.core.errors import InputError, JournalError, dotted, not_one_of
 from labloop.core.text import shell_word
+from labloop.core.version import runtime_versions
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import options, preflight
 from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
@@ -395,7 +396,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
                 record(journal)
             journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                      + (f"; {resume_does(journal, again, 'will run again')}" if again else ""),
-                              data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler})
+                              data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler,
+                                    "versions": runtime_versions()})
         phase = "while the prior model loaded or trained"
         model = _model(campaign, journal)
         if model is not None and journal.count_events("run") == 1:  # the journal's first run: before its first

@@ -471,6 +471,21 @@ def _read_only_file_system(path: Path) -> bool:
         return False
 
 
+#: the sections every journalled campaign config holds (what ``log``, ``report`` and ``resume`` read first)
+CONFIG_SECTIONS = ("library", "objective", "instruments", "protocol", "budget")
+
+
+def _campaign_config(value: Any) -> dict[str, Any]:
+    """A campaign row's config as labloop wrote it: a mapping with :data:`CONFIG_SECTIONS`. Why: a row edited to
+    ``{}`` passed as a mapping, and ``log`` and ``report`` then said "unexpected KeyError: 'objective' (a labloop
+    bug)", exit 1, where a damaged journal is one line naming it, exit 2 (a data trial)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"a {type(value).__name__}, not a mapping")
+    if missing := [section for section in CONFIG_SECTIONS if not isinstance(value.get(section), dict | list | str)]:
+        raise KeyError(f"no {missing[0]} section")
+    return value
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     """(device, inode) of the file at ``path``, None when there is none: which file a journal has open."""
     try:
@@ -1194,7 +1209,7 @@ class Journal:
         if not rows:
             raise JournalError(f"{self.path}: the journal's campaign record is damaged (no readable config)")
         row = self._checked(rows[0], "campaign row 1", {"name": "text", "seed": "integer", "created_at": "time"})
-        config = self._decoded(row["config_json"], "campaign row 1", "config_json", dict)
+        config = self._decoded(row["config_json"], "campaign row 1", "config_json", _campaign_config)
         return CampaignInfo(row["name"], row["seed"], row["code_version"], row["created_at"], config,
                             row["source_yaml"])
 

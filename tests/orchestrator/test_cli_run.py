@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labloop.core.version import runtime_versions
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.lock import being_run, sole_runner
 from labloop.orchestrator.journal.store import Journal, State
@@ -68,6 +69,8 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
         # "finished" alert from each such command)
         assert [e.data["dry_run"] for e in journal.events() if e.kind == "run"] == [True]
         assert [e.kind for e in journal.events()].count("finished") == 1
+        # each run records the code that ran it, not the journal's creation alone (a data trial)
+        assert [e.data["versions"] for e in journal.events() if e.kind == "run"] == [runtime_versions()]
 
 
 def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, write_campaign):

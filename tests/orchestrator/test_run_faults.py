@@ -402,11 +402,16 @@ def test_damaged_journals_are_one_line_everywhere(tmp_path, labloop, write_campa
     shutil.copy(store, bad_protocol)
     with sqlite3.connect(bad_protocol) as db:
         db.execute("UPDATE campaign SET config_json = json_set(config_json, '$.protocol.steps', json('[\"boil\"]'))")
+    empty_config = tmp_path / "empty-config.db"  # JSON, a mapping, but nothing labloop wrote: "KeyError (a bug)"
+    shutil.copy(store, empty_config)
+    with sqlite3.connect(empty_config) as db:
+        db.execute("UPDATE campaign SET config_json = '{}'")
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 64)
 
     for damaged, commands in ((zeroed, ("log", "report", "resume")), (garbage, ("log", "report", "resume")),
-                              (bad_config, ("log", "resume")), (bad_protocol, ("log", "report", "resume"))):
+                              (bad_config, ("log", "resume")), (bad_protocol, ("log", "report", "resume")),
+                              (empty_config, ("log", "report", "resume"))):
         for command in commands:
             result = labloop(command, damaged)
             lines = result.stderr.strip().splitlines()
