@@ -9,6 +9,7 @@ the rig are all checked before the journal is created.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
-from labloop.core.errors import InputError, JournalError, dotted, not_one_of
+from labloop.core.errors import InputError, JournalError, JournalWriteError, dotted, first_line, not_one_of
 from labloop.core.text import shell_word
 from labloop.core.version import runtime_versions
 from labloop.orchestrator import compose, console
@@ -413,6 +414,11 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
             model.model.predict(library)  # once per model version, before the rig starts
     except Interrupted as exc:
         journal.add_event("interrupted", f"run stopped by {exc} {phase}")
+        raise
+    except Exception as exc:  # said by main as it always was; journalled, so log does not call the run killed
+        with contextlib.suppress(JournalError, JournalWriteError):  # a full disk may refuse this too
+            journal.add_event("stopped", f"campaign stopped {phase}, before this run's first experiment: "
+                                         f"{type(exc).__name__}: {first_line(exc)}")
         raise
     # every question the rig puts to a person (its rinse, a manual step, the manual sample changer) goes through
     # rig.asking: one left unanswered alerts as a person waited for, and is no stalled instrument

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -618,3 +619,17 @@ def test_a_resume_without_an_alert_urls_variable_says_to_set_it(tmp_path, labloo
     assert result.stderr.rstrip().endswith("(moved or changed since the run started? put it back, then resume)")
     with Journal.open(campaign.store, readonly=True) as journal:
         assert journal.events() == [] or all(e.kind != "run" for e in journal.events())
+
+
+def test_a_run_that_fails_before_its_first_experiment_is_journalled_as_stopped(tmp_path, labloop, write_campaign):
+    """A data trial's run that failed while its prior model trained (a full disk) left a journal that log called
+    killed ("ended without a word ... nothing made the rig safe"), and resume said so too: the failure is journalled
+    as the run's stop, with where it happened and why."""
+    campaign_file = write_campaign(tmp_path, prior=True)
+    (tmp_path / "prior-models").write_text("a file where the prior's cache folder goes\n")
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith("error: "), result.stderr
+    logged = json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)
+    assert logged["progress"]["ended_as"] == "stopped", logged["progress"]
+    assert logged["progress"]["ended"].startswith("stopped: campaign stopped while the prior model loaded or trained, "
+                                                  "before this run's first experiment: FileExistsError"), logged
