@@ -224,9 +224,15 @@ def stop_reason(campaign: Campaign, experiments: Sequence[ExperimentRow], starte
     return None
 
 
-def person_advice(cause: RigNotReady | BlankFailed | SafetyBreach, store: Path, cell_ml: float = 0.0) -> str:
+def person_advice(cause: RigNotReady | BlankFailed | SafetyBreach, store: Path, cell_ml: float = 0.0,
+                  given: Sequence[str] = ()) -> str:
     """What a person does before ``labloop resume`` when the rig needs them (:class:`NeedsPerson`); ``cell_ml``: what
-    the cell holds by labloop's count (a breach's experiment may have left it, when its protocol has no rinse)."""
+    the cell holds by labloop's count (a breach's experiment may have left it, when its protocol has no rinse);
+    ``given``: what this refused resume was told was done by hand (:data:`BY_HAND` kinds), which the command repeats:
+    a refused resume journals neither, and a data trial's resumes went round between ``--cell-emptied`` and
+    ``--syringes-filled``, each advised without the other."""
+    flags = {CELL_EMPTIED: "--cell-emptied", SYRINGES_FILLED: "--syringes-filled"}
+    again = "".join(f" {flags[kind]}" for kind in given if kind in flags)
     if isinstance(cause, SafetyBreach):
         instrument = cause.where.split(" in ", 1)[0]
         empty = "empty the cell, " if cell_ml > 0 else ""
@@ -234,9 +240,9 @@ def person_advice(cause: RigNotReady | BlankFailed | SafetyBreach, store: Path, 
                 f"electrodes it drove beyond the limits, {empty}then `labloop resume {shell_word(store)}"
                 f"{' --cell-emptied' if cell_ml > 0 else ''}`")
     if isinstance(cause, RigNotReady) and cause.needs == "cell":
-        return f"empty the cell, then `labloop resume {shell_word(store)} --cell-emptied`"
+        return f"empty the cell, then `labloop resume {shell_word(store)} --cell-emptied{again}`"
     if isinstance(cause, RigNotReady):
-        return f"fill the syringe, then `labloop resume {shell_word(store)} --syringes-filled`"
+        return f"fill the syringe, then `labloop resume {shell_word(store)}{again} --syringes-filled`"
     if isinstance(cause, BlankNeedsPurge):  # resume runs the journal's protocol, which has no purge
         return f"add the purge step to the campaign's protocol and {WITH_A_NEW_STORE}"
     return (f"clean the cell and the electrode (for O2: check the gas), then `labloop resume {shell_word(store)} "
@@ -284,7 +290,7 @@ def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: Proto
     if cause is None:
         return None
     which = f"experiment {queue[0].id} runs again" if queue else "the next experiment runs"
-    advice = person_advice(cause, journal.path)
+    advice = person_advice(cause, journal.path, given=by_hand)
     if cause.needs == "cell" and SYRINGES_FILLED not in by_hand and \
             (then := refused((*by_hand, CELL_EMPTIED))) is not None and then.needs == "syringe":
         # both at once: after a kill -9 the resume was refused for the cell, then, emptied, for a syringe

@@ -608,6 +608,11 @@ def test_a_stop_says_to_fill_a_syringe_the_next_experiment_would_run_dry(tmp_pat
     assert ("by labloop's count electrolyte_pump's holds 1 mL, less than the next experiment takes: fill every "
             "syringe, and add `--syringes-filled` to the resume") in " ".join(result.stderr.split())
     assert labloop("resume", store, "--cell-emptied").returncode == 2  # what the stop said would be refused
+    # each refused resume repeats what it was told in the command it gives: a data trial's resumes went round between
+    # --cell-emptied and --syringes-filled, each advised without the other
+    emptied = labloop("resume", store, "--cell-emptied")
+    assert emptied.stderr.rstrip().endswith(
+        f"fill the syringe, then `labloop resume {store} --cell-emptied --syringes-filled`"), emptied.stderr
     # a resume without either (what an operator tries after a kill -9, which says nothing) names both at once: it
     # named the cell, and the resume with --cell-emptied then the syringe
     plain = labloop("resume", store)
