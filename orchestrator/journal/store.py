@@ -722,7 +722,7 @@ class Journal:
             conn.close()
             found = " ".join("; ".join(damage).split())[:300]
             raise JournalError(f"{path}: the journal is damaged ({found}); restore it from a backup "
-                               "(`labloop log` cannot trust what it would show)")
+                               "(nothing labloop would read from it can be trusted)")
         if version < SCHEMA_VERSION and not readonly:
             _upgrade(conn, version)
             log.info("%s: journal schema upgraded from version %d to %d", path, version, SCHEMA_VERSION)
