@@ -778,8 +778,8 @@ class Journal:
         ``rm`` of a running journal let the run go on for minutes and finish "30/30 ... journal X" with exit 0, and
         every experiment was gone; a ``mv`` of another journal over it mixed the two campaigns in one file."""
         gone = not self.path.exists()
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        saved = self.path if gone else self.path.with_name(f"{self.path.stem}.rescued-{stamp}{self.path.suffix}")
+        beside = self.path.with_name(f"{self.path.stem}.rescued-{time.strftime('%Y%m%d-%H%M%S')}{self.path.suffix}")
+        saved = self.path if gone else beside
         what = "deleted" if gone else "replaced by another file"
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.rescue")
         try:
@@ -795,7 +795,11 @@ class Journal:
             self.close()
             for stale in ("-wal", "-shm"):  # the old file's: SQLite would read them into the file now at the name
                 self.path.with_name(self.path.name + stale).unlink(missing_ok=True)
-            os.link(tmp, saved)  # not over a file that took the name meanwhile
+            try:
+                os.link(tmp, saved)  # not over a file that took the name meanwhile: beside it then
+            except FileExistsError:
+                saved = beside
+                os.link(tmp, saved)
         except (OSError, sqlite3.Error) as exc:
             with suppress(sqlite3.Error):
                 self.close()
