@@ -1438,6 +1438,8 @@ def widened(params: CVParams, low: float, high: float) -> CVParams:
     if params.e_vertex1_v > params.e_begin_v:  # anodic first
         return replace(params, e_begin_v=lo, e_vertex1_v=hi, e_vertex2_v=lo)
     begin = max(lo, min(params.e_begin_v, round(low / step) * step))
+    if begin <= lo:  # the standard at the window's low end: nowhere below it to start from, so from the top as before
+        return replace(params, e_begin_v=hi, e_vertex1_v=lo, e_vertex2_v=hi)
     return replace(params, e_begin_v=begin, e_vertex1_v=lo, e_vertex2_v=hi)
 
 
