@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -434,45 +434,55 @@ def ragged_row(path: Path) -> str | None:
     in silence: a chemist's library with ``Probe, zweite`` unquoted in its name column read its numbers as SMILES (a
     trial). Fewer fields than the header is pandas' empty cells, and fine. A file that cannot be read as text is
     the reader's to refuse, in its own words."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     header: int | None = None
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            for record in reader:
-                if len(record) <= 1 and not "".join(record).strip():  # blank, as pandas skips it
-                    continue
-                if header is None:
-                    if len(record) == 1 and any(sep in record[0] for sep in ";\t"):
-                        return None  # separated by semicolons or tabs: the reader's separator_hint says so
-                    header = len(record)
-                elif len(record) > header:
-                    shown = ",".join(record)
-                    shown = shown if len(shown) <= 60 else f"{shown[:57]}..."
-                    return (f"line {reader.line_num} has {len(record)} comma-separated fields where the header has "
-                            f"{header} ({shown!r}): a comma inside a cell (a name, a number with a decimal comma) "
-                            f"needs the cell in double quotes; {SAVE_AS} from the spreadsheet, which quotes it")
+        for _, last, record in _records(path):
+            if _blank(record):
+                continue
+            if header is None:
+                if len(record) == 1 and any(sep in record[0] for sep in ";\t"):
+                    return None  # separated by semicolons or tabs: the reader's separator_hint says so
+                header = len(record)
+            elif len(record) > header:
+                shown = ",".join(record)
+                shown = shown if len(shown) <= 60 else f"{shown[:57]}..."
+                return (f"line {last} has {len(record)} comma-separated fields where the header has {header} "
+                        f"({shown!r}): a comma inside a cell (a name, a number with a decimal comma) needs the cell in "
+                        f"double quotes; {SAVE_AS} from the spreadsheet, which quotes it")
     except (OSError, EOFError, UnicodeDecodeError, zlib.error, csv.Error):
         return None
     return None
 
 
+def _records(path: Path) -> Iterator[tuple[int, int, list[str]]]:
+    """(its first line, its last line, its fields) of each record of the CSV ``path``, plain or ``.gz``, as the csv
+    module reads it (a quoted cell may span lines); the file's errors are the caller's to catch."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        last = 0
+        for record in reader:
+            first, last = last + 1, reader.line_num
+            yield first, last, record
+
+
+def _blank(record: list[str]) -> bool:
+    """Whether a record is a blank line, which pandas skips (a line of nothing but spaces is blank too)."""
+    return len(record) <= 1 and not "".join(record).strip()
+
+
 def _rowless_lines(path: Path) -> tuple[int, list[int]]:
     """(the header's line, the lines after it that start no data row: blank ones, which pandas skips, and those a
     quoted cell spans beyond its row's first line) of the CSV ``path``, plain or ``.gz``."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    header, skipped, last = 0, [], 0
+    header, skipped = 0, []
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
-            reader = csv.reader(handle)
-            for record in reader:
-                first, last = last + 1, reader.line_num
-                if len(record) <= 1 and not "".join(record).strip():  # a line of nothing but spaces is blank too
-                    if header:
-                        skipped.append(first)
-                    continue
-                header = header or first
-                skipped.extend(range(first + 1, last + 1))
+        for first, last, record in _records(path):
+            if _blank(record):
+                if header:
+                    skipped.append(first)
+                continue
+            header = header or first
+            skipped.extend(range(first + 1, last + 1))
     except (OSError, EOFError, UnicodeDecodeError, zlib.error, csv.Error):
         return 1, []
     return header or 1, skipped

@@ -129,8 +129,8 @@ def _fault_plan(text: str, seed: int) -> FaultPlan | None:
         try:
             rate = float(value)
         except ValueError:
-            raise ValueError(f"--faults: {pair!r}: the rate must be a number from 0 to 1") from None
-        if not 0 <= rate <= 1:
+            rate = math.nan
+        if not 0 <= rate <= 1:  # NaN too
             raise ValueError(f"--faults: {pair!r}: the rate must be a number from 0 to 1")
         rates.update(dict.fromkeys(FaultKind, rate) if kind == "all" else {kind: rate})
     if not any(rates.values()):

@@ -1273,9 +1273,7 @@ class Campaign(BaseModel):
                         "molecule's measured potential in the bundled data (docs/surrogate.md), so the first "
                         "experiments' scans may miss their waves (a window beyond safety.potential_limits_v is moved "
                         "within them); fixed vertices spanning the objective's window suit the first experiments "
-                        "(examples/protocols/cv_screen.yaml), or give past_measurements to calibrate from",
-                        where=None if self.protocol.file is None else _line_in(self.protocol.file,
-                                                                              (index, step.name, "half_width_v")))
+                        "(examples/protocols/cv_screen.yaml), or give past_measurements to calibrate from")
                 for index, step in enumerate(steps) if isinstance(step, CV) and step.half_width_v is not None]
 
     def _potentials(self, steps: tuple[Step, ...]) -> list[tuple[int, Step, list[tuple[float, str]]]]:
