@@ -635,6 +635,7 @@ class ProtocolExecutor:
                 started = now()
                 instrument, params = self._describe(index, step, sample_id)
                 on_action(index, step.name, instrument, dict(params), started, None, None)
+                before = self._retried()
                 self._pumping = None
                 try:
                     if isinstance(step, LoadSample):
@@ -665,8 +666,10 @@ class ProtocolExecutor:
                     # marked not analysed: a real scan of a used-up sample
                     if isinstance(exc, WrongReturn) and exc.scan is not None and on_scan is not None:
                         on_scan(exc.scan, str(exc))  # type: ignore[arg-type]  # returned_scan keeps voltammograms only
+                    self._note_repeats(before, params, sample_id, step.name)
                     on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
                     raise
+                self._note_repeats(before, params, sample_id, step.name)
                 if isinstance(step, CV) and on_scan is not None:  # journalled before the cv's action ends ok
                     on_scan(voltammogram, None)  # type: ignore[arg-type]  # the cv step just set it
                 on_action(index, step.name, instrument, params, started, now(), "ok")
@@ -681,6 +684,38 @@ class ProtocolExecutor:
             raise
         assert outcome is not None  # measured_after names one of the steps
         return outcome
+
+    def _retried(self) -> dict[str, dict[str, int]]:
+        """Each instrument's count of what its driver repeated after a fault, by the fault's type: the ``retried``
+        mapping a driver may keep (the EmStat driver does: docs/drivers.md, "Retries"), read around each step."""
+        counts: dict[str, dict[str, int]] = {}
+        for name, driver in self.rig.instruments.items():
+            retried = getattr(driver, "retried", None)
+            if isinstance(retried, Mapping):
+                counts[name] = {str(kind): n for kind, n in retried.items()
+                                if isinstance(n, int) and not isinstance(n, bool)}
+        return counts
+
+    def _note_repeats(self, before: Mapping[str, Mapping[str, int]], params: dict[str, Any], sample_id: str,
+                      step: str) -> None:
+        """Put what the drivers repeated during a step (their :meth:`_retried` counts, grown since ``before``) into
+        its action's ``retried`` (``{instrument: {fault type: times}}``), and say it. Why: the EmStat driver runs a
+        scan again after a timeout or a garbled line, so the cell was scanned part way, with no rest, before the
+        voltammogram kept; a data-integrity trial found the journal holding one scan and nothing of the retry."""
+        grown: dict[str, dict[str, int]] = {}
+        for name, counts in self._retried().items():
+            more = {kind: n - before.get(name, {}).get(kind, 0) for kind, n in counts.items()
+                    if n > before.get(name, {}).get(kind, 0)}
+            if more:
+                grown[name] = more
+        if not grown:
+            return
+        params["retried"] = grown
+        repeats = "; ".join(f"{name}: {', '.join(f'{kind} x{n}' for kind, n in more.items())}"
+                            for name, more in grown.items())
+        log.warning("sample %s: its drivers repeated commands in the %s step after faults (%s); where a scan was "
+                    "repeated, it ran in a cell already scanned part way with no rest between, so its peak currents "
+                    "may read low", sample_id, step, repeats)
 
     def _outcome(self, voltammogram: Voltammogram, analysis: CVResult | None, lab: LabRecord, sample_id: str,
                  smiles: str, settings: CVAnalysisSettings | None) -> ExperimentOutcome:

@@ -34,6 +34,7 @@ from labloop.orchestrator.loop.rig import Rig
 from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner, _stopped_after_pumping
 from labloop.orchestrator.report import write_report
 from labloop.protocols.executor import ProtocolExecutor
+from labloop.sim.faults import FaultInjector, FaultKind, FaultPlan
 from labloop.surrogate.dataset import read_table
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ocelot_chromophore_v1_ie_ea.csv"
@@ -101,6 +102,44 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
     with (tmp_path / "report" / "failures.csv").open() as handle:
         assert [(r["kind"], r["cause"]) for r in csv.DictReader(handle) if r["id"] == str(failed[0].id)] == [
             ("potentiostat (cv): RuntimeError", failed[0].cause)]
+
+
+class _GarbleOneScan(FaultInjector):
+    """The emulated EmStat's faults: one bit flipped in one data package of one scan, after the health check (the
+    sim's garble at a rate would strike the identify and the abort replies too, and every retry of the scan)."""
+
+    def __init__(self) -> None:
+        super().__init__(FaultPlan())
+        self.left = 1
+
+    def decide(self, kind: FaultKind) -> bool:
+        return kind is FaultKind.GARBLE and self.left > 0
+
+    def garble(self, data: bytes) -> bytes:
+        if not data.startswith(b"P") or self.left == 0:  # a data package (MethodSCRIPT's P...): a scan running
+            return data
+        self.left = 0
+        return super().garble(data)
+
+
+def test_a_scan_the_driver_ran_again_after_a_fault_is_journalled_with_its_action(tmp_path, write_campaign, caplog):
+    """The EmStat driver runs a scan again after a garbled line or a timeout: the cell was then scanned part way,
+    with no rest, before the voltammogram kept, and the journal held one scan and nothing of the retry (a
+    data-integrity trial). The cv's action now says what its drivers repeated, and the log says it."""
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 2}))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        device = rig.simulation.emulations["potentiostat"].device
+        device.faults = injector = _GarbleOneScan()
+        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() == EXIT_OK
+        assert injector.left == 0  # the fault struck
+        cvs = [a for e in journal.experiments() for a in journal.actions(e.id) if a.command == "cv"]
+        assert len(cvs) == 2 and all(a.outcome == "ok" for a in cvs)
+        assert [a.params.get("retried") for a in cvs] == [{"potentiostat": {"ProtocolError": 1}}, None]
+        assert device.received.count(b"meas_loop_cv") == 3  # the scan ran again: one more script than cvs
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "repeated" in r.getMessage()]
+    assert len(warned) == 1 and "potentiostat: ProtocolError x1" in warned[0] and "the cv step" in warned[0]
 
 
 def _runner_with_a_buggy_potentiostat(tmp_path: Path, campaign_file: Path, monkeypatch,
