@@ -56,6 +56,7 @@ from labloop.core.errors import (
     shown,
 )
 from labloop.core.files import moved_along
+from labloop.core.text import plural
 from labloop.core.validation import shape_message
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
@@ -1381,6 +1382,17 @@ class Campaign(BaseModel):
         return (f"{self.located('cell', 'ferrocene_vs_li_v')}: {compact(self.cell.ferrocene_vs_li_v)} V is set, but "
                 "only an add_standard step uses it and the protocol has none: every potential is put on the Li/Li+ "
                 "scale through cell.reference_offset_v")
+
+    def batch_beyond_budget(self) -> str | None:
+        """``file:line: planner.batch_size: ...`` when a batch is larger than the whole budget, else None: the runner
+        proposes at most what the budget leaves (orchestrator/loop/runner.py), so such a campaign runs one batch of
+        ``budget.max_experiments``, which a chemist's campaign of batch 8 and budget 5 did in silence (a trial)."""
+        batch, budget = self.planner.batch_size, self.budget.max_experiments
+        if batch <= budget:
+            return None
+        return (f"{self.located('planner', 'batch_size')}: {batch}, more than the whole budget "
+                f"(budget.max_experiments {budget}): the campaign runs one batch of {budget} "
+                f"{plural(budget, 'experiment')}")
 
     def unpurged_oxygen(self) -> str | None:
         """``file:line: world.oxygen_mm: ...`` when a dry run's simulated cell holds dissolved O2, the protocol has no

@@ -141,6 +141,20 @@ def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir,
     assert resumed.returncode == 0 and "ferrocene" not in resumed.stderr, resumed.stderr
 
 
+def test_a_batch_larger_than_the_budget_is_warned_of(labloop, tmp_path, write_campaign):
+    """A batch of 8 in a budget of 5 ran one batch of 5 in silence (a chemist's trial): validate says it, at the
+    line; a batch within the budget is said nothing of."""
+    campaign = write_campaign(tmp_path, planner={"kind": "random", "batch_size": 8}, budget={"max_experiments": 5})
+    line = campaign.read_text().splitlines().index("  batch_size: 8") + 1
+    proc = labloop("validate", campaign, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert (f"warning: {campaign}:{line}: planner.batch_size: 8, more than the whole budget (budget.max_experiments "
+            "5): the campaign runs one batch of 5 experiments") in proc.stderr.splitlines(), proc.stderr
+    within = write_campaign(tmp_path, planner={"kind": "random", "batch_size": 5}, budget={"max_experiments": 5})
+    proc = labloop("validate", within, "--dry-run")
+    assert proc.returncode == 0 and "batch_size" not in proc.stderr, proc.stderr
+
+
 def test_the_examples_limits_are_the_potentiostats_range(labloop, workdir):
     """The simulated EmStat is a Pico (-1.7..+2.0 V vs its reference): a vertex beyond it, inside a wider safety
     window, used to pass validate and fail every CV with a bare firmware error code."""
