@@ -580,8 +580,8 @@ def _load_protocol(value: Any, info: ValidationInfo) -> Any:
 class Budget(BaseModel):
     """When to stop: after ``max_experiments`` done, ``max_hours``, or ``stop_after_hits`` hits; and (exit 1)
     after ``max_consecutive_faults`` instrument faults in a row, or ``max_consecutive_failed_analyses``
-    unusable voltammograms in a row (molecules beyond the scan window fail now and then; ten in a row
-    rather mean a dead electrode or a wrong window)."""
+    unusable voltammograms or proposals refused by the safety limits in a row (molecules beyond the scan window
+    fail now and then; ten in a row rather mean a dead electrode or a wrong window)."""
 
     model_config = SECTION
     max_experiments: PositiveInt = Field(30, le=1_000_000)

@@ -503,7 +503,8 @@ class Runner:
                 self._lost = {}
             for kind, (field, what, advice) in FAULT_LIMITS.items():
                 if in_a_row[kind] >= getattr(self.campaign.budget, field):
-                    stopped = f"{in_a_row[kind]} {what} in a row; campaign stopped (budget.{field})"
+                    counted = ", which counts these too" if kind == REFUSED_FAULT else ""  # no analysis in them
+                    stopped = f"{in_a_row[kind]} {what} in a row; campaign stopped (budget.{field}{counted})"
                     data = ({"advice": ADVISED[kind].format(store=shell_word(self.journal.path))} if kind in ADVISED
                             else None)
                     if kind == INSTRUMENT_FAULT and self._lost:  # instead of a bare resume, what to check

@@ -349,6 +349,8 @@ def test_a_proposal_whose_window_breaks_a_limit_is_refused_not_counted_as_a_faul
     result = labloop("run", _window_campaign(tmp_path, write_campaign), "--dry-run")
     assert result.returncode == 1
     assert "3 proposals refused by the safety limits in a row" in result.stderr  # not "instrument faults"
+    # nothing was analysed: the limit named says it counts refusals as well (a chemist's trial read it as a bug)
+    assert "campaign stopped (budget.max_consecutive_failed_analyses, which counts these too)" in result.stderr
     assert "fix the protocol's windows or volumes" in result.stderr and "the rig" not in result.stderr
     # resume runs the journal's protocol, and run refuses the changed file as another campaign: a new store, as
     # the stop for a blank that needs a purge step says
