@@ -7,11 +7,16 @@ file or the complete new one, never half of one, whatever interrupts the writer.
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -52,3 +57,30 @@ def moved_along(path: Path, old_dir: Path, new_dir: Path) -> Path | None:
     on there with the files that went with it, not with the originals it may delete next."""
     candidate = Path(os.path.normpath(new_dir / os.path.relpath(path, old_dir)))
     return candidate if candidate != path and candidate.exists() else None
+
+
+def scratch_prefix(prefix: str) -> str:
+    """``prefix`` with this process's id: the start of the name of a scratch file or folder this process makes (a
+    ``tempfile`` prefix), which :func:`remove_orphans` can tell from a live process's once the process is gone."""
+    return f"{prefix}{os.getpid()}-"
+
+
+def remove_orphans(folder: Path, prefix: str) -> None:
+    """Remove from ``folder`` what killed processes left there: each file or folder named ``prefix<pid>-...``
+    (:func:`scratch_prefix`) whose process no longer runs. Why: a process killed with SIGKILL removes nothing it
+    made, and its scratch (a model copy of 77 MB, a report's staging folder beside the report) stays for good;
+    another process's that still runs is left alone, whoever's it is."""
+    for path in folder.glob(f"{glob.escape(prefix)}*"):
+        pid = path.name[len(prefix):].split("-")[0]
+        if not pid.isdigit() or int(pid) <= 0:
+            continue  # not named by scratch_prefix
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            log.info("removed %s, which a process that no longer runs left", path)
+        except PermissionError:
+            continue  # another user's process, alive

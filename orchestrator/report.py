@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from labloop.core.errors import InputError
+from labloop.core.files import remove_orphans, scratch_prefix
 from labloop.core.text import plural, printable
 from labloop.instruments.cv_analysis import to_li_scale
 from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant
@@ -174,10 +175,13 @@ REJECTED_ROLE = "rejected, not analysed"
 def write_report(journal: Journal, directory: Path) -> Path:
     """Write the report of ``journal`` into ``directory``; returns the HTML page's path. All or nothing: the
     files are made in a temporary folder beside it and moved in once every one is written, so a journal that
-    cannot be read to its end leaves no half report (nor half replaces an older one)."""
+    cannot be read to its end leaves no half report (nor half replaces an older one), and the temporary folders
+    of reports killed while they wrote are removed."""
     directory.mkdir(parents=True, exist_ok=True)
+    staging = f".{directory.name}.staging-"
+    remove_orphans(directory.parent, staging)  # a report killed (SIGKILL) while it wrote left its folder
     try:
-        with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as folder:
+        with tempfile.TemporaryDirectory(dir=directory.parent, prefix=scratch_prefix(staging)) as folder:
             _write(journal, Path(folder))
             for path in Path(folder).iterdir():
                 os.replace(path, directory / path.name)

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labloop.core.errors import ClusterLostError, InvalidInput, first_line
-from labloop.core.files import atomic_write
+from labloop.core.files import atomic_write, remove_orphans, scratch_prefix
 from labloop.core.text import plural
 from labloop.core.version import source_digest
 from labloop.surrogate.compute import lost_cluster, on_same_labloop
@@ -277,7 +277,7 @@ class ModelPayload:
                 from labloop.surrogate.persistence import load_ensemble
 
                 remove_orphaned_model_copies()
-                tmp = Path(tempfile.mkdtemp(prefix=f"{MODEL_COPY_PREFIX}{self.version}-{os.getpid()}-"))
+                tmp = Path(tempfile.mkdtemp(prefix=f"{scratch_prefix(MODEL_COPY_PREFIX)}{self.version}-"))
                 try:
                     for name, data in self.files:
                         (tmp / name).write_bytes(data)
@@ -291,7 +291,7 @@ class ModelPayload:
 
 
 #: a process's copy of a model while it loads it (:meth:`ModelPayload.ensemble`), named
-#: ``labloop-model-<version>-<pid>-<random>`` in the temporary folder, so that a copy whose process died is known
+#: ``labloop-model-<pid>-<version>-<random>`` in the temporary folder, so that a copy whose process died is known
 MODEL_COPY_PREFIX = "labloop-model-"
 
 
@@ -299,17 +299,7 @@ def remove_orphaned_model_copies() -> None:
     """Remove the model copies of processes that no longer run. Why: a local cluster's worker that is still
     loading the model when the cluster closes (a Ctrl-C) is terminated before it removes its copy, ~77 MB each;
     this runs before every load and once a local cluster has closed (:func:`labloop.surrogate.compute.dask_client`)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{MODEL_COPY_PREFIX}*"):
-        parts = path.name[len(MODEL_COPY_PREFIX):].split("-")
-        if len(parts) < 3 or not parts[1].isdigit():
-            continue  # not one of ours, or from a labloop that did not name its process
-        try:
-            os.kill(int(parts[1]), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-            log.info("removed %s, a model copy its process left", path)
-        except PermissionError:
-            continue  # another user's process, alive
+    remove_orphans(Path(tempfile.gettempdir()), MODEL_COPY_PREFIX)
 
 
 _ENSEMBLES: dict[str, Ensemble] = {}

@@ -390,7 +390,7 @@ def test_ctrl_c_in_the_terminal_stops_a_local_cluster_quietly_and_leaves_no_mode
     library = tmp_path / "big.smi"
     library.write_text("\n".join(ocelot.smiles.iloc[:3000]) + "\n")
     temporary = Path(os.environ["TMPDIR"])  # the processes' own (conftest.py): the workers' copies land here
-    orphan = temporary / "labloop-model-0123456789abcdef-999999999-x"  # a copy whose process is gone
+    orphan = temporary / "labloop-model-999999999-0123456789abcdef-x"  # a copy whose process is gone
     orphan.mkdir()
     process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "predict",
                                 str(tiny_model_dir), str(library), "-o", str(tmp_path / "out.csv"), "--scheduler",
