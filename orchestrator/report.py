@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import yaml
 from scipy.stats import binom
 
 matplotlib.use("Agg")
@@ -183,8 +184,11 @@ def write_report(journal: Journal, directory: Path) -> Path:
     try:
         with tempfile.TemporaryDirectory(dir=directory.parent, prefix=scratch_prefix(staging)) as folder:
             _write(journal, Path(folder))
-            for path in Path(folder).iterdir():
-                os.replace(path, directory / path.name)
+            written = {path.name for path in Path(folder).iterdir()}
+            for name in written:
+                os.replace(Path(folder) / name, directory / name)
+            for name in SOMETIMES_WRITTEN - written:  # an earlier report's, of another journal or of this one then
+                (directory / name).unlink(missing_ok=True)
     except OSError as exc:  # a full disk, a folder this account may not write: which file, and why
         raise InputError(f"{_unwritten(exc, directory)}: cannot write the report ({exc.strerror or exc}); "
                          "nothing of it was kept") from None
@@ -262,19 +266,30 @@ def _write(journal: Journal, directory: Path) -> None:
     if shared is not None and shared[0] is not None:  # so a referee re-runs what was run (the page gives its sha256)
         with _writing(directory / CAMPAIGN_YAML):
             (directory / CAMPAIGN_YAML).write_text(shared[0])
-    else:  # none written: nor one a report of another journal left in the folder
-        (directory / CAMPAIGN_YAML).unlink(missing_ok=True)
+    protocol = config.get("protocol") or {}
+    protocol_file = protocol.get("file") if isinstance(protocol.get("steps"), list) else None
+    if protocol_file is not None:  # the campaign file names it: a referee needs its steps as run too
+        with _writing(directory / PROTOCOL_YAML):
+            (directory / PROTOCOL_YAML).write_text(_protocol_copy(protocol_file, protocol["steps"]))
     with _writing(directory / "index.html"):
         (directory / "index.html").write_text(_html(snap, calibrations, directory,
                                                     _best_table(snap, records, offset_v), _lab_table(lab_rows), check,
                                                     _provenance(source, snap["events"], snap["progress"],
-                                                                withheld=None if shared is None else shared[1]),
+                                                                withheld=None if shared is None else shared[1],
+                                                                protocol_file=protocol_file),
                                                     _failures_table(failures), _cell_said(config)))
 
 
 #: the campaign file as run, which the journal keeps verbatim (its ``source_yaml``), written beside the page with its
 #: alert URLs withheld (:func:`_shareable`)
 CAMPAIGN_YAML = "campaign.yaml"
+#: the steps of a protocol file as the campaign ran them (the journal holds them as read), written beside the page
+#: when the campaign file names one (``protocol: FILE``), which its copy (:data:`CAMPAIGN_YAML`) only names
+PROTOCOL_YAML = "protocol.yaml"
+#: the report's files that only some journals' reports have: one left in the folder by an earlier report that this
+#: one does not write is removed, so the folder holds one journal's report alone (a report into a folder of another
+#: journal's kept its campaign.yaml, lab-grade plots and past measurements beside the new page)
+SOMETIMES_WRITTEN = frozenset({CAMPAIGN_YAML, PROTOCOL_YAML, LAB_GRADE_CSV, PAST_CSV, *LAB_PLOTS})
 #: what the report's copy of the campaign file holds in place of each ``alerts:`` entry: not a URL, so a re-run of the
 #: copy is refused at ``alerts[i]`` in one line until the referee gives their own or removes it
 WITHHELD_ALERT = "alert-url-withheld-by-labloop-report"
@@ -291,6 +306,15 @@ def _shareable(source: str, alerts: list[str]) -> tuple[str | None, int]:
             return None, len(alerts)
         source = source.replace(url, WITHHELD_ALERT)
     return source, len(alerts)
+
+
+def _protocol_copy(file: str, steps: list[Any]) -> str:
+    """:data:`PROTOCOL_YAML`'s text: the steps as run, under a comment naming the file they were read from. Why:
+    the report's copy of the campaign file names its protocol by a path only, and a referee given the report
+    folder had the campaign but not its steps (a data-integrity trial); its comments are not in the journal."""
+    header = (f"# the steps of {file} as this campaign ran them, from its journal (the file's comments are not kept);\n"
+              f"# to re-run the report's campaign.yaml with them, point its protocol: at this file\n")
+    return header + yaml.safe_dump(steps, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120)
 
 
 #: how the page names each of the cell's described fields (``cell.solvent`` ...), in a methods section's order
@@ -316,13 +340,14 @@ def _cell_said(config: dict[str, Any]) -> str:
 
 
 def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any], *,
-                withheld: int | None = 0) -> str:
+                withheld: int | None = 0, protocol_file: str | None = None) -> str:
     """The page's line of how the campaign was run and ended, already escaped: ``dry run (simulated instruments)``,
     ``real instruments`` or ``mixed`` by its ``run`` events (orchestrator/cli/run.py journals each with ``dry_run``),
     how the last run ended (:func:`labloop.orchestrator.journal.view.run_end`, or still running), and the campaign
     file's sha256 with a link to it. Why: a simulated campaign's report looked exactly like a real one, a stopped
     one like a finished one, and a referee had no file to re-run (a PI's audit). ``withheld``: how many alert URLs
-    the copy has withheld (:func:`_shareable`), None when no copy could be written without them."""
+    the copy has withheld (:func:`_shareable`), None when no copy could be written without them. ``protocol_file``:
+    the protocol file the campaign file names, whose steps as run are beside the page (:data:`PROTOCOL_YAML`)."""
     dry = [e["data"]["dry_run"] if isinstance(e["data"], dict) and "dry_run" in e["data"]
            else "dry run on emulators" in e["message"] for e in events if e["kind"] == "run"]
     mode = ("not run yet" if not dry else "dry run (simulated instruments)" if all(dry) else
@@ -339,7 +364,10 @@ def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict
                 f'campaign file as run: <a href="{CAMPAIGN_YAML}">{CAMPAIGN_YAML}</a> '
                 f"(sha256 {digest} of the file as run{alerts}; the journal does not keep its name; its "
                 "relative paths count from the folder it was run from)")
-    return f"<b>{html.escape(mode)}</b>; {html.escape(ended)}; {campaign}"
+    protocol = ("" if protocol_file is None else
+                f'; the steps of its protocol, {html.escape(protocol_file)}, as run: <a href="{PROTOCOL_YAML}">'
+                f"{PROTOCOL_YAML}</a>")
+    return f"<b>{html.escape(mode)}</b>; {html.escape(ended)}; {campaign}{protocol}"
 
 
 def _checked_rows(journal: Journal, snap: dict[str, Any], objective: Objective, offset_v: float

@@ -602,7 +602,7 @@ def test_the_failures_and_best_tables_escape_what_they_show():
     assert "<wire>" not in page and "nominal: E1/2 vs Ag&lt;wire&gt; + cell.reference_offset_v = 3.2 V" in page
 
 
-def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_file(tmp_path, labloop, write_campaign):
+def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_and_protocol_files(tmp_path, labloop, write_campaign):
     """A PI's audit: a simulated campaign's report looked exactly like a real one, a stopped one like a finished one,
     and the campaign file that was run was nowhere in the folder. The page says a dry run and how the run ended, and
     the folder holds the campaign file verbatim, its sha256 on the page."""
@@ -618,6 +618,24 @@ def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_file(tmp_
             f'href="campaign.yaml">campaign.yaml</a> (sha256 {hashlib.sha256(source.encode()).hexdigest()} of the file '
             "as run; the journal does not keep its name;") in page
     assert "<p>model now: " in page  # the last calibration's error beside the window (below)
+    # the campaign file names its protocol file by path only: its steps as run are beside it (a data-integrity trial)
+    protocol = yaml.safe_load(campaign_file.read_text())["protocol"]
+    assert yaml.safe_load((tmp_path / "report" / "protocol.yaml").read_text()) == yaml.safe_load(
+        Path(protocol).read_text())
+    assert (f'the steps of its protocol, {html.escape(protocol)}, as run: <a href="protocol.yaml">protocol.yaml</a>'
+            in page)
+    # a report of a campaign with its steps inline into that folder has none, nor keeps the other's, nor what a
+    # lab-grade campaign's report left there (the unlink of a file not written missed the folder: it was the
+    # staging folder's)
+    (tmp_path / "report" / "lab_grade.csv").write_text("id\n1\n")
+    inline = write_campaign(tmp_path, name="inline", budget={"max_experiments": 1},
+                            protocol=yaml.safe_load(Path(protocol).read_text()))
+    assert labloop("run", inline, "--dry-run").returncode == 0
+    assert labloop("report", tmp_path / "inline.db", "-o", tmp_path / "report").returncode == 0
+    assert not (tmp_path / "report" / "protocol.yaml").exists()
+    assert not (tmp_path / "report" / "lab_grade.csv").exists()
+    assert (tmp_path / "report" / "campaign.yaml").read_text() == inline.read_text()
+    assert "protocol.yaml" not in (tmp_path / "report" / "index.html").read_text()
 
 
 def test_the_provenance_says_mixed_runs_a_stop_and_a_live_run():
