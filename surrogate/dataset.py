@@ -373,7 +373,11 @@ def unusable(smiles: object) -> str | None:
 
 
 def shown(smiles: str) -> str:
-    """``smiles`` for a message: whole, or its start and its length when it is long."""
+    """``smiles`` for a message: whole, or its start and its length when it is long; an empty one said in words
+    (a cell left empty, or one :func:`_blank_too_long` emptied), not as ``''`` (a chemist's trial read that as a
+    bug)."""
+    if not smiles:
+        return f"(empty, or over {MAX_SMILES_LENGTH} characters)"
     if len(smiles) <= SHOWN_CHARACTERS:
         return repr(smiles)
     return f"{smiles[:SHOWN_CHARACTERS]!r}... ({len(smiles)} characters)"

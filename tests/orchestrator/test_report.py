@@ -602,7 +602,8 @@ def test_the_failures_and_best_tables_escape_what_they_show():
     assert "<wire>" not in page and "nominal: E1/2 vs Ag&lt;wire&gt; + cell.reference_offset_v = 3.2 V" in page
 
 
-def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_and_protocol_files(tmp_path, labloop, write_campaign):
+def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_and_protocol_files(tmp_path, labloop,
+                                                                                        write_campaign):
     """A PI's audit: a simulated campaign's report looked exactly like a real one, a stopped one like a finished one,
     and the campaign file that was run was nowhere in the folder. The page says a dry run and how the run ended, and
     the folder holds the campaign file verbatim, its sha256 on the page."""
