@@ -27,3 +27,15 @@ def plural(count: int, one: str, many: str | None = None) -> str:
     """The form of a word that agrees with ``count``: ``one`` for 1, else ``many`` (``one`` + "s" unless given), for
     a noun or a verb of a message (``1 row of X has``, ``2 rows of X have``). Why: "1 rows" reads as a bug."""
     return one if count == 1 else many if many is not None else f"{one}s"
+
+
+#: how a cell starts that a spreadsheet reads as a formula (``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM(...)``, a tab)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell as labloop writes it: text from outside (a library's name, a SMILES) that a spreadsheet would run
+    as a formula gets a leading ``'``, which shows it as text; numbers stay numbers. Why: a chemist opens every CSV
+    labloop writes in Excel, and a library's name column is anyone's text (a security trial's ``@SUM(1+1)*cmd|...``
+    came through ``candidates --csv`` and ``surrogate predict`` as written, while the report's CSVs quoted it)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value

@@ -37,7 +37,7 @@ from matplotlib.ticker import MaxNLocator
 
 from labloop.core.errors import InputError
 from labloop.core.files import remove_orphans, scratch_prefix
-from labloop.core.text import plural, printable
+from labloop.core.text import plural, printable, spreadsheet_safe
 from labloop.instruments.cv_analysis import to_li_scale
 from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant
 from labloop.instruments.voltammogram import Voltammogram
@@ -647,16 +647,6 @@ def _rounded(column: str, value: float | None) -> str:
     return "" if value is None else str(_shown(column, value))
 
 
-#: a spreadsheet takes a cell starting with one of these as a formula (``=HYPERLINK(...)`` in a SMILES or a
-#: device's reply would run when a chemist opens the CSV); such text cells get a leading ``'`` (OWASP's advice)
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> Any:
-    """A CSV cell: journal text that a spreadsheet would read as a formula is quoted; numbers stay numbers."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
-
-
 def _csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]],
          headers: dict[str, str] | None = None) -> None:
     """``rows``' ``columns`` as CSV, each headed by its name or its entry in ``headers``."""
@@ -691,7 +681,7 @@ def _shown(column: str, value: Any) -> Any:
         value = ";".join(f"{k}={_number(v)}" for k, v in value.items())
     elif isinstance(value, float):
         return _number(value, DECIMALS.get(column))
-    return _cell(value)
+    return spreadsheet_safe(value)
 
 
 def _number(value: Any, decimals: int | None = None) -> Any:
@@ -719,8 +709,9 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
             scans += [(REJECTED_ROLE, stored) for _, stored in journal.rejected_scans(e["id"])]
             for scan, (role, v) in enumerate(scans, start=1):
                 params = v["params"]
-                head = [e["id"], _cell(e["smiles"]), e["status"], scan, _cell(role), _number(params["scan_rate_v_s"]),
-                        _cell(v["reference"]), _number(params["ir_comp_ohm"])]
+                head = [e["id"], spreadsheet_safe(e["smiles"]), e["status"], scan, spreadsheet_safe(role),
+                        _number(params["scan_rate_v_s"]), spreadsheet_safe(v["reference"]),
+                        _number(params["ir_comp_ohm"])]
                 overload = set(v.get("overload_index") or ())
                 # 6 significant digits: finer than a potentiostat's ADC, and a campaign's scans stay a few MB; a
                 # rejected scan's non-finite point (stored as null) is written nan

@@ -18,7 +18,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from labloop.core.text import plural
+from labloop.core.text import plural, spreadsheet_safe
 from labloop.orchestrator import console
 from labloop.orchestrator.candidates import Ranking, rank
 from labloop.orchestrator.cli import preflight
@@ -70,7 +70,8 @@ def _write_csv(ranking: Ranking, path: Path) -> None:
             writer = csv.writer(handle)
             writer.writerow(CSV_COLUMNS)
             for c in ranking.candidates:
-                writer.writerow([c.rank, c.name, c.smiles, f"{c.mu_v:.6f}", f"{c.sd_v:.6f}", f"{c.p_hit:.6g}"])
+                writer.writerow([c.rank, spreadsheet_safe(c.name), spreadsheet_safe(c.smiles), f"{c.mu_v:.6f}",
+                                 f"{c.sd_v:.6f}", f"{c.p_hit:.6g}"])
     except OSError as exc:
         raise click.BadParameter(f"{path}: cannot write it ({exc.strerror})", param_hint="--csv") from None
     log.info("%d candidates written to %s", len(ranking.candidates), path)

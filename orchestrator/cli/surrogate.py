@@ -23,7 +23,7 @@ from rich.text import Text
 
 from labloop.core.errors import ClusterLostError, InvalidInput
 from labloop.core.files import atomic_write
-from labloop.core.text import plural
+from labloop.core.text import plural, spreadsheet_safe
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
@@ -70,7 +70,15 @@ def _cache(disabled: bool) -> FingerprintCache | None:
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
-        df.to_csv(fh, index=False, float_format="%.6g")
+        _safe_text(df).to_csv(fh, index=False, float_format="%.6g")
+
+
+def _safe_text(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its text columns (SMILES, names: a library's) as a spreadsheet shows them as text
+    (:func:`labloop.core.text.spreadsheet_safe`); numbers as they are."""
+    text = [column for column in df.columns
+            if pd.api.types.is_object_dtype(df[column]) or pd.api.types.is_string_dtype(df[column])]
+    return df.assign(**{column: df[column].map(spreadsheet_safe) for column in text}) if text else df
 
 
 def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
@@ -320,7 +328,7 @@ def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no
         with atomic_write(output) as tmp, open(tmp, "w", newline="") as fh:
             for number, frame in enumerate(shards.frames([*columns, "valid"])):
                 valid = frame[frame["valid"]][columns]
-                valid.to_csv(fh, index=False, header=number == 0, float_format="%.6g")
+                _safe_text(valid).to_csv(fh, index=False, header=number == 0, float_format="%.6g")
                 written += len(valid)
         complete(written)
         console.out.print(f"wrote {written} {plural(written, 'prediction')} to {output}",  # before the cluster closes

@@ -30,7 +30,8 @@ def campaign(tmp_path_factory) -> dict:
 
     folder = tmp_path_factory.mktemp("candidates")
     library = pd.read_csv(EXAMPLES / "library.csv")
-    library.insert(0, "name", [f"mol-{i}" for i in range(len(library))])
+    # every other name starts as a spreadsheet formula would: anyone's text, which the CSV must not run in Excel
+    library.insert(0, "name", [f"=mol-{i}" if i % 2 else f"mol-{i}" for i in range(len(library))])
     library.to_csv(folder / "named.csv", index=False)
     path = _write_campaign(folder, prior=True, shared_prior=True, surrogate=SURROGATE,
                            planner={"kind": "bayes", "batch_size": 2}, library={"file": str(folder / "named.csv")})
@@ -105,9 +106,11 @@ def test_json_and_csv_hold_the_same_rows(labloop, campaign, tmp_path):
     with written.open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(shown) == 4 and len(rows) > 4  # the CSV holds every ranked candidate
+    assert any(r["name"].startswith("'=mol-") for r in rows) and not any(r["name"].startswith("=") for r in rows)
     for row, candidate in zip(rows, shown, strict=False):
-        assert (int(row["rank"]), row["name"], row["smiles"]) == (candidate["rank"], candidate["name"],
-                                                                  candidate["smiles"])
+        name = candidate["name"]  # as written; the CSV's shows a formula-like one as text: a leading '
+        assert (int(row["rank"]), row["name"], row["smiles"]) == (
+            candidate["rank"], f"'{name}" if name.startswith("=") else name, candidate["smiles"])
         assert math.isclose(float(row["mu_v"]), candidate["mu_v"], abs_tol=1e-6)
         assert math.isclose(float(row["p_hit"]), candidate["p_hit"], rel_tol=1e-5)
 

@@ -172,6 +172,23 @@ def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model
     assert "ethyl benzoate" in proc.stdout and "indole [NH]" in proc.stdout  # the hits table names them too
 
 
+def test_names_that_start_like_formulas_are_written_as_text(labloop, tiny_model_dir, tmp_path):
+    """A library's names are anyone's text: predict and screen wrote ``=HYPERLINK(...)`` and ``+cmd|...`` as they
+    came, which a spreadsheet runs when a chemist opens the CSV (a security trial); they get a leading ' as the
+    report's CSVs' do, and numbers, a negative one too, stay numbers."""
+    lib = tmp_path / "lib.smi"
+    lib.write_text('smiles name\nc1ccccc1 =HYPERLINK("http://x/","y")\nCCO +cmd|x!A0\nCCN @SUM(1)\nCCC propane\n')
+    for command, extra in (("predict", ()), ("screen", ("--window", "-50", "50", "--collector", "none"))):
+        out = tmp_path / f"{command}.csv"
+        proc = labloop("surrogate", command, tiny_model_dir, lib, *extra, "-o", out, "--no-cache")
+        assert proc.returncode == 0, proc.stderr
+        table = pd.read_csv(out, keep_default_na=False)
+        assert dict(zip(table.smiles, table.name, strict=True)) == {
+            "c1ccccc1": "'=HYPERLINK(\"http://x/\",\"y\")", "CCO": "'+cmd|x!A0", "CCN": "'@SUM(1)", "CCC": "propane"}
+        numbers = table.drop(columns=["smiles", "name", "passes"], errors="ignore")  # screen's passes: True/False
+        assert all(pd.api.types.is_float_dtype(numbers[c]) for c in numbers.columns), table.dtypes
+
+
 @pytest.mark.parametrize(("text", "said"), [
     ("smiles\n", "no molecule under its header: nothing to predict, nothing written"),
     ("smiles\nxx\nC1CC\n", "none of its 2 rows holds a valid SMILES in column 'smiles': nothing to predict, nothing "
