@@ -275,7 +275,8 @@ def _write(journal: Journal, directory: Path) -> None:
         (directory / "index.html").write_text(_html(snap, calibrations, directory,
                                                     _best_table(snap, records, offset_v), _lab_table(lab_rows), check,
                                                     _provenance(source, snap["events"], snap["progress"],
-                                                                withheld=None if shared is None else shared[1],
+                                                                withheld=None if shared is None or shared[0] is None
+                                                                else shared[1],
                                                                 protocol_file=protocol_file),
                                                     _failures_table(failures), _cell_said(config)))
 
@@ -300,12 +301,40 @@ def _shareable(source: str, alerts: list[str]) -> tuple[str | None, int]:
     entries there were; (None, n) when an entry is not in the text as the campaign read it (written with a YAML
     escape), so no copy is written. Why: the report folder is made to be shared, and an alert URL holds credentials
     (a dashboard trial found a webhook's token in the report's campaign.yaml, which alert_urls.py keeps out of every
-    message); a ``${VAR}`` entry is withheld too, the variable's name being the lab's business."""
+    message); a ``${VAR}`` entry is withheld too, the variable's name being the lab's business. A comment that holds
+    a URL is withheld as well (:func:`_url_comments_withheld`): a lab comments out its old webhook, credentials and
+    all (a security trial)."""
+    source = _url_comments_withheld(source)
     for url in sorted(set(alerts), key=len, reverse=True):  # a URL that holds another is replaced first
         if url not in source:
             return None, len(alerts)
         source = source.replace(url, WITHHELD_ALERT)
     return source, len(alerts)
+
+
+#: what the report's copy of the campaign file holds in place of a comment that holds a URL (``://``)
+WITHHELD_COMMENT = "# (a comment holding a URL, withheld by labloop report)"
+
+
+def _url_comments_withheld(source: str) -> str:
+    """``source`` (YAML that loaded) with each comment that holds ``://`` replaced by :data:`WITHHELD_COMMENT`. A
+    comment starts at a ``#`` at a line's start or after a blank that lies outside every scalar (YAML's rule; a
+    ``#`` inside a quoted or block scalar is text), which PyYAML's scanner tells by where its scalars lie."""
+    spans: dict[int, list[tuple[int, int]]] = {}  # line: the columns its scalars cover
+    for token in yaml.scan(source, Loader=yaml.SafeLoader):
+        if isinstance(token, yaml.ScalarToken):
+            start, end = token.start_mark, token.end_mark
+            for line in range(start.line, end.line + 1):
+                spans.setdefault(line, []).append((start.column if line == start.line else 0,
+                                                   end.column if line == end.line else len(source)))
+    lines = source.splitlines(keepends=True)
+    for number, line in enumerate(lines):
+        starts = (m.start() for m in re.finditer(r"(?:^|(?<=\s))#", line))
+        column = next((c for c in starts if not any(a <= c < b for a, b in spans.get(number, ()))), None)
+        if column is not None and "://" in line[column:]:
+            body = line.rstrip("\r\n")
+            lines[number] = body[:column] + WITHHELD_COMMENT + line[len(body):]
+    return "".join(lines)
 
 
 def _protocol_copy(file: str, steps: list[Any]) -> str:

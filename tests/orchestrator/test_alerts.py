@@ -89,6 +89,9 @@ def test_receiver_down_the_campaign_finishes_and_the_failure_is_journalled(tmp_p
     port = _free_port()
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2},
                                    alerts=[f"json://127.0.0.1:{port}/private-token-zz9"])
+    old_hook = f"# the old pager, off: json://user:old-token-qq7@127.0.0.1:{port}/"  # commented out, secret and all
+    text = campaign_file.read_text().replace("alerts:", f"{old_hook}\nalerts:", 1)
+    campaign_file.write_text(text)
     result = labloop("-v", "run", campaign_file, "--dry-run")
     assert result.returncode == 0, result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
@@ -106,16 +109,36 @@ def test_receiver_down_the_campaign_finishes_and_the_failure_is_journalled(tmp_p
     report = labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
     files = [path for path in (tmp_path / "report").iterdir() if path.suffix != ".png"]
-    assert files and all("private-token" not in path.read_text() for path in files)
+    assert files and all("private-token" not in path.read_text() and "old-token" not in path.read_text()
+                         for path in files)
     copy = (tmp_path / "report" / "campaign.yaml").read_text()
-    assert copy == campaign_file.read_text().replace(f"json://127.0.0.1:{port}/private-token-zz9",
-                                                     "alert-url-withheld-by-labloop-report")
+    assert copy == text.replace(f"json://127.0.0.1:{port}/private-token-zz9", "alert-url-withheld-by-labloop-report"
+                                ).replace(old_hook, "# (a comment holding a URL, withheld by labloop report)")
     page = " ".join((tmp_path / "report" / "index.html").read_text().split())
     assert "the copy has its 1 alert URL withheld (alert-url-withheld-by-labloop-report), so its own sha256 differs" \
         in page
     (tmp_path / "copy.yaml").write_text(copy)
     again = labloop("validate", tmp_path / "copy.yaml")
     assert again.returncode == 2 and "alerts[0]" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_campaign_file_whose_alert_url_cannot_be_withheld_is_not_copied_nor_said_to_be(tmp_path, labloop,
+                                                                                           write_campaign):
+    """An alert URL written with a YAML escape is not in the file's text as the campaign read it, so no copy is
+    written; the page still linked one (with "its 1 alert URL withheld"), and an earlier report's campaign.yaml stayed
+    in the folder under that link (a security trial)."""
+    port = _free_port()
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1}, alerts=["placeholder"])
+    escaped = f'"json://127.0.0.1:{port}/\\x61-secret-yy3"'  # YAML reads \x61 as "a"
+    campaign_file.write_text(campaign_file.read_text().replace("- placeholder", f"- {escaped}"))
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "campaign.yaml").write_text("name: another campaign's\n")  # an earlier report's copy
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    assert not (tmp_path / "report" / "campaign.yaml").exists()
+    page = " ".join((tmp_path / "report" / "index.html").read_text().split())
+    assert "is not copied here: an alert URL in it could not be withheld" in page
+    assert 'href="campaign.yaml"' not in page and "secret-yy3" not in page
 
 
 @pytest.mark.parametrize(("url", "expected"), [
