@@ -173,6 +173,33 @@ ANALYTE, BLANK = "analyte", "blank"
 REJECTED_ROLE = "rejected, not analysed"
 
 
+def report_files() -> frozenset[str]:
+    """The name of every file a report may write into its folder."""
+    return frozenset({"index.html", "experiments.csv", "measurements.csv", FAILURES_CSV, VOLTAMMOGRAMS_CSV, *PLOTS,
+                      *SOMETIMES_WRITTEN})
+
+
+#: how a report's page is known (its title's end): a folder whose index.html has it holds an earlier report
+REPORT_TITLE_END = ": labloop report</title>"
+
+
+def not_a_report(directory: Path) -> list[str]:
+    """The files of ``directory`` a report would replace, when the folder holds no earlier report (no
+    ``index.html`` with :data:`REPORT_TITLE_END`), sorted; empty when there are none or it is a report's folder. Why:
+    ``labloop report DB -o .`` in a campaign's folder replaced the lab's own campaign.yaml with the report's copy, its
+    alert URL withheld, and that campaign file no longer validated (a security trial)."""
+    if not directory.is_dir():
+        return []
+    page = directory / "index.html"
+    try:
+        with page.open(encoding="utf-8", errors="replace") as handle:
+            if REPORT_TITLE_END in handle.read(4096):
+                return []
+    except OSError:  # none, or not a file: not a report's page
+        pass
+    return sorted(name for name in report_files() if (directory / name).exists() or (directory / name).is_symlink())
+
+
 def write_report(journal: Journal, directory: Path) -> Path:
     """Write the report of ``journal`` into ``directory``; returns the HTML page's path. All or nothing: the
     files are made in a temporary folder beside it and moved in once every one is written, so a journal that

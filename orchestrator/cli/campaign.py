@@ -300,15 +300,20 @@ def _follow(journal: Journal, last: int) -> None:
 @click.option("--output", "-o", type=click.Path(path_type=Path),
               help="Folder (default: beside the store, its name with .report instead of .db).")
 def report(store: Path, output: Path | None) -> None:
-    from labloop.orchestrator.report import write_report  # matplotlib loads only here
+    from labloop.orchestrator.report import not_a_report, write_report  # matplotlib loads only here
 
     folder = output or store.with_name(f"{store.stem}.report")
     if folder.exists() and not folder.is_dir():
         raise click.BadParameter(f"{folder} is a file, not a folder for the report", param_hint="--output")
+    if replaced := not_a_report(folder):
+        raise click.BadParameter(f"{folder} holds {', '.join(replaced)}, which the report would replace, and no "
+                                 "earlier report: give a new folder, or an earlier report's", param_hint="--output")
+    if not folder.parent.is_dir():  # a typo made whole trees of folders (-o /nonexistent/x/y)
+        raise click.BadParameter(f"{folder}: its folder {folder.parent} does not exist", param_hint="--output")
     with Journal.open(store, readonly=True) as journal:  # not a journal: refused before a folder is made
         made = not folder.exists()
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(exist_ok=True)
         except OSError as exc:
             raise click.BadParameter(f"{folder}: cannot create the report folder ({exc.strerror})",
                                      param_hint="--output") from None

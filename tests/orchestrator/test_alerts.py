@@ -132,8 +132,9 @@ def test_a_campaign_file_whose_alert_url_cannot_be_withheld_is_not_copied_nor_sa
     escaped = f'"json://127.0.0.1:{port}/\\x61-secret-yy3"'  # YAML reads \x61 as "a"
     campaign_file.write_text(campaign_file.read_text().replace("- placeholder", f"- {escaped}"))
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
-    (tmp_path / "report").mkdir()
-    (tmp_path / "report" / "campaign.yaml").write_text("name: another campaign's\n")  # an earlier report's copy
+    (tmp_path / "report").mkdir()  # an earlier report of another campaign, with its copy
+    (tmp_path / "report" / "index.html").write_text("<html><head><title>other: labloop report</title>")
+    (tmp_path / "report" / "campaign.yaml").write_text("name: another campaign's\n")
     assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
     assert not (tmp_path / "report" / "campaign.yaml").exists()
     page = " ".join((tmp_path / "report" / "index.html").read_text().split())

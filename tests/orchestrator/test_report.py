@@ -378,6 +378,34 @@ def test_a_report_killed_while_it_writes_leaves_nothing_once_reported_again(tmp_
         live.wait()
 
 
+def test_a_report_into_a_folder_of_other_files_is_refused_and_replaces_nothing(tmp_path, labloop, write_campaign):
+    """``labloop report DB -o .`` in a campaign's folder replaced the lab's own campaign.yaml with the report's copy
+    (its alert URL withheld: the file no longer validated), and a folder's experiments.csv and index.html went the
+    same way, exit 0 (a security trial). A folder that holds files a report writes, and no earlier report, is
+    refused in one line, exit 2, nothing touched; an earlier report's folder is replaced as before; a folder whose
+    parent does not exist is not made, with its parents, from a typo."""
+    campaign_file = write_campaign(tmp_path, name="campaign", budget={"max_experiments": 1})  # campaign.yaml
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    result = labloop("report", tmp_path / "campaign.db", "-o", tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "which the report would replace, and no earlier report" in result.stderr and "--output" in result.stderr
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before
+    assert not list(tmp_path.glob(".*staging*"))
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "experiments.csv").write_text("mine\n")
+    assert labloop("report", tmp_path / "campaign.db", "-o", own).returncode == 2
+    assert (own / "experiments.csv").read_text() == "mine\n"
+    assert labloop("report", tmp_path / "campaign.db", "-o", tmp_path / "rep").returncode == 0  # new: made
+    (tmp_path / "rep" / "notes.txt").write_text("a note beside the report\n")
+    again = labloop("report", tmp_path / "campaign.db", "-o", tmp_path / "rep")  # an earlier report's: replaced
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "rep" / "notes.txt").read_text() == "a note beside the report\n"  # not the report's
+    typo = labloop("report", tmp_path / "campaign.db", "-o", tmp_path / "no" / "such" / "rep")
+    assert typo.returncode == 2 and "does not exist" in typo.stderr and not (tmp_path / "no").exists()
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A 60 kB tmpfs: room for the CSVs, not for the plots (a full disk; mounting needs root, as CI runs)."""
@@ -395,7 +423,7 @@ def test_a_report_onto_a_full_disk_names_the_file_and_keeps_nothing(tmp_path, la
     assert labloop("run", write_campaign(tmp_path, budget={"max_experiments": 2}), "--dry-run").returncode == 0
     old = full_disk / "old"
     old.mkdir()
-    (old / "index.html").write_text("the report before")
+    (old / "index.html").write_text(before := "<title>tiny: labloop report</title> the report before")
     for output in (full_disk / "new", old):
         result = labloop("report", tmp_path / "tiny.db", "-o", output)
         lines = result.stderr.splitlines()
@@ -405,7 +433,7 @@ def test_a_report_onto_a_full_disk_names_the_file_and_keeps_nothing(tmp_path, la
         assert named[0].rsplit("/", 1)[1] in {*PLOTS, "experiments.csv", "measurements.csv", "voltammograms.csv",
                                                "index.html"}
     assert sorted(p.name for p in full_disk.iterdir()) == ["old"]  # no new folder, no temporary one
-    assert [p.name for p in old.iterdir()] == ["index.html"] and (old / "index.html").read_text() == "the report before"
+    assert [p.name for p in old.iterdir()] == ["index.html"] and (old / "index.html").read_text() == before
 
 
 def test_the_reports_tables_name_the_molecules_the_library_names(tmp_path, labloop, write_campaign):
