@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from labloop.core.errors import ConfigError, InstrumentError, SafetyLimitExceeded, WrongReturn, shown
+from labloop.core.errors import ConfigError, InstrumentError, SafetyLimitExceeded, WrongReturn, said, shown
 
 #: default flow-rate cap (mL/min): ten times the example protocol's fastest dispense; a typed 5000 for 5.0
 #: must not reach a pump
@@ -296,6 +296,18 @@ def returned(value: Any, expected: type | tuple[type, ...], *, where: str, call:
     got = "None" if value is None else _a(type(value).__name__)
     wanted = what or _a(expected.__name__)  # type: ignore[union-attr]
     raise error(where, f"its driver's {call} returned {got}, not {wanted}" + (f": {unknown}" if unknown else ""))
+
+
+def optional_member(driver: object, name: str, *, where: str) -> Any:
+    """``driver``'s optional attribute ``name`` (``potential_range_v``, ``rate_range_ml_min``, ``retried``:
+    docs/drivers.md), None when it has none; a property that raises is the driver's fault, a :class:`WrongReturn` at
+    ``where``. Why: a plug-in's ``potential_range_v`` that read an unreadable register stopped ``labloop run`` with
+    "unexpected RuntimeError ... (a labloop bug)", exit 1, naming neither the instrument nor the driver (a plug-in
+    engineer's trial)."""
+    try:
+        return getattr(driver, name, None)
+    except Exception as exc:  # whatever a plug-in's property raises
+        raise WrongReturn(where, f"its driver's {name} raised {said(exc)}") from exc
 
 
 def returned_range(value: Any, *, where: str, call: str) -> tuple[float, float]:

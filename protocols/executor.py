@@ -78,6 +78,7 @@ from labloop.instruments.contracts import (
     Pump,
     SafetyLimits,
     SampleChanger,
+    optional_member,
     returned,
     returned_range,
 )
@@ -542,10 +543,11 @@ class ProtocolExecutor:
         docs/drivers.md), None when its driver has none or the rig is not open. A value that is no (low, high) pair
         of numbers is a :class:`WrongReturn` naming the instrument and the step (:func:`returned`): a plug-in's
         string stopped ``labloop run`` with "unexpected ValueError: too many values to unpack (a labloop bug)"."""
-        span = None if self.rig is None else getattr(self.rig.instruments[instrument], attribute, None)
+        at = f"{instrument} in {where}"
+        span = None if self.rig is None else optional_member(self.rig.instruments[instrument], attribute, where=at)
         if span is None:
             return None
-        return returned_range(span, where=f"{instrument} in {where}", call=attribute)
+        return returned_range(span, where=at, call=attribute)
 
     def _check_rate(self, where: str, step: Step) -> None:
         """Refuse a rate the pump cannot drive its syringe at (once the rig is open its driver's
@@ -690,7 +692,11 @@ class ProtocolExecutor:
         mapping a driver may keep (the EmStat driver does: docs/drivers.md, "Retries"), read around each step."""
         counts: dict[str, dict[str, int]] = {}
         for name, driver in self.rig.instruments.items():
-            retried = getattr(driver, "retried", None)
+            try:
+                retried = optional_member(driver, "retried", where=name)
+            except WrongReturn as exc:  # what it counts is for the record only: no reason to fail a step
+                log.debug("%s", exc)
+                continue
             if isinstance(retried, Mapping):
                 counts[name] = {str(kind): n for kind, n in retried.items()
                                 if isinstance(n, int) and not isinstance(n, bool)}

@@ -40,6 +40,7 @@ from labloop.instruments.contracts import (
     SafetyLimits,
     SampleChanger,
     missing_members,
+    optional_member,
     returned,
     returned_range,
 )
@@ -349,7 +350,7 @@ class _Kit:
         pump answers 1 mL/min with ?OOR), as the opened driver's ``rate_range_ml_min`` says, else the descriptor's
         hook on the options when they gave the diameter set (docs/drivers.md); then half the fastest (twice the
         slowest), in two digits."""
-        span = getattr(self.driver, "rate_range_ml_min", None)
+        span = optional_member(self.driver, "rate_range_ml_min", where=self.descriptor.name)
         hook = self.descriptor.rate_range_ml_min
         if span is None and hook is not None and from_options:
             span = hook(self.options)
@@ -457,7 +458,7 @@ class _Kit:
         def potential_range() -> str:
             # the executor's own check of it (instruments/contracts.py returned_range): a (2.0, -2.0) conformed here
             # and then refused every run at open (a plug-in author's trial)
-            span = getattr(self.driver, "potential_range_v", None)
+            span = optional_member(self.driver, "potential_range_v", where=self.descriptor.name)
             if span is None:
                 return "none (optional: docs/drivers.md)"
             low, high = returned_range(span, where=self.descriptor.name, call="potential_range_v")

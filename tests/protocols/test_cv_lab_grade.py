@@ -292,6 +292,15 @@ def test_what_a_plugin_potentiostat_or_valve_returns_is_checked_naming_it_and_th
         with pytest.raises(ConfigError, match=r"^stat in protocol\[3\]\.cv: its driver's potential_range_v returned "
                                               + said + pair):
             ProtocolExecutor([FULL[0], *sample, cv], rig, LIMITS, OFFSET).check()
+
+    def unreadable(_span: object) -> object:
+        raise RuntimeError("range register unreadable")
+
+    # a property that raises was "unexpected RuntimeError ... (a labloop bug)", exit 1 (a plug-in engineer's trial)
+    rig.instruments["stat"] = Returning(stat, "potential_range_v", unreadable)
+    with pytest.raises(ConfigError, match=r"^stat in protocol\[3\]\.cv: its driver's potential_range_v raised "
+                                          r"RuntimeError: range register unreadable$"):
+        ProtocolExecutor([FULL[0], *sample, cv], rig, LIMITS, OFFSET).check()
     rig.instruments["stat"] = stat
     pump = rig.instruments["analyte_pump"]
     rig.instruments["analyte_pump"] = Returning(pump, "rate_range_ml_min", lambda span: span[:1])
