@@ -494,6 +494,14 @@ def check_protocol(campaign: Campaign, *, continued: bool = False) -> None:
                                 experiments=campaign.budget.max_experiments, rates=rates,
                                 syringes_ml=campaign.syringe_starts(), hits_v=campaign.objective.hits_v,
                                 drivers={name: entry.driver for name, entry in campaign.instruments.items()})
+    check_with_conditions(campaign, executor, continued=continued)
+
+
+def check_with_conditions(campaign: Campaign, executor: ProtocolExecutor, *, continued: bool = False) -> None:
+    """``executor``'s check of the protocol as written, then with every value a planner may choose (each end of a
+    range, each choice): before the rig opens, against the limits and the drivers' declared kinds; once it is open,
+    against what the opened drivers say they can do too (a potentiostat's scan rates: a plan of 6-9 V/s on a 5 V/s
+    device passed validate and spent three samples, a plug-in engineer's trial)."""
     executor.check(continued=continued)
     for name, space in campaign.conditions.space().items():  # every value a planner may choose must be allowed
         choices = isinstance(space, dict)
@@ -660,7 +668,7 @@ def check_simulated_rig(campaign: Campaign, world: World, library: Sequence[str]
     Touches no real instrument, writes no file (a wire capture would be: the file ``run`` writes is checked with
     the campaign, ``capture_problem``)."""
     with build_rig(campaign, dry_run=True, world=world, library=library, captures=False) as rig:
-        build_executor(campaign, rig).check()
+        check_with_conditions(campaign, build_executor(campaign, rig))
         rig.check_health()  # as run does before its first experiment
 
 

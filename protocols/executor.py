@@ -434,6 +434,7 @@ class ProtocolExecutor:
                 self._instrument(where, step.changer, SampleChanger, "sample changer")
             elif isinstance(step, CV):
                 name = self._instrument(where, step.potentiostat, Potentiostat, "potentiostat")
+                self._check_scan_rates(where, name, step.rates)
                 if not step.around_candidate:
                     params = step.params()
                     self._check_potentials(where, name, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
@@ -467,6 +468,7 @@ class ProtocolExecutor:
             if isinstance(step, Blank):
                 p = step.params()
                 self._check_potentials(where, name, p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v)
+                self._check_scan_rates(where, name, (p.scan_rate_v_s,))
             elif isinstance(step, EIS):
                 self._check_potentials(where, name, step.e_dc_v - step.amplitude_v, step.e_dc_v + step.amplitude_v)
         if opened and (isinstance(step, Polish) or (isinstance(step, Clean) and step.pump is None)):
@@ -494,6 +496,20 @@ class ProtocolExecutor:
             if not low <= e <= high:
                 raise SafetyLimitExceeded(where, f"potential {e:g} V is outside what {potentiostat!r} can apply, "
                                                  f"{low:g}..{high:g} V vs its reference")
+
+    def _check_scan_rates(self, where: str, potentiostat: str, rates_v_s: Sequence[float]) -> None:
+        """Refuse scan rates the opened potentiostat cannot sweep at (its driver's optional ``scan_rate_range_v_s``:
+        docs/drivers.md), before anything of the experiment moves. Why: a plug-in potentiostat that refuses rates
+        above 5 V/s had a campaign planning 6-9 V/s pass validate, then dispense three samples, each scan refused
+        by the device, and stop after three faults in a row (a plug-in engineer's trial)."""
+        span = self._span(where, potentiostat, "scan_rate_range_v_s")
+        if span is None:
+            return
+        low, high = span
+        for rate in rates_v_s:
+            if not low <= rate <= high:
+                raise ConfigError(where, f"scan rate {rate:g} V/s is beyond what {potentiostat!r} can sweep at, "
+                                         f"{low:g}..{high:g} V/s")
 
     def _check_standard_scan(self, where: str, potentiostat: str, step: AddStandard, cv: CVParams) -> None:
         """Refuse add_standard's scan (the ``cv`` widened to take in the standard: :meth:`_standard_scan`) as any

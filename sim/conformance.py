@@ -455,14 +455,16 @@ class _Kit:
                 ("close twice, then typed errors", self._closing(lambda: self.driver.status()))]
 
     def _potentiostat_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
-        def potential_range() -> str:
-            # the executor's own check of it (instruments/contracts.py returned_range): a (2.0, -2.0) conformed here
-            # and then refused every run at open (a plug-in author's trial)
-            span = optional_member(self.driver, "potential_range_v", where=self.descriptor.name)
-            if span is None:
-                return "none (optional: docs/drivers.md)"
-            low, high = returned_range(span, where=self.descriptor.name, call="potential_range_v")
-            return f"{low:g}..{high:g} V"
+        def span_of(attribute: str, unit: str) -> Callable[[], str]:
+            def said() -> str:
+                # the executor's own check of it (instruments/contracts.py returned_range): a (2.0, -2.0) conformed
+                # here and then refused every run at open (a plug-in author's trial)
+                span = optional_member(self.driver, attribute, where=self.descriptor.name)
+                if span is None:
+                    return "none (optional: docs/drivers.md)"
+                low, high = returned_range(span, where=self.descriptor.name, call=attribute)
+                return f"{low:g}..{high:g} {unit}"
+            return said
 
         def cv() -> str:
             # the checks a run applies before analysing a scan (instruments/voltammogram.py returned_scan): currents in
@@ -495,7 +497,8 @@ class _Kit:
                                          SafetyLimitExceeded, lambda p=params: self.driver.run_eis(p)))
             return cases
 
-        return [("open", self._open(Potentiostat)), ("potential_range_v", potential_range),
+        return [("open", self._open(Potentiostat)), ("potential_range_v", span_of("potential_range_v", "V")),
+                ("scan_rate_range_v_s", span_of("scan_rate_range_v_s", "V/s")),
                 ("abort when idle, twice", self._call("abort", times=2)),
                 ("short CV", cv), ("abort after the CV", self._call("abort")),
                 ("refuses unsafe input, sends nothing", self._refusals(refusals)),

@@ -232,7 +232,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
                 with compose.build_rig(campaign, dry_run=dry_run, world=world, library=library, ask=PersonAsk(),
                                        session=runs_of(campaign.store) if continued else 0) as rig:
                     executor = compose.build_executor(campaign, rig)
-                    executor.check(continued=continued)
+                    compose.check_with_conditions(campaign, executor, continued=continued)
                     rig.check_health()  # before the journal is written and before anything is pumped
                     with open_journal(past) as journal:
                         lock.hold_journal()  # a journal just created

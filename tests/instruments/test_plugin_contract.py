@@ -317,7 +317,7 @@ def test_the_kit_fails_a_driver_whose_answers_a_run_rejects(install_plugin, labl
     assert result.returncode == 1, result
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1 and failed[0].startswith(f"FAIL  {check} ") and says in failed[0], result.stdout
-    assert result.stdout.strip().splitlines()[-1].endswith("does NOT conform (1 of 8 checks failed)")
+    assert result.stdout.strip().splitlines()[-1].endswith("does NOT conform (1 of 9 checks failed)")
 
 
 def test_the_kit_reads_a_drivers_potential_range_and_the_sign_of_its_anodic_peak() -> None:

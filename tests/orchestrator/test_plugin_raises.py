@@ -18,6 +18,8 @@ import yaml
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, State
 
+from ..conftest import RIG
+
 #: the protocol the dry runs run: a failed step's cause names its line and place (protocol[1] is the sample's dispense),
 #: the file as the run shows it (relative to the working folder when under it; :func:`_experiments` says it so)
 CV_SCREEN = Path(__file__).resolve().parents[2] / "examples" / "protocols" / "cv_screen.yaml"
@@ -285,6 +287,40 @@ def test_a_scan_whose_times_are_in_ms_is_the_drivers_fault(odd_campaign, tmp_pat
         assert not any(journal.voltammograms(e.id) for e in journal.experiments())
         kept = [journal.rejected_scans(e.id) for e in journal.experiments() if e.status == State.FAILED]
     assert len(kept) == 2 and all(len(k) == 1 and "ms?" in k[0][0] for k in kept), kept
+
+
+#: a plug-in potentiostat (an EmStat on its emulator) that says it sweeps at 0.01-5 V/s only
+RATE_STAT = """
+from labloop.instruments.emstat import EmStatPotentiostat
+from labloop.instruments.registry import DriverDescriptor
+
+class RateStat(EmStatPotentiostat):
+    scan_rate_range_v_s = (0.01, 5.0)
+
+RATE_STAT = DriverDescriptor(name="rate-stat", kind="potentiostat", open=RateStat.open, default_baudrate=230400)
+"""
+
+
+def test_a_planned_scan_rate_the_potentiostat_cannot_sweep_is_refused_before_anything_moves(tmp_path, labloop,
+                                                                                            write_campaign,
+                                                                                            install_plugin):
+    """A plug-in potentiostat that refuses rates above 5 V/s had a campaign planning 6-9 V/s pass validate, then
+    dispense three samples, each scan refused by the device (a plug-in engineer's trial). A driver's
+    ``scan_rate_range_v_s`` is checked with the planner's extremes once the rig is open: validate --dry-run and run
+    refuse in one line, exit 2, before a journal exists; a plan within it runs."""
+    install_plugin("rate_stat", RATE_STAT, {"rate-stat": "RATE_STAT"}, "labloop.sim.builtin_emulators:emstat_emulator")
+    rig = {**RIG, "potentiostat": {"driver": "rate-stat"}}
+    campaign = write_campaign(tmp_path, instruments=rig, conditions={"scan_rate_v_s": [0.05, 9.0]},
+                              budget={"max_experiments": 2})
+    for command in ("validate", "run"):
+        result = labloop(command, campaign, "--dry-run")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "conditions.scan_rate_v_s: 9.0 would be refused" in result.stderr
+        assert "scan rate 9 V/s is beyond what 'potentiostat' can sweep at, 0.01..5 V/s" in result.stderr
+    assert not (tmp_path / "tiny.db").exists()
+    within = write_campaign(tmp_path, instruments=rig, conditions={"scan_rate_v_s": [0.05, 5.0]},
+                            budget={"max_experiments": 2})
+    assert labloop("run", within, "--dry-run").returncode == 0
 
 
 #: a plug-in potentiostat (an EmStat on its emulator) that labels its scans as if no reference option were given
