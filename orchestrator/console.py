@@ -37,10 +37,12 @@ __all__ = ["err", "out", "printable", "progress", "report_invalid", "setup_loggi
 
 #: results; piped into a file or ``grep``, rich would fold a table at 80 columns, so one row would span
 #: several lines: off a terminal (and with no COLUMNS set) a table keeps its rows whole up to 200 columns
-out = Console(width=None if Console().is_terminal or "COLUMNS" in os.environ else PIPED_WIDTH)
+#: Neither console reads ``:name:`` as an emoji code: messages quote text from outside (a file's first line, a
+#: SMILES, a device's reply), and ``root:x:0`` was shown as ``root❌0`` (a security trial).
+out = Console(width=None if Console().is_terminal or "COLUMNS" in os.environ else PIPED_WIDTH, emoji=False)
 #: messages; off a terminal (a log file, a pipe, CI) each stays one line however long, for grep: rich folded
 #: them at 80 columns, where a terminal does not tell it the width
-err = Console(stderr=True, soft_wrap=not Console(stderr=True).is_terminal)
+err = Console(stderr=True, soft_wrap=not Console(stderr=True).is_terminal, emoji=False)
 
 
 class LineHandler(logging.Handler):

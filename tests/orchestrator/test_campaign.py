@@ -545,6 +545,16 @@ def test_a_structure_file_as_the_library_is_refused_saying_what_a_library_is(lab
         "Open Babel: obabel lib.sdf -osmi -O lib.smi)\n"), proc.stderr
 
 
+def test_text_quoted_in_a_message_is_shown_as_written(labloop, workdir):
+    """A library that was a copy of /etc/passwd was refused quoting its first line as 'root❌0:0:root' (the console
+    read ``:x:`` as an emoji code; a security trial): quoted text is shown as the file has it."""
+    (workdir / "lib.csv").write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon\n")
+    path = workdir / "campaign.yaml"
+    path.write_text(path.read_text().replace("library: {file: library.csv,", "library: {file: lib.csv,"))
+    proc = labloop("validate", path)
+    assert proc.returncode == 2 and "(columns: 'root:x:0:0:root:/root:/bin/bash')" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize(("change", "line_text", "field", "needle"), [case[1:] for case in MALFORMED],
                          ids=[case[0] for case in MALFORMED])
 def test_malformed_campaign_exits_2_with_one_line_naming_line_and_field(labloop, workdir, change, line_text, field,
