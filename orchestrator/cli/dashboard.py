@@ -38,11 +38,16 @@ SHUTDOWN_GRACE_S = 1
               help="The write token for approve/veto (default: a random one, printed); from the environment "
                    "variable, other users of the machine cannot read it in the process list, and it is not "
                    "printed.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another name or address browsers reach this machine by (a DNS alias), for a --host other than "
+                   "127.0.0.1; repeatable. Requests naming an unknown host are refused (no DNS rebinding).")
 @click.pass_context
-def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str | None) -> None:
+def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str | None,
+              allowed_hosts: tuple[str, ...]) -> None:
     import uvicorn
 
     from labloop.orchestrator.dashboard import create_app
+    from labloop.orchestrator.dashboard.app import is_wildcard, machine_names
 
     Journal.open(store, readonly=True).close()  # a store that is not a journal: one line, exit 2
     from_env = ctx.get_parameter_source("token") == click.core.ParameterSource.ENVIRONMENT
@@ -51,11 +56,13 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
         raise click.BadParameter(problem, param_hint="LABLOOP_DASHBOARD_TOKEN (the environment variable)" if from_env
                                  else "--token")
     token = token or secrets.token_urlsafe(18)
-    app = create_app(store, token, host=host)  # reads the journal whole: a damaged row is refused before the URL
+    wildcard = is_wildcard(host)
+    # reads the journal whole: a damaged row is refused before the URL
+    app = create_app(store, token, host=host, also_named=allowed_hosts)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     # a wildcard address is no address to open: the machine's name is (an operator's trial got http://0.0.0.0:8054/)
-    named = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    named = socket.gethostname() if wildcard else host
     shown_host = f"[{named}]" if ":" in named else named
     url = f"http://{shown_host}:{bound_port}/"
     if from_env:  # kept out of the process list, and so out of this output, which a service's log keeps
@@ -71,8 +78,12 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
         console.out.print(f"write token (approve/veto): {token}", markup=False, highlight=False, soft_wrap=True)
     console.out.file.flush()
     if host not in ("127.0.0.1", "localhost", "::1"):
-        console.err.print(f"warning: listening on {host}: anyone who can reach this machine can read the page",
-                          markup=False, highlight=False)
+        names = (f"; it answers requests to {', '.join(sorted({*machine_names(), *allowed_hosts}))} (--allowed-host "
+                 "for another)" if wildcard else "")
+        listening = f"[{host}]" if ":" in host else host
+        console.err.print(f"warning: listening on {listening}: anyone who can reach this machine can read the page, "
+                          f"and the write token crosses the network unencrypted (plain HTTP){names}", markup=False,
+                          highlight=False, soft_wrap=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                             lifespan="on")
     server = uvicorn.Server(config)

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -82,6 +84,38 @@ _FOLDERS = re.compile(r"(?<![\w.~-])(?!/dev/)/(?:[^/\s'\"]+/)+")
 #: whose folders may hold spaces: :data:`_FOLDERS` alone stopped at the first one and showed the rest (a trial)
 _QUOTED_FOLDERS = re.compile(r"(?<=')(?!/dev/)/(?:[^/']+/)+(?=[^/']*')")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether ``host`` is an address that listens on every interface: ``0.0.0.0``, ``::``, and what the socket
+    library reads as them (``0``, ``0.0``); an empty one too. Why: ``--host 0`` listened everywhere while the page
+    took ``0`` for the only host name to answer, and refused every request (a security trial)."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        pass
+    try:
+        return socket.inet_aton(host) == bytes(4)
+    except OSError:
+        return False
+
+
+def machine_names() -> list[str]:
+    """The names and addresses a browser may use to reach this machine: its host name, its fully qualified name and
+    what they resolve to (IPv6 ones bracketed, as a Host header writes them), with the loopback ones. A dashboard on
+    a wildcard address answers only requests naming one of them (:func:`create_app`): accepting any Host let a web
+    page anywhere read the campaign by DNS rebinding (a security trial)."""
+    names = {*_LOCAL_HOSTS}
+    for name in {socket.gethostname(), socket.getfqdn()}:
+        names.add(name)
+        try:
+            infos = socket.getaddrinfo(name, None)
+        except OSError:  # a name the resolver does not know: the name alone
+            continue
+        names.update(f"[{info[4][0]}]" if info[0] == socket.AF_INET6 else str(info[4][0]) for info in infos)
+    return sorted(names)
 
 
 def without_paths(value: Any) -> Any:
@@ -191,9 +225,10 @@ class CampaignSource:
         }
 
 
-def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette:
-    """The dashboard of the journal at ``store``; approve/veto need ``token``. ``host`` is the bound address
-    (requests naming another host are refused unless it is a wildcard address)."""
+def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: Sequence[str] = ()) -> Starlette:
+    """The dashboard of the journal at ``store``; approve/veto need ``token``. ``host`` is the bound address:
+    requests naming another host are refused, and on a wildcard address those naming none of the machine's names
+    (:func:`machine_names`) or ``also_named`` (a DNS alias, an address the resolver does not give)."""
     source = CampaignSource(store)
 
     async def page(request: Request) -> Response:
@@ -226,8 +261,14 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
         return StreamingResponse(_events(request, source), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    refused = [0]  # writes refused for a wrong token, to say in the log
+
     async def approve(request: Request) -> Response:
         if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
+            refused[0] += 1
+            if refused[0] in (1, 10) or refused[0] % 1000 == 0:  # said, not once per guess of a guesser
+                client = request.client.host if request.client is not None else "an unknown address"
+                log.warning("dashboard: a write with a wrong token from %s refused (%d so far)", client, refused[0])
             return JSONResponse({"error": "a valid token is needed to approve or veto (the write token `labloop "
                                           "dashboard` printed at start, or LABLOOP_DASHBOARD_TOKEN's)"},
                                 status_code=403)
@@ -260,8 +301,10 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1") -> Starlette
         Route("/api/approve", approve, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    wildcard = host in ("0.0.0.0", "::", "")
-    hosts = ["*"] if wildcard else sorted({host, *_LOCAL_HOSTS} if host in _LOCAL_HOSTS else {host})
+    if is_wildcard(host):
+        hosts = sorted({*machine_names(), *also_named})
+    else:
+        hosts = sorted({host, *_LOCAL_HOSTS, *also_named} if host in _LOCAL_HOSTS else {host, *also_named})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -67,9 +68,47 @@ def test_log_records_and_warnings_in_a_log_file_are_one_line_each(tmp_path, writ
         finally:
             dashboard.send_signal(signal.SIGINT)
             dashboard.wait(timeout=60)
-    assert "warning: listening on 0.0.0.0: anyone who can reach this machine can read the page\n" in said, said
+    assert "warning: listening on 0.0.0.0: anyone who can reach this machine can read the page, and the write token " \
+        "crosses the network unencrypted (plain HTTP); it answers requests to " in said, said
     # the address to open is the machine's name, not the wildcard (an operator's trial got http://0.0.0.0:8054/)
     assert out.read_text().startswith(f"dashboard: http://{socket.gethostname()}:"), out.read_text()
+
+
+def _status(port: int, host_header: str) -> int:
+    """The status of ``GET /api/campaign`` on 127.0.0.1:``port`` naming ``host_header`` as its Host."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/campaign", headers={"Host": host_header})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "0"])
+def test_a_dashboard_on_every_interface_answers_the_machines_names_only(tmp_path, write_campaign, host):
+    """On a wildcard address the dashboard answered any Host, so a web page anywhere could read the campaign by DNS
+    rebinding; ``--host 0`` listened everywhere and refused every request, taking "0" for the one name to answer (a
+    security trial). It answers the machine's names and addresses, and the names ``--allowed-host`` adds."""
+    campaign_file = write_campaign(tmp_path)
+    with Journal.create(tmp_path / "tiny.db", load_campaign(campaign_file)):
+        pass
+    out = tmp_path / "dashboard.out"
+    with out.open("w") as stdout:
+        dashboard = subprocess.Popen([*CLI, "dashboard", str(tmp_path / "tiny.db"), "--host", host, "--port", "0",
+                                      "--allowed-host", "labpc.example.org"], stdout=stdout, stderr=subprocess.PIPE)
+        try:
+            port = int(_wait_for(out, "write token", dashboard).split()[1].split("#")[0].rsplit(":", 1)[1].strip("/"))
+            deadline = time.monotonic() + 60  # liveness only: serving starts just after the lines are printed
+            while (loopback := _status(port, f"127.0.0.1:{port}")) != 200:
+                assert time.monotonic() < deadline and dashboard.poll() is None
+                time.sleep(0.05)
+            assert _status(port, f"{socket.gethostname()}:{port}") == 200
+            assert _status(port, f"labpc.example.org:{port}") == 200
+            assert _status(port, f"evil.example:{port}") == 400
+        finally:
+            dashboard.send_signal(signal.SIGINT)
+            dashboard.wait(timeout=60)
+    assert loopback == 200
 
 
 def _stopped_by_sigint(store: Path, *, sigint_ignored: bool) -> tuple[int, str]:

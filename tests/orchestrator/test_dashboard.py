@@ -341,10 +341,14 @@ def test_refusals_over_http(served, finished_store):
                      "/api/experiments/%D9%A1", "/api/experiments/1e3", "/api/experiments/0x1"):
             status, body = own.get(path)
             assert status == 404 and json.loads(body) == {"error": "no such experiment"}, path[:40]
+        for _ in range(3):  # a guesser's writes are said in the log, not once per guess (a security trial)
+            assert own.request("POST", "/api/approve", b"{}", {"X-Labloop-Token": "guess-1234"})[0] == 403
     finally:
         own.process.send_signal(signal.SIGINT)
         console = own.process.communicate(timeout=30)[1]
     assert "Traceback" not in console and "Error" not in console, console
+    assert console.count("a write with a wrong token from 127.0.0.1 refused (1 so far)") == 1, console
+    assert "so far" not in console.replace("(1 so far)", ""), console
     status, body = served.get("/api/experiments/1")
     detail = json.loads(body)
     assert status == 200 and detail["experiment"]["id"] == 1
