@@ -527,6 +527,37 @@ def test_the_page_names_the_molecules_the_library_names(tmp_path, write_campaign
         dashboard.close()
 
 
+def test_names_that_would_mislead_or_widen_the_page_are_shown_plainly(tmp_path, write_campaign, browser):
+    """A name holding U+202E showed "exe.txt" as "txt.exe", and a 5000-character name widened the experiments table
+    until its status and potential were out of view (a security trial): bidirectional controls are shown as their
+    escapes, as `labloop log` shows them, and a long name wraps within its column."""
+    from selenium.webdriver.common.by import By
+
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    spoof, long_name = "\u202eexe.txt\u202c evil-rlo", "L" * 5000
+    (tmp_path / "named.csv").write_text(f"smiles,name\nCOc1ccc(OC)cc1,{spoof}\nCc1ccccc1N,{long_name}\n")
+    campaign = load_campaign(write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")}))
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([_Proposal(s) for s in ("COc1ccc(OC)cc1", "Cc1ccccc1N")], step=0,
+                                       planner="random")
+        _measure(journal, ids, (4.55, 4.4))
+    dashboard = Dashboard(campaign.store)
+    try:
+        browser.get(dashboard.url_with_token)
+        _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#experiments-table tbody tr")) == 2, "rows")
+        names = [n.get_attribute("textContent")
+                 for n in browser.find_elements(By.CSS_SELECTOR, "#experiments-table .molecule-name")]
+        assert "\\u202eexe.txt\\u202c evil-rlo" in names and not any("\u202e" in n for n in names), names
+        assert long_name in names  # whole, wrapped
+        table, panel = browser.execute_script(
+            "const t = document.getElementById('experiments-table');"
+            "return [t.getBoundingClientRect().width, t.parentElement.getBoundingClientRect().width]")
+        assert table <= panel + 1, (table, panel)  # its status and potential in view, no sideways scroll
+    finally:
+        dashboard.close()
+
+
 def test_a_journal_damaged_while_served_is_said_once_and_answered_clearly(finished_store, tmp_path):
     """A row damaged under a running dashboard printed a traceback every 0.1 s and /api/experiments/1 was a bare
     500; now the problem is logged once, the API answers 503 with the line that names the row, the stream tells

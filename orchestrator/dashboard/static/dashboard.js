@@ -9,9 +9,17 @@ const state = { snap: null, plots: null, cvId: null, pinnedCv: false, connected:
 
 function $(id) { return document.getElementById(id); }
 
+// text from the journal with its bidirectional controls (U+202A-202E, U+2066-2069, U+200E/F, U+061C) shown as
+// their escapes: a name holding U+202E "exe.txt" read "txt.exe" on the page (a security trial); `labloop log` shows
+// them so too
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+function plain(text) {
+  return String(text).replace(BIDI, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 function el(tag, text, cls) {
   const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (text !== undefined && text !== null) node.textContent = plain(text);
   if (cls) node.className = cls;
   return node;
 }
@@ -197,7 +205,7 @@ function drawError(plots) {
 
 function drawVoltammogram(detail) {
   const v = detail && detail.voltammograms.length ? detail.voltammograms[detail.voltammograms.length - 1] : null;
-  $("cv-caption").textContent = v ? `#${detail.experiment.id} ${detail.experiment.name ? `${detail.experiment.name} ` : ""}${detail.experiment.smiles} · ${Number(v.scan_rate_v_s).toPrecision(3)} V/s` : "";
+  $("cv-caption").textContent = v ? plain(`#${detail.experiment.id} ${detail.experiment.name ? `${detail.experiment.name} ` : ""}${detail.experiment.smiles} · ${Number(v.scan_rate_v_s).toPrecision(3)} V/s`) : "";
   const ys = v ? v.current_a.map((i) => i * 1e6) : [];
   plot($("plot-cv"), {
     xlabel: `E (V vs ${v ? v.reference : "reference"})`, ylabel: "i (µA)", empty: "no voltammogram yet",
@@ -222,7 +230,7 @@ function render(snap, plots) {
   state.plots = plots;
   const c = snap.campaign, p = snap.progress;
   document.title = `${c.name} · labloop`;
-  $("campaign-name").textContent = c.name;
+  $("campaign-name").textContent = plain(c.name);
   $("campaign-summary").textContent =
     `objective: ${c.objective_text} · planner ${c.planner.kind} · seed ${c.seed} · store ${c.store}`;
   const done = p.counts.done;
@@ -323,14 +331,14 @@ function renderRunState() {
     line.textContent = "run live: a labloop process is writing this journal";
     line.className = "run-live";
   } else if (p.ended_as === "unsafe") {
-    line.textContent = `RIG NOT MADE SAFE: ${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
+    line.textContent = `RIG NOT MADE SAFE: ${plain(p.ended)} (no run is writing this journal${written ? `; ${written}` : ""})`;
     line.className = "run-unsafe";
   } else if (p.counts.running) {  // in `labloop log`'s words (journal/view.py, run_end), and what became of it
-    line.textContent = `${p.ended}; the experiment it was running stopped with it and runs again on resume ` +
+    line.textContent = `${plain(p.ended)}; the experiment it was running stopped with it and runs again on resume ` +
       `(no run is writing this journal${written ? `; ${written}` : ""})`;
     line.className = "run-gone";
   } else {  // how the last run ended, as the server words it for `labloop log` too (journal/view.py, run_end)
-    line.textContent = `${p.ended} (no run is writing this journal${written ? `; ${written}` : ""})`;
+    line.textContent = `${plain(p.ended)} (no run is writing this journal${written ? `; ${written}` : ""})`;
     line.className = { killed: "run-gone", stopped: "run-fault" }[p.ended_as] || "run-stopped";
   }
 }
