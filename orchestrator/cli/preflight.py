@@ -179,10 +179,10 @@ def overridden(campaign: Campaign, store: Path | None, seed: int | None) -> Camp
 def warn_before_run(campaign: Campaign, library: list[str], *, dry_run: bool) -> tuple[int, int]:
     """What is allowed but most likely a mistake, said before a run or by ``validate``: the library rows no
     planner will ever propose, an objective no measurement can meet, a ``cell.ferrocene_vs_li_v`` no step reads, a
-    batch larger than the budget, a dry run's simulated O2 with no purge step, a protocol value most likely written
-    in the wrong unit (an analyte in M as mM), and a protocol that leaves liquid in the cell under its D-computing cv
-    (said once here; the run says it again of each experiment it dilutes). Returns how many rows are invalid, and
-    how many hold a molecule an earlier row holds."""
+    batch larger than the budget, an alert URL's password written out, a dry run's simulated O2 with no purge step,
+    a protocol value most likely written in the wrong unit (an analyte in M as mM), and a protocol that leaves
+    liquid in the cell under its D-computing cv (said once here; the run says it again of each experiment it
+    dilutes). Returns how many rows are invalid, and how many hold a molecule an earlier row holds."""
     warn_unchecked_rows(campaign, library)
     with console.progress() as bar:  # ~0.4 s per 1,000 rows on one core: seconds for a big library
         task = bar.add_task("checking the library's rows", total=len(library))
@@ -199,6 +199,7 @@ def warn_before_run(campaign: Campaign, library: list[str], *, dry_run: bool) ->
                            "molecule an earlier row holds (written the same or another way), and each molecule is "
                            "proposed once", line_of=line_of)
     for why in (compose.objective_out_of_reach(campaign), campaign.unused_ferrocene(), campaign.batch_beyond_budget(),
+                campaign.alert_secrets_written_out(),
                 campaign.unpurged_oxygen() if dry_run else None):
         if why is not None:
             console.err.print(f"warning: {why}", markup=False, highlight=False, soft_wrap=True)

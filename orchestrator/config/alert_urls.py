@@ -22,6 +22,17 @@ SECRET_SETTINGS = frozenset({"alerts"})
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+#: what an alert URL holds credentials by: a user and password (``://user:pass@``) or a query parameter named as a
+#: secret (``?token=``, ``&apikey=``, ``password=``)
+_CREDENTIALS = re.compile(r"://[^/@\s]*:[^/@\s]*@|[?&][A-Za-z_]*(?:token|key|pass|secret|auth)[A-Za-z_]*=", re.I)
+
+
+def written_out_credentials(url: str) -> bool:
+    """Whether ``url`` holds a password or token written out rather than read from the environment (``${VAR}``):
+    the journal keeps the campaign's settings, and so the secret, for anyone given the file."""
+    return not _VARIABLE.search(url) and _CREDENTIALS.search(url) is not None
+
+
 def expand(url: str) -> str:
     """``url`` with every ``${VAR}`` replaced from the environment; ValueError names a variable that is unset."""
     missing = [name for name in _VARIABLE.findall(url) if name not in os.environ]

@@ -62,7 +62,7 @@ from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RA
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem, serial_device
-from labloop.orchestrator.config.alert_urls import check_url
+from labloop.orchestrator.config.alert_urls import check_url, written_out_credentials
 from labloop.orchestrator.config.fields import (
     POTENTIAL_RANGE_V,
     SECTION,
@@ -1382,6 +1382,20 @@ class Campaign(BaseModel):
         return (f"{self.located('cell', 'ferrocene_vs_li_v')}: {compact(self.cell.ferrocene_vs_li_v)} V is set, but "
                 "only an add_standard step uses it and the protocol has none: every potential is put on the Li/Li+ "
                 "scale through cell.reference_offset_v")
+
+    def alert_secrets_written_out(self) -> str | None:
+        """``file:line: alerts[i]: ...`` at the first alert URL that holds a password or token written out
+        (:func:`labloop.orchestrator.config.alert_urls.written_out_credentials`), else None; the URL is not shown.
+        Why: the journal keeps every setting, so a webhook's password written in the campaign file is in the
+        ``.db`` for whoever is given it (a security trial found four copies with ``strings``), while ``${VAR}``
+        keeps it out of both."""
+        found = [index for index, url in enumerate(self.alerts) if written_out_credentials(url)]
+        if not found:
+            return None
+        others = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        return (f"{self.located('alerts', found[0])}: holds a password or token written out{others}, which the "
+                f"journal keeps with the campaign's settings for anyone given {self.store.name}: write that part as "
+                "${VAR}, read from the environment when an alert is sent (docs/dashboard.md, \"Alerts\")")
 
     def batch_beyond_budget(self) -> str | None:
         """``file:line: planner.batch_size: ...`` when a batch is larger than the whole budget, else None: the runner

@@ -142,6 +142,30 @@ def test_a_campaign_file_whose_alert_url_cannot_be_withheld_is_not_copied_nor_sa
     assert 'href="campaign.yaml"' not in page and "secret-yy3" not in page
 
 
+def test_a_password_written_out_in_an_alert_url_is_warned_of_without_showing_it(tmp_path, labloop, write_campaign,
+                                                                                monkeypatch):
+    """The journal keeps every setting, so a webhook's password written in the campaign file was in the .db for
+    whoever is given it, four copies by ``strings``, and nothing said so (a security trial): validate warns at the
+    entry, the URL not shown; one read from the environment is said nothing of."""
+    campaign_file = write_campaign(tmp_path, alerts=["ntfy://lab-night-shift",
+                                                     "json://user:pw-secret-77@127.0.0.1:9/hook",
+                                                     "json://127.0.0.1:9/hook?token=tk-secret-88"])
+    result = labloop("validate", campaign_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "written out" in line]
+    line = campaign_file.read_text().splitlines().index("- json://user:pw-secret-77@127.0.0.1:9/hook") + 1
+    assert said == [f"warning: {campaign_file}:{line}: alerts[1]: holds a password or token written out (and 1 "
+                    "more), which the journal keeps with the campaign's settings for anyone given tiny.db: write that "
+                    "part as ${VAR}, read from the environment when an alert is sent (docs/dashboard.md, "
+                    '"Alerts")'], result.stderr
+    assert "pw-secret" not in result.stdout + result.stderr and "tk-secret" not in result.stdout + result.stderr
+    from_env = write_campaign(tmp_path, name="env", alerts=["ntfy://lab-night-shift",
+                                                           "json://user:${LABLOOP_TEST_PW}@127.0.0.1:9/hook"])
+    monkeypatch.setenv("LABLOOP_TEST_PW", "pw-secret-99")
+    result = labloop("validate", from_env, "--dry-run")
+    assert result.returncode == 0 and "written out" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(("url", "expected"), [
     ("nonsense://abc/secret-path-77", "not a notification URL that apprise knows"),
     ("json://127.0.0.1/${LABLOOP_SURELY_UNSET_VAR}", "environment variable LABLOOP_SURELY_UNSET_VAR is not set"),
