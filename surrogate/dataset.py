@@ -164,7 +164,9 @@ def bound_of(cell: object) -> tuple[float, int] | None:
     return float(match.group(2)), 1 if match.group(1) in (">", ">=", "≥") else -1
 
 
-MISSING_MARKERS = frozenset({"n/a", "na", "nan", "-", "nd", "n.d."})
+#: how a lab's table writes a missing value (matched without case): ``#n/a`` is Excel's for a lookup that found
+#: nothing, which stopped a backtest (a lab head's trial)
+MISSING_MARKERS = frozenset({"n/a", "na", "nan", "-", "nd", "n.d.", "#n/a"})
 #: the minus sign Word, Origin and typeset tables write (U+2212 MINUS SIGN), read as ``-`` in a number cell: it means
 #: nothing else there, and a value pasted from Word as -0.037 with it was refused as not a number (a chemist's trial)
 MINUS_SIGN = "\u2212"

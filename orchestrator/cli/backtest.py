@@ -207,10 +207,11 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
         judge.predict(library)  # cached once for every planner and seed
         # a table on another scale than declared: the truth, or the past, volts from the prior (a trial's table vs
         # Fc+/Fc read as vs Li/Li+ was said only as "no value is a hit")
+        quantity = campaign.objective.quantity
         slips = [potential_table.scale_slip(truth_file, column, known, judge, offset_v=offset,
-                                            ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v),
+                                            ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v, quantity=quantity),
                  None if past is None else potential_table.past_scale_slip(past.source, past.measurements, judge,
-                                                                           campaign.cell.ferrocene_vs_li_v)]
+                                                                           campaign.cell.ferrocene_vs_li_v, quantity)]
         for slip in filter(None, slips):
             console.err.print(f"warning: {printable(slip)}", markup=False, highlight=False, soft_wrap=True)
             notes.append(slip)

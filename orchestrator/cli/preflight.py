@@ -163,7 +163,7 @@ def warn_past_scale(campaign: Campaign, source: dict[str, object], measurements:
     calibration events said so (a chemist's trial)."""
     if model is None or not measurements:
         return
-    slip = past_scale_slip(source, measurements, model, campaign.cell.ferrocene_vs_li_v)
+    slip = past_scale_slip(source, measurements, model, campaign.cell.ferrocene_vs_li_v, campaign.objective.quantity)
     if slip is not None:
         console.err.print(f"warning: {console.printable(slip + then)}", markup=False, highlight=False,
                           soft_wrap=True)

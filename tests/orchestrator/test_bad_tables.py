@@ -178,6 +178,8 @@ def test_a_missing_value_marker_is_read_as_an_empty_cell_and_said_once(tmp_path,
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     one = read_table(_marked(tmp_path / "one", "ND", rows=(3,)), ["ie_ev"])
     assert np.isnan(one.Y[3, 0]) and "1 row writes a missing value as 'ND', at line 5 (read" in caplog.text
+    excel = read_table(_marked(tmp_path / "excel", "#N/A", rows=(3,)), ["ie_ev"])  # Excel's, which stopped a backtest
+    assert np.isnan(excel.Y[3, 0]) and "1 row writes a missing value as '#N/A', at line 5 (read" in caplog.text
     caplog.clear()
     read_table(_marked(tmp_path / "own", "n/a"), ["ie_ev"], missing_markers=MISSING_MARKERS)  # a backtest's note
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

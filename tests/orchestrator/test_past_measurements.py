@@ -369,20 +369,29 @@ class _Predicts:
         return [4.0] * len(smiles), [0.1] * len(smiles)
 
 
-@pytest.mark.parametrize(("value", "offset", "said"), [
-    (4.5, 0.0, None),  # within SCALE_SLIP_V of the prediction: the prior's own error
-    (0.8, 0.0, "a median 3.20 V below what the prior model predicts for their molecules, about "
-               "cell.ferrocene_vs_li_v (3.2 V), as values vs Fc+/Fc taken as vs Li/Li+ would: if they are vs "
-               "Fc+/Fc, give --truth-vs fc"),
-    (7.2, 3.2, "a median 3.20 V above what the prior model predicts for their molecules, about "
-               "cell.ferrocene_vs_li_v (3.2 V), as values vs Li/Li+ taken as vs Fc+/Fc would: if they are vs "
-               "Li/Li+, give --truth-vs li"),
-    (2.5, 0.0, "a median 1.50 V below what the prior model predicts for their molecules, more than 1 V: check "
-               "their reference scale and unit"),
+@pytest.mark.parametrize(("value", "offset", "quantity", "said"), [
+    # within where a right table lies: the gas-phase prior's missing solvation, 0-3 V, and 0.5 V of the lab's own
+    (4.5, 0.0, "oxidation_potential", None),
+    (2.5, 0.0, "oxidation_potential", None),  # 1.5 V below: solvation, as every real table is (a lab head's trial)
+    (5.5, 0.0, "reduction_potential", None),  # a reduction's solvation raises it
+    (0.0, 0.0, "oxidation_potential", "a median 4.00 V below what the prior model predicts for their molecules, about "
+                                      "cell.ferrocene_vs_li_v (3.2 V) below where a table vs Li/Li+ lies, as values vs "
+                                      "Fc+/Fc taken as vs Li/Li+ would: if they are vs Fc+/Fc, give --truth-vs fc"),
+    (7.2, 3.2, "oxidation_potential", "a median 3.20 V above what the prior model predicts for their molecules, about "
+                                      "cell.ferrocene_vs_li_v (3.2 V) above where a table vs Li/Li+ lies, as values vs "
+                                      "Li/Li+ taken as vs Fc+/Fc would: if they are vs Li/Li+, give --truth-vs li"),
+    (2.5, 0.0, "reduction_potential", "a median 1.50 V below what the prior model predicts for their molecules, about "
+                                      "cell.ferrocene_vs_li_v (3.2 V) below"),
+    (9.0, 0.0, "oxidation_potential", "a median 5.00 V above what the prior model predicts for their molecules, where "
+                                      "a table of oxidation potentials lies between 3.5 V below and 0.5 V above (the "
+                                      "prior's gas-phase rule leaves out solvation): check their reference scale and "
+                                      "unit (labloop takes the backtest's truth as V vs Li/Li+)"),
+    (9.0, 3.2, "oxidation_potential", "unit (labloop takes the backtest's truth as V vs Fc+/Fc, adding "
+                                      "cell.ferrocene_vs_li_v, as declared)"),
 ])
-def test_scale_slip_names_the_vs_that_undoes_a_mix_up(tmp_path, value, offset, said):
+def test_scale_slip_names_the_vs_that_undoes_a_mix_up(tmp_path, value, offset, quantity, said):
     from labloop.orchestrator.potential_table import scale_slip
 
     slip = scale_slip(tmp_path / "t.csv", "e", {"CCO": value, "CCN": value, "CCC": 4.0}, _Predicts(),
-                      offset_v=offset, ferrocene_vs_li_v=3.2)
+                      offset_v=offset, ferrocene_vs_li_v=3.2, quantity=quantity)
     assert slip == said if said is None else said in slip
