@@ -58,6 +58,21 @@ def test_random_backtest_without_instruments_counts_true_hits(tmp_path, labloop,
     assert "a seed varies the measurement noise (0.01 V) and random's picks" in " ".join(shown.stdout.split())
 
 
+def test_the_plain_progress_line_says_its_count_is_of_every_campaign(tmp_path, labloop, write_campaign, truth_csv,
+                                                                      monkeypatch):
+    """Off a terminal the progress line read ``greedy seed 7: 625 of 1500 after 30 s``, as if greedy's seed 7 had
+    1500 experiments (a lab head's trial): it says which campaign runs and that the count is of all of them."""
+    monkeypatch.setattr(console, "FIRST_PLAIN_S", 0.0)  # a line at each step, not after 30 s
+    monkeypatch.setattr(console, "PLAIN_PROGRESS_S", 0.0)
+    path, _ = truth_csv
+    result = labloop("backtest", write_campaign(tmp_path), "--truth", path, "--column", "e_v", "--planners", "random",
+                     "--seeds", "2", "--budget", "5", "--no-instruments")
+    assert result.returncode == 0, result.stderr
+    lines = re.findall(r"^random seed (\d) running; experiments of all 2 campaigns: (\d+) of 10 done after \d+ s$",
+                       result.stderr, re.M)
+    assert {seed for seed, _ in lines} == {"5", "6"} and max(int(n) for _, n in lines) >= 5, result.stderr
+
+
 def test_a_budget_beyond_the_library_is_capped_and_said(tmp_path, labloop, write_campaign, truth_csv):
     """A budget above the molecules with a true value was cut to their number without a word."""
     path, _ = truth_csv
@@ -125,7 +140,8 @@ def test_bayes_backtest_learns_from_the_table(tmp_path, labloop, write_campaign,
     assert "mean +/- sd (se)" in two.stdout, two.stdout
     # 2 seeds tell no planner ahead, however far apart (a trial: 'more than 2 se: greedy is ahead' over 2 seeds)
     assert re.search(r"^(bayes - greedy|greedy - bayes): [+-]?\d+(\.\d+)? hits per campaign, se \d+(\.\d+)? over 2 "
-                     r"seeds \(paired by seed\): 2 seeds are too few to tell them apart \(at least 5: --seeds 5\)$",
+                     r"seeds \(paired by seed\): no verdict from 2 seeds, whatever the difference \(a verdict needs at "
+                     r"least 5: --seeds 5\)$",
                      two.stdout, re.M), two.stdout
     assert "random's picks" not in two.stdout  # random did not run
 
@@ -271,13 +287,14 @@ def test_a_few_seeds_tell_no_planner_ahead():
         (c,) = paired_with_leader({"bayes": {"mean": 6.0, "per_seed": [6] * seeds},
                                    "greedy": {"mean": 4.0, "per_seed": [4] * seeds}})
         assert (c["difference"], c["se"], c["seeds"], c["told_apart"]) == (2.0, 0.0, seeds, None)
-        assert c["verdict"] == f"{seeds} seeds are too few to tell them apart (at least 5: --seeds 5)"
+        assert c["verdict"] == (f"no verdict from {seeds} seeds, whatever the difference (a verdict needs at least 5: "
+                                "--seeds 5)")
     (one,) = paired_with_leader({"bayes": {"mean": 6.0, "per_seed": [6]}, "greedy": {"mean": 4.0, "per_seed": [4]}})
     assert (one["difference"], one["se"], one["told_apart"]) == (2.0, None, None)
-    assert one["verdict"] == "1 seed is too few to tell them apart (at least 5: --seeds 5)"
+    assert one["verdict"] == "no verdict from 1 seed, whatever the difference (a verdict needs at least 5: --seeds 5)"
     assert _versus_leader([one], "hits") == [
-        "bayes - greedy: +2 hits per campaign over 1 seed (paired by seed): 1 seed is too few to tell them apart "
-        "(at least 5: --seeds 5)"]
+        "bayes - greedy: +2 hits per campaign over 1 seed (paired by seed): no verdict from 1 seed, whatever the "
+        "difference (a verdict needs at least 5: --seeds 5)"]
 
 
 def test_simulated_cvs_follow_a_drifting_reference():
