@@ -10,6 +10,7 @@ and ``--port 0`` lets the kernel choose a free port whose URL is printed first (
 from __future__ import annotations
 
 import errno
+import getpass
 import logging
 import secrets
 import socket
@@ -135,8 +136,15 @@ def _bind(host: str, port: int) -> socket.socket:
 @click.option("--batch", multiple=True, type=int, metavar="ID",
               help="An id of the batch you looked at, required (repeat the option for each id: --batch 3 --batch "
                    "4): refused if another batch is waiting by now.")
+@click.option("--by", "person", metavar="NAME",
+              help="Who decides, journalled with the decision (default: this account's login name).")
+@click.option("--reason", metavar="TEXT", help="Why, journalled with the decision and each veto's cause.")
 @click.pass_context
-def approve(ctx: click.Context, store: Path, veto: tuple[int, ...], batch: tuple[int, ...]) -> None:
+def approve(ctx: click.Context, store: Path, veto: tuple[int, ...], batch: tuple[int, ...], person: str | None,
+            reason: str | None) -> None:
+    # who and why, for the record: a lab head's trial found approvals journalled with neither
+    person = _said_by("--by", person if person is not None else _login())
+    reason = None if reason is None else _said_by("--reason", reason)
     if ctx.args:  # `--batch 3 4`: click said "Got unexpected extra argument (4)" (a newcomer's trial)
         raise click.UsageError(f"unexpected {' '.join(ctx.args)}: give one --batch or --veto per id, e.g. --batch 3 "
                                "--batch 4")
@@ -147,6 +155,28 @@ def approve(ctx: click.Context, store: Path, veto: tuple[int, ...], batch: tuple
                 named = " ".join(f"--batch {e.id}" for e in waiting)
                 raise click.UsageError(f"name the batch you decide on, each id: {named} (the batch waiting now; "
                                        f"`labloop log {shell_word(store)}` shows its molecules)")
-        approved, vetoed = journal.approve(veto, by="labloop approve", batch=batch or None)
+        approved, vetoed = journal.approve(veto, by=f"{person} with labloop approve", batch=batch or None,
+                                           reason=reason)
     listed = [", ".join(map(str, ids)) or "none" for ids in (approved, vetoed)]
     console.out.print(f"approved {listed[0]}; vetoed {listed[1]}", markup=False, highlight=False)
+
+
+#: the longest ``--by`` or ``--reason`` an approval journals: a name or a sentence, not a document
+MAX_SAID_CHARS = 500
+
+
+def _login() -> str:
+    """This account's login name, or ``an unnamed account`` where the system knows none (a container's uid)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "an unnamed account"
+
+
+def _said_by(option: str, text: str) -> str:
+    """``text`` stripped, refused (exit 2) when empty, over :data:`MAX_SAID_CHARS` or holding a control character
+    (a line break would split the journal's one-line event in ``labloop log``)."""
+    text = text.strip()
+    if not text or len(text) > MAX_SAID_CHARS or not text.isprintable():
+        raise click.BadParameter(f"must be one line of 1 to {MAX_SAID_CHARS} printable characters", param_hint=option)
+    return text

@@ -833,10 +833,11 @@ class Journal:
                         data={"experiments": ids, "model_version": model_version})
         return ids
 
-    def approve(self, veto: Sequence[int] = (), *, by: str, batch: Sequence[int] | None = None
-                ) -> tuple[list[int], list[int]]:
+    def approve(self, veto: Sequence[int] = (), *, by: str, batch: Sequence[int] | None = None,
+                reason: str | None = None) -> tuple[list[int], list[int]]:
         """Decide the waiting batch: every ``awaiting_approval`` experiment becomes ``proposed``, except those in
-        ``veto``, which become ``failed`` (cause ``vetoed ...``). ``by`` says who decided (journalled).
+        ``veto``, which become ``failed`` (cause ``vetoed ...``). ``by`` says who decided and how, ``reason`` why
+        (both journalled: the event's message and data, and each veto's cause).
         ``batch``, when given, is the batch the person looked at, and must be the one waiting.
         Returns (approved ids, vetoed ids); :class:`NotAwaitingApproval` if nothing waits, another batch
         waits, or a veto is not in the waiting batch (then nothing changes)."""
@@ -862,9 +863,11 @@ class Journal:
             for experiment_id in vetoed:
                 self._transition(db, experiment_id, State.FAILED)
                 db.execute("UPDATE experiments SET state = 'failed', cause = ?, finished_at = ? WHERE id = ?",
-                           (f"{VETOED} by a person ({by})", stamp, experiment_id))
+                           (f"{VETOED} by a person ({by})" + (f": {reason}" if reason else ""), stamp, experiment_id))
+            why = f"; why: {reason}" if reason else ""
             self._event(db, "approved", f"batch decided by {by}: approved {approved or 'none'}, "
-                                        f"vetoed {vetoed or 'none'}", data={"approved": approved, "vetoed": vetoed})
+                                        f"vetoed {vetoed or 'none'}{why}",
+                        data={"approved": approved, "vetoed": vetoed, "by": by, "reason": reason})
         return approved, vetoed
 
     def start_experiment(self, experiment_id: int) -> int:

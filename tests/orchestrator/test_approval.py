@@ -119,7 +119,9 @@ def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_
             _wait_for(lambda: _waiting(campaign.store), "batch awaiting approval")
             waiting = _waiting(campaign.store)
             named = [arg for i in waiting for arg in ("--batch", i)]
-            args = ["--veto", waiting[0], *named] if veto_first else []
+            # who and why, journalled (a lab head's trial found neither)
+            args = ["--veto", waiting[0], *named, "--by", "alice", "--reason", "too like experiment 1"] if veto_first \
+                else []
             if veto_first:  # a decision on no named batch is refused, naming the batch to look at (an operator's
                 unnamed = labloop("approve", campaign.store, "--veto", waiting[0])  # trial approved one so)
                 assert unnamed.returncode == 2 and unnamed.stderr == (
@@ -127,6 +129,8 @@ def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_
                     f"{' '.join(f'--batch {i}' for i in waiting)} (the batch waiting now; `labloop log "
                     f"{campaign.store}` shows its molecules)\n"), unnamed.stderr
                 assert _waiting(campaign.store) == waiting  # nothing decided
+                garbled = labloop("approve", campaign.store, *args[:-1], "two\nlines")
+                assert garbled.returncode == 2 and "--reason" in garbled.stderr and _waiting(campaign.store) == waiting
             if not veto_first:  # the batch looked at: an older one is refused, this one decided
                 stale = labloop("approve", campaign.store, "--batch", waiting[0] - 1)
                 assert stale.returncode == 2 and "the batch waiting is" in stale.stderr, stale.stderr
@@ -149,6 +153,12 @@ def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_
         experiments = {e.id: e for e in journal.experiments()}
         vetoed = decisions[0][0][0]
         assert experiments[vetoed].status == "failed" and experiments[vetoed].cause.startswith("vetoed")
+        assert experiments[vetoed].cause.endswith("by a person (alice with labloop approve): too like experiment 1")
+        decided = [e for e in journal.events() if e.kind == "approved"]
+        assert (decided[0].data["by"], decided[0].data["reason"]) == ("alice with labloop approve",
+                                                                    "too like experiment 1")
+        assert decided[0].message.endswith("; why: too like experiment 1")
+        assert decided[1].data["by"].endswith(" with labloop approve") and decided[1].data["reason"] is None
         assert experiments[vetoed].attempt == 0 and not journal.actions(vetoed)  # never touched the rig
         assert sum(e.status == "done" for e in experiments.values()) == 3
         assert len({e.smiles for e in experiments.values()}) == len(experiments)  # a vetoed molecule never returns
