@@ -379,9 +379,11 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
                          f"{len(snap['experiments'])} shows all")
         table.caption_justify = "left"
     edges = hit_edges(snap["campaign"]["objective"])
+    waiting = [e for e in snap["experiments"] if e["status"] == "awaiting_approval"]
     return Group(
         _header(snap),
         table,
+        *((_waiting_table(waiting),) if waiting else ()),
         _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]], edges),
         _best_table(snap["best"], edges,
                     None if snap["progress"]["hits"] is None else snap["campaign"]["objective_text"]),
@@ -570,6 +572,29 @@ def _experiments_table(rows: list[dict[str, Any]]) -> Table:
     for e in rows:
         table.add_row(str(e["id"]), _text(e["smiles"]), Text(e["status"], style=style.get(e["status"], "")),
                       str(e["attempt"]), _time(e["started_at"]), _time(e["finished_at"]), _text(e["cause"] or ""))
+    return table
+
+
+def _waiting_table(rows: list[dict[str, Any]]) -> Table:
+    """The batch awaiting approval with what a person decides it by: each molecule's prediction +/- 1 sd (of the
+    calibrated model that proposed it) and its planned conditions. Why: the experiments table showed them without a
+    prediction, the held batch's event line cut long SMILES and gave no sd, and only ``log --json`` had the numbers
+    (a lab head's trial)."""
+    table = Table(title="awaiting approval (labloop approve; predicted V vs Li/Li+)", title_justify="left")
+    named = any(e["name"] for e in rows)
+    for name in ("id", *(("name",) if named else ()), "smiles", "predicted ± 1 sd", "model", "conditions"):
+        table.add_column(name, overflow="fold", justify="left" if name in ("name", "smiles", "conditions") else "right")
+    for e in rows:
+        predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
+        if predicted and e["uncalibrated"]:
+            predicted += " *"
+        model = "" if e["model_version"] is None else f"v{e['model_version']}"
+        conditions = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in (e["conditions"] or {}).items())
+        table.add_row(str(e["id"]), *_named(e, named), predicted, model, _text(conditions))
+    if any(e["mu"] is not None and e["uncalibrated"] for e in rows):
+        table.caption = "* predicted before any measurement, on the DFT prior's scale, which a lab's can sit volts from"
+        table.caption_justify = "left"
     return table
 
 

@@ -248,7 +248,7 @@ def test_a_journal_that_stored_whole_number_choices_as_floats_is_the_same_campai
 def test_the_approve_syntax_the_readme_and_the_runner_show_is_the_one_click_takes() -> None:
     """The README showed ``[--batch ID ...]``; ``--batch 1 2 3`` then failed with "Got unexpected extra arguments
     (2 3)": click takes one id per option. Every ``labloop approve`` line of the README, with ``[X]...`` read as X
-    given twice and ``ID`` as an id, must parse."""
+    given twice, ``[X]`` as X given once, and ``ID`` as an id, must parse."""
     import re
     import shlex
     from pathlib import Path
@@ -260,7 +260,8 @@ def test_the_approve_syntax_the_readme_and_the_runner_show_is_the_one_click_take
     lines = [line.split("#")[0] for line in readme.splitlines() if line.startswith("labloop approve ")]
     assert lines
     for line in lines:
-        expanded = re.sub(r"\[([^\]]+)\]\.\.\.", r"\1 \1", line).replace("ID", "7").replace("STORE", "x.db")
+        expanded = re.sub(r"\[([^\]]+)\]\.\.\.", r"\1 \1", line)
+        expanded = re.sub(r"\[([^\]]+)\]", r"\1", expanded).replace("ID", "7").replace("STORE", "x.db")
         args = shlex.split(expanded)[2:]
         context = approve.make_context("approve", args)
         assert context.params["store"].name == "x.db" and not context.args, line  # no id beside an option

@@ -296,6 +296,28 @@ def test_vetoes_are_counted_apart_from_failures(labloop, tmp_path):
     assert "failed 1, interrupted 0, vetoed 2)" in (tmp_path / "report" / "index.html").read_text()
 
 
+def test_a_batch_awaiting_approval_is_shown_with_its_predictions(labloop, tmp_path):
+    """A held batch was listed without predictions (only `log --json` had them, the event line cut long SMILES
+    and gave no sd): a person deciding it sees each molecule whole with its prediction +/- 1 sd, the model and the
+    planned conditions (a lab head's trial)."""
+    path = tmp_path / "held.db"
+    long_smiles = "O=C(O)c1c[nH]c2ccccc12"  # whole, where the event line cuts one at 40 characters
+    with Journal.create(path, load_campaign(EXAMPLE)) as journal:
+        version = journal.add_model_version(21000, {"ie_ev": {"mae": 0.2}})
+        journal.record_proposals([Proposal("CCO")], step=0, planner="bayes", model_version=version)
+        journal.record_proposals([Proposal(long_smiles, mu=4.54, sigma=0.21, conditions={"scan_rate_v_s": 0.25}),
+                                  Proposal("CCN", mu=4.61, sigma=0.3)], step=1, planner="bayes",
+                                 model_version=version, awaiting_approval=True)
+    said = labloop("log", path)
+    assert said.returncode == 0, said.stderr
+    held = said.stdout[said.stdout.index("awaiting approval (labloop approve; predicted V vs Li/Li+)"):]
+    held = held[:held.index("└")]  # the table's end
+    rows = [" ".join(line.replace("│", " ").split()) for line in held.splitlines() if line.startswith("│")]
+    assert rows[0].startswith(f"2 {long_smiles} 4.54 ± 0.21 v1 scan_rate_v_s 0.25"), held
+    assert rows[1].startswith("3 CCN 4.61 ± 0.30 v1 scan_rate_v_s 0.1"), held
+    assert len(rows) == 2  # experiment 1, not waiting, is not in it
+
+
 def test_a_potential_just_outside_the_window_does_not_read_as_its_edge(labloop, tmp_path):
     """4.4995 V showed as ``4.500`` in the [4.50, 4.60] window of a log that said ``hits 0`` (a chemist's trial): a
     potential that rounds onto an edge it does not reach is shown with the digits that tell it apart; the edge itself,
