@@ -266,6 +266,10 @@ class Voltammogram:
 #: never meant, and any current meant in uA (a blank's limit is above its charging current, 0.1 uA) written in A lies
 #: above it: refused, with that hint.
 MAX_CURRENT_A = 0.1
+#: how many times a fixed current range (``CVParams.current_range_a``) a scan's current may reach with no point marked
+#: overloaded: a potentiostat reads a little beyond its range before it overloads, never twice it; a plug-in that
+#: ignored the range returned 22.6 uA in a 1 uA range, analysed as good (a plug-in engineer's trial)
+RANGE_SLIP_FACTOR = 2.0
 #: how far (V) a voltammogram's lowest and highest potential may lie from the vertices asked, beyond two steps: a
 #: potentiostat reports the potential it applied, within millivolts
 SPAN_TOLERANCE_V = 0.02
@@ -306,7 +310,8 @@ def returned_scan(scan: Voltammogram, params: CVParams, at: str, call: str,
     ``irreversible``, ten in a row before the run stopped with advice about the electrodes, and the planner shunned
     those molecules: a plug-in engineer's trial); its potentials and currents finite, and the currents within what a
     cell of a few mL draws (a NaN written into the arrays after they were built ended in a traceback blamed on
-    labloop, currents in uA as A, 39 A, went into the journal as a measurement: a plug-in author's trial); and its own
+    labloop, currents in uA as A, 39 A, went into the journal as a measurement: a plug-in author's trial) and within
+    :data:`RANGE_SLIP_FACTOR` times a fixed current range unless points are marked overloaded; and its own
     ``params`` those asked, as the raw data keeps them and the analysis corrects the ohmic drop by their compensation
     (a scan of -5..5 V that never ran was journalled as the experiment's)."""
     low, high = sorted((params.e_vertex1_v, params.e_vertex2_v))
@@ -326,6 +331,11 @@ def returned_scan(scan: Voltammogram, params: CVParams, at: str, call: str,
             raise WrongReturn(at, f"its driver's {call} returned currents up to {peak:.4g} A, beyond what a cell of a "
                                   f"few mL draws (at most {MAX_CURRENT_A:g} A): currents in another unit, uA? not "
                                   "analysed", scan=kept)
+        elif (params.current_range_a is not None and peak > RANGE_SLIP_FACTOR * params.current_range_a
+              and not scan.any_overload):
+            raise WrongReturn(at, f"its driver's {call} returned currents up to {peak:.4g} A in a fixed current range "
+                                  f"of {params.current_range_a:g} A, with no point marked overloaded: the driver "
+                                  "ignored current_range_a, or its overloads: not analysed", scan=kept)
         elif (differs := _params_differ(scan.params, params, off)) is not None:
             raise WrongReturn(at, f"its driver's {call} returned a scan whose params say {differs}: not analysed",
                               scan=kept)
