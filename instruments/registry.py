@@ -99,6 +99,12 @@ class DriverDescriptor:
             raise ConfigError(where, f"kind must be one of {kinds}, got {self.kind!r}") from None
         if not callable(self.open):
             raise ConfigError(where, "open must be a callable")
+        if self.kind is DriverKind.PUMP and self.content_ml is None and "content_ml" in (self.option_names() or ()):
+            # an option no hook reads: labloop counted the syringe full whatever it said, and a dispense of 0.5 mL
+            # from a syringe given content_ml 0.3 reached the pump twice (a plug-in engineer's trial)
+            raise ConfigError(where, "takes a content_ml option but declares no content_ml hook, so labloop would "
+                                     "count its syringe full whatever the option says: give the descriptor "
+                                     "content_ml=lambda options: options.get('content_ml') (docs/drivers.md)")
         if self.diameter_option is not None:
             known = self.option_names()
             if not isinstance(self.diameter_option, str) or (known is not None and self.diameter_option not in known):

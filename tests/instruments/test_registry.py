@@ -119,6 +119,12 @@ def test_descriptors_validate_themselves() -> None:
         DriverDescriptor(name="x", kind="pump", open="not callable")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"diameter_option must name one of its options \(a, b\), got 'dia'"):
         DriverDescriptor(name="x", kind="pump", open=print, options=("a", "b"), diameter_option="dia")
+    # a content_ml option no hook reads: the syringe counted full whatever it said (a plug-in engineer's trial)
+    with pytest.raises(ConfigError, match=r"^driver 'x': takes a content_ml option but declares no content_ml hook"):
+        DriverDescriptor(name="x", kind="pump", open=print, options=("content_ml",))
+    read = DriverDescriptor(name="x", kind="pump", open=print, options=("content_ml",),
+                            content_ml=lambda options: options.get("content_ml"))
+    assert read.content_ml({"content_ml": 0.3}) == 0.3
     with pytest.raises(ConfigError, match="has no emulator"):
         start_emulator("no-such-driver", EmulatorContext())
 
