@@ -322,6 +322,19 @@ class ExperimentOutcome:
     lab: LabRecord = field(default_factory=LabRecord)
 
 
+def _built(at: str, call: str, method: Callable[[Any], Any], argument: Any) -> Any:
+    """``method(argument)``, a driver's scan, with an :class:`InvalidParameter` it raises (its own ``Voltammogram``
+    refusing the data it was built from: a NaN current, no points) said as the driver's fault, a
+    :class:`WrongReturn` at ``at``. Why: such a scan failed as ``InvalidParameter: current_a: contains NaN or infinite
+    values``, which reads as a campaign's bad input (a plug-in engineer's trial); a device's bad data is the
+    driver's to raise as a ``ProtocolError`` (docs/drivers.md)."""
+    try:
+        return method(argument)
+    except InvalidParameter as exc:
+        raise WrongReturn(at, f"its driver's {call} could not build its voltammogram: {exc} (bad data from the "
+                              "device is a ProtocolError to raise, docs/drivers.md)") from exc
+
+
 class ProtocolExecutor:
     """Runs ``steps`` (parsed, or raw as in the campaign) on ``rig`` within ``safety``.
 
@@ -1126,11 +1139,13 @@ class ProtocolExecutor:
         run_series = getattr(driver, "run_cv_series", None)  # one script for all rates, where offered
         if run_series is None or len(series) == 1:
             for params in series:
-                yield returned_scan(returned(driver.run_cv(params), Voltammogram, where=at, call="run_cv"), params,
+                scan = _built(at, "run_cv", driver.run_cv, params)
+                yield returned_scan(returned(scan, Voltammogram, where=at, call="run_cv"), params,
                                     at, "run_cv", self.safety.potential_window_v)
             return
         what = f"a list of {len(series)} voltammograms, one per scan rate"
-        scans = returned(run_series(list(series)), (list, tuple), where=at, call="run_cv_series", what=what)
+        scans = returned(_built(at, "run_cv_series", run_series, list(series)), (list, tuple), where=at,
+                         call="run_cv_series", what=what)
         if len(scans) != len(series):
             raise WrongReturn(at, f"its driver's run_cv_series returned {len(scans)} {plural(len(scans), 'scan')}, "
                                   f"not {what}")

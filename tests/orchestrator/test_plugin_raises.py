@@ -289,6 +289,26 @@ def test_a_scan_whose_times_are_in_ms_is_the_drivers_fault(odd_campaign, tmp_pat
     assert len(kept) == 2 and all(len(k) == 1 and "ms?" in k[0][0] for k in kept), kept
 
 
+#: a plug-in potentiostat (an EmStat on its emulator) that builds its scan from a device's NaN currents
+NAN_BUILT_STAT = altered_stat("NAN_BUILT_STAT", "nan-built-stat", "current_a=np.full(len(scan), np.nan)")
+
+
+def test_a_scan_the_driver_cannot_build_is_the_drivers_fault_not_bad_input(odd_campaign, tmp_path, labloop,
+                                                                           install_plugin):
+    """A driver whose Voltammogram refused its device's NaN currents failed each experiment as "InvalidParameter:
+    current_a: contains NaN or infinite values", which reads as a campaign's bad input (a plug-in engineer's
+    trial): it is the driver's fault, said as such, with what to raise instead."""
+    install_plugin("nan_built_stat", NAN_BUILT_STAT, {"nan-built-stat": "NAN_BUILT_STAT"},
+                   "labloop.sim.builtin_emulators:emstat_emulator")
+    result = labloop("run", odd_campaign("return volume_ml", potentiostat="nan-built-stat"), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    causes = [cause for _, cause in _experiments(tmp_path / "tiny.db")]
+    assert len(causes) == 2 and all(c.startswith("WrongReturn: potentiostat in ") and
+                                    "its driver's run_cv could not build its voltammogram: current_a: contains NaN or "
+                                    "infinite values (bad data from the device is a ProtocolError to raise" in c
+                                    for c in causes), causes
+
+
 #: a plug-in potentiostat (an EmStat on its emulator) that says it sweeps at 0.01-5 V/s only
 RATE_STAT = """
 from labloop.instruments.emstat import EmStatPotentiostat
