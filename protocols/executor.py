@@ -843,7 +843,9 @@ class ProtocolExecutor:
     def _check_contents(self, steps: Sequence[Step]) -> None:
         """Refuse to start an experiment that what the cell and the syringes hold now (left by earlier ones,
         failed or interrupted) would stop part way, or that a stopped or failed experiment's liquid would spoil
-        (:meth:`refuse_their_leftover`), before its sample is spent: the rig needs a person."""
+        (:meth:`refuse_their_leftover`), before its sample is spent: the rig needs a person. The refusal says that the
+        count takes a failed dispense as delivered (:meth:`_pump`): a plug-in pump that refused a rate before moving
+        was said to need filling while full, with no word why (a plug-in engineer's trial)."""
         if self.left_liquid and self.contents.cell_ml > 0:
             which = "; ".join(f"{how} experiment {', '.join(str(e) for e, h in self.left_liquid.items() if h == how)}"
                               for how in dict.fromkeys(self.left_liquid.values()))
@@ -855,7 +857,8 @@ class ProtocolExecutor:
         if problem is None:
             return
         raise RigNotReady(self._where(problem.index, steps[problem.index]),
-                          f"{problem.refusal.what} (by labloop's count, before the experiment starts)",
+                          f"{problem.refusal.what} (by labloop's count before the experiment starts, which counts "
+                          "every dispense sent as delivered in full, one that failed too)",
                           needs=problem.full)
 
     def _with_conditions(self, conditions: Mapping[str, Any]) -> tuple[Step, ...]:
