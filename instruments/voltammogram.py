@@ -319,14 +319,14 @@ def returned_scan(scan: Voltammogram, params: CVParams, at: str, call: str,
     kept = scan if isinstance(scan.params, CVParams) else None  # what a journal can store as a voltammogram
     if limits_v is not None:
         _check_breach(scan, params, at, call, limits_v, kept)
-    got = "no point"
+    got, why = "no point", "a scan cut short"
     if not (np.isfinite(scan.potential_v).all() and np.isfinite(scan.current_a).all()):
         raise WrongReturn(at, f"its driver's {call} returned a scan holding NaN or infinite values: not analysed",
                           scan=kept)
     if len(scan.potential_v):
         lo, hi = float(scan.potential_v.min()), float(scan.potential_v.max())
         if not (abs(lo - low) <= off and abs(hi - high) <= off):
-            got = f"{lo:.3f}..{hi:.3f} V"
+            got, why = f"{lo:.3f}..{hi:.3f} V", _span_said(lo, hi, low, high, off)
         elif (peak := float(np.abs(scan.current_a).max())) > MAX_CURRENT_A:
             raise WrongReturn(at, f"its driver's {call} returned currents up to {peak:.4g} A, beyond what a cell of a "
                                   f"few mL draws (at most {MAX_CURRENT_A:g} A): currents in another unit, uA? not "
@@ -345,7 +345,20 @@ def returned_scan(scan: Voltammogram, params: CVParams, at: str, call: str,
         else:
             return scan
     raise WrongReturn(at, f"its driver's {call} returned a scan over {got} where {low:g}..{high:g} V was asked "
-                          "(potentials in another unit, mV? or a scan cut short): not analysed", scan=kept)
+                          f"({why}): not analysed", scan=kept)
+
+
+def _span_said(lo: float, hi: float, low: float, high: float, off: float) -> str:
+    """What a returned scan over ``lo..hi`` where ``low..high`` was asked most likely is: potentials in another unit
+    (a span hundreds of times the window's), a scan cut short (within the window, short of a vertex), or one driven
+    beyond the window asked. Why: a driver that added 0.6 V to a vertex was said to have "potentials in another unit,
+    mV? or a scan cut short", neither (a plug-in engineer's trial)."""
+    if hi - lo > UNIT_SLIP_FACTOR * (high - low):
+        return "potentials in another unit, mV?"
+    beyond, short = lo < low - off or hi > high + off, lo > low + off or hi < high - off
+    if beyond and not short:
+        return "potentials beyond the window asked: the driver applied other potentials than asked"
+    return "a scan cut short" if short and not beyond else "another window than asked, or a scan cut short"
 
 
 def _check_breach(scan: Voltammogram, params: CVParams, at: str, call: str, limits_v: tuple[float, float],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -400,7 +401,9 @@ class _Kit:
 
         def dispense() -> str:
             before = self.cell_volume_ml() if self.cell_volume_ml else None
-            done = self.driver.dispense(KIT_DISPENSE_ML, self.rate_ml_min)
+            # a number, as a run checks it (a str failed here as the kit's own "untyped TypeError": a trial)
+            done = returned(self.driver.dispense(KIT_DISPENSE_ML, self.rate_ml_min), numbers.Real,
+                            where=self.descriptor.name, call="dispense", what="the volume dispensed in mL")
             if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
                 raise _Failed(f"dispensed {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
             if before is not None and self.cell_volume_ml is not None:
@@ -412,7 +415,8 @@ class _Kit:
             return f"{done:g} mL"
 
         def withdraw() -> str:
-            done = self.driver.withdraw(KIT_DISPENSE_ML, self.rate_ml_min)
+            done = returned(self.driver.withdraw(KIT_DISPENSE_ML, self.rate_ml_min), numbers.Real,
+                            where=self.descriptor.name, call="withdraw", what="the volume withdrawn in mL")
             if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
                 raise _Failed(f"withdrew {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
             return f"{done:g} mL"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -32,3 +33,18 @@ def test_a_scan_beyond_its_fixed_current_range_with_no_overload_marked_is_the_dr
     assert not within.any_overload and returned_scan(within, RANGED, "stat", "run_cv") is within
     autoranged = replace(ignored, params=FREE)  # no range asked: none to judge by
     assert returned_scan(autoranged, FREE, "stat", "run_cv") is autoranged
+
+
+@pytest.mark.parametrize(("scale", "shift", "why"), [
+    (1000.0, 0.0, "potentials in another unit, mV?"),  # a scan in mV
+    (1.0, 0.6, "potentials beyond the window asked: the driver applied other potentials than asked"),
+    (0.5, 0.0, "a scan cut short"),
+])
+def test_a_scan_over_another_span_says_what_it_most_likely_is(scale: float, shift: float, why: str) -> None:
+    """A driver that added 0.6 V to its vertex was said to have "potentials in another unit, mV? or a scan cut
+    short", neither (a plug-in engineer's trial): the span says which it is."""
+    scan = simulate_cv(COUPLE, FREE, np.random.default_rng(1))
+    potential = scan.potential_v * scale + shift * (scan.potential_v > 0.0)
+    odd = replace(scan, potential_v=potential)
+    with pytest.raises(WrongReturn, match=re.escape(f"where -0.2..0.4 V was asked ({why}): not analysed")):
+        returned_scan(odd, FREE, "stat", "run_cv")

@@ -251,7 +251,7 @@ def test_a_scan_that_does_not_span_the_window_asked_is_the_drivers_fault(odd_cam
     causes = [cause for _, cause in _experiments(tmp_path / "tiny.db")]
     assert len(causes) == 2 and all(c.startswith("WrongReturn: potentiostat in ") and
                                     "its driver's run_cv returned a scan over -800.000..1950.000 V where -0.8..1.95 V "
-                                    "was asked (potentials in another unit, mV? or a scan cut short): not analysed"
+                                    "was asked (potentials in another unit, mV?): not analysed"
                                     in c for c in causes), causes
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         assert not any(journal.voltammograms(e.id) for e in journal.experiments())  # nothing analysed
@@ -287,6 +287,18 @@ def test_a_scan_whose_times_are_in_ms_is_the_drivers_fault(odd_campaign, tmp_pat
         assert not any(journal.voltammograms(e.id) for e in journal.experiments())
         kept = [journal.rejected_scans(e.id) for e in journal.experiments() if e.status == State.FAILED]
     assert len(kept) == 2 and all(len(k) == 1 and "ms?" in k[0][0] for k in kept), kept
+
+
+def test_the_kit_says_a_dispense_returning_no_number_as_a_run_does(tmp_path, labloop, install_plugin):
+    """``labloop drivers check`` of a pump whose dispense returns a str failed as the kit's own "untyped exception
+    TypeError: must be real number, not str" (a plug-in engineer's trial), where a run says what was wrong."""
+    install_plugin("odd_pump", PLUGIN.replace("{odd}", "return str(volume_ml)").replace("{extra}", ""),
+                   {"odd-pump": "ODD"})
+    result = labloop("drivers", "check", "odd-pump", "--option", "diameter_mm=14.57")
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert result.returncode == 1 and len(failed) == 1, result.stdout
+    assert failed[0].startswith("FAIL  small dispense") and "untyped" not in failed[0]
+    assert "its driver's dispense returned a str, not the volume dispensed in mL" in failed[0], failed[0]
 
 
 #: a plug-in potentiostat (an EmStat on its emulator) that builds its scan from a device's NaN currents
