@@ -367,7 +367,16 @@ def _campaign_file_hint(path: Path) -> str:
     campaign.yaml``, a newcomer's first try)."""
     if path.suffix.lower() not in (".yaml", ".yml"):
         return ""
-    return "; this looks like a campaign file: give its journal, the file its `store` names (e.g. runs/NAME.db)"
+    # a protocol file is a list of steps, a campaign file a mapping (a security trial's --store protocol.yaml was
+    # called a campaign file)
+    try:
+        with path.open(errors="replace") as handle:
+            lines = [line.strip() for line in handle.read(65536).splitlines()]
+    except OSError:
+        lines = []
+    first = next((line for line in lines if line and not line.startswith("#")), "")
+    what = "a protocol file (a list of steps)" if first.startswith("-") else "a campaign file"
+    return f"; this looks like {what}: give a journal, the file a campaign's `store` names (e.g. runs/NAME.db)"
 
 
 def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) -> None:
@@ -661,6 +670,9 @@ class Journal:
             cls._build(tmp, campaign, config_json, source_yaml, past)
             os.link(tmp, path)  # fails if someone created `path` meanwhile, unlike a rename
         except FileExistsError:
+            if path.is_symlink() and not path.exists():  # a link to nowhere: exists() said no, the link is there
+                raise JournalError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist: give the "
+                                   "journal's own path, or remove the link") from None
             raise JournalError(f"{path}: was created by another process just now") from None
         finally:
             tmp.unlink(missing_ok=True)

@@ -633,3 +633,14 @@ def test_a_run_that_fails_before_its_first_experiment_is_journalled_as_stopped(t
     assert logged["progress"]["ended_as"] == "stopped", logged["progress"]
     assert logged["progress"]["ended"].startswith("stopped: campaign stopped while the prior model loaded or trained, "
                                                   "before this run's first experiment: FileExistsError"), logged
+
+
+def test_a_store_that_is_a_link_to_nowhere_is_said_as_such(tmp_path, labloop, write_campaign):
+    """``--store`` a symbolic link whose target is gone was refused as "was created by another process just now"
+    (a security trial): the link and its missing target are said, nothing is created."""
+    campaign_file = write_campaign(tmp_path)
+    (tmp_path / "tiny.db").symlink_to(tmp_path / "moved" / "tiny.db")
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"a symbolic link to {tmp_path / 'moved' / 'tiny.db'}, which does not exist" in result.stderr
+    assert not (tmp_path / "moved").exists()
