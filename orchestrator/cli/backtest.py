@@ -155,8 +155,10 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     kinds = named
     unknown = [k for k in kinds if k not in PLANNERS]
     if not kinds or unknown:
-        raise click.BadParameter(f"unknown planner {', '.join(unknown) or '(none)'}; known: {', '.join(PLANNERS)}",
-                                 param_hint="--planners")
+        oracle = ("; the oracle is no planner kind: it runs beside them unless --no-oracle"
+                  if "oracle" in unknown else "")  # a lab head's trial asked for it by name
+        raise click.BadParameter(f"unknown planner {', '.join(unknown) or '(none)'}; known: {', '.join(PLANNERS)}"
+                                 f"{oracle}", param_hint="--planners")
     if campaign.prior is None and any(k != "random" for k in kinds):
         raise click.BadParameter("planners other than random need the campaign's prior section",
                                  param_hint="--planners")

@@ -174,7 +174,9 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
 @pytest.mark.parametrize(("args", "says"), [
     (["--column", "nope", "--planners", "random"], "error: --column nope: no such column in {truth} (columns: "
                                                    "'smiles', 'e_v')"),  # it said "target column", never typed
-    (["--column", "e_v", "--planners", "random,oracle"], "unknown planner oracle"),
+    (["--column", "e_v", "--planners", "random,oracle"], "unknown planner oracle; known: random, bayes, greedy, "
+                                                         "screening; the oracle is no planner kind: it runs beside "
+                                                         "them unless --no-oracle"),
     (["--column", "e_v", "--planners", "bayes"], "need the campaign's prior section"),
     (["--column", "e_v", "--seeds", "0"], "--seeds"),
 ])
