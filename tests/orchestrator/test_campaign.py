@@ -155,6 +155,21 @@ def test_a_batch_larger_than_the_budget_is_warned_of(labloop, tmp_path, write_ca
     assert proc.returncode == 0 and "batch_size" not in proc.stderr, proc.stderr
 
 
+def test_a_campaign_with_a_prior_and_no_planner_is_told_it_proposes_at_random(labloop, tmp_path, write_campaign):
+    """planner.kind defaults to random (it needs no prior), so a campaign file that left the section out ran random on
+    the instruments while its prior sat unused (a lab head's trial): validate says so at the planner's place."""
+    campaign = write_campaign(tmp_path, prior=True)
+    settings = yaml.safe_load(campaign.read_text())
+    del settings["planner"]
+    campaign.write_text(yaml.safe_dump(settings, sort_keys=False))
+    proc = labloop("validate", campaign, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert (f"warning: {campaign}:1: planner: no such section, so the planner is random, which proposes at random and "
+            "learns nothing from the measurements: give planner: {kind: bayes}") in proc.stderr, proc.stderr
+    written = write_campaign(tmp_path, name="chosen", prior=True)  # planner: {kind: random} written: a choice
+    assert "no such section, so the planner" not in labloop("validate", written, "--dry-run").stderr
+
+
 def test_the_examples_limits_are_the_potentiostats_range(labloop, workdir):
     """The simulated EmStat is a Pico (-1.7..+2.0 V vs its reference): a vertex beyond it, inside a wider safety
     window, used to pass validate and fail every CV with a bare firmware error code."""
