@@ -250,7 +250,7 @@ def _refine_potential(e: np.ndarray, i: np.ndarray, k: int, direction: int, half
     dEp at 53-56 mV in 5 of 8 dry-run experiments, below the 57 mV a reversible couple cannot go under
     (docs/protocols.md), and a step over 7.5 mV left it 3 points, so the peak fell back to the grid sample. Wider, a
     parabola is pulled toward the decaying side (+3 mV of dEp at +/-25 mV); a cubic follows the asymmetry. On
-    simulated ferrocene scans (bench numbers in docs/lab-grade.md, "Peak potentials") the cubic read dEp within
+    simulated ferrocene scans (bench numbers in docs/lab-grade.md, "CV analysis") the cubic read dEp within
     0.1-1.1 mV of the noise-free truth at 2-10 mV steps, and at 0.9 % noise halved its scatter at 5 mV steps."""
     near = np.flatnonzero(np.abs(e - e[k]) <= half_width_v)
     if len(near) >= MIN_CUBIC_POINTS:

@@ -341,12 +341,18 @@ def _shareable(source: str, alerts: list[str]) -> tuple[str | None, int]:
 
 #: what the report's copy of the campaign file holds in place of a comment that holds a URL (``://``)
 WITHHELD_COMMENT = "# (a comment holding a URL, withheld by labloop report)"
+#: a URL's scheme, as a comment writes it
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+#: the schemes of a Dask scheduler's address (``compute.scheduler``), which hold no credentials: a comment naming one
+#: is kept (the example's ``# compute: {scheduler: tcp://10.0.0.5:8786}`` was withheld: a newcomer's trial)
+CLUSTER_SCHEMES = frozenset({"tcp", "tls", "ucx", "inproc"})
 
 
 def _url_comments_withheld(source: str) -> str:
-    """``source`` (YAML that loaded) with each comment that holds ``://`` replaced by :data:`WITHHELD_COMMENT`. A
-    comment starts at a ``#`` at a line's start or after a blank that lies outside every scalar (YAML's rule; a
-    ``#`` inside a quoted or block scalar is text), which PyYAML's scanner tells by where its scalars lie."""
+    """``source`` (YAML that loaded) with each comment that holds a URL (``scheme://``; a scheduler's address,
+    :data:`CLUSTER_SCHEMES`, aside) replaced by :data:`WITHHELD_COMMENT`. A comment starts at a ``#`` at a line's
+    start or after a blank that lies outside every scalar (YAML's rule; a ``#`` inside a quoted or block scalar is
+    text), which PyYAML's scanner tells by where its scalars lie."""
     spans: dict[int, list[tuple[int, int]]] = {}  # line: the columns its scalars cover
     for token in yaml.scan(source, Loader=yaml.SafeLoader):
         if isinstance(token, yaml.ScalarToken):
@@ -358,7 +364,8 @@ def _url_comments_withheld(source: str) -> str:
     for number, line in enumerate(lines):
         starts = (m.start() for m in re.finditer(r"(?:^|(?<=\s))#", line))
         column = next((c for c in starts if not any(a <= c < b for a, b in spans.get(number, ()))), None)
-        if column is not None and "://" in line[column:]:
+        schemes = {scheme.lower() for scheme in _SCHEME.findall(line[column:])} if column is not None else set()
+        if schemes - CLUSTER_SCHEMES:  # a Dask address in a comment (the example's tcp://HOST:8786) stays
             body = line.rstrip("\r\n")
             lines[number] = body[:column] + WITHHELD_COMMENT + line[len(body):]
     return "".join(lines)
@@ -419,7 +426,7 @@ def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict
                 "withheld" if withheld is None else
                 f'campaign file as run: <a href="{CAMPAIGN_YAML}">{CAMPAIGN_YAML}</a> '
                 f"(sha256 {digest} of the file as run{alerts}; the journal does not keep its name; its "
-                "relative paths count from the folder it was run from)")
+                "relative paths count from the folder the campaign file was in)")
     protocol = ("" if protocol_file is None else
                 f'; the steps of its protocol, {html.escape(protocol_file)}, as run: <a href="{PROTOCOL_YAML}">'
                 f"{PROTOCOL_YAML}</a>")

@@ -718,7 +718,7 @@ class ProtocolExecutor:
 
     def _retried(self) -> dict[str, dict[str, int]]:
         """Each instrument's count of what its driver repeated after a fault, by the fault's type: the ``retried``
-        mapping a driver may keep (the EmStat driver does: docs/drivers.md, "Retries"), read around each step."""
+        mapping a driver may keep (the EmStat driver does: docs/drivers.md, "Errors"), read around each step."""
         counts: dict[str, dict[str, int]] = {}
         for name, driver in self.rig.instruments.items():
             try:

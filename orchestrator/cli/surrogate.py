@@ -275,13 +275,14 @@ def _unit(target: str) -> str:
 
 
 def _calibration_said(ensemble: Ensemble) -> str:
-    """``sigma calibration on 60 held-out rows: ie_ev x0.11 floor 4.328 eV, sigma >= 0.476 eV``. Why the
-    smallest sigma (factor x floor): on a slice whose errors the members' spread does not rank, the floor runs
-    to the top of its grid and only that product means anything (:func:`labloop.surrogate.ensemble.fit_calibration`);
-    a floor of 4 eV alone reads as an absurd uncertainty."""
+    """``sigma calibration on 60 held-out rows: ie_ev: sigma = 0.11 x sqrt(spread^2 + 4.328^2) eV, at least 0.476
+    eV``: the formula itself, since "x0.68 floor 0.673 eV, sigma >= 0.458 eV" read as a floor above the smallest
+    sigma (a newcomer's trial). Why the smallest sigma (factor x floor): on a slice whose errors the members' spread
+    does not rank, the floor runs to the top of its grid and only that product means anything
+    (:func:`labloop.surrogate.ensemble.fit_calibration`); a floor of 4 eV alone reads as an absurd uncertainty."""
     floors = ensemble.calibration_floor
-    each = "; ".join(f"{t} x{f:.2f} floor {floors.get(t, 0.0):.3f} {_unit(t)}, sigma >= {f * floors.get(t, 0.0):.3f} "
-                     f"{_unit(t)}" for t, f in ensemble.calibration.items())
+    each = "; ".join(f"{t}: sigma = {f:.2f} x sqrt(spread^2 + {floors.get(t, 0.0):.3f}^2) {_unit(t)}, at least "
+                     f"{f * floors.get(t, 0.0):.3f} {_unit(t)}" for t, f in ensemble.calibration.items())
     rows = ensemble.info["n_calibration"]
     return f"sigma calibration on {rows} held-out {plural(rows, 'row')}: {each}"
 
@@ -417,7 +418,7 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
 @click.option("--role", type=click.Choice(sorted(ROLE_TARGET)), default="cathode", show_default=True,
               help="cathode: oxidation potential from IE; anode: reduction potential from EA.")
 @click.option("--output", "-o", type=FILE, required=True, help="CSV of the screened molecules.")
-@click.option("--z", type=click.FloatRange(min=0.0), default=Z95, show_default=True,
+@click.option("--z", type=click.FloatRange(min=0.0), default=Z95, show_default="1.96, 95%",
               help="Interval half-width in sigmas (1.96 = 95%).")
 @click.option("--global-sigma", is_flag=True, help="One sigma for all (the model's error std), as the thesis did.")
 @click.option("--window", type=(float, float), default=None, help="Own window LOW HIGH in V vs Li/Li+.")

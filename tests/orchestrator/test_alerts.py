@@ -90,7 +90,8 @@ def test_receiver_down_the_campaign_finishes_and_the_failure_is_journalled(tmp_p
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2},
                                    alerts=[f"json://127.0.0.1:{port}/private-token-zz9"])
     old_hook = f"# the old pager, off: json://user:old-token-qq7@127.0.0.1:{port}/"  # commented out, secret and all
-    text = campaign_file.read_text().replace("alerts:", f"{old_hook}\nalerts:", 1)
+    cluster = "# compute: {scheduler: tcp://10.0.0.5:8786}"  # a scheduler's address, no secret: kept (a newcomer's)
+    text = campaign_file.read_text().replace("alerts:", f"{old_hook}\n{cluster}\nalerts:", 1)
     campaign_file.write_text(text)
     result = labloop("-v", "run", campaign_file, "--dry-run")
     assert result.returncode == 0, result.stderr

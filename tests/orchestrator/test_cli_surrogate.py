@@ -48,8 +48,8 @@ def test_train_writes_a_model_and_reports_holdout(labloop, small_csv, tmp_path):
     assert "held-out 20%" in proc.stdout
     # 320 training rows keep 64 for the calibration (a fifth: fewer than 500), which is said, with the units
     saved = next(line for line in proc.stdout.splitlines() if line.startswith("saved 2-member"))
-    assert "(sigma calibration on 64 held-out rows: ie_ev x" in saved and "; ea_ev x" in saved, saved
-    assert saved.count(" eV, sigma >= ") == 2 and saved.endswith(" eV)"), saved
+    assert "(sigma calibration on 64 held-out rows: ie_ev: sigma = " in saved and "; ea_ev: sigma = " in saved, saved
+    assert saved.count("^2) eV, at least ") == 2 and saved.endswith(" eV)"), saved
     assert manifest["n_calibration"] == 64
     assert ("warning: the sigma calibration rests on 64 held-out rows, fewer than 100: too few to trust its factor "
             "and floor (train on 500 molecules or more for a 100-row slice)") in proc.stderr
