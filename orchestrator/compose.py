@@ -262,7 +262,11 @@ class LibraryRows:
       not say so;
     - ``repeated``: each row that writes again a molecule an earlier row holds, as written or another way (the same
       canonical SMILES; its reason names that row): every planner proposes a molecule once (the pool planners as its
-      first row writes it, :func:`labloop.surrogate.featurize.first_spellings`).
+      first row writes it, :func:`labloop.surrogate.featurize.first_spellings`);
+    - ``stereo``: each row that holds a stereoisomer of an earlier row's molecule (the same but for its ``@``, ``/``
+      or ``\\`` marks; its reason names that row): the surrogate's fingerprint does not see stereo, so they share one
+      prediction, and each may be proposed, while enantiomers have one redox potential (a chemist's trial found (R)
+      and (S) counted as two molecules).
 
     All empty for a library :func:`rows_checked` does not read: a bigger one, or a Parquet or .smi file, is parsed
     by its prediction pipeline, which skips unreadable rows the same way (``labloop surrogate predict`` lists
@@ -271,6 +275,7 @@ class LibraryRows:
     unreadable: list[InvalidSmiles]
     beyond_prior: list[InvalidSmiles]
     repeated: list[tuple[int, int]]
+    stereo: list[tuple[int, int]] = dataclasses.field(default_factory=list)
 
 
 def library_rows(campaign: Campaign, library: Sequence[str],
@@ -282,10 +287,17 @@ def library_rows(campaign: Campaign, library: Sequence[str],
     first: dict[str, int] = {}
     repeated = [(row, first[c.canonical]) for row, c in enumerate(checked)
                 if c.canonical and first.setdefault(c.canonical, row) != row]
+    again = {row for row, _ in repeated}
+    flat_first: dict[str, int] = {}  # each stereo-free molecule's first row (one written without marks too)
+    for row, c in enumerate(checked):
+        if c.canonical and row not in again:
+            flat_first.setdefault(c.flat or c.canonical, row)
+    stereo = [(row, flat_first[c.flat or c.canonical]) for row, c in enumerate(checked)
+              if c.canonical and row not in again and flat_first[c.flat or c.canonical] != row]
     return LibraryRows([InvalidSmiles(row, library[row], c.unreadable) for row, c in enumerate(checked)
                         if c.unreadable is not None],
                        [InvalidSmiles(row, library[row], c.beyond_prior) for row, c in enumerate(checked)
-                        if c.beyond_prior is not None], repeated)
+                        if c.beyond_prior is not None], repeated, stereo)
 
 
 #: how far (V) two potentials may differ and be the same end of reach: sums such as -1.7 + 3.2 (1.5000000000000002)

@@ -336,6 +336,9 @@ class RowCheck:
     unreadable: str | None
     beyond_prior: str | None
     canonical: str
+    #: the canonical SMILES without its stereo marks (``@``, ``/``, ``\\``), when the row has any ("" otherwise): what
+    #: the surrogate's fingerprint sees of it, the same for every stereoisomer
+    flat: str = ""
 
 
 def check_rows(smiles: Sequence[str], n_jobs: int | None = None,
@@ -375,7 +378,9 @@ def _check_row(text: str) -> RowCheck:
     mol, why = _parse(text)
     if mol is None:
         return RowCheck(why, None, "")
-    return RowCheck(None, _beyond_prior(mol) if _may_be_beyond_prior(text) else None, Chem.MolToSmiles(mol))
+    canonical = Chem.MolToSmiles(mol)
+    flat = Chem.MolToSmiles(mol, isomericSmiles=False) if any(mark in canonical for mark in "@/\\") else ""
+    return RowCheck(None, _beyond_prior(mol) if _may_be_beyond_prior(text) else None, canonical, flat)
 
 
 def default_jobs() -> int:

@@ -198,6 +198,13 @@ def warn_before_run(campaign: Campaign, library: list[str], *, dry_run: bool) ->
                            f"{{n}} {plural(len(again), 'row')} of {{path}} {plural(len(again), 'holds', 'hold')} a "
                            "molecule an earlier row holds (written the same or another way), and each molecule is "
                            "proposed once", line_of=line_of)
+    isomers = [InvalidSmiles(row, library[row], f"a stereoisomer of line {line_of(first)}'s molecule")
+               for row, first in rows.stereo]
+    console.report_invalid(isomers, display_name(campaign.library.file),
+                           f"{{n}} {plural(len(isomers), 'row')} of {{path}} {plural(len(isomers), 'holds', 'hold')} a "
+                           "stereoisomer of an earlier row's molecule, which the surrogate's fingerprint cannot tell "
+                           "apart (one prediction for both; each may be proposed, and enantiomers have one redox "
+                           "potential)", line_of=line_of)
     for why in (compose.objective_out_of_reach(campaign), campaign.unused_ferrocene(), campaign.batch_beyond_budget(),
                 campaign.alert_secrets_written_out(),
                 campaign.unpurged_oxygen() if dry_run else None):

@@ -170,6 +170,25 @@ def test_a_campaign_with_a_prior_and_no_planner_is_told_it_proposes_at_random(la
     assert "no such section, so the planner" not in labloop("validate", written, "--dry-run").stderr
 
 
+def test_stereoisomers_in_the_library_are_said_with_the_row_they_repeat(labloop, tmp_path, write_campaign):
+    """(R)- and (S)-isomers, or cis and trans, are two rows the surrogate's fingerprint cannot tell apart: they got
+    one prediction and were both proposed, and enantiomers have one redox potential (a chemist's trial). validate
+    names each with the earlier row of its molecule; the library is used as it is."""
+    rows = ["C[C@H](N)c1ccccc1", "C[C@@H](N)c1ccccc1", "CC(N)c1ccccc1", "C/C=C/c1ccccc1", "C/C=C\\c1ccccc1",
+            "c1ccc2ccccc2c1"]
+    (tmp_path / "lib.csv").write_text("smiles,ie_ev,ea_ev\n" + "".join(f"{r},6.5,0.5\n" for r in rows))
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "lib.csv")})
+    proc = labloop("validate", campaign, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "hold a stereoisomer" in line]
+    assert said == [f"warning: 3 rows of {tmp_path / 'lib.csv'} hold a stereoisomer of an earlier row's molecule, "
+                    "which the surrogate's fingerprint cannot tell apart (one prediction for both; each may be "
+                    "proposed, and enantiomers have one redox potential): line 3 'C[C@@H](N)c1ccccc1' (a "
+                    "stereoisomer of line 2's molecule), line 4 'CC(N)c1ccccc1' (a stereoisomer of line 2's "
+                    "molecule), line 6 'C/C=C\\\\c1ccccc1' (a stereoisomer of line 5's molecule)"], proc.stderr
+    assert "lib.csv (6 molecules)" in " ".join(proc.stdout.split()), proc.stdout  # kept, each proposed as before
+
+
 def test_the_examples_limits_are_the_potentiostats_range(labloop, workdir):
     """The simulated EmStat is a Pico (-1.7..+2.0 V vs its reference): a vertex beyond it, inside a wider safety
     window, used to pass validate and fail every CV with a bare firmware error code."""
