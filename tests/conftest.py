@@ -183,8 +183,9 @@ def _write_campaign(folder: Path, *, prior: bool = False, name: str = "tiny", sh
         campaign["prior"] = {"file": str(DATA), "targets": ["ie_ev", "ea_ev"], "rows": 200}
         campaign["surrogate"] = {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 3}
     campaign.update(sections)
-    budget = campaign["budget"].get("max_experiments", 30)  # type: ignore[union-attr]
-    if "planner" not in sections and budget < 2:  # the default batch within the budget, as validate warns otherwise
+    budget = campaign["budget"].get("max_experiments", 30) if isinstance(campaign["budget"], dict) else None
+    if "planner" not in sections and isinstance(budget, int) and budget < 2:  # the default batch within the budget,
+        # as validate warns otherwise
         campaign["planner"] = {**campaign["planner"], "batch_size": budget}  # type: ignore[dict-item]
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(campaign, sort_keys=False))

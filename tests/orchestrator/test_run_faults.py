@@ -304,8 +304,11 @@ def test_data_a_driver_returns_that_labloop_refuses_names_the_instrument_and_is_
         rig.instruments["potentiostat"] = _NaNPotentiostat(rig.instruments["potentiostat"])
         assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() == EXIT_OK
         failed = [e for e in journal.experiments(states=(State.FAILED,)) if not e.cause.startswith("analysis:")]
-    cause = "potentiostat (cv): InvalidParameter: current_a: contains NaN or infinite values"
-    assert [e.cause for e in failed] == [cause]
+    # the driver's fault, said as such (an InvalidParameter read as a campaign's bad input: a plug-in engineer's trial)
+    [cause] = [e.cause for e in failed]
+    assert cause.startswith("WrongReturn: potentiostat in ") and cause.endswith(
+        "protocol[3].cv: its driver's run_cv could not build its voltammogram: current_a: contains NaN or infinite "
+        "values (bad data from the device is a ProtocolError to raise, docs/drivers.md)"), cause
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert f"experiment {failed[0].id} failed: {cause}" in said
 
