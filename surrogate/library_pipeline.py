@@ -22,8 +22,10 @@ different ways, and, from a ``.smi`` file, its ``name`` ("" for a line without o
 that writes the shard (names never travel to a worker), so that outputs can name the molecules. A shard is
 written to a temporary file and renamed into place: a killed run never leaves a half-written shard.
 
-A worker lost mid-run has its chunks re-run elsewhere by the scheduler; the pipeline writes one shard per
-chunk whatever ran it, so every molecule is predicted once.
+A worker lost mid-run has its chunks re-run elsewhere by the scheduler; when every worker holding the model is lost
+at once, the model is sent again to the workers there are then and the chunks in flight run again
+(:func:`_run_on_cluster`); the pipeline writes one shard per chunk whatever ran it, so every molecule is predicted
+once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -436,45 +439,97 @@ def predict_library(
 def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]],
                     describe: Describe | None,
                     done: Callable[[LibraryChunk, pd.DataFrame | None, Path], None]) -> None:
-    """Submit chunks with at most :data:`IN_FLIGHT_PER_THREAD` per worker thread in flight (memory stays
-    bounded), and hand each result to ``done`` as it arrives."""
-    from distributed import as_completed
+    """Predict ``work``'s chunks on ``client``'s cluster (:func:`_predict_on`), handing each result to ``done`` as it
+    arrives. When every worker holding the model died at once (the model is scattered to them, so the scheduler
+    cancels every chunk that needed it, though it and restarted workers run on), the model is sent again, up to
+    :data:`MODEL_RESENDS` times, once a worker is there, and the chunks in flight run again: a trial's two workers
+    killed together stopped a run as "the Dask cluster went away" while their nannies had them back within 1 s."""
     from distributed.scheduler import KilledWorker
 
-    try:
-        model = client.scatter(payload, broadcast=True, hash=False)
-        digest = source_digest()
-        limit = max(2, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
+    for sent in range(MODEL_RESENDS + 1):
         pending: dict[object, tuple[LibraryChunk, Path]] = {}
-        queue = as_completed(loop=client.loop)
+        # what to do next is the caller's to say: `surrogate predict` runs again, a campaign resumes (a trial read both)
+        try:
+            _predict_on(client, payload, work, describe, done, pending)
+            return
+        except KilledWorker as exc:
+            raise ClusterLostError(f"{lost_cluster(client, exc)} (out of memory?); finished chunks are kept") from None
+        except Exception as exc:
+            if sent < MODEL_RESENDS and _model_lost(client, exc):
+                log.warning("the workers holding the model died (%s); sending it again to the workers there are, and "
+                            "running the %d %s in flight again", first_line(exc), len(pending),
+                            plural(len(pending), "chunk"))
+                for future in pending:
+                    future.release()  # type: ignore[attr-defined]
+                work = chain(list(pending.values()), work)
+                _wait_for_a_worker(client)
+                continue
+            reason = lost_cluster(client, exc) or (first_line(exc) if isinstance(exc, OSError) else None)
+            if reason is None:
+                raise
+            raise ClusterLostError(f"the Dask cluster went away ({reason}); finished chunks are kept") from None
 
-        def submit() -> bool:
-            item = next(work, None)
-            if item is None:
-                return False
-            chunk, path = item
-            future = client.submit(on_same_labloop, digest, predict_chunk, model, chunk.smiles, chunk.start, describe,
-                                   key=f"predict-{payload.version}-{path.stem}", pure=False)
-            pending[future] = item
-            queue.add(future)
-            return True
 
-        while len(pending) < limit and submit():
-            pass
-        for future in queue:
-            chunk, path = pending.pop(future)
-            frame = future.result()
-            future.release()
-            done(chunk, frame, path)
-            submit()
-    # what to do next is the caller's to say: `surrogate predict` runs again, a campaign resumes (a trial read both)
-    except KilledWorker as exc:
-        raise ClusterLostError(f"{lost_cluster(client, exc)} (out of memory?); finished chunks are kept") from None
-    except Exception as exc:
-        reason = lost_cluster(client, exc) or (first_line(exc) if isinstance(exc, OSError) else None)
-        if reason is None:
-            raise
-        raise ClusterLostError(f"the Dask cluster went away ({reason}); finished chunks are kept") from None
+#: how often :func:`_run_on_cluster` sends the model again after every worker holding it died
+MODEL_RESENDS = 3
+#: how long (s) it waits for a worker to join before it sends the model again: a nanny restarts its worker within
+#: seconds, a batch system's replacement may take a minute
+WORKER_BACK_S = 120.0
+
+
+def _model_lost(client, exc: BaseException) -> bool:
+    """Whether ``exc`` is a chunk cancelled because the model it needed was lost with the workers that held it,
+    while the client still reaches its scheduler: a cancellation for another reason than a lost or restarted
+    scheduler."""
+    from concurrent.futures import CancelledError
+
+    return (isinstance(exc, CancelledError) and getattr(client, "status", None) == "running"
+            and getattr(exc, "reason", None) not in ("scheduler-connection-lost", "scheduler-restart"))
+
+
+def _wait_for_a_worker(client) -> None:
+    """Until ``client``'s scheduler has a worker, at most :data:`WORKER_BACK_S`; else :class:`ClusterLostError`."""
+    try:
+        client.wait_for_workers(1, timeout=WORKER_BACK_S)
+    except Exception as exc:  # distributed's TimeoutError, or a scheduler gone meanwhile
+        raise ClusterLostError(f"the Dask cluster went away (every worker holding the model died, and none was "
+                               f"there within {WORKER_BACK_S:g} s: {first_line(exc)}); finished chunks are kept"
+                               ) from None
+
+
+def _predict_on(client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]], describe: Describe | None,
+                done: Callable[[LibraryChunk, pd.DataFrame | None, Path], None],
+                pending: dict[object, tuple[LibraryChunk, Path]]) -> None:
+    """Scatter the model, then submit chunks with at most :data:`IN_FLIGHT_PER_THREAD` per worker thread in flight
+    (memory stays bounded), and hand each result to ``done`` as it arrives; ``pending`` holds the chunks in flight,
+    the failed one too when one fails, for :func:`_run_on_cluster` to run again."""
+    from distributed import as_completed
+
+    model = client.scatter(payload, broadcast=True, hash=False)
+    digest = source_digest()
+    limit = max(2, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
+    queue = as_completed(loop=client.loop)
+
+    def submit() -> bool:
+        item = next(work, None)
+        if item is None:
+            return False
+        chunk, path = item
+        future = client.submit(on_same_labloop, digest, predict_chunk, model, chunk.smiles, chunk.start, describe,
+                               key=f"predict-{payload.version}-{path.stem}", pure=False)
+        pending[future] = item
+        queue.add(future)
+        return True
+
+    while len(pending) < limit and submit():
+        pass
+    for future in queue:
+        chunk, path = pending[future]
+        frame = future.result()
+        del pending[future]
+        future.release()
+        done(chunk, frame, path)
+        submit()
 
 
 def count_rows(path: str | Path, smiles_column: str = "smiles") -> int:

@@ -164,6 +164,39 @@ def test_scheduler_and_two_workers_one_killed_mid_run(cluster, tiny_model_dir, l
 
 
 @pytest.mark.slow
+def test_every_worker_killed_at_once_the_model_is_sent_again_to_the_next(cluster, tiny_model_dir, library, reference,
+                                                                         tmp_path, dask_command):
+    """Both workers killed together took the model scattered to them along, the scheduler cancelled every chunk, and
+    the run stopped as "the Dask cluster went away" while their nannies had them back within a second (a Dask
+    trial). The model is sent again once a worker is there, the chunks in flight run again, and the predictions are
+    those of an undisturbed run."""
+    address, _, workers = cluster
+    client = compute.connect(address)
+    try:
+        client.wait_for_workers(2, timeout=180)
+        killed: dict[str, int] = {}
+
+        def kill_both_once(_: int) -> None:
+            if not killed and any(client.processing().values()):
+                killed["tasks"] = sum(len(tasks) for tasks in client.processing().values())
+                for worker in workers:
+                    worker.send_signal(signal.SIGKILL)
+                    worker.wait()
+                # as a nanny, or a batch system, brings one back (the fixture kills it at the end)
+                workers.append(dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                                            "--host", "127.0.0.1", "--name", "w2", log=tmp_path / "worker2.log"))
+
+        shards = predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15,
+                                 progress=kill_both_once)
+        assert killed.get("tasks", 0) >= 1, "nothing was running when both were killed: the test proved nothing"
+        assert [info["name"] for info in client.scheduler_info()["workers"].values()] == ["w2"]
+    finally:
+        client.close()
+    assert shards.n_predicted == shards.n_rows == len(reference)
+    assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
+
+
+@pytest.mark.slow
 def test_workers_get_absolute_shard_paths_and_one_that_cannot_read_them_is_one_line(
         cluster, tiny_model_dir, library, tmp_path, monkeypatch):
     """The workers run in another folder than labloop: a store given by a relative path (``labloop resume
