@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.core.errors import ClusterLostError, InvalidInput
-from labloop.core.files import atomic_write
+from labloop.core.files import atomic_write, remove_orphans, scratch_prefix
 from labloop.core.text import plural, spreadsheet_safe
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
@@ -58,6 +58,11 @@ def app() -> None:
 FILE = click.Path(path_type=Path, dir_okay=False)
 DIR = click.Path(path_type=Path, file_okay=False)
 no_cache_option = click.option("--no-cache", is_flag=True, help="Do not read or write the fingerprint cache.")
+#: predict's and screen's: what they cache is the library's prediction shards (a Dask trial read the fingerprint
+#: cache's help there, where none is written)
+no_shards_option = click.option("--no-cache", is_flag=True,
+                                help="Keep no prediction shards: predict into a temporary folder removed at the end, "
+                                     "where a re-run would reuse those in the cache folder.")
 smiles_option = click.option("--smiles-column", default="smiles", show_default=True, help="SMILES column.")
 scheduler_option = options.scheduler_option(default="auto", what="the library is featurised and predicted")
 chunk_option = click.option("--chunk-size", type=click.IntRange(min=1), default=None,
@@ -119,15 +124,25 @@ def _output_survives_ctrl_c(output: Path) -> Iterator[Callable[[int], None]]:
     that (a LocalCluster takes seconds to close once the work is done) says the output is complete
     (:func:`interrupted_after`) rather than ``aborted``, which sent users to predict a library again that they
     already had; it still exits 130, so a script or a shell loop around the command stops as asked. A Ctrl-C
-    before it is main's ``aborted`` (the output is not written: :func:`labloop.core.files.atomic_write`)."""
+    before it is main's ``aborted`` (the output is not written: :func:`labloop.core.files.atomic_write`). A ``kill``
+    (SIGTERM, what a batch system sends) or a closed terminal stops it as a Ctrl-C does
+    (orchestrator/loop/interrupts.py): it ended the process at once, leaving the cluster's semaphores and a
+    ``--no-cache`` run's temporary shards behind (a Dask trial)."""
+    from labloop.orchestrator.loop.interrupts import Interrupts
+
     rows: list[int] = []
     try:
-        yield rows.append
+        with Interrupts():
+            yield rows.append
     except KeyboardInterrupt:
         if not rows:
             raise
         console.err.print(interrupted_after(output, rows[-1]), markup=False, highlight=False, soft_wrap=True)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+#: the temporary folder of a ``--no-cache`` run's shards, named ``labloop-predictions-<pid>-<random>``
+NO_CACHE_PREFIX = "labloop-predictions-"
 
 
 @contextmanager
@@ -152,8 +167,10 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
         raise InvalidInput(f"{library}: no molecule under its header: nothing to predict, nothing written")
     use_cluster, address = placement(scheduler, rows)
     with ExitStack() as stack:
-        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="labloop-predictions-"))) if no_cache \
-            else default_cache_dir() / "predictions"
+        if no_cache:  # a killed run's (SIGKILL) temporary shards are removed by the next: named with its pid
+            remove_orphans(Path(tempfile.gettempdir()), NO_CACHE_PREFIX)
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=scratch_prefix(NO_CACHE_PREFIX)))) \
+            if no_cache else default_cache_dir() / "predictions"
         client = None
         if use_cluster:
             client = stack.enter_context(dask_client(address, announce=lambda text: console.err.print(
@@ -165,7 +182,7 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
                                          chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
                                          progress=lambda k: bar.advance(task, k))
         except ClusterLostError as exc:
-            console.err.print(f"error: {exc}; the same command again continues from them", markup=False,
+            console.err.print(f"error: {exc}; the same command again continues from the chunks finished", markup=False,
                               highlight=False, soft_wrap=True)
             raise click.exceptions.Exit(1) from None
         except KeyboardInterrupt:  # main's "aborted" did not say what was kept (a trial)
@@ -313,7 +330,7 @@ def evaluate(model_dir: Path, data: Path, as_json: bool, smiles_column: str, no_
 @click.argument("library", type=FILE)
 @click.option("--output", "-o", type=FILE, required=True, help="CSV to write.")
 @smiles_option
-@no_cache_option
+@no_shards_option
 @scheduler_option
 @chunk_option
 def predict(model_dir: Path, library: Path, output: Path, smiles_column: str, no_cache: bool, scheduler: str,
@@ -425,7 +442,7 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
 @click.option("--reference", default="li", show_default=True, help="Also report potentials vs li, she or fc.")
 @click.option("--all", "include_all", is_flag=True, help="Write failing molecules too (after the hits).")
 @smiles_option
-@no_cache_option
+@no_shards_option
 @scheduler_option
 @chunk_option
 def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, role: str, output: Path, z: float,

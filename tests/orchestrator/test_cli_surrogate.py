@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -423,3 +424,29 @@ def test_ctrl_c_in_the_terminal_stops_a_local_cluster_quietly_and_leaves_no_mode
         "aborted", f"interrupted: {tmp_path / 'out.csv'} not written; nothing predicted is kept (--no-cache)"), rest
     assert not list(temporary.glob("labloop-model-*"))
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_kill_stops_predict_as_a_ctrl_c_does_and_leaves_no_temporary_shards(tiny_model_dir, tmp_path, ocelot):
+    """``kill`` (SIGTERM, what a batch system sends) ended ``surrogate predict --no-cache`` at once, exit 143, no word,
+    its temporary shards left in the temporary folder for good; a SIGKILLed run's were never removed either (a Dask
+    trial). SIGTERM now stops it as Ctrl-C does, and the next run removes what a killed one left."""
+    library = tmp_path / "big.smi"
+    library.write_text("\n".join(ocelot.smiles.iloc[:3000]) + "\n")
+    temporary = Path(os.environ["TMPDIR"])  # the processes' own (conftest.py)
+    orphan = temporary / "labloop-predictions-999999999-abc"  # a SIGKILLed run's: its process is gone
+    (orphan / "model-x").mkdir(parents=True)
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "predict",
+                                str(tiny_model_dir), str(library), "-o", str(tmp_path / "out.csv"), "--scheduler",
+                                "none", "--no-cache", "--chunk-size", "100"], stderr=subprocess.PIPE, text=True)
+    mine = f"labloop-predictions-{process.pid}-"
+    deadline = time.monotonic() + 120  # liveness only
+    while not list(temporary.glob(f"{mine}*/model-*/*.parquet")):  # predicting: a shard is written
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    assert not orphan.exists()  # removed by this run, whose start it was before
+    process.send_signal(signal.SIGTERM)
+    said = process.stderr.read()
+    assert process.wait() == 130, said
+    assert "Traceback" not in said and said.strip().splitlines()[-1] == (
+        f"interrupted: {tmp_path / 'out.csv'} not written; nothing predicted is kept (--no-cache)"), said
+    assert not list(temporary.glob(f"{mine}*")) and not (tmp_path / "out.csv").exists()
