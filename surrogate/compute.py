@@ -294,8 +294,10 @@ def local_cluster(n_workers: int | None = None) -> LocalCluster:
 
     from labloop.surrogate.featurize import default_jobs
 
+    # the workers' own log to CRITICAL: what goes wrong in a task reaches labloop as its exception, while a worker
+    # outliving the scheduler labloop just closed (a Ctrl-C) logged ~25 lines of heartbeat tracebacks (a Dask trial)
     return LocalCluster(n_workers=n_workers or default_jobs(), threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
                         env=dict(_WORKER_ENV), preload=["labloop.surrogate.worker_signals"])
 
 
