@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -59,6 +60,10 @@ def moved_along(path: Path, old_dir: Path, new_dir: Path) -> Path | None:
     return candidate if candidate != path and candidate.exists() else None
 
 
+#: a process id as :func:`scratch_prefix` writes it
+_PID = re.compile(r"[0-9]{1,9}")
+
+
 def scratch_prefix(prefix: str) -> str:
     """``prefix`` with this process's id: the start of the name of a scratch file or folder this process makes (a
     ``tempfile`` prefix), which :func:`remove_orphans` can tell from a live process's once the process is gone."""
@@ -72,15 +77,19 @@ def remove_orphans(folder: Path, prefix: str) -> None:
     another process's that still runs is left alone, whoever's it is."""
     for path in folder.glob(f"{glob.escape(prefix)}*"):
         pid = path.name[len(prefix):].split("-")[0]
-        if not pid.isdigit() or int(pid) <= 0:
-            continue  # not named by scratch_prefix
+        if _PID.fullmatch(pid) is None or int(pid) == 0:
+            continue  # not named by scratch_prefix (a pid is at most 9 digits: /proc/sys/kernel/pid_max)
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError as exc:  # another user's, in a shared temporary folder: theirs to remove
+                log.debug("left %s, which a process that no longer runs left: %s", path, exc)
+                continue
             log.info("removed %s, which a process that no longer runs left", path)
         except PermissionError:
             continue  # another user's process, alive

@@ -15,8 +15,8 @@ How the driver stays safe and honest on an unattended night:
   variables ``da``, ``ba``, ``ba`` (the script sends the current twice, and both copies, metadata
   included, must agree); the applied potential within half a step of the scan's own waveform (a
   corrupted potential digit can therefore pass only below the scan's resolution); a known current range,
-  and a current no larger than ``RANGE_TOLERANCE`` times that range; exactly as many points as the scan
-  has. A package failing any check is a :class:`ProtocolError`.
+  and a current no larger than ``RANGE_SLIP_FACTOR`` times that range (instruments/voltammogram.py); exactly as
+  many points as the scan has. A package failing any check is a :class:`ProtocolError`.
 - A failed CV (timeout or protocol error) is re-run after the device is brought back to idle (``Z``, then
   whatever the aborted script still prints). Re-running a CV is safe: it leaves the cell as it found it.
   Device errors (``!XXXX``), overloads and a vanished port are never retried.
@@ -71,13 +71,11 @@ from labloop.instruments.methodscript import (
     parse_package,
 )
 from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
-from labloop.instruments.voltammogram import UNNAMED_REFERENCE, CVParams, Voltammogram
+from labloop.instruments.voltammogram import RANGE_SLIP_FACTOR, UNNAMED_REFERENCE, CVParams, Voltammogram
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUDRATE = 230400
-#: a reading may exceed its current range's full scale by this factor before it is implausible [infer]
-RANGE_TOLERANCE = 4.0
 #: a package's frequency may differ from the requested log grid by this fraction (the synthesiser's
 #: resolution) [infer]
 EIS_FREQUENCY_TOLERANCE = 0.01
@@ -476,7 +474,7 @@ class EmStatPotentiostat:
         full_scale = self.current_ranges.get(i.current_range) if i.current_range is not None else math.inf
         if full_scale is None:
             raise ProtocolError(self.where, f"unknown current range {i.current_range:#x} in {line!r}")
-        if not abs(i.value) <= RANGE_TOLERANCE * full_scale:  # also refuses NaN
+        if not abs(i.value) <= RANGE_SLIP_FACTOR * full_scale:  # also refuses NaN
             raise ProtocolError(self.where, f"current {i.value!r} A of point {k} does not fit its range")
         if Status.TIMING_ERROR in i.status:
             log.warning("%s: timing error reported at point %d", self.where, k)

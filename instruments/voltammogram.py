@@ -266,10 +266,12 @@ class Voltammogram:
 #: never meant, and any current meant in uA (a blank's limit is above its charging current, 0.1 uA) written in A lies
 #: above it: refused, with that hint.
 MAX_CURRENT_A = 0.1
-#: how many times a fixed current range (``CVParams.current_range_a``) a scan's current may reach with no point marked
-#: overloaded: a potentiostat reads a little beyond its range before it overloads, never twice it; a plug-in that
-#: ignored the range returned 22.6 uA in a 1 uA range, analysed as good (a plug-in engineer's trial)
-RANGE_SLIP_FACTOR = 2.0
+#: how many times a current range's full scale a reading may reach before it is implausible [infer]: a
+#: potentiostat reads beyond its nominal range before it overloads (the EmStat driver refuses a package beyond it,
+#: instruments/emstat.py), and a scan with a fixed range (``CVParams.current_range_a``) whose current reaches it with
+#: no point marked overloaded ignored the range: a plug-in returned 22.6 uA in a 1 uA range, analysed as good (a
+#: plug-in engineer's trial)
+RANGE_SLIP_FACTOR = 4.0
 #: how far (V) a voltammogram's lowest and highest potential may lie from the vertices asked, beyond two steps: a
 #: potentiostat reports the potential it applied, within millivolts
 SPAN_TOLERANCE_V = 0.02

@@ -173,12 +173,6 @@ ANALYTE, BLANK = "analyte", "blank"
 REJECTED_ROLE = "rejected, not analysed"
 
 
-def report_files() -> frozenset[str]:
-    """The name of every file a report may write into its folder."""
-    return frozenset({"index.html", "experiments.csv", "measurements.csv", FAILURES_CSV, VOLTAMMOGRAMS_CSV, *PLOTS,
-                      *SOMETIMES_WRITTEN})
-
-
 #: how a report's page is known (its title's end): a folder whose index.html has it holds an earlier report
 REPORT_TITLE_END = ": labloop report</title>"
 
@@ -197,7 +191,7 @@ def not_a_report(directory: Path) -> list[str]:
                 return []
     except OSError:  # none, or not a file: not a report's page
         pass
-    return sorted(name for name in report_files() if (directory / name).exists() or (directory / name).is_symlink())
+    return sorted(name for name in REPORT_FILES if (directory / name).exists() or (directory / name).is_symlink())
 
 
 def write_report(journal: Journal, directory: Path) -> Path:
@@ -303,7 +297,8 @@ def _write(journal: Journal, directory: Path) -> None:
                                                     _best_table(snap, records, offset_v), _lab_table(lab_rows), check,
                                                     _provenance(source, snap["events"], snap["progress"],
                                                                 withheld=None if shared is None or shared[0] is None
-                                                                else shared[1],
+                                                                else shared[1], comments=0 if shared is None
+                                                                else shared[2],
                                                                 protocol_file=protocol_file),
                                                     _failures_table(failures), _cell_said(config)))
 
@@ -318,25 +313,29 @@ PROTOCOL_YAML = "protocol.yaml"
 #: one does not write is removed, so the folder holds one journal's report alone (a report into a folder of another
 #: journal's kept its campaign.yaml, lab-grade plots and past measurements beside the new page)
 SOMETIMES_WRITTEN = frozenset({CAMPAIGN_YAML, PROTOCOL_YAML, LAB_GRADE_CSV, PAST_CSV, *LAB_PLOTS})
+#: the name of every file a report may write into its folder
+REPORT_FILES = frozenset({"index.html", "experiments.csv", "measurements.csv", FAILURES_CSV, VOLTAMMOGRAMS_CSV, *PLOTS,
+                          *SOMETIMES_WRITTEN})
 #: what the report's copy of the campaign file holds in place of each ``alerts:`` entry: not a URL, so a re-run of the
 #: copy is refused at ``alerts[i]`` in one line until the referee gives their own or removes it
 WITHHELD_ALERT = "alert-url-withheld-by-labloop-report"
 
 
-def _shareable(source: str, alerts: list[str]) -> tuple[str | None, int]:
-    """The campaign file as run with each of its ``alerts`` entries replaced by :data:`WITHHELD_ALERT`, and how many
-    entries there were; (None, n) when an entry is not in the text as the campaign read it (written with a YAML
-    escape), so no copy is written. Why: the report folder is made to be shared, and an alert URL holds credentials
-    (a dashboard trial found a webhook's token in the report's campaign.yaml, which alert_urls.py keeps out of every
-    message); a ``${VAR}`` entry is withheld too, the variable's name being the lab's business. A comment that holds
-    a URL is withheld as well (:func:`_url_comments_withheld`): a lab comments out its old webhook, credentials and
-    all (a security trial)."""
-    source = _url_comments_withheld(source)
+def _shareable(source: str, alerts: list[str]) -> tuple[str | None, int, int]:
+    """The campaign file as run with each of its ``alerts`` entries replaced by :data:`WITHHELD_ALERT`, how many
+    entries there were and how many comments were withheld; (None, n, 0) when an entry is not in the text as the
+    campaign read it (written with a YAML escape), so no copy is written. Why: the report folder is made to be
+    shared, and an alert URL holds credentials (a dashboard trial found a webhook's token in the report's
+    campaign.yaml, which alert_urls.py keeps out of every message); a ``${VAR}`` entry is withheld too, the
+    variable's name being the lab's business. A comment that holds a URL is withheld as well
+    (:func:`_url_comments_withheld`): a lab comments out its old webhook, credentials and all (a security trial)."""
+    withheld = _url_comments_withheld(source)
+    comments = withheld.count(WITHHELD_COMMENT) - source.count(WITHHELD_COMMENT)
     for url in sorted(set(alerts), key=len, reverse=True):  # a URL that holds another is replaced first
-        if url not in source:
-            return None, len(alerts)
-        source = source.replace(url, WITHHELD_ALERT)
-    return source, len(alerts)
+        if url not in withheld:
+            return None, len(alerts), 0
+        withheld = withheld.replace(url, WITHHELD_ALERT)
+    return withheld, len(alerts), comments
 
 
 #: what the report's copy of the campaign file holds in place of a comment that holds a URL (``://``)
@@ -403,13 +402,14 @@ def _cell_said(config: dict[str, Any]) -> str:
 
 
 def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any], *,
-                withheld: int | None = 0, protocol_file: str | None = None) -> str:
+                withheld: int | None = 0, comments: int = 0, protocol_file: str | None = None) -> str:
     """The page's line of how the campaign was run and ended, already escaped: ``dry run (simulated instruments)``,
     ``real instruments`` or ``mixed`` by its ``run`` events (orchestrator/cli/run.py journals each with ``dry_run``),
     how the last run ended (:func:`labloop.orchestrator.journal.view.run_end`, or still running), and the campaign
     file's sha256 with a link to it. Why: a simulated campaign's report looked exactly like a real one, a stopped
     one like a finished one, and a referee had no file to re-run (a PI's audit). ``withheld``: how many alert URLs
-    the copy has withheld (:func:`_shareable`), None when no copy could be written without them. ``protocol_file``:
+    the copy has withheld (:func:`_shareable`), None when no copy could be written without them; ``comments``: how
+    many comments holding a URL (the copy's sha256 differs for them too: a review). ``protocol_file``:
     the protocol file the campaign file names, whose steps as run are beside the page (:data:`PROTOCOL_YAML`)."""
     dry = [e["data"]["dry_run"] if isinstance(e["data"], dict) and "dry_run" in e["data"]
            else "dry run on emulators" in e["message"] for e in events if e["kind"] == "run"]
@@ -419,8 +419,9 @@ def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict
             f"{dry.count(False)} on real instruments")
     ended = "still running (a run holds the journal)" if progress["run_active"] else progress["ended"]
     digest = "" if source is None else hashlib.sha256(source.encode()).hexdigest()
-    alerts = (f"; the copy has its {withheld} alert {plural(withheld or 0, 'URL')} withheld ({WITHHELD_ALERT}), so "
-              "its own sha256 differs" if withheld else "")
+    parts = [*([f"its {withheld} alert {plural(withheld, 'URL')} withheld ({WITHHELD_ALERT})"] if withheld else []),
+             *([f"{comments} {plural(comments, 'comment')} holding a URL withheld"] if comments else [])]
+    alerts = f"; the copy has {' and '.join(parts)}, so its own sha256 differs" if parts else ""
     campaign = ("the campaign file is not in the journal" if source is None else
                 f"the campaign file as run (sha256 {digest}) is not copied here: an alert URL in it could not be "
                 "withheld" if withheld is None else

@@ -521,8 +521,10 @@ class ProtocolExecutor:
         low, high = span
         for rate in rates_v_s:
             if not low <= rate <= high:
-                raise ConfigError(where, f"scan rate {rate:g} V/s is beyond what {potentiostat!r} can sweep at, "
-                                         f"{low:g}..{high:g} V/s")
+                # as a potential beyond its range (:meth:`_check_potentials`): the campaign's to fix, never the
+                # molecule's failure, should a proposal meet it (a review)
+                raise SafetyLimitExceeded(where, f"scan rate {rate:g} V/s is beyond what {potentiostat!r} can sweep "
+                                                 f"at, {low:g}..{high:g} V/s")
 
     def _check_standard_scan(self, where: str, potentiostat: str, step: AddStandard, cv: CVParams) -> None:
         """Refuse add_standard's scan (the ``cv`` widened to take in the standard: :meth:`_standard_scan`) as any

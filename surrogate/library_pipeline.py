@@ -436,7 +436,7 @@ def predict_library(
                     named=counts["named"] > 0)
 
 
-def _run_on_cluster(client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]],
+def _run_on_cluster(client: Client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]],
                     describe: Describe | None,
                     done: Callable[[LibraryChunk, pd.DataFrame | None, Path], None]) -> None:
     """Predict ``work``'s chunks on ``client``'s cluster (:func:`_predict_on`), handing each result to ``done`` as it
@@ -477,7 +477,7 @@ MODEL_RESENDS = 3
 WORKER_BACK_S = 120.0
 
 
-def _model_lost(client, exc: BaseException) -> bool:
+def _model_lost(client: Client, exc: BaseException) -> bool:
     """Whether ``exc`` is a chunk cancelled because the model it needed was lost with the workers that held it,
     while the client still reaches its scheduler: a cancellation for another reason than a lost or restarted
     scheduler."""
@@ -487,7 +487,7 @@ def _model_lost(client, exc: BaseException) -> bool:
             and getattr(exc, "reason", None) not in ("scheduler-connection-lost", "scheduler-restart"))
 
 
-def _wait_for_a_worker(client) -> None:
+def _wait_for_a_worker(client: Client) -> None:
     """Until ``client``'s scheduler has a worker, at most :data:`WORKER_BACK_S`; else :class:`ClusterLostError`."""
     try:
         client.wait_for_workers(1, timeout=WORKER_BACK_S)
@@ -497,8 +497,8 @@ def _wait_for_a_worker(client) -> None:
                                ) from None
 
 
-def _predict_on(client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]], describe: Describe | None,
-                done: Callable[[LibraryChunk, pd.DataFrame | None, Path], None],
+def _predict_on(client: Client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]],
+                describe: Describe | None, done: Callable[[LibraryChunk, pd.DataFrame | None, Path], None],
                 pending: dict[object, tuple[LibraryChunk, Path]]) -> None:
     """Scatter the model, then submit chunks with at most :data:`IN_FLIGHT_PER_THREAD` per worker thread in flight
     (memory stays bounded), and hand each result to ``done`` as it arrives; ``pending`` holds the chunks in flight,

@@ -82,6 +82,7 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
     compose.check_compute(campaign, scheduler, len(library))
     invalid, again = preflight.warn_before_run(campaign, library, dry_run=dry_run)
     preflight.warn_default_safety(campaign)
+    preflight.warn_default_planner(campaign)
     _warn_unnamed_reference(campaign)
     _print_summary(_summary(campaign_file, campaign, len(library), (invalid, again), scheduler, past,
                             dry_run=dry_run))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import getpass
+import ipaddress
 import logging
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -39,9 +41,10 @@ SHUTDOWN_GRACE_S = 1
               help="The write token for approve/veto (default: a random one, printed); from the environment "
                    "variable, other users of the machine cannot read it in the process list, and it is not "
                    "printed.")
-@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
-              help="Another name or address browsers reach this machine by (a DNS alias), for a --host other than "
-                   "127.0.0.1; repeatable. Requests naming an unknown host are refused (no DNS rebinding).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME", callback=lambda _c, _p, v: _hosts(v),
+              help="Another name or address browsers reach this machine by (a DNS alias; *.example.org for its "
+                   "subdomains), for a --host other than 127.0.0.1; repeatable. Requests naming an unknown host are "
+                   "refused (no DNS rebinding).")
 @click.pass_context
 def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str | None,
               allowed_hosts: tuple[str, ...]) -> None:
@@ -180,3 +183,26 @@ def _said_by(option: str, text: str) -> str:
     if not text or len(text) > MAX_SAID_CHARS or not text.isprintable():
         raise click.BadParameter(f"must be one line of 1 to {MAX_SAID_CHARS} printable characters", param_hint=option)
     return text
+
+
+#: a host name as a Host header writes it without its port, or ``*.`` and one: what ``--allowed-host`` takes
+_HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                        r"[A-Za-z0-9])?)*")
+
+
+def _hosts(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--allowed-host``'s values as the page's host check takes them: a name, ``*.`` and a name, or an address (an
+    IPv6 one bracketed, as a Host header writes it). Why checked here: ``lab*pc`` failed on the first request, inside
+    the server, as a traceback; ``*`` alone switched the check off; ``name:8050`` could never match (a review)."""
+    checked = []
+    for value in values:
+        try:
+            address = ipaddress.ip_address(value.strip("[]"))
+        except ValueError:
+            if _HOST_NAME.fullmatch(value) is None:
+                raise click.BadParameter(f"{value!r} is no host name or address (a name, *.NAME for its subdomains, or "
+                                         "an IP address; no port, no other *)", param_hint="--allowed-host") from None
+            checked.append(value)
+        else:
+            checked.append(f"[{address}]" if address.version == 6 else str(address))
+    return tuple(checked)

@@ -229,15 +229,7 @@ def warn_unchecked_rows(campaign: Campaign, library: list[str]) -> None:
 
 def warn_default_safety(campaign: Campaign) -> None:
     """A campaign without a safety section runs under labloop's default limits, most likely not its rig's: said
-    by ``validate``, and by ``run`` once nothing is left to refuse (a refusal stays one line). So is one with a
-    prior and no planner section: it proposes at random, learning nothing from its measurements (the default
-    planner, which needs no prior; a lab head's trial found a campaign file that left it out would run random on the
-    instruments)."""
-    if "planner" not in campaign.model_fields_set and campaign.prior is not None:
-        console.err.print(f"warning: {campaign.located('planner')}: no such section, so the planner is random, which "
-                          "proposes at random and learns nothing from the measurements: give planner: {kind: bayes} "
-                          "to choose by the prior and the measurements (docs/planners.md)", markup=False,
-                          highlight=False, soft_wrap=True)
+    by ``validate``, and by ``run`` once nothing is left to refuse (a refusal stays one line)."""
     if "safety" not in campaign.model_fields_set:
         limits = campaign.safety
         low, high = limits.potential_limits_v
@@ -246,6 +238,18 @@ def warn_default_safety(campaign: Campaign) -> None:
                           f"{limits.syringe_ml:g} mL syringes, a {limits.cell_volume_ml:g} mL cell, {low:g}..{high:g} "
                           "V vs the reference): write yours (docs/campaign-reference.md, \"safety\")",
                           markup=False, highlight=False, soft_wrap=True)
+
+
+def warn_default_planner(campaign: Campaign) -> None:
+    """A campaign with a prior and no planner section proposes at random, learning nothing from its measurements
+    (``planner.kind``'s default, which needs no prior): said by ``validate`` and ``run``, as the default safety
+    limits are. Why: a lab head's trial found a campaign file that left the section out would run random on the
+    instruments, its prior unused."""
+    if "planner" not in campaign.model_fields_set and campaign.prior is not None:
+        console.err.print(f"warning: {campaign.located('planner')}: no such section, so the planner is random, which "
+                          "proposes at random and learns nothing from the measurements: give planner: {kind: bayes} "
+                          "to choose by the prior and the measurements (docs/planners.md)", markup=False,
+                          highlight=False, soft_wrap=True)
 
 
 def warn_changed_protocol(campaign: Campaign) -> None:

@@ -383,6 +383,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     if refused is not None:  # the cell or a syringe needs a person first: one line, exit 2, the journal untouched
         raise InputError(refused)
     preflight.warn_default_safety(campaign)  # after every refusal, which stays one line
+    preflight.warn_default_planner(campaign)
     preflight.warn_changed_protocol(campaign)
     preflight.warn_changed_past(journal)
     # before the runner, which journals its own stops, a stop is journalled here: a Ctrl-C held while "run" was

@@ -22,15 +22,19 @@ SECRET_SETTINGS = frozenset({"alerts"})
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-#: what an alert URL holds credentials by: a user and password (``://user:pass@``) or a query parameter named as a
-#: secret (``?token=``, ``&apikey=``, ``password=``)
-_CREDENTIALS = re.compile(r"://[^/@\s]*:[^/@\s]*@|[?&][A-Za-z_]*(?:token|key|pass|secret|auth)[A-Za-z_]*=", re.I)
+#: what an alert URL holds credentials by: a user and password (``://user:pass@``), a query parameter named as a
+#: secret (``?token=``, ``&apikey=``, ``password=``), or a token in its path, as most apprise services keep theirs
+#: (``slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ``, ``discord://ID/TOKEN``, ``tgram://123:ABC.../``): a run of
+#: 16 or more letters, digits, ``_`` and ``-``
+_CREDENTIALS = re.compile(r"://[^/@\s]*:[^/@\s]+@|[?&](?:access_token|api_key|apikey|auth|key|pass|password|secret|"
+                          r"token)=|[/:=][A-Za-z0-9_-]{16,}", re.IGNORECASE)
 
 
 def written_out_credentials(url: str) -> bool:
-    """Whether ``url`` holds a password or token written out rather than read from the environment (``${VAR}``):
-    the journal keeps the campaign's settings, and so the secret, for anyone given the file."""
-    return not _VARIABLE.search(url) and _CREDENTIALS.search(url) is not None
+    """Whether ``url`` holds a password or token written out rather than read from the environment (``${VAR}``, which
+    is left out before the URL is judged: a literal token beside one is still one): the journal keeps the campaign's
+    settings, and so the secret, for anyone given the file."""
+    return _CREDENTIALS.search(_VARIABLE.sub("", url)) is not None
 
 
 def expand(url: str) -> str:

@@ -261,14 +261,15 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: 
         return StreamingResponse(_events(request, source), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    refused = [0]  # writes refused for a wrong token, to say in the log
+    refused = 0  # writes refused for a wrong token, to say in the log
 
     async def approve(request: Request) -> Response:
+        nonlocal refused
         if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
-            refused[0] += 1
-            if refused[0] in (1, 10) or refused[0] % 1000 == 0:  # said, not once per guess of a guesser
+            refused += 1
+            if refused in (1, 10) or refused % 1000 == 0:  # said, not once per guess of a guesser
                 client = request.client.host if request.client is not None else "an unknown address"
-                log.warning("dashboard: a write with a wrong token from %s refused (%d so far)", client, refused[0])
+                log.warning("dashboard: a write with a wrong token from %s refused (%d so far)", client, refused)
             return JSONResponse({"error": "a valid token is needed to approve or veto (the write token `labloop "
                                           "dashboard` printed at start, or LABLOOP_DASHBOARD_TOKEN's)"},
                                 status_code=403)

@@ -374,7 +374,7 @@ def _campaign_file_hint(path: Path) -> str:
             lines = [line.strip() for line in handle.read(65536).splitlines()]
     except OSError:
         lines = []
-    first = next((line for line in lines if line and not line.startswith("#")), "")
+    first = next((line for line in lines if line and not line.startswith(("#", "---", "%"))), "")  # past directives
     what = "a protocol file (a list of steps)" if first.startswith("-") else "a campaign file"
     return f"; this looks like {what}: give a journal, the file a campaign's `store` names (e.g. runs/NAME.db)"
 

@@ -575,6 +575,15 @@ def _experiments_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _prediction_cells(e: dict[str, Any]) -> tuple[str, str]:
+    """An experiment's ``predicted ± 1 sd`` cell, marked `` *`` when predicted before any measurement ('6.42 ± 2.01'
+    for a molecule measured at 4.58 alarmed a chemist: a trial), and its ``model`` cell (which model predicted it)."""
+    predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
+    if predicted and e["uncalibrated"]:
+        predicted += " *"
+    return predicted, "" if e["model_version"] is None else f"v{e['model_version']}"
+
+
 def _waiting_table(rows: list[dict[str, Any]]) -> Table:
     """The batch awaiting approval with what a person decides it by: each molecule's prediction +/- 1 sd (of the
     calibrated model that proposed it) and its planned conditions. Why: the experiments table showed them without a
@@ -585,10 +594,7 @@ def _waiting_table(rows: list[dict[str, Any]]) -> Table:
     for name in ("id", *(("name",) if named else ()), "smiles", "predicted ± 1 sd", "model", "conditions"):
         table.add_column(name, overflow="fold", justify="left" if name in ("name", "smiles", "conditions") else "right")
     for e in rows:
-        predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
-        if predicted and e["uncalibrated"]:
-            predicted += " *"
-        model = "" if e["model_version"] is None else f"v{e['model_version']}"
+        predicted, model = _prediction_cells(e)
         conditions = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                                for k, v in (e["conditions"] or {}).items())
         table.add_row(str(e["id"]), *_named(e, named), predicted, model, _text(conditions))
@@ -608,10 +614,8 @@ def _measurements_table(rows: list[dict[str, Any]], edges: tuple[float, ...]) ->
         table.add_column(name, overflow="fold", justify="left" if name in ("name", "smiles", "flags") else "right")
     first = False
     for e in rows:
-        predicted = "" if e["mu"] is None else f"{e['mu']:.2f} ± {e['sigma'] or 0:.2f}"
-        if predicted and e["uncalibrated"]:  # '6.42 ± 2.01' for a molecule measured at 4.58 alarmed a chemist (a trial)
-            predicted, first = f"{predicted} *", True
-        model = "" if e["model_version"] is None else f"v{e['model_version']}"  # which model predicted it
+        predicted, model = _prediction_cells(e)
+        first = first or predicted.endswith(" *")
         dep = "" if e["dep_v"] is None else f"{1000 * e['dep_v']:.0f}"
         table.add_row(str(e["id"]), *_named(e, named), potential_said(e["potential_v"], edges), predicted, model,
                       _volts(e["e_half_v"]), dep, _text(", ".join(e["flags"])))

@@ -120,6 +120,8 @@ def test_bad_stores_exit_2_with_one_line(labloop, tmp_path):
     text.write_text("hello " * 200)
     campaign = tmp_path / "campaign.yaml"  # a newcomer's first try: the campaign file, not its journal
     campaign.write_text("name: screen\nstore: runs/screen.db\n")
+    marked = tmp_path / "marked.yaml"  # a campaign file that starts with YAML's document marker: not a list
+    marked.write_text("---\nname: screen\n")
     protocol = tmp_path / "steps.yaml"  # a protocol file was called a campaign file too (a security trial)
     protocol.write_text("# the screen\n- load_sample\n- cv\n")
     dangling = tmp_path / "gone.db"  # a link to a journal that is not there: "created by another process just now"
@@ -129,12 +131,14 @@ def test_bad_stores_exit_2_with_one_line(labloop, tmp_path):
                           (campaign, "this looks like a campaign file: give a journal, the file a campaign's `store` "
                                      "names"),
                           (protocol, "this looks like a protocol file (a list of steps): give a journal"),
+                          (marked, "this looks like a campaign file: give a journal"),
                           (dangling, "no such journal")):
         proc = labloop("log", store)
         assert proc.returncode == 2 and proc.stdout == ""
         lines = proc.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.yaml", "gone.db", "notes.txt", "steps.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.yaml", "gone.db", "marked.yaml", "notes.txt",
+                                                          "steps.yaml"]
 
 
 @pytest.mark.parametrize(("column", "value", "says"), [

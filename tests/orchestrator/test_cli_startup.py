@@ -221,3 +221,16 @@ def test_a_run_featurising_in_a_process_pool_ends_and_stops_without_a_traceback(
         while (left := [pid for pid in workers if _command(pid)]) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not left
+
+
+@pytest.mark.parametrize("name", ["lab*pc", "*", "labpc:8050", "lab pc"])
+def test_an_allowed_host_that_could_never_match_is_refused_at_start(tmp_path, write_campaign, name):
+    """``--allowed-host lab*pc`` failed inside the server at the first request, as a traceback; ``*`` switched the host
+    check off; ``labpc:8050`` could never match (a review): each is one line, exit 2, before anything listens."""
+    campaign_file = write_campaign(tmp_path)
+    with Journal.create(tmp_path / "tiny.db", load_campaign(campaign_file)):
+        pass
+    result = subprocess.run([*CLI, "dashboard", str(tmp_path / "tiny.db"), "--host", "0.0.0.0", "--port", "0",
+                             "--allowed-host", name], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == "", result
+    assert result.stderr.count("\n") == 1 and "--allowed-host" in result.stderr and "no host name" in result.stderr

@@ -431,7 +431,7 @@ def test_a_kill_stops_predict_as_a_ctrl_c_does_and_leaves_no_temporary_shards(ti
     its temporary shards left in the temporary folder for good; a SIGKILLed run's were never removed either (a Dask
     trial). SIGTERM now stops it as Ctrl-C does, and the next run removes what a killed one left."""
     library = tmp_path / "big.smi"
-    library.write_text("\n".join(ocelot.smiles.iloc[:3000]) + "\n")
+    library.write_text("\n".join(ocelot.smiles.iloc[:10000]) + "\n")  # 100 chunks: far from done at the first
     temporary = Path(os.environ["TMPDIR"])  # the processes' own (conftest.py)
     orphan = temporary / "labloop-predictions-999999999-abc"  # a SIGKILLed run's: its process is gone
     (orphan / "model-x").mkdir(parents=True)

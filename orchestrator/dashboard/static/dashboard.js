@@ -229,10 +229,10 @@ function render(snap, plots) {
   state.snap = snap;
   state.plots = plots;
   const c = snap.campaign, p = snap.progress;
-  document.title = `${c.name} · labloop`;
+  document.title = `${plain(c.name)} · labloop`;
   $("campaign-name").textContent = plain(c.name);
   $("campaign-summary").textContent =
-    `objective: ${c.objective_text} · planner ${c.planner.kind} · seed ${c.seed} · store ${c.store}`;
+    plain(`objective: ${c.objective_text} · planner ${c.planner.kind} · seed ${c.seed} · store ${c.store}`);
   const done = p.counts.done;
   $("done-count").textContent = `${done}/${p.max_experiments}`;
   $("progress-bar").style.width = `${Math.min(100, 100 * done / p.max_experiments)}%`;
