@@ -357,11 +357,7 @@ class _Kit:
             span = hook(self.options)
         if span is None:
             return KIT_RATE_ML_MIN, ""
-        if not (isinstance(span, tuple | list) and len(span) == 2
-                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in span)
-                and -math.inf < span[0] < span[1] < math.inf):
-            raise _Failed(f"rate_range_ml_min is {span!r}, not a (low, high) pair of numbers, low below high")
-        low, high = span
+        low, high = returned_range(span, where=self.descriptor.name, call="rate_range_ml_min")  # as a run checks it
         if low <= KIT_RATE_ML_MIN <= high:
             return KIT_RATE_ML_MIN, ""
         rate = float(f"{high / 2 if high < KIT_RATE_ML_MIN else 2 * low:.2g}")
