@@ -501,30 +501,31 @@ class ProtocolExecutor:
         model; docs/drivers.md): before anything of the experiment moves, so no sample is spent on a scan
         the device would refuse."""
         self.safety.check_potentials(*potentials_v, where=where)
-        span = self._span(where, potentiostat, "potential_range_v")
-        if span is None:
-            return
-        low, high = span
-        for e in potentials_v:
-            if not low <= e <= high:
-                raise SafetyLimitExceeded(where, f"potential {e:g} V is outside what {potentiostat!r} can apply, "
-                                                 f"{low:g}..{high:g} V vs its reference")
+        self._check_within(where, potentiostat, "potential_range_v", potentials_v,
+                           lambda e, low, high: f"potential {e:g} V is outside what {potentiostat!r} can apply, "
+                                                f"{low:g}..{high:g} V vs its reference")
 
     def _check_scan_rates(self, where: str, potentiostat: str, rates_v_s: Sequence[float]) -> None:
         """Refuse scan rates the opened potentiostat cannot sweep at (its driver's optional ``scan_rate_range_v_s``:
-        docs/drivers.md), before anything of the experiment moves. Why: a plug-in potentiostat that refuses rates
-        above 5 V/s had a campaign planning 6-9 V/s pass validate, then dispense three samples, each scan refused
-        by the device, and stop after three faults in a row (a plug-in engineer's trial)."""
-        span = self._span(where, potentiostat, "scan_rate_range_v_s")
+        docs/drivers.md), before anything of the experiment moves, as a potential beyond its range: the campaign's to
+        fix, never a molecule's failure. Why: a plug-in potentiostat that refuses rates above 5 V/s had a campaign
+        planning 6-9 V/s pass validate, then dispense three samples, each scan refused by the device, and stop after
+        three faults in a row (a plug-in engineer's trial)."""
+        self._check_within(where, potentiostat, "scan_rate_range_v_s", rates_v_s,
+                           lambda rate, low, high: f"scan rate {rate:g} V/s is beyond what {potentiostat!r} can "
+                                                   f"sweep at, {low:g}..{high:g} V/s")
+
+    def _check_within(self, where: str, instrument: str, attribute: str, values: Sequence[float],
+                      refused: Callable[[float, float, float], str]) -> None:
+        """:class:`SafetyLimitExceeded` saying ``refused(value, low, high)`` for the first of ``values`` outside the
+        opened ``instrument``'s optional range ``attribute`` (:meth:`_span`); nothing without one."""
+        span = self._span(where, instrument, attribute)
         if span is None:
             return
         low, high = span
-        for rate in rates_v_s:
-            if not low <= rate <= high:
-                # as a potential beyond its range (:meth:`_check_potentials`): the campaign's to fix, never the
-                # molecule's failure, should a proposal meet it (a review)
-                raise SafetyLimitExceeded(where, f"scan rate {rate:g} V/s is beyond what {potentiostat!r} can sweep "
-                                                 f"at, {low:g}..{high:g} V/s")
+        for value in values:
+            if not low <= value <= high:
+                raise SafetyLimitExceeded(where, refused(value, low, high))
 
     def _check_standard_scan(self, where: str, potentiostat: str, step: AddStandard, cv: CVParams) -> None:
         """Refuse add_standard's scan (the ``cv`` widened to take in the standard: :meth:`_standard_scan`) as any
