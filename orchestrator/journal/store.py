@@ -362,6 +362,15 @@ def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
     return JournalError(f"{path}: {why}")
 
 
+def _measurements_lost(conn: sqlite3.Connection) -> list[int]:
+    """The first few experiments that are ``done`` without the measurement of their attempt, which
+    :meth:`Journal.finish_experiment` requires: a row deleted by hand left a campaign whose log, report and planner
+    went on without that molecule's potential, nothing said (a data-integrity trial)."""
+    return [row[0] for row in conn.execute(
+        "SELECT e.id FROM experiments e WHERE e.state = 'done' AND NOT EXISTS (SELECT 1 FROM measurements m "
+        "WHERE m.experiment_id = e.id AND m.attempt = e.attempt) ORDER BY e.id LIMIT 3")]
+
+
 def _campaign_file_hint(path: Path) -> str:
     """What to give instead when ``path`` is a campaign file, where a journal was expected (``labloop log
     campaign.yaml``, a newcomer's first try)."""
@@ -738,6 +747,10 @@ class Journal:
         if version < SCHEMA_VERSION and not readonly:
             _upgrade(conn, version)
             log.info("%s: journal schema upgraded from version %d to %d", path, version, SCHEMA_VERSION)
+        if version == SCHEMA_VERSION and (lost := _measurements_lost(conn)):
+            conn.close()
+            raise JournalError(f"{path}: the journal is damaged: experiment {', '.join(map(str, lost))} is done but "
+                               "its measurement is gone (a row deleted by hand?); restore it from a backup")
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
             conn.execute("PRAGMA synchronous = FULL")

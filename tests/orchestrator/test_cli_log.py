@@ -160,6 +160,24 @@ def test_a_value_changed_by_hand_is_one_line_and_never_nan_in_json(labloop, stor
                                             f"column {column}, {says}; restore the file from a backup"]
 
 
+def test_a_measurement_deleted_by_hand_is_said_as_damage(labloop, store, tmp_path):
+    """A measurements row deleted by hand left a done experiment without its potential, and log, report and resume
+    went on without it, nothing said (a data-integrity trial): the journal is damaged, one line naming the
+    experiment, exit 2, for every command that opens it."""
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        done = [row[0] for row in db.execute("SELECT id FROM experiments WHERE state = 'done' ORDER BY id")]
+        db.execute("DELETE FROM measurements WHERE experiment_id = ?", (done[1],))
+    for args in (("log", store), ("log", store, "--json"), ("report", store, "-o", tmp_path / "report"),
+                 ("resume", store)):
+        proc = labloop(*args)
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [
+            f"error: {store}: the journal is damaged: experiment {done[1]} is done but its measurement is gone (a row "
+            "deleted by hand?); restore it from a backup"], (args, proc.stderr)
+    assert not (tmp_path / "report").exists()
+
+
 def test_follow_and_json_do_not_combine(labloop, store):
     proc = labloop("log", store, "--follow", "--json")
     assert proc.returncode == 2 and "--follow" in proc.stderr
