@@ -481,17 +481,28 @@ class NE1000Pump:
         buffer is empty now and ``VER`` is a query, so asking again is safe (a hardware rehearsal's
         pump refused every campaign after a terminal program wrote ``hello`` to it).
         """
+        def version() -> NE1000Reply:
+            return self.bus.command(self.address, "VER", expect=_matching(_VERSION))
+
         try:
-            version = self._query("VER", _VERSION)[0]
+            reply = version()
         except DeviceError as exc:
             if exc.code not in ("A?R", "?"):
                 raise
             log.info("%s: %s on connecting; asking again", self.where,
                      "power-up alarm A?R acknowledged" if exc.code == "A?R"
                      else "bytes left in its input before the first command made it unknown")
-            version = self._query("VER", _VERSION)[0]
-        log.info("%s: connected, firmware %s", self.where, version)
-        return version
+            reply = version()
+        log.info("%s: connected, firmware %s", self.where, reply.data)
+        state = STATES.get(reply.status, PumpState.STOPPED)
+        if state is not PumpState.STOPPED:
+            # a pump still pumping the phase of a run killed mid-dispense (kill -9, a computer that lost power) kept
+            # filling the cell while a resume refused its DIA with ?NA, named as the wrong driver (a hardware trial)
+            log.warning("%s: %s when opened, left so by a run that stopped without stopping it (killed, or the "
+                        "computer lost power?): stopping it now; it may have moved more than labloop counts",
+                        self.where, state.value)
+            self.stop()
+        return reply.data
 
     # -- queries ------------------------------------------------------------------------------------------
     def state(self) -> PumpState:

@@ -1,5 +1,6 @@
 """NE-1000 driver against its firmware emulator on a real pty, plus exact wire sequences via replays."""
 
+import contextlib
 import json
 import math
 import threading
@@ -418,6 +419,31 @@ def test_a_pump_paused_from_outside_the_run_ends_it_stopped_and_short(make_line:
     assert len(errors) == 1 and "where 0.5 mL was asked" in str(errors[0])
     snap = line.emulator.snapshot(0)
     assert snap.status == "S" and 0 < snap.infused_ml < 0.5
+
+
+def test_a_pump_left_pumping_by_a_killed_run_is_stopped_when_opened(make_line: Callable[..., Line], caplog) -> None:
+    """A run killed (kill -9) 8 s into a 54 s dispense left the pump infusing; the resume's driver sent DIA, which a
+    running pump refuses (?NA), and the resume was refused as "does not answer as driver 'ne1000' expects" while the
+    pump went on filling the cell (a hardware trial). Opening a pump now stops it when its first reply says it runs,
+    and says so."""
+    line = make_line(time_scale=TimeScale.real_time(), timeout_s=2.0)
+    killed = line.pump(poll_s=0.01)
+    def dispensing() -> None:  # 30 s at 1 mL/min; it ends in an error once its driver is gone (unsaid)
+        with contextlib.suppress(Exception):
+            killed.dispense(0.5, 1.0)
+
+    run = threading.Thread(target=dispensing, daemon=True)
+    run.start()
+    deadline = time.monotonic() + 30  # liveness only
+    while line.emulator.snapshot(0).status != "I":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    killed.bus = None  # type: ignore[assignment]  # the killed process's driver says nothing more
+    resumed = line.pump(poll_s=0.01, diameter_mm=4.61)  # as a resume opens it: VER, then DIA
+    assert line.emulator.snapshot(0).status == "S"
+    assert resumed.state() is PumpState.STOPPED
+    assert any("infusing when opened" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    run.join(timeout=60)
 
 
 # -- replays: exact wire sequences, and faults the emulator cannot make ----------------------------------
