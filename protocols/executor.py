@@ -1031,6 +1031,31 @@ class ProtocolExecutor:
         log.info("the cell holds %g mL by the journal's count; syringes: %s", self.contents.cell_ml,
                  ", ".join(f"{pump} {held:g} mL" for pump, held in sorted(self.contents.syringes.items())) or "full")
 
+    def count_to_drivers(self) -> None:
+        """Give each pump driver that keeps its own count of its syringe (a numeric ``content_ml`` it lets be set, as
+        the NE-1000's does) labloop's count, once :meth:`replay` has made it. Why: the NE-1000 driver starts from its
+        ``content_ml`` option at every opening, so after ``resume --syringes-filled`` it still counted the partly
+        loaded syringe and refused three dispenses the operator had filled for, wasting their samples (a hardware
+        trial)."""
+        if self.rig is None:
+            return
+        for name, driver in self.rig.instruments.items():
+            try:
+                counted = optional_member(driver, "content_ml", where=name)
+            except WrongReturn:
+                continue
+            if not isinstance(driver, Pump) or isinstance(counted, bool) or not isinstance(counted, numbers.Real):
+                continue
+            held = self.contents.held(name)
+            if held == counted:
+                continue
+            try:
+                driver.content_ml = held  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):  # read-only: the driver's own count stands
+                continue
+            log.info("%s: its driver counted %g mL in the syringe, labloop %g mL (the journal's count, with any fill "
+                     "by hand): the driver counts that now", name, counted, held)
+
     def _replay_blank_clean(self, clean: Clean, ok: bool) -> None:
         """Count a blank's clean (:meth:`_clean_for_blank`): its flush, then, once the blank ended ``ok``, the
         emptied cell filled again by the protocol's steps before the blank, with their refills. A blank that did

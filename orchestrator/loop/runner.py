@@ -419,6 +419,7 @@ class Runner:
                                  prepare=None if predictions is None else predictions.prepare)
         self.interrupts = interrupts
         executor.replay(_history(journal))  # what earlier runs of this journal left in the cell and syringes
+        executor.count_to_drivers()  # a driver that counts its syringe from its options counts the same
         executor.refuse_their_leftover(_stopped_after_pumping(journal))
         self.health = HealthClock(campaign.schedule.health_check_minutes)
         self.hours = ActiveHours(campaign.schedule.active_hours)

@@ -31,6 +31,8 @@ from labloop.protocols.steps import Contents, Problems, parse_steps, repeat_prob
 from labloop.sim.lab import SimulatedLab
 from labloop.surrogate.dataset import read_table
 
+from ..conftest import RIG
+
 CV = {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}
 SAMPLE = {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample", "refill": True}}
 ELECTROLYTE = {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte",
@@ -146,14 +148,16 @@ def _journal_rows(store: Path) -> dict[str, list[tuple]]:
 
 def _run_once(campaign: Campaign, potentiostat: type, prepare: Callable[[Rig], object] = lambda rig: None) -> int:
     """One run of ``campaign`` as ``run`` starts it, on its dry-run rig with the potentiostat wrapped in
-    ``potentiostat`` (the fault a test injects) and ``prepare`` done to the rig; its exit code."""
+    ``potentiostat`` (the fault a test injects) and ``prepare`` done to the rig once the runner has started (and
+    given the pumps' drivers its count of their syringes); its exit code."""
     library = read_table(campaign.library.file).smiles
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
         journal.add_event("run", "run started (dry run on emulators)", data={"dry_run": True})  # as `run` says
         rig.instruments["potentiostat"] = potentiostat(rig.instruments["potentiostat"])
+        runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
         prepare(rig)
-        return Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run()
+        return runner.run()
 
 
 def _nobody_to_rinse(_lab: SimulatedLab) -> None:
@@ -638,3 +642,27 @@ def test_a_partly_filled_syringe_is_counted_from_its_content_live_and_on_resume(
     assert refused is not None and "exceeds the 3.5 mL left" in str(refused)
     resumed.replay(history)
     assert resumed.contents.state() == live.contents.state()
+
+
+def test_a_syringe_filled_by_hand_is_full_for_the_pumps_driver_too(tmp_path, write_campaign, labloop) -> None:
+    """The NE-1000 driver counted its syringe from its ``content_ml`` option at every opening: after ``resume
+    --syringes-filled`` labloop counted the syringe full and the driver still 0.8 mL less what it had given, and
+    refused the third experiment's dispense at the pump, its sample spent (a hardware trial). The driver now counts
+    what labloop counts: the filled syringe gives two more dispenses of 0.5 mL."""
+    rig = {**RIG, "analyte_pump": {**RIG["analyte_pump"], "options": {**RIG["analyte_pump"]["options"],
+                                                                      "content_ml": 0.8}}}
+    protocol = ["load_sample",
+                {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample"}},
+                {"dispense": {"pump": "electrolyte_pump", "volume_ml": 4.5, "rate_ml_min": 5.0, "fluid": "electrolyte",
+                              "refill": True}},
+                {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8, "e_step_v": 0.002}}, "rinse"]
+    campaign = write_campaign(tmp_path, instruments=rig, protocol=protocol, budget={"max_experiments": 1},
+                              safety={"syringes_ml": {"analyte_pump": 1.0}, "potential_limits_v": [-1.7, 2.0]})
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+    refused = labloop("resume", store, "--max-experiments", "3")  # 0.3 mL left: not another 0.5
+    assert refused.returncode == 2 and "--syringes-filled" in refused.stderr, refused.stderr
+    filled = labloop("resume", store, "--max-experiments", "3", "--syringes-filled")
+    assert filled.returncode == 0, filled.stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert [e.status for e in journal.experiments()] == ["done"] * 3
