@@ -31,10 +31,11 @@ import math
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
@@ -221,6 +222,8 @@ class NE1000Bus:
         self.retries = retries
         self.settle_s = settle_s
         self.retried: Counter[str] = Counter()
+        #: the same, by the address of the pump whose command was repeated (:attr:`NE1000Pump.retried`)
+        self.retried_at: defaultdict[int, Counter[str]] = defaultdict(Counter)
         self._lock = threading.RLock()
 
     @classmethod
@@ -276,10 +279,11 @@ class NE1000Bus:
         with self._lock:
             if not retry_safe:
                 return exchange()
-            return retry(exchange, attempts=self.retries + 1, before_retry=self._before_retry)
+            return retry(exchange, attempts=self.retries + 1, before_retry=partial(self._before_retry, address))
 
-    def _before_retry(self, exc: InstrumentError) -> None:
+    def _before_retry(self, address: int, exc: InstrumentError) -> None:
         self.retried[type(exc).__name__] += 1
+        self.retried_at[address][type(exc).__name__] += 1
         if isinstance(exc, InstrumentTimeout):
             try:
                 self.transport.drain(self.settle_s, self.timeout_s)
@@ -462,6 +466,13 @@ class NE1000Pump:
     @property
     def where(self) -> str:
         return f"NE-1000 #{self.address:02d} on {self.bus.transport.name}"
+
+    @property
+    def retried(self) -> Counter[str]:
+        """The commands to this pump its line repeated, by the fault's type: what the protocol executor journals with
+        each step (docs/drivers.md, "Errors"); the line's bus counts them, by address, as it repeats them. Why: a
+        noisy line's 48 repeats were nowhere in the journal (a hardware trial)."""
+        return self.bus.retried_at[self.address]
 
     # -- exchanges ----------------------------------------------------------------------------------------
     def _query(self, text: str, pattern: str) -> re.Match[str]:

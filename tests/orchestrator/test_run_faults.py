@@ -142,6 +142,43 @@ def test_a_scan_the_driver_ran_again_after_a_fault_is_journalled_with_its_action
     assert len(warned) == 1 and "potentiostat: ProtocolError x1" in warned[0] and "the cv step" in warned[0]
 
 
+class _GarbleOneCount(FaultInjector):
+    """The emulated pumps' faults: the volume unit of one reply of address 00 to ``DIS`` garbled, once the pump has
+    infused (during the dispense step, not the health check): a query the line repeats."""
+
+    def __init__(self) -> None:
+        super().__init__(FaultPlan())
+        self.left = 1
+
+    def decide(self, kind: FaultKind) -> bool:
+        return kind is FaultKind.GARBLE and self.left > 0
+
+    def garble(self, data: bytes) -> bytes:
+        counts = data.startswith(b"\x0200") and (b"UL\x03" in data or b"ML\x03" in data)
+        if not counts or b"I0.000" in data or self.left == 0:
+            return data
+        self.left = 0
+        return data.replace(b"L\x03", b"Q\x03")  # no unit the reply may have: a ProtocolError, repeated
+
+
+def test_a_pump_command_its_line_repeated_is_journalled_with_the_pumps_step(tmp_path, write_campaign):
+    """The NE-1000's repeats were counted on the line's bus, shared by the pumps on it, and never journalled: a noisy
+    line's 48 repeats were nowhere (a hardware trial). Each pump's repeats are its own, and its step's action says
+    them."""
+    campaign = load_campaign(write_campaign(tmp_path, budget={"max_experiments": 1}))
+    library = read_table(campaign.library.file).smiles
+    with build_rig(campaign, dry_run=True, library=library) as rig, \
+            Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
+        device = rig.simulation.emulations["analyte_pump"].device  # the line the two pumps share
+        device.faults = injector = _GarbleOneCount()
+        assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() == EXIT_OK
+        assert injector.left == 0  # the fault struck
+        [experiment] = journal.experiments()
+        retried = {a.params["pump"]: a.params.get("retried") for a in journal.actions(experiment.id)
+                   if a.command == "dispense"}
+    assert retried == {"analyte_pump": {"analyte_pump": {"ProtocolError": 1}}, "electrolyte_pump": None}
+
+
 def _runner_with_a_buggy_potentiostat(tmp_path: Path, campaign_file: Path, monkeypatch,
                                       interrupts: Interrupts, stack: contextlib.ExitStack) -> tuple[Runner, Journal]:
     """A dry-run Runner of ``campaign_file`` whose potentiostat's second cv raises (:data:`BUGGY_PLUGIN`)."""
