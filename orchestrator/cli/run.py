@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -173,8 +174,21 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
     # nothing to do or record
     if done >= campaign.budget.max_experiments and not (moved or by_hand or relocated is not None):
         return _at_budget(campaign, store, done)
-    return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal, scheduler,
-                         by_hand=by_hand, record=record)
+    try:
+        return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal,
+                             scheduler, by_hand=by_hand, record=record)
+    except InputError as exc:  # a refusal's advice: the command again, with what this one was given
+        given = "".join([*(f" --port {shell_word(port)}" for port in ports),
+                         *([f" --max-experiments {max_experiments}"] if max_experiments is not None else []),
+                         *([f" --scheduler {shell_word(scheduler)}"] if scheduler is not None else [])])
+        if not given or "`labloop resume " not in str(exc):
+            raise
+        raise InputError(_RESUME_ADVICE.sub(lambda m: m[0] + given, str(exc))) from None
+
+
+#: the start of a ``labloop resume STORE`` an advice gives, to which :func:`resume` adds the options it was given
+#: (a hardware trial's resume with --port was advised without it, and one with --max-experiments lost its budget)
+_RESUME_ADVICE = re.compile(r"`labloop resume (?:'[^']*'|[^\s`]+)")
 
 
 def journalled_campaign(store: Path, config: dict[str, Any], then: str = "then resume"

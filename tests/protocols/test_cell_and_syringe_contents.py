@@ -661,7 +661,9 @@ def test_a_syringe_filled_by_hand_is_full_for_the_pumps_driver_too(tmp_path, wri
     assert labloop("run", campaign, "--dry-run").returncode == 0
     store = tmp_path / "tiny.db"
     refused = labloop("resume", store, "--max-experiments", "3")  # 0.3 mL left: not another 0.5
-    assert refused.returncode == 2 and "--syringes-filled" in refused.stderr, refused.stderr
+    # the advice repeats the budget it was given (followed as written, it lost it: the same trial)
+    assert refused.returncode == 2 and f"`labloop resume {store} --max-experiments 3 --syringes-filled`" in \
+        refused.stderr, refused.stderr
     filled = labloop("resume", store, "--max-experiments", "3", "--syringes-filled")
     assert filled.returncode == 0, filled.stderr
     with Journal.open(store, readonly=True) as journal:
