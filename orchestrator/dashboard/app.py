@@ -38,6 +38,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +103,13 @@ def is_wildcard(host: str) -> bool:
         return False
 
 
-def machine_names() -> list[str]:
+@lru_cache(maxsize=1)
+def machine_names() -> tuple[str, ...]:
     """The names and addresses a browser may use to reach this machine: its host name, its fully qualified name and
     what they resolve to (IPv6 ones bracketed, as a Host header writes them), with the loopback ones. A dashboard on
     a wildcard address answers only requests naming one of them (:func:`create_app`): accepting any Host let a web
-    page anywhere read the campaign by DNS rebinding (a security trial)."""
+    page anywhere read the campaign by DNS rebinding (a security trial). Looked up once: the app and the start-up
+    warning both ask."""
     names = {*_LOCAL_HOSTS}
     for name in {socket.gethostname(), socket.getfqdn()}:
         names.add(name)
@@ -115,7 +118,7 @@ def machine_names() -> list[str]:
         except OSError:  # a name the resolver does not know: the name alone
             continue
         names.update(f"[{info[4][0]}]" if info[0] == socket.AF_INET6 else str(info[4][0]) for info in infos)
-    return sorted(names)
+    return tuple(sorted(names))
 
 
 def without_paths(value: Any) -> Any:

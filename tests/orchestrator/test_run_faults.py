@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -104,22 +105,24 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
             ("potentiostat (cv): RuntimeError", failed[0].cause)]
 
 
-class _GarbleOneScan(FaultInjector):
-    """The emulated EmStat's faults: one bit flipped in one data package of one scan, after the health check (the
-    sim's garble at a rate would strike the identify and the abort replies too, and every retry of the scan)."""
+class _GarbleOnce(FaultInjector):
+    """An emulator's faults: the first reply ``struck`` picks garbled once by ``garbled`` (a bit flipped, unless given),
+    after the health check; no other fault (the sim's garble at a rate would strike the identify and abort replies,
+    and every retry)."""
 
-    def __init__(self) -> None:
+    def __init__(self, struck: Callable[[bytes], bool], garbled: Callable[[bytes], bytes] | None = None) -> None:
         super().__init__(FaultPlan())
         self.left = 1
+        self._struck, self._garbled = struck, garbled
 
     def decide(self, kind: FaultKind) -> bool:
         return kind is FaultKind.GARBLE and self.left > 0
 
     def garble(self, data: bytes) -> bytes:
-        if not data.startswith(b"P") or self.left == 0:  # a data package (MethodSCRIPT's P...): a scan running
+        if self.left == 0 or not self._struck(data):
             return data
         self.left = 0
-        return super().garble(data)
+        return super().garble(data) if self._garbled is None else self._garbled(data)
 
 
 def test_a_scan_the_driver_ran_again_after_a_fault_is_journalled_with_its_action(tmp_path, write_campaign, caplog):
@@ -131,7 +134,7 @@ def test_a_scan_the_driver_ran_again_after_a_fault_is_journalled_with_its_action
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
         device = rig.simulation.emulations["potentiostat"].device
-        device.faults = injector = _GarbleOneScan()
+        device.faults = injector = _GarbleOnce(lambda data: data.startswith(b"P"))  # a scan's data package
         assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() == EXIT_OK
         assert injector.left == 0  # the fault struck
         cvs = [a for e in journal.experiments() for a in journal.actions(e.id) if a.command == "cv"]
@@ -142,23 +145,9 @@ def test_a_scan_the_driver_ran_again_after_a_fault_is_journalled_with_its_action
     assert len(warned) == 1 and "potentiostat: ProtocolError x1" in warned[0] and "the cv step" in warned[0]
 
 
-class _GarbleOneCount(FaultInjector):
-    """The emulated pumps' faults: the volume unit of one reply of address 00 to ``DIS`` garbled, once the pump has
-    infused (during the dispense step, not the health check): a query the line repeats."""
-
-    def __init__(self) -> None:
-        super().__init__(FaultPlan())
-        self.left = 1
-
-    def decide(self, kind: FaultKind) -> bool:
-        return kind is FaultKind.GARBLE and self.left > 0
-
-    def garble(self, data: bytes) -> bytes:
-        counts = data.startswith(b"\x0200") and (b"UL\x03" in data or b"ML\x03" in data)
-        if not counts or b"I0.000" in data or self.left == 0:
-            return data
-        self.left = 0
-        return data.replace(b"L\x03", b"Q\x03")  # no unit the reply may have: a ProtocolError, repeated
+def _infused_count(data: bytes) -> bool:
+    """A reply of address 00 to ``DIS`` once the pump has infused: a query the line repeats, in the dispense step."""
+    return data.startswith(b"\x0200") and (b"UL\x03" in data or b"ML\x03" in data) and b"I0.000" not in data
 
 
 def test_a_pump_command_its_line_repeated_is_journalled_with_the_pumps_step(tmp_path, write_campaign):
@@ -170,7 +159,8 @@ def test_a_pump_command_its_line_repeated_is_journalled_with_the_pumps_step(tmp_
     with build_rig(campaign, dry_run=True, library=library) as rig, \
             Journal.create(campaign.store, campaign) as journal, Interrupts() as interrupts:
         device = rig.simulation.emulations["analyte_pump"].device  # the line the two pumps share
-        device.faults = injector = _GarbleOneCount()
+        # the volume unit garbled, so the reply is refused and repeated (a flipped digit may pass as a number)
+        device.faults = injector = _GarbleOnce(_infused_count, lambda data: data.replace(b"L\x03", b"Q\x03"))
         assert Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts).run() == EXIT_OK
         assert injector.left == 0  # the fault struck
         [experiment] = journal.experiments()
