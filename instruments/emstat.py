@@ -76,6 +76,10 @@ from labloop.instruments.voltammogram import RANGE_SLIP_FACTOR, UNNAMED_REFERENC
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUDRATE = 230400
+#: what an EmStat that does not answer its first command (``Z``) is most likely set to (docs/hardware.md, "Before
+#: the first run, at the instruments"): an EmStat4 at the Pico's default baud rate reads as line noise
+LINK_ADVICE = ("is the EmStat on and cabled to this port, and is the line at its baud rate (option `baudrate`: "
+               f"{DEFAULT_BAUDRATE} for an EmStat Pico, the default; 921600 for an EmStat4)?")
 #: a package's frequency may differ from the requested log grid by this fraction (the synthesiser's
 #: resolution) [infer]
 EIS_FREQUENCY_TOLERANCE = 0.01
@@ -214,7 +218,10 @@ class EmStatPotentiostat:
     # -- idle, identification -------------------------------------------------------------------------------
     def _connect(self) -> str:
         with self._io:
-            retry(self._sync, attempts=self.retries + 1, before_retry=self._count_retry)
+            try:
+                retry(self._sync, attempts=self.retries + 1, before_retry=self._count_retry)
+            except (InstrumentTimeout, ProtocolError) as exc:  # the first exchange: most likely the link's setting
+                raise type(exc)(exc.where, f"{exc.what}; {LINK_ADVICE}") from exc
             firmware = retry(self._identify_once, attempts=self.retries + 1, before_retry=self._count_retry)
         log.info("%s: connected, firmware %s", self.where, firmware)
         return firmware

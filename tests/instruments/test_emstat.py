@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -12,7 +13,15 @@ from dataclasses import dataclass
 import pytest
 import serial
 
-from labloop.core.errors import ConfigError, DeviceError, Disconnected, InstrumentError, Overload, SafetyLimitExceeded
+from labloop.core.errors import (
+    ConfigError,
+    DeviceError,
+    Disconnected,
+    InstrumentError,
+    InstrumentTimeout,
+    Overload,
+    SafetyLimitExceeded,
+)
 from labloop.instruments.contracts import Potentiostat, SafetyLimits
 from labloop.instruments.cv_analysis import CVFlag, analyze_cv
 from labloop.instruments.emstat import EmStatPotentiostat
@@ -167,6 +176,19 @@ def test_a_plain_pyserial_client_gets_byte_exact_replies(make_rig: Callable[...,
             client.write(command)
             assert client.read(len(expected)) == expected, command
         assert client.read(1) == b""  # and nothing more
+
+
+def test_a_silent_line_on_connecting_names_the_baud_rates_to_check() -> None:
+    controller, device = os.openpty()  # a real pty with nothing answering: an EmStat4 at the Pico's rate is as silent
+    port = os.ttyname(device)
+    try:
+        with pytest.raises(InstrumentTimeout) as silent:
+            EmStatPotentiostat.open(port, limits=LIMITS, timeout_s=0.05, retries=0, settle_s=0.01)
+    finally:
+        os.close(device)
+        os.close(controller)
+    assert str(silent.value).startswith(f"EmStat on {port}")
+    assert "230400 for an EmStat Pico" in str(silent.value) and "921600 for an EmStat4" in str(silent.value)
 
 
 def test_a_cv_script_streams_packages_between_e_and_the_blank_line(make_rig: Callable[..., Rig]) -> None:

@@ -268,6 +268,15 @@ def test_stray_bytes_in_the_pumps_input_do_not_fail_connecting(make_line: Callab
         bus.close()
 
 
+def test_a_pump_that_does_not_answer_on_connecting_is_told_what_to_check(make_line: Callable[..., Line]) -> None:
+    line = make_line()  # one emulated pump, at address 0: the pump asked for at 3 answers nothing
+    with pytest.raises(InstrumentTimeout) as silent:
+        line.pump(address=3)
+    message = str(silent.value)
+    assert message.startswith("NE-1000 #03 on ") and "no reply to 'VER'" in message
+    assert "is its address 3" in message and "baud rate" in message and "SAF0" in message
+
+
 def test_a_stall_raises_pump_stalled(make_line: Callable[..., Line]) -> None:
     line = make_line(faults=FaultInjector(FaultPlan(stall=1.0, seed=3)))
     pump = line.pump()
