@@ -97,14 +97,21 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
     return _run_campaign(campaign, dry_run, create_journal, scheduler)
 
 
-def _at_budget(campaign: Campaign, store: Path, done: int) -> int:
+def _at_budget(campaign: Campaign, store: Path, done: int, record: Callable[[Journal], None] | None = None) -> int:
     """``run`` or ``resume`` of a campaign already at its budget (``done`` experiments): its summary and how to give
     it more, exit 0, and nothing else: it opened the rig, journalled a run and sent every alert URL another
-    "finished" (an operator's trial), and the run's summary alone did not say how to go on (a newcomer's). Under
-    the store's lock, so a campaign another process runs is refused as it is by any run."""
-    with sole_runner(store), Journal.open(store, readonly=True) as journal:
-        _say_if_killed(journal)
-        _summary(campaign, journal)
+    "finished" (an operator's trial), and the run's summary alone did not say how to go on (a newcomer's). What a
+    ``resume`` was told (``record``: a filled syringe, an emptied cell, a moved port) is journalled all the same,
+    for the resume that gives the campaign more: it opened every port and journalled a run to say so (a hardware
+    trial). Under the store's lock, so a campaign another process runs is refused as it is by any run."""
+    with sole_runner(store):
+        with Journal.open(store, readonly=True) as journal:
+            _say_if_killed(journal)
+        if record is not None:
+            with Journal.open(store) as journal:
+                record(journal)
+        with Journal.open(store, readonly=True) as journal:
+            _summary(campaign, journal)
     _say(f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
          f"one: labloop resume {shell_word(store)} --max-experiments {done + campaign.budget.max_experiments}")
     return EXIT_OK
@@ -168,12 +175,13 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
                  + ("; this journal's runs are dry runs, whose emulators open no port)" if dry_run else ")"))
         for kind in by_hand:
             journal.add_event(kind, BY_HAND_SAID[kind])
+            if done >= campaign.budget.max_experiments:  # no run follows to show that it was taken in
+                _say(f"{BY_HAND_SAID[kind]} (journalled)")
         if relocated is not None:
             _say(f"{journal.record_move(relocated)} (journalled)")
 
-    # nothing to do or record
-    if done >= campaign.budget.max_experiments and not (moved or by_hand or relocated is not None):
-        return _at_budget(campaign, store, done)
+    if done >= campaign.budget.max_experiments:  # nothing to do; what it was told is recorded
+        return _at_budget(campaign, store, done, record if moved or by_hand or relocated is not None else None)
     try:
         return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal,
                              scheduler, by_hand=by_hand, record=record)

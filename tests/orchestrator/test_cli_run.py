@@ -72,6 +72,15 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
         assert [e.kind for e in journal.events()].count("finished") == 1
         # each run records the code that ran it, not the journal's creation alone (a data trial)
         assert [e.data["versions"] for e in journal.events() if e.kind == "run"] == [runtime_versions()]
+    # what the operator did by hand is journalled for the resume that gives more, still without a run (a hardware
+    # trial's opened every port and journalled a run and a second "finished")
+    told = labloop("resume", store, "--syringes-filled", "--cell-emptied")
+    assert told.returncode == 0 and "already at its budget" in told.stderr, told.stderr
+    assert "each counts as full again (journalled)" in told.stderr and "restarts at 0 (journalled)" in told.stderr
+    with Journal.open(store, readonly=True) as journal:
+        kinds = [e.kind for e in journal.events()]
+    assert kinds.count("run") == 1 and kinds.count("finished") == 1
+    assert kinds[-2:] == ["cell_emptied", "syringes_filled"]
 
 
 def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, write_campaign):
