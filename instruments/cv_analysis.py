@@ -416,13 +416,35 @@ def _step(v: Voltammogram, segment: Segment) -> float:
     return float(np.median(np.abs(np.diff(v.potential_v[segment.index]))))
 
 
+#: how far (V) a return peak may lie on the wrong side of its forward peak (dEp below zero) and still be the same
+#: couple's: a surface-bound couple's dEp is ~0 and noise moves each peak by a few mV; a diffusing couple's is ~57 mV
+#: or more. Two couples' peaks are further apart than this (:data:`MIN_COUPLE_SEPARATION_V` and more)
+MAX_NEGATIVE_DEP_V = REVERSIBLE_PEAK_PAST_HALF_V
+
+
+def _partner(main: _Peak, peaks: Sequence[_Peak], max_dep_v: float = math.inf,
+             taken: Sequence[_Peak] = ()) -> _Peak | None:
+    """``main``'s return peak: of the peaks of the other direction, not ``taken``, on a sweep next to ``main``'s whose
+    dEp (anodic minus cathodic) lies under ``max_dep_v`` and above -:data:`MAX_NEGATIVE_DEP_V`, the nearest. Why:
+    the most prominent opposite peak was taken, and two oxidations 150-450 mV apart (an EE couple, an impurity's
+    wave) were paired across the waves: an E1/2 between them with dEp 199-507 mV, "quasi-reversible" or
+    "irreversible", and a couple of dEp -85 mV (an electrochemist's trial). Prominence is no guide there either: the
+    first of two overlapping waves is a shoulder on the second's rise, 1.6 uA of prominence against 16 uA."""
+    def dep(other: _Peak) -> float:
+        return (main.potential_v - other.potential_v) * main.direction
+
+    partners = [p for p in peaks if p.direction != main.direction and abs(p.segment - main.segment) == 1
+                and not any(p is t for t in taken) and -MAX_NEGATIVE_DEP_V < dep(p) < max_dep_v]
+    return min(partners, key=lambda p: abs(dep(p))) if partners else None
+
+
 def _pair(peaks: list[_Peak]) -> tuple[_Peak | None, _Peak | None]:
-    """(anodic, cathodic): the most prominent peak and the most prominent opposite one next to it."""
+    """(anodic, cathodic): the most prominent peak and its return peak (:func:`_partner`; a slow couple's however far:
+    its dEp says it is irreversible), if any."""
     if not peaks:
         return None, None
     main = max(peaks, key=lambda p: p.prominence_a)
-    partners = [p for p in peaks if p.direction != main.direction and abs(p.segment - main.segment) == 1]
-    partner = max(partners, key=lambda p: p.prominence_a) if partners else None
+    partner = _partner(main, peaks)
     return (main, partner) if main.direction > 0 else (partner, main)
 
 
@@ -741,8 +763,9 @@ def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None,
     falling E1/2; ohmic drop corrected as in :func:`analyze_cv`; a peak whose prominence is under ``min_wave_a``
     (A) is not one (a blank's floor, :data:`BLANK_WAVE_MIN_CHARGING_SHARE`).
 
-    Pairing: peaks are taken by falling prominence; each is paired with the most prominent unused
-    opposite peak on a neighbouring sweep within ``irreversible_min_dep_v`` of it. A peak left without a
+    Pairing: peaks are taken by falling prominence; each is paired with the nearest unused opposite peak
+    that can be its return (:func:`_partner`: a neighbouring sweep, dEp under ``irreversible_min_dep_v`` and
+    not below zero by more than noise). A peak left without a
     partner is a couple of its own (an irreversible wave, e.g. dissolved O2). Noise and overload flags
     apply to every couple.
     """
@@ -750,21 +773,14 @@ def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None,
     segments = [s for s in v.segments() if s.stop - s.start >= 2]
     sigma = _noise_sigma(v, segments)
     peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm), min_wave_a) if segments else []
-    used: set[int] = set()
+    used: list[_Peak] = []
     results = []
-    for i in sorted(range(len(peaks)), key=lambda n: -peaks[n].prominence_a):
-        if i in used:
+    for main in sorted(peaks, key=lambda p: -p.prominence_a):
+        if any(main is u for u in used):
             continue
-        used.add(i)
-        main = peaks[i]
-        partners = [n for n, p in enumerate(peaks) if n not in used and p.direction != main.direction
-                    and abs(p.segment - main.segment) == 1
-                    and abs(p.potential_v - main.potential_v) < settings.irreversible_min_dep_v]
-        partner = max(partners, key=lambda n: peaks[n].prominence_a) if partners else None
-        if partner is not None:
-            used.add(partner)
-        pair = (main, peaks[partner] if partner is not None else None)
-        anodic, cathodic = pair if main.direction > 0 else pair[::-1]
+        partner = _partner(main, peaks, settings.irreversible_min_dep_v, taken=used)
+        used += [main] if partner is None else [main, partner]
+        anodic, cathodic = (main, partner) if main.direction > 0 else (partner, main)
         flags: set[CVFlag] = {CVFlag.OVERLOAD} if v.any_overload else set()
         results.append(_result(v, anodic, cathodic, sigma, flags, settings, others=peaks))
     if not results:

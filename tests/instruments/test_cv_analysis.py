@@ -342,6 +342,20 @@ def test_a_second_couple_keeps_the_straight_return_baseline() -> None:
     assert all(c.ratio == pytest.approx(1.0, abs=0.1) and c.reversibility == "reversible" for c in couples), couples
 
 
+@pytest.mark.parametrize("apart_v", [0.15, 0.2, 0.3, 0.45])
+def test_two_oxidations_in_one_scan_are_each_paired_with_their_own_return(apart_v: float) -> None:
+    """Two oxidations (an EE couple, an impurity's wave) were paired across the waves: an E1/2 between them, dEp
+    199-507 mV read quasi-reversible or irreversible, and a couple of dEp -85 mV (an electrochemist's trial)."""
+    params = CVParams(e_begin_v=-0.4, e_vertex1_v=apart_v + 0.4, e_vertex2_v=-0.4, scan_rate_v_s=0.1, e_step_v=0.002)
+    v = simulate_cell([CellParams(e0_v=0.0), CellParams(e0_v=apart_v)], params)
+    main = analyze_cv(v)
+    assert min(abs(main.e_half_v), abs(main.e_half_v - apart_v)) < 0.005, main  # one of the two couples, whole
+    assert 0.05 < main.dep_v < 0.065 and CVFlag.IRREVERSIBLE not in main.flags, main
+    couples = analyze_couples(v)
+    assert [c.e_half_v for c in couples] == pytest.approx([apart_v, 0.0], abs=0.005), couples
+    assert all(0.05 < c.dep_v < 0.065 for c in couples), couples
+
+
 # -- the blank ---------------------------------------------------------------------------------------------
 def _example_blank() -> tuple[CellParams, CellParams, CVParams, Blank, dict]:
     """The dry run of examples/lab-grade.yaml's blank: the emulated electrode in plain electrolyte (its 0.2 % noise,
