@@ -18,6 +18,10 @@ for a given electrode potential; no per-step factorisation and no per-step solve
 
 Uncompensated resistance: the electrode sees E_app - i Ru with i the total (faradaic + charging)
 current; that scalar equation is solved per step by Newton's method inside a guaranteed bracket.
+
+A product that reacts away (``follow_up_per_s``, an EC mechanism) breaks c_O + c_R = C*: such a couple's two
+species are solved each on its own grid, the product's with the first-order loss in its implicit step, and the
+surface pair from a 2x2 linear system; without the loss that system gives the one-species solution back.
 """
 
 from __future__ import annotations
@@ -76,12 +80,15 @@ class CellParams:
     noise_fraction: float = 0.0
     temperature_k: float = 298.15
     species: Literal["reduced", "oxidized"] = "reduced"
+    #: first-order rate (1/s) at which the electron transfer's product reacts away (an EC mechanism: a radical
+    #: cation that decomposes); 0, a stable product. It shrinks the return peak as Nicholson and Shain's EC case does
+    follow_up_per_s: float = 0.0
 
     def __post_init__(self) -> None:
         require_finite("e0_v", self.e0_v)
         for name in ("k0_cm_s", "diffusion_cm2_s", "area_cm2", "temperature_k"):
             require_positive(name, getattr(self, name))
-        for name in ("conc_mm", "cdl_f_cm2", "ru_ohm", "noise_fraction"):
+        for name in ("conc_mm", "cdl_f_cm2", "ru_ohm", "noise_fraction", "follow_up_per_s"):
             require_finite(name, getattr(self, name))
             if getattr(self, name) < 0:
                 raise InvalidParameter(f"{name}: must be >= 0, got {getattr(self, name)!r}")
@@ -117,8 +124,9 @@ def _grid_spacings(diffusion: float, dt: float, t_total: float) -> np.ndarray:
     return first * GRID_GROWTH ** np.arange(n)
 
 
-def _propagator(diffusion: float, dt: float, t_total: float, c_bulk: float) -> _Propagator:
-    """Factor the implicit diffusion step once (banded solve) into a dense propagator."""
+def _propagator(diffusion: float, dt: float, t_total: float, c_bulk: float, decay_per_s: float = 0.0) -> _Propagator:
+    """Factor the implicit diffusion step once (banded solve) into a dense propagator; ``decay_per_s``: a
+    first-order loss of the species everywhere, the surface node's half volume included."""
     h = _grid_spacings(diffusion, dt, t_total)
     lower = 2.0 / ((h[:-1] + h[1:]) * h[:-1])  # coupling of interior node j to j-1
     upper = 2.0 / ((h[:-1] + h[1:]) * h[1:])  # ... and to j+1
@@ -126,14 +134,14 @@ def _propagator(diffusion: float, dt: float, t_total: float, c_bulk: float) -> _
     n = len(lower)
     bands = np.zeros((3, n))
     bands[0, 1:] = -k * upper[:-1]
-    bands[1] = 1.0 + k * (lower + upper)
+    bands[1] = 1.0 + k * (lower + upper) + dt * decay_per_s
     bands[2, :-1] = -k * lower[1:]
     P = solve_banded((1, 1), bands, np.eye(n))
     g = P[:, 0] * k * lower[0]
     q = P[:, -1] * k * upper[-1] * c_bulk
     h1 = float(h[0])
     return _Propagator(P=P, g=g, q=q, a_c0=h1 / (2 * dt), a_p1=diffusion / h1,
-                       b0=h1 / (2 * dt) + diffusion * (1.0 - g[0]) / h1)
+                       b0=h1 / (2 * dt) + diffusion * (1.0 - g[0]) / h1 + h1 * decay_per_s / 2)
 
 
 def _internal_potentials(params: CVParams) -> tuple[np.ndarray, int]:
@@ -174,30 +182,71 @@ def _run_without_ru(cell: CellParams, prop: _Propagator, e_app: np.ndarray, c_bu
     return np.array(rate)
 
 
+@dataclass
+class _Couple:
+    """One couple's concentrations during a run, as fractions of its bulk concentration: O's (``c_o`` on ``o``'s
+    grid, ``surface_o`` at the electrode) and, when its product reacts away, R's on its own grid (``r``; None:
+    R is 1 - O everywhere)."""
+
+    o: _Propagator
+    r: _Propagator | None
+    c_o: np.ndarray
+    c_r: np.ndarray | None
+    surface_o: float
+    surface_r: float
+
+    def balance(self) -> tuple[tuple[float, float, float, float], tuple[np.ndarray, np.ndarray | None]]:
+        """The surface nodes' balance of this time step, (A_O, A_R, B_O, B_R), before the electron transfer: the
+        surface pair solves ``B_O c_O = A_O - J``, ``B_R c_R = A_R + J`` with J = k_f c_O - k_b c_R; and the interior
+        nodes' diffusion, to which the new surface values are added (:meth:`advance`)."""
+        p_o = self.o.P @ self.c_o + self.o.q
+        a_o = self.o.a_c0 * self.surface_o + self.o.a_p1 * float(p_o[0])
+        if self.r is None or self.c_r is None:
+            return (a_o, self.o.b0 - a_o, self.o.b0, self.o.b0), (p_o, None)
+        p_r = self.r.P @ self.c_r + self.r.q
+        a_r = self.r.a_c0 * self.surface_r + self.r.a_p1 * float(p_r[0])
+        return (a_o, a_r, self.o.b0, self.r.b0), (p_o, p_r)
+
+    def advance(self, interior: tuple[np.ndarray, np.ndarray | None], surface_o: float, surface_r: float) -> None:
+        p_o, p_r = interior
+        self.surface_o, self.surface_r = surface_o, surface_r
+        self.c_o = p_o + self.o.g * surface_o
+        if self.r is not None and p_r is not None:
+            self.c_r = p_r + self.r.g * surface_r
+
+
+def _transfer(k_f: float, k_b: float, a_o: float, a_r: float, b_o: float, b_r: float) -> tuple[float, float, float]:
+    """The surface pair's 2x2 system solved: (rate, c_O, c_R), the rate in cm/s, oxidation positive. With
+    B_O = B_R = b and A_R = b - A_O (no follow-up) it is the one-species (A_O + k_b) / (b + k_b + k_f)."""
+    det = b_o * b_r + b_o * k_b + k_f * b_r
+    return ((k_b * b_o * a_r - k_f * b_r * a_o) / det, (a_o * (b_r + k_b) + k_b * a_r) / det,
+            ((b_o + k_f) * a_r + k_f * a_o) / det)
+
+
 def _solve_interface(kinetics: Sequence[tuple[float, float, float, float]], ru: float,
-                     states: Sequence[tuple[float, float, float]], e_app: float, e_prev: float, guess: float,
-                     charge: float) -> float:
+                     states: Sequence[tuple[float, float, float, float, float]], e_app: float, e_prev: float,
+                     guess: float, charge: float) -> float:
     """Interfacial potential E with E + Ru * (sum_k i_k(E) + charge * (E - e_prev)) = e_app.
 
-    ``kinetics`` holds per couple (E0, f, alpha, k0); ``states`` per couple (b0, a0, scale) with ``scale`` =
-    F A C* turning its rate into current; ``charge`` is Cdl A / dt. Each i_k is increasing and lies in
-    scale_k * [-a0_k, b0_k - a0_k], so the sum brackets the root; a Newton step leaving the bracket is
+    ``kinetics`` holds per couple (E0, f, alpha, k0); ``states`` per couple its surface balance (A_O, A_R, B_O, B_R,
+    :meth:`_Couple.balance`) and ``scale`` = F A C* turning its rate into current; ``charge`` is Cdl A / dt. Each i_k
+    is increasing and lies in scale_k * [-A_O, A_R], so the sum brackets the root; a Newton step leaving the bracket is
     replaced by bisection. Scalar math on purpose: this runs once per time step.
     """
     slope = 1.0 + ru * charge
     offset = e_app + ru * charge * e_prev
-    lo = (offset - ru * sum(scale * (b0 - a0) for b0, a0, scale in states)) / slope
-    hi = (offset + ru * sum(scale * a0 for _, a0, scale in states)) / slope
+    lo = (offset - ru * sum(scale * a_r for _, a_r, _, _, scale in states)) / slope
+    hi = (offset + ru * sum(scale * a_o for a_o, _, _, _, scale in states)) / slope
     e = min(max(guess, lo), hi)
     pairs = list(zip(kinetics, states, strict=True))
     for _ in range(100):
         current = d_current = 0.0
-        for (e0, f, alpha, k0), (b0, a0, scale) in pairs:
+        for (e0, f, alpha, k0), (a_o, a_r, b_o, b_r, scale) in pairs:
             x = max(-MAX_EXPONENT, min(MAX_EXPONENT, f * (e - e0)))
             k_f, k_b = k0 * math.exp(-alpha * x), k0 * math.exp((1 - alpha) * x)
-            num, den = k_b * (b0 - a0) - k_f * a0, b0 + k_b + k_f
-            d_num = f * ((1 - alpha) * k_b * (b0 - a0) + alpha * k_f * a0)
-            d_den = f * ((1 - alpha) * k_b - alpha * k_f)
+            num, den = k_b * b_o * a_r - k_f * b_r * a_o, b_o * b_r + b_o * k_b + k_f * b_r
+            d_num = f * ((1 - alpha) * k_b * b_o * a_r + alpha * k_f * b_r * a_o)
+            d_den = f * ((1 - alpha) * k_b * b_o - alpha * k_f * b_r)
             current += scale * num / den
             d_current += scale * (d_num * den - num * d_den) / (den * den)
         residual = slope * e + ru * current - offset
@@ -212,38 +261,43 @@ def _solve_interface(kinetics: Sequence[tuple[float, float, float, float]], ru: 
     return e
 
 
-def _run_with_ru(cells: Sequence[CellParams], props: Sequence[_Propagator], e_app: np.ndarray,
-                 c_bulks: Sequence[float], scales: Sequence[float], ru: float,
-                 charge: float) -> tuple[np.ndarray, np.ndarray]:
+def _run_with_ru(cells: Sequence[CellParams], couples: Sequence[_Couple], e_app: np.ndarray,
+                 scales: Sequence[float], ru: float, charge: float) -> tuple[np.ndarray, np.ndarray]:
     """Total faradaic current (A) and interfacial potential at every internal step, the ohmic drop of all
-    couples' current (and the charging current) solved together: they share one electrode."""
+    couples' current (and the charging current) solved together: they share one electrode. Also the path of a
+    couple whose product reacts away, with or without resistance (the one-species loop cannot hold it)."""
     kinetics = [(c.e0_v, c.f, c.alpha, c.k0_cm_s) for c in cells]
-    concs = [np.full(len(prop.q), c_bulk) for prop, c_bulk in zip(props, c_bulks, strict=True)]
-    surface = list(c_bulks)
-    couples = range(len(cells))
     applied = e_app.tolist()
     e_int = [applied[0]]
     current = []
-    steps = [(prop.P, prop.q, prop.g, prop.b0, prop.a_c0, prop.a_p1) for prop in props]
     for n in range(1, len(applied)):
-        ps = [P @ c + q for (P, q, *_), c in zip(steps, concs, strict=True)]
-        states = [(b0, a_c0 * c0 + a_p1 * float(p[0]), scale) for (_, _, _, b0, a_c0, a_p1), c0, p, scale
-                  in zip(steps, surface, ps, scales, strict=True)]
+        balances = [couple.balance() for couple in couples]
+        states = [(*balance, scale) for (balance, _), scale in zip(balances, scales, strict=True)]
         e = _solve_interface(kinetics, ru, states, applied[n], e_int[-1], e_int[-1] + applied[n] - applied[n - 1],
                              charge)
         total = 0.0
-        for k in couples:
-            e0, f, alpha, k0 = kinetics[k]
-            b0, a0, scale = states[k]
+        for (e0, f, alpha, k0), couple, (balance, interior), scale in zip(kinetics, couples, balances, scales,
+                                                                          strict=True):
             x = max(-MAX_EXPONENT, min(MAX_EXPONENT, f * (e - e0)))
-            k_f, k_b = k0 * math.exp(-alpha * x), k0 * math.exp((1 - alpha) * x)
-            denominator = b0 + k_b + k_f
-            surface[k] = (a0 + k_b) / denominator
-            total += scale * (k_b * (b0 - a0) - k_f * a0) / denominator
-            concs[k] = ps[k] + steps[k][2] * surface[k]
+            rate, surface_o, surface_r = _transfer(k0 * math.exp(-alpha * x), k0 * math.exp((1 - alpha) * x),
+                                                   *balance)
+            couple.advance(interior, surface_o, surface_r)
+            total += scale * rate
         current.append(total)
         e_int.append(e)
     return np.array(current), np.array(e_int)
+
+
+def _couple(cell: CellParams, c_bulk_o: float, dt: float, t_total: float) -> _Couple:
+    """A couple's concentrations at the start of a run (its bulk everywhere): one grid, or two when the product of
+    its electron transfer reacts away (the species not in the bulk: O for a reduced analyte, R for an oxidised)."""
+    diffusion, decay = cell.diffusion_cm2_s, cell.follow_up_per_s
+    if decay <= 0:
+        o = _propagator(diffusion, dt, t_total, c_bulk_o)
+        return _Couple(o, None, np.full(len(o.q), c_bulk_o), None, c_bulk_o, 1.0 - c_bulk_o)
+    o = _propagator(diffusion, dt, t_total, c_bulk_o, decay if c_bulk_o == 0 else 0.0)
+    r = _propagator(diffusion, dt, t_total, 1.0 - c_bulk_o, decay if c_bulk_o == 1 else 0.0)
+    return _Couple(o, r, np.full(len(o.q), c_bulk_o), np.full(len(r.q), 1.0 - c_bulk_o), c_bulk_o, 1.0 - c_bulk_o)
 
 
 def _add_noise_and_range(current: np.ndarray, noise_fraction: float, current_range: float | None,
@@ -300,14 +354,15 @@ def simulate_cell(couples: Sequence[CellParams], params: CVParams, rng: np.rando
     dt = params.time_step_s / substeps
     t_total = params.duration_s + params.time_step_s
     c_bulks = [1.0 if c.species == "oxidized" else 0.0 for c in active]
-    props = [_propagator(c.diffusion_cm2_s, dt, t_total, cb) for c, cb in zip(active, c_bulks, strict=True)]
     scales = [FARADAY * electrode.area_cm2 * c.conc_mm * 1e-6 for c in active]  # rate (cm/s) -> A; C* mol/cm^3
     charge = electrode.cdl_f_cm2 * electrode.area_cm2 / dt
-    if ru > 0:
-        faradaic, e_int = _run_with_ru(active, props, e_app, c_bulks, scales, ru, charge)
+    if ru > 0 or any(c.follow_up_per_s > 0 for c in active):
+        faradaic, e_int = _run_with_ru(active, [_couple(c, cb, dt, t_total) for c, cb in zip(active, c_bulks,
+                                                                                            strict=True)],
+                                       e_app, scales, ru, charge)
     else:
-        faradaic = sum(scale * _run_without_ru(c, prop, e_app, cb)
-                       for c, prop, cb, scale in zip(active, props, c_bulks, scales, strict=True))
+        faradaic = sum(scale * _run_without_ru(c, _propagator(c.diffusion_cm2_s, dt, t_total, cb), e_app, cb)
+                       for c, cb, scale in zip(active, c_bulks, scales, strict=True))
         e_int = e_app
     current = faradaic + charge * np.diff(e_int)
     current = current[substeps - 1::substeps]

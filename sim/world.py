@@ -25,7 +25,10 @@ Truth, in V vs Li/Li+ (``world.truth`` of the campaign; ``kind``):
 The couple (:meth:`World.couple_of`) puts that potential on the emulated reference electrode's scale
 (``E0 = E_Li - reference_offset_v``), with k0 and D spread per molecule (log-uniform in
 :data:`K0_RANGE_CM_S` and :data:`DIFFUSION_RANGE_CM2_S`, seeded like the residual): enough to make
-voltammograms differ in shape, never enough to move E1/2 (equal D for both forms, alpha 0.5). Each new
+voltammograms differ in shape, never enough to move E1/2 (equal D for both forms, alpha 0.5). A share of the
+molecules (``unstable_share``, drawn per molecule like the residual; default none) is unstable once oxidised (or
+reduced): the product reacts away at :data:`UNSTABLE_FOLLOW_UP_PER_S`, and the return wave of their CVs shrinks
+(an EC mechanism), which the analysis flags ``chemically_irreversible``. Each new
 solution of a molecule (a filling of the cell: every scan until the next rinse) also shifts its E0 by
 N(0, ``noise_v``): the scatter of a molecule's measured potential from one solution to the next (water,
 ion pairing, the electrode's surface), which is what the campaign's measurement noise models; the scans
@@ -85,6 +88,9 @@ RADIUS_PER_HEAVY_ATOM_A = 1.5
 RESIDUAL_SD_V = 0.05
 K0_RANGE_CM_S = (0.02, 1.0)
 DIFFUSION_RANGE_CM2_S = (0.7e-5, 1.5e-5)
+#: how fast (1/s) an unstable molecule's oxidised (reduced) form reacts away: at 0.1 V/s and a vertex 0.4 V past E1/2
+#: its return peak is a quarter of the forward one (sim/cv_physics.py's EC couple)
+UNSTABLE_FOLLOW_UP_PER_S = 1.0
 LI_ABSOLUTE_V = REFERENCE_ABSOLUTE_V["li"]
 
 
@@ -158,11 +164,14 @@ class World:
     def __init__(self, table: TruthTable, *, source: Literal["ie_ea", "column"], quantity: Quantity,
                  solvent: str = "acn", noise_v: float = 0.0, reference_offset_v: float = 0.0,
                  seed: int = 0, groups: GroupShifts | None = None, smooth: SmoothField | None = None,
-                 walk: ReferenceWalk | None = None) -> None:
+                 walk: ReferenceWalk | None = None, unstable_share: float = 0.0) -> None:
         if solvent not in DIELECTRIC_CONSTANTS:
             raise ValueError(f"unknown solvent {solvent!r}; known: {', '.join(DIELECTRIC_CONSTANTS)}")
         if not (math.isfinite(noise_v) and noise_v >= 0):
             raise ValueError(f"noise_v must be >= 0 V, got {noise_v!r}")
+        if not 0 <= unstable_share <= 1:
+            raise ValueError(f"unstable_share must lie in 0..1, got {unstable_share!r}")
+        self.unstable_share = unstable_share
         self.table = table
         self.source = source
         self.quantity = quantity
@@ -250,7 +259,9 @@ class World:
                 if filling is not None:
                     self._noise[sample_id] = (filling, noise)
         rng = stable_rng("kinetics", canonical)
+        unstable = self.unstable_share > 0 and stable_rng("stability", canonical).random() < self.unstable_share
         return replace(DEFAULT_COUPLE, e0_v=truth - self.reference_offset_v + noise,
                        k0_cm_s=_log_uniform(rng, K0_RANGE_CM_S),
                        diffusion_cm2_s=_log_uniform(rng, DIFFUSION_RANGE_CM2_S),
-                       species="reduced" if self.quantity == "oxidation_potential" else "oxidized")
+                       species="reduced" if self.quantity == "oxidation_potential" else "oxidized",
+                       follow_up_per_s=UNSTABLE_FOLLOW_UP_PER_S if unstable else 0.0)

@@ -943,7 +943,9 @@ class World(BaseModel):
     acetonitrile at a 3 mm disk: a few hundred; default 0, an ideal cell), and how often the emulated devices
     misbehave: ``fault_rate`` is the chance of each fault kind (no reply, garbled or dropped bytes, a stalled
     pump, an overload, a disconnect, a slow reply) at each of a device's decisions, drawn from the campaign's
-    seed (default 0: devices that never fail), to rehearse what the runner does when a rig misbehaves."""
+    seed (default 0: devices that never fail), to rehearse what the runner does when a rig misbehaves; and
+    ``unstable_share``, the share of molecules whose oxidised (reduced) form reacts away within the scan (default
+    0), to rehearse the analysis's ``chemically_irreversible`` (sim/world.py)."""
 
     model_config = SECTION
     truth: Truth = Truth.model_validate({})
@@ -953,6 +955,7 @@ class World(BaseModel):
     oxygen_mm: NonNegativeNumber = Field(0.0, le=20.0)
     ru_ohm: NonNegativeNumber = Field(0.0, le=1e6)
     fault_rate: NonNegativeNumber = Field(0.0, le=0.2)
+    unstable_share: NonNegativeNumber = Field(0.0, le=1.0)
 
     @field_validator("time_scale")
     @classmethod

@@ -467,3 +467,23 @@ def test_an_ordinary_scan_without_a_peak_never_reads_as_inverted(cell: CellParam
         scan = simulate_cv(cell, WIDE, np.random.default_rng(seed))
         assert CVFlag.NO_PEAK in analyze_cv(scan).flags, seed
         assert inverted_peak_v(scan) is None, seed
+
+
+@pytest.mark.parametrize("species", ["reduced", "oxidized"])
+def test_a_product_that_reacts_away_is_flagged_chemically_irreversible(species: str) -> None:
+    """EC couples (an electrochemist's trial): a return peak a quarter of the forward one read "quasi-reversible"
+    with no flag, and the molecule, unstable once oxidised, could count as a hit."""
+    anodic_first = species == "reduced"
+    params = CVParams(e_begin_v=-0.4 if anodic_first else 0.4, e_vertex1_v=0.4 if anodic_first else -0.4,
+                      e_vertex2_v=-0.4 if anodic_first else 0.4, scan_rate_v_s=0.1, e_step_v=0.002)
+
+    def analysed(rate: float, settings: CVAnalysisSettings | None = None) -> CVResult:
+        return analyze_cv(simulate_cv(CellParams(e0_v=0.0, species=species, follow_up_per_s=rate), params), settings)
+
+    fast = analysed(1.0)
+    returned = fast.ratio if anodic_first else 1 / fast.ratio
+    assert 0.2 < returned < 0.3 and fast.flags == {CVFlag.CHEMICALLY_IRREVERSIBLE}, fast
+    assert abs(fast.e_half_v) < 0.02  # the potential is still near E0: the flag is about the molecule's stability
+    slow = analysed(0.1)  # 70% comes back: quasi-reversible, usable
+    assert 0.6 < (slow.ratio if anodic_first else 1 / slow.ratio) < 0.8 and slow.flags == frozenset(), slow
+    assert analysed(1.0, CVAnalysisSettings(min_return_share=0.2)).flags == frozenset()

@@ -4,6 +4,7 @@ the pumps stopped and the cell off, and repeated instrument faults stop the camp
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -157,6 +158,28 @@ def test_unusable_voltammograms_in_a_row_stop_only_at_their_own_limit(tmp_path, 
                         "(protocol[3].cv.e_vertex1_v: -1.2 in the journal, 1.9 here): resume runs the journal's "
                         "protocol; to run the file's, run the campaign with a new store (`labloop run FILE --store "
                         "NEW.db`)"], result.stderr
+
+
+def test_a_molecule_unstable_once_oxidised_fails_saying_so(tmp_path, labloop, write_campaign):
+    """world.unstable_share 1: every molecule's oxidised form reacts away at 1/s (an EC couple). A scan that brings
+    back under half of what it oxidised fails as chemically irreversible, saying what came back and the potential
+    read, where it was a usable "quasi-reversible" measurement (an electrochemist's trial); one that brings back
+    nothing is irreversible, as before; none is learnt from with less than half back."""
+    campaign_file = write_campaign(tmp_path, conditions={"scan_rate_v_s": [0.5, 0.5]},
+                                   budget={"max_experiments": 2, "max_consecutive_failed_analyses": 4},
+                                   world={"truth": {"from": "ie_ea", "solvent": "acn"}, "noise_v": 0.01,
+                                          "unstable_share": 1.0})
+    result = labloop("run", campaign_file, "--dry-run")
+    assert result.returncode in (0, 1), result.stderr
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        experiments = journal.experiments()
+    said = re.compile(r"analysis: chemically_irreversible \(the return peak is (\d+)% of the forward one: what the "
+                      r"scan oxidised reacts away within seconds; its E1/2 read \d\.\d{3} V vs Li/Li\+\)")
+    flagged = [int(m[1]) for e in experiments if e.cause and (m := said.fullmatch(e.cause))]
+    assert flagged and all(share < 50 for share in flagged), [e.cause for e in experiments]
+    assert all(said.fullmatch(e.cause) or e.cause == "analysis: irreversible"
+               for e in experiments if e.status == "failed"), [e.cause for e in experiments]
+    assert all(e.ratio >= 0.5 for e in experiments if e.status == "done"), experiments
 
 
 def test_active_hours_cross_midnight():

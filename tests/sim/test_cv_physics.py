@@ -199,3 +199,37 @@ def test_invalid_cv_params_name_the_field(field: str, kwargs: dict) -> None:
 def test_invalid_cell_params_name_the_field(field: str, kwargs: dict) -> None:
     with pytest.raises(InvalidParameter, match=f"^{field}:"):
         CellParams(e0_v=0.0, **kwargs)
+
+
+EC_SCAN = CVParams(e_begin_v=-0.4, e_vertex1_v=0.4, e_vertex2_v=-0.4, scan_rate_v_s=0.1, e_step_v=0.001)
+
+
+def forward_peak(cell: CellParams, params: CVParams = EC_SCAN) -> tuple[float, float]:
+    """(potential, |current|) of the first sweep's peak."""
+    v = simulate_cv(cell, params)
+    first = v.current_a[: len(v.current_a) // 2] * (1 if cell.species == "reduced" else -1)
+    k = int(np.argmax(first))
+    return float(v.potential_v[k]), float(first[k])
+
+
+def test_a_product_that_barely_reacts_gives_the_one_species_solution_back() -> None:
+    """The two-grid EC path (sim/cv_physics.py) against the one-species path it generalises."""
+    stable = simulate_cv(CellParams(e0_v=0.0), EC_SCAN).current_a
+    barely = simulate_cv(CellParams(e0_v=0.0, follow_up_per_s=1e-12), EC_SCAN).current_a
+    assert np.abs(barely - stable).max() < 1e-9 * np.abs(stable).max()
+
+
+@pytest.mark.parametrize("species", ["reduced", "oxidized"])
+def test_a_fast_follow_up_moves_the_forward_peak_as_nicholson_and_shain(species: str) -> None:
+    """EC mechanism, pure kinetic zone (Nicholson & Shain, Anal. Chem. 36 (1964) 706): the forward peak moves
+    RT ln(10) / 2F (29.6 mV at 25 C) per decade of the follow-up rate, ahead of the sweep, and its current is
+    0.4958 / 0.4463 of the reversible couple's."""
+    scan = EC_SCAN if species == "reduced" else CVParams(e_begin_v=0.4, e_vertex1_v=-0.4, e_vertex2_v=0.4,
+                                                          scan_rate_v_s=0.1, e_step_v=0.001)
+    ahead = 1 if species == "reduced" else -1  # an oxidation's peak moves to lower potentials, a reduction's higher
+    (e_100, _), (e_1000, i_1000) = (forward_peak(CellParams(e0_v=0.0, species=species, follow_up_per_s=k), scan)
+                                        for k in (100.0, 1000.0))
+    decade_v = GAS_CONSTANT * 298.15 * math.log(10) / (2 * FARADAY)
+    assert ahead * (e_100 - e_1000) == pytest.approx(decade_v, abs=0.002)
+    _, reversible = forward_peak(CellParams(e0_v=0.0, species=species), scan)
+    assert i_1000 / reversible == pytest.approx(0.4958 / 0.4463, rel=0.02)

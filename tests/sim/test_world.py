@@ -13,7 +13,7 @@ import pytest
 from labloop.core.errors import CampaignError, ConfigError
 from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
-from labloop.sim.world import RESIDUAL_SD_V, born_solvation_ev
+from labloop.sim.world import RESIDUAL_SD_V, UNSTABLE_FOLLOW_UP_PER_S, born_solvation_ev
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BENZENE, NAPHTHALENE = "c1ccccc1", "c1ccc2ccccc2c1"
@@ -129,3 +129,18 @@ def test_a_truth_cell_reading_n_a_is_missing_as_an_empty_one_is(tmp_path, caplog
     with pytest.raises(ConfigError, match=r"world\.truth\.file: 1 library molecule has no finite true value in "
                                           r".*truth\.csv \(first: c1ccc2ccccc2c1\)"):
         build_world(load_campaign(write_campaign(tmp_path, world)))
+
+
+def test_an_unstable_share_of_molecules_reacts_away_and_the_others_do_not(tmp_path):
+    """world.unstable_share: drawn per molecule (the same in every world), leaving k0 and D as they were."""
+    plain = build_world(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}}")))
+    every = build_world(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, unstable_share: 1}")))
+    for smiles in (BENZENE, NAPHTHALENE):
+        assert plain.couple_of(smiles).follow_up_per_s == 0.0
+        unstable = every.couple_of(smiles)
+        assert unstable.follow_up_per_s == UNSTABLE_FOLLOW_UP_PER_S > 0
+        assert (unstable.k0_cm_s, unstable.diffusion_cm2_s) == (plain.couple_of(smiles).k0_cm_s,
+                                                                plain.couple_of(smiles).diffusion_cm2_s)
+    half = [build_world(load_campaign(write_campaign(tmp_path, "{truth: {from: ie_ea}, unstable_share: 0.5}")))
+            for _ in range(2)]
+    assert half[0].couple_of(BENZENE).follow_up_per_s == half[1].couple_of(BENZENE).follow_up_per_s
