@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,9 +41,45 @@ __all__ = ["err", "out", "printable", "progress", "report_invalid", "setup_loggi
 #: Neither console reads ``:name:`` as an emoji code: messages quote text from outside (a file's first line, a
 #: SMILES, a device's reply), and ``root:x:0`` was shown as ``root❌0`` (a security trial).
 out = Console(width=None if Console().is_terminal or "COLUMNS" in os.environ else PIPED_WIDTH, emoji=False)
+
+
+class _Stderr:
+    """``sys.stderr`` as it is at each call (a test's capture included), whose reader going away (``run ... 2>&1 |
+    head``, a closed terminal's pipe) drops what follows instead of raising. Why: a campaign's messages are not its
+    work; the first warning written into a pipe whose reader had gone raised BrokenPipeError, and the run ended
+    before its first experiment with exit 1, or a finished one exited 1 on its summary (an unattended-lab trial)."""
+
+    gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return sys.stderr.write(text)
+            except BrokenPipeError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                sys.stderr.flush()
+            except BrokenPipeError:
+                self.gone = True
+
+    def isatty(self) -> bool:
+        return not self.gone and sys.stderr.isatty()
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+
 #: messages; off a terminal (a log file, a pipe, CI) each stays one line however long, for grep: rich folded
 #: them at 80 columns, where a terminal does not tell it the width
-err = Console(stderr=True, soft_wrap=not Console(stderr=True).is_terminal, emoji=False)
+err = Console(file=_Stderr(), soft_wrap=not Console(stderr=True).is_terminal, emoji=False)  # type: ignore[arg-type]
 
 
 class LineHandler(logging.Handler):

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, InvalidInput, JournalError, Problems, said
+from labloop.core.errors import ConfigError, InputError, InvalidInput, JournalError, Problems, said
 from labloop.core.text import plural
 from labloop.orchestrator import compose, console
-from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
 from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
@@ -271,6 +271,34 @@ def warn_changed_protocol(campaign: Campaign) -> None:
                           f"({console.printable(first_difference(stored, now, 'protocol'))}): resume runs the "
                           "journal's protocol; to run the file's, run the campaign with a new store (`labloop run "
                           "FILE --store NEW.db`)", markup=False, highlight=False, soft_wrap=True)
+
+
+def warn_changed_campaign(campaign: Campaign, file: Path | None, journal: Journal) -> None:
+    """One warning line when the campaign file a journal's run was read from (``file``, journalled with each run) now
+    holds other settings than the campaign ``resume`` runs: resume runs the journal's campaign, so a window, a batch
+    size or a syringe's ``diameter_mm`` edited in the file since changes nothing (an unattended-lab trial resumed
+    after such edits, in silence, the old syringe's diameter pumping). What ``resume`` itself moved (the budget by
+    ``--max-experiments``, a port by ``--port``) and ``run``'s ``--store``/``--seed`` are not differences; a file gone
+    or no longer valid says nothing (``run`` of it says why)."""
+    if file is None or not file.is_file():
+        return
+    try:
+        now = overridden(load_campaign(file), campaign.store, campaign.seed)
+    except (InputError, OSError):
+        return
+    running = campaign.model_dump(mode="json", by_alias=True)
+    given = now.model_dump(mode="json", by_alias=True)
+    if journal.count_events("budget"):
+        given["budget"]["max_experiments"] = running["budget"]["max_experiments"]
+    if journal.count_events("port"):
+        for name, entry in given["instruments"].items():
+            if name in running["instruments"] and entry.get("port") and running["instruments"][name].get("port"):
+                entry["port"] = running["instruments"][name]["port"]
+    if given != running:
+        console.err.print(f"warning: {display_name(file)} changed since this campaign's journal began "
+                          f"({console.printable(first_difference(running, given))}): resume runs the journal's "
+                          "campaign; to run the file's, run it with a new store (`labloop run FILE --store NEW.db`)",
+                          markup=False, highlight=False, soft_wrap=True)
 
 
 def warn_changed_past(journal: Journal) -> None:

@@ -94,7 +94,7 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
             _say(past.summary())
         return journal
 
-    return _run_campaign(campaign, dry_run, create_journal, scheduler)
+    return _run_campaign(campaign, dry_run, create_journal, scheduler, campaign_file=campaign_file.absolute())
 
 
 def _at_budget(campaign: Campaign, store: Path, done: int, record: Callable[[Journal], None] | None = None) -> int:
@@ -150,6 +150,8 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         config = {**config, "budget": {**config["budget"], "max_experiments": max_experiments}}
     campaign, relocated = journalled_campaign(store, config)
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
+    read_from = next((Path(e.data["campaign_file"]) for e in reversed(runs)
+                      if isinstance(e.data, dict) and isinstance(e.data.get("campaign_file"), str)), None)
     previous = runs[-1].data.get("scheduler") if runs else None
     if scheduler is None and previous is not None:  # the option is no part of the campaign: said, not carried over
         _say(f"note: the last run used --scheduler {previous}; this one goes by compute.scheduler (default auto): "
@@ -184,7 +186,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         return _at_budget(campaign, store, done, record if moved or by_hand or relocated is not None else None)
     try:
         return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal,
-                             scheduler, by_hand=by_hand, record=record)
+                             scheduler, by_hand=by_hand, record=record, campaign_file=read_from, resumed=True)
     except InputError as exc:  # a refusal's advice: the command again, with what this one was given
         given = "".join([*(f" --port {shell_word(port)}" for port in ports),
                          *([f" --max-experiments {max_experiments}"] if max_experiments is not None else []),
@@ -228,7 +230,8 @@ def journalled_campaign(store: Path, config: dict[str, Any], then: str = "then r
 
 def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Past | None], Journal],
                   scheduler: str | None = None, *, by_hand: Sequence[str] = (),
-                  record: Callable[[Journal], None] | None = None) -> int:
+                  record: Callable[[Journal], None] | None = None, campaign_file: Path | None = None,
+                  resumed: bool = False) -> int:
     """Take the store's lock, check everything, and only then open the rig and the journal: a second
     ``run``/``resume`` of a running campaign is refused before it checks, starts a cluster or touches any
     instrument, and from its first second the run is live to ``labloop log --follow`` and the dashboard (they read
@@ -238,7 +241,9 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
     that does not answer is bad input with nothing written. ``by_hand``: what the operator says was done by hand
     (``resume --cell-emptied``...), journalled with the rest of ``record`` (``resume``'s writes) only once
     nothing refuses the run (:func:`_with_journal`). ``open_journal`` is given the campaign's past measurements,
-    read here with the other checks for a store not yet created (:func:`preflight.past_measurements`)."""
+    read here with the other checks for a store not yet created (:func:`preflight.past_measurements`).
+    ``campaign_file``: the file the campaign was read from (a resume's: the one its journal's runs name), journalled
+    with the run so that a ``resume`` (``resumed``) can say when that file changed since."""
     continued = campaign.store.exists()  # a journal's count of the syringes, not the campaign's start, decides then
     with sole_runner(campaign.store) as lock:
         if continued:  # under the store's lock: that run ended, and no run since
@@ -261,7 +266,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
                         if world is not None:
                             world.resume_at(journal.raw_count())  # a drifting reference continues where it was
                         code = _with_journal(campaign, journal, rig, executor, library, dry_run, interrupts, client,
-                                             by_hand, record, scheduler)
+                                             by_hand, record, scheduler, campaign_file, resumed)
             except Interrupted:
                 code = EXIT_INTERRUPTED
     store = campaign.store
@@ -399,7 +404,8 @@ def _say(text: str) -> None:
 
 def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor, library: list[str],
                   dry_run: bool, interrupts: Interrupts, client: object | None, by_hand: Sequence[str] = (),
-                  record: Callable[[Journal], None] | None = None, scheduler: str | None = None) -> int:
+                  record: Callable[[Journal], None] | None = None, scheduler: str | None = None,
+                  campaign_file: Path | None = None, resumed: bool = False) -> int:
     digest = preflight.unchanged_library(campaign, journal)
     refused = refusal_before_the_run(campaign, journal, executor, by_hand)
     if refused is not None:  # the cell or a syringe needs a person first: one line, exit 2, the journal untouched
@@ -418,10 +424,13 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
             again = journal.mark_interrupted_on_resume(crashed=True)  # a stop of the runner marked its own
             if record is not None:
                 record(journal)
+            if resumed:  # after resume's own writes: the budget and ports it moved are no difference
+                preflight.warn_changed_campaign(campaign, campaign_file, journal)
             journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                      + (f"; {resume_does(journal, again, 'will run again')}" if again else ""),
                               data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler,
-                                    "versions": runtime_versions()})
+                                    "versions": runtime_versions(),
+                                    "campaign_file": None if campaign_file is None else str(campaign_file)})
         phase = "while the prior model loaded or trained"
         model = _model(campaign, journal)
         if model is not None and journal.count_events("run") == 1:  # the journal's first run: before its first

@@ -83,6 +83,22 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
     assert kinds[-2:] == ["cell_emptied", "syringes_filled"]
 
 
+def test_a_resume_says_when_the_campaign_file_changed_since(tmp_path, labloop, write_campaign):
+    """resume runs the journal's campaign; a file edited since (a syringe's diameter, a batch size) was ignored in
+    silence (an unattended-lab trial). What resume itself changed (--max-experiments) is no difference."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+    unchanged = labloop("resume", store, "--max-experiments", 3)
+    assert unchanged.returncode == 0 and "changed since" not in unchanged.stderr, unchanged.stderr
+    write_campaign(tmp_path, budget={"max_experiments": 2}, planner={"kind": "random", "batch_size": 1})
+    edited = labloop("resume", store, "--max-experiments", 4)
+    assert edited.returncode == 0, edited.stderr
+    assert (f"warning: {campaign_file} changed since this campaign's journal began (planner.batch_size: 2 in "
+            "the journal, 1 here): resume runs the journal's campaign; to run the file's, run it with a new store "
+            "(`labloop run FILE --store NEW.db`)") in edited.stderr, edited.stderr
+
+
 def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, write_campaign):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
@@ -152,6 +168,23 @@ def test_a_fault_rehearsal_never_refuses_its_start(tmp_path, labloop, write_camp
         assert result.returncode == 1, result.stderr  # stopped by a fault in an experiment, not refused (2)
         with Journal.open(store, readonly=True) as journal:
             assert len(journal.experiments(states=(State.FAILED,))) >= attempt + 1
+
+
+def test_a_campaign_whose_stderr_reader_went_away_still_runs_and_exits_0(tmp_path, write_campaign):
+    """`labloop run ... 2>&1 | head`: the first message into a pipe whose reader had gone raised BrokenPipeError and
+    the run ended before its first experiment, exit 1 (an unattended-lab trial). A real process and a real pipe."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the first byte
+    try:
+        finished = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", campaign_file,
+                                   "--dry-run"], stdout=subprocess.DEVNULL, stderr=writer, timeout=600)
+    finally:
+        os.close(writer)
+    assert finished.returncode == 0
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        assert len(journal.experiments(states=(State.DONE,))) == 2
+        assert journal.events()[-1].kind == "finished"
 
 
 def test_ctrl_c_while_the_prior_trains_is_journalled(tmp_path, write_campaign):
