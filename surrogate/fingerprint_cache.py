@@ -9,6 +9,7 @@ descriptors (when the settings ask for them) as float32 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -36,11 +37,27 @@ def default_cache_dir() -> Path:
     return Path(base) / "labloop"
 
 
+#: cache folders found unusable in this process: said once each, then worked without
+_UNUSABLE: set[Path] = set()
+
+
 class FingerprintCache:
-    """Fingerprints already computed, one SQLite file per :class:`FingerprintSettings` in ``directory``."""
+    """Fingerprints already computed, one SQLite file per :class:`FingerprintSettings` in ``directory``.
+
+    A folder that cannot be made or written (a read-only HOME, a full disk) only costs the speed-up: one warning,
+    then the fingerprints are computed afresh. Why: every retrain of an unattended campaign whose HOME was read-only
+    failed on it, and the campaign went on with its first model, learning nothing, its exit 0 (a trial)."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+
+    def _unusable(self, exc: OSError | sqlite3.Error) -> None:
+        if self.directory not in _UNUSABLE:
+            _UNUSABLE.add(self.directory)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log.warning("the fingerprint cache folder %s cannot be written (%s): fingerprints are computed afresh "
+                        "(set LABLOOP_CACHE_DIR to a writable folder to keep them between runs)", self.directory,
+                        reason)
 
     def _path(self, settings: FingerprintSettings) -> Path:
         return self.directory / f"{settings.key()}.sqlite"
@@ -60,6 +77,8 @@ class FingerprintCache:
         """(fingerprint uint8 row, descriptor float32 row) of the cached SMILES; missing ones are absent."""
         keys = sorted({s for s in smiles if isinstance(s, str)})
         found: dict[str, Cached] = {}
+        if self.directory in _UNUSABLE:
+            return found
         try:
             con = self._connect(settings)
             try:
@@ -73,8 +92,14 @@ class FingerprintCache:
                         found[smi] = (row, np.frombuffer(desc, dtype=np.float32))
             finally:
                 con.close()
+        except sqlite3.OperationalError as exc:  # e.g. "unable to open database file" in a folder it cannot write
+            self._unusable(exc)
+            return {}
         except sqlite3.DatabaseError as exc:
             self._rebuild(settings, exc)
+            return {}
+        except OSError as exc:
+            self._unusable(exc)
             return {}
         return found
 
@@ -85,13 +110,17 @@ class FingerprintCache:
             nz = np.flatnonzero(x)
             rows.append((smi, nz.astype(np.uint16).tobytes(), x[nz].astype(np.uint8).tobytes(),
                          np.asarray(d, dtype=np.float32).tobytes()))
+        if self.directory in _UNUSABLE:
+            return
         try:
-            con = self._connect(settings)
-        except sqlite3.DatabaseError as exc:
-            self._rebuild(settings, exc)
-            con = self._connect(settings)
-        try:
-            with con:
+            try:
+                con = self._connect(settings)
+            except sqlite3.OperationalError:  # a folder it cannot write: below
+                raise
+            except sqlite3.DatabaseError as exc:  # a damaged file: started again
+                self._rebuild(settings, exc)
+                con = self._connect(settings)
+            with contextlib.closing(con), con:
                 con.executemany("INSERT OR IGNORE INTO fp VALUES (?, ?, ?, ?)", rows)
-        finally:
-            con.close()
+        except (OSError, sqlite3.OperationalError) as exc:
+            self._unusable(exc)

@@ -86,6 +86,21 @@ def test_cache_keeps_settings_apart_and_survives_damage(tmp_path):
     assert feats.n_valid == 1 and set(cache.get_many(["Oc1ccccc1"], b)) == {"Oc1ccccc1"}
 
 
+def test_a_cache_folder_that_cannot_be_made_only_costs_the_speed_up(tmp_path, caplog):
+    """A read-only HOME failed every retrain of an unattended campaign on its fingerprint cache (a trial); root runs
+    the suite, so the folder is made impossible by a file where its parent should be."""
+    (tmp_path / "home").write_text("a file, not a folder")
+    cache = FingerprintCache(tmp_path / "home" / ".cache" / "labloop")
+    settings = FingerprintSettings()
+    with caplog.at_level("WARNING", logger="labloop.surrogate.fingerprint_cache"):
+        cached = featurize(["c1ccccc1O", "CCO"], settings, cache=cache, n_jobs=1)
+        again = featurize(["c1ccccc1O", "CCO"], settings, cache=cache, n_jobs=1)
+    np.testing.assert_array_equal(cached.X, featurize(["c1ccccc1O", "CCO"], settings, n_jobs=1).X)
+    np.testing.assert_array_equal(cached.X, again.X)
+    said = [r.getMessage() for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(said) == 1 and "LABLOOP_CACHE_DIR" in said[0], caplog.text  # once, then quiet
+
+
 @pytest.mark.parametrize("kwargs", [{"radius": 9}, {"n_bits": 8}])
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(InvalidInput):
