@@ -993,12 +993,20 @@ class DiffusionEstimate:
     #: chemist's trial): the electrons per molecule and the temperature :data:`RANDLES_SEVCIK` holds for
     n_electrons: int = RANDLES_SEVCIK_N_ELECTRONS
     temperature_k: float = RANDLES_SEVCIK_TEMPERATURE_K
+    #: the slope of log |ip| against log v of the peak(s) D came from: 0.5 for a diffusing couple, 1 for a
+    #: surface-bound one (:func:`implausible_diffusion`)
+    rate_exponent: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"diffusion_cm2_s": self.diffusion_cm2_s, "anodic_cm2_s": self.anodic_cm2_s,
                 "cathodic_cm2_s": self.cathodic_cm2_s, "r_squared": self.r_squared,
                 "scan_rates_v_s": list(self.scan_rates_v_s), "n_electrons": self.n_electrons,
-                "temperature_k": self.temperature_k}
+                "temperature_k": self.temperature_k, "rate_exponent": self.rate_exponent}
+
+
+#: a rate exponent (log |ip| against log v) above this is a surface-bound couple's (1), not a diffusing one's (0.5):
+#: halfway between
+MAX_DIFFUSION_RATE_EXPONENT = 0.75
 
 
 def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult], *, area_cm2: float,
@@ -1026,32 +1034,42 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
     constant = RANDLES_SEVCIK * math.sqrt(RANDLES_SEVCIK_TEMPERATURE_K / temperature_k)  # 0.4463 F sqrt(F / (R T))
     factor = constant * n_electrons**1.5 * area_cm2 * conc_mm * 1e-6
 
-    def fit(currents: list[float | None]) -> tuple[float | None, float]:
+    def fit(currents: list[float | None]) -> tuple[float | None, float, float | None]:
+        """D, r^2 of the line through the origin, and the exponent of v in |ip| (None where a current is 0)."""
         if any(c is None for c in currents):
-            return None, 0.0
+            return None, 0.0, None
         y = np.abs(np.asarray(currents, dtype=float))
         slope = float(root @ y / (root @ root))
         residual = float(np.sum((y - slope * root) ** 2))
         total = float(np.sum((y - y.mean()) ** 2)) or 1e-300
-        return (slope / factor) ** 2, 1 - residual / total
+        exponent = float(np.polyfit(np.log(root**2), np.log(y), 1)[0]) if np.all(y > 0) else None
+        return (slope / factor) ** 2, 1 - residual / total, exponent
 
-    anodic, r2a = fit([r.ipa_a for r in results])
-    cathodic, r2c = fit([r.ipc_a for r in results])
-    chosen = {"anodic": [(anodic, r2a)], "cathodic": [(cathodic, r2c)]}.get(forward or "",
-                                                                          [(anodic, r2a), (cathodic, r2c)])
-    found = [(d, r) for d, r in chosen if d is not None]
+    anodic, r2a, ea = fit([r.ipa_a for r in results])
+    cathodic, r2c, ec = fit([r.ipc_a for r in results])
+    chosen = {"anodic": [(anodic, r2a, ea)], "cathodic": [(cathodic, r2c, ec)]}.get(
+        forward or "", [(anodic, r2a, ea), (cathodic, r2c, ec)])
+    found = [(d, r, e) for d, r, e in chosen if d is not None]
     if not found:
         raise InvalidParameter(f"the {forward or 'anodic or cathodic'} peak current is missing at one or "
                                f"more scan rates, and the Randles-Sevcik fit needs it at every rate")
-    return DiffusionEstimate(float(np.mean([d for d, _ in found])), anodic, cathodic, min(r for _, r in found),
-                             tuple(float(x) for x in scan_rates_v_s), n_electrons, temperature_k)
+    exponents = [e for _, _, e in found if e is not None]
+    return DiffusionEstimate(float(np.mean([d for d, _, _ in found])), anodic, cathodic, min(r for _, r, _ in found),
+                             tuple(float(x) for x in scan_rates_v_s), n_electrons, temperature_k,
+                             float(np.mean(exponents)) if exponents else None)
 
 
 def implausible_diffusion(estimate: DiffusionEstimate, conc_mm: float, area_cm2: float) -> str | None:
-    """Why ``estimate`` (computed with ``conc_mm`` and ``area_cm2``) is no molecule's D, in one phrase, or None: beyond
+    """Why ``estimate`` (computed with ``conc_mm`` and ``area_cm2``) is no molecule's D, in one phrase, or None: peak
+    currents that grow with v faster than :data:`MAX_DIFFUSION_RATE_EXPONENT` (a surface-bound couple's grow as v:
+    an adsorbed wave read D 8.1e-8 cm2/s, kept, an electrochemist's trial), a D beyond
     :data:`PLAUSIBLE_DIFFUSION_CM2_S`, or peak currents that fit a line through the origin worse than their mean
     does (r^2 below 0: they do not rise with sqrt(v), as an overloaded or distorted scan's do)."""
     low, high = PLAUSIBLE_DIFFUSION_CM2_S
+    exponent = estimate.rate_exponent
+    if exponent is not None and exponent > MAX_DIFFUSION_RATE_EXPONENT:  # before the range: such a D can lie in it
+        return (f"the peak currents grow as v^{exponent:.2f}, not as sqrt(v): a surface-bound (adsorbed) couple, "
+                "whose peaks say nothing of D; not kept")
     if not low <= estimate.diffusion_cm2_s <= high:
         return (f"D {estimate.diffusion_cm2_s:.2e} cm2/s from the Randles-Sevcik slope lies beyond the {low:g} to "
                 f"{high:g} cm2/s of a molecule in solution: check the analyte's concentration ({conc_mm:g} mM as "

@@ -891,7 +891,7 @@ def _scan_label(v: Voltammogram, prefix: str) -> str:
 
 
 def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]], offset_v: float) -> None:
-    fig, ax = _figure("recent voltammograms", "", "i (uA)")
+    fig, ax = _figure("recent voltammograms", "", "i (uA, anodic +)")
     references = []
     for e in recent:
         for v in journal.voltammograms(e["id"]):
@@ -960,7 +960,8 @@ def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]], offset_v
     says how much)."""
     experiment, record = lab
     fig, ax = _figure(f"CV per scan rate, experiment {experiment['id']}",
-                      _potential_axis(scan["voltammogram"]["reference"] for scan in record.get("scans", [])), "i (uA)")
+                      _potential_axis(scan["voltammogram"]["reference"] for scan in record.get("scans", [])),
+                      "i (uA, anodic +)")
     for scan in record.get("scans", []):
         v = Voltammogram.from_dict(scan["voltammogram"])
         ax.plot(v.potential_v, 1e6 * v.current_a, lw=0.8, label=_scan_label(v, ""))

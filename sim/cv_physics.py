@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -81,8 +81,10 @@ class CellParams:
     temperature_k: float = 298.15
     species: Literal["reduced", "oxidized"] = "reduced"
     #: first-order rate (1/s) at which the electron transfer's product reacts away (an EC mechanism: a radical
-    #: cation that decomposes); 0, a stable product. It shrinks the return peak as Nicholson and Shain's EC case does
-    follow_up_per_s: float = 0.0
+    #: cation that decomposes); 0, a stable product. It shrinks the return peak as Nicholson and Shain's EC case does.
+    #: Out of the repr, which keys the noise of an emulated scan (sim/emstat_emulator.py): with it, every dry run's
+    #: scans drew other noise than before the field existed
+    follow_up_per_s: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
         require_finite("e0_v", self.e0_v)

@@ -205,7 +205,8 @@ def warn_before_run(campaign: Campaign, library: list[str], *, dry_run: bool) ->
                            "stereoisomer of an earlier row's molecule, which the surrogate's fingerprint cannot tell "
                            "apart (one prediction for both; each may be proposed, and enantiomers have one redox "
                            "potential)", line_of=line_of)
-    for why in (compose.objective_out_of_reach(campaign), campaign.unused_ferrocene(), campaign.batch_beyond_budget(),
+    for why in (compose.objective_out_of_reach(campaign), campaign.unused_ferrocene(), campaign.unusual_ferrocene(),
+                campaign.batch_beyond_budget(),
                 campaign.alert_secrets_written_out(),
                 campaign.unpurged_oxygen() if dry_run else None):
         if why is not None:
@@ -288,6 +289,8 @@ def warn_changed_campaign(campaign: Campaign, file: Path | None, journal: Journa
         return
     running = campaign.model_dump(mode="json", by_alias=True)
     given = now.model_dump(mode="json", by_alias=True)
+    if given["protocol"].get("file") is not None and given["protocol"].get("file") == running["protocol"].get("file"):
+        given["protocol"] = running["protocol"]  # the protocol file's own changes: warn_changed_protocol says them
     if journal.count_events("budget"):
         given["budget"]["max_experiments"] = running["budget"]["max_experiments"]
     if journal.count_events("port"):

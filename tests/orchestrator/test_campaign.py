@@ -139,6 +139,16 @@ def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir,
     assert run.returncode == 0 and warning in run.stderr.splitlines(), run.stderr
     resumed = labloop("resume", tmp_path / "tiny.db")
     assert resumed.returncode == 0 and "ferrocene" not in resumed.stderr, resumed.stderr
+    assert "lies outside the 3-3.9 V" not in proc.stderr  # 3.35 V is a usual value
+    # a value no electrolyte gives (an electrochemist's trial: 4.4 passed in silence, and a dry run's ferrocene
+    # follows it, so nothing ever said it)
+    far = write_campaign(tmp_path, name="far", cell={"ferrocene_vs_li_v": 4.4})
+    line = far.read_text().splitlines().index("  ferrocene_vs_li_v: 4.4") + 1
+    said = labloop("validate", far, "--dry-run")
+    assert said.returncode == 0 and (
+        f"warning: {far}:{line}: cell.ferrocene_vs_li_v: 4.4 V lies outside the 3-3.9 V vs Li/Li+ where ferrocene has "
+        "been measured (about 3.2 V in carbonates): a value against another reference, or a typo? Every add_standard "
+        "potential goes through it") in said.stderr.splitlines(), said.stderr
 
 
 def test_a_batch_larger_than_the_budget_is_warned_of(labloop, tmp_path, write_campaign):

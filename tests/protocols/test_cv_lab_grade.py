@@ -602,7 +602,17 @@ def test_randles_sevcik_diffusion_within_ten_percent():
         estimate = randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm,
                                             forward="anodic")
         assert estimate.diffusion_cm2_s == pytest.approx(d, rel=0.10) and estimate.r_squared > 0.99
+        assert estimate.rate_exponent == pytest.approx(0.5, abs=0.05)
         assert implausible_diffusion(estimate, cell.conc_mm, cell.area_cm2) is None
+    # a surface-bound couple's peaks grow as v, not sqrt(v): the line through the origin still fits well enough (an
+    # electrochemist's adsorbed wave read D 8.1e-8 at r^2 0.81, kept); its exponent says what it is
+    bound = [replace(r, ipa_a=r.ipa_a * rate / 0.05 / math.sqrt(rate / 0.05)) for r, rate in zip(results, rates,
+                                                                                               strict=True)]
+    adsorbed = randles_sevcik_diffusion(rates, bound, area_cm2=cell.area_cm2, conc_mm=cell.conc_mm, forward="anodic")
+    assert adsorbed.rate_exponent == pytest.approx(1.0, abs=0.05) and adsorbed.r_squared > 0  # r^2 passes it
+    assert implausible_diffusion(adsorbed, cell.conc_mm, cell.area_cm2) == (
+        f"the peak currents grow as v^{adsorbed.rate_exponent:.2f}, not as sqrt(v): a surface-bound (adsorbed) couple, "
+        "whose peaks say nothing of D; not kept")
     # the same currents with the concentration written 1000 times too high: D a million times low, no molecule's (a
     # chemist's trial: 1.1e-11 cm2/s, and a k0 from it), not kept
     typo = randles_sevcik_diffusion(rates, results, area_cm2=cell.area_cm2, conc_mm=1000 * cell.conc_mm,
