@@ -306,7 +306,7 @@ def _killed(journal: Journal) -> str | None:
     heard = journal.last_heard() or start.time
     again = [e.id for e in journal.experiments(states=(State.RUNNING,))]
     return (f"the last run (started {local_time(start.time)}) ended without a word at {local_time(heard)} "
-            "(killed, or the machine went down)"
+            "(killed, the machine went down, or the journal could not be written)"
             + (f"; {resume_does(journal, again, 'will run again')}" if again else ""))
 
 

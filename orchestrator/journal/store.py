@@ -353,8 +353,11 @@ def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
         why = "it is read-only (medium, mount or permissions); copy it somewhere writable"
     elif "unable to open" in text:
         why = "it cannot be opened (permissions, or a folder that is gone?)"
-    elif "disk is full" in text or "disk I/O" in text:
-        why = f"the disk failed ({text}); free space, then `labloop resume`"
+    elif "disk is full" in text:
+        why = f"the disk is full ({text}); free space, then `labloop resume`"
+    elif "disk I/O" in text:  # not only a full disk: a file made unwritable or read-only while open reads the same
+        why = (f"writing it failed ({text}): a full disk, a medium gone read-only, or the file or its folder made "
+               "unwritable; fix that, then `labloop resume`")
     elif "malformed" in text or "not a database" in text or "corrupt" in text:
         why = f"not a labloop journal, or a damaged one ({text}){_campaign_file_hint(path)}"
     else:

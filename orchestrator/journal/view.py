@@ -166,7 +166,8 @@ def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
         return "not started: no run has written this journal yet"
     if last["kind"] == "run":
         # it could not make the rig safe, and the cell or a syringe may need a person before a resume (which says)
-        return ("stopped: the run process ended without a word (killed or crashed), so nothing made the rig safe: "
+        return ("stopped: the run process ended without a word in the journal (killed, crashed, or the journal "
+                "could not be written: the run's own last line says which), so the rig may not have been made safe: "
                 "check the pumps and the cell at the rig, then `labloop resume` continues it (it says first what the "
                 "cell or the syringes need)")
     if last["kind"] == "finished":

@@ -641,7 +641,7 @@ def test_a_run_killed_with_sigkill_is_shown_stopped_not_live(tmp_path, write_cam
         run.send_signal(signal.SIGKILL)
         run.wait()
         # in labloop log's words (a trial found the two worded apart), and what became of its experiment
-        said = "stopped: the run process ended without a word (killed or crashed)"
+        said = "stopped: the run process ended without a word in the journal (killed, crashed, or the journal"
         _wait(browser, lambda d: _text(d, "#run-state").startswith(said), "the stop")
         logged = subprocess.run([*CLI, "log", str(store)], capture_output=True, text=True, check=True).stdout
         assert said in " ".join(logged.split())

@@ -20,7 +20,7 @@ import pytest
 from labloop.core.errors import IllegalTransition, JournalError, JournalWriteError
 from labloop.instruments.cv_analysis import analyze_cv
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
-from labloop.orchestrator.journal.store import SCHEMA_VERSION, Journal
+from labloop.orchestrator.journal.store import SCHEMA_VERSION, Journal, journal_error
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "campaign.yaml"
@@ -339,3 +339,15 @@ def test_a_prior_model_from_the_cache_is_journalled_as_loaded_not_trained(tmp_pa
             messages.append(next(e.message for e in journal.events() if e.kind == "model"))
     assert messages[0] == "model version 1 trained on 160 molecules"  # 200 rows, 2 folds: 160 each
     assert messages[1] == "model version 1 loaded from cache (trained on 160 molecules earlier)"
+
+
+def test_a_failed_write_is_not_called_a_full_disk_unless_it_is(tmp_path):
+    """SQLite says "disk I/O error" for a file made unwritable under a running campaign as for a failing disk; it was
+    said "the disk failed ...; free space", sending an operator after space that was there (an unattended-lab trial).
+    The errors as SQLite words them; the states that raise them were made by hand in that trial (chattr, a tmpfs)."""
+    store = tmp_path / "x.db"
+    io = str(journal_error(store, sqlite3.OperationalError("disk I/O error")))
+    assert io.startswith(f"{store}: writing it failed (disk I/O error): a full disk, a medium gone read-only, or the "
+                         "file or its folder made unwritable")
+    full = str(journal_error(store, sqlite3.OperationalError("database or disk is full")))
+    assert full == f"{store}: the disk is full (database or disk is full); free space, then `labloop resume`"

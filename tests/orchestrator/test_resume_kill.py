@@ -216,8 +216,10 @@ def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(
         ended = snapshot(journal)["progress"]["ended"]
         started = journal.events(kinds=("run",))[-1].time
         [running] = journal.experiments(states=(State.RUNNING,))
-    assert ended.startswith("stopped: the run process ended without a word (killed or crashed), so nothing made the "
-                            "rig safe: check the pumps and the cell at the rig, then `labloop resume`"), ended
+    assert ended.startswith("stopped: the run process ended without a word in the journal (killed, crashed, or the "
+                            "journal could not be written: the run's own last line says which), so the rig may not "
+                            "have been made safe: check the pumps and the cell at the rig, then `labloop resume`"), \
+        ended
     time.sleep(0.05)  # the resume's clock is later than anything the killed run wrote
     resume = subprocess.Popen([*CLI, "resume", str(store), "--cell-emptied"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -235,8 +237,9 @@ def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(
         resume.send_signal(signal.SIGINT)
         said = resume.communicate()[1]
     assert (killed.command, killed.finished_at) == ("dispense", heard)
-    assert (f"\nthe last run (started {local_time(started)}) ended without a word at {local_time(heard)} (killed, or "
-            f"the machine went down); experiment {running.id} will run again\n") in f"\n{said}", said
+    assert (f"\nthe last run (started {local_time(started)}) ended without a word at {local_time(heard)} (killed, the "
+            f"machine went down, or the journal could not be written); experiment {running.id} will run "
+            "again\n") in f"\n{said}", said
     with Journal.open(store, readonly=True) as journal:
         assert _killed(journal) is None  # the resume's run ended with a word (its interrupt): nothing to say
     assert killed.outcome == ("interrupted: the run ended without a word (killed?); when this action ended is "
