@@ -96,6 +96,20 @@ def potential_vs_reference(energy_ev: np.ndarray, reference: str = "li",
     return np.asarray(energy_ev, dtype=float) - offset_v
 
 
+def reference_note(reference: str) -> str:
+    """What the screen's ``potential_v_vs_REF`` column is on, said after its summary for ``she`` and ``fc`` (empty for
+    ``li``): the absolute scale's SHE and Fc+/Fc, 3.04 and 3.67 V above Li/Li+ there, where a campaign puts Fc+/Fc at
+    ``cell.ferrocene_vs_li_v`` (3.20 V by default, a carbonate's). Why: the same molecule read 0.47 V apart "vs Fc" in
+    a screen and in a campaign, which only docs/campaign-reference.md's table said (an electrochemist's trial)."""
+    if reference == "li":
+        return ""
+    name = "SHE" if reference == "she" else "Fc+/Fc"
+    absolute = REFERENCE_ABSOLUTE_V[reference]
+    return (f"; potential_v_vs_{reference} puts {name} {absolute - REFERENCE_ABSOLUTE_V['li']:.2f} V above Li/Li+ "
+            f"({absolute:.2f} V on the absolute scale): an estimate to rank by, not a campaign's scale, which puts "
+            "Fc+/Fc at its cell.ferrocene_vs_li_v")
+
+
 def usable_window(solvent: str, collector: str, custom: tuple[float, float] | None = None) -> Window:
     """Solvent window (or ``custom``) intersected with the collector's limits, vs Li/Li+."""
     if custom is not None:

@@ -37,6 +37,7 @@ from labloop.surrogate.screening import (
     SOLVENT_WINDOWS,
     gas_phase_note,
     potential_vs_reference,
+    reference_note,
     screen,
     usable_window,
 )
@@ -489,8 +490,8 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
         # brackets are no markup: rich folded it at the console's width and took `runs[old]/` for a style
         console.out.print(f"{len(hits)} of {total} molecules pass: {role} ({gas_phase_note(role)}), window "
                           f"{win.low_v:.2f}-"
-                          f"{win.high_v:.2f} V vs Li/Li+ ({win.source}); wrote {output}",
-                          markup=False, highlight=False, soft_wrap=True)
+                          f"{win.high_v:.2f} V vs Li/Li+ ({win.source}); wrote {output}"
+                          + reference_note(reference), markup=False, highlight=False, soft_wrap=True)
         if len(hits):
             top = Table(title="best hits")
             texts = ["smiles", *named]  # brackets are SMILES (or a name's), not markup; a name's ESC is shown

@@ -133,6 +133,16 @@ def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):
                    "-o", tmp_path / "bracketed-hits.csv", "--no-cache")
     assert proc.returncode == 0 and "2 of 2 molecules pass" in proc.stdout, proc.stderr
     assert "c1cc[nH]c1" in proc.stdout and "c1ccc2[nH]ccc2c1" in proc.stdout
+    assert "potential_v_vs_" not in proc.stdout  # vs Li/Li+ alone: nothing to explain
+    # vs Fc: the column's Fc+/Fc is the absolute scale's, 0.47 V from where a campaign puts it (an electrochemist's
+    # trial read the same molecule "vs Fc" 0.47 V apart), and the summary says so
+    proc = labloop("surrogate", "screen", tiny_model_dir, bracketed, "--window", "0", "20", "--collector", "none",
+                   "--reference", "fc", "-o", tmp_path / "vs-fc.csv", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "vs-fc.csv")
+    assert (table.potential_v - table.potential_v_vs_fc).round(3).eq(3.67).all()
+    assert ("potential_v_vs_fc puts Fc+/Fc 3.67 V above Li/Li+ (5.07 V on the absolute scale): an estimate to rank by, "
+            "not a campaign's scale, which puts Fc+/Fc at its cell.ferrocene_vs_li_v") in " ".join(proc.stdout.split())
 
 
 def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model_dir, tmp_path):
