@@ -99,6 +99,9 @@ class CVAnalysisSettings:
             raise InvalidParameter("baseline_to_v: must be smaller than baseline_from_v")
         if self.irreversible_min_dep_v <= self.reversible_max_dep_v:
             raise InvalidParameter("irreversible_min_dep_v: must exceed reversible_max_dep_v")
+        if self.min_return_share > 1:
+            raise InvalidParameter(f"min_return_share: a share of the forward peak, at most 1, got "
+                                   f"{self.min_return_share!r} (a percentage? 50% is 0.5)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +130,10 @@ class CVResult:
     #: further inside), one decaying from the scan's start before where the decay was first judged;
     #: :meth:`bound` reads them
     bounds: tuple[tuple[str, str, float], ...] = ()
+    #: the return peak's current over the forward one's (``ratio`` for a couple oxidised first, its inverse for one
+    #: reduced first), None where the ratio is not judged: how much of what the forward sweep made came back, which
+    #: the flag ``chemically_irreversible`` and its message read
+    return_share: float | None = None
 
     def on_li_scale(self, reference_offset_v: float) -> CVResult:
         """The same result with potentials converted to V vs Li/Li+ (see ``to_li_scale``)."""
@@ -152,16 +159,17 @@ class CVResult:
             "epa_v": self.epa_v, "epc_v": self.epc_v, "ipa_a": self.ipa_a, "ipc_a": self.ipc_a,
             "ratio": self.ratio, "reversibility": self.reversibility,
             "snr": self.snr if math.isfinite(self.snr) else None, "flags": sorted(self.flags),
-            "bounds": [list(b) for b in self.bounds],
+            "bounds": [list(b) for b in self.bounds], "return_share": self.return_share,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CVResult:
-        """Inverse of ``to_dict`` (a journal written before bounds were kept has none)."""
+        """Inverse of ``to_dict`` (a journal written before bounds or the return share were kept has none)."""
         fields = dict(data)
         fields["flags"] = frozenset(CVFlag(f) for f in data["flags"])
         fields["snr"] = math.inf if data["snr"] is None else data["snr"]
         fields["bounds"] = tuple((str(k), str(side), float(e)) for k, side, e in data.get("bounds", ()))
+        fields["return_share"] = data.get("return_share")  # absent from journals written before it was kept
         return cls(**fields)
 
 
@@ -713,11 +721,13 @@ def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma
         signal = max(abs(h) for h in (ipa, ipc) if h is not None)
     if reversibility == "irreversible" and not outside:
         flags.add(CVFlag.IRREVERSIBLE)
-    elif ratio and forward is not None and not outside and all(p is anodic or p is cathodic for p in others) and (
-            ratio if forward is anodic else 1 / ratio) < settings.min_return_share:
-        # only on a scan whose only waves are the couple's: beside another couple's wave (a cell that holds two
-        # samples, no rinse between) the return peak's baseline carries that wave's current, and ratios of 0.14-0.45
-        # were read for stable molecules
+    returned = None if not ratio or forward is None else ratio if forward is anodic else 1 / ratio
+    sweeps = {p.segment for p in (anodic, cathodic) if p is not None}
+    if (returned is not None and returned < settings.min_return_share and reversibility != "irreversible"
+            and not outside and all(p is anodic or p is cathodic for p in others if p.segment in sweeps)):
+        # only where the pair's two sweeps hold no other wave (a scan's later cycles may): beside another couple's
+        # wave (a cell that holds two samples, no rinse between) the return peak's baseline carries that wave's
+        # current, and ratios of 0.14-0.45 were read for stable molecules
         flags.add(CVFlag.CHEMICALLY_IRREVERSIBLE)
     snr = signal / sigma if sigma > 0 else math.inf
     if snr < settings.noisy_snr:
@@ -727,7 +737,7 @@ def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma
         e_half_v=(anodic.potential_v + cathodic.potential_v) / 2 if both else None,
         dep_v=dep, epa_v=anodic.potential_v if anodic else None,
         epc_v=cathodic.potential_v if cathodic else None, ipa_a=ipa, ipc_a=ipc, ratio=ratio,
-        reversibility=reversibility, snr=snr, flags=frozenset(flags),
+        reversibility=reversibility, snr=snr, flags=frozenset(flags), return_share=returned,
     )
     log.debug("CV analysis: %s", result)
     return result

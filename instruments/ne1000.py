@@ -55,6 +55,12 @@ log = logging.getLogger(__name__)
 
 STX, ETX = b"\x02", b"\x03"
 DEFAULT_BAUDRATE = 19200
+#: what a pump that does not answer its first ``VER`` is most likely set to (docs/hardware.md, "Before the first
+#: run, at the instruments"): a hardware trial's silent pump was "no frame ... (received b'')" alone
+LINK_ADVICE = ("is the pump on and cabled to this port, is its address {address} (the pump's own setting, option "
+               "`address`), is the line at the pump's baud rate (option `baudrate`, 19200 unless changed on the "
+               "pump), and is the pump in basic RS-232 mode (one left in safe mode by another program answers only "
+               "framed commands until `SAF0`)?")
 DIAMETER_RANGE_MM = (0.1, 80.0)
 #: how slow and how fast the pump drives a plunger (cm/min; the NE-1000 manual's rate table divided by the
 #: syringe's cross-section): the flow rates a syringe allows follow from its diameter
@@ -484,13 +490,6 @@ class NE1000Pump:
     def _set(self, text: str) -> None:
         self.bus.command(self.address, text, expect=_no_data)
 
-    #: what a pump that does not answer its first ``VER`` is most likely set to (docs/hardware.md, "Before the
-    #: first run, at the instruments"): a hardware trial's silent pump was "no frame ... (received b'')" alone
-    _LINK_ADVICE = ("is the pump on and cabled to this port, is its address {address} (the pump's own setting, "
-                    "option `address`), is the line at the pump's baud rate (option `baudrate`, 19200 unless "
-                    "changed on the pump), and is the pump in basic RS-232 mode (one left in safe mode by another "
-                    "program answers only framed commands until `SAF0`)?")
-
     def _connect(self) -> str:
         """The firmware version, asked twice when the first answer is the power-up ``A?R`` or ``?``.
 
@@ -503,7 +502,7 @@ class NE1000Pump:
             try:
                 return self.bus.command(self.address, "VER", expect=_matching(_VERSION))
             except (InstrumentTimeout, ProtocolError) as exc:  # a first exchange that fails is the link's setting
-                raise type(exc)(exc.where, f"{exc.what}; {self._LINK_ADVICE.format(address=self.address)}") from exc
+                raise type(exc)(exc.where, f"{exc.what}; {LINK_ADVICE.format(address=self.address)}") from exc
 
         try:
             reply = version()

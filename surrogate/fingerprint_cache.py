@@ -51,7 +51,12 @@ class FingerprintCache:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
 
-    def _unusable(self, exc: OSError | sqlite3.Error) -> None:
+    def _passed_over(self, exc: OSError | sqlite3.OperationalError) -> None:
+        """The cache left out of this call: a file another process kept locked past the timeout (a concurrent
+        training), this time only; a folder it cannot make or write, from now on, said once."""
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            log.info("fingerprint cache %s is busy (%s): fingerprints computed afresh this time", self.directory, exc)
+            return
         if self.directory not in _UNUSABLE:
             _UNUSABLE.add(self.directory)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -92,14 +97,11 @@ class FingerprintCache:
                         found[smi] = (row, np.frombuffer(desc, dtype=np.float32))
             finally:
                 con.close()
-        except sqlite3.OperationalError as exc:  # e.g. "unable to open database file" in a folder it cannot write
-            self._unusable(exc)
+        except (OSError, sqlite3.OperationalError) as exc:  # "unable to open database file", "database is locked"
+            self._passed_over(exc)
             return {}
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.DatabaseError as exc:  # a damaged file
             self._rebuild(settings, exc)
-            return {}
-        except OSError as exc:
-            self._unusable(exc)
             return {}
         return found
 
@@ -113,14 +115,19 @@ class FingerprintCache:
         if self.directory in _UNUSABLE:
             return
         try:
-            try:
-                con = self._connect(settings)
-            except sqlite3.OperationalError:  # a folder it cannot write: below
-                raise
-            except sqlite3.DatabaseError as exc:  # a damaged file: started again
-                self._rebuild(settings, exc)
-                con = self._connect(settings)
+            con = self._writable(settings)
             with contextlib.closing(con), con:
                 con.executemany("INSERT OR IGNORE INTO fp VALUES (?, ?, ?, ?)", rows)
         except (OSError, sqlite3.OperationalError) as exc:
-            self._unusable(exc)
+            self._passed_over(exc)
+
+    def _writable(self, settings: FingerprintSettings) -> sqlite3.Connection:
+        """A connection to write to; a damaged file (not a database) is started again, what cannot be opened or is
+        locked raises (:meth:`_passed_over` decides)."""
+        try:
+            return self._connect(settings)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            self._rebuild(settings, exc)
+            return self._connect(settings)

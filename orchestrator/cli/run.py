@@ -150,8 +150,11 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         config = {**config, "budget": {**config["budget"], "max_experiments": max_experiments}}
     campaign, relocated = journalled_campaign(store, config)
     dry_run = bool(runs and runs[-1].data.get("dry_run"))
-    read_from = next((Path(e.data["campaign_file"]) for e in reversed(runs)
-                      if isinstance(e.data, dict) and isinstance(e.data.get("campaign_file"), str)), None)
+    # the file the last run was read from; none for a store that moved or was copied since, whose runs named the
+    # other copy's file (a reviewer's false "changed since" on every resume of a copy), nor for one journalled before
+    last = runs[-1].data if runs and isinstance(runs[-1].data, dict) else {}
+    read_from = (Path(last["campaign_file"]) if relocated is None and isinstance(last.get("campaign_file"), str)
+                 else None)
     previous = runs[-1].data.get("scheduler") if runs else None
     if scheduler is None and previous is not None:  # the option is no part of the campaign: said, not carried over
         _say(f"note: the last run used --scheduler {previous}; this one goes by compute.scheduler (default auto): "

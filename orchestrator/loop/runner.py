@@ -915,12 +915,12 @@ class Runner:
         if CVFlag.NO_PEAK in analysis.flags and not bound and inverted is None:  # what was scanned, to judge it by
             flags += (f" (no wave between {low:.3f} and {high:.3f} V vs Li/Li+, the window scanned: the potential "
                       "lies beyond it, or the sample gave no signal)")
-        if CVFlag.CHEMICALLY_IRREVERSIBLE in analysis.flags and analysis.ratio and analysis.e_half_v is not None:
-            anodic_first = voltammogram.segments()[0].direction > 0
-            share = analysis.ratio if anodic_first else 1 / analysis.ratio
-            flags += (f" (the return peak is {share:.0%} of the forward one: what the scan "
-                      f"{'oxidised' if anodic_first else 'reduced'} reacts away within seconds; its E1/2 read "
-                      f"{to_li_scale(analysis.e_half_v, offset):.3f} V vs Li/Li+)")
+        if (CVFlag.CHEMICALLY_IRREVERSIBLE in analysis.flags and analysis.return_share is not None
+                and analysis.e_half_v is not None):
+            made = "oxidised" if self.campaign.objective.quantity == "oxidation_potential" else "reduced"
+            flags += (f" (the return peak is {analysis.return_share:.0%} of the forward one: what the scan {made} "
+                      f"reacts away within seconds; its E1/2 read {to_li_scale(analysis.e_half_v, offset):.3f} V vs "
+                      "Li/Li+)")
         if CVFlag.NO_STANDARD in analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"
         elif referenced is not None and (found := referenced.standard_said()) is not None:

@@ -231,6 +231,8 @@ def test_invalid_settings_name_the_field() -> None:
         CVAnalysisSettings(smooth_window_v=0.0)
     with pytest.raises(InvalidParameter, match=r"^baseline_to_v:"):
         CVAnalysisSettings(baseline_to_v=0.5)
+    with pytest.raises(InvalidParameter, match=r"^min_return_share: a share of the forward peak, at most 1, got 50 "):
+        CVAnalysisSettings(min_return_share=50)  # 50% meant: every couple would have been flagged
 
 
 def test_voltammogram_sweeps_and_json_round_trip() -> None:
@@ -483,6 +485,12 @@ def test_a_product_that_reacts_away_is_flagged_chemically_irreversible(species: 
     fast = analysed(1.0)
     returned = fast.ratio if anodic_first else 1 / fast.ratio
     assert 0.2 < returned < 0.3 and fast.flags == {CVFlag.CHEMICALLY_IRREVERSIBLE}, fast
+    assert fast.return_share == pytest.approx(returned)
+    assert CVResult.from_dict(json.loads(json.dumps(fast.to_dict()))) == fast
+    # two cycles: the second's peaks are not another couple's waves (a reviewer found the flag lost with n_scans 2)
+    twice = analyze_cv(simulate_cv(CellParams(e0_v=0.0, species=species, follow_up_per_s=1.0),
+                                   replace(params, n_scans=2)))
+    assert CVFlag.CHEMICALLY_IRREVERSIBLE in twice.flags, twice
     assert abs(fast.e_half_v) < 0.02  # the potential is still near E0: the flag is about the molecule's stability
     slow = analysed(0.1)  # 70% comes back: quasi-reversible, usable
     assert 0.6 < (slow.ratio if anodic_first else 1 / slow.ratio) < 0.8 and slow.flags == frozenset(), slow

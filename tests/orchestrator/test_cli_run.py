@@ -85,13 +85,23 @@ def test_overrides_are_kept_and_a_finished_campaign_is_not_run_again(tmp_path, l
 
 def test_a_resume_says_when_the_campaign_file_changed_since(tmp_path, labloop, write_campaign):
     """resume runs the journal's campaign; a file edited since (a syringe's diameter, a batch size) was ignored in
-    silence (an unattended-lab trial). What resume itself changed (--max-experiments) is no difference."""
-    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    silence (an unattended-lab trial). What resume itself changed (--max-experiments) is no difference, nor is a copy
+    of the whole folder, whose journal's runs name the original's file (a reviewer found a false "changed since" on
+    every resume of a copy)."""
+    shutil.copy(EXAMPLES / "library.csv", tmp_path / "library.csv")  # relative: a copy of the folder moves it
+    library = {"file": "library.csv"}
+    campaign_file = write_campaign(tmp_path, library=library, budget={"max_experiments": 2})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
     store = tmp_path / "tiny.db"
     unchanged = labloop("resume", store, "--max-experiments", 3)
     assert unchanged.returncode == 0 and "changed since" not in unchanged.stderr, unchanged.stderr
-    write_campaign(tmp_path, budget={"max_experiments": 2}, planner={"kind": "random", "batch_size": 1})
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy)
+    for more in (4, 5):
+        resumed = labloop("resume", copy / "tiny.db", "--max-experiments", more)
+        assert resumed.returncode == 0 and "changed since" not in resumed.stderr, resumed.stderr
+    write_campaign(tmp_path, library=library, budget={"max_experiments": 2}, planner={"kind": "random",
+                                                                                      "batch_size": 1})
     edited = labloop("resume", store, "--max-experiments", 4)
     assert edited.returncode == 0, edited.stderr
     assert (f"warning: {campaign_file} changed since this campaign's journal began (planner.batch_size: 2 in "
