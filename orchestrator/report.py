@@ -58,6 +58,7 @@ from labloop.orchestrator.journal.store import (
     PAST_MEASUREMENTS,
     VETOED,
     Journal,
+    State,
     judged_reversibility,
     left_unsafe,
     with_advice,
@@ -518,9 +519,10 @@ def _predicted_said(mu: float, sigma: float | None) -> str:
 
 
 def _hit_said(experiment: dict[str, Any], hits: bool) -> str:
-    """``yes``/``no``: whether ``experiment``'s potential is a hit (the snapshot's ``hit``); '' without a potential
-    or where the objective defines no hits (``hits`` False)."""
-    if not hits or experiment["potential_v"] is None:
+    """``yes``/``no``: whether ``experiment``'s potential is a hit (the snapshot's ``hit``); '' without a potential,
+    for a failed experiment (its potential is no measurement to judge) or where the objective defines no hits
+    (``hits`` False)."""
+    if not hits or experiment["potential_v"] is None or experiment["status"] != State.DONE:
         return ""
     return "yes" if experiment["hit"] else "no"
 

@@ -77,7 +77,9 @@ def snapshot(journal: Journal) -> dict[str, Any]:
         potential = experiment.potential_v
         return {**asdict(experiment), "name": names.get(experiment.smiles, ""),
                 "sample_id": vials.get(experiment.id, ""),  # the vial it loaded (none before it ran)
-                "hit": potential is not None and objective.defines_hits
+                # a failed experiment's potential (an unstable molecule's, a standard not told apart) is no hit,
+                # whatever it reads: measurements.csv and the dashboard showed decomposing molecules as hits (a trial)
+                "hit": experiment.status == State.DONE and potential is not None and objective.defines_hits
                 and objective.is_hit(potential),
                 # predicted before any measurement, on the DFT prior's scale (`log` marks it *, the dashboard too):
                 # the first batch, unless the lab's past measurements calibrated it
@@ -315,6 +317,11 @@ def rate_constant(scan: dict[str, Any], diffusion: dict[str, Any], ru: dict[str,
     say the same k0 of the same record."""
     analysis = scan.get("analysis") or {}
     dep_v, rate = analysis.get("dep_v"), scan.get("scan_rate_v_s")
+    if dep_v is not None and "chemically_irreversible" in (analysis.get("flags") or ()):
+        # a follow-up reaction widens dEp too: Nicholson's k0 from it read 8x low, as a value (a chemist's trial)
+        return {"k0_cm_s": None, "k0_side": None,
+                "k0_why": "chemically irreversible at this rate: the decay of what the scan made widens dEp too, so "
+                          "dEp gives no k0"}
     known = dep_v is not None and rate is not None and diffusion.get("diffusion_cm2_s") is not None
     assumed = assumed_by(diffusion)
     estimate = nicholson_k0(dep_v, rate, diffusion["diffusion_cm2_s"], n_electrons=assumed["n_electrons"],

@@ -538,6 +538,11 @@ class Runner:
             return ("none of them found the internal standard where the campaign puts it: check its syringe and "
                     "stock (the add_standard step), cell.ferrocene_vs_li_v and the analyte's concentration; then "
                     f"{advice}")
+        if all(CVFlag.CHEMICALLY_IRREVERSIBLE.value in (e.cause or "") for e in failed):  # the molecules themselves
+            return ("every one's oxidised or reduced form reacted away within the scan (chemically_irreversible): "
+                    "the molecules the planner picks are unstable there, not the rig; a faster scan rate shows more "
+                    "of a slow decay, and the analyze step's min_return_share sets how much must come back; "
+                    f"{advice}")
         return advice
 
     def _finish(self, reason: str) -> int:
@@ -918,9 +923,11 @@ class Runner:
         if (CVFlag.CHEMICALLY_IRREVERSIBLE in analysis.flags and analysis.return_share is not None
                 and analysis.e_half_v is not None):
             made = "oxidised" if self.campaign.objective.quantity == "oxidation_potential" else "reduced"
+            read = (f"{referenced.e_vs_li_v:.3f} V vs Li/Li+ through the ferrocene added"  # as potential_v says
+                    if referenced is not None and referenced.e_vs_li_v is not None else
+                    f"{to_li_scale(analysis.e_half_v, offset):.3f} V vs Li/Li+ on the cell's nominal reference")
             flags += (f" (the return peak is {analysis.return_share:.0%} of the forward one: what the scan {made} "
-                      f"reacts away within seconds; its E1/2 read {to_li_scale(analysis.e_half_v, offset):.3f} V vs "
-                      "Li/Li+)")
+                      f"reacts away within seconds; its E1/2 read {read})")
         if CVFlag.NO_STANDARD in analysis.flags and referenced is not None and referenced.problem is not None:
             flags += f" ({referenced.problem})"
         elif referenced is not None and (found := referenced.standard_said()) is not None:

@@ -89,6 +89,28 @@ def test_json_is_one_object_with_campaign_experiments_models_events(labloop, sto
     assert data["progress"]["hits"] == 1 and data["progress"]["counts"]["done"] == 3
 
 
+def test_a_failed_experiments_potential_is_never_a_hit(labloop, store, tmp_path):
+    """An experiment that measured a potential in the window and then failed its analysis (an unstable molecule,
+    chemically_irreversible) was "hit": true in log --json and the dashboard and hit=yes in measurements.csv, while
+    every count said no hit (a chemist's trial)."""
+    with Journal.open(store) as journal:
+        [eid] = journal.record_proposals([Proposal("CCCC")], step=1, planner="random", model_version=1)
+        rng = np.random.default_rng(9)
+        cell, params = random_couple(rng)
+        v = simulate_cv(cell, params, rng)
+        journal.start_experiment(eid)
+        journal.record_raw(eid, v)
+        journal.record_measurement(eid, analyze_cv(v), 4.55)  # inside 4.5-4.6 V
+        journal.fail_experiment(eid, "analysis: chemically_irreversible (the return peak is 20% of the forward one)")
+    rows = {r["id"]: r for r in json.loads(labloop("log", store, "--json").stdout)["experiments"]}
+    assert (rows[eid]["status"], rows[eid]["potential_v"], rows[eid]["hit"]) == ("failed", 4.55, False)
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    with (tmp_path / "report" / "measurements.csv").open() as handle:
+        said = {r["id"]: r["hit"] for r in csv.DictReader(handle)}
+    best = next(r["id"] for r in rows.values() if r["smiles"] == BEST)
+    assert (said[str(eid)], said[str(best)]) == ("", "yes")
+
+
 def test_tables_show_the_best_molecule_first(labloop, store):
     proc = labloop("log", store)
     assert proc.returncode == 0, proc.stderr

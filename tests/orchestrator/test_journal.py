@@ -21,6 +21,7 @@ from labloop.core.errors import IllegalTransition, JournalError, JournalWriteErr
 from labloop.instruments.cv_analysis import analyze_cv
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.store import SCHEMA_VERSION, Journal, journal_error
+from labloop.orchestrator.journal.view import rate_constant
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "campaign.yaml"
@@ -351,3 +352,16 @@ def test_a_failed_write_is_not_called_a_full_disk_unless_it_is(tmp_path):
                          "file or its folder made unwritable")
     full = str(journal_error(store, sqlite3.OperationalError("database or disk is full")))
     assert full == f"{store}: the disk is full (database or disk is full); free space, then `labloop resume`"
+
+
+def test_no_rate_constant_from_a_scan_whose_product_reacted_away():
+    """Nicholson's k0 from an EC couple's dEp read 8x low and was shown as a value (a chemist's trial): the decay
+    widens dEp too. The same scan without the flag gives its k0."""
+    diffusion = {"diffusion_cm2_s": 1e-5}
+    scan = {"scan_rate_v_s": 0.1, "analysis": {"dep_v": 0.0797, "ipa_a": 2e-5, "ipc_a": -5e-6, "flags": []}}
+    plain = rate_constant(scan, diffusion, {"ru_ohm": 0.0})  # Ru measured, none to correct
+    assert plain["k0_cm_s"] is not None and plain["k0_side"] == "value"
+    flagged = rate_constant({**scan, "analysis": {**scan["analysis"], "flags": ["chemically_irreversible"]}},
+                            diffusion, None)
+    assert (flagged["k0_cm_s"], flagged["k0_side"]) == (None, None)
+    assert flagged["k0_why"].startswith("chemically irreversible at this rate")

@@ -842,3 +842,17 @@ def test_a_stock_typed_1000_times_too_strong_is_warned_of_keeps_no_d_and_its_sto
                        "none of them found the internal standard where the campaign puts it: check its syringe and "
                        "stock (the add_standard step), cell.ferrocene_vs_li_v and the analyte's concentration; then "
                        "check the electrodes and the cv window"), stopped
+
+
+def test_an_unstable_molecules_failure_gives_its_potential_through_the_ferrocene(tmp_path, labloop):
+    """A chemically irreversible failure said the E1/2 on the nominal reference (4.532 V) where potential_v and the
+    report, through the ferrocene added, said 4.560 V (a chemist's trial)."""
+    lab = _lab_grade(tmp_path, budget={"max_consecutive_failed_analyses": 3}, world={"unstable_share": 1.0})
+    result = labloop("run", lab, "--dry-run")
+    assert result.returncode in (0, 1), result.stderr
+    with Journal.open(tmp_path / "runs" / "cathode-screen-lab-grade.db", readonly=True) as journal:
+        failed = [(e.cause, e.potential_v) for e in journal.experiments(states=(State.FAILED,))]
+    said = [(re.search(r"its E1/2 read (\d\.\d{3}) V vs Li/Li\+ through the ferrocene added\)", cause), potential)
+            for cause, potential in failed if "chemically_irreversible" in cause]
+    assert said and all(m is not None and float(m[1]) == pytest.approx(potential, abs=5e-4) for m, potential in said), \
+        failed

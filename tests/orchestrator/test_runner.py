@@ -174,12 +174,23 @@ def test_a_molecule_unstable_once_oxidised_fails_saying_so(tmp_path, labloop, wr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         experiments = journal.experiments()
     said = re.compile(r"analysis: chemically_irreversible \(the return peak is (\d+)% of the forward one: what the "
-                      r"scan oxidised reacts away within seconds; its E1/2 read \d\.\d{3} V vs Li/Li\+\)")
+                      r"scan oxidised reacts away within seconds; its E1/2 read \d\.\d{3} V vs Li/Li\+ on the cell's "
+                      r"nominal reference\)")
     flagged = [int(m[1]) for e in experiments if e.cause and (m := said.fullmatch(e.cause))]
     assert flagged and all(share < 50 for share in flagged), [e.cause for e in experiments]
     assert all(said.fullmatch(e.cause) or e.cause == "analysis: irreversible"
                for e in experiments if e.status == "failed"), [e.cause for e in experiments]
     assert all(e.ratio >= 0.5 for e in experiments if e.status == "done"), experiments
+    # at 0.1 V/s none comes back whole: a row of them stops the run blaming the molecules, not the electrodes or the
+    # window (a chemist's trial)
+    slow = write_campaign(tmp_path, name="slow", conditions={"scan_rate_v_s": [0.1, 0.1]},
+                          budget={"max_experiments": 2, "max_consecutive_failed_analyses": 3},
+                          world={"truth": {"from": "ie_ea", "solvent": "acn"}, "noise_v": 0.01, "unstable_share": 1.0})
+    stopped = labloop("run", slow, "--dry-run")
+    assert stopped.returncode == 1, stopped.stderr
+    assert ("3 unusable voltammograms in a row; campaign stopped (budget.max_consecutive_failed_analyses): every "
+            "one's oxidised or reduced form reacted away within the scan (chemically_irreversible): the molecules the "
+            "planner picks are unstable there, not the rig") in stopped.stderr, stopped.stderr
 
 
 def test_active_hours_cross_midnight():
