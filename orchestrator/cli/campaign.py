@@ -137,12 +137,20 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
 
 
 def _world(campaign: Campaign) -> str:
-    """A dry run's simulated world in one row: what is true, how fast device time runs, and faults rehearsed."""
+    """A dry run's simulated world in one row: what is true, how fast device time runs, and what it rehearses (faults,
+    dissolved O2, an uncompensated resistance, molecules that decompose), each only when set: a chemist's trial
+    found ``world.unstable_share`` nowhere in validate's summary."""
     world = campaign.world or World()
     pace = ("zero latency (world.time_scale 0)" if world.time_scale == 0 else
             f"{compact(world.time_scale)} device seconds per wall second (world.time_scale)")
-    faults = (f"; faults rehearsed at world.fault_rate {compact(world.fault_rate)}" if world.fault_rate else "")
-    return f"simulated: truth {world.truth.kind}, noise {compact(world.noise_v)} V; {pace}{faults}"
+    rehearsed = [said for value, said in (
+        (world.fault_rate, f"faults at world.fault_rate {compact(world.fault_rate)}"),
+        (world.oxygen_mm, f"{compact(world.oxygen_mm)} mM O2 before a purge (world.oxygen_mm)"),
+        (world.ru_ohm, f"{compact(world.ru_ohm)} ohm uncompensated (world.ru_ohm)"),
+        (world.unstable_share, f"{compact(world.unstable_share)} of the molecules decomposing once oxidised or "
+                               "reduced (world.unstable_share)")) if value]
+    return (f"simulated: truth {world.truth.kind}, noise {compact(world.noise_v)} V; {pace}"
+            + (f"; rehearsed: {', '.join(rehearsed)}" if rehearsed else ""))
 
 
 def _conditions(campaign: Campaign) -> str:

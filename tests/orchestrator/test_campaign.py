@@ -92,7 +92,7 @@ def test_validate_says_the_approval_gate_the_alerts_and_the_dry_runs_world(lablo
     monkeypatch.setenv("LABLOOP_TEST_TOPIC", "secret-topic")
     campaign = write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True},
                               alerts=["ntfys://ntfy.invalid/${LABLOOP_TEST_TOPIC}", "json://127.0.0.1:9/x"],
-                              world={"time_scale": 10, "fault_rate": 0.001})
+                              world={"time_scale": 10, "fault_rate": 0.001, "unstable_share": 0.2, "ru_ohm": 300})
     proc = labloop("validate", campaign, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -101,12 +101,14 @@ def test_validate_says_the_approval_gate_the_alerts_and_the_dry_runs_world(lablo
     assert ("alerts       2 URLs, told when the campaign stops or waits for a person (not shown: a URL may hold a "
             "secret)") in lines, proc.stdout
     assert ("world        simulated: truth born, noise 0.01 V; 10 device seconds per wall second (world.time_scale); "
-            "faults rehearsed at world.fault_rate 0.001") in lines, proc.stdout
+            "rehearsed: faults at world.fault_rate 0.001, 300 ohm uncompensated (world.ru_ohm), 0.2 of the molecules "
+            "decomposing once oxidised or reduced (world.unstable_share)") in lines, proc.stdout
     assert "secret-topic" not in proc.stdout + proc.stderr and "127.0.0.1:9" not in proc.stdout
     (tmp_path / "plain").mkdir()
     plain = labloop("validate", write_campaign(tmp_path / "plain"), "--dry-run")
     assert "alerts       none" in plain.stdout.splitlines(), plain.stdout
-    assert any(line.startswith("world        simulated: ") for line in plain.stdout.splitlines()), plain.stdout
+    world = next(line for line in plain.stdout.splitlines() if line.startswith("world        simulated: "))
+    assert "rehearsed" not in world, world  # nothing set, nothing said
 
 
 def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir, tmp_path, write_campaign):
