@@ -808,7 +808,9 @@ class Journal:
         gone = not self.path.exists()
         beside = self.path.with_name(f"{self.path.stem}.rescued-{time.strftime('%Y%m%d-%H%M%S')}{self.path.suffix}")
         saved = self.path if gone else beside
-        what = "deleted" if gone else "replaced by another file"
+        # gone: deleted, or moved away, which the run cannot tell apart (a trial's `mv` was said "deleted", and the
+        # moved file, without this stop, was a second journal of the campaign)
+        what = "deleted or moved away" if gone else "replaced by another file"
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.rescue")
         try:
             target = sqlite3.connect(tmp)
@@ -836,8 +838,10 @@ class Journal:
         finally:
             tmp.unlink(missing_ok=True)
         log.info("%s: the journal file was %s while the run wrote it; saved as %s", self.path, what, saved)
+        moved = ("; a copy moved away is a second journal of this campaign without this stop: keep one" if gone
+                 else "")
         return (f"{self.path}: the journal file was {what} while this run wrote it: the run stops, and everything it "
-                f"had written is saved as {saved} (`labloop resume {shell_word(str(saved))}` continues it)")
+                f"had written is saved as {saved} (`labloop resume {shell_word(str(saved))}` continues it{moved})")
 
     # -- experiments ------------------------------------------------------------------------------------
 

@@ -294,10 +294,11 @@ def test_a_journal_deleted_or_replaced_while_a_run_writes_it_is_saved_and_the_ru
             process.wait()
     assert process.returncode == 1, said
     saved = store if how == "deleted" else next(tmp_path.glob(f"{how}.rescued-*.db"))
-    what = "deleted" if how == "deleted" else "replaced by another file"
+    what = "deleted or moved away" if how == "deleted" else "replaced by another file"
+    moved = "; a copy moved away is a second journal of this campaign without this stop: keep one"
     assert said.splitlines()[-1] == (f"error: {store}: the journal file was {what} while this run wrote it: the run "
                                      f"stops, and everything it had written is saved as {saved} (`labloop resume "
-                                     f"{saved}` continues it)"), said
+                                     f"{saved}` continues it{moved if how == 'deleted' else ''})"), said
     if how == "replaced":
         assert store.read_text() == "a file put where the journal was\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(f"{store.name}-")]  # no -wal, -shm of the old file
