@@ -60,7 +60,7 @@ DEFAULT_BAUDRATE = 19200
 LINK_ADVICE = ("is the pump on and cabled to this port, is its address {address} (the pump's own setting, option "
                "`address`), is the line at the pump's baud rate (option `baudrate`, 19200 unless changed on the "
                "pump), and is the pump in basic RS-232 mode (one left in safe mode by another program answers only "
-               "framed commands until `SAF0`)?")
+               "framed packets, until `SAF0` is sent to it in one: docs/hardware.md)?")
 DIAMETER_RANGE_MM = (0.1, 80.0)
 #: how slow and how fast the pump drives a plunger (cm/min; the NE-1000 manual's rate table divided by the
 #: syringe's cross-section): the flow rates a syringe allows follow from its diameter

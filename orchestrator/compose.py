@@ -192,6 +192,13 @@ def _instrument_problem(campaign: Campaign, name: str, entry: Instrument, dry_ru
         if same != name:
             return ConfigError(where, f"shares port {port} with {same!r} at the same address "
                                       f"({entry.options.get('address', 'none')}): both would command one device")
+        rate, first_rate = entry.options.get("baudrate"), first.options.get("baudrate")
+        if rate != first_rate:  # only the run's opening of the line refused it (a newcomer's trial)
+            said = {None: "the driver's default"}
+            return ConfigError(campaign.located("instruments", name, *(("options", "baudrate") if rate else ())),
+                               f"shares port {port} with {first_name!r}, whose baudrate is "
+                               f"{said.get(first_rate, first_rate)}, not {said.get(rate, rate)}: a serial line has "
+                               "one baud rate, which every device on it must be set to")
     try:
         descriptor = resolve(entry.driver)
     except ConfigError as exc:

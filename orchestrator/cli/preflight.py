@@ -297,11 +297,20 @@ def warn_changed_campaign(campaign: Campaign, file: Path | None, journal: Journa
         for name, entry in given["instruments"].items():
             if name in running["instruments"] and entry.get("port") and running["instruments"][name].get("port"):
                 entry["port"] = running["instruments"][name]["port"]
-    if given != running:
+    if given != running:  # the first setting, and how many more: a newcomer's second edit went unsaid
+        more = _settings_differing(running, given) - 1
+        also = f"; {more} more {plural(more, 'setting')} too" if more > 0 else ""
         console.err.print(f"warning: {display_name(file)} changed since this campaign's journal began "
-                          f"({console.printable(first_difference(running, given))}): resume runs the journal's "
+                          f"({console.printable(first_difference(running, given))}{also}): resume runs the journal's "
                           "campaign; to run the file's, run it with a new store (`labloop run FILE --store NEW.db`)",
                           markup=False, highlight=False, soft_wrap=True)
+
+
+def _settings_differing(one: object, other: object) -> int:
+    """How many settings (the leaves of two configs; a list counts as one) differ."""
+    if isinstance(one, dict) and isinstance(other, dict):
+        return sum(_settings_differing(one.get(key), other.get(key)) for key in {*one, *other})
+    return int(one != other)
 
 
 def warn_changed_past(journal: Journal) -> None:

@@ -107,6 +107,13 @@ def test_a_resume_says_when_the_campaign_file_changed_since(tmp_path, labloop, w
     assert (f"warning: {campaign_file} changed since this campaign's journal began (planner.batch_size: 2 in "
             "the journal, 1 here): resume runs the journal's campaign; to run the file's, run it with a new store "
             "(`labloop run FILE --store NEW.db`)") in edited.stderr, edited.stderr
+    # two edits: the first said, the other counted (a newcomer's second edit went unsaid)
+    write_campaign(tmp_path, library=library, budget={"max_experiments": 2}, planner={"kind": "random",
+                                                                                      "batch_size": 1},
+                   objective={"quantity": "oxidation_potential", "goal": "window", "window_v": [4.3, 4.6]})
+    twice = labloop("resume", store, "--max-experiments", 5)
+    assert "changed since this campaign's journal began (objective.window_v[0]: 4.5 in the journal, 4.3 here; " \
+           "1 more setting too)" in " ".join(twice.stderr.split()), twice.stderr
 
 
 def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, write_campaign):

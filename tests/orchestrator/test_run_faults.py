@@ -710,6 +710,11 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
                                        "reference must name the reference electrode"),
         "two pumps at one address": (instrument("electrolyte_pump", address=0),
                                      "shares port /dev/ttyUSB0 with 'analyte_pump' at the same address (0)"),
+        # only the run's opening of the line refused it (a newcomer's trial)
+        "two pumps of one line at two baud rates": (instrument("electrolyte_pump", baudrate=9600),
+                                                    "instruments.electrolyte_pump.options.baudrate: shares port "
+                                                    "/dev/ttyUSB0 with 'analyte_pump', whose baudrate is the driver's "
+                                                    "default, not 9600: a serial line has one baud rate"),
         "a potentiostat on the pumps' line": (  # a newcomer's wiring mistake, which validate passed
             {"instruments": {**rig, "potentiostat": {**rig["potentiostat"], "port": rig["analyte_pump"]["port"]}}},
             f"shares port {rig['analyte_pump']['port']} with 'analyte_pump', whose driver is 'ne1000', not 'emstat'"),
