@@ -96,7 +96,9 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
     trial could not tell from the summary that each batch would wait for a person, where alerts would go, or how
     fast the rehearsal would run."""
     used, address = compose.compute_placement(campaign, scheduler, n_rows)
-    instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''})"
+    # with its address where it has one: two pumps of one chain read alike (a newcomer's trial)
+    instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''}"
+                            + (f", address {spec.options['address']}" if "address" in spec.options else "") + ")"
                             for name, spec in campaign.instruments.items())
     budget = campaign.budget
     stops = [f"{budget.max_experiments} experiments"]

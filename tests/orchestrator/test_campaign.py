@@ -104,6 +104,9 @@ def test_validate_says_the_approval_gate_the_alerts_and_the_dry_runs_world(lablo
             "rehearsed: faults at world.fault_rate 0.001, 300 ohm uncompensated (world.ru_ohm), 0.2 of the molecules "
             "decomposing once oxidised or reduced (world.unstable_share)") in lines, proc.stdout
     assert "secret-topic" not in proc.stdout + proc.stderr and "127.0.0.1:9" not in proc.stdout
+    # the two pumps of one chain apart by their addresses (a newcomer's trial read them alike)
+    assert ("analyte_pump (ne1000 @ /dev/ttyUSB0, address 0), electrolyte_pump (ne1000 @ /dev/ttyUSB0, address 1)"
+            in proc.stdout), proc.stdout
     (tmp_path / "plain").mkdir()
     plain = labloop("validate", write_campaign(tmp_path / "plain"), "--dry-run")
     assert "alerts       none" in plain.stdout.splitlines(), plain.stdout
