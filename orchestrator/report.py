@@ -98,7 +98,8 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "attempt", 
 #: ``hit``: yes/no whether the potential meets the objective (empty without a potential, or for an objective without
 #: hits), so a sort by potential does not mix hits and non-hits unmarked (a PI's audit)
 MEASUREMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "potential_v", "hit", "potential_from",
-                       "e_half_v_vs_fc", "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "reversibility", "reference",
+                       "e_half_v_vs_fc", "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "return_share",
+                       "reversibility", "reference",
                        "flags", "mu", "sigma", "uncalibrated", *CONDITION_COLUMNS)
 #: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
@@ -106,7 +107,7 @@ MEASUREMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "potential
 MEASUREMENT_HEADERS = {"potential_v": "potential_v_vs_li", "e_half_v": "e_half_v_vs_reference",
                        "reference": "reference_electrode", "mu": "predicted_v_vs_li", "sigma": "predicted_sd_v",
                        "conditions": "planned_conditions", "ipa_a": "ipa_uA", "ipc_a": "ipc_uA",
-                       "ratio": "ipc_over_ipa"}
+                       "ratio": "ipc_over_ipa", "return_share": "return_over_forward"}
 #: experiments.csv names the prediction and the conditions as measurements.csv does, so the two join on ``id``
 #: without a rename
 EXPERIMENT_HEADERS = {c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma", "conditions")}

@@ -273,6 +273,10 @@ class ExperimentRow:
     ipc_a: float | None = None
     ratio: float | None = None
     reversibility: str | None = None
+    #: the return peak over the forward one (``ratio`` for a couple oxidised first, its inverse for one reduced
+    #: first): the figure a chemist reports for stability, where ``ratio`` read 4.07 for a reduction's 0.25 (an
+    #: electrochemist's trial); None where the analysis did not judge it or predates it
+    return_share: float | None = None
 
     @property
     def measured(self) -> bool:
@@ -1272,7 +1276,8 @@ class Journal:
         self._checked(r, measurement, _MEASUREMENT_COLUMNS)
         analysis = {} if r["result_json"] is None else self._decoded(r["result_json"], measurement, "result_json", dict)
         peaks: dict[str, Any] = {name: value if isinstance(value := analysis.get(name), float | int)
-                                 and not isinstance(value, bool) else None for name in ("ipa_a", "ipc_a", "ratio")}
+                                 and not isinstance(value, bool) else None
+                                 for name in ("ipa_a", "ipc_a", "ratio", "return_share")}
         flags = self._decoded(r["flags_json"] or "[]", measurement, "flags_json", _strings)
         peaks["reversibility"] = judged_reversibility({**analysis, "flags": flags})
         return ExperimentRow(

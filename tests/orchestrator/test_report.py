@@ -115,6 +115,8 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
         assert (row["ipa_uA"], row["ipc_uA"], row["ipc_over_ipa"], row["reversibility"]) == (
             f"{analysis['ipa_a'] * 1e6:.4g}", f"{analysis['ipc_a'] * 1e6:.4g}", f"{analysis['ratio']:.4g}",
             analysis["reversibility"]), row
+        # the return over the forward peak, whichever came first (an electrochemist read a reduction's 4.07 for 0.25)
+        assert row["return_over_forward"] == f"{analysis['return_share']:.4g}", row
         assert analysis["reversibility"] in ("reversible", "quasi-reversible", "irreversible")
     # every raw voltammogram, point by point, as the journal holds it (an operator found no way to replot one)
     with (tmp_path / "report" / "voltammograms.csv").open() as handle:
