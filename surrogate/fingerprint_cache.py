@@ -107,13 +107,13 @@ class FingerprintCache:
 
     def put_many(self, smiles: Sequence[str], X: np.ndarray, D: np.ndarray, settings: FingerprintSettings) -> None:
         """Store rows of ``X``/``D`` under the (canonical) SMILES; existing entries are kept as they are."""
+        if self.directory in _UNUSABLE:
+            return
         rows = []
         for smi, x, d in zip(smiles, X, D, strict=True):
             nz = np.flatnonzero(x)
             rows.append((smi, nz.astype(np.uint16).tobytes(), x[nz].astype(np.uint8).tobytes(),
                          np.asarray(d, dtype=np.float32).tobytes()))
-        if self.directory in _UNUSABLE:
-            return
         try:
             con = self._writable(settings)
             with contextlib.closing(con), con:

@@ -104,14 +104,11 @@ def _at_budget(campaign: Campaign, store: Path, done: int, record: Callable[[Jou
     ``resume`` was told (``record``: a filled syringe, an emptied cell, a moved port) is journalled all the same,
     for the resume that gives the campaign more: it opened every port and journalled a run to say so (a hardware
     trial). Under the store's lock, so a campaign another process runs is refused as it is by any run."""
-    with sole_runner(store):
-        with Journal.open(store, readonly=True) as journal:
-            _say_if_killed(journal)
+    with sole_runner(store), Journal.open(store, readonly=record is None) as journal:
+        _say_if_killed(journal)
         if record is not None:
-            with Journal.open(store) as journal:
-                record(journal)
-        with Journal.open(store, readonly=True) as journal:
-            _summary(campaign, journal)
+            record(journal)
+        _summary(campaign, journal)
     _say(f"{store}: the campaign was already at its budget ({done} experiments done); to go on, give it a new "
          f"one: labloop resume {shell_word(store)} --max-experiments {done + campaign.budget.max_experiments}")
     return EXIT_OK
