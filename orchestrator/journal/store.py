@@ -520,24 +520,38 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+def _closed_in_a_fixed_folder(path: Path) -> bool:
+    """Whether the journal lies in a folder this user cannot write and no run has it open (no ``-wal`` beside it: a
+    WAL journal's writer keeps one there while it is open, and SQLite removes it at the last close)."""
+    return not os.access(path.absolute().parent, os.W_OK) and not _wal_of(path).exists()
+
+
+def _wal_of(path: Path) -> Path:
+    """The journal's write-ahead log file (SQLite's name for it)."""
+    return path.with_name(f"{path.name}-wal")
+
+
+def _connect(path: Path, readonly: bool) -> tuple[sqlite3.Connection, bool]:
     """A connection to the journal. A reader whose user may write the journal and its folder gets a writable
     connection that refuses to write (``PRAGMA query_only``): SQLite's read-only connection cannot remove the
     ``-wal``/``-shm`` files it makes, so ``labloop log`` of a finished journal left two empty files beside it;
     the last connection to close, reader or writer, now removes them, with SQLite's own locking as for any
-    reader. Elsewhere (a read-only medium, another user's journal) it is read-only."""
+    reader. Elsewhere (a read-only medium, another user's journal) it is read-only. Also returned: whether the
+    journal is read as a fixed file (below)."""
     writable = readonly and os.access(path, os.W_OK) and os.access(path.absolute().parent, os.W_OK)
     mode = "rw" if writable or not readonly else "ro"
-    # on a read-only file system (a read-only mount, an archive) a WAL journal cannot get the -shm file every reader
-    # needs, and SQLite refused it ("cannot be opened"; an operator's trial); no run can write it there, so it is
-    # read as the immutable file it is (not merely a folder this user may not write: another user's run may)
-    fixed = "&immutable=1" if readonly and _read_only_file_system(path) else ""
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}{fixed}", uri=True, isolation_level=None,
-                           check_same_thread=False, timeout=10.0)
+    # a WAL journal's readers share a -shm file beside it, which SQLite makes if none is there, and it refused a
+    # journal where it could not ("cannot be opened"; an operator's trial): on a read-only file system (a read-only
+    # mount, an archive) and in a folder this user may not write (a student's campaign read by the group's PI). Where
+    # no run has the journal open, it is read as the immutable file it is; a run that has it open keeps a -shm there,
+    # which SQLite reads as it is
+    fixed = readonly and (_read_only_file_system(path) or _closed_in_a_fixed_folder(path))
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}{'&immutable=1' if fixed else ''}", uri=True,
+                           isolation_level=None, check_same_thread=False, timeout=10.0)
     if readonly and writable:
         conn.execute("PRAGMA query_only = ON")
     conn.row_factory = sqlite3.Row
-    return conn
+    return conn, fixed
 
 
 T = TypeVar("T")
@@ -646,6 +660,8 @@ class Journal:
         self._closed = False
         self._lock = threading.RLock()  # the runner's background retraining records model versions too
         self._hit_edges: tuple[float, ...] | None = None  # the objective's, read once (it never changes)
+        #: read as a fixed file (SQLite's ``immutable``: :func:`_connect`), which sees no later write
+        self._fixed = False
 
     # -- opening ---------------------------------------------------------------------------------------
 
@@ -671,7 +687,7 @@ class Journal:
                 journal.close()
                 raise
             return journal
-        wal = path.with_name(f"{path.name}-wal")
+        wal = _wal_of(path)
         if wal.is_file() and wal.stat().st_size > 0:
             # a journal deleted after a kill -9 left its WAL, which SQLite read into the new journal of that name: a
             # data trial's "new" campaign held the deleted one's experiments, or was born damaged
@@ -728,7 +744,7 @@ class Journal:
             raise JournalError(f"{path}: permission denied: this user cannot {need} the journal (owner, mode, "
                                "or a read-only medium?)")
         try:
-            conn = _connect(path, readonly)
+            conn, fixed = _connect(path, readonly)
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
@@ -761,7 +777,9 @@ class Journal:
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
             conn.execute("PRAGMA synchronous = FULL")
-        return cls(conn, path, readonly)
+        journal = cls(conn, path, readonly)
+        journal._fixed = fixed
+        return journal
 
     def close(self) -> None:
         """Close; a writer first copies the WAL into the file. Why: SQLite checkpoints at close only as the last
@@ -1190,8 +1208,20 @@ class Journal:
                 raise journal_error(self.path, exc) from None
 
     def data_version(self) -> int:
-        """Changes whenever another connection commits (cheap polling for ``log --follow``)."""
-        return self._read("PRAGMA data_version")[0][0]
+        """Changes whenever another connection commits (cheap polling for ``log --follow`` and the dashboard). A
+        journal read as a fixed file is opened again as any reader's once a run has it open (a ``-wal`` beside it):
+        the dashboard and ``log --follow`` of a finished campaign would never have shown its resume."""
+        with self._lock:
+            if self._fixed and _wal_of(self.path).exists():
+                try:
+                    conn, self._fixed = _connect(self.path, readonly=True)
+                except sqlite3.DatabaseError as exc:
+                    raise journal_error(self.path, exc) from None
+                conn.execute("PRAGMA foreign_keys = ON")
+                self._conn.close()
+                self._conn = conn
+                log.info("%s: a run has the journal open: read as it writes", self.path)
+            return self._read("PRAGMA data_version")[0][0]
 
     def extend_budget(self, max_experiments: int) -> None:
         """Set the campaign's ``budget.max_experiments`` (``labloop resume --max-experiments``): the stored

@@ -9,8 +9,10 @@ import json
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -326,6 +328,83 @@ def test_a_journal_on_a_read_only_file_system_is_read(labloop, store, tmp_path):
         assert refused.returncode == 2 and "read-only medium" in refused.stderr
     finally:
         subprocess.run(["umount", "--lazy", str(archive)], check=True)  # even if a failed check left it busy
+
+
+def _as_nobody(work, *steps):
+    """Run ``work(say, wait)`` in a forked child as the unprivileged user 65534 and return what it said (one line per
+    ``say(text)``); the parent runs ``steps`` in order, each while the child waits in ``wait()``. Why a fork: root may
+    write anywhere, and the interpreter may lie where another user cannot run it."""
+    said_r, said_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            for end in (said_r, ready_r, go_w):
+                os.close(end)
+            os.setgroups([]), os.setgid(65534), os.setuid(65534)
+
+            def wait() -> None:
+                os.write(ready_w, b"r")
+                os.read(go_r, 1)
+
+            work(lambda text: os.write(said_w, f"{text}\n".encode()), wait)
+        except BaseException as exc:  # whatever it was goes to the parent's assertion
+            os.write(said_w, f"child failed: {type(exc).__name__}: {exc}\n".encode())
+            code = 1
+        finally:
+            os._exit(code)
+    for end in (said_w, ready_w, go_r):
+        os.close(end)
+    try:
+        for step in steps:
+            if not os.read(ready_r, 1):  # the child ended early: what it said tells why
+                break
+            step()
+            os.write(go_w, b"g")
+    finally:
+        os.close(go_w)
+        lines = b""
+        while chunk := os.read(said_r, 65536):
+            lines += chunk
+        os.close(said_r), os.close(ready_r)
+        os.waitpid(pid, 0)
+    return lines.decode().splitlines()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reads as another user: root only")
+def test_a_journal_in_a_folder_this_user_cannot_write_is_read(store):
+    """A finished journal in a folder the reader may not write (a student's campaign read by the group's PI) said "it
+    is read-only ...; copy it somewhere writable": SQLite wants to make the -shm file a WAL journal's readers share (an
+    unattended-PC trial). Where no run has it open it is read as a fixed file; once a run opens it (its -wal appears)
+    the reader opens it again and sees what the run writes (the dashboard, ``log --follow``)."""
+    shared = Path(tempfile.mkdtemp(prefix="labloop-test-", dir="/tmp"))  # the tests' TMPDIR is root's alone
+    try:
+        shared.chmod(0o755)
+        path = shared / store.name
+        shutil.copy(store, path)
+        assert not path.with_name(f"{path.name}-wal").exists()
+        holder: list[Journal] = []
+
+        def read(say, wait):
+            with Journal.open(path, readonly=True) as journal:
+                say(" ".join(e.status for e in journal.experiments()))
+                journal.data_version()
+                wait()  # the owner's run opens the journal and fails experiment 5
+                journal.data_version()
+                say(" ".join(e.status for e in journal.experiments()))
+
+        def run_opens_it():
+            holder.append(Journal.open(path))
+            holder[0].fail_experiment(5, "PumpStalled: analyte_pump: motor stall")
+
+        said = _as_nobody(read, run_opens_it)
+        assert said == ["done done done failed running proposed", "done done done failed failed proposed"], said
+    finally:
+        for journal in holder:
+            journal.close()
+        shutil.rmtree(shared)
 
 
 def test_vetoes_are_counted_apart_from_failures(labloop, tmp_path):
