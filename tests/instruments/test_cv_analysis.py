@@ -517,3 +517,19 @@ def test_a_product_that_reacts_away_is_flagged_chemically_irreversible(species: 
     slow = analysed(0.1)  # 70% comes back: quasi-reversible, usable
     assert 0.6 < (slow.ratio if anodic_first else 1 / slow.ratio) < 0.8 and slow.flags == frozenset(), slow
     assert analysed(1.0, CVAnalysisSettings(min_return_share=0.2)).flags == frozenset()
+
+
+@pytest.mark.parametrize("step_v", [0.002, 0.005, 0.01])
+def test_a_scan_read_back_from_its_csv_gives_the_numbers_the_run_journalled(step_v: float) -> None:
+    """voltammograms.csv writes potentials to 6 significant digits (-0.8 where the journal holds -0.7999999999999999),
+    and a referee's re-analysis of it read dEp up to 1.5 mV and E1/2 0.5 mV off measurements.csv: the points the
+    analysis counts within a distance (the peak fit's 40 mV, the baseline's 0.20-0.35 V) sit on whole steps of it,
+    and a float's last digit decided whether the edge's point counted."""
+    params = CVParams(e_begin_v=-0.8, e_vertex1_v=1.95, e_vertex2_v=-0.8, scan_rate_v_s=0.1, e_step_v=step_v)
+    for seed, e0_v in ((0, 0.1), (1, 0.37), (2, 0.55)):
+        journalled = simulate_cv(CellParams(e0_v=e0_v, noise_fraction=0.005), params, np.random.default_rng(seed))
+        as_written = replace(journalled, potential_v=np.array([float(f"{x:.6g}") for x in journalled.potential_v]))
+        before, again = analyze_cv(journalled), analyze_cv(as_written)
+        assert again.e_half_v == pytest.approx(before.e_half_v, abs=1e-9), (seed, before, again)
+        assert again.dep_v == pytest.approx(before.dep_v, abs=1e-9), (seed, before, again)
+        assert again.ratio == pytest.approx(before.ratio, abs=1e-9), (seed, before, again)
