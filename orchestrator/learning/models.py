@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from labloop.core.errors import ConfigError
+from labloop.core.files import moved_along
 from labloop.core.text import plural
 from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
@@ -247,12 +248,19 @@ def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
     from labloop.core.errors import ModelLoadError
     from labloop.surrogate.persistence import load_ensemble
 
+    recorded = Path(journal.campaign_info().config.get("store") or journal.path)  # where the journal last said it was
+    here = journal.path.absolute().parent
     for row in reversed(journal.model_versions()):
         if row.pruned:
             log.info("model version %d was pruned (surrogate.keep_models); trying the one before", row.version)
             continue
+        weights = Path(row.weights_path or "")
+        # a store copied or moved with its folder has its weights beside it; only a resume journals the move
+        # (Journal.record_move), and `candidates` of a copy whose original was gone found none (a referee's trial)
+        if recorded.parent != here and (went := moved_along(weights, recorded.parent, here)) is not None:
+            weights = went
         try:
-            ensemble = load_ensemble(row.weights_path or "")
+            ensemble = load_ensemble(weights)
         except ModelLoadError as exc:
             log.warning("model version %d is unreadable (%s); trying the one before", row.version, exc)
             continue

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -137,3 +138,19 @@ def test_a_library_gone_from_where_the_journal_says_is_one_line_exit_2(labloop, 
         moved.rename(campaign["folder"] / "named.csv")
     lines = result.stderr.splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "library.file" in lines[0], result.stderr
+
+
+def test_a_copy_of_a_campaign_folder_ranks_with_the_weights_beside_it(labloop, campaign, tmp_path):
+    """A campaign folder copied elsewhere, the original gone: `candidates` said "no model version's weights are
+    readable beside the store" (or took an older version that was) although they were beside it; only a resume,
+    which journals the move, found them (a referee's trial)."""
+    first = tmp_path / "first"
+    shutil.copytree(campaign["folder"], first)
+    with Journal.open(first / "tiny.db") as journal:  # the folder's journal says it lives here, as a resume leaves it
+        journal.record_move({})
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    (first / "tiny.models").rename(first / "gone")  # the original's weights are no more where it journalled them
+    result = labloop("candidates", second / "tiny.db", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model_version"] == max(campaign["versions"]) == 2
