@@ -99,7 +99,7 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "attempt", 
 #: hits), so a sort by potential does not mix hits and non-hits unmarked (a PI's audit)
 MEASUREMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "potential_v", "hit", "potential_from",
                        "e_half_v_vs_fc", "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "return_share",
-                       "reversibility", "reference",
+                       "reversibility", "scan_rate_v_s", "reference",
                        "flags", "mu", "sigma", "uncalibrated", *CONDITION_COLUMNS)
 #: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)

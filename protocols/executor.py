@@ -767,7 +767,7 @@ class ProtocolExecutor:
             # trial: 72 mV at 0.1 V/s, 98 mV at 1 V/s, called reversible)
             analysis = replace(analysis, reversibility="quasi-reversible")
             if lab.diffusion is not None:  # with the dEp of each rate and the cut-off, which the call went unsaid by
-                deps = ", ".join(f"{1e3 * a.dep_v:.0f}" if a.dep_v is not None else "none" for _, a in lab.scans)
+                deps = ", ".join(f"{1e3 * a.dep_v:.1f}" if a.dep_v is not None else "none" for _, a in lab.scans)
                 rates = ", ".join(compact(v.params.scan_rate_v_s) for v, _ in lab.scans)
                 log.warning("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
                             "Randles-Sevcik (a reversible couple's equation) reads low for it", sample_id, smiles, deps,

@@ -84,7 +84,8 @@ def snapshot(journal: Journal) -> dict[str, Any]:
                 # predicted before any measurement, on the DFT prior's scale (`log` marks it *, the dashboard too):
                 # the first batch, unless the lab's past measurements calibrated it
                 "uncalibrated": experiment.mu is not None and experiment.step == 0 and past is None,
-                "protocol_conditions": {k: v for k, v in protocol.items() if k not in experiment.conditions}}
+                "protocol_conditions": {k: v for k, v in protocol.items() if k not in experiment.conditions},
+                "scan_rate_v_s": measured_at(experiment.conditions, protocol)}
 
     progress = {
         "run_active": being_run(journal.path),  # a process holds the runner lock right now
@@ -142,6 +143,15 @@ def _protocol_conditions(steps: tuple[Step, ...]) -> dict[str, Any]:
     alone, not in ``log --json`` nor the report's tables."""
     cv = next(step for step in steps if isinstance(step, CV))  # parse_steps: exactly one
     return {"scan_rates_v_s": list(cv.scan_rates_v_s)} if cv.scan_rates_v_s else {"scan_rate_v_s": cv.scan_rate_v_s}
+
+
+def measured_at(conditions: dict[str, Any], protocol: dict[str, Any]) -> float:
+    """The scan rate (V/s) an experiment's potential, dEp and peak currents were read at: the planned one, else the
+    protocol's (its first, for a cv of several: the scan the journal's measurement analyses). Why a number of its own:
+    a chemist's table of molecules measured at 0.02-0.5 V/s (a planned rate) had it only as ``scan_rate_v_s=0.4081``
+    inside a text cell, and ranked quasi-reversible waves read at different rates side by side (a referee's trial)."""
+    rate = conditions.get("scan_rate_v_s", protocol.get("scan_rate_v_s"))
+    return float(rate if rate is not None else protocol["scan_rates_v_s"][0])
 
 
 def reversibility_said(steps: tuple[Step, ...]) -> str:

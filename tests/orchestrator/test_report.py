@@ -117,6 +117,8 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
             analysis["reversibility"]), row
         # the return over the forward peak, whichever came first (an electrochemist read a reduction's 4.07 for 0.25)
         assert row["return_over_forward"] == f"{analysis['return_share']:.4g}", row
+        # the rate it was read at, a number of its own (a referee found it only inside planned_conditions' text)
+        assert row["scan_rate_v_s"] == f"{planned[e.id]:.4g}", row
         assert analysis["reversibility"] in ("reversible", "quasi-reversible", "irreversible")
     # every raw voltammogram, point by point, as the journal holds it (an operator found no way to replot one)
     with (tmp_path / "report" / "voltammograms.csv").open() as handle:

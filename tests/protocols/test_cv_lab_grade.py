@@ -202,7 +202,8 @@ def test_a_couple_reversible_at_the_slowest_rate_only_is_quasi_reversible(lab, c
     assert by_rate[0] == "reversible" and "quasi-reversible" in by_rate[1:], by_rate
     assert slow.analysis.reversibility == "quasi-reversible" and slow.quality_ok  # still a measured potential
     # with each rate's dEp and the cut-off (it was called by a rule the run never said)
-    deps = ", ".join(f"{1e3 * a.dep_v:.0f}" for _, a in slow.lab.scans)
+    # to 0.1 mV: whole mV read "68 mV" beside the rule "dEp <= 68 mV" for a couple at 68.3 mV (a referee's trial)
+    deps = ", ".join(f"{1e3 * a.dep_v:.1f}" for _, a in slow.lab.scans)
     assert (f"quasi-reversible over its scan rates (dEp {deps} mV at 0.1, 0.2, 0.5, 1 V/s; reversible: 0 < dEp <= 68 "
             "mV and |ipc/ipa| 0.80..1.25 (an experiment's: at every scan rate)): D from Randles-Sevcik") in caplog.text
 
