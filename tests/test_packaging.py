@@ -27,6 +27,7 @@ def test_wheel_installs_and_runs(tmp_path):
     assert {f"labloop/orchestrator/dashboard/static/{n}" for n in ("index.html", "dashboard.js", "dashboard.css")} \
         <= set(names)  # the dashboard's page ships inside the package: nothing is fetched at run time
     assert not any(n.startswith(("sim/", "instruments/", "tests/", "labloop/tests/")) for n in names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # the MIT text the metadata names
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
@@ -42,6 +43,23 @@ def test_wheel_installs_and_runs(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "screen" in proc.stdout and "train" in proc.stdout
+
+
+def test_a_dependency_that_cannot_be_imported_is_said_as_the_environments(tmp_path):
+    """pip allowed pyarrow 26 beside numpy 1.26, and every command said "unexpected ImportError: pyarrow requires NumPy
+    2.0 or newer ... (a labloop bug; run with -vv to see where)", where -vv showed nothing (a packaging trial). A
+    broken pyarrow ahead of the real one on the path, as such an environment imports it."""
+    broken = tmp_path / "path" / "pyarrow"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("pyarrow requires NumPy 2.0 or newer, found 1.26.4")\n')
+    proc = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "validate",
+                           str(ROOT / "examples" / "campaign.yaml"), "--dry-run"],
+                          env={**os.environ, "PYTHONPATH": str(tmp_path / "path")}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    said = " ".join(proc.stderr.split())
+    assert said.startswith("error: a package labloop needs cannot be imported: pyarrow requires NumPy 2.0 or newer, "
+                           "found 1.26.4 (") and "pip check" in said and "labloop bug" not in said, said
 
 
 def _anchors(markdown: str) -> set[str]:

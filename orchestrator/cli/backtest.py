@@ -17,7 +17,7 @@ from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan, StoppedEarly
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
-from labloop.orchestrator.cli.preflight import cached_prior, check_store_folder
+from labloop.orchestrator.cli.preflight import cached_prior, check_store_folder, check_writable
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
@@ -145,6 +145,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     """The command's work, inside :func:`backtest`'s guard."""
     from labloop.orchestrator import backtest as engine
     from labloop.orchestrator import compose, potential_table
+    from labloop.orchestrator.learning import models
     from labloop.planners import PLANNERS
     from labloop.planners.base import past_observations
 
@@ -163,7 +164,11 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
         raise click.BadParameter("planners other than random need the campaign's prior section",
                                  param_hint="--planners")
     if any(k != "random" for k in kinds):  # the prior model is cached beside the store: fail before training
-        check_store_folder(campaign, campaign.located("store"))
+        folder = check_store_folder(campaign, campaign.located("store"))
+        cache = models.prior_dir(campaign.store, models.prior_key(campaign))
+        if not cache.is_dir():  # a campaign in a folder this user may not write trained for minutes, then failed
+            check_writable(folder, campaign.located("store"), "cache the prior model beside the store (backtest a "
+                           "copy of the campaign in a folder you can write)")
     scan = None if no_instruments else engine.campaign_scan(campaign)
     read = potential_table.read_truth(truth_file, column, campaign.library.smiles_column, truth_vs=truth_vs,
                                       ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)

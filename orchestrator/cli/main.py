@@ -93,21 +93,39 @@ def main(argv: list[str] | None = None) -> int:
     except LabloopError as exc:  # the rig or the cluster failed outside a campaign's loop
         console.err.print(f"error: {console.printable(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] == "labloop":  # labloop's own module: a bug
+            return _bug(exc)
+        # a package labloop needs, missing or broken in this environment: pyarrow 26 beside numpy 1.26 (which pip
+        # allowed) said "unexpected ImportError ... (a labloop bug; run with -vv ...)", and -vv showed nothing, the
+        # command's module failing before logging is set up (a packaging trial)
+        log.debug("import failed", exc_info=exc)
+        said = " ".join(str(exc).split())
+        console.err.print(console.printable(f"error: a package labloop needs cannot be imported: {said} (this "
+                                            "environment's packages are incomplete or do not fit together: `pip "
+                                            "check` lists conflicts; reinstall labloop with its dependencies)"),
+                          markup=False, highlight=False, soft_wrap=True)
+        return EXIT_FAILED
     except OSError as exc:  # the disk is full, a folder is read-only: the machine's trouble, said in one line
         where = f" ({exc.filename})" if exc.filename else ""
         console.err.print(console.printable(f"error: {exc.strerror or exc}{where}"), markup=False, highlight=False,
                           soft_wrap=True)
         return EXIT_FAILED
-    except Exception as exc:  # a bug: one line for the user, the traceback in the log (-vv)
-        log.debug("unexpected error", exc_info=exc)
-        if _raised_by_ctrl_c(exc):
-            console.err.print("aborted", markup=False)
-            return EXIT_INTERRUPTED
-        console.err.print(console.printable(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
-                                            "(a labloop bug; run with -vv to see where)"),
-                          markup=False, highlight=False, soft_wrap=True)
-        return EXIT_FAILED
+    except Exception as exc:
+        return _bug(exc)
     return result if isinstance(result, int) else 0
+
+
+def _bug(exc: Exception) -> int:
+    """A bug: one line for the user, the traceback in the log (-vv); a Ctrl-C that raised it is said as one."""
+    log.debug("unexpected error", exc_info=exc)
+    if _raised_by_ctrl_c(exc):
+        console.err.print("aborted", markup=False)
+        return EXIT_INTERRUPTED
+    console.err.print(console.printable(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
+                                        "(a labloop bug; run with -vv to see where)"),
+                      markup=False, highlight=False, soft_wrap=True)
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -41,18 +41,24 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     store, where = campaign.store, given_as or campaign.located("store")
     folder = check_store_folder(campaign, where)
     if not store.exists():
-        try:  # as run will: permissions alone miss a folder nothing is created in (/proc, even for root)
-            with tempfile.TemporaryFile(dir=folder):  # O_TMPFILE where the system has it: no name appears
-                pass
-        except OSError as exc:
-            why = "no write permission" if isinstance(exc, PermissionError) else exc.strerror or said(exc)
-            raise ConfigError(where, f"{folder}: cannot create the store there ({why})") from None
+        check_writable(folder, where, "create the store")
         return
     if not store.is_file():
         raise ConfigError(where, f"{store} is not a file a journal can be kept in")
     with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
         refuse_other_settings(store, campaign, journal.campaign_info())
         unchanged_library(campaign, journal)
+
+
+def check_writable(folder: Path, where: str, what: str) -> None:
+    """:class:`ConfigError` at ``where`` saying ``folder``: cannot ``what`` there, when nothing can be created in it,
+    tried as run will: permissions alone miss a folder nothing is created in (/proc, even for root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # O_TMPFILE where the system has it: no name appears
+            pass
+    except OSError as exc:
+        why = "no write permission" if isinstance(exc, PermissionError) else exc.strerror or said(exc)
+        raise ConfigError(where, f"{folder}: cannot {what} there ({why})") from None
 
 
 def check_store_folder(campaign: Campaign, where: str) -> Path:

@@ -146,6 +146,23 @@ def _output_survives_ctrl_c(output: Path) -> Iterator[Callable[[int], None]]:
 NO_CACHE_PREFIX = "labloop-predictions-"
 
 
+def _cache_writable(root: Path) -> bool:
+    """Whether the prediction cache ``root`` can be made and written; when not, said once with what to do. Why: an
+    unwritable HOME (or ``LABLOOP_CACHE_DIR``) ended predict and screen with "Permission denied (/nonexistent)", which
+    named no cache, where the fingerprint cache costs only its speed-up there (a packaging trial)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        console.err.print(console.printable(f"warning: the prediction cache {root} cannot be written ({why}): "
+                                            "predicting without it, as --no-cache does (LABLOOP_CACHE_DIR names "
+                                            "another folder)"), markup=False, highlight=False, soft_wrap=True)
+        return False
+    return True
+
+
 @contextmanager
 def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_cache: bool,
                          scheduler: str, chunk_size: int | None, output: Path) -> Iterator[ShardSet]:
@@ -167,6 +184,7 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
     if rows == 0:  # "wrote 0 predictions", exit 0, where a campaign's library refuses it (a trial)
         raise InvalidInput(f"{library}: no molecule under its header: nothing to predict, nothing written")
     use_cluster, address = placement(scheduler, rows)
+    no_cache = no_cache or not _cache_writable(default_cache_dir() / "predictions")
     with ExitStack() as stack:
         if no_cache:  # a killed run's (SIGKILL) temporary shards are removed by the next: named with its pid
             remove_orphans(Path(tempfile.gettempdir()), NO_CACHE_PREFIX)

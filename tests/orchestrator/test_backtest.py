@@ -461,6 +461,19 @@ def test_a_store_that_cannot_be_made_is_refused_before_training(tmp_path, labloo
     assert not (tmp_path / "prior-models").exists()
 
 
+def test_a_folder_nothing_can_be_made_in_is_refused_before_training(tmp_path, labloop, write_campaign, truth_csv):
+    """A campaign in a folder this user may not write trained its prior for 21 s, then failed "Permission denied
+    (.../runs)", exit 1 (a packaging trial). /proc takes no file, even root's: the same refusal a folder without write
+    permission gets, before any training."""
+    path, _ = truth_csv
+    campaign = write_campaign(tmp_path, prior=True, store="/proc/labloop-test/tiny.db")
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "greedy",
+                     "--no-instruments")
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "/proc: cannot cache the prior model beside the store" in said, said
+    assert "prior model epochs" not in result.stdout + result.stderr
+
+
 def test_library_molecules_without_a_true_value_are_counted_and_none_known_is_bad_input(tmp_path, labloop,
                                                                                          write_campaign, truth_csv):
     """The planners choose among the molecules the table knows: a table that lacks some of the library's was

@@ -97,6 +97,23 @@ def test_train_merges_a_molecule_given_twice_and_says_so(labloop, ocelot, tmp_pa
     assert "warning: 2 rows of" in swept.stderr and "warning: 1 repeated molecule" in swept.stderr
 
 
+def test_predict_with_a_cache_folder_that_cannot_be_written_predicts_without_it(labloop, tiny_model_dir, tmp_path,
+                                                                               monkeypatch):
+    """An unwritable HOME or LABLOOP_CACHE_DIR ended predict with "Permission denied (/nonexistent)", naming no cache
+    (a packaging trial); the fingerprint cache costs only its speed-up there, and so does the prediction cache now.
+    /proc takes no folder, even root's."""
+    monkeypatch.setenv("LABLOOP_CACHE_DIR", "/proc/labloop-test-cache")
+    lib = tmp_path / "lib.csv"
+    pd.DataFrame({"smiles": ["c1ccccc1", "CCOC(=O)c1ccccc1"]}).to_csv(lib, index=False)
+    out = tmp_path / "pred.csv"
+    proc = labloop("surrogate", "predict", tiny_model_dir, lib, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert pd.read_csv(out).smiles.tolist() == ["c1ccccc1", "CCOC(=O)c1ccccc1"]
+    said = " ".join(proc.stderr.split())
+    assert ("warning: the prediction cache /proc/labloop-test-cache/predictions cannot be written (" in said
+            and "predicting without it, as --no-cache does" in said), said
+
+
 def test_predict_evaluate_screen(labloop, tiny_model_dir, small_csv, tmp_path):
     lib = tmp_path / "lib.csv"
     pd.DataFrame({"smiles": ["c1ccccc1", "C1CC", "CCOC(=O)c1ccccc1", "not-a-smiles"]}).to_csv(lib, index=False)
