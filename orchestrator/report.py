@@ -41,7 +41,7 @@ from labloop.core.text import plural, printable, spreadsheet_safe
 from labloop.instruments.cv_analysis import to_li_scale
 from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant
 from labloop.instruments.voltammogram import Voltammogram
-from labloop.orchestrator.config.campaign import TARGET_OF, Objective
+from labloop.orchestrator.config.campaign import TARGET_OF, Cell, Objective
 from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
     acquisition,
@@ -72,6 +72,7 @@ from labloop.orchestrator.journal.view import (
     snapshot,
 )
 from labloop.planners.base import bound_fields
+from labloop.surrogate.presets import get_preset
 from labloop.surrogate.screening import rule_of
 
 log = logging.getLogger(__name__)
@@ -294,6 +295,7 @@ def _write(journal: Journal, directory: Path) -> None:
     if protocol_file is not None:  # the campaign file names it: a referee needs its steps as run too
         with _writing(directory / PROTOCOL_YAML):
             (directory / PROTOCOL_YAML).write_text(_protocol_copy(protocol_file, protocol["steps"]))
+    cell = f"{_cell_said(config)}</p>\n<p>{_setup_said(config, snap['events'])}"  # two paragraphs
     with _writing(directory / "index.html"):
         (directory / "index.html").write_text(_html(snap, calibrations, directory,
                                                     _best_table(snap, records, offset_v), _lab_table(lab_rows), check,
@@ -302,7 +304,7 @@ def _write(journal: Journal, directory: Path) -> None:
                                                                 else shared[1], comments=0 if shared is None
                                                                 else shared[2],
                                                                 protocol_file=protocol_file),
-                                                    _failures_table(failures), _cell_said(config)))
+                                                    _failures_table(failures), cell))
 
 
 #: the campaign file as run, which the journal keeps verbatim (its ``source_yaml``), written beside the page with its
@@ -399,8 +401,43 @@ def _cell_said(config: dict[str, Any]) -> str:
     reference = " / ".join(references) or "unnamed (the potentiostat's reference option)"
     parts.append(f"reference electrode {reference} at {_number(float(cell.get('reference_offset_v', 3.2)))} V vs "
                  "Li/Li+ (cell.reference_offset_v)")
-    parts.append(f"{_number(float(cell.get('temperature_c', 25.0)))} C (cell.temperature_c; D and k0 computed at it)")
+    default_c = Cell.model_fields["temperature_c"].default
+    temperature = float(cell.get("temperature_c", default_c))
+    # the default said as one: 25 C read as a temperature measured, beside a solvent "not given" (a referee's trial)
+    default = ", its default unless the campaign file sets it" if temperature == default_c else ""
+    parts.append(f"{_number(temperature)} C (cell.temperature_c{default}; D and k0 computed at it)")
     return html.escape("the cell: " + "; ".join(parts))
+
+
+def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
+    """The page's line of how the surrogate and the planner were set up and which software ran, already escaped. Why:
+    a referee writing a paper's methods found the network, its features and its training data only in the campaign
+    file's copy and the docs, and the libraries' versions only in ``log --json``."""
+    surrogate, prior, planner = config.get("surrogate") or {}, config.get("prior"), config.get("planner") or {}
+    if prior:
+        preset = get_preset(surrogate["preset"])
+        fp, model = preset.fingerprint, preset.model
+        features = [f"ECFP{2 * fp.radius} {fp.n_bits} {'counts' if fp.counts else 'bits'}",
+                    *([f"atom pairs {fp.atom_pair_bits}"] if fp.atom_pair_bits else []),
+                    *([f"torsions {fp.torsion_bits}"] if fp.torsion_bits else []),
+                    *(["Hückel and size descriptors"] if fp.descriptors else [])]
+        rows = f"the campaign seed's slice of {prior['rows']} rows" if prior.get("rows") else "every row"
+        said = (f"surrogate: preset {preset.name}, {surrogate['folds']} fully connected networks (hidden "
+                f"{'-'.join(map(str, model.hidden))}, {model.activation}, {surrogate.get('epochs') or model.epochs} "
+                f"epochs) on {' + '.join(features)}, trained on {rows} of {Path(prior['file']).name} "
+                f"({', '.join(prior['targets'])}), retrained with the measurements every "
+                f"{surrogate['retrain_every']}")
+    else:
+        said = "surrogate: none (no prior section)"
+    settings = ", ".join(f"{key} {str(value).lower() if isinstance(value, bool) else value}"
+                         for key, value in planner.items() if key != "kind" and value is not None)
+    said += f"; planner {planner.get('kind')} ({settings})"
+    runs = [e["data"]["versions"] for e in events if e["kind"] == "run" and isinstance(e["data"], dict)
+            and isinstance(e["data"].get("versions"), dict)]
+    if runs:
+        same = "" if all(r == runs[-1] for r in runs) else f" (not all its {len(runs)} runs: log --json's run events)"
+        said += f"; software of the last run{same}: " + ", ".join(f"{k} {v}" for k, v in runs[-1].items())
+    return html.escape(said)
 
 
 def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any], *,

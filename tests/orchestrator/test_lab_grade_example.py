@@ -123,7 +123,12 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     page = (tmp_path / "report" / "index.html").read_text()
     assert ("the cell: solvent acetonitrile; supporting electrolyte 0.1 M LiClO4; working electrode 3 mm glassy carbon "
             "disk; counter electrode Pt wire; reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ (cell.reference_offset_v); "
-            "25 C (cell.temperature_c; D and k0 computed at it)") in page
+            "25 C (cell.temperature_c, its default unless the campaign file sets it; D and k0 computed at it)") in page
+    # how the planner was set up, and the software (a referee found them only in the campaign file's copy, the docs
+    # and log --json); the surrogate's sentence: tests/orchestrator/test_report.py
+    setup = " ".join(page.split())
+    assert "<p>surrogate: none (no prior section); planner random (approve false, batch diverse, batch_size 2," in setup
+    assert "; software of the last run: labloop 0.1.0" in setup and " tensorflow " in setup and " rdkit " in setup
     for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
     # the electrode the example names, the potentials as applied (a reviewer took them for iR-corrected ones)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from labloop.orchestrator.journal.store import Journal
-from labloop.orchestrator.report import PLOTS
+from labloop.orchestrator.report import PLOTS, _setup_said
 from labloop.planners.base import Proposal
 
 from ..conftest import best_rows
@@ -60,8 +60,8 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     # methods section from the report)
     assert ("the cell: solvent not given (cell.solvent); supporting electrolyte not given (cell.electrolyte); working "
             "electrode not given (cell.working_electrode); counter electrode not given (cell.counter_electrode); "
-            "reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ (cell.reference_offset_v); 25 C (cell.temperature_c; D and "
-            "k0 computed at it)") in words, words
+            "reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ (cell.reference_offset_v); 25 C (cell.temperature_c, its "
+            "default unless the campaign file sets it; D and k0 computed at it)") in words, words
     # the rule "reversible" is called by, and which potentials are iR-corrected (a chemist saw dEp 72-77 mV called
     # reversible with no cut-off said, and could not tell the CSVs' corrected peaks from the raw scans)
     criterion = ("reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25; irreversible: no return peak, or dEp >= 200 "
@@ -736,3 +736,23 @@ def test_the_report_lists_the_failed_experiments_with_kind_bound_prediction_and_
            f"<td>vetoed by a person (a PI)</td>" in section, section
     assert f"<td>analysis: beyond_window</td><td>above {stated[1]}</td>" in section
     assert html.escape(beyond["cause"]) in section and '<a href="failures.csv">' in page
+
+
+def test_the_surrogate_and_the_planner_are_said_as_a_methods_section_needs():
+    """A referee writing a paper's methods found the network, its features and its training data only in the campaign
+    file's copy and the docs, the libraries' versions only in log --json: the page says them, from the journal."""
+    config = {"prior": {"file": "/data/ocelot_chromophore_v1_ie_ea.csv", "rows": 2000, "targets": ["ie_ev", "ea_ev"]},
+              "surrogate": {"preset": "fast", "folds": 3, "epochs": 10, "retrain_every": 10},
+              "planner": {"kind": "bayes", "acquisition": "window_probability", "approve": False, "batch_size": 4}}
+    versions = {"labloop": "0.1.0", "tensorflow": "2.21.0"}
+    events = [{"kind": "run", "data": {"versions": versions}}, {"kind": "done", "data": None}]
+    assert _setup_said(config, events) == html.escape(
+        "surrogate: preset fast, 3 fully connected networks (hidden 512-256, relu, 10 epochs) on ECFP4 2048 counts + "
+        "atom pairs 1024 + torsions 1024 + Hückel and size descriptors, trained on the campaign seed's slice of 2000 "
+        "rows of ocelot_chromophore_v1_ie_ea.csv (ie_ev, ea_ev), retrained with the measurements every 10; planner "
+        "bayes (acquisition window_probability, approve false, batch_size 4); software of the last run: labloop "
+        "0.1.0, tensorflow 2.21.0")
+    older = {"kind": "run", "data": {"versions": {**versions, "tensorflow": "2.20.0"}}}
+    assert "; software of the last run (not all its 2 runs: log --json's run events): labloop 0.1.0, tensorflow " \
+           "2.21.0" in html.unescape(_setup_said({**config, "prior": None}, [older, *events]))
+
