@@ -185,6 +185,22 @@ def test_a_campaign_with_a_prior_and_no_planner_is_told_it_proposes_at_random(la
     assert "no such section, so the planner" not in labloop("validate", written, "--dry-run").stderr
 
 
+def test_the_bundled_prior_named_where_it_is_not_is_told_where_labloop_ships_it(labloop, tmp_path, write_campaign):
+    """An example campaign copied out of the repository (or written beside an installed package) names the bundled
+    data by ../data/..., which is not there: validate said "no such file" only (a packaging trial)."""
+    from labloop.data import bundled_path
+
+    campaign = write_campaign(tmp_path, prior=True)
+    settings = yaml.safe_load(campaign.read_text())
+    settings["prior"]["file"] = "../data/ocelot_chromophore_v1_ie_ea.csv"
+    campaign.write_text(yaml.safe_dump(settings, sort_keys=False))
+    proc = labloop("validate", campaign, "--dry-run")
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and (f"prior.file: {tmp_path.parent / 'data' / 'ocelot_chromophore_v1_ie_ea.csv'}: no "
+                                     f"such file; labloop ships this data set: {bundled_path()} (name it by that "
+                                     "path)") in said, said
+
+
 def test_stereoisomers_in_the_library_are_said_with_the_row_they_repeat(labloop, tmp_path, write_campaign):
     """(R)- and (S)-isomers, or cis and trans, are two rows the surrogate's fingerprint cannot tell apart: they got
     one prediction and were both proposed, and enantiomers have one redox potential (a chemist's trial). validate
