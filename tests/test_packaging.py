@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["core", "orchestrator", "orchestrator/cli", "orchestrator/config", "orchestrator/journal",
             "orchestrator/learning", "orchestrator/loop", "surrogate", "planners", "instruments", "protocols", "sim",
-            "data"]
+            "data", "examples"]
 
 
 def test_wheel_installs_and_runs(tmp_path):
@@ -27,6 +27,10 @@ def test_wheel_installs_and_runs(tmp_path):
     assert {f"labloop/orchestrator/dashboard/static/{n}" for n in ("index.html", "dashboard.js", "dashboard.css")} \
         <= set(names)  # the dashboard's page ships inside the package: nothing is fetched at run time
     assert not any(n.startswith(("sim/", "instruments/", "tests/", "labloop/tests/")) for n in names)
+    # the examples `labloop init` writes out, and nothing else of examples/ (a plug-in package, a run's files)
+    assert {n for n in names if n.startswith("labloop/examples/")} == {
+        f"labloop/examples/{n}" for n in ("__init__.py", "campaign.yaml", "lab-grade.yaml", "library.csv",
+                                          "protocols/cv_screen.yaml", "protocols/cv_lab_grade.yaml")}
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # the MIT text the metadata names
 
     site = tmp_path / "site"
@@ -37,6 +41,9 @@ def test_wheel_installs_and_runs(tmp_path):
         f"assert f.__file__.startswith({str(site)!r}), f.__file__\n"
         "assert d.bundled_path().is_file()\n"
         "assert f.featurize(['c1ccccc1']).n_valid == 1\n"
+        f"assert cli.main(['init', {str(tmp_path / 'lab')!r}]) == 0\n"  # the examples, from the package alone
+        f"assert 'file: ' + str(d.bundled_path()) in open({str(tmp_path / 'lab' / 'campaign.yaml')!r}).read()\n"
+        f"assert str(d.bundled_path()).startswith({str(site)!r})\n"
         "raise SystemExit(cli.main(['surrogate', '--help']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},

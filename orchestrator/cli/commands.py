@@ -26,6 +26,7 @@ class Entry:
 _CLI = "labloop.orchestrator.cli"
 
 COMMANDS: dict[str, Entry] = {
+    "init": Entry(f"{_CLI}.init", "init", "Write the example campaigns into a folder, to run and edit."),
     "validate": Entry(f"{_CLI}.campaign", "validate", "Check a campaign file as `run` would, writing nothing."),
     "run": Entry(f"{_CLI}.run", "run", "Run a campaign: propose, measure, learn, until its budget."),
     "resume": Entry(f"{_CLI}.run", "resume", "Continue a stopped campaign from its journal."),

@@ -1,0 +1,73 @@
+"""``labloop init FOLDER``: a folder of example campaigns to start from, written from the copies the package ships.
+
+Why: the examples lived only in a clone of the repository (``examples/``), so a lab that installed labloop as a
+package had no campaign file to dry-run or edit, and a copy of one out of the clone named the prior data by
+``../data/...``, which is not there (a packaging trial). The files written are the repository's examples (two
+campaigns, their library and their protocols), with the prior named by the path of the data labloop ships
+(:func:`labloop.data.bundled_path`) and the commands of their comments naming the folder written. Nothing is
+written over: a folder that holds any of those files is refused whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from labloop.core.files import atomic_write
+from labloop.core.text import shell_word
+from labloop.data import bundled_path
+from labloop.orchestrator import console
+
+log = logging.getLogger(__name__)
+
+#: the files written, by their place in the package's ``labloop.examples`` (the repository's ``examples/``)
+EXAMPLE_FILES = ("campaign.yaml", "lab-grade.yaml", "library.csv", "protocols/cv_screen.yaml",
+                 "protocols/cv_lab_grade.yaml")
+#: how the examples name the bundled prior data, relative to the repository's examples/
+PRIOR_IN_REPOSITORY = "../data/ocelot_chromophore_v1_ie_ea.csv"
+
+
+def example_text(name: str, folder: Path) -> str:
+    """The example file ``name`` as written into ``folder``: the prior named by the bundled data's path, and the
+    comments' ``examples/`` by the folder's."""
+    text = resources.files("labloop.examples").joinpath(name).read_text(encoding="utf-8")
+    if not name.endswith(".yaml") or name.startswith("protocols/"):
+        return text
+    assert PRIOR_IN_REPOSITORY in text, f"{name} names its prior otherwise"
+    return (text.replace(PRIOR_IN_REPOSITORY, str(bundled_path()))
+            .replace(" examples/", f" {shell_word(str(folder).rstrip(os.sep) + os.sep)}"))
+
+
+@click.command(help="Write the example campaigns (a dry-run screen and a lab-grade one), their library and "
+                    "protocols into FOLDER, to run as they are and edit from; nothing is written over.")
+@click.argument("folder", metavar="FOLDER", type=click.Path(path_type=Path))
+def init(folder: Path) -> None:
+    taken = [name for name in EXAMPLE_FILES if (folder / name).exists()]
+    if taken:
+        raise click.BadParameter(f"{folder} holds {', '.join(taken)} already: nothing written (give another folder, "
+                                 "or move those away)", param_hint="FOLDER")
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(f"{folder} is a file", param_hint="FOLDER")
+    if not folder.parent.is_dir():
+        raise click.BadParameter(f"{folder.parent}: no such folder (init makes FOLDER, not its parents)",
+                                 param_hint="FOLDER")
+    written: list[Path] = []
+    try:
+        folder.mkdir(exist_ok=True)
+        for name in EXAMPLE_FILES:
+            with atomic_write(folder / name) as tmp:
+                tmp.write_text(example_text(name, folder), encoding="utf-8")
+            written.append(folder / name)
+    except BaseException:  # a full disk, Ctrl-C: no half a set of examples
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    log.info("wrote %s", ", ".join(map(str, written)))
+    campaign = shell_word(str(folder / "campaign.yaml"))
+    console.out.print(f"wrote {len(written)} files to {folder}: {', '.join(EXAMPLE_FILES)} (the prior data: the copy "
+                      f"labloop ships, {bundled_path()})\nnext: labloop validate {campaign} --dry-run && labloop run "
+                      f"{campaign} --dry-run", markup=False, highlight=False, soft_wrap=True)

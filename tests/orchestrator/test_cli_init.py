@@ -1,0 +1,43 @@
+"""`labloop init FOLDER`: the example campaigns written out from the package, ready to validate and run, nothing
+written over."""
+
+from __future__ import annotations
+
+from labloop.data import bundled_path
+from labloop.orchestrator.cli.init import EXAMPLE_FILES, PRIOR_IN_REPOSITORY
+
+from ..conftest import EXAMPLES
+
+
+def test_init_writes_the_examples_which_validate_where_they_are(labloop, tmp_path):
+    """A lab that installed the package had no example campaign, and one copied out of a clone named its prior by
+    ../data/..., which was not there (a packaging trial)."""
+    folder = tmp_path / "lab"
+    result = labloop("init", folder)
+    assert result.returncode == 0, result.stderr
+    assert f"next: labloop validate {folder / 'campaign.yaml'} --dry-run" in " ".join(result.stdout.split())
+    for name in EXAMPLE_FILES:
+        original, written = (EXAMPLES / name).read_text(), (folder / name).read_text()
+        if name in ("campaign.yaml", "lab-grade.yaml"):  # the prior by the bundled data's path, the comments' folder
+            assert PRIOR_IN_REPOSITORY in original and PRIOR_IN_REPOSITORY not in written
+            assert f"prior: {{file: {bundled_path()}," in written
+            assert f"labloop validate {folder}/{name} --dry-run" in written
+            original = original.replace(PRIOR_IN_REPOSITORY, str(bundled_path())).replace(" examples/", f" {folder}/")
+        assert written == original, name
+    for name in ("campaign.yaml", "lab-grade.yaml"):
+        checked = labloop("validate", folder / name, "--dry-run")
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_init_writes_over_nothing(labloop, tmp_path):
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    (folder / "library.csv").write_text("smiles\nCCO\n")
+    refused = labloop("init", folder)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "holds library.csv already: nothing written" in said, said
+    assert sorted(p.name for p in folder.iterdir()) == ["library.csv"]
+    assert (folder / "library.csv").read_text() == "smiles\nCCO\n"
+    orphan = labloop("init", tmp_path / "nowhere" / "lab")
+    assert orphan.returncode == 2 and "no such folder (init makes FOLDER, not its parents)" in orphan.stderr
+    assert not (tmp_path / "nowhere").exists()
