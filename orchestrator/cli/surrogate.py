@@ -147,12 +147,13 @@ NO_CACHE_PREFIX = "labloop-predictions-"
 
 
 def _cache_writable(root: Path) -> bool:
-    """Whether the prediction cache ``root`` can be made and written; when not, said once with what to do. Why: an
-    unwritable HOME (or ``LABLOOP_CACHE_DIR``) ended predict and screen with "Permission denied (/nonexistent)", which
-    named no cache, where the fingerprint cache costs only its speed-up there (a packaging trial)."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
+    """Whether the prediction cache ``root`` can be made and written, tried where it is or would be made; when not, said
+    once with what to do. Why: an unwritable HOME (or ``LABLOOP_CACHE_DIR``) ended predict and screen with "Permission
+    denied (/nonexistent)", which named no cache, where the fingerprint cache costs only its speed-up there (a
+    packaging trial)."""
+    existing = next(folder for folder in (root, *root.parents) if folder.exists())
+    try:  # in the folder, or where it would be made: nothing is made yet (a scheduler refused writes nothing)
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
         why = exc.strerror or str(exc)
