@@ -10,8 +10,7 @@ Method (docs/protocols.md, "Extracting E1/2 from a noisy CV"):
    1 mV), so the smoothing means the same at any step size;
 3. pick anodic peaks (maxima) on rising sweeps and cathodic peaks (minima) on falling sweeps; a peak
    counts when its prominence clears both a noise threshold and a share of the current span;
-4. take the first wave of the first sweep (a smaller one before it: an impurity's) and pair it with its return
-   peak, the nearest opposite peak on the next sweep;
+4. pair the strongest peak with the strongest opposite peak on a neighbouring sweep (same scan);
 5. locate each peak between the samples: the maximum of a least-squares cubic through the raw points within
    40 mV of the smoothed maximum (:func:`_refine_potential`);
 6. measure a forward peak's current above a straight baseline fitted on the sweep before it, and a return
@@ -466,44 +465,12 @@ def _partner(main: _Peak, peaks: Sequence[_Peak], max_dep_v: float = math.inf,
     return min(partners, key=lambda p: abs(dep(p))) if partners else None
 
 
-#: the least share of the first sweep's largest rise (:func:`_first_wave`) a wave before it must rise by to be the
-#: one measured: an impurity carries a few percent of a sample's current, and the first wave of a molecule oxidised
-#: (reduced) twice one electron at a time rises as much as its second or more (1.06-1.78 times, the simulator's
-#: equal couples 600-150 mV apart), and about half as much as a second wave of twice its current (0.52-0.61)
-FIRST_WAVE_MIN_SHARE = 0.3
-
-
-def _first_wave(peaks: Sequence[_Peak], first_sweep: np.ndarray) -> _Peak | None:
-    """The first wave the scan's first sweep meets that rises by at least :data:`FIRST_WAVE_MIN_SHARE` of the largest
-    rise of a wave on it (a wave's rise: its peak's smoothed current above the least current between the wave before
-    it, or the sweep's start, and its peak), None when the first sweep has no peak. Why: a campaign is after a
-    molecule's first oxidation (reduction), which its IE (EA) predicts, and the most prominent peak was taken: a
-    second wave rides on the first's diffusion tail, so its scipy prominence counts the first wave's current too, and
-    every molecule with two waves in the window, a second oxidation 150-600 mV on, was measured at its second, no
-    flag (an electrochemist's trial)."""
-    own = sorted((p for p in peaks if p.segment == 0), key=lambda p: p.index)
-    if not own:
-        return None
-    along = own[0].direction * first_sweep
-    rises, start = [], 0
-    for peak in own:
-        rises.append(float(along[peak.index] - along[start:peak.index + 1].min()))
-        start = peak.index
-    tallest = max(rises)
-    return next(peak for peak, rise in zip(own, rises, strict=True) if rise >= FIRST_WAVE_MIN_SHARE * tallest)
-
-
-def _pair(v: Voltammogram, segments: list[Segment], peaks: list[_Peak], settings: CVAnalysisSettings
-          ) -> tuple[_Peak | None, _Peak | None]:
-    """(anodic, cathodic) of ``peaks`` (found on ``v``'s sweeps ``segments``): the first sweep's first wave
-    (:func:`_first_wave`), or the most prominent peak where that sweep has none, and its return peak
-    (:func:`_partner`; a slow couple's however far: its dEp says it is irreversible), if any."""
+def _pair(peaks: list[_Peak]) -> tuple[_Peak | None, _Peak | None]:
+    """(anodic, cathodic): the most prominent peak and its return peak (:func:`_partner`; a slow couple's however far:
+    its dEp says it is irreversible), if any."""
     if not peaks:
         return None, None
-    first = segments[0]
-    first_sweep = _smooth(v.current_a[first.index], _window(_step(v, first), first.stop - first.start + 1, settings),
-                          settings)
-    main = _first_wave(peaks, first_sweep) or max(peaks, key=lambda p: p.prominence_a)
+    main = max(peaks, key=lambda p: p.prominence_a)
     partner = _partner(main, peaks)
     return (main, partner) if main.direction > 0 else (partner, main)
 
@@ -552,7 +519,7 @@ def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, r
     flags: set[CVFlag] = {CVFlag.OVERLOAD} if v.any_overload else set()
     sigma = _noise_sigma(v, segments)
     peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm)) if segments else []
-    anodic, cathodic = _pair(v, segments, peaks, settings)
+    anodic, cathodic = _pair(peaks)
     rising = _rising_into_vertex(v, segments, sigma, settings) if segments else {}
     bounds = []
     if anodic is None and 1 in rising:
@@ -598,8 +565,7 @@ def inverted_peak_v(v: Voltammogram, settings: CVAnalysisSettings | None = None)
     sigma = _noise_sigma(v, segments)
     if _find_peaks(v, segments, sigma, settings):
         return None
-    mirrored = replace(v, current_a=-v.current_a)
-    anodic, _ = _pair(mirrored, segments, _find_peaks(mirrored, segments, sigma, settings), settings)
+    anodic, _ = _pair(_find_peaks(replace(v, current_a=-v.current_a), segments, sigma, settings))
     return None if anodic is None else anodic.potential_v
 
 

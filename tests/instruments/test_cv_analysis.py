@@ -344,28 +344,6 @@ def test_a_second_couple_keeps_the_straight_return_baseline() -> None:
     assert all(c.ratio == pytest.approx(1.0, abs=0.1) and c.reversibility == "reversible" for c in couples), couples
 
 
-@pytest.mark.parametrize("apart_v", [0.2, 0.3, 0.6])
-@pytest.mark.parametrize("species", ["reduced", "oxidized"])
-def test_a_molecule_with_two_waves_is_measured_at_its_first(apart_v: float, species: str) -> None:
-    """A molecule oxidised (reduced) twice in the window was measured at its second wave, no flag: the most prominent
-    peak was taken, and a second wave's prominence counts the first's diffusion tail (an electrochemist's trial). The
-    first wave is the one a campaign is after; a small wave before it (an impurity's) is passed over."""
-    direction = 1 if species == "reduced" else -1  # of the first sweep: an oxidation scan starts anodic
-    first, second = 0.0, direction * apart_v
-    params = CVParams(e_begin_v=-direction * 0.4, e_vertex1_v=second + direction * 0.4, e_vertex2_v=-direction * 0.4,
-                      scan_rate_v_s=0.1, e_step_v=0.002)
-
-    def measured(first_mm: float, second_mm: float) -> float:
-        result = analyze_cv(simulate_cell([CellParams(e0_v=first, conc_mm=first_mm, species=species),
-                                           CellParams(e0_v=second, conc_mm=second_mm, species=species)], params))
-        assert result.flags == frozenset() and 0.05 < result.dep_v < 0.065, result
-        return result.e_half_v
-
-    assert measured(1.0, 1.0) == pytest.approx(first, abs=0.005)  # one electron each
-    assert measured(1.0, 2.0) == pytest.approx(first, abs=0.005)  # a second wave of twice the current
-    assert measured(0.1, 1.0) == pytest.approx(second, abs=0.005)  # an impurity's wave before the molecule's
-
-
 @pytest.mark.parametrize("apart_v", [0.15, 0.2, 0.3, 0.45])
 def test_two_oxidations_in_one_scan_are_each_paired_with_their_own_return(apart_v: float) -> None:
     """Two oxidations (an EE couple, an impurity's wave) were paired across the waves: an E1/2 between them, dEp
