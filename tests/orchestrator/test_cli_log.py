@@ -544,7 +544,9 @@ def test_log_says_what_a_live_run_does_now_and_when_it_may_end(labloop, tmp_path
         journal.add_event("run", "run started (dry run on emulators)")
         ids = journal.record_proposals([Proposal(s) for s in ("CCO", "CCN", "CCC", NEAR, FAR)], step=0,
                                        planner="random")
-        for eid, start, lasted in zip(ids, (0, 300, 600), (200, 250, 400), strict=False):  # median 250 s
+        # finished at 200, 550 and 1000 s: the pace is the time between finishes, the first's from its start (the
+        # whole loop's: the experiments alone said 8 s left 194 s from the end, a long-campaign trial): median 350 s
+        for eid, start, lasted in zip(ids, (0, 300, 600), (200, 250, 400), strict=False):
             _lasting(journal, clock, eid, start, lasted)
         retrained = clock.at(1000)
         journal.add_event("retrain", "retraining round 1 on 3 measurements started",
@@ -562,11 +564,11 @@ def test_log_says_what_a_live_run_does_now_and_when_it_may_end(labloop, tmp_path
                                "attempt": 1, "since": clock.at(1010),
                                "action": {"command": "cv", "instrument": "potentiostat", "step": 1, "since": cv}}
     assert progress["retraining"] == {"round": 1, "n_measurements": 3, "since": retrained}
-    assert progress["eta_s"] == 7 * 250 and progress["eta"]["median_s"] == 250 and progress["eta"]["pace_of"] == 3
+    assert progress["eta_s"] == 7 * 350 and progress["eta"]["median_s"] == 350 and progress["eta"]["pace_of"] == 3
     assert progress["eta"]["experiments_left"] == 7 and progress["eta"]["max_hours_at"] is None
     assert (f"now: experiment {ids[3]} o-toluidine ({NEAR}): cv on potentiostat since {local_time(cv)}; retraining "
-            f"model (round 1, since {local_time(retrained)}); about 29 min 10 s left at the recent pace (median 4 min "
-            "10 s per experiment of the last 3; an estimate)") in header, header
+            f"model (round 1, since {local_time(retrained)}); about 40 min 50 s left at the recent pace (median 5 min "
+            "50 s per experiment of the last 3; an estimate)") in header, header
 
     with Journal.open(campaign.store) as journal:  # the retrain's model: no longer retraining
         journal.add_model_version(3, {})
@@ -634,10 +636,11 @@ def test_a_live_run_that_waits_says_for_what_and_max_hours_is_said_when_it_comes
         deadline = (datetime.fromisoformat(campaign_created := journal.campaign_info().created_at)
                     + timedelta(hours=1)).isoformat(timespec="milliseconds")
         assert campaign_created == clock.at(0)
-        # 3 left at 5 min each: 15 min, past the hour's last 10 min
-        assert eta == {"seconds": 900, "median_s": 300, "pace_of": 3, "experiments_left": 3,
+        # finished at 400, 800 and 1300 s (the first began at 100): 300, 400 and 500 s apart; 3 left at 400 s each:
+        # 20 min, past the hour's last 10 min
+        assert eta == {"seconds": 1200, "median_s": 400, "pace_of": 3, "experiments_left": 3,
                        "max_hours_at": deadline, "first": "max_hours"}
-        assert live_line(now()).endswith("about 15 min 0 s left at the recent pace (median 5 min 0 s per experiment "
+        assert live_line(now()).endswith("about 20 min 0 s left at the recent pace (median 6 min 40 s per experiment "
                                          "of the last 3; an estimate), but budget.max_hours stops the run first, at "
                                          f"{local_time(deadline)}")
 
@@ -653,15 +656,15 @@ def test_the_eta_of_a_zero_latency_dry_run_says_under_a_second(tmp_path, write_c
     with Journal.create(campaign.store, campaign) as journal, sole_runner(campaign.store):
         journal.add_event("run", "run started (dry run on emulators)")
         ids = journal.record_proposals([Proposal(s) for s in ("CCO", "CCN", "CCC")], step=0, planner="random")
-        for n, eid in enumerate(ids):
-            _lasting(journal, clock, eid, 10 + n, 0.004)
+        for n, eid in enumerate(ids):  # one after the other, 4 ms each
+            _lasting(journal, clock, eid, 10 + 0.004 * n, 0.004)
         eta = snapshot(journal)["progress"]["eta"]
         assert (eta["median_s"], eta["experiments_left"]) == (pytest.approx(0.004), 37)
         assert live_line(snapshot(journal)["progress"]).endswith(
             "; under 1 s left at the recent pace (median under 1 s per experiment of the last 3; an estimate)")
         for n, eid in enumerate(journal.record_proposals([Proposal(s) for s in ("CCCC", "CCCO", "CCCN")], step=1,
                                                          planner="random")):
-            _lasting(journal, clock, eid, 20 + n, 0.4)
+            _lasting(journal, clock, eid, 10.012 + 0.4 * n, 0.4)
         assert live_line(snapshot(journal)["progress"]).endswith(  # 34 left at 0.202 s (the median of 6)
             "; about 7 s left at the recent pace (median under 1 s per experiment of the last 6; an estimate)")
 

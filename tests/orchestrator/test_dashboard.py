@@ -961,7 +961,8 @@ def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, wr
         journal.add_event("run", "run started (dry run on emulators)")
         ids = journal.record_proposals([_Proposal(s) for s in ("CCO", "CCN", "CCC", "Cc1ccccc1N")], step=0,
                                        planner="random")
-        for eid, begun, lasted in zip(ids, (0, 300, 600), (200, 250, 400), strict=False):  # median 250 s
+        # finished at 200, 550 and 1000 s: 200 (from the first's start), 350 and 450 s apart, median 350 s
+        for eid, begun, lasted in zip(ids, (0, 300, 600), (200, 250, 400), strict=False):
             _at(monkeypatch, start, begun)
             journal.start_experiment(eid)
             _measure_only(journal, eid)
@@ -984,7 +985,7 @@ def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, wr
                                                          f"potentiostat since {_in_kolkata(cv)} UTC+5:30")
             assert _text(browser, "#run-now li.retraining") == (f"retraining model (round 1, since "
                                                                 f"{_in_kolkata(retrained)} UTC+5:30)")
-            assert _text(browser, "#run-now li.eta") == ("about 29 min 10 s left at the recent pace (median 4 min 10 s "
+            assert _text(browser, "#run-now li.eta") == ("about 40 min 50 s left at the recent pace (median 5 min 50 s "
                                                          "per experiment of the last 3; an estimate)")
             assert browser.execute_script("return window.__xss") is None  # the name is text, never markup
             assert not browser.find_elements(By.CSS_SELECTOR, "#run-now img, #run-now script")
@@ -1025,10 +1026,10 @@ def test_the_pages_eta_of_a_zero_latency_dry_run_says_under_a_second(tmp_path, w
         journal.add_event("run", "run started (dry run on emulators)")
         for n, eid in enumerate(journal.record_proposals([_Proposal(s) for s in ("CCO", "CCN", "CCC")], step=0,
                                                          planner="random")):
-            _at(monkeypatch, start, 10 + n)
+            _at(monkeypatch, start, 10 + 0.004 * n)  # one after the other, 4 ms each
             journal.start_experiment(eid)
             _measure_only(journal, eid)
-            _at(monkeypatch, start, 10 + n + 0.004)
+            _at(monkeypatch, start, 10 + 0.004 * (n + 1))
             journal.finish_experiment(eid)
     said = "under 1 s left at the recent pace (median under 1 s per experiment of the last 3; an estimate)"
     with sole_runner(campaign.store):  # a run holds the journal
