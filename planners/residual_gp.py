@@ -122,6 +122,10 @@ LEARNERS: dict[str, tuple[str, ...]] = {
 SIZE_GRID = 201
 #: hyperparameters are refitted on every measurement up to this many, then less often (:func:`hyper_prefix`)
 HYPER_EVERY_FROM = 24
+#: hyperparameters are fitted on at most this many measurements (the first): a fit of the four learners on all of
+#: 2,000 took 3 minutes per model output at each step of the sequence and on every resume and `labloop candidates`
+#: (a long-campaign trial), and eight hyperparameters are well set by a few hundred measurements
+HYPER_AT_MOST = 400
 #: jitter (V^2) added to the covariance's diagonal: numerical safety only
 JITTER = 1e-8
 #: expectation-propagation sweeps over the bounds (:func:`censored_sites`), and the damping of each update
@@ -545,14 +549,15 @@ def _fit(learner: str, hyper: Hyper, r: np.ndarray, d: np.ndarray, tanimoto: np.
 
 def hyper_prefix(n: int) -> int:
     """How many of ``n`` measurements (the first ones) the hyperparameters are fitted on: all up to
-    :data:`HYPER_EVERY_FROM`, then the largest of a sequence growing by a quarter each time. Why: fitting
+    :data:`HYPER_EVERY_FROM`, then the largest of a sequence growing by a quarter each time, up to
+    :data:`HYPER_AT_MOST`. Why: fitting
     them is the costly part (an optimisation of a few hundred Cholesky factorisations) and they change
     slowly; a prefix keeps the fit a pure function of the observations and lets it be reused between
     proposals (the posterior and the leave-one-out scores always use all measurements)."""
     if n <= HYPER_EVERY_FROM:
         return n
     size = HYPER_EVERY_FROM
-    while int(size * 1.25) <= n:
+    while int(size * 1.25) <= min(n, HYPER_AT_MOST):
         size = int(size * 1.25)
     return size
 
