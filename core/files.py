@@ -50,6 +50,24 @@ def atomic_write(path: Path) -> Iterator[Path]:
         raise
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else its nearest existing parent: where making ``path`` would begin."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
+def cannot_create_in(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` (``no write permission``, the system's reason), None when one can: tried
+    by making an unnamed one, since permissions alone miss a folder nothing is created in (/proc, even for root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # O_TMPFILE where the system has it: no name appears
+            pass
+    except PermissionError:
+        return "no write permission"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def moved_along(path: Path, old_dir: Path, new_dir: Path) -> Path | None:
     """Where ``path`` (absolute, recorded while ``old_dir`` was where it was) is now if it moved or was copied with
     that folder (``old_dir`` -> ``new_dir``, everything kept where it was relative to it); None if nothing is

@@ -72,7 +72,7 @@ from labloop.orchestrator.journal.view import (
     snapshot,
 )
 from labloop.planners.base import bound_fields
-from labloop.surrogate.presets import get_preset
+from labloop.surrogate.presets import PRESETS, get_preset
 from labloop.surrogate.screening import rule_of
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,6 @@ def _write(journal: Journal, directory: Path) -> None:
     if protocol_file is not None:  # the campaign file names it: a referee needs its steps as run too
         with _writing(directory / PROTOCOL_YAML):
             (directory / PROTOCOL_YAML).write_text(_protocol_copy(protocol_file, protocol["steps"]))
-    cell = f"{_cell_said(config)}</p>\n<p>{_setup_said(config, snap['events'])}"  # two paragraphs
     with _writing(directory / "index.html"):
         (directory / "index.html").write_text(_html(snap, calibrations, directory,
                                                     _best_table(snap, records, offset_v), _lab_table(lab_rows), check,
@@ -304,7 +303,8 @@ def _write(journal: Journal, directory: Path) -> None:
                                                                 else shared[1], comments=0 if shared is None
                                                                 else shared[2],
                                                                 protocol_file=protocol_file),
-                                                    _failures_table(failures), cell))
+                                                    _failures_table(failures), _cell_said(config),
+                                                    _setup_said(config, snap["events"])))
 
 
 #: the campaign file as run, which the journal keeps verbatim (its ``source_yaml``), written beside the page with its
@@ -414,7 +414,9 @@ def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
     a referee writing a paper's methods found the network, its features and its training data only in the campaign
     file's copy and the docs, and the libraries' versions only in ``log --json``."""
     surrogate, prior, planner = config.get("surrogate") or {}, config.get("prior"), config.get("planner") or {}
-    if prior:
+    if prior and surrogate.get("preset") not in PRESETS:  # a preset this labloop no longer has
+        said = f"surrogate: preset {surrogate.get('preset')}"
+    elif prior:
         preset = get_preset(surrogate["preset"])
         fp, model = preset.fingerprint, preset.model
         features = [f"ECFP{2 * fp.radius} {fp.n_bits} {'counts' if fp.counts else 'bits'}",
@@ -422,11 +424,12 @@ def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
                     *([f"torsions {fp.torsion_bits}"] if fp.torsion_bits else []),
                     *(["Hückel and size descriptors"] if fp.descriptors else [])]
         rows = f"the campaign seed's slice of {prior['rows']} rows" if prior.get("rows") else "every row"
-        said = (f"surrogate: preset {preset.name}, {surrogate['folds']} fully connected networks (hidden "
+        said = (f"surrogate: preset {preset.name} (as this labloop defines it), {surrogate['folds']} fully connected "
+                f"networks (hidden "
                 f"{'-'.join(map(str, model.hidden))}, {model.activation}, {surrogate.get('epochs') or model.epochs} "
                 f"epochs) on {' + '.join(features)}, trained on {rows} of {Path(prior['file']).name} "
                 f"({', '.join(prior['targets'])}), retrained with the measurements every "
-                f"{surrogate['retrain_every']}")
+                f"{surrogate['retrain_every']} measurements")
     else:
         said = "surrogate: none (no prior section)"
     settings = ", ".join(f"{key} {str(value).lower() if isinstance(value, bool) else value}"
@@ -1176,10 +1179,10 @@ def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset
 
 
 def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path, best: str, lab_table: str,
-          check: dict[str, Any] | None, provenance: str, failures: str, cell: str) -> str:
+          check: dict[str, Any] | None, provenance: str, failures: str, cell: str, setup: str) -> str:
     """The report's page; ``best``: :func:`_best_table`'s, ``lab_table``: :func:`_lab_table`'s, ``provenance``:
-    :func:`_provenance`'s, ``failures``: :func:`_failures_table`'s, ``cell``: :func:`_cell_said`'s, each already
-    escaped; ``check``: :func:`interval_check`'s."""
+    :func:`_provenance`'s, ``failures``: :func:`_failures_table`'s, ``cell``: :func:`_cell_said`'s, ``setup``:
+    :func:`_setup_said`'s, each already escaped; ``check``: :func:`interval_check`'s."""
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
@@ -1230,6 +1233,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>
 <p>{provenance}</p>
 <p>{cell}</p>
+<p>{setup}</p>
 <p>{progress['counts']['done']}/{progress['max_experiments']} done ({counts}){hits}</p>
 <p>{esc(model_now)}</p>
 {past}{unsafe}{plots}

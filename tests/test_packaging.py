@@ -42,7 +42,9 @@ def test_wheel_installs_and_runs(tmp_path):
         "assert d.bundled_path().is_file()\n"
         "assert f.featurize(['c1ccccc1']).n_valid == 1\n"
         f"assert cli.main(['init', {str(tmp_path / 'lab')!r}]) == 0\n"  # the examples, from the package alone
-        f"assert 'file: ' + str(d.bundled_path()) in open({str(tmp_path / 'lab' / 'campaign.yaml')!r}).read()\n"
+        f"written = open({str(tmp_path / 'lab' / 'campaign.yaml')!r}).read()\n"
+        "import json\n"
+        "assert 'file: ' + json.dumps(str(d.bundled_path())) in written\n"
         f"assert str(d.bundled_path()).startswith({str(site)!r})\n"
         "raise SystemExit(cli.main(['surrogate', '--help']))\n"
     )
@@ -67,6 +69,12 @@ def test_a_dependency_that_cannot_be_imported_is_said_as_the_environments(tmp_pa
     said = " ".join(proc.stderr.split())
     assert said.startswith("error: a package labloop needs cannot be imported: pyarrow requires NumPy 2.0 or newer, "
                            "found 1.26.4 (") and "pip check" in said and "labloop bug" not in said, said
+    # -vv shows where: the command's module was imported before the group set up logging, and showed nothing
+    verbose = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "-vv", "validate",
+                              str(ROOT / "examples" / "campaign.yaml"), "--dry-run"],
+                             env={**os.environ, "PYTHONPATH": str(tmp_path / "path")}, capture_output=True, text=True,
+                             timeout=300)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and str(broken) in verbose.stderr, verbose.stderr
 
 
 def _anchors(markdown: str) -> set[str]:

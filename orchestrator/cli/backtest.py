@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from labloop.core.files import nearest_existing
 from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan, StoppedEarly
@@ -164,11 +165,11 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
         raise click.BadParameter("planners other than random need the campaign's prior section",
                                  param_hint="--planners")
     if any(k != "random" for k in kinds):  # the prior model is cached beside the store: fail before training
-        folder = check_store_folder(campaign, campaign.located("store"))
+        check_store_folder(campaign, campaign.located("store"))
         cache = models.prior_dir(campaign.store, models.prior_key(campaign))
         if not cache.is_dir():  # a campaign in a folder this user may not write trained for minutes, then failed
-            check_writable(folder, campaign.located("store"), "cache the prior model beside the store (backtest a "
-                           "copy of the campaign in a folder you can write)")
+            check_writable(nearest_existing(cache), campaign.located("store"), "cache the prior model beside the "
+                           "store (backtest a copy of the campaign in a folder you can write)")
     scan = None if no_instruments else engine.campaign_scan(campaign)
     read = potential_table.read_truth(truth_file, column, campaign.library.smiles_column, truth_vs=truth_vs,
                                       ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)

@@ -42,6 +42,17 @@ COMMANDS: dict[str, Entry] = {
 }
 
 
+def _unloadable(name: str, exc: Exception) -> click.Command:
+    """A stand-in for command ``name`` whose module raised ``exc`` on import (a dependency missing or broken), which
+    raises it when run. Why not at once: click resolves the command before the group's callback sets up logging, so
+    ``-vv`` showed no traceback of it (a review)."""
+    def fail() -> None:
+        raise exc
+
+    return click.Command(name, callback=fail, add_help_option=False,
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
 class LazyGroup(click.Group):
     """A click group whose commands are imported from :data:`COMMANDS` when first needed."""
 
@@ -52,7 +63,11 @@ class LazyGroup(click.Group):
         entry = COMMANDS.get(cmd_name)
         if entry is None:
             return None
-        command: click.Command = getattr(importlib.import_module(entry.module), entry.attribute)
+        try:
+            module = importlib.import_module(entry.module)
+        except Exception as exc:  # raised when the command runs, after the group set up logging (-vv)
+            return _unloadable(cmd_name, exc)
+        command: click.Command = getattr(module, entry.attribute)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -10,14 +10,16 @@ written over: a folder that holds any of those files is refused whole.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 from importlib import resources
 from pathlib import Path
 
 import click
 
-from labloop.core.files import atomic_write
+from labloop.core.files import FILE_MODE
 from labloop.core.text import shell_word
 from labloop.data import bundled_path
 from labloop.orchestrator import console
@@ -37,9 +39,25 @@ def example_text(name: str, folder: Path) -> str:
     text = resources.files("labloop.examples").joinpath(name).read_text(encoding="utf-8")
     if not name.endswith(".yaml") or name.startswith("protocols/"):
         return text
-    assert PRIOR_IN_REPOSITORY in text, f"{name} names its prior otherwise"
-    return (text.replace(PRIOR_IN_REPOSITORY, str(bundled_path()))
+    if PRIOR_IN_REPOSITORY not in text:
+        raise RuntimeError(f"the packaged {name} names its prior otherwise")
+    # quoted: a path with a comma, ' #' or a brace ends a YAML flow mapping's value early (a review)
+    return (text.replace(PRIOR_IN_REPOSITORY, json.dumps(str(bundled_path())))
             .replace(" examples/", f" {shell_word(str(folder).rstrip(os.sep) + os.sep)}"))
+
+
+def _create(path: Path, text: str) -> None:
+    """Write ``path`` whole, and only if nothing is there: a file made meanwhile by another hand is kept (linked into
+    place, as Journal.create makes a journal)."""
+    path.parent.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, FILE_MODE)
+        os.link(tmp, path)  # FileExistsError where a file appeared since the check
+    finally:
+        os.unlink(tmp)
 
 
 @click.command(help="Write the example campaigns (a dry-run screen and a lab-grade one), their library and "
@@ -55,16 +73,19 @@ def init(folder: Path) -> None:
     if not folder.parent.is_dir():
         raise click.BadParameter(f"{folder.parent}: no such folder (init makes FOLDER, not its parents)",
                                  param_hint="FOLDER")
+    made = [p for p in (folder, folder / "protocols") if not p.exists()]
     written: list[Path] = []
     try:
         folder.mkdir(exist_ok=True)
         for name in EXAMPLE_FILES:
-            with atomic_write(folder / name) as tmp:
-                tmp.write_text(example_text(name, folder), encoding="utf-8")
+            _create(folder / name, example_text(name, folder))
             written.append(folder / name)
-    except BaseException:  # a full disk, Ctrl-C: no half a set of examples
+    except BaseException:  # a full disk, Ctrl-C, a file made meanwhile: no half a set of examples
         for path in written:
             path.unlink(missing_ok=True)
+        for path in reversed(made):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
         raise
     log.info("wrote %s", ", ".join(map(str, written)))
     campaign = shell_word(str(folder / "campaign.yaml"))

@@ -8,14 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, InputError, InvalidInput, JournalError, Problems, said
+from labloop.core.errors import ConfigError, InputError, InvalidInput, JournalError, Problems
+from labloop.core.files import cannot_create_in, nearest_existing
 from labloop.core.text import plural
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
@@ -51,21 +51,17 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
 
 
 def check_writable(folder: Path, where: str, what: str) -> None:
-    """:class:`ConfigError` at ``where`` saying ``folder``: cannot ``what`` there, when nothing can be created in it,
-    tried as run will: permissions alone miss a folder nothing is created in (/proc, even for root)."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):  # O_TMPFILE where the system has it: no name appears
-            pass
-    except OSError as exc:
-        why = "no write permission" if isinstance(exc, PermissionError) else exc.strerror or said(exc)
-        raise ConfigError(where, f"{folder}: cannot {what} there ({why})") from None
+    """:class:`ConfigError` at ``where`` saying ``folder``: cannot ``what`` there, when nothing can be created in it
+    (:func:`labloop.core.files.cannot_create_in`, as run will make it)."""
+    if (why := cannot_create_in(folder)) is not None:
+        raise ConfigError(where, f"{folder}: cannot {what} there ({why})")
 
 
 def check_store_folder(campaign: Campaign, where: str) -> Path:
     """The nearest existing folder of the campaign's store (where its prior models are cached too);
     :class:`ConfigError` at ``where`` when that is a file."""
     store = campaign.store
-    folder = next(p for p in (store.parent, *store.parent.parents) if p.exists())
+    folder = nearest_existing(store.parent)
     if not folder.is_dir():
         raise ConfigError(where, f"{folder} is a file, so {store} cannot be made")
     return folder

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.core.errors import ClusterLostError, InvalidInput
-from labloop.core.files import atomic_write, remove_orphans, scratch_prefix
+from labloop.core.files import atomic_write, cannot_create_in, nearest_existing, remove_orphans, scratch_prefix
 from labloop.core.text import plural, spreadsheet_safe
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
@@ -151,12 +151,8 @@ def _cache_writable(root: Path) -> bool:
     once with what to do. Why: an unwritable HOME (or ``LABLOOP_CACHE_DIR``) ended predict and screen with "Permission
     denied (/nonexistent)", which named no cache, where the fingerprint cache costs only its speed-up there (a
     packaging trial)."""
-    existing = next(folder for folder in (root, *root.parents) if folder.exists())
-    try:  # in the folder, or where it would be made: nothing is made yet (a scheduler refused writes nothing)
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        why = exc.strerror or str(exc)
+    # in the folder, or where it would be made: nothing is made yet (a scheduler refused writes nothing)
+    if (why := cannot_create_in(nearest_existing(root))) is not None:
         console.err.print(console.printable(f"warning: the prediction cache {root} cannot be written ({why}): "
                                             "predicting without it, as --no-cache does (LABLOOP_CACHE_DIR names "
                                             "another folder)"), markup=False, highlight=False, soft_wrap=True)

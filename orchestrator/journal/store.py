@@ -1206,26 +1206,31 @@ class Journal:
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
+            self._unfix()
             try:
                 return self._conn.execute(sql, args).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise journal_error(self.path, exc) from None
 
+    def _unfix(self) -> None:
+        """Open again as any reader's a journal read as a fixed file in a folder this user may not write (not on a
+        read-only medium, where nothing can write it) once a run has it open (a ``-wal`` beside it): checked before
+        every read, since a fixed file's reader takes no lock and would read pages the run's checkpoint is writing,
+        and the dashboard of a finished campaign would never have shown its resume."""
+        if not self._fixed or not _wal_of(self.path).exists() or _read_only_file_system(self.path):
+            return
+        try:
+            conn, self._fixed = _connect(self.path, readonly=True)
+        except sqlite3.DatabaseError as exc:
+            raise journal_error(self.path, exc) from None
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._conn.close()
+        self._conn = conn
+        log.info("%s: a run has the journal open: read as it writes", self.path)
+
     def data_version(self) -> int:
-        """Changes whenever another connection commits (cheap polling for ``log --follow`` and the dashboard). A
-        journal read as a fixed file is opened again as any reader's once a run has it open (a ``-wal`` beside it):
-        the dashboard and ``log --follow`` of a finished campaign would never have shown its resume."""
-        with self._lock:
-            if self._fixed and _wal_of(self.path).exists():
-                try:
-                    conn, self._fixed = _connect(self.path, readonly=True)
-                except sqlite3.DatabaseError as exc:
-                    raise journal_error(self.path, exc) from None
-                conn.execute("PRAGMA foreign_keys = ON")
-                self._conn.close()
-                self._conn = conn
-                log.info("%s: a run has the journal open: read as it writes", self.path)
-            return self._read("PRAGMA data_version")[0][0]
+        """Changes whenever another connection commits (cheap polling for ``log --follow`` and the dashboard)."""
+        return self._read("PRAGMA data_version")[0][0]
 
     def extend_budget(self, max_experiments: int) -> None:
         """Set the campaign's ``budget.max_experiments`` (``labloop resume --max-experiments``): the stored

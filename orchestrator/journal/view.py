@@ -85,7 +85,8 @@ def snapshot(journal: Journal) -> dict[str, Any]:
                 # the first batch, unless the lab's past measurements calibrated it
                 "uncalibrated": experiment.mu is not None and experiment.step == 0 and past is None,
                 "protocol_conditions": {k: v for k, v in protocol.items() if k not in experiment.conditions},
-                "scan_rate_v_s": measured_at(experiment.conditions, protocol)}
+                # the rate it ran at: none before it ran
+                "scan_rate_v_s": measured_at(experiment.conditions, protocol) if experiment.started_at else None}
 
     progress = {
         "run_active": being_run(journal.path),  # a process holds the runner lock right now

@@ -3,6 +3,10 @@ written over."""
 
 from __future__ import annotations
 
+import json
+
+import yaml
+
 from labloop.data import bundled_path
 from labloop.orchestrator.cli.init import EXAMPLE_FILES, PRIOR_IN_REPOSITORY
 
@@ -20,9 +24,12 @@ def test_init_writes_the_examples_which_validate_where_they_are(labloop, tmp_pat
         original, written = (EXAMPLES / name).read_text(), (folder / name).read_text()
         if name in ("campaign.yaml", "lab-grade.yaml"):  # the prior by the bundled data's path, the comments' folder
             assert PRIOR_IN_REPOSITORY in original and PRIOR_IN_REPOSITORY not in written
-            assert f"prior: {{file: {bundled_path()}," in written
+            # quoted: a path with a comma or ' #' ends a YAML flow mapping's value early (a review)
+            assert f"prior: {{file: {json.dumps(str(bundled_path()))}," in written
+            assert yaml.safe_load(written)["prior"]["file"] == str(bundled_path())
             assert f"labloop validate {folder}/{name} --dry-run" in written
-            original = original.replace(PRIOR_IN_REPOSITORY, str(bundled_path())).replace(" examples/", f" {folder}/")
+            original = (original.replace(PRIOR_IN_REPOSITORY, json.dumps(str(bundled_path())))
+                        .replace(" examples/", f" {folder}/"))
         assert written == original, name
     for name in ("campaign.yaml", "lab-grade.yaml"):
         checked = labloop("validate", folder / name, "--dry-run")

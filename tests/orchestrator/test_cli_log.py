@@ -9,7 +9,9 @@ import json
 import os
 import queue
 import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -330,10 +332,16 @@ def test_a_journal_on_a_read_only_file_system_is_read(labloop, store, tmp_path):
         subprocess.run(["umount", "--lazy", str(archive)], check=True)  # even if a failed check left it busy
 
 
+#: how long the parent waits for the child of :func:`_as_nobody` at each exchange before it kills it (s): never reached
+#: unless the child hangs, which would otherwise hang the suite
+CHILD_DEADLINE_S = 120
+
+
 def _as_nobody(work, *steps):
     """Run ``work(say, wait)`` in a forked child as the unprivileged user 65534 and return what it said (one line per
     ``say(text)``); the parent runs ``steps`` in order, each while the child waits in ``wait()``. Why a fork: root may
-    write anywhere, and the interpreter may lie where another user cannot run it."""
+    write anywhere, and the interpreter may lie where another user cannot run it. A child silent for
+    :data:`CHILD_DEADLINE_S` is killed, and its lines end with ``child killed``."""
     said_r, said_w = os.pipe()
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -343,7 +351,9 @@ def _as_nobody(work, *steps):
         try:
             for end in (said_r, ready_r, go_w):
                 os.close(end)
-            os.setgroups([]), os.setgid(65534), os.setuid(65534)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
 
             def wait() -> None:
                 os.write(ready_w, b"r")
@@ -357,20 +367,37 @@ def _as_nobody(work, *steps):
             os._exit(code)
     for end in (said_w, ready_w, go_r):
         os.close(end)
+    lines, killed = b"", False
+
+    def read_until(fd: int) -> bytes:  # what ``fd`` gives next, reading the child's lines meanwhile; b"" at its end
+        nonlocal lines, killed
+        while True:
+            ready, _, _ = select.select([fd, said_r] if fd != said_r else [said_r], [], [], CHILD_DEADLINE_S)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+                return b""
+            if said_r in ready and fd != said_r:
+                lines += os.read(said_r, 65536)
+            if fd in ready:
+                return os.read(fd, 65536)
+
     try:
         for step in steps:
-            if not os.read(ready_r, 1):  # the child ended early: what it said tells why
+            if not read_until(ready_r):  # the child ended early (what it said tells why) or hung
                 break
             step()
-            os.write(go_w, b"g")
-    finally:
-        os.close(go_w)
-        lines = b""
-        while chunk := os.read(said_r, 65536):
+            try:
+                os.write(go_w, b"g")
+            except BrokenPipeError:  # the child ended meanwhile: what it said tells why
+                break
+        while chunk := read_until(said_r):
             lines += chunk
-        os.close(said_r), os.close(ready_r)
+    finally:
+        for end in (go_w, said_r, ready_r):
+            os.close(end)
         os.waitpid(pid, 0)
-    return lines.decode().splitlines()
+    return lines.decode().splitlines() + (["child killed"] if killed else [])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="reads as another user: root only")
