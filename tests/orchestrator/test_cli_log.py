@@ -571,8 +571,8 @@ def test_log_says_what_a_live_run_does_now_and_when_it_may_end(labloop, tmp_path
         journal.add_event("run", "run started (dry run on emulators)")
         ids = journal.record_proposals([Proposal(s) for s in ("CCO", "CCN", "CCC", NEAR, FAR)], step=0,
                                        planner="random")
-        # finished at 200, 550 and 1000 s: the pace is the time between finishes, the first's from its start (the
-        # whole loop's: the experiments alone said 8 s left 194 s from the end, a long-campaign trial): median 350 s
+        # finished at 200, 550 and 1000 s: the pace is the mean time between finishes, the first's from its start (the
+        # whole loop's: the experiments alone said 8 s left 194 s from the end, a long-campaign trial): 1000 / 3 s
         for eid, start, lasted in zip(ids, (0, 300, 600), (200, 250, 400), strict=False):
             _lasting(journal, clock, eid, start, lasted)
         retrained = clock.at(1000)
@@ -591,11 +591,12 @@ def test_log_says_what_a_live_run_does_now_and_when_it_may_end(labloop, tmp_path
                                "attempt": 1, "since": clock.at(1010),
                                "action": {"command": "cv", "instrument": "potentiostat", "step": 1, "since": cv}}
     assert progress["retraining"] == {"round": 1, "n_measurements": 3, "since": retrained}
-    assert progress["eta_s"] == 7 * 350 and progress["eta"]["median_s"] == 350 and progress["eta"]["pace_of"] == 3
+    assert progress["eta"]["pace_s"] == pytest.approx(1000 / 3) and progress["eta"]["pace_of"] == 3
+    assert progress["eta_s"] == pytest.approx(7 * 1000 / 3)
     assert progress["eta"]["experiments_left"] == 7 and progress["eta"]["max_hours_at"] is None
     assert (f"now: experiment {ids[3]} o-toluidine ({NEAR}): cv on potentiostat since {local_time(cv)}; retraining "
-            f"model (round 1, since {local_time(retrained)}); about 40 min 50 s left at the recent pace (median 5 min "
-            "50 s per experiment of the last 3; an estimate)") in header, header
+            f"model (round 1, since {local_time(retrained)}); about 38 min 53 s left at the recent pace (5 min 33 s "
+            "per experiment, the mean of the last 3; an estimate)") in header, header
 
     with Journal.open(campaign.store) as journal:  # the retrain's model: no longer retraining
         journal.add_model_version(3, {})
@@ -665,11 +666,35 @@ def test_a_live_run_that_waits_says_for_what_and_max_hours_is_said_when_it_comes
         assert campaign_created == clock.at(0)
         # finished at 400, 800 and 1300 s (the first began at 100): 300, 400 and 500 s apart; 3 left at 400 s each:
         # 20 min, past the hour's last 10 min
-        assert eta == {"seconds": 1200, "median_s": 400, "pace_of": 3, "experiments_left": 3,
+        assert eta == {"seconds": 1200, "pace_s": 400, "pace_of": 3, "experiments_left": 3,
                        "max_hours_at": deadline, "first": "max_hours"}
-        assert live_line(now()).endswith("about 20 min 0 s left at the recent pace (median 6 min 40 s per experiment "
-                                         "of the last 3; an estimate), but budget.max_hours stops the run first, at "
-                                         f"{local_time(deadline)}")
+        assert live_line(now()).endswith("about 20 min 0 s left at the recent pace (6 min 40 s per experiment, the "
+                                         "mean of the last 3; an estimate), but budget.max_hours stops the run "
+                                         f"first, at {local_time(deadline)}")
+
+
+def test_the_eta_leaves_out_the_time_a_stop_and_resume_fall_in():
+    """The pace is the mean time between finishes: a retrain or a proposal counts as often as it comes (a median
+    dropped them, a newcomer's trial: "about 4 s left" 30 s from the end), but a stop and resume (a run's start
+    between two finishes) is no part of it."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from labloop.orchestrator.journal.view import _eta
+
+    start = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+
+    def at(seconds: float) -> str:
+        return (start + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+    finishes = (10, 20, 30, 60, 70, 5000, 5010)  # a retrain before the 4th; a stop and a resume before the 6th
+    done = [SimpleNamespace(id=n, status=State.DONE, started_at=at(0 if n == 0 else finishes[n - 1] + 1),
+                            finished_at=at(f))
+            for n, f in enumerate(finishes)]
+    events = [{"kind": "run", "time": at(0)}, {"kind": "run", "time": at(4990)}]
+    eta = _eta(done, {"max_experiments": 17}, at(0), events)
+    assert eta["pace_of"] == 6 and eta["pace_s"] == pytest.approx((10 + 10 + 10 + 30 + 10 + 10) / 6)
+    assert eta["seconds"] == pytest.approx(10 * 80 / 6)
 
 
 def test_the_eta_of_a_zero_latency_dry_run_says_under_a_second(tmp_path, write_campaign, monkeypatch):
@@ -686,14 +711,14 @@ def test_the_eta_of_a_zero_latency_dry_run_says_under_a_second(tmp_path, write_c
         for n, eid in enumerate(ids):  # one after the other, 4 ms each
             _lasting(journal, clock, eid, 10 + 0.004 * n, 0.004)
         eta = snapshot(journal)["progress"]["eta"]
-        assert (eta["median_s"], eta["experiments_left"]) == (pytest.approx(0.004), 37)
+        assert (eta["pace_s"], eta["experiments_left"]) == (pytest.approx(0.004), 37)
         assert live_line(snapshot(journal)["progress"]).endswith(
-            "; under 1 s left at the recent pace (median under 1 s per experiment of the last 3; an estimate)")
+            "; under 1 s left at the recent pace (under 1 s per experiment, the mean of the last 3; an estimate)")
         for n, eid in enumerate(journal.record_proposals([Proposal(s) for s in ("CCCC", "CCCO", "CCCN")], step=1,
                                                          planner="random")):
             _lasting(journal, clock, eid, 10.012 + 0.4 * n, 0.4)
-        assert live_line(snapshot(journal)["progress"]).endswith(  # 34 left at 0.202 s (the median of 6)
-            "; about 7 s left at the recent pace (median under 1 s per experiment of the last 6; an estimate)")
+        assert live_line(snapshot(journal)["progress"]).endswith(  # 34 left at 0.202 s (the mean of 6)
+            "; about 7 s left at the recent pace (under 1 s per experiment, the mean of the last 6; an estimate)")
 
 
 def test_the_best_tables_and_measurements_csv_mark_which_are_hits(labloop, store, tmp_path):

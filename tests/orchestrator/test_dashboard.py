@@ -961,7 +961,7 @@ def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, wr
         journal.add_event("run", "run started (dry run on emulators)")
         ids = journal.record_proposals([_Proposal(s) for s in ("CCO", "CCN", "CCC", "Cc1ccccc1N")], step=0,
                                        planner="random")
-        # finished at 200, 550 and 1000 s: 200 (from the first's start), 350 and 450 s apart, median 350 s
+        # finished at 200, 550 and 1000 s: 200 (from the first's start), 350 and 450 s apart, a mean of 1000 / 3 s
         for eid, begun, lasted in zip(ids, (0, 300, 600), (200, 250, 400), strict=False):
             _at(monkeypatch, start, begun)
             journal.start_experiment(eid)
@@ -985,8 +985,8 @@ def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, wr
                                                          f"potentiostat since {_in_kolkata(cv)} UTC+5:30")
             assert _text(browser, "#run-now li.retraining") == (f"retraining model (round 1, since "
                                                                 f"{_in_kolkata(retrained)} UTC+5:30)")
-            assert _text(browser, "#run-now li.eta") == ("about 40 min 50 s left at the recent pace (median 5 min 50 s "
-                                                         "per experiment of the last 3; an estimate)")
+            assert _text(browser, "#run-now li.eta") == ("about 38 min 53 s left at the recent pace (5 min 33 s "
+                                                         "per experiment, the mean of the last 3; an estimate)")
             assert browser.execute_script("return window.__xss") is None  # the name is text, never markup
             assert not browser.find_elements(By.CSS_SELECTOR, "#run-now img, #run-now script")
             _screenshot(browser, tmp_path, "dashboard-now.png")
@@ -1031,7 +1031,7 @@ def test_the_pages_eta_of_a_zero_latency_dry_run_says_under_a_second(tmp_path, w
             _measure_only(journal, eid)
             _at(monkeypatch, start, 10 + 0.004 * (n + 1))
             journal.finish_experiment(eid)
-    said = "under 1 s left at the recent pace (median under 1 s per experiment of the last 3; an estimate)"
+    said = "under 1 s left at the recent pace (under 1 s per experiment, the mean of the last 3; an estimate)"
     with sole_runner(campaign.store):  # a run holds the journal
         with Journal.open(campaign.store, readonly=True) as journal:
             assert live_line(snapshot(journal)["progress"]).endswith(f"; {said}")

@@ -385,8 +385,8 @@ function doing(now) {
 // orchestrator/journal/view.py eta_text says it
 function etaText(eta) {
   const left = Math.round(eta.seconds) <= 0 ? "under 1 s" : `about ${duration(eta.seconds)}`;
-  const median = Math.round(eta.median_s) <= 0 ? "under 1 s" : duration(eta.median_s);
-  let text = `${left} left at the recent pace (median ${median} per experiment of the last ${eta.pace_of}; ` +
+  const pace = Math.round(eta.pace_s) <= 0 ? "under 1 s" : duration(eta.pace_s);
+  let text = `${left} left at the recent pace (${pace} per experiment, the mean of the last ${eta.pace_of}; ` +
     "an estimate)";
   if (eta.max_hours_at) {
     const at = localTime(eta.max_hours_at, true);
