@@ -303,7 +303,7 @@ def _write(journal: Journal, directory: Path) -> None:
                                                                 else shared[1], comments=0 if shared is None
                                                                 else shared[2],
                                                                 protocol_file=protocol_file),
-                                                    _failures_table(failures), _cell_said(config),
+                                                    _failures_table(failures), _cell_said(config, source),
                                                     _setup_said(config, snap["events"])))
 
 
@@ -388,7 +388,7 @@ CELL_DESCRIBED = (("solvent", "solvent"), ("electrolyte", "supporting electrolyt
                   ("working_electrode", "working electrode"), ("counter_electrode", "counter electrode"))
 
 
-def _cell_said(config: dict[str, Any]) -> str:
+def _cell_said(config: dict[str, Any], source: str | None = None) -> str:
     """The page's line of the cell's conditions, already escaped: what the campaign's ``cell:`` describes (or which
     field would say it), the reference electrode (the potentiostat's ``reference`` option) and where it sits vs
     Li/Li+, and the temperature D and k0 were computed at. Why: a chemist's trial found no solvent, electrolyte or
@@ -403,10 +403,23 @@ def _cell_said(config: dict[str, Any]) -> str:
                  "Li/Li+ (cell.reference_offset_v)")
     default_c = Cell.model_fields["temperature_c"].default
     temperature = float(cell.get("temperature_c", default_c))
-    # the default said as one: 25 C read as a temperature measured, beside a solvent "not given" (a referee's trial)
-    default = ", its default unless the campaign file sets it" if temperature == default_c else ""
+    # the default said as one: 25 C read as a temperature measured, beside a solvent "not given" (a referee's trial);
+    # whether the file set it, from the campaign file as run (``source``) where the journal keeps it
+    default = "" if temperature != default_c or _sets_temperature(source) else (
+        ", its default unless the campaign file sets it" if source is None else ", its default: the campaign file "
+        "does not set it")
     parts.append(f"{_number(temperature)} C (cell.temperature_c{default}; D and k0 computed at it)")
     return html.escape("the cell: " + "; ".join(parts))
+
+
+def _sets_temperature(source: str | None) -> bool:
+    """Whether the campaign file as run (None: not kept) writes ``cell.temperature_c``."""
+    try:
+        document = yaml.safe_load(source) if source else None
+    except yaml.YAMLError:
+        return False
+    cell = document.get("cell") if isinstance(document, dict) else None
+    return isinstance(cell, dict) and "temperature_c" in cell
 
 
 def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:

@@ -123,7 +123,7 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     page = (tmp_path / "report" / "index.html").read_text()
     assert ("the cell: solvent acetonitrile; supporting electrolyte 0.1 M LiClO4; working electrode 3 mm glassy carbon "
             "disk; counter electrode Pt wire; reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ (cell.reference_offset_v); "
-            "25 C (cell.temperature_c, its default unless the campaign file sets it; D and k0 computed at it)") in page
+            "25 C (cell.temperature_c; D and k0 computed at it)") in page  # set in the file: said as set (a newcomer)
     # how the planner was set up, and the software (a referee found them only in the campaign file's copy, the docs
     # and log --json); the surrogate's sentence: tests/orchestrator/test_report.py
     setup = " ".join(page.split())
