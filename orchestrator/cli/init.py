@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -35,15 +36,17 @@ PRIOR_IN_REPOSITORY = "../data/ocelot_chromophore_v1_ie_ea.csv"
 
 def example_text(name: str, folder: Path) -> str:
     """The example file ``name`` as written into ``folder``: the prior named by the bundled data's path, and the
-    comments' ``examples/`` by the folder's."""
+    comments' ``examples/...`` by the absolute path of the file in ``folder``."""
     text = resources.files("labloop.examples").joinpath(name).read_text(encoding="utf-8")
     if not name.endswith(".yaml") or name.startswith("protocols/"):
         return text
     if PRIOR_IN_REPOSITORY not in text:
         raise RuntimeError(f"the packaged {name} names its prior otherwise")
     # quoted: a path with a comma, ' #' or a brace ends a YAML flow mapping's value early (a review)
-    return (text.replace(PRIOR_IN_REPOSITORY, json.dumps(str(bundled_path())))
-            .replace(" examples/", f" {shell_word(str(folder).rstrip(os.sep) + os.sep)}"))
+    # the comments' commands by absolute path, each quoted whole: they are run from anywhere, and a folder named
+    # relative to where init ran, or with a space, read wrong there (a newcomer's trial)
+    return re.sub(r" examples/(\S+)", lambda m: " " + shell_word(str(folder.absolute() / m.group(1))),
+                  text.replace(PRIOR_IN_REPOSITORY, json.dumps(str(bundled_path()))))
 
 
 def _create(path: Path, text: str) -> None:

@@ -36,6 +36,15 @@ def test_init_writes_the_examples_which_validate_where_they_are(labloop, tmp_pat
         assert checked.returncode == 0, checked.stderr
 
 
+def test_the_written_comments_name_each_file_whole_wherever_init_ran(labloop, tmp_path, monkeypatch):
+    """`labloop init "../lab with space"` wrote `'../lab with space/'campaign.yaml` into the comments: right only from
+    where init ran, and quoted by halves (a newcomer's trial)."""
+    monkeypatch.chdir(tmp_path)
+    assert labloop("init", "lab with space").returncode == 0
+    written = (tmp_path / "lab with space" / "campaign.yaml").read_text()
+    assert f"labloop validate '{tmp_path}/lab with space/campaign.yaml' --dry-run" in written
+
+
 def test_init_writes_over_nothing(labloop, tmp_path):
     folder = tmp_path / "lab"
     folder.mkdir()
