@@ -442,7 +442,7 @@ def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
                 f"{'-'.join(map(str, model.hidden))}, {model.activation}, {surrogate.get('epochs') or model.epochs} "
                 f"epochs) on {' + '.join(features)}, trained on {rows} of {Path(prior['file']).name} "
                 f"({', '.join(prior['targets'])}), retrained with the measurements every "
-                f"{surrogate['retrain_every']} measurements")
+                f"{surrogate['retrain_every']} done experiments")
     else:
         said = "surrogate: none (no prior section)"
     settings = ", ".join(f"{key} {str(value).lower() if isinstance(value, bool) else value}"

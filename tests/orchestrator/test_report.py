@@ -750,7 +750,7 @@ def test_the_surrogate_and_the_planner_are_said_as_a_methods_section_needs():
         "surrogate: preset fast (as this labloop defines it), 3 fully connected networks (hidden 512-256, relu, 10 "
         "epochs) on ECFP4 2048 counts + atom pairs 1024 + torsions 1024 + Hückel and size descriptors, trained on the "
         "campaign seed's slice of 2000 rows of ocelot_chromophore_v1_ie_ea.csv (ie_ev, ea_ev), retrained with the "
-        "measurements every 10 measurements; planner "
+        "measurements every 10 done experiments; planner "
         "bayes (acquisition window_probability, approve false, batch_size 4); software of the last run: labloop "
         "0.1.0, tensorflow 2.21.0")
     older = {"kind": "run", "data": {"versions": {**versions, "tensorflow": "2.20.0"}}}
