@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -172,8 +173,17 @@ def test_the_recipe_for_a_real_run_beside_served_emulators_runs(site: Path, tmp_
     bin_dir = str(Path(sys.executable).parent)  # this environment's labloop command
     env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ["PATH"]]),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(["bash", "-e", "-c", script], cwd=PLUGIN.parents[1], env=env, capture_output=True,
-                          text=True, timeout=300)
+    # its own process group, killed whole if it overruns: the recipe's trap does not run when bash is killed, and a run
+    # on a loaded machine that timed out left its three emulators serving for an hour
+    with subprocess.Popen(["bash", "-e", "-c", script], cwd=PLUGIN.parents[1], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as recipe:
+        try:
+            stdout, stderr = recipe.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(recipe.pid, signal.SIGKILL)
+            stdout, stderr = recipe.communicate()
+            pytest.fail(f"the recipe took over 300 s: {stdout[-2000:]}{stderr[-2000:]}")
+    proc = subprocess.CompletedProcess(recipe.args, recipe.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "bench: 2/2 experiments done" in proc.stderr, proc.stderr[-3000:]  # the summary, on stderr
     assert proc.stdout.count("Place vial ") == 2 and "Rinse the cell" in proc.stdout
