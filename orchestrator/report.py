@@ -100,7 +100,7 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "attempt", 
 #: hits), so a sort by potential does not mix hits and non-hits unmarked (a PI's audit)
 MEASUREMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "potential_v", "hit", "potential_from",
                        "e_half_v_vs_fc", "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "return_share",
-                       "reversibility", "scan_rate_v_s", "reference",
+                       "reversibility", "scan_rate_v_s", "retried", "reference",
                        "flags", "mu", "sigma", "uncalibrated", *CONDITION_COLUMNS)
 #: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
@@ -797,6 +797,9 @@ def _shown(column: str, value: Any) -> Any:
     :data:`SIGNIFICANT_DIGITS`), and journal text that a spreadsheet would read as a formula quoted."""
     if column == "flags":
         value = "; ".join(value)
+    elif column == "retried":  # what the drivers repeated after faults: potentiostat: InstrumentTimeout x1
+        value = "; ".join(f"{name}: {', '.join(f'{kind} x{n}' for kind, n in kinds.items())}"
+                          for name, kinds in (value or {}).items())
     elif column in CONDITION_COLUMNS:
         value = ";".join(f"{k}={_number(v)}" for k, v in value.items())
     elif isinstance(value, float):

@@ -1337,6 +1337,22 @@ class Journal:
                 for r in (self._checked(row, f"actions row {row['id']}", _ACTION_COLUMNS) for row in
                           self._read("SELECT * FROM actions WHERE experiment_id = ? ORDER BY id", (experiment_id,)))]
 
+    def retried(self) -> dict[int, dict[str, dict[str, int]]]:
+        """What the drivers repeated after faults in each experiment's current attempt, summed over its steps: ``{id:
+        {instrument: {fault type: times}}}`` from its actions' ``retried`` (protocols/executor.py ``_note_repeats``),
+        only experiments that have some. Why: a scan run again after a timeout ran in a cell already scanned part
+        way, and the run said so on its console alone; ``log`` and the report showed nothing (a newcomer's trial)."""
+        found: dict[int, dict[str, dict[str, int]]] = {}
+        for row in self._read("SELECT a.id, a.experiment_id, a.params_json FROM actions a JOIN experiments e ON "
+                              "e.id = a.experiment_id AND e.attempt = a.attempt WHERE a.params_json LIKE "
+                              "'%\"retried\"%' ORDER BY a.id"):
+            params = self._decoded(row["params_json"], f"actions row {row['id']}", "params_json", dict)
+            for name, kinds in (params.get("retried") or {}).items():
+                counts = found.setdefault(row["experiment_id"], {}).setdefault(str(name), {})
+                for kind, times in (kinds or {}).items():
+                    counts[str(kind)] = counts.get(str(kind), 0) + int(times)
+        return found
+
     def sample_ids(self) -> dict[int, str]:
         """The sample id (the vial's label) each experiment's last ``load_sample`` loaded, by experiment id. Why: the
         vial is what a chemist holds, and no output named it, so results could not be matched to vials (a chemist's

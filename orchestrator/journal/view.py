@@ -66,6 +66,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     protocol = _protocol_conditions(steps)
     names = library_names(config.get("library") or {})
     vials = journal.sample_ids()
+    retried = journal.retried()
     events = [_without_raw(asdict(e)) for e in journal.events()]
     # the lab's measurements from before the campaign: counted apart from its experiments (the budget, done and hits
     # are the campaign's own), what the past_measurements event says
@@ -86,7 +87,9 @@ def snapshot(journal: Journal) -> dict[str, Any]:
                 "uncalibrated": experiment.mu is not None and experiment.step == 0 and past is None,
                 "protocol_conditions": {k: v for k, v in protocol.items() if k not in experiment.conditions},
                 # the rate it ran at: none before it ran
-                "scan_rate_v_s": measured_at(experiment.conditions, protocol) if experiment.started_at else None}
+                "scan_rate_v_s": measured_at(experiment.conditions, protocol) if experiment.started_at else None,
+                # what its drivers repeated after faults (a scan run again in a cell scanned part way): None for none
+                "retried": retried.get(experiment.id)}
 
     progress = {
         "run_active": being_run(journal.path),  # a process holds the runner lock right now

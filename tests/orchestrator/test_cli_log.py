@@ -434,6 +434,30 @@ def test_a_journal_in_a_folder_this_user_cannot_write_is_read(store):
         shutil.rmtree(shared)
 
 
+def test_what_the_drivers_repeated_after_faults_is_said_per_experiment(labloop, tmp_path):
+    """A scan the driver ran again after a timeout ran in a cell already scanned part way (its peak currents may read
+    low); the run said so on its console alone, and log --json and the report showed nothing (a newcomer's trial)."""
+    path = tmp_path / "retried.db"
+    with Journal.create(path, load_campaign(EXAMPLE)) as journal:
+        ids = journal.record_proposals([Proposal(s) for s in (BEST, NEAR)], step=0, planner="random")
+        for eid, retried in zip(ids, ({"potentiostat": {"InstrumentTimeout": 1, "GarbledLine": 2}}, None),
+                                strict=True):
+            journal.start_experiment(eid)
+            action = journal.start_action(eid, 1, "potentiostat", "cv", {"scan_rate_v_s": 0.1})
+            journal.finish_action(action, "ok", {"scan_rate_v_s": 0.1, **({"retried": retried} if retried else {})})
+            v = simulate_cv(*random_couple(np.random.default_rng(eid)), np.random.default_rng(eid))
+            journal.record_raw(eid, v)
+            journal.record_measurement(eid, analyze_cv(v), 4.55)
+            journal.finish_experiment(eid)
+    rows = {e["id"]: e for e in json.loads(labloop("log", path, "--json").stdout)["experiments"]}
+    assert rows[ids[0]]["retried"] == {"potentiostat": {"InstrumentTimeout": 1, "GarbledLine": 2}}
+    assert rows[ids[1]]["retried"] is None
+    assert labloop("report", path, "-o", tmp_path / "report").returncode == 0
+    with (tmp_path / "report" / "measurements.csv").open() as handle:
+        said = {int(r["id"]): r["retried"] for r in csv.DictReader(handle)}
+    assert said == {ids[0]: "potentiostat: GarbledLine x2, InstrumentTimeout x1", ids[1]: ""}  # as journalled: sorted
+
+
 def test_vetoes_are_counted_apart_from_failures(labloop, tmp_path):
     """The header read "failed 3" for 2 vetoes and 1 experiment that really failed (an operator's trial counted 8 of
     9 as vetoes): vetoes are counted apart in the header and the report; ``--json`` keeps ``counts.failed`` (the
