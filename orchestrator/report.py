@@ -388,7 +388,7 @@ CELL_DESCRIBED = (("solvent", "solvent"), ("electrolyte", "supporting electrolyt
                   ("working_electrode", "working electrode"), ("counter_electrode", "counter electrode"))
 
 
-def _cell_said(config: dict[str, Any], source: str | None = None) -> str:
+def _cell_said(config: dict[str, Any], source: str | None) -> str:
     """The page's line of the cell's conditions, already escaped: what the campaign's ``cell:`` describes (or which
     field would say it), the reference electrode (the potentiostat's ``reference`` option) and where it sits vs
     Li/Li+, and the temperature D and k0 were computed at. Why: a chemist's trial found no solvent, electrolyte or
@@ -438,9 +438,9 @@ def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
                     *(["Hückel and size descriptors"] if fp.descriptors else [])]
         rows = f"the campaign seed's slice of {prior['rows']} rows" if prior.get("rows") else "every row"
         said = (f"surrogate: preset {preset.name} (as this labloop defines it), {surrogate['folds']} fully connected "
-                f"networks (hidden "
-                f"{'-'.join(map(str, model.hidden))}, {model.activation}, {surrogate.get('epochs') or model.epochs} "
-                f"epochs) on {' + '.join(features)}, trained on {rows} of {Path(prior['file']).name} "
+                f"networks (hidden {'-'.join(map(str, model.hidden))}, {model.activation}, "
+                f"{surrogate.get('epochs') or model.epochs} epochs) on {' + '.join(features)}, trained on {rows} of "
+                f"{Path(prior['file']).name} "
                 f"({', '.join(prior['targets'])}), retrained with the measurements every "
                 f"{surrogate['retrain_every']} done experiments")
     else:

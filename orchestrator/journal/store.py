@@ -537,7 +537,7 @@ def _connect(path: Path, readonly: bool) -> tuple[sqlite3.Connection, bool]:
     ``-wal``/``-shm`` files it makes, so ``labloop log`` of a finished journal left two empty files beside it;
     the last connection to close, reader or writer, now removes them, with SQLite's own locking as for any
     reader. Elsewhere (a read-only medium, another user's journal) it is read-only. Also returned: whether the
-    journal is read as a fixed file (below)."""
+    journal is read as a fixed file in a folder this user may not write (below), which a run may still open."""
     writable = readonly and os.access(path, os.W_OK) and os.access(path.absolute().parent, os.W_OK)
     mode = "rw" if writable or not readonly else "ro"
     # a WAL journal's readers share a -shm file beside it, which SQLite makes if none is there, and it refused a
@@ -545,13 +545,14 @@ def _connect(path: Path, readonly: bool) -> tuple[sqlite3.Connection, bool]:
     # mount, an archive) and in a folder this user may not write (a student's campaign read by the group's PI). Where
     # no run has the journal open, it is read as the immutable file it is; a run that has it open keeps a -shm there,
     # which SQLite reads as it is
-    fixed = readonly and (_read_only_file_system(path) or _closed_in_a_fixed_folder(path))
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}{'&immutable=1' if fixed else ''}", uri=True,
-                           isolation_level=None, check_same_thread=False, timeout=10.0)
+    medium = readonly and _read_only_file_system(path)
+    folder = readonly and not medium and _closed_in_a_fixed_folder(path)
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}{'&immutable=1' if medium or folder else ''}",
+                           uri=True, isolation_level=None, check_same_thread=False, timeout=10.0)
     if readonly and writable:
         conn.execute("PRAGMA query_only = ON")
     conn.row_factory = sqlite3.Row
-    return conn, fixed
+    return conn, folder
 
 
 T = TypeVar("T")
@@ -660,7 +661,8 @@ class Journal:
         self._closed = False
         self._lock = threading.RLock()  # the runner's background retraining records model versions too
         self._hit_edges: tuple[float, ...] | None = None  # the objective's, read once (it never changes)
-        #: read as a fixed file (SQLite's ``immutable``: :func:`_connect`), which sees no later write
+        #: read as a fixed file (SQLite's ``immutable``: :func:`_connect`) in a folder this user may not write, which
+        #: sees no later write: opened again once a run has it open (:meth:`_unfix`)
         self._fixed = False
 
     # -- opening ---------------------------------------------------------------------------------------
@@ -1213,11 +1215,11 @@ class Journal:
                 raise journal_error(self.path, exc) from None
 
     def _unfix(self) -> None:
-        """Open again as any reader's a journal read as a fixed file in a folder this user may not write (not on a
-        read-only medium, where nothing can write it) once a run has it open (a ``-wal`` beside it): checked before
-        every read, since a fixed file's reader takes no lock and would read pages the run's checkpoint is writing,
-        and the dashboard of a finished campaign would never have shown its resume."""
-        if not self._fixed or not _wal_of(self.path).exists() or _read_only_file_system(self.path):
+        """Open again as any reader's a journal read as a fixed file in a folder this user may not write (on a
+        read-only medium nothing can write it) once a run has it open (a ``-wal`` beside it): checked before every
+        read, since a fixed file's reader takes no lock and would read pages the run's checkpoint is writing, and the
+        dashboard of a finished campaign would never have shown its resume."""
+        if not self._fixed or not _wal_of(self.path).exists():
             return
         try:
             conn, self._fixed = _connect(self.path, readonly=True)
