@@ -296,9 +296,12 @@ def local_cluster(n_workers: int | None = None) -> LocalCluster:
 
     # the workers' own log to CRITICAL: what goes wrong in a task reaches labloop as its exception, while a worker
     # outliving the scheduler labloop just closed (a Ctrl-C) logged ~25 lines of heartbeat tracebacks (a Dask trial)
+    # security=True: TLS with a certificate made for this cluster alone, which only this process and its workers
+    # hold. Without it any account of the machine could connect to the scheduler on 127.0.0.1 and run code as the
+    # operator in the run's own process, the one driving the instruments (a security review's finding)
     return LocalCluster(n_workers=n_workers or default_jobs(), threads_per_worker=1, processes=True,
                         host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
-                        env=dict(_WORKER_ENV), preload=["labloop.surrogate.worker_signals"])
+                        env=dict(_WORKER_ENV), preload=["labloop.surrogate.worker_signals"], security=True)
 
 
 @contextmanager

@@ -86,8 +86,28 @@ def test_local_cluster_predicts_what_the_process_does_and_scores_shards(tiny_mod
                                      batch="thompson", client=c) for c in (client, None)]
         on_workers, here = (p.propose(state, 4, model) for p in planners)
         assert [(p.smiles, p.mu) for p in on_workers] == [(p.smiles, p.mu) for p in here] and len(here) == 4
+        # another process (another account of the machine) cannot use the cluster, which runs its scheduler in
+        # labloop's own process: not plainly, nor with a certificate of its own
+        assert client.scheduler.address.startswith("tls://127.0.0.1:")
+        tried = subprocess.run([sys.executable, "-c", _INTRUDER, client.scheduler.address], capture_output=True,
+                               text=True)
+        assert tried.stdout.split() == ["refused", "refused"], (tried.stdout, tried.stderr[-2000:])
     assert len(announced) == 1 and "LocalCluster, 2 workers" in announced[0]
     assert "dashboard http://127.0.0.1:" in announced[0]
+
+
+#: connects to the scheduler at argv[1] without the cluster's certificate, then with one of its own; says how it went
+_INTRUDER = """
+import sys
+from distributed import Client
+from distributed.security import Security
+for address, security in ((sys.argv[1].replace("tls://", "tcp://"), None), (sys.argv[1], Security.temporary())):
+    try:
+        Client(address, security=security, timeout=5).close()
+        print("connected")
+    except Exception:
+        print("refused")
+"""
 
 
 def _measured(reference: pd.DataFrame) -> tuple[Observation, ...]:
