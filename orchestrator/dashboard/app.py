@@ -44,12 +44,14 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labloop.core.errors import JournalError, LabloopError, NotAwaitingApproval
 from labloop.orchestrator.journal.lock import being_run
@@ -235,7 +237,7 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: 
     source = CampaignSource(store)
 
     async def page(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+        return FileResponse(STATIC / "index.html")
 
     async def campaign(request: Request) -> Response:
         if source.problem is not None:
@@ -316,13 +318,38 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: 
         yield
         await run_in_threadpool(source.close)
 
-    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+                                               Middleware(PageHeaders)],
                     lifespan=lifespan, max_body_size=MAX_BODY)
     app.state.source = source
     #: event streams end when this says so (the server sets it to its own shutdown flag), so Ctrl-C never
     #: waits for, or cancels, a browser's open stream
     app.state.should_exit = lambda: False
     return app
+
+
+class PageHeaders:
+    """Gives every answer :data:`PAGE_HEADERS` (those it sets itself stay). Why every, not the page's route alone: the
+    page is also ``/static/index.html``, which the static files answered without them, so a page of another local
+    server could frame it, token and approve button included, and a click in the frame approved a batch (a security
+    review)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in PAGE_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _unreadable(problem: str) -> Response:

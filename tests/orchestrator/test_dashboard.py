@@ -379,6 +379,22 @@ def test_refusals_over_http(served, finished_store):
     assert status == 405
 
 
+def test_every_answer_forbids_framing_and_sniffing(served):
+    """The page, its static files (``/static/index.html`` is the page too: framed by another local server's page,
+    its approve button took a click, a security review), the API and refusals all carry the page's headers."""
+    for path in ("/", "/static/index.html", "/static/dashboard.js", "/api/campaign", "/api/experiments/99999",
+                 "/static/nothing-here"):
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        assert "frame-ancestors 'none'" in (response.getheader("Content-Security-Policy") or ""), path
+        assert response.getheader("X-Content-Type-Options") == "nosniff", path
+
+
 def test_an_approval_must_name_the_batch_it_decides(tmp_path, write_campaign):
     """``POST /api/approve`` with the token and ``{}`` approved whatever batch waited: the 409 against a stale
     batch held only when the client sent one, so a script (or a page left open) could approve a batch that
