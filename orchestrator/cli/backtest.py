@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from labloop.core.errors import ConfigError
 from labloop.core.files import nearest_existing
 from labloop.core.text import plural, printable
 from labloop.orchestrator import console
@@ -171,6 +172,13 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
             check_writable(nearest_existing(cache), campaign.located("store"), "cache the prior model beside the "
                            "store (backtest a copy of the campaign in a folder you can write)")
     scan = None if no_instruments else engine.campaign_scan(campaign)
+    wholly = None
+    try:  # an objective no measurement can meet is refused as validate refuses it: with the simulated instruments
+        compose.check_objective_reach(campaign)  # every planner found 0 hits, exit 0 (a chemist's trial)
+    except ConfigError as exc:
+        if not no_instruments:
+            raise
+        wholly = str(exc)
     read = potential_table.read_truth(truth_file, column, campaign.library.smiles_column, truth_vs=truth_vs,
                                       ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
     offset = read.offset_v
@@ -199,7 +207,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     if hits[1] == 0:  # every planner would find 0 hits and look alike: say whose fault it most likely is
         notes.append(_no_hit(objective, column, truth_file, hits[0], len(library),
                              display_name(campaign.library.file)))
-    if (unreachable := compose.objective_out_of_reach(campaign)) is not None:  # as validate says (a lab head's trial)
+    if (unreachable := wholly or compose.objective_out_of_reach(campaign)) is not None:  # as validate says
         notes.append(unreachable + ("; --no-instruments counts hits there, which a run of this campaign cannot measure"
                                     if no_instruments else ""))
     for note in notes:

@@ -878,3 +878,27 @@ def test_a_window_partly_beyond_the_cvs_reach_is_warned_of_as_validate_does(tmp_
     assert result.returncode == 0, result.stderr
     assert (f"{said}; --no-instruments counts hits there, which a run of this campaign cannot measure"
             in result.stderr.splitlines()), result.stderr
+
+
+def test_an_objective_wholly_beyond_the_cvs_reach_is_refused_as_validate_refuses_it(tmp_path, labloop, write_campaign,
+                                                                                     truth_csv):
+    """A threshold above every E1/2 the cv measures: validate refuses it, and a backtest with the simulated
+    instruments ran every planner to 0 hits, exit 0, "not told apart" (a chemist's trial). It is refused with
+    validate's line, exit 2, before any training; with --no-instruments (the truth is the measurement) it runs and
+    says that no run of the campaign could measure those hits."""
+    path, _ = truth_csv
+    campaign = write_campaign(tmp_path, objective={"quantity": "oxidation_potential", "goal": "maximize",
+                                                   "threshold_v": 5.3})
+    validated = labloop("validate", campaign, "--dry-run")
+    assert validated.returncode == 2, validated.stderr
+    (said,) = [line for line in validated.stderr.splitlines() if "is out of reach" in line]
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds", "1",
+                     "--budget", "4")
+    assert result.returncode == 2 and said in result.stderr.splitlines(), result.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*"))
+    result = labloop("backtest", campaign, "--truth", path, "--column", "e_v", "--planners", "random", "--seeds", "1",
+                     "--budget", "4", "--no-instruments")
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "is out of reach" in line]
+    assert len(warned) == 1 and warned[0].endswith(
+        "; --no-instruments counts hits there, which a run of this campaign cannot measure"), result.stderr
