@@ -177,11 +177,14 @@ def _value(value: object) -> str:
 
 def _ferrocene(campaign: Campaign) -> str:
     """Where ferrocene's couple is taken to sit vs Li/Li+ (``cell.ferrocene_vs_li_v``), and whether anything uses it:
-    only an ``add_standard`` step does, and a value for another electrolyte moves every referenced potential."""
+    only an ``add_standard`` step and past measurements vs Fc+/Fc do, and a value for another electrolyte moves every
+    potential read through it."""
     cell = campaign.cell
     default = "" if "ferrocene_vs_li_v" in cell.model_fields_set else ", the default: a carbonate electrolyte's"
-    used = ("add_standard's potentials go through it" if campaign.protocol.adds_standard else
-            "unused, the protocol has no add_standard step")
+    users = [what for what, uses in (("add_standard's potentials", campaign.protocol.adds_standard),
+                                     ("the past measurements (vs: fc)", campaign.past_vs_fc)) if uses]
+    used = (f"{' and '.join(users)} go through it" if users else
+            "unused, the protocol has no add_standard step and no past measurements are given vs Fc+/Fc")
     return f"Fc+/Fc at {compact(cell.ferrocene_vs_li_v)} V vs Li/Li+ (cell.ferrocene_vs_li_v{default}): {used}"
 
 

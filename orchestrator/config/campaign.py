@@ -1385,16 +1385,24 @@ class Campaign(BaseModel):
                                  f"(a blank from {covering} covers both)"))
         return found
 
+    @property
+    def past_vs_fc(self) -> bool:
+        """The past measurements are given vs Fc+/Fc: ``cell.ferrocene_vs_li_v`` puts each of them on the Li/Li+ scale
+        (validate said the value unused without an ``add_standard`` step, while it moved the whole history: a trial)."""
+        return self.past_measurements is not None and self.past_measurements.vs == "fc"
+
     def unused_ferrocene(self) -> str | None:
         """``file:line: cell.ferrocene_vs_li_v: ...`` when the campaign file sets where ferrocene sits but the protocol
-        has no ``add_standard`` step, which alone reads it, so the value measured for the lab's electrolyte changes
-        nothing (a standard left out of the protocol, or another protocol file than meant); else None. Only for a
+        has no ``add_standard`` step and no past measurements vs Fc+/Fc (:attr:`past_vs_fc`), which alone read it, so
+        the value measured for the lab's electrolyte changes nothing (a standard left out of the protocol, or another
+        protocol file than meant); else None. Only for a
         campaign read from a file: a journal's campaign holds every field, written or not."""
-        if self._source is None or "ferrocene_vs_li_v" not in self.cell.model_fields_set or self.protocol.adds_standard:
+        if (self._source is None or "ferrocene_vs_li_v" not in self.cell.model_fields_set or self.protocol.adds_standard
+                or self.past_vs_fc):
             return None
         return (f"{self.located('cell', 'ferrocene_vs_li_v')}: {compact(self.cell.ferrocene_vs_li_v)} V is set, but "
-                "only an add_standard step uses it and the protocol has none: every potential is put on the Li/Li+ "
-                "scale through cell.reference_offset_v")
+                "only an add_standard step or past measurements vs Fc+/Fc use it, and the campaign has neither: every "
+                "potential is put on the Li/Li+ scale through cell.reference_offset_v")
 
     def unusual_ferrocene(self) -> str | None:
         """``file:line: cell.ferrocene_vs_li_v: ...`` when the value lies outside :data:`FERROCENE_USUAL_V`, where

@@ -124,7 +124,8 @@ def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir,
     lines = proc.stdout.splitlines()
     assert "conditions   scan_rate_v_s 0.02..0.5, searched log-uniformly" in lines, proc.stdout
     assert ("ferrocene    Fc+/Fc at 3.2 V vs Li/Li+ (cell.ferrocene_vs_li_v, the default: a carbonate electrolyte's): "
-            "unused, the protocol has no add_standard step") in lines, proc.stdout
+            "unused, the protocol has no add_standard step and no past measurements are given vs Fc+/Fc") in lines, \
+        proc.stdout
     lab_grade = labloop("validate", ROOT / "examples" / "lab-grade.yaml", "--dry-run")
     assert lab_grade.returncode == 0 and lab_grade.stderr == "", lab_grade.stderr  # its blank spans its cv
     assert "conditions   none planned: the protocol's steps run their own values" in lab_grade.stdout.splitlines()
@@ -134,9 +135,9 @@ def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir,
     campaign = write_campaign(tmp_path, conditions={"scan_rate_v_s": {"choices": [0.05, 0.1, 0.2]}, "e_step_v": 0.002},
                               cell={"ferrocene_vs_li_v": 3.35})
     line = campaign.read_text().splitlines().index("  ferrocene_vs_li_v: 3.35") + 1
-    warning = (f"warning: {campaign}:{line}: cell.ferrocene_vs_li_v: 3.35 V is set, but only an add_standard step uses "
-               "it and the protocol has none: every potential is put on the Li/Li+ scale through "
-               "cell.reference_offset_v")
+    warning = (f"warning: {campaign}:{line}: cell.ferrocene_vs_li_v: 3.35 V is set, but only an add_standard step or "
+               "past measurements vs Fc+/Fc use it, and the campaign has neither: every potential is put on the Li/Li+ "
+               "scale through cell.reference_offset_v")
     proc = labloop("validate", campaign, "--dry-run")
     assert proc.returncode == 0 and warning in proc.stderr.splitlines(), proc.stderr
     assert "conditions   scan_rate_v_s one of 0.05, 0.1, 0.2; e_step_v 0.002, fixed" in proc.stdout.splitlines()

@@ -101,6 +101,7 @@ def test_without_past_measurements_the_first_batch_is_marked_uncalibrated(tmp_pa
 
 
 def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_moved_to_li(tmp_path, write_campaign):
+    from labloop.orchestrator.cli.campaign import _ferrocene
     from labloop.orchestrator.config.campaign import load_campaign
     from labloop.orchestrator.potential_table import read_past
 
@@ -114,6 +115,9 @@ def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_mov
     by_smiles = dict(past.measurements)
     assert set(library[:10]) | {outside} == set(by_smiles)  # the library's spelling, where the table's differs
     assert all(by_smiles[s] == pytest.approx(values[_canonical(s)] + 3.3) for s in by_smiles)
+    # validate said the value unused (the protocol has no add_standard step) while it moved every past value (a trial)
+    assert campaign.unused_ferrocene() is None
+    assert _ferrocene(campaign).endswith("(cell.ferrocene_vs_li_v): the past measurements (vs: fc) go through it")
 
 
 @pytest.mark.parametrize(("header", "cells", "past", "said"), [
