@@ -43,6 +43,7 @@ from labloop.orchestrator.config.campaign import Campaign, Objective
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.console import invalid_said
 from labloop.orchestrator.loop.runner import PLANNER_BLAS_THREADS  # as the runner proposes
+from labloop.orchestrator.potential_table import forms_said
 from labloop.planners import ModelView, Observation, Planner, PlannerState, bound_fields
 from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
@@ -85,7 +86,7 @@ def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path
     from rdkit.rdBase import BlockLogs
 
     from labloop.sim.world import TruthTable
-    from labloop.surrogate.featurize import InvalidSmiles, first_spellings, unreadable
+    from labloop.surrogate.featurize import InvalidSmiles, first_spellings, forms_of, unreadable
     from labloop.surrogate.library_pipeline import row_lines
 
     table = TruthTable({s: (v,) for s, v in truth.items()})
@@ -116,6 +117,8 @@ def library_truth(campaign: Campaign, truth: dict[str, float], truth_file: Path
         notes.append(f"{missing} of the {len(smiles)} {plural(len(smiles), 'molecule')} of the library {library} "
                      f"{plural(missing, 'has', 'have')} no true value in {truth_file} and "
                      f"{plural(missing, 'is', 'are')} left out (compared as written, then as canonical SMILES)")
+    if forms := forms_of(list(truth), {key: s for s, key in spellings.items() if key}):
+        notes.append(forms_said(forms, str(truth_file), "they give it no true value"))
     counts = {"rows": len(rows), "molecules": len(smiles), "invalid_smiles": len(invalid),
               "without_true_value": missing}
     return list(known), known, notes, counts

@@ -414,6 +414,17 @@ def past_scale_slip(source: Mapping[str, Any], measurements: Sequence[tuple[str,
                       words=PAST_WORDS)
 
 
+def forms_said(forms: Sequence[tuple[str, str]], table: str, consequence: str) -> str:
+    """One line for the molecules of ``table`` that are a salt, an ion or a stereoisomer of a library molecule
+    (:func:`labloop.surrogate.featurize.forms_of`): how many, the first, what follows (``consequence``), and what to do
+    where the molecule measured was the library's."""
+    n = len(forms)
+    first = f"{forms[0][0]!r} of {forms[0][1]!r}" + (f" and {n - 1} more" if n > 1 else "")
+    return (f"{n} {plural(n, 'molecule')} of {table} {plural(n, 'is', 'are')} a salt, ion or stereoisomer of a "
+            f"library molecule ({first}), not that molecule: {consequence}; where the molecule measured was the "
+            "library's, write its SMILES as the library does")
+
+
 def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = None) -> Past | None:
     """The campaign's ``past_measurements`` (None without them), read as a backtest's truth is (:func:`read_truth`:
     its scale by ``vs`` or its header, missing-value markers, repeats, invalid rows named by line; a cell such as
@@ -421,7 +432,7 @@ def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = N
     :class:`ConfigError` naming ``past_measurements.file`` (with its YAML line) for a table that cannot be used, or
     one that holds every library molecule (nothing left to propose); with ``budget``, a note when fewer than that
     many are left."""
-    from labloop.surrogate.featurize import first_spellings
+    from labloop.surrogate.featurize import first_spellings, forms_of
 
     spec = campaign.past_measurements
     if spec is None:
@@ -442,6 +453,9 @@ def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = N
     known = sum(key in in_library for key in (*table.molecules, *table.bounds))
     left = len(in_library) - known
     notes = list(table.notes)
+    if forms := forms_of([table.spelled[key] for key in (*table.molecules, *table.bounds)], in_library):
+        notes.append(forms_said(forms, display_name(spec.file), "learnt from as molecules of their own, and the "
+                                                                  "library's may still be proposed"))
     if not left:  # a run would train its prior, create its journal and end at once, "every molecule tried"
         raise ConfigError(campaign.located("past_measurements", "file"),
                           f"{display_name(spec.file)} holds every one of the {len(in_library)} library "

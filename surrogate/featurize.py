@@ -190,6 +190,48 @@ def first_spellings(smiles: Sequence[str]) -> dict[str, str]:
     return dict(first.values())
 
 
+#: what a SMILES of a salt, an ion or a stereoisomer writes: parts, charges, tetrahedral and double-bond stereo
+_FORM_MARKS = frozenset(".+-@/\\")
+#: the characters that write stereochemistry in a SMILES
+_STEREO_MARKS = frozenset("@/\\")
+
+
+def parent_smiles(smiles: str) -> str:
+    """The canonical SMILES of ``smiles``'s parent ("" when it is no molecule :func:`parse_smiles` reads): its largest
+    organic part (a salt's counter-ion, an HCl left out), neutralised where a proton does it (a carboxylate, an
+    ammonium), without stereochemistry. Why: a lab's table records the form it made (the HCl salt, the E isomer)
+    while a library lists the parent, and the two met on nothing (:func:`forms_of` says where they meet)."""
+    from rdkit.Chem.MolStandardize import rdMolStandardize
+
+    mol = parse_smiles(smiles)
+    if mol is None:
+        return ""
+    with BlockLogs():
+        parent = rdMolStandardize.Uncharger().uncharge(
+            rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol))
+        Chem.RemoveStereochemistry(parent)
+        return Chem.MolToSmiles(parent)
+
+
+def forms_of(written: Sequence[str], library: dict[str, str]) -> list[tuple[str, str]]:
+    """(SMILES as ``written``, the library molecule it is another form of) for each of ``written`` that is no molecule
+    of ``library`` (canonical SMILES -> as the library writes it) but whose parent (:func:`parent_smiles`) is one, or
+    is one without its stereochemistry. Only SMILES that write parts, charges or stereo can be such a form (any other's
+    parent is itself), so a table of plain neutral molecules is not parsed again; nor is a library written without
+    stereochemistry."""
+    maybe = [w for w in written if _FORM_MARKS.intersection(w)]
+    if not maybe:
+        return []
+    flat = dict(library)
+    with BlockLogs():
+        for key, as_written in library.items():
+            if _STEREO_MARKS.intersection(key) and (mol := parse_smiles(as_written)) is not None:
+                Chem.RemoveStereochemistry(mol)
+                flat.setdefault(Chem.MolToSmiles(mol), as_written)
+    return [(w, flat[parent]) for w, key in zip(maybe, canonical_smiles(maybe), strict=True)
+            if key and key not in library and (parent := parent_smiles(w)) in flat]
+
+
 def unreadable(smiles: object) -> str | None:
     """Why :func:`parse_smiles` gives None for ``smiles`` (the reason an :class:`InvalidSmiles` shows), or None
     when it reads it."""

@@ -37,7 +37,7 @@ ORCHESTRATOR: dict[str, set[str]] = {
     "learning": {"config", "journal"},
     "loop": {"console", "config", "journal", "learning"},
     "compose": {"config", "loop"},
-    "backtest": {"console", "config", "journal", "learning", "loop"},
+    "backtest": {"console", "config", "journal", "potential_table", "learning", "loop"},
     "dashboard": {"config", "journal"},
     "candidates": {"config", "journal", "learning", "loop"},
     "cli": {"console", "config", "journal", "report", "potential_table", "learning", "loop", "compose", "dashboard",

@@ -399,3 +399,39 @@ def test_scale_slip_names_the_vs_that_undoes_a_mix_up(tmp_path, value, offset, q
     slip = scale_slip(tmp_path / "t.csv", "e", {"CCO": value, "CCN": value, "CCC": 4.0}, _Predicts(),
                       offset_v=offset, ferrocene_vs_li_v=3.2, quantity=quantity)
     assert slip == said if said is None else said in slip
+
+
+def test_a_salt_ion_or_stereoisomer_of_a_library_molecule_is_said_in_past_tables_and_truths(tmp_path, labloop,
+                                                                                           write_campaign):
+    """A lab records the form it made (the HCl salt, the E isomer, the sodium salt) while the library lists the
+    parent: they met on nothing, so the parent was proposed first, as if never measured, and a backtest's truth gave
+    it no value, all in silence (a chemist's trial). Each table now says how many, the first, and what follows; a
+    plain molecule the library lacks is no such form."""
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.potential_table import read_past
+
+    library = pd.read_csv(EXAMPLES / "library.csv")["smiles"].tolist()
+    assert "O=C(C=Cc1ccc(O)cc1)c1ccc[nH]1" in library
+    outside = next(s for s in pd.read_csv(DATA, nrows=2000)["smiles"]
+                   if _canonical(s) not in {_canonical(m) for m in library} and "." not in s)
+    rows = [f"{library[0]}.Cl,4.1", "O=C(/C=C/c1ccc(O)cc1)c1ccc[nH]1,4.2", f"{library[1]},4.3",
+            f"{library[2]}.[Na+].[Cl-],4.4", f"{outside},4.5"]
+    (tmp_path / "past.csv").write_text("smiles,e_v\n" + "\n".join(rows) + "\n")
+    campaign = load_campaign(write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v",
+                                                                          "vs": "li"}))
+    past = read_past(campaign, library)
+    assert past is not None and past.in_library == 1
+    (said,) = [note for note in past.notes if "salt, ion or stereoisomer" in note]
+    assert said.startswith("3 molecules of ") and said.endswith(
+        f" are a salt, ion or stereoisomer of a library molecule ('{library[0]}.Cl' of '{library[0]}' and 2 more), "
+        "not that molecule: learnt from as molecules of their own, and the library's may still be proposed; where the "
+        "molecule measured was the library's, write its SMILES as the library does"), said
+    truth = tmp_path / "truth.csv"
+    truth.write_text("smiles,e_v\n" + "\n".join([*rows, *(f"{s},4.{i}" for i, s in enumerate(library[3:9]))]) + "\n")
+    result = labloop("backtest", write_campaign(tmp_path, name="plain"), "--truth", truth, "--column", "e_v",
+                     "--truth-vs", "li", "--planners", "random", "--seeds", "1", "--budget", "1", "--no-instruments")
+    assert result.returncode == 0, result.stderr
+    assert (f"warning: 3 molecules of {truth} are a salt, ion or stereoisomer of a library molecule "
+            f"('{library[0]}.Cl' of '{library[0]}' and 2 more), not that molecule: they give it no true value; where "
+            "the molecule measured was the library's, write its SMILES as the library does"
+            in result.stderr.splitlines()), result.stderr
