@@ -12,6 +12,7 @@ proposes exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -80,6 +81,10 @@ class Learning:
         newest = self._retrainer.take_model()
         if newest is not None:
             self.model = newest
+            # the version proposed with until now goes, and with it its networks' weights, but only once Python's
+            # collector of reference cycles (Keras layers are full of them) reaches them, which a run's steady
+            # pace rarely triggers: a campaign kept ~45 MB more per retrain until collected here (docs/running.md)
+            gc.collect()
             log.info("now proposing with model version %d", newest.model.version)
 
     def model_view(self, state: PlannerState, experiments: Sequence[ExperimentRow]) -> ModelView | None:

@@ -37,9 +37,10 @@ from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import PRUNED, Journal, ModelVersion
 from labloop.surrogate.dataset import MoleculeTable, read_table
-from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
+from labloop.surrogate.fingerprint_cache import default_cache_dir
 from labloop.surrogate.presets import Preset, get_preset
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
+from labloop.surrogate.training_process import TrainingJob, train_apart, train_saved
 
 if TYPE_CHECKING:  # TensorFlow loads only when a model is trained or read
     from labloop.surrogate.ensemble import Ensemble
@@ -112,18 +113,19 @@ class TrainingCancelled(Exception):
     """Raised from a progress hook to stop a training (the run is stopping)."""
 
 
-def train(campaign: Campaign, table: MoleculeTable, directory: Path, progress: Progress | None = None) -> Ensemble:
-    """Train the campaign's recipe on ``table`` and save it to ``directory``; with measured potentials in it,
-    their out-of-sample predictions are kept with the model (:meth:`ObjectiveModel.out_of_sample`)."""
-    from labloop.surrogate.persistence import save_ensemble
-    from labloop.surrogate.training import train_from_table
+def training_job(campaign: Campaign, table: MoleculeTable, directory: Path) -> TrainingJob:
+    """The campaign's recipe on ``table``, to be saved to ``directory``; with measured potentials in it, their
+    out-of-sample predictions are kept with the model (:meth:`ObjectiveModel.out_of_sample`)."""
+    return TrainingJob(table, campaign_preset(campaign), campaign.surrogate.folds, campaign.seed,
+                       default_cache_dir() / "fingerprints", directory,
+                       MEASURED_TARGET if MEASURED_TARGET in table.targets else None,
+                       log_level=logging.getLogger("labloop").getEffectiveLevel())
 
-    hook = None if progress is None else (lambda member, epoch, _loss, _val: progress(member, epoch))
-    run = train_from_table(table, campaign_preset(campaign), folds=campaign.surrogate.folds, seed=campaign.seed,
-                           cache=FingerprintCache(default_cache_dir() / "fingerprints"), on_epoch=hook,
-                           out_of_sample_of=MEASURED_TARGET if MEASURED_TARGET in table.targets else None)
-    save_ensemble(run.ensemble, directory)
-    return run.ensemble
+
+def train(campaign: Campaign, table: MoleculeTable, directory: Path, progress: Progress | None = None) -> Ensemble:
+    """Train the campaign's recipe on ``table`` in this process and save it to ``directory`` (the prior model,
+    trained once; retraining trains apart: :func:`retrain`)."""
+    return train_saved(training_job(campaign, table, directory), progress)
 
 
 def prior_key(campaign: Campaign) -> str:
@@ -269,18 +271,23 @@ def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:
 
 
 def retrain(campaign: Campaign, journal: Journal, measured: Sequence[tuple[str, float]], round_: int,
-            progress: Progress | None = None) -> LoadedModel:
+            progress: Progress, check: Callable[[], None]) -> LoadedModel:
     """Train on the prior plus ``measured`` (smiles, potential V vs Li/Li+) as an additional target, save,
     and journal the new version with its training data size and its errors on those measurements: of the
     objective prediction once calibrated on them (``measured_fit_mae_v``, in-sample), and of each output
     before calibration, out of sample (``out_of_sample_mae_v``: ``prior``, the prior target's rule, and
     ``measured``, the network's own measured-potential output; each measurement predicted by the members
-    that did not train on it); ``round_`` numbers the retraining (its folder ``round-N``)."""
+    that did not train on it); ``round_`` numbers the retraining (its folder ``round-N``).
+
+    It trains in a child process (:func:`labloop.surrogate.training_process.train_apart`: training keeps memory a
+    run never gets back, loading does not); ``progress`` is called per epoch and ``check`` every moment, and either
+    raising :class:`TrainingCancelled` ends the child."""
     from labloop.planners import Observation
     from labloop.planners.feedback import CalibratedModel, DescriptorTable
 
     directory = models_dir(journal.path) / f"round-{round_}"
-    ensemble = train(campaign, with_measurements(prior_table(campaign), measured), directory, progress)
+    ensemble = train_apart(training_job(campaign, with_measurements(prior_table(campaign), measured), directory),
+                           progress, check)
     observations = [Observation(s, {}, p) for s, p in measured]
     model = ObjectiveModel(ensemble, 0, campaign.objective.quantity)
     calibrated = CalibratedModel(model, observations, DescriptorTable())

@@ -81,7 +81,7 @@ class Retrainer:
             check()
 
         try:
-            loaded = models.retrain(self.campaign, self.journal, measured, round_, progress)
+            loaded = models.retrain(self.campaign, self.journal, measured, round_, progress, check)
             self.prepare(loaded, check)  # here, not at the next proposal: the rig must not wait for it
         except models.TrainingCancelled:
             log.info("retraining round %d cancelled", round_)

@@ -1,0 +1,201 @@
+"""Training an ensemble in a child process of its own, which ends once the ensemble is saved.
+
+Why: training keeps about 33 MB per network in the process that trained it (its weights and optimiser state, which
+no ``gc.collect``, Keras ``clear_session``, ``malloc_trim`` or allocator setting released), so a campaign that
+retrains every hour for a week grew by 17-34 GB (docs/running.md). Loading the saved ensemble and predicting with it
+keeps nothing, so a campaign's retraining trains here and the run loads what the child saved
+(orchestrator/learning/models.py). The cost is the child's start (Python and TensorFlow, a few seconds) per training.
+
+The child is a fresh interpreter (``python -m`` this module), not a fork: forking a process whose TensorFlow has its
+thread pools running can deadlock the child; nor multiprocessing's ``spawn``, which runs the parent's main script
+again in the child (a user's script without a ``__main__`` guard started its campaign a second time). It is born
+with Ctrl-C blocked and then ignores it, since a terminal's Ctrl-C reaches every process of its group and the run,
+not the child, decides what a Ctrl-C stops (it cancels the training by :func:`train_apart`'s ``check``). Its job
+comes on its standard input; its log records, epochs and outcome go back through a pipe; a child whose run goes
+away stops at its next epoch (the pipe breaks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labloop.core.errors import said
+from labloop.core.signals import held_signals
+from labloop.surrogate.dataset import MoleculeTable
+from labloop.surrogate.fingerprint_cache import FingerprintCache
+from labloop.surrogate.presets import Preset
+
+if TYPE_CHECKING:
+    from labloop.surrogate.ensemble import Ensemble
+
+log = logging.getLogger(__name__)
+
+#: how often the run looks at its ``check`` while the child trains (s): a cancel waits at most this long to be seen
+POLL_S = 0.2
+
+#: how long a cancelled child has to leave after SIGTERM (it removes a half-saved model) before it is killed (s)
+TERM_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """Everything the child needs to train and save an ensemble, and nothing of the campaign: ``table`` trained with
+    ``preset`` as ``folds`` members from ``seed``, fingerprints cached in ``cache_dir``, saved to ``directory``;
+    ``out_of_sample_of``: the target whose rows keep their out-of-sample predictions (see
+    :func:`labloop.surrogate.training.train_from_table`); ``log_level``: the lowest level of the child's log records
+    sent back to the run."""
+
+    table: MoleculeTable
+    preset: Preset
+    folds: int
+    seed: int
+    cache_dir: Path
+    directory: Path
+    out_of_sample_of: str | None = None
+    log_level: int = logging.WARNING
+
+
+class TrainingProcessDied(RuntimeError):
+    """The child ended without saying how its training went (killed: out of memory, a signal)."""
+
+
+def train_saved(job: TrainingJob, on_epoch: Callable[[int, int], None] | None = None) -> Ensemble:
+    """Train ``job`` in this process and save it to ``job.directory``; ``on_epoch(member, epoch)`` after each epoch."""
+    from labloop.surrogate.persistence import save_ensemble
+    from labloop.surrogate.training import train_from_table
+
+    hook = None if on_epoch is None else (lambda member, epoch, _loss, _val: on_epoch(member, epoch))
+    run = train_from_table(job.table, job.preset, folds=job.folds, seed=job.seed, cache=FingerprintCache(job.cache_dir),
+                           on_epoch=hook, out_of_sample_of=job.out_of_sample_of)
+    save_ensemble(run.ensemble, job.directory)
+    return run.ensemble
+
+
+def train_apart(job: TrainingJob, on_epoch: Callable[[int, int], None], check: Callable[[], None]) -> Ensemble:
+    """Train ``job`` in a child process, then load what it saved. ``on_epoch(member, epoch)`` is called here as the
+    child reports each epoch and ``check()`` every :data:`POLL_S`; either may raise to cancel, which ends the child
+    (a model it was saving is removed) and raises here. The child's exception is raised here as its own when it
+    can be (an ``OSError`` keeps its errno: a full disk is said as such), else as a ``RuntimeError`` quoting it."""
+    from labloop.surrogate.persistence import load_ensemble
+
+    reading, writing = os.pipe()
+    try:
+        with held_signals({signal.SIGINT}) as noted:  # the child is born with it blocked (a mask survives exec)
+            child = subprocess.Popen([sys.executable, "-m", __name__, str(writing)], stdin=subprocess.PIPE,
+                                     pass_fds=(writing,))
+    finally:
+        os.close(writing)  # the child's end: once the child is gone, recv() ends instead of waiting for ever
+    receiving = Connection(reading, writable=False)
+    outcome = None
+    try:
+        _hand(child, job)
+        outcome = _follow(receiving, on_epoch, check)
+    finally:
+        _end(child, said_outcome=outcome is not None)
+        receiving.close()
+    for signum in noted[:1]:  # a Ctrl-C during the start, held for the main thread (only it notes one)
+        signal.raise_signal(signum)
+    if outcome is None:
+        code = child.returncode
+        how = (f"killed by {signal.Signals(-code).name}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
+               if code is not None and code < 0 else f"exit code {code}")
+        raise TrainingProcessDied(f"the training process ended without a model ({how})")
+    kind, error, where = outcome
+    if kind == "error":
+        log.debug("the training process failed:\n%s", where)
+        raise error
+    return load_ensemble(job.directory)
+
+
+def _hand(child: subprocess.Popen[bytes], job: TrainingJob) -> None:
+    """Give the child its job on its standard input (a child that died at its start has no input left to read: the
+    pipe then says that it ended)."""
+    assert child.stdin is not None
+    with suppress(BrokenPipeError), child.stdin:
+        pickle.dump(job, child.stdin)
+
+
+def _follow(receiving: Connection, on_epoch: Callable[[int, int], None], check: Callable[[], None]
+            ) -> tuple[str, Any, str] | None:
+    """Relay the child's messages until it says how its training went (None: it ended without saying)."""
+    while True:
+        check()
+        if not receiving.poll(POLL_S):
+            continue
+        try:
+            message = receiving.recv()
+        except EOFError:
+            return None
+        if message[0] == "epoch":
+            on_epoch(message[1], message[2])
+        elif message[0] == "log":
+            logging.getLogger(message[1]).log(message[2], "%s", message[3])
+        else:
+            return message
+
+
+def _end(child: subprocess.Popen[bytes], *, said_outcome: bool) -> None:
+    """Let a child that said its outcome leave; end one that did not (cancelled) with SIGTERM, then SIGKILL."""
+    if not said_outcome:
+        child.terminate()
+    try:
+        child.wait(TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+class _Sent(logging.Handler):
+    """The child's log records, sent to the run to be logged there under their own logger's name."""
+
+    def __init__(self, sending: Connection) -> None:
+        super().__init__()
+        self.sending = sending
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with suppress(OSError):  # the run is gone: the next epoch's send breaks the training off
+            self.sending.send(("log", record.name, record.levelno, record.getMessage()))
+
+
+def _child(sending: Connection) -> None:
+    """The child's whole life: read its job, train, save, say how it went."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one held since the start is dropped now
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(1))  # SystemExit: a half-saved model is removed
+    job: TrainingJob = pickle.load(sys.stdin.buffer)
+    root = logging.getLogger()
+    root.setLevel(job.log_level)
+    root.addHandler(_Sent(sending))
+    try:
+        train_saved(job, lambda member, epoch: sending.send(("epoch", member, epoch)))
+    except Exception as exc:
+        outcome = ("error", _portable(exc), traceback.format_exc())
+    else:
+        outcome = ("done", None, "")
+    with suppress(OSError):  # the run is gone (its epochs' sends broke the training off): nobody to tell
+        sending.send(outcome)
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives the pipe (pickled and read back), else a ``RuntimeError`` quoting it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(said(exc))
+    return exc
+
+
+if __name__ == "__main__":  # the child: python -m labloop.surrogate.training_process FD
+    _child(Connection(int(sys.argv[1]), readable=False))
