@@ -1428,8 +1428,9 @@ class Campaign(BaseModel):
             return None
         others = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         return (f"{self.located('alerts', found[0])}: holds a password or token written out{others}, which the "
-                f"journal keeps with the campaign's settings for anyone given {self.store.name}: write that part as "
-                "${VAR}, read from the environment when an alert is sent (docs/dashboard.md, \"Alerts\")")
+                f"journal keeps with the campaign's settings (so {self.store.name} is made readable by your account "
+                "alone, but anyone given it reads it): write that part as ${VAR}, read from the environment when an "
+                "alert is sent (docs/dashboard.md, \"Alerts\")")
 
     def batch_beyond_budget(self) -> str | None:
         """``file:line: planner.batch_size: ...`` when a batch is larger than the whole budget, else None: the runner

@@ -55,7 +55,7 @@ from labloop.core.timestamps import now
 from labloop.core.version import code_version
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
-from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
+from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS, written_out_credentials
 
 if TYPE_CHECKING:  # the journal stores a campaign's dump; it never validates one
     from labloop.orchestrator.config.campaign import Campaign
@@ -702,6 +702,11 @@ class Journal:
         tmp.unlink(missing_ok=True)
         try:
             cls._build(tmp, campaign, config_json, source_yaml, past)
+            if any(written_out_credentials(url) for url in campaign.alerts):
+                # its settings hold an alert's password: readable by this account alone (SQLite gives the -wal and
+                # -shm the journal's mode), where the umask let every account of the machine read it (a security
+                # review: `grep -a` as another user found the webhook's password)
+                os.chmod(tmp, 0o600)
             os.link(tmp, path)  # fails if someone created `path` meanwhile, unlike a rename
         except FileExistsError:
             if path.is_symlink() and not path.exists():  # a link to nowhere: exists() said no, the link is there

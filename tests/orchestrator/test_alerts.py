@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import socket
+import stat
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal
 
 
@@ -158,9 +161,14 @@ def test_a_password_written_out_in_an_alert_url_is_warned_of_without_showing_it(
     said = [line for line in result.stderr.splitlines() if "written out" in line]
     line = campaign_file.read_text().splitlines().index("- json://user:pw-secret-77@127.0.0.1:9/hook") + 1
     assert said == [f"warning: {campaign_file}:{line}: alerts[1]: holds a password or token written out (and 2 "
-                    "more), which the journal keeps with the campaign's settings for anyone given tiny.db: write that "
-                    "part as ${VAR}, read from the environment when an alert is sent (docs/dashboard.md, "
-                    '"Alerts")'], result.stderr
+                    "more), which the journal keeps with the campaign's settings (so tiny.db is made readable by your "
+                    "account alone, but anyone given it reads it): write that part as ${VAR}, read from the "
+                    'environment when an alert is sent (docs/dashboard.md, "Alerts")'], result.stderr
+    # the umask let every account of the machine read the journal, password and all (a security review)
+    with Journal.create(tmp_path / "secret.db", load_campaign(campaign_file)) as journal:
+        journal.add_event("note", "a write, which makes the WAL")
+        assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("secret.db*")} == {0o600}
+        assert (tmp_path / "secret.db-wal").is_file()
     assert "pw-secret" not in result.stdout + result.stderr and "tk-secret" not in result.stdout + result.stderr
     assert "TIiajkdnlazkcOXrIdevi7FQ" not in result.stdout + result.stderr
     from_env = write_campaign(tmp_path, name="env", alerts=["ntfy://lab-night-shift",
@@ -168,6 +176,10 @@ def test_a_password_written_out_in_an_alert_url_is_warned_of_without_showing_it(
     monkeypatch.setenv("LABLOOP_TEST_PW", "pw-secret-99")
     result = labloop("validate", from_env, "--dry-run")
     assert result.returncode == 0 and "written out" not in result.stderr, result.stderr
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with Journal.create(tmp_path / "env.db", load_campaign(from_env)):  # nothing secret in it: as the umask says
+        assert stat.S_IMODE((tmp_path / "env.db").stat().st_mode) == 0o666 & ~umask
     # a literal token beside a ${VAR} is written out all the same (a review found ${VAR} anywhere silenced it)
     mixed = write_campaign(tmp_path, name="mixed", alerts=["json://user:${LABLOOP_TEST_PW}@127.0.0.1:9/?token=lit-7"])
     result = labloop("validate", mixed, "--dry-run")
