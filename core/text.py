@@ -34,8 +34,13 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(value: object) -> object:
-    """A CSV cell as labloop writes it: text from outside (a library's name, a SMILES) that a spreadsheet would run
-    as a formula gets a leading ``'``, which shows it as text; numbers stay numbers. Why: a chemist opens every CSV
-    labloop writes in Excel, and a library's name column is anyone's text (a security trial's ``@SUM(1+1)*cmd|...``
-    came through ``candidates --csv`` and ``surrogate predict`` as written, while the report's CSVs quoted it)."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+    """A CSV cell as labloop writes it: text from outside (a library's name, a SMILES, a device's message) with its
+    control characters written as escapes (:func:`printable`), and one that a spreadsheet would run as a formula with
+    a leading ``'``, which shows it as text; numbers stay numbers. Why: a chemist opens every CSV labloop writes in
+    Excel, and a library's name column is anyone's text (a security trial's ``@SUM(1+1)*cmd|...`` came through
+    ``candidates --csv`` and ``surrogate predict`` as written, while the report's CSVs quoted it); and a device's
+    error message kept its ESC sequences in failures.csv, which ``cat`` ran on the terminal (a security review)."""
+    if not isinstance(value, str):
+        return value
+    text = value if value.isprintable() else printable(value)
+    return f"'{text}" if text.startswith(FORMULA_START) else text

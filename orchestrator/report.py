@@ -409,7 +409,7 @@ def _cell_said(config: dict[str, Any], source: str | None) -> str:
         ", its default unless the campaign file sets it" if source is None else ", its default: the campaign file "
         "does not set it")
     parts.append(f"{_number(temperature)} C (cell.temperature_c{default}; D and k0 computed at it)")
-    return html.escape("the cell: " + "; ".join(parts))
+    return _escaped("the cell: " + "; ".join(parts))
 
 
 def _sets_temperature(source: str | None) -> bool:
@@ -453,7 +453,7 @@ def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
     if runs:
         same = "" if all(r == runs[-1] for r in runs) else f" (not all its {len(runs)} runs: log --json's run events)"
         said += f"; software of the last run{same}: " + ", ".join(f"{k} {v}" for k, v in runs[-1].items())
-    return html.escape(said)
+    return _escaped(said)
 
 
 def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any], *,
@@ -484,9 +484,9 @@ def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict
                 f"(sha256 {digest} of the file as run{alerts}; the journal does not keep its name; its "
                 "relative paths count from the folder the campaign file was in)")
     protocol = ("" if protocol_file is None else
-                f'; the steps of its protocol, {html.escape(protocol_file)}, as run: <a href="{PROTOCOL_YAML}">'
+                f'; the steps of its protocol, {_escaped(protocol_file)}, as run: <a href="{PROTOCOL_YAML}">'
                 f"{PROTOCOL_YAML}</a>")
-    return f"<b>{html.escape(mode)}</b>; {html.escape(ended)}; {campaign}{protocol}"
+    return f"<b>{_escaped(mode)}</b>; {_escaped(ended)}; {campaign}{protocol}"
 
 
 def _checked_rows(journal: Journal, snap: dict[str, Any], objective: Objective, offset_v: float
@@ -544,7 +544,7 @@ def _failures_table(failures: list[dict[str, Any]]) -> str:
     experiments" when there are none, so an empty section is not read as a missing one."""
     if not failures:
         return "<h2>failed experiments</h2><p>no failed experiments</p>"
-    esc = html.escape
+    esc = _escaped
     head = "".join(f"<th>{esc(name)}</th>" for name in FAILURE_TABLE_HEADERS)
     body = "".join(
         f"<tr><td>{f['id']}</td><td>{esc(f.get('name', ''))}</td><td><code>{esc(f['smiles'])}</code></td>"
@@ -681,13 +681,13 @@ def _lab_table(rows: list[dict[str, Any]]) -> str:
     by_id: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_id.setdefault(row["id"], []).append(row)
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in LAB_TABLE_HEADERS)
+    head = "".join(f"<th>{_escaped(name)}</th>" for name in LAB_TABLE_HEADERS)
     body = "".join("<tr>{}</tr>".format("".join(_lab_cell(cell) for cell in _lab_cells(scans)))
                    for scans in by_id.values())
     return (f"<h2>lab-grade results</h2><table><tr>{head}</tr>{body}</table>\n<p class=\"caption\">E1/2 through "
             "the ferrocene standard added in the same cell; the spread is how far E1/2 moved over the scan rates "
             "(max - min, of the rates that gave one), which a reversible couple's does not: the scatter of the "
-            f"experiment's E1/2, also beside the best so far. {html.escape(_d_assumptions(rows))}{_K0_SAID}Every "
+            f"experiment's E1/2, also beside the best so far. {_escaped(_d_assumptions(rows))}{_K0_SAID}Every "
             f"rate's numbers are in lab_grade.csv, every scan point by point in voltammograms.csv. {_DIGITS_SAID}</p>")
 
 
@@ -724,10 +724,17 @@ def _d_assumptions(rows: list[dict[str, Any]]) -> str:
             "cell of lab_grade.csv's analyte_mM. ")
 
 
+def _escaped(text: str) -> str:
+    """``text`` for the page: its control characters but newlines (ESC, BEL, a right-to-left override) written as
+    escapes, as the console writes them (:func:`labloop.core.text.printable`), then HTML-escaped. Why: a device's
+    error message reached the page raw, where an override reversed the text around it (a security review)."""
+    return html.escape("\n".join(printable(line) for line in text.split("\n")))
+
+
 def _lab_cell(text: str) -> str:
     """A cell of the lab-grade table, escaped; one of several lines (dEp at each rate) a line each, unwrapped: run
     together, they wrapped as "62 at / 0.1; 64"."""
-    lines = html.escape(text).split("\n")
+    lines = _escaped(text).split("\n")
     return f'<td style="white-space:nowrap">{"<br>".join(lines)}</td>' if len(lines) > 1 else f"<td>{lines[0]}</td>"
 
 
@@ -1171,7 +1178,7 @@ def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset
     objective defines hits, with the legend), how far its E1/2 moved over the scan rates (:func:`_e_half_spread`,
     where a cv of several rates gave one), and the scale it rests on (:func:`_potential_from`, as measurements.csv's
     ``potential_from`` says it), from its lab record in ``records``."""
-    esc = html.escape
+    esc = _escaped
     hits_defined = snap["progress"]["hits"] is not None
     spreads = [_spread_said(*_e_half_spread(records.get(e["id"]))) for e in snap["best"]]
     spread = any(spreads)  # a column only where a cv of several rates gave one: a single rate's gives none
@@ -1202,7 +1209,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     campaign, progress = snap["campaign"], snap["progress"]
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
-    esc = html.escape
+    esc = _escaped
     models = "".join(f"<tr><td>{m['version']}{' (pruned)' if m['pruned'] else ''}</td><td>{esc(m['created_at'])}</td>"
                      f"<td>{m['n_train']}</td>"
                      f"<td>{m['metrics'].get('n_measurements', '')}</td>"

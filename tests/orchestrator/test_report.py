@@ -623,6 +623,30 @@ def test_the_failures_and_best_tables_escape_what_they_show():
     assert "<wire>" not in page and "nominal: E1/2 vs Ag&lt;wire&gt; + cell.reference_offset_v = 3.2 V" in page
 
 
+def test_control_characters_from_outside_are_shown_as_escapes_on_the_page_and_in_the_csvs(tmp_path, labloop,
+                                                                                         write_campaign):
+    """A device's error message with ESC sequences and a right-to-left override went raw into index.html,
+    experiments.csv and failures.csv (``cat failures.csv`` ran them on the terminal; the page showed the text
+    reversed), while the console and ``labloop log`` show their escapes (a security review). A library name too."""
+    name, cause = "\u202eexe.txt evil", "potentiostat: DeviceError: \x1b]0;TITLEPWN\x07 overload \u202ereversed"
+    (tmp_path / "named.csv").write_text(f"smiles,name\nCCO,{name}\nCCN,plain\n")
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")})
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    loaded = load_campaign(campaign)
+    with Journal.create(loaded.store, loaded) as journal:
+        (eid,) = journal.record_proposals([Proposal("CCO", {}, None, None, None, 0, "random")], step=0,
+                                          planner="random")
+        journal.start_experiment(eid)
+        journal.fail_experiment(eid, cause)
+    assert labloop("report", loaded.store, "-o", tmp_path / "report").returncode == 0
+    for written in ("index.html", "experiments.csv", "failures.csv"):
+        text = (tmp_path / "report" / written).read_text()
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, written
+        assert "\\x1b]0;TITLEPWN\\x07 overload \\u202ereversed" in text, written
+        assert "\\u202eexe.txt evil" in text, written
+
+
 def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_and_protocol_files(tmp_path, labloop,
                                                                                         write_campaign):
     """A PI's audit: a simulated campaign's report looked exactly like a real one, a stopped one like a finished one,
