@@ -10,6 +10,7 @@ written over: a folder that holds any of those files is refused whole.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -58,7 +59,11 @@ def _create(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.chmod(tmp, FILE_MODE)
-        os.link(tmp, path)  # FileExistsError where a file appeared since the check
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # a file made since the check: said by its name, not the temporary file's
+            raise FileExistsError(errno.EEXIST, "made by another hand while init wrote: nothing written", str(path)) \
+                from None
     finally:
         os.unlink(tmp)
 
@@ -67,7 +72,8 @@ def _create(path: Path, text: str) -> None:
                     "protocols into FOLDER, to run as they are and edit from; nothing is written over.")
 @click.argument("folder", metavar="FOLDER", type=click.Path(path_type=Path))
 def init(folder: Path) -> None:
-    taken = [name for name in EXAMPLE_FILES if (folder / name).exists()]
+    # lexists: a symbolic link to nowhere is there too (os.link refused it, and the error named init's temporary file)
+    taken = [name for name in EXAMPLE_FILES if os.path.lexists(folder / name)]
     if taken:
         raise click.BadParameter(f"{folder} holds {', '.join(taken)} already: nothing written (give another folder, "
                                  "or move those away)", param_hint="FOLDER")

@@ -54,6 +54,14 @@ def test_init_writes_over_nothing(labloop, tmp_path):
     assert refused.returncode == 2 and "holds library.csv already: nothing written" in said, said
     assert sorted(p.name for p in folder.iterdir()) == ["library.csv"]
     assert (folder / "library.csv").read_text() == "smiles\nCCO\n"
+    # a symbolic link to nowhere is a file there too: refused by its name (the error named init's temporary file)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "library.csv").symlink_to(tmp_path / "gone.csv")
+    refused = labloop("init", linked)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "holds library.csv already: nothing written" in said, said
+    assert [p.name for p in linked.iterdir()] == ["library.csv"] and not (tmp_path / "gone.csv").exists()
     orphan = labloop("init", tmp_path / "nowhere" / "lab")
     assert orphan.returncode == 2 and "no such folder (init makes FOLDER, not its parents)" in orphan.stderr
     assert not (tmp_path / "nowhere").exists()
