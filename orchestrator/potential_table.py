@@ -61,6 +61,17 @@ OTHER_SCALES = re.compile(r"\bsce\b|ag/ag|\bagcl\b|\bshe\b|\bnhe\b|\bsse\b|\bhg/
 LITHIUM_SCALE = re.compile(r"\bli\b|\bli\+|\blithium\b", re.IGNORECASE)
 #: a header naming an energy in eV (``ie_ev``, ``EA (eV)``): a DFT column, not a potential in V
 ENERGY_HEADER = re.compile(r"(\b|_)ev\b", re.IGNORECASE)
+#: headers naming another quantity of a CV table than a potential, with what they name: a lab's sheet has its scan
+#: rates, peak currents and concentrations beside the potentials, and ``scan rate (V/s)`` given as the column was read
+#: as potentials of 0.05-0.1 V (a chemist's trial: "0 hits", and a repeat "0.05 V vs Fc+/Fc" against "0.1")
+OTHER_QUANTITIES = (
+    (re.compile(r"m?v\s*/\s*s\b|scan[\s_-]*rate", re.IGNORECASE), "a scan rate"),
+    (re.compile(r"\bcurrent|\(\s*[mµμun]?a\s*\)|_[mµμun]a\b|\bi_?p[ac]?\b", re.IGNORECASE), "a current"),
+    (re.compile(r"concentration|\(\s*[mµμ]?m\s*\)|_mm\b|\bmmol", re.IGNORECASE), "a concentration"))
+#: what a potential's header says, which keeps one that also names another quantity (``Eapp (V) at 100 mV/s``): the
+#: word, a unit of V or mV (not V/s), or an E first or as a symbol (``E1/2``, ``Epa``, ``E_ox``, ``E0``)
+POTENTIAL_HEADER = re.compile(r"potential|\bm?v\b(?!\s*/\s*s)|^\s*e|[\s_(]e(?:1/2|_?half|p[ac]?|_?ox|_?red|0)",
+                              re.IGNORECASE)
 
 #: the share of a truth table's values, from 2 rows on, that lying nearer the table's median -/+ cell.ferrocene_vs_li_v
 #: than its median makes a group on another scale worth a warning. Why: a lab's table pastes rows vs Fc+/Fc among rows
@@ -82,10 +93,14 @@ def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_
     unless ``words.scale_required`` (a campaign's past measurements: a table vs Fc+/Fc under ``E1/2 (V)``, taken as
     vs Li/Li+, sent 20 scans 3 V beside their molecules, a chemist's trial). A ``fc`` for a header naming Li/Li+ is
     refused too (the values would move by 3 V), and so is any header naming eV (``ie_ev``: an energy, not a
-    potential)."""
+    potential) or another quantity of a CV table (:data:`OTHER_QUANTITIES`: a scan rate, a current, a concentration)."""
     if ENERGY_HEADER.search(column):
         raise InvalidInput(f"{path}: column {column!r} names eV, an energy, and labloop takes {words.values} as "
                            f"potentials in V vs Li/Li+ (an energy in eV? name the column of measured potentials)")
+    named = next((what for pattern, what in OTHER_QUANTITIES if pattern.search(column)), None)
+    if named and not POTENTIAL_HEADER.search(column):
+        raise InvalidInput(f"{path}: column {column!r} names {named}, not a potential: labloop takes {words.values} "
+                           "as potentials in V (name the column of measured potentials, e.g. 'E1/2 (V vs Fc+/Fc)')")
     ferrocene, other, lithium = (bool(scale.search(column)) for scale in (FERROCENE_SCALE, OTHER_SCALES,
                                                                           LITHIUM_SCALE))
     if truth_vs is None and words.scale_required and not (ferrocene or other or lithium):
