@@ -401,7 +401,9 @@ def _verdict(leader: str, seeds: int, apart: bool | None) -> str:
         # "too few to tell them apart" read as "no difference" beside 15 hits against 3 (a lab head's trial)
         return (f"no verdict from {seeds} {plural(seeds, 'seed')}, whatever the difference (a verdict needs at least "
                 f"{MIN_SEEDS_TO_TELL_APART}: --seeds {MIN_SEEDS_TO_TELL_APART})")
-    return (f"more than {TOLD_APART_SE:g} se: {leader} is ahead" if apart else
+    # "here": the seeds draw noise, not libraries or first batches, and a chemist's trial saw the leader change with
+    # planner.first_batch alone, while "greedy is ahead" read as a verdict on the planners
+    return (f"more than {TOLD_APART_SE:g} se: {leader} is ahead here (this table, prior and first batch)" if apart else
             f"within {TOLD_APART_SE:g} se: not told apart; more seeds (--seeds) would say")
 
 

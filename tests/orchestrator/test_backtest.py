@@ -274,7 +274,7 @@ def test_planners_are_compared_with_the_leader_paired_by_seed():
     # bayes - greedy per seed: 1 1 2 2 1, mean 1.4, sd 0.548, se 0.24: apart; bayes - random: 4 -2 1 1 0, se 0.97
     assert (greedy["leader"], greedy["planner"], greedy["difference"], greedy["se"], greedy["seeds"]) == \
         ("bayes", "greedy", 1.4, 0.24, 5) and greedy["told_apart"] is True
-    assert greedy["verdict"] == "more than 2 se: bayes is ahead"
+    assert greedy["verdict"] == "more than 2 se: bayes is ahead here (this table, prior and first batch)"
     assert (random["difference"], random["se"], random["told_apart"]) == (0.8, 0.97, False)
     assert random["verdict"] == "within 2 se: not told apart; more seeds (--seeds) would say"
     assert paired_with_leader({"bayes": results["bayes"], "oracle": results["oracle"]}) == []  # nothing to compare
