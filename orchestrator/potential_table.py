@@ -78,6 +78,11 @@ POTENTIAL_HEADER = re.compile(r"potential|\bm?v\b(?!\s*/\s*s)|^\s*e|[\s_(]e(?:1/
 #: vs Li/Li+ (a trial: a third of a table 3.2 V low), and a few molecules far from the rest are molecules, not a scale:
 #: the trial's clean table of 1,000 oxidation potentials had 5 such values (0.5%), the mixed one 346 (35%)
 MIXED_SCALE_SHARE = 0.02
+#: how far, as a share of cell.ferrocene_vs_li_v, two such groups' medians may lie from that offset apart and still be
+#: called two scales. Why: a wide but right table (a chemist's, 171 values) was said to "fall in two groups 1.16 V
+#: apart, about cell.ferrocene_vs_li_v (3 V)", which a gap a third off the offset is not; a real mix lies within
+#: a few tenths of a volt of it (the trial's mixed table: 3.19 V apart at 3.2 V)
+MIXED_SCALE_GAP_SHARE = 1 / 3
 #: V vs Li/Li+ of lithium's own couple: a table's potential below it is said (a trial's table of -0.9 V "vs Li/Li+",
 #: vs Fc+/Fc in fact, passed in silence), not refused: read_truth refuses only what is no potential at all
 LITHIUM_V = 0.0
@@ -318,6 +323,8 @@ def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float,
         return f"{k} with median {float(np.median([v for _, v in group])):.2f} V ({plural(k, 'line')} {lines})"
 
     gap = float(np.median([v for _, v in high]) - np.median([v for _, v in low]))
+    if abs(gap - ferrocene_vs_li_v) > MIXED_SCALE_GAP_SHARE * ferrocene_vs_li_v:  # a wide table's tail, not a scale
+        return None
     unexplained = (f"the higher group lies where values vs Li/Li+ given {words.vs_is('fc')} would" if offset_v else
                    "the lower group lies where values vs Fc+/Fc read as vs Li/Li+ would")
     return (f"its {len(values)} values fall in two groups {gap:.2f} V apart, about cell.ferrocene_vs_li_v "

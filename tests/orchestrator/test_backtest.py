@@ -612,6 +612,20 @@ def test_a_mix_of_scales_names_both_groups_and_the_one_the_declared_scale_does_n
                      "of its rows, since labloop takes the backtest's truth as V vs Li/Li+"]
 
 
+def test_a_wide_table_is_no_mix_of_scales_unless_its_groups_lie_the_ferrocene_offset_apart(tmp_path):
+    """A right table with a tail 1.6 V below the rest was said to "fall in two groups 1.6 V apart, about
+    cell.ferrocene_vs_li_v (3 V)" (a chemist's trial): two scales lie that offset apart, within a third of it."""
+    from labloop.orchestrator.potential_table import read_truth
+
+    smiles = pd.read_csv(EXAMPLES_LIBRARY)["smiles"].tolist()[:40]
+    for tail, said in ((2.9, False), (1.5, True)):  # 1.6 V below the rest, then 3.0 V below
+        values = [4.5 + 0.01 * i for i in range(34)] + [tail + 0.01 * i for i in range(6)]
+        rows = "\n".join(f"{s},{v}" for s, v in zip(smiles, values, strict=True))
+        (tmp_path / "t.csv").write_text(f"smiles,e_v\n{rows}\n")
+        notes = read_truth(tmp_path / "t.csv", "e_v", ferrocene_vs_li_v=3.0).notes
+        assert any("two groups" in note for note in notes) is said, notes
+
+
 def test_values_below_lithium_are_said_unless_declared_vs_ferrocene(tmp_path):
     """A trial's table of potentials about -0.9 V, vs Fc+/Fc in fact, read as vs Li/Li+ passed in silence: no couple
     is measured below lithium's own potential in a lithium electrolyte, so such values are said (a note, the first
