@@ -1053,8 +1053,10 @@ class Runner:
             if row is None:
                 continue
             smiles = row.smiles if len(row.smiles) <= HELD_SMILES_CHARS else f"{row.smiles[:HELD_SMILES_CHARS - 1]}…"
+            # the prior's scale, as `labloop log`'s * says; a first batch the lab's past measurements calibrated is not
+            # (the line said "before any measurement" over a model calibrated on 166 of them: a chemist's trial)
             predicted = "" if row.mu is None else f", predicted {row.mu:.2f} V" + (
-                " before any measurement" if row.step == 0 else "")  # the prior's scale, as `labloop log`'s * says
+                " before any measurement" if row.step == 0 and not self.past else "")
             said.append(f"{experiment_id}: {smiles}{predicted}")
         return "; ".join(said)
 

@@ -438,3 +438,37 @@ def test_a_salt_ion_or_stereoisomer_of_a_library_molecule_is_said_in_past_tables
             f"('{library[0]}.Cl' of '{library[0]}' and 2 more), not that molecule: they give it no true value; where "
             "the molecule measured was the library's, write its SMILES as the library does"
             in result.stderr.splitlines()), result.stderr
+
+
+@pytest.mark.slow
+def test_a_first_batch_the_past_calibrated_is_not_said_predicted_before_any_measurement(tmp_path, write_campaign):
+    """The line (and alert) asking to approve a first batch said "predicted 4.50 V before any measurement" over a model
+    calibrated on the lab's 166 past measurements (a chemist's trial); `labloop log` already marks such a batch
+    calibrated. The held batch's predictions are said without it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _past_table(tmp_path)
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True, surrogate=SURROGATE,
+                              planner={"kind": "greedy", "batch_size": 2, "approve": True},
+                              past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"})
+    run = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign), "--dry-run"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300  # a failure's deadline, not a measure of speed
+        message = None
+        while message is None:
+            assert run.poll() is None, run.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no batch awaiting approval after 300 s"
+            if (tmp_path / "tiny.db").exists():
+                with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+                    message = next((e.message for e in journal.events() if e.kind == "awaiting_approval"), None)
+            time.sleep(0.1)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        run.stderr.close()
+    assert re.search(r"\d+: \S+, predicted \d\.\d\d V", message), message
+    assert "before any measurement" not in message, message
