@@ -34,8 +34,9 @@ from labloop.orchestrator.journal.view import describe_objective
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.learner import best_head
 from labloop.orchestrator.loop.runner import journal_state
+from labloop.orchestrator.potential_table import Past
 from labloop.planners.acquisition import XI_V, acquire, mean_score
-from labloop.planners.base import past_observations
+from labloop.planners.base import PlannerState, past_observations
 from labloop.planners.feedback import CHUNK, DescriptorTable
 from labloop.planners.pool import best_measured, untried
 from labloop.surrogate.featurize import first_spellings
@@ -61,12 +62,14 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Ranking:
-    """The ranked candidates and what they were ranked with: the model version and output (``head``:
+    """The ranked candidates and what they were ranked with: the model version (``before_run``: the prior model of a
+    campaign not run yet, calibrated on its past measurements alone) and output (``head``:
     orchestrator/learning/models.py ``heads``), what the calibration was fitted on, its winning learner and
     leave-one-out RMSE (None before any measurement), what the probability is of, and how many library molecules
     were left out as measured, failed or pending (``excluded``) or as unreadable by the model."""
 
     model_version: int
+    before_run: bool
     head: str
     measurements: int
     bounds: int
@@ -98,7 +101,25 @@ def rank(campaign: Campaign, journal: Journal, library: Sequence[str], progress:
     step = 1 + max((e.step for e in experiments if e.step is not None), default=-1)
     state = journal_state(campaign, journal, campaign.planner.kind, step, experiments,
                           past_observations(journal.past_measurements(), journal.past_bounds()))
-    head, view, _ = best_head(loaded.model, state.observations, DescriptorTable())
+    return _ranked(campaign, loaded.model, loaded.row.version, state, library, progress)
+
+
+def rank_before_run(campaign: Campaign, prior: models.ObjectiveModel, past: Past | None, library: Sequence[str],
+                    progress: Progress | None = None) -> Ranking:
+    """The ranking of a campaign not run yet (no journal): by its ``prior`` model calibrated on the lab's ``past``
+    measurements (:func:`labloop.orchestrator.potential_table.read_past`; None: none, the prior alone), as its first
+    proposal would see them. Why: a lab with a table of past measurements asks what to measure next before it has
+    run anything, and had to start a dry run and stop it at an approval to get a journal to ask (a chemist's trial)."""
+    observations = past_observations(past.measurements, past.bounds) if past is not None else ()
+    state = PlannerState(campaign.planner.kind, campaign.seed, 0, observations)
+    return _ranked(campaign, prior, prior.version, state, library, progress, before_run=True)
+
+
+def _ranked(campaign: Campaign, model: models.ObjectiveModel, version: int, state: PlannerState,
+            library: Sequence[str], progress: Progress | None, *, before_run: bool = False) -> Ranking:
+    """The ranking of ``library`` by ``model`` (version ``version``) calibrated on ``state``'s observations, its
+    tried molecules left out."""
+    head, view, _ = best_head(model, state.observations, DescriptorTable())
     spellings = first_spellings(library)
     pool = untried(spellings, state.tried)
     mu, sd = np.full(len(pool), np.nan), np.full(len(pool), np.nan)
@@ -123,8 +144,8 @@ def rank(campaign: Campaign, journal: Journal, library: Sequence[str], progress:
     names = library_names({"file": str(campaign.library.file), "smiles_column": campaign.library.smiles_column})
     calibration = view.calibration
     fit = calibration.fit
-    log.info("ranked %d unmeasured library molecules with model version %d", len(order), loaded.row.version)
-    return Ranking(model_version=loaded.row.version, head=head, measurements=calibration.n,
+    log.info("ranked %d unmeasured library molecules with model version %d", len(order), version)
+    return Ranking(model_version=version, before_run=before_run, head=head, measurements=calibration.n,
                    bounds=0 if fit is None else fit.bounds, learner=None if fit is None else fit.learner,
                    loo_rmse_v=fit.loo_rmse_v if fit is not None and calibration.n else None,
                    objective=describe_objective(objective.model_dump()), probability_of=probability_of,

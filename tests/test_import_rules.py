@@ -39,7 +39,7 @@ ORCHESTRATOR: dict[str, set[str]] = {
     "compose": {"config", "loop"},
     "backtest": {"console", "config", "journal", "potential_table", "learning", "loop"},
     "dashboard": {"config", "journal"},
-    "candidates": {"config", "journal", "learning", "loop"},
+    "candidates": {"config", "journal", "potential_table", "learning", "loop"},
     "cli": {"console", "config", "journal", "report", "potential_table", "learning", "loop", "compose", "dashboard",
             "backtest", "candidates"},
 }

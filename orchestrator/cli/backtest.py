@@ -14,12 +14,11 @@ from typing import Any
 import click
 
 from labloop.core.errors import ConfigError
-from labloop.core.files import nearest_existing
 from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan, StoppedEarly
 from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
-from labloop.orchestrator.cli.preflight import cached_prior, check_store_folder, check_writable
+from labloop.orchestrator.cli.preflight import cached_prior, check_prior_cache, prior_view
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
@@ -47,23 +46,6 @@ def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise click.BadParameter(f"must be a number of volts, got {value}")
     return value
-
-
-def _prior(campaign: Campaign) -> Any:
-    """The campaign's prior model (its cache beside the store, trained there if absent), as planners see it."""
-    from labloop.orchestrator.learning import models
-
-    cached = cached_prior(campaign)
-    if cached is not None:
-        return cached
-    directory = models.prior_dir(campaign.store, models.prior_key(campaign))
-    with console.progress() as bar:
-        epochs = models.campaign_preset(campaign).model.epochs
-        task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs,
-                            counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
-        ensemble = models.train(campaign, models.prior_table(campaign), directory,
-                                lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1))
-    return models.ObjectiveModel(ensemble, 1, campaign.objective.quantity)
 
 
 @click.command(help="Run the campaign's planners against a table of true values (a lab's past measurements or a "
@@ -147,7 +129,6 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     """The command's work, inside :func:`backtest`'s guard."""
     from labloop.orchestrator import backtest as engine
     from labloop.orchestrator import compose, potential_table
-    from labloop.orchestrator.learning import models
     from labloop.planners import PLANNERS
     from labloop.planners.base import past_observations
 
@@ -166,11 +147,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
         raise click.BadParameter("planners other than random need the campaign's prior section",
                                  param_hint="--planners")
     if any(k != "random" for k in kinds):  # the prior model is cached beside the store: fail before training
-        check_store_folder(campaign, campaign.located("store"))
-        cache = models.prior_dir(campaign.store, models.prior_key(campaign))
-        if not cache.is_dir():  # a campaign in a folder this user may not write trained for minutes, then failed
-            check_writable(nearest_existing(cache), campaign.located("store"), "cache the prior model beside the "
-                           "store (backtest a copy of the campaign in a folder you can write)")
+        check_prior_cache(campaign, "backtest a copy of the campaign in a folder you can write")
     scan = None if no_instruments else engine.campaign_scan(campaign)
     wholly = None
     try:  # an objective no measurement can meet is refused as validate refuses it: with the simulated instruments
@@ -215,7 +192,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     if past is not None:
         console.err.print(printable(f"each campaign starts from the campaign's {past.summary()}"), markup=False,
                           highlight=False, soft_wrap=True)
-    model = _prior(campaign) if any(k != "random" for k in kinds) else None
+    model = prior_view(campaign) if any(k != "random" for k in kinds) else None
     # random alone needs no prior, but a cached one still checks the table's scale (a lab head's trial: a table vs
     # Fc+/Fc read as vs Li/Li+ with --planners random gave 0 hits and no word why)
     judge = model if model is not None else cached_prior(campaign)

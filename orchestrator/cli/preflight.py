@@ -28,6 +28,7 @@ from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
 from labloop.surrogate.library_pipeline import row_lines
 
 if TYPE_CHECKING:
+    from labloop.orchestrator.learning.models import ObjectiveModel
     from labloop.planners import ModelView
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,38 @@ def cached_prior(campaign: Campaign) -> ModelView | None:
         ensemble = load_ensemble(directory)
     except ModelLoadError:
         return None
+    return models.ObjectiveModel(ensemble, 1, campaign.objective.quantity)
+
+
+def check_prior_cache(campaign: Campaign, what: str) -> None:
+    """:class:`ConfigError` at the campaign's ``store`` when its prior model is not cached beside the store and the
+    folder cannot take it: said before minutes of training rather than after (a backtest in a folder the user may not
+    write trained for 21 s, then failed); ``what``: the command's way out (a copy of the campaign elsewhere)."""
+    from labloop.orchestrator.learning import models
+
+    check_store_folder(campaign, campaign.located("store"))
+    cache = models.prior_dir(campaign.store, models.prior_key(campaign))
+    if not cache.is_dir():
+        check_writable(nearest_existing(cache), campaign.located("store"), f"cache the prior model beside the store "
+                                                                           f"({what})")
+
+
+def prior_view(campaign: Campaign) -> ObjectiveModel:
+    """The campaign's prior model as planners see it (version 1, as a run journals it): from its cache beside the
+    store (:func:`cached_prior`), else trained there with a progress bar; check the folder first
+    (:func:`check_prior_cache`)."""
+    from labloop.orchestrator.learning import models
+
+    cached = cached_prior(campaign)
+    if cached is not None:
+        return cached
+    directory = models.prior_dir(campaign.store, models.prior_key(campaign))
+    with console.progress() as bar:
+        epochs = models.campaign_preset(campaign).model.epochs
+        task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs,
+                            counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
+        ensemble = models.train(campaign, models.prior_table(campaign), directory,
+                                lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1))
     return models.ObjectiveModel(ensemble, 1, campaign.objective.quantity)
 
 

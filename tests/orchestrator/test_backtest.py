@@ -152,7 +152,7 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
     import numpy as np
 
     from labloop.orchestrator.backtest import oracle_view
-    from labloop.orchestrator.cli.backtest import _prior
+    from labloop.orchestrator.cli.preflight import prior_view
     from labloop.orchestrator.config.campaign import load_campaign
     from labloop.orchestrator.potential_table import read_truth
     from labloop.planners.feedback import DescriptorTable
@@ -162,7 +162,7 @@ def test_the_oracle_knows_the_tables_error(tmp_path, write_campaign, truth_csv):
                                             planner={"kind": "bayes", "batch_size": 4}))
     truth = read_truth(path, "e_v").values
     library = list(truth)
-    model = _prior(campaign)
+    model = prior_view(campaign)
     view = oracle_view(model, truth, library, DescriptorTable(), seed=0, rows=50)
     assert view.calibration.n == 50
     true = np.array([truth[s] for s in library])

@@ -154,3 +154,43 @@ def test_a_copy_of_a_campaign_folder_ranks_with_the_weights_beside_it(labloop, c
     result = labloop("candidates", second / "tiny.db", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model_version"] == max(campaign["versions"]) == 2
+
+
+def test_a_campaign_not_run_yet_is_ranked_by_its_prior_calibrated_on_its_past_measurements(tmp_path, labloop,
+                                                                                          write_campaign):
+    """A lab with a table of past measurements asked what to measure next before running anything, and had to start
+    a dry run and stop it at an approval to get a journal to ask (a chemist's trial). Given the campaign file, the
+    library is ranked by the prior model calibrated on the past measurements, none of their molecules among the
+    candidates; once the campaign has run, by its journal, as `candidates STORE` ranks it. Without a prior: one
+    line, exit 2."""
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    past = library.iloc[:12]
+    (tmp_path / "past.csv").write_text("smiles,e_v\n" + "\n".join(
+        f"{s},{ie - 2.4:.3f}" for s, ie in zip(past["smiles"], past["ie_ev"], strict=True)) + "\n")
+    campaign = write_campaign(tmp_path, prior=True, shared_prior=True, surrogate=SURROGATE,
+                              planner={"kind": "bayes", "batch_size": 2}, budget={"max_experiments": 2},
+                              past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"})
+    result = labloop("candidates", campaign, "--json", "--top", "1000")
+    assert result.returncode == 0, result.stderr
+    ranked = json.loads(result.stdout)
+    assert ranked["store"] is None and ranked["campaign_file"] == str(campaign) and ranked["before_run"]
+    assert ranked["measurements"] == 12 and ranked["loo_rmse_v"] is not None
+    smiles = [c["smiles"] for c in ranked["candidates"]]
+    assert len(smiles) == len(library) - 12 and not set(smiles) & set(past["smiles"])
+    p = [c["p_hit"] for c in ranked["candidates"]]
+    assert p == sorted(p, reverse=True)
+    shown = labloop("candidates", campaign)
+    assert "the prior model (the campaign has not run: no journal yet), calibrated on 12 past measurements" in \
+        " ".join(shown.stdout.split()), shown.stdout
+    assert not (tmp_path / "tiny.db").exists()  # nothing of a run is made
+
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    by_file, by_store = (labloop("candidates", given, "--json") for given in (campaign, tmp_path / "tiny.db"))
+    assert f"{campaign} has run: ranked from its journal {tmp_path / 'tiny.db'}" in by_file.stderr
+    assert json.loads(by_file.stdout) == json.loads(by_store.stdout)
+    assert not json.loads(by_store.stdout)["before_run"]
+
+    bare = write_campaign(tmp_path, name="bare")
+    refused = labloop("candidates", bare)
+    assert refused.returncode == 2 and "candidates of a campaign not run yet need its prior" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
