@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -51,10 +51,17 @@ class _Stderr:
 
     gone = False
 
+    @staticmethod
+    def _stream() -> TextIO:
+        """``sys.stderr``, or the stream behind it while a progress bar shows: rich's Live puts a proxy there that
+        prints into its console, which is ``err`` itself, so writing to the proxy wrote to the proxy for ever, and
+        every command with a bar hung on a terminal, Ctrl-C unheard (a Dask trial; rich's own consoles unwrap it)."""
+        return getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+
     def write(self, text: str) -> int:
         if not self.gone:
             try:
-                return sys.stderr.write(text)
+                return self._stream().write(text)
             except BrokenPipeError:
                 self.gone = True
         return len(text)
@@ -62,19 +69,19 @@ class _Stderr:
     def flush(self) -> None:
         if not self.gone:
             try:
-                sys.stderr.flush()
+                self._stream().flush()
             except BrokenPipeError:
                 self.gone = True
 
     def isatty(self) -> bool:
-        return not self.gone and sys.stderr.isatty()
+        return not self.gone and self._stream().isatty()
 
     def fileno(self) -> int:
-        return sys.stderr.fileno()
+        return self._stream().fileno()
 
     @property
     def encoding(self) -> str:
-        return getattr(sys.stderr, "encoding", None) or "utf-8"
+        return getattr(self._stream(), "encoding", None) or "utf-8"
 
 
 #: messages; off a terminal (a log file, a pipe, CI) each stays one line however long, for grep: rich folded

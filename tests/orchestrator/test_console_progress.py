@@ -60,3 +60,53 @@ def test_a_task_says_how_far_it_is_soon_then_seldom(monkeypatch):
         bar.advance(task)
         bar.advance(task)  # within the hour: nothing more
     assert [line.split(" after ")[0] for line in written.getvalue().splitlines()] == ["library, model v1: 1 of 3"]
+
+
+#: a bar on stderr with lines printed under it and to stderr beside it, then "done" on stdout
+_BAR_ON_A_TERMINAL = """
+import sys
+from labloop.orchestrator import console
+assert console.err.is_terminal
+with console.progress() as bar:
+    task = bar.add_task("library", total=3)
+    for _ in range(3):
+        bar.advance(task)
+        console.err.print("warning: a line said while the bar shows")
+        print("a plain write to stderr", file=sys.stderr)
+print("done", flush=True)
+"""
+
+
+def test_a_bar_on_a_real_terminal_ends_and_what_is_said_under_it_shows():
+    """Every command with a progress bar hung on a terminal, Ctrl-C unheard, the README's first command among them
+    (a Dask trial): while a bar shows, rich puts a proxy in sys.stderr that prints into ``err``, and ``err`` wrote into
+    sys.stderr. The tests' consoles write to a buffer, so only a real terminal shows it: a pty."""
+    import os
+    import select
+    import subprocess
+    import sys
+    import time
+
+    controller, terminal = os.openpty()
+    child = subprocess.Popen([sys.executable, "-c", _BAR_ON_A_TERMINAL], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=terminal, env={**os.environ, "TERM": "xterm"})
+    os.close(terminal)
+    shown = b""
+    deadline = time.monotonic() + 120  # a failure's deadline (the hang), not a measure of speed
+    try:
+        while child.poll() is None and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.2)[0]:
+                try:
+                    shown += os.read(controller, 65536)
+                except OSError:  # the child closed the terminal's last other end
+                    break
+        assert child.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, shown[-2000:]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(controller)
+    assert child.stdout is not None and child.stdout.read() == b"done\n"
+    text = shown.decode(errors="replace")
+    assert text.count("warning: a line said while the bar shows") == 3, text[-2000:]
+    assert text.count("a plain write to stderr") == 3, text[-2000:]
