@@ -140,8 +140,9 @@ def _in_words(exc: BaseException) -> str:
 
 def connect(address: str) -> Client:
     """A ``distributed.Client`` on the scheduler at ``address``; unreachable (:func:`reach`), something else
-    listening there (:func:`not_a_scheduler`), no worker (:func:`_has_workers`), or a worker with another labloop
-    (:func:`other_labloops`) -> :class:`SchedulerAddressError`. Why a worker with another labloop is refused, not
+    listening there (:func:`not_a_scheduler`), a scheduler without this labloop (:func:`_scheduler_runs_labloop`), no
+    worker (:func:`_has_workers`), or a worker with another labloop (:func:`other_labloops`) ->
+    :class:`SchedulerAddressError`. Why a worker with another labloop is refused, not
     warned of: a trial's worker with changed source files returned other predictions for its share of the library,
     the run finished with exit 0 and other proposals, and the shards it wrote were reused by the next run."""
     from distributed import Client
@@ -161,6 +162,7 @@ def connect(address: str) -> Client:
         raise SchedulerAddressError(f"what answers at {url} is no Dask scheduler ({type(exc).__name__}: "
                                     f"{first_line(exc)})") from None
     try:
+        _scheduler_runs_labloop(client, url)
         _has_workers(client, url)
         workers = client.scheduler_info()["workers"]
         names = {address: str(info.get("name", address)) for address, info in workers.items()}
@@ -172,6 +174,26 @@ def connect(address: str) -> Client:
         client.close()
         raise
     return client
+
+
+def _scheduler_runs_labloop(client: Client, url: str) -> None:
+    """:class:`SchedulerAddressError` when the scheduler at ``url`` cannot say which labloop it runs, or runs another:
+    it unpickles every task labloop sends, which names labloop's functions. Why: a scheduler from a plain Dask image
+    (an HPC or Kubernetes deployment) failed the first task with "Error during deserialization of the task graph",
+    which the run said as a labloop bug, exit 1, after it had created its journal (a Dask operator's trial)."""
+    try:
+        answer: object = client.run_on_scheduler(code_identity)
+    except Exception as exc:  # what it could not do is the answer, said below
+        answer = exc
+    if isinstance(answer, tuple | list) and len(answer) == 2 and answer[1] == source_digest():
+        return
+    said = (f"runs labloop {answer[0]} with other source files" if isinstance(answer, tuple | list) and len(answer) == 2
+            else f"cannot say which labloop it runs ({type(answer).__name__}: {first_line(answer)})"
+            if isinstance(answer, BaseException) else f"cannot say which labloop it runs ({answer!r})")
+    raise SchedulerAddressError(f"the Dask scheduler at {url} {said}; this labloop is {code_version()}: it unpickles "
+                                "every task labloop sends, so start it, as every worker, from the same labloop "
+                                "installation (or commit) as the one that uses it (a plain Dask image's scheduler "
+                                "cannot: docs/scaling.md)")
 
 
 def _has_workers(client: Client, url: str) -> None:

@@ -96,6 +96,19 @@ def test_local_cluster_predicts_what_the_process_does_and_scores_shards(tiny_mod
     assert "dashboard http://127.0.0.1:" in announced[0]
 
 
+#: ``dask scheduler`` with its arguments in a process that cannot import labloop, as one from a plain Dask image
+_SCHEDULER_WITHOUT_LABLOOP = """
+import importlib.abc, sys
+class NoLabloop(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "labloop" or name.startswith("labloop."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoLabloop())
+from distributed.cli.dask_scheduler import main
+sys.argv[0] = "dask-scheduler"
+main()
+"""
+
 #: connects to the scheduler at argv[1] without the cluster's certificate, then with one of its own; says how it went
 _INTRUDER = """
 import sys
@@ -285,6 +298,37 @@ def test_a_worker_joining_after_connect_with_another_labloop_computes_nothing(
         assert message.startswith(f"Dask worker {joined} runs labloop 0.0.1 with other source files"), message
         assert "stop that worker and start it from the same labloop installation" in message, message
     assert not list((tmp_path / "later").rglob("*.parquet"))  # nothing it computed was kept
+
+
+@pytest.mark.slow
+def test_a_scheduler_without_labloop_is_refused_at_connect_in_one_line(tmp_path, free_port, dask_command,
+                                                                        wait_for_cluster, labloop, tiny_model_dir,
+                                                                        library):
+    """A scheduler from a plain Dask image (an HPC or Kubernetes deployment) cannot unpickle labloop's tasks: the first
+    one failed with "Error during deserialization of the task graph", said as a labloop bug, exit 1, after a campaign
+    had made its journal (a Dask operator's trial). Here a real Dask scheduler that cannot import labloop (an import
+    hook refuses it, however labloop is installed) with a worker that can: refused at connect, one line naming the
+    scheduler, exit 2, nothing written."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    with (tmp_path / "scheduler.log").open("w") as log:
+        scheduler = subprocess.Popen([sys.executable, "-c", _SCHEDULER_WITHOUT_LABLOOP, "--host", "127.0.0.1", "--port",
+                                      str(port), "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT)
+    worker = dask_command("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+                          log=tmp_path / "worker.log")
+    try:
+        wait_for_cluster(address, 1)
+        out = tmp_path / "pred.csv"
+        result = labloop("surrogate", "predict", tiny_model_dir, library, "-o", out, "--scheduler", address)
+    finally:
+        for proc in (worker, scheduler):
+            proc.kill()
+            proc.wait()
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: the Dask scheduler at {address} cannot say which labloop it runs ("), lines
+    assert "start it, as every worker, from the same labloop installation" in lines[0] and "bug" not in lines[0]
+    assert not out.exists()
 
 
 @pytest.mark.slow
