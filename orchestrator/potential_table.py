@@ -447,13 +447,15 @@ def forms_said(forms: Sequence[tuple[str, str]], table: str, consequence: str) -
             "library's, write its SMILES as the library does")
 
 
-def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = None) -> Past | None:
+def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = None, *,
+              truth: Path | None = None) -> Past | None:
     """The campaign's ``past_measurements`` (None without them), read as a backtest's truth is (:func:`read_truth`:
     its scale by ``vs`` or its header, missing-value markers, repeats, invalid rows named by line; a cell such as
     ``>5.1`` a bound), each molecule matched to the ``library`` (the campaign's rows) by canonical SMILES.
     :class:`ConfigError` naming ``past_measurements.file`` (with its YAML line) for a table that cannot be used, or
     one that holds every library molecule (nothing left to propose); with ``budget``, a note when fewer than that
-    many are left."""
+    many are left. ``truth``: a backtest's table of true values, whose molecules ``library`` is (said so: "every one
+    of the 159 library molecules" read as wrong beside a library of 500, a chemist's trial)."""
     from labloop.surrogate.featurize import first_spellings, forms_of
 
     spec = campaign.past_measurements
@@ -479,9 +481,13 @@ def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = N
         notes.append(forms_said(forms, display_name(spec.file), "learnt from as molecules of their own, and the "
                                                                   "library's may still be proposed"))
     if not left:  # a run would train its prior, create its journal and end at once, "every molecule tried"
+        known_in = "" if truth is None else f" with a true value in {display_name(truth)}"
+        split = ("" if truth is None else ": give the backtest a truth table of other molecules than the past "
+                 "measurements (split the lab's table in two)")
         raise ConfigError(campaign.located("past_measurements", "file"),
                           f"{display_name(spec.file)} holds every one of the {len(in_library)} library "
-                          f"{plural(len(in_library), 'molecule')} to choose from: nothing is left to propose")
+                          f"{plural(len(in_library), 'molecule')}{known_in} to choose from: nothing is left to propose"
+                          f"{split}")
     if budget is not None and left < budget:
         notes.append(f"{display_name(spec.file)} holds {known} of the library's {len(in_library)} molecules, which "
                      f"leaves {left} to propose: the campaign ends after {left} of its budget.max_experiments {budget}")

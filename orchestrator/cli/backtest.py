@@ -163,7 +163,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     library, known, left_out, library_rows = engine.library_truth(campaign, read.values, truth_file)
     notes += left_out
     # the campaign's own past measurements, as its run would start from them: never proposed, learnt from
-    past = potential_table.read_past(campaign, library)
+    past = potential_table.read_past(campaign, library, truth=truth_file)
     before = list(past_observations(past.measurements, past.bounds)) if past else []
     notes += list(past.notes) if past else []
     # what a campaign can propose: the library molecules with a true value not measured before (a backtest with past

@@ -472,3 +472,19 @@ def test_a_first_batch_the_past_calibrated_is_not_said_predicted_before_any_meas
         run.stderr.close()
     assert re.search(r"\d+: \S+, predicted \d\.\d\d V", message), message
     assert "before any measurement" not in message, message
+
+
+def test_a_backtest_whose_truth_is_its_past_measurements_says_to_split_the_table(tmp_path, labloop, write_campaign):
+    """A lab's one table as both the truth and the past measurements: "holds every one of the 10 library molecules"
+    read as wrong beside a library of 200, with no way out said (a chemist's trial). It names the truth table and
+    says to split the lab's table."""
+    _past_table(tmp_path)
+    campaign = write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"})
+    result = labloop("backtest", campaign, "--truth", tmp_path / "past.csv", "--column", "e_v", "--truth-vs", "li",
+                     "--planners", "random", "--seeds", "1", "--budget", "2", "--no-instruments")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].endswith(f"past.csv holds every one of the 10 library molecules with a true value in "
+                             f"{tmp_path / 'past.csv'} to choose from: nothing is left to propose: give the backtest "
+                             "a truth table of other molecules than the past measurements (split the lab's table in "
+                             "two)"), lines[0]
