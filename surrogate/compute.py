@@ -22,13 +22,14 @@ import re
 import signal
 import socket
 import struct
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from labloop.core.errors import ClusterLostError, SchedulerAddressError, first_line
 from labloop.core.signals import held_signals
-from labloop.core.version import code_identity, code_version, source_digest
+from labloop.core.version import code_identity, code_version, runtime_versions, source_digest
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -49,6 +50,8 @@ SCHEDULER_CHOICES = ("auto", "local", "none")
 #: ``SCHEME://host:port``; a bare ``host:port`` means tcp, the only scheme labloop takes (:func:`normalise_address`)
 _ADDRESS = re.compile(r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?"
                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+#: the packages whose versions the workers are asked at connect (:func:`other_packages`): those the numbers depend on
+COMPARED_PACKAGES = ("python", "rdkit", "tensorflow", "numpy", "scipy", "scikit-learn", "pandas")
 #: one thread per worker process for TensorFlow and the BLAS: the cluster already runs one worker per core
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -146,6 +149,7 @@ def connect(address: str) -> Client:
     warned of: a trial's worker with changed source files returned other predictions for its share of the library,
     the run finished with exit 0 and other proposals, and the shards it wrote were reused by the next run."""
     from distributed import Client
+    from distributed.versions import VersionMismatchWarning
 
     url = normalise_address(address)
     with reach(url) as sock:
@@ -154,7 +158,9 @@ def connect(address: str) -> Client:
         raise SchedulerAddressError(f"no Dask scheduler answers at {url}: {why}; is it the scheduler's port (8786 "
                                     "unless set; 8787 is its dashboard's)?")
     try:
-        client = Client(url, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        with warnings.catch_warnings():  # Dask's table of every package that differs came before labloop's one line
+            warnings.simplefilter("ignore", VersionMismatchWarning)  # (a Dask trial): the versions are said below
+            client = Client(url, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise SchedulerAddressError(f"no Dask scheduler answers at {url} within {CONNECT_TIMEOUT_S} s "
                                     f"({first_line(exc)}); is `dask scheduler` running there?") from None
@@ -166,10 +172,16 @@ def connect(address: str) -> Client:
         _has_workers(client, url)
         workers = client.scheduler_info()["workers"]
         names = {address: str(info.get("name", address)) for address, info in workers.items()}
-        named = {worker if names.get(worker, worker) == worker else f"{worker} ({names[worker]})": answer
-                 for worker, answer in client.run(code_identity, on_error="return").items()}
+
+        def label(worker: str) -> str:
+            return worker if names.get(worker, worker) == worker else f"{worker} ({names[worker]})"
+
+        named = {label(worker): answer for worker, answer in client.run(code_identity, on_error="return").items()}
         if (said := other_labloops(code_identity(), named)) is not None:
             raise SchedulerAddressError(said)
+        packages = {label(worker): answer for worker, answer in client.run(runtime_versions, on_error="return").items()}
+        if (said := other_packages(runtime_versions(), packages)) is not None:
+            log.warning("%s", said)
     except BaseException:
         client.close()
         raise
@@ -237,6 +249,27 @@ def other_labloops(ours: tuple[str, str], theirs: Mapping[str, object]) -> str |
     return (f"{'; '.join(phrases)}; this labloop is {version}: tasks there could fail or compute other numbers, so "
             f"the cluster is not used: stop {them} and start every worker from the same labloop installation (or "
             "commit) as the one that uses them")
+
+
+def other_packages(ours: Mapping[str, str], theirs: Mapping[str, object]) -> str | None:
+    """One line naming the workers whose versions of :data:`COMPARED_PACKAGES` are not ``ours``
+    (:func:`labloop.core.version.runtime_versions`), from ``theirs``: what each worker (by address and ``--name``)
+    answered; None when all agree (a worker that could not answer is :func:`other_labloops`' to judge). A warning,
+    not a refusal: a patch release rarely moves a number, but another RDKit or TensorFlow can featurise or predict
+    otherwise, and labloop compared its own source files alone while the docs asked for the same dependencies
+    everywhere (a Dask operator's trial)."""
+    differ: dict[tuple[str, str], list[str]] = {}
+    for worker, answer in theirs.items():
+        if isinstance(answer, Mapping):
+            for package in COMPARED_PACKAGES:
+                if (version := str(answer.get(package, "not installed"))) != ours.get(package):
+                    differ.setdefault((package, version), []).append(worker)
+    if not differ:
+        return None
+    said = "; ".join(f"{package} {version} on {', '.join(sorted(workers))} ({ours.get(package)} here)"
+                     for (package, version), workers in sorted(differ.items()))
+    return (f"the Dask workers' packages are not this machine's: {said}: they may featurise or predict other numbers "
+            "than this machine would; install the same versions everywhere (docs/scaling.md)")
 
 
 def on_same_labloop(digest: str, function: Callable[..., object], *args: object) -> object:
@@ -366,8 +399,11 @@ def _quiet_distributed() -> None:
 
     if logging.getLogger().getEffectiveLevel() < logging.WARNING:
         return
-    # distributed gives some of its loggers levels of their own, so the parent's level alone does not hold them
-    for name in ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]:
+    # distributed gives some of its loggers levels of their own, so the parent's level alone does not hold them;
+    # tornado's logs the exceptions of callbacks on distributed's event loop: a Ctrl-C as the client of a LocalCluster
+    # waited on a reply logged distributed's own NameError in sync()'s cancel, a page of traceback above "interrupted"
+    for name in ["distributed", "tornado", *(n for n in logging.root.manager.loggerDict
+                                             if n.startswith(("distributed.", "tornado.")))]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     asyncio_log = logging.getLogger("asyncio")
     if _distributed_task_failure not in asyncio_log.filters:

@@ -455,9 +455,16 @@ def _run_on_cluster(client: Client, payload: ModelPayload, work: Iterator[tuple[
         except KilledWorker as exc:
             raise ClusterLostError(f"{lost_cluster(client, exc)} (out of memory?); finished chunks are kept") from None
         except Exception as exc:
-            if sent < MODEL_RESENDS and _model_lost(client, exc):
-                log.warning("the workers holding the model died (%s); sending it again to the workers there are, and "
-                            "running the %d %s in flight again", first_line(exc), len(pending),
+            lost_model = _model_lost(client, exc)
+            if lost_model and sent == MODEL_RESENDS:  # the scheduler runs on: it is the workers that keep dying
+                again = f", the model sent again after {'each' if sent > 1 else 'the first'}" if sent else ""
+                raise ClusterLostError(f"the workers holding the model died {sent + 1} {plural(sent + 1, 'time')}"
+                                       f"{again}: they keep dying (out of memory? killed?), while the scheduler runs "
+                                       "on; finished chunks are kept") from None
+            if lost_model:
+                # in words, not Dask's ("predict-...-000000035000-... cancelled for reason: already forgotten.")
+                log.warning("the workers holding the model died; sending it again (%d of %d) to the workers there "
+                            "are, and running the %d %s in flight again", sent + 1, MODEL_RESENDS, len(pending),
                             plural(len(pending), "chunk"))
                 for future in pending:
                     future.release()  # type: ignore[attr-defined]

@@ -66,7 +66,8 @@ def test_validate_shows_a_bracketed_path_as_written(tmp_path, labloop, monkeypat
 
 
 def test_report_csv_quotes_cells_a_spreadsheet_would_run_as_formulas(tmp_path, labloop) -> None:
-    """Issue 17, cause 15: ``experiments.csv`` wrote ``=HYPERLINK(...)`` as it was (formula injection)."""
+    """Issue 17, cause 15: ``experiments.csv`` wrote ``=HYPERLINK(...)`` as it was (formula injection); a cell's
+    control characters are written as their escapes."""
     store = tmp_path / "runs" / "formula.db"
     injected = ['=HYPERLINK("http://example.invalid","x")', "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
     with Journal.create(store, load_campaign(EXAMPLES / "campaign.yaml")) as journal:
@@ -78,7 +79,9 @@ def test_report_csv_quotes_cells_a_spreadsheet_would_run_as_formulas(tmp_path, l
     assert result.returncode == 0, result.stderr
     with (tmp_path / "report" / "experiments.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["smiles"] for row in rows] == [f"'{text}" for text in injected]
+    # a tab or a carriage return is written as its escape (core.text.spreadsheet_safe: cat ran a CR's overwrite on the
+    # terminal), which no spreadsheet reads as a formula; the rest are quoted
+    assert [row["smiles"] for row in rows] == [f"'{text}" for text in injected[:4]] + ["\\tTAB", "\\rCR"]
     assert rows[0]["cause"] == "'=cmd|' /C calc'!A0"
     for row in rows:
         assert not any(str(value).startswith(("=", "+", "-", "@", "\t", "\r")) for value in row.values())
