@@ -253,8 +253,13 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     if empty:
         k = len(marked)
         markers = "" if not marked else f" ({k} of them {markers_written(written, marked, line_of)})"
+        # a CV sheet's "n.d." is often "no wave up to the scan's end", which a bound says and a past table learns
+        # from (a chemist's trial); a truth table cannot hold bounds
+        bound = (": where a row means no wave within the scan, write it as the bound it is (e.g. '>1.9'), which is "
+                 "learnt from" if bounds and marked else "")
         notes.append(f"{len(empty)} {plural(len(empty), 'row')} of {path} {plural(len(empty), 'has', 'have')} no "
-                     f"finite value in column {column!r}{markers} and {plural(len(empty), 'is', 'are')} left out")
+                     f"finite value in column {column!r}{markers} and {plural(len(empty), 'is', 'are')} left out"
+                     f"{bound}")
     if conflicts:
         notes.append(f"{conflicts} {plural(conflicts, 'row')} of {path} {plural(conflicts, 'repeats', 'repeat')} a "
                      f"molecule with another value (the first: {first_conflict}): the first value is kept, "

@@ -57,6 +57,8 @@ def test_past_measurements_teach_the_first_proposal_are_never_proposed_and_resum
     assert (f"11 past measurements from {tmp_path / 'past.csv'} (10 of library molecules, which are not proposed "
             f"again; {hits} {'hit' if hits == 1 else 'hits'}), learnt from before the first proposal") in result.stderr
     assert "1 row of" in result.stderr and "'n/a'" in result.stderr  # the row left out is said
+    # and what a CV sheet's "n.d." may mean instead: no wave within the scan, a bound (a chemist's trial)
+    assert "where a row means no wave within the scan, write it as the bound it is (e.g. '>1.9')" in result.stderr
 
     with Journal.open(tmp_path / "whole.db", readonly=True) as journal:
         experiments, events = journal.experiments(), journal.events()
