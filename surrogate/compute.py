@@ -67,7 +67,10 @@ def normalise_address(address: str) -> str:
     if scheme == "tls":
         raise SchedulerAddressError(f"scheduler address {address!r}: labloop takes tcp://HOST:PORT; TLS (tls://) is "
                                     "not supported")
-    if match is None or scheme != "tcp" or not 0 < int(match["port"]) < 65536:
+    if match is not None and scheme == "tcp" and not 0 < int(match["port"]) < 65536:  # said as what it is (a trial)
+        raise SchedulerAddressError(f"scheduler address {address!r}: port {int(match['port'])} is out of range "
+                                    "(1-65535)")
+    if match is None or scheme != "tcp":
         raise SchedulerAddressError(f"scheduler address {address!r} is not tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
     return f"tcp://{match['host']}:{int(match['port'])}"
 
