@@ -269,7 +269,8 @@ def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str, events
     """When the budget is reached at the recent pace (``progress.eta``), an estimate: the experiments left (the
     budget less those done) times the mean time between the finishes of the last :data:`PACE_OF` done experiments
     (the first one's from its start), leaving out a time between two finishes that a run's start falls in (a stop
-    and a resume); None before :data:`PACE_FROM` are done or with none left. Why the time between finishes, and its
+    and a resume); None before :data:`PACE_FROM` are done, with none left, or when a run's start falls between every
+    two finishes. Why the time between finishes, and its
     mean: it holds the whole loop's pace, proposing, retraining, waiting for an approval and the failed experiments
     between, each as often as it comes (a retrain every 10 experiments is one time in 10, which a median dropped:
     "about 4 s left" 30 s from the end), where each experiment's own duration said "about 8 s left" 194 s from the
@@ -286,7 +287,9 @@ def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str, events
     starts = [datetime.fromisoformat(e["time"]) for e in events if e["kind"] == "run"]
     gaps = [(end - begin).total_seconds() for begin, end in zip(since, finished, strict=True)
             if not any(begin < start <= end for start in starts)]
-    recent = [max(0.0, gap) for gap in gaps[-PACE_OF:]] or [0.0]
+    if not gaps:  # every time between finishes holds a stop and a resume: no pace to go by ("under 1 s" was said)
+        return None
+    recent = [max(0.0, gap) for gap in gaps[-PACE_OF:]]
     pace = statistics.fmean(recent)
     seconds = left * pace
     eta = {"seconds": seconds, "pace_s": pace, "pace_of": len(recent), "experiments_left": left,

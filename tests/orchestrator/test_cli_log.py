@@ -719,6 +719,10 @@ def test_the_eta_leaves_out_the_time_a_stop_and_resume_fall_in():
     eta = _eta(done, {"max_experiments": 17}, at(0), events)
     assert eta["pace_of"] == 6 and eta["pace_s"] == pytest.approx((10 + 10 + 10 + 30 + 10 + 10) / 6)
     assert eta["seconds"] == pytest.approx(10 * 80 / 6)
+    # a run started between every two finishes (each experiment its own resume): no pace, no estimate (it said the
+    # pace was "under 1 s")
+    every = [{"kind": "run", "time": at(f - 5)} for f in finishes]
+    assert _eta(done, {"max_experiments": 17}, at(0), every) is None
 
 
 def test_the_eta_of_a_zero_latency_dry_run_says_under_a_second(tmp_path, write_campaign, monkeypatch):
