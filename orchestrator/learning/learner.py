@@ -72,9 +72,11 @@ class Learning:
         """A retrain is running."""
         return self._retrainer.training
 
-    def wait(self) -> None:
-        """Until the retrain in progress (if any) has finished."""
-        self._retrainer.wait()
+    def wait(self, show: Callable[[str], None] | None = None) -> None:
+        """Until the retrain in progress (if any) has finished; ``show(text)`` is told what it is doing meanwhile (a
+        progress bar's description: it said "proposing", still, for the minute a retrain took, which a newcomer took
+        for a hang)."""
+        self._retrainer.wait(None if show is None else lambda: show(self._retrainer.said()))
 
     def refresh(self) -> None:
         """Take the model a finished retrain produced, if any (called before each proposal)."""
@@ -87,16 +89,18 @@ class Learning:
             gc.collect()
             log.info("now proposing with model version %d", newest.model.version)
 
-    def model_view(self, state: PlannerState, experiments: Sequence[ExperimentRow]) -> ModelView | None:
+    def model_view(self, state: PlannerState, experiments: Sequence[ExperimentRow],
+                   show: Callable[[str], None] | None = None) -> ModelView | None:
         """The model the planner proposes with: calibrated on the measurements for a planner that learns
-        (the calibration is journalled with how well the recent proposals predicted their measurements)."""
+        (the calibration is journalled with how well the recent proposals predicted their measurements); ``show``:
+        told what a retrain it waits for is doing (:meth:`wait`)."""
         if self.model is None:
             return None
         if self.training and self.campaign.surrogate.wait_for_retrain:
             with self._deferred():
                 self.journal.add_event("waiting", "proposal waits for the retrain in progress "
                                                   "(surrogate.wait_for_retrain)")
-            self.wait()
+            self.wait(show)
             self.refresh()
         if not self.learns:
             return self.model.model

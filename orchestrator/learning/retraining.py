@@ -48,6 +48,7 @@ class Retrainer:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._newest: models.LoadedModel | None = None
+        self._said = ""  # what the retrain in progress is doing (:meth:`said`)
 
     def __enter__(self) -> Retrainer:
         self._scheduler.start()
@@ -77,7 +78,12 @@ class Retrainer:
             if self._cancel.is_set():
                 raise models.TrainingCancelled
 
-        def progress(_member: int, _epoch: int) -> None:
+        epochs = models.campaign_preset(self.campaign).model.epochs
+        total = self.campaign.surrogate.folds * epochs
+        self._said = f"retraining round {round_}: starting"
+
+        def progress(member: int, epoch: int) -> None:
+            self._said = f"retraining round {round_}: epoch {member * epochs + epoch + 1} of at most {total}"
             check()
 
         try:
@@ -112,9 +118,16 @@ class Retrainer:
             newest, self._newest = self._newest, None
         return newest
 
-    def wait(self) -> None:
-        """Until the retrain in progress (if any) has finished. It waits in short slices: a Ctrl-C the kernel
-        hands to one of TensorFlow's threads only runs its Python handler once the main thread runs Python
-        again, so one long wait held a stop back until the retrain had finished (a newcomer measured 19 s)."""
+    def said(self) -> str:
+        """What the retrain in progress is doing, for a progress bar: ``retraining round 2: epoch 14 of at most 30``
+        (early stopping may end it sooner)."""
+        return self._said
+
+    def wait(self, each: Callable[[], None] | None = None) -> None:
+        """Until the retrain in progress (if any) has finished, calling ``each()`` between slices (a progress bar's
+        update). It waits in short slices: a Ctrl-C the kernel hands to one of TensorFlow's threads only runs its
+        Python handler once the main thread runs Python again, so one long wait held a stop back until the retrain
+        had finished (a newcomer measured 19 s)."""
         while not self._idle.wait(WAIT_SLICE_S):
-            pass
+            if each is not None:
+                each()

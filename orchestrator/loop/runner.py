@@ -480,7 +480,7 @@ class Runner:
             if reason is not None:
                 if self.learning.training:
                     show("finishing the last retrain")
-                    self.learning.wait()
+                    self.learning.wait(lambda said: show(f"finishing the last retrain: {said}"))
                 return self._finish(reason)
             waiting = [e.id for e in experiments if e.status == State.AWAITING_APPROVAL]
             if waiting:  # one short wait per turn, so health checks, new models and max_hours go on meanwhile
@@ -489,7 +489,7 @@ class Runner:
             queue = [e for e in experiments if e.status in (State.PROPOSED, State.INTERRUPTED)]
             if not queue:
                 show("proposing")
-                if not self._propose(experiments):
+                if not self._propose(experiments, show):
                     return self._finish("every library molecule was tried")
                 continue
             self._wait_for_active_hours(show)
@@ -719,13 +719,14 @@ class Runner:
             self.journal.save_planner_state(step, state.to_dict())
         return state
 
-    def _propose(self, experiments: Sequence[ExperimentRow]) -> bool:
-        """Record the planner's next batch; False when it has nothing left to propose."""
+    def _propose(self, experiments: Sequence[ExperimentRow], show: Callable[[str], None]) -> bool:
+        """Record the planner's next batch; False when it has nothing left to propose (``show``: the progress bar's
+        description, while the proposal waits for a retrain)."""
         step = 1 + max((e.step for e in experiments if e.step is not None), default=-1)
         n = min(self.campaign.planner.batch_size, self.campaign.budget.max_experiments - self.done)
         state = self._planner_state(step, experiments)
         with threadpool_limits(PLANNER_BLAS_THREADS):
-            model = self.learning.model_view(state, experiments)
+            model = self.learning.model_view(state, experiments, show)
             try:
                 proposals = self.planner.propose(state, n, model)
             except Exception as exc:  # with a cluster the planner scores the shards there

@@ -146,3 +146,32 @@ def test_a_child_whose_run_is_killed_stops_and_saves_nothing(job, tmp_path):
         time.sleep(0.2)
     assert _gone(child[0]), "the training child outlived its run"
     assert not long.directory.exists() and not list(long.directory.parent.glob(".apart.*"))
+
+
+@pytest.mark.slow
+def test_a_retrain_waited_for_says_its_round_and_epoch(tmp_path, write_campaign):
+    """While a proposal waited for a retrain the progress bar said "proposing", still, for as long as the retrain
+    took, which a newcomer took for a hang. The retrainer says which round and epoch the child reports, and a wait is
+    told it between slices; the last epoch said is the last one trained (2 folds of 2 epochs)."""
+    import pandas as pd
+
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.journal.store import Journal
+    from labloop.orchestrator.learning import models
+    from labloop.orchestrator.learning.retraining import Retrainer
+
+    from ..conftest import EXAMPLES
+
+    campaign = load_campaign(write_campaign(tmp_path, prior=True, shared_prior=True, surrogate={
+        "preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2, "wait_for_retrain": True}))
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    measured = [(s, ie - 2.0) for s, ie in zip(library["smiles"][:6], library["ie_ev"][:6], strict=True)]
+    with Journal.create(campaign.store, campaign) as journal:
+        models.prior_model(campaign, journal)
+        seen: list[str] = []
+        with Retrainer(campaign, journal, library["smiles"].tolist()) as retrainer:
+            retrainer.retrain(measured, 1)
+            retrainer.wait(lambda: seen.append(retrainer.said()))
+            assert retrainer.take_model() is not None
+        assert seen and all(said.startswith("retraining round 1: ") for said in seen), seen
+        assert retrainer.said() == "retraining round 1: epoch 4 of at most 4"
