@@ -127,9 +127,11 @@ def _header(ranking: Ranking, store: Path | None) -> str:
     ranked = (f"{len(ranking.candidates)} of {ranking.library} library molecules ranked ({left}{unreadable}); "
               f"P = {ranking.probability_of}")
     if store is None:  # no journal: the prior and the lab's past measurements are all there is
-        return (f"the prior model (the campaign has not run: no journal yet), calibrated on {ranking.measurements} "
-                f"past {plural(ranking.measurements, 'measurement')}{bounds}, as its first proposal would be; "
-                f"{ranked}")
+        calibrated = (f"calibrated on {ranking.measurements} past {plural(ranking.measurements, 'measurement')}"
+                      f"{bounds}, as the first proposal's model would be" if ranking.measurements else
+                      "not calibrated: no past measurements (P is nearly flat: the sd holds the prior's unknown "
+                      "offset from the lab's scale)")
+        return f"the prior model (the campaign has not run: no journal yet), {calibrated}; {ranked}"
     return (f"model version {ranking.model_version} ({output}), calibrated on {ranking.measurements} "
             f"{plural(ranking.measurements, 'measurement')}{bounds} (every one in the journal, the last included: "
             f"`labloop log` and the report show the calibration of the last proposal); {ranked}")

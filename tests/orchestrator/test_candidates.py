@@ -190,6 +190,14 @@ def test_a_campaign_not_run_yet_is_ranked_by_its_prior_calibrated_on_its_past_me
     assert json.loads(by_file.stdout) == json.loads(by_store.stdout)
     assert not json.loads(by_store.stdout)["before_run"]
 
+    # without past measurements the ranking is the uncalibrated prior's, said so (a newcomer read "calibrated on 0
+    # past measurements, as its first proposal would be" beside a flat P and a size-design first batch)
+    unmeasured = labloop("candidates", write_campaign(tmp_path, name="unmeasured", prior=True, shared_prior=True,
+                                                      surrogate=SURROGATE))
+    assert unmeasured.returncode == 0, unmeasured.stderr
+    assert ("the prior model (the campaign has not run: no journal yet), not calibrated: no past measurements (P is "
+            "nearly flat: the sd holds the prior's unknown offset from the lab's scale)"
+            in " ".join(unmeasured.stdout.split())), unmeasured.stdout
     bare = write_campaign(tmp_path, name="bare")
     refused = labloop("candidates", bare)
     assert refused.returncode == 2 and "candidates of a campaign not run yet need its prior" in refused.stderr
