@@ -1,18 +1,18 @@
 """Training an ensemble in a child process of its own, which ends once the ensemble is saved.
 
-Why: training keeps about 33 MB per network in the process that trained it (its weights and optimiser state, which
+Why: training keeps about 35 MB per network in the process that trained it (its weights and optimiser state, which
 no ``gc.collect``, Keras ``clear_session``, ``malloc_trim`` or allocator setting released), so a campaign that
 retrains every hour for a week grew by 17-34 GB (docs/running.md). Loading the saved ensemble and predicting with it
 keeps nothing, so a campaign's retraining trains here and the run loads what the child saved
 (orchestrator/learning/models.py). The cost is the child's start (Python and TensorFlow, a few seconds) per training.
 
-The child is a fresh interpreter (``python -m`` this module), not a fork: forking a process whose TensorFlow has its
-thread pools running can deadlock the child; nor multiprocessing's ``spawn``, which runs the parent's main script
-again in the child (a user's script without a ``__main__`` guard started its campaign a second time). It is born
-with Ctrl-C blocked and then ignores it, since a terminal's Ctrl-C reaches every process of its group and the run,
-not the child, decides what a Ctrl-C stops (it cancels the training by :func:`train_apart`'s ``check``). Its job
-comes on its standard input; its log records, epochs and outcome go back through a pipe; a child whose run goes
-away stops at its next epoch (the pipe breaks).
+The child is a fresh interpreter (``python -P -m`` this module), not a fork: forking a process whose TensorFlow has
+its thread pools running can deadlock the child; nor multiprocessing's ``spawn``, which runs the parent's main script
+again in the child (a user's script without a ``__main__`` guard started its campaign a second time). It runs in a
+session of its own, so a terminal's Ctrl-C or hang-up and a SIGTERM to the run's process group reach the run alone,
+which decides what stops (it cancels the training by :func:`train_apart`'s ``check``). Its job comes on its standard
+input; its log records, epochs and outcome go back through a pipe; a child whose run goes away stops at its next
+epoch (the pipe breaks), or past its last once it has saved.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from contextlib import suppress
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labloop.core.errors import said
-from labloop.core.signals import held_signals
 from labloop.surrogate.dataset import MoleculeTable
 from labloop.surrogate.fingerprint_cache import FingerprintCache
 from labloop.surrogate.presets import Preset
@@ -92,31 +92,44 @@ def train_apart(job: TrainingJob, on_epoch: Callable[[int, int], None], check: C
 
     reading, writing = os.pipe()
     try:
-        with held_signals({signal.SIGINT}) as noted:  # the child is born with it blocked (a mask survives exec)
-            child = subprocess.Popen([sys.executable, "-m", __name__, str(writing)], stdin=subprocess.PIPE,
-                                     pass_fds=(writing,))
+        # its own session: a terminal's Ctrl-C or hang-up and a SIGTERM to the run's group reach the run alone, which
+        # decides what stops (they killed the child first, and a stop was journalled as a failed retrain: a review);
+        # -P: not the run's folder first on its path (a traceback.py there ran in the child)
+        child = subprocess.Popen([sys.executable, "-P", "-m", __name__, str(writing)], stdin=subprocess.PIPE,
+                                 pass_fds=(writing,), start_new_session=True)
+    except BaseException:
+        os.close(reading)
+        raise
     finally:
         os.close(writing)  # the child's end: once the child is gone, recv() ends instead of waiting for ever
     receiving = Connection(reading, writable=False)
+    # the job from a thread of its own: a large one (the prior's 2,000 rows) fills the pipe until the child reads it,
+    # and a child slow to start held a cancel back until it read (a review: 30 s)
+    threading.Thread(target=_hand, args=(child, job), name="labloop-training-job", daemon=True).start()
     outcome = None
     try:
-        _hand(child, job)
         outcome = _follow(receiving, on_epoch, check)
     finally:
         _end(child, said_outcome=outcome is not None)
         receiving.close()
-    for signum in noted[:1]:  # a Ctrl-C during the start, held for the main thread (only it notes one)
-        signal.raise_signal(signum)
     if outcome is None:
-        code = child.returncode
-        how = (f"killed by {signal.Signals(-code).name}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
-               if code is not None and code < 0 else f"exit code {code}")
-        raise TrainingProcessDied(f"the training process ended without a model ({how})")
+        raise TrainingProcessDied(f"the training process ended without a model ({_ended(child.returncode)})")
     kind, error, where = outcome
     if kind == "error":
         log.debug("the training process failed:\n%s", where)
         raise error
     return load_ensemble(job.directory)
+
+
+def _ended(code: int | None) -> str:
+    """How a child ended, by its return code: ``killed by SIGKILL (out of memory?)``, ``exit code 1``."""
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:  # a real-time signal has no name
+        name = f"signal {-code}"
+    return f"killed by {name}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
 
 
 def _hand(child: subprocess.Popen[bytes], job: TrainingJob) -> None:
@@ -165,14 +178,16 @@ class _Sent(logging.Handler):
         self.sending = sending
 
     def emit(self, record: logging.LogRecord) -> None:
-        with suppress(OSError):  # the run is gone: the next epoch's send breaks the training off
+        try:
             self.sending.send(("log", record.name, record.levelno, record.getMessage()))
+        except OSError:  # the run is gone: the next epoch's send breaks the training off
+            pass
+        except Exception:  # a library's bad log call ('%s' with two arguments) must not fail the training
+            self.handleError(record)
 
 
 def _child(sending: Connection) -> None:
     """The child's whole life: read its job, train, save, say how it went."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one held since the start is dropped now
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(1))  # SystemExit: a half-saved model is removed
     job: TrainingJob = pickle.load(sys.stdin.buffer)
     root = logging.getLogger()

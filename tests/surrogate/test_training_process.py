@@ -60,22 +60,23 @@ def job(small_csv, tiny_preset, tmp_path):
                        tmp_path / "fingerprints", tmp_path / "apart", log_level=logging.INFO)
 
 
-def test_a_child_trains_what_this_process_would_ignores_ctrl_c_and_is_gone_after(job, caplog):
-    """The child is another process (seen in /proc during the training), a SIGINT sent to it (a terminal's Ctrl-C
-    reaches the whole group) does not end it, it leaves once done, the model it saved predicts exactly what this
-    process's own training of the same job predicts, and its warning is logged here under its own logger."""
+def test_a_child_trains_what_this_process_would_in_a_session_of_its_own_and_is_gone_after(job, caplog):
+    """The child is another process (seen in /proc during the training) in a session of its own (a terminal's signals
+    reach the run alone), it leaves once done, the model it saved predicts exactly what this process's own training
+    of the same job predicts, and its warning is logged here under its own logger."""
     seen: list[list[int]] = []
+    sessions: list[int] = []
 
     def on_epoch(member: int, epoch: int) -> None:
         children = _children(os.getpid())
         seen.append(children)
-        if len(seen) == 1:
-            os.kill(children[0], signal.SIGINT)
+        sessions.append(os.getsid(children[0]))
 
     with caplog.at_level(logging.INFO, logger="labloop"):
         apart = train_apart(job, on_epoch, lambda: None)
     assert len(seen) == 2 * 3 and all(len(children) == 1 for children in seen), seen
     assert len({children[0] for children in seen}) == 1
+    assert set(sessions) == {seen[0][0]} != {os.getsid(0)}  # it leads a session: not the run's
     assert _gone(seen[0][0]) and not _children(os.getpid())
     here = train_saved(replace(job, directory=job.directory.parent / "here"))
     smiles = job.table.smiles[:39]
@@ -122,23 +123,32 @@ def test_a_child_killed_is_said_and_its_error_comes_back_as_its_own(job, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_child_whose_run_is_killed_stops_and_saves_nothing(job, tmp_path):
-    """A run killed while its child trains (SIGKILL, a power cut of the parent alone) must not leave the child
-    training and then saving a model beside the resumed run's retrain of the same round: it stops at its next
-    epoch, when its report to the run fails."""
+def test_signals_to_the_runs_group_leave_the_child_and_a_killed_run_stops_it(job, tmp_path):
+    """A terminal's hang-up, a Ctrl-C or a SIGTERM to the run's process group (systemd, a batch system) reached the
+    child too, which died before the run could stop it, and a stop was journalled as a failed retrain (a review):
+    they reach the run alone now (here a run that ignores them: the child trains on). A run killed while its child
+    trains (SIGKILL, a power cut of the parent alone) must not leave the child training and then saving a model beside
+    the resumed run's retrain of the same round: it stops at its next epoch, when its report to the run fails."""
     long = replace(job, preset=replace(job.preset, model=job.preset.model.model_copy(update={"epochs": 100_000})))
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent("""
-        import pickle, sys
+        import pickle, signal, sys
         from labloop.surrogate.training_process import train_apart
+        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         job = pickle.loads(open(sys.argv[1], "rb").read())
         train_apart(job, lambda member, epoch: print("epoch", flush=True), lambda: None)
     """))
     (tmp_path / "job.pickle").write_bytes(pickle.dumps(long))
-    run = subprocess.Popen([sys.executable, str(script), str(tmp_path / "job.pickle")], stdout=subprocess.PIPE)
+    run = subprocess.Popen([sys.executable, str(script), str(tmp_path / "job.pickle")], stdout=subprocess.PIPE,
+                           start_new_session=True)
     assert run.stdout is not None and run.stdout.readline() == b"epoch\n"  # training in the child
     child = _children(run.pid)
     assert len(child) == 1
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        os.killpg(run.pid, signum)
+    time.sleep(1.0)  # time for a signal to end it, had it one: the child got none of them
+    assert not _gone(child[0])
     run.kill()
     run.wait()
     deadline = time.monotonic() + 120  # a failure's deadline, not a measure of speed
