@@ -80,7 +80,7 @@ def _from_campaign_file(path: Path) -> tuple[Ranking, Path | None]:
     """The ranking for the campaign file at ``path``: by its journal once it has one (said, with the journal's path),
     else by its prior model calibrated on its past measurements (:func:`rank_before_run`); with the journal's path, or
     None."""
-    campaign = load_campaign(path)
+    campaign = load_campaign(path, alerts=False)
     if campaign.store.exists():
         console.err.print(printable(f"{path} has run: ranked from its journal {campaign.store}"), markup=False,
                           highlight=False, soft_wrap=True)
@@ -94,6 +94,8 @@ def _from_campaign_file(path: Path) -> tuple[Ranking, Path | None]:
         console.err.print(f"warning: {printable(note)}", markup=False, highlight=False, soft_wrap=True)
     preflight.check_prior_cache(campaign, "rank a copy of the campaign in a folder you can write")
     prior = preflight.prior_view(campaign)
+    if past is not None:  # a table on another scale than declared ranks nothing right: said as validate says it
+        preflight.warn_past_scale(campaign, past.source, list(past.measurements), prior)
     with console.progress() as bar:
         task = bar.add_task("predicting the library", total=None, counted="library molecules predicted")
         return rank_before_run(campaign, prior, past, library,

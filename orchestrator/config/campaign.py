@@ -21,6 +21,7 @@ import numbers
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import cache, partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -1534,13 +1535,17 @@ class Campaign(BaseModel):
         return []
 
 
-def load_campaign(path: str | Path) -> Campaign:
-    """Read and validate a campaign file; :class:`CampaignError` lists every problem, one line each."""
+def load_campaign(path: str | Path, *, alerts: bool = True) -> Campaign:
+    """Read and validate a campaign file; :class:`CampaignError` lists every problem, one line each. ``alerts=False``:
+    its ``alerts`` left out, for a command that sends none (``candidates``: an alert URL's ``${VARIABLE}`` unset in
+    this shell refused a ranking, a review)."""
     path = Path(path)
     try:
         doc = read_yaml(path, name=str(path))
     except Problems as exc:
         raise CampaignError.from_problems(exc) from None
+    if not alerts and isinstance(doc.data, dict):
+        doc = replace(doc, data={key: value for key, value in doc.data.items() if key != "alerts"})
     return validate_document(doc, base_dir=path.absolute().parent)
 
 

@@ -701,12 +701,12 @@ class Journal:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         try:
-            cls._build(tmp, campaign, config_json, source_yaml, past)
             if any(written_out_credentials(url) for url in campaign.alerts):
                 # its settings hold an alert's password: readable by this account alone (SQLite gives the -wal and
                 # -shm the journal's mode), where the umask let every account of the machine read it (a security
-                # review: `grep -a` as another user found the webhook's password)
-                os.chmod(tmp, 0o600)
+                # review: `grep -a` as another user found the webhook's password); made so before a byte is written
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            cls._build(tmp, campaign, config_json, source_yaml, past)
             os.link(tmp, path)  # fails if someone created `path` meanwhile, unlike a rename
         except FileExistsError:
             if path.is_symlink() and not path.exists():  # a link to nowhere: exists() said no, the link is there

@@ -157,7 +157,8 @@ def test_a_copy_of_a_campaign_folder_ranks_with_the_weights_beside_it(labloop, c
 
 
 def test_a_campaign_not_run_yet_is_ranked_by_its_prior_calibrated_on_its_past_measurements(tmp_path, labloop,
-                                                                                          write_campaign):
+                                                                                          write_campaign,
+                                                                                          monkeypatch):
     """A lab with a table of past measurements asked what to measure next before running anything, and had to start
     a dry run and stop it at an approval to get a journal to ask (a chemist's trial). Given the campaign file, the
     library is ranked by the prior model calibrated on the past measurements, none of their molecules among the
@@ -167,9 +168,11 @@ def test_a_campaign_not_run_yet_is_ranked_by_its_prior_calibrated_on_its_past_me
     past = library.iloc[:12]
     (tmp_path / "past.csv").write_text("smiles,e_v\n" + "\n".join(
         f"{s},{ie - 2.4:.3f}" for s, ie in zip(past["smiles"], past["ie_ev"], strict=True)) + "\n")
+    # an alert read from an environment variable this shell lacks sends nothing here: no refusal (a review)
     campaign = write_campaign(tmp_path, prior=True, shared_prior=True, surrogate=SURROGATE,
                               planner={"kind": "bayes", "batch_size": 2}, budget={"max_experiments": 2},
-                              past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"})
+                              past_measurements={"file": "past.csv", "column": "e_v", "vs": "li"},
+                              alerts=["json://user:${LABLOOP_TEST_ALERT_PW}@127.0.0.1:9/hook"])
     result = labloop("candidates", campaign, "--json", "--top", "1000")
     assert result.returncode == 0, result.stderr
     ranked = json.loads(result.stdout)
@@ -184,7 +187,16 @@ def test_a_campaign_not_run_yet_is_ranked_by_its_prior_calibrated_on_its_past_me
         " ".join(shown.stdout.split()), shown.stdout
     assert not (tmp_path / "tiny.db").exists()  # nothing of a run is made
 
+    # a past table on another scale than declared (vs Fc+/Fc, 3.2 V low, declared vs Li/Li+) is said, as validate says
+    (tmp_path / "fc.csv").write_text("smiles,e_v\n" + "\n".join(
+        f"{s},{ie - 2.4 - 3.2:.3f}" for s, ie in zip(past["smiles"], past["ie_ev"], strict=True)) + "\n")
+    slipped = labloop("candidates", write_campaign(tmp_path, name="slipped", prior=True, shared_prior=True,
+                                                   surrogate=SURROGATE,
+                                                   past_measurements={"file": "fc.csv", "column": "e_v", "vs": "li"}))
+    assert slipped.returncode == 0 and "below what the prior model predicts" in slipped.stderr, slipped.stderr
+    monkeypatch.setenv("LABLOOP_TEST_ALERT_PW", "pw")  # the run sends alerts: its variable is set for it
     assert labloop("run", campaign, "--dry-run").returncode == 0
+    monkeypatch.delenv("LABLOOP_TEST_ALERT_PW")
     by_file, by_store = (labloop("candidates", given, "--json") for given in (campaign, tmp_path / "tiny.db"))
     assert f"{campaign} has run: ranked from its journal {tmp_path / 'tiny.db'}" in by_file.stderr
     assert json.loads(by_file.stdout) == json.loads(by_store.stdout)
