@@ -7,6 +7,7 @@ import the console.
 
 from __future__ import annotations
 
+import re
 import shlex
 
 
@@ -14,6 +15,18 @@ def printable(text: str) -> str:
     """``text`` with every control character (ESC, BEL, a newline, ...) written as its escape: a path or a
     device's reply shown in a message can neither drive the terminal nor split the one line into two."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+#: what a file labloop writes for people shows as an escape: the C0 and C1 controls (ESC, BEL, a carriage return, a
+#: tab) and the bidirectional overrides and marks, which reverse the text around them; not a no-break or thin space
+#: nor a soft hyphen, which names pasted from a spreadsheet or a drawing program hold (a review)
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def controls_escaped(text: str) -> str:
+    """``text`` with each of :data:`CONTROLS` written as its escape (``\\x1b``, ``\\u202e``), for a CSV cell or a
+    report's page: ``cat`` of a CSV ran a device's ESC sequences on the terminal (a security review)."""
+    return CONTROLS.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def shell_word(value: object) -> str:
@@ -29,18 +42,19 @@ def plural(count: int, one: str, many: str | None = None) -> str:
     return one if count == 1 else many if many is not None else f"{one}s"
 
 
-#: how a cell starts that a spreadsheet reads as a formula (``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM(...)``, a tab)
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: how a cell starts that a spreadsheet reads as a formula (``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM(...)``; a tab or
+#: a carriage return, which it reads so too, is written as its escape: :func:`controls_escaped`)
+FORMULA_START = ("=", "+", "-", "@")
 
 
 def spreadsheet_safe(value: object) -> object:
     """A CSV cell as labloop writes it: text from outside (a library's name, a SMILES, a device's message) with its
-    control characters written as escapes (:func:`printable`), and one that a spreadsheet would run as a formula with
-    a leading ``'``, which shows it as text; numbers stay numbers. Why: a chemist opens every CSV labloop writes in
-    Excel, and a library's name column is anyone's text (a security trial's ``@SUM(1+1)*cmd|...`` came through
-    ``candidates --csv`` and ``surrogate predict`` as written, while the report's CSVs quoted it); and a device's
-    error message kept its ESC sequences in failures.csv, which ``cat`` ran on the terminal (a security review)."""
+    control characters written as escapes (:func:`controls_escaped`), and one that a spreadsheet would run as a
+    formula with a leading ``'``, which shows it as text; numbers stay numbers. Why: a chemist opens every CSV
+    labloop writes in Excel, and a library's name column is anyone's text (a security trial's ``@SUM(1+1)*cmd|...``
+    came through ``candidates --csv`` and ``surrogate predict`` as written, while the report's CSVs quoted it); and
+    a device's error message kept its ESC sequences in failures.csv, which ``cat`` ran on the terminal (a review)."""
     if not isinstance(value, str):
         return value
-    text = value if value.isprintable() else printable(value)
+    text = controls_escaped(value)
     return f"'{text}" if text.startswith(FORMULA_START) else text

@@ -37,7 +37,7 @@ from matplotlib.ticker import MaxNLocator
 
 from labloop.core.errors import InputError
 from labloop.core.files import remove_orphans, scratch_prefix
-from labloop.core.text import plural, printable, spreadsheet_safe
+from labloop.core.text import controls_escaped, plural, printable, spreadsheet_safe
 from labloop.instruments.cv_analysis import to_li_scale
 from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant
 from labloop.instruments.voltammogram import Voltammogram
@@ -726,9 +726,9 @@ def _d_assumptions(rows: list[dict[str, Any]]) -> str:
 
 def _escaped(text: str) -> str:
     """``text`` for the page: its control characters but newlines (ESC, BEL, a right-to-left override) written as
-    escapes, as the console writes them (:func:`labloop.core.text.printable`), then HTML-escaped. Why: a device's
+    escapes (:func:`labloop.core.text.controls_escaped`), then HTML-escaped. Why: a device's
     error message reached the page raw, where an override reversed the text around it (a security review)."""
-    return html.escape("\n".join(printable(line) for line in text.split("\n")))
+    return html.escape("\n".join(controls_escaped(line) for line in text.split("\n")))
 
 
 def _lab_cell(text: str) -> str:

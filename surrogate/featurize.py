@@ -214,22 +214,32 @@ def parent_smiles(smiles: str) -> str:
 
 
 def forms_of(written: Sequence[str], library: dict[str, str]) -> list[tuple[str, str]]:
-    """(SMILES as ``written``, the library molecule it is another form of) for each of ``written`` that is no molecule
-    of ``library`` (canonical SMILES -> as the library writes it) but whose parent (:func:`parent_smiles`) is one, or
-    is one without its stereochemistry. Only SMILES that write parts, charges or stereo can be such a form (any other's
-    parent is itself), so a table of plain neutral molecules is not parsed again; nor is a library written without
-    stereochemistry."""
+    """(SMILES as ``written``, the library molecule it is another form of) for each of ``written`` (a table's
+    molecules) that is no molecule of ``library`` (canonical SMILES -> as the library writes it) but whose parent
+    (:func:`parent_smiles`) is one, or is one without its stereochemistry, and is not itself among ``written`` (then
+    the table has the library's molecule too, and the form is a molecule of its own beside it: a review). Only SMILES
+    that write parts, charges or stereo can be such a form; the library's stereo SMILES are parsed again only when a
+    form's parent is not found as the library writes it."""
     maybe = [w for w in written if _FORM_MARKS.intersection(w)]
     if not maybe:
         return []
+    found = []  # (as written, its parent), for those whose parent is another molecule than itself
+    for w, key in zip(maybe, canonical_smiles(maybe), strict=True):
+        if key and key not in library and (parent := parent_smiles(w)) and (
+                parent != key or _STEREO_MARKS.intersection(w)):
+            found.append((w, parent))
+    if not found:
+        return []
     flat = dict(library)
-    with BlockLogs():
-        for key, as_written in library.items():
-            if _STEREO_MARKS.intersection(key) and (mol := parse_smiles(as_written)) is not None:
-                Chem.RemoveStereochemistry(mol)
-                flat.setdefault(Chem.MolToSmiles(mol), as_written)
-    return [(w, flat[parent]) for w, key in zip(maybe, canonical_smiles(maybe), strict=True)
-            if key and key not in library and (parent := parent_smiles(w)) in flat]
+    if any(parent not in library for _, parent in found):
+        with BlockLogs():
+            for key, as_written in library.items():
+                if _STEREO_MARKS.intersection(key) and (mol := parse_smiles(as_written)) is not None:
+                    Chem.RemoveStereochemistry(mol)
+                    flat.setdefault(Chem.MolToSmiles(mol), as_written)
+    forms = [(w, parent) for w, parent in found if parent in flat]
+    own = set(canonical_smiles([w for w in written if w not in {f for f, _ in forms}])) if forms else set()
+    return [(w, flat[parent]) for w, parent in forms if parent not in own]
 
 
 def unreadable(smiles: object) -> str | None:

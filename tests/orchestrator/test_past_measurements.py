@@ -419,8 +419,9 @@ def test_a_salt_ion_or_stereoisomer_of_a_library_molecule_is_said_in_past_tables
     assert "O=C(C=Cc1ccc(O)cc1)c1ccc[nH]1" in library
     outside = next(s for s in pd.read_csv(DATA, nrows=2000)["smiles"]
                    if _canonical(s) not in {_canonical(m) for m in library} and "." not in s)
+    # library[1] as itself and as a salt: the salt is a molecule of its own beside it, no form to warn of (a review)
     rows = [f"{library[0]}.Cl,4.1", "O=C(/C=C/c1ccc(O)cc1)c1ccc[nH]1,4.2", f"{library[1]},4.3",
-            f"{library[2]}.[Na+].[Cl-],4.4", f"{outside},4.5"]
+            f"{library[2]}.[Na+].[Cl-],4.4", f"{outside},4.5", f"{library[1]}.Cl,4.31"]
     (tmp_path / "past.csv").write_text("smiles,e_v\n" + "\n".join(rows) + "\n")
     campaign = load_campaign(write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v",
                                                                           "vs": "li"}))

@@ -628,7 +628,8 @@ def test_control_characters_from_outside_are_shown_as_escapes_on_the_page_and_in
     """A device's error message with ESC sequences and a right-to-left override went raw into index.html,
     experiments.csv and failures.csv (``cat failures.csv`` ran them on the terminal; the page showed the text
     reversed), while the console and ``labloop log`` show their escapes (a security review). A library name too."""
-    name, cause = "\u202eexe.txt evil", "potentiostat: DeviceError: \x1b]0;TITLEPWN\x07 overload \u202ereversed"
+    # a no-break space, which names pasted from a spreadsheet hold, stays as it is (a review)
+    name, cause = "\u202eexe.txt\xa0evil", "potentiostat: DeviceError: \x1b]0;TITLEPWN\x07 overload \u202ereversed"
     (tmp_path / "named.csv").write_text(f"smiles,name\nCCO,{name}\nCCN,plain\n")
     campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")})
     from labloop.orchestrator.config.campaign import load_campaign
@@ -644,7 +645,7 @@ def test_control_characters_from_outside_are_shown_as_escapes_on_the_page_and_in
         text = (tmp_path / "report" / written).read_text()
         assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, written
         assert "\\x1b]0;TITLEPWN\\x07 overload \\u202ereversed" in text, written
-        assert "\\u202eexe.txt evil" in text, written
+        assert "\\u202eexe.txt\xa0evil" in text or "\\u202eexe.txt&nbsp;evil" in text, written
 
 
 def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_and_protocol_files(tmp_path, labloop,
