@@ -69,9 +69,10 @@ OTHER_QUANTITIES = (
     (re.compile(r"\bcurrent|\(\s*[mµμun]?a\s*\)|_[mµμun]a\b|\bi_?p[ac]?\b", re.IGNORECASE), "a current"),
     (re.compile(r"concentration|\(\s*[mµμ]?m\s*\)|_mm\b|\bmmol", re.IGNORECASE), "a concentration"))
 #: what a potential's header says, which keeps one that also names another quantity (``Eapp (V) at 100 mV/s``): the
-#: word, a unit of V or mV (not V/s), or an E first or as a symbol (``E1/2``, ``Epa``, ``E_ox``, ``E0``)
-POTENTIAL_HEADER = re.compile(r"potential|\bm?v\b(?!\s*/\s*s)|^\s*e|[\s_(]e(?:1/2|_?half|p[ac]?|_?ox|_?red|0)",
-                              re.IGNORECASE)
+#: word, a unit of V or mV (not V/s), or an E as a symbol (``E1/2``, ``Epa``, ``E_ox``, ``E0``, ``Eapp``), not a word
+#: that starts with e (``electrolyte conc (mM)``, a review)
+POTENTIAL_HEADER = re.compile(r"potential|\bm?v\b(?!\s*/\s*s)|(?:^\s*|[\s_(])e(?:$|[\s_(\[/0-9]|1/2|half|p[ac]?\b|app|"
+                              r"ox|red)", re.IGNORECASE)
 
 #: the share of a truth table's values, from 2 rows on, that lying nearer the table's median -/+ cell.ferrocene_vs_li_v
 #: than its median makes a group on another scale worth a warning. Why: a lab's table pastes rows vs Fc+/Fc among rows

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from labloop.core.errors import ClusterLostError, SchedulerAddressError, first_line
 from labloop.core.signals import held_signals
-from labloop.core.version import code_identity, code_version, runtime_versions, source_digest
+from labloop.core.version import code_identity, code_version, source_digest
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -50,8 +50,11 @@ SCHEDULER_CHOICES = ("auto", "local", "none")
 #: ``SCHEME://host:port``; a bare ``host:port`` means tcp, the only scheme labloop takes (:func:`normalise_address`)
 _ADDRESS = re.compile(r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?"
                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
-#: the packages whose versions the workers are asked at connect (:func:`other_packages`): those the numbers depend on
-COMPARED_PACKAGES = ("python", "rdkit", "tensorflow", "numpy", "scipy", "scikit-learn", "pandas")
+#: the packages whose versions the workers are asked at connect (:func:`compared_versions`): those the numbers depend
+#: on, each by the distributions that install it (TensorFlow's CPU builds are distributions of their own)
+COMPARED_PACKAGES = {"rdkit": ("rdkit",), "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel"),
+                     "numpy": ("numpy",), "scipy": ("scipy",), "scikit-learn": ("scikit-learn",),
+                     "pandas": ("pandas",)}
 #: one thread per worker process for TensorFlow and the BLAS: the cluster already runs one worker per core
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -182,8 +185,9 @@ def connect(address: str) -> Client:
         named = {label(worker): answer for worker, answer in client.run(code_identity, on_error="return").items()}
         if (said := other_labloops(code_identity(), named)) is not None:
             raise SchedulerAddressError(said)
-        packages = {label(worker): answer for worker, answer in client.run(runtime_versions, on_error="return").items()}
-        if (said := other_packages(runtime_versions(), packages)) is not None:
+        packages = {label(worker): answer
+                    for worker, answer in client.run(compared_versions, on_error="return").items()}
+        if (said := other_packages(compared_versions(), packages)) is not None:
             log.warning("%s", said)
     except BaseException:
         client.close()
@@ -198,6 +202,9 @@ def _scheduler_runs_labloop(client: Client, url: str) -> None:
     which the run said as a labloop bug, exit 1, after it had created its journal (a Dask operator's trial)."""
     try:
         answer: object = client.run_on_scheduler(code_identity)
+    except lost_cluster_errors() as exc:  # the connection, not the scheduler's labloop (a review)
+        raise SchedulerAddressError(f"the Dask scheduler at {url} stopped answering while labloop connected "
+                                    f"({_in_words(exc)}); is it running?") from None
     except Exception as exc:  # what it could not do is the answer, said below
         answer = exc
     if isinstance(answer, tuple | list) and len(answer) == 2 and answer[1] == source_digest():
@@ -254,9 +261,28 @@ def other_labloops(ours: tuple[str, str], theirs: Mapping[str, object]) -> str |
             "commit) as the one that uses them")
 
 
+def compared_versions() -> dict[str, str]:
+    """This process's Python (major.minor: a patch release pickles alike) and :data:`COMPARED_PACKAGES`' versions,
+    each by the first of its distributions installed ("not installed" for none): what :func:`other_packages` compares,
+    run here and on each worker."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": ".".join(platform.python_version_tuple()[:2])}
+    for package, distributions in COMPARED_PACKAGES.items():
+        versions[package] = "not installed"
+        for distribution in distributions:
+            try:
+                versions[package] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
 def other_packages(ours: Mapping[str, str], theirs: Mapping[str, object]) -> str | None:
-    """One line naming the workers whose versions of :data:`COMPARED_PACKAGES` are not ``ours``
-    (:func:`labloop.core.version.runtime_versions`), from ``theirs``: what each worker (by address and ``--name``)
+    """One line naming the workers whose :func:`compared_versions` are not ``ours``, from ``theirs``: what each worker
+    (by address and ``--name``)
     answered; None when all agree (a worker that could not answer is :func:`other_labloops`' to judge). A warning,
     not a refusal: a patch release rarely moves a number, but another RDKit or TensorFlow can featurise or predict
     otherwise, and labloop compared its own source files alone while the docs asked for the same dependencies
@@ -264,8 +290,8 @@ def other_packages(ours: Mapping[str, str], theirs: Mapping[str, object]) -> str
     differ: dict[tuple[str, str], list[str]] = {}
     for worker, answer in theirs.items():
         if isinstance(answer, Mapping):
-            for package in COMPARED_PACKAGES:
-                if (version := str(answer.get(package, "not installed"))) != ours.get(package):
+            for package in ours:
+                if (version := str(answer.get(package, "not installed"))) != ours[package]:
                     differ.setdefault((package, version), []).append(worker)
     if not differ:
         return None

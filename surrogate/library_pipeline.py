@@ -457,7 +457,8 @@ def _run_on_cluster(client: Client, payload: ModelPayload, work: Iterator[tuple[
         except Exception as exc:
             lost_model = _model_lost(client, exc)
             if lost_model and sent == MODEL_RESENDS:  # the scheduler runs on: it is the workers that keep dying
-                again = f", the model sent again after {'each' if sent > 1 else 'the first'}" if sent else ""
+                again = f", the model sent again after each of the first {sent}" if sent > 1 else (
+                    ", the model sent again after the first" if sent else "")
                 raise ClusterLostError(f"the workers holding the model died {sent + 1} {plural(sent + 1, 'time')}"
                                        f"{again}: they keep dying (out of memory? killed?), while the scheduler runs "
                                        "on; finished chunks are kept") from None

@@ -138,7 +138,7 @@ def past_measurements(campaign: Campaign, library: list[str]) -> Past | None:
     return past
 
 
-def cached_prior(campaign: Campaign) -> ModelView | None:
+def cached_prior(campaign: Campaign) -> ObjectiveModel | None:
     """The campaign's prior model as planners see it when its cache beside the store holds it, else None (no
     prior, or not trained yet): what ``validate`` compares the past measurements with, since it trains nothing."""
     from labloop.core.errors import ModelLoadError

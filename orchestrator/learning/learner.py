@@ -85,7 +85,7 @@ class Learning:
             self.model = newest
             # the version proposed with until now goes, and with it its networks' weights, but only once Python's
             # collector of reference cycles (Keras layers are full of them) reaches them, which a run's steady
-            # pace rarely triggers: a campaign kept ~45 MB more per retrain until collected here (docs/running.md)
+            # pace rarely triggers: the example campaign kept ~45 MB more per retrain until collected here
             gc.collect()
             log.info("now proposing with model version %d", newest.model.version)
 

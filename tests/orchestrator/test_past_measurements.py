@@ -137,6 +137,7 @@ def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_mov
     # a CV sheet's other columns, given by a slip: read as potentials of 0.05-0.1 V, "0 hits" (a chemist's trial)
     ("scan rate (V/s)", "0.1", {"vs": "li"}, "column 'scan rate (V/s)' names a scan rate, not a potential"),
     ("Ipa (µA)", "12.5", {"vs": "li"}, "column 'Ipa (µA)' names a current, not a potential"),
+    ("electrolyte conc (mM)", "100", {"vs": "li"}, "names a concentration, not a potential"),  # no E symbol: a word
     ("e_v", ">12", {"vs": "li"}, "line 2, column 'e_v': the bound 12 lies beyond -3..10 V vs Li/Li+"),
     ("e_v", "> 1e400", {"vs": "li"}, "line 2, column 'e_v': the bound inf lies beyond -3..10 V vs Li/Li+"),
     ("e_v", ">>4", {"vs": "li"}, "line 2, column 'e_v': '>>4' is not a number"),
