@@ -91,7 +91,7 @@ def test_local_cluster_predicts_what_the_process_does_and_scores_shards(tiny_mod
         assert client.scheduler.address.startswith("tls://127.0.0.1:")
         tried = subprocess.run([sys.executable, "-c", _INTRUDER, client.scheduler.address], capture_output=True,
                                text=True)
-        assert tried.stdout.split() == ["refused", "refused"], (tried.stdout, tried.stderr[-2000:])
+        assert tried.stdout.split() == ["refused"] * 3, (tried.stdout, tried.stderr[-2000:])
     assert len(announced) == 1 and "LocalCluster, 2 workers" in announced[0]
     assert "dashboard http://127.0.0.1:" in announced[0]
 
@@ -109,17 +109,29 @@ sys.argv[0] = "dask-scheduler"
 main()
 """
 
-#: connects to the scheduler at argv[1] without the cluster's certificate, then with one of its own; says how it went
+#: connects to the scheduler at argv[1] without the cluster's certificate, then with one of its own, then by TLS with
+#: no certificate and no check of the server's (which a server not asking for the client's would accept); says how
 _INTRUDER = """
-import sys
+import socket, ssl, sys
+from urllib.parse import urlsplit
 from distributed import Client
 from distributed.security import Security
-for address, security in ((sys.argv[1].replace("tls://", "tcp://"), None), (sys.argv[1], Security.temporary())):
+own = Security.temporary()
+for address, security in ((sys.argv[1].replace("tls://", "tcp://"), None), (sys.argv[1], own)):
     try:
         Client(address, security=security, timeout=5).close()
         print("connected")
     except Exception:
         print("refused")
+where = urlsplit(sys.argv[1])
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+try:
+    with socket.create_connection((where.hostname, where.port), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            print("connected" if tls.recv(8) else "refused")  # a Dask server greets at once
+except (OSError, ssl.SSLError):
+    print("refused")
 """
 
 
