@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,13 +182,22 @@ def prior_view(campaign: Campaign) -> ObjectiveModel:
     if cached is not None:
         return cached
     directory = models.prior_dir(campaign.store, models.prior_key(campaign))
-    with console.progress() as bar:
-        epochs = models.campaign_preset(campaign).model.epochs
-        task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs,
-                            counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
-        ensemble = models.train(campaign, models.prior_table(campaign), directory,
-                                lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1))
+    with prior_epochs(campaign) as progress:
+        ensemble = models.train(campaign, models.prior_table(campaign), directory, progress)
     return models.ObjectiveModel(ensemble, 1, campaign.objective.quantity)
+
+
+@contextmanager
+def prior_epochs(campaign: Campaign) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of the prior model's training, its epochs counted as such (``training the prior model: epochs
+    12/30`` beside ``experiments 0/30`` read as one budget: a newcomer's), for a block; yields the epoch hook."""
+    from labloop.orchestrator.learning import models
+
+    epochs = models.campaign_preset(campaign).model.epochs
+    with console.progress() as bar:
+        task = bar.add_task("training the prior model: epochs", total=campaign.surrogate.folds * epochs,
+                            counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
+        yield lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1)
 
 
 def warn_past_scale(campaign: Campaign, source: dict[str, object], measurements: list[tuple[str, float]],

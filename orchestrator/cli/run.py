@@ -486,9 +486,5 @@ def _model(campaign: Campaign, journal: Journal) -> models.LoadedModel | None:
     latest = models.latest_model(campaign, journal)
     if latest is not None:
         return latest
-    with console.progress() as bar:
-        epochs = models.campaign_preset(campaign).model.epochs
-        task = bar.add_task("prior model", total=campaign.surrogate.folds * epochs,
-                            counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
-        return models.prior_model(campaign, journal, lambda member, epoch: bar.update(
-            task, completed=member * epochs + epoch + 1))
+    with preflight.prior_epochs(campaign) as progress:
+        return models.prior_model(campaign, journal, progress)
