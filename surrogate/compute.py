@@ -207,11 +207,14 @@ def _scheduler_runs_labloop(client: Client, url: str) -> None:
                                     f"({_in_words(exc)}); is it running?") from None
     except Exception as exc:  # what it could not do is the answer, said below
         answer = exc
-    if isinstance(answer, tuple | list) and len(answer) == 2 and answer[1] == source_digest():
-        return
-    said = (f"runs labloop {answer[0]} with other source files" if isinstance(answer, tuple | list) and len(answer) == 2
-            else f"cannot say which labloop it runs ({type(answer).__name__}: {first_line(answer)})"
-            if isinstance(answer, BaseException) else f"cannot say which labloop it runs ({answer!r})")
+    if isinstance(answer, tuple | list) and len(answer) == 2:
+        if answer[1] == source_digest():
+            return
+        said = f"runs labloop {answer[0]} with other source files"
+    elif isinstance(answer, BaseException):
+        said = f"cannot say which labloop it runs ({type(answer).__name__}: {first_line(answer)})"
+    else:
+        said = f"cannot say which labloop it runs ({answer!r})"
     raise SchedulerAddressError(f"the Dask scheduler at {url} {said}; this labloop is {code_version()}: it unpickles "
                                 "every task labloop sends, so start it, as every worker, from the same labloop "
                                 "installation (or commit) as the one that uses it (a plain Dask image's scheduler "
@@ -282,11 +285,10 @@ def compared_versions() -> dict[str, str]:
 
 def other_packages(ours: Mapping[str, str], theirs: Mapping[str, object]) -> str | None:
     """One line naming the workers whose :func:`compared_versions` are not ``ours``, from ``theirs``: what each worker
-    (by address and ``--name``)
-    answered; None when all agree (a worker that could not answer is :func:`other_labloops`' to judge). A warning,
-    not a refusal: a patch release rarely moves a number, but another RDKit or TensorFlow can featurise or predict
-    otherwise, and labloop compared its own source files alone while the docs asked for the same dependencies
-    everywhere (a Dask operator's trial)."""
+    (by address and ``--name``) answered; None when all agree (a worker that could not answer is
+    :func:`other_labloops`' to judge). A warning, not a refusal: a patch release rarely moves a number, but another
+    RDKit or TensorFlow can featurise or predict otherwise, and labloop compared its own source files alone while the
+    docs asked for the same dependencies everywhere (a Dask operator's trial)."""
     differ: dict[tuple[str, str], list[str]] = {}
     for worker, answer in theirs.items():
         if isinstance(answer, Mapping):

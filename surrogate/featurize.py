@@ -238,7 +238,10 @@ def forms_of(written: Sequence[str], library: dict[str, str]) -> list[tuple[str,
                     Chem.RemoveStereochemistry(mol)
                     flat.setdefault(Chem.MolToSmiles(mol), as_written)
     forms = [(w, parent) for w, parent in found if parent in flat]
-    own = set(canonical_smiles([w for w in written if w not in {f for f, _ in forms}])) if forms else set()
+    if not forms:
+        return []
+    formed = {w for w, _ in forms}
+    own = set(canonical_smiles([w for w in written if w not in formed]))
     return [(w, flat[parent]) for w, parent in forms if parent not in own]
 
 

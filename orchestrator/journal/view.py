@@ -270,13 +270,13 @@ def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str, events
     budget less those done) times the mean time between the finishes of the last :data:`PACE_OF` done experiments
     (the first one's from its start), leaving out a time between two finishes that a run's start falls in (a stop
     and a resume); None before :data:`PACE_FROM` are done, with none left, or when a run's start falls between every
-    two finishes. Why the time between finishes, and its
-    mean: it holds the whole loop's pace, proposing, retraining, waiting for an approval and the failed experiments
-    between, each as often as it comes (a retrain every 10 experiments is one time in 10, which a median dropped:
-    "about 4 s left" 30 s from the end), where each experiment's own duration said "about 8 s left" 194 s from the
-    end of a 1,000-experiment campaign (a long-campaign trial and a newcomer's). With ``budget.max_hours``, when it
-    stops the run (``max_hours_at``, counted from the campaign's creation as the runner counts it) and which comes
-    ``first``: ``max_hours`` or ``max_experiments``."""
+    two finishes. Why the time between finishes, and its mean: it holds the whole loop's pace, proposing,
+    retraining, waiting for an approval and the failed experiments between, each as often as it comes (a retrain
+    every 10 experiments is one time in 10, which a median dropped: "about 4 s left" 30 s from the end), where each
+    experiment's own duration said "about 8 s left" 194 s from the end of a 1,000-experiment campaign (a
+    long-campaign trial and a newcomer's). With ``budget.max_hours``, when it stops the run (``max_hours_at``,
+    counted from the campaign's creation as the runner counts it) and which comes ``first``: ``max_hours`` or
+    ``max_experiments``."""
     done = sorted((e for e in experiments if e.status == State.DONE and e.started_at and e.finished_at),
                   key=lambda e: (e.finished_at, e.id))
     left = budget["max_experiments"] - sum(e.status == State.DONE for e in experiments)

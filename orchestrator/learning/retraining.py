@@ -82,9 +82,8 @@ class Retrainer:
         total = self.campaign.surrogate.folds * epochs
         self._said = f"retraining round {round_}: starting"
 
-        def progress(member: int, epoch: int) -> None:
+        def progress(member: int, epoch: int) -> None:  # a cancel is seen by check(), which the training polls
             self._said = f"retraining round {round_}: epoch {member * epochs + epoch + 1} of at most {total}"
-            check()
 
         try:
             loaded = models.retrain(self.campaign, self.journal, measured, round_, progress, check)
