@@ -112,9 +112,14 @@ def lost_cluster(client: Client, exc: BaseException) -> str | None:
     closed. Why the second: a client whose scheduler does not come back within its reconnect timeout closes
     itself, and its calls then fail on its scheduler, now None (``AttributeError: 'NoneType' object has no
     attribute 'scatter'``): a retrain's predictions and the next proposal met that, and a newcomer got a page of
-    traceback and a "labloop bug" instead of a ``cluster_lost`` stop."""
-    if getattr(client, "status", None) in ("closing", "closed"):
+    traceback and a "labloop bug" instead of a ``cluster_lost`` stop. And a client still trying to reach its
+    scheduler again raises a plain ``OSError`` ("Timed out trying to connect to ..."), which a proposal met as the
+    run's last line, exit 1, no resume said (the suite's scheduler-killed campaign, once in three runs)."""
+    status = getattr(client, "status", None)
+    if status in ("closing", "closed"):
         return "its scheduler stopped answering and the client closed"
+    if status == "connecting" and isinstance(exc, OSError):  # reconnecting: its "Timed out trying to connect to ..."
+        return f"its scheduler stopped answering ({first_line(exc)})"
     if not isinstance(exc, lost_cluster_errors()):
         return None
     return _in_words(exc)
