@@ -445,6 +445,9 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         elif model is not None:
             model.model.predict(library)  # once per model version, before the rig starts
     except Interrupted as exc:
+        # a second Ctrl-C from here on is only logged ("already stopping"), as in the runner's own stop: it cut this
+        # event's write short and then the rig's closing (a newcomer's double Ctrl-C while the prior trained)
+        interrupts.stop()
         journal.add_event("interrupted", f"run stopped by {exc} {phase}")
         raise
     except Exception as exc:  # said by main as it always was; journalled, so log does not call the run killed

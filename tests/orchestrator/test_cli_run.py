@@ -228,6 +228,38 @@ def test_ctrl_c_while_the_prior_trains_is_journalled(tmp_path, write_campaign):
                      "continues it")
 
 
+def test_a_second_ctrl_c_while_the_first_is_journalled_is_only_logged(tmp_path, labloop, write_campaign, monkeypatch):
+    """A newcomer's double Ctrl-C while the prior trained: the second cut short the first's ``interrupted`` event
+    and then whatever closed after it (the rig's safe state among them), without the runner's "already stopping". Both
+    signals are real, sent by this process to itself at the two moments a person's cannot be timed to: while the
+    prior model is made, and as the stop is journalled."""
+    from labloop.orchestrator.cli import run
+
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    add_event, sent = Journal.add_event, []
+
+    def prior(campaign, journal):
+        sent.append("first")
+        os.kill(os.getpid(), signal.SIGINT)  # its handler raises here
+        time.sleep(5)
+        raise AssertionError("the first SIGINT did not stop the run")
+
+    def journalled(self, kind, message, *args, **kwargs):
+        if kind == "interrupted" and len(sent) == 1:
+            sent.append("second")
+            os.kill(os.getpid(), signal.SIGINT)
+        return add_event(self, kind, message, *args, **kwargs)
+
+    monkeypatch.setattr(run, "_model", prior)
+    monkeypatch.setattr(Journal, "add_event", journalled)
+    result = labloop("run", campaign_file, "--dry-run")
+    assert sent == ["first", "second"] and result.returncode == 130, result.stderr
+    assert "already stopping" in result.stderr, result.stderr
+    (stopped,) = _events(tmp_path / "tiny.db", "interrupted")
+    assert stopped.message == "run stopped by SIGINT while the prior model loaded or trained"
+    assert "interrupted: the journal is consistent." in result.stderr
+
+
 def test_ctrl_c_while_the_library_is_predicted_is_journalled(tmp_path, labloop, write_campaign, monkeypatch):
     """Between the prior model and the runner the library is predicted (seconds for a big one): a Ctrl-C there left
     the journal's run without an end, which `log` and the dashboard call killed. The SIGINT is real, sent by this
