@@ -72,6 +72,15 @@ class Learning:
         """A retrain is running."""
         return self._retrainer.training
 
+    def unfinished(self) -> int | None:
+        """The retraining round in progress that has not journalled its model yet (a stop now cancels it, and
+        :meth:`resume` trains it again), or None. Why: a stop during a retrain said nothing of it, and a newcomer
+        took the minute the resume then spent retraining for a hang."""
+        if not self.training:
+            return None
+        saved = {row.metrics.get("round") for row in self.journal.model_versions()}
+        return None if self.rounds in saved else self.rounds
+
     def wait(self, show: Callable[[str], None] | None = None) -> None:
         """Until the retrain in progress (if any) has finished; ``show(text)`` is told what it is doing meanwhile (a
         progress bar's description: it said "proposing", still, for the minute a retrain took, which a newcomer took

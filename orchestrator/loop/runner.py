@@ -566,12 +566,14 @@ class Runner:
             ids = self.journal.mark_interrupted_on_resume()
             again = f" ({resume_does(self.journal, ids)})" if ids else ""
             short = self._syringes_short()
+            round_ = self.learning.unfinished()
+            retrain = f"; retraining round {round_} stopped unfinished: the resume trains it again" if round_ else ""
             self.journal.add_event("interrupted", f"run stopped by {exc}{again}; {rig}{self._cell_left()}"
-                                                  f"{_syringes_said(short)}",
+                                                  f"{_syringes_said(short)}{retrain}",
                                    data={"experiments": ids, "unsafe": unsafe,
                                          "cell_ml": self.executor.contents.cell_ml, "syringes": sorted(short)})
-        console.err.print((rig if not unsafe else f"WARNING: {rig}") + self._cell_left() + _syringes_said(short),
-                          markup=False, highlight=False, soft_wrap=True)
+        console.err.print((rig if not unsafe else f"WARNING: {rig}") + self._cell_left() + _syringes_said(short)
+                          + retrain, markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
 
     def _syringes_short(self) -> dict[str, float]:

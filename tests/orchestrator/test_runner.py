@@ -249,6 +249,43 @@ def test_wait_for_retrain_brings_each_retrained_model_to_the_next_proposal(tmp_p
         assert retrain_event.data["round"] == 1
 
 
+@pytest.mark.slow
+def test_a_stop_during_a_retrain_says_the_resume_trains_it_again(tmp_path, labloop, write_campaign):
+    """A Ctrl-C while a proposal waited for a retrain said nothing of it, and the resume then spent the retrain's minute
+    on it again without a word (a newcomer's trial). The SIGINT is real, sent by a thread of this process once the
+    journal says the proposal waits; the resume's journal shows the round started again."""
+    campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "greedy", "batch_size": 2},
+                                   surrogate={"preset": "fast", "folds": 2, "epochs": 30, "retrain_every": 2,
+                                              "wait_for_retrain": True},
+                                   budget={"max_experiments": 4})
+    store = tmp_path / "tiny.db"
+
+    def interrupt_while_waiting() -> None:
+        deadline = time.monotonic() + 300  # liveness only
+        while time.monotonic() < deadline:
+            if store.exists():
+                with Journal.open(store, readonly=True) as journal:
+                    if any(e.kind == "waiting" and "retrain" in e.message for e in journal.events()):
+                        os.kill(os.getpid(), signal.SIGINT)
+                        return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=interrupt_while_waiting, daemon=True)
+    watcher.start()
+    result = labloop("run", campaign_file, "--dry-run")
+    watcher.join()
+    said = "retraining round 1 stopped unfinished: the resume trains it again"
+    assert result.returncode == 130 and said in result.stderr, result.stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert journal.events()[-1].kind == "interrupted" and journal.events()[-1].message.endswith(said)
+        assert not journal.model_versions()[1:], "the stop came after round 1 saved its model"
+    resumed = labloop("resume", store)
+    assert resumed.returncode == 0, resumed.stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert [e.data["round"] for e in journal.events() if e.kind == "retrain"][:2] == [1, 1]
+        assert any(v.metrics.get("round") == 1 for v in journal.model_versions())
+
+
 def test_a_full_disk_while_the_prior_is_saved_is_said_as_the_disk(tmp_path, write_campaign, monkeypatch):
     """An operator's run on a 2 MB disk stopped with 'no such model directory': saving the prior failed for want
     of space, and the failure was taken for another run saving the same model meanwhile. It is the disk's error
