@@ -20,6 +20,8 @@ import errno
 import importlib
 import json
 import logging
+import math
+import numbers
 import os
 import pkgutil
 import re
@@ -233,7 +235,7 @@ class _FramedStream:
 
     def read_until(self, terminator: bytes, deadline_s: float) -> bytes:
         """Everything up to and including ``terminator``; InstrumentTimeout after ``deadline_s`` seconds."""
-        deadline = time.monotonic() + deadline_s
+        deadline = time.monotonic() + self._seconds("deadline_s", deadline_s)
         while (i := self._pending.find(terminator)) < 0:
             self._fill(deadline, f"{terminator!r}")
         return self._take(i + len(terminator))
@@ -244,7 +246,7 @@ class _FramedStream:
         A second ``start`` before ``end`` abandons the first (truncated) frame, so a reply that lost its
         end marker cannot swallow the next one.
         """
-        deadline = time.monotonic() + deadline_s
+        deadline = time.monotonic() + self._seconds("deadline_s", deadline_s)
         outside = 0  # bytes discarded as no part of a frame
         while True:
             s = self._pending.find(start)
@@ -281,6 +283,7 @@ class _FramedStream:
         quiet_s)`` seconds after the call (a quiet line always passes). Drivers pass their reply deadline;
         the default keeps a plug-in written before the deadline existed from hanging.
         """
+        quiet_s, deadline_s = self._seconds("quiet_s", quiet_s), self._seconds("deadline_s", deadline_s)
         dropped = bytearray(self._pending)
         self._pending.clear()
         start = time.monotonic()
@@ -300,6 +303,15 @@ class _FramedStream:
         if dropped:
             log.debug("%s drained %r", self.name, bytes(dropped))
         return bytes(dropped)
+
+    def _seconds(self, name: str, value: object) -> float:
+        """``value``, a driver's wait in seconds, or a ValueError naming it and this line when it is no finite number
+        (a driver's bug, said as one). Why: a NaN deadline compares false both ways, so a read waited for ever at full
+        CPU (a plug-in engineer's pump computed one from a NaN rate, and the conformance kit's check hung); an
+        infinite one waits for ever too, which no read may."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{self.where}: {name} must be a finite number of seconds, got {value!r}")
+        return float(value)
 
     def _fill(self, deadline: float, waiting_for: str) -> None:
         chunk = self._read_chunk() if time.monotonic() < deadline else b""

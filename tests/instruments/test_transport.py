@@ -130,6 +130,31 @@ def test_every_read_has_a_deadline(pty_pair: tuple[int, str]) -> None:
             assert 0.1 <= time.monotonic() - start < 5.0  # a read without a deadline would wait forever
 
 
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), "1", None, True], ids=repr)
+def test_a_wait_that_is_no_finite_number_is_refused_not_waited_for_ever(pty_pair: tuple[int, str], wait) -> None:
+    """A plug-in pump computed its reply deadline from a NaN rate: NaN compares false both ways, so the read spun at
+    full CPU for ever (the conformance kit's NaN-rate check hung). Each read refuses it, naming the port."""
+    _, port = pty_pair
+    with SerialTransport(port) as t:
+        reads = {"read_until": lambda: t.read_until(b"\n", wait), "read_frame": lambda: t.read_frame(b"<", b">", wait),
+                 "drain": lambda: t.drain(0.05, wait), "drain's quiet_s": lambda: t.drain(wait, 0.1)}
+        for name, read in reads.items():
+            raised: list[BaseException] = []
+
+            def attempt(read=read, raised=raised) -> None:
+                try:
+                    read()
+                except Exception as exc:
+                    raised.append(exc)
+
+            worker = threading.Thread(target=attempt, daemon=True)
+            worker.start()
+            worker.join(60)  # liveness only: without the check the read never returns
+            assert raised, f"{name} with {wait!r} did not return"
+            assert isinstance(raised[0], ValueError) and str(raised[0]).startswith(port), (name, raised[0])
+            assert f"must be a finite number of seconds, got {wait!r}" in str(raised[0])
+
+
 def test_write_reaches_the_far_end_and_reset_input_drops_stale_bytes(pty_pair: tuple[int, str]) -> None:
     master, port = pty_pair
     with SerialTransport(port) as t:
