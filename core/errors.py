@@ -257,7 +257,13 @@ class NoOperator(Disconnected):
 
 
 class DispenseMismatch(InstrumentError):
-    """The pump's own dispensed-volume counter disagrees with what was requested."""
+    """The pump's own dispensed-volume counter disagrees with what was requested. ``delivered_ml``: the volume it
+    reports having pushed into the cell, when the mismatch is a dispense's and the pump reports a finite number; the
+    executor counts the larger of it and the volume asked (protocols/executor.py ``ProtocolExecutor._pump``)."""
+
+    def __init__(self, where: str, what: str, delivered_ml: float | None = None) -> None:
+        super().__init__(where, what)
+        self.delivered_ml = delivered_ml
 
 
 class WrongReturn(InstrumentError):

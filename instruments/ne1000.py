@@ -742,7 +742,8 @@ class NE1000Pump:
             done = self._agreed_counter(direction, done)
             if abs(done - volume_ml) > REL_TOL * volume_ml:
                 raise DispenseMismatch(
-                    self.where, f"pump reports {done:.4g} mL where {volume_ml:.4g} mL was asked"
+                    self.where, f"pump reports {done:.4g} mL where {volume_ml:.4g} mL was asked",
+                    delivered_ml=done if direction is Direction.INFUSE else None,
                 )
         return done
 

@@ -701,6 +701,8 @@ class ProtocolExecutor:
                     if isinstance(exc, WrongReturn) and exc.scan is not None and on_scan is not None:
                         on_scan(exc.scan, str(exc))  # type: ignore[arg-type]  # returned_scan keeps voltammograms only
                     self._note_repeats(before, params, sample_id, step.name)
+                    if isinstance(exc, DispenseMismatch) and exc.delivered_ml is not None:  # what replay counts
+                        params["reported_ml"] = exc.delivered_ml
                     on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
                     raise
                 self._note_repeats(before, params, sample_id, step.name)
@@ -955,7 +957,10 @@ class ProtocolExecutor:
         ``ne1000`` does) is a fault here, before any refill of the step: the refill would put the asked volume
         back into a syringe that gave less, beyond its size (a counter reading 3x too much drove a withdrawal
         beyond the syringe; one delivering half overfilled the standard's by 0.05 mL per experiment). So is one
-        whose driver returns no number (None, a string): comparing it failed as "a labloop bug" naming no pump.
+        whose driver returns no number (None, a string): comparing it failed as "a labloop bug" naming no pump. One
+        that reports more than asked has the excess counted too (the journal's action keeps it as ``reported_ml``, which
+        :meth:`replay` counts): the count stayed at the volume asked, and a pump reporting 9 mL for 4.5 was sent
+        another 4.5 mL its syringe, by its own report, no longer held (a plug-in engineer's trial).
 
         A pump that disconnects during its dispense (its driver's ``Disconnected``: a cable pulled, its emulator gone)
         is a :class:`PumpDisconnected` naming the step, the volume and that what it delivered is unknown, which the
@@ -968,7 +973,10 @@ class ProtocolExecutor:
         self.contents.check_pump(pump, volume_ml, where=where)
         self.contents.pumped(pump, volume_ml)
         try:
-            dispensed: float = self.rig.instruments[pump].dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined]
+            dispensed: float = self._reported(
+                where, pump, "dispense", volume_ml,
+                self.rig.instruments[pump].dispense(volume_ml, rate_ml_min),  # type: ignore[attr-defined]
+                "pumped")
         except REFUSED_UNSENT:  # a driver refuses before it sends (the contract): nothing was pumped
             self.contents.unpumped(pump, volume_ml)
             raise
@@ -976,7 +984,11 @@ class ProtocolExecutor:
             raise
         except Disconnected as exc:
             raise PumpDisconnected(pump, where, volume_ml, into_cell=True, cause=said(exc)) from exc
-        dispensed = self._reported(where, pump, "dispense", volume_ml, dispensed, "pumped")
+        except DispenseMismatch as exc:
+            over = (exc.delivered_ml or 0.0) - volume_ml
+            if math.isfinite(over) and over > 0:  # the pump says it gave more: the cell may hold it, the syringe not
+                self.contents.pumped(pump, over)
+            raise
         self.contents.unpumped(pump, volume_ml)  # counted from now on as what the pump delivered (see _refill)
         self.contents.pumped(pump, dispensed)
         self._pumping = None
@@ -994,7 +1006,8 @@ class ProtocolExecutor:
                             unknown=f"how much of the {volume_ml:g} mL asked was {moved} is unknown",
                             error=DispenseMismatch)
         if not abs(reported - volume_ml) <= DISPENSE_TOLERANCE * volume_ml:  # NaN too
-            raise DispenseMismatch(at, f"the pump reports {reported!r} mL {done} where {volume_ml:g} mL was asked")
+            raise DispenseMismatch(at, f"the pump reports {reported!r} mL {done} where {volume_ml:g} mL was asked",
+                                   delivered_ml=float(reported) if call == "dispense" else None)
         return float(reported)
 
     def replay(self, actions: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> None:
@@ -1021,8 +1034,10 @@ class ProtocolExecutor:
             elif outcome is not None and outcome.startswith(unsent):
                 continue
             elif pumps_into_cell(command, params):
-                # a step that ended ok has its pump's report, which the run counted and refilled (_refill)
-                volume_ml = params.get("dispensed_ml", params["volume_ml"]) if ok else params["volume_ml"]
+                # a step that ended ok has its pump's report, which the run counted and refilled (_refill); one that
+                # did not counts in full, or what its pump reported pushing when that was more (_pump)
+                volume_ml = (params.get("dispensed_ml", params["volume_ml"]) if ok else
+                             max(params["volume_ml"], params.get("reported_ml", 0.0)))
                 self.contents.pumped(params["pump"], volume_ml)
                 if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], volume_ml)

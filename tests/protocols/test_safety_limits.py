@@ -131,6 +131,29 @@ def test_a_pump_reporting_another_volume_is_a_fault_before_its_refill(rig: Rig) 
         limits.check_dispense(1.0, content_ml=23.5, where="pump")
 
 
+def test_a_pump_reporting_more_than_asked_is_counted_at_its_report_live_and_on_resume(rig: Rig) -> None:
+    """A plug-in pump reported 9 mL for a 4.5 mL dispense: the count stayed at 4.5 and the next experiment's 4.5 mL was
+    sent to a 10 mL syringe that by the pump's own report held 1 mL (a plug-in engineer's trial). The larger of the
+    report and the request is counted, and the journal's action keeps it, so a resume's count is the same."""
+    real = rig.instruments["electrolyte_pump"]
+    rig.instruments["electrolyte_pump"] = OverReporting(real)
+    actions: list[tuple] = []
+    steps = ["load_sample", {"dispense": {**ELECTROLYTE["dispense"], "refill": True}}, "cv", "rinse"]
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=20.0)
+    live = ProtocolExecutor(steps, rig, limits, 3.2)
+    try:
+        with pytest.raises(DispenseMismatch, match="reports 13.5 mL dispensed"):
+            live.run("S0001", "c1ccccc1", {}, 4.5, lambda *a: actions.append(a))
+    finally:
+        rig.instruments["electrolyte_pump"] = real
+    assert live.contents.state() == (13.5, {"electrolyte_pump": -3.5})
+    (failed,) = [a for a in actions if a[1] == "dispense" and a[-1] is not None]
+    assert failed[3]["reported_ml"] == 13.5 and failed[3]["volume_ml"] == 4.5
+    resumed = ProtocolExecutor(steps, None, limits, 3.2)
+    resumed.replay([(a[1], a[3], a[-1]) for a in actions if a[-1] is not None])
+    assert resumed.contents.state() == live.contents.state()
+
+
 def test_the_ne1000_driver_refuses_a_rate_over_the_limit_before_sending() -> None:
     limits = SafetyLimits(2.0, 10.0, (-1.0, 1.0), max_rate_ml_min=10.0)
     with PtyDevice(NE1000Emulator()) as device:
