@@ -142,7 +142,7 @@ def test_a_pump_reporting_more_than_asked_is_counted_at_its_report_live_and_on_r
     limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=20.0)
     live = ProtocolExecutor(steps, rig, limits, 3.2)
     try:
-        with pytest.raises(DispenseMismatch, match="reports 13.5 mL dispensed"):
+        with pytest.raises(DispenseMismatch, match=r"reports 13\.5 mL dispensed"):
             live.run("S0001", "c1ccccc1", {}, 4.5, lambda *a: actions.append(a))
     finally:
         rig.instruments["electrolyte_pump"] = real
