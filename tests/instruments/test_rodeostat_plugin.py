@@ -160,6 +160,23 @@ def test_a_misspelt_option_is_refused_with_its_line(site: Path, tmp_path: Path, 
                 in result.stderr), result.stderr
 
 
+def test_an_option_value_open_would_refuse_is_refused_by_plain_validate(site: Path, tmp_path: Path, labloop,
+                                                                          write_campaign) -> None:
+    """A plug-in engineer copied the example: ``on_overload: maybe`` passed plain ``validate`` ("valid") and ``run``
+    refused it at open ("the driver refused its options"). Its descriptor's ``option_problem`` refuses it with the
+    line, as docs/drivers.md advises, and open refuses it with the same words."""
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "rodeostat", "options": {"on_overload": "maybe"}}}
+    campaign = write_campaign(tmp_path, instruments=rig)
+    line = campaign.read_text().splitlines().index("      on_overload: maybe") + 1
+    result = labloop("validate", campaign, "--all")
+    assert result.returncode == 2, result
+    assert (f"tiny.yaml:{line}: instruments.potentiostat.options.on_overload: must be 'raise' or 'mark', got 'maybe'"
+            in result.stderr), result.stderr
+
+
 def test_the_recipe_for_a_real_run_beside_served_emulators_runs(site: Path, tmp_path: Path) -> None:
     """docs/drivers.md, "Running a plug-in for real": a real run needed every instrument real and nothing said
     how to stand the rest of the rig in (a plug-in author's trial). The recipe's shell block, run as written (the

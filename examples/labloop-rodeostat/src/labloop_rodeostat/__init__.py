@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from labloop.instruments.registry import DriverDescriptor, DriverKind
 
-from labloop_rodeostat.driver import DEFAULT_BAUDRATE, RodeostatPotentiostat
+from labloop_rodeostat.driver import DEFAULT_BAUDRATE, RodeostatPotentiostat, option_problem
 
 __all__ = ["RODEOSTAT", "RodeostatPotentiostat"]
 
@@ -26,4 +26,5 @@ RODEOSTAT = DriverDescriptor(
     # open() passes **options on to RodeostatPotentiostat: listed here, a typo (refrence:) is refused by
     # `labloop validate` with its line, not by __init__ when the run opens the port
     options=("baudrate", "capture", "timeout_s", "retries", "settle_s", "on_overload", "reference"),
+    option_problem=option_problem,  # a value open would refuse (on_overload: maybe) is refused by validate too
 )

@@ -56,6 +56,16 @@ class _Run:
     aborted: bool
 
 
+def option_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be the option ``name`` of this driver (``on_overload``), or None: the one check of it,
+    made by :class:`RodeostatPotentiostat` when it opens and by labloop when it reads a campaign (the descriptor's
+    ``option_problem``), so plain ``labloop validate``, which opens no port, refuses what ``open`` would. The link's
+    own options (``timeout_s``, ``retries``, ``settle_s``, ``baudrate``, ``capture``) labloop checks itself."""
+    if name == "on_overload" and value not in ("raise", "mark"):
+        return f"must be 'raise' or 'mark', got {value!r}"
+    return None
+
+
 class RodeostatPotentiostat:
     """One Rodeostat on its own serial line; satisfies labloop's ``Potentiostat`` contract.
 
@@ -71,8 +81,8 @@ class RodeostatPotentiostat:
         check_link_options(self.where, timeout_s=timeout_s, retries=retries, settle_s=settle_s)  # finite waits
         if not time_scale > 0:
             raise ConfigError(self.where, f"time_scale must be > 0, got {time_scale!r}")
-        if on_overload not in ("raise", "mark"):
-            raise ConfigError(self.where, f"on_overload must be 'raise' or 'mark', got {on_overload!r}")
+        if (problem := option_problem("on_overload", on_overload)) is not None:
+            raise ConfigError(self.where, f"on_overload {problem}")
         self.limits = limits
         self.time_scale = time_scale
         self.timeout_s = timeout_s
