@@ -406,10 +406,16 @@ def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) ->
     if stored == given:
         return
     changed = first_difference(stored, given)
+    moved = re.match(r"instruments\.([^.:]+)\.port:", changed)
+    port = campaign.instruments[moved[1]].port if moved and moved[1] in campaign.instruments else None
     more = (f" (for more experiments: `labloop resume {shell_word(path)} --max-experiments N`)"
             if changed.startswith("budget.max_experiments:") else
             f" (the store was moved or copied here: `labloop resume {shell_word(path)}` goes on with the files "
-            "beside it)" if changed.startswith("store:") else "")
+            "beside it)" if changed.startswith("store:") else
+            # a USB adapter plugged in again under another name: the resume was refused for the old port, and only
+            # that second refusal named --port (a plug-in engineer's trial)
+            f" (the instrument is on {port} now: `labloop resume {shell_word(path)} "
+            f"--port {shell_word(f'{moved[1]}={port}')}`)" if moved and port else "")
     raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other settings, "
                        f"{changed}; choose another store, or continue that campaign as it was with `labloop resume`"
                        f"{more}")

@@ -201,6 +201,22 @@ def test_a_changed_protocol_is_named_by_its_first_step_that_differs(journal, cam
         Journal.create(path, purged)
 
 
+def test_a_moved_port_is_refused_with_the_resume_that_takes_it(journal, campaign):
+    """A USB adapter came back under another name and the campaign file was edited to it: the refusal said "continue
+    that campaign as it was with `labloop resume`", whose run was then refused for the old port; only that second
+    refusal named ``--port`` (a plug-in engineer's trial). The first says the resume with it."""
+    path = journal.path
+    journal.close()
+    name, entry = next((n, e) for n, e in campaign.instruments.items() if e.port)
+    moved = campaign.model_copy(update={"instruments": {**campaign.instruments,
+                                                        name: entry.model_copy(update={"port": "/dev/ttyUSB7"})}})
+    with pytest.raises(JournalError) as refused:
+        Journal.create(path, moved)
+    assert str(refused.value).endswith(f"(the instrument is on /dev/ttyUSB7 now: `labloop resume {path} --port "
+                                       f"{name}=/dev/ttyUSB7`)"), refused.value
+    assert f"instruments.{name}.port:" in str(refused.value)
+
+
 def test_foreign_or_newer_files_are_refused_in_one_line(tmp_path, campaign):
     text = tmp_path / "notes.db"
     text.write_text("not a database at all, just some text that is long enough " * 20)
