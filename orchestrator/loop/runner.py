@@ -770,6 +770,7 @@ class Runner:
         self._actions = 0
         self._pumped = False
         self._failed = None
+        self.rig.in_use()
         try:
             outcome = self.executor.run(self.sample_ids.get(experiment.smiles, experiment.smiles), experiment.smiles,
                                         experiment.conditions, experiment.mu,
@@ -1001,6 +1002,7 @@ class Runner:
             if safe_state:
                 unsafe = self.rig.safe_state()  # never raises; reports what it could not do
             if not unsafe and safe_state and self._pumped and self.executor.contents.cell_ml > 0:
+                self.rig.in_use()
                 self.executor.empty_after_failure(experiment_id, lambda *args: self._on_action(experiment_id, *args))
         finally:  # a Ctrl-C while the operator is asked to rinse must not turn the failure into an interruption
             with self.interrupts.deferred():

@@ -4,13 +4,14 @@ and nothing left running when an instrument fails to open."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from labloop.core.errors import ConfigError, Disconnected
+from labloop.core.errors import ConfigError, Disconnected, InstrumentTimeout
 from labloop.instruments.contracts import Potentiostat, Pump, SampleChanger
 from labloop.instruments.manual_sampler import ManualSampleChanger
 from labloop.instruments.voltammogram import CVParams
@@ -85,6 +86,43 @@ def test_safe_state_stops_a_running_pump_and_switches_the_cell_off(campaign):
     rig.safe_state()  # twice is fine, and so is closing twice
     rig.close()
     rig.close()
+
+
+class _StopsOnce:
+    """A pump whose stop answers once, then times out (a noisy line's lost reply, which a test cannot time a real
+    line to)."""
+
+    def __init__(self, pump: object) -> None:
+        self.pump, self.stops = pump, 0
+
+    def stop(self) -> None:
+        self.stops += 1
+        if self.stops > 1:
+            raise InstrumentTimeout("electrolyte_pump", "no reply before the deadline")
+        self.pump.stop()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.pump, name)
+
+
+@pytest.mark.parametrize("used_since", [False, True], ids=["nothing commanded since", "commanded since"])
+def test_closing_stops_again_only_what_was_used_since_the_last_safe_state(campaign, caplog, used_since):
+    """After a run's stop had made the rig safe, closing it stopped every instrument again, and a pump whose second
+    stop timed out was said at ERROR as "could not be made safe" (a plug-in engineer's trial at fault_rate 0.03): it
+    had answered the stop, and nothing had started it since. Once the rig is in use again, closing stops it again."""
+    rig = build_rig(campaign, dry_run=True)
+    pump = rig.instruments["electrolyte_pump"] = _StopsOnce(rig.instruments["electrolyte_pump"])
+    assert rig.safe_state() == []
+    if used_since:
+        rig.in_use()
+    with caplog.at_level(logging.ERROR, logger="labloop.orchestrator.loop.rig"):
+        rig.close()
+    unsafe = [r.getMessage() for r in caplog.records if "could not be made safe" in r.getMessage()]
+    if used_since:
+        assert pump.stops == 2 and unsafe == ["safe state: electrolyte_pump could not be made safe: InstrumentTimeout: "
+                                              "electrolyte_pump: no reply before the deadline"], unsafe
+    else:
+        assert pump.stops == 1 and unsafe == []
 
 
 def test_a_failing_instrument_leaves_nothing_running(campaign):
