@@ -1038,7 +1038,8 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
     The slope ``s`` of |ip| against sqrt(v), fitted through the origin, gives
     ``D = (s / (2.69e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, :data:`RANDLES_SEVCIK_TEMPERATURE_K`; at another
     ``temperature_k`` the constant goes with 1/sqrt(T), so D with T; the estimate records both with ``n_electrons``;
-    a reversible couple; a quasi-reversible one reads low). ``forward`` names the first sweep's peak: its baseline is
+    a reversible couple; a quasi-reversible one reads low, and one irreversible at every rate is refused with
+    :class:`InvalidParameter`). ``forward`` names the first sweep's peak: its baseline is
     the flat current before the wave, while the return peak sits on the forward wave's decaying tail, which a
     straight baseline only approximates; with ``forward`` given, D is the forward peak's, otherwise the mean of both.
     """
@@ -1049,6 +1050,13 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
     if len(set(scan_rates_v_s)) < 2:  # one point of the line, however often: a slope through it, r^2 meaningless
         raise InvalidParameter(f"scan_rates_v_s: need at least two different scan rates, got "
                                f"{', '.join(f'{rate:g}' for rate in scan_rates_v_s)} V/s")
+    if all(r.reversibility == "irreversible" for r in results):
+        # the reversible couple's equation: an electrochemist's audit read D at 0.47 of the truth for a slow couple,
+        # irreversible at every rate, written to the report without a word (the irreversible equation needs alpha)
+        deps = ", ".join("no return peak" if r.dep_v is None else f"{1e3 * r.dep_v:.0f} mV" for r in results)
+        raise InvalidParameter(f"irreversible at every scan rate (dEp {deps}): Randles-Sevcik's equation holds for a "
+                               "reversible couple, an irreversible one's needs its transfer coefficient; D not "
+                               "computed")
     root = np.sqrt(np.asarray(scan_rates_v_s, dtype=float))
     require_positive("temperature_k", temperature_k)
     constant = RANDLES_SEVCIK * math.sqrt(RANDLES_SEVCIK_TEMPERATURE_K / temperature_k)  # 0.4463 F sqrt(F / (R T))
