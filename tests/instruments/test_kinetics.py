@@ -39,6 +39,20 @@ def test_k0_of_simulated_quasi_reversible_couples_is_the_simulated_one() -> None
     assert values >= 5  # most of the grid lies in the range: the check is of values, not only bounds
 
 
+@pytest.mark.parametrize("celsius", [45.0, 60.0])
+def test_k0_of_a_warm_cell_reads_its_dep_at_the_tables_temperature(celsius: float) -> None:
+    """Nicholson's curve is for n dEp at 25 C: a warm cell's wider dEp read k0 at 0.84-0.86 of the simulated one at
+    45 C and 0.71-0.76 at 60 C (an electrochemist's audit). Read at dEp 298.15 / T, within the 20% of the test above."""
+    kelvin = 273.15 + celsius
+    for k0, rate in ((0.01, 0.2), (0.01, 1.0), (0.03, 1.0), (0.003, 0.05)):
+        cell = CellParams(e0_v=0.3, k0_cm_s=k0, diffusion_cm2_s=1e-5, temperature_k=kelvin)
+        result = analyze_cv(simulate_cv(cell, CVParams(e_begin_v=-0.3, e_vertex1_v=0.9, e_vertex2_v=-0.3,
+                                                       scan_rate_v_s=rate)))
+        estimate = nicholson_k0(result.dep_v, rate, 1e-5, temperature_k=kelvin)
+        assert estimate is not None and estimate.side == "value", (k0, rate, result.dep_v, estimate)
+        assert estimate.k0_cm_s == pytest.approx(k0, rel=0.2), (k0, rate, result.dep_v)
+
+
 def test_outside_the_range_k0_is_a_bound_and_without_a_dep_or_d_nothing() -> None:
     reversible, slow = nicholson_k0(0.058, 0.1, 1e-5), nicholson_k0(0.250, 0.1, 1e-5)
     assert reversible is not None and reversible.side == "above" and reversible.said().startswith("> ")
