@@ -88,7 +88,7 @@ def nicholson_k0(dep_v: float, scan_rate_v_s: float, diffusion_cm2_s: float, *, 
     dep_mv = 1e3 * dep_v * to_25
     if dep_mv < low:
         return RateConstant(nicholson_psi(low) * scale, "above",
-                            f"dEp under {low / to_25:.3g} mV: reversible at this rate")
+                            f"dEp under {low / to_25:.3g} mV: fast (Nernstian) electron transfer at this rate")
     if dep_mv > high:
         return RateConstant(nicholson_psi(high) * scale, "below",
                             f"dEp over {high / to_25:.3g} mV: beyond Nicholson's table")

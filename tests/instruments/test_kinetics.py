@@ -56,6 +56,9 @@ def test_k0_of_a_warm_cell_reads_its_dep_at_the_tables_temperature(celsius: floa
 def test_outside_the_range_k0_is_a_bound_and_without_a_dep_or_d_nothing() -> None:
     reversible, slow = nicholson_k0(0.058, 0.1, 1e-5), nicholson_k0(0.250, 0.1, 1e-5)
     assert reversible is not None and reversible.side == "above" and reversible.said().startswith("> ")
+    # of the electron transfer, not of the couple: "reversible at this rate" stood beside a row the current ratio
+    # called quasi-reversible (an electrochemist's audit)
+    assert reversible.why == "dEp under 68 mV: fast (Nernstian) electron transfer at this rate"
     assert slow is not None and slow.side == "below" and slow.said().startswith("< ")
     assert slow.k0_cm_s < reversible.k0_cm_s
     assert nicholson_k0(0.0, 0.1, 1e-5) is None and nicholson_k0(0.08, 0.1, 0.0) is None
