@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, InputError, InvalidInput, JournalError, Problems
+from labloop.core.errors import ConfigError, InputError, InvalidInput, JournalError, Problems, first_line
 from labloop.core.files import cannot_create_in, nearest_existing
 from labloop.core.text import plural
 from labloop.orchestrator import compose, console
-from labloop.orchestrator.config.campaign import Campaign, load_campaign
+from labloop.orchestrator.config.campaign import Campaign, Safety, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
 from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import prior_table
@@ -320,18 +320,48 @@ def warn_changed_protocol(campaign: Campaign) -> None:
                           "FILE --store NEW.db`)", markup=False, highlight=False, soft_wrap=True)
 
 
+def refuse_changed_safety(campaign: Campaign, file: Path | None) -> None:
+    """An :class:`InputError` when the campaign file a resume's journal was read from (``file``) now holds other
+    ``safety`` limits than the journal's campaign, which the resume would run: the operator who tightened them (a
+    smaller cell, a lower potential) would be pumping and scanning by the old ones. Judged from the file's ``safety``
+    section alone, so a file that no longer validates as a whole (a cell_volume_ml under what the protocol pours) is
+    judged too: such edits went unsaid, the run pumping 5 mL into a cell the file said holds 4 (an operator's trial).
+    Refused, not warned: a safety limit the file states and the rig does not keep is what must never be silent."""
+    if file is None or not file.is_file():
+        return
+    try:
+        section = read_yaml(file).data.get("safety") or {}
+    except (Problems, OSError, AttributeError):  # unreadable, or no mapping: warn_changed_campaign says it
+        return
+    running = campaign.safety.model_dump(mode="json")
+    try:
+        given = Safety.model_validate(section).model_dump(mode="json")
+    except ValueError:
+        given = section if isinstance(section, dict) else {"safety": section}
+    if given != running:
+        raise InputError(f"{display_name(file)}: safety changed since this campaign's journal began "
+                         f"({console.printable(first_difference(running, given, 'safety'))}): a resume runs the "
+                         "journal's campaign, and so its limits, not the file's; to go on as it was, put the file's "
+                         "safety section back; to run under the new limits, run the campaign with a new store "
+                         "(`labloop run FILE --store NEW.db`)")
+
+
 def warn_changed_campaign(campaign: Campaign, file: Path | None, journal: Journal) -> None:
     """One warning line when the campaign file a journal's run was read from (``file``, journalled with each run) now
     holds other settings than the campaign ``resume`` runs: resume runs the journal's campaign, so a window, a batch
     size or a syringe's ``diameter_mm`` edited in the file since changes nothing (an unattended-lab trial resumed
     after such edits, in silence, the old syringe's diameter pumping). What ``resume`` itself moved (the budget by
     ``--max-experiments``, a port by ``--port``) and ``run``'s ``--store``/``--seed`` are not differences; a file gone
-    or no longer valid says nothing (``run`` of it says why)."""
+    says nothing, one no longer valid says its first problem (it said nothing, an operator's trial; its safety limits
+    :func:`refuse_changed_safety` judged already)."""
     if file is None or not file.is_file():
         return
     try:
         now = overridden(load_campaign(file), campaign.store, campaign.seed)
-    except (InputError, OSError):
+    except (InputError, OSError) as exc:
+        console.err.print(f"warning: {display_name(file)} changed since this campaign's journal began and is no "
+                          f"longer a valid campaign ({console.printable(first_line(exc))}): resume runs the journal's "
+                          "campaign as it began", markup=False, highlight=False, soft_wrap=True)
         return
     running = campaign.model_dump(mode="json", by_alias=True)
     given = now.model_dump(mode="json", by_alias=True)

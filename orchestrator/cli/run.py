@@ -407,6 +407,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
                   record: Callable[[Journal], None] | None = None, scheduler: str | None = None,
                   campaign_file: Path | None = None, resumed: bool = False) -> int:
     digest = preflight.unchanged_library(campaign, journal)
+    if resumed:  # before anything is written, as every refusal
+        preflight.refuse_changed_safety(campaign, campaign_file)
     refused = refusal_before_the_run(campaign, journal, executor, by_hand)
     if refused is not None:  # the cell or a syringe needs a person first: one line, exit 2, the journal untouched
         raise InputError(refused)

@@ -116,6 +116,32 @@ def test_a_resume_says_when_the_campaign_file_changed_since(tmp_path, labloop, w
            "1 more setting too)" in " ".join(twice.stderr.split()), twice.stderr
 
 
+def test_a_resume_refuses_safety_limits_the_file_changed_and_warns_of_a_file_no_longer_valid(tmp_path, labloop,
+                                                                                               write_campaign):
+    """An operator lowered cell_volume_ml to 4 (the file no longer validated: the protocol pours 5 mL) and resumed:
+    not a word, and the run went on pouring 5 mL by the journal's limits. A safety section that differs refuses the
+    resume before anything is written; any other edit that leaves the file invalid is said with its first problem."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+    with Journal.open(store, readonly=True) as journal:
+        events = len(journal.events())
+    write_campaign(tmp_path, budget={"max_experiments": 2}, safety={"cell_volume_ml": 4})
+    refused = labloop("resume", store, "--max-experiments", 3)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith(f"error: {campaign_file}: safety changed since this campaign's journal began "
+                                     "(safety.cell_volume_ml: 20.0 in the journal, 4.0 here): a resume runs the "
+                                     "journal's campaign, and so its limits, not the file's;"), refused.stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert len(journal.events()) == events  # nothing written
+    write_campaign(tmp_path, budget={"max_experiments": 2},
+                   objective={"quantity": "oxidation_potential", "goal": "window", "window_v": [4.6, 4.3]})
+    resumed = labloop("resume", store, "--max-experiments", 3)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (f"warning: {campaign_file} changed since this campaign's journal began and is no longer a valid campaign "
+            f"({campaign_file}:") in resumed.stderr, resumed.stderr
+
+
 def test_a_finished_campaign_gets_more_experiments_by_resume(tmp_path, labloop, write_campaign):
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 2})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
