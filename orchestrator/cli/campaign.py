@@ -70,6 +70,7 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
             console.err.print(f"error: {console.printable(message)}", markup=False, highlight=False, soft_wrap=True)
         ctx.exit(EXIT_BAD_INPUT)
     preflight.check_prior(campaign)
+    preflight.check_room(campaign)
     past = preflight.past_measurements(campaign, library)
     if past is not None:  # against the prior model only if it is cached: validate trains nothing
         preflight.warn_past_scale(campaign, past.source, list(past.measurements), preflight.cached_prior(campaign))

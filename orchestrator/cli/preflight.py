@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -111,6 +112,27 @@ def with_resumed_settings(campaign: Campaign) -> Campaign:
     for line in said:
         console.err.print(f"{display_name(store)}: {line}", markup=False, highlight=False, soft_wrap=True)
     return candidate
+
+
+#: the least room a run starts with on its journal's disk (bytes): each experiment journals its voltammograms (a
+#: lab-grade one's four rates, blank and standard: about 1 MB; a screening scan's about 0.1 MB), and a disk that fills
+#: mid-experiment stops the run with its sample spent (an operator's trial resumed on a disk with 1.5 MB free: a
+#: sample loaded and dispensed, then the same stop). A floor against a disk still full, not a forecast: a retrain's
+#: model checks its own room (surrogate/persistence.py), and a long campaign needs more
+MIN_JOURNAL_ROOM_BYTES = 5_000_000
+
+
+def check_room(campaign: Campaign) -> None:
+    """:class:`ConfigError` at ``store`` when the journal's disk has less free room than
+    :data:`MIN_JOURNAL_ROOM_BYTES`: checked before the rig opens, by ``validate``, ``run`` and ``resume``."""
+    folder = nearest_existing(campaign.store.parent)
+    free = shutil.disk_usage(folder).free
+    if free < MIN_JOURNAL_ROOM_BYTES:
+        raise ConfigError(campaign.located("store"), f"the disk of {campaign.store} has {free / 1e6:.1f} MB free, "
+                                                     f"under the {MIN_JOURNAL_ROOM_BYTES / 1e6:.0f} MB a run starts "
+                                                     "with: each experiment journals its voltammograms, and a disk "
+                                                     "that fills mid-experiment stops the run with its sample spent; "
+                                                     "free space first")
 
 
 def check_prior(campaign: Campaign) -> None:

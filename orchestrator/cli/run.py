@@ -251,6 +251,7 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
                 _say_if_killed(journal)
         library, world = compose.check_campaign(campaign, dry_run=dry_run, continued=continued)
         preflight.check_prior(campaign)
+        preflight.check_room(campaign)
         past = preflight.past_measurements(campaign, library)
         preflight.warn_before_run(campaign, library, dry_run=dry_run)
         with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \

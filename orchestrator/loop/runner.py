@@ -467,6 +467,19 @@ class Runner:
                 return self._stop_for_a_person(exc)
             except RigUnsafe as exc:
                 return self._stop_unsafe(exc)
+            except JournalWriteError as exc:
+                raise self._unjournalled(exc) from exc
+
+    def _unjournalled(self, exc: JournalWriteError) -> JournalWriteError:
+        """The journal could not record a change (a full disk): nothing more can be journalled, so the stop is said
+        on the console alone (the run's last line), with the rig made safe first and what the cell holds by labloop's
+        count. Why: the disk's advice alone ("free space, then `labloop resume`") was then refused for the liquid
+        the cell held, and nothing said whether the instruments were made safe (an operator's trial on a full
+        disk)."""
+        self.interrupts.stop()
+        unsafe = self.rig.safe_state()
+        rig = "instruments in a safe state" if not unsafe else f"instruments NOT made safe: {'; '.join(unsafe)}"
+        return JournalWriteError(f"{exc}; {rig}{self._cell_left()}")
 
     def _loop(self, show: Callable[[str], None]) -> int:
         in_a_row = dict.fromkeys(FAULT_LIMITS, 0)  # failed experiments of each kind in a row

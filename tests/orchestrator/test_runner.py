@@ -3,12 +3,14 @@ the pumps stopped and the cell off, and repeated instrument faults stop the camp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -333,6 +335,66 @@ def test_a_retrain_on_a_full_disk_is_one_line_and_the_campaign_goes_on(tmp_path,
         assert not list(disk.glob("tiny.models/.*"))  # no half-written model folder
     finally:
         subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+@contextlib.contextmanager
+def _tmpfs(folder: Path, size: str):
+    """A real small disk at ``folder`` (a tmpfs: root only; the test is skipped where it cannot be mounted)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_disk_nearly_full_refuses_the_run_before_the_rig(tmp_path, labloop, write_campaign):
+    """An operator resumed on a disk with 1.5 MB free: a sample was loaded and dispensed before the journal's next
+    write failed, the same stop again. validate and run refuse it first, nothing written."""
+    with _tmpfs(tmp_path / "disk", "3M") as disk:
+        campaign_file = write_campaign(disk, budget={"max_experiments": 2})
+        for command in (("validate", campaign_file, "--dry-run"), ("run", campaign_file, "--dry-run")):
+            refused = labloop(*command)
+            assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert f"store: the disk of {disk / 'tiny.db'} has " in refused.stderr
+            assert "MB free, under the 5 MB a run starts with" in refused.stderr, refused.stderr
+        assert not (disk / "tiny.db").exists()
+
+
+def test_a_disk_full_mid_experiment_says_the_rig_and_the_cell(tmp_path, labloop, write_campaign):
+    """The journal's write failed mid-experiment (a full disk): the stop said only "free space, then `labloop
+    resume`", which was then refused for the liquid in the cell, and nothing said whether the rig was made safe (an
+    operator's trial). A real full disk: a tmpfs filled by this test while the second experiment's dispense runs
+    (world.time_scale 50 makes its minute last about a second)."""
+    with _tmpfs(tmp_path / "disk", "8M") as disk:
+        campaign_file = write_campaign(disk, budget={"max_experiments": 3},
+                                       world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 50})
+        store = disk / "tiny.db"
+
+        def fill_during_the_second_dispense() -> None:
+            deadline = time.monotonic() + 300  # liveness only
+            while time.monotonic() < deadline:
+                if store.exists():
+                    with Journal.open(store, readonly=True) as journal:
+                        running = journal.experiments(states=(State.RUNNING,))
+                        if running and running[0].id >= 2 and any(
+                                a.command == "dispense" and a.outcome is None for a in journal.actions(running[0].id)):
+                            break
+                time.sleep(0.005)
+            with contextlib.suppress(OSError), open(disk / "filler", "wb") as filler:
+                while True:
+                    filler.write(b"\0" * 65536)
+
+        filler = threading.Thread(target=fill_during_the_second_dispense, daemon=True)
+        filler.start()
+        result = labloop("run", campaign_file, "--dry-run")
+        filler.join()
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 1 and "the disk is full" in last, result.stderr
+        assert "instruments in a safe state; the cell still holds 0.5 mL by labloop's count: empty it, then " \
+               f"`labloop resume {store} --cell-emptied`" in last, last
 
 
 def test_a_ctrl_c_that_lands_in_a_gc_callback_is_delivered_again_not_lost():
