@@ -74,7 +74,7 @@ from labloop.planners import Observation, PlannerState, bound_fields, make_plann
 from labloop.planners.base import past_observations
 from labloop.planners.feedback import DescriptorTable
 from labloop.protocols.executor import ExperimentOutcome, LabRecord, pumps_into_cell, usable
-from labloop.protocols.steps import repeat_problem
+from labloop.protocols.steps import Contents, repeat_problem
 from labloop.surrogate.compute import lost_cluster
 
 if TYPE_CHECKING:
@@ -242,7 +242,8 @@ def person_advice(cause: RigNotReady | BlankFailed | SafetyBreach, store: Path, 
     if isinstance(cause, RigNotReady) and cause.needs == "cell":
         return f"empty the cell, then `labloop resume {shell_word(store)} --cell-emptied{again}`"
     if isinstance(cause, RigNotReady):
-        return f"fill the syringe, then `labloop resume {shell_word(store)}{again} --syringes-filled`"
+        # every syringe: the flag counts them all full (an operator read "the syringe" as the short one alone)
+        return f"fill every syringe, then `labloop resume {shell_word(store)}{again} --syringes-filled`"
     if isinstance(cause, BlankNeedsPurge):  # resume runs the journal's protocol, which has no purge
         return f"add the purge step to the campaign's protocol and {WITH_A_NEW_STORE}"
     return (f"clean the cell and the electrode (for O2: check the gas), then `labloop resume {shell_word(store)} "
@@ -305,6 +306,23 @@ def _syringes_said(short: Mapping[str, float]) -> str:
         return ""
     held = ", ".join(f"{pump}'s holds {ml:g} mL" for pump, ml in short.items())
     return (f"; by labloop's count {held}, less than the next experiment takes: fill every syringe, and add "
+            "`--syringes-filled` to the resume")
+
+
+def _syringes_low(contents: Contents, short: Mapping[str, float]) -> str:
+    """What a stop says of the syringes that hold less than full by labloop's count but enough for the next experiment
+    (those :meth:`Runner._syringes_short` found short it says itself), or ''. Why: a dispense cut short by a stop counts
+    as delivered in full and its refill as not done, and later refills put back only what each dispense took, so the
+    count stays low until the syringe is filled by hand; nothing said so, and a stop days later asked for a refill
+    the first had not mentioned (an operator's trial)."""
+    low = {pump: held for pump, held in sorted(contents.syringes.items())
+           if pump not in short and held < contents.limits_of(pump).syringe_ml}
+    if not low:
+        return ""
+    held = ", ".join(f"{pump}'s holds {ml:g} of its {contents.limits_of(pump).syringe_ml:g} mL"
+                     for pump, ml in low.items())
+    return (f"; by labloop's count {held} (a dispense cut short counts as delivered in full, its refill as not done), "
+            "and stays so until filled by hand: to count it full again, fill every syringe and add "
             "`--syringes-filled` to the resume")
 
 
@@ -581,12 +599,13 @@ class Runner:
             short = self._syringes_short()
             round_ = self.learning.unfinished()
             retrain = f"; retraining round {round_} stopped unfinished: the resume trains it again" if round_ else ""
+            low = _syringes_low(self.executor.contents, short)
             self.journal.add_event("interrupted", f"run stopped by {exc}{again}; {rig}{self._cell_left()}"
-                                                  f"{_syringes_said(short)}{retrain}",
+                                                  f"{_syringes_said(short)}{low}{retrain}",
                                    data={"experiments": ids, "unsafe": unsafe,
                                          "cell_ml": self.executor.contents.cell_ml, "syringes": sorted(short)})
         console.err.print((rig if not unsafe else f"WARNING: {rig}") + self._cell_left() + _syringes_said(short)
-                          + retrain, markup=False, highlight=False, soft_wrap=True)
+                          + low + retrain, markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
 
     def _syringes_short(self) -> dict[str, float]:

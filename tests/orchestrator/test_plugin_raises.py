@@ -680,7 +680,7 @@ def test_a_stop_says_to_fill_a_syringe_the_next_experiment_would_run_dry(tmp_pat
     # --cell-emptied and --syringes-filled, each advised without the other
     emptied = labloop("resume", store, "--cell-emptied")
     assert emptied.stderr.rstrip().endswith(
-        f"fill the syringe, then `labloop resume {store} --cell-emptied --syringes-filled`"), emptied.stderr
+        f"fill every syringe, then `labloop resume {store} --cell-emptied --syringes-filled`"), emptied.stderr
     # a resume without either (what an operator tries after a kill -9, which says nothing) names both at once: it
     # named the cell, and the resume with --cell-emptied then the syringe
     plain = labloop("resume", store)

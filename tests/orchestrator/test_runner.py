@@ -91,6 +91,39 @@ def test_sigint_leaves_pumps_stopped_and_cell_off(tmp_path, write_campaign):
         assert journal.events()[-1].kind == "interrupted"
 
 
+def test_a_stop_mid_dispense_says_the_syringe_it_leaves_counted_low(tmp_path, labloop, write_campaign):
+    """A stop in the analyte's dispense leaves its syringe counted 0.5 mL low for good (the dispense counts in full,
+    its refill as not done, and later refills put back what each dispense took): nothing said so, and a stop days
+    later asked for a refill the first had not mentioned (an operator's trial). A real SIGINT, sent by a thread of
+    this process while the second experiment's analyte dispense runs (world.time_scale 50: about a second)."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 3},
+                                   world={"truth": {"from": "ie_ea", "solvent": "acn"}, "time_scale": 50})
+    store = tmp_path / "tiny.db"
+
+    def interrupt_in_the_analyte_dispense() -> None:
+        deadline = time.monotonic() + 300  # liveness only
+        while time.monotonic() < deadline:
+            if store.exists():
+                with Journal.open(store, readonly=True) as journal:
+                    running = journal.experiments(states=(State.RUNNING,))
+                    if running and running[0].id >= 2 and any(a.instrument == "analyte_pump" and a.outcome is None
+                                                              for a in journal.actions(running[0].id)):
+                        os.kill(os.getpid(), signal.SIGINT)
+                        return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=interrupt_in_the_analyte_dispense, daemon=True)
+    watcher.start()
+    result = labloop("run", campaign_file, "--dry-run")
+    watcher.join()
+    said = ("by labloop's count analyte_pump's holds 9.5 of its 10 mL (a dispense cut short counts as delivered in "
+            "full, its refill as not done), and stays so until filled by hand: to count it full again, fill every "
+            "syringe and add `--syringes-filled` to the resume")
+    assert result.returncode == 130 and said in " ".join(result.stderr.split()), result.stderr
+    with Journal.open(store, readonly=True) as journal:
+        assert said in journal.events()[-1].message
+
+
 def _interrupt_during_dispense(store):
     """SIGINT this process once the third experiment's dispense has been journalled."""
     deadline = time.monotonic() + 60

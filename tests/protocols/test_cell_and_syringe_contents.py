@@ -360,7 +360,7 @@ def test_replay_skips_commands_refused_before_sending_and_counts_syringes_filled
     # what stops the next experiment is the syringe run low, not the cell (100 mL)
     low = executor.refusal([("dispense", dispense, "ok"), ("dispense", dispense, None)], {}, {})
     assert low is not None and low.needs == "syringe"  # the advice said "empty the cell or fill the syringe"
-    assert person_advice(low, Path("x.db")) == "fill the syringe, then `labloop resume x.db --syringes-filled`"
+    assert person_advice(low, Path("x.db")) == "fill every syringe, then `labloop resume x.db --syringes-filled`"
     executor.replay([("rinse", {}, "ok"), ("fill_syringes", {}, "ok")])
     assert executor.contents.state() == (0.0, {})  # every syringe full again
 
