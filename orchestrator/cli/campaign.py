@@ -70,11 +70,11 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
             console.err.print(f"error: {console.printable(message)}", markup=False, highlight=False, soft_wrap=True)
         ctx.exit(EXIT_BAD_INPUT)
     preflight.check_prior(campaign)
-    preflight.check_room(campaign)
     past = preflight.past_measurements(campaign, library)
     if past is not None:  # against the prior model only if it is cached: validate trains nothing
         preflight.warn_past_scale(campaign, past.source, list(past.measurements), preflight.cached_prior(campaign))
     preflight.check_store(campaign, "--store" if store is not None else None)
+    preflight.check_room(campaign)  # after check_store: a folder nothing can be made in says that
     if campaign.past_measurements is not None and campaign.store.is_file():  # what run and resume would say
         with Journal.open(campaign.store, readonly=True) as journal:
             preflight.warn_changed_past(journal)

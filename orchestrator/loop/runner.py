@@ -604,8 +604,11 @@ class Runner:
                                                   f"{_syringes_said(short)}{low}{retrain}",
                                    data={"experiments": ids, "unsafe": unsafe,
                                          "cell_ml": self.executor.contents.cell_ml, "syringes": sorted(short)})
-        console.err.print((rig if not unsafe else f"WARNING: {rig}") + self._cell_left() + _syringes_said(short)
-                          + low + retrain, markup=False, highlight=False, soft_wrap=True)
+        # which experiments run again and which are finished from their measurement, on the console too: an operator
+        # stopped after a measurement could not tell whether to prepare another aliquot (the journal said it)
+        which = f"; {resume_does(self.journal, ids)}" if ids else ""
+        console.err.print((rig if not unsafe else f"WARNING: {rig}") + which + self._cell_left()
+                          + _syringes_said(short) + low + retrain, markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
 
     def _syringes_short(self) -> dict[str, float]:

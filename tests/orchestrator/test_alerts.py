@@ -483,7 +483,10 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
         assert journal.events()[-1].kind == "alert"
         said = (f"the cell still holds 4.5 mL by labloop's count: empty it, then `labloop resume {campaign.store} "
                 "--cell-emptied`")
-        assert said in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert said in err
+        # which experiment runs again, on the console too (an operator's trial: only the journal said it)
+        assert f"instruments in a safe state; experiment {interrupted.id} will run again on resume; the cell" in err
         stop = next(e for e in reversed(journal.events()) if e.kind == "interrupted")
         assert said in stop.message and stop.data["cell_ml"] == 4.5
     assert len(receiver.messages) == 1
