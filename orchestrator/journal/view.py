@@ -183,9 +183,9 @@ def run_end(events: list[dict[str, Any]], progress: dict[str, Any]) -> str:
     if last["kind"] == "run":
         # it could not make the rig safe, and the cell or a syringe may need a person before a resume (which says)
         return ("stopped: the run process ended without a word in the journal (killed, crashed, or the journal "
-                "could not be written: the run's own last line says which), so the rig may not have been made safe: "
-                "check the pumps and the cell at the rig, then `labloop resume` continues it (it says first what the "
-                "cell or the syringes need)")
+                "could not be written, which the run's own last line then says), so the rig may not have been made "
+                "safe: check the pumps and the cell at the rig, then `labloop resume` continues it (it says first what "
+                "the cell or the syringes need)")
     if last["kind"] == "finished":
         done, budget = progress["counts"][State.DONE.value], progress["max_experiments"]
         unsafe = last["data"].get("unsafe") if isinstance(last["data"], dict) else None

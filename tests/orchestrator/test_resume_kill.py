@@ -217,9 +217,9 @@ def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(
         started = journal.events(kinds=("run",))[-1].time
         [running] = journal.experiments(states=(State.RUNNING,))
     assert ended.startswith("stopped: the run process ended without a word in the journal (killed, crashed, or the "
-                            "journal could not be written: the run's own last line says which), so the rig may not "
-                            "have been made safe: check the pumps and the cell at the rig, then `labloop resume`"), \
-        ended
+                            "journal could not be written, which the run's own last line then says), so the rig may "
+                            "not have been made safe: check the pumps and the cell at the rig, then `labloop "
+                            "resume`"), ended
     time.sleep(0.05)  # the resume's clock is later than anything the killed run wrote
     resume = subprocess.Popen([*CLI, "resume", str(store), "--cell-emptied"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
