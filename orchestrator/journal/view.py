@@ -109,7 +109,9 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     live = progress["run_active"] and _running(events)
     progress["now"] = _now(journal, events, experiments, names) if live else None
     progress["retraining"] = _retraining(events) if live else None
-    progress["eta"] = _eta(experiments, config["budget"], info.created_at, events) if live else None
+    retrain_every = (config.get("surrogate") or {}).get("retrain_every")
+    progress["eta"] = _eta(experiments, config["budget"], info.created_at, events,
+                           cycle=retrain_every if isinstance(retrain_every, int) else 0) if live else None
     progress["eta_s"] = None if progress["eta"] is None else progress["eta"]["seconds"]
     return {
         "campaign": {
@@ -264,19 +266,19 @@ def _retraining(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 PACE_OF, PACE_FROM = 10, 3
 
 
-def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str, events: list[dict[str, Any]]
+def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str, events: list[dict[str, Any]], cycle: int = 0
          ) -> dict[str, Any] | None:
     """When the budget is reached at the recent pace (``progress.eta``), an estimate: the experiments left (the
-    budget less those done) times the mean time between the finishes of the last :data:`PACE_OF` done experiments
-    (the first one's from its start), leaving out a time between two finishes that a run's start falls in (a stop
-    and a resume); None before :data:`PACE_FROM` are done, with none left, or when a run's start falls between every
-    two finishes. Why the time between finishes, and its mean: it holds the whole loop's pace, proposing,
-    retraining, waiting for an approval and the failed experiments between, each as often as it comes (a retrain
-    every 10 experiments is one time in 10, which a median dropped: "about 4 s left" 30 s from the end), where each
-    experiment's own duration said "about 8 s left" 194 s from the end of a 1,000-experiment campaign (a
-    long-campaign trial and a newcomer's). With ``budget.max_hours``, when it stops the run (``max_hours_at``,
-    counted from the campaign's creation as the runner counts it) and which comes ``first``: ``max_hours`` or
-    ``max_experiments``."""
+    budget less those done) times the mean time between the finishes of the last :data:`PACE_OF` done experiments,
+    or of the last ``cycle`` + 1 (``surrogate.retrain_every``) when more (the first one's from its start), leaving
+    out a time between two finishes that a run's start falls in (a stop and a resume); None before :data:`PACE_FROM`
+    are done, with none left, or when a run's start falls between every two finishes. Why the time between finishes,
+    and its mean: it holds the whole loop's pace, proposing, retraining, waiting for an approval and the failed
+    experiments between, each as often as it comes (a retrain every 10 experiments is one time in 10, which a median
+    dropped: "about 4 s left" 30 s from the end), where each experiment's own duration said "about 8 s left" 194 s
+    from the end of a 1,000-experiment campaign (a long-campaign trial and a newcomer's). With ``budget.max_hours``,
+    when it stops the run (``max_hours_at``, counted from the campaign's creation as the runner counts it) and which
+    comes ``first``: ``max_hours`` or ``max_experiments``."""
     done = sorted((e for e in experiments if e.status == State.DONE and e.started_at and e.finished_at),
                   key=lambda e: (e.finished_at, e.id))
     left = budget["max_experiments"] - sum(e.status == State.DONE for e in experiments)
@@ -289,7 +291,10 @@ def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str, events
             if not any(begin < start <= end for start in starts)]
     if not gaps:  # every time between finishes holds a stop and a resume: no pace to go by ("under 1 s" was said)
         return None
-    recent = [max(0.0, gap) for gap in gaps[-PACE_OF:]]
+    # over a whole retraining cycle at least (``cycle``: surrogate.retrain_every), so that the mean holds the retrain
+    # a proposal waits for once one has run: with retrain_every 10 the last 10 gaps held none while the run waited,
+    # and "about 6 s left" stood 97 s from the end (an operator's trial)
+    recent = [max(0.0, gap) for gap in gaps[-max(PACE_OF, cycle + 1):]]
     pace = statistics.fmean(recent)
     seconds = left * pace
     eta = {"seconds": seconds, "pace_s": pace, "pace_of": len(recent), "experiments_left": left,

@@ -697,6 +697,27 @@ def test_a_live_run_that_waits_says_for_what_and_max_hours_is_said_when_it_comes
                                          f"first, at {local_time(deadline)}")
 
 
+def test_the_eta_spans_a_retraining_cycle():
+    """With retrain_every 10 the pace's last 10 gaps held no retrain while the run waited for one, and "about 6 s left"
+    stood 97 s from the end (an operator's trial): the mean spans retrain_every + 1 gaps, so it holds the last retrain's
+    wait once there was one."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from labloop.orchestrator.journal.view import _eta
+
+    start = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+    gaps = [10] * 3 + [100] + [10] * 10  # a retrain's wait after the 3rd experiment, then ten ordinary ones
+    finishes = [sum(gaps[:n + 1]) for n in range(len(gaps))]
+    done = [SimpleNamespace(id=n, status=State.DONE, started_at=(start + timedelta(seconds=f - 5)).isoformat(),
+                            finished_at=(start + timedelta(seconds=f)).isoformat()) for n, f in enumerate(finishes)]
+    events = [{"kind": "run", "time": start.isoformat()}]
+    plain = _eta(done, {"max_experiments": 30}, start.isoformat(), events)
+    cycle = _eta(done, {"max_experiments": 30}, start.isoformat(), events, cycle=10)
+    assert plain["pace_of"] == 10 and plain["pace_s"] == pytest.approx(10)
+    assert cycle["pace_of"] == 11 and cycle["pace_s"] == pytest.approx((100 + 10 * 10) / 11)
+
+
 def test_the_eta_leaves_out_the_time_a_stop_and_resume_fall_in():
     """The pace is the mean time between finishes: a retrain or a proposal counts as often as it comes (a median
     dropped them, a newcomer's trial: "about 4 s left" 30 s from the end), but a stop and resume (a run's start
