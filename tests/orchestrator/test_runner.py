@@ -290,7 +290,7 @@ def test_a_stop_during_a_retrain_says_the_resume_trains_it_again(tmp_path, lablo
     on it again without a word (a newcomer's trial). The SIGINT is real, sent by a thread of this process once the
     journal says the proposal waits; the resume's journal shows the round started again."""
     campaign_file = write_campaign(tmp_path, prior=True, shared_prior=True, planner={"kind": "greedy", "batch_size": 2},
-                                   surrogate={"preset": "fast", "folds": 2, "epochs": 30, "retrain_every": 2,
+                                   surrogate={"preset": "fast", "folds": 2, "epochs": 8, "retrain_every": 2,
                                               "wait_for_retrain": True},
                                    budget={"max_experiments": 4})
     store = tmp_path / "tiny.db"
