@@ -27,7 +27,7 @@ import logging
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from itertools import chain
@@ -309,14 +309,15 @@ def _syringes_said(short: Mapping[str, float]) -> str:
             "`--syringes-filled` to the resume")
 
 
-def _syringes_low(contents: Contents, short: Mapping[str, float]) -> str:
-    """What a stop says of the syringes that hold less than full by labloop's count but enough for the next experiment
-    (those :meth:`Runner._syringes_short` found short it says itself), or ''. Why: a dispense cut short by a stop counts
-    as delivered in full and its refill as not done, and later refills put back only what each dispense took, so the
-    count stays low until the syringe is filled by hand; nothing said so, and a stop days later asked for a refill
-    the first had not mentioned (an operator's trial)."""
+def _syringes_low(contents: Contents, short: Mapping[str, float], cut: Collection[str]) -> str:
+    """What a stop says of the syringes of the pumps whose dispense it ``cut`` short that hold less than full by
+    labloop's count but enough for the next experiment (those :meth:`Runner._syringes_short` found short it says
+    itself), or ''. Why: a dispense cut short counts as delivered in full and its refill as not done, and later refills
+    put back only what each dispense took, so the count stays low until the syringe is filled by hand; nothing said
+    so, and a stop days later asked for a refill the first had not mentioned (an operator's trial). Only those: a
+    syringe the campaign started partly loaded is low by the operator's own word, not by the stop."""
     low = {pump: held for pump, held in sorted(contents.syringes.items())
-           if pump not in short and held < contents.limits_of(pump).syringe_ml}
+           if pump in cut and pump not in short and held < contents.limits_of(pump).syringe_ml}
     if not low:
         return ""
     held = ", ".join(f"{pump}'s holds {ml:g} of its {contents.limits_of(pump).syringe_ml:g} mL"
@@ -599,7 +600,9 @@ class Runner:
             short = self._syringes_short()
             round_ = self.learning.unfinished()
             retrain = f"; retraining round {round_} stopped unfinished: the resume trains it again" if round_ else ""
-            low = _syringes_low(self.executor.contents, short)
+            cut = {a.params.get("pump") for i in ids for a in self.journal.actions(i)
+                   if pumps_into_cell(a.command, a.params) and a.outcome != "ok"}
+            low = _syringes_low(self.executor.contents, short, cut)
             self.journal.add_event("interrupted", f"run stopped by {exc}{again}; {rig}{self._cell_left()}"
                                                   f"{_syringes_said(short)}{low}{retrain}",
                                    data={"experiments": ids, "unsafe": unsafe,

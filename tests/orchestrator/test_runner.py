@@ -124,6 +124,20 @@ def test_a_stop_mid_dispense_says_the_syringe_it_leaves_counted_low(tmp_path, la
         assert said in journal.events()[-1].message
 
 
+def test_only_a_syringe_whose_dispense_the_stop_cut_short_is_said_low():
+    """A syringe the campaign started partly loaded (an NE-1000's content_ml) is low by the operator's own word: said at
+    every stop, the note would be noise, and its "(a dispense cut short ...)" wrong."""
+    from labloop.instruments.contracts import SafetyLimits
+    from labloop.orchestrator.loop.runner import _syringes_low
+    from labloop.protocols.steps import Contents
+
+    contents = Contents(SafetyLimits(5.0, 10.0, (-3.0, 3.0)), syringes={"analyte_pump": 0.3, "electrolyte_pump": 5.5})
+    said = _syringes_low(contents, {}, {"electrolyte_pump"})
+    assert "electrolyte_pump's holds 5.5 of its 10 mL" in said and "analyte_pump" not in said
+    assert _syringes_low(contents, {"electrolyte_pump": 5.5}, {"electrolyte_pump"}) == ""  # said as short instead
+    assert _syringes_low(contents, {}, set()) == ""
+
+
 def _interrupt_during_dispense(store):
     """SIGINT this process once the third experiment's dispense has been journalled."""
     deadline = time.monotonic() + 60
