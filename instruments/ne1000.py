@@ -743,7 +743,7 @@ class NE1000Pump:
             if abs(done - volume_ml) > REL_TOL * volume_ml:
                 raise DispenseMismatch(
                     self.where, f"pump reports {done:.4g} mL where {volume_ml:.4g} mL was asked",
-                    delivered_ml=done if direction is Direction.INFUSE else None,
+                    delivered_ml=done if direction is Direction.INFUSE and math.isfinite(done) else None,
                 )
         return done
 

@@ -1009,7 +1009,8 @@ class ProtocolExecutor:
                             error=DispenseMismatch)
         if not abs(reported - volume_ml) <= DISPENSE_TOLERANCE * volume_ml:  # NaN too
             raise DispenseMismatch(at, f"the pump reports {reported!r} mL {done} where {volume_ml:g} mL was asked",
-                                   delivered_ml=float(reported) if call == "dispense" else None)
+                                   delivered_ml=float(reported) if call == "dispense" and math.isfinite(reported)
+                                   else None)
         return float(reported)
 
     def replay(self, actions: Iterable[tuple[str, Mapping[str, Any], str | None]]) -> None:
@@ -1039,7 +1040,7 @@ class ProtocolExecutor:
                 # a step that ended ok has its pump's report, which the run counted and refilled (_refill); one that
                 # did not counts in full, or what its pump reported pushing when that was more (_pump)
                 volume_ml = (params.get("dispensed_ml", params["volume_ml"]) if ok else
-                             max(params["volume_ml"], params.get("reported_ml", 0.0)))
+                             max(params["volume_ml"], params.get("reported_ml") or 0.0))
                 self.contents.pumped(params["pump"], volume_ml)
                 if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], volume_ml)

@@ -74,7 +74,8 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
     if past is not None:  # against the prior model only if it is cached: validate trains nothing
         preflight.warn_past_scale(campaign, past.source, list(past.measurements), preflight.cached_prior(campaign))
     preflight.check_store(campaign, "--store" if store is not None else None)
-    preflight.check_room(campaign)  # after check_store: a folder nothing can be made in says that
+    preflight.check_room(campaign, "--store" if store is not None else None)  # after check_store, which says a
+    # folder nothing can be made in
     if campaign.past_measurements is not None and campaign.store.is_file():  # what run and resume would say
         with Journal.open(campaign.store, readonly=True) as journal:
             preflight.warn_changed_past(journal)

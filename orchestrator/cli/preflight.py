@@ -15,9 +15,10 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from rdkit.rdBase import BlockLogs
 
-from labloop.core.errors import ConfigError, InputError, InvalidInput, JournalError, Problems, first_line
+from labloop.core.errors import ConfigError, InputError, InvalidInput, JournalError, Problems, dotted, first_line
 from labloop.core.files import cannot_create_in, nearest_existing
 from labloop.core.text import plural
 from labloop.orchestrator import compose, console
@@ -122,13 +123,15 @@ def with_resumed_settings(campaign: Campaign) -> Campaign:
 MIN_JOURNAL_ROOM_BYTES = 5_000_000
 
 
-def check_room(campaign: Campaign) -> None:
-    """:class:`ConfigError` at ``store`` when the journal's disk has less free room than
-    :data:`MIN_JOURNAL_ROOM_BYTES`: checked before the rig opens, by ``validate``, ``run`` and ``resume``."""
+def check_room(campaign: Campaign, given_as: str | None = None) -> None:
+    """:class:`ConfigError` at ``store`` (or ``given_as``, the option that gave it: ``--store``) when the journal's
+    disk has less free room than :data:`MIN_JOURNAL_ROOM_BYTES`: checked before the rig opens, by ``validate``,
+    ``run`` and ``resume``."""
     folder = nearest_existing(campaign.store.parent)
     free = shutil.disk_usage(folder).free
     if free < MIN_JOURNAL_ROOM_BYTES:
-        raise ConfigError(campaign.located("store"), f"the disk of {campaign.store} has {free / 1e6:.1f} MB free, "
+        raise ConfigError(given_as or campaign.located("store"), f"the disk of {campaign.store} has "
+                                                                 f"{free / 1e6:.1f} MB free, "
                                                      f"under the {MIN_JOURNAL_ROOM_BYTES / 1e6:.0f} MB a run starts "
                                                      "with: each experiment journals its voltammograms, and a disk "
                                                      "that fills mid-experiment stops the run with its sample spent; "
@@ -358,14 +361,17 @@ def refuse_changed_safety(campaign: Campaign, file: Path | None) -> None:
     running = campaign.safety.model_dump(mode="json")
     try:
         given = Safety.model_validate(section).model_dump(mode="json")
-    except ValueError:
-        given = section if isinstance(section, dict) else {"safety": section}
-    if given != running:
-        raise InputError(f"{display_name(file)}: safety changed since this campaign's journal began "
-                         f"({console.printable(first_difference(running, given, 'safety'))}): a resume runs the "
-                         "journal's campaign, and so its limits, not the file's; to go on as it was, put the file's "
-                         "safety section back; to run under the new limits, run the campaign with a new store "
-                         "(`labloop run FILE --store NEW.db`)")
+    except ValidationError as exc:  # its own first problem: compared raw, a field it does not name was said
+        first = exc.errors(include_url=False)[0]
+        changed = f"and no longer validates ({dotted(('safety', *first['loc']))}: {first['msg']})"
+    else:
+        if given == running:
+            return
+        changed = f"({first_difference(running, given, 'safety')})"
+    raise InputError(f"{display_name(file)}: safety changed since this campaign's journal began "
+                     f"{console.printable(changed)}: a resume runs the journal's campaign, and so its limits, not the "
+                     "file's; to go on as it was, put the file's safety section back; to run under the new limits, "
+                     "run the campaign with a new store (`labloop run FILE --store NEW.db`)")
 
 
 def warn_changed_campaign(campaign: Campaign, file: Path | None, journal: Journal) -> None:

@@ -86,6 +86,7 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
             done = len(journal.experiments(states=(State.DONE,)))
     if done >= campaign.budget.max_experiments:  # run again on a finished journal: how to go on, nothing more
         return _at_budget(campaign, campaign.store, done)
+    preflight.check_room(campaign, "--store" if store is not None else None)
 
     def create_journal(past: Past | None) -> Journal:  # after every check
         journal = Journal.create(campaign.store, campaign, source_yaml=source,
@@ -184,6 +185,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
 
     if done >= campaign.budget.max_experiments:  # nothing to do; what it was told is recorded
         return _at_budget(campaign, store, done, record if moved or by_hand or relocated is not None else None)
+    preflight.check_room(campaign.model_copy(update={"store": store.absolute()}))
     try:
         return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal,
                              scheduler, by_hand=by_hand, record=record, campaign_file=read_from, resumed=True)
@@ -251,7 +253,6 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
                 _say_if_killed(journal)
         library, world = compose.check_campaign(campaign, dry_run=dry_run, continued=continued)
         preflight.check_prior(campaign)
-        preflight.check_room(campaign)
         past = preflight.past_measurements(campaign, library)
         preflight.warn_before_run(campaign, library, dry_run=dry_run)
         with compose.compute_client(campaign, scheduler, len(library), announce=_say) as client, \

@@ -349,6 +349,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
+#: how a journal's write error ends its advice; a stop that must say more (the cell to empty first) replaces it with
+#: its own resume command (orchestrator/loop/runner.py Runner._unjournalled)
+THEN_RESUME = ", then `labloop resume`"
+
+
 def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
     """What an SQLite error means for the user, in one line naming the journal: the one place where the
     journal's low-level errors become labloop's."""
@@ -358,10 +363,10 @@ def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
     elif "unable to open" in text:
         why = "it cannot be opened (permissions, or a folder that is gone?)"
     elif "disk is full" in text:
-        why = f"the disk is full ({text}); free space, then `labloop resume`"
+        why = f"the disk is full ({text}); free space{THEN_RESUME}"
     elif "disk I/O" in text:  # not only a full disk: a file made unwritable or read-only while open reads the same
         why = (f"writing it failed ({text}): a full disk, a medium gone read-only, or the file or its folder made "
-               "unwritable; fix that, then `labloop resume`")
+               f"unwritable; fix that{THEN_RESUME}")
     elif "malformed" in text or "not a database" in text or "corrupt" in text:
         why = f"not a labloop journal, or a damaged one ({text}){_campaign_file_hint(path)}"
     else:

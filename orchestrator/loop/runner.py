@@ -63,7 +63,15 @@ from labloop.instruments.cv_analysis import (
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
-from labloop.orchestrator.journal.store import ANALYSIS_FAILURE, UNSAFE, VETOED, ExperimentRow, Journal, State
+from labloop.orchestrator.journal.store import (
+    ANALYSIS_FAILURE,
+    THEN_RESUME,
+    UNSAFE,
+    VETOED,
+    ExperimentRow,
+    Journal,
+    State,
+)
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.learner import Learning
 from labloop.orchestrator.learning.predictions import LibraryPredictions
@@ -304,7 +312,7 @@ def _syringes_said(short: Mapping[str, float]) -> str:
     """What a stop says of the syringes :meth:`Runner._syringes_short` found short, or ''."""
     if not short:
         return ""
-    held = ", ".join(f"{pump}'s holds {ml:g} mL" for pump, ml in short.items())
+    held = ", ".join(f"{pump}'s syringe holds {ml:g} mL" for pump, ml in short.items())
     return (f"; by labloop's count {held}, less than the next experiment takes: fill every syringe, and add "
             "`--syringes-filled` to the resume")
 
@@ -320,10 +328,11 @@ def _syringes_low(contents: Contents, short: Mapping[str, float], cut: Collectio
            if pump in cut and pump not in short and held < contents.limits_of(pump).syringe_ml}
     if not low:
         return ""
-    held = ", ".join(f"{pump}'s holds {ml:g} of its {contents.limits_of(pump).syringe_ml:g} mL"
+    held = ", ".join(f"{pump}'s syringe holds {ml:g} of its {contents.limits_of(pump).syringe_ml:g} mL"
                      for pump, ml in low.items())
+    stays, it = ("stays", "it") if len(low) == 1 else ("stay", "them")
     return (f"; by labloop's count {held} (a dispense cut short counts as delivered in full, its refill as not done), "
-            "and stays so until filled by hand: to count it full again, fill every syringe and add "
+            f"and {stays} so until filled by hand: to count {it} full again, fill every syringe and add "
             "`--syringes-filled` to the resume")
 
 
@@ -471,21 +480,22 @@ class Runner:
                 self.predictions.progress = partial(_progress_task, bar)
             # the description says the state on the bar; a log's plain line says what is counted (console.py)
             task = bar.add_task("experiments", total=budget.max_experiments, counted="experiments")
-            try:
-                if self.predictions is not None and self.learning.model is not None:
-                    self.predictions.prepare(self.learning.model)  # before the first proposal, and the rig
-                self.learning.resume()  # a retrain a killed run left unfinished
-                return self._loop(lambda text: bar.update(task, completed=self.done, description=text))
-            except Interrupted as exc:
-                return self._stop_interrupted(exc)
-            except ClusterLostError as exc:
-                return self._stop_cluster_lost(exc)
-            except NoOperator as exc:
-                return self._stop_no_operator(exc)
-            except NeedsPerson as exc:
-                return self._stop_for_a_person(exc)
-            except RigUnsafe as exc:
-                return self._stop_unsafe(exc)
+            try:  # a stop's own journal write may fail too (a full disk): said the same way
+                try:
+                    if self.predictions is not None and self.learning.model is not None:
+                        self.predictions.prepare(self.learning.model)  # before the first proposal, and the rig
+                    self.learning.resume()  # a retrain a killed run left unfinished
+                    return self._loop(lambda text: bar.update(task, completed=self.done, description=text))
+                except Interrupted as exc:
+                    return self._stop_interrupted(exc)
+                except ClusterLostError as exc:
+                    return self._stop_cluster_lost(exc)
+                except NoOperator as exc:
+                    return self._stop_no_operator(exc)
+                except NeedsPerson as exc:
+                    return self._stop_for_a_person(exc)
+                except RigUnsafe as exc:
+                    return self._stop_unsafe(exc)
             except JournalWriteError as exc:
                 raise self._unjournalled(exc) from exc
 
@@ -494,11 +504,14 @@ class Runner:
         on the console alone (the run's last line), with the rig made safe first and what the cell holds by labloop's
         count. Why: the disk's advice alone ("free space, then `labloop resume`") was then refused for the liquid
         the cell held, and nothing said whether the instruments were made safe (an operator's trial on a full
-        disk)."""
+        disk). One resume command: with liquid in the cell the journal's own (a bare `labloop resume`, refused for
+        it) gives way to the cell's, with ``--cell-emptied``."""
         self.interrupts.stop()
         unsafe = self.rig.safe_state()
         rig = "instruments in a safe state" if not unsafe else f"instruments NOT made safe: {'; '.join(unsafe)}"
-        return JournalWriteError(f"{exc}; {rig}{self._cell_left()}")
+        cell = self._cell_left()
+        said = str(exc).removesuffix(THEN_RESUME) if cell else str(exc)
+        return JournalWriteError(f"{said}; {rig}{cell}")
 
     def _loop(self, show: Callable[[str], None]) -> int:
         in_a_row = dict.fromkeys(FAULT_LIMITS, 0)  # failed experiments of each kind in a row

@@ -134,6 +134,12 @@ def test_a_resume_refuses_safety_limits_the_file_changed_and_warns_of_a_file_no_
                                      "journal's campaign, and so its limits, not the file's;"), refused.stderr
     with Journal.open(store, readonly=True) as journal:
         assert len(journal.events()) == events  # nothing written
+    # a section that no longer validates is said by its own first problem (compared raw, a field it did not name was)
+    write_campaign(tmp_path, budget={"max_experiments": 2}, safety={"cell_volum_ml": 4})
+    typo = labloop("resume", store, "--max-experiments", 3)
+    assert typo.returncode == 2 and (f"{campaign_file}: safety changed since this campaign's journal began and no "
+                                     "longer validates (safety.cell_volum_ml: Extra inputs are not permitted)"
+                                     ) in typo.stderr, typo.stderr
     write_campaign(tmp_path, budget={"max_experiments": 2},
                    objective={"quantity": "oxidation_potential", "goal": "window", "window_v": [4.6, 4.3]})
     resumed = labloop("resume", store, "--max-experiments", 3)

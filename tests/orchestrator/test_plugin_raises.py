@@ -673,7 +673,7 @@ def test_a_stop_says_to_fill_a_syringe_the_next_experiment_would_run_dry(tmp_pat
     assert result.stderr.strip().splitlines()[-1] == (
         f"continue with: empty the cell and fill every syringe, then labloop resume {store} --cell-emptied "
         "--syringes-filled"), result.stderr
-    assert ("by labloop's count electrolyte_pump's holds 1 mL, less than the next experiment takes: fill every "
+    assert ("by labloop's count electrolyte_pump's syringe holds 1 mL, less than the next experiment takes: fill every "
             "syringe, and add `--syringes-filled` to the resume") in " ".join(result.stderr.split())
     assert labloop("resume", store, "--cell-emptied").returncode == 2  # what the stop said would be refused
     # each refused resume repeats what it was told in the command it gives: a data trial's resumes went round between

@@ -116,9 +116,9 @@ def test_a_stop_mid_dispense_says_the_syringe_it_leaves_counted_low(tmp_path, la
     watcher.start()
     result = labloop("run", campaign_file, "--dry-run")
     watcher.join()
-    said = ("by labloop's count analyte_pump's holds 9.5 of its 10 mL (a dispense cut short counts as delivered in "
-            "full, its refill as not done), and stays so until filled by hand: to count it full again, fill every "
-            "syringe and add `--syringes-filled` to the resume")
+    said = ("by labloop's count analyte_pump's syringe holds 9.5 of its 10 mL (a dispense cut short counts as "
+            "delivered in full, its refill as not done), and stays so until filled by hand: to count it full again, "
+            "fill every syringe and add `--syringes-filled` to the resume")
     assert result.returncode == 130 and said in " ".join(result.stderr.split()), result.stderr
     with Journal.open(store, readonly=True) as journal:
         assert said in journal.events()[-1].message
@@ -133,7 +133,7 @@ def test_only_a_syringe_whose_dispense_the_stop_cut_short_is_said_low():
 
     contents = Contents(SafetyLimits(5.0, 10.0, (-3.0, 3.0)), syringes={"analyte_pump": 0.3, "electrolyte_pump": 5.5})
     said = _syringes_low(contents, {}, {"electrolyte_pump"})
-    assert "electrolyte_pump's holds 5.5 of its 10 mL" in said and "analyte_pump" not in said
+    assert "electrolyte_pump's syringe holds 5.5 of its 10 mL" in said and "analyte_pump" not in said
     assert _syringes_low(contents, {"electrolyte_pump": 5.5}, {"electrolyte_pump"}) == ""  # said as short instead
     assert _syringes_low(contents, {}, set()) == ""
 
@@ -359,12 +359,7 @@ def test_a_retrain_on_a_full_disk_is_one_line_and_the_campaign_goes_on(tmp_path,
     trial saw a segmentation fault there too): the save checks the room first, the console gets one line saying
     the disk and that the campaign goes on with the model it has, the journal a ``retrain_failed`` event, and
     nothing half-written stays. A real full disk: a 6 MB tmpfs (root only), the prior model kept outside it."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6M", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with _tmpfs(tmp_path / "disk", "6M") as disk:
         campaign_file = write_campaign(disk, prior=True, shared_prior=True,
                                        surrogate={"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 2,
                                                   "wait_for_retrain": True}, budget={"max_experiments": 4})
@@ -380,8 +375,6 @@ def test_a_retrain_on_a_full_disk_is_one_line_and_the_campaign_goes_on(tmp_path,
             assert failed and failed[0].startswith("retraining round 1 failed: no space left on the disk of")
             assert len(journal.experiments(states=(State.DONE,))) == 4
         assert not list(disk.glob("tiny.models/.*"))  # no half-written model folder
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)
 
 
 @contextlib.contextmanager
@@ -440,8 +433,9 @@ def test_a_disk_full_mid_experiment_says_the_rig_and_the_cell(tmp_path, labloop,
         filler.join()
         last = result.stderr.strip().splitlines()[-1]
         assert result.returncode == 1 and "the disk is full" in last, result.stderr
-        assert "instruments in a safe state; the cell still holds 0.5 mL by labloop's count: empty it, then " \
-               f"`labloop resume {store} --cell-emptied`" in last, last
+        # one resume command: the disk's bare one would be refused for the cell's liquid
+        assert last.endswith("; free space; instruments in a safe state; the cell still holds 0.5 mL by labloop's "
+                             f"count: empty it, then `labloop resume {store} --cell-emptied`"), last
 
 
 def test_a_ctrl_c_that_lands_in_a_gc_callback_is_delivered_again_not_lost():

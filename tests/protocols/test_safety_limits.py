@@ -152,6 +152,38 @@ def test_a_pump_reporting_more_than_asked_is_counted_at_its_report_live_and_on_r
     resumed = ProtocolExecutor(steps, None, limits, 3.2)
     resumed.replay([(a[1], a[3], a[-1]) for a in actions if a[-1] is not None])
     assert resumed.contents.state() == live.contents.state()
+    # a report that is no finite number counts as the volume asked, and nothing is kept for the replay: a NaN kept
+    # became null in the journal, and every later resume failed on it (a reviewer's finding)
+    for bad in (math.nan, math.inf):
+        real.content_ml = 10.0  # the driver's own count of its syringe: full again, as filled by hand
+        rig.instruments["electrolyte_pump"] = _Reporting(real, bad)
+        actions.clear()
+        live = ProtocolExecutor(steps, rig, limits, 3.2)
+        try:
+            with pytest.raises(DispenseMismatch):
+                live.run("S0001", "c1ccccc1", {}, 4.5, lambda *a: actions.append(a))
+        finally:
+            rig.instruments["electrolyte_pump"] = real
+        assert live.contents.state() == (4.5, {"electrolyte_pump": 5.5})
+        assert all("reported_ml" not in a[3] for a in actions)
+        resumed = ProtocolExecutor(steps, None, limits, 3.2)
+        resumed.replay([(a[1], a[3], a[-1]) for a in actions if a[-1] is not None])
+        assert resumed.contents.state() == live.contents.state()
+    real.content_ml = 10.0  # the module's rig, as the next test expects it
+
+
+class _Reporting:
+    """A pump whose dispense reports ``volume`` whatever it pumped."""
+
+    def __init__(self, pump: object, volume: float) -> None:
+        self.pump, self.volume = pump, volume
+
+    def dispense(self, volume_ml: float, rate_ml_min: float) -> float:
+        self.pump.dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined]
+        return self.volume
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.pump, name)
 
 
 def test_the_ne1000_driver_refuses_a_rate_over_the_limit_before_sending() -> None:
