@@ -30,7 +30,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from labloop.core.errors import said
 from labloop.surrogate.dataset import MoleculeTable
@@ -212,5 +212,23 @@ def _portable(exc: Exception) -> Exception:
     return exc
 
 
+def _leave(sending: Connection) -> NoReturn:
+    """Run :func:`_child`, then leave without the interpreter's finalization (``os._exit``, as multiprocessing's
+    children do): its outcome is sent and its files are closed, and finalizing with TensorFlow's thread pools still
+    alive printed ``free(): invalid next size (fast)`` on a newcomer's terminal once in 16 Ctrl-Cs during a retrain
+    (the child, ended by SIGTERM, writes to the run's terminal). Exit 1 after a SIGTERM, whose SystemExit has removed
+    a half-saved model on its way here."""
+    try:
+        _child(sending)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    else:
+        code = 0
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # the child: python -m labloop.surrogate.training_process FD
-    _child(Connection(int(sys.argv[1]), readable=False))
+    _leave(Connection(int(sys.argv[1]), readable=False))

@@ -78,12 +78,14 @@ class Retrainer:
             if self._cancel.is_set():
                 raise models.TrainingCancelled
 
-        epochs = models.campaign_preset(self.campaign).model.epochs
-        total = self.campaign.surrogate.folds * epochs
+        epochs, folds = models.campaign_preset(self.campaign).model.epochs, self.campaign.surrogate.folds
         self._said = f"retraining round {round_}: starting"
 
         def progress(member: int, epoch: int) -> None:  # a cancel is seen by check(), which the training polls
-            self._said = f"retraining round {round_}: epoch {member * epochs + epoch + 1} of at most {total}"
+            # by fold and epoch: "epoch 18 of at most 30" beside the bar's "11/30" experiments read as one count, and
+            # as more epochs than the campaign's 10 (a newcomer's: 3 folds of 10)
+            self._said = (f"retraining round {round_}: fold {member + 1} of {folds}, epoch {epoch + 1} of at most "
+                          f"{epochs}")
 
         try:
             loaded = models.retrain(self.campaign, self.journal, measured, round_, progress, check)
@@ -118,8 +120,8 @@ class Retrainer:
         return newest
 
     def said(self) -> str:
-        """What the retrain in progress is doing, for a progress bar: ``retraining round 2: epoch 14 of at most 30``
-        (early stopping may end it sooner)."""
+        """What the retrain in progress is doing, for a progress bar: ``retraining round 2: fold 2 of 3, epoch 4 of at
+        most 10`` (early stopping may end a fold sooner)."""
         return self._said
 
     def wait(self, each: Callable[[], None] | None = None) -> None:

@@ -184,4 +184,5 @@ def test_a_retrain_waited_for_says_its_round_and_epoch(tmp_path, write_campaign)
             retrainer.wait(lambda: seen.append(retrainer.said()))
             assert retrainer.take_model() is not None
         assert seen and all(said.startswith("retraining round 1: ") for said in seen), seen
-        assert retrainer.said() == "retraining round 1: epoch 4 of at most 4"
+        # by fold and epoch (a newcomer read "epoch 18 of at most 30" beside "11/30" experiments as one count)
+        assert retrainer.said() == "retraining round 1: fold 2 of 2, epoch 2 of at most 2"
