@@ -215,14 +215,19 @@ def prior_view(campaign: Campaign) -> ObjectiveModel:
 @contextmanager
 def prior_epochs(campaign: Campaign) -> Iterator[Callable[[int, int], None]]:
     """A progress bar of the prior model's training, its epochs counted as such (``training the prior model: epochs
-    12/30`` beside ``experiments 0/30`` read as one budget: a newcomer's), for a block; yields the epoch hook."""
+    12/30`` beside ``experiments 0/30`` read as one budget: a newcomer's), for a block; yields the epoch hook. With the
+    model in its cache it says ``loading the prior model`` until an epoch is trained (an unreadable cache trains
+    again): "training ... 0/30" stood for the seconds a cached model took to load (a newcomer's)."""
     from labloop.orchestrator.learning import models
 
     epochs = models.campaign_preset(campaign).model.epochs
+    training = "training the prior model: epochs"
+    cached = models.prior_dir(campaign.store, models.prior_key(campaign)).is_dir()
     with console.progress() as bar:
-        task = bar.add_task("training the prior model: epochs", total=campaign.surrogate.folds * epochs,
+        task = bar.add_task("loading the prior model" if cached else training,
+                            total=campaign.surrogate.folds * epochs,
                             counted=f"prior model epochs ({campaign.surrogate.folds} folds x {epochs})")
-        yield lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1)
+        yield lambda member, epoch: bar.update(task, completed=member * epochs + epoch + 1, description=training)
 
 
 def warn_past_scale(campaign: Campaign, source: dict[str, object], measurements: list[tuple[str, float]],

@@ -767,3 +767,24 @@ def test_a_store_that_is_a_link_to_nowhere_is_said_as_such(tmp_path, labloop, wr
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert f"a symbolic link to {tmp_path / 'moved' / 'tiny.db'}, which does not exist" in result.stderr
     assert not (tmp_path / "moved").exists()
+
+
+def test_the_prior_bar_says_loading_for_a_cached_model_and_training_once_it_trains(tmp_path, write_campaign,
+                                                                                   monkeypatch):
+    """"training the prior model: epochs 0/30" stood for the seconds a cached model took to load (a newcomer's): the
+    bar says loading then, and training once an epoch is trained (an unreadable cache trains again). The bar's tasks
+    are read from the progress object the console made (captured, not replaced)."""
+    from labloop.orchestrator import console
+    from labloop.orchestrator.cli import preflight
+    from labloop.orchestrator.learning import models
+
+    made, progress = [], console.progress
+    monkeypatch.setattr(console, "progress", lambda: made.append(progress()) or made[-1])
+    campaign = load_campaign(write_campaign(tmp_path, prior=True))
+    with preflight.prior_epochs(campaign):
+        assert [t.description for t in made[-1].tasks] == ["training the prior model: epochs"]
+    models.prior_dir(campaign.store, models.prior_key(campaign)).mkdir(parents=True)
+    with preflight.prior_epochs(campaign) as epoch_trained:
+        assert [t.description for t in made[-1].tasks] == ["loading the prior model"]
+        epoch_trained(0, 0)
+        assert [t.description for t in made[-1].tasks] == ["training the prior model: epochs"]
