@@ -30,6 +30,10 @@ from labloop.sim.pty_device import TimeScale
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "labloop-rodeostat"
 COUPLE = CellParams(e0_v=0.15, conc_mm=2.0, cdl_f_cm2=2e-5, noise_fraction=0.002)
+#: a dry-run rig around the plug-in's potentiostat (each test gives it the options it tries)
+RIG = {"sampler": {"driver": "sim-sampler"},
+       "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+       "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}}}
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +150,7 @@ def test_a_misspelt_option_is_refused_with_its_line(site: Path, tmp_path: Path, 
     """The example's descriptor lists its options, as docs/drivers.md says a driver whose ``open`` takes ``**options``
     must: ``refrence`` passed plain ``validate`` and ``--dry-run`` said "the driver refused its options:
     RodeostatPotentiostat.__init__() got an unexpected keyword argument 'refrence'", with no line."""
-    rig = {"sampler": {"driver": "sim-sampler"},
-           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
-           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
-           "potentiostat": {"driver": "rodeostat", "options": {"refrence": "Ag/Ag+"}}}
+    rig = {**RIG, "potentiostat": {"driver": "rodeostat", "options": {"refrence": "Ag/Ag+"}}}
     campaign = write_campaign(tmp_path, instruments=rig)
     line = campaign.read_text().splitlines().index("      refrence: Ag/Ag+") + 1
     for how in ("--all", "--dry-run"):  # plain validate lists the rig's other problems too: no real sampler, ports
@@ -165,10 +166,7 @@ def test_an_option_value_open_would_refuse_is_refused_by_plain_validate(site: Pa
     """A plug-in engineer copied the example: ``on_overload: maybe`` passed plain ``validate`` ("valid") and ``run``
     refused it at open ("the driver refused its options"). Its descriptor's ``option_problem`` refuses it with the
     line, as docs/drivers.md advises, and open refuses it with the same words."""
-    rig = {"sampler": {"driver": "sim-sampler"},
-           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
-           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
-           "potentiostat": {"driver": "rodeostat", "options": {"on_overload": "maybe"}}}
+    rig = {**RIG, "potentiostat": {"driver": "rodeostat", "options": {"on_overload": "maybe"}}}
     campaign = write_campaign(tmp_path, instruments=rig)
     line = campaign.read_text().splitlines().index("      on_overload: maybe") + 1
     result = labloop("validate", campaign, "--all")

@@ -10,7 +10,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -101,16 +103,8 @@ def test_a_stop_mid_dispense_says_the_syringe_it_leaves_counted_low(tmp_path, la
     store = tmp_path / "tiny.db"
 
     def interrupt_in_the_analyte_dispense() -> None:
-        deadline = time.monotonic() + 300  # liveness only
-        while time.monotonic() < deadline:
-            if store.exists():
-                with Journal.open(store, readonly=True) as journal:
-                    running = journal.experiments(states=(State.RUNNING,))
-                    if running and running[0].id >= 2 and any(a.instrument == "analyte_pump" and a.outcome is None
-                                                              for a in journal.actions(running[0].id)):
-                        os.kill(os.getpid(), signal.SIGINT)
-                        return
-            time.sleep(0.005)
+        _wait_for_open_action(store, lambda a: a.instrument == "analyte_pump")
+        os.kill(os.getpid(), signal.SIGINT)
 
     watcher = threading.Thread(target=interrupt_in_the_analyte_dispense, daemon=True)
     watcher.start()
@@ -377,6 +371,21 @@ def test_a_retrain_on_a_full_disk_is_one_line_and_the_campaign_goes_on(tmp_path,
         assert not list(disk.glob("tiny.models/.*"))  # no half-written model folder
 
 
+def _wait_for_open_action(store: Path, which: Callable[[Any], bool]) -> None:
+    """Until an action ``which`` picks is in progress (no outcome yet) in the second experiment or a later one of the
+    run writing ``store``; for a test's thread to act at that moment (a liveness deadline only)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if store.exists():
+            with Journal.open(store, readonly=True) as journal:
+                running = journal.experiments(states=(State.RUNNING,))
+                if running and running[0].id >= 2 and any(which(a) and a.outcome is None
+                                                          for a in journal.actions(running[0].id)):
+                    return
+        time.sleep(0.005)
+    raise AssertionError("no such action in 300 s")
+
+
 @contextlib.contextmanager
 def _tmpfs(folder: Path, size: str):
     """A real small disk at ``folder`` (a tmpfs: root only; the test is skipped where it cannot be mounted)."""
@@ -414,15 +423,7 @@ def test_a_disk_full_mid_experiment_says_the_rig_and_the_cell(tmp_path, labloop,
         store = disk / "tiny.db"
 
         def fill_during_the_second_dispense() -> None:
-            deadline = time.monotonic() + 300  # liveness only
-            while time.monotonic() < deadline:
-                if store.exists():
-                    with Journal.open(store, readonly=True) as journal:
-                        running = journal.experiments(states=(State.RUNNING,))
-                        if running and running[0].id >= 2 and any(
-                                a.command == "dispense" and a.outcome is None for a in journal.actions(running[0].id)):
-                            break
-                time.sleep(0.005)
+            _wait_for_open_action(store, lambda a: a.command == "dispense")
             with contextlib.suppress(OSError), open(disk / "filler", "wb") as filler:
                 while True:
                     filler.write(b"\0" * 65536)
