@@ -95,7 +95,12 @@ class NotAwaitingApproval(JournalError):
 
 class JournalWriteError(LabloopError):
     """The journal could not record a change during a run (a full disk, a vanished folder): the run stops
-    with the rig made safe and exit 1; what was committed before is intact, so ``resume`` continues."""
+    with the rig made safe and exit 1; what was committed before is intact, so ``resume`` continues. ``moved``: the
+    journal's file was deleted or replaced, and what the run wrote was saved elsewhere, which the message names."""
+
+    def __init__(self, message: str, *, moved: bool = False) -> None:
+        super().__init__(message)
+        self.moved = moved
 
 
 def dotted(loc: Loc) -> str:

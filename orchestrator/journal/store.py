@@ -826,7 +826,7 @@ class Journal:
             if self._closed:
                 raise JournalWriteError(f"{self.path}: the journal is closed: nothing more is written to it")
             if _identity(self.path) != self._identity:
-                raise JournalWriteError(self._rescued())
+                raise JournalWriteError(self._rescued(), moved=True)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:

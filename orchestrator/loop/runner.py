@@ -509,6 +509,11 @@ class Runner:
         self.interrupts.stop()
         unsafe = self.rig.safe_state()
         rig = "instruments in a safe state" if not unsafe else f"instruments NOT made safe: {'; '.join(unsafe)}"
+        held = self.executor.contents.cell_ml
+        if exc.moved:  # the journal was saved under a name its message gives, with the resume of it
+            cell = (f"; the cell still holds {held:g} mL by labloop's count: empty it, and give that resume "
+                    "`--cell-emptied`" if held > 0 else "")
+            return JournalWriteError(f"{exc}; {rig}{cell}", moved=True)
         cell = self._cell_left()
         said = str(exc).removesuffix(THEN_RESUME) if cell else str(exc)
         return JournalWriteError(f"{said}; {rig}{cell}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -296,9 +297,14 @@ def test_a_journal_deleted_or_replaced_while_a_run_writes_it_is_saved_and_the_ru
     saved = store if how == "deleted" else next(tmp_path.glob(f"{how}.rescued-*.db"))
     what = "deleted or moved away" if how == "deleted" else "replaced by another file"
     moved = "; a copy moved away is a second journal of this campaign without this stop: keep one"
-    assert said.splitlines()[-1] == (f"error: {store}: the journal file was {what} while this run wrote it: the run "
-                                     f"stops, and everything it had written is saved as {saved} (`labloop resume "
-                                     f"{saved}` continues it{moved if how == 'deleted' else ''})"), said
+    last = said.splitlines()[-1]
+    assert last.startswith(f"error: {store}: the journal file was {what} while this run wrote it: the run stops, and "
+                           f"everything it had written is saved as {saved} (`labloop resume {saved}` continues it"
+                           f"{moved if how == 'deleted' else ''}); instruments in a safe state"), said
+    # what the cell holds, if anything, for that resume: not a second resume command naming the old file
+    assert last.count("labloop resume") == 1 and re.fullmatch(
+        r"(; the cell still holds [\d.]+ mL by labloop's count: empty it, and give that resume `--cell-emptied`)?",
+        last.split("instruments in a safe state", 1)[1]), last
     if how == "replaced":
         assert store.read_text() == "a file put where the journal was\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(f"{store.name}-")]  # no -wal, -shm of the old file
