@@ -987,9 +987,8 @@ class ProtocolExecutor:
         except Disconnected as exc:
             raise PumpDisconnected(pump, where, volume_ml, into_cell=True, cause=said(exc)) from exc
         except DispenseMismatch as exc:
-            over = (exc.delivered_ml or 0.0) - volume_ml
-            if math.isfinite(over) and over > 0:  # the pump says it gave more: the cell may hold it, the syringe not
-                self.contents.pumped(pump, over)
+            if exc.delivered_ml is not None and exc.delivered_ml > volume_ml:  # the pump says it gave more: the cell
+                self.contents.pumped(pump, exc.delivered_ml - volume_ml)  # may hold it, the syringe not
             raise
         self.contents.unpumped(pump, volume_ml)  # counted from now on as what the pump delivered (see _refill)
         self.contents.pumped(pump, dispensed)

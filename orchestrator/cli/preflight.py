@@ -130,12 +130,11 @@ def check_room(campaign: Campaign, given_as: str | None = None) -> None:
     folder = nearest_existing(campaign.store.parent)
     free = shutil.disk_usage(folder).free
     if free < MIN_JOURNAL_ROOM_BYTES:
-        raise ConfigError(given_as or campaign.located("store"), f"the disk of {campaign.store} has "
-                                                                 f"{free / 1e6:.1f} MB free, "
-                                                     f"under the {MIN_JOURNAL_ROOM_BYTES / 1e6:.0f} MB a run starts "
-                                                     "with: each experiment journals its voltammograms, and a disk "
-                                                     "that fills mid-experiment stops the run with its sample spent; "
-                                                     "free space first")
+        raise ConfigError(given_as or campaign.located("store"),
+                          f"the disk of {campaign.store} has {free / 1e6:.1f} MB free, under the "
+                          f"{MIN_JOURNAL_ROOM_BYTES / 1e6:.0f} MB a run starts with: each experiment journals its "
+                          "voltammograms, and a disk that fills mid-experiment stops the run with its sample spent; "
+                          "free space first")
 
 
 def check_prior(campaign: Campaign) -> None:

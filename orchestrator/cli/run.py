@@ -185,9 +185,10 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
 
     if done >= campaign.budget.max_experiments:  # nothing to do; what it was told is recorded
         return _at_budget(campaign, store, done, record if moved or by_hand or relocated is not None else None)
-    preflight.check_room(campaign.model_copy(update={"store": store.absolute()}))
+    campaign = campaign.model_copy(update={"store": store.absolute()})
+    preflight.check_room(campaign)
     try:
-        return _run_campaign(campaign.model_copy(update={"store": store.absolute()}), dry_run, open_journal,
+        return _run_campaign(campaign, dry_run, open_journal,
                              scheduler, by_hand=by_hand, record=record, campaign_file=read_from, resumed=True)
     except InputError as exc:  # a refusal's advice: the command again, with what this one was given
         given = "".join([*(f" --port {shell_word(port)}" for port in ports),

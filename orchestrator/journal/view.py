@@ -266,8 +266,8 @@ def _retraining(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 PACE_OF, PACE_FROM = 10, 3
 
 
-def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str, events: list[dict[str, Any]], cycle: int = 0
-         ) -> dict[str, Any] | None:
+def _eta(experiments: list[Any], budget: dict[str, Any], created_at: str, events: list[dict[str, Any]],
+         cycle: int = 0) -> dict[str, Any] | None:
     """When the budget is reached at the recent pace (``progress.eta``), an estimate: the experiments left (the
     budget less those done) times the mean time between the finishes of the last :data:`PACE_OF` done experiments,
     or of the last ``cycle`` + 1 (``surrogate.retrain_every``) when more (the first one's from its start), leaving
