@@ -45,11 +45,20 @@ def runtime_versions() -> dict[str, str]:
     data trial)."""
     versions = {"labloop": code_version(), "python": platform.python_version()}
     for package in RUNTIME_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
+        versions[package] = installed_version(package) or "not installed"
     return versions
+
+
+def installed_version(*distributions: str) -> str | None:
+    """The version of the first of ``distributions`` installed here (a package some install under several names:
+    TensorFlow's CPU builds), None for none: the one reading of installed versions, for journals, model manifests and
+    a Dask worker's comparison."""
+    for distribution in distributions:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 @functools.cache

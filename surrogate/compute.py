@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from labloop.core.errors import ClusterLostError, SchedulerAddressError, first_line
 from labloop.core.signals import held_signals
-from labloop.core.version import code_identity, code_version, source_digest
+from labloop.core.version import code_identity, code_version, installed_version, source_digest
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -274,17 +274,10 @@ def compared_versions() -> dict[str, str]:
     each by the first of its distributions installed ("not installed" for none): what :func:`other_packages` compares,
     run here and on each worker."""
     import platform
-    from importlib import metadata
 
     versions = {"python": ".".join(platform.python_version_tuple()[:2])}
     for package, distributions in COMPARED_PACKAGES.items():
-        versions[package] = "not installed"
-        for distribution in distributions:
-            try:
-                versions[package] = metadata.version(distribution)
-                break
-            except metadata.PackageNotFoundError:
-                continue
+        versions[package] = installed_version(*distributions) or "not installed"
     return versions
 
 

@@ -19,12 +19,12 @@ import logging
 import platform
 import shutil
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labloop.core.errors import ModelLoadError
 from labloop.core.timestamps import now
+from labloop.core.version import installed_version
 from labloop.surrogate.config import ModelConfig
 from labloop.surrogate.featurize import FingerprintSettings
 
@@ -43,10 +43,7 @@ FORMAT_VERSION = 1
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("labloop", "tensorflow", "keras", "rdkit", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "unknown"
+        out[pkg] = installed_version(pkg) or "unknown"
     return out
 
 
