@@ -75,9 +75,9 @@ def _cache_stays_the_sessions():
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` (real processes killed and resumed, clusters, campaigns with training) run
-    first: the two workers are handed tests in the smallest batches (``--maxschedchunk 1``, pyproject.toml),
-    so the long ones spread over both and the short ones fill the gaps, rather than one long test starting
-    last."""
+    first: the two workers are handed one test at a time in this order, or a module marked ``xdist_group`` whole
+    (``--dist loadgroup --no-loadscope-reorder``, pyproject.toml), so the long ones spread over both and the short
+    ones fill the gaps, rather than one long test starting last."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
 
 

@@ -436,6 +436,8 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
                               data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler,
                                     "versions": runtime_versions(),
                                     "campaign_file": None if campaign_file is None else str(campaign_file)})
+            if resumed:
+                _say(_resuming(campaign, journal))
         phase = "while the prior model loaded or trained"
         model = _model(campaign, journal)
         if model is not None and journal.count_events("run") == 1:  # the journal's first run: before its first
@@ -470,19 +472,33 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     return code
 
 
+def _resuming(campaign: Campaign, journal: Journal) -> str:
+    """A resume's first line, once nothing refused it: the campaign, how far it got, and what of the experiments the
+    last run stopped in is done again (:func:`resume_does`). Why: a resume said nothing until its bar came up, a
+    minute later when a prior loads or a retrain it stopped is trained again, and an operator could not tell from the
+    console whether it had picked up the campaign they meant (a newcomer's trial)."""
+    again = [e.id for e in journal.experiments(states=(State.INTERRUPTED,))]
+    return (f"resuming {campaign.name}: {_done_of_budget(campaign, counts_apart(snapshot(journal)['progress']))}"
+            + (f"; {resume_does(journal, again, 'will run again')}" if again else ""))
+
+
+def _done_of_budget(campaign: Campaign, counts: dict[str, int]) -> str:
+    """``D/M experiments done``, with the failed and vetoed ones the budget does not count (:func:`counts_apart`)."""
+    apart = [f"{counts[what]} {what}" for what in (State.FAILED.value, "vetoed") if counts[what]]
+    return (f"{counts[State.DONE.value]}/{campaign.budget.max_experiments} experiments done"
+            + (f" (+ {' and '.join(apart)}, which the budget does not count)" if apart else ""))
+
+
 def _summary(campaign: Campaign, journal: Journal, *, said_why: bool = False) -> None:
     """The last line of a run: experiments done of the budget, failed, hits, and where the journal is; with
     ``said_why``, first why a run that ended well stopped short of its budget (its ``finished`` event)."""
     snap = snapshot(journal)
     progress = snap["progress"]
     counts, hits = counts_apart(progress), progress["hits"]
-    done, failed, vetoed = counts[State.DONE.value], counts[State.FAILED.value], counts["vetoed"]
     finished = [e["message"] for e in snap["events"] if e["kind"] == "finished"]
-    if said_why and done < campaign.budget.max_experiments and finished:  # why short of the budget
+    if said_why and counts[State.DONE.value] < campaign.budget.max_experiments and finished:  # why short of budget
         _say(finished[-1])
-    apart = [f"{n} {what}" for n, what in ((failed, "failed"), (vetoed, "vetoed")) if n]
-    _say(f"{campaign.name}: {done}/{campaign.budget.max_experiments} experiments done"
-         + (f" (+ {' and '.join(apart)}, which the budget does not count)" if apart else "")
+    _say(f"{campaign.name}: {_done_of_budget(campaign, counts)}"
          + ("" if hits is None else f", {hits} hit{'' if hits == 1 else 's'}")
          + f"; journal {journal.path} (`labloop log`, `labloop report`)")
 

@@ -346,13 +346,19 @@ def test_ctrl_c_or_kill_exits_130_and_resume_finishes(tmp_path, write_campaign, 
     assert f"labloop resume {store}" in err and "instruments in a safe state" in err
     # where the run ran: a resume takes no --scheduler from the journal (a scale-out trial's went to a LocalCluster)
     assert err.rstrip().splitlines()[-1].endswith("--scheduler none"), err
-    assert _done(store) < 6
+    done = _done(store)
+    assert done < 6
     with Journal.open(store, readonly=True) as journal:
         assert not journal.experiments(states=(State.RUNNING,))
         assert [e.kind for e in journal.events()][-1] == "interrupted"
+        stopped_in = [e.id for e in journal.experiments(states=(State.INTERRUPTED,))]
     resumed = subprocess.run([*cli, "resume", store, "--cell-emptied"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert _done(store) == 6
+    # its first line says what it picked up, and what it does again, before the bar
+    (opening,) = [line for line in resumed.stderr.splitlines() if line.startswith("resuming ")]
+    assert opening.startswith(f"resuming tiny: {done}/6 experiments done"), opening
+    assert all(str(i) in opening.partition(";")[2] for i in stopped_in) and (";" in opening) == bool(stopped_in)
 
 
 @pytest.mark.slow
