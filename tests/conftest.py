@@ -75,10 +75,33 @@ def _cache_stays_the_sessions():
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` (real processes killed and resumed, clusters, campaigns with training) run
-    first: the two workers are handed one test at a time in this order, or a module marked ``xdist_group`` whole
-    (``--dist loadgroup --no-loadscope-reorder``, pyproject.toml), so the long ones spread over both and the short
-    ones fill the gaps, rather than one long test starting last."""
+    first: the two workers are handed one test at a time in this order (or one of :data:`WHOLE` whole, see
+    :func:`pytest_xdist_make_scheduler`), so the long ones spread over both and the short ones fill the gaps,
+    rather than one long test starting last."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
+
+
+#: the test modules whose module fixtures run a campaign or train a model (or start Chromium): each runs on one
+#: worker, so that they are built once, not once per worker (10-20 s of the suite each)
+WHOLE = frozenset(f"tests/{module}.py" for module in (
+    "orchestrator/test_dashboard", "orchestrator/test_candidates", "orchestrator/test_campaign_cluster",
+    "orchestrator/test_retrained_heads", "surrogate/test_dask_cluster"))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: a run without xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scheduling by scope, each test its own scope but the modules of :data:`WHOLE`, in the collection's
+    order (``--no-loadscope-reorder``, pyproject.toml). Why not ``xdist_group`` marks and ``--dist loadgroup``:
+    xdist marks a group by a suffix to the test's node id, which pytest 9.2's node ids no longer take, so the groups
+    were silently split across the workers."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesWhole(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in WHOLE else nodeid
+
+    return ModulesWhole(config, log)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -24,10 +24,6 @@ from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.surrogate import compute
 from labloop.surrogate.library_pipeline import ModelPayload
 
-#: the module's tests on one worker (`--dist loadgroup`, pyproject.toml): its module fixtures are built once, not
-#: once per worker
-pytestmark = pytest.mark.xdist_group("campaign_cluster")
-
 #: greedy, 6 experiments in batches of 2, one retrain after 3 that the next proposal waits for
 SECTIONS = {"planner": {"kind": "greedy", "batch_size": 2}, "budget": {"max_experiments": 6},
             "surrogate": {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 3, "wait_for_retrain": True}}

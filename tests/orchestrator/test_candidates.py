@@ -17,10 +17,6 @@ from labloop.orchestrator.journal.store import Journal
 
 from ..conftest import EXAMPLES
 
-#: the module's tests on one worker (`--dist loadgroup`, pyproject.toml): its module fixtures are built once, not
-#: once per worker
-pytestmark = pytest.mark.xdist_group("candidates")
-
 SURROGATE = {"preset": "fast", "folds": 2, "epochs": 2, "retrain_every": 3, "wait_for_retrain": True}
 WINDOW = (4.5, 4.6)
 

@@ -31,11 +31,8 @@ TOKEN = "test-token-0123456789"
 #: a molecule named like markup; its "/" (double-bond geometry in SMILES) must survive the path scrubbing
 XSS = 'C(/C=C/Cl)<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
-#: skipped without Chromium; on one worker (`--dist loadgroup`, pyproject.toml), so that its finished campaign and its
-#: Chromium are built once, not once per worker
-pytestmark = [pytest.mark.skipif(shutil.which("chromedriver") is None or shutil.which("chromium") is None,
-                                 reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"),
-              pytest.mark.xdist_group("dashboard")]
+pytestmark = pytest.mark.skipif(shutil.which("chromedriver") is None or shutil.which("chromium") is None,
+                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 
 
 class Dashboard:

@@ -22,10 +22,6 @@ from labloop.surrogate.library_pipeline import predict_library
 from labloop.surrogate.persistence import load_ensemble, save_ensemble
 from labloop.surrogate.training import train_from_table
 
-#: the module's tests on one worker (`--dist loadgroup`, pyproject.toml): its module fixtures are built once, not
-#: once per worker
-pytestmark = pytest.mark.xdist_group("retrained_heads")
-
 QUANTITY = "oxidation_potential"
 
 

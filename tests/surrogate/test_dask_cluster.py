@@ -31,10 +31,6 @@ from labloop.surrogate import compute
 from labloop.surrogate.compute import dask_client, normalise_address
 from labloop.surrogate.library_pipeline import predict_library
 
-#: the module's tests on one worker (`--dist loadgroup`, pyproject.toml): its module fixtures are built once, not
-#: once per worker
-pytestmark = pytest.mark.xdist_group("dask_cluster")
-
 
 @pytest.fixture(scope="module")
 def library(ocelot, tmp_path_factory) -> Path:
