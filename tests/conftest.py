@@ -37,14 +37,14 @@ def pytest_configure(config: pytest.Config) -> None:
     keep their temporary files there too: those a test kills with SIGKILL (the crash tests) cannot remove
     theirs, and a copy of a model left in the system's temporary folder per run adds up.
 
-    The suite runs in two worker processes (``-n 2``, pyproject.toml). A worker inherits its controller's
+    The suite runs in three worker processes (``-n 3``, pyproject.toml). A worker inherits its controller's
     environment, so its folder is a short subfolder of the controller's: nesting a second temporary folder
     inside the first made Chromium's socket path too long for the dashboard's browser tests.
     """
     global _CACHE
     worker = getattr(config, "workerinput", {}).get("workerid")
     if worker is None:
-        # two workers share two cores: each one's BLAS and TensorFlow on one thread, as the Dask tests' workers
+        # the workers share two cores: each one's BLAS and TensorFlow on one thread, as the Dask tests' workers
         # (DASK_ENV below). Set here, in the controller, before the workers start and import numpy: a worker's
         # multi-threaded BLAS spin-waited while the other worker trained or scanned, and a run of the suite took 590
         # or 714 s as the tests happened to pair (user CPU 833 or 1091 s)
@@ -75,8 +75,8 @@ def _cache_stays_the_sessions():
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` (real processes killed and resumed, clusters, campaigns with training) run
-    first: the two workers are handed one test at a time in this order (or one of :data:`WHOLE` whole, see
-    :func:`pytest_xdist_make_scheduler`), so the long ones spread over both and the short ones fill the gaps,
+    first: the workers are handed one test at a time in this order (or one of :data:`WHOLE` whole, see
+    :func:`pytest_xdist_make_scheduler`), so the long ones spread over all and the short ones fill the gaps,
     rather than one long test starting last."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
 
