@@ -23,6 +23,7 @@ import click
 
 from labloop.core.text import shell_word
 from labloop.orchestrator import console
+from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
 from labloop.orchestrator.journal.store import Journal, State
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,14 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
                             lifespan="on")
     server = uvicorn.Server(config)
     app.state.should_exit = lambda: server.should_exit
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn raises it again once it has shut down
+        # not "aborted", the word for a command cut short, which is how a dashboard ends (a newcomer's trial); and
+        # whether the run it showed stops too is what an operator needs to know
+        console.err.print("dashboard stopped; a campaign it showed runs on (the page only reads its journal)",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 def _token_problem(token: str) -> str | None:

@@ -140,12 +140,13 @@ def test_one_sigint_stops_the_dashboard_the_same_when_a_script_started_it_in_the
                                                                                             write_campaign):
     """``labloop dashboard STORE &`` in a shell script starts with SIGINT ignored, which Python keeps: a SIGINT
     before the page served was lost, and one after it stopped the server with exit 0, silent, where a terminal's
-    Ctrl-C ends it with 'aborted' and 130 (a script waiting on it took the stop for a success)."""
+    Ctrl-C ends it with 130 and one line (a script waiting on it took the stop for a success): that the campaign
+    runs on, where it said 'aborted', the word for a command cut short (a newcomer's trial)."""
     campaign_file = write_campaign(tmp_path)
     with Journal.create(tmp_path / "tiny.db", load_campaign(campaign_file)):
         pass
     from_a_terminal = _stopped_by_sigint(tmp_path / "tiny.db", sigint_ignored=False)
-    assert from_a_terminal == (130, "aborted")
+    assert from_a_terminal == (130, "dashboard stopped; a campaign it showed runs on (the page only reads its journal)")
     assert _stopped_by_sigint(tmp_path / "tiny.db", sigint_ignored=True) == from_a_terminal
 
 
