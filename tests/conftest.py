@@ -75,7 +75,7 @@ def _cache_stays_the_sessions():
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` (real processes killed and resumed, clusters, campaigns with training) run
-    first: the workers are handed one test at a time in this order (or one of :data:`WHOLE` whole, see
+    first: the workers are handed a few tests at a time in this order (or one of :data:`WHOLE` whole, see
     :func:`pytest_xdist_make_scheduler`), so the long ones spread over all and the short ones fill the gaps,
     rather than one long test starting last."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
@@ -89,11 +89,14 @@ WHOLE = frozenset(f"tests/{module}.py" for module in (
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: a run without xdist
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """xdist's scheduling by scope, each test its own scope but the modules of :data:`WHOLE`, in the collection's
     order (``--no-loadscope-reorder``, pyproject.toml). Why not ``xdist_group`` marks and ``--dist loadgroup``:
     xdist marks a group by a suffix to the test's node id, which pytest 9.2's node ids no longer take, so the groups
-    were silently split across the workers."""
+    were silently split across the workers. Only for xdist's default (``--dist load``): another ``--dist`` given
+    on the command line is xdist's own."""
+    if config.getoption("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class ModulesWhole(LoadScopeScheduling):

@@ -98,8 +98,8 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     except KeyboardInterrupt:  # uvicorn raises it again once it has shut down
         # not "aborted", the word for a command cut short, which is how a dashboard ends (a newcomer's trial); and
         # whether the run it showed stops too is what an operator needs to know
-        console.err.print("dashboard stopped; a campaign it showed runs on (the page only reads its journal)",
-                          markup=False, highlight=False, soft_wrap=True)
+        console.err.print("dashboard stopped; a run of its campaign, if one is live, goes on", markup=False,
+                          highlight=False, soft_wrap=True)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -437,7 +437,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
                                     "versions": runtime_versions(),
                                     "campaign_file": None if campaign_file is None else str(campaign_file)})
             if resumed:
-                _say(_resuming(campaign, journal))
+                _say(_resuming(campaign, journal, said=again))
         phase = "while the prior model loaded or trained"
         model = _model(campaign, journal)
         if model is not None and journal.count_events("run") == 1:  # the journal's first run: before its first
@@ -472,12 +472,13 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     return code
 
 
-def _resuming(campaign: Campaign, journal: Journal) -> str:
-    """A resume's first line, once nothing refused it: the campaign, how far it got, and what of the experiments the
-    last run stopped in is done again (:func:`resume_does`). Why: a resume said nothing until its bar came up, a
-    minute later when a prior loads or a retrain it stopped is trained again, and an operator could not tell from the
-    console whether it had picked up the campaign they meant (a newcomer's trial)."""
-    again = [e.id for e in journal.experiments(states=(State.INTERRUPTED,))]
+def _resuming(campaign: Campaign, journal: Journal, said: Sequence[int] = ()) -> str:
+    """A resume's opening line, once nothing refused it: the campaign, how far it got, and what of the experiments the
+    last run stopped in is done again (:func:`resume_does`), but those ``said`` already (a killed run's, which
+    :func:`_killed`'s line names). Why: a resume said nothing until its bar came up, a minute later when a prior loads
+    or a retrain it stopped is trained again, and an operator could not tell from the console whether it had picked
+    up the campaign they meant (a newcomer's trial)."""
+    again = [e.id for e in journal.experiments(states=(State.INTERRUPTED,)) if e.id not in said]
     return (f"resuming {campaign.name}: {_done_of_budget(campaign, counts_apart(snapshot(journal)['progress']))}"
             + (f"; {resume_does(journal, again, 'will run again')}" if again else ""))
 

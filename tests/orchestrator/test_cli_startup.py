@@ -146,7 +146,7 @@ def test_one_sigint_stops_the_dashboard_the_same_when_a_script_started_it_in_the
     with Journal.create(tmp_path / "tiny.db", load_campaign(campaign_file)):
         pass
     from_a_terminal = _stopped_by_sigint(tmp_path / "tiny.db", sigint_ignored=False)
-    assert from_a_terminal == (130, "dashboard stopped; a campaign it showed runs on (the page only reads its journal)")
+    assert from_a_terminal == (130, "dashboard stopped; a run of its campaign, if one is live, goes on")
     assert _stopped_by_sigint(tmp_path / "tiny.db", sigint_ignored=True) == from_a_terminal
 
 

@@ -243,6 +243,9 @@ def test_an_action_a_kill_left_open_ends_when_the_journal_last_heard_of_the_run(
     assert (f"\nthe last run (started {local_time(started)}) ended without a word at {local_time(heard)} (killed, the "
             f"machine went down, or the journal could not be written); experiment {running.id} will run "
             "again\n") in f"\n{said}", said
+    # the resume's own line does not say it again (a reviewer's finding)
+    (opening,) = [line for line in said.splitlines() if line.startswith("resuming ")]
+    assert "will run again" not in opening and ";" not in opening, said
     with Journal.open(store, readonly=True) as journal:
         assert _killed(journal) is None  # the resume's run ended with a word (its interrupt): nothing to say
     assert killed.outcome == ("interrupted: the run ended without a word (killed?); when this action ended is "
