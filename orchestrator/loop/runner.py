@@ -509,11 +509,9 @@ class Runner:
         self.interrupts.stop()
         unsafe = self.rig.safe_state()
         rig = "instruments in a safe state" if not unsafe else f"instruments NOT made safe: {'; '.join(unsafe)}"
-        held = self.executor.contents.cell_ml
         if exc.moved:  # the journal was saved under a name its message gives, with the resume of it
-            cell = (f"; the cell still holds {held:g} mL by labloop's count: empty it, and give that resume "
-                    "`--cell-emptied`" if held > 0 else "")
-            return JournalWriteError(f"{exc}; {rig}{cell}", moved=True)
+            return JournalWriteError(f"{exc}; {rig}{self._cell_left('and give that resume `--cell-emptied`')}",
+                                     moved=True)
         cell = self._cell_left()
         said = str(exc).removesuffix(THEN_RESUME) if cell else str(exc)
         return JournalWriteError(f"{said}; {rig}{cell}")
@@ -648,13 +646,13 @@ class Runner:
             contents.syringes.pop(pump, None)  # counted full from here, to find the next pump short, if any
         return short
 
-    def _cell_left(self) -> str:
+    def _cell_left(self, resume: str | None = None) -> str:
         """What a stop says of the cell: what it holds by labloop's count, if anything, since the interrupted
         experiment runs again from its first step onto whatever is left (docs/running.md, "Stopping: Ctrl-C, kill,
-        kill -9, a closed terminal")."""
+        kill -9, a closed terminal"); ``resume``: how the advice ends, where not with this journal's resume."""
         held = self.executor.contents.cell_ml
-        return (f"; the cell still holds {held:g} mL by labloop's count: empty it, then `labloop resume "
-                f"{shell_word(self.journal.path)} --cell-emptied`" if held > 0 else "")
+        resume = resume or f"then `labloop resume {shell_word(self.journal.path)} --cell-emptied`"
+        return f"; the cell still holds {held:g} mL by labloop's count: empty it, {resume}" if held > 0 else ""
 
     def _disconnected(self) -> tuple[str, str]:
         """What a stop for instrument faults says of the pumps that disconnected while pumping (:attr:`_lost`), and
