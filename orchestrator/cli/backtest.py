@@ -17,11 +17,11 @@ from labloop.core.errors import ConfigError
 from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan, StoppedEarly
-from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
 from labloop.orchestrator.cli.preflight import cached_prior, check_prior_cache, prior_view
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED
 
 log = logging.getLogger(__name__)
 

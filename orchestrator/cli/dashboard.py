@@ -23,8 +23,8 @@ import click
 
 from labloop.core.text import shell_word
 from labloop.orchestrator import console
-from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
 from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import click
 from labloop.core.errors import InputError, LabloopError
 from labloop.orchestrator import console
 from labloop.orchestrator.cli.commands import COMMANDS, Entry, LazyGroup
-from labloop.orchestrator.loop.interrupts import redelivering
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, redelivering
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ def app(verbose: int) -> None:
 
 
 EXIT_FAILED = 1
-#: Ctrl-C: the shell's code for a process SIGINT ended, so a script or a shell loop stops too
-EXIT_INTERRUPTED = 130
 
 
 def _raised_by_ctrl_c(exc: BaseException) -> bool:

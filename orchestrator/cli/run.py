@@ -34,12 +34,11 @@ from labloop.orchestrator.journal.view import RUN_EVENTS, counts_apart, ended_as
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.alerts import Alerter
-from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import PersonAsk
 from labloop.orchestrator.loop.runner import (
     CELL_EMPTIED,
     EXIT_FAULTS,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
     SYRINGES_FILLED,

@@ -26,7 +26,7 @@ from labloop.core.files import atomic_write, cannot_create_in, nearest_existing,
 from labloop.core.text import plural, spreadsheet_safe
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
-from labloop.orchestrator.cli.main import EXIT_INTERRUPTED
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED
 from labloop.surrogate.dataset import REPEAT_SPREAD, csv_lines, read_table
 from labloop.surrogate.featurize import InvalidSmiles, beyond_prior
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir

@@ -21,6 +21,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: the exit code of a command a stop signal ended: the shell's for a process SIGINT ended (128 + 2), so a script or a
+#: shell loop stops too; one value for the runner and every command
+EXIT_INTERRUPTED = 130
 
 
 def stop_signals() -> tuple[int, ...]:

@@ -76,7 +76,7 @@ from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.learner import Learning
 from labloop.orchestrator.learning.predictions import LibraryPredictions
 from labloop.orchestrator.loop.active_hours import ActiveHours
-from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
 from labloop.planners import Observation, PlannerState, bound_fields, make_planner
 from labloop.planners.base import past_observations
@@ -99,7 +99,6 @@ EXIT_OK = 0
 EXIT_FAULTS = 1
 #: a run that stopped for a person before anything moved in it (``resume`` without ``--cell-emptied``)
 EXIT_REFUSED = 2
-EXIT_INTERRUPTED = 130
 WAIT_POLL_S = 1.0
 #: how often a batch awaiting approval is checked (a person's click should start the rig promptly)
 APPROVAL_POLL_S = 0.2

@@ -458,8 +458,8 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
     from labloop.orchestrator.compose import build_executor, build_rig
     from labloop.orchestrator.config.campaign import load_campaign
     from labloop.orchestrator.loop.alerts import Alerter
-    from labloop.orchestrator.loop.interrupts import Interrupts
-    from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED, Runner
+    from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupts
+    from labloop.orchestrator.loop.runner import Runner
     from labloop.surrogate.dataset import read_table
 
     def ctrl_c(_question: str) -> str:

@@ -30,9 +30,9 @@ from labloop.core.errors import SAID_CHARS, Disconnected, said
 from labloop.orchestrator.compose import build_executor, build_rig, build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import Rig
-from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, EXIT_OK, Runner, _stopped_after_pumping
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_OK, Runner, _stopped_after_pumping
 from labloop.orchestrator.report import write_report
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.sim.faults import FaultInjector, FaultKind, FaultPlan

@@ -21,8 +21,8 @@ from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.loop.interrupts import Interrupted, Interrupts, redelivering
-from labloop.orchestrator.loop.runner import EXIT_INTERRUPTED, Runner
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupted, Interrupts, redelivering
+from labloop.orchestrator.loop.runner import Runner
 from labloop.surrogate.dataset import read_table
 
 

@@ -23,9 +23,9 @@ from labloop.instruments.contracts import SafetyLimits
 from labloop.orchestrator.compose import build_executor, build_rig
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.journal.store import Journal, State
-from labloop.orchestrator.loop.interrupts import Interrupts
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupts
 from labloop.orchestrator.loop.rig import Rig
-from labloop.orchestrator.loop.runner import EXIT_FAULTS, EXIT_INTERRUPTED, Runner, person_advice
+from labloop.orchestrator.loop.runner import EXIT_FAULTS, Runner, person_advice
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import Contents, Problems, parse_steps, repeat_problem
 from labloop.sim.lab import SimulatedLab
