@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from labloop.core.errors import InvalidParameter
-from labloop.instruments.kinetics import NICHOLSON_RANGE_MV
+from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, NICHOLSON_TEMPERATURE_K
 from labloop.instruments.voltammogram import Segment, Voltammogram, require_finite, require_positive
 
 log = logging.getLogger(__name__)
@@ -475,7 +475,8 @@ def _pair(peaks: list[_Peak]) -> tuple[_Peak | None, _Peak | None]:
     return (main, partner) if main.direction > 0 else (partner, main)
 
 
-def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates: int = 1) -> str:
+def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates: int = 1,
+                            temperature_k: float = NICHOLSON_TEMPERATURE_K) -> str:
     """The rule :func:`analyze_cv` calls a couple reversible by, in one line for whatever shows the call (the report's
     page, ``log --json``, a run's warning): ``reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25 ...``. Why: a
     chemist saw couples at dEp 72-77 mV (after iR correction), growing with the scan rate, called reversible with no
@@ -484,15 +485,35 @@ def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates
     potentials corrected for the resistance the potentiostat left uncompensated (zero where no EIS measured it);
     ``rates`` above 1: a lab-grade cv's, reversible only when every rate's is. Where the ratio is not judged
     (``_result``) dEp alone decides, and the rule says so: a PI's audit found a couple called reversible beside an
-    empty ipc, against the rule as it was written."""
-    s = settings or CVAnalysisSettings()
+    empty ipc, against the rule as it was written. At a ``temperature_k`` other than 25 C's the dEp cut-offs are the
+    ones the analysis applies there (:func:`at_temperature`), and the rule says their 25 C values."""
+    s = at_temperature(settings, temperature_k)
     band = 1 + s.reversible_ratio_band
     every = " (an experiment's: at every scan rate)" if rates > 1 else ""
+    written = settings or CVAnalysisSettings()
+    warm = "" if temperature_k == NICHOLSON_TEMPERATURE_K else (
+        f" (the cell at {temperature_k - 273.15:.3g} C: the cut-offs {1e3 * written.reversible_max_dep_v:.0f} and "
+        f"{1e3 * written.irreversible_min_dep_v:.0f} mV at 25 C times T / 298.15 K)")
     return (f"reversible: 0 < dEp <= {1e3 * s.reversible_max_dep_v:.0f} mV and |ipc/ipa| {1 / band:.2f}..{band:.2f}"
-            f"{every}; irreversible: no return peak, or dEp >= {1e3 * s.irreversible_min_dep_v:.0f} mV; "
+            f"{every}; irreversible: no return peak, or dEp >= {1e3 * s.irreversible_min_dep_v:.0f} mV{warm}; "
             "quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); dEp alone "
             f"decides where |ipc/ipa| is not judged (the vertex under {1e3 * MIN_SWITCH_PAST_PEAK_V:.0f} mV past the "
             "forward peak, or that peak too near the scan's start)")
+
+
+def at_temperature(settings: CVAnalysisSettings | None, temperature_k: float) -> CVAnalysisSettings:
+    """``settings`` (None: the defaults) with the dEp cut-offs (``reversible_max_dep_v``, ``irreversible_min_dep_v``),
+    written for 25 C, as they are at ``temperature_k``: times T / 298.15 K. Why: a couple's dEp is set by n F dEp /
+    (R T) (a reversible one's 2.22 RT/nF: 57 mV at 25 C, 64 mV at 60 C), and Nicholson's k0 reads a warm cell's dEp
+    so (instruments/kinetics.py); the class did not, so a couple at 60 C with dEp 70 mV was called quasi-reversible
+    beside a k0 given only as a lower bound, "fast (Nernstian) electron transfer at this rate"."""
+    require_positive("temperature_k", temperature_k)
+    s = settings or CVAnalysisSettings()
+    if temperature_k == NICHOLSON_TEMPERATURE_K:
+        return s
+    scale = temperature_k / NICHOLSON_TEMPERATURE_K
+    return replace(s, reversible_max_dep_v=s.reversible_max_dep_v * scale,
+                   irreversible_min_dep_v=s.irreversible_min_dep_v * scale)
 
 
 def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettings, *,
@@ -507,14 +528,16 @@ def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettin
     return "reversible" if 0 < dep <= settings.reversible_max_dep_v and ratio_ok else "quasi-reversible"
 
 
-def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, ru_ohm: float = 0.0) -> CVResult:
+def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, ru_ohm: float = 0.0,
+               temperature_k: float = NICHOLSON_TEMPERATURE_K) -> CVResult:
     """Measure E1/2, dEp, peak currents and reversibility of ``v`` and flag what makes it doubtful.
 
     ``ru_ohm`` is the cell's uncompensated resistance (e.g. :func:`labloop.instruments.impedance.fit_ru`);
     what the potentiostat did not compensate during the scan (``ru_ohm - v.params.ir_comp_ohm``) is
-    corrected here (:func:`remaining_resistance`).
+    corrected here (:func:`remaining_resistance`). ``temperature_k``: the cell's, which the dEp cut-offs of the
+    reversibility class scale with (:func:`at_temperature`).
     """
-    settings = settings or CVAnalysisSettings()
+    settings = at_temperature(settings, temperature_k)
     segments = [s for s in v.segments() if s.stop - s.start >= 2]
     flags: set[CVFlag] = {CVFlag.OVERLOAD} if v.any_overload else set()
     sigma = _noise_sigma(v, segments)
@@ -793,10 +816,10 @@ MIN_COUPLE_SEPARATION_V = 0.12
 STANDARD_OVERLAP_V = 0.2
 
 
-def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None, *,
-                    ru_ohm: float = 0.0, min_wave_a: float = 0.0) -> list[CVResult]:
+def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, ru_ohm: float = 0.0,
+                    min_wave_a: float = 0.0, temperature_k: float = NICHOLSON_TEMPERATURE_K) -> list[CVResult]:
     """One CVResult per redox couple seen in ``v`` (e.g. the analyte and the ferrocene standard), by
-    falling E1/2; ohmic drop corrected as in :func:`analyze_cv`; a peak whose prominence is under ``min_wave_a``
+    falling E1/2; ohmic drop and temperature as in :func:`analyze_cv`; a peak whose prominence is under ``min_wave_a``
     (A) is not one (a blank's floor, :data:`BLANK_WAVE_MIN_CHARGING_SHARE`).
 
     Pairing: peaks are taken by falling prominence; each is paired with the nearest unused opposite peak
@@ -805,7 +828,7 @@ def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None,
     partner is a couple of its own (an irreversible wave, e.g. dissolved O2). Noise and overload flags
     apply to every couple.
     """
-    settings = settings or CVAnalysisSettings()
+    settings = at_temperature(settings, temperature_k)
     segments = [s for s in v.segments() if s.stop - s.start >= 2]
     sigma = _noise_sigma(v, segments)
     peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm), min_wave_a) if segments else []

@@ -690,7 +690,8 @@ class ProtocolExecutor:
                         self.rig.rinse_cell()
                         self.contents.emptied()
                     elif isinstance(step, Analyze):
-                        analysis = analyze_cv(voltammogram, step.settings, ru_ohm=lab.ru_ohm)  # type: ignore[arg-type]
+                        analysis = analyze_cv(voltammogram, step.settings,  # type: ignore[arg-type]
+                                              ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k)
                     elif isinstance(step, LAB_STEPS):
                         params.update(self._lab_step(index, step, instrument, lab, steps))
                 except KeyboardInterrupt:
@@ -762,7 +763,7 @@ class ProtocolExecutor:
         """What the experiment measured, once every step it depends on has run (:func:`measured_after`): the cv's
         voltammogram, analysed by the protocol's analyze step or by default, judged over its scan rates, with the
         lab-grade steps' flags and the standard's referencing."""
-        analysis = analysis or analyze_cv(voltammogram, ru_ohm=lab.ru_ohm)
+        analysis = analysis or analyze_cv(voltammogram, ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k)
         slow = any(a.reversibility not in (None, "reversible") for _, a in lab.scans)
         if analysis.reversibility == "reversible" and slow:
             # reversible at the first rate only: dEp that grows with the rate is a slow couple's (an electrochemist's
@@ -775,7 +776,8 @@ class ProtocolExecutor:
             rates = ", ".join(compact(v.params.scan_rate_v_s) for v, _ in lab.scans)
             log.warning("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
                         "Randles-Sevcik (a reversible couple's equation) reads low for it", sample_id, smiles, deps,
-                        rates, reversibility_criterion(settings, rates=len(lab.scans)).split(";")[0])
+                        rates, reversibility_criterion(settings, rates=len(lab.scans),
+                                                             temperature_k=self.temperature_k).split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
             self._warn_of_d(f"{sample_id} ({smiles})", lab)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)
@@ -1153,7 +1155,8 @@ class ProtocolExecutor:
         # each scan kept as it returns: a cv that fails part way (the potentiostat gone in its third rate) leaves the
         # rates it measured in ``lab``, for the record of an attempt that ended early (:meth:`run`, on_ended_early)
         for voltammogram in rested() if step.rest_s > 0 else self._scans(where, potentiostat, series):
-            lab.scans.append((voltammogram, analyze_cv(voltammogram, settings, ru_ohm=lab.ru_ohm)))
+            lab.scans.append((voltammogram, analyze_cv(voltammogram, settings, ru_ohm=lab.ru_ohm,
+                                                        temperature_k=self.temperature_k)))
         if computes_d(step):
             lab.electrode_area_cm2 = step.electrode_area_cm2
             if step.sample_stock_mm is not None:
@@ -1380,8 +1383,9 @@ class ProtocolExecutor:
         self._check_potentials(where, instrument, params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v)
         [voltammogram] = self._scans(where, instrument, [params])
         lab.standard_scan = voltammogram
-        couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm)
-        before = [e for c in analyze_couples(first, ru_ohm=lab.ru_ohm) if (e := couple_position(c)) is not None]
+        couples = analyze_couples(voltammogram, ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k)
+        before = [e for c in analyze_couples(first, ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k)
+                  if (e := couple_position(c)) is not None]
         # an analyte the cv failed (no wave, one beyond the window, an irreversible one) has nothing to reference: a
         # standard found is then fine, and the failure the analyte's own (it failed no_standard too, a chemist's trial)
         failed = analysis.e_half_v is None or bool(analysis.flags)

@@ -30,7 +30,7 @@ from labloop.instruments.cv_analysis import (
     RANDLES_SEVCIK_TEMPERATURE_K,
     reversibility_criterion,
 )
-from labloop.instruments.kinetics import nicholson_k0
+from labloop.instruments.kinetics import NICHOLSON_TEMPERATURE_K, nicholson_k0
 from labloop.orchestrator.config.objective import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.names import library_names
@@ -121,7 +121,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
             "budget": config["budget"],
             # the rule each experiment's ``reversibility`` was judged by (a chemist saw dEp 72-77 mV called
             # reversible with no cut-off said)
-            "reversibility_criterion": reversibility_said(steps),
+            "reversibility_criterion": reversibility_said(steps, cell_kelvin(config)),
         },
         "progress": progress,
         "best": [row(e) for e in ranked[:BEST_SHOWN]],
@@ -160,11 +160,21 @@ def measured_at(conditions: dict[str, Any], protocol: dict[str, Any]) -> float:
     return float(rate if rate is not None else protocol["scan_rates_v_s"][0])
 
 
-def reversibility_said(steps: tuple[Step, ...]) -> str:
+def reversibility_said(steps: tuple[Step, ...], temperature_k: float = NICHOLSON_TEMPERATURE_K) -> str:
     """The rule the protocol's experiments were called reversible by (:func:`reversibility_criterion`): its
-    ``analyze`` step's settings or the analysis' defaults, over every rate of a cv of several."""
+    ``analyze`` step's settings or the analysis' defaults, over every rate of a cv of several, at the cell's
+    ``temperature_k`` (:func:`cell_kelvin`)."""
     cv = next(step for step in steps if isinstance(step, CV))
-    return reversibility_criterion(analysis_settings(steps), rates=len(cv.scan_rates_v_s or ()))
+    return reversibility_criterion(analysis_settings(steps), rates=len(cv.scan_rates_v_s or ()),
+                                   temperature_k=temperature_k)
+
+
+def cell_kelvin(config: dict[str, Any]) -> float:
+    """The cell's temperature (K) of a journal's campaign record: its ``cell.temperature_c``, or 25 C where the record
+    has none (a journal written before the field, whose analysis ran at 25 C's cut-offs)."""
+    cell = config.get("cell")
+    celsius = cell.get("temperature_c") if isinstance(cell, dict) else None
+    return (float(celsius) if isinstance(celsius, int | float) else 25.0) + 273.15
 
 
 #: the events that start a run or end one (``interrupted`` of no one experiment: each interrupted experiment has

@@ -2,7 +2,7 @@
 
 import pytest
 
-from labloop.instruments.cv_analysis import analyze_cv
+from labloop.instruments.cv_analysis import analyze_cv, reversibility_criterion
 from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, nicholson_k0, nicholson_psi
 from labloop.instruments.voltammogram import CVParams
 from labloop.sim.cv_physics import CellParams, simulate_cv
@@ -51,6 +51,29 @@ def test_k0_of_a_warm_cell_reads_its_dep_at_the_tables_temperature(celsius: floa
         estimate = nicholson_k0(result.dep_v, rate, 1e-5, temperature_k=kelvin)
         assert estimate is not None and estimate.side == "value", (k0, rate, result.dep_v, estimate)
         assert estimate.k0_cm_s == pytest.approx(k0, rel=0.2), (k0, rate, result.dep_v)
+
+
+@pytest.mark.parametrize("celsius", [45.0, 60.0])
+def test_a_warm_cell_is_reversible_exactly_where_its_k0_is_only_a_lower_bound(celsius: float) -> None:
+    """The reversibility class's dEp cut-offs are 25 C's, scaled with T as Nicholson's curve is read
+    (instruments/cv_analysis.py at_temperature): at 60 C a couple of dEp 68-76 mV was called quasi-reversible beside a
+    k0 given as "> ...: fast (Nernstian) electron transfer at this rate". Over fast and slow couples the two agree, and
+    the 25 C cut-offs would have called some of the reversible ones quasi-reversible."""
+    kelvin = 273.15 + celsius
+    moved = 0
+    for k0, rate in ((1.0, 1.0), (0.1, 0.1), (0.1, 1.0), (0.05, 0.1), (0.05, 1.0), (0.03, 0.1), (0.02, 0.5)):
+        cell = CellParams(e0_v=0.3, k0_cm_s=k0, diffusion_cm2_s=1e-5, temperature_k=kelvin)
+        scan = simulate_cv(cell, CVParams(e_begin_v=-0.3, e_vertex1_v=0.9, e_vertex2_v=-0.3, scan_rate_v_s=rate))
+        warm, at_25 = analyze_cv(scan, temperature_k=kelvin), analyze_cv(scan)
+        estimate = nicholson_k0(warm.dep_v, rate, 1e-5, temperature_k=kelvin)
+        assert estimate is not None
+        assert (warm.reversibility == "reversible") == (estimate.side == "above"), (k0, rate, warm.dep_v, estimate)
+        assert warm.reversibility in ("reversible", "quasi-reversible")
+        moved += warm.reversibility != at_25.reversibility
+    assert moved >= 1
+    said = reversibility_criterion(temperature_k=kelvin)
+    assert f"0 < dEp <= {68 * kelvin / 298.15:.0f} mV" in said and "68 and 200 mV at 25 C" in said
+    assert "at 25 C" not in reversibility_criterion()
 
 
 def test_outside_the_range_k0_is_a_bound_and_without_a_dep_or_d_nothing() -> None:

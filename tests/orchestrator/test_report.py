@@ -207,6 +207,14 @@ def test_the_reversibility_criterion_is_the_protocols_own():
         "return peak, or dEp >= 150 mV; quasi-reversible: between (dEp from peak potentials corrected for the "
         "uncompensated iR); dEp alone decides where |ipc/ipa| is not judged (the vertex under 100 mV past the forward "
         "peak, or that peak too near the scan's start)")
+    # a warm cell's record states its own cut-offs (instruments/cv_analysis.py at_temperature); a record without the
+    # field, from before it, is 25 C's
+    from labloop.orchestrator.journal.view import cell_kelvin
+
+    warm = reversibility_said(tuple(steps), cell_kelvin({"cell": {"temperature_c": 60}}))
+    assert warm.startswith("reversible: 0 < dEp <= 73 mV") and "dEp >= 168 mV (the cell at 60 C: the cut-offs 65 " \
+        "and 150 mV at 25 C times T / 298.15 K)" in warm, warm
+    assert cell_kelvin({}) == cell_kelvin({"cell": {"temperature_c": 25}}) == 298.15
 
 
 def test_the_interval_check_counts_errors_within_1_96_sd_and_judges_by_the_binomial_range():

@@ -960,3 +960,19 @@ def test_a_dry_runs_sample_stock_is_the_one_the_protocol_says(tmp_path, write_ca
         with build_rig(campaign, dry_run=True) as rig:
             rig.instruments["sampler"].load("S0001")
             assert rig.simulation.context.cell.state().stock_mM == stock, sampler
+
+
+def test_a_warm_cell_is_judged_reversible_by_its_own_temperatures_cut_off(lab):
+    """The executor analyses each rate at the cell's temperature (cell.temperature_c, compose.py): a fast couple at
+    60 C (k0 0.3 cm/s: dEp 68-75 mV over 0.1-1 V/s, a reversible couple's 64 mV there) is reversible, where 25 C's
+    68 mV cut-off called it quasi-reversible beside a k0 given only as a lower bound (instruments/cv_analysis.py
+    at_temperature)."""
+    warm = replace(ANALYTE, k0_cm_s=0.3, temperature_k=333.15)
+    called = {}
+    for kelvin in (333.15, 298.15):
+        executor = ProtocolExecutor(FULL, lab(analyte=warm), LIMITS, OFFSET, temperature_k=kelvin)
+        outcome = executor.run("vial-1", "c1ccccc1", {}, None, lambda *a: None)
+        called[kelvin] = outcome.analysis.reversibility, [a.reversibility for _, a in outcome.lab.scans]
+        assert all(0.064 < a.dep_v < 0.080 for _, a in outcome.lab.scans), [a.dep_v for _, a in outcome.lab.scans]
+    assert called[333.15] == ("reversible", ["reversible"] * 4)
+    assert called[298.15][0] == "quasi-reversible"
