@@ -156,7 +156,7 @@ def build_executor(campaign: Campaign, rig: Rig) -> ProtocolExecutor:
                             pump_limits=campaign.safety.pump_limits(), experiments=campaign.budget.max_experiments,
                             hits_v=campaign.objective.hits_v, oxygen_onset_v=campaign.cell.oxygen_onset_v,
                             syringes_ml=campaign.syringe_starts(), ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v,
-                            temperature_k=campaign.cell.temperature_c + 273.15)
+                            temperature_k=campaign.cell.temperature_k)
 
 
 def check_instruments(campaign: Campaign, *, dry_run: bool) -> None:
@@ -621,7 +621,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                                ru_ohm=spec.ru_ohm, faults=faults, electrode_area_cm2=area,
                                oxygen_vs_li_v=oxygen_e0_vs_li_v(campaign.cell.oxygen_onset_v),
                                standard_vs_li_v=campaign.cell.ferrocene_vs_li_v + next(
-                                   (step.vs_fc_v for step in steps if isinstance(step, AddStandard)), 0.0))
+                                   (step.vs_fc_v for step in steps if isinstance(step, AddStandard)), 0.0),
+                               temperature_k=campaign.cell.temperature_k)
             holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
                      **dict.fromkeys(pumps_holding_standard(steps), "standard")}
         instruments: dict[str, object] = {}

@@ -41,23 +41,27 @@ class SimulatedLab:
     """The emulators of one dry run; ``time_scale`` 0 means zero latency (device seconds per wall second
     otherwise); ``faults``: what every emulator injects (None: nothing); ``oxygen_vs_li_v``: where the electrolyte's
     dissolved O2 reduces (V vs Li/Li+); ``standard_vs_li_v``: where its internal standard's couple sits (ferrocene's,
-    or the one the protocol adds)."""
+    or the one the protocol adds); ``temperature_k``: the cell's (``cell.temperature_c``), which every couple in it is
+    simulated at, as the executor analyses them at it (a dry run at 60 C simulated 25 C's couples, so its D, computed
+    at 60 C, read 12% off the simulated molecule's)."""
 
     def __init__(self, world: World, time_scale: float, *, oxygen_mm: float = 0.0, ru_ohm: float = 0.0,
                  faults: FaultPlan | None = None, electrode_area_cm2: float | None = None,
-                 oxygen_vs_li_v: float = OXYGEN_VS_LI_V, standard_vs_li_v: float = FERROCENE_VS_LI_V) -> None:
+                 oxygen_vs_li_v: float = OXYGEN_VS_LI_V, standard_vs_li_v: float = FERROCENE_VS_LI_V,
+                 temperature_k: float = DEFAULT_BLANK.temperature_k) -> None:
         self.world = world
         scale = TimeScale.zero_latency() if time_scale == 0 else TimeScale(time_scale)
         # the standard and O2 sit where the world's reference electrode puts them; a purge takes the O2 away; the
-        # electrolyte's resistance (ru_ohm) is the same whatever the cell holds, and so is the working
-        # electrode (electrode_area_cm2; None: the default 3 mm disk), which every couple's current scales with
+        # electrolyte's resistance (ru_ohm) is the same whatever the cell holds, and so are the working
+        # electrode (electrode_area_cm2; None: the default 3 mm disk), which every couple's current scales with, and
+        # the temperature
         area = DEFAULT_BLANK.area_cm2 if electrode_area_cm2 is None else electrode_area_cm2
-        electrode = {"ru_ohm": ru_ohm, "area_cm2": area}
+        electrode = {"ru_ohm": ru_ohm, "area_cm2": area, "temperature_k": temperature_k}
         cell = Cell()  # every scan of one filling (until a rinse) measures the same solution: one draw of noise
         self.context = EmulatorContext(cell=cell, blank=replace(DEFAULT_BLANK, **electrode), time_scale=scale,
                                        faults=faults,
-                                       standard=replace(DEFAULT_FERROCENE, area_cm2=area),
-                                       oxygen=replace(DEFAULT_OXYGEN, area_cm2=area),
+                                       standard=replace(DEFAULT_FERROCENE, area_cm2=area, temperature_k=temperature_k),
+                                       oxygen=replace(DEFAULT_OXYGEN, area_cm2=area, temperature_k=temperature_k),
                                        atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
                                        reference_drift=world.reference_drift_v, faults_armed=threading.Event(),
                                        couple_of=lambda sample_id: replace(

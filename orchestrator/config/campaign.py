@@ -898,6 +898,11 @@ class Cell(BaseModel):
                                            "glassy carbon disk, polished with 0.05 um alumina")
     counter_electrode: Description = Field(None, description="for the report, e.g. Pt wire")
 
+    @property
+    def temperature_k(self) -> float:
+        """``temperature_c`` in kelvin: what the analysis, D, k0 and a dry run's simulated cell take."""
+        return self.temperature_c + 273.15
+
     @field_validator("reference_offset_v")
     @classmethod
     def _on_the_li_scale(cls, value: float) -> float:

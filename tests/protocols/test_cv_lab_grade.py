@@ -688,6 +688,19 @@ def test_a_dry_run_puts_o2_where_the_campaigns_electrolyte_reduces_it(tmp_path, 
             assert rig.simulation.context.oxygen.e0_v == pytest.approx(e0_vs_li - 3.2)
 
 
+def test_a_dry_run_simulates_its_cell_at_the_campaigns_temperature(tmp_path, write_campaign):
+    """A dry run at 60 C (cell.temperature_c) simulates every couple in its cell at 60 C, the sample's, the standard's,
+    O2's and the bare electrode's: it simulated them at 25 C while D and the reversibility were read at 60 C, so a dry
+    run's D read 12% off the simulated molecule's (sim/lab.py)."""
+    for celsius in (60.0, 25.0):
+        campaign = load_campaign(write_campaign(tmp_path, cell={"temperature_c": celsius}))
+        with build_rig(campaign, dry_run=True) as rig:
+            context = rig.simulation.context
+            sample = context.couple_of("Oc1ccc2c3c([nH]c2c1)C=NCC3")  # a molecule of the example library
+            kelvins = [c.temperature_k for c in (sample, context.blank, context.standard, context.oxygen)]
+            assert kelvins == pytest.approx([celsius + 273.15] * 4)
+
+
 def test_an_analyte_next_to_ferrocene_says_why_there_is_no_standard(lab):
     """An analyte 20 mV from ferrocene: its wave and the standard's merge into one couple in the scan with
     the standard. It failed as ``no_standard`` alone; now the record, its journal line and the log say why,
