@@ -778,6 +778,27 @@ def _result(v: Voltammogram, anodic: _Peak | None, cathodic: _Peak | None, sigma
 
 #: peak separation of a reversible one-electron couple at 25 C (V): the best a CV can show
 IDEAL_DEP_V = 0.059
+#: the narrowest dEp (V, at 25 C) a one-electron couple diffusing to the electrode reads before :func:`overcorrected`
+#: says so: 2.218 RT/F = 57.0 mV (Nicholson and Shain, Anal. Chem. 36 (1964) 706), less 7 mV for the reading's own
+#: scatter (a ferrocene wave at 0.9 % noise and 5 mV steps: 1.4 mV sd, tests/instruments/test_cv_analysis.py)
+MIN_DIFFUSING_DEP_V = 0.050
+#: 2.218 RT/F at 25 C (V): the dEp of a reversible one-electron couple scanned well past its wave
+NERNSTIAN_DEP_V = 0.057
+
+
+def overcorrected(result: CVResult, temperature_k: float = NICHOLSON_TEMPERATURE_K) -> str | None:
+    """Why ``result``'s couple, a one-electron standard's (ferrocene's), shows a dEp no diffusing couple can, in one
+    phrase, or None: under :data:`MIN_DIFFUSING_DEP_V` (scaled to ``temperature_k``, as dEp is). Why: ferrocene in the
+    cell is the lab's check of its ohmic-drop correction, and its dEp was reported bare (an electrochemist's trial):
+    narrower than a diffusing couple's, the drop was corrected by more than it is (an eis Ru reading high, too large a
+    share compensated) or the standard adsorbs, and every dEp of the experiment reads low, every k0 high."""
+    scale = temperature_k / NICHOLSON_TEMPERATURE_K
+    if result.dep_v is None or result.dep_v >= MIN_DIFFUSING_DEP_V * scale:
+        return None
+    return (f"its dEp reads {1e3 * result.dep_v:.1f} mV, under the {1e3 * NERNSTIAN_DEP_V * scale:.0f} mV a "
+            f"one-electron couple diffusing to the electrode shows at {temperature_k - 273.15:.3g} C: the ohmic drop "
+            "is corrected by more than it is (the eis step's Ru reads high, or ir_compensation takes too large a share "
+            "of it) or the standard adsorbs; the analyte's dEp then reads low and its k0 high (E1/2 is unaffected)")
 #: signal to noise at which the quality's noise term is one half
 HALF_QUALITY_SNR = 20.0
 
@@ -1065,6 +1086,11 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
     :class:`InvalidParameter`). ``forward`` names the first sweep's peak: its baseline is
     the flat current before the wave, while the return peak sits on the forward wave's decaying tail, which a
     straight baseline only approximates; with ``forward`` given, D is the forward peak's, otherwise the mean of both.
+
+    The fit takes the rates at which the couple is reversible, where two or more different ones are, and every rate
+    otherwise (:func:`reversible_rates`); the estimate's ``scan_rates_v_s`` are the rates it took. Why: a couple slow
+    at the fast rates read D at 0.84-0.89 of the simulated one from all of 0.1-1 V/s (0.77-0.80 up to 2 V/s), though
+    its slow rates were reversible and tell D as the equation means (an electrochemist's trial).
     """
     require_positive("area_cm2", area_cm2)
     require_positive("conc_mm", conc_mm)
@@ -1080,6 +1106,8 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
         raise InvalidParameter(f"irreversible at every scan rate (dEp {deps}): Randles-Sevcik's equation holds for a "
                                "reversible couple, an irreversible one's needs its transfer coefficient; D not "
                                "computed")
+    taken = reversible_rates(scan_rates_v_s, results)
+    scan_rates_v_s, results = [scan_rates_v_s[k] for k in taken], [results[k] for k in taken]
     root = np.sqrt(np.asarray(scan_rates_v_s, dtype=float))
     require_positive("temperature_k", temperature_k)
     constant = RANDLES_SEVCIK * math.sqrt(RANDLES_SEVCIK_TEMPERATURE_K / temperature_k)  # 0.4463 F sqrt(F / (R T))
@@ -1108,6 +1136,13 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
     return DiffusionEstimate(float(np.mean([d for d, _, _ in found])), anodic, cathodic, min(r for _, r, _ in found),
                              tuple(float(x) for x in scan_rates_v_s), n_electrons, temperature_k,
                              float(np.mean(exponents)) if exponents else None)
+
+
+def reversible_rates(scan_rates_v_s: Sequence[float], results: Sequence[CVResult]) -> list[int]:
+    """The indices of the scans :func:`randles_sevcik_diffusion` fits: those whose couple is ``reversible``, when they
+    hold two or more different rates; else all of them (the run then warns that D reads low: protocols/executor.py)."""
+    reversible = [k for k, result in enumerate(results) if result.reversibility == "reversible"]
+    return reversible if len({scan_rates_v_s[k] for k in reversible}) >= 2 else list(range(len(results)))
 
 
 def implausible_diffusion(estimate: DiffusionEstimate, conc_mm: float, area_cm2: float) -> str | None:

@@ -51,6 +51,7 @@ from labloop.orchestrator.journal.plot_data import (
     measured,
     parity,
     prediction_errors,
+    randles_sevcik_points,
     versus_ferrocene,
 )
 from labloop.orchestrator.journal.store import (
@@ -81,7 +82,37 @@ RECENT_VOLTAMMOGRAMS = 6
 PLOTS = ("best_so_far.png", "measured_vs_predicted.png", "prediction_error.png", "voltammograms.png",
          "acquisition.png")
 #: drawn when the protocol has lab-grade steps (eis, several scan rates, a ferrocene standard)
-LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png")
+LAB_PLOTS = ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png", "randles_sevcik.png")
+#: what each plot shows, under it on the page (a chemist's trial found eight figures with no caption: which
+#: experiment, which potentials, what a line means)
+CAPTIONS = {
+    "best_so_far.png": "Each measured potential (grey) in the order measured, and the best so far by the objective "
+                       "(blue); a target window shaded.",
+    "measured_vs_predicted.png": "Each measurement against the model's prediction when the experiment was proposed "
+                                 "(bars: +/-1 sd of the prediction); the dashed line is measured = predicted.",
+    "prediction_error.png": "How far each proposal's prediction was from its measurement, in the order measured, with "
+                            f"the mean of the last {ERROR_WINDOW}: with feedback it falls as measurements accumulate.",
+    "voltammograms.png": f"The last {RECENT_VOLTAMMOGRAMS} measured experiments' scans, potentials as applied (the "
+                         "ohmic drop the potentiostat left uncompensated is not subtracted); the top axis is vs Li/Li+ "
+                         "by cell.reference_offset_v.",
+    "acquisition.png": "The planner's acquisition value of each proposal, by experiment id (a screening or random "
+                       "planner has none).",
+    "nyquist.png": "The last lab-grade experiment's impedance spectrum, as its eis step measured the cell (in the "
+                   "protocol's order: the shipped one measures the electrolyte before the sample; the step's DC "
+                   "potential and amplitude are in its action record), whole and the high-frequency points Ru was "
+                   "fitted to.",
+    "cv_per_scan_rate.png": "The last lab-grade experiment's scans, one per rate, as applied (the legend says what "
+                            "the potentiostat compensated of Ru); a diffusing couple's peaks grow as the square root "
+                            "of the rate.",
+    "potential_vs_ferrocene.png": "Each experiment's E1/2 vs Li/Li+ two ways: through the ferrocene standard "
+                                  "measured in the same cell (cell.ferrocene_vs_li_v) and through the reference "
+                                  "electrode (cell.reference_offset_v); their gap is the reference's drift or a wrong "
+                                  "offset.",
+    "randles_sevcik.png": "The forward peak's |ip| against the square root of the scan rate for the last experiment "
+                          "with a D: filled, the rates D was fitted over (those where the couple is reversible, when "
+                          "two or more are); open, those left out; the line through the origin is the fit, D = "
+                          "(slope / (2.69e5 n^1.5 A C))^2.",
+}
 #: the columns that hold conditions, ``name=value;...`` in one cell: those a planner chose (the campaign's
 #: ``conditions:``) and the protocol's own scan rate where none was planned (journal/view.py: a potential is read
 #: at a scan rate, so both tables show what each experiment ran at, and which of the two set it)
@@ -131,11 +162,11 @@ LAB_GRADE_CSV = "lab_grade.csv"
 LAB_GRADE_COLUMNS = (
     "id", "smiles", "status", "scan_rate_v_s", "e_half_v_vs_reference", "epa_v_vs_reference", "epc_v_vs_reference",
     "dep_mV", "k0_cm_s", "k0_side", "k0_why", "ipa_uA", "ipc_uA", "ipc_over_ipa", "reversibility", "scan_flags",
-    "ru_ohm", "ir_compensated_ohm",
-    "diffusion_cm2_s", "diffusion_r_squared", "n_electrons", "temperature_K", "analyte_mM", "sample_stock_mM",
-    "sample_ml", "electrode_area_cm2", "cell_ml", "cell_held_ml", "analyte_dilution_pct", "e_half_v_vs_fc",
-    "e_half_v_vs_li_via_fc", "e_half_spread_mV", "e_half_rates_n", "standard_problem", "standard_e_half_v_vs_reference",
-    "standard_dep_mV", "standard_ipc_over_ipa", "blank_flags", "purged_min",
+    "ru_ohm", "ir_compensated_ohm", "diffusion_cm2_s", "diffusion_r_squared", "in_diffusion_fit", "n_electrons",
+    "temperature_K", "analyte_mM", "sample_stock_mM", "sample_ml", "electrode_area_cm2", "cell_ml", "cell_held_ml",
+    "analyte_dilution_pct", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "e_half_spread_mV", "e_half_rates_n",
+    "standard_problem", "standard_e_half_v_vs_reference", "standard_dep_mV", "standard_ipc_over_ipa", "blank_flags",
+    "purged_min",
 )
 
 
@@ -278,6 +309,7 @@ def _write(journal: Journal, directory: Path) -> None:
         _nyquist(directory / LAB_PLOTS[0], labs[-1])
         _scan_rates(directory / LAB_PLOTS[1], labs[-1], offset_v)
         _versus_ferrocene(directory / LAB_PLOTS[2], labs, offset_v)
+        _randles_sevcik(directory / LAB_PLOTS[3], labs)
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
     checked = _checked_rows(journal, snap, objective, offset_v)
@@ -408,7 +440,7 @@ def _cell_said(config: dict[str, Any], source: str | None) -> str:
     default = "" if temperature != default_c or _sets_temperature(source) else (
         ", its default unless the campaign file sets it" if source is None else ", its default: the campaign file "
         "does not set it")
-    parts.append(f"{_number(temperature)} C (cell.temperature_c{default}; D and k0 computed at it)")
+    parts.append(f"{_number(temperature)} C (cell.temperature_c{default}; D, k0 and the dEp cut-offs computed at it)")
     return _escaped("the cell: " + "; ".join(parts))
 
 
@@ -636,7 +668,9 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     rows = []
     for scan in record.get("scans") or [{}]:
         analysis = scan.get("analysis") or {}
-        rows.append({**common, "scan_rate_v_s": scan.get("scan_rate_v_s"),
+        fitted = diffusion.get("scan_rates_v_s")  # the rates D was fitted over: where the couple is reversible
+        rate = scan.get("scan_rate_v_s")
+        rows.append({**common, "scan_rate_v_s": rate, "in_diffusion_fit": None if fitted is None else rate in fitted,
                      "ir_compensated_ohm": ((scan.get("voltammogram") or {}).get("params") or {}).get("ir_comp_ohm"),
                      "e_half_v_vs_reference": analysis.get("e_half_v"), "epa_v_vs_reference": analysis.get("epa_v"),
                      "epc_v_vs_reference": analysis.get("epc_v"), "dep_mV": _scaled(analysis.get("dep_v"), 1e3),
@@ -754,13 +788,22 @@ def _lab_cells(scans: list[dict[str, Any]]) -> list[str]:
         "\n".join(f"{_number(s['scan_rate_v_s'])} V/s: {RateConstant(s['k0_cm_s'], s['k0_side']).said()}"
                   for s in scans if s["k0_cm_s"] is not None),
         _spread_said(first["e_half_spread_mV"], first["e_half_rates_n"]),
-        *(_rounded(column, first[column]) for column in ("diffusion_cm2_s", "ru_ohm")),
+        _rounded("diffusion_cm2_s", first["diffusion_cm2_s"]) + _fitted_over(scans),
+        _rounded("ru_ohm", first["ru_ohm"]),
         _rounded("ir_compensated_pct", 100 * compensated / ru if ru and compensated is not None else None),
         # a standard without a problem that referenced no analyte (the analyte showed no couple of its own) was found
         # alone; a journal from before said such a standard "not found" (its problem)
         first["blank_flags"] or "", first["standard_problem"] or ("found" if first["e_half_v_vs_fc"] is not None else
                                                                  _found_alone(first["standard_e_half_v_vs_reference"])),
     ]
+
+
+def _fitted_over(scans: list[dict[str, Any]]) -> str:
+    """The lab-grade table's note beside D fitted over some of the experiment's rates (those where the couple is
+    reversible: instruments/cv_analysis.py reversible_rates), ``\nfrom 0.1, 0.2 V/s``; '' where it took them all."""
+    fitted = [s["scan_rate_v_s"] for s in scans if s["in_diffusion_fit"]]
+    return "" if all(s["in_diffusion_fit"] is not False for s in scans) else \
+        f"\nfrom {', '.join(_number(rate) for rate in fitted)} V/s"
 
 
 def _found_alone(standard_v: float | None) -> str:
@@ -1054,6 +1097,26 @@ def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any
     _save(fig, ax, path, None if rows else "no ferrocene standard measured")
 
 
+def _randles_sevcik(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """|ip| against sqrt(v) of the last experiment with a D (plot_data.randles_sevcik_points), the fitted rates filled,
+    the others open, and the fit's line through the origin."""
+    fig, ax = _figure("Randles-Sevcik", "sqrt(scan rate) (sqrt(V/s))", "|ip| of the forward peak (uA)")
+    plot = randles_sevcik_points(labs)
+    if plot is not None:
+        ax.set_title(f"Randles-Sevcik, experiment {plot['id']}: D {plot['D']:.1e} cm\u00b2/s")
+        for fitted, marker, label in ((True, "o", "fitted"), (False, "o", "left out (not reversible at that rate)")):
+            shown = [p for p in plot["points"] if p["fitted"] is fitted]
+            if shown:
+                ax.plot([p["sqrt_rate"] for p in shown], [p["current_ua"] for p in shown], marker, ms=6, label=label,
+                        color="tab:blue", fillstyle="full" if fitted else "none", ls="none")
+        top = max(p["sqrt_rate"] for p in plot["points"])
+        ax.plot([0.0, top], [0.0, plot["slope"] * top], "k--", lw=1, label="fit through the origin")
+        ax.set_xlim(left=0.0)
+        ax.set_ylim(bottom=0.0)
+        ax.legend(loc="upper left", fontsize=8)
+    _save(fig, ax, path, None if plot is not None else "no D (several scan rates and a concentration give one)")
+
+
 def _acquisition(path: Path, experiments: list[dict[str, Any]]) -> None:
     fig, ax = _figure("acquisition value of each proposal", "experiment id", "acquisition")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -1225,7 +1288,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
         f"<td>{esc(_per_output(c.get('size_term_v')))}</td><td>{esc(c['journalled_at'])}</td></tr>"
         for c in calibrations)
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
-    plots = "".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in shown)
+    plots = "".join(f'<figure><img src="{name}" alt="{name}"><figcaption>{esc(CAPTIONS[name])}</figcaption></figure>'
+                    for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
     past = next((e for e in snap["events"] if e["kind"] == PAST_MEASUREMENTS), None)  # the lab's, before the campaign
     past = "" if past is None else (f"<p>and {esc(past['message'])}: the calibration's and retrained models' "
@@ -1248,7 +1312,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
                  ("measurements.csv", "measurements.csv (e_half_v_vs_reference and dep_mV)"))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>
-<style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}} figure{{display:inline-block;margin:0}}
+<style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}}
+figure{{display:inline-block;margin:0 0 1em;vertical-align:top}} figcaption{{font-size:85%;color:#444;max-width:600px}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
 .caption{{font-size:90%;color:#444;max-width:1100px}}</style></head><body>
 <h1>{esc(campaign['name'])}</h1>

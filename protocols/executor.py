@@ -98,6 +98,7 @@ from labloop.instruments.cv_analysis import (
     analyze_cv,
     couple_position,
     implausible_diffusion,
+    overcorrected,
     randles_sevcik_diffusion,
     reference_to_ferrocene,
     reversibility_criterion,
@@ -390,6 +391,8 @@ class ProtocolExecutor:
         self.left_liquid: dict[int, str] = {}
         #: whether this run said that ferrocene found the reference elsewhere (:meth:`_check_reference`)
         self._reference_said = False
+        #: whether the run said that a standard's dEp shows its ohmic drop over-corrected (:func:`overcorrected`)
+        self._overcorrection_said = False
         self._rates = dict(rates or {})
         self.hits_v = hits_v
         self.oxygen_onset_v = oxygen_onset_v
@@ -771,13 +774,20 @@ class ProtocolExecutor:
             analysis = replace(analysis, reversibility="quasi-reversible")
         if slow and lab.diffusion is not None:  # with the dEp of each rate and the cut-off, which the call went unsaid
             # by; quasi-reversible at every rate too, where D reads lowest (an electrochemist's audit: 0.84-0.86 of
-            # the truth, unwarned, while couples reversible at the first rate were warned of at 0.89-0.94)
+            # the truth, unwarned, while couples reversible at the first rate were warned of at 0.89-0.94). D fitted
+            # over the rates where the couple is reversible (cv_analysis.reversible_rates) is said, not warned of
             deps = ", ".join(f"{1e3 * a.dep_v:.1f}" if a.dep_v is not None else "none" for _, a in lab.scans)
             rates = ", ".join(compact(v.params.scan_rate_v_s) for v, _ in lab.scans)
-            log.warning("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
-                        "Randles-Sevcik (a reversible couple's equation) reads low for it", sample_id, smiles, deps,
-                        rates, reversibility_criterion(settings, rates=len(lab.scans),
-                                                             temperature_k=self.temperature_k).split(";")[0])
+            rule = reversibility_criterion(settings, rates=len(lab.scans), temperature_k=self.temperature_k)
+            fitted = lab.diffusion.scan_rates_v_s
+            if len(fitted) < len(lab.scans):
+                log.info("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from the "
+                         "rates where it is reversible, %s V/s", sample_id, smiles, deps, rates, rule.split(";")[0],
+                         ", ".join(compact(rate) for rate in fitted))
+            else:
+                log.warning("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
+                            "Randles-Sevcik (a reversible couple's equation) reads low for it, reversible at fewer "
+                            "than two of them", sample_id, smiles, deps, rates, rule.split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
             self._warn_of_d(f"{sample_id} ({smiles})", lab)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)
@@ -1402,6 +1412,10 @@ class ProtocolExecutor:
         found = None if standard is None else standard.e_half_v
         if found is not None:
             self._check_reference(where, step, found, fc_expected)
+        if standard is not None and not self._overcorrection_said \
+                and (why := overcorrected(standard, self.temperature_k)) is not None:
+            self._overcorrection_said = True
+            log.warning("%s: %s: %s (said once a run)", where, step.standard, why)
         done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v,
                                 "standard_problem": lab.referenced.problem, "standard_v_vs_reference": found}
         if step.refill:

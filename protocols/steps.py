@@ -420,6 +420,11 @@ class EIS(Step):
 STANDARD_VS_FC_RANGE_V = (-2.0, 1.0)
 #: the standard whose couple is Fc+/Fc itself
 FERROCENE = "ferrocene"
+#: where the usual alternatives to ferrocene sit vs Fc+/Fc (V), in acetonitrile, with a margin for other solvents: a
+#: standard_vs_fc_v outside it is warned of (:func:`unit_warnings`); decamethylferrocene about -0.5 V (-0.4 to -0.6 in
+#: other solvents), cobaltocenium about -1.33 V (N. G. Connelly and W. E. Geiger, Chem. Rev. 96 (1996) 877, table 3)
+KNOWN_STANDARDS_VS_FC_V = {"decamethylferrocene": (-0.65, -0.35), "cobaltocenium": (-1.5, -1.15),
+                           "cobaltocene": (-1.5, -1.15)}
 
 
 class AddStandard(Step):
@@ -761,7 +766,9 @@ def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
     refused: a trace analyte, a plate electrode, a low sweep or full compensation can be meant, but a molar value
     written as millimolar, or mm2 as cm2, would put every diffusion coefficient of the night a million or ten
     thousand times off, a sweep in kHz written as Hz would compensate every CV's ohmic drop with a Ru from far below
-    its intercept, and full compensation can set the potentiostat oscillating."""
+    its intercept, and full compensation can set the potentiostat oscillating. A known standard other than ferrocene
+    placed where it does not sit vs Fc+/Fc (:data:`KNOWN_STANDARDS_VS_FC_V`; decamethylferrocene written +0.5 V passed
+    unsaid, an electrochemist's trial) is warned of too: its value can be the electrolyte's own."""
     found = []
     for index, step in enumerate(steps):
         if isinstance(step, EIS) and step.f_high_hz < MIN_LIKELY_F_HIGH_HZ:
@@ -777,6 +784,13 @@ def unit_warnings(steps: Sequence[Step]) -> list[Problem]:
                                  f"risks the potentiostat oscillating (above {compact(MAX_STABLE_IR_FRACTION)} its "
                                  "loop is barely damped; 0.85 is the usual compromise, the analysis corrects the "
                                  "rest)"))
+        if isinstance(step, AddStandard) and (known := KNOWN_STANDARDS_VS_FC_V.get(step.standard.strip().lower())) \
+                and not known[0] <= step.vs_fc_v <= known[1]:
+            flipped = " (its sign slipped?)" if known[0] <= -step.vs_fc_v <= known[1] else ""
+            found.append(Problem((index, step.name, "standard_vs_fc_v"),
+                                 f"{step.vs_fc_v:+g} V vs Fc+/Fc: {step.standard} sits at {known[0]:+g} to "
+                                 f"{known[1]:+g} V in the usual solvents{flipped}: every potential referenced through "
+                                 "it moves by the difference"))
         if not isinstance(step, CV) or (step.analyte_mm is None and step.sample_stock_mm is None):  # no D computed
             continue
         for field in ("analyte_mm", "sample_stock_mm"):

@@ -889,8 +889,9 @@ class Cell(BaseModel):
                                            "nor oxidises (V vs Li/Li+): a scan beyond it is warned of",
                                            title="two potentials [low, high] (V vs Li/Li+)",
                                            examples=[list(ELECTROLYTE_WINDOW_V)])
-    temperature_c: Number = Field(25.0, description="the cell's temperature (C): D and k0 are computed at it",
-                                  ge=CELL_TEMPERATURE_RANGE_C[0], le=CELL_TEMPERATURE_RANGE_C[1])
+    temperature_c: Number = Field(25.0, description="the cell's temperature (C): D, k0 and the reversibility's dEp "
+                                  f"cut-offs are computed at it; {CELL_TEMPERATURE_RANGE_C[0]:g}..."
+                                  f"{CELL_TEMPERATURE_RANGE_C[1]:g} C")
     solvent: Description = Field(None, description="for the report: the solvent, e.g. acetonitrile")
     electrolyte: Description = Field(None, description="for the report: the supporting electrolyte and its "
                                      "concentration, e.g. 0.1 M TBAPF6")
@@ -902,6 +903,20 @@ class Cell(BaseModel):
     def temperature_k(self) -> float:
         """``temperature_c`` in kelvin: what the analysis, D, k0 and a dry run's simulated cell take."""
         return self.temperature_c + 273.15
+
+    @field_validator("temperature_c")
+    @classmethod
+    def _a_cells_temperature(cls, value: float) -> float:
+        """A temperature a cell is measured at (:data:`CELL_TEMPERATURE_RANGE_C`); one in kelvin is offered in C.
+        Why: 298 was refused as "less than or equal to 80" with no word of the slip, where other fields name theirs
+        (an electrochemist's trial)."""
+        low, high = CELL_TEMPERATURE_RANGE_C
+        if not low <= value <= high:
+            celsius = value - 273.15
+            hint = f": {slip('kelvin', 'C', f'{compact(celsius)} C')}" if low <= celsius <= high else ""
+            raise ValueError(f"{compact(value)} C is beyond the {compact(low)}..{compact(high)} C a cell is measured "
+                             f"at{hint}")
+        return value
 
     @field_validator("reference_offset_v")
     @classmethod

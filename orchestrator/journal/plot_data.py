@@ -121,6 +121,31 @@ def versus_ferrocene(labs: list[tuple[dict[str, Any], dict[str, Any]]], offset_v
     return rows
 
 
+def randles_sevcik_points(labs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any] | None:
+    """The Randles-Sevcik plot of the last experiment (``(experiment, lab record)`` pairs) whose lab record has a D:
+    its ``id``, ``D`` (cm2/s), and per scan rate ``sqrt_rate`` (sqrt(V/s)), ``current_ua`` (the forward peak's
+    |ip|, uA: the anodic one for a scan that starts toward positive potentials) and ``fitted`` (whether D was fitted
+    over that rate: instruments/cv_analysis.py reversible_rates), with ``slope`` (uA per sqrt(V/s)) of the line through
+    the origin over the fitted rates, as the fit took it; None without such an experiment. Why: D was in the CSVs and
+    the table alone, and |ip| against sqrt(v) is the plot a chemist checks it by (an electrochemist's trial)."""
+    for experiment, record in reversed(labs):
+        diffusion, scans = record.get("diffusion"), record.get("scans") or []
+        if not diffusion or not scans:
+            continue
+        fitted = set(diffusion.get("scan_rates_v_s") or ())
+        params = scans[0]["voltammogram"]["params"]
+        peak = "ipa_a" if params["e_vertex1_v"] > params["e_begin_v"] else "ipc_a"
+        points = [{"sqrt_rate": scan["scan_rate_v_s"] ** 0.5, "current_ua": 1e6 * abs(current),
+                   "fitted": scan["scan_rate_v_s"] in fitted}
+                  for scan in scans if (current := (scan.get("analysis") or {}).get(peak)) is not None]
+        used = [p for p in points if p["fitted"]]
+        if not used:
+            continue
+        slope = sum(p["sqrt_rate"] * p["current_ua"] for p in used) / sum(p["sqrt_rate"] ** 2 for p in used)
+        return {"id": experiment["id"], "D": diffusion["diffusion_cm2_s"], "points": points, "slope": slope}
+    return None
+
+
 def plot_series(snap: dict[str, Any]) -> dict[str, Any]:
     """Every plot's data for one snapshot, as JSON-safe lists (what the dashboard draws)."""
     objective = Objective.model_validate(snap["campaign"]["objective"])

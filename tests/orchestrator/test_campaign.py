@@ -1032,5 +1032,9 @@ def test_the_cells_temperature_is_the_one_d_and_k0_are_computed_at(tmp_path, wri
 
     campaign = load_campaign(write_campaign(tmp_path, cell={"temperature_c": 40, "solvent": "propylene carbonate"}))
     assert build_executor(campaign, None).temperature_k == pytest.approx(313.15)  # type: ignore[arg-type]
-    with pytest.raises(CampaignError, match=r"cell.temperature_c: .*less than or equal to 80"):
+    # a value in kelvin is offered in C (it was "less than or equal to 80", no slip named: an electrochemist's trial)
+    beyond = r"cell.temperature_c: {} C is beyond the -40\.\.80 C a cell is measured at"
+    with pytest.raises(CampaignError, match=beyond.format(r"313\.15") + r": kelvin written as C\? \(40 C\)$"):
         load_campaign(write_campaign(tmp_path, cell={"temperature_c": 313.15}))
+    with pytest.raises(CampaignError, match=beyond.format("150") + "$"):
+        load_campaign(write_campaign(tmp_path, cell={"temperature_c": 150}))

@@ -22,6 +22,7 @@ from labloop.instruments.kinetics import RateConstant
 from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal, State, judged_reversibility
+from labloop.orchestrator.report import LAB_PLOTS, PLOTS
 
 from ..conftest import best_rows
 
@@ -121,16 +122,21 @@ def test_the_lab_grade_example_runs_and_journals_every_step(tmp_path, labloop, a
     report = labloop("report", tmp_path / "runs" / "cathode-screen-lab-grade.db", "-o", tmp_path / "report")
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "report" / "index.html").read_text()
-    assert ("the cell: solvent acetonitrile; supporting electrolyte 0.1 M LiClO4; working electrode 3 mm glassy carbon "
-            "disk; counter electrode Pt wire; reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ (cell.reference_offset_v); "
-            "25 C (cell.temperature_c; D and k0 computed at it)") in page  # set in the file: said as set (a newcomer)
+    # set in the file: said as set (a newcomer)
+    assert ("the cell: solvent EC:DMC 1:1 (v/v); supporting electrolyte 1 M LiPF6; working electrode 3 mm glassy "
+            "carbon disk; counter electrode Pt wire; reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ "
+            "(cell.reference_offset_v); 25 C (cell.temperature_c; D, k0 and the dEp cut-offs computed at it)") in page
     # how the planner was set up, and the software (a referee found them only in the campaign file's copy, the docs
     # and log --json); the surrogate's sentence: tests/orchestrator/test_report.py
     setup = " ".join(page.split())
     assert "<p>surrogate: none (no prior section); planner random (approve false, batch diverse, batch_size 2," in setup
     assert "; software of the last run: labloop 0.1.0" in setup and " tensorflow " in setup and " rdkit " in setup
-    for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png"):
+    for name in ("nyquist.png", "cv_per_scan_rate.png", "potential_vs_ferrocene.png", "randles_sevcik.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0 and f'src="{name}"' in page
+    # each figure says what it shows (eight figures had no caption: a chemist's trial)
+    figures = re.findall(r'<figure><img src="([^"]+)"[^>]*><figcaption>([^<]+)</figcaption></figure>', page)
+    assert len(figures) == len(PLOTS) + len(LAB_PLOTS) and all(caption.strip() for _, caption in figures)
+    assert labels["randles_sevcik.png"] == ["sqrt(scan rate) (sqrt(V/s))"]
     # the electrode the example names, the potentials as applied (a reviewer took them for iR-corrected ones)
     assert labels["cv_per_scan_rate.png"] == labels["voltammograms.png"] == [
         "E (V vs Ag/Ag+, as applied: uncompensated iR not subtracted)"]
@@ -596,6 +602,7 @@ def test_an_analyte_its_first_scan_missed_is_not_swapped_with_ferrocene(tmp_path
             step.get("blank", step.get("cv")).update(
                 {"e_begin_v": 0.0, "e_vertex1_v": -1.7, "e_vertex2_v": 0.5} if "blank" in step else
                 {"e_begin_v": -0.3, "e_vertex1_v": -1.7, "e_vertex2_v": 0.4})
+    campaign["world"]["truth"]["solvent"] = "acn"  # the trial's world, which puts this molecule's wave at the vertex
     campaign.update(store="runs/red.db", objective={"quantity": "reduction_potential", "goal": "window",
                                                     "window_v": [1.5, 2.0]},
                     planner={"kind": "random", "batch_size": 1}, budget={"max_experiments": 1}, protocol=protocol)

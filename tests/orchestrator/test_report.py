@@ -61,7 +61,7 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert ("the cell: solvent not given (cell.solvent); supporting electrolyte not given (cell.electrolyte); working "
             "electrode not given (cell.working_electrode); counter electrode not given (cell.counter_electrode); "
             "reference electrode Ag/Ag+ at 3.2 V vs Li/Li+ (cell.reference_offset_v); 25 C (cell.temperature_c, its "
-            "default: the campaign file does not set it; D and k0 computed at it)") in words, words
+            "default: the campaign file does not set it; D, k0 and the dEp cut-offs computed at it)") in words, words
     # the rule "reversible" is called by, and which potentials are iR-corrected (a chemist saw dEp 72-77 mV called
     # reversible with no cut-off said, and could not tell the CSVs' corrected peaks from the raw scans)
     criterion = ("reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25; irreversible: no return peak, or dEp >= 200 "

@@ -24,10 +24,13 @@ from labloop.core.errors import (
 )
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import (
+    MIN_DIFFUSING_DEP_V,
+    RANDLES_SEVCIK,
     CVFlag,
     analyze_couples,
     analyze_cv,
     implausible_diffusion,
+    overcorrected,
     randles_sevcik_diffusion,
     reference_to_ferrocene,
 )
@@ -37,7 +40,8 @@ from labloop.instruments.ne1000 import NE1000Pump
 from labloop.instruments.voltammogram import CVParams
 from labloop.orchestrator.compose import build_rig
 from labloop.orchestrator.config.campaign import CampaignError, load_campaign
-from labloop.orchestrator.report import _lab_grade_rows
+from labloop.orchestrator.journal.plot_data import randles_sevcik_points
+from labloop.orchestrator.report import LAB_TABLE_HEADERS, _lab_cells, _lab_grade_rows
 from labloop.protocols.executor import ProtocolExecutor
 from labloop.protocols.steps import limit_problems, parse_steps, unit_warnings
 from labloop.sim.builtin_emulators import emstat_emulator, ne1000_emulator, open_sim_sampler
@@ -59,6 +63,8 @@ LIMITS = SafetyLimits(max_dispense_ml=2.0, syringe_ml=10.0, potential_window_v=(
 OFFSET = STANDALONE_REFERENCE_VS_LI_V  # the reference sits here vs Li/Li+: ferrocene at +0.35 V on its scale
 ANALYTE = CellParams(e0_v=0.0, conc_mm=1.0, cdl_f_cm2=2e-5, noise_fraction=0.002, ru_ohm=1000.0)
 FC_ON_REFERENCE = DEFAULT_FERROCENE.e0_v
+#: rate constants (cm/s) of ANALYTE reversible at 0.1 and 0.2 V/s, quasi-reversible above, on the lab fixture's rig
+K0_REVERSIBLE_AT_TWO_SLOW_RATES = (0.08, 0.12)
 
 
 @dataclass
@@ -88,10 +94,11 @@ def lab():
     made: list[LabRig] = []
 
     def make(*, oxygen_mm: float = 2.0, ir_compensation: bool = True, analyte: CellParams = ANALYTE,
-             oxygen: CellParams = DEFAULT_OXYGEN) -> LabRig:
+             oxygen: CellParams = DEFAULT_OXYGEN, blank: CellParams | None = None) -> LabRig:
         scale = TimeScale.zero_latency()
         cell, atmosphere, drift = Cell(), Atmosphere(oxygen_mm, time_scale=scale), [0.0]
-        context = EmulatorContext(cell=cell, couple_of=lambda _sid: analyte, blank=replace(analyte, conc_mm=0.0),
+        blank = replace(analyte, conc_mm=0.0) if blank is None else blank
+        context = EmulatorContext(cell=cell, couple_of=lambda _sid: analyte, blank=blank,
                                   time_scale=scale, atmosphere=atmosphere, reference_drift=lambda: drift[0],
                                   oxygen=oxygen)
         devices, instruments = [], {}
@@ -217,6 +224,38 @@ def test_a_couple_quasi_reversible_at_every_rate_is_warned_of_too(lab, caplog):
     assert slow.lab.diffusion is not None
     deps = ", ".join(f"{1e3 * a.dep_v:.1f}" for _, a in slow.lab.scans)
     assert f"quasi-reversible over its scan rates (dEp {deps} mV at 0.1, 0.2, 0.5, 1 V/s;" in caplog.text
+
+
+@pytest.mark.parametrize("k0_cm_s", K0_REVERSIBLE_AT_TWO_SLOW_RATES)
+def test_d_is_fitted_over_the_rates_where_the_couple_is_reversible(lab, caplog, k0_cm_s):
+    """A couple reversible at the slow rates and quasi-reversible at the fast ones read D low from all four (0.84-0.89
+    of the simulated one, an electrochemist's trial): D is now the slow rates' alone, said in the log and the CSV's
+    in_diffusion_fit, and not warned of."""
+    caplog.set_level("INFO", logger="labloop.protocols.executor")
+    outcome = run(lab(analyte=replace(ANALYTE, k0_cm_s=k0_cm_s)), FULL)[0]
+    by_rate = [a.reversibility for _, a in outcome.lab.scans]
+    assert by_rate[:2] == ["reversible", "reversible"] and "quasi-reversible" in by_rate[2:], by_rate
+    reversible = [v.params.scan_rate_v_s for v, a in outcome.lab.scans if a.reversibility == "reversible"]
+    diffusion = outcome.lab.diffusion
+    assert diffusion is not None and list(diffusion.scan_rates_v_s) == reversible
+    # the fit over all four rates, as before: further from the simulated D (1e-5 cm2/s)
+    every = randles_sevcik_diffusion([0.1, 0.2, 0.5, 1.0], [replace(a, reversibility="reversible")
+                                                            for _, a in outcome.lab.scans],
+                                     area_cm2=ANALYTE.area_cm2, conc_mm=outcome.lab.analyte_mm, forward="anodic")
+    assert len(every.scan_rates_v_s) == 4
+    assert abs(diffusion.diffusion_cm2_s - 1e-5) < abs(every.diffusion_cm2_s - 1e-5), (diffusion, every)
+    assert abs(diffusion.diffusion_cm2_s / 1e-5 - 1) < 0.06, diffusion
+    assert f"D from the rates where it is reversible, {', '.join(f'{r:g}' for r in reversible)} V/s" in caplog.text
+    assert "reads low" not in caplog.text
+    rows = _lab_grade_rows({"id": 1, "smiles": "c1ccccc1", "status": "done"}, outcome.lab.to_dict())
+    assert [row["in_diffusion_fit"] for row in rows] == [rate in reversible for rate in (0.1, 0.2, 0.5, 1.0)]
+    said = _lab_cells(rows)[LAB_TABLE_HEADERS.index("D (cm\u00b2/s, Randles-Sevcik)")]  # the page's cell
+    assert said.endswith(f"\nfrom {', '.join(f'{r:g}' for r in reversible)} V/s"), said
+    # the report's Randles-Sevcik plot: the fitted rates marked, and its line's slope the one D came from
+    plot = randles_sevcik_points([({"id": 1}, outcome.lab.to_dict())])
+    assert plot is not None and [p["fitted"] for p in plot["points"]] == [r in reversible for r in (0.1, 0.2, 0.5, 1.0)]
+    factor = RANDLES_SEVCIK * ANALYTE.area_cm2 * outcome.lab.analyte_mm * 1e-6  # A per sqrt(cm2/s * V/s)
+    assert (1e-6 * plot["slope"] / factor) ** 2 == pytest.approx(diffusion.diffusion_cm2_s, rel=1e-9)
 
 
 def test_the_cell_rests_before_each_scan_rate_for_the_time_the_cv_gives(lab):
@@ -989,3 +1028,53 @@ def test_a_warm_cell_is_judged_reversible_by_its_own_temperatures_cut_off(lab):
         assert all(0.064 < a.dep_v < 0.080 for _, a in outcome.lab.scans), [a.dep_v for _, a in outcome.lab.scans]
     assert called[333.15] == ("reversible", ["reversible"] * 4)
     assert called[298.15][0] == "quasi-reversible"
+
+
+def test_a_known_standard_placed_where_it_does_not_sit_is_warned_of():
+    """decamethylferrocene written at +0.5 V vs Fc+/Fc (it sits about -0.5 V) passed unsaid, and would move every
+    potential referenced through it by a volt (an electrochemist's trial): warned of, with the sign named when the
+    value is the known one's mirror; a value inside the known range, or a standard labloop knows nothing of, is not."""
+    def warned(standard: str, vs_fc_v: float) -> list[str]:
+        step = {"add_standard": {"pump": "fc_pump", "volume_ml": 0.1, "standard": standard,
+                                 "standard_vs_fc_v": vs_fc_v}}
+        return [(p.loc, p.message) for p in unit_warnings(parse_steps(["load_sample", "cv", step]))]
+
+    assert warned("decamethylferrocene", 0.5) == [((2, "add_standard", "standard_vs_fc_v"),
+                                                   "+0.5 V vs Fc+/Fc: decamethylferrocene sits at -0.65 to -0.35 V in "
+                                                   "the usual solvents (its sign slipped?): every potential referenced "
+                                                   "through it moves by the difference")]
+    assert "sign" not in warned(" Cobaltocenium", -0.5)[0][1]
+    assert warned("decamethylferrocene", -0.48) == warned("cobaltocenium", -1.33) == warned("my-standard", 0.7) == []
+
+
+def test_a_standard_narrower_than_a_diffusing_couple_says_the_ohmic_drop_is_over_corrected(lab, caplog):
+    """Ferrocene in the cell is the lab's check of its iR correction, and its dEp was reported bare (an electrochemist's
+    trial). Here the eis step reads Ru in the bare electrolyte at 3x what the cell shows with the sample in (a real
+    fit can read high), so the potentiostat compensates it all and the analysis takes out more: ferrocene's dEp reads
+    under a diffusing couple's 57 mV, and the run says why, once; with Ru read right it says nothing."""
+    steps = [*FULL[:6], {"cv": {**FULL[6]["cv"], "scan_rates_v_s": [0.1, 0.2]}}, *FULL[7:], "rinse"]
+    outcome, _ = run(lab(), steps)
+    assert outcome.lab.referenced.standard.dep_v > MIN_DIFFUSING_DEP_V
+    assert "over-corrected" not in caplog.text and "corrected by more than it is" not in caplog.text
+    rig = lab(blank=replace(ANALYTE, conc_mm=0.0, ru_ohm=3000.0))
+    executor = ProtocolExecutor(steps, rig, LIMITS, OFFSET)
+    for sample in ("vial-1", "vial-2"):
+        outcome = executor.run(sample, "c1ccccc1", {}, None, lambda *a: None)
+        standard = outcome.lab.referenced.standard
+        assert standard.dep_v < MIN_DIFFUSING_DEP_V and overcorrected(standard) is not None, standard
+    said = [r.getMessage() for r in caplog.records if "corrected by more than it is" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("protocol[7].add_standard: ferrocene: its dEp reads "), said
+    assert "under the 57 mV a one-electron couple diffusing to the electrode shows at 25 C" in said[0]
+    assert "(said once a run)" in said[0]
+    assert outcome.analysis.e_half_v is not None  # E1/2 is unaffected: the experiment still measures
+
+
+def test_the_narrowest_dep_of_a_diffusing_couple_scales_with_the_temperature():
+    """2.218 RT/F is 57 mV at 25 C and 64 mV at 60 C: a ferrocene dEp of 52 mV is fine at 25 C's reading scatter
+    and over-corrected at 60 C (instruments/cv_analysis.py overcorrected)."""
+    from labloop.instruments.cv_analysis import CVResult
+
+    result = CVResult(reference="ref", e_half_v=0.0, dep_v=0.052, epa_v=0.026, epc_v=-0.026, ipa_a=1e-6, ipc_a=-1e-6,
+                      ratio=1.0, reversibility="reversible", snr=100.0, flags=frozenset())
+    assert overcorrected(result) is None
+    assert "under the 64 mV" in overcorrected(result, 333.15) and "at 60 C" in overcorrected(result, 333.15)
