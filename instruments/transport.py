@@ -27,6 +27,7 @@ import pkgutil
 import re
 import stat
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -76,6 +77,21 @@ DRAIN_DEADLINE_S = 1.0
 #: driver's ``open``): a :class:`SerialTransport` opened then names it beside its port in the errors it raises
 #: itself, since a plug-in that lets one out would say only ``/dev/pts/2``, a pty nobody wrote down
 _OPENING: ContextVar[str | None] = ContextVar("labloop_opening_instrument", default=None)
+
+
+#: every :class:`SerialTransport` open now (weakly held: a dropped one leaves), for :func:`bytes_sent`
+_OPEN_PORTS: weakref.WeakSet[SerialTransport] = weakref.WeakSet()
+
+
+def bytes_sent(instrument: str) -> int | None:
+    """How many bytes the open transports of ``instrument`` (those its driver opened within :func:`opening`) have
+    written so far, or None when its driver holds none of labloop's (a plug-in on a channel of its own, a second pump
+    on a daisy chain another one opened): then what it sent cannot be told. Why: a dispense counts as delivered in
+    full once it is about to be sent (protocols/steps.py Contents), and a plug-in whose dispense raised a bug before
+    writing anything drained its syringe by labloop's count each time, until a stop asked for a syringe to be
+    filled that was full (a plug-in engineer's trial); an unchanged count says that nothing reached the pump."""
+    ports = [port for port in list(_OPEN_PORTS) if port.instrument == instrument and port.is_open]
+    return sum(port.bytes_written for port in ports) if ports else None
 
 
 @contextmanager
@@ -212,6 +228,8 @@ class _FramedStream:
         self.where = where or name  # what the errors it raises name: the port, and its instrument if known
         self._capture = capture
         self._pending = bytearray()  # read from the wire, not yet handed to the driver
+        #: bytes handed to the wire so far (counted before each write: a write that failed may have sent some)
+        self.bytes_written = 0
 
     # -- supplied by subclasses -------------------------------------------------------------------------
     def _read_chunk(self) -> bytes | None:
@@ -229,6 +247,7 @@ class _FramedStream:
     # -- the public stream ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         log.debug("%s > %r", self.name, data)
+        self.bytes_written += len(data)
         self._write_raw(data)
         if self._capture is not None:
             self._capture.record("tx", data)
@@ -401,7 +420,15 @@ class SerialTransport(_FramedStream):
             raise ConfigError(url, f"capture {capture}: cannot write it ({exc.strerror or exc})") from None
         instrument = _OPENING.get()
         super().__init__(url, wire, where=None if instrument is None else f"{url} ({instrument})")
+        #: the campaign's instrument whose driver opened it (None outside a rig's open: :func:`opening`)
+        self.instrument = instrument
+        _OPEN_PORTS.add(self)
         log.info("%s opened (%s baud %s)", self.where, baudrate, header["format"])
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the port is still open (:meth:`close` not yet called, the far end not dropped by pyserial)."""
+        return bool(self._serial.is_open)
 
     @contextmanager
     def _wire(self, doing: str) -> Iterator[None]:
@@ -432,6 +459,7 @@ class SerialTransport(_FramedStream):
 
     def close(self) -> None:
         """Close the port and the capture; closing twice is not an error."""
+        _OPEN_PORTS.discard(self)
         if self._serial.is_open:
             try:
                 self._serial.close()

@@ -38,9 +38,10 @@ class Observation:
 
     ``quality`` is the voltammogram's quality (0-1, :func:`labloop.instruments.cv_analysis.measurement_quality`;
     None when no voltammogram was analysed); ``failure`` says why a failed experiment failed: "analysis" (no
-    usable voltammogram: the molecule's fault, a planner learns from it), "instrument" (the rig's fault) or
-    "configuration" (the safety limits refused what the campaign's protocol made of the proposal, e.g. a window
-    around its prediction: the campaign file's fault, so molecules like it are not shunned for it).
+    usable voltammogram: the molecule's fault, a planner learns from it), "instrument" (the rig's fault),
+    "software" (a driver's or labloop's bug: nobody's fault but the code's) or "configuration" (the safety limits
+    refused what the campaign's protocol made of the proposal, e.g. a window around its prediction: the campaign
+    file's fault, so molecules like it are not shunned for it).
     ``above_v`` / ``below_v`` (V vs Li/Li+) are what a failed scan still says of the potential: its wave rose
     into the scan's vertex or decayed from its start, so the potential lies above / below that
     (:meth:`labloop.instruments.cv_analysis.CVResult.bound`); the residual model learns from them.
@@ -50,7 +51,7 @@ class Observation:
     conditions: Mapping[str, Any]
     potential_v: float | None
     quality: float | None = None
-    failure: Literal["analysis", "instrument", "configuration"] | None = None
+    failure: Literal["analysis", "instrument", "software", "configuration"] | None = None
     above_v: float | None = None
     below_v: float | None = None
 
@@ -119,11 +120,14 @@ class PlannerState:
         failed ("instrument": a pump's disconnect, an overload) is proposed again until it has failed so
         :data:`INSTRUMENT_TRIES` times. Why: a rig fault says nothing of the molecule, and a flaky cable dropped
         candidates from the screen for good, a hit among them (an operator's trial); a molecule the rig fails on
-        every time must not hold the campaign either."""
+        every time must not hold the campaign either. A molecule a software bug failed ("software") is proposed again
+        whatever its count: the run stops after such failures in a row (budget.max_consecutive_faults) until the
+        code is fixed, and a driver's bug dropped every molecule it met, a hit among them (a plug-in engineer's
+        trial)."""
         rig_failed = Counter(o.smiles for o in self.observations if o.failure == "instrument")
         left = {smiles for smiles, n in rig_failed.items() if n >= INSTRUMENT_TRIES}
-        return frozenset(o.smiles for o in self.observations if o.failure != "instrument") | left | frozenset(
-            self.pending)
+        return frozenset(o.smiles for o in self.observations if o.failure not in ("instrument", "software")) | \
+            left | frozenset(self.pending)
 
     @property
     def measured(self) -> list[Observation]:

@@ -105,6 +105,7 @@ from labloop.instruments.cv_analysis import (
     to_li_scale,
 )
 from labloop.instruments.impedance import ImpedanceSpectrum, RuEstimate, fit_ru
+from labloop.instruments.transport import bytes_sent
 from labloop.instruments.voltammogram import CVParams, Voltammogram, returned_scan
 from labloop.protocols.steps import (
     CV,
@@ -982,9 +983,13 @@ class ProtocolExecutor:
         volume to check). Its count stays the full volume, on purpose: nothing can tell what it delivered, and the
         count must err on the side where labloop never overfills the cell (a spill over the electrodes and their
         connectors is the harm; a count too high only asks for an emptying sooner) nor runs a syringe dry (it counts
-        the syringe as having given all of it, so no later dispense is sent for liquid it may not hold)."""
+        the syringe as having given all of it, so no later dispense is sent for liquid it may not hold).
+
+        Any other error (a driver's bug, a Ctrl-C) leaves the count in full too, unless the pump's driver talks through
+        labloop's transport and it wrote no byte during the call (:func:`bytes_sent`): then nothing reached the pump."""
         self._pumping = pump
         self.contents.check_pump(pump, volume_ml, where=where)
+        sent = bytes_sent(pump)
         self.contents.pumped(pump, volume_ml)
         try:
             dispensed: float = self._reported(
@@ -1001,6 +1006,11 @@ class ProtocolExecutor:
         except DispenseMismatch as exc:
             if exc.delivered_ml is not None and exc.delivered_ml > volume_ml:  # the pump says it gave more: the cell
                 self.contents.pumped(pump, exc.delivered_ml - volume_ml)  # may hold it, the syringe not
+            raise
+        except BaseException:  # a driver's bug, a Ctrl-C: counted in full, unless its port carried no byte of it
+            if sent is not None and bytes_sent(pump) == sent:
+                log.info("%s: %s's port carried no byte of the dispense: none of it counted", where, pump)
+                self.contents.unpumped(pump, volume_ml)
             raise
         self.contents.unpumped(pump, volume_ml)  # counted from now on as what the pump delivered (see _refill)
         self.contents.pumped(pump, dispensed)

@@ -121,6 +121,15 @@ ANALYSIS_FAULT = "analysis"
 REFUSED_FAULT = "refused"
 #: how a planner is told of a refusal by the safety limits: not the molecule's failure (:data:`REFUSED_BY_LIMITS`)
 CONFIGURATION_FAULT = "configuration"
+#: how the cause of an experiment a plug-in driver's bug (an error that is no instrument error, from the plug-in's
+#: code) or labloop's own failed starts: the software's failure, not the rig's nor the molecule's
+#: (:data:`SOFTWARE_FAULT`); the run counts it with the instrument faults in a row
+DRIVER_BUG_FAILURE = "a bug in driver "
+LABLOOP_BUG_FAILURE = "a labloop bug: "
+#: how a planner is told of such a failure: the molecule is proposed again whatever its count (planners/base.py
+#: ``tried``). Why: a plug-in whose dispense raised AttributeError failed every experiment, and each molecule was left
+#: after its second such failure, a hit of the clean run among them (a plug-in engineer's trial)
+SOFTWARE_FAULT = "software"
 #: how a stop whose fix is the campaign file's ends its advice: ``resume`` runs the journal's campaign as it began, and
 #: ``run`` refuses the changed file as another campaign, so the fixed file needs a new store
 WITH_A_NEW_STORE = ("run it with a new store (`labloop run FILE --store NEW.db`): a journal keeps the protocol it "
@@ -377,12 +386,15 @@ def observation(campaign: Campaign, journal: Journal, experiment: ExperimentRow)
             # any other refused proposal or a veto (a person's judgement) is the molecule's failure for the
             # planner, like an unusable voltammogram
             failure = ANALYSIS_FAULT
+        elif cause.startswith((DRIVER_BUG_FAILURE, LABLOOP_BUG_FAILURE)):
+            failure = SOFTWARE_FAULT
         else:
             failure = INSTRUMENT_FAULT
     bound = scan_bound(campaign, analysis) if failure == ANALYSIS_FAULT and analysis is not None else None
     # the rig's failure says nothing of the conditions, though a step after the measurement (a rinse) may have
     # failed with the measurement journalled: the planner learns from it as it did when none was kept
-    quality = None if analysis is None or failure == INSTRUMENT_FAULT else measurement_quality(analysis)
+    quality = None if analysis is None or failure in (INSTRUMENT_FAULT, SOFTWARE_FAULT) else \
+        measurement_quality(analysis)
     return Observation(experiment.smiles, experiment.conditions,
                        experiment.potential_v if experiment.status == State.DONE else None,
                        quality=quality, failure=failure,
@@ -573,10 +585,12 @@ class Runner:
         current negative stopped after ten such scans with "check the electrodes and the cv window", though each cause
         had named the sign (a plug-in author's trial), and ten lab-grade scans that found no ferrocene (a 1 M stock
         typed for 10 mM) stopped with the same advice (a chemist's trial)."""
-        if kind != ANALYSIS_FAULT:
-            return advice
         failed = sorted((e for e in self.journal.experiments() if e.status == State.FAILED),
                         key=lambda e: e.finished_at or "")[-count:]
+        if kind == INSTRUMENT_FAULT:
+            return self._software_advice(failed) or advice
+        if kind != ANALYSIS_FAULT:
+            return advice
         inverted = sum(INVERTED_SAID in (e.cause or "") for e in failed)
         if inverted:
             return (f"the current looked inverted in {inverted} of them: check the driver's current sign convention "
@@ -591,6 +605,19 @@ class Runner:
                     "of a slow decay, and the analyze step's min_return_share sets how much must come back; "
                     f"{advice}")
         return advice
+
+    @staticmethod
+    def _software_advice(failed: list[ExperimentRow]) -> str | None:
+        """What a stop after instrument faults in a row says when each was a software bug (:data:`DRIVER_BUG_FAILURE`,
+        :data:`LABLOOP_BUG_FAILURE`), naming the last one's cause, or None. Why: a plug-in's AttributeError failed the
+        experiments in a row and the stop said "the rig needs a person", sending the operator to the rig."""
+        causes = [e.cause or "" for e in failed]
+        if not causes or not all(c.startswith((DRIVER_BUG_FAILURE, LABLOOP_BUG_FAILURE)) for c in causes):
+            return None
+        fix = ("fix the driver" if causes[-1].startswith(DRIVER_BUG_FAILURE)
+               else "report it with the traceback `labloop -v resume` shows")
+        return (f"each was a software bug, not the rig's fault nor the molecules' (the last: {causes[-1]}): {fix}, "
+                "then resume; the molecules they tried are proposed again")
 
     def _finish(self, reason: str) -> int:
         """The campaign's end: the rig made safe, then the ``finished`` event. Exit 0, or 1 when an instrument could
@@ -872,15 +899,17 @@ class Runner:
                 # one line on the console, as a refused step's: two pump stalls went unsaid before a stop that
                 # blamed the syringe they had left short (an operator's trial)
                 log.warning("experiment %d failed: %s", experiment.id, message)
-            else:
+            else:  # the software's bug, not the rig's: its cause says so, and the planner proposes the molecule again
                 plugin = self._plugin_that_raised(exc, where)
                 if plugin is not None:  # a plug-in's bug: say whose, in one line (its traceback at -v)
                     log.error("experiment %d: %s raised %s, not an instrument error: a bug in driver %r (run with "
                               "-v for the traceback)", experiment.id, where[0], said(exc, SAID_CHARS), plugin)  # type: ignore[index]
                     log.info("the traceback of experiment %d's %s", experiment.id, type(exc).__name__, exc_info=exc)
+                    message = f"{DRIVER_BUG_FAILURE}{plugin!r}: {message}"
                 else:  # labloop's own code (a built-in driver, the analysis): the traceback is the report
                     log.error("experiment %d: unexpected %s (a labloop bug: please report it with this traceback)",
                               experiment.id, type(exc).__name__, exc_info=exc)
+                    message = f"{LABLOOP_BUG_FAILURE}{message}"
             self._fail(experiment.id, message)
             return INSTRUMENT_FAULT
         if outcome.quality_ok:  # its measurement is journalled (_journal_outcome)

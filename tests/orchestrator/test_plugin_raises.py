@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.loop.runner import observation
 
 from ..conftest import RIG
 
@@ -99,10 +101,19 @@ def test_a_plugin_raising_systemexit_or_a_baseexception_fails_its_experiment(odd
                                                                              odd, said):
     """A driver must not end the run as if it had finished: each experiment fails naming the pump and its step (the
     rig made safe, the cell rinsed), the faults in a row stop the run with exit 1, and the log says whose bug."""
-    result = labloop("run", odd_campaign(odd), "--dry-run")
+    campaign = odd_campaign(odd)
+    result = labloop("run", campaign, "--dry-run")
     assert result.returncode == 1, result.stderr
     assert "stopped: 2 instrument faults in a row" in result.stderr
-    assert _experiments(tmp_path / "tiny.db") == [(State.FAILED, f"analyte_pump (dispense): {said}")] * 2
+    # the stop names the bug, not the rig (it said "the rig needs a person": a plug-in engineer's trial)
+    assert ("each was a software bug, not the rig's fault nor the molecules' (the last: a bug in driver 'odd-pump': "
+            f"analyte_pump (dispense): {said}): fix the driver, then resume; the molecules they tried are proposed "
+            "again") in " ".join(result.stderr.split())
+    assert _experiments(tmp_path / "tiny.db") == [
+        (State.FAILED, f"a bug in driver 'odd-pump': analyte_pump (dispense): {said}")] * 2
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:  # the planner proposes those molecules again
+        assert {observation(load_campaign(campaign), journal, e).failure for e in journal.experiments()
+                if e.status == State.FAILED} == {"software"}
     said_on_the_console = " ".join(result.stderr.split())  # the log's lines, as the console wraps them
     assert said_on_the_console.count("analyte_pump raised") == 2
     assert said_on_the_console.count("not an instrument error: a bug in driver 'odd-pump'") == 2
@@ -145,8 +156,8 @@ def test_a_ctrl_c_before_the_journal_is_written_says_nothing_ran(odd_campaign, t
     ("return None", f"DispenseMismatch: analyte_pump in {CV_SCREEN}:10: protocol[1].dispense: its driver's dispense "
                     "returned None, not the volume dispensed in mL: how much of the 0.5 mL asked was pumped is "
                     "unknown"),
-    ("raise Unstringable()", "analyte_pump (dispense): Unstringable: (its message cannot be shown: str() raised "
-                             "RuntimeError)")])
+    ("raise Unstringable()", "a bug in driver 'odd-pump': analyte_pump (dispense): Unstringable: (its message cannot "
+                             "be shown: str() raised RuntimeError)")])
 def test_what_a_plugin_returns_or_an_unstringable_error_is_its_failure(odd_campaign, tmp_path, labloop, odd,
                                                                        cause):
     """Not "a labloop bug" with a traceback: the pump is named, and the experiments fail as instrument faults."""

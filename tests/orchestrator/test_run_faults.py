@@ -89,7 +89,8 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
         runner = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
         assert runner.run() == EXIT_OK
         failed = [e for e in journal.experiments(states=(State.FAILED,)) if not e.cause.startswith("analysis:")]
-        assert [e.cause for e in failed] == ["potentiostat (cv): RuntimeError: plug-in bug: list index out of range"]
+        assert [e.cause for e in failed] == ["a bug in driver 'emstat': potentiostat (cv): RuntimeError: plug-in bug: "
+                                             "list index out of range"]
         said = [r for r in caplog.records if r.levelname == "ERROR"]
         assert [r.getMessage() for r in said] == [
             f"experiment {failed[0].id}: potentiostat raised RuntimeError: plug-in bug: list index out of range, not "
@@ -102,7 +103,7 @@ def test_an_untyped_error_of_a_plugin_fails_its_experiment_and_the_run_goes_on(t
         write_report(journal, tmp_path / "report")  # the report's failures say the kind: the step and the error
     with (tmp_path / "report" / "failures.csv").open() as handle:
         assert [(r["kind"], r["cause"]) for r in csv.DictReader(handle) if r["id"] == str(failed[0].id)] == [
-            ("potentiostat (cv): RuntimeError", failed[0].cause)]
+            ("a bug in driver 'emstat': potentiostat (cv): RuntimeError", failed[0].cause)]
 
 
 class _GarbleOnce(FaultInjector):
@@ -290,7 +291,8 @@ def test_a_ctrl_c_during_the_rinse_after_a_failure_keeps_the_failure(tmp_path, w
         runner, journal = _runner_with_a_buggy_potentiostat(tmp_path, campaign_file, monkeypatch, interrupts, stack)
         assert runner.run() == EXIT_INTERRUPTED
         [failed] = journal.experiments(states=(State.FAILED,))
-        assert failed.cause == "potentiostat (cv): RuntimeError: plug-in bug: list index out of range"
+        assert failed.cause == ("a bug in driver 'emstat': potentiostat (cv): RuntimeError: plug-in bug: list "
+                                "index out of range")
         assert not journal.experiments(states=(State.INTERRUPTED, State.RUNNING))
         *_, rinse = journal.actions(failed.id)
         assert (rinse.command, rinse.outcome) == ("rinse", "interrupted")

@@ -74,6 +74,18 @@ def test_a_molecule_the_rig_failed_is_proposed_again_until_it_failed_twice():
     assert LIBRARY[0] in pending.tried  # proposed again and waiting: not twice at once
 
 
+def test_a_molecule_a_software_bug_failed_is_proposed_again_however_often():
+    """A plug-in's dispense raising AttributeError failed every experiment, and each molecule was left after its
+    second such failure, a hit of the clean run among them (a plug-in engineer's trial): a software bug says nothing of
+    the molecule (the run stops after such failures in a row until the code is fixed)."""
+    planner = RandomPlanner(LIBRARY[:2], {"scan_rate_v_s": (0.1, 0.1)})
+    bug = Observation(LIBRARY[0], {}, None, failure="software")
+    state = PlannerState("random", seed=0, step=3, observations=(bug, bug, bug, Observation(LIBRARY[1], {}, 4.4)))
+    assert state.tried == {LIBRARY[1]}
+    assert [p.smiles for p in planner.propose(state, 2)] == [LIBRARY[0]]
+    assert PlannerState.from_dict(state.to_dict()).tried == state.tried  # as the journal keeps it
+
+
 def test_a_molecule_on_several_rows_is_drawn_once_as_its_first_row_writes_it():
     """Drawn from every row, phenol given twice was twice as likely and proposed as whichever row was drawn, so a
     chemist's campaign loaded the second row's vial and name (docs: a molecule takes its first row's)."""

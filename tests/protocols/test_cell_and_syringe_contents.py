@@ -179,7 +179,8 @@ def test_a_resumed_campaign_counts_what_the_journal_says_the_cell_still_holds(tm
     with Journal.open(campaign.store, readonly=True) as journal:
         first = journal.experiments(states=(State.FAILED,))
         rinse = journal.actions(first[0].id)[-1]
-    assert [e.cause for e in first] == ["potentiostat (cv): RuntimeError: plug-in bug: the scan never started"]
+    assert [e.cause for e in first] == [
+        "a labloop bug: potentiostat (cv): RuntimeError: plug-in bug: the scan never started"]  # not the tests' package
     assert (rinse.command, rinse.outcome) == ("rinse", "NoOperator: cell: no operator to rinse the cell: the "
                                                        "console's input is closed")
 
@@ -385,6 +386,41 @@ def test_a_dispense_the_driver_refuses_before_sending_is_not_counted(example_rig
     with pytest.raises(SafetyLimitExceeded, match="more than this pump allows"):
         executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
     assert executor.contents.state() == (0.5, {"analyte_pump": 10.0, "electrolyte_pump": 10.0})  # the sample only
+
+
+class _BuggyPump:
+    """A plug-in pump with a bug: its dispense raises AttributeError, before it sends anything (``after_sending``
+    False) or once the real pump took the command."""
+
+    def __init__(self, inner: object, after_sending: bool) -> None:
+        self.inner, self.after_sending = inner, after_sending
+
+    def dispense(self, volume_ml: float, rate_ml_min: float) -> float:
+        if self.after_sending:
+            self.inner.dispense(volume_ml, rate_ml_min)  # type: ignore[attr-defined]
+        raise AttributeError("'NoneType' object has no attribute 'encode'")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("after_sending", [False, True])
+def test_a_dispense_whose_port_carried_no_byte_is_not_counted(example_rig: Rig, after_sending: bool) -> None:
+    """A plug-in's dispense that raised a bug before writing a byte drained its syringe by labloop's count each time,
+    until a stop asked for a full syringe to be filled (a plug-in engineer's trial): its port's byte count says that
+    nothing reached the pump (instruments/transport.py bytes_sent). One that raised after the pump took the command
+    is counted in full, as any dispense cut short."""
+    rig = example_rig
+    executor = ProtocolExecutor(RINSED, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=9.0), 3.2)
+    rig.instruments["electrolyte_pump"] = _BuggyPump(rig.instruments["electrolyte_pump"], after_sending)
+    before = wire(rig)["electrolyte_pump"]
+    with pytest.raises(AttributeError, match="no attribute 'encode'"):
+        executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
+    assert (wire(rig)["electrolyte_pump"] > before) is after_sending  # read on the emulator itself
+    if after_sending:
+        assert executor.contents.state() == (5.0, {"analyte_pump": 10.0, "electrolyte_pump": 5.5})
+    else:  # the sample only
+        assert executor.contents.state() == (0.5, {"analyte_pump": 10.0, "electrolyte_pump": 10.0})
 
 
 def test_resume_with_syringes_filled_is_journalled(tmp_path, write_campaign, labloop) -> None:
