@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -464,11 +468,30 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     # every question the rig puts to a person (its rinse, a manual step, the manual sample changer) goes through
     # rig.asking: one left unanswered alerts as a person waited for, and is no stalled instrument
     with Alerter(campaign.alerts, journal, campaign.name, asking=rig.asking), StallWatch(journal, asking=rig.asking):
-        code = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions).run()
+        runner = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions)
+        interrupts.on_held = partial(_end_held, runner, campaign.store, scheduler)
+        code = runner.run()
     if code == EXIT_REFUSED:  # nothing moved: the one line of why (run()) is all there is to say
         return code
     _summary(campaign, journal, said_why=code == EXIT_OK)
     return code
+
+
+def _end_held(runner: Runner, store: Path, scheduler: str | None, signum: int, held_s: float) -> NoReturn:
+    """End labloop at once, from a stop signal's handler, when the code running held the stop (a plug-in driver that
+    catches KeyboardInterrupt: orchestrator/loop/interrupts.py ``FORCE_AFTER_SIGNALS``): the runner's stop (the
+    instruments sent their stop, the journal consistent), the usual last lines, the worker processes ended, and
+    the process ended with its exit code, since the code under the handler would catch any exception raised."""
+    code = runner.stop_held(signum, held_s)
+    console.err.print(f"interrupted: the journal is consistent; labloop ended at once (the code running held the "
+                      f"stop).\ncontinue with: {_resume_after_interrupt(store, scheduler)}",
+                      markup=False, highlight=False, soft_wrap=True)
+    for child in multiprocessing.active_children():  # a local Dask cluster's, a featurising pool's
+        child.terminate()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _resuming(campaign: Campaign, journal: Journal, said: Sequence[int] = ()) -> str:

@@ -13,7 +13,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -37,6 +38,15 @@ def stop_signals() -> tuple[int, ...]:
 
 #: how soon (s) a signal whose exception Python dropped is delivered again
 REDELIVER_AFTER_S = 0.01
+#: a stop the code running does not take (a plug-in whose dispense retries inside a bare ``except:``, which catches
+#: the KeyboardInterrupt each signal raises) is sent again by the person who wants it: the ``FORCE_AFTER_SIGNALS``-th
+#: stop signal none of which was taken, ``FORCE_AFTER_S`` or more after the first (not a hand's quick repeat of a stop
+#: that is being taken), ends labloop at once through :attr:`Interrupts.on_held`
+FORCE_AFTER_SIGNALS = 3
+FORCE_AFTER_S = 2.0
+#: a stop signal this long (s) or more after one not taken says so on the console, once; a quick second Ctrl-C (a
+#: hand's double tap, while the first is being taken) says nothing
+HELD_SAID_AFTER_S = 1.0
 
 
 @contextmanager
@@ -83,13 +93,24 @@ class Interrupted(KeyboardInterrupt):
 
 class Interrupts:
     """While entered (in the main thread), SIGINT, SIGTERM and SIGHUP (:func:`stop_signals`) raise
-    :class:`Interrupted`."""
+    :class:`Interrupted`.
+
+    A stop is taken when the code that handles it calls :meth:`stop`. One that is not (the code running catches the
+    exception: a plug-in driver's bare ``except:``) is raised again by each further signal, the second says so on the
+    console, and the :data:`FORCE_AFTER_SIGNALS`-th ends labloop through :attr:`on_held` where it is set. Why: a
+    plug-in's retry loop swallowed every Ctrl-C and SIGTERM; the run went on silent, no pump was stopped, and only
+    ``kill -9`` ended it, the rig left as it was (a plug-in engineer's trial)."""
 
     def __init__(self) -> None:
         self._depth = 0
         self._pending: int | None = None
         self._previous: dict[int, Any] = {}
         self._stopping = False
+        self._untaken: list[float] = []  # when each stop signal raised and not yet taken came (monotonic s)
+        self._held_said = False
+        #: ``on_held(signum, held_s)``: ends the run at once (it does not return), the instruments sent their stop and
+        #: the journal told (orchestrator/cli/run.py); None: the signals only raise again
+        self.on_held: Callable[[int, float], None] | None = None
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
@@ -109,13 +130,31 @@ class Interrupts:
         if self._depth:
             self._pending = signum
             return
+        self._untaken.append(time.monotonic())
+        if self.on_held is not None and len(self._untaken) > 1:
+            self._held(signum)
         raise Interrupted(signum)
+
+    def _held(self, signum: int) -> None:
+        """A stop signal after one not taken: the end through :attr:`on_held` (:data:`FORCE_AFTER_SIGNALS`), or a
+        console line saying that the stop is held and how to end labloop at once."""
+        held_s = self._untaken[-1] - self._untaken[0]
+        if len(self._untaken) >= FORCE_AFTER_SIGNALS and held_s >= FORCE_AFTER_S:
+            self._stopping = True
+            self.on_held(signum, held_s)  # type: ignore[misc]  # only set, and called, where it is
+        if held_s >= HELD_SAID_AFTER_S and not self._held_said:
+            self._held_said = True
+            log.warning("the stop asked %.0f s ago has not been taken: the code running now holds it (a driver that "
+                        "catches KeyboardInterrupt?); send it again, %.0f s or more after the first, to end labloop "
+                        "at once: the instruments are sent their stop and the experiment runs again on resume",
+                        held_s, FORCE_AFTER_S)
 
     def stop(self) -> None:
         """From now on signals are only logged: the run is stopping (safe state, last journal entries), and a
         second Ctrl-C must not leave an experiment ``running`` without its ``interrupted`` event."""
         self._stopping = True
         self._pending = None
+        self._untaken, self._held_said = [], False
 
     @contextmanager
     def deferred(self) -> Iterator[None]:

@@ -656,6 +656,20 @@ class Runner:
                           + _syringes_said(short) + low + retrain, markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
 
+    def stop_held(self, signum: int, held_s: float) -> int:
+        """The stop when the code running held the stop signals (:attr:`Interrupts.on_held`, called in the signal's
+        handler, on the main thread, under the code that holds them): as a Ctrl-C's (:meth:`_stop_interrupted`: every
+        instrument sent its stop, the experiment interrupted, what the cell holds said), naming the step that held it,
+        and the retrain cancelled; the caller then ends the process, since the code below would go on catching."""
+        running = self.journal.experiments(states=(State.RUNNING,))
+        where = self._open_step(running[0].id) if running else "the code running"
+        name = signal.Signals(signum).name
+        try:
+            return self._stop_interrupted(Interrupted(signum, f"a {name} after {where} held the stop {held_s:.0f} s "
+                                                              "(labloop ended at once)"))
+        finally:
+            self.learning.__exit__(None, None, None)  # a retrain's child ended, as the run's own end does
+
     def _syringes_short(self) -> dict[str, float]:
         """The pumps whose syringe, by labloop's count, holds less than the protocol's next experiment takes from it
         (judged with the cell emptied, as the advice asks), with what each holds: a stop that said only "empty the

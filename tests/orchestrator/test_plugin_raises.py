@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +138,56 @@ def test_a_plugin_raising_keyboardinterrupt_stops_the_run_as_a_ctrl_c_does(odd_c
     assert stop.kind == "interrupted"
     assert stop.message.startswith("run stopped by a KeyboardInterrupt that analyte_pump (dispense) raised "
                                    "(experiment 1 will run again on resume); instruments in a safe state")
+
+
+def test_a_plugin_that_catches_every_ctrl_c_is_ended_by_the_third(odd_campaign, tmp_path):
+    """A plug-in whose dispense retries inside a bare ``except:`` caught every Ctrl-C and SIGTERM: the run went on
+    silent, no pump was stopped, and only kill -9 ended it (a plug-in engineer's trial). The second signal says the
+    stop is held; the third, 2 s or more after the first, ends labloop at once (orchestrator/loop/interrupts.py): the
+    instruments sent their stop, the experiment interrupted to run again, the cell's advice, exit 130."""
+    catches = ("import time\n            while True:\n                try:\n                    time.sleep(0.02)\n"
+               "                except BaseException:\n                    pass")
+    campaign = odd_campaign(catches)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign),
+                                "--dry-run", "--scheduler", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    store = tmp_path / "tiny.db"
+    try:
+        deadline = time.monotonic() + 120  # a liveness deadline: the run reaching the plug-in's dispense
+        while not _dispensing(store):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.01)
+        for _ in range(3):
+            process.send_signal(signal.SIGINT)
+            time.sleep(1.2)
+        _, err = process.communicate(timeout=120)
+    finally:  # without the forced end it never ends: not left running after the test
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, err
+    said = " ".join(err.split())
+    assert "the stop asked 1 s ago has not been taken: the code running now holds it" in said, said
+    assert "labloop ended at once (the code running held the stop). continue with: empty the cell, then labloop " \
+           f"resume {store} --cell-emptied" in said, said
+    with Journal.open(store, readonly=True) as journal:
+        assert not journal.experiments(states=(State.RUNNING,))
+        assert [e.id for e in journal.experiments(states=(State.INTERRUPTED,))] == [1]
+        [stop] = [e for e in journal.events() if e.kind == "interrupted" and e.experiment_id is None]
+    assert re.match(r"run stopped by a SIGINT after analyte_pump \(dispense\) held the stop [23] s \(labloop ended "
+                    r"at once\) \(experiment 1 will run again on resume\); instruments in a safe state; the cell "
+                    r"still holds 0\.5 mL", stop.message), stop.message
+
+
+def _dispensing(store: Path) -> bool:
+    """Whether the run writing ``store`` has a dispense of analyte_pump in progress."""
+    if not store.exists():
+        return False
+    with Journal.open(store, readonly=True) as journal:
+        running = journal.experiments(states=(State.RUNNING,))
+        return bool(running) and any(a.command == "dispense" and a.instrument == "analyte_pump" and a.outcome is None
+                                     for a in journal.actions(running[0].id))
 
 
 def test_a_ctrl_c_before_the_journal_is_written_says_nothing_ran(odd_campaign, tmp_path, labloop):
