@@ -1549,6 +1549,21 @@ def leftover_dilution(steps: Sequence[Step], limits: SafetyLimits, experiments: 
     return None
 
 
+def unemptied_cell(steps: Sequence[Step], experiments: int) -> Problem | None:
+    """The warning, located at the cv (``(index, "cv")``), that nothing in ``steps`` empties the cell (no ``rinse``,
+    no ``clean``) though the budget runs them ``experiments`` > 1 times, or None; a cv that computes D has its own
+    (:func:`leftover_dilution`). Why: a protocol without its rinse validated in silence, and the second experiment's
+    potential was read from a scan of both samples, their waves merged (4.00 V, dEp 105 mV, where the molecule alone
+    gave 4.03 V, 65 mV), journalled as clean (a plug-in engineer's trial). A warning, not a refusal: a cell emptied by
+    a plug-in sample changer, or samples added on purpose, can be meant."""
+    index = next(i for i, step in enumerate(steps) if isinstance(step, CV))  # exactly one (parse_steps)
+    if experiments < 2 or any(empties(step) for step in steps) or computes_d(steps[index]):  # type: ignore[arg-type]
+        return None
+    return Problem((index, "cv"), "nothing empties the cell between experiments (a rinse or a clean does): from the "
+                                  "second experiment on, each cv scans its sample on top of every earlier one's, whose "
+                                  "waves mix into its potential; add a rinse after the cv")
+
+
 def unsampled_cv(steps: Sequence[Step]) -> Problem | None:
     """The warning, located at the cv (``(index, "cv")``), that no dispense of the sample (``fluid: sample``, the pumps
     :func:`labloop.protocols.steps.pumps_holding_sample` names) fills the cell between its last emptying and the cv,

@@ -80,7 +80,13 @@ from labloop.orchestrator.config.fields import (
 from labloop.orchestrator.config.objective import Objective
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings
-from labloop.protocols.executor import computes_d, diffusion_analyte_mm, leftover_dilution, unsampled_cv
+from labloop.protocols.executor import (
+    computes_d,
+    diffusion_analyte_mm,
+    leftover_dilution,
+    unemptied_cell,
+    unsampled_cv,
+)
 from labloop.protocols.steps import (
     CV,
     EIS,
@@ -1253,14 +1259,17 @@ class Campaign(BaseModel):
         liquid the protocol leaves in the cell under a cv that computes D
         (:func:`labloop.protocols.executor.leftover_dilution`: the warning the run gives of each such experiment,
         given once, with the budget's experiments as the run counts them), a cv no sample is dispensed for
-        (:func:`labloop.protocols.executor.unsampled_cv`), a window around the candidate that the safety limits
+        (:func:`labloop.protocols.executor.unsampled_cv`), a protocol that never empties the cell
+        (:func:`labloop.protocols.executor.unemptied_cell`), a window around the candidate that the safety limits
         hold around part of the objective's hits only (:meth:`_half_width_fit`), a scan reaching beyond the
         electrolyte's window (:meth:`_outside_electrolyte`), and a blank short of what the cv steps scan
         (:meth:`_blank_short`)."""
         lines = []
         steps = parse_steps(list(self.protocol.steps))
         leftover = leftover_dilution(steps, self.safety.limits(), self.budget.max_experiments)
-        found = [*unit_warnings(steps), *(p for p in (leftover, unsampled_cv(steps)) if p is not None)]
+        found = [*unit_warnings(steps), *(p for p in (leftover, unsampled_cv(steps),
+                                                      unemptied_cell(steps, self.budget.max_experiments))
+                                          if p is not None)]
         for problem in found:
             lines.append(self._protocol_line(Problem(("protocol", *problem.loc), problem.message)))
         lines.extend(self._protocol_line(problem) for refused, problem in self._half_width_fit(steps) if not refused)
