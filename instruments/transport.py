@@ -402,6 +402,14 @@ class SerialTransport(_FramedStream):
         capture: str | Path | None = None,
         poll_s: float = 0.01,
     ) -> None:
+        held = next((port for port in list(_OPEN_PORTS) if port.name == url and port.is_open), None)
+        if held is not None and held.instrument is not None and _OPENING.get() not in (None, held.instrument):
+            # this process's own: two instruments of one campaign on one line (a daisy chain), whose plug-in driver
+            # opened it twice, said "another process has it open ... stop that one first" (a plug-in engineer's trial)
+            raise Disconnected(url, f"{OPEN_FAILED}instruments.{held.instrument} of this run has it open already: "
+                                    "instruments on one daisy-chained line share one connection, which their driver "
+                                    "must open once (docs/drivers.md, \"must share its port\"); else give each its "
+                                    "own port")
         try:  # exclusive: a second process opening the port (a second run, a drivers check) is refused, where two
             # runs drove one pump into one cell, each counting the cell alone (a hardware trial)
             self._serial = serial.serial_for_url(

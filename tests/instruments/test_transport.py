@@ -12,7 +12,7 @@ import pytest
 import serial
 
 from labloop.core.errors import ConfigError, DeviceError, Disconnected, InstrumentTimeout, ProtocolError, ReplayMismatch
-from labloop.instruments.transport import ReplayTransport, SerialTransport, load_capture, retry
+from labloop.instruments.transport import ReplayTransport, SerialTransport, load_capture, opening, retry
 from labloop.sim.faults import FaultInjector, FaultPlan
 from labloop.sim.pty_device import Link, PtyDevice, TerminatorFramer
 
@@ -56,6 +56,23 @@ def test_a_port_another_opener_holds_is_refused_saying_so(pty_pair: tuple[int, s
         assert "Resource temporarily unavailable" not in str(refused.value)
     with SerialTransport(port):
         pass
+
+
+def test_a_port_another_instrument_of_the_run_holds_names_it(pty_pair: tuple[int, str]) -> None:
+    """Two plug-in pumps on one daisy-chained port, each opening it: the second was refused as "another process has it
+    open (another labloop run ...): stop that one first", though the holder was the same run's first pump (a plug-in
+    engineer's trial). It names that instrument and what a chained line needs; the same instrument's own second
+    open, and one outside a rig's opening, keep the process's words."""
+    _, port = pty_pair
+    with opening("analyte_pump"), SerialTransport(port):
+        with opening("electrolyte_pump"), pytest.raises(Disconnected) as refused:
+            SerialTransport(port)
+        assert refused.value.what == ("cannot open port: instruments.analyte_pump of this run has it open already: "
+                                      "instruments on one daisy-chained line share one connection, which their driver "
+                                      "must open once (docs/drivers.md, \"must share its port\"); else give each its "
+                                      "own port")
+        with pytest.raises(Disconnected, match="another process has it open"):
+            SerialTransport(port)
 
 
 def test_a_port_refused_for_lack_of_permission_names_the_group_and_the_docs() -> None:
