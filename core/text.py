@@ -7,6 +7,7 @@ import the console.
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 
@@ -58,3 +59,10 @@ def spreadsheet_safe(value: object) -> object:
         return value
     text = controls_escaped(value)
     return f"'{text}" if text.startswith(FORMULA_START) else text
+
+
+def traceback_hint(logger: logging.Logger) -> str:
+    """What a line naming an exception says of its traceback, which ``logger`` logs at INFO: ``(its traceback
+    below)`` where INFO is shown (``-v``), else ``(run with -v for the traceback)``, which -v's line still said (a
+    plug-in engineer's trial)."""
+    return "(its traceback below)" if logger.isEnabledFor(logging.INFO) else "(run with -v for the traceback)"

@@ -38,7 +38,7 @@ from labloop.core.errors import (
     said,
 )
 from labloop.core.seeds import stable_seed
-from labloop.core.text import plural
+from labloop.core.text import plural, traceback_hint
 from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.cv_analysis import peak_room_v
 from labloop.instruments.methodscript import DEVICE_POTENTIAL_RANGES_V
@@ -677,8 +677,8 @@ def _closing(name: str, driver_name: str, driver: object) -> None:
     try:
         close()
     except Exception as exc:
-        log.error("instruments.%s: driver %r raised %s as it was closed (run with -v for the traceback); the other "
-                  "instruments are closed all the same", name, driver_name, said(exc))
+        log.error("instruments.%s: driver %r raised %s as it was closed %s; the other instruments are closed all "
+                  "the same", name, driver_name, said(exc), traceback_hint(log))
         log.info("the traceback of %s's close()", name, exc_info=exc)
 
 

@@ -102,20 +102,30 @@ class LineHandler(logging.Handler):
             self.handleError(record)
 
 
+def _one_line(record: logging.LogRecord) -> bool:
+    """Whether :class:`OneLineWarnings` says ``record``: a warning, or an error without a traceback."""
+    return record.levelno == logging.WARNING or (record.levelno == logging.ERROR and not record.exc_info)
+
+
 class OneLineWarnings(logging.Handler):
-    """A module's warning as one ``warning: ...`` line, as the commands say theirs: the layers below the console
-    (a protocol executor, a driver) can only log, and rich's handler made each warning a block of wrapped lines
-    headed ``WARNING labloop.protocols.executor:`` (a lab-grade run printed 51 of them)."""
+    """A module's warning as one ``warning: ...`` line, and an error without a traceback as one ``error: ...`` line,
+    as the commands say theirs: the layers below the console (a protocol executor, a driver) can only log, and
+    rich's handler made each warning a block of wrapped lines headed ``WARNING labloop.protocols.executor:`` (a
+    lab-grade run printed 51 of them); a plug-in's bug read ``ERROR labloop.orchestrator.loop.runner: experiment
+    1: ...`` beside ``warning: experiment 1 failed: ...`` (a plug-in engineer's trial). An error with its traceback
+    (a labloop bug, to be reported with it) is drawn with it, by the other handler."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.addFilter(lambda record: record.levelno == logging.WARNING)
+        self.addFilter(_one_line)
 
     def emit(self, record: logging.LogRecord) -> None:
+        word = "warning" if record.levelno == logging.WARNING else "error"
         try:
-            err.print(f"warning: {printable(record.getMessage())}", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"{word}: {printable(record.getMessage())}", markup=False, highlight=False, soft_wrap=True)
         except Exception:
             self.handleError(record)
+
 
 
 class _PrintableFormatter(logging.Formatter):
@@ -140,7 +150,7 @@ def setup_logging(verbose: int) -> None:
         rest = LineHandler()
         rest.setFormatter(_PrintableFormatter(f"{'%(asctime)s ' if verbose > 1 else ''}%(levelname)s %(name)s: "
                                               "%(message)s"))
-    rest.addFilter(lambda record: record.levelno != logging.WARNING)
+    rest.addFilter(lambda record: not _one_line(record))
     logging.basicConfig(level=level, force=True, handlers=[OneLineWarnings(), rest])
 
 

@@ -51,7 +51,7 @@ from labloop.core.errors import (
     SafetyLimitExceeded,
     said,
 )
-from labloop.core.text import plural, shell_word
+from labloop.core.text import plural, shell_word, traceback_hint
 from labloop.instruments.cv_analysis import (
     CVFlag,
     CVResult,
@@ -916,8 +916,9 @@ class Runner:
             else:  # the software's bug, not the rig's: its cause says so, and the planner proposes the molecule again
                 plugin = self._plugin_that_raised(exc, where)
                 if plugin is not None:  # a plug-in's bug: say whose, in one line (its traceback at -v)
-                    log.error("experiment %d: %s raised %s, not an instrument error: a bug in driver %r (run with "
-                              "-v for the traceback)", experiment.id, where[0], said(exc, SAID_CHARS), plugin)  # type: ignore[index]
+                    log.error("experiment %d: %s raised %s, not an instrument error: a bug in driver %r %s",
+                              experiment.id, where[0], said(exc, SAID_CHARS), plugin,  # type: ignore[index]
+                              traceback_hint(log))
                     log.info("the traceback of experiment %d's %s", experiment.id, type(exc).__name__, exc_info=exc)
                     message = f"{DRIVER_BUG_FAILURE}{plugin!r}: {message}"
                 else:  # labloop's own code (a built-in driver, the analysis): the traceback is the report

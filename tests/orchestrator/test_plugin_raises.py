@@ -121,7 +121,10 @@ def test_a_plugin_raising_systemexit_or_a_baseexception_fails_its_experiment(odd
                 if e.status == State.FAILED} == {"software"}
     said_on_the_console = " ".join(result.stderr.split())  # the log's lines, as the console wraps them
     assert said_on_the_console.count("analyte_pump raised") == 2
-    assert said_on_the_console.count("not an instrument error: a bug in driver 'odd-pump'") == 2
+    assert said_on_the_console.count("not an instrument error: a bug in driver 'odd-pump' (run with -v for the "
+                                     "traceback)") == 2
+    # one `error:` line each, as the failures' `warning:` lines (it was `ERROR labloop.orchestrator.loop.runner: ...`)
+    assert said_on_the_console.count("error: experiment ") == 2 and "ERROR" not in result.stderr
     assert "Traceback" not in result.stderr
 
 
