@@ -634,6 +634,11 @@ class Runner:
         """Safe rig, consistent journal: the running experiment becomes ``interrupted`` (re-run on resume).
         The event and the console say which instruments could not be made safe, if any."""
         self.interrupts.stop()
+        running = self.journal.experiments(states=(State.RUNNING,))
+        step = self._open_step(running[0].id) if running else "a step"
+        # what was cut short, on the console (the line began "instruments in a safe state; ...": a plug-in engineer's
+        # trial, where `labloop log` knew the dispense)
+        during = "" if step == "a step" or step in str(exc) else f" during {step} of experiment {running[0].id}"
         unsafe = self.rig.safe_state()  # never raises; reports what it could not do
         rig = "instruments in a safe state" if not unsafe else f"NOT made safe: {'; '.join(unsafe)}"
         with self.interrupts.deferred():
@@ -652,8 +657,9 @@ class Runner:
         # which experiments run again and which are finished from their measurement, on the console too: an operator
         # stopped after a measurement could not tell whether to prepare another aliquot (the journal said it)
         which = f"; {resume_does(self.journal, ids)}" if ids else ""
-        console.err.print((rig if not unsafe else f"WARNING: {rig}") + which + self._cell_left()
-                          + _syringes_said(short) + low + retrain, markup=False, highlight=False, soft_wrap=True)
+        console.err.print(("" if not unsafe else "WARNING: ") + f"stopped by {exc}{during}: {rig}" + which
+                          + self._cell_left() + _syringes_said(short) + low + retrain, markup=False, highlight=False,
+                          soft_wrap=True)
         return EXIT_INTERRUPTED
 
     def stop_held(self, signum: int, held_s: float) -> int:

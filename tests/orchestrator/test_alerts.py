@@ -486,7 +486,9 @@ def test_one_ctrl_c_alerts_once_and_its_advice_still_says_the_cell_holds_liquid(
         err = capsys.readouterr().err
         assert said in err
         # which experiment runs again, on the console too (an operator's trial: only the journal said it)
-        assert f"instruments in a safe state; experiment {interrupted.id} will run again on resume; the cell" in err
+        # and what the stop cut short (the line began "instruments in a safe state": a plug-in engineer's trial)
+        assert (f"stopped by SIGINT during sampler (load_sample) of experiment {interrupted.id}: instruments in a safe "
+                f"state; experiment {interrupted.id} will run again on resume; the cell") in err
         stop = next(e for e in reversed(journal.events()) if e.kind == "interrupted")
         assert said in stop.message and stop.data["cell_ml"] == 4.5
     assert len(receiver.messages) == 1
