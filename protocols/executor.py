@@ -392,6 +392,8 @@ class ProtocolExecutor:
         self.left_liquid: dict[int, str] = {}
         #: whether this run said that ferrocene found the reference elsewhere (:meth:`_check_reference`)
         self._reference_said = False
+        #: the pumps whose driver reported more than their syringe held (:meth:`_pump`), said by a refusal for them
+        self._misreported: dict[str, str] = {}
         #: whether the run said that a standard's dEp shows its ohmic drop over-corrected (:func:`overcorrected`)
         self._overcorrection_said = False
         self._rates = dict(rates or {})
@@ -876,9 +878,11 @@ class ProtocolExecutor:
         problem = repeat_problem(steps, copy.deepcopy(self.contents), 1)
         if problem is None:
             return
+        pump = getattr(steps[problem.index], "pump", None)
+        why = (f"which took {self._misreported[pump]}: the driver's to fix" if pump in self._misreported else
+               "which counts every dispense sent as delivered in full, one that failed too")
         raise RigNotReady(self._where(problem.index, steps[problem.index]),
-                          f"{problem.refusal.what} (by labloop's count before the experiment starts, which counts "
-                          "every dispense sent as delivered in full, one that failed too)",
+                          f"{problem.refusal.what} (by labloop's count before the experiment starts, {why})",
                           needs=problem.full)
 
     def _with_conditions(self, conditions: Mapping[str, Any]) -> tuple[Step, ...]:
@@ -975,7 +979,9 @@ class ProtocolExecutor:
         whose driver returns no number (None, a string): comparing it failed as "a labloop bug" naming no pump. One
         that reports more than asked has the excess counted too (the journal's action keeps it as ``reported_ml``, which
         :meth:`replay` counts): the count stayed at the volume asked, and a pump reporting 9 mL for 4.5 was sent
-        another 4.5 mL its syringe, by its own report, no longer held (a plug-in engineer's trial).
+        another 4.5 mL its syringe, by its own report, no longer held (a plug-in engineer's trial). No more than the
+        syringe held is counted: a report beyond it is the driver's error, said so, and the refusal it leads to names
+        it (:meth:`_check_contents`).
 
         A pump that disconnects during its dispense (its driver's ``Disconnected``: a cable pulled, its emulator gone)
         is a :class:`PumpDisconnected` naming the step, the volume and that what it delivered is unknown, which the
@@ -989,7 +995,7 @@ class ProtocolExecutor:
         labloop's transport and it wrote no byte during the call (:func:`bytes_sent`): then nothing reached the pump."""
         self._pumping = pump
         self.contents.check_pump(pump, volume_ml, where=where)
-        sent = bytes_sent(pump)
+        sent, held = bytes_sent(pump), self.contents.held(pump)
         self.contents.pumped(pump, volume_ml)
         try:
             dispensed: float = self._reported(
@@ -1004,9 +1010,20 @@ class ProtocolExecutor:
         except Disconnected as exc:
             raise PumpDisconnected(pump, where, volume_ml, into_cell=True, cause=said(exc)) from exc
         except DispenseMismatch as exc:
-            if exc.delivered_ml is not None and exc.delivered_ml > volume_ml:  # the pump says it gave more: the cell
-                self.contents.pumped(pump, exc.delivered_ml - volume_ml)  # may hold it, the syringe not
-            raise
+            if exc.delivered_ml is None or exc.delivered_ml <= volume_ml:
+                raise
+            # the pump says it gave more: the cell may hold it, and the syringe not; more than the syringe held is no
+            # pump's doing but its driver's report (a plug-in reporting 5 mL from a 1 mL syringe drove the count to
+            # -4 mL, and the stop blamed the count and asked for it to be filled: a plug-in engineer's trial)
+            self.contents.pumped(pump, min(exc.delivered_ml, held) - volume_ml)
+            if exc.delivered_ml <= held:
+                raise
+            self._misreported[pump] = (f"{pump}'s driver's report of {exc.delivered_ml:g} mL from a syringe that "
+                                       f"held {held:g}")
+            raise DispenseMismatch(exc.where, f"{exc.what}: more than its syringe held ({held:g} mL by labloop's "
+                                              "count), so its driver's report is wrong, not the pump (a unit slip? a "
+                                              "counter it misreads); counted as the syringe emptied",
+                                   delivered_ml=exc.delivered_ml) from exc
         except BaseException:  # a driver's bug, a Ctrl-C: counted in full, unless its port carried no byte of it
             if sent is not None and bytes_sent(pump) == sent:
                 log.info("%s: %s's port carried no byte of the dispense: none of it counted", where, pump)
@@ -1060,8 +1077,9 @@ class ProtocolExecutor:
             elif pumps_into_cell(command, params):
                 # a step that ended ok has its pump's report, which the run counted and refilled (_refill); one that
                 # did not counts in full, or what its pump reported pushing when that was more (_pump)
-                volume_ml = (params.get("dispensed_ml", params["volume_ml"]) if ok else
-                             max(params["volume_ml"], params.get("reported_ml") or 0.0))
+                volume_ml = (params.get("dispensed_ml", params["volume_ml"]) if ok else  # no more than its syringe
+                             max(params["volume_ml"], min(params.get("reported_ml") or 0.0,  # held, as _pump counts
+                                                          self.contents.held(params["pump"]))))
                 self.contents.pumped(params["pump"], volume_ml)
                 if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], volume_ml)

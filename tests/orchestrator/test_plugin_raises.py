@@ -226,6 +226,23 @@ def test_what_a_plugin_returns_or_an_unstringable_error_is_its_failure(odd_campa
     assert "Traceback" not in result.stderr
 
 
+def test_a_pump_reporting_more_than_its_syringe_held_is_its_drivers_fault(odd_campaign, tmp_path, labloop):
+    """A plug-in reporting 10x the volume from a 1 mL syringe drove the count to -4 mL, and the stop said "the
+    syringe's tracked content -4 mL is outside 0..1 mL ... which counts every dispense sent as delivered in full" (a
+    plug-in engineer's trial): the report is the driver's fault, said so; the syringe counts as emptied, not less;
+    and the stop for it names the report it took."""
+    result = labloop("run", odd_campaign("return volume_ml * 30"), "--dry-run")  # 15 mL from a 10 mL syringe
+    assert result.returncode == 1, result.stderr
+    said = " ".join(result.stderr.split())
+    assert ("the pump reports 15.0 mL dispensed where 0.5 mL was asked: more than its syringe held (10 mL by "
+            "labloop's count), so its driver's report is wrong, not the pump (a unit slip? a counter it misreads); "
+            "counted as the syringe emptied") in said, said
+    assert ("dispense of 0.5 mL exceeds the 0 mL left in the 10 mL syringe (by labloop's count before the experiment "
+            "starts, which took analyte_pump's driver's report of 15 mL from a syringe that held 10: the driver's to "
+            "fix)") in said, said
+    assert "outside 0..10 mL" not in said
+
+
 def test_what_a_plugin_returns_is_checked_before_labloop_uses_it(odd_campaign, tmp_path, labloop):
     """A plug-in potentiostat whose run_cv returned None failed each experiment as "potentiostat (cv): AttributeError:
     'NoneType' object has no attribute 'segments'", logged as a labloop bug with its traceback, and a refill's
