@@ -128,7 +128,7 @@ def test_an_open_that_fails_is_not_said_to_refuse_its_options(tmp_path, labloop,
     failed = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump")), "--dry-run")
     assert failed.returncode == 2
     assert failed.stderr.strip() == ("error: instruments.analyte_pump: the driver failed to open: RuntimeError: "
-                                     "boom in open")
+                                     "boom in open (run with -v for the traceback)")  # as drivers.md promises
     refused = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=2)), "--dry-run")
     assert refused.returncode == 2
     assert refused.stderr.strip() == ("error: instruments.analyte_pump: the driver refused its options: address: 2 "
@@ -136,7 +136,8 @@ def test_an_open_that_fails_is_not_said_to_refuse_its_options(tmp_path, labloop,
     raised = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=3)), "--dry-run")
     assert raised.returncode == 2
     assert raised.stderr.strip() == ("error: instruments.analyte_pump: the driver's open() raised ValueError: "
-                                     "address 3: bad thing in __init__: its options, or a bug in the driver")
+                                     "address 3: bad thing in __init__: its options, or a bug in the driver (run with "
+                                     "-v for the traceback)")
 
 
 def test_an_emulator_that_raises_is_not_said_to_be_the_driver_refusing_its_options(
@@ -147,7 +148,7 @@ def test_an_emulator_that_raises_is_not_said_to_be_the_driver_refusing_its_optio
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: instruments.analyte_pump: the emulator of driver 'fussy-pump' raised "
                                      "ValueError: address 4: bad thing in the emulator: its options, or a bug in "
-                                     "the emulator")
+                                     "the emulator (run with -v for the traceback)")
 
 
 @pytest.mark.usefixtures("half_pump")
