@@ -563,7 +563,7 @@ _WRAPPING_SCHEMES = {"alt": ("class",), "spy": ("file", "color", "raw", "all")}
 _TERMINAL_ALIASES = ("/dev/tty", "/dev/console", "/dev/ptmx")
 
 
-def port_problem(port: str) -> str | None:
+def port_problem(port: str, *, campaign: bool = True) -> str | None:
     """Why ``port`` cannot be the serial port of a real device, judged without opening it (opening a serial
     port toggles its control lines, which resets some instruments), or None: a URL's scheme must be one
     pyserial has a handler for and a ``socket://``/``rfc2217://`` address must be ``HOST:PORT``; a path must be
@@ -571,7 +571,8 @@ def port_problem(port: str) -> str | None:
     (``/dev/null`` is a character device too) but not the process's own (``/dev/tty``). ``alt://`` and ``spy://``
     wrap a device path, judged the same way, and ``hwgrep://`` must match a port (listing ports opens none).
     ``validate`` and ``run`` both judge ports here (compose.check_instruments). One phrase for
-    ``instruments.<name>.port``."""
+    ``instruments.<name>.port``; ``campaign`` False (``drivers check --port``): a missing port's phrase leaves out
+    how a resumed campaign is given a port that came back under another name."""
     if "://" in port:
         scheme = port.split("://", 1)[0].lower()
         known = sorted(module.name.removeprefix("protocol_") for package in serial.protocol_handler_packages
@@ -595,9 +596,10 @@ def port_problem(port: str) -> str | None:
     try:
         mode = os.stat(port)
     except OSError:
+        resumed = ("; one that came back under another name is given to a resumed campaign with `labloop resume "
+                   "STORE --port NAME=PORT`" if campaign else "")
         return (f"{port} does not exist (is the device plugged in? list ports with "
-                "`python -m serial.tools.list_ports`; one that came back under another name is given to a resumed "
-                "campaign with `labloop resume STORE --port NAME=PORT`)")
+                f"`python -m serial.tools.list_ports`{resumed})")
     if stat.S_ISDIR(mode.st_mode):
         return f"{port} is a folder, not a serial port (e.g. /dev/ttyUSB0)"
     if not stat.S_ISCHR(mode.st_mode):

@@ -161,7 +161,8 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
     """
     descriptor = resolve(driver)
     serial = descriptor.default_baudrate is not None  # a serial driver's port is judged as validate judges it,
-    if port is not None and serial and (problem := port_problem(port)) is not None:  # before anything opens
+    # before anything opens
+    if port is not None and serial and (problem := port_problem(port, campaign=False)) is not None:
         raise ConfigError("port", problem)
     emulation = None
     cell = None

@@ -63,6 +63,8 @@ def test_drivers_check_runs_the_kit(labloop, tmp_path) -> None:
         failed = labloop("drivers", "check", "emstat", "--port", port)
         assert says in one_line_error(failed), port
         assert "does NOT conform" not in failed.stdout + failed.stderr
+        # no campaign's resume advice in a conformance check (a plug-in engineer's trial)
+        assert "labloop resume" not in failed.stderr
 
 
 def test_drivers_check_gives_the_driver_and_its_emulator_options(labloop, monkeypatch) -> None:
