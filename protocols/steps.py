@@ -121,6 +121,9 @@ MAX_STABLE_IR_FRACTION = 0.95
 #: the smallest refused flow rate (mL/min) offered as uL/min: below it a rate is as likely a near miss in mL/min (2 on
 #: a 1 mL syringe that reaches 0.85 mL/min) as microlitres, and 10 uL/min would take 100 min to fill 1 mL
 MICROLITRES_LIKELY_ML_MIN = 10.0
+#: ... and a refused rate under this many times its cap is a near miss, not microlitres (25 mL/min on a 20 mL/min cap
+#: was offered as 0.025 mL/min: a plug-in engineer's trial)
+MICROLITRES_LIKELY_OVER_CAP = 3.0
 #: below this (mM) an analyte's CV peaks sink under the charging current on a mm-size electrode (1 uM: ~20 nA on a
 #: 3 mm disk at 0.1 V/s, against ~0.14 uA of charging current), yet trace analysis does go there: warned about
 #: (:func:`unit_warnings`), as the diffusion coefficient computed from it (D ~ (slope / C)^2) would be far off
@@ -194,8 +197,9 @@ def rate_hint(rate_ml_min: float, fits: tuple[float, float]) -> str:
     what a pump drives its syringe at), when a thousandth of it fits: syringe pumps' panels and datasheets speak
     uL/min, and 500 for 0.5 mL/min is the slip. The one hint of both refusals (:func:`pumping_problems`, and the
     executor's check of the pump's range); "" below :data:`MICROLITRES_LIKELY_ML_MIN` (the steps' default rates
-    among them)."""
-    return units_hint(rate_ml_min, fits, "uL/min", "mL/min") if rate_ml_min >= MICROLITRES_LIKELY_ML_MIN else ""
+    among them) or :data:`MICROLITRES_LIKELY_OVER_CAP` times the cap."""
+    likely = rate_ml_min >= max(MICROLITRES_LIKELY_ML_MIN, MICROLITRES_LIKELY_OVER_CAP * fits[1])
+    return units_hint(rate_ml_min, fits, "uL/min", "mL/min") if likely else ""
 
 
 def _share(value: float) -> float:

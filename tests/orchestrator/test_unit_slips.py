@@ -144,6 +144,8 @@ REFUSED = [
     # near misses are no slips: refused as before, without a hint that would mislead
     ("a rate a little too fast for the syringe", "rate_ml_min: 0.5,", "rate_ml_min: 2,", "protocol[3].dispense",
      "rate 2 mL/min is beyond what 'analyte_pump' can drive its syringe at, 1.17e-05..0.851 mL/min"),
+    ("a rate a little over the cap", "rate_ml_min: 5.0,", "rate_ml_min: 60,", "protocol[0].dispense.rate_ml_min",
+     "rate of 60 mL/min exceeds the limit of 50 mL/min (safety.max_rate_ml_min)"),
     ("a rate whose thousandth is still too fast", "rate_ml_min: 5.0,", "rate_ml_min: 80000,",
      "protocol[0].dispense.rate_ml_min",
      "rate of 80000 mL/min exceeds the limit of 50 mL/min (safety.max_rate_ml_min)"),
