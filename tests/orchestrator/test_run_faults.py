@@ -236,8 +236,11 @@ def test_a_failed_experiments_liquid_without_a_rinse_stops_the_run_for_a_person(
             resumed = Runner(campaign, journal, rig, build_executor(campaign, rig), library, None, interrupts)
             assert resumed.executor.left_liquid == {failed.id: State.FAILED}
     refused = labloop("resume", tmp_path / "tiny.db")
-    assert refused.returncode == 2 and re.match(f"error: cell: it holds [0-9.]+ mL by labloop's count, with what "
-                                                f"failed experiment {failed.id} pumped", refused.stderr), refused.stderr
+    # after the protocol's own warning that nothing empties the cell (protocols/executor.py unemptied_cell)
+    assert refused.returncode == 2 and re.search(f"^error: cell: it holds [0-9.]+ mL by labloop's count, with what "
+                                                 f"failed experiment {failed.id} pumped", refused.stderr, re.M), \
+        refused.stderr
+    assert "nothing empties the cell between experiments" in refused.stderr
     emptied = labloop("resume", tmp_path / "tiny.db", "--cell-emptied")
     assert emptied.returncode == 0, emptied.stderr
     again = labloop("resume", tmp_path / "tiny.db", "--max-experiments", "6")
