@@ -366,6 +366,9 @@ class _Kit:
 
     def _pump_steps(self) -> list[tuple[str, Callable[[], str | None]]]:
         from_options = False  # whether the diameter set is the options' (set_diameter)
+        dispensed = False  # whether the small dispense passed: the withdrawals need the room it made
+        unfilled = (f"{SKIPPED}: the small dispense failed, so the syringe has no room it made to withdraw into (a "
+                    "failure here would only follow from that one)")
 
         def set_diameter() -> str:
             nonlocal from_options
@@ -397,12 +400,14 @@ class _Kit:
             return f"{status.state}, infused {status.infused_ml:g} mL"
 
         def dispense() -> str:
+            nonlocal dispensed
             before = self.cell_volume_ml() if self.cell_volume_ml else None
             # a number, as a run checks it (a str failed here as the kit's own "untyped TypeError": a trial)
             done = returned(self.driver.dispense(KIT_DISPENSE_ML, self.rate_ml_min), numbers.Real,
                             where=self.descriptor.name, call="dispense", what="the volume dispensed in mL")
             if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
                 raise _Failed(f"dispensed {done!r} mL where {KIT_DISPENSE_ML} mL was asked")
+            dispensed = True  # the syringe gave it, whatever the emulator's cell got
             if before is not None and self.cell_volume_ml is not None:
                 added = self.cell_volume_ml() - before
                 if not math.isclose(added, KIT_DISPENSE_ML, rel_tol=1e-3):
@@ -412,6 +417,8 @@ class _Kit:
             return f"{done:g} mL"
 
         def withdraw() -> str:
+            if not dispensed:  # its failure read as a defect of its own (a plug-in engineer's trial)
+                return unfilled
             done = returned(self.driver.withdraw(KIT_DISPENSE_ML, self.rate_ml_min), numbers.Real,
                             where=self.descriptor.name, call="withdraw", what="the volume withdrawn in mL")
             if not math.isclose(done, KIT_DISPENSE_ML, rel_tol=1e-3):
@@ -432,20 +439,21 @@ class _Kit:
             fast = 2 * self.limits.max_rate_ml_min
             rate = self.rate_ml_min  # one the syringe is driven at, so each case is refused for its own fault alone
             pump = self.driver
-            return [
+            dispenses = [
                 _Unsafe(f"dispense({2 * self.limits.max_dispense_ml:g} mL), over the {self.limits.max_dispense_ml:g}"
                         " mL limit", SafetyLimitExceeded, lambda: pump.dispense(2 * self.limits.max_dispense_ml, rate)),
                 _Unsafe(f"a dispense at {fast:g} mL/min, over the {self.limits.max_rate_ml_min:g} mL/min limit",
                         SafetyLimitExceeded, lambda: pump.dispense(KIT_DISPENSE_ML, fast)),
                 _Unsafe("dispense(-1 mL)", ConfigError, lambda: pump.dispense(-1.0, rate)),
-                _Unsafe("a dispense at a NaN rate", ConfigError, lambda: pump.dispense(KIT_DISPENSE_ML, math.nan)),
+                _Unsafe("a dispense at a NaN rate", ConfigError, lambda: pump.dispense(KIT_DISPENSE_ML, math.nan))]
+            withdrawals = [
                 _Unsafe(f"withdraw({overfill:g} mL) onto the {held:g} mL the syringe holds, overfilling its "
                         f"{syringe:g} mL", SafetyLimitExceeded, lambda: pump.withdraw(overfill, rate)),
                 _Unsafe(f"a withdrawal at {fast:g} mL/min, over the {self.limits.max_rate_ml_min:g} mL/min limit",
                         SafetyLimitExceeded, lambda: pump.withdraw(fits, fast)),
                 _Unsafe("withdraw(-1 mL)", ConfigError, lambda: pump.withdraw(-1.0, rate)),
-                _Unsafe("a withdrawal at a NaN rate", ConfigError, lambda: pump.withdraw(fits, math.nan)),
-            ]
+                _Unsafe("a withdrawal at a NaN rate", ConfigError, lambda: pump.withdraw(fits, math.nan))]
+            return dispenses + withdrawals if dispensed else dispenses  # a withdrawal needs the dispense's room
 
         return [("open", self._open(Pump)), ("status", status),
                 ("stop twice", self._call("stop", times=2)),

@@ -148,18 +148,20 @@ def test_a_plugin_that_catches_every_ctrl_c_is_ended_by_the_third(odd_campaign, 
     silent, no pump was stopped, and only kill -9 ended it (a plug-in engineer's trial). The second signal says the
     stop is held; the third, 2 s or more after the first, ends labloop at once (orchestrator/loop/interrupts.py): the
     instruments sent their stop, the experiment interrupted to run again, the cell's advice, exit 130."""
-    catches = ("import time\n            while True:\n                try:\n                    time.sleep(0.02)\n"
+    catches = ("import os, time\n            open(os.environ['LABLOOP_TEST_HOLDING'], 'w').close()\n"
+               "            while True:\n                try:\n                    time.sleep(0.02)\n"
                "                except BaseException:\n                    pass")
     campaign = odd_campaign(catches)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"),
-                                                                      os.environ.get("PYTHONPATH")]))}
+    holding = tmp_path / "holding"  # made once the plug-in's loop holds every signal (before: a Ctrl-C is taken)
+    env = {**os.environ, "LABLOOP_TEST_HOLDING": str(holding),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign),
                                 "--dry-run", "--scheduler", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     store = tmp_path / "tiny.db"
     try:
-        deadline = time.monotonic() + 120  # a liveness deadline: the run reaching the plug-in's dispense
-        while not _dispensing(store):
+        deadline = time.monotonic() + 120  # a liveness deadline: the run reaching the plug-in's loop
+        while not (holding.exists() and _dispensing(store)):
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()
             time.sleep(0.01)
         for _ in range(3):
@@ -385,6 +387,22 @@ def test_the_kit_says_a_dispense_returning_no_number_as_a_run_does(tmp_path, lab
     assert result.returncode == 1 and len(failed) == 1, result.stdout
     assert failed[0].startswith("FAIL  small dispense") and "untyped" not in failed[0]
     assert "its driver's dispense returned a str, not the volume dispensed in mL" in failed[0], failed[0]
+
+
+def test_the_kit_says_the_checks_a_failed_dispense_leaves_without_room_as_skipped(labloop, install_plugin):
+    """A pump whose dispense raised before sending left its syringe full, and the kit's withdrawals then failed as
+    defects of their own (`small withdrawal: SafetyLimitExceeded ... overfills`, `a withdrawal at a NaN rate: raised
+    SafetyLimitExceeded where ConfigError was due`: a plug-in engineer's trial): they are skipped, saying why."""
+    source = PLUGIN.replace("super().dispense(volume_ml, rate_ml_min)", "raise AttributeError('no encode')")
+    install_plugin("odd_pump", source.replace("{odd}", "").replace("{extra}", ""), {"odd-pump": "ODD"})
+    result = labloop("drivers", "check", "odd-pump", "--option", "diameter_mm=14.57")
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert result.returncode == 1 and failed[0].startswith("FAIL  small dispense"), result.stdout
+    # its dispenses' refusals fail for themselves (the bug raises where a refusal is due); no withdrawal fails
+    assert len(failed) == 2 and "4 of 4 unsafe requests" in failed[1], result.stdout
+    assert not any("withdraw" in line for line in failed), result.stdout
+    [withdrawal] = [line for line in result.stdout.splitlines() if "small withdrawal" in line]
+    assert withdrawal.startswith("SKIP") and "the small dispense failed, so the syringe has no room" in withdrawal
 
 
 #: a plug-in potentiostat (an EmStat on its emulator) that builds its scan from a device's NaN currents
