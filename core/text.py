@@ -61,8 +61,9 @@ def spreadsheet_safe(value: object) -> object:
     return f"'{text}" if text.startswith(FORMULA_START) else text
 
 
-def traceback_hint(logger: logging.Logger) -> str:
-    """What a line naming an exception says of its traceback, which ``logger`` logs at INFO: ``(its traceback
+def traceback_hint(logger: logging.Logger, *, where: str = "below") -> str:
+    """What a line naming an exception says of its traceback, which ``logger`` logs at INFO ``where`` the line is
+    (``below`` it, or ``above`` where the traceback is logged before the error is raised and said): ``(its traceback
     below)`` where INFO is shown (``-v``), else ``(run with -v for the traceback)``, which -v's line still said (a
     plug-in engineer's trial)."""
-    return "(its traceback below)" if logger.isEnabledFor(logging.INFO) else "(run with -v for the traceback)"
+    return f"(its traceback {where})" if logger.isEnabledFor(logging.INFO) else "(run with -v for the traceback)"

@@ -729,7 +729,7 @@ def _refused(name: str, who: str, code: str, exc: Exception) -> ConfigError:
         return ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}")
     log.info("the traceback of %s, instruments.%s", who, name, exc_info=exc)
     return ConfigError(f"instruments.{name}", f"{who} raised {said(exc)}: its options, or a bug in {code} "
-                                              f"{traceback_hint(log)}")
+                                              f"{traceback_hint(log, where='above')}")
 
 
 def _open(factory: Callable[..., Any], name: str, driver: str, port: str, options: dict[str, Any], *,
@@ -760,5 +760,5 @@ def _open(factory: Callable[..., Any], name: str, driver: str, port: str, option
                                                  f"expects: {exc.what}") from None
     except Exception as exc:  # neither the port nor the options: the driver's own failure, said as such
         log.info("the traceback of instruments.%s's open()", name, exc_info=exc)
-        raise ConfigError(f"instruments.{name}", f"the driver failed to open: {said(exc)} {traceback_hint(log)}") \
-            from None
+        raise ConfigError(f"instruments.{name}", f"the driver failed to open: {said(exc)} "
+                                                  f"{traceback_hint(log, where='above')}") from None

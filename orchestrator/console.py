@@ -127,7 +127,6 @@ class OneLineWarnings(logging.Handler):
             self.handleError(record)
 
 
-
 class _PrintableFormatter(logging.Formatter):
     """A record's message with its control characters written as escapes (:func:`printable`), its traceback as it
     is: an instrument name or a plug-in's exception holding ESC sequences reached the terminal raw with -v (a

@@ -111,7 +111,7 @@ CAPTIONS = {
     "randles_sevcik.png": "The forward peak's |ip| against the square root of the scan rate for the last experiment "
                           "with a D: filled, the rates D was fitted over (those where the couple is reversible, when "
                           "two or more are); open, those left out; the line through the origin is the fit, D = "
-                          "(slope / (2.69e5 n^1.5 A C))^2.",
+                          "(slope / (2.69e5 n^1.5 A C))^2 (the constant at 25 C, times sqrt(298.15 K / T)).",
 }
 #: the columns that hold conditions, ``name=value;...`` in one cell: those a planner chose (the campaign's
 #: ``conditions:``) and the protocol's own scan rate where none was planned (journal/view.py: a potential is read

@@ -39,7 +39,7 @@ class Observation:
     ``quality`` is the voltammogram's quality (0-1, :func:`labloop.instruments.cv_analysis.measurement_quality`;
     None when no voltammogram was analysed); ``failure`` says why a failed experiment failed: "analysis" (no
     usable voltammogram: the molecule's fault, a planner learns from it), "instrument" (the rig's fault),
-    "software" (a driver's or labloop's bug: nobody's fault but the code's) or "configuration" (the safety limits
+    "software" (a plug-in driver's bug: nobody's fault but the code's) or "configuration" (the safety limits
     refused what the campaign's protocol made of the proposal, e.g. a window around its prediction: the campaign
     file's fault, so molecules like it are not shunned for it).
     ``above_v`` / ``below_v`` (V vs Li/Li+) are what a failed scan still says of the potential: its wave rose

@@ -394,6 +394,8 @@ class ProtocolExecutor:
         self._reference_said = False
         #: the pumps whose driver reported more than their syringe held (:meth:`_pump`), said by a refusal for them
         self._misreported: dict[str, str] = {}
+        #: whether the last dispense raised before its port carried a byte (:meth:`_pump`), for its action's record
+        self._sent_nothing = False
         #: whether the run said that a standard's dEp shows its ohmic drop over-corrected (:func:`overcorrected`)
         self._overcorrection_said = False
         self._rates = dict(rates or {})
@@ -676,7 +678,7 @@ class ProtocolExecutor:
                 instrument, params = self._describe(index, step, sample_id)
                 on_action(index, step.name, instrument, dict(params), started, None, None)
                 before = self._retried()
-                self._pumping = None
+                self._pumping, self._sent_nothing = None, False
                 try:
                     if isinstance(step, LoadSample):
                         self.rig.instruments[instrument].load(sample_id)  # type: ignore[attr-defined]
@@ -710,6 +712,8 @@ class ProtocolExecutor:
                     self._note_repeats(before, params, sample_id, step.name)
                     if isinstance(exc, DispenseMismatch) and exc.delivered_ml is not None:  # what replay counts
                         params["reported_ml"] = exc.delivered_ml
+                    if self._sent_nothing:  # replay counts none of it either
+                        params["sent_nothing"] = True
                     on_action(index, step.name, self._pumping or instrument, params, started, now(), said(exc))
                     raise
                 self._note_repeats(before, params, sample_id, step.name)
@@ -879,7 +883,8 @@ class ProtocolExecutor:
         if problem is None:
             return
         pump = getattr(steps[problem.index], "pump", None)
-        why = (f"which took {self._misreported[pump]}: the driver's to fix" if pump in self._misreported else
+        why = (f"which took {self._misreported[pump]}: the driver's to fix"
+               if pump in self._misreported and problem.full == "syringe" else
                "which counts every dispense sent as delivered in full, one that failed too")
         raise RigNotReady(self._where(problem.index, steps[problem.index]),
                           f"{problem.refusal.what} (by labloop's count before the experiment starts, {why})",
@@ -979,9 +984,9 @@ class ProtocolExecutor:
         whose driver returns no number (None, a string): comparing it failed as "a labloop bug" naming no pump. One
         that reports more than asked has the excess counted too (the journal's action keeps it as ``reported_ml``, which
         :meth:`replay` counts): the count stayed at the volume asked, and a pump reporting 9 mL for 4.5 was sent
-        another 4.5 mL its syringe, by its own report, no longer held (a plug-in engineer's trial). No more than the
-        syringe held is counted: a report beyond it is the driver's error, said so, and the refusal it leads to names
-        it (:meth:`_check_contents`).
+        another 4.5 mL its syringe, by its own report, no longer held (a plug-in engineer's trial). A report beyond
+        what the syringe held is the driver's error, said so: the cell keeps the report's count, the syringe counts as
+        emptied (not below), and the refusal it leads to names the report (:meth:`_check_contents`).
 
         A pump that disconnects during its dispense (its driver's ``Disconnected``: a cable pulled, its emulator gone)
         is a :class:`PumpDisconnected` naming the step, the volume and that what it delivered is unknown, which the
@@ -993,7 +998,7 @@ class ProtocolExecutor:
 
         Any other error (a driver's bug, a Ctrl-C) leaves the count in full too, unless the pump's driver talks through
         labloop's transport and it wrote no byte during the call (:func:`bytes_sent`): then nothing reached the pump."""
-        self._pumping = pump
+        self._pumping, self._sent_nothing = pump, False
         self.contents.check_pump(pump, volume_ml, where=where)
         sent, held = bytes_sent(pump), self.contents.held(pump)
         self.contents.pumped(pump, volume_ml)
@@ -1015,19 +1020,24 @@ class ProtocolExecutor:
             # the pump says it gave more: the cell may hold it, and the syringe not; more than the syringe held is no
             # pump's doing but its driver's report (a plug-in reporting 5 mL from a 1 mL syringe drove the count to
             # -4 mL, and the stop blamed the count and asked for it to be filled: a plug-in engineer's trial)
-            self.contents.pumped(pump, min(exc.delivered_ml, held) - volume_ml)
+            self.contents.pumped(pump, exc.delivered_ml - volume_ml)
             if exc.delivered_ml <= held:
                 raise
+            self.contents.syringes[pump] = 0.0  # below empty is no syringe's count; the cell keeps the report's
             self._misreported[pump] = (f"{pump}'s driver's report of {exc.delivered_ml:g} mL from a syringe that "
                                        f"held {held:g}")
             raise DispenseMismatch(exc.where, f"{exc.what}: more than its syringe held ({held:g} mL by labloop's "
                                               "count), so its driver's report is wrong, not the pump (a unit slip? a "
                                               "counter it misreads); counted as the syringe emptied",
                                    delivered_ml=exc.delivered_ml) from exc
-        except BaseException:  # a driver's bug, a Ctrl-C: counted in full, unless its port carried no byte of it
+        except KeyboardInterrupt:  # a Ctrl-C: counted in full, as a resume's replay of the interrupted action does
+            raise
+        except BaseException:  # a driver's bug: counted in full, unless its port carried no byte of it, which the
+            # action's record says for a resume's replay (run(): ``sent_nothing``)
             if sent is not None and bytes_sent(pump) == sent:
                 log.info("%s: %s's port carried no byte of the dispense: none of it counted", where, pump)
                 self.contents.unpumped(pump, volume_ml)
+                self._sent_nothing = True
             raise
         self.contents.unpumped(pump, volume_ml)  # counted from now on as what the pump delivered (see _refill)
         self.contents.pumped(pump, dispensed)
@@ -1072,15 +1082,17 @@ class ProtocolExecutor:
                 self.contents.emptied()
             if command == "fill_syringes":
                 self.contents.filled()
-            elif outcome is not None and outcome.startswith(unsent):
-                continue
+            elif (outcome is not None and outcome.startswith(unsent)) or params.get("sent_nothing"):
+                continue  # refused, or raised, before the pump was sent a byte: nothing was pumped
             elif pumps_into_cell(command, params):
                 # a step that ended ok has its pump's report, which the run counted and refilled (_refill); one that
                 # did not counts in full, or what its pump reported pushing when that was more (_pump)
-                volume_ml = (params.get("dispensed_ml", params["volume_ml"]) if ok else  # no more than its syringe
-                             max(params["volume_ml"], min(params.get("reported_ml") or 0.0,  # held, as _pump counts
-                                                          self.contents.held(params["pump"]))))
+                volume_ml = (params.get("dispensed_ml", params["volume_ml"]) if ok else
+                             max(params["volume_ml"], params.get("reported_ml") or 0.0))
+                held = self.contents.held(params["pump"])
                 self.contents.pumped(params["pump"], volume_ml)
+                if volume_ml > held:  # a report beyond its syringe, as _pump counts it: the syringe emptied
+                    self.contents.syringes[params["pump"]] = 0.0
                 if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], volume_ml)
             elif command == "blank" and params.get("on_fail") == "clean" and (params.get("cleaned") or not ok):
@@ -1569,13 +1581,15 @@ def leftover_dilution(steps: Sequence[Step], limits: SafetyLimits, experiments: 
 
 def unemptied_cell(steps: Sequence[Step], experiments: int) -> Problem | None:
     """The warning, located at the cv (``(index, "cv")``), that nothing in ``steps`` empties the cell (no ``rinse``,
-    no ``clean``) though the budget runs them ``experiments`` > 1 times, or None; a cv that computes D has its own
-    (:func:`leftover_dilution`). Why: a protocol without its rinse validated in silence, and the second experiment's
-    potential was read from a scan of both samples, their waves merged (4.00 V, dEp 105 mV, where the molecule alone
-    gave 4.03 V, 65 mV), journalled as clean (a plug-in engineer's trial). A warning, not a refusal: a cell emptied by
-    a plug-in sample changer, or samples added on purpose, can be meant."""
+    no ``clean``) though the budget runs them ``experiments`` > 1 times, or None; a cv that computes D from a written
+    ``analyte_mm`` has its own (:func:`leftover_dilution`), one from a ``sample_stock_mm`` this one. Why: a protocol
+    without its rinse validated in silence, and the second experiment's potential was read from a scan of both
+    samples, their waves merged (4.00 V, dEp 105 mV, where the molecule alone gave 4.03 V, 65 mV), journalled as
+    clean (a plug-in engineer's trial). A warning, not a refusal: a cell emptied by a plug-in sample changer, or
+    samples added on purpose, can be meant."""
     index = next(i for i, step in enumerate(steps) if isinstance(step, CV))  # exactly one (parse_steps)
-    if experiments < 2 or any(empties(step) for step in steps) or computes_d(steps[index]):  # type: ignore[arg-type]
+    if experiments < 2 or any(empties(step) for step in steps) or \
+            diffusion_analyte_mm(steps[index]) is not None:  # type: ignore[arg-type]  # leftover_dilution's to say
         return None
     return Problem((index, "cv"), "nothing empties the cell between experiments (a rinse or a clean does): from the "
                                   "second experiment on, each cv scans its sample on top of every earlier one's, whose "

@@ -122,8 +122,9 @@ MAX_STABLE_IR_FRACTION = 0.95
 #: a 1 mL syringe that reaches 0.85 mL/min) as microlitres, and 10 uL/min would take 100 min to fill 1 mL
 MICROLITRES_LIKELY_ML_MIN = 10.0
 #: ... and a refused rate under this many times its cap is a near miss, not microlitres (25 mL/min on a 20 mL/min cap
-#: was offered as 0.025 mL/min: a plug-in engineer's trial)
-MICROLITRES_LIKELY_OVER_CAP = 3.0
+#: was offered as 0.025 mL/min: a plug-in engineer's trial); 100 uL/min, among the commonest rates, on the default
+#: 50 mL/min cap is still offered
+MICROLITRES_LIKELY_OVER_CAP = 2.0
 #: below this (mM) an analyte's CV peaks sink under the charging current on a mm-size electrode (1 uM: ~20 nA on a
 #: 3 mm disk at 0.1 V/s, against ~0.14 uA of charging current), yet trace analysis does go there: warned about
 #: (:func:`unit_warnings`), as the diffusion coefficient computed from it (D ~ (slope / C)^2) would be far off

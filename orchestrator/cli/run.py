@@ -467,9 +467,10 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
         raise
     # every question the rig puts to a person (its rinse, a manual step, the manual sample changer) goes through
     # rig.asking: one left unanswered alerts as a person waited for, and is no stalled instrument
-    with Alerter(campaign.alerts, journal, campaign.name, asking=rig.asking), StallWatch(journal, asking=rig.asking):
+    with Alerter(campaign.alerts, journal, campaign.name, asking=rig.asking) as alerter, \
+            StallWatch(journal, asking=rig.asking):
         runner = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions)
-        interrupts.on_held = partial(_end_held, runner, campaign.store, scheduler)
+        interrupts.on_held = partial(_end_held, runner, alerter, campaign.store, scheduler)
         code = runner.run()
     if code == EXIT_REFUSED:  # nothing moved: the one line of why (run()) is all there is to say
         return code
@@ -477,21 +478,33 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     return code
 
 
-def _end_held(runner: Runner, store: Path, scheduler: str | None, signum: int, held_s: float) -> NoReturn:
+def _end_held(runner: Runner, alerter: Alerter, store: Path, scheduler: str | None, signum: int,
+              held_s: float) -> NoReturn:
     """End labloop at once, from a stop signal's handler, when the code running held the stop (a plug-in driver that
     catches KeyboardInterrupt: orchestrator/loop/interrupts.py ``FORCE_AFTER_SIGNALS``): the runner's stop (the
-    instruments sent their stop, the journal consistent), the usual last lines, the worker processes ended, and
-    the process ended with its exit code, since the code under the handler would catch any exception raised."""
-    code = runner.stop_held(signum, held_s)
-    console.err.print(f"interrupted: the journal is consistent; labloop ended at once (the code running held the "
-                      f"stop).\ncontinue with: {_resume_after_interrupt(store, scheduler)}",
-                      markup=False, highlight=False, soft_wrap=True)
-    for child in multiprocessing.active_children():  # a local Dask cluster's, a featurising pool's
-        child.terminate()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    instruments sent their stop, the journal consistent), the stop's alert sent (at most its drain limit: an
+    unattended lab got none, a reviewer's probe), the usual last lines, the worker processes ended, and the process
+    ended with its exit code, since the code under the handler would catch any exception raised. Whatever fails on
+    the way, the process ends: a stop that raised left every later Ctrl-C "already stopping" (a reviewer's finding)."""
+    code = EXIT_INTERRUPTED
+    try:
+        code = runner.stop_held(signum, held_s)
+        alerter.__exit__(None, None, None)
+        console.err.print(f"interrupted: the journal is consistent; labloop ended at once (the code running held the "
+                          f"stop).\ncontinue with: {_resume_after_interrupt(store, scheduler)}",
+                          markup=False, highlight=False, soft_wrap=True)
+        for child in multiprocessing.active_children():  # a local Dask cluster's, a featurising pool's
+            child.terminate()
+        logging.shutdown()
+    except BaseException as exc:  # the process ends all the same, saying so where nothing else can
+        with contextlib.suppress(OSError):
+            os.write(2, f"labloop ended at once; its stop failed on the way ({type(exc).__name__}): check the "
+                        f"instruments, then `labloop resume {shell_word(store)}`\n".encode())
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def _resuming(campaign: Campaign, journal: Journal, said: Sequence[int] = ()) -> str:

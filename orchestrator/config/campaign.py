@@ -876,9 +876,10 @@ class Cell(BaseModel):
     ``electrolyte_window_v`` is where the electrolyte itself survives (V vs Li/Li+, default
     :data:`ELECTROLYTE_WINDOW_V`, a carbonate's or acetonitrile's with a lithium salt): a scan beyond it measures the
     solvent's or salt's own wave, which the analysis can take for the analyte's, and validate warns of it
-    (:meth:`Campaign.protocol_warnings`). ``temperature_c`` is the cell's, which D and k0 are computed at (a dry run's
-    simulated cell is at 25 C whatever it says); ``solvent``, ``electrolyte``, ``working_electrode`` and
-    ``counter_electrode`` describe the cell for the report's methods, which a chemist's trial could not write."""
+    (:meth:`Campaign.protocol_warnings`). ``temperature_c`` is the cell's, which D, k0 and the reversibility's dEp
+    cut-offs are computed at, and a dry run's simulated cell is at; ``solvent``, ``electrolyte``,
+    ``working_electrode`` and ``counter_electrode`` describe the cell for the report's methods, which a chemist's
+    trial could not write."""
 
     model_config = SECTION
     reference_offset_v: Number = Field(3.2, json_schema_extra={"minimum": REFERENCE_OFFSET_RANGE_V[0],
@@ -896,8 +897,10 @@ class Cell(BaseModel):
                                            title="two potentials [low, high] (V vs Li/Li+)",
                                            examples=[list(ELECTROLYTE_WINDOW_V)])
     temperature_c: Number = Field(25.0, description="the cell's temperature (C): D, k0 and the reversibility's dEp "
-                                  f"cut-offs are computed at it; {CELL_TEMPERATURE_RANGE_C[0]:g}..."
-                                  f"{CELL_TEMPERATURE_RANGE_C[1]:g} C")
+                                  f"cut-offs are computed at it; {CELL_TEMPERATURE_RANGE_C[0]:g}.."
+                                  f"{CELL_TEMPERATURE_RANGE_C[1]:g} C",
+                                  json_schema_extra={"minimum": CELL_TEMPERATURE_RANGE_C[0],
+                                                     "maximum": CELL_TEMPERATURE_RANGE_C[1]})
     solvent: Description = Field(None, description="for the report: the solvent, e.g. acetonitrile")
     electrolyte: Description = Field(None, description="for the report: the supporting electrolyte and its "
                                      "concentration, e.g. 0.1 M TBAPF6")

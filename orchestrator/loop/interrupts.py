@@ -47,6 +47,13 @@ FORCE_AFTER_S = 2.0
 #: a stop signal this long (s) or more after one not taken says so on the console, once; a quick second Ctrl-C (a
 #: hand's double tap, while the first is being taken) says nothing
 HELD_SAID_AFTER_S = 1.0
+#: a stop not taken this long (s) after its signal ends labloop at once by itself (:attr:`Interrupts.on_held`): one
+#: signal is all a service manager's stop, a plain ``kill`` or a closed terminal (SIGHUP) sends, and nobody sends the
+#: others (a reviewer's finding)
+HELD_FORCE_S = 15.0
+#: a signal this close (s) to the one before is the same stop, not another: a hand's double tap, or a redelivery of
+#: one Python dropped (:func:`redelivering`)
+SAME_STOP_S = 0.1
 
 
 @contextmanager
@@ -97,17 +104,21 @@ class Interrupts:
 
     A stop is taken when the code that handles it calls :meth:`stop`. One that is not (the code running catches the
     exception: a plug-in driver's bare ``except:``) is raised again by each further signal, the second says so on the
-    console, and the :data:`FORCE_AFTER_SIGNALS`-th ends labloop through :attr:`on_held` where it is set. Why: a
+    console, and the :data:`FORCE_AFTER_SIGNALS`-th ends labloop through :attr:`on_held` where it is set, as does the
+    signal itself :data:`HELD_FORCE_S` after it came (a watchdog thread raises it again). Why: a
     plug-in's retry loop swallowed every Ctrl-C and SIGTERM; the run went on silent, no pump was stopped, and only
     ``kill -9`` ended it, the rig left as it was (a plug-in engineer's trial)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, held_force_s: float = HELD_FORCE_S) -> None:
         self._depth = 0
         self._pending: int | None = None
         self._previous: dict[int, Any] = {}
         self._stopping = False
         self._untaken: list[float] = []  # when each stop signal raised and not yet taken came (monotonic s)
         self._held_said = False
+        self._held_force_s = held_force_s
+        self._watchdog: threading.Timer | None = None  # ends a stop not taken by itself (HELD_FORCE_S)
+        self._forced = False  # the watchdog's signal: end at once
         #: ``on_held(signum, held_s)``: ends the run at once (it does not return), the instruments sent their stop and
         #: the journal told (orchestrator/cli/run.py); None: the signals only raise again
         self.on_held: Callable[[int, float], None] | None = None
@@ -118,6 +129,8 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
@@ -130,10 +143,29 @@ class Interrupts:
         if self._depth:
             self._pending = signum
             return
-        self._untaken.append(time.monotonic())
+        now = time.monotonic()
+        if self.on_held is not None and self._forced:  # the watchdog's own signal: the stop's end, no new stop
+            self._stopping = True
+            self.on_held(signum, now - self._untaken[0])
+            raise Interrupted(signum)
+        if not self._untaken or now - self._untaken[-1] >= SAME_STOP_S:
+            self._untaken.append(now)
         if self.on_held is not None and len(self._untaken) > 1:
             self._held(signum)
+        elif self.on_held is not None and self._watchdog is None:
+            self._watchdog = threading.Timer(self._held_force_s, self._force, (signum,))
+            self._watchdog.daemon = True
+            self._watchdog.start()
         raise Interrupted(signum)
+
+    def _force(self, signum: int) -> None:
+        """The watchdog (its own thread): a stop still not taken is ended through :attr:`on_held`, by the signal
+        raised again, whose handler runs on the main thread, where the code that holds the stop runs."""
+        if self._untaken and not self._stopping:
+            log.warning("the stop asked %.0f s ago has not been taken: ending labloop at once",
+                        time.monotonic() - self._untaken[0])
+            self._forced = True
+            signal.raise_signal(signum)
 
     def _held(self, signum: int) -> None:
         """A stop signal after one not taken: the end through :attr:`on_held` (:data:`FORCE_AFTER_SIGNALS`), or a
@@ -155,6 +187,8 @@ class Interrupts:
         self._stopping = True
         self._pending = None
         self._untaken, self._held_said = [], False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     @contextmanager
     def deferred(self) -> Iterator[None]:

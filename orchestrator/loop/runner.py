@@ -122,13 +122,14 @@ REFUSED_FAULT = "refused"
 #: how a planner is told of a refusal by the safety limits: not the molecule's failure (:data:`REFUSED_BY_LIMITS`)
 CONFIGURATION_FAULT = "configuration"
 #: how the cause of an experiment a plug-in driver's bug (an error that is no instrument error, from the plug-in's
-#: code) or labloop's own failed starts: the software's failure, not the rig's nor the molecule's
-#: (:data:`SOFTWARE_FAULT`); the run counts it with the instrument faults in a row
+#: code) or labloop's own failed starts; the run counts both with the instrument faults in a row
 DRIVER_BUG_FAILURE = "a bug in driver "
 LABLOOP_BUG_FAILURE = "a labloop bug: "
-#: how a planner is told of such a failure: the molecule is proposed again whatever its count (planners/base.py
-#: ``tried``). Why: a plug-in whose dispense raised AttributeError failed every experiment, and each molecule was left
-#: after its second such failure, a hit of the clean run among them (a plug-in engineer's trial)
+#: how a planner is told of a driver's bug: the software's failure, not the rig's nor the molecule's, and the
+#: molecule is proposed again whatever its count (planners/base.py ``tried``). Why: a plug-in whose dispense raised
+#: AttributeError failed every experiment, and each molecule was left after its second such failure, a hit of the
+#: clean run among them (a plug-in engineer's trial). A labloop bug is told as an instrument fault, left after its
+#: second: it may be the molecule's data's (an analysis that fails on its scan), which would fail every retry
 SOFTWARE_FAULT = "software"
 #: how a stop whose fix is the campaign file's ends its advice: ``resume`` runs the journal's campaign as it began, and
 #: ``run`` refuses the changed file as another campaign, so the fixed file needs a new store
@@ -386,7 +387,7 @@ def observation(campaign: Campaign, journal: Journal, experiment: ExperimentRow)
             # any other refused proposal or a veto (a person's judgement) is the molecule's failure for the
             # planner, like an unusable voltammogram
             failure = ANALYSIS_FAULT
-        elif cause.startswith((DRIVER_BUG_FAILURE, LABLOOP_BUG_FAILURE)):
+        elif cause.startswith(DRIVER_BUG_FAILURE):
             failure = SOFTWARE_FAULT
         else:
             failure = INSTRUMENT_FAULT
@@ -564,6 +565,9 @@ class Runner:
             for kind, (field, what, advice) in FAULT_LIMITS.items():
                 if in_a_row[kind] >= getattr(self.campaign.budget, field):
                     counted = ", which counts these too" if kind == REFUSED_FAULT else ""  # no analysis in them
+                    software = self._software_advice(self._last_failed(in_a_row[kind])) \
+                        if kind == INSTRUMENT_FAULT else None
+                    what = "faults" if software else what  # "instrument faults ... each was a software bug" (review)
                     stopped = f"{in_a_row[kind]} {what} in a row; campaign stopped (budget.{field}{counted})"
                     data = ({"advice": ADVISED[kind].format(store=shell_word(self.journal.path))} if kind in ADVISED
                             else None)
@@ -572,7 +576,7 @@ class Runner:
                         stopped, data = f"{stopped}: {advice}: {lost}", {"advice": check,
                                                                          "cell_ml": self.executor.contents.cell_ml}
                     elif advice:
-                        stopped = f"{stopped}: {self._advice(kind, advice, in_a_row[kind])}"
+                        stopped = f"{stopped}: {software or self._advice(kind, advice, in_a_row[kind])}"
                     with self.interrupts.deferred():  # the CLI says the data's advice instead of `labloop resume`
                         self.journal.add_event("stopped", stopped, data=data)
                     return EXIT_FAULTS
@@ -585,12 +589,9 @@ class Runner:
         current negative stopped after ten such scans with "check the electrodes and the cv window", though each cause
         had named the sign (a plug-in author's trial), and ten lab-grade scans that found no ferrocene (a 1 M stock
         typed for 10 mM) stopped with the same advice (a chemist's trial)."""
-        failed = sorted((e for e in self.journal.experiments() if e.status == State.FAILED),
-                        key=lambda e: e.finished_at or "")[-count:]
-        if kind == INSTRUMENT_FAULT:
-            return self._software_advice(failed) or advice
         if kind != ANALYSIS_FAULT:
             return advice
+        failed = self._last_failed(count)
         inverted = sum(INVERTED_SAID in (e.cause or "") for e in failed)
         if inverted:
             return (f"the current looked inverted in {inverted} of them: check the driver's current sign convention "
@@ -606,6 +607,11 @@ class Runner:
                     f"{advice}")
         return advice
 
+    def _last_failed(self, count: int) -> list[ExperimentRow]:
+        """The journal's last ``count`` failed experiments, in the order they failed."""
+        return sorted((e for e in self.journal.experiments() if e.status == State.FAILED),
+                      key=lambda e: e.finished_at or "")[-count:]
+
     @staticmethod
     def _software_advice(failed: list[ExperimentRow]) -> str | None:
         """What a stop after instrument faults in a row says when each was a software bug (:data:`DRIVER_BUG_FAILURE`,
@@ -614,10 +620,12 @@ class Runner:
         causes = [e.cause or "" for e in failed]
         if not causes or not all(c.startswith((DRIVER_BUG_FAILURE, LABLOOP_BUG_FAILURE)) for c in causes):
             return None
-        fix = ("fix the driver" if causes[-1].startswith(DRIVER_BUG_FAILURE)
-               else "report it with the traceback `labloop -v resume` shows")
-        return (f"each was a software bug, not the rig's fault nor the molecules' (the last: {causes[-1]}): {fix}, "
-                "then resume; the molecules they tried are proposed again")
+        if causes[-1].startswith(DRIVER_BUG_FAILURE):
+            fix = ("fix the driver (or the device error it let out untyped), then resume; the molecules they tried "
+                   "are proposed again")
+        else:
+            fix = "report it with the traceback `labloop -v resume` shows"
+        return f"each was a software bug, not the rig's fault nor the molecules' (the last: {causes[-1]}): {fix}"
 
     def _finish(self, reason: str) -> int:
         """The campaign's end: the rig made safe, then the ``finished`` event. Exit 0, or 1 when an instrument could

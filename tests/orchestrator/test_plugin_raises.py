@@ -74,11 +74,11 @@ POTENTIOSTAT = """
 
 @pytest.fixture
 def odd_campaign(tmp_path, write_campaign, install_plugin):
-    """``odd_campaign(odd, extra="", potentiostat="emstat")``: a dry-run campaign whose analyte pump is the plug-in
-    doing ``odd`` in each dispense (``potentiostat``: the driver of the potentiostat, ``none-stat`` the plug-in
-    above)."""
+    """``odd_campaign(odd, extra="", potentiostat="emstat", **sections)``: a dry-run campaign whose analyte pump is the
+    plug-in doing ``odd`` in each dispense (``potentiostat``: the driver of the potentiostat, ``none-stat`` the
+    plug-in above; ``sections``: more of the campaign, e.g. ``alerts``)."""
 
-    def make(odd: str, extra: str = "", potentiostat: str = "emstat"):
+    def make(odd: str, extra: str = "", potentiostat: str = "emstat", **sections):
         install_plugin("odd_pump", PLUGIN.replace("{odd}", odd).replace("{extra}", extra), {"odd-pump": "ODD"})
         if potentiostat == "none-stat":
             install_plugin("none_stat", POTENTIOSTAT, {"none-stat": "NONE_STAT"},
@@ -87,7 +87,8 @@ def odd_campaign(tmp_path, write_campaign, install_plugin):
                "analyte_pump": {"driver": "odd-pump", "options": {"address": 0, "diameter_mm": 4.61}},
                "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
                "potentiostat": {"driver": potentiostat}}
-        return write_campaign(tmp_path, instruments=rig, budget={"max_experiments": 2, "max_consecutive_faults": 2})
+        return write_campaign(tmp_path, instruments=rig, budget={"max_experiments": 2, "max_consecutive_faults": 2},
+                              **sections)
 
     return make
 
@@ -109,11 +110,11 @@ def test_a_plugin_raising_systemexit_or_a_baseexception_fails_its_experiment(odd
     campaign = odd_campaign(odd)
     result = labloop("run", campaign, "--dry-run")
     assert result.returncode == 1, result.stderr
-    assert "stopped: 2 instrument faults in a row" in result.stderr
+    assert "stopped: 2 faults in a row" in result.stderr  # not "instrument faults": each was the driver's bug
     # the stop names the bug, not the rig (it said "the rig needs a person": a plug-in engineer's trial)
     assert ("each was a software bug, not the rig's fault nor the molecules' (the last: a bug in driver 'odd-pump': "
-            f"analyte_pump (dispense): {said}): fix the driver, then resume; the molecules they tried are proposed "
-            "again") in " ".join(result.stderr.split())
+            f"analyte_pump (dispense): {said}): fix the driver (or the device error it let out untyped), then resume; "
+            "the molecules they tried are proposed again") in " ".join(result.stderr.split())
     assert _experiments(tmp_path / "tiny.db") == [
         (State.FAILED, f"a bug in driver 'odd-pump': analyte_pump (dispense): {said}")] * 2
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:  # the planner proposes those molecules again
@@ -143,7 +144,7 @@ def test_a_plugin_raising_keyboardinterrupt_stops_the_run_as_a_ctrl_c_does(odd_c
                                    "(experiment 1 will run again on resume); instruments in a safe state")
 
 
-def test_a_plugin_that_catches_every_ctrl_c_is_ended_by_the_third(odd_campaign, tmp_path):
+def test_a_plugin_that_catches_every_ctrl_c_is_ended_by_the_third(odd_campaign, tmp_path, receiver):
     """A plug-in whose dispense retries inside a bare ``except:`` caught every Ctrl-C and SIGTERM: the run went on
     silent, no pump was stopped, and only kill -9 ended it (a plug-in engineer's trial). The second signal says the
     stop is held; the third, 2 s or more after the first, ends labloop at once (orchestrator/loop/interrupts.py): the
@@ -151,7 +152,7 @@ def test_a_plugin_that_catches_every_ctrl_c_is_ended_by_the_third(odd_campaign, 
     catches = ("import os, time\n            open(os.environ['LABLOOP_TEST_HOLDING'], 'w').close()\n"
                "            while True:\n                try:\n                    time.sleep(0.02)\n"
                "                except BaseException:\n                    pass")
-    campaign = odd_campaign(catches)
+    campaign = odd_campaign(catches, alerts=[f"json://127.0.0.1:{receiver.port}/"])
     holding = tmp_path / "holding"  # made once the plug-in's loop holds every signal (before: a Ctrl-C is taken)
     env = {**os.environ, "LABLOOP_TEST_HOLDING": str(holding),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))}
@@ -173,16 +174,18 @@ def test_a_plugin_that_catches_every_ctrl_c_is_ended_by_the_third(odd_campaign, 
         process.wait()
     assert process.returncode == 130, err
     said = " ".join(err.split())
-    assert "the stop asked 1 s ago has not been taken: the code running now holds it" in said, said
+    assert re.search(r"the stop asked [12] s ago has not been taken: the code running now holds it", said), said
     assert "labloop ended at once (the code running held the stop). continue with: empty the cell, then labloop " \
            f"resume {store} --cell-emptied" in said, said
     with Journal.open(store, readonly=True) as journal:
         assert not journal.experiments(states=(State.RUNNING,))
         assert [e.id for e in journal.experiments(states=(State.INTERRUPTED,))] == [1]
         [stop] = [e for e in journal.events() if e.kind == "interrupted" and e.experiment_id is None]
-    assert re.match(r"run stopped by a SIGINT after analyte_pump \(dispense\) held the stop [23] s \(labloop ended "
+    assert re.match(r"run stopped by a SIGINT after analyte_pump \(dispense\) held the stop [2-9] s \(labloop ended "
                     r"at once\) \(experiment 1 will run again on resume\); instruments in a safe state; the cell "
                     r"still holds 0\.5 mL", stop.message), stop.message
+    # the stop's alert was sent before the process ended (a reviewer's probe: os._exit skipped it)
+    assert len(receiver.messages) == 1 and "held the stop" in receiver.messages[0][1]["message"]
 
 
 def _dispensing(store: Path) -> bool:

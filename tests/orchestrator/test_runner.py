@@ -464,3 +464,24 @@ def test_a_ctrl_c_that_lands_in_a_gc_callback_is_delivered_again_not_lost():
                 gc.collect()
     finally:
         gc.callbacks.remove(slow)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_one_stop_signal_the_code_running_holds_ends_the_run_by_itself(signum):
+    """A service manager's stop, a plain kill or a closed terminal sends one signal and nobody sends the others: with
+    a driver that catches every KeyboardInterrupt the run went on for good (a reviewer's finding). Not taken within
+    the watchdog's time (orchestrator/loop/interrupts.py HELD_FORCE_S, here 0.3 s), the stop is ended through
+    on_held, on the main thread; a quick second signal (a double tap) is the same stop."""
+    ended: list[tuple[int, float, bool]] = []
+    with Interrupts(held_force_s=0.3) as interrupts:
+        interrupts.on_held = lambda sig, held_s: ended.append(
+            (sig, held_s, threading.current_thread() is threading.main_thread()))
+        for _ in range(2):  # the second at once: not another stop
+            with contextlib.suppress(KeyboardInterrupt):  # each raised here, and caught, as by the plug-in
+                os.kill(os.getpid(), signum)
+        deadline = time.monotonic() + 30  # a liveness deadline only
+        while not ended and time.monotonic() < deadline:
+            with contextlib.suppress(KeyboardInterrupt):  # what the plug-in did: every stop caught
+                time.sleep(0.01)
+        assert ended and ended[0][0] == signum and ended[0][1] >= 0.3 and ended[0][2], ended
+        assert interrupts._untaken and len(interrupts._untaken) == 1  # the double tap counted once

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from labloop.core.errors import DispenseMismatch, NoOperator, Overload, RigNotReady, SafetyLimitExceeded
 from labloop.instruments.contracts import SafetyLimits
@@ -31,7 +32,7 @@ from labloop.protocols.steps import Contents, Problems, parse_steps, repeat_prob
 from labloop.sim.lab import SimulatedLab
 from labloop.surrogate.dataset import read_table
 
-from ..conftest import RIG
+from ..conftest import EXAMPLES, RIG
 
 CV = {"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8}}
 SAMPLE = {"dispense": {"pump": "analyte_pump", "volume_ml": 0.5, "rate_ml_min": 0.5, "fluid": "sample", "refill": True}}
@@ -80,6 +81,15 @@ def test_a_protocol_that_never_empties_the_cell_is_refused_over_the_budget(tmp_p
     one = labloop("validate", write_campaign(tmp_path, protocol=NEVER_EMPTIED, budget={"max_experiments": 1},
                                              safety={"cell_volume_ml": 10.0}), "--dry-run")
     assert one.returncode == 0 and "nothing empties the cell" not in one.stderr
+    # a lab-grade cv whose D follows the sample's stock has no dilution warning to say it (a reviewer's probe): this
+    # one does
+    from labloop.protocols.executor import unemptied_cell
+
+    lab_grade = yaml.safe_load((EXAMPLES / "protocols" / "cv_lab_grade.yaml").read_text())
+    unrinsed = parse_steps([step for step in lab_grade if step != "rinse"])
+    assert any(getattr(step, "sample_stock_mm", None) for step in unrinsed)
+    assert "nothing empties the cell" in unemptied_cell(unrinsed, 5).message
+    assert unemptied_cell(parse_steps(lab_grade), 5) is None
 
 
 @pytest.fixture
@@ -419,16 +429,24 @@ def test_a_dispense_whose_port_carried_no_byte_is_not_counted(example_rig: Rig, 
     nothing reached the pump (instruments/transport.py bytes_sent). One that raised after the pump took the command
     is counted in full, as any dispense cut short."""
     rig = example_rig
-    executor = ProtocolExecutor(RINSED, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=9.0), 3.2)
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0), cell_volume_ml=9.0)
+    executor = ProtocolExecutor(RINSED, rig, limits, 3.2)
     rig.instruments["electrolyte_pump"] = _BuggyPump(rig.instruments["electrolyte_pump"], after_sending)
     before = wire(rig)["electrolyte_pump"]
+    actions: list[tuple] = []
     with pytest.raises(AttributeError, match="no attribute 'encode'"):
-        executor.run("S0001", "c1ccccc1", {}, None, lambda *a: None)
+        executor.run("S0001", "c1ccccc1", {}, None, lambda *a: actions.append(a))
     assert (wire(rig)["electrolyte_pump"] > before) is after_sending  # read on the emulator itself
     if after_sending:
         assert executor.contents.state() == (5.0, {"analyte_pump": 10.0, "electrolyte_pump": 5.5})
     else:  # the sample only
         assert executor.contents.state() == (0.5, {"analyte_pump": 10.0, "electrolyte_pump": 10.0})
+    # a resume counts the same from the journal's actions (a reviewer's probe: the replay counted it in full)
+    resumed = ProtocolExecutor(RINSED, None, limits, 3.2)
+    resumed.replay([(a[1], a[3], a[-1]) for a in actions if a[-1] is not None])
+    counted = [(c.cell_ml, c.held("analyte_pump"), c.held("electrolyte_pump"))
+               for c in (resumed.contents, executor.contents)]
+    assert counted[0] == counted[1], counted
 
 
 def test_resume_with_syringes_filled_is_journalled(tmp_path, write_campaign, labloop) -> None:

@@ -134,8 +134,8 @@ def test_a_pump_reporting_another_volume_is_a_fault_before_its_refill(rig: Rig) 
 def test_a_pump_reporting_more_than_asked_is_counted_at_its_report_live_and_on_resume(rig: Rig) -> None:
     """A plug-in pump reported 9 mL for a 4.5 mL dispense: the count stayed at 4.5 and the next experiment's 4.5 mL was
     sent to a 10 mL syringe that by the pump's own report held 1 mL (a plug-in engineer's trial). The larger of the
-    report and the request is counted, up to what the syringe held, and the journal's action keeps it, so a resume's
-    count is the same."""
+    report and the request is counted (the syringe no lower than empty), and the journal's action keeps it, so a
+    resume's count is the same."""
     real = rig.instruments["electrolyte_pump"]
     rig.instruments["electrolyte_pump"] = OverReporting(real)
     actions: list[tuple] = []
@@ -147,9 +147,9 @@ def test_a_pump_reporting_more_than_asked_is_counted_at_its_report_live_and_on_r
             live.run("S0001", "c1ccccc1", {}, 4.5, lambda *a: actions.append(a))
     finally:
         rig.instruments["electrolyte_pump"] = real
-    # no more than its 10 mL syringe held: a report beyond it is the driver's, and the count stopped at -3.5 mL (a
-    # plug-in engineer's trial)
-    assert live.contents.state() == (10.0, {"electrolyte_pump": 0.0})
+    # the cell at the report (labloop never counts it low), the syringe no lower than empty: a report beyond its
+    # 10 mL is the driver's, and the count stopped at -3.5 mL (a plug-in engineer's trial)
+    assert live.contents.state() == (13.5, {"electrolyte_pump": 0.0})
     (failed,) = [a for a in actions if a[1] == "dispense" and a[-1] is not None]
     assert failed[3]["reported_ml"] == 13.5 and failed[3]["volume_ml"] == 4.5
     resumed = ProtocolExecutor(steps, None, limits, 3.2)
