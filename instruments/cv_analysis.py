@@ -798,7 +798,8 @@ def overcorrected(result: CVResult, temperature_k: float = NICHOLSON_TEMPERATURE
     return (f"its dEp reads {1e3 * result.dep_v:.1f} mV, under the {1e3 * NERNSTIAN_DEP_V * scale:.0f} mV a "
             f"one-electron couple diffusing to the electrode shows at {temperature_k - 273.15:.3g} C: the ohmic drop "
             "is corrected by more than it is (the eis step's Ru reads high, or ir_compensation takes too large a share "
-            "of it) or the standard adsorbs; the analyte's dEp then reads low and its k0 high (E1/2 is unaffected)")
+            "of it), the standard adsorbs, or a couple within about 0.6 V of it (the analyte's) pulls its peaks "
+            "together; the analyte's dEp then reads low and its k0 high (E1/2 is unaffected)")
 #: signal to noise at which the quality's noise term is one half
 HALF_QUALITY_SNR = 20.0
 

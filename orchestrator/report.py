@@ -110,8 +110,9 @@ CAPTIONS = {
                                   "offset.",
     "randles_sevcik.png": "The forward peak's |ip| against the square root of the scan rate for the last experiment "
                           "with a D: filled, the rates D was fitted over (those where the couple is reversible, when "
-                          "two or more are); open, those left out; the line through the origin is the fit, D = "
-                          "(slope / (2.69e5 n^1.5 A C))^2 (the constant at 25 C, times sqrt(298.15 K / T)).",
+                          "two or more are; else every rate, and D then reads low); open, those left out; the line "
+                          "through the origin is the fit, D = (slope / (2.69e5 n^1.5 A C))^2 (slope in A per "
+                          "sqrt(V/s), A in cm2, C in mol/cm3; the constant at 25 C, times sqrt(298.15 K / T)).",
 }
 #: the columns that hold conditions, ``name=value;...`` in one cell: those a planner chose (the campaign's
 #: ``conditions:``) and the protocol's own scan rate where none was planned (journal/view.py: a potential is read
@@ -741,7 +742,8 @@ _DIGITS_SAID = html.escape(
 #: method assumes (a newcomer found the column explained nowhere on the page)
 _K0_SAID = html.escape(
     f"k0 is Nicholson's, from each rate's dEp (the ohmic drop Ru measured taken out) and D, for one electron with "
-    f"alpha about 0.5: a value where dEp is {NICHOLSON_RANGE_MV[0]:g}-{NICHOLSON_RANGE_MV[1]:g} mV, '> x' where dEp "
+    f"alpha about 0.5: a value where dEp is {NICHOLSON_RANGE_MV[0]:g}-{NICHOLSON_RANGE_MV[1]:g} mV at 25 C (times "
+    "T / 298.15 K at the cell's temperature), '> x' where dEp "
     "is below that (k0 at least x: the couple reversible at that rate) or where the ohmic drop could widen it (no eis "
     "step measured Ru, or more of the drop was taken out after the scan than that leaves exact), '< x' above it (at "
     "most x); lab_grade.csv's k0_why says which; docs/lab-grade.md, \"k0\". ")
@@ -754,8 +756,10 @@ def _d_assumptions(rows: list[dict[str, Any]]) -> str:
     if not assumed:
         return ""
     said = "; ".join(f"n = {n} {plural(n, 'electron')} at {t:g} K ({round(t - 273.15, 2):g} C)" for n, t in assumed)
-    return (f"D is the Randles-Sevcik one, ip = 2.69e5 n^1.5 A C sqrt(D v), with {said}, and the concentration in the "
-            "cell of lab_grade.csv's analyte_mM. ")
+    return (f"D is the Randles-Sevcik one, ip = 2.69e5 n^1.5 A C sqrt(D v) (the constant at 25 C, times "
+            f"sqrt(298.15 K / T)), with {said}, and the concentration in the cell of lab_grade.csv's analyte_mM, "
+            "over the rates where the couple is reversible when two or more are (else every rate, and D then reads "
+            "low). ")
 
 
 def _escaped(text: str) -> str:
@@ -800,10 +804,17 @@ def _lab_cells(scans: list[dict[str, Any]]) -> list[str]:
 
 def _fitted_over(scans: list[dict[str, Any]]) -> str:
     """The lab-grade table's note beside D fitted over some of the experiment's rates (those where the couple is
-    reversible: instruments/cv_analysis.py reversible_rates), ``\nfrom 0.1, 0.2 V/s``; '' where it took them all."""
-    fitted = [s["scan_rate_v_s"] for s in scans if s["in_diffusion_fit"]]
-    return "" if all(s["in_diffusion_fit"] is not False for s in scans) else \
-        f"\nfrom {', '.join(_number(rate) for rate in fitted)} V/s"
+    reversible: instruments/cv_analysis.py reversible_rates), ``\nfrom 0.1, 0.2 V/s``; over every rate though the
+    couple was not reversible at two of them, ``\nfrom every rate, not reversible at two: reads low`` (the page
+    showed such a D as it showed a reversible couple's: a newcomer's read); '' for a D of a couple reversible at
+    every rate, or none."""
+    if not scans[0]["diffusion_cm2_s"]:
+        return ""
+    if any(s["in_diffusion_fit"] is False for s in scans):
+        fitted = [s["scan_rate_v_s"] for s in scans if s["in_diffusion_fit"]]
+        return f"\nfrom {', '.join(_number(rate) for rate in fitted)} V/s"
+    reversible = sum(s["reversibility"] == "reversible" for s in scans)
+    return "" if reversible == len(scans) else "\nfrom every rate, not reversible at two: reads low"
 
 
 def _found_alone(standard_v: float | None) -> str:

@@ -1122,7 +1122,11 @@ def repeat_problem(steps: Sequence[Step], contents: Contents, experiments: int) 
                         f"{when}{exc} at protocol[{index}].{step.name}: this {other.name} takes "
                         f"{other.volume_ml:g} mL from {pump} each experiment and never refills it "  # type: ignore[attr-defined]
                         f"(refill: true refills it after the {other.name})")), "syringe")
-                return RepeatProblem(index, "volume_ml", SafetyLimitExceeded("", f"{when}{exc}"),
+                # a cell that only fills up: say why, where the budget's experiments pile up (a newcomer's read of the
+                # lab-grade protocol without its rinse got the overflow alone)
+                never = ("; nothing in the protocol empties the cell between experiments (a rinse after the cv does)"
+                         if what == "cell" and when and not any(map(empties, steps)) else "")
+                return RepeatProblem(index, "volume_ml", SafetyLimitExceeded("", f"{when}{exc}{never}"),
                                      "cell" if what == "cell" else "syringe")
             contents.pumped(pump, volume_ml)
             if refills(step):

@@ -178,8 +178,8 @@ class Interrupts:
             self._held_said = True
             log.warning("the stop asked %.0f s ago has not been taken: the code running now holds it (a driver that "
                         "catches KeyboardInterrupt?); send it again, %.0f s or more after the first, to end labloop "
-                        "at once: the instruments are sent their stop and the experiment runs again on resume",
-                        held_s, FORCE_AFTER_S)
+                        "at once (or wait: it ends by itself %.0f s after the first): the instruments are sent their "
+                        "stop and the experiment runs again on resume", held_s, FORCE_AFTER_S, self._held_force_s)
 
     def stop(self) -> None:
         """From now on signals are only logged: the run is stopping (safe state, last journal entries), and a

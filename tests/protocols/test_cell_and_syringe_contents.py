@@ -67,6 +67,8 @@ def test_a_protocol_that_never_empties_the_cell_is_refused_over_the_budget(tmp_p
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert ("protocol[1].dispense.volume_ml: in experiment 3 of 6 (budget.max_experiments), analyte_pump: the cell "
             "would hold 10.5 mL, more than its 10 mL (safety.cell_volume_ml)") in result.stderr
+    assert "; nothing in the protocol empties the cell between experiments (a rinse after the cv does)" in \
+        result.stderr
     assert not (tmp_path / "tiny.db").exists()  # nothing written
     # two experiments fit (5 + 5 mL in a 10 mL cell), with a warning that the second scans both samples (it
     # validated in silence: a plug-in engineer's trial); any budget fits once the protocol rinses, and says nothing

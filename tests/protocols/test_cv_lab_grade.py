@@ -224,6 +224,10 @@ def test_a_couple_quasi_reversible_at_every_rate_is_warned_of_too(lab, caplog):
     assert slow.lab.diffusion is not None
     deps = ", ".join(f"{1e3 * a.dep_v:.1f}" for _, a in slow.lab.scans)
     assert f"quasi-reversible over its scan rates (dEp {deps} mV at 0.1, 0.2, 0.5, 1 V/s;" in caplog.text
+    # the page says so beside D too (it showed it as a reversible couple's: a newcomer's read)
+    rows = _lab_grade_rows({"id": 1, "smiles": "c1ccccc1", "status": "done"}, slow.lab.to_dict())
+    said = _lab_cells(rows)[LAB_TABLE_HEADERS.index("D (cm\u00b2/s, Randles-Sevcik)")]
+    assert said.endswith("\nfrom every rate, not reversible at two: reads low"), said
 
 
 @pytest.mark.parametrize("k0_cm_s", K0_REVERSIBLE_AT_TWO_SLOW_RATES)
