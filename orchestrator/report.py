@@ -667,9 +667,9 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
         "purged_min": record.get("purged_minutes"),
     }
     rows = []
+    fitted = diffusion.get("scan_rates_v_s")  # the rates D was fitted over: where the couple is reversible
     for scan in record.get("scans") or [{}]:
         analysis = scan.get("analysis") or {}
-        fitted = diffusion.get("scan_rates_v_s")  # the rates D was fitted over: where the couple is reversible
         rate = scan.get("scan_rate_v_s")
         rows.append({**common, "scan_rate_v_s": rate, "in_diffusion_fit": None if fitted is None else rate in fitted,
                      "ir_compensated_ohm": ((scan.get("voltammogram") or {}).get("params") or {}).get("ir_comp_ohm"),
@@ -1115,10 +1115,10 @@ def _randles_sevcik(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]
     plot = randles_sevcik_points(labs)
     if plot is not None:
         ax.set_title(f"Randles-Sevcik, experiment {plot['id']}: D {plot['D']:.1e} cm\u00b2/s")
-        for fitted, marker, label in ((True, "o", "fitted"), (False, "o", "left out (not reversible at that rate)")):
+        for fitted, label in ((True, "fitted"), (False, "left out (not reversible at that rate)")):
             shown = [p for p in plot["points"] if p["fitted"] is fitted]
             if shown:
-                ax.plot([p["sqrt_rate"] for p in shown], [p["current_ua"] for p in shown], marker, ms=6, label=label,
+                ax.plot([p["sqrt_rate"] for p in shown], [p["current_ua"] for p in shown], "o", ms=6, label=label,
                         color="tab:blue", fillstyle="full" if fitted else "none", ls="none")
         top = max(p["sqrt_rate"] for p in plot["points"])
         ax.plot([0.0, top], [0.0, plot["slope"] * top], "k--", lw=1, label="fit through the origin")

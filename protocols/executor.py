@@ -1020,10 +1020,9 @@ class ProtocolExecutor:
             # the pump says it gave more: the cell may hold it, and the syringe not; more than the syringe held is no
             # pump's doing but its driver's report (a plug-in reporting 5 mL from a 1 mL syringe drove the count to
             # -4 mL, and the stop blamed the count and asked for it to be filled: a plug-in engineer's trial)
-            self.contents.pumped(pump, exc.delivered_ml - volume_ml)
+            self.contents.pumped(pump, exc.delivered_ml - volume_ml)  # the syringe stops at empty
             if exc.delivered_ml <= held:
                 raise
-            self.contents.syringes[pump] = 0.0  # below empty is no syringe's count; the cell keeps the report's
             self._misreported[pump] = (f"{pump}'s driver's report of {exc.delivered_ml:g} mL from a syringe that "
                                        f"held {held:g}")
             raise DispenseMismatch(exc.where, f"{exc.what}: more than its syringe held ({held:g} mL by labloop's "
@@ -1089,10 +1088,7 @@ class ProtocolExecutor:
                 # did not counts in full, or what its pump reported pushing when that was more (_pump)
                 volume_ml = (params.get("dispensed_ml", params["volume_ml"]) if ok else
                              max(params["volume_ml"], params.get("reported_ml") or 0.0))
-                held = self.contents.held(params["pump"])
                 self.contents.pumped(params["pump"], volume_ml)
-                if volume_ml > held:  # a report beyond its syringe, as _pump counts it: the syringe emptied
-                    self.contents.syringes[params["pump"]] = 0.0
                 if params.get("refill") and ok:
                     self.contents.refilled(params["pump"], volume_ml)
             elif command == "blank" and params.get("on_fail") == "clean" and (params.get("cleaned") or not ok):

@@ -1037,8 +1037,10 @@ class Contents:
         self.limits_of(pump).check_withdraw(volume_ml, content_ml=self.held(pump), where=f"{where}: {pump}")
 
     def pumped(self, pump: str, volume_ml: float) -> None:
-        """Count ``volume_ml`` from ``pump``'s syringe into the cell."""
-        self.syringes[pump] = _rounded(self.held(pump) - volume_ml)
+        """Count ``volume_ml`` from ``pump``'s syringe into the cell; the syringe no lower than empty, where a pump's
+        report of more than it held is counted (protocols/executor.py ``_pump``: its driver's error, the cell keeping
+        the report's count)."""
+        self.syringes[pump] = max(0.0, _rounded(self.held(pump) - volume_ml))
         self.cell_ml = _rounded(self.cell_ml + volume_ml)
 
     def unpumped(self, pump: str, volume_ml: float) -> None:

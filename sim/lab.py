@@ -56,12 +56,13 @@ class SimulatedLab:
         # electrode (electrode_area_cm2; None: the default 3 mm disk), which every couple's current scales with, and
         # the temperature
         area = DEFAULT_BLANK.area_cm2 if electrode_area_cm2 is None else electrode_area_cm2
-        electrode = {"ru_ohm": ru_ohm, "area_cm2": area, "temperature_k": temperature_k}
+        shared = {"area_cm2": area, "temperature_k": temperature_k}  # the standard's and O2's too
+        electrode = {**shared, "ru_ohm": ru_ohm}
         cell = Cell()  # every scan of one filling (until a rinse) measures the same solution: one draw of noise
         self.context = EmulatorContext(cell=cell, blank=replace(DEFAULT_BLANK, **electrode), time_scale=scale,
                                        faults=faults,
-                                       standard=replace(DEFAULT_FERROCENE, area_cm2=area, temperature_k=temperature_k),
-                                       oxygen=replace(DEFAULT_OXYGEN, area_cm2=area, temperature_k=temperature_k),
+                                       standard=replace(DEFAULT_FERROCENE, **shared),
+                                       oxygen=replace(DEFAULT_OXYGEN, **shared),
                                        atmosphere=Atmosphere(oxygen_mm, time_scale=scale),
                                        reference_drift=world.reference_drift_v, faults_armed=threading.Event(),
                                        couple_of=lambda sample_id: replace(

@@ -143,20 +143,26 @@ class Interrupts:
         if self._depth:
             self._pending = signum
             return
+        if self.on_held is not None:
+            self._untaken_stop(signum, self.on_held)
+        raise Interrupted(signum)
+
+    def _untaken_stop(self, signum: int, on_held: Callable[[int, float], None]) -> None:
+        """Note a stop signal not yet taken: the watchdog's own ends the run (:meth:`_force`), a later one after one
+        not taken says so or ends it (:meth:`_held`), the first starts the watchdog."""
         now = time.monotonic()
-        if self.on_held is not None and self._forced:  # the watchdog's own signal: the stop's end, no new stop
+        if self._forced:  # the watchdog's own signal: the stop's end, no new stop
             self._stopping = True
-            self.on_held(signum, now - self._untaken[0])
-            raise Interrupted(signum)
+            on_held(signum, now - self._untaken[0])
+            return
         if not self._untaken or now - self._untaken[-1] >= SAME_STOP_S:
             self._untaken.append(now)
-        if self.on_held is not None and len(self._untaken) > 1:
-            self._held(signum)
-        elif self.on_held is not None and self._watchdog is None:
+        if len(self._untaken) > 1:
+            self._held(signum, on_held)
+        elif self._watchdog is None:
             self._watchdog = threading.Timer(self._held_force_s, self._force, (signum,))
             self._watchdog.daemon = True
             self._watchdog.start()
-        raise Interrupted(signum)
 
     def _force(self, signum: int) -> None:
         """The watchdog (its own thread): a stop still not taken is ended through :attr:`on_held`, by the signal
@@ -167,13 +173,13 @@ class Interrupts:
             self._forced = True
             signal.raise_signal(signum)
 
-    def _held(self, signum: int) -> None:
+    def _held(self, signum: int, on_held: Callable[[int, float], None]) -> None:
         """A stop signal after one not taken: the end through :attr:`on_held` (:data:`FORCE_AFTER_SIGNALS`), or a
         console line saying that the stop is held and how to end labloop at once."""
         held_s = self._untaken[-1] - self._untaken[0]
         if len(self._untaken) >= FORCE_AFTER_SIGNALS and held_s >= FORCE_AFTER_S:
             self._stopping = True
-            self.on_held(signum, held_s)  # type: ignore[misc]  # only set, and called, where it is
+            on_held(signum, held_s)
         if held_s >= HELD_SAID_AFTER_S and not self._held_said:
             self._held_said = True
             log.warning("the stop asked %.0f s ago has not been taken: the code running now holds it (a driver that "
