@@ -476,7 +476,7 @@ def _pair(peaks: list[_Peak]) -> tuple[_Peak | None, _Peak | None]:
 
 
 def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates: int = 1,
-                            temperature_k: float = NICHOLSON_TEMPERATURE_K) -> str:
+                            temperature_k: float = NICHOLSON_TEMPERATURE_K, n_electrons: int = 1) -> str:
     """The rule :func:`analyze_cv` calls a couple reversible by, in one line for whatever shows the call (the report's
     page, ``log --json``, a run's warning): ``reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25 ...``. Why: a
     chemist saw couples at dEp 72-77 mV (after iR correction), growing with the scan rate, called reversible with no
@@ -485,15 +485,20 @@ def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates
     potentials corrected for the resistance the potentiostat left uncompensated (zero where no EIS measured it);
     ``rates`` above 1: a lab-grade cv's, reversible only when every rate's is. Where the ratio is not judged
     (``_result``) dEp alone decides, and the rule says so: a PI's audit found a couple called reversible beside an
-    empty ipc, against the rule as it was written. At a ``temperature_k`` other than 25 C's the dEp cut-offs are the
-    ones the analysis applies there (:func:`at_temperature`), and the rule says their 25 C values."""
-    s = at_temperature(settings, temperature_k)
+    empty ipc, against the rule as it was written. At a ``temperature_k`` other than 25 C's, or for ``n_electrons``
+    other than one, the dEp cut-offs are the ones the analysis applies (:func:`for_couple`), and the rule says
+    the one-electron 25 C values they come from."""
+    s = for_couple(settings, temperature_k, n_electrons)
     band = 1 + s.reversible_ratio_band
     every = " (an experiment's: at every scan rate)" if rates > 1 else ""
     written = settings or CVAnalysisSettings()
-    warm = "" if temperature_k == NICHOLSON_TEMPERATURE_K else (
-        f" (the cell at {temperature_k - 273.15:.3g} C: the cut-offs {1e3 * written.reversible_max_dep_v:.0f} and "
-        f"{1e3 * written.irreversible_min_dep_v:.0f} mV at 25 C times T / 298.15 K)")
+    said = [f"the cell at {temperature_k - 273.15:.3g} C"] if temperature_k != NICHOLSON_TEMPERATURE_K else []
+    said += [f"{n_electrons} electrons in the wave"] if n_electrons != 1 else []
+    factors = " ".join(factor for factor, shown in (("times T / 298.15 K", temperature_k != NICHOLSON_TEMPERATURE_K),
+                                                    (f"over {n_electrons}", n_electrons != 1)) if shown)
+    one = " for one electron" if n_electrons != 1 else ""
+    warm = f" ({', '.join(said)}: the cut-offs {1e3 * written.reversible_max_dep_v:.0f} and " \
+           f"{1e3 * written.irreversible_min_dep_v:.0f} mV at 25 C{one} {factors})" if said else ""
     return (f"reversible: 0 < dEp <= {1e3 * s.reversible_max_dep_v:.0f} mV and |ipc/ipa| {1 / band:.2f}..{band:.2f}"
             f"{every}; irreversible: no return peak, or dEp >= {1e3 * s.irreversible_min_dep_v:.0f} mV{warm}; "
             "quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); dEp alone "
@@ -501,19 +506,25 @@ def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates
             "forward peak, or that peak too near the scan's start)")
 
 
-def at_temperature(settings: CVAnalysisSettings | None, temperature_k: float) -> CVAnalysisSettings:
-    """``settings`` (None: the defaults) with the dEp cut-offs (``reversible_max_dep_v``, ``irreversible_min_dep_v``),
-    written for 25 C, as they are at ``temperature_k``: times T / 298.15 K. Why: a couple's dEp is set by n F dEp /
-    (R T) (a reversible one's 2.22 RT/nF: 57 mV at 25 C, 64 mV at 60 C), and Nicholson's k0 reads a warm cell's dEp
-    so (instruments/kinetics.py); the class did not, so a couple at 60 C with dEp 70 mV was called quasi-reversible
-    beside a k0 given only as a lower bound, "fast (Nernstian) electron transfer at this rate"."""
+def for_couple(settings: CVAnalysisSettings | None, temperature_k: float,
+                   n_electrons: int = 1) -> CVAnalysisSettings:
+    """``settings`` (None: the defaults), written for a one-electron couple at 25 C, as they are for an
+    ``n_electrons`` couple at ``temperature_k``: the dEp cut-offs (``reversible_max_dep_v``, ``irreversible_min_dep_v``)
+    times T / (298.15 K n), and the peak fit's span (``peak_fit_half_width_v``) over n. Why: a couple's dEp is set by
+    n F dEp / (R T) (a reversible one's 2.22 RT/nF: 57 mV at 25 C, 64 mV at 60 C, 28.5 mV for two electrons), and
+    Nicholson's k0 reads a warm cell's dEp so (instruments/kinetics.py); the class did not, so a couple at 60 C with
+    dEp 70 mV was called quasi-reversible beside a k0 given only as a lower bound, "fast (Nernstian) electron transfer
+    at this rate". A two-electron wave is half as wide, and a cubic over a one-electron peak's +/-40 mV read its dEp
+    36 mV for 29 (a simulated reversible couple at 1 mV steps; 29.5 over +/-20 mV)."""
     require_positive("temperature_k", temperature_k)
+    require_positive("n_electrons", n_electrons)
     s = settings or CVAnalysisSettings()
-    if temperature_k == NICHOLSON_TEMPERATURE_K:
+    if temperature_k == NICHOLSON_TEMPERATURE_K and n_electrons == 1:
         return s
-    scale = temperature_k / NICHOLSON_TEMPERATURE_K
+    scale = temperature_k / NICHOLSON_TEMPERATURE_K / n_electrons
     return replace(s, reversible_max_dep_v=s.reversible_max_dep_v * scale,
-                   irreversible_min_dep_v=s.irreversible_min_dep_v * scale)
+                   irreversible_min_dep_v=s.irreversible_min_dep_v * scale,
+                   peak_fit_half_width_v=s.peak_fit_half_width_v / n_electrons)
 
 
 def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettings, *,
@@ -529,15 +540,16 @@ def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettin
 
 
 def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, ru_ohm: float = 0.0,
-               temperature_k: float = NICHOLSON_TEMPERATURE_K) -> CVResult:
+               temperature_k: float = NICHOLSON_TEMPERATURE_K, n_electrons: int = 1) -> CVResult:
     """Measure E1/2, dEp, peak currents and reversibility of ``v`` and flag what makes it doubtful.
 
     ``ru_ohm`` is the cell's uncompensated resistance (e.g. :func:`labloop.instruments.impedance.fit_ru`);
     what the potentiostat did not compensate during the scan (``ru_ohm - v.params.ir_comp_ohm``) is
-    corrected here (:func:`remaining_resistance`). ``temperature_k``: the cell's, which the dEp cut-offs of the
-    reversibility class scale with (:func:`at_temperature`).
+    corrected here (:func:`remaining_resistance`). ``temperature_k``: the cell's, and ``n_electrons``: the couple's
+    (the protocol's cv says it), which the dEp cut-offs of the reversibility class and the peak fit's span scale with
+    (:func:`for_couple`).
     """
-    settings = at_temperature(settings, temperature_k)
+    settings = for_couple(settings, temperature_k, n_electrons)
     segments = [s for s in v.segments() if s.stop - s.start >= 2]
     flags: set[CVFlag] = {CVFlag.OVERLOAD} if v.any_overload else set()
     sigma = _noise_sigma(v, segments)
@@ -786,20 +798,55 @@ MIN_DIFFUSING_DEP_V = 0.050
 NERNSTIAN_DEP_V = 0.057
 
 
+#: the most electrons one wave of a cv may take (the protocol's ``n_electrons``): two is a quinone's or a viologen's
+#: merged pair; more in one concerted wave is not seen in the organic couples labloop screens
+MOST_ELECTRONS_IN_A_WAVE = 3
+
+
+def diffusing_dep_v(temperature_k: float = NICHOLSON_TEMPERATURE_K, n_electrons: int = 1) -> tuple[float, float]:
+    """(the narrowest dEp a couple diffusing to the electrode reads before a run says so, a reversible couple's dEp) at
+    ``temperature_k`` for ``n_electrons`` in the wave (V): :data:`MIN_DIFFUSING_DEP_V` and :data:`NERNSTIAN_DEP_V`
+    times T / (298.15 K n), as dEp scales (:func:`for_couple`)."""
+    scale = temperature_k / NICHOLSON_TEMPERATURE_K / n_electrons
+    return MIN_DIFFUSING_DEP_V * scale, NERNSTIAN_DEP_V * scale
+
+
 def overcorrected(result: CVResult, temperature_k: float = NICHOLSON_TEMPERATURE_K) -> str | None:
     """Why ``result``'s couple, a one-electron standard's (ferrocene's), shows a dEp no diffusing couple can, in one
-    phrase, or None: under :data:`MIN_DIFFUSING_DEP_V` (scaled to ``temperature_k``, as dEp is). Why: ferrocene in the
-    cell is the lab's check of its ohmic-drop correction, and its dEp was reported bare (an electrochemist's trial):
-    narrower than a diffusing couple's, the drop was corrected by more than it is (an eis Ru reading high, too large a
-    share compensated) or the standard adsorbs, and every dEp of the experiment reads low, every k0 high."""
-    scale = temperature_k / NICHOLSON_TEMPERATURE_K
-    if result.dep_v is None or result.dep_v >= MIN_DIFFUSING_DEP_V * scale:
+    phrase, or None: under :func:`diffusing_dep_v`'s. Why: ferrocene in the cell is the lab's check of its ohmic-drop
+    correction, and its dEp was reported bare (an electrochemist's trial): narrower than a diffusing couple's, the
+    drop was corrected by more than it is (an eis Ru reading high, too large a share compensated) or the standard
+    adsorbs, and every dEp of the experiment reads low, every k0 high."""
+    narrowest, nernstian = diffusing_dep_v(temperature_k)
+    if result.dep_v is None or result.dep_v >= narrowest:
         return None
-    return (f"its dEp reads {1e3 * result.dep_v:.1f} mV, under the {1e3 * NERNSTIAN_DEP_V * scale:.0f} mV a "
+    return (f"its dEp reads {1e3 * result.dep_v:.1f} mV, under the {1e3 * nernstian:.0f} mV a "
             f"one-electron couple diffusing to the electrode shows at {temperature_k - 273.15:.3g} C: the ohmic drop "
             "is corrected by more than it is (the eis step's Ru reads high, or ir_compensation takes too large a share "
             "of it), the standard adsorbs, or a couple within about 0.6 V of it (the analyte's) pulls its peaks "
             "together; the analyte's dEp then reads low and its k0 high (E1/2 is unaffected)")
+
+
+def more_electrons(result: CVResult, temperature_k: float = NICHOLSON_TEMPERATURE_K,
+                   n_electrons: int = 1) -> str | None:
+    """Why the analyte's couple in ``result``, analysed as ``n_electrons``', shows a dEp no such couple diffusing to
+    the electrode can, in one phrase, or None (:func:`diffusing_dep_v`). Why: a two-electron wave (dEp 29 mV at 25 C)
+    analysed as one electron's read D 8 times high and its class by a one-electron couple's cut-offs, unsaid; the
+    narrow dEp is what shows it, beside an ohmic drop over-corrected (:func:`overcorrected` on a standard) and
+    adsorption, which narrow it too."""
+    narrowest, nernstian = diffusing_dep_v(temperature_k, n_electrons)
+    if result.dep_v is None or result.dep_v <= 0 or result.dep_v >= narrowest:
+        return None
+    electrons = "a one-electron couple" if n_electrons == 1 else f"a {n_electrons}-electron couple"
+    guess = round(n_electrons * nernstian / result.dep_v)
+    more = (f"{guess} electrons in one wave (then say n_electrons: {guess} in the cv step; as it is, D reads "
+            f"{(guess / n_electrons) ** 3:.3g} times high and the reversibility class is judged by {electrons}'s "
+            "dEp), " if n_electrons < guess <= MOST_ELECTRONS_IN_A_WAVE else "")
+    return (f"its dEp reads {1e3 * result.dep_v:.1f} mV, under the {1e3 * nernstian:.0f} mV {electrons} diffusing to "
+            f"the electrode shows at {temperature_k - 273.15:.3g} C: {more}the ohmic drop corrected by more than it "
+            "is (a standard's dEp says so too), or a couple adsorbed on the electrode")
+
+
 #: signal to noise at which the quality's noise term is one half
 HALF_QUALITY_SNR = 20.0
 
@@ -850,7 +897,7 @@ def analyze_couples(v: Voltammogram, settings: CVAnalysisSettings | None = None,
     partner is a couple of its own (an irreversible wave, e.g. dissolved O2). Noise and overload flags
     apply to every couple.
     """
-    settings = at_temperature(settings, temperature_k)
+    settings = for_couple(settings, temperature_k)
     segments = [s for s in v.segments() if s.stop - s.start >= 2]
     sigma = _noise_sigma(v, segments)
     peaks = _find_peaks(v, segments, sigma, settings, remaining_resistance(v, ru_ohm), min_wave_a) if segments else []

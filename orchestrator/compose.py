@@ -100,7 +100,7 @@ def build_world(campaign: Campaign, library: Sequence[str] | None = None) -> Wor
                   groups=GroupShifts(truth.shifts) if "groups" in parts else None,
                   smooth=SmoothField(seed, truth.amplitude_v, truth.length) if "smooth" in parts else None,
                   walk=ReferenceWalk(seed, truth.walk_step_v) if "drift" in parts else None,
-                  unstable_share=spec.unstable_share)
+                  unstable_share=spec.unstable_share, n_electrons=spec.n_electrons)
     unknown = [smiles for smiles in library if not _has_truth(world, smiles)]
     if unknown:  # the emulator could not measure them: say so now, not as a potentiostat timeout later
         where = campaign.located("world", "truth", *(("file",) if truth.file else ()))

@@ -741,9 +741,9 @@ _DIGITS_SAID = html.escape(
 #: the lab-grade table's caption on its k0 column (instruments/kinetics.py): what a value and a bound mean, and what the
 #: method assumes (a newcomer found the column explained nowhere on the page)
 _K0_SAID = html.escape(
-    f"k0 is Nicholson's, from each rate's dEp (the ohmic drop Ru measured taken out) and D, for one electron with "
-    f"alpha about 0.5: a value where dEp is {NICHOLSON_RANGE_MV[0]:g}-{NICHOLSON_RANGE_MV[1]:g} mV at 25 C (times "
-    "T / 298.15 K at the cell's temperature), '> x' where dEp "
+    f"k0 is Nicholson's, from each rate's dEp (the ohmic drop Ru measured taken out) and D, for D's electrons (n) "
+    f"in one step with alpha about 0.5: a value where dEp is {NICHOLSON_RANGE_MV[0]:g}-{NICHOLSON_RANGE_MV[1]:g} mV "
+    "at 25 C for one electron (times T / 298.15 K at the cell's temperature, over n), '> x' where dEp "
     "is below that (k0 at least x: the couple reversible at that rate) or where the ohmic drop could widen it (no eis "
     "step measured Ru, or more of the drop was taken out after the scan than that leaves exact), '< x' above it (at "
     "most x); lab_grade.csv's k0_why says which; docs/lab-grade.md, \"k0\". ")

@@ -98,6 +98,7 @@ from labloop.instruments.cv_analysis import (
     analyze_cv,
     couple_position,
     implausible_diffusion,
+    more_electrons,
     overcorrected,
     randles_sevcik_diffusion,
     reference_to_ferrocene,
@@ -398,6 +399,8 @@ class ProtocolExecutor:
         self._sent_nothing = False
         #: whether the run said that a standard's dEp shows its ohmic drop over-corrected (:func:`overcorrected`)
         self._overcorrection_said = False
+        #: whether the run said that an analyte's dEp is narrower than its cv's ``n_electrons`` allows (_outcome)
+        self._electrons_said = False
         self._rates = dict(rates or {})
         self.hits_v = hits_v
         self.oxygen_onset_v = oxygen_onset_v
@@ -408,6 +411,12 @@ class ProtocolExecutor:
         #: the pump a step is moving (its dispense or refill), so a failure there names that pump, not the
         #: instrument the step is journalled under (add_standard's is the potentiostat)
         self._pumping: str | None = None
+
+    @property
+    def n_electrons(self) -> int:
+        """The electrons the protocol's cv says the analyte's couple takes in one wave (every protocol has one cv:
+        :func:`labloop.protocols.steps.parse_steps`), which its analysis reads."""
+        return next(step for step in self.steps if isinstance(step, CV)).n_electrons
 
     def _instrument_kinds(self) -> dict[str, str]:
         if self._kinds is not None:
@@ -699,7 +708,8 @@ class ProtocolExecutor:
                         self.contents.emptied()
                     elif isinstance(step, Analyze):
                         analysis = analyze_cv(voltammogram, step.settings,  # type: ignore[arg-type]
-                                              ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k)
+                                              ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k,
+                                              n_electrons=self.n_electrons)
                     elif isinstance(step, LAB_STEPS):
                         params.update(self._lab_step(index, step, instrument, lab, steps))
                 except KeyboardInterrupt:
@@ -773,7 +783,8 @@ class ProtocolExecutor:
         """What the experiment measured, once every step it depends on has run (:func:`measured_after`): the cv's
         voltammogram, analysed by the protocol's analyze step or by default, judged over its scan rates, with the
         lab-grade steps' flags and the standard's referencing."""
-        analysis = analysis or analyze_cv(voltammogram, ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k)
+        analysis = analysis or analyze_cv(voltammogram, ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k,
+                                          n_electrons=self.n_electrons)
         slow = any(a.reversibility not in (None, "reversible") for _, a in lab.scans)
         if analysis.reversibility == "reversible" and slow:
             # reversible at the first rate only: dEp that grows with the rate is a slow couple's (an electrochemist's
@@ -785,7 +796,8 @@ class ProtocolExecutor:
             # over the rates where the couple is reversible (cv_analysis.reversible_rates) is said, not warned of
             deps = ", ".join(f"{1e3 * a.dep_v:.1f}" if a.dep_v is not None else "none" for _, a in lab.scans)
             rates = ", ".join(compact(v.params.scan_rate_v_s) for v, _ in lab.scans)
-            rule = reversibility_criterion(settings, rates=len(lab.scans), temperature_k=self.temperature_k)
+            rule = reversibility_criterion(settings, rates=len(lab.scans), temperature_k=self.temperature_k,
+                                           n_electrons=self.n_electrons)
             fitted = lab.diffusion.scan_rates_v_s
             if len(fitted) < len(lab.scans):
                 log.info("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from the "
@@ -797,6 +809,13 @@ class ProtocolExecutor:
                             "than two of them", sample_id, smiles, deps, rates, rule.split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
             self._warn_of_d(f"{sample_id} ({smiles})", lab)
+            standard = lab.referenced.standard if lab.referenced is not None else None
+            explained = standard is not None and overcorrected(standard, self.temperature_k) is not None
+            if not self._electrons_said and not explained \
+                    and (why := more_electrons(analysis, self.temperature_k, self.n_electrons)) is not None:
+                # a standard over-corrected narrows the analyte's dEp too, and says why (_add_standard)
+                self._electrons_said = True
+                log.warning("sample %s (%s): %s (said once a run)", sample_id, smiles, why)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)
         if lab.referenced is not None and lab.referenced.e_vs_li_v is not None:
             potential: float | None = lab.referenced.e_vs_li_v
@@ -1202,7 +1221,8 @@ class ProtocolExecutor:
         # rates it measured in ``lab``, for the record of an attempt that ended early (:meth:`run`, on_ended_early)
         for voltammogram in rested() if step.rest_s > 0 else self._scans(where, potentiostat, series):
             lab.scans.append((voltammogram, analyze_cv(voltammogram, settings, ru_ohm=lab.ru_ohm,
-                                                        temperature_k=self.temperature_k)))
+                                                        temperature_k=self.temperature_k,
+                                                        n_electrons=step.n_electrons)))
         if computes_d(step):
             lab.electrode_area_cm2 = step.electrode_area_cm2
             if step.sample_stock_mm is not None:
@@ -1217,7 +1237,8 @@ class ProtocolExecutor:
                 forward = "anodic" if cv.e_vertex1_v > cv.e_begin_v else "cathodic"
                 lab.diffusion = randles_sevcik_diffusion(list(step.rates), [a for _, a in lab.scans],
                                                          area_cm2=step.electrode_area_cm2, conc_mm=lab.analyte_mm,
-                                                         forward=forward, temperature_k=self.temperature_k)
+                                                         forward=forward, temperature_k=self.temperature_k,
+                                                         n_electrons=step.n_electrons)
             except InvalidParameter as exc:
                 lab.diffusion_problem = str(exc)  # warned of once the analysis is known (_warn_of_d)
             else:  # no molecule's D: the concentration or area is off, and a k0 from it would be too (report.py)

@@ -70,7 +70,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, Valid
 from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, SafetyLimitExceeded, not_one_of
 from labloop.core.validation import field_at, field_homes, shape_message, unknown_field, unknown_here
 from labloop.instruments.contracts import SafetyLimits
-from labloop.instruments.cv_analysis import CVAnalysisSettings
+from labloop.instruments.cv_analysis import MOST_ELECTRONS_IN_A_WAVE, CVAnalysisSettings
 from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, PICO_FREQUENCY_RANGE_HZ, EISParams
 from labloop.instruments.voltammogram import MAX_CURRENT_A, CVParams
 
@@ -269,6 +269,10 @@ class CV(Step):
     current_range_a: Annotated[PositiveNumber, _current("a current range")] | None = None
     ir_compensation: IRCompensation | None = None
     electrode_area_cm2: PositiveNumber = 0.0707  # for D from the scan rates (a 3 mm disk)
+    #: electrons the analyte's couple takes in its one wave (a quinone's two in a protic electrolyte): D's
+    #: Randles-Sevcik n^1.5, the reversibility class's dEp cut-offs (57 mV / n for a reversible couple at 25 C) and
+    #: Nicholson's k0 read it. Why: a two-electron wave analysed as one electron's read D 8 times high, unsaid
+    n_electrons: Annotated[int, Strict(), Field(ge=1, le=MOST_ELECTRONS_IN_A_WAVE)] = 1
     #: the analyte's concentration in the cell (mM) D is computed with, as written; without it (and without
     #: ``sample_stock_mm``) D is not computed
     analyte_mm: PositiveNumber | None = None

@@ -28,7 +28,8 @@ The couple (:meth:`World.couple_of`) puts that potential on the emulated referen
 voltammograms differ in shape, never enough to move E1/2 (equal D for both forms, alpha 0.5). A share of the
 molecules (``unstable_share``, drawn per molecule like the residual; default none) is unstable once oxidised (or
 reduced): the product reacts away at :data:`UNSTABLE_FOLLOW_UP_PER_S`, and the return wave of their CVs shrinks
-(an EC mechanism), which the analysis flags ``chemically_irreversible``. Each new
+(an EC mechanism), which the analysis flags ``chemically_irreversible``. Every molecule's couple takes
+``n_electrons`` in its one wave (default one), to rehearse a protocol's cv for two-electron couples. Each new
 solution of a molecule (a filling of the cell: every scan until the next rinse) also shifts its E0 by
 N(0, ``noise_v``): the scatter of a molecule's measured potential from one solution to the next (water,
 ion pairing, the electrode's surface), which is what the campaign's measurement noise models; the scans
@@ -164,7 +165,7 @@ class World:
     def __init__(self, table: TruthTable, *, source: Literal["ie_ea", "column"], quantity: Quantity,
                  solvent: str = "acn", noise_v: float = 0.0, reference_offset_v: float = 0.0,
                  seed: int = 0, groups: GroupShifts | None = None, smooth: SmoothField | None = None,
-                 walk: ReferenceWalk | None = None, unstable_share: float = 0.0) -> None:
+                 walk: ReferenceWalk | None = None, unstable_share: float = 0.0, n_electrons: int = 1) -> None:
         if solvent not in DIELECTRIC_CONSTANTS:
             raise ValueError(f"unknown solvent {solvent!r}; known: {', '.join(DIELECTRIC_CONSTANTS)}")
         if not (math.isfinite(noise_v) and noise_v >= 0):
@@ -172,6 +173,8 @@ class World:
         if not 0 <= unstable_share <= 1:
             raise ValueError(f"unstable_share must lie in 0..1, got {unstable_share!r}")
         self.unstable_share = unstable_share
+        #: electrons each molecule's couple takes in its one wave (the ferrocene standard and O2 keep theirs)
+        self.n_electrons = n_electrons
         self.table = table
         self.source = source
         self.quantity = quantity
@@ -264,4 +267,4 @@ class World:
                        k0_cm_s=_log_uniform(rng, K0_RANGE_CM_S),
                        diffusion_cm2_s=_log_uniform(rng, DIFFUSION_RANGE_CM2_S),
                        species="reduced" if self.quantity == "oxidation_potential" else "oxidized",
-                       follow_up_per_s=UNSTABLE_FOLLOW_UP_PER_S if unstable else 0.0)
+                       follow_up_per_s=UNSTABLE_FOLLOW_UP_PER_S if unstable else 0.0, n_electrons=self.n_electrons)

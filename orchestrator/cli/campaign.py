@@ -152,7 +152,9 @@ def _world(campaign: Campaign) -> str:
         (world.oxygen_mm, f"{compact(world.oxygen_mm)} mM O2 before a purge (world.oxygen_mm)"),
         (world.ru_ohm, f"{compact(world.ru_ohm)} ohm uncompensated (world.ru_ohm)"),
         (world.unstable_share, f"{compact(world.unstable_share)} of the molecules decomposing once oxidised or "
-                               "reduced (world.unstable_share)")) if value]
+                               "reduced (world.unstable_share)"),
+        (world.n_electrons > 1, f"{world.n_electrons} electrons in each molecule's wave (world.n_electrons)"))
+        if value]
     return (f"simulated: truth {world.truth.kind}, noise {compact(world.noise_v)} V; {pace}"
             + (f"; rehearsed: {', '.join(rehearsed)}" if rehearsed else ""))
 

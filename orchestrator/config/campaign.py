@@ -61,7 +61,12 @@ from labloop.core.text import plural
 from labloop.core.validation import shape_message
 from labloop.data import bundled_path
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
-from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, OXYGEN_ONSET_VS_LI_V, Quantity
+from labloop.instruments.cv_analysis import (
+    FERROCENE_VS_LI_V,
+    MOST_ELECTRONS_IN_A_WAVE,
+    OXYGEN_ONSET_VS_LI_V,
+    Quantity,
+)
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem, serial_device
 from labloop.orchestrator.config.alert_urls import check_url, written_out_credentials
@@ -985,7 +990,8 @@ class World(BaseModel):
     pump, an overload, a disconnect, a slow reply) at each of a device's decisions, drawn from the campaign's
     seed (default 0: devices that never fail), to rehearse what the runner does when a rig misbehaves; and
     ``unstable_share``, the share of molecules whose oxidised (reduced) form reacts away within the scan (default
-    0), to rehearse the analysis's ``chemically_irreversible`` (sim/world.py)."""
+    0), to rehearse the analysis's ``chemically_irreversible``; and ``n_electrons``, the electrons every molecule's
+    couple takes in its one wave (default 1), to rehearse a protocol whose cv says ``n_electrons`` (sim/world.py)."""
 
     model_config = SECTION
     truth: Truth = Truth.model_validate({})
@@ -996,6 +1002,7 @@ class World(BaseModel):
     ru_ohm: NonNegativeNumber = Field(0.0, le=1e6)
     fault_rate: NonNegativeNumber = Field(0.0, le=0.2)
     unstable_share: NonNegativeNumber = Field(0.0, le=1.0)
+    n_electrons: Int = Field(1, ge=1, le=MOST_ELECTRONS_IN_A_WAVE)
 
     @field_validator("time_scale")
     @classmethod

@@ -163,10 +163,10 @@ def measured_at(conditions: dict[str, Any], protocol: dict[str, Any]) -> float:
 def reversibility_said(steps: tuple[Step, ...], temperature_k: float = NICHOLSON_TEMPERATURE_K) -> str:
     """The rule the protocol's experiments were called reversible by (:func:`reversibility_criterion`): its
     ``analyze`` step's settings or the analysis' defaults, over every rate of a cv of several, at the cell's
-    ``temperature_k`` (:func:`cell_kelvin`)."""
+    ``temperature_k`` (:func:`cell_kelvin`), for the cv's ``n_electrons``."""
     cv = next(step for step in steps if isinstance(step, CV))
     return reversibility_criterion(analysis_settings(steps), rates=len(cv.scan_rates_v_s or ()),
-                                   temperature_k=temperature_k)
+                                   temperature_k=temperature_k, n_electrons=cv.n_electrons)
 
 
 def cell_kelvin(config: dict[str, Any]) -> float:

@@ -56,7 +56,7 @@ def test_k0_of_a_warm_cell_reads_its_dep_at_the_tables_temperature(celsius: floa
 @pytest.mark.parametrize("celsius", [45.0, 60.0])
 def test_a_warm_cell_is_reversible_exactly_where_its_k0_is_only_a_lower_bound(celsius: float) -> None:
     """The reversibility class's dEp cut-offs are 25 C's, scaled with T as Nicholson's curve is read
-    (instruments/cv_analysis.py at_temperature): at 60 C a couple of dEp 68-76 mV was called quasi-reversible beside a
+    (instruments/cv_analysis.py for_couple): at 60 C a couple of dEp 68-76 mV was called quasi-reversible beside a
     k0 given as "> ...: fast (Nernstian) electron transfer at this rate". Over fast and slow couples the two agree, and
     the 25 C cut-offs would have called some of the reversible ones quasi-reversible."""
     kelvin = 273.15 + celsius

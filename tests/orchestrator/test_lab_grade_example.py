@@ -872,3 +872,22 @@ def test_an_unstable_molecules_failure_gives_its_potential_through_the_ferrocene
             for cause, potential in failed if "chemically_irreversible" in cause]
     assert said and all(m is not None and float(m[1]) == pytest.approx(potential, abs=5e-4) for m, potential in said), \
         failed
+
+
+def test_a_dry_run_of_two_electron_couples_says_what_the_protocol_should_assume(tmp_path, labloop):
+    """``world.n_electrons: 2`` rehearses couples that take two electrons in one wave: validate's summary says so, a
+    protocol whose cv analyses them as one electron's is told, once, what to write (instruments/cv_analysis.py
+    more_electrons), and a cv's n_electrons beyond three is refused in one line naming it."""
+    lab = _lab_grade(tmp_path, world={"n_electrons": 2})
+    checked = labloop("validate", lab, "--dry-run")
+    assert checked.returncode == 0, checked.stderr
+    assert ", 2 electrons in each molecule's wave (world.n_electrons)" in checked.stdout, checked.stdout
+    result = labloop("run", lab, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "electrons in one wave" in line]
+    assert len(said) == 1 and "then say n_electrons: 2 in the cv step" in said[0], result.stderr
+    protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
+    protocol.write_text(protocol.read_text().replace("analyte_mm: 1.0}", "analyte_mm: 1.0, n_electrons: 4}"))
+    refused = labloop("validate", lab, "--dry-run")
+    assert refused.returncode == 2 and "n_electrons" in refused.stderr and "3" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr

@@ -207,7 +207,7 @@ def test_the_reversibility_criterion_is_the_protocols_own():
         "return peak, or dEp >= 150 mV; quasi-reversible: between (dEp from peak potentials corrected for the "
         "uncompensated iR); dEp alone decides where |ipc/ipa| is not judged (the vertex under 100 mV past the forward "
         "peak, or that peak too near the scan's start)")
-    # a warm cell's record states its own cut-offs (instruments/cv_analysis.py at_temperature); a record without the
+    # a warm cell's record states its own cut-offs (instruments/cv_analysis.py for_couple); a record without the
     # field, from before it, is 25 C's
     from labloop.orchestrator.journal.view import cell_kelvin
 
