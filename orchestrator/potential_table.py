@@ -84,8 +84,10 @@ MIXED_SCALE_SHARE = 0.02
 #: apart, about cell.ferrocene_vs_li_v (3 V)", which a gap a third off the offset is not; a real mix lies within
 #: a few tenths of a volt of it (the trial's mixed table: 3.19 V apart at 3.2 V)
 MIXED_SCALE_GAP_SHARE = 1 / 3
-#: V vs Li/Li+ of lithium's own couple: a table's potential below it is said (a trial's table of -0.9 V "vs Li/Li+",
-#: vs Fc+/Fc in fact, passed in silence), not refused: read_truth refuses only what is no potential at all
+#: V vs Li/Li+ of lithium's own couple: a table's potential below it is left out and said (a trial's table of -0.9 V
+#: "vs Li/Li+", vs Fc+/Fc in fact, passed in silence; a lab head's trial: one past measurement at -0.5 V, used, pulled
+#: every calibration of a backtest to the offset learner, 6 hits for 8 without it), not refused: read_truth refuses
+#: only what is no potential at all
 LITHIUM_V = 0.0
 
 
@@ -156,9 +158,10 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     said as a header naming no scale, a chemist's trial), and notes on the rows not
     taken as they are: SMILES that are no molecule, empty values (a cell holding a missing-value marker,
     :data:`labloop.surrogate.dataset.MISSING_MARKERS`, is one, counted and named: ``n/a`` was refused one cell at
-    a time), repeated molecules with another value (and, apart, those more than
+    a time), repeated molecules with the same value (counted once) or another value (and, apart, those more than
     :data:`labloop.surrogate.dataset.REPEAT_SPREAD` apart, as ``surrogate train`` says: 3.2 V apart is a mix-up,
-    not a remeasurement) and a group of values about ``ferrocene_vs_li_v`` from the rest (:data:`MIXED_SCALE_SHARE`).
+    not a remeasurement), a group of values about ``ferrocene_vs_li_v`` from the rest (:data:`MIXED_SCALE_SHARE`) and
+    values below :data:`LITHIUM_V`, left out (refused when every value is).
     :class:`InvalidInput` (one line) for a missing column, a value beyond :data:`POTENTIAL_RANGE_V` (an energy in
     eV, millivolts; an infinite or absurd one is refused by :func:`read_table` already) or a table with no valid
     SMILES and value. A molecule given twice keeps its first value, whichever way each row spells it (by canonical
@@ -181,6 +184,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     truth: dict[str, float] = {}
     empty: list[int] = []  # rows of a molecule without a value
     conflicts, first_conflict = 0, ""
+    same, first_same = 0, ""  # rows repeating a molecule with the value its first row gave
     invalid: list[tuple[int, str]] = []  # (line, as written) of rows whose SMILES is no molecule
     canonical = canonical_smiles(table.smiles)  # "" for a row that is no molecule, judged in one note below
     first_of: dict[str, float] = {}  # by canonical SMILES: the value the molecule's first row gave
@@ -188,6 +192,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     first_row: dict[str, int] = {}  # ... and that row
     rows_of: dict[str, list[int]] = {}  # ... and all its rows with a value
     valued: list[tuple[int, float]] = []  # (row, value) of every row taken
+    below: list[tuple[int, float]] = []  # (row, value) of the rows below lithium's potential, left out
     bounded = table.bounded.get(column, {})
     bound_rows: dict[str, int] = {}  # by canonical SMILES: the first row that bounds the molecule
     unit = "V vs Fc+/Fc" if offset_v else "V"  # a value as the table writes it, on its scale where not Li/Li+
@@ -208,7 +213,13 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
         if not low <= value <= high:
             raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: {value:g}{shifted} lies beyond "
                                f"{low:g}..{high:g} V vs Li/Li+: not a potential (an energy in eV? millivolts?)")
+        if value < LITHIUM_V:
+            below.append((row, float(value)))
+            continue
         key = canonical[row]
+        if key in first_of and first_of[key] == value:
+            same += 1
+            first_same = first_same or f"line {line_of(row)} repeats line {line_of(first_row[key])}"
         if key in first_of and first_of[key] != value:
             conflicts += 1
             earlier = first_row[key]
@@ -237,7 +248,7 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     unscreened = "no SMILES of a molecule labloop screens"
     first = f"first at line {invalid[0][0]}: {invalid[0][1]!r}" if invalid else ""
     bad, n_rows = len(invalid), len(table.smiles)
-    if not truth and not only_bounded:
+    if not truth and not only_bounded and not below:
         why = (f" ({bad} of its {n_rows} {plural(n_rows, 'row')} {plural(bad, 'is', 'are')} {unscreened}, {first})"
                if invalid else "")
         raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}{why}")
@@ -261,6 +272,9 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
         notes.append(f"{len(empty)} {plural(len(empty), 'row')} of {path} {plural(len(empty), 'has', 'have')} no "
                      f"finite value in column {column!r}{markers} and {plural(len(empty), 'is', 'are')} left out"
                      f"{bound}")
+    if same:  # a trial's table lost such a row without trace: its counts did not add up to its rows
+        notes.append(f"{same} {plural(same, 'row')} of {path} {plural(same, 'repeats', 'repeat')} a molecule with "
+                     f"the same value ({first_same}): counted once")
     if conflicts:
         notes.append(f"{conflicts} {plural(conflicts, 'row')} of {path} {plural(conflicts, 'repeats', 'repeat')} a "
                      f"molecule with another value (the first: {first_conflict}): the first value is kept, "
@@ -276,16 +290,23 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
                      "row)")
     if valued and (scales := _mixed_scales(valued, ferrocene_vs_li_v, line_of, words, offset_v)) is not None:
         notes.append(f"{path}, column {column!r}: {scales}")
-    if below := [(row, v) for row, v in valued if v < LITHIUM_V]:
+    if below:
         k, (row, value) = len(below), below[0]
-        scale = ("" if offset_v else f": values vs Fc+/Fc, Ag/AgCl or SCE read as vs Li/Li+? declare Fc+/Fc with "
+        scale = ("" if offset_v else f"; values vs Fc+/Fc, Ag/AgCl or SCE read as vs Li/Li+? declare Fc+/Fc with "
                  f"{words.vs_is('fc')}, convert the others")
         notes.append(f"{k} {plural(k, 'value')} of {path}, column {column!r}, {plural(k, 'lies', 'lie')} below 0 V vs "
                      f"Li/Li+ (first: line {line_of(row)}, {value:g} V{shifted}), where lithium itself deposits, "
-                     f"below any couple measured in a lithium electrolyte{scale}")
+                     f"below any couple measured in a lithium electrolyte: {plural(k, 'it is', 'they are')} left "
+                     f"out{scale}")
+    if not truth and not only_bounded:
+        raise InvalidInput(f"{path}: every value in column {column!r} lies below 0 V vs Li/Li+ (first: line "
+                           f"{line_of(below[0][0])}, {below[0][1]:g} V{shifted}), where lithium itself deposits: "
+                           f"values vs Fc+/Fc, Ag/AgCl or SCE read as vs Li/Li+? declare Fc+/Fc with "
+                           f"{words.vs_is('fc')}, convert the others")
     return Truth(truth, first_of, notes, {"rows": n_rows, "invalid_smiles": bad, "no_value": len(empty),
-                                          "missing_markers": len(marked), "repeats_with_another_value": conflicts,
-                                          "repeated_molecules_apart": len(apart),
+                                          "missing_markers": len(marked), "repeats_with_same_value": same,
+                                          "repeats_with_another_value": conflicts,
+                                          "repeated_molecules_apart": len(apart), "below_lithium": len(below),
                                           **({"bounds": len(only_bounded)} if bounds else {})},
                  spelled, only_bounded, offset_v)
 

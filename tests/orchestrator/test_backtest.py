@@ -626,22 +626,30 @@ def test_a_wide_table_is_no_mix_of_scales_unless_its_groups_lie_the_ferrocene_of
         assert any("two groups" in note for note in notes) is said, notes
 
 
-def test_values_below_lithium_are_said_unless_declared_vs_ferrocene(tmp_path):
+def test_values_below_lithium_are_left_out_and_said_unless_declared_vs_ferrocene(tmp_path):
     """A trial's table of potentials about -0.9 V, vs Fc+/Fc in fact, read as vs Li/Li+ passed in silence: no couple
     is measured below lithium's own potential in a lithium electrolyte, so such values are said (a note, the first
-    line named); declared vs Fc+/Fc (3.2 V added), the same values say nothing."""
+    line named) and left out (a lab head's trial: one such past measurement, used, pulled every calibration to the
+    offset learner); declared vs Fc+/Fc (3.2 V added), the same values are taken and say nothing; a table of such
+    values only is refused in one line."""
+    from labloop.core.errors import InvalidInput
     from labloop.orchestrator.potential_table import read_truth
 
     smiles = pd.read_csv(EXAMPLES_LIBRARY)["smiles"].tolist()[:5]
     values = [0.3, -0.9, -0.85, 0.1, -0.95]
     rows = "\n".join(f"{s},{v}" for s, v in zip(smiles, values, strict=True))
     (tmp_path / "t.csv").write_text(f"smiles,e_v\n{rows}\n")
-    read_as_li = read_truth(tmp_path / "t.csv", "e_v", ferrocene_vs_li_v=3.2).notes
-    assert read_as_li == [f"3 values of {tmp_path / 't.csv'}, column 'e_v', lie below 0 V vs Li/Li+ (first: line 3, "
+    read = read_truth(tmp_path / "t.csv", "e_v", ferrocene_vs_li_v=3.2)
+    assert read.notes == [f"3 values of {tmp_path / 't.csv'}, column 'e_v', lie below 0 V vs Li/Li+ (first: line 3, "
                           "-0.9 V), where lithium itself deposits, below any couple measured in a lithium electrolyte: "
-                          "values vs Fc+/Fc, Ag/AgCl or SCE read as vs Li/Li+? declare Fc+/Fc with --truth-vs fc, "
-                          "convert the others"]
-    assert read_truth(tmp_path / "t.csv", "e_v", truth_vs="fc", ferrocene_vs_li_v=3.2).notes == []
+                          "they are left out; values vs Fc+/Fc, Ag/AgCl or SCE read as vs Li/Li+? declare Fc+/Fc with "
+                          "--truth-vs fc, convert the others"]
+    assert sorted(read.values.values()) == [0.1, 0.3] and read.rows["below_lithium"] == 3
+    declared = read_truth(tmp_path / "t.csv", "e_v", truth_vs="fc", ferrocene_vs_li_v=3.2)
+    assert declared.notes == [] and len(declared.values) == 5
+    (tmp_path / "t.csv").write_text("smiles,e_v\n" + "\n".join(f"{s},-0.9" for s in smiles) + "\n")
+    with pytest.raises(InvalidInput, match="every value in column 'e_v' lies below 0 V vs Li/Li.*line 2, -0.9 V"):
+        read_truth(tmp_path / "t.csv", "e_v", ferrocene_vs_li_v=3.2)
 
 
 def test_repeats_far_apart_are_named_apart_from_close_ones(tmp_path, labloop, write_campaign, truth_csv):
@@ -651,7 +659,7 @@ def test_repeats_far_apart_are_named_apart_from_close_ones(tmp_path, labloop, wr
     rows = path.read_text().splitlines()
     close, far = rows[1].split(","), rows[2].split(",")
     (tmp_path / "lab.csv").write_text("\n".join([*rows, f"{close[0]},{float(close[1]) + 0.02}",
-                                                 f"{far[0]},{float(far[1]) - 3.2}"]) + "\n")
+                                                 f"{far[0]},{float(far[1]) - 3.2}", rows[3]]) + "\n")
     result = labloop("backtest", write_campaign(tmp_path), "--truth", tmp_path / "lab.csv", "--column", "e_v",
                      "--planners", "random", "--seeds", "1", "--budget", "2", "--no-instruments", "--json")
     assert result.returncode == 0, result.stderr
@@ -659,6 +667,10 @@ def test_repeats_far_apart_are_named_apart_from_close_ones(tmp_path, labloop, wr
             f"3, {len(rows) + 2}, spread 3.200 V)") in result.stderr, result.stderr
     rows_said = json.loads(result.stdout)["truth_rows"]
     assert (rows_said["repeats_with_another_value"], rows_said["repeated_molecules_apart"]) == (2, 1)
+    # a row given twice alike was lost without trace (a lab head's trial: the counts did not add up to the rows)
+    assert (f"warning: 1 row of {tmp_path / 'lab.csv'} repeats a molecule with the same value (line {len(rows) + 3} "
+            "repeats line 4): counted once") in result.stderr.splitlines(), result.stderr
+    assert rows_said["repeats_with_same_value"] == 1
 
 
 def test_missing_value_markers_are_missing_values(tmp_path, labloop, write_campaign, truth_csv):
