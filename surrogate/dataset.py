@@ -13,6 +13,7 @@ import csv
 import gzip
 import hashlib
 import logging
+import math
 import re
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -187,10 +188,18 @@ def markers_written(written: Mapping[int, str], rows: Sequence[int], line_of: Ca
             f"{plural(shown, 'line')} {lines}")
 
 
+#: the most columns, and the most characters of each name, a message lists (:func:`listed_columns`)
+LISTED_COLUMNS, LISTED_NAME_CHARS = 12, 40
+
+
 def listed_columns(names: Sequence[object]) -> str:
     """``(columns: 'smiles', ' E_ox ')``: a table's column names for a message, each quoted, so that spaces around a
-    name (a header typed `` SMILES ``) show."""
-    return f"(columns: {', '.join(repr(str(name)) for name in names)})"
+    name (a header typed `` SMILES ``) show; at most :data:`LISTED_COLUMNS` of them, each cut at
+    :data:`LISTED_NAME_CHARS` (a trial's file of NUL bytes gave an error line of 8,000 characters)."""
+    said = [repr(str(name)) if len(str(name)) <= LISTED_NAME_CHARS else repr(str(name)[:LISTED_NAME_CHARS]) + "..."
+            for name in names[:LISTED_COLUMNS]]
+    more = f" and {len(names) - LISTED_COLUMNS} more" if len(names) > LISTED_COLUMNS else ""
+    return f"(columns: {', '.join(said)}{more})"
 
 
 def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
@@ -212,7 +221,7 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     header naming eV, or no scale: orchestrator/potential_table.py) comes after a missing file or column, which it
     was said instead of (a chemist's trial), and before a damaged value."""
     path = Path(path)
-    if (problem := not_a_file(path)) is not None:
+    if (problem := not_a_file(path) or _nul_bytes(path)) is not None:
         raise InvalidInput(f"{path}: {problem}")
     line_of = csv_lines(path)
     if (ragged := ragged_row(path)) is not None:
@@ -259,9 +268,8 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
             bad.iloc[list(bounded[t])] = False
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            said = " (a bound, not a value)" if bound_of(column.iloc[row]) is not None else ""
             raise InvalidInput(f"{path}: line {line_of(row)}, column {names[t]!r}: {column.iloc[row]!r} is not a "
-                               f"number{said}")
+                               f"number{_not_a_number(column.iloc[row])}")
         Y[:, j] = values.to_numpy(dtype=float)
         _check_values(Y[:, j], path, names[t], line_of, bounded=bool(bounded.get(t)))
     if say_marked:
@@ -332,13 +340,34 @@ def _check_values(values: np.ndarray, path: Path, column: str, line_of: Callable
     if absurd.any():
         row = int(np.flatnonzero(absurd)[0])
         value = float(values[row])
-        why = (f"mV or meV written as V or eV ({value / 1000:g})? kJ/mol? a damaged file?"
+        why = ("an overflow or a division by zero in the sheet it came from, or a damaged file?"
+               if not math.isfinite(value) else  # "inf ... kJ/mol?" (a lab head's trial)
+               f"mV or meV written as V or eV ({value / 1000:g})? kJ/mol? a damaged file?"
                if abs(value) / 1000 <= MAX_ABS_TARGET else "kJ/mol, or a damaged file?")  # 2300 for 2.3 V: say so
         raise InvalidInput(f"{path}: line {line_of(row)}, column {column!r}: {value:g} is no energy (eV) or "
                            f"potential (V) of a molecule (at most {MAX_ABS_TARGET:g} either way): {why}")
     if len(values) and np.isnan(values).all() and not bounded:
         raise InvalidInput(f"{path}: column {column!r} has no value in any of its {len(values)} "
                            f"{plural(len(values), 'row')}")
+
+
+#: a cell such as ``4,342``: a number written with a decimal comma (a European spreadsheet's)
+DECIMAL_COMMA = re.compile(r"\s*[-+]?\d+,\d+\s*")
+#: a cell holding a unit alone (a units row under the header)
+UNIT_CELL = re.compile(r"\s*\(?\s*(m?V|m?eV|V vs .*|eV vs .*)\s*\)?\s*", re.IGNORECASE)
+
+
+def _not_a_number(cell: object) -> str:
+    """What a cell that is no number most likely is, for its refusal (a lab head's trial: ``'4,342' is not a number``
+    gave no hint of the decimal comma, a units row only "not a number"): '' when nothing is likely."""
+    text = str(cell)
+    if bound_of(cell) is not None:
+        return " (a bound, not a value)"
+    if DECIMAL_COMMA.fullmatch(text):
+        return f" (a decimal comma: write {text.strip().replace(',', '.')})"
+    if UNIT_CELL.fullmatch(text):
+        return " (a unit: a units row under the header? put the unit in the column's name, or delete the row)"
+    return ""
 
 
 def not_a_file(path: Path) -> str | None:
@@ -349,6 +378,27 @@ def not_a_file(path: Path) -> str | None:
     if path.is_dir():
         return "is a folder, not a file"
     return "no such file" if not path.exists() else "is not a regular file"
+
+
+def _nul_bytes(path: Path) -> str | None:
+    """Why a file whose start holds a NUL byte is no CSV table, or None. Why: a file of NUL bytes was read as a header
+    of one column named by 2,000 of them, and the missing-column message printed them all (a lab head's trial); a
+    spreadsheet's "Unicode Text" (UTF-16) holds one in every other byte, and a workbook's (:data:`SPREADSHEET_MAGIC`)
+    is said as such. A gzipped table is judged once unpacked."""
+    if path.suffix == ".gz":
+        return None
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(HEADER_BYTES)
+    except OSError:
+        return None  # the reader says why it cannot be read
+    if b"\x00" not in start:
+        return None
+    if start.startswith(SPREADSHEET_MAGIC):
+        return f"it is a spreadsheet workbook, not CSV: {SAVE_AS}"
+    utf16 = start[:2] in (b"\xff\xfe", b"\xfe\xff")
+    return (f"is UTF-16 text (a spreadsheet's \"Unicode Text\"), not a CSV table: {SAVE_AS}" if utf16
+            else "holds NUL bytes: a binary or damaged file, not a CSV table")
 
 
 def too_long(smiles: object) -> str | None:

@@ -648,7 +648,8 @@ def test_values_below_lithium_are_left_out_and_said_unless_declared_vs_ferrocene
     declared = read_truth(tmp_path / "t.csv", "e_v", truth_vs="fc", ferrocene_vs_li_v=3.2)
     assert declared.notes == [] and len(declared.values) == 5
     (tmp_path / "t.csv").write_text("smiles,e_v\n" + "\n".join(f"{s},-0.9" for s in smiles) + "\n")
-    with pytest.raises(InvalidInput, match="every value in column 'e_v' lies below 0 V vs Li/Li.*line 2, -0.9 V"):
+    refused = r"every value in column 'e_v' lies below 0 V vs Li/Li\+ \(first: line 2, -0\.9 V\)"
+    with pytest.raises(InvalidInput, match=refused):
         read_truth(tmp_path / "t.csv", "e_v", ferrocene_vs_li_v=3.2)
 
 

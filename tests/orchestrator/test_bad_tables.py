@@ -260,3 +260,25 @@ def _workbook(path: Path) -> None:
     with zipfile.ZipFile(path, "w") as workbook:
         workbook.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
         workbook.writestr("xl/workbook.xml", "<workbook/>")
+
+
+@pytest.mark.parametrize(("written", "said"), [
+    (b"\x00" * 2000, "holds NUL bytes: a binary or damaged file, not a CSV table"),
+    ("smiles,e_v\nCCO,4.2\n".encode("utf-16"), 'is UTF-16 text (a spreadsheet\'s "Unicode Text"), not a CSV table'),
+    (b'smiles,e_v\nCCO,"4,342"\n', "line 2, column 'e_v': '4,342' is not a number (a decimal comma: write 4.342)"),
+    (b"smiles,e_v\nCCO,V\n", "'V' is not a number (a unit: a units row under the header?"),
+    (b"smiles,e_v\nCCO,inf\n", "inf is no energy (eV) or potential (V) of a molecule (at most 50 either way): an "
+                               "overflow or a division by zero"),
+    (b"smiles" + b",x" * 100 + b"\nCCO" + b",1" * 100 + b"\n",
+     "'e_v' (columns: 'smiles', 'x', 'x.1', 'x.2', 'x.3', 'x.4', 'x.5', 'x.6', 'x.7', 'x.8', 'x.9', 'x.10' and 89 "
+     "more)"),
+])
+def test_a_table_no_csv_reader_can_use_says_what_it_most_likely_is(tmp_path, written, said):
+    """A lab head's trial: a file of 2,000 NUL bytes was refused in a line of 8,000 characters (its "header" listed
+    whole); a decimal comma, a units row and an inf were refused without a hint of what they are."""
+    path = tmp_path / "table.csv"
+    path.write_bytes(written)
+    with pytest.raises(InvalidInput) as refused:
+        read_table(path, ["e_v"])
+    message = str(refused.value)
+    assert said in message and len(message) < 600 and "\n" not in message, message
