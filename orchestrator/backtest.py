@@ -366,14 +366,17 @@ TOLD_APART_SE = 2.0
 MIN_SEEDS_TO_TELL_APART = 5
 
 
-def paired_with_leader(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def paired_with_leader(results: Mapping[str, Mapping[str, Any]], *, measures_all: int | None = None,
+                       stopped: bool = False) -> list[dict[str, Any]]:
     """Each planner against the leader (the highest mean, the oracle aside), paired by seed: the mean of the
     per-seed differences (leader minus it), their standard error, how many seeds, whether the difference
     exceeds :data:`TOLD_APART_SE` standard errors (None below :data:`MIN_SEEDS_TO_TELL_APART` seeds) and the
     verdict in words, which the command prints and ``--json`` holds alike. Why paired: every planner runs the same
     seeds (the same noise and draws), so the spread between seeds that each planner's own sd carries cancels, and
     what is left says whether the choice between two planners is settled or needs more seeds (a trial: the table
-    gave sd alone, and a lab could not tell 1.6 hits apart from nothing)."""
+    gave sd alone, and a lab could not tell 1.6 hits apart from nothing). ``measures_all``: the molecules every
+    campaign measures, all of them, where its budget reached them all (the final hits then differ by noise alone);
+    ``stopped``: the backtest was interrupted (its seeds are the finished ones, not the ones asked)."""
     ranked = [(name, r) for name, r in results.items() if name != "oracle" and r.get("mean") is not None]
     if len(ranked) < 2:
         return []
@@ -387,20 +390,26 @@ def paired_with_leader(results: Mapping[str, Mapping[str, Any]]) -> list[dict[st
                  if a is not None and b is not None]
         se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
         mean = statistics.mean(diffs) if diffs else None
-        apart = (None if mean is None or se is None or len(diffs) < MIN_SEEDS_TO_TELL_APART
+        apart = (None if mean is None or se is None or len(diffs) < MIN_SEEDS_TO_TELL_APART or measures_all
                  else abs(mean) > TOLD_APART_SE * se if se > 0 else mean != 0)
         out.append({"leader": leader, "planner": name, "difference": None if mean is None else round(mean, 2),
                     "se": None if se is None else round(se, 2), "seeds": len(diffs), "told_apart": apart,
-                    "verdict": _verdict(leader, len(diffs), apart)})
+                    "verdict": _verdict(leader, len(diffs), apart, measures_all, stopped)})
     return out
 
 
-def _verdict(leader: str, seeds: int, apart: bool | None) -> str:
+def _verdict(leader: str, seeds: int, apart: bool | None, measures_all: int | None = None,
+             stopped: bool = False) -> str:
     """What a paired comparison over ``seeds`` seeds settles, in the words the backtest's table prints under it."""
+    if measures_all:  # "more seeds would say" of planners that each measured the same 13 molecules (a trial)
+        return (f"no verdict: every planner measures all {measures_all} {plural(measures_all, 'molecule')}, so the "
+                "final count differs by noise alone; compare them at 25% and 50%, or with a smaller --budget")
     if seeds < MIN_SEEDS_TO_TELL_APART:
-        # "too few to tell them apart" read as "no difference" beside 15 hits against 3 (a lab head's trial)
+        # "too few to tell them apart" read as "no difference" beside 15 hits against 3 (a lab head's trial); an
+        # interrupted backtest was told "--seeds 5" after asking for 6 (another's)
+        more = "let the backtest finish" if stopped else f"--seeds {MIN_SEEDS_TO_TELL_APART}"
         return (f"no verdict from {seeds} {plural(seeds, 'seed')}, whatever the difference (a verdict needs at least "
-                f"{MIN_SEEDS_TO_TELL_APART}: --seeds {MIN_SEEDS_TO_TELL_APART})")
+                f"{MIN_SEEDS_TO_TELL_APART}: {more})")
     # "here": the seeds draw noise, not libraries or first batches, and a chemist's trial saw the leader change with
     # planner.first_batch alone, while "greedy is ahead" read as a verdict on the planners
     return (f"more than {TOLD_APART_SE:g} se: {leader} is ahead here (this table, prior and first batch)" if apart else

@@ -176,14 +176,15 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
         given = f"--budget {asked}" if budget else f"the campaign's budget.max_experiments {asked}"
         measured = " not measured before (past_measurements)" if past else ""
         notes.append(f"{given} exceeds the {left} library {plural(left, 'molecule')} with a true value{measured}: "
-                     f"each campaign runs {left} {plural(left, 'experiment')}, all of them")
+                     f"each campaign runs {left} {plural(left, 'experiment')}, all of them, so the planners differ "
+                     "only in the order they measure them (the 25% and 50% columns)")
     budget = min(asked, left)
     objective = campaign.objective
     hits = _hits(objective, read.molecules.values()), _hits(objective, known.values())
     to_find = _hits(objective, (known[s] for s in proposable))
     if hits[1] == 0:  # every planner would find 0 hits and look alike: say whose fault it most likely is
         notes.append(_no_hit(objective, column, truth_file, hits[0], len(library),
-                             display_name(campaign.library.file)))
+                             display_name(campaign.library.file), noisy=noise_v > 0 or scan is not None))
     if (unreachable := wholly or compose.objective_out_of_reach(campaign)) is not None:  # as validate says
         notes.append(unreachable + ("; --no-instruments counts hits there, which a run of this campaign cannot measure"
                                     if no_instruments else ""))
@@ -210,6 +211,13 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
             notes.append(slip)
     measure = (engine.table_measure(known, noise_v) if scan is None
                else engine.table_world_measure(known, objective.quantity, noise_v, scan))
+    if oracle and campaign.prior is not None and (model is None or not objective.defines_hits):
+        # skipped with no word where the campaign could have one (a lab head's trial: --planners random)
+        why = ("it is bayes with the prior calibrated on the table, and --planners random alone trains no prior: add "
+               "a learning planner (--planners random,bayes)" if model is None else
+               "it is judged by hits, and the objective has no hit window or threshold")
+        console.err.print(f"note: no oracle row: {why}", markup=False, highlight=False, soft_wrap=True)
+        notes.append(f"no oracle row: {why}")
     oracle = oracle and model is not None and objective.defines_hits
     with console.progress() as bar:
         campaigns = (len(kinds) + oracle) * seeds
@@ -251,7 +259,8 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
               "seed_dropped": None if stopped is None or stopped.dropped is None else
               {"planner": stopped.dropped[0], "seed": stopped.dropped[1]},
               "seeds_vary": seeds_vary(scan is not None, noise_v, "random" in results),  # if it ran a seed
-              "versus_leader": engine.paired_with_leader(results),
+              "versus_leader": engine.paired_with_leader(results, measures_all=budget if budget == left else None,
+                                                         stopped=stopped is not None),
               "instruments": "none" if scan is None else _scanned(scan), "noise_v": noise_v, "planners": results,
               "warnings": notes}
     if as_json:
@@ -268,17 +277,20 @@ def _hits(objective: Objective, values: Iterable[float]) -> int | None:
 
 
 def _no_hit(objective: Objective, column: str, truth_file: Path, in_table: int | None, library: int,
-            library_name: str) -> str:
+            library_name: str, *, noisy: bool = False) -> str:
     """The warning of a backtest whose library molecules hold no hit, blaming what is true: the table, when it
     holds no hit either (e.g. an energy in eV given for a potential, or another scale), else the library (a trial:
-    the table's 25 hits were none of the library's 20 molecules, and the table's scale was blamed)."""
+    the table's 25 hits were none of the library's 20 molecules, and the table's scale was blamed). ``noisy``: a
+    measurement is the truth plus noise, which can carry a near-miss into the window (a trial's table showed 0.2
+    hits beside "every planner finds 0")."""
+    noise = " but for a near-miss the measurement's noise carries into the window" if noisy else ""
     goal = describe_objective(objective.model_dump())
     if not in_table:
         return f"no value of column {column!r} in {truth_file} is a hit ({goal}): is it {objective.quantity} in V vs " \
                "Li/Li+?"
     return (f"none of the {library} {plural(library, 'molecule')} of the library {library_name} with a true value "
             f"is a hit ({goal}): {truth_file} holds {in_table} {plural(in_table, 'hit')}, "
-            f"none of {plural(in_table, 'it', 'them')} in the library, so every planner finds 0")
+            f"none of {plural(in_table, 'it', 'them')} in the library, so every planner finds 0{noise}")
 
 
 def seeds_vary(instruments: bool, noise_v: float, random: bool = True) -> str:

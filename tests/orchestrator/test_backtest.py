@@ -86,10 +86,36 @@ def test_a_budget_beyond_the_library_is_capped_and_said(tmp_path, labloop, write
         assert json.loads(result.stdout)["budget"] == 5
         assert sum(f"{said} exceeds" in w for w in json.loads(result.stdout)["warnings"]) == 1  # for scripts
         assert (f"warning: {said} exceeds the 5 library molecules with a true value: each campaign runs 5 "
-                "experiments, all of them") in result.stderr.splitlines(), result.stderr
+                "experiments, all of them, so the planners differ only in the order they measure them (the 25% and "
+                "50% columns)") in result.stderr.splitlines(), result.stderr
     exact = labloop("backtest", campaign, "--truth", tmp_path / "five.csv", "--column", "e_v", "--planners", "random",
                     "--seeds", "1", "--budget", "5", "--no-instruments", "--json")
     assert exact.returncode == 0 and "exceeds" not in exact.stderr, exact.stderr
+
+
+def test_planners_that_measure_every_molecule_get_no_verdict_and_a_skipped_oracle_is_said(tmp_path, labloop,
+                                                                                          write_campaign, truth_csv):
+    """A lab head's trial: a table of 13 library molecules, every planner measured all 13, and the verdict said "not
+    told apart; more seeds (--seeds) would say", which no number of seeds could; and with --planners random the
+    oracle's row was missing with no word why."""
+    path, _ = truth_csv
+    rows = path.read_text().splitlines()
+    (tmp_path / "six.csv").write_text("\n".join(rows[:7]) + "\n")
+    campaign = write_campaign(tmp_path, prior=True)
+    result = labloop("backtest", campaign, "--truth", tmp_path / "six.csv", "--column", "e_v", "--planners",
+                     "random,screening", "--seeds", "5", "--no-instruments", "--no-oracle", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    (versus,) = report["versus_leader"]
+    assert report["budget"] == 6 and versus["told_apart"] is None and versus["verdict"] == (
+        "no verdict: every planner measures all 6 molecules, so the final count differs by noise alone; compare them "
+        "at 25% and 50%, or with a smaller --budget"), versus
+    said = ("no oracle row: it is bayes with the prior calibrated on the table, and --planners random alone trains no "
+            "prior: add a learning planner (--planners random,bayes)")
+    alone = labloop("backtest", campaign, "--truth", tmp_path / "six.csv", "--column", "e_v", "--planners", "random",
+                    "--seeds", "1", "--no-instruments")
+    assert alone.returncode == 0 and f"note: {said}" in alone.stderr.splitlines(), alone.stderr
+    assert "no oracle row" not in result.stderr  # --no-oracle: asked for none
 
 
 def test_a_column_with_no_hit_is_named(tmp_path, labloop, write_campaign, truth_csv):
@@ -291,6 +317,11 @@ def test_a_few_seeds_tell_no_planner_ahead():
         assert (c["difference"], c["se"], c["seeds"], c["told_apart"]) == (2.0, 0.0, seeds, None)
         assert c["verdict"] == (f"no verdict from {seeds} seeds, whatever the difference (a verdict needs at least 5: "
                                 "--seeds 5)")
+    # an interrupted backtest's seeds are those finished: "--seeds 5" after asking for 6 (a lab head's trial)
+    (cut,) = paired_with_leader({"bayes": {"mean": 6.0, "per_seed": [6] * 3},
+                                 "greedy": {"mean": 4.0, "per_seed": [4] * 3}}, stopped=True)
+    assert cut["verdict"] == ("no verdict from 3 seeds, whatever the difference (a verdict needs at least 5: let the "
+                              "backtest finish)")
     (one,) = paired_with_leader({"bayes": {"mean": 6.0, "per_seed": [6]}, "greedy": {"mean": 4.0, "per_seed": [4]}})
     assert (one["difference"], one["se"], one["told_apart"]) == (2.0, None, None)
     assert one["verdict"] == "no verdict from 1 seed, whatever the difference (a verdict needs at least 5: --seeds 5)"
@@ -516,7 +547,8 @@ def test_no_hit_in_the_library_blames_the_library_not_the_table(tmp_path, labloo
     assert report["objective_v"] == {"goal": "window", "window_v": [4.5, 4.6], "threshold_v": None}
     assert (f"warning: none of the 20 molecules of the library {tmp_path / 'lib.csv'} with a true value is a hit "
             f"(oxidation potential in [4.50, 4.60] V vs Li/Li+): {path} holds {in_window} hits, none of them in the "
-            "library, so every planner finds 0") in result.stderr.splitlines(), result.stderr
+            "library, so every planner finds 0 but for a near-miss the measurement's noise carries into the window") \
+        in result.stderr.splitlines(), result.stderr
     assert "is it oxidation_potential" not in result.stderr
 
 
