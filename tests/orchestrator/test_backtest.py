@@ -650,7 +650,8 @@ def test_a_wide_table_is_no_mix_of_scales_unless_its_groups_lie_the_ferrocene_of
     from labloop.orchestrator.potential_table import read_truth
 
     smiles = pd.read_csv(EXAMPLES_LIBRARY)["smiles"].tolist()[:40]
-    for tail, said in ((2.9, False), (1.5, True)):  # 1.6 V below the rest, then 3.0 V below
+    # 1.6 V below the rest, 2.3 V below (a lab head's trial: "2.36 V apart, about 3.2 V"), then 3.0 V below
+    for tail, said in ((2.9, False), (2.3, False), (1.5, True)):
         values = [4.5 + 0.01 * i for i in range(34)] + [tail + 0.01 * i for i in range(6)]
         rows = "\n".join(f"{s},{v}" for s, v in zip(smiles, values, strict=True))
         (tmp_path / "t.csv").write_text(f"smiles,e_v\n{rows}\n")
