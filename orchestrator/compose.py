@@ -20,7 +20,7 @@ import dataclasses
 import inspect
 import logging
 import math
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -449,6 +449,25 @@ def objective_out_of_reach(campaign: Campaign) -> str | None:
     window = f"{campaign.located('objective', 'window_v')}: {w_low:g} to {w_high:g} V vs Li/Li+"
     return (f"{window} is partly out of reach: its {outside} {plural(len(short), 'lies', 'lie')} outside the "
             f"{reach.text} the cv measures, as {reach.why}: a molecule there cannot be measured as a hit ({advice})")
+
+
+def scored_out_of_reach(campaign: Campaign, values: Iterable[float]) -> str | None:
+    """Why a best score of ``values`` (true potentials, V vs Li/Li+) may be one no measurement gives, in one line, or
+    None: for a ``maximize`` (``minimize``) goal, how many lie above (below) every E1/2 the protocol's cv measures
+    (:func:`_reach`). Why: a backtest without instruments scores the truth, and a lab head's trial read a best of
+    6.21 V beside a scan to 5.15 V, unsaid, while a window beyond the scan is said (:func:`objective_out_of_reach`)."""
+    reach = _reach(campaign)
+    goal = campaign.objective.goal
+    if reach is None or goal == "window":
+        return None
+    end = reach.high if goal == "maximize" else reach.low
+    beyond = [v for v in values if (v > end + REACH_TOLERANCE_V if goal == "maximize" else v < end - REACH_TOLERANCE_V)]
+    if not beyond:
+        return None
+    k, side = len(beyond), "above" if goal == "maximize" else "below"
+    return (f"{k} {plural(k, 'molecule')} of the library {plural(k, 'has', 'have')} a true value {side} the "
+            f"{reach.text} the cv measures, as {reach.why}: a run of this campaign cannot measure "
+            f"{plural(k, 'it', 'them')} there")
 
 
 def _widen(campaign: Campaign, cv: CV, end: str, reached: float, room: float) -> str:

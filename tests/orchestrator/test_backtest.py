@@ -962,3 +962,22 @@ def test_an_objective_wholly_beyond_the_cvs_reach_is_refused_as_validate_refuses
     warned = [line for line in result.stderr.splitlines() if "is out of reach" in line]
     assert len(warned) == 1 and warned[0].endswith(
         "; --no-instruments counts hits there, which a run of this campaign cannot measure"), result.stderr
+
+
+def test_a_best_score_beyond_the_scan_is_said_without_instruments(tmp_path, labloop, write_campaign, truth_csv):
+    """A lab head's trial read a best of 6.21 V from a maximize backtest without instruments beside a scan to 5.15
+    V, unsaid (a window beyond the scan is said): the true values no run of the campaign can measure are counted."""
+    path, _ = truth_csv
+    table = pd.read_csv(path).assign(e_v=4.0)
+    table.loc[:2, "e_v"] = 6.2  # three molecules above the example scan (2.4-5.15 V vs Li/Li+), the rest within
+    table.to_csv(tmp_path / "high.csv", index=False)
+    campaign = write_campaign(tmp_path, objective={"quantity": "oxidation_potential", "goal": "maximize"})
+    args = ("backtest", campaign, "--truth", tmp_path / "high.csv", "--column", "e_v", "--planners", "random",
+            "--seeds", "1", "--budget", "4")
+    result = labloop(*args, "--no-instruments", "--json")
+    assert result.returncode == 0, result.stderr
+    said = [w for w in json.loads(result.stdout)["warnings"] if "cannot measure them there" in w]
+    assert len(said) == 1 and said[0].startswith("3 molecules of the library have a true value above the ") \
+        and said[0].endswith("; --no-instruments scores the true value"), said
+    simulated = labloop(*args, "--json")  # the simulated scan measures what a run would: nothing to say
+    assert simulated.returncode == 0 and "cannot measure them there" not in simulated.stderr, simulated.stderr
