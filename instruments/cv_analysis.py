@@ -506,8 +506,7 @@ def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates
             "forward peak, or that peak too near the scan's start)")
 
 
-def for_couple(settings: CVAnalysisSettings | None, temperature_k: float,
-                   n_electrons: int = 1) -> CVAnalysisSettings:
+def for_couple(settings: CVAnalysisSettings | None, temperature_k: float, n_electrons: int = 1) -> CVAnalysisSettings:
     """``settings`` (None: the defaults), written for a one-electron couple at 25 C, as they are for an
     ``n_electrons`` couple at ``temperature_k``: the dEp cut-offs (``reversible_max_dep_v``, ``irreversible_min_dep_v``)
     times T / (298.15 K n), and the peak fit's span (``peak_fit_half_width_v``) over n. Why: a couple's dEp is set by
@@ -521,10 +520,16 @@ def for_couple(settings: CVAnalysisSettings | None, temperature_k: float,
     s = settings or CVAnalysisSettings()
     if temperature_k == NICHOLSON_TEMPERATURE_K and n_electrons == 1:
         return s
-    scale = temperature_k / NICHOLSON_TEMPERATURE_K / n_electrons
+    scale = dep_scale(temperature_k, n_electrons)
     return replace(s, reversible_max_dep_v=s.reversible_max_dep_v * scale,
                    irreversible_min_dep_v=s.irreversible_min_dep_v * scale,
                    peak_fit_half_width_v=s.peak_fit_half_width_v / n_electrons)
+
+
+def dep_scale(temperature_k: float, n_electrons: int = 1) -> float:
+    """What a one-electron couple's dEp at 25 C is multiplied by for ``n_electrons`` at ``temperature_k``: T / (298.15
+    K n), as what sets dEp is n F dEp / (R T)."""
+    return temperature_k / NICHOLSON_TEMPERATURE_K / n_electrons
 
 
 def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettings, *,
@@ -807,7 +812,7 @@ def diffusing_dep_v(temperature_k: float = NICHOLSON_TEMPERATURE_K, n_electrons:
     """(the narrowest dEp a couple diffusing to the electrode reads before a run says so, a reversible couple's dEp) at
     ``temperature_k`` for ``n_electrons`` in the wave (V): :data:`MIN_DIFFUSING_DEP_V` and :data:`NERNSTIAN_DEP_V`
     times T / (298.15 K n), as dEp scales (:func:`for_couple`)."""
-    scale = temperature_k / NICHOLSON_TEMPERATURE_K / n_electrons
+    scale = dep_scale(temperature_k, n_electrons)
     return MIN_DIFFUSING_DEP_V * scale, NERNSTIAN_DEP_V * scale
 
 
