@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -531,13 +532,69 @@ def _predict_on(client: Client, payload: ModelPayload, work: Iterator[tuple[Libr
 
     while len(pending) < limit and submit():
         pass
-    for future in queue:
-        chunk, path = pending[future]
-        frame = future.result()
-        del pending[future]
-        future.release()
-        done(chunk, frame, path)
-        submit()
+    with _StallWatch(client, pending) as watch:
+        for future in queue:
+            chunk, path = pending[future]
+            frame = future.result()
+            del pending[future]
+            future.release()
+            watch.finished()
+            done(chunk, frame, path)
+            submit()
+
+
+#: how long (s) no chunk may finish before :class:`_StallWatch` says so, at the least ...
+CHUNK_STALL_FLOOR_S = 120.0
+#: ... or this many times the longest wait for a chunk so far (a big chunk on a slow worker takes its time)
+CHUNK_STALL_FACTOR = 10.0
+
+
+class _StallWatch:
+    """Says, once per silent stretch, that no chunk has finished on the cluster for :data:`CHUNK_STALL_FLOOR_S` (or
+    :data:`CHUNK_STALL_FACTOR` times the longest wait so far), naming the workers the chunks in flight are on. Why: a
+    frozen worker (swapping, stopped, its machine asleep) neither answers nor dies, so nothing fails: a trial's
+    ``kill -STOP`` of one held ``surrogate predict`` at 20411 of 21411 for over 5 minutes without a word, and
+    finished within seconds of ``kill -CONT``. The job goes on waiting; the person is told what to look at."""
+
+    def __init__(self, client: Client, pending: dict[object, tuple[LibraryChunk, Path]]) -> None:
+        self.client, self.pending = client, pending
+        self.last = time.monotonic()
+        self.longest = 0.0
+        self.said = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="labloop-chunk-stalls", daemon=True)
+
+    def __enter__(self) -> _StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)  # it may be asking a scheduler that hangs: the job is not held for it
+
+    def finished(self) -> None:
+        now = time.monotonic()
+        self.longest = max(self.longest, now - self.last)
+        self.last, self.said = now, False
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            quiet = time.monotonic() - self.last
+            if self.said or not self.pending or quiet < max(CHUNK_STALL_FLOOR_S, CHUNK_STALL_FACTOR * self.longest):
+                continue
+            self.said = True
+            try:
+                keys = {future.key for future in self.pending}  # type: ignore[attr-defined]
+                on = sorted(worker for worker, held in self.client.processing().items() if keys & set(held))
+            except Exception as exc:  # the scheduler itself may be what hangs: say what is known
+                on, why = [], f" (the scheduler did not say where: {first_line(exc)})"
+            else:
+                why = ""
+            where = f" on {', '.join(on)}" if on else why
+            log.warning("no chunk has finished on the Dask cluster for %.0f s (%d in flight%s): a worker may be frozen "
+                        "(swapping, stopped, its machine asleep); the job waits for it (the scheduler drops a worker "
+                        "whose heartbeats stop after distributed.scheduler.worker-ttl, 5 minutes by default); Ctrl-C "
+                        "keeps the chunks finished", quiet, len(self.pending), where)
 
 
 def count_rows(path: str | Path, smiles_column: str = "smiles") -> int:

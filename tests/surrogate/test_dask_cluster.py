@@ -4,6 +4,7 @@ scheduler that dies mid-run end in one clear line."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -204,6 +205,59 @@ def test_scheduler_and_two_workers_one_killed_mid_run(cluster, tiny_model_dir, l
         assert list(client.scheduler_info()["workers"]) == [names["w1"]]
     finally:
         client.close()
+    assert shards.n_predicted == shards.n_rows == len(reference)
+    assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
+
+
+@pytest.mark.slow
+def test_a_frozen_worker_is_said_and_waited_for(cluster, tiny_model_dir, library, reference, tmp_path, monkeypatch,
+                                                caplog):
+    """A frozen worker neither answers nor dies (``kill -STOP``: swapping, a machine asleep), so nothing failed, and a
+    trial's ``surrogate predict`` sat at 20411 of 21411 for over 5 minutes without a word. No chunk finishing for the
+    floor (here 4 s, for the test) is said once, naming the worker the chunk in flight is on; the job waits, and
+    finishes with the predictions of an undisturbed run once the worker runs again."""
+    from labloop.surrogate import library_pipeline
+
+    monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FLOOR_S", 4.0)
+    monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FACTOR", 3.0)
+    address, _, workers = cluster
+    client = compute.connect(address)
+    said = threading.Event()
+
+    class Told(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "no chunk has finished on the Dask cluster" in record.getMessage():
+                said.set()
+
+    told = Told()
+    logging.getLogger(library_pipeline.__name__).addHandler(told)
+    try:
+        client.wait_for_workers(2, timeout=180)
+        names = {info["name"]: addr for addr, info in client.scheduler_info()["workers"].items()}
+        frozen: list[str] = []
+        done = [0]
+
+        def freeze_w0_once(molecules: int) -> None:
+            # once both workers run warm (their first chunk loads the model), and w0 has work in hand
+            done[0] += molecules
+            if not frozen and done[0] >= 45 and client.processing().get(names["w0"]):
+                frozen.append(names["w0"])
+                workers[0].send_signal(signal.SIGSTOP)
+                # w1 finishes every other chunk; then only w0's is in flight, and the cluster is quiet
+                threading.Thread(target=lambda: (said.wait(120), workers[0].send_signal(signal.SIGCONT)),
+                                 daemon=True).start()
+
+        shards = predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15,
+                                 progress=freeze_w0_once)
+    finally:
+        logging.getLogger(library_pipeline.__name__).removeHandler(told)
+        if workers[0].poll() is None:
+            workers[0].send_signal(signal.SIGCONT)
+        client.close()
+    assert frozen, "w0 never had work in hand: the test proved nothing"
+    warned = [r.getMessage() for r in caplog.records if "no chunk has finished on the Dask cluster" in r.getMessage()]
+    assert len(warned) == 1 and f"in flight on {frozen[0]})" in warned[0] and "a worker may be frozen" in warned[0], \
+        warned
     assert shards.n_predicted == shards.n_rows == len(reference)
     assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
 
