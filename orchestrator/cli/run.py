@@ -48,6 +48,7 @@ from labloop.orchestrator.loop.runner import (
     SYRINGES_FILLED,
     Runner,
     refusal_before_the_run,
+    resume_command,
     resume_does,
 )
 from labloop.orchestrator.loop.stalls import StallWatch
@@ -289,9 +290,8 @@ def _run_campaign(campaign: Campaign, dry_run: bool, open_journal: Callable[[Pas
         if last is not None and last.kind == "finished":  # every experiment ran, but an instrument did not stop
             _say(f"error: {last.message}, but NOT made safe: {'; '.join(last.data['unsafe'])}; check them at the "
                  "instruments (a pump may still pump, the cell may be on)")
-        elif last is not None and last.kind == "cluster_lost":
-            _say(f"{last.message}; check that the cluster's scheduler and workers run (start again those that do "
-                 f"not, or give another --scheduler), then `{_resume(store, scheduler)}`")
+        elif last is not None and last.kind == "cluster_lost":  # its advice, journalled for the alerts too
+            _say(with_advice(last.message, last.data))
         elif last is not None and isinstance(last.data, dict) and "advice" in last.data:  # the rig needs a person
             _say(f"{'error' if code == EXIT_REFUSED else 'stopped'}: {with_advice(last.message, last.data)}")
         else:
@@ -339,7 +339,7 @@ def _stopped(message: str, data: object, store: Path, scheduler: str | None) -> 
     one a newcomer copied, and the resume was refused."""
     if isinstance(data, dict) and data.get("cell_ml"):
         return f"stopped: {message}; see `labloop log {shell_word(store)}`"
-    return f"stopped: {message}; see `labloop log {shell_word(store)}`, then `{_resume(store, scheduler)}`"
+    return f"stopped: {message}; see `labloop log {shell_word(store)}`, then `{resume_command(store, scheduler)}`"
 
 
 def _moved_ports(given: Sequence[str], instruments: dict[str, Any]) -> dict[str, str]:
@@ -369,15 +369,6 @@ def runs_of(store: Path) -> int:
         return journal.count_events("run")
 
 
-def _resume(store: Path, scheduler: str | None, *flags: str) -> str:
-    """``labloop resume STORE [FLAGS] [--scheduler S]``: the run's own ``--scheduler`` too, which a resume does not
-    take from the journal (it is no part of the campaign), so the advice resumes where the run ran: without it, a
-    stop for a lost cluster sent the operator to a LocalCluster while the cluster they restarted sat idle (a
-    scale-out trial)."""
-    return " ".join(["labloop resume", shell_word(store), *flags, *(("--scheduler", shell_word(scheduler))
-                                                                   if scheduler else ())])
-
-
 def _resume_after_interrupt(store: Path, scheduler: str | None) -> str:
     """The command that continues an interrupted run: with ``--cell-emptied``, after emptying the cell, when the
     run's stop said the cell holds liquid (its ``interrupted`` event), since a resume onto it is refused; with
@@ -397,8 +388,8 @@ def _resume_after_interrupt(store: Path, scheduler: str | None) -> str:
             flags = [flag for flag, needed in (("--cell-emptied", stop.data.get("cell_ml")),
                                                ("--syringes-filled", stop.data.get("syringes"))) if needed]
             if todo:
-                return f"{' and '.join(todo)}, then {_resume(store, scheduler, *flags)}"
-    return _resume(store, scheduler)
+                return f"{' and '.join(todo)}, then {resume_command(store, scheduler, *flags)}"
+    return resume_command(store, scheduler)
 
 
 def _say(text: str) -> None:
@@ -469,7 +460,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
     # rig.asking: one left unanswered alerts as a person waited for, and is no stalled instrument
     with Alerter(campaign.alerts, journal, campaign.name, asking=rig.asking) as alerter, \
             StallWatch(journal, asking=rig.asking):
-        runner = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions)
+        runner = Runner(campaign, journal, rig, executor, library, model, interrupts, predictions, scheduler)
         interrupts.on_held = partial(_end_held, runner, alerter, campaign.store, scheduler)
         code = runner.run()
     if code == EXIT_REFUSED:  # nothing moved: the one line of why (run()) is all there is to say

@@ -428,19 +428,35 @@ class RigUnsafe(Exception):
         self.experiment_id, self.unsafe = experiment_id, unsafe
 
 
+def resume_command(store: Path, scheduler: str | None, *flags: str) -> str:
+    """``labloop resume STORE [FLAGS] [--scheduler S]``: the run's own ``--scheduler`` too, which a resume does not
+    take from the journal (it is no part of the campaign), so the advice resumes where the run ran: without it, a
+    stop for a lost cluster sent the operator to a LocalCluster while the cluster they restarted sat idle (a
+    scale-out trial)."""
+    return " ".join(["labloop resume", shell_word(store), *flags, *(("--scheduler", shell_word(scheduler))
+                                                                   if scheduler else ())])
+
+
+#: what a stop for a lost Dask cluster advises before its resume (:meth:`Runner._stop_cluster_lost`)
+CLUSTER_ADVICE = ("check that the cluster's scheduler and workers run (start again those that do not, or give "
+                  "another --scheduler), then `{resume}`")
+
+
 class Runner:
     """Runs one campaign on one rig to its budget, recording everything in ``journal``.
 
     ``executor`` is the campaign's :class:`ProtocolExecutor` on ``rig``; ``library`` the molecules the
     planner may choose; ``model`` the newest surrogate (None without a prior); ``predictions`` the library's
     predictions on a Dask cluster when the campaign uses one (:mod:`labloop.orchestrator.learning.predictions`:
-    the planner then proposes from their shards, each model version's predicted before it proposes).
+    the planner then proposes from their shards, each model version's predicted before it proposes); ``scheduler``
+    the run's ``--scheduler``, which the advice of a stop for a lost cluster resumes with (:func:`resume_command`).
     """
 
     def __init__(self, campaign: Campaign, journal: Journal, rig: Rig, executor: ProtocolExecutor,
                  library: Sequence[str], model: models.LoadedModel | None, interrupts: Interrupts,
-                 predictions: LibraryPredictions | None = None) -> None:
+                 predictions: LibraryPredictions | None = None, scheduler: str | None = None) -> None:
         self.campaign = campaign
+        self.scheduler = scheduler
         self.journal = journal
         self.rig = rig
         self.executor = executor
@@ -810,9 +826,12 @@ class Runner:
     def _stop_cluster_lost(self, exc: ClusterLostError) -> int:
         """The Dask cluster went away: journalled, and the run stops (exit 1). Nothing is half-written: the
         planner's state is saved before it proposes and the proposals are recorded after, shards are whole
-        or absent; so ``labloop resume`` with a cluster proposes what this run would have."""
+        or absent; so ``labloop resume`` with a cluster proposes what this run would have. The event keeps the advice
+        (:data:`CLUSTER_ADVICE`), which its alert and the dashboard show: they said the stop without the resume command
+        the console gave (an operator's trial)."""
+        advice = CLUSTER_ADVICE.format(resume=resume_command(self.journal.path, self.scheduler))
         with self.interrupts.deferred():
-            self.journal.add_event("cluster_lost", f"campaign stopped: {exc}")
+            self.journal.add_event("cluster_lost", f"campaign stopped: {exc}", data={"advice": advice})
         return EXIT_FAULTS
 
     # -- proposing ------------------------------------------------------------------------------------

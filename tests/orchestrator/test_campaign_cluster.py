@@ -144,6 +144,9 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
     assert "Traceback" not in stderr
     with Journal.open(store, readonly=True) as journal:
         assert journal.events()[-1].kind == "cluster_lost"
+        # the advice is the event's, which its alert and the dashboard show (they said the stop without it: a trial)
+        assert f"then `labloop resume {store}`" in journal.events()[-1].data["advice"]
+        assert lost[0].endswith(journal.events()[-1].data["advice"]), lost[0]
         assert not journal.experiments(states=(State.RUNNING, State.INTERRUPTED))
     done_before = _done(store)
     assert 1 <= done_before < 6
