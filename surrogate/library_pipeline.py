@@ -454,7 +454,7 @@ def _run_on_cluster(client: Client, payload: ModelPayload, work: Iterator[tuple[
             _predict_on(client, payload, work, describe, done, pending)
             return
         except KilledWorker as exc:
-            raise ClusterLostError(f"{lost_cluster(client, exc)} (out of memory?); finished chunks are kept") from None
+            raise ClusterLostError(f"{lost_cluster(client, exc)} (out of memory?); {CHUNKS_KEPT}") from None
         except Exception as exc:
             lost_model = _model_lost(client, exc)
             if lost_model and sent == MODEL_RESENDS:  # the scheduler runs on: it is the workers that keep dying
@@ -462,7 +462,7 @@ def _run_on_cluster(client: Client, payload: ModelPayload, work: Iterator[tuple[
                     ", the model sent again after the first" if sent else "")
                 raise ClusterLostError(f"the workers holding the model died {sent + 1} {plural(sent + 1, 'time')}"
                                        f"{again}: they keep dying (out of memory? killed?), while the scheduler runs "
-                                       "on; finished chunks are kept") from None
+                                       f"on; {CHUNKS_KEPT}") from None
             if lost_model:
                 # in words, not Dask's ("predict-...-000000035000-... cancelled for reason: already forgotten.")
                 log.warning("the workers holding the model died; sending it again (%d of %d) to the workers there "
@@ -476,9 +476,12 @@ def _run_on_cluster(client: Client, payload: ModelPayload, work: Iterator[tuple[
             reason = lost_cluster(client, exc) or (first_line(exc) if isinstance(exc, OSError) else None)
             if reason is None:
                 raise
-            raise ClusterLostError(f"the Dask cluster went away ({reason}); finished chunks are kept") from None
+            raise ClusterLostError(f"the Dask cluster went away ({reason}); {CHUNKS_KEPT}") from None
 
 
+#: how a lost cluster's error ends: the chunks finished are in the shard folder (a caller whose folder is temporary,
+#: ``surrogate predict --no-cache``, says otherwise)
+CHUNKS_KEPT = "finished chunks are kept"
 #: how often :func:`_run_on_cluster` sends the model again after every worker holding it died
 MODEL_RESENDS = 3
 #: how long (s) it waits for a worker to join before it sends the model again: a nanny restarts its worker within
@@ -502,7 +505,7 @@ def _wait_for_a_worker(client: Client) -> None:
         client.wait_for_workers(1, timeout=WORKER_BACK_S)
     except Exception as exc:  # distributed's TimeoutError, or a scheduler gone meanwhile
         raise ClusterLostError(f"the Dask cluster went away (every worker holding the model died, and none was "
-                               f"there within {WORKER_BACK_S:g} s: {first_line(exc)}); finished chunks are kept"
+                               f"there within {WORKER_BACK_S:g} s: {first_line(exc)}); {CHUNKS_KEPT}"
                                ) from None
 
 

@@ -170,7 +170,13 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
     refused: the CSV keeps only the SMILES, so the library's other columns would be lost); a cluster lost
     mid-run exits 1 with one line (finished shards are kept, so running the command again continues)."""
     from labloop.surrogate.compute import dask_client, placement
-    from labloop.surrogate.library_pipeline import DEFAULT_CHUNK_SIZE, count_rows, predict_library, row_lines
+    from labloop.surrogate.library_pipeline import (
+        CHUNKS_KEPT,
+        DEFAULT_CHUNK_SIZE,
+        count_rows,
+        predict_library,
+        row_lines,
+    )
     from labloop.surrogate.persistence import read_manifest
 
     if output.resolve() == library.resolve():
@@ -197,9 +203,11 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
                 shards = predict_library(library, model_dir, root, client=client, smiles_column=smiles_column,
                                          chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
                                          progress=lambda k: bar.advance(task, k))
-        except ClusterLostError as exc:
-            console.err.print(f"error: {exc}; the same command again continues from the chunks finished", markup=False,
-                              highlight=False, soft_wrap=True)
+        except ClusterLostError as exc:  # --no-cache kept nothing, whatever the pipeline's folder held (a trial)
+            said = (str(exc).replace(f"; {CHUNKS_KEPT}", "") + "; nothing predicted is kept (--no-cache): the same "
+                    "command again predicts every chunk" if no_cache else
+                    f"{exc}; the same command again continues from the chunks finished")
+            console.err.print(f"error: {said}", markup=False, highlight=False, soft_wrap=True)
             raise click.exceptions.Exit(1) from None
         except KeyboardInterrupt:  # main's "aborted" did not say what was kept (a trial)
             kept = ("nothing predicted is kept (--no-cache)" if no_cache else

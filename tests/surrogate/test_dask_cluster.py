@@ -503,6 +503,33 @@ def test_a_scheduler_lost_mid_run_exits_1_keeps_whole_shards_and_a_rerun_continu
     assert pd.read_csv(out)["smiles"].tolist() == valid["smiles"].tolist()
 
 
+@pytest.mark.slow
+def test_a_scheduler_lost_under_no_cache_says_nothing_is_kept(cluster, tiny_model_dir, library, tmp_path):
+    """``--no-cache`` keeps nothing (a temporary folder), but a lost scheduler's line said "finished chunks are kept;
+    the same command again continues from the chunks finished" (an operator's trial): it says what is true now."""
+    address, scheduler, _ = cluster
+    out = tmp_path / "pred.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "surrogate", "predict",
+                             str(tiny_model_dir), str(library), "-o", str(out), "--scheduler", address,
+                             "--chunk-size", "2", "--no-cache"],
+                            env={**os.environ, "LABLOOP_CACHE_DIR": str(tmp_path / "cache")},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = [proc.stderr.readline()]  # "Dask cluster tcp://...": connected, the chunks about to go out
+        scheduler.send_signal(signal.SIGKILL)
+        _, rest = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = "".join(said) + rest
+    lost = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1 and len(lost) == 1, stderr
+    assert lost[0].endswith("; nothing predicted is kept (--no-cache): the same command again predicts every chunk"), \
+        lost
+    assert "are kept" not in lost[0] and "continues" not in lost[0] and not out.exists()
+    assert not (tmp_path / "cache").exists()
+
+
 @contextmanager
 def _listening(greeting: bytes | None) -> Iterator[str]:
     """Something that is no Dask scheduler on a port of 127.0.0.1 (its address): it accepts and sends ``greeting``
