@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import click
 
+from labloop.core.errors import JournalError
 from labloop.core.text import shell_word
 from labloop.orchestrator import console
 from labloop.orchestrator.journal.store import Journal, State
@@ -54,6 +55,9 @@ def dashboard(ctx: click.Context, store: Path, host: str, port: int, token: str 
     from labloop.orchestrator.dashboard import create_app
     from labloop.orchestrator.dashboard.app import is_wildcard, machine_names
 
+    if not store.exists() and not store.is_symlink():  # started with the run, before it made the journal (a trial)
+        raise JournalError(f"{store}: no such journal (yet? a run creates it as it starts: start the dashboard once "
+                           "`labloop run` has begun, or check the path)")
     Journal.open(store, readonly=True).close()  # a store that is not a journal: one line, exit 2
     from_env = ctx.get_parameter_source("token") == click.core.ParameterSource.ENVIRONMENT
     if token is not None and (problem := _token_problem(token)) is not None:

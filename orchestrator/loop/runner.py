@@ -332,7 +332,9 @@ def _syringes_low(contents: Contents, short: Mapping[str, float], cut: Collectio
     itself), or ''. Why: a dispense cut short counts as delivered in full and its refill as not done, and later refills
     put back only what each dispense took, so the count stays low until the syringe is filled by hand; nothing said
     so, and a stop days later asked for a refill the first had not mentioned (an operator's trial). Only those: a
-    syringe the campaign started partly loaded is low by the operator's own word, not by the stop."""
+    syringe the campaign started partly loaded is low by the operator's own word, not by the stop. Said as the choice
+    it is: the next experiment has enough, and the console's ``continue with:`` omits the flag (another operator read
+    the advice as a must beside that line)."""
     low = {pump: held for pump, held in sorted(contents.syringes.items())
            if pump in cut and pump not in short and held < contents.limits_of(pump).syringe_ml}
     if not low:
@@ -341,8 +343,8 @@ def _syringes_low(contents: Contents, short: Mapping[str, float], cut: Collectio
                      for pump, ml in low.items())
     stays, it = ("stays", "it") if len(low) == 1 else ("stay", "them")
     return (f"; by labloop's count {held} (a dispense cut short counts as delivered in full, its refill as not done), "
-            f"and {stays} so until filled by hand: to count {it} full again, fill every syringe and add "
-            "`--syringes-filled` to the resume")
+            f"and {stays} so until filled by hand; the next experiment has enough, so the resume needs no flag: to "
+            f"count {it} full again now (optional), fill every syringe and add `--syringes-filled` to the resume")
 
 
 def _progress_task(bar: Progress, what: str, total: int) -> Callable[[int], None]:

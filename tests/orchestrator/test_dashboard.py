@@ -430,7 +430,8 @@ class _Proposal:
 def test_bad_stores_and_ports_exit_2_with_one_line(tmp_path, labloop, served, monkeypatch):
     notes = tmp_path / "notes.db"
     notes.write_text("just text, not a journal " * 50)
-    for store, needle in ((notes, "not a labloop journal"), (tmp_path / "missing.db", "no such journal")):
+    for store, needle in ((notes, "not a labloop journal"), (tmp_path / "missing.db", "no such journal (yet? a run "
+                                                                                     "creates it as it starts")):
         result = labloop("dashboard", store)
         assert result.returncode == 2 and needle in result.stderr and result.stderr.count("\n") == 1
     busy = labloop("dashboard", served.process.args[-5], "--port", served.port)

@@ -111,8 +111,9 @@ def test_a_stop_mid_dispense_says_the_syringe_it_leaves_counted_low(tmp_path, la
     result = labloop("run", campaign_file, "--dry-run")
     watcher.join()
     said = ("by labloop's count analyte_pump's syringe holds 9.5 of its 10 mL (a dispense cut short counts as "
-            "delivered in full, its refill as not done), and stays so until filled by hand: to count it full again, "
-            "fill every syringe and add `--syringes-filled` to the resume")
+            "delivered in full, its refill as not done), and stays so until filled by hand; the next experiment has "
+            "enough, so the resume needs no flag: to count it full again now (optional), fill every syringe and add "
+            "`--syringes-filled` to the resume")
     assert result.returncode == 130 and said in " ".join(result.stderr.split()), result.stderr
     with Journal.open(store, readonly=True) as journal:
         assert said in journal.events()[-1].message
