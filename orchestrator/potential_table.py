@@ -300,10 +300,11 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
                      f"below any couple measured in a lithium electrolyte: {plural(k, 'it is', 'they are')} left "
                      f"out{scale}")
     if not truth and not only_bounded:
+        hint = ("values vs Ag/AgCl or SCE? convert them" if offset_v else "values vs Fc+/Fc, Ag/AgCl or SCE read as "
+                f"vs Li/Li+? declare Fc+/Fc with {words.vs_is('fc')}, convert the others")
         raise InvalidInput(f"{path}: every value in column {column!r} lies below 0 V vs Li/Li+ (first: line "
                            f"{line_of(below[0][0])}, {below[0][1]:g} V{shifted}), where lithium itself deposits: "
-                           f"values vs Fc+/Fc, Ag/AgCl or SCE read as vs Li/Li+? declare Fc+/Fc with "
-                           f"{words.vs_is('fc')}, convert the others")
+                           f"{hint}")
     return Truth(truth, first_of, notes, {"rows": n_rows, "invalid_smiles": bad, "no_value": len(empty),
                                           "missing_markers": len(marked), "repeats_with_same_value": same,
                                           "repeats_with_another_value": conflicts,

