@@ -17,11 +17,11 @@ from labloop.core.errors import ConfigError
 from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan, StoppedEarly
-from labloop.orchestrator.cli.preflight import cached_prior, check_prior_cache, prior_view
+from labloop.orchestrator.cli.preflight import cached_prior, check_prior_cache, prior_kept, prior_view
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
-from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, signal_said
 
 log = logging.getLogger(__name__)
 
@@ -90,24 +90,12 @@ def backtest(campaign_file: Path, truth_file: Path, column: str, truth_vs: str |
 
 def _stopped(campaign: Campaign, exc: KeyboardInterrupt) -> str:
     """The one line of a stopped backtest: by what, what of its results it printed (those of the seeds that
-    finished, :func:`_partial`, or nothing: it has no output file), and what of the prior model stays (it is cached
-    beside the store only once trained in full: surrogate/persistence.py)."""
-    from labloop.orchestrator.learning import models
-
-    prior = ""
-    if campaign.prior is not None:
-        directory = models.prior_dir(campaign.store, models.prior_key(campaign))
-        prior = (f"; the prior model cached in {directory} is kept" if directory.exists() else
-                 "; no prior model was cached (its training, if it began, is lost)")
+    finished, :func:`_partial`, or nothing: it has no output file), and what of the prior model stays
+    (:func:`preflight.prior_kept`)."""
+    prior = prior_kept(campaign)
     if isinstance(exc, StoppedEarly) and exc.results:
         return f"{_partial(exc)}{prior}"
-    return f"interrupted ({_signal(exc)}): the backtest stopped before its results and wrote nothing{prior}"
-
-
-def _signal(exc: KeyboardInterrupt) -> str:
-    """The signal that stopped the backtest: ``SIGTERM`` as orchestrator/loop/interrupts.py names it, a plain
-    KeyboardInterrupt a Ctrl-C."""
-    return str(exc) if str(exc).startswith("SIG") else "SIGINT"
+    return f"interrupted ({signal_said(exc)}): the backtest stopped before its results and wrote nothing{prior}"
 
 
 def _partial(stopped: StoppedEarly) -> str:
@@ -121,7 +109,7 @@ def _partial(stopped: StoppedEarly) -> str:
     said = [f"{count} of {name}" for count, name in zip(counts, stopped.finished, strict=True)]
     listed = ", ".join(said[:-1]) + f" and {said[-1]}" if len(said) > 1 else said[0]
     dropped = f"; {stopped.dropped[0]}'s seed {stopped.dropped[1]}, in progress, is dropped" if stopped.dropped else ""
-    return f"interrupted ({_signal(stopped)}) after {listed}{dropped}: the results hold finished seeds only"
+    return f"interrupted ({signal_said(stopped)}) after {listed}{dropped}: the results hold finished seeds only"
 
 
 def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str | None, planners: str, seeds: int,
@@ -256,7 +244,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
               "past_bounds": len(past.bounds) if past else 0,
               "seeds": list(range(campaign.seed, campaign.seed + seeds)),  # per_seed's order
               # a stopped backtest's results are over each planner's first seeds_finished seeds
-              "interrupted": None if stopped is None else _signal(stopped),
+              "interrupted": None if stopped is None else signal_said(stopped),
               "seeds_finished": {name: seeds for name in results} if stopped is None else stopped.finished,
               "seed_dropped": None if stopped is None or stopped.dropped is None else
               {"planner": stopped.dropped[0], "seed": stopped.dropped[1]},

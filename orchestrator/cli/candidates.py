@@ -27,6 +27,7 @@ from labloop.orchestrator.cli import preflight
 from labloop.orchestrator.cli.run import journalled_campaign
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupts, signal_said
 from labloop.orchestrator.potential_table import read_past
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,19 @@ def _from_campaign_file(path: Path) -> tuple[Ranking, Path | None]:
     for note in past.notes if past is not None else ():
         console.err.print(f"warning: {printable(note)}", markup=False, highlight=False, soft_wrap=True)
     preflight.check_prior_cache(campaign, "rank a copy of the campaign in a folder you can write")
-    prior = preflight.prior_view(campaign)
-    if past is not None:  # a table on another scale than declared ranks nothing right: said as validate says it
-        preflight.warn_past_scale(campaign, past.source, list(past.measurements), prior)
-    with console.progress() as bar:
-        task = bar.add_task("predicting the library", total=None, counted="library molecules predicted")
-        return rank_before_run(campaign, prior, past, library,
-                               lambda done, total: bar.update(task, completed=done, total=total)), None
+    try:  # a Ctrl-C or a kill while the prior trains said only "aborted" (a lab head's trial), SIGTERM not that
+        with Interrupts():
+            prior = preflight.prior_view(campaign)
+            if past is not None:  # a table on another scale than declared ranks nothing right: said as validate does
+                preflight.warn_past_scale(campaign, past.source, list(past.measurements), prior)
+            with console.progress() as bar:
+                task = bar.add_task("predicting the library", total=None, counted="library molecules predicted")
+                return rank_before_run(campaign, prior, past, library,
+                                       lambda done, total: bar.update(task, completed=done, total=total)), None
+    except KeyboardInterrupt as exc:
+        console.err.print(f"interrupted ({signal_said(exc)}): nothing ranked, nothing written"
+                          f"{preflight.prior_kept(campaign)}", markup=False, highlight=False, soft_wrap=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 def _write_csv(ranking: Ranking, path: Path) -> None:

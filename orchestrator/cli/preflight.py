@@ -196,6 +196,19 @@ def check_prior_cache(campaign: Campaign, what: str) -> None:
                                                                            f"({what})")
 
 
+def prior_kept(campaign: Campaign) -> str:
+    """What a command stopped part way leaves of the campaign's prior model, for its last line: ``; the prior model
+    cached in DIR is kept``, ``; no prior model was cached (its training, if it began, is lost)`` (it is cached only
+    once trained in full: surrogate/persistence.py), or '' without a prior."""
+    from labloop.orchestrator.learning import models
+
+    if campaign.prior is None:
+        return ""
+    directory = models.prior_dir(campaign.store, models.prior_key(campaign))
+    return (f"; the prior model cached in {directory} is kept" if directory.exists() else
+            "; no prior model was cached (its training, if it began, is lost)")
+
+
 def prior_view(campaign: Campaign) -> ObjectiveModel:
     """The campaign's prior model as planners see it (version 1, as a run journals it): from its cache beside the
     store (:func:`cached_prior`), else trained there with a progress bar; check the folder first

@@ -98,6 +98,16 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(by or signal.Signals(signum).name)
 
 
+def signal_said(exc: KeyboardInterrupt) -> str:
+    """The signal that stopped a command, for its last line: ``SIGTERM`` as :class:`Interrupted` names it (also as
+    the ``cause`` an exception carrying it keeps: orchestrator/backtest.py StoppedEarly), a plain KeyboardInterrupt a
+    Ctrl-C's ``SIGINT``."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, KeyboardInterrupt):
+        return signal_said(cause)
+    return signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "SIGINT"
+
+
 class Interrupts:
     """While entered (in the main thread), SIGINT, SIGTERM and SIGHUP (:func:`stop_signals`) raise
     :class:`Interrupted`.

@@ -8,6 +8,9 @@ import json
 import math
 import re
 import shutil
+import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -214,3 +217,28 @@ def test_a_campaign_not_run_yet_is_ranked_by_its_prior_calibrated_on_its_past_me
     refused = labloop("candidates", bare)
     assert refused.returncode == 2 and "candidates of a campaign not run yet need its prior" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_prior_trains_says_what_is_left(tmp_path, write_campaign, signum):
+    """``labloop candidates CAMPAIGN.yaml`` trains the prior first; a Ctrl-C then said only "aborted", and a kill
+    nothing (a lab head's trial): one line says what stopped, that nothing was ranked or written, and what of the
+    prior model stays, exit 130."""
+    campaign = write_campaign(tmp_path, prior=True)
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "-v", "candidates",
+                                str(campaign)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    said, reads = [], 0
+    for line in process.stderr:  # the prior's table is read (after the library, twice) just before it trains
+        said.append(line)
+        reads += "rows from" in line and "ocelot" in line
+        if reads == 2:
+            process.send_signal(signum)
+            break
+    out, rest = process.communicate(timeout=300)
+    err = "".join(said) + rest
+    assert process.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted ({signal.Signals(signum).name}): nothing ranked, nothing written; "), err
+    assert "no prior model was cached" in last or "is kept" in last, last
+    assert "aborted" not in err and "Traceback" not in err and out == ""
