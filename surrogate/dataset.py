@@ -75,6 +75,8 @@ class MoleculeTable:
 REPEAT_SPREAD = 0.1
 #: how a file saved by a spreadsheet starts: an .xlsx is a zip, an .xls an OLE2 compound file
 SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
+#: how a gzipped file starts (RFC 1952)
+GZIP_MAGIC = b"\x1f\x8b"
 #: what a spreadsheet should save a table as, for labloop to read it
 SAVE_AS = 'save it as "CSV UTF-8 (comma delimited)"'
 
@@ -384,15 +386,14 @@ def _nul_bytes(path: Path) -> str | None:
     """Why a file whose start holds a NUL byte is no CSV table, or None. Why: a file of NUL bytes was read as a header
     of one column named by 2,000 of them, and the missing-column message printed them all (a lab head's trial); a
     spreadsheet's "Unicode Text" (UTF-16) holds one in every other byte, and a workbook's (:data:`SPREADSHEET_MAGIC`)
-    is said as such. A gzipped table is judged once unpacked."""
-    if path.suffix == ".gz":
-        return None
+    is said as such. A gzipped table (:data:`GZIP_MAGIC`, whatever its name says: ``.GZ`` was refused as damaged, a
+    reviewer's probe) is judged once unpacked."""
     try:
         with path.open("rb") as handle:
             start = handle.read(HEADER_BYTES)
     except OSError:
         return None  # the reader says why it cannot be read
-    if b"\x00" not in start:
+    if b"\x00" not in start or start.startswith(GZIP_MAGIC):
         return None
     if start.startswith(SPREADSHEET_MAGIC):
         return f"it is a spreadsheet workbook, not CSV: {SAVE_AS}"

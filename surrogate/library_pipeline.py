@@ -550,6 +550,8 @@ def _predict_on(client: Client, payload: ModelPayload, work: Iterator[tuple[Libr
 CHUNK_STALL_FLOOR_S = 120.0
 #: ... or this many times the longest wait for a chunk so far (a big chunk on a slow worker takes its time)
 CHUNK_STALL_FACTOR = 10.0
+#: how long (s) :class:`_StallWatch` waits for the scheduler to say where the chunks in flight are
+ASK_SCHEDULER_S = 5.0
 
 
 class _StallWatch:
@@ -573,7 +575,7 @@ class _StallWatch:
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5.0)  # it may be asking a scheduler that hangs: the job is not held for it
+        self._thread.join(timeout=ASK_SCHEDULER_S)  # it may be asking a frozen scheduler: the job is not held for it
 
     def finished(self) -> None:
         now = time.monotonic()
@@ -586,18 +588,34 @@ class _StallWatch:
             if self.said or not self.pending or quiet < max(CHUNK_STALL_FLOOR_S, CHUNK_STALL_FACTOR * self.longest):
                 continue
             self.said = True
+            in_flight = tuple(self.pending)  # one snapshot: the main thread changes the mapping as chunks finish
+            log.warning("no chunk has finished on the Dask cluster for %.0f s (%d in flight; %s): a worker, or the "
+                        "scheduler, may be frozen (swapping, stopped, its machine asleep); the job waits for it (the "
+                        "scheduler drops a worker whose heartbeats stop after distributed.scheduler.worker-ttl, 5 "
+                        "minutes by default), or stop it with Ctrl-C", quiet, len(in_flight), self._where(in_flight))
+
+    def _where(self, in_flight: tuple[object, ...]) -> str:
+        """Which workers the chunks ``in_flight`` are on, as the scheduler says within :data:`ASK_SCHEDULER_S`; or
+        that it did not say. Why the wait's bound: a frozen scheduler never answers, and the warning waited for it,
+        so the one case it is for went unsaid (a reviewer's probe)."""
+        keys = {getattr(future, "key", None) for future in in_flight}
+        answer: list[object] = []
+
+        def ask() -> None:
             try:
-                keys = {future.key for future in self.pending}  # type: ignore[attr-defined]
-                on = sorted(worker for worker, held in self.client.processing().items() if keys & set(held))
-            except Exception as exc:  # the scheduler itself may be what hangs: say what is known
-                on, why = [], f" (the scheduler did not say where: {first_line(exc)})"
-            else:
-                why = ""
-            where = f" on {', '.join(on)}" if on else why
-            log.warning("no chunk has finished on the Dask cluster for %.0f s (%d in flight%s): a worker may be frozen "
-                        "(swapping, stopped, its machine asleep); the job waits for it (the scheduler drops a worker "
-                        "whose heartbeats stop after distributed.scheduler.worker-ttl, 5 minutes by default); Ctrl-C "
-                        "keeps the chunks finished", quiet, len(self.pending), where)
+                answer.append(self.client.processing())
+            except Exception as exc:  # a scheduler gone: said as not answering
+                answer.append(exc)
+
+        asking = threading.Thread(target=ask, name="labloop-ask-scheduler", daemon=True)
+        asking.start()
+        asking.join(ASK_SCHEDULER_S)
+        if not answer or not isinstance(answer[0], dict):
+            why = first_line(answer[0]) if answer and isinstance(answer[0], BaseException) else \
+                f"no answer within {ASK_SCHEDULER_S:g} s"
+            return f"the scheduler did not say on which workers: {why}"
+        on = sorted(str(worker) for worker, held in answer[0].items() if keys & set(held))
+        return f"on {', '.join(on)}" if on else "on no worker the scheduler knows"
 
 
 def count_rows(path: str | Path, smiles_column: str = "smiles") -> int:

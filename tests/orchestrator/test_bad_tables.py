@@ -282,3 +282,14 @@ def test_a_table_no_csv_reader_can_use_says_what_it_most_likely_is(tmp_path, wri
         read_table(path, ["e_v"])
     message = str(refused.value)
     assert said in message and len(message) < 600 and "\n" not in message, message
+
+
+def test_a_gzipped_table_whatever_its_suffix_is_no_binary_file(tmp_path):
+    """A gzip stream holds NUL bytes; ``t.csv.GZ`` was refused as a binary or damaged file once NUL bytes were (a
+    reviewer's probe): the gzip magic, not the name, says it is packed."""
+    import gzip
+
+    path = tmp_path / "t.csv.GZ"
+    with gzip.open(path, "wt") as handle:
+        handle.write("smiles,e_v\nCCO,4.2\n")
+    assert read_table(path, ["e_v"]).Y.tolist() == [[4.2]]
