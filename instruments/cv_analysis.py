@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -832,21 +832,30 @@ def overcorrected(result: CVResult, temperature_k: float = NICHOLSON_TEMPERATURE
             "together; the analyte's dEp then reads low and its k0 high (E1/2 is unaffected)")
 
 
-def more_electrons(result: CVResult, temperature_k: float = NICHOLSON_TEMPERATURE_K,
-                   n_electrons: int = 1) -> str | None:
+def more_electrons(result: CVResult, temperature_k: float = NICHOLSON_TEMPERATURE_K, n_electrons: int = 1, *,
+                   dep_as: Callable[[int], float | None] | None = None) -> str | None:
     """Why the analyte's couple in ``result``, analysed as ``n_electrons``', shows a dEp no such couple diffusing to
     the electrode can, in one phrase, or None (:func:`diffusing_dep_v`). Why: a two-electron wave (dEp 29 mV at 25 C)
     analysed as one electron's read D 8 times high and its class by a one-electron couple's cut-offs, unsaid; the
     narrow dEp is what shows it, beside an ohmic drop over-corrected (:func:`overcorrected` on a standard) and
-    adsorption, which narrow it too."""
+    adsorption, which narrow it too. The count it names is the fewest electrons above ``n_electrons`` whose own
+    analysis of the scan (``dep_as(k)``: dEp with the peak fit and cut-offs for k, :func:`for_couple`; without it,
+    ``result``'s dEp) reads no narrower than such a couple can: read with one electron's wider fit, a three-electron
+    wave's dEp (19.6 mV) read 32.5 mV and was named two, and a slow two-electron one's 39.4 mV none (a reviewer's
+    probes)."""
     narrowest, nernstian = diffusing_dep_v(temperature_k, n_electrons)
     if result.dep_v is None or result.dep_v <= 0 or result.dep_v >= narrowest:
         return None
     electrons = "a one-electron couple" if n_electrons == 1 else f"a {n_electrons}-electron couple"
-    guess = round(n_electrons * nernstian / result.dep_v)
-    more = (f"{guess} electrons in one wave (then say n_electrons: {guess} in the cv step; as it is, D reads "
-            f"{(guess / n_electrons) ** 3:.3g} times high and the reversibility class is judged by {electrons}'s "
-            "dEp), " if n_electrons < guess <= MOST_ELECTRONS_IN_A_WAVE else "")
+
+    def fits(k: int) -> bool:
+        dep = result.dep_v if dep_as is None else dep_as(k)
+        return dep is not None and dep >= diffusing_dep_v(temperature_k, k)[0]
+
+    guess = next((k for k in range(n_electrons + 1, MOST_ELECTRONS_IN_A_WAVE + 1) if fits(k)), None)
+    more = "" if guess is None else (
+        f"{guess} electrons in one wave (then say n_electrons: {guess} in the cv step; as it is, D reads "
+        f"{(guess / n_electrons) ** 3:.3g} times high and the reversibility class is judged by {electrons}'s dEp), ")
     return (f"its dEp reads {1e3 * result.dep_v:.1f} mV, under the {1e3 * nernstian:.0f} mV {electrons} diffusing to "
             f"the electrode shows at {temperature_k - 273.15:.3g} C: {more}the ohmic drop corrected by more than it "
             "is (a standard's dEp says so too), or a couple adsorbed on the electrode")

@@ -742,6 +742,23 @@ class ProtocolExecutor:
         assert outcome is not None  # measured_after names one of the steps
         return outcome
 
+    def _warn_of_electrons(self, sample: str, voltammogram: Voltammogram, analysis: CVResult, lab: LabRecord,
+                           settings: CVAnalysisSettings | None) -> None:
+        """Say, once a run, that the analyte's wave is narrower than the cv's ``n_electrons`` allows, and how many it
+        looks like (:func:`more_electrons`, which reads the scan again as each count's); not where the experiment's
+        standard said its own dEp is over-corrected, which narrows the analyte's too and is said (_add_standard)."""
+        standard = lab.referenced.standard if lab.referenced is not None else None
+        if self._electrons_said or (standard is not None and overcorrected(standard, self.temperature_k) is not None):
+            return
+
+        def dep_as(k: int) -> float | None:
+            return analyze_cv(voltammogram, settings, ru_ohm=lab.ru_ohm, temperature_k=self.temperature_k,
+                              n_electrons=k).dep_v
+
+        if (why := more_electrons(analysis, self.temperature_k, self.n_electrons, dep_as=dep_as)) is not None:
+            self._electrons_said = True
+            log.warning("sample %s: %s (said once a run)", sample, why)
+
     def _retried(self) -> dict[str, dict[str, int]]:
         """Each instrument's count of what its driver repeated after a fault, by the fault's type: the ``retried``
         mapping a driver may keep (the EmStat driver does: docs/drivers.md, "Errors"), read around each step."""
@@ -809,13 +826,7 @@ class ProtocolExecutor:
                             "than two of them", sample_id, smiles, deps, rates, rule.split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
             self._warn_of_d(f"{sample_id} ({smiles})", lab)
-            standard = lab.referenced.standard if lab.referenced is not None else None
-            explained = standard is not None and overcorrected(standard, self.temperature_k) is not None
-            if not self._electrons_said and not explained \
-                    and (why := more_electrons(analysis, self.temperature_k, self.n_electrons)) is not None:
-                # a standard over-corrected narrows the analyte's dEp too, and says why (_add_standard)
-                self._electrons_said = True
-                log.warning("sample %s (%s): %s (said once a run)", sample_id, smiles, why)
+            self._warn_of_electrons(f"{sample_id} ({smiles})", voltammogram, analysis, lab, settings)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)
         if lab.referenced is not None and lab.referenced.e_vs_li_v is not None:
             potential: float | None = lab.referenced.e_vs_li_v

@@ -91,3 +91,15 @@ def test_a_journals_rule_is_its_cvs_electrons():
 
     assert "dEp <= 34 mV" in reversibility_said(parse_steps([{"cv": {"n_electrons": 2}}]))
     assert "dEp <= 68 mV" in reversibility_said(parse_steps(["cv"]))
+
+
+@pytest.mark.parametrize(("n", "k0", "named"), [(3, 10.0, 3), (2, 0.05, 2), (2, 10.0, 2)])
+def test_the_count_named_is_the_one_whose_own_reading_fits(n, k0, named):
+    """Read with one electron's +/-40 mV fit, a three-electron wave (19.6 mV) read 32.5 mV and was named two, and a
+    slow two-electron one's 39.4 mV none (a reviewer's probes): the count named is the fewest whose own reading of
+    the scan (its fit and cut-offs) is no narrower than such a couple can read."""
+    _, scan = _scan(n, k0_cm_s=k0)
+    as_one = analyze_cv(scan)
+    said = more_electrons(as_one, dep_as=lambda k: analyze_cv(scan, n_electrons=k).dep_v)
+    assert said is not None and f"{named} electrons in one wave (then say n_electrons: {named} " in said, said
+    assert f"D reads {named ** 3} times high" in said

@@ -1096,6 +1096,10 @@ def test_a_two_electron_couple_gets_its_d_with_n_electrons_and_is_said_without(l
     outcome, actions = run(lab(analyte=analyte), [*FULL[:6], two, FULL[7]])
     assert outcome.lab.diffusion.diffusion_cm2_s == pytest.approx(1e-5, rel=0.10)
     assert outcome.lab.diffusion.n_electrons == 2 and outcome.lab.scans[0][1].reversibility == "reversible"
+    # the experiment's own analysis reads the scan as two electrons' too (a reviewer set 1 there: nothing failed)
+    assert outcome.analysis.dep_v == outcome.lab.scans[0][1].dep_v < 0.034
+    analysed, _ = run(lab(analyte=analyte), [*FULL[:6], two, "analyze", FULL[7]])  # and an analyze step's
+    assert analysed.analysis.dep_v == analysed.lab.scans[0][1].dep_v
     assert [a[3]["n_electrons"] for a in actions if a[1] == "cv" and a[-1] == "ok"] == [2]
     assert "electrons in one wave" not in caplog.text
     rig = lab(analyte=analyte)
