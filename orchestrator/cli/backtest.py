@@ -173,7 +173,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     if hits[1] == 0:  # every planner would find 0 hits and look alike: say whose fault it most likely is
         notes.append(_no_hit(objective, column, truth_file, hits[0], len(library),
                              display_name(campaign.library.file), noisy=noise_v > 0 or scan is not None))
-    if no_instruments and (beyond := compose.scored_out_of_reach(campaign, known.values())) is not None:
+    if no_instruments and (beyond := compose.scored_out_of_reach(campaign, (known[s] for s in proposable))) is not None:
         notes.append(beyond + "; --no-instruments scores the true value")  # a best score no run can measure
     if (unreachable := wholly or compose.objective_out_of_reach(campaign)) is not None:  # as validate says
         notes.append(unreachable + ("; --no-instruments counts hits there, which a run of this campaign cannot measure"
