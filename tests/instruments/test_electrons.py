@@ -103,3 +103,16 @@ def test_the_count_named_is_the_one_whose_own_reading_fits(n, k0, named):
     said = more_electrons(as_one, dep_as=lambda k: analyze_cv(scan, n_electrons=k).dep_v)
     assert said is not None and f"{named} electrons in one wave (then say n_electrons: {named} " in said, said
     assert f"D reads {named ** 3} times high" in said
+
+
+def test_a_two_electron_couples_faradaic_impedance_is_a_quarter():
+    """Rct = RT / (n^2 F^2 A k0 c) and the Warburg coefficient go as 1/n^2 (Bard and Faulkner ch. 10): with no
+    double layer, the faradaic impedance of a two-electron couple at its E0 is a quarter of one electron's."""
+    import numpy as np
+
+    from labloop.sim.cv_physics import cell_impedance
+
+    freqs = np.array([1e4, 1e2, 1.0])
+    one, two = (cell_impedance([CellParams(e0_v=0.0, k0_cm_s=0.01, conc_mm=1.0, ru_ohm=100.0, n_electrons=n)], freqs,
+                               0.0) - 100.0 for n in (1, 2))
+    assert np.allclose(one / two, 4.0, rtol=1e-9)
