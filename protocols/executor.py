@@ -399,8 +399,8 @@ class ProtocolExecutor:
         self._sent_nothing = False
         #: whether the run said that a standard's dEp shows its ohmic drop over-corrected (:func:`overcorrected`)
         self._overcorrection_said = False
-        #: whether the run said that an analyte's dEp is narrower than its cv's ``n_electrons`` allows (_outcome)
-        self._electrons_said = False
+        #: whether the run said that an analyte's dEp is narrower than its cv's ``n_electrons`` allows
+        self._electrons_said = False  # (:meth:`_warn_of_electrons`)
         self._rates = dict(rates or {})
         self.hits_v = hits_v
         self.oxygen_onset_v = oxygen_onset_v

@@ -206,8 +206,8 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
         why = ("it is bayes with the prior calibrated on the table, and --planners random alone trains no prior: add "
                "a learning planner (--planners random,bayes)" if model is None else
                "it is judged by hits, and the objective has no hit window or threshold")
-        console.err.print(f"note: no oracle row: {why}", markup=False, highlight=False, soft_wrap=True)
         notes.append(f"no oracle row: {why}")
+        console.err.print(f"note: {notes[-1]}", markup=False, highlight=False, soft_wrap=True)
     oracle = oracle and model is not None and objective.defines_hits
     with console.progress() as bar:
         campaigns = (len(kinds) + oracle) * seeds
