@@ -216,12 +216,14 @@ def test_a_frozen_worker_is_said_and_waited_for(cluster, tiny_model_dir, library
     trial's ``surrogate predict`` sat at 20411 of 21411 for over 5 minutes without a word. No chunk finishing for the
     floor (here 6 s, for the test) is said, naming the worker the chunk in flight is on; the job waits, and finishes
     with the predictions of an undisturbed run once the worker runs again. (On a busy machine a slow chunk of the
-    other worker may be said too, before the freeze or beside it: each silent stretch once.)"""
+    other worker may be said too, before the freeze or beside it: each silent stretch once.) Then the scheduler
+    frozen: the warning asked it where the chunks were before it said anything, unbounded, so the case it is for went
+    unsaid (a reviewer's probe); the question is bounded, and says the scheduler did not answer."""
     from labloop.surrogate import library_pipeline
 
     monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FLOOR_S", 6.0)
     monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FACTOR", 3.0)
-    address, _, workers = cluster
+    address, scheduler, workers = cluster
     client = compute.connect(address)
     said = threading.Event()
 
@@ -250,29 +252,6 @@ def test_a_frozen_worker_is_said_and_waited_for(cluster, tiny_model_dir, library
 
         shards = predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15,
                                  progress=freeze_w0_once)
-    finally:
-        logging.getLogger(library_pipeline.__name__).removeHandler(told)
-        if workers[0].poll() is None:
-            workers[0].send_signal(signal.SIGCONT)
-        client.close()
-    assert frozen, "w0 never had work in hand: the test proved nothing"
-    warned = [r.getMessage() for r in caplog.records if "no chunk has finished on the Dask cluster" in r.getMessage()]
-    assert any(f"on {frozen[0]}" in w and "may be frozen" in w for w in warned), warned
-    assert shards.n_predicted == shards.n_rows == len(reference)
-    assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
-
-
-@pytest.mark.slow
-def test_a_frozen_scheduler_does_not_hold_the_stall_warning(cluster):
-    """The warning asked the scheduler where the chunks in flight were before it said anything, and a frozen
-    scheduler never answers: the case it is for went unsaid (a reviewer's probe, ``kill -STOP`` of the scheduler).
-    The question is bounded; the warning says the scheduler did not answer."""
-    from labloop.surrogate import library_pipeline
-
-    address, scheduler, _ = cluster
-    client = compute.connect(address)
-    try:
-        client.wait_for_workers(2, timeout=180)
         future = client.submit(time.sleep, 60, pure=False)
         _wait(lambda: any(future.key in held for held in client.processing().values()), "the task on a worker")
         watch = library_pipeline._StallWatch(client, {future: None})
@@ -280,14 +259,22 @@ def test_a_frozen_scheduler_does_not_hold_the_stall_warning(cluster):
         scheduler.send_signal(signal.SIGSTOP)
         try:
             started = time.monotonic()
-            said = watch._where((future,))
+            unanswered = watch._where((future,))
             waited = time.monotonic() - started
         finally:
             scheduler.send_signal(signal.SIGCONT)
     finally:
+        logging.getLogger(library_pipeline.__name__).removeHandler(told)
+        if workers[0].poll() is None:
+            workers[0].send_signal(signal.SIGCONT)
         client.close()
-    assert said == f"the scheduler did not say on which workers: no answer within " \
-                   f"{library_pipeline.ASK_SCHEDULER_S:g} s", said
+    assert frozen, "w0 never had work in hand: the test proved nothing"
+    warned = [r.getMessage() for r in caplog.records if "no chunk has finished on the Dask cluster" in r.getMessage()]
+    assert any(frozen[0] in w and "may be frozen" in w for w in warned), warned
+    assert shards.n_predicted == shards.n_rows == len(reference)
+    assert_same_predictions(pd.concat(shards.frames(), ignore_index=True), reference)
+    assert unanswered == f"the scheduler did not say on which workers: no answer within " \
+                         f"{library_pipeline.ASK_SCHEDULER_S:g} s", unanswered
     assert waited >= library_pipeline.ASK_SCHEDULER_S  # it did wait for an answer, then gave up
 
 
