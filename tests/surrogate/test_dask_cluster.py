@@ -223,6 +223,7 @@ def test_a_frozen_worker_is_said_and_waited_for(cluster, tiny_model_dir, library
 
     monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FLOOR_S", 6.0)
     monkeypatch.setattr(library_pipeline, "CHUNK_STALL_FACTOR", 3.0)
+    monkeypatch.setattr(library_pipeline, "ASK_SCHEDULER_S", 2.0)  # how long the frozen scheduler is waited for
     address, scheduler, workers = cluster
     client = compute.connect(address)
     said = threading.Event()
