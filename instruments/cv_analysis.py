@@ -492,13 +492,14 @@ def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates
     band = 1 + s.reversible_ratio_band
     every = " (an experiment's: at every scan rate)" if rates > 1 else ""
     written = settings or CVAnalysisSettings()
-    said = [f"the cell at {temperature_k - 273.15:.3g} C"] if temperature_k != NICHOLSON_TEMPERATURE_K else []
-    said += [f"{n_electrons} electrons in the wave"] if n_electrons != 1 else []
-    factors = " ".join(factor for factor, shown in (("times T / 298.15 K", temperature_k != NICHOLSON_TEMPERATURE_K),
-                                                    (f"over {n_electrons}", n_electrons != 1)) if shown)
+    # (what differs from one electron at 25 C, the factor it puts on the cut-offs), for each that does
+    apart = [said for differs, said in ((temperature_k != NICHOLSON_TEMPERATURE_K, (
+        f"the cell at {temperature_k - 273.15:.3g} C", "times T / 298.15 K")), (n_electrons != 1, (
+        f"{n_electrons} electrons in the wave", f"over {n_electrons}"))) if differs]
     one = " for one electron" if n_electrons != 1 else ""
-    warm = f" ({', '.join(said)}: the cut-offs {1e3 * written.reversible_max_dep_v:.0f} and " \
-           f"{1e3 * written.irreversible_min_dep_v:.0f} mV at 25 C{one} {factors})" if said else ""
+    warm = (f" ({', '.join(what for what, _ in apart)}: the cut-offs {1e3 * written.reversible_max_dep_v:.0f} and "
+            f"{1e3 * written.irreversible_min_dep_v:.0f} mV at 25 C{one} {' '.join(f for _, f in apart)})"
+            if apart else "")
     return (f"reversible: 0 < dEp <= {1e3 * s.reversible_max_dep_v:.0f} mV and |ipc/ipa| {1 / band:.2f}..{band:.2f}"
             f"{every}; irreversible: no return peak, or dEp >= {1e3 * s.irreversible_min_dep_v:.0f} mV{warm}; "
             "quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); dEp alone "
