@@ -58,6 +58,7 @@ from labloop.orchestrator.journal.store import (
     ANALYSIS_FAILURE,
     PAST_MEASUREMENTS,
     VETOED,
+    WARNING,
     Journal,
     State,
     judged_reversibility,
@@ -1309,6 +1310,13 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     unsafe = "".join(f"<li>{esc(e['time'])}: {esc(with_advice(e['message'], e['data']))}</li>"
                      for e in snap["events"] if left_unsafe(e["kind"], e["data"]))
     unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'
+    warned = "".join(f"<tr><td>{e['experiment_id']}</td><td>{esc(e['message'])}</td><td>{esc(e['time'])}</td></tr>"
+                     for e in snap["events"] if e["kind"] == WARNING)
+    warned = warned and ("<h2>warnings about the measurements</h2><table><tr><th>experiment</th><th>warning</th>"
+                         f"<th>journalled at</th></tr>{warned}</table>\n<p class=\"caption\">What the run warned of "
+                         "as it measured (the console said each as it came): the measurement is kept and learnt from, "
+                         "unless its flags say otherwise; a warning said once a run stands for every experiment "
+                         "after it.</p>")
 
     checked = _interval_said(check)
     model_now = _model_now(calibrations, campaign["objective"])
@@ -1339,6 +1347,7 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 {best}
 {failures}
 {lab_table}
+{warned}
 <h2>models</h2><table><tr><th>version</th><th>created</th><th>training rows</th><th>measurements</th>
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}
 </table>

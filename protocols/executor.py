@@ -163,6 +163,10 @@ OnOutcome = Callable[["ExperimentOutcome"], None]
 #: driver's error, a blank that stops the run with every blank's verdict, a refusal, a Ctrl-C), called once, after the
 #: failed step's action ended and before the error propagates; not when its lab-grade steps measured nothing
 OnEndedEarly = Callable[["LabRecord"], None]
+#: ``on_warning(message)``: what the run warned of about this experiment's measurement (a quasi-reversible couple
+#: whose D reads low, a wave narrower than its electrons allow, the standard's dEp over-corrected, a reference
+#: elsewhere than the cell's settings say, a driver that repeated commands), as the log says it, called as it is said
+OnWarning = Callable[[str], None]
 
 
 class RigLike(Protocol):
@@ -401,6 +405,8 @@ class ProtocolExecutor:
         self._overcorrection_said = False
         #: whether the run said that an analyte's dEp is narrower than its cv's ``n_electrons`` allows
         self._electrons_said = False  # (:meth:`_warn_of_electrons`)
+        #: the running experiment's ``on_warning`` (:meth:`run`), for :meth:`_warn`
+        self._on_warning: OnWarning | None = None
         self._rates = dict(rates or {})
         self.hits_v = hits_v
         self.oxygen_onset_v = oxygen_onset_v
@@ -649,7 +655,7 @@ class ProtocolExecutor:
     # -- running ------------------------------------------------------------------------------------------
     def run(self, sample_id: str, smiles: str, conditions: Mapping[str, Any], predicted_v: float | None,
             on_action: OnAction, *, on_scan: OnScan | None = None, on_outcome: OnOutcome | None = None,
-            on_ended_early: OnEndedEarly | None = None) -> ExperimentOutcome:
+            on_ended_early: OnEndedEarly | None = None, on_warning: OnWarning | None = None) -> ExperimentOutcome:
         """Check, then run every step for one candidate; ``predicted_v`` (V vs Li/Li+) centres a CV window
         around the candidate.
 
@@ -662,7 +668,19 @@ class ProtocolExecutor:
         rate, a pump that stalls in add_standard, a Ctrl-C), hands ``on_ended_early`` the lab record of what its
         lab-grade steps measured so far before the error goes on: the purge, the blanks with their verdicts, Ru, the
         rates scanned are real data, spent sample and time, and what a person judges the failure or the cell by, and
-        no outcome will carry them."""
+        no outcome will carry them. ``on_warning`` gets each warning about the experiment's measurement as it is said
+        (:meth:`_warn`), so the journal keeps what the console said."""
+        self._on_warning = on_warning
+        try:
+            return self._run(sample_id, smiles, conditions, predicted_v, on_action, on_scan=on_scan,
+                             on_outcome=on_outcome, on_ended_early=on_ended_early)
+        finally:
+            self._on_warning = None
+
+    def _run(self, sample_id: str, smiles: str, conditions: Mapping[str, Any], predicted_v: float | None,
+             on_action: OnAction, *, on_scan: OnScan | None, on_outcome: OnOutcome | None,
+             on_ended_early: OnEndedEarly | None) -> ExperimentOutcome:
+        """:meth:`run`'s steps."""
         steps = self._with_conditions(conditions)
         complete, settings = measured_after(steps), analysis_settings(steps)
         self._check(steps, {}, 1)  # this experiment's steps; what the cell and syringes hold now, _check_contents
@@ -757,7 +775,17 @@ class ProtocolExecutor:
 
         if (why := more_electrons(analysis, self.temperature_k, self.n_electrons, dep_as=dep_as)) is not None:
             self._electrons_said = True
-            log.warning("sample %s: %s (said once a run)", sample, why)
+            self._warn("sample %s: %s (said once a run)", sample, why)
+
+    def _warn(self, message: str, *args: object) -> None:
+        """Say a warning about the running experiment's measurement (``message % args``, as the log's), and hand it
+        to its ``on_warning`` (:meth:`run`). Why: the console and the log file alone said them, so ``labloop log``,
+        the dashboard and the report, read after an overnight run, showed a quasi-reversible couple's D or a wave
+        narrower than its electrons allow without a word (a newcomer's read of the lab-grade docs)."""
+        said = message % args if args else message
+        log.warning("%s", said)
+        if self._on_warning is not None:
+            self._on_warning(said)
 
     def _retried(self) -> dict[str, dict[str, int]]:
         """Each instrument's count of what its driver repeated after a fault, by the fault's type: the ``retried``
@@ -791,7 +819,7 @@ class ProtocolExecutor:
         params["retried"] = grown
         repeats = "; ".join(f"{name}: {', '.join(f'{kind} x{n}' for kind, n in more.items())}"
                             for name, more in grown.items())
-        log.warning("sample %s: its drivers repeated commands in the %s step after faults (%s); where a scan was "
+        self._warn("sample %s: its drivers repeated commands in the %s step after faults (%s); where a scan was "
                     "repeated, it ran in a cell already scanned part way with no rest between, so its peak currents "
                     "may read low", sample_id, step, repeats)
 
@@ -821,7 +849,7 @@ class ProtocolExecutor:
                          "rates where it is reversible, %s V/s", sample_id, smiles, deps, rates, rule.split(";")[0],
                          ", ".join(compact(rate) for rate in fitted))
             else:
-                log.warning("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
+                self._warn("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
                             "Randles-Sevcik (a reversible couple's equation) reads low for it, reversible at fewer "
                             "than two of them", sample_id, smiles, deps, rates, rule.split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
@@ -1282,17 +1310,16 @@ class ProtocolExecutor:
                                   at, "run_cv_series", self.safety.potential_window_v)
                     for scan, params in zip(scans, series, strict=True)]
 
-    @staticmethod
-    def _warn_of_d(sample: str, lab: LabRecord) -> None:
+    def _warn_of_d(self, sample: str, lab: LabRecord) -> None:
         """Say what is wrong with D (no D from the scans, an analyte more dilute than written) of ``sample`` (its
         id and molecule: the id alone could not be matched to the log's or the report's rows, a newcomer's trial),
         for an experiment whose analysis is usable: a failed one (``no_peak``) has no D to speak of, and its cause in
         the journal says why (a lab-grade run warned of D for 26 of its 37 experiments, most of them failed
         already)."""
         if lab.diffusion_problem is not None:
-            log.warning("sample %s: no diffusion coefficient from its scans: %s", sample, lab.diffusion_problem)
+            self._warn("sample %s: no diffusion coefficient from its scans: %s", sample, lab.diffusion_problem)
         if lab.dilution is not None:
-            log.warning("%s", lab.dilution)
+            self._warn(lab.dilution)
 
     def _dilution(self, where: str, analyte_mm: float, dispensed: float, lab: LabRecord) -> None:
         """Note in ``lab`` (said once, in the log, by :meth:`_warn_of_d`) when the cell held liquid besides the
@@ -1471,7 +1498,7 @@ class ProtocolExecutor:
                                                 ferrocene_vs_li_v=self.ferrocene_vs_li_v, standard_name=step.standard,
                                                 standard_vs_fc_v=step.vs_fc_v, analyte_failed=failed)
         if lab.referenced.problem is not None and not failed:
-            log.warning("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
+            self._warn("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
         elif lab.referenced.e_vs_fc_v is not None:
             log.info("%s: E vs Fc+/Fc %+.4f V", where, lab.referenced.e_vs_fc_v)
         else:
@@ -1483,7 +1510,7 @@ class ProtocolExecutor:
         if standard is not None and not self._overcorrection_said \
                 and (why := overcorrected(standard, self.temperature_k)) is not None:
             self._overcorrection_said = True
-            log.warning("%s: %s: %s (said once a run)", where, step.standard, why)
+            self._warn("%s: %s: %s (said once a run)", where, step.standard, why)
         done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v,
                                 "standard_problem": lab.referenced.problem, "standard_v_vs_reference": found}
         if step.refill:
@@ -1504,7 +1531,7 @@ class ProtocolExecutor:
         side = "above" if found_v > expected_v else "below"
         settings = f"cell.ferrocene_vs_li_v ({self.ferrocene_vs_li_v:.3f} V)" + (
             f" and standard_vs_fc_v ({step.vs_fc_v:+.3f} V)" if step.vs_fc_v else "")
-        log.warning("%s: %s's couple lies at %+.3f V vs the reference, %.0f mV %s where cell.reference_offset_v "
+        self._warn("%s: %s's couple lies at %+.3f V vs the reference, %.0f mV %s where cell.reference_offset_v "
                     "(%.3f V) and %s put it (%+.3f V): by %s, the reference sits at %.3f V vs Li/Li+. Potentials "
                     "referenced to the standard are right; the safety window, the oxygen band, failed scans' bounds "
                     "and potentials measured without the standard use cell.reference_offset_v: correct it, if this "

@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 PAST_MEASUREMENTS = "past_measurements"
 #: the event kind of model versions whose weights were deleted (surrogate.keep_models): ``data["versions"]``
 PRUNED = "pruned"
+#: the event kind of a warning about an experiment's measurement (protocols/executor.py ``OnWarning``)
+WARNING = "warning"
 #: "LLJ1" — marks a SQLite file as a labloop journal
 APPLICATION_ID = 0x4C4C4A31
 SCHEMA_VERSION = 2

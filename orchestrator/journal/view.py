@@ -38,6 +38,7 @@ from labloop.orchestrator.journal.store import (
     PAST_MEASUREMENTS,
     UNSAFE,
     VETOED,
+    WARNING,
     Journal,
     State,
     hit_edges,
@@ -430,6 +431,8 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
         table.caption_justify = "left"
     edges = hit_edges(snap["campaign"]["objective"])
     waiting = [e for e in snap["experiments"] if e["status"] == "awaiting_approval"]
+    shown = {e["id"] for e in experiments}
+    warned = [e for e in snap["events"] if e["kind"] == WARNING and e["experiment_id"] in shown]
     return Group(
         _header(snap),
         table,
@@ -437,6 +440,7 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
         _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]], edges),
         _best_table(snap["best"], edges,
                     None if snap["progress"]["hits"] is None else snap["campaign"]["objective_text"]),
+        *((_warnings_table(warned),) if warned else ()),
         # a rig left unsafe stays in view however many events came after it (the rig may still be pumping)
         _events_table([e for e in snap["events"][:-events] if left_unsafe(e["kind"], e["data"])]
                       + snap["events"][-events:]),
@@ -707,6 +711,17 @@ def _named(experiment: dict[str, Any], named: bool) -> tuple[Text, ...]:
     knows the molecules by name, a script and the planner by SMILES."""
     smiles = _text(experiment["smiles"])
     return (_text(experiment["name"]), smiles) if named else (smiles,)
+
+
+def _warnings_table(rows: list[dict[str, Any]]) -> Table:
+    """The warnings about the shown experiments' measurements (:data:`WARNING` events), by experiment: the console
+    said them as they came, and the events table keeps only the last few events."""
+    table = Table(title="warnings about the experiments shown", title_justify="left")
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("warning", overflow="fold")
+    for event in rows:
+        table.add_row(str(event["experiment_id"]), _text(event["message"]))
+    return table
 
 
 def _events_table(rows: list[dict[str, Any]]) -> Table:

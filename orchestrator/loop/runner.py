@@ -68,6 +68,7 @@ from labloop.orchestrator.journal.store import (
     THEN_RESUME,
     UNSAFE,
     VETOED,
+    WARNING,
     ExperimentRow,
     Journal,
     State,
@@ -906,7 +907,8 @@ class Runner:
                                         lambda *args: self._on_action(experiment.id, *args),
                                         on_scan=partial(self._journal_scan, experiment.id),
                                         on_outcome=partial(self._journal_outcome, experiment.id),
-                                        on_ended_early=partial(self._journal_ended_early, experiment.id))
+                                        on_ended_early=partial(self._journal_ended_early, experiment.id),
+                                        on_warning=partial(self._journal_warning, experiment.id))
         except (JournalWriteError, NoOperator):
             raise  # nothing more can be recorded, or nobody can answer: the run stops (run())
         except (RigNotReady, BlankFailed) as exc:
@@ -977,9 +979,9 @@ class Runner:
         step's action ends and the attempt fails: a real scan of a used-up sample is never lost with its attempt."""
         with self.interrupts.deferred():
             self.journal.record_raw(experiment_id, voltammogram, rejected)
-        self._check_label(voltammogram.reference)
+        self._check_label(experiment_id, voltammogram.reference)
 
-    def _check_label(self, label: str) -> None:
+    def _check_label(self, experiment_id: int, label: str) -> None:
         """One warning per run for each label of the reference electrode a driver gave its scans that no instrument's
         ``reference`` option names, when one names it: the journal keeps the driver's label, and every measurement,
         CSV and plot says it. Why: a plug-in driver that ignored the option labelled a lab's Ag/AgCl data "the
@@ -988,9 +990,11 @@ class Runner:
             return
         self._mislabelled.add(label)
         named = ", ".join(f"{name}'s is {reference!r}" for name, reference in self._references.items())
-        log.warning("a driver labelled its scan 'vs %s', which no reference option names (%s): the journal and the "
-                    "report keep the driver's label; a driver must label its scans with its reference option "
-                    "(docs/drivers.md)", label, named)
+        message = (f"a driver labelled its scan 'vs {label}', which no reference option names ({named}): the journal "
+                   "and the report keep the driver's label; a driver must label its scans with its reference option "
+                   "(docs/drivers.md)")
+        log.warning("%s", message)
+        self._journal_warning(experiment_id, message)
 
     def _journal_outcome(self, experiment_id: int, outcome: ExperimentOutcome) -> None:
         """The executor's hook once the measurement is complete (protocols/executor.py ``measured_after``): its
@@ -999,6 +1003,13 @@ class Runner:
         lab = (outcome.lab.to_dict(), outcome.lab.summary()) if outcome.lab.measured else None
         with self.interrupts.deferred():
             self.journal.record_measurement(experiment_id, outcome.analysis, outcome.potential_v_vs_li, lab)
+
+    def _journal_warning(self, experiment_id: int, message: str) -> None:
+        """The executor's hook as it warns of an experiment's measurement: the warning journalled as a
+        :data:`WARNING` event of the experiment, which ``labloop log``, the dashboard and the report show after the
+        console has scrolled it away."""
+        with self.interrupts.deferred():
+            self.journal.add_event(WARNING, message, experiment_id=experiment_id)
 
     def _journal_ended_early(self, experiment_id: int, lab: LabRecord) -> None:
         """The executor's hook as an attempt ends without its measurement, whatever ended it (a failed blank that

@@ -21,7 +21,7 @@ import yaml
 from labloop.instruments.kinetics import RateConstant
 from labloop.orchestrator.compose import build_world
 from labloop.orchestrator.config.campaign import load_campaign
-from labloop.orchestrator.journal.store import Journal, State, judged_reversibility
+from labloop.orchestrator.journal.store import WARNING, Journal, State, judged_reversibility
 from labloop.orchestrator.report import LAB_PLOTS, PLOTS
 
 from ..conftest import best_rows
@@ -708,7 +708,14 @@ def test_ferrocene_found_far_from_where_the_offset_puts_it_says_the_offset_is_wr
         done = journal.experiments(states=(State.DONE,))
         found = [a.params["standard_v_vs_reference"] for e in done for a in journal.actions(e.id)
                  if a.command == "add_standard"]
+        warned = journal.events(kinds=[WARNING])
     assert found and all(abs(v - 0.05) < 0.02 for v in found), found  # 3.20 - 3.15 V, journalled with the step
+    # journalled as said, with its experiment, so `labloop log` shows it after the console has scrolled it away
+    journalled = [e.message for e in warned if "ferrocene's couple lies" in e.message]
+    assert len(journalled) == 1 and journalled[0] in said[0], (warned, said)
+    assert all(e.experiment_id in {d.id for d in done} for e in warned), warned
+    shown = labloop("log", tmp_path / "runs" / "cathode-screen-lab-grade.db")
+    assert shown.returncode == 0 and "warnings about the experiments shown" in shown.stdout, shown.stdout
 
 
 def test_a_standard_scan_beyond_the_limits_names_the_offset_it_comes_from(tmp_path, labloop):
@@ -886,6 +893,14 @@ def test_a_dry_run_of_two_electron_couples_says_what_the_protocol_should_assume(
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stderr.splitlines() if "electrons in one wave" in line]
     assert len(said) == 1 and "then say n_electrons: 2 in the cv step" in said[0], result.stderr
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    with Journal.open(store, readonly=True) as journal:  # kept for the report, as said (its experiment's)
+        warned = [e for e in journal.events(kinds=[WARNING]) if "electrons in one wave" in e.message]
+        ids = {e.id for e in journal.experiments()}
+    assert len(warned) == 1 and warned[0].message in said[0] and warned[0].experiment_id in ids, warned
+    assert labloop("report", store, "-o", tmp_path / "report").returncode == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<h2>warnings about the measurements</h2>" in page and html.escape(warned[0].message) in page
     protocol = tmp_path / "protocols" / "cv_lab_grade.yaml"
     protocol.write_text(protocol.read_text().replace("analyte_mm: 1.0}", "analyte_mm: 1.0, n_electrons: 4}"))
     refused = labloop("validate", lab, "--dry-run")

@@ -22,7 +22,7 @@ import yaml
 
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
-from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.store import WARNING, Journal, State
 from labloop.orchestrator.loop.runner import observation
 
 from ..conftest import RIG
@@ -485,7 +485,10 @@ def test_a_driver_ignoring_the_reference_option_is_warned_of_once(odd_campaign, 
                     "driver must label its scans with its reference option (docs/drivers.md)"], result.stderr
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         labels = {v.reference for e in journal.experiments() for v in journal.voltammograms(e.id)}
+        warned = [(e.message, e.experiment_id) for e in journal.events(kinds=[WARNING])]
+        first = journal.experiments()[0].id
     assert labels == {"the reference electrode (unnamed)"}
+    assert warned == [(said[0].removeprefix("warning: "), first)]  # journalled with the experiment it came in
 
 
 #: a plug-in potentiostat (an EmStat on its emulator) whose scan says the cell went 0.6 V past 1.9 V (a driver that
