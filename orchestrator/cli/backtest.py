@@ -311,6 +311,12 @@ def _g(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def _mean(value: float | None) -> str:
+    """A mean over seeds with the two decimals it is rounded to (orchestrator/backtest.py ``summarise``), whatever
+    its value: ``6`` beside ``5.8`` in one column read as two kinds of number (a lab head's trial)."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _print_table(report: dict[str, Any], partial: str | None = None) -> None:
     """The results as a table, its caption and the paired comparisons under it; ``partial``: what an interrupted
     backtest's results hold (:func:`_partial`), said in the title and first in the caption. Why two layouts: the
@@ -364,12 +370,12 @@ def _span(first: int, seeds: int) -> str:
 def _cells(r: dict[str, Any], what: str) -> dict[str, str]:
     """A planner's cells by the heading of their column, in the table's order: what it found (up to ``failed``),
     then how it measured and proposed (:func:`_print_table` splits them there)."""
-    spread = "" if r["sd"] is None else f" +/- {r['sd']:g} ({r['se']:g})"  # none from one seed
-    return {f"{what} mean +/- sd (se)": f"{_g(r['mean'])}{spread}",
+    spread = "" if r["sd"] is None else f" +/- {_mean(r['sd'])} ({_mean(r['se'])})"  # none from one seed
+    return {f"{what} mean +/- sd (se)": f"{_mean(r['mean'])}{spread}",
             "of oracle": "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}",
             "per seed": " ".join(_g(v if v is None else round(v, 2)) for v in r["per_seed"]),  # as the mean is
-            "at 25% / 50% / 100%": " / ".join(_g(v) for v in r["after"].values()),
-            "failed": f"{r['failed_mean']:g}",
+            "at 25% / 50% / 100%": " / ".join(_mean(v) for v in r["after"].values()),
+            "failed": _mean(r["failed_mean"]),
             "within +/-1.96 sd (rms z)": "-" if r["within_1_96_sd"] is None else
             f"{100 * r['within_1_96_sd']:.0f}% ({r['rms_z']:g})",
             "proposal median / p95 (s)": f"{r['latency_s']['median']} / {r['latency_s']['p95']}"}

@@ -846,7 +846,8 @@ def test_an_interrupted_table_holds_its_finished_seeds(tmp_path, write_campaign,
     cells = [c.strip() for c in row.strip("│").split("│")]
     mean = round(statistics.mean(values), 2)
     sd = statistics.stdev(values) if n > 1 else None  # one seed has none, and the table shows the mean alone
-    assert cells[1] == (f"{mean:g}" if sd is None else f"{mean:g} +/- {round(sd, 2):g} ({round(sd / n ** 0.5, 2):g})")
+    assert cells[1] == (f"{mean:.2f}" if sd is None
+                        else f"{mean:.2f} +/- {round(sd, 2):.2f} ({round(sd / n ** 0.5, 2):.2f})")
     assert cells[3] == " ".join(f"{v:g}" for v in values)
     partial = f"interrupted (SIGTERM) after {n} of 1000 seeds of random"
     assert partial in " ".join(result.stdout.split())
