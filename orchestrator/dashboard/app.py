@@ -81,8 +81,10 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 #: the folders of an absolute POSIX path (``/home/lab/runs/`` in ``/home/lab/runs/a.db``); not a device's
-#: (``/dev/pts/0``, ``/dev/ttyUSB0``): cut to ``0`` it named no port, and it tells nothing of the file layout
-_FOLDERS = re.compile(r"(?<![\w.~-])(?!/dev/)/(?:[^/\s'\"]+/)+")
+#: (``/dev/pts/0``, ``/dev/ttyUSB0``): cut to ``0`` it named no port, and it tells nothing of the file layout. A
+#: folder's name here holds none of ``=#@()[]``, which the stretch between two bond-direction slashes of a SMILES
+#: does (a double bond, a branch, a bracket atom): a warning's ``C(/C=C/Cl)`` was shown as ``C(Cl)``
+_FOLDERS = re.compile(r"(?<![\w.~-])(?!/dev/)/(?:[^/\s'\"=#@()\[\]]+/)+")
 #: the same inside a single-quoted shell word (``'/home/lab/Lab Data/a.db'``, :func:`labloop.core.text.shell_word`),
 #: whose folders may hold spaces: :data:`_FOLDERS` alone stopped at the first one and showed the rest (a trial)
 _QUOTED_FOLDERS = re.compile(r"(?<=')(?!/dev/)/(?:[^/']+/)+(?=[^/']*')")
@@ -126,7 +128,7 @@ def machine_names() -> tuple[str, ...]:
 def without_paths(value: Any) -> Any:
     """``value`` with the folders of every absolute path cut (``/home/lab/runs/a.db`` -> ``a.db``): the page
     is for people who may not see the lab computer's file layout. Only for free text (messages, causes,
-    action parameters): SMILES use ``/`` for double-bond geometry and are never passed here."""
+    action parameters), which may quote a molecule's SMILES (a warning does), left whole (:data:`_FOLDERS`)."""
     if isinstance(value, str):
         return _FOLDERS.sub("", _QUOTED_FOLDERS.sub("", value))
     if isinstance(value, dict):

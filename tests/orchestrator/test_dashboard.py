@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from labloop.orchestrator.dashboard.app import without_paths
 from labloop.orchestrator.journal.lock import sole_runner
-from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.store import WARNING, Journal, State
 from labloop.orchestrator.journal.view import snapshot
 
 CLI = [sys.executable, "-m", "labloop.orchestrator.cli.main"]
@@ -211,6 +212,7 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     browser.execute_script("window.__loaded = 'once'")
     with Journal.open(finished_store) as writer:  # the runner's part: record a new proposal
         writer.record_proposals([_Proposal(XSS)], step=99, planner="random")
+        writer.add_event(WARNING, f"sample {XSS}: quasi-reversible", experiment_id=measured[-1]["id"])  # the executor's
         committed = time.monotonic()
     cell = _wait(browser, lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "#experiments-table td.smiles")
                                           if c.text == XSS), None), "the new experiment on the page")
@@ -220,6 +222,12 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     assert browser.execute_script("return window.__xss") is None  # the molecule is text, never markup
     assert not browser.find_elements(By.CSS_SELECTOR, "#experiments-table img, #experiments-table script")
     assert cell.get_attribute("textContent") == XSS
+    # a warning about a measurement stands out among the events, its message as text too
+    warned = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#events-table td.kind-warning"), "the warning")
+    assert [w.text for w in warned] == [WARNING]
+    message = warned[0].find_element(By.XPATH, "following-sibling::td")
+    assert message.get_attribute("textContent") == f"sample {XSS}: quasi-reversible"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#events-table img, #events-table script")
     _screenshot(browser, tmp_path, "dashboard-live.png")
 
 
@@ -1101,3 +1109,18 @@ def test_a_journal_copied_with_cp_while_only_a_dashboard_reads_it_holds_the_fini
         assert copy.execute("SELECT COUNT(*) FROM events WHERE kind = 'note'").fetchone()[0] == 20
     finally:
         copy.close()
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("journal /home/lab/runs/a.db kept", "journal a.db kept"),
+    ("labloop resume '/home/lab/Lab Data/a.db'", "labloop resume 'a.db'"),
+    ("--store=/tmp/lab/x.db", "--store=x.db"),
+    ("potentiostat at /dev/ttyUSB0", "potentiostat at /dev/ttyUSB0"),
+    ("sample S0012 (C(/C=C/Cl)c1ccccc1): quasi-reversible", "sample S0012 (C(/C=C/Cl)c1ccccc1): quasi-reversible"),
+    ("[H]/C=C/F and CC(=O)/N=C/C", "[H]/C=C/F and CC(=O)/N=C/C"),
+])
+def test_the_page_cuts_folders_from_messages_but_not_a_molecules_bonds(text, shown):
+    """Event messages are shown with the folders of the lab computer cut; a warning quotes its molecule's SMILES,
+    whose bond-direction slashes after a branch or a bracket atom were cut as folders (``C(/C=C/Cl)`` shown as
+    ``C(Cl)``)."""
+    assert without_paths(text) == shown

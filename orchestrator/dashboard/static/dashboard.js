@@ -269,7 +269,8 @@ function render(snap, plots) {
   });
   fillBody($("events-table"), snap.events.slice(-50).reverse(), (ev) => {
     const row = el("tr");
-    cell(row, localTime(ev.time)); cell(row, ev.kind); cell(row, ev.message);
+    // a warning about a measurement (journalled by the run as the console said it) stands out among the routine
+    cell(row, localTime(ev.time)); cell(row, ev.kind, ev.kind === "warning" ? "kind-warning" : ""); cell(row, ev.message);
     return row;
   });
   renderApproval(snap);
