@@ -72,6 +72,7 @@ from labloop.orchestrator.journal.view import (
     describe_objective,
     rate_constant,
     snapshot,
+    warned_of,
 )
 from labloop.planners.base import bound_fields
 from labloop.surrogate.presets import PRESETS, get_preset
@@ -1310,13 +1311,15 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     unsafe = "".join(f"<li>{esc(e['time'])}: {esc(with_advice(e['message'], e['data']))}</li>"
                      for e in snap["events"] if left_unsafe(e["kind"], e["data"]))
     unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'
-    warned = "".join(f"<tr><td>{e['experiment_id']}</td><td>{esc(e['message'])}</td><td>{esc(e['time'])}</td></tr>"
+    warned = "".join(f"<tr><td>{warned_of(e)}</td><td>{esc(e['message'])}</td><td>{esc(e['time'])}</td></tr>"
                      for e in snap["events"] if e["kind"] == WARNING)
     warned = warned and ("<h2>warnings about the measurements</h2><table><tr><th>experiment</th><th>warning</th>"
                          f"<th>journalled at</th></tr>{warned}</table>\n<p class=\"caption\">What the run warned of "
-                         "as it measured (the console said each as it came): the measurement is kept and learnt from, "
-                         "unless its flags say otherwise; a warning said once a run stands for every experiment "
-                         "after it.</p>")
+                         "about each measurement as it measured: the measurement is kept and learnt from, unless its "
+                         "flags say otherwise. &ldquo;from 20&rdquo;: said of experiment 20 once a run (or again only "
+                         "when it changes), it stands for the experiments after it too; a resumed run says it again. "
+                         "What was said of the campaign before its first experiment is not here: <code>labloop "
+                         "validate</code> says it again.</p>")
 
     checked = _interval_said(check)
     model_now = _model_now(calibrations, campaign["objective"])

@@ -165,8 +165,13 @@ OnOutcome = Callable[["ExperimentOutcome"], None]
 OnEndedEarly = Callable[["LabRecord"], None]
 #: ``on_warning(message)``: what the run warned of about this experiment's measurement (a quasi-reversible couple
 #: whose D reads low, a wave narrower than its electrons allow, the standard's dEp over-corrected, a reference
-#: elsewhere than the cell's settings say, a driver that repeated commands), as the log says it, called as it is said
-OnWarning = Callable[[str], None]
+#: elsewhere than the cell's settings say, a driver that repeated commands), as the log says it, called as it is said;
+#: ``data``: ``{"warning": what it is of (:data:`WARNINGS`), "for_later_experiments": whether it stands for the
+#: experiments after this one too (said once a run, or again only when it changes)}``
+OnWarning = Callable[[str, dict[str, Any]], None]
+#: what a warning is of (``on_warning``'s ``data["warning"]``), for a script that sorts them without reading English
+WARNINGS = ("more_electrons", "repeated_commands", "quasi_reversible_d", "no_diffusion", "dilution", "no_standard",
+            "standard_overcorrected", "reference_elsewhere")
 
 
 class RigLike(Protocol):
@@ -407,6 +412,8 @@ class ProtocolExecutor:
         self._electrons_said = False  # (:meth:`_warn_of_electrons`)
         #: the running experiment's ``on_warning`` (:meth:`run`), for :meth:`_warn`
         self._on_warning: OnWarning | None = None
+        #: the last dilution said (:meth:`_warn_of_d`): said again only when the cell's count changes it
+        self._dilution_said: str | None = None
         self._rates = dict(rates or {})
         self.hits_v = hits_v
         self.oxygen_onset_v = oxygen_onset_v
@@ -775,17 +782,18 @@ class ProtocolExecutor:
 
         if (why := more_electrons(analysis, self.temperature_k, self.n_electrons, dep_as=dep_as)) is not None:
             self._electrons_said = True
-            self._warn("sample %s: %s (said once a run)", sample, why)
+            self._warn("more_electrons", "sample %s: %s (said once a run)", sample, why, later=True)
 
-    def _warn(self, message: str, *args: object) -> None:
-        """Say a warning about the running experiment's measurement (``message % args``, as the log's), and hand it
-        to its ``on_warning`` (:meth:`run`). Why: the console and the log file alone said them, so ``labloop log``,
-        the dashboard and the report, read after an overnight run, showed a quasi-reversible couple's D or a wave
-        narrower than its electrons allow without a word (a newcomer's read of the lab-grade docs)."""
+    def _warn(self, kind: str, message: str, *args: object, later: bool = False) -> None:
+        """Say a warning of ``kind`` (one of :data:`WARNINGS`) about the running experiment's measurement
+        (``message % args``, as the log's), and hand it to its ``on_warning`` (:meth:`run`); ``later``: it stands
+        for the experiments after this one too. Why: the console and the log file alone said them, so ``labloop
+        log``, the dashboard and the report, read after an overnight run, showed a quasi-reversible couple's D or a
+        wave narrower than its electrons allow without a word (a newcomer's read of the lab-grade docs)."""
         said = message % args if args else message
         log.warning("%s", said)
         if self._on_warning is not None:
-            self._on_warning(said)
+            self._on_warning(said, {"warning": kind, "for_later_experiments": later})
 
     def _retried(self) -> dict[str, dict[str, int]]:
         """Each instrument's count of what its driver repeated after a fault, by the fault's type: the ``retried``
@@ -819,9 +827,12 @@ class ProtocolExecutor:
         params["retried"] = grown
         repeats = "; ".join(f"{name}: {', '.join(f'{kind} x{n}' for kind, n in more.items())}"
                             for name, more in grown.items())
-        self._warn("sample %s: its drivers repeated commands in the %s step after faults (%s); where a scan was "
-                    "repeated, it ran in a cell already scanned part way with no rest between, so its peak currents "
-                    "may read low", sample_id, step, repeats)
+        # of a scan only where a potentiostat repeated: a pump's retried dispense scanned nothing (a chemist's trial)
+        scanned = any(isinstance(self.rig.instruments.get(name), Potentiostat) for name in grown)
+        self._warn("repeated_commands", "sample %s: its drivers repeated commands in the %s step after faults (%s)%s",
+                   sample_id, step, repeats,
+                   "; where a scan was repeated, it ran in a cell already scanned part way with no rest between, so "
+                   "its peak currents may read low" if scanned else "")
 
     def _outcome(self, voltammogram: Voltammogram, analysis: CVResult | None, lab: LabRecord, sample_id: str,
                  smiles: str, settings: CVAnalysisSettings | None) -> ExperimentOutcome:
@@ -849,9 +860,9 @@ class ProtocolExecutor:
                          "rates where it is reversible, %s V/s", sample_id, smiles, deps, rates, rule.split(";")[0],
                          ", ".join(compact(rate) for rate in fitted))
             else:
-                self._warn("sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at %s V/s; %s): D from "
-                            "Randles-Sevcik (a reversible couple's equation) reads low for it, reversible at fewer "
-                            "than two of them", sample_id, smiles, deps, rates, rule.split(";")[0])
+                self._warn("quasi_reversible_d", "sample %s (%s): quasi-reversible over its scan rates (dEp %s mV at "
+                           "%s V/s; %s): D from Randles-Sevcik (a reversible couple's equation) reads low for it, "
+                           "reversible at fewer than two of them", sample_id, smiles, deps, rates, rule.split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
             self._warn_of_d(f"{sample_id} ({smiles})", lab)
             self._warn_of_electrons(f"{sample_id} ({smiles})", voltammogram, analysis, lab, settings)
@@ -1317,9 +1328,14 @@ class ProtocolExecutor:
         the journal says why (a lab-grade run warned of D for 26 of its 37 experiments, most of them failed
         already)."""
         if lab.diffusion_problem is not None:
-            self._warn("sample %s: no diffusion coefficient from its scans: %s", sample, lab.diffusion_problem)
-        if lab.dilution is not None:
-            self._warn(lab.dilution)
+            self._warn("no_diffusion", "sample %s: no diffusion coefficient from its scans: %s", sample,
+                       lab.diffusion_problem)
+        # the same count in every experiment of a protocol that leaves liquid behind said it 29 times over, burying
+        # the warnings beside it (a chemist's trial): again only when it changes; each cv's action keeps its own
+        if lab.dilution is not None and lab.dilution != self._dilution_said:
+            self._dilution_said = lab.dilution
+            self._warn("dilution", "sample %s: %s (said again only when the count changes)", sample, lab.dilution,
+                       later=True)
 
     def _dilution(self, where: str, analyte_mm: float, dispensed: float, lab: LabRecord) -> None:
         """Note in ``lab`` (said once, in the log, by :meth:`_warn_of_d`) when the cell held liquid besides the
@@ -1498,7 +1514,8 @@ class ProtocolExecutor:
                                                 ferrocene_vs_li_v=self.ferrocene_vs_li_v, standard_name=step.standard,
                                                 standard_vs_fc_v=step.vs_fc_v, analyte_failed=failed)
         if lab.referenced.problem is not None and not failed:
-            self._warn("%s: no_standard: %s", where, lab.referenced.problem)  # else the analyte's failure, said
+            # (else the analyte's failure, said)
+            self._warn("no_standard", "%s: no_standard: %s", where, lab.referenced.problem)
         elif lab.referenced.e_vs_fc_v is not None:
             log.info("%s: E vs Fc+/Fc %+.4f V", where, lab.referenced.e_vs_fc_v)
         else:
@@ -1510,7 +1527,8 @@ class ProtocolExecutor:
         if standard is not None and not self._overcorrection_said \
                 and (why := overcorrected(standard, self.temperature_k)) is not None:
             self._overcorrection_said = True
-            self._warn("%s: %s: %s (said once a run)", where, step.standard, why)
+            self._warn("standard_overcorrected", "%s: %s: %s (said once a run)", where, step.standard, why,
+                       later=True)
         done: dict[str, Any] = {"dispensed_ml": dispensed, **params.to_dict(), "e_vs_fc_v": lab.referenced.e_vs_fc_v,
                                 "standard_problem": lab.referenced.problem, "standard_v_vs_reference": found}
         if step.refill:
@@ -1531,13 +1549,13 @@ class ProtocolExecutor:
         side = "above" if found_v > expected_v else "below"
         settings = f"cell.ferrocene_vs_li_v ({self.ferrocene_vs_li_v:.3f} V)" + (
             f" and standard_vs_fc_v ({step.vs_fc_v:+.3f} V)" if step.vs_fc_v else "")
-        self._warn("%s: %s's couple lies at %+.3f V vs the reference, %.0f mV %s where cell.reference_offset_v "
-                    "(%.3f V) and %s put it (%+.3f V): by %s, the reference sits at %.3f V vs Li/Li+. Potentials "
-                    "referenced to the standard are right; the safety window, the oxygen band, failed scans' bounds "
-                    "and potentials measured without the standard use cell.reference_offset_v: correct it, if this "
-                    "electrode is stable (said once a run)", where, step.standard, found_v,
-                    abs(found_v - expected_v) * 1000, side, self.reference_offset_v, settings, expected_v,
-                    step.standard, implied)
+        self._warn("reference_elsewhere", "%s: %s's couple lies at %+.3f V vs the reference, %.0f mV %s where "
+                   "cell.reference_offset_v (%.3f V) and %s put it (%+.3f V): by %s, the reference sits at %.3f V vs "
+                   "Li/Li+. Potentials referenced to the standard are right; the safety window, the oxygen band, "
+                   "failed scans' bounds and potentials measured without the standard use cell.reference_offset_v: "
+                   "correct it, if this electrode is stable (said once a run)", where, step.standard, found_v,
+                   abs(found_v - expected_v) * 1000, side, self.reference_offset_v, settings, expected_v,
+                   step.standard, implied, later=True)
 
 
 #: the steps that pump into the cell (from the pump their action record names)

@@ -432,7 +432,10 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
     edges = hit_edges(snap["campaign"]["objective"])
     waiting = [e for e in snap["experiments"] if e["status"] == "awaiting_approval"]
     shown = {e["id"] for e in experiments}
-    warned = [e for e in snap["events"] if e["kind"] == WARNING and e["experiment_id"] in shown]
+    warnings = [e for e in snap["events"] if e["kind"] == WARNING]
+    # one said once a run stands for the experiments after it: shown whichever experiments are listed (a wave
+    # narrower than its electrons, said of experiment 1, was in no table of the last 20: a chemist's trial)
+    warned = [e for e in warnings if e["experiment_id"] in shown or _stands(e)]
     return Group(
         _header(snap),
         table,
@@ -440,7 +443,7 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
         _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]], edges),
         _best_table(snap["best"], edges,
                     None if snap["progress"]["hits"] is None else snap["campaign"]["objective_text"]),
-        *((_warnings_table(warned),) if warned else ()),
+        *((_warnings_table(warned, len(warnings) - len(warned), len(snap["experiments"])),) if warnings else ()),
         # a rig left unsafe stays in view however many events came after it (the rig may still be pumping)
         _events_table([e for e in snap["events"][:-events] if left_unsafe(e["kind"], e["data"])]
                       + snap["events"][-events:]),
@@ -713,14 +716,32 @@ def _named(experiment: dict[str, Any], named: bool) -> tuple[Text, ...]:
     return (_text(experiment["name"]), smiles) if named else (smiles,)
 
 
-def _warnings_table(rows: list[dict[str, Any]]) -> Table:
-    """The warnings about the shown experiments' measurements (:data:`WARNING` events), by experiment: the console
-    said them as they came, and the events table keeps only the last few events."""
+def _stands(event: dict[str, Any]) -> bool:
+    """Whether a :data:`WARNING` event stands for the experiments after its own too (said once a run, or again only
+    when it changes: protocols/executor.py ``OnWarning``)."""
+    return isinstance(event["data"], dict) and bool(event["data"].get("for_later_experiments"))
+
+
+def warned_of(event: dict[str, Any]) -> str:
+    """The experiment a :data:`WARNING` event is of, as the tables show it: ``20``, or ``from 20`` for one that
+    stands for the experiments after it too."""
+    return f"from {event['experiment_id']}" if _stands(event) else str(event["experiment_id"])
+
+
+def _warnings_table(rows: list[dict[str, Any]], hidden: int, experiments: int) -> Table:
+    """The warnings about the listed experiments' measurements (:data:`WARNING` events), and those that stand for
+    the experiments after theirs, by experiment; ``hidden``: how many others there are, of experiments not listed
+    (said, with the ``--last`` that lists them). Why: the console said them as they came, and the events table keeps
+    only the last few events."""
     table = Table(title="warnings about the experiments shown", title_justify="left")
     table.add_column("id", justify="right", no_wrap=True)
     table.add_column("warning", overflow="fold")
     for event in rows:
-        table.add_row(str(event["experiment_id"]), _text(event["message"]))
+        table.add_row(warned_of(event), _text(event["message"]))
+    if hidden:
+        table.caption = (f"{hidden} more {plural(hidden, 'warning')} about experiments not shown: --last "
+                         f"{experiments} shows all")
+        table.caption_justify = "left"
     return table
 
 

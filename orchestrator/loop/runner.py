@@ -994,7 +994,7 @@ class Runner:
                    "and the report keep the driver's label; a driver must label its scans with its reference option "
                    "(docs/drivers.md)")
         log.warning("%s", message)
-        self._journal_warning(experiment_id, message)
+        self._journal_warning(experiment_id, message, {"warning": "reference_label", "for_later_experiments": True})
 
     def _journal_outcome(self, experiment_id: int, outcome: ExperimentOutcome) -> None:
         """The executor's hook once the measurement is complete (protocols/executor.py ``measured_after``): its
@@ -1004,12 +1004,12 @@ class Runner:
         with self.interrupts.deferred():
             self.journal.record_measurement(experiment_id, outcome.analysis, outcome.potential_v_vs_li, lab)
 
-    def _journal_warning(self, experiment_id: int, message: str) -> None:
+    def _journal_warning(self, experiment_id: int, message: str, data: dict[str, Any]) -> None:
         """The executor's hook as it warns of an experiment's measurement: the warning journalled as a
-        :data:`WARNING` event of the experiment, which ``labloop log``, the dashboard and the report show after the
-        console has scrolled it away."""
+        :data:`WARNING` event of the experiment, with what it is of (protocols/executor.py ``OnWarning``), which
+        ``labloop log``, the dashboard and the report show after the console has scrolled it away."""
         with self.interrupts.deferred():
-            self.journal.add_event(WARNING, message, experiment_id=experiment_id)
+            self.journal.add_event(WARNING, message, data=data, experiment_id=experiment_id)
 
     def _journal_ended_early(self, experiment_id: int, lab: LabRecord) -> None:
         """The executor's hook as an attempt ends without its measurement, whatever ended it (a failed blank that

@@ -209,10 +209,13 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     assert "/" not in _text(browser, "#campaign-summary").split("store ", 1)[1]  # no folders shown
     _screenshot(browser, tmp_path, "dashboard-finished.png", for_docs=True)
 
+    shown = browser.find_element(By.ID, "warnings-panel").is_displayed()
+    assert shown == any(e["kind"] == WARNING for e in snap["events"])  # a journal without warnings has no panel
     browser.execute_script("window.__loaded = 'once'")
     with Journal.open(finished_store) as writer:  # the runner's part: record a new proposal
         writer.record_proposals([_Proposal(XSS)], step=99, planner="random")
-        writer.add_event(WARNING, f"sample {XSS}: quasi-reversible", experiment_id=measured[-1]["id"])  # the executor's
+        writer.add_event(WARNING, f"sample {XSS}: quasi-reversible", experiment_id=measured[-1]["id"],  # the runner's
+                         data={"warning": "quasi_reversible_d", "for_later_experiments": False})
         committed = time.monotonic()
     cell = _wait(browser, lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "#experiments-table td.smiles")
                                           if c.text == XSS), None), "the new experiment on the page")
@@ -228,6 +231,11 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     message = warned[0].find_element(By.XPATH, "following-sibling::td")
     assert message.get_attribute("textContent") == f"sample {XSS}: quasi-reversible"
     assert not browser.find_elements(By.CSS_SELECTOR, "#events-table img, #events-table script")
+    # and in the warnings' own panel, newest first, by its experiment
+    panel = browser.find_element(By.ID, "warnings-panel")
+    assert panel.is_displayed()
+    row = [td.get_attribute("textContent") for td in panel.find_elements(By.CSS_SELECTOR, "tbody tr:first-child td")]
+    assert row[0] == str(measured[-1]["id"]) and row[2] == f"sample {XSS}: quasi-reversible", row
     _screenshot(browser, tmp_path, "dashboard-live.png")
 
 

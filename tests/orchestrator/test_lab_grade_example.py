@@ -714,8 +714,22 @@ def test_ferrocene_found_far_from_where_the_offset_puts_it_says_the_offset_is_wr
     journalled = [e.message for e in warned if "ferrocene's couple lies" in e.message]
     assert len(journalled) == 1 and journalled[0] in said[0], (warned, said)
     assert all(e.experiment_id in {d.id for d in done} for e in warned), warned
-    shown = labloop("log", tmp_path / "runs" / "cathode-screen-lab-grade.db")
-    assert shown.returncode == 0 and "warnings about the experiments shown" in shown.stdout, shown.stdout
+    first = next(e for e in warned if "ferrocene's couple lies" in e.message)
+    assert first.data == {"warning": "reference_elsewhere", "for_later_experiments": True}
+    store = tmp_path / "runs" / "cathode-screen-lab-grade.db"
+    with Journal.open(store) as writer:  # one more of the first experiment's own, as the runner journals them
+        writer.add_event(WARNING, "sample S1: of its own", data={"warning": "no_diffusion",
+                                                                "for_later_experiments": False},
+                         experiment_id=first.experiment_id)
+    # the last experiment listed alone: the warning said once a run, of the first, stands for it and is shown,
+    # marked so; the first experiment's own is counted, with how to list it
+    shown = labloop("log", store, "--last", "1")
+    text = " ".join(shown.stdout.split())
+    assert shown.returncode == 0 and "warnings about the experiments shown" in text, shown.stdout
+    table = text.split("warnings about the experiments shown")[1].split("recent events")[0]
+    assert f"from {first.experiment_id}" in table and "of its own" not in table, shown.stdout
+    others = len(warned) + 1 - sum(e.experiment_id == done[-1].id or e.data["for_later_experiments"] for e in warned)
+    assert f"{others} more warning{'s' if others > 1 else ''} about experiments not shown: --last 2 shows all" in table
 
 
 def test_a_standard_scan_beyond_the_limits_names_the_offset_it_comes_from(tmp_path, labloop):

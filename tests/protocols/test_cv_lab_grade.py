@@ -453,15 +453,23 @@ def test_d_keeps_what_it_was_computed_with_and_a_cell_holding_more_is_said(lab, 
     assert assumed({**record, "diffusion": None}) == {(None, None)}  # no D, nothing assumed
 
     rig.cell.rinse()
+    # each experiment rinsed, then cleaned with 1 mL left: the same count twice, said once, with its sample
+    executor, warned, actions = ProtocolExecutor(["rinse", {"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0}},
+                                                  *measure], rig, LIMITS, OFFSET), [], []
     with caplog.at_level("WARNING", logger="labloop.protocols.executor"):
-        outcome, actions = run(rig, [{"clean": {"pump": "electrolyte_pump", "volume_ml": 1.0}}, *measure])
+        for _ in range(2):
+            outcome = executor.run("vial-1", "c1ccccc1", {}, None, lambda *a: actions.append(a),
+                                   on_warning=lambda message, data: warned.append((message, data)))
     lab_record = outcome.lab
     warnings = [r.getMessage() for r in caplog.records if "more dilute" in r.getMessage()]
-    assert warnings == [lab_record.dilution] == [actions[-1][3]["dilution"]]
-    assert warnings[0] == ("protocol[5].cv: by the journal's count the cell held 1 mL before this experiment's 1.1 mL "
-                           "(its dispense steps, sample included): D assumes analyte_mm 0.909091 as written; the "
-                           "analyte is ~48% more dilute, so D reads ~73% low (it goes with the square of the "
-                           "concentration)")
+    assert lab_record.dilution == actions[-1][3]["dilution"]
+    assert warnings == [m for m, _ in warned] == [f"sample vial-1 (c1ccccc1): {lab_record.dilution} (said again only "
+                                                  "when the count changes)"]
+    assert warned[0][1] == {"warning": "dilution", "for_later_experiments": True}  # what a script sorts by
+    assert lab_record.dilution == ("protocol[6].cv: by the journal's count the cell held 1 mL before this experiment's "
+                                   "1.1 mL (its dispense steps, sample included): D assumes analyte_mm 0.909091 as "
+                                   "written; the analyte is ~48% more dilute, so D reads ~73% low (it goes with the "
+                                   "square of the concentration)")
     assert (lab_record.cell_ml, lab_record.cell_held_ml) == (2.1, 1.0)
     assert lab_record.diffusion.diffusion_cm2_s == pytest.approx(1e-5 * (1.1 / 2.1) ** 2, rel=0.10)  # as written
     diluted = lab_record.analyte_mm * (1 - lab_record.dilution_share)

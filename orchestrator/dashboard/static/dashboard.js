@@ -267,6 +267,17 @@ function render(snap, plots) {
     row.addEventListener("click", () => { state.pinnedCv = true; showVoltammogram(e.id); });
     return row;
   });
+  // every warning about a measurement, by experiment: the events table keeps the last 50 events, about four
+  // experiments' worth, and a wave narrower than its electrons said of experiment 1 was gone (a chemist's trial)
+  const warnings = snap.events.filter((ev) => ev.kind === "warning");
+  $("warnings-panel").hidden = !warnings.length;
+  fillBody($("warnings-table"), warnings.slice().reverse(), (ev) => {
+    const row = el("tr");
+    const later = ev.data && ev.data.for_later_experiments;
+    cell(row, later ? `from ${ev.experiment_id}` : ev.experiment_id, "num"); cell(row, localTime(ev.time));
+    cell(row, ev.message);
+    return row;
+  });
   fillBody($("events-table"), snap.events.slice(-50).reverse(), (ev) => {
     const row = el("tr");
     // a warning about a measurement (journalled by the run as the console said it) stands out among the routine
