@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -92,6 +93,8 @@ class EmulatorContext:
     #: the plan's faults strike once this is set (None: from the start): a dry run's rig sets it once its health check
     #: passed (sim/lab.py), so that a fault rehearses what the run does, not a start that is refused again and again
     faults_armed: threading.Event | None = None
+    #: how many injectors each kind of device was given (:meth:`injector`)
+    _injectors: Counter[str] = field(default_factory=Counter, repr=False, compare=False)
 
     @classmethod
     def standalone(cls, couple: CellParams, *, time_scale: TimeScale | None = None, faults: FaultPlan | None = None,
@@ -133,10 +136,15 @@ class EmulatorContext:
         return couples
 
     def injector(self, device: str) -> FaultInjector | None:
-        """A fault injector for ``device`` drawing from the plan, seeded by the plan's seed and the name."""
+        """A fault injector for ``device`` (its kind, ``ne1000``) drawing from the plan, seeded by the plan's seed,
+        the kind and how many devices of the kind were given one before it. Why the count: two pumps of a rig drew
+        the very same faults, command for command, so a rehearsal's every pump fault came twice (a chemist's
+        trial); the first of each kind draws what it always drew."""
         if self.faults is None:
             return None
-        return FaultInjector(replace(self.faults, seed=zlib.crc32(f"{self.faults.seed}:{device}".encode())),
+        made, self._injectors[device] = self._injectors[device], self._injectors[device] + 1
+        name = device if not made else f"{device}#{made}"
+        return FaultInjector(replace(self.faults, seed=zlib.crc32(f"{self.faults.seed}:{name}".encode())),
                              self.faults_armed)
 
 

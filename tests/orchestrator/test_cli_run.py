@@ -22,7 +22,7 @@ import yaml
 from labloop.core.version import runtime_versions
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.lock import being_run, sole_runner
-from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.store import WARNING, Journal, State
 from labloop.orchestrator.journal.view import snapshot
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -217,6 +217,23 @@ def test_a_fault_rehearsal_never_refuses_its_start(tmp_path, labloop, write_camp
         assert result.returncode == 1, result.stderr  # stopped by a fault in an experiment, not refused (2)
         with Journal.open(store, readonly=True) as journal:
             assert len(journal.experiments(states=(State.FAILED,))) >= attempt + 1
+
+
+def test_what_a_rehearsals_pumps_repeated_is_journalled_and_says_nothing_of_a_scan(tmp_path, labloop, write_campaign):
+    """A pump's dispense repeated after a fault was warned of as if a scan might have run twice ("its peak currents may
+    read low"), and both pumps of the rig drew the very same faults (a chemist's trial): each warning of a pump's
+    repeats is journalled with its experiment, says no word of a scan, and the two pumps' repeats differ."""
+    world = {"truth": {"from": "ie_ea", "solvent": "acn"}, "noise_v": 0.01, "fault_rate": 0.03}
+    campaign_file = write_campaign(tmp_path, world=world, seed=2, budget={"max_experiments": 10,
+                                                                          "max_consecutive_faults": 50})
+    labloop("run", campaign_file, "--dry-run")  # a rehearsal's faults may stop it: what it warned of is the point
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        warned = [e for e in journal.events(kinds=[WARNING]) if e.data["warning"] == "repeated_commands"]
+    repeats = [e.message.split("after faults (")[1].split(")")[0] for e in warned]
+    assert any(r.startswith("analyte_pump") for r in repeats) and any(r.startswith("electrolyte_pump") for r in repeats)
+    assert all("scan" not in e.message and e.experiment_id is not None for e in warned), warned
+    faults = {pump: [r.split(": ")[1] for r in repeats if r.startswith(pump)] for pump in ("analyte", "electrolyte")}
+    assert faults["analyte"] != faults["electrolyte"], faults
 
 
 def test_a_campaign_whose_stderr_reader_went_away_still_runs_and_exits_0(tmp_path, write_campaign):

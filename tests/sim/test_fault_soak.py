@@ -110,3 +110,20 @@ def test_two_hundred_dispense_and_cv_cycles_at_ten_percent_of_every_fault() -> N
     assert outcomes["pump: Disconnected"] + outcomes["potentiostat: Disconnected"] > 0
     assert retried["InstrumentTimeout"] > 0 and retried["ProtocolError"] > 0
     assert all(device.errors == [] for device in devices.values())
+
+
+def test_two_devices_of_one_kind_draw_their_own_faults() -> None:
+    """Two pumps of a rehearsal drew the very same faults, command for command (their injectors were seeded by the
+    device's kind alone), so every pump fault of a dry run came twice (a chemist's trial). Each device of a kind
+    draws its own now, the first of each kind what it always drew, and a rig built again draws them again."""
+    plan = FaultPlan.uniform(0.3, seed=7)
+
+    def draws(context: EmulatorContext) -> list[list[bool]]:
+        injectors = [context.injector("ne1000"), context.injector("ne1000"), context.injector("emstat")]
+        return [[injector.decide(FaultKind.NO_REPLY) for _ in range(64)] for injector in injectors]
+
+    first, second, stat = draws(EmulatorContext(faults=plan))
+    assert first != second and any(first) and any(second)
+    assert draws(EmulatorContext(faults=plan)) == [first, second, stat]  # deterministic from the plan's seed
+    alone = EmulatorContext(faults=plan).injector("emstat")  # the first of its kind, whatever came before
+    assert [alone.decide(FaultKind.NO_REPLY) for _ in range(64)] == stat
