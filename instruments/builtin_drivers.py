@@ -23,6 +23,7 @@ EMSTAT = DriverDescriptor(
     name="emstat", kind=DriverKind.POTENTIOSTAT, open=emstat.EmStatPotentiostat.open,
     default_baudrate=emstat.DEFAULT_BAUDRATE, summary="PalmSens EmStat Pico / EmStat4, MethodSCRIPT",
     options=("baudrate", "capture", "timeout_s", "retries", "settle_s", "error_pause_s", "on_overload", "reference"),
+    option_problem=emstat.option_problem,
 )
 RELAY_VALVE = DriverDescriptor(
     name="relay-valve", kind=DriverKind.GAS_VALVE, open=gas_valve.RelayGasValve.open,

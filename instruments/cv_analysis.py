@@ -64,6 +64,13 @@ class CVFlag(StrEnum):
     CHEMICALLY_IRREVERSIBLE = "chemically_irreversible"
 
 
+#: the widest the peak fit's half width and the smoothing window may be (V): a one-electron wave's peak is about
+#: 0.1 V wide at its half height, and a fit or a window wider than that takes the wave's shape for noise (a trial's
+#: ``peak_fit_half_width_v: 5`` failed every experiment, a real rig's sample spent on each, and ``smooth_window_v:
+#: 10`` was blamed on the objective's window)
+WIDEST_V = {"peak_fit_half_width_v": 0.2, "smooth_window_v": 0.2}
+
+
 @dataclass(frozen=True, kw_only=True)
 class CVAnalysisSettings:
     """Knobs of ``analyze_cv``; potentials in V. The defaults suit 0.01-1 V/s CVs of 1-5 mM analytes."""
@@ -102,6 +109,13 @@ class CVAnalysisSettings:
         if self.min_return_share > 1:
             raise InvalidParameter(f"min_return_share: a share of the forward peak, at most 1, got "
                                    f"{self.min_return_share!r} (a percentage? 50% is 0.5)")
+        if self.min_peak_share > 1:  # (every peak refused: every experiment failed, a sample spent on each: a trial)
+            raise InvalidParameter(f"min_peak_share: a share of the CV's current span, at most 1, got "
+                                   f"{self.min_peak_share!r} (a percentage? 2% is 0.02)")
+        for name, most in WIDEST_V.items():  # wider than a wave, they fit or smooth away the wave itself
+            if getattr(self, name) > most:
+                raise InvalidParameter(f"{name}: at most {most:g} V, got {getattr(self, name)!r} (a wave's peak is "
+                                       "about 0.1 V wide; millivolts? 40 mV is 0.04)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -105,6 +105,27 @@ class _Run:
     aborted: bool
 
 
+#: what ``on_overload`` may be: raise an :class:`labloop.core.errors.Overload`, or mark the points and go on
+ON_OVERLOAD = ("raise", "mark")
+
+
+def option_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be the potentiostat's option ``name`` (``error_pause_s``, ``on_overload``,
+    ``reference``), or None: the one check of these values, made by :class:`EmStatPotentiostat` when it opens and by
+    the campaign when it is read (the descriptor's ``option_problem``). Why: a ``reference: 5`` passed ``validate``
+    and was refused by ``run`` once the pumps had been talked to, and ``error_pause_s: x`` as a Python comparison
+    error (an adversarial trial)."""
+    if name == "error_pause_s":
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return None if number and value >= 0 else f"must be a number of s >= 0, got {value!r}"  # type: ignore[operator]
+    if name == "on_overload":
+        return None if value in ON_OVERLOAD else f"must be one of {', '.join(ON_OVERLOAD)}, got {value!r}"
+    if name == "reference":
+        return None if isinstance(value, str) and value.strip() else (
+            f"must name the reference electrode (e.g. 'Ag/Ag+'), got {value!r}")
+    return None
+
+
 class EmStatPotentiostat:
     """One EmStat on its own serial line; satisfies :class:`labloop.instruments.contracts.Potentiostat`.
 
@@ -133,12 +154,12 @@ class EmStatPotentiostat:
     ) -> None:
         self.transport = transport
         check_link_options(self.where, timeout_s=timeout_s, retries=retries, settle_s=settle_s)
-        if not (time_scale > 0 and error_pause_s >= 0):
-            raise ConfigError(self.where, f"bad options {time_scale=} {error_pause_s=}")
-        if on_overload not in ("raise", "mark"):
-            raise ConfigError(self.where, f"on_overload must be 'raise' or 'mark', got {on_overload!r}")
-        if not (isinstance(reference, str) and reference.strip()):
-            raise ConfigError(self.where, f"reference must name the reference electrode, got {reference!r}")
+        for name, value in (("error_pause_s", error_pause_s), ("on_overload", on_overload),
+                            ("reference", reference)):
+            if (problem := option_problem(name, value)) is not None:
+                raise ConfigError(self.where, f"{name} {problem}")
+        if not time_scale > 0:
+            raise ConfigError(self.where, f"bad option {time_scale=}")
         self.limits = limits
         self.time_scale = time_scale
         self.timeout_s = timeout_s

@@ -232,17 +232,31 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
     duplicates = [_given_twice(loc, f"{name}:{line}") for line, loc in _duplicate_keys(root, ())]
     if duplicates:
         raise Problems(*duplicates)
+    # a path, port or name holding one raised "embedded null byte" far from its line, or as a labloop bug (an
+    # adversarial trial's port "/dev/tty\0x")
+    nul = [Problem(_secret_safe(loc), "holds a NUL byte (\\0 or \\x00 in a quoted string), which no path, port, "
+                                      "name or value can hold", where=f"{name}:{line}")
+           for line, loc in _nul_bytes(root, ())]
+    if nul:
+        raise Problems(*nul)
     return YamlDocument(name, data, root)
 
 
-def _given_twice(loc: Loc, where: str) -> Problem:
-    """A key written twice; under a secret setting the field is named only down to the list item holding the key,
-    which may itself be the secret (an alert URL written as a key)."""
+def _secret_safe(loc: Loc) -> Loc:
+    """``loc`` named only down to the list item holding its first key under a secret setting, which may itself be
+    the secret (an alert URL written as a key)."""
     if not loc or loc[0] not in SECRET_SETTINGS:
-        return Problem(loc, "given twice", where=where)
+        return loc
     keys = [index for index, part in enumerate(loc) if index and isinstance(part, str)]
-    return Problem(loc[:keys[0]] if keys else loc,
-                   "a key given twice (what is written there is not shown: it may hold a secret)", where=where)
+    return loc[:keys[0]] if keys else loc
+
+
+def _given_twice(loc: Loc, where: str) -> Problem:
+    """A key written twice (:func:`_secret_safe`, said so where the key may be a secret)."""
+    if _secret_safe(loc) == loc:
+        return Problem(loc, "given twice", where=where)
+    return Problem(_secret_safe(loc), "a key given twice (what is written there is not shown: it may hold a secret)",
+                   where=where)
 
 
 def _key_too_long(text: str, mark: yaml.Mark | None, start: bool) -> bool:
@@ -453,6 +467,22 @@ def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, yaml.Nod
     elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
         return node.value[part], node.value[part]
     return None
+
+
+def _nul_bytes(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc]]:
+    """(line, loc) of every key or value holding a NUL byte (a key's, at the mapping holding it)."""
+    if isinstance(node, yaml.ScalarNode) and "\x00" in str(node.value):
+        yield node.start_mark.line + 1, loc
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
+            if "\x00" in name:
+                yield key.start_mark.line + 1, loc
+            else:
+                yield from _nul_bytes(value, (*loc, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _nul_bytes(item, (*loc, index))
 
 
 def _duplicate_keys(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc]]:

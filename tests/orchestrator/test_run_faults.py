@@ -711,8 +711,25 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
         "an address that is text": (instrument("analyte_pump", address="zero"),
                                     "instruments.analyte_pump.options.address: must be a whole number 0..99, "
                                     "got 'zero'"),
+        # the driver's own options, judged when the campaign is read: a real run refused them only as the potentiostat
+        # opened, after the pumps, and validate passed them (an adversarial trial)
         "a reference that is a list": (instrument("potentiostat", reference=[1, 2]),
-                                       "reference must name the reference electrode"),
+                                       "instruments.potentiostat.options.reference: must name the reference electrode "
+                                       "(e.g. 'Ag/Ag+'), got [1, 2]"),
+        "an overload policy unknown": (instrument("potentiostat", on_overload="explode"),
+                                       "instruments.potentiostat.options.on_overload: must be one of raise, mark, got "
+                                       "'explode'"),
+        "an error pause that is text": (instrument("potentiostat", error_pause_s="x"),
+                                        "instruments.potentiostat.options.error_pause_s: must be a number of s >= 0, "
+                                        "got 'x'"),
+        # exit 1 as "a labloop bug" (ValueError: embedded null byte), naming no field (an adversarial trial)
+        "a NUL byte in a port": ({"instruments": {**rig, "potentiostat": {**rig["potentiostat"],
+                                                                         "port": "/dev/tty\x00x"}}},
+                                 "instruments.potentiostat.port: holds a NUL byte"),
+        # every experiment failed, a sample spent on each, after validate passed it (an adversarial trial)
+        "analysis settings under which no wave is a peak": (
+            {"protocol": ["load_sample", "cv", {"analyze": {"min_peak_share": 5}}, "rinse"]},
+            "protocol[2].analyze.min_peak_share: a share of the CV's current span, at most 1, got 5"),
         "two pumps at one address": (instrument("electrolyte_pump", address=0),
                                      "shares port /dev/ttyUSB0 with 'analyte_pump' at the same address (0)"),
         # only the run's opening of the line refused it (a newcomer's trial)

@@ -46,6 +46,15 @@ def test_step_problems_name_the_step_and_the_field():
     assert problems([{"cv": {"e_vertex1_v": 1.0}}])[0][0] == (0, "cv", "e_begin_v")
     assert problems([{"analyze": {"min_peak_snr": -1}}, "cv"]) == [
         ((0, "analyze", "min_peak_snr"), "must be > 0, got -1")]
+    # settings under which no wave could be found, which failed every experiment of a run (a sample spent on each)
+    # and passed validate (an adversarial trial): refused at their field
+    assert problems(["cv", {"analyze": {"min_peak_share": 5}}]) == [
+        ((1, "analyze", "min_peak_share"), "a share of the CV's current span, at most 1, got 5 (a percentage? 2% is "
+                                           "0.02)")]
+    for name in ("peak_fit_half_width_v", "smooth_window_v"):
+        assert problems(["cv", {"analyze": {name: 5}}]) == [
+            ((1, "analyze", name), "at most 0.2 V, got 5 (a wave's peak is about 0.1 V wide; millivolts? 40 mV is "
+                                   "0.04)")]
 
 
 def test_structure_one_cv_and_sample_only_after_loading():
