@@ -587,7 +587,10 @@ def _load_protocol(value: Any, info: ValidationInfo) -> Any:
         _check_steps(value)
         return {"steps": value}
     if not isinstance(value, str | Path):
-        return value
+        if isinstance(value, dict) and "steps" in value:  # the dumped form, as the journal keeps it
+            return value
+        # "must be a mapping of fields, got int 5" misled: a protocol is no mapping (an adversarial trial)
+        raise ValueError(f"must be the protocol file's path or a list of steps, got {shown(value)}")
     path = _resolve(Path(value), info)
     if (problem := not_a_file(path)) is not None:
         raise ValueError(f"{path}: {problem}")
@@ -1063,6 +1066,8 @@ class Campaign(BaseModel):
     @field_validator("store", mode="before")
     @classmethod
     def _default_store(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not isinstance(value, str | Path):  # pydantic's words named pathlib's class
+            raise ValueError(f"must be the path of the journal file, e.g. runs/name.db, got {shown(value)}")
         return f"runs/{info.data.get('name', 'campaign')}.db" if value is None else value
 
     @field_validator("store")

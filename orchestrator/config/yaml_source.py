@@ -213,7 +213,10 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
         root = loader.get_single_node()
         if root is not None:
             _check_expansion(root, name)
-        data = loader.construct_document(root) if root is not None else None
+        # judged as written: constructing merges a ``<<: *anchor``'s keys into the mapping, and a key written
+        # beside it to override one (as YAML lets it) read as given twice (an adversarial trial)
+        duplicates = [_given_twice(loc, f"{name}:{line}") for line, loc in _duplicate_keys(root, ())]
+        data = loader.construct_document(root) if root is not None and not duplicates else None
     except yaml.MarkedYAMLError as exc:
         mark, what = _syntax_error(exc, text)
         place = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -229,7 +232,6 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
     finally:
         if loader is not None:
             loader.dispose()
-    duplicates = [_given_twice(loc, f"{name}:{line}") for line, loc in _duplicate_keys(root, ())]
     if duplicates:
         raise Problems(*duplicates)
     # a path, port or name holding one raised "embedded null byte" far from its line, or as a labloop bug (an

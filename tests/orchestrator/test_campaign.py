@@ -586,6 +586,18 @@ MALFORMED = [
     ("misspelt instrument field", edit("{driver: emstat, port:", "{driver: emstat, prot:"), "potentiostat:",
      "instruments.potentiostat.prot", "valid fields: driver, port, options"),
     ("key given twice", edit("seed: 7\n", "seed: 7\nseed: 8\n"), "seed: 8", "seed", "given twice"),
+    # a key beside a merge key overrides the merged one, as YAML says; written twice beside it, it is given twice
+    ("key given twice beside a merge", edit("analyte_pump: {driver", "analyte_pump: &pump {driver",
+                                            "electrolyte_pump: {driver: ne1000, port: /dev/ttyUSB0, options: {address: "
+                                            "1, diameter_mm: 14.57}}", "electrolyte_pump: {<<: *pump, options: "
+                                            "{address: 1}, options: {address: 2}}"),
+     "<<: *pump", "instruments.electrolyte_pump.options", "given twice"),
+    ("NUL byte in a port", edit("port: /dev/ttyACM0", 'port: "/dev/tty\\0ACM0"'), "potentiostat:",
+     "instruments.potentiostat.port", "holds a NUL byte"),
+    ("store that is a number", edit("store: runs/cathode-screen.db", "store: 5"), "store:", "store",
+     "must be the path of the journal file, e.g. runs/name.db, got 5"),
+    ("protocol that is a number", edit("protocol: protocols/cv_screen.yaml", "protocol: 5"), "protocol:", "protocol",
+     "must be the protocol file's path or a list of steps, got 5"),
     ("acquisition of another goal", edit("acquisition: window_probability", "acquisition: ei"),
      "planner:", "planner.acquisition", "not one of window_probability"),
     ("name that cannot name a file", edit("name: cathode-screen", "name: cathode screen/1"), "name:", "name",
