@@ -1595,9 +1595,10 @@ def load_campaign(path: str | Path, *, alerts: bool = True) -> Campaign:
 
 def validate_document(doc: YamlDocument, base_dir: Path) -> Campaign:
     """Validate parsed campaign YAML (relative paths count from ``base_dir``)."""
-    if not isinstance(doc.data, dict):
+    if not isinstance(doc.data, dict):  # an empty file said "got NoneType" (an adversarial trial)
+        got = "an empty file" if doc.data is None else type(doc.data).__name__
         raise CampaignError([f"{doc.where(())}: campaign: must be a mapping of sections "
-                             f"({', '.join(Campaign.model_fields)}), got {type(doc.data).__name__}"])
+                             f"({', '.join(Campaign.model_fields)}), got {got}"])
     try:
         campaign = Campaign.model_validate(doc.data, context={"base_dir": base_dir})
     except ValidationError as exc:

@@ -73,6 +73,15 @@ def test_a_nul_byte_gives_the_line_not_a_reader_traceback(tmp_path, labloop, wri
     one_line_refusal(labloop, path, "tiny.yaml:3:", "#x0000")
 
 
+@pytest.mark.parametrize(("text", "said"), [("", "got an empty file"), ("# nothing yet\n", "got an empty file"),
+                                             ("- a\n- b\n", "got list")])
+def test_a_campaign_file_of_no_sections_says_what_it_holds(tmp_path, labloop, text: str, said: str) -> None:
+    path = tmp_path / "tiny.yaml"  # an empty file said "got NoneType" (an adversarial trial)
+    path.write_text(text)
+    said_there = one_line_refusal(labloop, path, "tiny.yaml", "campaign: must be a mapping of sections (")
+    assert said_there.rstrip().endswith(f"), {said}"), said_there
+
+
 @pytest.mark.parametrize("style", ["flow", "block"])
 def test_deep_nesting_gives_one_line_not_a_recursion_error(tmp_path, labloop, write_campaign, style: str) -> None:
     path = write_campaign(tmp_path)
