@@ -219,6 +219,9 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
         data = loader.construct_document(root) if root is not None and not duplicates else None
     except yaml.MarkedYAMLError as exc:
         mark, what = _syntax_error(exc, text)
+        if mark is not None and (opened := _open_quote_line(text, mark.line)) is not None:
+            what += (f"; or the '\"' on line {opened} is not closed on its line, and YAML read on to the next '\"' "
+                     "as its end")
         place = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         raise Problems(Problem((), f"YAML syntax error: {what}", where=f"{name}{place}")) from None
     except yaml.reader.ReaderError as exc:
@@ -275,6 +278,18 @@ def _key_too_long(text: str, mark: yaml.Mark | None, start: bool) -> bool:
         return line.find(":", mark.column) - mark.column > MAX_KEY_CHARS
     key = re.split(r"[{\[,]", line[:mark.column])[-1].strip().lstrip("- ").strip()
     return len(key) > MAX_KEY_CHARS and ": " not in key
+
+
+def _open_quote_line(text: str, before: int) -> int | None:
+    """The first line (1-based) before line index ``before`` whose text, comments aside, holds an odd number of
+    double quotes, or None. Why: ``seed: "7`` with a quoted value 13 lines on was reported there, as a line
+    "indented unlike the lines above it", since YAML took the next quote as the first one's end (an adversarial
+    trial); a quoted string over several lines is legal, so the line is given as a possibility beside the error."""
+    for number, line in enumerate(text.splitlines()[:before], start=1):
+        code = "" if line.lstrip().startswith("#") else line.split(" #", 1)[0]
+        if (code.count('"') - code.count('\\"')) % 2:
+            return number
+    return None
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str]:

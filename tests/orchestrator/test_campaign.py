@@ -715,6 +715,10 @@ YAML_SLIPS = [
      (34, 9), "a ',' or '}' was expected here: a ',' missing, or the '{' at line 33, column 9 never closed"),
     ("an unclosed quote", "protocols/cv_screen.yaml", edit("{pump: analyte_pump,", '{pump: "analyte_pump,'), (10, 20),
      "this quote is never closed"),
+    # YAML reads on to the next quote, 27 lines on, and finds its slip there: the line that opened it is named too
+    ("a quote closed lines later", "campaign.yaml", edit("seed: 7", 'seed: "7'), (34, 27),
+     "indented unlike the lines above it: the keys (or list items) of one block start in one column; or the '\"' on "
+     "line 7 is not closed on its line, and YAML read on to the next '\"' as its end"),
     ("a protocol item indented too far", "protocols/cv_screen.yaml", edit("- rinse", "  - rinse"), (13, 3),
      "indented unlike the lines above it: the keys (or list items) of one block start in one column"),
 ]
