@@ -65,9 +65,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import cache, partial
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
-from labloop.core.errors import MISSING, InvalidParameter, Problem, Problems, SafetyLimitExceeded, not_one_of
+from labloop.core.errors import (
+    MISSING,
+    InvalidParameter,
+    Problem,
+    Problems,
+    SafetyLimitExceeded,
+    not_one_of,
+)
 from labloop.core.validation import field_at, field_homes, shape_message, unknown_field, unknown_here
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import MOST_ELECTRONS_IN_A_WAVE, CVAnalysisSettings
@@ -248,6 +264,14 @@ class Wait(Step):
     seconds: Annotated[float, Strict(), Field(ge=0, le=MAX_WAIT_S, allow_inf_nan=False)]
 
 
+def _compensation_mapping(value: Any) -> Any:
+    """A cv's ``ir_compensation`` written as the share alone (``0.85``): said in plain words, where pydantic asked for
+    "a valid dictionary or instance of IRCompensation" (an adversarial trial)."""
+    if value is not None and not isinstance(value, dict | IRCompensation):
+        raise ValueError("must be a mapping, e.g. {fraction: 0.85} (the share of the measured Ru compensated)")
+    return value
+
+
 class IRCompensation(BaseModel):
     """Share of the measured Ru the potentiostat compensates by positive feedback (85% is usual: more
     risks oscillation); the rest is corrected in the analysis."""
@@ -267,7 +291,7 @@ class CV(Step):
     e_step_v: PotentialStep = 0.002
     n_scans: Annotated[int, Strict(), Field(ge=1, le=100)] = 1
     current_range_a: Annotated[PositiveNumber, _current("a current range")] | None = None
-    ir_compensation: IRCompensation | None = None
+    ir_compensation: Annotated[IRCompensation | None, BeforeValidator(_compensation_mapping)] = None
     electrode_area_cm2: PositiveNumber = 0.0707  # for D from the scan rates (a 3 mm disk)
     #: electrons the analyte's couple takes in its one wave (a quinone's two in a protic electrolyte): D's
     #: Randles-Sevcik n^1.5, the reversibility class's dEp cut-offs (57 mV / n for a reversible couple at 25 C) and
@@ -307,9 +331,11 @@ class CV(Step):
             if any(e is not None for e in written):
                 raise Problems(Problem(("half_width_v",), "give either half_width_v (a window around the "
                                                           "candidate) or e_begin_v/e_vertex1_v/e_vertex2_v"))
-        elif any(e is None for e in written):
-            raise Problems(Problem(("e_begin_v",), "give e_begin_v, e_vertex1_v and e_vertex2_v (V vs the "
-                                                   "reference electrode), or half_width_v"))
+        elif any(e is None for e in written):  # at the first one missing (e_vertex2_v alone was said at e_begin_v)
+            missing = next(name for name, e in zip(("e_begin_v", "e_vertex1_v", "e_vertex2_v"), written, strict=True)
+                           if e is None)
+            raise Problems(Problem((missing,), "give e_begin_v, e_vertex1_v and e_vertex2_v (V vs the "
+                                               "reference electrode), or half_width_v"))
         else:
             try:
                 self.params()

@@ -152,12 +152,17 @@ def _read_text(path: Path, name: str) -> str:
         if len(raw) > MAX_YAML_BYTES:
             raise Problems(Problem((), f"larger than {MAX_YAML_BYTES // 1024} KiB; a campaign or protocol file "
                                        "is a few KiB of hand-written YAML", where=name))
-        return raw.decode("utf-8")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:  # its line and column, not a byte offset (an adversarial trial)
+            line, column = raw.count(b"\n", 0, exc.start) + 1, exc.start - raw.rfind(b"\n", 0, exc.start)
+            raise Problems(Problem((), f"byte 0x{raw[exc.start]:02x} is not UTF-8 text: save the file as UTF-8 "
+                                       "(an editor's 'encoding' setting)", where=f"{name}:{line}:{column}")) from None
     except FileNotFoundError:
         raise Problems(Problem((), "no such file", where=name)) from None
     except IsADirectoryError:
         raise Problems(Problem((), "is a directory, not a YAML file", where=name)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise Problems(Problem((), f"cannot be read ({exc})", where=name)) from None
 
 

@@ -594,6 +594,10 @@ MALFORMED = [
      "<<: *pump", "instruments.electrolyte_pump.options", "given twice"),
     ("NUL byte in a port", edit("port: /dev/ttyACM0", 'port: "/dev/tty\\0ACM0"'), "potentiostat:",
      "instruments.potentiostat.port", "holds a NUL byte"),
+    ("seed that YAML reads as a date", edit("seed: 7", "seed: 2026-01-01"), "seed:", "seed",
+     "got 2026-01-01 (a date)"),  # not datetime.date(2026, 1, 1)
+    ("seed written as binary", edit("seed: 7", "seed: !!binary aGVsbG8="), "seed:", "seed",
+     "got binary data (5 bytes)"),
     ("store that is a number", edit("store: runs/cathode-screen.db", "store: 5"), "store:", "store",
      "must be the path of the journal file, e.g. runs/name.db, got 5"),
     ("protocol that is a number", edit("protocol: protocols/cv_screen.yaml", "protocol: 5"), "protocol:", "protocol",

@@ -73,6 +73,13 @@ def test_a_nul_byte_gives_the_line_not_a_reader_traceback(tmp_path, labloop, wri
     one_line_refusal(labloop, path, "tiny.yaml:3:", "#x0000")
 
 
+def test_a_byte_that_is_not_utf8_is_said_at_its_line_and_column(tmp_path, labloop, write_campaign) -> None:
+    path = write_campaign(tmp_path)  # a Latin-1 editor's é: the error gave its byte offset (an adversarial trial)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_bytes("".join(lines[:2]).encode() + b"# caf\xe9\n" + "".join(lines[2:]).encode())
+    one_line_refusal(labloop, path, "tiny.yaml:3:6: byte 0xe9 is not UTF-8 text: save the file as UTF-8")
+
+
 @pytest.mark.parametrize(("text", "said"), [("", "got an empty file"), ("# nothing yet\n", "got an empty file"),
                                              ("- a\n- b\n", "got list")])
 def test_a_campaign_file_of_no_sections_says_what_it_holds(tmp_path, labloop, text: str, said: str) -> None:

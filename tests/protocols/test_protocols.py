@@ -46,6 +46,11 @@ def test_step_problems_name_the_step_and_the_field():
     assert problems([{"cv": {"e_vertex1_v": 1.0}}])[0][0] == (0, "cv", "e_begin_v")
     assert problems([{"analyze": {"min_peak_snr": -1}}, "cv"]) == [
         ((0, "analyze", "min_peak_snr"), "must be > 0, got -1")]
+    # said at the one missing, and a share written for the mapping (pydantic's words: an adversarial trial)
+    assert problems([{"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.0}}])[0][0] == (0, "cv", "e_vertex2_v")
+    assert problems(["load_sample", {"cv": {"ir_compensation": 0.85}}]) == [
+        ((1, "cv", "ir_compensation"), "must be a mapping, e.g. {fraction: 0.85} (the share of the measured Ru "
+                                       "compensated) (got 0.85)")]
     # settings under which no wave could be found, which failed every experiment of a run (a sample spent on each)
     # and passed validate (an adversarial trial): refused at their field
     assert problems(["cv", {"analyze": {"min_peak_share": 5}}]) == [
