@@ -82,9 +82,13 @@ PAGE_HEADERS = {
 }
 #: the folders of an absolute POSIX path (``/home/lab/runs/`` in ``/home/lab/runs/a.db``); not a device's
 #: (``/dev/pts/0``, ``/dev/ttyUSB0``): cut to ``0`` it named no port, and it tells nothing of the file layout. A
-#: folder's name here holds none of ``=#@()[]``, which the stretch between two bond-direction slashes of a SMILES
-#: does (a double bond, a branch, a bracket atom): a warning's ``C(/C=C/Cl)`` was shown as ``C(Cl)``
-_FOLDERS = re.compile(r"(?<![\w.~-])(?!/dev/)/(?:[^/\s'\"=#@()\[\]]+/)+")
+#: molecule's SMILES looks alike after a branch or a bracket atom (``C(/C=C/Cl)``): the campaign's own are kept
+#: whole (:func:`without_paths`)
+_FOLDERS = re.compile(r"(?<![\w.~-])(?!/dev/)/(?:[^/\s'\"]+/)+")
+#: what stands in for the n-th molecule kept whole while the folders are cut: characters of Unicode's private use
+#: area, which no path, message or SMILES holds
+_KEPT = "\ue000{}\ue001"
+_KEPT_AGAIN = re.compile("\ue000(\\d+)\ue001")
 #: the same inside a single-quoted shell word (``'/home/lab/Lab Data/a.db'``, :func:`labloop.core.text.shell_word`),
 #: whose folders may hold spaces: :data:`_FOLDERS` alone stopped at the first one and showed the rest (a trial)
 _QUOTED_FOLDERS = re.compile(r"(?<=')(?!/dev/)/(?:[^/']+/)+(?=[^/']*')")
@@ -125,16 +129,38 @@ def machine_names() -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def without_paths(value: Any) -> Any:
+def without_paths(value: Any, molecules: Sequence[str] = ()) -> Any:
     """``value`` with the folders of every absolute path cut (``/home/lab/runs/a.db`` -> ``a.db``): the page
     is for people who may not see the lab computer's file layout. Only for free text (messages, causes,
-    action parameters), which may quote a molecule's SMILES (a warning does), left whole (:data:`_FOLDERS`)."""
+    action parameters), which may quote one of the campaign's ``molecules`` (a warning does), each kept whole: a
+    SMILES' bond-direction slashes after a branch read as folders, and a warning's ``C(/C=C/Cl)`` was shown as
+    ``C(Cl)`` (a chemist's trial); telling them apart by the characters a folder's name holds leaked folders such as
+    ``/data/run=3/`` (a review)."""
+    return _cut(value, _kept(molecules))
+
+
+def _kept(molecules: Sequence[str]) -> re.Pattern[str] | None:
+    """A pattern of the ``molecules`` that hold a slash (the longest first: one may hold another), or None."""
+    kept = sorted({m for m in molecules if "/" in m}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, kept))) if kept else None
+
+
+def _cut(value: Any, molecules: re.Pattern[str] | None) -> Any:
+    """:func:`without_paths` of ``value``, the campaign's molecules with a slash matched by ``molecules``."""
     if isinstance(value, str):
-        return _FOLDERS.sub("", _QUOTED_FOLDERS.sub("", value))
+        found: list[str] = []
+
+        def keep(match: re.Match[str]) -> str:
+            found.append(match.group())
+            return _KEPT.format(len(found) - 1)
+
+        masked = value if molecules is None else molecules.sub(keep, value)
+        cut = _FOLDERS.sub("", _QUOTED_FOLDERS.sub("", masked))
+        return _KEPT_AGAIN.sub(lambda match: found[int(match.group(1))], cut) if found else cut
     if isinstance(value, dict):
-        return {k: without_paths(v) for k, v in value.items()}
+        return {k: _cut(v, molecules) for k, v in value.items()}
     if isinstance(value, list):
-        return [without_paths(v) for v in value]
+        return [_cut(v, molecules) for v in value]
     return value
 
 
@@ -148,10 +174,11 @@ def public_snapshot(snap: dict[str, Any]) -> dict[str, Any]:
         snap["progress"]["now"]["message"] = without_paths(snap["progress"]["now"]["message"])
     for model in snap["models"]:
         model["weights_path"] = None
+    molecules = _kept([e["smiles"] for e in snap["experiments"]])  # a warning quotes its molecule
     for event in snap["events"]:
-        event["message"], event["data"] = without_paths(event["message"]), without_paths(event["data"])
+        event["message"], event["data"] = _cut(event["message"], molecules), _cut(event["data"], molecules)
     for row in snap["experiments"] + snap["best"]:
-        row["cause"] = without_paths(row["cause"])
+        row["cause"] = _cut(row["cause"], molecules)
     return snap
 
 
@@ -224,7 +251,7 @@ class CampaignSource:
         analysis = self.journal.analysis(experiment_id)
         return {
             "experiment": row,
-            "actions": without_paths([asdict(a) for a in self.journal.actions(experiment_id)]),
+            "actions": without_paths([asdict(a) for a in self.journal.actions(experiment_id)], [row["smiles"]]),
             "voltammograms": [{"potential_v": v.potential_v.tolist(), "current_a": v.current_a.tolist(),
                                "reference": v.reference, "scan_rate_v_s": v.params.scan_rate_v_s}
                               for v in self.journal.voltammograms(experiment_id)],
