@@ -154,12 +154,8 @@ SHOWN_CHARS = 80
 def shown(value: Any) -> str:
     """``repr(value)`` for a message, cut to :data:`SHOWN_CHARS` with an ellipsis: a field given 10,000 characters
     (a pasted file, a runaway template) must not become a 10,000-character error line."""
-    if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-01-01 as a date: not datetime.date(2026, 1, 1)
-        text = f"{value.isoformat()} (a date)"
-    elif isinstance(value, bytes):  # a !!binary value: its bytes tell a chemist nothing
-        text = f"binary data ({len(value)} bytes)"
-    else:
-        text = repr(value)
+    # YAML reads an unquoted 2026-01-01 as a date: not datetime.date(2026, 1, 1)
+    text = f"{value.isoformat()} (a date)" if isinstance(value, datetime.date) else repr(value)
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 1]}…"
 
 

@@ -242,13 +242,11 @@ def read_yaml(path: Path, name: str | None = None) -> YamlDocument:
             loader.dispose()
     if duplicates:
         raise Problems(*duplicates)
-    # a path, port or name holding one raised "embedded null byte" far from its line, or as a labloop bug (an
+    # a path, port or name holding a NUL byte raised "embedded null byte" far from its line, or as a labloop bug (an
     # adversarial trial's port "/dev/tty\0x")
-    nul = [Problem(_secret_safe(loc), "holds a NUL byte (\\0 or \\x00 in a quoted string), which no path, port, "
-                                      "name or value can hold", where=f"{name}:{line}")
-           for line, loc in _nul_bytes(root, ())]
-    if nul:
-        raise Problems(*nul)
+    untakeable = [Problem(_secret_safe(loc), why, where=f"{name}:{line}") for line, loc, why in _untakeable(root, ())]
+    if untakeable:
+        raise Problems(*untakeable)
     return YamlDocument(name, data, root)
 
 
@@ -491,20 +489,29 @@ def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, yaml.Nod
     return None
 
 
-def _nul_bytes(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc]]:
-    """(line, loc) of every key or value holding a NUL byte (a key's, at the mapping holding it)."""
-    if isinstance(node, yaml.ScalarNode) and "\x00" in str(node.value):
-        yield node.start_mark.line + 1, loc
+#: why a scalar cannot be a campaign's or protocol's value, by what it holds
+_NUL = "holds a NUL byte (\\0, \\x00 or \\u0000 in a quoted string), which no path, port, name or value can hold"
+_BINARY = "a !!binary value: no field takes binary data (write the value as text)"
+
+
+def _untakeable(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc, str]]:
+    """(line, loc, why) of every key or value no field can take (a key's at the mapping holding it): one holding a
+    NUL byte, or a ``!!binary`` one, which became a text with a NUL byte as easily (a review)."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == "tag:yaml.org,2002:binary":
+            yield node.start_mark.line + 1, loc, _BINARY
+        elif "\x00" in str(node.value):
+            yield node.start_mark.line + 1, loc, _NUL
     elif isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
-            if "\x00" in name:
-                yield key.start_mark.line + 1, loc
+            if "\x00" in name or key.tag == "tag:yaml.org,2002:binary":
+                yield key.start_mark.line + 1, loc, _NUL if "\x00" in name else _BINARY
             else:
-                yield from _nul_bytes(value, (*loc, name))
+                yield from _untakeable(value, (*loc, name))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _nul_bytes(item, (*loc, index))
+            yield from _untakeable(item, (*loc, index))
 
 
 def _duplicate_keys(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc]]:

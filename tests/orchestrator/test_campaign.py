@@ -597,7 +597,9 @@ MALFORMED = [
     ("seed that YAML reads as a date", edit("seed: 7", "seed: 2026-01-01"), "seed:", "seed",
      "got 2026-01-01 (a date)"),  # not datetime.date(2026, 1, 1)
     ("seed written as binary", edit("seed: 7", "seed: !!binary aGVsbG8="), "seed:", "seed",
-     "got binary data (5 bytes)"),
+     "a !!binary value: no field takes binary data"),  # it showed b'hello'
+    ("port written as binary", edit("port: /dev/ttyACM0", "port: !!binary L2Rldi90dHkAeA=="), "potentiostat:",
+     "instruments.potentiostat.port", "a !!binary value"),  # /dev/tty\0x: a labloop bug (a review)
     ("store that is a number", edit("store: runs/cathode-screen.db", "store: 5"), "store:", "store",
      "must be the path of the journal file, e.g. runs/name.db, got 5"),
     ("protocol that is a number", edit("protocol: protocols/cv_screen.yaml", "protocol: 5"), "protocol:", "protocol",
