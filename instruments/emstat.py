@@ -55,6 +55,7 @@ from labloop.core.errors import (
     ProtocolError,
     SafetyLimitExceeded,
 )
+from labloop.core.numeric import finite_number
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.impedance import EISParams, ImpedanceSpectrum, eis_point_seconds
 from labloop.instruments.methodscript import (
@@ -116,8 +117,8 @@ def option_problem(name: str, value: object) -> str | None:
     and was refused by ``run`` once the pumps had been talked to, and ``error_pause_s: x`` as a Python comparison
     error (an adversarial trial)."""
     if name == "error_pause_s":
-        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        return None if number and value >= 0 else f"must be a number of s >= 0, got {value!r}"  # type: ignore[operator]
+        return None if finite_number(value) and value >= 0 else (  # type: ignore[operator]
+            f"must be a number of s >= 0, got {value!r}")
     if name == "on_overload":
         return None if value in ON_OVERLOAD else f"must be one of {', '.join(ON_OVERLOAD)}, got {value!r}"
     if name == "reference":

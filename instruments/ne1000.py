@@ -48,6 +48,7 @@ from labloop.core.errors import (
     ProtocolError,
     PumpStalled,
 )
+from labloop.core.numeric import finite_number
 from labloop.instruments.contracts import PumpState, PumpStatus, RateUnit, SafetyLimits
 from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry, serial_device
 
@@ -78,7 +79,7 @@ def option_problem(name: str, value: object) -> str | None:
     ``poll_s``, ``run_margin_s``), or None: the one check of these values, made by :class:`NE1000Pump` when it
     opens and by the campaign when it is read (the descriptor's ``option_problem``), so a ``diameter_mm: big``
     is named as that option before any port opens rather than as a Python comparison error."""
-    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    number = finite_number(value)
     if name == "address":
         whole = isinstance(value, int) and not isinstance(value, bool)
         return None if whole and 0 <= value <= 99 else f"must be a whole number 0..99, got {value!r}"  # type: ignore[operator]

@@ -20,8 +20,6 @@ import errno
 import importlib
 import json
 import logging
-import math
-import numbers
 import os
 import pkgutil
 import re
@@ -47,6 +45,7 @@ from labloop.core.errors import (
     ProtocolError,
     ReplayMismatch,
 )
+from labloop.core.numeric import finite_number
 from labloop.core.text import plural
 from labloop.core.timestamps import now
 
@@ -328,7 +327,7 @@ class _FramedStream:
         (a driver's bug, said as one). Why: a NaN deadline compares false both ways, so a read waited for ever at full
         CPU (a plug-in engineer's pump computed one from a NaN rate, and the conformance kit's check hung); an
         infinite one waits for ever too, which no read may."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        if not finite_number(value):
             raise ValueError(f"{self.where}: {name} must be a finite number of seconds, got {value!r}")
         return float(value)
 

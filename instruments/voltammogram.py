@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from labloop.core.errors import InvalidParameter, SafetyBreach, WrongReturn
+from labloop.core.numeric import finite_number
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ UNNAMED_REFERENCE = "the reference electrode (unnamed)"
 
 def require_finite(name: str, value: float) -> None:
     """Raise ``InvalidParameter`` unless ``value`` is a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not finite_number(value):
         raise InvalidParameter(f"{name}: must be a finite number, got {value!r}")
 
 
