@@ -434,8 +434,10 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
     shown = {e["id"] for e in experiments}
     warnings = [e for e in snap["events"] if e["kind"] == WARNING]
     # one said once a run stands for the experiments after it: shown whichever experiments are listed (a wave
-    # narrower than its electrons, said of experiment 1, was in no table of the last 20: a chemist's trial)
-    warned = [e for e in warnings if e["experiment_id"] in shown or _stands(e)]
+    # narrower than its electrons, said of experiment 1, was in no table of the last 20: a chemist's trial), the
+    # newest of each kind, which stands in for those before it (a dilution said again as it changed, each run's)
+    standing = {e["data"].get("warning"): e for e in warnings if e["experiment_id"] not in shown and _stands(e)}
+    warned = [e for e in warnings if e["experiment_id"] in shown or e in standing.values()]
     return Group(
         _header(snap),
         table,

@@ -721,14 +721,19 @@ def test_ferrocene_found_far_from_where_the_offset_puts_it_says_the_offset_is_wr
         writer.add_event(WARNING, "sample S1: of its own", data={"warning": "no_diffusion",
                                                                 "for_later_experiments": False},
                          experiment_id=first.experiment_id)
+        for count in ("dilution A", "dilution B"):  # said again as it changed: the newer stands in for the older
+            writer.add_event(WARNING, f"sample S1: {count}", experiment_id=first.experiment_id,
+                             data={"warning": "dilution", "for_later_experiments": True})
     # the last experiment listed alone: the warning said once a run, of the first, stands for it and is shown,
-    # marked so; the first experiment's own is counted, with how to list it
+    # marked so, as the newest dilution is; the first experiment's own and the older dilution are counted, with how
+    # to list them
     shown = labloop("log", store, "--last", "1")
     text = " ".join(shown.stdout.split())
     assert shown.returncode == 0 and "warnings about the experiments shown" in text, shown.stdout
     table = text.split("warnings about the experiments shown")[1].split("recent events")[0]
     assert f"from {first.experiment_id}" in table and "of its own" not in table, shown.stdout
-    others = len(warned) + 1 - sum(e.experiment_id == done[-1].id or e.data["for_later_experiments"] for e in warned)
+    assert "dilution B" in table and "dilution A" not in table, shown.stdout
+    others = len(warned) + 2 - sum(e.experiment_id == done[-1].id or e.data["for_later_experiments"] for e in warned)
     assert f"{others} more warning{'s' if others > 1 else ''} about experiments not shown: --last 2 shows all" in table
 
 
