@@ -307,8 +307,11 @@ def _scanned(scan: Scan) -> str:
             "Li/Li+")
 
 
-def _g(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+def _per_seed(values: list[float | None]) -> str:
+    """Each seed's score: whole numbers (hits) as they are, and a column of any other with two decimals each, as the
+    mean is rounded (a best value found of ``4.5`` beside ``4.51`` read as two kinds of number: a review)."""
+    whole = all(v is None or float(v).is_integer() for v in values)
+    return " ".join("-" if v is None else f"{v:g}" if whole else f"{v:.2f}" for v in values)
 
 
 def _mean(value: float | None) -> str:
@@ -373,7 +376,7 @@ def _cells(r: dict[str, Any], what: str) -> dict[str, str]:
     spread = "" if r["sd"] is None else f" +/- {_mean(r['sd'])} ({_mean(r['se'])})"  # none from one seed
     return {f"{what} mean +/- sd (se)": f"{_mean(r['mean'])}{spread}",
             "of oracle": "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2f}",
-            "per seed": " ".join(_g(v if v is None else round(v, 2)) for v in r["per_seed"]),  # as the mean is
+            "per seed": _per_seed(r["per_seed"]),
             "at 25% / 50% / 100%": " / ".join(_mean(v) for v in r["after"].values()),
             "failed": _mean(r["failed_mean"]),
             "within +/-1.96 sd (rms z)": "-" if r["within_1_96_sd"] is None else
