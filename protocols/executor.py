@@ -163,7 +163,7 @@ OnOutcome = Callable[["ExperimentOutcome"], None]
 #: driver's error, a blank that stops the run with every blank's verdict, a refusal, a Ctrl-C), called once, after the
 #: failed step's action ended and before the error propagates; not when its lab-grade steps measured nothing
 OnEndedEarly = Callable[["LabRecord"], None]
-#: ``on_warning(message)``: what the run warned of about this experiment's measurement (a quasi-reversible couple
+#: ``on_warning(message, data)``: what the run warned of about this experiment's measurement (a quasi-reversible couple
 #: whose D reads low, a wave narrower than its electrons allow, the standard's dEp over-corrected, a reference
 #: elsewhere than the cell's settings say, a driver that repeated commands), as the log says it, called as it is said;
 #: ``data``: ``{"warning": what it is of (:data:`WARNINGS`), "for_later_experiments": whether it stands for the
@@ -790,6 +790,7 @@ class ProtocolExecutor:
         for the experiments after this one too. Why: the console and the log file alone said them, so ``labloop
         log``, the dashboard and the report, read after an overnight run, showed a quasi-reversible couple's D or a
         wave narrower than its electrons allow without a word (a newcomer's read of the lab-grade docs)."""
+        assert kind in WARNINGS, kind  # a script sorts them by it (docs/outputs.md lists them)
         said = message % args if args else message
         log.warning("%s", said)
         if self._on_warning is not None:
@@ -1514,7 +1515,7 @@ class ProtocolExecutor:
                                                 ferrocene_vs_li_v=self.ferrocene_vs_li_v, standard_name=step.standard,
                                                 standard_vs_fc_v=step.vs_fc_v, analyte_failed=failed)
         if lab.referenced.problem is not None and not failed:
-            # (else the analyte's failure, said)
+            # not of a failed analyte: its own failure says it
             self._warn("no_standard", "%s: no_standard: %s", where, lab.referenced.problem)
         elif lab.referenced.e_vs_fc_v is not None:
             log.info("%s: E vs Fc+/Fc %+.4f V", where, lab.referenced.e_vs_fc_v)

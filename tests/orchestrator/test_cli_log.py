@@ -27,6 +27,7 @@ from labloop.instruments.cv_analysis import analyze_cv
 from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.lock import sole_runner
 from labloop.orchestrator.journal.store import Journal, State
+from labloop.protocols.executor import WARNINGS
 from labloop.sim.cv_physics import random_couple, simulate_cv
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "campaign.yaml"
@@ -787,3 +788,10 @@ def test_the_best_tables_and_measurements_csv_mark_which_are_hits(labloop, store
     with (tmp_path / "report" / "measurements.csv").open() as handle:
         hits = {r["smiles"]: r["hit"] for r in csv.DictReader(handle)}
     assert (hits[BEST], hits[NEAR], hits[FAR]) == ("yes", "no", "no")
+
+
+def test_every_kind_of_warning_a_script_may_sort_by_is_documented():
+    """``log --json``'s warning events say what each is of (``data.warning``), for a script that sorts them without
+    reading English: docs/outputs.md lists every kind the executor and the runner journal."""
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "outputs.md").read_text()
+    assert all(f" {kind}" in documented for kind in (*WARNINGS, "reference_label")), WARNINGS
