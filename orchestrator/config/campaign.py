@@ -506,6 +506,11 @@ class Conditions(BaseModel):
         return value is not None and value[0] != value[1]
 
 
+#: the longest port name a campaign may give (characters): a path is at most 4,096 bytes on Linux, and a serial port's
+#: a few dozen (``/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A1B2C3D4-if00-port0``, ``rfc2217://host:4001``)
+MOST_PORT_CHARS = 1024
+
+
 class Instrument(BaseModel):
     """One instrument of the rig: a registered driver, its port, and driver options."""
 
@@ -513,6 +518,16 @@ class Instrument(BaseModel):
     driver: str
     port: str | None = None
     options: dict[str, Any] = {}
+
+    @field_validator("port")
+    @classmethod
+    def _port_of_a_length(cls, value: str | None) -> str | None:
+        """A port of :data:`MOST_PORT_CHARS` at most: a 5,000-character one was echoed whole in a 5,259-character
+        error line (an adversarial trial)."""
+        if value is not None and len(value) > MOST_PORT_CHARS:
+            raise ValueError(f"{len(value)} characters long: a serial port's path or URL is a few dozen (at most "
+                             f"{MOST_PORT_CHARS})")
+        return value
 
     @field_validator("driver")
     @classmethod

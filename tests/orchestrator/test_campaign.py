@@ -600,6 +600,8 @@ MALFORMED = [
      "a !!binary value: no field takes binary data"),  # it showed b'hello'
     ("port written as binary", edit("port: /dev/ttyACM0", "port: !!binary L2Rldi90dHkAeA=="), "potentiostat:",
      "instruments.potentiostat.port", "a !!binary value"),  # /dev/tty\0x: a labloop bug (a review)
+    ("port of 5,000 characters", edit("port: /dev/ttyACM0", "port: /dev/" + "x" * 5000), "potentiostat:",
+     "instruments.potentiostat.port", "5005 characters long"),  # echoed whole in a 5,259-character line
     ("store that is a number", edit("store: runs/cathode-screen.db", "store: 5"), "store:", "store",
      "must be the path of the journal file, e.g. runs/name.db, got 5"),
     ("protocol that is a number", edit("protocol: protocols/cv_screen.yaml", "protocol: 5"), "protocol:", "protocol",
