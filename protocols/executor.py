@@ -169,9 +169,17 @@ OnEndedEarly = Callable[["LabRecord"], None]
 #: ``data``: ``{"warning": what it is of (:data:`WARNINGS`), "for_later_experiments": whether it stands for the
 #: experiments after this one too (said once a run, or again only when it changes)}``
 OnWarning = Callable[[str, dict[str, Any]], None]
-#: what a warning is of (``on_warning``'s ``data["warning"]``), for a script that sorts them without reading English
+#: what a warning is of (``on_warning``'s ``data["warning"]``), for a script that sorts them without reading English;
+#: ``reference_label`` is the runner's (a scan labelled with another reference: orchestrator/loop/runner.py)
 WARNINGS = ("more_electrons", "repeated_commands", "quasi_reversible_d", "no_diffusion", "dilution", "no_standard",
-            "standard_overcorrected", "reference_elsewhere")
+            "standard_overcorrected", "reference_elsewhere", "reference_label")
+
+
+def warning_data(kind: str, *, later: bool) -> dict[str, Any]:
+    """The ``data`` of a warning of ``kind`` (one of :data:`WARNINGS`) as ``on_warning`` gets it and the journal
+    keeps it; ``later``: it stands for the experiments after its own too."""
+    assert kind in WARNINGS, kind  # a script sorts them by it (docs/outputs.md lists them)
+    return {"warning": kind, "for_later_experiments": later}
 
 
 class RigLike(Protocol):
@@ -790,11 +798,10 @@ class ProtocolExecutor:
         for the experiments after this one too. Why: the console and the log file alone said them, so ``labloop
         log``, the dashboard and the report, read after an overnight run, showed a quasi-reversible couple's D or a
         wave narrower than its electrons allow without a word (a newcomer's read of the lab-grade docs)."""
-        assert kind in WARNINGS, kind  # a script sorts them by it (docs/outputs.md lists them)
         said = message % args if args else message
         log.warning("%s", said)
         if self._on_warning is not None:
-            self._on_warning(said, {"warning": kind, "for_later_experiments": later})
+            self._on_warning(said, warning_data(kind, later=later))
 
     def _retried(self) -> dict[str, dict[str, int]]:
         """Each instrument's count of what its driver repeated after a fault, by the fault's type: the ``retried``

@@ -504,10 +504,10 @@ def _untakeable(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc, st
             yield node.start_mark.line + 1, loc, _NUL
     elif isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
-            if "\x00" in name or key.tag == "tag:yaml.org,2002:binary":
-                yield key.start_mark.line + 1, loc, _NUL if "\x00" in name else _BINARY
+            if in_key := list(_untakeable(key, loc)):
+                yield from in_key
             else:
+                name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
                 yield from _untakeable(value, (*loc, name))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):

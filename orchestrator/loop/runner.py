@@ -82,7 +82,7 @@ from labloop.orchestrator.loop.rig import HEALTH_ERROR, Rig
 from labloop.planners import Observation, PlannerState, bound_fields, make_planner
 from labloop.planners.base import past_observations
 from labloop.planners.feedback import DescriptorTable
-from labloop.protocols.executor import ExperimentOutcome, LabRecord, pumps_into_cell, usable
+from labloop.protocols.executor import ExperimentOutcome, LabRecord, pumps_into_cell, usable, warning_data
 from labloop.protocols.steps import Contents, repeat_problem
 from labloop.surrogate.compute import lost_cluster
 
@@ -994,7 +994,7 @@ class Runner:
                    "and the report keep the driver's label; a driver must label its scans with its reference option "
                    "(docs/drivers.md)")
         log.warning("%s", message)
-        self._journal_warning(experiment_id, message, {"warning": "reference_label", "for_later_experiments": True})
+        self._journal_warning(experiment_id, message, warning_data("reference_label", later=True))
 
     def _journal_outcome(self, experiment_id: int, outcome: ExperimentOutcome) -> None:
         """The executor's hook once the measurement is complete (protocols/executor.py ``measured_after``): its
