@@ -73,6 +73,7 @@ from labloop.orchestrator.config.alert_urls import check_url, written_out_creden
 from labloop.orchestrator.config.fields import (
     POTENTIAL_RANGE_V,
     SECTION,
+    Bool,
     Int,
     Interval,
     NonNegativeNumber,
@@ -304,7 +305,7 @@ class Surrogate(BaseModel):
     preset: str = "fast"
     folds: Int = Field(5, ge=2, le=20)
     retrain_every: PositiveInt = 10
-    wait_for_retrain: bool = False
+    wait_for_retrain: Bool = False
     keep_models: Int = Field(2, ge=1, description="retrained rounds whose weights are kept (older ones are deleted)")
     epochs: PositiveInt | None = Field(None, le=100_000, description="training epochs (default: the preset's)")
 
@@ -352,7 +353,7 @@ class Planner(BaseModel):
     batch: Literal["diverse", "thompson"] = Field(
         "diverse", description="bayes: fill a batch from the top of the acquisition, no two molecules more similar "
         "than diversity ('diverse'), or by Thompson draws from the residual model's joint posterior ('thompson')")
-    approve: bool = Field(False, description="hold each proposed batch as 'awaiting_approval' until a person "
+    approve: Bool = Field(False, description="hold each proposed batch as 'awaiting_approval' until a person "
                                              "approves or vetoes it (labloop approve, or the dashboard)")
 
     @model_validator(mode="after")

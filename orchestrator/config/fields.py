@@ -17,6 +17,8 @@ from labloop.protocols.steps import compact
 #: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values;
 #: ``.inf`` and ``.nan`` are no limits either
 Int = Annotated[int, Strict()]
+#: yes/no as YAML writes it (``true``, ``yes``, ``off``): ``"yes"`` in quotes is text, refused as ``"7"`` is for a count
+Bool = Annotated[bool, Strict()]
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]

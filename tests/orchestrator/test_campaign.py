@@ -486,6 +486,11 @@ MALFORMED = [
      "19200, 38400, 57600, 115200, 230400, ...), got 19201"),
     ("wrong type", edit("seed: 7", "seed: lucky"), "seed:", "seed", "valid integer"),
     ("YAML boolean for a number", edit("seed: 7", "seed: yes"), "seed:", "seed", "valid integer (got True)"),
+    # a yes/no is YAML's true/false (yes, on): quoted, it is text, refused as "30" is for a count (it read as true)
+    ("yes/no given as text", edit("wait_for_retrain: true", 'wait_for_retrain: "true"'), "surrogate:",
+     "surrogate.wait_for_retrain", "true or false, without quotes (got 'true')"),
+    ("approval given as a number", edit("batch: diverse}", "batch: diverse, approve: 1}"), "approve: 1",
+     "planner.approve", "must be a valid boolean (got 1)"),
     ("count given as text", edit("max_experiments: 30", "max_experiments: '30'"), "budget:", "budget.max_experiments",
      "valid integer (got '30')"),
     ("unknown surrogate preset", edit("preset: fast", "preset: huge"), "surrogate:", "surrogate.preset",
