@@ -494,9 +494,12 @@ _NUL = "holds a NUL byte (\\0, \\x00 or \\u0000 in a quoted string), which no pa
 _BINARY = "a !!binary value: no field takes binary data (write the value as text)"
 
 
-def _untakeable(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc, str]]:
+def _untakeable(node: yaml.Node | None, loc: Loc, walked: set[int] | None = None) -> Iterator[tuple[int, Loc, str]]:
     """(line, loc, why) of every key or value no field can take (a key's at the mapping holding it): one holding a
-    NUL byte, or a ``!!binary`` one, which became a text with a NUL byte as easily (a review)."""
+    NUL byte, or a ``!!binary`` one, which became a text with a NUL byte as easily (a review). Each node once
+    (:func:`_first_time`)."""
+    if not _first_time(node, walked := set() if walked is None else walked):
+        return
     if isinstance(node, yaml.ScalarNode):
         if node.tag == "tag:yaml.org,2002:binary":
             yield node.start_mark.line + 1, loc, _BINARY
@@ -504,18 +507,21 @@ def _untakeable(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc, st
             yield node.start_mark.line + 1, loc, _NUL
     elif isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            if in_key := list(_untakeable(key, loc)):
+            if in_key := list(_untakeable(key, loc, walked)):
                 yield from in_key
             else:
                 name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
-                yield from _untakeable(value, (*loc, name))
+                yield from _untakeable(value, (*loc, name), walked)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _untakeable(item, (*loc, index))
+            yield from _untakeable(item, (*loc, index), walked)
 
 
-def _duplicate_keys(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc]]:
-    """(line, loc) of every mapping key written twice (PyYAML would silently keep the last one)."""
+def _duplicate_keys(node: yaml.Node | None, loc: Loc, walked: set[int] | None = None) -> Iterator[tuple[int, Loc]]:
+    """(line, loc) of every mapping key written twice (PyYAML would silently keep the last one); each node once
+    (:func:`_first_time`)."""
+    if not _first_time(node, walked := set() if walked is None else walked):
+        return
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
@@ -523,7 +529,17 @@ def _duplicate_keys(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[int, Loc
             if name in seen:
                 yield key.start_mark.line + 1, (*loc, name)
             seen.add(name)
-            yield from _duplicate_keys(value, (*loc, name))
+            yield from _duplicate_keys(value, (*loc, name), walked)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*loc, index))
+            yield from _duplicate_keys(item, (*loc, index), walked)
+
+
+def _first_time(node: yaml.Node | None, walked: set[int]) -> bool:
+    """Whether a walk of the document meets ``node`` for the first time, and mark it met. Why: every alias of an
+    anchor is the anchor's node again, and a slip inside an anchor was said once per alias, at the anchor's line
+    each time (an adversarial trial): it is said once, where it is written."""
+    if node is None or id(node) in walked:
+        return False
+    walked.add(id(node))
+    return True

@@ -665,6 +665,22 @@ def test_malformed_campaign_exits_2_with_one_line_naming_line_and_field(labloop,
     assert not (workdir / "runs").exists()
 
 
+def test_a_slip_inside_an_anchor_is_said_once_where_it_is_written(labloop, workdir):
+    """Every alias of an anchor is the anchor's node again: a key written twice inside it was said once more per
+    alias (``instruments.electrolyte_pump.<<.driver``), at the anchor's line each time (an adversarial trial)."""
+    path = workdir / "campaign.yaml"
+    path.write_text(edit("analyte_pump: {driver: ne1000,", "analyte_pump: &pump {driver: ne1000, driver: ne1000,",
+                         "electrolyte_pump: {driver: ne1000, port: /dev/ttyUSB0, options: {address: 1, "
+                         "diameter_mm: 14.57}}", "electrolyte_pump: {<<: *pump, options: {address: 1}}",
+                         )(path.read_text()))
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), start=1) if "&pump" in text)
+
+    proc = labloop("validate", path, "--all")
+
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"error: {path}:{line}: instruments.analyte_pump.driver: given twice"]
+
+
 #: (case, the campaign's conditions, the one line after ``file:line: ``): choices that are no list of distinct values a
 #: step takes, each said at its place in plain words; pydantic said "must be a valid tuple", "must have at least 1 item
 #: after validation" and "Input should be a valid integer", and took a value listed twice in silence (a chemist's trial)
