@@ -144,6 +144,7 @@ def test_a_scan_the_driver_ran_again_after_a_fault_is_journalled_with_its_action
         assert device.received.count(b"meas_loop_cv") == 3  # the scan ran again: one more script than cvs
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "repeated" in r.getMessage()]
     assert len(warned) == 1 and "potentiostat: ProtocolError x1" in warned[0] and "the cv step" in warned[0]
+    assert "peak currents may read low" in warned[0]  # a potentiostat repeated: its scan may have, too
 
 
 def _infused_count(data: bytes) -> bool:
