@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,9 +17,13 @@ PACKAGES = ["core", "orchestrator", "orchestrator/cli", "orchestrator/config", "
 
 def test_wheel_installs_and_runs(tmp_path):
     wheels = tmp_path / "wheels"
+    # built from a copy: setuptools builds in the source tree, and left a build/ folder in the checkout the tests ran in
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "runs", "*.egg-info",
+                                                                "__pycache__", ".*_cache", "*.db*"))
     # offline: the environment's own setuptools and wheel (test extras) build it, no download
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, timeout=600)
+                    str(source)], check=True, capture_output=True, timeout=600)
     wheel = next(wheels.glob("labloop-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for pkg in PACKAGES:
