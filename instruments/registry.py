@@ -28,7 +28,7 @@ from importlib.metadata import EntryPoint
 from typing import Any
 
 from labloop.core.entry_points import group_entry_points
-from labloop.core.errors import ConfigError
+from labloop.core.errors import ConfigError, said
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,12 @@ class DriverDescriptor:
         known = self.option_names()
         if known is not None and name not in known:
             return f"not an option of driver {self.name!r} (its options: {', '.join(known) or 'none'})"
-        return None if self.option_problem is None else self.option_problem(name, value)
+        if self.option_problem is None:
+            return None
+        try:
+            return self.option_problem(name, value)
+        except Exception as exc:  # a plug-in's hook: its failure is the option's, said in one line, not labloop's bug
+            return f"driver {self.name!r} could not judge this option: its option_problem raised {said(exc)}"
 
 
 @dataclass(frozen=True)

@@ -524,13 +524,10 @@ def check_protocol(campaign: Campaign, *, continued: bool = False) -> None:
     and the safety limits, before any port is open; ``continued``: a run continuing its journal, whose count of the
     syringes decides (:meth:`ProtocolExecutor.check`)."""
     kinds = {name: str(resolve(entry.driver).kind) for name, entry in campaign.instruments.items()}
-    rates = {name: span for name, entry in campaign.instruments.items()  # a syringe's diameter fixes its rates
-             if (known := resolve(entry.driver).rate_range_ml_min) is not None
-             and (span := known(entry.options)) is not None}
     executor = ProtocolExecutor(campaign.protocol.steps, None, campaign.safety.limits(),
                                 campaign.cell.reference_offset_v, quantity=campaign.objective.quantity, kinds=kinds,
                                 locate=campaign.step_locator(), pump_limits=campaign.safety.pump_limits(),
-                                experiments=campaign.budget.max_experiments, rates=rates,
+                                experiments=campaign.budget.max_experiments, rates=campaign.flow_rates(),
                                 syringes_ml=campaign.syringe_starts(), hits_v=campaign.objective.hits_v,
                                 drivers={name: entry.driver for name, entry in campaign.instruments.items()})
     check_with_conditions(campaign, executor, continued=continued)

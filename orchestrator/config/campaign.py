@@ -1135,6 +1135,25 @@ class Campaign(BaseModel):
                                      f"not a volume within its 0..{syringe:g} mL ({limit})")
         return float(content)
 
+    def flow_rates(self) -> dict[str, tuple[float, float]]:
+        """The flow rates (mL/min) each pump's options fix, by name, where its driver says them (the descriptor's
+        ``rate_range_ml_min``: the ``ne1000``'s from its syringe's diameter). A plug-in's hook that raises is a
+        :class:`ConfigError` naming the instrument, as :meth:`syringe_start_ml`'s is: it read as a labloop bug."""
+        rates = {}
+        for name, entry in self.instruments.items():
+            hook = load_driver(entry.driver).descriptor.rate_range_ml_min
+            if hook is None:
+                continue
+            try:
+                span = hook(entry.options)
+            except Exception as exc:  # a plug-in's hook: its failure is the instrument's, said in one line
+                raise ConfigError(self.located("instruments", name, "options"),
+                                  f"driver {entry.driver!r} could not say what flow rates its options fix: "
+                                  f"{said(exc)}") from None
+            if span is not None:
+                rates[name] = span
+        return rates
+
     def syringe_starts(self) -> dict[str, float]:
         """:meth:`syringe_start_ml` of each pump whose syringe does not start full, by name (the first refusal
         raises)."""

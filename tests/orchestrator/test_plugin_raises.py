@@ -647,6 +647,45 @@ def test_a_plugins_content_hook_that_fails_is_the_instruments_error(tmp_path, wr
     assert str(caught.value).endswith(f"instruments.electrolyte_pump.options: {refused}"), str(caught.value)
 
 
+#: a plug-in pump whose descriptor's ``{hook}`` raises (the NE-1000 driver and emulator otherwise)
+HOOK_RAISES = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    def open_pump(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm)
+
+    def hook(*given):  # option_problem's (name, value), or rate_range_ml_min's (options,)
+        if given[0] != "diameter_mm":
+            raise KeyError("address")
+
+    RAISES = DriverDescriptor(name="raising-pump", kind="pump", open=open_pump, default_baudrate=19200,
+                              options=("address", "diameter_mm"), {hook}=hook)
+    """
+
+
+@pytest.mark.parametrize(("hook", "field", "refused"), [
+    ("option_problem", "instruments.electrolyte_pump.options.address",
+     "driver 'raising-pump' could not judge this option: its option_problem raised KeyError: 'address'"),
+    ("rate_range_ml_min", "instruments.electrolyte_pump.options",
+     "driver 'raising-pump' could not say what flow rates its options fix: KeyError: 'address'"),
+])
+def test_a_plugins_hook_that_raises_is_one_line_at_its_instrument(tmp_path, write_campaign, install_plugin, labloop,
+                                                                  hook, field, refused):
+    """A descriptor's ``option_problem`` or ``rate_range_ml_min`` that raised was said as ``unexpected KeyError:
+    'address' (a labloop bug ...)``, exit 1, by validate and run (a plug-in author's trial): it is the instrument's
+    error, one line at its place, exit 2, as a ``content_ml`` hook's is."""
+    install_plugin("raising_pump", HOOK_RAISES.replace("{hook}", hook), {"raising-pump": "RAISES"})
+    rig = {**RIG, "electrolyte_pump": {**RIG["electrolyte_pump"], "driver": "raising-pump", "port": "/dev/ttyUSB1"}}
+    campaign_file = write_campaign(tmp_path, instruments=rig)
+
+    result = labloop("validate", campaign_file, "--dry-run")
+
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {campaign_file}:") and line.endswith(f": {field}: {refused}"), line
+
+
 #: a plug-in pump (the NE-1000 driver) on an NE-1000 emulator that hangs up its pty as a run starts: the pump pumps,
 #: and its cable comes out (the emulator is the plug-in's own, registered beside it)
 HANGING = """
