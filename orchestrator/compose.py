@@ -20,7 +20,7 @@ import dataclasses
 import inspect
 import logging
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,8 @@ def _instrument_problem(campaign: Campaign, name: str, entry: Instrument, dry_ru
     if name in campaign.safety.syringes_ml and descriptor.kind is not DriverKind.PUMP:
         return ConfigError(campaign.located("safety", "syringes_ml", name),
                            f"{name!r} is not a pump (driver {entry.driver!r}): only pumps have syringes")
+    if (problem := _unopenable(descriptor, entry.options, dry_run)) is not None:
+        return ConfigError(where, problem)
     if dry_run:
         return None
     if descriptor.simulated_only:
@@ -715,13 +717,42 @@ def _check_contract(driver: object, name: str, descriptor: DriverDescriptor) -> 
     protocol step (a plug-in author's trial)."""
     contract = CONTRACTS.get(str(descriptor.kind))
     if contract is not None and not isinstance(driver, contract):
-        raise ConfigError(f"instruments.{name}", f"driver {descriptor.name!r} is registered as a {descriptor.kind}, "
-                                                 f"but its {type(driver).__name__} lacks "
-                                                 f"{', '.join(missing_members(driver, contract))} (docs/drivers.md: "
-                                                 "the contracts)")
+        raise ConfigError(f"instruments.{name}", _lacks(descriptor, type(driver), missing_members(driver, contract)))
 
 
-def _lacking_keyword(factory: Callable[..., Any], options: dict[str, Any], given: Collection[str]) -> str | None:
+def _lacks(descriptor: DriverDescriptor, driver_class: type, missing: Sequence[str]) -> str:
+    return (f"driver {descriptor.name!r} is registered as a {descriptor.kind}, but its {driver_class.__name__} lacks "
+            f"{', '.join(missing)} (docs/drivers.md: the contracts)")
+
+
+def _passed_keyword_problem(driver: str, lacking: str) -> str:
+    return (f"driver {driver!r}: its open() must take {lacking}=, which labloop passes ({LABLOOP_PASSES[lacking]}; "
+            "docs/drivers.md, What open() receives)")
+
+
+def _unopenable(descriptor: DriverDescriptor, given: Mapping[str, Any], dry_run: bool) -> str | None:
+    """What ``build_rig`` would refuse of a driver once it opened it, known before: an ``open`` that cannot take a
+    keyword labloop passes it (:func:`_lacking_keyword`), or a driver class (``open`` the class, or its class
+    method) without a method of its kind's contract (:func:`_check_contract`). Why: ``validate`` without
+    ``--dry-run`` opens nothing, and passed both, which ``run`` then refused (a plug-in author's trial). A class
+    whose methods come from ``__getattr__``, or an ``open`` that is a plain function, is left to the run's check
+    of the opened driver."""
+    passed = {"limits": None, **({"time_scale": None} if dry_run else {})} \
+        if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT) else {}
+    if (lacking := _lacking_keyword(descriptor.open, passed, given)) is not None:
+        return _passed_keyword_problem(descriptor.name, lacking)
+    opener = descriptor.open
+    driver_class = opener if inspect.isclass(opener) else getattr(opener, "__self__", None)
+    contract = CONTRACTS.get(str(descriptor.kind))
+    if contract is None or not inspect.isclass(driver_class) or hasattr(driver_class, "__getattr__"):
+        return None
+    # the contract's methods only: a property (a valve's gases) may be an attribute its __init__ sets
+    missing = [member for member in missing_members(driver_class, contract)
+               if inspect.isfunction(vars(contract)[member])]
+    return _lacks(descriptor, driver_class, missing) if missing else None
+
+
+def _lacking_keyword(factory: Callable[..., Any], options: Mapping[str, Any], given: Collection[str]) -> str | None:
     """The first keyword labloop itself passes (not one of the campaign's options, ``given``) that ``factory``'s
     signature cannot take, or None; read from the signature, not from a TypeError, which the driver's own code
     may raise for another call."""
@@ -760,9 +791,7 @@ def _open(factory: Callable[..., Any], name: str, driver: str, port: str, option
     is said to be the driver's to fix: "the driver refused its options" named an option nobody wrote."""
     lacking = _lacking_keyword(factory, options, given)
     if lacking is not None:
-        raise ConfigError(f"instruments.{name}", f"driver {driver!r}: its open() must take {lacking}=, which labloop "
-                                                 f"passes ({LABLOOP_PASSES[lacking]}; docs/drivers.md, What open() "
-                                                 "receives)")
+        raise ConfigError(f"instruments.{name}", _passed_keyword_problem(driver, lacking))
     try:
         # a transport the driver opens names the instrument in its errors, beside the port
         with opening(name), said_if_slow(f"instruments.{name}: the open() of driver {driver!r} on {port}"):

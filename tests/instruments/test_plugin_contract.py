@@ -6,6 +6,8 @@ its options", naming an option nobody wrote)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from labloop.instruments.registry import load_driver
@@ -99,11 +101,64 @@ def _rig(driver: str, address: int = 0) -> dict:
 
 @pytest.mark.usefixtures("half_pump")
 def test_an_open_without_time_scale_is_the_drivers_to_fix(tmp_path, labloop, write_campaign) -> None:
-    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("untimed-pump")), "--dry-run")
+    campaign_file = write_campaign(tmp_path, instruments=_rig("untimed-pump"))
+    result = labloop("validate", campaign_file, "--dry-run")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'untimed-pump': its open() must take "
+    assert result.stderr.strip() == (f"error: {campaign_file}:{_line_of(campaign_file, 'analyte_pump:')}: "
+                                     "instruments.analyte_pump: driver 'untimed-pump': its open() must take "
                                      "time_scale=, which labloop passes (the emulator's time scale, to a pump or "
                                      "potentiostat in a dry run; docs/drivers.md, What open() receives)")
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
+
+
+#: plug-in pumps whose fault shows before anything opens: an open() that takes no limits=, and a class (its open a
+#: class method) that lacks methods of the pump's contract
+UNOPENABLE = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    def open_unlimited(port, *, address=0, diameter_mm=None, time_scale=1.0):
+        return NE1000Pump.open(port, address, diameter_mm=diameter_mm)
+
+    UNLIMITED = DriverDescriptor(name="unlimited-pump", kind="pump", open=open_unlimited, default_baudrate=19200,
+                                 options=("address", "diameter_mm"))
+
+    class ShortPump:
+        @classmethod
+        def open(cls, port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+            return cls()
+
+        def dispense(self, volume_ml, rate_ml_min):
+            return volume_ml
+
+        def close(self):
+            pass
+
+    SHORT = DriverDescriptor(name="short-pump", kind="pump", open=ShortPump.open, default_baudrate=19200,
+                             options=("address", "diameter_mm"))
+    """
+
+
+@pytest.mark.parametrize(("driver", "said"), [
+    ("unlimited-pump", "driver 'unlimited-pump': its open() must take limits=, which labloop passes (the campaign's "
+                       "safety limits, to every pump and potentiostat; docs/drivers.md, What open() receives)"),
+    ("short-pump", "driver 'short-pump' is registered as a pump, but its ShortPump lacks set_diameter, set_rate, "
+                   "withdraw, stop, status (docs/drivers.md: the contracts)"),
+])
+def test_what_run_would_refuse_of_a_driver_validate_refuses_without_opening_it(tmp_path, labloop, write_campaign,
+                                                                             install_plugin, driver, said) -> None:
+    """``validate`` without ``--dry-run`` opens nothing, and passed an open() without limits= and a driver class
+    without a pump's methods, which ``run`` then refused (a plug-in author's trial): both are known from the
+    descriptor, and said at the instrument's line."""
+    install_plugin("unopenable_pump", UNOPENABLE, {"unlimited-pump": "UNLIMITED", "short-pump": "SHORT"})
+    campaign_file = write_campaign(tmp_path, instruments=_rig(driver))
+    result = labloop("validate", campaign_file, "--all")  # a real run's check: the sim-sampler is refused too
+    assert result.returncode == 2
+    assert f"error: {campaign_file}:{_line_of(campaign_file, 'analyte_pump:')}: instruments.analyte_pump: {said}" \
+        in result.stderr.splitlines(), result.stderr
 
 
 @pytest.mark.usefixtures("half_pump")
@@ -334,9 +389,9 @@ def test_a_driver_without_an_emulator_is_not_said_to_refuse_its_options(tmp_path
     """A dry run of a rig whose plug-in driver has no emulator registered said "the driver refused its options:
     driver 'voltix-noemu': has no emulator (...)", where nothing was wrong with the options (a plug-in author's
     trial): it says the dry run needs an emulator for it, and where to read how to register one."""
-    install_plugin("bare_pump", HALF, {"untimed-pump": "UNTIMED"}, emulator=None)
-    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("untimed-pump")), "--dry-run")
+    install_plugin("bare_pump", HALF, {"half-pump": "HALF"}, emulator=None)
+    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("half-pump")), "--dry-run")
     assert result.returncode == 2, result
-    assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'untimed-pump' has no emulator, which a "
+    assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'half-pump' has no emulator, which a "
                                      "dry run needs for every instrument: register one under 'labloop.emulators' "
                                      "(docs/drivers.md, Registering an emulator)")
