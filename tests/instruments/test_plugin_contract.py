@@ -6,6 +6,7 @@ its options", naming an option nobody wrote)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -395,3 +396,41 @@ def test_a_driver_without_an_emulator_is_not_said_to_refuse_its_options(tmp_path
     assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'half-pump' has no emulator, which a "
                                      "dry run needs for every instrument: register one under 'labloop.emulators' "
                                      "(docs/drivers.md, Registering an emulator)")
+
+
+#: a plug-in pump whose emulator's ``tick`` raises every time (the NE-1000's emulator otherwise)
+TICK_BUG = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+    from labloop.sim.cell import Fluid
+    from labloop.sim.emulation import Emulation
+    from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
+    from labloop.sim.pty_device import PtyDevice
+
+    class TickBug(NE1000Emulator):
+        def tick(self, link):
+            raise ValueError("tick bug")
+
+    def emulator(context, *, address=0, holds="electrolyte", diameter_mm=26.59):
+        pump = TickBug([PumpSpec(address, Fluid(holds), diameter_mm)], cell=context.cell,
+                       time_scale=context.time_scale)
+        return Emulation.on_pty(PtyDevice(pump, name="tick-bug").start())
+
+    def open_pump(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                               poll_s=0.0)
+
+    TICKING = DriverDescriptor(name="tick-bug", kind="pump", open=open_pump, default_baudrate=19200,
+                               options=("address", "diameter_mm"))
+    """
+
+
+def test_an_emulator_that_raises_fails_the_kit_with_each_error_once(install_plugin) -> None:
+    """An emulator raising in every ``tick`` made the kit's ``emulator raised nothing`` detail its error repeated
+    thousands of times, over 30 KB on one line (a plug-in author's trial): each error once, with its count."""
+    install_plugin("tick_bug", TICK_BUG, {"tick-bug": "TICKING"}, emulator="tick_bug:emulator")
+    report = check_driver(load_driver("tick-bug").descriptor)
+    [check] = [c for c in report.checks if c.name == "emulator raised nothing"]
+    assert not check.passed and not report.passed
+    count = re.fullmatch(r"ValueError: tick bug \(x(\d+)\)", check.detail)
+    assert count is not None and int(count.group(1)) > 1, check.detail
