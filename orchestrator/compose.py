@@ -604,7 +604,10 @@ def _cluster(campaign: Campaign, scheduler: str | None, address: str | None,
         except SchedulerAddressError as exc:
             if scheduler is not None or address is None:
                 raise
-            raise ConfigError(campaign.located("compute", "scheduler"), str(exc)) from None
+            # a resume reads the address from its journal: the way to another cluster was said nowhere (a Dask trial)
+            raise ConfigError(campaign.located("compute", "scheduler"),
+                              f"{exc}; or compute elsewhere this time: --scheduler tcp://HOST:PORT, local or "
+                              "none") from None
         yield client
 
 

@@ -422,7 +422,10 @@ def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) ->
             # a USB adapter plugged in again under another name: the resume was refused for the old port, and only
             # that second refusal named --port (a plug-in engineer's trial)
             f" (the instrument is on {port} now: `labloop resume {shell_word(path)} "
-            f"--port {shell_word(f'{moved[1]}={port}')}`)" if moved and port else "")
+            f"--port {shell_word(f'{moved[1]}={port}')}`)" if moved and port else
+            # the cluster moved: where the library is predicted changes no result (docs/scaling.md)
+            f" (to compute on another cluster: `labloop resume {shell_word(path)} --scheduler "
+            f"{shell_word(campaign.compute.scheduler or 'auto')}`)" if changed.startswith("compute.scheduler:") else "")
     raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other settings, "
                        f"{changed}; choose another store, or continue that campaign as it was with `labloop resume`"
                        f"{more}")

@@ -219,6 +219,9 @@ def test_a_scheduler_that_does_not_answer_is_exit_2_in_validate_and_run_with_not
         assert re.match(rf"error: {re.escape(where_said)}(\d+: compute\.scheduler: )?nothing listens at "
                         rf"127\.0\.0\.1:{port} \(connection refused\)", result.stderr), result.stderr
         assert ("compute.scheduler" in result.stderr) == (where == "campaign"), result.stderr
+        # the file's address, which a resume reads from its journal: the way to another cluster is said (a trial)
+        assert ("or compute elsewhere this time: --scheduler tcp://HOST:PORT, local or none" in result.stderr) == (
+            where == "campaign"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
     bad = labloop("run", campaign_file, "--dry-run", "--scheduler", "tcp://nowhere")

@@ -217,6 +217,25 @@ def test_a_moved_port_is_refused_with_the_resume_that_takes_it(journal, campaign
     assert f"instruments.{name}.port:" in str(refused.value)
 
 
+@pytest.mark.parametrize(("scheduler", "said"), [("tcp://127.0.0.1:18796", "tcp://127.0.0.1:18796"),
+                                                 (None, "auto")])
+def test_a_moved_cluster_is_refused_with_the_resume_that_takes_it(journal, campaign, scheduler, said):
+    """The campaign file's ``compute.scheduler`` edited to a cluster elsewhere (or left out again): the refusal
+    named ``labloop resume``, whose run then found no scheduler at the journal's address, and neither said
+    ``--scheduler`` (a Dask operator's trial)."""
+    store = journal.path.with_name("clustered.db")
+    def computing(where: str | None) -> Campaign:
+        return campaign.model_copy(update={"compute": campaign.compute.model_copy(update={"scheduler": where})})
+
+    Journal.create(store, computing("local")).close()
+    moved = computing(scheduler)
+    with pytest.raises(JournalError) as refused:
+        Journal.create(store, moved)
+    assert str(refused.value).endswith(f"(to compute on another cluster: `labloop resume {store} --scheduler "
+                                       f"{said}`)"), refused.value
+    assert "compute.scheduler:" in str(refused.value)
+
+
 def test_foreign_or_newer_files_are_refused_in_one_line(tmp_path, campaign):
     text = tmp_path / "notes.db"
     text.write_text("not a database at all, just some text that is long enough " * 20)
