@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 
 import click
@@ -126,5 +125,7 @@ def _bug(exc: Exception) -> int:
     return EXIT_FAILED
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # as the console script does (orchestrator/cli/__init__.py)
+    from labloop.orchestrator.cli import entry
+
+    entry()

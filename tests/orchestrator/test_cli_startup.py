@@ -235,3 +235,48 @@ def test_an_allowed_host_that_could_never_match_is_refused_at_start(tmp_path, wr
                              "--allowed-host", name], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == "", result
     assert result.stderr.count("\n") == 1 and "--allowed-host" in result.stderr and "no host name" in result.stderr
+
+
+#: a labloop process (``labloop --help``, through the console script's ``entry``) sent a SIGINT as it exits:
+#: ``{when}`` is the Python that does it
+_STOPPED_AS_IT_EXITS = """
+import atexit, os, signal, sys, threading, time
+from labloop.orchestrator.cli import entry
+{when}
+sys.argv = ["labloop", "--help"]
+entry()
+"""
+
+#: in the exit's first part: a thread the exit joins waits for the command's end (the console script's exit
+#: handler in place), stops the process, and holds the exit up
+_IN_THE_THREADS_JOINED = """
+def stop_once_ended():
+    while getattr(signal.getsignal(signal.SIGINT), "__name__", "") != "stopped":
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+threading.Thread(target=stop_once_ended).start()
+"""
+
+#: in its last part: an exit callback registered before the console script's own, so run after them
+_AFTER_THE_LAST_CALLBACK = """
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))
+"""
+
+
+@pytest.mark.parametrize(("when", "code", "said"), [
+    (_IN_THE_THREADS_JOINED, 130, "interrupted (SIGINT) as labloop exited, after the command had ended: nothing it "
+                                  "wrote is lost"),
+    (_AFTER_THE_LAST_CALLBACK, 0, ""),
+], ids=["while the exit joins threads", "after the last exit callback"])
+def test_a_stop_as_labloop_exits_is_said_or_ignored_never_a_silent_kill(when, code, said):
+    """``labloop surrogate predict ... --scheduler tcp://...`` stopped with Ctrl-C right after ``wrote 5000
+    predictions`` exited 130 without a word (a Dask operator's trial, 3 of 3): the signal came as Python exited,
+    once the command had ended, and killed it. While the exit runs Python (the Dask client's threads are joined) a
+    stop says so and exits 130; in its last part, where Python puts the system's default back (a silent kill),
+    a stop is ignored, and the command's own exit code stands. Real processes, real signals."""
+    proc = subprocess.run([sys.executable, "-c", _STOPPED_AS_IT_EXITS.format(when=when)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.strip() == said
+    assert "Commands" in proc.stdout  # the command itself ran to its end
