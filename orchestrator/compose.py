@@ -649,6 +649,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
         instruments: dict[str, object] = {}
         for name, entry in campaign.instruments.items():
             descriptor = resolve(entry.driver)
+            where = campaign.located("instruments", name)  # its line too, as validate's other errors say it
             options: dict[str, Any] = dict(entry.options)
             if not captures:
                 options.pop("capture", None)
@@ -664,21 +665,21 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                         **entry.options, "holds": holds.get(name, "electrolyte"),
                         "seed": campaign.seed, **({} if stock is None else {"sample_stock_mM": stock})}, stack)
                 except NoEmulator:  # nothing wrong with the options: the dry run has nothing to open the driver on
-                    raise ConfigError(f"instruments.{name}", f"driver {descriptor.name!r} has no emulator, which a dry "
-                                                             "run needs for every instrument: register one under "
-                                                             f"{EMULATORS!r} (docs/drivers.md, Registering an "
-                                                             "emulator)") from None
+                    raise ConfigError(where, f"driver {descriptor.name!r} has no emulator, which a dry run needs for "
+                                             f"every instrument: register one under {EMULATORS!r} (docs/drivers.md, "
+                                             "Registering an emulator)") from None
                 except (TypeError, ValueError) as exc:  # an option value its emulator cannot take, or its bug
-                    raise _refused(name, f"the emulator of driver {descriptor.name!r}", "the emulator", exc) from None
+                    raise _refused(name, where, f"the emulator of driver {descriptor.name!r}", "the emulator",
+                                   exc) from None
                 port = emulation.port
                 options.update(emulation.options)
                 if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
                     options["time_scale"] = lab.time_factor
             elif descriptor.kind is DriverKind.SAMPLE_CHANGER and "ask" in (descriptor.option_names() or ["ask"]):
                 options["ask"] = ask
-            driver = _open(descriptor.open, name, descriptor.name, port, options, given=entry.options)
+            driver = _open(descriptor.open, name, where, descriptor.name, port, options, given=entry.options)
             stack.callback(_closing, name, descriptor.name, driver)  # a driver without close() is refused next
-            _check_contract(driver, name, descriptor)
+            _check_contract(driver, where, descriptor)
             instruments[name] = driver
             log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")
         if lab is not None:
@@ -714,13 +715,13 @@ def check_simulated_rig(campaign: Campaign, world: World, library: Sequence[str]
         rig.check_health()  # as run does before its first experiment
 
 
-def _check_contract(driver: object, name: str, descriptor: DriverDescriptor) -> None:
+def _check_contract(driver: object, where: str, descriptor: DriverDescriptor) -> None:
     """An opened driver must be what its descriptor says it is: a plug-in's class that lacks a method of its
     kind's contract is named with what it lacks, here, and not later as "'pump_1' is not a pump" at a
     protocol step (a plug-in author's trial)."""
     contract = CONTRACTS.get(str(descriptor.kind))
     if contract is not None and not isinstance(driver, contract):
-        raise ConfigError(f"instruments.{name}", _lacks(descriptor, type(driver), missing_members(driver, contract)))
+        raise ConfigError(where, _lacks(descriptor, type(driver), missing_members(driver, contract)))
 
 
 def _lacks(descriptor: DriverDescriptor, driver_class: type, missing: Sequence[str]) -> str:
@@ -769,44 +770,43 @@ def _lacking_keyword(factory: Callable[..., Any], options: Mapping[str, Any], gi
                 None)
 
 
-def _refused(name: str, who: str, code: str, exc: Exception) -> ConfigError:
-    """Instrument ``name``'s error for ``exc``, raised by ``who`` (a driver's ``open`` or its emulator's factory)
-    as it took the campaign's options. An ``InputError`` is the ``code``'s own refusal of an option, said so; a
-    ``TypeError`` or ``ValueError`` may be an option of the wrong type or value or a bug in ``code``, and labloop
-    cannot tell which: "the driver refused its options" sent a plug-in author whose ``__init__`` had a bug to
-    check options that were fine, so both are named (its traceback at -v)."""
+def _refused(name: str, where: str, who: str, code: str, exc: Exception) -> ConfigError:
+    """Instrument ``name``'s error (said at ``where``) for ``exc``, raised by ``who`` (a driver's ``open`` or its
+    emulator's factory) as it took the campaign's options. An ``InputError`` is the ``code``'s own refusal of an
+    option, said so; a ``TypeError`` or ``ValueError`` may be an option of the wrong type or value or a bug in
+    ``code``, and labloop cannot tell which: "the driver refused its options" sent a plug-in author whose
+    ``__init__`` had a bug to check options that were fine, so both are named (its traceback at -v)."""
     if isinstance(exc, InputError):
-        return ConfigError(f"instruments.{name}", f"the driver refused its options: {exc}")
+        return ConfigError(where, f"the driver refused its options: {exc}")
     log.info("the traceback of %s, instruments.%s", who, name, exc_info=exc)
-    return ConfigError(f"instruments.{name}", f"{who} raised {said(exc)}: its options, or a bug in {code} "
-                                              f"{traceback_hint(log, where='above')}")
+    return ConfigError(where, f"{who} raised {said(exc)}: its options, or a bug in {code} "
+                              f"{traceback_hint(log, where='above')}")
 
 
-def _open(factory: Callable[..., Any], name: str, driver: str, port: str, options: dict[str, Any], *,
+def _open(factory: Callable[..., Any], name: str, where: str, driver: str, port: str, options: dict[str, Any], *,
           given: Collection[str] = ()) -> Any:
-    """``factory(port, **options)``; a port that cannot be opened, an option the driver refuses and a device
-    that does not answer as ``driver`` expects are bad input naming the instrument (exit 2, nothing written).
-    Only an ``InputError`` is the driver refusing its options, a ``TypeError`` or ``ValueError`` its options or
-    its bug (:func:`_refused`); anything else (a ``RuntimeError`` in a plug-in's ``open``) is said as the driver
-    failing to open, with its type, since "refused its options" sent the user to check options that were fine
-    (its traceback at -v).
-    An ``open`` that does not take a keyword labloop passes (not one of the campaign's options, ``given``)
+    """``factory(port, **options)``; a port that cannot be opened, an option the driver refuses and a device that does
+    not answer as ``driver`` expects are bad input naming the instrument at ``where`` (exit 2, nothing written).
+    Only an ``InputError`` is the driver refusing its options, a ``TypeError`` or ``ValueError`` its options or its
+    bug (:func:`_refused`); anything else (a ``RuntimeError`` in a plug-in's ``open``) is said as the driver failing
+    to open, with its type, since "refused its options" sent the user to check options that were fine (its traceback
+    at -v). An ``open`` that does not take a keyword labloop passes (not one of the campaign's options, ``given``)
     is said to be the driver's to fix: "the driver refused its options" named an option nobody wrote."""
     lacking = _lacking_keyword(factory, options, given)
     if lacking is not None:
-        raise ConfigError(f"instruments.{name}", _passed_keyword_problem(driver, lacking))
+        raise ConfigError(where, _passed_keyword_problem(driver, lacking))
     try:
         # a transport the driver opens names the instrument in its errors, beside the port
         with opening(name), said_if_slow(f"instruments.{name}: the open() of driver {driver!r} on {port}"):
             return factory(port, **options)
     except Disconnected as exc:
-        raise ConfigError(f"instruments.{name}", f"cannot open port {port}: {open_failure_reason(exc)}") from None
+        raise ConfigError(where, f"cannot open port {port}: {open_failure_reason(exc)}") from None
     except (InputError, TypeError, ValueError) as exc:  # an option value the driver refuses, or its bug
-        raise _refused(name, "the driver's open()", "the driver", exc) from None
+        raise _refused(name, where, "the driver's open()", "the driver", exc) from None
     except InstrumentError as exc:  # the port opened, but what answers is not the device this driver speaks to
-        raise ConfigError(f"instruments.{name}", f"the device on {port} does not answer as driver {driver!r} "
-                                                 f"expects: {exc.what}") from None
+        raise ConfigError(where, f"the device on {port} does not answer as driver {driver!r} expects: "
+                                 f"{exc.what}") from None
     except Exception as exc:  # neither the port nor the options: the driver's own failure, said as such
         log.info("the traceback of instruments.%s's open()", name, exc_info=exc)
-        raise ConfigError(f"instruments.{name}", f"the driver failed to open: {said(exc)} "
-                                                  f"{traceback_hint(log, where='above')}") from None
+        raise ConfigError(where, f"the driver failed to open: {said(exc)} "
+                                 f"{traceback_hint(log, where='above')}") from None

@@ -105,14 +105,18 @@ def test_an_open_without_time_scale_is_the_drivers_to_fix(tmp_path, labloop, wri
     campaign_file = write_campaign(tmp_path, instruments=_rig("untimed-pump"))
     result = labloop("validate", campaign_file, "--dry-run")
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"error: {campaign_file}:{_line_of(campaign_file, 'analyte_pump:')}: "
-                                     "instruments.analyte_pump: driver 'untimed-pump': its open() must take "
+    assert result.stderr.strip() == (_at_pump(campaign_file) + "driver 'untimed-pump': its open() must take "
                                      "time_scale=, which labloop passes (the emulator's time scale, to a pump or "
                                      "potentiostat in a dry run; docs/drivers.md, What open() receives)")
 
 
 def _line_of(path: Path, text: str) -> int:
     return next(n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
+
+
+def _at_pump(path: Path) -> str:
+    """How an error about the analyte pump of campaign file ``path`` begins: its file, line and field."""
+    return f"error: {path}:{_line_of(path, 'analyte_pump:')}: instruments.analyte_pump: "
 
 
 #: plug-in pumps whose fault shows before anything opens: an open() that takes no limits=, and a class (its open a
@@ -158,15 +162,15 @@ def test_what_run_would_refuse_of_a_driver_validate_refuses_without_opening_it(t
     campaign_file = write_campaign(tmp_path, instruments=_rig(driver))
     result = labloop("validate", campaign_file, "--all")  # a real run's check: the sim-sampler is refused too
     assert result.returncode == 2
-    assert f"error: {campaign_file}:{_line_of(campaign_file, 'analyte_pump:')}: instruments.analyte_pump: {said}" \
-        in result.stderr.splitlines(), result.stderr
+    assert _at_pump(campaign_file) + said in result.stderr.splitlines(), result.stderr
 
 
 @pytest.mark.usefixtures("half_pump")
 def test_a_driver_lacking_contract_methods_is_named_with_what_it_lacks(tmp_path, labloop, write_campaign) -> None:
-    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("half-pump")), "--dry-run")
+    campaign_file = write_campaign(tmp_path, instruments=_rig("half-pump"))
+    result = labloop("validate", campaign_file, "--dry-run")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'half-pump' is registered as a pump, "
+    assert result.stderr.strip() == (_at_pump(campaign_file) + "driver 'half-pump' is registered as a pump, "
                                      "but its HalfPump lacks withdraw, status, close (docs/drivers.md: the contracts)")
     report = check_driver(load_driver("half-pump").descriptor)
     assert not report.passed
@@ -181,17 +185,18 @@ def test_an_open_that_fails_is_not_said_to_refuse_its_options(tmp_path, labloop,
     ValueError or TypeError may be an option or a bug in the driver (a ValueError from a bug in __init__ was "the
     driver refused its options: bad thing in __init__"), and is said as either; anything else is the driver
     failing to open, with its type, in one line."""
-    failed = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump")), "--dry-run")
+    failed = labloop("validate", campaign_file := write_campaign(tmp_path, instruments=_rig("boom-pump")),
+                     "--dry-run")
     assert failed.returncode == 2
-    assert failed.stderr.strip() == ("error: instruments.analyte_pump: the driver failed to open: RuntimeError: "
+    assert failed.stderr.strip() == (_at_pump(campaign_file) + "the driver failed to open: RuntimeError: "
                                      "boom in open (run with -v for the traceback)")  # as drivers.md promises
     refused = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=2)), "--dry-run")
     assert refused.returncode == 2
-    assert refused.stderr.strip() == ("error: instruments.analyte_pump: the driver refused its options: address: 2 "
+    assert refused.stderr.strip() == (_at_pump(campaign_file) + "the driver refused its options: address: 2 "
                                       "is the electrolyte pump's")
     raised = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=3)), "--dry-run")
     assert raised.returncode == 2
-    assert raised.stderr.strip() == ("error: instruments.analyte_pump: the driver's open() raised ValueError: "
+    assert raised.stderr.strip() == (_at_pump(campaign_file) + "the driver's open() raised ValueError: "
                                      "address 3: bad thing in __init__: its options, or a bug in the driver (run with "
                                      "-v for the traceback)")
 
@@ -200,9 +205,10 @@ def test_an_emulator_that_raises_is_not_said_to_be_the_driver_refusing_its_optio
         tmp_path, labloop, write_campaign, install_plugin) -> None:
     """The same for a plug-in's emulator: its ValueError was "the driver refused its options"."""
     install_plugin("fussy_pump", HALF, {"fussy-pump": "FUSSY"}, emulator="fussy_pump:fussy_emulator")
-    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("fussy-pump", address=4)), "--dry-run")
+    campaign_file = write_campaign(tmp_path, instruments=_rig("fussy-pump", address=4))
+    result = labloop("validate", campaign_file, "--dry-run")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: instruments.analyte_pump: the emulator of driver 'fussy-pump' raised "
+    assert result.stderr.strip() == (_at_pump(campaign_file) + "the emulator of driver 'fussy-pump' raised "
                                      "ValueError: address 4: bad thing in the emulator: its options, or a bug in "
                                      "the emulator (run with -v for the traceback)")
 
@@ -391,9 +397,10 @@ def test_a_driver_without_an_emulator_is_not_said_to_refuse_its_options(tmp_path
     driver 'voltix-noemu': has no emulator (...)", where nothing was wrong with the options (a plug-in author's
     trial): it says the dry run needs an emulator for it, and where to read how to register one."""
     install_plugin("bare_pump", HALF, {"half-pump": "HALF"}, emulator=None)
-    result = labloop("validate", write_campaign(tmp_path, instruments=_rig("half-pump")), "--dry-run")
+    campaign_file = write_campaign(tmp_path, instruments=_rig("half-pump"))
+    result = labloop("validate", campaign_file, "--dry-run")
     assert result.returncode == 2, result
-    assert result.stderr.strip() == ("error: instruments.analyte_pump: driver 'half-pump' has no emulator, which a "
+    assert result.stderr.strip() == (_at_pump(campaign_file) + "driver 'half-pump' has no emulator, which a "
                                      "dry run needs for every instrument: register one under 'labloop.emulators' "
                                      "(docs/drivers.md, Registering an emulator)")
 

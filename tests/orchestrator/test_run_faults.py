@@ -816,7 +816,8 @@ def test_a_device_answering_garbage_at_start_up_is_one_line_naming_it(tmp_path, 
             os.close(slave)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: instruments.analyte_pump: the device on ") and "expects" in lines[0]
+    assert lines[0].startswith(f"error: {tmp_path / 'garbage.yaml'}:") and "expects" in lines[0]
+    assert ": instruments.analyte_pump: the device on " in lines[0]  # at its line, as validate's errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.yaml", "tiny.yaml"]  # not even a lock file
 
 
