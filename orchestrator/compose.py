@@ -668,6 +668,11 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                     raise ConfigError(where, f"driver {descriptor.name!r} has no emulator, which a dry run needs for "
                                              f"every instrument: register one under {EMULATORS!r} (docs/drivers.md, "
                                              "Registering an emulator)") from None
+                except InputError as exc:  # the emulator's own words (a factory's bug, which was said as "the
+                    # driver refused its options": a plug-in author's trial; or an option it refuses, naming it)
+                    said_by = f"the emulator of driver {descriptor.name!r}"
+                    raise ConfigError(where, f"{said_by}: {str(exc).removeprefix(f'emulator {descriptor.name!r}: ')}"
+                                      ) from None
                 except (TypeError, ValueError) as exc:  # an option value its emulator cannot take, or its bug
                     raise _refused(name, where, f"the emulator of driver {descriptor.name!r}", "the emulator",
                                    exc) from None

@@ -441,3 +441,24 @@ def test_an_emulator_that_raises_fails_the_kit_with_each_error_once(install_plug
     assert not check.passed and not report.passed
     count = re.fullmatch(r"ValueError: tick bug \(x(\d+)\)", check.detail)
     assert count is not None and int(count.group(1)) > 1, check.detail
+
+
+#: a plug-in pump whose emulator's factory fails as it starts (a bug of its own, no option's fault)
+BROKEN_FACTORY = HALF + """
+    def broken_emulator(context, *, address=0):
+        raise RuntimeError("no cell to fill")
+    """
+
+
+def test_an_emulator_factory_that_fails_is_not_said_to_be_the_driver_refusing_its_options(
+        tmp_path, labloop, write_campaign, install_plugin) -> None:
+    """An emulator's factory that raised a RuntimeError was said as "the driver refused its options: emulator ...:
+    its factory ... failed" (a plug-in author's trial): the emulator's words, with nothing of a refusal."""
+    install_plugin("broken_factory", BROKEN_FACTORY, {"fussy-pump": "FUSSY"},
+                   emulator="broken_factory:broken_emulator")
+    campaign_file = write_campaign(tmp_path, instruments=_rig("fussy-pump"))
+    result = labloop("validate", campaign_file, "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (_at_pump(campaign_file) + "the emulator of driver 'fussy-pump': its factory "
+                                     "(broken_factory:broken_emulator) failed: RuntimeError: no cell to fill (a bug "
+                                     "in the plug-in's emulator)")
