@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import EntryPoint
@@ -125,6 +125,24 @@ class DriverDescriptor:
                                                                 inspect.Parameter.POSITIONAL_OR_KEYWORD)
                       and p.name not in RIG_OPTIONS)
 
+
+    def unpassable(self, passed: Iterable[str]) -> str | None:
+        """Why ``open`` cannot be called with the keywords of ``passed`` that labloop gives it itself
+        (:data:`LABLOOP_PASSES`: a campaign's options are judged by :meth:`option_refusal`), or None: the first
+        its signature does not take, read from the signature, not from a TypeError, which the driver's own code
+        may raise for another call. The rig (orchestrator/compose.py), ``labloop validate`` before it opens
+        anything, and the conformance kit (sim/conformance.py) all ask it, so the fix is said alike: the kit said
+        "untyped exception TypeError: ... unexpected keyword argument 'limits'" (a plug-in author's trial)."""
+        try:
+            parameters = inspect.signature(self.open).parameters
+        except (TypeError, ValueError):  # no signature to read (a builtin): the call says
+            return None
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return None
+        lacking = next((key for key in passed if key in LABLOOP_PASSES and key not in parameters), None)
+        return None if lacking is None else (f"driver {self.name!r}: its open() must take {lacking}=, which labloop "
+                                             f"passes ({LABLOOP_PASSES[lacking]}; docs/drivers.md, What open() "
+                                             "receives)")
 
     def option_refusal(self, name: str, value: object) -> str | None:
         """Why this driver cannot be given option ``name`` with ``value`` (one phrase), or None: a name it does not

@@ -42,7 +42,7 @@ from labloop.core.text import plural, traceback_hint
 from labloop.instruments.contracts import CONTRACTS, missing_members
 from labloop.instruments.cv_analysis import peak_room_v
 from labloop.instruments.methodscript import DEVICE_POTENTIAL_RANGES_V
-from labloop.instruments.registry import LABLOOP_PASSES, DriverDescriptor, DriverKind, resolve
+from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
 from labloop.instruments.transport import open_failure_reason, opening, port_problem, serial_device
 from labloop.orchestrator.config.campaign import Campaign, Instrument
 from labloop.orchestrator.config.campaign import World as WorldSpec
@@ -682,7 +682,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                     options["time_scale"] = lab.time_factor
             elif descriptor.kind is DriverKind.SAMPLE_CHANGER and "ask" in (descriptor.option_names() or ["ask"]):
                 options["ask"] = ask
-            driver = _open(descriptor.open, name, where, descriptor.name, port, options, given=entry.options)
+            driver = _open(descriptor, name, where, port, options, given=entry.options)
             stack.callback(_closing, name, descriptor.name, driver)  # a driver without close() is refused next
             _check_contract(driver, where, descriptor)
             instruments[name] = driver
@@ -734,22 +734,17 @@ def _lacks(descriptor: DriverDescriptor, driver_class: type, missing: Sequence[s
             f"{', '.join(missing)} (docs/drivers.md: the contracts)")
 
 
-def _passed_keyword_problem(driver: str, lacking: str) -> str:
-    return (f"driver {driver!r}: its open() must take {lacking}=, which labloop passes ({LABLOOP_PASSES[lacking]}; "
-            "docs/drivers.md, What open() receives)")
-
-
 def _unopenable(descriptor: DriverDescriptor, given: Mapping[str, Any], dry_run: bool) -> str | None:
     """What ``build_rig`` would refuse of a driver once it opened it, known before: an ``open`` that cannot take a
-    keyword labloop passes it (:func:`_lacking_keyword`), or a driver class (``open`` the class, or its class
+    keyword labloop passes it (:meth:`DriverDescriptor.unpassable`), or a driver class (``open`` the class, or its class
     method) without a method of its kind's contract (:func:`_check_contract`). Why: ``validate`` without
     ``--dry-run`` opens nothing, and passed both, which ``run`` then refused (a plug-in author's trial). A class
     whose methods come from ``__getattr__``, or an ``open`` that is a plain function, is left to the run's check
     of the opened driver."""
     passed = {"limits": None, **({"time_scale": None} if dry_run else {})} \
         if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT) else {}
-    if (lacking := _lacking_keyword(descriptor.open, passed, given)) is not None:
-        return _passed_keyword_problem(descriptor.name, lacking)
+    if (unpassable := descriptor.unpassable(key for key in passed if key not in given)) is not None:
+        return unpassable
     opener = descriptor.open
     driver_class = opener if inspect.isclass(opener) else getattr(opener, "__self__", None)
     contract = CONTRACTS.get(str(descriptor.kind))
@@ -759,20 +754,6 @@ def _unopenable(descriptor: DriverDescriptor, given: Mapping[str, Any], dry_run:
     missing = [member for member in missing_members(driver_class, contract)
                if inspect.isfunction(vars(contract)[member])]
     return _lacks(descriptor, driver_class, missing) if missing else None
-
-
-def _lacking_keyword(factory: Callable[..., Any], options: Mapping[str, Any], given: Collection[str]) -> str | None:
-    """The first keyword labloop itself passes (not one of the campaign's options, ``given``) that ``factory``'s
-    signature cannot take, or None; read from the signature, not from a TypeError, which the driver's own code
-    may raise for another call."""
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # no signature to read (a builtin): the call says
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return next((key for key in options if key in LABLOOP_PASSES and key not in given and key not in parameters),
-                None)
 
 
 def _refused(name: str, where: str, who: str, code: str, exc: Exception) -> ConfigError:
@@ -788,22 +769,23 @@ def _refused(name: str, where: str, who: str, code: str, exc: Exception) -> Conf
                               f"{traceback_hint(log, where='above')}")
 
 
-def _open(factory: Callable[..., Any], name: str, where: str, driver: str, port: str, options: dict[str, Any], *,
+def _open(descriptor: DriverDescriptor, name: str, where: str, port: str, options: dict[str, Any], *,
           given: Collection[str] = ()) -> Any:
-    """``factory(port, **options)``; a port that cannot be opened, an option the driver refuses and a device that does
-    not answer as ``driver`` expects are bad input naming the instrument at ``where`` (exit 2, nothing written).
+    """``descriptor.open(port, **options)``; a port that cannot be opened, an option the driver refuses and a
+    device that does not answer as the driver expects are bad input naming the instrument at ``where`` (exit 2,
+    nothing written).
     Only an ``InputError`` is the driver refusing its options, a ``TypeError`` or ``ValueError`` its options or its
     bug (:func:`_refused`); anything else (a ``RuntimeError`` in a plug-in's ``open``) is said as the driver failing
     to open, with its type, since "refused its options" sent the user to check options that were fine (its traceback
     at -v). An ``open`` that does not take a keyword labloop passes (not one of the campaign's options, ``given``)
     is said to be the driver's to fix: "the driver refused its options" named an option nobody wrote."""
-    lacking = _lacking_keyword(factory, options, given)
-    if lacking is not None:
-        raise ConfigError(where, _passed_keyword_problem(driver, lacking))
+    driver = descriptor.name
+    if (unpassable := descriptor.unpassable(key for key in options if key not in given)) is not None:
+        raise ConfigError(where, unpassable)
     try:
         # a transport the driver opens names the instrument in its errors, beside the port
         with opening(name), said_if_slow(f"instruments.{name}: the open() of driver {driver!r} on {port}"):
-            return factory(port, **options)
+            return descriptor.open(port, **options)
     except Disconnected as exc:
         raise ConfigError(where, f"cannot open port {port}: {open_failure_reason(exc)}") from None
     except (InputError, TypeError, ValueError) as exc:  # an option value the driver refuses, or its bug

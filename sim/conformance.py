@@ -284,6 +284,8 @@ class _Kit:
     # -- shared steps ---------------------------------------------------------------------------------------
     def _open(self, contract: type) -> Callable[[], str]:
         def step() -> str:
+            if (unpassable := self.descriptor.unpassable(self.options)) is not None:  # as the rig says it
+                raise _Failed(unpassable)
             self.driver = self.descriptor.open(self.port, **self.options)
             if not isinstance(self.driver, contract):
                 raise _Failed(f"{type(self.driver).__name__} does not satisfy {contract.__name__}: it lacks "

@@ -405,6 +405,18 @@ def test_a_driver_without_an_emulator_is_not_said_to_refuse_its_options(tmp_path
                                      "(docs/drivers.md, Registering an emulator)")
 
 
+def test_the_kit_says_what_open_must_take_as_the_rig_does(install_plugin) -> None:
+    """The conformance kit said "untyped exception TypeError: ... unexpected keyword argument 'limits'" of an open()
+    without limits=, where the rig names the keyword and why (a plug-in author's trial): the kit says it as the rig
+    does, and opens nothing."""
+    install_plugin("unopenable_pump", UNOPENABLE, {"unlimited-pump": "UNLIMITED"})
+    report = check_driver(load_driver("unlimited-pump").descriptor)
+    assert not report.passed and [c.name for c in report.checks][:1] == ["open"]
+    assert report.checks[0].detail == ("driver 'unlimited-pump': its open() must take limits=, which labloop passes "
+                                       "(the campaign's safety limits, to every pump and potentiostat; "
+                                       "docs/drivers.md, What open() receives)")
+
+
 #: a plug-in pump whose emulator's ``tick`` raises every time (the NE-1000's emulator otherwise)
 TICK_BUG = """
     from labloop.instruments.ne1000 import NE1000Pump
