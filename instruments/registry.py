@@ -182,6 +182,13 @@ def driver_names() -> list[str]:
     return sorted(_entry_points())
 
 
+def registered_by(name: str) -> str:
+    """The distribution (package) that registers driver ``name``, read from its entry point without loading it: a
+    driver that cannot be loaded is listed with the package to fix (``drivers list`` showed "?"). "?" when the
+    entry point names none."""
+    return ", ".join(sorted({ep.dist.name for ep in _entry_points().get(name, []) if ep.dist is not None})) or "?"
+
+
 def load_driver(name: str) -> RegisteredDriver:
     """Load the driver registered as ``name``; ConfigError (one line) if unknown, ambiguous or broken."""
     found = _entry_points()
@@ -205,8 +212,7 @@ def load_driver(name: str) -> RegisteredDriver:
                                  "the two must be equal; change the DriverDescriptor's name to "
                                  f"{name!r}, or the entry point's (and its emulator's) to {descriptor.name!r} in the "
                                  "package's pyproject.toml, then reinstall it (docs/drivers.md, Registering a driver)")
-    distribution = ep.dist.name if ep.dist is not None else "?"
-    return RegisteredDriver(descriptor, distribution)
+    return RegisteredDriver(descriptor, registered_by(name))
 
 
 def resolve(driver: str | DriverDescriptor) -> DriverDescriptor:

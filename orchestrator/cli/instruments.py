@@ -22,7 +22,7 @@ import yaml
 from rich.table import Table
 
 from labloop.core.errors import ConfigError, InvalidParameter
-from labloop.instruments.registry import driver_names, load_driver
+from labloop.instruments.registry import driver_names, load_driver, registered_by
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator import console
 from labloop.sim.conformance import check_driver, check_line
@@ -48,7 +48,7 @@ def list_drivers(as_json: bool) -> None:
         try:
             registered = load_driver(name)
         except ConfigError as exc:  # a broken plug-in is listed as broken, not fatal to the listing
-            rows.append({"name": name, "kind": "?", "baudrate": None, "package": "?", "emulator": False,
+            rows.append({"name": name, "kind": "?", "baudrate": None, "package": registered_by(name), "emulator": False,
                          "summary": exc.what})  # "driver 'x' (module:attr) cannot be loaded: ..."
             continue
         d = registered.descriptor

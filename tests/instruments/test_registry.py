@@ -15,7 +15,7 @@ import pytest
 from labloop.core.entry_points import group_entry_points
 from labloop.core.errors import ConfigError, Disconnected
 from labloop.instruments.contracts import SampleChanger
-from labloop.instruments.registry import GROUP, DriverDescriptor, DriverKind, driver_names, load_driver
+from labloop.instruments.registry import GROUP, DriverDescriptor, DriverKind, driver_names, load_driver, registered_by
 from labloop.sim.cell import Cell, Fluid
 from labloop.sim.conformance import KIT_LIMITS, check_driver
 from labloop.sim.cv_physics import CellParams
@@ -88,6 +88,7 @@ def test_a_plugin_registers_like_a_built_in_and_broken_ones_are_typed(tmp_path, 
                          ("missing", "cannot be loaded")]:
         with pytest.raises(ConfigError, match=needle):
             load_driver(name)
+        assert registered_by(name) == "toy-drivers"  # the package to fix, known without loading it
     sys.modules.pop("toy_drivers", None)
 
 
