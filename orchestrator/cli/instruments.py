@@ -8,6 +8,7 @@ stdout so that scripts can read it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from labloop.instruments.registry import driver_names, load_driver, registered_b
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator import console
 from labloop.sim.conformance import check_driver, check_line
-from labloop.sim.emulators import emulator_names, start_emulator
+from labloop.sim.emulators import accepted, emulator_names, load_emulator, start_emulator
 from labloop.sim.faults import FaultKind, FaultPlan
 
 log = logging.getLogger(__name__)
@@ -166,11 +167,16 @@ def sim() -> None:
                    f"{', '.join(FaultKind)}, or all; e.g. garble=0.05,no_reply=0.02. Default: none.")
 @click.option("--fault-seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed of the faults: the same seed and commands meet the same faults.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", callback=_options,
+              help="An option for the emulator, as a dry run offers it the campaign's instruments.NAME.options "
+                   "(repeat for more; VALUE read as YAML): an address, a syringe's diameter.")
 def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffusion: float, area_cm2: float,
           noise: float, ru_ohm: float, cdl_uf: float, fc_mm: float, oxygen_mm: float, time_scale: float,
-          faults_text: str, fault_seed: int) -> None:
+          faults_text: str, fault_seed: int, options: dict[str, Any]) -> None:
     """Why faults here: a plug-in driver's retries and a rig's stops were rehearsed on ``sim serve`` ptys, where
-    only a dry run's ``world.fault_rate`` could make a device misbehave (a hardware trial)."""
+    only a dry run's ``world.fault_rate`` could make a device misbehave (a hardware trial). Why ``--option``: a
+    plug-in emulator that needs one (a pump's address) could not be served as a campaign configures it (a plug-in
+    author's trial); one the emulator does not take is refused, not dropped."""
     from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
     from labloop.sim.pty_device import TimeScale
 
@@ -188,7 +194,12 @@ def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffu
                                              oxygen_mm=oxygen_mm)
     except (InvalidParameter, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
-    emulation = start_emulator(driver, context)
+    factory = load_emulator(driver)
+    if unknown := sorted(set(options) - set(accepted(factory, options))):
+        takes = list(inspect.signature(factory).parameters)[1:]  # after the context; no **options, or all would go
+        raise ConfigError(f"--option {unknown[0]}", f"the emulator of driver {driver!r} takes no such option (its "
+                                                    f"options: {', '.join(takes) or 'none'})")
+    emulation = start_emulator(driver, context, options, factory=factory)
     if emulation.device is None:
         emulation.stop()
         raise ConfigError(f"driver {driver!r}", "has no serial line to serve")

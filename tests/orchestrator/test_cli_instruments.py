@@ -219,3 +219,29 @@ def test_a_port_another_opener_holds_is_one_error_line_not_a_failed_check(labloo
     assert held.stderr == (f"error: port {port}: cannot open it for driver 'ne1000': another process has it open "
                            "(another labloop run or `labloop drivers check`, a terminal program): stop that one "
                            "first\n"), held.stderr
+
+
+def test_sim_serve_gives_its_emulator_the_options_a_campaign_would(labloop) -> None:
+    """``sim serve`` had no ``--option``: a plug-in emulator that needs one (a pump's address) could not be served as
+    its campaign configures it (a plug-in author's trial). A served NE-1000 at address 3 answers the driver opened
+    at address 3; an option the emulator does not take is refused in one line, not dropped."""
+    from labloop.instruments.contracts import SafetyLimits
+    from labloop.instruments.ne1000 import NE1000Pump
+
+    command = [sys.executable, "-m", "labloop.orchestrator.cli.main", "sim", "serve", "ne1000", "--option",
+               "address=3", "--option", "diameter_mm=4.61", "--time-scale", "inf"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = server.stdout.readline().strip()
+        assert port.startswith("/dev/pts/"), server.stderr.read() if server.poll() is not None else port
+        pump = NE1000Pump.open(port, 3, limits=SafetyLimits(1.0, 10.0, (-1.0, 1.0)), timeout_s=1.0)
+        try:
+            assert pump.status() is not None  # pump 3 answers: the emulator took the address
+        finally:
+            pump.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert one_line_error(labloop("sim", "serve", "ne1000", "--option", "adress=3")) == (
+        "error: --option adress: the emulator of driver 'ne1000' takes no such option (its options: address, holds, "
+        "diameter_mm)")
