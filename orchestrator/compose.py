@@ -583,13 +583,15 @@ def compute_client(campaign: Campaign, scheduler: str | None, rows: int,
         yield client
 
 
-def check_compute(campaign: Campaign, scheduler: str | None, rows: int) -> None:
-    """``validate``: the cluster a run would use answers (a scheduler address is connected to and left); a
-    LocalCluster is not started, there is nothing to check before a run starts it."""
+def check_compute(campaign: Campaign, scheduler: str | None, rows: int) -> str | None:
+    """``validate``: the cluster a run would use answers (a scheduler address is connected to and left), and how
+    large it is (:func:`labloop.surrogate.compute.cluster_size`); None when there is none to ask (a LocalCluster is
+    not started: there is nothing to check before a run starts it)."""
     used, address = compute_placement(campaign, scheduler, rows)
-    if used and address is not None:
-        with _cluster(campaign, scheduler, address):
-            pass
+    if not (used and address is not None):
+        return None
+    with _cluster(campaign, scheduler, address) as client:
+        return compute.cluster_size(client)
 
 
 @contextmanager

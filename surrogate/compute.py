@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from labloop.core.errors import ClusterLostError, SchedulerAddressError, first_line
 from labloop.core.signals import held_signals
+from labloop.core.text import plural
 from labloop.core.version import code_identity, code_version, installed_version, source_digest
 
 if TYPE_CHECKING:
@@ -453,7 +454,7 @@ def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[st
     if scheduler:
         client = connect(scheduler)
         try:
-            _announce(client, announce, f"Dask cluster {client.scheduler.address}")
+            _announce(client, announce, f"Dask cluster {client.scheduler.address} ({cluster_size(client)})")
             yield client
         finally:
             client.close()
@@ -479,8 +480,20 @@ def _client(scheduler: str | None, n_workers: int | None, announce: Callable[[st
 
 
 def _announce(client: Client, announce: Callable[[str], None] | None, what: str) -> None:
+    """Say where the work runs and where its dashboard is: to ``announce``, else to the log (both printed it twice
+    at -v: a Dask trial)."""
     link = getattr(client, "dashboard_link", None)
     message = f"{what}; dashboard {link}" if link else what
-    log.info("%s", message)
     if announce is not None:
         announce(message)
+    else:
+        log.info("%s", message)
+
+
+def cluster_size(client: Client) -> str:
+    """How many workers and threads ``client``'s cluster has now, in words (``2 workers, 2 threads``): what
+    ``validate`` and a run say of a scheduler they connected to (a Dask trial's ``validate`` said the address
+    only, not whether anything answered there)."""
+    workers = client.scheduler_info()["workers"].values()
+    threads = sum(int(worker.get("nthreads", 0)) for worker in workers)
+    return f"{len(workers)} {plural(len(workers), 'worker')}, {threads} {plural(threads, 'thread')}"

@@ -81,22 +81,22 @@ def validate(ctx: click.Context, campaign_file: Path, dry_run: bool, store: Path
             preflight.warn_changed_past(journal)
     if world is not None:
         compose.check_simulated_rig(campaign, world, library)
-    compose.check_compute(campaign, scheduler, len(library))
+    cluster = compose.check_compute(campaign, scheduler, len(library))
     invalid, again = preflight.warn_before_run(campaign, library, dry_run=dry_run)
     preflight.warn_default_safety(campaign)
     preflight.warn_default_planner(campaign)
     _warn_unnamed_reference(campaign)
     _print_summary(_summary(campaign_file, campaign, len(library), (invalid, again), scheduler, past,
-                            dry_run=dry_run))
+                            dry_run=dry_run, cluster=cluster))
 
 
 def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, int], scheduler: str | None,
-             past: Past | None, *, dry_run: bool = False) -> dict[str, str]:
+             past: Past | None, *, dry_run: bool = False, cluster: str | None = None) -> dict[str, str]:
     """``validate``'s rows; ``skipped``: how many library rows are invalid SMILES, and how many repeat a
     molecule; ``past``: the past measurements read (None for a store that holds them already, or none: a row only
     for a campaign that has them). The approval gate, the alerts and a dry run's world are said too: an operator's
     trial could not tell from the summary that each batch would wait for a person, where alerts would go, or how
-    fast the rehearsal would run."""
+    fast the rehearsal would run. ``cluster``: the size of the Dask cluster that answered (``check_compute``)."""
     used, address = compose.compute_placement(campaign, scheduler, n_rows)
     # with its address where it has one: two pumps of one chain read alike (a newcomer's trial)
     instruments = ", ".join(f"{name} ({spec.driver}{f' @ {spec.port}' if spec.port else ''}"
@@ -122,7 +122,8 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
                                                      if campaign.planner.approve else ""),
         "conditions": _conditions(campaign),
         "compute": "library predictions in this process" if not used else
-                   f"library predictions in shards on the Dask cluster at {address}" if address else
+                   f"library predictions in shards on the Dask cluster at {address}"
+                   + (f" (it answered: {cluster})" if cluster else "") if address else
                    "library predictions in shards on a Dask LocalCluster started by the run",
         "instruments": f"{instruments}; drivers checked against the driver registry",
         "protocol": ", ".join(campaign.protocol.step_names),

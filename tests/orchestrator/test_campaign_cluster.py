@@ -124,6 +124,9 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
                                    compute={"scheduler": address}, **SECTIONS)
     store = folder / "remote.db"
     first = _cluster(dask_command, wait_for_cluster, port, folder / "first")
+    # validate says the scheduler answered, and how large its cluster is (a Dask trial: it said the address only)
+    shown = labloop("validate", campaign_file, "--dry-run")
+    assert shown.returncode == 0 and "(it answered: 1 worker, 1 thread)" in " ".join(shown.stdout.split()), shown
     run = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(campaign_file),
                             "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -138,6 +141,7 @@ def test_a_scheduler_killed_mid_run_exits_1_and_a_resume_finishes_as_if_uninterr
         if run.poll() is None:
             run.kill()
     assert run.returncode == 1, stderr
+    assert stderr.count(f"Dask cluster {address} (1 worker, 1 thread); dashboard") == 1, stderr  # its size, once
     lost = [line for line in stderr.splitlines() if "Dask cluster went away" in line]
     assert len(lost) == 1 and f"labloop resume {store}" in lost[0], stderr
     assert "run again" not in lost[0] and "the same command" not in lost[0]  # resume, the one advice (a trial)
