@@ -334,6 +334,18 @@ CONTRACTS: dict[str, type] = {"pump": Pump, "potentiostat": Potentiostat, "sampl
                               "gas_valve": GasValve}
 
 
+def contract_problem(driver: object, kind: str, name: str) -> str | None:
+    """Why the opened ``driver`` of driver ``name``, registered as a ``kind``, is not one (what it lacks of the
+    kind's contract), or None. The rig (orchestrator/compose.py) and the conformance kit (sim/conformance.py) say
+    it alike: a plug-in's class that lacks a method was named "'pump_1' is not a pump" at a protocol step (a
+    plug-in author's trial)."""
+    contract = CONTRACTS.get(kind)
+    if contract is None or isinstance(driver, contract):
+        return None
+    return (f"driver {name!r} is registered as a {kind}, but its {type(driver).__name__} lacks "
+            f"{', '.join(missing_members(driver, contract))} (docs/drivers.md: the contracts)")
+
+
 def missing_members(driver: object, contract: type) -> list[str]:
     """The methods and properties of ``contract`` that ``driver`` lacks: what a plug-in author must add, where
     ``isinstance`` says only that something is missing."""

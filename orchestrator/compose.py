@@ -17,7 +17,6 @@ latency).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -39,7 +38,7 @@ from labloop.core.errors import (
 )
 from labloop.core.seeds import stable_seed
 from labloop.core.text import plural, traceback_hint
-from labloop.instruments.contracts import CONTRACTS, missing_members
+from labloop.instruments.contracts import contract_problem
 from labloop.instruments.cv_analysis import peak_room_v
 from labloop.instruments.methodscript import DEVICE_POTENTIAL_RANGES_V
 from labloop.instruments.registry import DriverDescriptor, DriverKind, resolve
@@ -723,39 +722,22 @@ def check_simulated_rig(campaign: Campaign, world: World, library: Sequence[str]
 
 
 def _check_contract(driver: object, where: str, descriptor: DriverDescriptor) -> None:
-    """An opened driver must be what its descriptor says it is: a plug-in's class that lacks a method of its
-    kind's contract is named with what it lacks, here, and not later as "'pump_1' is not a pump" at a
-    protocol step (a plug-in author's trial)."""
-    contract = CONTRACTS.get(str(descriptor.kind))
-    if contract is not None and not isinstance(driver, contract):
-        raise ConfigError(where, _lacks(descriptor, type(driver), missing_members(driver, contract)))
-
-
-def _lacks(descriptor: DriverDescriptor, driver_class: type, missing: Sequence[str]) -> str:
-    return (f"driver {descriptor.name!r} is registered as a {descriptor.kind}, but its {driver_class.__name__} lacks "
-            f"{', '.join(missing)} (docs/drivers.md: the contracts)")
+    """An opened driver must be what its descriptor says it is (:func:`contract_problem`), said here, at its
+    instrument, and not later at a protocol step."""
+    if (problem := contract_problem(driver, str(descriptor.kind), descriptor.name)) is not None:
+        raise ConfigError(where, problem)
 
 
 def _unopenable(descriptor: DriverDescriptor, given: Mapping[str, Any], dry_run: bool) -> str | None:
-    """What ``build_rig`` would refuse of a driver once it opened it, known before: an ``open`` that cannot take a
-    keyword labloop passes it (:meth:`DriverDescriptor.unpassable`), or a driver class (``open`` the class, or its class
-    method) without a method of its kind's contract (:func:`_check_contract`). Why: ``validate`` without
-    ``--dry-run`` opens nothing, and passed both, which ``run`` then refused (a plug-in author's trial). A class
-    whose methods come from ``__getattr__``, or an ``open`` that is a plain function, is left to the run's check
-    of the opened driver."""
+    """What ``build_rig`` would refuse of a driver as it opened it, known before: an ``open`` that cannot take a
+    keyword labloop passes it (:meth:`DriverDescriptor.unpassable`). Why: ``validate`` without ``--dry-run`` opens
+    nothing, and passed it, which ``run`` then refused (a plug-in author's trial). Whether the opened driver has
+    its kind's methods is known only once ``open`` returned it (a class method may return a subclass, a class may
+    bind its methods as it is made: a review found working drivers refused by a check of the class), so that is
+    the rig's check (:func:`_check_contract`), and ``validate --dry-run``'s."""
     passed = {"limits": None, **({"time_scale": None} if dry_run else {})} \
         if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT) else {}
-    if (unpassable := descriptor.unpassable(key for key in passed if key not in given)) is not None:
-        return unpassable
-    opener = descriptor.open
-    driver_class = opener if inspect.isclass(opener) else getattr(opener, "__self__", None)
-    contract = CONTRACTS.get(str(descriptor.kind))
-    if contract is None or not inspect.isclass(driver_class) or hasattr(driver_class, "__getattr__"):
-        return None
-    # the contract's methods only: a property (a valve's gases) may be an attribute its __init__ sets
-    missing = [member for member in missing_members(driver_class, contract)
-               if inspect.isfunction(vars(contract)[member])]
-    return _lacks(descriptor, driver_class, missing) if missing else None
+    return descriptor.unpassable(key for key in passed if key not in given)
 
 
 def _refused(name: str, where: str, who: str, code: str, exc: Exception) -> ConfigError:

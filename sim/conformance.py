@@ -40,15 +40,11 @@ from labloop.core.errors import (
 )
 from labloop.core.text import plural
 from labloop.instruments.contracts import (
-    GasValve,
     ImpedanceMeter,
-    Potentiostat,
-    Pump,
     PumpStatus,
     RateUnit,
     SafetyLimits,
-    SampleChanger,
-    missing_members,
+    contract_problem,
     optional_member,
     returned,
     returned_range,
@@ -282,14 +278,13 @@ class _Kit:
         return passed
 
     # -- shared steps ---------------------------------------------------------------------------------------
-    def _open(self, contract: type) -> Callable[[], str]:
+    def _open(self) -> Callable[[], str]:
         def step() -> str:
             if (unpassable := self.descriptor.unpassable(self.options)) is not None:  # as the rig says it
                 raise _Failed(unpassable)
             self.driver = self.descriptor.open(self.port, **self.options)
-            if not isinstance(self.driver, contract):
-                raise _Failed(f"{type(self.driver).__name__} does not satisfy {contract.__name__}: it lacks "
-                              f"{', '.join(missing_members(self.driver, contract))}")
+            if (problem := contract_problem(self.driver, str(self.descriptor.kind), self.descriptor.name)) is not None:
+                raise _Failed(problem)  # as the rig says it
             return f"{type(self.driver).__name__} {getattr(self.driver, 'firmware', '')}".strip()
 
         return step
@@ -466,7 +461,7 @@ class _Kit:
                 _Unsafe("a withdrawal at a NaN rate", ConfigError, lambda: pump.withdraw(fits, math.nan))]
             return dispenses + withdrawals if dispensed else dispenses  # a withdrawal needs the dispense's room
 
-        return [("open", self._open(Pump)), ("status", status),
+        return [("open", self._open()), ("status", status),
                 ("stop twice", self._call("stop", times=2)),
                 ("set diameter", set_diameter), ("set rate", set_rate),
                 ("small dispense", dispense), ("stop after the dispense", self._call("stop")),
@@ -517,7 +512,7 @@ class _Kit:
                                          SafetyLimitExceeded, lambda p=params: self.driver.run_eis(p)))
             return cases
 
-        return [("open", self._open(Potentiostat)), ("potential_range_v", span_of("potential_range_v", "V")),
+        return [("open", self._open()), ("potential_range_v", span_of("potential_range_v", "V")),
                 ("scan_rate_range_v_s", span_of("scan_rate_range_v_s", "V/s")),
                 ("abort when idle, twice", self._call("abort", times=2)),
                 ("short CV", cv), ("abort after the CV", self._call("abort")),
@@ -528,7 +523,7 @@ class _Kit:
         def refusals() -> list[_Unsafe]:
             return [_Unsafe("an empty sample id", ConfigError, lambda: self.driver.load(""))]
 
-        return [("open", self._open(SampleChanger)),
+        return [("open", self._open()),
                 ("load twice", self._call("load", KIT_SAMPLE, times=2)),
                 ("unload twice", self._call("unload", times=2)),
                 ("refuses unsafe input, sends nothing", self._refusals(refusals, on_hardware_too=True)),
@@ -548,7 +543,7 @@ class _Kit:
         def refusals() -> list[_Unsafe]:
             return [_Unsafe("a gas it has no valve for", ConfigError, lambda: self.driver.flow("laughing gas"))]
 
-        return [("open", self._open(GasValve)), ("stop twice", self._call("stop", times=2)),
+        return [("open", self._open()), ("stop twice", self._call("stop", times=2)),
                 ("flow, read back, stop", flow),
                 ("refuses unsafe input, sends nothing", self._refusals(refusals, on_hardware_too=True)),
                 ("close twice, then typed errors", self._closing(lambda: self.driver.flowing()))]
