@@ -672,8 +672,8 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
                 except InputError as exc:  # the emulator's own words (a factory's bug, which was said as "the
                     # driver refused its options": a plug-in author's trial; or an option it refuses, naming it)
                     said_by = f"the emulator of driver {descriptor.name!r}"
-                    raise ConfigError(where, f"{said_by}: {str(exc).removeprefix(f'emulator {descriptor.name!r}: ')}"
-                                      ) from None
+                    words = str(exc).removeprefix(f"{EMULATORS}: ").removeprefix(f"emulator {descriptor.name!r}: ")
+                    raise ConfigError(where, f"{said_by}: {words}") from None
                 except (TypeError, ValueError) as exc:  # an option value its emulator cannot take, or its bug
                     raise _refused(name, where, f"the emulator of driver {descriptor.name!r}", "the emulator",
                                    exc) from None
@@ -742,10 +742,11 @@ def _unopenable(descriptor: DriverDescriptor, given: Mapping[str, Any], dry_run:
 
 def _refused(name: str, where: str, who: str, code: str, exc: Exception) -> ConfigError:
     """Instrument ``name``'s error (said at ``where``) for ``exc``, raised by ``who`` (a driver's ``open`` or its
-    emulator's factory) as it took the campaign's options. An ``InputError`` is the ``code``'s own refusal of an
-    option, said so; a ``TypeError`` or ``ValueError`` may be an option of the wrong type or value or a bug in
-    ``code``, and labloop cannot tell which: "the driver refused its options" sent a plug-in author whose
-    ``__init__`` had a bug to check options that were fine, so both are named (its traceback at -v)."""
+    emulator's factory) as it took the campaign's options. An ``InputError`` is the driver's own refusal of an
+    option, said so (an emulator's is said with its words by ``build_rig``); a ``TypeError`` or ``ValueError`` may
+    be an option of the wrong type or value or a bug in ``code``, and labloop cannot tell which: "the driver refused
+    its options" sent a plug-in author whose ``__init__`` had a bug to check options that were fine, so both are
+    named (its traceback at -v)."""
     if isinstance(exc, InputError):
         return ConfigError(where, f"the driver refused its options: {exc}")
     log.info("the traceback of %s, instruments.%s", who, name, exc_info=exc)

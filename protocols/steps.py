@@ -84,14 +84,13 @@ from labloop.core.errors import (
     SafetyLimitExceeded,
     not_one_of,
 )
+from labloop.core.field_types import Bool, Number, PositiveNumber
 from labloop.core.validation import field_at, field_homes, shape_message, unknown_field, unknown_here
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import MOST_ELECTRONS_IN_A_WAVE, CVAnalysisSettings
 from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, PICO_FREQUENCY_RANGE_HZ, EISParams
 from labloop.instruments.voltammogram import MAX_CURRENT_A, CVParams
 
-Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 #: the smallest volume (mL) and flow rate (mL/min) a step may pump: a microlitre, and 60 uL/h, below which a
 #: syringe pump's number format or its slowest rate refuses the command after the sample is loaded
 MIN_VOLUME_ML = 1e-3
@@ -256,7 +255,7 @@ class Dispense(Step):
     volume_ml: Volume
     rate_ml_min: FlowRate
     fluid: Literal["sample", "electrolyte"]
-    refill: Annotated[bool, Strict()] = False
+    refill: Bool = False
 
 
 class Wait(Step):
@@ -478,7 +477,7 @@ class AddStandard(Step):
     volume_ml: Volume
     rate_ml_min: FlowRate = 1.0
     potentiostat: str | None = None
-    refill: Annotated[bool, Strict()] = False
+    refill: Bool = False
     standard: Annotated[str, Strict(), Field(min_length=1)] = FERROCENE
     standard_vs_fc_v: Annotated[float, Strict(), Field(allow_inf_nan=False),
                                 _within(*STANDARD_VS_FC_RANGE_V, "V", "places of a standard vs Fc+/Fc", "mV")] \
@@ -510,7 +509,7 @@ class Clean(Step):
     pump: str | None = None
     volume_ml: Volume = 1.0
     rate_ml_min: FlowRate = 5.0
-    refill: Annotated[bool, Strict()] = False
+    refill: Bool = False
 
     @model_validator(mode="after")
     def _refill_needs_pump(self) -> Clean:

@@ -56,12 +56,18 @@ def load_emulator(driver: str) -> EmulatorFactory:
     return factory
 
 
+def option_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The options ``factory`` takes as keywords, after its context; None when it takes ``**options`` (any)."""
+    parameters = list(inspect.signature(factory).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters]
+
+
 def accepted(factory: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``options`` that ``factory`` takes as keywords (all of them if it takes ``**kwargs``)."""
-    parameters = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return dict(options)
-    return {key: value for key, value in options.items() if key in parameters}
+    """The ``options`` that ``factory`` takes as keywords (all of them if it takes ``**options``)."""
+    names = option_names(factory)
+    return dict(options) if names is None else {key: value for key, value in options.items() if key in names}
 
 
 def start_emulator(driver: str, context: EmulatorContext, options: Mapping[str, Any] | None = None,

@@ -37,6 +37,7 @@ import select
 import threading
 import time
 import tty
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, Self
@@ -194,8 +195,10 @@ class PtyDevice:
         self.faults = faults
         self.name = name
         self.tick_s = tick_s
-        self.errors: list[BaseException] = []  # exceptions the emulator raised (it keeps serving)
-        self._said: set[str] = set()  # those said in the log, as ``said`` words them
+        # the exceptions the emulator raised (it keeps serving), each distinct one once, and how often each came,
+        # by its ``said`` words: a bug in a tick would otherwise keep 100 tracebacks (and their frames) a second
+        self.errors: list[BaseException] = []
+        self.error_counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._received = bytearray()
         self._master: int | None = None
@@ -351,9 +354,10 @@ class PtyDevice:
         try:
             fn(*args)
         except Exception as exc:
-            if (key := said(exc)) not in self._said:
-                self._said.add(key)
+            key = said(exc)
+            self.error_counts[key] += 1
+            if self.error_counts[key] == 1:
+                self.errors.append(exc)
                 log.error("%s: its emulator raised %s: a bug in the emulator, which keeps serving (said once; its "
-                          "traceback with -v)", self.name, said(exc))
+                          "traceback with -v)", self.name, key)
                 log.info("the traceback of %s's emulator", self.name, exc_info=exc)
-            self.errors.append(exc)

@@ -494,6 +494,8 @@ def cluster_size(client: Client) -> str:
     """How many workers and threads ``client``'s cluster has now, in words (``2 workers, 2 threads``): what
     ``validate`` and a run say of a scheduler they connected to (a Dask trial's ``validate`` said the address
     only, not whether anything answered there)."""
-    workers = client.scheduler_info()["workers"].values()
-    threads = sum(int(worker.get("nthreads", 0)) for worker in workers)
-    return f"{len(workers)} {plural(len(workers), 'worker')}, {threads} {plural(threads, 'thread')}"
+    info = client.scheduler_info()
+    workers = info["workers"].values()  # some distributed versions list the first five only: the totals say all
+    count = int(info.get("n_workers", len(workers)))
+    threads = int(info.get("total_threads", sum(int(worker.get("nthreads", 0)) for worker in workers)))
+    return f"{count} {plural(count, 'worker')}, {threads} {plural(threads, 'thread')}"

@@ -8,7 +8,6 @@ stdout so that scripts can read it.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -22,12 +21,12 @@ import click
 import yaml
 from rich.table import Table
 
-from labloop.core.errors import ConfigError, InvalidParameter
+from labloop.core.errors import ConfigError, InputError, InvalidParameter, said
 from labloop.instruments.registry import driver_names, load_driver, registered_by
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator import console
 from labloop.sim.conformance import check_driver, check_line
-from labloop.sim.emulators import accepted, emulator_names, load_emulator, start_emulator
+from labloop.sim.emulators import emulator_names, load_emulator, option_names, start_emulator
 from labloop.sim.faults import FaultKind, FaultPlan
 
 log = logging.getLogger(__name__)
@@ -195,11 +194,17 @@ def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffu
     except (InvalidParameter, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
     factory = load_emulator(driver)
-    if unknown := sorted(set(options) - set(accepted(factory, options))):
-        takes = list(inspect.signature(factory).parameters)[1:]  # after the context; no **options, or all would go
+    takes = option_names(factory)
+    if takes is not None and (unknown := sorted(set(options) - set(takes))):
         raise ConfigError(f"--option {unknown[0]}", f"the emulator of driver {driver!r} takes no such option (its "
                                                     f"options: {', '.join(takes) or 'none'})")
-    emulation = start_emulator(driver, context, options, factory=factory)
+    try:
+        emulation = start_emulator(driver, context, options, factory=factory)
+    except (TypeError, ValueError) as exc:  # a value it cannot take, or its bug: said as the dry run says it
+        if isinstance(exc, InputError):
+            raise
+        raise ConfigError("--option", f"the emulator of driver {driver!r} raised {said(exc)}: its options, or a bug "
+                                      "in the emulator") from None
     if emulation.device is None:
         emulation.stop()
         raise ConfigError(f"driver {driver!r}", "has no serial line to serve")

@@ -56,6 +56,7 @@ from labloop.core.errors import (
     said,
     shown,
 )
+from labloop.core.field_types import Bool, Int, NonNegativeNumber, Number, PositiveInt, PositiveNumber
 from labloop.core.files import moved_along
 from labloop.core.text import plural
 from labloop.core.validation import shape_message
@@ -70,19 +71,7 @@ from labloop.instruments.cv_analysis import (
 from labloop.instruments.registry import driver_names, load_driver
 from labloop.instruments.transport import link_option_problem, serial_device
 from labloop.orchestrator.config.alert_urls import check_url, written_out_credentials
-from labloop.orchestrator.config.fields import (
-    POTENTIAL_RANGE_V,
-    SECTION,
-    Bool,
-    Int,
-    Interval,
-    NonNegativeNumber,
-    Number,
-    PositiveInt,
-    PositiveNumber,
-    Range,
-    in_volts,
-)
+from labloop.orchestrator.config.fields import POTENTIAL_RANGE_V, SECTION, Interval, Range, in_volts
 from labloop.orchestrator.config.objective import Objective
 from labloop.orchestrator.config.yaml_source import YamlDocument, display_name, error_lines, read_yaml
 from labloop.planners import PlannerSettings

@@ -1,4 +1,5 @@
-"""The field types campaign files are written in, shared by every section of the campaign model
+"""The field types campaign files are written in beyond the strict numbers and yes/no of core/field_types.py
+(windows, ranges, a section's settings), shared by every section of the campaign model
 (orchestrator/config/campaign.py) and the objective (orchestrator/config/objective.py).
 
 Why a module of their own: the objective is read by every command that shows a journal (``labloop log``, ``report``,
@@ -10,19 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict
 
+from labloop.core.field_types import Number, PositiveNumber
 from labloop.protocols.steps import compact
 
-#: numbers as YAML writes them: ``yes``, ``"5"`` or ``2.5`` where a count belongs are mistakes, not values;
-#: ``.inf`` and ``.nan`` are no limits either
-Int = Annotated[int, Strict()]
-#: yes/no as YAML writes it (``true``, ``yes``, ``off``): ``"yes"`` in quotes is text, refused as ``"7"`` is for a count
-Bool = Annotated[bool, Strict()]
-Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-PositiveNumber = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
-NonNegativeNumber = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 SECTION = ConfigDict(frozen=True, extra="forbid")
 
 #: the potentials vs Li/Li+ an objective may name: beyond any solvent's window by a wide margin either way

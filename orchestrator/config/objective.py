@@ -10,8 +10,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from labloop.core.errors import Problem, Problems
+from labloop.core.field_types import Number
 from labloop.instruments.cv_analysis import Quantity
-from labloop.orchestrator.config.fields import POTENTIAL_RANGE_V, SECTION, Interval, Number, in_volts
+from labloop.orchestrator.config.fields import POTENTIAL_RANGE_V, SECTION, Interval, in_volts
 from labloop.protocols.steps import slip
 
 

@@ -250,14 +250,15 @@ def test_an_emulator_bug_is_recorded_said_once_and_the_device_keeps_serving(capl
             PtyDevice(Shout(), name="shout") as dev, SerialTransport(dev.port) as t:
         t.write(b"boom\nok\nboom\nboom\nok\n")
         assert t.read_until(b"\n", 1.0) == b"OK\n" and t.read_until(b"\n", 1.0) == b"OK\n"
-        assert [str(e) for e in dev.errors] == ["emulator bug"] * 3
+        assert [str(e) for e in dev.errors] == ["emulator bug"]  # each distinct error kept once, and counted
+        assert dev.error_counts == {"RuntimeError: emulator bug": 3}
     dev.stop()  # stopping twice is fine
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == [
         "shout: its emulator raised RuntimeError: emulator bug: a bug in the emulator, which keeps serving (said once; "
         "its traceback with -v)"]
     assert errors[0].exc_info is None
-    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == dev.errors[:1]  # the traceback, at INFO, once
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == dev.errors  # the traceback, at INFO, once
 
 
 def test_reply_faults_are_applied_by_the_link() -> None:
