@@ -56,8 +56,8 @@ def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, fiel
             return f"{holds}{sample} (got {shown(value)}){comma}"
         what = f"one of the {holds or 'items'}" if count == 1 else f"{count} {holds or 'items'}"  # not "1 columns"
         return f"{'at least' if least else 'at most'} {what}{sample} (got {shown(value)}){comma}"
-    if kind == "bool_type" and isinstance(value, str):  # approve: "yes" (quoted) is text, not YAML's yes
-        return f"true or false, without quotes (got {shown(value)})"
+    if kind == "bool_type" and not isinstance(value, list | tuple | dict):  # "yes" quoted is text, 1 a number
+        return f"true or false{', without quotes' if isinstance(value, str) else ''} (got {shown(value)})"
     if kind in ONE_VALUE_TYPES and isinstance(value, list | tuple | dict):
         shape = "a mapping" if isinstance(value, dict) else "a list"
         return f"one {ONE_VALUE_TYPES[kind]}, not {shape} (got {shown(value)})"

@@ -490,7 +490,7 @@ MALFORMED = [
     ("yes/no given as text", edit("wait_for_retrain: true", 'wait_for_retrain: "true"'), "surrogate:",
      "surrogate.wait_for_retrain", "true or false, without quotes (got 'true')"),
     ("approval given as a number", edit("batch: diverse}", "batch: diverse, approve: 1}"), "approve: 1",
-     "planner.approve", "must be a valid boolean (got 1)"),
+     "planner.approve", "true or false (got 1)"),
     ("count given as text", edit("max_experiments: 30", "max_experiments: '30'"), "budget:", "budget.max_experiments",
      "valid integer (got '30')"),
     ("unknown surrogate preset", edit("preset: fast", "preset: huge"), "surrogate:", "surrogate.preset",
