@@ -756,14 +756,14 @@ def _refused(name: str, where: str, who: str, code: str, exc: Exception) -> Conf
 
 def _open(descriptor: DriverDescriptor, name: str, where: str, port: str, options: dict[str, Any], *,
           given: Collection[str] = ()) -> Any:
-    """``descriptor.open(port, **options)``; a port that cannot be opened, an option the driver refuses and a
-    device that does not answer as the driver expects are bad input naming the instrument at ``where`` (exit 2,
-    nothing written).
-    Only an ``InputError`` is the driver refusing its options, a ``TypeError`` or ``ValueError`` its options or its
-    bug (:func:`_refused`); anything else (a ``RuntimeError`` in a plug-in's ``open``) is said as the driver failing
-    to open, with its type, since "refused its options" sent the user to check options that were fine (its traceback
-    at -v). An ``open`` that does not take a keyword labloop passes (not one of the campaign's options, ``given``)
-    is said to be the driver's to fix: "the driver refused its options" named an option nobody wrote."""
+    """``descriptor.open(port, **options)``; a port that cannot be opened, an option the driver refuses and a device
+    that does not answer as the driver expects are bad input naming the instrument at ``where`` (exit 2, nothing
+    written). Only an ``InputError`` is the driver refusing its options, a ``TypeError`` or ``ValueError`` its
+    options or its bug (:func:`_refused`); anything else (a ``RuntimeError`` in a plug-in's ``open``) is said as the
+    driver failing to open, with its type, since "refused its options" sent the user to check options that were fine
+    (its traceback at -v). An ``open`` that does not take a keyword labloop passes (not one of the campaign's
+    options, ``given``) is said to be the driver's to fix: "the driver refused its options" named an option nobody
+    wrote."""
     driver = descriptor.name
     if (unpassable := descriptor.unpassable(key for key in options if key not in given)) is not None:
         raise ConfigError(where, unpassable)

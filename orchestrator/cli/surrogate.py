@@ -204,11 +204,10 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
                                          chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
                                          progress=lambda k: bar.advance(task, k))
         except ClusterLostError as exc:  # --no-cache kept nothing, whatever the pipeline's folder held (a trial)
-            said = (str(exc).replace(f"; {CHUNKS_KEPT}", "") + "; nothing predicted is kept (--no-cache): the same "
-                    "command again predicts every chunk" if no_cache else
-                    # "finished chunks are kept; ... continues from the chunks finished" said it twice (a Dask trial)
-                    str(exc).replace(f"; {CHUNKS_KEPT}", "") + f"; {CHUNKS_KEPT}, and the same command again "
-                    "continues from them")
+            # what is kept said once: "finished chunks are kept; ... continues from the chunks finished" (a Dask trial)
+            kept = ("nothing predicted is kept (--no-cache): the same command again predicts every chunk" if no_cache
+                    else f"{CHUNKS_KEPT}, and the same command again continues from them")
+            said = f"{str(exc).replace(f'; {CHUNKS_KEPT}', '')}; {kept}"
             console.err.print(f"error: {said}", markup=False, highlight=False, soft_wrap=True)
             raise click.exceptions.Exit(1) from None
         except KeyboardInterrupt:  # main's "aborted" did not say what was kept (a trial)
