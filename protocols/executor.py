@@ -368,9 +368,10 @@ class ProtocolExecutor:
     protocol (or campaign) file that wrote the step, as the campaign's own checks do. ``experiments`` is how
     many times the protocol runs (the budget): the check refuses a protocol whose repetition would overfill
     the cell or run a syringe dry (:func:`labloop.protocols.steps.repeat_problem`). ``hits_v`` is where the
-    objective's hits lie (V vs Li/Li+): once the rig is open, a window around the candidate that the potentiostat's
-    range cannot hold around any of them is refused (:func:`labloop.protocols.steps.half_width_problem`; the
-    campaign judges it against its safety limits). ``syringes_ml`` is what a pump's syringe holds when the campaign
+    objective's hits lie (V vs Li/Li+): once the rig is open, a window around the candidate that cannot scan any of
+    them within the potentiostat's range (wider than it, or every hit beyond it) is refused
+    (:func:`labloop.protocols.steps.half_width_problem`; the campaign judges it against its safety limits).
+    ``syringes_ml`` is what a pump's syringe holds when the campaign
     starts, by name (its instrument's options say it: the driver descriptor's ``content_ml``), for a syringe loaded
     partly; the count of :attr:`contents` and the budget's check (:meth:`check`) start from it, so a protocol it cannot
     serve over the budget is refused before the first experiment, naming the pump, rather than running dry in one.
@@ -592,9 +593,10 @@ class ProtocolExecutor:
         return self.ferrocene_vs_li_v + step.vs_fc_v - self.reference_offset_v
 
     def _check_half_width(self, where: str, potentiostat: str, step: CV) -> None:
-        """Refuse a window around the candidate that the safety limits, or what ``potentiostat`` can apply (its
-        driver's ``potential_range_v``, once the rig is open), cannot hold around any of the objective's hits: every
-        proposal the planner aims at would be refused, one experiment after the other, until the campaign stops.
+        """Refuse a window around the candidate that cannot scan any of the objective's hits within the safety limits,
+        or what ``potentiostat`` can apply (its driver's ``potential_range_v``, once the rig is open): wider than
+        they are, or every hit beyond them (:func:`labloop.protocols.steps.half_width_problem`); every proposal the
+        planner aims at would miss its wave, one experiment after the other, until the campaign stops.
         The limits too, for a half-width a planner chooses (``conditions.half_width_v``, checked value by value
         before the run): the protocol's own is the campaign's validation's to judge, but a planned one passed
         ``validate`` and the run then stopped after ten refused proposals (a plug-in author's trial)."""

@@ -914,39 +914,38 @@ def aimed_hits(hits_v: tuple[float, float], reference_offset_v: float) -> tuple[
 
 def half_width_problem(half_width_v: float, hits_v: tuple[float, float], reference_offset_v: float,
                        span_v: tuple[float, float], span: str) -> tuple[bool, str] | None:
-    """Whether a cv window of +/- ``half_width_v`` around a candidate's predicted potential fits ``span_v`` (V vs the
-    reference: the safety limits, or a potentiostat's range, named ``span``) when the prediction is a hit, i.e. lies in
-    ``hits_v`` (V vs Li/Li+, the objective's window, or its threshold and beyond: one end infinite), the reference at
-    ``reference_offset_v``. None when it fits around every hit; else (refused, why): refused when it fits around none
-    of them, since then every candidate the planner aims at is refused before it is measured and no hit can ever be
-    measured (a campaign lost ten proposals in a row to that); a warning when it fits around part of them (a
-    prediction can lie outside the window anyway, so some refusals are the window's to make). ``why`` names the
-    half-width that fits.
+    """Whether a cv window of +/- ``half_width_v`` around a candidate's predicted potential can scan the candidates
+    the planner aims at, those predicted in ``hits_v`` (V vs Li/Li+, the objective's window, or its threshold and
+    beyond: one end infinite; :func:`aimed_hits`), within ``span_v`` (V vs the reference at ``reference_offset_v``:
+    the safety limits, or a potentiostat's range, named ``span``). A window that leaves the span is moved within it
+    (protocols/executor.py ``_within_limits``), so it holds every hit that lies within the span, as long as the window
+    fits in the span at all: None then. Else (refused, why): refused when the window is wider than the span, or when
+    no hit lies within it, since then every candidate the planner aims at is scanned short of its wave and no hit
+    can ever be measured (a campaign lost ten proposals in a row to that); a warning when part of the hits lies
+    beyond it.
 
     Why judged on the hits and not on the library: the run centres the window on each prediction, which moves with
-    the calibration, but the planner aims at the objective, so that is where the predictions it measures lie."""
+    the calibration, but the planner aims at the objective, so that is where the predictions it measures lie. Why
+    not the window around each hit, as this judged before windows moved: a window that fits around part of the hits
+    was warned of as refusing candidates the run scans in a window moved within the span (a newcomer's read)."""
     low, high = span_v
-    h_low, h_high = (h - reference_offset_v for h in hits_v)
-    threshold = math.isinf(h_low) or math.isinf(h_high)
     aim_low, aim_high = aimed_hits(hits_v, reference_offset_v)
-    fits_all = min(aim_low - low, high - aim_high)
-    nearest = min(max((low + high) / 2, h_low), h_high)  # the hit with the most room on both sides
-    fits_some = min(nearest - low, high - nearest)
     tolerance = 1e-9  # 4.6 - 3.2 + 0.6 is 2.0000000000000004
-    if half_width_v <= fits_all + tolerance:
+    where = f"{span} {compact(low)}..{compact(high)} V"
+    if 2 * half_width_v > high - low + tolerance:
+        return True, (f"a window of +/-{compact(half_width_v)} V cannot lie within {where}; half_width_v "
+                      f"{compact(_floor((high - low) / 2))} fits")
+    if aim_low >= low - tolerance and aim_high <= high + tolerance:
         return None
+    h_low, h_high = (h - reference_offset_v for h in hits_v)
     scale = (f"{_hits(hits_v, 'vs Li/Li+')}, {_hits((h_low, h_high), 'vs the reference')} at "
              f"cell.reference_offset_v {compact(reference_offset_v)} V")
-    leaves = f"+/-{compact(half_width_v)} V around a prediction"
-    fix = (f"half_width_v {compact(_floor(fits_all))} fits {'at the threshold' if threshold else 'all of it'}"
-           if fits_all > 0 else
-           f"half_width_v {compact(_floor(fits_some))} fits part of it" if fits_some > 0 else
-           "no window around it fits")
-    if half_width_v > fits_some + tolerance:
-        return True, (f"{leaves} in the objective's hits ({scale}) leaves {span} {compact(low)}..{compact(high)} V: "
-                      f"every candidate that could be a hit would be refused, so none can be measured; {fix}")
-    return False, (f"{leaves} in part of the objective's hits ({scale}) leaves {span} {compact(low)}..{compact(high)} "
-                   f"V: such candidates would be refused before they are measured; {fix}")
+    if aim_low > high + tolerance or aim_high < low - tolerance:
+        return True, (f"the objective's hits ({scale}) lie beyond {where}: a window around a prediction there is "
+                      "moved within them, short of the wave, so no hit can be measured; check the objective, "
+                      "cell.reference_offset_v and the limits")
+    return False, (f"part of the objective's hits ({scale}) lies beyond {where}: a candidate predicted there is "
+                   "scanned in a window moved within them, short of its wave")
 
 
 def _hits(hits_v: tuple[float, float], scale: str) -> str:

@@ -1299,8 +1299,8 @@ class Campaign(BaseModel):
         (:func:`labloop.protocols.executor.leftover_dilution`: the warning the run gives of each such experiment,
         given once, with the budget's experiments as the run counts them), a cv no sample is dispensed for
         (:func:`labloop.protocols.executor.unsampled_cv`), a protocol that never empties the cell
-        (:func:`labloop.protocols.executor.unemptied_cell`), a window around the candidate that the safety limits
-        hold around part of the objective's hits only (:meth:`_half_width_fit`), a scan reaching beyond the
+        (:func:`labloop.protocols.executor.unemptied_cell`), objective's hits of which part lies beyond the safety
+        limits a window around the candidate moves within (:meth:`_half_width_fit`), a scan reaching beyond the
         electrolyte's window (:meth:`_outside_electrolyte`), and a blank short of what the cv steps scan
         (:meth:`_blank_short`)."""
         lines = []
@@ -1539,10 +1539,11 @@ class Campaign(BaseModel):
         return problem.line(where) if where is not None else f"{dotted(problem.loc)}: {problem.message}"
 
     def _half_width_fit(self, steps: tuple[Step, ...]) -> list[tuple[bool, Problem]]:
-        """(refused, problem) of each cv step whose window around the candidate leaves ``safety.potential_limits_v``
-        around the objective's hits (:func:`labloop.protocols.steps.half_width_problem`), located at its
-        ``half_width_v``: refused when around all of them, a warning when around part. A window wider than the
-        limits is :func:`labloop.protocols.steps.limit_problems`' to refuse."""
+        """(refused, problem) of each cv step whose window around the candidate cannot scan the objective's hits
+        within ``safety.potential_limits_v`` (:func:`labloop.protocols.steps.half_width_problem`: the window moves
+        within them, so a hit beyond them is missed), located at its ``half_width_v``: refused when all of them lie
+        beyond, a warning when part. A window wider than the limits is
+        :func:`labloop.protocols.steps.limit_problems`' to refuse."""
         hits, window = self.objective.hits_v, self.safety.limits().potential_window_v
         found = []
         for index, step in enumerate(steps):

@@ -380,36 +380,40 @@ def test_a_sample_rinsed_out_before_the_cv_is_warned_about(tmp_path, labloop, wr
                              "changer itself fills the cell)\n")
 
 
-#: the one line of a cv window around the candidate (``half_width_v``) that leaves the potential limits around the
-#: objective's hits (4.5-4.6 V vs Li/Li+, the reference at 3.2 V: 1.3-1.4 V vs it, the limits -1.7..2 V)
-AROUND = ("+/-{width} V around a prediction in {part}the objective's hits ({hits}) leaves {span}: {says}")
-WINDOW = "4.5..4.6 V vs Li/Li+, 1.3..1.4 V vs the reference at cell.reference_offset_v 3.2 V"
-NONE_MEASURED = "every candidate that could be a hit would be refused, so none can be measured; "
-#: (case, half_width_v, sections, field, refused, message or None): around none of the hits is refused (every
-#: proposal the planner aims at would be: a campaign lost ten in a row and stopped), around part of them warned about
-#: (a prediction may lie outside the window anyway), naming the half-width that fits
+#: the one line of a cv window around the candidate (``half_width_v``) that cannot scan the objective's hits within the
+#: potential limits (4.5-4.6 V vs Li/Li+, the reference at 3.2 V: 1.3-1.4 V vs it, the limits -1.7..2 V)
+HITS = "({hits}) {verb} beyond {span} -1.7..2 V: "
+#: (case, half_width_v, sections, field, refused, message or None): a window that leaves the limits around a hit is
+#: moved within them, so only hits beyond the limits, or a window wider than they are, are said: none of the hits
+#: within them is refused (every proposal the planner aims at would miss its wave: a campaign lost ten in a row and
+#: stopped), part of them warned about. A window around part of the hits was warned of as "refused" where the run
+#: moves it (a newcomer's read), and one around none of them refused.
 HALF_WIDTHS = [
-    ("around none of the hits", 0.9, {}, "protocol[4].cv.half_width_v", True,
-     AROUND.format(width=0.9, part="", hits=WINDOW, span="safety.potential_limits_v -1.7..2 V",
-                   says=NONE_MEASURED + "half_width_v 0.6 fits all of it")),
-    ("around part of the hits", 0.65, {}, "protocol[4].cv.half_width_v", False,
-     AROUND.format(width=0.65, part="part of ", hits=WINDOW, span="safety.potential_limits_v -1.7..2 V",
-                   says="such candidates would be refused before they are measured; half_width_v 0.6 fits all of it")),
+    ("leaving the limits around every hit: moved", 0.9, {}, "", False, None),
+    ("leaving the limits around part of the hits: moved", 0.65, {}, "", False, None),
     ("around every hit", 0.6, {}, "", False, None),
     ("a threshold beyond the limits", 0.3,
      {"objective": {"quantity": "oxidation_potential", "goal": "maximize", "threshold_v": 5.5}},
      "protocol[4].cv.half_width_v", True,
-     AROUND.format(width=0.3, part="", hits="5.5 V vs Li/Li+ and above, 2.3 V vs the reference and above at "
-                                            "cell.reference_offset_v 3.2 V",
-                   span="safety.potential_limits_v -1.7..2 V", says=NONE_MEASURED + "no window around it fits")),
+     "the objective's hits " + HITS.format(hits="5.5 V vs Li/Li+ and above, 2.3 V vs the reference and above at "
+                                                "cell.reference_offset_v 3.2 V", verb="lie",
+                                           span="safety.potential_limits_v")
+     + "a window around a prediction there is moved within them, short of the wave, so no hit can be measured; check "
+       "the objective, cell.reference_offset_v and the limits"),
     # a threshold's hits run on without end: judged at the threshold, silent where the window fits there (every
     # campaign with a threshold was warned, with a "fix" wider than what it had written)
     ("a threshold the window fits at", 0.5,
      {"objective": {"quantity": "oxidation_potential", "goal": "maximize", "threshold_v": 4.5}}, "", False, None),
-    ("the potentiostat's range, once the rig is open", 0.9, {"safety": {**SAFETY, "potential_limits_v": [-3, 3]}},
-     "protocol[4].cv: half_width_v", True,
-     AROUND.format(width=0.9, part="", hits=WINDOW, span="what 'potentiostat' can apply -1.7..2 V",
-                   says=NONE_MEASURED + "half_width_v 0.6 fits all of it")),
+    ("part of the hits beyond the limits", 0.2,
+     {"objective": {"quantity": "oxidation_potential", "goal": "window", "window_v": [4.9, 5.3]}},
+     "protocol[4].cv.half_width_v", False,
+     "part of the objective's hits " + HITS.format(hits="4.9..5.3 V vs Li/Li+, 1.7..2.1 V vs the reference at "
+                                                        "cell.reference_offset_v 3.2 V", verb="lies",
+                                                   span="safety.potential_limits_v")
+     + "a candidate predicted there is scanned in a window moved within them, short of its wave"),
+    ("wider than the potentiostat's range, once the rig is open", 1.9,
+     {"safety": {**SAFETY, "potential_limits_v": [-3, 3]}}, "protocol[4].cv: half_width_v", True,
+     "a window of +/-1.9 V cannot lie within what 'potentiostat' can apply -1.7..2 V; half_width_v 1.85 fits"),
 ]
 
 
@@ -584,14 +588,15 @@ def test_a_planned_volume_that_would_merge_the_dispenses_or_change_ds_concentrat
 
 def test_a_planned_half_width_is_held_to_the_limits_around_the_hits_as_the_protocols_own(tmp_path, labloop,
                                                                                          write_campaign):
-    """``conditions: {half_width_v: [1.5, 3.0]}`` passed validate, where the same 1.5 in the protocol is refused, and
+    """``conditions: {half_width_v: [1.5, 3.0]}`` passed validate, where the same 3.0 in the protocol is refused, and
     the run stopped after ten proposals refused by the limits (a plug-in author's trial): each value a planner may
-    choose is judged as the protocol's own, at its place in the conditions."""
+    choose is judged as the protocol's own, at its place in the conditions (1.5 fits: a window moves within the
+    limits)."""
     result, _, _ = validate(labloop, write_campaign, tmp_path, "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,",
                             "half_width_v: 0.6,", prior=True, conditions={"half_width_v": [1.5, 3.0]})
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert re.search(r"tiny\.yaml:\d+(:\d+)?: conditions\.half_width_v(\[0\])?: 1\.5 would be refused: .*half_width_v: "
-                     r"\+/-1\.5 V around a prediction in the objective's hits", result.stderr), result.stderr
+    assert re.search(r"tiny\.yaml:\d+(:\d+)?: conditions\.half_width_v(\[1\])?: 3\.0 would be refused: .*half_width_v: "
+                     r"a window of \+/-3 V cannot lie within safety\.potential_limits_v", result.stderr), result.stderr
     fits, _, _ = validate(labloop, write_campaign, tmp_path, "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,",
                           "half_width_v: 0.6,", prior=True, conditions={"half_width_v": [0.3, 0.6]})
     assert fits.returncode == 0, fits.stderr
