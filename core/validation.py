@@ -28,6 +28,19 @@ ONE_VALUE_TYPES = {"float_type": "number", "float_parsing": "number", "int_type"
                    "bool_parsing": "true or false"}
 
 
+#: the words YAML reads as true or false when they are not quoted
+YAML_YES_NO = frozenset({"true", "false", "yes", "no", "on", "off"})
+
+
+def _reads_as_number(text: str) -> bool:
+    """Whether ``text`` would be a number written without its quotes."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 #: how a field's title counts what it holds (``two potentials [low, high]``), which a count must not repeat
 NUMBER_WORDS = {2: "two", 3: "three"}
 
@@ -57,7 +70,10 @@ def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, fiel
         what = f"one of the {holds or 'items'}" if count == 1 else f"{count} {holds or 'items'}"  # not "1 columns"
         return f"{'at least' if least else 'at most'} {what}{sample} (got {shown(value)}){comma}"
     if kind == "bool_type" and not isinstance(value, list | tuple | dict):  # "yes" quoted is text, 1 a number
-        return f"true or false{', without quotes' if isinstance(value, str) else ''} (got {shown(value)})"
+        quoted = isinstance(value, str) and value.strip().lower() in YAML_YES_NO  # "y" is no yes/no unquoted either
+        return f"true or false{', without quotes' if quoted else ', or yes/no, on/off'} (got {shown(value)})"
+    if kind in ("int_type", "float_type") and isinstance(value, str) and _reads_as_number(value):  # seed: "7"
+        return f"a {ONE_VALUE_TYPES[kind]}, without quotes (got {shown(value)})"
     if kind in ONE_VALUE_TYPES and isinstance(value, list | tuple | dict):
         shape = "a mapping" if isinstance(value, dict) else "a list"
         return f"one {ONE_VALUE_TYPES[kind]}, not {shape} (got {shown(value)})"

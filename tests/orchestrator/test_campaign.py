@@ -490,9 +490,11 @@ MALFORMED = [
     ("yes/no given as text", edit("wait_for_retrain: true", 'wait_for_retrain: "true"'), "surrogate:",
      "surrogate.wait_for_retrain", "true or false, without quotes (got 'true')"),
     ("approval given as a number", edit("batch: diverse}", "batch: diverse, approve: 1}"), "approve: 1",
-     "planner.approve", "true or false (got 1)"),
+     "planner.approve", "true or false, or yes/no, on/off (got 1)"),
+    ("a yes/no that YAML does not read as one", edit("wait_for_retrain: true", "wait_for_retrain: y"), "surrogate:",
+     "surrogate.wait_for_retrain", "true or false, or yes/no, on/off (got 'y')"),  # it said "without quotes"
     ("count given as text", edit("max_experiments: 30", "max_experiments: '30'"), "budget:", "budget.max_experiments",
-     "valid integer (got '30')"),
+     "a whole number, without quotes (got '30')"),
     ("unknown surrogate preset", edit("preset: fast", "preset: huge"), "surrogate:", "surrogate.preset",
      "'huge' is not one of "),
     # surrogate.keep_models: how many retrained rounds keep their weights; none would leave a resume no model
