@@ -179,7 +179,7 @@ def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffu
     from labloop.sim.emulation import DEFAULT_COUPLE, EmulatorContext
     from labloop.sim.pty_device import TimeScale
 
-    load_driver(driver)  # an unknown driver is named as such, not as "no emulator"
+    descriptor = load_driver(driver).descriptor  # an unknown driver is named as such, not as "no emulator"
     values = {"e0_v": e0, "k0_cm_s": k0, "alpha": alpha, "conc_mm": conc_mm, "diffusion_cm2_s": diffusion,
               "area_cm2": area_cm2, "noise_fraction": noise, "ru_ohm": ru_ohm, "cdl_f_cm2": cdl_uf * 1e-6}
     try:
@@ -198,6 +198,9 @@ def serve(driver: str, e0: float, k0: float, alpha: float, conc_mm: float, diffu
     if takes is not None and (unknown := sorted(set(options) - set(takes))):
         raise ConfigError(f"--option {unknown[0]}", f"the emulator of driver {driver!r} takes no such option (its "
                                                     f"options: {', '.join(takes) or 'none'})")
+    for key, value in options.items():  # the driver's own options judged as a campaign's are (address=abc)
+        if key in (descriptor.option_names() or ()) and (problem := descriptor.option_refusal(key, value)) is not None:
+            raise ConfigError(f"--option {key}", problem)
     try:
         emulation = start_emulator(driver, context, options, factory=factory)
     except (TypeError, ValueError) as exc:  # a value it cannot take, or its bug: said as the dry run says it

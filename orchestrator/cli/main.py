@@ -78,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except click.UsageError as exc:
         ctx = f"{exc.ctx.command_path}: " if exc.ctx else ""
-        console.err.print(f"error: {ctx}{console.printable(exc.format_message())}", markup=False, highlight=False,
-                          soft_wrap=True)
+        # -v and -vv are labloop's own, before the command: after it they were "No such option" alone (a newcomer)
+        said = console.printable(exc.format_message())
+        if "No such option '-v'" in said:  # -vv too, which click reads as -v -v
+            said = f"{said.rstrip('.')}: -v and -vv go before the command, labloop -v " \
+                   f"{ctx.removeprefix('labloop ').rstrip(': ')} ..."
+        console.err.print(f"error: {ctx}{said}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except (click.Abort, KeyboardInterrupt):  # Ctrl-C outside a campaign's loop (which says more itself)
         console.err.print("aborted", markup=False)

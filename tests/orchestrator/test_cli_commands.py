@@ -71,3 +71,13 @@ def test_a_bug_raised_without_a_ctrl_c_is_still_said_as_a_bug(labloop, small_csv
     monkeypatch.setattr(training, "train_from_table", broken)
     result = labloop("surrogate", "train", small_csv, "-t", "ie_ev", "-o", tmp_path / "model", "--epochs", "1")
     assert result.returncode == 1 and "unexpected RuntimeError: something labloop got wrong" in result.stderr
+
+
+def test_a_verbosity_flag_after_the_command_says_where_it_goes(labloop) -> None:
+    """``labloop surrogate predict MODEL LIB -o X -v`` said only "No such option '-v'" (a Dask operator's trial):
+    -v and -vv are labloop's own, before the command, and the line says so; any other unknown option as before."""
+    for flag in ("-v", "-vv"):
+        result = labloop("log", flag, "x.db")
+        assert result.returncode == 2 and result.stderr == (
+            "error: labloop log: No such option '-v': -v and -vv go before the command, labloop -v log ...\n")
+    assert labloop("log", "--bogus", "x.db").stderr == "error: labloop log: No such option '--bogus'.\n"
