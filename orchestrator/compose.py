@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -234,9 +235,20 @@ def check_campaign(campaign: Campaign, *, dry_run: bool, continued: bool = False
         raise ConfigError(campaign.located("library", "file"), f"{display_name(campaign.library.file)} has no valid "
                                                                 f"SMILES among its {rows}: nothing to propose")
     make_planner(campaign.planner_settings(), library)  # an unavailable planner kind is bad input
-    check_instruments(campaign, dry_run=dry_run)
-    check_protocol(campaign, continued=continued)
-    check_objective_reach(campaign)
+    # each judged whatever the one before found, so that `validate --all` lists them all: a plug-in's hook that
+    # raised came to light only once every port existed (a newcomer's read)
+    found: list[InputError] = []
+    for check in (partial(check_instruments, campaign, dry_run=dry_run),
+                  partial(check_protocol, campaign, continued=continued), partial(check_objective_reach, campaign)):
+        try:
+            check()
+        except InputError as exc:
+            found.append(exc)
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise CampaignError([line for exc in found
+                             for line in (exc.messages if isinstance(exc, CampaignError) else [str(exc)])])
     # every library molecule must be measurable in the simulated world
     world = build_world(campaign, library) if dry_run else None
     return library, world

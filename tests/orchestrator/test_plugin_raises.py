@@ -931,3 +931,22 @@ def test_a_driver_reversing_the_current_sign_is_named_in_the_no_peak_cause(odd_c
     assert stopped == ("3 unusable voltammograms in a row; campaign stopped (budget.max_consecutive_failed_analyses): "
                        "the current looked inverted in 3 of them: check the driver's current sign convention (anodic "
                        "current positive, docs/drivers.md)"), stopped
+
+
+def test_validate_all_lists_a_hooks_failure_beside_the_ports_that_are_missing(tmp_path, write_campaign,
+                                                                               install_plugin, labloop):
+    """``validate --all`` listed the missing ports and stopped there: a plug-in's flow-rate hook that raised came to
+    light only once every port existed (a newcomer's read). The instruments, the protocol and the objective are each
+    judged whatever the one before found."""
+    install_plugin("raising_pump", HOOK_RAISES.replace("{hook}", "rate_range_ml_min"), {"raising-pump": "RAISES"})
+    rig = {**RIG, "sampler": {"driver": "manual"},
+           "electrolyte_pump": {**RIG["electrolyte_pump"], "driver": "raising-pump", "port": "/dev/ttyUSB1"}}
+    campaign_file = write_campaign(tmp_path, instruments=rig)
+
+    result = labloop("validate", campaign_file, "--all")  # a real run's check: the example's ports do not exist
+
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) >= 2, result.stderr
+    assert any("does not exist" in line for line in lines), lines  # a port
+    assert any(line.endswith(": instruments.electrolyte_pump.options: driver 'raising-pump' could not say what flow "
+                             "rates its options fix: KeyError: 'address'") for line in lines), lines
