@@ -376,8 +376,10 @@ class CV(Step):
                 raise InvalidParameter("half_width_v: a window around the candidate needs its predicted potential")
             sign = 1.0 if anodic_first else -1.0
             centre_v = round(centre_v / self.e_step_v) * self.e_step_v  # on the step grid: written exactly
-            begin = vertex2 = centre_v - sign * self.half_width_v
-            vertex1 = centre_v + sign * self.half_width_v
+            # to the nanovolt: float noise (0.15 - 1.85 is -1.7000000000000002) kept a window moved to a limit from
+            # lying within it, and the run refused every experiment that validate passed (an adversarial trial)
+            begin = vertex2 = round(centre_v - sign * self.half_width_v, 9)
+            vertex1 = round(centre_v + sign * self.half_width_v, 9)
         return CVParams(e_begin_v=begin, e_vertex1_v=vertex1, e_vertex2_v=vertex2, scan_rate_v_s=self.scan_rate_v_s,
                         e_step_v=self.e_step_v, n_scans=self.n_scans, current_range_a=self.current_range_a)
 

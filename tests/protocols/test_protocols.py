@@ -191,3 +191,16 @@ def test_campaign_refuses_a_protocol_naming_an_instrument_it_lacks(tmp_path):
         load_campaign(tmp_path / "c.yaml")
     assert info.value.messages[0].endswith("protocol[1].dispense.pump: 'analyte_pump' is not one of pump_a (the "
                                            "rig's pumps)")
+
+
+@pytest.mark.parametrize(("half_width", "centre", "step"),
+                         [(1.85, 0.15, 0.002), (0.4, -0.3, 0.002), (0.39, -0.31, 0.002)])
+def test_a_window_moved_to_a_limit_lies_within_it(half_width, centre, step):
+    """A window moved to a limit was refused by float noise (0.15 - 1.85 is -1.7000000000000002, outside -1.7..2 V),
+    every experiment of a run that validate passed (an adversarial trial): its vertices are the limits exactly."""
+    from labloop.instruments.contracts import SafetyLimits
+
+    params = CV.model_validate({"half_width_v": half_width, "e_step_v": step}).params(centre)
+    low, high = centre - half_width, centre + half_width
+    limits = SafetyLimits(5.0, 10.0, (round(low, 9), round(high, 9)))
+    limits.check_potentials(params.e_begin_v, params.e_vertex1_v, params.e_vertex2_v, where="cv")  # raises if not
