@@ -918,31 +918,34 @@ def half_width_problem(half_width_v: float, hits_v: tuple[float, float], referen
                        span_v: tuple[float, float], span: str) -> tuple[bool, str] | None:
     """Whether a cv window of +/- ``half_width_v`` around a candidate's predicted potential can scan the candidates
     the planner aims at, those predicted in ``hits_v`` (V vs Li/Li+, the objective's window, or its threshold and
-    beyond: one end infinite; :func:`aimed_hits`), within ``span_v`` (V vs the reference at ``reference_offset_v``:
+    beyond: one end infinite), within ``span_v`` (V vs the reference at ``reference_offset_v``:
     the safety limits, or a potentiostat's range, named ``span``). A window that leaves the span is moved within it
     (protocols/executor.py ``_within_limits``), so it holds every hit that lies within the span, as long as the window
     fits in the span at all: None then. Else (refused, why): refused when the window is wider than the span, or when
     no hit lies within it, since then every candidate the planner aims at is scanned short of its wave and no hit
-    can ever be measured (a campaign lost ten proposals in a row to that); a warning when part of the hits lies
-    beyond it.
+    can ever be measured (a campaign lost ten proposals in a row to that); a warning when part of a window's hits
+    lies beyond it (a threshold's run on past any limit).
 
     Why judged on the hits and not on the library: the run centres the window on each prediction, which moves with
     the calibration, but the planner aims at the objective, so that is where the predictions it measures lie. Why
     not the window around each hit, as this judged before windows moved: a window that fits around part of the hits
     was warned of as refusing candidates the run scans in a window moved within the span (a newcomer's read)."""
     low, high = span_v
-    aim_low, aim_high = aimed_hits(hits_v, reference_offset_v)
+    h_low, h_high = (h - reference_offset_v for h in hits_v)
     tolerance = 1e-9  # 4.6 - 3.2 + 0.6 is 2.0000000000000004
     where = f"{span} {compact(low)}..{compact(high)} V"
     if 2 * half_width_v > high - low + tolerance:
         return True, (f"a window of +/-{compact(half_width_v)} V cannot lie within {where}; half_width_v "
                       f"{compact(_floor((high - low) / 2))} fits")
-    if aim_low >= low - tolerance and aim_high <= high + tolerance:
+    beyond = h_low > high + tolerance or h_high < low - tolerance
+    # a threshold's hits run on without end, past any limit: judged only whether they all lie beyond (a minimize
+    # threshold at 2.1 V vs the reference over limits to 2 V was refused, most of its hits within: a trial)
+    partly = not (math.isinf(h_low) or math.isinf(h_high)) and (h_low < low - tolerance or h_high > high + tolerance)
+    if not (beyond or partly):
         return None
-    h_low, h_high = (h - reference_offset_v for h in hits_v)
     scale = (f"{_hits(hits_v, 'vs Li/Li+')}, {_hits((h_low, h_high), 'vs the reference')} at "
              f"cell.reference_offset_v {compact(reference_offset_v)} V")
-    if aim_low > high + tolerance or aim_high < low - tolerance:
+    if beyond:
         return True, (f"the objective's hits ({scale}) lie beyond {where}: a window around a prediction there is "
                       "moved within them, short of the wave, so no hit can be measured; check the objective, "
                       "cell.reference_offset_v and the limits")

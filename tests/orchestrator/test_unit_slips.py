@@ -402,6 +402,9 @@ HALF_WIDTHS = [
        "the objective, cell.reference_offset_v and the limits"),
     # a threshold's hits run on without end: judged at the threshold, silent where the window fits there (every
     # campaign with a threshold was warned, with a "fix" wider than what it had written)
+    # hits on the near side of a threshold lie within the limits: it was refused, judged at the threshold (a trial)
+    ("a threshold past the limits, its hits within them", 0.6,
+     {"objective": {"quantity": "oxidation_potential", "goal": "minimize", "threshold_v": 5.3}}, "", False, None),
     ("a threshold the window fits at", 0.5,
      {"objective": {"quantity": "oxidation_potential", "goal": "maximize", "threshold_v": 4.5}}, "", False, None),
     ("part of the hits beyond the limits", 0.2,
