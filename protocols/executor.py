@@ -602,13 +602,18 @@ class ProtocolExecutor:
         ``validate`` and the run then stopped after ten refused proposals (a plug-in author's trial)."""
         if self.hits_v is None or step.half_width_v is None:
             return
-        spans = [(self.safety.potential_window_v, "safety.potential_limits_v")]
+        window, name = self.safety.potential_window_v, "safety.potential_limits_v"
         if (span := self._span(where, potentiostat, "potential_range_v")) is not None:
-            spans.append((span, f"what {potentiostat!r} can apply"))
-        for window, name in spans:
-            judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, window, name)
-            if judged is not None and judged[0]:
-                raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
+            # where both hold it, as _within_limits moves the window: judged one by one, limits 0..3 V beside a range
+            # of -1.7..2 V passed a window of +/-1.2 V that no place in 0..2 V holds (an adversarial trial)
+            both = (max(window[0], span[0]), min(window[1], span[1]))
+            if both != window:
+                name = (f"what {potentiostat!r} can apply" if both == span else
+                        f"safety.potential_limits_v within what {potentiostat!r} can apply")
+                window = both
+        judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, window, name)
+        if judged is not None and judged[0]:
+            raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
 
     def _span(self, where: str, instrument: str, attribute: str) -> tuple[float, float] | None:
         """The opened ``instrument``'s optional ``attribute`` (``potential_range_v``, ``rate_range_ml_min``:

@@ -414,6 +414,10 @@ HALF_WIDTHS = [
                                                         "cell.reference_offset_v 3.2 V", verb="lies",
                                                    span="safety.potential_limits_v")
      + "a candidate predicted there is scanned in a window moved within them, short of its wave"),
+    ("wider than where the limits and the potentiostat's range overlap", 1.6,
+     {"safety": {**SAFETY, "potential_limits_v": [-1.0, 3.0]}}, "protocol[4].cv: half_width_v", True,
+     "a window of +/-1.6 V cannot lie within safety.potential_limits_v within what 'potentiostat' can apply -1..2 V; "
+     "half_width_v 1.5 fits"),
     ("wider than the potentiostat's range, once the rig is open", 1.9,
      {"safety": {**SAFETY, "potential_limits_v": [-3, 3]}}, "protocol[4].cv: half_width_v", True,
      "a window of +/-1.9 V cannot lie within what 'potentiostat' can apply -1.7..2 V; half_width_v 1.85 fits"),
