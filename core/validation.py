@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -32,13 +33,13 @@ ONE_VALUE_TYPES = {"float_type": "number", "float_parsing": "number", "int_type"
 YAML_YES_NO = frozenset({"true", "false", "yes", "no", "on", "off"})
 
 
-def _reads_as_number(text: str) -> bool:
-    """Whether ``text`` would be a number written without its quotes."""
+def _reads_as_number(text: str, whole: bool) -> bool:
+    """Whether ``text`` (``seed: "7"``) would be the number the field takes written without its quotes: a whole one
+    where ``whole`` ("7.0" is refused unquoted too), a finite one ("nan" is text unquoted as well)."""
     try:
-        float(text)
+        return int(text) is not None if whole else math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 #: how a field's title counts what it holds (``two potentials [low, high]``), which a count must not repeat
@@ -72,7 +73,7 @@ def shape_message(kind: str, value: Any, ctx: dict[str, Any] | None = None, fiel
     if kind == "bool_type" and not isinstance(value, list | tuple | dict):  # "yes" quoted is text, 1 a number
         quoted = isinstance(value, str) and value.strip().lower() in YAML_YES_NO  # "y" is no yes/no unquoted either
         return f"true or false{', without quotes' if quoted else ', or yes/no, on/off'} (got {shown(value)})"
-    if kind in ("int_type", "float_type") and isinstance(value, str) and _reads_as_number(value):  # seed: "7"
+    if kind in ("int_type", "float_type") and isinstance(value, str) and _reads_as_number(value, kind == "int_type"):
         return f"a {ONE_VALUE_TYPES[kind]}, without quotes (got {shown(value)})"
     if kind in ONE_VALUE_TYPES and isinstance(value, list | tuple | dict):
         shape = "a mapping" if isinstance(value, dict) else "a list"

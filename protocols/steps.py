@@ -83,9 +83,10 @@ from labloop.core.errors import (
     Problems,
     SafetyLimitExceeded,
     not_one_of,
+    shown,
 )
 from labloop.core.field_types import Bool, Number, PositiveNumber
-from labloop.core.validation import field_at, field_homes, shape_message, unknown_field, unknown_here
+from labloop.core.validation import field_at, field_homes, must, shape_message, unknown_field, unknown_here
 from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.cv_analysis import MOST_ELECTRONS_IN_A_WAVE, CVAnalysisSettings
 from labloop.instruments.impedance import MAX_AC_AMPLITUDE_V, PICO_FREQUENCY_RANGE_HZ, EISParams
@@ -620,7 +621,9 @@ def _problems(error: ValidationError, loc: tuple[str | int, ...]) -> list[Proble
                                       field_at(STEPS[str(loc[-1])], tuple(item["loc"])))) is not None:
             found.append(Problem(where, shaped))
         else:
-            found.append(Problem(where, f"{item['msg'].removeprefix('Value error, ')} (got {item.get('input')!r})"))
+            # pydantic's "Input should be ..." as the campaign's checks word it, "must be ..." (an adversarial trial)
+            said = must(item["msg"].removeprefix("Value error, "))
+            found.append(Problem(where, f"{said} (got {shown(item.get('input'))})"))
     return found
 
 

@@ -763,7 +763,7 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
         "a dispense of 1e-10 mL": (
             {"protocol": ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 1e-10,
                                                        "rate_ml_min": 0.5, "fluid": "sample"}}, "cv", "rinse"]},
-            "volume_ml: Input should be greater than or equal to 0.001"),
+            "volume_ml: must be greater than or equal to 0.001"),
     }
     for why, (sections, needle) in cases.items():
         folder = tmp_path / why.replace(" ", "_")
