@@ -505,16 +505,11 @@ def _untakeable(node: yaml.Node | None, loc: Loc, walked: set[int] | None = None
             yield node.start_mark.line + 1, loc, _BINARY
         elif "\x00" in str(node.value):
             yield node.start_mark.line + 1, loc, _NUL
-    elif isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if in_key := list(_untakeable(key, loc, walked)):
-                yield from in_key
-            else:
-                name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
-                yield from _untakeable(value, (*loc, name), walked)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield from _untakeable(item, (*loc, index), walked)
+    for key, child, at in _children(node, loc):
+        if key is not None and (in_key := list(_untakeable(key, loc, walked))):
+            yield from in_key  # its value is no field's then
+        else:
+            yield from _untakeable(child, at, walked)
 
 
 def _duplicate_keys(node: yaml.Node | None, loc: Loc, walked: set[int] | None = None) -> Iterator[tuple[int, Loc]]:
@@ -522,17 +517,24 @@ def _duplicate_keys(node: yaml.Node | None, loc: Loc, walked: set[int] | None = 
     (:func:`_first_time`)."""
     if not _first_time(node, walked := set() if walked is None else walked):
         return
+    seen: set[str | int] = set()
+    for key, child, at in _children(node, loc):
+        if key is not None:
+            if at[-1] in seen:
+                yield key.start_mark.line + 1, at
+            seen.add(at[-1])
+        yield from _duplicate_keys(child, at, walked)
+
+
+def _children(node: yaml.Node | None, loc: Loc) -> Iterator[tuple[yaml.Node | None, yaml.Node, Loc]]:
+    """(key, child, its loc) of a mapping's values or a sequence's items (key None), as the document's walks
+    (:func:`_untakeable`, :func:`_duplicate_keys`) descend: a key that is no scalar named by its line."""
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
         for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
-            if name in seen:
-                yield key.start_mark.line + 1, (*loc, name)
-            seen.add(name)
-            yield from _duplicate_keys(value, (*loc, name), walked)
+            yield key, value, (*loc, key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*loc, index), walked)
+            yield None, item, (*loc, index)
 
 
 def _first_time(node: yaml.Node | None, walked: set[int]) -> bool:
