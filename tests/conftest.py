@@ -334,6 +334,27 @@ def older_labloop(tmp_path) -> Path:
 NE1000_EMULATOR = "labloop.sim.builtin_emulators:ne1000_emulator"
 
 
+#: the source of a plug-in pump on the NE-1000 driver (``open_pump``) with an NE-1000 emulator of its own (its factory
+#: ``emulator``, its pty named ``{name}``): ``{device}`` is the source of class ``{cls}``, an ``NE1000Emulator`` that
+#: misbehaves as the test needs, indented as this is; the test adds the descriptors
+NE1000_PLUGIN = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+    from labloop.sim.cell import Fluid
+    from labloop.sim.emulation import Emulation
+    from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
+    from labloop.sim.pty_device import PtyDevice
+{device}
+    def emulator(context, *, address=0, holds="electrolyte", diameter_mm=26.59):
+        pump = {cls}([PumpSpec(address, Fluid(holds), diameter_mm)], cell=context.cell, time_scale=context.time_scale)
+        return Emulation.on_pty(PtyDevice(pump, name="{name}").start())
+
+    def open_pump(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                               poll_s=0.0)
+"""
+
+
 def _install_plugin(site: Path, module: str, source: str, drivers: dict[str, str],
                     emulator: str | None = NE1000_EMULATOR) -> None:
     """Write plug-in ``module`` (``source``) into ``site`` as an installed distribution whose ``labloop.drivers``

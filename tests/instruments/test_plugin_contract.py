@@ -14,6 +14,8 @@ import pytest
 from labloop.instruments.registry import load_driver
 from labloop.sim.conformance import check_driver
 
+from ..conftest import NE1000_PLUGIN
+
 HALF = """
     from labloop.core.errors import ConfigError
     from labloop.instruments.ne1000 import NE1000Pump
@@ -102,12 +104,9 @@ def _rig(driver: str, address: int = 0) -> dict:
 
 @pytest.mark.usefixtures("half_pump")
 def test_an_open_without_time_scale_is_the_drivers_to_fix(tmp_path, labloop, write_campaign) -> None:
-    campaign_file = write_campaign(tmp_path, instruments=_rig("untimed-pump"))
-    result = labloop("validate", campaign_file, "--dry-run")
-    assert result.returncode == 2
-    assert result.stderr.strip() == (_at_pump(campaign_file) + "driver 'untimed-pump': its open() must take "
-                                     "time_scale=, which labloop passes (the emulator's time scale, to a pump or "
-                                     "potentiostat in a dry run; docs/drivers.md, What open() receives)")
+    assert _dry_run_refusal(labloop, write_campaign, tmp_path, "untimed-pump") == (
+        "driver 'untimed-pump': its open() must take time_scale=, which labloop passes (the emulator's time scale, to "
+        "a pump or potentiostat in a dry run; docs/drivers.md, What open() receives)")
 
 
 def _line_of(path: Path, text: str) -> int:
@@ -117,6 +116,17 @@ def _line_of(path: Path, text: str) -> int:
 def _at_pump(path: Path) -> str:
     """How an error about the analyte pump of campaign file ``path`` begins: its file, line and field."""
     return f"error: {path}:{_line_of(path, 'analyte_pump:')}: instruments.analyte_pump: "
+
+
+def _dry_run_refusal(labloop, write_campaign, folder: Path, driver: str, address: int = 0) -> str:
+    """What ``validate --dry-run`` of the example's rig with ``driver`` as its analyte pump says after the pump's
+    place (:func:`_at_pump`), once it has refused it (exit 2, one line)."""
+    campaign_file = write_campaign(folder, instruments=_rig(driver, address))
+    result = labloop("validate", campaign_file, "--dry-run")
+    assert result.returncode == 2, result
+    said = result.stderr.strip()
+    assert said.startswith(_at_pump(campaign_file)), said
+    return said.removeprefix(_at_pump(campaign_file))
 
 
 #: a plug-in pump whose fault shows before anything opens: an open() that takes no limits=
@@ -148,11 +158,9 @@ def test_an_open_without_limits_is_refused_by_validate_without_opening_it(tmp_pa
 
 @pytest.mark.usefixtures("half_pump")
 def test_a_driver_lacking_contract_methods_is_named_with_what_it_lacks(tmp_path, labloop, write_campaign) -> None:
-    campaign_file = write_campaign(tmp_path, instruments=_rig("half-pump"))
-    result = labloop("validate", campaign_file, "--dry-run")
-    assert result.returncode == 2
-    assert result.stderr.strip() == (_at_pump(campaign_file) + "driver 'half-pump' is registered as a pump, "
-                                     "but its HalfPump lacks withdraw, status, close (docs/drivers.md: the contracts)")
+    assert _dry_run_refusal(labloop, write_campaign, tmp_path, "half-pump") == (
+        "driver 'half-pump' is registered as a pump, but its HalfPump lacks withdraw, status, close (docs/drivers.md: "
+        "the contracts)")
     report = check_driver(load_driver("half-pump").descriptor)
     assert not report.passed
     assert report.checks[0].name == "open" and report.checks[0].detail == (  # as the rig says it
@@ -167,32 +175,22 @@ def test_an_open_that_fails_is_not_said_to_refuse_its_options(tmp_path, labloop,
     ValueError or TypeError may be an option or a bug in the driver (a ValueError from a bug in __init__ was "the
     driver refused its options: bad thing in __init__"), and is said as either; anything else is the driver
     failing to open, with its type, in one line."""
-    failed = labloop("validate", campaign_file := write_campaign(tmp_path, instruments=_rig("boom-pump")),
-                     "--dry-run")
-    assert failed.returncode == 2
-    assert failed.stderr.strip() == (_at_pump(campaign_file) + "the driver failed to open: RuntimeError: "
-                                     "boom in open (run with -v for the traceback)")  # as drivers.md promises
-    refused = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=2)), "--dry-run")
-    assert refused.returncode == 2
-    assert refused.stderr.strip() == (_at_pump(campaign_file) + "the driver refused its options: address: 2 "
-                                      "is the electrolyte pump's")
-    raised = labloop("validate", write_campaign(tmp_path, instruments=_rig("boom-pump", address=3)), "--dry-run")
-    assert raised.returncode == 2
-    assert raised.stderr.strip() == (_at_pump(campaign_file) + "the driver's open() raised ValueError: "
-                                     "address 3: bad thing in __init__: its options, or a bug in the driver (run with "
-                                     "-v for the traceback)")
+    assert _dry_run_refusal(labloop, write_campaign, tmp_path, "boom-pump") == (  # as drivers.md promises
+        "the driver failed to open: RuntimeError: boom in open (run with -v for the traceback)")
+    assert _dry_run_refusal(labloop, write_campaign, tmp_path, "boom-pump", address=2) == (
+        "the driver refused its options: address: 2 is the electrolyte pump's")
+    assert _dry_run_refusal(labloop, write_campaign, tmp_path, "boom-pump", address=3) == (
+        "the driver's open() raised ValueError: address 3: bad thing in __init__: its options, or a bug in the driver "
+        "(run with -v for the traceback)")
 
 
 def test_an_emulator_that_raises_is_not_said_to_be_the_driver_refusing_its_options(
         tmp_path, labloop, write_campaign, install_plugin) -> None:
     """The same for a plug-in's emulator: its ValueError was "the driver refused its options"."""
     install_plugin("fussy_pump", HALF, {"fussy-pump": "FUSSY"}, emulator="fussy_pump:fussy_emulator")
-    campaign_file = write_campaign(tmp_path, instruments=_rig("fussy-pump", address=4))
-    result = labloop("validate", campaign_file, "--dry-run")
-    assert result.returncode == 2
-    assert result.stderr.strip() == (_at_pump(campaign_file) + "the emulator of driver 'fussy-pump' raised "
-                                     "ValueError: address 4: bad thing in the emulator: its options, or a bug in "
-                                     "the emulator (run with -v for the traceback)")
+    assert _dry_run_refusal(labloop, write_campaign, tmp_path, "fussy-pump", address=4) == (
+        "the emulator of driver 'fussy-pump' raised ValueError: address 4: bad thing in the emulator: its options, or "
+        "a bug in the emulator (run with -v for the traceback)")
 
 
 @pytest.mark.usefixtures("half_pump")
@@ -379,12 +377,9 @@ def test_a_driver_without_an_emulator_is_not_said_to_refuse_its_options(tmp_path
     driver 'voltix-noemu': has no emulator (...)", where nothing was wrong with the options (a plug-in author's
     trial): it says the dry run needs an emulator for it, and where to read how to register one."""
     install_plugin("bare_pump", HALF, {"half-pump": "HALF"}, emulator=None)
-    campaign_file = write_campaign(tmp_path, instruments=_rig("half-pump"))
-    result = labloop("validate", campaign_file, "--dry-run")
-    assert result.returncode == 2, result
-    assert result.stderr.strip() == (_at_pump(campaign_file) + "driver 'half-pump' has no emulator, which a "
-                                     "dry run needs for every instrument: register one under 'labloop.emulators' "
-                                     "(docs/drivers.md, Registering an emulator)")
+    assert _dry_run_refusal(labloop, write_campaign, tmp_path, "half-pump") == (
+        "driver 'half-pump' has no emulator, which a dry run needs for every instrument: register one under "
+        "'labloop.emulators' (docs/drivers.md, Registering an emulator)")
 
 
 def test_the_kit_says_what_open_must_take_as_the_rig_does(install_plugin) -> None:
@@ -400,27 +395,11 @@ def test_the_kit_says_what_open_must_take_as_the_rig_does(install_plugin) -> Non
 
 
 #: a plug-in pump whose emulator's ``tick`` raises every time (the NE-1000's emulator otherwise)
-TICK_BUG = """
-    from labloop.instruments.ne1000 import NE1000Pump
-    from labloop.instruments.registry import DriverDescriptor
-    from labloop.sim.cell import Fluid
-    from labloop.sim.emulation import Emulation
-    from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
-    from labloop.sim.pty_device import PtyDevice
-
+TICK_BUG = NE1000_PLUGIN.format(cls="TickBug", name="tick-bug", device="""
     class TickBug(NE1000Emulator):
         def tick(self, link):
             raise ValueError("tick bug")
-
-    def emulator(context, *, address=0, holds="electrolyte", diameter_mm=26.59):
-        pump = TickBug([PumpSpec(address, Fluid(holds), diameter_mm)], cell=context.cell,
-                       time_scale=context.time_scale)
-        return Emulation.on_pty(PtyDevice(pump, name="tick-bug").start())
-
-    def open_pump(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
-        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
-                               poll_s=0.0)
-
+""") + """
     TICKING = DriverDescriptor(name="tick-bug", kind="pump", open=open_pump, default_baudrate=19200,
                                options=("address", "diameter_mm"))
     """
@@ -450,9 +429,6 @@ def test_an_emulator_factory_that_fails_is_not_said_to_be_the_driver_refusing_it
     its factory ... failed" (a plug-in author's trial): the emulator's words, with nothing of a refusal."""
     install_plugin("broken_factory", BROKEN_FACTORY, {"fussy-pump": "FUSSY"},
                    emulator="broken_factory:broken_emulator")
-    campaign_file = write_campaign(tmp_path, instruments=_rig("fussy-pump"))
-    result = labloop("validate", campaign_file, "--dry-run")
-    assert result.returncode == 2
-    assert result.stderr.strip() == (_at_pump(campaign_file) + "the emulator of driver 'fussy-pump': its factory "
-                                     "(broken_factory:broken_emulator) failed: RuntimeError: no cell to fill (a bug "
-                                     "in the plug-in's emulator)")
+    assert _dry_run_refusal(labloop, write_campaign, tmp_path, "fussy-pump") == (
+        "the emulator of driver 'fussy-pump': its factory (broken_factory:broken_emulator) failed: RuntimeError: no "
+        "cell to fill (a bug in the plug-in's emulator)")

@@ -25,7 +25,7 @@ from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import WARNING, Journal, State
 from labloop.orchestrator.loop.runner import observation
 
-from ..conftest import RIG
+from ..conftest import NE1000_PLUGIN, RIG
 
 #: the protocol the dry runs run: a failed step's cause names its line and place (protocol[1] is the sample's dispense),
 #: the file as the run shows it (relative to the working folder when under it; :func:`_experiments` says it so)
@@ -688,14 +688,7 @@ def test_a_plugins_hook_that_raises_is_one_line_at_its_instrument(tmp_path, writ
 
 #: a plug-in pump (the NE-1000 driver) on an NE-1000 emulator that hangs up its pty as a run starts: the pump pumps,
 #: and its cable comes out (the emulator is the plug-in's own, registered beside it)
-HANGING = """
-    from labloop.instruments.ne1000 import NE1000Pump
-    from labloop.instruments.registry import DriverDescriptor
-    from labloop.sim.cell import Fluid
-    from labloop.sim.emulation import Emulation
-    from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
-    from labloop.sim.pty_device import PtyDevice
-
+HANGING = NE1000_PLUGIN.format(cls="HangsUpOnRun", name="hangs-up", device="""
     class HangsUpOnRun(NE1000Emulator):
         def handle(self, frame, link):
             if b"RUN" in frame.upper():
@@ -703,16 +696,7 @@ HANGING = """
                 link.hang_up()
             else:
                 super().handle(frame, link)
-
-    def emulator(context, *, address=0, holds="electrolyte", diameter_mm=26.59):
-        pump = HangsUpOnRun([PumpSpec(address, Fluid(holds), diameter_mm)], cell=context.cell,
-                            time_scale=context.time_scale)
-        return Emulation.on_pty(PtyDevice(pump, name="hangs-up").start())
-
-    def open_pump(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
-        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
-                               poll_s=0.0)
-
+""") + """
     class StopsItself(NE1000Pump):
         def stop(self):  # a pump that stops when its line drops, and whose driver knows it
             pass
