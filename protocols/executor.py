@@ -134,6 +134,7 @@ from labloop.protocols.steps import (
     pumps,
     rate_hint,
     repeat_problem,
+    window_centres,
 )
 
 log = logging.getLogger(__name__)
@@ -600,7 +601,7 @@ class ProtocolExecutor:
         The limits too, for a half-width a planner chooses (``conditions.half_width_v``, checked value by value
         before the run): the protocol's own is the campaign's validation's to judge, but a planned one passed
         ``validate`` and the run then stopped after ten refused proposals (a plug-in author's trial)."""
-        if self.hits_v is None or step.half_width_v is None:
+        if step.half_width_v is None:
             return
         window, name = self.safety.potential_window_v, "safety.potential_limits_v"
         if (span := self._span(where, potentiostat, "potential_range_v")) is not None:
@@ -611,7 +612,8 @@ class ProtocolExecutor:
                 name = (f"what {potentiostat!r} can apply" if both == span else
                         f"safety.potential_limits_v within what {potentiostat!r} can apply")
                 window = both
-        judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, window, name)
+        judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, window, name,
+                                    step_v=step.e_step_v)
         if judged is not None and judged[0]:
             raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
 
@@ -1248,12 +1250,9 @@ class ProtocolExecutor:
         low, high = self.safety.potential_window_v
         if (span := self._span(where, potentiostat, "potential_range_v")) is not None:
             low, high = max(low, span[0]), min(high, span[1])
-        # the ends on the step grid, inside: the window's centre is rounded to it (CV.params)
-        lowest = math.ceil((low + half_width_v) / step_v - 1e-9) * step_v
-        highest = math.floor((high - half_width_v) / step_v + 1e-9) * step_v
-        if highest < lowest:
+        if (centres := window_centres(half_width_v, step_v, (low, high))) is None:
             return centre_v  # no window of that width fits: refused as it is, saying which limit
-        moved = min(max(centre_v, lowest), highest)
+        moved = min(max(centre_v, centres[0]), centres[1])
         if moved != centre_v:
             log.info("%s: the window around the prediction (%+.3f V vs the reference) moved to %+.3f V, within the "
                      "limits %g..%g V", where, centre_v, moved, low, high)

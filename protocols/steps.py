@@ -917,29 +917,50 @@ def aimed_hits(hits_v: tuple[float, float], reference_offset_v: float) -> tuple[
     return (high, high) if math.isinf(low) else (low, low) if math.isinf(high) else (low, high)
 
 
-def half_width_problem(half_width_v: float, hits_v: tuple[float, float], reference_offset_v: float,
-                       span_v: tuple[float, float], span: str) -> tuple[bool, str] | None:
+def window_centres(half_width_v: float, step_v: float, span_v: tuple[float, float]) -> tuple[float, float] | None:
+    """The lowest and highest centre (V vs the reference) a cv window of +/- ``half_width_v`` can have within
+    ``span_v``, its centre on the ``e_step_v`` grid of ``step_v`` as :meth:`CV.params` puts it; None when no centre on
+    the grid holds it: a window that fits the span's width by less than a step (+/-1.85 V in -1.7..2 V at 4 mV
+    steps) has no place in it. Why one function: the run moves a window within the span by it (protocols/executor.py
+    ``_within_limits``) and :func:`half_width_problem` judges by it, so ``validate`` refuses what the run would (a
+    trial: validate passed +/-1.85 V at 4 mV steps and the run refused every proposal)."""
+    low, high = span_v
+    lowest = math.ceil((low + half_width_v) / step_v - 1e-9) * step_v
+    highest = math.floor((high - half_width_v) / step_v + 1e-9) * step_v
+    return None if highest < lowest else (lowest, highest)
+
+
+def half_width_problem(half_width_v: float, hits_v: tuple[float, float] | None, reference_offset_v: float,
+                       span_v: tuple[float, float], span: str, *, step_v: float) -> tuple[bool, str] | None:
     """Whether a cv window of +/- ``half_width_v`` around a candidate's predicted potential can scan the candidates
     the planner aims at, those predicted in ``hits_v`` (V vs Li/Li+, the objective's window, or its threshold and
-    beyond: one end infinite), within ``span_v`` (V vs the reference at ``reference_offset_v``:
-    the safety limits, or a potentiostat's range, named ``span``). A window that leaves the span is moved within it
-    (protocols/executor.py ``_within_limits``), so it holds every hit that lies within the span, as long as the window
-    fits in the span at all: None then. Else (refused, why): refused when the window is wider than the span, or when
-    no hit lies within it, since then every candidate the planner aims at is scanned short of its wave and no hit
-    can ever be measured (a campaign lost ten proposals in a row to that); a warning when part of a window's hits
-    lies beyond it (a threshold's run on past any limit).
+    beyond: one end infinite; None for an objective without hits), within ``span_v`` (V vs the reference at
+    ``reference_offset_v``: the safety limits, or a potentiostat's range, named ``span``), its centre on the grid of
+    ``step_v``. A window that leaves the span is moved within it (protocols/executor.py ``_within_limits``), so it
+    holds every hit that lies within the span, as long as the window has a place in the span at all
+    (:func:`window_centres`): None then. Else (refused, why): refused when the window has no place in the span
+    (wider than it, or off the step grid), or when no hit lies within it, since then every candidate the planner aims
+    at is scanned short of its wave and no hit can ever be measured (a campaign lost ten proposals in a row to that);
+    a warning when part of a window's hits lies beyond it (a threshold's run on past any limit).
 
     Why judged on the hits and not on the library: the run centres the window on each prediction, which moves with
     the calibration, but the planner aims at the objective, so that is where the predictions it measures lie. Why
     not the window around each hit, as this judged before windows moved: a window that fits around part of the hits
     was warned of as refusing candidates the run scans in a window moved within the span (a newcomer's read)."""
     low, high = span_v
-    h_low, h_high = (h - reference_offset_v for h in hits_v)
     tolerance = 1e-9  # 4.6 - 3.2 + 0.6 is 2.0000000000000004
     where = f"{span} {compact(low)}..{compact(high)} V"
-    if 2 * half_width_v > high - low + tolerance:
-        return True, (f"a window of +/-{compact(half_width_v)} V cannot lie within {where}; half_width_v "
-                      f"{compact(_floor((high - low) / 2))} fits")
+    if window_centres(half_width_v, step_v, span_v) is None:
+        # the widest window the grid holds: centred on the grid point nearest the span's middle
+        middle = (low + high) / 2 / step_v
+        widest = max(min(k * step_v - low, high - k * step_v) for k in (math.floor(middle), math.ceil(middle)))
+        off_grid = ("" if 2 * half_width_v > high - low + tolerance else
+                    f" with its centre on the e_step_v grid of {compact(step_v)} V")
+        return True, (f"a window of +/-{compact(half_width_v)} V cannot lie within {where}{off_grid}; half_width_v "
+                      f"{compact(_floor(widest))} fits")
+    if hits_v is None:
+        return None
+    h_low, h_high = (h - reference_offset_v for h in hits_v)
     beyond = h_low > high + tolerance or h_high < low - tolerance
     # a threshold's hits run on without end, past any limit: judged only whether they all lie beyond (a minimize
     # threshold at 2.1 V vs the reference over limits to 2 V was refused, most of its hits within: a trial)

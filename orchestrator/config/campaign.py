@@ -1542,16 +1542,16 @@ class Campaign(BaseModel):
         """(refused, problem) of each cv step whose window around the candidate cannot scan the objective's hits
         within ``safety.potential_limits_v`` (:func:`labloop.protocols.steps.half_width_problem`: the window moves
         within them, so a hit beyond them is missed), located at its ``half_width_v``: refused when all of them lie
-        beyond, a warning when part. A window wider than the limits is
-        :func:`labloop.protocols.steps.limit_problems`' to refuse."""
+        beyond, or when the window has no place in the limits with its centre on its step grid (any objective), a
+        warning when part. A window wider than the limits is :func:`labloop.protocols.steps.limit_problems`' to
+        refuse."""
         hits, window = self.objective.hits_v, self.safety.limits().potential_window_v
         found = []
         for index, step in enumerate(steps):
-            if not isinstance(step, CV) or step.half_width_v is None or hits is None \
-                    or 2 * step.half_width_v > window[1] - window[0]:
+            if not isinstance(step, CV) or step.half_width_v is None or 2 * step.half_width_v > window[1] - window[0]:
                 continue
             judged = half_width_problem(step.half_width_v, hits, self.cell.reference_offset_v, window,
-                                        "safety.potential_limits_v")
+                                        "safety.potential_limits_v", step_v=step.e_step_v)
             if judged is not None:
                 loc = (index, step.name, "half_width_v")
                 where = None if self.protocol.file is None else _line_in(self.protocol.file, loc)

@@ -418,6 +418,19 @@ HALF_WIDTHS = [
      {"safety": {**SAFETY, "potential_limits_v": [-1.0, 3.0]}}, "protocol[4].cv: half_width_v", True,
      "a window of +/-1.6 V cannot lie within safety.potential_limits_v within what 'potentiostat' can apply -1..2 V; "
      "half_width_v 1.5 fits"),
+    # a window that fits the limits' width by less than a step has no place with its centre on the step grid (the
+    # protocol's 5 mV): validate passed +/-1.85 V at 4 mV steps in -1.7..2 V and the run refused every proposal (a
+    # trial); an objective without hits too
+    ("no place on the step grid", 1.851, {"safety": {**SAFETY, "potential_limits_v": [-1.7, 2.003]}},
+     "protocol[4].cv.half_width_v", True,
+     "a window of +/-1.851 V cannot lie within safety.potential_limits_v -1.7..2.003 V with its centre on the "
+     "e_step_v grid of 0.005 V; half_width_v 1.85 fits"),
+    ("no place on the step grid, an objective without hits", 1.851,
+     {"safety": {**SAFETY, "potential_limits_v": [-1.7, 2.003]},
+      "objective": {"quantity": "oxidation_potential", "goal": "maximize"}}, "protocol[4].cv.half_width_v", True,
+     "a window of +/-1.851 V cannot lie within safety.potential_limits_v -1.7..2.003 V with its centre on the "
+     "e_step_v grid of 0.005 V; half_width_v 1.85 fits"),
+    ("as wide as the limits, on the step grid", 1.85, {}, "", False, None),
     ("wider than the potentiostat's range, once the rig is open", 1.9,
      {"safety": {**SAFETY, "potential_limits_v": [-3, 3]}}, "protocol[4].cv: half_width_v", True,
      "a window of +/-1.9 V cannot lie within what 'potentiostat' can apply -1.7..2 V; half_width_v 1.85 fits"),

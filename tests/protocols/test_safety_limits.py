@@ -69,11 +69,20 @@ def test_the_executor_refuses_a_scan_the_connected_potentiostat_cannot_apply_bef
     with pytest.raises(SafetyLimitExceeded, match=r"protocol\[2\]\.cv: potential 2.5 V is outside what "
                                                   r"'potentiostat' can apply, -1.7..2 V vs its reference"):
         ProtocolExecutor(fixed, rig, limits, 3.2).check()
-    too_wide = ["load_sample", ELECTROLYTE, {"cv": {"half_width_v": 1.9}}]  # 3.8 V: fits the limits, not the Pico
+    # 3.8 V: fits the limits, not the Pico; refused as a window, with the widest that fits, for an executor without
+    # the objective's hits too (it was refused at the scan's vertex, "potential 2.4 V is outside ...")
+    too_wide = ["load_sample", ELECTROLYTE, {"cv": {"half_width_v": 1.9}}]
     actions: list[tuple] = []
-    with pytest.raises(SafetyLimitExceeded, match=r"potential 2.4 V is outside what 'potentiostat' can apply"):
+    with pytest.raises(SafetyLimitExceeded, match=r"half_width_v: a window of \+/-1.9 V cannot lie within what "
+                                                  r"'potentiostat' can apply -1.7..2 V; half_width_v 1.85 fits"):
         ProtocolExecutor(too_wide, rig, limits, 3.2).run("S0001", "c1ccccc1", {}, 3.2 + 0.5,
                                                          lambda *a: actions.append(a))
+    # narrower than the Pico's range, but no centre on its 4 mV step grid holds it: the run would refuse each scan
+    off_grid = ["load_sample", ELECTROLYTE, {"cv": {"half_width_v": 1.849, "e_step_v": 0.004}}]
+    with pytest.raises(SafetyLimitExceeded, match=r"a window of \+/-1.849 V cannot lie within what 'potentiostat' "
+                                                  r"can apply -1.7..2 V with its centre on the e_step_v grid of 0.004 "
+                                                  r"V; half_width_v 1.84 fits"):
+        ProtocolExecutor(off_grid, rig, limits, 3.2).check()
     assert actions == [] and wire(rig) == before
 
 
