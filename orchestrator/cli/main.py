@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from types import FrameType
 
 import click
 
 from labloop.core.errors import InputError, LabloopError
 from labloop.orchestrator import console
 from labloop.orchestrator.cli.commands import COMMANDS, Entry, LazyGroup
-from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, redelivering
+from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupted, redelivering, signal_said
 
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
-
 #: one more entry of the listing (orchestrator/cli/commands.py), imported when run like the others
 COMMANDS["candidates"] = Entry("labloop.orchestrator.cli.candidates", "candidates",
                                "Rank a campaign's unmeasured library molecules by P(hit).")
@@ -38,35 +38,68 @@ def app(verbose: int) -> None:
 EXIT_FAILED = 1
 
 
-def _raised_by_ctrl_c(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised while a Ctrl-C unwound the stack. TensorFlow's device scope, interrupted
-    between entering and leaving, raises ``RuntimeError: Exiting device scope without proper scope nesting``
-    on the way out, which hid the KeyboardInterrupt under "unexpected RuntimeError ... (a labloop bug)"
-    during ``labloop surrogate train``: the user pressed Ctrl-C, and that is what is said."""
+def _stop_in(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or ``kill`` (a KeyboardInterrupt) ``exc`` was raised by or while it unwound the stack, or None.
+    TensorFlow's device scope, interrupted between entering and leaving, raises ``RuntimeError: Exiting device scope
+    without proper scope nesting`` on the way out, which hid the KeyboardInterrupt under "unexpected RuntimeError ...
+    (a labloop bug)" during ``labloop surrogate train``: the user pressed Ctrl-C, and that is what is said."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         if isinstance(cause, KeyboardInterrupt):
-            return True
+            return cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    return False
+    return None
 
 
-def interruptible() -> None:
+def _aborted(exc: BaseException) -> int:
+    """``aborted``, naming the signal when it was not a Ctrl-C's (``aborted (SIGTERM)``): exit 130."""
+    stop = _stop_in(exc)
+    said = "" if stop is None or (signum := signal_said(stop)) == "SIGINT" else f" ({signum})"
+    console.err.print(f"aborted{said}", markup=False)
+    return EXIT_INTERRUPTED
+
+
+def interruptible() -> bool:
     """Ctrl-C and ``kill -INT`` stop labloop whatever started it. A shell script's ``labloop dashboard STORE &``
     starts it with SIGINT ignored (a background job of a shell without job control), and Python keeps an ignored
     SIGINT: the first ``kill -INT`` in the seconds before the page served was lost, and later the server stopped
     with exit 0 instead of 130, so the script could not tell a stop from a success; a run ignored it until its
     loop began. Ignoring SIGINT there is the shell's accident, not the user's wish, so the default comes back.
-    ``nohup`` keeps working: it ignores SIGHUP, which stays ignored (orchestrator/loop/interrupts.py)."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    ``nohup`` keeps working: it ignores SIGHUP, which stays ignored (orchestrator/loop/interrupts.py).
+
+    A ``kill`` (SIGTERM: a batch system's or a service manager's stop) raises as a Ctrl-C does too, unless something
+    ignores it: the commands that do not take it themselves (``validate``, ``drivers list``, ``dashboard``) ended
+    with 143 and no word, where the long ones (``run``, ``predict``, ``backtest``) say what stopped. Returns whether
+    it set SIGTERM's handler, which :func:`main` then puts back to the default."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    signal.signal(signal.SIGTERM, _terminated)
+    return True
+
+
+def _terminated(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM's handler while a command runs: the KeyboardInterrupt a Ctrl-C raises, naming its signal."""
+    raise Interrupted(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
-    interruptible()  # before a command's module loads: that takes seconds, which Ctrl-C must be able to cut
+    terminable = interruptible()  # before a command's module loads: that takes seconds, which a stop must cut
+    try:
+        return _command(argv)
+    finally:
+        if terminable:  # as it was (tests run main in their own process)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _command(argv: list[str] | None) -> int:
+    """:func:`main`'s command, its errors said by the error policy (the module's docstring)."""
     try:
         with redelivering():  # a Ctrl-C raised where Python drops it (a gc callback's) is raised again
             result = app.main(args=argv, prog_name="labloop", standalone_mode=False)
@@ -85,9 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"{ctx.removeprefix('labloop ').rstrip(': ')} ..."
         console.err.print(f"error: {ctx}{said}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
-    except (click.Abort, KeyboardInterrupt):  # Ctrl-C outside a campaign's loop (which says more itself)
-        console.err.print("aborted", markup=False)
-        return EXIT_INTERRUPTED
+    except (click.Abort, KeyboardInterrupt) as exc:  # Ctrl-C or kill outside a campaign's loop (which says more)
+        return _aborted(exc)
     except InputError as exc:
         console.err.print(f"error: {console.printable(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
@@ -120,9 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 def _bug(exc: Exception) -> int:
     """A bug: one line for the user, the traceback in the log (-vv); a Ctrl-C that raised it is said as one."""
     log.debug("unexpected error", exc_info=exc)
-    if _raised_by_ctrl_c(exc):
-        console.err.print("aborted", markup=False)
-        return EXIT_INTERRUPTED
+    if _stop_in(exc) is not None:
+        return _aborted(exc)
     console.err.print(console.printable(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
                                         "(a labloop bug; run with -vv to see where)"),
                       markup=False, highlight=False, soft_wrap=True)
