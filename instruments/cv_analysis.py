@@ -235,15 +235,18 @@ def _window_points(step_v: float, settings: CVAnalysisSettings) -> int:
 REVERSIBLE_PEAK_PAST_HALF_V = 0.0285
 
 
-def peak_room_v(step_v: float, settings: CVAnalysisSettings | None = None) -> tuple[float, float]:
+def peak_room_v(step_v: float, settings: CVAnalysisSettings | None = None, *, n_electrons: int = 1,
+                temperature_k: float = NICHOLSON_TEMPERATURE_K) -> tuple[float, float]:
     """How far inside a scan's ends a couple's E1/2 must lie for :func:`analyze_cv` to find its peak there, in its
-    two parts (V): where the peak lies past E1/2 (:data:`REVERSIBLE_PEAK_PAST_HALF_V`), and the sweep
+    two parts (V): where the peak of an ``n_electrons`` couple at ``temperature_k`` lies past E1/2
+    (:data:`REVERSIBLE_PEAK_PAST_HALF_V` for one electron at 25 C, by :func:`dep_scale`: 14 mV for two), and the sweep
     :func:`_find_peaks` needs after a peak, one smoothing window at ``step_v`` (a peak nearer the sweep's end is
     the filter's edge effect to it). Why: a campaign whose objective reaches a scan's end loses the hits just inside
     it (``validate`` says so: orchestrator/compose.py). Simulated reversible couples at 0.02-0.5 V/s lost their
     E1/2 within 50 mV of the vertex at 2 mV steps (28.5 + 22 mV here) and within 52.5 mV at 5 mV steps (28.5 + 25)."""
     settings = settings or CVAnalysisSettings()
-    return REVERSIBLE_PEAK_PAST_HALF_V, _window_points(step_v, settings) * step_v
+    return (REVERSIBLE_PEAK_PAST_HALF_V * dep_scale(temperature_k, n_electrons),
+            _window_points(step_v, settings) * step_v)
 
 
 def _smooth(current: np.ndarray, window: int, settings: CVAnalysisSettings) -> np.ndarray:

@@ -356,10 +356,13 @@ def _reach(campaign: Campaign) -> _Reach | None:
     low = min(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
     high = max(p.e_begin_v, p.e_vertex1_v, p.e_vertex2_v) + offset
     analyze = next((s for s in parse_steps(list(campaign.protocol.steps)) if isinstance(s, Analyze)), None)
-    past, after = peak_room_v(p.e_step_v, analyze.settings if analyze is not None else None)
+    past, after = peak_room_v(p.e_step_v, analyze.settings if analyze is not None else None,
+                              n_electrons=cv.n_electrons, temperature_k=campaign.cell.temperature_k)
+    couple = "a one-electron couple" if cv.n_electrons == 1 else f"a {cv.n_electrons}-electron couple"
+    at = "" if campaign.cell.temperature_c == 25 else f" at {compact(campaign.cell.temperature_c)} C"
     why = (f"the protocol's cv scans {low:.2f} to {high:.2f} V (its window + cell.reference_offset_v {offset:g} V), "
-           f"and an E1/2 is measured {(past + after) * 1000:.1f} mV inside its ends at the nearest (a one-electron "
-           f"couple's peak lies {past * 1000:.1f} mV past its E1/2; the analysis needs {after * 1000:.0f} mV of "
+           f"and an E1/2 is measured {(past + after) * 1000:.1f} mV inside its ends at the nearest ({couple}'s "
+           f"peak lies {past * 1000:.1f} mV past its E1/2{at}; the analysis needs {after * 1000:.0f} mV of "
            f"current after the peak, its smoothing window at the cv's {compact(p.e_step_v * 1000)} mV step)")
     return _Reach(cv, low + past + after, high - past - after, past, past + after, why)
 

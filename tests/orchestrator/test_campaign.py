@@ -977,6 +977,18 @@ def test_an_objective_window_partly_beyond_the_scan_is_warned_about(labloop, wor
     assert objective_out_of_reach(load_campaign(workdir / "tight.yaml")).endswith(
         "(widen the cv's window to 1.96 V vs the reference, beyond safety.potential_limits_v (-1.7..1.95 V): widen "
         "them too if the potentiostat and the cell allow, or move the window's high end to 5.099 V)")
+    # a two-electron couple's peak lies half as far past its E1/2, further in a warmer cell (1.109 RT/nF): the
+    # one-electron 28.5 mV was said of every couple, and 5.0-5.1 V warned of where such a cv measures all of it
+    protocol = workdir / "protocols" / "cv_screen.yaml"
+    protocol.write_text(protocol.read_text().replace("e_step_v: 0.002}", "e_step_v: 0.002, n_electrons: 2}"))
+    assert "out of reach" not in labloop("validate", workdir / "edge.yaml", "--dry-run").stderr
+    (workdir / "warm.yaml").write_text(text.replace("window_v: [5.0, 5.1]", "window_v: [5.1, 5.2]").replace(
+        "cell: {reference_offset_v: 3.2}", "cell: {reference_offset_v: 3.2, temperature_c: 60}"))
+    assert (": objective.window_v: 5.1 to 5.2 V vs Li/Li+ is partly out of reach: its 5.112 to 5.200 V lies outside "
+        "the 2.438 to 5.112 V vs Li/Li+ the cv measures, as the protocol's cv scans 2.40 to 5.15 V (its window + "
+        "cell.reference_offset_v 3.2 V), and an E1/2 is measured 37.9 mV inside its ends at the nearest (a "
+        "2-electron couple's peak lies 15.9 mV past its E1/2 at 60 C; the analysis needs 22 mV"
+            in objective_out_of_reach(load_campaign(workdir / "warm.yaml")))
 
 
 def test_a_reduction_window_at_the_vertex_names_what_stops_widening_the_scan(labloop, workdir):
