@@ -28,6 +28,7 @@ from labloop.core.text import plural, printable
 
 if TYPE_CHECKING:
     from labloop.surrogate.featurize import InvalidSmiles
+    from labloop.surrogate.repeats import Repeats
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +238,29 @@ def invalid_said(invalid: Sequence[InvalidSmiles], path: Path | str,
     shown = ", ".join(f"line {line_of(i.row)} {i.shown}" for i in invalid[:5])
     more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
     return f"{what.format(n=len(invalid), path=path)}: {shown}{more}"
+
+
+def repeats_said(repeats: Repeats, data: Path | str, targets: Sequence[str], *,
+                 line_of: Callable[[int], int]) -> list[str]:
+    """What is said after ``warning:`` of a training table's repeated molecules, merged before training
+    (``surrogate train`` and ``sweep``, a campaign's prior): how many, and one more line when some molecule's rows
+    disagree (:data:`labloop.surrogate.dataset.REPEAT_SPREAD`), naming the first one's lines and spread: a mix-up in
+    the table (a reference, a unit, a sign) was averaged without a word. ``line_of``: as :func:`report_invalid`'s."""
+    from labloop.surrogate.dataset import REPEAT_SPREAD, unit_of
+
+    said = []
+    if repeats.rows:
+        said.append(f"{repeats.rows} {plural(repeats.rows, 'row')} of {data} "
+                    f"{plural(repeats.rows, 'repeats', 'repeat')} the molecule of an earlier row, compared as "
+                    f"canonical SMILES (first: line {line_of(repeats.first)}, the molecule of line "
+                    f"{line_of(repeats.of)}): each molecule is trained on once, with the mean of its rows' values per "
+                    "target")
+    if repeats.disagreeing:
+        n, rows, target = repeats.disagreeing, repeats.spread_rows, targets[repeats.spread_target]
+        lines = ", ".join(str(line_of(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        said.append(f"{n} repeated {plural(n, 'molecule')} of {data} {plural(n, 'has', 'have')} values more than "
+                    f"{REPEAT_SPREAD:g} {unit_of(target)} apart (first: lines {lines}, {target} spread "
+                    f"{repeats.spread:.3f} {unit_of(target)}), more than a measurement repeats by, and their mean is "
+                    "trained on: check those rows for a mix-up (a reference electrode, a unit, a sign, another "
+                    "molecule's row)")
+    return said

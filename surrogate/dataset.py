@@ -73,6 +73,12 @@ class MoleculeTable:
 #: rows further apart than this differ by more than noise, by as much as the model errs — most likely a mix-up
 #: (another reference electrode or solvent, a unit, a sign, a row of another molecule) that their mean would hide
 REPEAT_SPREAD = 0.1
+
+
+def unit_of(target: str) -> str:
+    """The unit of a target column, by labloop's naming of its columns (``ie_ev``, ``measured_potential_v``):
+    V for a name ending in ``_v``, else eV (the surrogate's IE/EA and orbital energies)."""
+    return "V" if target.endswith("_v") else "eV"
 #: how a file saved by a spreadsheet starts: an .xlsx is a zip, an .xls an OLE2 compound file
 SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
 #: how a gzipped file starts (RFC 1952)

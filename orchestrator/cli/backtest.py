@@ -17,7 +17,7 @@ from labloop.core.errors import ConfigError
 from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan, StoppedEarly
-from labloop.orchestrator.cli.preflight import cached_prior, check_prior_cache, prior_kept, prior_view
+from labloop.orchestrator.cli.preflight import cached_prior, check_prior_cache, prior_kept, prior_notes, prior_view
 from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
@@ -134,7 +134,9 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     if campaign.prior is None and any(k != "random" for k in kinds):
         raise click.BadParameter("planners other than random need the campaign's prior section",
                                  param_hint="--planners")
+    notes: list[str] = []
     if any(k != "random" for k in kinds):  # the prior model is cached beside the store: fail before training
+        notes += prior_notes(campaign)
         check_prior_cache(campaign, "backtest a copy of the campaign in a folder you can write")
     scan = None if no_instruments else engine.campaign_scan(campaign)
     wholly = None
@@ -147,7 +149,7 @@ def _backtest(campaign: Campaign, truth_file: Path, column: str, truth_vs: str |
     read = potential_table.read_truth(truth_file, column, campaign.library.smiles_column, truth_vs=truth_vs,
                                       ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v)
     offset = read.offset_v
-    notes = read.notes
+    notes += read.notes
     library, known, left_out, library_rows = engine.library_truth(campaign, read.values, truth_file)
     notes += left_out
     # the campaign's own past measurements, as its run would start from them: never proposed, learnt from

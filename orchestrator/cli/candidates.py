@@ -96,6 +96,7 @@ def _from_campaign_file(path: Path) -> tuple[Ranking, Path | None]:
     preflight.check_prior_cache(campaign, "rank a copy of the campaign in a folder you can write")
     try:  # a Ctrl-C or a kill while the prior trains said only "aborted" (a lab head's trial), SIGTERM not that
         with Interrupts():
+            preflight.check_prior(campaign)  # reads the prior's table: a second or two for a large one
             prior = preflight.prior_view(campaign)
             if past is not None:  # a table on another scale than declared ranks nothing right: said as validate does
                 preflight.warn_past_scale(campaign, past.source, list(past.measurements), prior)

@@ -11,12 +11,10 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
-from rdkit.rdBase import BlockLogs
 
 from labloop.core.errors import ConfigError, InputError, InvalidInput, JournalError, Problems, dotted, first_line
 from labloop.core.files import cannot_create_in, nearest_existing
@@ -25,10 +23,11 @@ from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, Safety, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
 from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
-from labloop.orchestrator.learning.models import prior_table
+from labloop.orchestrator.learning.models import read_prior
 from labloop.orchestrator.potential_table import Past, past_scale_slip, read_past
 from labloop.surrogate.config import MIN_ROWS_PER_FOLD
-from labloop.surrogate.featurize import InvalidSmiles, parse_smiles
+from labloop.surrogate.dataset import csv_lines
+from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.library_pipeline import row_lines
 
 if TYPE_CHECKING:
@@ -138,18 +137,34 @@ def check_room(campaign: Campaign, given_as: str | None = None) -> None:
 
 
 def check_prior(campaign: Campaign) -> None:
-    """The prior must hold enough molecules the surrogate can read to train its folds (five per fold), or
-    ``run`` would create the journal and then fail to train the first model."""
-    if campaign.prior is None:
-        return
+    """:func:`prior_notes`, said as warnings (``validate``, ``run``, ``candidates``)."""
+    for note in prior_notes(campaign):
+        console.err.print(f"warning: {console.printable(note)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def prior_notes(campaign: Campaign) -> list[str]:
+    """What the prior's training leaves out or merges (:func:`labloop.orchestrator.learning.models.read_prior`): its
+    rows that are no molecule, its repeated molecules, and those whose rows disagree, each at its file's lines, as
+    ``surrogate train`` says them of a table: a campaign trained its prior on a lab's table without a word of either
+    (a lab's trial). :class:`ConfigError` when it holds too few molecules to train its folds (five per fold), or
+    ``run`` would create the journal and then fail to train the first model. [] without a prior."""
+    prior = campaign.prior
+    if prior is None:
+        return []
+    table, invalid, repeats = read_prior(campaign)
     folds = campaign.surrogate.folds
-    with BlockLogs():  # parsed only until there are enough: a 21,000-row prior costs a few parses, not seconds
-        parsed = (smiles for smiles in prior_table(campaign).smiles if parse_smiles(smiles) is not None)
-        readable = sum(1 for _ in islice(parsed, MIN_ROWS_PER_FOLD * folds))
-    if readable < MIN_ROWS_PER_FOLD * folds:
-        rows = "" if campaign.prior.rows is None else f" (prior.rows {campaign.prior.rows})"
-        raise ConfigError(campaign.located("prior"), f"{readable} readable molecules{rows} are too few to train "
-                                                     f"surrogate.folds {folds}: at least {MIN_ROWS_PER_FOLD * folds}")
+    if len(table.smiles) < MIN_ROWS_PER_FOLD * folds:
+        rows = "" if prior.rows is None else f" (prior.rows {prior.rows})"
+        raise ConfigError(campaign.located("prior"), f"{len(table.smiles)} readable molecules{rows} are too few to "
+                                                     f"train surrogate.folds {folds}: at least "
+                                                     f"{MIN_ROWS_PER_FOLD * folds}")
+    line_of = csv_lines(prior.file)
+    where = campaign.located("prior", "file")
+    braced = where.replace("{", "{{").replace("}", "}}")  # a path's own braces, kept from the format below
+    skipped = console.invalid_said(invalid, display_name(prior.file), f"{braced}: the prior's {{n}} invalid SMILES "
+                                   "in {path} are left out of its training", line_of=line_of)
+    merged = console.repeats_said(repeats, display_name(prior.file), prior.targets, line_of=line_of)
+    return [*([skipped] if skipped else []), *(f"{where}: {said}" for said in merged)]
 
 
 def past_measurements(campaign: Campaign, library: list[str]) -> Past | None:

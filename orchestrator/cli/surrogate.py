@@ -27,7 +27,7 @@ from labloop.core.text import plural, spreadsheet_safe
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
 from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED
-from labloop.surrogate.dataset import REPEAT_SPREAD, csv_lines, read_table
+from labloop.surrogate.dataset import csv_lines, read_table, unit_of
 from labloop.surrogate.featurize import InvalidSmiles, beyond_prior
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
@@ -45,7 +45,7 @@ from labloop.surrogate.screening import (
 if TYPE_CHECKING:
     from labloop.surrogate.ensemble import Ensemble
     from labloop.surrogate.library_pipeline import ShardSet
-    from labloop.surrogate.training import Repeats
+    from labloop.surrogate.repeats import Repeats
 
 log = logging.getLogger(__name__)
 
@@ -289,31 +289,10 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
 
 
 def _say_repeats(repeats: Repeats, data: Path, targets: Sequence[str]) -> None:
-    """The one warning of a table's repeated molecules, merged before training (``train`` and ``sweep``), and one
-    more when some molecule's rows disagree (:data:`labloop.surrogate.dataset.REPEAT_SPREAD`), naming the first
-    one's lines and spread: a mix-up in the table (a reference, a unit, a sign) was averaged without a word."""
-    line_of = csv_lines(data)
-    if repeats.rows:
-        console.err.print(f"warning: {repeats.rows} {plural(repeats.rows, 'row')} of {data} "
-                          f"{plural(repeats.rows, 'repeats', 'repeat')} the molecule of an earlier row, compared "
-                          f"as canonical SMILES (first: line {line_of(repeats.first)}, the molecule of line "
-                          f"{line_of(repeats.of)}): each molecule is trained on once, with the mean of its rows' "
-                          "values per target", markup=False, highlight=False, soft_wrap=True)
-    if repeats.disagreeing:
-        n, rows, target = repeats.disagreeing, repeats.spread_rows, targets[repeats.spread_target]
-        lines = ", ".join(str(line_of(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-        console.err.print(f"warning: {n} repeated {plural(n, 'molecule')} of {data} {plural(n, 'has', 'have')} "
-                          f"values more than {REPEAT_SPREAD:g} {_unit(target)} apart (first: lines {lines}, {target} "
-                          f"spread {repeats.spread:.3f} {_unit(target)}), more than a measurement repeats by, and "
-                          "their mean is trained on: check those rows for a mix-up (a reference electrode, a unit, a "
-                          "sign, another molecule's row)",
-                          markup=False, highlight=False, soft_wrap=True)
-
-
-def _unit(target: str) -> str:
-    """The unit of a target column, by labloop's naming of its columns (``ie_ev``, ``measured_potential_v``):
-    V for a name ending in ``_v``, else eV (the surrogate's IE/EA and orbital energies)."""
-    return "V" if target.endswith("_v") else "eV"
+    """The warnings of a table's repeated molecules, merged before training (``train`` and ``sweep``):
+    :func:`labloop.orchestrator.console.repeats_said`."""
+    for said in console.repeats_said(repeats, data, targets, line_of=csv_lines(data)):
+        console.err.print(f"warning: {said}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _calibration_said(ensemble: Ensemble) -> str:
@@ -323,8 +302,8 @@ def _calibration_said(ensemble: Ensemble) -> str:
     does not rank, the floor runs to the top of its grid and only that product means anything
     (:func:`labloop.surrogate.ensemble.fit_calibration`); a floor of 4 eV alone reads as an absurd uncertainty."""
     floors = ensemble.calibration_floor
-    each = "; ".join(f"{t}: sigma = {f:.2f} x sqrt(spread^2 + {floors.get(t, 0.0):.3f}^2) {_unit(t)}, at least "
-                     f"{f * floors.get(t, 0.0):.3f} {_unit(t)}" for t, f in ensemble.calibration.items())
+    each = "; ".join(f"{t}: sigma = {f:.2f} x sqrt(spread^2 + {floors.get(t, 0.0):.3f}^2) {unit_of(t)}, at "
+                     f"least {f * floors.get(t, 0.0):.3f} {unit_of(t)}" for t, f in ensemble.calibration.items())
     rows = ensemble.info["n_calibration"]
     return f"sigma calibration on {rows} held-out {plural(rows, 'row')}: {each}"
 
@@ -413,8 +392,8 @@ QUICK_EPOCHS = 20
 def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None, radii: str, bits: str, seed: int,
           as_json: bool, smiles_column: str) -> None:
     """The thesis's 25-architecture table (radius x bits), 2-fold CV, ranked by validation MAE."""
+    from labloop.surrogate.repeats import merged_table
     from labloop.surrogate.sweep import run_sweep
-    from labloop.surrogate.training import merged_table
 
     chosen = get_preset(preset, epochs=epochs)
     r_list, b_list = _int_list(radii, "--radii"), _int_list(bits, "--bits")

@@ -37,8 +37,10 @@ from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import PRUNED, Journal, ModelVersion
 from labloop.surrogate.dataset import MoleculeTable, read_table
+from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import default_cache_dir
 from labloop.surrogate.presets import Preset, get_preset
+from labloop.surrogate.repeats import Repeats, molecules_once
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 from labloop.surrogate.training_process import TrainingJob, train_apart, train_saved
 
@@ -78,22 +80,32 @@ def campaign_preset(campaign: Campaign) -> Preset:
 
 
 def prior_table(campaign: Campaign) -> MoleculeTable:
-    """The prior data the campaign trains on: the whole file, or its seeded slice of ``prior.rows`` rows."""
+    """The prior data the campaign trains on (:func:`read_prior`)."""
+    return read_prior(campaign)[0]
+
+
+def read_prior(campaign: Campaign) -> tuple[MoleculeTable, list[InvalidSmiles], Repeats]:
+    """The prior data the campaign trains on: the whole file, or its seeded slice of ``prior.rows`` rows, each
+    molecule once (the mean of its rows' values, as ``surrogate train`` trains), the rows that are no molecule left
+    out; and those rows and what was merged, by the file's rows (0-based), for the warnings ``validate`` and ``run``
+    say of them (orchestrator/cli/preflight.py ``prior_notes``). Why merged: a lab's table with a molecule twice,
+    1 eV apart, trained on both copies as two molecules without a word, where ``surrogate train`` warned of it and
+    trained on their mean (a lab's trial). The bundled table has neither, so its prior is as it was."""
     prior = campaign.prior
     assert prior is not None, "only campaigns with a prior have a surrogate"
     table = read_table(prior.file, prior.targets, smiles_column=prior.smiles_column)
-    if prior.rows is None or prior.rows >= len(table.smiles):
-        return table
-    rows = np.sort(np.random.default_rng(campaign.seed).permutation(len(table.smiles))[: prior.rows])
-    sliced = MoleculeTable(table.path, [table.smiles[i] for i in rows], table.targets, table.Y[rows])
+    sliced = prior.rows is not None and prior.rows < len(table.smiles)
+    rows = (np.sort(np.random.default_rng(campaign.seed).permutation(len(table.smiles))[: prior.rows]) if sliced
+            else np.arange(len(table.smiles)))
+    once, invalid, repeats = molecules_once(table, rows)
     # the file has a value in every target column (read_table); a sparse column may still have none in the slice,
     # and a target with no value trains a model that predicts NaN
-    empty = [t for j, t in enumerate(sliced.targets) if np.isnan(sliced.Y[:, j]).all()]
-    if empty:
+    empty = [t for j, t in enumerate(once.targets) if np.isnan(once.Y[:, j]).all()]
+    if sliced and empty:
         raise ConfigError(campaign.located("prior", "rows"),
                           f"the seeded slice of {prior.rows} {plural(prior.rows, 'row')} of {display_name(prior.file)} "
                           f"has no value in column {empty[0]!r}: give more rows, or none for the whole file")
-    return sliced
+    return once, invalid, repeats
 
 
 def with_measurements(table: MoleculeTable, measured: Sequence[tuple[str, float]]) -> MoleculeTable:

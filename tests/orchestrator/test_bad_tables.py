@@ -293,3 +293,45 @@ def test_a_gzipped_table_whatever_its_suffix_is_no_binary_file(tmp_path):
     with gzip.open(path, "wt") as handle:
         handle.write("smiles,e_v\nCCO,4.2\n")
     assert read_table(path, ["e_v"]).Y.tolist() == [[4.2]]
+
+
+def test_a_campaign_prior_trains_each_molecule_once_and_says_what_it_left_out(tmp_path, labloop, write_campaign):
+    """A lab's prior table with an unreadable row and a molecule twice, 1 eV apart: ``surrogate train`` warned of both
+    and trained on the molecule's mean, while a campaign trained its prior on both copies as two molecules, without a
+    word, the unreadable row named only at ``-v`` by its 0-based row (a lab's trial). The campaign's prior is read as
+    ``surrogate train`` reads a table, and ``validate`` and ``run`` say so at the prior's line."""
+    from rdkit import Chem
+
+    from labloop.orchestrator.config.campaign import load_campaign
+    from labloop.orchestrator.config.yaml_source import display_name
+    from labloop.orchestrator.learning.models import read_prior
+
+    table = pd.read_csv(DATA, nrows=300)[["smiles", "ie_ev", "ea_ev"]]
+    table.loc[3, "smiles"] = "C1CCC("  # line 5
+    again = table.loc[1].copy()  # line 3's molecule, in Kekulé form, 1 eV higher: line 302
+    again["smiles"], again["ie_ev"] = Chem.MolToSmiles(Chem.MolFromSmiles(again["smiles"]), kekuleSmiles=True), \
+        again["ie_ev"] + 1.0
+    assert again["smiles"] != table.loc[1, "smiles"]
+    (tmp_path / "data").mkdir()
+    prior = tmp_path / "data" / "prior.csv"
+    pd.concat([table, again.to_frame().T]).to_csv(prior, index=False)
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    campaign_file = _with_prior(write_campaign, folder, prior, budget={"max_experiments": 2})
+    line = next(n for n, text in enumerate(campaign_file.read_text().splitlines(), start=1) if "prior.csv" in text)
+    at = f"{campaign_file}:{line}: prior.file: "
+    name = display_name(prior)
+    said = [f"warning: {at}the prior's 1 invalid SMILES in {name} are left out of its training: line 5 'C1CCC('",
+            f"warning: {at}1 row of {name} repeats the molecule of an earlier row, compared as canonical SMILES "
+            "(first: line 302, the molecule of line 3): each molecule is trained on once, with the mean of its rows' "
+            "values per target",
+            f"warning: {at}1 repeated molecule of {name} has values more than 0.1 eV apart (first: lines 3, 302, "
+            "ie_ev spread 1.000 eV)"]
+    for command in ("validate", "run"):
+        result = labloop(command, campaign_file, "--dry-run")
+        assert result.returncode == 0, result.stderr
+        for words in said:
+            assert result.stderr.count(words) == 1, (words, result.stderr)
+    once, invalid, repeats = read_prior(load_campaign(campaign_file))
+    assert len(once.smiles) == 299 and [i.row for i in invalid] == [3] and (repeats.first, repeats.of) == (300, 1)
+    assert once.Y[1, 0] == pytest.approx(table.loc[1, "ie_ev"] + 0.5)

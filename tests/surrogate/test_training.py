@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labloop.surrogate.dataset import MoleculeTable
-from labloop.surrogate.training import REPEAT_SPREAD, Repeats, merged_by_molecule, merged_table
+from labloop.surrogate.dataset import REPEAT_SPREAD, MoleculeTable
+from labloop.surrogate.repeats import Repeats, merged_by_molecule, merged_table
 
 
 def test_repeated_molecules_become_one_row_with_their_mean_per_target():
