@@ -75,6 +75,20 @@ class MoleculeTable:
 REPEAT_SPREAD = 0.1
 
 
+#: the target columns labloop reads a meaning into: IE and EA in eV (a campaign's objective, ``screen --role``:
+#: surrogate/screening.py ROLE_TARGET)
+NAMED_TARGETS = ("ie_ev", "ea_ev")
+
+
+def named_target(name: str) -> str:
+    """``name`` as labloop spells it when it is one of :data:`NAMED_TARGETS` in another case (``IE_eV``), else as
+    written. Why: a column is matched whatever its case, so ``-t IE_eV`` read the same column as ``-t ie_ev``, but the
+    model it trained predicted ``IE_eV``, which ``screen --role cathode`` refused, and a campaign's ``prior.targets:
+    [IE_eV, EA_eV]`` was refused outright (a lab's trial)."""
+    folded = name.strip().casefold()
+    return next((target for target in NAMED_TARGETS if target == folded), name)
+
+
 def unit_of(target: str) -> str:
     """The unit of a target column, by labloop's naming of its columns (``ie_ev``, ``measured_potential_v``):
     V for a name ending in ``_v``, else eV (the surrogate's IE/EA and orbital energies)."""

@@ -27,7 +27,7 @@ from labloop.core.text import plural, spreadsheet_safe
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
 from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED
-from labloop.surrogate.dataset import csv_lines, read_table, unit_of
+from labloop.surrogate.dataset import csv_lines, named_target, read_table, unit_of
 from labloop.surrogate.featurize import InvalidSmiles, beyond_prior
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
@@ -231,7 +231,8 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
 
 @app.command()
 @click.argument("data", type=FILE)
-@click.option("--target", "-t", "targets", multiple=True, required=True, help="Target column; repeat for multi-task.")
+@click.option("--target", "-t", "targets", multiple=True, required=True, callback=lambda _c, _p, v: _named(v),
+              help="Target column; repeat for multi-task.")
 @click.option("--output", "-o", type=DIR, required=True, help="Model directory to write.")
 @click.option("--folds", "-k", type=click.IntRange(2, 20), default=5, show_default=True, help="Ensemble members.")
 @click.option("--preset", default="fast", show_default=True, help=f"Recipe: {', '.join(PRESETS)}.")
@@ -286,6 +287,11 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
                           f"{MIN_CALIBRATION_ROWS}: too few to trust its factor and floor (train on "
                           f"{5 * MIN_CALIBRATION_ROWS} molecules or more for a {MIN_CALIBRATION_ROWS}-row slice)",
                           markup=False, highlight=False, soft_wrap=True)
+
+
+def _named(targets: tuple[str, ...]) -> tuple[str, ...]:
+    """``--target IE_eV`` as ``ie_ev`` (:func:`labloop.surrogate.dataset.named_target`)."""
+    return tuple(named_target(target) for target in targets)
 
 
 def _say_repeats(repeats: Repeats, data: Path, targets: Sequence[str]) -> None:
@@ -381,7 +387,8 @@ QUICK_EPOCHS = 20
 
 @app.command()
 @click.argument("data", type=FILE)
-@click.option("--target", "-t", "targets", multiple=True, required=True, help="Target column; repeatable.")
+@click.option("--target", "-t", "targets", multiple=True, required=True, callback=lambda _c, _p, v: _named(v),
+              help="Target column; repeatable.")
 @click.option("--preset", default="thesis", show_default=True, help="Network and recipe for every cell.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
 @click.option("--radii", default="1,2,3,4,5", show_default=True, help="Comma-separated fingerprint radii.")
@@ -464,7 +471,8 @@ def screen_cmd(model_dir: Path, library: Path, solvent: str, collector: str, rol
     quantity = ROLE_TARGET[role]
     if quantity not in manifest["targets"]:
         raise InvalidInput(f"--role {role} needs a model predicting {quantity!r}; {model_dir} predicts "
-                           f"{', '.join(manifest['targets'])}")
+                           f"{', '.join(manifest['targets'])} (train one with -t {quantity}: the "
+                           f"{quantity[:2].upper()} column in eV, by that name, whatever its case)")
     sigma = None
     if global_sigma:
         sigma = manifest.get("metrics", {}).get("calibration_slice", {}).get(quantity, {}).get("error_std")

@@ -103,7 +103,7 @@ from labloop.protocols.steps import (
     units_hint,
 )
 from labloop.surrogate.compute import check_setting
-from labloop.surrogate.dataset import not_a_file, read_table
+from labloop.surrogate.dataset import named_target, not_a_file, read_table
 from labloop.surrogate.library_pipeline import count_rows, library_format, read_chunks
 from labloop.surrogate.presets import PRESETS
 
@@ -243,6 +243,13 @@ class Prior(BaseModel):
     smiles_column: str = "smiles"
     targets: tuple[str, ...] = Field(("ie_ev", "ea_ev"), min_length=1, title="columns", examples=[["ie_ev", "ea_ev"]])
     rows: PositiveInt | None = Field(None, description="train on a seeded random slice of this many rows")
+
+    @field_validator("targets")
+    @classmethod
+    def _named(cls, targets: tuple[str, ...]) -> tuple[str, ...]:
+        """``IE_eV`` as ``ie_ev``: labloop's spelling of the targets it reads a meaning into (its column is read
+        whatever its case; :func:`labloop.surrogate.dataset.named_target`)."""
+        return tuple(named_target(target) for target in targets)
 
     @model_validator(mode="after")
     def _readable(self) -> Prior:
@@ -1091,7 +1098,8 @@ class Campaign(BaseModel):
         if self.prior is not None and needed not in self.prior.targets:
             problems.append(Problem(("prior", "targets"), f"must include {needed!r}: the objective's "
                                                            f"{self.objective.quantity.replace('_', ' ')} is "
-                                                           "predicted from it"))
+                                                           f"predicted from it (the prior's {needed[:2].upper()} "
+                                                           "column in eV, by that name, whatever its case)"))
         if self.budget.stop_after_hits is not None and not self.objective.defines_hits:
             problems.append(Problem(("budget", "stop_after_hits"),
                                     "needs a hit definition: objective.window_v or objective.threshold_v"))

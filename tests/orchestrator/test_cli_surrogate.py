@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from rdkit import Chem
 
 from labloop.core.files import FILE_MODE
@@ -477,3 +478,31 @@ def test_a_kill_stops_predict_as_a_ctrl_c_does_and_leaves_no_temporary_shards(ti
     assert "Traceback" not in said and said.strip().splitlines()[-1] == (
         f"interrupted: {tmp_path / 'out.csv'} not written; nothing predicted is kept (--no-cache)"), said
     assert not list(temporary.glob(f"{mine}*")) and not (tmp_path / "out.csv").exists()
+
+
+def test_a_target_written_in_another_case_is_labloops_ie_or_ea(tmp_path, labloop, small_csv, write_campaign):
+    """A lab's table names its columns ``IE_eV`` and ``EA_eV``: ``-t IE_eV`` read the column (columns match whatever
+    their case) and trained a model predicting ``IE_eV``, which ``screen --role cathode`` then refused, and a
+    campaign's ``prior.targets: [IE_eV, EA_eV]`` was refused outright (a lab's trial). Both are labloop's ``ie_ev`` and
+    ``ea_ev``; a column of another name is told how to name it."""
+    table = tmp_path / "lab.csv"
+    pd.read_csv(small_csv).rename(columns={"ie_ev": "IE_eV", "ea_ev": "EA_eV"}).to_csv(table, index=False)
+    model = tmp_path / "model"
+    trained = labloop("surrogate", "train", table, "-t", "IE_eV", "-t", "EA_eV", "-o", model, "--epochs", "1",
+                      "--folds", "2", "--no-cache")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((model / "manifest.json").read_text())["targets"] == ["ie_ev", "ea_ev"]
+    screened = labloop("surrogate", "screen", model, small_csv, "--role", "cathode", "-o", tmp_path / "hits.csv",
+                       "--no-cache")
+    assert screened.returncode == 0, screened.stderr
+    campaign = yaml.safe_load(write_campaign(tmp_path, prior=True).read_text())
+    campaign["prior"] = {"file": str(table), "targets": ["IE_eV", "EA_eV"]}
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    assert labloop("validate", tmp_path / "lab.yaml", "--dry-run").returncode == 0
+    pd.read_csv(table).rename(columns={"IE_eV": "IP"}).to_csv(table, index=False)
+    campaign["prior"]["targets"] = ["IP", "EA_eV"]
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    other = labloop("validate", tmp_path / "lab.yaml", "--dry-run")
+    assert other.returncode == 2 and other.stderr.endswith(
+        "prior.targets: must include 'ie_ev': the objective's oxidation potential is predicted from it (the prior's "
+        "IE column in eV, by that name, whatever its case)\n"), other.stderr
