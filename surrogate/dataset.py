@@ -127,13 +127,15 @@ def unreadable_hint(path: Path, exc: Exception) -> str:
 def unreadable_csv(path: Path, exc: Exception) -> str:
     """The one line of a table pandas could not read as CSV: an empty file said so (pandas says "No columns to parse
     from file"), text that is not UTF-8 by the line (and column) of its first such byte (the codec's "position 4"
-    is within a chunk, and named no line: a chemist's trial), anything else with pandas' words and
-    :func:`unreadable_hint`."""
+    is within a chunk, and named no line: a chemist's trial), a cause :func:`unreadable_hint` recognises by itself
+    (pandas' "Error tokenizing data. C error: Expected 1 fields in line 306, saw 2" before the semicolons said only
+    what it did not understand: a lab's trial), anything else with pandas' words."""
     if isinstance(exc, pd.errors.EmptyDataError):
         return f"{path}: the file is empty (no header line, no rows)"
     if isinstance(exc, UnicodeDecodeError) and (where := _not_utf8(path)) is not None:
         return f"{path}: its text is not UTF-8 ({where}): {SAVE_AS}"
-    return f"{path}: not a readable CSV file ({first_line(exc)}){unreadable_hint(path, exc)}"
+    hint = unreadable_hint(path, exc)
+    return f"{path}: not a readable CSV file{hint}" if hint else f"{path}: not a readable CSV file ({first_line(exc)})"
 
 
 def _not_utf8(path: Path) -> str | None:
