@@ -57,7 +57,8 @@ BACKTEST_WORDS = Words("--column", "--truth-vs", "the backtest's truth",
 #: (``--truth-vs fc``), and what it only recognises to refuse, since their place vs Li/Li+ depends on the electrode's
 #: filling and the solvent (docs/protocols.md "Potential scales") and no campaign setting holds it
 FERROCENE_SCALE = re.compile(r"\bfc\b|\bfc\+|ferrocen", re.IGNORECASE)
-OTHER_SCALES = re.compile(r"\bsce\b|ag/ag|\bagcl\b|\bshe\b|\bnhe\b|\bsse\b|\bhg/hg", re.IGNORECASE)
+#: (Ag+/Ag and Ag|Ag+ too: "E vs Ag+/Ag" was read as vs Li/Li+ in silence, where "vs Ag/Ag+" was refused: a lab's trial)
+OTHER_SCALES = re.compile(r"\bsce\b|ag\+?\s*[/|]\s*ag|\bagcl\b|\bshe\b|\bnhe\b|\bsse\b|\bhg/hg", re.IGNORECASE)
 LITHIUM_SCALE = re.compile(r"\bli\b|\bli\+|\blithium\b", re.IGNORECASE)
 #: a header naming an energy in eV (``ie_ev``, ``EA (eV)``): a DFT column, not a potential in V
 ENERGY_HEADER = re.compile(r"(\b|_)ev\b", re.IGNORECASE)

@@ -982,3 +982,17 @@ def test_a_best_score_beyond_the_scan_is_said_without_instruments(tmp_path, labl
         and said[0].endswith("; --no-instruments scores the true value"), said
     simulated = labloop(*args, "--json")  # the simulated scan measures what a run would: nothing to say
     assert simulated.returncode == 0 and "cannot measure them there" not in simulated.stderr, simulated.stderr
+
+
+@pytest.mark.parametrize("header", ["E1/2 (V vs Ag/Ag+)", "E vs Ag+/Ag", "E vs Ag|Ag+", "E (V vs Ag+ / Ag)",
+                                    "E vs Ag/AgNO3", "E (V vs SCE)"])
+def test_a_truth_header_naming_a_silver_reference_any_way_is_not_read_as_lithium(tmp_path, header):
+    """``E vs Ag+/Ag`` was read as vs Li/Li+ in silence (0 V added), where ``E vs Ag/Ag+`` was refused as a scale
+    labloop cannot convert (a lab's trial): each spelling is refused without ``--truth-vs``, and said to be another
+    scale than the one declared with ``--truth-vs fc``."""
+    from labloop.core.errors import InvalidInput
+    from labloop.orchestrator.potential_table import OTHER_SCALES, truth_offset
+
+    with pytest.raises(InvalidInput, match="convert the column to V vs Li/Li\\+"):
+        truth_offset(tmp_path / "truth.csv", header, None, 3.2)
+    assert OTHER_SCALES.search(header)
