@@ -440,6 +440,9 @@ class NE1000Pump:
         self._owns_bus = owns_bus
         self._line: str | None = None  # the shared line's device, when :meth:`open` took it
         self._diameter_mm: float | None = None  # as last set or read: the rates it allows
+        #: what the pump was doing when opened ("infusing", "withdrawing") if it moved and :meth:`_connect` stopped
+        #: it, else None: the rig refuses to start then (docs/drivers.md, ``found_running``)
+        self.found_running: str | None = None
         self.firmware = self._connect()
         if diameter_mm is not None:
             self.set_diameter(diameter_mm)
@@ -523,6 +526,7 @@ class NE1000Pump:
                         "computer lost power?): stopping it now; it may have moved more than labloop counts",
                         self.where, state.value)
             self.stop()
+            self.found_running = state.value
         return reply.data
 
     # -- queries ------------------------------------------------------------------------------------------

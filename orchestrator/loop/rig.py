@@ -23,7 +23,7 @@ from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
 from labloop.core.errors import ConfigError, WrongReturn, said
-from labloop.instruments.contracts import Potentiostat, Pump, PumpState, PumpStatus, returned
+from labloop.instruments.contracts import Potentiostat, Pump, PumpState, PumpStatus, optional_member, returned
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,13 @@ log = logging.getLogger(__name__)
 HEALTH_ERROR = "error: "
 #: how long one instrument's stop/abort may take before the rig reports it could not make it safe
 SAFE_STATE_DEADLINE_S = 10.0
+#: the refusal of a start that found a pump moving (its driver's ``found_running``, docs/drivers.md): a resume with
+#: --cell-emptied after a kill -9 mid-dispense met the pump still infusing, had it stopped, journalled the emptying
+#: the operator had done before that, and dispensed on top of what the pump delivered since (a hardware trial)
+FOUND_RUNNING = ("{doing} when opened, left so by a run that stopped without stopping it (killed, or the computer "
+                 "lost power?): labloop stopped it now, but what it pumped until then is in the cell, uncounted, even "
+                 "if the cell was emptied before this start: empty the cell now, then start again (a journal's "
+                 "campaign: `labloop resume STORE --cell-emptied`)")
 #: how long a driver's open() or a health check's call may take before the console says labloop waits on it
 SLOW_CALL_S = 30.0
 
@@ -224,13 +231,17 @@ class Rig:
         """The health check before the first experiment (``run``, ``resume``, ``validate --dry-run``): the first
         instrument that fails it is a one-line :class:`ConfigError` naming it, before the journal is written and
         anything is pumped, as a port that cannot be opened is; a lab wants to know before the first dispense,
-        not from the experiment's fault. Returns the report when every instrument is ok."""
+        not from the experiment's fault. So is a pump its driver found moving when it opened and stopped
+        (:data:`FOUND_RUNNING`). Returns the report when every instrument is ok."""
         report = self.health_check()
         for name, state in report.items():
             if state.startswith(HEALTH_ERROR):
                 self._said.add(name)  # the refusal names it; closing the rig need not say it again
                 raise ConfigError(f"instruments.{name}", "the health check before the first experiment failed: "
                                                          f"{state.removeprefix(HEALTH_ERROR)}")
+        for name, driver in self.instruments.items():
+            if (found := optional_member(driver, "found_running", where=f"instruments.{name}")) is not None:
+                raise ConfigError(f"instruments.{name}", FOUND_RUNNING.format(doing=found))
         if self._ready is not None:
             self._ready()
         return report

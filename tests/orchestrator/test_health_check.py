@@ -8,6 +8,7 @@ EmStat drivers on their emulators' ptys, a real journal."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
@@ -141,3 +142,61 @@ def test_an_open_or_health_check_that_does_not_return_is_said(tmp_path, write_ca
     opened = r"instruments\.analyte_pump: the open\(\) of driver 'slow-pump' on /dev/pts/\d+ "
     assert re.fullmatch(opened + re.escape(waits), said[0]), said
     assert said[1] == f"instruments.analyte_pump: its health check (status()) {waits}"
+
+
+def test_a_pump_still_pumping_when_the_run_opens_it_refuses_the_start(tmp_path, write_campaign):
+    """A resume with ``--cell-emptied`` after a ``kill -9`` mid-dispense met the pump still infusing: its driver
+    stopped it and said so, the emptying the operator had done before was journalled, and the next experiment
+    dispensed on top of what the pump had delivered since (a hardware trial). A start that finds a pump moving is
+    refused in one line naming it, before the journal is written, the pump stopped; the next start goes on. Real
+    NE-1000 and EmStat drivers on their emulators' ptys, the pump set infusing by a driver that is then dropped, as
+    a killed run's is; labloop in a process of its own, as the resume after a kill is."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import yaml
+
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.sim.cell import Cell
+    from labloop.sim.emstat_emulator import EmStatEmulator
+    from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
+    from labloop.sim.pty_device import PtyDevice, TimeScale
+
+    pumps = NE1000Emulator([PumpSpec(0, diameter_mm=4.61), PumpSpec(1, diameter_mm=14.57)], cell=Cell(),
+                           time_scale=TimeScale.real_time())
+    with PtyDevice(pumps, name="ne1000").start() as chain, \
+            PtyDevice(EmStatEmulator(lambda: []), name="emstat").start() as potentiostat:
+        killed = NE1000Pump.open(chain.port, 0, limits=load_campaign(write_campaign(tmp_path)).safety.limits(),
+                                 diameter_mm=4.61, poll_s=0.01)
+        dispensing = threading.Thread(target=_quietly, args=(killed.dispense, 0.5, 0.5), daemon=True)
+        dispensing.start()  # 60 s at 0.5 mL/min
+        deadline = time.monotonic() + 30  # liveness only
+        while pumps.snapshot(0).status != "I":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        killed.bus.close()  # the killed run's driver says nothing more
+        campaign = yaml.safe_load(write_campaign(tmp_path).read_text())
+        rig = campaign["instruments"]
+        rig["sampler"] = {"driver": "manual"}
+        rig["analyte_pump"]["port"] = rig["electrolyte_pump"]["port"] = chain.port
+        rig["potentiostat"]["port"] = potentiostat.port
+        (tmp_path / "real.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+        result = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "run",
+                                 str(tmp_path / "real.yaml")], capture_output=True, text=True, timeout=300)
+        assert pumps.snapshot(0).status == "S", result.stderr
+        dispensing.join(timeout=60)
+    assert result.returncode == 2, result.stderr
+    refusal = result.stderr.strip().splitlines()[-1]
+    assert refusal.startswith(
+        "error: instruments.analyte_pump: infusing when opened, left so by a run that stopped without stopping it "
+        "(killed, or the computer lost power?): labloop stopped it now, but what it pumped until then is in the cell, "
+        "uncounted, even if the cell was emptied before this start: empty the cell now, then start again"), refusal
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real.yaml", "tiny.yaml"]  # no journal, no lock
+
+
+def _quietly(call, *args) -> None:
+    """``call(*args)``, whatever it raises: a dispense whose driver's line is closed under it."""
+    with contextlib.suppress(Exception):
+        call(*args)
