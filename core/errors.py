@@ -301,10 +301,11 @@ class ReplayMismatch(InstrumentError):
 
 class RigNotReady(InstrumentError):
     """What the cell or a syringe holds by labloop's count (liquid left by an earlier experiment, a syringe
-    run low) would stop the next experiment part way: a person must empty or fill it before it starts.
-    ``needs``: which, ``"cell"`` (empty it) or ``"syringe"`` (fill it), so the advice names the one that helps."""
+    run low) would stop the next experiment part way, or an instrument's port is gone: a person must empty or fill
+    it, or plug the instrument back in, before it starts. ``needs``: which, ``"cell"`` (empty it), ``"syringe"``
+    (fill it) or ``"port"`` (``where`` is ``instruments.NAME``), so the advice names the one that helps."""
 
-    def __init__(self, where: str, what: str, *, needs: Literal["cell", "syringe"]) -> None:
+    def __init__(self, where: str, what: str, *, needs: Literal["cell", "syringe", "port"]) -> None:
         super().__init__(where, what)
         self.needs = needs
 

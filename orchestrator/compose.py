@@ -663,6 +663,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
                      **dict.fromkeys(pumps_holding_standard(steps), "standard")}
         instruments: dict[str, object] = {}
+        ports: dict[str, str] = {}  # what each driver opened: the rig watches a device path's presence
         for name, entry in campaign.instruments.items():
             descriptor = resolve(entry.driver)
             where = campaign.located("instruments", name)  # its line too, as validate's other errors say it
@@ -702,11 +703,12 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             stack.callback(_closing, name, descriptor.name, driver)  # a driver without close() is refused next
             _check_contract(driver, where, descriptor)
             instruments[name] = driver
+            ports[name] = port
             log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")
         if lab is not None:
             return Rig(instruments, closer=stack.pop_all(), ask=ask, rinse=lab.rinse, sleep=lab.sleep,
-                       operator=lab.ask_operator, simulation=lab, ready=lab.arm_faults)
-        return Rig(instruments, closer=stack.pop_all(), ask=ask)
+                       operator=lab.ask_operator, simulation=lab, ready=lab.arm_faults, ports=ports)
+        return Rig(instruments, closer=stack.pop_all(), ask=ask, ports=ports)
 
 
 def _closing(name: str, driver_name: str, driver: object) -> None:

@@ -709,6 +709,7 @@ class ProtocolExecutor:
         complete, settings = measured_after(steps), analysis_settings(steps)
         self._check(steps, {}, 1)  # this experiment's steps; what the cell and syringes hold now, _check_contents
         self._check_contents(steps)
+        self._check_ports()
         # every scan of this candidate is known and checked against the limits before the first action: a
         # proposal the limits refuse is refused before anything moves
         scans = {index: self._cv_params(index, step, predicted_v) for index, step in enumerate(steps)
@@ -951,6 +952,19 @@ class ProtocolExecutor:
         except InputError:  # a condition no step takes: the run fails that experiment as refused, as it would
             return None
         return None
+
+    def _check_ports(self) -> None:
+        """Refuse to start an experiment while an instrument's port is gone (the rig's ``port_gone``: a USB adapter
+        unplugged or reset, an emulator stopped): the rig needs a person before the sample is spent. Why: a pump whose
+        port vanished while idle was found only at its own step, after the sample was loaded and dispensed, and its
+        dispense was counted into the cell in full though it never began (a hardware trial)."""
+        gone = getattr(self.rig, "port_gone", None)
+        found = gone() if gone is not None else None
+        if found is not None:
+            name, port = found
+            raise RigNotReady(f"instruments.{name}", f"its port {port} is gone (unplugged, switched off, or its USB "
+                                                     "adapter reset?) before the experiment began: nothing of it ran",
+                              needs="port")
 
     def _check_contents(self, steps: Sequence[Step]) -> None:
         """Refuse to start an experiment that what the cell and the syringes hold now (left by earlier ones,

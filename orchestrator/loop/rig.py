@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -129,8 +130,11 @@ class Rig:
 
     def __init__(self, instruments: Mapping[str, object], *, closer: ExitStack, ask: Ask = input,
                  rinse: Callable[[], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 operator: Ask | None = None, simulation: Any = None, ready: Callable[[], None] | None = None) -> None:
+                 operator: Ask | None = None, simulation: Any = None, ready: Callable[[], None] | None = None,
+                 ports: Mapping[str, str] | None = None) -> None:
         self.instruments: dict[str, object] = dict(instruments)
+        #: each instrument's port as its driver opened it, for :meth:`port_gone`
+        self.ports = dict(ports or {})
         self._closer = closer
         #: every question this rig puts to a person goes through it (:class:`PersonAsk`)
         self.asking = ask if isinstance(ask, PersonAsk) else PersonAsk(ask)
@@ -226,6 +230,14 @@ class Rig:
             except BaseException as exc:  # a plug-in's SystemExit is its failure too, not the end of labloop
                 report[name] = f"{HEALTH_ERROR}{said(exc)}"
         return report
+
+    def port_gone(self) -> tuple[str, str] | None:
+        """(name, port) of the first instrument whose port, a device path, no longer exists (an adapter unplugged or
+        reset, an emulator's pseudo-terminal closed: its device file goes with it), else None; a URL's
+        (``socket://``) or a name that is no path (a manual sample changer's) is not judged. A stat per port, for
+        the protocol executor before each experiment (protocols/executor.py ``_check_ports``)."""
+        return next(((name, port) for name, port in self.ports.items()
+                     if os.path.isabs(port) and not os.path.exists(port)), None)
 
     def check_health(self) -> dict[str, str]:
         """The health check before the first experiment (``run``, ``resume``, ``validate --dry-run``): the first

@@ -259,6 +259,10 @@ def person_advice(cause: RigNotReady | BlankFailed | SafetyBreach, store: Path, 
                 f"{' --cell-emptied' if cell_ml > 0 else ''}`")
     if isinstance(cause, RigNotReady) and cause.needs == "cell":
         return f"empty the cell, then `labloop resume {shell_word(store)} --cell-emptied{again}`"
+    if isinstance(cause, RigNotReady) and cause.needs == "port":
+        name = cause.where.removeprefix("instruments.")
+        return (f"plug {name} back in and switch it on, then `labloop resume {shell_word(store)}{again}` (with "
+                f"--port {name}=PORT if it came back under another name)")
     if isinstance(cause, RigNotReady):
         # every syringe: the flag counts them all full (an operator read "the syringe" as the short one alone)
         return f"fill every syringe, then `labloop resume {shell_word(store)}{again} --syringes-filled`"

@@ -176,7 +176,8 @@ def test_a_pump_still_pumping_when_the_run_opens_it_refuses_the_start(tmp_path, 
         while pumps.snapshot(0).status != "I":
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        killed.bus.close()  # the killed run's driver says nothing more
+        killed.bus.close()  # the killed run's driver says nothing more (and gives back its line, which sends nothing)
+        killed.close()
         campaign = yaml.safe_load(write_campaign(tmp_path).read_text())
         rig = campaign["instruments"]
         rig["sampler"] = {"driver": "manual"}

@@ -300,3 +300,32 @@ def test_a_rate_the_syringe_cannot_reach_is_refused_before_anything_moves(rig: R
                                           r"default: give it a rate_ml_min\) is beyond what 'analyte_pump'"):
         ProtocolExecutor(default, rig, SafetyLimits(5.0, 10.0, (-3.0, 3.0)), 3.2).check()
     assert wire(rig) == before
+
+
+def test_an_instrument_whose_port_is_gone_refuses_the_next_experiment_before_anything_moves(rig: Rig) -> None:
+    """A pump whose port vanished while idle (its emulator stopped, a USB adapter reset) was found only at its own
+    step, after the sample had been loaded and dispensed, and its dispense was counted into the cell though it never
+    began (a hardware trial): the next experiment is refused before its first action, the rig needing a person."""
+    from labloop.core.errors import RigNotReady
+
+    limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0))
+    protocol = ["load_sample", {"dispense": {**ELECTROLYTE["dispense"], "volume_ml": 0.5, "refill": True}},
+                {"cv": {"half_width_v": 0.4}}]
+    ProtocolExecutor(protocol, rig, limits, 3.2).run("S0001", "c1ccccc1", {}, 3.2 + 0.5, lambda *a: None)
+    gone = rig.simulation.emulations["electrolyte_pump"]
+    port = gone.port
+    gone.stop()
+    before = {name: count for name, count in wire(rig).items() if name != "electrolyte_pump"}
+    actions: list[tuple] = []
+    with pytest.raises(RigNotReady, match=rf"instruments\.electrolyte_pump: its port {port} is gone \(unplugged, "
+                                          r"switched off, or its USB adapter reset\?\) before the experiment began: "
+                                          "nothing of it ran") as refused:
+        ProtocolExecutor(protocol, rig, limits, 3.2).run("S0002", "c1ccccc1", {}, 3.2 + 0.5,
+                                                         lambda *a: actions.append(a))
+    assert refused.value.needs == "port" and actions == []
+    assert {name: count for name, count in wire(rig).items() if name != "electrolyte_pump"} == before
+    from labloop.orchestrator.loop.runner import person_advice
+
+    assert person_advice(refused.value, Path("runs/x.db")) == (
+        "plug electrolyte_pump back in and switch it on, then `labloop resume runs/x.db` (with "
+        "--port electrolyte_pump=PORT if it came back under another name)")
