@@ -47,6 +47,7 @@ from labloop.orchestrator.loop.runner import (
     EXIT_REFUSED,
     SYRINGES_FILLED,
     Runner,
+    check_at_instruments,
     refusal_before_the_run,
     resume_command,
     resume_does,
@@ -376,7 +377,9 @@ def _resume_after_interrupt(store: Path, scheduler: str | None) -> str:
     (``syringes``), since that resume is refused too. The stop's
     event is the run's last ``interrupted`` event of no one experiment, not the journal's last event: the alert it
     sent, and each interrupted experiment's own event, are journalled around it. None since this run's ``run``
-    event: the run stopped before its runner did (a previous run's stop says nothing of this one)."""
+    event: the run stopped before its runner did (a previous run's stop says nothing of this one). Instruments the
+    stop could not make safe (``unsafe``) come first, to be checked at the instrument, as a failure's unsafe stop
+    says: the last line left them out, and a hung pump went on pumping once it answered again (a hardware trial)."""
     if store.exists():
         with Journal.open(store, readonly=True) as journal:
             events = journal.events()
@@ -387,8 +390,10 @@ def _resume_after_interrupt(store: Path, scheduler: str | None) -> str:
                                               ("fill every syringe", stop.data.get("syringes"))) if needed]
             flags = [flag for flag, needed in (("--cell-emptied", stop.data.get("cell_ml")),
                                                ("--syringes-filled", stop.data.get("syringes"))) if needed]
-            if todo:
-                return f"{' and '.join(todo)}, then {resume_command(store, scheduler, *flags)}"
+            first = [*([check_at_instruments(stop.data["unsafe"])] if stop.data.get("unsafe") else []),
+                     *([" and ".join(todo)] if todo else [])]
+            if first:
+                return f"{', '.join(first)}, then {resume_command(store, scheduler, *flags)}"
     return resume_command(store, scheduler)
 
 

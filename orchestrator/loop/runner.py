@@ -435,6 +435,14 @@ class RigUnsafe(Exception):
         self.experiment_id, self.unsafe = experiment_id, unsafe
 
 
+def check_at_instruments(unsafe: Sequence[str]) -> str:
+    """What a person checks of the instruments a stop could not make safe (``unsafe``: ``"name: why"`` each,
+    :meth:`Rig.safe_state`), for the stop's advice: a failure's stop (:meth:`Runner._stop_unsafe`) and a Ctrl-C's
+    (orchestrator/cli/run.py), whose last line left it out (a hardware trial: a hung pump that went on pumping)."""
+    instruments = " and ".join(u.split(":", 1)[0] for u in unsafe)
+    return f"check {instruments} at the instrument (a pump may still be pumping, a cell still be on)"
+
+
 def resume_command(store: Path, scheduler: str | None, *flags: str) -> str:
     """``labloop resume STORE [FLAGS] [--scheduler S]``: the run's own ``--scheduler`` too, which a resume does not
     take from the journal (it is no part of the campaign), so the advice resumes where the run ran: without it, a
@@ -688,7 +696,7 @@ class Runner:
         # which experiments run again and which are finished from their measurement, on the console too: an operator
         # stopped after a measurement could not tell whether to prepare another aliquot (the journal said it)
         which = f"; {resume_does(self.journal, ids)}" if ids else ""
-        console.err.print(("" if not unsafe else "WARNING: ") + f"stopped by {exc}{during}: {rig}" + which
+        console.err.print(("" if not unsafe else "warning: ") + f"stopped by {exc}{during}: {rig}" + which
                           + self._cell_left() + _syringes_said(short) + low + retrain, markup=False, highlight=False,
                           soft_wrap=True)
         return EXIT_INTERRUPTED
@@ -814,16 +822,14 @@ class Runner:
         and the report keep it in view) and the advice, since the next sample would go into a cell a pump may
         still be filling. The failed experiment is not rinsed (the rinse pumps too), so the cell holds what it
         pumped and ``resume`` needs ``--cell-emptied``."""
-        instruments = " and ".join(u.split(":", 1)[0] for u in exc.unsafe)
         held = self.executor.contents.cell_ml
         message = f"{exc}; campaign stopped before the next sample"
         if self._lost:  # a pump that vanished while it pumped: what it delivered is unknown too
             lost, check = self._disconnected()
-            message, advice = f"{message}: {lost}", (f"check {instruments} at the instrument (a pump may still be "
-                                                     f"pumping, a cell still be on); {check}")
+            message, advice = f"{message}: {lost}", f"{check_at_instruments(exc.unsafe)}; {check}"
         else:
             empty = f"empty the cell (it holds {held:g} mL by labloop's count), then " if held > 0 else ""
-            advice = (f"check {instruments} at the instrument (a pump may still be pumping, a cell still be on), "
+            advice = (f"{check_at_instruments(exc.unsafe)}, "
                       f"{empty}`labloop resume {shell_word(self.journal.path)}{' --cell-emptied' if held > 0 else ''}`")
         with self.interrupts.deferred():
             self.journal.add_event("stopped", message, data={"experiments": [exc.experiment_id], "unsafe": exc.unsafe,

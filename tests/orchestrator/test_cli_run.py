@@ -811,3 +811,28 @@ def test_the_prior_bar_says_loading_for_a_cached_model_and_training_once_it_trai
         assert [t.description for t in made[-1].tasks] == ["loading the prior model"]
         epoch_trained(0, 0)
         assert [t.description for t in made[-1].tasks] == ["training the prior model: epochs"]
+
+
+def test_a_ctrl_c_that_left_an_instrument_unsafe_says_to_check_it_in_the_last_line(tmp_path, write_campaign):
+    """A Ctrl-C while a pump hung said "NOT made safe: analyte_pump: no answer within 10 s" in an upper-case
+    ``WARNING:`` line, and the last line, the one an operator acts on, only "continue with: empty the cell, then
+    labloop resume ... --cell-emptied": the pump went on pumping once it answered again (a hardware trial). The last
+    line says to check it at the instrument first, as a failure's unsafe stop does."""
+    from labloop.orchestrator.cli.run import _resume_after_interrupt
+
+    campaign = load_campaign(write_campaign(tmp_path))
+    with Journal.create(campaign.store, campaign) as journal:
+        journal.add_event("run", "run started (real instruments)")
+        journal.add_event("interrupted", "run stopped by SIGINT; NOT made safe: analyte_pump: no answer within 10 s",
+                          data={"experiments": [1], "unsafe": ["analyte_pump: no answer within 10 s"], "cell_ml": 0.5,
+                                "syringes": []})
+    assert _resume_after_interrupt(campaign.store, None) == (
+        "check analyte_pump at the instrument (a pump may still be pumping, a cell still be on), empty the cell, then "
+        f"labloop resume {campaign.store} --cell-emptied")
+    with Journal.open(campaign.store) as journal:
+        journal.add_event("run", "run started (real instruments)")
+        journal.add_event("interrupted", "run stopped by SIGINT; NOT made safe: potentiostat: no answer",
+                          data={"experiments": [], "unsafe": ["potentiostat: no answer"], "cell_ml": 0.0})
+    assert _resume_after_interrupt(campaign.store, None) == (
+        "check potentiostat at the instrument (a pump may still be pumping, a cell still be on), then labloop resume "
+        f"{campaign.store}")
