@@ -196,7 +196,11 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         return _run_campaign(campaign, dry_run, open_journal,
                              scheduler, by_hand=by_hand, record=record, campaign_file=read_from, resumed=True)
     except InputError as exc:  # a refusal's advice: the command again, with what this one was given
-        given = "".join([*(f" --port {shell_word(port)}" for port in ports),
+        # but not a port it refuses, where the advice asks for the right one (--port NAME=PORT): "labloop resume
+        # STORE --port analyte_pump=/dev/ttyUSB7 ... --port NAME=PORT" for a /dev/ttyUSB7 that does not exist (a trial)
+        asks = "--port NAME=PORT" in str(exc)
+        kept = [port for port in ports if not (asks and port.partition("=")[2] in str(exc))]
+        given = "".join([*(f" --port {shell_word(port)}" for port in kept),
                          *([f" --max-experiments {max_experiments}"] if max_experiments is not None else []),
                          *([f" --scheduler {shell_word(scheduler)}"] if scheduler is not None else [])])
         if not given or "`labloop resume " not in str(exc):

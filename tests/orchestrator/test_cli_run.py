@@ -836,3 +836,20 @@ def test_a_ctrl_c_that_left_an_instrument_unsafe_says_to_check_it_in_the_last_li
     assert _resume_after_interrupt(campaign.store, None) == (
         "check potentiostat at the instrument (a pump may still be pumping, a cell still be on), then labloop resume "
         f"{campaign.store}")
+
+
+def test_a_resume_refused_for_the_port_it_was_given_does_not_advise_that_port_again(tmp_path, labloop,
+                                                                                    write_campaign):
+    """``resume STORE --max-experiments 22 --port analyte_pump=/dev/ttyUSB7`` for a port that does not exist advised
+    "`labloop resume STORE --port analyte_pump=/dev/ttyUSB7 --max-experiments 22 --port NAME=PORT`": the bad port
+    again, beside the one to give (a hardware trial). The advice keeps the other options it was given."""
+    campaign = yaml.safe_load(write_campaign(tmp_path).read_text())
+    campaign["instruments"]["sampler"] = {"driver": "manual"}
+    (tmp_path / "real.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+    real = load_campaign(tmp_path / "real.yaml")
+    with Journal.create(real.store, real):
+        pass
+    refused = labloop("resume", real.store, "--max-experiments", 3, "--port", "analyte_pump=/dev/ttyUSB-gone")
+    assert refused.returncode == 2, refused.stderr
+    assert "/dev/ttyUSB-gone does not exist" in refused.stderr
+    assert "`labloop resume STORE --max-experiments 3 --port NAME=PORT`" in refused.stderr, refused.stderr
