@@ -274,7 +274,7 @@ class NE1000Bus:
             try:
                 frame = self.transport.read_frame(STX, ETX, self.timeout_s)
             except InstrumentTimeout as exc:  # say which pump and command, not only which port
-                raise InstrumentTimeout(where, f"no reply to {text!r}: {exc.what}") from exc
+                raise InstrumentTimeout(where, f"no reply to {_asked(text)}: {exc.what}") from exc
             reply = parse_reply(frame, where)
             if reply.address != answering:
                 raise ProtocolError(where, f"reply from address {reply.address:02d}: {reply.raw!r}")
@@ -359,17 +359,22 @@ def _release_line(device: str, address: int) -> None:
             line.bus.close()
 
 
+def _asked(text: str) -> str:
+    """A command as a message names it: ``'VOL 500'``, or the empty command (the status poll a dispense waits with)
+    as ``a status poll``: "no reply to ''" and "in reply to ''" told an operator nothing (hardware trials)."""
+    return repr(text) if text else "a status poll"
+
+
 def _raise_for(reply: NE1000Reply, where: str, text: str) -> None:
-    # an empty command is the status poll a dispense waits with: "in reply to ''" told an operator nothing
-    asked = repr(text) if text else "a status poll"
+    asked = _asked(text)
     if reply.alarm == "S":
         raise PumpStalled(where, f"alarm A?S (motor stalled) in reply to {asked}")
     if reply.alarm is not None:
         raise DeviceError(where, f"A?{reply.alarm}", f"{ALARMS[reply.alarm]} (in reply to {asked})")
     if reply.error == "?COM":
-        raise ProtocolError(where, f"{ERRORS['?COM']} for {text!r}")
+        raise ProtocolError(where, f"{ERRORS['?COM']} for {asked}")
     if reply.error is not None:
-        raise DeviceError(where, reply.error, f"{ERRORS[reply.error]}: {text!r}")
+        raise DeviceError(where, reply.error, f"{ERRORS[reply.error]}: {asked}")
 
 
 def _no_data(reply: NE1000Reply, where: str) -> None:

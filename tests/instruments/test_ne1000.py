@@ -275,6 +275,10 @@ def test_a_pump_that_does_not_answer_on_connecting_is_told_what_to_check(make_li
     message = str(silent.value)
     assert message.startswith("NE-1000 #03 on ") and "no reply to 'VER'" in message
     assert "is its address 3" in message and "baud rate" in message and "SAF0" in message
+    # the empty command, the status poll a dispense waits with, by that name: "no reply to ''" told an operator
+    # nothing (a hardware trial's hung pump)
+    with pytest.raises(InstrumentTimeout, match=r"^NE-1000 #03 on .*: no reply to a status poll: "):
+        line.bus.command(3, "")
 
 
 def test_a_stall_raises_pump_stalled(make_line: Callable[..., Line]) -> None:
