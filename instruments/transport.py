@@ -567,7 +567,8 @@ def port_problem(port: str, *, campaign: bool = True) -> str | None:
     port toggles its control lines, which resets some instruments), or None: a URL's scheme must be one
     pyserial has a handler for and a ``socket://``/``rfc2217://`` address must be ``HOST:PORT``; a path must be
     a character device, and where the operating system says what kind (Linux: ``/sys/dev/char``), a terminal
-    (``/dev/null`` is a character device too) but not the process's own (``/dev/tty``). ``alt://`` and ``spy://``
+    (``/dev/null`` is a character device too) but not the process's own (``/dev/tty``), that this account may read
+    and write (the ``dialout`` group: :data:`NO_PERMISSION`). ``alt://`` and ``spy://``
     wrap a device path, judged the same way, and ``hwgrep://`` must match a port (listing ports opens none).
     ``validate`` and ``run`` both judge ports here (compose.check_instruments). One phrase for
     ``instruments.<name>.port``; ``campaign`` False (``drivers check --port``): a missing port's phrase leaves out
@@ -601,6 +602,9 @@ def port_problem(port: str, *, campaign: bool = True) -> str | None:
                 f"`python -m serial.tools.list_ports`{resumed})")
     if stat.S_ISDIR(mode.st_mode):
         return f"{port} is a folder, not a serial port (e.g. /dev/ttyUSB0)"
+    if stat.S_ISFIFO(mode.st_mode) or stat.S_ISSOCK(mode.st_mode):  # "is a file" named neither (a hardware trial)
+        kind = "a named pipe" if stat.S_ISFIFO(mode.st_mode) else "a socket"
+        return f"{port} is {kind}, not a serial port (a character device, e.g. /dev/ttyUSB0)"
     if not stat.S_ISCHR(mode.st_mode):
         return f"{port} is a file, not a serial port (a character device, e.g. /dev/ttyUSB0)"
     if any(os.path.exists(alias) and os.stat(alias).st_rdev == mode.st_rdev for alias in _TERMINAL_ALIASES):
@@ -608,6 +612,8 @@ def port_problem(port: str, *, campaign: bool = True) -> str | None:
     subsystem = Path(f"/sys/dev/char/{os.major(mode.st_rdev)}:{os.minor(mode.st_rdev)}/subsystem")
     if subsystem.exists() and subsystem.resolve().name != "tty":  # pseudo-terminals have no entry: not judged
         return f"{port} is no serial port (a {subsystem.resolve().name!r} device, not a terminal)"
+    if not os.access(port, os.R_OK | os.W_OK):  # validate passed it, and run refused it at open (a hardware trial)
+        return f"{port}: {os.strerror(errno.EACCES)}: {NO_PERMISSION}"
     return None
 
 

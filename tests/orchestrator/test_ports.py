@@ -158,3 +158,36 @@ def test_a_rate_the_syringe_cannot_reach_is_refused_by_validate(tmp_path, labloo
         _refused(labloop(*command), "cv_screen.yaml:10: protocol[1].dispense: rate 0.5 mL/min is beyond what "
                                     "'analyte_pump' can drive its syringe at, 5.5e-07..0.0401 mL/min")
 
+
+
+def test_a_named_pipe_is_named_as_one_and_a_port_this_account_may_not_use_is_refused_before_run(tmp_path):
+    """A named pipe was "a file, not a serial port"; a pty of mode 600 owned by another account passed ``validate``
+    and ``run`` refused it at open ("Permission denied: ... dialout", a hardware trial): both are judged without
+    opening, the permission in a forked process of another account (root may open anything)."""
+    import os
+
+    fifo = tmp_path / "ttyFIFO"
+    os.mkfifo(fifo)
+    assert port_problem(str(fifo)) == (f"{fifo} is a named pipe, not a serial port (a character device, e.g. "
+                                       "/dev/ttyUSB0)")
+    if os.geteuid() != 0:
+        pytest.skip("judging another account's permission needs a process of another account (root's setuid)")
+    with PtyDevice(_Silent()) as device:
+        os.chmod(device.port, 0o600)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # the account of nobody, as a user outside the port's group
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                os.write(write, str(port_problem(device.port)).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as said:
+            problem = said.read()
+        os.waitpid(child, 0)
+    assert problem == (f"{device.port}: Permission denied: this account may not use the port: add it to the port's "
+                       "group (dialout on Debian and Ubuntu, uucp on Arch: `sudo usermod -aG dialout $USER`) and log "
+                       "in again (docs/hardware.md)")
