@@ -312,7 +312,10 @@ def refusal_before_the_run(campaign: Campaign, journal: Journal, executor: Proto
     cause = refused(by_hand)
     if cause is None:
         return None
-    which = f"experiment {queue[0].id} runs again" if queue else "the next experiment runs"
+    # "runs again" only of one that moved something before: one stopped for a person before its sample never ran
+    # (a hardware trial read "experiment 4 runs again" of an experiment that had never begun)
+    which = ("the next experiment runs" if not queue else
+             f"experiment {queue[0].id} runs" + (" again" if journal.actions(queue[0].id) else ""))
     advice = person_advice(cause, journal.path, given=by_hand)
     if cause.needs == "cell" and SYRINGES_FILLED not in by_hand and \
             (then := refused((*by_hand, CELL_EMPTIED))) is not None and then.needs == "syringe":

@@ -271,6 +271,13 @@ def test_a_protocol_that_never_empties_the_cell_goes_on_after_a_person_empties_i
             done = len(journal.experiments(states=(State.DONE,)))
         if done == 5 or len(said) > 8:
             break
+        if said[-1].returncode == 1:  # without --cell-emptied: refused, the experiment stopped before its sample
+            # said to run, not to run "again": it never began (a hardware trial)
+            refused = labloop("resume", store, "--max-experiments", 5)
+            with Journal.open(store, readonly=True) as journal:
+                waiting = journal.experiments(states=(State.INTERRUPTED,))[0].id
+            assert refused.returncode == 2 and (f"refused before anything moved (experiment {waiting} runs on the "
+                                                "resume that can run it)") in refused.stderr, refused.stderr
         # three more experiments of 5 mL into the emptied 10 mL cell: the third is refused however the analyses go
         # (two samples in one cell read two waves, once paired across the waves and failed, adding liquid)
         said.append(labloop("resume", store, "--max-experiments", 5, "--cell-emptied"))
