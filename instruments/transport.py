@@ -461,7 +461,11 @@ class SerialTransport(_FramedStream):
             self._serial.flush()
 
     def _flush_input(self) -> None:
+        """Drop what the port received and nobody read, said at debug level as every byte is (``-vv``): stray bytes
+        on a line dropped unread left no trace in a hardware trial's ``-vv`` log."""
         with self._wire("flushing input"):
+            if waiting := self._serial.in_waiting:
+                log.debug("%s discarded %r", self.name, self._serial.read(waiting))
             self._serial.reset_input_buffer()
 
     def close(self) -> None:
