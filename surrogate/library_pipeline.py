@@ -15,10 +15,10 @@ Shards are written by the process that runs the pipeline, so the pipeline's work
 Shards: ``<out_dir>/model-<version>/<first row>-<key>.parquet``, one per chunk, one row per input row
 (invalid SMILES kept with ``valid`` false and NaN predictions, so their line numbers can be reported).
 ``version`` is a hash of the model directory's bytes, so a retrained model predicts everything again and
-nothing else does; ``key`` hashes the chunk's first row, its SMILES (and a ``.smi`` file's names) and the
+nothing else does; ``key`` hashes the chunk's first row, its SMILES (and its names) and the
 describe columns asked for, so a re-run (or a resumed campaign) skips every chunk already predicted. Each row
 carries the molecule's canonical SMILES, the key to join predictions of the same molecule written in
-different ways, and, from a ``.smi`` file, its ``name`` ("" for a line without one), added by the process
+different ways, and, from a ``.smi`` file or a CSV's ``name`` column, its ``name`` ("" for none), added by the process
 that writes the shard (names never travel to a worker), so that outputs can name the molecules. A shard is
 written to a temporary file and renamed into place: a killed run never leaves a half-written shard.
 
@@ -85,7 +85,8 @@ Describe = Callable[[Sequence[str]], dict[str, np.ndarray]]
 @dataclass(frozen=True)
 class LibraryChunk:
     """``smiles`` of input rows ``start`` .. ``start + len(smiles) - 1`` (0-based data rows); ``names``, one per
-    row ("" for none), from a ``.smi`` file, whose lines name their molecules (None for CSV and Parquet)."""
+    row ("" for none), from a ``.smi`` file, whose lines name their molecules, or a CSV's ``name`` column (None for
+    a CSV without one and Parquet)."""
 
     index: int
     start: int
@@ -126,20 +127,28 @@ def read_chunks(path: str | Path, smiles_column: str = "smiles",
 
 #: what a reader yields per chunk: the SMILES, and the names when the format has them
 Rows = tuple[list[str], list[str] | None]
+#: the column that names a CSV library's molecules (any case), as a ``.smi`` line's rest does
+NAME_COLUMN = "name"
 
 
 def _csv_chunks(path: Path, column: str, size: int) -> Iterator[Rows]:
+    """A CSV's SMILES, and its ``name`` column's (any case) when it has one: ``surrogate predict`` wrote a lab's
+    named library without its names, and with invalid rows left out the rows could not be joined back by position
+    (a lab's trial)."""
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
-        written = file_columns(path, (column,), csv_lines(path)).get(column)
+        found = file_columns(path, (column, NAME_COLUMN), csv_lines(path))
+        written, name = found.get(column), found.get(NAME_COLUMN)
         if written is None:
             raise InvalidInput(f"{path}: no column {column!r} {listed_columns(header)}"
                                f"{separator_hint(header)}")
         if (ragged := ragged_row(path)) is not None:
             raise InvalidInput(f"{path}: {ragged}")
-        frames = pd.read_csv(path, usecols=[written], dtype={written: str}, keep_default_na=False, chunksize=size)
+        named = name is not None and name != written
+        frames = pd.read_csv(path, usecols=[written, name] if named else [written], dtype=str,
+                             keep_default_na=False, chunksize=size)
         for frame in frames:
-            yield frame[written].tolist(), None
+            yield frame[written].tolist(), frame[name].tolist() if named else None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
             zlib.error) as exc:  # EOFError, OSError, zlib.error: a truncated or damaged .gz
         raise InvalidInput(unreadable_csv(path, exc)) from None
@@ -371,8 +380,8 @@ class ShardSet:
 
 
 def shard_key(chunk: LibraryChunk, describe: Describe | None) -> str:
-    """Names a chunk's shard by what determines its content besides the model version (a ``.smi`` chunk's
-    names too: its shard holds them, and a shard written before names were kept has none)."""
+    """Names a chunk's shard by what determines its content besides the model version (a chunk's names too: its
+    shard holds them, and a shard written before names were kept has none)."""
     digest = hashlib.sha256(f"{chunk.start}\n".encode())
     if describe is not None:
         digest.update(f"{describe.__module__}.{describe.__qualname__}\n".encode())

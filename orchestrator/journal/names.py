@@ -48,20 +48,10 @@ def _read(path: Path, column: str) -> dict[str, str]:
     molecule is the first row's (validate says so, and the sample id is that row's): the last row's name was
     shown, which pointed an operator at another vial (a trial)."""
     try:
-        if not path.is_file():
+        if not path.is_file() or library_format(path) == "parquet":
             return {}
-        if library_format(path) == "smi":
-            return _first_names((s, n) for chunk in read_chunks(path, column)
-                                for s, n in zip(chunk.smiles, chunk.names or [], strict=False))
-        if library_format(path) != "csv":
-            return {}
-        header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
-        name = next((c for c in header if c.lower() == "name"), None)
-        smiles = next((c for c in header if c.lower() == column.lower()), None)
-        if name is None or smiles is None:
-            return {}
-        frame = pd.read_csv(path, usecols=[smiles, name], dtype=str, keep_default_na=False)
-        return _first_names(zip(frame[smiles], frame[name], strict=True))
+        return _first_names((s, n) for chunk in read_chunks(path, column)
+                            for s, n in zip(chunk.smiles, chunk.names or [], strict=False))
     except (InputError, OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return {}
 

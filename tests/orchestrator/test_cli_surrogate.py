@@ -190,6 +190,14 @@ def test_a_smi_librarys_names_are_kept_by_predict_and_screen(labloop, tiny_model
     assert proc.returncode == 0 and f"skipped 1 invalid SMILES in {commented}: line 6 'C1CC'" in proc.stderr, \
         proc.stderr
     assert pd.read_csv(tmp_path / "c.csv").smiles.tolist() == ["c1ccccc1", "CCO"]
+    # a CSV library's name column too (a lab's trial: its invalid rows left out, the rows could not be joined back)
+    csv = tmp_path / "lib.csv"
+    csv.write_text("Name,SMILES\nbenzene,c1ccccc1\nbroken ring,C1CC\nethyl benzoate,CCOC(=O)c1ccccc1\n")
+    proc = labloop("surrogate", "predict", tiny_model_dir, csv, "-o", tmp_path / "csv.csv", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    named = pd.read_csv(tmp_path / "csv.csv", keep_default_na=False)
+    assert list(zip(named.smiles, named.name, strict=True)) == [("c1ccccc1", "benzene"),
+                                                                 ("CCOC(=O)c1ccccc1", "ethyl benzoate")]
 
     hits = tmp_path / "hits.csv"
     proc = labloop("surrogate", "screen", tiny_model_dir, lib, "--window", "0", "20", "--collector", "none",

@@ -77,16 +77,24 @@ def test_every_format_gives_the_csv_chunks(kind, smiles, library, tmp_path):
         p.name for p in tmp_path.iterdir()))
 
 
-def test_a_smi_file_names_its_molecules_and_other_formats_do_not(smiles, library, tmp_path):
-    """A .smi line's name is the rest of the line (spaces and all), "" without one; CSV and Parquet give no
-    names (labloop reads no name column from them)."""
+def test_a_smi_file_or_a_csvs_name_column_names_its_molecules_and_other_formats_do_not(smiles, library, tmp_path):
+    """A .smi line's name is the rest of the line (spaces and all), "" without one; a CSV's ``name`` column (any
+    case) names its rows ("" for an empty cell: a lab's trial got predictions of its named CSV library without its
+    names); a CSV without one, and Parquet, give no names."""
     path = tmp_path / "named.smi"
     path.write_text("SMILES Name\nCCO ethanol\nc1ccccc1\nCCN\tethyl amine (free base)  \n")
     chunks = list(read_chunks(path, chunk_size=2))
     assert [(c.smiles, c.names) for c in chunks] == [(["CCO", "c1ccccc1"], ["ethanol", ""]),
                                                       (["CCN"], ["ethyl amine (free base)"])]
-    assert {c.names for c in read_chunks(library, chunk_size=100)} == {None}
+    assert [c.names[:2] for c in read_chunks(library, chunk_size=100)][:2] == [["m0", "m1"], ["m100", "m101"]]
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("smiles\nCCO\n")
+    assert {c.names for c in read_chunks(unnamed, chunk_size=100)} == {None}
     assert {c.names for c in read_chunks(_write("parquet", smiles, tmp_path), chunk_size=100)} == {None}
+    named = tmp_path / "named.csv"
+    named.write_text("ID,Name,SMILES\n7,ethanol,CCO\n8,,c1ccccc1\n9,\"ethyl amine, free base\",CCN\n")
+    assert [(c.smiles, c.names) for c in read_chunks(named, chunk_size=2)] == [
+        (["CCO", "c1ccccc1"], ["ethanol", ""]), (["CCN"], ["ethyl amine, free base"])]
 
 
 def test_a_smi_files_blank_lines_and_comments_are_no_rows_and_lines_stay_right(tmp_path):
