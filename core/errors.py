@@ -153,7 +153,11 @@ SHOWN_CHARS = 80
 
 def shown(value: Any) -> str:
     """``repr(value)`` for a message, cut to :data:`SHOWN_CHARS` with an ellipsis: a field given 10,000 characters
-    (a pasted file, a runaway template) must not become a 10,000-character error line."""
+    (a pasted file, a runaway template) must not become a 10,000-character error line. A value with no Python look
+    in a campaign file is shown in its words: ``nothing`` for an empty value (``null``, ``~``), ``true``/``false``,
+    not ``None`` and ``True`` (``seed: yes`` said "got True", ``seed:`` "got None")."""
+    if value is None or isinstance(value, bool):
+        return "nothing" if value is None else str(value).lower()
     # YAML reads an unquoted 2026-01-01 as a date: not datetime.date(2026, 1, 1)
     text = f"{value.isoformat()} (a date)" if isinstance(value, datetime.date) else repr(value)
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 1]}…"

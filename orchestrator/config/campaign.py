@@ -370,7 +370,8 @@ def _choice_problem(value: Any) -> str | None:
     """Why ``value`` is no choice (a whole number, a finite number or a word), or None. A true/false is named as such:
     no step parameter a planner may vary is a yes/no (``refill`` is the rig's set-up)."""
     if isinstance(value, bool):
-        return f"a number or a word, not true/false: no step parameter a planner may vary is a yes/no (got {value!r})"
+        return ("a number or a word, not true/false: no step parameter a planner may vary is a yes/no "
+                f"(got {shown(value)})")
     if not isinstance(value, int | float | str) or (isinstance(value, float) and not math.isfinite(value)):
         return f"a finite number or a word (got {shown(value)})"
     return None

@@ -485,7 +485,7 @@ MALFORMED = [
      "analyte_pump:", "instruments.analyte_pump.options.baudrate", "must be a standard baud rate (1200, 2400, 9600, "
      "19200, 38400, 57600, 115200, 230400, ...), got 19201"),
     ("wrong type", edit("seed: 7", "seed: lucky"), "seed:", "seed", "valid integer"),
-    ("YAML boolean for a number", edit("seed: 7", "seed: yes"), "seed:", "seed", "valid integer (got True)"),
+    ("YAML boolean for a number", edit("seed: 7", "seed: yes"), "seed:", "seed", "valid integer (got true)"),
     # a yes/no is YAML's true/false (yes, on): quoted, it is text, refused as "30" is for a count (it read as true)
     ("yes/no given as text", edit("wait_for_retrain: true", 'wait_for_retrain: "true"'), "surrogate:",
      "surrogate.wait_for_retrain", "true or false, without quotes (got 'true')"),
@@ -503,7 +503,7 @@ MALFORMED = [
     ("a fraction of a model kept", edit("keep_models: 2", "keep_models: 1.5"), "surrogate:", "surrogate.keep_models",
      "valid integer"),
     ("models kept as yes/no", edit("keep_models: 2", "keep_models: yes"), "surrogate:", "surrogate.keep_models",
-     "valid integer (got True)"),
+     "valid integer (got true)"),
     ("scan-rate range reversed", edit("[0.02, 0.5]", "[0.5, 0.02]"), "conditions:", "conditions.scan_rate_v_s",
      "low must be at most high"),
     ("negative scan rate", edit("[0.02, 0.5]", "[-0.02, 0.5]"), "conditions:", "conditions.scan_rate_v_s[0]",
@@ -532,7 +532,7 @@ MALFORMED = [
     ("a yes/no as a choice", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
                                   "conditions: {refill: {choices: [false]}}"),
      "conditions:", "conditions.refill.choices[0]", "conditions.refill.choices[0]: a number or a word, not true/false: "
-     "no step parameter a planner may vary is a yes/no (got False)"),
+     "no step parameter a planner may vary is a yes/no (got false)"),
     ("scan-rate high end in mV/s", edit("[0.02, 0.5]", "[0.02, 50]"), "conditions:", "conditions.scan_rate_v_s",
      "got [0.02, 50]: its high end 50, mV/s written as V/s? (0.05 V/s)"),
     ("condition with no choices", edit("conditions: {scan_rate_v_s: [0.02, 0.5]}",
@@ -694,7 +694,7 @@ BAD_CHOICES = [
     ("a mapping", {"scan_rate_v_s": {"choices": {"slow": 0.05}}},
      "conditions.scan_rate_v_s.choices: a list of values to choose among, e.g. [0.05, 0.1, 0.2] (got {'slow': 0.05})"),
     ("nothing", {"scan_rate_v_s": {"choices": None}},
-     "conditions.scan_rate_v_s.choices: a list of values to choose among, e.g. [0.05, 0.1, 0.2] (got None)"),
+     "conditions.scan_rate_v_s.choices: a list of values to choose among, e.g. [0.05, 0.1, 0.2] (got nothing)"),
     ("an empty list", {"scan_rate_v_s": {"choices": []}},
      "conditions.scan_rate_v_s.choices: at least one of the values to choose among, e.g. [0.05, 0.1, 0.2] (got [])"),
     ("a rate twice", {"scan_rate_v_s": {"choices": [0.05, 0.1, 0.1]}},
