@@ -66,9 +66,10 @@ def list_drivers(as_json: bool) -> None:
 
 
 def _options(_ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, Any]:
-    """``--option KEY=VALUE``, repeatable, as a mapping; each VALUE read as a YAML scalar, as a campaign file's
-    ``options:`` reads it (``3`` a number, ``true`` a boolean, ``Ag/Ag+`` text). A malformed one is a usage error
-    naming it (one line, exit 2)."""
+    """``--option KEY=VALUE``, repeatable, as a mapping; each VALUE read as YAML, as a campaign file's ``options:``
+    reads it (``3`` a number, ``true`` a boolean, ``Ag/Ag+`` text, ``{argon: 0, nitrogen: 1}`` a mapping: a
+    relay-valve's ``channels``, which could not be given before), and judged by the driver as the campaign's are. A
+    malformed one is a usage error naming it (one line, exit 2)."""
     options: dict[str, Any] = {}
     for item in given:
         key, equals, text = item.partition("=")
@@ -81,9 +82,6 @@ def _options(_ctx: click.Context, param: click.Parameter, given: tuple[str, ...]
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise click.BadParameter(f"{key}: {text!r} is not a YAML value ({exc.problem})", param=param) from None
-        if isinstance(value, dict | list):
-            raise click.BadParameter(f"{key}: {text!r} is not a single value (a number, true/false or text)",
-                                     param=param)
         options[key] = value
     return options
 

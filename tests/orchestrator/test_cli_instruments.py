@@ -104,10 +104,13 @@ def test_drivers_check_gives_the_driver_and_its_emulator_options(labloop, monkey
                                           "option"),
                          ("address", "error: labloop drivers check: Invalid value for '--option': 'address': write "
                                      "KEY=VALUE, e.g. --option address=1"),
-                         ("address={a: 1}", "error: labloop drivers check: Invalid value for '--option': address: "
-                                            "'{a: 1}' is not a single value (a number, true/false or text)")):
+                         # read as YAML, as a campaign's options, and judged by the driver (a mapping was refused
+                         # outright, and a relay-valve's channels could not be given)
+                         ("address={a: 1}", "error: --option address: must be a whole number 0..99, got {'a': 1}")):
         assert one_line_error(labloop("drivers", "check", "ne1000", "--option", option)) == says, option
     assert len(calls) == 1  # nothing opened for a refused option
+    mapped = labloop("drivers", "check", "relay-valve", "--option", "channels={argon: 0, nitrogen: 3}")
+    assert mapped.returncode == 0 and mapped.stdout.strip().endswith(": conforms"), mapped.stdout + mapped.stderr
 
 
 def _lab_pump() -> NE1000Emulator:
