@@ -109,6 +109,11 @@ def options_content_ml(options: Mapping[str, Any]) -> float | None:
 
 REL_TOL = 1e-3  # the pump keeps 4 significant digits (<= 0.05%); refuse values that would lose more
 
+#: the states in which a pump found when opened may have pumped into the cell since it was left so: infusing, purging,
+#: or in a timed pause between a program's phases; paused, waiting for a trigger or withdrawing (a refill, from the
+#: reservoir) it moved nothing into the cell (a newcomer's read: a paused pump refused the start for the cell)
+INTO_THE_CELL = frozenset({PumpState.INFUSING, PumpState.PURGING, PumpState.TIMED_PAUSE})
+
 STATES = {
     "I": PumpState.INFUSING,
     "W": PumpState.WITHDRAWING,
@@ -445,8 +450,8 @@ class NE1000Pump:
         self._owns_bus = owns_bus
         self._line: str | None = None  # the shared line's device, when :meth:`open` took it
         self._diameter_mm: float | None = None  # as last set or read: the rates it allows
-        #: what the pump was doing when opened ("infusing", "withdrawing") if it moved and :meth:`_connect` stopped
-        #: it, else None: the rig refuses to start then (docs/drivers.md, ``found_running``)
+        #: what the pump was doing when opened if it may have pumped into the cell since (:data:`INTO_THE_CELL`) and
+        #: :meth:`_connect` stopped it, else None: the rig refuses to start then (docs/drivers.md, ``found_running``)
         self.found_running: str | None = None
         self.firmware = self._connect()
         if diameter_mm is not None:
@@ -531,7 +536,7 @@ class NE1000Pump:
                         "computer lost power?): stopping it now; it may have moved more than labloop counts",
                         self.where, state.value)
             self.stop()
-            self.found_running = state.value
+            self.found_running = state.value if state in INTO_THE_CELL else None
         return reply.data
 
     # -- queries ------------------------------------------------------------------------------------------

@@ -663,7 +663,7 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             holds = {**dict.fromkeys(pumps_holding_sample(steps), "sample"),
                      **dict.fromkeys(pumps_holding_standard(steps), "standard")}
         instruments: dict[str, object] = {}
-        ports: dict[str, str] = {}  # what each driver opened: the rig watches a device path's presence
+        ports: dict[str, str] = {}  # what each driver opened: a real rig watches a device path's presence
         for name, entry in campaign.instruments.items():
             descriptor = resolve(entry.driver)
             where = campaign.located("instruments", name)  # its line too, as validate's other errors say it
@@ -706,8 +706,10 @@ def build_rig(campaign: Campaign, *, dry_run: bool, world: World | None = None, 
             ports[name] = port
             log.info("rig: %s = %s on %s%s", name, descriptor.name, port, " (emulated)" if dry_run else "")
         if lab is not None:
+            # no ports: a rehearsal's disconnect fault closes its emulator's pty, which is the experiment fault it
+            # rehearses, not a rig to plug back in (a fault rehearsal's start or resume is never refused for it)
             return Rig(instruments, closer=stack.pop_all(), ask=ask, rinse=lab.rinse, sleep=lab.sleep,
-                       operator=lab.ask_operator, simulation=lab, ready=lab.arm_faults, ports=ports)
+                       operator=lab.ask_operator, simulation=lab, ready=lab.arm_faults)
         return Rig(instruments, closer=stack.pop_all(), ask=ask, ports=ports)
 
 

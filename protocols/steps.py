@@ -875,9 +875,11 @@ def limit_problems(steps: Sequence[Step], limits: SafetyLimits,
         if width is not None and 2 * width > high - low:
             hint = ((units_hint(width, (0, (high - low) / 2), "millivolts", "volts", unit="")
                      or f": {slip('millivolts', 'volts')}") if width >= MILLIVOLTS_LIKELY_V else "")
-            problems.append(Problem((index, step.name, "half_width_v"),
-                                    f"a window {2 * width:g} V wide cannot fit in the safety window {low:g}..{high:g} "
-                                    f"V{hint}"))
+            # the one message of a window with no place, naming the widest that fits (a newcomer's read: this one
+            # said "cannot fit in the safety window" without it, where the potentiostat's range said it)
+            refusal = half_width_problem(width, None, 0.0, (low, high), "safety.potential_limits_v",
+                                         step_v=step.e_step_v)  # type: ignore[attr-defined]  # a cv's
+            problems.append(Problem((index, step.name, "half_width_v"), f"{refusal[1] if refusal else ''}{hint}"))
     for index, field, exc in pumping_problems(steps, limits, pump_limits, experiments=experiments, start=start):
         pump = steps[index].pump  # type: ignore[attr-defined]  # a pumping step's
         note = loaded_note(pump, start[pump]) if start and pump in start else ""
@@ -988,8 +990,9 @@ def _hits(hits_v: tuple[float, float], scale: str) -> str:
 
 
 def _floor(width_v: float) -> float:
-    """``width_v`` down to the 10 mV, as a half-width to write (float noise kept from flooring 0.6 to 0.59)."""
-    return math.floor(width_v * 100 + 1e-6) / 100
+    """``width_v`` down to the millivolt, as a half-width to write (float noise kept from flooring 0.6 to 0.599):
+    the widest that fits, which 10 mV steps said 1.84 of where 1.848 fits (a newcomer's read)."""
+    return math.floor(width_v * 1000 + 1e-6) / 1000
 
 
 def pumps(step: Step) -> bool:

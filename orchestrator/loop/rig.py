@@ -133,7 +133,7 @@ class Rig:
                  operator: Ask | None = None, simulation: Any = None, ready: Callable[[], None] | None = None,
                  ports: Mapping[str, str] | None = None) -> None:
         self.instruments: dict[str, object] = dict(instruments)
-        #: each instrument's port as its driver opened it, for :meth:`port_gone`
+        #: each instrument's port as its driver opened it, for :meth:`port_gone` (a real rig's)
         self.ports = dict(ports or {})
         self._closer = closer
         #: every question this rig puts to a person goes through it (:class:`PersonAsk`)
@@ -233,9 +233,9 @@ class Rig:
 
     def port_gone(self) -> tuple[str, str] | None:
         """(name, port) of the first instrument whose port, a device path, no longer exists (an adapter unplugged or
-        reset, an emulator's pseudo-terminal closed: its device file goes with it), else None; a URL's
-        (``socket://``) or a name that is no path (a manual sample changer's) is not judged. A stat per port, for
-        the protocol executor before each experiment (protocols/executor.py ``_check_ports``)."""
+        reset, a served emulator stopped: its device file goes with it), else None; a URL's (``socket://``) or a
+        name that is no path (a manual sample changer's) is not judged. A stat per port, for the protocol executor
+        before each experiment (protocols/executor.py ``_check_ports``)."""
         return next(((name, port) for name, port in self.ports.items()
                      if os.path.isabs(port) and not os.path.exists(port)), None)
 

@@ -457,6 +457,25 @@ def test_a_pump_left_pumping_by_a_killed_run_is_stopped_when_opened(make_line: C
     assert resumed.state() is PumpState.STOPPED
     assert any("infusing when opened" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     run.join(timeout=60)
+    # said to the rig, which refuses the start: it pumped into the cell after its run ended (docs/drivers.md)
+    assert resumed.found_running == "infusing"
+    # paused (a STP mid-phase), it moved nothing since: stopped, and nothing for the rig to refuse
+    def dispensing_again() -> None:  # 60 s at 0.5 mL/min; it ends in an error once its driver is gone (unsaid)
+        with contextlib.suppress(Exception):
+            resumed.dispense(0.5, 0.5)
+
+    paused = threading.Thread(target=dispensing_again, daemon=True)
+    paused.start()
+    deadline = time.monotonic() + 30  # liveness only
+    while line.emulator.snapshot(0).status != "I":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    line.bus.command(0, "STP")
+    assert line.emulator.snapshot(0).status == "P"
+    resumed.bus = None  # type: ignore[assignment]
+    again = line.pump(poll_s=0.01, diameter_mm=4.61)
+    assert line.emulator.snapshot(0).status == "S" and again.found_running is None
+    paused.join(timeout=60)
 
 
 # -- replays: exact wire sequences, and faults the emulator cannot make ----------------------------------

@@ -766,7 +766,8 @@ def test_validate_refuses_what_a_hostile_input_trial_got_past_it(tmp_path, lablo
                                               "reference electrode (-1..6 V): millivolts written as volts? (3)"),
         "a window around the candidate wider than the safety window": (
             {"protocol": ["load_sample", {"cv": {"half_width_v": 50}}, "rinse"]},
-            "half_width_v: a window 100 V wide cannot fit in the safety window"),
+            "half_width_v: a window of +/-50 V cannot lie within safety.potential_limits_v -3..3 V; half_width_v 3 "
+            "fits: millivolts written as volts? (0.05)"),
         "a dispense of 1e-10 mL": (
             {"protocol": ["load_sample", {"dispense": {"pump": "analyte_pump", "volume_ml": 1e-10,
                                                        "rate_ml_min": 0.5, "fluid": "sample"}}, "cv", "rinse"]},

@@ -81,7 +81,7 @@ def test_the_executor_refuses_a_scan_the_connected_potentiostat_cannot_apply_bef
     off_grid = ["load_sample", ELECTROLYTE, {"cv": {"half_width_v": 1.849, "e_step_v": 0.004}}]
     with pytest.raises(SafetyLimitExceeded, match=r"a window of \+/-1.849 V cannot lie within what 'potentiostat' "
                                                   r"can apply -1.7..2 V with its centre on the e_step_v grid of 0.004 "
-                                                  r"V; half_width_v 1.84 fits"):
+                                                  r"V; half_width_v 1.848 fits"):
         ProtocolExecutor(off_grid, rig, limits, 3.2).check()
     assert actions == [] and wire(rig) == before
 
@@ -309,6 +309,9 @@ def test_an_instrument_whose_port_is_gone_refuses_the_next_experiment_before_any
     from labloop.core.errors import RigNotReady
 
     limits = SafetyLimits(5.0, 10.0, (-3.0, 3.0))
+    # the ports of a real rig (compose.build_rig gives a dry run's none: its disconnect fault is an experiment's),
+    # here the emulators' pseudo-terminals
+    rig.ports = {name: emulation.port for name, emulation in rig.simulation.emulations.items()}
     protocol = ["load_sample", {"dispense": {**ELECTROLYTE["dispense"], "volume_ml": 0.5, "refill": True}},
                 {"cv": {"half_width_v": 0.4}}]
     ProtocolExecutor(protocol, rig, limits, 3.2).run("S0001", "c1ccccc1", {}, 3.2 + 0.5, lambda *a: None)
