@@ -38,6 +38,7 @@ from labloop.orchestrator.journal.view import (
     run_end,
     snapshot,
 )
+from labloop.orchestrator.loop.interrupts import signal_said
 from labloop.orchestrator.potential_table import Past
 from labloop.protocols.steps import compact
 
@@ -307,8 +308,10 @@ def _follow(journal: Journal, last: int) -> None:
                                   highlight=False)
                 return
             time.sleep(FOLLOW_INTERVAL_S)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C is how one stops following: exit 0
         log.info("stopped following %s", journal.path)
+        if signal_said(exc) != "SIGINT":  # a kill is no end the user chose: said, exit 130 (a reviewer's finding:
+            raise  # a supervisor read a SIGTERM as success)
     finally:
         if live is not None:
             live.stop()

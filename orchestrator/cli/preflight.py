@@ -161,8 +161,9 @@ def prior_notes(campaign: Campaign) -> list[str]:
     line_of = csv_lines(prior.file)
     where = campaign.located("prior", "file")
     braced = where.replace("{", "{{").replace("}", "}}")  # a path's own braces, kept from the format below
+    are = plural(len(invalid), "is", "are")
     skipped = console.invalid_said(invalid, display_name(prior.file), f"{braced}: the prior's {{n}} invalid SMILES "
-                                   "in {path} are left out of its training", line_of=line_of)
+                                   f"in {{path}} {are} left out of its training", line_of=line_of)
     merged = console.repeats_said(repeats, display_name(prior.file), prior.targets, line_of=line_of)
     return [*([skipped] if skipped else []), *(f"{where}: {said}" for said in merged)]
 

@@ -197,9 +197,10 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
                              scheduler, by_hand=by_hand, record=record, campaign_file=read_from, resumed=True)
     except InputError as exc:  # a refusal's advice: the command again, with what this one was given
         # but not a port it refuses, where the advice asks for the right one (--port NAME=PORT): "labloop resume
-        # STORE --port analyte_pump=/dev/ttyUSB7 ... --port NAME=PORT" for a /dev/ttyUSB7 that does not exist (a trial)
-        asks = "--port NAME=PORT" in str(exc)
-        kept = [port for port in ports if not (asks and port.partition("=")[2] in str(exc))]
+        # STORE --port analyte_pump=/dev/ttyUSB7 ... --port NAME=PORT" for a /dev/ttyUSB7 that does not exist (a
+        # trial); the refused instrument by its name, as a port's path may begin another's (/dev/ttyUSB1, ...USB10)
+        refused = _REFUSED_PORT.search(str(exc)) if "--port NAME=PORT" in str(exc) else None
+        kept = [port for port in ports if refused is None or port.partition("=")[0].strip() != refused[1]]
         given = "".join([*(f" --port {shell_word(port)}" for port in kept),
                          *([f" --max-experiments {max_experiments}"] if max_experiments is not None else []),
                          *([f" --scheduler {shell_word(scheduler)}"] if scheduler is not None else [])])
@@ -208,6 +209,8 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         raise InputError(_RESUME_ADVICE.sub(lambda m: m[0] + given, str(exc))) from None
 
 
+#: where a refusal names the port it refuses: ``instruments.NAME.port:``
+_REFUSED_PORT = re.compile(r"instruments\.([\w.-]+?)\.port:")
 #: the start of a ``labloop resume STORE`` an advice gives, to which :func:`resume` adds the options it was given
 #: (a hardware trial's resume with --port was advised without it, and one with --max-experiments lost its budget)
 _RESUME_ADVICE = re.compile(r"`labloop resume (?:'[^']*'|[^\s`]+)")

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
-from labloop.core.errors import ConfigError, WrongReturn, said
+from labloop.core.errors import ConfigError, WrongReturn, said, shown
 from labloop.instruments.contracts import Potentiostat, Pump, PumpState, PumpStatus, optional_member, returned
 
 log = logging.getLogger(__name__)
@@ -252,8 +252,13 @@ class Rig:
                 raise ConfigError(f"instruments.{name}", "the health check before the first experiment failed: "
                                                          f"{state.removeprefix(HEALTH_ERROR)}")
         for name, driver in self.instruments.items():
-            if (found := optional_member(driver, "found_running", where=f"instruments.{name}")) is not None:
-                raise ConfigError(f"instruments.{name}", FOUND_RUNNING.format(doing=found))
+            where = f"instruments.{name}"
+            if (found := optional_member(driver, "found_running", where=where)) is None:
+                continue
+            if not isinstance(found, str) or not found.strip():  # False, "", 0: a plug-in's flag refused every start
+                raise WrongReturn(where, f"its driver's found_running is {shown(found)}, not None or the words of what "
+                                         "the pump was doing when opened, e.g. 'infusing' (docs/drivers.md)")
+            raise ConfigError(where, FOUND_RUNNING.format(doing=found))
         if self._ready is not None:
             self._ready()
         return report

@@ -789,7 +789,7 @@ class Runner:
             message = f"NOT made safe after {after}: {'; '.join(unsafe)}"
             with self.interrupts.deferred():
                 self.journal.add_event(UNSAFE, message, data={"unsafe": unsafe})
-            console.err.print(f"WARNING: {message}", markup=False, highlight=False, soft_wrap=True)
+            console.err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
     def _stop_for_a_person(self, exc: NeedsPerson) -> int:
         """The cell, a syringe or the electrode needs a person before any molecule can be measured

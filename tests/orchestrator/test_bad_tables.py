@@ -323,7 +323,7 @@ def test_a_campaign_prior_trains_each_molecule_once_and_says_what_it_left_out(tm
     line = next(n for n, text in enumerate(campaign_file.read_text().splitlines(), start=1) if "prior.csv" in text)
     at = f"{campaign_file}:{line}: prior.file: "
     name = display_name(prior)
-    said = [f"warning: {at}the prior's 1 invalid SMILES in {name} are left out of its training: line 5 'C1CCC('",
+    said = [f"warning: {at}the prior's 1 invalid SMILES in {name} is left out of its training: line 5 'C1CCC('",
             f"warning: {at}1 row of {name} repeats the molecule of an earlier row, compared as canonical SMILES "
             "(first: line 302, the molecule of line 3): each molecule is trained on once, with the mean of its rows' "
             "values per target",
@@ -337,3 +337,23 @@ def test_a_campaign_prior_trains_each_molecule_once_and_says_what_it_left_out(tm
     once, invalid, repeats = read_prior(load_campaign(campaign_file))
     assert len(once.smiles) == 299 and [i.row for i in invalid] == [3] and (repeats.first, repeats.of) == (300, 1)
     assert once.Y[1, 0] == pytest.approx(table.loc[1, "ie_ev"] + 0.5)
+
+
+def test_a_prior_whose_only_value_of_a_target_is_in_an_unreadable_row_is_refused(tmp_path, labloop, write_campaign):
+    """The rows that are no molecule are left out of the prior's training: a target whose only value sat in one
+    would train a model predicting NaN (a reviewer's reading). Refused at the prior's file, as a slice without a
+    value is at its rows."""
+    from labloop.orchestrator.config.yaml_source import display_name
+    table = pd.read_csv(DATA, nrows=300)[["smiles", "ie_ev", "ea_ev"]]
+    table["ea_ev"] = [1.0 if row == 3 else float("nan") for row in range(len(table))]
+    table.loc[3, "smiles"] = "C1CCC("
+    (tmp_path / "data").mkdir()
+    prior = tmp_path / "data" / "prior.csv"
+    table.to_csv(prior, index=False)
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    result = labloop("validate", _with_prior(write_campaign, folder, prior), "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"prior.file: {display_name(prior)} has no value in column 'ea_ev' in a row whose SMILES is a molecule: "
+        "nothing to train it on"), result.stderr

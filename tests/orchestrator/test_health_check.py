@@ -201,3 +201,22 @@ def _quietly(call, *args) -> None:
     """``call(*args)``, whatever it raises: a dispense whose driver's line is closed under it."""
     with contextlib.suppress(Exception):
         call(*args)
+
+
+@pytest.mark.parametrize("flag", [False, "", 0])
+def test_a_plugins_found_running_that_is_no_word_is_said_as_its_drivers_fault(flag):
+    """A plug-in writing ``found_running = False`` (a flag, an easy slip) had every start refused as a pump found
+    pumping, "False when opened, ..." (a reviewer's finding): it is the driver's wrong return, said as such."""
+    from labloop.core.errors import WrongReturn
+    from labloop.orchestrator.loop.rig import Rig
+
+    class Flagged:  # an instrument the health check asks nothing else of
+        found_running = flag
+
+        def close(self) -> None:
+            return None
+
+    with Rig({"valve": Flagged()}, closer=contextlib.ExitStack()) as rig, \
+            pytest.raises(WrongReturn, match=r"^instruments\.valve: its driver's found_running is .*, not None or the "
+                                             r"words of what the pump was doing when opened"):
+        rig.check_health()
