@@ -251,6 +251,25 @@ def axis_labels(monkeypatch):
     return start
 
 
+def _stopped_by(process: subprocess.Popen, signum: int) -> tuple[int, str, str]:
+    """Send ``process`` (text pipes) one real ``signum`` and wait for it: its exit code, stdout and stderr; killed if
+    it outlives the wait (liveness only)."""
+    try:
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, out, err
+
+
+@pytest.fixture(scope="session")
+def stopped_by():
+    """``stopped_by(process, signum)``: a real signal to a labloop process, and (code, stdout, stderr) once it ended."""
+    return _stopped_by
+
+
 @pytest.fixture(scope="session")
 def write_campaign():
     """Factory of tiny dry-run campaign files: ``write_campaign(folder, prior=False, name="tiny", **sections)``."""

@@ -434,16 +434,12 @@ def test_a_pump_paused_from_outside_the_run_ends_it_stopped_and_short(make_line:
     assert snap.status == "S" and 0 < snap.infused_ml < 0.5
 
 
-def test_a_pump_left_pumping_by_a_killed_run_is_stopped_when_opened(make_line: Callable[..., Line], caplog) -> None:
-    """A run killed (kill -9) 8 s into a 54 s dispense left the pump infusing; the resume's driver sent DIA, which a
-    running pump refuses (?NA), and the resume was refused as "does not answer as driver 'ne1000' expects" while the
-    pump went on filling the cell (a hardware trial). Opening a pump now stops it when its first reply says it runs,
-    and says so."""
-    line = make_line(time_scale=TimeScale.real_time(), timeout_s=2.0)
-    killed = line.pump(poll_s=0.01)
-    def dispensing() -> None:  # 30 s at 1 mL/min; it ends in an error once its driver is gone (unsaid)
+def _left_infusing(line: Line, pump: NE1000Pump, rate_ml_min: float) -> threading.Thread:
+    """``pump`` dispensing 0.5 mL in a thread of its own, once the emulator says it infuses: the thread ends in an
+    error, unsaid, once its driver is dropped (as a killed run's is)."""
+    def dispensing() -> None:
         with contextlib.suppress(Exception):
-            killed.dispense(0.5, 1.0)
+            pump.dispense(0.5, rate_ml_min)
 
     run = threading.Thread(target=dispensing, daemon=True)
     run.start()
@@ -451,25 +447,26 @@ def test_a_pump_left_pumping_by_a_killed_run_is_stopped_when_opened(make_line: C
     while line.emulator.snapshot(0).status != "I":
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    return run
+
+
+def test_a_pump_left_pumping_by_a_killed_run_is_stopped_when_opened(make_line: Callable[..., Line], caplog) -> None:
+    """A run killed (kill -9) 8 s into a 54 s dispense left the pump infusing; the resume's driver sent DIA, which a
+    running pump refuses (?NA), and the resume was refused as "does not answer as driver 'ne1000' expects" while the
+    pump went on filling the cell (a hardware trial). Opening a pump now stops it when its first reply says it runs,
+    and says so; and says to the rig that it was infusing, which refuses the start (docs/drivers.md). Paused (a STP
+    mid-phase), it moved nothing since: stopped, and nothing for the rig to refuse."""
+    line = make_line(time_scale=TimeScale.real_time(), timeout_s=2.0)
+    killed = line.pump(poll_s=0.01)
+    run = _left_infusing(line, killed, 1.0)  # 30 s at 1 mL/min
     killed.bus = None  # type: ignore[assignment]  # the killed process's driver says nothing more
     resumed = line.pump(poll_s=0.01, diameter_mm=4.61)  # as a resume opens it: VER, then DIA
     assert line.emulator.snapshot(0).status == "S"
     assert resumed.state() is PumpState.STOPPED
     assert any("infusing when opened" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
-    run.join(timeout=60)
-    # said to the rig, which refuses the start: it pumped into the cell after its run ended (docs/drivers.md)
     assert resumed.found_running == "infusing"
-    # paused (a STP mid-phase), it moved nothing since: stopped, and nothing for the rig to refuse
-    def dispensing_again() -> None:  # 60 s at 0.5 mL/min; it ends in an error once its driver is gone (unsaid)
-        with contextlib.suppress(Exception):
-            resumed.dispense(0.5, 0.5)
-
-    paused = threading.Thread(target=dispensing_again, daemon=True)
-    paused.start()
-    deadline = time.monotonic() + 30  # liveness only
-    while line.emulator.snapshot(0).status != "I":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    run.join(timeout=60)
+    paused = _left_infusing(line, resumed, 0.5)  # 60 s at 0.5 mL/min on the resume's 4.61 mm syringe
     line.bus.command(0, "STP")
     assert line.emulator.snapshot(0).status == "P"
     resumed.bus = None  # type: ignore[assignment]

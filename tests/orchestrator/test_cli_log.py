@@ -799,20 +799,14 @@ def test_every_kind_of_warning_a_script_may_sort_by_is_documented():
 
 @pytest.mark.parametrize(("signum", "code", "said"), [(signal.SIGINT, 0, ""),
                                                       (signal.SIGTERM, 130, "aborted (SIGTERM)")])
-def test_a_ctrl_c_ends_following_and_a_kill_is_said_as_one(store, signum, code, said):
+def test_a_ctrl_c_ends_following_and_a_kill_is_said_as_one(store, stopped_by, signum, code, said):
     """Ctrl-C is how one stops following (exit 0); a kill, once it stopped labloop's short commands as a Ctrl-C does,
     ended --follow with 0 and no word too, which a supervisor read as success (a reviewer's finding): 130, said."""
     with sole_runner(store):  # a run is live: --follow goes on until it is stopped
         child = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", store, "--follow"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            for line in child.stdout:  # liveness: the first table shown, then stop it
-                if BEST in line:
-                    break
-            child.send_signal(signum)
-            _, err = child.communicate(timeout=60)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
-    assert child.returncode == code and err.strip().splitlines()[-1:] == ([said] if said else []), err
+        for line in child.stdout:  # liveness: the first table shown, then stop it
+            if BEST in line:
+                break
+        returncode, _, err = stopped_by(child, signum)
+    assert returncode == code and err.strip().splitlines()[-1:] == ([said] if said else []), err

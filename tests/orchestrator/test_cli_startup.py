@@ -111,33 +111,30 @@ def test_a_dashboard_on_every_interface_answers_the_machines_names_only(tmp_path
     assert loopback == 200
 
 
-def _stopped(store: Path, *, sigint_ignored: bool, signum: int = signal.SIGINT) -> tuple[int, str]:
+def _stopped(stopped_by, store: Path, *, sigint_ignored: bool, signum: int = signal.SIGINT) -> tuple[int, str]:
     """``labloop dashboard STORE`` in a real process (started as a script's ``&`` starts it: SIGINT ignored, or
-    as a terminal does), sent one real ``signum`` once it serves: its exit code and what it said on stderr."""
+    as a terminal does), sent one real ``signum`` once it serves (``stopped_by``, the fixture): its exit code and what
+    it said on stderr."""
     process = subprocess.Popen([*CLI, "dashboard", str(store), "--port", "0"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored
                                else None)
-    try:
-        url = process.stdout.readline().split()[1].split("#")[0]
-        while True:  # serving starts just after the line is printed
-            try:
-                with urllib.request.urlopen(url + "api/campaign", timeout=30):
-                    break
-            except OSError:
-                assert process.poll() is None, process.stderr.read()
-                time.sleep(0.05)
-        process.send_signal(signum)
-        _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    return process.returncode, err.strip()
+    url = process.stdout.readline().split()[1].split("#")[0]
+    while True:  # serving starts just after the line is printed
+        try:
+            with urllib.request.urlopen(url + "api/campaign", timeout=30):
+                break
+        except OSError:
+            if process.poll() is not None:
+                stopped_by(process, signum)  # ended: its output, for the failure
+                pytest.fail(f"the dashboard ended before it served: {process.returncode}")
+            time.sleep(0.05)
+    code, _, err = stopped_by(process, signum)
+    return code, err.strip()
 
 
-def test_one_sigint_stops_the_dashboard_the_same_when_a_script_started_it_in_the_background(tmp_path,
-                                                                                            write_campaign):
+def test_one_sigint_stops_the_dashboard_the_same_when_a_script_started_it_in_the_background(tmp_path, write_campaign,
+                                                                                            stopped_by):
     """``labloop dashboard STORE &`` in a shell script starts with SIGINT ignored, which Python keeps: a SIGINT
     before the page served was lost, and one after it stopped the server with exit 0, silent, where a terminal's
     Ctrl-C ends it with 130 and one line (a script waiting on it took the stop for a success): that the campaign
@@ -146,13 +143,13 @@ def test_one_sigint_stops_the_dashboard_the_same_when_a_script_started_it_in_the
     campaign_file = write_campaign(tmp_path)
     with Journal.create(tmp_path / "tiny.db", load_campaign(campaign_file)):
         pass
-    from_a_terminal = _stopped(tmp_path / "tiny.db", sigint_ignored=False)
+    from_a_terminal = _stopped(stopped_by, tmp_path / "tiny.db", sigint_ignored=False)
     assert from_a_terminal == (130, "dashboard stopped; a run of its campaign, if one is live, goes on")
-    assert _stopped(tmp_path / "tiny.db", sigint_ignored=True) == from_a_terminal
-    assert _stopped(tmp_path / "tiny.db", sigint_ignored=False, signum=signal.SIGTERM) == from_a_terminal
+    assert _stopped(stopped_by, tmp_path / "tiny.db", sigint_ignored=True) == from_a_terminal
+    assert _stopped(stopped_by, tmp_path / "tiny.db", sigint_ignored=False, signum=signal.SIGTERM) == from_a_terminal
 
 
-def test_a_kill_stops_a_short_command_in_one_line_as_a_ctrl_c_does(tmp_path):
+def test_a_kill_stops_a_short_command_in_one_line_as_a_ctrl_c_does(tmp_path, stopped_by):
     """``validate``, ``drivers list`` and the other commands that do not take a stop themselves ended with 143 and no
     word at a SIGTERM (``kill``, a batch system's stop), where a Ctrl-C says ``aborted``: both say it, exit 130, the
     kill named. A real ``labloop validate`` process, held reading a campaign file that is a named pipe whose writer
@@ -163,22 +160,16 @@ def test_a_kill_stops_a_short_command_in_one_line_as_a_ctrl_c_does(tmp_path):
     for signum in (signal.SIGINT, signal.SIGTERM):
         process = subprocess.Popen([*CLI, "validate", str(pipe)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        try:
-            while True:  # a writer can open the pipe once the command has opened it to read
-                try:
-                    writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
-                    break
-                except OSError:
-                    assert process.poll() is None, process.communicate()
-                    time.sleep(0.05)
-            process.send_signal(signum)
-            out, err = process.communicate(timeout=60)
-            os.close(writer)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-        said[signum] = (process.returncode, out, err.strip())
+        while True:  # a writer can open the pipe once the command has opened it to read
+            try:
+                writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()
+                time.sleep(0.05)
+        code, out, err = stopped_by(process, signum)
+        os.close(writer)
+        said[signum] = (code, out, err.strip())
     assert said[signal.SIGINT] == (130, "", "aborted")
     assert said[signal.SIGTERM] == (130, "", "aborted (SIGTERM)")
 
