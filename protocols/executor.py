@@ -603,19 +603,26 @@ class ProtocolExecutor:
         ``validate`` and the run then stopped after ten refused proposals (a plug-in author's trial)."""
         if step.half_width_v is None:
             return
+        window, name = self._window_span(where, potentiostat)
+        judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, window, name,
+                                    step_v=step.e_step_v)
+        if judged is not None and judged[0]:
+            raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
+
+    def _window_span(self, where: str, potentiostat: str) -> tuple[tuple[float, float], str]:
+        """Where a window around the candidate may lie (V vs the reference), and its name for a message: the safety
+        limits, within what ``potentiostat`` can apply once the rig is open. One place, so that the window is judged
+        (:meth:`_check_half_width`) where the run moves it (:meth:`_within_limits`): judged against each alone,
+        limits 0..3 V beside a range of -1.7..2 V passed a window of +/-1.2 V that no place in 0..2 V holds (an
+        adversarial trial)."""
         window, name = self.safety.potential_window_v, "safety.potential_limits_v"
         if (span := self._span(where, potentiostat, "potential_range_v")) is not None:
-            # where both hold it, as _within_limits moves the window: judged one by one, limits 0..3 V beside a range
-            # of -1.7..2 V passed a window of +/-1.2 V that no place in 0..2 V holds (an adversarial trial)
             both = (max(window[0], span[0]), min(window[1], span[1]))
             if both != window:
                 name = (f"what {potentiostat!r} can apply" if both == span else
                         f"safety.potential_limits_v within what {potentiostat!r} can apply")
                 window = both
-        judged = half_width_problem(step.half_width_v, self.hits_v, self.reference_offset_v, window, name,
-                                    step_v=step.e_step_v)
-        if judged is not None and judged[0]:
-            raise SafetyLimitExceeded(where, f"half_width_v: {judged[1]}")
+        return window, name
 
     def _span(self, where: str, instrument: str, attribute: str) -> tuple[float, float] | None:
         """The opened ``instrument``'s optional ``attribute`` (``potential_range_v``, ``rate_range_ml_min``:
@@ -1261,9 +1268,7 @@ class ProtocolExecutor:
         (docs/surrogate.md), and a newcomer's campaign had every proposal refused for a window beyond the limits,
         ten in a row, and stopped with nothing measured; the scan nearest the prediction that the limits allow
         still measures the molecule, or bounds its potential (a failed scan)."""
-        low, high = self.safety.potential_window_v
-        if (span := self._span(where, potentiostat, "potential_range_v")) is not None:
-            low, high = max(low, span[0]), min(high, span[1])
+        (low, high), _ = self._window_span(where, potentiostat)
         if (centres := window_centres(half_width_v, step_v, (low, high))) is None:
             return centre_v  # no window of that width fits: refused as it is, saying which limit
         moved = min(max(centre_v, centres[0]), centres[1])

@@ -912,9 +912,8 @@ def aimed_hits(hits_v: tuple[float, float], reference_offset_v: float) -> tuple[
     """The objective's hits ``hits_v`` (V vs Li/Li+, one end infinite for a threshold) as the planner aims at them,
     V vs the reference at ``reference_offset_v``: a window as it is, a threshold at the threshold alone. Why: a
     threshold's hits run on without end, and no window fits around all of them; the planner's aim lies at the
-    threshold, so that is where a window around the candidate is judged (:func:`half_width_problem`; a window that
-    fits there is said nothing of, where every campaign with one was warned) and where it scans (the campaign's
-    electrolyte and blank checks, orchestrator/config/campaign.py)."""
+    threshold, so that is where a window around the candidate scans (the campaign's electrolyte and blank checks,
+    orchestrator/config/campaign.py)."""
     low, high = (h - reference_offset_v for h in hits_v)
     return (high, high) if math.isinf(low) else (low, low) if math.isinf(high) else (low, high)
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from labloop.core.errors import InvalidInput, first_line
 from labloop.core.text import plural
+from labloop.surrogate.screening import ROLE_TARGET
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,9 @@ class MoleculeTable:
 REPEAT_SPREAD = 0.1
 
 
-#: the target columns labloop reads a meaning into: IE and EA in eV (a campaign's objective, ``screen --role``:
-#: surrogate/screening.py ROLE_TARGET)
-NAMED_TARGETS = ("ie_ev", "ea_ev")
+#: the target columns labloop reads a meaning into: IE and EA in eV, as ``screen --role`` reads them (a campaign's
+#: objective reads the same two)
+NAMED_TARGETS = tuple(ROLE_TARGET.values())
 
 
 def named_target(name: str) -> str:

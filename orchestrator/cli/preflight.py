@@ -159,13 +159,10 @@ def prior_notes(campaign: Campaign) -> list[str]:
                                                      f"train surrogate.folds {folds}: at least "
                                                      f"{MIN_ROWS_PER_FOLD * folds}")
     line_of = csv_lines(prior.file)
-    where = campaign.located("prior", "file")
-    braced = where.replace("{", "{{").replace("}", "}}")  # a path's own braces, kept from the format below
-    are = plural(len(invalid), "is", "are")
-    skipped = console.invalid_said(invalid, display_name(prior.file), f"{braced}: the prior's {{n}} invalid SMILES "
-                                   f"in {{path}} {are} left out of its training", line_of=line_of)
+    skipped = console.invalid_said(invalid, display_name(prior.file), "the prior's {n} invalid SMILES in {path} "
+                                   f"{plural(len(invalid), 'is', 'are')} left out of its training", line_of=line_of)
     merged = console.repeats_said(repeats, display_name(prior.file), prior.targets, line_of=line_of)
-    return [*([skipped] if skipped else []), *(f"{where}: {said}" for said in merged)]
+    return [f"{campaign.located('prior', 'file')}: {said}" for said in ([skipped] if skipped else []) + merged]
 
 
 def past_measurements(campaign: Campaign, library: list[str]) -> Past | None:
