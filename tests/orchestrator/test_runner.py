@@ -444,7 +444,8 @@ def test_a_ctrl_c_that_lands_in_a_gc_callback_is_delivered_again_not_lost():
     """Python drops what a gc callback (or a weakref callback, or __del__) raises: a --scheduler local run's
     in-process Dask scheduler times every garbage collection from one (distributed/gc.py), and a Ctrl-C whose handler
     ran there was lost, the run going on to its end (a scale-out trial; the handler's frame, logged, was that
-    callback's). The signal is delivered again once Python has dropped it, and the run stops."""
+    callback's). The signal is delivered again once Python has dropped it, and the run stops. The signal is sent from
+    the first callback itself, so that its handler runs there however loaded the machine is."""
     import gc
 
     def busy(seconds: float) -> None:  # Python code a signal's handler can interrupt
@@ -452,19 +453,25 @@ def test_a_ctrl_c_that_lands_in_a_gc_callback_is_delivered_again_not_lost():
         while time.monotonic() - started < seconds:
             pass
 
-    def slow(phase: str, _info: dict) -> None:
-        if phase == "start":
-            busy(0.3)
+    sent: list[bool] = []
 
-    gc.callbacks.append(slow)
+    def signalling(phase: str, _info: dict) -> None:
+        if phase == "start" and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+            busy(30)  # the handler raises in here: Python drops it, and without redelivery the loop below runs on
+
+    gc.callbacks.append(signalling)
     try:
         with redelivering(), Interrupts(), pytest.raises(Interrupted):  # as the CLI's main() runs every command
-            threading.Timer(0.45, os.kill, (os.getpid(), signal.SIGINT)).start()  # in the first callback
-            for _ in range(10):  # work, then a collection timed by the callback; 6 s if the signal were lost
-                busy(0.3)
+            gc.collect()
+            deadline = time.monotonic() + 30  # a liveness deadline only: a lost signal ends the loop without a raise
+            while time.monotonic() < deadline:
+                busy(0.05)
                 gc.collect()
     finally:
-        gc.callbacks.remove(slow)
+        gc.callbacks.remove(signalling)
+    assert sent
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
