@@ -242,10 +242,11 @@ def invalid_said(invalid: Sequence[InvalidSmiles], path: Path | str,
 
 def repeats_said(repeats: Repeats, data: Path | str, targets: Sequence[str], *,
                  line_of: Callable[[int], int]) -> list[str]:
-    """What is said after ``warning:`` of a training table's repeated molecules, merged before training
-    (``surrogate train`` and ``sweep``, a campaign's prior): how many, and one more line when some molecule's rows
-    disagree (:data:`labloop.surrogate.dataset.REPEAT_SPREAD`), naming the first one's lines and spread: a mix-up in
-    the table (a reference, a unit, a sign) was averaged without a word. ``line_of``: as :func:`report_invalid`'s."""
+    """What is said after ``warning:`` of a training table's repeated molecules and stereoisomers, merged before
+    training (``surrogate train`` and ``sweep``, a campaign's prior): how many of each, and one more line when some
+    molecule's rows disagree (:data:`labloop.surrogate.dataset.REPEAT_SPREAD`), naming the first one's lines and
+    spread: a mix-up in the table (a reference, a unit, a sign) was averaged without a word. ``line_of``: as
+    :func:`report_invalid`'s."""
     from labloop.surrogate.dataset import REPEAT_SPREAD, unit_of
 
     said = []
@@ -255,6 +256,12 @@ def repeats_said(repeats: Repeats, data: Path | str, targets: Sequence[str], *,
                     f"canonical SMILES (first: line {line_of(repeats.first)}, the molecule of line "
                     f"{line_of(repeats.of)}): each molecule is trained on once, with the mean of its rows' values per "
                     "target")
+    if repeats.stereo:
+        n = repeats.stereo
+        said.append(f"{n} {plural(n, 'row')} of {data} {plural(n, 'holds', 'hold')} a stereoisomer of an earlier row's "
+                    f"molecule (first: line {line_of(repeats.stereo_first)}, an isomer of line "
+                    f"{line_of(repeats.stereo_of)}'s), which the surrogate's fingerprint does not tell apart: "
+                    "stereoisomers are trained on as one molecule, with the mean of their rows' values per target")
     if repeats.disagreeing:
         n, rows, target = repeats.disagreeing, repeats.spread_rows, targets[repeats.spread_target]
         lines = ", ".join(str(line_of(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")

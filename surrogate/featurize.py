@@ -179,6 +179,21 @@ def canonical_smiles(smiles: Sequence[str]) -> list[str]:
         return [Chem.MolToSmiles(mol) if (mol := parse_smiles(s)) is not None else "" for s in smiles]
 
 
+def stereo_free(canonical: Sequence[str]) -> list[str]:
+    """Each of ``canonical`` (:func:`canonical_smiles`) without its stereo marks (``@``, ``/``, ``\\``): what the
+    surrogate's fingerprint sees of it, one for every stereoisomer; a key without marks, or "", as it is. Why: a
+    training table's E and Z isomer (or two enantiomers) are one input to the network, which can learn one value
+    for them, as it can for a molecule given twice (surrogate/repeats.py)."""
+    with BlockLogs():
+        return [_flat(mol) if _STEREO_MARKS.intersection(key) and (mol := parse_smiles(key)) is not None else key
+                for key in canonical]
+
+
+def _flat(mol: Chem.Mol) -> str:
+    """The canonical SMILES of ``mol`` without stereo marks (:attr:`RowCheck.flat`, :func:`stereo_free`)."""
+    return Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
 def first_spellings(smiles: Sequence[str]) -> dict[str, str]:
     """Each molecule of ``smiles`` once, as its first row writes it, in order, with its canonical SMILES ("" for an
     unreadable row, kept once per spelling: the planners skip it, and ``validate`` names it). Why:
@@ -434,7 +449,7 @@ def _check_row(text: str) -> RowCheck:
     if mol is None:
         return RowCheck(why, None, "")
     canonical = Chem.MolToSmiles(mol)
-    flat = Chem.MolToSmiles(mol, isomericSmiles=False) if any(mark in canonical for mark in "@/\\") else ""
+    flat = _flat(mol) if _STEREO_MARKS.intersection(canonical) else ""
     return RowCheck(None, _beyond_prior(mol) if _may_be_beyond_prior(text) else None, canonical, flat)
 
 

@@ -1,7 +1,7 @@
-"""Molecules a training table holds more than once (by canonical SMILES, however each row spells them), merged into
-one row each: for ``surrogate train`` and ``sweep`` (surrogate/training.py) and a campaign's prior
-(orchestrator/learning/models.py). Why apart from the training: ``validate`` reads a campaign's prior this way,
-and must not load TensorFlow to do it.
+"""Molecules a training table holds more than once (by canonical SMILES, however each row spells them), and
+stereoisomers of one molecule (which its fingerprint does not tell apart), merged into one row each: for ``surrogate
+train`` and ``sweep`` (surrogate/training.py) and a campaign's prior (orchestrator/learning/models.py). Why apart
+from the training: ``validate`` reads a campaign's prior this way, and must not load TensorFlow to do it.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from labloop.surrogate.dataset import REPEAT_SPREAD, MoleculeTable
-from labloop.surrogate.featurize import InvalidSmiles, canonical_smiles
+from labloop.surrogate.featurize import InvalidSmiles, canonical_smiles, stereo_free
 
 
 @dataclass(frozen=True)
 class Repeats:
     """Rows of a training table that repeat the molecule of an earlier row (by canonical SMILES, however each
-    spells it), merged into that row: how many, and the first of them with the row it repeats (0-based).
+    spells it), merged into that row: how many, and the first of them with the row it repeats (0-based); and
+    ``stereo`` rows, each a stereoisomer of an earlier row's molecule and merged into it, the first of them
+    (``stereo_first``) with the row whose molecule it is an isomer of (``stereo_of``).
 
     ``disagreeing``: the molecules whose rows spread by more than :data:`REPEAT_SPREAD` in some target; of the
     first of them, its rows (0-based, in order), its widest ``spread`` and the index of that target."""
@@ -30,6 +32,9 @@ class Repeats:
     spread_rows: tuple[int, ...] = ()
     spread: float = 0.0
     spread_target: int = -1
+    stereo: int = 0
+    stereo_first: int = -1
+    stereo_of: int = -1
 
 
 def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray, *,
@@ -43,7 +48,9 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray, *
     every measurement of it (keeping the first would drop the others for no reason the first has). Why not
     keep the copies: a copy in the members' training folds and another in a validation fold or in the
     calibration slice makes early stopping, the out-of-fold scores and the calibration (sigma too small)
-    judge a molecule the members learnt as if it were new, and the molecule weighs twice in the fit.
+    judge a molecule the members learnt as if it were new, and the molecule weighs twice in the fit. Stereoisomers
+    (an E and a Z isomer, two enantiomers) are merged for the same reason: the fingerprint does not see stereo
+    (:func:`labloop.surrogate.featurize.stereo_free`), so to the network they are one molecule.
 
     Rows whose values spread by more than :data:`REPEAT_SPREAD` are merged too, and counted in the
     :class:`Repeats` for the warning to name: their mean is no better a value than either of them. ``keys``: the
@@ -51,10 +58,15 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray, *
     keys = canonical_smiles([smiles[r] for r in rows]) if keys is None else keys
     first_of: dict[str, int] = {}
     group = np.array([first_of.setdefault(key, position) if key else position  # no molecule: merged with none
-                      for position, key in enumerate(keys)], dtype=np.int64)
-    repeats = np.flatnonzero(group != np.arange(len(group)))
-    if not len(repeats):
+                      for position, key in enumerate(stereo_free(keys))], dtype=np.int64)
+    merged_rows = np.flatnonzero(group != np.arange(len(group)))
+    if not len(merged_rows):
         return np.arange(len(group)), Y, Repeats()
+    as_written: dict[str, int] = {}  # each canonical SMILES's first position: a row after it repeats that molecule
+    repeat_of = np.array([as_written.setdefault(key, position) if key else position
+                          for position, key in enumerate(keys)], dtype=np.int64)
+    repeats = merged_rows[repeat_of[merged_rows] != merged_rows]
+    isomers = merged_rows[repeat_of[merged_rows] == merged_rows]
     keep = np.flatnonzero(group == np.arange(len(group)))
     has = ~np.isnan(Y)
     sums, counts = np.zeros_like(Y), np.zeros_like(Y)
@@ -66,8 +78,12 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray, *
     np.fmin.at(lows, group, Y)  # fmin/fmax pass over NaN: a row without the value does not count
     np.fmax.at(highs, group, Y)
     spreads = highs - lows  # -inf where no row of the molecule has the target
-    first = int(repeats[0])
-    found = Repeats(len(repeats), int(rows[first]), int(rows[group[first]]))
+    found = Repeats()
+    if len(repeats):
+        found = replace(found, rows=len(repeats), first=int(rows[repeats[0]]), of=int(rows[repeat_of[repeats[0]]]))
+    if len(isomers):
+        found = replace(found, stereo=len(isomers), stereo_first=int(rows[isomers[0]]),
+                        stereo_of=int(rows[group[isomers[0]]]))
     wide = keep[(spreads[keep] > REPEAT_SPREAD).any(axis=1)]
     if not len(wide):
         return keep, merged, found

@@ -95,7 +95,8 @@ def train_from_table(
                                      "sigma": kept["sigma"]}
     ens.info["training_data"] = {"file": str(table.path), "sha256": table.sha256(), "rows": len(table.smiles),
                                  "invalid_smiles": len(invalid), "unlabelled": n_unlabelled,
-                                 "repeated_molecules_merged": repeats.rows, "holdout": holdout, "seed": seed}
+                                 "repeated_molecules_merged": repeats.rows,
+                                 "stereoisomers_merged": repeats.stereo, "holdout": holdout, "seed": seed}
     run = TrainingRun(ens, invalid, n_unlabelled, repeats=repeats)
     if len(held_rows):
         mean, std = ens.predict_features(data.subset(held_rows))

@@ -72,13 +72,17 @@ def test_train_writes_a_model_and_reports_holdout(labloop, small_csv, tmp_path):
 def test_train_merges_a_molecule_given_twice_and_says_so(labloop, ocelot, tmp_path):
     """A table that gives molecules twice (once spelt another way): trained on each molecule once, with the
     mean of its values, and said in one line with the first repeat's line; the repeats were trained as new
-    molecules without a word, landing in one member's training folds and another's validation fold."""
+    molecules without a word, landing in one member's training folds and another's validation fold. An E and a Z
+    isomer, one input to the fingerprint, were two molecules too (left open by a lab's trial): merged, and said
+    in a line of their own."""
     table = ocelot.head(200)[["smiles", "ie_ev", "ea_ev"]]
     spelling = Chem.MolToSmiles(Chem.MolFromSmiles(table.smiles.iloc[6]), rootedAtAtom=3)
     assert spelling != table.smiles.iloc[6]
     respelt = table.iloc[[6]].assign(smiles=spelling, ie_ev=table.ie_ev.iloc[6] + 1.0)
     data = tmp_path / "repeats.csv"
-    pd.concat([table, respelt, table.iloc[[9]]]).to_csv(data, index=False)
+    isomers = pd.DataFrame({"smiles": ["C/C=C/c1ccccc1", r"C/C=C\c1ccccc1"], "ie_ev": [7.9, 8.0],
+                            "ea_ev": [0.1, 0.12]})  # E and Z beta-methylstyrene: lines 204, 205
+    pd.concat([table, respelt, table.iloc[[9]], isomers]).to_csv(data, index=False)
     proc = labloop("surrogate", "train", data, "-t", "ie_ev", "-t", "ea_ev", "-o", tmp_path / "m", "--folds", "2",
                    "--epochs", "1", "--no-cache")
     assert proc.returncode == 0, proc.stderr
@@ -89,12 +93,16 @@ def test_train_merges_a_molecule_given_twice_and_says_so(labloop, ocelot, tmp_pa
     assert (f"warning: 1 repeated molecule of {data} has values more than 0.1 eV apart (first: lines 8, 202, ie_ev "
             "spread 1.000 eV), more than a measurement repeats by, and their mean is trained on: check those rows "
             "for a mix-up") in proc.stderr
+    assert (f"warning: 1 row of {data} holds a stereoisomer of an earlier row's molecule (first: line 205, an isomer "
+            "of line 204's), which the surrogate's fingerprint does not tell apart: stereoisomers are trained on as "
+            "one molecule, with the mean of their rows' values per target") in proc.stderr
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["training_data"]["repeated_molecules_merged"] == 2
-    assert manifest["n_train"] + manifest["n_calibration"] == 200
+    assert manifest["training_data"]["stereoisomers_merged"] == 1
+    assert manifest["n_train"] + manifest["n_calibration"] == 201
     swept = labloop("surrogate", "sweep", data, "-t", "ie_ev", "--preset", "fast", "--epochs", "1", "--radii", "1",
-                    "--bits", "256", "--json")  # the sweep's folds too: 200 molecules, not 202
-    assert swept.returncode == 0 and "on 200 molecules" in swept.stderr, swept.stderr
+                    "--bits", "256", "--json")  # the sweep's folds too: 201 molecules, not 204
+    assert swept.returncode == 0 and "on 201 molecules" in swept.stderr, swept.stderr
     assert "warning: 2 rows of" in swept.stderr and "warning: 1 repeated molecule" in swept.stderr
 
 

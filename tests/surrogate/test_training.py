@@ -24,6 +24,21 @@ def test_repeated_molecules_become_one_row_with_their_mean_per_target():
                               disagreeing=2, spread_rows=(0, 3), spread=1.0, spread_target=0)  # and benzene's 0.5
 
 
+def test_stereoisomers_are_one_molecule_apart_from_repeats():
+    """The fingerprint does not see stereo, so an E and a Z isomer (and the molecule written without stereo) are one
+    input to the network: merged into one row with their mean, counted apart from the rows that repeat a molecule as
+    written (left open by a lab's trial: they were trained as molecules of their own)."""
+    smiles = ["C/C=C/c1ccccc1", "CCO", r"C/C=C\c1ccccc1", "CC=Cc1ccccc1", "C/C=C/c1ccccc1", "c1ccccc1/C=C/C"]
+    Y = np.array([[8.0], [7.0], [8.2], [8.1], [8.3], [8.4]])
+    keep, merged, repeats = merged_by_molecule(smiles, np.arange(len(smiles)), Y)
+    assert keep.tolist() == [0, 1]
+    np.testing.assert_allclose(merged, [[8.2], [7.0]])  # the mean of 8.0, 8.2, 8.1, 8.3 and 8.4
+    # rows 4 and 5 write row 0's E isomer again (5 another way); rows 2 (Z) and 3 (no stereo) are its isomers
+    assert (repeats.rows, repeats.first, repeats.of) == (2, 4, 0)
+    assert (repeats.stereo, repeats.stereo_first, repeats.stereo_of) == (2, 2, 0)
+    assert repeats.disagreeing == 1 and repeats.spread == pytest.approx(0.4)
+
+
 def test_a_table_without_repeats_is_left_as_it_is():
     Y = np.array([[1.0], [2.0]])
     keep, merged, repeats = merged_by_molecule(["CCO", "CCN"], np.array([0, 1]), Y)
