@@ -25,6 +25,7 @@ import pandas as pd
 
 from labloop.core.errors import InvalidInput, first_line
 from labloop.core.text import plural
+from labloop.data import bundled_path
 from labloop.surrogate.screening import ROLE_TARGET
 
 log = logging.getLogger(__name__)
@@ -397,12 +398,20 @@ def _not_a_number(cell: object) -> str:
 
 def not_a_file(path: Path) -> str | None:
     """Why ``path`` cannot be read as an input file (``no such file``, ``is a folder, not a file``), or None: a
-    folder named where a file belongs was called missing, which sends the user looking for the wrong thing."""
+    folder named where a file belongs was called missing, which sends the user looking for the wrong thing. A
+    missing file named as labloop's own data set is pointed to labloop's copy: the docs name it by the repository's
+    ``data/`` folder, which an installed package, or a campaign copied out of the repository, has not beside it (a
+    packaging trial: ``validate`` said where it is, ``surrogate train`` and ``backtest`` did not)."""
     if path.is_file():
         return None
     if path.is_dir():
         return "is a folder, not a file"
-    return "no such file" if not path.exists() else "is not a regular file"
+    if path.exists():
+        return "is not a regular file"
+    bundled = bundled_path()
+    if path.name == bundled.name and bundled.is_file():
+        return f"no such file; labloop ships this data set: {bundled} (name it by that path)"
+    return "no such file"
 
 
 def _nul_bytes(path: Path) -> str | None:

@@ -29,6 +29,8 @@ def test_wheel_installs_and_runs(tmp_path):
     for pkg in PACKAGES:
         assert f"labloop/{pkg}/__init__.py" in names
     assert "labloop/data/ocelot_chromophore_v1_ie_ea.csv" in names and "labloop/data/SOURCES.md" in names
+    # the manual, which messages name (docs/drivers.md), for an installed package on an offline lab PC
+    assert {f"labloop/docs/{p.name}" for p in (ROOT / "docs").iterdir()} <= set(names)
     assert {f"labloop/orchestrator/dashboard/static/{n}" for n in ("index.html", "dashboard.js", "dashboard.css")} \
         <= set(names)  # the dashboard's page ships inside the package: nothing is fetched at run time
     assert not any(n.startswith(("sim/", "instruments/", "tests/", "labloop/tests/")) for n in names)
@@ -51,6 +53,11 @@ def test_wheel_installs_and_runs(tmp_path):
         "import json\n"
         "assert 'file: ' + json.dumps(str(d.bundled_path())) in written\n"
         f"assert str(d.bundled_path()).startswith({str(site)!r})\n"
+        "import contextlib, io\n"
+        "helped = io.StringIO()\n"
+        "with contextlib.redirect_stdout(helped):\n"
+        "    assert cli.main(['--help']) == 0\n"
+        f"assert 'Documentation: {site / 'labloop' / 'docs'}/ (start with running.md' in helped.getvalue()\n"
         "raise SystemExit(cli.main(['surrogate', '--help']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},

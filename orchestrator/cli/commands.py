@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from importlib import util
+from pathlib import Path
 
 import click
 
@@ -42,6 +44,20 @@ COMMANDS: dict[str, Entry] = {
 }
 
 
+def docs_folder() -> Path | None:
+    """The folder of labloop's manual (the repository's docs/, installed with the package as ``labloop.docs``), or
+    None when it is not there. Why: messages and help name files such as docs/drivers.md, which an installed
+    package had nowhere, and a lab's instrument PC is often offline (a packaging trial)."""
+    try:
+        spec = util.find_spec("labloop.docs")
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "running.md").is_file():
+            return Path(location)
+    return None
+
+
 def _unloadable(name: str, exc: Exception) -> click.Command:
     """A stand-in for command ``name`` whose module raised ``exc`` on import (a dependency missing or broken), which
     raises it when run. Why not at once: click resolves the command before the group's callback sets up logging, so
@@ -69,6 +85,13 @@ class LazyGroup(click.Group):
             return _unloadable(cmd_name, exc)
         command: click.Command = getattr(module, entry.attribute)
         return command
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Where the manual is, whole on one line (a path must not be wrapped)."""
+        super().format_epilog(ctx, formatter)
+        if (folder := docs_folder()) is not None:
+            formatter.write_paragraph()
+            formatter.write(f"Documentation: {folder}/ (start with running.md; the docs/ files messages name)\n")
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The listing from the table's lines, without importing any command."""

@@ -60,7 +60,6 @@ from labloop.core.field_types import Bool, Int, NonNegativeNumber, Number, Posit
 from labloop.core.files import moved_along
 from labloop.core.text import plural
 from labloop.core.validation import shape_message
-from labloop.data import bundled_path
 from labloop.instruments.contracts import DEFAULT_CELL_VOLUME_ML, DEFAULT_MAX_RATE_ML_MIN, SafetyLimits
 from labloop.instruments.cv_analysis import (
     FERROCENE_VS_LI_V,
@@ -253,12 +252,6 @@ class Prior(BaseModel):
 
     @model_validator(mode="after")
     def _readable(self) -> Prior:
-        bundled = bundled_path()
-        if not self.file.exists() and self.file.name == bundled.name:
-            # labloop's own copy, named by a path relative to the repository's examples/: a campaign copied out of
-            # it, or an installed package, which has no data/ folder beside it (a packaging trial)
-            raise Problems(Problem(("file",), f"{self.file}: no such file; labloop ships this data set: "
-                                              f"{bundled} (name it by that path)"))
         _check_table(("file",), self.file, self.targets, self.smiles_column)
         return self
 

@@ -85,9 +85,13 @@ class YamlDocument:
 
 
 def display_name(path: Path) -> str:
-    """How to show a path in a message: relative to the working directory when it lies below it."""
+    """How to show a path in a message: relative to the working directory when it lies below it, but for a working
+    directory that is the root, below which every path lies (``tmp/lab/campaign.yaml`` read as a path missing its
+    ``/``: a packaging trial)."""
     relative = os.path.relpath(path)
-    return path.as_posix() if relative.startswith("..") else relative
+    if relative.startswith(".."):
+        return path.as_posix()
+    return Path(os.path.abspath(path)).as_posix() if Path.cwd() == Path(Path.cwd().anchor) else relative
 
 
 class _BoundedLoader(yaml.SafeLoader):

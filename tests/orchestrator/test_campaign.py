@@ -186,9 +186,12 @@ def test_a_campaign_with_a_prior_and_no_planner_is_told_it_proposes_at_random(la
     assert "no such section, so the planner" not in labloop("validate", written, "--dry-run").stderr
 
 
-def test_the_bundled_prior_named_where_it_is_not_is_told_where_labloop_ships_it(labloop, tmp_path, write_campaign):
+def test_the_bundled_prior_named_where_it_is_not_is_told_where_labloop_ships_it(labloop, tmp_path, write_campaign,
+                                                                               monkeypatch):
     """An example campaign copied out of the repository (or written beside an installed package) names the bundled
-    data by ../data/..., which is not there: validate said "no such file" only (a packaging trial)."""
+    data by ../data/..., which is not there: validate said "no such file" only (a packaging trial). So did
+    ``surrogate train`` and ``backtest`` given docs/surrogate.md's ``data/...`` away from the repository (a wheel
+    install's trial)."""
     from labloop.data import bundled_path
 
     campaign = write_campaign(tmp_path, prior=True)
@@ -200,6 +203,28 @@ def test_the_bundled_prior_named_where_it_is_not_is_told_where_labloop_ships_it(
     assert proc.returncode == 2 and (f"prior.file: {tmp_path.parent / 'data' / 'ocelot_chromophore_v1_ie_ea.csv'}: no "
                                      f"such file; labloop ships this data set: {bundled_path()} (name it by that "
                                      "path)") in said, said
+    monkeypatch.chdir(tmp_path)
+    named = Path("data", "ocelot_chromophore_v1_ie_ea.csv")
+    for command in (("surrogate", "train", named, "-t", "ie_ev", "-o", tmp_path / "model"),
+                    ("backtest", campaign, "--truth", named, "--column", "ie_ev")):
+        proc = labloop(*command)
+        [line] = proc.stderr.strip().splitlines()  # backtest names the truth by its whole path
+        assert proc.returncode == 2 and line.startswith("error: ") and line.endswith(
+            f"{named}: no such file; labloop ships this data set: {bundled_path()} (name it by that path)"), command
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_path_is_shown_whole_from_the_root_and_relative_below_the_working_directory(tmp_path, monkeypatch):
+    """From ``/`` every path lies below the working directory, and /tmp/lab/campaign.yaml was shown as
+    tmp/lab/campaign.yaml, a path that seems to have lost its ``/`` (a packaging trial)."""
+    from labloop.orchestrator.config.yaml_source import display_name
+
+    inside = tmp_path / "lab" / "campaign.yaml"
+    monkeypatch.chdir(tmp_path)
+    assert display_name(inside) == "lab/campaign.yaml"
+    assert display_name(Path("/elsewhere/campaign.yaml")) == "/elsewhere/campaign.yaml"
+    monkeypatch.chdir("/")
+    assert display_name(inside) == inside.as_posix()
 
 
 def test_stereoisomers_in_the_library_are_said_with_the_row_they_repeat(labloop, tmp_path, write_campaign):
