@@ -70,7 +70,7 @@ def _from_journal(store: Path) -> Ranking:
         # alerts are no part of a ranking: an alert URL's ${VARIABLE} unset in this shell must not refuse it
         config = {**journal.campaign_info().config, "alerts": []}
         campaign, _ = journalled_campaign(store, config, then="then ask again")
-        preflight.unchanged_library(campaign, journal)  # the journal's measurements speak of the library as it was
+        preflight.unchanged_inputs(campaign, journal)  # the journal speaks of the library and prior as they were
         library = campaign.library.smiles()
         with console.progress() as bar:
             task = bar.add_task("predicting the library", total=None, counted="library molecules predicted")

@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     """What ``run`` would find at the campaign's store, for ``validate``: a folder that cannot hold it, a file
     that is not a journal, a journal of other settings (``run`` continues only the same campaign), or one whose
-    first run read another library file (:func:`unchanged_library`: validate passed such a campaign, and run and
-    resume refused it). ``given_as`` names where the store came from when not the campaign file (``--store``)."""
+    first run read another library or prior file (:func:`unchanged_inputs`: validate passed such a campaign, and
+    run and resume refused it). ``given_as`` names where the store came from when not the campaign file
+    (``--store``)."""
     store, where = campaign.store, given_as or campaign.located("store")
     folder = check_store_folder(campaign, where)
     if not store.exists():
@@ -51,7 +52,7 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
         raise ConfigError(where, f"{store} is not a file a journal can be kept in")
     with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
         refuse_other_settings(store, campaign, journal.campaign_info())
-        unchanged_library(campaign, journal)
+        unchanged_inputs(campaign, journal)
 
 
 def check_writable(folder: Path, where: str, what: str) -> None:
@@ -463,15 +464,23 @@ def warn_changed_past(journal: Journal) -> None:
                           markup=False, highlight=False, soft_wrap=True)
 
 
-def unchanged_library(campaign: Campaign, journal: Journal) -> str:
-    """The library file's SHA-256, journalled with every run: a campaign continued (``run`` again, ``resume``)
-    with another library is refused before its journal changes, since its experiments and planner state speak
-    of the library as it was."""
-    digest = hashlib.sha256(campaign.library.file.read_bytes()).hexdigest()
-    first = next((e for e in journal.events(kinds=("run",)) if isinstance(e.data, dict)
-                  and "library_sha256" in e.data), None)
-    if first is not None and first.data["library_sha256"] != digest:
-        raise InvalidInput(f"library.file: {display_name(campaign.library.file)} changed since this campaign's "
-                           f"first run ({first.time}), and its journal speaks of the library as it was: put the "
-                           "file back, or run the new library with another store")
-    return digest
+def unchanged_inputs(campaign: Campaign, journal: Journal) -> dict[str, str]:
+    """The SHA-256 of the library file and of the prior's (when the campaign has one), by the keys the journal keeps
+    them under with every run (``library_sha256``, ``prior_sha256``): a campaign continued (``run`` again,
+    ``resume``) with another library or prior is refused before its journal changes, since its experiments and
+    planner state speak of the library as it was, and its models were trained on the prior as it was (a PI's trial:
+    a prior edited between runs was trained on by the next retrain, its model beside models of the old file, and
+    nothing recorded it). A journal whose first runs kept no digest of a file is judged from the first run that did."""
+    files = {"library_sha256": ("library.file", campaign.library.file, "its journal speaks of the library as it was",
+                                "the new library")}
+    if campaign.prior is not None:
+        files["prior_sha256"] = ("prior.file", campaign.prior.file, "its models were trained on the prior as it was",
+                                 "the new prior")
+    digests = {}
+    for key, (field, file, why, new) in files.items():
+        digests[key] = hashlib.sha256(file.read_bytes()).hexdigest()
+        first = next((e for e in journal.events(kinds=("run",)) if isinstance(e.data, dict) and key in e.data), None)
+        if first is not None and first.data[key] != digests[key]:
+            raise InvalidInput(f"{field}: {display_name(file)} changed since this campaign's first run "
+                               f"({first.time}), and {why}: put the file back, or run {new} with another store")
+    return digests

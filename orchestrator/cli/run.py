@@ -168,7 +168,7 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         # absolute: the runner's advice names the journal's path, and an alert read on a phone cannot use runs/x.db
         journal = Journal.open(store.absolute())
         try:
-            preflight.unchanged_library(campaign, journal)
+            preflight.unchanged_inputs(campaign, journal)
         except InputError:
             journal.close()
             raise
@@ -415,7 +415,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
                   dry_run: bool, interrupts: Interrupts, client: object | None, by_hand: Sequence[str] = (),
                   record: Callable[[Journal], None] | None = None, scheduler: str | None = None,
                   campaign_file: Path | None = None, resumed: bool = False) -> int:
-    digest = preflight.unchanged_library(campaign, journal)
+    digests = preflight.unchanged_inputs(campaign, journal)
     if resumed:  # before anything is written, as every refusal
         preflight.refuse_changed_safety(campaign, campaign_file)
     refused = refusal_before_the_run(campaign, journal, executor, by_hand)
@@ -439,7 +439,7 @@ def _with_journal(campaign: Campaign, journal: Journal, rig: Rig, executor: Prot
                 preflight.warn_changed_campaign(campaign, campaign_file, journal)
             journal.add_event("run", f"run started ({'dry run on emulators' if dry_run else 'real instruments'})"
                                      + (f"; {resume_does(journal, again, 'will run again')}" if again else ""),
-                              data={"dry_run": dry_run, "library_sha256": digest, "scheduler": scheduler,
+                              data={"dry_run": dry_run, **digests, "scheduler": scheduler,
                                     "versions": runtime_versions(),
                                     "campaign_file": None if campaign_file is None else str(campaign_file)})
             if resumed:

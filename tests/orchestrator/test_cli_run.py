@@ -26,6 +26,7 @@ from labloop.orchestrator.journal.store import WARNING, Journal, State
 from labloop.orchestrator.journal.view import snapshot
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DATA = EXAMPLES.parent / "data" / "ocelot_chromophore_v1_ie_ea.csv"
 
 
 def _nothing_written(folder) -> bool:
@@ -454,6 +455,44 @@ def test_resume_refuses_a_library_changed_since_the_first_run(tmp_path, labloop,
         said.add(result.stderr)
     assert len(said) == 1 and said.pop().startswith("error: library.file: ")
     assert store.read_bytes() == before
+
+
+def test_a_prior_changed_since_the_first_run_is_refused_before_a_retrain_trains_on_it(tmp_path, labloop,
+                                                                                     write_campaign):
+    """A prior table edited between runs (every ie_ev 0.5 eV higher) was trained on by the resumed run's next retrain,
+    its model beside the models of the file as it was, and nothing recorded it (a PI's trial). Each run journals the
+    prior's SHA-256 as it does the library's; run, resume, validate and candidates refuse the changed file in one
+    line, the journal untouched, and the file put back, the resume goes on."""
+    import hashlib
+
+    import pandas as pd
+
+    prior = tmp_path / "prior.csv"
+    pd.read_csv(DATA, nrows=300)[["smiles", "ie_ev", "ea_ev"]].to_csv(prior, index=False)
+    campaign_file = write_campaign(tmp_path, prior=True, budget={"max_experiments": 2})
+    settings = yaml.safe_load(campaign_file.read_text())
+    settings["prior"] = {"file": str(prior), "targets": ["ie_ev", "ea_ev"]}
+    campaign_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    store = tmp_path / "tiny.db"
+    with Journal.open(store, readonly=True) as journal:
+        [run] = journal.events(kinds=("run",))
+    assert run.data["prior_sha256"] == hashlib.sha256(prior.read_bytes()).hexdigest()
+    original = prior.read_bytes()
+    edited = pd.read_csv(prior)
+    edited["ie_ev"] += 0.5
+    edited.to_csv(prior, index=False)
+    before = store.read_bytes()
+    for command in (("resume", store, "--max-experiments", 3), ("run", campaign_file, "--dry-run"),
+                    ("validate", campaign_file, "--dry-run"), ("candidates", store)):
+        result = labloop(*command)
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+            f"error: prior.file: {prior} changed since this campaign's first run ({run.time}), and its models were "
+            "trained on the prior as it was: put the file back, or run the new prior with another store"], \
+            (command, result.stderr)
+    assert store.read_bytes() == before
+    prior.write_bytes(original)
+    assert labloop("resume", store, "--max-experiments", 3).returncode == 0
 
 
 def _campaign_folder(folder: Path, write_campaign) -> Path:
