@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,9 @@ from labloop.orchestrator.journal.plot_data import (
 )
 from labloop.orchestrator.journal.store import (
     ANALYSIS_FAILURE,
+    CELL_EMPTIED,
     PAST_MEASUREMENTS,
+    SYRINGES_FILLED,
     VETOED,
     WARNING,
     Journal,
@@ -66,6 +69,7 @@ from labloop.orchestrator.journal.store import (
     with_advice,
 )
 from labloop.orchestrator.journal.view import (
+    _last_run_event,
     _volts,
     assumed_by,
     counts_apart,
@@ -521,7 +525,36 @@ def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict
     protocol = ("" if protocol_file is None else
                 f'; the steps of its protocol, {_escaped(protocol_file)}, as run: <a href="{PROTOCOL_YAML}">'
                 f"{PROTOCOL_YAML}</a>")
-    return f"<b>{_escaped(mode)}</b>; {_escaped(ended)}; {campaign}{protocol}"
+    return f"<b>{_escaped(mode)}</b>; {_escaped(ended)}{_escaped(_history(events))}; {campaign}{protocol}"
+
+
+#: how a run that a later one continued had ended, by the kind of its last start or end event (None: it ended without
+#: a word, killed or crashed)
+EARLIER_ENDS = {"finished": "finished", "interrupted": "interrupted (Ctrl-C or a signal)", "stopped": "stopped",
+                "cluster_lost": "stopped (the Dask cluster was lost)", None: "ended without a word (killed or crashed)"}
+
+
+def _history(events: list[dict[str, Any]]) -> str:
+    """``; `` and how the campaign came to where it is, when it took more than one run or a resume changed it: how
+    each earlier run ended, every budget or port a resume changed (their events' own words), and what a person did
+    at the rig on a resume's word. "" for a campaign run once, unchanged. Why: a campaign stopped, resumed with
+    ``--max-experiments 8`` and ``--cell-emptied``, read "finished: budget reached (8/8)" beside a copy of its
+    campaign file saying 30, the stop, the resume and the emptied cell nowhere on the page (a PI's trial)."""
+    starts = [i for i, e in enumerate(events) if e["kind"] == "run"]
+    ends: dict[str | None, int] = {}
+    for start, following in pairwise(starts):
+        last = events[start + _last_run_event(events[start:following])]["kind"]  # the run's start at the least
+        ended = None if last == "run" else last
+        ends[ended] = ends.get(ended, 0) + 1
+    said = []
+    if ends:
+        said.append(f"{len(starts)} runs, each continuing the last; the earlier "
+                    + ", ".join(f"{n} {EARLIER_ENDS[kind]}" for kind, n in ends.items()))
+    said += [e["message"] for e in events if e["kind"] in ("budget", "port")]
+    for kind, words in ((CELL_EMPTIED, "the cell emptied by hand"), (SYRINGES_FILLED, "the syringes filled by hand")):
+        if n := sum(e["kind"] == kind for e in events):
+            said.append(f"{words} {n} {plural(n, 'time')} (labloop resume --{kind.replace('_', '-')})")
+    return "".join(f"; {words}" for words in said)
 
 
 def _checked_rows(journal: Journal, snap: dict[str, Any], objective: Objective, offset_v: float

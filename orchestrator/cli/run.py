@@ -33,7 +33,7 @@ from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS
 from labloop.orchestrator.config.campaign import Campaign, load_campaign
 from labloop.orchestrator.config.yaml_source import first_problem
 from labloop.orchestrator.journal.lock import sole_runner
-from labloop.orchestrator.journal.store import UNSAFE, Event, Journal, State, with_advice
+from labloop.orchestrator.journal.store import CELL_EMPTIED, SYRINGES_FILLED, UNSAFE, Event, Journal, State, with_advice
 from labloop.orchestrator.journal.view import RUN_EVENTS, counts_apart, ended_as, local_time, snapshot
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.predictions import LibraryPredictions
@@ -41,11 +41,9 @@ from labloop.orchestrator.loop.alerts import Alerter
 from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupted, Interrupts
 from labloop.orchestrator.loop.rig import PersonAsk
 from labloop.orchestrator.loop.runner import (
-    CELL_EMPTIED,
     EXIT_FAULTS,
     EXIT_OK,
     EXIT_REFUSED,
-    SYRINGES_FILLED,
     Runner,
     check_at_instruments,
     refusal_before_the_run,

@@ -64,6 +64,11 @@ log = logging.getLogger(__name__)
 
 #: the event kind of a campaign's past measurements (:meth:`Journal.past_measurements`)
 PAST_MEASUREMENTS = "past_measurements"
+#: the event kind of an operator's word that the cell was emptied by hand (``resume --cell-emptied``): the count of
+#: what the cell holds restarts there, as after a rinse (orchestrator/loop/runner.py)
+CELL_EMPTIED = "cell_emptied"
+#: the same for every syringe filled by hand (``resume --syringes-filled``): each counts as full again
+SYRINGES_FILLED = "syringes_filled"
 #: the event kind of model versions whose weights were deleted (surrogate.keep_models): ``data["versions"]``
 PRUNED = "pruned"
 #: the event kind of a warning about an experiment's measurement (protocols/executor.py ``OnWarning``)

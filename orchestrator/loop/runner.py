@@ -65,6 +65,8 @@ from labloop.orchestrator import console
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.journal.store import (
     ANALYSIS_FAILURE,
+    CELL_EMPTIED,
+    SYRINGES_FILLED,
     THEN_RESUME,
     UNSAFE,
     VETOED,
@@ -103,11 +105,6 @@ EXIT_REFUSED = 2
 WAIT_POLL_S = 1.0
 #: how often a batch awaiting approval is checked (a person's click should start the rig promptly)
 APPROVAL_POLL_S = 0.2
-#: the event an operator's word that the cell was emptied by hand is journalled as (``resume --cell-emptied``):
-#: the count of what the cell holds restarts there, as after a rinse
-CELL_EMPTIED = "cell_emptied"
-#: the same for every syringe filled by hand (``resume --syringes-filled``): each counts as full again
-SYRINGES_FILLED = "syringes_filled"
 #: the journal's events of what an operator did by hand, as the action the count replays for each
 BY_HAND = {CELL_EMPTIED: "rinse", SYRINGES_FILLED: "fill_syringes"}
 #: how a refusal starts its cause: the proposal could not be run as asked (a safety limit, a bad parameter)

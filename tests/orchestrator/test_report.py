@@ -354,6 +354,42 @@ def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_
     assert labloop("report", tmp_path / "missing.db").returncode == 2
 
 
+def test_a_campaign_run_more_than_once_says_how_on_the_page(tmp_path, labloop, write_campaign):
+    """A campaign stopped, then resumed with another budget, read "finished: budget reached (2/2)" beside a copy of its
+    campaign file saying 1, the resume nowhere on the page (a PI's trial): the page says the runs, how the earlier
+    ended, and the budget the resume set; a campaign run once says none of it."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "once").returncode == 0
+    assert "runs, each continuing" not in (tmp_path / "once" / "index.html").read_text()
+    assert labloop("resume", tmp_path / "tiny.db", "--max-experiments", 2).returncode == 0
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "twice").returncode == 0
+    page = html.unescape((tmp_path / "twice" / "index.html").read_text())
+    assert ("finished: budget reached (2/2); 2 runs, each continuing the last; the earlier 1 finished; "
+            "budget.max_experiments 1 -> 2 (labloop resume --max-experiments);") in page, page
+
+
+def test_the_runs_history_counts_each_earlier_runs_end_and_the_hands_at_the_rig():
+    """How each run a later one continued had ended, by its last start or end event (an experiment's own
+    ``interrupted`` is no run's end; a run with no end was killed), and what a person did on a resume's word."""
+    from labloop.orchestrator.report import _history
+
+    def event(kind: str, experiment_id: int | None = None, message: str = "") -> dict:
+        return {"kind": kind, "experiment_id": experiment_id, "message": message, "data": None}
+
+    events = [event("run"), event("interrupted", 3), event("interrupted"),  # a Ctrl-C
+              event("run"), event("done", 4),  # killed: no end
+              event("cell_emptied"), event("run"), event("interrupted", 5), event("stopped"),
+              event("port", message="instruments.pump.port /dev/ttyUSB0 -> /dev/ttyUSB1 (labloop resume --port)"),
+              event("cell_emptied"), event("syringes_filled"), event("run"), event("finished")]
+    assert _history(events) == (
+        "; 4 runs, each continuing the last; the earlier 1 interrupted (Ctrl-C or a signal), 1 ended without a word "
+        "(killed or crashed), 1 stopped; instruments.pump.port /dev/ttyUSB0 -> /dev/ttyUSB1 (labloop resume --port); "
+        "the cell emptied by hand 2 times (labloop resume --cell-emptied); the syringes filled by hand 1 time "
+        "(labloop resume --syringes-filled)")
+    assert _history([event("run"), event("finished")]) == ""
+
+
 def test_a_report_killed_while_it_writes_leaves_nothing_once_reported_again(tmp_path, labloop, write_campaign):
     """A ``labloop report`` killed (SIGKILL) while it wrote left its hidden staging folder beside the report for good
     (a data-integrity trial); the next report removes it, and leaves a live report's alone. The killed one is a
@@ -701,7 +737,8 @@ def test_the_provenance_says_mixed_runs_a_stop_and_a_live_run():
     stopped = {"run_active": False, "ended": "stopped: 3 consecutive faults <pump>"}
     said = _provenance(None, events, stopped)
     assert said == ("<b>mixed: 1 run dry (simulated instruments), 1 on real instruments</b>; stopped: 3 consecutive "
-                    "faults &lt;pump&gt;; the campaign file is not in the journal")
+                    "faults &lt;pump&gt;; 2 runs, each continuing the last; the earlier 1 ended without a word (killed "
+                    "or crashed); the campaign file is not in the journal")
     assert _provenance(None, events[1:], {"run_active": True, "ended": None}).startswith(
         "<b>real instruments</b>; still running (a run holds the journal)")
 
