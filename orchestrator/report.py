@@ -42,7 +42,7 @@ from labloop.core.text import controls_escaped, plural, printable, spreadsheet_s
 from labloop.instruments.cv_analysis import to_li_scale
 from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant
 from labloop.instruments.voltammogram import Voltammogram
-from labloop.orchestrator.config.campaign import TARGET_OF, Cell, Objective
+from labloop.orchestrator.config.campaign import TARGET_OF, Cell, Objective, Planner
 from labloop.orchestrator.journal.plot_data import (
     ERROR_WINDOW,
     acquisition,
@@ -102,7 +102,9 @@ CAPTIONS = {
                          "ohmic drop the potentiostat left uncompensated is not subtracted); the top axis is vs Li/Li+ "
                          "by cell.reference_offset_v.",
     "acquisition.png": "The planner's acquisition value of each proposal, by experiment id (a screening or random "
-                       "planner has none).",
+                       "planner has none). A bayes planner's first batch (planner.first_batch: design, the default) "
+                       "was chosen by a calibration design spread over molecular size, not by this value: its points "
+                       "are what the prior model gave those molecules.",
     "nyquist.png": "The last lab-grade experiment's impedance spectrum, as its eis step measured the cell (in the "
                    "protocol's order: the shipped one measures the electrolyte before the sample; the step's DC "
                    "potential and amplitude are in its action record), whole and the high-frequency points Ru was "
@@ -310,7 +312,7 @@ def _write(journal: Journal, directory: Path) -> None:
     _parity(directory / PLOTS[1], done)
     _prediction_error(directory / PLOTS[2], done)
     _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:], offset_v)
-    _acquisition(directory / PLOTS[4], snap["experiments"])
+    _acquisition(directory / PLOTS[4], snap["experiments"], config, objective)
     labs = [(e, record) for e in done if (record := records.get(e["id"])) is not None]
     if labs:
         _nyquist(directory / LAB_PLOTS[0], labs[-1])
@@ -1163,8 +1165,18 @@ def _randles_sevcik(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]
     _save(fig, ax, path, None if plot is not None else "no D (several scan rates and a concentration give one)")
 
 
-def _acquisition(path: Path, experiments: list[dict[str, Any]]) -> None:
-    fig, ax = _figure("acquisition value of each proposal", "experiment id", "acquisition")
+#: what each acquisition's value is, for the plot's axis (a PI's trial: "acquisition" alone said neither what nor in
+#: what unit)
+ACQUISITION_AXIS = {"window_probability": "P(in the objective's window)", "ei": "expected improvement (V)",
+                    "pi": "P(improvement)", "lcb": "confidence bound (V, as minimised)"}
+
+
+def _acquisition(path: Path, experiments: list[dict[str, Any]], config: dict[str, Any], objective: Objective
+                 ) -> None:
+    planner = Planner.model_validate(config.get("planner") or {})
+    axis = ACQUISITION_AXIS.get(planner.acquisition_for(objective.goal), "acquisition") \
+        if planner.kind == "bayes" else "acquisition"
+    fig, ax = _figure("acquisition value of each proposal", "experiment id", axis)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     scored = acquisition(experiments)
     ax.plot([a["id"] for a in scored], [a["acquisition"] for a in scored], "o-", ms=3)

@@ -390,6 +390,28 @@ def test_the_runs_history_counts_each_earlier_runs_end_and_the_hands_at_the_rig(
     assert _history([event("run"), event("finished")]) == ""
 
 
+@pytest.mark.parametrize(("planner", "axis"), [
+    ({"kind": "bayes"}, "P(in the objective's window)"),
+    ({"kind": "bayes", "acquisition": "ei"}, "expected improvement (V)"),
+    ({"kind": "greedy"}, "acquisition")])
+def test_the_acquisition_plot_says_what_its_values_are(tmp_path, monkeypatch, planner, axis):
+    """The plot's axis said "acquisition", neither what nor in what unit (a PI's trial): a bayes planner's is named
+    by the acquisition it used (the campaign's, or the one its goal chooses)."""
+    from matplotlib.figure import Figure
+
+    from labloop.orchestrator.config.campaign import Objective
+    from labloop.orchestrator.report import _acquisition
+
+    said: list[str] = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (said.append(fig.axes[0].get_ylabel()),
+                                                                  save(fig, *a, **k))[1])
+    objective = Objective.model_validate({"quantity": "oxidation_potential", "goal": "window", "window_v": [4.5, 4.6]})
+    _acquisition(tmp_path / "acquisition.png", [{"id": 1, "acquisition": 0.4, "planner": planner["kind"]}],
+                 {"planner": planner}, objective)
+    assert said == [axis]
+
+
 def test_a_report_killed_while_it_writes_leaves_nothing_once_reported_again(tmp_path, labloop, write_campaign):
     """A ``labloop report`` killed (SIGKILL) while it wrote left its hidden staging folder beside the report for good
     (a data-integrity trial); the next report removes it, and leaves a live report's alone. The killed one is a
