@@ -1400,7 +1400,9 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 <th>fit MAE on measurements (V)</th><th>out-of-sample MAE per output, before calibration (V)</th></tr>{models}
 </table>
 <p class="caption">Each version is the neural-network ensemble that predicts the potentials: version 1 trained on
-the prior's DFT data alone, later ones retrained with the measured potentials added. &ldquo;Fit MAE&rdquo; is the mean
+the prior's DFT data alone, later ones retrained with the measured potentials added. &ldquo;Training rows&rdquo; are
+the rows its members fitted: a slice of the data, measurements included, is held out of the fit to calibrate the
+ensemble's sd, so they are fewer than the prior's rows and the measurements together. &ldquo;Fit MAE&rdquo; is the mean
 absolute difference between the measured potentials and its prior output once calibrated on those same measurements;
 the last column is each output's mean absolute error on the measured potentials before any calibration, each
 measurement predicted by ensemble members that did not train on it: {outputs}.</p>
