@@ -42,8 +42,9 @@ def runtime_versions() -> dict[str, str]:
     """What each ``run`` event of a journal records of the code that ran it: labloop's :func:`code_version`, Python's
     and the libraries the numbers depend on (the surrogate's, the planner's, the analysis'). Why each run: a
     campaign resumed under another labloop looked as if one version ran it, and no library's version was kept (a
-    data trial)."""
-    versions = {"labloop": code_version(), "python": platform.python_version()}
+    data trial). ``labloop_source`` is :func:`source_digest`: an installed copy without ``git`` says only its version
+    string, which two copies of different code may share (a PI's trial)."""
+    versions = {"labloop": code_version(), "labloop_source": source_digest(), "python": platform.python_version()}
     for package in RUNTIME_PACKAGES:
         versions[package] = installed_version(package) or "not installed"
     return versions

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labloop.core.version import source_digest
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.report import PLOTS, _setup_said
 from labloop.planners.base import Proposal
@@ -56,6 +57,8 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
     assert words.count("&ldquo;prior&rdquo; is the network's gas-phase DFT ionisation energy turned into a potential "
                        "by the fixed rule E = IE - 1.40 V vs Li/Li+") == 2, words
     assert "each measurement predicted by ensemble members that did not train on it" in words
+    # the code that ran it, told apart by its source too where no git names a commit (a PI's trial)
+    assert f"labloop_source {source_digest()}," in words
     # the cell's conditions, and the fields that would say those not given (a chemist's trial could not write a
     # methods section from the report)
     assert ("the cell: solvent not given (cell.solvent); supporting electrolyte not given (cell.electrolyte); working "
