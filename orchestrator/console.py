@@ -265,9 +265,14 @@ def repeats_said(repeats: Repeats, data: Path | str, targets: Sequence[str], *,
     if repeats.disagreeing:
         n, rows, target = repeats.disagreeing, repeats.spread_rows, targets[repeats.spread_target]
         lines = ", ".join(str(line_of(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-        said.append(f"{n} repeated {plural(n, 'molecule')} of {data} {plural(n, 'has', 'have')} values more than "
-                    f"{REPEAT_SPREAD:g} {unit_of(target)} apart (first: lines {lines}, {target} spread "
-                    f"{repeats.spread:.3f} {unit_of(target)}), more than a measurement repeats by, and their mean is "
-                    "trained on: check those rows for a mix-up (a reference electrode, a unit, a sign, another "
-                    "molecule's row)")
+        spread = f"{target} spread {repeats.spread:.3f} {unit_of(target)}"
+        mix_up = "(a reference electrode, a unit, a sign, another molecule's row)"
+        said.append(f"{n} merged {plural(n, 'molecule')} of {data} {plural(n, 'has', 'have')} values more than "
+                    f"{REPEAT_SPREAD:g} {unit_of(target)} apart (first: lines {lines}, stereoisomers of one molecule, "
+                    f"{spread}): isomers can differ so, but the surrogate's fingerprint does not tell them apart and "
+                    f"their mean is trained on; if they should not differ, check those rows for a mix-up {mix_up}"
+                    if repeats.spread_isomers else
+                    f"{n} repeated {plural(n, 'molecule')} of {data} {plural(n, 'has', 'have')} values more than "
+                    f"{REPEAT_SPREAD:g} {unit_of(target)} apart (first: lines {lines}, {spread}), more than a "
+                    f"measurement repeats by, and their mean is trained on: check those rows for a mix-up {mix_up}")
     return said

@@ -102,9 +102,10 @@ CAPTIONS = {
                          "ohmic drop the potentiostat left uncompensated is not subtracted); the top axis is vs Li/Li+ "
                          "by cell.reference_offset_v.",
     "acquisition.png": "The planner's acquisition value of each proposal, by experiment id (a screening or random "
-                       "planner has none). A bayes planner's first batch (planner.first_batch: design, the default) "
-                       "was chosen by a calibration design spread over molecular size, not by this value: its points "
-                       "are what the prior model gave those molecules.",
+                       "planner has none), after the failure correction that lowers it near molecules that failed "
+                       "before (docs/planners.md). A first batch chosen by the calibration design "
+                       "(planner.first_batch: design, the default, before any measurement) was spread over molecular "
+                       "size, not chosen by this value: its points are what the model gave those molecules.",
     "nyquist.png": "The last lab-grade experiment's impedance spectrum, as its eis step measured the cell (in the "
                    "protocol's order: the shipped one measures the electrolyte before the sample; the step's DC "
                    "potential and amplitude are in its action record), whole and the high-frequency points Ru was "
@@ -1168,7 +1169,7 @@ def _randles_sevcik(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]
 #: what each acquisition's value is, for the plot's axis (a PI's trial: "acquisition" alone said neither what nor in
 #: what unit)
 ACQUISITION_AXIS = {"window_probability": "P(in the objective's window)", "ei": "expected improvement (V)",
-                    "pi": "P(improvement)", "lcb": "confidence bound (V, as minimised)"}
+                    "pi": "P(improvement)", "lcb": "optimistic confidence bound (V, higher is chosen)"}
 
 
 def _acquisition(path: Path, experiments: list[dict[str, Any]], config: dict[str, Any], objective: Objective
@@ -1401,8 +1402,9 @@ seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(camp
 </table>
 <p class="caption">Each version is the neural-network ensemble that predicts the potentials: version 1 trained on
 the prior's DFT data alone, later ones retrained with the measured potentials added. &ldquo;Training rows&rdquo; are
-the rows its members fitted: a slice of the data, measurements included, is held out of the fit to calibrate the
-ensemble's sd, so they are fewer than the prior's rows and the measurements together. &ldquo;Fit MAE&rdquo; is the mean
+the rows its members fitted, fewer than the prior's rows and the measurements together: a slice of the data,
+measurements included, is held out of the fit to calibrate the ensemble's sd, and the prior's unreadable rows are left
+out and its repeated molecules and stereoisomers merged. &ldquo;Fit MAE&rdquo; is the mean
 absolute difference between the measured potentials and its prior output once calibrated on those same measurements;
 the last column is each output's mean absolute error on the measured potentials before any calibration, each
 measurement predicted by ensemble members that did not train on it: {outputs}.</p>

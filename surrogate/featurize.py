@@ -190,8 +190,11 @@ def stereo_free(canonical: Sequence[str]) -> list[str]:
 
 
 def _flat(mol: Chem.Mol) -> str:
-    """The canonical SMILES of ``mol`` without stereo marks (:attr:`RowCheck.flat`, :func:`stereo_free`)."""
-    return Chem.MolToSmiles(mol, isomericSmiles=False)
+    """The canonical SMILES of ``mol`` without stereo marks (:attr:`RowCheck.flat`, :func:`stereo_free`), its isotopes
+    kept (the fingerprint sees them; ``isomericSmiles=False`` dropped both)."""
+    flat = Chem.Mol(mol)
+    Chem.RemoveStereochemistry(flat)
+    return Chem.MolToSmiles(flat)
 
 
 def first_spellings(smiles: Sequence[str]) -> dict[str, str]:

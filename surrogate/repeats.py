@@ -35,6 +35,8 @@ class Repeats:
     stereo: int = 0
     stereo_first: int = -1
     stereo_of: int = -1
+    #: whether the first molecule whose rows disagree holds stereoisomers (not only rows of one molecule as written)
+    spread_isomers: bool = False
 
 
 def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray, *,
@@ -88,8 +90,10 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray, *
     if not len(wide):
         return keep, merged, found
     target = int(np.argmax(spreads[wide[0]]))
+    members = np.flatnonzero(group == wide[0])
     return keep, merged, replace(found, disagreeing=len(wide), spread=float(spreads[wide[0], target]),
-                                 spread_rows=tuple(int(r) for r in rows[group == wide[0]]), spread_target=target)
+                                 spread_rows=tuple(int(r) for r in rows[members]), spread_target=target,
+                                 spread_isomers=len({keys[m] for m in members}) > 1)
 
 
 def merged_table(table: MoleculeTable) -> tuple[MoleculeTable, Repeats]:

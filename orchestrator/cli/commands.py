@@ -91,7 +91,7 @@ class LazyGroup(click.Group):
         super().format_epilog(ctx, formatter)
         if (folder := docs_folder()) is not None:
             formatter.write_paragraph()
-            formatter.write(f"Documentation: {folder}/ (start with running.md; the docs/ files messages name)\n")
+            formatter.write(f"Documentation: {folder}/ (start with running.md; messages name its files docs/NAME.md)\n")
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The listing from the table's lines, without importing any command."""

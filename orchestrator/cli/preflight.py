@@ -477,10 +477,15 @@ def unchanged_inputs(campaign: Campaign, journal: Journal) -> dict[str, str]:
         files["prior_sha256"] = ("prior.file", campaign.prior.file, "its models were trained on the prior as it was",
                                  "the new prior")
     digests = {}
+    runs = journal.events(kinds=("run",))
     for key, (field, file, why, new) in files.items():
         digests[key] = hashlib.sha256(file.read_bytes()).hexdigest()
-        first = next((e for e in journal.events(kinds=("run",)) if isinstance(e.data, dict) and key in e.data), None)
-        if first is not None and first.data[key] != digests[key]:
-            raise InvalidInput(f"{field}: {display_name(file)} changed since this campaign's first run "
-                               f"({first.time}), and {why}: put the file back, or run {new} with another store")
+        first = next((n for n, e in enumerate(runs) if isinstance(e.data, dict) and key in e.data), None)
+        if first is not None and runs[first].data[key] != digests[key]:
+            # a journal of a labloop that kept no digest of the file: its first run that did, not its first run
+            since = (f"this campaign's first run ({runs[first].time})" if first == 0 else
+                     f"its first run that recorded the file's SHA-256 ({runs[first].time}; the {first} "
+                     f"{plural(first, 'run')} before it recorded none)")
+            raise InvalidInput(f"{field}: {display_name(file)} changed since {since}, and {why}: put the file back, "
+                               f"or run {new} with another store")
     return digests

@@ -170,11 +170,14 @@ def prior_key(campaign: Campaign) -> str:
     prior = campaign.prior
     assert prior is not None
     digest = hashlib.sha256(prior.file.read_bytes())
-    # "molecules_once": each molecule trained once, its stereoisomers with it (read_prior); a prior cached before,
-    # trained on a table's copies or isomers as molecules of their own, is trained again (a reviewer's finding)
+    # "molecules_once": each molecule trained once (read_prior); a prior cached before, trained on a table's copies
+    # as molecules of their own, is trained again (a reviewer's finding). Its stereoisomers with it since: named only
+    # for a table where that rule merged some, the only one it trains otherwise (the bundled table has none, and its
+    # cached prior stays)
+    stereo = read_prior(campaign)[2].stereo
     recipe = {"preset": campaign.surrogate.preset, "epochs": campaign.surrogate.epochs, "rows": prior.rows,
               "folds": campaign.surrogate.folds, "seed": campaign.seed, "targets": prior.targets,
-              "smiles_column": prior.smiles_column, "molecules_once": "stereoisomers too"}
+              "smiles_column": prior.smiles_column, "molecules_once": "stereoisomers too" if stereo else True}
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 

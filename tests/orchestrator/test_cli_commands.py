@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from labloop.orchestrator.cli.commands import COMMANDS, LazyGroup
+from labloop.orchestrator.cli.commands import COMMANDS, LazyGroup, docs_folder
 from labloop.orchestrator.cli.main import app, main
 
 HEAVY = ("scipy", "sklearn", "skopt", "pandas", "rdkit", "tensorflow", "dask")
@@ -20,8 +20,10 @@ def test_help_lists_every_command_without_importing_the_heavy_libraries() -> Non
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     *listing, last = shown.stdout.strip().splitlines()
     assert last == "0 []"
-    commands = listing[listing.index("Commands:") + 1:]
+    start = listing.index("Commands:") + 1
+    commands = listing[start:listing.index("", start)]  # then the manual's folder (orchestrator/cli/commands.py)
     assert [line.split()[0] for line in commands] == sorted(COMMANDS)
+    assert listing[-1].startswith(f"Documentation: {docs_folder()}/ (start with running.md")
     assert all(line.split(None, 1)[1] == COMMANDS[line.split()[0]].summary for line in commands)
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -493,6 +494,23 @@ def test_a_prior_changed_since_the_first_run_is_refused_before_a_retrain_trains_
     assert store.read_bytes() == before
     prior.write_bytes(original)
     assert labloop("resume", store, "--max-experiments", 3).returncode == 0
+    # a journal of a labloop that kept no digest (its first run's taken out here): judged from the first run that
+    # kept one, and said so; it had said "first run" and named the wrong one (a review)
+    with sqlite3.connect(store) as db:
+        [trigger] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'events_no_update'").fetchone()
+        db.execute("DROP TRIGGER events_no_update")
+        first = db.execute("SELECT id, data_json FROM events WHERE kind = 'run' ORDER BY id").fetchone()
+        data = json.loads(first[1])
+        del data["prior_sha256"]
+        db.execute("UPDATE events SET data_json = ? WHERE id = ?", (json.dumps(data), first[0]))
+        db.execute(trigger)
+    with Journal.open(store, readonly=True) as journal:
+        second = journal.events(kinds=("run",))[1].time
+    edited.to_csv(prior, index=False)
+    result = labloop("resume", store, "--max-experiments", 4)
+    assert result.returncode == 2 and (
+        f"error: prior.file: {prior} changed since its first run that recorded the file's SHA-256 ({second}; the 1 run "
+        "before it recorded none), and its models were trained on the prior as it was") in result.stderr, result.stderr
 
 
 def _campaign_folder(folder: Path, write_campaign) -> Path:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -67,6 +68,23 @@ def test_train_writes_a_model_and_reports_holdout(labloop, small_csv, tmp_path):
                        "--replace", "--no-cache")
     assert replaced.returncode == 0, replaced.stderr
     assert json.loads((out / "manifest.json").read_text())["targets"] == ["ie_ev"]
+
+
+def test_stereoisomers_whose_values_disagree_are_not_called_a_mix_up():
+    """An E and a Z isomer 0.3 eV apart were warned of as "1 repeated molecule ... check those rows for a mix-up"
+    (a review): isomers can differ so, and the line says they are isomers, merged because the fingerprint cannot
+    tell them apart."""
+    from labloop.orchestrator.console import repeats_said
+    from labloop.surrogate.repeats import merged_by_molecule
+
+    smiles = ["CCO", "C/C=C/c1ccccc1", r"C/C=C\c1ccccc1"]
+    _, _, repeats = merged_by_molecule(smiles, np.arange(3), np.array([[7.0], [8.0], [8.3]]))
+    said = repeats_said(repeats, "lab.csv", ["ie_ev"], line_of=lambda row: row + 2)
+    assert said[-1] == ("1 merged molecule of lab.csv has values more than 0.1 eV apart (first: lines 3, 4, "
+                        "stereoisomers of one molecule, ie_ev spread 0.300 eV): isomers can differ so, but the "
+                        "surrogate's fingerprint does not tell them apart and their mean is trained on; if they should "
+                        "not differ, check those rows for a mix-up (a reference electrode, a unit, a sign, another "
+                        "molecule's row)")
 
 
 def test_train_merges_a_molecule_given_twice_and_says_so(labloop, ocelot, tmp_path):

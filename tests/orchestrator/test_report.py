@@ -396,6 +396,7 @@ def test_the_runs_history_counts_each_earlier_runs_end_and_the_hands_at_the_rig(
 @pytest.mark.parametrize(("planner", "axis"), [
     ({"kind": "bayes"}, "P(in the objective's window)"),
     ({"kind": "bayes", "acquisition": "ei"}, "expected improvement (V)"),
+    ({"kind": "bayes", "acquisition": "lcb"}, "optimistic confidence bound (V, higher is chosen)"),
     ({"kind": "greedy"}, "acquisition")])
 def test_the_acquisition_plot_says_what_its_values_are(tmp_path, monkeypatch, planner, axis):
     """The plot's axis said "acquisition", neither what nor in what unit (a PI's trial): a bayes planner's is named

@@ -36,7 +36,10 @@ def test_stereoisomers_are_one_molecule_apart_from_repeats():
     # rows 4 and 5 write row 0's E isomer again (5 another way); rows 2 (Z) and 3 (no stereo) are its isomers
     assert (repeats.rows, repeats.first, repeats.of) == (2, 4, 0)
     assert (repeats.stereo, repeats.stereo_first, repeats.stereo_of) == (2, 2, 0)
-    assert repeats.disagreeing == 1 and repeats.spread == pytest.approx(0.4)
+    assert repeats.disagreeing == 1 and repeats.spread == pytest.approx(0.4) and repeats.spread_isomers
+    # an isotope is no stereo mark: the fingerprint sees it, and [13CH3]/C=C/c1ccccc1 is no isomer of CC=Cc1ccccc1
+    keep, _, labelled = merged_by_molecule(["CC=Cc1ccccc1", "[13CH3]/C=C/c1ccccc1"], np.arange(2), Y[:2])
+    assert keep.tolist() == [0, 1] and labelled.stereo == 0
 
 
 def test_a_table_without_repeats_is_left_as_it_is():
@@ -67,6 +70,6 @@ def test_repeats_that_disagree_are_counted_with_the_first_ones_rows_and_spread()
     keep, merged, repeats = merged_by_molecule(smiles, np.arange(len(smiles)), Y)
     assert keep.tolist() == [0, 1, 5, 7]
     assert repeats.disagreeing == 1  # CCN/NCC (0.4 apart in the second target); CCO's 0.1 and benzene's 0.05 agree
-    assert repeats.spread_rows == (1, 3) and repeats.spread_target == 1
+    assert repeats.spread_rows == (1, 3) and repeats.spread_target == 1 and not repeats.spread_isomers
     assert repeats.spread == pytest.approx(0.4) and repeats.spread > REPEAT_SPREAD
     np.testing.assert_allclose(merged[1], [6.0, 0.7])  # merged as before: the mean
