@@ -117,15 +117,38 @@ def _inode(path: Path) -> int | None:
 
 
 def being_run(store: Path) -> bool:
-    """Whether a process holds the store's runner lock right now (a live ``run`` or ``resume``)."""
+    """Whether a process holds the store's runner lock right now (a live ``run`` or ``resume``): its lock file's,
+    or, that file deleted under a live run, the runner's own lock on the journal (:func:`_journal_held`). Why both:
+    a lab manager's clean-up of "stale" lock files on a shared PC made ``log`` and the dashboard call a live run
+    killed, its rig perhaps unsafe, and ``log --follow`` stop, while the run went on (a trial)."""
     try:
         fd = os.open(lock_path(store), os.O_RDONLY)
     except OSError:
-        return False  # no lock file: never run by this version, or run elsewhere
+        return _journal_held(store)  # no lock file: never run by this version, run elsewhere, or deleted
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
         os.close(fd)
-    return False
+    return _journal_held(store)
+
+
+#: the kernel's table of the file locks held now (Linux)
+PROC_LOCKS = Path("/proc/locks")
+
+
+def _journal_held(store: Path) -> bool:
+    """Whether a process holds an exclusive flock on the journal file (:meth:`RunnerLock.hold_journal`), read from
+    :data:`PROC_LOCKS` by the file's device and inode. Why not a try of the lock, as for the lock file: that opens
+    the journal, and closing any descriptor of it drops every SQLite lock this process holds on it (POSIX locks
+    are per process), which a dashboard reading the journal holds. False where there is no such table."""
+    try:
+        stat = os.stat(store)
+        table = PROC_LOCKS.read_text()
+    except OSError:
+        return False
+    where = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a process waiting for a lock has "->" after the number
+    return any(fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and fields[5] == where
+               for fields in (line.split() for line in table.splitlines()) if len(fields) >= 6)

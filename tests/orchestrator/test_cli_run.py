@@ -423,11 +423,14 @@ def test_a_campaign_being_run_is_not_run_twice(tmp_path, labloop, write_campaign
 def test_a_deleted_lock_file_does_not_let_a_second_runner_in(tmp_path, labloop, write_campaign):
     """The lock file stays beside the store and may be deleted while a run holds it; the runner holds the
     journal file too (an adversarial trial had two resumes writing one journal: duplicated proposals, one
-    model folder for two versions)."""
+    model folder for two versions). Readers still see the run live: log and the dashboard called it killed, its
+    rig perhaps unsafe, and log --follow stopped (a lab manager's trial on a shared PC)."""
     campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
     assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    assert not being_run(tmp_path / "tiny.db")
     with sole_runner(tmp_path / "tiny.db"):  # as a live resume holds it
         (tmp_path / "tiny.db.lock").unlink()
+        assert being_run(tmp_path / "tiny.db")
         before = (tmp_path / "tiny.db").read_bytes()
         for result in (labloop("resume", tmp_path / "tiny.db", "--max-experiments", 2),
                        labloop("run", campaign_file, "--dry-run")):
