@@ -17,13 +17,15 @@ does not train it again.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -274,17 +276,48 @@ def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None 
         ensemble = load_ensemble(directory)
         log.info("prior model loaded from %s", directory)
     except ModelLoadError:
-        log.info("training the prior model into %s", directory)
-        try:
-            ensemble = train(campaign, prior_table(campaign), directory, progress)
-            cached = False
-        except OSError as exc:  # another campaign of this folder saved the same model just now: use it
-            try:
+        with _training_alone(directory):
+            try:  # the campaign waited for saved it
                 ensemble = load_ensemble(directory)
-            except ModelLoadError:  # none saved there: the disk's own failure (full, read-only), said as such
-                raise exc from None  # ("no such model directory" sent an operator looking for a folder)
-            log.info("prior model saved by another run meanwhile (%s)", exc)
+                log.info("prior model loaded from %s, saved by another campaign meanwhile", directory)
+            except ModelLoadError:
+                log.info("training the prior model into %s", directory)
+                try:
+                    ensemble = train(campaign, prior_table(campaign), directory, progress)
+                    cached = False
+                except OSError as exc:  # another campaign (a labloop without this lock) saved it just now: use it
+                    try:
+                        ensemble = load_ensemble(directory)
+                    except ModelLoadError:  # none saved there: the disk's own failure (full, read-only), said as
+                        raise exc from None  # such ("no such model directory" sent an operator looking for a folder)
+                    log.info("prior model saved by another run meanwhile (%s)", exc)
     return _journalled(campaign, journal, ensemble, directory, metrics_of(ensemble, n_measurements=0), cached=cached)
+
+
+@contextmanager
+def _training_alone(directory: Path) -> Iterator[None]:
+    """Hold ``<directory>.lock``, a kernel lock beside the prior's cache folder, while the prior is trained into it; a
+    campaign that finds it held says so and waits for it (Ctrl-C stops the wait), then loads what the other saved.
+    Why: two campaigns of one folder started together both trained the same prior, twice the CPU and memory for
+    the same model, hours for a big table (a lab manager's trial). A folder where the lock cannot be made trains
+    without it, as before; the kernel drops the lock of a process that dies."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory.with_name(directory.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        log.debug("training the prior without its lock: %s", exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another campaign is training this prior model into %s: waiting for it, then loading it "
+                        "(Ctrl-C stops the wait)", display_name(directory))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def latest_model(campaign: Campaign, journal: Journal) -> LoadedModel | None:

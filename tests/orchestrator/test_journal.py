@@ -386,6 +386,45 @@ def test_a_prior_model_from_the_cache_is_journalled_as_loaded_not_trained(tmp_pa
     assert messages[1] == "model version 1 loaded from cache (trained on 160 molecules earlier)"
 
 
+def test_a_campaign_waits_for_another_training_the_same_prior_then_loads_it(tmp_path, write_campaign, labloop):
+    """Two campaigns of one folder started together both trained the same prior, twice the work for one model (a lab
+    manager's trial). A campaign finding the prior's lock held (here by this test, as a campaign training it would)
+    says so and waits; the model saved meanwhile (copied here from a campaign that trained it) is loaded, not
+    trained again."""
+    import fcntl
+    import shutil
+
+    from labloop.orchestrator.learning import models
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    trained = write_campaign(tmp_path / "a", prior=True, name="first", budget={"max_experiments": 1})
+    assert labloop("run", trained, "--dry-run").returncode == 0
+    waiting = write_campaign(tmp_path / "b", prior=True, name="second", budget={"max_experiments": 1})
+    key = models.prior_key(load_campaign(waiting))
+    assert (tmp_path / "a" / "prior-models" / key).is_dir()  # one key: the same prior, recipe and seed
+    (tmp_path / "b" / "prior-models").mkdir()
+    fd = os.open(tmp_path / "b" / "prior-models" / f"{key}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    process = subprocess.Popen([sys.executable, "-m", "labloop.orchestrator.cli.main", "run", str(waiting),
+                                "--dry-run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        said = []
+        while not any("another campaign is training this prior model" in line for line in said):
+            line = process.stderr.readline()
+            assert line, f"the run ended without waiting: {said}"
+            said.append(line)
+        shutil.copytree(tmp_path / "a" / "prior-models" / key, tmp_path / "b" / "prior-models" / key)
+    finally:
+        os.close(fd)  # the lock goes with it
+    _, rest = process.communicate(timeout=300)
+    assert process.returncode == 0, rest
+    assert said[-1].startswith("warning: another campaign is training this prior model into "), said
+    with Journal.open(waiting.with_suffix(".db"), readonly=True) as journal:
+        assert next(e.message for e in journal.events() if e.kind == "model") == \
+            "model version 1 loaded from cache (trained on 160 molecules earlier)"
+
+
 def test_a_failed_write_is_not_called_a_full_disk_unless_it_is(tmp_path):
     """SQLite says "disk I/O error" for a file made unwritable under a running campaign as for a failing disk; it was
     said "the disk failed ...; free space", sending an operator after space that was there (an unattended-lab trial).
