@@ -24,7 +24,7 @@ from labloop.core.text import plural
 from labloop.instruments.voltammogram import UNNAMED_REFERENCE
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import preflight
-from labloop.orchestrator.cli.main import EXIT_BAD_INPUT
+from labloop.orchestrator.cli.main import EXIT_BAD_INPUT, EXIT_FAILED
 from labloop.orchestrator.cli.run import scheduler_option
 from labloop.orchestrator.config.campaign import Campaign, World, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
@@ -32,6 +32,7 @@ from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import (
     describe_objective,
+    ended_as,
     event_line,
     progress_line,
     render,
@@ -260,7 +261,8 @@ def schema() -> None:
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--follow", "-f", is_flag=True, help="Keep showing the journal while a run writes it (redrawn in place "
                                                   "on a terminal; piped, each new event appends a line); stops when "
-                                                  "no run does (or Ctrl-C).")
+                                                  "no run does, exit 0 if that run finished its campaign and 1 if it "
+                                                  "stopped otherwise (or Ctrl-C: exit 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--last", default=20, show_default=True, type=click.IntRange(min=1),
               help="How many of the latest experiments the tables show.")
@@ -270,16 +272,18 @@ def log_command(store: Path, follow: bool, as_json: bool, last: int) -> None:
     with Journal.open(store, readonly=True) as journal:
         if as_json:
             click.echo(json.dumps(snapshot(journal), allow_nan=False))  # the journal's readers refuse NaN
-        elif follow:
-            _follow(journal, last)
+        elif follow and not _follow(journal, last):
+            raise click.exceptions.Exit(EXIT_FAILED)
         else:
             console.out.print(render(snapshot(journal), last))
 
 
-def _follow(journal: Journal, last: int) -> None:
+def _follow(journal: Journal, last: int) -> bool:
     """Redraw whenever another process has committed, on a terminal in place; elsewhere (a pipe, a file) the
     tables once, then a line per new event and per change of the counts, as ``tail -f`` would (reprinting
-    every table on each commit made a log file grow by the whole view every second)."""
+    every table on each commit made a log file grow by the whole view every second). False when the run it ends
+    with stopped other than by finishing its campaign (True for a Ctrl-C of the following, and for a journal no run
+    wrote): ``log --follow && notify`` told a killed run from a finished one by nothing (a lab manager's trial)."""
     live = Live(console=console.out, auto_refresh=False) if console.out.is_terminal else None
     seen, events_shown, progress = None, None, None
     try:
@@ -306,12 +310,13 @@ def _follow(journal: Journal, last: int) -> None:
                 ended = console.printable(run_end(snap["events"], snap["progress"]))  # quotes journal text
                 console.err.print(f"no run is writing this journal ({ended}): stopped following", markup=False,
                                   highlight=False)
-                return
+                return ended_as(snap["events"]) in ("finished", "not_started")  # a journal no run wrote: no end
             time.sleep(FOLLOW_INTERVAL_S)
     except KeyboardInterrupt as exc:  # Ctrl-C is how one stops following: exit 0
         log.info("stopped following %s", journal.path)
         if signal_said(exc) != "SIGINT":  # a kill is no end the user chose: said, exit 130 (a reviewer's finding:
             raise  # a supervisor read a SIGTERM as success)
+        return True
     finally:
         if live is not None:
             live.stop()
