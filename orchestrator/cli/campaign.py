@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.core.errors import CampaignError
-from labloop.core.text import plural
+from labloop.core.text import plural, shell_word
 from labloop.instruments.voltammogram import UNNAMED_REFERENCE
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.cli import preflight
@@ -29,7 +29,7 @@ from labloop.orchestrator.cli.run import scheduler_option
 from labloop.orchestrator.config.campaign import Campaign, World, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
-from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.journal.view import (
     describe_objective,
     ended_as,
@@ -136,7 +136,7 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
         "schedule": f"active {campaign.schedule.active_hours}",
         "alerts": (f"{len(campaign.alerts)} {plural(len(campaign.alerts), 'URL')}, told when the campaign stops or "
                    "waits for a person (not shown: a URL may hold a secret)" if campaign.alerts else "none"),
-        "store": f"{display_name(campaign.store)}{'' if campaign.store.exists() else ' (not created yet)'}",
+        "store": _store_said(campaign),
     }
     if dry_run:
         rows["world"] = _world(campaign)
@@ -224,6 +224,21 @@ def _print_summary(rows: dict[str, str]) -> None:
     for label, value in rows.items():
         table.add_row(label, Text(console.printable(value)))  # paths and ports as written: text, not markup
     console.out.print(table)
+
+
+def _store_said(campaign: Campaign) -> str:
+    """The summary's store: not created yet, or how far its campaign is and what ``run`` does with it. Why: a store
+    already at its budget was shown by its name alone, and its ``run`` then adds nothing (a lab manager's trial)."""
+    name = display_name(campaign.store)
+    if not campaign.store.exists():
+        return f"{name} (not created yet)"
+    with Journal.open(campaign.store, readonly=True) as journal:
+        done = len(journal.experiments(states=(State.DONE,)))
+    budget = campaign.budget.max_experiments
+    if done >= budget:
+        return (f"{name} ({done} experiments done, its budget: run adds none; `labloop resume "
+                f"{shell_word(campaign.store)} --max-experiments N` gives it more)")
+    return f"{name} ({done} of {budget} experiments done: run goes on from there)"
 
 
 def _reference_names(campaign: Campaign) -> str:

@@ -22,6 +22,7 @@ from labloop.core.text import plural
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, Safety, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
+from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import read_prior
 from labloop.orchestrator.potential_table import Past, past_scale_slip, read_past
@@ -39,10 +40,10 @@ log = logging.getLogger(__name__)
 
 def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     """What ``run`` would find at the campaign's store, for ``validate``: a folder that cannot hold it, a file
-    that is not a journal, a journal of other settings (``run`` continues only the same campaign), or one whose
-    first run read another library or prior file (:func:`unchanged_inputs`: validate passed such a campaign, and
-    run and resume refused it). ``given_as`` names where the store came from when not the campaign file
-    (``--store``)."""
+    that is not a journal, one a live run holds, a journal of other settings (``run`` continues only the same
+    campaign), or one whose first run read another library or prior file (:func:`unchanged_inputs`: validate passed
+    such a campaign, and run and resume refused it). ``given_as`` names where the store came from when not the
+    campaign file (``--store``)."""
     store, where = campaign.store, given_as or campaign.located("store")
     folder = check_store_folder(campaign, where)
     if not store.exists():
@@ -50,6 +51,9 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
         return
     if not store.is_file():
         raise ConfigError(where, f"{store} is not a file a journal can be kept in")
+    if being_run(store):  # run refuses it: validate said nothing of a store a run held (a lab manager's trial)
+        raise ConfigError(where, f"{store}: another labloop process is running this campaign now; run and resume "
+                                 "are refused until it ends")
     with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
         refuse_other_settings(store, campaign, journal.campaign_info())
         unchanged_inputs(campaign, journal)

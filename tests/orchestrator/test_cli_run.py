@@ -420,6 +420,30 @@ def test_a_campaign_being_run_is_not_run_twice(tmp_path, labloop, write_campaign
     assert labloop("resume", tmp_path / "tiny.db").returncode == 0
 
 
+def test_validate_says_a_store_a_run_holds_and_one_at_its_budget(tmp_path, labloop, write_campaign):
+    """validate showed a store a live run held, or one at its budget, by its name alone, where run refuses the first
+    and adds nothing to the second (a lab manager's trial): the first is refused as run refuses it, the second's
+    summary says what run does with it."""
+    campaign_file = write_campaign(tmp_path, budget={"max_experiments": 1})
+    def summary() -> str:
+        return " ".join(labloop("validate", campaign_file, "--dry-run").stdout.split())
+
+    assert "tiny.db (not created yet)" in summary()
+    assert labloop("run", campaign_file, "--dry-run").returncode == 0
+    said = summary()
+    assert (f"tiny.db (1 experiments done, its budget: run adds none; `labloop resume {tmp_path / 'tiny.db'} "
+            "--max-experiments N` gives it more)") in said, said
+    with sole_runner(tmp_path / "tiny.db"):  # as a live resume holds it
+        result = labloop("validate", campaign_file, "--dry-run")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(
+        f"store: {tmp_path / 'tiny.db'}: another labloop process is running this campaign now; run and resume are "
+        "refused until it ends"), result.stderr
+    (tmp_path / "tiny.db").unlink()  # a journal whose run stopped before its budget
+    Journal.create(tmp_path / "tiny.db", load_campaign(campaign_file)).close()
+    said = summary()
+    assert "tiny.db (0 of 1 experiments done: run goes on from there)" in said, said
+
+
 def test_a_deleted_lock_file_does_not_let_a_second_runner_in(tmp_path, labloop, write_campaign):
     """The lock file stays beside the store and may be deleted while a run holds it; the runner holds the
     journal file too (an adversarial trial had two resumes writing one journal: duplicated proposals, one
