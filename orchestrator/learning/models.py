@@ -171,12 +171,14 @@ def prior_key(campaign: Campaign) -> str:
     """Names the prior model by what determines it: the prior file's bytes and the training recipe."""
     prior = campaign.prior
     assert prior is not None
-    digest = hashlib.sha256(prior.file.read_bytes())
+    data = prior.file.read_bytes()
+    digest = hashlib.sha256(data)
     # "molecules_once": each molecule trained once (read_prior); a prior cached before, trained on a table's copies
     # as molecules of their own, is trained again (a reviewer's finding). Its stereoisomers with it since: named only
-    # for a table where that rule merged some, the only one it trains otherwise (the bundled table has none, and its
-    # cached prior stays)
-    stereo = read_prior(campaign)[2].stereo
+    # for a file that writes a stereo mark anywhere, the only kind that rule can train otherwise (the bundled table
+    # writes none, and its cached prior stays); from the bytes, since reading the table here would canonicalise
+    # every row before the training it keys (seconds, outside a command's stop handling)
+    stereo = any(mark in data for mark in (b"@", b"/", b"\\"))
     recipe = {"preset": campaign.surrogate.preset, "epochs": campaign.surrogate.epochs, "rows": prior.rows,
               "folds": campaign.surrogate.folds, "seed": campaign.seed, "targets": prior.targets,
               "smiles_column": prior.smiles_column, "molecules_once": "stereoisomers too" if stereo else True}
