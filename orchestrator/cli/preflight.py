@@ -22,7 +22,7 @@ from labloop.core.text import plural
 from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, Safety, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
-from labloop.orchestrator.journal.lock import being_run
+from labloop.orchestrator.journal.lock import another_runner, being_run
 from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import read_prior
 from labloop.orchestrator.potential_table import Past, past_scale_slip, read_past
@@ -52,7 +52,7 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     if not store.is_file():
         raise ConfigError(where, f"{store} is not a file a journal can be kept in")
     if being_run(store):  # run refuses it: validate said nothing of a store a run held (a lab manager's trial)
-        raise ConfigError(where, f"{store}: another labloop process is running this campaign now; run and resume "
+        raise ConfigError(where, f"{store}: {another_runner(store)} is running this campaign now; run and resume "
                                  "are refused until it ends")
     with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
         refuse_other_settings(store, campaign, journal.campaign_info())

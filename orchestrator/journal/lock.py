@@ -50,7 +50,7 @@ class RunnerLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise JournalError(f"{self.store}: another labloop process is running this campaign") from None
+            raise JournalError(f"{self.store}: {another_runner(self.store)} is running this campaign") from None
         self._journal_fd = fd
 
     def release(self) -> None:
@@ -75,7 +75,7 @@ def sole_runner(store: Path) -> Iterator[RunnerLock]:
     locked = False
     try:
         if not _take(fd):
-            raise JournalError(f"{store}: another labloop process is running this campaign")
+            raise JournalError(f"{store}: {another_runner(store)} is running this campaign")
         if os.fstat(fd).st_ino != _inode(path):  # a refused run removed the file between our open and our lock
             raise JournalError(f"{store}: another labloop process started on this campaign at the same moment: "
                                "try again")
@@ -118,37 +118,48 @@ def _inode(path: Path) -> int | None:
 
 def being_run(store: Path) -> bool:
     """Whether a process holds the store's runner lock right now (a live ``run`` or ``resume``): its lock file's,
-    or, that file deleted under a live run, the runner's own lock on the journal (:func:`_journal_held`). Why both:
+    or, that file deleted under a live run, the runner's own lock on the journal (:func:`_flock_holder`). Why both:
     a lab manager's clean-up of "stale" lock files on a shared PC made ``log`` and the dashboard call a live run
     killed, its rig perhaps unsafe, and ``log --follow`` stop, while the run went on (a trial)."""
     try:
         fd = os.open(lock_path(store), os.O_RDONLY)
     except OSError:
-        return _journal_held(store)  # no lock file: never run by this version, run elsewhere, or deleted
+        return _flock_holder(store) is not None  # no lock file: never run by this version, elsewhere, or deleted
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
         os.close(fd)
-    return _journal_held(store)
+    return _flock_holder(store) is not None
+
+
+def another_runner(store: Path) -> str:
+    """``another labloop process (pid 1234)``: the process that holds ``store``'s lock file or journal, by the
+    kernel's lock table, or without the pid where the table does not say. Why: a lab manager on a shared PC was told
+    another process ran the campaign, and not which one to look for (a trial)."""
+    pid = _flock_holder(lock_path(store)) or _flock_holder(store)
+    return "another labloop process" + (f" (pid {pid})" if pid else "")
 
 
 #: the kernel's table of the file locks held now (Linux)
 PROC_LOCKS = Path("/proc/locks")
 
 
-def _journal_held(store: Path) -> bool:
-    """Whether a process holds an exclusive flock on the journal file (:meth:`RunnerLock.hold_journal`), read from
-    :data:`PROC_LOCKS` by the file's device and inode. Why not a try of the lock, as for the lock file: that opens
+def _flock_holder(path: Path) -> int | None:
+    """The pid of the process holding an exclusive flock on ``path`` (a runner's, :func:`sole_runner`), read from
+    :data:`PROC_LOCKS` by the file's device and inode; None when none does, or where there is no such table (or it
+    gives no pid). Why not a try of the lock for the journal, as :func:`being_run` tries the lock file's: that opens
     the journal, and closing any descriptor of it drops every SQLite lock this process holds on it (POSIX locks
-    are per process), which a dashboard reading the journal holds. False where there is no such table."""
+    are per process), which a dashboard reading the journal holds."""
     try:
-        stat = os.stat(store)
+        stat = os.stat(path)
         table = PROC_LOCKS.read_text()
     except OSError:
-        return False
+        return None
     where = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
     # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a process waiting for a lock has "->" after the number
-    return any(fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and fields[5] == where
-               for fields in (line.split() for line in table.splitlines()) if len(fields) >= 6)
+    for fields in (line.split() for line in table.splitlines()):
+        if len(fields) >= 6 and fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and fields[5] == where:
+            return int(fields[4]) if fields[4].isdigit() and int(fields[4]) > 0 else 0
+    return None

@@ -413,8 +413,8 @@ def test_a_campaign_being_run_is_not_run_twice(tmp_path, labloop, write_campaign
         results = [labloop("-v", "resume", tmp_path / "tiny.db"), labloop("-v", "run", campaign_file, "--dry-run")]
     finally:
         os.close(fd)
-    for result in results:
-        assert result.returncode == 2 and "another labloop process" in result.stderr
+    for result in results:  # the process that holds it named, to find on a shared PC (a lab manager's trial)
+        assert result.returncode == 2 and f"another labloop process (pid {os.getpid()})" in result.stderr
         # refused before the rig: no instrument was opened (the rig logs each one it opens at -v)
         assert "rig: " not in result.stderr, result.stderr
     assert labloop("resume", tmp_path / "tiny.db").returncode == 0
@@ -436,8 +436,8 @@ def test_validate_says_a_store_a_run_holds_and_one_at_its_budget(tmp_path, lablo
     with sole_runner(tmp_path / "tiny.db"):  # as a live resume holds it
         result = labloop("validate", campaign_file, "--dry-run")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(
-        f"store: {tmp_path / 'tiny.db'}: another labloop process is running this campaign now; run and resume are "
-        "refused until it ends"), result.stderr
+        f"store: {tmp_path / 'tiny.db'}: another labloop process (pid {os.getpid()}) is running this campaign now; "
+        "run and resume are refused until it ends"), result.stderr
     (tmp_path / "tiny.db").unlink()  # a journal whose run stopped before its budget
     Journal.create(tmp_path / "tiny.db", load_campaign(campaign_file)).close()
     said = summary()
