@@ -29,7 +29,7 @@ from labloop.orchestrator.cli.run import scheduler_option
 from labloop.orchestrator.config.campaign import Campaign, World, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.lock import being_run
-from labloop.orchestrator.journal.store import Journal, State
+from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import (
     describe_objective,
     ended_as,
@@ -232,9 +232,7 @@ def _store_said(campaign: Campaign) -> str:
     name = display_name(campaign.store)
     if not campaign.store.exists():
         return f"{name} (not created yet)"
-    with Journal.open(campaign.store, readonly=True) as journal:
-        done = len(journal.experiments(states=(State.DONE,)))
-    budget = campaign.budget.max_experiments
+    done, budget = preflight.experiments_done(campaign.store), campaign.budget.max_experiments
     if done >= budget:
         return (f"{name} ({done} experiments done, its budget: run adds none; `labloop resume "
                 f"{shell_word(campaign.store)} --max-experiments N` gives it more)")

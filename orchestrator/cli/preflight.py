@@ -23,7 +23,7 @@ from labloop.orchestrator import compose, console
 from labloop.orchestrator.config.campaign import Campaign, Safety, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name, read_yaml
 from labloop.orchestrator.journal.lock import another_runner, being_run
-from labloop.orchestrator.journal.store import Journal, first_difference, refuse_other_settings
+from labloop.orchestrator.journal.store import Journal, State, first_difference, refuse_other_settings
 from labloop.orchestrator.learning.models import read_prior
 from labloop.orchestrator.potential_table import Past, past_scale_slip, read_past
 from labloop.surrogate.config import MIN_ROWS_PER_FOLD
@@ -57,6 +57,15 @@ def check_store(campaign: Campaign, given_as: str | None = None) -> None:
     with Journal.open(store, readonly=True) as journal:  # JournalError: not a labloop journal
         refuse_other_settings(store, campaign, journal.campaign_info())
         unchanged_inputs(campaign, journal)
+
+
+def experiments_done(store: Path) -> int:
+    """How many experiments the journal at ``store`` has done, 0 where there is none yet: what ``run`` goes on from,
+    and what ``validate``'s summary says of the store."""
+    if not store.exists():
+        return 0
+    with Journal.open(store, readonly=True) as journal:
+        return len(journal.experiments(states=(State.DONE,)))
 
 
 def check_writable(folder: Path, where: str, what: str) -> None:

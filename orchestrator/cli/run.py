@@ -83,10 +83,7 @@ def run(campaign_file: Path, dry_run: bool, store: Path | None, seed: int | None
     # as validate does: a folder that cannot hold it, a journal of other settings
     preflight.check_store(campaign, "--store" if store is not None else None)
     source = campaign_file.read_text()
-    done = 0
-    if campaign.store.exists():
-        with Journal.open(campaign.store, readonly=True) as journal:
-            done = len(journal.experiments(states=(State.DONE,)))
+    done = preflight.experiments_done(campaign.store)
     if done >= campaign.budget.max_experiments:  # run again on a finished journal: how to go on, nothing more
         return _at_budget(campaign, campaign.store, done)
     preflight.check_room(campaign, "--store" if store is not None else None)

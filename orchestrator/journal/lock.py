@@ -121,16 +121,14 @@ def being_run(store: Path) -> bool:
     or, that file deleted under a live run, the runner's own lock on the journal (:func:`_flock_holder`). Why both:
     a lab manager's clean-up of "stale" lock files on a shared PC made ``log`` and the dashboard call a live run
     killed, its rig perhaps unsafe, and ``log --follow`` stop, while the run went on (a trial)."""
-    try:
+    with suppress(OSError):  # no lock file: never run by this version, run elsewhere, or deleted
         fd = os.open(lock_path(store), os.O_RDONLY)
-    except OSError:
-        return _flock_holder(store) is not None  # no lock file: never run by this version, elsewhere, or deleted
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
     return _flock_holder(store) is not None
 
 

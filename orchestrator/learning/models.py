@@ -269,31 +269,41 @@ def _journalled(campaign: Campaign, journal: Journal, ensemble: Ensemble, direct
 
 def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None = None) -> LoadedModel:
     """Version 1: the prior model, loaded from its cache folder or trained there, and journalled once."""
+    directory = prior_dir(journal.path, prior_key(campaign))
+    cached = True
+    if (ensemble := _saved(directory)) is not None:
+        log.info("prior model loaded from %s", directory)
+    else:
+        with _training_alone(directory):
+            if (ensemble := _saved(directory)) is not None:  # the campaign waited for saved it
+                log.info("prior model loaded from %s, saved by another campaign meanwhile", directory)
+            else:
+                ensemble, cached = _trained_prior(campaign, directory, progress)
+    return _journalled(campaign, journal, ensemble, directory, metrics_of(ensemble, n_measurements=0), cached=cached)
+
+
+def _saved(directory: Path) -> Ensemble | None:
+    """The model saved in ``directory``, or None where none can be loaded."""
     from labloop.core.errors import ModelLoadError
     from labloop.surrogate.persistence import load_ensemble
 
-    directory = prior_dir(journal.path, prior_key(campaign))
-    cached = True
     try:
-        ensemble = load_ensemble(directory)
-        log.info("prior model loaded from %s", directory)
+        return load_ensemble(directory)
     except ModelLoadError:
-        with _training_alone(directory):
-            try:  # the campaign waited for saved it
-                ensemble = load_ensemble(directory)
-                log.info("prior model loaded from %s, saved by another campaign meanwhile", directory)
-            except ModelLoadError:
-                log.info("training the prior model into %s", directory)
-                try:
-                    ensemble = train(campaign, prior_table(campaign), directory, progress)
-                    cached = False
-                except OSError as exc:  # another campaign (a labloop without this lock) saved it just now: use it
-                    try:
-                        ensemble = load_ensemble(directory)
-                    except ModelLoadError:  # none saved there: the disk's own failure (full, read-only), said as
-                        raise exc from None  # such ("no such model directory" sent an operator looking for a folder)
-                    log.info("prior model saved by another run meanwhile (%s)", exc)
-    return _journalled(campaign, journal, ensemble, directory, metrics_of(ensemble, n_measurements=0), cached=cached)
+        return None
+
+
+def _trained_prior(campaign: Campaign, directory: Path, progress: Progress | None) -> tuple[Ensemble, bool]:
+    """The prior trained into ``directory`` (False: trained here), or the one another campaign, of a labloop without
+    :func:`_training_alone`, saved there just as this one's save failed (True)."""
+    log.info("training the prior model into %s", directory)
+    try:
+        return train(campaign, prior_table(campaign), directory, progress), False
+    except OSError as exc:
+        if (ensemble := _saved(directory)) is None:  # none saved there: the disk's own failure (full, read-only),
+            raise exc from None  # said as such ("no such model directory" sent an operator looking for a folder)
+        log.info("prior model saved by another run meanwhile (%s)", exc)
+        return ensemble, True
 
 
 @contextmanager
