@@ -8,6 +8,8 @@ pool planner already holds one mean and sigma per molecule and may maximise: :cl
 arrays to skopt by index, and a maximise goal is handed over as the minimisation of ``-mu``. The window
 goal has no skopt counterpart: its acquisition is the probability that the potential lands inside the
 window, ``Phi((high - mu) / sigma) - Phi((low - mu) / sigma)``.
+
+skopt is imported in the functions that call it, as in planners/conditions.py, which says why.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Literal
 
 import numpy as np
 from scipy.stats import norm
-from skopt.acquisition import gaussian_ei, gaussian_lcb, gaussian_pi
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def _skopt(function, mu: np.ndarray, sigma: np.ndarray, **kwargs: float) -> np.n
 def expected_improvement(mu: np.ndarray, sigma: np.ndarray, best_v: float, goal: Goal, xi: float = XI_V
                          ) -> np.ndarray:
     """E[max(0, improvement over the best measured potential ``best_v`` - xi)] (skopt ``gaussian_ei``)."""
+    from skopt.acquisition import gaussian_ei
+
     y = _as_minimisation(mu, goal)
     y_best = -best_v if goal == "maximize" else best_v
     return _skopt(gaussian_ei, y, sigma, y_opt=y_best, xi=xi)
@@ -66,6 +69,8 @@ def expected_improvement(mu: np.ndarray, sigma: np.ndarray, best_v: float, goal:
 def probability_of_improvement(mu: np.ndarray, sigma: np.ndarray, best_v: float, goal: Goal, xi: float = XI_V
                                ) -> np.ndarray:
     """P(beating the best measured potential ``best_v`` by more than xi) (skopt ``gaussian_pi``)."""
+    from skopt.acquisition import gaussian_pi
+
     y = _as_minimisation(mu, goal)
     y_best = -best_v if goal == "maximize" else best_v
     return _skopt(gaussian_pi, y, sigma, y_opt=y_best, xi=xi)
@@ -74,6 +79,8 @@ def probability_of_improvement(mu: np.ndarray, sigma: np.ndarray, best_v: float,
 def confidence_bound(mu: np.ndarray, sigma: np.ndarray, goal: Goal, kappa: float = KAPPA) -> np.ndarray:
     """The optimistic bound, higher is better: ``mu + kappa sigma`` to maximise, ``-(mu - kappa sigma)`` to
     minimise (minus skopt's ``gaussian_lcb`` of the minimisation)."""
+    from skopt.acquisition import gaussian_lcb
+
     return -_skopt(gaussian_lcb, _as_minimisation(mu, goal), sigma, kappa=kappa)
 
 

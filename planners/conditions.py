@@ -17,6 +17,10 @@ millionth moved the next batch's scan rates from 0.246, 0.324, 0.280 to 0.246, 0
 A score that noisy from one voltammogram to the next means nothing at the sixth digit, so the planner must not
 either: told to the third decimal, two runs whose qualities differ below it tell the optimiser the same and
 get the same conditions.
+
+Why skopt is imported where a space is built or asked, not with this module: scikit-optimize brings scikit-learn and
+takes about a second to import, which every command importing the planners' settings paid before it planned anything
+(``labloop schema``, a ``run`` or ``resume`` refused at its checks, ``--help`` of them).
 """
 
 from __future__ import annotations
@@ -25,14 +29,13 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from skopt import Optimizer
-from skopt.space import Categorical, Real, Space
-from skopt.utils import cook_estimator
+from typing import TYPE_CHECKING, Any
 
 from labloop.core.seeds import stable_seed
 from labloop.planners.base import Observation
+
+if TYPE_CHECKING:
+    from skopt.space import Categorical, Real
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ class ConditionSpace:
     decades), choices as categories; fixed values are passed through."""
 
     def __init__(self, spec: Mapping[str, ConditionSpec]) -> None:
+        from skopt.space import Categorical, Real
+
         self.fixed: dict[str, Any] = {}
         self.dimensions: list[Real | Categorical] = []
         for name, value in spec.items():
@@ -92,6 +97,8 @@ class ConditionSpace:
     def middle(self) -> dict[str, Any]:
         """One fixed setting: the geometric middle of each range, the first of each choice list (what an
         open-loop screen measures every molecule at)."""
+        from skopt.space import Real
+
         chosen = {d.name: (math.sqrt(d.low * d.high) if isinstance(d, Real) else d.categories[0])
                   for d in self.dimensions}
         return {**self.fixed, **chosen}
@@ -101,6 +108,10 @@ class ConditionSpace:
         :data:`QUALITY_DECIMALS` (instrument failures say nothing about the conditions and are left out)."""
         if not self.dimensions or n == 0:  # n == 0: a pool with nothing left to score (ask() always gives one)
             return [dict(self.fixed) for _ in range(n)]
+        from skopt import Optimizer
+        from skopt.space import Space
+        from skopt.utils import cook_estimator
+
         random_state = step_seed(seed, step, "conditions")
         gp = cook_estimator("GP", space=Space(self.dimensions), random_state=random_state, n_restarts_optimizer=0)
         optimizer = Optimizer(self.dimensions, base_estimator=gp, acq_func="LCB", acq_func_kwargs={"kappa": KAPPA},
