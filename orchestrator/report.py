@@ -610,15 +610,23 @@ FAILURE_TABLE_HEADERS = ("id", "name", "SMILES", "kind", "bound on the potential
                          "predicted at proposal (V vs Li/Li+ +/- 1 sd)", "cause (the journal's)")
 
 
+def _name_cell(row: dict[str, Any], named: bool) -> str:
+    """A table row's name cell, escaped, where its table has a name column: only where the library names some of its
+    molecules, as ``labloop log``'s tables (orchestrator/journal/view.py); an empty column read as names lost (a
+    newcomer's trial of the example, whose library names none). The CSVs keep the column, for scripts."""
+    return f"<td>{_escaped(row.get('name', ''))}</td>" if named else ""
+
+
 def _failures_table(failures: list[dict[str, Any]]) -> str:
     """The page's section of the failed experiments (:func:`_failures`' rows), every cell escaped; "no failed
     experiments" when there are none, so an empty section is not read as a missing one."""
     if not failures:
         return "<h2>failed experiments</h2><p>no failed experiments</p>"
     esc = _escaped
-    head = "".join(f"<th>{esc(name)}</th>" for name in FAILURE_TABLE_HEADERS)
+    named = any(f.get("name") for f in failures)
+    head = "".join(f"<th>{esc(name)}</th>" for name in FAILURE_TABLE_HEADERS if named or name != "name")
     body = "".join(
-        f"<tr><td>{f['id']}</td><td>{esc(f.get('name', ''))}</td><td><code>{esc(f['smiles'])}</code></td>"
+        f"<tr><td>{f['id']}</td>{_name_cell(f, named)}<td><code>{esc(f['smiles'])}</code></td>"
         f"<td>{esc(f['kind'])}</td><td>{_bound_said(f)}</td>"
         f"<td>{'' if f['mu'] is None else esc(_predicted_said(f['mu'], f['sigma']))}{' *' * f['uncalibrated']}</td>"
         f"<td>{esc(f['cause'] or '')}</td></tr>" for f in failures)
@@ -1304,7 +1312,8 @@ def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset
     hits_defined = snap["progress"]["hits"] is not None
     spreads = [_spread_said(*_e_half_spread(records.get(e["id"]))) for e in snap["best"]]
     spread = any(spreads)  # a column only where a cv of several rates gave one: a single rate's gives none
-    rows = "".join(f"<tr><td>{e['id']}</td><td>{esc(e.get('name', ''))}</td><td><code>{esc(e['smiles'])}</code></td>"
+    named = any(e.get("name") for e in snap["best"])
+    rows = "".join(f"<tr><td>{e['id']}</td>{_name_cell(e, named)}<td><code>{esc(e['smiles'])}</code></td>"
                    f"<td>{e['potential_v']:.3f}</td>" + (f"<td>{_hit_said(e, True)}</td>" if hits_defined else "")
                    + (f"<td>{esc(said)}</td>" if spread else "")
                    + f"<td>{esc(_potential_from(e, records.get(e['id']), offset_v))}</td></tr>"
@@ -1315,7 +1324,7 @@ def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset
     hit_legend = (f"hit: yes when the potential meets the objective "
                   f"({esc(describe_objective(snap['campaign']['objective']))}); a &ldquo;no&rdquo; is ranked here as "
                   "nearest to it but is not a hit. " if hits_defined else "")
-    return (f"<h2>best so far</h2><table><tr><th>id</th><th>name</th><th>SMILES</th><th>V vs Li/Li+</th>\n"
+    return (f"<h2>best so far</h2><table><tr><th>id</th>{'<th>name</th>' * named}<th>SMILES</th><th>V vs Li/Li+</th>\n"
             f"{'<th>hit</th>' * hits_defined}{'<th>E1/2 spread over the scan rates (mV)</th>' * spread}"
             f"<th>how it was put on the Li/Li+ scale</th></tr>\n{rows}</table>\n"
             f'<p class="caption">{hit_legend}{spread_said}The scale: a potential referenced to a standard measured in '

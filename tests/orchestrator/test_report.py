@@ -828,7 +828,8 @@ def test_the_report_lists_the_failed_experiments_with_kind_bound_prediction_and_
     page = (tmp_path / "report" / "index.html").read_text()
     section = page[page.index("<h2>failed experiments</h2>"):page.index("<h2>models</h2>")]
     assert page.index("<h2>best so far</h2>") < page.index("<h2>failed experiments</h2>")
-    assert f"<td>{vetoed}</td><td></td><td><code>CCO</code></td><td>vetoed</td><td></td><td>4.512 +/- 0.123</td>" \
+    # the library names none of its molecules: no name column (test_the_pages_tables_have_no_name_column_...)
+    assert f"<td>{vetoed}</td><td><code>CCO</code></td><td>vetoed</td><td></td><td>4.512 +/- 0.123</td>" \
            f"<td>vetoed by a person (a PI)</td>" in section, section
     assert f"<td>analysis: beyond_window</td><td>above {stated[1]}</td>" in section
     assert html.escape(beyond["cause"]) in section and '<a href="failures.csv">' in page
@@ -855,3 +856,17 @@ def test_the_surrogate_and_the_planner_are_said_as_a_methods_section_needs():
     # a preset this labloop no longer defines: its name, and the page is still written
     gone = {**config, "surrogate": {**config["surrogate"], "preset": "retired"}}
     assert _setup_said(gone, events).startswith("surrogate: preset retired; planner bayes (")
+
+
+def test_the_pages_tables_have_no_name_column_when_the_library_names_none(tmp_path, write_campaign, labloop):
+    """The example's library names none of its molecules, and the page's best and failed tables showed an empty
+    ``name`` column where ``labloop log`` shows none (a newcomer's trial); the CSVs keep theirs, for scripts."""
+    campaign = write_campaign(tmp_path, budget={"max_experiments": 2})
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert best_rows(page) and all("name" not in row and row["SMILES"] for row in best_rows(page))
+    assert "<th>name</th>" not in page
+    with (tmp_path / "report" / "experiments.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {r["name"] for r in rows} == {""}
