@@ -375,7 +375,7 @@ def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
         why = (f"writing it failed ({text}): a full disk, a medium gone read-only, or the file or its folder made "
                f"unwritable; fix that{THEN_RESUME}")
     elif "malformed" in text or "not a database" in text or "corrupt" in text:
-        why = f"not a labloop journal, or a damaged one ({text}){_campaign_file_hint(path)}"
+        why = f"not a labloop journal, or a damaged one ({text}){_campaign_file_hint(path)}{_journal_hint(path)}"
     else:
         why = text
     return JournalError(f"{path}: {why}")
@@ -388,6 +388,22 @@ def _measurements_lost(conn: sqlite3.Connection) -> list[int]:
     return [row[0] for row in conn.execute(
         "SELECT e.id FROM experiments e WHERE e.state = 'done' AND NOT EXISTS (SELECT 1 FROM measurements m "
         "WHERE m.experiment_id = e.id AND m.attempt = e.attempt) ORDER BY e.id LIMIT 3")]
+
+
+def _journal_hint(path: Path) -> str:
+    """The journal a near miss meant: the ones a folder holds (``labloop log runs``), the name with ``.db`` (``labloop
+    log runs/screen``), the journal beside its runner's lock file (``screen.db.lock``); a newcomer's trial was told
+    only that each was not a journal, the journal lying beside it."""
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.db") if p.is_file())
+        if not found:
+            return ""
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        return f" (it holds {shown}: give {'that' if len(found) == 1 else 'one of them'})"
+    for near in (path.with_name(f"{path.name}.db"), path.with_name(path.name.removesuffix(".lock"))):
+        if near != path and near.suffix == ".db" and near.is_file():
+            return f"; {near.name} in the same folder is a journal: give that"
+    return ""
 
 
 def _campaign_file_hint(path: Path) -> str:
@@ -764,9 +780,9 @@ class Journal:
         """Open an existing journal (``readonly`` for inspection while a run writes)."""
         path = Path(path)
         if path.is_dir():
-            raise JournalError(f"{path}: is a directory, not a journal file")
+            raise JournalError(f"{path}: is a directory, not a journal file{_journal_hint(path)}")
         if not path.exists():
-            raise JournalError(f"{path}: no such journal")
+            raise JournalError(f"{path}: no such journal{_journal_hint(path)}")
         if not os.access(path, os.R_OK) or not (readonly or os.access(path, os.W_OK)):
             need = "read" if readonly else "read and write"
             raise JournalError(f"{path}: permission denied: this user cannot {need} the journal (owner, mode, "
@@ -779,7 +795,7 @@ class Journal:
             raise journal_error(path, exc) from None
         if app_id != APPLICATION_ID:
             conn.close()
-            raise JournalError(f"{path}: not a labloop journal{_campaign_file_hint(path)}")
+            raise JournalError(f"{path}: not a labloop journal{_campaign_file_hint(path)}{_journal_hint(path)}")
         if version not in READABLE_VERSIONS:
             conn.close()
             newer = "a newer labloop; upgrade labloop to read it" if version > SCHEMA_VERSION else "an unknown labloop"

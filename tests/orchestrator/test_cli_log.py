@@ -168,6 +168,26 @@ def test_bad_stores_exit_2_with_one_line(labloop, tmp_path):
                                                           "steps.yaml"]
 
 
+def test_a_near_miss_is_pointed_to_the_journal_beside_it(tmp_path, write_campaign, labloop):
+    """A folder, a name without ``.db`` and the runner's lock file were each said not to be a journal, and nothing
+    named the journal beside them (a newcomer's trial)."""
+    campaign = write_campaign(tmp_path, name="screen", store="runs/screen.db", budget={"max_experiments": 1})
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    runs = tmp_path / "runs"
+    (runs / "screen.db.lock").touch()  # the runner leaves it (orchestrator/journal/lock.py); empty when it did not
+    for store, said in ((runs, "runs: is a directory, not a journal file (it holds screen.db: give that)"),
+                        (runs / "screen", "screen: no such journal; screen.db in the same folder is a journal: give "
+                                          "that"),
+                        (runs / "screen.db.lock", "; screen.db in the same folder is a journal: give that")):
+        proc = labloop("log", store)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and said in proc.stderr, proc.stderr
+    shutil.copy(runs / "screen.db", runs / "other.db")
+    proc = labloop("log", runs)
+    assert "(it holds other.db, screen.db: give one of them)" in proc.stderr, proc.stderr
+    proc = labloop("log", tmp_path)  # a folder without a journal in it: nothing to point to
+    assert proc.stderr.rstrip().endswith("is a directory, not a journal file"), proc.stderr
+
+
 @pytest.mark.parametrize(("column", "value", "says"), [
     ("sigma", -0.2, "holds -0.2, a negative standard deviation"),
     ("mu", "4.5 V", "holds '4.5 V', not a number"),
