@@ -7,7 +7,6 @@ The commands that read a journal, not a campaign file, are in orchestrator/cli/j
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
@@ -24,13 +23,9 @@ from labloop.orchestrator.cli.run import scheduler_option
 from labloop.orchestrator.config.campaign import Campaign, World, load_campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import Journal
-from labloop.orchestrator.journal.view import (
-    describe_objective,
-)
+from labloop.orchestrator.journal.view import describe_objective
 from labloop.orchestrator.potential_table import Past
 from labloop.protocols.steps import compact
-
-log = logging.getLogger(__name__)
 
 
 @click.command(help="Check a campaign file as `run` would before its first byte (every section, file, choice, "

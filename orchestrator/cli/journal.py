@@ -26,11 +26,14 @@ from labloop.orchestrator.loop.interrupts import signal_said
 
 log = logging.getLogger(__name__)
 
+#: what ``STORE`` is, in both commands' help: a newcomer found it explained in README.md only
+STORE_SAID = "STORE is the journal, the .db file the campaign's `store` names (e.g. runs/NAME.db)"
+
 #: how often ``log --follow`` asks the journal whether another process has committed (s)
 FOLLOW_INTERVAL_S = 1.0
 
 
-@click.command(help="Show a campaign's journal: experiments, measurements, best so far, recent events.")
+@click.command(help=f"Show a campaign's journal: experiments, measurements, best so far, recent events. {STORE_SAID}.")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--follow", "-f", is_flag=True, help="Keep showing the journal while a run writes it (redrawn in place "
                                                   "on a terminal; piped, each new event appends a line); stops when "
@@ -95,7 +98,7 @@ def _follow(journal: Journal, last: int) -> bool:
             live.stop()
 
 
-@click.command(help="Write a campaign's report: an HTML page with PNG plots and CSV exports.")
+@click.command(help=f"Write a campaign's report: an HTML page with PNG plots and CSV exports. {STORE_SAID}.")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path),
               help="Folder (default: beside the store, its name with .report instead of .db).")

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from labloop.core.errors import (
     IllegalTransition,
+    InputError,
     JournalError,
     JournalWriteError,
     NotAwaitingApproval,
@@ -56,6 +57,7 @@ from labloop.core.version import code_version
 from labloop.instruments.cv_analysis import CVResult
 from labloop.instruments.voltammogram import Voltammogram
 from labloop.orchestrator.config.alert_urls import SECRET_SETTINGS, written_out_credentials
+from labloop.orchestrator.config.yaml_source import display_name, read_yaml
 
 if TYPE_CHECKING:  # the journal stores a campaign's dump; it never validates one
     from labloop.orchestrator.config.campaign import Campaign
@@ -419,8 +421,29 @@ def _campaign_file_hint(path: Path) -> str:
     except OSError:
         lines = []
     first = next((line for line in lines if line and not line.startswith(("#", "---", "%"))), "")  # past directives
+    if not first.startswith("-") and (journal := _campaign_journal(path)) is not None:
+        if journal.is_file():
+            return f"; this looks like a campaign file: give its journal, {display_name(journal)} (its `store`)"
+        return (f"; this looks like a campaign file, whose journal {display_name(journal)} (its `store`) is not "
+                "written yet: `labloop run` it first")
     what = "a protocol file (a list of steps)" if first.startswith("-") else "a campaign file"
     return f"; this looks like {what}: give a journal, the file a campaign's `store` names (e.g. runs/NAME.db)"
+
+
+def _campaign_journal(path: Path) -> Path | None:
+    """The journal campaign file ``path`` names: its ``store``, else ``runs/<name>.db``, beside it
+    (orchestrator/config/campaign.py); None when the file is no readable mapping (a newcomer told to give "the file a
+    campaign's `store` names" had it to look up in the file just given)."""
+    try:
+        data = read_yaml(path).data
+    except (InputError, OSError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    store, name = data.get("store"), data.get("name")
+    if isinstance(store, str) and store.strip():
+        return path.parent / store
+    return path.parent / "runs" / f"{name}.db" if isinstance(name, str) and name.strip() else None
 
 
 def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) -> None:

@@ -155,10 +155,11 @@ def test_bad_stores_exit_2_with_one_line(labloop, tmp_path):
     dangling.symlink_to(tmp_path / "elsewhere.db")
     for store, needle in ((tmp_path / "missing.db", "no such journal"), (text, "not a labloop journal"),
                           (tmp_path, "is a directory"),
-                          (campaign, "this looks like a campaign file: give a journal, the file a campaign's `store` "
-                                     "names"),
-                          (protocol, "this looks like a protocol file (a list of steps): give a journal"),
-                          (marked, "this looks like a campaign file: give a journal"),
+                          (campaign, f"this looks like a campaign file, whose journal {tmp_path}/runs/screen.db (its "
+                                     "`store`) is not written yet: `labloop run` it first"),
+                          (protocol, "this looks like a protocol file (a list of steps): give a journal, the file a "
+                                     "campaign's `store` names"),
+                          (marked, f"this looks like a campaign file, whose journal {tmp_path}/runs/screen.db"),
                           (dangling, "no such journal")):
         proc = labloop("log", store)
         assert proc.returncode == 2 and proc.stdout == ""
@@ -186,6 +187,9 @@ def test_a_near_miss_is_pointed_to_the_journal_beside_it(tmp_path, write_campaig
     assert "(it holds other.db, screen.db: give one of them)" in proc.stderr, proc.stderr
     proc = labloop("log", tmp_path)  # a folder without a journal in it: nothing to point to
     assert proc.stderr.rstrip().endswith("is a directory, not a journal file"), proc.stderr
+    proc = labloop("log", campaign)  # the campaign file: its journal, which its `store` names (a newcomer's trial)
+    assert proc.returncode == 2 and f"this looks like a campaign file: give its journal, {runs}/screen.db (its " \
+        "`store`)" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(("column", "value", "says"), [
@@ -830,3 +834,11 @@ def test_a_ctrl_c_ends_following_and_a_kill_is_said_as_one(store, stopped_by, si
                 break
         returncode, _, err = stopped_by(child, signum)
     assert returncode == code and err.strip().splitlines()[-1:] == ([said] if said else []), err
+
+
+@pytest.mark.parametrize("command", ["log", "report"])
+def test_the_help_says_what_store_is(command, labloop):
+    # README.md alone said that STORE is the journal, the .db file (a newcomer's trial)
+    shown = labloop(command, "--help")
+    assert shown.returncode == 0 and "STORE is the journal, the .db file the campaign's `store` names" in " ".join(
+        shown.stdout.split()), shown.stdout
