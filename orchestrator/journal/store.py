@@ -403,8 +403,9 @@ def _journal_hint(path: Path) -> str:
         shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         return f" (it holds {shown}: give {'that' if len(found) == 1 else 'one of them'})"
     for near in (path.with_name(f"{path.name}.db"), path.with_name(path.name.removesuffix(".lock"))):
-        if near != path and near.suffix == ".db" and near.is_file():
-            return f"; {near.name} in the same folder is a journal: give that"
+        with suppress(OSError, ValueError):  # a name too long with .db added: no hint, the error as it was
+            if near != path and near.suffix == ".db" and near.is_file():
+                return f"; {near.name} in the same folder is a journal: give that"
     return ""
 
 

@@ -185,6 +185,8 @@ def test_a_near_miss_is_pointed_to_the_journal_beside_it(tmp_path, write_campaig
     shutil.copy(runs / "screen.db", runs / "other.db")
     proc = labloop("log", runs)
     assert "(it holds other.db, screen.db: give one of them)" in proc.stderr, proc.stderr
+    proc = labloop("log", runs / ("s" * 254))  # no hint where the name with .db would be too long for the disk
+    assert proc.returncode == 2 and proc.stderr.rstrip().endswith("no such journal"), proc.stderr
     proc = labloop("log", tmp_path)  # a folder without a journal in it: nothing to point to
     assert proc.stderr.rstrip().endswith("is a directory, not a journal file"), proc.stderr
     proc = labloop("log", campaign)  # the campaign file: its journal, which its `store` names (a newcomer's trial)
