@@ -217,24 +217,26 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
         writer.add_event(WARNING, f"sample {XSS}: quasi-reversible", experiment_id=measured[-1]["id"],  # the runner's
                          data={"warning": "quasi_reversible_d", "for_later_experiments": False})
         committed = time.monotonic()
-    cell = _wait(browser, lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "#experiments-table td.smiles")
+    # every element is read inside a wait: the page redraws a table at each push, and an element found before a push
+    # is stale after it (a CI run's warning row, read a moment after it was found)
+    cell = _wait(browser, lambda d: next((c.get_attribute("textContent") for c in
+                                          d.find_elements(By.CSS_SELECTOR, "#experiments-table td.smiles")
                                           if c.text == XSS), None), "the new experiment on the page")
     latency = time.monotonic() - committed
     print(f"page updated {latency:.2f} s after the commit")
     assert browser.execute_script("return window.__loaded") == "once"  # no reload: the stream pushed it
     assert browser.execute_script("return window.__xss") is None  # the molecule is text, never markup
     assert not browser.find_elements(By.CSS_SELECTOR, "#experiments-table img, #experiments-table script")
-    assert cell.get_attribute("textContent") == XSS
+    assert cell == XSS
     # a warning about a measurement stands out among the events, its message as text too
-    warned = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#events-table td.kind-warning"), "the warning")
-    assert [w.text for w in warned] == [WARNING]
-    message = warned[0].find_element(By.XPATH, "following-sibling::td")
-    assert message.get_attribute("textContent") == f"sample {XSS}: quasi-reversible"
+    warned = _wait(browser, lambda d: [(w.text, w.find_element(By.XPATH, "following-sibling::td").get_attribute(
+        "textContent")) for w in d.find_elements(By.CSS_SELECTOR, "#events-table td.kind-warning")], "the warning")
+    assert warned == [(WARNING, f"sample {XSS}: quasi-reversible")]
     assert not browser.find_elements(By.CSS_SELECTOR, "#events-table img, #events-table script")
     # and in the warnings' own panel, newest first, by its experiment
-    panel = browser.find_element(By.ID, "warnings-panel")
-    assert panel.is_displayed()
-    row = [td.get_attribute("textContent") for td in panel.find_elements(By.CSS_SELECTOR, "tbody tr:first-child td")]
+    first_row = "#warnings-panel tbody tr:first-child td"
+    row = _wait(browser, lambda d: d.find_element(By.ID, "warnings-panel").is_displayed() and [
+        td.get_attribute("textContent") for td in d.find_elements(By.CSS_SELECTOR, first_row)], "the warnings panel")
     assert row[0] == str(measured[-1]["id"]) and row[2] == f"sample {XSS}: quasi-reversible", row
     _screenshot(browser, tmp_path, "dashboard-live.png")
 
