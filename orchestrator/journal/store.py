@@ -422,13 +422,13 @@ def _campaign_file_hint(path: Path) -> str:
     except OSError:
         lines = []
     first = next((line for line in lines if line and not line.startswith(("#", "---", "%"))), "")  # past directives
-    if not first.startswith("-") and (journal := _campaign_journal(path)) is not None:
-        if journal.is_file():
-            return f"; this looks like a campaign file: give its journal, {display_name(journal)} (its `store`)"
-        return (f"; this looks like a campaign file, whose journal {display_name(journal)} (its `store`) is not "
-                "written yet: `labloop run` it first")
     what = "a protocol file (a list of steps)" if first.startswith("-") else "a campaign file"
-    return f"; this looks like {what}: give a journal, the file a campaign's `store` names (e.g. runs/NAME.db)"
+    if first.startswith("-") or (journal := _campaign_journal(path)) is None:
+        return f"; this looks like {what}: give a journal, the file a campaign's `store` names (e.g. runs/NAME.db)"
+    if journal.is_file():
+        return f"; this looks like {what}: give its journal, {display_name(journal)} (its `store`)"
+    return f"; this looks like {what}, whose journal {display_name(journal)} (its `store`) is not written yet: " \
+           "`labloop run` it first"
 
 
 def _campaign_journal(path: Path) -> Path | None:
