@@ -19,7 +19,6 @@ over slices, instead of resting on a Gaussian assumption.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -34,12 +33,7 @@ from labloop.surrogate.featurize import Features, FingerprintSettings, InvalidSm
 from labloop.surrogate.fingerprint_cache import FingerprintCache
 from labloop.surrogate.forward import Forward
 from labloop.surrogate.metrics import Z95, calibration_factor, regression_metrics
-from labloop.surrogate.model import (
-    LabelScaler,
-    predict_scaled,
-    train_member,
-    transform_inputs,
-)
+from labloop.surrogate.scaling import LabelScaler, transform_inputs
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +54,13 @@ class Prediction:
 
 @dataclass
 class Ensemble:
-    """K trained members plus everything needed to featurise, unscale and calibrate their output."""
+    """K trained members plus everything needed to featurise, unscale and calibrate their output.
 
-    members: list  # keras.Model, one per fold
+    Why the members may be absent: an ensemble loaded to predict (surrogate/persistence.py) reads its members'
+    weights straight into ``forward``, the numpy pass, without TensorFlow; it holds Keras members only when it was
+    trained here, or when its network is one ``forward`` does not know (then ``forward`` is None)."""
+
+    members: list  # keras.Model, one per fold; empty when loaded into ``forward`` alone
     fingerprint: FingerprintSettings
     config: ModelConfig
     targets: list[str]
@@ -72,6 +70,8 @@ class Ensemble:
     preset: str = "custom"
     info: dict = field(default_factory=dict)  # metrics, data hash, learning curves: see persistence
     calibration_floor: dict[str, float] = field(default_factory=dict)  # per target, label units (absent: 0)
+    #: every member's forward pass in numpy (surrogate/forward.py); None: Keras' members predict
+    forward: Forward | None = None
 
     def sigma(self, spread: np.ndarray) -> np.ndarray:
         """Calibrated std from the members' raw spread (one column per target)."""
@@ -79,17 +79,14 @@ class Ensemble:
         floor = np.array([self.calibration_floor.get(t, 0.0) for t in self.targets])
         return factor * np.sqrt(spread**2 + floor**2)
 
-    @functools.cached_property
-    def forward(self) -> Forward | None:
-        """The members' forward pass in numpy (:mod:`labloop.surrogate.forward`), read once from their weights."""
-        return Forward.of(self.members)
-
     def _raw(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
         """Uncalibrated ensemble mean and spread (std across members) in label units."""
         if self.forward is not None:
             inputs = sparse_network_inputs(feats, self.config, self.descriptor_scaler)
             preds = np.stack([self.scaler.inverse(out) for out in self.forward(inputs)])
         else:  # a network built otherwise than surrogate/model.py builds it: Keras predicts
+            from labloop.surrogate.model import predict_scaled  # loaded already: the members are Keras'
+
             inputs = network_inputs(feats, self.config, self.descriptor_scaler)
             preds = np.stack([self.scaler.inverse(predict_scaled(m, inputs)) for m in self.members])
         return preds.mean(axis=0), preds.std(axis=0)
@@ -222,6 +219,8 @@ def train_ensemble(
     an error measured on rows a network trained on says nothing about its error on new molecules
     (orchestrator/learning/models.py scores a retrained network on the measurements this way).
     """
+    from labloop.surrogate.model import predict_scaled, train_member  # TensorFlow loads here, to train
+
     targets = list(targets)
     if folds < 2:
         raise InvalidInput(f"folds must be at least 2, got {folds}")
@@ -252,7 +251,8 @@ def train_ensemble(
         oof[val_pos] = scaler.inverse(predict_scaled(member.model, Xt[va]))
         log.info("member %d/%d: best epoch %d", k + 1, folds, member.best_epoch + 1)
 
-    ens = Ensemble(members, fingerprint, config, targets, scaler, dict.fromkeys(targets, 1.0), desc_scaler, preset)
+    ens = Ensemble(members, fingerprint, config, targets, scaler, dict.fromkeys(targets, 1.0), desc_scaler, preset,
+                   forward=Forward.of(members))
     cal_mean, cal_std = ens._raw(feats.subset(cal))
     fitted = [fit_calibration(Y[cal, j], cal_mean[:, j], cal_std[:, j]) for j in range(len(targets))]
     ens.calibration = {t: f for t, (f, _) in zip(targets, fitted, strict=True)}

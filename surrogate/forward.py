@@ -5,8 +5,9 @@ Keras computes the first layer as a dense product although a network input row i
 fingerprint of 4,096 counts has about 160 non-zero ones). Stacking the members' first-layer weights side by
 side and multiplying the sparse input once gives every member's first layer for about a third of Keras'
 time on one core; the layers after it are small dense products. Keras stays the engine that trains and
-saves the members: this module only reads their weights, and any layer it does not know (or an activation
-it does not implement) makes :meth:`Forward.of` return None so the caller keeps Keras' own prediction.
+saves the members: this module takes their weights, from the trained members (:meth:`Forward.of`) or read
+from their saved files without TensorFlow (surrogate/weights_file.py), and any layer it does not know (or
+an activation it does not implement) gives None, so the caller keeps Keras' own prediction.
 The results equal Keras' within float32 rounding (the sums are taken in another order;
 tests/surrogate/test_forward.py).
 """
@@ -44,6 +45,8 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 Layer = tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]
+#: a dense layer as read from a member: (weights, bias, the activation's Keras name)
+NamedLayer = tuple[np.ndarray, np.ndarray, str]
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,16 @@ class Forward:
     def of(cls, members: Sequence) -> Forward | None:
         """The forward pass of Keras ``members`` (Input, Dense and Dropout layers only; the same first-layer
         width and activation in all), or None when one of them is built otherwise."""
-        stacks = [_dense_layers(member) for member in members]
+        return cls.stacked([_dense_layers(member) for member in members])
+
+    @classmethod
+    def stacked(cls, stacks: Sequence[Sequence[NamedLayer] | None]) -> Forward | None:
+        """The forward pass of members given as their dense layers in order, (weights, bias, activation name)
+        each, or None when a member is missing (None or no layer), uses an activation :data:`ACTIVATIONS`
+        lacks, or the members' first layers differ in shape or activation."""
         if not stacks or any(stack is None or not stack for stack in stacks):
+            return None
+        if any(name not in ACTIVATIONS for stack in stacks for _, _, name in stack):  # type: ignore[union-attr]
             return None
         firsts = [stack[0] for stack in stacks]  # type: ignore[index]
         shapes = {w.shape for w, _, _ in firsts}
@@ -99,9 +110,9 @@ class Forward:
         return np.stack(out)
 
 
-def _dense_layers(member) -> list[tuple[np.ndarray, np.ndarray, str]] | None:
+def _dense_layers(member) -> list[NamedLayer] | None:
     """(weights, bias, activation name) of each Dense layer in order; None if the member has a layer that is
-    not Input/Dense/Dropout, a Dense without bias, or an activation :data:`ACTIVATIONS` lacks."""
+    not Input/Dense/Dropout or a Dense without bias."""
     layers = []
     for layer in member.layers:
         kind = type(layer).__name__
@@ -110,8 +121,6 @@ def _dense_layers(member) -> list[tuple[np.ndarray, np.ndarray, str]] | None:
         if kind != "Dense" or not layer.use_bias:
             return None
         name = getattr(layer.activation, "__name__", "")
-        if name not in ACTIVATIONS:
-            return None
         weights, bias = (np.asarray(w, dtype=np.float32) for w in layer.get_weights())
         layers.append((weights, bias, name))
     return layers

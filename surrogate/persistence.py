@@ -13,12 +13,14 @@ half-written model under the requested name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import platform
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +29,11 @@ from labloop.core.timestamps import now
 from labloop.core.version import installed_version
 from labloop.surrogate.config import ModelConfig
 from labloop.surrogate.featurize import FingerprintSettings
+from labloop.surrogate.forward import Forward
+from labloop.surrogate.scaling import LabelScaler
+from labloop.surrogate.weights_file import read_dense_layers
 
-if TYPE_CHECKING:  # TensorFlow loads only to build a model: read_manifest and ModelPayload stay light
+if TYPE_CHECKING:  # TensorFlow loads only to build a Keras model: loading one to predict stays light
     import keras
 
     from labloop.surrogate.ensemble import Ensemble
@@ -75,10 +80,13 @@ def _layers_only(ens: Ensemble, k: int) -> keras.Model:
 
 
 def save_ensemble(ens: Ensemble, directory: str | Path, extra: dict | None = None) -> Path:
-    """Write ``ens`` to ``directory`` atomically (replacing an existing model directory there)."""
+    """Write the trained ``ens`` to ``directory`` atomically (replacing an existing model directory there). A loaded
+    ensemble holds no Keras members to write (:func:`load_ensemble`): its folder is copied instead."""
     target = Path(directory)
     if target.exists() and not (target / MANIFEST).is_file() and any(target.iterdir()):
         raise ModelLoadError(f"{target} exists and is not a labloop model directory; refusing to overwrite it")
+    if not ens.members:
+        raise ValueError("this ensemble was loaded to predict and holds no Keras members: copy its model folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     _check_room(ens, target.parent)
     # mkdir, not mkdtemp: the folder gets the user's umask like any other (mkdtemp's 0700 kept the lab's other
@@ -141,9 +149,12 @@ def read_manifest(directory: str | Path) -> dict:
 
 
 def load_ensemble(directory: str | Path) -> Ensemble:
-    """Rebuild the ensemble saved in ``directory``; any damage gives a :class:`ModelLoadError`."""
+    """Rebuild the ensemble saved in ``directory``; any damage gives a :class:`ModelLoadError`.
+
+    The members' weights are read into the numpy forward pass without TensorFlow (surrogate/weights_file.py), so
+    the ensemble predicts but holds no Keras members; a network that pass does not know (another activation,
+    another Keras' file layout) is loaded into Keras, as it was trained."""
     from labloop.surrogate.ensemble import Ensemble
-    from labloop.surrogate.model import LabelScaler, build_model
 
     path = Path(directory)
     manifest = read_manifest(path)
@@ -162,18 +173,41 @@ def load_ensemble(directory: str | Path) -> Ensemble:
         files = list(manifest["members"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path / MANIFEST}: incomplete or invalid manifest ({exc})") from None
-    members = []
-    for k, name in enumerate(files):
-        model = build_model(config, fingerprint.width + fingerprint.n_descriptors, len(targets), seed=k)
-        try:
-            model.load_weights(path / name)
-        except FileNotFoundError:
-            raise ModelLoadError(f"{path}: weights file {name} is missing") from None
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{path / name}: damaged or incompatible weights ({exc})") from None
-        members.append(model)
+    n_inputs = fingerprint.width + fingerprint.n_descriptors
+    stacks = []
+    for name in files:
+        with _weights_errors(path, name):
+            stacks.append(read_dense_layers(path / name, config, n_inputs, len(targets)))
+    forward = Forward.stacked(stacks)
+    members = [] if forward is not None else _keras_members(path, files, config, n_inputs, len(targets))
     info = {k: v for k, v in manifest.items() if k not in {
         "format", "format_version", "preset", "targets", "fingerprint", "model", "label_scaling",
         "descriptor_scaling", "folds", "members", "calibration", "calibration_floor"}}
     return Ensemble(members, fingerprint, config, targets, scaler, calibration, desc_scaler,
-                    manifest.get("preset", "custom"), info, calibration_floor)
+                    manifest.get("preset", "custom"), info, calibration_floor, forward=forward)
+
+
+@contextlib.contextmanager
+def _weights_errors(path: Path, name: str) -> Iterator[None]:
+    """Reading the weights file ``name`` of the model in ``path``: its absence or damage as one
+    :class:`ModelLoadError` naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: weights file {name} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path / name}: damaged or incompatible weights ({exc})") from None
+
+
+def _keras_members(path: Path, files: list[str], config: ModelConfig, n_inputs: int, n_outputs: int
+                   ) -> list[keras.Model]:
+    """The members as Keras models (TensorFlow loads here), built as training built them."""
+    from labloop.surrogate.model import build_model
+
+    members = []
+    for k, name in enumerate(files):
+        model = build_model(config, n_inputs, n_outputs, seed=k)
+        with _weights_errors(path, name):
+            model.load_weights(path / name)
+        members.append(model)
+    return members

@@ -173,3 +173,13 @@ def test_the_planners_and_the_campaigns_checks_import_without_scikit_optimize():
             "print(sorted(m for m in ('skopt', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_saved_model_loads_and_predicts_without_tensorflow(tiny_model_dir):
+    # a process that only predicts (a campaign loading its prior or a retrained model, every Dask worker,
+    # `labloop surrogate predict`) paid TensorFlow's import, ~5 s of CPU and ~0.5 GB, for a numpy forward pass
+    code = ("import sys; from labloop.surrogate.persistence import load_ensemble; "
+            f"p = load_ensemble({str(tiny_model_dir)!r}).predict(['CCO', 'c1ccccc1O']); "
+            "print(p.mean.shape, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(2, 2) []"

@@ -90,7 +90,7 @@ def test_calibration_factor_hand_computed():
 
 def test_descriptor_weight_scales_only_the_descriptor_columns(data, tiny_preset):
     from labloop.surrogate.ensemble import network_inputs
-    from labloop.surrogate.model import LabelScaler
+    from labloop.surrogate.scaling import LabelScaler
 
     F, _ = data
     feats, config = F.subset(slice(0, 50)), tiny_preset().model

@@ -1,4 +1,5 @@
-"""The numpy forward pass (surrogate/forward.py) against Keras' own prediction of the same members."""
+"""The numpy forward pass (surrogate/forward.py), read from saved weights files without TensorFlow
+(surrogate/weights_file.py), against Keras' own prediction of the same members."""
 
 from __future__ import annotations
 
@@ -9,12 +10,28 @@ from labloop.surrogate.ensemble import network_inputs, sparse_network_inputs
 from labloop.surrogate.featurize import featurize
 from labloop.surrogate.forward import SPARSE_BELOW, Forward
 from labloop.surrogate.model import build_model, predict_scaled
-from labloop.surrogate.persistence import load_ensemble
+from labloop.surrogate.persistence import load_ensemble, read_manifest
+
+
+def keras_members(ensemble, directory) -> list:
+    """The saved members loaded into Keras, as training built them: what the numpy pass must equal."""
+    members = []
+    for k, name in enumerate(read_manifest(directory)["members"]):
+        member = build_model(ensemble.config, ensemble.fingerprint.width + ensemble.fingerprint.n_descriptors,
+                             len(ensemble.targets), seed=k)
+        member.load_weights(directory / name)
+        members.append(member)
+    return members
 
 
 @pytest.fixture(scope="module")
 def ensemble(tiny_model_dir):
     return load_ensemble(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def members(ensemble, tiny_model_dir):
+    return keras_members(ensemble, tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -33,24 +50,27 @@ def test_sparse_inputs_are_the_dense_ones_and_predict_the_same(ensemble, feats, 
     np.testing.assert_array_equal(ensemble.forward(sparse), ensemble.forward(inputs))
 
 
-def test_sparse_forward_equals_keras_within_float32_rounding(ensemble, inputs):
+def test_sparse_forward_equals_keras_within_float32_rounding(ensemble, members, inputs):
+    assert ensemble.members == []  # loaded without Keras: the pass read from the files is the one tested
     assert np.count_nonzero(inputs) < SPARSE_BELOW * inputs.size  # the sparse product is the one tested
     forward = ensemble.forward
     assert forward is not None
     ours = forward(inputs)
-    keras = np.stack([predict_scaled(member, inputs) for member in ensemble.members])
-    assert ours.shape == keras.shape == (len(ensemble.members), len(inputs), len(ensemble.targets))
+    keras = np.stack([predict_scaled(member, inputs) for member in members])
+    assert ours.shape == keras.shape == (len(members), len(inputs), len(ensemble.targets))
     np.testing.assert_allclose(ours, keras, rtol=1e-4, atol=1e-5)
+    # and the pass taken from the Keras members themselves is the same arithmetic
+    np.testing.assert_array_equal(Forward.of(members)(inputs), ours)
 
 
-def test_dense_inputs_take_the_dense_product_and_agree(ensemble, inputs):
+def test_dense_inputs_take_the_dense_product_and_agree(ensemble, members, inputs):
     dense = np.abs(inputs) + 0.5  # no zero left
     np.testing.assert_allclose(ensemble.forward(dense),
-                               np.stack([predict_scaled(m, dense) for m in ensemble.members]), rtol=1e-4, atol=1e-4)
+                               np.stack([predict_scaled(m, dense) for m in members]), rtol=1e-4, atol=1e-4)
 
 
-def test_no_rows_gives_no_outputs(ensemble, inputs):
-    assert ensemble.forward(inputs[:0]).shape == (len(ensemble.members), 0, len(ensemble.targets))
+def test_no_rows_gives_no_outputs(ensemble, members, inputs):
+    assert ensemble.forward(inputs[:0]).shape == (len(members), 0, len(ensemble.targets))
 
 
 def test_a_network_it_does_not_know_is_left_to_keras(ensemble, tiny_preset):
