@@ -3,8 +3,9 @@
 Why: training keeps about 35 MB per network in the process that trained it (its weights and optimiser state, which
 no ``gc.collect``, Keras ``clear_session``, ``malloc_trim`` or allocator setting released), so a campaign that
 retrains every hour for a week grew by 17-34 GB (docs/running.md). Loading the saved ensemble and predicting with it
-keeps nothing, so a campaign's retraining trains here and the run loads what the child saved
-(orchestrator/learning/models.py). The cost is the child's start (Python and TensorFlow, a few seconds) per training.
+keeps nothing (nor imports TensorFlow: surrogate/weights_file.py), so a campaign's prior and its retrainings train
+here and the run loads what the child saved (orchestrator/learning/models.py). The cost is the child's start (Python
+and TensorFlow, a few seconds) per training, which the run no longer pays itself.
 
 The child is a fresh interpreter (``python -P -m`` this module), not a fork: forking a process whose TensorFlow has
 its thread pools running can deadlock the child; nor multiprocessing's ``spawn``, which runs the parent's main script

@@ -44,7 +44,7 @@ from labloop.surrogate.fingerprint_cache import default_cache_dir
 from labloop.surrogate.presets import Preset, get_preset
 from labloop.surrogate.repeats import Repeats, molecules_once
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
-from labloop.surrogate.training_process import TrainingJob, train_apart, train_saved
+from labloop.surrogate.training_process import TrainingJob, train_apart
 
 if TYPE_CHECKING:  # TensorFlow loads only when a model is trained or read
     from labloop.surrogate.ensemble import Ensemble
@@ -162,9 +162,12 @@ def training_job(campaign: Campaign, table: MoleculeTable, directory: Path) -> T
 
 
 def train(campaign: Campaign, table: MoleculeTable, directory: Path, progress: Progress | None = None) -> Ensemble:
-    """Train the campaign's recipe on ``table`` in this process and save it to ``directory`` (the prior model,
-    trained once; retraining trains apart: :func:`retrain`)."""
-    return train_saved(training_job(campaign, table, directory), progress)
+    """Train the campaign's recipe on ``table`` and save it to ``directory`` (the prior model, trained once), in a
+    child process as a retraining is (:func:`retrain`): the run then loads the saved model without TensorFlow, and
+    keeps none of the training's memory for the rest of the campaign (a run that trained its prior itself held
+    ~1.2 GB, TensorFlow's among it, for as long as it ran). A Ctrl-C here ends the child."""
+    return train_apart(training_job(campaign, table, directory), progress or (lambda _member, _epoch: None),
+                       lambda: None)
 
 
 def prior_key(campaign: Campaign) -> str:

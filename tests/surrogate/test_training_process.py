@@ -186,3 +186,24 @@ def test_a_retrain_waited_for_says_its_round_and_epoch(tmp_path, write_campaign)
         assert seen and all(said.startswith("retraining round 1: ") for said in seen), seen
         # by fold and epoch (a newcomer read "epoch 18 of at most 30" beside "11/30" experiments as one count)
         assert retrainer.said() == "retraining round 1: fold 2 of 2, epoch 2 of at most 2"
+
+
+def test_a_campaigns_prior_trains_in_a_child_and_the_run_never_imports_tensorflow(tmp_path, write_campaign):
+    """A run that trained its prior itself held TensorFlow and what the training allocated (~1.2 GB for the example)
+    for the rest of the campaign. Its prior trains in a child as a retrain does, and the run loads the saved model
+    into the numpy forward pass alone; the epochs are told to the run as the child trains them (2 folds x 2)."""
+    campaign_file = write_campaign(tmp_path, prior=True)
+    code = textwrap.dedent(f"""
+        import os, sys
+        from labloop.orchestrator.config.campaign import load_campaign
+        from labloop.orchestrator.journal.store import Journal
+        from labloop.orchestrator.learning import models
+        campaign = load_campaign({str(campaign_file)!r})
+        epochs = []
+        with Journal.create(campaign.store, campaign) as journal:
+            loaded = models.prior_model(campaign, journal, lambda member, epoch: epochs.append((member, epoch)))
+        print(loaded.row.version, epochs, loaded.model.ensemble.members,
+              sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "1 [(0, 0), (0, 1), (1, 0), (1, 1)] [] []", out.stderr
