@@ -98,7 +98,7 @@ def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
 
 
 def _load_model(model_dir: Path):
-    from labloop.surrogate.persistence import load_ensemble  # TensorFlow loads only when a model is needed
+    from labloop.surrogate.persistence import load_ensemble  # h5py and the forward pass: only where a model is read
 
     return load_ensemble(model_dir)
 

@@ -46,7 +46,7 @@ from labloop.surrogate.repeats import Repeats, molecules_once
 from labloop.surrogate.screening import REFERENCE_ABSOLUTE_V
 from labloop.surrogate.training_process import TrainingJob, train_apart
 
-if TYPE_CHECKING:  # TensorFlow loads only when a model is trained or read
+if TYPE_CHECKING:  # the ensemble's module loads where a model is read (and TensorFlow only in a training child)
     from labloop.surrogate.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
