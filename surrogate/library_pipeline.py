@@ -50,7 +50,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labloop.core.errors import ClusterLostError, InvalidInput, first_line
+from labloop.core.errors import ClusterLostError, InvalidInput, ModelLoadError, first_line
 from labloop.core.files import atomic_write, remove_orphans, scratch_prefix
 from labloop.core.text import plural
 from labloop.core.version import source_digest
@@ -264,6 +264,8 @@ class ModelPayload:
     version: str
     targets: tuple[str, ...]
     files: tuple[tuple[str, bytes], ...]
+    #: the folder the files were read from: a damaged model is said by it, not by the process's copy
+    source: str
 
     @classmethod
     def from_directory(cls, directory: str | Path) -> ModelPayload:
@@ -276,7 +278,7 @@ class ModelPayload:
         digest = hashlib.sha256()
         for name, data in files:
             digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-        return cls(digest.hexdigest()[:16], targets, files)
+        return cls(digest.hexdigest()[:16], targets, files, str(directory))
 
     def shards_in(self, out_dir: str | Path) -> Path:
         """The folder of this version's shards under ``out_dir`` (absolute: the shards' paths go to Dask workers,
@@ -295,6 +297,8 @@ class ModelPayload:
                     for name, data in self.files:
                         (tmp / name).write_bytes(data)
                     ensemble = load_ensemble(tmp)
+                except ModelLoadError as exc:  # said by the copy's path, gone once this returns
+                    raise ModelLoadError(str(exc).replace(str(tmp), self.source)) from None
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
                 _ENSEMBLES.clear()

@@ -278,21 +278,25 @@ def prior_model(campaign: Campaign, journal: Journal, progress: Progress | None 
         log.info("prior model loaded from %s", directory)
     else:
         with _training_alone(directory):
-            if (ensemble := _saved(directory)) is not None:  # the campaign waited for saved it
+            if (ensemble := _saved(directory, say_unreadable=True)) is not None:  # the campaign waited for saved it
                 log.info("prior model loaded from %s, saved by another campaign meanwhile", directory)
             else:
                 ensemble, cached = _trained_prior(campaign, directory, progress)
     return _journalled(campaign, journal, ensemble, directory, metrics_of(ensemble, n_measurements=0), cached=cached)
 
 
-def _saved(directory: Path) -> Ensemble | None:
-    """The model saved in ``directory``, or None where none can be loaded."""
+def _saved(directory: Path, *, say_unreadable: bool = False) -> Ensemble | None:
+    """The model saved in ``directory``, or None where none can be loaded; with ``say_unreadable``, a folder there
+    that does not load is warned of, as it is about to be trained over (a damaged cached prior was trained again
+    without a word: a newcomer's trial)."""
     from labloop.core.errors import ModelLoadError
     from labloop.surrogate.persistence import load_ensemble
 
     try:
         return load_ensemble(directory)
-    except ModelLoadError:
+    except ModelLoadError as exc:
+        if say_unreadable and directory.exists():
+            log.warning("the prior model cached in %s does not load (%s): it is trained again", directory, exc)
         return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -377,6 +378,13 @@ def error_cases(small_csv, tiny_model_dir, garbage_csv, text_in_numbers, tmp_pat
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "manifest.json").write_text("{")
+    # a model's weights are loaded from a copy of its folder (ModelPayload): a damaged one was said by the copy's
+    # path, /tmp/labloop-model-..., already deleted (a newcomer's trial)
+    truncated, incomplete = tmp_path / "truncated", tmp_path / "incomplete"
+    for copy in (truncated, incomplete):
+        shutil.copytree(tiny_model_dir, copy)
+    (truncated / "member_0.weights.h5").write_bytes((truncated / "member_0.weights.h5").read_bytes()[:200])
+    (incomplete / "member_1.weights.h5").unlink()
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     out = tmp_path / "out.csv"
@@ -395,6 +403,10 @@ def error_cases(small_csv, tiny_model_dir, garbage_csv, text_in_numbers, tmp_pat
         "output is a file": (["surrogate", "train", small_csv, "-t", "ie_ev", "-o", a_file], ["a_file"]),
         "missing model": (["surrogate", "predict", tmp_path / "nomodel", small_csv, "-o", out], ["nomodel"]),
         "damaged model": (["surrogate", "evaluate", damaged, small_csv], ["damaged"]),
+        "damaged weights": (["surrogate", "predict", truncated, small_csv, "-o", out, "--no-cache"],
+                            [f"{truncated / 'member_0.weights.h5'}: damaged or incompatible weights"]),
+        "missing weights": (["surrogate", "screen", incomplete, small_csv, "-o", out],
+                            [f"{incomplete}: weights file member_1.weights.h5 is missing"]),
         "unknown solvent": (["surrogate", "screen", tiny_model_dir, small_csv, "--solvent", "water", "-o", out],
                             ["water", "acn"]),
         "unknown role": (["surrogate", "screen", tiny_model_dir, small_csv, "--role", "catalyst", "-o", out],
@@ -411,7 +423,8 @@ def error_cases(small_csv, tiny_model_dir, garbage_csv, text_in_numbers, tmp_pat
 
 
 CASES = ["missing data file", "missing target column", "text in a number column", "not a csv", "unknown preset",
-         "one fold", "no target", "output is a file", "missing model", "damaged model", "unknown solvent",
+         "one fold", "no target", "output is a file", "missing model", "damaged model", "damaged weights",
+         "missing weights", "unknown solvent",
          "unknown role", "unknown reference", "window outside collector", "bad radii", "radius out of range",
          "unknown command", "unknown option"]
 

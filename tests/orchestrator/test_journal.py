@@ -384,6 +384,17 @@ def test_a_prior_model_from_the_cache_is_journalled_as_loaded_not_trained(tmp_pa
             messages.append(next(e.message for e in journal.events() if e.kind == "model"))
     assert messages[0] == "model version 1 trained on 160 molecules"  # 200 rows, 2 folds: 160 each
     assert messages[1] == "model version 1 loaded from cache (trained on 160 molecules earlier)"
+    # a cache damaged since (a disk's fault, a copy cut short) was trained over without a word (a newcomer's trial)
+    cached = next(path for path in (tmp_path / "prior-models").iterdir() if path.is_dir())
+    weights = cached / "member_0.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:200])
+    campaign_file = write_campaign(tmp_path, prior=True, name="third", budget={"max_experiments": 1})
+    run = labloop("run", campaign_file, "--dry-run")
+    assert run.returncode == 0
+    assert f"warning: the prior model cached in {cached} does not load ({weights}: damaged" in run.stderr, run.stderr
+    with Journal.open(campaign_file.with_suffix(".db"), readonly=True) as journal:
+        assert next(e.message for e in journal.events() if e.kind == "model") == \
+            "model version 1 trained on 160 molecules"
 
 
 def test_a_campaign_waits_for_another_training_the_same_prior_then_loads_it(tmp_path, write_campaign, labloop):
