@@ -68,6 +68,21 @@ class MoleculeTable:
         h.update(np.ascontiguousarray(self.Y, dtype=np.float64).tobytes())
         return h.hexdigest()
 
+    def taken(self, rows: np.ndarray) -> MoleculeTable:
+        """The table of ``rows`` (0-based, in their order): a seeded slice (:func:`seeded_rows`). The rows'
+        missing-value markers and bounds are not carried: :func:`read_table` said them of the file it read."""
+        return MoleculeTable(self.path, [self.smiles[r] for r in rows], self.targets, self.Y[rows])
+
+
+def seeded_rows(n: int, rows: int | None, seed: int) -> np.ndarray:
+    """The 0-based rows, in file order, of the seeded slice of ``rows`` of a table's ``n`` (all of them for None or
+    ``rows >= n``). One rule for a campaign's ``prior.rows`` (orchestrator/learning/models.py) and ``surrogate
+    train --rows`` (orchestrator/cli/surrogate.py): a model trained by hand on a campaign's slice and seed is
+    trained on the rows that campaign's prior is."""
+    if rows is None or rows >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:rows])
+
 
 #: the spread (largest minus smallest value of a target, eV or V) beyond which a molecule's repeated rows are said
 #: to disagree. Why 0.1: a molecule measured again repeats its potential to a few tens of mV, and a computed value

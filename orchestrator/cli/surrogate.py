@@ -27,7 +27,7 @@ from labloop.core.text import plural, spreadsheet_safe
 from labloop.orchestrator import console
 from labloop.orchestrator.cli import options
 from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED
-from labloop.surrogate.dataset import csv_lines, named_target, read_table, unit_of
+from labloop.surrogate.dataset import MoleculeTable, csv_lines, named_target, read_table, seeded_rows, unit_of
 from labloop.surrogate.featurize import InvalidSmiles, beyond_prior
 from labloop.surrogate.fingerprint_cache import FingerprintCache, default_cache_dir
 from labloop.surrogate.metrics import Z95, regression_metrics
@@ -66,6 +66,9 @@ no_shards_option = click.option("--no-cache", is_flag=True,
                                      "where a re-run would reuse those in the cache folder.")
 smiles_option = click.option("--smiles-column", default="smiles", show_default=True, help="SMILES column.")
 scheduler_option = options.scheduler_option(default="auto", what="the library is featurised and predicted")
+rows_option = click.option("--rows", type=click.IntRange(min=1),
+                           help="Train on a seeded random slice of this many rows (by --seed: a campaign's prior.rows "
+                                "slice of that seed); default: the whole table.")
 chunk_option = click.option("--chunk-size", type=click.IntRange(min=1), default=None,
                             help="Molecules per task (default 5000); peak memory grows with it, not with the library.")
 
@@ -240,14 +243,18 @@ def _library_predictions(model_dir: Path, library: Path, smiles_column: str, no_
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
               help="Share of rows kept aside and scored after training.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@rows_option
 @click.option("--replace", is_flag=True, help="Overwrite the model already in --output (and everything else there).")
 @smiles_option
 @no_cache_option
 def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset: str, epochs: int | None,
-          holdout: float, seed: int, replace: bool, smiles_column: str, no_cache: bool) -> None:
+          holdout: float, seed: int, rows: int | None, replace: bool, smiles_column: str, no_cache: bool) -> None:
     """Train a calibrated k-fold ECFP -> FCNN ensemble and save it to a model directory."""
     chosen = get_preset(preset, epochs=epochs)
-    table = read_table(data, list(targets), smiles_column)
+    table, line_of, sliced = _training_table(data, targets, smiles_column, rows, seed)
+    if sliced:
+        console.err.print(f"training on {_slice_said(len(table.smiles), sliced, data, seed)}", markup=False,
+                          highlight=False, soft_wrap=True)
     if output.exists() and not output.is_dir():
         raise InvalidInput(f"--output {output} exists and is not a directory")
     from labloop.surrogate.persistence import MANIFEST, save_ensemble
@@ -273,8 +280,10 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
         run = train_from_table(table, chosen, folds=folds, seed=seed, holdout=holdout, cache=_cache(no_cache),
                                on_featurized=lambda k: bar.advance(feat_task, k), on_epoch=on_epoch,
                                merge_repeats=True)
-    console.report_invalid(run.invalid, data, line_of=csv_lines(data))
-    _say_repeats(run.repeats, data, targets)
+    console.report_invalid(run.invalid, data, line_of=line_of)
+    _say_repeats(run.repeats, data, targets, line_of)
+    if sliced:
+        run.ensemble.info["training_data"]["slice"] = {"rows": len(table.smiles), "of": sliced, "seed": seed}
     save_ensemble(run.ensemble, output)
     metrics = run.ensemble.info["metrics"]
     console.out.print(_metrics_table("out-of-fold (single members)", metrics["out_of_fold"]))
@@ -289,15 +298,41 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
                           markup=False, highlight=False, soft_wrap=True)
 
 
+def _training_table(data: Path, targets: Sequence[str], smiles_column: str, rows: int | None,
+                    seed: int) -> tuple[MoleculeTable, Callable[[int], int], int]:
+    """The table ``train`` or ``sweep`` trains on: ``data``'s, or its seeded slice of ``rows`` rows
+    (:func:`labloop.surrogate.dataset.seeded_rows`, a campaign's ``prior.rows`` rule); the line in ``data`` of each of
+    its rows, for the warnings of invalid SMILES and repeats; and the rows of ``data`` it is a slice of (0: the
+    whole table). Why: a quick model on a large table took a CSV sliced by hand, with other line numbers than the
+    file the user gave."""
+    table = read_table(data, list(targets), smiles_column)
+    line_of = csv_lines(data)
+    total = len(table.smiles)
+    if rows is None or rows >= total:
+        return table, line_of, 0
+    kept = seeded_rows(total, rows, seed)
+    taken = table.taken(kept)
+    empty = [t for j, t in enumerate(taken.targets) if np.isnan(taken.Y[:, j]).all()]
+    if empty:
+        raise InvalidInput(f"--rows {rows}: {_slice_said(rows, total, data, seed)} has no value in column "
+                           f"{empty[0]!r}: give more rows, or no --rows for the whole table")
+    return taken, lambda row: line_of(int(kept[row])), total
+
+
+def _slice_said(rows: int, total: int, data: Path, seed: int) -> str:
+    """``the seeded slice of 2000 of the 21411 rows of DATA (--seed 0)``."""
+    return f"the seeded slice of {rows} of the {total} rows of {data} (--seed {seed})"
+
+
 def _named(targets: tuple[str, ...]) -> tuple[str, ...]:
     """``--target IE_eV`` as ``ie_ev`` (:func:`labloop.surrogate.dataset.named_target`)."""
     return tuple(named_target(target) for target in targets)
 
 
-def _say_repeats(repeats: Repeats, data: Path, targets: Sequence[str]) -> None:
+def _say_repeats(repeats: Repeats, data: Path, targets: Sequence[str], line_of: Callable[[int], int]) -> None:
     """The warnings of a table's repeated molecules, merged before training (``train`` and ``sweep``):
-    :func:`labloop.orchestrator.console.repeats_said`."""
-    for said in console.repeats_said(repeats, data, targets, line_of=csv_lines(data)):
+    :func:`labloop.orchestrator.console.repeats_said`; ``line_of``: :func:`_training_table`'s."""
+    for said in console.repeats_said(repeats, data, targets, line_of=line_of):
         console.err.print(f"warning: {said}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -394,10 +429,11 @@ QUICK_EPOCHS = 20
 @click.option("--radii", default="1,2,3,4,5", show_default=True, help="Comma-separated fingerprint radii.")
 @click.option("--bits", default="256,512,1024,2048,4096", show_default=True, help="Comma-separated lengths.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@rows_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @smiles_option
 def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None, radii: str, bits: str, seed: int,
-          as_json: bool, smiles_column: str) -> None:
+          rows: int | None, as_json: bool, smiles_column: str) -> None:
     """The thesis's 25-architecture table (radius x bits), 2-fold CV, ranked by validation MAE."""
     from labloop.surrogate.repeats import merged_table
     from labloop.surrogate.sweep import run_sweep
@@ -407,12 +443,14 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
     for r in r_list:  # validate the whole grid before hours of training
         for b in b_list:
             replace(chosen.fingerprint, radius=r, n_bits=b)
-    table, repeats = merged_table(read_table(data, list(targets), smiles_column))
-    _say_repeats(repeats, data, targets)
+    read, line_of, sliced = _training_table(data, targets, smiles_column, rows, seed)
+    table, repeats = merged_table(read)
+    _say_repeats(repeats, data, targets, line_of)
     cells, epochs_per_cell = len(r_list) * len(b_list), SWEEP_FOLDS * chosen.model.epochs
     quick = chosen.name == "fast" and chosen.model.epochs <= QUICK_EPOCHS
     console.err.print(f"sweep: {cells} cells x {SWEEP_FOLDS} folds x {chosen.model.epochs} epochs ({chosen.name} "
                       f"recipe) on {len(table.smiles)} molecules"
+                      + (f" from {_slice_said(len(read.smiles), sliced, data, seed)}" if sliced else "")
                       + ("" if quick else f"; --preset fast --epochs {QUICK_EPOCHS} for a quick look"),
                       markup=False, highlight=False, soft_wrap=True)
     with console.progress() as bar:

@@ -38,7 +38,7 @@ from labloop.core.text import plural
 from labloop.orchestrator.config.campaign import TARGET_OF, Campaign
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.store import PRUNED, Journal, ModelVersion
-from labloop.surrogate.dataset import MoleculeTable, read_table
+from labloop.surrogate.dataset import MoleculeTable, read_table, seeded_rows
 from labloop.surrogate.featurize import InvalidSmiles
 from labloop.surrogate.fingerprint_cache import default_cache_dir
 from labloop.surrogate.presets import Preset, get_preset
@@ -118,8 +118,7 @@ def _read_prior(campaign: Campaign) -> tuple[MoleculeTable, list[InvalidSmiles],
     assert prior is not None
     table = read_table(prior.file, prior.targets, smiles_column=prior.smiles_column)
     sliced = prior.rows is not None and prior.rows < len(table.smiles)
-    rows = (np.sort(np.random.default_rng(campaign.seed).permutation(len(table.smiles))[: prior.rows]) if sliced
-            else np.arange(len(table.smiles)))
+    rows = seeded_rows(len(table.smiles), prior.rows, campaign.seed)
     once, invalid, repeats = molecules_once(table, rows)
     # the file has a value in every target column (read_table); a sparse column may still have none in the slice, or
     # only in rows that are no molecule, and a target with no value trains a model that predicts NaN

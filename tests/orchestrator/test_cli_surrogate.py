@@ -71,6 +71,54 @@ def test_train_writes_a_model_and_reports_holdout(labloop, small_csv, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["targets"] == ["ie_ev"]
 
 
+def test_rows_trains_on_the_campaigns_seeded_slice_and_says_the_files_own_lines(labloop, ocelot, tmp_path):
+    """``--rows N``: a quick model on a large table took a CSV sliced by hand, whose line numbers were not the
+    file's. The slice is a campaign's ``prior.rows`` slice of the seed, said before the training and kept in the
+    manifest; its invalid SMILES and repeats are said by the lines of the file the user gave."""
+    from labloop.surrogate.dataset import seeded_rows
+
+    table = ocelot.head(120)[["smiles", "ie_ev", "ea_ev"]].copy()
+    table.loc[::4, "smiles"] = "not-a-smiles"  # rows 0, 4, 8, ...: lines 2, 6, 10, ...
+    data = tmp_path / "big.csv"
+    table.to_csv(data, index=False)
+    kept = seeded_rows(len(table), 60, 7)
+    bad_lines = [int(r) + 2 for r in kept if r % 4 == 0]
+    assert bad_lines and len(bad_lines) < 30, "seed 7 keeps some invalid rows and not all"
+    proc = labloop("surrogate", "train", data, "-t", "ie_ev", "-o", tmp_path / "m", "--rows", "60", "--seed", "7",
+                   "--folds", "2", "--epochs", "1", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert f"training on the seeded slice of 60 of the 120 rows of {data} (--seed 7)" in proc.stderr
+    said = ", ".join(f"line {line} 'not-a-smiles'" for line in bad_lines[:5])
+    assert f"skipped {len(bad_lines)} invalid SMILES in {data}: {said}" in proc.stderr, proc.stderr
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["training_data"]["slice"] == {"rows": 60, "of": 120, "seed": 7}
+    assert manifest["training_data"]["invalid_smiles"] == len(bad_lines)
+    assert manifest["n_train"] + manifest["n_calibration"] == 60 - len(bad_lines)
+
+    whole = labloop("surrogate", "train", data, "-t", "ie_ev", "-o", tmp_path / "w", "--rows", "500", "--folds", "2",
+                    "--epochs", "1", "--no-cache")  # more rows than the table: the whole table, no slice said
+    assert whole.returncode == 0 and "seeded slice" not in whole.stderr, whole.stderr
+    assert "slice" not in json.loads((tmp_path / "w" / "manifest.json").read_text())["training_data"]
+
+
+def test_a_slice_with_no_value_in_a_target_column_is_refused_before_training(labloop, ocelot, tmp_path):
+    """A sparse column (two values in 200 rows) can have none in a slice: the model would predict NaN for it."""
+    from labloop.surrogate.dataset import seeded_rows
+
+    table = ocelot.head(200)[["smiles", "ie_ev"]].assign(homo=np.nan)
+    table.loc[[10, 150], "homo"] = -5.5
+    data = tmp_path / "sparse.csv"
+    table.to_csv(data, index=False)
+    seed = next(s for s in range(100) if not {10, 150} & set(seeded_rows(200, 20, s).tolist()))
+    for command in (["train", data, "-o", tmp_path / "m"], ["sweep", data, "--radii", "1", "--bits", "256"]):
+        proc = labloop("surrogate", *command, "-t", "ie_ev", "-t", "homo", "--rows", "20", "--seed", str(seed),
+                       "--epochs", "1")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (f"error: --rows 20: the seeded slice of 20 of the 200 rows of {data} (--seed {seed}) "
+                               "has no value in column 'homo': give more rows, or no --rows for the whole table\n")
+    assert not (tmp_path / "m").exists()
+
+
 def test_stereoisomers_whose_values_disagree_are_not_called_a_mix_up():
     """An E and a Z isomer 0.3 eV apart were warned of as "1 repeated molecule ... check those rows for a mix-up"
     (a review): isomers can differ so, and the line says they are isomers, merged because the fingerprint cannot
