@@ -96,20 +96,13 @@ def merged_by_molecule(smiles: Sequence[str], rows: np.ndarray, Y: np.ndarray, *
                                  spread_isomers=len({keys[m] for m in members}) > 1)
 
 
-def merged_table(table: MoleculeTable) -> tuple[MoleculeTable, Repeats]:
-    """``table`` with each molecule once, as :func:`merged_by_molecule` merges them (its first row's SMILES, the
-    mean of its rows' values), rows that are no molecule kept for the featuriser to report: for ``surrogate
-    sweep``, whose cells featurise the table each their own way (a molecule in both of its folds scored a cell
-    on what it had learnt)."""
-    keep, Y, repeats = merged_by_molecule(table.smiles, np.arange(len(table.smiles)), table.Y)
-    return MoleculeTable(table.path, [table.smiles[k] for k in keep], table.targets, Y), repeats
-
-
 def molecules_once(table: MoleculeTable, rows: np.ndarray) -> tuple[MoleculeTable, list[InvalidSmiles], Repeats]:
     """The ``rows`` of ``table`` (0-based, in order) with each molecule once, as :func:`merged_by_molecule` merges
     them, and the rows that are no molecule left out: the table, those rows, and what was merged (its rows the
     table's). For a campaign's prior (orchestrator/learning/models.py), which trained on a molecule's copies as
-    molecules of their own and left the unreadable rows to the featuriser's log (a lab bringing its own table)."""
+    molecules of their own and left the unreadable rows to the featuriser's log (a lab bringing its own table), and
+    ``surrogate sweep``, whose cells featurise the table each their own way (a molecule in both of its folds scored
+    a cell on what it had learnt; its unreadable rows went unsaid and were counted as molecules)."""
     keys = canonical_smiles([table.smiles[r] for r in rows])
     invalid = [InvalidSmiles(int(r), table.smiles[r]) for r, key in zip(rows, keys, strict=True) if not key]
     readable = np.array([bool(key) for key in keys], dtype=bool)

@@ -435,7 +435,7 @@ QUICK_EPOCHS = 20
 def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None, radii: str, bits: str, seed: int,
           rows: int | None, as_json: bool, smiles_column: str) -> None:
     """The thesis's 25-architecture table (radius x bits), 2-fold CV, ranked by validation MAE."""
-    from labloop.surrogate.repeats import merged_table
+    from labloop.surrogate.repeats import molecules_once
     from labloop.surrogate.sweep import run_sweep
 
     chosen = get_preset(preset, epochs=epochs)
@@ -444,7 +444,8 @@ def sweep(data: Path, targets: tuple[str, ...], preset: str, epochs: int | None,
         for b in b_list:
             replace(chosen.fingerprint, radius=r, n_bits=b)
     read, line_of, sliced = _training_table(data, targets, smiles_column, rows, seed)
-    table, repeats = merged_table(read)
+    table, invalid, repeats = molecules_once(read, np.arange(len(read.smiles)))
+    console.report_invalid(invalid, data, line_of=line_of)
     _say_repeats(repeats, data, targets, line_of)
     cells, epochs_per_cell = len(r_list) * len(b_list), SWEEP_FOLDS * chosen.model.epochs
     quick = chosen.name == "fast" and chosen.model.epochs <= QUICK_EPOCHS

@@ -94,6 +94,13 @@ def test_rows_trains_on_the_campaigns_seeded_slice_and_says_the_files_own_lines(
     assert manifest["training_data"]["slice"] == {"rows": 60, "of": 120, "seed": 7}
     assert manifest["training_data"]["invalid_smiles"] == len(bad_lines)
     assert manifest["n_train"] + manifest["n_calibration"] == 60 - len(bad_lines)
+    # the sweep's too; it also counted the rows that are no molecule as molecules, without a word
+    swept = labloop("surrogate", "sweep", data, "-t", "ie_ev", "--rows", "60", "--seed", "7", "--preset", "fast",
+                    "--epochs", "1", "--radii", "1", "--bits", "256", "--json")
+    assert swept.returncode == 0, swept.stderr
+    assert f"skipped {len(bad_lines)} invalid SMILES in {data}: {said}" in swept.stderr, swept.stderr
+    assert (f"on {60 - len(bad_lines)} molecules from the seeded slice of 60 of the 120 rows of {data} (--seed 7)"
+            in swept.stderr)
 
     whole = labloop("surrogate", "train", data, "-t", "ie_ev", "-o", tmp_path / "w", "--rows", "500", "--folds", "2",
                     "--epochs", "1", "--no-cache")  # more rows than the table: the whole table, no slice said

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from labloop.surrogate.dataset import REPEAT_SPREAD, MoleculeTable
-from labloop.surrogate.repeats import Repeats, merged_by_molecule, merged_table
+from labloop.surrogate.repeats import Repeats, merged_by_molecule, molecules_once
 
 
 def test_repeated_molecules_become_one_row_with_their_mean_per_target():
@@ -48,16 +48,20 @@ def test_a_table_without_repeats_is_left_as_it_is():
     assert keep.tolist() == [0, 1] and merged is Y and repeats == Repeats()
 
 
-def test_a_sweeps_table_is_merged_and_keeps_what_is_no_molecule_for_the_featuriser():
-    """``surrogate sweep`` merged nothing: a molecule given twice could sit in both of its folds. The table is
-    merged before its cells featurise it; rows that are no molecule are never merged together (each keeps its
-    place, for the featuriser to report by line)."""
+def test_a_tables_molecules_are_merged_and_what_is_no_molecule_is_left_out_by_its_row():
+    """``surrogate sweep`` merged nothing: a molecule given twice could sit in both of its folds; and it counted the
+    rows that are no molecule as molecules without a word. Each molecule is kept once (the mean of its rows), and the
+    unreadable rows are returned by their row, for the warning that names their lines; repeats by the table's rows,
+    also in a slice of it."""
     table = MoleculeTable(Path("t.csv"), ["CCO", "nope", "OCC", "also nope", "CCN"], ["ie_ev"],
                           np.array([[7.0], [1.0], [8.0], [2.0], [6.0]]))
-    merged, repeats = merged_table(table)
-    assert merged.smiles == ["CCO", "nope", "also nope", "CCN"]
-    np.testing.assert_allclose(merged.Y, [[7.5], [1.0], [2.0], [6.0]])
+    merged, invalid, repeats = molecules_once(table, np.arange(5))
+    assert merged.smiles == ["CCO", "CCN"]
+    np.testing.assert_allclose(merged.Y, [[7.5], [6.0]])
+    assert [(i.row, i.smiles) for i in invalid] == [(1, "nope"), (3, "also nope")]
     assert repeats == Repeats(rows=1, first=2, of=0, disagreeing=1, spread_rows=(0, 2), spread=1.0, spread_target=0)
+    sliced, invalid, repeats = molecules_once(table, np.array([1, 2, 4]))
+    assert sliced.smiles == ["OCC", "CCN"] and [i.row for i in invalid] == [1] and repeats == Repeats()
 
 
 def test_repeats_that_disagree_are_counted_with_the_first_ones_rows_and_spread():
