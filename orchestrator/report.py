@@ -975,8 +975,13 @@ def _scans_of(raw: Callable[[], list[Voltammogram]], record: dict[str, Any] | No
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
+    """A plot's figure and axes, whose title and labels wrap at the figure's edge: a reference electrode named
+    as a lab names it (``Ag/Ag+ (0.01 M AgNO3, MeCN)``) cut the potential axis's label off mid-word (a chemist's
+    trial)."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
+        text.set_wrap(True)
     return fig, ax
 
 
@@ -1360,9 +1365,12 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
                     for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
     past = next((e for e in snap["events"] if e["kind"] == PAST_MEASUREMENTS), None)  # the lab's, before the campaign
+    notes = "" if past is None or not isinstance(past["data"], dict) else "".join(
+        f"<li>{esc(note)}</li>" for note in past["data"].get("notes", []))
+    notes = notes and f"<p>Said of their table when it was read:</p><ul>{notes}</ul>"
     past = "" if past is None else (f"<p>and {esc(past['message'])}: the calibration's and retrained models' "
                                     "measurement counts include them; the counts above, the best table and the "
-                                    "plots are the campaign's own experiments.</p>")
+                                    f"plots are the campaign's own experiments.</p>{notes}")
     unsafe = "".join(f"<li>{esc(e['time'])}: {esc(with_advice(e['message'], e['data']))}</li>"
                      for e in snap["events"] if left_unsafe(e["kind"], e["data"]))
     unsafe = unsafe and f'<h2 style="color:#b00">rig NOT made safe</h2><ul>{unsafe}</ul>'

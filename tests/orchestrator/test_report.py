@@ -870,3 +870,18 @@ def test_the_pages_tables_have_no_name_column_when_the_library_names_none(tmp_pa
     with (tmp_path / "report" / "experiments.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert rows and {r["name"] for r in rows} == {""}
+
+
+def test_a_reference_electrode_named_at_length_keeps_the_potential_axis_inside_the_plot(tmp_path):
+    """``Ag/Ag+ (0.01 M AgNO3, MeCN)``, as a lab names its electrode, cut the axis's label off at "iR not subtrac"
+    (a chemist's trial): the label wraps at the figure's edge, whole, in the saved plot."""
+    from labloop.orchestrator.report import _figure, _potential_axis, _save
+
+    fig, ax = _figure("recent voltammograms", "", "i (uA, anodic +)")
+    ax.set_xlabel(_potential_axis(["Ag/Ag+ (0.01 M AgNO3, MeCN)"]))
+    _save(fig, ax, tmp_path / "voltammograms.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    box = ax.xaxis.label.get_window_extent(FigureCanvasAgg(fig).get_renderer())  # the closed figure's, redrawn
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
+    assert (tmp_path / "voltammograms.png").stat().st_size > 0
