@@ -294,8 +294,11 @@ def read_table(path: str | Path, targets: list[str] | tuple[str, ...] = (),
     bounded: dict[str, dict[int, tuple[float, int]]] = {}
     for j, t in enumerate(targets):
         column = df[names[t]]
-        if not pd.api.types.is_numeric_dtype(column):  # text somewhere in the column: a typeset minus is a minus
+        if not pd.api.types.is_numeric_dtype(column):  # text somewhere in the column: a typeset minus is a minus,
             column = column.map(lambda cell: cell.replace(MINUS_SIGN, "-") if isinstance(cell, str) else cell)
+            # and a cell of spaces is empty (a spreadsheet's export writes them; refused as "' ' is not a number"
+            # where an empty cell was a missing value: a chemist's trial)
+            column = column.mask(column.map(lambda cell: isinstance(cell, str) and not cell.strip()))
         if missing_markers:
             is_marker = column.map(lambda cell: isinstance(cell, str) and cell.strip().casefold() in missing_markers)
             marked[t] = {int(row): str(column.iloc[row]).strip()

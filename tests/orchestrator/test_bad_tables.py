@@ -187,6 +187,15 @@ def test_a_missing_value_marker_is_read_as_an_empty_cell_and_said_once(tmp_path,
         read_table(tmp_path / "own" / "prior.csv", ["ie_ev"], missing_markers=())
 
 
+def test_a_cell_of_spaces_is_an_empty_cell(tmp_path):
+    """A spreadsheet's export writes a cleared cell as spaces: refused as "' ' is not a number" where an empty cell is
+    a missing value (a chemist's trial). Read as the empty cell it is, by every table reader, with no warning."""
+    empty = read_table(_marked(tmp_path / "empty", "", rows=(3, 7)), ["ie_ev", "ea_ev"])
+    spaces = read_table(_marked(tmp_path / "spaces", "  ", rows=(3, 7)), ["ie_ev", "ea_ev"])
+    assert np.isnan(spaces.Y[3, 0]) and np.isnan(spaces.Y[7, 0]) and spaces.sha256() == empty.sha256()
+    assert not spaces.marked.get("ie_ev")
+
+
 def test_surrogate_train_and_a_campaign_prior_read_n_a_as_a_missing_label(tmp_path, labloop, write_campaign,
                                                                            monkeypatch):
     """``surrogate train``, ``validate`` and ``run`` refused it ("line 5, column 'ie_ev': 'n/a' is not a number"),
