@@ -29,6 +29,7 @@ from labloop.orchestrator.config.campaign import load_campaign
 from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, Interrupts, signal_said
 from labloop.orchestrator.potential_table import read_past
+from labloop.planners.feedback import bounds_said
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _write_csv(ranking: Ranking, path: Path) -> None:
 def _header(ranking: Ranking, store: Path | None) -> str:
     """Which model ranked, on what calibration, and what the probability is of; ``store``: the journal ranked from,
     None for a campaign not run yet."""
-    bounds = f" and {ranking.bounds} {plural(ranking.bounds, 'bound')} from failed scans" if ranking.bounds else ""
+    bounds = f" and {bounds_said(ranking.bounds)}" if ranking.bounds else ""
     output = "its measured-potential output" if ranking.head == "measured" else "its prior output"
     left = f"{ranking.excluded} measured, failed or pending left out"
     unreadable = f", {ranking.unreadable} the model cannot read" if ranking.unreadable else ""
