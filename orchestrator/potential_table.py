@@ -62,6 +62,9 @@ OTHER_SCALES = re.compile(r"\bsce\b|ag\+?\s*[/|]\s*ag|\bagcl\b|\bshe\b|\bnhe\b|\
 LITHIUM_SCALE = re.compile(r"\bli\b|\bli\+|\blithium\b", re.IGNORECASE)
 #: a header naming an energy in eV (``ie_ev``, ``EA (eV)``): a DFT column, not a potential in V
 ENERGY_HEADER = re.compile(r"(\b|_)ev\b", re.IGNORECASE)
+#: a header naming millivolts (``E vs Li/Li+ (mV)``, ``e_mv``; not ``mV/s``, a scan rate): 4300 is refused as beyond
+#: any potential, but a 4.3 written under such a header was read as 4.3 V in silence (a chemist's trial)
+MILLIVOLT_HEADER = re.compile(r"(\b|_)mv\b(?!\s*/\s*s)", re.IGNORECASE)
 #: headers naming another quantity of a CV table than a potential, with what they name: a lab's sheet has its scan
 #: rates, peak currents and concentrations beside the potentials, and ``scan rate (V/s)`` given as the column was read
 #: as potentials of 0.05-0.1 V (a chemist's trial: "0 hits", and a repeat "0.05 V vs Fc+/Fc" against "0.1")
@@ -102,8 +105,9 @@ def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_
     crowned a leader (a chemist's trial); a header naming no scale (``e_v``) is taken as vs Li/Li+, as documented,
     unless ``words.scale_required`` (a campaign's past measurements: a table vs Fc+/Fc under ``E1/2 (V)``, taken as
     vs Li/Li+, sent 20 scans 3 V beside their molecules, a chemist's trial). A ``fc`` for a header naming Li/Li+ is
-    refused too (the values would move by 3 V), and so is any header naming eV (``ie_ev``: an energy, not a
-    potential) or another quantity of a CV table (:data:`OTHER_QUANTITIES`: a scan rate, a current, a concentration)."""
+    refused too (the values would move by 3 V), and a ``li`` for one naming Fc+/Fc, and so is any header naming eV
+    (``ie_ev``: an energy, not a potential), mV (:data:`MILLIVOLT_HEADER`) or another quantity of a CV table
+    (:data:`OTHER_QUANTITIES`: a scan rate, a current, a concentration)."""
     if ENERGY_HEADER.search(column):
         raise InvalidInput(f"{path}: column {column!r} names eV, an energy, and labloop takes {words.values} as "
                            f"potentials in V vs Li/Li+ (an energy in eV? name the column of measured potentials)")
@@ -111,6 +115,9 @@ def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_
     if named and not POTENTIAL_HEADER.search(column):
         raise InvalidInput(f"{path}: column {column!r} names {named}, not a potential: labloop takes {words.values} "
                            "as potentials in V (name the column of measured potentials, e.g. 'E1/2 (V vs Fc+/Fc)')")
+    if MILLIVOLT_HEADER.search(column):
+        raise InvalidInput(f"{path}: column {column!r} names mV, and labloop takes {words.values} in V: convert the "
+                           "column to volts (and name it so, e.g. 'E1/2 (V vs Fc+/Fc)')")
     ferrocene, other, lithium = (bool(scale.search(column)) for scale in (FERROCENE_SCALE, OTHER_SCALES,
                                                                           LITHIUM_SCALE))
     if truth_vs is None and words.scale_required and not (ferrocene or other or lithium):
@@ -122,6 +129,10 @@ def truth_offset(path: Path, column: str, truth_vs: str | None, ferrocene_vs_li_
             raise InvalidInput(f"{path}: column {column!r} names Li/Li+, not Fc+/Fc: drop {words.vs_is('fc')} (or give "
                                f"{words.vs_is('li')})")
         return ferrocene_vs_li_v
+    if truth_vs == "li" and ferrocene and not lithium:  # the values would be taken 3 V off (a chemist's trial)
+        raise InvalidInput(f"{path}: column {column!r} names Fc+/Fc, not Li/Li+: give {words.vs_is('fc')} to add the "
+                           f"campaign's cell.ferrocene_vs_li_v ({ferrocene_vs_li_v:g} V) to each value (or rename the "
+                           "column if its values are vs Li/Li+)")
     if truth_vs == "li" or lithium or not (ferrocene or other):
         return 0.0
     if ferrocene:
@@ -153,8 +164,8 @@ class Truth:
 
 
 def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_vs: str | None = None,
-               ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, words: Words = BACKTEST_WORDS, bounds: bool = False
-               ) -> Truth:
+               ferrocene_vs_li_v: float = FERROCENE_VS_LI_V, words: Words = BACKTEST_WORDS, bounds: bool = False,
+               window_v: tuple[float, float] | None = None) -> Truth:
     """The :class:`Truth` of a CSV: its values plus the offset ``truth_vs`` or the column's header says
     (:func:`truth_offset`, judged once the file and the column are known to exist: a missing file or column was
     said as a header naming no scale, a chemist's trial), and notes on the rows not
@@ -170,7 +181,11 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     SMILES: a later spelling gets the first value too; a lab's table mixes the spellings of several sources).
     With ``bounds``, a cell such as ``>5.1`` (no wave up to 5.1 V) bounds its molecule's potential
     (:data:`labloop.surrogate.dataset.BOUND_CELL`; checked against the same range, on the same scale); a molecule
-    another row gives a value keeps the value, and its bounds are left out, said."""
+    another row gives a value keeps the value, and its bounds are left out, said. With ``window_v`` (a campaign's
+    ``cell.electrolyte_window_v``), the values taken that lie outside it are said, first line and value: a potential
+    where the electrolyte itself reacts is the solvent's or on another scale (a chemist's trial: five values vs
+    Li/Li+ under a header vs Fc+/Fc, 7.4-8.4 V, passed in silence and doubled the leave-one-out error); they are
+    kept, since another electrolyte's window may hold them."""
     from labloop.surrogate.featurize import canonical_smiles
 
     offsets: list[float] = []  # the header's scale, judged once read_table has found the file and the column
@@ -255,10 +270,12 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
                if invalid else "")
         raise InvalidInput(f"{path}: no row has a valid SMILES and a number in column {column!r}{why}")
     notes = notes_first
-    if truth_vs == "fc" and OTHER_SCALES.search(column) and not FERROCENE_SCALE.search(column):
+    declared = {"fc": ("Fc+/Fc", FERROCENE_SCALE), "li": ("Li/Li+", LITHIUM_SCALE)}.get(truth_vs or "")
+    if declared and OTHER_SCALES.search(column) and not declared[1].search(column):
         # declared over a header naming, say, Ag/AgCl: taken as declared, said (a lab head's trial: 0.45 V off, silent)
-        notes.append(f"{path}, column {column!r} names another reference scale than the Fc+/Fc {words.vs_is('fc')} "
-                     "declares: its values are taken as vs Fc+/Fc; convert them if they are not")
+        notes.append(f"{path}, column {column!r} names another reference scale than the {declared[0]} "
+                     f"{words.vs_is(str(truth_vs))} declares: its values are taken as vs {declared[0]}; convert them "
+                     "if they are not")
     if invalid:
         notes.append(f"{bad} {plural(bad, 'row')} of {path} {plural(bad, 'is', 'are')} {unscreened} ({first}) and "
                      f"{plural(bad, 'is', 'are')} left out")
@@ -300,6 +317,15 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
                      f"Li/Li+ (first: line {line_of(row)}, {value:g} V{shifted}), where lithium itself deposits, "
                      f"below any couple measured in a lithium electrolyte: {plural(k, 'it is', 'they are')} left "
                      f"out{scale}")
+    outside = [] if window_v is None else [(r, v) for r, v in valued if not window_v[0] <= v <= window_v[1]]
+    if outside:
+        k, (row, value) = len(outside), outside[0]
+        scale = ("values vs Li/Li+ among them, declared vs Fc+/Fc?" if offset_v else
+                 "values vs Fc+/Fc or another reference among them, taken as vs Li/Li+?")
+        notes.append(f"{k} {plural(k, 'value')} of {path}, column {column!r}, {plural(k, 'lies', 'lie')} outside the "
+                     f"campaign's cell.electrolyte_window_v {window_v[0]:g}..{window_v[1]:g} V vs Li/Li+ (first: line "
+                     f"{line_of(row)}, {value:g} V{shifted}), where its electrolyte reacts itself: kept and learnt "
+                     f"from; check {plural(k, 'its', 'their')} reference scale and unit ({scale})")
     if not truth and not only_bounded:
         hint = ("values vs Ag/AgCl or SCE? convert them" if offset_v else "values vs Fc+/Fc, Ag/AgCl or SCE read as "
                 f"vs Li/Li+? declare Fc+/Fc with {words.vs_is('fc')}, convert the others")
@@ -357,9 +383,11 @@ def _mixed_scales(valued: Sequence[tuple[int, float]], ferrocene_vs_li_v: float,
         return None
     unexplained = (f"the higher group lies where values vs Li/Li+ given {words.vs_is('fc')} would" if offset_v else
                    "the lower group lies where values vs Fc+/Fc read as vs Li/Li+ would")
+    # as declared: "since labloop takes them as V vs Li/Li+" read wrong beside a vs: fc (a chemist's trial)
+    taken = (f"V vs Fc+/Fc, as {words.vs_is('fc')} declares" if offset_v else "V vs Li/Li+")
     return (f"its {len(values)} values fall in two groups {gap:.2f} V apart, about cell.ferrocene_vs_li_v "
             f"({ferrocene_vs_li_v:g} V): {said(high)} and {said(low)}, V vs Li/Li+; {unexplained}: check the "
-            f"reference scale of its rows, since labloop takes {words.values} as V vs Li/Li+")
+            f"reference scale of its rows, since labloop takes {words.values} as {taken}")
 
 
 #: where the median of a right table's values lies from what the uncalibrated prior predicts for its molecules (V),
@@ -449,10 +477,13 @@ class Past:
 
     def journalled(self) -> tuple[str, dict[str, Any]]:
         """(message, data) of the journal's ``past_measurements`` event (orchestrator/journal/store.py
-        ``Journal.create``): the summary, the counts ``labloop log`` shows, where they came from, and the
-        measurements and bounds themselves, which the journal keeps so that a resume needs no file."""
+        ``Journal.create``): the summary, the counts ``labloop log`` shows, where they came from, what was said of
+        the table as it was read (``notes``: a PI reading the report of a campaign whose model erred by 0.67 V could
+        not see that ten of its past rows were on another scale, said once on the terminal: a chemist's trial), and
+        the measurements and bounds themselves, which the journal keeps so that a resume needs no file."""
         return self.summary(), {"measurements_n": len(self.measurements), "bounds_n": len(self.bounds),
-                                "in_library": self.in_library, "hits": self.hits, **self.source,
+                                "in_library": self.in_library, "hits": self.hits, "notes": list(self.notes),
+                                **self.source,
                                 "measurements": [list(m) for m in self.measurements],
                                 "bounds": [list(b) for b in self.bounds]}
 
@@ -493,7 +524,8 @@ def read_past(campaign: Campaign, library: Sequence[str], budget: int | None = N
         return None
     try:
         table = read_truth(spec.file, spec.column, spec.smiles_column, truth_vs=spec.vs,
-                           ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v, words=PAST_WORDS, bounds=True)
+                           ferrocene_vs_li_v=campaign.cell.ferrocene_vs_li_v, words=PAST_WORDS, bounds=True,
+                           window_v=campaign.cell.electrolyte_window_v)
     except InvalidInput as exc:
         raise ConfigError(campaign.located("past_measurements", "file"), str(exc)) from None
     in_library = {key: written for written, key in first_spellings(library).items() if key}

@@ -18,7 +18,7 @@ from labloop.core.text import plural, printable
 from labloop.orchestrator import console
 from labloop.orchestrator.backtest import ORACLE_ROWS, Scan, StoppedEarly
 from labloop.orchestrator.cli.preflight import cached_prior, check_prior_cache, prior_kept, prior_notes, prior_view
-from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign
+from labloop.orchestrator.config.campaign import Campaign, Objective, load_campaign, reference_scale
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.orchestrator.journal.view import describe_objective
 from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED, signal_said
@@ -48,16 +48,26 @@ def _finite(value: float) -> float:
     return value
 
 
+def _scale(value: str | None) -> str | None:
+    """``--truth-vs`` as ``li`` or ``fc``, however the couple is written (``Fc+/Fc``: a campaign's
+    ``past_measurements.vs`` reads the same)."""
+    if value is None:
+        return None
+    if (scale := reference_scale(value)) not in ("li", "fc"):
+        raise click.BadParameter(f"{value!r} is neither li (V vs Li/Li+) nor fc (V vs Fc+/Fc)")
+    return scale
+
+
 @click.command(help="Run the campaign's planners against a table of true values (a lab's past measurements or a "
                     "simulated world) and compare what each finds with the same budget.")
 @click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
 @click.option("--truth", "truth_file", required=True, type=click.Path(path_type=Path),
               help="CSV of true values (V vs Li/Li+) with the library's SMILES column.")
 @click.option("--column", required=True, help="The truth file's column of true values.")
-@click.option("--truth-vs", type=click.Choice(["li", "fc"]), default=None,
-              help="The truth column's reference scale: li (V vs Li/Li+, the default for a header naming no scale) or "
-                   "fc (V vs Fc+/Fc, converted with the campaign's cell.ferrocene_vs_li_v). Needed when the header "
-                   "names another scale.")
+@click.option("--truth-vs", default=None, callback=lambda _ctx, _param, value: _scale(value),
+              help="The truth column's reference scale: li or Li/Li+ (V vs Li/Li+, the default for a header naming no "
+                   "scale), or fc or Fc+/Fc (V vs Fc+/Fc, converted with the campaign's cell.ferrocene_vs_li_v). "
+                   "Needed when the header names another scale.")
 @click.option("--planners", default="bayes,greedy,random", show_default=True, help="Comma-separated planner kinds.")
 @click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=5, show_default=True)
 @click.option("--budget", type=click.IntRange(min=1), default=None,

@@ -256,9 +256,18 @@ class Prior(BaseModel):
         return self
 
 
-def _lower(value: Any) -> Any:
-    """``Fc``, ``FC``, ``Li`` as ``fc``, ``li``: a scale's name is written either way."""
-    return value.strip().lower() if isinstance(value, str) else value
+#: how a reference scale is written, without case or spaces, by the name labloop keeps (``li``, ``fc``): a chemist
+#: writes the couple (``Fc+/Fc``, labloop's own spelling everywhere, was refused as "'fc+/fc' is not one of li, fc")
+SCALE_SPELLINGS = {"li": "li", "li/li+": "li", "li+/li": "li", "lithium": "li",
+                   "fc": "fc", "fc+/fc": "fc", "fc/fc+": "fc", "ferrocene": "fc"}
+
+
+def reference_scale(value: Any) -> Any:
+    """``Fc``, ``Fc+/Fc``, ``Li/Li+`` as ``fc``, ``li``; anything else as written, for the message that refuses
+    it (``past_measurements.vs``, ``backtest --truth-vs``)."""
+    if not isinstance(value, str):
+        return value
+    return SCALE_SPELLINGS.get("".join(value.split()).lower(), value.strip())
 
 
 class PastMeasurements(BaseModel):
@@ -278,8 +287,9 @@ class PastMeasurements(BaseModel):
     file: FilePath
     column: str = Field(min_length=1, description="the column of potentials (V) of the objective's quantity")
     smiles_column: str = "smiles"
-    vs: Annotated[Literal["li", "fc"] | None, BeforeValidator(_lower)] = Field(
-        None, description="li: V vs Li/Li+; fc: V vs Fc+/Fc (needed unless the column's header names the scale)")
+    vs: Annotated[Literal["li", "fc"] | None, BeforeValidator(reference_scale)] = Field(
+        None, description="li (or Li/Li+): V vs Li/Li+; fc (or Fc+/Fc): V vs Fc+/Fc (needed unless the column's "
+                          "header names the scale)")
 
 
 class Surrogate(BaseModel):

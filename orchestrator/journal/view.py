@@ -438,8 +438,11 @@ def render(snap: dict[str, Any], last: int = 20, events: int = 10) -> Group:
     # newest of each kind, which stands in for those before it (a dilution said again as it changed, each run's)
     standing = {e["data"].get("warning"): e for e in warnings if e["experiment_id"] not in shown and _stands(e)}
     warned = [e for e in warnings if e["experiment_id"] in shown or e in standing.values()]
+    past = next((e["data"] for e in snap["events"] if e["kind"] == PAST_MEASUREMENTS and isinstance(e["data"], dict)),
+                {})
     return Group(
         _header(snap),
+        *((_past_notes_table(past["notes"]),) if past.get("notes") else ()),
         table,
         *((_waiting_table(waiting),) if waiting else ()),
         _measurements_table([e for e in experiments if e["potential_v"] is not None or e["flags"]], edges),
@@ -744,6 +747,17 @@ def _warnings_table(rows: list[dict[str, Any]], hidden: int, experiments: int) -
         table.caption = (f"{hidden} more {plural(hidden, 'warning')} about experiments not shown: --last "
                          f"{experiments} shows all")
         table.caption_justify = "left"
+    return table
+
+
+def _past_notes_table(notes: list[str]) -> Table:
+    """What was said of the campaign's past measurements as their table was read (a scale mix-up, values outside the
+    electrolyte's window, repeats that disagree): said once on the terminal when the journal was created, and the
+    reason a model learnt from them errs, which nothing else in the log would show (a chemist's trial)."""
+    table = Table(title="said of the past measurements when they were read", title_justify="left")
+    table.add_column("note", overflow="fold")
+    for note in notes:
+        table.add_row(_text(note))
     return table
 
 

@@ -128,6 +128,13 @@ def test_a_library_molecule_spelled_another_way_is_matched_and_fc_values_are_mov
     # the couple written the other way round (IUPAC's is Fc+/Fc, which labloop writes) is the same scale
     ("E1/2 (V vs Fc/Fc+)", "4.1", {}, "names the Fc+/Fc scale, and labloop takes past measurements as V vs Li/Li+: "
                                       "give past_measurements.vs: fc"),
+    # declared vs Li/Li+ over a header naming Fc+/Fc: refused as the reverse is (a chemist's trial: 0 words, 3 V off)
+    ("E1/2 (V vs Fc+/Fc)", "1.1", {"vs": "li"}, "column 'E1/2 (V vs Fc+/Fc)' names Fc+/Fc, not Li/Li+: give "
+                                                "past_measurements.vs: fc"),
+    # millivolts: a 4.3 under such a header was read as 4.3 V (4300 is refused as beyond any potential)
+    ("E vs Li/Li+ (mV)", "4.3", {"vs": "li"}, "column 'E vs Li/Li+ (mV)' names mV, and labloop takes past "
+                                              "measurements in V: convert the column to volts"),
+    ("e_mv", "4300", {"vs": "li"}, "column 'e_mv' names mV"),
     ("e_v", "4.1", {"column": "e_ox", "vs": "li"}, "past_measurements.column e_ox: no such column"),
     ("e_v", "45", {"vs": "li"}, "line 2, column 'e_v': 45 lies beyond -3..10 V vs Li/Li+"),
     ("e_v", "n/a", {"vs": "li"}, "column 'e_v' has no value in any of its 1 row"),
@@ -492,3 +499,71 @@ def test_a_backtest_whose_truth_is_its_past_measurements_says_to_split_the_table
                              f"{tmp_path / 'past.csv'} to choose from: nothing is left to propose: give the backtest "
                              "a truth table of other molecules than the past measurements (split the lab's table in "
                              "two)"), lines[0]
+
+
+def test_a_scale_written_as_its_couple_is_that_scale(tmp_path, labloop, write_campaign):
+    """``vs: Fc+/Fc``, the spelling labloop writes everywhere, was refused as "'fc+/fc' is not one of li, fc" (a
+    chemist's trial); the couple either way round, in any case and spacing, is the scale, for a campaign's
+    past measurements and a backtest's ``--truth-vs``; anything else is refused as written."""
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    _past_table(tmp_path)
+    for written, scale in (("Fc+/Fc", "fc"), ("fc/FC+", "fc"), ("Li / Li+", "li"), ("Li+/Li", "li"), ("LI", "li")):
+        campaign = load_campaign(write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v",
+                                                                              "vs": written}))
+        assert campaign.past_measurements is not None and campaign.past_measurements.vs == scale, written
+    refused = labloop("validate", write_campaign(tmp_path, past_measurements={"file": "past.csv", "column": "e_v",
+                                                                              "vs": "Ag/AgCl"}))
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "past_measurements.vs" in refused.stderr and "'Ag/AgCl'" in refused.stderr, refused.stderr
+    campaign = write_campaign(tmp_path)
+    accepted = labloop("backtest", campaign, "--truth", tmp_path / "nowhere.csv", "--column", "e_v", "--truth-vs",
+                       "Fc+/Fc", "--planners", "random")  # the option is taken: the missing table is what is said
+    assert accepted.returncode == 2 and "nowhere.csv: no such file" in accepted.stderr, accepted.stderr
+    wrong = labloop("backtest", campaign, "--truth", tmp_path / "past.csv", "--column", "e_v", "--truth-vs", "SCE",
+                    "--planners", "random")
+    assert wrong.returncode == 2, wrong.stderr
+    assert "--truth-vs" in wrong.stderr and "'SCE' is neither li (V vs Li/Li+) nor fc (V vs Fc+/Fc)" in wrong.stderr
+
+
+def test_what_is_said_of_a_past_table_is_journalled_and_shown_by_log_and_the_report(tmp_path, labloop,
+                                                                                   write_campaign):
+    """A table vs Fc+/Fc with a few rows vs Li/Li+ among them (7-8 V once moved, beyond any electrolyte): said once
+    on the terminal when the journal was created and nowhere after, so a PI reading the report of a model that
+    erred by 0.67 V could not see why (a chemist's trial). The values outside the campaign's electrolyte window are
+    said with their first line; the two groups are said as declared (vs Fc+/Fc, not "as V vs Li/Li+"); both are in
+    the journal, ``log`` and the report."""
+    library = pd.read_csv(EXAMPLES / "library.csv")
+    rows = [f"{s},{ie - 1.9 - 3.2:.3f}" for s, ie in zip(library["smiles"][:40], library["ie_ev"][:40], strict=True)]
+    for i in range(34, 40):  # the last six rows: vs Li/Li+, typed into the column vs Fc+/Fc
+        smiles, ie = library["smiles"][i], library["ie_ev"][i]
+        rows[i] = f"{smiles},{ie - 1.9:.3f}"
+    (tmp_path / "past.csv").write_text("smiles,E1/2 (V vs Fc+/Fc)\n" + "\n".join(rows) + "\n")
+    campaign = write_campaign(tmp_path, budget={"max_experiments": 1},
+                              past_measurements={"file": "past.csv", "column": "E1/2 (V vs Fc+/Fc)", "vs": "fc"})
+    window = [line for line in labloop("validate", campaign, "--dry-run").stderr.splitlines()
+              if "electrolyte_window_v" in line]
+    assert len(window) == 1, window
+    low, high = 0.8, 5.5  # the default cell.electrolyte_window_v
+    moved = [round(ie - 1.9 + (3.2 if i >= 34 else 0.0), 3) for i, ie in enumerate(library["ie_ev"][:40])]
+    outside = [i for i, v in enumerate(moved) if not low <= v <= high]
+    assert outside and set(range(34, 40)) <= set(outside)
+    assert (f"{len(outside)} values of {tmp_path / 'past.csv'}, column 'E1/2 (V vs Fc+/Fc)', lie outside the "
+            f"campaign's cell.electrolyte_window_v 0.8..5.5 V vs Li/Li+ (first: line {outside[0] + 2}, ") in window[0]
+    assert window[0].endswith("check their reference scale and unit (values vs Li/Li+ among them, declared vs "
+                              "Fc+/Fc?)")
+    run = labloop("run", campaign, "--dry-run")
+    assert run.returncode == 0, run.stderr
+    groups = next(line for line in run.stderr.splitlines() if "fall in two groups" in line)
+    assert groups.endswith("since labloop takes past measurements as V vs Fc+/Fc, as past_measurements.vs: fc "
+                           "declares"), groups
+    with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
+        notes = next(e for e in journal.events() if e.kind == "past_measurements").data["notes"]
+    assert any("electrolyte_window_v" in n for n in notes) and any("fall in two groups" in n for n in notes)
+    shown = " ".join(labloop("log", tmp_path / "tiny.db").stdout.replace("│", " ").split())  # the table's words
+    assert "said of the past measurements when they were read" in shown
+    said = "lie outside the campaign's cell.electrolyte_window_v 0.8..5.5 V vs Li/Li+"
+    assert f"{len(outside)} values of" in shown and said in shown, shown  # (the table folds the file's path)
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Said of their table when it was read:" in page and "lie outside the campaign&#x27;s" in page
