@@ -72,7 +72,13 @@ from labloop.instruments.methodscript import (
     parse_package,
 )
 from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry
-from labloop.instruments.voltammogram import RANGE_SLIP_FACTOR, UNNAMED_REFERENCE, CVParams, Voltammogram
+from labloop.instruments.voltammogram import (
+    RANGE_SLIP_FACTOR,
+    UNNAMED_REFERENCE,
+    CVParams,
+    Voltammogram,
+    reference_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +128,7 @@ def option_problem(name: str, value: object) -> str | None:
     if name == "on_overload":
         return None if value in ON_OVERLOAD else f"must be one of {', '.join(ON_OVERLOAD)}, got {value!r}"
     if name == "reference":
-        return None if isinstance(value, str) and value.strip() else (
-            f"must name the reference electrode (e.g. 'Ag/Ag+'), got {value!r}")
+        return reference_problem(value)
     return None
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from labloop.core.entry_points import group_entry_points
 from labloop.core.errors import ConfigError, said
+from labloop.instruments.voltammogram import reference_problem
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ class DriverDescriptor:
 
     def option_refusal(self, name: str, value: object) -> str | None:
         """Why this driver cannot be given option ``name`` with ``value`` (one phrase), or None: a name it does not
-        take (:meth:`option_names`; what labloop passes itself, :data:`LABLOOP_PASSES`, is never an option) or a
+        take (:meth:`option_names`; what labloop passes itself, :data:`LABLOOP_PASSES`, is never an option), a
+        potentiostat's ``reference`` that names no electrode (:func:`reference_problem`, whatever the driver) or a
         value its ``option_problem`` refuses. A campaign's validation (orchestrator/config/campaign.py) and ``labloop
         drivers check --option`` (orchestrator/cli/instruments.py) both ask it, so an option is judged alike."""
         if name in LABLOOP_PASSES:
@@ -154,6 +156,12 @@ class DriverDescriptor:
         known = self.option_names()
         if known is not None and name not in known:
             return f"not an option of driver {self.name!r} (its options: {', '.join(known) or 'none'})"
+        # labloop labels every measurement with a potentiostat's reference, whatever the driver: a plug-in's
+        # ``reference: 5`` passed validate and failed every experiment of the run, a sample dispensed for each (a
+        # plug-in author's trial)
+        if (self.kind is DriverKind.POTENTIOSTAT and name == "reference"
+                and (problem := reference_problem(value)) is not None):
+            return problem
         if self.option_problem is None:
             return None
         try:

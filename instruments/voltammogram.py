@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 UNNAMED_REFERENCE = "the reference electrode (unnamed)"
 
 
+def reference_problem(value: object) -> str | None:
+    """Why ``value`` cannot name a reference electrode (a potentiostat's ``reference`` option, a voltammogram's
+    label), or None: any non-empty text. The one rule for both, so that a campaign's option is refused in the words
+    a scan labelled with it would be."""
+    if isinstance(value, str) and value.strip():
+        return None
+    return f"must name the reference electrode (e.g. 'Ag/Ag+'), got {value!r}"
+
+
 def require_finite(name: str, value: float) -> None:
     """Raise ``InvalidParameter`` unless ``value`` is a finite real number."""
     if not finite_number(value):
@@ -199,8 +208,8 @@ class Voltammogram:
             raise InvalidParameter(f"potential_v: needs at least 2 points, got {n}")
         if np.any(np.diff(self.time_s) < 0):
             raise InvalidParameter("time_s: must not decrease")
-        if not isinstance(self.reference, str) or not self.reference.strip():
-            raise InvalidParameter(f"reference: must name the reference electrode, got {self.reference!r}")
+        if (problem := reference_problem(self.reference)) is not None:
+            raise InvalidParameter(f"reference: {problem}")
         mask = np.zeros(n, dtype=bool) if self.overload is None else np.array(self.overload, dtype=bool)
         if mask.shape != (n,):
             raise InvalidParameter(f"overload: must be a boolean mask of {n} points, got shape {mask.shape}")

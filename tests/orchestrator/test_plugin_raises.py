@@ -491,6 +491,46 @@ def test_a_driver_ignoring_the_reference_option_is_warned_of_once(odd_campaign, 
     assert warned == [(said[0].removeprefix("warning: "), first)]  # journalled with the experiment it came in
 
 
+#: a plug-in potentiostat (an EmStat on its emulator) that takes a ``reference`` option and labels its scans with it,
+#: judging it no more than the Rodeostat example does
+TRUSTING_STAT = """
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+    from labloop.instruments.voltammogram import UNNAMED_REFERENCE
+
+    class TrustingStat(EmStatPotentiostat):
+        def __init__(self, transport, *, reference=UNNAMED_REFERENCE, **options):
+            super().__init__(transport, **options)
+            self.reference = reference
+
+    TRUSTING_STAT = DriverDescriptor(name="trusting-stat", kind="potentiostat", open=TrustingStat.open,
+                                     default_baudrate=230400, options=("reference",))
+    """
+
+
+@pytest.mark.parametrize("reference", [5, "", ["Ag", "Cl"]])
+def test_a_reference_naming_no_electrode_is_refused_whatever_the_potentiostats_driver(tmp_path, labloop,
+                                                                                      write_campaign, install_plugin,
+                                                                                      reference):
+    """A plug-in potentiostat's ``reference: 5`` passed ``validate`` and ``validate --dry-run``, then failed every
+    experiment of the run as the driver's wrong return, a sample dispensed for each (a plug-in author's trial):
+    labloop labels every measurement with it, so it judges it for every potentiostat, as the built-in ``emstat``
+    did its own. validate (with and without --dry-run) and run refuse it in one line at its place, exit 2, before
+    anything opens."""
+    install_plugin("trusting_stat", TRUSTING_STAT, {"trusting-stat": "TRUSTING_STAT"},
+                   "labloop.sim.builtin_emulators:emstat_emulator")
+    rig = {**RIG, "potentiostat": {**RIG["potentiostat"], "driver": "trusting-stat",
+                                   "options": {"reference": reference}}}
+    campaign = write_campaign(tmp_path, instruments=rig, budget={"max_experiments": 2})
+    for command in (["validate", "--dry-run"], ["run", "--dry-run"], ["validate"], ["run"]):
+        result = labloop(command[0], campaign, *command[1:])
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (command, result.stderr)
+        assert re.search(r"tiny\.yaml:\d+: instruments\.potentiostat\.options\.reference: must name the reference "
+                         rf"electrode \(e\.g\. 'Ag/Ag\+'\), got {re.escape(repr(reference))}$",
+                         result.stderr.strip()), (command, result.stderr)
+    assert not (tmp_path / "tiny.db").exists()
+
+
 #: a plug-in potentiostat (an EmStat on its emulator) whose scan says the cell went 0.6 V past 1.9 V (a driver that
 #: applied another potential than asked: nothing real in the emulator does, so the driver writes it)
 OVERSHOOT_STAT = altered_stat("OVER_STAT", "over-stat", "potential_v=np.where(scan.potential_v > 1.9, "

@@ -60,7 +60,8 @@ def option_problem(name: str, value: object) -> str | None:
     """Why ``value`` cannot be the option ``name`` of this driver (``on_overload``), or None: the one check of it,
     made by :class:`RodeostatPotentiostat` when it opens and by labloop when it reads a campaign (the descriptor's
     ``option_problem``), so plain ``labloop validate``, which opens no port, refuses what ``open`` would. The link's
-    own options (``timeout_s``, ``retries``, ``settle_s``, ``baudrate``, ``capture``) labloop checks itself."""
+    own options (``timeout_s``, ``retries``, ``settle_s``, ``baudrate``, ``capture``) and, as for every
+    potentiostat, ``reference`` labloop checks itself."""
     if name == "on_overload" and value not in ("raise", "mark"):
         return f"must be 'raise' or 'mark', got {value!r}"
     return None
