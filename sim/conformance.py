@@ -24,7 +24,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -157,7 +157,8 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
     Without ``port`` the driver's emulator (``emulator``, else the one registered under the driver's name)
     is started (zero latency, a cell holding 1 mM of a fast couple) and the driver opened on it; with
     ``port`` the driver talks to whatever is there, in real time. ``options`` go to the driver's ``open``,
-    ``emulator_options`` to its emulator factory. A ``port`` that cannot be a serial port (an ``http://``
+    ``emulator_options`` to its emulator factory; a pump or potentiostat is given its own copy of ``limits`` (the
+    kit holds it to ``limits`` as given). A ``port`` that cannot be a serial port (an ``http://``
     URL, a file) for a serial driver (one with a ``default_baudrate``), or that cannot be opened, is a
     ConfigError naming it (the port is wrong, not the driver).
     """
@@ -170,7 +171,10 @@ def check_driver(driver: str | DriverDescriptor, port: str | None = None, *,
     cell = None
     open_options: dict[str, Any] = {}
     if descriptor.kind in (DriverKind.PUMP, DriverKind.POTENTIOSTAT):
-        open_options.update(limits=limits, time_scale=1.0)
+        # the driver's own copy (its fields are immutable, so a shallow one): a driver that rewrote the limits it
+        # was given in place changed KIT_LIMITS for every later check in the process, and the limits this check
+        # holds it to (a plug-in driver author's trial)
+        open_options.update(limits=replace(limits), time_scale=1.0)
     if port is None:
         context = EmulatorContext.standalone(DEFAULT_COUPLE, time_scale=TimeScale.zero_latency())
         emulation = start_emulator(descriptor.name, context, {"holds": "sample", **(emulator_options or {})},

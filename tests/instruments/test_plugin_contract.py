@@ -6,11 +6,13 @@ its options", naming an option nobody wrote)."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
+from labloop.instruments.contracts import SafetyLimits
 from labloop.instruments.registry import load_driver
 from labloop.sim.conformance import check_driver
 
@@ -432,3 +434,44 @@ def test_an_emulator_factory_that_fails_is_not_said_to_be_the_driver_refusing_it
     assert _dry_run_refusal(labloop, write_campaign, tmp_path, "fussy-pump") == (
         "the emulator of driver 'fussy-pump': its factory (broken_factory:broken_emulator) failed: RuntimeError: no "
         "cell to fill (a bug in the plug-in's emulator)")
+
+
+#: two plug-in pumps on the NE-1000 driver: one that rewrites the limits it is given in place (its syringe's content
+#: at once, where the campaign allows less), one that keeps every limits it is given in ``SEEN``
+REWRITING = """
+    from labloop.instruments.ne1000 import NE1000Pump
+    from labloop.instruments.registry import DriverDescriptor
+
+    SEEN = []
+
+    def open_rewriting(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        object.__setattr__(limits, "max_dispense_ml", limits.syringe_ml)
+        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                               poll_s=0.0)
+
+    def open_seeing(port, *, limits, time_scale=1.0, address=0, diameter_mm=None):
+        SEEN.append(limits)
+        return NE1000Pump.open(port, address, limits=limits, time_scale=time_scale, diameter_mm=diameter_mm,
+                               poll_s=0.0)
+
+    REWRITING = DriverDescriptor(name="rewriting-pump", kind="pump", open=open_rewriting, default_baudrate=19200,
+                                 options=("address", "diameter_mm"))
+    SEEING = DriverDescriptor(name="seeing-pump", kind="pump", open=open_seeing, default_baudrate=19200,
+                              options=("address", "diameter_mm"))
+    """
+
+
+def test_a_driver_rewriting_its_limits_changes_them_for_no_later_check(install_plugin) -> None:
+    """The kit gave every driver one module-level SafetyLimits: a driver that rewrote the limits it was given
+    changed them for every later check in the process (a pytest session checking several plug-ins), and for its own
+    check, which then asked it only what its rewritten limits refused (a plug-in driver author's trial). Each driver
+    gets its own copy: the rewriting pump fails the 1 mL dispense the kit's 0.5 mL limit forbids, and the next
+    driver checked is given the kit's limits."""
+    install_plugin("rewriting_pump", REWRITING, {"rewriting-pump": "REWRITING", "seeing-pump": "SEEING"})
+    rewriting = check_driver(load_driver("rewriting-pump").descriptor)
+    [refusals] = [c for c in rewriting.checks if c.name == "refuses unsafe input, sends nothing"]
+    assert not refusals.passed and "dispense(1 mL), over the 0.5 mL limit" in refusals.detail, refusals.detail
+    assert check_driver(load_driver("seeing-pump").descriptor).passed
+    seen = importlib.import_module("rewriting_pump").SEEN
+    assert seen and all(limits == SafetyLimits(max_dispense_ml=0.5, syringe_ml=10.0, potential_window_v=(-1.0, 1.0))
+                        for limits in seen), seen
