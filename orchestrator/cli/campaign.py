@@ -30,7 +30,9 @@ from labloop.protocols.steps import compact
 
 @click.command(help="Check a campaign file as `run` would before its first byte (every section, file, choice, "
                     "driver option, serial port and safety limit), without touching instruments or creating "
-                    "anything. --dry-run: as `run --dry-run` would (emulators: no ports needed).")
+                    "anything. Without --dry-run it opens no driver, so what only an opened driver tells (an open "
+                    "that fails, the device's range, its health check) is found only by `run`. --dry-run: as "
+                    "`run --dry-run` would, each driver opened on its emulator (no ports needed).")
 @click.argument("campaign_file", metavar="CAMPAIGN.yaml", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check for a dry run: ports need not exist, simulated drivers are ok.")
 @click.option("--store", type=click.Path(path_type=Path),

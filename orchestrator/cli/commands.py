@@ -29,7 +29,7 @@ _CLI = "labloop.orchestrator.cli"
 
 COMMANDS: dict[str, Entry] = {
     "init": Entry(f"{_CLI}.init", "init", "Write the example campaigns into a folder, to run and edit."),
-    "validate": Entry(f"{_CLI}.campaign", "validate", "Check a campaign file as `run` would, writing nothing."),
+    "validate": Entry(f"{_CLI}.campaign", "validate", "Check a campaign file for `run`, writing nothing."),
     "run": Entry(f"{_CLI}.run", "run", "Run a campaign: propose, measure, learn, until its budget."),
     "resume": Entry(f"{_CLI}.run", "resume", "Continue a stopped campaign from its journal."),
     "log": Entry(f"{_CLI}.journal", "log_command", "Show a campaign's journal (--follow while it runs)."),
