@@ -38,6 +38,7 @@ from labloop.core.errors import (
     said,
 )
 from labloop.core.seeds import stable_seed
+from labloop.core.slow_calls import said_if_slow
 from labloop.core.text import plural, traceback_hint
 from labloop.instruments.contracts import contract_problem
 from labloop.instruments.cv_analysis import peak_room_v
@@ -47,7 +48,7 @@ from labloop.instruments.transport import open_failure_reason, opening, port_pro
 from labloop.orchestrator.config.campaign import Campaign, Instrument
 from labloop.orchestrator.config.campaign import World as WorldSpec
 from labloop.orchestrator.config.yaml_source import display_name
-from labloop.orchestrator.loop.rig import Ask, Rig, said_if_slow
+from labloop.orchestrator.loop.rig import Ask, Rig
 from labloop.orchestrator.loop.runner import sample_ids
 from labloop.planners import make_planner
 from labloop.protocols.executor import ProtocolExecutor
@@ -788,7 +789,7 @@ def _open(descriptor: DriverDescriptor, name: str, where: str, port: str, option
         raise ConfigError(where, unpassable)
     try:
         # a transport the driver opens names the instrument in its errors, beside the port
-        with opening(name), said_if_slow(f"instruments.{name}: the open() of driver {driver!r} on {port}"):
+        with opening(name), said_if_slow(f"instruments.{name}: the open() of driver {driver!r} on {port}", log):
             return descriptor.open(port, **options)
     except Disconnected as exc:
         raise ConfigError(where, f"cannot open port {port}: {open_failure_reason(exc)}") from None

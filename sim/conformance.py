@@ -36,6 +36,7 @@ from labloop.core.errors import (
     LabloopError,
     SafetyLimitExceeded,
 )
+from labloop.core.slow_calls import said_if_slow
 from labloop.core.text import plural
 from labloop.instruments.contracts import (
     ImpedanceMeter,
@@ -261,7 +262,8 @@ class _Kit:
     def _step(self, name: str, call: Callable[[], str | None]) -> bool:
         start = time.monotonic()
         try:
-            detail, passed = call() or "", True
+            with said_if_slow(f"{self.descriptor.name}: its check '{name}'", log):  # a hung driver printed nothing
+                detail, passed = call() or "", True
         except _Failed as exc:
             detail, passed = str(exc), False
         except Disconnected as exc:

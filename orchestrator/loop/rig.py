@@ -16,14 +16,15 @@ import numbers
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Collection, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
 from labloop.core.asking import Ask, ask_person
 from labloop.core.errors import ConfigError, WrongReturn, said, shown
+from labloop.core.slow_calls import said_if_slow
 from labloop.instruments.contracts import Potentiostat, Pump, PumpState, PumpStatus, optional_member, returned
 
 log = logging.getLogger(__name__)
@@ -39,26 +40,6 @@ FOUND_RUNNING = ("{doing} when opened, left so by a run that stopped without sto
                  "lost power?): labloop stopped it now, but what it pumped until then is in the cell, uncounted, even "
                  "if the cell was emptied before this start: empty the cell now, then start again (a journal's "
                  "campaign: `labloop resume STORE --cell-emptied`)")
-#: how long a driver's open() or a health check's call may take before the console says labloop waits on it
-SLOW_CALL_S = 30.0
-
-
-@contextmanager
-def said_if_slow(what: str) -> Iterator[None]:
-    """One warning line if the block (a driver call nothing can end) has not returned after :data:`SLOW_CALL_S`.
-    Why: a plug-in's ``open()`` or ``status()`` that hung before the journal existed left the console silent until
-    Ctrl-C, and nothing said which instrument labloop waited on (during experiments, stalls.py says it)."""
-    after = SLOW_CALL_S
-    timer = threading.Timer(after, log.warning, ("%s has not returned after %g s; labloop waits for it (Ctrl-C "
-                                                 "stops)", what, after))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
 def _within(action: Callable[[], object], deadline_s: float) -> tuple[str | None, threading.Thread]:
     """Run ``action`` on a daemon thread: (None if it returned in time, else what went wrong; the thread)."""
     outcome: list[str | None] = []
@@ -217,11 +198,11 @@ class Rig:
         for name, driver in self.instruments.items():
             try:
                 if isinstance(driver, Pump):
-                    with said_if_slow(f"instruments.{name}: its health check (status())"):
+                    with said_if_slow(f"instruments.{name}: its health check (status())", log):
                         status = returned(driver.status(), PumpStatus, where=name, call="status")
                     report[name] = f"ok: {_plausible(status, name).state}"
                 elif callable(identify := getattr(driver, "identify", None)):
-                    with said_if_slow(f"instruments.{name}: its health check (identify())"):
+                    with said_if_slow(f"instruments.{name}: its health check (identify())", log):
                         report[name] = f"ok: {identify()}"
                 else:
                     report[name] = "ok"

@@ -122,11 +122,11 @@ SLOW = """
 def test_an_open_or_health_check_that_does_not_return_is_said(tmp_path, write_campaign, install_plugin, caplog,
                                                               monkeypatch) -> None:
     """A plug-in's open() or status() that hung before the journal existed left the console silent until Ctrl-C,
-    with nothing to say which instrument labloop waited on: past orchestrator/loop/rig.py's SLOW_CALL_S each is one
+    with nothing to say which instrument labloop waited on: past core/slow_calls.py's SLOW_CALL_S each is one
     warning naming the instrument and the call (here 0.3 s against a driver taking 1 s), and the quick ones nothing."""
-    from labloop.orchestrator.loop import rig as rig_module
+    from labloop.core import slow_calls
 
-    monkeypatch.setattr(rig_module, "SLOW_CALL_S", 0.3)
+    monkeypatch.setattr(slow_calls, "SLOW_CALL_S", 0.3)
     install_plugin("slow_pump", SLOW, {"slow-pump": "SLOW"})
     instruments = {"sampler": {"driver": "sim-sampler"},
                    "analyte_pump": {"driver": "slow-pump", "options": {"address": 0, "diameter_mm": 4.61}},
@@ -142,6 +142,21 @@ def test_an_open_or_health_check_that_does_not_return_is_said(tmp_path, write_ca
     opened = r"instruments\.analyte_pump: the open\(\) of driver 'slow-pump' on /dev/pts/\d+ "
     assert re.fullmatch(opened + re.escape(waits), said[0]), said
     assert said[1] == f"instruments.analyte_pump: its health check (status()) {waits}"
+
+
+def test_a_driver_check_that_does_not_return_is_said_by_the_kit(install_plugin, caplog, monkeypatch) -> None:
+    """``labloop drivers check`` of a driver hung in a check printed nothing until Ctrl-C (the kit's lines stop, a
+    plug-in author's trial), where a run says which call it waits on: the kit says it too, naming the check."""
+    from labloop.core import slow_calls
+    from labloop.sim.conformance import check_driver
+
+    monkeypatch.setattr(slow_calls, "SLOW_CALL_S", 0.3)
+    install_plugin("slow_pump", SLOW, {"slow-pump": "SLOW"})
+    with caplog.at_level(logging.WARNING):
+        report = check_driver("slow-pump", options={"address": 0, "diameter_mm": 4.61})
+    assert report.passed, report.checks  # slow, not wrong
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "slow-pump: its check 'open' has not returned after 0.3 s; labloop waits for it (Ctrl-C stops)" in said
 
 
 def test_a_pump_still_pumping_when_the_run_opens_it_refuses_the_start(tmp_path, write_campaign):
