@@ -342,6 +342,9 @@ def contract_problem(driver: object, kind: str, name: str) -> str | None:
     contract = CONTRACTS.get(kind)
     if contract is None or isinstance(driver, contract):
         return None
+    if driver is None:  # "its NoneType lacks run_cv, abort, close" (a plug-in author's trial): an open() without return
+        return (f"driver {name!r} is registered as a {kind}, but its open() returned None, not the opened "
+                f"{kind} (docs/drivers.md: the contracts)")
     return (f"driver {name!r} is registered as a {kind}, but its {type(driver).__name__} lacks "
             f"{', '.join(missing_members(driver, contract))} (docs/drivers.md: the contracts)")
 

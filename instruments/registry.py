@@ -165,9 +165,15 @@ class DriverDescriptor:
         if self.option_problem is None:
             return None
         try:
-            return self.option_problem(name, value)
+            problem = self.option_problem(name, value)
         except Exception as exc:  # a plug-in's hook: its failure is the option's, said in one line, not labloop's bug
             return f"driver {self.name!r} could not judge this option: its option_problem raised {said(exc)}"
+        if problem is None or (isinstance(problem, str) and problem):
+            return problem
+        # a hook answering False for "fine" refused a good option as "options.reference: False" (a plug-in author's
+        # trial): what it returned is said as the hook's fault
+        return (f"driver {self.name!r} could not judge this option: its option_problem returned {problem!r}, neither "
+                "a reason (text) nor None")
 
 
 @dataclass(frozen=True)

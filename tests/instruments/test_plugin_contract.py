@@ -475,3 +475,13 @@ def test_a_driver_rewriting_its_limits_changes_them_for_no_later_check(install_p
     seen = importlib.import_module("rewriting_pump").SEEN
     assert seen and all(limits == SafetyLimits(max_dispense_ml=0.5, syringe_ml=10.0, potential_window_v=(-1.0, 1.0))
                         for limits in seen), seen
+
+
+def test_an_open_that_returns_nothing_is_said_so() -> None:
+    """An open() without its return was said as "its NoneType lacks run_cv, abort, close" (a plug-in author's
+    trial): what the author forgot is the return."""
+    from labloop.instruments.contracts import contract_problem
+
+    assert contract_problem(None, "potentiostat", "tristat") == (
+        "driver 'tristat' is registered as a potentiostat, but its open() returned None, not the opened potentiostat "
+        "(docs/drivers.md: the contracts)")

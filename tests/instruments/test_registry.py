@@ -280,3 +280,18 @@ def test_an_emulator_factory_that_fails_is_named_not_called_a_labloop_bug() -> N
     with pytest.raises(ConfigError, match=r"emulator 'ne1000': its factory \(.*broken\) failed: KeyError: 'holds' "
                                           r"\(a bug in the plug-in's emulator\)"):
         check_driver("ne1000", emulator=broken)
+
+
+def test_an_option_hook_answering_neither_text_nor_none_is_said_as_the_hooks_fault():
+    """A plug-in's ``option_problem`` returning False for "fine" refused a good option as ``options.gain: False``
+    (a plug-in author's trial): the refusal says what the hook returned, and a reason or None is taken as before."""
+    def answers(value):
+        return DriverDescriptor(name="toy-pump", kind="pump", open=print, options=("gain",),
+                                option_problem=lambda _name, _value: value)
+
+    assert answers(False).option_refusal("gain", 3) == ("driver 'toy-pump' could not judge this option: its "
+                                                        "option_problem returned False, neither a reason (text) nor "
+                                                        "None")
+    assert answers("").option_refusal("gain", 3).endswith("returned '', neither a reason (text) nor None")
+    assert answers(None).option_refusal("gain", 3) is None
+    assert answers("must be 1-10").option_refusal("gain", 30) == "must be 1-10"
