@@ -463,13 +463,17 @@ class Past:
     bounds: tuple[tuple[str, float, int], ...] = ()
 
     def summary(self) -> str:
-        """One line for the journal and the terminal: ``12 past measurements and 3 bounds from past.csv (10 of library
-        molecules, which are not proposed again; 2 hits)`` (the hits are the measured values')."""
+        """One line for the journal and the terminal: ``12 past measurements and 3 bounds from past.csv (values vs
+        Fc+/Fc, 3.2 V added to each; 10 of library molecules, which are not proposed again; 2 hits)`` (the hits are
+        the measured values'). The scale, since the report that shows this line had no word of how the values were
+        put on the Li/Li+ scale (a chemist's trial)."""
         n, hits, known, b = len(self.measurements), self.hits, self.in_library, len(self.bounds)
         bounds = f" and {b} {plural(b, 'bound')}" if b else ""
+        offset = self.source["offset_v"]
+        scale = f"values vs Fc+/Fc, {offset:g} V added to each" if offset else "values vs Li/Li+"
         return (f"{n} past {plural(n, 'measurement')}{bounds} from {display_name(Path(self.source['file']))} "
-                f"({known} of library {plural(known, 'molecule')}, which {plural(known, 'is', 'are')} not proposed "
-                "again"
+                f"({scale}; {known} of library {plural(known, 'molecule')}, which {plural(known, 'is', 'are')} not "
+                "proposed again"
                 + ("" if hits is None else f"; {hits} {plural(hits, 'hit')}") + ")"
                 + (", learnt from before the first proposal" if self.learnt else
                    "; nothing learns from them: the campaign has no prior"))

@@ -54,8 +54,9 @@ def test_past_measurements_teach_the_first_proposal_are_never_proposed_and_resum
                            planner={"kind": "bayes", "batch_size": 2}, past_measurements=past)
     result = labloop("run", whole, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert (f"11 past measurements from {tmp_path / 'past.csv'} (10 of library molecules, which are not proposed "
-            f"again; {hits} {'hit' if hits == 1 else 'hits'}), learnt from before the first proposal") in result.stderr
+    assert (f"11 past measurements from {tmp_path / 'past.csv'} (values vs Li/Li+; 10 of library molecules, which are "
+            f"not proposed again; {hits} {'hit' if hits == 1 else 'hits'}), learnt from before the first "
+            "proposal") in result.stderr
     assert "1 row of" in result.stderr and "'n/a'" in result.stderr  # the row left out is said
     # and what a CV sheet's "n.d." may mean instead: no wave within the scan, a bound (a chemist's trial)
     assert "where a row means no wave within the scan, write it as the bound it is (e.g. '>1.9')" in result.stderr
@@ -296,7 +297,8 @@ def test_a_row_that_bounds_a_potential_is_learnt_as_a_failed_scans_bound_and_nev
     result = labloop("run", campaign, "--dry-run")
     said = " ".join(result.stderr.split())
     assert result.returncode == 0, result.stderr
-    assert f"4 past measurements and 2 bounds from {tmp_path / 'past.csv'} (6 of library molecules" in said
+    assert (f"4 past measurements and 2 bounds from {tmp_path / 'past.csv'} (values vs Li/Li+; 6 of library "
+            "molecules") in said
     assert "1 molecule of" in said and "has a value in one row and a bound in another (first: line 8" in said
 
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
@@ -567,3 +569,4 @@ def test_what_is_said_of_a_past_table_is_journalled_and_shown_by_log_and_the_rep
     assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Said of their table when it was read:" in page and "lie outside the campaign&#x27;s" in page
+    assert "(values vs Fc+/Fc, 3.2 V added to each; 40 of library molecules" in page  # how they were put on Li/Li+
