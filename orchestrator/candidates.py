@@ -33,12 +33,13 @@ from labloop.orchestrator.journal.store import Journal
 from labloop.orchestrator.journal.view import describe_objective
 from labloop.orchestrator.learning import models
 from labloop.orchestrator.learning.learner import best_head
-from labloop.orchestrator.loop.runner import journal_state
+from labloop.orchestrator.loop.runner import journal_state, sample_ids
 from labloop.orchestrator.potential_table import Past
 from labloop.planners.acquisition import XI_V, acquire, mean_score
 from labloop.planners.base import PlannerState, past_observations
 from labloop.planners.feedback import CHUNK, DescriptorTable
 from labloop.planners.pool import best_measured, untried
+from labloop.protocols.steps import LoadSample
 from labloop.surrogate.featurize import first_spellings
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ Progress = Callable[[int, int], None]
 @dataclass(frozen=True)
 class Candidate:
     """One unmeasured library molecule: its place, the library's name for it ('' without one), its calibrated
-    prediction (V vs Li/Li+, 1 sd) and the probability :attr:`Ranking.probability_of` says."""
+    prediction (V vs Li/Li+, 1 sd), the probability :attr:`Ranking.probability_of` says, and its vial
+    (``sample_id``, ``S0001`` for the library's first row, as a run's ``load_sample`` loads it; '' for a protocol
+    without that step): which vial to take was the operator's to count out of the library's rows (a chemist's
+    trial)."""
 
     rank: int
     name: str
@@ -58,6 +62,7 @@ class Candidate:
     mu_v: float
     sd_v: float
     p_hit: float
+    sample_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ def _ranked(campaign: Campaign, model: models.ObjectiveModel, version: int, stat
     # highest probability first; among equal ones (far from the window, all ~0) the mean's nearness to the goal
     order = [int(i) for i in np.lexsort((-mean_score(mu, objective.goal, objective.window_v), -p)) if readable[i]]
     names = library_names({"file": str(campaign.library.file), "smiles_column": campaign.library.smiles_column})
+    vials = sample_ids(library) if LoadSample.name in campaign.protocol.step_names else {}
     calibration = view.calibration
     fit = calibration.fit
     log.info("ranked %d unmeasured library molecules with model version %d", len(order), version)
@@ -151,4 +157,5 @@ def _ranked(campaign: Campaign, model: models.ObjectiveModel, version: int, stat
                    objective=describe_objective(objective.model_dump()), probability_of=probability_of,
                    library=len(spellings), excluded=len(spellings) - len(pool), unreadable=len(pool) - len(order),
                    candidates=[Candidate(place, names.get(pool[i], ""), pool[i], float(mu[i]), float(sd[i]),
-                                         float(p[i])) for place, i in enumerate(order, start=1)])
+                                         float(p[i]), vials.get(pool[i], ""))
+                               for place, i in enumerate(order, start=1)])

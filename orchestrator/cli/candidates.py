@@ -34,7 +34,7 @@ from labloop.planners.feedback import bounds_said
 log = logging.getLogger(__name__)
 
 #: the columns of ``--csv``, in :class:`labloop.orchestrator.candidates.Candidate`'s names
-CSV_COLUMNS = ("rank", "name", "smiles", "mu_v", "sd_v", "p_hit")
+CSV_COLUMNS = ("rank", "name", "smiles", "mu_v", "sd_v", "p_hit", "sample_id")
 
 
 @click.command(help="The library molecules a campaign has not measured (nor proposed, nor among its past "
@@ -120,7 +120,7 @@ def _write_csv(ranking: Ranking, path: Path) -> None:
             writer.writerow(CSV_COLUMNS)
             for c in ranking.candidates:
                 writer.writerow([c.rank, spreadsheet_safe(c.name), spreadsheet_safe(c.smiles), f"{c.mu_v:.6f}",
-                                 f"{c.sd_v:.6f}", f"{c.p_hit:.6g}"])
+                                 f"{c.sd_v:.6f}", f"{c.p_hit:.6g}", c.sample_id])
     except OSError as exc:
         raise click.BadParameter(f"{path}: cannot write it ({exc.strerror})", param_hint="--csv") from None
     log.info("%d candidates written to %s", len(ranking.candidates), path)
@@ -149,23 +149,27 @@ def _header(ranking: Ranking, store: Path | None) -> str:
 
 
 def _table(ranking: Ranking, top: int) -> Table:
-    """The first ``top`` candidates; a name column only when the library names any; the caption says these are
-    predictions and how far the calibration's held-out predictions were off."""
+    """The first ``top`` candidates; a name column only when the library names any, a vial column when the protocol
+    loads vials; the caption says these are predictions and how far the calibration's held-out predictions were
+    off."""
     error = (f"calibration's leave-one-out RMSE {ranking.loo_rmse_v:.3f} V ({ranking.learner})"
              if ranking.loo_rmse_v is not None else "no measurement to calibrate on yet: sd includes the prior's "
                                                      "unknown offset")
     table = Table(title=f"top {min(top, len(ranking.candidates))} unmeasured candidates",
                   caption=f"predictions, not measurements; {error}")
     shown = ranking.candidates[:top]
-    named = any(c.name for c in shown)
+    named, vials = any(c.name for c in shown), any(c.sample_id for c in shown)
     table.add_column("rank", justify="right")
+    if vials:
+        table.add_column("vial")
     if named:
         table.add_column("name")
     table.add_column("smiles", overflow="fold")
     table.add_column("predicted V vs Li/Li+", justify="right")
     table.add_column("P(hit)" if ranking.probability_of.startswith("hit") else "P", justify="right")
     for c in shown:
-        cells = [str(c.rank), *([Text(console.printable(c.name))] if named else []), Text(c.smiles),
+        cells = [str(c.rank), *([c.sample_id] if vials else []), *([Text(console.printable(c.name))] if named else []),
+                 Text(c.smiles),
                  f"{c.mu_v:.3f} ± {c.sd_v:.3f}", f"{c.p_hit:.3f}"]
         table.add_row(*cells)
     return table

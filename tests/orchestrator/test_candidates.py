@@ -47,7 +47,8 @@ def campaign(tmp_path_factory) -> dict:
         journal.record_proposals([_Pending(pending)], step=99, planner="bayes")
         versions = [m.version for m in journal.model_versions()]
     return {"store": store, "folder": folder, "measured": measured, "pending": pending, "versions": versions,
-            "names": dict(zip(library["smiles"], library["name"], strict=True))}
+            "names": dict(zip(library["smiles"], library["name"], strict=True)),
+            "rows": {s: i for i, s in reversed(list(enumerate(library["smiles"])))}}  # each molecule's first row
 
 
 class _Pending:
@@ -75,6 +76,8 @@ def test_the_ranking_leaves_out_what_was_measured_or_proposed_and_is_p_hit_of_th
         assert row["p_hit"] == pytest.approx(expected, abs=1e-9)
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
     assert all(r["name"] == campaign["names"][r["smiles"]] for r in rows)
+    # the vial each is in, as load_sample loads it: S0001 for the library's first row (a chemist's trial counted rows)
+    assert all(r["sample_id"] == f"S{campaign['rows'][r['smiles']] + 1:04d}" for r in rows)
 
 
 def test_the_table_says_the_model_the_calibration_and_predictions_matching_p_hit(labloop, campaign):
@@ -92,8 +95,9 @@ def test_the_table_says_the_model_the_calibration_and_predictions_matching_p_hit
     assert len(table) == 5
     printed = []
     for line, candidate in zip(table, ranked, strict=False):
-        rank, name, smiles, predicted, p = (cell.strip() for cell in line.strip("│").split("│"))
-        assert (int(rank), name) == (candidate["rank"], candidate["name"]) and candidate["smiles"].startswith(smiles)
+        rank, vial, name, smiles, predicted, p = (cell.strip() for cell in line.strip("│").split("│"))
+        assert (int(rank), vial, name) == (candidate["rank"], candidate["sample_id"], candidate["name"])
+        assert candidate["smiles"].startswith(smiles)
         assert candidate["smiles"] not in campaign["measured"]
         mu, sd = (float(v) for v in predicted.split(" ± "))
         hand = norm.cdf((WINDOW[1] - mu) / sd) - norm.cdf((WINDOW[0] - mu) / sd)
@@ -117,6 +121,7 @@ def test_json_and_csv_hold_the_same_rows(labloop, campaign, tmp_path):
             candidate["rank"], f"'{name}" if name.startswith("=") else name, candidate["smiles"])
         assert math.isclose(float(row["mu_v"]), candidate["mu_v"], abs_tol=1e-6)
         assert math.isclose(float(row["p_hit"]), candidate["p_hit"], rel_tol=1e-5)
+        assert row["sample_id"] == candidate["sample_id"] != ""
 
 
 def test_a_store_that_is_no_journal_or_has_no_model_is_one_line_exit_2(labloop, tmp_path, write_campaign):
@@ -213,6 +218,13 @@ def test_a_campaign_not_run_yet_is_ranked_by_its_prior_calibrated_on_its_past_me
     assert ("the prior model (the campaign has not run: no journal yet), not calibrated: no past measurements (P is "
             "nearly flat: the sd holds the prior's unknown offset from the lab's scale)"
             in " ".join(unmeasured.stdout.split())), unmeasured.stdout
+    # a protocol that loads no vial (a sample changer of a plug-in fills the cell itself): no vial to name
+    unloaded = write_campaign(tmp_path, name="unloaded", prior=True, shared_prior=True, surrogate=SURROGATE,
+                              protocol=[{"cv": {"e_begin_v": -0.8, "e_vertex1_v": 1.95, "e_vertex2_v": -0.8,
+                                                "e_step_v": 0.002}}, "rinse"])
+    vials = [c["sample_id"] for c in json.loads(labloop("candidates", unloaded, "--json").stdout)["candidates"]]
+    assert vials and set(vials) == {""}
+    assert "vial" not in labloop("candidates", unloaded).stdout
     bare = write_campaign(tmp_path, name="bare")
     refused = labloop("candidates", bare)
     assert refused.returncode == 2 and "candidates of a campaign not run yet need its prior" in refused.stderr
