@@ -257,9 +257,20 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     if len(only_bounded) < len(bound_rows):
         k = len(bound_rows) - len(only_bounded)
         first_both = next(row for key, row in bound_rows.items() if key in first_of)
+        # a value on the wrong side of its molecule's bound ('>1.4' and 1.0) is a mix-up, not a remeasurement: said
+        # apart, with both (a chemist's trial read "the value is used" of such a pair)
+        against = [(key, row) for key, row in bound_rows.items() if key in first_of
+                   and (first_of[key] - (bounded[row][0] + offset_v)) * bounded[row][1] < 0]
+        contradiction = ""
+        if against:
+            key, row = against[0]
+            side = ">" if bounded[row][1] > 0 else "<"
+            contradiction = (f"; {len(against)} of them {plural(len(against), 'contradicts', 'contradict')} its bound "
+                             f"(first: line {line_of(row)} {side}{bounded[row][0]:g} beside line "
+                             f"{line_of(first_row[key])}'s {table.Y[first_row[key], 0]:g} {unit}): check those rows")
         notes_first = [f"{k} {plural(k, 'molecule')} of {path} {plural(k, 'has', 'have')} a value in one row and a "
                        f"bound in another (first: line {line_of(first_both)} {table.smiles[first_both]!r}): the value "
-                       "is used"]
+                       f"is used{contradiction}"]
     else:
         notes_first = []
     unscreened = "no SMILES of a molecule labloop screens"

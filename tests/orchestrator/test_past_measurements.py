@@ -300,6 +300,9 @@ def test_a_row_that_bounds_a_potential_is_learnt_as_a_failed_scans_bound_and_nev
     assert (f"4 past measurements and 2 bounds from {tmp_path / 'past.csv'} (values vs Li/Li+; 6 of library "
             "molecules") in said
     assert "1 molecule of" in said and "has a value in one row and a bound in another (first: line 8" in said
+    # its value lies below its own '>9.0': a mix-up, said with both (a chemist's trial read only "the value is used")
+    assert (f"the value is used; 1 of them contradicts its bound (first: line 8 >9 beside line 2's "
+            f"{float(f'{ie[0] - 1.9:.3f}'):g} V): check those rows") in said
 
     with Journal.open(tmp_path / "tiny.db", readonly=True) as journal:
         bounds, events, experiments = journal.past_bounds(), journal.events(), journal.experiments()
@@ -570,3 +573,16 @@ def test_what_is_said_of_a_past_table_is_journalled_and_shown_by_log_and_the_rep
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Said of their table when it was read:" in page and "lie outside the campaign&#x27;s" in page
     assert "(values vs Fc+/Fc, 3.2 V added to each; 40 of library molecules" in page  # how they were put on Li/Li+
+
+
+def test_a_value_on_the_wrong_side_of_its_molecules_bound_is_said_and_one_on_the_right_side_is_not(tmp_path):
+    """'>1.4' (no wave up to 1.4 V) beside 1.0 for one molecule is a mix-up; '>4.0' beside 5.0 is one fact twice."""
+    from labloop.orchestrator.potential_table import PAST_WORDS, read_truth
+
+    (tmp_path / "agree.csv").write_text("smiles,e_v\nCCO,5.0\nCCO,>4.0\nCCN,4.1\n")
+    (tmp_path / "clash.csv").write_text("smiles,e_v\nCCO,5.0\nCCO,>4.0\nc1ccccc1O,1.0\nc1ccccc1O,>1.4\n")
+    agree = read_truth(tmp_path / "agree.csv", "e_v", truth_vs="li", words=PAST_WORDS, bounds=True).notes
+    assert any("the value is used" in n for n in agree) and not any("contradict" in n for n in agree), agree
+    clash = read_truth(tmp_path / "clash.csv", "e_v", truth_vs="li", words=PAST_WORDS, bounds=True).notes
+    assert any(n.endswith("the value is used; 1 of them contradicts its bound (first: line 5 >1.4 beside line 4's "
+                          "1 V): check those rows") for n in clash), clash
