@@ -21,7 +21,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 @dataclass(frozen=True)
 class Proposal:
     """One experiment a planner asks for: the molecule, its measurement conditions, and why it was chosen
-    (``mu``/``sigma``: the predicted objective quantity in V vs Li/Li+; None without a model)."""
+    (``mu``/``sigma``: the predicted objective quantity in V vs Li/Li+; None without a model; ``design``: chosen by
+    the first batch's size design, planners/design.py, not by its ``acquisition``, which a design pick's is low: the
+    journal says so, where a chemist read the first batch's low scores as the planner's bets)."""
 
     smiles: str
     conditions: Mapping[str, Any]
@@ -30,6 +32,7 @@ class Proposal:
     acquisition: float | None
     model_version: int | None
     planner: str
+    design: bool = False
 
 
 @dataclass(frozen=True)

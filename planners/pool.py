@@ -117,11 +117,13 @@ class PoolPlanner:
             size = self.descriptors(pool)[:, list(DESCRIPTORS).index(SIZE_DESCRIPTOR)]
             chosen = calibration_design(size, np.where(np.isfinite(mu), sigma, np.nan), n)
         joint = model if self.batch == "thompson" and isinstance(model, JointModel) else None
+        designed = len(chosen)  # fill_batch keeps the design's picks first
         chosen = fill_batch(self, state, pool, score, keep, n, chosen, joint)
         settings = self.conditions.propose(state.observations, len(chosen), seed=state.seed, step=state.step)
         return [Proposal(smiles=pool[i], conditions=c, mu=float(mu[i]), sigma=float(sigma[i]),
-                         acquisition=float(score[i]), model_version=model.version, planner=self.name)
-                for i, c in zip(chosen, settings, strict=True)]
+                         acquisition=float(score[i]), model_version=model.version, planner=self.name,
+                         design=place < designed)
+                for place, (i, c) in enumerate(zip(chosen, settings, strict=True))]
 
 
 class BatchRule(Protocol):

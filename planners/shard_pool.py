@@ -392,8 +392,9 @@ class ShardPoolPlanner:
         shortlist, chosen, mu, sigma, score = picks
         settings = self.conditions.propose(state.observations, len(chosen), seed=state.seed, step=state.step)
         return [Proposal(smiles=shortlist[i], conditions=c, mu=float(mu[i]), sigma=float(sigma[i]),
-                         acquisition=float(score[i]), model_version=model.version, planner=self.name)
-                for i, c in zip(chosen, settings, strict=True)]
+                         acquisition=float(score[i]), model_version=model.version, planner=self.name,
+                         design=place < len(design))  # fill_batch keeps the design's picks first
+                for place, (i, c) in enumerate(zip(chosen, settings, strict=True))]
 
     def _exact(self, frame: pd.DataFrame, spec: ScoreSpec, state: PlannerState, n: int, calibration: Calibration,
                design: np.ndarray, low: float | None, model: ModelView

@@ -227,6 +227,15 @@ _FROM: dict[State, tuple[State, ...]] = {
 }
 
 
+def _designed(designed: int, proposed: int) -> str:
+    """`` (by the first batch's size design: nothing measured yet)``, or how many of them: what a "proposed" event
+    adds when its planner chose by the design (planners/design.py) rather than by its acquisition."""
+    if not designed:
+        return ""
+    which = "" if designed == proposed else f"{designed} of them "
+    return f" ({which}by the first batch's size design: nothing measured yet)"
+
+
 class ProposalLike(Protocol):
     """What the journal needs of a planner's proposal (mu, sigma: the objective quantity, V vs Li/Li+)."""
 
@@ -950,9 +959,14 @@ class Journal:
                 db.execute("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (cur.lastrowid, step, p.smiles, _json(dict(p.conditions)), p.mu, p.sigma,
                             p.acquisition, model_version, planner, created))
+            # a proposal a planner chose by its first batch's size design, not by its acquisition (a planner's
+            # Proposal says; another's, or a test's, has no such field)
+            design = [i for i, p in zip(ids, proposals, strict=True) if getattr(p, "design", False)]
             self._event(db, "proposed", f"step {step}: {planner} proposed {len(ids)} {plural(len(ids), 'experiment')}"
+                                        + _designed(len(design), len(ids))
                                         + (" (awaiting approval)" if awaiting_approval else ""),
-                        data={"experiments": ids, "model_version": model_version})
+                        data={"experiments": ids, "model_version": model_version,
+                              **({"design": design} if design else {})})
         return ids
 
     def approve(self, veto: Sequence[int] = (), *, by: str, batch: Sequence[int] | None = None,

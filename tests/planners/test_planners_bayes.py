@@ -199,12 +199,14 @@ def test_first_batch_is_a_size_design_then_the_acquisition_takes_over():
     first = planner.propose(PlannerState("bayes", 1, 0), 4, model)
     assert [heavy[p.smiles] for p in first] == [10, 20, 30, 42]  # smallest first
     assert all(p.acquisition == pytest.approx(0.0, abs=1e-12) for p in first)  # mu 3.0: the design's choice
+    assert all(p.design for p in first)  # and said so, for the journal (its acquisition did not choose them)
     by_acquisition = [p.smiles for p in _window_planner(library, diversity=1.0).propose(
         PlannerState("bayes", 1, 0), 4, model)]
     assert {heavy[s] for s in by_acquisition[:2]} == {6, 45}
     # once a potential is measured, or while experiments are pending, the acquisition chooses
     measured = PlannerState("bayes", 1, 1, observations=(Observation(first[0].smiles, {}, 3.1),))
     assert [p.smiles for p in planner.propose(measured, 4, model)] == by_acquisition
+    assert not any(p.design for p in planner.propose(measured, 4, model))
     pending = PlannerState("bayes", 1, 1, pending=(first[0].smiles,))
     assert {heavy[p.smiles] for p in planner.propose(pending, 2, model)} == {6, 45}
     # a first batch that failed teaches nothing about the calibration: the next is a design again

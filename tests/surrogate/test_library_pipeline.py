@@ -261,7 +261,8 @@ def test_the_shard_planner_proposes_what_the_pool_planner_proposes(name, objecti
                              shortlist=len(smiles), **scenario)
     expected, got = pool.propose(state, 4, model), shard.propose(state, 4, model)
     assert len(expected) == 4
-    assert [(p.smiles, p.conditions) for p in got] == [(p.smiles, p.conditions) for p in expected]
+    assert [(p.smiles, p.conditions, p.design) for p in got] == [(p.smiles, p.conditions, p.design) for p in expected]
+    assert any(p.design for p in got) == ("design" in name)  # design picks marked alike
     for a, b in zip(got, expected, strict=True):
         assert (a.mu, a.sigma, a.acquisition) == pytest.approx((b.mu, b.sigma, b.acquisition), rel=1e-5, abs=1e-9)
         assert a.model_version == b.model_version == 1
