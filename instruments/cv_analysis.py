@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from labloop.core.errors import InvalidParameter
-from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, NICHOLSON_TEMPERATURE_K
+from labloop.instruments.kinetics import FARADAY, GAS_CONSTANT, NICHOLSON_RANGE_MV, NICHOLSON_TEMPERATURE_K
 from labloop.instruments.voltammogram import Segment, Voltammogram, require_finite, require_positive
 
 log = logging.getLogger(__name__)
@@ -495,14 +495,13 @@ def _pair(peaks: list[_Peak]) -> tuple[_Peak | None, _Peak | None]:
 def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates: int = 1,
                             temperature_k: float = NICHOLSON_TEMPERATURE_K, n_electrons: int = 1) -> str:
     """The rule :func:`analyze_cv` calls a couple reversible by, in one line for whatever shows the call (the report's
-    page, ``log --json``, a run's warning): ``reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25 ...``. Why: a
+    page, ``log --json``, a run's warning): ``reversible: 0 < dEp <= 68 mV ...``. Why: a
     chemist saw couples at dEp 72-77 mV (after iR correction), growing with the scan rate, called reversible with no
     cut-off said; 68 mV is where Nicholson's working curve starts to tell k0 (instruments/kinetics.py), above a
     reversible one-electron couple's 57 mV at 25 C by what a run reads a fast couple's dEp high. dEp is between peak
     potentials corrected for the resistance the potentiostat left uncompensated (zero where no EIS measured it);
-    ``rates`` above 1: a lab-grade cv's, reversible only when every rate's is. Where the ratio is not judged
-    (``_result``) dEp alone decides, and the rule says so: a PI's audit found a couple called reversible beside an
-    empty ipc, against the rule as it was written. At a ``temperature_k`` other than 25 C's, or for ``n_electrons``
+    ``rates`` above 1: a lab-grade cv's, reversible only when every rate's is. dEp alone decides: the current ratio is
+    the chemistry's, said apart (:func:`_classify`). At a ``temperature_k`` other than 25 C's, or for ``n_electrons``
     other than one, the dEp cut-offs are the ones the analysis applies (:func:`for_couple`), and the rule says
     the one-electron 25 C values they come from."""
     s = for_couple(settings, temperature_k, n_electrons)
@@ -517,11 +516,11 @@ def reversibility_criterion(settings: CVAnalysisSettings | None = None, *, rates
     warm = (f" ({', '.join(what for what, _ in apart)}: the cut-offs {1e3 * written.reversible_max_dep_v:.0f} and "
             f"{1e3 * written.irreversible_min_dep_v:.0f} mV at 25 C{one} {' '.join(f for _, f in apart)})"
             if apart else "")
-    return (f"reversible: 0 < dEp <= {1e3 * s.reversible_max_dep_v:.0f} mV and |ipc/ipa| {1 / band:.2f}..{band:.2f}"
-            f"{every}; irreversible: no return peak, or dEp >= {1e3 * s.irreversible_min_dep_v:.0f} mV{warm}; "
-            "quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); dEp alone "
-            f"decides where |ipc/ipa| is not judged (the vertex under {1e3 * MIN_SWITCH_PAST_PEAK_V:.0f} mV past the "
-            "forward peak, or that peak too near the scan's start)")
+    return (f"reversible: 0 < dEp <= {1e3 * s.reversible_max_dep_v:.0f} mV{every}; irreversible: no return peak, or "
+            f"dEp >= {1e3 * s.irreversible_min_dep_v:.0f} mV{warm}; quasi-reversible: between (dEp from peak "
+            "potentials corrected for the uncompensated iR); the return peak's share of the forward one is the "
+            f"chemistry's, said apart outside {1 / band:.2f}..{band:.2f} (under {written.min_return_share:.2f}: "
+            "chemically_irreversible)")
 
 
 def for_couple(settings: CVAnalysisSettings | None, temperature_k: float, n_electrons: int = 1) -> CVAnalysisSettings:
@@ -552,14 +551,33 @@ def dep_scale(temperature_k: float, n_electrons: int = 1) -> float:
 
 def _classify(dep: float | None, ratio: float | None, settings: CVAnalysisSettings, *,
               judged: bool = True) -> Reversibility:
-    """Reversibility class from peak separation and current ratio (no return peak: irreversible); a ratio the
-    scan could not judge (``judged`` False: the vertex too close to the wave) leaves the peak separation alone
-    to decide."""
+    """The electron transfer's reversibility class, from the peak separation alone (no return peak where the scan
+    judged it: irreversible). Why not the current ratio too: it is the chemistry's, not the electron transfer's (an
+    electrochemist's review: a couple of dEp 61 mV whose return peak was 72% of the forward one, what the scan made
+    reacting on, was called quasi-reversible beside a k0 bound of "fast (Nernstian) electron transfer", and its D
+    warned of as a slow couple's); a ratio outside the band is said apart (:func:`unequal_return`), one under
+    ``min_return_share`` flags ``chemically_irreversible``."""
     if dep is None or (ratio is None and judged) or dep >= settings.irreversible_min_dep_v:
         return "irreversible"
-    ratio_ok = not judged or (ratio is not None and ratio > 0
-                              and abs(math.log(ratio)) <= math.log1p(settings.reversible_ratio_band))
-    return "reversible" if 0 < dep <= settings.reversible_max_dep_v and ratio_ok else "quasi-reversible"
+    return "reversible" if 0 < dep <= settings.reversible_max_dep_v else "quasi-reversible"
+
+
+def unequal_return(result: CVResult, settings: CVAnalysisSettings | None = None) -> str | None:
+    """What to say of a couple whose return peak, judged, is not the forward one's within ``reversible_ratio_band``
+    (and not so small that ``chemically_irreversible`` says it), or None: a smaller one is a follow-up reaction
+    taking part of what the scan made, a larger one a product adsorbed or another wave under the return peak. Its
+    E1/2 stands; the class (:func:`_classify`) judges the electron transfer by dEp alone."""
+    s = settings or CVAnalysisSettings()
+    share = result.return_share
+    if (share is None or share <= 0 or result.reversibility in (None, "irreversible")
+            or CVFlag.CHEMICALLY_IRREVERSIBLE in result.flags
+            or abs(math.log(share)) <= math.log1p(s.reversible_ratio_band)):
+        return None
+    if share < 1:
+        return (f"the return peak is {share:.0%} of the forward one: part of what the scan made reacts on within the "
+                "scan (a follow-up reaction)")
+    return (f"the return peak is {share:.0%} of the forward one: more comes back than the scan made (a product "
+            "adsorbed, or another wave under the return peak)")
 
 
 def analyze_cv(v: Voltammogram, settings: CVAnalysisSettings | None = None, *, ru_ohm: float = 0.0,
@@ -1107,16 +1125,17 @@ def _standard_problem(paired: list[CVResult], analyte: CVResult | None, standard
 
 
 # -- several scan rates ------------------------------------------------------------------------------------
-#: Randles-Sevcik constant at 25 C: ip = 2.69e5 n^1.5 A C sqrt(D v) (A, cm^2, mol/cm^3, cm^2/s, V/s)
-RANDLES_SEVCIK = 2.69e5
 #: the diffusion coefficients (cm2/s) a molecule in a liquid electrolyte has, with room either way: small organics
 #: in acetonitrile or carbonates diffuse at 1e-6 to 5e-5 cm2/s, a polymer or a viscous ionic liquid's slower. A D
 #: beyond them says the concentration or the electrode area it was computed with is off (an ``analyte_mm: 1000`` gave
 #: 1.1e-11 cm2/s and a k0 from it: a chemist's trial), not the molecule: :func:`implausible_diffusion`
 PLAUSIBLE_DIFFUSION_CM2_S = (1e-7, 1e-4)
-#: the temperature :data:`RANDLES_SEVCIK` holds for (K): 0.4463 F sqrt(F / (R T)) = 2.69e5 at 298.15 K (PROTOCOLS.md);
-#: D from it assumes the cell at 25 C (D scales with T: in a cell 10 K warmer it reads ~3% low), and is recorded with it
+#: the temperature :data:`RANDLES_SEVCIK` holds for (K): D from it assumes the cell at 25 C (D scales with T: in a cell
+#: 10 K warmer it reads ~3% low), and is recorded with it
 RANDLES_SEVCIK_TEMPERATURE_K = 298.15
+#: Randles-Sevcik constant at 25 C: ip = 0.4463 F sqrt(F / (R T)) n^1.5 A C sqrt(D v) (A, cm^2, mol/cm^3, cm^2/s,
+#: V/s), 2.6865e5 from CODATA's F and R (PROTOCOLS.md rounds it to 2.69e5, which read D 0.26% low: a referee's check)
+RANDLES_SEVCIK = 0.4463 * FARADAY * math.sqrt(FARADAY / (GAS_CONSTANT * RANDLES_SEVCIK_TEMPERATURE_K))
 #: electrons per molecule D is computed for unless told (a one-electron couple; D goes with 1/n^3)
 RANDLES_SEVCIK_N_ELECTRONS = 1
 
@@ -1160,7 +1179,7 @@ def randles_sevcik_diffusion(scan_rates_v_s: list[float], results: list[CVResult
     """Diffusion coefficient from the peak currents of CVs at several scan rates.
 
     The slope ``s`` of |ip| against sqrt(v), fitted through the origin, gives
-    ``D = (s / (2.69e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, :data:`RANDLES_SEVCIK_TEMPERATURE_K`; at another
+    ``D = (s / (2.6865e5 n^1.5 A C))^2`` (Randles-Sevcik at 25 C, :data:`RANDLES_SEVCIK_TEMPERATURE_K`; at another
     ``temperature_k`` the constant goes with 1/sqrt(T), so D with T; the estimate records both with ``n_electrons``;
     a reversible couple; a quasi-reversible one reads low, and one irreversible at every rate is refused with
     :class:`InvalidParameter`). ``forward`` names the first sweep's peak: its baseline is

@@ -104,6 +104,7 @@ from labloop.instruments.cv_analysis import (
     reference_to_ferrocene,
     reversibility_criterion,
     to_li_scale,
+    unequal_return,
 )
 from labloop.instruments.impedance import ImpedanceSpectrum, RuEstimate, fit_ru
 from labloop.instruments.transport import bytes_sent
@@ -173,7 +174,7 @@ OnWarning = Callable[[str, dict[str, Any]], None]
 #: what a warning is of (``on_warning``'s ``data["warning"]``), for a script that sorts them without reading English;
 #: ``reference_label`` is the runner's (a scan labelled with another reference: orchestrator/loop/runner.py)
 WARNINGS = ("more_electrons", "repeated_commands", "quasi_reversible_d", "no_diffusion", "dilution", "no_standard",
-            "standard_overcorrected", "reference_elsewhere", "reference_label")
+            "standard_overcorrected", "reference_elsewhere", "reference_label", "unequal_return")
 
 
 def warning_data(kind: str, *, later: bool) -> dict[str, Any]:
@@ -809,6 +810,18 @@ class ProtocolExecutor:
             self._electrons_said = True
             self._warn("more_electrons", "sample %s: %s (said once a run)", sample, why, later=True)
 
+    def _warn_of_return(self, sample: str, scans: Sequence[tuple[Voltammogram, CVResult]],
+                        settings: CVAnalysisSettings | None) -> None:
+        """Say the first scan rate whose return peak is not the forward one's (:func:`unequal_return`): a follow-up
+        reaction the reversibility class no longer reads into the electron transfer, with that rate's dEp; the
+        potential is kept."""
+        for voltammogram, result in scans:
+            if (why := unequal_return(result, settings)) is not None and result.dep_v is not None:
+                self._warn("unequal_return", "sample %s: at %s V/s %s; dEp %.1f mV: the electron transfer %s; its "
+                           "E1/2 is kept", sample, compact(voltammogram.params.scan_rate_v_s), why,
+                           1e3 * result.dep_v, result.reversibility)
+                return
+
     def _warn(self, kind: str, message: str, *args: object, later: bool = False) -> None:
         """Say a warning of ``kind`` (one of :data:`WARNINGS`) about the running experiment's measurement
         (``message % args``, as the log's), and hand it to its ``on_warning`` (:meth:`run`); ``later``: it stands
@@ -889,6 +902,7 @@ class ProtocolExecutor:
                            "%s V/s; %s): D from Randles-Sevcik (a reversible couple's equation) reads low for it, "
                            "reversible at fewer than two of them", sample_id, smiles, deps, rates, rule.split(";")[0])
         if analysis.e_half_v is not None and not analysis.flags:  # a failed one's cause says it: no D to warn of
+            self._warn_of_return(f"{sample_id} ({smiles})", lab.scans or [(voltammogram, analysis)], settings)
             self._warn_of_d(f"{sample_id} ({smiles})", lab)
             self._warn_of_electrons(f"{sample_id} ({smiles})", voltammogram, analysis, lab, settings)
         analysis = replace(analysis, flags=analysis.flags | lab.flags)

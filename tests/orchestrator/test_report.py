@@ -67,10 +67,12 @@ def test_report_writes_html_plots_and_csv(tmp_path, labloop, write_campaign, axi
             "default: the campaign file does not set it; D, k0 and the dEp cut-offs computed at it)") in words, words
     # the rule "reversible" is called by, and which potentials are iR-corrected (a chemist saw dEp 72-77 mV called
     # reversible with no cut-off said, and could not tell the CSVs' corrected peaks from the raw scans)
-    criterion = ("reversible: 0 < dEp <= 68 mV and |ipc/ipa| 0.80..1.25; irreversible: no return peak, or dEp >= 200 "
-                 "mV; quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); dEp "
-                 "alone decides where |ipc/ipa| is not judged (the vertex under 100 mV past the forward peak, or that "
-                 "peak too near the scan's start)")
+    # dEp alone: the current ratio is the chemistry's, said apart (an electrochemist's review: a Nernstian couple whose
+    # product reacted on was called quasi-reversible)
+    criterion = ("reversible: 0 < dEp <= 68 mV; irreversible: no return peak, or dEp >= 200 mV; quasi-reversible: "
+                 "between (dEp from peak potentials corrected for the uncompensated iR); the return peak's share of "
+                 "the forward one is the chemistry's, said apart outside 0.80..1.25 (under 0.50: "
+                 "chemically_irreversible)")
     assert f"reversibility (measurements.csv; log --json): {html.escape(criterion)}." in words
     assert ("The peak potentials of measurements.csv (e_half_v_vs_reference and dep_mV) are corrected for the "
             "residual iR, the ohmic drop of the resistance the potentiostat left uncompensated (ru_ohm - "
@@ -206,10 +208,10 @@ def test_the_reversibility_criterion_is_the_protocols_own():
                          {"analyze": {"reversible_max_dep_v": 0.065, "reversible_ratio_band": 0.1,
                                       "irreversible_min_dep_v": 0.15}}])
     assert reversibility_said(tuple(steps)) == (
-        "reversible: 0 < dEp <= 65 mV and |ipc/ipa| 0.91..1.10 (an experiment's: at every scan rate); irreversible: no "
-        "return peak, or dEp >= 150 mV; quasi-reversible: between (dEp from peak potentials corrected for the "
-        "uncompensated iR); dEp alone decides where |ipc/ipa| is not judged (the vertex under 100 mV past the forward "
-        "peak, or that peak too near the scan's start)")
+        "reversible: 0 < dEp <= 65 mV (an experiment's: at every scan rate); irreversible: no return peak, or dEp >= "
+        "150 mV; quasi-reversible: between (dEp from peak potentials corrected for the uncompensated iR); the return "
+        "peak's share of the forward one is the chemistry's, said apart outside 0.91..1.10 (under 0.50: "
+        "chemically_irreversible)")
     # a warm cell's record states its own cut-offs (instruments/cv_analysis.py for_couple); a record without the
     # field, from before it, is 25 C's
     from labloop.orchestrator.journal.view import cell_kelvin
