@@ -1172,7 +1172,8 @@ def _randles_sevcik(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]
     fig, ax = _figure("Randles-Sevcik", "sqrt(scan rate) (sqrt(V/s))", "|ip| of the forward peak (uA)")
     plot = randles_sevcik_points(labs)
     if plot is not None:
-        ax.set_title(f"Randles-Sevcik, experiment {plot['id']}: D {plot['D']:.1e} cm\u00b2/s")
+        low = " (reads low: fitted at rates the couple is not reversible at)" if plot["reads_low"] else ""
+        ax.set_title(f"Randles-Sevcik, experiment {plot['id']}: D {plot['D']:.1e} cm\u00b2/s{low}")
         for fitted, label in ((True, "fitted"), (False, "left out (not reversible at that rate)")):
             shown = [p for p in plot["points"] if p["fitted"] is fitted]
             if shown:

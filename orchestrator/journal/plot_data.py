@@ -126,8 +126,10 @@ def randles_sevcik_points(labs: list[tuple[dict[str, Any], dict[str, Any]]]) -> 
     its ``id``, ``D`` (cm2/s), and per scan rate ``sqrt_rate`` (sqrt(V/s)), ``current_ua`` (the forward peak's
     |ip|, uA: the anodic one for a scan that starts toward positive potentials) and ``fitted`` (whether D was fitted
     over that rate: instruments/cv_analysis.py reversible_rates), with ``slope`` (uA per sqrt(V/s)) of the line through
-    the origin over the fitted rates, as the fit took it; None without such an experiment. Why: D was in the CSVs and
-    the table alone, and |ip| against sqrt(v) is the plot a chemist checks it by (an electrochemist's trial)."""
+    the origin over the fitted rates, as the fit took it, and ``reads_low``: whether a rate the couple is not
+    reversible at was fitted (fewer than two were: the run warned that D reads low, which the plot's title said not,
+    a referee's review); None without such an experiment. Why: D was in the CSVs and the table alone, and |ip|
+    against sqrt(v) is the plot a chemist checks it by (an electrochemist's trial)."""
     for experiment, record in reversed(labs):
         diffusion, scans = record.get("diffusion"), record.get("scans") or []
         if not diffusion or not scans:
@@ -136,13 +138,15 @@ def randles_sevcik_points(labs: list[tuple[dict[str, Any], dict[str, Any]]]) -> 
         params = scans[0]["voltammogram"]["params"]
         peak = "ipa_a" if params["e_vertex1_v"] > params["e_begin_v"] else "ipc_a"
         points = [{"sqrt_rate": scan["scan_rate_v_s"] ** 0.5, "current_ua": 1e6 * abs(current),
-                   "fitted": scan["scan_rate_v_s"] in fitted}
+                   "fitted": scan["scan_rate_v_s"] in fitted,
+                   "reversible": scan["analysis"].get("reversibility") == "reversible"}
                   for scan in scans if (current := (scan.get("analysis") or {}).get(peak)) is not None]
         used = [p for p in points if p["fitted"]]
         if not used:
             continue
         slope = sum(p["sqrt_rate"] * p["current_ua"] for p in used) / sum(p["sqrt_rate"] ** 2 for p in used)
-        return {"id": experiment["id"], "D": diffusion["diffusion_cm2_s"], "points": points, "slope": slope}
+        return {"id": experiment["id"], "D": diffusion["diffusion_cm2_s"], "points": points, "slope": slope,
+                "reads_low": any(not p["reversible"] for p in used)}
     return None
 
 

@@ -228,6 +228,9 @@ def test_a_couple_quasi_reversible_at_every_rate_is_warned_of_too(lab, caplog):
     rows = _lab_grade_rows({"id": 1, "smiles": "c1ccccc1", "status": "done"}, slow.lab.to_dict())
     said = _lab_cells(rows)[LAB_TABLE_HEADERS.index("D (cm\u00b2/s, Randles-Sevcik)")]
     assert said.endswith("\nfrom every rate, not reversible at two: reads low"), said
+    # and its Randles-Sevcik plot's title (it gave the D alone: a referee's review)
+    plot = randles_sevcik_points([({"id": 1}, slow.lab.to_dict())])
+    assert plot is not None and plot["reads_low"] and all(p["fitted"] for p in plot["points"])
 
 
 @pytest.mark.parametrize("k0_cm_s", K0_REVERSIBLE_AT_TWO_SLOW_RATES)
@@ -258,6 +261,7 @@ def test_d_is_fitted_over_the_rates_where_the_couple_is_reversible(lab, caplog, 
     # the report's Randles-Sevcik plot: the fitted rates marked, and its line's slope the one D came from
     plot = randles_sevcik_points([({"id": 1}, outcome.lab.to_dict())])
     assert plot is not None and [p["fitted"] for p in plot["points"]] == [r in reversible for r in (0.1, 0.2, 0.5, 1.0)]
+    assert not plot["reads_low"]  # fitted over the reversible rates alone
     factor = RANDLES_SEVCIK * ANALYTE.area_cm2 * outcome.lab.analyte_mm * 1e-6  # A per sqrt(cm2/s * V/s)
     assert (1e-6 * plot["slope"] / factor) ** 2 == pytest.approx(diffusion.diffusion_cm2_s, rel=1e-9)
 
