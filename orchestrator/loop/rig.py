@@ -191,9 +191,10 @@ class Rig:
 
     def health_check(self) -> dict[str, str]:
         """``{name: "ok: ..." | "error: Type: ..."}``: pumps report their status, drivers with ``identify()``
-        their firmware; others are ok while they are open. The exception's type is kept: "too many values to
-        unpack" alone does not say that a pump's status answered garbage; a status that is no ``PumpStatus`` (a
-        plug-in's None) is said as such (:func:`labloop.instruments.contracts.returned`), not as an AttributeError."""
+        their firmware (text, or the driver's fault); others are ok while they are open. The exception's type is
+        kept: "too many values to unpack" alone does not say that a pump's status answered garbage; a status that is
+        no ``PumpStatus`` (a plug-in's None) is said as such (:func:`labloop.instruments.contracts.returned`), not as
+        an AttributeError."""
         report = {}
         for name, driver in self.instruments.items():
             try:
@@ -203,7 +204,9 @@ class Rig:
                     report[name] = f"ok: {_plausible(status, name).state}"
                 elif callable(identify := getattr(driver, "identify", None)):
                     with said_if_slow(f"instruments.{name}: its health check (identify())", log):
-                        report[name] = f"ok: {identify()}"
+                        # text, as the journal keeps it: a plug-in's dict was journalled "ok: {'not': ...}" (a plug-in
+                        # author's trial)
+                        report[name] = f"ok: {returned(identify(), str, where=name, call='identify()', what='text')}"
                 else:
                     report[name] = "ok"
             except KeyboardInterrupt:

@@ -235,3 +235,33 @@ def test_a_plugins_found_running_that_is_no_word_is_said_as_its_drivers_fault(fl
             pytest.raises(WrongReturn, match=r"^instruments\.valve: its driver's found_running is .*, not None or the "
                                              r"words of what the pump was doing when opened"):
         rig.check_health()
+
+
+#: a plug-in potentiostat (the EmStat driver on its emulator) whose identify() answers a mapping, not text
+IDENTIFIES_IN_A_DICT = """
+    from labloop.instruments.emstat import EmStatPotentiostat
+    from labloop.instruments.registry import DriverDescriptor
+
+    class DictStat(EmStatPotentiostat):
+        def identify(self):
+            return {"not": "a string"}
+
+    DICT_STAT = DriverDescriptor(name="dict-stat", kind="potentiostat", open=DictStat.open, default_baudrate=230400)
+    """
+
+
+def test_an_identify_that_answers_no_text_fails_the_health_check_as_its_drivers_fault(tmp_path, write_campaign,
+                                                                                      install_plugin, labloop) -> None:
+    """A plug-in's identify() returning a dict passed the health check and was journalled "ok: {'not': 'a string'}"
+    (a plug-in author's trial): it is the driver's wrong return, one line before anything runs."""
+    install_plugin("dict_stat", IDENTIFIES_IN_A_DICT, {"dict-stat": "DICT_STAT"},
+                   "labloop.sim.builtin_emulators:emstat_emulator")
+    rig = {"sampler": {"driver": "sim-sampler"},
+           "analyte_pump": {"driver": "ne1000", "options": {"address": 0, "diameter_mm": 4.61}},
+           "electrolyte_pump": {"driver": "ne1000", "options": {"address": 1, "diameter_mm": 14.57}},
+           "potentiostat": {"driver": "dict-stat"}}
+    result = labloop("validate", write_campaign(tmp_path, instruments=rig, budget={"max_experiments": 1}), "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("error: instruments.potentiostat: the health check before the first experiment "
+                                     "failed: WrongReturn: potentiostat: its driver's identify() returned a dict, not "
+                                     "text"), result.stderr
