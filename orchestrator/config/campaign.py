@@ -1117,7 +1117,11 @@ class Campaign(BaseModel):
         campaign, which the journal keeps, so ``validate``, ``run`` and ``resume`` count from the same start. A
         volume the syringe cannot hold, or no number from a plug-in's hook, is a :class:`ConfigError` naming the
         instrument."""
-        entry, where = self.instruments[name], self.located("instruments", name, "options")
+        entry = self.instruments[name]
+        # at the option itself where the campaign gives the ne1000's ``content_ml`` (its line: a plug-in author's trial
+        # was pointed at the options line), else at the options a plug-in's hook read
+        given = ("content_ml",) if "content_ml" in entry.options else ()
+        where = self.located("instruments", name, "options", *given)
         hook = load_driver(entry.driver).descriptor.content_ml
         if hook is None:
             return None
