@@ -341,8 +341,9 @@ def _print_table(report: dict[str, Any], partial: str | None = None) -> None:
     from rich.table import Table
 
     what = report["measure"]
-    seeds = f"seeds {report['seeds'][0]}-{report['seeds'][-1]}" + (" (interrupted: finished seeds only)"
-                                                                    if partial else "")
+    first, last = report["seeds"][0], report["seeds"][-1]
+    seeds = (f"seed {first}" if first == last else f"seeds {first}-{last}") + (" (interrupted: finished seeds only)"
+                                                                                if partial else "")
     # the objective in the title: a hit's window was said nowhere, and with instruments the scan's window, which
     # the title did show, was taken for it (a chemist's trial)
     title = (f"{report['campaign']}: {what} ({report['objective']}) in {report['budget']} experiments, "

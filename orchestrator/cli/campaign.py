@@ -97,7 +97,10 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
         "valid": f"{path}: campaign {campaign.name!r}, seed {campaign.seed}",
         "library": f"{display_name(campaign.library.file)} ({_library_rows(campaign, n_rows, *skipped)})",
         "prior": "none" if campaign.prior is None else
-                 f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)})",
+                 f"{display_name(campaign.prior.file)} ({', '.join(campaign.prior.targets)}"
+                 # the slice, where it has one: a newcomer took the example's prior for all 21,411 rows
+                 + (f"; a seeded slice of {campaign.prior.rows} rows, prior.rows" if campaign.prior.rows else "")
+                 + ")",
         "objective": describe_objective(campaign.objective.model_dump()),
         "past": None if campaign.past_measurements is None else past.summary() if past is not None else
                 f"as journalled in {display_name(campaign.store)} when it was created (the file is read once)",
@@ -109,7 +112,10 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
                    f"library predictions in shards on the Dask cluster at {address}"
                    + (f" (it answered: {cluster})" if cluster else "") if address else
                    "library predictions in shards on a Dask LocalCluster started by the run",
-        "instruments": f"{instruments}; drivers checked against the driver registry",
+        # what was checked of them: the registry without --dry-run, each opened on its emulator and health-checked with
+        # it (a newcomer read "checked against the driver registry" as nothing opened)
+        "instruments": f"{instruments}; " + ("each opened on its emulator and health-checked" if dry_run else
+                                             "drivers checked against the driver registry (none opened)"),
         "protocol": ", ".join(campaign.protocol.step_names),
         "reference": f"{_reference_names(campaign)}{campaign.cell.reference_offset_v:g} V vs Li/Li+ "
                      f"(cell.reference_offset_v{default})",

@@ -28,7 +28,9 @@ COMMANDS["candidates"] = Entry("labloop.orchestrator.cli.candidates", "candidate
                                "Rank a campaign's unmeasured library molecules by P(hit).")
 
 
-@click.group(cls=LazyGroup, help="labloop: a self-driving lab for redox-active organic molecules.")
+#: -h as well as --help, for every command (a newcomer's `labloop validate -h` was "No such option '-h'")
+@click.group(cls=LazyGroup, help="labloop: a self-driving lab for redox-active organic molecules.",
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="labloop", message="%(prog)s %(version)s")
 @click.option("--verbose", "-v", count=True, help="-v: progress notes, -vv: debug (every serial byte).")
 def app(verbose: int) -> None:

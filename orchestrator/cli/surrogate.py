@@ -252,9 +252,6 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
     """Train a calibrated k-fold ECFP -> FCNN ensemble and save it to a model directory."""
     chosen = get_preset(preset, epochs=epochs)
     table, line_of, sliced = _training_table(data, targets, smiles_column, rows, seed)
-    if sliced:
-        console.err.print(f"training on {_slice_said(len(table.smiles), sliced, data, seed)}", markup=False,
-                          highlight=False, soft_wrap=True)
     if output.exists() and not output.is_dir():
         raise InvalidInput(f"--output {output} exists and is not a directory")
     from labloop.surrogate.persistence import MANIFEST, save_ensemble
@@ -265,6 +262,9 @@ def train(data: Path, targets: tuple[str, ...], output: Path, folds: int, preset
         if not replace:
             raise InvalidInput(f"--output {output} already holds a model: give another folder, or --replace to "
                                "overwrite it (and every other file in it)")
+    if sliced:  # once the output is known good: a refused --output read as a training begun (a newcomer's trial)
+        console.err.print(f"training on {_slice_said(len(table.smiles), sliced, data, seed)}", markup=False,
+                          highlight=False, soft_wrap=True)
     from labloop.surrogate.ensemble import MIN_CALIBRATION_ROWS
     from labloop.surrogate.training import train_from_table  # TensorFlow loads once the input is known good
     with console.progress() as bar:
@@ -308,6 +308,9 @@ def _training_table(data: Path, targets: Sequence[str], smiles_column: str, rows
     table = read_table(data, list(targets), smiles_column)
     line_of = csv_lines(data)
     total = len(table.smiles)
+    if rows is not None and rows >= total:  # trained on the whole table without a word (a newcomer's trial)
+        console.err.print(f"warning: --rows {rows}: {data} has {total} {plural(total, 'row')}, all of them trained on",
+                          markup=False, highlight=False, soft_wrap=True)
     if rows is None or rows >= total:
         return table, line_of, 0
     kept = seeded_rows(total, rows, seed)

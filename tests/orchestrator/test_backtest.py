@@ -115,6 +115,8 @@ def test_planners_that_measure_every_molecule_get_no_verdict_and_a_skipped_oracl
     alone = labloop("backtest", campaign, "--truth", tmp_path / "six.csv", "--column", "e_v", "--planners", "random",
                     "--seeds", "1", "--no-instruments")
     assert alone.returncode == 0 and f"note: {said}" in alone.stderr.splitlines(), alone.stderr
+    one_seed = re.search(r", (seeds? [\d-]+), instruments:", " ".join(alone.stdout.split()))
+    assert one_seed is not None and re.fullmatch(r"seed \d+", one_seed[1]), alone.stdout  # it read "seeds 7-7"
     assert "no oracle row" not in result.stderr  # --no-oracle: asked for none
 
 

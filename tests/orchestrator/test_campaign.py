@@ -123,6 +123,10 @@ def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir,
     assert proc.returncode == 0 and "ferrocene" not in proc.stderr, proc.stderr
     lines = proc.stdout.splitlines()
     assert "conditions   scan_rate_v_s 0.02..0.5, searched log-uniformly" in lines, proc.stdout
+    # the prior's slice (a newcomer took the example's for all 21,411 rows), and what was checked of the instruments
+    assert any(line.startswith("prior  ") and line.endswith("(ie_ev, ea_ev; a seeded slice of 2000 rows, prior.rows)")
+               for line in lines), proc.stdout
+    assert "; each opened on its emulator and health-checked" in proc.stdout, proc.stdout
     assert ("ferrocene    Fc+/Fc at 3.2 V vs Li/Li+ (cell.ferrocene_vs_li_v, the default: a carbonate electrolyte's): "
             "unused, the protocol has no add_standard step and no past measurements are given vs Fc+/Fc") in lines, \
         proc.stdout

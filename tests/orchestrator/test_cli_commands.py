@@ -33,8 +33,11 @@ def test_every_listed_command_loads_and_answers_its_own_help(capsys) -> None:
         for name in app.list_commands(ctx):
             command = app.get_command(ctx, name)
             assert isinstance(command, click.Command), name
-            assert main([name, "--help"]) == 0
-            assert f"Usage: labloop {name}" in capsys.readouterr().out
+            for flag in ("--help", "-h"):  # -h was "No such option" (a newcomer's trial)
+                assert main([name, flag]) == 0
+                assert f"Usage: labloop {name}" in capsys.readouterr().out
+        assert main(["-h"]) == 0 and "Usage: labloop [OPTIONS] COMMAND" in capsys.readouterr().out
+        assert main(["surrogate", "train", "-h"]) == 0 and "--rows" in capsys.readouterr().out
         assert app.get_command(ctx, "nope") is None
     assert main(["nope"]) == 2
     assert "No such command 'nope'" in capsys.readouterr().err

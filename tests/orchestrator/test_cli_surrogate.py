@@ -105,7 +105,11 @@ def test_rows_trains_on_the_campaigns_seeded_slice_and_says_the_files_own_lines(
     whole = labloop("surrogate", "train", data, "-t", "ie_ev", "-o", tmp_path / "w", "--rows", "500", "--folds", "2",
                     "--epochs", "1", "--no-cache")  # more rows than the table: the whole table, no slice said
     assert whole.returncode == 0 and "seeded slice" not in whole.stderr, whole.stderr
+    assert f"warning: --rows 500: {data} has 120 rows, all of them trained on" in whole.stderr
     assert "slice" not in json.loads((tmp_path / "w" / "manifest.json").read_text())["training_data"]
+    # a refused --output is said alone, not after "training on ..." (a newcomer read it as a training begun)
+    again = labloop("surrogate", "train", data, "-t", "ie_ev", "-o", tmp_path / "m", "--rows", "60", "--folds", "2")
+    assert again.returncode == 2 and again.stderr.startswith("error: --output"), again.stderr
 
 
 def test_a_slice_with_no_value_in_a_target_column_is_refused_before_training(labloop, ocelot, tmp_path):
