@@ -113,6 +113,10 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     retrain_every = (config.get("surrogate") or {}).get("retrain_every")
     progress["eta"] = _eta(experiments, config["budget"], info.created_at, events,
                            cycle=retrain_every if isinstance(retrain_every, int) else 0) if live else None
+    if progress["eta"] is not None:
+        # a retrain in progress that no finished one has timed: the pace holds none, and "about 3 s left" stood
+        # 34 s from the end while the run waited for the first (a newcomer's trial)
+        progress["eta"]["untimed_retrain"] = progress["retraining"] is not None and not _retrain_timed(events)
     progress["eta_s"] = None if progress["eta"] is None else progress["eta"]["seconds"]
     return {
         "campaign": {
@@ -271,6 +275,12 @@ def _retraining(events: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     data = events[index]["data"] if isinstance(events[index]["data"], dict) else {}
     return {"round": data.get("round"), "n_measurements": data.get("n_measurements"), "since": events[index]["time"]}
+
+
+def _retrain_timed(events: list[dict[str, Any]]) -> bool:
+    """Whether a retrain has finished (a ``model`` event after a ``retrain`` one): the ETA's pace can then hold one."""
+    started = next((i for i, e in enumerate(events) if e["kind"] == "retrain"), None)
+    return started is not None and any(e["kind"] == "model" for e in events[started + 1:])
 
 
 #: the ETA's pace: the mean time between the finishes of the last PACE_OF done experiments, once PACE_FROM are done
@@ -570,6 +580,8 @@ def eta_text(eta: dict[str, Any]) -> str:
     left = "under 1 s" if round_seconds(eta["seconds"]) == 0 else f"about {duration(eta['seconds'])}"
     pace = "under 1 s" if round_seconds(eta["pace_s"]) == 0 else duration(eta["pace_s"])
     text = f"{left} left at the recent pace ({pace} per experiment, the mean of the last {eta['pace_of']}; an estimate)"
+    if eta.get("untimed_retrain"):
+        text += ", plus the retrain in progress, which no finished one has timed yet"
     if eta["max_hours_at"] is not None:
         at = local_time(eta["max_hours_at"])
         text += (f", but budget.max_hours stops the run first, at {at}" if eta["first"] == "max_hours"

@@ -717,11 +717,17 @@ def test_a_live_run_that_waits_says_for_what_and_max_hours_is_said_when_it_comes
         assert campaign_created == clock.at(0)
         # finished at 400, 800 and 1300 s (the first began at 100): 300, 400 and 500 s apart; 3 left at 400 s each:
         # 20 min, past the hour's last 10 min
+        # the first retrain still runs: the pace holds none, said (a newcomer's trial: "about 3 s left" 34 s from the
+        # end while the run waited for it)
         assert eta == {"seconds": 1200, "pace_s": 400, "pace_of": 3, "experiments_left": 3,
-                       "max_hours_at": deadline, "first": "max_hours"}
+                       "max_hours_at": deadline, "first": "max_hours", "untimed_retrain": True}
         assert live_line(now()).endswith("about 20 min 0 s left at the recent pace (6 min 40 s per experiment, the "
-                                         "mean of the last 3; an estimate), but budget.max_hours stops the run "
-                                         f"first, at {local_time(deadline)}")
+                                         "mean of the last 3; an estimate), plus the retrain in progress, which no "
+                                         "finished one has timed yet, but budget.max_hours stops the run first, at "
+                                         f"{local_time(deadline)}")
+        journal.add_event("model", "model version 2 (retraining round 1)", data={"version": 2})
+        assert now()["retraining"] is None and not now()["eta"]["untimed_retrain"]
+        assert "no finished one has timed" not in live_line(now())
 
 
 def test_the_eta_spans_a_retraining_cycle():

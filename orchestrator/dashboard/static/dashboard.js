@@ -400,6 +400,7 @@ function etaText(eta) {
   const pace = Math.round(eta.pace_s) <= 0 ? "under 1 s" : duration(eta.pace_s);
   let text = `${left} left at the recent pace (${pace} per experiment, the mean of the last ${eta.pace_of}; ` +
     "an estimate)";
+  if (eta.untimed_retrain) text += ", plus the retrain in progress, which no finished one has timed yet";
   if (eta.max_hours_at) {
     const at = localTime(eta.max_hours_at, true);
     text += eta.first === "max_hours" ? `, but budget.max_hours stops the run first, at ${at}`
