@@ -95,7 +95,9 @@ CAPTIONS = {
     "best_so_far.png": "Each measured potential (grey) in the order measured, and the best so far by the objective "
                        "(blue); a target window shaded.",
     "measured_vs_predicted.png": "Each measurement against the model's prediction when the experiment was proposed "
-                                 "(bars: +/-1 sd of the prediction); the dashed line is measured = predicted.",
+                                 "(bars: +/-1 sd of the prediction); the dashed line is measured = predicted. Open "
+                                 "grey points: predicted before any measurement calibrated the model (the tables' "
+                                 "*), on the prior's own scale.",
     "prediction_error.png": "How far each proposal's prediction was from its measurement, in the order measured, with "
                             f"the mean of the last {ERROR_WINDOW}: with feedback it falls as measurements accumulate.",
     "voltammograms.png": f"The last {RECENT_VOLTAMMOGRAMS} measured experiments' scans, potentials as applied (the "
@@ -1019,10 +1021,17 @@ def _parity(path: Path, done: list[dict[str, Any]]) -> None:
     fig, ax = _figure("measured vs predicted", "predicted (V vs Li/Li+; bars +/-1 sd)", "measured (V vs Li/Li+)")
     pairs = parity(done)
     if pairs:
-        ax.errorbar([p["mu"] for p in pairs], [p["measured"] for p in pairs],
-                    xerr=[p["sigma"] for p in pairs], fmt="o", ms=3, alpha=0.7)
+        for before, style in ((False, {"fmt": "o", "color": "tab:blue", "label": "calibrated"}),
+                              (True, {"fmt": "o", "color": "tab:grey", "mfc": "none",
+                                      "label": "before any measurement (uncalibrated)"})):
+            shown = [p for p in pairs if p["uncalibrated"] is before]
+            if shown:
+                ax.errorbar([p["mu"] for p in shown], [p["measured"] for p in shown],
+                            xerr=[p["sigma"] for p in shown], ms=3, alpha=0.7, **style)
         values = [p["mu"] for p in pairs] + [p["measured"] for p in pairs]
         ax.plot([min(values), max(values)], [min(values), max(values)], "k--", lw=1)
+        if any(p["uncalibrated"] for p in pairs):
+            ax.legend(loc="best", fontsize=8)
     _save(fig, ax, path, None if pairs else "no prediction (campaign without a surrogate)")
 
 

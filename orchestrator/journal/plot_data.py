@@ -36,8 +36,11 @@ def best_so_far(done: list[dict[str, Any]], objective: Objective) -> list[float]
 
 
 def parity(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Measured vs predicted (mu, sigma at proposal time) for every done experiment that had a prediction."""
-    return [{"id": e["id"], "mu": e["mu"], "sigma": e["sigma"] or 0.0, "measured": e["potential_v"]}
+    """Measured vs predicted (mu, sigma at proposal time) for every done experiment that had a prediction, and whether
+    it was made before any measurement calibrated the model (``uncalibrated``: on the prior's scale, +/- 2 V, which
+    the plots draw apart: a newcomer read a first batch predicted at 5.4-6.3 V as the model's error)."""
+    return [{"id": e["id"], "mu": e["mu"], "sigma": e["sigma"] or 0.0, "measured": e["potential_v"],
+             "uncalibrated": bool(e.get("uncalibrated"))}
             for e in done if e["mu"] is not None]
 
 

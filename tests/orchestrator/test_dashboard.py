@@ -202,6 +202,10 @@ def test_page_shows_the_journal_and_updates_live_with_text_escaped(served, finis
     measured = [e for e in snap["experiments"] if e["status"] == "done"]
     assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-best circle")) == len(measured)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-parity circle")) == len(measured)
+    # the first batch, predicted before any measurement calibrated the model, drawn apart (a newcomer's trial)
+    uncalibrated = sum(bool(e["uncalibrated"]) for e in measured)
+    assert uncalibrated and len(browser.find_elements(By.CSS_SELECTOR, "#plot-parity circle.parity-uncalibrated")) \
+        == uncalibrated
     assert "bars ±1 sd" in _text(browser, "#plot-parity")  # what the error bars are
     assert len(browser.find_elements(By.CSS_SELECTOR, "#plot-error circle")) == len(measured)
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#plot-cv polyline"), "the latest voltammogram")
@@ -1020,8 +1024,11 @@ def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, wr
                                                          f"potentiostat since {_in_kolkata(cv)} UTC+5:30")
             assert _text(browser, "#run-now li.retraining") == (f"retraining model (round 1, since "
                                                                 f"{_in_kolkata(retrained)} UTC+5:30)")
+            # the first retrain runs: the pace holds none, said as `labloop log` says it (a newcomer's trial)
             assert _text(browser, "#run-now li.eta") == ("about 38 min 53 s left at the recent pace (5 min 33 s "
-                                                         "per experiment, the mean of the last 3; an estimate)")
+                                                         "per experiment, the mean of the last 3; an estimate), plus "
+                                                         "the retrain in progress, which no finished one has timed "
+                                                         "yet")
             assert browser.execute_script("return window.__xss") is None  # the name is text, never markup
             assert not browser.find_elements(By.CSS_SELECTOR, "#run-now img, #run-now script")
             _screenshot(browser, tmp_path, "dashboard-now.png")
@@ -1034,6 +1041,7 @@ def test_the_page_says_what_a_live_run_does_now_and_when_it_may_end(tmp_path, wr
                                       and not d.find_elements(By.CSS_SELECTOR, "#run-now li.retraining")),
                   "the step's end and the retrained model")
             assert _text(browser, "#run-now li.now").endswith(f"(running since {_in_kolkata(running)} UTC+5:30)")
+            assert _text(browser, "#run-now li.eta").endswith("the mean of the last 3; an estimate)")
         except BaseException:
             dashboard.close()
             raise

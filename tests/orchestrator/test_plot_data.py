@@ -43,6 +43,9 @@ def test_parity_and_prediction_error_use_only_predicted_experiments():
     pairs = parity(done)
     assert [p["id"] for p in pairs] == [i for i in range(1, 12) if i != 2]
     assert all(p["measured"] == pytest.approx(4.0 + 0.1 * p["id"]) for p in pairs)
+    assert not any(p["uncalibrated"] for p in pairs)
+    first = parity([{**_row(1, "done", 4.1, 6.0), "uncalibrated": True}, _row(3, "done", 4.3, 4.2)])
+    assert [p["uncalibrated"] for p in first] == [True, False]  # drawn apart by the report and the page
     errors, running = prediction_errors(done)
     assert errors == pytest.approx([0.1 * p["id"] for p in pairs])
     assert running[0] == pytest.approx(errors[0])

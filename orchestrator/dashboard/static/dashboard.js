@@ -185,7 +185,11 @@ function drawParity(plots) {
                           "diag"));
       pairs.forEach((p) => g.appendChild(svgEl("line", { x1: sx(p.mu - p.sigma), x2: sx(p.mu + p.sigma),
                                                           y1: sy(p.measured), y2: sy(p.measured) }, "errbar")));
-      points(g, pairs.map((p) => p.mu), pairs.map((p) => p.measured), sx, sy, "parity");
+      // open grey: predicted before any measurement calibrated the model, as the report draws them
+      [[false, "parity"], [true, "parity-uncalibrated"]].forEach(([before, cls]) => {
+        const shown = pairs.filter((p) => p.uncalibrated === before);
+        points(g, shown.map((p) => p.mu), shown.map((p) => p.measured), sx, sy, cls);
+      });
     },
   });
 }
