@@ -22,6 +22,7 @@ import yaml
 from rich.table import Table
 
 from labloop.core.errors import ConfigError, InputError, InvalidParameter, said
+from labloop.core.text import printable
 from labloop.instruments.registry import driver_names, load_driver, registered_by
 from labloop.instruments.transport import link_option_problem
 from labloop.orchestrator import console
@@ -42,6 +43,8 @@ def drivers() -> None:
 @drivers.command("list", help="List every registered driver (built-in and plug-ins).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per driver, for scripts.")
 def list_drivers(as_json: bool) -> None:
+    """An emulator is loaded to be listed as one: a registered one that cannot be loaded was "yes" until a dry run
+    failed on it (a plug-in author's trial); it is "broken", and the JSON row says why (``emulator_problem``)."""
     rows = []
     emulators = set(emulator_names())
     for name in driver_names():
@@ -52,8 +55,14 @@ def list_drivers(as_json: bool) -> None:
                          "summary": exc.what})  # "driver 'x' (module:attr) cannot be loaded: ..."
             continue
         d = registered.descriptor
-        rows.append({"name": d.name, "kind": str(d.kind), "baudrate": d.default_baudrate,
-                     "package": registered.distribution, "emulator": d.name in emulators, "summary": d.summary})
+        row = {"name": d.name, "kind": str(d.kind), "baudrate": d.default_baudrate,
+               "package": registered.distribution, "emulator": d.name in emulators, "summary": d.summary}
+        if row["emulator"]:
+            try:
+                load_emulator(d.name)
+            except ConfigError as exc:
+                row.update(emulator=False, emulator_problem=exc.what)
+        rows.append(row)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
@@ -61,8 +70,11 @@ def list_drivers(as_json: bool) -> None:
     table = Table("driver", "kind", "baud", "package", "emulator", "summary", title="labloop drivers")
     for row in rows:
         table.add_row(row["name"], row["kind"], str(row["baudrate"] or "-"), row["package"],
-                      "yes" if row["emulator"] else "no", row["summary"])
+                      "broken" if "emulator_problem" in row else "yes" if row["emulator"] else "no", row["summary"])
     console.out.print(table)
+    for row in rows:
+        if "emulator_problem" in row:
+            console.out.print(printable(row["emulator_problem"]), markup=False, highlight=False, soft_wrap=True)
 
 
 def _options(_ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, Any]:

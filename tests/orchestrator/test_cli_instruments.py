@@ -255,3 +255,21 @@ def test_sim_serve_gives_its_emulator_the_options_a_campaign_would(labloop) -> N
     assert one_line_error(labloop("sim", "serve", "ne1000", "--option", "holds=bogus")) == (
         "error: --option: the emulator of driver 'ne1000' raised ValueError: 'bogus' is not a valid Fluid: its "
         "options, or a bug in the emulator")
+
+
+def test_drivers_list_says_an_emulator_that_cannot_be_loaded(labloop, install_plugin) -> None:
+    """A plug-in's emulator entry point pointing at nothing was listed "yes" until a dry run failed on it (a plug-in
+    author's trial): it is "broken", the reason under the table and in the JSON row."""
+    install_plugin("lost_emu", """
+        from labloop.instruments.registry import DriverDescriptor
+        from labloop.instruments.ne1000 import NE1000Pump
+        PUMP = DriverDescriptor(name="lost-emu", kind="pump", open=NE1000Pump.open, summary="a pump")
+        """, {"lost-emu": "PUMP"}, emulator="lost_emu:no_such_emulator")
+    rows = {row["name"]: row for row in map(json.loads, labloop("drivers", "list", "--json").stdout.splitlines())}
+    assert rows["lost-emu"]["emulator"] is False and "cannot be loaded" in rows["lost-emu"]["emulator_problem"]
+    assert rows["ne1000"]["emulator"] is True and "emulator_problem" not in rows["ne1000"]
+    table = labloop("drivers", "list")
+    assert table.returncode == 0
+    listed = next(line for line in table.stdout.splitlines() if "lost-emu" in line and "│" in line)
+    assert "broken" in listed
+    assert "emulator 'lost-emu' (lost_emu:no_such_emulator) cannot be loaded" in table.stdout
