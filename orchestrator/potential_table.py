@@ -25,7 +25,7 @@ from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, Quantity
 from labloop.orchestrator.config.campaign import Campaign
 from labloop.orchestrator.config.fields import POTENTIAL_RANGE_V
 from labloop.orchestrator.config.yaml_source import display_name
-from labloop.surrogate.dataset import MISSING_MARKERS, REPEAT_SPREAD, csv_lines, markers_written, read_table
+from labloop.surrogate.dataset import MISSING_MARKERS, REPEAT_SPREAD, at_lines, csv_lines, markers_written, read_table
 
 if TYPE_CHECKING:
     from labloop.planners import ModelView
@@ -293,8 +293,12 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     written = table.marked.get(column, {})  # row: the missing-value marker its cell holds
     marked = [row for row in empty if row in written]
     if empty:
-        k = len(marked)
-        markers = "" if not marked else f" ({k} of them {markers_written(written, marked, line_of)})"
+        # where each is: a marker's rows by its marker, a blank cell's too (a chemist's trial looked for them)
+        blank = [row for row in empty if row not in written]
+        said = ([f"{len(marked)} of them {markers_written(written, marked, line_of)}"] if marked else []) + (
+            [f"{len(blank)} of them blank, {at_lines(blank, line_of)}" if marked else
+             f"blank, {at_lines(blank, line_of)}"] if blank else [])
+        markers = f" ({'; '.join(said)})"
         # a CV sheet's "n.d." is often "no wave up to the scan's end", which a bound says and a past table learns
         # from (a chemist's trial); a truth table cannot hold bounds
         bound = (": where a row means no wave within the scan, write it as the bound it is (e.g. '>1.9'), which is "

@@ -221,12 +221,17 @@ def markers_written(written: Mapping[int, str], rows: Sequence[int], line_of: Ca
     missing value as 'n/a', at line 5``): how ``rows`` (0-based, in file order) wrote their missing values,
     ``written`` being a :class:`MoleculeTable`'s ``marked`` of one column, for a note that counts them
     (``read_table``'s warning; a backtest's note on its truth words them the same)."""
-    k = len(rows)
     markers = ", ".join(repr(m) for m in dict.fromkeys(written[r] for r in rows))
+    return f"{plural(len(rows), 'writes', 'write')} a missing value as {markers}, {at_lines(rows, line_of)}"
+
+
+def at_lines(rows: Sequence[int], line_of: Callable[[int], int]) -> str:
+    """``first at lines 5, 9, 12, 20, 31 and 2 more`` (one row: ``at line 5``): where ``rows`` (0-based, in file
+    order) are in the file, at most :data:`SHOWN_MARKED_LINES` of them, for a note that counts them."""
+    k = len(rows)
     shown = min(k, SHOWN_MARKED_LINES)
     lines = ", ".join(str(line_of(r)) for r in rows[:shown]) + (f" and {k - shown} more" if k > shown else "")
-    return (f"{plural(k, 'writes', 'write')} a missing value as {markers}, {'first ' if k > 1 else ''}at "
-            f"{plural(shown, 'line')} {lines}")
+    return f"{'first ' if k > 1 else ''}at {plural(shown, 'line')} {lines}"
 
 
 #: the most columns, and the most characters of each name, a message lists (:func:`listed_columns`)

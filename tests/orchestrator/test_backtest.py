@@ -262,7 +262,8 @@ def test_one_row_is_said_as_one_row(tmp_path, labloop, write_campaign, truth_csv
     assert warnings == [
         f"warning: 1 row of {lab} is no SMILES of a molecule labloop screens (first at line {len(rows)}: "
         "'C1CC(not_a_smiles') and is left out",
-        f"warning: 1 row of {lab} has no finite value in column 'e_v' and is left out",
+        f"warning: 1 row of {lab} has no finite value in column 'e_v' (blank, at line {len(rows) + 1}) and is left "
+        "out",
         # both lines and both values, and which is kept
         f"warning: 1 row of {lab} repeats a molecule with another value (the first: line {len(rows) + 2} "
         f"{rows[4].split(',')[0]!r} (4.55 V) repeats line 4 {rows[4].split(',')[0]!r} ({first:g} V)): the first "
@@ -727,6 +728,13 @@ def test_missing_value_markers_are_missing_values(tmp_path, labloop, write_campa
             "missing value as 'n/a', 'NA', 'nan', '-', 'ND', 'NaN', first at lines 5, 12, 22, 32, 42 and 1 more) and "
             "are left out") in result.stderr.splitlines(), result.stderr
     assert json.loads(result.stdout)["truth_rows"]["missing_markers"] == 6
+    # a blank cell beside them is said where it is too (a chemist's trial looked for the blank ones)
+    table.loc[70, "e_v"] = ""
+    table.to_csv(tmp_path / "lab.csv", index=False)
+    blank = labloop(*args)
+    assert (f"warning: 7 rows of {tmp_path / 'lab.csv'} have no finite value in column 'e_v' (6 of them write a "
+            "missing value as 'n/a', 'NA', 'nan', '-', 'ND', 'NaN', first at lines 5, 12, 22, 32, 42 and 1 more; 1 of "
+            "them blank, at line 72) and are left out") in blank.stderr.splitlines(), blank.stderr
     table.loc[60, "e_v"] = "pending"
     table.to_csv(tmp_path / "lab.csv", index=False)
     refused = labloop(*args)
