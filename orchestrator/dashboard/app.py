@@ -23,6 +23,12 @@ Why it is built this way:
   The page sets a Content-Security-Policy that allows only its own scripts, and the script renders every
   journal text with ``textContent``. Host headers other than the bound host are refused
   (DNS rebinding).
+- **The file at the path, not the file once opened.** A journal deleted and begun afresh at the same path (the
+  way docs/running.md starts a campaign over) left the page on the old file's connection, showing the old batch,
+  while an approval, which opens the store by its path, decided the new one's batch of the same ids (a security
+  trial). The watcher follows the path (:meth:`CampaignSource.refresh`), and an approval is refused unless the
+  journal it writes holds the campaign the page shows, and the one the client names (``campaign``, its
+  ``created_at``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -188,6 +195,7 @@ class CampaignSource:
     def __init__(self, store: Path) -> None:
         self.store = store
         self.journal = Journal.open(store, readonly=True)
+        self._file = _file_of(store)  # the file the connection reads (a file put at the path later is another)
         self._lock = threading.Lock()
         self._version: tuple[int, bool] | None = None  # the journal's data_version, and whether a run holds it
         #: (version, snapshot, /api/campaign bytes, stream message bytes), replaced whole (readers need no lock)
@@ -230,8 +238,10 @@ class CampaignSource:
 
     def refresh(self) -> None:
         """Rebuild the documents if the journal changed since the last call (a problem noted before is over
-        once the journal reads again)."""
+        once the journal reads again). A file gone from the path is a problem (the page keeps it as last read); a
+        new one there is read from then on, as the journal at the path."""
         with self._lock:  # a run that ends writes nothing more, but its lock goes: that changes the document too
+            self._follow_the_path()
             version = (self.journal.data_version(), being_run(self.store))
             if version != self._version:
                 snap = public_snapshot(snapshot(self.journal))
@@ -241,6 +251,27 @@ class CampaignSource:
                 if self.problem is not None:
                     log.warning("dashboard: the journal reads again")
                     self.problem = None
+
+    def _follow_the_path(self) -> None:
+        """Open the file now at the store's path if it is not the one read (a journal deleted and begun afresh
+        there); JournalError if none is."""
+        try:
+            now = _file_of(self.store)
+        except FileNotFoundError:
+            raise JournalError(f"{self.store}: the journal file is gone (deleted or moved); the page shows it as "
+                               "last read") from None
+        if now == self._file:
+            return
+        journal = Journal.open(self.store, readonly=True)  # JournalError: not a journal (yet), said as a problem
+        self.journal.close()
+        self.journal, self._file, self._version = journal, now, None
+        info = journal.campaign_info()
+        log.warning("dashboard: %s is another file now (campaign %r, created %s): the page shows it", self.store,
+                    info.name, info.created_at)
+
+    def shown_campaign(self) -> str | None:
+        """The ``created_at`` of the campaign the page shows (a journal's identity), None before it is read."""
+        return self.current[1]["campaign"]["created_at"] if self.current[1] else None
 
     def experiment(self, experiment_id: int) -> dict[str, Any] | None:
         """One experiment with its actions, raw voltammograms (current attempt) and analysis; None if unknown."""
@@ -309,18 +340,23 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: 
                                 status_code=403)
         try:
             body = await request.json()
-            veto, batch = body.get("veto", []), body.get("batch")
-            if not _ids(veto) or not (batch is None or _ids(batch)):
+            veto, batch, named = body.get("veto", []), body.get("batch"), body.get("campaign")
+            if not _ids(veto) or not (batch is None or _ids(batch)) or not (named is None or isinstance(named, str)):
                 raise ValueError
         except (ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested thousands deep
-            return JSONResponse({"error": 'body must be JSON like {"veto": [3, 5], "batch": [3, 4, 5, 6]}'},
+            return JSONResponse({"error": 'body must be JSON like {"veto": [3, 5], "batch": [3, 4, 5, 6]} (and '
+                                          '"campaign": its created_at, as GET /api/campaign shows it)'},
                                 status_code=400)
         if not batch:  # a write that does not say which batch could approve one that arrived since, unseen
             return JSONResponse({"error": 'say which batch you decide: "batch", the ids of the experiments awaiting '
                                           'approval as you saw them (GET /api/campaign), e.g. {"veto": [5], '
                                           '"batch": [3, 4, 5, 6]}'}, status_code=400)
+        if source.problem is not None:  # a journal gone from its path was "cannot be written here" (403)
+            return _unreadable(source.problem)
         try:
-            approved, vetoed = await run_in_threadpool(_decide, store, veto, batch)
+            shown = source.shown_campaign()
+            approved, vetoed = await run_in_threadpool(_decide, store, veto, batch,
+                                                       [c for c in (named, shown) if c is not None])
         except NotAwaitingApproval as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
         except JournalError as exc:  # a store this account may read but not write
@@ -393,10 +429,25 @@ def _ids(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
 
 
-def _decide(store: Path, veto: list[int], batch: list[int]) -> tuple[list[int], list[int]]:
+def _file_of(path: Path) -> tuple[int, int]:
+    """Which file ``path`` is now (device, inode): a file the journal's connection holds open keeps its inode, so
+    another file put at the path never has it."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def _decide(store: Path, veto: list[int], batch: list[int], campaigns: Sequence[str]) -> tuple[list[int], list[int]]:
     """Approve the waiting batch except ``veto``, through a short-lived writable connection; ``batch`` (the
-    ids the page showed) must be the batch waiting, so a late click never decides a batch nobody saw."""
+    ids the page showed) must be the batch waiting, so a late click never decides a batch nobody saw, and the
+    journal must hold each of ``campaigns`` (``created_at``: the page's, the client's): ids begin at 1 in every
+    journal, so a batch of another campaign put at the path has the same ones."""
     with Journal.open(store) as journal:
+        info = journal.campaign_info()
+        other = next((c for c in campaigns if c != info.created_at), None)
+        if other is not None:
+            raise NotAwaitingApproval(f"{store.name} now holds campaign {info.name!r} created {info.created_at}, not "
+                                      f"the one created {other} decided on (the journal was begun afresh at its "
+                                      "path): look at it again")
         return journal.approve(veto=veto, by="dashboard", batch=batch)
 
 

@@ -442,6 +442,53 @@ def test_an_approval_must_name_the_batch_it_decides(tmp_path, write_campaign):
         dashboard.close()
 
 
+def test_a_journal_begun_afresh_at_its_path_is_followed_and_not_decided_by_the_old_view(tmp_path, write_campaign):
+    """A journal deleted and begun afresh at its path (docs/running.md's way to start over) left the dashboard on
+    the old file, showing its batch, while an approval, which opens the store by its path, decided the new
+    campaign's batch of the same ids, molecules nobody was shown (a security trial). The file gone is said (503),
+    the new one is shown, and a decision naming the old campaign is refused (409) with nothing decided."""
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([_Proposal("CCO"), _Proposal("CCN")], step=0, planner="random",
+                                       awaiting_approval=True)
+    dashboard = Dashboard(campaign.store)
+    try:
+        first = json.loads(dashboard.get("/api/campaign")[1])["campaign"]["created_at"]
+        for path in tmp_path.glob(f"{campaign.store.name}*"):  # the journal and its -wal, -shm
+            path.unlink()
+        deadline = time.monotonic() + 60  # liveness only: the watcher looks every REFRESH_S
+        while (answer := dashboard.get("/api/campaign"))[0] != 503:
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.05)
+        assert "the journal file is gone (deleted or moved)" in json.loads(answer[1])["error"]
+        decision = {"veto": [], "batch": ids, "campaign": first}
+        status, _ = dashboard.request("POST", "/api/approve", json.dumps(decision).encode(), {"X-Labloop-Token": TOKEN})
+        assert status == 503
+        time.sleep(0.01)  # another created_at, to the millisecond
+        with Journal.create(campaign.store, campaign) as journal:
+            assert journal.record_proposals([_Proposal("c1ccccc1O"), _Proposal("c1ccccc1N")], step=0,
+                                            planner="random", awaiting_approval=True) == ids  # the same ids
+        while "c1ccccc1O" not in (answer := dashboard.get("/api/campaign"))[1].decode():
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.05)
+        second = json.loads(answer[1])["campaign"]["created_at"]
+        assert second != first
+        status, body = dashboard.request("POST", "/api/approve", json.dumps(decision).encode(),
+                                         {"X-Labloop-Token": TOKEN})
+        assert status == 409 and f"not the one created {first} decided on" in json.loads(body)["error"]
+        with Journal.open(campaign.store, readonly=True) as journal:
+            assert [e.id for e in journal.experiments(states=(State.AWAITING_APPROVAL,))] == ids  # undecided
+        status, body = dashboard.request("POST", "/api/approve", json.dumps({**decision, "campaign": second}).encode(),
+                                         {"X-Labloop-Token": TOKEN})
+        assert status == 200 and json.loads(body) == {"approved": ids, "vetoed": []}
+    finally:
+        dashboard.process.send_signal(signal.SIGINT)
+        _, err = dashboard.process.communicate(timeout=30)
+    assert "is another file now" in err and "Traceback" not in err
+
+
 class _Proposal:
     """A proposal as the journal records it (a planner's, without a model)."""
 

@@ -429,7 +429,7 @@ function conditionsText(e) {
 
 function renderApproval(snap) {
   const waiting = snap.experiments.filter((e) => e.status === "awaiting_approval");
-  const batch = waiting.map((e) => e.id).join(", ");
+  const batch = waiting.length ? `${snap.campaign.created_at}: ${waiting.map((e) => e.id).join(", ")}` : "";
   if (batch && batch !== state.batch) {  // another batch: what was said of the last decision is not about this one
     $("approval-message").textContent = "";
     $("approval-message").className = "";
@@ -469,7 +469,8 @@ async function decide(vetoAll) {
   const message = $("approval-message");
   const response = await fetch("/api/approve", {
     method: "POST", headers: { "Content-Type": "application/json", "X-Labloop-Token": token },
-    body: JSON.stringify({ veto, batch }),  // the batch shown, as decided
+    // the batch shown, as decided, and of which campaign: a journal begun afresh at the path has the same ids
+    body: JSON.stringify({ veto, batch, campaign: state.snap.campaign.created_at }),
   });
   const body = await response.json().catch(() => ({}));
   if (response.ok) {
