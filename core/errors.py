@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from labloop.core.text import clipped
+
 Loc = tuple[str | int, ...]
 
 
@@ -132,7 +134,7 @@ def said(exc: BaseException, chars: int | None = None) -> str:
     ``chars``: cut to that many characters with an ellipsis, for a console line (a vendor library's message may be
     a page)."""
     text = f"{type(exc).__name__}: {' '.join(_text(exc).split()) or 'no message'}"
-    return text if chars is None or len(text) <= chars else f"{text[:chars - 1]}…"
+    return text if chars is None else clipped(text, chars)
 
 
 def _text(exc: BaseException) -> str:
@@ -160,7 +162,7 @@ def shown(value: Any) -> str:
         return "nothing" if value is None else str(value).lower()
     # YAML reads an unquoted 2026-01-01 as a date: not datetime.date(2026, 1, 1)
     text = f"{value.isoformat()} (a date)" if isinstance(value, datetime.date) else repr(value)
-    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 1]}…"
+    return clipped(text, SHOWN_CHARS)
 
 
 def not_one_of(value: Any, choices: Sequence[str]) -> str:

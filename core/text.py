@@ -24,6 +24,12 @@ def printable(text: str) -> str:
 CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+def clipped(text: str, chars: int) -> str:
+    """``text`` cut to ``chars`` characters with an ellipsis when longer: a value from outside (a vendor's message, a
+    library's molecule name of 5,000 characters) recognised in a message or a table, not pasted whole into it."""
+    return text if len(text) <= chars else f"{text[:chars - 1]}…"
+
+
 def controls_escaped(text: str) -> str:
     """``text`` with each of :data:`CONTROLS` written as its escape (``\\x1b``, ``\\u202e``), for a CSV cell or a
     report's page: ``cat`` of a CSV ran a device's ESC sequences on the terminal (a security review)."""

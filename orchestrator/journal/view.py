@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labloop.core.errors import JournalError, Problems, first_line
-from labloop.core.text import plural, printable
+from labloop.core.text import clipped, plural, printable
 from labloop.instruments.cv_analysis import (
     RANDLES_SEVCIK_N_ELECTRONS,
     RANDLES_SEVCIK_TEMPERATURE_K,
@@ -51,6 +51,10 @@ from labloop.protocols.steps import CV, Step, analysis_settings, parse_steps
 log = logging.getLogger(__name__)
 
 BEST_SHOWN = 5
+#: most characters of a library's molecule name a table shows (the page's dashboard.js cuts as many): a name column
+#: holding a pasted note of 5,000 characters filled the approval table for screens (a security trial); the journal,
+#: ``log --json`` and the report keep it whole
+SHOWN_NAME_CHARS = 80
 
 
 def snapshot(journal: Journal) -> dict[str, Any]:
@@ -727,10 +731,10 @@ def _best_table(rows: list[dict[str, Any]], edges: tuple[float, ...], objective:
 
 
 def _named(experiment: dict[str, Any], named: bool) -> tuple[Text, ...]:
-    """The molecule's cells: its library name (when the table shows names) and its SMILES. Why both: a chemist
-    knows the molecules by name, a script and the planner by SMILES."""
+    """The molecule's cells: its library name (when the table shows names; cut at :data:`SHOWN_NAME_CHARS`) and its
+    SMILES. Why both: a chemist knows the molecules by name, a script and the planner by SMILES."""
     smiles = _text(experiment["smiles"])
-    return (_text(experiment["name"]), smiles) if named else (smiles,)
+    return (_text(clipped(experiment["name"], SHOWN_NAME_CHARS)), smiles) if named else (smiles,)
 
 
 def _stands(event: dict[str, Any]) -> bool:

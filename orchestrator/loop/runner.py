@@ -51,7 +51,7 @@ from labloop.core.errors import (
     SafetyLimitExceeded,
     said,
 )
-from labloop.core.text import plural, shell_word, traceback_hint
+from labloop.core.text import clipped, plural, shell_word, traceback_hint
 from labloop.instruments.cv_analysis import (
     CVFlag,
     CVResult,
@@ -1210,7 +1210,7 @@ class Runner:
             row = rows.get(experiment_id)
             if row is None:
                 continue
-            smiles = row.smiles if len(row.smiles) <= HELD_SMILES_CHARS else f"{row.smiles[:HELD_SMILES_CHARS - 1]}…"
+            smiles = clipped(row.smiles, HELD_SMILES_CHARS)
             # the prior's scale, as `labloop log`'s * says; a first batch the lab's past measurements calibrated is not
             # (the line said "before any measurement" over a model calibrated on 166 of them: a chemist's trial)
             predicted = "" if row.mu is None else f", predicted {row.mu:.2f} V" + (

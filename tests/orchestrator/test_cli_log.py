@@ -336,6 +336,25 @@ def test_the_tables_and_json_name_the_molecules_the_library_names(labloop, tmp_p
     assert "┃ name" not in moved and BEST in moved
 
 
+def test_a_long_name_is_cut_in_the_tables_and_kept_whole_in_json(labloop, tmp_path, write_campaign):
+    """A library name of 5,000 characters (a note pasted into the name column) filled the approval table for screens
+    (a security trial): the tables cut it at 80 characters; ``--json`` keeps it whole."""
+    long_name = "tetrakis" + "(dimethylamino)" * 400
+    (tmp_path / "named.csv").write_text(f"smiles,name\n{BEST},{long_name}\n{NEAR},o-toluidine\n")
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")},
+                              planner={"kind": "random", "batch_size": 2, "approve": True})
+    path = tmp_path / "long.db"
+    with Journal.create(path, load_campaign(campaign)) as journal:
+        journal.record_proposals([Proposal(BEST), Proposal(NEAR)], step=0, planner="random", awaiting_approval=True)
+    assert [e["name"] for e in json.loads(labloop("log", path, "--json").stdout)["experiments"]] == [long_name,
+                                                                                                   "o-toluidine"]
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "log", path], env={**env,
+                         "COLUMNS": "400"}, capture_output=True, text=True, check=True).stdout
+    waiting = out[out.index("awaiting approval"):]
+    assert (long_name[:79] + "…") in waiting and long_name[:80] not in out
+
+
 def test_a_journal_on_a_read_only_file_system_is_read(labloop, store, tmp_path):
     """A finished journal on a read-only mount could not be read ('it cannot be opened (permissions, ...)'): SQLite
     wants the -shm file a WAL journal's readers share, which it cannot make there (an operator's trial). Read as the

@@ -615,13 +615,14 @@ def test_the_page_names_the_molecules_the_library_names(tmp_path, write_campaign
 
 def test_names_that_would_mislead_or_widen_the_page_are_shown_plainly(tmp_path, write_campaign, browser):
     """A name holding U+202E showed "exe.txt" as "txt.exe", and a 5000-character name widened the experiments table
-    until its status and potential were out of view (a security trial): bidirectional controls are shown as their
-    escapes, as `labloop log` shows them, and a long name wraps within its column."""
+    until its status and potential were out of view, then, wrapped, filled screens (security trials): bidirectional
+    and other control characters (ESC, BEL) are shown as their escapes, as `labloop log` shows them, and a long name
+    is cut at 80 characters, whole in its tooltip, as `labloop log` cuts it."""
     from selenium.webdriver.common.by import By
 
     from labloop.orchestrator.config.campaign import load_campaign
 
-    spoof, long_name = "\u202eexe.txt\u202c evil-rlo", "L" * 5000
+    spoof, long_name = "\u202eexe.txt\u202c evil-rlo \x1b[31mred\x07", "L" * 5000
     (tmp_path / "named.csv").write_text(f"smiles,name\nCOc1ccc(OC)cc1,{spoof}\nCc1ccccc1N,{long_name}\n")
     campaign = load_campaign(write_campaign(tmp_path, library={"file": str(tmp_path / "named.csv")}))
     with Journal.create(campaign.store, campaign) as journal:
@@ -634,8 +635,12 @@ def test_names_that_would_mislead_or_widen_the_page_are_shown_plainly(tmp_path, 
         _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#experiments-table tbody tr")) == 2, "rows")
         names = [n.get_attribute("textContent")
                  for n in browser.find_elements(By.CSS_SELECTOR, "#experiments-table .molecule-name")]
-        assert "\\u202eexe.txt\\u202c evil-rlo" in names and not any("\u202e" in n for n in names), names
-        assert long_name in names  # whole, wrapped
+        assert "\\u202eexe.txt\\u202c evil-rlo \\x1b[31mred\\x07" in names, names
+        assert not any(c in n for n in names for c in "\u202e\x1b\x07"), names
+        assert "L" * 79 + "…" in names  # cut, whole in its tooltip
+        tips = [n.get_attribute("title")
+                for n in browser.find_elements(By.CSS_SELECTOR, "#experiments-table .molecule-name")]
+        assert long_name in tips
         table, panel = browser.execute_script(
             "const t = document.getElementById('experiments-table');"
             "return [t.getBoundingClientRect().width, t.parentElement.getBoundingClientRect().width]")

@@ -9,13 +9,21 @@ const state = { snap: null, plots: null, cvId: null, pinnedCv: false, connected:
 
 function $(id) { return document.getElementById(id); }
 
-// text from the journal with its bidirectional controls (U+202A-202E, U+2066-2069, U+200E/F, U+061C) shown as
-// their escapes: a name holding U+202E "exe.txt" read "txt.exe" on the page (a security trial); `labloop log` shows
-// them so too
-const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+// text from the journal with its control characters (C0 and C1: ESC, BEL, a line break) and bidirectional controls
+// (U+202A-202E, U+2066-2069, U+200E/F, U+061C) shown as their escapes, as `labloop log` and the report show them: a
+// name holding U+202E "exe.txt" read "txt.exe" on the page, and ESC or BEL were there unseen (security trials)
+const CONTROLS = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const NAMED_ESCAPES = { "\t": "\\t", "\n": "\\n", "\r": "\\r" };
 function plain(text) {
-  return String(text).replace(BIDI, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return String(text).replace(CONTROLS, (c) => {
+    const code = c.charCodeAt(0);
+    return NAMED_ESCAPES[c] || (code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u${code.toString(16).padStart(4, "0")}`);
+  });
 }
+// most characters of a molecule's name shown (`labloop log` cuts as many, orchestrator/journal/view.py
+// SHOWN_NAME_CHARS); the whole name is the cell's tooltip
+const SHOWN_NAME_CHARS = 80;
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -33,7 +41,13 @@ function cell(row, text, cls) { row.appendChild(el("td", text, cls)); }
 // the molecule: its library name (when the library names it) above its SMILES; a chemist knows molecules by name
 function molecule(row, e) {
   const td = el("td", null, "smiles");
-  if (e.name) td.append(el("span", e.name, "molecule-name"), el("br"));
+  if (e.name) {
+    const name = plain(e.name);
+    const span = el("span", name.length > SHOWN_NAME_CHARS ? `${name.slice(0, SHOWN_NAME_CHARS - 1)}…` : name,
+                    "molecule-name");
+    if (name.length > SHOWN_NAME_CHARS) span.title = name;
+    td.append(span, el("br"));
+  }
   td.append(document.createTextNode(e.smiles));
   row.appendChild(td);
 }
