@@ -63,7 +63,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from labloop.core.errors import JournalError, LabloopError, NotAwaitingApproval
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.plot_data import plot_series
-from labloop.orchestrator.journal.store import Journal
+from labloop.orchestrator.journal.store import VETOED, Journal
 from labloop.orchestrator.journal.view import snapshot
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,8 @@ def _cut(value: Any, molecules: re.Pattern[str] | None) -> Any:
 def public_snapshot(snap: dict[str, Any]) -> dict[str, Any]:
     """The ``labloop log --json`` document as the dashboard serves it (``snap`` is changed in place): the same
     keys and values, except the store is named by its file name, model weights paths are dropped and paths
-    in event messages, event data, failure causes, how the last run ended and a live run's wait are cut."""
+    in event messages, event data, failure causes, how the last run ended and a live run's wait are cut (not in what
+    a person wrote deciding a batch: the ``approved`` event and a veto's cause are shown as written)."""
     snap["campaign"]["store"] = Path(snap["campaign"]["store"]).name
     snap["progress"]["ended"] = without_paths(snap["progress"]["ended"])  # a stop's advice names the store
     if snap["progress"]["now"] is not None and "message" in snap["progress"]["now"]:  # a wait's, the runner's words
@@ -182,10 +183,14 @@ def public_snapshot(snap: dict[str, Any]) -> dict[str, Any]:
     for model in snap["models"]:
         model["weights_path"] = None
     molecules = _kept([e["smiles"] for e in snap["experiments"]])  # a warning quotes its molecule
+    # what a person wrote deciding a batch is shown as written: its reason's "O=C(/C=C/c1ccccc1)O" (cinnamic acid,
+    # no molecule of the campaign) was shown as "O=C(c1ccccc1)O", another molecule (a security trial)
     for event in snap["events"]:
-        event["message"], event["data"] = _cut(event["message"], molecules), _cut(event["data"], molecules)
+        if event["kind"] != "approved":
+            event["message"], event["data"] = _cut(event["message"], molecules), _cut(event["data"], molecules)
     for row in snap["experiments"] + snap["best"]:
-        row["cause"] = _cut(row["cause"], molecules)
+        if not (row["cause"] or "").startswith(VETOED):
+            row["cause"] = _cut(row["cause"], molecules)
     return snap
 
 

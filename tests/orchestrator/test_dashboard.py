@@ -489,6 +489,30 @@ def test_a_journal_begun_afresh_at_its_path_is_followed_and_not_decided_by_the_o
     assert "is another file now" in err and "Traceback" not in err
 
 
+def test_a_persons_reason_for_a_veto_is_shown_as_written(tmp_path, write_campaign):
+    """The folders cut from the page's messages cut a veto's reason too: "decomposes like O=C(/C=C/c1ccccc1)O"
+    (cinnamic acid, no molecule of the campaign) was shown as "O=C(c1ccccc1)O", another molecule (a security
+    trial). What a person wrote deciding a batch is shown as written; a run's own messages are still cut."""
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
+    reason = "decomposes like cinnamic acid O=C(/C=C/c1ccccc1)O"
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([_Proposal("CCO"), _Proposal("CCN")], step=0, planner="random",
+                                       awaiting_approval=True)
+        journal.approve(veto=[ids[1]], by="alice with labloop approve", batch=ids, reason=reason)
+        journal.add_event("note", "weights kept in /home/lab/models/v3.keras")
+    dashboard = Dashboard(campaign.store)
+    try:
+        snap = json.loads(dashboard.get("/api/campaign")[1])
+    finally:
+        dashboard.close()
+    approved = next(e for e in snap["events"] if e["kind"] == "approved")
+    assert reason in approved["message"] and approved["data"]["reason"] == reason
+    assert next(e for e in snap["experiments"] if e["id"] == ids[1])["cause"].endswith(f": {reason}")
+    assert any(e["message"] == "weights kept in v3.keras" for e in snap["events"])  # still cut
+
+
 class _Proposal:
     """A proposal as the journal records it (a planner's, without a model)."""
 
