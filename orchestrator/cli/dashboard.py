@@ -24,6 +24,7 @@ import click
 from labloop.core.errors import JournalError
 from labloop.core.text import shell_word
 from labloop.orchestrator import console
+from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal, State
 from labloop.orchestrator.loop.interrupts import EXIT_INTERRUPTED
 
@@ -174,6 +175,9 @@ def approve(ctx: click.Context, store: Path, veto: tuple[int, ...], batch: tuple
                                            reason=reason)
     listed = [", ".join(map(str, ids)) or "none" for ids in (approved, vetoed)]
     console.out.print(f"approved {listed[0]}; vetoed {listed[1]}", markup=False, highlight=False)
+    if approved and not being_run(store):  # decided after the run stopped, it read as measured now (a trial)
+        console.err.print(f"note: no run holds {store.name} now: `labloop resume {shell_word(store)}` measures the "
+                          "approved ones", markup=False, highlight=False, soft_wrap=True)
 
 
 #: the longest ``--by`` or ``--reason`` an approval journals: a name or a sentence, not a document

@@ -172,6 +172,19 @@ def test_runner_waits_for_each_batch_and_a_veto_counts_against_the_molecule(tmp_
     assert labloop("approve", campaign.store).returncode == 2  # nothing waits any more: one line, exit 2
 
 
+def test_a_batch_approved_while_no_run_holds_the_journal_says_how_it_gets_measured(tmp_path, write_campaign, labloop):
+    """Approved after its run was stopped, a batch read as measured now (a security trial: "approved 13, 14, 16",
+    exit 0, and nothing ran them): a note names the resume that measures them."""
+    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
+    with Journal.create(campaign.store, campaign) as journal:
+        ids = journal.record_proposals([Proposal("CCO"), Proposal("CCN")], step=0, planner="random",
+                                       awaiting_approval=True)
+    result = labloop("approve", campaign.store, *[arg for i in ids for arg in ("--batch", i)])
+    assert result.returncode == 0 and result.stdout.startswith(f"approved {ids[0]}, {ids[1]}")
+    assert result.stderr == (f"note: no run holds {campaign.store.name} now: `labloop resume {campaign.store}` "
+                             "measures the approved ones\n")
+
+
 def _event_kinds(store) -> list[str]:
     if not store.exists():
         return []
@@ -208,7 +221,7 @@ def test_kill_9_while_waiting_then_resume_waits_again(tmp_path, write_campaign):
         _wait_for(lambda: [e.kind for e in journal.events()].count("awaiting_approval") == 2,
                   "the resumed run waiting", resumed)
     approve = subprocess.run([*CLI, "approve", *pasted], capture_output=True, text=True, check=False)
-    assert approve.returncode == 0, approve.stderr
+    assert approve.returncode == 0 and "no run holds" not in approve.stderr, approve.stderr
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err.decode()
     with Journal.open(store, readonly=True) as journal:
