@@ -7,6 +7,7 @@ file or the complete new one, never half of one, whatever interrupts the writer.
 
 from __future__ import annotations
 
+import filecmp
 import glob
 import logging
 import os
@@ -71,11 +72,18 @@ def cannot_create_in(folder: Path) -> str | None:
 def moved_along(path: Path, old_dir: Path, new_dir: Path) -> Path | None:
     """Where ``path`` (absolute, recorded while ``old_dir`` was where it was) is now if it moved or was copied with
     that folder (``old_dir`` -> ``new_dir``, everything kept where it was relative to it); None if nothing is
-    there, or if that is ``path`` itself (a file outside the folder that moved). Why: a journal records absolute
+    there, if that is ``path`` itself (a file outside the folder that moved), or if ``path`` is still a file and
+    the one there holds other bytes: no copy of it, only another file at the same relative place (a store copied
+    to a folder beside a checkout took that checkout's data file for its prior, and a changed one was refused as
+    "changed since its first run" while the journal's was there, intact: a trial). Why: a journal records absolute
     paths, and a lab moves or copies a campaign's whole folder (a new disk, a backup restored) and expects to go
     on there with the files that went with it, not with the originals it may delete next."""
     candidate = Path(os.path.normpath(new_dir / os.path.relpath(path, old_dir)))
-    return candidate if candidate != path and candidate.exists() else None
+    if candidate == path or not candidate.exists():
+        return None
+    if path.is_file() and candidate.is_file() and not filecmp.cmp(path, candidate, shallow=False):
+        return None
+    return candidate
 
 
 #: a process id as :func:`scratch_prefix` writes it

@@ -583,6 +583,16 @@ def test_a_moved_or_copied_campaign_folder_goes_on_with_the_files_beside_it(tmp_
     copied = labloop("resume", tmp_path / "c" / "tiny.db", "--max-experiments", 6)
     assert copied.returncode == 0 and f"found beside it: {tmp_path / 'c' / 'library.csv'}" in copied.stderr
     assert store.read_bytes() == original
+    # a store copied where another library.csv sits beside it, the journal's still where it was: that is no copy of
+    # it, and the journal's is kept (it took the other, then refused it as "changed since its first run": a trial)
+    (tmp_path / "e").mkdir()
+    shutil.copy(store, tmp_path / "e" / "tiny.db")
+    (tmp_path / "e" / "library.csv").write_text("smiles\nCCO\nCCN\n")
+    beside = labloop("resume", tmp_path / "e" / "tiny.db", "--max-experiments", 6)
+    assert beside.returncode == 0, beside.stderr
+    assert f"the store moved: {store} -> {tmp_path / 'e' / 'tiny.db'} (journalled)" in beside.stderr
+    with Journal.open(tmp_path / "e" / "tiny.db", readonly=True) as journal:
+        assert journal.campaign_info().config["library"]["file"] == str(tmp_path / "b" / "library.csv")
     # a store moved without its library, which is gone: one line saying where it was looked for, nothing written
     (tmp_path / "d").mkdir()
     shutil.move(tmp_path / "c" / "tiny.db", tmp_path / "d" / "tiny.db")
