@@ -736,6 +736,8 @@ class ProtocolExecutor:
             for index, step in enumerate(steps):
                 started = now()
                 instrument, params = self._describe(index, step, sample_id)
+                if isinstance(step, CV):  # said as it starts: a scan cut short by a kill is journalled with them
+                    params.update(scans[index].to_dict())
                 on_action(index, step.name, instrument, dict(params), started, None, None)
                 before = self._retried()
                 self._pumping, self._sent_nothing = None, False
@@ -749,7 +751,6 @@ class ProtocolExecutor:
                         self.rig.sleep(step.seconds)
                     elif isinstance(step, CV):
                         cv = scans[index]
-                        params.update(cv.to_dict())
                         voltammogram = self._cv(step, cv, instrument, lab, sample_id, self._where(index, step),
                                                 dispensed_ml(steps[:index], delivered),
                                                 dispensed_ml(steps[:index], delivered, fluid="sample"), settings)

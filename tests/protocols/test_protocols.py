@@ -115,6 +115,8 @@ def test_example_protocol_measures_the_world_truth_on_the_emulators(campaign, wo
     assert outcome.voltammogram.params.scan_rate_v_s == 0.2  # the condition replaced the step's default
     assert [a[-1] for a in actions[::2]] == [None] * 5  # every step is announced before it runs
     assert [a[0] for a in actions] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    # the scan's settings as it starts: a run killed mid-scan journalled its cv action with none (a trial)
+    assert actions[6][3]["scan_rate_v_s"] == 0.2 and actions[6][3]["e_vertex1_v"] == 1.95
     actions = actions[1::2]
     assert [(a[0], a[1], a[2], a[-1]) for a in actions] == [
         (0, "load_sample", "sampler", "ok"), (1, "dispense", "analyte_pump", "ok"),
