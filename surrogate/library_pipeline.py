@@ -477,9 +477,15 @@ def _run_on_cluster(client: Client, payload: ModelPayload, work: Iterator[tuple[
                                        f"{again}: they keep dying (out of memory? killed?), while the scheduler runs "
                                        f"on; {CHUNKS_KEPT}") from None
             if lost_model:
-                # in words, not Dask's ("predict-...-000000035000-... cancelled for reason: already forgotten.")
-                log.warning("the workers holding the model died; sending it again (%d of %d) to the workers there "
-                            "are, and running the %d %s in flight again", sent + 1, MODEL_RESENDS, len(pending),
+                # in words, not Dask's ("predict-...-000000035000-... cancelled for reason: already forgotten.");
+                # with no worker left, that it waits for one: it said "to the workers there are", then nothing for
+                # two minutes (a Dask trial)
+                left = _workers_now(client)
+                to = ("to the workers there are" if left else
+                      f"once a worker joins (none is connected now: waiting up to {WORKER_BACK_S:g} s for one; start "
+                      f"one with `dask worker {client.scheduler.address}`)")
+                log.warning("the workers holding the model died; sending it again (%d of %d) %s, and running the %d "
+                            "%s in flight again", sent + 1, MODEL_RESENDS, to, len(pending),
                             plural(len(pending), "chunk"))
                 for future in pending:
                     future.release()  # type: ignore[attr-defined]
@@ -512,14 +518,25 @@ def _model_lost(client: Client, exc: BaseException) -> bool:
             and getattr(exc, "reason", None) not in ("scheduler-connection-lost", "scheduler-restart"))
 
 
+def _workers_now(client: Client) -> int:
+    """How many workers ``client``'s scheduler has now (0 when it cannot say)."""
+    try:
+        return len(client.scheduler_info()["workers"])
+    except Exception:  # a scheduler gone meanwhile: the wait for a worker says so
+        return 0
+
+
 def _wait_for_a_worker(client: Client) -> None:
-    """Until ``client``'s scheduler has a worker, at most :data:`WORKER_BACK_S`; else :class:`ClusterLostError`."""
+    """Until ``client``'s scheduler has a worker, at most :data:`WORKER_BACK_S`; else :class:`ClusterLostError`, in
+    words (Dask's "Only 0/1 workers arrived after 120.0" was quoted) unless the scheduler went too."""
     try:
         client.wait_for_workers(1, timeout=WORKER_BACK_S)
-    except Exception as exc:  # distributed's TimeoutError, or a scheduler gone meanwhile
-        raise ClusterLostError(f"the Dask cluster went away (every worker holding the model died, and none was "
-                               f"there within {WORKER_BACK_S:g} s: {first_line(exc)}); {CHUNKS_KEPT}"
-                               ) from None
+    except TimeoutError:  # distributed's is the builtin's
+        raise ClusterLostError(f"the Dask cluster went away (every worker holding the model died, and none joined "
+                               f"within {WORKER_BACK_S:g} s); {CHUNKS_KEPT}") from None
+    except Exception as exc:  # a scheduler gone meanwhile
+        raise ClusterLostError(f"the Dask cluster went away (every worker holding the model died, then the "
+                               f"scheduler: {first_line(exc)}); {CHUNKS_KEPT}") from None
 
 
 def _predict_on(client: Client, payload: ModelPayload, work: Iterator[tuple[LibraryChunk, Path]],

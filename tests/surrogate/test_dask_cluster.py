@@ -387,6 +387,39 @@ def test_workers_that_keep_dying_are_said_so_not_a_cluster_gone(cluster, tiny_mo
 
 
 @pytest.mark.slow
+def test_every_worker_gone_for_good_is_said_as_a_wait_for_one_then_in_words(cluster, tiny_model_dir, library, tmp_path,
+                                                                            monkeypatch, caplog):
+    """Every worker killed and none started: the warning said the model was sent again "to the workers there are"
+    (none), nothing followed for two minutes, and the error quoted Dask's "Only 0/1 workers arrived after 120.0" (a
+    Dask trial). The warning says it waits for a worker, and how to start one; the error says none joined."""
+    import logging
+
+    from labloop.surrogate import library_pipeline
+
+    monkeypatch.setattr(library_pipeline, "WORKER_BACK_S", 3.0)
+    address, _, workers = cluster
+    client = compute.connect(address)
+    try:
+        client.wait_for_workers(2, timeout=180)
+
+        def kill_both(_: int) -> None:
+            if any(client.processing().values()) and all(w.poll() is None for w in workers):
+                for worker in workers:
+                    worker.send_signal(signal.SIGKILL)
+                    worker.wait()
+
+        with pytest.raises(ClusterLostError) as lost, caplog.at_level(logging.WARNING, logger="labloop"):
+            predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15, progress=kill_both)
+    finally:
+        client.close()
+    assert str(lost.value) == ("the Dask cluster went away (every worker holding the model died, and none joined "
+                               "within 3 s); finished chunks are kept"), str(lost.value)
+    said = [r.getMessage() for r in caplog.records if "holding the model died" in r.getMessage()]
+    assert len(said) == 1 and (f"sending it again (1 of 3) once a worker joins (none is connected now: waiting up to 3 "
+                               f"s for one; start one with `dask worker {address}`)") in said[0], said
+
+
+@pytest.mark.slow
 def test_workers_get_absolute_shard_paths_and_one_that_cannot_read_them_is_one_line(
         cluster, tiny_model_dir, library, tmp_path, monkeypatch):
     """The workers run in another folder than labloop: a store given by a relative path (``labloop resume
