@@ -218,7 +218,7 @@ def _scheduler_runs_labloop(client: Client, url: str) -> None:
             return
         said = f"runs labloop {answer[0]} with other source files"
     elif isinstance(answer, BaseException):
-        said = f"cannot say which labloop it runs ({type(answer).__name__}: {first_line(answer)})"
+        said = f"cannot say which labloop it runs ({remote_said(answer)})"
     else:
         said = f"cannot say which labloop it runs ({answer!r})"
     raise SchedulerAddressError(f"the Dask scheduler at {url} {said}; this labloop is {code_version()}: it unpickles "
@@ -241,6 +241,22 @@ def _has_workers(client: Client, url: str) -> None:
             "worker listens on every interface; docs/scaling.md)") from None
 
 
+#: the repr of an exception as Dask wraps one a worker raised whose class it could not send back: ``Exception(
+#: 'ModuleNotFoundError("No module named \'labloop\'")')``
+_WRAPPED = re.compile(r"""([A-Za-z_][\w.]*)\((["'])(.*)\2\)""", re.DOTALL)
+
+
+def remote_said(exc: BaseException) -> str:
+    """``Type: message`` of an exception a worker or the scheduler answered, the one Dask wrapped in a plain
+    ``Exception`` unwrapped: a worker without labloop was said as ``Exception: ModuleNotFoundError("No module named
+    'labloop'")`` where the scheduler's same fault read ``ModuleNotFoundError: No module named 'labloop'`` (a Dask
+    trial)."""
+    text = first_line(exc)
+    if type(exc) is Exception and (wrapped := _WRAPPED.fullmatch(text)) is not None:
+        return f"{wrapped.group(1)}: {wrapped.group(3)}"
+    return f"{type(exc).__name__}: {text}"
+
+
 def other_labloops(ours: tuple[str, str], theirs: Mapping[str, object]) -> str | None:
     """One line naming the workers whose labloop is not ``ours`` (:func:`labloop.core.version.code_identity`: its
     version, and the digest of its source files, which decides), from ``theirs``: what each worker (by its address,
@@ -255,7 +271,7 @@ def other_labloops(ours: tuple[str, str], theirs: Mapping[str, object]) -> str |
             if answer[1] != digest:  # the files decide: "0.1.0" beside "0.1.0 (git 6ac3825)" read as the same
                 other.setdefault((True, f"{answer[0]} with other source files"), []).append(worker)
         else:
-            said = f"{type(answer).__name__}: {first_line(answer)}" if isinstance(answer, BaseException) else answer
+            said = remote_said(answer) if isinstance(answer, BaseException) else answer
             other.setdefault((False, str(said)), []).append(worker)
     if not other:
         return None

@@ -310,9 +310,12 @@ def test_workers_that_cannot_say_their_labloop_are_named_and_all_alike_is_silenc
     assert compute.other_labloops(ours, {"tcp://a:1": ours, "tcp://e:1": ("0.2.0", "d1")}) is None
     said = compute.other_labloops(ours, {"tcp://a:1": ours, "tcp://c:1": ("0.1.0", "d0"), "tcp://b:1": ("0.1.0", "d0"),
                                          "tcp://f:1": ("0.2.0 (git abc1234)", "d2"),
-                                         "tcp://d:1": ModuleNotFoundError("No module named 'labloop.core.version'")})
+                                         "tcp://d:1": ModuleNotFoundError("No module named 'labloop.core.version'"),
+                                         # as Dask wraps what a worker without labloop raised (a Dask trial)
+                                         "tcp://g:1": Exception('ModuleNotFoundError("No module named \'labloop\'")')})
     assert said == ("tcp://b:1, tcp://c:1 run labloop 0.1.0 with other source files; tcp://f:1 runs labloop 0.2.0 "
-                    "(git abc1234) with other source files; tcp://d:1 cannot say which labloop it runs "
+                    "(git abc1234) with other source files; tcp://g:1 cannot say which labloop it runs "
+                    "(ModuleNotFoundError: No module named 'labloop'); tcp://d:1 cannot say which labloop it runs "
                     "(ModuleNotFoundError: No module named 'labloop.core.version'); this labloop is 0.2.0 (git "
                     "abc1234): tasks there could fail or compute other numbers, so the cluster is not used: stop "
                     "those workers and start every worker from the same labloop installation (or commit) as the one "
