@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -421,12 +422,7 @@ def test_an_approval_must_name_the_batch_it_decides(tmp_path, write_campaign):
     """``POST /api/approve`` with the token and ``{}`` approved whatever batch waited: the 409 against a stale
     batch held only when the client sent one, so a script (or a page left open) could approve a batch that
     arrived after the operator looked. The batch is now required: 400 with a JSON error, nothing decided."""
-    from labloop.orchestrator.config.campaign import load_campaign
-
-    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
-    with Journal.create(campaign.store, campaign) as journal:
-        waiting = journal.record_proposals([_Proposal("CCO"), _Proposal("CCN")], step=0, planner="random",
-                                           awaiting_approval=True)
+    campaign, waiting = _held_batch(tmp_path, write_campaign)
     dashboard = Dashboard(campaign.store)
     try:
         for body in ({}, {"veto": []}, {"veto": [waiting[1]]}, {"batch": []}, {"batch": None}):
@@ -447,12 +443,7 @@ def test_a_journal_begun_afresh_at_its_path_is_followed_and_not_decided_by_the_o
     the old file, showing its batch, while an approval, which opens the store by its path, decided the new
     campaign's batch of the same ids, molecules nobody was shown (a security trial). The file gone is said (503),
     the new one is shown, and a decision naming the old campaign is refused (409) with nothing decided."""
-    from labloop.orchestrator.config.campaign import load_campaign
-
-    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
-    with Journal.create(campaign.store, campaign) as journal:
-        ids = journal.record_proposals([_Proposal("CCO"), _Proposal("CCN")], step=0, planner="random",
-                                       awaiting_approval=True)
+    campaign, ids = _held_batch(tmp_path, write_campaign)
     dashboard = Dashboard(campaign.store)
     try:
         first = json.loads(dashboard.get("/api/campaign")[1])["campaign"]["created_at"]
@@ -493,13 +484,9 @@ def test_a_persons_reason_for_a_veto_is_shown_as_written(tmp_path, write_campaig
     """The folders cut from the page's messages cut a veto's reason too: "decomposes like O=C(/C=C/c1ccccc1)O"
     (cinnamic acid, no molecule of the campaign) was shown as "O=C(c1ccccc1)O", another molecule (a security
     trial). What a person wrote deciding a batch is shown as written; a run's own messages are still cut."""
-    from labloop.orchestrator.config.campaign import load_campaign
-
-    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
     reason = "decomposes like cinnamic acid O=C(/C=C/c1ccccc1)O"
-    with Journal.create(campaign.store, campaign) as journal:
-        ids = journal.record_proposals([_Proposal("CCO"), _Proposal("CCN")], step=0, planner="random",
-                                       awaiting_approval=True)
+    campaign, ids = _held_batch(tmp_path, write_campaign)
+    with Journal.open(campaign.store) as journal:
         journal.approve(veto=[ids[1]], by="alice with labloop approve", batch=ids, reason=reason)
         journal.add_event("note", "weights kept in /home/lab/models/v3.keras")
     dashboard = Dashboard(campaign.store)
@@ -511,6 +498,16 @@ def test_a_persons_reason_for_a_veto_is_shown_as_written(tmp_path, write_campaig
     assert reason in approved["message"] and approved["data"]["reason"] == reason
     assert next(e for e in snap["experiments"] if e["id"] == ids[1])["cause"].endswith(f": {reason}")
     assert any(e["message"] == "weights kept in v3.keras" for e in snap["events"])  # still cut
+
+
+def _held_batch(tmp_path: Path, write_campaign) -> tuple[Any, list[int]]:
+    """A journal (``campaign.store``) of a campaign with ``planner.approve`` holding a batch of two, and its ids."""
+    from labloop.orchestrator.config.campaign import load_campaign
+
+    campaign = load_campaign(write_campaign(tmp_path, planner={"kind": "random", "batch_size": 2, "approve": True}))
+    with Journal.create(campaign.store, campaign) as journal:
+        return campaign, journal.record_proposals([_Proposal("CCO"), _Proposal("CCN")], step=0, planner="random",
+                                                  awaiting_approval=True)
 
 
 class _Proposal:

@@ -358,15 +358,10 @@ def test_a_worker_with_other_package_versions_is_warned_of_in_one_line(tmp_path,
     assert not [w for w in caught if type(w.message).__name__ == "VersionMismatchWarning"]
 
 
-@pytest.mark.slow
-def test_workers_that_keep_dying_are_said_so_not_a_cluster_gone(cluster, tiny_model_dir, library, tmp_path,
-                                                                 monkeypatch):
-    """Workers killed again and again (their nannies restarting them) ended the run "the Dask cluster went away (its
-    scheduler cancelled a task)" while the scheduler ran throughout (a Dask trial): once the model's resends are spent
-    (none here), the line says that the workers keep dying."""
-    from labloop.surrogate import library_pipeline
-
-    monkeypatch.setattr(library_pipeline, "MODEL_RESENDS", 0)
+def _lost_with_both_workers(cluster, tiny_model_dir: Path, library: Path, tmp_path: Path
+                            ) -> pytest.ExceptionInfo[ClusterLostError]:
+    """The :class:`ClusterLostError` of a library prediction on ``cluster`` whose two workers are killed together
+    while a chunk is on them (no nanny brings them back)."""
     address, _, workers = cluster
     client = compute.connect(address)
     try:
@@ -382,6 +377,19 @@ def test_workers_that_keep_dying_are_said_so_not_a_cluster_gone(cluster, tiny_mo
             predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15, progress=kill_both)
     finally:
         client.close()
+    return lost
+
+
+@pytest.mark.slow
+def test_workers_that_keep_dying_are_said_so_not_a_cluster_gone(cluster, tiny_model_dir, library, tmp_path,
+                                                                 monkeypatch):
+    """Workers killed again and again (their nannies restarting them) ended the run "the Dask cluster went away (its
+    scheduler cancelled a task)" while the scheduler ran throughout (a Dask trial): once the model's resends are spent
+    (none here), the line says that the workers keep dying."""
+    from labloop.surrogate import library_pipeline
+
+    monkeypatch.setattr(library_pipeline, "MODEL_RESENDS", 0)
+    lost = _lost_with_both_workers(cluster, tiny_model_dir, library, tmp_path)
     assert str(lost.value) == ("the workers holding the model died 1 time: they keep dying (out of memory? killed?), "
                                "while the scheduler runs on; finished chunks are kept"), str(lost.value)
 
@@ -392,26 +400,12 @@ def test_every_worker_gone_for_good_is_said_as_a_wait_for_one_then_in_words(clus
     """Every worker killed and none started: the warning said the model was sent again "to the workers there are"
     (none), nothing followed for two minutes, and the error quoted Dask's "Only 0/1 workers arrived after 120.0" (a
     Dask trial). The warning says it waits for a worker, and how to start one; the error says none joined."""
-    import logging
-
     from labloop.surrogate import library_pipeline
 
     monkeypatch.setattr(library_pipeline, "WORKER_BACK_S", 3.0)
-    address, _, workers = cluster
-    client = compute.connect(address)
-    try:
-        client.wait_for_workers(2, timeout=180)
-
-        def kill_both(_: int) -> None:
-            if any(client.processing().values()) and all(w.poll() is None for w in workers):
-                for worker in workers:
-                    worker.send_signal(signal.SIGKILL)
-                    worker.wait()
-
-        with pytest.raises(ClusterLostError) as lost, caplog.at_level(logging.WARNING, logger="labloop"):
-            predict_library(library, tiny_model_dir, tmp_path, client=client, chunk_size=15, progress=kill_both)
-    finally:
-        client.close()
+    with caplog.at_level(logging.WARNING, logger="labloop"):
+        lost = _lost_with_both_workers(cluster, tiny_model_dir, library, tmp_path)
+    address = cluster[0]
     assert str(lost.value) == ("the Dask cluster went away (every worker holding the model died, and none joined "
                                "within 3 s); finished chunks are kept"), str(lost.value)
     said = [r.getMessage() for r in caplog.records if "holding the model died" in r.getMessage()]
