@@ -75,6 +75,7 @@ from labloop.orchestrator.journal.view import (
     counts_apart,
     describe_objective,
     rate_constant,
+    run_was_dry,
     snapshot,
     warned_of,
 )
@@ -133,7 +134,7 @@ CONDITION_COLUMNS = ("conditions", "protocol_conditions")
 #: vial its load_sample loaded (Journal.sample_ids)
 EXPERIMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "attempt", "cause", "step", "planner",
                       *CONDITION_COLUMNS, "mu", "sigma", "uncalibrated", "acquisition", "model_version", "created_at",
-                      "started_at", "finished_at")
+                      "started_at", "finished_at", "simulated")
 #: ``e_half_v_vs_fc``: E1/2 against the ferrocene an add_standard step added (empty without one), the number a
 #: chemist reports, which only lab_grade.csv had; ``status``: a failed experiment can hold a potential (one whose
 #: standard could not be told apart has its reference-scale value), which read as a result beside the others (a
@@ -144,7 +145,7 @@ EXPERIMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "attempt", 
 MEASUREMENT_COLUMNS = ("id", "smiles", "name", "sample_id", "status", "potential_v", "hit", "potential_from",
                        "e_half_v_vs_fc", "e_half_v", "dep_mV", "ipa_a", "ipc_a", "ratio", "return_share",
                        "reversibility", "scan_rate_v_s", "retried", "reference",
-                       "flags", "mu", "sigma", "uncalibrated", *CONDITION_COLUMNS)
+                       "flags", "mu", "sigma", "uncalibrated", *CONDITION_COLUMNS, "simulated")
 #: the measurement CSV's headers say each potential's scale: a spreadsheet shows no table title, and
 #: ``potential_v`` beside ``reference`` (the cell's reference electrode, as the potentiostat's driver names it)
 #: read as a potential against that electrode (a chemist's trial)
@@ -178,7 +179,7 @@ LAB_GRADE_COLUMNS = (
     "temperature_K", "analyte_mM", "sample_stock_mM", "sample_ml", "electrode_area_cm2", "cell_ml", "cell_held_ml",
     "analyte_dilution_pct", "e_half_v_vs_fc", "e_half_v_vs_li_via_fc", "e_half_spread_mV", "e_half_rates_n",
     "standard_problem", "standard_e_half_v_vs_reference", "standard_dep_mV", "standard_ipc_over_ipa", "blank_flags",
-    "purged_min",
+    "purged_min", "simulated",
 )
 
 
@@ -188,7 +189,8 @@ LAB_GRADE_COLUMNS = (
 #: as journalled (:func:`_failure_kind`); ``above_v_vs_li``/``below_v_vs_li``: the bound its scan gave on the
 #: potential, as the planner learnt it (on the nominal ``cell.reference_offset_v``); ``cause``: the journal's line
 FAILURES_CSV = "failures.csv"
-FAILURE_COLUMNS = ("id", "name", "smiles", "kind", "above_v", "below_v", "mu", "sigma", "uncalibrated", "cause")
+FAILURE_COLUMNS = ("id", "name", "smiles", "kind", "above_v", "below_v", "mu", "sigma", "uncalibrated", "cause",
+                   "simulated")
 FAILURE_HEADERS = {"above_v": "above_v_vs_li", "below_v": "below_v_vs_li",
                    **{c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma")}}
 #: the exception's type in a cause the runner journalled (core/errors.py ``said``: ``Type: message``, after a
@@ -209,7 +211,8 @@ VOLTAMMOGRAMS_CSV = "voltammograms.csv"
 #: molecule the table only bounds (``>5.1``) has its bound in ``above_v_vs_li`` or ``below_v_vs_li`` instead
 PAST_CSV = "past_measurements.csv"
 VOLTAMMOGRAM_COLUMNS = ("id", "smiles", "status", "scan", "role", "scan_rate_v_s", "reference_electrode",
-                        "ir_compensated_ohm", "time_s", "potential_v_vs_reference", "current_a", "overload")
+                        "ir_compensated_ohm", "time_s", "potential_v_vs_reference", "current_a", "overload",
+                        "simulated")
 #: the ``role`` of a scan in voltammograms.csv: the analyte's (each rate of the cv step), a blank's (the
 #: electrolyte before the sample), and the add_standard step's (the analyte with the standard, named by the record)
 ANALYTE, BLANK = "analyte", "blank"
@@ -289,7 +292,8 @@ def _write(journal: Journal, directory: Path) -> None:
     done = measured(snap["experiments"])
     offset_v = config.get("cell", {}).get("reference_offset_v", 3.2)
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS,
-         [{**e, "uncalibrated": _uncalibrated_said(e)} for e in snap["experiments"]], EXPERIMENT_HEADERS)
+         [{**e, "uncalibrated": _uncalibrated_said(e), "simulated": _simulated_said(e)} for e in snap["experiments"]],
+         EXPERIMENT_HEADERS)
     # each lab record read once: for the CSVs (potential_from, every raw scan) and the lab-grade plots
     records = {e["id"]: record for e in snap["experiments"] if (record := journal.lab_record(e["id"])) is not None}
     measurements = [e for e in snap["experiments"] if e["potential_v"] is not None or e["flags"]]
@@ -297,7 +301,8 @@ def _write(journal: Journal, directory: Path) -> None:
          [{**e, "potential_from": _potential_from(e, records.get(e["id"]), offset_v),
            "hit": _hit_said(e, snap["progress"]["hits"] is not None), "uncalibrated": _uncalibrated_said(e),
            "e_half_v_vs_fc": ((records.get(e["id"]) or {}).get("referenced") or {}).get("e_vs_fc_v"),
-           "dep_mV": _scaled(e["dep_v"], 1e3), "ipa_a": _scaled(e["ipa_a"], 1e6), "ipc_a": _scaled(e["ipc_a"], 1e6)}
+           "dep_mV": _scaled(e["dep_v"], 1e3), "ipa_a": _scaled(e["ipa_a"], 1e6), "ipc_a": _scaled(e["ipc_a"], 1e6),
+           "simulated": _simulated_said(e)}
           for e in measurements],
          MEASUREMENT_HEADERS)
     lab_rows = [row for e in measurements if (record := records.get(e["id"])) is not None
@@ -311,23 +316,25 @@ def _write(journal: Journal, directory: Path) -> None:
              [*({"smiles": s, "potential_v": v, "above_v": None, "below_v": None} for s, v in past),
               *({"smiles": s, "potential_v": None, **bound_fields((b, side))} for s, b, side in bounds)],
              {"potential_v": "potential_v_vs_li", "above_v": "above_v_vs_li", "below_v": "below_v_vs_li"})
-    _best_so_far(directory / PLOTS[0], done, objective)
-    _parity(directory / PLOTS[1], done)
-    _prediction_error(directory / PLOTS[2], done)
-    _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:], offset_v)
-    _acquisition(directory / PLOTS[4], snap["experiments"], config, objective)
+    stamp = _stamp(snap["campaign"]["runs"])
+    _best_so_far(directory / PLOTS[0], done, objective, stamp)
+    _parity(directory / PLOTS[1], done, stamp)
+    _prediction_error(directory / PLOTS[2], done, stamp)
+    _voltammograms(directory / PLOTS[3], journal, done[-RECENT_VOLTAMMOGRAMS:], offset_v, stamp)
+    _acquisition(directory / PLOTS[4], snap["experiments"], config, objective, stamp)
     labs = [(e, record) for e in done if (record := records.get(e["id"])) is not None]
     if labs:
-        _nyquist(directory / LAB_PLOTS[0], labs[-1])
-        _scan_rates(directory / LAB_PLOTS[1], labs[-1], offset_v)
-        _versus_ferrocene(directory / LAB_PLOTS[2], labs, offset_v)
-        _randles_sevcik(directory / LAB_PLOTS[3], labs)
+        _nyquist(directory / LAB_PLOTS[0], labs[-1], stamp)
+        _scan_rates(directory / LAB_PLOTS[1], labs[-1], offset_v, stamp)
+        _versus_ferrocene(directory / LAB_PLOTS[2], labs, offset_v, stamp)
+        _randles_sevcik(directory / LAB_PLOTS[3], labs, stamp)
     calibrations = [{**e.data, "journalled_at": e.time} for e in journal.events()
                     if e.kind == "calibration" and isinstance(e.data, dict)]
     checked = _checked_rows(journal, snap, objective, offset_v)
     check = interval_check(checked)
     failures = _failures(snap["experiments"], checked)
-    _csv(directory / FAILURES_CSV, FAILURE_COLUMNS, [{**f, "uncalibrated": _uncalibrated_said(f)} for f in failures],
+    _csv(directory / FAILURES_CSV, FAILURE_COLUMNS,
+         [{**f, "uncalibrated": _uncalibrated_said(f), "simulated": _simulated_said(f)} for f in failures],
          FAILURE_HEADERS)
     source = journal.campaign_info().source_yaml
     shared = None if source is None else _shareable(source, config.get("alerts") or [])
@@ -510,11 +517,11 @@ def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict
     the copy has withheld (:func:`_shareable`), None when no copy could be written without them; ``comments``: how
     many comments holding a URL (the copy's sha256 differs for them too: a review). ``protocol_file``:
     the protocol file the campaign file names, whose steps as run are beside the page (:data:`PROTOCOL_YAML`)."""
-    dry = [e["data"]["dry_run"] if isinstance(e["data"], dict) and "dry_run" in e["data"]
-           else "dry run on emulators" in e["message"] for e in events if e["kind"] == "run"]
-    mode = ("not run yet" if not dry else "dry run (simulated instruments)" if all(dry) else
+    dry = [run_was_dry(e) for e in events if e["kind"] == "run"]
+    mode = ("not run yet" if not dry else DRY_RUN_SAID if all(dry) else
             "real instruments" if not any(dry) else
-            f"mixed: {dry.count(True)} {plural(dry.count(True), 'run')} dry (simulated instruments), "
+            f"mixed: {dry.count(True)} {plural(dry.count(True), 'run')} dry (simulated data: each CSV row says which "
+            "in its simulated column), "
             f"{dry.count(False)} on real instruments")
     ended = "still running (a run holds the journal)" if progress["run_active"] else progress["ended"]
     digest = "" if source is None else hashlib.sha256(source.encode()).hexdigest()
@@ -584,6 +591,29 @@ def _failures(experiments: list[dict[str, Any]], checked: list[dict[str, Any]]) 
     bounds = {row["id"]: row["bound"] for row in checked if row["status"] == "failed"}
     return [{**e, "kind": _failure_kind(e), **bound_fields(bounds.get(e["id"]))}
             for e in experiments if e["status"] == "failed"]
+
+
+#: what a dry run is, as the page and the figures say it: the instruments were emulators and the potentials came
+#: from the simulated world, so no molecule was measured ("simulated instruments" read as emulated hardware over real
+#: chemistry: a referee's trial)
+DRY_RUN_SAID = "dry run (simulated instruments and chemistry: no molecule was measured)"
+
+
+def _stamp(runs: dict[str, int]) -> str:
+    """What each figure says in its corner of a campaign with dry runs (``runs``: the snapshot's counts), '' for one
+    run on real instruments only."""
+    if not runs["dry"]:
+        return ""
+    return "dry run: simulated data" if not runs["real"] else "partly a dry run: simulated data"
+
+
+def _simulated_said(experiment: dict[str, Any]) -> str:
+    """The CSVs' ``simulated`` cell: ``yes`` for an experiment a dry run measured (simulated instruments and a
+    simulated world: no molecule was measured), ``no`` for one measured on real instruments, '' for one never
+    started. Why: the page's header alone said so, and a CSV pasted into a paper's SI read as measurements (a
+    referee's trial)."""
+    dry = experiment.get("dry_run")
+    return "" if dry is None else "yes" if dry else "no"
 
 
 def _uncalibrated_said(experiment: dict[str, Any]) -> str:
@@ -697,6 +727,7 @@ def _lab_grade_rows(experiment: dict[str, Any], record: dict[str, Any]) -> list[
     spread, rates = _e_half_spread(record)
     common = {
         "id": experiment["id"], "smiles": experiment["smiles"], "status": experiment["status"],
+        "simulated": _simulated_said(experiment),
         "ru_ohm": (record.get("ru") or {}).get("ru_ohm"), "diffusion_cm2_s": diffusion.get("diffusion_cm2_s"),
         "diffusion_r_squared": diffusion.get("r_squared"), **assumed_by(diffusion),
         "analyte_mM": record.get("analyte_mm"), "sample_stock_mM": record.get("sample_stock_mm"),
@@ -954,7 +985,8 @@ def _raw_voltammograms(path: Path, journal: Journal, experiments: list[dict[str,
                 overload = set(v.get("overload_index") or ())
                 # 6 significant digits: finer than a potentiostat's ADC, and a campaign's scans stay a few MB; a
                 # rejected scan's non-finite point (stored as null) is written nan
-                writer.writerows([*head, *(f"{_nan(x):.6g}" for x in (t, p, i)), int(k in overload)]
+                writer.writerows([*head, *(f"{_nan(x):.6g}" for x in (t, p, i)), int(k in overload),
+                                  _simulated_said(e)]
                                  for k, (t, p, i) in enumerate(zip(v["time_s"], v["potential_v"], v["current_a"],
                                                                    strict=True)))
 
@@ -994,10 +1026,14 @@ def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
     return fig, ax
 
 
-def _save(fig: Any, ax: Any, path: Path, empty: str | None = None) -> None:
+def _save(fig: Any, ax: Any, path: Path, empty: str | None, stamp: str) -> None:
+    """Save ``fig`` to ``path``: ``empty`` said on ``ax`` when it has nothing to plot, ``stamp`` (:func:`_stamp`) in
+    its lower right corner, so a figure taken out of the page still says it shows simulated data."""
     if empty is not None:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
+    if stamp:  # after the layout, in the figure's margin: it moves nothing the layout placed
+        fig.text(0.995, 0.005, stamp, ha="right", va="bottom", fontsize=7, color="#b00", alpha=0.8)
     try:
         with _writing(path):
             fig.savefig(path)
@@ -1005,7 +1041,7 @@ def _save(fig: Any, ax: Any, path: Path, empty: str | None = None) -> None:
         plt.close(fig)
 
 
-def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective) -> None:
+def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective, stamp: str) -> None:
     fig, ax = _figure("best so far", "n-th measured experiment (not its id)", "potential (V vs Li/Li+)")
     if objective.window_v is not None:
         ax.axhspan(*objective.window_v, color="tab:green", alpha=0.2, label="target window")
@@ -1014,10 +1050,10 @@ def _best_so_far(path: Path, done: list[dict[str, Any]], objective: Objective) -
     ax.step(numbers, best_so_far(done, objective), where="post", color="tab:blue", label="best so far")
     if done:
         ax.legend(loc="best", fontsize=8)
-    _save(fig, ax, path, None if done else "no measurement yet")
+    _save(fig, ax, path, None if done else "no measurement yet", stamp)
 
 
-def _parity(path: Path, done: list[dict[str, Any]]) -> None:
+def _parity(path: Path, done: list[dict[str, Any]], stamp: str) -> None:
     fig, ax = _figure("measured vs predicted", "predicted (V vs Li/Li+; bars +/-1 sd)", "measured (V vs Li/Li+)")
     pairs = parity(done)
     if pairs:
@@ -1032,10 +1068,10 @@ def _parity(path: Path, done: list[dict[str, Any]]) -> None:
         ax.plot([min(values), max(values)], [min(values), max(values)], "k--", lw=1)
         if any(p["uncalibrated"] for p in pairs):
             ax.legend(loc="best", fontsize=8)
-    _save(fig, ax, path, None if pairs else "no prediction (campaign without a surrogate)")
+    _save(fig, ax, path, None if pairs else "no prediction (campaign without a surrogate)", stamp)
 
 
-def _prediction_error(path: Path, done: list[dict[str, Any]]) -> None:
+def _prediction_error(path: Path, done: list[dict[str, Any]], stamp: str) -> None:
     """How far each proposal's prediction was from its measurement, in the order measured: with feedback
     the error falls as measurements accumulate; an open-loop screen's stays where the prior put it."""
     fig, ax = _figure("prediction error at proposal time", "n-th measured experiment (not its id)",
@@ -1046,7 +1082,7 @@ def _prediction_error(path: Path, done: list[dict[str, Any]]) -> None:
         ax.plot(numbers, errors, "o", color="tab:grey", ms=3, label="each experiment")
         ax.plot(numbers, running, color="tab:red", label=f"mean of the last {ERROR_WINDOW}")
         ax.legend(loc="best", fontsize=8)
-    _save(fig, ax, path, None if errors else "no prediction to compare yet")
+    _save(fig, ax, path, None if errors else "no prediction to compare yet", stamp)
 
 
 def _potential_axis(references: Iterable[str]) -> str:
@@ -1077,7 +1113,7 @@ def _scan_label(v: Voltammogram, prefix: str) -> str:
     return f"{prefix}{_number(v.params.scan_rate_v_s)} V/s{compensated}"
 
 
-def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]], offset_v: float) -> None:
+def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]], offset_v: float, stamp: str) -> None:
     fig, ax = _figure("recent voltammograms", "", "i (uA, anodic +)")
     references = []
     for e in recent:
@@ -1088,7 +1124,7 @@ def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]], o
     _li_axis(ax, offset_v)
     if recent:
         ax.legend(loc="best", fontsize=7)
-    _save(fig, ax, path, None if recent else "no voltammogram yet")
+    _save(fig, ax, path, None if recent else "no voltammogram yet", stamp)
 
 
 #: how many times the longer range of a Nyquist plot's axes may be the shorter's and keep equal scales (an arc reads
@@ -1097,7 +1133,7 @@ def _voltammograms(path: Path, journal: Journal, recent: list[dict[str, Any]], o
 EQUAL_SCALES_WITHIN = 3.0
 
 
-def _nyquist(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def _nyquist(path: Path, lab: tuple[dict[str, Any], dict[str, Any]], stamp: str) -> None:
     """The latest impedance spectrum, -Z'' against Z': whole on the left, and on the right the high-frequency
     points Ru was fitted to (instruments/impedance.py's fit_ru), with Ru marked where the fit meets the axis."""
     experiment, record = lab
@@ -1113,7 +1149,7 @@ def _nyquist(path: Path, lab: tuple[dict[str, Any], dict[str, Any]]) -> None:
         _fitted_points(near, eis, ru)
     else:
         near.set_axis_off()
-    _save(fig, whole, path, None if eis else "no impedance measured")
+    _save(fig, whole, path, None if eis else "no impedance measured", stamp)
 
 
 def _nyquist_scales(ax: Any, real: list[float], imag: list[float]) -> None:
@@ -1142,7 +1178,7 @@ def _fitted_points(ax: Any, eis: dict[str, Any], ru: dict[str, Any]) -> None:
     ax.legend(fontsize=8)
 
 
-def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]], offset_v: float) -> None:
+def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]], offset_v: float, stamp: str) -> None:
     """The latest experiment's CVs, one per scan rate, overlaid (iR partly compensated on the device: the legend
     says how much)."""
     experiment, record = lab
@@ -1155,10 +1191,11 @@ def _scan_rates(path: Path, lab: tuple[dict[str, Any], dict[str, Any]], offset_v
     _li_axis(ax, offset_v)
     if record.get("scans"):
         ax.legend(fontsize=8)
-    _save(fig, ax, path, None if record.get("scans") else "one scan rate only")
+    _save(fig, ax, path, None if record.get("scans") else "one scan rate only", stamp)
 
 
-def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]], offset_v: float) -> None:
+def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]], offset_v: float,
+                      stamp: str) -> None:
     """E1/2 against the ferrocene standard in the same scan, and against the cell's reference electrode
     (plot_data.versus_ferrocene says why both), by experiment id as the journal's tables show them."""
     # a title within the figure's width (the longer one was cut), ids as whole numbers, the legend outside the
@@ -1172,10 +1209,10 @@ def _versus_ferrocene(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any
         ax.plot(ids, [r["vs_reference_v"] for r in rows], "x", ms=4,
                 label="through the cell reference (cell.reference_offset_v)")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
-    _save(fig, ax, path, None if rows else "no ferrocene standard measured")
+    _save(fig, ax, path, None if rows else "no ferrocene standard measured", stamp)
 
 
-def _randles_sevcik(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+def _randles_sevcik(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]], stamp: str) -> None:
     """|ip| against sqrt(v) of the last experiment with a D (plot_data.randles_sevcik_points), the fitted rates filled,
     the others open, and the fit's line through the origin."""
     fig, ax = _figure("Randles-Sevcik", "sqrt(scan rate) (sqrt(V/s))", "|ip| of the forward peak (uA)")
@@ -1193,7 +1230,7 @@ def _randles_sevcik(path: Path, labs: list[tuple[dict[str, Any], dict[str, Any]]
         ax.set_xlim(left=0.0)
         ax.set_ylim(bottom=0.0)
         ax.legend(loc="upper left", fontsize=8)
-    _save(fig, ax, path, None if plot is not None else "no D (several scan rates and a concentration give one)")
+    _save(fig, ax, path, None if plot is not None else "no D (several scan rates and a concentration give one)", stamp)
 
 
 #: what each acquisition's value is, for the plot's axis (a PI's trial: "acquisition" alone said neither what nor in
@@ -1203,7 +1240,7 @@ ACQUISITION_AXIS = {"window_probability": "P(in the objective's window)", "ei": 
 
 
 def _acquisition(path: Path, experiments: list[dict[str, Any]], config: dict[str, Any], objective: Objective
-                 ) -> None:
+                 , stamp: str) -> None:
     planner = Planner.model_validate(config.get("planner") or {})
     axis = ACQUISITION_AXIS.get(planner.acquisition_for(objective.goal), "acquisition") \
         if planner.kind == "bayes" else "acquisition"
@@ -1212,7 +1249,7 @@ def _acquisition(path: Path, experiments: list[dict[str, Any]], config: dict[str
     scored = acquisition(experiments)
     ax.plot([a["id"] for a in scored], [a["acquisition"] for a in scored], "o-", ms=3)
     planner = experiments[0]["planner"] if experiments else None
-    _save(fig, ax, path, None if scored else f"no acquisition values (planner {planner or 'none'} has none)")
+    _save(fig, ax, path, None if scored else f"no acquisition values (planner {planner or 'none'} has none)", stamp)
 
 
 def _coefficients(coefficients: dict[str, float] | None) -> str:
@@ -1360,6 +1397,7 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     :func:`_provenance`'s, ``failures``: :func:`_failures_table`'s, ``cell``: :func:`_cell_said`'s, ``setup``:
     :func:`_setup_said`'s, each already escaped; ``check``: :func:`interval_check`'s."""
     campaign, progress = snap["campaign"], snap["progress"]
+    simulated = f" ({_stamp(campaign['runs'])})" if campaign["runs"]["dry"] else ""  # in a printout's page header too
     outputs = _outputs_said(campaign["objective"]["quantity"])
     counts = ", ".join(f"{state} {n}" for state, n in counts_apart(progress).items() if n or state != "vetoed")
     esc = _escaped
@@ -1413,11 +1451,14 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
                  if (folder / LAB_GRADE_CSV).exists() else
                  ("measurements.csv", "measurements.csv (e_half_v_vs_reference and dep_mV)"))
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{esc(campaign['name'])}: labloop report</title>
+<html><head><meta charset="utf-8"><title>{esc(campaign['name'])}{esc(simulated)}: labloop report</title>
 <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}}
 figure{{display:inline-block;margin:0 0 1em;vertical-align:top}} figcaption{{font-size:85%;color:#444;max-width:600px}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}
-.caption{{font-size:90%;color:#444;max-width:1100px}}</style></head><body>
+.caption{{font-size:90%;color:#444;max-width:1100px}}
+@media print{{body{{max-width:none;margin:0;font-size:9pt}} table{{font-size:7pt;width:100%}}
+td,th{{padding:1px 3px;overflow-wrap:anywhere}} figure{{break-inside:avoid}} tr{{break-inside:avoid}}}}</style>
+</head><body>
 <h1>{esc(campaign['name'])}</h1>
 <p>objective: {esc(describe_objective(campaign['objective']))}; planner {esc(campaign['planner']['kind'])};
 seed {campaign['seed']}; code {esc(campaign['code_version'])}; created {esc(campaign['created_at'])}</p>

@@ -73,6 +73,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     vials = journal.sample_ids()
     retried = journal.retried()
     events = [_without_raw(asdict(e)) for e in journal.events()]
+    runs = [(datetime.fromisoformat(e["time"]), run_was_dry(e)) for e in events if e["kind"] == "run"]
     # the lab's measurements from before the campaign: counted apart from its experiments (the budget, done and hits
     # are the campaign's own), what the past_measurements event says
     past = next(({**{k: e["data"][k] for k in ("measurements_n", "in_library", "hits")},
@@ -94,7 +95,10 @@ def snapshot(journal: Journal) -> dict[str, Any]:
                 # the rate it ran at: none before it ran
                 "scan_rate_v_s": measured_at(experiment.conditions, protocol) if experiment.started_at else None,
                 # what its drivers repeated after faults (a scan run again in a cell scanned part way): None for none
-                "retried": retried.get(experiment.id)}
+                "retried": retried.get(experiment.id),
+                # measured by a dry run (simulated instruments and world): the report said so in its header alone,
+                # and its CSVs and figures read as real measurements (a referee's trial); None before it ran
+                "dry_run": _dry_at(experiment.started_at, runs)}
 
     progress = {
         "run_active": being_run(journal.path),  # a process holds the runner lock right now
@@ -128,6 +132,8 @@ def snapshot(journal: Journal) -> dict[str, Any]:
             "code_version": info.code_version, "objective": config["objective"],
             "objective_text": describe_objective(config["objective"]), "planner": config["planner"],
             "budget": config["budget"],
+            # how many of its runs were dry runs (simulated instruments and world) and how many real
+            "runs": {"dry": sum(dry for _, dry in runs), "real": sum(not dry for _, dry in runs)},
             # the rule each experiment's ``reversibility`` was judged by (a chemist saw dEp 72-77 mV called
             # reversible with no cut-off said)
             "reversibility_criterion": reversibility_said(steps, cell_kelvin(config)),
@@ -507,6 +513,10 @@ def _header(snap: dict[str, Any]) -> Text:
     counts = progress["counts"]
     text = Text()
     text.append(printable(campaign["name"]), style="bold")
+    runs = campaign["runs"]
+    if runs["dry"]:  # the report's page and figures say so; the log said nothing (a referee's trial)
+        text.append("  dry run: simulated data" if not runs["real"] else
+                    f"  {runs['dry']} of {runs['dry'] + runs['real']} runs dry: partly simulated data", style="yellow")
     text.append(f"  seed {campaign['seed']}  planner {campaign['planner']['kind']}  "
                 f"objective: {describe_objective(campaign['objective'])}\n")
     text.append(f"done {counts['done']}/{progress['max_experiments']}")
@@ -735,6 +745,23 @@ def _named(experiment: dict[str, Any], named: bool) -> tuple[Text, ...]:
     SMILES. Why both: a chemist knows the molecules by name, a script and the planner by SMILES."""
     smiles = _text(experiment["smiles"])
     return (_text(clipped(experiment["name"], SHOWN_NAME_CHARS)), smiles) if named else (smiles,)
+
+
+def run_was_dry(event: dict[str, Any]) -> bool:
+    """Whether a ``run`` event's run was a dry run (orchestrator/cli/run.py journals ``dry_run``; an older journal's
+    says it in its message alone)."""
+    data = event["data"]
+    return bool(data["dry_run"]) if isinstance(data, dict) and "dry_run" in data else \
+        "dry run on emulators" in event["message"]
+
+
+def _dry_at(started_at: str | None, runs: list[tuple[datetime, bool]]) -> bool | None:
+    """Whether the run that started an experiment at ``started_at`` (the last of ``runs`` begun by then) was a dry
+    run; None for an experiment never started (or one a journal holds no run before)."""
+    if started_at is None:
+        return None
+    began = datetime.fromisoformat(started_at)
+    return next((dry for time, dry in reversed(runs) if time <= began), None)
 
 
 def _stands(event: dict[str, Any]) -> bool:

@@ -355,7 +355,8 @@ def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_
     assert "<h2>failed experiments</h2><p>no failed experiments</p>" in (tmp_path / "tiny.report" / "index.html"
                                                                           ).read_text()
     assert (tmp_path / "tiny.report" / "failures.csv").read_text().splitlines() == [
-        "id,name,smiles,kind,above_v_vs_li,below_v_vs_li,predicted_v_vs_li,predicted_sd_v,uncalibrated,cause"]
+        "id,name,smiles,kind,above_v_vs_li,below_v_vs_li,predicted_v_vs_li,predicted_sd_v,uncalibrated,cause,"
+        "simulated"]
     assert labloop("report", tmp_path / "missing.db").returncode == 2
 
 
@@ -414,7 +415,7 @@ def test_the_acquisition_plot_says_what_its_values_are(tmp_path, monkeypatch, pl
                                                                   save(fig, *a, **k))[1])
     objective = Objective.model_validate({"quantity": "oxidation_potential", "goal": "window", "window_v": [4.5, 4.6]})
     _acquisition(tmp_path / "acquisition.png", [{"id": 1, "acquisition": 0.4, "planner": planner["kind"]}],
-                 {"planner": planner}, objective)
+                 {"planner": planner}, objective, "")
     assert said == [axis]
 
 
@@ -554,23 +555,23 @@ def test_the_lab_plots_can_be_read(tmp_path, monkeypatch):
     saved = {}
     save = report._save
 
-    def keeping(fig, ax, path, empty=None):
+    def keeping(fig, ax, path, empty, stamp):
         fig.canvas.draw()  # the title's extent as the PNG has it
         saved[path.name] = (fig.bbox, ax.get_title(), ax.title.get_window_extent(), ax.get_xlim(), ax.get_ylim(),
                             list(ax.get_xticks()))
-        save(fig, ax, path, empty)
+        save(fig, ax, path, empty, stamp)
 
     monkeypatch.setattr(report, "_save", keeping)
     frequencies = np.logspace(6, 0, 60)
     z = 300 + 10000 / (1 + 1j * frequencies * 2e-2)  # Ru 300 ohm and a 10 kohm arc
     record = {"eis": {"z_real_ohm": list(z.real), "z_imag_ohm": list(z.imag), "frequency_hz": list(frequencies)},
               "ru": {"ru_ohm": 300.0, "n_points": 30}}
-    report._nyquist(tmp_path / "nyquist.png", ({"id": 7}, record))
+    report._nyquist(tmp_path / "nyquist.png", ({"id": 7}, record), "")
     _, _, _, xlim, ylim, _ = saved["nyquist.png"]
     assert xlim[0] == 0 and ylim[0] == 0 and xlim[1] > 10000
     labs = [({"id": i}, {"referenced": {"e_vs_li_v": 4.2 + 0.01 * i}, "scans": [{"analysis": {"e_half_v": 1.0}}]})
             for i in range(1, 9)]
-    report._versus_ferrocene(tmp_path / "fc.png", labs, 3.2)
+    report._versus_ferrocene(tmp_path / "fc.png", labs, 3.2, "")
     figure, title, extent, _, _, ticks = saved["fc.png"]
     assert figure.x0 <= extent.x0 and extent.x1 <= figure.x1, title
     assert all(float(t).is_integer() for t in ticks), ticks
@@ -597,17 +598,17 @@ def test_the_nyquist_plot_of_a_blocking_electrode_is_readable_and_marks_ru(tmp_p
     seen = {}
     save = report._save
 
-    def keeping(fig, ax, path, empty=None):
+    def keeping(fig, ax, path, empty, stamp):
         fig.canvas.draw()
         whole, near = fig.axes
         labels = [t.get_window_extent() for t in whole.get_xticklabels() if t.get_text()]
         seen.update(aspect=whole.get_aspect(), labels=labels, near=near, lines=[line.get_xydata() for line in
                                                                                  near.get_lines()])
-        save(fig, ax, path, empty)
+        save(fig, ax, path, empty, stamp)
 
     monkeypatch.setattr(report, "_save", keeping)
     record = _blocking_spectrum()
-    report._nyquist(tmp_path / "nyquist.png", ({"id": 31}, record))
+    report._nyquist(tmp_path / "nyquist.png", ({"id": 31}, record), "")
     assert seen["aspect"] == "auto"  # not equal: 500 ohm against 11 kohm
     assert len(seen["labels"]) >= 3 and all(a.x1 < b.x0 for a, b in itertools.pairwise(seen["labels"]))
     points, marker = seen["lines"][0], seen["lines"][1]
@@ -637,12 +638,12 @@ def test_the_voltammograms_name_their_scale_rate_and_compensation(tmp_path, monk
     seen = {}
     save = report._save
 
-    def keeping(fig, ax, path, empty=None):
+    def keeping(fig, ax, path, empty, stamp):
         fig.canvas.draw()
         (top,) = ax.child_axes
         seen[path.name] = (ax.get_xlabel(), top.get_xlabel(), ax.get_xlim(), top.get_xlim(),
                            [t.get_text() for t in ax.get_legend().get_texts()])
-        save(fig, ax, path, empty)
+        save(fig, ax, path, empty, stamp)
 
     monkeypatch.setattr(report, "_save", keeping)
 
@@ -650,9 +651,9 @@ def test_the_voltammograms_name_their_scale_rate_and_compensation(tmp_path, monk
         def voltammograms(self, experiment_id):
             return [scan(0.0200853)] if experiment_id == 26 else [scan(0.48386, 424.489)]
 
-    report._voltammograms(tmp_path / "recent.png", Scans(), [{"id": 26}, {"id": 30}], 3.2)
+    report._voltammograms(tmp_path / "recent.png", Scans(), [{"id": 26}, {"id": 30}], 3.2, "")
     record = {"scans": [{"scan_rate_v_s": rate, "voltammogram": scan(rate, 425.0).to_dict()} for rate in (0.1, 1.0)]}
-    report._scan_rates(tmp_path / "rates.png", ({"id": 30}, record), 3.45)
+    report._scan_rates(tmp_path / "rates.png", ({"id": 30}, record), 3.45, "")
     for name, offset, legend in (("recent.png", 3.2, ["#26, 0.02009 V/s", "#30, 0.4839 V/s, 424 ohm iR comp."]),
                                  ("rates.png", 3.45, ["0.1 V/s, 425 ohm iR comp.", "1 V/s, 425 ohm iR comp."])):
         axis, top, limits, top_limits, entries = seen[name]
@@ -733,10 +734,21 @@ def test_the_header_says_a_dry_run_how_it_ended_and_keeps_the_campaign_and_proto
     page = " ".join((tmp_path / "report" / "index.html").read_text().split())
     source = campaign_file.read_text()
     assert (tmp_path / "report" / "campaign.yaml").read_text() == source
-    assert ("<p><b>dry run (simulated instruments)</b>; finished: budget reached (2/2); campaign file as run: <a "
+    assert ("<p><b>dry run (simulated instruments and chemistry: no molecule was measured)</b>; finished: budget "
+            "reached (2/2); campaign file as run: <a "
             f'href="campaign.yaml">campaign.yaml</a> (sha256 {hashlib.sha256(source.encode()).hexdigest()} of the file '
             "as run; the journal does not keep its name;") in page
     assert "<p>model now: " in page  # the last calibration's error beside the window (below)
+    # simulated data said so wherever they may be taken from: the page's title (a printout's page headers), every
+    # CSV's rows, each figure's corner, `labloop log` and its --json (a referee's trial: the header line alone)
+    assert "<title>tiny (dry run: simulated data): labloop report</title>" in page
+    for name in ("experiments.csv", "measurements.csv", "voltammograms.csv"):
+        with (tmp_path / "report" / name).open() as handle:
+            cells = {row["simulated"] for row in csv.DictReader(handle)}
+        assert cells == {"yes"}, (name, cells)
+    assert "dry run: simulated data" in labloop("log", tmp_path / "tiny.db").stdout
+    snap = json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)
+    assert snap["campaign"]["runs"] == {"dry": 1, "real": 0} and {e["dry_run"] for e in snap["experiments"]} == {True}
     # the campaign file names its protocol file by path only: its steps as run are beside it (a data-integrity trial)
     protocol = yaml.safe_load(campaign_file.read_text())["protocol"]
     assert yaml.safe_load((tmp_path / "report" / "protocol.yaml").read_text()) == yaml.safe_load(
@@ -764,7 +776,8 @@ def test_the_provenance_says_mixed_runs_a_stop_and_a_live_run():
               {"kind": "run", "message": "run started (real instruments)", "data": {"dry_run": False}}]
     stopped = {"run_active": False, "ended": "stopped: 3 consecutive faults <pump>"}
     said = _provenance(None, events, stopped)
-    assert said == ("<b>mixed: 1 run dry (simulated instruments), 1 on real instruments</b>; stopped: 3 consecutive "
+    assert said == ("<b>mixed: 1 run dry (simulated data: each CSV row says which in its simulated column), 1 on "
+                    "real instruments</b>; stopped: 3 consecutive "
                     "faults &lt;pump&gt;; 2 runs, each continuing the last; the earlier 1 ended without a word (killed "
                     "or crashed); the campaign file is not in the journal")
     assert _provenance(None, events[1:], {"run_active": True, "ended": None}).startswith(
@@ -881,9 +894,27 @@ def test_a_reference_electrode_named_at_length_keeps_the_potential_axis_inside_t
 
     fig, ax = _figure("recent voltammograms", "", "i (uA, anodic +)")
     ax.set_xlabel(_potential_axis(["Ag/Ag+ (0.01 M AgNO3, MeCN)"]))
-    _save(fig, ax, tmp_path / "voltammograms.png")
+    _save(fig, ax, tmp_path / "voltammograms.png", None, "")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     box = ax.xaxis.label.get_window_extent(FigureCanvasAgg(fig).get_renderer())  # the closed figure's, redrawn
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
     assert (tmp_path / "voltammograms.png").stat().st_size > 0
+
+
+def test_a_figure_of_simulated_data_says_so_in_its_corner(tmp_path):
+    """A figure taken out of a dry run's page read as measured data (a referee's trial): it says "dry run: simulated
+    data" in its lower right corner, in red; a real campaign's figure has nothing there."""
+    from matplotlib.image import imread
+
+    from labloop.orchestrator.report import _figure, _save, _stamp
+
+    assert _stamp({"dry": 0, "real": 2}) == "" and _stamp({"dry": 1, "real": 1}) == "partly a dry run: simulated data"
+    corners = {}
+    for stamp in (_stamp({"dry": 2, "real": 0}), ""):
+        fig, ax = _figure("best so far", "n", "potential (V vs Li/Li+)")
+        _save(fig, ax, tmp_path / "plot.png", None, stamp)
+        image = imread(tmp_path / "plot.png")
+        corner = image[-12:, -200:, :3]  # the last rows and columns of pixels
+        corners[stamp] = int(((corner[..., 0] > 0.6) & (corner[..., 1] < 0.5) & (corner[..., 2] < 0.5)).sum())
+    assert corners["dry run: simulated data"] > 20 and corners[""] == 0, corners

@@ -249,8 +249,11 @@ function render(snap, plots) {
   const c = snap.campaign, p = snap.progress;
   document.title = `${plain(c.name)} · labloop`;
   $("campaign-name").textContent = plain(c.name);
+  // a dry run's data are simulated: said as `labloop log` and the report say it (a referee's trial)
+  const runs = c.runs.dry ? (c.runs.real ? `${c.runs.dry} of ${c.runs.dry + c.runs.real} runs dry: partly simulated ` +
+    "data · " : "dry run: simulated data · ") : "";
   $("campaign-summary").textContent =
-    plain(`objective: ${c.objective_text} · planner ${c.planner.kind} · seed ${c.seed} · store ${c.store}`);
+    plain(`${runs}objective: ${c.objective_text} · planner ${c.planner.kind} · seed ${c.seed} · store ${c.store}`);
   const done = p.counts.done;
   $("done-count").textContent = `${done}/${p.max_experiments}`;
   $("progress-bar").style.width = `${Math.min(100, 100 * done / p.max_experiments)}%`;
