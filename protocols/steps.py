@@ -350,6 +350,9 @@ class CV(Step):
         leave the line through the origin a slope but no test of it (a chemist's trial: [0.1, 0.1, 0.1] validated,
         and the run reported D with an r^2 of 0). ``n_scans`` repeats a scan at one rate."""
         rates = self.scan_rates_v_s or []
+        if rates and "scan_rate_v_s" in self.model_fields_set:  # the list ran, the one rate unsaid (a chemist's trial)
+            raise Problems(Problem(("scan_rate_v_s",), f"{compact(self.scan_rate_v_s)} V/s beside scan_rates_v_s: the "
+                                                       "cv runs the rates of scan_rates_v_s; give one of the two"))
         repeated = [rate for rate in dict.fromkeys(rates) if rates.count(rate) > 1]
         if repeated:
             given = ", ".join(f"{compact(rate)} V/s {rates.count(rate)} times" for rate in repeated)

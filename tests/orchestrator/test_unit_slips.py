@@ -601,9 +601,11 @@ def test_a_planned_volume_that_would_merge_the_dispenses_or_change_ds_concentrat
     assert concentration.returncode == 2 and len(concentration.stderr.splitlines()) == 1, concentration.stderr
     assert ("conditions.volume_ml: a planned volume changes the analyte's concentration in the cell, while "
             "protocol[3].cv computes D with its fixed analyte_mm") in concentration.stderr
-    fixed, _, _ = validate(labloop, write_campaign, alone, electrolyte, "# the sample alone\n",
-                           conditions={"scan_rate_v_s": 0.1})
-    assert fixed.returncode == 0, fixed.stderr
+    # a planned scan rate beside the cv's scan_rates_v_s was journalled as chosen and never run (a chemist's trial)
+    rate, _, _ = validate(labloop, write_campaign, alone, electrolyte, "# the sample alone\n",
+                          conditions={"scan_rate_v_s": 0.1})
+    assert rate.returncode == 2 and ("condition scan_rate_v_s=0.1: 0.1 V/s beside scan_rates_v_s: the cv runs the "
+                                     "rates of scan_rates_v_s; give one of the two") in rate.stderr, rate.stderr
 
 
 def test_a_planned_half_width_is_held_to_the_limits_around_the_hits_as_the_protocols_own(tmp_path, labloop,

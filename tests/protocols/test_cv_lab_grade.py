@@ -962,6 +962,10 @@ def test_randles_sevcik_needs_two_different_rates():
         ((0, "cv", "scan_rates_v_s"), "gives 0.1 V/s 2 times: D's Randles-Sevcik fit needs each rate once and at least "
                                       "2 different ones (here 1), e.g. [0.1, 0.2, 0.5, 1.0] (n_scans repeats a scan "
                                       "at one rate)")]
+    # one rate beside the list was not run, unsaid (a chemist's trial)
+    assert located([{"cv": {"half_width_v": 0.3, "scan_rates_v_s": [0.1, 0.5], "scan_rate_v_s": 0.2}}]) == [
+        ((0, "cv", "scan_rate_v_s"), "0.2 V/s beside scan_rates_v_s: the cv runs the rates of scan_rates_v_s; give "
+                                     "one of the two")]
 
 
 def test_with_the_samples_stock_d_uses_the_concentration_the_cell_holds(lab, caplog):
