@@ -28,6 +28,9 @@ DEFAULT_MAX_RATE_ML_MIN = 50.0
 DEFAULT_CELL_VOLUME_ML = 20.0
 #: relative slack of the volume comparisons: sums of decimal volumes (0.1 + 0.2) must not refuse an exact fill
 VOLUME_SLACK = 1e-9
+#: how far (relative) the syringe diameter a pump holds may differ from the one set before it counts as another
+#: syringe's (a pump keeps 4 significant digits): a pump's ``found_diameter_mm`` (docs/drivers.md)
+DIAMETER_TOLERANCE = 0.005
 
 if TYPE_CHECKING:  # only the names are needed here, in annotations (left unevaluated)
     from labloop.instruments.impedance import EISParams, ImpedanceSpectrum

@@ -49,7 +49,7 @@ from labloop.core.errors import (
     PumpStalled,
 )
 from labloop.core.numeric import finite_number
-from labloop.instruments.contracts import PumpState, PumpStatus, RateUnit, SafetyLimits
+from labloop.instruments.contracts import DIAMETER_TOLERANCE, PumpState, PumpStatus, RateUnit, SafetyLimits
 from labloop.instruments.transport import SerialTransport, Transport, check_link_options, retry, serial_device
 
 log = logging.getLogger(__name__)
@@ -453,9 +453,19 @@ class NE1000Pump:
         #: what the pump was doing when opened if it may have pumped into the cell since (:data:`INTO_THE_CELL`) and
         #: :meth:`_connect` stopped it, else None: the rig refuses to start then (docs/drivers.md, ``found_running``)
         self.found_running: str | None = None
+        #: the syringe diameter (mm) the pump held when opened, read before ``diameter_mm`` is set, when it was
+        #: another (the rig warns: docs/drivers.md, ``found_diameter_mm``), else None. Why: two pumps' ports swapped
+        #: were set each to the other's syringe without a word, and would have pumped ~10x the volumes asked (a
+        #: hardware rehearsal)
+        self.found_diameter_mm: float | None = None
         self.firmware = self._connect()
         if diameter_mm is not None:
+            held = self.diameter()
             self.set_diameter(diameter_mm)
+            if not math.isclose(held, self._diameter_mm, rel_tol=DIAMETER_TOLERANCE):  # type: ignore[arg-type]
+                self.found_diameter_mm = held
+                log.info("%s: held a %g mm syringe's diameter when opened; set to %g mm", self.where, held,
+                         self._diameter_mm)
 
     @classmethod
     def open(
@@ -556,6 +566,11 @@ class NE1000Pump:
 
     def diameter(self) -> float:
         self._diameter_mm = float(self._query("DIA", _NUM)[1])
+        return self._diameter_mm
+
+    @property
+    def diameter_mm(self) -> float | None:
+        """The syringe diameter (mm) as last set or read, None before either."""
         return self._diameter_mm
 
     @property

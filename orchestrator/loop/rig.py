@@ -25,7 +25,15 @@ from typing import Any, Self
 from labloop.core.asking import Ask, ask_person
 from labloop.core.errors import ConfigError, WrongReturn, said, shown
 from labloop.core.slow_calls import said_if_slow
-from labloop.instruments.contracts import Potentiostat, Pump, PumpState, PumpStatus, optional_member, returned
+from labloop.instruments.contracts import (
+    DIAMETER_TOLERANCE,
+    Potentiostat,
+    Pump,
+    PumpState,
+    PumpStatus,
+    optional_member,
+    returned,
+)
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +251,32 @@ class Rig:
                 raise WrongReturn(where, f"its driver's found_running is {shown(found)}, not None or the words of what "
                                          "the pump was doing when opened, e.g. 'infusing' (docs/drivers.md)")
             raise ConfigError(where, FOUND_RUNNING.format(doing=found))
+        self._warn_of_diameters()
         if self._ready is not None:
             self._ready()
         return report
+
+    def _warn_of_diameters(self) -> None:
+        """A warning for each pump whose driver found it holding another syringe's diameter than the campaign's
+        (``found_diameter_mm``, docs/drivers.md), naming the pump given that diameter: two pumps' ports swapped
+        were each set to the other's syringe without a word (a hardware rehearsal). A warning, not a refusal: a
+        campaign's first run meets the diameter its pumps held before, and the driver has set the campaign's by
+        now, so a refusal would stand in the way of the next start whether the ports were right or not."""
+        given = {name: diameter for name, driver in self.instruments.items()
+                 if isinstance(diameter := optional_member(driver, "diameter_mm", where=f"instruments.{name}"),
+                               int | float)}
+        for name, driver in self.instruments.items():
+            found = optional_member(driver, "found_diameter_mm", where=f"instruments.{name}")
+            if not isinstance(found, int | float) or name not in given:
+                continue
+            other = next((o for o, d in given.items()
+                          if o != name and math.isclose(d, found, rel_tol=DIAMETER_TOLERANCE)), None)
+            swapped = (f" ({found:g} mm is instruments.{other}'s: are the two pumps' ports swapped?)" if other
+                       else "")
+            port = self.ports.get(name)
+            log.warning("instruments.%s%s: the pump held a %g mm syringe's diameter when opened; labloop set the "
+                        "campaign's %g mm: check that a %g mm syringe is on it%s", name,
+                        f" ({port})" if port else "", found, given[name], given[name], swapped)
 
     def close(self) -> None:
         """Safe state, then close every driver and stop every emulator; closing twice is not an error. What

@@ -265,3 +265,43 @@ def test_an_identify_that_answers_no_text_fails_the_health_check_as_its_drivers_
     assert result.stderr.strip() == ("error: instruments.potentiostat: the health check before the first experiment "
                                      "failed: WrongReturn: potentiostat: its driver's identify() returned a dict, not "
                                      "text"), result.stderr
+
+
+def test_pumps_holding_each_others_syringe_diameter_are_warned_of_as_swapped(tmp_path, write_campaign, caplog):
+    """Two pumps' ports swapped were each set to the other's syringe diameter without a word, and on real syringes
+    would have pumped ~10x the volumes asked (a hardware rehearsal on `sim serve` ports): the driver reads what the
+    pump held before it sets the campaign's, and the health check warns of each, naming the pump given that
+    diameter. Real NE-1000 and EmStat drivers on their emulators' ptys."""
+    import yaml
+
+    from labloop.sim.cell import Cell
+    from labloop.sim.emstat_emulator import EmStatEmulator
+    from labloop.sim.ne1000_emulator import NE1000Emulator, PumpSpec
+    from labloop.sim.pty_device import PtyDevice, TimeScale
+
+    # the campaign gives address 0 the 4.61 mm syringe and address 1 the 14.57 mm one: these pumps hold the reverse
+    pumps = NE1000Emulator([PumpSpec(0, diameter_mm=14.57), PumpSpec(1, diameter_mm=4.61)], cell=Cell(),
+                           time_scale=TimeScale.real_time())
+    with PtyDevice(pumps, name="ne1000").start() as chain, \
+            PtyDevice(EmStatEmulator(lambda: []), name="emstat").start() as potentiostat:
+        campaign = yaml.safe_load(write_campaign(tmp_path).read_text())
+        rig = campaign["instruments"]
+        rig["sampler"] = {"driver": "manual"}
+        rig["analyte_pump"]["port"] = rig["electrolyte_pump"]["port"] = chain.port
+        rig["potentiostat"]["port"] = potentiostat.port
+        (tmp_path / "real.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+        real = load_campaign(tmp_path / "real.yaml")
+        with build_rig(real, dry_run=False) as built, caplog.at_level(logging.WARNING, logger="labloop"):
+            built.check_health()
+        said = sorted(r.getMessage() for r in caplog.records if "syringe's diameter" in r.getMessage())
+        assert said == [
+            f"instruments.analyte_pump ({chain.port}): the pump held a 14.57 mm syringe's diameter when opened; "
+            "labloop set the campaign's 4.61 mm: check that a 4.61 mm syringe is on it (14.57 mm is "
+            "instruments.electrolyte_pump's: are the two pumps' ports swapped?)",
+            f"instruments.electrolyte_pump ({chain.port}): the pump held a 4.61 mm syringe's diameter when opened; "
+            "labloop set the campaign's 14.57 mm: check that a 14.57 mm syringe is on it (4.61 mm is "
+            "instruments.analyte_pump's: are the two pumps' ports swapped?)"], said
+        caplog.clear()
+        with build_rig(real, dry_run=False) as again, caplog.at_level(logging.WARNING, logger="labloop"):
+            again.check_health()  # they hold the campaign's now: nothing to say
+        assert not [r for r in caplog.records if "syringe's diameter" in r.getMessage()]
