@@ -1366,12 +1366,16 @@ class Campaign(BaseModel):
         wave still only bounds the molecule)."""
         if self.past_measurements is not None:
             return []
+        # an oxidation's read high, a reduction's low (without the solvation energy: docs/surrogate.md); a reduction
+        # campaign was told "above" (a chemist's trial), and a goal without a window has hits, not a window, to span
+        side = "above" if self.objective.quantity == "oxidation_potential" else "below"
+        span = "window" if self.objective.window_v is not None else "hits"
         return [Problem(("protocol", index, step.name, "half_width_v"),
                         f"+/-{compact(step.half_width_v)} V around each candidate's predicted potential: before the "
-                        "first measurements calibrate them, the predictions are the prior's, 1.4-2.7 V above a "
+                        f"first measurements calibrate them, the predictions are the prior's, 1.4-2.7 V {side} a "
                         "molecule's measured potential in the bundled data (docs/surrogate.md), so the first "
                         "experiments' scans may miss their waves (a window beyond safety.potential_limits_v is moved "
-                        "within them); fixed vertices spanning the objective's window suit the first experiments "
+                        f"within them); fixed vertices spanning the objective's {span} suit the first experiments "
                         "(examples/protocols/cv_screen.yaml), or give past_measurements to calibrate from")
                 for index, step in enumerate(steps) if isinstance(step, CV) and step.half_width_v is not None]
 

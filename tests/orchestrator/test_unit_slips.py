@@ -93,6 +93,15 @@ def test_a_window_around_uncalibrated_predictions_is_warned_about(tmp_path, labl
         "miss their waves (a window beyond safety.potential_limits_v is moved within them); fixed vertices spanning "
         "the objective's window suit the first experiments (examples/protocols/cv_screen.yaml), or give "
         "past_measurements to calibrate from\n"), result.stderr
+    # a reduction's read low, and a goal without a window has hits to span (a chemist's anolyte trial was told
+    # "above" and "the objective's window")
+    anolyte = tmp_path / "anolyte"
+    anolyte.mkdir()
+    reduction, _, _ = validate(labloop, write_campaign, anolyte, "e_begin_v: -0.8, e_vertex1_v: 1.5, "
+                               "e_vertex2_v: -0.8,", "half_width_v: 0.4,", uncalibrated=True, prior=True,
+                               objective={"quantity": "reduction_potential", "goal": "minimize", "threshold_v": 1.8})
+    assert "1.4-2.7 V below a molecule's measured potential" in reduction.stderr, reduction.stderr
+    assert "spanning the objective's hits" in reduction.stderr, reduction.stderr
     path = tmp_path / "past.csv"
     path.write_text("smiles,e_v\nc1ccccc1O,4.4\nCOc1ccccc1,4.3\nCc1ccccc1,4.9\n")
     past, _, _ = validate(labloop, write_campaign, tmp_path, "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,",
