@@ -199,9 +199,11 @@ def resume(store: Path, max_experiments: int | None, cell_emptied: bool, syringe
         given = "".join([*(f" --port {shell_word(port)}" for port in kept),
                          *([f" --max-experiments {max_experiments}"] if max_experiments is not None else []),
                          *([f" --scheduler {shell_word(scheduler)}"] if scheduler is not None else [])])
-        if not given or "`labloop resume " not in str(exc):
+        # a refusal that does not know the store (the rig's) advises "labloop resume STORE": this one is known
+        said = str(exc).replace("`labloop resume STORE", f"`labloop resume {shell_word(store)}")
+        if "`labloop resume " not in said or (not given and said == str(exc)):
             raise
-        raise InputError(_RESUME_ADVICE.sub(lambda m: m[0] + given, str(exc))) from None
+        raise InputError(_RESUME_ADVICE.sub(lambda m: m[0] + given, said)) from None
 
 
 #: where a refusal names the port it refuses: ``instruments.NAME.port:``

@@ -45,9 +45,10 @@ SAFE_STATE_DEADLINE_S = 10.0
 #: --cell-emptied after a kill -9 mid-dispense met the pump still infusing, had it stopped, journalled the emptying
 #: the operator had done before that, and dispensed on top of what the pump delivered since (a hardware trial)
 FOUND_RUNNING = ("{doing} when opened, left so by a run that stopped without stopping it (killed, or the computer "
-                 "lost power?): labloop stopped it now, but what it pumped until then is in the cell, uncounted, even "
-                 "if the cell was emptied before this start: empty the cell now, then start again (a journal's "
-                 "campaign: `labloop resume STORE --cell-emptied`)")
+                 "lost power?): labloop stopped it now, but what it pumped until then is in the cell and out of its "
+                 "syringe, uncounted, even if the cell was emptied before this start: empty the cell and fill the "
+                 "syringe now, then start again (a journal's campaign: `labloop resume STORE --cell-emptied "
+                 "--syringes-filled`)")
 def _within(action: Callable[[], object], deadline_s: float) -> tuple[str | None, threading.Thread]:
     """Run ``action`` on a daemon thread: (None if it returned in time, else what went wrong; the thread)."""
     outcome: list[str | None] = []

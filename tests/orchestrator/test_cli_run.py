@@ -948,5 +948,6 @@ def test_a_resume_refused_for_the_port_it_was_given_does_not_advise_that_port_ag
     assert refused.returncode == 2, refused.stderr
     assert "instruments.analyte_pump.port: /dev/ttyUSB-gone10 does not exist" in refused.stderr
     # the other port it was given stays, though its path begins the refused one's (a reviewer's finding)
-    assert ("`labloop resume STORE --port electrolyte_pump=/dev/ttyUSB-gone1 --max-experiments 3 --port NAME=PORT`"
-            in refused.stderr), refused.stderr
+    # and names the store it was given, not STORE (a hardware trial)
+    assert (f"`labloop resume {real.store} --port electrolyte_pump=/dev/ttyUSB-gone1 --max-experiments 3 --port "
+            "NAME=PORT`" in refused.stderr), refused.stderr

@@ -207,8 +207,10 @@ def test_a_pump_still_pumping_when_the_run_opens_it_refuses_the_start(tmp_path, 
     refusal = result.stderr.strip().splitlines()[-1]
     assert refusal.startswith(
         "error: instruments.analyte_pump: infusing when opened, left so by a run that stopped without stopping it "
-        "(killed, or the computer lost power?): labloop stopped it now, but what it pumped until then is in the cell, "
-        "uncounted, even if the cell was emptied before this start: empty the cell now, then start again"), refusal
+        "(killed, or the computer lost power?): labloop stopped it now, but what it pumped until then is in the cell "
+        "and out of its syringe, uncounted, even if the cell was emptied before this start: empty the cell and fill "
+        "the syringe now, then start again (a journal's campaign: `labloop resume STORE --cell-emptied "
+        "--syringes-filled`)"), refusal
     assert sorted(p.name for p in tmp_path.iterdir()) == ["real.yaml", "tiny.yaml"]  # no journal, no lock
 
 
