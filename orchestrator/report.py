@@ -74,6 +74,7 @@ from labloop.orchestrator.journal.view import (
     assumed_by,
     counts_apart,
     describe_objective,
+    nominal_offset,
     rate_constant,
     run_was_dry,
     snapshot,
@@ -190,7 +191,7 @@ LAB_GRADE_COLUMNS = (
 #: potential, as the planner learnt it (on the nominal ``cell.reference_offset_v``); ``cause``: the journal's line
 FAILURES_CSV = "failures.csv"
 FAILURE_COLUMNS = ("id", "name", "smiles", "kind", "above_v", "below_v", "mu", "sigma", "uncalibrated", "cause",
-                   "simulated")
+                   "hit_by_bound", "simulated")
 FAILURE_HEADERS = {"above_v": "above_v_vs_li", "below_v": "below_v_vs_li",
                    **{c: MEASUREMENT_HEADERS[c] for c in ("mu", "sigma")}}
 #: the exception's type in a cause the runner journalled (core/errors.py ``said``: ``Type: message``, after a
@@ -290,7 +291,7 @@ def _write(journal: Journal, directory: Path) -> None:
     config = journal.campaign_info().config
     objective = Objective.model_validate(snap["campaign"]["objective"])
     done = measured(snap["experiments"])
-    offset_v = config.get("cell", {}).get("reference_offset_v", 3.2)
+    offset_v = nominal_offset(config)
     _csv(directory / "experiments.csv", EXPERIMENT_COLUMNS,
          [{**e, "uncalibrated": _uncalibrated_said(e), "simulated": _simulated_said(e)} for e in snap["experiments"]],
          EXPERIMENT_HEADERS)
@@ -334,7 +335,8 @@ def _write(journal: Journal, directory: Path) -> None:
     check = interval_check(checked)
     failures = _failures(snap["experiments"], checked)
     _csv(directory / FAILURES_CSV, FAILURE_COLUMNS,
-         [{**f, "uncalibrated": _uncalibrated_said(f), "simulated": _simulated_said(f)} for f in failures],
+         [{**f, "uncalibrated": _uncalibrated_said(f), "simulated": _simulated_said(f),
+           "hit_by_bound": "yes" if f["hit_by_bound"] else ""} for f in failures],
          FAILURE_HEADERS)
     source = journal.campaign_info().source_yaml
     shared = None if source is None else _shareable(source, config.get("alerts") or [])
@@ -672,10 +674,12 @@ def _failures_table(failures: list[dict[str, Any]]) -> str:
 
 
 def _bound_said(failure: dict[str, Any]) -> str:
-    """``above 5.151`` / ``below 2.400`` (V) of a :func:`_failures` row, or '' without a bound."""
+    """``above 5.151`` / ``below 2.400`` (V) of a :func:`_failures` row, ``: a hit`` after it where the bound proves
+    one (past the threshold), or '' without a bound."""
+    hit = ": a hit" if failure.get("hit_by_bound") else ""
     if failure["above_v"] is not None:
-        return f"above {failure['above_v']:.3f}"
-    return "" if failure["below_v"] is None else f"below {failure['below_v']:.3f}"
+        return f"above {failure['above_v']:.3f}{hit}"
+    return "" if failure["below_v"] is None else f"below {failure['below_v']:.3f}{hit}"
 
 
 def _predicted_said(mu: float, sigma: float | None) -> str:
@@ -1418,7 +1422,9 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     shown = [*PLOTS, *(name for name in LAB_PLOTS if (folder / name).exists())]
     plots = "".join(f'<figure><img src="{name}" alt="{name}"><figcaption>{esc(CAPTIONS[name])}</figcaption></figure>'
                     for name in shown)
-    hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}"
+    hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}" + (
+        f" (+ {progress['hits_by_bound']} by bound: failed, the wave beyond the scan and past the threshold; the "
+        "failed experiments below say which)" if progress.get("hits_by_bound") else "")
     past = next((e for e in snap["events"] if e["kind"] == PAST_MEASUREMENTS), None)  # the lab's, before the campaign
     notes = "" if past is None or not isinstance(past["data"], dict) else "".join(
         f"<li>{esc(note)}</li>" for note in past["data"].get("notes", []))

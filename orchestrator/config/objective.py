@@ -78,6 +78,18 @@ class Objective(BaseModel):
         low, high = self.window_v
         return self.score(potential_v), -abs(potential_v - (low + high) / 2)
 
+    def bound_is_hit(self, bound: tuple[float, int] | None) -> bool:
+        """Whether a failed scan's bound (potential V vs Li/Li+, +1 above / -1 below: ``CVResult.bound``) proves the
+        molecule a hit: beyond the threshold on the goal's side. Why: a minimize screen's molecules whose waves lay
+        below the scan's end, already under the threshold, were counted as failures alone, the best of an anolyte
+        screen among them (a chemist's trial). A window's hits lie between two potentials: no one-sided bound proves
+        one."""
+        if bound is None or self.goal == "window" or self.threshold_v is None:
+            return False
+        potential_v, side = bound
+        return (side > 0 and potential_v >= self.threshold_v) if self.goal == "maximize" else \
+            (side < 0 and potential_v <= self.threshold_v)
+
     def is_hit(self, potential_v: float) -> bool:
         """Whether a measured potential counts as a hit (False when the objective defines none)."""
         if self.goal == "window":

@@ -35,6 +35,7 @@ from labloop.orchestrator.config.objective import Objective
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.names import library_names
 from labloop.orchestrator.journal.store import (
+    ANALYSIS_FAILURE,
     PAST_MEASUREMENTS,
     UNSAFE,
     VETOED,
@@ -66,6 +67,7 @@ def snapshot(journal: Journal) -> dict[str, Any]:
     measured = [(e.potential_v, e) for e in experiments if e.status == State.DONE and e.potential_v is not None]
     ranked = [e for _, e in sorted(measured, key=lambda pe: objective.rank(pe[0]), reverse=True)]
     hits = sum(objective.is_hit(p) for p, _ in measured) if objective.defines_hits else None
+    by_bound = _hits_by_bound(journal, experiments, objective, nominal_offset(config))
 
     steps = _protocol_steps(journal.path, config)
     protocol = _protocol_conditions(steps)
@@ -88,6 +90,8 @@ def snapshot(journal: Journal) -> dict[str, Any]:
                 # whatever it reads: measurements.csv and the dashboard showed decomposing molecules as hits (a trial)
                 "hit": experiment.status == State.DONE and potential is not None and objective.defines_hits
                 and objective.is_hit(potential),
+                # a failed scan whose bound lies past the threshold: a hit, by its bound (a chemist's trial)
+                "hit_by_bound": experiment.id in by_bound,
                 # predicted before any measurement, on the DFT prior's scale (`log` marks it *, the dashboard too):
                 # the first batch, unless the lab's past measurements calibrated it
                 "uncalibrated": experiment.mu is not None and experiment.step == 0 and past is None,
@@ -108,6 +112,8 @@ def snapshot(journal: Journal) -> dict[str, Any]:
         "vetoed": sum(e.status == State.FAILED and (e.cause or "").startswith(VETOED) for e in experiments),
         "max_experiments": config["budget"]["max_experiments"],
         "hits": hits,
+        # failed experiments whose scan's bound proves them hits (past a maximize or minimize goal's threshold)
+        "hits_by_bound": None if hits is None else len(by_bound),
         "last_heard": journal.last_heard(),  # the newest write of any kind (UTC), what a killed run did last
     }
     progress["past"] = past
@@ -529,6 +535,9 @@ def _header(snap: dict[str, Any]) -> Text:
         text.append(f"  awaiting approval {counts['awaiting_approval']}", style="bold magenta")
     if progress["hits"] is not None:
         text.append(f"  hits {progress['hits']}", style="green" if progress["hits"] else None)
+        if progress.get("hits_by_bound"):  # failed scans whose waves lay past the threshold, beyond the scan's end
+            text.append(f" (+ {progress['hits_by_bound']} by bound: failed, the wave beyond the scan and past the "
+                        "threshold)", style="green")
     if (past := progress.get("past")) is not None:
         bounds = past["bounds_n"]
         text.append(f"  (+ {past['measurements_n']} past {plural(past['measurements_n'], 'measurement')}"
@@ -745,6 +754,28 @@ def _named(experiment: dict[str, Any], named: bool) -> tuple[Text, ...]:
     SMILES. Why both: a chemist knows the molecules by name, a script and the planner by SMILES."""
     smiles = _text(experiment["smiles"])
     return (_text(clipped(experiment["name"], SHOWN_NAME_CHARS)), smiles) if named else (smiles,)
+
+
+def nominal_offset(config: dict[str, Any]) -> float:
+    """Where the cell's reference electrode sits vs Li/Li+ (V) by the journalled campaign's ``cell`` (3.2 V unless it
+    said): the scale a failed scan's bound is put on, as the planner learnt it (orchestrator/loop/runner.py)."""
+    return float((config.get("cell") or {}).get("reference_offset_v", 3.2))
+
+
+def _hits_by_bound(journal: Journal, experiments: list[Any], objective: Objective, offset_v: float) -> set[int]:
+    """The ids of the experiments whose analysis failed with a bound that proves a hit (:meth:`Objective.bound_is_hit`);
+    none for a window's goal (no one-sided bound proves one), without reading a measurement."""
+    if objective.goal == "window" or objective.threshold_v is None:
+        return set()
+    found = set()
+    for e in experiments:
+        if e.status == State.FAILED and (e.cause or "").startswith(ANALYSIS_FAILURE):
+            analysis = journal.analysis(e.id)
+            if analysis is None:
+                continue
+            if objective.bound_is_hit(analysis.on_li_scale(offset_v).bound(objective.quantity)):
+                found.add(e.id)
+    return found
 
 
 def run_was_dry(event: dict[str, Any]) -> bool:

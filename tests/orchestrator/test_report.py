@@ -356,7 +356,7 @@ def test_report_of_an_empty_journal_and_default_folder(tmp_path, labloop, write_
                                                                           ).read_text()
     assert (tmp_path / "tiny.report" / "failures.csv").read_text().splitlines() == [
         "id,name,smiles,kind,above_v_vs_li,below_v_vs_li,predicted_v_vs_li,predicted_sd_v,uncalibrated,cause,"
-        "simulated"]
+        "hit_by_bound,simulated"]
     assert labloop("report", tmp_path / "missing.db").returncode == 2
 
 
@@ -848,6 +848,30 @@ def test_the_report_lists_the_failed_experiments_with_kind_bound_prediction_and_
            f"<td>vetoed by a person (a PI)</td>" in section, section
     assert f"<td>analysis: beyond_window</td><td>above {stated[1]}</td>" in section
     assert html.escape(beyond["cause"]) in section and '<a href="failures.csv">' in page
+
+
+def test_a_failed_scans_bound_past_the_threshold_is_a_hit_by_bound(tmp_path, labloop, write_campaign):
+    """A minimize screen's molecules whose waves lay below the scan's end, already under the threshold, were counted
+    as failures alone, the best of an anolyte screen among them (a chemist's trial): the failure is said a hit by its
+    bound in `log` (its header and --json), the page and failures.csv; the measured hits are counted as before."""
+    (tmp_path / "lib.csv").write_text(f"smiles,ie_ev,ea_ev\n{BEYOND},8.245936,1.482288\n"
+                                      f"{MEASURABLE},7.058535,-0.219577\n")
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "lib.csv")},
+                              objective={"quantity": "oxidation_potential", "goal": "maximize", "threshold_v": 4.0},
+                              planner={"kind": "random", "batch_size": 2}, budget={"max_experiments": 2})
+    assert labloop("run", campaign, "--dry-run").returncode == 0
+    snap = json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)
+    by_bound = [e["smiles"] for e in snap["experiments"] if e["hit_by_bound"]]
+    assert by_bound == [BEYOND] and snap["progress"]["hits_by_bound"] == 1, snap["progress"]
+    assert "(+ 1 by bound: failed, the wave beyond the scan and past the threshold)" in labloop(
+        "log", tmp_path / "tiny.db").stdout
+    assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
+    with (tmp_path / "report" / "failures.csv").open() as handle:
+        (row,) = [r for r in csv.DictReader(handle) if r["smiles"] == BEYOND]
+    assert row["hit_by_bound"] == "yes", row
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert f"<td>above {float(row['above_v_vs_li']):.3f}: a hit</td>" in page
+    assert "(+ 1 by bound: failed, the wave beyond the scan and past the threshold;" in page
 
 
 def test_the_surrogate_and_the_planner_are_said_as_a_methods_section_needs():

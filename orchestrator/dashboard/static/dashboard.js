@@ -257,7 +257,8 @@ function render(snap, plots) {
   const done = p.counts.done;
   $("done-count").textContent = `${done}/${p.max_experiments}`;
   $("progress-bar").style.width = `${Math.min(100, 100 * done / p.max_experiments)}%`;
-  $("hits").textContent = p.hits === null ? "–" : String(p.hits);
+  // a failed scan whose bound lies past the threshold is a hit by its bound, as `labloop log` counts it
+  $("hits").textContent = p.hits === null ? "–" : String(p.hits) + (p.hits_by_bound ? ` (+ ${p.hits_by_bound} by bound)` : "");
   $("model-version").textContent = snap.models.length ? `v${snap.models[snap.models.length - 1].version}` : "none";
   $("state-counts").replaceChildren(...stateCounts(p));
   const zone = zoneLabel();
