@@ -322,6 +322,8 @@ def warn_before_run(campaign: Campaign, library: list[str], *, dry_run: bool) ->
                            "potential)", line_of=line_of)
     for why in (compose.objective_out_of_reach(campaign), campaign.unused_ferrocene(), campaign.unusual_ferrocene(),
                 campaign.batch_beyond_budget(),
+                None if compose.too_long_to_check(campaign, len(library)) else
+                _beyond_library(campaign, len(library) - len(invalid) - len(again)),
                 campaign.alert_secrets_written_out(),
                 campaign.unpurged_oxygen() if dry_run else None):
         if why is not None:
@@ -329,6 +331,22 @@ def warn_before_run(campaign: Campaign, library: list[str], *, dry_run: bool) ->
     for line in campaign.protocol_warnings():
         console.err.print(f"warning: {console.printable(line)}", markup=False, highlight=False, soft_wrap=True)
     return len(invalid), len(again)
+
+
+def _beyond_library(campaign: Campaign, molecules: int) -> str | None:
+    """``file:line: budget.max_experiments: ...`` when the budget (or a batch) asks for more experiments than the
+    library has molecules to propose (each is proposed once), else None. Why: a budget of 100 over 30 molecules
+    validated in silence and the run ended "every library molecule was tried ... 21/100 experiments done" (a chemist's
+    trial)."""
+    library = display_name(campaign.library.file)
+    if campaign.budget.max_experiments > molecules:
+        return (f"{campaign.located('budget', 'max_experiments')}: {campaign.budget.max_experiments}, more than the "
+                f"{molecules} {plural(molecules, 'molecule')} {library} can propose (each once): the campaign ends "
+                "when every one was tried, failed ones included, short of the budget")
+    if campaign.planner.batch_size > molecules:
+        return (f"{campaign.located('planner', 'batch_size')}: {campaign.planner.batch_size}, more than the "
+                f"{molecules} {plural(molecules, 'molecule')} {library} can propose: its one batch holds them all")
+    return None
 
 
 def warn_unchecked_rows(campaign: Campaign, library: list[str]) -> None:

@@ -175,6 +175,31 @@ def test_a_batch_larger_than_the_budget_is_warned_of(labloop, tmp_path, write_ca
     assert proc.returncode == 0 and "batch_size" not in proc.stderr, proc.stderr
 
 
+def test_a_budget_beyond_the_librarys_molecules_is_warned_of(labloop, tmp_path, write_campaign):
+    """A budget of 100 over 30 molecules validated in silence and ended "every library molecule was tried ... 21/100
+    experiments done" (a chemist's trial): validate says it at the budget's line, counting each molecule once (a
+    repeat and an invalid row are none); a batch beyond them alone, at the batch's."""
+    (tmp_path / "small.csv").write_text("smiles,ie_ev,ea_ev\nCCO,10.5,-1.0\nOCC,10.5,-1.0\nc1ccccc1O,8.5,-0.5\n"
+                                        "not_a_smiles,8.0,-0.5\nCCN,9.5,-1.0\n")
+    campaign = write_campaign(tmp_path, library={"file": str(tmp_path / "small.csv")}, budget={"max_experiments": 5},
+                              planner={"kind": "random", "batch_size": 2})
+    line = campaign.read_text().splitlines().index("  max_experiments: 5") + 1
+    proc = labloop("validate", campaign, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    small = tmp_path / "small.csv"
+    assert (f"warning: {campaign}:{line}: budget.max_experiments: 5, more than the 3 molecules {small} can propose "
+            "(each once): the campaign ends when every one was tried, failed ones included, short of the budget"
+            ) in proc.stderr.splitlines(), proc.stderr
+    batch = write_campaign(tmp_path, library={"file": str(tmp_path / "small.csv")}, budget={"max_experiments": 3},
+                           planner={"kind": "random", "batch_size": 4})
+    proc = labloop("validate", batch, "--dry-run")
+    assert (f"planner.batch_size: 4, more than the 3 molecules {tmp_path / 'small.csv'} can propose: its one batch "
+            "holds them all") in proc.stderr, proc.stderr
+    fits = write_campaign(tmp_path, library={"file": str(tmp_path / "small.csv")}, budget={"max_experiments": 3},
+                          planner={"kind": "random", "batch_size": 3})
+    assert "can propose" not in labloop("validate", fits, "--dry-run").stderr
+
+
 def test_a_campaign_with_a_prior_and_no_planner_is_told_it_proposes_at_random(labloop, tmp_path, write_campaign):
     """planner.kind defaults to random (it needs no prior), so a campaign file that left the section out ran random on
     the instruments while its prior sat unused (a lab head's trial): validate says so at the planner's place."""
