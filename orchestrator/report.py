@@ -101,7 +101,9 @@ CAPTIONS = {
                                  "grey points: predicted before any measurement calibrated the model (the tables' "
                                  "*), on the prior's own scale.",
     "prediction_error.png": "How far each proposal's prediction was from its measurement, in the order measured, with "
-                            f"the mean of the last {ERROR_WINDOW}: with feedback it falls as measurements accumulate.",
+                            f"the mean of the last {ERROR_WINDOW}: feedback should make it fall as measurements "
+                            "accumulate, until what the model cannot learn remains (a plateau); where it does not "
+                            "fall, the model is not learning from them.",
     "voltammograms.png": f"The last {RECENT_VOLTAMMOGRAMS} measured experiments' scans, potentials as applied (the "
                          "ohmic drop the potentiostat left uncompensated is not subtracted); the top axis is vs Li/Li+ "
                          "by cell.reference_offset_v.",
@@ -1387,10 +1389,17 @@ def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset
     hit_legend = (f"hit: yes when the potential meets the objective "
                   f"({esc(describe_objective(snap['campaign']['objective']))}); a &ldquo;no&rdquo; is ranked here as "
                   "nearest to it but is not a hit. " if hits_defined else "")
+    measured = snap["progress"]["counts"]["done"]
+    # the first BEST_SHOWN of the done ones: a page of 6 hits listed 5 with nothing saying more were (a referee's trial)
+    hits = snap["progress"]["hits"]
+    shown = (f"The best {len(snap['best'])} of the {measured} measured experiments"
+             + (f" ({hits} {plural(hits, 'hit')} in all: measurements.csv's hit column says which)" if hits_defined
+                else " (measurements.csv has every one)") + ". " if measured > len(snap["best"]) else "")
     return (f"<h2>best so far</h2><table><tr><th>id</th>{'<th>name</th>' * named}<th>SMILES</th><th>V vs Li/Li+</th>\n"
             f"{'<th>hit</th>' * hits_defined}{'<th>E1/2 spread over the scan rates (mV)</th>' * spread}"
             f"<th>how it was put on the Li/Li+ scale</th></tr>\n{rows}</table>\n"
-            f'<p class="caption">{hit_legend}{spread_said}The scale: a potential referenced to a standard measured in '
+            f'<p class="caption">{shown}{hit_legend}{spread_said}The scale: a potential referenced to a standard '
+            "measured in "
             "the same cell does not depend on where the reference electrode sits; a nominal one is as right as "
             "cell.reference_offset_v, a value written in the campaign file.</p>")
 

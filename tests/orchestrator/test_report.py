@@ -691,9 +691,15 @@ def test_the_failures_and_best_tables_escape_what_they_show():
     assert ("<td>4</td><td>&lt;i&gt;x&lt;/i&gt;</td><td><code>C&lt;script&gt;</code></td><td>pump (dispense): "
             "&lt;b&gt;Odd&lt;/b&gt;: a &amp; b</td>") in table  # no error type named: the whole cause is its kind
     best = {**failed, "status": "done", "potential_v": 4.5, "reference": "Ag<wire>", "hit": True}
-    snap = {"best": [best], "progress": {"hits": None}, "campaign": {"objective": {}}}
+    snap = {"best": [best], "progress": {"hits": None, "counts": {"done": 1}}, "campaign": {"objective": {}}}
     page = _best_table(snap, {}, 3.2)
     assert "<wire>" not in page and "nominal: E1/2 vs Ag&lt;wire&gt; + cell.reference_offset_v = 3.2 V" in page
+    assert "The best" not in page  # every measured one is shown
+    # five of six hits listed, nothing saying there was a sixth (a referee's trial)
+    window = {"quantity": "oxidation_potential", "goal": "window", "window_v": [4.5, 4.6]}
+    snap = {"best": [best] * 5, "progress": {"hits": 6, "counts": {"done": 30}}, "campaign": {"objective": window}}
+    assert ("The best 5 of the 30 measured experiments (6 hits in all: measurements.csv's hit column says which)"
+            in _best_table(snap, {}, 3.2))
 
 
 def test_control_characters_from_outside_are_shown_as_escapes_on_the_page_and_in_the_csvs(tmp_path, labloop,
