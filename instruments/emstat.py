@@ -83,6 +83,8 @@ from labloop.instruments.voltammogram import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUDRATE = 230400
+#: the baud rates of an EmStat: the Pico's (the default) and the EmStat4's (docs/protocols.md)
+BAUDRATES = (DEFAULT_BAUDRATE, 921600)
 #: what an EmStat that does not answer its first command (``Z``) is most likely set to (docs/hardware.md, "Before
 #: the first run, at the instruments"): an EmStat4 at the Pico's default baud rate reads as line noise
 LINK_ADVICE = ("is the EmStat on and cabled to this port, and is the line at its baud rate (option `baudrate`: "
@@ -117,11 +119,12 @@ ON_OVERLOAD = ("raise", "mark")
 
 
 def option_problem(name: str, value: object) -> str | None:
-    """Why ``value`` cannot be the potentiostat's option ``name`` (``error_pause_s``, ``on_overload``,
-    ``reference``), or None: the one check of these values, made by :class:`EmStatPotentiostat` when it opens and by
+    """Why ``value`` cannot be the potentiostat's option ``name`` (``error_pause_s``, ``on_overload``, ``reference``,
+    ``baudrate``), or None: the one check of these values, made by :class:`EmStatPotentiostat` when it opens and by
     the campaign when it is read (the descriptor's ``option_problem``). Why: a ``reference: 5`` passed ``validate``
     and was refused by ``run`` once the pumps had been talked to, and ``error_pause_s: x`` as a Python comparison
-    error (an adversarial trial)."""
+    error (an adversarial trial).
+    """
     if name == "error_pause_s":
         return None if finite_number(value) and value >= 0 else (  # type: ignore[operator]
             f"must be a number of s >= 0, got {value!r}")
@@ -129,6 +132,8 @@ def option_problem(name: str, value: object) -> str | None:
         return None if value in ON_OVERLOAD else f"must be one of {', '.join(ON_OVERLOAD)}, got {value!r}"
     if name == "reference":
         return reference_problem(value)
+    if name == "baudrate" and value not in BAUDRATES:  # 115200 passed validate, and a rehearsal on a pty cannot tell
+        return f"must be an EmStat's baud rate, {' or '.join(map(str, BAUDRATES))}, got {value!r}"
     return None
 
 

@@ -74,11 +74,16 @@ def rate_limits_ml_min(diameter_mm: float) -> tuple[float, float]:
     return PLUNGER_SPEED_CM_MIN[0] * area_cm2, PLUNGER_SPEED_CM_MIN[1] * area_cm2
 
 
+#: the baud rates an NE-1000 runs at (docs/protocols.md; ``*ADR n B baud`` sets one)
+BAUDRATES = (300, 1200, 2400, 9600, 19200)
+
+
 def option_problem(name: str, value: object) -> str | None:
-    """Why ``value`` cannot be the pump's option ``name`` (``address``, ``diameter_mm``, ``content_ml``,
-    ``poll_s``, ``run_margin_s``), or None: the one check of these values, made by :class:`NE1000Pump` when it
-    opens and by the campaign when it is read (the descriptor's ``option_problem``), so a ``diameter_mm: big``
-    is named as that option before any port opens rather than as a Python comparison error."""
+    """Why ``value`` cannot be the pump's option ``name`` (``address``, ``diameter_mm``, ``content_ml``, ``poll_s``,
+    ``run_margin_s``, ``baudrate``), or None: the one check of these values, made by :class:`NE1000Pump` when it
+    opens and by the campaign when it is read (the descriptor's ``option_problem``), so a ``diameter_mm: big`` is
+    named as that option before any port opens rather than as a Python comparison error.
+    """
     number = finite_number(value)
     if name == "address":
         whole = isinstance(value, int) and not isinstance(value, bool)
@@ -89,6 +94,8 @@ def option_problem(name: str, value: object) -> str | None:
             f"must be the syringe's inner diameter, a number of mm in {low:g}..{high:g}, got {value!r}")
     if name in ("content_ml", "poll_s", "run_margin_s"):
         return None if number and value >= 0 else f"must be a number >= 0, got {value!r}"  # type: ignore[operator]
+    if name == "baudrate" and value not in BAUDRATES:  # 38400 passed validate, and a rehearsal on a pty cannot tell
+        return f"must be one of the NE-1000's baud rates, {', '.join(map(str, BAUDRATES))}, got {value!r}"
     return None
 
 

@@ -115,7 +115,7 @@ def check(driver: str, port: str | None, options: dict[str, Any]) -> int:
 
     descriptor = load_driver(driver).descriptor
     for key, value in options.items():  # judged as validate judges a campaign's, before anything opens
-        problem = descriptor.option_refusal(key, value) or link_option_problem(key, value)
+        problem = link_option_problem(key, value) or descriptor.option_refusal(key, value)  # as a campaign's
         if problem is not None:
             raise ConfigError(f"--option {key}", problem)
     # the emulator is offered the options as a dry run offers it the campaign's (an address, a syringe's size)

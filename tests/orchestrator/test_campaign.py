@@ -538,6 +538,11 @@ MALFORMED = [
                                                                              "baudrate: 19201}"),
      "analyte_pump:", "instruments.analyte_pump.options.baudrate", "must be a standard baud rate (1200, 2400, 9600, "
      "19200, 38400, 57600, 115200, 230400, ...), got 19201"),
+    # and by the driver: a standard rate the device does not run at passed validate (a rehearsal on ptys cannot tell)
+    ("a baud rate the pump does not run at", edit("address: 0, diameter_mm: 4.61}", "address: 0, diameter_mm: 4.61, "
+                                                                                     "baudrate: 38400}"),
+     "analyte_pump:", "instruments.analyte_pump.options.baudrate", "must be one of the NE-1000's baud rates, 300, "
+     "1200, 2400, 9600, 19200, got 38400"),
     ("wrong type", edit("seed: 7", "seed: lucky"), "seed:", "seed", "valid integer"),
     ("YAML boolean for a number", edit("seed: 7", "seed: yes"), "seed:", "seed", "valid integer (got true)"),
     # a yes/no is YAML's true/false (yes, on): quoted, it is text, refused as "30" is for a count (it read as true)

@@ -99,6 +99,8 @@ def test_drivers_check_gives_the_driver_and_its_emulator_options(labloop, monkey
                                             "9600, 19200, 38400, 57600, 115200, 230400, ...), got 19201"),
                          ("baudrate=fast", "error: --option baudrate: must be a standard baud rate (1200, 2400, "
                                            "9600, 19200, 38400, 57600, 115200, 230400, ...), got 'fast'"),
+                         ("baudrate=38400", "error: --option baudrate: must be one of the NE-1000's baud rates, 300, "
+                                            "1200, 2400, 9600, 19200, got 38400"),
                          ("time_scale=1", "error: --option time_scale: labloop gives the driver this itself (the "
                                           "emulator's time scale, to a pump or potentiostat in a dry run): not an "
                                           "option"),
