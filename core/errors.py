@@ -22,6 +22,7 @@ Each error prints as one line, so the journal and the CLI can show it as it is.
 from __future__ import annotations
 
 import datetime
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -166,8 +167,13 @@ def shown(value: Any) -> str:
 
 
 def not_one_of(value: Any, choices: Sequence[str]) -> str:
-    """The one wording of "not a valid choice" every check uses."""
-    return f"{shown(value)} is not one of {', '.join(choices)}"
+    """The one wording of "not a valid choice" every check uses, with the closest choice offered when one is close
+    (``rinze``, ``load-sample``, British ``analyse``, ``minimise``: a chemist's trial got the list alone)."""
+    said = f"{shown(value)} is not one of {', '.join(choices)}"
+    if not isinstance(value, str):
+        return said
+    close = difflib.get_close_matches(value.strip().lower().replace("-", "_"), list(choices), n=1, cutoff=0.75)
+    return f"{said}; did you mean {close[0]!r}?" if close else said
 
 
 #: the message of a required field that is absent (a misspelt key is also an unknown one: that one is shown first)

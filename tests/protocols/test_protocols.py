@@ -41,6 +41,10 @@ def test_step_problems_name_the_step_and_the_field():
     assert found[1][0] == (2, "cv", "colour") and "unknown field" in found[1][1]
     assert found[2] == ((3,), "'stir' is not one of load_sample, dispense, wait, cv, rinse, analyze, purge, blank, "
                                 "eis, add_standard, clean, polish")
+    # a misspelt step, or one written the British way or with a hyphen, is offered its name (a chemist's trial)
+    for written, meant in (("rinze", "rinse"), ("analyse", "analyze"), ("load-sample", "load_sample")):
+        (said,) = problems([written])
+        assert said[1].endswith(f"; did you mean {meant!r}?"), said
     begin_outside = {"cv": {"e_begin_v": 2.0, "e_vertex1_v": 1.0, "e_vertex2_v": 0.0}}
     assert problems([begin_outside])[0][0] == (0, "cv", "e_begin_v")
     assert problems([{"cv": {"e_vertex1_v": 1.0}}])[0][0] == (0, "cv", "e_begin_v")

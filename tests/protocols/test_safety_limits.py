@@ -266,7 +266,8 @@ def test_a_pump_with_its_own_syringe_is_held_to_it(tmp_path, labloop, write_camp
     assert shared.returncode == 0, shared.stderr  # as before: one syringe for all
     for syringes, says in (({"potentiostat": 1.0}, "'potentiostat' is not a pump"),
                            ({"analyte_pmp": 1.0}, "safety.syringes_ml.analyte_pmp: 'analyte_pmp' is not one of "
-                                             "analyte_pump, electrolyte_pump (the pumps the protocol uses)")):
+                                             "analyte_pump, electrolyte_pump; did you mean 'analyte_pump'? (the pumps "
+                                             "the protocol uses)")):
         wrong = labloop("validate", write_campaign(tmp_path, safety={"syringes_ml": syringes}), "--dry-run")
         assert wrong.returncode == 2 and says in wrong.stderr, wrong.stderr
     campaign = load_campaign(write_campaign(tmp_path, safety=own))
