@@ -503,6 +503,15 @@ def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
     settings = ", ".join(f"{key} {str(value).lower() if isinstance(value, bool) else value}"
                          for key, value in planner.items() if key != "kind" and value is not None)
     said += f"; planner {planner.get('kind')} ({settings})"
+    # what the planner chose per experiment and which instruments did it: a referee found the scan rates and the rig
+    # in the campaign file's copy alone (a trial)
+    if conditions := config.get("conditions"):
+        said += "; conditions it chooses per experiment: " + ", ".join(f"{k} {v}" for k, v in conditions.items())
+    instruments = [f"{name} {spec.get('driver')}" + (f" ({shown})" if (shown := ", ".join(
+                       f"{k} {v}" for k, v in (spec.get("options") or {}).items() if k != "capture")) else "")
+                   for name, spec in (config.get("instruments") or {}).items()]
+    if instruments:
+        said += f"; instruments (name, driver, options): {'; '.join(instruments)}"
     runs = [e["data"]["versions"] for e in events if e["kind"] == "run" and isinstance(e["data"], dict)
             and isinstance(e["data"].get("versions"), dict)]
     if runs:

@@ -901,6 +901,15 @@ def test_the_surrogate_and_the_planner_are_said_as_a_methods_section_needs():
     # a preset this labloop no longer defines: its name, and the page is still written
     gone = {**config, "surrogate": {**config["surrogate"], "preset": "retired"}}
     assert _setup_said(gone, events).startswith("surrogate: preset retired; planner bayes (")
+    # the conditions it chose and the rig that ran them (a referee found them in the campaign file's copy alone)
+    rig = {**config, "conditions": {"scan_rate_v_s": [0.02, 0.5]},
+           "instruments": {"analyte_pump": {"driver": "ne1000", "port": "/dev/ttyUSB0",
+                                            "options": {"address": 0, "diameter_mm": 4.61, "capture": "/tmp/w.log"}},
+                           "potentiostat": {"driver": "emstat", "options": {"reference": "Ag/Ag+"}}}}
+    said = html.unescape(_setup_said(rig, events))
+    assert ("; conditions it chooses per experiment: scan_rate_v_s [0.02, 0.5]; instruments (name, driver, options): "
+            "analyte_pump ne1000 (address 0, diameter_mm 4.61); potentiostat emstat (reference Ag/Ag+); software"
+            ) in said, said
 
 
 def test_the_pages_tables_have_no_name_column_when_the_library_names_none(tmp_path, write_campaign, labloop):
