@@ -1331,8 +1331,33 @@ class Campaign(BaseModel):
         lines.extend(self._protocol_line(problem) for problem in (*self._outside_electrolyte(steps),
                                                                   *self._blank_short(steps),
                                                                   *self._uncalibrated_centre(steps),
-                                                                  *self._ohmic_drop_in_k0(steps)))
+                                                                  *self._ohmic_drop_in_k0(steps),
+                                                                  *self._starting_past_the_wave(steps)))
         return lines
+
+    def _starting_past_the_wave(self, steps: tuple[Step, ...]) -> list[Problem]:
+        """A fixed-window cv that begins at the end of its window where the objective's couple has already reacted:
+        the most negative potential for a reduction, the most positive for an oxidation. The cell sits there before
+        the scan, so the molecule is reduced (oxidised) before it begins, and the forward peak is missing or small.
+        Why: an anolyte trial's ``e_begin_v: -1.7, e_vertex1_v: 0`` validated in silence, and a reversible molecule
+        failed as chemically irreversible (return peak 24% of the forward)."""
+        reduction = self.objective.quantity != "oxidation_potential"
+        found = []
+        for index, step in enumerate(steps):
+            if not isinstance(step, CV) or step.e_begin_v is None or step.e_vertex1_v is None \
+                    or step.e_vertex2_v is None:
+                continue
+            window = (step.e_begin_v, step.e_vertex1_v, step.e_vertex2_v)
+            end = min(window) if reduction else max(window)
+            if step.e_begin_v == end and step.e_vertex1_v != end:
+                made, side, first, most = (("reduced", "positive", "below", "most negative") if reduction else
+                                           ("oxidised", "negative", "above", "most positive"))
+                found.append(Problem(("protocol", index, step.name, "e_begin_v"),
+                                     f"{compact(step.e_begin_v)} V, the {most} "
+                                     f"potential of the scan: the cell sits there before it, so the molecule is {made} "
+                                     f"before the scan begins and its forward peak is missing or small; begin on the "
+                                     f"{side} side of the wave, with e_vertex1_v {first} e_begin_v"))
+        return found
 
     @staticmethod
     def _ohmic_drop_in_k0(steps: tuple[Step, ...]) -> list[Problem]:

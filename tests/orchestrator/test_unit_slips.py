@@ -79,6 +79,30 @@ def test_k0_from_a_cv_without_eis_or_compensation_is_warned_about(tmp_path, labl
         assert result.stderr == expected, result.stderr
 
 
+def test_a_cv_beginning_where_its_couple_has_reacted_is_warned_of(tmp_path, labloop, write_campaign):
+    """An anolyte trial's cv began at -1.7 V, its reducing end, and scanned up first: validated in silence, and a
+    reversible molecule failed as chemically irreversible. A cv beginning at the end of its window past the
+    objective's wave (the most positive for an oxidation, the most negative for a reduction) is warned of; one that
+    begins on the other side is not."""
+    oxidising, protocol, line = validate(labloop, write_campaign, tmp_path, "e_begin_v: -0.8, e_vertex1_v: 1.5, "
+                                         "e_vertex2_v: -0.8,", "e_begin_v: 1.5, e_vertex1_v: -0.8, e_vertex2_v: 1.5,")
+    assert oxidising.returncode == 0, oxidising.stderr
+    assert (f"warning: {protocol}:{line}: protocol[4].cv.e_begin_v: 1.5 V, the most positive potential of the scan: "
+            "the cell sits there before it, so the molecule is oxidised before the scan begins and its forward peak is "
+            "missing or small; begin on the negative side of the wave, with e_vertex1_v above e_begin_v"
+            ) in oxidising.stderr.splitlines(), oxidising.stderr
+    anolyte = tmp_path / "anolyte"
+    anolyte.mkdir()
+    reducing, _, _ = validate(labloop, write_campaign, anolyte, "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,",
+                              "e_begin_v: -1.7, e_vertex1_v: 0.0, e_vertex2_v: -1.7,",
+                              objective={"quantity": "reduction_potential", "goal": "minimize", "threshold_v": 1.8})
+    assert "protocol[4].cv.e_begin_v: -1.7 V, the most negative potential of the scan" in reducing.stderr
+    assert "molecule is reduced before the scan begins" in reducing.stderr, reducing.stderr
+    fine, _, _ = validate(labloop, write_campaign, tmp_path, "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,",
+                          "e_begin_v: -0.8, e_vertex1_v: 1.5, e_vertex2_v: -0.8,")
+    assert "e_begin_v" not in fine.stderr, fine.stderr
+
+
 def test_a_window_around_uncalibrated_predictions_is_warned_about(tmp_path, labloop, write_campaign):
     """A newcomer's cv around the candidate validated in silence, and its first ten proposals, centred on the prior's
     predictions 1.5-2.7 V above the measured potentials, were refused: one line at the half-width says so; past
