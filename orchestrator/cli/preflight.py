@@ -321,6 +321,7 @@ def warn_before_run(campaign: Campaign, library: list[str], *, dry_run: bool) ->
                            "apart (one prediction for both; each may be proposed, and enantiomers have one redox "
                            "potential)", line_of=line_of)
     for why in (compose.objective_out_of_reach(campaign), campaign.unused_ferrocene(), campaign.unusual_ferrocene(),
+                campaign.lithium_reference_offset(),
                 campaign.batch_beyond_budget(),
                 None if compose.too_long_to_check(campaign, len(library)) else
                 _beyond_library(campaign, len(library) - len(invalid) - len(again)),

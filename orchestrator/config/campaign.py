@@ -133,6 +133,10 @@ OXYGEN_ONSET_RANGE_V = (1.0, 4.0)
 #: glassy carbon with a looser current cut-off; its 5.0 V for EC/DMC is the practical limit on a battery's cathode,
 #: whose oxide surfaces catalyse an oxidation an inert disk does not
 ELECTROLYTE_WINDOW_V = (0.8, 5.5)
+#: a reference electrode's name that says lithium (``Li``, ``Li/Li+``, ``Li+/Li``, ``lithium``, ``Li metal``)
+LITHIUM_REFERENCE = re.compile(r"^\s*(li\b|li\+|lithium)", re.IGNORECASE)
+#: how far from 0 V vs Li/Li+ a lithium reference's ``cell.reference_offset_v`` may be before it is warned of
+LITHIUM_OFFSET_SLACK_V = 0.1
 #: slowest simulated world (device seconds per wall second) other than 0, zero latency
 MIN_TIME_SCALE = 1e-3
 
@@ -1530,6 +1534,23 @@ class Campaign(BaseModel):
         return (f"{self.located('cell', 'ferrocene_vs_li_v')}: {compact(value)} V lies outside the {low:g}-{high:g} V "
                 "vs Li/Li+ where ferrocene has been measured (about 3.2 V in carbonates): a value against another "
                 "reference, or a typo? Every add_standard potential goes through it")
+
+    def lithium_reference_offset(self) -> str | None:
+        """``file:line: cell.reference_offset_v: ...`` when a potentiostat's ``reference`` names a lithium electrode
+        and the offset is not about 0 V, else None. Why: ``reference: Li`` beside the default 3.2 V passed in silence
+        (a chemist's trial), and every potential would have read 3.2 V high."""
+        offset = self.cell.reference_offset_v
+        if abs(offset) <= LITHIUM_OFFSET_SLACK_V:
+            return None
+        named = next(((name, reference) for name, entry in self.instruments.items()
+                      if isinstance(reference := entry.options.get("reference"), str)
+                      and LITHIUM_REFERENCE.search(reference)), None)
+        if named is None:
+            return None
+        return (f"{self.located('cell', 'reference_offset_v')}: {compact(offset)} V, while "
+                f"instruments.{named[0]}.options.reference names a lithium electrode ({named[1]!r}), which sits at "
+                f"0 V vs Li/Li+: every potential would read {compact(offset)} V high; give 0 for a lithium reference, "
+                "or name the electrode the cell has")
 
     def alert_secrets_written_out(self) -> str | None:
         """``file:line: alerts[i]: ...`` at the first alert URL that holds a password or token written out

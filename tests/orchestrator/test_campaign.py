@@ -161,6 +161,24 @@ def test_validate_says_the_conditions_and_where_ferrocene_sits(labloop, workdir,
         "potential goes through it") in said.stderr.splitlines(), said.stderr
 
 
+def test_a_lithium_reference_beside_an_offset_from_lithium_is_warned_of(labloop, tmp_path, write_campaign):
+    """``reference: Li`` beside the default 3.2 V passed in silence (a chemist's trial): every potential would read
+    3.2 V high. Said at the offset's line, naming the potentiostat's option; another electrode's name is not."""
+    campaign = write_campaign(tmp_path, cell={"reference_offset_v": 3.2})
+    settings = yaml.safe_load(campaign.read_text())
+    settings["instruments"]["potentiostat"]["options"]["reference"] = "Li/Li+"
+    campaign.write_text(yaml.safe_dump(settings, sort_keys=False))
+    line = campaign.read_text().splitlines().index("  reference_offset_v: 3.2") + 1
+    proc = labloop("validate", campaign, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert (f"warning: {campaign}:{line}: cell.reference_offset_v: 3.2 V, while instruments.potentiostat.options."
+            "reference names a lithium electrode ('Li/Li+'), which sits at 0 V vs Li/Li+: every potential would read "
+            "3.2 V high; give 0 for a lithium reference, or name the electrode the cell has"
+            ) in proc.stderr.splitlines(), proc.stderr
+    silver = write_campaign(tmp_path, cell={"reference_offset_v": 3.2})
+    assert "names a lithium electrode" not in labloop("validate", silver, "--dry-run").stderr
+
+
 def test_a_batch_larger_than_the_budget_is_warned_of(labloop, tmp_path, write_campaign):
     """A batch of 8 in a budget of 5 ran one batch of 5 in silence (a chemist's trial): validate says it, at the
     line; a batch within the budget is said nothing of."""
