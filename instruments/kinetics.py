@@ -65,8 +65,9 @@ class RateConstant:
     why: str | None = None
 
     def said(self) -> str:
-        """``0.0051``, ``> 0.058`` or ``< 0.0028`` (cm/s, 2 significant digits: the method's own error is ~10%)."""
-        return {"value": "", "above": "> ", "below": "< "}[self.side] + f"{self.k0_cm_s:.2g}"
+        """``0.0051``, ``> 0.058`` or ``< 0.0028`` (cm/s, 2 significant digits: the method's own error is ~10%), a
+        trailing zero kept (``0.040``: ``0.04`` beside ``0.031`` read as one digit, a referee's trial)."""
+        return {"value": "", "above": "> ", "below": "< "}[self.side] + f"{self.k0_cm_s:#.2g}"
 
 
 def nicholson_k0(dep_v: float, scan_rate_v_s: float, diffusion_cm2_s: float, *, n_electrons: int = 1,

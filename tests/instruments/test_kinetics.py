@@ -3,7 +3,7 @@
 import pytest
 
 from labloop.instruments.cv_analysis import analyze_cv, reversibility_criterion
-from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, nicholson_k0, nicholson_psi
+from labloop.instruments.kinetics import NICHOLSON_RANGE_MV, RateConstant, nicholson_k0, nicholson_psi
 from labloop.instruments.voltammogram import CVParams
 from labloop.sim.cv_physics import CellParams, simulate_cv
 
@@ -83,6 +83,8 @@ def test_outside_the_range_k0_is_a_bound_and_without_a_dep_or_d_nothing() -> Non
     # called quasi-reversible (an electrochemist's audit)
     assert reversible.why == "dEp under 68 mV: fast (Nernstian) electron transfer at this rate"
     assert slow is not None and slow.side == "below" and slow.said().startswith("< ")
+    # two significant digits, a trailing zero kept (0.04 beside 0.031 read as one digit: a referee's trial)
+    assert RateConstant(0.04, "value").said() == "0.040" and RateConstant(0.0634, "above").said() == "> 0.063"
     assert slow.k0_cm_s < reversible.k0_cm_s
     assert nicholson_k0(0.0, 0.1, 1e-5) is None and nicholson_k0(0.08, 0.1, 0.0) is None
 
