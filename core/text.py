@@ -30,6 +30,21 @@ def clipped(text: str, chars: int) -> str:
     return text if len(text) <= chars else f"{text[:chars - 1]}…"
 
 
+#: the longest name or reason a person's decision journals (``labloop approve --by/--reason``, the dashboard's): a
+#: name or a sentence, not a document
+MAX_SAID_CHARS = 500
+
+
+def said_problem(text: str) -> str | None:
+    """Why ``text`` (stripped) cannot be journalled as who decided or why, or None: empty, over
+    :data:`MAX_SAID_CHARS`, or holding a control character (a line break would split the journal's one-line event in
+    ``labloop log``). One rule for the command line and the dashboard."""
+    text = text.strip()
+    if not text or len(text) > MAX_SAID_CHARS or not text.isprintable():
+        return f"must be one line of 1 to {MAX_SAID_CHARS} printable characters"
+    return None
+
+
 def controls_escaped(text: str) -> str:
     """``text`` with each of :data:`CONTROLS` written as its escape (``\\x1b``, ``\\u202e``), for a CSV cell or a
     report's page: ``cat`` of a CSV ran a device's ESC sequences on the terminal (a security review)."""

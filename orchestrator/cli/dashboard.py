@@ -22,7 +22,7 @@ from urllib.parse import quote
 import click
 
 from labloop.core.errors import JournalError
-from labloop.core.text import shell_word
+from labloop.core.text import said_problem, shell_word
 from labloop.orchestrator import console
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.store import Journal, State
@@ -180,10 +180,6 @@ def approve(ctx: click.Context, store: Path, veto: tuple[int, ...], batch: tuple
                           "approved ones", markup=False, highlight=False, soft_wrap=True)
 
 
-#: the longest ``--by`` or ``--reason`` an approval journals: a name or a sentence, not a document
-MAX_SAID_CHARS = 500
-
-
 def _login() -> str:
     """This account's login name, or ``an unnamed account`` where the system knows none (a container's uid)."""
     try:
@@ -193,12 +189,10 @@ def _login() -> str:
 
 
 def _said_by(option: str, text: str) -> str:
-    """``text`` stripped, refused (exit 2) when empty, over :data:`MAX_SAID_CHARS` or holding a control character
-    (a line break would split the journal's one-line event in ``labloop log``)."""
-    text = text.strip()
-    if not text or len(text) > MAX_SAID_CHARS or not text.isprintable():
-        raise click.BadParameter(f"must be one line of 1 to {MAX_SAID_CHARS} printable characters", param_hint=option)
-    return text
+    """``text`` stripped, refused (exit 2) as :func:`labloop.core.text.said_problem` says."""
+    if (problem := said_problem(text)) is not None:
+        raise click.BadParameter(problem, param_hint=option)
+    return text.strip()
 
 
 #: a host name as a Host header writes it without its port, or ``*.`` and one: what ``--allowed-host`` takes

@@ -61,6 +61,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labloop.core.errors import JournalError, LabloopError, NotAwaitingApproval
+from labloop.core.text import said_problem
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.plot_data import plot_series
 from labloop.orchestrator.journal.store import VETOED, Journal
@@ -348,10 +349,19 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: 
             veto, batch, named = body.get("veto", []), body.get("batch"), body.get("campaign")
             if not _ids(veto) or not (batch is None or _ids(batch)) or not (named is None or isinstance(named, str)):
                 raise ValueError
+            # who decided and why, journalled as `labloop approve --by/--reason` are: every token holder was
+            # "the dashboard" (a security trial)
+            by, reason = body.get("by"), body.get("reason")
+            if not all(said is None or isinstance(said, str) for said in (by, reason)):
+                raise ValueError
         except (ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested thousands deep
             return JSONResponse({"error": 'body must be JSON like {"veto": [3, 5], "batch": [3, 4, 5, 6]} (and '
-                                          '"campaign": its created_at, as GET /api/campaign shows it)'},
+                                          '"campaign": its created_at, as GET /api/campaign shows it; "by" and '
+                                          '"reason": text)'},
                                 status_code=400)
+        for field, said in (("by", by), ("reason", reason)):
+            if said is not None and (problem := said_problem(said)) is not None:
+                return JSONResponse({"error": f"{field}: {problem}"}, status_code=400)
         if not batch:  # a write that does not say which batch could approve one that arrived since, unseen
             return JSONResponse({"error": 'say which batch you decide: "batch", the ids of the experiments awaiting '
                                           'approval as you saw them (GET /api/campaign), e.g. {"veto": [5], '
@@ -361,7 +371,8 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: 
         try:
             shown = source.shown_campaign()
             approved, vetoed = await run_in_threadpool(_decide, store, veto, batch,
-                                                       [c for c in (named, shown) if c is not None])
+                                                       [c for c in (named, shown) if c is not None],
+                                                       by and by.strip(), reason and reason.strip())
         except NotAwaitingApproval as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
         except JournalError as exc:  # a store this account may read but not write
@@ -441,11 +452,13 @@ def _file_of(path: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def _decide(store: Path, veto: list[int], batch: list[int], campaigns: Sequence[str]) -> tuple[list[int], list[int]]:
+def _decide(store: Path, veto: list[int], batch: list[int], campaigns: Sequence[str], by: str | None = None,
+            reason: str | None = None) -> tuple[list[int], list[int]]:
     """Approve the waiting batch except ``veto``, through a short-lived writable connection; ``batch`` (the
     ids the page showed) must be the batch waiting, so a late click never decides a batch nobody saw, and the
     journal must hold each of ``campaigns`` (``created_at``: the page's, the client's): ids begin at 1 in every
-    journal, so a batch of another campaign put at the path has the same ones."""
+    journal, so a batch of another campaign put at the path has the same ones. ``by`` (a person's name, journalled as
+    ``NAME with the dashboard``) and ``reason`` as the client gave them."""
     with Journal.open(store) as journal:
         info = journal.campaign_info()
         other = next((c for c in campaigns if c != info.created_at), None)
@@ -453,7 +466,8 @@ def _decide(store: Path, veto: list[int], batch: list[int], campaigns: Sequence[
             raise NotAwaitingApproval(f"{store.name} now holds campaign {info.name!r} created {info.created_at}, not "
                                       f"the one created {other} decided on (the journal was begun afresh at its "
                                       "path): look at it again")
-        return journal.approve(veto=veto, by="dashboard", batch=batch)
+        return journal.approve(veto=veto, by=f"{by} with the dashboard" if by else "dashboard", batch=batch,
+                               reason=reason)
 
 
 async def _events(request: Request, source: CampaignSource) -> AsyncIterator[bytes]:

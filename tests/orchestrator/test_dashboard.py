@@ -325,6 +325,9 @@ def test_approve_and_veto_buttons_need_the_token_and_move_the_runner(tmp_path, w
         field = browser.find_element(By.ID, "token")
         field.clear()
         field.send_keys(TOKEN)
+        # who decides and why, journalled (every token holder was "the dashboard": a security trial)
+        browser.find_element(By.ID, "decider").send_keys("alice")
+        browser.find_element(By.ID, "reason").send_keys("too like experiment 1")
         boxes[0].click()  # veto the first
         browser.find_element(By.ID, "approve-button").click()
         _wait(browser, lambda d: _text(d, "#approval-message") == f"batch {waiting[0]}, {waiting[1]}: approved 1, "
@@ -346,7 +349,12 @@ def test_approve_and_veto_buttons_need_the_token_and_move_the_runner(tmp_path, w
     with Journal.open(store, readonly=True) as journal:
         experiments = {e.id: e for e in journal.experiments()}
     assert experiments[waiting[0]].status == "failed" and experiments[waiting[0]].cause.startswith("vetoed")
+    assert experiments[waiting[0]].cause.endswith("by a person (alice with the dashboard): too like experiment 1")
     assert experiments[waiting[1]].status == "done"
+    with Journal.open(store, readonly=True) as journal:
+        decided = [(e.data["by"], e.data["reason"]) for e in journal.events() if e.kind == "approved"]
+    # the name stays for the next decision, the reason was this one's
+    assert decided == [("alice with the dashboard", "too like experiment 1"), ("alice with the dashboard", None)]
 
 
 def test_refusals_over_http(served, finished_store):
@@ -425,6 +433,10 @@ def test_an_approval_must_name_the_batch_it_decides(tmp_path, write_campaign):
     campaign, waiting = _held_batch(tmp_path, write_campaign)
     dashboard = Dashboard(campaign.store)
     try:
+        for wrong in ({"by": 3}, {"by": "two\nlines"}, {"reason": ""}, {"reason": "x" * 501}):  # said as the CLI's
+            status, answer = dashboard.request("POST", "/api/approve", json.dumps({"batch": waiting, **wrong}).encode(),
+                                               {"X-Labloop-Token": TOKEN})
+            assert status == 400, (wrong, answer)
         for body in ({}, {"veto": []}, {"veto": [waiting[1]]}, {"batch": []}, {"batch": None}):
             status, answer = dashboard.request("POST", "/api/approve", json.dumps(body).encode(),
                                                {"X-Labloop-Token": TOKEN})

@@ -5,6 +5,7 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const TOKEN_KEY = "labloop-token";
+const DECIDER_KEY = "labloop-decider";
 const state = { snap: null, plots: null, cvId: null, pinnedCv: false, connected: false, readAt: null, batch: "" };
 
 function $(id) { return document.getElementById(id); }
@@ -484,16 +485,22 @@ async function decide(vetoAll) {
                                  "them is measured, and the planner counts each as a failure of its molecule.")) return;
   const token = $("token").value.trim();
   sessionStorage.setItem(TOKEN_KEY, token);
+  // who decides and why, journalled with the decision (`labloop approve --by/--reason` say them too); unsaid, the
+  // journal names the dashboard alone
+  const decider = $("decider").value.trim(), reason = $("reason").value.trim();
+  sessionStorage.setItem(DECIDER_KEY, decider);
   const message = $("approval-message");
   const response = await fetch("/api/approve", {
     method: "POST", headers: { "Content-Type": "application/json", "X-Labloop-Token": token },
     // the batch shown, as decided, and of which campaign: a journal begun afresh at the path has the same ids
-    body: JSON.stringify({ veto, batch, campaign: state.snap.campaign.created_at }),
+    body: JSON.stringify({ veto, batch, campaign: state.snap.campaign.created_at, by: decider || undefined,
+                           reason: reason || undefined }),
   });
   const body = await response.json().catch(() => ({}));
   if (response.ok) {
     message.className = "";
     message.textContent = `batch ${batch.join(", ")}: approved ${body.approved.length}, vetoed ${body.vetoed.length}`;
+    $("reason").value = "";  // said of this decision; the name stays for the next
     $("approval-panel").hidden = false;  // an update may have hidden it already: the batch no longer waits
   } else {
     message.className = "error";
@@ -534,6 +541,7 @@ function init() {
     history.replaceState(null, "", location.pathname);  // keep the token out of the address bar
   }
   $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+  $("decider").value = sessionStorage.getItem(DECIDER_KEY) || "";
   $("approve-button").addEventListener("click", () => decide(false));
   $("veto-all-button").addEventListener("click", () => decide(true));
   connect();
