@@ -869,8 +869,8 @@ def test_a_failed_scans_bound_past_the_threshold_is_a_hit_by_bound(tmp_path, lab
     snap = json.loads(labloop("log", tmp_path / "tiny.db", "--json").stdout)
     by_bound = [e["smiles"] for e in snap["experiments"] if e["hit_by_bound"]]
     assert by_bound == [BEYOND] and snap["progress"]["hits_by_bound"] == 1, snap["progress"]
-    assert "(+ 1 by bound: failed, the wave beyond the scan and past the threshold)" in labloop(
-        "log", tmp_path / "tiny.db").stdout
+    assert "(+ 1 by bound: failed, the wave beyond the scan and past the threshold)" in " ".join(labloop(
+        "log", tmp_path / "tiny.db").stdout.split())  # as wrapped at the console's width
     assert labloop("report", tmp_path / "tiny.db", "-o", tmp_path / "report").returncode == 0
     with (tmp_path / "report" / "failures.csv").open() as handle:
         (row,) = [r for r in csv.DictReader(handle) if r["smiles"] == BEYOND]
