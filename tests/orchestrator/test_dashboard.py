@@ -1235,3 +1235,19 @@ def test_the_page_cuts_folders_from_messages_but_not_the_campaigns_molecules(tex
     whose bond-direction slashes after a branch or a bracket atom were cut as folders (``C(/C=C/Cl)`` shown as
     ``C(Cl)``): the campaign's molecules are kept whole, and every folder is cut, whatever its name holds."""
     assert without_paths(text, SLASHED) == shown
+
+
+def test_the_report_page_prints_its_tables_within_the_page(finished_store, tmp_path, labloop, browser):
+    """The report's page printed to PDF cut its wide tables at the page's edge: the lab-grade table lost its Ru, iR and
+    blank columns (a referee's trial, Chromium's print). Printed (print media, an A4 page's width), every table fits
+    the page; on a screen a wide one scrolls as before. The report's page, in the dashboard's headless Chromium."""
+    assert labloop("report", finished_store, "-o", tmp_path / "report").returncode == 0
+    browser.set_window_size(760, 1000)  # about an A4 page's printable width at 96 dpi
+    browser.get((tmp_path / "report" / "index.html").as_uri())
+    widths = "return [...document.querySelectorAll('table')].map(t => [t.scrollWidth, document.body.clientWidth])"
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "screen"})
+    assert any(table > body for table, body in browser.execute_script(widths)), "no table wider than the page: " \
+                                                                                "the test proves nothing"
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    printed = browser.execute_script(widths)
+    assert printed and all(table <= body for table, body in printed), printed
