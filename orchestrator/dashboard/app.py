@@ -51,7 +51,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -61,7 +61,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labloop.core.errors import JournalError, LabloopError, NotAwaitingApproval
-from labloop.core.text import said_problem
+from labloop.core.text import printable, said_problem
 from labloop.orchestrator.journal.lock import being_run
 from labloop.orchestrator.journal.plot_data import plot_series
 from labloop.orchestrator.journal.store import VETOED, Journal
@@ -399,7 +399,8 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: 
         yield
         await run_in_threadpool(source.close)
 
-    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+    app = Starlette(routes=routes, middleware=[Middleware(RefusedHostsSaid, answers=hosts),
+                                               Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
                                                Middleware(PageHeaders)],
                     lifespan=lifespan, max_body_size=MAX_BODY)
     app.state.source = source
@@ -407,6 +408,43 @@ def create_app(store: Path, token: str, *, host: str = "127.0.0.1", also_named: 
     #: waits for, or cancels, a browser's open stream
     app.state.should_exit = lambda: False
     return app
+
+
+class RefusedHostsSaid:
+    """Says in the dashboard's log, once per host, a request the host check (Starlette's TrustedHostMiddleware, inside
+    it) refused, with the names it answers and how to add one. Why: a colleague who opened the page by the machine's
+    address got "Invalid host header" and the person at the console heard nothing of it (a security trial); the
+    answer itself stays Starlette's, which tells a stranger nothing."""
+
+    def __init__(self, app: ASGIApp, answers: Sequence[str]) -> None:
+        self.app = app
+        self.answers = answers
+        self.said: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = False
+
+        async def watching(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start":
+                refused = message["status"] == 400
+            elif refused and message["type"] == "http.response.body" and message.get("body") == b"Invalid host header":
+                host = printable(Headers(scope=scope).get("host", "")[:200])
+                if host not in self.said and len(self.said) < MAX_HOSTS_SAID:
+                    self.said.add(host)
+                    log.warning("dashboard: a request for host %r refused: the page answers %s (start it with "
+                                "--allowed-host NAME to answer NAME too: docs/dashboard.md)", host,
+                                ", ".join(self.answers))
+            await send(message)
+
+        await self.app(scope, receive, watching)
+
+
+#: how many refused hosts :class:`RefusedHostsSaid` says (a scanner's thousand names are not a thousand lines)
+MAX_HOSTS_SAID = 10
 
 
 class PageHeaders:

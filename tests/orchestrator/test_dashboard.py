@@ -1251,3 +1251,23 @@ def test_the_report_page_prints_its_tables_within_the_page(finished_store, tmp_p
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
     printed = browser.execute_script(widths)
     assert printed and all(table <= body for table, body in printed), printed
+
+
+def test_a_request_for_another_host_is_said_once_in_the_dashboards_log(finished_store, tmp_path):
+    """A colleague opening the page by the machine's address got "Invalid host header", and the person at the console
+    heard nothing (a security trial): the refusal is logged once per host, naming the names answered and
+    --allowed-host; the answer to the request stays Starlette's plain 400."""
+    store = tmp_path / "seen.db"
+    shutil.copy(finished_store, store)
+    dashboard = Dashboard(store)
+    try:
+        for host in ("192.0.2.2:8050", "192.0.2.2:8050", "lab-pc.example"):
+            status, body = dashboard.get("/api/campaign", Host=host)
+            assert status == 400 and body == b"Invalid host header"
+        assert dashboard.get("/api/campaign")[0] == 200
+    finally:
+        dashboard.process.send_signal(signal.SIGINT)
+        _, err = dashboard.process.communicate(timeout=30)
+    said = [line for line in err.splitlines() if "refused: the page answers" in line]
+    assert len(said) == 2 and "'192.0.2.2:8050'" in said[0] and "'lab-pc.example'" in said[1], err
+    assert "127.0.0.1" in said[0] and "--allowed-host NAME" in said[0]
