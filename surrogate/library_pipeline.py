@@ -481,9 +481,11 @@ def _run_on_cluster(client: Client, payload: ModelPayload, work: Iterator[tuple[
                 # with no worker left, that it waits for one: it said "to the workers there are", then nothing for
                 # two minutes (a Dask trial)
                 left = _workers_now(client)
+                start = ("the local cluster restarts its own" if getattr(client, "cluster", None) is not None else
+                         f"start one with `dask worker {client.scheduler.address}`")
                 to = ("to the workers there are" if left else
-                      f"once a worker joins (none is connected now: waiting up to {WORKER_BACK_S:g} s for one; start "
-                      f"one with `dask worker {client.scheduler.address}`)")
+                      f"once a worker joins (none is connected now: waiting up to {WORKER_BACK_S:g} s for one; "
+                      f"{start})")
                 log.warning("the workers holding the model died; sending it again (%d of %d) %s, and running the %d "
                             "%s in flight again", sent + 1, MODEL_RESENDS, to, len(pending),
                             plural(len(pending), "chunk"))
