@@ -346,13 +346,14 @@ def describe(calibration: Calibration) -> str:
 
 
 def counted(calibration: Calibration) -> str:
-    """What a calibration was fitted on, in words: "12 measurements and 3 bounds (no wave within a scan)"."""
+    """What a calibration was fitted on, in words: "12 measurements and 3 bounds (the wave beyond a scan's end)"."""
     said = f"{calibration.n} {plural(calibration.n, 'measurement')}"
     bounds = calibration.fit.bounds if calibration.fit is not None else 0
     return f"{said} and {bounds_said(bounds)}" if bounds else said
 
 
 def bounds_said(n: int) -> str:
-    """``3 bounds (no wave within a scan)``: a failed scan's, or a past table's ``>5.1``, which said "from failed
-    scans" of a campaign that had none (a chemist's trial)."""
-    return f"{n} {plural(n, 'bound')} (no wave within a scan)"
+    """``3 bounds (the wave beyond a scan's end)``: a failed scan's, or a past table's ``>5.1``, which said "from failed
+    scans" of a campaign that had none (a chemist's trial), then "no wave within a scan", which a newcomer read as the
+    failures with no wave at all, which bound nothing."""
+    return f"{n} {plural(n, 'bound')} (the wave beyond a scan's end)"

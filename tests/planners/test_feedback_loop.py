@@ -164,12 +164,12 @@ def test_a_reduction_campaign_names_its_rule_and_journals_each_calibration_once(
     assert all(m.endswith(": bayes proposed 1 experiment") for m in proposed[first_by_acquisition:]), proposed
     # its second experiment's wave lay beyond the cathodic vertex: a bound, which calibrates before anything
     # is measured (its first experiment had no peak at all, which bounds nothing)
-    assert messages[0].startswith("calibration on 0 measurements and 1 bound (no wave within a scan) (")
+    assert messages[0].startswith("calibration on 0 measurements and 1 bound (the wave beyond a scan's end) (")
     assert messages[0].endswith("learner offset, nothing measured to score it on)")
-    assert any(m.startswith("calibration on 1 measurement and 1 bound (no wave within a scan) (") and
+    assert any(m.startswith("calibration on 1 measurement and 1 bound (the wave beyond a scan's end) (") and
                "; last 1 prediction off by" in m for m in messages), messages
     for message in messages:
-        counts = re.search(r"^calibration on (\d+) (\w+)(?: and (\d+) (\w+) \(no wave within a scan\))? \(.*\)"
+        counts = re.search(r"^calibration on (\d+) (\w+)(?: and (\d+) (\w+) \(the wave beyond a scan's end\))? \(.*\)"
                            r"(?:; last (\d+) (\w+) off by|$)", message)
         assert counts is not None, message
         said = [(counts[k], counts[k + 1], word) for k, word in ((1, "measurement"), (3, "bound"), (5, "prediction"))
