@@ -479,7 +479,10 @@ def refuse_other_settings(path: Path, campaign: Campaign, info: CampaignInfo) ->
             f"--port {shell_word(f'{moved[1]}={port}')}`)" if moved and port else
             # the cluster moved: where the library is predicted changes no result (docs/scaling.md)
             f" (to compute on another cluster: `labloop resume {shell_word(path)} --scheduler "
-            f"{shell_word(campaign.compute.scheduler or 'auto')}`)" if changed.startswith("compute.scheduler:") else "")
+            f"{shell_word(campaign.compute.scheduler or 'auto')}`)" if changed.startswith("compute.scheduler:") else
+            # a new objective's store started from nothing and measured some molecules again (a newcomer's trial)
+            " (a new store can learn from what this one measured: its report's measurements.csv as past_measurements, "
+            "column potential_v_vs_li, vs: li; docs/running.md)" if changed.startswith("objective.") else "")
     raise JournalError(f"{path}: holds campaign {info.name!r} (created {info.created_at}) with other settings, "
                        f"{changed}; choose another store, or continue that campaign as it was with `labloop resume`"
                        f"{more}")

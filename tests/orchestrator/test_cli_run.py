@@ -610,7 +610,10 @@ def test_validate_says_what_run_would_find_at_the_store(tmp_path, labloop, write
     cases = {
         "a journal of other settings": ({"objective": {"quantity": "oxidation_potential", "goal": "window",
                                                       "window_v": [4.4, 4.6]}, "store": str(tmp_path / "tiny.db")},
-                                        "with other settings, objective.window_v"),
+                                        "with other settings, objective.window_v[0]: 4.5 in the journal, 4.4 here; "
+                                        "choose another store, or continue that campaign as it was with `labloop "
+                                        "resume` (a new store can learn from what this one measured: its report's "
+                                        "measurements.csv as past_measurements"),
         "a file that is not a journal": ({"store": str(campaign_file)}, "not a labloop journal"),
         "a folder that is a file": ({"store": str(campaign_file / "x.db")}, "tiny.yaml is a file, so"),
         # write permission, even for root, and yet no file is made there (validate passed, run refused)
