@@ -165,7 +165,7 @@ def _table(ranking: Ranking, top: int) -> Table:
     if named:
         table.add_column("name")
     table.add_column("smiles", overflow="fold")
-    table.add_column("predicted V vs Li/Li+", justify="right")
+    table.add_column("predicted V vs Li/Li+ ± 1 sd", justify="right")  # as `log` says its sd
     table.add_column("P(hit)" if ranking.probability_of.startswith("hit") else "P", justify="right")
     for c in shown:
         cells = [str(c.rank), *([c.sample_id] if vials else []), *([Text(console.printable(c.name))] if named else []),

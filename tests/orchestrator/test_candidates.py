@@ -89,6 +89,7 @@ def test_the_table_says_the_model_the_calibration_and_predictions_matching_p_hit
     assert "(every one in the journal, the last included: `labloop log` and the report show the calibration of " \
         "the last proposal)" in out
     assert "predictions, not measurements" in out and "leave-one-out RMSE" in out
+    assert "± 1 sd" in out  # which sd, as `labloop log` says it (a newcomer's trial)
     ranked = json.loads(labloop("candidates", campaign["store"], "--json").stdout)["candidates"]
     # a row's first line (a long SMILES folds onto the next, under COLUMNS=80 of pytest-xdist)
     table = [line for line in result.stdout.splitlines() if re.match(r"│\s+\d+ │", line)]
