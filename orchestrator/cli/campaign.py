@@ -131,8 +131,17 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
     return {name: said for name, said in rows.items() if said is not None}
 
 
+#: each simulated world's truth in a few words, as validate's summary says it (docs/simulation.md has the formulas)
+TRUTH_SAID = {"born": "each molecule's DFT energy - 1.40 V - a solvation term",
+              "column": "a column of potentials, as given",
+              "groups": "born's, shifted for functional groups",
+              "smooth": "born's, plus a smooth random function of the molecule",
+              "drift": "another kind's, with the reference electrode drifting"}
+
+
 def _world(campaign: Campaign) -> str:
-    """A dry run's simulated world in one row: what is true, how fast device time runs, and what it rehearses (faults,
+    """A dry run's simulated world in one row: what is true (each kind glossed: "truth born" was a word to look up, a
+    newcomer's trial), how fast device time runs, and what it rehearses (faults,
     dissolved O2, an uncompensated resistance, molecules that decompose), each only when set: a chemist's trial
     found ``world.unstable_share`` nowhere in validate's summary."""
     world = campaign.world or World()
@@ -146,7 +155,8 @@ def _world(campaign: Campaign) -> str:
                                "reduced (world.unstable_share)"),
         (world.n_electrons > 1, f"{world.n_electrons} electrons in each molecule's wave (world.n_electrons)"))
         if value]
-    return (f"simulated: truth {world.truth.kind}, noise {compact(world.noise_v)} V; {pace}"
+    return (f"simulated: truth {world.truth.kind} ({TRUTH_SAID[world.truth.kind]}: docs/simulation.md), noise "
+            f"{compact(world.noise_v)} V; {pace}"
             + (f"; rehearsed: {', '.join(rehearsed)}" if rehearsed else ""))
 
 
