@@ -132,7 +132,7 @@ def _summary(path: Path, campaign: Campaign, n_rows: int, skipped: tuple[int, in
 
 
 #: each simulated world's truth in a few words, as validate's summary says it (docs/simulation.md has the formulas)
-TRUTH_SAID = {"born": "each molecule's DFT energy - 1.40 V - a solvation term",
+TRUTH_SAID = {"born": "each molecule's DFT energy - 1.40 V, moved by a solvation term",
               "column": "a column of potentials, as given",
               "groups": "born's, shifted for functional groups",
               "smooth": "born's, plus a smooth random function of the molecule",

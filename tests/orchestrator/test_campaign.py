@@ -100,7 +100,7 @@ def test_validate_says_the_approval_gate_the_alerts_and_the_dry_runs_world(lablo
            "(planner.approve)" in lines, proc.stdout
     assert ("alerts       2 URLs, told when the campaign stops or waits for a person (not shown: a URL may hold a "
             "secret)") in lines, proc.stdout
-    assert ("world        simulated: truth born (each molecule's DFT energy - 1.40 V - a solvation term: "
+    assert ("world        simulated: truth born (each molecule's DFT energy - 1.40 V, moved by a solvation term: "
             "docs/simulation.md), noise 0.01 V; 10 device seconds per wall second (world.time_scale); "
             "rehearsed: faults at world.fault_rate 0.001, 300 ohm uncompensated (world.ru_ohm), 0.2 of the molecules "
             "decomposing once oxidised or reduced (world.unstable_share)") in lines, proc.stdout
