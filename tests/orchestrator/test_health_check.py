@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
@@ -171,8 +172,6 @@ def test_a_pump_still_pumping_when_the_run_opens_it_refuses_the_start(tmp_path, 
     import threading
     import time
 
-    import yaml
-
     from labloop.instruments.ne1000 import NE1000Pump
     from labloop.sim.cell import Cell
     from labloop.sim.emstat_emulator import EmStatEmulator
@@ -193,12 +192,7 @@ def test_a_pump_still_pumping_when_the_run_opens_it_refuses_the_start(tmp_path, 
             time.sleep(0.01)
         killed.bus.close()  # the killed run's driver says nothing more (and gives back its line, which sends nothing)
         killed.close()
-        campaign = yaml.safe_load(write_campaign(tmp_path).read_text())
-        rig = campaign["instruments"]
-        rig["sampler"] = {"driver": "manual"}
-        rig["analyte_pump"]["port"] = rig["electrolyte_pump"]["port"] = chain.port
-        rig["potentiostat"]["port"] = potentiostat.port
-        (tmp_path / "real.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+        _on_ports(write_campaign(tmp_path), tmp_path / "real.yaml", chain.port, potentiostat.port)
         result = subprocess.run([sys.executable, "-m", "labloop.orchestrator.cli.main", "run",
                                  str(tmp_path / "real.yaml")], capture_output=True, text=True, timeout=300)
         assert pumps.snapshot(0).status == "S", result.stderr
@@ -212,6 +206,19 @@ def test_a_pump_still_pumping_when_the_run_opens_it_refuses_the_start(tmp_path, 
         "the syringe now, then start again (a journal's campaign: `labloop resume STORE --cell-emptied "
         "--syringes-filled`)"), refusal
     assert sorted(p.name for p in tmp_path.iterdir()) == ["real.yaml", "tiny.yaml"]  # no journal, no lock
+
+
+def _on_ports(campaign_file: Path, real: Path, pumps: str, potentiostat: str) -> None:
+    """``real``: ``campaign_file`` run on real ports, its two pumps on the chain at ``pumps``, its potentiostat at
+    ``potentiostat`` and a manual sample changer (the simulated one is for dry runs only)."""
+    import yaml
+
+    campaign = yaml.safe_load(campaign_file.read_text())
+    rig = campaign["instruments"]
+    rig["sampler"] = {"driver": "manual"}
+    rig["analyte_pump"]["port"] = rig["electrolyte_pump"]["port"] = pumps
+    rig["potentiostat"]["port"] = potentiostat
+    real.write_text(yaml.safe_dump(campaign, sort_keys=False))
 
 
 def _quietly(call, *args) -> None:
@@ -274,7 +281,6 @@ def test_pumps_holding_each_others_syringe_diameter_are_warned_of_as_swapped(tmp
     would have pumped ~10x the volumes asked (a hardware rehearsal on `sim serve` ports): the driver reads what the
     pump held before it sets the campaign's, and the health check warns of each, naming the pump given that
     diameter. Real NE-1000 and EmStat drivers on their emulators' ptys."""
-    import yaml
 
     from labloop.sim.cell import Cell
     from labloop.sim.emstat_emulator import EmStatEmulator
@@ -286,12 +292,7 @@ def test_pumps_holding_each_others_syringe_diameter_are_warned_of_as_swapped(tmp
                            time_scale=TimeScale.real_time())
     with PtyDevice(pumps, name="ne1000").start() as chain, \
             PtyDevice(EmStatEmulator(lambda: []), name="emstat").start() as potentiostat:
-        campaign = yaml.safe_load(write_campaign(tmp_path).read_text())
-        rig = campaign["instruments"]
-        rig["sampler"] = {"driver": "manual"}
-        rig["analyte_pump"]["port"] = rig["electrolyte_pump"]["port"] = chain.port
-        rig["potentiostat"]["port"] = potentiostat.port
-        (tmp_path / "real.yaml").write_text(yaml.safe_dump(campaign, sort_keys=False))
+        _on_ports(write_campaign(tmp_path), tmp_path / "real.yaml", chain.port, potentiostat.port)
         real = load_campaign(tmp_path / "real.yaml")
         with build_rig(real, dry_run=False) as built, caplog.at_level(logging.WARNING, logger="labloop"):
             built.check_health()
