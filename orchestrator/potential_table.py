@@ -22,7 +22,7 @@ import numpy as np
 from labloop.core.errors import ConfigError, InvalidInput
 from labloop.core.text import plural
 from labloop.instruments.cv_analysis import FERROCENE_VS_LI_V, Quantity
-from labloop.orchestrator.config.campaign import Campaign
+from labloop.orchestrator.config.campaign import LITHIUM_SCALE, Campaign
 from labloop.orchestrator.config.fields import POTENTIAL_RANGE_V
 from labloop.orchestrator.config.yaml_source import display_name
 from labloop.surrogate.dataset import MISSING_MARKERS, REPEAT_SPREAD, at_lines, csv_lines, markers_written, read_table
@@ -59,7 +59,6 @@ BACKTEST_WORDS = Words("--column", "--truth-vs", "the backtest's truth",
 FERROCENE_SCALE = re.compile(r"\bfc\b|\bfc\+|ferrocen", re.IGNORECASE)
 #: (Ag+/Ag and Ag|Ag+ too: "E vs Ag+/Ag" was read as vs Li/Li+ in silence, where "vs Ag/Ag+" was refused: a lab's trial)
 OTHER_SCALES = re.compile(r"\bsce\b|ag\+?\s*[/|]\s*ag|\bagcl\b|\bshe\b|\bnhe\b|\bsse\b|\bhg/hg", re.IGNORECASE)
-LITHIUM_SCALE = re.compile(r"\bli\b|\bli\+|\blithium\b", re.IGNORECASE)
 #: a header naming an energy in eV (``ie_ev``, ``EA (eV)``): a DFT column, not a potential in V
 ENERGY_HEADER = re.compile(r"(\b|_)ev\b", re.IGNORECASE)
 #: a header naming millivolts (``E vs Li/Li+ (mV)``, ``e_mv``; not ``mV/s``, a scan rate): 4300 is refused as beyond
@@ -295,9 +294,10 @@ def read_truth(path: Path, column: str, smiles_column: str = "smiles", *, truth_
     if empty:
         # where each is: a marker's rows by its marker, a blank cell's too (a chemist's trial looked for them)
         blank = [row for row in empty if row not in written]
-        said = ([f"{len(marked)} of them {markers_written(written, marked, line_of)}"] if marked else []) + (
-            [f"{len(blank)} of them blank, {at_lines(blank, line_of)}" if marked else
-             f"blank, {at_lines(blank, line_of)}"] if blank else [])
+        said = [f"{len(marked)} of them {markers_written(written, marked, line_of)}"] if marked else []
+        if blank:
+            said.append(f"{len(blank)} of them blank, {at_lines(blank, line_of)}" if marked else
+                        f"blank, {at_lines(blank, line_of)}")
         markers = f" ({'; '.join(said)})"
         # a CV sheet's "n.d." is often "no wave up to the scan's end", which a bound says and a past table learns
         # from (a chemist's trial); a truth table cannot hold bounds

@@ -74,6 +74,7 @@ from labloop.orchestrator.journal.view import (
     assumed_by,
     counts_apart,
     describe_objective,
+    hits_by_bound_said,
     nominal_offset,
     rate_constant,
     run_was_dry,
@@ -507,10 +508,7 @@ def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
     # in the campaign file's copy alone (a trial)
     if conditions := config.get("conditions"):
         said += "; conditions it chooses per experiment: " + ", ".join(f"{k} {v}" for k, v in conditions.items())
-    instruments = [f"{name} {spec.get('driver')}" + (f" ({shown})" if (shown := ", ".join(
-                       f"{k} {v}" for k, v in (spec.get("options") or {}).items() if k != "capture")) else "")
-                   for name, spec in (config.get("instruments") or {}).items()]
-    if instruments:
+    if instruments := [_instrument_said(name, spec) for name, spec in (config.get("instruments") or {}).items()]:
         said += f"; instruments (name, driver, options): {'; '.join(instruments)}"
     runs = [e["data"]["versions"] for e in events if e["kind"] == "run" and isinstance(e["data"], dict)
             and isinstance(e["data"].get("versions"), dict)]
@@ -518,6 +516,13 @@ def _setup_said(config: dict[str, Any], events: list[dict[str, Any]]) -> str:
         same = "" if all(r == runs[-1] for r in runs) else f" (not all its {len(runs)} runs: log --json's run events)"
         said += f"; software of the last run{same}: " + ", ".join(f"{k} {v}" for k, v in runs[-1].items())
     return _escaped(said)
+
+
+def _instrument_said(name: str, spec: dict[str, Any]) -> str:
+    """``analyte_pump ne1000 (address 0, diameter_mm 4.61)``: an instrument of the journalled campaign for the methods
+    line, its options but ``capture`` (a path)."""
+    options = ", ".join(f"{k} {v}" for k, v in (spec.get("options") or {}).items() if k != "capture")
+    return f"{name} {spec.get('driver')}" + (f" ({options})" if options else "")
 
 
 def _provenance(source: str | None, events: list[dict[str, Any]], progress: dict[str, Any], *,
@@ -1401,9 +1406,11 @@ def _best_table(snap: dict[str, Any], records: dict[int, dict[str, Any]], offset
     measured = snap["progress"]["counts"]["done"]
     # the first BEST_SHOWN of the done ones: a page of 6 hits listed 5 with nothing saying more were (a referee's trial)
     hits = snap["progress"]["hits"]
-    shown = (f"The best {len(snap['best'])} of the {measured} measured experiments"
-             + (f" ({hits} {plural(hits, 'hit')} in all: measurements.csv's hit column says which)" if hits_defined
-                else " (measurements.csv has every one)") + ". " if measured > len(snap["best"]) else "")
+    shown = ""
+    if measured > len(snap["best"]):
+        where = (f"{hits} {plural(hits, 'hit')} in all: measurements.csv's hit column says which" if hits_defined
+                 else "measurements.csv has every one")
+        shown = f"The best {len(snap['best'])} of the {measured} measured experiments ({where}). "
     return (f"<h2>best so far</h2><table><tr><th>id</th>{'<th>name</th>' * named}<th>SMILES</th><th>V vs Li/Li+</th>\n"
             f"{'<th>hit</th>' * hits_defined}{'<th>E1/2 spread over the scan rates (mV)</th>' * spread}"
             f"<th>how it was put on the Li/Li+ scale</th></tr>\n{rows}</table>\n"
@@ -1441,8 +1448,8 @@ def _html(snap: dict[str, Any], calibrations: list[dict[str, Any]], folder: Path
     plots = "".join(f'<figure><img src="{name}" alt="{name}"><figcaption>{esc(CAPTIONS[name])}</figcaption></figure>'
                     for name in shown)
     hits = "" if progress["hits"] is None else f"; hits: {progress['hits']}" + (
-        f" (+ {progress['hits_by_bound']} by bound: failed, the wave beyond the scan and past the threshold; the "
-        "failed experiments below say which)" if progress.get("hits_by_bound") else "")
+        f" ({hits_by_bound_said(progress['hits_by_bound'])}; the failed experiments below say which)"
+        if progress.get("hits_by_bound") else "")
     past = next((e for e in snap["events"] if e["kind"] == PAST_MEASUREMENTS), None)  # the lab's, before the campaign
     notes = "" if past is None or not isinstance(past["data"], dict) else "".join(
         f"<li>{esc(note)}</li>" for note in past["data"].get("notes", []))

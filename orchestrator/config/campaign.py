@@ -133,8 +133,9 @@ OXYGEN_ONSET_RANGE_V = (1.0, 4.0)
 #: glassy carbon with a looser current cut-off; its 5.0 V for EC/DMC is the practical limit on a battery's cathode,
 #: whose oxide surfaces catalyse an oxidation an inert disk does not
 ELECTROLYTE_WINDOW_V = (0.8, 5.5)
-#: a reference electrode's name that says lithium (``Li``, ``Li/Li+``, ``Li+/Li``, ``lithium``, ``Li metal``)
-LITHIUM_REFERENCE = re.compile(r"^\s*(li\b|li\+|lithium)", re.IGNORECASE)
+#: lithium named in a table's header (``E vs Li/Li+``) or a reference electrode's name (``Li``, ``Li metal``, matched
+#: at its start: orchestrator/potential_table.py reads headers with it too)
+LITHIUM_SCALE = re.compile(r"\bli\b|\bli\+|\blithium\b", re.IGNORECASE)
 #: how far from 0 V vs Li/Li+ a lithium reference's ``cell.reference_offset_v`` may be before it is warned of
 LITHIUM_OFFSET_SLACK_V = 0.1
 #: slowest simulated world (device seconds per wall second) other than 0, zero latency
@@ -1544,7 +1545,7 @@ class Campaign(BaseModel):
             return None
         named = next(((name, reference) for name, entry in self.instruments.items()
                       if isinstance(reference := entry.options.get("reference"), str)
-                      and LITHIUM_REFERENCE.search(reference)), None)
+                      and LITHIUM_SCALE.match(reference.strip())), None)
         if named is None:
             return None
         return (f"{self.located('cell', 'reference_offset_v')}: {compact(offset)} V, while "

@@ -536,8 +536,7 @@ def _header(snap: dict[str, Any]) -> Text:
     if progress["hits"] is not None:
         text.append(f"  hits {progress['hits']}", style="green" if progress["hits"] else None)
         if progress.get("hits_by_bound"):  # failed scans whose waves lay past the threshold, beyond the scan's end
-            text.append(f" (+ {progress['hits_by_bound']} by bound: failed, the wave beyond the scan and past the "
-                        "threshold)", style="green")
+            text.append(f" ({hits_by_bound_said(progress['hits_by_bound'])})", style="green")
     if (past := progress.get("past")) is not None:
         bounds = past["bounds_n"]
         text.append(f"  (+ {past['measurements_n']} past {plural(past['measurements_n'], 'measurement')}"
@@ -754,6 +753,12 @@ def _named(experiment: dict[str, Any], named: bool) -> tuple[Text, ...]:
     SMILES. Why both: a chemist knows the molecules by name, a script and the planner by SMILES."""
     smiles = _text(experiment["smiles"])
     return (_text(clipped(experiment["name"], SHOWN_NAME_CHARS)), smiles) if named else (smiles,)
+
+
+def hits_by_bound_said(n: int) -> str:
+    """``+ 3 by bound: failed, the wave beyond the scan and past the threshold``: how ``log``'s header and the report
+    count the hits by bound after the hits."""
+    return f"+ {n} by bound: failed, the wave beyond the scan and past the threshold"
 
 
 def nominal_offset(config: dict[str, Any]) -> float:
